@@ -1,0 +1,50 @@
+"""Errors raised by connectors, sorted by how the caller must react.
+
+::
+
+    ConnectorError                      root of this package
+    ├── ConfigError                     fix the settings (bad mapping, missing columns, bad credentials)
+    │   └── AuthError                   credentials rejected by the vendor (401/403)
+    ├── TransientError                  retry later (connection error, timeout, 429, 5xx); .retry_after
+    ├── RecordError                     one record is bad: skip it and report it; .bad_row
+    └── FatalError                      stop: the remote answered something we cannot act on
+
+Typed attributes carry the HTTP status, a short body excerpt (never a secret) and
+``retry_after`` seconds when the server told us.
+"""
+
+from __future__ import annotations
+
+from .records import BadRow
+
+
+class ConnectorError(Exception):
+    def __init__(self, message: str, *, status: int | None = None, body: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = (body or "")[:500] or None
+
+
+class ConfigError(ConnectorError):
+    """The configuration or the input files do not fit; the user must fix them."""
+
+
+class AuthError(ConfigError):
+    """Credentials were rejected."""
+
+
+class TransientError(ConnectorError):
+    def __init__(self, message: str, *, status: int | None = None, body: str | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message, status=status, body=body)
+        self.retry_after = retry_after
+
+
+class RecordError(ConnectorError):
+    def __init__(self, bad_row: BadRow) -> None:
+        super().__init__(str(bad_row))
+        self.bad_row = bad_row
+
+
+class FatalError(ConnectorError):
+    """The remote answered something that retrying will not fix."""

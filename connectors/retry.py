@@ -1,0 +1,80 @@
+"""The one retry layer, built on tenacity, shared by every CRM connector and ESP client.
+
+Retries :class:`~connectors.errors.TransientError` (connection errors, timeouts, 429, 5xx
+as mapped by each client), honouring the server's ``retry_after`` (capped), otherwise
+exponential backoff with full jitter. Stops on attempts *and* on a deadline, re-raises
+the last error. ``sleep`` is injectable so tests assert waits without sleeping.
+
+Only wrap idempotent calls: a POST that creates something must not be retried blindly.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable, TypeVar
+
+import tenacity
+
+from .errors import TransientError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class RetryPolicy:
+    attempts: int = 6
+    deadline: float = 120.0  # seconds, whole call including waits
+    base: float = 0.5  # first backoff, doubled each attempt
+    max_wait: float = 30.0  # cap on any single wait, Retry-After included
+    sleep: Callable[[float], None] = time.sleep
+    rng: random.Random = field(default_factory=random.Random)
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            return max(0.0, min(float(retry_after), self.max_wait))
+        ceiling = min(self.max_wait, self.base * 2 ** (state.attempt_number - 1))
+        return self.rng.uniform(ceiling / 2, ceiling)
+
+    def call(self, fn: Callable[[], T], *, what: str = "call") -> T:
+        """Run ``fn`` with retries on TransientError; other errors pass straight through."""
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.info("retrying %s after %s (attempt %d, waiting %.1fs)", what, exc,
+                     state.attempt_number, state.upcoming_sleep)
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(TransientError),
+            stop=tenacity.stop_after_attempt(self.attempts) | tenacity.stop_after_delay(self.deadline),
+            wait=self._wait,
+            sleep=self.sleep,
+            reraise=True,
+            before_sleep=before_sleep,
+        )
+        return retrying(fn)
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Parse ``Retry-After`` (seconds or HTTP date) or an epoch ``X-RateLimit-Reset``."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        num = float(value)
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            dt = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, dt.timestamp() - (now if now is not None else time.time()))
+    if num > 1_000_000_000:  # an epoch timestamp (X-RateLimit-Reset)
+        return max(0.0, num - (now if now is not None else time.time()))
+    return max(0.0, num)

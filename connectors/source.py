@@ -1,0 +1,30 @@
+"""The one boundary every source implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import duckdb
+
+from .records import BadRow
+
+
+@dataclass
+class PullResult:
+    """What one pull staged, and what it could not use."""
+
+    orders: int = 0
+    contacts: int = 0
+    bad_rows: list[BadRow] = field(default_factory=list)
+    bad_row_count: int = 0  # may exceed len(bad_rows) when the list is capped
+    cursor: str | None = None  # new bookmark to save once the pull has been stored
+    full_refresh: bool = False  # True: staged rows are the whole history (replace the store)
+
+
+class Source(Protocol):
+    """Reads contacts and orders since a cursor into the connection's ``staged_*`` tables."""
+
+    name: str
+
+    def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None) -> PullResult: ...

@@ -1,0 +1,109 @@
+"""The canonical DuckDB tables every source writes and segmentation reads.
+
+A source's ``pull`` stages what it read into the ``staged_*`` temp tables of the
+DuckDB connection it is given (same columns as the main tables). The order store
+(:mod:`sync.store`) then merges staged rows into ``orders``, ``contacts`` and
+``line_items`` (latest version wins) or, for a full refresh, replaces them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Iterable
+
+import duckdb
+import pyarrow as pa
+
+from .records import Contact, Order
+
+ORDERS_COLUMNS = """
+    order_id     VARCHAR NOT NULL,
+    customer_id  VARCHAR NOT NULL,
+    ordered_at   TIMESTAMPTZ NOT NULL,
+    amount       DECIMAL(18,2) NOT NULL,
+    currency     VARCHAR,
+    status       VARCHAR NOT NULL,
+    discount     DECIMAL(18,2)
+"""
+
+CONTACTS_COLUMNS = """
+    customer_id        VARCHAR NOT NULL,
+    email              VARCHAR,
+    phone              VARCHAR,
+    first_name         VARCHAR,
+    last_name          VARCHAR,
+    marketing_consent  VARCHAR NOT NULL,
+    created_at         TIMESTAMPTZ,
+    attributes         JSON
+"""
+
+LINE_ITEMS_COLUMNS = """
+    order_id  VARCHAR NOT NULL,
+    line_no   INTEGER NOT NULL,
+    sku       VARCHAR,
+    name      VARCHAR,
+    category  VARCHAR,
+    brand     VARCHAR,
+    quantity  DECIMAL(18,3),
+    price     DECIMAL(18,2)
+"""
+
+TABLES = {"orders": ORDERS_COLUMNS, "contacts": CONTACTS_COLUMNS, "line_items": LINE_ITEMS_COLUMNS}
+
+
+def create_tables(con: duckdb.DuckDBPyConnection, prefix: str = "", temp: bool = False) -> None:
+    """Create empty canonical tables (``prefix`` + name) if they do not exist."""
+    kind = "TEMP TABLE" if temp else "TABLE"
+    for name, cols in TABLES.items():
+        con.execute(f"CREATE {kind} IF NOT EXISTS {prefix}{name} ({cols})")
+
+
+def create_staging(con: duckdb.DuckDBPyConnection) -> None:
+    """Fresh, empty ``staged_orders``/``staged_contacts``/``staged_line_items`` temp tables."""
+    for name, cols in TABLES.items():
+        con.execute(f"CREATE OR REPLACE TEMP TABLE staged_{name} ({cols})")
+
+
+def stage_records(con: duckdb.DuckDBPyConnection, orders: Iterable[Order] = (),
+                  contacts: Iterable[Contact] = ()) -> tuple[int, int]:
+    """Append records (from an API page or a webhook) to the staging tables.
+
+    Creates the staging tables when missing. Returns (orders, contacts) appended.
+    """
+    for name, cols in TABLES.items():
+        con.execute(f"CREATE TEMP TABLE IF NOT EXISTS staged_{name} ({cols})")
+    orders = list(orders)
+    contacts = list(contacts)
+    if orders:
+        tbl = pa.table({
+            "order_id": [o.order_id for o in orders],
+            "customer_id": [o.customer_id for o in orders],
+            "ordered_at": pa.array([o.ordered_at for o in orders], type=pa.timestamp("us", tz="UTC")),
+            "amount": pa.array([o.amount for o in orders], type=pa.decimal128(18, 2)),
+            "currency": [o.currency for o in orders],
+            "status": [str(o.status) for o in orders],
+            "discount": pa.array([o.discount for o in orders], type=pa.decimal128(18, 2)),
+        })
+        con.register("_stage_orders", tbl)
+        con.execute("INSERT INTO staged_orders SELECT * FROM _stage_orders")
+        con.unregister("_stage_orders")
+        items = [(o.order_id, i, it.sku, it.name, it.category, it.brand, it.quantity, it.price)
+                 for o in orders for i, it in enumerate(o.items, 1)]
+        if items:
+            con.executemany("INSERT INTO staged_line_items VALUES (?, ?, ?, ?, ?, ?, ?, ?)", items)
+    if contacts:
+        tbl = pa.table({
+            "customer_id": [c.customer_id for c in contacts],
+            "email": [c.email for c in contacts],
+            "phone": [c.phone for c in contacts],
+            "first_name": [c.first_name for c in contacts],
+            "last_name": [c.last_name for c in contacts],
+            "marketing_consent": [str(c.marketing_consent) for c in contacts],
+            "created_at": pa.array([c.created_at for c in contacts], type=pa.timestamp("us", tz="UTC")),
+            "attributes": [json.dumps(dict(c.attributes), ensure_ascii=False) if c.attributes else None
+                           for c in contacts],
+        })
+        con.register("_stage_contacts", tbl)
+        con.execute("INSERT INTO staged_contacts SELECT * EXCLUDE (attributes), attributes::JSON FROM _stage_contacts")
+        con.unregister("_stage_contacts")
+    return len(orders), len(contacts)

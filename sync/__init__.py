@@ -1,0 +1,1 @@
+"""rfmsync sync package."""

@@ -1,0 +1,54 @@
+"""Errors of the sync package and the CLI exit codes they map to.
+
+::
+
+    RfmsyncError                      root (exit 1 if nothing more specific)
+    ├── ConfigError            exit 2  fix the config / environment (also connectors.ConfigError)
+    ├── DataError              exit 3  the input data cannot be used (also segmentation errors)
+    ├── DestinationError       exit 4  an ESP refused or failed after retries
+    │   └── DestinationConfigError     exit 2: audience missing, key rejected
+    ├── PlanStaleError         exit 5  the ledger changed since the saved plan was made
+    └── LockBusyError          exit 75 another sync of this destination is running (EX_TEMPFAIL)
+
+Anything else is an internal error: exit 70 (EX_SOFTWARE), traceback only with ``-v``.
+"""
+
+from __future__ import annotations
+
+
+class RfmsyncError(Exception):
+    exit_code = 1
+
+
+class ConfigError(RfmsyncError):
+    exit_code = 2
+
+
+class DataError(RfmsyncError):
+    exit_code = 3
+
+
+class DestinationError(RfmsyncError):
+    exit_code = 4
+
+    def __init__(self, message: str, *, status: int | None = None, body: str | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = (body or "")[:500] or None
+        self.retry_after = retry_after
+
+
+class DestinationConfigError(DestinationError):
+    exit_code = 2
+
+
+class PlanStaleError(RfmsyncError):
+    exit_code = 5
+
+
+class LockBusyError(RfmsyncError):
+    exit_code = 75
+
+
+INTERNAL_EXIT = 70
