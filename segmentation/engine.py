@@ -1,0 +1,110 @@
+"""Public entry point: metrics → scores → segments → summary → boundary, all in DuckDB."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+import duckdb
+
+from .boundary import falling_asleep_boundary
+from .config import SegmentationConfig, Thresholds
+from .errors import RuleError
+from .metrics import build_customer_metrics
+from .rules import PRESETS, CompiledRules, compile_rules
+from .scoring import derive_cut_points, score_sql
+from .summary import summarise
+
+SCORE_TABLE = "customer_segments"
+CUSTOMER_COLUMNS = ("customer_id", "recency_days", "frequency", "monetary", "r", "f", "m", "rfm", "segment")
+
+
+@dataclass
+class SegmentationResult:
+    as_of: date
+    preset: str
+    method: str
+    levels: int
+    customers: int
+    segment_names: tuple[str, ...]
+    summary: list[dict]
+    cut_points: Thresholds
+    boundary: dict = field(default_factory=dict)
+    table: str = SCORE_TABLE
+
+    def to_json(self, bad_rows: int = 0) -> dict:
+        return {
+            "as_of": self.as_of.isoformat(),
+            "preset": self.preset,
+            "method": self.method,
+            "levels": self.levels,
+            "customers": self.customers,
+            "segments": [r for r in self.summary if r["segment"] != "Total"],
+            "totals": next(r for r in self.summary if r["segment"] == "Total"),
+            "boundary": self.boundary,
+            "cut_points": self.cut_points.model_dump(),
+            "bad_rows": bad_rows,
+        }
+
+
+def resolve_rules(cfg: SegmentationConfig, fields: set[str]) -> CompiledRules:
+    """The config's custom rules, then its preset's, compiled for the right number of levels."""
+    if cfg.preset not in PRESETS:
+        raise RuleError(f"unknown segmentation preset {cfg.preset!r}; choose one of {', '.join(PRESETS)}")
+    preset = PRESETS[cfg.preset]
+    levels = cfg.levels or preset.levels
+    if levels not in (3, 4, 5):
+        raise RuleError(f"segmentation.levels must be 3, 4 or 5, got {levels}")
+    if cfg.levels and cfg.preset != "none" and cfg.levels != preset.levels:
+        raise RuleError(f"preset {cfg.preset!r} is defined on {preset.levels} levels; remove levels = {cfg.levels} "
+                        f"or use preset = \"none\" with your own rules")
+    if cfg.preset == "none" and not cfg.rules:
+        raise RuleError('preset = "none" needs [[segmentation.rules]]')
+    rules = [(r.name, tuple(r.match)) for r in cfg.rules] + list(preset.rules)
+    return compile_rules(rules, cfg.default_segment or preset.default, levels, fields)
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    return [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
+
+
+def run_segmentation(con: duckdb.DuckDBPyConnection, cfg: SegmentationConfig, as_of: date,
+                     timezone: str = "UTC", *, extra_fields: str | None = None,
+                     cut_points: Thresholds | None = None, customers: str | None = None,
+                     with_boundary: bool = True, orders: str = "orders") -> SegmentationResult:
+    """Score and segment every customer with a completed order up to ``as_of``.
+
+    Creates TEMP table ``customer_segments`` (metrics, r, f, m, rfm, segment, and ``extra_fields`` columns).
+    ``extra_fields``: a table keyed by customer_id whose columns become rule inputs (e.g. predictions).
+    ``cut_points``: score with these thresholds instead (incremental re-scoring against the last full run).
+    ``customers``: restrict to the customer ids in this table.
+    """
+    n = build_customer_metrics(con, as_of, timezone, orders=orders, customers=customers)
+    fields = set(_columns(con, "customer_metrics"))
+    join = ""
+    if extra_fields:
+        extra = [c for c in _columns(con, extra_fields) if c != "customer_id"]
+        fields |= set(extra)
+        join = f"LEFT JOIN {extra_fields} x USING (customer_id)"
+    compiled = resolve_rules(cfg, fields)
+    levels = compiled.levels
+    method = "thresholds" if cut_points is not None else cfg.method
+    r_sql, f_sql, m_sql = score_sql(method, levels, cut_points if cut_points is not None else cfg.thresholds)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE {SCORE_TABLE} AS
+        WITH scored AS (
+            SELECT cm.*, {'x.* EXCLUDE (customer_id),' if join else ''}
+                   CAST({r_sql} AS INTEGER) AS r, CAST({f_sql} AS INTEGER) AS f, CAST({m_sql} AS INTEGER) AS m
+            FROM customer_metrics cm {join.replace('USING', 'USING') if join else ''}
+        )
+        SELECT *, CAST(r AS VARCHAR) || CAST(f AS VARCHAR) || CAST(m AS VARCHAR) AS rfm,
+               {compiled.case_sql} AS segment
+        FROM scored
+    """)
+    derived = cut_points if cut_points is not None else derive_cut_points(con, SCORE_TABLE, levels)
+    summary = summarise(con, SCORE_TABLE, compiled.names)
+    boundary = (falling_asleep_boundary(con, as_of, timezone, cfg.boundary, cfg.reminder_lead_days, orders)
+                if with_boundary else {})
+    return SegmentationResult(as_of=as_of, preset=cfg.preset, method=method, levels=levels, customers=n,
+                              segment_names=compiled.names, summary=summary, cut_points=derived,
+                              boundary=boundary)

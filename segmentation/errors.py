@@ -1,0 +1,20 @@
+"""Errors of the segmentation package.
+
+::
+
+    SegmentationError          root
+    ├── RuleError              a segment rule or preset is invalid (fix the config)
+    └── ThinDataError          not enough data for what was asked (a result field stays empty)
+"""
+
+
+class SegmentationError(Exception):
+    pass
+
+
+class RuleError(SegmentationError):
+    pass
+
+
+class ThinDataError(SegmentationError):
+    pass

@@ -1,0 +1,160 @@
+"""Segment rules: patterns on R/F/M scores (and other per-customer fields), compiled to one SQL CASE.
+
+Pattern forms (a rule matches when any of its patterns matches; first matching rule wins):
+
+* digit codes with wildcards, one character per R, F, M: ``444``, ``4XX``, ``1**``, ``3?4``;
+* letter codes, omitted letters match anything: ``R3F3M3``, ``R2F3``, ``R1``, ``FM5`` (FM = round half up of
+  (F+M)/2, the classic R × FM map), with ranges ``F1-F2`` or ``R2-4``;
+* a condition on a per-customer field: ``reorder_due``, ``not discount_hunter``, ``churn_risk = high``,
+  ``recency_days > 90``; join several with ``&`` (all must hold), e.g. ``R1 & discount_hunter``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import RuleError
+
+WILDCARDS = set("Xx*?")
+_DIGIT_CODE = re.compile(r"^[0-9Xx*?]{3}$")
+_LETTER_TOKEN = re.compile(r"(FM|R|F|M)(\d)(?:-(?:FM|R|F|M)?(\d))?")
+_CONDITION = re.compile(r"^(not\s+)?([a-z_][a-z0-9_]*)\s*(?:(=|==|!=|<>|<=|>=|<|>)\s*(.+))?$", re.I)
+FM_SQL = "CAST(floor((f + m) / 2.0 + 0.5) AS INTEGER)"
+_SCORE_SQL = {"R": "r", "F": "f", "M": "m", "FM": FM_SQL}
+
+
+@dataclass(frozen=True)
+class Preset:
+    levels: int
+    rules: tuple[tuple[str, tuple[str, ...]], ...]
+    default: str = "Other"
+    description: str = ""
+
+
+def _rfm(rows: dict[str, str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    return tuple((name, tuple(p.strip() for p in pats.split(","))) for name, pats in rows.items())
+
+
+PRESETS: dict[str, Preset] = {
+    "tracks": Preset(3, _rfm({
+        "Best active": "R3F3M3, R2F3M3",
+        "Falling asleep": "R2F3, R2F2",
+        "Churn": "R1",
+        "Beginners": "F1-F2",
+    }), description="the four engagement tracks on 3 levels"),
+    "crm-4": Preset(4, _rfm({
+        "VIP": "444, 443, 434",
+        "Newcomers with potential": "414, 424",
+        "Loyal": "4XX",
+        "Sleeping whales": "144, 143, 134",
+        "Lost": "111, 112, 121",
+        "Need attention": "2XX, 3XX",
+    }), description="CRM-style 4-level map"),
+    "classic-5": Preset(5, _rfm({
+        "Champions": "R5FM5, R5FM4, R4FM5",
+        "Loyal customers": "R5FM3, R4FM4, R3FM5, R3FM4",
+        "Potential loyalist": "R5FM2, R4FM2, R3FM3, R4FM3",
+        "New customers": "R5FM1",
+        "Promising": "R4FM1, R3FM1",
+        "Need attention": "R3FM2, R2FM3, R2FM2",
+        "About to sleep": "R2FM1",
+        "At risk": "R2FM5, R2FM4, R1FM3",
+        "Can't lose them": "R1FM5, R1FM4",
+        "Hibernating": "R1FM2",
+        "Lost": "R1FM1",
+    }), description="the widely used 11-segment R × FM map, FM = round((F+M)/2)"),
+    "none": Preset(5, (), description="no built-in rules: only [[segmentation.rules]]"),
+}
+
+
+def _score_condition(letter: str, lo: int, hi: int, levels: int, where: str) -> str:
+    for v in (lo, hi):
+        if not 1 <= v <= levels:
+            raise RuleError(f"{where}: score {v} is outside 1..{levels}")
+    if lo > hi:
+        raise RuleError(f"{where}: range {lo}-{hi} is reversed")
+    col = _SCORE_SQL[letter]
+    return f"{col} = {lo}" if lo == hi else f"{col} BETWEEN {lo} AND {hi}"
+
+
+def _sql_literal(raw: str) -> str:
+    raw = raw.strip()
+    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":
+        raw = raw[1:-1]
+    elif raw.lower() in ("true", "false"):
+        return raw.upper()
+    else:
+        try:
+            return repr(float(raw)) if not raw.lstrip("-").isdigit() else str(int(raw))
+        except ValueError:
+            pass
+    return "'" + raw.replace("'", "''") + "'"
+
+
+def compile_pattern(pattern: str, levels: int, fields: set[str], where: str = "rule") -> str:
+    """One pattern (possibly ``a & b``) → a SQL boolean expression over r, f, m and ``fields``."""
+    parts = [p.strip() for p in pattern.split("&")]
+    if not all(parts):
+        raise RuleError(f"{where}: empty pattern in {pattern!r}")
+    return " AND ".join(f"({_compile_one(p, levels, fields, where)})" for p in parts)
+
+
+def _compile_one(p: str, levels: int, fields: set[str], where: str) -> str:
+    where = f"{where}, pattern {p!r}"
+    if _DIGIT_CODE.match(p):
+        conds = [f"{col} = {ch}" for col, ch in zip("rfm", p) if ch not in WILDCARDS]
+        for ch in p:
+            if ch not in WILDCARDS and not 1 <= int(ch) <= levels:
+                raise RuleError(f"{where}: score {ch} is outside 1..{levels}")
+        return " AND ".join(conds) or "TRUE"
+    up = p.upper()
+    pos, conds, seen = 0, [], set()
+    for m in _LETTER_TOKEN.finditer(up):
+        if m.start() != pos:
+            break
+        letter, lo, hi = m.group(1), int(m.group(2)), int(m.group(3) or m.group(2))
+        if letter in seen:
+            raise RuleError(f"{where}: {letter} appears twice")
+        seen.add(letter)
+        conds.append(_score_condition(letter, lo, hi, levels, where))
+        pos = m.end()
+    if conds and pos == len(up):
+        return " AND ".join(conds)
+    m = _CONDITION.match(p)
+    if not m:
+        raise RuleError(f"{where}: not an RFM code (444, 4XX, R3F3M3, F1-F2) nor a field condition")
+    negate, field, op, value = m.groups()
+    field = field.lower()
+    if field not in fields:
+        raise RuleError(f"{where}: unknown field {field!r}; known: {', '.join(sorted(fields))}")
+    if op is None:
+        expr = f"coalesce(CAST({field} AS BOOLEAN), FALSE)"
+    else:
+        op = {"==": "=", "<>": "!="}.get(op, op)
+        expr = f"coalesce({field} {op} {_sql_literal(value)}, FALSE)"
+    return f"NOT {expr}" if negate else expr
+
+
+@dataclass(frozen=True)
+class CompiledRules:
+    levels: int
+    names: tuple[str, ...]  # rule names in order, then the default
+    case_sql: str
+
+
+def compile_rules(rules: list[tuple[str, tuple[str, ...]]], default: str, levels: int,
+                  fields: set[str] = frozenset()) -> CompiledRules:
+    whens, names = [], []
+    for name, patterns in rules:
+        if not patterns:
+            raise RuleError(f"segment {name!r} has no patterns")
+        cond = " OR ".join(f"({compile_pattern(p, levels, set(fields), f'segment {name!r}')})" for p in patterns)
+        whens.append(f"WHEN {cond} THEN '{name.replace(chr(39), chr(39) * 2)}'")
+        if name not in names:
+            names.append(name)
+    if default not in names:
+        names.append(default)
+    case = "CASE " + " ".join(whens) + f" ELSE '{default.replace(chr(39), chr(39) * 2)}' END" if whens \
+        else f"'{default.replace(chr(39), chr(39) * 2)}'"
+    return CompiledRules(levels, tuple(names), case)
