@@ -1,0 +1,229 @@
+"""The demo shop generator: deterministic, parseable, realistic, and every preset segment reachable."""
+
+from __future__ import annotations
+
+import csv
+import re
+import time
+import tomllib
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import duckdb
+import phonenumbers
+import pyarrow as pa
+import pytest
+
+from sync.demodata import (CLIENTS_HEADER, HISTORY_DAYS, ORDERS_HEADER, generate_orders_csv, generate_shop)
+
+AS_OF = date(2026, 1, 15)
+DATE_RE = re.compile(r"^\d{2}\.\d{2}\.\d{4} \d{2}:\d{2}$")
+MONEY_RE = re.compile(r"^-?\d{1,3}(?:\u00a0\d{3})*,\d{2}$")
+STATUS = {"Продажа": "completed", "Возврат": "refunded", "Отмена": "cancelled"}
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        return list(csv.DictReader(fh, delimiter=";"))
+
+
+def _money(text: str) -> Decimal:
+    return Decimal(text.replace("\u00a0", "").replace(",", "."))
+
+
+def _parse_date(text: str) -> datetime | None:
+    if not DATE_RE.match(text):
+        return None
+    try:
+        return datetime.strptime(text, "%d.%m.%Y %H:%M")
+    except ValueError:
+        return None
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_shop(tmp_path_factory.mktemp("shop"), customers=3000, seed=42, as_of=AS_OF)
+
+
+@pytest.fixture(scope="module")
+def orders(shop: Path) -> list[dict[str, str]]:
+    return _rows(shop.parent / "orders.csv")
+
+
+def _bad(rows: list[dict[str, str]]) -> list[tuple[int, str]]:
+    """(1-based data row, field) of every row our own strict parse rejects."""
+    out = []
+    for i, r in enumerate(rows, 1):
+        if _parse_date(r["Дата"]) is None:
+            out.append((i, "ordered_at"))
+        elif not MONEY_RE.match(r["Сумма"]):
+            out.append((i, "amount"))
+    return out
+
+
+def test_deterministic_for_a_seed(tmp_path: Path) -> None:
+    a = generate_shop(tmp_path / "a", customers=400, seed=7, as_of=AS_OF)
+    b = generate_shop(tmp_path / "b", customers=400, seed=7, as_of=AS_OF)
+    c = generate_shop(tmp_path / "c", customers=400, seed=8, as_of=AS_OF)
+    for name in ("orders.csv", "clients.csv", "rfmsync.toml"):
+        assert (a.parent / name).read_bytes() == (b.parent / name).read_bytes(), name
+    assert (a.parent / "orders.csv").read_bytes() != (c.parent / "orders.csv").read_bytes()
+
+
+def test_orders_file_is_a_russian_pos_export(shop: Path, orders: list[dict[str, str]]) -> None:
+    raw = (shop.parent / "orders.csv").read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")
+    assert raw.decode("utf-8-sig").splitlines()[0] == ";".join(ORDERS_HEADER)
+    assert {r["Статус"] for r in orders} == set(STATUS)
+    good = [r for r in orders if _parse_date(r["Дата"]) and MONEY_RE.match(r["Сумма"])]
+    assert any("\u00a0" in r["Сумма"] for r in good)  # thousands separator is a non-breaking space
+    assert len({r["Чек №"] for r in orders}) == len(orders)  # every receipt, refunds included, has its own number
+    stamps = [_parse_date(r["Дата"]) for r in good]
+    assert min(stamps) >= datetime.combine(AS_OF - timedelta(days=HISTORY_DAYS), datetime.min.time())
+    assert max(stamps) < datetime.combine(AS_OF, datetime.min.time())
+    assert all(9 <= s.hour < 22 for s in stamps)  # shop hours, local time
+    assert stamps == sorted(stamps)  # a POS export is chronological
+    amounts = sorted(_money(r["Сумма"]) for r in good if r["Статус"] == "Продажа")
+    assert Decimal(180_000) < amounts[len(amounts) // 2] < Decimal(330_000)  # median around 250 000 UZS
+    refunds = [_money(r["Сумма"]) for r in good if r["Статус"] == "Возврат"]
+    assert any(x < 0 for x in refunds) and any(x > 0 for x in refunds)
+    discounts = [r["Скидка"] for r in good if r["Скидка"]]
+    assert discounts and all(MONEY_RE.match(d) for d in discounts)
+
+
+def test_a_handful_of_deliberately_bad_rows(orders: list[dict[str, str]]) -> None:
+    bad = _bad(orders)
+    assert [f for _, f in bad].count("ordered_at") == 3
+    assert [f for _, f in bad].count("amount") == 3
+    assert all(orders[i - 1]["Сумма"] == "n/a" for i, f in bad if f == "amount")
+
+
+def test_realistic_buying_mix(orders: list[dict[str, str]]) -> None:
+    sales: dict[str, int] = {}
+    last: dict[str, datetime] = {}
+    first: dict[str, datetime] = {}
+    n_sales = n_refunds = n_cancel = 0
+    for r in orders:
+        ts = _parse_date(r["Дата"])
+        if ts is None or not MONEY_RE.match(r["Сумма"]):
+            continue
+        if r["Статус"] == "Продажа":
+            n_sales += 1
+            sales[r["Клиент"]] = sales.get(r["Клиент"], 0) + 1
+            last[r["Клиент"]] = max(last.get(r["Клиент"], ts), ts)
+            first[r["Клиент"]] = min(first.get(r["Клиент"], ts), ts)
+        elif r["Статус"] == "Возврат":
+            n_refunds += 1
+        else:
+            n_cancel += 1
+    buyers = len(sales)
+    one_time = sum(1 for v in sales.values() if v == 1) / buyers
+    assert 0.40 <= one_time <= 0.65
+    assert 0.015 <= n_refunds / n_sales <= 0.06
+    assert 0.003 <= n_cancel / n_sales <= 0.03
+    assert sum(1 for v in sales.values() if v >= 10) / buyers >= 0.05  # a loyal frequent core
+    end = datetime.combine(AS_OF, datetime.min.time())
+    assert sum(1 for t in first.values() if end - t < timedelta(days=60)) / buyers >= 0.04  # newcomers
+    assert sum(1 for t in last.values() if end - t > timedelta(days=365)) / buyers >= 0.10  # sleepers
+
+
+def test_clients_file(shop: Path, orders: list[dict[str, str]]) -> None:
+    clients = _rows(shop.parent / "clients.csv")
+    assert tuple(clients[0].keys()) == CLIENTS_HEADER
+    assert len(clients) == 3000
+    assert {r["Клиент"] for r in orders} <= {c["Код клиента"] for c in clients}
+    phones = [c["Телефон"] for c in clients if c["Телефон"]]
+    assert len(set(phones)) > 100 and len(phones) < len(clients)
+    assert all(phonenumbers.is_valid_number(phonenumbers.parse(p, "UZ")) for p in phones)
+    assert all(phonenumbers.parse(p, "UZ").country_code == 998 for p in phones)
+    assert len({re.sub(r"\d", "9", p) for p in phones}) >= 4  # mixed formats
+    emails = [c["Email"] for c in clients]
+    missing = sum(1 for e in emails if not e) / len(emails)
+    invalid = sum(1 for e in emails if e and not re.match(r"^[^@\s]+@[^@\s]+\.[a-z]+$", e)) / len(emails)
+    assert 0.10 <= missing <= 0.40 and 0.01 <= invalid <= 0.08
+    assert all(e.endswith(("@example.com", "@example.org", "@example.net")) for e in emails if "@" in e
+               and re.match(r"^[^@\s]+@[^@\s]+\.[a-z]+$", e))  # never a real mailbox
+    assert {c["Согласие на рассылку"] for c in clients} == {"да", "нет", ""}
+    # order rows only carry valid e-mails, and the same one as the client card
+    card = {c["Код клиента"]: c for c in clients}
+    assert all(r["E-mail"] == card[r["Клиент"]]["Email"] for r in orders if r["E-mail"])
+
+
+def test_config_is_ready_to_use(shop: Path) -> None:
+    cfg = tomllib.loads(shop.read_text(encoding="utf-8"))
+    src = cfg["source"]
+    assert src["type"] == "file" and src["orders"] == "orders.csv" and src["contacts"] == "clients.csv"
+    assert (src["encoding"], src["timezone"], src["phone_region"], src["currency"]) == \
+        ("auto", "Asia/Tashkent", "UZ", "UZS")
+    assert set(src["columns"].values()) <= set(ORDERS_HEADER)
+    assert set(src["contact_columns"].values()) <= set(CLIENTS_HEADER)
+    assert cfg["segmentation"]["preset"] == "tracks"
+    dest = cfg["destinations"][0]
+    assert dest["type"] == "mailchimp" and dest["audience"] == "demo000001"
+    assert dest["segments"]["Best active"] == "VIP" and dest["fields"] == {"RFM_SEG": "segment", "RFM_CODE": "rfm"}
+    from sync.config import load_config
+
+    loaded = load_config(shop)
+    assert loaded.timezone == "Asia/Tashkent" and loaded.destinations[0].name == "mailchimp-demo"
+
+
+def test_fast(tmp_path: Path) -> None:
+    t0 = time.perf_counter()
+    generate_shop(tmp_path, customers=3000, seed=1, as_of=AS_OF)
+    assert time.perf_counter() - t0 < 1.0
+
+
+@pytest.fixture(scope="module")
+def orders_table(orders: list[dict[str, str]]) -> pa.Table:
+    """Our own strict parse of the export into canonical order columns (independent of connectors.files)."""
+    tz = ZoneInfo("Asia/Tashkent")
+    good = [r for r in orders if _parse_date(r["Дата"]) and MONEY_RE.match(r["Сумма"])]
+    return pa.table({
+        "order_id": [r["Чек №"] for r in good],
+        "customer_id": [r["Клиент"] for r in good],
+        "ordered_at": pa.array([_parse_date(r["Дата"]).replace(tzinfo=tz) for r in good],
+                               type=pa.timestamp("us", tz="UTC")),
+        "amount": pa.array([_money(r["Сумма"]) for r in good], type=pa.decimal128(18, 2)),
+        "status": [STATUS[r["Статус"]] for r in good],
+    })
+
+
+@pytest.mark.parametrize("preset", ["tracks", "crm-4", "classic-5"])
+def test_every_preset_segment_is_reachable(orders_table: pa.Table, preset: str) -> None:
+    from segmentation.config import SegmentationConfig
+    from segmentation.engine import run_segmentation
+
+    con = duckdb.connect()
+    con.register("orders", orders_table)
+    res = run_segmentation(con, SegmentationConfig(preset=preset), AS_OF, "Asia/Tashkent", with_boundary=False)
+    counts = {r["segment"]: r["customers"] for r in res.summary if r["segment"] != "Total"}
+    rule_segments = [n for n in res.segment_names if n != "Other"]
+    assert all(counts[n] > 0 for n in rule_segments), counts
+
+
+def test_generate_orders_csv_exact_sizes(tmp_path: Path) -> None:
+    path = generate_orders_csv(tmp_path / "big.csv", orders=50_000, customers=5_000, seed=3)
+    con = duckdb.connect()
+    n, c, one, lo, hi, med = con.execute(f"""
+        WITH o AS (SELECT * FROM read_csv('{path}', header = true)),
+             per AS (SELECT customer_id, count(*) AS k FROM o GROUP BY 1)
+        SELECT (SELECT count(*) FROM o), (SELECT count(*) FROM per),
+               (SELECT avg(CAST(k = 1 AS DOUBLE)) FROM per),
+               (SELECT min(ordered_at) FROM o), (SELECT max(ordered_at) FROM o),
+               (SELECT median(amount) FROM o)
+    """).fetchone()
+    assert (n, c) == (50_000, 5_000)
+    assert 0.35 <= one <= 0.60
+    assert lo >= datetime(2024, 1, 2) and hi < datetime(2026, 1, 1)
+    assert 150_000 < med < 400_000
+    header = path.read_text(encoding="utf-8").splitlines()[0]
+    assert header == "order_id,customer_id,ordered_at,amount,status"
+    again = generate_orders_csv(tmp_path / "again.csv", orders=50_000, customers=5_000, seed=3)
+    assert again.read_bytes() == path.read_bytes()
+
+
+def test_generate_orders_csv_rejects_impossible_sizes(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="customers"):
+        generate_orders_csv(tmp_path / "x.csv", orders=10, customers=20)
