@@ -1,0 +1,365 @@
+"""Shared plumbing for the API connectors: one HTTP client, pagination guards, cursors, staging.
+
+* :class:`HttpClient` wraps a ``requests.Session`` with explicit timeouts, a leaky-bucket
+  :class:`Throttle`, the status → action table :data:`STATUS_ACTIONS` (data, tested
+  table-driven), the mapping to :mod:`connectors.errors`, retries through the one
+  :class:`connectors.retry.RetryPolicy` (idempotent calls only) and secret redaction in
+  every log line and error message.
+* :class:`PageGuard` makes pagination unable to loop (a repeated page token is fatal).
+* :func:`load_cursor` / :func:`dump_cursor` / :func:`bookmark` implement the per-object
+  JSON cursor: new bookmark = min(max cursor seen, run start).
+* :class:`Stager` stages canonical records page by page, keeping only the latest version of
+  each id within a run (dedupe happens in DuckDB, never in a Python loop over history), and
+  collects :class:`~connectors.records.BadRow` reports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from enum import Enum
+from typing import Any, Callable, Iterable, Mapping
+from zoneinfo import ZoneInfo
+
+import duckdb
+import pyarrow as pa
+import requests
+
+from .errors import AuthError, ConfigError, FatalError, TransientError
+from .records import BadRow, Contact, Order
+from .retry import RetryPolicy, retry_after_seconds
+from .source import PullResult
+from .tables import create_staging, stage_records
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds
+Progress = Callable[[int], None] | None
+
+
+class Action(Enum):
+    OK = "ok"
+    RETRY = "retry"  # TransientError: 429, 5xx, request timeout
+    AUTH = "auth"  # AuthError: credentials rejected
+    CONFIG = "config"  # ConfigError: wrong URL / account / plan
+    FATAL = "fatal"  # FatalError: we sent something the vendor refuses; retrying won't help
+
+
+#: HTTP status → what the caller must do. Statuses not listed: 2xx OK, other 5xx RETRY,
+#: other 4xx FATAL. Vendors pass overrides (e.g. amoCRM 402 "account unpaid").
+STATUS_ACTIONS: dict[int, Action] = {
+    401: Action.AUTH,
+    403: Action.AUTH,
+    402: Action.CONFIG,
+    404: Action.CONFIG,
+    408: Action.RETRY,
+    425: Action.RETRY,
+    429: Action.RETRY,
+    500: Action.RETRY,
+    502: Action.RETRY,
+    503: Action.RETRY,
+    504: Action.RETRY,
+}
+
+
+def action_for(status: int, table: Mapping[int, Action] = STATUS_ACTIONS) -> Action:
+    if status in table:
+        return table[status]
+    if 200 <= status < 300:
+        return Action.OK
+    if status >= 500:
+        return Action.RETRY
+    return Action.FATAL
+
+
+_SECRET_PARAMS = re.compile(r"(?i)((?:api_?key|access_token|token|auth)=)[^&\s]+")
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """Replace every known secret (and secret-looking query parameters) with ``***``."""
+    for secret in sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return _SECRET_PARAMS.sub(r"\1***", text)
+
+
+class Throttle:
+    """Leaky bucket: ``burst`` calls at once, refilled at ``rate`` per second.
+
+    ``pause(seconds)`` lets a client push the next call back when the vendor says its
+    bucket is nearly full (Shopify's call-limit header).
+    """
+
+    def __init__(self, rate: float, burst: int = 1, *, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.burst, self.sleep, self.clock = rate, burst, sleep, clock
+        self._tokens = float(burst)
+        self._last = clock()
+        self._not_before = 0.0
+
+    def pause(self, seconds: float) -> None:
+        self._not_before = max(self._not_before, self.clock() + seconds)
+
+    def acquire(self) -> None:
+        now = self.clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        wait = max(0.0, self._not_before - now)
+        if self._tokens < 1:
+            wait = max(wait, (1 - self._tokens) / self.rate)
+        if wait > 0:
+            self.sleep(wait)
+            now = self.clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+        self._tokens = max(0.0, self._tokens - 1)
+
+
+@dataclass
+class HttpClient:
+    """One vendor's HTTP access. Errors name ``auth_env`` / ``url_env``, never a secret."""
+
+    base_url: str
+    vendor: str
+    auth_env: str
+    url_env: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    secrets: tuple[str, ...] = ()
+    timeout: tuple[float, float] = DEFAULT_TIMEOUT
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    throttle: Throttle | None = None
+    status_actions: Mapping[int, Action] = field(default_factory=lambda: dict(STATUS_ACTIONS))
+    #: called with every response; may return an Action to override the status table
+    #: (vendors that signal errors inside a 200 body, or rate-limit headers)
+    inspect: Callable[[requests.Response], Action | None] | None = None
+    session: requests.Session = field(default_factory=requests.Session)
+
+    def __post_init__(self) -> None:
+        self.session.headers.update(self.headers)
+
+    def safe(self, text: str) -> str:
+        return redact(text, self.secrets)
+
+    def get(self, path: str, params: Any = None) -> Any:
+        return self.request("GET", path, params=params)
+
+    def request(self, method: str, path: str, *, params: Any = None, json_body: Any = None,
+                data: Any = None, idempotent: bool | None = None) -> Any:
+        """Send one call and return its decoded JSON (``None`` for an empty body).
+
+        Reads (GET, or ``idempotent=True`` for read-only POSTs) are retried on
+        TransientError; anything else is sent once.
+        """
+        return self.fetch(method, path, params=params, json_body=json_body, data=data, idempotent=idempotent)[0]
+
+    def fetch(self, method: str, path: str, *, params: Any = None, json_body: Any = None,
+              data: Any = None, idempotent: bool | None = None) -> tuple[Any, requests.Response]:
+        """Like :meth:`request`, also returning the response (headers, ``links``)."""
+        url = path if path.startswith("http") else self.base_url.rstrip("/") + "/" + path.lstrip("/")
+        what = f"{self.vendor} {method} {self.safe(url)}"
+
+        def once() -> Any:
+            return self._once(method, url, what, params=params, json_body=json_body, data=data)
+
+        if idempotent if idempotent is not None else method == "GET":
+            return self.retry.call(once, what=what)
+        return once()
+
+    def _once(self, method: str, url: str, what: str, **kw: Any) -> Any:
+        if self.throttle is not None:
+            self.throttle.acquire()
+        started = time.monotonic()
+        try:
+            resp = self.session.request(method, url, params=kw["params"], json=kw["json_body"],
+                                        data=kw["data"], timeout=self.timeout)
+        except requests.Timeout:
+            raise TransientError(f"{what}: timed out") from None
+        except requests.RequestException as exc:
+            raise TransientError(f"{what}: cannot connect ({type(exc).__name__}); check {self.url_env}") from None
+        log.debug("%s -> %s in %.2fs", what, resp.status_code, time.monotonic() - started)
+        body = self.safe(resp.text[:500])
+        action = (self.inspect(resp) if self.inspect else None) or action_for(resp.status_code, self.status_actions)
+        status = resp.status_code
+        if action is Action.RETRY:
+            after = retry_after_seconds(resp.headers.get("Retry-After") or resp.headers.get("X-RateLimit-Reset"))
+            raise TransientError(f"{what}: HTTP {status}, will retry", status=status, body=body, retry_after=after)
+        if action is Action.AUTH:
+            raise AuthError(f"{self.vendor} rejected the credentials (HTTP {status}); check {self.auth_env}",
+                            status=status, body=body)
+        if action is Action.CONFIG:
+            raise ConfigError(f"{what}: HTTP {status}; check {self.url_env} and the account settings",
+                              status=status, body=body)
+        if action is Action.FATAL:
+            raise FatalError(f"{what}: HTTP {status}: {body[:200]}", status=status, body=body)
+        if not resp.content:
+            return None, resp
+        try:
+            return resp.json(), resp
+        except ValueError:
+            raise FatalError(f"{what}: answered something that is not JSON", status=status, body=body) from None
+
+
+def with_sleep(retry: RetryPolicy | None, sleep: Callable[[float], None] | None) -> RetryPolicy:
+    """A copy of ``retry`` (default policy when None) using the injected ``sleep``."""
+    retry = retry or RetryPolicy()
+    return dataclasses.replace(retry, sleep=sleep) if sleep is not None else retry
+
+
+class PageGuard:
+    """Stops pagination from looping: a repeated page token is a FatalError."""
+
+    def __init__(self, what: str, max_pages: int = 1_000_000) -> None:
+        self.what, self.max_pages, self.pages = what, max_pages, 0
+        self._seen: set[str] = set()
+
+    def next(self, token: object) -> None:
+        key = json.dumps(token, sort_keys=True, default=str)
+        if key in self._seen:
+            raise FatalError(f"{self.what}: the server returned page {key} twice; pagination would loop")
+        self._seen.add(key)
+        self.pages += 1
+        if self.pages > self.max_pages:
+            raise FatalError(f"{self.what}: more than {self.max_pages} pages; giving up")
+
+
+# ---------------------------------------------------------------- cursors
+
+
+def load_cursor(cursor: str | None, source: str) -> dict[str, str]:
+    """Parse the saved cursor: a JSON object of per-object cursors (empty on a first run)."""
+    if not cursor:
+        return {}
+    try:
+        value = json.loads(cursor)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ConfigError(f"{source}: the saved cursor is not a JSON object of strings: {cursor[:100]!r}")
+    return value
+
+
+def dump_cursor(parts: Mapping[str, str | None]) -> str:
+    return json.dumps({k: v for k, v in sorted(parts.items()) if v is not None}, sort_keys=True)
+
+
+def bookmark(max_seen: datetime | None, run_start: datetime, previous: datetime | None) -> datetime | None:
+    """New bookmark = min(max cursor seen, run start); keep the previous one if nothing was seen."""
+    if max_seen is None:
+        return previous
+    return min(max_seen, run_start)
+
+
+def iso(dt: datetime | None) -> str | None:
+    return dt.astimezone(timezone.utc).isoformat() if dt else None
+
+
+# ---------------------------------------------------------------- value parsing
+
+
+class FieldError(ValueError):
+    """A vendor record field cannot be mapped; becomes a BadRow naming the record id."""
+
+    def __init__(self, field: str, reason: str, value: Any = None) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field, self.reason = field, reason
+        self.value = None if value is None else str(value)[:100]
+
+    def bad_row(self, source: str, record_id: Any) -> BadRow:
+        return BadRow(source=source, row=None if record_id is None else str(record_id), reason=self.reason,
+                      field=self.field, value=self.value)
+
+
+def get_field(raw: Mapping[str, Any], name: str, parse: Callable[[Any], Any], label: str | None = None) -> Any:
+    """``parse(raw[name])`` or a FieldError naming the field."""
+    value = raw.get(name) if isinstance(raw, Mapping) else None
+    try:
+        return parse(value)
+    except (ValueError, TypeError) as exc:
+        raise FieldError(label or name, str(exc), value) from None
+
+
+def parse_dt(value: Any, tz: str | ZoneInfo = "UTC") -> datetime:
+    """ISO 8601, ``Y-m-d H:i:s`` (in ``tz`` when naive) or Unix seconds → aware UTC datetime."""
+    zone = ZoneInfo(tz) if isinstance(tz, str) else tz
+    if isinstance(value, bool) or value is None or value == "":
+        raise ValueError("missing date")
+    if isinstance(value, (int, float)) or (isinstance(value, str) and value.isdigit()):
+        return datetime.fromtimestamp(int(value), tz=timezone.utc)
+    if not isinstance(value, str):
+        raise ValueError(f"not a date: {value!r}")
+    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=zone)
+    return dt.astimezone(timezone.utc)
+
+
+def to_decimal(value: Any) -> Decimal:
+    if isinstance(value, bool) or value is None or value == "":
+        raise ValueError("missing amount")
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"not a number: {value!r}") from None
+    if not number.is_finite():
+        raise ValueError(f"not a finite number: {value!r}")
+    return number
+
+
+def clean(value: Any) -> str | None:
+    """A stripped string or None."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+# ---------------------------------------------------------------- staging
+
+
+class Stager:
+    """Stages pages of records; a later version of the same id replaces the earlier one."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, source: str, progress: Progress = None,
+                 max_bad_rows: int = 1000) -> None:
+        self.con, self.source, self.progress, self.max_bad_rows = con, source, progress, max_bad_rows
+        self.bad_rows: list[BadRow] = []
+        self.bad_row_count = 0
+        create_staging(con)
+
+    def bad(self, row: BadRow) -> None:
+        self.bad_row_count += 1
+        if len(self.bad_rows) < self.max_bad_rows:
+            self.bad_rows.append(row)
+        log.warning("%s: skipped %s", self.source, row)
+
+    def stage(self, orders: Iterable[Order] = (), contacts: Iterable[Contact] = ()) -> None:
+        orders_by_id = {o.order_id: o for o in orders}
+        contacts_by_id = {c.customer_id: c for c in contacts}
+        if orders_by_id:
+            self._drop("order_id", list(orders_by_id), ("staged_orders", "staged_line_items"))
+        if contacts_by_id:
+            self._drop("customer_id", list(contacts_by_id), ("staged_contacts",))
+        stage_records(self.con, orders_by_id.values(), contacts_by_id.values())
+        if self.progress is not None and (orders_by_id or contacts_by_id):
+            self.progress(len(orders_by_id) + len(contacts_by_id))
+
+    def _drop(self, column: str, ids: list[str], tables: tuple[str, ...]) -> None:
+        self.con.register("_stage_ids", pa.table({"id": ids}))
+        try:
+            for table in tables:
+                self.con.execute(f"DELETE FROM {table} WHERE {column} IN (SELECT id FROM _stage_ids)")
+        finally:
+            self.con.unregister("_stage_ids")
+
+    def result(self, cursor: str) -> PullResult:
+        (orders,) = self.con.execute("SELECT count(*) FROM staged_orders").fetchone()
+        (contacts,) = self.con.execute("SELECT count(*) FROM staged_contacts").fetchone()
+        log.info("%s: staged %d orders, %d contacts, %d bad records", self.source, orders, contacts,
+                 self.bad_row_count)
+        return PullResult(orders=orders, contacts=contacts, bad_rows=self.bad_rows,
+                          bad_row_count=self.bad_row_count, cursor=cursor)

@@ -1,0 +1,357 @@
+"""RetailCRM (Simla) API v5 source.
+
+* Backfill (first run, no cursor for an object): page through ``GET /api/v5/orders`` and
+  ``GET /api/v5/customers`` (``page``/``limit``, stop at ``totalPageCount`` or an empty page).
+* Incremental: the vendor's ordered history feeds ``/api/v5/{orders,customers}/history``,
+  read as a keyset on ``filter[sinceId]``; each page of changed ids is re-fetched in full with
+  ``filter[ids][]`` (one request per 100 ids). Deleted orders become ``cancelled``.
+* Cursor: ``{"orders": "<history id>", "contacts": "<history id>"}``; an ISO time instead of an
+  id (``filter[startDate] = time − lookback``) when no history entry existed yet. The bookmark is
+  the highest history id whose ``createdAt`` is not after the run start.
+* Purchases: orders whose ``status`` is in ``completed_statuses``; ``refunded_statuses`` →
+  refunded; every other status (open, cancelled) is staged as cancelled so it leaves the history.
+* Limits: 10 requests/s (vendor SDK), 503/429 retried with Retry-After.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any, Callable, Literal, Mapping
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+import duckdb
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigError, FatalError, RecordError
+from .http import (FieldError, HttpClient, PageGuard, Progress, Stager, Throttle, clean, dump_cursor, get_field,
+                   load_cursor, parse_dt, to_decimal, with_sleep)
+from .records import Consent, Contact, LineItem, Order, OrderStatus
+from .retry import RetryPolicy
+from .source import PullResult
+from .webhooks import tokens_equal
+
+log = logging.getLogger(__name__)
+NAME = "retailcrm"
+
+
+class RetailCrmConfig(BaseModel):
+    """``[source] type = "retailcrm"`` settings (secrets come from the environment)."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["retailcrm"] = "retailcrm"
+    url: str | None = None  # https://shop.retailcrm.ru; default RETAILCRM_URL
+    site: str | None = None  # limit to one store of a multi-store account
+    completed_statuses: list[str] = Field(default_factory=lambda: ["complete"])
+    refunded_statuses: list[str] = Field(default_factory=list)
+    currency: str | None = None  # used when an order carries no currency
+    timezone: str = "Europe/Moscow"  # the account's zone; API dates have no offset
+    page_size: Literal[20, 50, 100] = 100
+    lookback_minutes: int = Field(10, ge=0)
+    requests_per_second: float = Field(10.0, gt=0)
+
+
+class RetailCrmSecrets(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RETAILCRM_", extra="ignore")
+    url: str | None = None
+    api_key: SecretStr | None = None
+    api_url: str | None = None  # base-URL override (tests, proxies)
+    webhook_token: SecretStr | None = None
+
+
+def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = False) -> Order | None:
+    """A RetailCRM order → Order; None for a non-purchase that cannot be mapped."""
+    tz = ZoneInfo(cfg.timezone)
+    oid = get_field(raw, "id", lambda v: str(int(v)))
+    status = clean(raw.get("status"))
+    if deleted:
+        kind = OrderStatus.CANCELLED
+    elif status in cfg.completed_statuses:
+        kind = OrderStatus.COMPLETED
+    elif status in cfg.refunded_statuses:
+        kind = OrderStatus.REFUNDED
+    else:
+        kind = OrderStatus.CANCELLED
+    try:
+        customer = raw.get("customer") or raw.get("contact") or {}
+        customer_id = clean(customer.get("id")) or clean(raw.get("email"))
+        if customer_id is None:
+            raise FieldError("customer.id", "order has no customer")
+        items = tuple(_item(it) for it in raw.get("items") or ())
+        discount = get_field(raw, "discountManualAmount", lambda v: to_decimal(v or 0))
+        discount += sum((it_disc for it_disc in (_item_discount(it) for it in raw.get("items") or ())), Decimal(0))
+        return Order(
+            order_id=oid, customer_id=customer_id,
+            ordered_at=get_field(raw, "createdAt", lambda v: parse_dt(v, tz)),
+            amount=get_field(raw, "totalSumm", to_decimal),
+            currency=clean(raw.get("currency")) or cfg.currency, status=kind,
+            discount=discount or None, items=items)
+    except FieldError:
+        if kind is OrderStatus.CANCELLED:
+            return None  # never a purchase (or already gone): nothing to count
+        raise
+
+
+def _item(raw: Mapping[str, Any]) -> LineItem:
+    offer = raw.get("offer") or {}
+    return LineItem(sku=clean(offer.get("article")) or clean(offer.get("externalId")),
+                    name=clean(raw.get("productName")) or clean(offer.get("name")),
+                    quantity=get_field(raw, "quantity", lambda v: to_decimal(v if v is not None else 1), "items.quantity"),
+                    price=get_field(raw, "initialPrice", lambda v: None if v is None else to_decimal(v),
+                                    "items.initialPrice"))
+
+
+def _item_discount(raw: Mapping[str, Any]) -> Decimal:
+    per_unit = get_field(raw, "discountTotal", lambda v: to_decimal(v or 0), "items.discountTotal")
+    return per_unit * get_field(raw, "quantity", lambda v: to_decimal(v if v is not None else 1), "items.quantity")
+
+
+def map_customer(raw: Mapping[str, Any], cfg: RetailCrmConfig) -> Contact:
+    cid = get_field(raw, "id", lambda v: str(int(v)))
+    phones = raw.get("phones") or []
+    created = raw.get("createdAt")
+    attrs = {
+        "city": clean((raw.get("address") or {}).get("city")),
+        "source": clean((raw.get("source") or {}).get("source")),
+        "tags": ",".join(t.get("name", "") if isinstance(t, dict) else str(t) for t in raw.get("tags") or []) or None,
+        "external_id": clean(raw.get("externalId")),
+    }
+    return Contact(
+        customer_id=cid, email=(clean(raw.get("email")) or "").lower() or None,
+        phone=clean(phones[0].get("number")) if phones and isinstance(phones[0], dict) else None,
+        first_name=clean(raw.get("firstName")), last_name=clean(raw.get("lastName")),
+        marketing_consent=_consent(raw),
+        created_at=get_field(raw, "createdAt", lambda v: parse_dt(v, cfg.timezone)) if created else None,
+        attributes={k: v for k, v in attrs.items() if v})
+
+
+def _consent(raw: Mapping[str, Any]) -> Consent:
+    if raw.get("emailMarketingUnsubscribedAt"):
+        return Consent.NO
+    for sub in raw.get("customerSubscriptions") or []:
+        if (sub.get("subscription") or {}).get("channel") == "email" and "subscribed" in sub:
+            return Consent.YES if sub["subscribed"] else Consent.NO
+    if isinstance(raw.get("subscribed"), bool):
+        return Consent.YES if raw["subscribed"] else Consent.NO
+    return Consent.UNKNOWN
+
+
+_OBJECTS = {  # cursor key -> (list endpoint, history endpoint, response key, history entity key)
+    "orders": ("api/v5/orders", "api/v5/orders/history", "orders", "order"),
+    "contacts": ("api/v5/customers", "api/v5/customers/history", "customers", "customer"),
+}
+
+
+class RetailCrmSource:
+    name = NAME
+
+    def __init__(self, config: RetailCrmConfig, secrets: RetailCrmSecrets | None = None, *,
+                 retry: RetryPolicy | None = None, sleep: Callable[[float], None] | None = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        secrets = secrets or RetailCrmSecrets()
+        url = secrets.api_url or config.url or secrets.url
+        if not url:
+            raise ConfigError("retailcrm: no account URL; set RETAILCRM_URL (e.g. https://shop.retailcrm.ru)")
+        if not secrets.api_key:
+            raise ConfigError("retailcrm: no API key; set RETAILCRM_API_KEY")
+        self.config, self.url = config, url
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        key = secrets.api_key.get_secret_value()
+        retry = with_sleep(retry, sleep)
+        self.http = HttpClient(url, vendor="RetailCRM", auth_env="RETAILCRM_API_KEY", url_env="RETAILCRM_URL",
+                               headers={"X-API-KEY": key}, secrets=(key,), retry=retry,
+                               throttle=Throttle(config.requests_per_second, 1, sleep=retry.sleep))
+
+    def _get(self, path: str, params: Any = None) -> dict[str, Any]:
+        data = self.http.get(path, params)
+        if not isinstance(data, dict):
+            raise FatalError(f"RetailCRM {path}: expected a JSON object")
+        if data.get("success") is False:
+            raise FatalError(f"RetailCRM {path}: {self.http.safe(str(data.get('errorMsg')))[:200]}")
+        return data
+
+    def check(self) -> str:
+        data = self._get("api/credentials")
+        sites = ", ".join(data.get("sitesAvailable") or [])
+        return f"{urlsplit(self.url).hostname}" + (f" (sites: {sites})" if sites else "")
+
+    def _site(self) -> list[tuple[str, str]]:
+        return [("filter[sites][]", self.config.site)] if self.config.site else []
+
+    def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None,
+             progress: Progress = None) -> PullResult:
+        run_start = self.clock()
+        cursors = load_cursor(cursor, NAME)
+        stager = Stager(con, NAME, progress)
+        new: dict[str, str] = {}
+        for obj in ("contacts", "orders"):
+            previous = cursors.get(obj)
+            if previous is None:
+                self._backfill(obj, stager)
+                since: int | datetime = run_start - timedelta(minutes=self.config.lookback_minutes)
+            elif previous.isdigit():
+                since = int(previous)
+            else:
+                try:
+                    since = datetime.fromisoformat(previous) - timedelta(minutes=self.config.lookback_minutes)
+                except ValueError:
+                    raise ConfigError(f"retailcrm: bad {obj} cursor {previous!r}") from None
+            head = self._history(obj, since, run_start, stager)
+            new[obj] = str(head) if head is not None else (previous or run_start.isoformat())
+        return stager.result(dump_cursor(new))
+
+    def _backfill(self, obj: str, stager: Stager) -> None:
+        path, _, key, _ = _OBJECTS[obj]
+        guard = PageGuard(f"RetailCRM {path}")
+        page = 1
+        while True:
+            guard.next(page)
+            data = self._get(path, [("limit", self.config.page_size), ("page", page)] + self._site())
+            rows = data.get(key) or []
+            self._stage(obj, rows, stager)
+            total = int((data.get("pagination") or {}).get("totalPageCount") or 0)
+            if not rows or page >= total:
+                return
+            page += 1
+
+    def _history(self, obj: str, since: int | datetime, run_start: datetime, stager: Stager) -> int | None:
+        """Read the history feed after ``since``; re-fetch changed records; return the new head id."""
+        _, path, _, entity = _OBJECTS[obj]
+        tz = ZoneInfo(self.config.timezone)
+        head: int | None = since if isinstance(since, int) else None
+        guard = PageGuard(f"RetailCRM {path}")
+        while True:
+            if isinstance(since, int):
+                params = [("filter[sinceId]", since)]
+            else:
+                params = [("filter[startDate]", since.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S"))]
+            guard.next(params)
+            data = self._get(path, params + [("limit", 100)])
+            entries = data.get("history") or []
+            changed: dict[str, None] = {}
+            deleted: list[Mapping[str, Any]] = []
+            last = since if isinstance(since, int) else 0
+            for entry in entries:
+                ref = entry.get(entity) or {}
+                if entry.get("deleted") and obj == "orders":
+                    deleted.append(entry)
+                elif ref.get("id") is not None:
+                    changed[str(ref["id"])] = None
+                eid = int(entry.get("id", 0))
+                last = max(last, eid)
+                try:
+                    at = parse_dt(entry.get("createdAt"), tz)
+                except ValueError:
+                    at = run_start
+                if at <= run_start:
+                    head = max(head or 0, eid)
+            self._refetch(obj, list(changed), stager)
+            self._stage_deleted(deleted, stager)
+            if len(entries) < 100:
+                return head
+            if isinstance(since, int) and last <= since:
+                raise FatalError(f"RetailCRM {path}: the history feed did not advance past id {since}")
+            since = last
+
+    def _refetch(self, obj: str, ids: list[str], stager: Stager) -> None:
+        path, _, key, _ = _OBJECTS[obj]
+        for start in range(0, len(ids), 100):
+            chunk = ids[start:start + 100]
+            data = self._get(path, [("filter[ids][]", i) for i in chunk] + [("limit", 100)])
+            self._stage(obj, data.get(key) or [], stager)
+
+    def _stage(self, obj: str, rows: list[Any], stager: Stager) -> None:
+        orders, contacts = [], []
+        for raw in rows:
+            try:
+                if obj == "orders":
+                    order = map_order(raw, self.config)
+                    if order is not None:
+                        orders.append(order)
+                else:
+                    contacts.append(map_customer(raw, self.config))
+            except FieldError as exc:
+                stager.bad(exc.bad_row(f"{NAME}:{obj}", raw.get("id") if isinstance(raw, dict) else None))
+        stager.stage(orders, contacts)
+
+    def _stage_deleted(self, entries: list[Mapping[str, Any]], stager: Stager) -> None:
+        """Deleted orders leave the history: stage them as cancelled (from the entry's snapshot)."""
+        orders = []
+        for entry in entries:
+            snap = entry.get("order") or {}
+            try:
+                order = map_order(snap, self.config, deleted=True)
+                if order is None:  # a thin snapshot: still record the deletion
+                    order = Order(order_id=get_field(snap, "id", lambda v: str(int(v))),
+                                  customer_id=clean((snap.get("customer") or {}).get("id")) or "",
+                                  ordered_at=get_field(entry, "createdAt",
+                                                       lambda v: parse_dt(v, self.config.timezone)),
+                                  amount=Decimal(0), status=OrderStatus.CANCELLED)
+            except FieldError as exc:
+                stager.bad(exc.bad_row(f"{NAME}:orders", snap.get("id")))
+                continue
+            orders.append(order)
+        stager.stage(orders, ())
+
+
+# ---------------------------------------------------------------- webhooks (trigger "HTTP request" action)
+
+
+def verify_webhook(headers: Mapping[str, str], body: bytes, secret: str, path_token: str | None) -> bool:
+    """RetailCRM triggers sign nothing: the secret is a token in the trigger URL's path."""
+    return tokens_equal(path_token, secret)
+
+
+def parse_webhook(headers: Mapping[str, str], body: bytes,
+                  config: RetailCrmConfig | None = None) -> tuple[list[Order], list[Contact]]:
+    """A trigger body ``{"order": {…}}`` / ``{"customer": {…}}`` (JSON, or form fields holding JSON).
+
+    Raises RecordError (bad record, with its id) or ValueError (not a RetailCRM payload).
+    """
+    cfg = config or RetailCrmConfig()
+    payload = _decode(body)
+    orders, contacts = [], []
+    for key in ("order", "customer"):
+        raw = payload.get(key)
+        if raw is None:
+            continue
+        if isinstance(raw, str):
+            try:
+                raw = json.loads(raw)
+            except ValueError:
+                raise ValueError(f"retailcrm webhook: field {key!r} is not JSON") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"retailcrm webhook: field {key!r} is not an object")
+        try:
+            if key == "order":
+                order = map_order(raw, cfg)
+                if order is not None:
+                    orders.append(order)
+            else:
+                contacts.append(map_customer(raw, cfg))
+        except FieldError as exc:
+            raise RecordError(exc.bad_row(f"{NAME}:webhook", raw.get("id"))) from None
+    if not orders and not contacts and "order" not in payload and "customer" not in payload:
+        raise ValueError("retailcrm webhook: body has neither 'order' nor 'customer'")
+    return orders, contacts
+
+
+def _decode(body: bytes) -> dict[str, Any]:
+    from urllib.parse import parse_qsl
+
+    text = body.decode("utf-8", errors="replace").strip()
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise ValueError("retailcrm webhook: body is not valid JSON") from None
+        return data if isinstance(data, dict) else {}
+    return dict(parse_qsl(text, keep_blank_values=True))
+
+
+__all__ = ["RetailCrmConfig", "RetailCrmSecrets", "RetailCrmSource", "map_order", "map_customer",
+           "verify_webhook", "parse_webhook"]

@@ -1,0 +1,114 @@
+"""Shared webhook helpers: constant-time token/HMAC checks, freshness, replay guard, PHP form parser.
+
+Per-vendor ``verify_webhook`` / ``parse_webhook`` live in the vendor modules and build on these.
+Every comparison of a secret goes through :func:`hmac.compare_digest`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import threading
+import time
+from collections import OrderedDict
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Mapping
+from urllib.parse import parse_qsl
+
+#: Deliveries older than this are refused as stale (Shopify retries for 4 h).
+DEFAULT_MAX_AGE = timedelta(hours=5)
+
+
+def tokens_equal(given: str | bytes | None, expected: str | bytes | None) -> bool:
+    """Constant-time equality; False when either side is missing or empty."""
+    if not given or not expected:
+        return False
+    a = given.encode() if isinstance(given, str) else given
+    b = expected.encode() if isinstance(expected, str) else expected
+    return hmac.compare_digest(a, b)
+
+
+def hmac_sha256_base64(secret: str | bytes, body: bytes) -> str:
+    key = secret.encode() if isinstance(secret, str) else secret
+    return base64.b64encode(hmac.new(key, body, hashlib.sha256).digest()).decode()
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """Case-insensitive header lookup over any mapping."""
+    wanted = name.lower()
+    for key, value in headers.items():
+        if key.lower() == wanted:
+            return value
+    return None
+
+
+def is_fresh(sent_at: datetime | None, now: datetime | None = None, max_age: timedelta = DEFAULT_MAX_AGE) -> bool:
+    """True when ``sent_at`` is known and not older than ``max_age`` (nor far in the future)."""
+    if sent_at is None:
+        return False
+    now = now or datetime.now(timezone.utc)
+    return -timedelta(minutes=5) <= now - sent_at <= max_age
+
+
+class ReplayGuard:
+    """Remembers delivery ids for ``ttl`` seconds; ``first_time(id)`` is False for a replay.
+
+    Thread-safe and bounded (oldest ids are forgotten first). Use one per process for the
+    webhook endpoint, keyed by the vendor's delivery id (``X-Shopify-Webhook-Id``, Bitrix24
+    ``event_handler_id + ts + ID``).
+    """
+
+    def __init__(self, ttl: float = DEFAULT_MAX_AGE.total_seconds(), max_size: int = 100_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl, self.max_size, self.clock = ttl, max_size, clock
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def first_time(self, delivery_id: str) -> bool:
+        now = self.clock()
+        with self._lock:
+            while self._seen and (next(iter(self._seen.values())) < now - self.ttl
+                                  or len(self._seen) >= self.max_size):
+                self._seen.popitem(last=False)
+            if delivery_id in self._seen:
+                return False
+            self._seen[delivery_id] = now
+            return True
+
+
+def parse_php_form(body: bytes) -> dict[str, Any]:
+    """``leads[add][0][id]=5&account[subdomain]=x`` → nested dicts (numeric keys stay strings).
+
+    Raises ValueError naming the key when the body is not form data or keys conflict.
+    """
+    try:
+        text = body.decode("utf-8")
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"webhook body is not form-encoded data: {exc}") from None
+    root: dict[str, Any] = {}
+    for key, value in pairs:
+        head, _, rest = key.partition("[")
+        path = [head] + ([p for p in rest.rstrip("]").split("][")] if rest else [])
+        node = root
+        for i, part in enumerate(path[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ValueError(f"webhook field {'.'.join(path[:i + 1])} is both a value and a group")
+            node = child
+        if isinstance(node.get(path[-1]), dict):
+            raise ValueError(f"webhook field {key} is both a value and a group")
+        node[path[-1]] = value
+    return root
+
+
+def as_list(node: Any) -> list[Any]:
+    """A PHP-style ``{"0": …, "1": …}`` group (or a list, or one item) as a list in index order."""
+    if node is None:
+        return []
+    if isinstance(node, list):
+        return node
+    if isinstance(node, dict) and node and all(k.isdigit() for k in node):
+        return [node[k] for k in sorted(node, key=int)]
+    return [node]

@@ -1,0 +1,252 @@
+"""RetailCRM v5 source: a stateful fake shaped after the API docs, served through ``responses``."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from urllib.parse import parse_qsl, urlsplit
+from zoneinfo import ZoneInfo
+
+import duckdb
+import pytest
+import responses
+
+from connectors.errors import AuthError, RecordError
+from connectors.records import Consent, OrderStatus
+from connectors.retailcrm import (RetailCrmConfig, RetailCrmSecrets, RetailCrmSource, map_customer, parse_webhook,
+                                  verify_webhook)
+
+BASE = "https://demo.retailcrm.ru"
+KEY = "rcrm-secret-key-123"
+MSK = ZoneInfo("Europe/Moscow")
+T0 = datetime(2026, 1, 10, 9, 0, tzinfo=timezone.utc)
+
+
+def fmt(at: datetime) -> str:
+    return at.astimezone(MSK).strftime("%Y-%m-%d %H:%M:%S")
+
+
+class FakeRetailCrm:
+    """Orders, customers and their history feeds; ``failures`` are answered first, in order."""
+
+    auth_env = "RETAILCRM_API_KEY"
+
+    def __init__(self, rsps: responses.RequestsMock, *, pull: bool = True, check: bool = False) -> None:
+        self.orders: dict[int, dict] = {}
+        self.customers: dict[int, dict] = {}
+        self.history: dict[str, list[dict]] = {"orders": [], "customers": []}
+        self.failures: list[tuple[int, dict]] = []
+        self.bad_key = False
+        self.since_seen: list[str] = []
+        self._next_history = 100
+        for obj in ("orders", "customers") if pull else ():
+            rsps.add_callback("GET", re.compile(rf"{BASE}/api/v5/{obj}(\?.*)?$"), self._list(obj))
+            rsps.add_callback("GET", re.compile(rf"{BASE}/api/v5/{obj}/history(\?.*)?$"), self._history(obj))
+        if check:
+            rsps.add_callback("GET", f"{BASE}/api/credentials", self._guard(lambda q: {
+                "success": True, "credentials": ["/api/orders"], "siteAccess": "access_selective",
+                "sitesAvailable": ["shop-main"]}))
+
+    # -- data
+    def _log(self, obj: str, rid: int, at: datetime, **extra) -> None:
+        self._next_history += 1
+        self.history[obj].append({"id": self._next_history, "createdAt": fmt(at), "source": "api",
+                                  "field": "status", obj[:-1]: {"id": rid, "site": "shop-main"}, **extra})
+
+    def put_contact(self, cid: int, email: str, *, at: datetime, **fields) -> None:
+        self.customers[cid] = {"id": cid, "email": email, "firstName": "Ann", "lastName": f"C{cid}",
+                               "phones": [{"number": "+77011234567"}], "createdAt": fmt(at), **fields}
+        self._log("customers", cid, at)
+
+    def put_order(self, oid: int, cid: int, amount: str, *, at: datetime, bad: bool = False,
+                  status: str = "complete") -> None:
+        self.orders[oid] = {
+            "id": oid, "number": f"{oid}A", "createdAt": fmt(at), "status": status, "site": "shop-main",
+            "customer": {"type": "customer", "id": cid}, "email": f"c{cid}@example.com",
+            "totalSumm": "not-a-number" if bad else float(amount), "currency": "RUB", "discountManualAmount": 0,
+            "items": [{"id": oid * 10, "offer": {"id": 5, "name": "Tea", "article": "T-1"}, "productName": "Tea",
+                       "quantity": 2, "initialPrice": float(amount) / 2, "discountTotal": 0}]}
+        self._log("orders", oid, at)
+
+    def delete_order(self, oid: int, *, at: datetime) -> None:
+        snapshot = self.orders.pop(oid)
+        self._log("orders", oid, at, deleted=True)
+        self.history["orders"][-1]["order"] = snapshot
+
+    def since_ok(self, old_cursor: dict, lookback: timedelta) -> bool:
+        # the history feed is an ordered id sequence: re-read exactly from the saved id
+        return self.since_seen[-2:] == [f"sinceId={old_cursor['contacts']}", f"sinceId={old_cursor['orders']}"]
+
+    # -- HTTP
+    def _guard(self, handler):
+        def callback(request):
+            if self.failures:
+                status, headers = self.failures.pop(0)
+                return status, headers, json.dumps({"success": False, "errorMsg": "Service unavailable"})
+            if request.headers.get("X-API-KEY") != KEY or self.bad_key:
+                return 401, {}, json.dumps({"success": False, "errorMsg": "Wrong \"apiKey\" value."})
+            query = parse_qsl(urlsplit(request.url).query)
+            return 200, {"Content-Type": "application/json"}, json.dumps(handler(query))
+        return callback
+
+    def _list(self, obj: str):
+        store = self.orders if obj == "orders" else self.customers
+
+        def handler(query):
+            q = dict(query)
+            limit = int(q.get("limit", 20))
+            assert limit in (20, 50, 100)
+            ids = [int(v) for k, v in query if k == "filter[ids][]"]
+            rows = [store[i] for i in ids if i in store] if ids else [store[k] for k in sorted(store)]
+            page = int(q.get("page", 1))
+            chunk = rows[(page - 1) * limit: page * limit]
+            return {"success": True, obj: chunk, "pagination": {
+                "limit": limit, "totalCount": len(rows), "currentPage": page,
+                "totalPageCount": max(1, math.ceil(len(rows) / limit))}}
+        return self._guard(handler)
+
+    def _history(self, obj: str):
+        def handler(query):
+            q = dict(query)
+            entries = self.history[obj]
+            if "filter[sinceId]" in q:
+                self.since_seen.append(f"sinceId={q['filter[sinceId]']}")
+                entries = [e for e in entries if e["id"] > int(q["filter[sinceId]"])]
+            elif "filter[startDate]" in q:
+                self.since_seen.append(f"startDate={q['filter[startDate]']}")
+                entries = [e for e in entries if e["createdAt"] >= q["filter[startDate]"]]
+            limit = int(q.get("limit", 100))
+            return {"success": True, "history": entries[:limit], "pagination": {
+                "limit": limit, "totalCount": len(entries), "currentPage": 1,
+                "totalPageCount": max(1, math.ceil(len(entries) / limit))}}
+        return self._guard(handler)
+
+
+def make_source(sleep=None, clock=None, **cfg) -> RetailCrmSource:
+    return RetailCrmSource(RetailCrmConfig(**({"page_size": 20} | cfg)),
+                           RetailCrmSecrets(url=BASE, api_key=KEY), sleep=sleep or (lambda s: None),
+                           clock=clock or (lambda: T0 + timedelta(days=1)))
+
+
+@pytest.fixture
+def rsps():
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
+        yield mock
+
+
+def staged(con, table="staged_orders", cols="*"):
+    return con.execute(f"SELECT {cols} FROM {table} ORDER BY 1").fetchall()
+
+
+def test_backfill_maps_orders_items_and_customers(rsps):
+    fake = FakeRetailCrm(rsps)
+    fake.put_contact(10, "Ann@Example.com ", at=T0, subscribed=True, address={"city": "Almaty"},
+                     tags=[{"name": "vip"}], source={"source": "instagram"})
+    fake.put_order(1, 10, "1500.50", at=T0)
+    fake.put_order(2, 10, "99", at=T0, status="new")  # open: not a purchase
+    fake.put_order(3, 10, "10", at=T0, status="cancel-other")
+    con = duckdb.connect()
+    result = make_source().pull(con)
+    rows = staged(con, cols="order_id, customer_id, amount, currency, status")
+    assert rows == [("1", "10", Decimal("1500.50"), "RUB", "completed"), ("2", "10", Decimal("99.00"), "RUB",
+                    "cancelled"), ("3", "10", Decimal("10.00"), "RUB", "cancelled")]
+    assert staged(con, "staged_line_items", "order_id, sku, name, quantity, price")[0] == (
+        "1", "T-1", "Tea", Decimal("2.000"), Decimal("750.25"))
+    (contact,) = staged(con, "staged_contacts", "customer_id, email, phone, marketing_consent, attributes")
+    assert contact[:4] == ("10", "ann@example.com", "+77011234567", "yes")
+    assert json.loads(contact[4]) == {"city": "Almaty", "tags": "vip", "source": "instagram"}
+    assert (result.orders, result.contacts) == (3, 1)
+    # no history after the run start yet: the bookmark is the run start (re-read with lookback)
+    start = (T0 + timedelta(days=1)).isoformat()
+    assert json.loads(result.cursor) == {"contacts": start, "orders": start}
+
+
+def test_order_dates_are_read_in_the_account_zone(rsps):
+    fake = FakeRetailCrm(rsps)
+    fake.put_contact(10, "a@example.com", at=T0)
+    fake.put_order(1, 10, "5", at=T0)
+    con = duckdb.connect()
+    make_source().pull(con)
+    (at,) = con.execute("SELECT ordered_at FROM staged_orders").fetchone()
+    assert at == T0
+
+
+def test_deleted_order_leaves_history_as_cancelled(rsps):
+    fake = FakeRetailCrm(rsps)
+    fake.put_contact(10, "a@example.com", at=T0)
+    fake.put_order(1, 10, "5", at=T0)
+    con = duckdb.connect()
+    first = make_source().pull(con)
+    fake.delete_order(1, at=T0 + timedelta(days=1, hours=1))
+    second = make_source(clock=lambda: T0 + timedelta(days=2)).pull(con, first.cursor)
+    assert staged(con, cols="order_id, status, amount") == [("1", "cancelled", Decimal("5.00"))]
+    assert json.loads(second.cursor)["orders"] == "103"
+
+
+def test_history_created_after_run_start_is_reread_next_time(rsps):
+    fake = FakeRetailCrm(rsps)
+    fake.put_contact(10, "a@example.com", at=T0)
+    con = duckdb.connect()
+    first = make_source().pull(con)
+    fake.put_order(1, 10, "5", at=T0 + timedelta(days=1, hours=1))  # history 102
+    fake.put_order(2, 10, "6", at=T0 + timedelta(days=5))  # 103, stamped after our run start (clock skew)
+    second = make_source(clock=lambda: T0 + timedelta(days=2)).pull(con, first.cursor)
+    assert fake.since_seen[-1] == "startDate=" + fmt(T0 + timedelta(days=1) - timedelta(minutes=10))
+    assert [r[0] for r in staged(con)] == ["1", "2"]
+    assert json.loads(second.cursor)["orders"] == "102"  # 103 is read again next time
+    make_source(clock=lambda: T0 + timedelta(days=2)).pull(con, second.cursor)
+    assert fake.since_seen[-1] == "sinceId=102"
+
+
+def test_consent_prefers_explicit_unsubscribe():
+    cfg = RetailCrmConfig()
+    raw = {"id": 1, "subscribed": True, "emailMarketingUnsubscribedAt": "2026-01-01 10:00:00"}
+    assert map_customer(raw, cfg).marketing_consent is Consent.NO
+    raw = {"id": 1, "customerSubscriptions": [{"subscription": {"channel": "email"}, "subscribed": False}]}
+    assert map_customer(raw, cfg).marketing_consent is Consent.NO
+    assert map_customer({"id": 2}, cfg).marketing_consent is Consent.UNKNOWN
+
+
+def test_check_returns_the_host_and_sites(rsps):
+    FakeRetailCrm(rsps, pull=False, check=True)
+    assert make_source().check() == "demo.retailcrm.ru (sites: shop-main)"
+
+
+def test_auth_failure_names_the_env_variable_not_the_key(rsps):
+    FakeRetailCrm(rsps, pull=False, check=True).bad_key = True
+    with pytest.raises(AuthError) as err:
+        make_source().check()
+    assert "RETAILCRM_API_KEY" in str(err.value) and KEY not in str(err.value)
+
+
+# ---------------------------------------------------------------- webhooks
+
+
+def test_webhook_path_token_is_compared_exactly():
+    assert verify_webhook({}, b"{}", "s3cret-token", "s3cret-token")
+    assert not verify_webhook({}, b"{}", "s3cret-token", "s3cret-tokeN")
+    assert not verify_webhook({}, b"{}", "s3cret-token", None)
+    assert not verify_webhook({}, b"{}", "", "")
+
+
+def test_webhook_parses_order_json_and_form_bodies():
+    order = {"id": 7, "status": "complete", "createdAt": "2026-01-10 12:00:00", "totalSumm": 100,
+             "currency": "KZT", "customer": {"id": 3}}
+    (o,), () = parse_webhook({}, json.dumps({"order": order}).encode())
+    assert (o.order_id, o.customer_id, o.amount, o.status) == ("7", "3", Decimal("100"), OrderStatus.COMPLETED)
+    form = ("customer=" + json.dumps({"id": 3, "email": "X@Y.kz"})).encode()
+    (), (c,) = parse_webhook({}, form)
+    assert c.email == "x@y.kz"
+
+
+def test_webhook_bad_payloads_raise_clear_errors():
+    with pytest.raises(RecordError, match="retailcrm:webhook, row 7: totalSumm"):
+        parse_webhook({}, json.dumps({"order": {"id": 7, "status": "complete", "createdAt": "2026-01-10 12:00:00",
+                                                 "totalSumm": "x", "customer": {"id": 3}}}).encode())
+    with pytest.raises(ValueError, match="neither"):
+        parse_webhook({}, b'{"hello": 1}')
+    with pytest.raises(ValueError, match="not valid JSON"):
+        parse_webhook({}, b"{broken")
