@@ -1,0 +1,304 @@
+"""The ``rfmsync`` command line: a thin layer over :mod:`sync.pipeline` and the sync engine.
+
+Errors are converted here only: one clear line on stderr, exit code by kind (see :mod:`sync.errors`);
+``-v`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+import traceback
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from connectors.errors import ConnectorError, ConfigError as SourceConfigError
+from segmentation import PRESETS, SegmentationError
+
+from .errors import INTERNAL_EXIT, ConfigError, DataError, RfmsyncError
+
+log = logging.getLogger("rfmsync")
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _exit_code(exc: BaseException) -> int:
+    if isinstance(exc, RfmsyncError):
+        return exc.exit_code
+    if isinstance(exc, (SourceConfigError, SegmentationError)):
+        return ConfigError.exit_code
+    if isinstance(exc, ConnectorError):
+        return DataError.exit_code
+    return INTERNAL_EXIT
+
+
+class RfmsyncGroup(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # the one place errors become exit codes
+            verbose = (ctx.obj or {}).get("verbose", 0)
+            if verbose:
+                traceback.print_exc()
+            code = _exit_code(exc)
+            kind = "internal error" if code == INTERNAL_EXIT else "error"
+            msg = str(exc) or type(exc).__name__
+            err.print(f"[bold red]{kind}:[/] {msg}", highlight=False, markup=True)
+            if code == INTERNAL_EXIT and not verbose:
+                err.print("(run with -v for details)")
+            ctx.exit(code)
+
+
+config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+                             help="Config file (default: $RFMSYNC_CONFIG, else ./rfmsync.toml).")
+as_of_option = click.option("--as-of", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+                            help="Compute as of this date (YYYY-MM-DD; default today).")
+
+
+@click.group(cls=RfmsyncGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More output; -v shows tracebacks, -vv debug logs.")
+@click.version_option(package_name="rfmsync")
+@click.pass_context
+def main(ctx: click.Context, verbose: int) -> None:
+    """rfmsync: RFM customer segments from your orders, kept in sync with your email platform."""
+    ctx.ensure_object(dict)
+    ctx.obj["verbose"] = verbose
+    if verbose:
+        logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@contextmanager
+def _status(message: str):
+    if sys.stdout.isatty():
+        with err.status(message):
+            yield
+    else:
+        yield
+
+
+def _load(config_path):
+    from .config import load_config
+
+    return load_config(config_path)
+
+
+def _money(x: float) -> str:
+    return f"{x:,.2f}".replace(",", " ")
+
+
+def print_summary(run, title: str | None = None) -> None:
+    res = run.result
+    table = Table(title=title or f"RFM segments as of {res.as_of} — preset {res.preset}, {res.method} scoring, "
+                                 f"{res.levels} levels")
+    for col, justify in (("Segment", "left"), ("Customers", "right"), ("% cust.", "right"), ("Revenue", "right"),
+                         ("% rev.", "right"), ("Avg check", "right"), ("Avg repeat", "right")):
+        table.add_column(col, justify=justify)
+    for r in res.summary:
+        style = "bold" if r["segment"] == "Total" else None
+        table.add_row(r["segment"], f"{r['customers']:,}".replace(",", " "), f"{r['customers_pct']:.1f}",
+                      _money(r["revenue"]), f"{r['revenue_pct']:.1f}", _money(r["avg_check"]),
+                      f"{r['avg_repeat_purchases']:.2f}", style=style)
+    out.print(table)
+    b = res.boundary
+    if b:
+        if b.get("days") is not None:
+            out.print(f"Falling-asleep boundary: [bold]{b['days']} days[/] of silence "
+                      f"(P(return within {b['window_days']} d) < {b['return_probability']:.0%}; "
+                      f"method {b['method']}); suggested reminder on day [bold]{b['reminder_day']}[/].")
+        else:
+            out.print(f"Falling-asleep boundary: not computed ({b.get('reason')}).")
+        if b.get("gap_percentiles"):
+            out.print("Days between purchases: " + ", ".join(f"{k} {v}" for k, v in b["gap_percentiles"].items()))
+    if run.bad_row_count:
+        out.print(f"[yellow]{run.bad_row_count} bad rows were left out[/] (see `rfmsync check`).")
+
+
+@main.command()
+@config_option
+@as_of_option
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None, help="Override [segmentation] preset.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--customers", is_flag=True, help="Write one row per customer to -o FILE (.csv, .parquet, .json).")
+@click.option("--predict", "with_predictions", is_flag=True,
+              help="Add predictive fields (p_alive, churn_risk, clv, ...) to --customers output.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Output file.")
+def segments(config_path, as_of, preset, fmt, customers, with_predictions, output):
+    """Score every customer, assign segments and print the summary and the falling-asleep boundary."""
+    from .pipeline import compute_segments, write_customers
+
+    cfg = _load(config_path)
+    if customers and not output:
+        raise click.UsageError("--customers needs -o FILE (.csv, .parquet or .json)")
+    with _status("Reading orders and scoring customers…"):
+        run = compute_segments(cfg, as_of.date() if as_of else None, preset=preset,
+                               predict=with_predictions or (customers and _predictions_available()))
+    try:
+        if customers:
+            n = write_customers(run, output)
+            err.print(f"wrote {n} customers to {output}")
+            return
+        _emit_summary(run, fmt, output)
+    finally:
+        run.close()
+
+
+def _predictions_available() -> bool:
+    try:
+        import segmentation.predictive  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _emit_summary(run, fmt: str, output: str | None) -> None:
+    if fmt == "table":
+        print_summary(run)
+        return
+    if fmt == "json":
+        text = json.dumps(run.to_json(), ensure_ascii=False, indent=2)
+    else:
+        import io
+
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(run.result.summary[0]))
+        w.writeheader()
+        w.writerows(run.result.summary)
+        text = buf.getvalue()
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        click.echo(text)
+
+
+@main.command()
+@config_option
+@click.option("--limit", default=50, show_default=True, help="Bad rows to list.")
+@click.option("--strict", is_flag=True, help="Exit 3 when any row is bad.")
+def check(config_path, limit, strict):
+    """Validate the config and the source (files or CRM credentials); list bad rows."""
+    import duckdb
+
+    from connectors.tables import create_tables
+
+    from .pipeline import build_source, is_file_source
+
+    cfg = _load(config_path)
+    source = build_source(cfg)
+    out.print(f"config {cfg.path}: ok")
+    if not is_file_source(cfg) and hasattr(source, "check"):
+        out.print(f"source {cfg.source.get('type')}: {source.check()}")
+        return
+    con = duckdb.connect()
+    create_tables(con)
+    with _status("Reading the source…"):
+        result = source.pull(con, None)
+    out.print(f"source {cfg.source.get('type', 'file')}: {result.orders} orders, {result.contacts} contacts, "
+              f"{result.bad_row_count} bad rows")
+    for bad in result.bad_rows[:limit]:
+        out.print(f"  {bad}", highlight=False, markup=False)
+    if result.bad_row_count > limit:
+        out.print(f"  … and {result.bad_row_count - limit} more")
+    if strict and result.bad_row_count:
+        raise DataError(f"{result.bad_row_count} bad rows")
+
+
+@main.command()
+@click.option("--workdir", type=click.Path(file_okay=False), default="rfmsync-demo", show_default=True,
+              help="Folder for the generated sample shop.")
+@click.option("--customers", default=3000, show_default=True, help="Customers in the sample shop.")
+@click.option("--seed", default=42, show_default=True)
+def demo(workdir, customers, seed):
+    """Build a realistic sample shop, segment it and show the Mailchimp dry-run plan (no account needed)."""
+    from .config import load_config
+    from .demodata import generate_shop
+    from .pipeline import compute_segments
+
+    path = generate_shop(Path(workdir), customers=customers, seed=seed)
+    out.print(f"Sample shop written to {path.parent} (config {path}).")
+    cfg = load_config(path)
+    as_of = _demo_as_of(cfg)
+    run = compute_segments(cfg, as_of)
+    try:
+        print_summary(run)
+        for bad in run.bad_rows[:5]:
+            out.print(f"  bad row: {bad}", highlight=False, markup=False)
+        _demo_plan(cfg, run)
+    finally:
+        run.close()
+    out.print(f"Next: `rfmsync segments --config {path} --format json`, "
+              f"`rfmsync plan --config {path}`, `rfmsync check --config {path}`.")
+
+
+def _demo_as_of(cfg) -> date | None:
+    marker = cfg.base_dir / "AS_OF"
+    return date.fromisoformat(marker.read_text().strip()) if marker.exists() else None
+
+
+def _demo_plan(cfg, run) -> None:
+    """Hook for the dry-run plan; filled in by the sync engine when present."""
+    try:
+        from .engine import demo_plan
+    except ImportError:
+        return
+    demo_plan(cfg, run, out)
+
+
+@main.command()
+@config_option
+@as_of_option
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def predict(config_path, as_of, fmt):
+    """Fit BG/NBD and Gamma-Gamma; show parameters, fit quality and churn risk per segment."""
+    from .pipeline import compute_segments
+
+    cfg = _load(config_path)
+    with _status("Fitting models…"):
+        run = compute_segments(cfg, as_of.date() if as_of else None, predict=True)
+    try:
+        report = run.predictions.to_json()
+        dist = run.con.execute(f"""
+            SELECT s.segment, p.churn_risk, count(*) FROM {run.result.table} s
+            JOIN customer_predictions p USING (customer_id) GROUP BY ALL ORDER BY ALL
+        """).fetchall()
+        by_seg: dict = {}
+        for segment, risk, n in dist:
+            by_seg.setdefault(segment, {})[risk if risk is not None else "unknown"] = n
+        report["churn_risk_by_segment"] = by_seg
+        if fmt == "json":
+            click.echo(json.dumps(report, ensure_ascii=False, indent=2, default=str))
+            return
+        _print_predict(report)
+    finally:
+        run.close()
+
+
+def _print_predict(report: dict) -> None:
+    bg, gg = report.get("bgnbd") or {}, report.get("gamma_gamma") or {}
+    if report.get("reason"):
+        out.print(f"[yellow]Models not fitted:[/] {report['reason']}")
+    if bg.get("r") is not None:
+        out.print(f"BG/NBD ({bg.get('time_unit')}): r={bg['r']:.4f} alpha={bg['alpha']:.4f} a={bg['a']:.4f} "
+                  f"b={bg['b']:.4f} log-likelihood={bg['log_likelihood']:.2f}")
+    if gg.get("p") is not None:
+        out.print(f"Gamma-Gamma: p={gg['p']:.4f} q={gg['q']:.4f} gamma={gg['gamma']:.4f}")
+    hold = report.get("holdout")
+    if hold:
+        out.print(f"Holdout: {json.dumps(hold, default=str)}")
+    table = Table(title="Churn risk by segment")
+    risks = ["low", "medium", "high", "unknown"]
+    table.add_column("Segment")
+    for r in risks:
+        table.add_column(r, justify="right")
+    for seg, counts in report.get("churn_risk_by_segment", {}).items():
+        table.add_row(seg, *[str(counts.get(r, 0)) for r in risks])
+    out.print(table)

@@ -1,0 +1,142 @@
+"""The config file (TOML), validated with pydantic at the edge.
+
+Lookup: ``--config PATH``, else ``$RFMSYNC_CONFIG``, else ``./rfmsync.toml``. Relative paths inside the file
+(source files, the store) are relative to the config file's folder.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from segmentation import SegmentationConfig
+
+from .errors import ConfigError
+
+NEW_CONTACTS = ("skip", "transactional", "pending", "subscribed")
+
+
+class StoreConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str | None = None  # ledger: default sqlite:///<config dir>/rfmsync.db; also $RFMSYNC_STORE_URL
+    orders: str | None = None  # order store: default <config dir>/rfmsync.duckdb
+
+
+class DestinationConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    type: Literal["mailchimp", "sendgrid", "unisender"]
+    audience: str | None = None  # Mailchimp audience (list) id
+    new_contacts: Literal["skip", "transactional", "pending", "subscribed"] = "transactional"
+    tag_prefix: str = ""  # Mailchimp: prefix on every managed tag
+    list_prefix: str = ""  # SendGrid: prefix on every managed list
+    segments: dict[str, str] = Field(default_factory=dict)  # segment → tag / list
+    tags: dict[str, str] = Field(default_factory=dict)  # Unisender: segment → tag
+    fields: dict[str, str] = Field(default_factory=dict)  # ESP field → rfmsync value
+    batch_size: int | None = None  # override the API maximum (never above it)
+
+    @model_validator(mode="after")
+    def _check(self) -> "DestinationConfig":
+        if self.type == "mailchimp" and not self.audience:
+            raise ValueError(f"destination {self.name!r}: type = \"mailchimp\" needs audience = \"<list id>\"")
+        if self.tags and self.type != "unisender":
+            raise ValueError(f"destination {self.name!r}: [destinations.tags] is for Unisender only")
+        return self
+
+
+class ServeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    debounce_seconds: float = 5.0
+    max_body_bytes: int = 1_000_000
+    replay_window_seconds: int = 300
+    workers: int = 1
+
+
+class ScheduleConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cron: str | None = None
+    every: str | None = None  # e.g. "6h", "30m"
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: dict[str, Any] = Field(default_factory=lambda: {"type": "file"})
+    segmentation: SegmentationConfig = Field(default_factory=SegmentationConfig)
+    predict: dict[str, Any] = Field(default_factory=dict)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    destinations: list[DestinationConfig] = Field(default_factory=list)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    path: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "Config":
+        names = [d.name for d in self.destinations]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"destination names must be unique: {', '.join(sorted(dup))}")
+        return self
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent if self.path else Path.cwd()
+
+    @property
+    def timezone(self) -> str:
+        return str(self.source.get("timezone") or "UTC")
+
+    def destination(self, name: str) -> DestinationConfig:
+        for d in self.destinations:
+            if d.name == name:
+                return d
+        known = ", ".join(d.name for d in self.destinations) or "none configured"
+        raise ConfigError(f"unknown destination {name!r} (known: {known})")
+
+    def predict_config(self):
+        from segmentation.predictive import PredictConfig
+
+        try:
+            return PredictConfig(**self.predict)
+        except ValidationError as exc:
+            raise ConfigError(_format_validation(exc, self.path, prefix="predict")) from None
+
+
+def _format_validation(exc: ValidationError, path: Path | None, prefix: str = "") -> str:
+    where = f"{path}: " if path else ""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in ((prefix,) if prefix else ()) + tuple(err["loc"]))
+        parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
+    return where + "; ".join(parts)
+
+
+def find_config_path(path: str | os.PathLike | None = None) -> Path:
+    if path:
+        return Path(path)
+    env = os.environ.get("RFMSYNC_CONFIG")
+    if env:
+        return Path(env)
+    return Path("rfmsync.toml")
+
+
+def load_config(path: str | os.PathLike | None = None) -> Config:
+    p = find_config_path(path)
+    if not p.exists():
+        raise ConfigError(f"config file {p} not found (use --config PATH, $RFMSYNC_CONFIG or ./rfmsync.toml; "
+                          f"see examples/rfmsync.toml)")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text: {exc}") from None
+    try:
+        cfg = Config(**data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, p)) from None
+    cfg.path = p.resolve()
+    return cfg

@@ -1,0 +1,187 @@
+"""The library API behind the CLI: load a source, segment, predict, write per-customer files.
+
+``compute_segments(cfg)`` is what ``rfmsync segments`` runs: for a file source it reads the export into an
+in-memory DuckDB (nothing persisted); for API sources it reads the local order store filled by ``rfmsync pull``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, Callable
+
+import duckdb
+from pydantic import ValidationError
+
+from connectors.errors import ConfigError as SourceConfigError
+from connectors.records import BadRow
+from connectors.source import PullResult, Source
+from segmentation import SegmentationConfig, SegmentationResult, run_segmentation
+
+from .config import Config, _format_validation
+from .errors import ConfigError
+from .settings import Settings, load_settings
+from .store import connect_store, merge_staged
+
+log = logging.getLogger(__name__)
+
+BASE_COLUMNS = ["customer_id", "email", "phone", "recency_days", "frequency", "monetary", "r", "f", "m", "rfm",
+                "segment"]
+PREDICTION_COLUMNS = ["p_alive", "expected_purchases", "churn_risk", "clv", "next_order_date"]
+
+
+def build_source(cfg: Config, settings: Settings | None = None) -> Source:
+    """The configured source, from the connectors registry."""
+    kind = cfg.source.get("type", "file")
+    try:
+        from connectors.registry import build_source as registry_build
+    except ImportError:  # registry not available: the file source alone
+        registry_build = None
+    try:
+        if registry_build is not None:
+            return registry_build(cfg.source, base_dir=cfg.base_dir, settings=settings or load_settings())
+        if kind != "file":
+            raise ConfigError(f"unknown source type {kind!r}")
+        from connectors.files import FileSource, FileSourceConfig
+
+        return FileSource(FileSourceConfig(**cfg.source), base_dir=cfg.base_dir)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, cfg.path, prefix="source")) from None
+    except SourceConfigError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def is_file_source(cfg: Config) -> bool:
+    return cfg.source.get("type", "file") == "file"
+
+
+def store_path(cfg: Config) -> Path:
+    return Path(cfg.store.orders) if cfg.store.orders and Path(cfg.store.orders).is_absolute() \
+        else cfg.base_dir / (cfg.store.orders or "rfmsync.duckdb")
+
+
+def pull_into(con: duckdb.DuckDBPyConnection, source: Source, cursor: str | None = None,
+              progress: Callable[[int], None] | None = None) -> PullResult:
+    """Pull from the source and merge the staged rows into ``con``'s tables."""
+    try:
+        if progress is not None:
+            try:
+                result = source.pull(con, cursor, progress=progress)  # type: ignore[call-arg]
+            except TypeError:
+                result = source.pull(con, cursor)
+        else:
+            result = source.pull(con, cursor)
+    except SourceConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    merge_staged(con, result)
+    return result
+
+
+@dataclass
+class SegmentsRun:
+    con: duckdb.DuckDBPyConnection
+    result: SegmentationResult
+    pull: PullResult | None
+    config: Config
+    predictions: Any = None  # segmentation.predictive.PredictReport when computed
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def bad_rows(self) -> list[BadRow]:
+        return self.pull.bad_rows if self.pull else []
+
+    @property
+    def bad_row_count(self) -> int:
+        return self.pull.bad_row_count if self.pull else 0
+
+    def to_json(self) -> dict:
+        out = self.result.to_json(bad_rows=self.bad_row_count)
+        return out
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def _needs_predictions(seg: SegmentationConfig) -> bool:
+    from segmentation.rules import compile_pattern  # noqa: F401  (rules referencing prediction fields)
+
+    names = {"p_alive", "expected_purchases", "churn_probability", "churn_risk", "expected_aov", "clv",
+             "next_order_date", "reorder_due", "avg_days_between_orders", "discount_share", "discount_hunter",
+             "favourite_category", "favourite_brand"}
+    return any(any(n in pat for n in names) for r in seg.rules for pat in r.match)
+
+
+def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | None = None,
+                     con: duckdb.DuckDBPyConnection | None = None, settings: Settings | None = None,
+                     predict: bool = False, progress: Callable[[int], None] | None = None) -> SegmentsRun:
+    """Load the orders (file → memory, API → the store), then score, segment and summarise."""
+    as_of = as_of or date.today()
+    seg_cfg = cfg.segmentation.model_copy(update={"preset": preset}) if preset else cfg.segmentation
+    pull = None
+    if con is None:
+        if is_file_source(cfg):
+            con = duckdb.connect()
+            from connectors.tables import create_tables
+
+            create_tables(con)
+            pull = pull_into(con, build_source(cfg, settings), progress=progress)
+        else:
+            path = store_path(cfg)
+            if not path.exists():
+                raise ConfigError(f"the order store {path} is empty: run `rfmsync pull` first")
+            con = connect_store(path)
+    report = None
+    extra = None
+    if predict or _needs_predictions(seg_cfg):
+        from segmentation.predictive import predict_customers
+
+        report = predict_customers(con, as_of, cfg.predict_config(), timezone=cfg.timezone)
+        extra = "customer_predictions"
+    result = run_segmentation(con, seg_cfg, as_of, cfg.timezone, extra_fields=extra)
+    return SegmentsRun(con=con, result=result, pull=pull, config=cfg, predictions=report)
+
+
+def customers_relation(run: SegmentsRun) -> duckdb.DuckDBPyRelation:
+    """One row per customer: contact details, metrics, scores, segment (and predictions when computed)."""
+    con = run.con
+    cols = [c for c in BASE_COLUMNS if c not in ("email", "phone")]
+    seg_cols = [r[0] for r in con.execute(f"DESCRIBE {run.result.table}").fetchall()]
+    pred = [c for c in PREDICTION_COLUMNS if c in seg_cols]
+    if run.predictions is not None and not pred:
+        pred = PREDICTION_COLUMNS
+        join_pred = "LEFT JOIN customer_predictions p USING (customer_id)"
+    else:
+        join_pred = ""
+    select = ", ".join(["s.customer_id", "c.email", "c.phone"] + [f"s.{c}" for c in cols[1:]]
+                       + [f"{'p' if join_pred else 's'}.{c}" for c in pred])
+    return con.sql(f"""
+        SELECT {select}
+        FROM {run.result.table} s
+        LEFT JOIN contacts c USING (customer_id)
+        {join_pred}
+        ORDER BY s.customer_id
+    """)
+
+
+def write_customers(run: SegmentsRun, path: str | Path) -> int:
+    """Write the per-customer table as .csv, .parquet or .json (by suffix); returns the number of rows."""
+    path = Path(path)
+    rel = customers_relation(run)
+    suffix = path.suffix.lower()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    target = str(path).replace("'", "''")
+    run.con.register("_customers_out", rel)
+    try:
+        if suffix == ".csv":
+            run.con.execute(f"COPY (SELECT * FROM _customers_out) TO '{target}' (HEADER, DELIMITER ',')")
+        elif suffix == ".parquet":
+            run.con.execute(f"COPY (SELECT * FROM _customers_out) TO '{target}' (FORMAT PARQUET)")
+        elif suffix == ".json":
+            run.con.execute(f"COPY (SELECT * FROM _customers_out) TO '{target}' (FORMAT JSON, ARRAY true)")
+        else:
+            raise ConfigError(f"{path}: unsupported output format {suffix or '(none)'}; use .csv, .parquet or .json")
+        return run.con.execute("SELECT count(*) FROM _customers_out").fetchone()[0]
+    finally:
+        run.con.unregister("_customers_out")

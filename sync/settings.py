@@ -1,0 +1,47 @@
+"""Environment settings: the one place secrets and endpoints come from (pydantic-settings, ``.env`` supported).
+
+Nothing is read at import time: call :func:`load_settings`. ``settings.example.env`` lists every variable;
+a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # rfmsync itself
+    rfmsync_config: str | None = None
+    rfmsync_store_url: str | None = None
+    rfmsync_webhook_secret: SecretStr | None = None
+    # Mailchimp
+    mailchimp_api_key: SecretStr | None = None
+    mailchimp_api_url: str | None = None
+    # SendGrid
+    sendgrid_api_key: SecretStr | None = None
+    sendgrid_api_url: str | None = None
+    # Unisender / Selzy
+    unisender_api_key: SecretStr | None = None
+    unisender_api_url: str | None = None
+    # CRM / POS sources
+    retailcrm_url: str | None = None
+    retailcrm_api_key: SecretStr | None = None
+    amocrm_subdomain: str | None = None
+    amocrm_token: SecretStr | None = None
+    amocrm_api_url: str | None = None
+    bitrix24_webhook_url: SecretStr | None = None
+    shopify_shop: str | None = None
+    shopify_token: SecretStr | None = None
+    shopify_webhook_secret: SecretStr | None = None
+    shopify_api_url: str | None = None
+
+
+def load_settings(**overrides) -> Settings:
+    return Settings(**overrides)
+
+
+def secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None

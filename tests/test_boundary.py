@@ -1,0 +1,61 @@
+"""The falling-asleep boundary (Kaplan–Meier) and the summary rows."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import numpy as np
+
+from connectors.records import Order
+from segmentation import SegmentationConfig, run_segmentation
+from segmentation.boundary import km_curve
+
+from .builders import AS_OF, con_with, con_with_customers
+
+
+def test_km_matches_a_hand_computed_example():
+    # durations 1,2,3 with 2 events at 1, 1 censored at 2, 1 event at 3 (n = 4)
+    surv, at_risk = km_curve(np.array([1, 2, 3]), np.array([2.0, 0.0, 1.0]), np.array([0.0, 1.0, 0.0]))
+    assert list(at_risk) == [4, 2, 1]
+    assert np.allclose(surv, [0.5, 0.5, 0.0])
+
+
+def test_boundary_found_where_customers_stop_returning():
+    end = datetime(2025, 6, 30, 12, tzinfo=timezone.utc)
+    orders = []
+    rng = np.random.default_rng(7)
+    for c in range(300):
+        # loyal buyers every ~20 days for a while, then silence of 200-500 days
+        silence = int(rng.integers(200, 500))
+        n = int(rng.integers(2, 8))
+        for k in range(n):
+            t = end - timedelta(days=silence + 20 * k + int(rng.integers(0, 5)))
+            orders.append(Order(f"{c}-{k}", f"c{c}", t, Decimal("10")))
+    con = con_with(orders)
+    res = run_segmentation(con, SegmentationConfig(), AS_OF)
+    b = res.boundary
+    assert b["method"] == "kaplan-meier"
+    assert 20 <= b["days"] <= 120, b
+    assert b["reminder_day"] == b["days"] - 14
+    assert 15 <= b["gap_percentiles"]["p50"] <= 25
+    p = [pt["p_return"] for pt in b["curve"]]
+    assert p[0] > 0.5 and p[-1] < 0.1
+
+
+def test_thin_history_leaves_the_boundary_empty_with_a_reason():
+    con = con_with_customers({"a": (5, 2, 10), "b": (50, 1, 10)})
+    b = run_segmentation(con, SegmentationConfig(), AS_OF).boundary
+    assert b["days"] is None and b["reminder_day"] is None
+    assert "at least 30" in b["reason"]
+
+
+def test_summary_numbers_and_totals():
+    con = con_with_customers({"a": (5, 3, 300), "b": (6, 1, 100), "c": (400, 1, 50)})
+    res = run_segmentation(con, SegmentationConfig(preset="tracks"), AS_OF, with_boundary=False)
+    rows = {r["segment"]: r for r in res.summary}
+    total = rows["Total"]
+    assert total["customers"] == 3 and total["revenue"] == 450.0 and total["avg_check"] == 90.0
+    assert abs(total["avg_repeat_purchases"] - 2 / 3) < 1e-3
+    assert sum(r["customers"] for s, r in rows.items() if s != "Total") == 3
+    assert abs(sum(r["revenue_pct"] for s, r in rows.items() if s != "Total") - 100) < 0.05
