@@ -133,13 +133,14 @@ class HttpClient:
     timeout: tuple[float, float] = DEFAULT_TIMEOUT
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     throttle: Throttle | None = None
-    status_actions: Mapping[int, Action] = field(default_factory=lambda: dict(STATUS_ACTIONS))
+    status_actions: Mapping[int, Action] = field(default_factory=dict)  # overrides of STATUS_ACTIONS
     #: called with every response; may return an Action to override the status table
     #: (vendors that signal errors inside a 200 body, or rate-limit headers)
     inspect: Callable[[requests.Response], Action | None] | None = None
     session: requests.Session = field(default_factory=requests.Session)
 
     def __post_init__(self) -> None:
+        self.status_actions = {**STATUS_ACTIONS, **self.status_actions}  # vendor overrides on top
         self.session.headers.update(self.headers)
 
     def safe(self, text: str) -> str:
@@ -248,10 +249,11 @@ def dump_cursor(parts: Mapping[str, str | None]) -> str:
 
 
 def bookmark(max_seen: datetime | None, run_start: datetime, previous: datetime | None) -> datetime | None:
-    """New bookmark = min(max cursor seen, run start); keep the previous one if nothing was seen."""
+    """New bookmark = min(max cursor seen, run start), never behind the previous bookmark."""
     if max_seen is None:
         return previous
-    return min(max_seen, run_start)
+    new = min(max_seen, run_start)
+    return max(new, previous) if previous is not None else new
 
 
 def iso(dt: datetime | None) -> str | None:

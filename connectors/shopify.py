@@ -1,0 +1,274 @@
+"""Shopify Admin API source (REST ``orders.json`` / ``customers.json``) and webhooks.
+
+* Pull: ``GET /admin/api/{version}/{orders,customers}.json?limit=250&updated_at_min=…``
+  (orders with ``status=any``), next pages through the ``Link: <…page_info=…>; rel="next"``
+  header; a repeated ``page_info`` is fatal. The REST resource shape is the same one webhooks
+  deliver, so one mapper serves both.
+* Cursor: ``{"orders": ISO updated_at, "contacts": ISO updated_at}``; next pull asks for
+  ``updated_at_min = cursor − lookback``; new bookmark = min(max updated_at seen, run start).
+* Purchases: ``financial_status`` in ``paid_statuses``; ``refunded`` → refunded; cancelled
+  (``cancelled_at``), test, pending, authorized and voided orders → cancelled.
+* Limits: REST leaky bucket 40 calls refilled 2/s (Standard). ``X-Shopify-Shop-Api-Call-Limit:
+  used/size`` is read on every answer and the client pauses when fewer than
+  ``call_limit_headroom`` calls remain; 429 honours ``Retry-After``.
+* Only the last 60 days of orders are readable without the ``read_all_orders`` scope.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Literal, Mapping
+
+import duckdb
+import requests
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigError, FatalError, RecordError
+from .http import (Action, FieldError, HttpClient, PageGuard, Progress, Stager, Throttle, bookmark, clean,
+                   dump_cursor, get_field, iso, load_cursor, parse_dt, to_decimal, with_sleep)
+from .records import Consent, Contact, LineItem, Order, OrderStatus
+from .retry import RetryPolicy
+from .source import PullResult
+from .webhooks import DEFAULT_MAX_AGE, ReplayGuard, header, hmac_sha256_base64, is_fresh, tokens_equal
+
+log = logging.getLogger(__name__)
+NAME = "shopify"
+LEAK_PER_SECOND = 2.0  # REST bucket refill, Standard plans
+
+
+class ShopifyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["shopify"] = "shopify"
+    shop: str | None = None  # "demo" or "demo.myshopify.com"; default SHOPIFY_SHOP
+    api_version: str = "2025-10"
+    paid_statuses: list[str] = Field(default_factory=lambda: ["paid", "partially_refunded"])
+    refunded_statuses: list[str] = Field(default_factory=lambda: ["refunded"])
+    include_test_orders: bool = False
+    currency: str | None = None  # used when an order carries no currency
+    page_size: int = Field(250, ge=1, le=250)
+    lookback_minutes: int = Field(5, ge=0)
+    requests_per_second: float = Field(2.0, gt=0)
+    call_limit_headroom: int = Field(5, ge=0)
+
+
+class ShopifySecrets(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SHOPIFY_", extra="ignore")
+    shop: str | None = None
+    token: SecretStr | None = None
+    api_url: str | None = None  # base-URL override (tests, proxies)
+    webhook_secret: SecretStr | None = None
+
+
+def map_order(raw: Mapping[str, Any], cfg: ShopifyConfig) -> Order | None:
+    """A REST order resource → Order; None for a non-purchase that cannot be mapped."""
+    oid = get_field(raw, "id", lambda v: str(int(v)))
+    financial = clean(raw.get("financial_status"))
+    if raw.get("cancelled_at") or (raw.get("test") and not cfg.include_test_orders):
+        kind = OrderStatus.CANCELLED
+    elif financial in cfg.refunded_statuses:
+        kind = OrderStatus.REFUNDED
+    elif financial in cfg.paid_statuses:
+        kind = OrderStatus.COMPLETED
+    else:
+        kind = OrderStatus.CANCELLED
+    try:
+        customer = raw.get("customer") or {}
+        customer_id = (clean(customer.get("id")) or (clean(raw.get("email")) or "").lower() or clean(raw.get("phone")))
+        if not customer_id:
+            raise FieldError("customer.id", "order has no customer, email or phone")
+        total = "current_total_price" if raw.get("current_total_price") is not None else "total_price"
+        disc = "current_total_discounts" if raw.get("current_total_discounts") is not None else "total_discounts"
+        return Order(
+            order_id=oid, customer_id=customer_id,
+            ordered_at=get_field(raw, "processed_at" if raw.get("processed_at") else "created_at", parse_dt),
+            amount=get_field(raw, total, to_decimal),
+            currency=clean(raw.get("currency")) or cfg.currency, status=kind,
+            discount=get_field(raw, disc, lambda v: None if v in (None, "") else to_decimal(v)),
+            items=tuple(_item(it) for it in raw.get("line_items") or ()))
+    except FieldError:
+        if kind is OrderStatus.CANCELLED:
+            return None
+        raise
+
+
+def _item(raw: Mapping[str, Any]) -> LineItem:
+    return LineItem(sku=clean(raw.get("sku")), name=clean(raw.get("title")) or clean(raw.get("name")),
+                    brand=clean(raw.get("vendor")),
+                    quantity=get_field(raw, "quantity", to_decimal, "line_items.quantity"),
+                    price=get_field(raw, "price", lambda v: None if v is None else to_decimal(v), "line_items.price"))
+
+
+def map_customer(raw: Mapping[str, Any]) -> Contact:
+    cid = get_field(raw, "id", lambda v: str(int(v)))
+    consent = (raw.get("email_marketing_consent") or {}).get("state")
+    if consent is None and isinstance(raw.get("accepts_marketing"), bool):  # older API versions
+        consent = "subscribed" if raw["accepts_marketing"] else "not_subscribed"
+    address = raw.get("default_address") or {}
+    attrs = {"city": clean(address.get("city")), "country": clean(address.get("country_code")),
+             "tags": clean(raw.get("tags")), "state": clean(raw.get("state"))}
+    return Contact(
+        customer_id=cid, email=(clean(raw.get("email")) or "").lower() or None, phone=clean(raw.get("phone")),
+        first_name=clean(raw.get("first_name")), last_name=clean(raw.get("last_name")),
+        marketing_consent={"subscribed": Consent.YES, "not_subscribed": Consent.NO, "unsubscribed": Consent.NO,
+                           "redacted": Consent.NO}.get(consent or "", Consent.UNKNOWN),
+        created_at=get_field(raw, "created_at", parse_dt) if raw.get("created_at") else None,
+        attributes={k: v for k, v in attrs.items() if v})
+
+
+_OBJECTS = {"contacts": "customers", "orders": "orders"}
+
+
+class ShopifySource:
+    name = NAME
+
+    def __init__(self, config: ShopifyConfig, secrets: ShopifySecrets | None = None, *,
+                 retry: RetryPolicy | None = None, sleep: Callable[[float], None] | None = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        secrets = secrets or ShopifySecrets()
+        shop = config.shop or secrets.shop
+        if not shop and not secrets.api_url:
+            raise ConfigError("shopify: no shop; set SHOPIFY_SHOP (e.g. my-shop or my-shop.myshopify.com)")
+        if not secrets.token:
+            raise ConfigError("shopify: no Admin API access token; set SHOPIFY_TOKEN")
+        host = shop if shop and "." in shop else f"{shop}.myshopify.com"
+        base = (secrets.api_url or f"https://{host}").rstrip("/") + f"/admin/api/{config.api_version}"
+        self.config, self.host = config, host
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        retry = with_sleep(retry, sleep)
+        token = secrets.token.get_secret_value()
+        self.throttle = Throttle(config.requests_per_second, 1, sleep=retry.sleep)
+        self.http = HttpClient(base, vendor="Shopify", auth_env="SHOPIFY_TOKEN", url_env="SHOPIFY_SHOP",
+                               headers={"X-Shopify-Access-Token": token}, secrets=(token,), retry=retry,
+                               throttle=self.throttle, inspect=self._call_limit,
+                               status_actions={402: Action.CONFIG, 423: Action.CONFIG})
+
+    def _call_limit(self, resp: requests.Response) -> Action | None:
+        """Pause when the REST bucket is nearly full (``X-Shopify-Shop-Api-Call-Limit: 38/40``)."""
+        value = resp.headers.get("X-Shopify-Shop-Api-Call-Limit", "")
+        used, _, size = value.partition("/")
+        if used.isdigit() and size.isdigit():
+            over = int(used) - (int(size) - self.config.call_limit_headroom)
+            if over >= 0:
+                log.debug("shopify call limit %s: pausing", value)
+                self.throttle.pause((over + 1) / LEAK_PER_SECOND)
+        return None
+
+    def check(self) -> str:
+        data = self.http.get("shop.json")
+        shop = (data or {}).get("shop") or {}
+        return f"{shop.get('name') or self.host} ({shop.get('myshopify_domain') or self.host})"
+
+    def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None,
+             progress: Progress = None) -> PullResult:
+        run_start = self.clock()
+        cursors = load_cursor(cursor, NAME)
+        stager = Stager(con, NAME, progress)
+        new: dict[str, str | None] = {}
+        for obj in ("contacts", "orders"):
+            previous = None
+            if cursors.get(obj):
+                try:
+                    previous = datetime.fromisoformat(cursors[obj])
+                except ValueError:
+                    raise ConfigError(f"shopify: bad {obj} cursor {cursors[obj]!r}") from None
+            seen = self._read(obj, previous, stager)
+            new[obj] = iso(bookmark(seen, run_start, previous))
+        return stager.result(dump_cursor(new))
+
+    def _read(self, obj: str, since: datetime | None, stager: Stager) -> datetime | None:
+        resource = _OBJECTS[obj]
+        params: dict[str, Any] | None = {"limit": self.config.page_size}
+        if obj == "orders":
+            params["status"] = "any"
+        if since is not None:
+            params["updated_at_min"] = iso(since - timedelta(minutes=self.config.lookback_minutes))
+        guard = PageGuard(f"Shopify {resource}.json")
+        url, max_seen = f"{resource}.json", None
+        while True:
+            data, resp = self.http.fetch("GET", url, params=params)
+            rows = (data or {}).get(resource)
+            if not isinstance(rows, list):
+                raise FatalError(f"Shopify {resource}.json: answer has no {resource!r} list")
+            max_seen = self._stage(obj, rows, stager, max_seen)
+            nxt = resp.links.get("next", {}).get("url")
+            if not rows or not nxt:
+                return max_seen
+            guard.next(requests.utils.urlparse(nxt).query)
+            url, params = nxt, None
+
+    def _stage(self, obj: str, rows: list[Any], stager: Stager, max_seen: datetime | None) -> datetime | None:
+        orders, contacts = [], []
+        for raw in rows:
+            rid = raw.get("id") if isinstance(raw, dict) else None
+            try:
+                if raw.get("updated_at"):
+                    updated = get_field(raw, "updated_at", parse_dt)
+                    max_seen = updated if max_seen is None else max(max_seen, updated)
+                if obj == "orders":
+                    order = map_order(raw, self.config)
+                    if order is not None:
+                        orders.append(order)
+                else:
+                    contacts.append(map_customer(raw))
+            except FieldError as exc:
+                stager.bad(exc.bad_row(f"{NAME}:{obj}", rid))
+        stager.stage(orders, contacts)
+        return max_seen
+
+
+# ---------------------------------------------------------------- webhooks
+
+
+def verify_webhook(headers: Mapping[str, str], body: bytes, secret: str, path_token: str | None = None, *,
+                   now: datetime | None = None, max_age: timedelta = DEFAULT_MAX_AGE,
+                   replay_guard: ReplayGuard | None = None) -> bool:
+    """``X-Shopify-Hmac-Sha256`` = base64(HMAC-SHA256(app secret, raw body)), compared in constant time.
+
+    A delivery whose ``X-Shopify-Triggered-At`` is older than ``max_age`` is refused, and with a
+    ``replay_guard`` a repeated ``X-Shopify-Webhook-Id`` is refused too.
+    """
+    given = header(headers, "X-Shopify-Hmac-Sha256")
+    if not secret or not tokens_equal(given, hmac_sha256_base64(secret, body)):
+        return False
+    triggered = header(headers, "X-Shopify-Triggered-At")
+    if triggered is not None:
+        try:
+            sent_at = parse_dt(triggered)
+        except ValueError:
+            return False
+        if not is_fresh(sent_at, now, max_age):
+            return False
+    delivery = header(headers, "X-Shopify-Webhook-Id")
+    if replay_guard is not None and (not delivery or not replay_guard.first_time(delivery)):
+        return False
+    return True
+
+
+def parse_webhook(headers: Mapping[str, str], body: bytes,
+                  config: ShopifyConfig | None = None) -> tuple[list[Order], list[Contact]]:
+    """Map an ``orders/*`` or ``customers/*`` delivery (REST resource JSON) to records.
+
+    Other known topics (``refunds/create``, ``orders/delete``) return nothing: re-pull instead.
+    """
+    topic = header(headers, "X-Shopify-Topic") or ""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise ValueError(f"shopify webhook {topic or '?'}: body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise ValueError(f"shopify webhook {topic or '?'}: body is not a JSON object")
+    kind, _, action = topic.partition("/")
+    if action == "delete" or kind == "refunds":
+        return [], []
+    try:
+        if kind == "orders":
+            order = map_order(payload, config or ShopifyConfig())
+            return ([order] if order else []), []
+        if kind == "customers":
+            return [], [map_customer(payload)]
+    except FieldError as exc:
+        raise RecordError(exc.bad_row(f"{NAME}:webhook {topic}", payload.get("id"))) from None
+    raise ValueError(f"shopify webhook: unsupported topic {topic!r}")

@@ -1,0 +1,254 @@
+"""Shopify source: a stateful REST Admin fake (Link-header pages, call-limit header) and webhooks."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from urllib.parse import parse_qsl, urlsplit
+
+import duckdb
+import pytest
+import responses
+
+from connectors.errors import AuthError, ConfigError, FatalError, RecordError
+from connectors.records import Consent, OrderStatus
+from connectors.shopify import ShopifyConfig, ShopifySecrets, ShopifySource, parse_webhook, verify_webhook
+from connectors.webhooks import ReplayGuard, hmac_sha256_base64
+
+SHOP = "demo-shop"
+BASE = f"https://{SHOP}.myshopify.com/admin/api/2025-10"
+TOKEN = "shpat_secret_token_abc"
+T0 = datetime(2026, 1, 10, 9, 0, tzinfo=timezone.utc)
+
+
+def z(at: datetime) -> str:
+    return at.astimezone(timezone(timedelta(hours=5))).isoformat()  # shop-local offset, as Shopify sends
+
+
+class FakeShopify:
+    auth_env = "SHOPIFY_TOKEN"
+
+    def __init__(self, rsps: responses.RequestsMock, *, pull: bool = True, check: bool = False,
+                 call_limit: str | None = None) -> None:
+        self.orders: dict[int, dict] = {}
+        self.customers: dict[int, dict] = {}
+        self.failures: list[tuple[int, dict]] = []
+        self.bad_key = False
+        self.since_seen: list[str | None] = []
+        self.call_limit = call_limit
+        self.loop_page_info = False
+        for res in ("orders", "customers") if pull else ():
+            rsps.add_callback("GET", re.compile(rf"{BASE}/{res}\.json(\?.*)?$"), self._guard(self._list(res)))
+        if check:
+            rsps.add_callback("GET", f"{BASE}/shop.json", self._guard(lambda q: ({"shop": {
+                "name": "Demo Shop", "myshopify_domain": f"{SHOP}.myshopify.com"}}, {})))
+
+    def put_contact(self, cid: int, email: str, *, at: datetime, **fields) -> None:
+        self.customers[cid] = {"id": cid, "email": email, "first_name": "Ann", "last_name": f"C{cid}",
+                               "phone": "+998901234567", "created_at": z(at), "updated_at": z(at),
+                               "tags": "vip, wholesale", "state": "enabled",
+                               "email_marketing_consent": {"state": "subscribed", "opt_in_level": "single_opt_in"},
+                               "default_address": {"city": "Tashkent", "country_code": "UZ"}, **fields}
+
+    def put_order(self, oid: int, cid: int, amount: str, *, at: datetime, bad: bool = False,
+                  financial_status: str = "paid", **fields) -> None:
+        self.orders[oid] = {
+            "id": oid, "name": f"#{1000 + oid}", "email": f"c{cid}@example.com", "created_at": z(at),
+            "processed_at": z(at), "updated_at": z(at), "cancelled_at": None, "financial_status": financial_status,
+            "currency": "UZS", "total_price": amount, "current_total_price": "oops" if bad else amount,
+            "total_discounts": "0.00", "current_total_discounts": "0.00", "test": False,
+            "customer": {"id": cid, "email": f"c{cid}@example.com"},
+            "line_items": [{"id": oid * 10, "sku": "MUG-1", "title": "Mug", "vendor": "Acme", "quantity": 1,
+                            "price": amount}], **fields}
+
+    def since_ok(self, old_cursor: dict, lookback: timedelta) -> bool:
+        wanted = [datetime.fromisoformat(old_cursor[k]) for k in ("contacts", "orders")]
+        got = [datetime.fromisoformat(s) for s in self.since_seen[-2:]]
+        return all(w - lookback <= g <= w for w, g in zip(wanted, got))
+
+    def _guard(self, handler):
+        def callback(request):
+            if self.failures:
+                status, headers = self.failures.pop(0)
+                return status, headers, json.dumps({"errors": "Exceeded 2 calls per second for api client."})
+            if request.headers.get("X-Shopify-Access-Token") != TOKEN or self.bad_key:
+                return 401, {}, json.dumps({"errors": "[API] Invalid API key or access token"})
+            body, headers = handler(dict(parse_qsl(urlsplit(request.url).query)))
+            if self.call_limit:
+                headers["X-Shopify-Shop-Api-Call-Limit"] = self.call_limit
+            return 200, {"Content-Type": "application/json", **headers}, json.dumps(body)
+        return callback
+
+    def _list(self, res: str):
+        store = self.orders if res == "orders" else self.customers
+
+        def handler(q):
+            if "page_info" in q:
+                assert set(q) == {"page_info", "limit"}, "page_info must not be combined with filters"
+                since, offset = json.loads(q["page_info"])
+            else:
+                since, offset = q.get("updated_at_min"), 0
+                self.since_seen.append(since)
+                if res == "orders":
+                    assert q["status"] == "any"
+            limit = int(q["limit"])
+            assert limit <= 250
+            rows = [r for _, r in sorted(store.items())
+                    if since is None or datetime.fromisoformat(r["updated_at"]) >= datetime.fromisoformat(since)]
+            page = rows[offset:offset + limit]
+            headers = {}
+            if offset + limit < len(rows):
+                token = json.dumps([since, offset if self.loop_page_info else offset + limit])
+                nxt = f"{BASE}/{res}.json?limit={limit}&page_info={token}"
+                headers["Link"] = f'<{requests_quote(nxt)}>; rel="next"'
+            return {res: page}, headers
+        return handler
+
+
+def requests_quote(url: str) -> str:
+    from requests.utils import requote_uri
+    return requote_uri(url)
+
+
+def make_source(sleep=None, clock=None, **cfg) -> ShopifySource:
+    return ShopifySource(ShopifyConfig(**({"page_size": 2} | cfg)), ShopifySecrets(shop=SHOP, token=TOKEN),
+                         sleep=sleep or (lambda s: None), clock=clock or (lambda: T0 + timedelta(days=1)))
+
+
+@pytest.fixture
+def rsps():
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
+        yield mock
+
+
+def test_pull_maps_orders_statuses_and_customers(rsps):
+    fake = FakeShopify(rsps)
+    fake.put_contact(7, "Ann@Example.COM", at=T0)
+    fake.put_order(1, 7, "120000.50", at=T0)
+    fake.put_order(2, 7, "50.00", at=T0, financial_status="refunded")
+    fake.put_order(3, 7, "10.00", at=T0, cancelled_at=z(T0))
+    fake.put_order(4, 7, "10.00", at=T0, financial_status="pending")
+    fake.put_order(5, 7, "10.00", at=T0, test=True)
+    con = duckdb.connect()
+    result = make_source().pull(con)
+    rows = con.execute("SELECT order_id, customer_id, amount, currency, status, ordered_at FROM staged_orders "
+                       "ORDER BY 1").fetchall()
+    assert [r[:5] for r in rows] == [
+        ("1", "7", Decimal("120000.50"), "UZS", "completed"), ("2", "7", Decimal("50.00"), "UZS", "refunded"),
+        ("3", "7", Decimal("10.00"), "UZS", "cancelled"), ("4", "7", Decimal("10.00"), "UZS", "cancelled"),
+        ("5", "7", Decimal("10.00"), "UZS", "cancelled")]
+    assert rows[0][5] == T0
+    assert con.execute("SELECT sku, name, brand FROM staged_line_items WHERE order_id = '1'").fetchall() == [
+        ("MUG-1", "Mug", "Acme")]
+    contact = con.execute("SELECT email, phone, marketing_consent, attributes FROM staged_contacts").fetchone()
+    assert contact[:3] == ("ann@example.com", "+998901234567", "yes")
+    assert json.loads(contact[3]) == {"city": "Tashkent", "country": "UZ", "tags": "vip, wholesale",
+                                      "state": "enabled"}
+    assert json.loads(result.cursor) == {"contacts": T0.isoformat(), "orders": T0.isoformat()}
+
+
+def test_guest_order_falls_back_to_email(rsps):
+    fake = FakeShopify(rsps)
+    fake.put_order(1, 7, "5.00", at=T0, customer=None, email="Guest@Example.com")
+    con = duckdb.connect()
+    make_source().pull(con)
+    assert con.execute("SELECT customer_id FROM staged_orders").fetchone() == ("guest@example.com",)
+
+
+def test_call_limit_header_makes_the_client_back_off(rsps):
+    fake = FakeShopify(rsps, call_limit="39/40")
+    fake.put_contact(7, "a@example.com", at=T0)
+    fake.put_order(1, 7, "5.00", at=T0)
+    waits: list[float] = []
+    make_source(sleep=waits.append).pull(duckdb.connect())
+    # 39 used of 40 with headroom 5: 5 calls over the mark → pause 3 s (2 calls/s leak) before the next call
+    assert max(waits) > 2.0
+    fake.call_limit = "3/40"
+    calm: list[float] = []
+    make_source(sleep=calm.append).pull(duckdb.connect())
+    assert max(calm, default=0) <= 0.5  # only the 2 requests/s pacing
+
+
+def test_repeated_page_info_is_fatal(rsps):
+    fake = FakeShopify(rsps)
+    for i in range(1, 4):
+        fake.put_contact(i, f"c{i}@example.com", at=T0)
+    fake.loop_page_info = True
+    rsps.assert_all_requests_are_fired = False  # orders are never reached
+    with pytest.raises(FatalError, match="twice"):
+        make_source(page_size=1).pull(duckdb.connect())
+
+
+def test_check_names_the_shop_and_auth_error_names_the_env(rsps):
+    fake = FakeShopify(rsps, pull=False, check=True)
+    assert make_source().check() == f"Demo Shop ({SHOP}.myshopify.com)"
+    fake.bad_key = True
+    with pytest.raises(AuthError) as err:
+        make_source().check()
+    assert "SHOPIFY_TOKEN" in str(err.value) and TOKEN not in str(err.value) and TOKEN not in (err.value.body or "")
+
+
+def test_missing_settings_are_config_errors(monkeypatch):
+    for var in ("SHOPIFY_SHOP", "SHOPIFY_TOKEN", "SHOPIFY_API_URL"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(ConfigError, match="SHOPIFY_SHOP"):
+        ShopifySource(ShopifyConfig())
+    monkeypatch.setenv("SHOPIFY_SHOP", "x")
+    with pytest.raises(ConfigError, match="SHOPIFY_TOKEN"):
+        ShopifySource(ShopifyConfig())
+
+
+# ---------------------------------------------------------------- webhooks
+
+SECRET = "whsec_app_client_secret"
+ORDER_BODY = json.dumps({"id": 820982911946154508, "email": "jon@example.com", "created_at": "2026-01-10T14:00:00-05:00",
+                         "processed_at": "2026-01-10T14:00:00-05:00", "financial_status": "paid",
+                         "total_price": "403.00", "currency": "USD", "total_discounts": "5.00",
+                         "customer": {"id": 115310627314723954},
+                         "line_items": [{"sku": "IPOD2008BLACK", "title": "IPod Nano - 8gb", "vendor": None,
+                                         "quantity": 1, "price": "199.00"}]}).encode()
+
+
+def signed(body: bytes, *, secret: str = SECRET, at: datetime = T0, delivery: str = "b54557e4") -> dict[str, str]:
+    return {"X-Shopify-Hmac-Sha256": hmac_sha256_base64(secret, body), "X-Shopify-Topic": "orders/create",
+            "X-Shopify-Triggered-At": at.isoformat().replace("+00:00", "Z"), "X-Shopify-Webhook-Id": delivery,
+            "Content-Type": "application/json"}
+
+
+def test_webhook_signature_valid_forged_stale_and_replayed():
+    now = T0 + timedelta(minutes=1)
+    assert verify_webhook(signed(ORDER_BODY), ORDER_BODY, SECRET, now=now)
+    lower = {k.lower(): v for k, v in signed(ORDER_BODY).items()}
+    assert verify_webhook(lower, ORDER_BODY, SECRET, now=now)
+    assert not verify_webhook(signed(ORDER_BODY, secret="other"), ORDER_BODY, SECRET, now=now)
+    assert not verify_webhook(signed(ORDER_BODY), ORDER_BODY + b" ", SECRET, now=now)  # body tampered
+    assert not verify_webhook({}, ORDER_BODY, SECRET, now=now)
+    assert not verify_webhook(signed(ORDER_BODY), ORDER_BODY, SECRET, now=T0 + timedelta(hours=6))  # stale
+    guard = ReplayGuard()
+    assert verify_webhook(signed(ORDER_BODY), ORDER_BODY, SECRET, now=now, replay_guard=guard)
+    assert not verify_webhook(signed(ORDER_BODY), ORDER_BODY, SECRET, now=now, replay_guard=guard)
+
+
+def test_webhook_order_payload_maps_like_the_pull():
+    (order,), contacts = parse_webhook(signed(ORDER_BODY), ORDER_BODY)
+    assert contacts == []
+    assert (order.order_id, order.customer_id, order.amount, order.discount, order.status) == (
+        "820982911946154508", "115310627314723954", Decimal("403.00"), Decimal("5.00"), OrderStatus.COMPLETED)
+    assert order.ordered_at == datetime(2026, 1, 10, 19, 0, tzinfo=timezone.utc)
+    body = json.dumps({"id": 5, "email": "x@y.com", "accepts_marketing": False}).encode()
+    _, (contact,) = parse_webhook({"X-Shopify-Topic": "customers/update"}, body)
+    assert contact.marketing_consent is Consent.NO
+
+
+def test_webhook_bad_payloads_raise_clear_errors():
+    bad = json.dumps({"id": 9, "financial_status": "paid", "total_price": "x", "customer": {"id": 1},
+                      "created_at": "2026-01-10T14:00:00Z"}).encode()
+    with pytest.raises(RecordError, match="row 9: total_price"):
+        parse_webhook({"X-Shopify-Topic": "orders/paid"}, bad)
+    with pytest.raises(ValueError, match="not valid JSON"):
+        parse_webhook({"X-Shopify-Topic": "orders/paid"}, b"<html>")
+    with pytest.raises(ValueError, match="unsupported topic"):
+        parse_webhook({"X-Shopify-Topic": "products/create"}, b"{}")
+    assert parse_webhook({"X-Shopify-Topic": "refunds/create"}, b'{"id": 1}') == ([], [])
