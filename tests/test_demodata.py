@@ -227,3 +227,77 @@ def test_generate_orders_csv_exact_sizes(tmp_path: Path) -> None:
 def test_generate_orders_csv_rejects_impossible_sizes(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="customers"):
         generate_orders_csv(tmp_path / "x.csv", orders=10, customers=20)
+
+
+# --------------------------------------------------------------------------- bench helpers and pandas reference
+def _bench():
+    import importlib
+    import sys
+
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    return importlib.import_module("bench.segments"), importlib.import_module("bench.common")
+
+
+@pytest.fixture(scope="module")
+def bench_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    segments, _ = _bench()
+    return generate_orders_csv(tmp_path_factory.mktemp("bench") / "orders.csv", orders=30_000, customers=3_000,
+                               seed=11, as_of=segments.AS_OF)
+
+
+@pytest.mark.parametrize("preset", ["tracks", "crm-4", "classic-5"])
+def test_pandas_reference_matches_rfmsync_per_customer(bench_csv: Path, tmp_path: Path, preset: str) -> None:
+    from segmentation.config import SegmentationConfig
+    from segmentation.engine import run_segmentation
+
+    segments, _ = _bench()
+    out = tmp_path / "pandas.parquet"
+    counts = segments.pandas_segments(bench_csv, out, segments.AS_OF, preset)
+    con = duckdb.connect()
+    con.execute(f"""CREATE TABLE orders AS
+        SELECT CAST(order_id AS VARCHAR) AS order_id, customer_id, CAST(ordered_at AS TIMESTAMPTZ) AS ordered_at,
+               CAST(amount AS DECIMAL(18,2)) AS amount, status FROM read_csv('{bench_csv}')""")
+    res = run_segmentation(con, SegmentationConfig(preset=preset), segments.AS_OF, "UTC", with_boundary=False)
+    expected = {r["segment"]: r["customers"] for r in res.summary if r["segment"] != "Total" and r["customers"]}
+    assert counts == expected
+    differ = con.execute(f"""
+        SELECT count(*) FROM customer_segments s FULL OUTER JOIN read_parquet('{out}') p USING (customer_id)
+        WHERE s.segment IS DISTINCT FROM p.segment OR s.r <> p.r OR s.f <> p.f OR s.m <> p.m
+           OR s.recency_days <> p.recency_days OR s.frequency <> p.frequency OR s.monetary <> p.monetary""").fetchone()
+    assert differ == (0,)
+
+
+def test_tie_aware_scores_keep_ties_together() -> None:
+    import pandas as pd
+
+    segments, _ = _bench()
+    freq = pd.Series([1, 1, 1, 1, 1, 1, 2, 2, 3, 9])
+    assert segments.tie_aware_scores(freq, 5, worse_is_larger=False).tolist() == [1] * 6 + [4, 4, 5, 5]
+    rec = pd.Series([400, 10, 10, 30])
+    assert segments.tie_aware_scores(rec, 4, worse_is_larger=True).tolist() == [1, 3, 3, 2]
+
+
+def test_bench_common_helpers() -> None:
+    _, common = _bench()
+    assert [common.parse_size(s) for s in ("1m", "10M", "250k", "1.5m", "5000")] == \
+        [1_000_000, 10_000_000, 250_000, 1_500_000, 5000]
+    with pytest.raises(ValueError, match="not a size"):
+        common.parse_size("lots")
+    assert common.size_label(10_000_000) == "10m" and common.size_label(1234) == "1234"
+    assert common.human_bytes(3 * 1024 ** 3) == "3.00 GB" and common.human_bytes(200 * 1024 ** 2) == "200 MB"
+    table = common.format_table([{"a": "x", "n": "1.50"}, {"a": "longer", "n": "12.00"}], [("a", "A"), ("n", "N")])
+    assert table.splitlines() == ["A           N", "------  -----", "x        1.50", "longer  12.00"]
+
+
+def test_run_child_reports_result_and_failure(tmp_path: Path) -> None:
+    import sys
+
+    _, common = _bench()
+    root = str(Path(__file__).resolve().parents[1])
+    ok = common.run_child([sys.executable, "-c", "from bench.common import emit_result; "
+                           "b = bytearray(64 * 1024 * 1024); emit_result({'x': 1})"], cwd=root)
+    assert ok["x"] == 1 and ok["peak_rss"] >= 64 * 1024 * 1024 and ok["process_seconds"] > 0
+    with pytest.raises(common.ChildFailed, match="boom"):
+        common.run_child([sys.executable, "-c", "raise SystemExit('boom')"], cwd=root)

@@ -1,0 +1,310 @@
+"""Segments benchmark: rfmsync (DuckDB) against a plain pandas implementation of the same work.
+
+For each size a synthetic shop (``sync.demodata.generate_orders_csv``: 10 orders per customer on average, about
+half one-time buyers, two years of history) is written as CSV into ``--workdir`` once and reused. Then, each in a
+fresh interpreter so that time and peak RSS belong to that run alone:
+
+* **rfmsync**: ``load_config`` → ``compute_segments`` (read the CSV, metrics, tie-aware quantile scores, preset
+  rules, summary, falling-asleep boundary) → ``write_customers`` (one Parquet row per customer);
+* **pandas**: ``read_csv`` → parse → filter → ``groupby`` per customer → the same tie-aware quantile scores
+  (``rank(method="min")``, rfm-models.md §4.3/§6) → the same preset rules → ``to_parquet``.
+
+Seconds are measured inside the child from before the engine's imports to the written file; "process s" adds the
+interpreter start-up. Both outputs are compared per customer and the segment counts must match.
+
+    python bench/segments.py                       # 1m and 10m orders, once each
+    python bench/segments.py --sizes 100k,1m --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import (ChildFailed, emit_result, format_table, human_bytes, parse_size,  # noqa: E402
+                          run_child, size_label)
+
+AS_OF = date(2026, 1, 1)
+ORDERS_PER_CUSTOMER = 10
+TARGET_SECONDS_10M = 8.0
+TARGET_RATIO = 3.0
+TARGET_RSS = 3 * 1024 ** 3
+_DIGIT_CODE = re.compile(r"^[0-9Xx*?]{3}$")
+_LETTER_TOKEN = re.compile(r"(FM|R|F|M)(\d)(?:-(?:FM|R|F|M)?(\d))?")
+
+
+# --------------------------------------------------------------------------- data set
+def dataset(workdir: Path, orders: int, seed: int = 42, regenerate: bool = False) -> tuple[Path, float | None]:
+    """The CSV for ``orders`` rows (generated once, then reused); returns (path, seconds spent generating)."""
+    from sync.demodata import generate_orders_csv
+
+    customers = max(1, orders // ORDERS_PER_CUSTOMER)
+    path = workdir / f"orders-{size_label(orders)}-s{seed}.csv"
+    if path.exists() and path.stat().st_size and not regenerate:
+        return path, None
+    workdir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.csv")
+    t0 = time.perf_counter()
+    generate_orders_csv(tmp, orders=orders, customers=customers, seed=seed, as_of=AS_OF)
+    tmp.replace(path)
+    return path, time.perf_counter() - t0
+
+
+def write_config(csv_path: Path, preset: str) -> Path:
+    """An rfmsync.toml next to the CSV reading it as a plain file source."""
+    cfg = csv_path.with_name(csv_path.stem + f"-{preset}.toml")
+    cfg.write_text(f"""[source]
+type = "file"
+orders = "{csv_path.name}"
+timezone = "UTC"
+currency = "UZS"
+
+[source.columns]
+order_id = "order_id"
+customer_id = "customer_id"
+ordered_at = "ordered_at"
+amount = "amount"
+status = "status"
+
+[segmentation]
+preset = "{preset}"
+""", encoding="utf-8")
+    return cfg
+
+
+# --------------------------------------------------------------------------- pandas reference
+def _rule_mask(pattern: str, r, f, m, levels: int):
+    """A preset pattern (digit code ``4X4`` or letter code ``R2F3``, ``F1-F2``, ``R5FM4``) as a boolean Series."""
+    import numpy as np
+
+    p = pattern.strip()
+    if _DIGIT_CODE.match(p):
+        mask = np.ones(len(r), dtype=bool)
+        for col, ch in zip((r, f, m), p):
+            if ch not in "Xx*?":
+                mask &= (col == int(ch)).to_numpy()
+        return mask
+    cols = {"R": r, "F": f, "M": m, "FM": np.floor((f + m) / 2.0 + 0.5).astype("int64")}
+    mask, pos = np.ones(len(r), dtype=bool), 0
+    for tok in _LETTER_TOKEN.finditer(p.upper()):
+        if tok.start() != pos:
+            break
+        lo, hi = int(tok.group(2)), int(tok.group(3) or tok.group(2))
+        mask &= cols[tok.group(1)].between(lo, hi).to_numpy()
+        pos = tok.end()
+    if pos != len(p) or pos == 0:
+        raise ValueError(f"pandas reference: unsupported pattern {pattern!r} (score codes only)")
+    return mask
+
+
+def tie_aware_scores(values, levels: int, worse_is_larger: bool):
+    """1 + floor(N × w / n), w = customers with a strictly worse value; ties share a score."""
+    import numpy as np
+
+    worse = values.rank(method="min", ascending=not worse_is_larger).to_numpy(dtype=np.int64) - 1
+    return np.minimum(levels, 1 + (worse * levels) // len(values))
+
+
+def pandas_segments(csv_path: Path, out_path: Path, as_of: date, preset: str, engine: str = "c") -> dict[str, int]:
+    """The straightforward pandas version of ``rfmsync segments``; returns {segment: customers}."""
+    import numpy as np
+    import pandas as pd
+
+    from segmentation.rules import PRESETS
+
+    rules = PRESETS[preset]
+    levels = rules.levels
+    df = pd.read_csv(csv_path, usecols=["customer_id", "ordered_at", "amount", "status"], engine=engine)
+    ts = pd.to_datetime(df["ordered_at"], format="%Y-%m-%d %H:%M:%S")
+    keep = (ts < pd.Timestamp(as_of) + pd.Timedelta(days=1)) & df["status"].isin(["completed", "refunded"])
+    df, ts = df[keep], ts[keep]
+    sale = df["status"] == "completed"
+    work = pd.DataFrame({
+        "customer_id": df["customer_id"],
+        "sale": sale.astype("int64"),
+        "sales": df["amount"].where(sale, 0.0),
+        "refunds": df["amount"].abs().where(~sale, 0.0),
+        "last": ts.where(sale),
+    })
+    g = work.groupby("customer_id", sort=False).agg(frequency=("sale", "sum"), sales=("sales", "sum"),
+                                                    refunds=("refunds", "sum"), last=("last", "max"))
+    g = g[g["frequency"] > 0]
+    out = pd.DataFrame({
+        "recency_days": (pd.Timestamp(as_of) - g["last"].dt.normalize()).dt.days.astype("int64"),
+        "frequency": g["frequency"].astype("int64"),
+        "monetary": (g["sales"] - g["refunds"]).round(2),
+    }, index=g.index)
+    out["r"] = tie_aware_scores(out["recency_days"], levels, worse_is_larger=True)
+    out["f"] = tie_aware_scores(out["frequency"], levels, worse_is_larger=False)
+    out["m"] = tie_aware_scores(out["monetary"], levels, worse_is_larger=False)
+    out["rfm"] = out["r"].astype(str) + out["f"].astype(str) + out["m"].astype(str)
+    conds, names = [], []
+    for name, patterns in rules.rules:
+        mask = np.zeros(len(out), dtype=bool)
+        for pat in patterns:
+            mask |= _rule_mask(pat, out["r"], out["f"], out["m"], levels)
+        conds.append(mask)
+        names.append(name)
+    out["segment"] = np.select(conds, names, default=rules.default) if conds else rules.default
+    out = out.reset_index().sort_values("customer_id")
+    out.to_parquet(out_path, index=False)
+    counts = out["segment"].value_counts()
+    return {str(k): int(v) for k, v in counts.items()}
+
+
+# --------------------------------------------------------------------------- children
+def _child(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    as_of = date.fromisoformat(args.as_of)
+    out = Path(args.out)
+    if args.child == "rfmsync":
+        from sync.config import load_config
+        from sync.pipeline import compute_segments, write_customers
+
+        run = compute_segments(load_config(args.config), as_of=as_of)
+        write_customers(run, out)
+        counts = {r["segment"]: int(r["customers"]) for r in run.result.summary
+                  if r["segment"] != "Total" and r["customers"]}
+        bad = run.bad_row_count
+    else:
+        counts = pandas_segments(Path(args.csv), out, as_of, args.preset, engine=args.pandas_engine)
+        bad = 0
+    emit_result({"engine": args.child, "seconds": time.perf_counter() - t0, "counts": counts,
+                 "customers": sum(counts.values()), "bad_rows": bad})
+    return 0
+
+
+def _compare(a: Path, b: Path) -> int:
+    """Customers whose segment differs between the two outputs (or who are missing from one)."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        return con.execute(f"""
+            SELECT count(*) FROM read_parquet('{a}') x FULL OUTER JOIN read_parquet('{b}') y USING (customer_id)
+            WHERE x.segment IS DISTINCT FROM y.segment""").fetchone()[0]
+    finally:
+        con.close()
+
+
+def run_size(orders: int, args: argparse.Namespace) -> tuple[list[dict], list[str]]:
+    """Generate (or reuse) the data set, time both engines ``repeat`` times; returns (table rows, problems)."""
+    workdir = Path(args.workdir)
+    csv_path, gen_s = dataset(workdir, orders, args.seed, args.regenerate)
+    if gen_s is not None:
+        print(f"  generated {csv_path} in {gen_s:.1f} s", flush=True)
+    cfg = write_config(csv_path, args.preset)
+    outs = {e: workdir / f"customers-{size_label(orders)}-{e}.parquet" for e in ("rfmsync", "pandas")}
+    results: dict[str, list[dict]] = {"rfmsync": [], "pandas": []}
+    for i in range(args.repeat):
+        for engine in ("rfmsync", "pandas"):
+            argv = [sys.executable, str(Path(__file__).resolve()), "--child", engine, "--config", str(cfg),
+                    "--csv", str(csv_path), "--out", str(outs[engine]), "--as-of", AS_OF.isoformat(),
+                    "--preset", args.preset, "--pandas-engine", args.pandas_engine]
+            res = run_child(argv, cwd=str(ROOT))
+            print(f"  {size_label(orders)} {engine} run {i + 1}: {res['seconds']:.2f} s, "
+                  f"peak {human_bytes(res['peak_rss'])}", flush=True)
+            results[engine].append(res)
+    problems = []
+    counts = {e: results[e][-1]["counts"] for e in results}
+    if counts["rfmsync"] != counts["pandas"]:
+        problems.append(f"{size_label(orders)}: segment counts differ: rfmsync {counts['rfmsync']} "
+                        f"vs pandas {counts['pandas']}")
+    diff = _compare(outs["rfmsync"], outs["pandas"])
+    if diff:
+        problems.append(f"{size_label(orders)}: {diff} customers in different segments")
+    best = {e: min(r["seconds"] for r in results[e]) for e in results}
+    rows = []
+    for engine in ("rfmsync", "pandas"):
+        rs = results[engine]
+        spread = f"{min(r['seconds'] for r in rs):.2f}" + (
+            f"–{max(r['seconds'] for r in rs):.2f}" if len(rs) > 1 else "")
+        rows.append({
+            "orders": f"{orders:,}", "customers": f"{rs[-1]['customers']:,}", "engine": engine,
+            "seconds": spread, "process": f"{min(r['process_seconds'] for r in rs):.2f}",
+            "rss": human_bytes(max(r["peak_rss"] for r in rs)),
+            "ratio": f"{best['pandas'] / best['rfmsync']:.1f}×" if engine == "rfmsync" else "",
+            "same": "yes" if not problems else "NO",
+            "_best": best[engine], "_rss": max(r["peak_rss"] for r in rs), "_orders": orders,
+        })
+    if not args.keep:
+        for p in outs.values():
+            p.unlink(missing_ok=True)
+    return rows, problems
+
+
+COLUMNS = [("orders", "orders"), ("customers", "customers"), ("engine", "engine"), ("seconds", "seconds"),
+           ("process", "process s"), ("rss", "peak RSS"), ("ratio", "pandas/rfmsync"), ("same", "same segments")]
+
+
+def targets(rows: list[dict]) -> list[str]:
+    """PASS/FAIL lines for the published targets, on sizes of 10 M orders or more."""
+    lines = []
+    for r in rows:
+        if r["engine"] != "rfmsync" or r["_orders"] < 10_000_000:
+            continue
+        pandas = next(p for p in rows if p["engine"] == "pandas" and p["_orders"] == r["_orders"])
+        ratio = pandas["_best"] / r["_best"]
+        for ok, text in ((r["_best"] <= TARGET_SECONDS_10M, f"≤ {TARGET_SECONDS_10M:.0f} s end to end "
+                          f"({r['_best']:.2f} s)"),
+                         (ratio >= TARGET_RATIO, f"≥ {TARGET_RATIO:.0f}× faster than pandas ({ratio:.1f}×)"),
+                         (r["_rss"] <= TARGET_RSS, f"peak RSS ≤ 3 GB ({human_bytes(r['_rss'])})")):
+            lines.append(f"{'PASS' if ok else 'FAIL'}  {size_label(r['_orders'])} orders: {text}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="1m,10m", help="comma-separated order counts, e.g. 100k,1m,10m")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per engine and size (best time is compared)")
+    ap.add_argument("--workdir", default="/tmp/rfmsync-bench", help="where the CSVs and outputs go")
+    ap.add_argument("--preset", default="tracks", help="segmentation preset (tracks, crm-4, classic-5)")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--regenerate", action="store_true", help="rewrite the CSVs even if present")
+    ap.add_argument("--keep", action="store_true", help="keep the per-customer output files")
+    ap.add_argument("--pandas-engine", default="c", choices=("c", "pyarrow", "python"),
+                    help="pandas.read_csv engine for the reference (default: c)")
+    ap.add_argument("--child", choices=("rfmsync", "pandas"), help=argparse.SUPPRESS)
+    ap.add_argument("--config", help=argparse.SUPPRESS)
+    ap.add_argument("--csv", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    ap.add_argument("--as-of", default=AS_OF.isoformat(), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        return _child(args)
+    try:
+        sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
+    except ValueError as exc:
+        ap.error(f"--sizes: {exc}")
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
+    rows, problems = [], []
+    for n in sizes:
+        print(f"{size_label(n)} orders …", flush=True)
+        try:
+            r, p = run_size(n, args)
+        except ChildFailed as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        rows += r
+        problems += p
+    print()
+    print(format_table(rows, COLUMNS))
+    for line in targets(rows):
+        print(line)
+    for p in problems:
+        print(f"MISMATCH {p}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
