@@ -209,7 +209,7 @@ RFM_CODE = "rfm"
 
 
 def generate_shop(folder: Path, customers: int = 3000, seed: int = 42, as_of: date | None = None) -> Path:
-    """Write ``orders.csv``, ``clients.csv`` and ``rfmsync.toml`` into ``folder``; return the config path.
+    """Write ``orders.csv``, ``clients.csv``, ``rfmsync.toml`` and ``AS_OF`` into ``folder``; return the config.
 
     Deterministic for (customers, seed, as_of). Orders cover the ``HISTORY_DAYS`` days
     before ``as_of`` (default: today), in Asia/Tashkent local time.
@@ -280,6 +280,8 @@ def generate_shop(folder: Path, customers: int = 3000, seed: int = 42, as_of: da
                 cl["registered"].tolist()])
     config = folder / "rfmsync.toml"
     config.write_text(_config(), encoding="utf-8")
+    # the date the history ends at; `rfmsync demo` segments "as of" it, so a re-run shows the same picture
+    (folder / "AS_OF").write_text(as_of.isoformat() + "\n", encoding="utf-8")
     log.info("demo shop: %d customers, %d order rows (%d refunds) in %s", customers, rows, refunded.size, folder)
     return config
 

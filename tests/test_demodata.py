@@ -67,7 +67,7 @@ def test_deterministic_for_a_seed(tmp_path: Path) -> None:
     a = generate_shop(tmp_path / "a", customers=400, seed=7, as_of=AS_OF)
     b = generate_shop(tmp_path / "b", customers=400, seed=7, as_of=AS_OF)
     c = generate_shop(tmp_path / "c", customers=400, seed=8, as_of=AS_OF)
-    for name in ("orders.csv", "clients.csv", "rfmsync.toml"):
+    for name in ("orders.csv", "clients.csv", "rfmsync.toml", "AS_OF"):
         assert (a.parent / name).read_bytes() == (b.parent / name).read_bytes(), name
     assert (a.parent / "orders.csv").read_bytes() != (c.parent / "orders.csv").read_bytes()
 
@@ -160,6 +160,7 @@ def test_config_is_ready_to_use(shop: Path) -> None:
     assert set(src["columns"].values()) <= set(ORDERS_HEADER)
     assert set(src["contact_columns"].values()) <= set(CLIENTS_HEADER)
     assert cfg["segmentation"]["preset"] == "tracks"
+    assert (shop.parent / "AS_OF").read_text().strip() == AS_OF.isoformat()
     dest = cfg["destinations"][0]
     assert dest["type"] == "mailchimp" and dest["audience"] == "demo000001"
     assert dest["segments"]["Best active"] == "VIP" and dest["fields"] == {"RFM_SEG": "segment", "RFM_CODE": "rfm"}
