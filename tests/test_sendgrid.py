@@ -1,0 +1,249 @@
+"""SendGrid destination against the stateful loopback fake (official client, host override)."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import pytest
+from pydantic import SecretStr
+
+from connectors.retry import RetryPolicy
+from sync.errors import DestinationConfigError, DestinationError
+from sync.model import ContactChange, ItemResult
+from sync.sendgrid import Action, SendGridDestination, action_for_status, field_type_for
+from tests.fakes.sendgrid import FakeSendGrid, sendgrid_fake  # noqa: F401  (fixture)
+
+FIELDS = {"rfm_segment": "segment", "recency_days": "recency"}
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.batches: list[list[ItemResult]] = []
+
+    def __call__(self, results) -> None:
+        self.batches.append(list(results))
+
+    @property
+    def items(self) -> dict[tuple[str, str], ItemResult]:
+        return {(r.key, r.op): r for batch in self.batches for r in batch}
+
+
+def make(fake: FakeSendGrid, key: object = None, **kw) -> tuple[SendGridDestination, list[float], list[float]]:
+    waits: list[float] = []
+    polls: list[float] = []
+    retry = RetryPolicy(attempts=4, sleep=waits.append, rng=random.Random(0))
+    dest = SendGridDestination("sg", key if key is not None else fake.api_key, api_url=fake.url,
+                               list_prefix="RFM ", retry=retry, timeout=kw.pop("timeout", 5), sleep=polls.append,
+                               **kw)
+    return dest, waits, polls
+
+
+def change(email: str, add=(), remove=(), fields=None, create=True) -> ContactChange:
+    return ContactChange(key=email.lower(), email=email, customer_id=email.split("@")[0], segment="x",
+                         create=create, status_if_new="subscribed", add_tags=frozenset(add),
+                         remove_tags=frozenset(remove), set_fields=fields or {})
+
+
+@pytest.mark.parametrize("status,action", [
+    (400, Action.RECORD), (401, Action.CONFIG), (403, Action.CONFIG), (404, Action.FATAL),
+    (413, Action.RECORD), (429, Action.RETRY), (500, Action.RETRY), (502, Action.RETRY),
+    (503, Action.RETRY), (504, Action.RETRY), (599, Action.RETRY), (418, Action.FATAL),
+])
+def test_status_action_table(status, action):
+    assert action_for_status(status) is action
+
+
+@pytest.mark.parametrize("value,ftype", [("recency", "Number"), ("monetary", "Number"), ("r_score", "Number"),
+                                         ("last_order_date", "Date"), ("segment", "Text")])
+def test_field_types(value, ftype):
+    assert field_type_for(value) == ftype
+
+
+def test_prepare_creates_only_missing_lists_and_fields(sendgrid_fake):
+    sendgrid_fake.add_list("RFM Champions")
+    sendgrid_fake.add_list("Newsletter")
+    sendgrid_fake.add_field("rfm_segment", "Text")
+    sendgrid_fake.add_field("loyalty", "Text")
+    dest, _, _ = make(sendgrid_fake)
+    dest.prepare(["Champions", "Winback"], FIELDS)
+    assert sorted(sendgrid_fake.lists.values()) == ["Newsletter", "RFM Champions", "RFM Winback"]
+    assert sorted(sendgrid_fake.fields.values()) == [("loyalty", "Text"), ("recency_days", "Number"),
+                                                      ("rfm_segment", "Text")]
+    assert sendgrid_fake.write_calls == 2
+    dest.prepare(["Champions", "Winback"], FIELDS)  # idempotent
+    assert sendgrid_fake.write_calls == 2
+
+
+def test_prepare_refuses_bad_field_names(sendgrid_fake):
+    dest, _, _ = make(sendgrid_fake)
+    with pytest.raises(DestinationConfigError, match="first_name"):
+        dest.prepare([], {"first_name": "segment"})
+    with pytest.raises(DestinationConfigError, match="'9lives'"):
+        dest.prepare([], {"9lives": "segment"})
+
+
+def test_first_apply_creates_membership_and_fields(sendgrid_fake):
+    sendgrid_fake.add_list("Newsletter")
+    sendgrid_fake.add_field("loyalty", "Text")
+    sendgrid_fake.add_contact("old@x.com", lists=["Newsletter"], loyalty="gold")
+    dest, _, polls = make(sendgrid_fake)
+    dest.prepare(["Champions", "Winback"], FIELDS)
+    rec = Recorder()
+    dest.apply([change("A@x.com", add={"Champions"}, fields={"rfm_segment": "Champions", "recency_days": 3}),
+                change("b@x.com", add={"Champions"}, fields={"rfm_segment": "Champions", "recency_days": 9}),
+                change("old@x.com", add={"Winback"}, fields={"rfm_segment": "Winback"}, create=False)], rec)
+    assert sendgrid_fake.members("RFM Champions") == {"a@x.com", "b@x.com"}
+    assert sendgrid_fake.members("RFM Winback") == {"old@x.com"}
+    assert sendgrid_fake.members("Newsletter") == {"old@x.com"}  # unmanaged list untouched
+    assert sendgrid_fake.field_value("a@x.com", "recency_days") == 3
+    assert sendgrid_fake.field_value("old@x.com", "loyalty") == "gold"  # unmanaged field untouched
+    assert sendgrid_fake.count("PUT", "/v3/marketing/contacts") == 2  # one per list_ids group
+    assert polls  # the async job was polled with the injected sleep
+    assert all(r.ok for b in rec.batches for r in b)
+    assert set(rec.items) == {("a@x.com", "upsert"), ("a@x.com", "tag+Champions"), ("b@x.com", "upsert"),
+                              ("b@x.com", "tag+Champions"), ("old@x.com", "upsert"), ("old@x.com", "tag+Winback")}
+    assert len(rec.batches) == 2
+
+
+def test_removal_searches_then_deletes_and_never_deletes_contacts(sendgrid_fake):
+    sendgrid_fake.add_list("RFM Champions")
+    sendgrid_fake.add_list("Newsletter")
+    for e in ("a@x.com", "b@x.com"):
+        sendgrid_fake.add_contact(e, lists=["RFM Champions", "Newsletter"])
+    dest, _, _ = make(sendgrid_fake)
+    rec = Recorder()
+    dest.apply([change("a@x.com", remove={"Champions"}, create=False),
+                change("ghost@x.com", remove={"Champions"}, create=False)], rec)
+    assert sendgrid_fake.members("RFM Champions") == {"b@x.com"}
+    assert sendgrid_fake.members("Newsletter") == {"a@x.com", "b@x.com"}
+    assert "a@x.com" in sendgrid_fake.contacts
+    assert sendgrid_fake.count("POST", "/v3/marketing/contacts/search/emails") == 1
+    assert sendgrid_fake.count("DELETE", "/v3/marketing/lists/{id}/contacts") == 1
+    assert sendgrid_fake.count("PUT", "/v3/marketing/contacts") == 0
+    assert rec.items[("a@x.com", "tag-Champions")].ok and rec.items[("ghost@x.com", "tag-Champions")].ok
+    assert sendgrid_fake.forbidden_calls == []
+
+
+def test_per_contact_rejections_are_reported(sendgrid_fake):
+    dest, _, _ = make(sendgrid_fake)
+    dest.prepare(["Champions"], FIELDS)
+    sendgrid_fake.reject["bad@x.com"] = "email domain blocked"
+    rec = Recorder()
+    dest.apply([change("ok@x.com", add={"Champions"}), change("bad@x.com", add={"Champions"},
+                                                               fields={"rfm_segment": "C"})], rec)
+    items = rec.items
+    assert items[("ok@x.com", "tag+Champions")].ok
+    bad = items[("bad@x.com", "upsert")]
+    assert not bad.ok and "email domain blocked" in bad.error
+    assert not items[("bad@x.com", "tag+Champions")].ok
+    assert sendgrid_fake.members("RFM Champions") == {"ok@x.com"}
+
+
+def test_a_refused_batch_fails_its_items_not_the_run(sendgrid_fake):
+    dest, _, _ = make(sendgrid_fake)
+    dest.prepare(["Champions"], {})
+    sendgrid_fake.fail(400, times=2, method="PUT")
+    rec = Recorder()
+    dest.apply([change("a@x.com", add={"Champions"})], rec)
+    item = rec.items[("a@x.com", "tag+Champions")]
+    assert not item.ok and "HTTP 400" in item.error
+
+
+def test_429_waits_for_ratelimit_reset_and_converges(sendgrid_fake):
+    dest, waits, _ = make(sendgrid_fake)
+    dest.prepare(["Champions"], {})
+    sendgrid_fake.fail(429, times=2, method="PUT")
+    rec = Recorder()
+    dest.apply([change("a@x.com", add={"Champions"})], rec)
+    assert len(waits) == 2 and all(0 <= w <= 1.0 for w in waits)  # until X-RateLimit-Reset (now + 1 s)
+    assert sendgrid_fake.members("RFM Champions") == {"a@x.com"}
+    assert all(r.ok for b in rec.batches for r in b)
+
+
+def test_5xx_and_timeouts_are_retried(sendgrid_fake):
+    dest, waits, _ = make(sendgrid_fake, timeout=0.3)
+    sendgrid_fake.fail(503, times=2, method="GET", path="field_definitions")
+    dest.prepare(["Champions"], FIELDS)
+    sendgrid_fake.stall(1.0, method="PUT")
+    rec = Recorder()
+    dest.apply([change("a@x.com", add={"Champions"}, fields={"rfm_segment": "C"})], rec)
+    assert len(waits) == 3
+    assert sendgrid_fake.count("PUT", "/v3/marketing/contacts") == 2
+    assert sendgrid_fake.members("RFM Champions") == {"a@x.com"}
+    assert all(r.ok for b in rec.batches for r in b)
+
+
+def test_persistent_5xx_gives_a_destination_error(sendgrid_fake):
+    dest, waits, _ = make(sendgrid_fake)
+    sendgrid_fake.fail(500, times=10)
+    with pytest.raises(DestinationError, match="HTTP 500"):
+        dest.prepare(["Champions"], {})
+    assert len(waits) == 3
+
+
+def test_create_is_not_retried_after_a_timeout(sendgrid_fake):
+    dest, _, _ = make(sendgrid_fake, timeout=0.3)
+    sendgrid_fake.stall(1.0, method="POST", path="/lists$")
+    with pytest.raises(DestinationError, match="create list"):
+        dest.prepare(["Champions"], {})
+    assert sendgrid_fake.count("POST", "/v3/marketing/lists") == 1
+
+
+def test_secrets_never_leak(sendgrid_fake, caplog):
+    caplog.set_level(logging.DEBUG)
+    secret = sendgrid_fake.api_key
+    dest, _, _ = make(sendgrid_fake, key=SecretStr(secret))
+    dest.prepare(["Champions"], FIELDS)
+    dest.apply([change("a@x.com", add={"Champions"}, fields={"rfm_segment": "C"})], Recorder())
+    wrong, _, _ = make(sendgrid_fake, key="SG.wrong-secret-value")
+    with pytest.raises(DestinationConfigError) as err:
+        wrong.prepare(["Champions"], {})
+    assert "python_http_client" in caplog.text  # the client's own DEBUG lines were captured...
+    for text in (caplog.text, str(err.value), repr(dest), repr(wrong), repr(err.value.__dict__)):
+        assert secret not in text and "wrong-secret-value" not in text  # ...and redacted
+
+
+def test_batches_respect_30000_contacts_and_6mb(sendgrid_fake):
+    dest, _, _ = make(sendgrid_fake)
+    dest.prepare(["Champions"], {"note": "segment"})
+    many = [change(f"u{i}@x.com", add={"Champions"}) for i in range(30_001)]
+    dest.apply(many, Recorder())
+    assert sendgrid_fake.count("PUT", "/v3/marketing/contacts") == 2
+    assert len(sendgrid_fake.members("RFM Champions")) == 30_001
+    big = "x" * 1000
+    heavy = [change(f"h{i}@x.com", fields={"note": big}) for i in range(7_000)]  # ~7.3 MB of JSON
+    dest.apply(heavy, Recorder())
+    assert sendgrid_fake.count("PUT", "/v3/marketing/contacts") == 4
+
+
+def test_removal_batches_searches_by_100(sendgrid_fake):
+    sendgrid_fake.add_list("RFM Lost")
+    for i in range(150):
+        sendgrid_fake.add_contact(f"u{i}@x.com", lists=["RFM Lost"])
+    dest, _, _ = make(sendgrid_fake)
+    rec = Recorder()
+    dest.apply([change(f"u{i}@x.com", remove={"Lost"}, create=False) for i in range(150)], rec)
+    assert sendgrid_fake.members("RFM Lost") == set()
+    assert sendgrid_fake.count("POST", "/v3/marketing/contacts/search/emails") == 2
+    assert sendgrid_fake.count("DELETE", "/v3/marketing/lists/{id}/contacts") == 2
+    assert sum(len(b) for b in rec.batches) == 150 and len(rec.batches) == 2
+
+
+def test_read_managed_and_existing_members(sendgrid_fake):
+    sendgrid_fake.add_list("RFM Champions")
+    sendgrid_fake.add_list("RFM Empty")
+    sendgrid_fake.add_list("Newsletter")
+    sendgrid_fake.add_contact("a@x.com", lists=["RFM Champions", "Newsletter"])
+    sendgrid_fake.add_contact("n@x.com", lists=["Newsletter"])
+    dest, _, _ = make(sendgrid_fake)
+    assert dest.read_managed(["Champions", "Empty", "Missing"]) == {"Champions": {"a@x.com"}, "Empty": set(),
+                                                                    "Missing": set()}
+    assert sendgrid_fake.count("POST", "/v3/marketing/contacts/exports") == 1  # empty lists skip the export
+    assert dest.existing_members(["A@x.com", "zz@x.com"]) == {"a@x.com": "present"}
+    assert dest.existing_members() is None
+
+
+def test_missing_key_is_a_config_error():
+    with pytest.raises(DestinationConfigError, match="SENDGRID_API_KEY"):
+        SendGridDestination("sg", SecretStr(""))
