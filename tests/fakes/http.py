@@ -1,0 +1,118 @@
+"""A tiny threaded HTTP server on 127.0.0.1 for stateful fake vendor APIs.
+
+A fake supplies one ``handle(request) -> Reply`` callable; :class:`LoopbackServer` does the socket work
+on a random free port, in a background thread, and stops cleanly (also waking handlers that were told
+to stall, so a simulated timeout never outlives the test)::
+
+    with LoopbackServer(handle) as server:
+        requests.get(server.url + "/ping")
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str  # without the query string
+    query: dict[str, str]  # last value wins; comma lists stay as sent
+    headers: dict[str, str]  # lower-cased names
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body or b"null")
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # stall this long before answering (a timeout drill); cut short on stop
+
+    @classmethod
+    def json(cls, status: int, payload: Any, content_type: str = "application/json; charset=utf-8",
+             **headers: str) -> "Reply":
+        return cls(status, json.dumps(payload).encode(), {"Content-Type": content_type, **headers})
+
+
+Handler = Callable[[Request], Reply]
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+
+
+class LoopbackServer:
+    """Serve ``handler`` on 127.0.0.1:<free port> until :meth:`stop` (or the ``with`` block ends)."""
+
+    def __init__(self, handler: Handler, host: str = "127.0.0.1") -> None:
+        self._handler = handler
+        self._stopping = threading.Event()
+        outer = self
+
+        class _RequestHandler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _serve(self) -> None:
+                parts = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+                request = Request(self.command, parts.path, query,
+                                  {k.lower(): v for k, v in self.headers.items()}, body)
+                try:
+                    reply = outer._handler(request)
+                except Exception as exc:  # a bug in the fake: answer 500 with the reason, keep serving
+                    reply = Reply.json(500, {"title": "Fake Error", "status": 500, "detail": repr(exc)})
+                if reply.delay and outer._stopping.wait(reply.delay):
+                    return
+                try:
+                    self.send_response(reply.status)
+                    for name, value in reply.headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(reply.body)))
+                    self.end_headers()
+                    if reply.body:
+                        self.wfile.write(reply.body)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout drill)
+                    self.close_connection = True
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+
+            def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
+                pass
+
+        self._httpd = _Server((host, 0), _RequestHandler)
+        self.host, self.port = self._httpd.server_address[:2]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02},
+                                        name=f"fake-http-{self.port}", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> "LoopbackServer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> "LoopbackServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

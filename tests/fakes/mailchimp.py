@@ -1,0 +1,453 @@
+"""A stateful fake of the Mailchimp Marketing API v3 on 127.0.0.1, for the official SDK and bench scripts.
+
+Shapes follow ``/work/shared/specs/mailchimp/mailchimp-list-id-api-openapi.yml`` (Swagger 2.0, 3.0.55):
+batch subscribe ``POST /lists/{id}`` (members[] with ``status``, ``update_existing``; answer new_members /
+updated_members / errors[{email_address, error, error_code, field, field_message}]), static segments
+(``POST /lists/{id}/segments/{seg}`` members_to_add / members_to_remove; errors[{email_addresses, error}]),
+merge fields, paged members, segment members (cleaned / transactional / unsubscribed hidden unless
+``include_*=true``). Errors are ``application/problem+json``.
+
+Rules it enforces: HTTP Basic auth with the configured key (any user name); at most 500 members per batch
+and 500 adds / 500 removes per segment call, ``count`` ≤ 1000 (400 otherwise); a batch with
+``update_existing=false`` leaves existing members alone (``ERROR_CONTACT_EXISTS``); a batch ``status`` that
+would change an existing member's status is recorded in :attr:`FakeMailchimp.violations` (and refused for
+unsubscribed/cleaned members, "Member In Compliance State"). Member keys the spec does not list (e.g.
+``status_if_new`` in a batch) are ignored, and recorded in :attr:`ignored_fields`.
+
+Failure drills: :meth:`fail` (status, Retry-After, empty body, for the next N calls or a seeded fraction),
+:meth:`stall` (answer late: a client timeout), :attr:`member_errors` (per-member errors for chosen emails),
+:attr:`empty_segment_answers` (segment batch answers 204 with no body), :attr:`latency` (makes concurrency
+observable: :attr:`max_in_flight`).
+
+Use as the ``mailchimp_fake`` pytest fixture or ``with FakeMailchimp() as fake: ...`` from a script.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import random
+import re
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import pytest
+
+from .http import LoopbackServer, Reply, Request
+
+STATUSES = ("subscribed", "unsubscribed", "cleaned", "pending", "transactional")
+MERGE_TYPES = ("text", "number", "address", "phone", "date", "url", "imageurl", "radio", "dropdown",
+               "birthday", "zip")
+BATCH_MEMBER_KEYS = {"email_address", "email_type", "status", "merge_fields", "interests", "language", "vip",
+                     "location", "ip_signup", "timestamp_signup", "ip_opt", "timestamp_opt"}
+HIDDEN_IN_SEGMENTS = ("cleaned", "transactional", "unsubscribed")
+MAX_BATCH = 500
+MAX_COUNT = 1000
+
+
+def problem(status: int, title: str, detail: str) -> Reply:
+    return Reply.json(status, {"type": "https://mailchimp.com/developer/marketing/docs/errors/", "title": title,
+                               "status": status, "detail": detail, "instance": str(uuid.uuid4())},
+                      content_type="application/problem+json; charset=utf-8")
+
+
+@dataclass
+class Fault:
+    status: int = 0  # 0 = no status answer, only a stall
+    times: int | None = 1  # None = use fraction
+    fraction: float = 0.0
+    retry_after: str | None = None
+    empty_body: bool = False
+    delay: float = 0.0
+    method: str | None = None
+    path: str | None = None  # regex searched in the path after /3.0
+
+
+class FakeList:
+    def __init__(self, list_id: str, name: str) -> None:
+        self.id, self.name = list_id, name
+        self.members: dict[str, dict[str, Any]] = {}  # lower-cased email -> member
+        self.merge_fields: dict[str, dict[str, Any]] = {}  # TAG -> definition
+        self.segments: dict[int, dict[str, Any]] = {}  # id -> {id, name, type, members:set}
+
+
+class FakeMailchimp:
+    def __init__(self, api_key: str = "fake0key0123456789-us1", list_id: str | None = "aud1",
+                 seed: int = 0) -> None:
+        self.api_key = api_key
+        self.lists: dict[str, FakeList] = {}
+        self.calls: Counter[str] = Counter()  # "POST /lists/aud1" -> n
+        self.requests: list[tuple[str, str, dict[str, str], Any]] = []  # method, path, query, json body
+        self.violations: list[str] = []
+        self.ignored_fields: set[str] = set()
+        self.member_errors: dict[str, str] = {}  # lower-cased email -> error message
+        self.empty_segment_answers = False
+        self.latency = 0.0
+        self.in_flight = self.max_in_flight = 0
+        self._faults: list[Fault] = []
+        self._rng = random.Random(seed)
+        self._lock = threading.RLock()
+        self._next_id = 1000
+        self._server = LoopbackServer(self.handle)
+        self.default_list = list_id
+        if list_id:
+            self.add_list(list_id)
+
+    # ----------------------------------------------------------------- lifecycle
+    @property
+    def url(self) -> str:
+        return self._server.url + "/3.0"
+
+    def start(self) -> "FakeMailchimp":
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def __enter__(self) -> "FakeMailchimp":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ----------------------------------------------------------------- seeding and inspection
+    def add_list(self, list_id: str, name: str = "Shop customers") -> FakeList:
+        lst = self.lists[list_id] = FakeList(list_id, name)
+        for tag, label in (("FNAME", "First Name"), ("LNAME", "Last Name")):
+            self._add_merge_field(lst, {"tag": tag, "name": label, "type": "text"})
+        return lst
+
+    def _list(self, list_id: str | None) -> FakeList:
+        return self.lists[list_id or self.default_list or ""]
+
+    def add_member(self, email: str, status: str = "subscribed", merge_fields: dict[str, Any] | None = None,
+                   tags: Iterable[str] = (), list_id: str | None = None) -> None:
+        lst = self._list(list_id)
+        lst.members[email.lower()] = {"email_address": email, "status": status,
+                                      "merge_fields": dict(merge_fields or {})}
+        for tag in tags:
+            seg = self._segment_by_name(lst, tag) or self._create_segment(lst, tag)
+            seg["members"].add(email.lower())
+
+    def add_merge_field(self, tag: str, type: str = "text", name: str | None = None,
+                        list_id: str | None = None) -> None:
+        self._add_merge_field(self._list(list_id), {"tag": tag, "name": name or tag, "type": type})
+
+    def add_segment(self, name: str, emails: Iterable[str] = (), list_id: str | None = None,
+                    type: str = "static") -> int:
+        lst = self._list(list_id)
+        seg = self._create_segment(lst, name, type)
+        seg["members"].update(e.lower() for e in emails)
+        return seg["id"]
+
+    def member(self, email: str, list_id: str | None = None) -> dict[str, Any]:
+        return self._list(list_id).members[email.lower()]
+
+    def tags_of(self, email: str, list_id: str | None = None) -> set[str]:
+        lst = self._list(list_id)
+        return {s["name"] for s in lst.segments.values() if email.lower() in s["members"]}
+
+    def segment_names(self, list_id: str | None = None) -> set[str]:
+        return {s["name"] for s in self._list(list_id).segments.values()}
+
+    def count(self, method: str, path: str) -> int:
+        return self.calls[f"{method} {path}"]
+
+    @property
+    def write_calls(self) -> int:
+        return sum(n for key, n in self.calls.items() if not key.startswith("GET "))
+
+    # ----------------------------------------------------------------- failure drills
+    def fail(self, status: int, times: int | None = 1, *, fraction: float = 0.0, retry_after: str | None = None,
+             empty_body: bool = False, method: str | None = None, path: str | None = None) -> None:
+        """Answer ``status`` to the next ``times`` matching calls (or, with times=None, a seeded ``fraction``)."""
+        self._faults.append(Fault(status, times, fraction, retry_after, empty_body, 0.0, method, path))
+
+    def stall(self, seconds: float, times: int | None = 1, *, method: str | None = None,
+              path: str | None = None) -> None:
+        """Answer the next matching calls only after ``seconds`` (longer than the client timeout = a timeout)."""
+        self._faults.append(Fault(0, times, 0.0, None, False, seconds, method, path))
+
+    def _fault_for(self, method: str, path: str) -> Fault | None:
+        for fault in list(self._faults):
+            if fault.method and fault.method != method or fault.path and not re.search(fault.path, path):
+                continue
+            if fault.times is None:
+                if self._rng.random() < fault.fraction:
+                    return fault
+                continue
+            fault.times -= 1
+            if fault.times <= 0:
+                self._faults.remove(fault)
+            return fault
+        return None
+
+    # ----------------------------------------------------------------- HTTP entry point
+    def handle(self, req: Request) -> Reply:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.latency:
+                time.sleep(self.latency)
+            with self._lock:
+                return self._handle(req)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _handle(self, req: Request) -> Reply:
+        if not req.path.startswith("/3.0/"):
+            return problem(404, "Resource Not Found", "The requested resource could not be found.")
+        path = req.path[len("/3.0"):].rstrip("/")
+        try:
+            body = req.json() if req.body else None
+        except ValueError:
+            return problem(400, "JSON Parse Exception", "We encountered an unspecified JSON parsing error.")
+        self.calls[f"{req.method} {path}"] += 1
+        self.requests.append((req.method, path, dict(req.query), body))
+        fault = self._fault_for(req.method, path)
+        if fault is not None and fault.status:
+            headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+            if fault.empty_body:
+                return Reply(fault.status, b"", headers)
+            reply = problem(fault.status, "Too Many Requests" if fault.status == 429 else "Injected Error",
+                            "Injected by the fake.")
+            reply.headers.update(headers)
+            return reply
+        if not self._authorised(req.headers.get("authorization", "")):
+            return problem(401, "API Key Invalid", "Your API key may be invalid, or you've attempted to access "
+                                                  "the wrong datacenter.")
+        if int(req.query.get("count", "10")) > MAX_COUNT:
+            return problem(400, "Invalid Resource", f"count must be <= {MAX_COUNT}")
+        reply = self._route(req.method, path, req.query, body)
+        if fault is not None:  # a stall: the work is done, the answer comes too late
+            reply.delay = fault.delay
+        return reply
+
+    def _authorised(self, header: str) -> bool:
+        if not header.startswith("Basic "):
+            return False
+        try:
+            _, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        except ValueError:
+            return False
+        return password == self.api_key
+
+    def _route(self, method: str, path: str, query: dict[str, str], body: Any) -> Reply:
+        if path == "/ping" and method == "GET":
+            return Reply.json(200, {"health_status": "Everything's Chimpy!"})
+        m = re.fullmatch(r"/lists/([^/]+)(/[a-z-]+)?(?:/([^/]+))?(/members)?", path)
+        lst = self.lists.get(m.group(1)) if m else None
+        if lst is None:
+            return problem(404, "Resource Not Found", "The requested resource could not be found.")
+        sub, item, tail = m.group(2), m.group(3), m.group(4)
+        if sub is None and method == "GET":
+            return Reply.json(200, self._pick(self._list_view(lst), query))
+        if sub is None and method == "POST":
+            return self._batch_subscribe(lst, body or {})
+        if sub == "/members" and not item and method == "GET":
+            members = [self._member_view(lst, k) for k in lst.members
+                       if not query.get("status") or lst.members[k]["status"] == query["status"]]
+            return self._page("members", members, lst, query)
+        if sub == "/merge-fields" and not item:
+            if method == "GET":
+                return self._page("merge_fields", list(lst.merge_fields.values()), lst, query)
+            if method == "POST":
+                return self._create_merge_field(lst, body or {})
+        if sub == "/segments":
+            seg = lst.segments.get(int(item)) if item and item.isdigit() else None
+            if item and seg is None:
+                return problem(404, "Resource Not Found", "The requested segment could not be found.")
+            if not item and method == "GET":
+                segs = [self._segment_view(lst, s) for s in lst.segments.values()
+                        if not query.get("type") or s["type"] == query["type"]]
+                return self._page("segments", segs, lst, query)
+            if not item and method == "POST":
+                return self._post_segment(lst, body or {})
+            if seg and not tail and method == "POST":
+                return self._batch_segment(lst, seg, body or {})
+            if seg and tail and method == "GET":
+                shown = [k for k in sorted(seg["members"]) if k in lst.members and (
+                    lst.members[k]["status"] not in HIDDEN_IN_SEGMENTS
+                    or query.get(f"include_{lst.members[k]['status']}", "").lower() == "true")]
+                return self._page("members", [self._member_view(lst, k) for k in shown], lst, query)
+        return problem(405, "Method Not Allowed", f"{method} {path} is not supported by the fake.")
+
+    # ----------------------------------------------------------------- endpoints
+    def _batch_subscribe(self, lst: FakeList, body: dict[str, Any]) -> Reply:
+        members = body.get("members")
+        if not isinstance(members, list):
+            return problem(400, "Invalid Resource", "members is required")
+        if len(members) > MAX_BATCH:
+            return problem(400, "Invalid Resource", f"You may only add or update up to {MAX_BATCH} members at once.")
+        update_existing = bool(body.get("update_existing"))
+        new, updated, errors = [], [], []
+        for item in members:
+            email = str(item.get("email_address", ""))
+            key = email.lower()
+            self.ignored_fields.update(set(item) - BATCH_MEMBER_KEYS)
+
+            def error(message: str, code: str = "ERROR_GENERIC", field: str = "", field_message: str = "") -> None:
+                errors.append({"email_address": email, "error": message, "error_code": code, "field": field,
+                               "field_message": field_message})
+
+            if key in self.member_errors:
+                error(self.member_errors[key])
+                continue
+            bad = self._bad_merge_field(lst, item.get("merge_fields") or {})
+            if bad:
+                error("Your merge fields were invalid.", field=bad, field_message="Please enter a number")
+                continue
+            existing = lst.members.get(key)
+            status = item.get("status")
+            if existing is None:
+                if status not in STATUSES:
+                    error("The resource submitted could not be validated.", field="status",
+                          field_message="status is required for a new member")
+                    continue
+                lst.members[key] = {"email_address": email, "status": status,
+                                    "merge_fields": dict(item.get("merge_fields") or {})}
+                new.append(self._member_view(lst, key))
+                continue
+            if not update_existing:
+                error(f"{email} is already a list member. Use PUT to insert or update list members.",
+                      "ERROR_CONTACT_EXISTS")
+                continue
+            if status is not None and status != existing["status"]:
+                self.violations.append(f"batch status {status!r} sent for {existing['status']} member {email}")
+                if existing["status"] in ("unsubscribed", "cleaned") and status in ("subscribed", "pending"):
+                    error(f"{email} is in a compliance state due to unsubscribe, bounce, or compliance review "
+                          "and cannot be subscribed.")
+                    continue
+                existing["status"] = status
+            existing["merge_fields"].update(item.get("merge_fields") or {})
+            updated.append(self._member_view(lst, key))
+        return Reply.json(200, {"new_members": new, "updated_members": updated, "errors": errors,
+                                "total_created": len(new), "total_updated": len(updated),
+                                "error_count": len(errors)})
+
+    def _batch_segment(self, lst: FakeList, seg: dict[str, Any], body: dict[str, Any]) -> Reply:
+        adds, removes = body.get("members_to_add") or [], body.get("members_to_remove") or []
+        if len(adds) > MAX_BATCH or len(removes) > MAX_BATCH:
+            return problem(400, "Invalid Resource", f"A maximum of {MAX_BATCH} members can be sent per call.")
+        added, removed, failed = [], [], {}
+        for emails, target, op in ((adds, added, seg["members"].add), (removes, removed, seg["members"].discard)):
+            for email in emails:
+                key = email.lower()
+                if key in self.member_errors:
+                    failed.setdefault(self.member_errors[key], []).append(email)
+                elif key not in lst.members:
+                    failed.setdefault("Email address does not exist on this list", []).append(email)
+                else:
+                    op(key)
+                    target.append(self._member_view(lst, key))
+        if self.empty_segment_answers:
+            return Reply(204)
+        errors = [{"email_addresses": emails, "error": message} for message, emails in failed.items()]
+        return Reply.json(200, {"members_added": added, "members_removed": removed, "errors": errors,
+                                "total_added": len(added), "total_removed": len(removed),
+                                "error_count": sum(len(e) for e in failed.values())})
+
+    def _post_segment(self, lst: FakeList, body: dict[str, Any]) -> Reply:
+        name = body.get("name")
+        if not name:
+            return problem(400, "Invalid Resource", "name is required")
+        if self._segment_by_name(lst, name):
+            return problem(400, "Invalid Resource", f"Tag or segment {name!r} already exists.")
+        seg = self._create_segment(lst, name, "static" if "static_segment" in body else "saved")
+        seg["members"].update(e.lower() for e in body.get("static_segment") or [] if e.lower() in lst.members)
+        return Reply.json(200, self._segment_view(lst, seg))
+
+    def _create_merge_field(self, lst: FakeList, body: dict[str, Any]) -> Reply:
+        if not body.get("name") or body.get("type") not in MERGE_TYPES:
+            return problem(400, "Invalid Resource", "name and a valid type are required")
+        tag = str(body.get("tag") or f"MMERGE{len(lst.merge_fields) + 1}").upper()
+        if len(tag) > 10 or tag in lst.merge_fields:
+            return problem(400, "Invalid Resource", f"merge tag {tag!r} is too long or already exists")
+        return Reply.json(200, self._add_merge_field(lst, {**body, "tag": tag}))
+
+    # ----------------------------------------------------------------- helpers
+    def _add_merge_field(self, lst: FakeList, body: dict[str, Any]) -> dict[str, Any]:
+        self._next_id += 1
+        field = {"merge_id": self._next_id, "tag": body["tag"], "name": body["name"], "type": body["type"],
+                 "required": bool(body.get("required")), "default_value": body.get("default_value", ""),
+                 "public": bool(body.get("public")), "display_order": len(lst.merge_fields) + 1,
+                 "options": body.get("options", {}), "help_text": body.get("help_text", ""), "list_id": lst.id}
+        lst.merge_fields[field["tag"]] = field
+        return field
+
+    def _bad_merge_field(self, lst: FakeList, values: dict[str, Any]) -> str:
+        for tag, value in values.items():
+            field = lst.merge_fields.get(tag)
+            if field and field["type"] == "number" and value not in ("", None):
+                try:
+                    float(value)
+                except (TypeError, ValueError):
+                    return tag
+        return ""
+
+    def _create_segment(self, lst: FakeList, name: str, type: str = "static") -> dict[str, Any]:
+        self._next_id += 1
+        seg = {"id": self._next_id, "name": name, "type": type, "members": set()}
+        lst.segments[seg["id"]] = seg
+        return seg
+
+    @staticmethod
+    def _segment_by_name(lst: FakeList, name: str) -> dict[str, Any] | None:
+        return next((s for s in lst.segments.values() if s["name"] == name), None)
+
+    @staticmethod
+    def _segment_view(lst: FakeList, seg: dict[str, Any]) -> dict[str, Any]:
+        return {"id": seg["id"], "name": seg["name"], "member_count": len(seg["members"]), "type": seg["type"],
+                "created_at": "2024-01-01T00:00:00+00:00", "updated_at": "2024-01-01T00:00:00+00:00",
+                "list_id": lst.id}
+
+    def _member_view(self, lst: FakeList, key: str) -> dict[str, Any]:
+        m = lst.members[key]
+        tags = [{"id": s["id"], "name": s["name"]} for s in lst.segments.values() if key in s["members"]]
+        return {"id": hashlib.md5(key.encode()).hexdigest(), "email_address": m["email_address"],
+                "status": m["status"], "merge_fields": dict(m["merge_fields"]), "tags_count": len(tags),
+                "tags": tags, "list_id": lst.id}
+
+    @staticmethod
+    def _list_view(lst: FakeList) -> dict[str, Any]:
+        return {"id": lst.id, "web_id": 1, "name": lst.name, "double_optin": False,
+                "stats": {"member_count": sum(m["status"] == "subscribed" for m in lst.members.values())}}
+
+    def _page(self, key: str, items: list[dict[str, Any]], lst: FakeList, query: dict[str, str]) -> Reply:
+        count, offset = int(query.get("count", "10")), int(query.get("offset", "0"))
+        payload = {key: items[offset:offset + count], "list_id": lst.id, "total_items": len(items)}
+        return Reply.json(200, self._pick(payload, query))
+
+    @staticmethod
+    def _pick(payload: dict[str, Any], query: dict[str, str]) -> dict[str, Any]:
+        """Apply ``fields=a,b.c`` (dot notation into arrays of objects) like the real API."""
+        wanted = [f for f in query.get("fields", "").split(",") if f]
+        if not wanted:
+            return payload
+        out: dict[str, Any] = {}
+        for f in wanted:
+            top, _, sub = f.partition(".")
+            if top not in payload:
+                continue
+            if not sub:
+                out[top] = payload[top]
+            elif isinstance(payload[top], list):
+                rows = out.setdefault(top, [{} for _ in payload[top]])
+                for row, src in zip(rows, payload[top]):
+                    if sub in src:
+                        row[sub] = src[sub]
+        return out
+
+
+@pytest.fixture
+def mailchimp_fake() -> Iterable[FakeMailchimp]:
+    """A running fake with one audience ``aud1`` (FNAME, LNAME merge fields); key ``fake.api_key``."""
+    with FakeMailchimp() as fake:
+        yield fake

@@ -1,0 +1,374 @@
+"""MailchimpDestination against the stateful fake Mailchimp (official SDK over loopback) and `responses`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+
+import pytest
+import responses
+from pydantic import SecretStr
+
+from connectors.retry import RetryPolicy
+from sync.errors import DestinationConfigError, DestinationError
+from sync.mailchimp import (EMPTY_BODY_ACTIONS, STATUS_ACTIONS, BatchRejected, MailchimpDestination, action_for,
+                            data_centre, merge_field_type)
+from sync.model import ContactChange, ItemResult
+from tests.fakes.mailchimp import FakeMailchimp, mailchimp_fake  # noqa: F401  (fixture)
+
+BATCH = "/lists/aud1"
+
+
+def change(email: str, *, create: bool = True, status: str | None = "transactional", fields=None,
+           add=(), remove=()) -> ContactChange:
+    return ContactChange(key=email.lower(), email=email, customer_id=email.split("@")[0], segment="s",
+                         create=create, status_if_new=status, add_tags=frozenset(add),
+                         remove_tags=frozenset(remove), set_fields=fields or {})
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[list[ItemResult]] = []
+
+    def __call__(self, results) -> None:
+        self.calls.append(list(results))
+
+    @property
+    def results(self) -> dict[tuple[str, str], ItemResult]:
+        return {(r.key, r.op): r for batch in self.calls for r in batch}
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    return []
+
+
+@pytest.fixture
+def dest(mailchimp_fake: FakeMailchimp, sleeps: list[float]) -> MailchimpDestination:
+    return make(mailchimp_fake, sleeps)
+
+
+def make(fake: FakeMailchimp, sleeps: list[float], **kwargs) -> MailchimpDestination:
+    kwargs.setdefault("retry", RetryPolicy(attempts=4, sleep=sleeps.append, rng=random.Random(0)))
+    kwargs.setdefault("timeout", 2)
+    return MailchimpDestination("mc", "aud1", kwargs.pop("api_key", fake.api_key), api_url=fake.url, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------- config, table
+@pytest.mark.parametrize("status, empty, action", [
+    (429, False, "retry"), (429, True, "retry"), (500, False, "retry"), (502, False, "retry"),
+    (503, False, "retry"), (504, False, "retry"), (599, False, "retry"), (401, False, "config"),
+    (403, False, "config"), (403, True, "retry"), (404, False, "config"), (400, False, "item"),
+    (422, False, "item"), (405, False, "fatal"), (418, False, "fatal"),
+])
+def test_status_action_table(status: int, empty: bool, action: str) -> None:
+    assert action_for(status, empty_body=empty) == action
+    if not empty and status in STATUS_ACTIONS:
+        assert STATUS_ACTIONS[status] == action
+    assert set(EMPTY_BODY_ACTIONS.values()) == {"retry"}
+
+
+@pytest.mark.parametrize("status, exc_type, attempts", [
+    (429, DestinationError, 4), (500, DestinationError, 4), (503, DestinationError, 4),
+    (401, DestinationConfigError, 1), (403, DestinationConfigError, 1), (400, BatchRejected, 1),
+    (405, DestinationError, 1),
+])
+def test_status_maps_to_error_end_to_end(mailchimp_fake, sleeps, status, exc_type, attempts) -> None:
+    mailchimp_fake.fail(status, times=None, fraction=1.0)
+    with pytest.raises(exc_type) as info:
+        make(mailchimp_fake, sleeps).existing_members()
+    assert type(info.value) is exc_type and info.value.status == status
+    assert mailchimp_fake.count("GET", "/lists/aud1/members") == attempts
+    assert len(sleeps) == attempts - 1
+
+
+def test_key_without_data_centre_needs_api_url() -> None:
+    with pytest.raises(DestinationConfigError, match="data-centre suffix") as info:
+        MailchimpDestination("mc", "aud1", "0123456789abcdef")
+    assert "0123456789abcdef" not in str(info.value)
+    assert data_centre("abc-us21") == "us21" and data_centre("abc") is None and data_centre("a-b-us1") is None
+    dest = MailchimpDestination("mc", "aud1", SecretStr("abcsecret-us21"))
+    assert dest.api_url == "https://us21.api.mailchimp.com/3.0"
+    assert "abcsecret" not in repr(dest) and "abcsecret" not in str(vars(dest))
+
+
+def test_merge_field_types() -> None:
+    assert [merge_field_type(v) for v in ("recency_days", "frequency", "monetary", "r_score", "clv", "segment",
+                                          "customer_id", "lifecycle")] == ["number"] * 5 + ["text"] * 3
+
+
+# ---------------------------------------------------------------------------------------------- prepare
+def test_prepare_creates_missing_fields_and_tags_and_leaves_others(mailchimp_fake, dest) -> None:
+    fake = mailchimp_fake
+    fake.add_merge_field("RECENCY", "number", name="Days since order (hand-made)")
+    fake.add_member("ann@example.com", tags=["rfm:Champions", "VIP"])
+    before_recency = dict(fake.lists["aud1"].merge_fields["RECENCY"])
+    champions = next(s["id"] for s in fake.lists["aud1"].segments.values() if s["name"] == "rfm:Champions")
+
+    dest.prepare(["rfm:Champions", "rfm:At risk"], {"RECENCY": "recency_days", "SEGMENT": "segment",
+                                                    "MONEY": "monetary"})
+
+    fields = fake.lists["aud1"].merge_fields
+    assert fields["SEGMENT"]["type"] == "text" and fields["MONEY"]["type"] == "number"
+    assert fields["RECENCY"] == before_recency and {"FNAME", "LNAME"} <= set(fields)
+    assert fake.segment_names() == {"rfm:Champions", "VIP", "rfm:At risk"}
+    assert fake.lists["aud1"].segments[champions]["members"] == {"ann@example.com"}
+    assert fake.tags_of("ann@example.com") == {"rfm:Champions", "VIP"}
+    assert fake.count("POST", "/lists/aud1/merge-fields") == 2 and fake.count("POST", "/lists/aud1/segments") == 1
+
+    writes = fake.write_calls
+    make(fake, []).prepare(["rfm:Champions", "rfm:At risk"], {"RECENCY": "recency_days", "SEGMENT": "segment"})
+    assert fake.write_calls == writes  # second run: nothing to create
+
+
+def test_prepare_unknown_audience(mailchimp_fake, sleeps) -> None:
+    dest = MailchimpDestination("mc", "nope", mailchimp_fake.api_key, api_url=mailchimp_fake.url,
+                                retry=RetryPolicy(sleep=sleeps.append))
+    with pytest.raises(DestinationConfigError, match="audience 'nope' not found"):
+        dest.prepare([], {})
+    assert sleeps == []
+
+
+def test_prepare_rejects_bad_merge_tag(dest) -> None:
+    with pytest.raises(DestinationConfigError, match="merge tag 'RECENCY_DAYS'"):
+        dest.prepare([], {"RECENCY_DAYS": "recency_days"})
+
+
+# ---------------------------------------------------------------------------------------------- upsert
+@pytest.mark.parametrize("status", ["subscribed", "unsubscribed", "cleaned", "pending", "transactional"])
+def test_upsert_never_changes_an_existing_members_status(mailchimp_fake, dest, status) -> None:
+    fake = mailchimp_fake
+    fake.add_merge_field("SEGMENT")
+    fake.add_member("Old@Example.com", status=status, merge_fields={"FNAME": "Old", "SEGMENT": "x"})
+    rec = Recorder()
+    dest.prepare([], {"SEGMENT": "segment"})
+    dest.apply([change("Old@Example.com", status="subscribed", fields={"SEGMENT": "Champions"}),
+                change("new@example.com", status="pending", fields={"SEGMENT": "New"}),
+                change("quiet@example.com", status=None, create=True)], rec)
+
+    old = fake.member("old@example.com")
+    assert old["status"] == status and old["merge_fields"] == {"FNAME": "Old", "SEGMENT": "Champions"}
+    assert fake.member("new@example.com")["status"] == "pending"
+    assert fake.violations == [] and fake.ignored_fields == set()
+    for _, _, _, body in fake.requests:
+        if body and "update_existing" in body and body["update_existing"]:
+            assert all("status" not in m for m in body["members"])
+    assert rec.results[("old@example.com", "upsert")].ok and rec.results[("new@example.com", "upsert")].ok
+    quiet = rec.results[("quiet@example.com", "upsert")]  # no status for a new contact: update-only, not created
+    assert not quiet.ok and "status" in quiet.error and "quiet@example.com" not in fake.lists["aud1"].members
+
+
+def test_field_names_or_value_names_both_land_in_the_merge_tag(mailchimp_fake, dest) -> None:
+    dest.prepare([], {"RECENCY": "recency_days"})
+    dest.apply([change("a@example.com", fields={"recency_days": 12}),
+                change("b@example.com", fields={"RECENCY": None})], Recorder())
+    assert mailchimp_fake.member("a@example.com")["merge_fields"] == {"RECENCY": 12}
+    assert mailchimp_fake.member("b@example.com")["merge_fields"] == {"RECENCY": ""}
+
+
+def test_1234_changes_take_3_upsert_calls_and_3_tag_calls(mailchimp_fake, dest) -> None:
+    fake = mailchimp_fake
+    changes = [change(f"c{i:04d}@example.com", fields={"FNAME": f"C{i}"}, add={"rfm:New"}) for i in range(1234)]
+    rec = Recorder()
+    dest.prepare(["rfm:New"], {})
+    dest.apply(changes, rec)
+    assert fake.count("POST", BATCH) == 3
+    seg = next(iter(fake.lists["aud1"].segments))
+    assert fake.count("POST", f"/lists/aud1/segments/{seg}") == 3
+    sizes = [len(b["members"]) for m, p, _, b in fake.requests if (m, p) == ("POST", BATCH)]
+    assert sorted(sizes) == [234, 500, 500]
+    assert len(rec.calls) == 6 and all(r.ok for batch in rec.calls for r in batch)
+    assert len(fake.lists["aud1"].members) == 1234 and len(fake.lists["aud1"].segments[seg]["members"]) == 1234
+
+
+def test_existing_contacts_found_while_creating_get_their_fields_in_one_more_call(mailchimp_fake, dest) -> None:
+    fake = mailchimp_fake
+    fake.add_member("known@example.com", status="unsubscribed")
+    rec = Recorder()
+    dest.apply([change("known@example.com", status="subscribed", fields={"FNAME": "Kay"}),
+                change("fresh@example.com", status="subscribed", fields={"FNAME": "Fay"})], rec)
+    assert fake.count("POST", BATCH) == 2
+    assert fake.member("known@example.com") == {"email_address": "known@example.com", "status": "unsubscribed",
+                                                "merge_fields": {"FNAME": "Kay"}}
+    assert [len(c) for c in rec.calls] == [1, 1] and all(r.ok for c in rec.calls for r in c)
+
+
+def test_per_member_errors_are_reported_per_key(mailchimp_fake, dest) -> None:
+    fake = mailchimp_fake
+    fake.member_errors["bad@example.com"] = "Please provide a valid email address."
+    fake.add_member("tagbad@example.com")
+    rec = Recorder()
+    dest.apply([change("ok@example.com", add={"rfm:A"}), change("bad@example.com", add={"rfm:A"}),
+                change("tagbad@example.com", create=False, add={"rfm:A"})], rec)
+    res = rec.results
+    assert res[("ok@example.com", "upsert")].ok
+    assert not res[("bad@example.com", "upsert")].ok
+    assert "valid email" in res[("bad@example.com", "upsert")].error
+    assert not res[("bad@example.com", "tag+rfm:A")].ok  # no tag call for a contact whose upsert failed
+    assert res[("ok@example.com", "tag+rfm:A")].ok
+    fake.member_errors["tagbad@example.com"] = "Tagging refused"
+    rec2 = Recorder()
+    dest.apply([change("tagbad@example.com", create=False, add={"rfm:B"})], rec2)
+    assert rec2.results[("tagbad@example.com", "tag+rfm:B")] == ItemResult(
+        "tagbad@example.com", "tag+rfm:B", False, "Tagging refused")
+
+
+def test_a_refused_batch_fails_its_items_and_the_sync_goes_on(mailchimp_fake, dest) -> None:
+    mailchimp_fake.fail(400, path=f"^{BATCH}$")
+    rec = Recorder()
+    dest.apply([change(f"x{i}@example.com", fields={"FNAME": "X"}) for i in range(3)], rec)
+    assert [r.ok for r in rec.calls[0]] == [False] * 3 and "HTTP 400" in rec.calls[0][0].error
+    dest.apply([change("y@example.com")], rec)
+    assert rec.results[("y@example.com", "upsert")].ok
+
+
+# ---------------------------------------------------------------------------------------------- tags
+def test_tags_add_and_remove_only_touch_the_given_tags(mailchimp_fake, dest) -> None:
+    fake = mailchimp_fake
+    fake.add_member("ann@example.com", tags=["VIP", "rfm:Loyal"])
+    fake.add_member("bob@example.com", tags=["rfm:Champions"])
+    rec = Recorder()
+    dest.prepare(["rfm:Loyal", "rfm:Champions"], {})
+    dest.apply([change("ann@example.com", create=False, add={"rfm:Champions"}, remove={"rfm:Loyal"}),
+                change("bob@example.com", create=False, add={"rfm:Loyal"}, remove={"rfm:Champions"})], rec)
+    assert fake.tags_of("ann@example.com") == {"VIP", "rfm:Champions"}
+    assert fake.tags_of("bob@example.com") == {"rfm:Loyal"}
+    # one call per tag, carrying both its add and its remove; no upsert was needed
+    assert fake.count("POST", BATCH) == 0 and fake.write_calls == 2
+    assert {op for (_, op) in rec.results} == {"tag+rfm:Champions", "tag-rfm:Loyal", "tag+rfm:Loyal",
+                                               "tag-rfm:Champions"}
+
+
+def test_adds_and_removes_are_packed_into_the_fewest_calls(mailchimp_fake, dest) -> None:
+    fake = mailchimp_fake
+    for i in range(700):
+        fake.add_member(f"m{i}@example.com", tags=["rfm:T"] if i < 300 else [])
+    changes = [change(f"m{i}@example.com", create=False, remove={"rfm:T"}) for i in range(300)]
+    changes += [change(f"m{i}@example.com", create=False, add={"rfm:T"}) for i in range(300, 700)]
+    dest.apply(changes, Recorder())
+    bodies = [b for m, p, _, b in fake.requests if m == "POST" and "/segments/" in p]
+    assert len(bodies) == 1 and len(bodies[0]["members_to_add"]) == 400 and len(bodies[0]["members_to_remove"]) == 300
+    changes = [change(f"m{i}@example.com", create=False, add={"rfm:T"}) for i in range(300)]
+    changes += [change(f"m{i}@example.com", create=False, remove={"rfm:T"}) for i in range(300, 700)]
+    dest.apply(changes, Recorder())
+    assert len(fake.tags_of("m0@example.com")) == 1 and fake.tags_of("m699@example.com") == set()
+
+
+def test_empty_204_tag_answer_counts_as_success(mailchimp_fake, dest) -> None:
+    mailchimp_fake.add_member("a@example.com")
+    mailchimp_fake.empty_segment_answers = True
+    rec = Recorder()
+    dest.apply([change("a@example.com", create=False, add={"rfm:A"})], rec)
+    assert rec.results[("a@example.com", "tag+rfm:A")].ok and mailchimp_fake.tags_of("a@example.com") == {"rfm:A"}
+
+
+# ---------------------------------------------------------------------------------------------- reads
+def test_existing_members_pages_by_1000(mailchimp_fake, dest) -> None:
+    for i in range(2500):
+        mailchimp_fake.add_member(f"P{i}@example.com", status="unsubscribed" if i % 2 else "subscribed")
+    members = dest.existing_members()
+    assert len(members) == 2500 and members["p1@example.com"] == "unsubscribed"
+    assert mailchimp_fake.count("GET", "/lists/aud1/members") == 3
+    assert dest.existing_members(["P2@example.com", "zz@example.com"]) == {"p2@example.com": "subscribed"}
+    assert dest.existing_members([]) == {}
+
+
+def test_read_managed_sees_every_status(mailchimp_fake, dest) -> None:
+    for status in ("subscribed", "unsubscribed", "cleaned", "transactional"):
+        mailchimp_fake.add_member(f"{status}@example.com", status=status, tags=["rfm:A"])
+    mailchimp_fake.add_member("other@example.com", tags=["VIP"])
+    got = dest.read_managed(["rfm:A", "rfm:missing"])
+    assert got == {"rfm:A": {"subscribed@example.com", "unsubscribed@example.com", "cleaned@example.com",
+                             "transactional@example.com"}, "rfm:missing": set()}
+    assert "rfm:missing" not in mailchimp_fake.segment_names()
+
+
+# ---------------------------------------------------------------------------------------------- retries
+def test_429_with_retry_after_waits_that_long(mailchimp_fake, dest, sleeps) -> None:
+    mailchimp_fake.fail(429, retry_after="7", path=f"^{BATCH}$")
+    mailchimp_fake.fail(429, retry_after="3", empty_body=True, path=f"^{BATCH}$")
+    rec = Recorder()
+    dest.apply([change("a@example.com")], rec)
+    assert sleeps == [7.0, 3.0] and mailchimp_fake.count("POST", BATCH) == 3
+    assert rec.results[("a@example.com", "upsert")].ok
+
+
+def test_500_and_bodyless_403_are_retried(mailchimp_fake, dest, sleeps) -> None:
+    mailchimp_fake.fail(500, times=2)
+    mailchimp_fake.fail(403, empty_body=True)
+    assert dest.existing_members() == {}
+    assert len(sleeps) == 3 and mailchimp_fake.count("GET", "/lists/aud1/members") == 4
+
+
+def test_timeout_is_retried_and_the_retry_is_harmless(mailchimp_fake, sleeps) -> None:
+    dest = make(mailchimp_fake, sleeps, timeout=0.2)
+    mailchimp_fake.stall(1.0, path=f"^{BATCH}$")  # the first call lands but answers too late
+    rec = Recorder()
+    dest.apply([change("late@example.com", status="subscribed", fields={"FNAME": "L"})], rec)
+    assert len(sleeps) == 1 and rec.results[("late@example.com", "upsert")].ok
+    assert mailchimp_fake.member("late@example.com")["status"] == "subscribed"
+    assert mailchimp_fake.violations == []
+
+
+def test_exhausted_retries_raise_after_reporting_what_finished(mailchimp_fake, dest) -> None:
+    mailchimp_fake.fail(503, times=None, fraction=1.0, path="/segments/")
+    rec = Recorder()
+    with pytest.raises(DestinationError, match="still failing after retries") as info:
+        dest.apply([change("a@example.com", add={"rfm:A"})], rec)
+    assert info.value.status == 503
+    assert rec.results[("a@example.com", "upsert")].ok and ("a@example.com", "tag+rfm:A") not in rec.results
+
+
+def test_concurrency_is_bounded(mailchimp_fake, sleeps) -> None:
+    fake = mailchimp_fake
+    dest = make(fake, sleeps, max_connections=2)
+    dest.prepare([f"rfm:T{i}" for i in range(6)], {})
+    fake.latency = 0.05
+    dest.apply([change("a@example.com", add={f"rfm:T{i}" for i in range(6)})], Recorder())
+    assert fake.max_in_flight == 2 and fake.tags_of("a@example.com") == {f"rfm:T{i}" for i in range(6)}
+
+
+# ---------------------------------------------------------------------------------------------- secrets
+def test_401_is_a_config_error_that_never_shows_the_key(mailchimp_fake, sleeps, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    secret = "deadbeefdeadbeefdeadbeef0badc0de-us1"
+    dest = make(mailchimp_fake, sleeps, api_key=SecretStr(secret))
+    with pytest.raises(DestinationConfigError) as info:
+        dest.prepare(["rfm:A"], {})
+    text = str(info.value) + repr(info.value) + str(info.value.body)
+    assert "API key" in text and "'aud1'" in text and info.value.status == 401
+    assert secret not in text and secret not in caplog.text and secret not in repr(dest)
+    assert sleeps == []
+
+
+def test_the_key_never_reaches_logs_during_a_busy_sync(mailchimp_fake, sleeps, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    mailchimp_fake.fail(429, retry_after="1")
+    mailchimp_fake.fail(500)
+    dest = make(mailchimp_fake, sleeps)
+    dest.prepare(["rfm:A"], {"RECENCY": "recency_days"})
+    dest.apply([change("a@example.com", add={"rfm:A"}, fields={"RECENCY": 3})], Recorder())
+    assert "retrying" in caplog.text and "mailchimp" in caplog.text
+    assert mailchimp_fake.api_key not in caplog.text
+    assert mailchimp_fake.api_key.split("-")[0] not in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------- real host shape
+def test_real_host_from_data_centre_and_sdk_quirks_with_responses(sleeps) -> None:
+    dest = MailchimpDestination("mc", "aud1", "k3y-us21", retry=RetryPolicy(sleep=sleeps.append))
+    base = "https://us21.api.mailchimp.com/3.0/lists/aud1"
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        rsps.add(responses.GET, base, status=429, body="")  # body-less: the SDK returns the Response
+        rsps.add(responses.GET, base, json={"id": "aud1", "name": "Shop"})
+        rsps.add(responses.GET, base + "/merge-fields", json={"merge_fields": [], "total_items": 0})
+        rsps.add(responses.GET, base + "/segments", json={"segments": [], "total_items": 0})
+        rsps.add(responses.POST, base + "/segments", status=204, body="")  # an empty answer: no id
+        rsps.add(responses.GET, base + "/segments", status=401, content_type="application/problem+json",
+                 body=json.dumps({"title": "API Key Invalid", "status": 401,
+                                  "detail": "Your API key may be invalid."}))
+        with pytest.raises(DestinationConfigError, match="API Key Invalid: Your API key may be invalid"):
+            dest.prepare(["rfm:A"], {})  # looks the new tag up again, which is refused
+        assert rsps.calls[0].request.headers["Authorization"].startswith("Basic ")
+        assert "k3y" not in rsps.calls[0].request.url
+    assert len(sleeps) == 1
