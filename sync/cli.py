@@ -302,3 +302,13 @@ def _print_predict(report: dict) -> None:
     for seg, counts in report.get("churn_risk_by_segment", {}).items():
         table.add_row(seg, *[str(counts.get(r, 0)) for r in risks])
     out.print(table)
+
+
+def _register() -> None:
+    from .cli_sync import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_register()

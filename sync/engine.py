@@ -1,0 +1,257 @@
+"""The sync engine: pull → segment → plan → apply → record.
+
+Every item's outcome is folded into the ledger as its API call completes, so a failed item stays pending (the
+next run plans it again) and a process killed mid-run resumes without repeating completed calls. A second run
+with no data change plans nothing and makes zero write calls.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import duckdb
+
+from .config import Config, DestinationConfig
+from .errors import ConfigError, DestinationError, PlanStaleError
+from .ledger import Ledger
+from .model import ContactChange, Destination, ItemResult, PushedState
+from .pipeline import SegmentsRun, build_source, compute_segments, pull_into, store_path
+from .plan import (PREDICTIVE_VALUES, Plan, all_managed, apply_results_to_state, check_fields, desired_contacts,
+                   plan_destination)
+from .settings import Settings, load_settings
+from .store import connect_store
+
+log = logging.getLogger(__name__)
+PLAN_FILE_VERSION = 1
+
+
+def ledger_url(cfg: Config, settings: Settings | None = None) -> str:
+    """$RFMSYNC_STORE_URL, else [store] url, else rfmsync.db next to the config."""
+    settings = settings or load_settings()
+    return settings.rfmsync_store_url or cfg.store.url or f"sqlite:///{cfg.base_dir / 'rfmsync.db'}"
+
+
+def open_ledger(cfg: Config, settings: Settings | None = None) -> Ledger:
+    return Ledger.connect(ledger_url(cfg, settings))
+
+
+def make_destination(dest: DestinationConfig, settings: Settings, *, required: bool = True) -> Destination | None:
+    """The ESP client for a destination, or None when its credentials are not set and not ``required``."""
+    key_name = f"{dest.type.upper()}_API_KEY"
+    key = getattr(settings, f"{dest.type}_api_key")
+    url = getattr(settings, f"{dest.type}_api_url")
+    if key is None:
+        if required:
+            raise ConfigError(f"destination {dest.name!r}: {key_name} is not set (see settings.example.env)")
+        return None
+    if dest.type == "mailchimp":
+        from .mailchimp import MailchimpDestination
+
+        return MailchimpDestination(dest.name, dest.audience or "", key, api_url=url, batch_size=dest.batch_size)
+    if dest.type == "sendgrid":
+        from .sendgrid import SendGridDestination
+
+        return SendGridDestination(dest.name, key, api_url=url, list_prefix=dest.list_prefix)
+    from .unisender import UnisenderDestination
+
+    return UnisenderDestination(dest.name, key, api_url=url)
+
+
+def _customer_rows(run: SegmentsRun) -> list[dict[str, Any]]:
+    seg = run.result.table
+    rel = run.con.sql(f"""
+        SELECT s.*, c.email, c.phone, c.marketing_consent
+        FROM {seg} s JOIN contacts c USING (customer_id)
+        WHERE c.email IS NOT NULL AND trim(c.email) <> ''
+        ORDER BY s.monetary DESC, s.customer_id
+    """)
+    cols = rel.columns
+    return [dict(zip(cols, row)) for row in rel.fetchall()]
+
+
+def _needs_predictions(cfg: Config, names: Iterable[str] | None) -> bool:
+    return any(v in PREDICTIVE_VALUES for d in _destinations(cfg, names) for v in d.fields.values())
+
+
+def _destinations(cfg: Config, names: Iterable[str] | None) -> list[DestinationConfig]:
+    if not names:
+        return list(cfg.destinations)
+    return [cfg.destination(n) for n in names]
+
+
+@dataclass
+class PlannedDestination:
+    plan: Plan
+    client: Destination | None
+
+
+def plan_all(cfg: Config, run: SegmentsRun, ledger: Ledger, settings: Settings, *,
+             destinations: Sequence[str] | None = None, full_refresh: bool = False, reconcile: bool = False,
+             remote: bool = True, require_remote: bool = False) -> list[PlannedDestination]:
+    """Plan every (or the named) destination. Reads the ESP only when credentials are set and ``remote``."""
+    rows = _customer_rows(run)
+    out = []
+    for dest in _destinations(cfg, destinations):
+        check_fields(dest)
+        client = make_destination(dest, settings, required=require_remote) if remote else None
+        notes = []
+        desired, invalid = desired_contacts(rows, dest)
+        last = ledger.load_state(dest.name)
+        existing = None
+        if client is not None:
+            if reconcile:
+                last = _reconciled(last, client.read_managed(all_managed(dest)), all_managed(dest))
+            if dest.new_contacts == "skip" and hasattr(client, "existing_members"):
+                existing = client.existing_members([d.key for d in desired])
+        else:
+            notes.append("planned against the ledger alone (no credentials set): the ESP was not read")
+        plan = plan_destination(dest, desired, last, revision=ledger.state_revision(dest.name), existing=existing,
+                                full_refresh=full_refresh, skipped=invalid, remote_checked=client is not None,
+                                notes=notes)
+        out.append(PlannedDestination(plan, client))
+    return out
+
+
+def _reconciled(last: dict[str, PushedState], actual: dict[str, set[str]], managed: Sequence[str]
+                ) -> dict[str, PushedState]:
+    """Replace the ledger's view of managed tags with what the ESP really holds (repairs drift)."""
+    members: dict[str, set[str]] = {}
+    for tag, emails in actual.items():
+        for e in emails:
+            members.setdefault(e.lower(), set()).add(tag)
+    out = {}
+    for key in set(last) | set(members):
+        prev = last.get(key)
+        unmanaged = (prev.tags - set(managed)) if prev else frozenset()
+        out[key] = PushedState(key=key, customer_id=prev.customer_id if prev else None,
+                               tags=frozenset(unmanaged | members.get(key, set())),
+                               fields=prev.fields if prev else {}, exists=True)
+    return out
+
+
+@dataclass
+class ApplyReport:
+    destination: str
+    run_id: int
+    status: str
+    counts: dict = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str = "sync") -> ApplyReport:
+    """Apply one destination's plan under its ledger lock, recording each call's outcome as it completes."""
+    with ledger.lock(f"sync:{plan.destination}"):
+        run_id = ledger.start_run(kind, plan.destination)
+        counts = {"planned": len(plan.changes), "skipped": len(plan.skipped), "ok": 0, "failed": 0}
+        errors: list[str] = []
+        if plan.is_empty:
+            ledger.finish_run(run_id, "succeeded", counts)
+            return ApplyReport(plan.destination, run_id, "succeeded", counts)
+        state = ledger.load_state(plan.destination)
+        by_key = {c.key: c for c in plan.changes}
+
+        def on_results(results: Sequence[ItemResult]) -> None:
+            results = list(results)
+            touched = apply_results_to_state(state, by_key, results)
+            if touched:
+                ledger.save_states(plan.destination, run_id, [state[k] for k in touched])
+            ledger.record_results(plan.destination, run_id, results)
+            for r in results:
+                counts["ok" if r.ok else "failed"] += 1
+                if not r.ok and len(errors) < 20:
+                    errors.append(f"{r.key} {r.op}: {r.error}")
+
+        try:
+            client.prepare(plan.managed_tags, plan.fields)
+            client.apply(plan.changes, on_results)
+        except Exception as exc:
+            ledger.finish_run(run_id, "failed", counts, error=str(exc))
+            raise
+        status = "succeeded" if counts["failed"] == 0 else "partial"
+        ledger.finish_run(run_id, status, counts, error="; ".join(errors[:5]) or None)
+        log.info("sync %s: %d changes, %d ok, %d failed, %d skipped", plan.destination, len(plan.changes),
+                 counts["ok"], counts["failed"], counts["skipped"])
+        return ApplyReport(plan.destination, run_id, status, counts, errors)
+
+
+def pull_to_store(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, settings: Settings, *,
+                  full: bool = False, progress=None):
+    """Pull the source into the order store; the cursor is saved only after the store merge succeeded."""
+    source = build_source(cfg, settings)
+    name = str(cfg.source.get("type", "file"))
+    cursor = None if full else ledger.get_cursor(name, "all")
+    run_id = ledger.start_run("pull")
+    try:
+        result = pull_into(con, source, cursor, progress=progress)
+    except Exception as exc:
+        ledger.finish_run(run_id, "failed", {}, error=str(exc))
+        raise
+    if result.cursor is not None:
+        ledger.set_cursor(name, "all", result.cursor)
+    ledger.finish_run(run_id, "succeeded", {"orders": result.orders, "contacts": result.contacts,
+                                            "bad_rows": result.bad_row_count})
+    return result
+
+
+def segments_from_store(cfg: Config, ledger: Ledger, settings: Settings, *, as_of: date | None = None,
+                        destinations: Sequence[str] | None = None, pull: bool = True, full: bool = False
+                        ) -> SegmentsRun:
+    con = connect_store(store_path(cfg))
+    try:
+        result = pull_to_store(cfg, ledger, con, settings, full=full) if pull else None
+        run = compute_segments(cfg, as_of, con=con, settings=settings,
+                               predict=_needs_predictions(cfg, destinations))
+    except BaseException:
+        con.close()
+        raise
+    run.pull = result
+    return run
+
+
+def plan_document(planned: Sequence[PlannedDestination], as_of: date) -> dict:
+    return {"version": PLAN_FILE_VERSION, "created_at": datetime.now(timezone.utc).isoformat(),
+            "as_of": as_of.isoformat(), "plans": [p.plan.to_json() for p in planned]}
+
+
+def load_plan_document(path: str | os.PathLike) -> list[Plan]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read plan file {path}: {exc}") from None
+    if not isinstance(data, dict) or data.get("version") != PLAN_FILE_VERSION:
+        raise ConfigError(f"{path}: not an rfmsync plan file (version {PLAN_FILE_VERSION})")
+    return [Plan.from_json(p) for p in data.get("plans", [])]
+
+
+def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Settings) -> list[ApplyReport]:
+    """Apply exactly a saved plan; refuse when the ledger changed since it was made."""
+    for plan in plans:
+        now = ledger.state_revision(plan.destination)
+        if now != plan.ledger_revision:
+            raise PlanStaleError(f"the ledger of destination {plan.destination!r} changed since this plan was made "
+                                 f"(revision {plan.ledger_revision} → {now}); make a new plan")
+    reports = []
+    for plan in plans:
+        client = make_destination(cfg.destination(plan.destination), settings, required=True)
+        reports.append(execute_plan(plan, client, ledger, kind="apply"))
+    return reports
+
+
+def demo_plan(cfg: Config, run: SegmentsRun, console) -> None:
+    """Print the dry-run plan of the demo's sample destination against an empty, throw-away ledger."""
+    from .cli_output import print_plans
+
+    if not cfg.destinations:
+        return
+    ledger = Ledger.connect("sqlite://")
+    try:
+        planned = plan_all(cfg, run, ledger, load_settings(), remote=False)
+    finally:
+        ledger.close()
+    print_plans([p.plan for p in planned], console, title="Dry-run plan (sample Mailchimp mapping, empty ledger)")

@@ -1,0 +1,268 @@
+"""Planning is a pure function: desired state + last pushed state → the changes, with reasons.
+
+Desired state comes from the segments and the destination's mapping; the last pushed state from the ledger.
+Only tags/lists rfmsync manages (the mapped ones) are ever added or removed, and only fields whose value changed
+are written. Consent decides who may be created (see :func:`status_for_new`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Iterable, Mapping
+
+from email_validator import EmailNotValidError, validate_email
+
+from .config import DestinationConfig
+from .errors import ConfigError
+from .model import ContactChange, DesiredContact, FieldValue, PushedState, Skip
+
+# values a destination field may carry: [destinations.fields] ESP field = one of these
+FIELD_VALUES = (
+    "segment", "rfm", "r", "f", "m", "recency_days", "frequency", "monetary", "avg_check", "first_order",
+    "last_order", "customer_id",
+    # predictive and behavioural fields (computed when a mapping asks for them)
+    "p_alive", "expected_purchases", "churn_probability", "churn_risk", "expected_aov", "clv", "next_order_date",
+    "reorder_due", "avg_days_between_orders", "discount_share", "discount_hunter", "favourite_category",
+    "favourite_brand",
+)
+PREDICTIVE_VALUES = frozenset(FIELD_VALUES[12:])
+_COLUMN_FOR = {"first_order": "first_order_at", "last_order": "last_order_at"}
+
+
+def managed_tags(dest: DestinationConfig) -> dict[str, list[str]]:
+    """segment → the tags/lists this destination gives it (prefixes applied)."""
+    out: dict[str, list[str]] = {}
+    for seg, name in dest.segments.items():
+        if dest.type == "mailchimp":
+            out.setdefault(seg, []).append(dest.tag_prefix + name)
+        elif dest.type == "sendgrid":
+            out.setdefault(seg, []).append(dest.list_prefix + name)
+        else:
+            out.setdefault(seg, []).append("list:" + name)
+    for seg, name in dest.tags.items():
+        out.setdefault(seg, []).append("tag:" + name)
+    return out
+
+
+def all_managed(dest: DestinationConfig) -> list[str]:
+    return sorted({t for tags in managed_tags(dest).values() for t in tags})
+
+
+def check_fields(dest: DestinationConfig) -> None:
+    bad = {k: v for k, v in dest.fields.items() if v not in FIELD_VALUES}
+    if bad:
+        raise ConfigError(f"destination {dest.name!r}: unknown field value(s) "
+                          + ", ".join(f"{k} = {v!r}" for k, v in bad.items())
+                          + f"; known values: {', '.join(FIELD_VALUES)}")
+
+
+def normalise_value(value: Any) -> FieldValue:
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, Decimal):
+        return float(value) if value != value.to_integral_value() else int(value)
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, datetime):
+        return value.date().isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+def normalise_email(email: str | None) -> str | None:
+    """Trimmed, lower-cased, syntactically valid address, else None."""
+    if not email:
+        return None
+    email = email.strip().lower()
+    try:
+        return validate_email(email, check_deliverability=False).normalized.lower()
+    except EmailNotValidError:
+        return None
+
+
+def desired_contacts(rows: Iterable[Mapping[str, Any]], dest: DestinationConfig
+                     ) -> tuple[list[DesiredContact], list[Skip]]:
+    """Customer rows (customer_id, email, marketing_consent, segment, metric columns) → desired contacts."""
+    tags_for = managed_tags(dest)
+    desired: dict[str, DesiredContact] = {}
+    skipped: list[Skip] = []
+    for row in rows:
+        raw = row.get("email")
+        if not raw:
+            continue  # no address: nothing to sync (counted by the caller)
+        key = normalise_email(raw)
+        if key is None:
+            skipped.append(Skip(str(raw), str(row["customer_id"]), row["segment"], "invalid email"))
+            continue
+        fields = {esp: normalise_value(row.get(_COLUMN_FOR.get(v, v))) for esp, v in dest.fields.items()}
+        contact = DesiredContact(key=key, customer_id=str(row["customer_id"]), email=key,
+                                 consent=str(row.get("marketing_consent") or "unknown"), segment=row["segment"],
+                                 tags=frozenset(tags_for.get(row["segment"], ())), fields=fields)
+        if key in desired:  # two customers share an address: the more recent/valuable row came first
+            continue
+        desired[key] = contact
+    return list(desired.values()), skipped
+
+
+def status_for_new(consent: str, new_contacts: str) -> str | None:
+    """The ESP status a contact gets if it has to be created; None → do not create (skip).
+
+    | consent  | skip       | transactional | pending | subscribed    |
+    |----------|------------|---------------|---------|---------------|
+    | yes      | subscribed | subscribed    | pending | subscribed    |
+    | no / unknown | —      | transactional | pending | transactional |
+
+    Nobody is ever subscribed without consent; existing contacts keep whatever status they have.
+    """
+    if consent == "yes":
+        return "pending" if new_contacts == "pending" else "subscribed"
+    if new_contacts == "skip":
+        return None
+    return "pending" if new_contacts == "pending" else "transactional"
+
+
+@dataclass(frozen=True)
+class Plan:
+    destination: str
+    type: str
+    changes: tuple[ContactChange, ...]
+    skipped: tuple[Skip, ...]
+    managed_tags: tuple[str, ...]
+    fields: Mapping[str, str]
+    ledger_revision: int
+    remote_checked: bool = False
+    notes: tuple[str, ...] = ()
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.changes
+
+    def rows(self) -> list[dict]:
+        """Per managed tag: +added −removed; then fields (~updated), new and skipped contacts."""
+        out = []
+        for tag in self.managed_tags:
+            add = sum(tag in c.add_tags for c in self.changes)
+            rem = sum(tag in c.remove_tags for c in self.changes)
+            out.append({"destination": self.destination, "target": tag, "added": add, "removed": rem,
+                        "updated": 0, "new": 0, "skipped": 0})
+        out.append({"destination": self.destination, "target": "(fields)", "added": 0, "removed": 0,
+                    "updated": sum(bool(c.set_fields) and not c.create for c in self.changes), "new": 0,
+                    "skipped": 0})
+        out.append({"destination": self.destination, "target": "(contacts)", "added": 0, "removed": 0, "updated": 0,
+                    "new": sum(c.create for c in self.changes), "skipped": len(self.skipped)})
+        return out
+
+    def totals(self) -> dict:
+        rows = self.rows()
+        return {k: sum(r[k] for r in rows) for k in ("added", "removed", "updated", "new", "skipped")}
+
+    def to_json(self) -> dict:
+        return {
+            "destination": self.destination, "type": self.type, "ledger_revision": self.ledger_revision,
+            "remote_checked": self.remote_checked, "notes": list(self.notes),
+            "managed_tags": list(self.managed_tags), "fields": dict(self.fields),
+            "summary": self.rows(), "totals": self.totals(),
+            "changes": [_change_json(c) for c in self.changes],
+            "skipped": [asdict(s) for s in self.skipped],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Plan":
+        try:
+            changes = tuple(ContactChange(
+                key=c["key"], email=c["email"], customer_id=c["customer_id"], segment=c["segment"],
+                create=c["create"], status_if_new=c["status_if_new"], add_tags=frozenset(c["add_tags"]),
+                remove_tags=frozenset(c["remove_tags"]), set_fields=dict(c["set_fields"]))
+                for c in data["changes"])
+            return cls(destination=data["destination"], type=data["type"], changes=changes,
+                       skipped=tuple(Skip(**s) for s in data["skipped"]),
+                       managed_tags=tuple(data["managed_tags"]), fields=dict(data["fields"]),
+                       ledger_revision=int(data["ledger_revision"]), remote_checked=data.get("remote_checked", False),
+                       notes=tuple(data.get("notes", ())))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"not an rfmsync plan file: missing or bad {exc}") from None
+
+
+def _change_json(c: ContactChange) -> dict:
+    return {"key": c.key, "email": c.email, "customer_id": c.customer_id, "segment": c.segment,
+            "create": c.create, "status_if_new": c.status_if_new, "add_tags": sorted(c.add_tags),
+            "remove_tags": sorted(c.remove_tags), "set_fields": dict(c.set_fields)}
+
+
+def _same(a: FieldValue, b: FieldValue) -> bool:
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def plan_destination(dest: DestinationConfig, desired: Iterable[DesiredContact], last: Mapping[str, PushedState],
+                     *, revision: int = 0, existing: Mapping[str, str] | None = None,
+                     full_refresh: bool = False, skipped: Iterable[Skip] = (), remote_checked: bool = False,
+                     notes: Iterable[str] = ()) -> Plan:
+    """The change set that takes the destination from ``last`` to ``desired``.
+
+    ``existing``: emails the ESP already holds (when it was read), so ``skip`` can tell who is new.
+    ``full_refresh``: push every desired field and tag again, whatever the ledger says.
+    """
+    managed = set(all_managed(dest))
+    changes: list[ContactChange] = []
+    skips = list(skipped)
+    seen: set[str] = set()
+    for d in desired:
+        seen.add(d.key)
+        prev = last.get(d.key)
+        exists = (prev is not None and prev.exists) or (existing is not None and d.key in existing)
+        prev_tags = prev.tags & managed if prev else frozenset()
+        prev_fields = {} if (full_refresh or prev is None) else prev.fields
+        status = None
+        if not exists:
+            status = status_for_new(d.consent, dest.new_contacts)
+            if status is None:
+                skips.append(Skip(d.key, d.customer_id, d.segment, "no marketing consent (new_contacts = skip)"))
+                continue
+        add = d.tags if full_refresh else d.tags - prev_tags
+        remove = prev_tags - d.tags
+        set_fields = {k: v for k, v in d.fields.items() if k not in prev_fields or not _same(prev_fields[k], v)}
+        if not exists or add or remove or set_fields:
+            changes.append(ContactChange(key=d.key, email=d.email, customer_id=d.customer_id, segment=d.segment,
+                                         create=not exists, status_if_new=status, add_tags=frozenset(add),
+                                         remove_tags=frozenset(remove), set_fields=set_fields))
+    # contacts that left the customer base: take our managed tags off, nothing else
+    for key, prev in last.items():
+        if key in seen:
+            continue
+        remove = prev.tags & managed
+        if remove:
+            changes.append(ContactChange(key=key, email=key, customer_id=prev.customer_id or "", segment="",
+                                         create=False, status_if_new=None, remove_tags=frozenset(remove)))
+    changes.sort(key=lambda c: c.key)
+    return Plan(destination=dest.name, type=dest.type, changes=tuple(changes), skipped=tuple(skips),
+                managed_tags=tuple(sorted(managed)), fields=dict(dest.fields), ledger_revision=revision,
+                remote_checked=remote_checked, notes=tuple(notes))
+
+
+def apply_results_to_state(state: dict[str, PushedState], changes: Mapping[str, ContactChange],
+                           results: Iterable) -> set[str]:
+    """Fold successful item results into the pushed state; returns the keys that changed."""
+    touched = set()
+    for r in results:
+        if not r.ok:
+            continue
+        c = changes.get(r.key)
+        prev = state.get(r.key) or PushedState(key=r.key, customer_id=c.customer_id if c else None,
+                                               tags=frozenset(), fields={}, exists=False)
+        tags, fields, exists = set(prev.tags), dict(prev.fields), prev.exists
+        if r.op == "upsert" and c is not None:
+            fields.update(c.set_fields)
+            exists = True
+        elif r.op.startswith("tag+"):
+            tags.add(r.op[4:])
+            exists = True
+        elif r.op.startswith("tag-"):
+            tags.discard(r.op[4:])
+        state[r.key] = PushedState(key=r.key, customer_id=(c.customer_id if c else prev.customer_id) or None,
+                                   tags=frozenset(tags), fields=fields, exists=exists)
+        touched.add(r.key)
+    return touched
