@@ -77,8 +77,13 @@ class FakeRetailCrm:
         self.history["orders"][-1]["order"] = snapshot
 
     def since_ok(self, old_cursor: dict, lookback: timedelta) -> bool:
-        # the history feed is an ordered id sequence: re-read exactly from the saved id
-        return self.since_seen[-2:] == [f"sinceId={old_cursor['contacts']}", f"sinceId={old_cursor['orders']}"]
+        # an id cursor re-reads the ordered history feed exactly after the saved id;
+        # a time cursor (no history seen yet) re-reads from time − lookback
+        def wanted(value: str) -> str:
+            if value.isdigit():
+                return f"sinceId={value}"
+            return "startDate=" + fmt(datetime.fromisoformat(value) - lookback)
+        return self.since_seen[-2:] == [wanted(old_cursor["contacts"]), wanted(old_cursor["orders"])]
 
     # -- HTTP
     def _guard(self, handler):

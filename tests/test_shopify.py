@@ -6,7 +6,7 @@ import json
 import re
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import duckdb
 import pytest
@@ -101,15 +101,10 @@ class FakeShopify:
             headers = {}
             if offset + limit < len(rows):
                 token = json.dumps([since, offset if self.loop_page_info else offset + limit])
-                nxt = f"{BASE}/{res}.json?limit={limit}&page_info={token}"
-                headers["Link"] = f'<{requests_quote(nxt)}>; rel="next"'
+                nxt = f"{BASE}/{res}.json?limit={limit}&page_info={quote(token)}"
+                headers["Link"] = f'<{nxt}>; rel="next"'
             return {res: page}, headers
         return handler
-
-
-def requests_quote(url: str) -> str:
-    from requests.utils import requote_uri
-    return requote_uri(url)
 
 
 def make_source(sleep=None, clock=None, **cfg) -> ShopifySource:

@@ -1,0 +1,158 @@
+"""The contract every API source in :data:`connectors.registry.SOURCES` must pass.
+
+Each case pairs a source with its vendor-shaped fake (from the vendor's test module). Fakes share
+one small interface: ``put_contact(id, email, at=)``, ``put_order(id, customer, amount, at=, bad=)``,
+``failures`` (answered first), ``bad_key``, ``auth_env`` and ``since_ok(old_cursor, lookback)``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+import duckdb
+import pytest
+import responses
+
+from connectors.errors import AuthError
+from connectors.records import OrderStatus
+from connectors.registry import SOURCES
+
+from . import test_retailcrm, test_shopify
+
+T0 = datetime(2026, 1, 10, 9, 0, tzinfo=timezone.utc)
+DAY = timedelta(days=1)
+
+
+@dataclass
+class Case:
+    fake: Callable[[responses.RequestsMock], Any]
+    source: Callable[..., Any]  # (sleep=, clock=) -> Source
+    lookback: timedelta
+    secret: str
+
+
+CASES: dict[str, Case] = {
+    "retailcrm": Case(test_retailcrm.FakeRetailCrm, test_retailcrm.make_source, timedelta(minutes=10),
+                      test_retailcrm.KEY),
+    "shopify": Case(test_shopify.FakeShopify, test_shopify.make_source, timedelta(minutes=5), test_shopify.TOKEN),
+}
+API_SOURCES = sorted(k for k in SOURCES if k != "file")
+
+
+@pytest.fixture(params=API_SOURCES)
+def case(request):
+    assert request.param in CASES, f"add a contract case for source {request.param!r}"
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        c = CASES[request.param]
+        yield request.param, c, c.fake(rsps), rsps
+
+
+def seed(fake, orders: int = 25, contacts: int = 3, at: datetime = T0, stagger: bool = False) -> None:
+    """Contacts and orders; with ``stagger`` order ``o`` was last updated ``o`` hours before ``at``."""
+    for c in range(1, contacts + 1):
+        fake.put_contact(c, f"c{c}@example.com", at=at - timedelta(hours=10 * stagger))
+    for o in range(1, orders + 1):
+        fake.put_order(o, 1 + o % contacts, f"{o}.50", at=at - timedelta(hours=o * stagger))
+
+
+def ids(con, table="staged_orders", col="order_id") -> list[str]:
+    return [r[0] for r in con.execute(f"SELECT {col} FROM {table} ORDER BY {col}").fetchall()]
+
+
+def test_every_registered_api_source_has_a_case():
+    assert set(API_SOURCES) <= set(CASES)
+
+
+def test_first_pull_backfills_canonical_records_across_pages(case):
+    name, c, fake, rsps = case
+    seed(fake)
+    con = duckdb.connect()
+    calls: list[int] = []
+    result = c.source(clock=lambda: T0 + DAY).pull(con, None, progress=calls.append)
+    assert (result.orders, result.contacts, result.bad_row_count) == (25, 3, 0)
+    assert len(ids(con)) == len(set(ids(con))) == 25
+    assert ids(con, "staged_contacts", "customer_id") == ["1", "2", "3"]
+    rows = con.execute("SELECT customer_id, ordered_at, amount, status FROM staged_orders").fetchall()
+    assert all(r[1] == T0 and r[3] == OrderStatus.COMPLETED for r in rows)
+    assert {r[0] for r in rows} <= {"1", "2", "3"}
+    assert sum(calls) >= 28  # progress got every record
+    assert set(json.loads(result.cursor)) == {"orders", "contacts"}
+    assert len(rsps.calls) < 40  # pagination ended
+
+
+def test_cursor_advances_and_the_next_pull_reads_only_changes(case):
+    name, c, fake, rsps = case
+    seed(fake, orders=5, stagger=True)
+    con = duckdb.connect()
+    first = c.source(clock=lambda: T0 + DAY).pull(con)
+    fake.put_order(100, 1, "7.00", at=T0 + DAY + timedelta(hours=1))
+    fake.put_contact(9, "new@example.com", at=T0 + DAY + timedelta(hours=1))
+    second = c.source(clock=lambda: T0 + 2 * DAY).pull(con, first.cursor)
+    assert fake.since_ok(json.loads(first.cursor), c.lookback)
+    # only the new records, plus at most the newest old ones inside the lookback window
+    assert "100" in ids(con) and set(ids(con)) <= {"100", "1"}
+    assert "9" in ids(con, "staged_contacts", "customer_id")
+    assert set(ids(con, "staged_contacts", "customer_id")) <= {"9", "1", "2", "3"}
+    assert second.cursor != first.cursor
+    third = c.source(clock=lambda: T0 + 3 * DAY).pull(con, second.cursor)
+    assert fake.since_ok(json.loads(second.cursor), c.lookback)
+    assert third.orders <= 1  # at most the lookback window again
+
+
+def test_repulling_the_same_data_adds_nothing_new(case):
+    name, c, fake, rsps = case
+    seed(fake, orders=6)
+    con = duckdb.connect()
+    first = c.source(clock=lambda: T0 + DAY).pull(con)
+    con.execute("CREATE TABLE store_orders AS SELECT * FROM staged_orders")
+    con.execute("CREATE TABLE store_contacts AS SELECT * FROM staged_contacts")
+    for cursor in (first.cursor, None):
+        c.source(clock=lambda: T0 + DAY).pull(con, cursor)
+        assert con.execute("SELECT count(*) FROM (SELECT * FROM staged_orders EXCEPT "
+                           "SELECT * FROM store_orders)").fetchone() == (0,)
+        assert con.execute("SELECT count(*) FROM (SELECT * FROM staged_contacts EXCEPT "
+                           "SELECT * FROM store_contacts)").fetchone() == (0,)
+
+
+def test_rate_limits_and_server_errors_are_retried_without_sleeping(case):
+    name, c, fake, rsps = case
+    seed(fake, orders=2)
+    fake.failures = [(429, {"Retry-After": "3"}), (503, {}), (500, {})]
+    waits: list[float] = []
+    result = c.source(sleep=waits.append, clock=lambda: T0 + DAY).pull(duckdb.connect())
+    assert result.orders == 2 and not fake.failures
+    assert 3.0 in waits
+
+
+def test_bad_credentials_raise_one_auth_error_naming_the_variable(case):
+    name, c, fake, rsps = case
+    rsps.assert_all_requests_are_fired = False
+    fake.bad_key = True
+    with pytest.raises(AuthError) as err:
+        c.source().pull(duckdb.connect())
+    assert fake.auth_env in str(err.value)
+    assert c.secret not in str(err.value) and c.secret not in repr(err.value.__dict__)
+    assert len(rsps.calls) == 1  # not retried
+
+
+def test_a_bad_record_is_reported_with_its_id_and_the_rest_staged(case):
+    name, c, fake, rsps = case
+    seed(fake, orders=3)
+    fake.put_order(99, 1, "5", at=T0, bad=True)
+    con = duckdb.connect()
+    result = c.source(clock=lambda: T0 + DAY).pull(con)
+    assert ids(con) == ["1", "2", "3"]
+    assert result.bad_row_count == 1
+    (bad,) = result.bad_rows
+    assert bad.row == "99" and bad.source == f"{name}:orders" and bad.field
+
+
+def test_a_garbled_cursor_is_a_config_error(case):
+    name, c, fake, rsps = case
+    rsps.assert_all_requests_are_fired = False
+    from connectors.errors import ConfigError
+    with pytest.raises(ConfigError, match="cursor"):
+        c.source().pull(duckdb.connect(), "not json")
