@@ -266,10 +266,11 @@ class MailchimpDestination:
             error = errors.get(c.email.lower()) or errors.get(c.key)
             if error is None:
                 results.append(ItemResult(c.key, "upsert", True))
-            elif create and error.get("error_code") == "ERROR_CONTACT_EXISTS" and c.set_fields:
-                spill.append(c)  # already on the list: status untouched; fields go in the update pass
             elif create and error.get("error_code") == "ERROR_CONTACT_EXISTS":
-                results.append(ItemResult(c.key, "upsert", True))
+                if c.set_fields:  # already on the list, status untouched: its fields go in the update pass
+                    spill.append(c)
+                else:
+                    results.append(ItemResult(c.key, "upsert", True))
             else:
                 results.append(ItemResult(c.key, "upsert", False, _member_error(error)))
         return results, spill
@@ -321,9 +322,7 @@ class MailchimpDestination:
             if not _MERGE_TAG.fullmatch(tag.upper()):
                 raise DestinationConfigError(f"destination {self.name!r}: merge tag {tag!r} in `fields` must be "
                                              "1-10 characters, letters, digits or _ (e.g. RECENCY)")
-        existing = {str(f["tag"]).upper(): f for f in self._paged(
-            "GET merge-fields", self._lists.get_list_merge_fields, (self.audience,), "merge_fields",
-            fields=["merge_fields.tag", "merge_fields.type", "total_items"])}
+        existing = self._merge_fields()
         for tag, value in fields.items():
             tag = tag.upper()
             kind = merge_field_type(value)
@@ -337,13 +336,15 @@ class MailchimpDestination:
                 self._call(f"POST /lists/{self.audience}/merge-fields ({tag})", self._lists.add_list_merge_field,
                            self.audience, body)
             except BatchRejected:  # a retried create whose first attempt landed: fine if it now exists
-                again = {str(f["tag"]).upper() for f in self._paged(
-                    "GET merge-fields", self._lists.get_list_merge_fields, (self.audience,), "merge_fields",
-                    fields=["merge_fields.tag", "total_items"])}
-                if tag not in again:
+                if tag not in self._merge_fields():
                     raise
             log.info("mailchimp %s: created merge field %s (%s) for %r", self.name, tag, kind, value)
         self._field_tags = {value: tag.upper() for tag, value in fields.items()}
+
+    def _merge_fields(self) -> dict[str, dict[str, Any]]:
+        return {str(f["tag"]).upper(): f for f in self._paged(
+            "GET merge-fields", self._lists.get_list_merge_fields, (self.audience,), "merge_fields",
+            fields=["merge_fields.tag", "merge_fields.type", "total_items"])}
 
     def _segment_ids(self, tags: Sequence[str], create: bool) -> dict[str, int]:
         with self._lock:

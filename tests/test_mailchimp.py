@@ -372,3 +372,21 @@ def test_real_host_from_data_centre_and_sdk_quirks_with_responses(sleeps) -> Non
         assert rsps.calls[0].request.headers["Authorization"].startswith("Basic ")
         assert "k3y" not in rsps.calls[0].request.url
     assert len(sleeps) == 1
+
+
+def test_a_create_that_landed_before_its_timeout_is_not_created_twice(mailchimp_fake, sleeps) -> None:
+    dest = make(mailchimp_fake, sleeps, timeout=0.2)
+    mailchimp_fake.stall(1.0, path="/merge-fields$", method="POST")
+    mailchimp_fake.stall(1.0, path="/segments$", method="POST")
+    dest.prepare(["rfm:A"], {"RECENCY": "recency_days"})
+    assert "RECENCY" in mailchimp_fake.lists["aud1"].merge_fields and mailchimp_fake.segment_names() == {"rfm:A"}
+    assert mailchimp_fake.count("POST", "/lists/aud1/merge-fields") == 2 and len(sleeps) == 2
+
+
+def test_a_seeded_fraction_of_failures_still_ends_in_sync(mailchimp_fake, sleeps) -> None:
+    mailchimp_fake.fail(502, times=None, fraction=0.3)
+    dest = make(mailchimp_fake, sleeps, retry=RetryPolicy(attempts=10, sleep=sleeps.append, rng=random.Random(1)))
+    rec = Recorder()
+    dest.apply([change(f"f{i}@example.com", add={f"rfm:T{i % 4}"}) for i in range(40)], rec)
+    assert all(r.ok for c in rec.calls for r in c) and len(rec.results) == 80 and sleeps
+    assert {mailchimp_fake.member(f"f{i}@example.com")["status"] for i in range(40)} == {"transactional"}
