@@ -434,7 +434,7 @@ class MailchimpDestination:
             retry_after = retry_after_seconds(response.headers.get("Retry-After")) if response is not None else None
             return TransientError(message, status=status, body=body, retry_after=retry_after)
         if action == "config":
-            hint = (f"; audience {self.audience!r} not found" if status == 404 else
+            hint = (f"; audience {self.audience!r} (or a tag deleted since prepare) not found" if status == 404 else
                     f"; the API key was refused for audience {self.audience!r}: check MAILCHIMP_API_KEY "
                     "(and its data centre) and the key's permissions")
             return DestinationConfigError(f"destination {self.name!r}: {message}{hint}", status=status, body=body)
