@@ -331,7 +331,7 @@ def generate_orders_csv(path: Path, orders: int, customers: int, seed: int = 42,
         "amount": pa.array(amount_cents[order]),
     })
     del cust, b, sec, amount_cents, order
-    con = duckdb.connect()
+    con = duckdb.connect(config={"enable_progress_bar": False})
     try:
         con.register("gen", tbl)
         target = str(path).replace("'", "''")
