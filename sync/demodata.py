@@ -331,8 +331,9 @@ def generate_orders_csv(path: Path, orders: int, customers: int, seed: int = 42,
         "amount": pa.array(amount_cents[order]),
     })
     del cust, b, sec, amount_cents, order
-    con = duckdb.connect(config={"enable_progress_bar": False})
+    con = duckdb.connect()
     try:
+        con.execute("SET enable_progress_bar = false")
         con.register("gen", tbl)
         target = str(path).replace("'", "''")
         con.execute(f"""COPY (SELECT order_id, 'C' || customer AS customer_id,
