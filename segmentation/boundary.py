@@ -70,7 +70,7 @@ def falling_asleep_boundary(con: duckdb.DuckDBPyConnection, as_of: date, timezon
                   AND CAST(timezone({_q(timezone)}, ordered_at) AS DATE) <= DATE {_q(as_of.isoformat())}
             ), g AS (SELECT day - lag(day) OVER (PARTITION BY customer_id ORDER BY day) AS d FROM days)
             SELECT {qs} FROM g WHERE d IS NOT NULL
-        """).fetchone()
+        """).fetchall()[0]
         result["gap_percentiles"] = {f"p{p}": int(v) for p, v in zip(PERCENTILES, vals)}
     if gaps < 30:
         result["reason"] = f"only {gaps} repeat purchases in the history; at least 30 are needed"

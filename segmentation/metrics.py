@@ -57,4 +57,4 @@ def build_customer_metrics(con: duckdb.DuckDBPyConnection, as_of: date, timezone
                refunds, first_order_at, last_order_at
         FROM {table}
     """)
-    return con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    return con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]

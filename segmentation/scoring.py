@@ -55,10 +55,10 @@ def derive_cut_points(con: duckdb.DuckDBPyConnection, table: str, levels: int) -
     rec, freq, mon = [], [], []
     for k in range(1, levels):
         # recency: R = N - #(x > c) → c_k = max recency among R ≥ N-k+1
-        hi = con.execute(f"SELECT max(recency_days) FROM {table} WHERE r >= {levels - k + 1}").fetchone()[0]
+        hi = con.execute(f"SELECT max(recency_days) FROM {table} WHERE r >= {levels - k + 1}").fetchall()[0][0]
         rec.append(float(hi) if hi is not None else (rec[-1] if rec else -1.0))
         for col, s, out in (("frequency", "f", freq), ("monetary", "m", mon)):
-            lo = con.execute(f"SELECT min({col}) FROM {table} WHERE {s} >= {k + 1}").fetchone()[0]
+            lo = con.execute(f"SELECT min({col}) FROM {table} WHERE {s} >= {k + 1}").fetchall()[0][0]
             out.append(float(lo) if lo is not None else _BIG + k)
     # keep them strictly ascending; an empty level collapses onto its neighbour without moving anyone:
     # recency cut points move up (x > c is unchanged for whole days), frequency/monetary ones move down.

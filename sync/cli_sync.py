@@ -66,7 +66,7 @@ def pull(config_path, source_name, full):
             task = bar.add_task(f"pulling {kind}", total=None)
             result = pull_to_store(cfg, ledger, con, settings, full=full,
                                    progress=lambda n: bar.update(task, advance=n))
-        totals = con.execute("SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM contacts)").fetchone()
+        totals = con.execute("SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM contacts)").fetchall()[0]
     finally:
         con.close()
         ledger.close()

@@ -182,6 +182,6 @@ def write_customers(run: SegmentsRun, path: str | Path) -> int:
             run.con.execute(f"COPY (SELECT * FROM _customers_out) TO '{target}' (FORMAT JSON, ARRAY true)")
         else:
             raise ConfigError(f"{path}: unsupported output format {suffix or '(none)'}; use .csv, .parquet or .json")
-        return run.con.execute("SELECT count(*) FROM _customers_out").fetchone()[0]
+        return run.con.execute("SELECT count(*) FROM _customers_out").fetchall()[0][0]
     finally:
         run.con.unregister("_customers_out")

@@ -68,7 +68,7 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult) -> dict[str, 
     try:
         for name in TABLES:
             staged = f"staged_{name}"
-            exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [staged]).fetchone()[0]
+            exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [staged]).fetchall()[0][0]
             if not exists:
                 continue
             if pull.full_refresh:
@@ -86,7 +86,7 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult) -> dict[str, 
                 con.execute(f"INSERT INTO {name} SELECT * EXCLUDE (_rn) FROM "
                             f"(SELECT *, row_number() OVER (PARTITION BY {key} ORDER BY rowid DESC) AS _rn "
                             f"FROM {staged}) WHERE _rn = 1")
-            counts[name] = con.execute(f"SELECT count(*) FROM {staged}").fetchone()[0]
+            counts[name] = con.execute(f"SELECT count(*) FROM {staged}").fetchall()[0][0]
         for name in TABLES:
             con.execute(f"DROP TABLE IF EXISTS staged_{name}")
         con.execute("COMMIT")
