@@ -1,0 +1,130 @@
+"""Engine setup and transactions for the ledger: SQLite (default) and PostgreSQL.
+
+SQLite: every pooled connection gets WAL journaling, ``busy_timeout`` and foreign keys;
+pysqlite's own implicit transaction handling is switched off so that SQLAlchemy emits
+``BEGIN`` itself, ``BEGIN IMMEDIATE`` for writing transactions (the write lock is taken
+up front, so two processes queue on ``busy_timeout`` instead of failing half-way).
+PostgreSQL: psycopg 3 with ``pool_pre_ping``; schema changes take an advisory lock.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from sqlalchemy import create_engine, event, insert, text
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import StaticPool
+
+from .errors import ConfigError
+from .ledger_schema import LATEST_VERSION, MIGRATIONS, create_version_table, current_version, schema_version
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 30_000
+_WRITE = "rfmsync_write"
+_MIGRATION_LOCK_KEY = 0x72666D73  # "rfms": pg_advisory_xact_lock key for migrations
+
+
+def parse_url(url: str) -> URL:
+    """Parse and normalise a ledger URL; only SQLite and PostgreSQL (psycopg 3) are supported."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(
+            "ledger URL is not a database URL (expected sqlite:///path/rfmsync.db "
+            "or postgresql+psycopg://user:password@host/db)"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend == "postgres":
+        backend = "postgresql"
+    if backend == "postgresql":  # psycopg 3 is the one installed driver, whatever was asked
+        return parsed.set(drivername="postgresql+psycopg")
+    if backend == "sqlite":
+        if parsed.drivername != "sqlite":
+            raise ConfigError(f"ledger URL: SQLite driver {parsed.drivername!r} is not supported; use sqlite:///path")
+        return parsed
+    raise ConfigError(f"ledger URL: unsupported database {backend!r}; use sqlite:///path or postgresql+psycopg://...")
+
+
+def safe_url(url: URL) -> str:
+    return url.render_as_string(hide_password=True)
+
+
+def _is_memory(url: URL) -> bool:
+    return url.database in (None, "", ":memory:") or str(url.query.get("mode", "")) == "memory"
+
+
+def build_engine(url: URL) -> Engine:
+    if url.get_backend_name() == "postgresql":
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
+                             connect_args={"connect_timeout": 10})
+    kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}}
+    if _is_memory(url):
+        kwargs["poolclass"] = StaticPool
+    elif url.database:
+        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, **kwargs)
+    memory = _is_memory(url)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself (see _on_begin)
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            cur.execute("PRAGMA foreign_keys = ON")
+            if not memory:
+                cur.execute("PRAGMA journal_mode = WAL")
+                cur.execute("PRAGMA synchronous = NORMAL")
+        finally:
+            cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
+
+    return engine
+
+
+@contextmanager
+def transaction(engine: Engine, *, write: bool) -> Iterator[Connection]:
+    """One transaction; ``write=True`` takes SQLite's write lock at BEGIN."""
+    with engine.connect() as conn:
+        if write:
+            conn.execution_options(**{_WRITE: True})
+        with conn.begin():
+            yield conn
+
+
+def migrate(engine: Engine, now: Callable[[], datetime], target: int | None = None) -> tuple[int, int]:
+    """Apply pending migrations up to ``target`` (default: latest) in one transaction.
+
+    Returns (version before, version after). Safe when several processes start at once:
+    SQLite serialises on BEGIN IMMEDIATE, PostgreSQL on an advisory transaction lock.
+    """
+    target = LATEST_VERSION if target is None else target
+    with transaction(engine, write=True) as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+        before = current_version(conn)
+        if before > LATEST_VERSION:
+            raise ConfigError(
+                f"ledger schema is version {before}, newer than this rfmsync understands "
+                f"(version {LATEST_VERSION}); upgrade rfmsync"
+            )
+        if before == 0:
+            create_version_table(conn)
+        after = before
+        for step in MIGRATIONS:
+            if before < step.version <= target:
+                log.info("ledger: migrating schema to version %d (%s)", step.version, step.description)
+                step.apply(conn)
+                conn.execute(insert(schema_version).values(
+                    version=step.version, description=step.description, applied_at=now()))
+                after = step.version
+    return before, after

@@ -1,0 +1,286 @@
+"""Tables of the operational ledger and the ordered migrations that build them.
+
+``TABLES`` describes the *current* schema; queries in :mod:`sync.ledger` use it.
+``MIGRATIONS`` is the history: each step is frozen once released and defines its own
+DDL (it never refers to ``TABLES``, whose shape moves on), so an old database walks
+through exactly the same steps a fresh one does. To change the schema, append a step
+and update ``TABLES`` to match; ``tests/test_ledger.py`` checks the two agree.
+
+Version history::
+
+    1  runs, pushed_state, cursors, locks
+    2  failures, state_revisions (seeded from pushed_state)
+    3  events (webhook queue)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend.
+
+    PostgreSQL stores ``timestamptz``; SQLite stores naive UTC text (which sorts and
+    compares correctly) and results come back tagged as UTC. Naive input is refused.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: the ledger only stores aware datetimes")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+# ---------------------------------------------------------------------------------------
+# Current schema (what the code queries). Keep in step with MIGRATIONS.
+# ---------------------------------------------------------------------------------------
+
+metadata = MetaData()
+
+schema_version = Table(
+    "schema_version", metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("description", String(200), nullable=False),
+    Column("applied_at", UTCDateTime, nullable=False),
+)
+
+runs = Table(
+    "runs", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(50), nullable=False),
+    Column("destination", String(200)),
+    Column("status", String(20), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    Column("counts", Text, nullable=False),
+    Column("error", Text),
+    sqlite_autoincrement=True,
+)
+
+pushed_state = Table(
+    "pushed_state", metadata,
+    Column("destination", String(200), primary_key=True),
+    Column("key", String(320), primary_key=True),
+    Column("customer_id", String(200)),
+    Column("tags", Text, nullable=False),
+    Column("fields", Text, nullable=False),
+    Column("in_destination", Boolean, nullable=False),
+    Column("pushed_at", UTCDateTime, nullable=False),
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="SET NULL")),
+)
+
+cursors = Table(
+    "cursors", metadata,
+    Column("source", String(200), primary_key=True),
+    Column("obj", String(200), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+locks = Table(
+    "locks", metadata,
+    Column("name", String(200), primary_key=True),
+    Column("owner", String(200), nullable=False),
+    Column("acquired_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
+
+failures = Table(
+    "failures", metadata,
+    Column("destination", String(200), primary_key=True),
+    Column("key", String(320), primary_key=True),
+    Column("op", String(300), primary_key=True),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text),
+    Column("first_failed_at", UTCDateTime, nullable=False),
+    Column("last_failed_at", UTCDateTime, nullable=False),
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="SET NULL")),
+)
+
+state_revisions = Table(
+    "state_revisions", metadata,
+    Column("destination", String(200), primary_key=True),
+    Column("revision", Integer, nullable=False),
+)
+
+events = Table(
+    "events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(200), nullable=False),
+    Column("dedupe_key", String(500), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("locked_by", String(200)),
+    Column("locked_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    Column("last_error", Text),
+    UniqueConstraint("source", "dedupe_key", name="uq_events_source_dedupe"),
+    Index("ix_events_status_id", "status", "id"),
+    sqlite_autoincrement=True,
+)
+
+TABLES = metadata
+
+
+# ---------------------------------------------------------------------------------------
+# Migrations: frozen history. Never edit a released step; append a new one.
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    apply: Callable[[Connection], None]
+
+
+def _v1(conn: Connection) -> None:
+    md = MetaData()
+    Table(
+        "runs", md,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("kind", String(50), nullable=False),
+        Column("destination", String(200)),
+        Column("status", String(20), nullable=False),
+        Column("started_at", UTCDateTime, nullable=False),
+        Column("finished_at", UTCDateTime),
+        Column("counts", Text, nullable=False),
+        Column("error", Text),
+        sqlite_autoincrement=True,
+    )
+    Table(
+        "pushed_state", md,
+        Column("destination", String(200), primary_key=True),
+        Column("key", String(320), primary_key=True),
+        Column("customer_id", String(200)),
+        Column("tags", Text, nullable=False),
+        Column("fields", Text, nullable=False),
+        Column("in_destination", Boolean, nullable=False),
+        Column("pushed_at", UTCDateTime, nullable=False),
+        Column("run_id", Integer, ForeignKey("runs.id", ondelete="SET NULL")),
+    )
+    Table(
+        "cursors", md,
+        Column("source", String(200), primary_key=True),
+        Column("obj", String(200), primary_key=True),
+        Column("value", Text, nullable=False),
+        Column("updated_at", UTCDateTime, nullable=False),
+    )
+    Table(
+        "locks", md,
+        Column("name", String(200), primary_key=True),
+        Column("owner", String(200), nullable=False),
+        Column("acquired_at", UTCDateTime, nullable=False),
+        Column("expires_at", UTCDateTime, nullable=False),
+    )
+    md.create_all(conn)
+
+
+def _v2(conn: Connection) -> None:
+    md = MetaData()
+    Table("runs", md, Column("id", Integer, primary_key=True))  # FK target only
+    Table(
+        "failures", md,
+        Column("destination", String(200), primary_key=True),
+        Column("key", String(320), primary_key=True),
+        Column("op", String(300), primary_key=True),
+        Column("attempts", Integer, nullable=False),
+        Column("last_error", Text),
+        Column("first_failed_at", UTCDateTime, nullable=False),
+        Column("last_failed_at", UTCDateTime, nullable=False),
+        Column("run_id", Integer, ForeignKey("runs.id", ondelete="SET NULL")),
+    )
+    Table(
+        "state_revisions", md,
+        Column("destination", String(200), primary_key=True),
+        Column("revision", Integer, nullable=False),
+    )
+    md.tables["failures"].create(conn)
+    md.tables["state_revisions"].create(conn)
+    # Destinations that already hold pushed state start at revision 1.
+    conn.execute(text(
+        "INSERT INTO state_revisions (destination, revision) "
+        "SELECT DISTINCT destination, 1 FROM pushed_state"
+    ))
+
+
+def _v3(conn: Connection) -> None:
+    md = MetaData()
+    t = Table(
+        "events", md,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("source", String(200), nullable=False),
+        Column("dedupe_key", String(500), nullable=False),
+        Column("payload", Text, nullable=False),
+        Column("status", String(20), nullable=False),
+        Column("received_at", UTCDateTime, nullable=False),
+        Column("attempts", Integer, nullable=False),
+        Column("locked_by", String(200)),
+        Column("locked_at", UTCDateTime),
+        Column("finished_at", UTCDateTime),
+        Column("last_error", Text),
+        UniqueConstraint("source", "dedupe_key", name="uq_events_source_dedupe"),
+        Index("ix_events_status_id", "status", "id"),
+        sqlite_autoincrement=True,
+    )
+    t.create(conn)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "runs, pushed_state, cursors, locks", _v1),
+    Migration(2, "failures, state_revisions", _v2),
+    Migration(3, "events (webhook queue)", _v3),
+)
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def current_version(conn: Connection) -> int:
+    """Highest applied version, 0 for an empty database."""
+    if not conn.dialect.has_table(conn, "schema_version"):
+        return 0
+    value: Any = conn.execute(text("SELECT MAX(version) FROM schema_version")).scalar()
+    return int(value or 0)
+
+
+def create_version_table(conn: Connection) -> None:
+    md = MetaData()
+    Table(
+        "schema_version", md,
+        Column("version", Integer, primary_key=True, autoincrement=False),
+        Column("description", String(200), nullable=False),
+        Column("applied_at", UTCDateTime, nullable=False),
+    ).create(conn, checkfirst=True)

@@ -1,0 +1,465 @@
+"""The operational ledger, on SQLite and (with RFMSYNC_TEST_PG_URL) on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from sqlalchemy import inspect as sa_inspect, select, text
+
+from sync.errors import ConfigError, LockBusyError
+from sync.ledger import Event, Ledger
+from sync.ledger_db import build_engine, parse_url
+from sync.ledger_schema import LATEST_VERSION, MIGRATIONS, TABLES, pushed_state, runs
+from sync.model import ItemResult, PushedState
+
+try:
+    from tests.ledger_fixtures import Clock, clock, ledger, ledger_url, open_ledger  # noqa: F401
+except ImportError:  # tests/ itself on sys.path
+    from ledger_fixtures import Clock, clock, ledger, ledger_url, open_ledger  # type: ignore # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+OpenLedger = Callable[..., Ledger]
+
+
+def state(key: str, *tags: str, exists: bool = True, **fields: object) -> PushedState:
+    return PushedState(key=key, customer_id=f"c-{key}", tags=frozenset(tags), fields=fields, exists=exists)
+
+
+# -- connect, URLs, secrets, migrations ------------------------------------------------------
+
+
+def test_connect_creates_the_newest_schema_and_is_idempotent(open_ledger: OpenLedger) -> None:
+    first = open_ledger()
+    assert first.schema_version() == LATEST_VERSION
+    first.set_cursor("shopify", "orders", "2025-01-01T00:00:00Z")
+    second = open_ledger()  # connecting again migrates nothing and keeps the data
+    assert second.schema_version() == LATEST_VERSION
+    assert second.get_cursor("shopify", "orders") == "2025-01-01T00:00:00Z"
+
+
+def test_migrated_schema_matches_the_table_definitions(ledger: Ledger, ledger_url: str) -> None:
+    """MIGRATIONS and TABLES must describe the same schema (catches a step forgotten)."""
+    engine = build_engine(parse_url(ledger_url))
+    try:
+        insp = sa_inspect(engine)
+        assert set(insp.get_table_names()) == set(TABLES.tables)
+        for name, table in TABLES.tables.items():
+            got = {c["name"]: c["nullable"] for c in insp.get_columns(name)}
+            want = {c.name: c.nullable for c in table.columns}
+            assert got == want, name
+            assert set(insp.get_pk_constraint(name)["constrained_columns"]) == set(table.primary_key.columns.keys())
+        uniques = {tuple(u["column_names"]) for u in insp.get_unique_constraints("events")}
+        assert ("source", "dedupe_key") in uniques
+    finally:
+        engine.dispose()
+
+
+def test_migrates_a_version_1_ledger_keeping_its_data(open_ledger: OpenLedger, ledger_url: str,
+                                                       clock: Clock) -> None:
+    old = open_ledger(target_version=1)
+    assert old.schema_version() == 1
+    engine = build_engine(parse_url(ledger_url))
+    try:
+        with engine.begin() as conn:
+            assert not engine.dialect.has_table(conn, "events")
+            run_id = conn.execute(runs.insert().values(kind="sync", destination="mailchimp", status="succeeded",
+                                                       started_at=clock(), counts="{}").returning(runs.c.id)).scalar()
+            conn.execute(pushed_state.insert().values(
+                destination="mailchimp", key="ann@example.com", customer_id="c1", tags='["rfm:vip"]',
+                fields='{"RFM_SEG":"vip"}', in_destination=True, pushed_at=clock(), run_id=run_id))
+    finally:
+        engine.dispose()
+
+    new = open_ledger()
+    assert new.schema_version() == LATEST_VERSION
+    assert new.load_state("mailchimp") == {
+        "ann@example.com": PushedState("ann@example.com", "c1", frozenset({"rfm:vip"}), {"RFM_SEG": "vip"})}
+    assert new.state_revision("mailchimp") == 1  # v2 seeds revisions from existing state
+    assert new.recent_runs()[0]["destination"] == "mailchimp"
+    assert new.enqueue_event("shopify", "order-1", "{}") is True  # v3 tables exist
+    engine = build_engine(parse_url(ledger_url))
+    try:
+        with engine.connect() as conn:
+            versions = conn.execute(text("SELECT version FROM schema_version ORDER BY version")).scalars().all()
+    finally:
+        engine.dispose()
+    assert versions == [m.version for m in MIGRATIONS]
+
+
+def test_refuses_a_ledger_from_a_newer_rfmsync(open_ledger: OpenLedger, ledger_url: str, clock: Clock) -> None:
+    open_ledger()
+    engine = build_engine(parse_url(ledger_url))
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO schema_version (version, description, applied_at) "
+                              "VALUES (:v, 'from the future', :t)"),
+                         {"v": LATEST_VERSION + 1, "t": "2030-01-01 00:00:00"})
+    finally:
+        engine.dispose()
+    with pytest.raises(ConfigError, match=f"version {LATEST_VERSION + 1}.*upgrade rfmsync"):
+        open_ledger()
+
+
+@pytest.mark.parametrize("url, message", [
+    ("mysql://u:p@localhost/db", "unsupported database 'mysql'"),
+    ("not a url", "not a database URL"),
+    ("sqlite+pysqlcipher:///x.db", "not supported"),
+])
+def test_bad_urls_are_config_errors(url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Ledger.connect(url)
+
+
+def test_unreachable_postgres_is_a_config_error_without_the_password(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = "postgresql://rfm:s3cr3t-pw@127.0.0.1:1/rfm"  # port 1: refused at once; driver defaulted to psycopg
+    with pytest.raises(ConfigError) as info:
+        Ledger.connect(url)
+    assert "cannot open ledger postgresql+psycopg://rfm:***@127.0.0.1:1/rfm" in str(info.value)
+    assert "s3cr3t" not in str(info.value) and "s3cr3t" not in caplog.text
+
+
+def test_repr_and_logs_hide_the_password(ledger_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="sync")
+    with Ledger.connect(ledger_url) as led:
+        password = parse_url(ledger_url).password
+        if password:
+            assert password not in repr(led) and "***" in repr(led)
+            assert password not in caplog.text
+        assert "migrated from schema version 0" in caplog.text
+
+
+def test_sqlite_uses_wal_and_enforces_foreign_keys(tmp_path: Path) -> None:
+    db = tmp_path / "sub" / "dir" / "rfmsync.db"
+    with Ledger.connect(f"sqlite:///{db}") as led:
+        with sqlite3.connect(db) as raw:
+            assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        with pytest.raises(ValueError, match="run 999 does not exist"):
+            led.save_states("mailchimp", 999, [state("a@x.io")])
+        assert led.load_state("mailchimp") == {}
+
+
+def test_in_memory_sqlite_works_for_quick_use() -> None:
+    with Ledger.connect("sqlite://") as led:
+        led.set_cursor("csv", "orders", "42")
+        assert led.get_cursor("csv", "orders") == "42"
+
+
+def test_stored_datetimes_are_aware_utc_and_naive_ones_are_refused(open_ledger: OpenLedger) -> None:
+    cet = timezone(timedelta(hours=1))
+    led = open_ledger(clock=lambda: datetime(2025, 6, 1, 14, 0, tzinfo=cet))
+    run_id = led.start_run("sync")
+    assert led.get_run(run_id)["started_at"] == datetime(2025, 6, 1, 13, 0, tzinfo=timezone.utc)
+    assert led.get_run(run_id)["started_at"].tzinfo == timezone.utc
+    naive = open_ledger(clock=lambda: datetime(2025, 6, 1, 14, 0))
+    with pytest.raises(Exception, match="naive datetime"):
+        naive.start_run("sync")
+
+
+# -- pushed state ------------------------------------------------------------------------
+
+
+def test_save_load_upsert_forget_and_revision(ledger: Ledger) -> None:
+    run_id = ledger.start_run("sync", "mailchimp")
+    assert ledger.state_revision("mailchimp") == 0
+    ledger.save_states("mailchimp", run_id, [
+        state("ann@x.io", "rfm:vip", "rfm:a", SEG="vip", ORDERS=3, LTV=12.5, VIP=True, NOTE=None),
+        state("bob@x.io", exists=False),
+    ])
+    assert ledger.state_revision("mailchimp") == 1
+    got = ledger.load_state("mailchimp")
+    assert got["ann@x.io"] == PushedState("ann@x.io", "c-ann@x.io", frozenset({"rfm:a", "rfm:vip"}),
+                                          {"SEG": "vip", "ORDERS": 3, "LTV": 12.5, "VIP": True, "NOTE": None})
+    assert got["bob@x.io"].exists is False
+    assert ledger.load_state("sendgrid") == {}  # destinations are separate
+
+    ledger.save_states("mailchimp", run_id, [state("ann@x.io", "rfm:lost", SEG="lost")])  # upsert
+    assert ledger.load_state("mailchimp")["ann@x.io"].tags == frozenset({"rfm:lost"})
+    assert ledger.state_revision("mailchimp") == 2
+
+    assert ledger.save_states("mailchimp", run_id, []) == 0
+    assert ledger.forget("mailchimp", ["nobody@x.io"]) == 0
+    assert ledger.state_revision("mailchimp") == 2  # nothing changed, no bump
+    assert ledger.forget("mailchimp", ["bob@x.io", "bob@x.io"]) == 1
+    assert set(ledger.load_state("mailchimp")) == {"ann@x.io"}
+    assert ledger.state_revision("mailchimp") == 3
+    assert ledger.state_revision("sendgrid") == 0
+
+
+def test_tags_and_fields_are_stored_as_sorted_json(tmp_path: Path) -> None:
+    db = tmp_path / "l.db"
+    with Ledger.connect(f"sqlite:///{db}") as led:
+        led.save_states("mc", None, [state("a@x.io", "z", "b", "m", Z=1, A="x")])
+    with sqlite3.connect(db) as raw:
+        tags, fields, run_id = raw.execute("SELECT tags, fields, run_id FROM pushed_state").fetchone()
+    assert (tags, fields, run_id) == ('["b","m","z"]', '{"A":"x","Z":1}', None)
+
+
+def test_unstorable_field_value_names_the_contact_and_field(ledger: Ledger) -> None:
+    with pytest.raises(ValueError, match=r"'ann@x\.io'.*Decimal"):
+        ledger.save_states("mc", None, [state("ann@x.io", LTV=Decimal("1.50"))])
+    with pytest.raises(ValueError, match="empty key"):
+        ledger.save_states("mc", None, [state("")])
+    assert ledger.load_state("mc") == {} and ledger.state_revision("mc") == 0
+
+
+def test_duplicate_keys_in_one_save_keep_the_last(ledger: Ledger) -> None:
+    ledger.save_states("mc", None, [state("a@x.io", "one"), state("a@x.io", "two")])
+    assert ledger.load_state("mc")["a@x.io"].tags == frozenset({"two"})
+
+
+def test_100k_states_round_trip_quickly(ledger: Ledger) -> None:
+    states = [PushedState(f"user{i}@example.com", None if i % 7 == 0 else str(i),
+                          frozenset({f"rfm:{('vip', 'lost', 'new')[i % 3]}"}) if i % 5 else frozenset(),
+                          {"RFM_SEG": ("vip", "lost", "new")[i % 3], "ORDERS": i % 40, "NOTE": 'a "q" é\\'},
+                          exists=i % 11 != 0)
+              for i in range(100_000)]
+    run_id = ledger.start_run("sync", "mailchimp")
+    started = time.perf_counter()
+    ledger.save_states("mailchimp", run_id, states)
+    loaded = ledger.load_state("mailchimp")
+    elapsed = time.perf_counter() - started
+    assert loaded == {s.key: s for s in states}
+    # A few seconds on an idle machine; generous bound because CI cores are shared.
+    assert elapsed < 30, f"100k save+load took {elapsed:.1f}s"
+
+
+# -- runs ----------------------------------------------------------------------------------
+
+
+def test_runs_record_status_counts_duration_newest_first(ledger: Ledger, clock: Clock) -> None:
+    first = ledger.start_run("sync", "mailchimp")
+    clock.advance(seconds=90)
+    ledger.finish_run(first, "partial", {"upserted": 10, "failed": 2}, error="2 contacts rejected")
+    second = ledger.start_run("pull")
+    runs_ = ledger.recent_runs()
+    assert [r["id"] for r in runs_] == [second, first]
+    assert runs_[0] | {"started_at": None} == {
+        "id": second, "kind": "pull", "destination": None, "started_at": None, "finished_at": None,
+        "duration_s": None, "status": "running", "counts": {}, "error": None}
+    done = runs_[1]
+    assert (done["status"], done["counts"], done["error"], done["duration_s"]) == (
+        "partial", {"upserted": 10, "failed": 2}, "2 contacts rejected", 90.0)
+    assert done["finished_at"] - done["started_at"] == timedelta(seconds=90)
+    assert len(ledger.recent_runs(limit=1)) == 1
+
+
+def test_finish_run_rejects_bad_status_and_unknown_run(ledger: Ledger) -> None:
+    run_id = ledger.start_run("sync", "mc")
+    with pytest.raises(ValueError, match="status must be one of succeeded, partial, failed"):
+        ledger.finish_run(run_id, "done", {})
+    with pytest.raises(ValueError, match="no run with id 12345"):
+        ledger.finish_run(12345, "failed", {})
+    ledger.finish_run(run_id, "failed", {}, error="x" * 10_000)
+    assert len(ledger.get_run(run_id)["error"]) == 2000
+
+
+# -- failures --------------------------------------------------------------------------------
+
+
+def test_failures_upsert_count_attempts_and_resolve(ledger: Ledger, clock: Clock) -> None:
+    r1 = ledger.start_run("sync", "mc")
+    first_time = clock()
+    ledger.record_failures("mc", r1, [ItemResult("a@x.io", "upsert", False, "400 invalid merge field"),
+                                      ItemResult("b@x.io", "tag+rfm:vip", False, "404"),
+                                      ItemResult("c@x.io", "upsert", True)])
+    clock.advance(minutes=5)
+    r2 = ledger.start_run("sync", "mc")
+    ledger.record_failures("mc", r2, [ItemResult("a@x.io", "upsert", False, "400 still invalid")])
+    ledger.record_failures("sg", r2, [ItemResult("a@x.io", "upsert", False, "other destination")])
+
+    pending = {(f["key"], f["op"]): f for f in ledger.pending_failures("mc")}
+    assert set(pending) == {("a@x.io", "upsert"), ("b@x.io", "tag+rfm:vip")}
+    a = pending["a@x.io", "upsert"]
+    assert (a["attempts"], a["last_error"], a["run_id"]) == (2, "400 still invalid", r2)
+    assert (a["first_failed_at"], a["last_failed_at"]) == (first_time, clock())
+    assert pending["b@x.io", "tag+rfm:vip"]["attempts"] == 1
+    assert len(ledger.pending_failures()) == 3
+
+    assert ledger.resolve_failures("mc", [("a@x.io", "upsert"), ("zzz", "upsert")]) == 1
+    assert [(f["key"], f["op"]) for f in ledger.pending_failures("mc")] == [("b@x.io", "tag+rfm:vip")]
+    assert [f["destination"] for f in ledger.pending_failures("sg")] == ["sg"]
+
+
+def test_record_results_records_failures_and_resolves_successes(ledger: Ledger) -> None:
+    ledger.record_results("mc", None, [ItemResult("a@x.io", "upsert", False, "boom")])
+    ledger.record_results("mc", None, [ItemResult("a@x.io", "upsert", True),
+                                       ItemResult("b@x.io", "tag-rfm:new", False, "429 after retries")])
+    assert [(f["key"], f["op"]) for f in ledger.pending_failures()] == [("b@x.io", "tag-rfm:new")]
+
+
+# -- cursors -----------------------------------------------------------------------------------
+
+
+def test_cursors_get_set_overwrite(ledger: Ledger) -> None:
+    assert ledger.get_cursor("amocrm", "leads") is None
+    ledger.set_cursor("amocrm", "leads", "1700000000")
+    ledger.set_cursor("amocrm", "contacts", "5")
+    ledger.set_cursor("amocrm", "leads", "1700000600")
+    assert ledger.get_cursor("amocrm", "leads") == "1700000600"
+    assert ledger.get_cursor("amocrm", "contacts") == "5"
+    with pytest.raises(TypeError, match="must be a str"):
+        ledger.set_cursor("amocrm", "leads", 5)  # type: ignore[arg-type]
+
+
+# -- locks -------------------------------------------------------------------------------------
+
+
+def test_lock_contention_between_two_instances(open_ledger: OpenLedger, clock: Clock) -> None:
+    one, two = open_ledger(), open_ledger()
+    with one.lock("sync:mailchimp", owner="host-a:1") as token:
+        assert token == "host-a:1"
+        with pytest.raises(LockBusyError) as info:
+            two.acquire_lock("sync:mailchimp", owner="host-b:2")
+        assert str(info.value) == ("sync:mailchimp is already running (held by host-a:1 since "
+                                   "2025-03-01 12:00:00 UTC; the lock expires 2025-03-01 13:00:00 UTC)")
+        assert info.value.exit_code == 75
+        assert two.release_lock("sync:mailchimp", "host-b:2") is False  # not ours: no effect
+        with two.lock("sync:sendgrid"):  # other names are independent
+            pass
+    with two.lock("sync:mailchimp") as token:  # released on exit
+        assert token != "host-a:1"
+
+
+def test_lock_is_released_when_the_block_raises(ledger: Ledger) -> None:
+    with pytest.raises(RuntimeError):
+        with ledger.lock("sync:mc"):
+            raise RuntimeError("sync failed")
+    with ledger.lock("sync:mc"):
+        pass
+
+
+def test_expired_lock_can_be_taken_over_and_refresh_extends_it(open_ledger: OpenLedger, clock: Clock) -> None:
+    one, two = open_ledger(), open_ledger()
+    token = one.acquire_lock("sync:mc", ttl_seconds=60)
+    clock.advance(seconds=50)
+    assert one.refresh_lock("sync:mc", token, ttl_seconds=60) is True  # now expires at +110 s
+    clock.advance(seconds=50)
+    with pytest.raises(LockBusyError):
+        two.acquire_lock("sync:mc")
+    clock.advance(seconds=11)
+    new_token = two.acquire_lock("sync:mc")  # the holder crashed: TTL passed
+    assert one.refresh_lock("sync:mc", token) is False
+    assert one.release_lock("sync:mc", token) is False
+    with pytest.raises(LockBusyError, match="held by " + new_token):
+        one.acquire_lock("sync:mc")
+
+
+def test_lock_held_by_another_process(ledger_url: str, ledger: Ledger) -> None:
+    code = ("import sys; from sync.ledger import Ledger; "
+            "led = Ledger.connect(sys.argv[1]); led.acquire_lock('sync:mc', owner='worker-process'); led.close()")
+    subprocess.run([sys.executable, "-c", code, ledger_url], cwd=ROOT, check=True, timeout=60)
+    with pytest.raises(LockBusyError, match="held by worker-process"):  # it exited without releasing
+        ledger.acquire_lock("sync:mc", ttl_seconds=5)
+
+
+# -- webhook queue -----------------------------------------------------------------------------
+
+
+def test_enqueue_dedupes_by_source_and_key(ledger: Ledger) -> None:
+    assert ledger.enqueue_event("shopify", "order-1", '{"id": 1}') is True
+    assert ledger.enqueue_event("shopify", "order-1", '{"id": 1}') is False  # delivered twice
+    assert ledger.enqueue_event("woo", "order-1", "{}") is True  # another source
+    [event] = ledger.claim_events("w1", limit=1)
+    ledger.complete_events([event.id])
+    assert ledger.enqueue_event("shopify", "order-1", '{"id": 1}') is False  # processed already
+    assert ledger.event_counts() == {"queued": 1, "processing": 0, "done": 1, "failed": 0}
+    assert ledger.queue_depth() == 1
+    with pytest.raises(TypeError, match="payload must be a str"):
+        ledger.enqueue_event("shopify", "order-2", {"id": 2})  # type: ignore[arg-type]
+
+
+def test_claim_complete_and_fail_cycle(ledger: Ledger, clock: Clock) -> None:
+    for i in range(5):
+        ledger.enqueue_event("shopify", f"order-{i}", json.dumps({"i": i}))
+    batch = ledger.claim_events("w1", limit=3)
+    assert [e.dedupe_key for e in batch] == ["order-0", "order-1", "order-2"]  # oldest first
+    assert batch[0] == Event(batch[0].id, "shopify", "order-0", '{"i": 0}', clock(), 1)
+    assert ledger.event_counts() == {"queued": 2, "processing": 3, "done": 0, "failed": 0}
+    assert ledger.queue_depth() == 5
+
+    assert ledger.complete_events([batch[0].id, batch[1].id]) == 2
+    assert ledger.fail_events([batch[2].id], "ESP down") == 1
+    assert ledger.complete_events([batch[0].id]) == 0  # already done: not processing any more
+    again = ledger.claim_events("w1", limit=10)
+    assert [(e.dedupe_key, e.attempts) for e in again] == [("order-2", 2), ("order-3", 1), ("order-4", 1)]
+    assert ledger.claim_events("w2") == []
+
+
+def test_events_fail_for_good_after_max_attempts_and_can_be_requeued(ledger: Ledger) -> None:
+    ledger.enqueue_event("shopify", "poison", "{}")
+    for attempt in range(1, 4):
+        [event] = ledger.claim_events("w1")
+        assert event.attempts == attempt
+        ledger.fail_events([event.id], f"boom {attempt}", max_attempts=3)
+    assert ledger.event_counts() == {"queued": 0, "processing": 0, "done": 0, "failed": 1}
+    assert ledger.claim_events("w1") == [] and ledger.queue_depth() == 0
+    assert ledger.requeue_failed_events("shopify") == 1
+    [event] = ledger.claim_events("w1")
+    assert event.attempts == 1
+
+
+def test_stale_processing_events_are_reclaimed(open_ledger: OpenLedger, clock: Clock) -> None:
+    crashed, rescuer = open_ledger(), open_ledger()
+    crashed.enqueue_event("shopify", "order-1", "{}")
+    [event] = crashed.claim_events("crashed-worker", stale_after=300)
+    clock.advance(seconds=299)
+    assert rescuer.claim_events("rescuer", stale_after=300) == []
+    clock.advance(seconds=2)
+    [again] = rescuer.claim_events("rescuer", stale_after=300)
+    assert (again.id, again.attempts) == (event.id, 2)
+    assert rescuer.complete_events([again.id]) == 1
+
+
+def test_purge_forgets_old_done_events(ledger: Ledger, clock: Clock) -> None:
+    ledger.enqueue_event("shopify", "old", "{}")
+    ledger.complete_events([e.id for e in ledger.claim_events("w")])
+    clock.advance(days=31)
+    ledger.enqueue_event("shopify", "new", "{}")
+    ledger.complete_events([e.id for e in ledger.claim_events("w")])
+    assert ledger.purge_events(timedelta(days=30)) == 1
+    assert ledger.enqueue_event("shopify", "old", "{}") is True
+    assert ledger.enqueue_event("shopify", "new", "{}") is False
+
+
+def test_concurrent_workers_never_get_the_same_event(open_ledger: OpenLedger) -> None:
+    producer = open_ledger()
+    total = 300
+    for i in range(total):
+        producer.enqueue_event("shopify", f"order-{i}", "{}")
+    instances = [open_ledger(clock=lambda: datetime.now(timezone.utc)) for _ in range(2)]
+    claimed: dict[str, list[int]] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def work(name: str, led: Ledger) -> None:
+        got = claimed.setdefault(name, [])
+        try:
+            start.wait()
+            while batch := led.claim_events(name, limit=7):
+                got.extend(e.id for e in batch)
+                led.complete_events([e.id for e in batch])
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(f"w{i}", instances[i % 2])) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    every = [i for ids in claimed.values() for i in ids]
+    assert len(every) == len(set(every)) == total
+    assert sum(1 for ids in claimed.values() if ids) >= 2  # work was actually shared
+    assert producer.event_counts()["done"] == total
