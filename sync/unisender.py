@@ -1,0 +1,402 @@
+"""Unisender (Selzy) destination over ``requests``: lists, tags and fields via ``importContacts``.
+
+Every call is ``POST {api_url}/{method}?format=json`` with a form-encoded body that carries ``api_key`` (never
+the URL, never a log line). Answers are decoded from the ``{"result"}`` / ``{"error", "code"}`` envelope
+whatever the HTTP status, and sorted by :data:`CODE_ACTIONS`. Calls are paced by a token bucket that keeps
+any 60-second window at or under ``calls_per_minute``.
+
+Names in ``ContactChange.add_tags`` / ``remove_tags``: ``"list:<title>"`` is a Unisender list (created when
+missing), ``"tag:<name>"`` a Unisender tag; a name without a prefix is a list title.
+
+Consent: rows are imported without ``email_status`` (new addresses get Unisender's default ``new``; existing
+contacts keep theirs), leaving a segment is ``email_excluded_list_ids`` (never ``unsubscribe``), lists are
+never overwritten (``overwrite_lists=0``) and tags are only added (``overwrite_tags=0``) — except for
+contacts losing a managed tag: their current tags are read first (``getContact``) and re-sent in full with
+``overwrite_tags=1`` so unmanaged tags survive.
+"""
+
+from __future__ import annotations
+
+import enum
+import html
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import requests
+
+from connectors.errors import TransientError
+from connectors.retry import RetryPolicy
+
+from .errors import DestinationConfigError, DestinationError
+from .model import ContactChange, ItemResult, OnResults
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_URL = "https://api.unisender.com/ru/api"
+MAX_IMPORT_ROWS = 500
+MAX_TAGS = 10
+_FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+_SYSTEM_FIELDS = {"email", "phone", "tags", "email_status", "phone_status", "email_list_ids", "phone_list_ids",
+                  "email_subscribe_times", "email_unsubscribed_list_ids", "email_excluded_list_ids",
+                  "email_availability", "delete", "phone_availability"}
+
+
+class Action(str, enum.Enum):
+    RETRY = "retry"  # back off and retry (through RetryPolicy)
+    CONFIG = "config"  # fix the key or the account's rights
+    RECORD = "record"  # this call's content was refused: fail its items, carry on
+    FATAL = "fatal"  # stop the run
+
+
+CODE_ACTIONS: Mapping[str, Action] = {
+    "retry_later": Action.RETRY,
+    "api_call_limit_exceeded_for_api_key": Action.RETRY,
+    "api_call_limit_exceeded_for_ip": Action.RETRY,
+    "invalid_api_key": Action.CONFIG,
+    "access_denied": Action.CONFIG,
+    "not_enough_money": Action.FATAL,
+    "unknown_method": Action.FATAL,
+    "invalid_arg": Action.RECORD,
+    "unspecified": Action.RECORD,
+}
+
+
+def action_for(code: str | None, http_status: int = 200) -> Action:
+    """The one rule: an envelope ``code`` decides (unknown codes are per-item); without one, 429/5xx retry."""
+    if code:
+        return CODE_ACTIONS.get(code, Action.RECORD)
+    return Action.RETRY if http_status == 429 or http_status >= 500 else Action.FATAL
+
+
+def field_type_for(value_name: str) -> str:
+    """Unisender field type for an rfmsync value (only affects the web UI; values are stored as text)."""
+    v = value_name.lower()
+    if "date" in v or v.endswith("_at") or v in {"first_order", "last_order"}:
+        return "date"
+    numeric = ("recency", "frequency", "monetary", "score", "count", "orders", "days", "clv", "value",
+               "probability", "alive", "total", "aov", "spend", "amount", "revenue")
+    return "number" if v in {"r", "f", "m"} or any(t in v for t in numeric) else "string"
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """``"list:Winback"`` → ("list", "Winback"); ``"tag:vip"`` → ("tag", "vip"); no prefix = a list."""
+    kind, sep, rest = name.partition(":")
+    if sep and kind in ("list", "tag"):
+        return kind, rest
+    return "list", name
+
+
+class UnisenderError(DestinationError):
+    """An envelope error; ``code`` is Unisender's string code."""
+
+    def __init__(self, message: str, *, code: str | None, status: int | None = None) -> None:
+        super().__init__(message, status=status)
+        self.code = code
+
+
+class TokenBucket:
+    """At most ``per_minute`` acquisitions in any 60 s window: burst ``per_minute/12``, steady refill after."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.burst = max(1, per_minute // 12)
+        self.rate = max(per_minute - self.burst, 1) / 60.0
+        self.clock, self.sleep = clock, sleep
+        self.tokens, self.stamp = float(self.burst), clock()
+
+    def acquire(self) -> None:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            wait = (1 - self.tokens) / self.rate
+            self.sleep(wait)
+            self.tokens, self.stamp = 1.0, max(self.clock(), now + wait)
+        self.tokens -= 1
+
+
+def _secret(value: Any) -> str:
+    raw = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+    return str(raw or "")
+
+
+@dataclass
+class _Row:
+    change: ContactChange
+    add_lists: list[str] = field(default_factory=list)  # list ids
+    excluded: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)  # tags to add (or the full set when replacing)
+    replace_tags: bool = False
+    results: list[ItemResult] = field(default_factory=list)  # decided before the call (ok or not)
+    ops: list[str] = field(default_factory=list)  # ops whose outcome is the import's
+
+
+class UnisenderDestination:
+    """One Unisender account; managed names are ``list:<title>`` lists and ``tag:<name>`` tags."""
+
+    def __init__(self, name: str, api_key: Any, api_url: str | None = None, retry: RetryPolicy | None = None,
+                 timeout: float = 30, calls_per_minute: int = 1200, *, session: requests.Session | None = None,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] | None = None,
+                 batch_size: int | None = None) -> None:
+        self._key = _secret(api_key)
+        if not self._key:
+            raise DestinationConfigError(f"Unisender destination {name!r}: no API key (set UNISENDER_API_KEY)")
+        self.name = name
+        self.api_url = (api_url or DEFAULT_API_URL).rstrip("/")
+        self.retry = retry or RetryPolicy()
+        self.timeout = timeout
+        self.batch_size = min(batch_size or MAX_IMPORT_ROWS, MAX_IMPORT_ROWS)
+        self.bucket = TokenBucket(calls_per_minute, clock, sleep or self.retry.sleep)
+        self._session = session or requests.Session()
+        self._lists: dict[str, str] | None = None  # title → id
+        self._fields: set[str] | None = None
+
+    def __repr__(self) -> str:
+        return f"UnisenderDestination(name={self.name!r}, api_url={self.api_url!r})"
+
+    # ---------------------------------------------------------------- HTTP
+    def call(self, method: str, params: Sequence[tuple[str, Any]] = (), *, idempotent: bool = True) -> Any:
+        """One API method; returns ``result``. Retries transient answers (creates: only rate-limit codes)."""
+        def once() -> Any:
+            self.bucket.acquire()
+            try:
+                resp = self._session.post(f"{self.api_url}/{method}", params={"format": "json"},
+                                          data=[("api_key", self._key), *params], timeout=self.timeout)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                msg = f"Unisender {method}: connection failed ({type(exc).__name__})"
+                if idempotent:
+                    raise TransientError(msg) from None
+                raise DestinationError(msg) from None
+            return self._decode(method, resp, idempotent)
+
+        try:
+            return self.retry.call(once, what=f"Unisender {method}")
+        except TransientError as exc:
+            raise DestinationError(f"{exc} (gave up after retries)", status=exc.status) from None
+
+    def _decode(self, method: str, resp: requests.Response, idempotent: bool) -> Any:
+        try:
+            payload = resp.json()
+        except ValueError:
+            payload = None
+        log.debug("Unisender %s -> HTTP %s", method, resp.status_code)
+        if isinstance(payload, dict) and (payload.get("error") or payload.get("code")):
+            code = str(payload.get("code") or "unspecified")
+            text = html.unescape(str(payload.get("error") or ""))[:300].replace(self._key, "***")
+            action = action_for(code, resp.status_code)
+            msg = f"Unisender {method}: {code}: {text}"
+            if action is Action.RETRY:  # a refusal: nothing was done, so even creates may retry
+                raise TransientError(msg, status=resp.status_code, body=text)
+            if action is Action.CONFIG:
+                raise DestinationConfigError(f"Unisender destination {self.name!r}: the API key was rejected or "
+                                             f"lacks rights ({code}) on {method}", status=resp.status_code)
+            raise UnisenderError(msg, code=code, status=resp.status_code)
+        if isinstance(payload, dict) and "result" in payload and resp.status_code < 400:
+            for w in payload.get("warnings") or []:
+                log.debug("Unisender %s warning: %s", method, w)
+            return payload["result"]
+        action = action_for(None, resp.status_code)
+        msg = f"Unisender {method}: HTTP {resp.status_code} without a JSON envelope"
+        if action is Action.RETRY and (idempotent or resp.status_code == 429):
+            raise TransientError(msg, status=resp.status_code)
+        raise DestinationError(msg, status=resp.status_code)
+
+    # ---------------------------------------------------------------- lists and fields
+    def _load_lists(self) -> dict[str, str]:
+        self._lists = {str(x["title"]): str(x["id"]) for x in self.call("getLists") or []}
+        return self._lists
+
+    def _load_fields(self) -> set[str]:
+        self._fields = {str(x["name"]) for x in self.call("getFields") or []}
+        return self._fields
+
+    def prepare(self, managed_tags: Sequence[str], fields: Mapping[str, str]) -> None:
+        """Create missing lists (for ``list:`` names) and fields; tags need no creation."""
+        for fname in fields:
+            if not _FIELD_NAME.match(fname) or fname.lower() in _SYSTEM_FIELDS:
+                raise DestinationConfigError(f"Unisender destination {self.name!r}: field {fname!r}: use Latin "
+                                             "letters, digits, _ or -, start with a letter, avoid system names")
+        lists = self._load_lists()
+        for tag in managed_tags:
+            kind, title = split_name(tag)
+            if kind == "list" and title not in lists:
+                created = self.call("createList", [("title", title)], idempotent=False)
+                lists[title] = str(created["id"])
+                log.info("Unisender %s: created list %s", self.name, title)
+        known = self._load_fields()
+        for fname, value_name in fields.items():
+            if fname not in known:
+                self.call("createField", [("name", fname), ("type", field_type_for(value_name))], idempotent=False)
+                known.add(fname)
+                log.info("Unisender %s: created field %s", self.name, fname)
+
+    def _list_id(self, title: str) -> str | None:
+        if self._lists is None:
+            self._load_lists()
+        return (self._lists or {}).get(title)
+
+    # ---------------------------------------------------------------- apply
+    def apply(self, changes: Sequence[ContactChange], on_results: OnResults) -> None:
+        """Refuse consent-less new contacts, subscribe ``pending`` ones, import the rest in batches of 500."""
+        refused: list[ItemResult] = []
+        rows: list[_Row] = []
+        for ch in changes:
+            new = ch.create and ch.status_if_new in ("transactional", None)
+            if new:
+                msg = ("Unisender has no transactional status: a contact without consent is not added "
+                       "(use new_contacts = skip or pending)")
+                refused += [ItemResult(ch.key, op, False, msg) for op in _ops(ch)]
+            elif ch.create and ch.status_if_new == "pending" and ch.add_tags:
+                self._subscribe(ch, on_results)
+                if ch.remove_tags:
+                    rows.append(self._row(ch, adds=False))
+            elif ch.needs_upsert or ch.add_tags or ch.remove_tags:
+                rows.append(self._row(ch))
+        if refused:
+            on_results(refused)
+        self._read_tags([r for r in rows if r.replace_tags], on_results)
+        groups: dict[tuple[bool, tuple[str, ...]], list[_Row]] = {}
+        for row in rows:
+            if row.ops:
+                groups.setdefault((row.replace_tags, tuple(sorted(row.change.set_fields))), []).append(row)
+            elif row.results:
+                on_results(row.results)
+        for (replace, names), members in groups.items():
+            for start in range(0, len(members), self.batch_size):
+                self._import(members[start:start + self.batch_size], replace, names, on_results)
+
+    def _row(self, ch: ContactChange, adds: bool = True) -> _Row:
+        row = _Row(ch)
+        if adds and ch.needs_upsert:
+            row.ops.append("upsert")
+        for name in sorted(ch.add_tags) if adds else []:
+            kind, value = split_name(name)
+            lid = self._list_id(value) if kind == "list" else None
+            if kind == "list" and lid is None:
+                row.results.append(ItemResult(ch.key, f"tag+{name}", False,
+                                              f"Unisender list {value!r} does not exist (run prepare)"))
+                continue
+            (row.add_lists.append(lid) if kind == "list" else row.tags.append(value))  # type: ignore[arg-type]
+            row.ops.append(f"tag+{name}")
+        for name in sorted(ch.remove_tags):
+            kind, value = split_name(name)
+            if kind == "tag":
+                row.replace_tags = True
+                row.ops.append(f"tag-{name}")
+                continue
+            lid = self._list_id(value)
+            if lid is None:  # no such list: nobody is in it
+                row.results.append(ItemResult(ch.key, f"tag-{name}", True))
+            else:
+                row.excluded.append(lid)
+                row.ops.append(f"tag-{name}")
+        return row
+
+    def _read_tags(self, rows: list[_Row], on_results: OnResults) -> None:
+        """For rows losing a managed tag: read current tags so the full set can be re-sent."""
+        for row in rows:
+            ch = row.change
+            try:
+                info = self.call("getContact", [("email", ch.email), ("include_fields", 1)])
+            except UnisenderError as exc:
+                if "not found" not in str(exc).lower():
+                    raise
+                info = {"fields": {"tags": ""}}
+            current = _tags_of(info)
+            if current is None:  # cannot see the tags: never overwrite blindly
+                msg = "Unisender getContact returned no tags: managed tag left in place"
+                failed = [op for op in row.ops if op.startswith("tag-tag:")]
+                row.results += [ItemResult(ch.key, op, False, msg) for op in failed]
+                row.ops = [op for op in row.ops if op not in failed]
+                row.replace_tags = False
+                continue
+            removed = {split_name(n)[1] for n in ch.remove_tags if split_name(n)[0] == "tag"}
+            full = [t for t in current if t not in removed] + [t for t in row.tags if t not in current]
+            if len(full) > MAX_TAGS:
+                row.results += [ItemResult(ch.key, op, False, f"more than {MAX_TAGS} tags") for op in row.ops]
+                row.ops = []
+            row.tags = full
+
+    def _import(self, rows: list[_Row], replace: bool, names: tuple[str, ...], on_results: OnResults) -> None:
+        columns = ["email", "email_list_ids", "email_excluded_list_ids", "tags", *names]
+        params: list[tuple[str, Any]] = [(f"field_names[{j}]", c) for j, c in enumerate(columns)]
+        for i, row in enumerate(rows):
+            values = [row.change.email, ",".join(row.add_lists), ",".join(row.excluded), ",".join(row.tags),
+                      *(_text(row.change.set_fields[n]) for n in names)]
+            params += [(f"data[{i}][{j}]", v) for j, v in enumerate(values)]
+        params += [("overwrite_tags", 1 if replace else 0), ("overwrite_lists", 0)]
+        errors: dict[int, str] = {}
+        try:
+            result = self.call("importContacts", params)
+            for entry in (result or {}).get("log") or []:
+                idx = int(entry.get("index", -1))
+                errors[idx] = f"Unisender rejected the row: {entry.get('code', '')} {entry.get('message', '')}".strip()
+        except UnisenderError as exc:
+            errors = {i: str(exc) for i in range(len(rows))}
+        out: list[ItemResult] = []
+        for i, row in enumerate(rows):
+            err = errors.get(i)
+            out += row.results + [ItemResult(row.change.key, op, err is None, err) for op in row.ops]
+        log.debug("Unisender %s: imported %d rows, %d rejected", self.name, len(rows), len(errors))
+        on_results(out)
+
+    def _subscribe(self, ch: ContactChange, on_results: OnResults) -> None:
+        """A new contact that must confirm: ``subscribe`` with ``double_optin=4`` (existing new/active contacts
+        are just added; others get the confirmation e-mail)."""
+        lists, tags = [], []
+        for name in sorted(ch.add_tags):
+            kind, value = split_name(name)
+            (lists if kind == "list" else tags).append(self._list_id(value) if kind == "list" else value)
+        params: list[tuple[str, Any]] = [("list_ids", ",".join(x for x in lists if x)), ("fields[email]", ch.email)]
+        params += [(f"fields[{k}]", _text(v)) for k, v in sorted(ch.set_fields.items())]
+        params += [("tags", ",".join(tags)), ("double_optin", 4), ("overwrite", 2)]
+        ops = _ops(ch, removes=False)
+        try:
+            if None in lists or not any(lists):
+                raise UnisenderError("Unisender subscribe needs an existing list (run prepare)", code="local")
+            self.call("subscribe", params, idempotent=False)
+            on_results([ItemResult(ch.key, op, True) for op in ops])
+        except UnisenderError as exc:
+            on_results([ItemResult(ch.key, op, False, str(exc)) for op in ops])
+
+    # ---------------------------------------------------------------- reads
+    def read_managed(self, managed_tags: Sequence[str]) -> Mapping[str, set[str]]:
+        raise DestinationError("Unisender cannot list members cheaply (exportContacts is asynchronous with a "
+                               "notify_url callback): --reconcile is not supported for Unisender")
+
+    def existing_members(self, keys: Iterable[str] | None = None) -> dict[str, str] | None:
+        """``None``: Unisender has no bulk lookup by email (one getContact call per address)."""
+        return None
+
+
+def _ops(ch: ContactChange, removes: bool = True) -> list[str]:
+    ops = ["upsert"] if ch.needs_upsert else []
+    ops += [f"tag+{n}" for n in sorted(ch.add_tags)]
+    return ops + ([f"tag-{n}" for n in sorted(ch.remove_tags)] if removes else [])
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+def _tags_of(info: Any) -> list[str] | None:
+    """Tags from a getContact answer (``fields.tags`` or ``email.tags``, comma list); None when absent."""
+    if not isinstance(info, dict):
+        return None
+    for holder in (info.get("fields"), info.get("email")):
+        if isinstance(holder, dict) and "tags" in holder:
+            raw = holder["tags"]
+            items = raw if isinstance(raw, list) else str(raw or "").split(",")
+            return [t.strip() for t in items if str(t).strip()]
+    return None
+
+
+__all__ = ["UnisenderDestination", "CODE_ACTIONS", "Action", "action_for", "TokenBucket", "UnisenderError",
+           "split_name", "field_type_for", "MAX_IMPORT_ROWS"]

@@ -1,0 +1,276 @@
+"""Unisender destination: envelope decoding with ``responses``, behaviour against the stateful loopback fake."""
+
+from __future__ import annotations
+
+import logging
+import random
+from urllib.parse import parse_qs
+
+import pytest
+import responses
+from pydantic import SecretStr
+
+from connectors.retry import RetryPolicy
+from sync.errors import DestinationConfigError, DestinationError
+from sync.model import ContactChange, ItemResult
+from sync.unisender import (Action, TokenBucket, UnisenderDestination, UnisenderError, action_for, field_type_for,
+                            split_name)
+from tests.fakes.unisender import FakeUnisender, unisender_fake  # noqa: F401  (fixture)
+
+API = "https://api.example.test/ru/api"
+KEY = "uni-secret-key-4242"
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.batches: list[list[ItemResult]] = []
+
+    def __call__(self, results) -> None:
+        self.batches.append(list(results))
+
+    @property
+    def items(self) -> dict[tuple[str, str], ItemResult]:
+        return {(r.key, r.op): r for batch in self.batches for r in batch}
+
+
+def make(api_url: str, key: object = KEY, **kw) -> tuple[UnisenderDestination, list[float]]:
+    waits: list[float] = []
+    retry = RetryPolicy(attempts=4, sleep=waits.append, rng=random.Random(0))
+    return UnisenderDestination("uni", key, api_url=api_url, retry=retry, timeout=kw.pop("timeout", 5), **kw), waits
+
+
+def on(fake: FakeUnisender, **kw) -> tuple[UnisenderDestination, list[float]]:
+    return make(fake.api_url, kw.pop("key", fake.api_key), **kw)
+
+
+def change(email: str, add=(), remove=(), fields=None, create=True, status="subscribed") -> ContactChange:
+    return ContactChange(key=email.lower(), email=email, customer_id=email.split("@")[0], segment="x",
+                         create=create, status_if_new=status, add_tags=frozenset(add),
+                         remove_tags=frozenset(remove), set_fields=fields or {})
+
+
+# ------------------------------------------------------------------ the table and the envelope
+@pytest.mark.parametrize("code,status,action", [
+    ("retry_later", 200, Action.RETRY), ("api_call_limit_exceeded_for_api_key", 200, Action.RETRY),
+    ("api_call_limit_exceeded_for_ip", 200, Action.RETRY), ("invalid_api_key", 200, Action.CONFIG),
+    ("access_denied", 403, Action.CONFIG), ("invalid_arg", 200, Action.RECORD), ("unspecified", 200, Action.RECORD),
+    ("some_new_code", 200, Action.RECORD), ("unknown_method", 200, Action.FATAL),
+    ("not_enough_money", 200, Action.FATAL), (None, 502, Action.RETRY), (None, 429, Action.RETRY),
+    (None, 404, Action.FATAL),
+])
+def test_code_action_table(code, status, action):
+    assert action_for(code, status) is action
+
+
+def test_names_and_field_types():
+    assert split_name("list:Winback") == ("list", "Winback")
+    assert split_name("tag:vip") == ("tag", "vip")
+    assert split_name("Champions") == ("list", "Champions")
+    assert field_type_for("monetary") == "number" and field_type_for("last_order_date") == "date"
+    assert field_type_for("segment") == "string"
+
+
+@responses.activate
+def test_key_travels_in_the_post_body_only():
+    responses.post(f"{API}/getLists", json={"result": [{"id": 7, "title": "A"}]})
+    dest, _ = make(API)
+    assert dest.call("getLists") == [{"id": 7, "title": "A"}]
+    req = responses.calls[0].request
+    assert KEY not in req.url and req.url.endswith("/getLists?format=json")
+    assert parse_qs(req.body)["api_key"] == [KEY]
+
+
+@responses.activate
+def test_error_envelope_is_decoded_whatever_the_status():
+    responses.post(f"{API}/createList", status=200,
+                   json={"error": "List &quot;A&quot; exists", "code": "invalid_arg", "result": ""})
+    responses.post(f"{API}/getFields", status=403, json={"error": "no rights", "code": "access_denied"})
+    dest, _ = make(API)
+    with pytest.raises(UnisenderError) as err:
+        dest.call("createList", [("title", "A")], idempotent=False)
+    assert err.value.code == "invalid_arg" and 'List "A" exists' in str(err.value)
+    with pytest.raises(DestinationConfigError, match="access_denied"):
+        dest.call("getFields")
+
+
+@responses.activate
+def test_transient_envelopes_and_bare_5xx_are_retried():
+    responses.post(f"{API}/getLists", json={"error": "try later", "code": "retry_later"})
+    responses.post(f"{API}/getLists", status=502, body="<html>bad gateway</html>")
+    responses.post(f"{API}/getLists", json={"error": "slow down", "code": "api_call_limit_exceeded_for_ip"})
+    responses.post(f"{API}/getLists", json={"result": []})
+    dest, waits = make(API)
+    assert dest.call("getLists") == []
+    assert len(waits) == 3 and len(responses.calls) == 4
+
+
+@responses.activate
+def test_invalid_key_is_a_config_error_without_the_key():
+    responses.post(f"{API}/getLists", json={"error": f"Invalid key {KEY}", "code": "invalid_api_key"})
+    dest, waits = make(API, key=SecretStr(KEY))
+    with pytest.raises(DestinationConfigError) as err:
+        dest.call("getLists")
+    assert KEY not in str(err.value) and KEY not in repr(dest) and not waits
+
+
+def test_token_bucket_keeps_any_minute_under_the_limit():
+    now = [0.0]
+    stamps: list[float] = []
+    bucket = TokenBucket(1200, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
+    for _ in range(2500):
+        bucket.acquire()
+        stamps.append(now[0])
+    j = 0
+    for i, t in enumerate(stamps):  # calls in [t, t + 60)
+        while j < len(stamps) and stamps[j] < t + 60:
+            j += 1
+        assert j - i <= 1200
+    assert stamps[-1] < 135  # and it is not much slower than the limit (100 burst, then 1100/min)
+
+
+# ------------------------------------------------------------------ against the fake
+def test_prepare_creates_only_missing_lists_and_fields(unisender_fake):
+    unisender_fake.add_list("Champions")
+    unisender_fake.add_list("Newsletter")
+    unisender_fake.fields["rfm_segment"] = "string"
+    dest, _ = on(unisender_fake)
+    dest.prepare(["list:Champions", "list:Winback", "tag:vip"], {"rfm_segment": "segment", "recency": "recency"})
+    assert sorted(unisender_fake.lists.values()) == ["Champions", "Newsletter", "Winback"]
+    assert unisender_fake.fields == {"rfm_segment": "string", "recency": "number"}
+    assert unisender_fake.write_calls == 2
+    dest.prepare(["list:Champions", "list:Winback"], {"rfm_segment": "segment", "recency": "recency"})
+    assert unisender_fake.write_calls == 2
+    with pytest.raises(DestinationConfigError, match="'tags'"):
+        dest.prepare([], {"tags": "segment"})
+
+
+def test_first_apply_imports_lists_tags_and_fields(unisender_fake):
+    unisender_fake.add_list("Newsletter")
+    unisender_fake.add_contact("old@x.com", status="active", lists=["Newsletter"], tags=["staff"], note="keep")
+    dest, _ = on(unisender_fake)
+    dest.prepare(["list:Champions", "tag:vip"], {"rfm_segment": "segment"})
+    rec = Recorder()
+    dest.apply([change("a@x.com", add={"list:Champions", "tag:vip"}, fields={"rfm_segment": "Champions"}),
+                change("old@x.com", add={"list:Champions"}, fields={"rfm_segment": "Champions"}, create=False)], rec)
+    assert unisender_fake.members("Champions") == {"a@x.com", "old@x.com"}
+    assert unisender_fake.members("Newsletter") == {"old@x.com"}
+    a, old = unisender_fake.contacts["a@x.com"], unisender_fake.contacts["old@x.com"]
+    assert a["status"] == "new" and a["tags"] == ["vip"] and a["fields"]["rfm_segment"] == "Champions"
+    assert old["status"] == "active" and old["tags"] == ["staff"] and old["fields"]["note"] == "keep"
+    assert unisender_fake.calls["importContacts"] == 1 and unisender_fake.status_columns == []
+    assert all(r.ok for b in rec.batches for r in b)
+    assert set(rec.items) == {("a@x.com", "upsert"), ("a@x.com", "tag+list:Champions"), ("a@x.com", "tag+tag:vip"),
+                              ("old@x.com", "upsert"), ("old@x.com", "tag+list:Champions")}
+    assert unisender_fake.key_in_url == []
+
+
+def test_leaving_a_segment_excludes_never_unsubscribes(unisender_fake):
+    unisender_fake.add_list("Champions")
+    unisender_fake.add_list("Newsletter")
+    unisender_fake.add_contact("a@x.com", lists=["Champions", "Newsletter"])
+    dest, _ = on(unisender_fake)
+    rec = Recorder()
+    dest.apply([change("a@x.com", remove={"list:Champions", "list:Gone"}, create=False)], rec)
+    c = unisender_fake.contacts["a@x.com"]
+    assert unisender_fake.members("Champions") == set() and unisender_fake.members("Newsletter") == {"a@x.com"}
+    assert c["status"] == "active" and unisender_fake.calls["unsubscribe"] == 0
+    assert rec.items[("a@x.com", "tag-list:Champions")].ok and rec.items[("a@x.com", "tag-list:Gone")].ok
+
+
+def test_removing_a_managed_tag_keeps_unmanaged_tags(unisender_fake):
+    unisender_fake.add_contact("a@x.com", tags=["staff", "rfm-champ", "newsletter"])
+    unisender_fake.add_contact("b@x.com", tags=["x"])
+    dest, _ = on(unisender_fake)
+    rec = Recorder()
+    dest.apply([change("a@x.com", add={"tag:rfm-loyal"}, remove={"tag:rfm-champ"}, create=False),
+                change("b@x.com", add={"tag:rfm-loyal"}, create=False)], rec)
+    assert unisender_fake.contacts["a@x.com"]["tags"] == ["staff", "newsletter", "rfm-loyal"]
+    assert unisender_fake.contacts["b@x.com"]["tags"] == ["x", "rfm-loyal"]
+    assert unisender_fake.calls["getContact"] == 1  # only the contact losing a tag is read
+    assert unisender_fake.calls["importContacts"] == 2  # one replace-tags batch, one add-only batch
+    assert all(r.ok for b in rec.batches for r in b)
+
+
+def test_rejected_rows_are_reported_per_contact(unisender_fake):
+    dest, _ = on(unisender_fake)
+    dest.prepare(["list:Champions"], {})
+    unisender_fake.reject["spam@x.com"] = "spam trap"
+    rec = Recorder()
+    dest.apply([change("ok@x.com", add={"list:Champions"}), change("spam@x.com", add={"list:Champions"}),
+                change("info@bad", add={"list:Champions"})], rec)
+    items = rec.items
+    assert items[("ok@x.com", "tag+list:Champions")].ok
+    assert not items[("spam@x.com", "tag+list:Champions")].ok and "spam trap" in items[("spam@x.com",
+                                                                                        "tag+list:Champions")].error
+    assert not items[("info@bad", "tag+list:Champions")].ok
+    assert unisender_fake.members("Champions") == {"ok@x.com"}
+
+
+def test_transient_errors_and_timeouts_converge(unisender_fake):
+    dest, waits = on(unisender_fake, timeout=0.3)
+    unisender_fake.fail("retry_later", method="getLists")
+    unisender_fake.fail("api_call_limit_exceeded_for_api_key", method="getFields")
+    dest.prepare(["list:Champions"], {"rfm_segment": "segment"})
+    unisender_fake.fail(None, status=503, method="importContacts")
+    unisender_fake.stall(1.0, method="importContacts")
+    rec = Recorder()
+    dest.apply([change("a@x.com", add={"list:Champions"}, fields={"rfm_segment": "C"})], rec)
+    assert len(waits) == 4 and unisender_fake.calls["importContacts"] == 3
+    assert unisender_fake.members("Champions") == {"a@x.com"}
+    assert all(r.ok for b in rec.batches for r in b)
+
+
+def test_create_list_is_not_retried_after_a_timeout(unisender_fake):
+    dest, _ = on(unisender_fake, timeout=0.3)
+    unisender_fake.stall(1.0, method="createList")
+    with pytest.raises(DestinationError, match="createList"):
+        dest.prepare(["list:Champions"], {})
+    assert unisender_fake.calls["createList"] == 1
+
+
+def test_secrets_never_leak(unisender_fake, caplog):
+    caplog.set_level(logging.DEBUG)
+    dest, _ = on(unisender_fake, key=SecretStr(unisender_fake.api_key))
+    dest.prepare(["list:Champions"], {"rfm_segment": "segment"})
+    dest.apply([change("a@x.com", add={"list:Champions"}, fields={"rfm_segment": "C"})], Recorder())
+    wrong, _ = make(unisender_fake.api_url, key="uni-wrong-secret")
+    with pytest.raises(DestinationConfigError) as err:
+        wrong.prepare([], {})
+    assert "Unisender" in caplog.text
+    for text in (caplog.text, str(err.value), repr(dest), repr(wrong)):
+        assert unisender_fake.api_key not in text and "uni-wrong-secret" not in text
+
+
+def test_imports_use_the_minimal_number_of_500_row_calls(unisender_fake):
+    dest, _ = on(unisender_fake)
+    dest.prepare(["list:Champions"], {"rfm_segment": "segment"})
+    rec = Recorder()
+    dest.apply([change(f"u{i}@x.com", add={"list:Champions"}, fields={"rfm_segment": "C"}) for i in range(1001)],
+               rec)
+    assert unisender_fake.calls["importContacts"] == 3 and len(rec.batches) == 3
+    assert len(unisender_fake.members("Champions")) == 1001
+
+
+def test_consent_rules(unisender_fake):
+    unisender_fake.add_list("Champions")
+    unisender_fake.add_contact("gone@x.com", status="unsubscribed")
+    unisender_fake.add_contact("fan@x.com", status="active")
+    dest, _ = on(unisender_fake)
+    rec = Recorder()
+    dest.apply([change("gone@x.com", add={"list:Champions"}, create=False),
+                change("shy@x.com", add={"list:Champions"}, status="transactional"),
+                change("new@x.com", add={"list:Champions"}, status="pending"),
+                change("fan@x.com", add={"list:Champions"}, status="pending")], rec)
+    assert unisender_fake.contacts["gone@x.com"]["status"] == "unsubscribed"  # import never resubscribes
+    assert "shy@x.com" not in unisender_fake.contacts
+    assert not rec.items[("shy@x.com", "tag+list:Champions")].ok
+    assert unisender_fake.invitations == ["new@x.com"]  # double_optin=4: only the unconfirmed one is invited
+    assert unisender_fake.calls["subscribe"] == 2 and unisender_fake.status_columns == []
+    assert rec.items[("new@x.com", "tag+list:Champions")].ok and rec.items[("fan@x.com", "tag+list:Champions")].ok
+
+
+def test_reads(unisender_fake):
+    dest, _ = on(unisender_fake)
+    assert dest.existing_members(["a@x.com"]) is None
+    with pytest.raises(DestinationError, match="reconcile"):
+        dest.read_managed(["list:Champions"])
