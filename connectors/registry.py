@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping
 from pydantic import BaseModel, SecretStr
 from pydantic_settings import BaseSettings
 
+from .amocrm import AmoCrmConfig, AmoCrmSecrets, AmoCrmSource
 from .errors import ConfigError
 from .retailcrm import RetailCrmConfig, RetailCrmSecrets, RetailCrmSource
 from .shopify import ShopifyConfig, ShopifySecrets, ShopifySource
@@ -20,12 +21,14 @@ from .source import Source
 
 SOURCES: dict[str, tuple[type[BaseModel], Callable[..., Source]]] = {
     "retailcrm": (RetailCrmConfig, RetailCrmSource),
+    "amocrm": (AmoCrmConfig, AmoCrmSource),
     "shopify": (ShopifyConfig, ShopifySource),
 }
 
 #: per API source: its secrets class (env prefix = type name upper-cased + "_")
 SECRETS: dict[str, type[BaseSettings]] = {
     "retailcrm": RetailCrmSecrets,
+    "amocrm": AmoCrmSecrets,
     "shopify": ShopifySecrets,
 }
 

@@ -20,7 +20,7 @@ from connectors.errors import AuthError
 from connectors.records import OrderStatus
 from connectors.registry import SOURCES
 
-from . import test_retailcrm, test_shopify
+from . import test_amocrm, test_retailcrm, test_shopify
 
 T0 = datetime(2026, 1, 10, 9, 0, tzinfo=timezone.utc)
 DAY = timedelta(days=1)
@@ -35,6 +35,7 @@ class Case:
 
 
 CASES: dict[str, Case] = {
+    "amocrm": Case(test_amocrm.FakeAmo, test_amocrm.make_source, timedelta(minutes=10), test_amocrm.TOKEN),
     "retailcrm": Case(test_retailcrm.FakeRetailCrm, test_retailcrm.make_source, timedelta(minutes=10),
                       test_retailcrm.KEY),
     "shopify": Case(test_shopify.FakeShopify, test_shopify.make_source, timedelta(minutes=5), test_shopify.TOKEN),

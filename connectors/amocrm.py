@@ -1,0 +1,234 @@
+"""amoCRM / Kommo API v4 source: won leads (deals) become orders, contacts become contacts.
+
+* Pull: ``GET /api/v4/{leads,contacts}?limit=250&page=N&order[updated_at]=asc
+  &filter[updated_at][from]=<unix>`` (leads ``with=contacts``); stop at a page without
+  ``_links.next``, an empty page or HTTP 204 (amoCRM's "nothing here").
+* What counts: leads whose ``status_id`` is in ``won_status_ids`` (default 142 "Успешно
+  реализовано"), optionally only in ``pipeline_ids``; every other lead is staged as cancelled
+  when it can be mapped (so a lead moved out of "won" leaves the history). Amount = ``price``
+  (whole units of the account currency, ``currency`` setting); date = ``closed_at`` (else
+  ``updated_at``); customer = the main linked contact.
+* Cursor: ``{"orders": ISO, "contacts": ISO}`` of the highest ``updated_at`` seen (capped at the
+  run start); re-read from cursor − ``lookback_minutes`` (default 10: amoCRM pages are eventually
+  consistent). Limit: 7 requests/s.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Literal, Mapping
+
+import duckdb
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigError, FatalError
+from .http import (FieldError, HttpClient, PageGuard, Progress, Stager, Throttle, bookmark, clean, dump_cursor,
+                   get_field, iso, load_cursor, parse_dt, to_decimal, with_sleep)
+from .records import Consent, Contact, Order, OrderStatus
+from .retry import RetryPolicy
+from .source import PullResult
+from .webhooks import as_list, parse_php_form, tokens_equal
+
+log = logging.getLogger(__name__)
+NAME = "amocrm"
+
+
+class AmoCrmConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["amocrm"] = "amocrm"
+    subdomain: str | None = None  # default AMOCRM_SUBDOMAIN
+    domain: Literal["amocrm.ru", "amocrm.com", "kommo.com"] = "amocrm.ru"
+    won_status_ids: list[int] = Field(default_factory=lambda: [142])
+    pipeline_ids: list[int] = Field(default_factory=list)  # empty: every pipeline
+    currency: str = "RUB"  # the account currency (leads carry none)
+    page_size: int = Field(250, ge=1, le=250)
+    lookback_minutes: int = Field(10, ge=0)
+    requests_per_second: float = Field(7.0, gt=0)
+
+
+class AmoCrmSecrets(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AMOCRM_", extra="ignore")
+    subdomain: str | None = None
+    token: SecretStr | None = None  # long-lived token of a private integration
+    api_url: str | None = None  # base-URL override (tests, proxies)
+    webhook_token: SecretStr | None = None
+
+
+def _contact_id(raw: Mapping[str, Any]) -> str | None:
+    contacts = (raw.get("_embedded") or {}).get("contacts") or []
+    main = [c for c in contacts if c.get("is_main")] or contacts
+    return clean(main[0].get("id")) if main else None
+
+
+def map_lead(raw: Mapping[str, Any], cfg: AmoCrmConfig) -> Order | None:
+    oid = get_field(raw, "id", lambda v: str(int(v)))
+    won = raw.get("status_id") in cfg.won_status_ids and (
+        not cfg.pipeline_ids or raw.get("pipeline_id") in cfg.pipeline_ids) and not raw.get("is_deleted")
+    try:
+        customer_id = _contact_id(raw)
+        if customer_id is None:
+            raise FieldError("_embedded.contacts", "lead has no linked contact")
+        when = "closed_at" if raw.get("closed_at") else "updated_at"
+        return Order(order_id=oid, customer_id=customer_id, ordered_at=get_field(raw, when, parse_dt),
+                     amount=get_field(raw, "price", to_decimal), currency=cfg.currency,
+                     status=OrderStatus.COMPLETED if won else OrderStatus.CANCELLED)
+    except FieldError:
+        if not won:
+            return None
+        raise
+
+
+def _multi(raw: Mapping[str, Any], code: str) -> str | None:
+    for cf in as_list(raw.get("custom_fields_values") or raw.get("custom_fields")):
+        if isinstance(cf, dict) and cf.get("field_code") == code or cf.get("code") == code:
+            for v in as_list(cf.get("values")):
+                if isinstance(v, dict) and clean(v.get("value")):
+                    return clean(v["value"])
+    return None
+
+
+def map_contact(raw: Mapping[str, Any]) -> Contact:
+    cid = get_field(raw, "id", lambda v: str(int(v)))
+    tags = (raw.get("_embedded") or {}).get("tags") or []
+    first, last = clean(raw.get("first_name")), clean(raw.get("last_name"))
+    if first is None and last is None:
+        first = clean(raw.get("name"))
+    created_key = "created_at" if raw.get("created_at") else "date_create"
+    return Contact(customer_id=cid, email=(_multi(raw, "EMAIL") or "").lower() or None, phone=_multi(raw, "PHONE"),
+                   first_name=first, last_name=last, marketing_consent=Consent.UNKNOWN,
+                   created_at=get_field(raw, created_key, parse_dt) if raw.get(created_key) else None,
+                   attributes={"tags": ",".join(t["name"] for t in tags if t.get("name"))} if tags else {})
+
+
+_OBJECTS = {"contacts": "contacts", "orders": "leads"}
+
+
+class AmoCrmSource:
+    name = NAME
+
+    def __init__(self, config: AmoCrmConfig, secrets: AmoCrmSecrets | None = None, *,
+                 retry: RetryPolicy | None = None, sleep: Callable[[float], None] | None = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        secrets = secrets or AmoCrmSecrets()
+        sub = config.subdomain or secrets.subdomain
+        if not sub and not secrets.api_url:
+            raise ConfigError("amocrm: no account; set AMOCRM_SUBDOMAIN (the part before .amocrm.ru / .kommo.com)")
+        if not secrets.token:
+            raise ConfigError("amocrm: no access token; set AMOCRM_TOKEN (a long-lived token)")
+        self.config = config
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        token = secrets.token.get_secret_value()
+        retry = with_sleep(retry, sleep)
+        self.http = HttpClient(secrets.api_url or f"https://{sub}.{config.domain}", vendor="amoCRM",
+                               auth_env="AMOCRM_TOKEN", url_env="AMOCRM_SUBDOMAIN",
+                               headers={"Authorization": f"Bearer {token}"}, secrets=(token,), retry=retry,
+                               throttle=Throttle(config.requests_per_second, 1, sleep=retry.sleep))
+
+    def check(self) -> str:
+        data = self.http.get("api/v4/account") or {}
+        return f"{data.get('name') or '?'} ({data.get('subdomain') or '?'})"
+
+    def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None,
+             progress: Progress = None) -> PullResult:
+        run_start = self.clock()
+        cursors = load_cursor(cursor, NAME)
+        stager = Stager(con, NAME, progress)
+        new: dict[str, str | None] = {}
+        for obj in ("contacts", "orders"):
+            previous = None
+            if cursors.get(obj):
+                try:
+                    previous = datetime.fromisoformat(cursors[obj])
+                except ValueError:
+                    raise ConfigError(f"amocrm: bad {obj} cursor {cursors[obj]!r}") from None
+            new[obj] = iso(bookmark(self._read(obj, previous, stager), run_start, previous))
+        return stager.result(dump_cursor(new))
+
+    def _read(self, obj: str, since: datetime | None, stager: Stager) -> datetime | None:
+        entity = _OBJECTS[obj]
+        params: dict[str, Any] = {"limit": self.config.page_size, "order[updated_at]": "asc"}
+        if obj == "orders":
+            params["with"] = "contacts"
+        if since is not None:
+            params["filter[updated_at][from]"] = int((since - timedelta(minutes=self.config.lookback_minutes))
+                                                     .timestamp())
+        guard, page, max_seen = PageGuard(f"amoCRM {entity}"), 1, None
+        while True:
+            guard.next(page)
+            data = self.http.get(f"api/v4/{entity}", {**params, "page": page})
+            if data is None:  # 204 No Content: past the last page
+                return max_seen
+            rows = (data.get("_embedded") or {}).get(entity)
+            if not isinstance(rows, list):
+                raise FatalError(f"amoCRM {entity}: answer has no _embedded.{entity} list")
+            max_seen = self._stage(obj, rows, stager, max_seen)
+            if not rows or not (data.get("_links") or {}).get("next"):
+                return max_seen
+            page += 1
+
+    def _stage(self, obj: str, rows: list[Any], stager: Stager, max_seen: datetime | None) -> datetime | None:
+        orders, contacts = [], []
+        for raw in rows:
+            try:
+                updated = get_field(raw, "updated_at", parse_dt)
+                max_seen = updated if max_seen is None else max(max_seen, updated)
+                if obj == "orders":
+                    order = map_lead(raw, self.config)
+                    if order is not None:
+                        orders.append(order)
+                else:
+                    contacts.append(map_contact(raw))
+            except FieldError as exc:
+                stager.bad(exc.bad_row(f"{NAME}:{obj}", raw.get("id") if isinstance(raw, dict) else None))
+        stager.stage(orders, contacts)
+        return max_seen
+
+
+# ---------------------------------------------------------------- webhooks
+
+
+def verify_webhook(headers: Mapping[str, str], body: bytes, secret: str, path_token: str | None) -> bool:
+    """amoCRM signs nothing: the secret is a random token in the webhook URL's path."""
+    return tokens_equal(path_token, secret)
+
+
+def webhook_refs(body: bytes) -> list[tuple[str, str, str]]:
+    """``(entity, action, id)`` for every entity in a delivery, e.g. ``("leads", "status", "5")``."""
+    form = parse_php_form(body)
+    refs = []
+    for entity in ("leads", "contacts"):
+        for action, group in (form.get(entity) or {}).items():
+            for item in as_list(group):
+                if isinstance(item, dict) and clean(item.get("id")):
+                    refs.append((entity, action, item["id"]))
+    return refs
+
+
+def parse_webhook(headers: Mapping[str, str], body: bytes) -> tuple[list[Order], list[Contact]]:
+    """Contacts from ``contacts[add|update][i][…]``. Lead events carry no contact link, so they
+    map to no order: use :func:`webhook_refs` as a hint and pull (the lookback catches it).
+
+    Raises ValueError (not amoCRM form data) or RecordError (a contact without an id).
+    """
+    from .errors import RecordError
+
+    form = parse_php_form(body)
+    if not any(k in form for k in ("leads", "contacts", "account")):
+        raise ValueError("amocrm webhook: no leads/contacts/account fields in the body")
+    contacts = []
+    for action, group in (form.get("contacts") or {}).items():
+        if action == "delete":
+            continue
+        for item in as_list(group):
+            item = item if isinstance(item, dict) else {}
+            try:
+                contacts.append(map_contact(item))
+            except FieldError as exc:
+                raise RecordError(exc.bad_row(f"{NAME}:webhook contacts[{action}]", item.get("id"))) from None
+    return [], contacts
+
+
+__all__ = ["AmoCrmConfig", "AmoCrmSecrets", "AmoCrmSource", "map_lead", "map_contact", "verify_webhook",
+           "parse_webhook", "webhook_refs"]

@@ -1,0 +1,193 @@
+"""amoCRM / Kommo v4 source: a HAL-shaped fake (pages, 204 past the end) and form-encoded webhooks."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import duckdb
+import pytest
+import responses
+
+from connectors.amocrm import (AmoCrmConfig, AmoCrmSecrets, AmoCrmSource, parse_webhook, verify_webhook,
+                               webhook_refs)
+from connectors.errors import AuthError, RecordError
+
+SUB = "demoshop"
+BASE = f"https://{SUB}.amocrm.ru"
+TOKEN = "amo-long-lived-token-xyz"
+T0 = datetime(2026, 1, 10, 9, 0, tzinfo=timezone.utc)
+
+
+class FakeAmo:
+    auth_env = "AMOCRM_TOKEN"
+
+    def __init__(self, rsps: responses.RequestsMock, *, pull: bool = True, check: bool = False) -> None:
+        self.leads: dict[int, dict] = {}
+        self.contacts: dict[int, dict] = {}
+        self.failures: list[tuple[int, dict]] = []
+        self.bad_key = False
+        self.since_seen: list[int | None] = []
+        for entity in ("leads", "contacts") if pull else ():
+            rsps.add_callback("GET", re.compile(rf"{BASE}/api/v4/{entity}(\?.*)?$"), self._guard(self._list(entity)))
+        if check:
+            rsps.add_callback("GET", f"{BASE}/api/v4/account", self._guard(lambda q: (200, {
+                "id": 29062, "name": "Demo Shop", "subdomain": SUB, "currency": "RUB"})))
+
+    def put_contact(self, cid: int, email: str, *, at: datetime) -> None:
+        ts = int(at.timestamp())
+        self.contacts[cid] = {
+            "id": cid, "name": f"Ann C{cid}", "first_name": "Ann", "last_name": f"C{cid}", "created_at": ts,
+            "updated_at": ts, "custom_fields_values": [
+                {"field_id": 3, "field_name": "Телефон", "field_code": "PHONE", "field_type": "multitext",
+                 "values": [{"value": "+7 701 123 45 67", "enum_id": 1, "enum_code": "WORK"}]},
+                {"field_id": 5, "field_name": "Email", "field_code": "EMAIL", "field_type": "multitext",
+                 "values": [{"value": email, "enum_id": 7, "enum_code": "WORK"}]}],
+            "_embedded": {"tags": [{"id": 1, "name": "vip"}]}}
+
+    def put_order(self, oid: int, cid: int, amount: str, *, at: datetime, bad: bool = False,
+                  status_id: int = 142) -> None:
+        ts = int(at.timestamp())
+        self.leads[oid] = {
+            "id": oid, "name": f"Deal {oid}", "price": "lots" if bad else int(Decimal(amount)),
+            "status_id": status_id, "pipeline_id": 3177727, "created_at": ts, "updated_at": ts,
+            "closed_at": ts if status_id in (142, 143) else None, "is_deleted": False, "account_id": 29062,
+            "_embedded": {"tags": [], "contacts": [{"id": 999, "is_main": False}, {"id": cid, "is_main": True}]}}
+
+    def since_ok(self, old_cursor: dict, lookback: timedelta) -> bool:
+        wanted = [datetime.fromisoformat(old_cursor[k]) for k in ("contacts", "orders")]
+        got = self.since_seen[-2:]
+        return all(g is not None and (w - lookback).timestamp() <= g <= w.timestamp() for w, g in zip(wanted, got))
+
+    def _guard(self, handler):
+        def callback(request):
+            if self.failures:
+                status, headers = self.failures.pop(0)
+                return status, headers, ""
+            if request.headers.get("Authorization") != f"Bearer {TOKEN}" or self.bad_key:
+                return 401, {"Content-Type": "application/problem+json"}, json.dumps({
+                    "title": "Unauthorized", "type": "https://httpstatus.es/401", "status": 401,
+                    "detail": "Неверный логин или пароль"})
+            status, body = handler(dict(parse_qsl(urlsplit(request.url).query)))
+            return status, {"Content-Type": "application/hal+json"}, json.dumps(body) if body else ""
+        return callback
+
+    def _list(self, entity: str):
+        store = self.leads if entity == "leads" else self.contacts
+
+        def handler(q):
+            page, limit = int(q.get("page", 1)), int(q["limit"])
+            assert limit <= 250 and q["order[updated_at]"] == "asc"
+            since = int(q["filter[updated_at][from]"]) if "filter[updated_at][from]" in q else None
+            if page == 1:
+                self.since_seen.append(since)
+            rows = sorted((r for r in store.values() if since is None or r["updated_at"] >= since),
+                          key=lambda r: (r["updated_at"], r["id"]))
+            chunk = rows[(page - 1) * limit: page * limit]
+            if not chunk:
+                return 204, None
+            links = {"self": {"href": f"{BASE}/api/v4/{entity}?{urlencode(q)}"}}
+            if page * limit < len(rows):
+                links["next"] = {"href": f"{BASE}/api/v4/{entity}?{urlencode({**q, 'page': page + 1})}"}
+            return 200, {"_page": page, "_links": links, "_embedded": {entity: chunk}}
+        return handler
+
+
+def make_source(sleep=None, clock=None, **cfg) -> AmoCrmSource:
+    return AmoCrmSource(AmoCrmConfig(**({"page_size": 4} | cfg)), AmoCrmSecrets(subdomain=SUB, token=TOKEN),
+                        sleep=sleep or (lambda s: None), clock=clock or (lambda: T0 + timedelta(days=1)))
+
+
+@pytest.fixture
+def rsps():
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
+        yield mock
+
+
+def test_won_leads_are_orders_with_the_main_contact(rsps):
+    fake = FakeAmo(rsps)
+    fake.put_contact(10, "Ann@Example.com", at=T0)
+    fake.put_order(1, 10, "15000", at=T0)
+    fake.put_order(2, 10, "500", at=T0, status_id=143)  # lost
+    fake.put_order(3, 10, "700", at=T0, status_id=555)  # still open
+    con = duckdb.connect()
+    make_source(currency="KZT").pull(con)
+    rows = con.execute("SELECT order_id, customer_id, amount, currency, status, ordered_at FROM staged_orders "
+                       "ORDER BY 1").fetchall()
+    assert [r[:5] for r in rows] == [("1", "10", Decimal("15000.00"), "KZT", "completed"),
+                                     ("2", "10", Decimal("500.00"), "KZT", "cancelled"),
+                                     ("3", "10", Decimal("700.00"), "KZT", "cancelled")]
+    assert rows[0][5] == T0
+    contact = con.execute("SELECT email, phone, first_name, marketing_consent, attributes FROM staged_contacts"
+                          ).fetchone()
+    assert contact[:4] == ("ann@example.com", "+7 701 123 45 67", "Ann", "unknown")
+    assert json.loads(contact[4]) == {"tags": "vip"}
+
+
+def test_pipeline_filter_limits_what_counts(rsps):
+    fake = FakeAmo(rsps)
+    fake.put_contact(10, "a@example.com", at=T0)
+    fake.put_order(1, 10, "10", at=T0)
+    con = duckdb.connect()
+    make_source(pipeline_ids=[42]).pull(con)
+    assert con.execute("SELECT status FROM staged_orders").fetchall() == [("cancelled",)]
+
+
+def test_open_lead_without_contact_is_skipped_but_a_won_one_is_reported(rsps):
+    fake = FakeAmo(rsps)
+    fake.put_contact(10, "a@example.com", at=T0)
+    fake.put_order(1, 10, "10", at=T0, status_id=555)
+    fake.put_order(2, 10, "10", at=T0)
+    for lead in fake.leads.values():
+        lead["_embedded"]["contacts"] = []
+    con = duckdb.connect()
+    result = make_source().pull(con)
+    assert result.orders == 0
+    assert [(b.row, b.field) for b in result.bad_rows] == [("2", "_embedded.contacts")]
+
+
+def test_check_and_auth_error(rsps):
+    fake = FakeAmo(rsps, pull=False, check=True)
+    assert make_source().check() == f"Demo Shop ({SUB})"
+    fake.bad_key = True
+    with pytest.raises(AuthError, match="AMOCRM_TOKEN") as err:
+        make_source().check()
+    assert TOKEN not in str(err.value)
+
+
+# ---------------------------------------------------------------- webhooks
+
+FORM = urlencode({
+    "leads[status][0][id]": "25399013", "leads[status][0][status_id]": "142",
+    "leads[status][0][pipeline_id]": "3177727", "leads[status][0][old_status_id]": "142677",
+    "leads[status][0][price]": "15000",
+    "contacts[update][0][id]": "10", "contacts[update][0][name]": "Ann",
+    "contacts[update][0][custom_fields][0][id]": "5", "contacts[update][0][custom_fields][0][code]": "EMAIL",
+    "contacts[update][0][custom_fields][0][values][0][value]": "Ann@Example.com",
+    "contacts[update][0][custom_fields][0][values][0][enum]": "7",
+    "account[subdomain]": SUB, "account[id]": "29062"}).encode()
+
+
+def test_webhook_path_token_valid_and_forged():
+    assert verify_webhook({}, FORM, "tok-123456", "tok-123456")
+    assert not verify_webhook({}, FORM, "tok-123456", "tok-123457")
+    assert not verify_webhook({}, FORM, "tok-123456", None)
+
+
+def test_webhook_form_is_parsed_into_contacts_and_refs():
+    orders, (contact,) = parse_webhook({}, FORM)
+    assert orders == []
+    assert (contact.customer_id, contact.email, contact.first_name) == ("10", "ann@example.com", "Ann")
+    assert webhook_refs(FORM) == [("leads", "status", "25399013"), ("contacts", "update", "10")]
+
+
+def test_webhook_bad_payloads_raise_clear_errors():
+    with pytest.raises(ValueError, match="no leads/contacts/account"):
+        parse_webhook({}, b"hello=1")
+    with pytest.raises(ValueError, match="both a value and a group"):
+        parse_webhook({}, b"leads=1&leads[add][0][id]=2")
+    with pytest.raises(RecordError, match="contacts\\[add\\].*id"):
+        parse_webhook({}, b"contacts[add][0][name]=x")
