@@ -14,6 +14,7 @@ from pydantic import BaseModel, SecretStr
 from pydantic_settings import BaseSettings
 
 from .amocrm import AmoCrmConfig, AmoCrmSecrets, AmoCrmSource
+from .bitrix24 import Bitrix24Config, Bitrix24Secrets, Bitrix24Source
 from .errors import ConfigError
 from .retailcrm import RetailCrmConfig, RetailCrmSecrets, RetailCrmSource
 from .shopify import ShopifyConfig, ShopifySecrets, ShopifySource
@@ -22,6 +23,7 @@ from .source import Source
 SOURCES: dict[str, tuple[type[BaseModel], Callable[..., Source]]] = {
     "retailcrm": (RetailCrmConfig, RetailCrmSource),
     "amocrm": (AmoCrmConfig, AmoCrmSource),
+    "bitrix24": (Bitrix24Config, Bitrix24Source),
     "shopify": (ShopifyConfig, ShopifySource),
 }
 
@@ -29,6 +31,7 @@ SOURCES: dict[str, tuple[type[BaseModel], Callable[..., Source]]] = {
 SECRETS: dict[str, type[BaseSettings]] = {
     "retailcrm": RetailCrmSecrets,
     "amocrm": AmoCrmSecrets,
+    "bitrix24": Bitrix24Secrets,
     "shopify": ShopifySecrets,
 }
 

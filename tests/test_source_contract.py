@@ -20,7 +20,7 @@ from connectors.errors import AuthError
 from connectors.records import OrderStatus
 from connectors.registry import SOURCES
 
-from . import test_amocrm, test_retailcrm, test_shopify
+from . import test_amocrm, test_bitrix24, test_retailcrm, test_shopify
 
 T0 = datetime(2026, 1, 10, 9, 0, tzinfo=timezone.utc)
 DAY = timedelta(days=1)
@@ -35,6 +35,8 @@ class Case:
 
 
 CASES: dict[str, Case] = {
+    "bitrix24": Case(test_bitrix24.FakeBitrix24, test_bitrix24.make_source, timedelta(minutes=10),
+                     test_bitrix24.CODE),
     "amocrm": Case(test_amocrm.FakeAmo, test_amocrm.make_source, timedelta(minutes=10), test_amocrm.TOKEN),
     "retailcrm": Case(test_retailcrm.FakeRetailCrm, test_retailcrm.make_source, timedelta(minutes=10),
                       test_retailcrm.KEY),

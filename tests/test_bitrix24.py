@@ -1,0 +1,186 @@
+"""Bitrix24 source: a fake REST portal behind an inbound-webhook URL (ID keyset, start=-1) and events."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from urllib.parse import urlencode
+
+import duckdb
+import pytest
+import responses
+
+from connectors.bitrix24 import (Bitrix24Config, Bitrix24Secrets, Bitrix24Source, parse_webhook, verify_webhook,
+                                 webhook_refs)
+from connectors.errors import AuthError, ConfigError, FatalError
+from connectors.records import OrderStatus
+
+CODE = "k3yc0de9x7secret"
+HOOK = f"https://demo.bitrix24.ru/rest/1/{CODE}/"
+T0 = datetime(2026, 1, 10, 9, 0, tzinfo=timezone.utc)
+MSK = timezone(timedelta(hours=3))
+
+
+def b24(at: datetime) -> str:
+    return at.astimezone(MSK).isoformat()
+
+
+class FakeBitrix24:
+    auth_env = "BITRIX24_WEBHOOK_URL"
+
+    def __init__(self, rsps: responses.RequestsMock, *, pull: bool = True, check: bool = False) -> None:
+        self.deals: dict[int, dict] = {}
+        self.contacts: dict[int, dict] = {}
+        self.failures: list[tuple[int, dict]] = []
+        self.bad_key = False
+        self.since_seen: list[str | None] = []
+        self.stuck = False  # ignore the >ID filter (a misbehaving portal)
+        for method, store in (("crm.deal.list", self.deals), ("crm.contact.list", self.contacts)) if pull else ():
+            rsps.add_callback("POST", f"{HOOK}{method}.json", self._guard(self._list(store)))
+        if check:
+            rsps.add_callback("POST", f"{HOOK}profile.json", self._guard(lambda body: {
+                "ID": "1", "ADMIN": True, "NAME": "Ann", "LAST_NAME": "Admin"}))
+
+    def put_contact(self, cid: int, email: str, *, at: datetime) -> None:
+        self.contacts[cid] = {"ID": str(cid), "NAME": "Ann", "LAST_NAME": f"C{cid}", "TYPE_ID": "CLIENT",
+                              "SOURCE_ID": "WEB", "ADDRESS_CITY": "Москва", "DATE_CREATE": b24(at),
+                              "DATE_MODIFY": b24(at),
+                              "EMAIL": [{"ID": "7", "VALUE_TYPE": "WORK", "VALUE": email, "TYPE_ID": "EMAIL"}],
+                              "PHONE": [{"ID": "8", "VALUE_TYPE": "MOBILE", "VALUE": "+79161234567",
+                                         "TYPE_ID": "PHONE"}]}
+
+    def put_order(self, oid: int, cid: int, amount: str, *, at: datetime, bad: bool = False,
+                  semantic: str = "S") -> None:
+        self.deals[oid] = {"ID": str(oid), "TITLE": f"Deal #{oid}", "TYPE_ID": "SALE",
+                           "STAGE_ID": {"S": "WON", "F": "LOSE", "P": "NEW"}[semantic], "STAGE_SEMANTIC_ID": semantic,
+                           "CATEGORY_ID": "0", "CURRENCY_ID": "RUB", "OPPORTUNITY": "n/a" if bad else amount,
+                           "CONTACT_ID": str(cid), "CLOSED": "Y" if semantic != "P" else "N",
+                           "DATE_CREATE": b24(at), "DATE_MODIFY": b24(at), "CLOSEDATE": b24(at)}
+
+    def since_ok(self, old_cursor: dict, lookback: timedelta) -> bool:
+        wanted = [datetime.fromisoformat(old_cursor[k]) for k in ("contacts", "orders")]
+        got = [datetime.fromisoformat(s) for s in self.since_seen[-2:] if s]
+        return len(got) == 2 and all(w - lookback <= g <= w for w, g in zip(wanted, got))
+
+    def _guard(self, handler):
+        def callback(request):
+            if self.failures:
+                status, headers = self.failures.pop(0)
+                return status, headers, json.dumps({"error": "QUERY_LIMIT_EXCEEDED",
+                                                    "error_description": "Too many requests"})
+            if self.bad_key:
+                return 401, {}, json.dumps({"error": "NO_AUTH_FOUND", "error_description": "Wrong authorization data"})
+            result = handler(json.loads(request.body or b"{}"))
+            return 200, {"Content-Type": "application/json"}, json.dumps({
+                "result": result, "time": {"start": 1.0, "finish": 1.1, "duration": 0.1, "operating": 0}})
+        return callback
+
+    def _list(self, store: dict[int, dict]):
+        def handler(body):
+            flt = body["filter"]
+            assert body["start"] == -1 and body["order"] == {"ID": "ASC"} and "ID" in body["select"]
+            since = flt.get(">=DATE_MODIFY")
+            if flt[">ID"] == 0:
+                self.since_seen.append(since)
+            rows = [r for k, r in sorted(store.items())
+                    if (self.stuck or k > flt[">ID"])
+                    and (since is None or datetime.fromisoformat(r["DATE_MODIFY"]) >= datetime.fromisoformat(since))]
+            return rows[:50]
+        return handler
+
+
+def make_source(sleep=None, clock=None, **cfg) -> Bitrix24Source:
+    return Bitrix24Source(Bitrix24Config(**cfg), Bitrix24Secrets(webhook_url=HOOK), sleep=sleep or (lambda s: None),
+                          clock=clock or (lambda: T0 + timedelta(days=1)))
+
+
+@pytest.fixture
+def rsps():
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
+        yield mock
+
+
+def test_won_deals_are_orders_and_keyset_pages_end(rsps):
+    fake = FakeBitrix24(rsps)
+    for c in range(1, 121):
+        fake.put_contact(c, f"C{c}@Example.com", at=T0)
+    fake.put_order(1, 1, "1500.00", at=T0)
+    fake.put_order(2, 1, "99.00", at=T0, semantic="F")
+    fake.put_order(3, 1, "50.00", at=T0, semantic="P")
+    con = duckdb.connect()
+    result = make_source().pull(con)
+    assert result.contacts == 120 and len(rsps.calls) == 3 + 1  # 50 + 50 + 20 contacts, one deal page
+    assert con.execute("SELECT order_id, customer_id, amount, currency, status, ordered_at FROM staged_orders "
+                       "ORDER BY 1").fetchall() == [
+        ("1", "1", Decimal("1500.00"), "RUB", "completed", T0), ("2", "1", Decimal("99.00"), "RUB", "cancelled", T0),
+        ("3", "1", Decimal("50.00"), "RUB", "cancelled", T0)]
+    row = con.execute("SELECT email, phone, first_name, attributes FROM staged_contacts WHERE customer_id = '7'"
+                      ).fetchone()
+    assert row[:3] == ("c7@example.com", "+79161234567", "Ann")
+    assert json.loads(row[3]) == {"city": "Москва", "source": "WEB", "type": "CLIENT"}
+
+
+def test_explicit_stage_ids_and_pipelines(rsps):
+    fake = FakeBitrix24(rsps)
+    fake.put_contact(1, "a@example.com", at=T0)
+    fake.put_order(1, 1, "10", at=T0, semantic="P")
+    fake.deals[1]["STAGE_ID"] = "C2:PAID"
+    fake.deals[1]["CATEGORY_ID"] = "2"
+    con = duckdb.connect()
+    make_source(won_stage_ids=["C2:PAID"], category_ids=[2]).pull(con)
+    assert con.execute("SELECT status FROM staged_orders").fetchall() == [(OrderStatus.COMPLETED.value,)]
+
+
+def test_a_portal_that_ignores_the_id_filter_cannot_loop(rsps):
+    fake = FakeBitrix24(rsps)
+    for c in range(1, 51):
+        fake.put_contact(c, f"c{c}@example.com", at=T0)
+    fake.stuck = True
+    rsps.assert_all_requests_are_fired = False
+    with pytest.raises(FatalError, match="twice"):
+        make_source().pull(duckdb.connect())
+
+
+def test_check_and_the_webhook_code_never_leaks(rsps):
+    fake = FakeBitrix24(rsps, pull=False, check=True)
+    assert make_source().check() == "demo.bitrix24.ru (as Ann Admin)"
+    fake.bad_key = True
+    with pytest.raises(AuthError, match="BITRIX24_WEBHOOK_URL") as err:
+        make_source().check()
+    assert CODE not in str(err.value)
+
+
+def test_malformed_webhook_url_is_a_config_error():
+    with pytest.raises(ConfigError, match="BITRIX24_WEBHOOK_URL"):
+        Bitrix24Source(Bitrix24Config(), Bitrix24Secrets(webhook_url="demo.bitrix24.ru"))
+
+
+# ---------------------------------------------------------------- events
+
+APP_TOKEN = "s6r8t2appToken"
+
+
+def event(token: str = APP_TOKEN, ts: datetime = T0, name: str = "ONCRMDEALUPDATE") -> bytes:
+    return urlencode({"event": name, "event_handler_id": "21", "data[FIELDS][ID]": "1185", "ts": int(ts.timestamp()),
+                      "auth[domain]": "demo.bitrix24.ru", "auth[client_endpoint]": "https://demo.bitrix24.ru/rest/",
+                      "auth[member_id]": "a223c6b3710f85df22e9377d6c4f7553",
+                      "auth[application_token]": token}).encode()
+
+
+def test_event_application_token_valid_forged_and_stale():
+    now = T0 + timedelta(seconds=30)
+    assert verify_webhook({}, event(), APP_TOKEN, now=now)
+    assert not verify_webhook({}, event(token="forged-token"), APP_TOKEN, now=now)
+    assert not verify_webhook({}, event(), APP_TOKEN, now=T0 + timedelta(days=1))  # stale / replayed later
+    assert not verify_webhook({}, b"\xff\xfe garbage", APP_TOKEN, now=now)
+    assert not verify_webhook({}, event(token=""), "", now=now)
+
+
+def test_event_refs_and_parse():
+    assert webhook_refs(event()) == [("ONCRMDEALUPDATE", "1185", f"21:{int(T0.timestamp())}:1185")]
+    assert parse_webhook({}, event()) == ([], [])
+    with pytest.raises(ValueError, match="unsupported event"):
+        parse_webhook({}, event(name="ONTASKADD"))
+    with pytest.raises(ValueError, match="data\\[FIELDS\\]\\[ID\\]"):
+        parse_webhook({}, b"event=ONCRMDEALADD")
