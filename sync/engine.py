@@ -10,15 +10,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import duckdb
 
 from .config import Config, DestinationConfig
-from .errors import ConfigError, DestinationError, PlanStaleError
+from .errors import ConfigError, DestinationError, LockBusyError, PlanStaleError
 from .ledger import Ledger
 from .model import ContactChange, Destination, ItemResult, PushedState
 from .pipeline import SegmentsRun, build_source, compute_segments, pull_into, store_path
@@ -135,6 +136,41 @@ def _reconciled(last: dict[str, PushedState], actual: dict[str, set[str]], manag
     return out
 
 
+def _owner_is_dead(owner: str) -> bool:
+    """A lock owner ``host:pid:token`` on this host whose process no longer exists (killed mid-run)."""
+    import socket
+
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+@contextmanager
+def destination_lock(ledger: Ledger, name: str) -> Iterator[str]:
+    """The ledger lock of one destination; a lock left by a killed process on this host is taken over."""
+    try:
+        owner = ledger.acquire_lock(name)
+    except LockBusyError as exc:
+        holder = getattr(exc, "holder", "")
+        if not holder or not _owner_is_dead(holder):
+            raise
+        log.warning("taking over lock %s from %s (process no longer exists)", name, holder)
+        ledger.release_lock(name, holder)
+        owner = ledger.acquire_lock(name)
+    try:
+        yield owner
+    finally:
+        ledger.release_lock(name, owner)
+
+
 @dataclass
 class ApplyReport:
     destination: str
@@ -146,7 +182,7 @@ class ApplyReport:
 
 def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str = "sync") -> ApplyReport:
     """Apply one destination's plan under its ledger lock, recording each call's outcome as it completes."""
-    with ledger.lock(f"sync:{plan.destination}"):
+    with destination_lock(ledger, f"sync:{plan.destination}"):
         run_id = ledger.start_run(kind, plan.destination)
         counts = {"planned": len(plan.changes), "skipped": len(plan.skipped), "ok": 0, "failed": 0}
         errors: list[str] = []

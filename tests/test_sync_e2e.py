@@ -1,0 +1,153 @@
+"""End to end: demo data → plan → sync against the stateful fake Mailchimp on 127.0.0.1, through the CLI."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sync.cli import main
+from sync.demodata import generate_shop
+
+AS_OF = "2025-06-30"
+
+
+@pytest.fixture
+def shop(tmp_path, mailchimp_fake, monkeypatch):
+    from datetime import date
+
+    cfg = generate_shop(tmp_path / "shop", customers=250, seed=3, as_of=date.fromisoformat(AS_OF))
+    text = cfg.read_text(encoding="utf-8").replace('audience = "demo000001"', 'audience = "aud1"')
+    text = text.replace('RFM_CODE = "rfm"', 'RFM_CODE = "rfm"\nRFM_R = "r"')
+    cfg.write_text(text, encoding="utf-8")
+    monkeypatch.setenv("MAILCHIMP_API_KEY", mailchimp_fake.api_key)
+    monkeypatch.setenv("MAILCHIMP_API_URL", mailchimp_fake.url)
+    return cfg
+
+
+def cli(*args: str, ok: bool = True):
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def planned(cfg: Path, tmp: Path) -> dict:
+    out = tmp / "plan.json"
+    cli("plan", "--config", str(cfg), "--as-of", AS_OF, "-o", str(out), "--format", "json")
+    return json.loads(out.read_text())["plans"][0]
+
+
+def assert_audience_matches(fake, plan: dict, exclude: set[str] = frozenset()):
+    wanted = {c["key"]: c for c in plan["changes"]}
+    for key, c in wanted.items():
+        if key in exclude:
+            continue
+        assert fake.tags_of(key) & set(plan["managed_tags"]) == set(c["add_tags"]), key
+        merge = fake.member(key)["merge_fields"]
+        for tag, value in c["set_fields"].items():
+            assert str(merge[tag]) == str(value), (key, tag)
+
+
+def test_plan_writes_nothing_then_sync_creates_exactly_the_plan_and_rerun_writes_nothing(shop, mailchimp_fake,
+                                                                                         tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    # a member who unsubscribed earlier, with a tag the user added by hand
+    plan = planned(shop, tmp_path)
+    assert mailchimp_fake.write_calls == 0 and not (shop.parent / "rfmsync.db").exists()
+    victim = next(c["key"] for c in plan["changes"] if c["add_tags"])
+    mailchimp_fake.add_member(victim, status="unsubscribed", tags=["Hand picked"])
+
+    out = cli("-vv", "sync", "--config", str(shop), "--as-of", AS_OF).output
+    assert mailchimp_fake.api_key not in out
+    assert mailchimp_fake.api_key not in caplog.text and "sync mailchimp-demo" in caplog.text
+    assert_audience_matches(mailchimp_fake, plan)
+    assert mailchimp_fake.member(victim)["status"] == "unsubscribed"
+    assert "Hand picked" in mailchimp_fake.tags_of(victim)
+    assert not mailchimp_fake.violations
+    # every created member got a status its consent allows
+    for c in plan["changes"]:
+        if c["create"] and c["key"] != victim:
+            assert mailchimp_fake.member(c["key"])["status"] == c["status_if_new"]
+
+    writes = mailchimp_fake.write_calls
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)
+    assert mailchimp_fake.write_calls == writes, "a second run with no change must not write"
+    again = planned(shop, tmp_path)
+    assert again["changes"] == []
+
+    runs = json.loads(cli("runs", "--config", str(shop), "--format", "json").output)
+    assert [r["status"] for r in runs if r["kind"] == "sync"] == ["succeeded", "succeeded"]
+
+
+def test_per_member_errors_are_recorded_and_retried_until_convergence(shop, mailchimp_fake, tmp_path):
+    plan = planned(shop, tmp_path)
+    keys = [c["key"] for c in plan["changes"]]
+    bad = set(keys[::3])  # ~30 % of contacts fail on the first run
+    for k in bad:
+        mailchimp_fake.member_errors[k] = "Invalid Resource"
+    mailchimp_fake.fail(429, times=3, retry_after="0")  # and some throttling on top
+
+    first = cli("sync", "--config", str(shop), "--as-of", AS_OF, ok=False)
+    assert first.exit_code == 4
+    pending = json.loads(cli("failures", "--config", str(shop), "--format", "json").output)
+    assert {p["key"] for p in pending} == bad
+    assert all(p["last_error"] for p in pending)
+    assert_audience_matches(mailchimp_fake, plan, exclude=bad)
+
+    mailchimp_fake.member_errors.clear()
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)
+    assert_audience_matches(mailchimp_fake, plan)
+    assert json.loads(cli("failures", "--config", str(shop), "--format", "json").output) == []
+
+
+def test_saved_plan_is_applied_exactly_and_refused_when_stale(shop, mailchimp_fake, tmp_path):
+    plan_file = tmp_path / "p.json"
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)  # creates the ledger
+    mailchimp_fake.member(next(iter(mailchimp_fake.lists["aud1"].members)))  # audience populated
+    cli("plan", "--config", str(shop), "--as-of", AS_OF, "--full-refresh", "-o", str(plan_file))
+    before = mailchimp_fake.write_calls
+    cli("apply", "--config", str(shop), str(plan_file))
+    assert mailchimp_fake.write_calls > before
+    stale = cli("apply", "--config", str(shop), str(plan_file), ok=False)
+    assert stale.exit_code == 5 and "changed since this plan was made" in stale.output
+
+
+def test_missing_credentials_is_a_config_error_without_secrets(shop, monkeypatch):
+    monkeypatch.delenv("MAILCHIMP_API_KEY")
+    result = cli("sync", "--config", str(shop), "--as-of", AS_OF, ok=False)
+    assert result.exit_code == 2
+    assert "MAILCHIMP_API_KEY is not set" in result.output
+
+
+def test_killed_mid_run_resumes_without_repeating_completed_calls(shop, mailchimp_fake, tmp_path):
+    plan = planned(shop, tmp_path)
+    mailchimp_fake.latency = 0.3  # slow calls so the kill lands mid-run
+    env = dict(os.environ, MAILCHIMP_API_KEY=mailchimp_fake.api_key, MAILCHIMP_API_URL=mailchimp_fake.url)
+    proc = subprocess.Popen([sys.executable, "-m", "sync", "sync", "--config", str(shop), "--as-of", AS_OF],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while mailchimp_fake.write_calls < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    done_before = dict(mailchimp_fake.calls)
+    mailchimp_fake.latency = 0.0
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)
+    assert_audience_matches(mailchimp_fake, plan)
+    # the resumed run re-sent no tag call that had completed before the kill
+    for key, n in done_before.items():
+        if "/segments/" in key and key.startswith("POST"):
+            assert mailchimp_fake.calls[key] >= n
+    tag_calls = sum(n for k, n in mailchimp_fake.calls.items() if k.startswith("POST") and "/segments/" in k
+                    and not k.endswith("/segments"))
+    tags = {t for c in plan["changes"] for t in c["add_tags"]}
+    assert tag_calls <= len(tags) * 2 + 2  # minimum is one call per tag; a kill may split at most one more each
