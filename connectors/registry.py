@@ -67,5 +67,5 @@ def build_source(section: Mapping[str, Any], *, base_dir: Path | None = None, se
     model, factory = SOURCES[kind]
     config = model.model_validate(dict(section))
     if kind == "file":
-        return factory(config, base_dir=base_dir) if base_dir is not None else factory(config)
+        return factory(config, base_dir=base_dir if base_dir is not None else Path("."))
     return factory(config, secrets_for(kind, settings), **runtime)

@@ -159,3 +159,102 @@ def test_a_garbled_cursor_is_a_config_error(case):
     from connectors.errors import ConfigError
     with pytest.raises(ConfigError, match="cursor"):
         c.source().pull(duckdb.connect(), "not json")
+
+
+# ---------------------------------------------------------------- the file source (when present)
+
+
+@pytest.mark.skipif("file" not in SOURCES, reason="connectors.files is not in this checkout")
+def test_file_source_stages_unique_records_reports_bad_rows_and_repulls_identically(tmp_path):
+    (tmp_path / "orders.csv").write_text(
+        "order_id,customer_id,ordered_at,amount\n"
+        "1,a,2026-01-10 10:00:00,10.50\n2,b,2026-01-11 11:00:00,20\n3,a,2026-01-12 12:00:00,oops\n",
+        encoding="utf-8")
+    model, factory = SOURCES["file"]
+    source = factory(model.model_validate({"type": "file", "orders": "orders.csv", "columns": {
+        "order_id": "order_id", "customer_id": "customer_id", "ordered_at": "ordered_at", "amount": "amount"}}), base_dir=tmp_path)
+    con = duckdb.connect()
+    result = source.pull(con)
+    assert ids(con) == ["1", "2"] and result.orders == 2
+    (bad,) = result.bad_rows
+    assert (bad.field, bad.value) == ("amount", "oops") and bad.row is not None
+    con.execute("CREATE TABLE store_orders AS SELECT * FROM staged_orders")
+    source.pull(con, result.cursor)
+    assert con.execute("SELECT count(*) FROM (SELECT * FROM staged_orders EXCEPT "
+                       "SELECT * FROM store_orders)").fetchone() == (0,)
+
+
+# ---------------------------------------------------------------- shared plumbing (connectors.http, registry)
+
+from connectors.errors import ConfigError, FatalError  # noqa: E402
+from connectors.http import Action, PageGuard, Throttle, action_for, bookmark, load_cursor, redact  # noqa: E402
+from connectors.registry import build_source, secrets_for  # noqa: E402
+from connectors.webhooks import as_list, parse_php_form, tokens_equal  # noqa: E402
+
+
+@pytest.mark.parametrize("status, action", [
+    (200, Action.OK), (204, Action.OK), (400, Action.FATAL), (401, Action.AUTH), (403, Action.AUTH),
+    (402, Action.CONFIG), (404, Action.CONFIG), (408, Action.RETRY), (422, Action.FATAL), (429, Action.RETRY),
+    (500, Action.RETRY), (502, Action.RETRY), (503, Action.RETRY), (504, Action.RETRY), (599, Action.RETRY)])
+def test_status_action_table(status, action):
+    assert action_for(status) is action
+
+
+def test_redaction_hides_known_secrets_and_secret_query_params():
+    text = "GET https://x/rest/1/abcd1234/crm.deal.list?apiKey=zzz&page=2 token=qq"
+    assert redact(text, ["abcd1234"]) == "GET https://x/rest/1/***/crm.deal.list?apiKey=***&page=2 token=***"
+
+
+def test_page_guard_and_cursor_helpers():
+    guard = PageGuard("x")
+    guard.next("a")
+    guard.next({"p": 2})
+    with pytest.raises(FatalError, match="twice"):
+        guard.next("a")
+    with pytest.raises(ConfigError, match="cursor"):
+        load_cursor('["orders"]', "x")
+    assert load_cursor(None, "x") == {}
+    start = T0 + DAY
+    assert bookmark(T0 + 2 * DAY, start, None) == start  # never past the run start
+    assert bookmark(T0 - DAY, start, T0) == T0  # never behind the previous bookmark
+    assert bookmark(None, start, T0) == T0
+
+
+def test_throttle_spaces_calls_and_honours_pauses():
+    now = [0.0]
+    waits: list[float] = []
+
+    def sleep(s: float) -> None:
+        waits.append(s)
+        now[0] += s
+
+    bucket = Throttle(2.0, 2, sleep=sleep, clock=lambda: now[0])
+    for _ in range(4):
+        bucket.acquire()
+    assert waits == [0.5, 0.5]  # burst of 2, then 2/s
+    bucket.pause(3.0)
+    bucket.acquire()
+    assert waits[-1] == pytest.approx(3.0)
+
+
+def test_php_form_parser_and_token_compare():
+    form = parse_php_form(b"leads[add][0][id]=5&leads[add][1][id]=6&account[subdomain]=x")
+    assert [x["id"] for x in as_list(form["leads"]["add"])] == ["5", "6"]
+    assert form["account"] == {"subdomain": "x"}
+    assert parse_php_form(b"") == {}
+    assert tokens_equal("abc", "abc") and not tokens_equal("abc", "abd") and not tokens_equal(None, None)
+
+
+def test_build_source_reads_settings_and_rejects_unknown_types(monkeypatch):
+    class Settings:  # the lead's settings object, duck-typed
+        shopify_shop = "from-settings"
+        shopify_token = None
+    monkeypatch.setenv("SHOPIFY_TOKEN", "env-token-1234")
+    assert secrets_for("shopify", Settings()).shop == "from-settings"
+    source = build_source({"type": "shopify", "page_size": 50}, settings=Settings())
+    assert source.name == "shopify" and source.host == "from-settings.myshopify.com"
+    with pytest.raises(ConfigError, match="type must be one of"):
+        build_source({"type": "nope"})
+    from pydantic import ValidationError
+    with pytest.raises(ValidationError, match="extra"):
+        build_source({"type": "amocrm", "colour": "red"})
