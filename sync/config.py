@@ -31,7 +31,8 @@ class DestinationConfig(BaseModel):
     name: str
     type: Literal["mailchimp", "sendgrid", "unisender"]
     audience: str | None = None  # Mailchimp audience (list) id
-    new_contacts: Literal["skip", "transactional", "pending", "subscribed"] = "transactional"
+    # default: "transactional" (Mailchimp, SendGrid), "skip" (Unisender has no transactional status)
+    new_contacts: Literal["skip", "transactional", "pending", "subscribed"] | None = None
     tag_prefix: str = ""  # Mailchimp: prefix on every managed tag
     list_prefix: str = ""  # SendGrid: prefix on every managed list
     segments: dict[str, str] = Field(default_factory=dict)  # segment → tag / list
@@ -43,6 +44,11 @@ class DestinationConfig(BaseModel):
     def _check(self) -> "DestinationConfig":
         if self.type == "mailchimp" and not self.audience:
             raise ValueError(f"destination {self.name!r}: type = \"mailchimp\" needs audience = \"<list id>\"")
+        if self.new_contacts is None:
+            self.new_contacts = "skip" if self.type == "unisender" else "transactional"
+        if self.type == "unisender" and self.new_contacts == "transactional":
+            raise ValueError(f"destination {self.name!r}: Unisender has no transactional status; "
+                             f"use new_contacts = \"skip\" or \"pending\"")
         if self.tags and self.type != "unisender":
             raise ValueError(f"destination {self.name!r}: [destinations.tags] is for Unisender only")
         return self

@@ -247,7 +247,28 @@ def segments_from_store(cfg: Config, ledger: Ledger, settings: Settings, *, as_o
         con.close()
         raise
     run.pull = result
+    save_cut_points(con, run)
     return run
+
+
+def save_cut_points(con: duckdb.DuckDBPyConnection, run: SegmentsRun) -> None:
+    """Remember the last full run's score cut points in the store, for incremental (webhook) re-scoring."""
+    res = run.result
+    con.execute("CREATE TABLE IF NOT EXISTS segmentation_runs (as_of DATE, preset VARCHAR, levels INTEGER, "
+                "cut_points JSON, customers BIGINT, created_at TIMESTAMPTZ DEFAULT now())")
+    con.execute("INSERT INTO segmentation_runs (as_of, preset, levels, cut_points, customers) VALUES (?, ?, ?, ?, ?)",
+                [res.as_of, res.preset, res.levels, json.dumps(res.cut_points.model_dump()), res.customers])
+
+
+def load_cut_points(con: duckdb.DuckDBPyConnection):
+    """The cut points of the last full run, or None when there was none."""
+    from segmentation import Thresholds
+
+    exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'segmentation_runs'").fetchall()
+    if not exists[0][0]:
+        return None
+    row = con.execute("SELECT cut_points FROM segmentation_runs ORDER BY created_at DESC LIMIT 1").fetchall()
+    return Thresholds(**json.loads(row[0][0])) if row else None
 
 
 def plan_document(planned: Sequence[PlannedDestination], as_of: date) -> dict:
