@@ -120,7 +120,7 @@ class Throttle:
         self._tokens = max(0.0, self._tokens - 1)
 
 
-@dataclass
+@dataclass(repr=False)
 class HttpClient:
     """One vendor's HTTP access. Errors name ``auth_env`` / ``url_env``, never a secret."""
 
@@ -142,6 +142,9 @@ class HttpClient:
     def __post_init__(self) -> None:
         self.status_actions = {**STATUS_ACTIONS, **self.status_actions}  # vendor overrides on top
         self.session.headers.update(self.headers)
+
+    def __repr__(self) -> str:  # never the headers, secrets or a secret-bearing URL
+        return f"HttpClient(vendor={self.vendor!r}, base_url={self.safe(self.base_url)!r})"
 
     def safe(self, text: str) -> str:
         return redact(text, self.secrets)

@@ -138,6 +138,8 @@ def test_bad_credentials_raise_one_auth_error_naming_the_variable(case):
         c.source().pull(duckdb.connect())
     assert fake.auth_env in str(err.value)
     assert c.secret not in str(err.value) and c.secret not in repr(err.value.__dict__)
+    source = c.source()
+    assert c.secret not in repr(source.http) and c.secret not in repr(vars(source))
     assert len(rsps.calls) == 1  # not retried
 
 
