@@ -23,7 +23,11 @@ class PullResult:
 
 
 class Source(Protocol):
-    """Reads contacts and orders since a cursor into the connection's ``staged_*`` tables."""
+    """Reads contacts and orders since a cursor into the connection's ``staged_*`` tables.
+
+    API sources also take ``progress`` (called with the records of each page) and offer ``check() -> str``,
+    one cheap authenticated read that names the account.
+    """
 
     name: str
 

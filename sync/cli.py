@@ -25,8 +25,9 @@ from segmentation import PRESETS, SegmentationError
 from .errors import INTERNAL_EXIT, ConfigError, DataError, RfmsyncError
 
 log = logging.getLogger("rfmsync")
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+_WIDTH = None if sys.stdout.isatty() else 120  # pipes and files get full rows, not an 80-column wrap
+out = Console(soft_wrap=True, width=_WIDTH)
+err = Console(stderr=True, soft_wrap=True, width=_WIDTH)
 
 
 def _exit_code(exc: BaseException) -> int:

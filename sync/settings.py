@@ -29,10 +29,14 @@ class Settings(BaseSettings):
     # CRM / POS sources
     retailcrm_url: str | None = None
     retailcrm_api_key: SecretStr | None = None
+    retailcrm_api_url: str | None = None
+    retailcrm_webhook_token: SecretStr | None = None
     amocrm_subdomain: str | None = None
     amocrm_token: SecretStr | None = None
     amocrm_api_url: str | None = None
+    amocrm_webhook_token: SecretStr | None = None
     bitrix24_webhook_url: SecretStr | None = None
+    bitrix24_app_token: SecretStr | None = None
     shopify_shop: str | None = None
     shopify_token: SecretStr | None = None
     shopify_webhook_secret: SecretStr | None = None

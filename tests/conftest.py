@@ -8,6 +8,7 @@ import pytest
 
 from tests.fakes.mailchimp import mailchimp_fake  # noqa: F401  (fixture)
 from tests.fakes.sendgrid import sendgrid_fake  # noqa: F401  (fixture)
+from tests.fakes.unisender import unisender_fake  # noqa: F401  (fixture)
 
 
 @pytest.fixture(autouse=True)

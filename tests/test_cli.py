@@ -1,0 +1,102 @@
+"""The CLI as a user meets it: segments in every format, check, config errors, docs and settings kept true."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pytest
+from click.testing import CliRunner
+
+from sync.cli import main
+from sync.demodata import generate_shop
+from sync.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+AS_OF = "2025-06-30"
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    return generate_shop(tmp_path_factory.mktemp("shop"), customers=400, seed=5, as_of=date.fromisoformat(AS_OF))
+
+
+def run(*args, code=0):
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == code, result.output
+    return result
+
+
+def test_segments_json_has_the_public_keys(shop):
+    data = json.loads(run("segments", "--config", str(shop), "--as-of", AS_OF, "--format", "json").output)
+    assert {"as_of", "preset", "method", "segments", "boundary", "bad_rows"} <= set(data)
+    assert data["as_of"] == AS_OF and data["preset"] == "tracks" and data["method"] == "quantile"
+    assert [s["segment"] for s in data["segments"]] == ["Best active", "Falling asleep", "Churn", "Beginners", "Other"]
+    for s in data["segments"]:
+        assert set(s) == {"segment", "customers", "customers_pct", "revenue", "revenue_pct", "avg_check",
+                          "avg_repeat_purchases"}
+    assert {"days", "reminder_day"} <= set(data["boundary"])
+    assert data["bad_rows"] > 0  # the demo shop carries a few deliberately bad rows
+    assert sum(s["customers"] for s in data["segments"]) == data["customers"]
+
+
+def test_preset_override_and_csv(shop, tmp_path):
+    out = tmp_path / "s.csv"
+    run("segments", "--config", str(shop), "--as-of", AS_OF, "--preset", "crm-4", "--format", "csv", "-o", str(out))
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert rows[0]["segment"] == "VIP" and rows[-1]["segment"] == "Total"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".json"])
+def test_customers_file_in_every_format(shop, tmp_path, suffix):
+    out = tmp_path / f"customers{suffix}"
+    run("segments", "--config", str(shop), "--as-of", AS_OF, "--customers", "-o", str(out))
+    reader = {".csv": "read_csv_auto", ".parquet": "read_parquet", ".json": "read_json_auto"}[suffix]
+    con = duckdb.connect()
+    cols = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {reader}('{out}')").fetchall()]
+    assert cols[:11] == ["customer_id", "email", "phone", "recency_days", "frequency", "monetary", "r", "f", "m",
+                         "rfm", "segment"]
+    rfm = con.execute(f"SELECT CAST(rfm AS VARCHAR), r, f, m FROM {reader}('{out}') LIMIT 20").fetchall()
+    assert all(code == f"{r}{f}{m}" for code, r, f, m in rfm)
+
+
+def test_check_lists_bad_rows_with_file_and_row(shop):
+    out = run("check", "--config", str(shop)).output
+    assert re.search(r"orders\.csv, row \d+: (ordered_at|amount)", out)
+    assert run("check", "--config", str(shop), "--strict", code=3).exit_code == 3
+
+
+def test_missing_config_and_bad_toml_are_one_line_config_errors(tmp_path):
+    out = run("segments", "--config", str(tmp_path / "nope.toml"), code=2).output
+    assert "not found" in out and "Traceback" not in out
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[segmentation]\npreset = 'tracks'\nmethod = 'magic'\n", encoding="utf-8")
+    out = run("segments", "--config", str(bad), code=2).output
+    assert "segmentation.method" in out
+
+
+def test_config_from_environment_variable(shop, monkeypatch):
+    monkeypatch.setenv("RFMSYNC_CONFIG", str(shop))
+    assert "Best active" in run("segments", "--as-of", AS_OF, "--format", "json").output
+
+
+def test_every_command_is_documented_in_the_readme():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name in main.commands:
+        assert f"rfmsync {name}" in readme, f"`rfmsync {name}` is not documented in README.md"
+        run(name, "--help")
+
+
+def test_settings_example_lists_every_setting():
+    text = (ROOT / "settings.example.env").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^([A-Z0-9_]+)=", text, re.M))
+    assert listed == {name.upper() for name in Settings.model_fields}
+
+
+def test_demo_runs_and_prints_segments_and_plan(tmp_path):
+    out = run("demo", "--workdir", str(tmp_path / "demo"), "--customers", "300").output
+    assert "Best active" in out and "Dry-run plan" in out and "Falling-asleep boundary" in out
