@@ -1,0 +1,336 @@
+"""File connector: small export files written into tmp_path, read through FileSource.pull."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import openpyxl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pydantic import ValidationError
+
+from connectors.errors import ConfigError
+from connectors.files import FilePullResult, FileSource, FileSourceConfig
+from connectors.presets import PRESETS
+
+UTC = dt.timezone.utc
+COLS = {"order_id": "Чек №", "customer_id": "Клиент", "ordered_at": "Дата", "amount": "Сумма",
+        "status": "Статус", "email": "E-mail", "phone": "Телефон"}
+HEADER = ["Чек №", "Клиент", "Дата", "Сумма", "Статус", "E-mail", "Телефон"]
+
+
+def write_csv(path: Path, rows: list[list[str]], delim: str = ";", encoding: str = "utf-8") -> Path:
+    path.write_bytes("\n".join(delim.join(r) for r in rows).encode(encoding) + b"\n")
+    return path
+
+
+def pull(tmp_path: Path, **cfg) -> tuple[FilePullResult, duckdb.DuckDBPyConnection]:
+    cfg.setdefault("columns", COLS)
+    cfg.setdefault("orders", "sales.csv")
+    con = duckdb.connect()
+    result = FileSource(FileSourceConfig(type="file", **cfg), tmp_path).pull(con)
+    return result, con
+
+
+def orders(con) -> dict[str, tuple]:
+    return {r[0]: r[1:] for r in con.execute("SELECT * FROM staged_orders ORDER BY order_id").fetchall()}
+
+
+def contacts(con) -> dict[str, tuple]:
+    return {r[0]: r[1:] for r in con.execute("SELECT * FROM staged_contacts").fetchall()}
+
+
+RU_ROWS = [HEADER,
+           ["1", "c1", "02.01.2024 10:30", "1 234,50 сум", "Продажа", " Anna@Example.COM ", "90 123 45 67"],
+           ["2", "c2", "03.01.2024", "1\u00a0000,00", "", "", "+998 33 123 45 67"],
+           ["3", "c1", "04.01.2024 09:15:30", "12\u202f500,75 so'm", "оплачен", "", ""]]
+
+
+@pytest.mark.parametrize("encoding,bom", [("utf-8", b""), ("utf-8", b"\xef\xbb\xbf"), ("cp1251", b"")])
+@pytest.mark.parametrize("delim", [";", ",", "\t"])
+def test_encodings_and_delimiters_are_detected(tmp_path, encoding, bom, delim):
+    rows = [[c.replace(",", ".") if delim == "," else c for c in r] for r in RU_ROWS]
+    if delim == ",":  # with a comma delimiter the decimals are dots
+        rows = [[c.replace(" ", "") if i == 3 else c for i, c in enumerate(r)] for r in rows]
+    if encoding == "cp1251":  # cp1251 has U+00A0 but no U+202F
+        rows = [[c.replace("\u202f", "\u00a0") for c in r] for r in rows]
+    path = write_csv(tmp_path / "sales.csv", rows, delim, encoding)
+    path.write_bytes(bom + path.read_bytes())
+    result, con = pull(tmp_path, timezone="Asia/Tashkent", phone_region="UZ")
+    assert result.bad_row_count == 0, result.bad_rows
+    got = orders(con)
+    assert got["1"][2] == Decimal("1234.50")
+    assert got["2"][2] == Decimal("1000.00")
+    assert got["3"][2] == Decimal("12500.75")
+    assert got["1"][1] == dt.datetime(2024, 1, 2, 5, 30, tzinfo=UTC)  # 10:30 in Tashkent (UTC+5)
+    assert got["2"][1] == dt.datetime(2024, 1, 2, 19, 0, tzinfo=UTC)
+    assert got["3"][1] == dt.datetime(2024, 1, 4, 4, 15, 30, tzinfo=UTC)
+    people = contacts(con)
+    assert people["c1"][:2] == ("anna@example.com", "+998901234567")
+    assert people["c2"][:2] == (None, "+998331234567")
+    assert result.full_refresh and result.orders == 3 and result.contacts == 2
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("1 234,50 ₸", "1234.50"), ("$12.5", "12.50"), ("1.234,56 руб.", "1234.56"), ("1,234.56 USD", "1234.56"),
+    ("€7", "7.00"), ("150 000 so'm", "150000.00"), ("99,9 ₽", "99.90"), ("2\u202f000 UZS", "2000.00"),
+])
+def test_amounts_with_currency_and_separators(tmp_path, text, expected):
+    write_csv(tmp_path / "sales.csv", [["id", "c", "d", "a"], ["1", "x", "2024-01-01", text]], ";")
+    result, con = pull(tmp_path, columns={"order_id": "id", "customer_id": "c", "ordered_at": "d", "amount": "a"},
+                       decimal="," if "," in text and "." not in text.replace("руб.", "") else None)
+    assert result.bad_row_count == 0, result.bad_rows
+    assert orders(con)["1"][2] == Decimal(expected)
+
+
+def test_currency_symbol_sets_currency_and_config_currency_wins(tmp_path):
+    write_csv(tmp_path / "sales.csv", [["id", "c", "d", "a"], ["1", "x", "2024-01-01", "5 ₸"],
+                                       ["2", "x", "2024-01-01", "7 сум"]])
+    cols = {"order_id": "id", "customer_id": "c", "ordered_at": "d", "amount": "a"}
+    _, con = pull(tmp_path, columns=cols)
+    assert {k: v[3] for k, v in orders(con).items()} == {"1": "KZT", "2": "UZS"}
+    _, con = pull(tmp_path, columns=cols, currency="usd")
+    assert {v[3] for v in orders(con).values()} == {"USD"}
+
+
+def test_iso_offsets_and_utc_default(tmp_path):
+    write_csv(tmp_path / "sales.csv", [["id", "c", "d", "a"], ["1", "x", "2024-03-01T10:00:00+03:00", "1"],
+                                       ["2", "x", "2024-03-01 10:00", "1"], ["3", "x", "2024-03-01T10:00:00Z", "1"]])
+    _, con = pull(tmp_path, columns={"order_id": "id", "customer_id": "c", "ordered_at": "d", "amount": "a"})
+    got = {k: v[1] for k, v in orders(con).items()}
+    assert got == {"1": dt.datetime(2024, 3, 1, 7, tzinfo=UTC), "2": dt.datetime(2024, 3, 1, 10, tzinfo=UTC),
+                   "3": dt.datetime(2024, 3, 1, 10, tzinfo=UTC)}
+
+
+def test_dst_zone_uses_the_right_offset(tmp_path):
+    write_csv(tmp_path / "sales.csv", [["id", "c", "d", "a"], ["w", "x", "15.01.2024 12:00", "1"],
+                                       ["s", "x", "15.07.2024 12:00", "1"]])
+    _, con = pull(tmp_path, columns={"order_id": "id", "customer_id": "c", "ordered_at": "d", "amount": "a"},
+                  timezone="Europe/Berlin")
+    got = {k: v[1] for k, v in orders(con).items()}
+    assert got == {"w": dt.datetime(2024, 1, 15, 11, tzinfo=UTC), "s": dt.datetime(2024, 7, 15, 10, tzinfo=UTC)}
+
+
+def test_bad_rows_are_reported_with_row_numbers_and_excluded(tmp_path):
+    write_csv(tmp_path / "sales.csv", [
+        HEADER,
+        ["1", "c1", "02.01.2024", "100", "", "", ""],           # row 2: fine
+        ["2", "c1", "31.02.2024", "100", "", "", ""],           # row 3: impossible date
+        ["3", "c1", "02.01.2024", "сто", "", "", ""],           # row 4: amount
+        ["4", "", "02.01.2024", "100", "", "", ""],             # row 5: no customer key at all
+        ["5", "c2", "02.01.2024", "-50", "", "", ""],           # row 6: negative, not a refund
+        ["6", "c2", "02.01.2024", "-50", "Возврат", "", ""],    # row 7: refund → stored as 50
+        ["7", "c2", "02.01.2024", "10", "в пути", "", ""],      # row 8: unknown status
+    ])
+    result, con = pull(tmp_path)
+    assert [(b.row, b.field, b.value) for b in result.bad_rows] == [
+        (3, "ordered_at", "31.02.2024"), (4, "amount", "сто"), (5, "customer_id", None), (6, "amount", "-50"),
+        (8, "status", "в пути")]
+    assert result.bad_row_count == 5
+    assert all(b.source == str(tmp_path / "sales.csv") for b in result.bad_rows)
+    assert str(result.bad_rows[0]).startswith(f"{tmp_path / 'sales.csv'}, row 3: ordered_at: ")
+    got = orders(con)
+    assert set(got) == {"1", "6"}
+    assert got["6"][2:5] == (Decimal("50.00"), None, "refunded")
+
+
+def test_status_overrides_and_counting_is_exact(tmp_path):
+    write_csv(tmp_path / "sales.csv", [HEADER,
+                                       ["1", "c1", "02.01.2024", "10", "в пути", "", ""],
+                                       ["2", "c1", "02.01.2024", "10", "Отменён клиентом", "", ""],
+                                       ["3", "c1", "02.01.2024", "10", "weird", "", ""]])
+    result, con = pull(tmp_path, statuses={"в пути": "completed"})
+    assert [(b.row, b.field, b.value) for b in result.bad_rows] == [(4, "status", "weird")]
+    assert {k: v[4] for k, v in orders(con).items()} == {"1": "completed", "2": "cancelled"}
+
+
+def test_bad_row_list_is_capped_but_counted(tmp_path):
+    rows = [["id", "c", "d", "a"]] + [[str(i), "x", "nope", "1"] for i in range(1200)]
+    write_csv(tmp_path / "sales.csv", rows)
+    result, _ = pull(tmp_path, columns={"order_id": "id", "customer_id": "c", "ordered_at": "d", "amount": "a"})
+    assert result.bad_row_count == 1200 and len(result.bad_rows) == 1000
+    assert result.bad_rows[-1].row == 1001
+
+
+def test_invalid_email_and_phone_become_null_and_are_reported(tmp_path):
+    write_csv(tmp_path / "sales.csv", [HEADER, ["1", "c1", "02.01.2024", "1", "", "not-an-email", "12"],
+                                       ["2", "c2", "02.01.2024", "1", "", "b@x.test", "90 123 45 67"]])
+    result, con = pull(tmp_path, phone_region="UZ")
+    assert result.bad_row_count == 0 and result.orders == 2
+    assert contacts(con)["c1"][:2] == (None, None)
+    assert contacts(con)["c2"][:2] == (None, "+998901234567")
+    assert sorted((i.row, i.field, i.value) for i in result.issues) == [
+        (2, "email", "not-an-email"), (2, "phone", "12"), (3, "email", "b@x.test")]
+    assert result.issue_count == 3
+
+
+def test_flat_contacts_take_latest_non_empty_values_and_attributes(tmp_path):
+    write_csv(tmp_path / "sales.csv", [
+        HEADER + ["ФИО", "Согласие", "Город"],
+        ["1", "c1", "01.01.2024", "1", "", "old@example.com", "", "Иванов Иван Иванович", "да", "Ташкент"],
+        ["2", "c1", "05.01.2024", "1", "", "new@example.com", "", "", "", ""],
+        ["3", "c2", "05.01.2024", "1", "", "", "", "John Smith", "нет", ""]])
+    _, con = pull(tmp_path, columns={**COLS, "name": "ФИО", "marketing_consent": "Согласие"},
+                  attributes={"city": "Город"})
+    people = contacts(con)
+    assert people["c1"][0] == "new@example.com"
+    assert people["c1"][2:5] == ("Иван", "Иванов", "yes")
+    assert json.loads(people["c1"][6]) == {"city": "Ташкент"}
+    assert people["c2"][2:5] == ("John", "Smith", "no") and people["c2"][6] is None
+
+
+def test_duplicate_order_ids_last_row_wins_and_is_counted(tmp_path):
+    write_csv(tmp_path / "sales.csv", [HEADER, ["1", "c1", "02.01.2024", "10", "", "", ""],
+                                       ["1", "c1", "03.01.2024", "20", "", "", ""],
+                                       ["2", "c1", "03.01.2024", "5", "", "", ""]])
+    result, con = pull(tmp_path)
+    assert result.duplicate_orders == 1 and result.bad_row_count == 0
+    assert orders(con)["1"][2] == Decimal("20.00")
+
+
+def test_receipt_lines_are_grouped_into_orders(tmp_path):
+    write_csv(tmp_path / "sales.csv", [
+        ["Чек", "Клиент", "Дата", "Товар", "Артикул", "Кол-во", "Цена"],
+        ["A", "c1", "02.01.2024", "Чай", "T1", "2", "1,50"],
+        ["A", "c1", "02.01.2024", "Кофе", "K1", "1", "3,00"],
+        ["B", "c2", "03.01.2024", "Чай", "T1", "", "1,50"]])
+    result, con = pull(tmp_path, columns={"order_id": "Чек", "customer_id": "Клиент", "ordered_at": "Дата",
+                                          "product": "Товар", "sku": "Артикул", "quantity": "Кол-во",
+                                          "price": "Цена"})
+    assert result.bad_row_count == 0
+    assert {k: v[2] for k, v in orders(con).items()} == {"A": Decimal("6.00"), "B": Decimal("1.50")}
+    lines = con.execute("SELECT order_id, line_no, sku, name, quantity, price FROM staged_line_items "
+                        "ORDER BY order_id, line_no").fetchall()
+    assert lines == [("A", 1, "T1", "Чай", Decimal("2.000"), Decimal("1.50")),
+                     ("A", 2, "K1", "Кофе", Decimal("1.000"), Decimal("3.00")),
+                     ("B", 1, "T1", "Чай", None, Decimal("1.50"))]
+
+
+def test_without_order_id_and_customer_id_ids_are_synthetic_and_keys_fall_back(tmp_path):
+    write_csv(tmp_path / "sales.csv", [["Дата", "Сумма", "E-mail", "Телефон"],
+                                       ["02.01.2024", "10", "A@x.com", ""],
+                                       ["02.01.2024", "10", "", "90 123 45 67"],
+                                       ["02.01.2024", "10", "", ""]])
+    cols = {"ordered_at": "Дата", "amount": "Сумма", "email": "E-mail", "phone": "Телефон"}
+    result, con = pull(tmp_path, columns=cols, phone_region="UZ")
+    assert [(b.row, b.field) for b in result.bad_rows] == [(4, "customer_id")]
+    got = con.execute("SELECT order_id, customer_id FROM staged_orders ORDER BY customer_id").fetchall()
+    assert [c for _, c in got] == ["+998901234567", "a@x.com"]
+    assert all(o.startswith("h") and len(o) == 17 for o, _ in got)
+    _, con2 = pull(tmp_path, columns=cols, phone_region="UZ")  # stable across reads
+    assert con2.execute("SELECT order_id FROM staged_orders ORDER BY customer_id").fetchall() == [(o,) for o, _ in got]
+    assert contacts(con)["a@x.com"][0] == "a@x.com"
+
+
+def test_contacts_file_with_its_own_mapping_wins_over_order_rows(tmp_path):
+    write_csv(tmp_path / "sales.csv", [HEADER, ["1", "c1", "02.01.2024", "10", "", "old@x.com", ""],
+                                       ["2", "c9", "02.01.2024", "10", "", "", ""]])
+    write_csv(tmp_path / "clients.csv", [["Код", "Почта", "Имя", "Город"], ["c1", "new@x.com", "Анна", "Бухара"],
+                                         ["", "", "Никто", ""]])
+    result, con = pull(tmp_path, contacts="clients.csv", attributes={"city": "Город"},
+                       contact_columns={"customer_id": "Код", "email": "Почта", "first_name": "Имя"})
+    people = contacts(con)
+    assert people["c1"][0] == "new@x.com" and people["c1"][2] == "Анна"
+    assert json.loads(people["c1"][6]) == {"city": "Бухара"}
+    assert "c9" in people  # customers only seen in orders still get a contact
+    assert [(b.source.endswith("clients.csv"), b.row, b.field) for b in result.bad_rows] == [(True, 3, "customer_id")]
+
+
+def test_contacts_file_reuses_columns_when_no_contact_columns(tmp_path):
+    write_csv(tmp_path / "sales.csv", [["Клиент", "Дата", "Сумма"], ["c1", "02.01.2024", "10"]])
+    write_csv(tmp_path / "clients.csv", [["Клиент", "E-mail"], ["c1", "a@x.com"]])
+    _, con = pull(tmp_path, contacts="clients.csv",
+                  columns={"customer_id": "Клиент", "ordered_at": "Дата", "amount": "Сумма", "email": "E-mail"})
+    assert contacts(con)["c1"][0] == "a@x.com"
+
+
+def test_missing_columns_raise_one_config_error_listing_found_columns(tmp_path):
+    write_csv(tmp_path / "sales.csv", [["Чек №", "Дата", "Итог"], ["1", "02.01.2024", "1"]])
+    with pytest.raises(ConfigError) as err:
+        pull(tmp_path)
+    msg = str(err.value)
+    for part in ("sales.csv", "amount = 'Сумма'", "customer_id = 'Клиент'", "'Итог'", "'Чек №'"):
+        assert part in msg
+
+
+def test_glob_reads_all_matches_and_no_match_names_the_pattern(tmp_path):
+    (tmp_path / "exports").mkdir()
+    for i in (1, 2):
+        write_csv(tmp_path / "exports" / f"sales-{i}.csv", [HEADER, [str(i), "c1", "02.01.2024", "10", "", "", ""]])
+    result, con = pull(tmp_path, orders="exports/sales-*.csv")
+    assert set(orders(con)) == {"1", "2"}
+    with pytest.raises(ConfigError, match=r"exports/nothing-\*\.csv"):
+        pull(tmp_path, orders="exports/nothing-*.csv")
+
+
+def test_xlsx_with_title_rows_date_cells_and_serial_dates(tmp_path):
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["Отчёт о продажах"])
+    ws.append(HEADER)
+    ws.append([1, "c1", dt.datetime(2024, 1, 2, 10, 30), 1234.5, "Продажа", "a@x.com", "90 123 45 67"])
+    ws.append([2, "c2", 45300, "99,90 сум", None, None, None])  # 45300 = 2024-01-09 as an Excel serial
+    ws.append([None] * 7)
+    ws.append([3, "c3", "когда-то", 5, None, None, None])
+    wb.save(tmp_path / "sales.xlsx")
+    result, con = pull(tmp_path, orders="sales.xlsx", timezone="Asia/Tashkent", phone_region="UZ")
+    got = orders(con)
+    assert got["1"][1:3] == (dt.datetime(2024, 1, 2, 5, 30, tzinfo=UTC), Decimal("1234.50"))
+    assert got["2"][1:3] == (dt.datetime(2024, 1, 8, 19, 0, tzinfo=UTC), Decimal("99.90"))
+    assert [(b.row, b.field, b.value) for b in result.bad_rows] == [(6, "ordered_at", "когда-то")]
+
+
+def test_parquet_with_typed_columns(tmp_path):
+    pq.write_table(pa.table({
+        "order_id": ["1", "2"], "customer_id": ["c1", "c2"],
+        "ordered_at": pa.array([dt.datetime(2024, 1, 2, 10), dt.datetime(2024, 1, 3)], pa.timestamp("us")),
+        "amount": pa.array([Decimal("10.50"), Decimal("-3")], pa.decimal128(10, 2)),
+        "status": ["paid", "refund"]}), tmp_path / "sales.parquet")
+    result, con = pull(tmp_path, orders="sales.parquet", timezone="Asia/Tashkent",
+                       columns={k: k for k in ("order_id", "customer_id", "ordered_at", "amount", "status")})
+    assert result.bad_row_count == 0
+    assert orders(con) == {"1": ("c1", dt.datetime(2024, 1, 2, 5, tzinfo=UTC), Decimal("10.50"), None, "completed", None),
+                           "2": ("c2", dt.datetime(2024, 1, 2, 19, tzinfo=UTC), Decimal("3.00"), None, "refunded", None)}
+
+
+def test_billz_preset_reads_a_billz_style_report(tmp_path):
+    cols = PRESETS["billz"]
+    header = [cols[k] for k in ("ordered_at", "order_id", "name", "phone", "product", "brand", "category",
+                                "quantity", "amount")]
+    write_csv(tmp_path / "sales.csv", [header,
+                                       ["02.01.2024 10:00", "1001", "Каримов Алишер", "+998 90 123 45 67", "Кеды",
+                                        "Nike", "Обувь", "1", "450 000"],
+                                       ["02.01.2024 10:00", "1001", "Каримов Алишер", "+998 90 123 45 67", "Носки",
+                                        "Nike", "Аксессуары", "2", "50 000"]])
+    result, con = pull(tmp_path, preset="billz", columns={}, phone_region="UZ", currency="UZS")
+    assert result.bad_row_count == 0
+    assert orders(con)["1001"][:3] == ("+998901234567", dt.datetime(2024, 1, 2, 10, tzinfo=UTC), Decimal("500000.00"))
+    assert contacts(con)["+998901234567"][2:4] == ("Каримов", "Алишер")
+    assert con.execute("SELECT count(*), count(brand) FROM staged_line_items").fetchall() == [(2, 2)]
+
+
+def test_1c_preset_with_user_override(tmp_path):
+    write_csv(tmp_path / "sales.csv", [["Номер", "Дата", "Покупатель", "Номенклатура", "Количество", "Цена", "Сумма"],
+                                       ["00-17", "02.01.2024 12:00:00", "ООО Ромашка", "Молоко", "2", "80,00",
+                                        "160,00"]], encoding="cp1251")
+    result, con = pull(tmp_path, preset="1c", columns={"customer_id": "Покупатель", "name": "Покупатель"})
+    assert result.bad_row_count == 0
+    assert orders(con)["00-17"][:3] == ("ООО Ромашка", dt.datetime(2024, 1, 2, 12, tzinfo=UTC), Decimal("160.00"))
+
+
+def test_config_validation_errors_are_clear():
+    with pytest.raises(ValidationError, match="unknown canonical field"):
+        FileSourceConfig(type="file", orders="x.csv", columns={"colour": "Цвет"})
+    with pytest.raises(ValidationError, match="unknown preset"):
+        FileSourceConfig(type="file", orders="x.csv", preset="nope")
+    with pytest.raises(ValidationError, match="time zone"):
+        FileSourceConfig(type="file", orders="x.csv", timezone="Mars/Base")
+    with pytest.raises(ValidationError):
+        FileSourceConfig(type="file", orders="x.csv", surprise=1)
+    with pytest.raises(ConfigError, match="ordered_at"):
+        FileSource(FileSourceConfig(type="file", orders="x.csv", columns={"customer_id": "c"}), Path("."))
