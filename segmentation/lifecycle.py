@@ -1,0 +1,122 @@
+"""Behavioural per-customer fields, in DuckDB SQL (no per-customer Python).
+
+As of a local day ``as_of`` (inclusive, in the shop's time zone), over completed orders:
+
+* ``avg_days_between_orders``: (last − first purchase day) / (purchase days − 1); NULL
+  with a single purchase day (several orders on one day count as one purchase day);
+* ``median_gap_days`` / ``gaps``: median and number of gaps between consecutive purchase days;
+* ``discount_share``: share of completed orders with ``discount > 0``;
+* ``discount_hunter``: ``discount_share ≥ threshold`` and at least 2 completed orders
+  (one discounted first order is a welcome coupon, not a habit);
+* ``favourite_category`` / ``favourite_brand``: the one with the most line-item spend
+  (quantity × unit price, NULL quantity = 1, NULL price = 0) over completed orders; ties go
+  to the larger quantity, then the alphabetically first name; NULL without items.
+
+:func:`create_predictions_table` adds the next-order rule: ``next_order_date`` = last
+purchase day + the customer's own median gap (rounded to whole days) when they have ≥ 2
+gaps, else ``as_of`` + the model's days until a purchase becomes more likely than not
+(NULL when the model has no such day), and ``reorder_due`` = ``as_of`` ≥
+``next_order_date`` − ``remind_days_before``.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import duckdb
+
+from .btyd import check_timezone
+
+LIFECYCLE_SQL = """
+    CREATE OR REPLACE TEMP TABLE customer_lifecycle AS
+    WITH completed AS (
+        SELECT order_id, customer_id, discount, (ordered_at AT TIME ZONE $tz)::DATE AS day
+        FROM orders
+        WHERE status = 'completed' AND (ordered_at AT TIME ZONE $tz)::DATE <= $as_of
+    ),
+    gaps AS (
+        SELECT customer_id, day,
+               date_diff('day', lag(day) OVER (PARTITION BY customer_id ORDER BY day), day) AS gap
+        FROM (SELECT DISTINCT customer_id, day FROM completed)
+    ),
+    per_day AS (
+        SELECT customer_id, min(day) AS first_day, max(day) AS last_day, count(*) AS purchase_days,
+               count(gap) AS gaps, median(gap) AS median_gap_days
+        FROM gaps GROUP BY customer_id
+    ),
+    per_order AS (
+        SELECT customer_id, count(*) AS orders,
+               count(*) FILTER (WHERE discount > 0) / count(*) AS discount_share
+        FROM completed GROUP BY customer_id
+    ),
+    items AS (
+        SELECT c.customer_id, li.category, li.brand, coalesce(li.quantity, 1) AS qty,
+               coalesce(li.quantity, 1) * coalesce(li.price, 0) AS spend
+        FROM completed c JOIN line_items li USING (order_id)
+    ),
+    cat AS (
+        SELECT customer_id, category,
+               row_number() OVER (PARTITION BY customer_id
+                                  ORDER BY sum(spend) DESC, sum(qty) DESC, category) AS rank
+        FROM items WHERE category IS NOT NULL GROUP BY customer_id, category
+    ),
+    brand AS (
+        SELECT customer_id, brand,
+               row_number() OVER (PARTITION BY customer_id
+                                  ORDER BY sum(spend) DESC, sum(qty) DESC, brand) AS rank
+        FROM items WHERE brand IS NOT NULL GROUP BY customer_id, brand
+    )
+    SELECT d.customer_id, d.first_day, d.last_day, d.purchase_days, o.orders, d.gaps, d.median_gap_days,
+           CASE WHEN d.purchase_days > 1
+                THEN round(date_diff('day', d.first_day, d.last_day) / (d.purchase_days - 1), 2)
+           END AS avg_days_between_orders,
+           CAST(o.discount_share AS DOUBLE) AS discount_share,
+           (o.orders >= 2 AND o.discount_share >= $threshold) AS discount_hunter,
+           cat.category AS favourite_category, brand.brand AS favourite_brand
+    FROM per_day d
+    JOIN per_order o USING (customer_id)
+    LEFT JOIN cat ON cat.customer_id = d.customer_id AND cat.rank = 1
+    LEFT JOIN brand ON brand.customer_id = d.customer_id AND brand.rank = 1
+    ORDER BY d.customer_id
+"""
+
+PREDICTIONS_SQL = """
+    CREATE OR REPLACE TEMP TABLE customer_predictions AS
+    WITH nxt AS (
+        SELECT l.*, m.* EXCLUDE (customer_id),
+               CASE WHEN l.gaps >= 2
+                    THEN l.last_day + CAST(round(l.median_gap_days) AS INTEGER)
+                    WHEN m.days_to_next_order IS NOT NULL
+                    THEN $as_of::DATE + CAST(ceil(m.days_to_next_order) AS INTEGER)
+               END AS next_order_date
+        FROM customer_lifecycle l LEFT JOIN {model} m USING (customer_id)
+    )
+    SELECT customer_id, p_alive, expected_purchases, churn_probability, churn_risk,
+           CAST(expected_aov AS DECIMAL(18, 2)) AS expected_aov, CAST(clv AS DECIMAL(18, 2)) AS clv,
+           CAST(next_order_date AS DATE) AS next_order_date,
+           ($as_of::DATE >= next_order_date - CAST($remind AS INTEGER)) AS reorder_due,
+           avg_days_between_orders, discount_share, discount_hunter, favourite_category, favourite_brand
+    FROM nxt
+    ORDER BY customer_id
+"""
+
+
+def create_lifecycle_table(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str = "UTC",
+                           discount_hunter_threshold: float = 0.5) -> int:
+    """Create TEMP table ``customer_lifecycle`` (one row per customer with a completed order)."""
+    check_timezone(timezone)
+    con.execute(LIFECYCLE_SQL, {"tz": timezone, "as_of": as_of, "threshold": discount_hunter_threshold})
+    return con.execute("SELECT count(*) FROM customer_lifecycle").fetchall()[0][0]
+
+
+def create_predictions_table(con: duckdb.DuckDBPyConnection, model: str, as_of: date,
+                             remind_days_before: int) -> int:
+    """Create TEMP table ``customer_predictions`` from ``customer_lifecycle`` and a model relation.
+
+    ``model`` names a registered relation with ``customer_id, p_alive, expected_purchases,
+    churn_probability, churn_risk, expected_aov, clv, days_to_next_order`` (NULLs allowed).
+    """
+    if not model.isidentifier():
+        raise ValueError(f"model relation name must be an identifier, got {model!r}")
+    con.execute(PREDICTIONS_SQL.format(model=model), {"as_of": as_of, "remind": remind_days_before})
+    return con.execute("SELECT count(*) FROM customer_predictions").fetchall()[0][0]

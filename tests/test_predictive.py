@@ -1,0 +1,332 @@
+"""BG/NBD + Gamma-Gamma: published CDNOW numbers, lifetimes as oracle, thin-data rules.
+
+The CDNOW files are read by path from the lifetimes wheel (``import lifetimes.datasets``
+needs pkg_resources) and loaded into a canonical ``orders`` table, so the whole
+DuckDB summary path is exercised.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import warnings
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+from scipy import integrate
+from scipy.special import betaln
+
+from connectors.tables import create_tables
+from segmentation import predictive as P
+from segmentation.btyd import btyd_summary, simulate_bgnbd
+from segmentation.errors import ThinDataError
+
+DATASETS = Path(importlib.util.find_spec("lifetimes").origin).parent / "datasets"
+CAL_END, HOLDOUT_END = date(1997, 9, 30), date(1998, 6, 30)
+PUBLISHED_BG = P.BgNbdParams(0.2425945, 4.4136019, 0.7929199, 2.4258881)  # CLVTools full-precision MLE
+
+
+def _lifetimes():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from lifetimes import BetaGeoFitter, GammaGammaFitter
+    return BetaGeoFitter, GammaGammaFitter
+
+
+def load_orders(con: duckdb.DuckDBPyConnection, customer_ids, days, amounts, currency="USD") -> None:
+    create_tables(con)
+    tbl = pa.table({"customer_id": pa.array(customer_ids, pa.string()), "day": pa.array(days, pa.date32()),
+                    "amount": pa.array(amounts, pa.float64()), "currency": pa.array([currency] * len(days))})
+    con.register("_raw", tbl)
+    con.execute("""INSERT INTO orders SELECT 'o' || row_number() OVER (),
+                   customer_id, day::TIMESTAMPTZ, amount::DECIMAL(18,2), currency, 'completed', NULL FROM _raw""")
+    con.unregister("_raw")
+
+
+@pytest.fixture(scope="module")
+def cdnow() -> duckdb.DuckDBPyConnection:
+    rows = [line.split() for line in (DATASETS / "CDNOW_sample.txt").read_text().splitlines() if line.strip()]
+    con = duckdb.connect()
+    load_orders(con, [str(int(r[1])) for r in rows], [datetime.strptime(r[2], "%Y%m%d").date() for r in rows],
+                [float(r[4]) for r in rows])
+    return con
+
+
+@pytest.fixture(scope="module")
+def cal(cdnow):
+    return btyd_summary(cdnow, CAL_END, "UTC", "weeks")
+
+
+@pytest.fixture(scope="module")
+def reference() -> pd.DataFrame:
+    return pd.read_csv(DATASETS / "cdnow_customers_summary_with_transactions.csv").set_index("ID")
+
+
+def test_summary_from_raw_cdnow_matches_shipped_summary(cdnow, cal, reference):
+    assert cdnow.execute("SELECT count(*), sum(amount) FROM orders").fetchall() == [(6919, Decimal("244091.94"))]
+    ref = reference.loc[np.array(cal.customer_id.to_pylist(), dtype=int)]
+    assert len(cal) == 2357 and cal.repeat_customers == 946
+    np.testing.assert_array_equal(cal.frequency, ref["x"].to_numpy())
+    np.testing.assert_allclose(cal.recency, ref["t_x"], atol=0.005 + 1e-9)  # shipped file is rounded to 2 dp
+    np.testing.assert_allclose(cal.T, ref["T"], atol=0.005 + 1e-9)
+    np.testing.assert_allclose(cal.monetary, ref["zbar"], atol=0.005 + 1e-9)
+    summary = pd.read_csv(DATASETS / "cdnow_customers_summary.csv").set_index("ID").loc[ref.index]
+    np.testing.assert_array_equal(cal.frequency, summary["frequency"].to_numpy())
+
+
+def test_bgnbd_reproduces_fader_hardie_lee_2005(cal):
+    bg = P.fit_bgnbd(cal.frequency, cal.recency, cal.T)
+    assert (bg.r, bg.alpha, bg.a, bg.b) == pytest.approx((0.2426, 4.4136, 0.7929, 2.4259), abs=6e-5)
+    assert bg.log_likelihood == pytest.approx(-9582.43, abs=0.01)
+    # our likelihood at the published full-precision MLE, and the MLE is not beaten by it
+    assert P.bgnbd_log_likelihood(PUBLISHED_BG, cal.frequency, cal.recency, cal.T) == pytest.approx(-9582.429, abs=1e-3)
+    assert bg.log_likelihood >= P.bgnbd_log_likelihood(PUBLISHED_BG, cal.frequency, cal.recency, cal.T) - 1e-6
+
+
+def test_bgnbd_published_per_customer_numbers(reference):
+    x, tx, T = (reference.loc[[1, 2, 3], col].to_numpy() for col in ("x", "t_x", "T"))
+    np.testing.assert_allclose(P.p_alive(PUBLISHED_BG, x, tx, T), [0.7266, 0.2122, 1.0], atol=1e-4)
+    assert P.expected_purchases(PUBLISHED_BG, 39, x[0], tx[0], T[0]) == pytest.approx(1.2259, abs=1e-4)
+
+
+def test_gamma_gamma_reproduces_fader_hardie_2013(cal):
+    rep = cal.frequency > 0
+    assert rep.sum() == 946 and cal.monetary[rep].mean() == pytest.approx(35.08, abs=0.005)
+    gg = P.fit_gamma_gamma(cal.frequency, cal.monetary)
+    assert (gg.p, gg.q, gg.gamma) == pytest.approx((6.25, 3.74, 15.44), abs=0.01)
+    assert gg.log_likelihood == pytest.approx(-4055.92, abs=0.01)
+
+
+def test_predictions_agree_with_lifetimes_at_the_same_parameters(cal):
+    BetaGeoFitter, GammaGammaFitter = _lifetimes()
+    x, tx, T, m = cal.frequency, cal.recency, cal.T, cal.monetary
+    bg, gg = P.fit_bgnbd(x, tx, T), P.fit_gamma_gamma(x, m)
+    lbg = BetaGeoFitter()
+    lbg.params_ = pd.Series([bg.r, bg.alpha, bg.a, bg.b], index=["r", "alpha", "a", "b"])
+    lbg.predict = lbg.conditional_expected_number_of_purchases_up_to_time
+    lgg = GammaGammaFitter()
+    lgg.params_ = pd.Series([gg.p, gg.q, gg.gamma], index=["p", "q", "v"])
+    np.testing.assert_allclose(P.p_alive(bg, x, tx, T), lbg.conditional_probability_alive(x, tx, T), atol=1e-6)
+    for t in (1.0, 13.0, 39.0, 52.0):
+        np.testing.assert_allclose(P.expected_purchases(bg, t, x, tx, T),
+                                   lbg.conditional_expected_number_of_purchases_up_to_time(t, x, tx, T), atol=1e-6)
+    aov = P.expected_aov(gg, x, m)
+    np.testing.assert_allclose(aov, lgg.conditional_expected_average_profit(pd.Series(x), pd.Series(m)), atol=1e-6)
+    ours = P.clv(bg, aov, x, tx, T, horizon=12 * 4.345, month=4.345, monthly_discount_rate=0.01)
+    theirs = lgg.customer_lifetime_value(lbg, pd.Series(x), pd.Series(tx), pd.Series(T), pd.Series(m),
+                                         time=12, discount_rate=0.01, freq="W")
+    np.testing.assert_allclose(ours, theirs.to_numpy(), atol=1e-6)
+    assert ours.max() > 100  # a real spread, not all zeros
+
+
+def test_our_fit_and_lifetimes_fit_agree(cal):
+    BetaGeoFitter, _ = _lifetimes()
+    theirs = BetaGeoFitter().fit(cal.frequency, cal.recency, cal.T).params_
+    ours = P.fit_bgnbd(cal.frequency, cal.recency, cal.T)
+    assert (ours.r, ours.alpha, ours.a, ours.b) == pytest.approx(tuple(theirs), rel=1e-4)
+
+
+def _no_purchase_by_integration(bg: P.BgNbdParams, x: int, tx: float, T: float, t: float) -> float:
+    """P(no purchase in (T, T+t]) from the model's definition: integrate λ numerically, p by Beta moments."""
+    beta = math.exp(betaln(bg.a, bg.b))
+    stay = math.exp(betaln(bg.a, bg.b + x)) / beta  # E[(1-p)^x]
+    drop = math.exp(betaln(bg.a + 1, bg.b + x - 1)) / beta if x > 0 else 0.0  # E[p (1-p)^(x-1)]
+
+    def joint(horizon: float) -> float:  # P(history, no purchase in (T, T+horizon]) up to a constant
+        def f(u: float) -> float:  # λ = u^(1/r) absorbs the Gamma density's λ^(r-1) singularity at 0
+            lam = u ** (1 / bg.r)
+            return math.exp(-bg.alpha * lam) * lam ** x * (
+                stay * math.exp(-lam * (T + horizon)) + drop * math.exp(-lam * tx))
+        return integrate.quad(f, 0, np.inf, epsabs=0, epsrel=1e-11, limit=500)[0]
+
+    return joint(t) / joint(0.0)
+
+
+@pytest.mark.parametrize("x,tx,T,t", [(2, 30.43, 38.86, 13.0), (0, 0.0, 38.86, 13.0), (7, 35.0, 39.0, 52.0),
+                                      (1, 2.0, 60.0, 5.0)])
+def test_prob_no_purchase_matches_the_model_definition(x, tx, T, t):
+    bg = P.BgNbdParams(1.3, 4.4, 0.79, 2.43)
+    closed = float(P.prob_no_purchase(bg, t, x, tx, T))
+    assert closed == pytest.approx(_no_purchase_by_integration(bg, x, tx, T, t), abs=1e-8)
+    assert float(P.prob_no_purchase(PUBLISHED_BG, t, x, tx, T)) == pytest.approx(
+        _no_purchase_by_integration(PUBLISHED_BG, x, tx, T, t), abs=1e-8)
+
+
+def test_time_to_likely_purchase_is_where_no_purchase_crosses_one_half(cal):
+    x, tx, T = cal.frequency, cal.recency, cal.T
+    t = P.time_to_likely_purchase(PUBLISHED_BG, x, tx, T)
+    alive = P.p_alive(PUBLISHED_BG, x, tx, T)
+    assert np.array_equal(np.isnan(t), alive <= 0.5)
+    ok = ~np.isnan(t)
+    np.testing.assert_allclose(P.prob_no_purchase(PUBLISHED_BG, t[ok], x[ok], tx[ok], T[ok]), 0.5, atol=1e-9)
+    assert np.all(P.prob_no_purchase(PUBLISHED_BG, t[ok] * 0.99, x[ok], tx[ok], T[ok]) > 0.5)
+
+
+def test_churn_risk_buckets_follow_the_cut_points():
+    got = P.churn_risk(np.array([0.0, 0.3299, 0.33, 0.66, 0.6601, 1.0, np.nan]), (0.33, 0.66))
+    assert list(got) == ["low", "low", "medium", "medium", "high", "high", None]
+
+
+@settings(max_examples=60, deadline=None)
+@given(x=st.integers(0, 60), rec_frac=st.floats(0, 1), T=st.floats(0.1, 500), t=st.floats(0.01, 400),
+       r=st.floats(0.05, 5), alpha=st.floats(0.1, 50), a=st.floats(0.05, 5), b=st.floats(0.05, 10))
+def test_prediction_invariants(x, rec_frac, T, t, r, alpha, a, b):
+    bg = P.BgNbdParams(r, alpha, a, b)
+    tx = rec_frac * T if x else 0.0
+    alive = float(P.p_alive(bg, x, tx, T))
+    none = float(P.prob_no_purchase(bg, t, x, tx, T))
+    assert 0.0 <= alive <= 1.0 and 1.0 - alive - 1e-12 <= none <= 1.0 + 1e-12
+    if abs(a - 1) > 1e-3:
+        e1, e2 = P.expected_purchases(bg, t, x, tx, T), P.expected_purchases(bg, 2 * t, x, tx, T)
+        if np.isfinite(e1) and np.isfinite(e2):
+            assert -1e-9 <= e1 <= e2 * (1 + 1e-9) + 1e-12
+
+
+def test_fit_recovers_simulated_parameters_and_is_order_independent():
+    rng = np.random.default_rng(7)
+    T = rng.uniform(5, 80, 40_000)
+    x, tx = simulate_bgnbd(0.5, 6.0, 0.6, 3.0, T, rng)
+    bg = P.fit_bgnbd(x, tx, T)
+    assert (bg.r, bg.alpha, bg.a, bg.b) == pytest.approx((0.5, 6.0, 0.6, 3.0), rel=0.15)
+    perm = rng.permutation(x.size)
+    again = P.fit_bgnbd(x[perm], tx[perm], T[perm])
+    assert (again.r, again.alpha, again.a, again.b) == pytest.approx((bg.r, bg.alpha, bg.a, bg.b), rel=1e-6)
+
+
+def test_fit_errors_are_thin_data_errors():
+    with pytest.raises(ThinDataError, match="repeat buyer"):
+        P.fit_bgnbd(np.zeros(100), np.zeros(100), np.full(100, 30.0))
+    with pytest.raises(ThinDataError, match="recency"):
+        P.fit_bgnbd([1, 2], [5.0, 50.0], [10.0, 20.0])
+    with pytest.raises(ThinDataError, match="two repeat buyers"):
+        P.fit_gamma_gamma([0, 1], [0.0, 10.0])
+
+
+# --------------------------------------------------------------------------- predict_customers
+
+def test_predict_customers_on_cdnow_with_holdout(cdnow):
+    report = P.predict_customers(cdnow, HOLDOUT_END, P.PredictConfig(holdout_days=273))
+    out = report.to_json()
+    assert set(out) >= {"bgnbd", "gamma_gamma", "customers", "repeat_customers", "horizon_days",
+                        "clv_horizon_days", "holdout", "reason", "churn_risk_cut_points"}
+    assert set(out["bgnbd"]) >= {"r", "alpha", "a", "b", "log_likelihood", "time_unit"}
+    assert set(out["gamma_gamma"]) >= {"p", "q", "gamma"}
+    assert out["customers"] == 2357 and out["reason"] is None and out["churn_risk_cut_points"] == [0.33, 0.66]
+    hold = out["holdout"]
+    assert hold["calibration_end"] == "1997-09-30" and hold["customers"] == 2357
+    assert hold["bgnbd"]["r"] == pytest.approx(0.2426, abs=1e-4)
+    assert hold["correlation"] == pytest.approx(0.626, abs=1e-3)  # FHL 2005
+    assert hold["actual_purchases"] == 1882 and 1500 < hold["predicted_purchases"] < 1900
+
+    cols = dict(cdnow.execute("SELECT column_name, column_type FROM (DESCRIBE customer_predictions)").fetchall())
+    assert list(cols) == ["customer_id", "p_alive", "expected_purchases", "churn_probability", "churn_risk",
+                          "expected_aov", "clv", "next_order_date", "reorder_due", "avg_days_between_orders",
+                          "discount_share", "discount_hunter", "favourite_category", "favourite_brand"]
+    assert cols["next_order_date"] == "DATE" and cols["reorder_due"] == "BOOLEAN"
+    n, nulls, lo, hi = cdnow.execute("""SELECT count(*), count(*) - count(p_alive), min(churn_probability),
+                                        max(churn_probability) FROM customer_predictions""").fetchall()[0]
+    assert n == 2357 and nulls == 0 and 0 <= lo <= hi <= 1
+
+    # the table's numbers are the model's numbers for the full-history summary
+    s = btyd_summary(cdnow, HOLDOUT_END, "UTC", "weeks")
+    bg = report.bgnbd
+    table = cdnow.sql("SELECT p_alive, expected_purchases, churn_probability FROM customer_predictions"
+                      " ORDER BY customer_id").fetchnumpy()
+    np.testing.assert_allclose(table["p_alive"], P.p_alive(bg, s.frequency, s.recency, s.T), atol=1e-12)
+    np.testing.assert_allclose(table["expected_purchases"],
+                               P.expected_purchases(bg, 90 / 7, s.frequency, s.recency, s.T), atol=1e-12)
+    np.testing.assert_allclose(table["churn_probability"],
+                               P.prob_no_purchase(bg, 90 / 7, s.frequency, s.recency, s.T), atol=1e-12)
+
+
+def _synthetic_shop(n: int, repeat: bool = True, days: int = 400, currencies=("EUR",),
+                    as_of: date = date(2025, 2, 4)) -> duckdb.DuckDBPyConnection:
+    """A shop whose customers follow BG/NBD; first orders spread over the last ``days`` days."""
+    rng = np.random.default_rng(3)
+    age = rng.integers(0, days, n)
+    x, tx = simulate_bgnbd(0.8, 4.0, 0.8, 2.5, age / 7, rng)
+    if not repeat:
+        x[:] = 0
+    cust = np.repeat(np.arange(n), x + 1)
+    first = np.repeat(np.arange(n) * 0 + (x + 1).cumsum() - (x + 1), x + 1)  # row index of each first order
+    offset = rng.uniform(0, 1, cust.size) * np.repeat(tx * 7, x + 1)
+    offset[first == np.arange(cust.size)] = 0.0
+    last = np.flatnonzero(x > 0)
+    offset[(x + 1).cumsum()[last] - 1] = tx[last] * 7
+    day = np.datetime64(as_of) - age[cust] + offset.astype(int)
+    con = duckdb.connect()
+    create_tables(con)
+    con.register("_raw", pa.table({"c": [f"c{i}" for i in cust], "d": pa.array(day.astype("datetime64[D]")),
+                                   "a": rng.gamma(4, 10, cust.size),
+                                   "cur": [currencies[i % len(currencies)] for i in range(cust.size)]}))
+    con.execute("""INSERT INTO orders SELECT 'o' || row_number() OVER (), c, d::TIMESTAMPTZ, a::DECIMAL(18,2),
+                   cur, 'completed', NULL FROM _raw""")
+    return con
+
+
+@pytest.mark.parametrize("make,cfg,reason", [
+    (lambda: _synthetic_shop(12), {}, "BG/NBD not fitted: only 12 customers with a completed order (need 50)"),
+    (lambda: _synthetic_shop(80, repeat=False), {}, "BG/NBD not fitted: only 0 repeat customers (need 10)"),
+    (lambda: _synthetic_shop(80, days=30), {}, "BG/NBD not fitted: only"),
+    (lambda: _synthetic_shop(80, repeat=False), {"min_repeat_customers": 2, "min_customers": 2},
+     "BG/NBD not fitted: only 0 repeat customers (need 2)"),
+])
+def test_thin_data_leaves_model_fields_null_with_a_reason(make, cfg, reason):
+    con = make()
+    report = P.predict_customers(con, date(2025, 2, 4), P.PredictConfig(**cfg))
+    out = report.to_json()
+    assert out["reason"].startswith(reason) and "\n" not in out["reason"]
+    assert out["bgnbd"]["r"] is None and out["gamma_gamma"]["p"] is None
+    rows, model = con.execute("""SELECT count(*), count(p_alive) + count(expected_purchases) + count(churn_risk)
+                                 + count(clv) + count(expected_aov) FROM customer_predictions""").fetchall()[0]
+    assert rows == out["customers"] > 0 and model == 0
+    assert "reason" in out["holdout"]
+
+
+def test_spend_model_needs_one_currency():
+    con = _synthetic_shop(200, currencies=("EUR", "USD"))
+    out = P.predict_customers(con, date(2025, 2, 4), P.PredictConfig()).to_json()
+    assert out["bgnbd"]["r"] is not None and out["gamma_gamma"]["p"] is None
+    assert "Gamma-Gamma not fitted: spend model needs one currency" in out["reason"] and "EUR, USD" in out["reason"]
+    assert con.execute("SELECT count(p_alive), count(clv) FROM customer_predictions").fetchall()[0] == (200, 0)
+
+
+def test_holdout_needs_enough_calibration_history():
+    con = _synthetic_shop(200)
+    out = P.predict_customers(con, date(2025, 2, 4), P.PredictConfig(holdout_days=380)).to_json()
+    assert out["reason"] is None
+    assert out["holdout"]["reason"].startswith("calibration period: only")
+    assert P.predict_customers(con, date(2025, 2, 4), P.PredictConfig(holdout_days=0)).holdout == {
+        "reason": "disabled (holdout_days = 0)"}
+
+
+def test_config_is_strict():
+    cfg = P.PredictConfig()
+    assert (cfg.horizon_days, cfg.clv_horizon_days, cfg.time_unit, cfg.churn_risk_cut_points) == (
+        90, 365, "weeks", (0.33, 0.66))
+    with pytest.raises(ValidationError, match="horizon"):
+        P.PredictConfig(horizon=30)
+    with pytest.raises(ValidationError, match="0 < low < high < 1"):
+        P.PredictConfig(churn_risk_cut_points=(0.7, 0.2))
+    with pytest.raises(ValidationError):
+        P.PredictConfig(time_unit="months")
+
+
+def test_days_and_weeks_give_the_same_predictions(cdnow):
+    weeks = P.predict_customers(cdnow, CAL_END, P.PredictConfig(holdout_days=0))
+    w = cdnow.sql("SELECT p_alive, clv FROM customer_predictions ORDER BY customer_id").fetchnumpy()
+    days = P.predict_customers(cdnow, CAL_END, P.PredictConfig(holdout_days=0, time_unit="days"))
+    d = cdnow.sql("SELECT p_alive, clv FROM customer_predictions ORDER BY customer_id").fetchnumpy()
+    assert days.bgnbd.alpha == pytest.approx(weeks.bgnbd.alpha * 7, rel=1e-4)
+    assert days.to_json()["bgnbd"]["time_unit"] == "days"
+    np.testing.assert_allclose(d["p_alive"], w["p_alive"], atol=1e-4)
+    np.testing.assert_allclose(d["clv"].astype(float), w["clv"].astype(float), atol=0.02)
