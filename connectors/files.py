@@ -365,15 +365,13 @@ def _load_table(con: duckdb.DuckDBPyConnection, lf: _Loaded, src: str, kind: str
     a = {f: f"a{i}" for i, f in enumerate(attrs)}
     step0 = ", ".join([*(["_srow"] if lf.row_sql == "_srow" else []),
                        *(f"{nz.text_sql(col[f])} AS {a.get(f, 't_' + f)}" for f in col)])
-    step1 = [f"{nz.amount_strip_sql('t_' + f)} AS s_{f}" for f in nums]
+    step1 = [f"{nz.amount_sql('t_' + f, dec[f], _NUMBER_FIELDS[f])} AS d_{f}" for f in nums]
     step1 += [f"{nz.naive_timestamp_sql('t_' + f, excel_serial=kind == 'xlsx', date_format=cfg.date_format)} AS n_{f}"
               for f in dates]
     step1 += [f"{nz.name_words_sql('t_name')} AS w_name"] if "name" in has else []
-    step2 = [f"{nz.amount_number_sql('s_' + f, dec[f])} AS m_{f}" for f in nums]
-    step2 += [f"{nz.zoned_timestamp_sql('t_' + f, 'n_' + f, cfg.timezone)} AS z_{f}" for f in dates]
-    step3 = [f"{nz.decimal_sql('m_' + f, _NUMBER_FIELDS[f])} AS d_{f}" for f in nums]
+    step2 = [f"{nz.zoned_timestamp_sql('t_' + f, 'n_' + f, cfg.timezone)} AS z_{f}" for f in dates]
     sql = f"SELECT {step0} FROM {src}"
-    for step in (step1, step2, step3):
+    for step in (step1, step2):
         if step:
             sql = f"SELECT *, {', '.join(step)} FROM ({sql})"
 
@@ -399,7 +397,6 @@ def _load_table(con: duckdb.DuckDBPyConnection, lf: _Loaded, src: str, kind: str
     attr_sql = ("NULLIF(to_json(map_from_entries(list_filter([" +
                 ", ".join(f"{{'k': {nz.lit(f[5:])}, 'v': {a[f]}}}" for f in attrs) +
                 "], lambda x: x.v IS NOT NULL))), '{}')") if attrs else "CAST(NULL AS VARCHAR)"
-    status = f"({nz.status_sql('t_status', cfg.statuses)})" if "status" in has else "'completed'"
     consent = nz.consent_sql("t_marketing_consent") if "marketing_consent" in has else "'unknown'"
     con.execute(f"""CREATE OR REPLACE TEMP TABLE {lf.table} AS
         SELECT {'_srow, ' if lf.row_sql == '_srow' else ''}
@@ -408,7 +405,7 @@ def _load_table(con: duckdb.DuckDBPyConnection, lf: _Loaded, src: str, kind: str
             {get('z', 'ordered_at', 'TIMESTAMPTZ')} AS ordered_at,
             CASE WHEN {get('z', 'ordered_at', 'TIMESTAMPTZ')} IS NULL THEN {get('t', 'ordered_at')} END AS ordered_at_raw,
             {amount} AS amount, CASE WHEN {amount} IS NULL OR {amount} < 0 THEN {amount_raw} END AS amount_raw,
-            {status} AS status, CASE WHEN {status} IS NULL THEN {get('t', 'status')} END AS status_raw,
+            {get('t', 'status')} AS status_raw,
             {currency} AS currency, {get('d', 'discount', 'DECIMAL(18,2)')} AS discount,
             {get('t', 'sku')} AS sku, {get('t', 'product')} AS product, {get('t', 'category')} AS category,
             {get('t', 'brand')} AS brand, {get('d', 'quantity', 'DECIMAL(18,3)')} AS quantity,
@@ -446,14 +443,24 @@ def _keyed(con: duckdb.DuckDBPyConnection, rows: str, out: str, region: str | No
         LEFT JOIN _fs_phones p ON r.cust IS NULL AND p.raw = r.phone_raw""")
 
 
+def _status_case(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, rows: str) -> str:
+    """A CASE over the few distinct raw statuses (mapped once by :func:`nz.status_sql`)."""
+    pairs = con.execute(f"SELECT raw, {nz.status_sql('raw', cfg.statuses)} FROM "
+                        f"(SELECT DISTINCT status_raw AS raw FROM {rows}) WHERE raw IS NOT NULL").fetchall()
+    arms = " ".join(f"WHEN {nz.lit(raw)} THEN {nz.lit(st) if st else 'NULL'}" for raw, st in pairs)
+    known = f"(CASE status_raw {arms} END)" if arms else "NULL"
+    return f"CASE WHEN status_raw IS NULL THEN 'completed' ELSE {known} END"
+
+
 def _stage(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: list[_Loaded],
            contacts: list[_Loaded]) -> FilePullResult:
     paths = [t.path for t in orders + contacts]
     _rows_view(con, "_fs_orows", orders, 0)
     _keyed(con, "_fs_orows", "_fs_okeyed", cfg.phone_region)
     bad_case = " ".join(f"WHEN {c} THEN {i}" for i, (c, *_) in enumerate(_BAD))
+    status = _status_case(con, cfg, "_fs_orows")
     con.execute(f"CREATE OR REPLACE TEMP VIEW _fs_oclass AS SELECT *, CASE {bad_case} END AS _bad,"
-                " _file::BIGINT * 4294967296 + _row AS _ord FROM _fs_okeyed")
+                f" _file::BIGINT * 4294967296 + _row AS _ord FROM (SELECT *, {status} AS status FROM _fs_okeyed)")
     value = " ".join(f"WHEN {i} THEN {v}" for i, (_, _, _, v) in enumerate(_BAD))
     bad_sql = [f"SELECT _file, _row, _bad, CASE _bad {value} END AS value FROM _fs_oclass WHERE _bad IS NOT NULL"]
     if contacts:
@@ -487,29 +494,32 @@ def _stage(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: list[_
         if dedupe:
             duplicates = n - con.execute("SELECT count(*) FROM staged_orders").fetchall()[0][0]
             log.warning("%d rows repeat an earlier order id; the last row of each order id was kept", duplicates)
-    issues, issue_count = _stage_contacts(con, cfg, paths, bool(contacts))
+    mapped = set().union(*(t.cols for t in orders + contacts))
+    issues, issue_count = _stage_contacts(con, cfg, paths, bool(contacts), mapped)
     n_orders = con.execute("SELECT count(*) FROM staged_orders").fetchall()[0][0]
     n_contacts = con.execute("SELECT count(*) FROM staged_contacts").fetchall()[0][0]
     return FilePullResult(orders=n_orders, contacts=n_contacts, bad_rows=bad_rows, bad_row_count=bad_count,
                           full_refresh=True, issues=issues, issue_count=issue_count, duplicate_orders=duplicates)
 
 
-_CONTACT_AGG = ("arg_max({c}, _ord) FILTER (WHERE {c} IS NOT NULL) AS {c}")
-
-
 def _stage_contacts(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, paths: list[str],
-                    has_file: bool) -> tuple[list[BadRow], int]:
+                    has_file: bool, mapped: set[str]) -> tuple[list[BadRow], int]:
     """One contact per customer key: latest non-empty value of each field; the contacts file's
-    values win over those repeated on order rows."""
+    values win over those repeated on order rows. Only mapped fields are aggregated."""
     src = "SELECT 0 AS _src, * FROM _fs_okeyed WHERE key IS NOT NULL"
     if has_file:
         src += " UNION ALL BY NAME SELECT 1 AS _src, * FROM _fs_ckeyed WHERE key IS NOT NULL"
-    fields = ["first_name", "last_name", "created_at", "attributes"]
+    wants = {"first_name": {"first_name", "name"}, "last_name": {"last_name", "name"}, "created_at": {"created_at"},
+             "attributes": {f for f in mapped if f.startswith("attr:")}}
+    aggs = [f"arg_max({c}, _ord) FILTER (WHERE {c} IS NOT NULL) AS {c}" if wants[c] & mapped else f"NULL AS {c}"
+            for c in ("first_name", "last_name", "created_at", "attributes")]
+    aggs.append("arg_max(consent, _ord) FILTER (WHERE consent <> 'unknown') AS consent"
+                if "marketing_consent" in mapped else "NULL AS consent")
+    for c in ("email", "phone"):
+        aggs.append(f"arg_max({{'v': {c}_raw, 'f': _file, 'r': _row}}, _ord) FILTER (WHERE {c}_raw IS NOT NULL) AS {c}"
+                    if c in mapped else f"CAST(NULL AS STRUCT(v VARCHAR, f INTEGER, r BIGINT)) AS {c}")
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _fs_cagg AS
-        SELECT key, {', '.join(_CONTACT_AGG.format(c=c) for c in fields)},
-               arg_max(consent, _ord) FILTER (WHERE consent <> 'unknown') AS consent,
-               arg_max({{'v': email_raw, 'f': _file, 'r': _row}}, _ord) FILTER (WHERE email_raw IS NOT NULL) AS email,
-               arg_max({{'v': phone_raw, 'f': _file, 'r': _row}}, _ord) FILTER (WHERE phone_raw IS NOT NULL) AS phone
+        SELECT key, {', '.join(aggs)}
         FROM (SELECT *, _src::BIGINT * 281474976710656 + _file::BIGINT * 4294967296 + _row AS _ord FROM ({src}))
         GROUP BY key""")
     nz.email_map(con, "SELECT email.v AS raw FROM _fs_cagg", "_fs_emails")

@@ -104,9 +104,18 @@ def decimal_sql(n: str, scale: int = 2) -> str:
     return f"CASE WHEN regexp_full_match({n}, '[-+]?[0-9]+(\\.[0-9]+)?') THEN TRY_CAST({n} AS DECIMAL(18,{scale})) END"
 
 
+def plain_number_sql(t: str, decimal: Decimal_ = ".", scale: int = 2) -> str:
+    """The fast path: TRUE for text that is already a plain ``-123.45`` number in this column
+    (for a ``,`` column, ``1.234`` is not plain: the dot may be a thousands separator)."""
+    frac = "[0-9]+" if decimal == "." else "([0-9]{1,2}|[0-9]{4,})"
+    return f"regexp_full_match({t}, '[-+]?[0-9]+(\\.{frac})?')"
+
+
 def amount_sql(col: str, decimal: Decimal_ = ".", scale: int = 2) -> str:
-    """Money text → DECIMAL(18, scale), NULL when unparseable (steps 1–3 composed)."""
-    return decimal_sql(f"({amount_number_sql(f'({amount_strip_sql(text_sql(col))})', decimal)})", scale)
+    """Money text → DECIMAL(18, scale), NULL when unparseable: plain numbers are cast directly,
+    the rest goes through steps 1–3 (composed textually; they are rare)."""
+    slow = decimal_sql(f"({amount_number_sql(f'({amount_strip_sql(col)})', decimal)})", scale)
+    return f"CASE WHEN {plain_number_sql(col, decimal)} THEN TRY_CAST({col} AS DECIMAL(18,{scale})) ELSE {slow} END"
 
 
 def currency_sql(col: str) -> str:
