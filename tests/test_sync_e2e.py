@@ -151,3 +151,21 @@ def test_killed_mid_run_resumes_without_repeating_completed_calls(shop, mailchim
                     and not k.endswith("/segments"))
     tags = {t for c in plan["changes"] for t in c["add_tags"]}
     assert tag_calls <= len(tags) * 2 + 2  # minimum is one call per tag; a kill may split at most one more each
+
+
+def test_reconcile_repairs_drift_on_managed_tags_only(shop, mailchimp_fake, tmp_path):
+    plan = planned(shop, tmp_path)
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)
+    lst = mailchimp_fake.lists["aud1"]
+    seg_by_name = {s["name"]: s for s in lst.segments.values()}
+    tagged = next(c for c in plan["changes"] if c["add_tags"])
+    tag = tagged["add_tags"][0]
+    other_tag = next(t for t in plan["managed_tags"] if t != tag)
+    seg_by_name[tag]["members"].discard(tagged["key"])  # removed by hand in Mailchimp
+    seg_by_name[other_tag]["members"].add(tagged["key"])  # added by hand
+    mailchimp_fake.add_segment("Hand list", [tagged["key"]])  # an unmanaged tag
+    writes = mailchimp_fake.write_calls
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)
+    assert mailchimp_fake.write_calls == writes  # the ledger alone does not see drift
+    cli("sync", "--config", str(shop), "--as-of", AS_OF, "--reconcile")
+    assert mailchimp_fake.tags_of(tagged["key"]) == {tag, "Hand list"}
