@@ -187,6 +187,9 @@ currency = "UZS"
 [source.contact_columns]
 {ccols}
 
+[source.attributes]
+city = "Город"
+
 [segmentation]
 preset = "tracks"
 

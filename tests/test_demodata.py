@@ -230,6 +230,56 @@ def test_generate_orders_csv_rejects_impossible_sizes(tmp_path: Path) -> None:
         generate_orders_csv(tmp_path / "x.csv", orders=10, customers=20)
 
 
+def test_file_connector_reads_the_shop_with_exactly_the_planted_bad_rows(shop: Path, orders: list[dict[str, str]],
+                                                                        orders_table: pa.Table) -> None:
+    from connectors.tables import create_tables
+    from sync.config import load_config
+    from sync.pipeline import build_source
+
+    con = duckdb.connect()
+    create_tables(con)
+    res = build_source(load_config(shop)).pull(con)
+    # spreadsheet numbering: the header is row 1, so data row i is row i + 1
+    assert sorted((b.row, b.field) for b in res.bad_rows) == [(i + 1, f) for i, f in _bad(orders)]
+    assert res.bad_row_count == 6 and all(b.source.endswith("orders.csv") for b in res.bad_rows)
+    assert res.orders == len(orders) - 6 == orders_table.num_rows
+    assert res.contacts == 3000
+    con.register("ours", orders_table)
+    differ = con.execute("""
+        SELECT count(*) FROM staged_orders s FULL OUTER JOIN ours o USING (order_id)
+        WHERE s.customer_id IS DISTINCT FROM o.customer_id OR s.ordered_at IS DISTINCT FROM o.ordered_at
+           OR s.status IS DISTINCT FROM o.status OR abs(s.amount) IS DISTINCT FROM abs(o.amount)""").fetchone()
+    assert differ == (0,)
+    clients = _rows(shop.parent / "clients.csv")
+    consent = dict(con.execute("SELECT marketing_consent, count(*) FROM staged_contacts GROUP BY 1").fetchall())
+    assert consent == {"yes": sum(c["Согласие на рассылку"] == "да" for c in clients),
+                       "no": sum(c["Согласие на рассылку"] == "нет" for c in clients),
+                       "unknown": sum(c["Согласие на рассылку"] == "" for c in clients)}
+    phones = [p for (p,) in con.execute("SELECT phone FROM staged_contacts WHERE phone IS NOT NULL").fetchall()]
+    assert len(phones) == sum(1 for c in clients if c["Телефон"]) and all(re.match(r"^\+998\d{9}$", p) for p in phones)
+    cities = con.execute("SELECT count(*) FROM staged_contacts WHERE attributes->>'city' = 'Ташкент'").fetchone()[0]
+    assert cities == sum(c["Город"] == "Ташкент" for c in clients)
+
+
+def test_demo_config_segments_end_to_end(shop: Path, orders_table: pa.Table) -> None:
+    from segmentation.config import SegmentationConfig
+    from segmentation.engine import run_segmentation
+    from sync.config import load_config
+    from sync.pipeline import compute_segments
+
+    run = compute_segments(load_config(shop), as_of=AS_OF)
+    try:
+        got = {r["segment"]: r["customers"] for r in run.result.summary}
+        assert run.bad_row_count == 6
+    finally:
+        run.close()
+    con = duckdb.connect()
+    con.register("orders", orders_table)
+    ours = run_segmentation(con, SegmentationConfig(preset="tracks"), AS_OF, "Asia/Tashkent", with_boundary=False)
+    assert got == {r["segment"]: r["customers"] for r in ours.summary}
+    assert all(got[s] > 0 for s in ("Best active", "Falling asleep", "Churn", "Beginners"))
+
+
 # --------------------------------------------------------------------------- bench helpers and pandas reference
 def _bench():
     import importlib
