@@ -340,7 +340,7 @@ class PredictReport:
         bg, gg = self.bgnbd, self.gamma_gamma
         return {
             "as_of": self.as_of.isoformat(),
-            "bgnbd": _params_json(bg, ("r", "alpha", "a", "b", "log_likelihood"), time_unit=self.time_unit),
+            "bgnbd": _params_json(bg, ("r", "alpha", "a", "b", "log_likelihood")) | {"time_unit": self.time_unit},
             "gamma_gamma": _params_json(gg, ("p", "q", "gamma", "log_likelihood"),
                                         corr_frequency_spend=self.gamma_gamma_corr),
             "customers": self.customers,
