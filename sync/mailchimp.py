@@ -145,7 +145,7 @@ class MailchimpDestination:
         self._api = _ApiClient({"api_key": key, "server": "", "timeout": timeout}, self.api_url)
         self._lists = ListsApi(self._api)
         self._segments: dict[str, int] | None = None  # tag name -> static segment id
-        self._field_tags: dict[str, str] = {}  # rfmsync value name -> merge tag
+        self._field_tags: dict[str, str] = {}  # config field name (or value name) -> merge tag
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -339,7 +339,9 @@ class MailchimpDestination:
                 if tag not in self._merge_fields():
                     raise
             log.info("mailchimp %s: created merge field %s (%s) for %r", self.name, tag, kind, value)
-        self._field_tags = {value: tag.upper() for tag, value in fields.items()}
+        # set_fields are keyed by the config's field name, whatever its case ("Recency" -> RECENCY)
+        self._field_tags = {**{value: tag.upper() for tag, value in fields.items()},
+                            **{tag: tag.upper() for tag in fields}}
 
     def _merge_fields(self) -> dict[str, dict[str, Any]]:
         return {str(f["tag"]).upper(): f for f in self._paged(
