@@ -1,0 +1,93 @@
+"""Normalising helpers: the fast paths agree with the libraries they stand in for."""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from connectors import normalize as nz
+
+CORPUS = [
+    "a@example.com", "first.last+tag@sub.example.co.uk", "a..b@example.com", ".a@example.com", "a.@example.com",
+    "a@-example.com", "a@example-.com", "a@example..com", "a@example", "a@localhost", "a@x.test", "a@x.local",
+    "a@x.invalid", "a@x.onion", "a@x.arpa", "a@xn--zz.com", "a@ab--cd.com", "a@1.2.3.4", "a@x.c", "a@x.c0m",
+    "x" * 64 + "@example.com", "x" * 65 + "@example.com", "a@" + "b" * 63 + ".com", "a@" + "b" * 64 + ".com",
+    "a@" + ".".join(["b" * 60] * 4) + ".com", "a_b-c@example.com", "a__b@example.com", "a+@example.com",
+    "a@exa_mple.com", "a b@example.com", "", "@example.com", "a@", "a@b@example.com", "abc@example.museum",
+    "abc@example.com.", "user@[127.0.0.1]", "ü@exämple.de", "a@example.verylongtldnameabcdefghijklmnop",
+]
+
+email_like = st.text(alphabet="ab1.-_+@xn", min_size=1, max_size=30).map(lambda s: s + "@ex.com") | \
+    st.text(alphabet="ab1.-_+@", min_size=3, max_size=30) | \
+    st.from_regex(r"[a-z0-9._+-]{1,20}@[a-z0-9.-]{1,20}\.[a-z]{1,6}", fullmatch=True)
+
+
+_CON = duckdb.connect()
+
+
+def fast_accepts(values: list[str]) -> dict[str, bool]:
+    _CON.register("v", pa.table({"e": values}))
+    try:
+        return dict(_CON.execute(f"SELECT e, coalesce({nz.email_fast_sql('e')}, false) FROM v").fetchall())
+    finally:
+        _CON.unregister("v")
+
+
+def test_email_fast_path_never_accepts_what_email_validator_rejects_on_the_corpus():
+    accepted = fast_accepts(CORPUS)
+    for email, ok in accepted.items():
+        if ok:
+            assert nz.validate_email_value(email) == email, email
+    assert accepted["a@example.com"] and accepted["first.last+tag@sub.example.co.uk"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(email_like, min_size=20, max_size=60))
+def test_email_fast_path_is_a_subset_of_email_validator(values):
+    for email, ok in fast_accepts([v.lower() for v in values]).items():
+        if ok:
+            assert nz.validate_email_value(email) == email, email
+
+
+def test_email_map_validates_distinct_values_and_marks_invalid():
+    con = duckdb.connect()
+    con.execute("CREATE TABLE s AS SELECT * FROM (VALUES (' A@Example.COM '), ('A@Example.COM'), ('ü@exämple.de'),"
+                " ('bad@@x'), (NULL), ('x@x.test')) t(raw)")
+    vm = nz.email_map(con, "SELECT raw FROM s", "em")
+    got = dict(con.execute("SELECT raw, norm FROM em").fetchall())
+    assert got == {" A@Example.COM ": "a@example.com", "A@Example.COM": "a@example.com",
+                   "ü@exämple.de": "ü@exämple.de", "bad@@x": None, "x@x.test": None}
+    assert vm.invalid == 2
+    assert nz.email_map(con, "SELECT 'new@example.org' AS raw", "em").invalid == 2  # incremental
+
+
+phone_like = st.builds(lambda pre, body: pre + body,
+                       st.sampled_from(["", "+", "8", "+7", "+998", "998", "00998", "8 (", "+7 9", "90 ", "33"]),
+                       st.text(alphabet="0123456789 -()", min_size=4, max_size=14))
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.lists(phone_like, min_size=1, max_size=60), st.sampled_from(["UZ", "KZ", "RU"]))
+def test_phone_map_agrees_with_phonenumbers_value_by_value(values, region):
+    # Many values of one shape so the template path is taken, plus the random ones.
+    values = values + [f"90 {i:03d} {i % 100:02d} {(i * 7) % 100:02d}" for i in range(40)] + \
+        [f"+7 916 {i:03d}-{i % 100:02d}-{i % 97:02d}" for i in range(40)] + [f"8 701 {i:07d}" for i in range(40)]
+    con = duckdb.connect()
+    con.register("p", pa.table({"raw": values}))
+    nz.phone_map(con, "SELECT raw FROM p", "pm", region)
+    for raw, norm in con.execute("SELECT raw, norm FROM pm").fetchall():
+        assert norm == nz.phone_e164(raw, region), (raw, region)
+
+
+def test_sniff_decimal():
+    assert nz.sniff_decimal(["1 234,50", "12,00", None]) == ","
+    assert nz.sniff_decimal(["1234.5", "12"]) == "."
+    assert nz.sniff_decimal(["1,234.56"]) == "."
+
+
+def test_fixed_offset_zones():
+    since, offset = nz.fixed_offset_since("Asia/Tashkent")
+    assert offset == 5 * 3600 and since.year == 1991
+    assert nz.fixed_offset_since("Europe/Moscow")[1] == 3 * 3600
