@@ -264,7 +264,7 @@ def predict(config_path, as_of, fmt):
 
     cfg = _load(config_path)
     with _status("Fitting models…"):
-        run = compute_segments(cfg, as_of.date() if as_of else None, predict=True)
+        run = compute_segments(cfg, as_of.date() if as_of else None, predict=True, holdout=True)
     try:
         report = run.predictions.to_json()
         dist = run.con.execute(f"""

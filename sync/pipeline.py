@@ -115,7 +115,8 @@ def _needs_predictions(seg: SegmentationConfig) -> bool:
 
 def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | None = None,
                      con: duckdb.DuckDBPyConnection | None = None, settings: Settings | None = None,
-                     predict: bool = False, progress: Callable[[int], None] | None = None) -> SegmentsRun:
+                     predict: bool = False, holdout: bool = False,
+                     progress: Callable[[int], None] | None = None) -> SegmentsRun:
     """Load the orders (file → memory, API → the store), then score, segment and summarise."""
     as_of = as_of or date.today()
     seg_cfg = cfg.segmentation.model_copy(update={"preset": preset}) if preset else cfg.segmentation
@@ -137,7 +138,10 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
     if predict or _needs_predictions(seg_cfg):
         from segmentation.predictive import predict_customers
 
-        report = predict_customers(con, as_of, cfg.predict_config(), timezone=cfg.timezone)
+        pcfg = cfg.predict_config()
+        if not holdout:  # the holdout refit is a fit-quality report for `rfmsync predict`, not needed to sync
+            pcfg = pcfg.model_copy(update={"holdout_days": 0})
+        report = predict_customers(con, as_of, pcfg, timezone=cfg.timezone)
         extra = "customer_predictions"
     result = run_segmentation(con, seg_cfg, as_of, cfg.timezone, extra_fields=extra)
     return SegmentsRun(con=con, result=result, pull=pull, config=cfg, predictions=report)

@@ -100,3 +100,27 @@ def test_settings_example_lists_every_setting():
 def test_demo_runs_and_prints_segments_and_plan(tmp_path):
     out = run("demo", "--workdir", str(tmp_path / "demo"), "--customers", "300").output
     assert "Best active" in out and "Dry-run plan" in out and "Falling-asleep boundary" in out
+
+
+def test_predict_json_has_the_public_keys(shop):
+    data = json.loads(run("predict", "--config", str(shop), "--as-of", AS_OF, "--format", "json").output)
+    assert set(data["bgnbd"]) >= {"r", "alpha", "a", "b", "log_likelihood", "time_unit"}
+    assert set(data["gamma_gamma"]) >= {"p", "q", "gamma"}
+    assert data["customers"] > 0 and data["bgnbd"]["time_unit"] == "weeks"
+    by_segment = data["churn_risk_by_segment"]
+    assert sum(sum(v.values()) for v in by_segment.values()) == data["customers"]
+
+
+def test_customers_file_gains_predictions_and_rules_can_use_them(shop, tmp_path):
+    out = tmp_path / "c.parquet"
+    run("segments", "--config", str(shop), "--as-of", AS_OF, "--customers", "-o", str(out))
+    cols = [r[0] for r in duckdb.connect().execute(f"DESCRIBE SELECT * FROM read_parquet('{out}')").fetchall()]
+    assert cols[11:] == ["p_alive", "expected_purchases", "churn_risk", "clv", "next_order_date"]
+    cfg = tmp_path / "rules.toml"
+    cfg.write_text(shop.read_text(encoding="utf-8").replace(
+        '[segmentation]\npreset = "tracks"',
+        '[segmentation]\npreset = "tracks"\n[[segmentation.rules]]\nname = "Reorder due"\nmatch = ["reorder_due"]')
+        .replace('orders = "orders.csv"', f'orders = "{shop.parent}/orders.csv"')
+        .replace('contacts = "clients.csv"', f'contacts = "{shop.parent}/clients.csv"'), encoding="utf-8")
+    data = json.loads(run("segments", "--config", str(cfg), "--as-of", AS_OF, "--format", "json").output)
+    assert data["segments"][0]["segment"] == "Reorder due" and data["segments"][0]["customers"] > 0

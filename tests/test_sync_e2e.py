@@ -26,7 +26,7 @@ def shop(tmp_path, mailchimp_fake, monkeypatch):
 
     cfg = generate_shop(tmp_path / "shop", customers=250, seed=3, as_of=date.fromisoformat(AS_OF))
     text = cfg.read_text(encoding="utf-8").replace('audience = "demo000001"', 'audience = "aud1"')
-    text = text.replace('RFM_CODE = "rfm"', 'RFM_CODE = "rfm"\nRFM_R = "r"')
+    text = text.replace('RFM_CODE = "rfm"', 'RFM_CODE = "rfm"\nRFM_R = "r"\nCHURN = "churn_risk"')
     cfg.write_text(text, encoding="utf-8")
     monkeypatch.setenv("MAILCHIMP_API_KEY", mailchimp_fake.api_key)
     monkeypatch.setenv("MAILCHIMP_API_URL", mailchimp_fake.url)
@@ -169,3 +169,11 @@ def test_reconcile_repairs_drift_on_managed_tags_only(shop, mailchimp_fake, tmp_
     assert mailchimp_fake.write_calls == writes  # the ledger alone does not see drift
     cli("sync", "--config", str(shop), "--as-of", AS_OF, "--reconcile")
     assert mailchimp_fake.tags_of(tagged["key"]) == {tag, "Hand list"}
+
+
+def test_predictive_fields_are_pushed_when_mapped(shop, mailchimp_fake, tmp_path):
+    plan = planned(shop, tmp_path)
+    risks = {c["set_fields"].get("CHURN") for c in plan["changes"] if c["create"]}
+    assert risks <= {"low", "medium", "high", None} and risks & {"low", "medium", "high"}
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)
+    assert_audience_matches(mailchimp_fake, plan)
