@@ -3,14 +3,13 @@
 #
 #   eval "$(.ci/postgres.sh)"      # sets RFMSYNC_TEST_PG_URL
 #
-# Installs PostgreSQL with apt when no server binaries are present, creates/starts a
-# cluster listening on 127.0.0.1, creates the role and database, checks a password login
+# Installs PostgreSQL with apt when no server binaries are present, creates/starts the
+# Debian cluster (pg_ctlcluster; it listens on localhost), creates the role and database, checks a password login
 # over TCP and prints ONE line on stdout:
 #   export RFMSYNC_TEST_PG_URL=postgresql+psycopg://rfmsync:...@127.0.0.1:PORT/rfmsync_test
 # Everything else goes to stderr. Overridable: RFMSYNC_PG_USER, RFMSYNC_PG_PASSWORD,
 # RFMSYNC_PG_DB, RFMSYNC_PG_PORT (used only when a new cluster has to be created).
 set -euo pipefail
-exec 3>&1 1>&2   # fd 3 = the real stdout, for the export line only
 
 PG_USER="${RFMSYNC_PG_USER:-rfmsync}"
 PG_PASSWORD="${RFMSYNC_PG_PASSWORD:-rfmsync-ci}"   # a throwaway local test password
@@ -21,6 +20,7 @@ CLUSTER=main
 log() { echo "postgres.sh: $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
+provision() {
 [ "$(id -u)" -eq 0 ] || die "run as root (it installs packages and starts the server as postgres)"
 for name in "$PG_USER" "$PG_DB"; do
   [[ "$name" =~ ^[a-z_][a-z0-9_]*$ ]] || die "invalid PostgreSQL identifier: $name"
@@ -42,39 +42,29 @@ log "using PostgreSQL $VERSION ($BINDIR)"
 
 as_postgres() { runuser -u postgres -- "$@"; }
 
-if command -v pg_lsclusters >/dev/null 2>&1; then
-  # Debian's postgresql-common: one cluster per version, managed with pg_ctlcluster.
-  if ! pg_lsclusters -h | awk -v v="$VERSION" -v c="$CLUSTER" '$1 == v && $2 == c {found=1} END {exit !found}'; then
-    log "creating cluster $VERSION/$CLUSTER on port $WANT_PORT"
-    pg_createcluster -p "$WANT_PORT" "$VERSION" "$CLUSTER" >&2
-  fi
-  PORT="$(pg_lsclusters -h | awk -v v="$VERSION" -v c="$CLUSTER" '$1 == v && $2 == c {print $3}')"
-  STATUS="$(pg_lsclusters -h | awk -v v="$VERSION" -v c="$CLUSTER" '$1 == v && $2 == c {print $4}')"
-  if [ "$STATUS" != "online" ]; then
-    log "starting cluster $VERSION/$CLUSTER on port $PORT"
-    pg_ctlcluster "$VERSION" "$CLUSTER" start >&2
-  else
-    log "cluster $VERSION/$CLUSTER already running on port $PORT"
-  fi
-  SOCKDIR=/var/run/postgresql
-else
-  # Bare binaries: our own data directory, started with pg_ctl as postgres.
-  id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --create-home postgres
-  DATADIR=/var/lib/postgresql/rfmsync-ci
-  SOCKDIR=/var/lib/postgresql/rfmsync-ci-sock
-  PORT="$WANT_PORT"
-  mkdir -p "$SOCKDIR" && chown postgres "$SOCKDIR"
-  if [ ! -s "$DATADIR/PG_VERSION" ]; then
-    log "initdb $DATADIR"
-    mkdir -p "$DATADIR" && chown postgres "$DATADIR"
-    as_postgres "$BINDIR/initdb" -D "$DATADIR" -A peer --auth-host=scram-sha-256 -U postgres >&2
-  fi
-  if ! as_postgres "$BINDIR/pg_ctl" -D "$DATADIR" status >/dev/null 2>&1; then
-    log "starting server on 127.0.0.1:$PORT"
-    as_postgres "$BINDIR/pg_ctl" -D "$DATADIR" -l "$DATADIR/server.log" -w \
-      -o "-p $PORT -k $SOCKDIR -c listen_addresses=127.0.0.1" start >&2
-  fi
+command -v pg_lsclusters >/dev/null 2>&1 || {
+  log "postgresql-common (pg_lsclusters) missing: installing it with apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q postgresql-common
+}
+
+# Debian's postgresql-common: one cluster per version, managed with pg_ctlcluster.
+cluster_field() {  # cluster_field N -> column N of pg_lsclusters for $VERSION/$CLUSTER
+  pg_lsclusters -h | awk -v v="$VERSION" -v c="$CLUSTER" -v n="$1" '$1 == v && $2 == c {print $n}'
+}
+if [ -z "$(cluster_field 2)" ]; then
+  log "creating cluster $VERSION/$CLUSTER on port $WANT_PORT"
+  pg_createcluster -p "$WANT_PORT" "$VERSION" "$CLUSTER" >&2
 fi
+PORT="$(cluster_field 3)"
+if [ "$(cluster_field 4)" != "online" ]; then
+  log "starting cluster $VERSION/$CLUSTER on port $PORT"
+  pg_ctlcluster "$VERSION" "$CLUSTER" start >&2
+else
+  log "cluster $VERSION/$CLUSTER already running on port $PORT"
+fi
+SOCKDIR=/var/run/postgresql
 
 for _ in $(seq 1 30); do
   "$BINDIR/pg_isready" -q -h "$SOCKDIR" -p "$PORT" && break
@@ -104,5 +94,10 @@ fi
 PGPASSWORD="$PG_PASSWORD" "$BINDIR/psql" -h 127.0.0.1 -p "$PORT" -U "$PG_USER" -d "$PG_DB" -X -tAc "SELECT 1" >/dev/null \
   || die "password login as $PG_USER on 127.0.0.1:$PORT failed (check pg_hba.conf)"
 log "ready: $PG_USER@127.0.0.1:$PORT/$PG_DB"
+}
 
-echo "export RFMSYNC_TEST_PG_URL=postgresql+psycopg://$PG_USER:$PG_PASSWORD@127.0.0.1:$PORT/$PG_DB" >&3
+# Everything provision() and its children print goes to stderr. No descriptor of the real
+# stdout is left open for the server we start to inherit (bash keeps its saved copy
+# close-on-exec), so `$(.ci/postgres.sh)` returns as soon as this script exits.
+provision >&2
+echo "export RFMSYNC_TEST_PG_URL=postgresql+psycopg://$PG_USER:$PG_PASSWORD@127.0.0.1:$PORT/$PG_DB"
