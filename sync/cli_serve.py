@@ -1,0 +1,53 @@
+"""CLI command ``rfmsync serve``: the webhook server with its resync workers and scheduled syncs."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+log = logging.getLogger(__name__)
+
+config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+                             help="Config file (default: $RFMSYNC_CONFIG, else ./rfmsync.toml).")
+
+
+@click.command()
+@config_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@click.option("--worker/--no-worker", default=True, show_default=True,
+              help="Run [serve] workers resync workers in this process (--no-worker: intake only).")
+@click.option("--schedule/--no-schedule", default=True, show_default=True,
+              help="Run the [schedule] full syncs from this process.")
+def serve(config_path, host, port, worker, schedule):
+    """Receive webhooks (POST /webhooks/{source}), resync affected customers, run scheduled syncs.
+
+    Also serves GET /healthz, GET /runs, GET /metrics (Prometheus) and the OpenAPI document (/openapi.json).
+    """
+    import uvicorn
+
+    from .config import load_config
+    from .server import build_service
+    from .settings import load_settings
+
+    cfg = load_config(config_path)
+    settings = load_settings()
+    service = build_service(cfg, settings, workers=None if worker else 0, schedule=schedule)
+    try:
+        service.start()
+        nworkers = len(service.workers)
+        sched = service.scheduler
+        when = sched.next_fire.isoformat() if sched is not None and sched.next_fire else "none"
+        click.echo(f"rfmsync serve: listening on http://{host}:{port} ({nworkers} workers, "
+                   f"debounce {cfg.serve.debounce_seconds:g}s, next scheduled sync: {when})", err=True)
+        uvicorn.run(service.app, host=host, port=port, log_config=None, access_log=False,
+                    timeout_graceful_shutdown=10)
+    finally:
+        service.close()
+
+
+COMMANDS = [serve]
+
+if __name__ == "__main__":  # pragma: no cover - `python -m sync.cli_serve` before the command is registered
+    serve()

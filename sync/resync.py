@@ -1,0 +1,275 @@
+"""Incremental resync: a few new orders/contacts → only the affected customers' segments → only their changes.
+
+The path of one webhook batch (see :func:`resync`):
+
+1. stage the records (and, for CRM "pull" hints, an incremental pull) and merge them into the order store
+   (one short DuckDB connection; the store is a single-writer file);
+2. re-score only the affected customers against the score cut points of the last *full* run
+   (:func:`sync.engine.load_cut_points`). Quantile cut points recomputed from a handful of customers would be
+   meaningless, and recomputing them over everyone would let a single order reshuffle other customers'
+   scores; so when no full run exists yet, a full segmentation is run and saved first;
+3. plan every destination for those customers only: the pushed state handed to the planner (``last``) is
+   restricted to their contact keys, so nobody else can get a removal;
+4. apply with :func:`sync.engine.execute_plan`, recorded as a run of kind ``webhook``.
+
+Also here: the canonical JSON form of records used on the queue (:func:`encode_records`/:func:`decode_records`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Callable, Iterable, Mapping, Sequence
+from zoneinfo import ZoneInfo
+
+import duckdb
+
+from connectors.records import Consent, Contact, LineItem, Order, OrderStatus
+from connectors.source import PullResult
+from connectors.tables import stage_records
+
+from .config import Config, DestinationConfig
+from .engine import ApplyReport, _customer_rows, execute_plan, load_cut_points, make_destination, save_cut_points
+from .errors import ConfigError, DestinationError, LockBusyError
+from .ledger import Ledger
+from .model import PushedState
+from .pipeline import SegmentsRun, build_source, compute_segments, store_path
+from .plan import PREDICTIVE_VALUES, check_fields, desired_contacts, normalise_email, plan_destination
+from .settings import Settings
+from .store import connect_store, merge_staged
+
+log = logging.getLogger(__name__)
+
+#: One DuckDB writer per process: the worker threads and the scheduler take turns on the store file.
+STORE_LOCK = threading.Lock()
+AFFECTED_TABLE = "affected_customers"
+CRM_SOURCES = ("shopify", "retailcrm", "amocrm", "bitrix24")
+
+
+# ------------------------------------------------------------------------------------------- queue codec
+
+
+def _dt(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _dec(value: Decimal | None) -> str | None:
+    return str(value) if value is not None else None
+
+
+def order_json(o: Order) -> dict[str, Any]:
+    return {"order_id": o.order_id, "customer_id": o.customer_id, "ordered_at": _dt(o.ordered_at),
+            "amount": _dec(o.amount), "currency": o.currency, "status": str(o.status), "discount": _dec(o.discount),
+            "items": [{"sku": i.sku, "name": i.name, "category": i.category, "brand": i.brand,
+                       "quantity": _dec(i.quantity), "price": _dec(i.price)} for i in o.items]}
+
+
+def contact_json(c: Contact) -> dict[str, Any]:
+    return {"customer_id": c.customer_id, "email": c.email, "phone": c.phone, "first_name": c.first_name,
+            "last_name": c.last_name, "marketing_consent": str(c.marketing_consent),
+            "created_at": _dt(c.created_at), "attributes": dict(c.attributes)}
+
+
+def encode_records(orders: Iterable[Order] = (), contacts: Iterable[Contact] = (), *, pull: bool = False) -> str:
+    """The canonical, deterministic JSON of records for the queue (also hashed for dedupe)."""
+    doc: dict[str, Any] = {"orders": [order_json(o) for o in orders], "contacts": [contact_json(c) for c in contacts]}
+    if pull:
+        doc["pull"] = True
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _opt_dec(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
+def _opt_dt(value: Any) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def decode_records(payload: str) -> tuple[list[Order], list[Contact], bool]:
+    """Inverse of :func:`encode_records`: (orders, contacts, pull requested). ValueError when it is not one."""
+    try:
+        doc = json.loads(payload)
+        orders = [Order(order_id=o["order_id"], customer_id=o["customer_id"],
+                        ordered_at=datetime.fromisoformat(o["ordered_at"]), amount=Decimal(o["amount"]),
+                        currency=o.get("currency"), status=OrderStatus(o.get("status", "completed")),
+                        discount=_opt_dec(o.get("discount")),
+                        items=tuple(LineItem(sku=i.get("sku"), name=i.get("name"), category=i.get("category"),
+                                             brand=i.get("brand"), quantity=Decimal(i.get("quantity") or 1),
+                                             price=_opt_dec(i.get("price"))) for i in o.get("items", ())))
+                  for o in doc.get("orders", ())]
+        contacts = [Contact(customer_id=c["customer_id"], email=c.get("email"), phone=c.get("phone"),
+                            first_name=c.get("first_name"), last_name=c.get("last_name"),
+                            marketing_consent=Consent(c.get("marketing_consent", "unknown")),
+                            created_at=_opt_dt(c.get("created_at")), attributes=dict(c.get("attributes") or {}))
+                    for c in doc.get("contacts", ())]
+        return orders, contacts, bool(doc.get("pull"))
+    except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError) as exc:
+        raise ValueError(f"queued event is not an rfmsync record batch: {type(exc).__name__}: {exc}") from None
+
+
+# ------------------------------------------------------------------------------------------- resync
+
+
+@dataclass
+class ResyncReport:
+    """What one incremental resync did."""
+
+    orders: int = 0
+    contacts: int = 0
+    customers: int = 0  # affected customers
+    full_segmentation: bool = False  # no earlier full run: one was made and saved
+    reports: list[ApplyReport] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failed_items(self) -> int:
+        return sum(r.counts.get("failed", 0) for r in self.reports)
+
+
+def today_in(tz: str) -> date:
+    return datetime.now(ZoneInfo(tz)).date()
+
+
+def _coalesce_webhook_contacts(con: duckdb.DuckDBPyConnection) -> None:
+    """A webhook contact's missing fields (and an ``unknown`` consent) keep the stored values."""
+    con.execute("""
+        UPDATE staged_contacts AS s SET
+            email = coalesce(s.email, c.email), phone = coalesce(s.phone, c.phone),
+            first_name = coalesce(s.first_name, c.first_name), last_name = coalesce(s.last_name, c.last_name),
+            marketing_consent = coalesce(nullif(s.marketing_consent, 'unknown'), c.marketing_consent),
+            created_at = coalesce(s.created_at, c.created_at), attributes = coalesce(s.attributes, c.attributes)
+        FROM contacts AS c WHERE s.customer_id = c.customer_id
+    """)
+
+
+def _pull_staged(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, settings: Settings
+                 ) -> tuple[PullResult, str]:
+    kind = str(cfg.source.get("type", "file"))
+    if kind not in CRM_SOURCES:
+        raise ConfigError(f"a pull was requested by a {kind!r} webhook, but only CRM sources can be pulled "
+                          f"incrementally ({', '.join(CRM_SOURCES)})")
+    source = build_source(cfg, settings)
+    return source.pull(con, ledger.get_cursor(kind, "all")), kind
+
+
+@dataclass
+class _Affected:
+    rows: list[dict[str, Any]]  # customer rows (segment, metrics, email, consent) of the affected customers
+    customer_ids: set[str]
+    contact_keys: set[str]  # normalised emails of the affected customers' contacts
+
+
+def _store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Order],
+                contacts: Sequence[Contact], pull: bool, as_of: date, report: ResyncReport,
+                wait_seconds: float) -> _Affected:
+    with STORE_LOCK:
+        con = connect_store(store_path(cfg), wait_seconds=wait_seconds)
+        try:
+            return _store_step_on(con, cfg, ledger, settings, orders, contacts, pull, as_of, report)
+        finally:
+            con.close()
+
+
+def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, settings: Settings,
+                   orders: Sequence[Order], contacts: Sequence[Contact], pull: bool, as_of: date,
+                   report: ResyncReport) -> _Affected:
+    stage_records(con, orders, contacts)
+    _coalesce_webhook_contacts(con)
+    pulled, cursor_source = (None, None)
+    if pull:
+        pulled, cursor_source = _pull_staged(cfg, ledger, con, settings)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {AFFECTED_TABLE} AS "
+                "SELECT customer_id FROM staged_orders UNION SELECT customer_id FROM staged_contacts")
+    report.orders = con.execute("SELECT count(*) FROM staged_orders").fetchall()[0][0]
+    report.contacts = con.execute("SELECT count(*) FROM staged_contacts").fetchall()[0][0]
+    merge_staged(con, PullResult())
+    if pulled is not None and pulled.cursor is not None:
+        ledger.set_cursor(cursor_source, "all", pulled.cursor)
+    ids = {r[0] for r in con.execute(f"SELECT customer_id FROM {AFFECTED_TABLE}").fetchall()}
+    report.customers = len(ids)
+    if not ids:
+        return _Affected([], set(), set())
+    cut_points = load_cut_points(con)
+    if cut_points is None:
+        log.info("resync: no full run yet: segmenting every customer once to fix the score cut points")
+        full = compute_segments(cfg, as_of, con=con, settings=settings)
+        save_cut_points(con, full)
+        cut_points = full.result.cut_points
+        report.full_segmentation = True
+    from segmentation import run_segmentation
+
+    result = run_segmentation(con, cfg.segmentation, as_of, cfg.timezone, cut_points=cut_points,
+                              customers=AFFECTED_TABLE, with_boundary=False)
+    rows = _customer_rows(SegmentsRun(con=con, result=result, pull=None, config=cfg))
+    emails = con.execute(f"SELECT email FROM contacts WHERE customer_id IN (SELECT customer_id FROM "
+                         f"{AFFECTED_TABLE}) AND email IS NOT NULL").fetchall()
+    keys = {k for (e,) in emails if (k := normalise_email(e))}
+    return _Affected(rows, ids, keys)
+
+
+def _incremental_destination(dest: DestinationConfig) -> DestinationConfig:
+    """Predictive fields need a model fitted over everyone: the webhook path leaves them to the full sync."""
+    kept = {k: v for k, v in dest.fields.items() if v not in PREDICTIVE_VALUES}
+    return dest if kept == dest.fields else dest.model_copy(update={"fields": kept})
+
+
+def _restricted_last(last: Mapping[str, PushedState], keys: set[str], customer_ids: set[str]
+                     ) -> dict[str, PushedState]:
+    return {k: s for k, s in last.items() if k in keys or (s.customer_id is not None and s.customer_id in customer_ids)}
+
+
+def _execute_waiting(plan, client, ledger: Ledger, lock_wait: float, sleep: Callable[[float], None]) -> ApplyReport:
+    deadline = time.monotonic() + lock_wait
+    while True:
+        try:
+            return execute_plan(plan, client, ledger, kind="webhook")
+        except LockBusyError:
+            if time.monotonic() >= deadline:
+                raise
+            log.debug("resync: %s is being synced by another process; waiting", plan.destination)
+            sleep(0.5)
+
+
+def resync(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Order] = (),
+           contacts: Sequence[Contact] = (), *, pull: bool = False, as_of: date | None = None,
+           destinations: Sequence[str] | None = None, store_wait_seconds: float = 60.0,
+           lock_wait_seconds: float = 120.0, sleep: Callable[[float], None] = time.sleep) -> ResyncReport:
+    """Store the records, re-segment only the affected customers and push only their changes.
+
+    ``pull=True`` also pulls the configured CRM source incrementally (for deliveries that carry ids only).
+    A destination being synced by another process is waited for up to ``lock_wait_seconds``.
+    """
+    started = time.monotonic()
+    as_of = as_of or today_in(cfg.timezone)
+    report = ResyncReport()
+    affected = _store_step(cfg, ledger, settings, orders, contacts, pull, as_of, report, store_wait_seconds)
+    if affected.customer_ids:
+        for dest in ([cfg.destination(n) for n in destinations] if destinations else cfg.destinations):
+            dest = _incremental_destination(dest)
+            check_fields(dest)
+            client = make_destination(dest, settings, required=True)
+            desired, invalid = desired_contacts(affected.rows, dest)
+            keys = affected.contact_keys | {d.key for d in desired}
+            last = _restricted_last(ledger.load_state(dest.name), keys, affected.customer_ids)
+            existing = None
+            if dest.new_contacts == "skip" and hasattr(client, "existing_members"):
+                existing = client.existing_members([d.key for d in desired])
+            plan = plan_destination(dest, desired, last, revision=ledger.state_revision(dest.name),
+                                    existing=existing, skipped=invalid, remote_checked=True,
+                                    notes=[f"webhook resync of {len(affected.customer_ids)} customers"])
+            try:
+                report.reports.append(_execute_waiting(plan, client, ledger, lock_wait_seconds, sleep))
+            except DestinationError as exc:
+                exc.destination = dest.name  # type: ignore[attr-defined]  (for the worker's metrics)
+                raise
+    report.seconds = time.monotonic() - started
+    log.info("webhook resync: %d orders, %d contacts, %d customers, %d changes in %.2fs", report.orders,
+             report.contacts, report.customers, sum(r.counts.get("planned", 0) for r in report.reports),
+             report.seconds)
+    return report

@@ -1,0 +1,324 @@
+"""Webhook intake: generic HMAC signatures, the canonical payload, status codes, dedupe, fuzzing; CRM schemes."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+from decimal import Decimal
+
+import threading
+import time
+from contextlib import contextmanager
+
+import pytest
+import requests
+import uvicorn
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+
+from sync.config import Config
+from sync.ledger import Ledger
+from sync.resync import decode_records
+from sync.server import BadRequest, Intake, create_app, parse_generic, sign_generic, verify_generic
+from sync.settings import Settings
+
+SECRET = "whsec-test-0123456789"
+NOW = 1_750_000_000
+
+
+def order(oid="A-1", cid="C1", **extra):
+    return {"order_id": oid, "customer_id": cid, "ordered_at": "2025-06-01T10:00:00+05:00", "amount": "125000.50",
+            **extra}
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    with Ledger.connect(f"sqlite:///{tmp_path / 'rfmsync.db'}") as led:
+        yield led
+
+
+@contextmanager
+def live_server(app):
+    """Serve ``app`` with uvicorn on a free 127.0.0.1 port in a thread; yields its base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="off",
+                                           access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+class Client:
+    """requests against a live server: ``client.post(path, content=..., headers=...)``."""
+
+    def __init__(self, base: str) -> None:
+        self.base, self.session = base, requests.Session()
+
+    def post(self, path, content=b"", headers=None):
+        return self.session.post(self.base + path, data=content, headers=headers or {}, timeout=10)
+
+    def get(self, path):
+        return self.session.get(self.base + path, timeout=10)
+
+
+@pytest.fixture
+def make_client(ledger):
+    with contextlib.ExitStack() as stack:
+        def make(led=None, source=None, max_body=10_000, secret=SECRET, **settings_kw):
+            cfg = Config(**({"source": source} if source else {}), serve={"max_body_bytes": max_body,
+                                                                           "replay_window_seconds": 300})
+            settings = Settings(_env_file=None, rfmsync_webhook_secret=secret, **settings_kw)
+            woken = []
+            intake = Intake(cfg, led or ledger, settings, on_queued=lambda: woken.append(1), clock=lambda: NOW)
+            return Client(stack.enter_context(live_server(create_app(intake)))), woken
+
+        yield make
+
+
+def post(client, body: bytes, headers=None, path="/webhooks/generic"):
+    return client.post(path, content=body, headers={"Content-Type": "application/json", **(headers or {})})
+
+
+# ----------------------------------------------------------------------------------- signatures
+
+
+def test_signature_is_hex_hmac_of_the_body_or_of_timestamp_dot_body():
+    body = b'{"x":1}'
+    plain = sign_generic(SECRET, body)
+    assert plain == {"X-Rfmsync-Signature": "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()}
+    stamped = sign_generic(SECRET, body, NOW)
+    assert stamped["X-Rfmsync-Timestamp"] == str(NOW)
+    assert stamped["X-Rfmsync-Signature"][7:] == hmac.new(SECRET.encode(), f"{NOW}.".encode() + body,
+                                                          hashlib.sha256).hexdigest()
+    lower = lambda h: {k.lower(): v for k, v in h.items()}  # noqa: E731
+    assert verify_generic(lower(plain), body, SECRET, now=NOW, replay_window=300) is None
+    assert verify_generic(lower(stamped), body, SECRET, now=NOW + 299, replay_window=300) is None
+
+
+@pytest.mark.parametrize("headers, reason", [
+    ({}, "missing or malformed X-Rfmsync-Signature"),
+    ({"x-rfmsync-signature": "md5=abc"}, "missing or malformed"),
+    ({"x-rfmsync-signature": "sha256=" + "0" * 64}, "signature does not match"),
+    ({**{k.lower(): v for k, v in sign_generic(SECRET, b"{}", NOW - 301).items()}}, "outside the replay window"),
+    ({**{k.lower(): v for k, v in sign_generic(SECRET, b"{}", NOW).items()}, "x-rfmsync-timestamp": "soon"},
+     "must be Unix seconds"),
+    # a signature over the body alone does not pass once a timestamp is added (and vice versa)
+    ({**{k.lower(): v for k, v in sign_generic(SECRET, b"{}").items()}, "x-rfmsync-timestamp": str(NOW)},
+     "does not match"),
+])
+def test_bad_signatures_are_refused_with_a_reason_that_never_shows_the_secret(headers, reason):
+    problem = verify_generic(headers, b"{}", SECRET, now=NOW, replay_window=300)
+    assert problem is not None and reason in problem and SECRET not in problem
+
+
+def test_a_server_without_a_secret_refuses_everything():
+    assert "RFMSYNC_WEBHOOK_SECRET is not set" in verify_generic(
+        {k.lower(): v for k, v in sign_generic("", b"{}").items()}, b"{}", None, now=NOW, replay_window=1)
+
+
+# ----------------------------------------------------------------------------------- payload
+
+
+def test_one_order_or_a_list_with_optional_contact_becomes_canonical_records():
+    body = json.dumps([order(items=[{"sku": "S1", "quantity": 2, "price": "10.25"}], currency="UZS"),
+                       order("A-2", "C2", ordered_at="2025-06-02 09:30", status="Refunded", discount=5,
+                             contact={"email": " A@Example.com ", "marketing_consent": True,
+                                      "first_name": "Ann"})]).encode()
+    (o1, c1), (o2, c2) = parse_generic(body, tz="Asia/Tashkent")
+    assert c1 is None and o1.amount == Decimal("125000.50") and o1.items[0].quantity == 2
+    assert o1.items[0].price == Decimal("10.25") and o1.currency == "UZS"
+    assert o2.status == "refunded" and o2.discount == Decimal(5)
+    assert o2.ordered_at.utcoffset().total_seconds() == 5 * 3600  # naive dates are in [source] timezone
+    assert c2.customer_id == "C2" and c2.email == "A@Example.com" and c2.marketing_consent == "yes"
+    # numeric ids are accepted as text
+    (o3, _), = parse_generic(json.dumps(order(oid=17, cid=42)).encode())
+    assert (o3.order_id, o3.customer_id) == ("17", "42")
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"not json", "body is not valid JSON"),
+    (b'"text"', "must be a JSON object (one order) or a JSON array"),
+    (b"[]", "empty list"),
+    (json.dumps([order(), 5]).encode(), "order [1]: must be a JSON object"),
+    (json.dumps(order(amount="12.345")).encode(), "order (order_id 'A-1'): amount: Decimal input should have no "
+                                                   "more than 2 decimal places"),
+    (json.dumps({"customer_id": "C1", "ordered_at": "2025-01-01T00:00:00Z", "amount": 1}).encode(),
+     "order: order_id: Field required"),
+    (json.dumps([order(), order("B", ordered_at="yesterday")]).encode(), "order [1] (order_id 'B'): ordered_at:"),
+    (json.dumps(order(status="lost")).encode(), "status: Input should be 'completed', 'refunded' or 'cancelled'"),
+    (json.dumps(order(contact={"customer_id": "C9"})).encode(), "contact.customer_id 'C9' differs"),
+    (json.dumps(order(ordered_at="0001-01-01T00:00:00+14:00")).encode(), "out of range"),
+    (b'{"order_id": "A", "amount": NaN}', "not valid JSON"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (json.dumps(order(amount="1" * 20)).encode(), "amount: Decimal input should have no more than 18 digits"),
+])
+def test_malformed_bodies_are_named_precisely(body, message):
+    with pytest.raises(BadRequest) as info:
+        parse_generic(body)
+    assert info.value.status == 400 and message in str(info.value)
+
+
+# ----------------------------------------------------------------------------------- endpoint
+
+
+def test_signed_delivery_is_queued_before_the_reply_and_duplicates_are_queued_once(ledger, make_client):
+    client, woken = make_client()
+    body = json.dumps([order(), order("A-2", "C2", contact={"email": "b@example.com"})]).encode()
+    r = post(client, body, sign_generic(SECRET, body, NOW))
+    assert r.status_code == 202 and r.json() == {"accepted": 2, "queued": 2, "duplicates": 0}
+    assert ledger.event_counts()["queued"] == 2 and woken == [1]
+    events = ledger.claim_events("t", limit=10)
+    orders, contacts, pull = decode_records(events[1].payload)
+    assert [o.order_id for o in orders] == ["A-2"] and contacts[0].email == "b@example.com" and not pull
+    assert events[0].source == "generic" and events[0].dedupe_key.startswith("order:A-1:")
+
+    again = post(client, body, sign_generic(SECRET, body))  # redelivered (even re-signed, via /file)
+    assert again.status_code == 202 and again.json() == {"accepted": 2, "queued": 0, "duplicates": 2}
+    changed = json.dumps(order(status="refunded")).encode()  # the same order with new content is new work
+    assert post(client, changed, sign_generic(SECRET, changed), "/webhooks/file").json()["queued"] == 1
+    assert ledger.event_counts() == {"queued": 1, "processing": 2, "done": 0, "failed": 0}
+
+
+def test_status_codes_unsigned_forged_malformed_unknown_and_too_large(ledger, make_client):
+    client, _ = make_client(None, max_body=2_000)
+    body = json.dumps(order()).encode()
+    assert post(client, body).status_code == 401
+    forged = post(client, body, sign_generic("wrong-secret", body))
+    assert forged.status_code == 401 and forged.json() == {"error": "signature does not match"}
+    bad = b'{"order_id": "A"}'
+    r = post(client, bad, sign_generic(SECRET, bad))
+    assert r.status_code == 400 and "customer_id: Field required" in r.json()["error"]
+    r = post(client, body, sign_generic(SECRET, body), "/webhooks/mystery")
+    assert r.status_code == 404 and "generic, file" in r.json()["error"]
+    big = json.dumps([order(str(i)) for i in range(50)]).encode()
+    r = post(client, big, sign_generic(SECRET, big))
+    assert r.status_code == 413 and "max_body_bytes = 2000" in r.json()["error"]
+
+    def chunks():  # no Content-Length: the limit holds while streaming
+        for _ in range(10):
+            yield b" " * 500
+
+    assert client.post("/webhooks/generic", content=chunks()).status_code == 413
+    assert ledger.queue_depth() == 0
+    metrics = client.get("/metrics").text
+    assert 'rfmsync_webhooks_received_total{source="generic",code="401"} 2' in metrics
+    assert 'rfmsync_webhooks_received_total{source="(unknown)",code="404"} 1' in metrics
+
+
+def test_a_closed_ledger_gives_503_not_a_crash(tmp_path, make_client):
+    led = Ledger.connect(f"sqlite:///{tmp_path / 'x.db'}")
+    client, _ = make_client(led)
+    (tmp_path / "x.db").unlink()
+    (tmp_path / "x.db").mkdir()  # the database file is gone and cannot be recreated
+    led.close()
+    body = json.dumps(order()).encode()
+    r = post(client, body, sign_generic(SECRET, body))
+    assert r.status_code == 503 and "retry later" in r.json()["error"]
+    assert client.get("/healthz").status_code == 503
+
+
+scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8)
+flat = st.dictionaries(st.sampled_from(["sku", "email", "quantity", "price", "marketing_consent", "x"]), scalars,
+                       max_size=3)
+order_like = st.fixed_dictionaries({}, optional={
+    "order_id": st.one_of(st.text(max_size=5), st.integers()), "customer_id": st.text(max_size=5),
+    "ordered_at": st.one_of(scalars, st.just("2025-01-01T00:00:00Z")),
+    "amount": st.one_of(scalars, st.just("1.5")), "status": st.one_of(scalars, st.just("refunded")),
+    "items": st.one_of(scalars, st.lists(flat, max_size=2)), "contact": st.one_of(scalars, flat)})
+valid_orders = st.builds(lambda oid, cents, email: order(f"F-{oid}", f"C{oid % 7}", amount=f"{cents / 100:.2f}",
+                                                         contact={"email": email}),
+                         st.integers(0, 10**6), st.integers(0, 10**9), st.emails())
+bodies = st.one_of(st.binary(max_size=200), scalars.map(lambda v: json.dumps(v).encode()),
+                   order_like.map(lambda v: json.dumps(v).encode()),
+                   st.lists(order_like, max_size=3).map(lambda v: json.dumps(v).encode()),
+                   valid_orders.map(lambda v: json.dumps(v).encode()))
+
+
+class AsgiClient:
+    """Calls the ASGI app in-process (httpx's ASGI transport on one event loop): fast enough for fuzzing."""
+
+    def __init__(self, app) -> None:
+        import asyncio
+
+        import httpx
+
+        self.loop = asyncio.new_event_loop()
+        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://rfmsync.test")
+
+    def post(self, path, content=b"", headers=None):
+        return self.loop.run_until_complete(self.client.post(path, content=content, headers=headers or {}))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.client.aclose())
+        self.loop.close()
+
+
+def test_a_thousand_random_bodies_signed_and_unsigned_never_give_a_5xx(ledger):
+    intake = Intake(Config(), ledger, Settings(_env_file=None, rfmsync_webhook_secret=SECRET), clock=lambda: NOW)
+    app = create_app(intake)
+    client = AsgiClient(app)
+    seen: dict[int, int] = {}
+
+    @hsettings(max_examples=1000, deadline=None, database=None,
+               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(body=bodies, signed=st.booleans(), path=st.sampled_from(["/webhooks/generic", "/webhooks/file"]))
+    def check(body, signed, path):
+        r = post(client, body, sign_generic(SECRET, body) if signed else None, path)
+        seen[r.status_code] = seen.get(r.status_code, 0) + 1
+        assert r.status_code in (202, 400, 401, 413), (r.status_code, r.text)
+
+    try:
+        check()
+    finally:
+        client.close()
+    assert sum(seen.values()) == 1000 and {202, 400, 401} <= set(seen)
+    with live_server(app) as base:  # and the same app still serves over real HTTP afterwards
+        live = Client(base)
+        body = json.dumps(order("after-fuzz")).encode()
+        assert post(live, body, sign_generic(SECRET, body)).status_code == 202
+        assert live.get("/healthz").json()["status"] == "ok"
+
+
+# ----------------------------------------------------------------------------------- CRM sources
+
+
+def test_shopify_deliveries_use_the_vendor_hmac_and_map_orders(ledger, make_client):
+    client, _ = make_client(None, source={"type": "shopify", "shop": "demo"}, shopify_webhook_secret="shp-secret")
+    payload = {"id": 450789469, "created_at": "2025-06-01T10:00:00-04:00", "processed_at": "2025-06-01T10:00:00-04:00",
+               "total_price": "199.00", "currency": "USD", "financial_status": "paid",
+               "customer": {"id": 207119551, "email": "bob@example.com"}, "line_items": []}
+    body = json.dumps(payload).encode()
+    sig = base64.b64encode(hmac.new(b"shp-secret", body, hashlib.sha256).digest()).decode()
+    headers = {"X-Shopify-Hmac-Sha256": sig, "X-Shopify-Topic": "orders/create"}
+    r = post(client, body, headers, "/webhooks/shopify")
+    assert r.status_code == 202 and r.json()["queued"] == 1, r.text
+    orders, _, _ = decode_records(ledger.claim_events("t")[0].payload)
+    assert orders[0].order_id == "450789469" and orders[0].amount == Decimal("199.00")
+    forged = post(client, body, {**headers, "X-Shopify-Hmac-Sha256": base64.b64encode(b"x" * 32).decode()},
+                  "/webhooks/shopify")
+    assert forged.status_code == 401
+    # a source that is not this config's source is unknown here
+    assert post(client, body, headers, "/webhooks/retailcrm").status_code == 404
+
+
+def test_amocrm_path_token_and_lead_events_queue_a_pull(ledger, make_client):
+    client, _ = make_client(None, source={"type": "amocrm", "subdomain": "shop"}, amocrm_webhook_token="tok-123")
+    body = b"leads[status][0][id]=5&leads[status][0][status_id]=142&account[subdomain]=shop"
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    assert client.post("/webhooks/amocrm/wrong", content=body, headers=headers).status_code == 401
+    assert client.post("/webhooks/amocrm", content=body, headers=headers).status_code == 401
+    r = client.post("/webhooks/amocrm/tok-123", content=body, headers=headers)
+    assert r.status_code == 202 and r.json()["queued"] == 1
+    event = ledger.claim_events("t")[0]
+    assert event.dedupe_key.startswith("pull:") and decode_records(event.payload) == ([], [], True)
+    assert client.post("/webhooks/amocrm/tok-123", content=b"%%%", headers=headers).status_code == 400
