@@ -18,47 +18,34 @@ import os
 import socket
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from sqlalchemy import and_, case, delete, func, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql import Insert
 from sqlalchemy.schema import Table
 
 from .errors import ConfigError, LockBusyError
 from .ledger_db import migrate, parse_url, safe_url, build_engine, transaction
-from .ledger_schema import cursors, events, failures, locks, pushed_state, runs, state_revisions
+from .ledger_queue import EVENT_STATUSES, Event, EventQueueMixin, chunks as _chunks, clip as _clip
+from .ledger_schema import cursors, failures, locks, pushed_state, runs, state_revisions
 from .ledger_schema import current_version
 from .model import ItemResult, PushedState
+
+__all__ = ["Ledger", "Event", "EVENT_STATUSES", "RUN_STATUSES", "default_owner", "utcnow"]
 
 log = logging.getLogger(__name__)
 
 RUN_STATUSES = ("running", "succeeded", "partial", "failed")
-EVENT_STATUSES = ("queued", "processing", "done", "failed")
-MAX_ERROR_CHARS = 2000
-_CHUNK = 5000
 _STATE_UPDATE_COLUMNS = ("customer_id", "tags", "fields", "in_destination", "pushed_at", "run_id")
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-@dataclass(frozen=True)
-class Event:
-    """A queued webhook delivery. ``attempts`` counts claims, this one included."""
-
-    id: int
-    source: str
-    dedupe_key: str
-    payload: str
-    received_at: datetime
-    attempts: int
 
 
 def _json_default(value: Any) -> Any:
@@ -77,22 +64,16 @@ def _dump_fields(key: str, fields: Mapping[str, Any]) -> str:
         raise ValueError(f"pushed state for {key!r}: cannot store fields: {exc}") from None
 
 
-def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
-def _clip(error: str | None) -> str | None:
-    return None if error is None else error[:MAX_ERROR_CHARS]
-
-
 def default_owner() -> str:
     """host:pid:random, unique per lock holder."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-class Ledger:
-    """Operational state of rfmsync. Create with :meth:`connect`; close with :meth:`close`."""
+class Ledger(EventQueueMixin):
+    """Operational state of rfmsync. Create with :meth:`connect`; close with :meth:`close`.
+
+    The webhook-queue methods come from :class:`sync.ledger_queue.EventQueueMixin`.
+    """
 
     def __init__(self, engine: Engine, *, url_for_display: str,
                  clock: Callable[[], datetime] = utcnow) -> None:
@@ -115,7 +96,7 @@ class Ledger:
         engine = build_engine(parsed)
         try:
             before, after = migrate(engine, clock, target_version)
-        except OperationalError as exc:
+        except DBAPIError as exc:  # unreachable, bad credentials, no permission to create tables
             engine.dispose()
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
             raise ConfigError(f"cannot open ledger {shown}: {reason}") from None
@@ -435,90 +416,3 @@ class Ledger:
             yield token
         finally:
             self.release_lock(name, token)
-
-    # -- webhook event queue -------------------------------------------------------------
-
-    def enqueue_event(self, source: str, dedupe_key: str, payload: str) -> bool:
-        """Queue a delivery; False if (source, dedupe_key) was already queued or processed."""
-        if not isinstance(payload, str):
-            raise TypeError(f"event payload must be a str, not {type(payload).__name__}")
-        ins = self._insert(events).values(source=source, dedupe_key=dedupe_key, payload=payload,
-                                          status="queued", received_at=self._clock(), attempts=0)
-        with self._write() as conn:
-            new_id = conn.execute(ins.on_conflict_do_nothing(
-                index_elements=[events.c.source, events.c.dedupe_key]).returning(events.c.id)).scalar()
-        return new_id is not None
-
-    def claim_events(self, worker: str, limit: int = 100, stale_after: float = 300) -> list[Event]:
-        """Claim up to ``limit`` queued events (oldest first) for ``worker`` and mark them processing.
-
-        Events left ``processing`` for longer than ``stale_after`` seconds (a crashed worker)
-        are claimable again. PostgreSQL: ``FOR UPDATE SKIP LOCKED``; SQLite: the whole claim
-        runs under ``BEGIN IMMEDIATE``. Two workers never receive the same event at once.
-        """
-        now = self._clock()
-        t = events
-        claimable = or_(t.c.status == "queued",
-                        and_(t.c.status == "processing", t.c.locked_at < now - timedelta(seconds=stale_after)))
-        with self._write() as conn:
-            ids = conn.execute(select(t.c.id).where(claimable).order_by(t.c.id).limit(limit)
-                               .with_for_update(skip_locked=True)).scalars().all()
-            if not ids:
-                return []
-            conn.execute(update(t).where(t.c.id.in_(ids)).values(
-                status="processing", locked_by=worker, locked_at=now, attempts=t.c.attempts + 1))
-            rows = conn.execute(select(t.c.id, t.c.source, t.c.dedupe_key, t.c.payload, t.c.received_at,
-                                       t.c.attempts).where(t.c.id.in_(ids)).order_by(t.c.id)).all()
-        return [Event(*row) for row in rows]
-
-    def complete_events(self, ids: Iterable[int]) -> int:
-        """Mark processing events done (kept for dedupe); returns how many."""
-        return self._finish_events(list(ids), {"status": "done", "finished_at": self._clock()})
-
-    def fail_events(self, ids: Iterable[int], error: str, max_attempts: int = 5) -> int:
-        """Put processing events back in the queue, or mark them failed once they have been
-        claimed ``max_attempts`` times; returns how many were updated."""
-        exhausted = events.c.attempts >= max_attempts
-        return self._finish_events(list(ids), {
-            "status": case((exhausted, "failed"), else_="queued"),
-            "finished_at": case((exhausted, self._clock()), else_=None),
-            "last_error": _clip(error)})
-
-    def _finish_events(self, ids: list[int], values: dict[str, Any]) -> int:
-        t = events
-        values = {**values, "locked_by": None, "locked_at": None}
-        changed = 0
-        with self._write() as conn:
-            for chunk in _chunks(ids, 1000):
-                changed += conn.execute(update(t).where(t.c.id.in_(chunk), t.c.status == "processing")
-                                        .values(**values)).rowcount
-        return changed
-
-    def requeue_failed_events(self, source: str | None = None) -> int:
-        """Give events that exhausted their attempts another round (attempts reset)."""
-        query = update(events).where(events.c.status == "failed")
-        if source is not None:
-            query = query.where(events.c.source == source)
-        with self._write() as conn:
-            return conn.execute(query.values(status="queued", attempts=0, finished_at=None)).rowcount
-
-    def purge_events(self, older_than: timedelta) -> int:
-        """Delete done events finished before now - ``older_than`` (their dedupe keys are forgotten)."""
-        cutoff = self._clock() - older_than
-        with self._write() as conn:
-            return conn.execute(delete(events).where(events.c.status == "done",
-                                                     events.c.finished_at < cutoff)).rowcount
-
-    def queue_depth(self) -> int:
-        """Events not finished yet (queued or processing)."""
-        with self._read() as conn:
-            return int(conn.execute(select(func.count()).select_from(events).where(
-                events.c.status.in_(("queued", "processing")))).scalar_one())
-
-    def event_counts(self) -> dict[str, int]:
-        """Events per status: queued, processing, done, failed (zeros included)."""
-        counts = dict.fromkeys(EVENT_STATUSES, 0)
-        with self._read() as conn:
-            for status, n in conn.execute(select(events.c.status, func.count()).group_by(events.c.status)):
-                counts[status] = int(n)
-        return counts

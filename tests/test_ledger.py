@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from sqlalchemy import inspect as sa_inspect, select, text
+from sqlalchemy import inspect as sa_inspect, text
 
 from sync.errors import ConfigError, LockBusyError
 from sync.ledger import Event, Ledger
