@@ -58,10 +58,11 @@ def make_destination(dest: DestinationConfig, settings: Settings, *, required: b
     if dest.type == "sendgrid":
         from .sendgrid import SendGridDestination
 
-        return SendGridDestination(dest.name, key, api_url=url, list_prefix=dest.list_prefix)
+        return SendGridDestination(dest.name, key, api_url=url, list_prefix=dest.list_prefix,
+                                   batch_size=dest.batch_size)
     from .unisender import UnisenderDestination
 
-    return UnisenderDestination(dest.name, key, api_url=url)
+    return UnisenderDestination(dest.name, key, api_url=url, batch_size=dest.batch_size)
 
 
 def _customer_rows(run: SegmentsRun) -> list[dict[str, Any]]:
