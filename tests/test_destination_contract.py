@@ -1,0 +1,317 @@
+"""The destination contract battery: every ESP in ``tests.fakes.registry.DESTINATIONS`` must pass every case.
+
+Each case drives the real engine (``sync.engine.plan_all`` / ``execute_plan``, the CLI for ``plan``, ``apply`` and
+``failures``) against the destination's stateful fake on 127.0.0.1, pointed at it by the same environment
+variables a user sets. Segments come from a small generated shop (one DuckDB segmentation per as-of date, shared
+by the module); every test gets its own config, ledger and fresh fake.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from connectors.retry import RetryPolicy
+from sync.cli import main
+from sync.config import load_config
+from sync.engine import execute_plan, open_ledger, plan_all, plan_document
+from sync.errors import DestinationError
+from sync.pipeline import compute_segments
+from sync.plan import normalise_email
+from sync.settings import load_settings
+from segmentation.config import SegmentationConfig, Thresholds
+from tests.fakes.registry import DESTINATIONS, UNMANAGED_VALUE, FakeDestination
+
+AS_OF = date(2025, 6, 30)
+LATER = AS_OF + timedelta(days=60)  # a later as-of: with fixed cut points some customers change segment
+# fixed cut points (quantile scores would not move when only the as-of date changes)
+CUTS = Thresholds(recency_days=[60, 200], frequency=[2, 4], monetary=[400_000, 1_200_000])
+# "Churn" stays unmapped, so moving into it takes a contact out of every managed tag
+SEGMENTS = {"Best active": "VIP", "Falling asleep": "Winback soft", "Beginners": "Welcome"}
+FIELDS = {"Segment": "segment", "Rscore": "r", "Recency": "recency_days"}  # neutral names, see registry
+BYSTANDER = "bystander@example.net"  # not a customer: rfmsync must never touch it
+
+
+# ---------------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory) -> Path:
+    from sync.demodata import generate_shop
+
+    return generate_shop(tmp_path_factory.mktemp("shop"), customers=220, seed=11, as_of=AS_OF)
+
+
+@pytest.fixture(scope="module")
+def runs(shop):
+    cfg = load_config(shop)
+    cfg = cfg.model_copy(update={"segmentation": SegmentationConfig(method="thresholds", thresholds=CUTS)})
+    out = {AS_OF: compute_segments(cfg, AS_OF), LATER: compute_segments(cfg, LATER)}
+    yield out
+    for run in out.values():
+        run.close()
+
+
+@pytest.fixture(params=sorted(DESTINATIONS))
+def esp(request, monkeypatch):
+    with DESTINATIONS[request.param]() as harness:
+        for name, value in harness.env().items():
+            monkeypatch.setenv(name, value)
+        yield harness
+
+
+def _toml(value) -> str:
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else str(value)
+
+
+def write_config(shop: Path, folder: Path, dest: dict) -> Path:
+    """The demo shop's source and segmentation, with one destination table for the fake under test."""
+    head = shop.read_text(encoding="utf-8").split("[[destinations]]")[0]
+    head = head.replace('preset = "tracks"', 'preset = "tracks"\nmethod = "thresholds"\n\n[segmentation.thresholds]\n'
+                        + "\n".join(f"{k} = {v}" for k, v in CUTS.model_dump().items()))
+    for name in ("orders.csv", "clients.csv"):
+        head = head.replace(f'"{name}"', _toml(str(shop.parent / name)))
+    lines = ["[[destinations]]"] + [f"{k} = {_toml(v)}" for k, v in dest.items() if not isinstance(v, dict)]
+    for table, mapping in ((k, v) for k, v in dest.items() if isinstance(v, dict)):
+        lines += ["", f"[destinations.{table}]"] + [f"{_toml(k)} = {_toml(v)}" for k, v in mapping.items()]
+    path = folder / "rfmsync.toml"
+    path.write_text(head + "\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+class Rig:
+    """One destination config + its ledger in ``folder``, driven through the engine."""
+
+    def __init__(self, esp: FakeDestination, shop: Path, runs: dict, folder: Path, batch_size: int | None = None):
+        self.esp, self.runs, self.folder = esp, runs, folder
+        self.path = write_config(shop, folder, esp.destination("contract", SEGMENTS, FIELDS, batch_size))
+        self.cfg = load_config(self.path)
+        assert self.cfg.segmentation.thresholds == CUTS
+        self.dest = self.cfg.destinations[0]
+        self.settings = load_settings()  # the fake's env vars, set by the esp fixture
+        self.ledger = open_ledger(self.cfg, self.settings)
+        self.count = 0
+
+    def close(self) -> None:
+        self.ledger.close()
+
+    def plan(self, as_of: date = AS_OF):
+        """Plan like `rfmsync sync` does (reads the ESP); returns (PlannedDestination, the saved plan JSON)."""
+        planned = plan_all(self.cfg, self.runs[as_of], self.ledger, self.settings, require_remote=True)
+        self.count += 1
+        saved = self.folder / f"plan-{self.count}.json"
+        saved.write_text(json.dumps(plan_document(planned, as_of)), encoding="utf-8")
+        return planned[0], json.loads(saved.read_text(encoding="utf-8"))["plans"][0]
+
+    def sync(self, as_of: date = AS_OF, client=None):
+        """Plan, then apply with the default client (or ``client``); returns (Plan, plan JSON, ApplyReport)."""
+        planned, doc = self.plan(as_of)
+        report = execute_plan(planned.plan, client or planned.client, self.ledger)
+        return planned.plan, doc, report
+
+    def converge(self, as_of: date = AS_OF, runs: int = 2):
+        """Sync until a run succeeds (transient failures may need a second run)."""
+        for _ in range(runs):
+            try:
+                _, _, report = self.sync(as_of)
+            except DestinationError:
+                continue
+            if report.status == "succeeded":
+                return report
+        raise AssertionError(f"{self.dest.type}: no convergence after {runs} runs")
+
+    def cli(self, *args: str, ok: bool = True):
+        result = CliRunner().invoke(main, [args[0], "--config", str(self.path), *args[1:]], catch_exceptions=False)
+        if ok:
+            assert result.exit_code == 0, result.output
+        return result
+
+    def failures(self) -> list[dict]:
+        return json.loads(self.cli("failures", "--format", "json").output)
+
+
+@pytest.fixture
+def make_rig(esp, shop, runs, tmp_path):
+    rigs: list[Rig] = []
+
+    def make(batch_size: int | None = None) -> Rig:
+        rigs.append(Rig(esp, shop, runs, tmp_path, batch_size))
+        return rigs[-1]
+
+    yield make
+    for r in rigs:
+        r.close()
+
+
+@pytest.fixture
+def rig(make_rig) -> Rig:
+    return make_rig()
+
+
+# ---------------------------------------------------------------------------------------------------- checks
+def _same(actual, expected) -> bool:
+    norm = (lambda v: "" if v is None else str(v))
+    return norm(actual) == norm(expected)
+
+
+def assert_applied(esp: FakeDestination, doc: dict, *, exact: bool = False, exclude=frozenset()) -> None:
+    """The ESP holds what the plan asked for: tags/lists added and removed, changed fields written.
+    ``exact``: the contact carries exactly the plan's managed tags (a first sync into an empty ESP)."""
+    managed = doc["managed_tags"]
+    assert doc["changes"], "a plan with no changes proves nothing"
+    for c in doc["changes"]:
+        if c["key"] in exclude:
+            continue
+        has = esp.managed_of(c["key"], managed)
+        if exact:
+            assert has == set(c["add_tags"]), (c["key"], has, c)
+        assert set(c["add_tags"]) <= has and not has & set(c["remove_tags"]), (c["key"], has, c)
+        if c["create"] or c["set_fields"]:
+            assert esp.exists(c["key"]), c["key"]
+        for name, value in c["set_fields"].items():
+            assert _same(esp.field(c["key"], name), value), (c["key"], name, esp.field(c["key"], name), value)
+
+
+def consent_of(run) -> dict[str, str]:
+    rows = run.con.execute("SELECT email, marketing_consent FROM contacts WHERE email IS NOT NULL").fetchall()
+    return {k: str(consent or "unknown") for email, consent in rows if (k := normalise_email(email))}
+
+
+def upserted_keys(doc: dict) -> list[str]:
+    return [c["key"] for c in doc["changes"] if c["create"] or c["set_fields"]]
+
+
+# ---------------------------------------------------------------------------------------------------- the battery
+def test_first_sync_applies_the_saved_plan_exactly(esp, rig):
+    out = rig.folder / "saved.json"
+    rig.cli("plan", "--as-of", AS_OF.isoformat(), "--format", "json", "-o", str(out))
+    assert esp.write_calls == 0, "planning must write nothing"
+    doc = json.loads(out.read_text(encoding="utf-8"))["plans"][0]
+    assert any(c["add_tags"] for c in doc["changes"]) and any(c["set_fields"] for c in doc["changes"])
+
+    rig.cli("apply", str(out))
+    assert_applied(esp, doc, exact=True)
+    for skip in doc["skipped"]:  # skipped customers (no consent under "skip", invalid address) are not created
+        assert not esp.exists(skip["key"]), skip
+    assert esp.violations() == []
+
+
+def test_rerun_without_changes_makes_zero_write_calls(esp, rig):
+    rig.sync()
+    writes = esp.write_calls
+    plan, doc, report = rig.sync()
+    assert doc["changes"] == [] and report.status == "succeeded"
+    assert esp.write_calls == writes, "a second run with no data change must not write"
+
+
+def test_segment_change_moves_contacts_between_tags(esp, rig):
+    _, first, _ = rig.sync(AS_OF)
+    before = {c["key"]: set(c["add_tags"]) for c in first["changes"]}
+    _, doc, report = rig.sync(LATER)
+    assert report.status == "succeeded", report.errors
+    moved = [c for c in doc["changes"] if c["add_tags"] and c["remove_tags"]]
+    left = [c for c in doc["changes"] if c["remove_tags"] and not c["add_tags"]]
+    assert moved and left, "the later as-of must move someone between managed tags and out of them"
+    assert_applied(esp, doc)
+    for c in moved + left:
+        assert set(c["remove_tags"]) <= before[c["key"]]  # removed from the old tag it had been given
+        assert esp.managed_of(c["key"], doc["managed_tags"]) == set(c["add_tags"])
+    writes = esp.write_calls
+    assert rig.sync(LATER)[1]["changes"] == [] and esp.write_calls == writes
+
+
+def test_throttling_and_server_errors_are_retried_within_the_run(esp, rig):
+    esp.server_error(1)  # faults hit the next write calls in this order (one retried call: short backoff)
+    esp.throttle(1)
+    plan, doc, report = rig.sync()
+    assert report.status == "succeeded", report.errors
+    assert_applied(esp, doc, exact=True)
+    assert esp.write_calls >= esp.setup_writes([], {}) + 2  # the refused calls were made, and retried
+    assert rig.plan()[1]["changes"] == []
+
+
+def test_timeouts_converge_over_two_runs(esp, rig):
+    waits: list[float] = []
+    impatient = esp.client(rig.dest, retry=RetryPolicy(attempts=2, sleep=waits.append, rng=random.Random(1)),
+                           timeout=0.2)
+    esp.timeout(0.5, times=2)  # the bulk write is done but answered too late, twice
+    first_doc = rig.plan()[1]
+    try:
+        rig.sync(client=impatient)
+    except DestinationError as exc:
+        assert "after retries" in str(exc)
+    assert waits, "a timeout must be retried"
+    rig.converge()
+    assert_applied(esp, first_doc, exact=True)
+    assert esp.violations() == []
+    writes = esp.write_calls
+    assert rig.sync()[1]["changes"] == [] and esp.write_calls == writes
+
+
+def test_item_rejections_are_recorded_and_retried_next_run(esp, rig):
+    doc = rig.plan()[1]
+    rejected = set(upserted_keys(doc)[::4])
+    esp.reject(rejected)
+    _, doc, report = rig.sync()
+    assert report.status == "partial" and report.counts["failed"] > 0
+    assert_applied(esp, doc, exclude=rejected)
+    failures = rig.failures()
+    assert {f["key"] for f in failures} == rejected
+    assert all(f["last_error"] for f in failures)
+    for key in rejected:
+        assert esp.managed_of(key, doc["managed_tags"]) == set()
+
+    esp.clear_rejections()
+    _, retry_doc, report = rig.sync()
+    assert {c["key"] for c in retry_doc["changes"]} == rejected, "only the failed contacts are planned again"
+    assert report.status == "succeeded", report.errors
+    assert_applied(esp, doc, exact=True)
+    assert rig.failures() == []
+
+
+def test_consent_and_unmanaged_state_are_respected(esp, rig, runs):
+    # someone who moves between managed tags and unsubscribed before rfmsync ever ran
+    a = {c["key"]: set(c["add_tags"]) for c in rig.plan(AS_OF)[1]["changes"]}
+    b = {c["key"]: set(c["add_tags"]) for c in rig.plan(LATER)[1]["changes"]}
+    movers = sorted(k for k in a if a[k] and a[k] != b.get(k, set()))
+    victim = next((k for k in movers if any(t.startswith("tag:") for t in a[k])), movers[0])
+    esp.seed(victim, unsubscribed=True)
+    esp.seed(BYSTANDER, unsubscribed=False)
+    status_before = {k: esp.status(k) for k in (victim, BYSTANDER)}
+
+    for as_of, tags in ((AS_OF, a[victim]), (LATER, b.get(victim, set()))):
+        _, doc, report = rig.sync(as_of)
+        assert report.status == "succeeded", report.errors
+        assert esp.managed_of(victim, doc["managed_tags"]) == tags
+        for key in (victim, BYSTANDER):
+            assert esp.status(key) == status_before[key], f"{key}: status changed"
+            assert esp.unmanaged(key) == {"tag": True, "field": UNMANAGED_VALUE}, key
+        assert esp.managed_of(BYSTANDER, doc["managed_tags"]) == set()
+
+    consent = consent_of(runs[AS_OF])
+    no_consent = {k for k, v in consent.items() if v != "yes"} - {victim}
+    assert no_consent, "the shop must have customers without consent"
+    for key in no_consent:
+        assert not esp.gets_marketing(key), f"{key} has no consent but gets marketing"
+        if rig.dest.new_contacts == "skip":
+            assert not esp.exists(key), f"{key}: created although new_contacts = skip"
+    assert esp.violations() == []
+
+
+def test_write_calls_stay_near_the_theoretical_minimum(esp, make_rig):
+    rig = make_rig(batch_size=40)  # several batches with a small shop
+    for as_of in (AS_OF, LATER):
+        planned, _ = rig.plan(as_of)
+        plan = planned.plan
+        setup = esp.setup_writes(plan.managed_tags, plan.fields)
+        per_kind = esp.minimum_writes(plan.changes, batch_size=40)
+        minimum = setup + sum(per_kind.values())
+        writes = esp.write_calls
+        report = execute_plan(plan, planned.client, rig.ledger)
+        assert report.status == "succeeded", report.errors
+        made = esp.write_calls - writes
+        assert max(per_kind.values()) >= 2, f"batch_size must force several batches: {per_kind}"
+        assert minimum <= made <= 1.05 * minimum + 2, (as_of, made, setup, per_kind)
