@@ -1,0 +1,299 @@
+"""The resync worker, the incremental resync against the fake Mailchimp, several workers, the schedule."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from sync.config import load_config
+from sync.engine import load_cut_points, open_ledger, plan_all, segments_from_store
+from sync.errors import ConfigError
+from sync.ledger import Ledger, default_owner
+from sync.pipeline import store_path
+from sync.resync import encode_records, resync
+from sync.schedule import Schedule, Scheduler, parse_every, run_full_sync
+from sync.server import events_for, parse_generic
+from sync.settings import load_settings
+from sync.store import open_store
+from sync.worker import Worker
+
+try:
+    from tests.ledger_fixtures import Clock, clock, ledger_url  # noqa: F401
+except ImportError:  # tests/ itself on sys.path
+    from ledger_fixtures import Clock, clock, ledger_url  # type: ignore # noqa: F401
+
+AS_OF = date(2025, 6, 30)
+DEST = "mailchimp-demo"
+
+
+def make_shop(folder: Path, fake, monkeypatch, debounce: float = 0.2, customers: int = 250) -> Path:
+    from sync.demodata import generate_shop
+
+    cfg = generate_shop(folder, customers=customers, seed=3, as_of=AS_OF)
+    text = cfg.read_text(encoding="utf-8").replace('audience = "demo000001"', 'audience = "aud1"')
+    cfg.write_text(text + f"\n[serve]\ndebounce_seconds = {debounce}\n", encoding="utf-8")
+    monkeypatch.setenv("MAILCHIMP_API_KEY", fake.api_key)
+    monkeypatch.setenv("MAILCHIMP_API_URL", fake.url)
+    monkeypatch.setenv("RFMSYNC_WEBHOOK_SECRET", "whsec-test")
+    return cfg
+
+
+@pytest.fixture
+def shop(tmp_path, mailchimp_fake, monkeypatch):
+    """A 250-customer demo shop, fully synced once to the fake Mailchimp as of AS_OF."""
+    path = make_shop(tmp_path / "shop", mailchimp_fake, monkeypatch)
+    cfg, settings = load_config(path), load_settings()
+    with open_ledger(cfg, settings) as ledger:
+        run_full_sync(cfg, ledger, settings, as_of=AS_OF, kind="sync")
+    return path
+
+
+def churned_contact(ledger: Ledger) -> tuple[str, str]:
+    """(email, customer_id) of a synced customer in the Churn segment (tag "Winback")."""
+    state = ledger.load_state(DEST)
+    return next((k, s.customer_id) for k, s in sorted(state.items()) if s.tags == {"Winback"})
+
+
+def audience(fake) -> dict[str, tuple[frozenset, dict]]:
+    lst = fake.lists["aud1"]
+    return {e: (frozenset(fake.tags_of(e)), dict(m["merge_fields"])) for e, m in lst.members.items()}
+
+
+def queue_order(ledger: Ledger, order_id: str, customer_id: str, day: str = "2025-06-29", **extra) -> None:
+    body = ('{"order_id": "%s", "customer_id": "%s", "ordered_at": "%sT12:00:00+05:00", "amount": "990000"}'
+            % (order_id, customer_id, day)).encode()
+    pairs = parse_generic(body)
+    for key, payload in events_for([], [], pairs):
+        ledger.enqueue_event("generic", key, payload)
+
+
+# ------------------------------------------------------------------------------------ incremental resync
+
+
+def test_a_webhook_order_moves_only_that_customer_and_is_recorded_as_a_webhook_run(shop, mailchimp_fake):
+    cfg, settings = load_config(shop), load_settings()
+    with open_ledger(cfg, settings) as ledger:
+        email, cid = churned_contact(ledger)
+        before = audience(mailchimp_fake)
+        writes = mailchimp_fake.write_calls
+        queue_order(ledger, "W-1", cid)
+        worker = Worker(cfg, ledger, settings, as_of=lambda: AS_OF)
+        assert worker.drain() == 1
+        after = audience(mailchimp_fake)
+        assert after[email][0] != {"Winback"} and "Winback" not in after[email][0]
+        assert after[email][1]["RFM_SEG"] != before[email][1]["RFM_SEG"]
+        assert {e for e in before if before[e] != after[e]} == {email}  # nobody else was touched
+        assert mailchimp_fake.write_calls - writes <= 3  # one upsert, at most one tag off and one on
+        run = ledger.recent_runs(1)[0]
+        assert (run["kind"], run["destination"], run["status"]) == ("webhook", DEST, "succeeded")
+        assert ledger.event_counts()["done"] == 1 and ledger.load_state(DEST)[email].tags == after[email][0]
+        with open_store(store_path(cfg)) as con:  # the order is in the store for the next full run
+            assert con.execute("SELECT count(*) FROM orders WHERE order_id = 'W-1'").fetchall() == [(1,)]
+        # the same order again is a duplicate; a full segmentation of the same store agrees on this customer
+        # (it may move a few others: new quantiles are exactly what the webhook path avoids)
+        queue_order(ledger, "W-1", cid)
+        assert ledger.queue_depth() == 0
+        run = segments_from_store(cfg, ledger, settings, as_of=AS_OF, pull=False)
+        try:
+            [planned] = plan_all(cfg, run, ledger, settings)
+        finally:
+            run.close()
+        assert email not in {c.key for c in planned.plan.changes}
+
+
+def test_without_a_full_run_the_first_resync_segments_everyone_once_and_saves_cut_points(tmp_path, mailchimp_fake,
+                                                                                         monkeypatch):
+    path = make_shop(tmp_path / "shop", mailchimp_fake, monkeypatch, customers=60)
+    cfg, settings = load_config(path), load_settings()
+    from connectors.records import Contact, Consent
+
+    orders = [o for o, _ in parse_generic(b'[{"order_id": "N1", "customer_id": "NEW", "ordered_at": '
+                                          b'"2025-06-20T10:00:00Z", "amount": "100"}]')]
+    contact = Contact("NEW", email="new.buyer@example.com", marketing_consent=Consent.YES)
+    with open_ledger(cfg, settings) as ledger:
+        report = resync(cfg, ledger, settings, orders, [contact], as_of=AS_OF)
+        assert report.full_segmentation and report.customers == 1
+        with open_store(store_path(cfg)) as con:
+            assert load_cut_points(con) is not None
+        assert set(mailchimp_fake.lists["aud1"].members) == {"new.buyer@example.com"}
+        assert mailchimp_fake.member("new.buyer@example.com")["status"] == "subscribed"
+        second = resync(cfg, ledger, settings, orders, [contact], as_of=AS_OF)  # cut points now exist
+        assert not second.full_segmentation and second.reports[0].counts["planned"] == 0
+
+
+def test_a_destination_busy_with_another_sync_puts_the_batch_back_in_the_queue(shop, mailchimp_fake):
+    cfg, settings = load_config(shop), load_settings()
+    with open_ledger(cfg, settings) as ledger:
+        email, cid = churned_contact(ledger)
+        queue_order(ledger, "W-2", cid)
+        worker = Worker(cfg, ledger, settings, as_of=lambda: AS_OF,
+                        process=lambda b: resync(cfg, ledger, settings, b.orders, b.contacts, as_of=AS_OF,
+                                                 lock_wait_seconds=0.3))
+        with ledger.lock(f"sync:{DEST}"):  # a cron `rfmsync sync` holds the destination
+            assert worker.process_batch() == 0
+        assert ledger.event_counts()["queued"] == 1
+        assert worker.metrics.events["retried"] == 1
+        assert worker.drain() == 1 and "Winback" not in mailchimp_fake.tags_of(email)
+
+
+# ------------------------------------------------------------------------------------ queue handling
+
+
+def _enqueue(ledger: Ledger, n: int, start: int = 0) -> None:
+    for i in range(start, start + n):
+        ledger.enqueue_event("generic", f"k{i}", encode_records())
+
+
+def test_two_workers_on_one_ledger_never_process_an_event_twice(ledger_url, tmp_path):
+    from sync.config import Config
+
+    cfg = Config()
+    seen: list[tuple[str, int]] = []
+    lock = threading.Lock()
+    one, two = Ledger.connect(ledger_url), Ledger.connect(ledger_url)
+    try:
+        _enqueue(one, 300)
+
+        def process(name):
+            def run(batch):
+                with lock:
+                    seen.extend((name, e.id) for e in batch.events)
+                time.sleep(0.002)
+
+            return run
+
+        workers = [Worker(cfg, led, None, name=f"w{i}", batch_limit=7, process=process(f"w{i}"))  # type: ignore
+                   for i, led in enumerate((one, two))]
+        threads = [threading.Thread(target=w.drain) for w in workers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        ids = [i for _, i in seen]
+        assert len(ids) == len(set(ids)) == 300  # each event exactly once
+        assert {name for name, _ in seen} == {"w0", "w1"}  # both took part
+        assert set(workers[0].processed_ids).isdisjoint(workers[1].processed_ids)
+        assert one.event_counts() == {"queued": 0, "processing": 0, "done": 300, "failed": 0}
+    finally:
+        one.close()
+        two.close()
+
+
+def test_failed_batches_are_retried_then_given_up_and_undecodable_events_fail_at_once(tmp_path):
+    from sync.config import Config
+
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        _enqueue(ledger, 2)
+        ledger.enqueue_event("generic", "junk", "{not json")
+
+        def boom(batch):
+            raise RuntimeError("ESP exploded")
+
+        worker = Worker(Config(), ledger, None, process=boom, max_attempts=2)  # type: ignore[arg-type]
+        assert worker.process_batch() == 0
+        assert ledger.event_counts() == {"queued": 2, "processing": 0, "done": 0, "failed": 1}
+        worker.process_batch()
+        assert ledger.event_counts() == {"queued": 0, "processing": 0, "done": 0, "failed": 3}
+        assert worker.metrics.events == {"done": 0, "retried": 2, "failed": 3}
+        assert 'rfmsync_resyncs_total{outcome="error"} 2' in worker.metrics.render()
+
+
+def test_the_debounce_window_turns_a_burst_into_one_batch_and_restarts_find_queued_events(tmp_path):
+    from sync.config import Config
+
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    with Ledger.connect(url) as ledger:
+        _enqueue(ledger, 2)  # queued before any worker runs (a restart)
+        batches: list[int] = []
+        worker = Worker(Config(), ledger, None, debounce_seconds=0.4, poll_seconds=0.05,  # type: ignore[arg-type]
+                        process=lambda b: batches.append(len(b.events)))
+        stop = threading.Event()
+        thread = threading.Thread(target=worker.run_forever, args=(stop,))
+        thread.start()
+        try:
+            for i in range(3):  # a burst inside the window
+                time.sleep(0.08)
+                _enqueue(ledger, 1, start=10 + i)
+                worker.wake()
+            deadline = time.monotonic() + 5
+            while ledger.event_counts()["done"] < 5 and time.monotonic() < deadline:
+                time.sleep(0.02)
+        finally:
+            stop.set()
+            thread.join(5)
+        assert batches == [5]
+
+
+# ------------------------------------------------------------------------------------ schedule
+
+
+@pytest.mark.parametrize("text, seconds", [("6h", 21600), ("30m", 1800), ("1h30m", 5400), ("1d", 86400),
+                                           (" 90 s ", 90)])
+def test_every_durations(text, seconds):
+    assert parse_every(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["", "6", "h", "6x", "10s", "-1h", "6h garbage"])
+def test_bad_every_is_a_config_error_naming_the_key(text):
+    with pytest.raises(ConfigError, match=r"\[schedule\] every"):
+        parse_every(text)
+
+
+def test_cron_in_the_shop_timezone_and_every_aligned_to_the_epoch_the_earlier_wins():
+    from sync.config import ScheduleConfig
+
+    now = datetime(2025, 3, 1, 20, 30, tzinfo=timezone.utc)
+    cron = Schedule.from_config(ScheduleConfig(cron="0 3 * * *"), "Asia/Tashkent")  # UTC+5
+    assert cron.next_after(now) == datetime(2025, 3, 1, 22, 0, tzinfo=timezone.utc)
+    every = Schedule.from_config(ScheduleConfig(every="6h"))
+    assert every.next_after(now) == datetime(2025, 3, 2, 0, 0, tzinfo=timezone.utc)
+    both = Schedule.from_config(ScheduleConfig(cron="0 3 * * *", every="6h"), "Asia/Tashkent")
+    assert both.next_after(now) == datetime(2025, 3, 1, 22, 0, tzinfo=timezone.utc)
+    assert Schedule.from_config(ScheduleConfig()).next_after(now) is None
+    with pytest.raises(ConfigError, match="not a valid cron expression"):
+        Schedule.from_config(ScheduleConfig(cron="0 3 * *"))
+
+
+def test_two_serve_processes_run_each_fire_time_once(ledger_url, clock):
+    from sync.config import Config, ScheduleConfig
+
+    cfg = Config(schedule=ScheduleConfig(every="1h"))
+    runs: list[str] = []
+    ledgers = [Ledger.connect(ledger_url), Ledger.connect(ledger_url)]
+    try:
+        schedulers = [Scheduler(cfg, led, None, clock=clock, job=lambda n=n: runs.append(n))  # type: ignore
+                      for n, led in zip("ab", ledgers)]
+        assert schedulers[0].next_fire == datetime(2025, 3, 1, 13, 0, tzinfo=timezone.utc)
+        assert not schedulers[0].tick()  # not due yet
+        clock.advance(hours=1, seconds=5)
+        assert schedulers[0].tick() and not schedulers[1].tick()  # b wakes late: a already ran 13:00
+        assert runs == ["a"] and schedulers[1].next_fire == datetime(2025, 3, 1, 14, 0, tzinfo=timezone.utc)
+        with ledgers[0].lock("schedule", owner="other-host:1"):  # a run in progress elsewhere: skip
+            clock.advance(hours=1)
+            assert not schedulers[0].tick()
+        assert runs == ["a"]
+    finally:
+        for led in ledgers:
+            led.close()
+
+
+def test_a_failing_scheduled_sync_is_counted_and_the_next_fire_time_still_comes(tmp_path, clock):
+    from sync.config import Config, ScheduleConfig
+    from sync.worker import Metrics
+
+    metrics = Metrics()
+
+    def fail():
+        raise RuntimeError("source down")
+
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        sched = Scheduler(Config(schedule=ScheduleConfig(every="1h")), ledger, None, clock=clock,  # type: ignore
+                          job=fail, metrics=metrics)
+        clock.advance(hours=1)
+        assert not sched.tick()
+        assert metrics.scheduled["error"] == 1 and sched.next_fire > clock()
+        assert ledger.get_cursor("schedule", "last_fire") == "2025-03-01T13:00:00+00:00"
