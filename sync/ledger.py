@@ -26,7 +26,6 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.sql import Insert
 from sqlalchemy.schema import Table
 
 from .errors import ConfigError, LockBusyError
@@ -130,7 +129,7 @@ class Ledger(EventQueueMixin):
         with transaction(self._engine, write=False) as conn:
             return current_version(conn)
 
-    def _insert(self, table: Table) -> Insert:
+    def _insert(self, table: Table) -> sqlite_dialect.Insert | pg_dialect.Insert:
         mod = pg_dialect if self.dialect == "postgresql" else sqlite_dialect
         return mod.insert(table)
 

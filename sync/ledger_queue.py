@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.schema import Table
-from sqlalchemy.sql import Insert
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from .ledger_schema import events
 
@@ -53,7 +54,7 @@ class EventQueueMixin:
     _clock: Callable[[], datetime]
     _write: Callable[[], AbstractContextManager[Connection]]
     _read: Callable[[], AbstractContextManager[Connection]]
-    _insert: Callable[[Table], Insert]
+    _insert: Callable[[Table], sqlite_dialect.Insert | pg_dialect.Insert]
 
     def enqueue_event(self, source: str, dedupe_key: str, payload: str) -> bool:
         """Queue a delivery; False if (source, dedupe_key) was already queued or processed."""

@@ -460,12 +460,15 @@ def test_concurrent_workers_never_get_the_same_event(open_ledger: OpenLedger) ->
     instances = [open_ledger(clock=lambda: datetime.now(timezone.utc)) for _ in range(2)]
     claimed: dict[str, list[int]] = {}
     errors: list[BaseException] = []
-    start = threading.Barrier(4)
+    holding = threading.Barrier(4)
 
     def work(name: str, led: Ledger) -> None:
         got = claimed.setdefault(name, [])
         try:
-            start.wait()
+            first = led.claim_events(name, limit=5)
+            got.extend(e.id for e in first)
+            holding.wait(timeout=30)  # all four hold a claimed batch at the same time here
+            led.complete_events([e.id for e in first])
             while batch := led.claim_events(name, limit=5):
                 got.extend(e.id for e in batch)
                 led.complete_events([e.id for e in batch])
@@ -480,5 +483,5 @@ def test_concurrent_workers_never_get_the_same_event(open_ledger: OpenLedger) ->
     assert not errors
     every = [i for ids in claimed.values() for i in ids]
     assert len(every) == len(set(every)) == total
-    assert sum(1 for ids in claimed.values() if ids) >= 2  # work was actually shared
+    assert all(len(ids) >= 5 for ids in claimed.values())  # every worker got a first batch
     assert producer.event_counts()["done"] == total
