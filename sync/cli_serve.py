@@ -41,10 +41,27 @@ def serve(config_path, host, port, worker, schedule):
         when = sched.next_fire.isoformat() if sched is not None and sched.next_fire else "none"
         click.echo(f"rfmsync serve: listening on http://{host}:{port} ({nworkers} workers, "
                    f"debounce {cfg.serve.debounce_seconds:g}s, next scheduled sync: {when})", err=True)
+        _exit_cleanly_on_sigterm()
         uvicorn.run(service.app, host=host, port=port, log_config=None, access_log=False,
                     timeout_graceful_shutdown=10)
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn already shut down gracefully
+        pass
     finally:
-        service.close()
+        service.close()  # lets a batch in progress finish, then closes the ledger
+    click.echo("rfmsync serve: stopped", err=True)
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """uvicorn re-raises the signal that stopped it; turn SIGTERM (systemd stop) into a clean exit 0."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+
+
+def _raise_keyboard_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 COMMANDS = [serve]

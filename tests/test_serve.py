@@ -1,0 +1,175 @@
+"""`rfmsync serve` end to end on loopback: webhook → fake Mailchimp, kill and restart, duplicates, cron lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import requests
+from click.testing import CliRunner
+
+from sync.cli_serve import serve
+from sync.config import load_config
+from sync.engine import open_ledger
+from sync.ledger import Ledger
+from sync.server import Service, sign_generic
+from sync.settings import load_settings
+from tests.test_webhooks_generic import live_server
+from tests.test_worker import AS_OF, DEST, churned_contact, make_shop, shop  # noqa: F401  (fixture)
+
+SECRET = "whsec-test"  # set by make_shop
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def signed_post(base: str, body: bytes, secret: str = SECRET, **kw) -> requests.Response:
+    headers = {"Content-Type": "application/json", **sign_generic(secret, body, int(time.time()))}
+    return requests.post(f"{base}/webhooks/generic", data=body, headers=headers, timeout=10, **kw)
+
+
+def order_body(oid: str, cid: str, when: str = "2025-06-29T12:00:00+05:00") -> bytes:
+    return json.dumps({"order_id": oid, "customer_id": cid, "ordered_at": when, "amount": "990000"}).encode()
+
+
+def wait_for(predicate, timeout: float, step: float = 0.02) -> float:
+    """Seconds until ``predicate()`` held; fails after ``timeout``."""
+    start = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - start < timeout, "condition not met in time"
+        time.sleep(step)
+    return time.monotonic() - start
+
+
+def upserts_of(fake, email: str) -> int:
+    return sum(1 for method, path, _, body in fake.requests
+               if method == "POST" and path == "/lists/aud1" and email in json.dumps(body))
+
+
+def test_signed_webhook_reaches_the_esp_within_the_debounce_window_and_forgeries_do_not(shop, mailchimp_fake):
+    cfg, settings = load_config(shop), load_settings()
+    ledger = open_ledger(cfg, settings)
+    service = Service(cfg, settings, ledger, as_of=lambda: AS_OF, poll_seconds=0.05).start()
+    try:
+        email, cid = churned_contact(ledger)
+        with live_server(service.app) as base:
+            body = order_body("L-1", cid)
+            forged = requests.post(f"{base}/webhooks/generic", data=body, timeout=10,
+                                   headers=sign_generic("not-the-secret", body))
+            assert forged.status_code == 401
+            assert requests.post(f"{base}/webhooks/generic", data=body, timeout=10).status_code == 401
+            assert ledger.queue_depth() == 0
+
+            sent = time.monotonic()
+            first = signed_post(base, body)
+            second = signed_post(base, body)  # a retried delivery of the same order
+            assert first.status_code == second.status_code == 202
+            assert (first.json()["queued"], second.json()["duplicates"]) == (1, 1)
+            wait_for(lambda: "Winback" not in mailchimp_fake.tags_of(email), cfg.serve.debounce_seconds + 2)
+            assert time.monotonic() - sent <= cfg.serve.debounce_seconds + 2
+            wait_for(lambda: ledger.event_counts()["done"] == 1, 2)
+            assert upserts_of(mailchimp_fake, email) == 2  # the initial full sync's, plus exactly one
+
+            runs = requests.get(f"{base}/runs", timeout=10).json()
+            assert runs[0]["kind"] == "webhook" and runs[0]["destination"] == DEST
+            assert datetime.fromisoformat(runs[0]["started_at"]).tzinfo is not None
+            health = requests.get(f"{base}/healthz", timeout=10).json()
+            assert health == {"status": "ok", "queue_depth": 0, "events": {"queued": 0, "processing": 0,
+                                                                             "done": 1, "failed": 0}}
+            metrics = requests.get(f"{base}/metrics", timeout=10)
+            assert metrics.headers["content-type"].startswith("text/plain")
+            for line in ("rfmsync_queue_depth 0", 'rfmsync_events_processed_total{outcome="done"} 1',
+                         'rfmsync_webhooks_received_total{source="generic",code="202"} 2',
+                         'rfmsync_webhooks_received_total{source="generic",code="401"} 2',
+                         "rfmsync_resync_seconds_count 1", 'rfmsync_resync_seconds_bucket{le="+Inf"} 1',
+                         f'rfmsync_esp_operations_total{{destination="{DEST}",outcome="ok"}}'):
+                assert line in metrics.text, line
+            assert mailchimp_fake.api_key not in metrics.text + json.dumps(runs)
+            spec = requests.get(f"{base}/openapi.json", timeout=10).json()
+            assert {"/webhooks/{source}", "/healthz", "/runs", "/metrics"} <= set(spec["paths"])
+    finally:
+        service.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(config: Path, port: int) -> subprocess.Popen:
+    log = (config.parent / f"serve-{port}.log").open("ab")
+    proc = subprocess.Popen([sys.executable, "-m", "sync.cli_serve", "--config", str(config), "--port", str(port)],
+                            cwd=ROOT, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=log)
+    log.close()
+    deadline = time.monotonic() + 30
+    while True:
+        assert proc.poll() is None, (config.parent / f"serve-{port}.log").read_text()
+        assert time.monotonic() < deadline, "serve did not come up"
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except requests.ConnectionError:
+            time.sleep(0.1)
+
+
+def test_events_queued_when_the_server_is_killed_are_applied_after_a_restart(shop, mailchimp_fake):
+    cfg = load_config(shop)
+    with open_ledger(cfg, load_settings()) as ledger:
+        state = ledger.load_state(DEST)
+    churned = [(k, s.customer_id) for k, s in sorted(state.items()) if s.tags == {"Winback"}][:2]
+    text = shop.read_text(encoding="utf-8")
+    shop.write_text(text.replace("debounce_seconds = 0.2", "debounce_seconds = 60"), encoding="utf-8")
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    now = datetime.now(timezone.utc).isoformat()
+    proc = _start(shop, port)
+    try:
+        for i, (_, cid) in enumerate(churned):
+            assert signed_post(base, order_body(f"K-{i}", cid, now)).status_code == 202
+        assert requests.get(f"{base}/healthz", timeout=5).json()["queue_depth"] == 2
+    finally:
+        proc.send_signal(signal.SIGKILL)  # mid-debounce: nothing applied yet
+        proc.wait(10)
+    assert all(mailchimp_fake.tags_of(email) == {"Winback"} for email, _ in churned)
+
+    shop.write_text(text, encoding="utf-8")  # debounce 0.2 s again
+    proc = _start(shop, port)
+    try:
+        wait_for(lambda: all("Winback" not in mailchimp_fake.tags_of(e) for e, _ in churned), 20, step=0.1)
+        assert requests.get(f"{base}/healthz", timeout=5).json()["events"]["done"] == 2
+    finally:
+        proc.send_signal(signal.SIGTERM)  # systemd's stop: a clean exit
+        assert proc.wait(15) == 0
+    assert "rfmsync serve: stopped" in (shop.parent / f"serve-{port}.log").read_text()
+
+
+def test_an_overlapping_cron_sync_exits_75_with_a_clear_message(shop):
+    from sync.cli import main
+
+    cfg = load_config(shop)
+    with Ledger.connect(f"sqlite:///{cfg.base_dir / 'rfmsync.db'}") as ledger:
+        with ledger.lock(f"sync:{DEST}"):  # `rfmsync serve` (or another cron run) is syncing, alive
+            result = CliRunner().invoke(main, ["sync", "--config", str(shop), "--as-of", AS_OF.isoformat()])
+    assert result.exit_code == 75
+    assert f"sync:{DEST} is already running (held by" in result.output
+
+
+def test_serve_command_has_help_for_every_option():
+    out = CliRunner().invoke(serve, ["--help"]).output
+    for opt in ("--config", "--host", "--port", "--worker / --no-worker", "--schedule / --no-schedule"):
+        assert opt in out
+    assert "POST /webhooks/{source}" in out
+
+
+def test_a_bad_config_stops_serve_with_the_config_error(tmp_path):
+    bad = tmp_path / "rfmsync.toml"
+    bad.write_text('[schedule]\nevery = "often"\n', encoding="utf-8")
+    result = CliRunner().invoke(serve, ["--config", str(bad)])
+    assert result.exit_code != 0 and '[schedule] every = \'often\'' in str(result.exception)
