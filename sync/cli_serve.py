@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import click
 
 log = logging.getLogger(__name__)
+INTAKE_SWITCH_INTERVAL = 0.0005  # seconds (Python's default is 0.005)
 
 config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
                              help="Config file (default: $RFMSYNC_CONFIG, else ./rfmsync.toml).")
@@ -20,7 +22,9 @@ config_option = click.option("--config", "config_path", type=click.Path(dir_okay
               help="Run [serve] workers resync workers in this process (--no-worker: intake only).")
 @click.option("--schedule/--no-schedule", default=True, show_default=True,
               help="Run the [schedule] full syncs from this process.")
-def serve(config_path, host, port, worker, schedule):
+@click.option("--http/--no-http", default=True, show_default=True,
+              help="Serve HTTP (--no-http: a worker/scheduler-only process, e.g. next to an intake-only one).")
+def serve(config_path, host, port, worker, schedule, http):
     """Receive webhooks (POST /webhooks/{source}), resync affected customers, run scheduled syncs.
 
     Also serves GET /healthz, GET /runs, GET /metrics (Prometheus) and the OpenAPI document (/openapi.json).
@@ -39,9 +43,16 @@ def serve(config_path, host, port, worker, schedule):
         nworkers = len(service.workers)
         sched = service.scheduler
         when = sched.next_fire.isoformat() if sched is not None and sched.next_fire else "none"
-        click.echo(f"rfmsync serve: listening on http://{host}:{port} ({nworkers} workers, "
-                   f"debounce {cfg.serve.debounce_seconds:g}s, next scheduled sync: {when})", err=True)
+        where = f"listening on http://{host}:{port}" if http else "no HTTP"
+        click.echo(f"rfmsync serve: {where} ({nworkers} workers, debounce {cfg.serve.debounce_seconds:g}s, "
+                   f"next scheduled sync: {when})", err=True)
         _exit_cleanly_on_sigterm()
+        if not http:
+            _wait_for_signal()
+            return
+        # The worker's resync is CPU-bound Python in this process: hand the GIL over more often so that
+        # webhook intake keeps a low latency while a resync runs (measured in bench/serve.py).
+        sys.setswitchinterval(INTAKE_SWITCH_INTERVAL)
         uvicorn.run(service.app, host=host, port=port, log_config=None, access_log=False,
                     timeout_graceful_shutdown=10)
     except KeyboardInterrupt:  # Ctrl-C: uvicorn already shut down gracefully
@@ -49,6 +60,13 @@ def serve(config_path, host, port, worker, schedule):
     finally:
         service.close()  # lets a batch in progress finish, then closes the ledger
     click.echo("rfmsync serve: stopped", err=True)
+
+
+def _wait_for_signal() -> None:
+    import signal
+
+    while True:  # until SIGTERM / Ctrl-C (KeyboardInterrupt)
+        signal.pause()
 
 
 def _exit_cleanly_on_sigterm() -> None:
