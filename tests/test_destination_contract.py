@@ -9,6 +9,7 @@ by the module); every test gets its own config, ledger and fresh fake.
 from __future__ import annotations
 
 import json
+import logging
 import random
 from datetime import date, timedelta
 from pathlib import Path
@@ -185,14 +186,17 @@ def upserted_keys(doc: dict) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------- the battery
-def test_first_sync_applies_the_saved_plan_exactly(esp, rig):
+def test_first_sync_applies_the_saved_plan_exactly(esp, rig, caplog):
+    caplog.set_level(logging.DEBUG)
     out = rig.folder / "saved.json"
-    rig.cli("plan", "--as-of", AS_OF.isoformat(), "--format", "json", "-o", str(out))
+    printed = rig.cli("plan", "--as-of", AS_OF.isoformat(), "--format", "json", "-o", str(out)).output
     assert esp.write_calls == 0, "planning must write nothing"
     doc = json.loads(out.read_text(encoding="utf-8"))["plans"][0]
     assert any(c["add_tags"] for c in doc["changes"]) and any(c["set_fields"] for c in doc["changes"])
 
-    rig.cli("apply", str(out))
+    printed += rig.cli("apply", str(out)).output
+    secret = next(v for k, v in esp.env().items() if k.endswith("_API_KEY"))
+    assert secret not in printed and secret not in caplog.text and "sync contract" in caplog.text
     assert_applied(esp, doc, exact=True)
     for skip in doc["skipped"]:  # skipped customers (no consent under "skip", invalid address) are not created
         assert not esp.exists(skip["key"]), skip

@@ -75,9 +75,10 @@ class FakeDestination:
         raise NotImplementedError
 
     def destination(self, name: str, segments: Mapping[str, str], fields: Mapping[str, str],
-                    batch_size: int | None = None) -> dict[str, Any]:
+                    batch_size: int | None = None, tags: Mapping[str, str] | None = None) -> dict[str, Any]:
         """A ``[[destinations]]`` table (as a dict) for this fake: ``fields`` maps a neutral field name to an
-        rfmsync value and is renamed to the vendor's conventions (see :meth:`field_name`)."""
+        rfmsync value and is renamed to the vendor's conventions (see :meth:`field_name`); ``tags``
+        (segment → tag) is used only by destinations that have tags besides lists (Unisender)."""
         out: dict[str, Any] = {"name": name, "type": self.type, "segments": dict(segments),
                                "fields": {self.field_name(k): v for k, v in fields.items()}}
         if batch_size:
@@ -172,7 +173,7 @@ class MailchimpFake(FakeDestination):
     def env(self) -> dict[str, str]:
         return {"MAILCHIMP_API_KEY": self.fake.api_key, "MAILCHIMP_API_URL": self.fake.url}
 
-    def destination(self, name, segments, fields, batch_size=None):
+    def destination(self, name, segments, fields, batch_size=None, tags=None):
         return {**super().destination(name, segments, fields, batch_size), "audience": self.audience,
                 "tag_prefix": self.tag_prefix}
 
@@ -272,7 +273,7 @@ class SendGridFake(FakeDestination):
     def env(self):
         return {"SENDGRID_API_KEY": self.fake.api_key, "SENDGRID_API_URL": self.fake.url}
 
-    def destination(self, name, segments, fields, batch_size=None):
+    def destination(self, name, segments, fields, batch_size=None, tags=None):
         # "skip": SendGrid has no subscription status, so customers without consent are not added at all
         return {**super().destination(name, segments, fields, batch_size), "list_prefix": self.list_prefix,
                 "new_contacts": "skip"}
@@ -365,9 +366,10 @@ class UnisenderFake(FakeDestination):
     def env(self):
         return {"UNISENDER_API_KEY": self.fake.api_key, "UNISENDER_API_URL": self.fake.api_url}
 
-    def destination(self, name, segments, fields, batch_size=None):
+    def destination(self, name, segments, fields, batch_size=None, tags=None):
+        tags = self.tags if tags is None else tags
         return {**super().destination(name, segments, fields, batch_size),
-                "tags": {s: t for s, t in self.tags.items() if s in segments}}
+                "tags": {s: t for s, t in tags.items() if s in segments}}
 
     def field_name(self, neutral):
         return neutral.lower()
