@@ -241,7 +241,8 @@ class Worker:
                 continue
             pending_since = None
             try:
-                self.process_batch()
+                if self.process_batch() >= self.batch_limit:
+                    pending_since = float("-inf")  # a backlog: no new debounce before the next batch
             except Exception as exc:  # never let one bad batch end the worker
                 log.exception("worker %s: batch failed: %s", self.name, exc)
                 stop.wait(self.poll)
