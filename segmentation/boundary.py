@@ -6,12 +6,15 @@ Kaplan–Meier gives S(d) = P(no purchase within d days). The probability of buy
 d silent days is ``p(d) = 1 − S(d + H) / S(d)``. The **boundary** is the first d where p(d) falls below the
 threshold (default: 10 % within 90 days); the **knee** is the point of the curve farthest below its chord
 (Kneedle). The suggested reminder day is ``boundary − reminder_lead_days``. Inter-purchase gap percentiles are
-reported alongside. When the history is too thin, ``days`` is null and ``reason`` says why.
+reported alongside. When the history is too thin, ``days`` is null and ``reason`` says why. Shops with more
+than ``sample_customers`` customers are estimated on a deterministic sample of them (every k-th by a hash of the
+customer id; ``sampled_every`` says k): the curve is a population statistic and the sample keeps it cheap.
 """
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import duckdb
 import numpy as np
@@ -35,21 +38,30 @@ def km_curve(durations: np.ndarray, events: np.ndarray, censored: np.ndarray):
 
 def falling_asleep_boundary(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str = "UTC",
                             cfg: BoundaryConfig | None = None, reminder_lead_days: int = 14,
-                            orders: str = "orders") -> dict:
+                            orders: str = "orders", customers: int | None = None) -> dict:
+    """The boundary curve; ``customers`` (if known) lets large shops be estimated on a deterministic sample."""
     cfg = cfg or BoundaryConfig()
-    spells = con.execute(f"""
+    # local purchase day by the zone's UTC offset on as_of: one integer per order, no per-row zone lookup
+    # (in zones with daylight saving an order within an hour of midnight may land on the neighbouring day)
+    offset = ZoneInfo(timezone).utcoffset(datetime.combine(as_of, time(12))) or timedelta(0)
+    off_us = int(offset.total_seconds() * 1_000_000)
+    end_day = (as_of - date(1970, 1, 1)).days
+    every = max(1, -(-int(customers or 0) // cfg.sample_customers)) if cfg.sample_customers else 1
+    sample = f"AND hash(customer_id) % {every} = 0" if every > 1 else ""
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _boundary_spells AS
         WITH days AS (
-            SELECT DISTINCT customer_id, CAST(timezone({_q(timezone)}, ordered_at) AS DATE) AS day
+            SELECT DISTINCT customer_id, CAST((epoch_us(ordered_at) + {off_us}) // 86400000000 AS INTEGER) AS day
             FROM {orders}
-            WHERE status = 'completed'
-              AND CAST(timezone({_q(timezone)}, ordered_at) AS DATE) <= DATE {_q(as_of.isoformat())}
-        ), spells AS (
-            SELECT coalesce(lead(day) OVER w, DATE {_q(as_of.isoformat())}) - day AS d,
-                   lead(day) OVER w IS NOT NULL AS event
-            FROM days WINDOW w AS (PARTITION BY customer_id ORDER BY day)
+            WHERE status = 'completed' {sample}
         )
+        SELECT coalesce(lead(day) OVER w, {end_day}) - day AS d, lead(day) OVER w IS NOT NULL AS event
+        FROM days WHERE day <= {end_day}
+        WINDOW w AS (PARTITION BY customer_id ORDER BY day)
+    """)
+    spells = con.execute("""
         SELECT d, count(*) FILTER (WHERE event) AS events, count(*) FILTER (WHERE NOT event) AS censored
-        FROM spells GROUP BY d ORDER BY d
+        FROM _boundary_spells GROUP BY d ORDER BY d
     """).fetchnumpy()
     durations = spells["d"].astype(np.int64)
     events = spells["events"].astype(np.float64)
@@ -58,20 +70,14 @@ def falling_asleep_boundary(con: duckdb.DuckDBPyConnection, as_of: date, timezon
     result: dict = {
         "days": None, "reminder_day": None, "knee_days": None,
         "window_days": cfg.window_days, "return_probability": cfg.return_probability,
-        "method": "kaplan-meier", "gaps": gaps,
+        "method": "kaplan-meier", "gaps": gaps, "sampled_every": every,
         "gap_percentiles": {}, "curve": [], "reason": None,
     }
     if gaps:
         qs = ", ".join(f"quantile_disc(d, {p / 100})" for p in PERCENTILES)
-        vals = con.execute(f"""
-            WITH days AS (
-                SELECT DISTINCT customer_id, CAST(timezone({_q(timezone)}, ordered_at) AS DATE) AS day
-                FROM {orders} WHERE status = 'completed'
-                  AND CAST(timezone({_q(timezone)}, ordered_at) AS DATE) <= DATE {_q(as_of.isoformat())}
-            ), g AS (SELECT day - lag(day) OVER (PARTITION BY customer_id ORDER BY day) AS d FROM days)
-            SELECT {qs} FROM g WHERE d IS NOT NULL
-        """).fetchall()[0]
+        vals = con.execute(f"SELECT {qs} FROM _boundary_spells WHERE event").fetchall()[0]
         result["gap_percentiles"] = {f"p{p}": int(v) for p, v in zip(PERCENTILES, vals)}
+    con.execute("DROP TABLE IF EXISTS _boundary_spells")
     if gaps < 30:
         result["reason"] = f"only {gaps} repeat purchases in the history; at least 30 are needed"
         return result

@@ -103,8 +103,8 @@ def run_segmentation(con: duckdb.DuckDBPyConnection, cfg: SegmentationConfig, as
     """)
     derived = cut_points if cut_points is not None else derive_cut_points(con, SCORE_TABLE, levels)
     summary = summarise(con, SCORE_TABLE, compiled.names)
-    boundary = (falling_asleep_boundary(con, as_of, timezone, cfg.boundary, cfg.reminder_lead_days, orders)
-                if with_boundary else {})
+    boundary = (falling_asleep_boundary(con, as_of, timezone, cfg.boundary, cfg.reminder_lead_days, orders,
+                                        customers=n) if with_boundary else {})
     return SegmentationResult(as_of=as_of, preset=cfg.preset, method=method, levels=levels, customers=n,
                               segment_names=compiled.names, summary=summary, cut_points=derived,
                               boundary=boundary)

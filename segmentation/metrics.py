@@ -12,7 +12,8 @@ Customers with no completed order up to ``as_of`` are not scored.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import duckdb
 
@@ -21,40 +22,46 @@ def _q(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
+def local_cutoff(as_of: date, timezone: str) -> datetime:
+    """The instant the day after ``as_of`` starts in the shop's time zone (orders before it count)."""
+    return datetime.combine(as_of + timedelta(days=1), time(0), tzinfo=ZoneInfo(timezone))
+
+
 def build_customer_metrics(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str = "UTC",
                            orders: str = "orders", table: str = "customer_metrics",
                            customers: str | None = None) -> int:
     """Create TEMP table ``table``; returns the number of scored customers.
 
+    Orders are filtered by one precomputed instant and aggregated in UTC; only the per-customer first and last
+    order are converted to local time (one conversion per customer, not per order).
     ``customers``: optional name of a table with a ``customer_id`` column to restrict the computation to.
     """
     restrict = f"AND customer_id IN (SELECT customer_id FROM {customers})" if customers else ""
+    cutoff = local_cutoff(as_of, timezone).isoformat()
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE {table} AS
-        WITH o AS (
-            SELECT customer_id, status, amount, timezone({_q(timezone)}, ordered_at) AS local_at
+        WITH agg AS (
+            SELECT customer_id,
+                   min(ordered_at) FILTER (WHERE status = 'completed') AS first_at,
+                   max(ordered_at) FILTER (WHERE status = 'completed') AS last_at,
+                   count(*) FILTER (WHERE status = 'completed') AS frequency,
+                   CAST(coalesce(sum(amount) FILTER (WHERE status = 'completed'), 0)
+                        - coalesce(sum(abs(amount)) FILTER (WHERE status = 'refunded'), 0) AS DECIMAL(18, 2))
+                       AS monetary,
+                   count(*) FILTER (WHERE status = 'refunded') AS refunds
             FROM {orders}
-            WHERE timezone({_q(timezone)}, ordered_at) < DATE {_q(as_of.isoformat())} + INTERVAL 1 DAY
+            WHERE ordered_at < TIMESTAMPTZ {_q(cutoff)}
               AND status IN ('completed', 'refunded') {restrict}
+            GROUP BY customer_id
+            HAVING count(*) FILTER (WHERE status = 'completed') > 0
         )
         SELECT customer_id,
-               min(local_at) FILTER (WHERE status = 'completed') AS first_order_at,
-               max(local_at) FILTER (WHERE status = 'completed') AS last_order_at,
-               count(*) FILTER (WHERE status = 'completed') AS frequency,
-               CAST(coalesce(sum(amount) FILTER (WHERE status = 'completed'), 0)
-                    - coalesce(sum(abs(amount)) FILTER (WHERE status = 'refunded'), 0) AS DECIMAL(18, 2)) AS monetary,
-               count(*) FILTER (WHERE status = 'refunded') AS refunds
-        FROM o
-        GROUP BY customer_id
-        HAVING count(*) FILTER (WHERE status = 'completed') > 0
-    """)
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE {table} AS
-        SELECT customer_id,
-               DATE {_q(as_of.isoformat())} - CAST(last_order_at AS DATE) AS recency_days,
+               DATE {_q(as_of.isoformat())} - CAST(timezone({_q(timezone)}, last_at) AS DATE) AS recency_days,
                frequency, monetary,
                CAST(monetary / frequency AS DECIMAL(18, 2)) AS avg_check,
-               refunds, first_order_at, last_order_at
-        FROM {table}
+               refunds,
+               timezone({_q(timezone)}, first_at) AS first_order_at,
+               timezone({_q(timezone)}, last_at) AS last_order_at
+        FROM agg
     """)
     return con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]

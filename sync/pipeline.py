@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from connectors.errors import ConfigError as SourceConfigError
 from connectors.records import BadRow
 from connectors.source import PullResult, Source
+from connectors.tables import TABLES
 from segmentation import SegmentationConfig, SegmentationResult, run_segmentation
 
 from .config import Config, _format_validation
@@ -123,11 +124,11 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
     pull = None
     if con is None:
         if is_file_source(cfg):
+            # a file export is the whole history: segment the staged rows in place (no copy into a store)
             con = duckdb.connect()
-            from connectors.tables import create_tables
-
-            create_tables(con)
-            pull = pull_into(con, build_source(cfg, settings), progress=progress)
+            pull = build_source(cfg, settings).pull(con, None)
+            for name in TABLES:
+                con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM staged_{name}")
         else:
             path = store_path(cfg)
             if not path.exists():

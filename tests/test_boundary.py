@@ -59,3 +59,19 @@ def test_summary_numbers_and_totals():
     assert abs(total["avg_repeat_purchases"] - 2 / 3) < 1e-3
     assert sum(r["customers"] for s, r in rows.items() if s != "Total") == 3
     assert abs(sum(r["revenue_pct"] for s, r in rows.items() if s != "Total") - 100) < 0.05
+
+
+def test_large_shops_are_estimated_on_a_deterministic_sample():
+    end = datetime(2025, 6, 30, 12, tzinfo=timezone.utc)
+    rng = np.random.default_rng(11)
+    orders = [Order(f"{c}-{k}", f"c{c}", end - timedelta(days=int(rng.integers(150, 400)) + 20 * k), Decimal("5"))
+              for c in range(600) for k in range(int(rng.integers(2, 7)))]
+    con = con_with(orders)
+    full = run_segmentation(con, SegmentationConfig(), AS_OF).boundary
+    sampled_cfg = SegmentationConfig(boundary={"sample_customers": 200})
+    sampled = run_segmentation(con, sampled_cfg, AS_OF).boundary
+    again = run_segmentation(con, sampled_cfg, AS_OF).boundary
+    assert full["sampled_every"] == 1 and sampled["sampled_every"] == 3
+    assert sampled == again  # deterministic
+    assert sampled["gaps"] < full["gaps"]
+    assert abs(sampled["days"] - full["days"]) <= 0.3 * full["days"]
