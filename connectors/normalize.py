@@ -260,6 +260,15 @@ def email_fast_sql(col: str) -> str:
             f" AND NOT list_contains([{tlds}], split_part({col}, '.', -1)))")
 
 
+_EMAIL_FAST_PY = re.compile(_EMAIL_FAST_RE)
+
+
+def is_plain_email(value: str) -> bool:
+    """Python twin of :func:`email_fast_sql`: the plain-ASCII case email-validator accepts unchanged."""
+    return (_EMAIL_FAST_PY.fullmatch(value) is not None and len(value) <= 254 and value.find("@") < 64
+            and "--" not in value and value.rsplit(".", 1)[-1] not in _SPECIAL_TLDS)
+
+
 def validate_email_value(value: str) -> str | None:
     """email-validator's normalised, lower-cased address, or None when invalid."""
     try:

@@ -306,9 +306,10 @@ def _print_predict(report: dict) -> None:
 
 
 def _register() -> None:
+    from .cli_serve import COMMANDS as SERVE
     from .cli_sync import COMMANDS
 
-    for command in COMMANDS:
+    for command in [*COMMANDS, *SERVE]:
         main.add_command(command)
 
 

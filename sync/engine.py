@@ -42,8 +42,12 @@ def open_ledger(cfg: Config, settings: Settings | None = None) -> Ledger:
     return Ledger.connect(ledger_url(cfg, settings))
 
 
-def make_destination(dest: DestinationConfig, settings: Settings, *, required: bool = True) -> Destination | None:
-    """The ESP client for a destination, or None when its credentials are not set and not ``required``."""
+def make_destination(dest: DestinationConfig, settings: Settings, *, required: bool = True,
+                     retry=None, timeout: float = 30) -> Destination | None:
+    """The ESP client for a destination, or None when its credentials are not set and not ``required``.
+
+    ``retry`` (a :class:`connectors.retry.RetryPolicy`) and ``timeout`` reach the client (tests, tuning).
+    """
     key_name = f"{dest.type.upper()}_API_KEY"
     key = getattr(settings, f"{dest.type}_api_key")
     url = getattr(settings, f"{dest.type}_api_url")
@@ -54,15 +58,17 @@ def make_destination(dest: DestinationConfig, settings: Settings, *, required: b
     if dest.type == "mailchimp":
         from .mailchimp import MailchimpDestination
 
-        return MailchimpDestination(dest.name, dest.audience or "", key, api_url=url, batch_size=dest.batch_size)
+        return MailchimpDestination(dest.name, dest.audience or "", key, api_url=url, batch_size=dest.batch_size,
+                                    retry=retry, timeout=timeout)
     if dest.type == "sendgrid":
         from .sendgrid import SendGridDestination
 
         return SendGridDestination(dest.name, key, api_url=url, list_prefix=dest.list_prefix,
-                                   batch_size=dest.batch_size)
+                                   batch_size=dest.batch_size, retry=retry, timeout=timeout)
     from .unisender import UnisenderDestination
 
-    return UnisenderDestination(dest.name, key, api_url=url, batch_size=dest.batch_size)
+    return UnisenderDestination(dest.name, key, api_url=url, batch_size=dest.batch_size, retry=retry,
+                                timeout=timeout)
 
 
 def _customer_rows(run: SegmentsRun) -> list[dict[str, Any]]:

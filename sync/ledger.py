@@ -323,6 +323,11 @@ class Ledger(EventQueueMixin):
         pairs = list(dict.fromkeys(keys_ops))
         resolved = 0
         t = failures
+        with self._read() as conn:  # usually nothing is pending: one cheap read instead of big OR deletes
+            pending = set(conn.execute(select(t.c.key, t.c.op).where(t.c.destination == destination)).all())
+        pairs = [p for p in pairs if p in pending]
+        if not pairs:
+            return 0
         with self._write() as conn:
             for chunk in _chunks(pairs, 500):
                 cond = or_(*(and_(t.c.key == k, t.c.op == op) for k, op in chunk))

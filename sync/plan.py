@@ -15,6 +15,8 @@ from typing import Any, Iterable, Mapping
 
 from email_validator import EmailNotValidError, validate_email
 
+from connectors.normalize import is_plain_email
+
 from .config import DestinationConfig
 from .errors import ConfigError
 from .model import ContactChange, DesiredContact, FieldValue, PushedState, Skip
@@ -78,6 +80,8 @@ def normalise_email(email: str | None) -> str | None:
     if not email:
         return None
     email = email.strip().lower()
+    if is_plain_email(email):  # the common case, without email-validator's cost
+        return email
     try:
         return validate_email(email, check_deliverability=False).normalized.lower()
     except EmailNotValidError:

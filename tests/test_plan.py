@@ -102,3 +102,17 @@ def test_plan_json_round_trip():
     again = Plan.from_json(plan.to_json())
     assert again == plan
     assert plan.totals() == {"added": 1, "removed": 0, "updated": 0, "new": 1, "skipped": 0}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.from_regex(r"[a-z0-9._+-]{1,12}@[a-z0-9.-]{1,12}\.[a-z]{1,5}", fullmatch=True))
+def test_email_fast_path_never_accepts_what_email_validator_rejects(value):
+    from email_validator import EmailNotValidError, validate_email
+
+    from connectors.normalize import is_plain_email
+
+    if is_plain_email(value):
+        try:
+            assert validate_email(value, check_deliverability=False).normalized.lower() == value
+        except EmailNotValidError as exc:  # pragma: no cover - the assertion message
+            raise AssertionError(f"fast path accepted {value!r}: {exc}") from None
