@@ -40,7 +40,7 @@ class BoundaryConfig(BaseModel):
     return_probability: float = 0.10  # the boundary: P(return within window | silent d days) drops below this
     max_days: int = 730  # longest silence the curve is computed for
     min_at_risk: int = 20  # stop the curve where fewer customers remain observed
-    sample_customers: int = 250_000  # larger shops: estimate on a deterministic sample of about this many
+    sample_customers: int = 100_000  # larger shops: estimate on a deterministic sample of about this many
 
 
 class SegmentationConfig(BaseModel):

@@ -89,7 +89,7 @@ def run_segmentation(con: duckdb.DuckDBPyConnection, cfg: SegmentationConfig, as
     compiled = resolve_rules(cfg, fields)
     levels = compiled.levels
     method = "thresholds" if cut_points is not None else cfg.method
-    r_sql, f_sql, m_sql = score_sql(method, levels, cut_points if cut_points is not None else cfg.thresholds)
+    r_sql, f_sql, m_sql = score_sql(method, levels, cut_points if cut_points is not None else cfg.thresholds, n)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE {SCORE_TABLE} AS
         WITH scored AS (

@@ -24,10 +24,10 @@ METRICS = ("recency_days", "frequency", "monetary")
 _BIG = 1e15
 
 
-def _quantile_sql(col: str, levels: int, worse_is_larger: bool) -> str:
+def _quantile_sql(col: str, levels: int, worse_is_larger: bool, n: int | None = None) -> str:
     order = "DESC" if worse_is_larger else "ASC"
-    return (f"least({levels}, 1 + ((rank() OVER (ORDER BY {col} {order}) - 1) * {levels}) "
-            f"// count(*) OVER ())")
+    total = str(max(1, n)) if n is not None else "count(*) OVER ()"  # a known count spares a window
+    return f"least({levels}, 1 + ((rank() OVER (ORDER BY {col} {order}) - 1) * {levels}) // {total})"
 
 
 def _threshold_sql(col: str, cuts: list[float], levels: int, lower_is_better: bool) -> str:
@@ -38,11 +38,12 @@ def _threshold_sql(col: str, cuts: list[float], levels: int, lower_is_better: bo
     return "1 + (" + " + ".join(f"CAST({col} >= {c!r} AS INTEGER)" for c in cuts) + ")"
 
 
-def score_sql(method: str, levels: int, thresholds: Thresholds | None) -> tuple[str, str, str]:
-    """SQL expressions for r, f, m over a table with recency_days, frequency, monetary."""
+def score_sql(method: str, levels: int, thresholds: Thresholds | None,
+              n: int | None = None) -> tuple[str, str, str]:
+    """SQL expressions for r, f, m over a table with recency_days, frequency, monetary (``n`` rows, if known)."""
     if method == "quantile":
-        return (_quantile_sql("recency_days", levels, True), _quantile_sql("frequency", levels, False),
-                _quantile_sql("monetary", levels, False))
+        return (_quantile_sql("recency_days", levels, True, n), _quantile_sql("frequency", levels, False, n),
+                _quantile_sql("monetary", levels, False, n))
     if thresholds is None:
         raise ValueError("method = \"thresholds\" needs a [segmentation.thresholds] table")
     return (_threshold_sql("recency_days", thresholds.recency_days, levels, True),
