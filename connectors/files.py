@@ -8,27 +8,22 @@ numbers: header = 1, first data row = 2), never dropped silently. Each pull is a
 
 from __future__ import annotations
 
-import codecs
-import itertools
-import csv
 import glob
 import logging
 import os
 import tempfile
-from datetime import date, datetime
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
-import openpyxl
 import phonenumbers
-import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from . import normalize as nz
 from .errors import ConfigError
+from .file_readers import csv_src, read_xlsx, sniff_delimiter, typed_csv, utf8_copy
 from .records import BadRow
 from .source import PullResult
 from .tables import create_staging
@@ -112,6 +107,7 @@ class FilePullResult(PullResult):
     issues: list[BadRow] = field(default_factory=list)
     issue_count: int = 0
     duplicate_orders: int = 0
+    fast_path: bool = False  # every orders file was a clean CSV read with typed columns (no text parsing)
 
 
 @dataclass(frozen=True)
@@ -134,6 +130,7 @@ class FileSource:
         if cfg.contacts and cfg.contact_columns is None:  # shared mapping: contact fields may live in either file
             optional |= set(CONTACT_FIELDS)
         self._orders_map = _Mapping({**preset, **cfg.columns}, frozenset(optional))
+        self._text_only = False  # tests set it to compare the typed CSV fast path with the text path
         # The contacts file uses [source.contact_columns], else the contact fields of [source.columns]
         # (then optional: a field the contacts file lacks is simply not read from it).
         keep = ("customer_id",) + CONTACT_FIELDS
@@ -167,6 +164,7 @@ class FileSource:
                 result = _stage(con, self.cfg, o_tables, c_tables)
             finally:
                 _drop_scratch(con)
+        result.fast_path = all(t.fast for t in o_tables)
         log.info("file source: %d orders, %d contacts, %d bad rows, %d cleaned values, %d duplicate order ids",
                  result.orders, result.contacts, result.bad_row_count, result.issue_count, result.duplicate_orders)
         return result
@@ -192,10 +190,9 @@ class FileSource:
             headers = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
             row_col, kind = None, "parquet"
         else:
-            csv_path = _utf8_copy(path, self.cfg.encoding, tmp)
-            delim = self.cfg.delimiter or _sniff_delimiter(csv_path)
-            src = (f"read_csv({nz.lit(str(csv_path))}, delim={nz.lit(delim)}, header=true, all_varchar=true,"
-                   f" quote='\"', escape='\"', null_padding=true)")
+            csv_path = utf8_copy(path, self.cfg.encoding, tmp)
+            delim = self.cfg.delimiter or sniff_delimiter(csv_path)
+            src = csv_src(csv_path, delim)
             try:
                 headers = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
             except duckdb.Error as e:
@@ -206,8 +203,19 @@ class FileSource:
             raise ConfigError(f"{path}: no customer_id, email or phone column found for contacts; "
                               f"map them under [source.contact_columns]. Columns in the file: "
                               f"{', '.join(repr(h) for h in headers)}")
+        lf = _Loaded(str(path), table, row_col or "rowid + 2", cols)
+        if kind == "csv" and not self.cfg.date_format and not self._text_only:
+            typed = typed_csv(con, csv_path, delim, cols, [f for f in ("ordered_at", "created_at") if f in cols],
+                              {f: s for f, s in _NUMBER_FIELDS.items() if f in cols})
+            if typed is not None:
+                try:  # any value the typed read rejects raises: then the text path reads the file again
+                    _load_table(con, lf, typed.src, kind, self.cfg, typed.fields)
+                    log.debug("%s: typed fast path", path)
+                    return replace(lf, fast=True)
+                except duckdb.Error as e:
+                    log.debug("%s: typed read failed, using the text path: %s", path, str(e).splitlines()[0])
         try:
-            return _load_table(con, _Loaded(str(path), table, row_col or "rowid + 2", cols), src, kind, self.cfg)
+            return _load_table(con, lf, src, kind, self.cfg)
         except duckdb.Error as e:
             raise ConfigError(f"{path}: cannot read: {str(e).splitlines()[0]}") from None
         finally:
@@ -234,111 +242,6 @@ def _match_headers(path: Path, headers: list[str], mapping: _Mapping, attributes
     return out
 
 
-def _detect_encoding(path: Path) -> str:
-    with open(path, "rb") as f:
-        head = f.read(1 << 20)
-    if head.startswith(codecs.BOM_UTF8):
-        return "utf-8"
-    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return "utf-16"
-    try:
-        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
-        return "utf-8"
-    except UnicodeDecodeError:
-        return "cp1251"
-
-
-def _utf8_copy(path: Path, encoding: str, tmp: Path) -> Path:
-    """The file itself when it is UTF-8 (with or without BOM), else a UTF-8 copy written in chunks."""
-    enc = _detect_encoding(path) if encoding.lower() == "auto" else encoding
-    try:
-        if codecs.lookup(enc).name in ("utf-8", "utf-8-sig", "ascii"):
-            return path
-    except LookupError:
-        raise ConfigError(f"unknown encoding {encoding!r} for {path}") from None
-    out = tmp / (path.stem + ".utf8.csv")
-    try:
-        with open(path, encoding=enc, newline="") as src, open(out, "w", encoding="utf-8", newline="") as dst:
-            while chunk := src.read(1 << 22):
-                dst.write(chunk)
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not valid {enc} (byte {e.start}); set [source] encoding") from None
-    log.debug("transcoded %s from %s", path, enc)
-    return out
-
-
-def _sniff_delimiter(path: Path) -> str:
-    with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
-        sample = f.read(1 << 16)
-    # The header line decides: headers hold no decimal commas (which fool csv.Sniffer on ";" files).
-    header = sample.splitlines()[0] if sample else ""
-    counts = {d: header.count(d) for d in (";", "\t", ",", "|")}
-    best = max(counts, key=counts.get)  # ties keep this order
-    return best if counts[best] else ","
-
-
-def read_xlsx(path: Path, columns: dict[str, str], sheet: str | None) -> pa.Table:
-    """The first sheet (or ``sheet``) as an all-string Arrow table plus ``_srow`` (spreadsheet row).
-
-    The header row is the first of the first 30 rows holding most of the mapped headers (1C puts
-    titles above it). Dates become ISO text; numbers keep full precision; empty rows are skipped.
-    """
-    wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    try:
-        if sheet is not None and sheet not in wb.sheetnames:
-            raise ConfigError(f"{path}: no sheet {sheet!r}; sheets: {', '.join(wb.sheetnames)}")
-        ws = wb[sheet] if sheet else wb.worksheets[0]
-        wanted = {h.strip().casefold() for h in columns.values()}
-        rows = ws.iter_rows(values_only=True)
-        head: list[tuple] = []
-        for _ in range(30):
-            try:
-                head.append(next(rows))
-            except StopIteration:
-                break
-        scores = [sum(1 for c in r if isinstance(c, str) and c.strip().casefold() in wanted) for r in head]
-        if not head or max(scores) == 0:
-            at = next((i for i, r in enumerate(head) if any(c is not None for c in r)), 0)
-        else:
-            at = scores.index(max(scores))
-        names = [str(c).strip() if c is not None else f"column{i}" for i, c in enumerate(head[at] if head else ())]
-        data: list[list[str | None]] = [[] for _ in names]
-        srow: list[int] = []
-        for n, r in enumerate(itertools.chain(head[at + 1:], rows), start=at + 2):
-            if not any(c is not None and c != "" for c in r):
-                continue
-            srow.append(n)
-            for i in range(len(names)):
-                data[i].append(_cell_text(r[i]) if i < len(r) else None)
-    finally:
-        wb.close()
-    return pa.table({**{name: pa.array(col, pa.string()) for name, col in zip(_dedupe(names), data)},
-                     "_srow": pa.array(srow, pa.int64())})
-
-
-def _dedupe(names: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
-    for n in names:
-        seen[n] = seen.get(n, 0) + 1
-        out.append(n if seen[n] == 1 else f"{n}_{seen[n]}")
-    return out
-
-
-def _cell_text(v: object) -> str | None:
-    if v is None:
-        return None
-    if isinstance(v, datetime):
-        return v.isoformat(sep=" ")
-    if isinstance(v, date):
-        return v.isoformat()
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float):
-        return str(int(v)) if v.is_integer() else repr(v)
-    return str(v)
-
-
 # ---------------------------------------------------------------------------------------------- SQL
 
 @dataclass(frozen=True)
@@ -347,45 +250,59 @@ class _Loaded:
     table: str
     row_sql: str  # spreadsheet row number of a table row
     cols: dict[str, str]  # canonical field (or attr:<name>) → header
+    fast: bool = False  # read by the typed CSV fast path
 
 
 _NUMBER_FIELDS = {"amount": 2, "price": 2, "discount": 2, "quantity": 3}
 
 
-def _load_table(con: duckdb.DuckDBPyConnection, lf: _Loaded, src: str, kind: str, cfg: FileSourceConfig) -> _Loaded:
+def _load_table(con: duckdb.DuckDBPyConnection, lf: _Loaded, src: str, kind: str, cfg: FileSourceConfig,
+                typed: dict[str, str] | None = None) -> _Loaded:
     """One pass over the file: CREATE TEMP TABLE with every field normalised, and the raw text
-    kept only where parsing failed (for the bad-row report). Each nested SELECT is one step."""
+    kept only where parsing failed (for the bad-row report). Each nested SELECT is one step.
+    ``typed`` fields (the CSV fast path) arrive as TIMESTAMP / DECIMAL and skip text parsing."""
+    typed = typed or {}
     col = {f: f"CAST({nz.ident(h)} AS VARCHAR)" for f, h in lf.cols.items()}
     has = set(col)
     dec = {f: cfg.decimal or nz.sniff_decimal(v for (v,) in con.execute(
         f"SELECT {col[f]} FROM {src} WHERE {col[f]} IS NOT NULL LIMIT 2000").fetchall())
-        for f in _NUMBER_FIELDS if f in has}
+        for f in _NUMBER_FIELDS if f in has and f not in typed}
     nums, dates = [f for f in _NUMBER_FIELDS if f in has], [f for f in ("ordered_at", "created_at") if f in has]
     attrs = [f for f in lf.cols if f.startswith("attr:")]
     a = {f: f"a{i}" for i, f in enumerate(attrs)}
-    step0 = ", ".join([*(["_srow"] if lf.row_sql == "_srow" else []),
-                       *(f"{nz.text_sql(col[f])} AS {a.get(f, 't_' + f)}" for f in col)])
-    step1 = [f"{nz.amount_sql('t_' + f, dec[f], _NUMBER_FIELDS[f])} AS d_{f}" for f in nums]
+
+    def step0_of(f: str) -> str:  # step 0: trimmed text, or the typed value
+        if typed.get(f) == "number":
+            return f"CAST({nz.ident(lf.cols[f])} AS DECIMAL(18,{_NUMBER_FIELDS[f]})) AS d_{f}"
+        if typed.get(f) == "timestamp":
+            return f"CAST({nz.ident(lf.cols[f])} AS TIMESTAMP) AS n_{f}"
+        return f"{nz.text_sql(col[f])} AS {a.get(f, 't_' + f)}"
+
+    step0 = ", ".join([*(["_srow"] if lf.row_sql == "_srow" else []), *(step0_of(f) for f in col)])
+    step1 = [f"{nz.amount_sql('t_' + f, dec[f], _NUMBER_FIELDS[f])} AS d_{f}" for f in nums if f not in typed]
     step1 += [f"{nz.naive_timestamp_sql('t_' + f, excel_serial=kind == 'xlsx', date_format=cfg.date_format)} AS n_{f}"
-              for f in dates]
+              for f in dates if f not in typed]
     step1 += [f"{nz.name_words_sql('t_name')} AS w_name"] if "name" in has else []
-    step2 = [f"{nz.zoned_timestamp_sql('t_' + f, 'n_' + f, cfg.timezone)} AS z_{f}" for f in dates]
+    step2 = [f"{nz.local_to_utc_sql('n_' + f, cfg.timezone)} AS z_{f}" if f in typed else
+             f"{nz.zoned_timestamp_sql('t_' + f, 'n_' + f, cfg.timezone)} AS z_{f}" for f in dates]
     sql = f"SELECT {step0} FROM {src}"
     for step in (step1, step2):
         if step:
             sql = f"SELECT *, {', '.join(step)} FROM ({sql})"
 
     def get(prefix: str, f: str, typ: str = "VARCHAR") -> str:
+        if prefix == "t" and f in typed:  # the raw text of a typed value: its number (a NULL came from empty)
+            return f"CAST(d_{f} AS VARCHAR)" if typed[f] == "number" else "CAST(NULL AS VARCHAR)"
         return f"{prefix}_{f}" if f in has else f"CAST(NULL AS {typ})"
 
     amount, amount_raw = get("d", "amount", "DECIMAL(18,2)"), get("t", "amount")
     if "amount" not in has and "price" in has:  # receipt lines without a line total: price × quantity
-        amount, amount_raw = "(d_price * COALESCE(d_quantity, 1))::DECIMAL(18,2)", "t_price"
+        amount, amount_raw = "(d_price * COALESCE(d_quantity, 1))::DECIMAL(18,2)", get("t", "price")
     if "currency" in has:
         currency = "upper(t_currency)"
     elif cfg.currency:
         currency = nz.lit(cfg.currency.upper())
-    elif "amount" in has and any(nz.currency_of(v) for (v,) in con.execute(
+    elif "amount" in has and "amount" not in typed and any(nz.currency_of(v) for (v,) in con.execute(
             f"SELECT {col['amount']} FROM {src} LIMIT 2000").fetchall()):
         currency = nz.currency_sql("t_amount")  # symbols/words in the amounts (₸, сум, $…)
     else:

@@ -334,3 +334,90 @@ def test_config_validation_errors_are_clear():
         FileSourceConfig(type="file", orders="x.csv", surprise=1)
     with pytest.raises(ConfigError, match="ordered_at"):
         FileSource(FileSourceConfig(type="file", orders="x.csv", columns={"customer_id": "c"}), Path("."))
+
+
+# ------------------------------------------------------------------------------ typed CSV fast path
+
+ISO_COLS = {"order_id": "order_id", "customer_id": "customer_id", "ordered_at": "ordered_at", "amount": "amount",
+            "status": "status", "email": "email"}
+ISO_ROWS = [["order_id", "customer_id", "ordered_at", "amount", "status", "email"],
+            ["1", "c1", "2024-03-30 23:30:00", "100.50", "completed", "a@example.com"],
+            ["2", "c2", "2024-03-31 02:30:00", "-20.00", "refunded", ""],
+            ["3", "", "2024-04-01 10:00:00", "5", "completed", ""],  # no key → bad row 4
+            ["4", "c1", "2024-04-02 10:00:00", "-7.25", "completed", ""],  # negative, not a refund → row 5
+            ["5", "c3", "2024-04-03 10:00:00", "3.333", "weird", ""],  # unknown status → row 6
+            ["2", "c2", "2024-04-04 10:00:00", "30", "completed", "b@example.com"],  # duplicate id: last wins
+            ["6", "c3", "", "1", "completed", ""],  # empty date → row 8
+            ["7", "c3", "2010-06-01 12:00:00", "", "completed", ""]]  # empty amount → row 9
+
+
+def _pull_iso(tmp_path: Path, text_only: bool, **cfg) -> tuple[FilePullResult, duckdb.DuckDBPyConnection]:
+    con = duckdb.connect()
+    src = FileSource(FileSourceConfig(type="file", orders="sales.csv", columns=ISO_COLS, **cfg), tmp_path)
+    src._text_only = text_only
+    return src.pull(con), con
+
+
+@pytest.mark.parametrize("tz", ["Europe/Berlin", "Asia/Tashkent", "UTC"])
+def test_clean_iso_csv_takes_the_fast_path_with_the_same_rows_as_the_text_path(tmp_path, tz):
+    write_csv(tmp_path / "sales.csv", ISO_ROWS, ",")
+    fast, fcon = _pull_iso(tmp_path, False, timezone=tz)
+    slow, scon = _pull_iso(tmp_path, True, timezone=tz)
+    assert fast.fast_path and not slow.fast_path
+    for table in ("staged_orders", "staged_contacts"):
+        q = f"SELECT * FROM {table} ORDER BY ALL"
+        assert fcon.execute(q).fetchall() == scon.execute(q).fetchall()
+    assert fast.bad_rows == slow.bad_rows
+    assert [(b.row, b.field) for b in fast.bad_rows] == [
+        (4, "customer_id"), (5, "amount"), (6, "status"), (8, "ordered_at"), (9, "amount")]
+    assert fast.bad_rows[1].value == "-7.25"
+    assert fast.duplicate_orders == slow.duplicate_orders == 1
+    got = orders(fcon)
+    assert (got["2"][2], got["2"][4]) == (Decimal("30.00"), "completed")
+    assert got["1"][2] == Decimal("100.50")
+    if tz == "Europe/Berlin":  # DST starts 2024-03-31 02:00 (the DST zone takes timezone(), not the shift)
+        assert got["1"][1] == dt.datetime(2024, 3, 30, 22, 30, tzinfo=UTC)
+    if tz == "Asia/Tashkent":
+        assert got["1"][1] == dt.datetime(2024, 3, 30, 18, 30, tzinfo=UTC)
+
+
+def _big_iso(path: Path, n: int, late: tuple[int, str] | None = None) -> None:
+    lines = ["order_id,customer_id,ordered_at,amount,status"]
+    lines += [f"{i},c{i % 97},2024-01-{1 + i % 28:02d} 10:{i % 60:02d}:00,{i % 500}.25,completed" for i in range(n)]
+    if late:
+        i, date = late
+        lines[i + 1] = f"{i},c1,{date},10.00,completed"
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("late_value", ["31.12.2024", "2024-01-05 10:00:00+05:00", "not a date"])
+def test_one_odd_date_late_in_a_clean_file_falls_back_with_the_right_row(tmp_path, caplog, late_value):
+    _big_iso(tmp_path / "sales.csv", 30_000, late=(29_000, late_value))  # past DuckDB's sniffing sample
+    cols = {k: k for k in ("order_id", "customer_id", "ordered_at", "amount", "status")}
+    with caplog.at_level("DEBUG", logger="connectors.files"):
+        result, con = pull(tmp_path, columns=cols, timezone="Asia/Tashkent")
+    assert not result.fast_path
+    assert "typed read failed" in caplog.text  # the typed read was tried, rejected the value, and fell back
+    assert result.orders == 30_000 - result.bad_row_count
+    if late_value == "not a date":
+        assert [(b.row, b.field, b.value) for b in result.bad_rows] == [(29_002, "ordered_at", "not a date")]
+    else:
+        assert result.bad_row_count == 0
+        want = {"31.12.2024": dt.datetime(2024, 12, 30, 19, 0, tzinfo=UTC),
+                "2024-01-05 10:00:00+05:00": dt.datetime(2024, 1, 5, 5, 0, tzinfo=UTC)}[late_value]
+        assert orders(con)["29000"][1] == want
+
+
+def test_non_iso_or_offset_dates_never_take_the_fast_path(tmp_path):
+    rows = [["order_id", "customer_id", "ordered_at", "amount", "status"],
+            ["1", "c1", "2024-01-02 10:00:00+03:00", "1.00", "completed"],
+            ["2", "c1", "2024-01-03 10:00:00+03:00", "2.00", "completed"]]
+    write_csv(tmp_path / "sales.csv", rows, ",")
+    cols = {k: k for k in rows[0]}
+    result, con = pull(tmp_path, columns=cols, timezone="Asia/Tashkent")
+    assert not result.fast_path
+    assert orders(con)["1"][1] == dt.datetime(2024, 1, 2, 7, 0, tzinfo=UTC)
+    write_csv(tmp_path / "sales.csv", [[c.replace("2024-01-0", "0").replace(" 10:00:00+03:00", ".01.2024")
+                                        for c in r] for r in rows], ",")
+    result, con = pull(tmp_path, columns=cols, timezone="UTC")
+    assert not result.fast_path and orders(con)["1"][1] == dt.datetime(2024, 1, 2, tzinfo=UTC)

@@ -1,0 +1,197 @@
+"""Readers for file exports: encoding detection/transcoding, delimiter sniffing, XLSX → Arrow,
+and the typed-CSV sniff that decides whether a clean CSV can skip text normalisation."""
+
+from __future__ import annotations
+
+import codecs
+import itertools
+import logging
+import re
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+
+import duckdb
+import openpyxl
+import pyarrow as pa
+
+from . import normalize as nz
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def _detect_encoding(path: Path) -> str:
+    with open(path, "rb") as f:
+        head = f.read(1 << 20)
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        return "utf-8"
+    except UnicodeDecodeError:
+        return "cp1251"
+
+
+def utf8_copy(path: Path, encoding: str, tmp: Path) -> Path:
+    """The file itself when it is UTF-8 (with or without BOM), else a UTF-8 copy written in chunks."""
+    enc = _detect_encoding(path) if encoding.lower() == "auto" else encoding
+    try:
+        if codecs.lookup(enc).name in ("utf-8", "utf-8-sig", "ascii"):
+            return path
+    except LookupError:
+        raise ConfigError(f"unknown encoding {encoding!r} for {path}") from None
+    out = tmp / (path.stem + ".utf8.csv")
+    try:
+        with open(path, encoding=enc, newline="") as src, open(out, "w", encoding="utf-8", newline="") as dst:
+            while chunk := src.read(1 << 22):
+                dst.write(chunk)
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not valid {enc} (byte {e.start}); set [source] encoding") from None
+    log.debug("transcoded %s from %s", path, enc)
+    return out
+
+
+def sniff_delimiter(path: Path) -> str:
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
+        sample = f.read(1 << 16)
+    # The header line decides: headers hold no decimal commas (which fool csv.Sniffer on ";" files).
+    header = sample.splitlines()[0] if sample else ""
+    counts = {d: header.count(d) for d in (";", "\t", ",", "|")}
+    best = max(counts, key=counts.get)  # ties keep this order
+    return best if counts[best] else ","
+
+
+def read_xlsx(path: Path, columns: dict[str, str], sheet: str | None) -> pa.Table:
+    """The first sheet (or ``sheet``) as an all-string Arrow table plus ``_srow`` (spreadsheet row).
+
+    The header row is the first of the first 30 rows holding most of the mapped headers (1C puts
+    titles above it). Dates become ISO text; numbers keep full precision; empty rows are skipped.
+    """
+    wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    try:
+        if sheet is not None and sheet not in wb.sheetnames:
+            raise ConfigError(f"{path}: no sheet {sheet!r}; sheets: {', '.join(wb.sheetnames)}")
+        ws = wb[sheet] if sheet else wb.worksheets[0]
+        wanted = {h.strip().casefold() for h in columns.values()}
+        rows = ws.iter_rows(values_only=True)
+        head: list[tuple] = []
+        for _ in range(30):
+            try:
+                head.append(next(rows))
+            except StopIteration:
+                break
+        scores = [sum(1 for c in r if isinstance(c, str) and c.strip().casefold() in wanted) for r in head]
+        if not head or max(scores) == 0:
+            at = next((i for i, r in enumerate(head) if any(c is not None for c in r)), 0)
+        else:
+            at = scores.index(max(scores))
+        names = [str(c).strip() if c is not None else f"column{i}" for i, c in enumerate(head[at] if head else ())]
+        data: list[list[str | None]] = [[] for _ in names]
+        srow: list[int] = []
+        for n, r in enumerate(itertools.chain(head[at + 1:], rows), start=at + 2):
+            if not any(c is not None and c != "" for c in r):
+                continue
+            srow.append(n)
+            for i in range(len(names)):
+                data[i].append(_cell_text(r[i]) if i < len(r) else None)
+    finally:
+        wb.close()
+    return pa.table({**{name: pa.array(col, pa.string()) for name, col in zip(_dedupe(names), data)},
+                     "_srow": pa.array(srow, pa.int64())})
+
+
+def _dedupe(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n}_{seen[n]}")
+    return out
+
+
+def _cell_text(v: object) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, datetime):
+        return v.isoformat(sep=" ")
+    if isinstance(v, date):
+        return v.isoformat()
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return str(int(v)) if v.is_integer() else repr(v)
+    return str(v)
+
+
+# ---------------------------------------------------------------------------------------------- typed CSV
+
+_ISO_SHAPES = (  # (shape of a sample value, strict strptime format, DuckDB type)
+    (re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"), "%Y-%m-%d %H:%M:%S", "TIMESTAMP"),
+    (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d"), "%Y-%m-%dT%H:%M:%S", "TIMESTAMP"),
+    (re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d"), "%Y-%m-%d %H:%M", "TIMESTAMP"),
+    (re.compile(r"\d{4}-\d\d-\d\d"), "%Y-%m-%d", "DATE"),
+)
+_NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
+            "FLOAT", "DOUBLE", "DECIMAL")
+
+
+def csv_src(path: Path, delim: str, types: dict[str, str] | None = None, formats: dict[str, str] | None = None) -> str:
+    """``read_csv(...)`` over a UTF-8 file: every column VARCHAR except ``types`` (header → SQL type)."""
+    extra = ""
+    if types:
+        extra = ", types={" + ", ".join(f"{nz.lit(h)}: {nz.lit(t)}" for h, t in types.items()) + "}"
+        extra += "".join(f", {k}={nz.lit(v)}" for k, v in (formats or {}).items())
+    return (f"read_csv({nz.lit(str(path))}, delim={nz.lit(delim)}, header=true, all_varchar=true,"
+            f" quote='\"', escape='\"', null_padding=true{extra})")
+
+
+@dataclass(frozen=True)
+class TypedCsv:
+    """A typed read of a clean CSV: ``src`` (a read_csv expression) and the canonical fields it types
+    (field → ``"timestamp"`` for naive wall times, ``"number"`` for DECIMAL amounts)."""
+
+    src: str
+    fields: dict[str, str]
+
+
+def typed_csv(con: duckdb.DuckDBPyConnection, path: Path, delim: str, cols: dict[str, str],
+              dates: list[str], numbers: dict[str, int]) -> TypedCsv | None:
+    """The typed read of ``path`` when DuckDB's sniffer types every mapped date column DATE/TIMESTAMP
+    (ISO text, no offset) and every mapped number column as a number, else None.
+
+    Date columns get a strict ``timestampformat``/``dateformat`` taken from a sample value, so a
+    later value in another shape (an offset, a dd.mm.yyyy date, garbage) makes the read fail rather
+    than be misread; callers fall back to the text path on any error."""
+    auto = (f"read_csv({nz.lit(str(path))}, delim={nz.lit(delim)}, header=true,"
+            f" quote='\"', escape='\"', null_padding=true)")
+    try:
+        sniffed = {r[0]: r[1] for r in con.execute(f"DESCRIBE SELECT * FROM {auto}").fetchall()}
+    except duckdb.Error:
+        return None
+    types: dict[str, str] = {}
+    formats: dict[str, str] = {}
+    fields: dict[str, str] = {}
+    for f in dates:
+        h = cols[f]
+        if sniffed.get(h) not in ("DATE", "TIMESTAMP"):
+            return None
+        sample = con.execute(f"SELECT {nz.ident(h)} FROM {csv_src(path, delim)} WHERE {nz.ident(h)} IS NOT NULL"
+                             " LIMIT 1").fetchall()
+        shape = next((s for s in _ISO_SHAPES if sample and s[0].fullmatch(sample[0][0])), None)
+        if shape is None:
+            return None
+        key = "dateformat" if shape[2] == "DATE" else "timestampformat"
+        if formats.setdefault(key, shape[1]) != shape[1]:
+            return None  # two date columns in different shapes: one format option cannot hold both
+        types[h], fields[f] = shape[2], "timestamp"
+    for f, scale in numbers.items():
+        h = cols[f]
+        if not str(sniffed.get(h, "")).startswith(_NUMERIC):
+            return None
+        types[h], fields[f] = f"DECIMAL(18,{scale})", "number"
+    if not any(v == "timestamp" for v in fields.values()):
+        return None
+    return TypedCsv(csv_src(path, delim, types, formats), fields)
