@@ -8,7 +8,16 @@
   success) or whose ``STAGE_ID`` is in ``won_stage_ids``, optionally only in ``category_ids``
   (pipelines); other deals are staged as cancelled when they can be mapped. Amount =
   ``OPPORTUNITY`` in ``CURRENCY_ID``; date = ``CLOSEDATE`` (else ``DATE_CREATE``); customer =
-  ``CONTACT_ID``. Line items (``crm.deal.productrows.get``) are not read yet.
+  ``CONTACT_ID``.
+* Line items: for the won deals of each page, ``crm.deal.productrows.get`` runs inside one
+  ``batch`` call (up to 50 sub-calls, counted as one request against the 2/s bucket): ``PRODUCT_ID``
+  → sku (none for a free-form row, id 0), ``PRODUCT_NAME`` → name, ``QUANTITY``, ``PRICE`` (the final
+  unit price after discount and tax) → price; the deal's discount is Σ ``DISCOUNT_SUM`` × ``QUANTITY``.
+  A sub-call that fails for one deal (``Access denied``, ``Not found``, a row that cannot be mapped)
+  keeps the deal without items and reports a bad row naming it; ``QUERY_LIMIT_EXCEEDED`` inside the
+  batch retries the whole (read-only) batch; an auth error in it is the credentials error.
+* Deletions: deals the portal deleted are not listed any more; the ``ONCRMDEALDELETE`` event is
+  parsed into a cancelled tombstone (see :func:`parse_webhook`).
 * Cursor: ``{"orders": ISO, "contacts": ISO}`` of the highest ``DATE_MODIFY`` seen (capped at
   the run start). Limits: leaky bucket 2 requests/s, burst 50; 503 ``QUERY_LIMIT_EXCEEDED``
   and 429 (method operating-time limit) are retried.
@@ -16,9 +25,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any, Callable, Literal, Mapping
 from urllib.parse import urlsplit
 
@@ -27,10 +38,10 @@ import requests
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .errors import ConfigError, FatalError
+from .errors import AuthError, ConfigError, FatalError, TransientError
 from .http import (Action, FieldError, HttpClient, PageGuard, Progress, Stager, Throttle, bookmark, clean,
-                   dump_cursor, get_field, iso, load_cursor, parse_dt, to_decimal, with_sleep)
-from .records import Consent, Contact, Order, OrderStatus
+                   dump_cursor, get_field, iso, load_cursor, parse_dt, to_decimal, tombstone, with_sleep)
+from .records import BadRow, Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import PullResult
 from .webhooks import DEFAULT_MAX_AGE, is_fresh, parse_php_form, tokens_equal
@@ -38,6 +49,7 @@ from .webhooks import DEFAULT_MAX_AGE, is_fresh, parse_php_form, tokens_equal
 log = logging.getLogger(__name__)
 NAME = "bitrix24"
 PAGE = 50  # fixed by the vendor
+BATCH_MAX = 50  # sub-calls per batch (ERROR_BATCH_LENGTH_EXCEEDED beyond)
 _AUTH_ERRORS = {"NO_AUTH_FOUND", "INVALID_CREDENTIALS", "expired_token", "invalid_token", "insufficient_scope",
                 "ACCESS_DENIED", "WRONG_AUTH_TYPE"}
 _RETRY_ERRORS = {"QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT", "INTERNAL_SERVER_ERROR"}
@@ -53,6 +65,7 @@ class Bitrix24Config(BaseModel):
     lookback_minutes: int = Field(10, ge=0)
     requests_per_second: float = Field(2.0, gt=0)
     burst: int = Field(50, ge=1)
+    line_items: bool = True  # read product rows of won deals (one batch call per page of deals)
 
 
 class Bitrix24Secrets(BaseSettings):
@@ -96,6 +109,25 @@ def map_contact(raw: Mapping[str, Any]) -> Contact:
                    marketing_consent=Consent.UNKNOWN,
                    created_at=get_field(raw, "DATE_CREATE", parse_dt) if raw.get("DATE_CREATE") else None,
                    attributes={k: v for k, v in attrs.items() if v})
+
+
+def map_product_row(raw: Mapping[str, Any]) -> LineItem:
+    """One ``crm.deal.productrows.get`` row → LineItem (unit price = ``PRICE``, after discount and tax)."""
+    if not isinstance(raw, Mapping):
+        raise FieldError("productrows", "a product row is not an object", raw)
+    product = clean(raw.get("PRODUCT_ID"))
+    return LineItem(sku=product if product not in (None, "0") else None,
+                    name=clean(raw.get("PRODUCT_NAME")) or clean(raw.get("ORIGINAL_PRODUCT_NAME")),
+                    quantity=get_field(raw, "QUANTITY", to_decimal, "productrows.QUANTITY"),
+                    price=get_field(raw, "PRICE", lambda v: None if v is None else to_decimal(v), "productrows.PRICE"))
+
+
+def with_product_rows(order: Order, rows: list[Any]) -> Order:
+    """The order with its line items and discount (Σ ``DISCOUNT_SUM`` × ``QUANTITY``, when any)."""
+    items = tuple(map_product_row(r) for r in rows)
+    discount = sum((get_field(r, "DISCOUNT_SUM", lambda v: to_decimal(v or 0), "productrows.DISCOUNT_SUM")
+                    * it.quantity for r, it in zip(rows, items)), Decimal(0))
+    return dataclasses.replace(order, items=items, discount=discount if discount else order.discount)
 
 
 _METHODS = {
@@ -206,8 +238,62 @@ class Bitrix24Source:
                     contacts.append(map_contact(raw))
             except FieldError as exc:
                 stager.bad(exc.bad_row(f"{NAME}:{obj}", raw.get("ID") if isinstance(raw, dict) else None))
+        if orders and self.config.line_items:
+            orders = self._with_items(orders, stager)
         stager.stage(orders, contacts)
         return max_seen
+
+    def _with_items(self, orders: list[Order], stager: Stager) -> list[Order]:
+        """Won deals get their product rows, read in batches of up to 50 sub-calls."""
+        won = [o.order_id for o in orders if o.status is OrderStatus.COMPLETED]
+        rows: dict[str, Any] = {}
+        failed: dict[str, Any] = {}
+        for start in range(0, len(won), BATCH_MAX):
+            ok, errors = self._batch({f"d{i}": f"crm.deal.productrows.get?id={i}" for i in won[start:start + BATCH_MAX]})
+            rows.update((k[1:], v) for k, v in ok.items())
+            failed.update((k[1:], v) for k, v in errors.items())
+        out = []
+        for order in orders:
+            oid = order.order_id
+            if oid in failed or (oid in won and not isinstance(rows.get(oid), list)):
+                err = failed.get(oid) if isinstance(failed.get(oid), dict) else {}
+                reason = clean(err.get("error_description")) or clean(err.get("error")) or "no answer"
+                stager.bad(BadRow(f"{NAME}:orders", oid, f"line items not read ({reason}); the deal is kept "
+                                  f"without them", field="productrows"))
+            elif oid in rows:
+                try:
+                    order = with_product_rows(order, rows[oid])
+                except FieldError as exc:
+                    row = exc.bad_row(f"{NAME}:orders", oid)
+                    stager.bad(dataclasses.replace(row, reason=f"{row.reason}; the deal is kept without items"))
+            out.append(order)
+        return out
+
+    def _batch(self, cmd: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """One ``batch`` call of read-only sub-calls: (results, errors) keyed like ``cmd``.
+
+        The batch answers 200 whatever its sub-calls did: a rate-limit error inside it retries the whole
+        batch through the shared retry layer; an auth error is the credentials error.
+        """
+        what = f"Bitrix24 batch of {len(cmd)} crm.deal.productrows.get"
+
+        def once() -> tuple[dict[str, Any], dict[str, Any]]:
+            data = self.http.request("POST", "batch.json", json_body={"halt": 0, "cmd": dict(cmd)},
+                                     idempotent=False)  # retried as a whole below
+            result = data.get("result") if isinstance(data, dict) else None
+            if not isinstance(result, dict):
+                raise FatalError(f"{what}: answer has no 'result' object")
+            ok = result.get("result") if isinstance(result.get("result"), dict) else {}  # PHP: [] when empty
+            errors = result.get("result_error") if isinstance(result.get("result_error"), dict) else {}
+            codes = {str(e.get("error")) for e in errors.values() if isinstance(e, dict)}
+            if codes & _RETRY_ERRORS:
+                raise TransientError(f"{what}: {sorted(codes & _RETRY_ERRORS)[0]} inside the batch")
+            if codes & _AUTH_ERRORS:
+                raise AuthError(f"Bitrix24 refused product rows ({sorted(codes & _AUTH_ERRORS)[0]}); check "
+                                f"BITRIX24_WEBHOOK_URL and its crm scope")
+            return ok, errors
+
+        return self.http.retrying(once, what=what)
 
 
 # ---------------------------------------------------------------- webhooks (outgoing events)
@@ -255,9 +341,25 @@ def webhook_refs(body: bytes) -> list[tuple[str, str, str]]:
 
 
 def parse_webhook(headers: Mapping[str, str], body: bytes) -> tuple[list[Order], list[Contact]]:
-    """Bitrix24 events hold ids only, never a full deal or contact: always ``([], [])`` for a valid
-    ``ONCRM*`` event (use :func:`webhook_refs`); ValueError for anything else."""
+    """Bitrix24 events hold ids only, never a full deal or contact.
+
+    ``ONCRMDEALDELETE`` → one cancelled tombstone (amount 0, customer unknown) so the deleted deal leaves
+    the history: a pull cannot see it any more. Every other ``ONCRM*`` event → ``([], [])`` (re-pull,
+    see :func:`webhook_refs`). ValueError for anything else.
+    """
     refs = webhook_refs(body)
-    if not refs[0][0].upper().startswith("ONCRM"):
-        raise ValueError(f"bitrix24 event: unsupported event {refs[0][0]!r}")
+    name, rid, _ = refs[0]
+    if not name.upper().startswith("ONCRM"):
+        raise ValueError(f"bitrix24 event: unsupported event {name!r}")
+    if name.upper() == "ONCRMDEALDELETE":
+        ts = _event(body).get("ts")
+        try:
+            at = parse_dt(ts) if ts not in (None, "") else datetime.now(timezone.utc)
+        except ValueError:
+            raise ValueError(f"bitrix24 event: ts is not a Unix time: {str(ts)[:40]!r}") from None
+        try:
+            oid = str(int(rid))
+        except ValueError:
+            raise ValueError(f"bitrix24 event: data[FIELDS][ID] is not a deal id: {rid[:40]!r}") from None
+        return [tombstone(oid, at)], []
     return [], []

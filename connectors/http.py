@@ -8,6 +8,7 @@
 * :class:`PageGuard` makes pagination unable to loop (a repeated page token is fatal).
 * :func:`load_cursor` / :func:`dump_cursor` / :func:`bookmark` implement the per-object
   JSON cursor: new bookmark = min(max cursor seen, run start).
+* :func:`tombstone` is how every connector expresses a deleted order (a cancelled row, amount 0).
 * :class:`Stager` stages canonical records page by page, keeping only the latest version of
   each id within a run (dedupe happens in DuckDB, never in a Python loop over history), and
   collects :class:`~connectors.records.BadRow` reports.
@@ -32,7 +33,7 @@ import pyarrow as pa
 import requests
 
 from .errors import AuthError, ConfigError, FatalError, TransientError
-from .records import BadRow, Contact, Order
+from .records import BadRow, Contact, Order, OrderStatus
 from .retry import RetryPolicy, retry_after_seconds
 from .source import PullResult
 from .tables import create_staging, stage_records
@@ -171,8 +172,26 @@ class HttpClient:
             return self._once(method, url, what, params=params, json_body=json_body, data=data)
 
         if idempotent if idempotent is not None else method == "GET":
-            return self.retry.call(once, what=what)
+            return self.retrying(once, what=what)
         return once()
+
+    def retrying(self, fn: Callable[[], Any], *, what: str) -> Any:
+        """``fn`` through the shared :class:`RetryPolicy`; when it gives up, one clear TransientError
+        that says how many attempts were made (message already redacted, no chained traceback)."""
+        attempts = 0
+
+        def counted() -> Any:
+            nonlocal attempts
+            attempts += 1
+            return fn()
+
+        try:
+            return self.retry.call(counted, what=what)
+        except TransientError as exc:
+            if attempts < 2:
+                raise
+            raise TransientError(f"{exc}; gave up after {attempts} attempts", status=exc.status, body=exc.body,
+                                 retry_after=exc.retry_after) from None
 
     def _once(self, method: str, url: str, what: str, **kw: Any) -> Any:
         if self.throttle is not None:
@@ -191,7 +210,7 @@ class HttpClient:
         status = resp.status_code
         if action is Action.RETRY:
             after = retry_after_seconds(resp.headers.get("Retry-After") or resp.headers.get("X-RateLimit-Reset"))
-            raise TransientError(f"{what}: HTTP {status}, will retry", status=status, body=body, retry_after=after)
+            raise TransientError(f"{what}: HTTP {status}", status=status, body=body, retry_after=after)
         if action is Action.AUTH:
             raise AuthError(f"{self.vendor} rejected the credentials (HTTP {status}); check {self.auth_env}",
                             status=status, body=body)
@@ -321,6 +340,16 @@ def clean(value: Any) -> str | None:
         return None
     text = str(value).strip()
     return text or None
+
+
+def tombstone(order_id: str, at: datetime, customer_id: str | None = None) -> Order:
+    """A deleted order as a ``cancelled`` row with amount 0.
+
+    The order store replaces orders by ``order_id``, so staging this makes a deleted order leave the
+    RFM history. ``customer_id`` is ``""`` when the vendor no longer says whose order it was.
+    """
+    return Order(order_id=order_id, customer_id=customer_id or "", ordered_at=at, amount=Decimal(0),
+                 status=OrderStatus.CANCELLED)
 
 
 # ---------------------------------------------------------------- staging

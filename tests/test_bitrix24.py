@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import duckdb
 import pytest
@@ -36,8 +36,14 @@ class FakeBitrix24:
         self.bad_key = False
         self.since_seen: list[str | None] = []
         self.stuck = False  # ignore the >ID filter (a misbehaving portal)
+        self.product_rows: dict[int, list[dict]] = {}
+        self.row_errors: dict[int, dict] = {}  # deal id -> {"error", "error_description"} of its sub-call
+        self.batch_failures: list[str] = []  # error codes answered once for every sub-call of a batch
+        self.batches: list[list[str]] = []  # the sub-calls of each batch, as sent
         for method, store in (("crm.deal.list", self.deals), ("crm.contact.list", self.contacts)) if pull else ():
             rsps.add_callback("POST", f"{HOOK}{method}.json", self._guard(self._list(store)))
+        if pull:
+            rsps.add_callback("POST", f"{HOOK}batch.json", self._guard(self._batch))
         if check:
             rsps.add_callback("POST", f"{HOOK}profile.json", self._guard(lambda body: {
                 "ID": "1", "ADMIN": True, "NAME": "Ann", "LAST_NAME": "Admin"}))
@@ -57,6 +63,7 @@ class FakeBitrix24:
                            "CATEGORY_ID": "0", "CURRENCY_ID": "RUB", "OPPORTUNITY": "n/a" if bad else amount,
                            "CONTACT_ID": str(cid), "CLOSED": "Y" if semantic != "P" else "N",
                            "DATE_CREATE": b24(at), "DATE_MODIFY": b24(at), "CLOSEDATE": b24(at)}
+        self.product_rows[oid] = [product_row(oid, 450, "Товар #2", price=0 if bad else float(amount))]
 
     def since_ok(self, old_cursor: dict, lookback: timedelta) -> bool:
         wanted = [datetime.fromisoformat(old_cursor[k]) for k in ("contacts", "orders")]
@@ -76,6 +83,28 @@ class FakeBitrix24:
                 "result": result, "time": {"start": 1.0, "finish": 1.1, "duration": 0.1, "operating": 0}})
         return callback
 
+    def _batch(self, body):
+        """``batch``: ``{"halt": 0, "cmd": {key: "method?query"}}`` → per-key results and errors (200 always)."""
+        cmd = body["cmd"]
+        assert body.get("halt") in (0, False) and 0 < len(cmd) <= 50, "at most 50 sub-calls per batch"
+        self.batches.append(list(cmd.values()))
+        results, errors = {}, {}
+        code = self.batch_failures.pop(0) if self.batch_failures else None
+        for key, call in cmd.items():
+            method, _, query = call.partition("?")
+            assert method == "crm.deal.productrows.get"
+            deal = int(dict(parse_qsl(query))["id"])
+            if code:
+                errors[key] = {"error": code, "error_description": "Too many requests"}
+            elif deal in self.row_errors:
+                errors[key] = self.row_errors[deal]
+            elif deal not in self.deals:
+                errors[key] = {"error": "", "error_description": "Not found"}
+            else:
+                results[key] = self.product_rows.get(deal, [])
+        return {"result": results or [], "result_error": errors or [], "result_total": [], "result_next": [],
+                "result_time": {k: {"start": 1.0, "finish": 1.1, "duration": 0.1} for k in results}}
+
     def _list(self, store: dict[int, dict]):
         def handler(body):
             flt = body["filter"]
@@ -88,6 +117,18 @@ class FakeBitrix24:
                     and (since is None or datetime.fromisoformat(r["DATE_MODIFY"]) >= datetime.fromisoformat(since))]
             return rows[:50]
         return handler
+
+
+def product_row(deal: int, product: int, name: str, *, price: float, quantity: float = 1, discount: float = 0,
+                row_id: int | None = None) -> dict:
+    """A ``crm.deal.productrows.get`` row as the vendor documents it (PRICE = final unit price)."""
+    return {"ID": str(row_id or deal * 10), "OWNER_ID": str(deal), "OWNER_TYPE": "D", "PRODUCT_ID": product,
+            "PRODUCT_NAME": name, "ORIGINAL_PRODUCT_NAME": name, "PRODUCT_DESCRIPTION": None, "PRICE": price,
+            "PRICE_EXCLUSIVE": price, "PRICE_NETTO": price + discount, "PRICE_BRUTTO": price + discount,
+            "PRICE_ACCOUNT": f"{price:.2f}", "QUANTITY": quantity, "DISCOUNT_TYPE_ID": 2 if discount else 1,
+            "DISCOUNT_RATE": 10 if discount else 0, "DISCOUNT_SUM": discount, "TAX_RATE": None,
+            "TAX_INCLUDED": "Y", "CUSTOMIZED": "Y", "MEASURE_CODE": 796, "MEASURE_NAME": "шт", "SORT": 10,
+            "XML_ID": f"sale_basket_{row_id or deal}", "TYPE": 1, "STORE_ID": 0}
 
 
 def make_source(sleep=None, clock=None, **cfg) -> Bitrix24Source:
@@ -110,7 +151,9 @@ def test_won_deals_are_orders_and_keyset_pages_end(rsps):
     fake.put_order(3, 1, "50.00", at=T0, semantic="P")
     con = duckdb.connect()
     result = make_source().pull(con)
-    assert result.contacts == 120 and len(rsps.calls) == 3 + 1  # 50 + 50 + 20 contacts, one deal page
+    # 50 + 50 + 20 contacts, one deal page, one batch of product rows for the one won deal
+    assert result.contacts == 120 and len(rsps.calls) == 3 + 1 + 1
+    assert fake.batches == [["crm.deal.productrows.get?id=1"]]
     assert con.execute("SELECT order_id, customer_id, amount, currency, status, ordered_at FROM staged_orders "
                        "ORDER BY 1").fetchall() == [
         ("1", "1", Decimal("1500.00"), "RUB", "completed", T0), ("2", "1", Decimal("99.00"), "RUB", "cancelled", T0),
@@ -119,6 +162,75 @@ def test_won_deals_are_orders_and_keyset_pages_end(rsps):
                       ).fetchone()
     assert row[:3] == ("c7@example.com", "+79161234567", "Ann")
     assert json.loads(row[3]) == {"city": "Москва", "source": "WEB", "type": "CLIENT"}
+
+
+def test_won_deals_get_their_product_rows_one_batch_per_page(rsps):
+    fake = FakeBitrix24(rsps)
+    fake.put_contact(1, "a@example.com", at=T0)
+    for d in range(1, 61):
+        fake.put_order(d, 1, "100.00", at=T0)
+    fake.put_order(61, 1, "5.00", at=T0, semantic="F")  # lost: its rows are never asked for
+    fake.product_rows[1] = [  # the vendor's documented example, plus a free-form row (PRODUCT_ID 0)
+        product_row(1, 450, "Товар #2", price=899.1, quantity=2, discount=99.9, row_id=5),
+        product_row(1, 449, "Товар #1", price=100, row_id=4),
+        product_row(1, 0, "Доставка", price=300, row_id=6)]
+    con = duckdb.connect()
+    result = make_source().pull(con)
+    assert result.orders == 61 and result.bad_row_count == 0
+    # 60 won deals on two pages (50 + 11 deals): two batches of 50 and 10 sub-calls, one request each
+    assert [len(b) for b in fake.batches] == [50, 10]
+    assert not any("id=61" in call for b in fake.batches for call in b)
+    assert con.execute("SELECT line_no, sku, name, quantity, price FROM staged_line_items WHERE order_id = '1' "
+                       "ORDER BY line_no").fetchall() == [
+        (1, "450", "Товар #2", Decimal("2.000"), Decimal("899.10")),
+        (2, "449", "Товар #1", Decimal("1.000"), Decimal("100.00")),
+        (3, None, "Доставка", Decimal("1.000"), Decimal("300.00"))]
+    assert con.execute("SELECT discount FROM staged_orders WHERE order_id = '1'").fetchone() == (Decimal("199.80"),)
+    assert con.execute("SELECT count(DISTINCT order_id) FROM staged_line_items").fetchone() == (60,)
+
+
+def test_a_failed_product_row_sub_call_keeps_the_deal_and_reports_it(rsps):
+    fake = FakeBitrix24(rsps)
+    fake.put_contact(1, "a@example.com", at=T0)
+    fake.put_order(1, 1, "10", at=T0)
+    fake.put_order(2, 1, "20", at=T0)
+    fake.put_order(3, 1, "30", at=T0)
+    fake.row_errors[2] = {"error": "", "error_description": "Access denied"}
+    fake.product_rows[3] = [{**product_row(3, 7, "Чай", price=30), "QUANTITY": "lots"}]
+    con = duckdb.connect()
+    result = make_source().pull(con)
+    assert [r[0] for r in con.execute("SELECT order_id FROM staged_orders ORDER BY 1").fetchall()] == ["1", "2", "3"]
+    assert [r[0] for r in con.execute("SELECT DISTINCT order_id FROM staged_line_items").fetchall()] == ["1"]
+    bad = {b.row: b for b in result.bad_rows}
+    assert set(bad) == {"2", "3"} and result.bad_row_count == 2
+    assert bad["2"].field == "productrows" and "Access denied" in bad["2"].reason
+    assert (bad["3"].field, bad["3"].value) == ("productrows.QUANTITY", "lots")
+
+
+def test_rate_limit_inside_a_batch_retries_the_batch_and_auth_errors_stop(rsps):
+    fake = FakeBitrix24(rsps)
+    fake.put_contact(1, "a@example.com", at=T0)
+    fake.put_order(1, 1, "10", at=T0)
+    fake.batch_failures = ["QUERY_LIMIT_EXCEEDED"]  # HTTP 200, the error sits in result_error
+    waits: list[float] = []
+    con = duckdb.connect()
+    make_source(sleep=waits.append).pull(con)
+    assert len(fake.batches) == 2 and waits  # retried once, after a back-off
+    assert con.execute("SELECT count(*) FROM staged_line_items").fetchone() == (1,)
+    fake.batch_failures = ["insufficient_scope"]
+    with pytest.raises(AuthError, match="BITRIX24_WEBHOOK_URL") as err:
+        make_source().pull(duckdb.connect())
+    assert CODE not in str(err.value)
+
+
+def test_line_items_can_be_switched_off(rsps):
+    fake = FakeBitrix24(rsps)
+    rsps.assert_all_requests_are_fired = False
+    fake.put_contact(1, "a@example.com", at=T0)
+    fake.put_order(1, 1, "10", at=T0)
+    con = duckdb.connect()
+    make_source(line_items=False).pull(con)
+    assert fake.batches == [] and con.execute("SELECT count(*) FROM staged_line_items").fetchone() == (0,)
 
 
 def test_explicit_stage_ids_and_pipelines(rsps):
@@ -175,6 +287,16 @@ def test_event_application_token_valid_forged_and_stale():
     assert not verify_webhook({}, event(), APP_TOKEN, now=T0 + timedelta(days=1))  # stale / replayed later
     assert not verify_webhook({}, b"\xff\xfe garbage", APP_TOKEN, now=now)
     assert not verify_webhook({}, event(token=""), "", now=now)
+
+
+def test_deal_delete_event_is_a_cancelled_tombstone():
+    (order,), contacts = parse_webhook({}, event(name="ONCRMDEALDELETE"))
+    assert contacts == []
+    assert (order.order_id, order.status, order.amount, order.ordered_at) == (
+        "1185", OrderStatus.CANCELLED, Decimal(0), T0)
+    assert parse_webhook({}, event(name="ONCRMDEALUPDATE")) == ([], [])
+    with pytest.raises(ValueError, match="not a deal id"):
+        parse_webhook({}, event(name="ONCRMDEALDELETE").replace(b"1185", b"x1"))
 
 
 def test_event_refs_and_parse():
