@@ -12,6 +12,9 @@
   used/size`` is read on every answer and the client pauses when fewer than
   ``call_limit_headroom`` calls remain; 429 honours ``Retry-After``.
 * Only the last 60 days of orders are readable without the ``read_all_orders`` scope.
+* Deleted orders never come back from ``orders.json``; the ``orders/delete`` webhook is turned into a
+  cancelled tombstone (:func:`parse_webhook`). Refunds need no row of their own: the order's
+  ``current_total_price`` is already net of them.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError, FatalError, RecordError
 from .http import (Action, FieldError, HttpClient, PageGuard, Progress, Stager, Throttle, bookmark, clean,
-                   dump_cursor, get_field, iso, load_cursor, parse_dt, to_decimal, with_sleep)
+                   dump_cursor, get_field, iso, load_cursor, parse_dt, to_decimal, tombstone, with_sleep)
 from .records import Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import PullResult
@@ -247,11 +250,27 @@ def verify_webhook(headers: Mapping[str, str], body: bytes, secret: str, path_to
     return True
 
 
+def _payload_id(payload: Mapping[str, Any], key: str, topic: str) -> str:
+    try:
+        return get_field(payload, key, lambda v: str(int(v)))
+    except FieldError as exc:
+        raise RecordError(exc.bad_row(f"{NAME}:webhook {topic}", payload.get(key))) from None
+
+
 def parse_webhook(headers: Mapping[str, str], body: bytes,
                   config: ShopifyConfig | None = None) -> tuple[list[Order], list[Contact]]:
     """Map an ``orders/*`` or ``customers/*`` delivery (REST resource JSON) to records.
 
-    Other known topics (``refunds/create``, ``orders/delete``) return nothing: re-pull instead.
+    * ``orders/delete`` carries only ``{"id": …}``: it becomes a cancelled tombstone (amount 0, customer
+      unknown, dated ``X-Shopify-Triggered-At``), which replaces the stored order so it leaves the
+      history. Deleted orders are invisible to a pull, so this delivery is the only way to learn of one.
+    * ``refunds/create`` carries the refund (``order_id``, ``transactions``, ``refund_line_items``) but not
+      the order's customer or its total, and the order row already holds the net amount
+      (``current_total_price``) that Shopify updates with every refund: a refund row would count it
+      twice. It is checked (an ``order_id`` must be present) and maps to nothing; the order's own
+      ``orders/updated`` delivery or the next pull (the refund moves the order's ``updated_at``) brings
+      the new net amount and ``financial_status``.
+    * ``customers/delete`` maps to nothing (the customer's orders stay; consent is unchanged).
     """
     topic = header(headers, "X-Shopify-Topic") or ""
     try:
@@ -261,7 +280,18 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
     if not isinstance(payload, dict):
         raise ValueError(f"shopify webhook {topic or '?'}: body is not a JSON object")
     kind, _, action = topic.partition("/")
-    if action == "delete" or kind == "refunds":
+    if kind == "orders" and action == "delete":
+        oid = _payload_id(payload, "id", topic)
+        triggered = header(headers, "X-Shopify-Triggered-At")
+        try:
+            at = parse_dt(triggered) if triggered else datetime.now(timezone.utc)
+        except ValueError:
+            raise ValueError(f"shopify webhook {topic}: X-Shopify-Triggered-At is not a date") from None
+        return [tombstone(oid, at)], []
+    if kind == "refunds":
+        _payload_id(payload, "order_id", topic)
+        return [], []
+    if action == "delete":
         return [], []
     try:
         if kind == "orders":

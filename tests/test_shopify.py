@@ -246,4 +246,63 @@ def test_webhook_bad_payloads_raise_clear_errors():
         parse_webhook({"X-Shopify-Topic": "orders/paid"}, b"<html>")
     with pytest.raises(ValueError, match="unsupported topic"):
         parse_webhook({"X-Shopify-Topic": "products/create"}, b"{}")
-    assert parse_webhook({"X-Shopify-Topic": "refunds/create"}, b'{"id": 1}') == ([], [])
+    with pytest.raises(RecordError, match="order_id"):
+        parse_webhook({"X-Shopify-Topic": "refunds/create"}, b'{"id": 1}')
+    with pytest.raises(RecordError, match="orders/delete, row x: id"):
+        parse_webhook({"X-Shopify-Topic": "orders/delete"}, b'{"id": "x"}')
+
+
+# the refunds/create payload as Shopify documents it (the refund, not the order)
+REFUND_BODY = json.dumps({
+    "id": 509562969, "order_id": 820982911946154508, "created_at": "2026-01-11T11:00:00-05:00",
+    "note": "it broke during shipping", "user_id": 548380009, "processed_at": "2026-01-11T11:00:00-05:00",
+    "restock": True, "duties": [], "return": None, "admin_graphql_api_id": "gid://shopify/Refund/509562969",
+    "refund_line_items": [{"id": 104689539, "quantity": 1, "line_item_id": 703073504, "location_id": 487838322,
+                           "restock_type": "return", "subtotal": 195.67, "total_tax": 3.98,
+                           "line_item": {"id": 703073504, "sku": "IPOD2008BLACK", "quantity": 1, "price": "199.00"}}],
+    "transactions": [{"id": 179259969, "order_id": 820982911946154508, "kind": "refund", "gateway": "bogus",
+                      "status": "success", "amount": "209.00", "currency": "USD"}],
+    "order_adjustments": []}).encode()
+
+
+def merge(con: duckdb.DuckDBPyConnection, orders) -> None:
+    """Stage ``orders`` and merge them into the order store (sync.store), as a webhook's records are."""
+    from connectors.source import PullResult
+    from connectors.tables import create_tables, stage_records
+    from sync.store import merge_staged
+
+    create_tables(con)
+    stage_records(con, orders)
+    merge_staged(con, PullResult())
+
+
+def test_orders_delete_webhook_takes_the_order_out_of_the_history():
+    con = duckdb.connect()
+    merge(con, parse_webhook(signed(ORDER_BODY), ORDER_BODY)[0])
+    assert con.execute("SELECT status FROM orders").fetchall() == [("completed",)]
+    assert con.execute("SELECT count(*) FROM line_items").fetchone() == (1,)
+    body = json.dumps({"id": 820982911946154508}).encode()  # all Shopify sends for orders/delete
+    headers = {**signed(body), "X-Shopify-Topic": "orders/delete"}
+    assert verify_webhook(headers, body, SECRET, now=T0 + timedelta(minutes=1))
+    (gone,), contacts = parse_webhook(headers, body)
+    assert contacts == []
+    assert (gone.order_id, gone.status, gone.amount, gone.ordered_at, gone.items) == (
+        "820982911946154508", OrderStatus.CANCELLED, Decimal(0), T0, ())
+    merge(con, [gone])
+    assert con.execute("SELECT order_id, status, amount FROM orders").fetchall() == [
+        ("820982911946154508", "cancelled", Decimal("0.00"))]
+    assert con.execute("SELECT count(*) FROM line_items").fetchone() == (0,)  # its lines went with it
+
+
+def test_refund_webhook_maps_to_nothing_because_the_order_row_is_already_net():
+    headers = {**signed(REFUND_BODY), "X-Shopify-Topic": "refunds/create"}
+    assert verify_webhook(headers, REFUND_BODY, SECRET, now=T0 + timedelta(minutes=1))
+    assert parse_webhook(headers, REFUND_BODY) == ([], [])
+    # the order's own update after the refund carries the net amount and the new financial_status
+    updated = json.loads(ORDER_BODY) | {"financial_status": "partially_refunded", "current_total_price": "194.00",
+                                        "updated_at": "2026-01-11T11:00:01-05:00"}
+    (order,), _ = parse_webhook({"X-Shopify-Topic": "orders/updated"}, json.dumps(updated).encode())
+    assert (order.amount, order.status) == (Decimal("194.00"), OrderStatus.COMPLETED)
+    full = updated | {"financial_status": "refunded", "current_total_price": "0.00"}
+    (order,), _ = parse_webhook({"X-Shopify-Topic": "orders/updated"}, json.dumps(full).encode())
+    assert (order.amount, order.status) == (Decimal("0.00"), OrderStatus.REFUNDED)
