@@ -5,6 +5,11 @@
 * Incremental: the vendor's ordered history feeds ``/api/v5/{orders,customers}/history``,
   read as a keyset on ``filter[sinceId]``; each page of changed ids is re-fetched in full with
   ``filter[ids][]`` (one request per 100 ids). Deleted orders become ``cancelled``.
+* Deleted customers (history entries with ``deleted: true``, or merged away: ``combinedTo``) are
+  staged as an emptied contact: no email, phone or name, ``marketing_consent = no`` and attributes
+  ``{"deleted": "true"}`` (plus ``combined_to`` = the surviving customer, which is re-fetched). With no
+  email the contact leaves every destination on the next sync (its managed tags are removed) and can
+  never be created again; its orders stay in the history under its id.
 * Cursor: ``{"orders": "<history id>", "contacts": "<history id>"}``; an ISO time instead of an
   id (``filter[startDate] = time − lookback``) when no history entry existed yet. The bookmark is
   the highest history id whose ``createdAt`` is not after the run start.
@@ -29,7 +34,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError, FatalError, RecordError
 from .http import (FieldError, HttpClient, PageGuard, Progress, Stager, Throttle, clean, dump_cursor, get_field,
-                   load_cursor, parse_dt, to_decimal, with_sleep)
+                   load_cursor, parse_dt, to_decimal, tombstone, with_sleep)
 from .records import Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import PullResult
@@ -127,6 +132,18 @@ def map_customer(raw: Mapping[str, Any], cfg: RetailCrmConfig) -> Contact:
         marketing_consent=_consent(raw),
         created_at=get_field(raw, "createdAt", lambda v: parse_dt(v, cfg.timezone)) if created else None,
         attributes={k: v for k, v in attrs.items() if v})
+
+
+def deleted_customer(raw: Mapping[str, Any], combined_to: Mapping[str, Any] | None = None) -> Contact:
+    """A deleted (or merged-away) customer as an emptied contact that can never be mailed.
+
+    No email, phone or name (so no destination can match or create it, and the managed tags come off
+    on the next sync), ``marketing_consent = no``, attributes ``deleted`` and ``combined_to``.
+    """
+    cid = get_field(raw, "id", lambda v: str(int(v)), "customer.id")
+    survivor = clean((combined_to or {}).get("id")) if isinstance(combined_to, Mapping) else None
+    attrs = {"deleted": "true", **({"combined_to": survivor} if survivor else {})}
+    return Contact(customer_id=cid, marketing_consent=Consent.NO, attributes=attrs)
 
 
 def _consent(raw: Mapping[str, Any]) -> Consent:
@@ -237,10 +254,13 @@ class RetailCrmSource:
             last = since if isinstance(since, int) else 0
             for entry in entries:
                 ref = entry.get(entity) or {}
-                if entry.get("deleted") and obj == "orders":
+                survivor = (entry.get("combinedTo") or {}).get("id") if obj == "contacts" else None
+                if entry.get("deleted") or survivor is not None:
                     deleted.append(entry)
                 elif ref.get("id") is not None:
                     changed[str(ref["id"])] = None
+                if survivor is not None:
+                    changed[str(survivor)] = None
                 eid = int(entry.get("id", 0))
                 last = max(last, eid)
                 try:
@@ -249,8 +269,13 @@ class RetailCrmSource:
                     at = run_start
                 if at <= run_start:
                     head = max(head or 0, eid)
+            for entry in deleted:  # gone: nothing to re-fetch
+                changed.pop(str((entry.get(entity) or {}).get("id")), None)
             self._refetch(obj, list(changed), stager)
-            self._stage_deleted(deleted, stager)
+            if obj == "orders":
+                self._stage_deleted(deleted, stager)
+            else:
+                self._stage_deleted_customers(deleted, stager)
             if len(entries) < 100:
                 return head
             if isinstance(since, int) and last <= since:
@@ -286,16 +311,25 @@ class RetailCrmSource:
             try:
                 order = map_order(snap, self.config, deleted=True)
                 if order is None:  # a thin snapshot: still record the deletion
-                    order = Order(order_id=get_field(snap, "id", lambda v: str(int(v))),
-                                  customer_id=clean((snap.get("customer") or {}).get("id")) or "",
-                                  ordered_at=get_field(entry, "createdAt",
-                                                       lambda v: parse_dt(v, self.config.timezone)),
-                                  amount=Decimal(0), status=OrderStatus.CANCELLED)
+                    order = tombstone(get_field(snap, "id", lambda v: str(int(v))),
+                                      get_field(entry, "createdAt", lambda v: parse_dt(v, self.config.timezone)),
+                                      clean((snap.get("customer") or {}).get("id")))
             except FieldError as exc:
                 stager.bad(exc.bad_row(f"{NAME}:orders", snap.get("id")))
                 continue
             orders.append(order)
         stager.stage(orders, ())
+
+    def _stage_deleted_customers(self, entries: list[Mapping[str, Any]], stager: Stager) -> None:
+        """Deleted or merged-away customers leave every destination: see :func:`deleted_customer`."""
+        contacts = []
+        for entry in entries:
+            snap = entry.get("customer") or {}
+            try:
+                contacts.append(deleted_customer(snap, entry.get("combinedTo")))
+            except FieldError as exc:
+                stager.bad(exc.bad_row(f"{NAME}:contacts", snap.get("id") if isinstance(snap, dict) else None))
+        stager.stage((), contacts)
 
 
 # ---------------------------------------------------------------- webhooks (trigger "HTTP request" action)
@@ -353,5 +387,5 @@ def _decode(body: bytes) -> dict[str, Any]:
     return dict(parse_qsl(text, keep_blank_values=True))
 
 
-__all__ = ["RetailCrmConfig", "RetailCrmSecrets", "RetailCrmSource", "map_order", "map_customer",
+__all__ = ["RetailCrmConfig", "RetailCrmSecrets", "RetailCrmSource", "map_order", "map_customer", "deleted_customer",
            "verify_webhook", "parse_webhook"]

@@ -41,6 +41,7 @@ class FakeRetailCrm:
         self.failures: list[tuple[int, dict]] = []
         self.bad_key = False
         self.since_seen: list[str] = []
+        self.fetched_ids: list[int] = []  # ids asked for with filter[ids][]
         self._next_history = 100
         for obj in ("orders", "customers") if pull else ():
             rsps.add_callback("GET", re.compile(rf"{BASE}/api/v5/{obj}(\?.*)?$"), self._list(obj))
@@ -76,6 +77,16 @@ class FakeRetailCrm:
         self._log("orders", oid, at, deleted=True)
         self.history["orders"][-1]["order"] = snapshot
 
+    def delete_customer(self, cid: int, *, at: datetime, combined_to: int | None = None) -> None:
+        """A deleted customer's history entry (``deleted: true``, the last snapshot); a merge also names
+        the surviving customer in ``combinedTo``."""
+        snapshot = self.customers.pop(cid)
+        extra = {"deleted": True, "field": "id", "oldValue": cid, "newValue": None}
+        if combined_to is not None:
+            extra["combinedTo"] = {"id": combined_to, "externalId": f"ext-{combined_to}"}
+        self._log("customers", cid, at, **extra)
+        self.history["customers"][-1]["customer"] = snapshot
+
     def since_ok(self, old_cursor: dict, lookback: timedelta) -> bool:
         # an id cursor re-reads the ordered history feed exactly after the saved id;
         # a time cursor (no history seen yet) re-reads from time − lookback
@@ -105,6 +116,7 @@ class FakeRetailCrm:
             limit = int(q.get("limit", 20))
             assert limit in (20, 50, 100)
             ids = [int(v) for k, v in query if k == "filter[ids][]"]
+            self.fetched_ids += ids
             rows = [store[i] for i in ids if i in store] if ids else [store[k] for k in sorted(store)]
             page = int(q.get("page", 1))
             chunk = rows[(page - 1) * limit: page * limit]
@@ -189,6 +201,39 @@ def test_deleted_order_leaves_history_as_cancelled(rsps):
     second = make_source(clock=lambda: T0 + timedelta(days=2)).pull(con, first.cursor)
     assert staged(con, cols="order_id, status, amount") == [("1", "cancelled", Decimal("5.00"))]
     assert json.loads(second.cursor)["orders"] == "103"
+
+
+def test_deleted_and_merged_customers_leave_every_destination(rsps):
+    from connectors.source import PullResult
+    from connectors.tables import create_tables
+    from sync.store import merge_staged
+
+    fake = FakeRetailCrm(rsps)
+    fake.put_contact(10, "gone@example.com", at=T0, subscribed=True)
+    fake.put_contact(11, "dup@example.com", at=T0, subscribed=True)
+    fake.put_contact(12, "keep@example.com", at=T0, subscribed=True)
+    fake.put_order(1, 10, "5", at=T0)
+    con = duckdb.connect()
+    create_tables(con)
+    first = make_source().pull(con)
+    merge_staged(con, first)
+    later = T0 + timedelta(days=1, hours=1)
+    fake.delete_customer(10, at=later)
+    fake.delete_customer(11, at=later, combined_to=12)  # 11 merged into 12
+    fake.fetched_ids.clear()
+    second = make_source(clock=lambda: T0 + timedelta(days=2)).pull(con, first.cursor)
+    assert fake.fetched_ids == [12]  # the survivor is re-read; the deleted ones are not asked for
+    rows = staged(con, "staged_contacts", "customer_id, email, phone, first_name, marketing_consent, attributes")
+    assert [r[:5] for r in rows] == [("10", None, None, None, "no"), ("11", None, None, None, "no"),
+                                     ("12", "keep@example.com", "+77011234567", "Ann", "yes")]
+    assert [json.loads(r[5]) if r[5] else None for r in rows] == [
+        {"deleted": "true"}, {"deleted": "true", "combined_to": "12"}, None]
+    assert second.bad_row_count == 0
+    merge_staged(con, second)
+    # the store keeps the order under its customer id, but no address is left to sync to
+    assert con.execute("SELECT customer_id, email, marketing_consent FROM contacts ORDER BY 1").fetchall() == [
+        ("10", None, "no"), ("11", None, "no"), ("12", "keep@example.com", "yes")]
+    assert con.execute("SELECT order_id, customer_id, status FROM orders").fetchall() == [("1", "10", "completed")]
 
 
 def test_history_created_after_run_start_is_reread_next_time(rsps):
