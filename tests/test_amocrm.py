@@ -28,7 +28,7 @@ class FakeAmo:
     def __init__(self, rsps: responses.RequestsMock, *, pull: bool = True, check: bool = False) -> None:
         self.leads: dict[int, dict] = {}
         self.contacts: dict[int, dict] = {}
-        self.failures: list[tuple[int, dict]] = []
+        self.failures: list[tuple[int, dict] | Exception] = []  # an exception: raised as the transport's
         self.bad_key = False
         self.since_seen: list[int | None] = []
         for entity in ("leads", "contacts") if pull else ():
@@ -65,6 +65,8 @@ class FakeAmo:
     def _guard(self, handler):
         def callback(request):
             if self.failures:
+                if isinstance(self.failures[0], Exception):
+                    return self.failures.pop(0)  # responses raises it, as requests would
                 status, headers = self.failures.pop(0)
                 return status, headers, ""
             if request.headers.get("Authorization") != f"Bearer {TOKEN}" or self.bad_key:

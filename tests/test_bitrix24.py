@@ -32,7 +32,7 @@ class FakeBitrix24:
     def __init__(self, rsps: responses.RequestsMock, *, pull: bool = True, check: bool = False) -> None:
         self.deals: dict[int, dict] = {}
         self.contacts: dict[int, dict] = {}
-        self.failures: list[tuple[int, dict]] = []
+        self.failures: list[tuple[int, dict] | Exception] = []  # an exception: raised as the transport's
         self.bad_key = False
         self.since_seen: list[str | None] = []
         self.stuck = False  # ignore the >ID filter (a misbehaving portal)
@@ -73,6 +73,8 @@ class FakeBitrix24:
     def _guard(self, handler):
         def callback(request):
             if self.failures:
+                if isinstance(self.failures[0], Exception):
+                    return self.failures.pop(0)  # responses raises it, as requests would
                 status, headers = self.failures.pop(0)
                 return status, headers, json.dumps({"error": "QUERY_LIMIT_EXCEEDED",
                                                     "error_description": "Too many requests"})

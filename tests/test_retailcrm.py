@@ -38,7 +38,7 @@ class FakeRetailCrm:
         self.orders: dict[int, dict] = {}
         self.customers: dict[int, dict] = {}
         self.history: dict[str, list[dict]] = {"orders": [], "customers": []}
-        self.failures: list[tuple[int, dict]] = []
+        self.failures: list[tuple[int, dict] | Exception] = []  # an exception: raised as the transport's
         self.bad_key = False
         self.since_seen: list[str] = []
         self.fetched_ids: list[int] = []  # ids asked for with filter[ids][]
@@ -100,6 +100,8 @@ class FakeRetailCrm:
     def _guard(self, handler):
         def callback(request):
             if self.failures:
+                if isinstance(self.failures[0], Exception):
+                    return self.failures.pop(0)  # responses raises it, as requests would
                 status, headers = self.failures.pop(0)
                 return status, headers, json.dumps({"success": False, "errorMsg": "Service unavailable"})
             if request.headers.get("X-API-KEY") != KEY or self.bad_key:

@@ -34,7 +34,7 @@ class FakeShopify:
                  call_limit: str | None = None) -> None:
         self.orders: dict[int, dict] = {}
         self.customers: dict[int, dict] = {}
-        self.failures: list[tuple[int, dict]] = []
+        self.failures: list[tuple[int, dict] | Exception] = []  # an exception: raised as the transport's
         self.bad_key = False
         self.since_seen: list[str | None] = []
         self.call_limit = call_limit
@@ -71,6 +71,8 @@ class FakeShopify:
     def _guard(self, handler):
         def callback(request):
             if self.failures:
+                if isinstance(self.failures[0], Exception):
+                    return self.failures.pop(0)  # responses raises it, as requests would
                 status, headers = self.failures.pop(0)
                 return status, headers, json.dumps({"errors": "Exceeded 2 calls per second for api client."})
             if request.headers.get("X-Shopify-Access-Token") != TOKEN or self.bad_key:

@@ -2,7 +2,8 @@
 
 Each case pairs a source with its vendor-shaped fake (from the vendor's test module). Fakes share
 one small interface: ``put_contact(id, email, at=)``, ``put_order(id, customer, amount, at=, bad=)``,
-``failures`` (answered first), ``bad_key``, ``auth_env`` and ``since_ok(old_cursor, lookback)``.
+``failures`` (answered first: ``(status, headers)``, or an exception the transport raises, e.g.
+``requests.exceptions.ConnectionError``), ``bad_key``, ``auth_env`` and ``since_ok(old_cursor, lookback)``.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from typing import Any, Callable
 
 import duckdb
 import pytest
+import requests
 import responses
 
-from connectors.errors import AuthError
+from connectors.errors import AuthError, TransientError
 from connectors.records import OrderStatus
 from connectors.registry import SOURCES
+from connectors.retry import RetryPolicy
 
 from . import test_amocrm, test_bitrix24, test_retailcrm, test_shopify
 
@@ -128,6 +131,51 @@ def test_rate_limits_and_server_errors_are_retried_without_sleeping(case):
     result = c.source(sleep=waits.append, clock=lambda: T0 + DAY).pull(duckdb.connect())
     assert result.orders == 2 and not fake.failures
     assert 3.0 in waits
+
+
+TRANSPORT_ERRORS = {  # what requests raises when the vendor cannot be reached, or stops answering
+    "connection-error": (lambda: requests.exceptions.ConnectionError("[Errno 111] Connection refused"),
+                         "cannot connect"),
+    "read-timeout": (lambda: requests.exceptions.ReadTimeout("Read timed out. (read timeout=30.0)"), "timed out"),
+}
+
+
+def retry_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "connectors.retry"]
+
+
+@pytest.mark.parametrize("kind", sorted(TRANSPORT_ERRORS))
+def test_connection_errors_and_timeouts_are_retried_through_the_shared_layer(case, kind, caplog):
+    name, c, fake, rsps = case
+    make_error, says = TRANSPORT_ERRORS[kind]
+    seed(fake, orders=2)
+    fake.failures = [make_error(), make_error()]
+    caplog.set_level("INFO", logger="connectors.retry")
+    result = c.source(sleep=lambda s: None, clock=lambda: T0 + DAY).pull(duckdb.connect())
+    assert result.orders == 2 and result.contacts == 3 and not fake.failures
+    lines = retry_lines(caplog)
+    assert len(lines) == 2 and all(says in line for line in lines)  # RetryPolicy retried each one
+    assert c.secret not in caplog.text
+
+
+@pytest.mark.parametrize("kind", sorted(TRANSPORT_ERRORS))
+def test_a_persistent_connection_error_ends_in_one_clear_error_naming_the_source(case, kind, caplog):
+    name, c, fake, rsps = case
+    rsps.assert_all_requests_are_fired = False
+    make_error, says = TRANSPORT_ERRORS[kind]
+    seed(fake, orders=2)
+    fake.failures = [make_error() for _ in range(20)]
+    caplog.set_level("INFO", logger="connectors.retry")
+    attempts = RetryPolicy().attempts
+    with pytest.raises(TransientError) as err:
+        c.source(sleep=lambda s: None, clock=lambda: T0 + DAY).pull(duckdb.connect())
+    message = str(err.value)
+    assert message.lower().startswith(name) and says in message
+    assert message.endswith(f"gave up after {attempts} attempts") and "\n" not in message
+    assert len(fake.failures) == 20 - attempts and len(retry_lines(caplog)) == attempts - 1
+    # no chained traceback to print, and no secret anywhere
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+    assert c.secret not in message and c.secret not in repr(err.value.__dict__) and c.secret not in caplog.text
 
 
 def test_bad_credentials_raise_one_auth_error_naming_the_variable(case):
