@@ -11,6 +11,11 @@
 * Cursor: ``{"orders": ISO, "contacts": ISO}`` of the highest ``updated_at`` seen (capped at the
   run start); re-read from cursor − ``lookback_minutes`` (default 10: amoCRM pages are eventually
   consistent). Limit: 7 requests/s.
+* Deletions: the lead list never shows deleted leads, so every incremental pull also reads
+  ``GET /api/v4/leads?with=only_deleted`` (the leads in the trash: id, ``updated_at``,
+  ``is_deleted``) from the same cursor, and the ``leads[delete]`` webhook is parsed the same way:
+  each deleted lead becomes a cancelled tombstone that replaces the stored order. A first run
+  (empty store) skips the trash.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError, FatalError
 from .http import (FieldError, HttpClient, PageGuard, Progress, Stager, Throttle, bookmark, clean, dump_cursor,
-                   get_field, iso, load_cursor, parse_dt, to_decimal, with_sleep)
+                   get_field, iso, load_cursor, parse_dt, to_decimal, tombstone, with_sleep)
 from .records import Consent, Contact, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import PullResult
@@ -143,14 +148,18 @@ class AmoCrmSource:
                     previous = datetime.fromisoformat(cursors[obj])
                 except ValueError:
                     raise ConfigError(f"amocrm: bad {obj} cursor {cursors[obj]!r}") from None
-            new[obj] = iso(bookmark(self._read(obj, previous, stager), run_start, previous))
+            seen = self._read(obj, previous, stager)
+            if obj == "orders" and previous is not None:  # the trash: deleted leads leave the history
+                gone = self._read(obj, previous, stager, deleted=True)
+                seen = max((t for t in (seen, gone) if t is not None), default=None)
+            new[obj] = iso(bookmark(seen, run_start, previous))
         return stager.result(dump_cursor(new))
 
-    def _read(self, obj: str, since: datetime | None, stager: Stager) -> datetime | None:
+    def _read(self, obj: str, since: datetime | None, stager: Stager, deleted: bool = False) -> datetime | None:
         entity = _OBJECTS[obj]
         params: dict[str, Any] = {"limit": self.config.page_size, "order[updated_at]": "asc"}
         if obj == "orders":
-            params["with"] = "contacts"
+            params["with"] = "only_deleted" if deleted else "contacts"
         if since is not None:
             params["filter[updated_at][from]"] = int((since - timedelta(minutes=self.config.lookback_minutes))
                                                      .timestamp())
@@ -174,7 +183,10 @@ class AmoCrmSource:
             try:
                 updated = get_field(raw, "updated_at", parse_dt)
                 max_seen = updated if max_seen is None else max(max_seen, updated)
-                if obj == "orders":
+                if obj == "orders" and raw.get("is_deleted"):
+                    orders.append(tombstone(get_field(raw, "id", lambda v: str(int(v))), updated,
+                                            _contact_id(raw)))
+                elif obj == "orders":
                     order = map_lead(raw, self.config)
                     if order is not None:
                         orders.append(order)
@@ -207,16 +219,25 @@ def webhook_refs(body: bytes) -> list[tuple[str, str, str]]:
 
 
 def parse_webhook(headers: Mapping[str, str], body: bytes) -> tuple[list[Order], list[Contact]]:
-    """Contacts from ``contacts[add|update][i][…]``. Lead events carry no contact link, so they
-    map to no order: use :func:`webhook_refs` as a hint and pull (the lookback catches it).
+    """Contacts from ``contacts[add|update][i][…]``; ``leads[delete][i][id]`` → cancelled tombstones
+    (a deleted lead leaves the history). Other lead events carry no contact link, so they map to no
+    order: use :func:`webhook_refs` as a hint and pull (the lookback catches it).
 
-    Raises ValueError (not amoCRM form data) or RecordError (a contact without an id).
+    Raises ValueError (not amoCRM form data) or RecordError (a contact or deleted lead without an id).
     """
     from .errors import RecordError
 
     form = parse_php_form(body)
     if not any(k in form for k in ("leads", "contacts", "account")):
         raise ValueError("amocrm webhook: no leads/contacts/account fields in the body")
+    orders = []
+    leads = form.get("leads") if isinstance(form.get("leads"), dict) else {}
+    for item in as_list(leads.get("delete")):
+        item = item if isinstance(item, dict) else {}
+        try:
+            orders.append(tombstone(get_field(item, "id", lambda v: str(int(v))), datetime.now(timezone.utc)))
+        except FieldError as exc:
+            raise RecordError(exc.bad_row(f"{NAME}:webhook leads[delete]", item.get("id"))) from None
     contacts = []
     for action, group in (form.get("contacts") or {}).items():
         if action == "delete":
@@ -227,7 +248,7 @@ def parse_webhook(headers: Mapping[str, str], body: bytes) -> tuple[list[Order],
                 contacts.append(map_contact(item))
             except FieldError as exc:
                 raise RecordError(exc.bad_row(f"{NAME}:webhook contacts[{action}]", item.get("id"))) from None
-    return [], contacts
+    return orders, contacts
 
 
 __all__ = ["AmoCrmConfig", "AmoCrmSecrets", "AmoCrmSource", "map_lead", "map_contact", "verify_webhook",

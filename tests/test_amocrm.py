@@ -31,6 +31,8 @@ class FakeAmo:
         self.failures: list[tuple[int, dict] | Exception] = []  # an exception: raised as the transport's
         self.bad_key = False
         self.since_seen: list[int | None] = []
+        self.trash: dict[int, dict] = {}  # deleted leads, as ?with=only_deleted lists them
+        self.trash_since_seen: list[int | None] = []
         for entity in ("leads", "contacts") if pull else ():
             rsps.add_callback("GET", re.compile(rf"{BASE}/api/v4/{entity}(\?.*)?$"), self._guard(self._list(entity)))
         if check:
@@ -57,6 +59,12 @@ class FakeAmo:
             "closed_at": ts if status_id in (142, 143) else None, "is_deleted": False, "account_id": 29062,
             "_embedded": {"tags": [], "contacts": [{"id": 999, "is_main": False}, {"id": cid, "is_main": True}]}}
 
+    def delete_order(self, oid: int, *, at: datetime) -> None:
+        """Move a lead to the trash: the list shows only id, updated_at/by and is_deleted from then on."""
+        self.leads.pop(oid)
+        self.trash[oid] = {"id": oid, "updated_at": int(at.timestamp()), "updated_by": 504141, "is_deleted": True,
+                           "account_id": 29062, "_links": {"self": {"href": f"{BASE}/api/v4/leads/{oid}"}}}
+
     def since_ok(self, old_cursor: dict, lookback: timedelta) -> bool:
         wanted = [datetime.fromisoformat(old_cursor[k]) for k in ("contacts", "orders")]
         got = self.since_seen[-2:]
@@ -78,14 +86,14 @@ class FakeAmo:
         return callback
 
     def _list(self, entity: str):
-        store = self.leads if entity == "leads" else self.contacts
-
         def handler(q):
             page, limit = int(q.get("page", 1)), int(q["limit"])
             assert limit <= 250 and q["order[updated_at]"] == "asc"
             since = int(q["filter[updated_at][from]"]) if "filter[updated_at][from]" in q else None
+            trash = q.get("with") == "only_deleted"
+            store = self.trash if trash else self.leads if entity == "leads" else self.contacts
             if page == 1:
-                self.since_seen.append(since)
+                (self.trash_since_seen if trash else self.since_seen).append(since)
             rows = sorted((r for r in store.values() if since is None or r["updated_at"] >= since),
                           key=lambda r: (r["updated_at"], r["id"]))
             chunk = rows[(page - 1) * limit: page * limit]
@@ -151,6 +159,23 @@ def test_open_lead_without_contact_is_skipped_but_a_won_one_is_reported(rsps):
     assert [(b.row, b.field) for b in result.bad_rows] == [("2", "_embedded.contacts")]
 
 
+def test_a_deleted_lead_leaves_the_history(rsps):
+    fake = FakeAmo(rsps)
+    fake.put_contact(10, "a@example.com", at=T0)
+    fake.put_order(1, 10, "15000", at=T0)
+    fake.put_order(2, 10, "700", at=T0)
+    con = duckdb.connect()
+    first = make_source().pull(con)
+    assert fake.trash_since_seen == []  # a first run has nothing stored to take back
+    fake.delete_order(1, at=T0 + timedelta(days=1, hours=1))
+    second = make_source(clock=lambda: T0 + timedelta(days=2)).pull(con, first.cursor)
+    assert con.execute("SELECT order_id, customer_id, status, amount FROM staged_orders ORDER BY 1").fetchall() == [
+        ("1", "", "cancelled", Decimal("0.00")), ("2", "10", "completed", Decimal("700.00"))]  # 2: lookback
+    # the trash is read from the same bookmark (minus the lookback) as the leads
+    assert fake.trash_since_seen == [fake.since_seen[-1]]
+    assert json.loads(second.cursor)["orders"] == (T0 + timedelta(days=1, hours=1)).isoformat()
+
+
 def test_check_and_auth_error(rsps):
     fake = FakeAmo(rsps, pull=False, check=True)
     assert make_source().check() == f"Demo Shop ({SUB})"
@@ -184,6 +209,17 @@ def test_webhook_form_is_parsed_into_contacts_and_refs():
     assert orders == []
     assert (contact.customer_id, contact.email, contact.first_name) == ("10", "ann@example.com", "Ann")
     assert webhook_refs(FORM) == [("leads", "status", "25399013"), ("contacts", "update", "10")]
+
+
+def test_webhook_deleted_leads_are_tombstones():
+    body = urlencode({"leads[delete][0][id]": "25399013", "leads[delete][0][status_id]": "142",
+                      "leads[delete][0][pipeline_id]": "3177727", "account[subdomain]": SUB,
+                      "account[id]": "29062"}).encode()
+    (order,), contacts = parse_webhook({}, body)
+    assert contacts == [] and (order.order_id, order.status, order.amount) == ("25399013", "cancelled", 0)
+    assert webhook_refs(body) == [("leads", "delete", "25399013")]
+    with pytest.raises(RecordError, match="leads\\[delete\\].*id"):
+        parse_webhook({}, b"leads[delete][0][status_id]=142")
 
 
 def test_webhook_bad_payloads_raise_clear_errors():
