@@ -16,8 +16,9 @@ import json
 import logging
 import os
 import socket
+import threading
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -31,15 +32,18 @@ from sqlalchemy.schema import Table
 from .errors import ConfigError, LockBusyError
 from .ledger_db import migrate, parse_url, safe_url, build_engine, transaction
 from .ledger_queue import EVENT_STATUSES, Event, EventQueueMixin, chunks as _chunks, clip as _clip
+from .ledger_queue import owner_process_gone
 from .ledger_schema import cursors, failures, locks, pushed_state, runs, state_revisions
 from .ledger_schema import current_version
 from .model import ItemResult, PushedState
 
-__all__ = ["Ledger", "Event", "EVENT_STATUSES", "RUN_STATUSES", "default_owner", "utcnow"]
+__all__ = ["Ledger", "Event", "EVENT_STATUSES", "RUN_STATUSES", "default_owner", "owner_process_gone",
+           "process_owner", "utcnow"]
 
 log = logging.getLogger(__name__)
 
-RUN_STATUSES = ("running", "succeeded", "partial", "failed")
+RUN_STATUSES = ("running", "succeeded", "partial", "failed", "abandoned")
+FINISHED_STATUSES = ("succeeded", "partial", "failed")
 _STATE_UPDATE_COLUMNS = ("customer_id", "tags", "fields", "in_destination", "pushed_at", "run_id")
 
 
@@ -63,9 +67,32 @@ def _dump_fields(key: str, fields: Mapping[str, Any]) -> str:
         raise ValueError(f"pushed state for {key!r}: cannot store fields: {exc}") from None
 
 
+_SQLITE_WRITERS: dict[str, threading.Lock] = {}
+_SQLITE_WRITERS_GUARD = threading.Lock()
+
+
+def _sqlite_writer_mutex(engine: Engine) -> threading.Lock:
+    """One mutex per SQLite database file in this process (shared by every Ledger on that file).
+
+    SQLite lets one writer in at a time; a connection that finds the write lock taken waits in SQLite's
+    busy handler, which *sleeps* in steps of up to 100 ms before it looks again. Threads of one process
+    (webhook intake, resync workers, scheduler) therefore queue on this mutex instead: the next writer
+    starts the moment the previous one commits. Other processes still meet on ``busy_timeout``.
+    """
+    key = os.path.abspath(engine.url.database) if engine.url.database and engine.url.database != ":memory:" \
+        else f"memory:{id(engine)}"
+    with _SQLITE_WRITERS_GUARD:
+        return _SQLITE_WRITERS.setdefault(key, threading.Lock())
+
+
 def default_owner() -> str:
     """host:pid:random, unique per lock holder."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def process_owner() -> str:
+    """host:pid:run, the owner recorded on the runs this process starts."""
+    return f"{socket.gethostname()}:{os.getpid()}:run"
 
 
 class Ledger(EventQueueMixin):
@@ -79,6 +106,7 @@ class Ledger(EventQueueMixin):
         self._engine = engine
         self._url = url_for_display
         self._clock = clock
+        self._writer = _sqlite_writer_mutex(engine) if engine.dialect.name == "sqlite" else nullcontext()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -135,7 +163,7 @@ class Ledger(EventQueueMixin):
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with transaction(self._engine, write=True) as conn:
+        with self._writer, transaction(self._engine, write=True) as conn:
             yield conn
 
     @contextmanager
@@ -250,25 +278,55 @@ class Ledger(EventQueueMixin):
     # -- runs --------------------------------------------------------------------------
 
     def start_run(self, kind: str, destination: str | None = None) -> int:
-        """Record a run as ``running``; returns its id."""
+        """Record a run as ``running`` (owned by this process); returns its id.
+
+        Runs left ``running`` by a killed process of this host are marked ``abandoned`` first
+        (see :meth:`abandon_dead_runs`), so every sync, scheduled or webhook run cleans up after a crash.
+        """
+        self.abandon_dead_runs()
         with self._write() as conn:
             run_id = conn.execute(runs.insert().values(
                 kind=kind, destination=destination, status="running", started_at=self._clock(),
-                counts="{}").returning(runs.c.id)).scalar_one()
+                counts="{}", owner=process_owner()).returning(runs.c.id)).scalar_one()
         log.debug("ledger: run %d started (%s %s)", run_id, kind, destination or "")
         return int(run_id)
 
     def finish_run(self, run_id: int, status: str, counts: Mapping[str, Any],
                    error: str | None = None) -> None:
         """Close a run with ``succeeded``, ``partial`` or ``failed`` and its counts."""
-        if status not in RUN_STATUSES[1:]:
-            raise ValueError(f"finish_run: status must be one of {', '.join(RUN_STATUSES[1:])}, not {status!r}")
+        if status not in FINISHED_STATUSES:
+            raise ValueError(f"finish_run: status must be one of {', '.join(FINISHED_STATUSES)}, not {status!r}")
         with self._write() as conn:
             updated = conn.execute(update(runs).where(runs.c.id == run_id).values(
                 status=status, finished_at=self._clock(), counts=json.dumps(dict(counts), sort_keys=True),
                 error=_clip(error))).rowcount
         if not updated:
             raise ValueError(f"finish_run: no run with id {run_id}")
+
+    def abandon_dead_runs(self) -> list[int]:
+        """Mark ``running`` runs whose process (on this host) no longer exists as ``abandoned``.
+
+        A run records its owner ``host:pid``; a process killed mid-run (kill -9, OOM, power cut) never
+        finishes it. Runs of other hosts cannot be checked from here and stay ``running`` until a
+        process on their own host starts. Returns the ids marked. Runs from before schema version 4
+        have no owner and are left alone.
+        """
+        with self._read() as conn:
+            rows = conn.execute(select(runs.c.id, runs.c.owner).where(
+                runs.c.status == "running", runs.c.owner.is_not(None))).all()
+        gone = [(run_id, owner) for run_id, owner in rows if owner_process_gone(owner)]
+        if not gone:
+            return []
+        found = f"{self._clock():%Y-%m-%d %H:%M:%S} UTC"
+        with self._write() as conn:
+            for run_id, owner in gone:  # finished_at stays empty: the run never finished
+                conn.execute(update(runs).where(runs.c.id == run_id, runs.c.status == "running").values(
+                    status="abandoned",
+                    error=f"abandoned: the process that ran it ({owner.rsplit(':', 1)[0]}) ended without "
+                          f"finishing it (killed or crashed); found at {found}"))
+        log.warning("ledger: marked %d runs of killed processes as abandoned: %s", len(gone),
+                    ", ".join(str(r) for r, _ in gone))
+        return [run_id for run_id, _ in gone]
 
     def recent_runs(self, limit: int = 20) -> list[dict[str, Any]]:
         """Newest first: id, kind, destination, started_at, finished_at, duration_s, status, counts, error."""
@@ -397,6 +455,11 @@ class Ledger(EventQueueMixin):
             f"{holder.expires_at:%Y-%m-%d %H:%M:%S} UTC)")
         err.lock_name, err.holder, err.since = name, holder.owner, holder.acquired_at  # type: ignore[attr-defined]
         raise err
+
+    def lock_holder(self, name: str) -> str | None:
+        """The owner of the named lock, or None when nobody holds it (expired locks included)."""
+        with self._read() as conn:
+            return conn.execute(select(locks.c.owner).where(locks.c.name == name)).scalar()
 
     def refresh_lock(self, name: str, owner: str, ttl_seconds: float = 3600) -> bool:
         """Extend a lock this owner holds (long runs); False if it is no longer ours."""

@@ -3,12 +3,22 @@
 Deliveries are deduplicated by (source, dedupe_key) and kept after processing so a
 repeat delivery stays recognisable. Workers claim batches oldest first; PostgreSQL uses
 ``SELECT .. FOR UPDATE SKIP LOCKED``, SQLite runs the claim under ``BEGIN IMMEDIATE``.
-A ``processing`` event whose claim is older than ``stale_after`` is claimable again
-(its worker crashed); ``attempts`` counts claims, so a poison event ends ``failed``.
+
+A claim is a *lease*: the worker renews it (:meth:`EventQueueMixin.renew_claims`) while it
+works, and a ``processing`` event whose lease was not renewed for ``stale_after`` seconds
+is claimable again (its worker died, or its host did). A claimer on *this* host whose
+process no longer exists (``host:pid:token`` names, see :func:`owner_process_gone`) loses
+its events at once. ``attempts`` counts claims, so a poison event ends ``failed``.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import queue
+import socket
+import threading
+from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,9 +32,29 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from .ledger_schema import events
 
+log = logging.getLogger(__name__)
+
 EVENT_STATUSES = ("queued", "processing", "done", "failed")
 MAX_ERROR_CHARS = 2000
 T = TypeVar("T")
+
+
+def owner_process_gone(owner: str | None) -> bool:
+    """True when ``owner`` (``host:pid:token``, see :func:`sync.ledger.default_owner`) names a process on
+    this host that no longer exists. Other hosts, other formats and unknown cases: False (wait for expiry)."""
+    host, _, rest = (owner or "").partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) <= 0:
+        return False
+    if int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    return False
 
 
 def chunks(items: Sequence[T], size: int = 5000) -> Iterator[Sequence[T]]:
@@ -67,17 +97,37 @@ class EventQueueMixin:
                 index_elements=[events.c.source, events.c.dedupe_key]).returning(events.c.id)).scalar()
         return new_id is not None
 
+    def enqueue_events(self, items: Sequence[tuple[str, str, str]]) -> list[bool]:
+        """Queue several (source, dedupe_key, payload) deliveries in ONE transaction; per item, True
+        when it is new (False: already queued or processed, including earlier in ``items``)."""
+        for _, _, payload in items:
+            if not isinstance(payload, str):
+                raise TypeError(f"event payload must be a str, not {type(payload).__name__}")
+        if not items:
+            return []
+        now = self._clock()
+        stmt = self._insert(events).on_conflict_do_nothing(
+            index_elements=[events.c.source, events.c.dedupe_key]).returning(events.c.id)
+        with self._write() as conn:
+            return [conn.execute(stmt, {"source": source, "dedupe_key": key, "payload": payload,
+                                        "status": "queued", "received_at": now, "attempts": 0}).scalar() is not None
+                    for source, key, payload in items]
+
     def claim_events(self, worker: str, limit: int = 100, stale_after: float = 300) -> list[Event]:
         """Claim up to ``limit`` queued events (oldest first) for ``worker`` and mark them processing.
 
-        Events left ``processing`` for longer than ``stale_after`` seconds (a crashed worker)
-        are claimable again. PostgreSQL: ``FOR UPDATE SKIP LOCKED``; SQLite: the whole claim
-        runs under ``BEGIN IMMEDIATE``. Two workers never receive the same event at once.
+        Events whose lease was not renewed for ``stale_after`` seconds, and events claimed by a process
+        of this host that no longer exists, are claimable again. PostgreSQL: ``FOR UPDATE SKIP LOCKED``;
+        SQLite: the whole claim runs under ``BEGIN IMMEDIATE``. Two workers never receive the same event
+        at once.
         """
         now = self._clock()
         t = events
+        dead = self._dead_claimers()
         claimable = or_(t.c.status == "queued",
                         and_(t.c.status == "processing", t.c.locked_at < now - timedelta(seconds=stale_after)))
+        if dead:
+            claimable = or_(claimable, and_(t.c.status == "processing", t.c.locked_by.in_(dead)))
         with self._write() as conn:
             ids = conn.execute(select(t.c.id).where(claimable).order_by(t.c.id).limit(limit)
                                .with_for_update(skip_locked=True)).scalars().all()
@@ -88,6 +138,25 @@ class EventQueueMixin:
             rows = conn.execute(select(t.c.id, t.c.source, t.c.dedupe_key, t.c.payload, t.c.received_at,
                                        t.c.attempts).where(t.c.id.in_(ids)).order_by(t.c.id)).all()
         return [Event(*row) for row in rows]
+
+    def _dead_claimers(self) -> list[str]:
+        """Claimers of processing events that were processes of this host and are gone (killed)."""
+        with self._read() as conn:
+            owners = conn.execute(select(events.c.locked_by).where(events.c.status == "processing")
+                                  .distinct()).scalars().all()
+        return [o for o in owners if owner_process_gone(o)]
+
+    def renew_claims(self, worker: str, ids: Iterable[int]) -> int:
+        """Extend ``worker``'s lease on these processing events (its heartbeat); returns how many are
+        still its own (fewer: the lease had expired and another worker took them over)."""
+        ids = list(ids)
+        renewed = 0
+        with self._write() as conn:
+            for chunk in chunks(ids, 1000):
+                renewed += conn.execute(update(events).where(
+                    events.c.id.in_(chunk), events.c.status == "processing", events.c.locked_by == worker)
+                    .values(locked_at=self._clock())).rowcount
+        return renewed
 
     def complete_events(self, ids: Iterable[int]) -> int:
         """Mark processing events done (kept for dedupe); returns how many."""
@@ -140,3 +209,81 @@ class EventQueueMixin:
             for status, n in conn.execute(select(events.c.status, func.count()).group_by(events.c.status)):
                 counts[status] = int(n)
         return counts
+
+
+class EventWriter:
+    """Group commit for the webhook intake: concurrent deliveries share one ledger transaction.
+
+    ``submit(items)`` returns a future that resolves (to :meth:`EventQueueMixin.enqueue_events`'s result)
+    only after the transaction holding ``items`` has committed, so a 202 still means "durably queued".
+    One daemon thread writes: it takes everything submitted while the previous commit ran (up to
+    ``max_batch`` deliveries) and commits it at once. Under load that turns N commits, each waiting for
+    the ledger's write lock, into one; with a single request in flight it adds no wait at all.
+    """
+
+    def __init__(self, ledger: EventQueueMixin, max_batch: int = 256) -> None:
+        self._ledger = ledger
+        self._max_batch = max_batch
+        self._pending: queue.SimpleQueue[tuple[Sequence[tuple[str, str, str]], Future[list[bool]]] | None] = \
+            queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._closed = False
+
+    def submit(self, items: Sequence[tuple[str, str, str]]) -> Future[list[bool]]:
+        if self._closed:
+            raise RuntimeError("the event writer is closed")
+        fut: Future[list[bool]] = Future()
+        self._ensure_thread()
+        self._pending.put((list(items), fut))
+        return fut
+
+    def write(self, items: Sequence[tuple[str, str, str]], timeout: float | None = 60.0) -> list[bool]:
+        """Blocking form of :meth:`submit`."""
+        return self.submit(items).result(timeout)
+
+    def close(self) -> None:
+        """Write what was submitted, then stop the thread."""
+        self._closed = True
+        if self._thread is not None:
+            self._pending.put(None)
+            self._thread.join(30)
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            with self._start_lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="rfmsync-event-writer", daemon=True)
+                    self._thread.start()
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            first = self._pending.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    nxt = self._pending.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._commit(batch)
+
+    def _commit(self, batch: list[tuple[Sequence[tuple[str, str, str]], Future[list[bool]]]]) -> None:
+        flat = [item for items, _ in batch for item in items]
+        try:
+            results = self._ledger.enqueue_events(flat)
+        except BaseException as exc:  # noqa: BLE001 - every waiting request gets the error (→ 503)
+            log.debug("event writer: commit of %d deliveries failed: %s", len(batch), exc)
+            for _, fut in batch:
+                fut.set_exception(exc)
+            return
+        start = 0
+        for items, fut in batch:
+            fut.set_result(results[start:start + len(items)])
+            start += len(items)

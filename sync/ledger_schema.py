@@ -11,6 +11,7 @@ Version history::
     1  runs, pushed_state, cursors, locks
     2  failures, state_revisions (seeded from pushed_state)
     3  events (webhook queue)
+    4  runs.owner (host:pid of the process running it, to tell killed runs apart)
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ runs = Table(
     Column("finished_at", UTCDateTime),
     Column("counts", Text, nullable=False),
     Column("error", Text),
+    Column("owner", String(200)),
     sqlite_autoincrement=True,
 )
 
@@ -260,10 +262,15 @@ def _v3(conn: Connection) -> None:
     t.create(conn)
 
 
+def _v4(conn: Connection) -> None:
+    conn.execute(text("ALTER TABLE runs ADD COLUMN owner VARCHAR(200)"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, pushed_state, cursors, locks", _v1),
     Migration(2, "failures, state_revisions", _v2),
     Migration(3, "events (webhook queue)", _v3),
+    Migration(4, "runs.owner", _v4),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -188,7 +188,7 @@ def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, 
                 "SELECT customer_id FROM staged_orders UNION SELECT customer_id FROM staged_contacts")
     report.orders = con.execute("SELECT count(*) FROM staged_orders").fetchall()[0][0]
     report.contacts = con.execute("SELECT count(*) FROM staged_contacts").fetchall()[0][0]
-    merge_staged(con, PullResult())
+    merge_staged(con, PullResult(), origin="webhook")
     if pulled is not None and pulled.cursor is not None:
         ledger.set_cursor(cursor_source, "all", pulled.cursor)
     ids = {r[0] for r in con.execute(f"SELECT customer_id FROM {AFFECTED_TABLE}").fetchall()}

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 from .config import Config, ScheduleConfig
 from .engine import ApplyReport, execute_plan, plan_all, segments_from_store
 from .errors import ConfigError, LockBusyError
-from .ledger import Ledger
+from .ledger import Ledger, owner_process_gone
 from .resync import STORE_LOCK, today_in
 from .settings import Settings
 
@@ -115,6 +115,7 @@ class Scheduler:
         if self.next_fire is None or now < self.next_fire:
             return False
         fire, self.next_fire = self.next_fire, self.schedule.next_after(now)
+        self._release_if_holder_died()
         try:
             with self.ledger.lock("schedule", ttl_seconds=6 * 3600):
                 last = self.ledger.get_cursor(*CURSOR)
@@ -136,6 +137,14 @@ class Scheduler:
             return False
         self._count("ok")
         return True
+
+    def _release_if_holder_died(self) -> None:
+        """A ``schedule`` lock left by a killed process of this host would block every fire time for the
+        lock's 6 h TTL: release it (as :func:`sync.engine.destination_lock` does for destinations)."""
+        holder = self.ledger.lock_holder("schedule")
+        if holder is not None and owner_process_gone(holder):
+            log.warning("scheduler: taking over the schedule lock of %s (process no longer exists)", holder)
+            self.ledger.release_lock("schedule", holder)
 
     def run_forever(self, stop: threading.Event) -> None:
         if not self.schedule.enabled:

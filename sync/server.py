@@ -15,6 +15,7 @@ seconds>`` the signed message is ``<timestamp>.<body>`` and the timestamp must b
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -38,6 +39,7 @@ from connectors.records import Consent, Contact, LineItem, Order, OrderStatus
 
 from .config import Config
 from .ledger import Ledger
+from .ledger_queue import EventWriter
 from .resync import CRM_SOURCES, encode_records
 from .settings import Settings, secret
 from .worker import Metrics, Worker
@@ -48,6 +50,7 @@ GENERIC = ("generic", "file")
 SIGNATURE_HEADER = "X-Rfmsync-Signature"
 TIMESTAMP_HEADER = "X-Rfmsync-Timestamp"
 MAX_ORDERS_PER_DELIVERY = 1000
+INLINE_PARSE_BYTES = 16_384  # deliveries up to this size are verified and parsed on the event loop
 
 
 class BadRequest(Exception):
@@ -307,14 +310,21 @@ class Intake:
     metrics: Metrics = field(default_factory=Metrics)
     on_queued: Callable[[], None] = lambda: None
     clock: Callable[[], float] = time.time
+    writer: EventWriter | None = None
 
     def sources(self) -> list[str]:
         kind = str(self.cfg.source.get("type", "file"))
         return list(GENERIC) + ([kind] if kind in CRM_SOURCES else [])
 
-    def accept(self, source: str, headers: Mapping[str, str], body: bytes, path_token: str | None = None
-               ) -> dict[str, Any]:
-        """Verify, parse and queue one delivery; raises BadRequest with the HTTP status."""
+    def event_writer(self) -> EventWriter:
+        """The group-commit writer of this intake (created on first use)."""
+        if self.writer is None:
+            self.writer = EventWriter(self.ledger)
+        return self.writer
+
+    def prepare(self, source: str, headers: Mapping[str, str], body: bytes, path_token: str | None = None
+                ) -> tuple[str, list[tuple[str, str]]]:
+        """Verify and parse one delivery: (queue source name, [(dedupe key, payload)]); raises BadRequest."""
         if source not in self.sources():
             raise BadRequest(404, f"unknown webhook source {source[:40]!r}; this server accepts "
                                   f"{', '.join(self.sources())}")
@@ -325,13 +335,31 @@ class Intake:
                                      replay_window=self.cfg.serve.replay_window_seconds)
             if problem:
                 raise BadRequest(401, problem)
-            events, queue_name = events_for([], [], parse_generic(body, self.cfg.timezone)), "generic"
-        else:
-            events, queue_name = _crm_events(source, self.cfg, headers, body, path_token, self.settings), source
-        new = sum(self.ledger.enqueue_event(queue_name, key, payload) for key, payload in events)
+            return "generic", events_for([], [], parse_generic(body, self.cfg.timezone))
+        return source, _crm_events(source, self.cfg, headers, body, path_token, self.settings)
+
+    def _reply(self, events: list[tuple[str, str]], new_flags: list[bool]) -> dict[str, Any]:
+        new = sum(new_flags)
         if new:
             self.on_queued()
         return {"accepted": len(events), "queued": new, "duplicates": len(events) - new}
+
+    def accept(self, source: str, headers: Mapping[str, str], body: bytes, path_token: str | None = None
+               ) -> dict[str, Any]:
+        """Verify, parse and queue one delivery (committed when this returns); raises BadRequest."""
+        queue_name, events = self.prepare(source, headers, body, path_token)
+        return self._reply(events, self.event_writer().write([(queue_name, k, p) for k, p in events]))
+
+    async def accept_async(self, source: str, headers: Mapping[str, str], body: bytes,
+                           path_token: str | None = None) -> dict[str, Any]:
+        """:meth:`accept` for the event loop: small bodies are parsed inline (cheaper than a thread hop),
+        large ones in the thread pool; the ledger write is group-committed and awaited."""
+        if len(body) <= INLINE_PARSE_BYTES:
+            queue_name, events = self.prepare(source, headers, body, path_token)
+        else:
+            queue_name, events = await run_in_threadpool(self.prepare, source, headers, body, path_token)
+        fut = self.event_writer().submit([(queue_name, k, p) for k, p in events])
+        return self._reply(events, await asyncio.wrap_future(fut))
 
 
 def _jsonable(value: Any) -> Any:
@@ -361,7 +389,7 @@ def create_app(intake: Intake) -> FastAPI:
         try:
             body = await _read_body(request)
             headers = {k.lower(): v for k, v in request.headers.items()}
-            reply = await run_in_threadpool(intake.accept, source, headers, body, token)
+            reply = await intake.accept_async(source, headers, body, token)
         except BadRequest as exc:
             status, reply = exc.status, {"error": str(exc)}
         except Exception as exc:  # the ledger is down or a bug: never crash, never leak details
@@ -433,6 +461,10 @@ class Service:
             w.wake()
 
     def start(self) -> Service:
+        try:  # runs a killed earlier process left "running" (kill -9, OOM) show as abandoned from now on
+            self.ledger.abandon_dead_runs()
+        except Exception as exc:  # never keep the server from starting
+            log.warning("cannot check the ledger for abandoned runs: %s", exc)
         loops = [w.run_forever for w in self.workers]
         if self.scheduler is not None and self.scheduler.schedule.enabled:
             loops.append(self.scheduler.run_forever)
@@ -452,6 +484,8 @@ class Service:
 
     def close(self) -> None:
         self.stop()
+        if self.intake.writer is not None:
+            self.intake.writer.close()
         self.ledger.close()
 
 

@@ -134,7 +134,7 @@ class Worker:
 
     def __init__(self, cfg: Config, ledger: Ledger, settings: Settings, *, name: str | None = None,
                  debounce_seconds: float | None = None, poll_seconds: float = 0.5, batch_limit: int = 1000,
-                 max_attempts: int = 5, stale_after: float = 300.0, metrics: Metrics | None = None,
+                 max_attempts: int = 5, stale_after: float = 30.0, metrics: Metrics | None = None,
                  process: ResyncFn | None = None, as_of: Callable[[], object] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg, self.ledger, self.settings = cfg, ledger, settings
@@ -142,6 +142,7 @@ class Worker:
         self.debounce = cfg.serve.debounce_seconds if debounce_seconds is None else debounce_seconds
         self.poll = poll_seconds
         self.batch_limit, self.max_attempts, self.stale_after = batch_limit, max_attempts, stale_after
+        self.heartbeat_seconds = stale_after / 3
         self.metrics = metrics or Metrics()
         self._process = process or self._resync
         self._as_of = as_of
@@ -182,15 +183,26 @@ class Worker:
             return 0
         ids = [ev.id for ev in batch.events]
         started = self._clock()
+        beating = threading.Event()
+        heart = threading.Thread(target=self._heartbeat, args=(ids, beating), name=f"{self.name}-lease",
+                                 daemon=True)
+        heart.start()
         try:
             report = self._process(batch)
         except Exception as exc:  # any failure: the events go back to the queue
-            error = f"{type(exc).__name__}: {exc}"
+            failure: Exception | None = exc
+        else:
+            failure = None
+        finally:
+            beating.set()
+            heart.join()
+        if failure is not None:
+            error = f"{type(failure).__name__}: {failure}"
             self.metrics.resync_done(self._clock() - started, None, error)
             from .errors import DestinationError
 
-            if isinstance(exc, DestinationError):
-                self.metrics.esp_error(getattr(exc, "destination", None) or "unknown")
+            if isinstance(failure, DestinationError):
+                self.metrics.esp_error(getattr(failure, "destination", None) or "unknown")
             self.ledger.fail_events(ids, error, max_attempts=self.max_attempts)
             exhausted = sum(ev.attempts >= self.max_attempts for ev in batch.events)
             self.metrics.event_outcome("failed", exhausted)
@@ -203,6 +215,18 @@ class Worker:
         self.metrics.resync_done(self._clock() - started, report)
         self.metrics.event_outcome("done", len(ids))
         return len(ids)
+
+    def _heartbeat(self, ids: list[int], done: threading.Event) -> None:
+        """Renew the lease on a batch's events until ``done`` (the batch finished)."""
+        while not done.wait(self.heartbeat_seconds):
+            try:
+                kept = self.ledger.renew_claims(self.name, ids)
+            except Exception as exc:  # ledger briefly unreachable: try again at the next beat
+                log.warning("worker %s: cannot renew the lease on %d events: %s", self.name, len(ids), exc)
+                continue
+            if kept < len(ids):
+                log.warning("worker %s: %d of %d events were taken over by another worker (lease expired)",
+                            self.name, len(ids) - kept, len(ids))
 
     # -- loop ------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Iterator
@@ -83,3 +84,50 @@ def open_ledger(ledger_url: str, clock: Clock) -> Iterator[Callable[..., Ledger]
 @pytest.fixture
 def ledger(open_ledger: Callable[..., Ledger]) -> Ledger:
     return open_ledger()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+_CHILD = """
+import os, sys, time
+from sync.ledger import Ledger, default_owner
+led = Ledger.connect(os.environ["RFMSYNC_TEST_LEDGER"])
+exec(sys.argv[1])
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+@contextmanager
+def child_killed_after(url: str, code: str) -> Iterator[list[str]]:
+    """Run ``code`` (with ``led``, a Ledger on ``url``, and ``default_owner``) in a child process that then
+    stays alive; yields what the code printed, and kill -9s the child when the block ends."""
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RFMSYNC_TEST_LEDGER": url}
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, code], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        lines = []
+        for line in proc.stdout:  # type: ignore[union-attr]
+            if line.strip() == "ready":
+                break
+            lines.append(line.strip())
+        assert proc.poll() is None, f"the child process ended early: {lines}"
+        yield lines
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        proc.stdout.close()  # type: ignore[union-attr]
+
+
+def dead_owner() -> str:
+    """A ``host:pid:token`` owner of this host whose process has exited."""
+    import socket
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    return f"{socket.gethostname()}:{proc.stdout.strip()}:deadbeef"

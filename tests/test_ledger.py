@@ -24,9 +24,10 @@ from sync.ledger_schema import LATEST_VERSION, MIGRATIONS, TABLES, pushed_state,
 from sync.model import ItemResult, PushedState
 
 try:
-    from tests.ledger_fixtures import Clock, clock, ledger, ledger_url, open_ledger  # noqa: F401
+    from tests.ledger_fixtures import Clock, child_killed_after, clock, dead_owner, ledger, ledger_url, open_ledger  # noqa: F401,E501
 except ImportError:  # tests/ itself on sys.path
-    from ledger_fixtures import Clock, clock, ledger, ledger_url, open_ledger  # type: ignore # noqa: F401
+    from ledger_fixtures import (Clock, child_killed_after, clock, dead_owner, ledger, ledger_url,  # type: ignore # noqa: F401
+                                 open_ledger)
 
 ROOT = Path(__file__).resolve().parents[1]
 OpenLedger = Callable[..., Ledger]
@@ -485,3 +486,143 @@ def test_concurrent_workers_never_get_the_same_event(open_ledger: OpenLedger) ->
     assert len(every) == len(set(every)) == total
     assert all(len(ids) >= 5 for ids in claimed.values())  # every worker got a first batch
     assert producer.event_counts()["done"] == total
+
+
+# -- group commit, in-process writers, leases, killed claimers and runs -------------------------
+
+
+def test_enqueue_events_writes_a_group_at_once_and_reports_each_delivery(ledger: Ledger) -> None:
+    ledger.enqueue_event("generic", "order:1", "{}")
+    got = ledger.enqueue_events([("generic", "order:1", "{}"), ("generic", "order:2", "{}"),
+                                 ("generic", "order:2", "{}"), ("shopify", "order:1", "{}")])
+    assert got == [False, True, False, True]  # seen before; new; repeated inside the group; another source
+    assert ledger.event_counts()["queued"] == 3 and ledger.enqueue_events([]) == []
+    with pytest.raises(TypeError, match="payload must be a str"):
+        ledger.enqueue_events([("generic", "order:3", {"id": 3})])  # type: ignore[list-item]
+
+
+def test_event_writer_answers_after_the_commit_and_serves_concurrent_deliveries(open_ledger: OpenLedger) -> None:
+    from sync.ledger_queue import EventWriter
+
+    intake, observer = open_ledger(), open_ledger()
+    writer = EventWriter(intake)
+    results: dict[int, list[bool]] = {}
+    seen_committed: list[bool] = []
+
+    def deliver(i: int) -> None:
+        items = [("generic", f"order:{i}", "{}"), ("generic", "order:shared", "{}")]
+        results[i] = writer.write(items)
+        # the answer came only after the commit: another connection sees the row already
+        seen_committed.append(observer.enqueue_event("generic", f"order:{i}", "{}") is False)
+
+    threads = [threading.Thread(target=deliver, args=(i,)) for i in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    writer.close()
+    assert all(seen_committed) and len(seen_committed) == 24
+    assert all(r[0] is True for r in results.values())
+    assert sum(r[1] for r in results.values()) == 1  # the shared order was new exactly once
+    assert intake.event_counts()["queued"] == 25
+    with pytest.raises(RuntimeError, match="closed"):
+        writer.submit([("generic", "late", "{}")])
+
+
+def test_event_writer_hands_a_ledger_error_to_every_waiting_delivery(tmp_path: Path) -> None:
+    from sync.ledger_queue import EventWriter
+
+    led = Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}")
+    with sqlite3.connect(tmp_path / "l.db") as raw:
+        raw.execute("DROP TABLE events")  # the ledger breaks under the writer
+    writer = EventWriter(led)
+    futures = [writer.submit([("generic", f"order:{i}", "{}")]) for i in range(5)]
+    for fut in futures:
+        with pytest.raises(Exception, match="events"):
+            fut.result(10)
+    writer.close()
+    led.close()
+
+
+def test_sqlite_writers_of_one_process_take_turns_without_the_busy_handlers_sleeps(tmp_path: Path) -> None:
+    """SQLite's busy handler re-checks a taken write lock only after sleeps of up to 100 ms; writers in one
+    process (intake, workers) queue on a mutex instead and start as soon as the holder commits."""
+    url = f"sqlite:///{tmp_path / 'rfmsync.db'}"
+    worker, intake = Ledger.connect(url), Ledger.connect(url)  # two instances, one file, one process
+    released = threading.Event()
+    hold_until: list[float] = []
+
+    def long_write() -> None:
+        with worker._write():  # a worker transaction that holds the write lock for a while
+            released.set()
+            time.sleep(0.35)
+            hold_until.append(time.perf_counter())
+
+    t = threading.Thread(target=long_write)
+    t.start()
+    released.wait(5)
+    assert intake.enqueue_event("generic", "order:1", "{}") is True
+    late = time.perf_counter() - hold_until[0]
+    t.join()
+    worker.close(), intake.close()
+    assert late < 0.05, f"the waiting writer started {late * 1000:.0f} ms after the lock was free"
+
+
+def test_a_renewed_lease_is_kept_and_a_lapsed_one_is_taken_over(open_ledger: OpenLedger, clock: Clock) -> None:
+    slow, other = open_ledger(), open_ledger()
+    slow.enqueue_event("generic", "order:1", "{}")
+    [event] = slow.claim_events("slow-worker", stale_after=30)
+    clock.advance(seconds=25)
+    assert slow.renew_claims("slow-worker", [event.id]) == 1  # heartbeat
+    clock.advance(seconds=25)
+    assert other.claim_events("other", stale_after=30) == []  # 50 s after the claim, 25 s after the beat
+    clock.advance(seconds=6)
+    [taken] = other.claim_events("other", stale_after=30)
+    assert (taken.id, taken.attempts) == (event.id, 2)
+    assert slow.renew_claims("slow-worker", [event.id]) == 0  # no longer ours
+
+
+def test_events_of_a_killed_claimer_on_this_host_are_claimable_at_once(ledger: Ledger, ledger_url: str) -> None:
+    for i in range(3):
+        ledger.enqueue_event("generic", f"order:{i}", "{}")
+    with child_killed_after(ledger_url, "print(len(led.claim_events(default_owner(), stale_after=300)))") as out:
+        assert out == ["3"]
+        assert ledger.claim_events("rescuer", stale_after=300) == []  # its claimer is alive: hands off
+    again = ledger.claim_events("rescuer", stale_after=300)  # killed: no need to wait for the lease
+    assert sorted((e.dedupe_key, e.attempts) for e in again) == [(f"order:{i}", 2) for i in range(3)]
+    assert ledger.complete_events([e.id for e in again]) == 3
+
+
+def test_runs_left_running_by_a_killed_process_become_abandoned_when_the_next_run_starts(
+        ledger: Ledger, ledger_url: str) -> None:
+    mine = ledger.start_run("sync", "mailchimp")  # this process is alive: its run stays running
+    with child_killed_after(ledger_url, "print(led.start_run('scheduled', 'mailchimp'))") as out:
+        killed = int(out[0])
+    assert ledger.get_run(killed)["status"] == "running"  # nobody has looked yet
+    ledger.start_run("webhook", "mailchimp")
+    run = ledger.get_run(killed)
+    assert run["status"] == "abandoned" and run["finished_at"] is None and run["duration_s"] is None
+    assert "ended without finishing it (killed or crashed)" in run["error"]
+    assert ledger.get_run(mine)["status"] == "running"
+    assert ledger.abandon_dead_runs() == []
+    with pytest.raises(ValueError, match="status must be one of succeeded, partial, failed"):
+        ledger.finish_run(mine, "abandoned", {})
+
+
+def test_owner_process_gone_only_for_exited_processes_of_this_host() -> None:
+    import os
+    import socket
+
+    from sync.ledger import default_owner, owner_process_gone
+
+    assert owner_process_gone(dead_owner())
+    assert not owner_process_gone(default_owner())  # this process
+    assert not owner_process_gone(f"{socket.gethostname()}:1:x")  # alive (init), maybe not ours to signal
+    assert not owner_process_gone(f"another-host:{os.getpid() + 10_000_000}:x")  # cannot check: wait for expiry
+    assert not owner_process_gone("probe") and not owner_process_gone(None) and not owner_process_gone("h:-1:x")
+
+
+def test_lock_holder_names_the_owner(ledger: Ledger) -> None:
+    assert ledger.lock_holder("schedule") is None
+    with ledger.lock("schedule", owner="host:1:abc"):
+        assert ledger.lock_holder("schedule") == "host:1:abc"

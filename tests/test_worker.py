@@ -22,9 +22,9 @@ from sync.store import open_store
 from sync.worker import Worker
 
 try:
-    from tests.ledger_fixtures import Clock, clock, ledger_url  # noqa: F401
+    from tests.ledger_fixtures import Clock, clock, dead_owner, ledger_url  # noqa: F401
 except ImportError:  # tests/ itself on sys.path
-    from ledger_fixtures import Clock, clock, ledger_url  # type: ignore # noqa: F401
+    from ledger_fixtures import Clock, clock, dead_owner, ledger_url  # type: ignore # noqa: F401
 
 AS_OF = date(2025, 6, 30)
 DEST = "mailchimp-demo"
@@ -140,6 +140,47 @@ def test_a_destination_busy_with_another_sync_puts_the_batch_back_in_the_queue(s
         assert worker.drain() == 1 and "Winback" not in mailchimp_fake.tags_of(email)
 
 
+def _append_export_row(shop: Path, order_id: str, customer_id: str, email: str) -> None:
+    """The shop's next export now contains the order (same format as the demo's orders.csv)."""
+    path = shop.parent / "orders.csv"
+    with path.open("a", encoding="utf-8", newline="") as f:
+        f.write(f"{order_id};29.06.2025 12:00;{customer_id};;{email};990\u00a0000,00;;Продажа\n")
+
+
+def test_webhook_orders_survive_a_full_file_refresh_until_the_export_contains_them(shop, mailchimp_fake):
+    from sync.store import webhook_records
+
+    cfg, settings = load_config(shop), load_settings()
+    new_buyer = (b'{"order_id": "W-NEW", "customer_id": "NEW-1", "ordered_at": "2025-06-28T10:00:00+05:00", '
+                 b'"amount": "250000", "contact": {"email": "new.buyer@example.com", "marketing_consent": true}}')
+    with open_ledger(cfg, settings) as ledger:
+        email, cid = churned_contact(ledger)
+        queue_order(ledger, "W-9", cid)
+        for key, payload in events_for([], [], parse_generic(new_buyer, cfg.timezone)):
+            ledger.enqueue_event("generic", key, payload)
+        assert Worker(cfg, ledger, settings, as_of=lambda: AS_OF).drain() == 2
+        moved = audience(mailchimp_fake)
+        assert "Winback" not in moved[email][0] and "new.buyer@example.com" in moved
+
+        run_full_sync(cfg, ledger, settings, as_of=AS_OF, kind="sync")  # the export has neither order yet
+        after = audience(mailchimp_fake)
+        assert after[email] == moved[email] and after["new.buyer@example.com"] == moved["new.buyer@example.com"]
+        with open_store(store_path(cfg)) as con:
+            assert con.execute("SELECT order_id, customer_id FROM orders WHERE order_id LIKE 'W-%' "
+                               "ORDER BY 1").fetchall() == [("W-9", cid), ("W-NEW", "NEW-1")]
+            assert con.execute("SELECT email FROM contacts WHERE customer_id = 'NEW-1'").fetchall() == [
+                ("new.buyer@example.com",)]
+            assert webhook_records(con) == {"order": {"W-9", "W-NEW"}, "contact": {"NEW-1"}}
+
+        _append_export_row(shop, "W-9", cid, email)  # the export catches up with one of them
+        run_full_sync(cfg, ledger, settings, as_of=AS_OF, kind="sync")
+        assert audience(mailchimp_fake)[email] == moved[email]
+        with open_store(store_path(cfg)) as con:
+            assert con.execute("SELECT count(*), sum(amount) FROM orders WHERE order_id = 'W-9'").fetchall() == [
+                (1, 990000)]  # one copy: the file's
+            assert webhook_records(con) == {"order": {"W-NEW"}, "contact": {"NEW-1"}}
+
+
 # ------------------------------------------------------------------------------------ queue handling
 
 
@@ -178,6 +219,34 @@ def test_two_workers_on_one_ledger_never_process_an_event_twice(ledger_url, tmp_
         assert {name for name, _ in seen} == {"w0", "w1"}  # both took part
         assert set(workers[0].processed_ids).isdisjoint(workers[1].processed_ids)
         assert one.event_counts() == {"queued": 0, "processing": 0, "done": 300, "failed": 0}
+    finally:
+        one.close()
+        two.close()
+
+
+def test_a_long_batch_keeps_its_lease_by_heartbeat_and_nobody_else_takes_it(ledger_url):
+    from sync.config import Config
+
+    one, two = Ledger.connect(ledger_url), Ledger.connect(ledger_url)
+    try:
+        _enqueue(one, 3)
+        stolen: list[int] = []
+
+        def slow(batch):  # a resync far longer than the lease; another worker keeps trying meanwhile
+            deadline = time.monotonic() + 1.2
+            while time.monotonic() < deadline:
+                stolen.extend(e.id for e in two.claim_events("thief", stale_after=0.4))
+                time.sleep(0.05)
+
+        worker = Worker(Config(), one, None, stale_after=0.4, process=slow)  # type: ignore[arg-type]
+        assert worker.heartbeat_seconds == pytest.approx(0.4 / 3)
+        assert worker.process_batch() == 3
+        assert stolen == [] and one.event_counts()["done"] == 3
+        # without a heartbeat the lease lapses and the events go to the next worker
+        _enqueue(one, 1, start=100)
+        [event] = one.claim_events("silent", stale_after=0.4)
+        time.sleep(0.5)
+        assert [e.id for e in two.claim_events("rescuer", stale_after=0.4)] == [event.id]
     finally:
         one.close()
         two.close()
@@ -297,3 +366,18 @@ def test_a_failing_scheduled_sync_is_counted_and_the_next_fire_time_still_comes(
         assert not sched.tick()
         assert metrics.scheduled["error"] == 1 and sched.next_fire > clock()
         assert ledger.get_cursor("schedule", "last_fire") == "2025-03-01T13:00:00+00:00"
+
+
+def test_a_schedule_lock_left_by_a_killed_process_does_not_block_the_next_fire_time(ledger_url, clock):
+    from sync.config import Config, ScheduleConfig
+
+    runs: list[int] = []
+    with Ledger.connect(ledger_url, clock=clock) as ledger:
+        ledger.acquire_lock("schedule", owner=dead_owner(), ttl_seconds=6 * 3600)  # killed mid-sync
+        sched = Scheduler(Config(schedule=ScheduleConfig(every="1h")), ledger, None, clock=clock,  # type: ignore
+                          job=lambda: runs.append(1))
+        clock.advance(hours=1)
+        assert sched.tick() and runs == [1]
+        ledger.acquire_lock("schedule", owner="other-host:1:x", ttl_seconds=6 * 3600)  # alive elsewhere
+        clock.advance(hours=1)
+        assert not sched.tick() and runs == [1]
