@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -151,7 +152,14 @@ class FileSource:
     def check(self, con: duckdb.DuckDBPyConnection) -> PullResult:
         return self.pull(con)
 
-    def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None) -> FilePullResult:
+    def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None, *,
+             in_place: bool = False) -> FilePullResult:
+        """Stage every matching file (a full refresh; ``cursor`` is ignored).
+
+        ``in_place=True`` is for a throw-away connection that is segmented right away: where no
+        duplicate ids or receipt lines need rebuilding, ``staged_orders`` becomes a view over the rows
+        as read instead of a copy of them, and the read tables stay until the connection closes.
+        """
         order_files = self._resolve(self.cfg.orders)
         contact_files = self._resolve(self.cfg.contacts) if self.cfg.contacts else []
         create_staging(con)
@@ -161,9 +169,10 @@ class FileSource:
             c_tables = [self._load(con, p, self._contacts_map, f"_fs_c{i}", Path(tmp))
                         for i, p in enumerate(contact_files)]
             try:
-                result = _stage(con, self.cfg, o_tables, c_tables)
+                result = _stage(con, self.cfg, o_tables, c_tables, in_place=in_place)
             finally:
-                _drop_scratch(con)
+                if not in_place:
+                    _drop_scratch(con)
         result.fast_path = all(t.fast for t in o_tables)
         log.info("file source: %d orders, %d contacts, %d bad rows, %d cleaned values, %d duplicate order ids",
                  result.orders, result.contacts, result.bad_row_count, result.issue_count, result.duplicate_orders)
@@ -209,9 +218,9 @@ class FileSource:
                               {f: s for f, s in _NUMBER_FIELDS.items() if f in cols})
             if typed is not None:
                 try:  # any value the typed read rejects raises: then the text path reads the file again
-                    _load_table(con, lf, typed.src, kind, self.cfg, typed.fields)
+                    loaded = _load_table(con, lf, typed.src, kind, self.cfg, typed.fields)
                     log.debug("%s: typed fast path", path)
-                    return replace(lf, fast=True)
+                    return replace(loaded, fast=True)
                 except duckdb.Error as e:
                     log.debug("%s: typed read failed, using the text path: %s", path, str(e).splitlines()[0])
         try:
@@ -315,21 +324,40 @@ def _load_table(con: duckdb.DuckDBPyConnection, lf: _Loaded, src: str, kind: str
                 ", ".join(f"{{'k': {nz.lit(f[5:])}, 'v': {a[f]}}}" for f in attrs) +
                 "], lambda x: x.v IS NOT NULL))), '{}')") if attrs else "CAST(NULL AS VARCHAR)"
     consent = nz.consent_sql("t_marketing_consent") if "marketing_consent" in has else "'unknown'"
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE {lf.table} AS
-        SELECT {'_srow, ' if lf.row_sql == '_srow' else ''}
-            {get('t', 'order_id')} AS order_id, {get('t', 'customer_id')} AS cust,
-            {get('t', 'email')} AS email_raw, {get('t', 'phone')} AS phone_raw,
-            {get('z', 'ordered_at', 'TIMESTAMPTZ')} AS ordered_at,
-            CASE WHEN {get('z', 'ordered_at', 'TIMESTAMPTZ')} IS NULL THEN {get('t', 'ordered_at')} END AS ordered_at_raw,
-            {amount} AS amount, CASE WHEN {amount} IS NULL OR {amount} < 0 THEN {amount_raw} END AS amount_raw,
-            {get('t', 'status')} AS status_raw,
-            {currency} AS currency, {get('d', 'discount', 'DECIMAL(18,2)')} AS discount,
-            {get('t', 'sku')} AS sku, {get('t', 'product')} AS product, {get('t', 'category')} AS category,
-            {get('t', 'brand')} AS brand, {get('d', 'quantity', 'DECIMAL(18,3)')} AS quantity,
-            {get('d', 'price', 'DECIMAL(18,2)')} AS price, {first} AS first_name, {last} AS last_name,
-            {consent} AS consent, {get('z', 'created_at', 'TIMESTAMPTZ')} AS created_at, {attr_sql} AS attributes
-        FROM ({sql})""")
-    return lf
+    ordered_raw = get('t', 'ordered_at')
+    if not _is_constant(ordered_raw):
+        ordered_raw = f"CASE WHEN {get('z', 'ordered_at', 'TIMESTAMPTZ')} IS NULL THEN {ordered_raw} END"
+    out = [
+        ("order_id", get('t', 'order_id')), ("cust", get('t', 'customer_id')),
+        ("email_raw", get('t', 'email')), ("phone_raw", get('t', 'phone')),
+        ("ordered_at", get('z', 'ordered_at', 'TIMESTAMPTZ')), ("ordered_at_raw", ordered_raw),
+        ("amount", amount), ("amount_raw", f"CASE WHEN {amount} IS NULL OR {amount} < 0 THEN {amount_raw} END"),
+        ("status_raw", get('t', 'status')), ("currency", currency),
+        ("discount", get('d', 'discount', 'DECIMAL(18,2)')), ("sku", get('t', 'sku')),
+        ("product", get('t', 'product')), ("category", get('t', 'category')), ("brand", get('t', 'brand')),
+        ("quantity", get('d', 'quantity', 'DECIMAL(18,3)')), ("price", get('d', 'price', 'DECIMAL(18,2)')),
+        ("first_name", first), ("last_name", last), ("consent", consent),
+        ("created_at", get('z', 'created_at', 'TIMESTAMPTZ')), ("attributes", attr_sql),
+    ]
+    # Only the computed columns are stored; unmapped fields (constants) are added by a view over the
+    # stored rows, so a narrow export does not pay for writing 10 M NULLs per unmapped field.
+    # The view also numbers the rows: ``_srow`` is the spreadsheet row (header = 1).
+    stored = [f"{e} AS {n}" for n, e in out if not _is_constant(e)]
+    srow = "_srow" if lf.row_sql == "_srow" else "rowid + 2"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {lf.table}_data AS SELECT "
+                f"{'_srow, ' if lf.row_sql == '_srow' else ''}{', '.join(stored)} FROM ({sql})")
+    view = ", ".join(f"{e} AS {n}" if _is_constant(e) else n for n, e in out)
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {lf.table} AS SELECT ({srow})::BIGINT AS _srow, {view} "
+                f"FROM {lf.table}_data")
+    return replace(lf, row_sql="_srow")
+
+
+def _is_constant(expr: str) -> bool:
+    """A select expression that is the same for every row (a NULL of some type or a string literal)."""
+    return bool(_CONSTANT.fullmatch(expr))
+
+
+_CONSTANT = re.compile(r"CAST\(NULL AS [A-Z]+(\(\d+,\d+\))?\)|'(?:[^']|'')*'")
 
 
 _BAD = [  # (condition, field, reason, value) in the order they are checked
@@ -369,8 +397,26 @@ def _status_case(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, rows: st
     return f"CASE WHEN status_raw IS NULL THEN 'completed' ELSE {known} END"
 
 
+def _repeated_ids(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether any order id may repeat (checked over every row read, bad ones too).
+
+    Whole-number ids (receipt numbers, the usual case) within a dense range are counted in a bitmap:
+    as many distinct bits as ids proves them unique. Other ids go through a parallel GROUP BY over
+    their hashes: distinct hashes prove the ids unique. Either check may send a false alarm (``007``
+    and ``7``, a hash collision, a bad row's id) down the caller's exact path, never miss a repeat."""
+    rows, ints, lo, hi = con.execute(
+        "SELECT count(*), count(i), min(i), max(i) FROM (SELECT TRY_CAST(order_id AS BIGINT) AS i"
+        " FROM _fs_orows WHERE order_id IS NOT NULL)").fetchall()[0]
+    if rows and ints == rows and hi - lo < max(1 << 20, 16 * rows):
+        distinct = con.execute(f"SELECT bit_count(bitstring_agg(TRY_CAST(order_id AS BIGINT), {lo}, {hi}))"
+                               " FROM _fs_orows WHERE order_id IS NOT NULL").fetchall()[0][0]
+        return distinct < rows
+    return bool(con.execute("SELECT count(*) FROM (SELECT 1 FROM _fs_orows WHERE order_id IS NOT NULL"
+                            " GROUP BY hash(order_id) HAVING count(*) > 1)").fetchall()[0][0])
+
+
 def _stage(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: list[_Loaded],
-           contacts: list[_Loaded]) -> FilePullResult:
+           contacts: list[_Loaded], in_place: bool = False) -> FilePullResult:
     paths = [t.path for t in orders + contacts]
     _rows_view(con, "_fs_orows", orders, 0)
     _keyed(con, "_fs_orows", "_fs_okeyed", cfg.phone_region)
@@ -402,23 +448,28 @@ def _stage(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: list[_
                        arg_max(currency, _ord), arg_max(status, _ord), sum(discount) FROM _fs_valid GROUP BY oid""")
         con.execute("""INSERT INTO staged_line_items SELECT oid, row_number() OVER (PARTITION BY oid ORDER BY _ord),
                        sku, product, category, brand, quantity, price FROM _fs_valid""")
+    elif _repeated_ids(con):
+        con.execute("""INSERT INTO staged_orders SELECT oid, key, ordered_at, amount, currency, status, discount
+                       FROM _fs_valid QUALIFY row_number() OVER (PARTITION BY oid ORDER BY _ord DESC) = 1""")
+        valid = con.execute("SELECT count(*) FROM _fs_valid").fetchall()[0][0]
+        duplicates = valid - con.execute("SELECT count(*) FROM staged_orders").fetchall()[0][0]
+        if duplicates:
+            log.warning("%d rows repeat an earlier order id; the last row of each order id was kept", duplicates)
+    elif in_place:
+        con.execute("DROP TABLE staged_orders")
+        con.execute("""CREATE TEMP VIEW staged_orders AS SELECT oid AS order_id, key AS customer_id, ordered_at,
+                       amount, currency, status, discount FROM _fs_valid""")
     else:
         con.execute("INSERT INTO staged_orders SELECT oid, key, ordered_at, amount, currency, status, discount"
                     " FROM _fs_valid")
-        # Distinct hashes prove the ids unique (a parallel GROUP BY, cheaper than a string DISTINCT);
-        # only when some hash repeats are the orders rebuilt, keeping the last row of each id.
-        if con.execute("SELECT count(*) FROM (SELECT 1 FROM staged_orders GROUP BY hash(order_id)"
-                       " HAVING count(*) > 1)").fetchall()[0][0]:
-            n = con.execute("SELECT count(*) FROM staged_orders").fetchall()[0][0]
-            con.execute("DELETE FROM staged_orders")
-            con.execute("""INSERT INTO staged_orders SELECT oid, key, ordered_at, amount, currency, status, discount
-                           FROM _fs_valid QUALIFY row_number() OVER (PARTITION BY oid ORDER BY _ord DESC) = 1""")
-            duplicates = n - con.execute("SELECT count(*) FROM staged_orders").fetchall()[0][0]
-            if duplicates:
-                log.warning("%d rows repeat an earlier order id; the last row of each order id was kept", duplicates)
     mapped = set().union(*(t.cols for t in orders + contacts))
     issues, issue_count = _stage_contacts(con, cfg, paths, bool(contacts), mapped)
-    n_orders = con.execute("SELECT count(*) FROM staged_orders").fetchall()[0][0]
+    if con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = 'staged_orders'"
+                   ).fetchall()[0][0] == "VIEW":  # counting the view would re-run it: rows read − bad order rows
+        n_orders = con.execute(f"SELECT (SELECT count(*) FROM _fs_orows) - (SELECT count(*) FROM _fs_bad"
+                               f" WHERE _file < {len(orders)})").fetchall()[0][0]
+    else:
+        n_orders = con.execute("SELECT count(*) FROM staged_orders").fetchall()[0][0]
     n_contacts = con.execute("SELECT count(*) FROM staged_contacts").fetchall()[0][0]
     return FilePullResult(orders=n_orders, contacts=n_contacts, bad_rows=bad_rows, bad_row_count=bad_count,
                           full_refresh=True, issues=issues, issue_count=issue_count, duplicate_orders=duplicates)
@@ -427,7 +478,10 @@ def _stage(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: list[_
 def _stage_contacts(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, paths: list[str],
                     has_file: bool, mapped: set[str]) -> tuple[list[BadRow], int]:
     """One contact per customer key: latest non-empty value of each field; the contacts file's
-    values win over those repeated on order rows. Only mapped fields are aggregated."""
+    values win over those repeated on order rows. Only mapped fields are aggregated; with none
+    mapped (an export of receipts alone) there is nothing to say about a customer: no contact rows."""
+    if not has_file and not (mapped & set(CONTACT_FIELDS)) and not any(f.startswith("attr:") for f in mapped):
+        return [], 0
     src = "SELECT 0 AS _src, * FROM _fs_okeyed WHERE key IS NOT NULL"
     if has_file:
         src += " UNION ALL BY NAME SELECT 1 AS _src, * FROM _fs_ckeyed WHERE key IS NOT NULL"

@@ -126,7 +126,9 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
         if is_file_source(cfg):
             # a file export is the whole history: segment the staged rows in place (no copy into a store)
             con = duckdb.connect()
-            pull = build_source(cfg, settings).pull(con, None)
+            source = build_source(cfg, settings)
+            pull = source.pull(con, None, in_place=True)  # type: ignore[call-arg]
+            con.execute("SET preserve_insertion_order = false")  # the rest is grouped and sorted anyway
             for name in TABLES:
                 con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM staged_{name}")
         else:
@@ -180,13 +182,14 @@ def write_customers(run: SegmentsRun, path: str | Path) -> int:
     run.con.register("_customers_out", rel)
     try:
         if suffix == ".csv":
-            run.con.execute(f"COPY (SELECT * FROM _customers_out) TO '{target}' (HEADER, DELIMITER ',')")
+            options = "HEADER, DELIMITER ','"
         elif suffix == ".parquet":
-            run.con.execute(f"COPY (SELECT * FROM _customers_out) TO '{target}' (FORMAT PARQUET)")
+            options = "FORMAT PARQUET"
         elif suffix == ".json":
-            run.con.execute(f"COPY (SELECT * FROM _customers_out) TO '{target}' (FORMAT JSON, ARRAY true)")
+            options = "FORMAT JSON, ARRAY true"
         else:
             raise ConfigError(f"{path}: unsupported output format {suffix or '(none)'}; use .csv, .parquet or .json")
-        return run.con.execute("SELECT count(*) FROM _customers_out").fetchall()[0][0]
+        # COPY answers with the number of rows it wrote
+        return run.con.execute(f"COPY (SELECT * FROM _customers_out) TO '{target}' ({options})").fetchall()[0][0]
     finally:
         run.con.unregister("_customers_out")

@@ -421,3 +421,49 @@ def test_non_iso_or_offset_dates_never_take_the_fast_path(tmp_path):
                                         for c in r] for r in rows], ",")
     result, con = pull(tmp_path, columns=cols, timezone="UTC")
     assert not result.fast_path and orders(con)["1"][1] == dt.datetime(2024, 1, 2, tzinfo=UTC)
+
+
+def _staged(con) -> tuple[list, list]:
+    return (con.execute("SELECT * FROM staged_orders ORDER BY ALL").fetchall(),
+            con.execute("SELECT * FROM staged_contacts ORDER BY ALL").fetchall())
+
+
+@pytest.mark.parametrize("ids", [
+    ["1", "2", "3", "4", "5", "2", "6", "7"],  # ISO_ROWS as they are: one repeat (whole numbers)
+    ["1", "2", "3", "4", "5", "8", "6", "7"],  # no repeat: staged_orders is a view over the rows read
+    ["A-1", "A-2", "A-3", "A-4", "A-5", "A-2", "A-6", "A-7"],  # text ids: the hash check
+    ["7", "07", "3", "4", "5", "007", "6", "8"],  # equal as numbers, distinct as ids: a false alarm
+])
+def test_in_place_pull_stages_the_same_rows_and_counts_as_a_copy(tmp_path, ids):
+    rows = [ISO_ROWS[0]] + [[i, *r[1:]] for i, r in zip(ids, ISO_ROWS[1:])]
+    write_csv(tmp_path / "sales.csv", rows, ",")
+    src = FileSource(FileSourceConfig(type="file", orders="sales.csv", columns=ISO_COLS), tmp_path)
+    copy_con, place_con = duckdb.connect(), duckdb.connect()
+    copy, place = src.pull(copy_con), src.pull(place_con, in_place=True)
+    assert _staged(place_con) == _staged(copy_con)
+    assert (place.orders, place.contacts, place.bad_row_count, place.duplicate_orders) == \
+           (copy.orders, copy.contacts, copy.bad_row_count, copy.duplicate_orders)
+    assert place.duplicate_orders == (1 if len(set(ids)) < len(ids) else 0)
+    assert place.orders == len(set(ids) - {ids[2], ids[3], ids[4], ids[6], ids[7]})  # bad rows 4, 5, 6, 8, 9
+    if len({int(i) if i.isdigit() else i for i in ids}) == len(ids):  # nothing to rebuild
+        kind = place_con.execute("SELECT table_type FROM information_schema.tables"
+                                 " WHERE table_name = 'staged_orders'").fetchall()[0][0]
+        assert kind == "VIEW"
+
+
+def test_repeat_of_whole_number_ids_far_apart_is_found(tmp_path):
+    write_csv(tmp_path / "sales.csv", [HEADER, ["1", "c1", "02.01.2024", "10", "", "", ""],
+                                       ["900000000000", "c1", "03.01.2024", "20", "", "", ""],
+                                       ["900000000000", "c2", "04.01.2024", "30", "", "", ""]])
+    result, con = pull(tmp_path)
+    assert result.duplicate_orders == 1
+    assert orders(con)["900000000000"][:2] == ("c2", dt.datetime(2024, 1, 4, tzinfo=UTC))
+
+
+def test_receipts_without_contact_fields_stage_no_contacts(tmp_path):
+    write_csv(tmp_path / "sales.csv", [["order_id", "customer_id", "ordered_at", "amount"],
+                                       ["1", "c1", "2024-01-02", "10"], ["2", "c2", "2024-01-03", "5"]], ",")
+    cols = {"order_id": "order_id", "customer_id": "customer_id", "ordered_at": "ordered_at", "amount": "amount"}
+    result, con = pull(tmp_path, columns=cols)
+    assert (result.orders, result.contacts) == (2, 0)
+    assert contacts(con) == {}
