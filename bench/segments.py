@@ -197,25 +197,25 @@ def _breakdown(args: argparse.Namespace) -> int:
 
     import duckdb
 
-    from connectors.tables import create_tables
+    from connectors.tables import TABLES
     from segmentation import run_segmentation
     from segmentation.boundary import falling_asleep_boundary
     from sync.config import load_config
     from sync.pipeline import SegmentsRun, build_source, write_customers
-    from sync.store import merge_staged
     mark("imports")
     as_of = date.fromisoformat(args.as_of)
     cfg = load_config(args.config)
     con = duckdb.connect()
-    create_tables(con)
-    pull = build_source(cfg).pull(con)
-    mark("read + normalise (source.pull)")
-    merge_staged(con, pull)
-    mark("staged → orders (merge_staged)")
+    # the same steps as sync.pipeline.compute_segments for a file source, timed one by one
+    pull = build_source(cfg).pull(con, None, in_place=True)
+    con.execute("SET preserve_insertion_order = false")
+    for name in TABLES:
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM staged_{name}")
+    mark("read + check + stage (source.pull)")
     result = run_segmentation(con, cfg.segmentation, as_of, cfg.timezone, with_boundary=False)
     mark("metrics + scores + segments")
     falling_asleep_boundary(con, as_of, cfg.timezone, cfg.segmentation.boundary,
-                            cfg.segmentation.reminder_lead_days, "orders")
+                            cfg.segmentation.reminder_lead_days, "orders", customers=result.customers)
     mark("falling-asleep boundary")
     write_customers(SegmentsRun(con=con, result=result, pull=pull, config=cfg), Path(args.out))
     mark("write_customers")

@@ -30,6 +30,30 @@ def _quantile_sql(col: str, levels: int, worse_is_larger: bool, n: int | None = 
     return f"least({levels}, 1 + ((rank() OVER (ORDER BY {col} {order}) - 1) * {levels}) // {total})"
 
 
+def _value_scores_sql(table: str, col: str, levels: int, worse_is_larger: bool, n: int) -> str:
+    """A subquery (v, s): every distinct value of ``col`` with its tie-aware quantile score.
+
+    ``w`` (customers with a strictly worse value) is a running sum over the distinct values, so the sort is
+    over distinct values (a few hundred recencies, a few hundred thousand amounts), not over every customer."""
+    order = "DESC" if worse_is_larger else "ASC"
+    return (f"(SELECT v, least({levels}, 1 + (coalesce(sum(c) OVER (ORDER BY v {order} ROWS BETWEEN UNBOUNDED "
+            f"PRECEDING AND 1 PRECEDING), 0) * {levels}) // {max(1, n)}) AS s "
+            f"FROM (SELECT {col} AS v, count(*) AS c FROM {table} GROUP BY {col}))")
+
+
+def quantile_joins(table: str, alias: str, levels: int, n: int) -> tuple[str, tuple[str, str, str]]:
+    """JOIN clauses (onto ``table AS alias``) and the r, f, m expressions of the quantile rule, computed by
+    joining each customer to the score of its value: the same scores as :func:`score_sql`'s rank windows,
+    about 3× cheaper at a million customers."""
+    joins, exprs = [], []
+    for key, col, worse_is_larger in (("r", "recency_days", True), ("f", "frequency", False),
+                                      ("m", "monetary", False)):
+        joins.append(f"JOIN {_value_scores_sql(table, col, levels, worse_is_larger, n)} _q{key} "
+                     f"ON _q{key}.v = {alias}.{col}")
+        exprs.append(f"_q{key}.s")
+    return " ".join(joins), (exprs[0], exprs[1], exprs[2])
+
+
 def _threshold_sql(col: str, cuts: list[float], levels: int, lower_is_better: bool) -> str:
     if len(cuts) != levels - 1:
         raise ValueError(f"{col}: {levels} levels need {levels - 1} cut points, got {len(cuts)}")

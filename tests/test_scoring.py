@@ -89,6 +89,11 @@ def test_properties_range_one_segment_order_independent_and_cut_points(custs, pr
                 assert by_id[a][2] >= by_id[b][2]
             if ra < rb:
                 assert by_id[a][1] >= by_id[b][1]
+    # exactly the documented rule: 1 + floor(N × w / n), w = customers with a strictly worse value
+    metrics = con.execute("SELECT customer_id, recency_days, frequency, monetary FROM customer_segments").fetchall()
+    for cid, rec, freq, mon in metrics:
+        worse = (sum(x[1] > rec for x in metrics), sum(x[2] < freq for x in metrics), sum(x[3] < mon for x in metrics))
+        assert by_id[cid][1:4] == tuple(min(n, 1 + n * w // len(metrics)) for w in worse)
     # the same orders inserted in another order give the same result
     shuffled = list(orders)
     rnd.shuffle(shuffled)
