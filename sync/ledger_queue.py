@@ -139,6 +139,22 @@ class EventQueueMixin:
                                        t.c.attempts).where(t.c.id.in_(ids)).order_by(t.c.id)).all()
         return [Event(*row) for row in rows]
 
+    def claimable_count(self, stale_after: float = 300) -> int:
+        """Events :meth:`claim_events` would hand out now: queued ones plus processing ones whose lease
+        lapsed or whose claimer (on this host) was killed. Cheap when nothing is processing."""
+        counts = self.event_counts()
+        if not counts["processing"]:
+            return counts["queued"]
+        t = events
+        lapsed = t.c.locked_at < self._clock() - timedelta(seconds=stale_after)
+        dead = self._dead_claimers()
+        if dead:
+            lapsed = or_(lapsed, t.c.locked_by.in_(dead))
+        with self._read() as conn:
+            stale = conn.execute(select(func.count()).select_from(t).where(t.c.status == "processing", lapsed)
+                                 ).scalar_one()
+        return counts["queued"] + int(stale)
+
     def _dead_claimers(self) -> list[str]:
         """Claimers of processing events that were processes of this host and are gone (killed)."""
         with self._read() as conn:

@@ -233,10 +233,10 @@ class Worker:
     def drain(self) -> int:
         """Process until nothing is queued (no debounce); returns events done."""
         done = 0
-        while self.ledger.event_counts()["queued"]:
+        while self.ledger.claimable_count(self.stale_after):
             n = self.process_batch()
             done += n
-            if not n and not self.ledger.event_counts()["queued"]:
+            if not n and not self.ledger.claimable_count(self.stale_after):
                 break
         return done
 
@@ -246,7 +246,7 @@ class Worker:
         log.info("worker %s: draining the queue (debounce %.1fs)", self.name, self.debounce)
         while not stop.is_set():
             try:
-                queued = self.ledger.event_counts()["queued"]
+                queued = self.ledger.claimable_count(self.stale_after)  # + events of dead claimers
             except Exception as exc:  # ledger unreachable for a moment: keep the worker alive
                 log.warning("worker %s: cannot read the queue: %s", self.name, exc)
                 stop.wait(max(self.poll, 1.0))

@@ -576,7 +576,9 @@ def test_a_renewed_lease_is_kept_and_a_lapsed_one_is_taken_over(open_ledger: Ope
     assert slow.renew_claims("slow-worker", [event.id]) == 1  # heartbeat
     clock.advance(seconds=25)
     assert other.claim_events("other", stale_after=30) == []  # 50 s after the claim, 25 s after the beat
+    assert other.claimable_count(stale_after=30) == 0
     clock.advance(seconds=6)
+    assert other.claimable_count(stale_after=30) == 1  # nothing is queued, yet a worker must look
     [taken] = other.claim_events("other", stale_after=30)
     assert (taken.id, taken.attempts) == (event.id, 2)
     assert slow.renew_claims("slow-worker", [event.id]) == 0  # no longer ours
@@ -588,6 +590,8 @@ def test_events_of_a_killed_claimer_on_this_host_are_claimable_at_once(ledger: L
     with child_killed_after(ledger_url, "print(len(led.claim_events(default_owner(), stale_after=300)))") as out:
         assert out == ["3"]
         assert ledger.claim_events("rescuer", stale_after=300) == []  # its claimer is alive: hands off
+        assert ledger.claimable_count(stale_after=300) == 0
+    assert ledger.claimable_count(stale_after=300) == 3
     again = ledger.claim_events("rescuer", stale_after=300)  # killed: no need to wait for the lease
     assert sorted((e.dedupe_key, e.attempts) for e in again) == [(f"order:{i}", 2) for i in range(3)]
     assert ledger.complete_events([e.id for e in again]) == 3

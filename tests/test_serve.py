@@ -173,3 +173,42 @@ def test_a_bad_config_stops_serve_with_the_config_error(tmp_path):
     bad.write_text('[schedule]\nevery = "often"\n', encoding="utf-8")
     result = CliRunner().invoke(serve, ["--config", str(bad)])
     assert result.exit_code != 0 and '[schedule] every = \'often\'' in str(result.exception)
+
+
+def test_a_server_killed_mid_batch_is_taken_over_at_restart_and_its_run_shows_abandoned(shop, mailchimp_fake):
+    from sync.cli import main
+
+    cfg = load_config(shop)
+    with open_ledger(cfg, load_settings()) as ledger:
+        email, cid = churned_contact(ledger)
+    mailchimp_fake.stall(20, method="POST", path=r"/lists/aud1$")  # the upsert hangs: the batch is mid-way
+    synced = upserts_of(mailchimp_fake, email)  # by the shop's first full sync
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = _start(shop, port)
+    try:
+        assert signed_post(base, order_body("M-1", cid, datetime.now(timezone.utc).isoformat())).status_code == 202
+        wait_for(lambda: upserts_of(mailchimp_fake, email) == synced + 1, 15)
+        with open_ledger(cfg, load_settings()) as ledger:
+            assert ledger.event_counts()["processing"] == 1
+            assert ledger.recent_runs(1)[0]["status"] == "running"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    assert mailchimp_fake.tags_of(email) == {"Winback"}
+
+    proc = _start(shop, port)  # the lease is 30 s: only the dead claimer's pid lets this go faster
+    try:
+        took = wait_for(lambda: "Winback" not in mailchimp_fake.tags_of(email), 15, step=0.05)
+        assert took < 10
+        runs = requests.get(f"{base}/runs", timeout=5).json()
+        abandoned = [r for r in runs if r["status"] == "abandoned"]
+        assert [(r["kind"], r["destination"]) for r in abandoned] == [("webhook", DEST)]
+        assert "killed or crashed" in abandoned[0]["error"]
+        assert any(r["kind"] == "webhook" and r["status"] == "succeeded" for r in runs)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    result = CliRunner().invoke(main, ["runs", "--config", str(shop), "--format", "json"])
+    assert result.exit_code == 0
+    assert [r["status"] for r in json.loads(result.output) if r["kind"] == "webhook"].count("abandoned") == 1
