@@ -7,10 +7,13 @@ fresh interpreter so that time and peak RSS belong to that run alone:
 * **rfmsync**: ``load_config`` → ``compute_segments`` (read the CSV, metrics, tie-aware quantile scores, preset
   rules, summary, falling-asleep boundary) → ``write_customers`` (one Parquet row per customer);
 * **pandas**: ``read_csv`` → parse → filter → ``groupby`` per customer → the same tie-aware quantile scores
-  (``rank(method="min")``, rfm-models.md §4.3/§6) → the same preset rules → ``to_parquet``.
+  (``rank(method="min")``, rfm-models.md §4.3/§6) → the same preset rules → ``to_parquet``;
+* **duckdb-sql** (the floor, skip with ``--no-floor``): the same metrics, scores and rules in plain DuckDB SQL
+  over a typed read of this clean file, without anything a real export needs (mapping, checks, contacts,
+  summary, boundary): how close rfmsync runs to the engine it is built on.
 
 Seconds are measured inside the child from before the engine's imports to the written file; "process s" adds the
-interpreter start-up. Both outputs are compared per customer and the segment counts must match.
+interpreter start-up. Every output is compared per customer with rfmsync's and the segment counts must match.
 
     python bench/segments.py                       # 1m and 10m orders, once each
     python bench/segments.py --sizes 100k,1m --repeat 3
@@ -33,6 +36,7 @@ from bench.common import (ChildFailed, emit_result, format_table, human_bytes, p
                           run_child, size_label)
 
 AS_OF = date(2026, 1, 1)
+ENGINES = ("rfmsync", "pandas", "duckdb-sql")
 ORDERS_PER_CUSTOMER = 10
 TARGET_SECONDS_10M = 8.0
 TARGET_RATIO = 3.0
@@ -160,6 +164,42 @@ def pandas_segments(csv_path: Path, out_path: Path, as_of: date, preset: str, en
     return {str(k): int(v) for k, v in counts.items()}
 
 
+# --------------------------------------------------------------------------- DuckDB floor
+def duckdb_floor(csv_path: Path, out_path: Path, as_of: date, preset: str) -> dict[str, int]:
+    """The least work in plain DuckDB SQL: a typed read of this clean file, the same metrics, tie-aware scores
+    and preset rules, COPY to Parquet. No column mapping, no checks (bad rows, repeated ids, statuses), no contact
+    details, no summary, no falling-asleep boundary: what rfmsync adds on top of the engine it runs on."""
+    from datetime import timedelta
+
+    import duckdb
+
+    from segmentation import SegmentationConfig
+    from segmentation.engine import resolve_rules
+
+    rules = resolve_rules(SegmentationConfig(preset=preset), {"recency_days", "frequency", "monetary"})
+    n_levels = rules.levels
+    con = duckdb.connect()
+    src = (f"read_csv('{csv_path}', header=true, types={{'customer_id': 'VARCHAR', 'ordered_at': 'TIMESTAMP',"
+           f" 'amount': 'DECIMAL(18,2)', 'status': 'VARCHAR'}})")
+    n = con.execute(f"""CREATE TEMP TABLE m AS SELECT customer_id,
+            DATE '{as_of}' - CAST(max(ordered_at) FILTER (WHERE status = 'completed') AS DATE) AS recency_days,
+            count(*) FILTER (WHERE status = 'completed') AS frequency,
+            CAST(coalesce(sum(amount) FILTER (WHERE status = 'completed'), 0)
+                 - coalesce(sum(abs(amount)) FILTER (WHERE status = 'refunded'), 0) AS DECIMAL(18,2)) AS monetary
+        FROM {src} WHERE ordered_at < TIMESTAMP '{as_of + timedelta(days=1)}' AND status IN ('completed', 'refunded')
+        GROUP BY customer_id HAVING count(*) FILTER (WHERE status = 'completed') > 0""").fetchall()[0][0]
+
+    def score(col: str, order: str) -> str:
+        return f"least({n_levels}, 1 + ((rank() OVER (ORDER BY {col} {order}) - 1) * {n_levels}) // {n})"
+
+    con.execute(f"""CREATE TEMP TABLE s AS SELECT *, r::VARCHAR || f::VARCHAR || m::VARCHAR AS rfm,
+                           {rules.case_sql} AS segment
+                    FROM (SELECT *, {score('recency_days', 'DESC')} AS r, {score('frequency', 'ASC')} AS f,
+                                 {score('monetary', 'ASC')} AS m FROM m)""")
+    con.execute(f"COPY (SELECT * FROM s ORDER BY customer_id) TO '{out_path}' (FORMAT PARQUET)")
+    return {k: v for k, v in con.execute("SELECT segment, count(*) FROM s GROUP BY segment").fetchall()}
+
+
 # --------------------------------------------------------------------------- children
 def _child(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
@@ -176,6 +216,9 @@ def _child(args: argparse.Namespace) -> int:
         counts = {r["segment"]: int(r["customers"]) for r in run.result.summary
                   if r["segment"] != "Total" and r["customers"]}
         bad = run.bad_row_count
+    elif args.child == "duckdb-sql":
+        counts = duckdb_floor(Path(args.csv), out, as_of, args.preset)
+        bad = 0
     else:
         counts = pandas_segments(Path(args.csv), out, as_of, args.preset, engine=args.pandas_engine)
         bad = 0
@@ -243,10 +286,11 @@ def run_size(orders: int, args: argparse.Namespace) -> tuple[list[dict], list[st
     if gen_s is not None:
         print(f"  generated {csv_path} in {gen_s:.1f} s", flush=True)
     cfg = write_config(csv_path, args.preset)
-    outs = {e: workdir / f"customers-{size_label(orders)}-{e}.parquet" for e in ("rfmsync", "pandas")}
-    results: dict[str, list[dict]] = {"rfmsync": [], "pandas": []}
+    engines = ENGINES if args.floor else ENGINES[:2]
+    outs = {e: workdir / f"customers-{size_label(orders)}-{e}.parquet" for e in engines}
+    results: dict[str, list[dict]] = {e: [] for e in engines}
     for i in range(args.repeat):
-        for engine in ("rfmsync", "pandas"):
+        for engine in engines:
             argv = [sys.executable, str(Path(__file__).resolve()), "--child", engine, "--config", str(cfg),
                     "--csv", str(csv_path), "--out", str(outs[engine]), "--as-of", AS_OF.isoformat(),
                     "--preset", args.preset, "--pandas-engine", args.pandas_engine]
@@ -262,15 +306,16 @@ def run_size(orders: int, args: argparse.Namespace) -> tuple[list[dict], list[st
               + ", ".join(f"{k} {v:.2f} s" for k, v in stages.items()), flush=True)
     problems = []
     counts = {e: results[e][-1]["counts"] for e in results}
-    if counts["rfmsync"] != counts["pandas"]:
-        problems.append(f"{size_label(orders)}: segment counts differ: rfmsync {counts['rfmsync']} "
-                        f"vs pandas {counts['pandas']}")
-    diff = _compare(outs["rfmsync"], outs["pandas"])
-    if diff:
-        problems.append(f"{size_label(orders)}: {diff} customers in different segments")
+    for other in engines[1:]:
+        if counts["rfmsync"] != counts[other]:
+            problems.append(f"{size_label(orders)}: segment counts differ: rfmsync {counts['rfmsync']} "
+                            f"vs {other} {counts[other]}")
+        diff = _compare(outs["rfmsync"], outs[other])
+        if diff:
+            problems.append(f"{size_label(orders)}: {diff} customers in different segments (rfmsync vs {other})")
     best = {e: min(r["seconds"] for r in results[e]) for e in results}
     rows = []
-    for engine in ("rfmsync", "pandas"):
+    for engine in engines:
         rs = results[engine]
         spread = f"{min(r['seconds'] for r in rs):.2f}" + (
             f"–{max(r['seconds'] for r in rs):.2f}" if len(rs) > 1 else "")
@@ -278,7 +323,7 @@ def run_size(orders: int, args: argparse.Namespace) -> tuple[list[dict], list[st
             "orders": f"{orders:,}", "customers": f"{rs[-1]['customers']:,}", "engine": engine,
             "seconds": spread, "process": f"{min(r['process_seconds'] for r in rs):.2f}",
             "rss": human_bytes(max(r["peak_rss"] for r in rs)),
-            "ratio": f"{best['pandas'] / best['rfmsync']:.1f}×" if engine == "rfmsync" else "",
+            "ratio": f"{best['pandas'] / best[engine]:.1f}×" if engine != "pandas" else "",
             "same": "yes" if not problems else "NO",
             "_best": best[engine], "_rss": max(r["peak_rss"] for r in rs), "_orders": orders,
         })
@@ -289,13 +334,17 @@ def run_size(orders: int, args: argparse.Namespace) -> tuple[list[dict], list[st
 
 
 COLUMNS = [("orders", "orders"), ("customers", "customers"), ("engine", "engine"), ("seconds", "seconds"),
-           ("process", "process s"), ("rss", "peak RSS"), ("ratio", "pandas/rfmsync"), ("same", "same segments")]
+           ("process", "process s"), ("rss", "peak RSS"), ("ratio", "pandas/engine"), ("same", "same segments")]
 
 
 def targets(rows: list[dict]) -> list[str]:
     """PASS/FAIL lines for the published targets, on sizes of 10 M orders or more."""
     lines = []
     for r in rows:
+        floor = next((p for p in rows if p["engine"] == "duckdb-sql" and p["_orders"] == r["_orders"]), None)
+        if r["engine"] == "rfmsync" and floor is not None:
+            lines.append(f"INFO  {size_label(r['_orders'])} orders: rfmsync takes {r['_best'] / floor['_best']:.2f}× "
+                         f"the plain DuckDB SQL floor ({floor['_best']:.2f} s)")
         if r["engine"] != "rfmsync" or r["_orders"] < 10_000_000:
             continue
         pandas = next(p for p in rows if p["engine"] == "pandas" and p["_orders"] == r["_orders"])
@@ -322,7 +371,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="pandas.read_csv engine for the reference (default: c)")
     ap.add_argument("--breakdown", action="store_true",
                     help="also time the rfmsync path stage by stage (one extra run per size)")
-    ap.add_argument("--child", choices=("rfmsync", "pandas"), help=argparse.SUPPRESS)
+    ap.add_argument("--no-floor", dest="floor", action="store_false",
+                    help="skip the plain DuckDB SQL floor (duckdb-sql: typed read, metrics, scores, rules, COPY)")
+    ap.add_argument("--child", choices=ENGINES, help=argparse.SUPPRESS)
     ap.add_argument("--config", help=argparse.SUPPRESS)
     ap.add_argument("--csv", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
