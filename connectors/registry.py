@@ -1,7 +1,7 @@
 """Source registry used by the CLI: ``type`` name → (config model, factory).
 
 API factories are called as ``factory(config, secrets=None, *, retry=None, sleep=None, clock=None)``;
-``secrets=None`` reads the source's environment variables (see docs/connectors.md). The
+``secrets=None`` reads the source's environment variables (see "CRM and shop connectors" in README.md). The
 ``"file"`` source is added when :mod:`connectors.files` is importable.
 """
 
