@@ -1,13 +1,17 @@
 """Benchmark ``rfmsync serve``: webhook intake throughput and latency, and webhook → ESP-call latency.
 
-    .venv/bin/python bench/serve.py [--requests 3000] [--clients 8] [--samples 15] [--debounce 1]
+    .venv/bin/python bench/serve.py [--rate 250] [--requests 3000] [--clients 8] [--samples 15] [--debounce 1]
+                                    [--mode process|thread|split|intake-only]
 
 A demo shop is generated and fully synced to the fake Mailchimp (tests/fakes, on 127.0.0.1); then
 ``rfmsync serve`` runs as its own process (uvicorn, SQLite ledger, one worker) on a free loopback port.
 
-1. Intake: ``--clients`` threads with keep-alive connections POST ``--requests`` signed generic webhooks
-   (each a new order of an existing customer) as fast as they can; we report accepted/s and the
-   p50/p95/p99 time to the 202. The worker resyncs in the background meanwhile, as in production.
+1. Intake: a load generator in its own process (so that it shares no GIL with the fake ESP) POSTs
+   ``--requests`` signed generic webhooks (each a new order of an existing customer) over ``--clients``
+   keep-alive connections. With ``--rate R`` (default 250) request i is due at start + i/R and its latency
+   counts from that due time (open loop: a server that falls behind pays for the backlog); ``--rate 0``
+   sends as fast as the replies come (saturation throughput). We report accepted/s and p50/p95/p99 to the
+   202. The worker resyncs in the background meanwhile, as in production.
 2. End to end: once the queue is empty, ``--samples`` single orders for churned customers are sent one at a
    time; we measure from the POST to the moment the fake ESP holds the customer's new tag.
 
@@ -35,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 SECRET = "bench-webhook-secret"
+MODES = ("process", "thread", "split", "intake-only")
 AS_OF = date(2025, 6, 30)
 
 
@@ -203,10 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=15)
     ap.add_argument("--debounce", type=float, default=1.0)
     ap.add_argument("--customers", type=int, default=3000)
-    ap.add_argument("--split", action="store_true",
-                    help="Intake (serve --no-worker) and the worker (serve --no-http, nice 10) in two processes.")
-    ap.add_argument("--intake-only", action="store_true",
-                    help="Only the intake (serve --no-worker): no resync competes; the end-to-end part is skipped.")
+    ap.add_argument("--mode", choices=MODES, default="process",
+                    help="process: `rfmsync serve` as shipped (intake here, workers in a nice +10 child); "
+                         "thread: `serve --worker-thread` (one process); split: two separately started "
+                         "processes (`--no-worker` and `--no-http` at nice 10); intake-only: `--no-worker`, "
+                         "nothing competes and the end-to-end part is skipped.")
     ap.add_argument("--json", action="store_true", help="Print the figures as JSON.")
     args = ap.parse_args(argv)
 
@@ -219,23 +225,25 @@ def main(argv: list[str] | None = None) -> int:
         cfg_path, churned = prepare(Path(tmp) / "shop", args.customers, args.debounce, fake)
         customers = [c for c in churned][args.samples:] or list(churned)
         port = _free_port()
-        procs = [start_server(cfg_path, port, env, *(["--no-worker"] if args.split or args.intake_only else []))]
-        if args.split:
+        first = {"process": [], "thread": ["--worker-thread"], "split": ["--no-worker"],
+                 "intake-only": ["--no-worker", "--no-schedule"]}[args.mode]
+        procs = [start_server(cfg_path, port, env, *first)]
+        if args.mode == "split":
             procs.append(start_server(cfg_path, port, env, "--no-http", "--no-schedule", nice=10))
         try:
             got = intake_in_child(port, customers, args.requests, args.clients, args.rate)
             drain_start = time.perf_counter()
-            while not args.intake_only and queue_depth(port):
+            while args.mode != "intake-only" and queue_depth(port):
                 time.sleep(0.1)
             got["drain_after_s"] = time.perf_counter() - drain_start
-            e2e = None if args.intake_only else end_to_end(port, fake, churned, args.samples)
+            e2e = None if args.mode == "intake-only" else end_to_end(port, fake, churned, args.samples)
         finally:
             for proc in procs:
                 proc.send_signal(signal.SIGTERM)
             for proc in procs:
                 proc.wait(30)
     result = {"intake": got, "webhook_to_esp": e2e, "debounce_s": args.debounce, "cpus": os.cpu_count(),
-              "mode": "intake only" if args.intake_only else "split" if args.split else "single process",
+              "mode": args.mode,
               "load_average": os.getloadavg()}
     if args.json:
         print(json.dumps(result, indent=1))

@@ -456,9 +456,12 @@ class Service:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
+        """New events were queued: workers of this process look now instead of at their next poll."""
         for w in self.workers:
             w.wake()
+
+    _wake = wake
 
     def start(self) -> Service:
         try:  # runs a killed earlier process left "running" (kill -9, OOM) show as abandoned from now on

@@ -12,6 +12,7 @@ next worker, so nothing accepted is lost across a restart.
 from __future__ import annotations
 
 import bisect
+import json
 import logging
 import threading
 import time
@@ -43,6 +44,40 @@ class Metrics:
         self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
         self.scheduled: dict[str, int] = {"ok": 0, "error": 0, "skipped": 0}
+        self._remote: list[dict] = []  # snapshots of other processes of this server (the worker process)
+
+    def snapshot(self) -> dict:
+        """This process's counters as plain JSON (sent by a worker process to its intake process)."""
+        with self._lock:
+            return json.loads(json.dumps(self._snapshot_unlocked()))
+
+    def set_remote(self, snapshots: list[dict]) -> None:
+        """The latest snapshots of this server's other processes, added in :meth:`render`."""
+        with self._lock:
+            self._remote = list(snapshots)
+
+    def _merged(self) -> Metrics:
+        """Local counters plus the remote snapshots (called with the lock held)."""
+        out = Metrics()
+        for snap in [self._snapshot_unlocked()] + self._remote:
+            for s, c, n in snap.get("webhooks", ()):
+                out.webhooks[(s, c)] = out.webhooks.get((s, c), 0) + n
+            for d, o, n in snap.get("esp_ops", ()):
+                out.esp_ops[(d, o)] = out.esp_ops.get((d, o), 0) + n
+            for name in ("events", "resyncs", "esp_errors", "scheduled"):
+                target = getattr(out, name)
+                for k, n in snap.get(name, {}).items():
+                    target[k] = target.get(k, 0) + n
+            for i, n in enumerate(snap.get("latency_counts", ())[:len(out.latency_counts)]):
+                out.latency_counts[i] += n
+            out.latency_sum += snap.get("latency_sum", 0.0)
+        return out
+
+    def _snapshot_unlocked(self) -> dict:
+        return {"webhooks": [[s, c, n] for (s, c), n in self.webhooks.items()], "events": self.events,
+                "resyncs": self.resyncs, "esp_ops": [[d, o, n] for (d, o), n in self.esp_ops.items()],
+                "esp_errors": self.esp_errors, "latency_counts": self.latency_counts,
+                "latency_sum": self.latency_sum, "scheduled": self.scheduled}
 
     def webhook(self, source: str, status: int) -> None:
         with self._lock:
@@ -71,6 +106,12 @@ class Metrics:
             self.scheduled[outcome] = self.scheduled.get(outcome, 0) + 1
 
     def render(self, queue: dict[str, int] | None = None) -> str:
+        """The Prometheus text of this process's counters plus those of :meth:`set_remote`."""
+        with self._lock:
+            merged = self._merged() if self._remote else self
+        return merged._render(queue)
+
+    def _render(self, queue: dict[str, int] | None) -> str:
         def esc(v: str) -> str:
             return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 

@@ -143,7 +143,12 @@ def test_events_queued_when_the_server_is_killed_are_applied_after_a_restart(sho
     proc = _start(shop, port)
     try:
         wait_for(lambda: all("Winback" not in mailchimp_fake.tags_of(e) for e, _ in churned), 20, step=0.1)
-        assert requests.get(f"{base}/healthz", timeout=5).json()["events"]["done"] == 2
+        # the tags change a moment before the worker (its own process) marks the events done
+        wait_for(lambda: requests.get(f"{base}/healthz", timeout=5).json()["events"]["done"] == 2, 5)
+        # the resync ran in the worker process; the intake's /metrics shows its counters (sent every second)
+        wait_for(lambda: 'rfmsync_events_processed_total{outcome="done"} 2' in
+                 requests.get(f"{base}/metrics", timeout=5).text, 5, step=0.2)
+        assert "rfmsync_resync_seconds_count 1" in requests.get(f"{base}/metrics", timeout=5).text
     finally:
         proc.send_signal(signal.SIGTERM)  # systemd's stop: a clean exit
         assert proc.wait(15) == 0

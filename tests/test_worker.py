@@ -381,3 +381,25 @@ def test_a_schedule_lock_left_by_a_killed_process_does_not_block_the_next_fire_t
         ledger.acquire_lock("schedule", owner="other-host:1:x", ttl_seconds=6 * 3600)  # alive elsewhere
         clock.advance(hours=1)
         assert not sched.tick() and runs == [1]
+
+
+def test_the_worker_process_metrics_are_added_to_the_intake_process_metrics():
+    from sync.worker import Metrics
+
+    intake, worker = Metrics(), Metrics()
+    intake.webhook("generic", 202)
+    worker.webhook("generic", 202)
+    worker.event_outcome("done", 3)
+    worker.resync_done(0.3, None)
+    worker.scheduled_run("ok")
+    intake.set_remote([worker.snapshot()])
+    text = intake.render({"queued": 1, "processing": 0})
+    for line in ('rfmsync_webhooks_received_total{source="generic",code="202"} 2',
+                 'rfmsync_events_processed_total{outcome="done"} 3', 'rfmsync_resyncs_total{outcome="ok"} 1',
+                 "rfmsync_resync_seconds_count 1", 'rfmsync_resync_seconds_bucket{le="0.5"} 1',
+                 'rfmsync_scheduled_syncs_total{outcome="ok"} 1', "rfmsync_queue_depth 1"):
+        assert line in text, line
+    worker.event_outcome("done", 1)
+    intake.set_remote([worker.snapshot()])  # the newest snapshot replaces the previous one
+    assert 'rfmsync_events_processed_total{outcome="done"} 4' in intake.render()
+    assert 'rfmsync_events_processed_total{outcome="done"} 0' in Metrics().render()
