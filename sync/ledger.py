@@ -139,6 +139,32 @@ class Ledger(EventQueueMixin):
     def close(self) -> None:
         self._engine.dispose()
 
+    def sibling(self, *, autocheckpoint: bool = True) -> Ledger:
+        """Another Ledger on the same database with its own connections (same clock, same in-process
+        SQLite write mutex). ``autocheckpoint=False`` (SQLite): its commits never run a WAL checkpoint,
+        whose fsync would otherwise land on whichever commit crossed the threshold; call
+        :meth:`checkpoint` from a thread that can afford it. An in-memory database has no sibling: self."""
+        url = self._engine.url
+        if self.dialect == "sqlite" and (url.database in (None, "", ":memory:")
+                                         or str(url.query.get("mode", "")) == "memory"):
+            return self
+        engine = build_engine(url)
+        if self.dialect == "sqlite" and not autocheckpoint:
+            from sqlalchemy import event
+
+            @event.listens_for(engine, "connect")
+            def _no_autocheckpoint(dbapi_conn: Any, _record: Any) -> None:
+                dbapi_conn.execute("PRAGMA wal_autocheckpoint = 0")
+
+        return type(self)(engine, url_for_display=self._url, clock=self._clock)
+
+    def checkpoint(self) -> None:
+        """SQLite: copy the WAL into the database file without blocking anyone (PASSIVE). Else nothing."""
+        if self.dialect != "sqlite":
+            return
+        with self._engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
     def __enter__(self) -> Ledger:
         return self
 

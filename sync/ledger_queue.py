@@ -18,6 +18,7 @@ import os
 import queue
 import socket
 import threading
+import time
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -54,7 +55,16 @@ def owner_process_gone(owner: str | None) -> bool:
         return True
     except (PermissionError, OverflowError):
         return False
-    return False
+    return _is_zombie(int(pid))
+
+
+def _is_zombie(pid: int) -> bool:
+    """A killed process nobody has reaped yet still answers kill(pid, 0) (Linux: state Z in /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False
 
 
 def chunks(items: Sequence[T], size: int = 5000) -> Iterator[Sequence[T]]:
@@ -135,8 +145,12 @@ class EventQueueMixin:
                 return []
             conn.execute(update(t).where(t.c.id.in_(ids)).values(
                 status="processing", locked_by=worker, locked_at=now, attempts=t.c.attempts + 1))
+        # the payloads are read after the commit: the write lock (SQLite: the whole database, webhook
+        # intake included) is held only for the claim itself
+        with self._read() as conn:
             rows = conn.execute(select(t.c.id, t.c.source, t.c.dedupe_key, t.c.payload, t.c.received_at,
-                                       t.c.attempts).where(t.c.id.in_(ids)).order_by(t.c.id)).all()
+                                       t.c.attempts).where(t.c.id.in_(ids), t.c.locked_by == worker)
+                                .order_by(t.c.id)).all()
         return [Event(*row) for row in rows]
 
     def claimable_count(self, stale_after: float = 300) -> int:
@@ -237,12 +251,20 @@ class EventWriter:
     the ledger's write lock, into one; with a single request in flight it adds no wait at all.
     """
 
-    def __init__(self, ledger: EventQueueMixin, max_batch: int = 256) -> None:
-        self._ledger = ledger
+    def __init__(self, ledger: EventQueueMixin, max_batch: int = 256, checkpoint_seconds: float = 0.5) -> None:
+        # SQLite: own connections that never checkpoint on commit (an fsync in a request's path); a
+        # separate thread checkpoints instead, PASSIVE, so it blocks no writer.
+        sibling = getattr(ledger, "sibling", None)
+        self._ledger = sibling(autocheckpoint=False) if sibling is not None and \
+            getattr(ledger, "dialect", "") == "sqlite" else ledger
+        self._owns_ledger = self._ledger is not ledger
+        self._checkpoint_seconds = checkpoint_seconds
+        self._dirty = threading.Event()
         self._max_batch = max_batch
         self._pending: queue.SimpleQueue[tuple[Sequence[tuple[str, str, str]], Future[list[bool]]] | None] = \
             queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._checkpointer: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._closed = False
 
@@ -259,11 +281,17 @@ class EventWriter:
         return self.submit(items).result(timeout)
 
     def close(self) -> None:
-        """Write what was submitted, then stop the thread."""
+        """Write what was submitted, then stop the threads (and checkpoint a last time)."""
         self._closed = True
         if self._thread is not None:
             self._pending.put(None)
             self._thread.join(30)
+        if self._owns_ledger:
+            self._dirty.set()
+            if self._checkpointer is not None:
+                self._checkpointer.join(30)
+            self._checkpoint()
+            self._ledger.close()  # type: ignore[attr-defined]
 
     def _ensure_thread(self) -> None:
         if self._thread is None:
@@ -271,6 +299,25 @@ class EventWriter:
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._run, name="rfmsync-event-writer", daemon=True)
                     self._thread.start()
+                    if self._owns_ledger:
+                        self._checkpointer = threading.Thread(target=self._checkpoint_loop, daemon=True,
+                                                              name="rfmsync-event-checkpoint")
+                        self._checkpointer.start()
+
+    def _checkpoint_loop(self) -> None:
+        while not self._closed:
+            self._dirty.wait()
+            if self._closed:
+                return
+            self._dirty.clear()
+            self._checkpoint()
+            time.sleep(self._checkpoint_seconds)
+
+    def _checkpoint(self) -> None:
+        try:
+            self._ledger.checkpoint()  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - the next one catches up; the WAL just grows meanwhile
+            log.debug("event writer: checkpoint failed: %s", exc)
 
     def _run(self) -> None:
         stop = False
@@ -299,6 +346,7 @@ class EventWriter:
             for _, fut in batch:
                 fut.set_exception(exc)
             return
+        self._dirty.set()
         start = 0
         for items, fut in batch:
             fut.set_result(results[start:start + len(items)])

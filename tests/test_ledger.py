@@ -630,3 +630,25 @@ def test_lock_holder_names_the_owner(ledger: Ledger) -> None:
     assert ledger.lock_holder("schedule") is None
     with ledger.lock("schedule", owner="host:1:abc"):
         assert ledger.lock_holder("schedule") == "host:1:abc"
+
+
+def test_the_intake_writer_commits_without_checkpointing_and_checkpoints_on_the_side(tmp_path: Path) -> None:
+    from sync.ledger_queue import EventWriter
+
+    led = Ledger.connect(f"sqlite:///{tmp_path / 'rfmsync.db'}")
+    quiet = led.sibling(autocheckpoint=False)
+    with quiet._engine.connect() as conn, led._engine.connect() as other:  # what each connection is set to
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+        assert other.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
+    quiet.close()
+    memory = Ledger.connect("sqlite://")
+    assert memory.sibling() is memory  # another in-memory engine would be another database
+
+    writer = EventWriter(led, checkpoint_seconds=0.01)
+    assert writer.write([("generic", f"order:{i}", "x" * 4000) for i in range(300)]) == [True] * 300
+    writer.close()  # the last checkpoint copies everything into the database file
+    with sqlite3.connect(tmp_path / "rfmsync.db") as raw:
+        busy, frames, done = raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert busy == 0 and frames == done
+    assert led.event_counts()["queued"] == 300
+    led.close(), memory.close()
