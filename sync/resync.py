@@ -185,7 +185,10 @@ def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, 
     if pull:
         pulled, cursor_source = _pull_staged(cfg, ledger, con, settings)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {AFFECTED_TABLE} AS "
-                "SELECT customer_id FROM staged_orders UNION SELECT customer_id FROM staged_contacts")
+                "SELECT customer_id FROM staged_orders WHERE customer_id <> '' UNION "
+                "SELECT customer_id FROM staged_contacts UNION "
+                # a deleted order (tombstone) without its customer: the stored order says whose it was
+                "SELECT o.customer_id FROM orders o JOIN staged_orders s USING (order_id)")
     report.orders = con.execute("SELECT count(*) FROM staged_orders").fetchall()[0][0]
     report.contacts = con.execute("SELECT count(*) FROM staged_contacts").fetchall()[0][0]
     merge_staged(con, PullResult(), origin="webhook")

@@ -91,6 +91,10 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
         present = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name LIKE "
                                              "'staged_%'").fetchall()}
         noted = con.execute(f"SELECT count(*) FROM {WEBHOOK_TABLE}").fetchall()[0][0] > 0
+        if "staged_orders" in present and not pull.full_refresh:
+            # a deleted order's tombstone often no longer says whose it was: it stays the same customer's
+            con.execute("UPDATE staged_orders AS s SET customer_id = o.customer_id FROM orders AS o "
+                        "WHERE s.customer_id = '' AND o.order_id = s.order_id")
         if pull.full_refresh and noted:
             _keep_webhook_rows(con, present)
         for name in TABLES:

@@ -105,6 +105,26 @@ def test_a_webhook_order_moves_only_that_customer_and_is_recorded_as_a_webhook_r
         assert email not in {c.key for c in planned.plan.changes}
 
 
+def test_a_deleted_order_without_its_customer_re_scores_the_customer_it_belonged_to(shop, mailchimp_fake):
+    from connectors.http import tombstone
+
+    cfg, settings = load_config(shop), load_settings()
+    with open_ledger(cfg, settings) as ledger:
+        email, cid = churned_contact(ledger)
+        queue_order(ledger, "W-9", cid)
+        assert Worker(cfg, ledger, settings, as_of=lambda: AS_OF).drain() == 1
+        assert "Winback" not in audience(mailchimp_fake)[email][0]
+        # the shop deletes the order; its webhook no longer says whose it was
+        gone = tombstone("W-9", datetime(2025, 6, 29, 13, tzinfo=timezone.utc))
+        assert gone.customer_id == ""
+        report = resync(cfg, ledger, settings, [gone], as_of=AS_OF)
+        assert report.customers >= 1
+        assert audience(mailchimp_fake)[email][0] == {"Winback"}  # back where the deleted order had moved it from
+        with open_store(store_path(cfg)) as con:
+            assert con.execute("SELECT customer_id, status FROM orders WHERE order_id = 'W-9'").fetchall() == [
+                (cid, "cancelled")]
+
+
 def test_without_a_full_run_the_first_resync_segments_everyone_once_and_saves_cut_points(tmp_path, mailchimp_fake,
                                                                                          monkeypatch):
     path = make_shop(tmp_path / "shop", mailchimp_fake, monkeypatch, customers=60)
