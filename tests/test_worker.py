@@ -191,6 +191,16 @@ def test_webhook_orders_survive_a_full_file_refresh_until_the_export_contains_th
             assert con.execute("SELECT email FROM contacts WHERE customer_id = 'NEW-1'").fetchall() == [
                 ("new.buyer@example.com",)]
             assert webhook_records(con) == {"order": {"W-9", "W-NEW"}, "contact": {"NEW-1"}}
+        # a dry run / `rfmsync segments` reads the export itself, and sees the webhook orders too
+        from sync.cli_sync import _plan
+        run, planned = _plan(cfg, settings, ledger, None, AS_OF)
+        assert [tuple(p.plan.changes) for p in planned] == [()]  # nothing to do: it agrees with the sync
+        from sync.pipeline import compute_segments
+        seg = compute_segments(cfg, AS_OF)
+        try:
+            assert seg.con.execute("SELECT segment FROM customer_segments WHERE customer_id = 'NEW-1'").fetchall()
+        finally:
+            seg.close()
 
         _append_export_row(shop, "W-9", cid, email)  # the export catches up with one of them
         run_full_sync(cfg, ledger, settings, as_of=AS_OF, kind="sync")
