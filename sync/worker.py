@@ -4,9 +4,10 @@ Any number of workers (threads, processes, hosts) may share one ledger: ``claim_
 exactly one of them (PostgreSQL ``FOR UPDATE SKIP LOCKED``; SQLite ``BEGIN IMMEDIATE``). A worker waits
 ``debounce_seconds`` after it first sees queued events, so a burst becomes one resync, then claims everything
 queued and hands it to :func:`sync.resync.resync`. Events are marked done only after the resync succeeded;
-on an error they go back to the queue (up to ``max_attempts`` claims, then ``failed``). Events a killed
-worker had claimed become claimable again after ``stale_after`` seconds; queued events simply wait for the
-next worker, so nothing accepted is lost across a restart.
+on an error they go back to the queue (up to ``max_attempts`` claims, then ``failed``). A claim is a lease of
+``stale_after`` seconds that the working worker renews by heartbeat: events of a killed worker on another host
+become claimable when the lease lapses, those of a killed process on this host at once; queued events simply
+wait for the next worker, so nothing accepted is lost across a restart.
 """
 
 from __future__ import annotations
