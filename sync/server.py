@@ -270,7 +270,7 @@ def _crm_events(kind: str, cfg: Config, headers: Mapping[str, str], body: bytes,
     mod = importlib.import_module(f"connectors.{kind}")
     key = _crm_secret(kind, settings)
     if not key:
-        raise BadRequest(401, f"the {kind} webhook secret is not set on this server (see "CRM and shop connectors" in README.md)")
+        raise BadRequest(401, f"the {kind} webhook secret is not set on this server (see 'CRM and shop connectors' in README.md)")
     try:
         ok = mod.verify_webhook(headers, body, key, path_token)
     except Exception:  # a verifier must never turn garbage into a 500
