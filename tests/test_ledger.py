@@ -239,20 +239,17 @@ def test_duplicate_keys_in_one_save_keep_the_last(ledger: Ledger) -> None:
     assert ledger.load_state("mc")["a@x.io"].tags == frozenset({"two"})
 
 
-def test_100k_states_round_trip_quickly(ledger: Ledger) -> None:
+def test_many_states_round_trip_exactly_across_chunks(ledger: Ledger) -> None:
+    # 45 001 rows: over two of PostgreSQL's 20 000-row JSON chunks and many SQLite executemany chunks.
+    # (Speed is the business of bench/sync.py, not of this test.)
     states = [PushedState(f"user{i}@example.com", None if i % 7 == 0 else str(i),
                           frozenset({f"rfm:{('vip', 'lost', 'new')[i % 3]}"}) if i % 5 else frozenset(),
                           {"RFM_SEG": ("vip", "lost", "new")[i % 3], "ORDERS": i % 40, "NOTE": 'a "q" é\\'},
                           exists=i % 11 != 0)
-              for i in range(100_000)]
+              for i in range(45_001)]
     run_id = ledger.start_run("sync", "mailchimp")
-    started = time.perf_counter()
     ledger.save_states("mailchimp", run_id, states)
-    loaded = ledger.load_state("mailchimp")
-    elapsed = time.perf_counter() - started
-    assert loaded == {s.key: s for s in states}
-    # A few seconds on an idle machine; generous bound because CI cores are shared.
-    assert elapsed < 30, f"100k save+load took {elapsed:.1f}s"
+    assert ledger.load_state("mailchimp") == {s.key: s for s in states}
 
 
 # -- runs ----------------------------------------------------------------------------------
