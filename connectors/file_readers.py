@@ -12,7 +12,6 @@ from datetime import date, datetime
 from pathlib import Path
 
 import duckdb
-import openpyxl
 import pyarrow as pa
 
 from . import normalize as nz
@@ -70,6 +69,8 @@ def read_xlsx(path: Path, columns: dict[str, str], sheet: str | None) -> pa.Tabl
     The header row is the first of the first 30 rows holding most of the mapped headers (1C puts
     titles above it). Dates become ISO text; numbers keep full precision; empty rows are skipped.
     """
+    import openpyxl  # only XLSX exports need it (a slow import)
+
     wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
     try:
         if sheet is not None and sheet not in wb.sheetnames:

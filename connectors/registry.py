@@ -1,46 +1,58 @@
 """Source registry used by the CLI: ``type`` name → (config model, factory).
 
 API factories are called as ``factory(config, secrets=None, *, retry=None, sleep=None, clock=None)``;
-``secrets=None`` reads the source's environment variables (see "CRM and shop connectors" in README.md). The
-``"file"`` source is added when :mod:`connectors.files` is importable.
+``secrets=None`` reads the source's environment variables (see "CRM and shop connectors" in README.md).
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from pydantic import BaseModel, SecretStr
 from pydantic_settings import BaseSettings
 
-from .amocrm import AmoCrmConfig, AmoCrmSecrets, AmoCrmSource
-from .bitrix24 import Bitrix24Config, Bitrix24Secrets, Bitrix24Source
 from .errors import ConfigError
-from .retailcrm import RetailCrmConfig, RetailCrmSecrets, RetailCrmSource
-from .shopify import ShopifyConfig, ShopifySecrets, ShopifySource
 from .source import Source
 
-SOURCES: dict[str, tuple[type[BaseModel], Callable[..., Source]]] = {
-    "retailcrm": (RetailCrmConfig, RetailCrmSource),
-    "amocrm": (AmoCrmConfig, AmoCrmSource),
-    "bitrix24": (Bitrix24Config, Bitrix24Source),
-    "shopify": (ShopifyConfig, ShopifySource),
+# type → (module, config model, source class, secrets class or None)
+_SPECS: dict[str, tuple[str, str, str, str | None]] = {
+    "retailcrm": ("retailcrm", "RetailCrmConfig", "RetailCrmSource", "RetailCrmSecrets"),
+    "amocrm": ("amocrm", "AmoCrmConfig", "AmoCrmSource", "AmoCrmSecrets"),
+    "bitrix24": ("bitrix24", "Bitrix24Config", "Bitrix24Source", "Bitrix24Secrets"),
+    "shopify": ("shopify", "ShopifyConfig", "ShopifySource", "ShopifySecrets"),
+    "file": ("files", "FileSourceConfig", "FileSource", None),
 }
+
+
+class _Table(Mapping[str, Any]):
+    """``type`` → entry, importing a connector's module only when its entry is looked up, so that a run on
+    a file export does not import requests, openpyxl and four API clients first (about 0.6 s of start-up)."""
+
+    def __init__(self, kinds: list[str], entry: Callable[[Any, tuple[str, str, str, str | None]], Any]) -> None:
+        self._kinds, self._entry = kinds, entry
+
+    def __getitem__(self, kind: str) -> Any:
+        if kind not in self._kinds:
+            raise KeyError(kind)
+        spec = _SPECS[kind]
+        return self._entry(importlib.import_module(f".{spec[0]}", __package__), spec)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._kinds)
+
+    def __len__(self) -> int:
+        return len(self._kinds)
+
+
+#: type → (config model, source class)
+SOURCES: Mapping[str, tuple[type[BaseModel], Callable[..., Source]]] = _Table(
+    list(_SPECS), lambda mod, spec: (getattr(mod, spec[1]), getattr(mod, spec[2])))
 
 #: per API source: its secrets class (env prefix = type name upper-cased + "_")
-SECRETS: dict[str, type[BaseSettings]] = {
-    "retailcrm": RetailCrmSecrets,
-    "amocrm": AmoCrmSecrets,
-    "bitrix24": Bitrix24Secrets,
-    "shopify": ShopifySecrets,
-}
-
-try:  # the file source is written separately; register it when present
-    from .files import FileSource, FileSourceConfig
-except ImportError:  # pragma: no cover - depends on the checkout
-    pass
-else:
-    SOURCES["file"] = (FileSourceConfig, FileSource)
+SECRETS: Mapping[str, type[BaseSettings]] = _Table(
+    [k for k, spec in _SPECS.items() if spec[3]], lambda mod, spec: getattr(mod, spec[3]))
 
 
 def secrets_for(kind: str, settings: Any = None) -> BaseSettings:
