@@ -31,7 +31,7 @@ import duckdb
 
 from connectors.records import Consent, Contact, LineItem, Order, OrderStatus
 from connectors.source import PullResult
-from connectors.tables import stage_records
+from connectors.tables import TABLES, create_staging, stage_records
 
 from .config import Config, DestinationConfig
 from .engine import ApplyReport, _customer_rows, execute_plan, load_cut_points, make_destination, save_cut_points
@@ -158,6 +158,26 @@ def _pull_staged(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, se
     return source.pull(con, ledger.get_cursor(kind, "all")), kind
 
 
+def _pull_after_webhook_records(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, settings: Settings
+                                ) -> tuple[PullResult, str]:
+    """Pull into staging without losing the webhook records staged already (a source's pull starts from
+    fresh staging tables): they are set aside, then staged again *before* the pulled rows, so that the
+    pulled version of the same record, the fresher one, wins the merge."""
+    for name in TABLES:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _hook_{name} AS SELECT * FROM staged_{name}")
+    result = _pull_staged(cfg, ledger, con, settings)
+    for name in TABLES:
+        con.execute(f"CREATE TEMP TABLE IF NOT EXISTS staged_{name} AS SELECT * FROM _hook_{name} LIMIT 0")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _pulled_{name} AS SELECT * FROM staged_{name}")
+    create_staging(con)
+    for name in TABLES:
+        con.execute(f"INSERT INTO staged_{name} SELECT * FROM _hook_{name}")
+        con.execute(f"INSERT INTO staged_{name} SELECT * FROM _pulled_{name}")
+        con.execute(f"DROP TABLE _hook_{name}")
+        con.execute(f"DROP TABLE _pulled_{name}")
+    return result
+
+
 @dataclass
 class _Affected:
     rows: list[dict[str, Any]]  # customer rows (segment, metrics, email, consent) of the affected customers
@@ -183,7 +203,7 @@ def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, 
     _coalesce_webhook_contacts(con)
     pulled, cursor_source = (None, None)
     if pull:
-        pulled, cursor_source = _pull_staged(cfg, ledger, con, settings)
+        pulled, cursor_source = _pull_after_webhook_records(cfg, ledger, con, settings)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {AFFECTED_TABLE} AS "
                 "SELECT customer_id FROM staged_orders WHERE customer_id <> '' UNION "
                 "SELECT customer_id FROM staged_contacts UNION "

@@ -433,3 +433,28 @@ def test_the_worker_process_metrics_are_added_to_the_intake_process_metrics():
     intake.set_remote([worker.snapshot()])  # the newest snapshot replaces the previous one
     assert 'rfmsync_events_processed_total{outcome="done"} 4' in intake.render()
     assert 'rfmsync_events_processed_total{outcome="done"} 0' in Metrics().render()
+
+
+def test_a_deleted_crm_deal_leaves_the_history_when_its_webhook_also_asks_for_a_pull(tmp_path, monkeypatch):
+    """Bitrix24 ONCRMDEALDELETE queues a tombstone *and* a pull: the pull must not drop the tombstone."""
+    import responses
+
+    from connectors.http import tombstone
+    from tests.test_bitrix24 import HOOK, T0, FakeBitrix24
+
+    (tmp_path / "rfmsync.toml").write_text('[source]\ntype = "bitrix24"\n', encoding="utf-8")
+    monkeypatch.setenv("BITRIX24_WEBHOOK_URL", HOOK)
+    cfg, settings = load_config(tmp_path / "rfmsync.toml"), load_settings()
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps, open_ledger(cfg, settings) as ledger:
+        fake = FakeBitrix24(rsps)
+        fake.put_contact(5, "ann@example.com", at=T0)
+        fake.put_order(77, 5, "100.00", at=T0)
+        fake.put_order(78, 5, "50.00", at=T0)
+        first = resync(cfg, ledger, settings, pull=True, as_of=AS_OF)
+        assert first.orders == 2
+        del fake.deals[77]  # deleted on the portal: the deal list no longer shows it
+        second = resync(cfg, ledger, settings, [tombstone("77", T0 + timedelta(days=1))], pull=True, as_of=AS_OF)
+        assert second.customers == 1
+    with open_store(store_path(cfg)) as con:
+        assert con.execute("SELECT order_id, status, amount FROM orders ORDER BY 1").fetchall() == [
+            ("77", "cancelled", 0), ("78", "completed", 50)]
