@@ -6,6 +6,7 @@ in-memory DuckDB (nothing persisted); for API sources it reads the local order s
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass, field
 from datetime import date
@@ -67,11 +68,9 @@ def pull_into(con: duckdb.DuckDBPyConnection, source: Source, cursor: str | None
               progress: Callable[[int], None] | None = None) -> PullResult:
     """Pull from the source and merge the staged rows into ``con``'s tables."""
     try:
-        if progress is not None:
-            try:
-                result = source.pull(con, cursor, progress=progress)  # type: ignore[call-arg]
-            except TypeError:
-                result = source.pull(con, cursor)
+        takes_progress = "progress" in inspect.signature(source.pull).parameters
+        if progress is not None and takes_progress:  # API sources report each page; a file has no pages
+            result = source.pull(con, cursor, progress=progress)  # type: ignore[call-arg]
         else:
             result = source.pull(con, cursor)
     except SourceConfigError as exc:
