@@ -61,8 +61,20 @@ class AmoCrmSecrets(BaseSettings):
     webhook_token: SecretStr | None = None
 
 
+def _embedded(raw: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+    """``raw["_embedded"][key]`` as a list of objects; a FieldError when the vendor (or a webhook) sent
+    something else."""
+    embedded = raw.get("_embedded") or {}
+    if not isinstance(embedded, Mapping):
+        raise FieldError("_embedded", "must be an object", embedded)
+    items = as_list(embedded.get(key) or [])
+    if not all(isinstance(item, Mapping) for item in items):
+        raise FieldError(f"_embedded.{key}", "must be a list of objects", embedded.get(key))
+    return items
+
+
 def _contact_id(raw: Mapping[str, Any]) -> str | None:
-    contacts = (raw.get("_embedded") or {}).get("contacts") or []
+    contacts = _embedded(raw, "contacts")
     main = [c for c in contacts if c.get("is_main")] or contacts
     return clean(main[0].get("id")) if main else None
 
@@ -86,17 +98,22 @@ def map_lead(raw: Mapping[str, Any], cfg: AmoCrmConfig) -> Order | None:
 
 
 def _multi(raw: Mapping[str, Any], code: str) -> str | None:
-    for cf in as_list(raw.get("custom_fields_values") or raw.get("custom_fields")):
-        if isinstance(cf, dict) and cf.get("field_code") == code or cf.get("code") == code:
+    """The first value of the multi-field ``code`` (EMAIL, PHONE): API ``custom_fields_values[i]
+    .field_code``, webhook ``custom_fields[i][code]``; a FieldError when a custom field is not an object."""
+    key = "custom_fields_values" if raw.get("custom_fields_values") else "custom_fields"
+    for cf in as_list(raw.get(key)):
+        if not isinstance(cf, Mapping):
+            raise FieldError(key, "each custom field must be an object", cf)
+        if cf.get("field_code") == code or cf.get("code") == code:
             for v in as_list(cf.get("values")):
-                if isinstance(v, dict) and clean(v.get("value")):
+                if isinstance(v, Mapping) and clean(v.get("value")):
                     return clean(v["value"])
     return None
 
 
 def map_contact(raw: Mapping[str, Any]) -> Contact:
     cid = get_field(raw, "id", lambda v: str(int(v)))
-    tags = (raw.get("_embedded") or {}).get("tags") or []
+    tags = _embedded(raw, "tags")
     first, last = clean(raw.get("first_name")), clean(raw.get("last_name"))
     if first is None and last is None:
         first = clean(raw.get("name"))
@@ -206,12 +223,20 @@ def verify_webhook(headers: Mapping[str, str], body: bytes, secret: str, path_to
     return tokens_equal(path_token, secret)
 
 
+def _groups(form: Mapping[str, Any], entity: str) -> Mapping[str, Any]:
+    """``form[entity]`` as ``{action: group}``; a ValueError naming the field when it is a plain value."""
+    groups = form.get(entity) or {}
+    if not isinstance(groups, Mapping):
+        raise ValueError(f"amocrm webhook: {entity} must be grouped by action, e.g. {entity}[add][0][id]=…")
+    return groups
+
+
 def webhook_refs(body: bytes) -> list[tuple[str, str, str]]:
     """``(entity, action, id)`` for every entity in a delivery, e.g. ``("leads", "status", "5")``."""
     form = parse_php_form(body)
     refs = []
     for entity in ("leads", "contacts"):
-        for action, group in (form.get(entity) or {}).items():
+        for action, group in _groups(form, entity).items():
             for item in as_list(group):
                 if isinstance(item, dict) and clean(item.get("id")):
                     refs.append((entity, action, item["id"]))
@@ -231,7 +256,7 @@ def parse_webhook(headers: Mapping[str, str], body: bytes) -> tuple[list[Order],
     if not any(k in form for k in ("leads", "contacts", "account")):
         raise ValueError("amocrm webhook: no leads/contacts/account fields in the body")
     orders = []
-    leads = form.get("leads") if isinstance(form.get("leads"), dict) else {}
+    leads = _groups(form, "leads")
     for item in as_list(leads.get("delete")):
         item = item if isinstance(item, dict) else {}
         try:
@@ -239,7 +264,7 @@ def parse_webhook(headers: Mapping[str, str], body: bytes) -> tuple[list[Order],
         except FieldError as exc:
             raise RecordError(exc.bad_row(f"{NAME}:webhook leads[delete]", item.get("id"))) from None
     contacts = []
-    for action, group in (form.get("contacts") or {}).items():
+    for action, group in _groups(form, "contacts").items():
         if action == "delete":
             continue
         for item in as_list(group):

@@ -264,11 +264,11 @@ def _crm_secret(kind: str, settings: Settings) -> str | None:
 
 
 def _crm_events(kind: str, cfg: Config, headers: Mapping[str, str], body: bytes, path_token: str | None,
-                settings: Settings) -> list[tuple[str, str]]:
+                settings: Settings, key: str | None = None) -> list[tuple[str, str]]:
     import importlib
 
     mod = importlib.import_module(f"connectors.{kind}")
-    key = _crm_secret(kind, settings)
+    key = key or _crm_secret(kind, settings)
     if not key:
         raise BadRequest(401, f"the {kind} webhook secret is not set on this server (see 'CRM and shop connectors' in README.md)")
     try:
@@ -291,10 +291,15 @@ def _crm_events(kind: str, cfg: Config, headers: Mapping[str, str], body: bytes,
             ref_key = refs[0][2] if kind == "bitrix24" else _digest(body.decode("utf-8", "replace"))
             events.append((f"pull:{ref_key}", encode_records(pull=True)))
         return events
-    except RecordError as exc:
+    except BadRequest:
+        raise
+    except (RecordError, ValueError, TypeError, KeyError, RecursionError) as exc:
         raise BadRequest(400, f"{kind} webhook: {exc}") from None
-    except (ValueError, TypeError, KeyError, RecursionError) as exc:
-        raise BadRequest(400, f"{kind} webhook: {exc}") from None
+    except Exception as exc:  # a parser bug must not read as "queue unavailable" (503) nor crash: the input is bad
+        log.warning("%s webhook: the parser failed on a delivery (%s: %s)", kind, type(exc).__name__, exc,
+                    exc_info=log.isEnabledFor(logging.DEBUG))
+        raise BadRequest(400, f"{kind} webhook: the delivery cannot be parsed ({type(exc).__name__}: "
+                              f"{str(exc)[:200]})") from None
 
 
 # ------------------------------------------------------------------------------ the app
@@ -311,6 +316,7 @@ class Intake:
     on_queued: Callable[[], None] = lambda: None
     clock: Callable[[], float] = time.time
     writer: EventWriter | None = None
+    _keys: dict[str, str | None] = field(default_factory=dict, repr=False)  # CRM webhook secrets, read once
 
     def sources(self) -> list[str]:
         kind = str(self.cfg.source.get("type", "file"))
@@ -336,7 +342,9 @@ class Intake:
             if problem:
                 raise BadRequest(401, problem)
             return "generic", events_for([], [], parse_generic(body, self.cfg.timezone))
-        return source, _crm_events(source, self.cfg, headers, body, path_token, self.settings)
+        if source not in self._keys:  # building the vendor's secrets reads the environment: ~3 ms, once
+            self._keys[source] = _crm_secret(source, self.settings)
+        return source, _crm_events(source, self.cfg, headers, body, path_token, self.settings, self._keys[source])
 
     def _reply(self, events: list[tuple[str, str]], new_flags: list[bool]) -> dict[str, Any]:
         new = sum(new_flags)

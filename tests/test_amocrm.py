@@ -229,3 +229,38 @@ def test_webhook_bad_payloads_raise_clear_errors():
         parse_webhook({}, b"leads=1&leads[add][0][id]=2")
     with pytest.raises(RecordError, match="contacts\\[add\\].*id"):
         parse_webhook({}, b"contacts[add][0][name]=x")
+
+
+@pytest.mark.parametrize("body, field", [
+    (b"contacts[add][0][id]=5&contacts[add][0][custom_fields]=x", "custom_fields"),
+    (b"contacts[add][0][id]=5&contacts[add][0][custom_fields][0]=x", "custom_fields"),
+    (b"contacts[update][0][id]=5&contacts[update][0][_embedded]=x", "_embedded"),
+    (b"contacts[update][0][id]=5&contacts[update][0][_embedded][tags]=vip", "_embedded.tags"),
+])
+def test_webhook_malformed_contact_fields_are_record_errors_naming_the_field(body, field):
+    with pytest.raises(RecordError) as err:
+        parse_webhook({}, body)
+    bad = err.value.bad_row
+    assert (bad.row, bad.field) == ("5", field) and "contacts[" in bad.source
+
+
+def test_a_pulled_contact_with_malformed_custom_fields_is_a_bad_record_not_a_crash(rsps):
+    fake = FakeAmo(rsps)
+    fake.put_contact(10, "a@example.com", at=T0)
+    fake.put_contact(11, "b@example.com", at=T0)
+    fake.contacts[11]["custom_fields_values"] = ["EMAIL"]
+    fake.contacts[10]["_embedded"] = {"tags": ["vip"]}
+    con = duckdb.connect()
+    result = make_source().pull(con)
+    assert sorted((b.row, b.field) for b in result.bad_rows) == [("10", "_embedded.tags"),
+                                                                 ("11", "custom_fields_values")]
+    assert result.contacts == 0
+
+
+@pytest.mark.parametrize("body", [b"contacts=x", b"leads=x&account[id]=1"])
+def test_webhook_entity_without_action_groups_is_a_clear_value_error(body):
+    entity = body.split(b"=")[0].decode()
+    with pytest.raises(ValueError, match=f"{entity} must be grouped by action"):
+        parse_webhook({}, body)
+    with pytest.raises(ValueError, match=f"{entity} must be grouped by action"):
+        webhook_refs(body)

@@ -322,3 +322,28 @@ def test_amocrm_path_token_and_lead_events_queue_a_pull(ledger, make_client):
     event = ledger.claim_events("t")[0]
     assert event.dedupe_key.startswith("pull:") and decode_records(event.payload) == ([], [], True)
     assert client.post("/webhooks/amocrm/tok-123", content=b"%%%", headers=headers).status_code == 400
+
+
+@pytest.mark.parametrize("body, field", [
+    (b"contacts[add][0][id]=5&contacts[add][0][custom_fields]=x", "custom_fields"),
+    (b"contacts[update][0][id]=5&contacts[update][0][_embedded][tags]=vip", "_embedded.tags"),
+    (b"contacts=x", "contacts must be grouped by action"),
+])
+def test_a_malformed_amocrm_record_is_a_400_naming_the_field_never_a_503(ledger, make_client, body, field):
+    client, _ = make_client(None, source={"type": "amocrm", "subdomain": "shop"}, amocrm_webhook_token="tok-123")
+    r = client.post("/webhooks/amocrm/tok-123", content=body,
+                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"].startswith("amocrm webhook: ") and field in r.json()["error"]
+    assert ledger.queue_depth() == 0
+
+
+def test_a_parser_failure_on_crm_input_is_a_400_naming_the_source_not_a_503(ledger, make_client):
+    # RetailCRM's map_order expects customer to be an object: a string makes it fail with AttributeError
+    client, _ = make_client(None, source={"type": "retailcrm"}, retailcrm_webhook_token="rc-tok")
+    body = json.dumps({"order": {"id": 7, "status": "complete", "customer": "x", "totalSumm": 1}}).encode()
+    r = client.post("/webhooks/retailcrm/rc-tok", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"].startswith("retailcrm webhook: the delivery cannot be parsed")
+    assert ledger.queue_depth() == 0
+
