@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 from decimal import Decimal
+from urllib.parse import urlencode
 
 import threading
 import time
@@ -347,3 +348,105 @@ def test_a_parser_failure_on_crm_input_is_a_400_naming_the_source_not_a_503(ledg
     assert r.json()["error"].startswith("retailcrm webhook: the delivery cannot be parsed")
     assert ledger.queue_depth() == 0
 
+
+# ----------------------------------------------------------------------------------- CRM fuzzing
+
+CRM_TOKENS = {"shopify": "shp-fuzz", "amocrm": "amo-fuzz", "retailcrm": "rc-fuzz", "bitrix24": "b24-fuzz"}
+CRM_CONFIGS = {"shopify": {"type": "shopify", "shop": "demo"}, "amocrm": {"type": "amocrm", "subdomain": "shop"},
+               "retailcrm": {"type": "retailcrm"}, "bitrix24": {"type": "bitrix24"}}
+SEGMENTS = ["add", "update", "delete", "status", "0", "1", "id", "custom_fields", "custom_fields_values", "code",
+            "field_code", "values", "value", "_embedded", "tags", "contacts", "name", "is_main", "FIELDS", "ID",
+            "application_token", "status_id", "price", "customer", "items", "", "x"]
+ROOTS = ["leads", "contacts", "account", "order", "customer", "event", "data", "auth", "ts", "x"]
+form_key = st.builds(lambda root, segs: root + "".join(f"[{s}]" for s in segs), st.sampled_from(ROOTS),
+                     st.lists(st.sampled_from(SEGMENTS), max_size=5)) | st.text(max_size=6)
+form_value = st.sampled_from(["5", "142", "EMAIL", "a@example.com", "ONCRMDEALUPDATE", "ONCRMDEALDELETE",
+                              "1750000000", "", "{}", "[]", '{"id": 1}']) | st.text(max_size=6)
+form_pairs = st.lists(st.tuples(form_key, form_value), max_size=8)
+json_tree = st.recursive(scalars, lambda kids: st.lists(kids, max_size=3) | st.dictionaries(
+    st.sampled_from(["id", "order", "customer", "status", "totalSumm", "createdAt", "items", "email", "contact",
+                     "total_price", "created_at", "line_items", "financial_status", "event", "data", "FIELDS", "ID",
+                     "auth", "ts", "x"]), kids, max_size=4), max_leaves=8)
+record = st.fixed_dictionaries({"id": st.integers(0, 10**6) | scalars}, optional={
+    k: json_tree | st.just(v) for k, v in [
+        ("status", "complete"), ("totalSumm", 10), ("createdAt", "2025-06-01 10:00:00"), ("customer", {"id": 1}),
+        ("email", "a@example.com"), ("items", [{"quantity": 1}]), ("total_price", "1.00"),
+        ("created_at", "2025-06-01T10:00:00Z"), ("financial_status", "paid"), ("line_items", [])]})
+crm_json = st.one_of(json_tree, record, st.builds(lambda k, r: {k: r}, st.sampled_from(["order", "customer"]), record),
+                     st.builds(lambda e, rid, ts: {"event": e, "data": {"FIELDS": {"ID": rid}}, "ts": ts},
+                               st.sampled_from(["ONCRMDEALUPDATE", "ONCRMDEALDELETE", "ONCRMCONTACTADD", "x"]),
+                               scalars, scalars | st.just(str(int(time.time())))))
+
+
+def _valid_crm(kind: str, n: int):
+    """A well-formed delivery body for ``kind`` (before authentication is added)."""
+    if kind == "shopify":
+        return {"id": n, "created_at": "2025-06-01T10:00:00-04:00", "total_price": "199.00", "currency": "USD",
+                "financial_status": "paid", "customer": {"id": n % 97, "email": "bob@example.com"}, "line_items": []}
+    if kind == "retailcrm":
+        return {"order": {"id": n, "status": "complete", "createdAt": "2025-06-01 10:00:00", "totalSumm": 10.5,
+                          "customer": {"id": n % 97}, "items": []}}
+    if kind == "bitrix24":
+        return {"event": "ONCRMDEALUPDATE", "data": {"FIELDS": {"ID": str(n)}}, "ts": str(int(time.time()))}
+    return [(f"contacts[add][0][{k}]", v) for k, v in [("id", str(n)), ("name", "Ann"), ("updated_at", str(NOW))]]
+
+
+def _crm_delivery(kind: str, authentic: bool, body_obj):
+    """(path, headers, body) for one delivery to ``kind`` with real or forged authentication.
+
+    ``body_obj`` is raw bytes, form pairs (a list of tuples) or a JSON value."""
+    token = CRM_TOKENS[kind] if authentic else "forged"
+    if isinstance(body_obj, bytes):
+        body, ctype = body_obj, "application/octet-stream"
+    elif isinstance(body_obj, list) and all(isinstance(p, tuple) for p in body_obj):
+        pairs = [*body_obj, ("auth[application_token]", token)] if kind == "bitrix24" else body_obj
+        body, ctype = urlencode(pairs).encode(), "application/x-www-form-urlencoded"
+    else:
+        if kind == "bitrix24" and isinstance(body_obj, dict):
+            body_obj = {**body_obj, "auth": {"application_token": token}}
+        body, ctype = json.dumps(body_obj).encode(), "application/json"
+    headers = {"Content-Type": ctype}
+    if kind == "shopify":
+        headers |= {"X-Shopify-Topic": "orders/create",
+                    "X-Shopify-Hmac-Sha256": base64.b64encode(hmac.new(token.encode(), body, hashlib.sha256)
+                                                              .digest()).decode()}
+    path = f"/webhooks/{kind}/{token}" if kind in ("amocrm", "retailcrm") else f"/webhooks/{kind}"
+    return path, headers, body
+
+
+CRM_SECRET_SETTING = {"shopify": "webhook_secret", "amocrm": "webhook_token", "retailcrm": "webhook_token",
+                      "bitrix24": "app_token"}
+
+
+def test_a_thousand_random_crm_deliveries_with_real_and_forged_auth_never_give_a_5xx(ledger):
+    clients = {kind: AsgiClient(create_app(Intake(
+        Config(source=CRM_CONFIGS[kind]), ledger,
+        Settings(_env_file=None, **{f"{kind}_{CRM_SECRET_SETTING[kind]}": token}), clock=lambda: NOW)))
+        for kind, token in CRM_TOKENS.items()}
+    seen: dict[tuple[str, int], int] = {}
+    shapes = {"valid": None, "form": form_pairs, "json": crm_json, "binary": st.binary(max_size=100)}
+
+    @hsettings(max_examples=1000, deadline=None, database=None,
+               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(kind=st.sampled_from(sorted(CRM_TOKENS)), authentic=st.booleans(),
+           shape=st.sampled_from(["valid", "form", "form", "json", "json", "binary"]), data=st.data())
+    def check(kind, authentic, shape, data):
+        body_obj = _valid_crm(kind, data.draw(st.integers(1, 10**6))) if shape == "valid" else \
+            data.draw(shapes[shape])
+        path, headers, body = _crm_delivery(kind, authentic, body_obj)
+        r = clients[kind].post(path, content=body, headers=headers)
+        seen[kind, r.status_code] = seen.get((kind, r.status_code), 0) + 1
+        assert r.status_code in (202, 400, 401), (kind, path, body[:300], r.status_code, r.text)
+        if not authentic:
+            assert r.status_code == 401, (kind, body[:300], r.text)
+        elif shape == "valid":
+            assert r.status_code == 202, (kind, body[:300], r.text)
+
+    try:
+        check()
+    finally:
+        for client in clients.values():
+            client.close()
+    assert sum(seen.values()) == 1000
+    for kind in CRM_TOKENS:  # every vendor accepted, refused and rejected deliveries
+        assert {(kind, 202), (kind, 400), (kind, 401)} <= set(seen), seen
