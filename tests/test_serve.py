@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,8 @@ from sync.engine import open_ledger
 from sync.ledger import Ledger
 from sync.server import Service, sign_generic
 from sync.settings import load_settings
-from tests.test_webhooks_generic import live_server
+from sync.resync import decode_records
+from tests.test_webhooks_generic import ledger, live_server, make_client  # noqa: F401  (fixtures)
 from tests.test_worker import AS_OF, DEST, churned_contact, make_shop, shop  # noqa: F401  (fixture)
 
 SECRET = "whsec-test"  # set by make_shop
@@ -219,3 +221,80 @@ def test_a_server_killed_mid_batch_is_taken_over_at_restart_and_its_run_shows_ab
     result = CliRunner().invoke(main, ["runs", "--config", str(shop), "--format", "json"])
     assert result.exit_code == 0
     assert [r["status"] for r in json.loads(result.output) if r["kind"] == "webhook"].count("abandoned") == 1
+
+
+# ------------------------------------------------------------------ CRM deliveries through the app
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+RETAIL_ORDER = json.dumps({"order": {"id": 501, "number": "501A", "status": "complete", "site": "shop-main",
+                                     "createdAt": "2025-06-01 10:00:00", "totalSumm": 1250.5, "currency": "RUB",
+                                     "customer": {"type": "customer", "id": 77}, "items": []}}).encode()
+
+
+def _queued(ledger) -> list:
+    return ledger.claim_events("test", limit=100)
+
+
+def test_retailcrm_path_token_delivery_is_queued_and_a_forgery_is_refused(ledger, make_client):
+    client, woken = make_client(None, source={"type": "retailcrm"}, retailcrm_webhook_token="rc-tok-1")
+    headers = {"Content-Type": "application/json"}
+    assert client.post("/webhooks/retailcrm/not-the-token", RETAIL_ORDER, headers).status_code == 401
+    assert client.post("/webhooks/retailcrm", RETAIL_ORDER, headers).status_code == 401  # no token at all
+    assert ledger.queue_depth() == 0
+    r = client.post("/webhooks/retailcrm/rc-tok-1", RETAIL_ORDER, headers)
+    assert r.status_code == 202 and r.json() == {"accepted": 1, "queued": 1, "duplicates": 0} and woken == [1]
+    (event,) = _queued(ledger)
+    (order,), _, pull = decode_records(event.payload)
+    assert event.source == "retailcrm" and not pull
+    assert (order.order_id, order.customer_id, order.amount, order.status) == ("501", "77", Decimal("1250.5"),
+                                                                                "completed")
+
+
+def test_a_replayed_retailcrm_delivery_is_queued_once(ledger, make_client):
+    client, woken = make_client(None, source={"type": "retailcrm"}, retailcrm_webhook_token="rc-tok-1")
+    headers = {"Content-Type": "application/json"}
+    first = client.post("/webhooks/retailcrm/rc-tok-1", RETAIL_ORDER, headers)
+    replay = client.post("/webhooks/retailcrm/rc-tok-1", RETAIL_ORDER, headers)
+    assert (first.status_code, replay.status_code) == (202, 202)
+    assert replay.json() == {"accepted": 1, "queued": 0, "duplicates": 1} and woken == [1]
+    assert len(_queued(ledger)) == 1
+
+
+def test_a_replayed_amocrm_delivery_is_queued_once(ledger, make_client):
+    client, woken = make_client(None, source={"type": "amocrm", "subdomain": "shop"}, amocrm_webhook_token="amo-t")
+    contact = (b"contacts[add][0][id]=10&contacts[add][0][name]=Ann&contacts[add][0][custom_fields][0][code]=EMAIL"
+               b"&contacts[add][0][custom_fields][0][values][0][value]=ann@example.com&account[subdomain]=shop")
+    lead = b"leads[status][0][id]=5&leads[status][0][status_id]=142&account[subdomain]=shop"
+    for body in (contact, lead):
+        first = client.post("/webhooks/amocrm/amo-t", body, FORM)
+        replay = client.post("/webhooks/amocrm/amo-t", body, FORM)
+        assert first.json()["queued"] == 1 and replay.json() == {"accepted": 1, "queued": 0, "duplicates": 1}
+    events = _queued(ledger)
+    assert len(events) == 2 and woken == [1, 1]
+    (_, (c,), _), ([], [], pull) = (decode_records(e.payload) for e in events)
+    assert c.email == "ann@example.com" and pull
+
+
+def _bitrix_event(token: str, ident: int, name: str = "ONCRMDEALUPDATE") -> bytes:
+    from urllib.parse import urlencode
+
+    return urlencode({"event": name, "event_handler_id": "7", "data[FIELDS][ID]": str(ident),
+                      "ts": str(int(time.time())), "auth[domain]": "shop.bitrix24.ru",
+                      "auth[application_token]": token}).encode()
+
+
+def test_bitrix24_application_token_delivery_is_queued_and_a_forgery_is_refused(ledger, make_client):
+    client, _ = make_client(None, source={"type": "bitrix24"}, bitrix24_app_token="b24-app-token")
+    forged = client.post("/webhooks/bitrix24", _bitrix_event("guess", 42), FORM)
+    assert forged.status_code == 401 and "b24-app-token" not in forged.text
+    assert ledger.queue_depth() == 0
+    body = _bitrix_event("b24-app-token", 42)
+    r = client.post("/webhooks/bitrix24", body, FORM)
+    assert r.status_code == 202 and r.json()["queued"] == 1
+    assert client.post("/webhooks/bitrix24", body, FORM).json()["duplicates"] == 1  # redelivered
+    deleted = client.post("/webhooks/bitrix24", _bitrix_event("b24-app-token", 43, "ONCRMDEALDELETE"), FORM)
+    assert deleted.status_code == 202
+    events = _queued(ledger)
+    assert [decode_records(e.payload)[2] for e in events] == [True, False, True]  # update: a pull hint
+    (tomb,), _, _ = decode_records(events[1].payload)
+    assert (tomb.order_id, tomb.status) == ("43", "cancelled")
