@@ -1,0 +1,146 @@
+"""`rfmsync pull` and `rfmsync check` on CRM sources, against the per-vendor `responses` fakes."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import pytest
+import responses
+from click.testing import CliRunner
+
+from sync.cli import main
+from sync.ledger import Ledger
+from tests.test_amocrm import SUB, TOKEN, FakeAmo
+from tests.test_retailcrm import BASE, KEY, T0, FakeRetailCrm, fmt
+
+
+@pytest.fixture
+def rsps():
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
+        yield mock
+
+
+@pytest.fixture
+def shop(tmp_path, monkeypatch) -> Path:
+    """A config whose source is RetailCRM; credentials from the environment, as in production."""
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    monkeypatch.delenv("RFMSYNC_STORE_URL", raising=False)
+    monkeypatch.setenv("RETAILCRM_URL", BASE)
+    monkeypatch.setenv("RETAILCRM_API_KEY", KEY)
+    path = tmp_path / "rfmsync.toml"
+    path.write_text('[source]\ntype = "retailcrm"\npage_size = 20\n', encoding="utf-8")
+    return path
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def cursor(shop: Path) -> str | None:
+    with Ledger.connect(f"sqlite:///{shop.parent / 'rfmsync.db'}") as ledger:
+        return ledger.get_cursor("retailcrm", "all")
+
+
+def stored(shop: Path) -> list[tuple]:
+    con = duckdb.connect(str(shop.parent / "rfmsync.duckdb"), read_only=True)
+    try:
+        return con.execute("SELECT order_id, customer_id, amount, status FROM orders ORDER BY 1").fetchall()
+    finally:
+        con.close()
+
+
+def seeded(rsps) -> FakeRetailCrm:
+    fake = FakeRetailCrm(rsps)
+    fake.put_contact(10, "ann@example.com", at=T0)
+    fake.put_contact(11, "bob@example.com", at=T0)
+    fake.put_order(1, 10, "1500.50", at=T0)
+    fake.put_order(2, 11, "99", at=T0)
+    return fake
+
+
+def test_pull_prints_counts_stores_rows_and_then_pulls_incrementally(rsps, shop):
+    fake = seeded(rsps)
+    first = run("pull", "--config", str(shop))
+    assert first.exit_code == 0, first.output
+    assert "pulled 2 orders and 2 contacts from retailcrm (0 bad records); the store now holds 2 orders and " \
+           "2 contacts" in first.output
+    assert stored(shop) == [("1", "10", Decimal("1500.50"), "completed"), ("2", "11", Decimal("99.00"), "completed")]
+    saved = json.loads(cursor(shop))
+    assert set(saved) == {"contacts", "orders"}
+
+    fake.put_order(3, 10, "10", at=datetime.now(timezone.utc))  # a new order after the first pull
+    second = run("pull", "--config", str(shop), "--source", "retailcrm")
+    assert second.exit_code == 0, second.output
+    assert "pulled 1 orders and 0 contacts" in second.output and "store now holds 3 orders" in second.output
+    assert fake.fetched_ids == [3]  # only the changed order was fetched again
+    start = datetime.fromisoformat(saved["orders"]) - timedelta(minutes=10)
+    assert fake.since_seen[-1] == "startDate=" + fmt(start)  # the saved cursor minus the lookback
+
+
+def test_pull_full_ignores_the_saved_cursor(rsps, shop):
+    fake = seeded(rsps)
+    assert run("pull", "--config", str(shop)).exit_code == 0
+    incremental = run("pull", "--config", str(shop))
+    assert "pulled 0 orders and 0 contacts" in incremental.output
+    full = run("pull", "--config", str(shop), "--full")
+    assert full.exit_code == 0, full.output
+    assert "pulled 2 orders and 2 contacts" in full.output and "store now holds 2 orders" in full.output
+    # a full pull lists everything (no history filter) before reading the feed from the run start
+    lists = [c.request.url for c in rsps.calls if "/api/v5/orders?" in c.request.url]
+    assert len(lists) == 2  # the first pull and the --full one; the incremental pull read only the history
+    assert fake.fetched_ids == []
+
+
+def test_pull_with_a_wrong_source_name_is_a_clear_configuration_error(shop):
+    result = run("pull", "--config", str(shop), "--source", "shopify")
+    assert result.exit_code == 2
+    assert "unknown source 'shopify': this config's source is 'retailcrm'" in result.output
+    assert not (shop.parent / "rfmsync.db").exists()  # refused before anything was opened
+
+
+def test_a_failed_pull_leaves_the_saved_cursor_unchanged(rsps, shop):
+    fake = seeded(rsps)
+    assert run("pull", "--config", str(shop)).exit_code == 0
+    before = cursor(shop)
+    fake.put_order(3, 10, "10", at=datetime.now(timezone.utc))
+    fake.failures = [(503, {"Retry-After": "0"})] * 6  # every attempt of the retry layer: a persistent outage
+    result = run("pull", "--config", str(shop))
+    assert result.exit_code == 3, result.output  # a connector error: the source's exit code
+    assert "HTTP 503; gave up after 6 attempts" in result.output and KEY not in result.output
+    assert fake.failures == [] and cursor(shop) == before
+    assert [r[0] for r in stored(shop)] == ["1", "2"]
+    with Ledger.connect(f"sqlite:///{shop.parent / 'rfmsync.db'}") as ledger:
+        assert [r["status"] for r in ledger.recent_runs(2)] == ["failed", "succeeded"]
+    # the next pull resumes from the unchanged cursor and picks the order up
+    again = run("pull", "--config", str(shop))
+    assert again.exit_code == 0 and "pulled 1 orders" in again.output
+
+
+def test_check_on_a_crm_source_does_one_cheap_read_and_reports_bad_credentials_as_exit_2(rsps, shop):
+    fake = FakeRetailCrm(rsps, pull=False, check=True)
+    ok = run("check", "--config", str(shop))
+    assert ok.exit_code == 0, ok.output
+    assert "source retailcrm: demo.retailcrm.ru (sites: shop-main)" in ok.output
+    assert [c.request.url for c in rsps.calls] == [f"{BASE}/api/credentials"]
+    fake.bad_key = True
+    bad = run("check", "--config", str(shop))
+    assert bad.exit_code == 2
+    assert "RETAILCRM_API_KEY" in bad.output and KEY not in bad.output
+
+
+def test_check_on_amocrm_reports_a_rejected_token_as_exit_2(rsps, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AMOCRM_SUBDOMAIN", SUB)
+    monkeypatch.setenv("AMOCRM_TOKEN", TOKEN)
+    shop = tmp_path / "rfmsync.toml"
+    shop.write_text('[source]\ntype = "amocrm"\n', encoding="utf-8")
+    fake = FakeAmo(rsps, pull=False, check=True)
+    ok = run("check", "--config", str(shop))
+    assert ok.exit_code == 0 and f"source amocrm: Demo Shop ({SUB})" in ok.output, ok.output
+    fake.bad_key = True
+    bad = run("check", "--config", str(shop))
+    assert bad.exit_code == 2 and "AMOCRM_TOKEN" in bad.output and TOKEN not in bad.output
