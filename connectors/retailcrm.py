@@ -83,6 +83,8 @@ def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = F
         kind = OrderStatus.CANCELLED
     try:
         customer = raw.get("customer") or raw.get("contact") or {}
+        if not isinstance(customer, Mapping):
+            raise FieldError("customer", f"expected an object, got {type(customer).__name__}")
         customer_id = clean(customer.get("id")) or clean(raw.get("email"))
         if customer_id is None:
             raise FieldError("customer.id", "order has no customer")
