@@ -141,7 +141,8 @@ def _webhook_rows(con: duckdb.DuckDBPyConnection, path: Path) -> int:
         con.execute(f"""CREATE OR REPLACE TEMP TABLE _wh_contacts AS SELECT * FROM _store.contacts
                         WHERE customer_id IN ({noted.format(kind='contact')})
                           AND customer_id NOT IN (SELECT customer_id FROM staged_contacts)""")
-        orders, contacts = (con.execute(f"SELECT count(*) FROM _wh_{t}").fetchall()[0][0] for t in ("orders", "contacts"))
+        orders, contacts = (con.execute(f"SELECT count(*) FROM _wh_{t}").fetchall()[0][0]
+                            for t in ("orders", "contacts"))
     finally:
         con.execute("DETACH _store")
     if orders or contacts:

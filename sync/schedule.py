@@ -124,7 +124,9 @@ class Scheduler:
                     return False
                 log.info("scheduled sync (fire time %s)", fire.isoformat())
                 try:
-                    self.job()
+                    reports = self.job()
+                    if self.metrics is not None and isinstance(reports, list):
+                        self.metrics.sync_reports(reports)
                 finally:
                     self.ledger.set_cursor(*CURSOR, fire.isoformat())
         except LockBusyError:

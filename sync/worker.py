@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from connectors.records import Contact, Order
 
@@ -93,10 +93,21 @@ class Metrics:
             self.resyncs["error" if error else "ok"] += 1
             self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
             self.latency_sum += seconds
-            for r in (report.reports if report else ()):
-                for outcome in ("ok", "failed"):
-                    key = (r.destination, outcome)
-                    self.esp_ops[key] = self.esp_ops.get(key, 0) + int(r.counts.get(outcome, 0))
+            self._add_reports(report.reports if report else ())
+
+    def sync_reports(self, reports: Sequence[Any]) -> None:
+        """The apply reports of a scheduled full sync: their contact changes and failed destinations."""
+        with self._lock:
+            self._add_reports(reports)
+            for r in reports:
+                if r.status == "failed":
+                    self.esp_errors[r.destination] = self.esp_errors.get(r.destination, 0) + 1
+
+    def _add_reports(self, reports: Sequence[Any]) -> None:  # the caller holds the lock
+        for r in reports:
+            for outcome in ("ok", "failed"):
+                key = (r.destination, outcome)
+                self.esp_ops[key] = self.esp_ops.get(key, 0) + int(r.counts.get(outcome, 0))
 
     def esp_error(self, destination: str) -> None:
         with self._lock:
@@ -146,9 +157,11 @@ class Metrics:
             out.append("# TYPE rfmsync_resync_seconds histogram")
             out.extend(f"rfmsync_resync_seconds{s} {v:g}" if isinstance(v, float) else f"rfmsync_resync_seconds{s} {v}"
                        for s, v in samples)
-            metric("rfmsync_esp_operations_total", "counter", "ESP operations by destination and outcome.",
+            metric("rfmsync_esp_operations_total", "counter",
+                   "Contact changes pushed to the ESP (webhook resyncs, scheduled syncs) by destination and outcome.",
                    [(f'{{destination="{esc(d)}",outcome="{o}"}}', n) for (d, o), n in sorted(self.esp_ops.items())])
-            metric("rfmsync_esp_errors_total", "counter", "Resyncs a destination failed (after retries).",
+            metric("rfmsync_esp_errors_total", "counter",
+                   "Resyncs and scheduled syncs a destination failed (after retries).",
                    [(f'{{destination="{esc(d)}"}}', n) for d, n in sorted(self.esp_errors.items())])
             metric("rfmsync_scheduled_syncs_total", "counter", "Scheduled full syncs by outcome.",
                    [(f'{{outcome="{o}"}}', n) for o, n in sorted(self.scheduled.items())])

@@ -458,3 +458,23 @@ def test_a_deleted_crm_deal_leaves_the_history_when_its_webhook_also_asks_for_a_
     with open_store(store_path(cfg)) as con:
         assert con.execute("SELECT order_id, status, amount FROM orders ORDER BY 1").fetchall() == [
             ("77", "cancelled", 0), ("78", "completed", 50)]
+
+
+def test_a_scheduled_sync_adds_its_contact_changes_and_failures_to_the_esp_metrics(tmp_path, clock):
+    from sync.config import Config, ScheduleConfig
+    from sync.engine import ApplyReport
+    from sync.worker import Metrics
+
+    metrics = Metrics()
+    reports = [ApplyReport("mc", 1, "partial", {"planned": 5, "ok": 4, "failed": 1}),
+               ApplyReport("sg", 2, "failed", {"planned": 2, "ok": 0, "failed": 2})]
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        sched = Scheduler(Config(schedule=ScheduleConfig(every="1h")), ledger, None, clock=clock,  # type: ignore
+                          job=lambda: reports, metrics=metrics)
+        clock.advance(hours=1)
+        assert sched.tick()
+    text = metrics.render()
+    assert 'rfmsync_esp_operations_total{destination="mc",outcome="ok"} 4' in text
+    assert 'rfmsync_esp_operations_total{destination="sg",outcome="failed"} 2' in text
+    assert 'rfmsync_esp_errors_total{destination="sg"} 1' in text and 'destination="mc"} 1' not in text
+    assert metrics.scheduled["ok"] == 1
