@@ -1,0 +1,294 @@
+"""The ledger's webhook queue (sync/ledger_queue.py): enqueue, claims, leases, group commit, killed
+claimers; on SQLite and (with RFMSYNC_TEST_PG_URL) on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from sync.ledger import Event, Ledger
+
+try:
+    from tests.ledger_fixtures import Clock, child_killed_after, clock, dead_owner, ledger, ledger_url, open_ledger  # noqa: F401,E501
+except ImportError:  # tests/ itself on sys.path
+    from ledger_fixtures import (Clock, child_killed_after, clock, dead_owner, ledger, ledger_url,  # type: ignore # noqa: F401
+                                 open_ledger)
+
+OpenLedger = Callable[..., Ledger]
+
+
+# -- webhook queue -----------------------------------------------------------------------------
+
+
+def test_enqueue_dedupes_by_source_and_key(ledger: Ledger) -> None:
+    assert ledger.enqueue_event("shopify", "order-1", '{"id": 1}') is True
+    assert ledger.enqueue_event("shopify", "order-1", '{"id": 1}') is False  # delivered twice
+    assert ledger.enqueue_event("woo", "order-1", "{}") is True  # another source
+    [event] = ledger.claim_events("w1", limit=1)
+    ledger.complete_events([event.id])
+    assert ledger.enqueue_event("shopify", "order-1", '{"id": 1}') is False  # processed already
+    assert ledger.event_counts() == {"queued": 1, "processing": 0, "done": 1, "failed": 0}
+    assert ledger.queue_depth() == 1
+    with pytest.raises(TypeError, match="payload must be a str"):
+        ledger.enqueue_event("shopify", "order-2", {"id": 2})  # type: ignore[arg-type]
+
+
+def test_claim_complete_and_fail_cycle(ledger: Ledger, clock: Clock) -> None:
+    for i in range(5):
+        ledger.enqueue_event("shopify", f"order-{i}", json.dumps({"i": i}))
+    batch = ledger.claim_events("w1", limit=3)
+    assert [e.dedupe_key for e in batch] == ["order-0", "order-1", "order-2"]  # oldest first
+    assert batch[0] == Event(batch[0].id, "shopify", "order-0", '{"i": 0}', clock(), 1)
+    assert ledger.event_counts() == {"queued": 2, "processing": 3, "done": 0, "failed": 0}
+    assert ledger.queue_depth() == 5
+
+    assert ledger.complete_events([batch[0].id, batch[1].id]) == 2
+    assert ledger.fail_events([batch[2].id], "ESP down") == 1
+    assert ledger.complete_events([batch[0].id]) == 0  # already done: not processing any more
+    again = ledger.claim_events("w1", limit=10)
+    assert [(e.dedupe_key, e.attempts) for e in again] == [("order-2", 2), ("order-3", 1), ("order-4", 1)]
+    assert ledger.claim_events("w2") == []
+
+
+def test_events_fail_for_good_after_max_attempts_and_can_be_requeued(ledger: Ledger) -> None:
+    ledger.enqueue_event("shopify", "poison", "{}")
+    for attempt in range(1, 4):
+        [event] = ledger.claim_events("w1")
+        assert event.attempts == attempt
+        ledger.fail_events([event.id], f"boom {attempt}", max_attempts=3)
+    assert ledger.event_counts() == {"queued": 0, "processing": 0, "done": 0, "failed": 1}
+    assert ledger.claim_events("w1") == [] and ledger.queue_depth() == 0
+    assert ledger.requeue_failed_events("shopify") == 1
+    [event] = ledger.claim_events("w1")
+    assert event.attempts == 1
+
+
+def test_stale_processing_events_are_reclaimed(open_ledger: OpenLedger, clock: Clock) -> None:
+    crashed, rescuer = open_ledger(), open_ledger()
+    crashed.enqueue_event("shopify", "order-1", "{}")
+    [event] = crashed.claim_events("crashed-worker", stale_after=300)
+    clock.advance(seconds=299)
+    assert rescuer.claim_events("rescuer", stale_after=300) == []
+    clock.advance(seconds=2)
+    [again] = rescuer.claim_events("rescuer", stale_after=300)
+    assert (again.id, again.attempts) == (event.id, 2)
+    assert rescuer.complete_events([again.id]) == 1
+
+
+def test_purge_forgets_old_done_events(ledger: Ledger, clock: Clock) -> None:
+    ledger.enqueue_event("shopify", "old", "{}")
+    ledger.complete_events([e.id for e in ledger.claim_events("w")])
+    clock.advance(days=31)
+    ledger.enqueue_event("shopify", "new", "{}")
+    ledger.complete_events([e.id for e in ledger.claim_events("w")])
+    assert ledger.purge_events(timedelta(days=30)) == 1
+    assert ledger.enqueue_event("shopify", "old", "{}") is True
+    assert ledger.enqueue_event("shopify", "new", "{}") is False
+
+
+def test_concurrent_workers_never_get_the_same_event(open_ledger: OpenLedger) -> None:
+    producer = open_ledger()
+    total = 120
+    for i in range(total):
+        producer.enqueue_event("shopify", f"order-{i}", "{}")
+    instances = [open_ledger(clock=lambda: datetime.now(timezone.utc)) for _ in range(2)]
+    claimed: dict[str, list[int]] = {}
+    errors: list[BaseException] = []
+    holding = threading.Barrier(4)
+
+    def work(name: str, led: Ledger) -> None:
+        got = claimed.setdefault(name, [])
+        try:
+            first = led.claim_events(name, limit=5)
+            got.extend(e.id for e in first)
+            holding.wait(timeout=30)  # all four hold a claimed batch at the same time here
+            led.complete_events([e.id for e in first])
+            while batch := led.claim_events(name, limit=5):
+                got.extend(e.id for e in batch)
+                led.complete_events([e.id for e in batch])
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(f"w{i}", instances[i % 2])) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    every = [i for ids in claimed.values() for i in ids]
+    assert len(every) == len(set(every)) == total
+    assert all(len(ids) >= 5 for ids in claimed.values())  # every worker got a first batch
+    assert producer.event_counts()["done"] == total
+
+
+# -- group commit, in-process writers, leases, killed claimers and runs -------------------------
+
+
+def test_enqueue_events_writes_a_group_at_once_and_reports_each_delivery(ledger: Ledger) -> None:
+    ledger.enqueue_event("generic", "order:1", "{}")
+    got = ledger.enqueue_events([("generic", "order:1", "{}"), ("generic", "order:2", "{}"),
+                                 ("generic", "order:2", "{}"), ("shopify", "order:1", "{}")])
+    assert got == [False, True, False, True]  # seen before; new; repeated inside the group; another source
+    assert ledger.event_counts()["queued"] == 3 and ledger.enqueue_events([]) == []
+    with pytest.raises(TypeError, match="payload must be a str"):
+        ledger.enqueue_events([("generic", "order:3", {"id": 3})])  # type: ignore[list-item]
+
+
+def test_event_writer_answers_after_the_commit_and_serves_concurrent_deliveries(open_ledger: OpenLedger) -> None:
+    from sync.ledger_queue import EventWriter
+
+    intake, observer = open_ledger(), open_ledger()
+    writer = EventWriter(intake)
+    results: dict[int, list[bool]] = {}
+    seen_committed: list[bool] = []
+
+    def deliver(i: int) -> None:
+        items = [("generic", f"order:{i}", "{}"), ("generic", "order:shared", "{}")]
+        results[i] = writer.write(items)
+        # the answer came only after the commit: another connection sees the row already
+        seen_committed.append(observer.enqueue_event("generic", f"order:{i}", "{}") is False)
+
+    threads = [threading.Thread(target=deliver, args=(i,)) for i in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    writer.close()
+    assert all(seen_committed) and len(seen_committed) == 24
+    assert all(r[0] is True for r in results.values())
+    assert sum(r[1] for r in results.values()) == 1  # the shared order was new exactly once
+    assert intake.event_counts()["queued"] == 25
+    with pytest.raises(RuntimeError, match="closed"):
+        writer.submit([("generic", "late", "{}")])
+
+
+def test_event_writer_hands_a_ledger_error_to_every_waiting_delivery(tmp_path: Path) -> None:
+    from sync.ledger_queue import EventWriter
+
+    led = Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}")
+    with sqlite3.connect(tmp_path / "l.db") as raw:
+        raw.execute("DROP TABLE events")  # the ledger breaks under the writer
+    writer = EventWriter(led)
+    futures = [writer.submit([("generic", f"order:{i}", "{}")]) for i in range(5)]
+    for fut in futures:
+        with pytest.raises(Exception, match="events"):
+            fut.result(10)
+    writer.close()
+    led.close()
+
+
+def test_sqlite_writers_of_one_process_take_turns_without_the_busy_handlers_sleeps(tmp_path: Path) -> None:
+    """SQLite's busy handler re-checks a taken write lock only after sleeps of up to 100 ms; writers in one
+    process (intake, workers) queue on a mutex instead and start as soon as the holder commits."""
+    url = f"sqlite:///{tmp_path / 'rfmsync.db'}"
+    worker, intake = Ledger.connect(url), Ledger.connect(url)  # two instances, one file, one process
+    released = threading.Event()
+    hold_until: list[float] = []
+
+    def long_write() -> None:
+        with worker._write():  # a worker transaction that holds the write lock for a while
+            released.set()
+            time.sleep(0.35)
+            hold_until.append(time.perf_counter())
+
+    t = threading.Thread(target=long_write)
+    t.start()
+    released.wait(5)
+    assert intake.enqueue_event("generic", "order:1", "{}") is True
+    late = time.perf_counter() - hold_until[0]
+    t.join()
+    worker.close(), intake.close()
+    assert late < 0.05, f"the waiting writer started {late * 1000:.0f} ms after the lock was free"
+
+
+def test_a_renewed_lease_is_kept_and_a_lapsed_one_is_taken_over(open_ledger: OpenLedger, clock: Clock) -> None:
+    slow, other = open_ledger(), open_ledger()
+    slow.enqueue_event("generic", "order:1", "{}")
+    [event] = slow.claim_events("slow-worker", stale_after=30)
+    clock.advance(seconds=25)
+    assert slow.renew_claims("slow-worker", [event.id]) == 1  # heartbeat
+    clock.advance(seconds=25)
+    assert other.claim_events("other", stale_after=30) == []  # 50 s after the claim, 25 s after the beat
+    assert other.claimable_count(stale_after=30) == 0
+    clock.advance(seconds=6)
+    assert other.claimable_count(stale_after=30) == 1  # nothing is queued, yet a worker must look
+    [taken] = other.claim_events("other", stale_after=30)
+    assert (taken.id, taken.attempts) == (event.id, 2)
+    assert slow.renew_claims("slow-worker", [event.id]) == 0  # no longer ours
+
+
+def test_events_of_a_killed_claimer_on_this_host_are_claimable_at_once(ledger: Ledger, ledger_url: str) -> None:
+    for i in range(3):
+        ledger.enqueue_event("generic", f"order:{i}", "{}")
+    with child_killed_after(ledger_url, "print(len(led.claim_events(default_owner(), stale_after=300)))") as out:
+        assert out == ["3"]
+        assert ledger.claim_events("rescuer", stale_after=300) == []  # its claimer is alive: hands off
+        assert ledger.claimable_count(stale_after=300) == 0
+    assert ledger.claimable_count(stale_after=300) == 3
+    again = ledger.claim_events("rescuer", stale_after=300)  # killed: no need to wait for the lease
+    assert sorted((e.dedupe_key, e.attempts) for e in again) == [(f"order:{i}", 2) for i in range(3)]
+    assert ledger.complete_events([e.id for e in again]) == 3
+
+
+def test_runs_left_running_by_a_killed_process_become_abandoned_when_the_next_run_starts(
+        ledger: Ledger, ledger_url: str) -> None:
+    mine = ledger.start_run("sync", "mailchimp")  # this process is alive: its run stays running
+    with child_killed_after(ledger_url, "print(led.start_run('scheduled', 'mailchimp'))") as out:
+        killed = int(out[0])
+    assert ledger.get_run(killed)["status"] == "running"  # nobody has looked yet
+    ledger.start_run("webhook", "mailchimp")
+    run = ledger.get_run(killed)
+    assert run["status"] == "abandoned" and run["finished_at"] is None and run["duration_s"] is None
+    assert "ended without finishing it (killed or crashed)" in run["error"]
+    assert ledger.get_run(mine)["status"] == "running"
+    assert ledger.abandon_dead_runs() == []
+    with pytest.raises(ValueError, match="status must be one of succeeded, partial, failed"):
+        ledger.finish_run(mine, "abandoned", {})
+
+
+def test_owner_process_gone_only_for_exited_processes_of_this_host() -> None:
+    import os
+    import socket
+
+    from sync.ledger import default_owner, owner_process_gone
+
+    assert owner_process_gone(dead_owner())
+    assert not owner_process_gone(default_owner())  # this process
+    assert not owner_process_gone(f"{socket.gethostname()}:1:x")  # alive (init), maybe not ours to signal
+    assert not owner_process_gone(f"another-host:{os.getpid() + 10_000_000}:x")  # cannot check: wait for expiry
+    assert not owner_process_gone("probe") and not owner_process_gone(None) and not owner_process_gone("h:-1:x")
+
+
+def test_lock_holder_names_the_owner(ledger: Ledger) -> None:
+    assert ledger.lock_holder("schedule") is None
+    with ledger.lock("schedule", owner="host:1:abc"):
+        assert ledger.lock_holder("schedule") == "host:1:abc"
+
+
+def test_the_intake_writer_commits_without_checkpointing_and_checkpoints_on_the_side(tmp_path: Path) -> None:
+    from sync.ledger_queue import EventWriter
+
+    led = Ledger.connect(f"sqlite:///{tmp_path / 'rfmsync.db'}")
+    quiet = led.sibling(autocheckpoint=False)
+    with quiet._engine.connect() as conn, led._engine.connect() as other:  # what each connection is set to
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+        assert other.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
+    quiet.close()
+    memory = Ledger.connect("sqlite://")
+    assert memory.sibling() is memory  # another in-memory engine would be another database
+
+    writer = EventWriter(led, checkpoint_seconds=0.01)
+    assert writer.write([("generic", f"order:{i}", "x" * 4000) for i in range(300)]) == [True] * 300
+    writer.close()  # the last checkpoint copies everything into the database file
+    with sqlite3.connect(tmp_path / "rfmsync.db") as raw:
+        busy, frames, done = raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert busy == 0 and frames == done
+    assert led.event_counts()["queued"] == 300
+    led.close(), memory.close()
