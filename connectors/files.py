@@ -442,7 +442,7 @@ def _stage(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: list[_
                     ELSE 'h' || left(md5(concat_ws('|', key, ordered_at, amount, _file, _row)), 16) END AS oid
         FROM _fs_oclass WHERE _bad IS NULL""")
     lines = any({"sku", "product", "quantity", "price"} & set(t.cols) for t in orders)
-    duplicates = 0
+    duplicates, n_orders = 0, None
     if lines:
         con.execute("""INSERT INTO staged_orders SELECT oid, arg_max(key, _ord), min(ordered_at), sum(amount),
                        arg_max(currency, _ord), arg_max(status, _ord), sum(discount) FROM _fs_valid GROUP BY oid""")
@@ -459,16 +459,14 @@ def _stage(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: list[_
         con.execute("DROP TABLE staged_orders")
         con.execute("""CREATE TEMP VIEW staged_orders AS SELECT oid AS order_id, key AS customer_id, ordered_at,
                        amount, currency, status, discount FROM _fs_valid""")
+        n_orders = con.execute(f"SELECT (SELECT count(*) FROM _fs_orows) - (SELECT count(*) FROM _fs_bad"
+                               f" WHERE _file < {len(orders)})").fetchall()[0][0]  # counting the view re-runs it
     else:
         con.execute("INSERT INTO staged_orders SELECT oid, key, ordered_at, amount, currency, status, discount"
                     " FROM _fs_valid")
     mapped = set().union(*(t.cols for t in orders + contacts))
     issues, issue_count = _stage_contacts(con, cfg, paths, bool(contacts), mapped)
-    if con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = 'staged_orders'"
-                   ).fetchall()[0][0] == "VIEW":  # counting the view would re-run it: rows read − bad order rows
-        n_orders = con.execute(f"SELECT (SELECT count(*) FROM _fs_orows) - (SELECT count(*) FROM _fs_bad"
-                               f" WHERE _file < {len(orders)})").fetchall()[0][0]
-    else:
+    if n_orders is None:
         n_orders = con.execute("SELECT count(*) FROM staged_orders").fetchall()[0][0]
     n_contacts = con.execute("SELECT count(*) FROM staged_contacts").fetchall()[0][0]
     return FilePullResult(orders=n_orders, contacts=n_contacts, bad_rows=bad_rows, bad_row_count=bad_count,
