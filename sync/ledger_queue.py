@@ -156,9 +156,11 @@ class EventQueueMixin:
     def claimable_count(self, stale_after: float = 300) -> int:
         """Events :meth:`claim_events` would hand out now: queued ones plus processing ones whose lease
         lapsed or whose claimer (on this host) was killed. Cheap when nothing is processing."""
-        counts = self.event_counts()
-        if not counts["processing"]:
-            return counts["queued"]
+        with self._read() as conn:  # the unfinished events only (indexed by status), not the whole history
+            counts = dict(conn.execute(select(events.c.status, func.count()).where(
+                events.c.status.in_(("queued", "processing"))).group_by(events.c.status)).all())
+        if not counts.get("processing"):
+            return counts.get("queued", 0)
         t = events
         lapsed = t.c.locked_at < self._clock() - timedelta(seconds=stale_after)
         dead = self._dead_claimers()
@@ -167,7 +169,7 @@ class EventQueueMixin:
         with self._read() as conn:
             stale = conn.execute(select(func.count()).select_from(t).where(t.c.status == "processing", lapsed)
                                  ).scalar_one()
-        return counts["queued"] + int(stale)
+        return counts.get("queued", 0) + int(stale)
 
     def _dead_claimers(self) -> list[str]:
         """Claimers of processing events that were processes of this host and are gone (killed)."""
