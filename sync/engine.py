@@ -21,6 +21,7 @@ import duckdb
 from .config import Config, DestinationConfig
 from .errors import ConfigError, DestinationError, LockBusyError, PlanStaleError
 from .ledger import Ledger
+from .ledger_queue import owner_process_gone
 from .model import ContactChange, Destination, ItemResult, PushedState
 from .pipeline import SegmentsRun, build_source, compute_segments, pull_into, store_path
 from .plan import (PREDICTIVE_VALUES, Plan, all_managed, apply_results_to_state, check_fields, desired_contacts,
@@ -143,23 +144,6 @@ def _reconciled(last: dict[str, PushedState], actual: dict[str, set[str]], manag
     return out
 
 
-def _owner_is_dead(owner: str) -> bool:
-    """A lock owner ``host:pid:token`` on this host whose process no longer exists (killed mid-run)."""
-    import socket
-
-    host, _, rest = owner.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
 @contextmanager
 def destination_lock(ledger: Ledger, name: str) -> Iterator[str]:
     """The ledger lock of one destination; a lock left by a killed process on this host is taken over."""
@@ -167,7 +151,7 @@ def destination_lock(ledger: Ledger, name: str) -> Iterator[str]:
         owner = ledger.acquire_lock(name)
     except LockBusyError as exc:
         holder = getattr(exc, "holder", "")
-        if not holder or not _owner_is_dead(holder):
+        if not holder or not owner_process_gone(holder):
             raise
         log.warning("taking over lock %s from %s (process no longer exists)", name, holder)
         ledger.release_lock(name, holder)
