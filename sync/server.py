@@ -263,12 +263,22 @@ def _crm_secret(kind: str, settings: Settings) -> str | None:
     return secret(getattr(s, name, None))
 
 
-def _crm_events(kind: str, cfg: Config, headers: Mapping[str, str], body: bytes, path_token: str | None,
-                settings: Settings, key: str | None = None) -> list[tuple[str, str]]:
+def _source_config(kind: str, cfg: Config) -> Any:
+    """The validated ``[source]`` for the parsers that take it (Shopify, RetailCRM), else None."""
+    if kind not in ("shopify", "retailcrm"):
+        return None
+    from connectors.registry import SOURCES
+
+    return SOURCES[kind][0].model_validate(dict(cfg.source))
+
+
+def _crm_events(kind: str, conf: Any, headers: Mapping[str, str], body: bytes, path_token: str | None,
+                key: str | None) -> list[tuple[str, str]]:
+    """``conf``: the validated ``[source]`` (its parser needs it for Shopify and RetailCRM); ``key``: the vendor's
+    webhook secret. Both are made once per server by :meth:`Intake.prepare`."""
     import importlib
 
     mod = importlib.import_module(f"connectors.{kind}")
-    key = key or _crm_secret(kind, settings)
     if not key:
         raise BadRequest(401, f"the {kind} webhook secret is not set on this server (see 'CRM and shop connectors' in README.md)")
     try:
@@ -279,9 +289,6 @@ def _crm_events(kind: str, cfg: Config, headers: Mapping[str, str], body: bytes,
         raise BadRequest(401, f"{kind} webhook: authentication failed")
     try:
         if kind in ("shopify", "retailcrm"):
-            from connectors.registry import SOURCES
-
-            conf = SOURCES[kind][0].model_validate(dict(cfg.source))
             orders, contacts = mod.parse_webhook(headers, body, conf)
             return events_for(list(orders), list(contacts))
         orders, contacts = mod.parse_webhook(headers, body)
@@ -317,6 +324,7 @@ class Intake:
     clock: Callable[[], float] = time.time
     writer: EventWriter | None = None
     _keys: dict[str, str | None] = field(default_factory=dict, repr=False)  # CRM webhook secrets, read once
+    _confs: dict[str, Any] = field(default_factory=dict, repr=False)  # validated [source] per CRM, made once
 
     def sources(self) -> list[str]:
         kind = str(self.cfg.source.get("type", "file"))
@@ -344,7 +352,8 @@ class Intake:
             return "generic", events_for([], [], parse_generic(body, self.cfg.timezone))
         if source not in self._keys:  # building the vendor's secrets reads the environment: ~3 ms, once
             self._keys[source] = _crm_secret(source, self.settings)
-        return source, _crm_events(source, self.cfg, headers, body, path_token, self.settings, self._keys[source])
+            self._confs[source] = _source_config(source, self.cfg)
+        return source, _crm_events(source, self._confs[source], headers, body, path_token, self._keys[source])
 
     def _reply(self, events: list[tuple[str, str]], new_flags: list[bool]) -> dict[str, Any]:
         new = sum(new_flags)
@@ -352,15 +361,10 @@ class Intake:
             self.on_queued()
         return {"accepted": len(events), "queued": new, "duplicates": len(events) - new}
 
-    def accept(self, source: str, headers: Mapping[str, str], body: bytes, path_token: str | None = None
-               ) -> dict[str, Any]:
-        """Verify, parse and queue one delivery (committed when this returns); raises BadRequest."""
-        queue_name, events = self.prepare(source, headers, body, path_token)
-        return self._reply(events, self.event_writer().write([(queue_name, k, p) for k, p in events]))
-
     async def accept_async(self, source: str, headers: Mapping[str, str], body: bytes,
                            path_token: str | None = None) -> dict[str, Any]:
-        """:meth:`accept` for the event loop: small bodies are parsed inline (cheaper than a thread hop),
+        """Verify, parse and queue one delivery (committed when this returns); raises BadRequest.
+        Small bodies are parsed inline (cheaper than a thread hop),
         large ones in the thread pool; the ledger write is group-committed and awaited."""
         if len(body) <= INLINE_PARSE_BYTES:
             queue_name, events = self.prepare(source, headers, body, path_token)
