@@ -24,10 +24,6 @@ from .config import BoundaryConfig
 PERCENTILES = (25, 50, 75, 80, 90, 95)
 
 
-def _q(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
-
-
 def km_curve(durations: np.ndarray, events: np.ndarray, censored: np.ndarray):
     """Kaplan–Meier survival at each distinct duration; also the number at risk there."""
     at_risk = (events + censored)[::-1].cumsum()[::-1]

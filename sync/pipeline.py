@@ -117,12 +117,14 @@ def _webhook_rows(con: duckdb.DuckDBPyConnection, path: Path) -> int:
     """Copy the store's webhook-only records (orders that arrived by webhook and are not in the export yet,
     see :mod:`sync.store`) into ``_wh_*`` temp tables, so that ``segments``/``plan``/``sync --dry-run`` see
     what ``sync`` will; returns the number of orders (0: no store, nothing noted, or the store is busy)."""
+    from connectors.normalize import lit
+
     from .store import WEBHOOK_TABLE
 
     if not path.exists():
         return 0
     try:
-        con.execute(f"ATTACH '{str(path).replace(chr(39), chr(39) * 2)}' AS _store (READ_ONLY)")
+        con.execute(f"ATTACH {lit(str(path))} AS _store (READ_ONLY)")
     except duckdb.Error as exc:  # a running `rfmsync serve` holds the file: segment the export alone
         log.warning("the order store %s is in use; webhook orders not yet in the export are left out (%s)",
                     path, str(exc).splitlines()[0])
@@ -152,8 +154,7 @@ def _webhook_rows(con: duckdb.DuckDBPyConnection, path: Path) -> int:
 
 def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | None = None,
                      con: duckdb.DuckDBPyConnection | None = None, settings: Settings | None = None,
-                     predict: bool = False, holdout: bool = False,
-                     progress: Callable[[int], None] | None = None) -> SegmentsRun:
+                     predict: bool = False, holdout: bool = False) -> SegmentsRun:
     """Load the orders (file → memory, API → the store), then score, segment and summarise."""
     as_of = as_of or date.today()
     seg_cfg = cfg.segmentation.model_copy(update={"preset": preset}) if preset else cfg.segmentation

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 KEYS = {"orders": "order_id", "contacts": "customer_id", "line_items": "order_id"}
 WEBHOOK_TABLE = "webhook_records"  # (kind 'order' | 'contact', id): rows that came by webhook, not by a pull
-_KIND = {"orders": "order", "contacts": "contact", "line_items": "order"}
+_KIND = {"orders": "order", "contacts": "contact"}
 
 
 def _connect(path: str | Path, wait_seconds: float) -> duckdb.DuckDBPyConnection:
