@@ -12,7 +12,7 @@ from .config import SegmentationConfig, Thresholds
 from .errors import RuleError
 from .metrics import build_customer_metrics
 from .rules import PRESETS, CompiledRules, compile_rules
-from .scoring import derive_cut_points, quantile_joins, score_sql
+from .scoring import derive_cut_points, score_sql
 from .summary import summarise
 
 SCORE_TABLE = "customer_segments"
@@ -89,11 +89,8 @@ def run_segmentation(con: duckdb.DuckDBPyConnection, cfg: SegmentationConfig, as
     compiled = resolve_rules(cfg, fields)
     levels = compiled.levels
     method = "thresholds" if cut_points is not None else cfg.method
-    if method == "quantile":
-        score_joins, (r_sql, f_sql, m_sql) = quantile_joins("customer_metrics", "cm", levels, n)
-    else:
-        score_joins = ""
-        r_sql, f_sql, m_sql = score_sql(method, levels, cut_points if cut_points is not None else cfg.thresholds, n)
+    score_joins, (r_sql, f_sql, m_sql) = score_sql(
+        method, levels, cut_points if cut_points is not None else cfg.thresholds, "customer_metrics", "cm", n)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE {SCORE_TABLE} AS
         WITH scored AS (
