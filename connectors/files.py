@@ -415,6 +415,12 @@ def _repeated_ids(con: duckdb.DuckDBPyConnection) -> bool:
                             " GROUP BY hash(order_id) HAVING count(*) > 1)").fetchall()[0][0])
 
 
+def _valid_order_rows(con: duckdb.DuckDBPyConnection, order_files: int) -> int:
+    """Order rows read minus bad order rows: the rows of ``_fs_valid``, without re-running its classification."""
+    return con.execute(f"SELECT (SELECT count(*) FROM _fs_orows) - (SELECT count(*) FROM _fs_bad"
+                       f" WHERE _file < {order_files})").fetchall()[0][0]
+
+
 def _stage(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: list[_Loaded],
            contacts: list[_Loaded], in_place: bool = False) -> FilePullResult:
     paths = [t.path for t in orders + contacts]
@@ -451,16 +457,15 @@ def _stage(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: list[_
     elif _repeated_ids(con):
         con.execute("""INSERT INTO staged_orders SELECT oid, key, ordered_at, amount, currency, status, discount
                        FROM _fs_valid QUALIFY row_number() OVER (PARTITION BY oid ORDER BY _ord DESC) = 1""")
-        valid = con.execute("SELECT count(*) FROM _fs_valid").fetchall()[0][0]
-        duplicates = valid - con.execute("SELECT count(*) FROM staged_orders").fetchall()[0][0]
+        n_orders = con.execute("SELECT count(*) FROM staged_orders").fetchall()[0][0]
+        duplicates = _valid_order_rows(con, len(orders)) - n_orders
         if duplicates:
             log.warning("%d rows repeat an earlier order id; the last row of each order id was kept", duplicates)
     elif in_place:
         con.execute("DROP TABLE staged_orders")
         con.execute("""CREATE TEMP VIEW staged_orders AS SELECT oid AS order_id, key AS customer_id, ordered_at,
                        amount, currency, status, discount FROM _fs_valid""")
-        n_orders = con.execute(f"SELECT (SELECT count(*) FROM _fs_orows) - (SELECT count(*) FROM _fs_bad"
-                               f" WHERE _file < {len(orders)})").fetchall()[0][0]  # counting the view re-runs it
+        n_orders = _valid_order_rows(con, len(orders))  # counting the view would re-run it
     else:
         con.execute("INSERT INTO staged_orders SELECT oid, key, ordered_at, amount, currency, status, discount"
                     " FROM _fs_valid")
