@@ -240,20 +240,16 @@ def _breakdown(args: argparse.Namespace) -> int:
 
     import duckdb
 
-    from connectors.tables import TABLES
     from segmentation import run_segmentation
     from segmentation.boundary import falling_asleep_boundary
     from sync.config import load_config
-    from sync.pipeline import SegmentsRun, build_source, write_customers
+    from sync.pipeline import SegmentsRun, load_file_export, write_customers
     mark("imports")
     as_of = date.fromisoformat(args.as_of)
     cfg = load_config(args.config)
     con = duckdb.connect()
     # the same steps as sync.pipeline.compute_segments for a file source, timed one by one
-    pull = build_source(cfg).pull(con, None, in_place=True)
-    con.execute("SET preserve_insertion_order = false")
-    for name in TABLES:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM staged_{name}")
+    pull = load_file_export(con, cfg)
     mark("read + check + stage (source.pull)")
     result = run_segmentation(con, cfg.segmentation, as_of, cfg.timezone, with_boundary=False)
     mark("metrics + scores + segments")

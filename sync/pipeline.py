@@ -152,6 +152,18 @@ def _webhook_rows(con: duckdb.DuckDBPyConnection, path: Path) -> int:
     return orders + contacts
 
 
+def load_file_export(con: duckdb.DuckDBPyConnection, cfg: Config, settings: Settings | None = None) -> PullResult:
+    """Read a file source into ``con`` for segmenting right away: the rows stay where they were read, the
+    canonical ``orders``/``contacts``/``line_items`` are views over them (plus the store's webhook-only rows)."""
+    pull = build_source(cfg, settings).pull(con, None, in_place=True)  # type: ignore[call-arg]
+    con.execute("SET preserve_insertion_order = false")  # the rest is grouped and sorted anyway
+    extra = _webhook_rows(con, store_path(cfg))
+    for name in TABLES:
+        more = f" UNION ALL BY NAME SELECT * FROM _wh_{name}" if extra else ""
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM staged_{name}{more}")
+    return pull
+
+
 def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | None = None,
                      con: duckdb.DuckDBPyConnection | None = None, settings: Settings | None = None,
                      predict: bool = False, holdout: bool = False) -> SegmentsRun:
@@ -163,13 +175,7 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
         if is_file_source(cfg):
             # a file export is the whole history: segment the staged rows in place (no copy into a store)
             con = duckdb.connect()
-            source = build_source(cfg, settings)
-            pull = source.pull(con, None, in_place=True)  # type: ignore[call-arg]
-            con.execute("SET preserve_insertion_order = false")  # the rest is grouped and sorted anyway
-            extra = _webhook_rows(con, store_path(cfg))
-            for name in TABLES:
-                more = f" UNION ALL BY NAME SELECT * FROM _wh_{name}" if extra else ""
-                con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM staged_{name}{more}")
+            pull = load_file_export(con, cfg, settings)
         else:
             path = store_path(cfg)
             if not path.exists():
