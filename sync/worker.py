@@ -153,10 +153,8 @@ class Metrics:
                 samples.append((f'_bucket{{le="{bound:g}"}}', cum))
             total = cum + self.latency_counts[-1]
             samples += [('_bucket{le="+Inf"}', total), ("_sum", float(self.latency_sum)), ("_count", total)]
-            out.append("# HELP rfmsync_resync_seconds Time of one incremental resync (store, segment, plan, apply).")
-            out.append("# TYPE rfmsync_resync_seconds histogram")
-            out.extend(f"rfmsync_resync_seconds{s} {v:g}" if isinstance(v, float) else f"rfmsync_resync_seconds{s} {v}"
-                       for s, v in samples)
+            metric("rfmsync_resync_seconds", "histogram",
+                   "Time of one incremental resync (store, segment, plan, apply).", samples)
             metric("rfmsync_esp_operations_total", "counter",
                    "Contact changes pushed to the ESP (webhook resyncs, scheduled syncs) by destination and outcome.",
                    [(f'{{destination="{esc(d)}",outcome="{o}"}}', n) for (d, o), n in sorted(self.esp_ops.items())])
@@ -289,10 +287,7 @@ class Worker:
         """Process until nothing is queued (no debounce); returns events done."""
         done = 0
         while self.ledger.claimable_count(self.stale_after):
-            n = self.process_batch()
-            done += n
-            if not n and not self.ledger.claimable_count(self.stale_after):
-                break
+            done += self.process_batch()
         return done
 
     def run_forever(self, stop: threading.Event) -> None:
