@@ -145,17 +145,18 @@ def _reconciled(last: dict[str, PushedState], actual: dict[str, set[str]], manag
 
 
 @contextmanager
-def destination_lock(ledger: Ledger, name: str) -> Iterator[str]:
-    """The ledger lock of one destination; a lock left by a killed process on this host is taken over."""
+def destination_lock(ledger: Ledger, name: str, ttl_seconds: float = 3600) -> Iterator[str]:
+    """A ledger lock (a destination's, the scheduler's) that a killed process on this host cannot block: its
+    lock is taken over."""
     try:
-        owner = ledger.acquire_lock(name)
+        owner = ledger.acquire_lock(name, ttl_seconds=ttl_seconds)
     except LockBusyError as exc:
         holder = getattr(exc, "holder", "")
         if not holder or not owner_process_gone(holder):
             raise
         log.warning("taking over lock %s from %s (process no longer exists)", name, holder)
         ledger.release_lock(name, holder)
-        owner = ledger.acquire_lock(name)
+        owner = ledger.acquire_lock(name, ttl_seconds=ttl_seconds)
     try:
         yield owner
     finally:

@@ -18,9 +18,9 @@ from typing import Callable
 from zoneinfo import ZoneInfo
 
 from .config import Config, ScheduleConfig
-from .engine import ApplyReport, execute_plan, plan_all, segments_from_store
+from .engine import ApplyReport, destination_lock, execute_plan, plan_all, segments_from_store
 from .errors import ConfigError, LockBusyError
-from .ledger import Ledger, owner_process_gone
+from .ledger import Ledger
 from .resync import STORE_LOCK, today_in
 from .settings import Settings
 
@@ -115,9 +115,8 @@ class Scheduler:
         if self.next_fire is None or now < self.next_fire:
             return False
         fire, self.next_fire = self.next_fire, self.schedule.next_after(now)
-        self._release_if_holder_died()
-        try:
-            with self.ledger.lock("schedule", ttl_seconds=6 * 3600):
+        try:  # a lock left by a killed process of this host would block every fire time for its 6 h TTL
+            with destination_lock(self.ledger, "schedule", ttl_seconds=6 * 3600):
                 last = self.ledger.get_cursor(*CURSOR)
                 if last is not None and datetime.fromisoformat(last) >= fire:
                     self._count("skipped")  # another process ran this one
@@ -139,14 +138,6 @@ class Scheduler:
             return False
         self._count("ok")
         return True
-
-    def _release_if_holder_died(self) -> None:
-        """A ``schedule`` lock left by a killed process of this host would block every fire time for the
-        lock's 6 h TTL: release it (as :func:`sync.engine.destination_lock` does for destinations)."""
-        holder = self.ledger.lock_holder("schedule")
-        if holder is not None and owner_process_gone(holder):
-            log.warning("scheduler: taking over the schedule lock of %s (process no longer exists)", holder)
-            self.ledger.release_lock("schedule", holder)
 
     def run_forever(self, stop: threading.Event) -> None:
         if not self.schedule.enabled:
