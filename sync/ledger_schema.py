@@ -88,6 +88,7 @@ runs = Table(
     Column("counts", Text, nullable=False),
     Column("error", Text),
     Column("owner", String(200)),
+    Index("ix_runs_status", "status"),  # every run start looks for runs left "running" by killed processes
     sqlite_autoincrement=True,
 )
 
@@ -266,11 +267,16 @@ def _v4(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE runs ADD COLUMN owner VARCHAR(200)"))
 
 
+def _v5(conn: Connection) -> None:
+    conn.execute(text("CREATE INDEX ix_runs_status ON runs (status)"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, pushed_state, cursors, locks", _v1),
     Migration(2, "failures, state_revisions", _v2),
     Migration(3, "events (webhook queue)", _v3),
     Migration(4, "runs.owner", _v4),
+    Migration(5, "index on runs.status", _v5),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
