@@ -239,11 +239,8 @@ def events_for(orders: list[Order], contacts: list[Contact], pairs: list[tuple[O
     queued once, while a changed order (refunded, corrected) is queued again.
     """
     out = []
-    for order, contact in pairs:
+    for order, contact in [*pairs, *((o, None) for o in orders)]:
         payload = encode_records([order], [contact] if contact else [])
-        out.append((f"order:{order.order_id}:{_digest(payload)}", payload))
-    for order in orders:
-        payload = encode_records([order])
         out.append((f"order:{order.order_id}:{_digest(payload)}", payload))
     for contact in contacts:
         payload = encode_records(contacts=[contact])
