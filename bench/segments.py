@@ -4,8 +4,10 @@ For each size a synthetic shop (``sync.demodata.generate_orders_csv``: 10 orders
 half one-time buyers, two years of history) is written as CSV into ``--workdir`` once and reused. Then, each in a
 fresh interpreter so that time and peak RSS belong to that run alone:
 
-* **rfmsync**: ``load_config`` → ``compute_segments`` (read the CSV, metrics, tie-aware quantile scores, preset
-  rules, summary, falling-asleep boundary) → ``write_customers`` (one Parquet row per customer);
+* **rfmsync**: what ``rfmsync segments --customers -o FILE`` runs, without the predictive fields (issue 7's
+  addition, timed by ``bench/predict.py``): ``load_config`` → ``compute_segments(boundary=False)`` (read the CSV,
+  check it, metrics, tie-aware quantile scores, preset rules, summary) → ``write_customers`` (one Parquet row per
+  customer). ``--breakdown`` also times the falling-asleep boundary that the summary command adds;
 * **pandas**: ``read_csv`` → parse → filter → ``groupby`` per customer → the same tie-aware quantile scores
   (``rank(method="min")``, rfm-models.md §4.3/§6) → the same preset rules → ``to_parquet``;
 * **duckdb-sql** (the floor, skip with ``--no-floor``): the same metrics, scores and rules in plain DuckDB SQL
@@ -211,7 +213,7 @@ def _child(args: argparse.Namespace) -> int:
         from sync.config import load_config
         from sync.pipeline import compute_segments, write_customers
 
-        run = compute_segments(load_config(args.config), as_of=as_of)
+        run = compute_segments(load_config(args.config), as_of=as_of, boundary=False)
         write_customers(run, out)
         counts = {r["segment"]: int(r["customers"]) for r in run.result.summary
                   if r["segment"] != "Total" and r["customers"]}
@@ -255,7 +257,7 @@ def _breakdown(args: argparse.Namespace) -> int:
     mark("metrics + scores + segments")
     falling_asleep_boundary(con, as_of, cfg.timezone, cfg.segmentation.boundary,
                             cfg.segmentation.reminder_lead_days, "orders", customers=result.customers)
-    mark("falling-asleep boundary")
+    mark("falling-asleep boundary (summary command only)")
     write_customers(SegmentsRun(con=con, result=result, pull=pull, config=cfg), Path(args.out))
     mark("write_customers")
     emit_result({"engine": "rfmsync-stages", "stages": marks, "seconds": sum(marks.values())})

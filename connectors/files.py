@@ -327,8 +327,9 @@ def _load_table(con: duckdb.DuckDBPyConnection, lf: _Loaded, src: str, kind: str
     ordered_raw = get('t', 'ordered_at')
     if not _is_constant(ordered_raw):
         ordered_raw = f"CASE WHEN {get('z', 'ordered_at', 'TIMESTAMPTZ')} IS NULL THEN {ordered_raw} END"
+    oid_int = f"TRY_CAST({get('t', 'order_id')} AS BIGINT)" if "order_id" in has else "CAST(NULL AS BIGINT)"
     out = [
-        ("order_id", get('t', 'order_id')), ("cust", get('t', 'customer_id')),
+        ("order_id", get('t', 'order_id')), ("_oid_int", oid_int), ("cust", get('t', 'customer_id')),
         ("email_raw", get('t', 'email')), ("phone_raw", get('t', 'phone')),
         ("ordered_at", get('z', 'ordered_at', 'TIMESTAMPTZ')), ("ordered_at_raw", ordered_raw),
         ("amount", amount), ("amount_raw", f"CASE WHEN {amount} IS NULL OR {amount} < 0 THEN {amount_raw} END"),
@@ -342,11 +343,15 @@ def _load_table(con: duckdb.DuckDBPyConnection, lf: _Loaded, src: str, kind: str
     # Only the computed columns are stored; unmapped fields (constants) are added by a view over the
     # stored rows, so a narrow export does not pay for writing 10 M NULLs per unmapped field.
     # The view also numbers the rows: ``_srow`` is the spreadsheet row (header = 1).
-    stored = [f"{e} AS {n}" for n, e in out if not _is_constant(e)]
+    # A typed amount's raw text is the amount itself: the view derives it rather than store a column.
+    # ``_oid_int`` is the order id as a whole number (NULL when it is not one), for the repeated-ids check.
+    derived = {"amount_raw": "CASE WHEN amount IS NULL OR amount < 0 THEN CAST(amount AS VARCHAR) END"} \
+        if typed.get("amount") == "number" else {}
+    stored = [f"{e} AS {n}" for n, e in out if not _is_constant(e) and n not in derived]
     srow = "_srow" if lf.row_sql == "_srow" else "rowid + 2"
     con.execute(f"CREATE OR REPLACE TEMP TABLE {lf.table}_data AS SELECT "
                 f"{'_srow, ' if lf.row_sql == '_srow' else ''}{', '.join(stored)} FROM ({sql})")
-    view = ", ".join(f"{e} AS {n}" if _is_constant(e) else n for n, e in out)
+    view = ", ".join(f"{derived.get(n, e)} AS {n}" if _is_constant(e) or n in derived else n for n, e in out)
     con.execute(f"CREATE OR REPLACE TEMP VIEW {lf.table} AS SELECT ({srow})::BIGINT AS _srow, {view} "
                 f"FROM {lf.table}_data")
     return replace(lf, row_sql="_srow")
@@ -404,12 +409,11 @@ def _repeated_ids(con: duckdb.DuckDBPyConnection) -> bool:
     as many distinct bits as ids proves them unique. Other ids go through a parallel GROUP BY over
     their hashes: distinct hashes prove the ids unique. Either check may send a false alarm (``007``
     and ``7``, a hash collision, a bad row's id) down the caller's exact path, never miss a repeat."""
-    rows, ints, lo, hi = con.execute(
-        "SELECT count(*), count(i), min(i), max(i) FROM (SELECT TRY_CAST(order_id AS BIGINT) AS i"
-        " FROM _fs_orows WHERE order_id IS NOT NULL)").fetchall()[0]
+    rows, ints, lo, hi = con.execute("SELECT count(order_id), count(_oid_int), min(_oid_int), max(_oid_int)"
+                                     " FROM _fs_orows").fetchall()[0]
     if rows and ints == rows and hi - lo < max(1 << 20, 16 * rows):
-        distinct = con.execute(f"SELECT bit_count(bitstring_agg(TRY_CAST(order_id AS BIGINT), {lo}, {hi}))"
-                               " FROM _fs_orows WHERE order_id IS NOT NULL").fetchall()[0][0]
+        distinct = con.execute(f"SELECT bit_count(bitstring_agg(_oid_int, {lo}, {hi})) FROM _fs_orows"
+                               " WHERE _oid_int IS NOT NULL").fetchall()[0][0]
         return distinct < rows
     return bool(con.execute("SELECT count(*) FROM (SELECT 1 FROM _fs_orows WHERE order_id IS NOT NULL"
                             " GROUP BY hash(order_id) HAVING count(*) > 1)").fetchall()[0][0])

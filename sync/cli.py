@@ -131,7 +131,7 @@ def print_summary(run, title: str | None = None) -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--customers", is_flag=True, help="Write one row per customer to -o FILE (.csv, .parquet, .json).")
 @click.option("--predict", "with_predictions", is_flag=True,
-              help="Add predictive fields (p_alive, churn_risk, clv, ...) to --customers output.")
+              help="Kept for compatibility: --customers output always has the predictive fields (p_alive, churn_risk, clv, ...).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Output file.")
 def segments(config_path, as_of, preset, fmt, customers, with_predictions, output):
     """Score every customer, assign segments and print the summary and the falling-asleep boundary."""
@@ -142,7 +142,8 @@ def segments(config_path, as_of, preset, fmt, customers, with_predictions, outpu
         raise click.UsageError("--customers needs -o FILE (.csv, .parquet or .json)")
     with _status("Reading orders and scoring customers…"):
         run = compute_segments(cfg, as_of.date() if as_of else None, preset=preset,
-                               predict=with_predictions or (customers and _predictions_available()))
+                               predict=with_predictions or (customers and _predictions_available()),
+                               boundary=not customers)
     try:
         if customers:
             n = write_customers(run, output)

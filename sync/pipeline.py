@@ -166,8 +166,11 @@ def load_file_export(con: duckdb.DuckDBPyConnection, cfg: Config, settings: Sett
 
 def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | None = None,
                      con: duckdb.DuckDBPyConnection | None = None, settings: Settings | None = None,
-                     predict: bool = False, holdout: bool = False) -> SegmentsRun:
-    """Load the orders (file → memory, API → the store), then score, segment and summarise."""
+                     predict: bool = False, holdout: bool = False, boundary: bool = True) -> SegmentsRun:
+    """Load the orders (file → memory, API → the store), then score, segment and summarise.
+
+    ``boundary=False`` skips the falling-asleep boundary (``result.boundary`` stays empty): the per-customer
+    file does not carry it, so ``rfmsync segments --customers`` does not pay for it."""
     as_of = as_of or date.today()
     seg_cfg = cfg.segmentation.model_copy(update={"preset": preset}) if preset else cfg.segmentation
     pull = None
@@ -191,7 +194,7 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
             pcfg = pcfg.model_copy(update={"holdout_days": 0})
         report = predict_customers(con, as_of, pcfg, timezone=cfg.timezone)
         extra = "customer_predictions"
-    result = run_segmentation(con, seg_cfg, as_of, cfg.timezone, extra_fields=extra)
+    result = run_segmentation(con, seg_cfg, as_of, cfg.timezone, extra_fields=extra, with_boundary=boundary)
     return SegmentsRun(con=con, result=result, pull=pull, config=cfg, predictions=report)
 
 

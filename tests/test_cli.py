@@ -124,3 +124,19 @@ def test_customers_file_gains_predictions_and_rules_can_use_them(shop, tmp_path)
         .replace('contacts = "clients.csv"', f'contacts = "{shop.parent}/clients.csv"'), encoding="utf-8")
     data = json.loads(run("segments", "--config", str(cfg), "--as-of", AS_OF, "--format", "json").output)
     assert data["segments"][0]["segment"] == "Reorder due" and data["segments"][0]["customers"] > 0
+
+
+def test_customers_path_skips_only_the_boundary(shop):
+    """`segments --customers` runs compute_segments(boundary=False): the same customers and summary, no boundary."""
+    from sync.config import load_config
+    from sync.pipeline import compute_segments, customers_relation
+
+    runs = [compute_segments(load_config(shop), date.fromisoformat(AS_OF), boundary=b) for b in (True, False)]
+    try:
+        full, lean = runs
+        assert full.result.boundary["days"] is not None and lean.result.boundary == {}
+        assert lean.result.summary == full.result.summary
+        assert customers_relation(lean).fetchall() == customers_relation(full).fetchall()
+    finally:
+        for r in runs:
+            r.close()
