@@ -10,12 +10,15 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import pyarrow as pa
 
 from . import normalize as nz
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,7 @@ def read_xlsx(path: Path, columns: dict[str, str], sheet: str | None) -> pa.Tabl
     titles above it). Dates become ISO text; numbers keep full precision; empty rows are skipped.
     """
     import openpyxl  # only XLSX exports need it (a slow import)
+    import pyarrow as pa
 
     wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
     try:

@@ -19,7 +19,6 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
-import phonenumbers
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from . import normalize as nz
@@ -81,6 +80,8 @@ class FileSourceConfig(BaseModel):
     @field_validator("phone_region")
     @classmethod
     def _region(cls, v: str | None) -> str | None:
+        import phonenumbers
+
         if v is not None and v.upper() not in phonenumbers.SUPPORTED_REGIONS:
             raise ValueError(f"unknown phone region {v!r} (use a two-letter country code such as 'UZ')")
         return v.upper() if v else v
@@ -446,7 +447,7 @@ def _stage(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: list[_
                 con.execute(f"SELECT * FROM _fs_bad ORDER BY _file, _row LIMIT {MAX_BAD_ROWS}").fetchall()]
 
     # Orders: receipt lines grouped by order id, else one row per order (last duplicate wins).
-    con.execute(f"""CREATE OR REPLACE TEMP VIEW _fs_valid AS
+    con.execute("""CREATE OR REPLACE TEMP VIEW _fs_valid AS
         SELECT * REPLACE (CASE WHEN status = 'refunded' THEN abs(amount) ELSE amount END AS amount),
                CASE WHEN order_id IS NOT NULL THEN order_id
                     ELSE 'h' || left(md5(concat_ws('|', key, ordered_at, amount, _file, _row)), 16) END AS oid

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from pydantic import BaseModel, SecretStr
-from pydantic_settings import BaseSettings
 
 from .errors import ConfigError
 from .source import Source
+
+if TYPE_CHECKING:
+    from pydantic_settings import BaseSettings
 
 # type → (module, config model, source class, secrets class or None)
 _SPECS: dict[str, tuple[str, str, str, str | None]] = {

@@ -12,7 +12,6 @@ import json
 from typing import Iterable
 
 import duckdb
-import pyarrow as pa
 
 from .records import Contact, Order
 
@@ -70,6 +69,8 @@ def stage_records(con: duckdb.DuckDBPyConnection, orders: Iterable[Order] = (),
 
     Creates the staging tables when missing. Returns (orders, contacts) appended.
     """
+    import pyarrow as pa  # API pages and webhooks only; a file export is read by DuckDB itself
+
     for name, cols in TABLES.items():
         con.execute(f"CREATE TEMP TABLE IF NOT EXISTS staged_{name} ({cols})")
     orders = list(orders)

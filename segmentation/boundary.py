@@ -14,18 +14,23 @@ customer id; ``sampled_every`` says k): the curve is a population statistic and 
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import duckdb
-import numpy as np
 
 from .config import BoundaryConfig
+
+if TYPE_CHECKING:
+    import numpy as np
 
 PERCENTILES = (25, 50, 75, 80, 90, 95)
 
 
 def km_curve(durations: np.ndarray, events: np.ndarray, censored: np.ndarray):
     """Kaplan–Meier survival at each distinct duration; also the number at risk there."""
+    import numpy as np
+
     at_risk = (events + censored)[::-1].cumsum()[::-1]
     with np.errstate(divide="ignore", invalid="ignore"):
         factor = np.where(at_risk > 0, 1.0 - events / at_risk, 1.0)
@@ -36,6 +41,8 @@ def falling_asleep_boundary(con: duckdb.DuckDBPyConnection, as_of: date, timezon
                             cfg: BoundaryConfig | None = None, reminder_lead_days: int = 14,
                             orders: str = "orders", customers: int | None = None) -> dict:
     """The boundary curve; ``customers`` (if known) lets large shops be estimated on a deterministic sample."""
+    import numpy as np  # here, not at the top: `segments --customers` has no boundary and needs no numpy
+
     cfg = cfg or BoundaryConfig()
     # local purchase day by the zone's UTC offset on as_of: one integer per order, no per-row zone lookup
     # (in zones with daylight saving an order within an hour of midnight may land on the neighbouring day)

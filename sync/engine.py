@@ -19,10 +19,10 @@ from typing import Any, Iterable, Iterator, Sequence
 import duckdb
 
 from .config import Config, DestinationConfig
-from .errors import ConfigError, DestinationError, LockBusyError, PlanStaleError
+from .errors import ConfigError, LockBusyError, PlanStaleError
 from .ledger import Ledger
 from .ledger_queue import owner_process_gone
-from .model import ContactChange, Destination, ItemResult, PushedState
+from .model import Destination, ItemResult, PushedState
 from .pipeline import SegmentsRun, build_source, compute_segments, pull_into, store_path
 from .plan import (PREDICTIVE_VALUES, Plan, all_managed, apply_results_to_state, check_fields, desired_contacts,
                    plan_destination)

@@ -8,7 +8,7 @@ numbers or None; they are compared as their JSON form.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol, Sequence, Callable
+from typing import Callable, Mapping, Protocol, Sequence
 
 FieldValue = str | int | float | bool | None
 

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import duckdb
 from pydantic import ValidationError
@@ -24,8 +24,10 @@ from segmentation import SegmentationConfig, SegmentationResult, run_segmentatio
 
 from .config import Config, _format_validation
 from .errors import ConfigError
-from .settings import Settings, load_settings
 from .store import connect_store, merge_staged
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,11 @@ def build_source(cfg: Config, settings: Settings | None = None) -> Source:
         registry_build = None
     try:
         if registry_build is not None:
-            return registry_build(cfg.source, base_dir=cfg.base_dir, settings=settings or load_settings())
+            if settings is None and kind != "file":  # only API sources have secrets to read
+                from .settings import load_settings
+
+                settings = load_settings()
+            return registry_build(cfg.source, base_dir=cfg.base_dir, settings=settings)
         if kind != "file":
             raise ConfigError(f"unknown source type {kind!r}")
         from connectors.files import FileSource, FileSourceConfig
@@ -105,8 +111,7 @@ class SegmentsRun:
 
 
 def _needs_predictions(seg: SegmentationConfig) -> bool:
-    from segmentation.rules import compile_pattern  # noqa: F401  (rules referencing prediction fields)
-
+    """Whether a custom segment rule refers to a predictive or behavioural field."""
     names = {"p_alive", "expected_purchases", "churn_probability", "churn_risk", "expected_aov", "clv",
              "next_order_date", "reorder_due", "avg_days_between_orders", "discount_share", "discount_hunter",
              "favourite_category", "favourite_brand"}

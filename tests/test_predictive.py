@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import warnings
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 

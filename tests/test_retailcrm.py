@@ -206,7 +206,6 @@ def test_deleted_order_leaves_history_as_cancelled(rsps):
 
 
 def test_deleted_and_merged_customers_leave_every_destination(rsps):
-    from connectors.source import PullResult
     from connectors.tables import create_tables
     from sync.store import merge_staged
 

@@ -13,7 +13,6 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
 import requests
 from click.testing import CliRunner
 

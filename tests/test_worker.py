@@ -12,7 +12,7 @@ import pytest
 from sync.config import load_config
 from sync.engine import load_cut_points, open_ledger, plan_all, segments_from_store
 from sync.errors import ConfigError
-from sync.ledger import Ledger, default_owner
+from sync.ledger import Ledger
 from sync.pipeline import store_path
 from sync.resync import encode_records, resync
 from sync.schedule import Schedule, Scheduler, parse_every, run_full_sync
