@@ -8,8 +8,12 @@ fresh interpreter so that time and peak RSS belong to that run alone:
   addition, timed by ``bench/predict.py``): ``load_config`` → ``compute_segments(boundary=False)`` (read the CSV,
   check it, metrics, tie-aware quantile scores, preset rules, summary) → ``write_customers`` (one Parquet row per
   customer). ``--breakdown`` also times the falling-asleep boundary that the summary command adds;
-* **pandas**: ``read_csv`` → parse → filter → ``groupby`` per customer → the same tie-aware quantile scores
-  (``rank(method="min")``, rfm-models.md §4.3/§6) → the same preset rules → ``to_parquet``;
+* **pandas-checked** (the reference of the ratio target, :mod:`bench.pandas_checked`): the same work in idiomatic
+  vectorised pandas, with rfmsync's checks (trimmed ids, status mapping, bad rows with their row numbers,
+  repeated order ids), metrics, scores, rules, summary and the Parquet file; its bad-row count must match;
+* **pandas** (lean): ``read_csv`` → parse → filter → ``groupby`` per customer → the same tie-aware quantile
+  scores (``rank(method="min")``, rfm-models.md §4.3/§6) → the same preset rules → ``to_parquet``. It trusts the
+  file (no checks, no order ids, no summary), so it is the easier side of the comparison; its ratio is shown;
 * **duckdb-sql** (the floor, skip with ``--no-floor``): the same metrics, scores and rules in plain DuckDB SQL
   over a typed read of this clean file, without anything a real export needs (mapping, checks, contacts,
   summary, boundary): how close rfmsync runs to the engine it is built on.
@@ -38,7 +42,8 @@ from bench.common import (ChildFailed, emit_result, format_table, human_bytes, p
                           run_child, size_label)
 
 AS_OF = date(2026, 1, 1)
-ENGINES = ("rfmsync", "pandas", "duckdb-sql")
+ENGINES = ("rfmsync", "pandas-checked", "pandas", "duckdb-sql")
+SAME_WORK = "pandas-checked"  # the reference the ratio target is judged against
 ORDERS_PER_CUSTOMER = 10
 TARGET_SECONDS_10M = 8.0
 TARGET_RATIO = 3.0
@@ -181,6 +186,7 @@ def duckdb_floor(csv_path: Path, out_path: Path, as_of: date, preset: str) -> di
     rules = resolve_rules(SegmentationConfig(preset=preset), {"recency_days", "frequency", "monetary"})
     n_levels = rules.levels
     con = duckdb.connect()
+    con.execute("SET checkpoint_threshold = '1TB'")  # as rfmsync's throw-away connection: no compression passes
     src = (f"read_csv('{csv_path}', header=true, types={{'customer_id': 'VARCHAR', 'ordered_at': 'TIMESTAMP',"
            f" 'amount': 'DECIMAL(18,2)', 'status': 'VARCHAR'}})")
     n = con.execute(f"""CREATE TEMP TABLE m AS SELECT customer_id,
@@ -221,6 +227,10 @@ def _child(args: argparse.Namespace) -> int:
     elif args.child == "duckdb-sql":
         counts = duckdb_floor(Path(args.csv), out, as_of, args.preset)
         bad = 0
+    elif args.child == "pandas-checked":
+        from bench.pandas_checked import pandas_checked_segments
+
+        counts, bad = pandas_checked_segments(Path(args.csv), out, as_of, args.preset)
     else:
         counts = pandas_segments(Path(args.csv), out, as_of, args.preset, engine=args.pandas_engine)
         bad = 0
@@ -284,7 +294,7 @@ def run_size(orders: int, args: argparse.Namespace) -> tuple[list[dict], list[st
     if gen_s is not None:
         print(f"  generated {csv_path} in {gen_s:.1f} s", flush=True)
     cfg = write_config(csv_path, args.preset)
-    engines = ENGINES if args.floor else ENGINES[:2]
+    engines = [e for e in ENGINES if args.floor or e != "duckdb-sql"]
     outs = {e: workdir / f"customers-{size_label(orders)}-{e}.parquet" for e in engines}
     results: dict[str, list[dict]] = {e: [] for e in engines}
     for i in range(args.repeat):
@@ -304,6 +314,9 @@ def run_size(orders: int, args: argparse.Namespace) -> tuple[list[dict], list[st
               + ", ".join(f"{k} {v:.2f} s" for k, v in stages.items()), flush=True)
     problems = []
     counts = {e: results[e][-1]["counts"] for e in results}
+    if results[SAME_WORK][-1]["bad_rows"] != results["rfmsync"][-1]["bad_rows"]:
+        problems.append(f"{size_label(orders)}: bad rows differ: rfmsync {results['rfmsync'][-1]['bad_rows']} "
+                        f"vs {SAME_WORK} {results[SAME_WORK][-1]['bad_rows']}")
     for other in engines[1:]:
         if counts["rfmsync"] != counts[other]:
             problems.append(f"{size_label(orders)}: segment counts differ: rfmsync {counts['rfmsync']} "
@@ -321,7 +334,8 @@ def run_size(orders: int, args: argparse.Namespace) -> tuple[list[dict], list[st
             "orders": f"{orders:,}", "customers": f"{rs[-1]['customers']:,}", "engine": engine,
             "seconds": spread, "process": f"{min(r['process_seconds'] for r in rs):.2f}",
             "rss": human_bytes(max(r["peak_rss"] for r in rs)),
-            "ratio": f"{best['pandas'] / best[engine]:.1f}×" if engine != "pandas" else "",
+            "ratio": f"{best[SAME_WORK] / best[engine]:.1f}×" if not engine.startswith("pandas") else "",
+            "lean": f"{best['pandas'] / best[engine]:.1f}×" if not engine.startswith("pandas") else "",
             "same": "yes" if not problems else "NO",
             "_best": best[engine], "_rss": max(r["peak_rss"] for r in rs), "_orders": orders,
         })
@@ -332,7 +346,8 @@ def run_size(orders: int, args: argparse.Namespace) -> tuple[list[dict], list[st
 
 
 COLUMNS = [("orders", "orders"), ("customers", "customers"), ("engine", "engine"), ("seconds", "seconds"),
-           ("process", "process s"), ("rss", "peak RSS"), ("ratio", "pandas/engine"), ("same", "same segments")]
+           ("process", "process s"), ("rss", "peak RSS"), ("ratio", "checked/engine"), ("lean", "lean/engine"),
+           ("same", "same segments")]
 
 
 def targets(rows: list[dict]) -> list[str]:
@@ -345,11 +360,15 @@ def targets(rows: list[dict]) -> list[str]:
                          f"the plain DuckDB SQL floor ({floor['_best']:.2f} s)")
         if r["engine"] != "rfmsync" or r["_orders"] < 10_000_000:
             continue
-        pandas = next(p for p in rows if p["engine"] == "pandas" and p["_orders"] == r["_orders"])
-        ratio = pandas["_best"] / r["_best"]
+        same = next(p for p in rows if p["engine"] == SAME_WORK and p["_orders"] == r["_orders"])
+        lean = next(p for p in rows if p["engine"] == "pandas" and p["_orders"] == r["_orders"])
+        ratio = same["_best"] / r["_best"]
+        lines.append(f"INFO  {size_label(r['_orders'])} orders: {lean['_best'] / r['_best']:.1f}× faster than the lean "
+                     f"pandas reference, which skips the checks ({lean['_best']:.2f} s)")
         for ok, text in ((r["_best"] <= TARGET_SECONDS_10M, f"≤ {TARGET_SECONDS_10M:.0f} s end to end "
                           f"({r['_best']:.2f} s)"),
-                         (ratio >= TARGET_RATIO, f"≥ {TARGET_RATIO:.0f}× faster than pandas ({ratio:.1f}×)"),
+                         (ratio >= TARGET_RATIO, f"≥ {TARGET_RATIO:.0f}× faster than pandas doing the same work "
+                                                 f"({ratio:.1f}×, {SAME_WORK} {same['_best']:.2f} s)"),
                          (r["_rss"] <= TARGET_RSS, f"peak RSS ≤ 3 GB ({human_bytes(r['_rss'])})")):
             lines.append(f"{'PASS' if ok else 'FAIL'}  {size_label(r['_orders'])} orders: {text}")
     return lines
