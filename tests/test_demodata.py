@@ -360,13 +360,13 @@ def test_benchmark_end_to_end_small(tmp_path: Path) -> None:
     import sys
 
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, str(root / "bench" / "segments.py"), "--sizes", "5k",
+    proc = subprocess.run([sys.executable, str(root / "bench" / "segments.py"), "--sizes", "5k", "--no-floor",
                            "--workdir", str(tmp_path)], capture_output=True, text=True, cwd=root, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
     header = next(i for i, ln in enumerate(lines) if ln.lstrip().startswith("orders"))
-    rows = [ln.split() for ln in lines[header + 2:header + 4]]
-    assert [r[2] for r in rows] == ["rfmsync", "pandas"]
+    rows = [ln.split() for ln in lines[header + 2:header + 5]]
+    assert [r[2] for r in rows] == ["rfmsync", "pandas-checked", "pandas"]
     assert all(r[0] == "5,000" and r[1] == "500" and r[-1] == "yes" for r in rows)
-    assert rows[0][-2].endswith("×")
+    assert rows[0][-3].endswith("×") and rows[0][-2].endswith("×")  # against the same-work and the lean pandas
     assert (tmp_path / "orders-5k-s42.csv").exists() and not list(tmp_path.glob("customers-*.parquet"))
