@@ -176,22 +176,9 @@ class HttpClient:
         return once()
 
     def retrying(self, fn: Callable[[], Any], *, what: str) -> Any:
-        """``fn`` through the shared :class:`RetryPolicy`; when it gives up, one clear TransientError
-        that says how many attempts were made (message already redacted, no chained traceback)."""
-        attempts = 0
-
-        def counted() -> Any:
-            nonlocal attempts
-            attempts += 1
-            return fn()
-
-        try:
-            return self.retry.call(counted, what=what)
-        except TransientError as exc:
-            if attempts < 2:
-                raise
-            raise TransientError(f"{exc}; gave up after {attempts} attempts", status=exc.status, body=exc.body,
-                                 retry_after=exc.retry_after) from None
+        """``fn`` through the shared :class:`RetryPolicy` (whose last error says how many attempts it made;
+        messages are already redacted)."""
+        return self.retry.call(fn, what=what)
 
     def _once(self, method: str, url: str, what: str, **kw: Any) -> Any:
         if self.throttle is not None:

@@ -42,7 +42,15 @@ class RetryPolicy:
         return self.rng.uniform(ceiling / 2, ceiling)
 
     def call(self, fn: Callable[[], T], *, what: str = "call") -> T:
-        """Run ``fn`` with retries on TransientError; other errors pass straight through."""
+        """Run ``fn`` with retries on TransientError; other errors pass straight through. When it gives up
+        after more than one attempt, the last TransientError (same type and attributes) says how many
+        attempts were made: "...; gave up after 6 attempts"."""
+        attempts = 0
+
+        def counted() -> T:
+            nonlocal attempts
+            attempts += 1
+            return fn()
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
@@ -57,7 +65,12 @@ class RetryPolicy:
             reraise=True,
             before_sleep=before_sleep,
         )
-        return retrying(fn)
+        try:
+            return retrying(counted)
+        except TransientError as exc:
+            if attempts > 1:
+                exc.args = (f"{exc}; gave up after {attempts} attempts", *exc.args[1:])
+            raise
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
