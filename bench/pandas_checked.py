@@ -23,6 +23,8 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
+from connectors.normalize import TRIMMED_SPACES
+
 COLUMNS = ["order_id", "customer_id", "ordered_at", "amount", "status"]
 COMPLETED, REFUNDED, CANCELLED, UNKNOWN = 0, 1, 2, -1
 _CODES = {"completed": COMPLETED, "refunded": REFUNDED, "cancelled": CANCELLED}
@@ -30,6 +32,7 @@ _BAD = [("customer_id", "no customer id, valid email or phone"), ("ordered_at", 
         ("amount", "unparseable or empty amount"), ("status", "unknown status (map it under [source.statuses])"),
         ("amount", "negative amount without a refund status")]
 MAX_BAD_ROWS = 1000
+SPACES = "".join(map(chr, TRIMMED_SPACES))  # what DuckDB's trim() strips; Python's bare strip() differs
 LAST_RUN: dict = {}  # details of the last run: bad_rows (the first 1000), duplicates, summary
 
 
@@ -37,7 +40,7 @@ def status_code(raw: str) -> int:
     """One raw status → its code, the rules of ``connectors.normalize.status_sql`` (empty → completed)."""
     from connectors.normalize import STATUS_STEMS, STATUS_SYNONYMS
 
-    v = raw.strip(" ").lower()
+    v = raw.strip(SPACES).lower()
     if not v:
         return COMPLETED
     if v in STATUS_SYNONYMS:
@@ -47,7 +50,7 @@ def status_code(raw: str) -> int:
 
 def _text(s):
     """Trimmed text, empty → missing (like ``connectors.normalize.text_sql``)."""
-    s = s.str.strip(" ")
+    s = s.str.strip(SPACES)
     return s.mask(s == "")
 
 
@@ -105,7 +108,7 @@ def pandas_checked_segments(csv_path: Path, out_path: Path, as_of: date, preset:
     for i, r in zip(bad_at[:MAX_BAD_ROWS], reason[bad_at[:MAX_BAD_ROWS]]):
         field, why = _BAD[r]
         value = raw[field].iat[i] if field in raw else None
-        value = None if pd.isna(value) else value.strip(" ") if isinstance(value, str) else f"{value:.2f}"
+        value = None if pd.isna(value) else value.strip(SPACES) if isinstance(value, str) else f"{value:.2f}"
         bad_rows.append((int(i) + 2, field, why, value))
     valid = reason < 0
     # 4. repeated order ids among the valid rows: the last one wins (rows without an id never repeat)

@@ -4,8 +4,8 @@ For each size a synthetic shop (``sync.demodata.generate_orders_csv``: 10 orders
 half one-time buyers, two years of history) is written as CSV into ``--workdir`` once and reused. Then, each in a
 fresh interpreter so that time and peak RSS belong to that run alone:
 
-* **rfmsync**: what ``rfmsync segments --customers -o FILE`` runs, without the predictive fields (issue 7's
-  addition, timed by ``bench/predict.py``): ``load_config`` → ``compute_segments(boundary=False)`` (read the CSV,
+* **rfmsync**: what ``rfmsync segments --customers --no-predict -o FILE`` runs (the predictive fields are issue
+  7's addition, timed by ``bench/predict.py``): ``load_config`` → ``compute_segments(boundary=False)`` (read the CSV,
   check it, metrics, tie-aware quantile scores, preset rules, summary) → ``write_customers`` (one Parquet row per
   customer). ``--breakdown`` also times the falling-asleep boundary that the summary command adds;
 * **pandas-checked** (the reference of the ratio target, :mod:`bench.pandas_checked`): the same work in idiomatic

@@ -140,3 +140,17 @@ def test_customers_path_skips_only_the_boundary(shop):
     finally:
         for r in runs:
             r.close()
+
+
+def test_no_predict_writes_the_rfm_columns_alone(shop, tmp_path):
+    out = tmp_path / "c.csv"
+    run("segments", "--config", str(shop), "--as-of", AS_OF, "--customers", "--no-predict", "-o", str(out))
+    header = out.read_text(encoding="utf-8").splitlines()[0].split(",")
+    assert header == ["customer_id", "email", "phone", "recency_days", "frequency", "monetary", "r", "f", "m", "rfm",
+                      "segment"]
+    default = tmp_path / "d.csv"
+    run("segments", "--config", str(shop), "--as-of", AS_OF, "--customers", "-o", str(default))
+    rows = list(csv.DictReader(default.open(encoding="utf-8")))
+    assert "churn_risk" in rows[0]
+    lean = {r["customer_id"]: r["segment"] for r in csv.DictReader(out.open(encoding="utf-8"))}
+    assert lean == {r["customer_id"]: r["segment"] for r in rows}

@@ -375,9 +375,10 @@ def test_real_host_from_data_centre_and_sdk_quirks_with_responses(sleeps) -> Non
 
 
 def test_a_create_that_landed_before_its_timeout_is_not_created_twice(mailchimp_fake, sleeps) -> None:
-    dest = make(mailchimp_fake, sleeps, timeout=0.2)
-    mailchimp_fake.stall(1.0, path="/merge-fields$", method="POST")
-    mailchimp_fake.stall(1.0, path="/segments$", method="POST")
+    # the timeout leaves the retry room to be answered on a loaded machine; the stall outlasts it by far
+    dest = make(mailchimp_fake, sleeps, timeout=0.6)
+    mailchimp_fake.stall(2.5, path="/merge-fields$", method="POST")
+    mailchimp_fake.stall(2.5, path="/segments$", method="POST")
     dest.prepare(["rfm:A"], {"RECENCY": "recency_days"})
     assert "RECENCY" in mailchimp_fake.lists["aud1"].merge_fields and mailchimp_fake.segment_names() == {"rfm:A"}
     assert mailchimp_fake.count("POST", "/lists/aud1/merge-fields") == 2 and len(sleeps) == 2

@@ -91,3 +91,16 @@ def test_fixed_offset_zones():
     since, offset = nz.fixed_offset_since("Asia/Tashkent")
     assert offset == 5 * 3600 and since.year == 1991
     assert nz.fixed_offset_since("Europe/Moscow")[1] == 3 * 3600
+
+
+_SPACEY = "".join(map(chr, nz.TRIMMED_SPACES)) + "\t\n\u200bаZ1-"  # every trimmed space, and look-alikes that are not
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet=_SPACEY, max_size=6) | st.none(), min_size=1, max_size=40))
+def test_text_sql_is_exactly_nullif_trim(values):
+    """The pass-through for values without edge spaces must not change any value: same as trimming every one."""
+    con = duckdb.connect()
+    con.register("v", pa.table({"x": pa.array(values, pa.string())}))
+    rows = con.execute(f"SELECT {nz.text_sql('x')}, NULLIF(trim(x), '') FROM v").fetchall()
+    assert [a for a, _ in rows] == [b for _, b in rows]
