@@ -397,6 +397,18 @@ def _fit_gamma_gamma_guarded(con: duckdb.DuckDBPyConnection, s: BtydSummary, cfg
         return None, str(exc)
 
 
+def _distinct_triples(x: np.ndarray, tx: np.ndarray, T: np.ndarray):
+    """The distinct (x, t_x, T) rows and, per input row, the index of its distinct row (a lexsort and one pass:
+    ``np.unique(axis=0)`` is ten times slower on a million rows). NaNs never match, so they stay apart."""
+    order = np.lexsort((T, tx, x))
+    xs, txs, Ts = x[order], tx[order], T[order]
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = (xs[1:] != xs[:-1]) | (txs[1:] != txs[:-1]) | (Ts[1:] != Ts[:-1])
+    inv = np.empty(len(order), dtype=np.intp)
+    inv[order] = np.cumsum(new) - 1
+    return xs[new], txs[new], Ts[new], inv
+
+
 def _model_table(s: BtydSummary, cfg: PredictConfig, bg: BgNbdParams | None,
                  gg: GammaGammaParams | None) -> tuple[pa.Table, int]:
     """Per-customer model columns as an Arrow table (NaN → NULL); also the count of non-finite rows."""
@@ -404,17 +416,20 @@ def _model_table(s: BtydSummary, cfg: PredictConfig, bg: BgNbdParams | None,
     nan = np.full(n, np.nan)
     per_unit = DAYS_PER_UNIT[s.time_unit]
     x, tx, T = s.frequency, s.recency, s.T
+    # The BG/NBD quantities depend on (x, t_x, T) alone, and customers share them (every one-time buyer of a
+    # day, for one): evaluate each distinct triple once (about 40 % of the customers of a large shop).
+    ux, utx, uT, inv = _distinct_triples(x, tx, T)
     with np.errstate(all="ignore"):
         if bg is not None:
-            alive = p_alive(bg, x, tx, T)
-            expected = expected_purchases(bg, cfg.horizon_days / per_unit, x, tx, T)
-            churn = prob_no_purchase(bg, cfg.horizon_days / per_unit, x, tx, T)
-            next_days = time_to_likely_purchase(bg, x, tx, T) * per_unit
+            alive = p_alive(bg, ux, utx, uT)[inv]
+            expected = expected_purchases(bg, cfg.horizon_days / per_unit, ux, utx, uT)[inv]
+            churn = prob_no_purchase(bg, cfg.horizon_days / per_unit, ux, utx, uT)[inv]
+            next_days = time_to_likely_purchase(bg, ux, utx, uT)[inv] * per_unit
         else:
             alive = expected = churn = next_days = nan
         aov = expected_aov(gg, x, s.monetary) if gg is not None else nan
-        value = (clv(bg, aov, x, tx, T, cfg.clv_horizon_days / per_unit, DAYS_PER_MONTH / per_unit,
-                     cfg.monthly_discount_rate) if bg is not None and gg is not None else nan)
+        value = (clv(bg, np.ones(len(ux)), ux, utx, uT, cfg.clv_horizon_days / per_unit, DAYS_PER_MONTH / per_unit,
+                     cfg.monthly_discount_rate)[inv] * aov if bg is not None and gg is not None else nan)
     bad = np.zeros(n, dtype=bool)
     if bg is not None:
         bad = ~np.isfinite(alive + expected + churn + (value if gg is not None else 0.0))

@@ -330,3 +330,21 @@ def test_days_and_weeks_give_the_same_predictions(cdnow):
     assert days.to_json()["bgnbd"]["time_unit"] == "days"
     np.testing.assert_allclose(d["p_alive"], w["p_alive"], atol=1e-4)
     np.testing.assert_allclose(d["clv"].astype(float), w["clv"].astype(float), atol=0.02)
+
+
+def test_distinct_triples_rebuild_every_row_from_distinct_ones():
+    from segmentation.predictive import _distinct_triples
+
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 4, 5000).astype(float)
+    tx = np.where(x == 0, 0.0, rng.integers(0, 30, 5000) / 7)
+    T = rng.integers(0, 60, 5000) / 7
+    T[7] = np.nan  # a NaN matches nothing, itself included
+    ux, utx, uT, inv = _distinct_triples(x, tx, T)
+    rows = list(zip(x, tx, T))
+    assert len(ux) == len({r for r in rows if not np.isnan(r[2])}) + 1 < len(x)  # + the NaN row
+    np.testing.assert_array_equal(ux[inv], x)
+    np.testing.assert_array_equal(utx[inv], tx)
+    np.testing.assert_array_equal(uT[inv], T)
+    keys = list(zip(ux, utx, uT))
+    assert len(set(k for k in keys if not np.isnan(k[2]))) == sum(1 for k in keys if not np.isnan(k[2]))
