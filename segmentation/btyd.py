@@ -28,20 +28,21 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from .localtime import local_day_sql
+
 TimeUnit = Literal["days", "weeks"]
 DAYS_PER_UNIT: dict[str, float] = {"days": 1.0, "weeks": 7.0}
 
-# One row per customer and local purchase day, completed orders up to as_of only.
-# Parameters: tz, tz, as_of.
+# One row per customer and local purchase day, completed orders up to as_of only; ``day`` is the local-day
+# expression of segmentation.localtime. Parameter: as_of.
 PURCHASE_DAYS_SQL = """
-    SELECT customer_id,
-           (ordered_at AT TIME ZONE ?)::DATE AS day,
-           sum(amount) AS day_amount
-    FROM orders
-    WHERE status = 'completed' AND (ordered_at AT TIME ZONE ?)::DATE <= ?
+    SELECT customer_id, day, sum(amount) AS day_amount
+    FROM (SELECT customer_id, amount, {day} AS day FROM orders WHERE status = 'completed')
+    WHERE day <= ?
     GROUP BY customer_id, day
 """
 
+# Parameters: as_of, as_of.
 SUMMARY_SQL = f"""
     WITH days AS ({PURCHASE_DAYS_SQL})
     SELECT customer_id,
@@ -57,7 +58,7 @@ SUMMARY_SQL = f"""
 """
 
 # Distinct purchase days per customer strictly after `start` and up to `end` (holdout counts).
-# Parameters: tz, tz, end, start.
+# Parameters: end, start.
 PERIOD_DAYS_SQL = f"""
     WITH days AS ({PURCHASE_DAYS_SQL})
     SELECT customer_id, count(*) AS purchase_days
@@ -106,7 +107,8 @@ def btyd_summary(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str = "U
     check_timezone(timezone)
     if time_unit not in DAYS_PER_UNIT:
         raise ValueError(f"time_unit must be 'days' or 'weeks', got {time_unit!r}")
-    tbl = con.sql(SUMMARY_SQL, params=[timezone, timezone, as_of, as_of]).to_arrow_table()
+    day = local_day_sql(con, "ordered_at", timezone)
+    tbl = con.sql(SUMMARY_SQL.replace("{day}", day), params=[as_of, as_of]).to_arrow_table()
     per_unit = DAYS_PER_UNIT[time_unit]
     rec_days = tbl.column("recency_days").to_numpy().astype(np.int64)
     t_days = tbl.column("t_days").to_numpy().astype(np.int64)
@@ -127,7 +129,8 @@ def purchase_days_between(con: duckdb.DuckDBPyConnection, start: date, end: date
                           timezone: str = "UTC") -> pa.Table:
     """Distinct local purchase days per customer in ``(start, end]`` as ``customer_id, purchase_days``."""
     check_timezone(timezone)
-    return con.sql(PERIOD_DAYS_SQL, params=[timezone, timezone, end, start]).to_arrow_table()
+    day = local_day_sql(con, "ordered_at", timezone)
+    return con.sql(PERIOD_DAYS_SQL.replace("{day}", day), params=[end, start]).to_arrow_table()
 
 
 def simulate_bgnbd(r: float, alpha: float, a: float, b: float, T: np.ndarray,

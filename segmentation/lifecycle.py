@@ -26,13 +26,13 @@ from datetime import date
 import duckdb
 
 from .btyd import check_timezone
+from .localtime import local_day_sql
 
 LIFECYCLE_SQL = """
     CREATE OR REPLACE TEMP TABLE customer_lifecycle AS
     WITH completed AS (
-        SELECT order_id, customer_id, discount, (ordered_at AT TIME ZONE $tz)::DATE AS day
-        FROM orders
-        WHERE status = 'completed' AND (ordered_at AT TIME ZONE $tz)::DATE <= $as_of
+        SELECT * FROM (SELECT order_id, customer_id, discount, {day} AS day FROM orders WHERE status = 'completed')
+        WHERE day <= $as_of
     ),
     gaps AS (
         SELECT customer_id, day,
@@ -105,7 +105,8 @@ def create_lifecycle_table(con: duckdb.DuckDBPyConnection, as_of: date, timezone
                            discount_hunter_threshold: float = 0.5) -> int:
     """Create TEMP table ``customer_lifecycle`` (one row per customer with a completed order)."""
     check_timezone(timezone)
-    con.execute(LIFECYCLE_SQL, {"tz": timezone, "as_of": as_of, "threshold": discount_hunter_threshold})
+    day = local_day_sql(con, "ordered_at", timezone)
+    con.execute(LIFECYCLE_SQL.replace("{day}", day), {"as_of": as_of, "threshold": discount_hunter_threshold})
     return con.execute("SELECT count(*) FROM customer_lifecycle").fetchall()[0][0]
 
 

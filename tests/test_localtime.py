@@ -1,0 +1,47 @@
+"""segmentation.localtime: the local day by constant offsets between transitions equals ICU's, row for row."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+
+import duckdb
+import pytest
+
+from segmentation.localtime import MAX_SPANS, local_day_sql, utc_offset_spans
+
+ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Tashkent", "Australia/Lord_Howe", "Asia/Kolkata",
+         "America/St_Johns", "Europe/Moscow", "Pacific/Apia", "America/Sao_Paulo"]
+
+
+def _table(values: list[datetime]) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (ts TIMESTAMPTZ)")
+    if values:
+        con.executemany("INSERT INTO t VALUES (?)", [[v] for v in values])
+    return con
+
+
+@pytest.mark.parametrize("tz", ZONES)
+def test_local_day_equals_icu_also_next_to_every_transition(tz):
+    rng = random.Random(tz)
+    base = datetime(2012, 1, 1, tzinfo=timezone.utc)
+    values = [base + timedelta(seconds=rng.randint(0, 2 * 365 * 86400), microseconds=rng.randint(0, 999_999))
+              for _ in range(400)]
+    spans = utc_offset_spans(tz, min(values), max(values))
+    for since, _ in spans[1:]:  # the last microsecond before a transition, the transition, just after
+        values += [since - timedelta(microseconds=1), since, since + timedelta(microseconds=1)]
+    con = _table(values)
+    expr = local_day_sql(con, "ts", tz, "t")
+    assert "AT TIME ZONE" not in expr  # two years of any zone: the constant-offset form
+    differ = con.execute(f"SELECT count(*) FROM t WHERE {expr} <> CAST((ts AT TIME ZONE '{tz}') AS DATE)").fetchall()
+    assert differ[0][0] == 0
+
+
+def test_long_daylight_saving_histories_and_old_instants_fall_back_to_icu():
+    decades = [datetime(1995, 1, 1, tzinfo=timezone.utc), datetime(2020, 1, 1, tzinfo=timezone.utc)]
+    assert len(utc_offset_spans("Europe/Berlin", *decades)) > MAX_SPANS
+    assert "AT TIME ZONE" in local_day_sql(_table(decades), "ts", "Europe/Berlin", "t")
+    old = [datetime(1900, 1, 1, tzinfo=timezone.utc), datetime(2020, 1, 1, tzinfo=timezone.utc)]
+    assert "AT TIME ZONE" in local_day_sql(_table(old), "ts", "Asia/Tashkent", "t")
+    assert "AT TIME ZONE" in local_day_sql(_table([]), "ts", "UTC", "t")  # no rows: nothing to measure
