@@ -13,13 +13,13 @@ customer id; ``sampled_every`` says k): the curve is a population statistic and 
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import date
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo
 
 import duckdb
 
 from .config import BoundaryConfig
+from .localtime import local_day_sql
 
 if TYPE_CHECKING:
     import numpy as np
@@ -44,17 +44,15 @@ def falling_asleep_boundary(con: duckdb.DuckDBPyConnection, as_of: date, timezon
     import numpy as np  # here, not at the top: `segments --customers` has no boundary and needs no numpy
 
     cfg = cfg or BoundaryConfig()
-    # local purchase day by the zone's UTC offset on as_of: one integer per order, no per-row zone lookup
-    # (in zones with daylight saving an order within an hour of midnight may land on the neighbouring day)
-    offset = ZoneInfo(timezone).utcoffset(datetime.combine(as_of, time(12))) or timedelta(0)
-    off_us = int(offset.total_seconds() * 1_000_000)
+    # local purchase day as a day number, exact and without a per-row zone lookup (segmentation.localtime)
+    day = f"({local_day_sql(con, 'ordered_at', timezone, orders)} - DATE '1970-01-01')"
     end_day = (as_of - date(1970, 1, 1)).days
     every = max(1, -(-int(customers or 0) // cfg.sample_customers)) if cfg.sample_customers else 1
     sample = f"AND hash(customer_id) % {every} = 0" if every > 1 else ""
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _boundary_spells AS
         WITH days AS (
-            SELECT DISTINCT customer_id, CAST((epoch_us(ordered_at) + {off_us}) // 86400000000 AS INTEGER) AS day
+            SELECT DISTINCT customer_id, CAST({day} AS INTEGER) AS day
             FROM {orders}
             WHERE status = 'completed' {sample}
         )
