@@ -2,44 +2,44 @@
 
 ``(ordered_at AT TIME ZONE tz)::DATE`` asks ICU for the offset of every row: about 1.4 s per pass over 10 M
 orders. Between two of the zone's transitions the offset is a constant, so :func:`local_day_sql` finds the
-transitions within the column's own range once, in Python (``zoneinfo``), and adds the right constant:
-a ``CASE`` with one arm per transition (none for a zone without daylight saving).
+transitions within the column's own range once and adds the right constant: a ``CASE`` with one arm per
+transition (none for a zone without daylight saving). The transitions are read from DuckDB's own ICU, hour by
+hour and then second by second around each change, so the result is ICU's by construction even where Python's
+tz database is of another version.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-from zoneinfo import ZoneInfo
+from datetime import datetime
 
 import duckdb
 
 MAX_SPANS = 16  # more transitions than this in the data's range (decades of daylight saving): let ICU do it
 
 
-def _offset(zone: ZoneInfo, instant: datetime) -> int:
-    return int(instant.astimezone(zone).utcoffset().total_seconds())
+def _lit(tz: str) -> str:
+    return "'" + tz.replace("'", "''") + "'"
 
 
-def utc_offset_spans(tz: str, start: datetime, end: datetime) -> list[tuple[datetime, int]]:
-    """``[(from, offset seconds), ...]``: the zone's UTC offset from each ``from`` (UTC) until the next one,
-    covering ``start``..``end``. The first span starts at ``start``; transitions fall on whole seconds."""
-    zone = ZoneInfo(tz)
-    start, end = start.astimezone(timezone.utc), end.astimezone(timezone.utc)
-    spans = [(start, _offset(zone, start))]
-    t = start
-    while t < end:
-        nxt = min(t + timedelta(days=1), end)
-        if _offset(zone, nxt) != spans[-1][1]:  # a transition in (t, nxt]: find its first second
-            lo, hi = t, nxt
-            while hi - lo > timedelta(seconds=1):
-                mid = lo + (hi - lo) / 2
-                if _offset(zone, mid) == spans[-1][1]:
-                    lo = mid
-                else:
-                    hi = mid
-            hi = hi.replace(microsecond=0) if _offset(zone, hi.replace(microsecond=0)) != spans[-1][1] else hi
-            spans.append((hi, _offset(zone, hi)))
-        t = nxt
+def utc_offset_spans(con: duckdb.DuckDBPyConnection, tz: str, start: datetime, end: datetime
+                     ) -> list[tuple[datetime, int]]:
+    """``[(from, offset seconds), ...]``: ICU's UTC offset for ``tz`` from each ``from`` until the next one,
+    covering ``start``..``end``. The first span starts before ``start``. Both grids sit on whole seconds, as
+    the tz data's transitions do, so each ``from`` is the transition's exact instant."""
+    off = f"(epoch_us(timezone({_lit(tz)}, ts)) - epoch_us(ts)) // 1000000"
+    hours = con.execute(f"""
+        SELECT ts, off, prev FROM (
+            SELECT ts, off, lag(off) OVER (ORDER BY ts) AS prev
+            FROM (SELECT ts, {off} AS off FROM generate_series(date_trunc('hour', ?::TIMESTAMPTZ) - INTERVAL 1 HOUR,
+                                                               ?::TIMESTAMPTZ + INTERVAL 1 HOUR, INTERVAL 1 HOUR) g(ts)))
+        WHERE prev IS NULL OR off <> prev ORDER BY ts""", [start, end]).fetchall()
+    spans = [(hours[0][0], int(hours[0][1]))]
+    for hour, new, prev in hours[1:]:  # the change happened within the hour before ``hour``: find its second
+        since = con.execute(f"""
+            SELECT min(ts) FROM generate_series(date_trunc('second', ?::TIMESTAMPTZ) - INTERVAL 1 HOUR, ?::TIMESTAMPTZ,
+                                                INTERVAL 1 SECOND) g(ts)
+            WHERE {off} <> ?""", [hour, hour, prev]).fetchall()[0][0]
+        spans.append((since, int(new)))
     return spans
 
 
@@ -47,11 +47,10 @@ def local_day_sql(con: duckdb.DuckDBPyConnection, col: str, tz: str, table: str 
     """A SQL expression: the local calendar DATE in ``tz`` of the TIMESTAMPTZ ``col`` of ``table``
     (equal to ``(col AT TIME ZONE tz)::DATE`` for every row of the table as it is now)."""
     lo, hi = con.execute(f"SELECT min({col}), max({col}) FROM {table}").fetchall()[0]
-    quoted = tz.replace("'", "''")
-    icu = f"CAST(({col} AT TIME ZONE '{quoted}') AS DATE)"
-    if lo is None or lo.year < 1971:  # no rows, or instants before the epoch (where // rounds the other way)
-        return icu
-    spans = utc_offset_spans(tz, lo, hi)
+    icu = f"CAST(({col} AT TIME ZONE {_lit(tz)}) AS DATE)"
+    if lo is None or lo.year < 1971 or (hi - lo).days > 20 * 366:
+        return icu  # no rows, instants before the epoch (where // rounds the other way), or an absurd range
+    spans = utc_offset_spans(con, tz, lo, hi)
     if len(spans) > MAX_SPANS:
         return icu
     if len(spans) == 1:
