@@ -46,10 +46,16 @@ def utc_offset_spans(con: duckdb.DuckDBPyConnection, tz: str, start: datetime, e
 def local_day_sql(con: duckdb.DuckDBPyConnection, col: str, tz: str, table: str = "orders") -> str:
     """A SQL expression: the local calendar DATE in ``tz`` of the TIMESTAMPTZ ``col`` of ``table``
     (equal to ``(col AT TIME ZONE tz)::DATE`` for every row of the table as it is now)."""
-    lo, hi = con.execute(f"SELECT min({col}), max({col}) FROM {table}").fetchall()[0]
     icu = f"CAST(({col} AT TIME ZONE {_lit(tz)}) AS DATE)"
-    if lo is None or lo.year < 1971 or (hi - lo).days > 20 * 366:
-        return icu  # no rows, instants before the epoch (where // rounds the other way), or an absurd range
+    # ICU when there are no rows, instants before the epoch (where // rounds the other way), a range beyond
+    # 20 years or 2200 (a typo such as 31.12.9999, an 'infinity'), whose transitions would cost more to find
+    # than they save. Checked in SQL first: such timestamps do not even convert to Python datetimes.
+    usable = con.execute(f"""SELECT CASE WHEN isfinite(lo) AND isfinite(hi) THEN lo >= TIMESTAMPTZ '1971-01-01'
+                                         AND hi < TIMESTAMPTZ '2200-01-01' AND hi < lo + INTERVAL 7320 DAY END
+                             FROM (SELECT min({col}) AS lo, max({col}) AS hi FROM {table})""").fetchall()[0][0]
+    if not usable:
+        return icu
+    lo, hi = con.execute(f"SELECT min({col}), max({col}) FROM {table}").fetchall()[0]
     spans = utc_offset_spans(con, tz, lo, hi)
     if len(spans) > MAX_SPANS:
         return icu

@@ -132,7 +132,7 @@ def print_summary(run, title: str | None = None) -> None:
 @click.option("--customers", is_flag=True, help="Write one row per customer to -o FILE (.csv, .parquet, .json).")
 @click.option("--predict/--no-predict", "with_predictions", default=None,
               help="--customers output has the predictive fields (p_alive, churn_risk, clv, ...) unless --no-predict, "
-                   "which writes the RFM columns alone (much faster on a large shop).")
+                   "which writes the RFM columns alone (much faster on a large shop) unless a segment rule uses one.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Output file.")
 def segments(config_path, as_of, preset, fmt, customers, with_predictions, output):
     """Score every customer, assign segments and print the summary and the falling-asleep boundary."""
@@ -142,7 +142,8 @@ def segments(config_path, as_of, preset, fmt, customers, with_predictions, outpu
     if customers and not output:
         raise click.UsageError("--customers needs -o FILE (.csv, .parquet or .json)")
     with _status("Reading orders and scoring customers…"):
-        predict = with_predictions if with_predictions is not None else customers and _predictions_available()
+        # only the per-customer file shows the fields (a rule that uses one computes them in any case)
+        predict = customers and (with_predictions if with_predictions is not None else _predictions_available())
         run = compute_segments(cfg, as_of.date() if as_of else None, preset=preset, predict=bool(predict),
                                boundary=not customers)
     try:

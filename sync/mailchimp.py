@@ -413,7 +413,7 @@ class MailchimpDestination:
         try:
             return self._retry.call(once, what=f"mailchimp {what}")
         except TransientError as exc:
-            raise DestinationError(f"Mailchimp {what} (audience {self.audience!r}) still failing after retries: "
+            raise DestinationError(f"Mailchimp {what} (audience {self.audience!r}) still failing: "
                                    f"{exc}", status=exc.status, body=exc.body, retry_after=exc.retry_after) from None
 
     def _error(self, what: str, status: int | None, text: Any,

@@ -181,7 +181,7 @@ class SendGridDestination:
         try:
             return self.retry.call(once, what=f"SendGrid {what}")
         except TransientError as exc:
-            raise DestinationError(f"{exc} (gave up after retries)", status=exc.status, body=exc.body,
+            raise DestinationError(str(exc), status=exc.status, body=exc.body,  # "...; gave up after N attempts"
                                    retry_after=exc.retry_after) from None
 
     def _on_http_error(self, status: int, raw: bytes, headers: Any, what: str, idempotent: bool,

@@ -175,7 +175,7 @@ class UnisenderDestination:
         try:
             return self.retry.call(once, what=f"Unisender {method}")
         except TransientError as exc:
-            raise DestinationError(f"{exc} (gave up after retries)", status=exc.status) from None
+            raise DestinationError(str(exc), status=exc.status) from None  # "...; gave up after N attempts"
 
     def _decode(self, method: str, resp: requests.Response, idempotent: bool) -> Any:
         try:

@@ -49,3 +49,12 @@ def test_long_daylight_saving_histories_and_old_instants_fall_back_to_icu():
     old = [datetime(1900, 1, 1, tzinfo=timezone.utc), datetime(2020, 1, 1, tzinfo=timezone.utc)]
     assert "AT TIME ZONE" in local_day_sql(_table(old), "ts", "Asia/Tashkent", "t")
     assert "AT TIME ZONE" in local_day_sql(_table([]), "ts", "UTC", "t")  # no rows: nothing to measure
+
+
+@pytest.mark.parametrize("far", ["12000-01-01 10:00:00+00", "9999-12-31 00:00:00+00", "infinity"])
+def test_a_typo_date_far_in_the_future_falls_back_to_icu_at_once(far):
+    con = _table([datetime(2025, 1, 1, tzinfo=timezone.utc)])
+    con.execute(f"INSERT INTO t VALUES ('{far}')")
+    expr = local_day_sql(con, "ts", "Asia/Tashkent", "t")
+    assert "AT TIME ZONE" in expr
+    assert con.execute(f"SELECT count(*) FROM t WHERE {expr} IS NOT NULL OR ts = 'infinity'").fetchall()[0][0] == 2
