@@ -317,3 +317,7 @@ def _register() -> None:
 
 
 _register()
+
+
+if __name__ == "__main__":  # python -m sync.cli, like python -m sync
+    main()
