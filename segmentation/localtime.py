@@ -50,12 +50,13 @@ def local_day_sql(con: duckdb.DuckDBPyConnection, col: str, tz: str, table: str 
     # ICU when there are no rows, instants before the epoch (where // rounds the other way), a range beyond
     # 20 years or 2200 (a typo such as 31.12.9999, an 'infinity'), whose transitions would cost more to find
     # than they save. Checked in SQL first: such timestamps do not even convert to Python datetimes.
-    usable = con.execute(f"""SELECT CASE WHEN isfinite(lo) AND isfinite(hi) THEN lo >= TIMESTAMPTZ '1971-01-01'
-                                         AND hi < TIMESTAMPTZ '2200-01-01' AND hi < lo + INTERVAL 7320 DAY END
-                             FROM (SELECT min({col}) AS lo, max({col}) AS hi FROM {table})""").fetchall()[0][0]
-    if not usable:
+    # One scan: the range comes back only when usable (NULLs otherwise), so nothing out of range is fetched.
+    lo, hi = con.execute(f"""SELECT CASE WHEN ok THEN lo END, CASE WHEN ok THEN hi END FROM (
+                                 SELECT lo, hi, CASE WHEN isfinite(lo) AND isfinite(hi) THEN lo >= TIMESTAMPTZ '1971-01-01'
+                                        AND hi < TIMESTAMPTZ '2200-01-01' AND hi < lo + INTERVAL 7320 DAY END AS ok
+                                 FROM (SELECT min({col}) AS lo, max({col}) AS hi FROM {table}))""").fetchall()[0]
+    if lo is None:
         return icu
-    lo, hi = con.execute(f"SELECT min({col}), max({col}) FROM {table}").fetchall()[0]
     spans = utc_offset_spans(con, tz, lo, hi)
     if len(spans) > MAX_SPANS:
         return icu
