@@ -82,7 +82,7 @@ def pandas_checked_segments(csv_path: Path, out_path: Path, as_of: date, preset:
     import pandas as pd
     import pyarrow as pa
 
-    from bench.segments import _rule_mask, tie_aware_scores
+    from bench.segments import _rule_mask, scored_metrics
     from segmentation.rules import PRESETS
 
     rules = PRESETS[preset]
@@ -124,17 +124,10 @@ def pandas_checked_segments(csv_path: Path, out_path: Path, as_of: date, preset:
     g = work.groupby("customer_id", sort=False).agg(frequency=("sale", "sum"), monetary=("net", "sum"),
                                                     first=("sale_at", "min"), last=("sale_at", "max"))
     g = g[g["frequency"] > 0]
-    out = pd.DataFrame({
-        "recency_days": (pd.Timestamp(as_of) - g["last"].dt.normalize()).dt.days.astype("int64"),
-        "frequency": g["frequency"].astype("int64"),
-        "monetary": g["monetary"].round(2),
-    }, index=g.index)
+    # 6. tie-aware scores (with the metrics), rfm code, preset rules (first matching rule wins)
+    out = scored_metrics(g["last"], g["frequency"], g["monetary"], as_of, rules.levels)
     out["avg_check"] = (out["monetary"] / out["frequency"]).round(2)
     out["first_order_at"], out["last_order_at"] = g["first"], g["last"]
-    # 6. tie-aware scores, rfm code, preset rules (first matching rule wins)
-    out["r"] = tie_aware_scores(out["recency_days"], rules.levels, worse_is_larger=True)
-    out["f"] = tie_aware_scores(out["frequency"], rules.levels, worse_is_larger=False)
-    out["m"] = tie_aware_scores(out["monetary"], rules.levels, worse_is_larger=False)
     out["rfm"] = (out["r"] * 100 + out["f"] * 10 + out["m"]).astype(str)  # levels ≤ 9: one digit each
     names = [n for n, _ in rules.rules]
     conds = [np.logical_or.reduce([_rule_mask(p, out["r"], out["f"], out["m"], rules.levels) for p in pats])

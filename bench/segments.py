@@ -124,6 +124,21 @@ def tie_aware_scores(values, levels: int, worse_is_larger: bool):
     return np.minimum(levels, 1 + (worse * levels) // len(values))
 
 
+def scored_metrics(last, frequency, monetary, as_of: date, levels: int):
+    """Per customer (the Series' shared index): recency_days, frequency, monetary (2 dp) and tie-aware r, f, m."""
+    import pandas as pd
+
+    out = pd.DataFrame({
+        "recency_days": (pd.Timestamp(as_of) - last.dt.normalize()).dt.days.astype("int64"),
+        "frequency": frequency.astype("int64"),
+        "monetary": monetary.round(2),
+    }, index=last.index)
+    out["r"] = tie_aware_scores(out["recency_days"], levels, worse_is_larger=True)
+    out["f"] = tie_aware_scores(out["frequency"], levels, worse_is_larger=False)
+    out["m"] = tie_aware_scores(out["monetary"], levels, worse_is_larger=False)
+    return out
+
+
 def pandas_segments(csv_path: Path, out_path: Path, as_of: date, preset: str, engine: str = "c") -> dict[str, int]:
     """The straightforward pandas version of ``rfmsync segments``; returns {segment: customers}."""
     import numpy as np
@@ -148,14 +163,7 @@ def pandas_segments(csv_path: Path, out_path: Path, as_of: date, preset: str, en
     g = work.groupby("customer_id", sort=False).agg(frequency=("sale", "sum"), sales=("sales", "sum"),
                                                     refunds=("refunds", "sum"), last=("last", "max"))
     g = g[g["frequency"] > 0]
-    out = pd.DataFrame({
-        "recency_days": (pd.Timestamp(as_of) - g["last"].dt.normalize()).dt.days.astype("int64"),
-        "frequency": g["frequency"].astype("int64"),
-        "monetary": (g["sales"] - g["refunds"]).round(2),
-    }, index=g.index)
-    out["r"] = tie_aware_scores(out["recency_days"], levels, worse_is_larger=True)
-    out["f"] = tie_aware_scores(out["frequency"], levels, worse_is_larger=False)
-    out["m"] = tie_aware_scores(out["monetary"], levels, worse_is_larger=False)
+    out = scored_metrics(g["last"], g["frequency"], g["sales"] - g["refunds"], as_of, levels)
     out["rfm"] = out["r"].astype(str) + out["f"].astype(str) + out["m"].astype(str)
     conds, names = [], []
     for name, patterns in rules.rules:
