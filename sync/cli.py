@@ -135,7 +135,8 @@ def print_summary(run, title: str | None = None) -> None:
                    "which writes the RFM columns alone (much faster on a large shop) unless a segment rule uses one.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Output file.")
 def segments(config_path, as_of, preset, fmt, customers, with_predictions, output):
-    """Score every customer, assign segments and print the summary and the falling-asleep boundary."""
+    """Score every customer, assign segments and print the summary and the falling-asleep boundary
+    (with --customers: write one row per customer to -o FILE instead, without the boundary)."""
     from .pipeline import compute_segments, write_customers
 
     cfg = _load(config_path)
