@@ -62,6 +62,18 @@ class ServeConfig(BaseModel):
     workers: int = 1
 
 
+class GuardsConfig(BaseModel):
+    """``[guards]``: checks made before the first ESP write of a run (see README "Safety")."""
+
+    model_config = ConfigDict(extra="forbid")
+    min_orders: int = Field(default=1, ge=0)  # fewer valid orders stops the run
+    max_bad_rows_pct: float = Field(default=5.0, ge=0, le=100)  # a larger share of bad rows stops the run
+    max_customer_drop_pct: float = Field(default=20.0, ge=0, le=100)  # vs the last successful run of a destination
+    max_removal_pct: float = Field(default=10.0, ge=0, le=100)  # managed contacts losing their managed tags
+    max_change_pct: float = Field(default=50.0, ge=0, le=100)  # managed contacts changed at all
+    stale_days: int = Field(default=30, ge=0)  # warn when the newest valid order is older than this
+
+
 class ScheduleConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     cron: str | None = None
@@ -77,6 +89,7 @@ class Config(BaseModel):
     destinations: list[DestinationConfig] = Field(default_factory=list)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    guards: GuardsConfig = Field(default_factory=GuardsConfig)
     path: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")

@@ -8,6 +8,7 @@
     ├── DestinationError       exit 4  an ESP refused or failed after retries
     │   └── DestinationConfigError     exit 2: audience missing, key rejected
     ├── PlanStaleError         exit 5  the ledger changed since the saved plan was made
+    ├── GuardRefusedError      exit 6  a guard refused the run before any ESP write (see README "Safety")
     └── LockBusyError          exit 75 another sync of this destination is running (EX_TEMPFAIL)
 
 Anything else is an internal error: exit 70 (EX_SOFTWARE), traceback only with ``-v``.
@@ -45,6 +46,16 @@ class DestinationConfigError(DestinationError):
 
 class PlanStaleError(RfmsyncError):
     exit_code = 5
+
+
+class GuardRefusedError(RfmsyncError):
+    """A guard tripped: nothing was written to any ESP. ``lines`` holds one line per tripped guard."""
+
+    exit_code = 6
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = list(lines)
 
 
 class LockBusyError(RfmsyncError):

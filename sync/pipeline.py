@@ -93,6 +93,9 @@ class SegmentsRun:
     config: Config
     predictions: Any = None  # segmentation.predictive.PredictReport when computed
     extra: dict = field(default_factory=dict)
+    #: plain-language warnings raised while loading and segmenting (stale data, unfitted models, ...):
+    #: printed on stderr and carried as ``warnings`` in every JSON output
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def bad_rows(self) -> list[BadRow]:
