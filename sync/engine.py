@@ -263,9 +263,13 @@ def load_cut_points(con: duckdb.DuckDBPyConnection):
     return Thresholds(**json.loads(row[0][0])) if row else None
 
 
-def plan_document(planned: Sequence[PlannedDestination], as_of: date) -> dict:
+def plan_document(planned: Sequence[PlannedDestination], as_of: date, warnings: Sequence[str] = ()) -> dict:
+    """The plan as JSON (``plan --format json``, ``plan -o``). ``warnings``: the run's own (stale data, ...),
+    followed by each destination plan's."""
     return {"version": PLAN_FILE_VERSION, "created_at": datetime.now(timezone.utc).isoformat(),
-            "as_of": as_of.isoformat(), "plans": [p.plan.to_json() for p in planned]}
+            "as_of": as_of.isoformat(),
+            "warnings": [*warnings, *(f"{p.plan.destination}: {w}" for p in planned for w in p.plan.warnings)],
+            "plans": [p.plan.to_json() for p in planned]}
 
 
 def load_plan_document(path: str | os.PathLike) -> list[Plan]:

@@ -140,6 +140,8 @@ class Plan:
     ledger_revision: int
     remote_checked: bool = False
     notes: tuple[str, ...] = ()
+    #: guard lines and other warnings about this destination's plan (printed, and in the JSON)
+    warnings: tuple[str, ...] = ()
 
     @property
     def is_empty(self) -> bool:
@@ -167,7 +169,7 @@ class Plan:
     def to_json(self) -> dict:
         return {
             "destination": self.destination, "type": self.type, "ledger_revision": self.ledger_revision,
-            "remote_checked": self.remote_checked, "notes": list(self.notes),
+            "remote_checked": self.remote_checked, "notes": list(self.notes), "warnings": list(self.warnings),
             "managed_tags": list(self.managed_tags), "fields": dict(self.fields),
             "summary": self.rows(), "totals": self.totals(),
             "changes": [_change_json(c) for c in self.changes],
@@ -186,7 +188,7 @@ class Plan:
                        skipped=tuple(Skip(**s) for s in data["skipped"]),
                        managed_tags=tuple(data["managed_tags"]), fields=dict(data["fields"]),
                        ledger_revision=int(data["ledger_revision"]), remote_checked=data.get("remote_checked", False),
-                       notes=tuple(data.get("notes", ())))
+                       notes=tuple(data.get("notes", ())), warnings=tuple(data.get("warnings", ())))
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"not an rfmsync plan file: missing or bad {exc}") from None
 
