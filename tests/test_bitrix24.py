@@ -165,7 +165,7 @@ def test_won_deals_are_orders_and_keyset_pages_end(rsps):
     con = duckdb.connect()
     result = make_source().pull(con)
     # 50 + 50 + 20 contacts, one deal page, one batch of product rows for the one won deal
-    assert result.contacts == 120 and len(rsps.calls) == 3 + 1 + 1
+    assert result.contacts == 120 and len(rsps.calls) == 3 + 1 + 1 + 2  # + the pass from the backfill start, per object
     assert fake.batches == [["crm.deal.productrows.get?id=1"]]
     assert con.execute("SELECT order_id, customer_id, amount, currency, status, ordered_at FROM staged_orders "
                        "ORDER BY 1").fetchall() == [
