@@ -45,6 +45,7 @@ class FakeRetailCrm:
         self._next_history = 100
         self.between_pages = None  # called once, after the first page of the orders backfill is served
         self.list_queries: list[list[tuple[str, str]]] = []  # every list request's query, in order
+        self.ignore_sites = False  # answer every store whatever filter[sites][] says
         for obj in ("orders", "customers") if pull else ():
             rsps.add_callback("GET", re.compile(rf"{BASE}/api/v5/{obj}(\?.*)?$"), self._list(obj))
             rsps.add_callback("GET", re.compile(rf"{BASE}/api/v5/{obj}/history(\?.*)?$"), self._history(obj))
@@ -129,7 +130,7 @@ class FakeRetailCrm:
             sites = [v for k, v in query if k == "filter[sites][]"]
             self.fetched_ids += ids
             rows = [store[i] for i in ids if i in store] if ids else [store[k] for k in sorted(store)]
-            rows = [r for r in rows if not sites or r.get("site") in sites]
+            rows = [r for r in rows if not sites or self.ignore_sites or r.get("site") in sites]
             page = int(q.get("page", 1))
             chunk = rows[(page - 1) * limit: page * limit]
             if obj == "orders" and not ids and self.between_pages is not None:
