@@ -1,8 +1,15 @@
 """amoCRM / Kommo API v4 source: won leads (deals) become orders, contacts become contacts.
 
-* Pull: ``GET /api/v4/{leads,contacts}?limit=250&page=N&order[updated_at]=asc
-  &filter[updated_at][from]=<unix>`` (leads ``with=contacts``); stop at a page without
-  ``_links.next``, an empty page or HTTP 204 (amoCRM's "nothing here").
+* Pull (backfill and incremental alike): a keyset on ``updated_at``. Each request is
+  ``GET /api/v4/{leads,contacts}?limit=250&order[updated_at]=asc&filter[updated_at][from]=<unix>``
+  (leads ``with=contacts``) with ``from`` = the highest ``updated_at`` of the page before (inclusive,
+  so the rows of that second are read again and de-duplicated by id); stop at a short page, a page
+  without ``_links.next`` or HTTP 204. Page numbers are never walked over a moving list: a lead edited
+  while the backfill runs moves to the end and is read there, a deleted one shifts nothing. When a whole
+  page shares one second (bulk robot edits), that second alone is paged by number with ``order[id]=asc``
+  and ``filter[updated_at][to]`` = the same second, then the keyset goes on from the next second.
+* After the backfill, the same read runs again from the backfill's start − ``lookback_minutes``, and the
+  trash (below) from the same time: what changed or was deleted while it ran is caught at once.
 * What counts: leads whose ``status_id`` is in ``won_status_ids`` (default 142 "Успешно
   реализовано"), optionally only in ``pipeline_ids``; every other lead is staged as cancelled
   when it can be mapped (so a lead moved out of "won" leaves the history). Amount = ``price``
@@ -14,8 +21,12 @@
 * Deletions: the lead list never shows deleted leads, so every incremental pull also reads
   ``GET /api/v4/leads?with=only_deleted`` (the leads in the trash: id, ``updated_at``,
   ``is_deleted``) from the same cursor, and the ``leads[delete]`` webhook is parsed the same way:
-  each deleted lead becomes a cancelled tombstone that replaces the stored order. A first run
-  (empty store) skips the trash.
+  each deleted lead becomes a cancelled tombstone that replaces the stored order. A first run reads
+  the trash only from its own start − lookback (deletions while it ran).
+* Scope: a lead outside ``pipeline_ids`` is never stored: it is staged only as a tombstone (id, no
+  customer, amount 0), so a lead moved out of the configured pipelines leaves the history. Contacts
+  have no pipeline. Contacts (pulls and webhooks) go through :func:`connectors.contacts.clean_contact`
+  with ``phone_region``.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ import duckdb
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .contacts import PhoneRegion, clean_contact
 from .errors import ConfigError, FatalError
 from .http import (FieldError, HttpClient, PageGuard, Progress, Stager, Throttle, bookmark, clean, dump_cursor,
                    get_field, iso, load_cursor, parse_dt, to_decimal, tombstone, with_sleep)
@@ -51,6 +63,7 @@ class AmoCrmConfig(BaseModel):
     page_size: int = Field(250, ge=1, le=250)
     lookback_minutes: int = Field(10, ge=0)
     requests_per_second: float = Field(7.0, gt=0)
+    phone_region: PhoneRegion = None  # default country of phones written without one, e.g. "RU"
 
 
 class AmoCrmSecrets(BaseSettings):
@@ -77,6 +90,11 @@ def _contact_id(raw: Mapping[str, Any]) -> str | None:
     contacts = _embedded(raw, "contacts")
     main = [c for c in contacts if c.get("is_main")] or contacts
     return clean(main[0].get("id")) if main else None
+
+
+def in_scope(raw: Mapping[str, Any], cfg: AmoCrmConfig) -> bool:
+    """False for a lead outside ``pipeline_ids`` (when set)."""
+    return not cfg.pipeline_ids or raw.get("pipeline_id") in cfg.pipeline_ids
 
 
 def map_lead(raw: Mapping[str, Any], cfg: AmoCrmConfig) -> Order | None:
@@ -165,34 +183,59 @@ class AmoCrmSource:
                     previous = datetime.fromisoformat(cursors[obj])
                 except ValueError:
                     raise ConfigError(f"amocrm: bad {obj} cursor {cursors[obj]!r}") from None
-            seen = self._read(obj, previous, stager)
-            if obj == "orders" and previous is not None:  # the trash: deleted leads leave the history
-                gone = self._read(obj, previous, stager, deleted=True)
-                seen = max((t for t in (seen, gone) if t is not None), default=None)
+            seen = [self._read(obj, previous, stager)]
+            since = previous or run_start  # after a backfill: what changed or was deleted while it ran
+            if previous is None:
+                seen.append(self._read(obj, run_start, stager))
+            if obj == "orders":  # the trash: deleted leads leave the history
+                seen.append(self._read(obj, since, stager, deleted=True))
+            seen = max((t for t in seen if t is not None), default=None)
             new[obj] = iso(bookmark(seen, run_start, previous))
         return stager.result(dump_cursor(new))
 
     def _read(self, obj: str, since: datetime | None, stager: Stager, deleted: bool = False) -> datetime | None:
+        """Keyset on ``updated_at`` from ``since`` − lookback (everything when None); see the module doc."""
         entity = _OBJECTS[obj]
         params: dict[str, Any] = {"limit": self.config.page_size, "order[updated_at]": "asc"}
         if obj == "orders":
             params["with"] = "only_deleted" if deleted else "contacts"
-        if since is not None:
-            params["filter[updated_at][from]"] = int((since - timedelta(minutes=self.config.lookback_minutes))
-                                                     .timestamp())
-        guard, page, max_seen = PageGuard(f"amoCRM {entity}"), 1, None
+        start = None if since is None else int((since - timedelta(minutes=self.config.lookback_minutes)).timestamp())
+        guard, max_seen = PageGuard(f"amoCRM {entity}"), None
+        while True:
+            guard.next(start)
+            rows, more = self._page(entity, params if start is None else {**params, "filter[updated_at][from]": start})
+            max_seen = self._stage(obj, rows, stager, max_seen)
+            if not more:
+                return max_seen
+            top = int(max_seen.timestamp())
+            if start is not None and top <= start:  # a full page of one second: page through that second
+                max_seen = self._one_second(obj, entity, params, top, stager, max_seen)
+                top += 1
+            start = top
+
+    def _one_second(self, obj: str, entity: str, params: dict[str, Any], second: int, stager: Stager,
+                    max_seen: datetime | None) -> datetime | None:
+        params = {k: v for k, v in params.items() if not k.startswith("order[")}
+        params.update({"order[id]": "asc", "filter[updated_at][from]": second, "filter[updated_at][to]": second})
+        guard, page = PageGuard(f"amoCRM {entity} of second {second}"), 1
         while True:
             guard.next(page)
-            data = self.http.get(f"api/v4/{entity}", {**params, "page": page})
-            if data is None:  # 204 No Content: past the last page
-                return max_seen
-            rows = (data.get("_embedded") or {}).get(entity)
-            if not isinstance(rows, list):
-                raise FatalError(f"amoCRM {entity}: answer has no _embedded.{entity} list")
+            rows, more = self._page(entity, {**params, "page": page})
             max_seen = self._stage(obj, rows, stager, max_seen)
-            if not rows or not (data.get("_links") or {}).get("next"):
+            if not more:
                 return max_seen
             page += 1
+
+    def _page(self, entity: str, params: Mapping[str, Any]) -> tuple[list[Any], bool]:
+        """(rows, whether a next page may exist)."""
+        data = self.http.get(f"api/v4/{entity}", dict(params))
+        if data is None:  # 204 No Content: past the last page
+            return [], False
+        rows = (data.get("_embedded") or {}).get(entity)
+        if not isinstance(rows, list):
+            raise FatalError(f"amoCRM {entity}: answer has no _embedded.{entity} list")
+        more = bool(rows) and len(rows) >= self.config.page_size and bool((data.get("_links") or {}).get("next"))
+        return rows, more
 
     def _stage(self, obj: str, rows: list[Any], stager: Stager, max_seen: datetime | None) -> datetime | None:
         orders, contacts = [], []
@@ -203,12 +246,17 @@ class AmoCrmSource:
                 if obj == "orders" and raw.get("is_deleted"):
                     orders.append(tombstone(get_field(raw, "id", lambda v: str(int(v))), updated,
                                             _contact_id(raw)))
+                elif obj == "orders" and not in_scope(raw, self.config):  # retire it, store nothing of it
+                    orders.append(tombstone(get_field(raw, "id", lambda v: str(int(v))), updated))
                 elif obj == "orders":
                     order = map_lead(raw, self.config)
                     if order is not None:
                         orders.append(order)
                 else:
-                    contacts.append(map_contact(raw))
+                    contact, issues = clean_contact(map_contact(raw), self.config.phone_region, f"{NAME}:contacts")
+                    contacts.append(contact)
+                    for issue in issues:
+                        stager.bad(issue)
             except FieldError as exc:
                 stager.bad(exc.bad_row(f"{NAME}:{obj}", raw.get("id") if isinstance(raw, dict) else None))
         stager.stage(orders, contacts)
@@ -243,7 +291,8 @@ def webhook_refs(body: bytes) -> list[tuple[str, str, str]]:
     return refs
 
 
-def parse_webhook(headers: Mapping[str, str], body: bytes) -> tuple[list[Order], list[Contact]]:
+def parse_webhook(headers: Mapping[str, str], body: bytes,
+                  config: AmoCrmConfig | None = None) -> tuple[list[Order], list[Contact]]:
     """Contacts from ``contacts[add|update][i][…]``; ``leads[delete][i][id]`` → cancelled tombstones
     (a deleted lead leaves the history). Other lead events carry no contact link, so they map to no
     order: use :func:`webhook_refs` as a hint and pull (the lookback catches it).
@@ -270,9 +319,13 @@ def parse_webhook(headers: Mapping[str, str], body: bytes) -> tuple[list[Order],
         for item in as_list(group):
             item = item if isinstance(item, dict) else {}
             try:
-                contacts.append(map_contact(item))
+                contact, issues = clean_contact(map_contact(item), (config or AmoCrmConfig()).phone_region,
+                                                f"{NAME}:webhook")
             except FieldError as exc:
                 raise RecordError(exc.bad_row(f"{NAME}:webhook contacts[{action}]", item.get("id"))) from None
+            contacts.append(contact)
+            for issue in issues:
+                log.warning("amocrm webhook: %s", issue)
     return orders, contacts
 
 

@@ -16,6 +16,13 @@
   A sub-call that fails for one deal (``Access denied``, ``Not found``, a row that cannot be mapped)
   keeps the deal without items and reports a bad row naming it; ``QUERY_LIMIT_EXCEEDED`` inside the
   batch retries the whole (read-only) batch; an auth error in it is the credentials error.
+* Backfill: the same ID keyset from ID 0. It cannot skip or repeat a record while the portal changes:
+  a deal edited after its page was read keeps its ID and is read again by the pass that follows the
+  backfill (the same read with ``>=DATE_MODIFY`` = the backfill's start − ``lookback_minutes``); a new
+  deal has a higher ID; a deletion shifts nothing.
+* Scope: a deal outside ``category_ids`` (when set) is never stored: it is staged only as a tombstone
+  (id, no customer, amount 0) so that a deal moved to another pipeline leaves the history. Contacts go
+  through :func:`connectors.contacts.clean_contact` with ``phone_region``.
 * Deletions: deals the portal deleted are not listed any more; the ``ONCRMDEALDELETE`` event is
   parsed into a cancelled tombstone (see :func:`parse_webhook`).
 * Cursor: ``{"orders": ISO, "contacts": ISO}`` of the highest ``DATE_MODIFY`` seen (capped at
@@ -38,6 +45,7 @@ import requests
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .contacts import PhoneRegion, clean_contact
 from .errors import AuthError, ConfigError, FatalError, TransientError
 from .http import (Action, FieldError, HttpClient, PageGuard, Progress, Stager, Throttle, bookmark, clean,
                    dump_cursor, get_field, iso, load_cursor, parse_dt, to_decimal, tombstone, with_sleep)
@@ -66,12 +74,21 @@ class Bitrix24Config(BaseModel):
     requests_per_second: float = Field(2.0, gt=0)
     burst: int = Field(50, ge=1)
     line_items: bool = True  # read product rows of won deals (one batch call per page of deals)
+    phone_region: PhoneRegion = None  # default country of phones written without one, e.g. "RU"
 
 
 class Bitrix24Secrets(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BITRIX24_", extra="ignore")
     webhook_url: SecretStr | None = None  # https://portal.bitrix24.ru/rest/1/<code>/ (the code is a secret)
     app_token: SecretStr | None = None  # application_token of the outgoing webhook / app, for events
+
+
+def in_scope(raw: Mapping[str, Any], cfg: Bitrix24Config) -> bool:
+    """False for a deal outside ``category_ids`` (when set)."""
+    try:
+        return not cfg.category_ids or int(raw.get("CATEGORY_ID") or 0) in cfg.category_ids
+    except (TypeError, ValueError):
+        return False
 
 
 def map_deal(raw: Mapping[str, Any], cfg: Bitrix24Config) -> Order | None:
@@ -200,7 +217,10 @@ class Bitrix24Source:
                     previous = datetime.fromisoformat(cursors[obj])
                 except ValueError:
                     raise ConfigError(f"bitrix24: bad {obj} cursor {cursors[obj]!r}") from None
-            new[obj] = iso(bookmark(self._read(obj, previous, stager), run_start, previous))
+            seen = [self._read(obj, previous, stager)]
+            if previous is None:  # after a backfill: what changed while it ran
+                seen.append(self._read(obj, run_start, stager))
+            new[obj] = iso(bookmark(max((t for t in seen if t is not None), default=None), run_start, previous))
         return stager.result(dump_cursor(new))
 
     def _read(self, obj: str, since: datetime | None, stager: Stager) -> datetime | None:
@@ -226,16 +246,23 @@ class Bitrix24Source:
     def _stage(self, obj: str, rows: list[Any], stager: Stager, max_seen: datetime | None) -> datetime | None:
         orders, contacts = [], []
         for raw in rows:
+            modified = None
             try:
                 if raw.get("DATE_MODIFY"):
                     modified = get_field(raw, "DATE_MODIFY", parse_dt)
                     max_seen = modified if max_seen is None else max(max_seen, modified)
-                if obj == "orders":
+                if obj == "orders" and not in_scope(raw, self.config):  # retire it, store nothing of it
+                    orders.append(tombstone(get_field(raw, "ID", lambda v: str(int(v))),
+                                            modified or datetime.now(timezone.utc)))
+                elif obj == "orders":
                     order = map_deal(raw, self.config)
                     if order is not None:
                         orders.append(order)
                 else:
-                    contacts.append(map_contact(raw))
+                    contact, issues = clean_contact(map_contact(raw), self.config.phone_region, f"{NAME}:contacts")
+                    contacts.append(contact)
+                    for issue in issues:
+                        stager.bad(issue)
             except FieldError as exc:
                 stager.bad(exc.bad_row(f"{NAME}:{obj}", raw.get("ID") if isinstance(raw, dict) else None))
         if orders and self.config.line_items:

@@ -390,3 +390,24 @@ def phone_map(con: duckdb.DuckDBPyConnection, values_sql: str, table: str, regio
     con.execute(f"INSERT INTO {table} SELECT raw, norm FROM _phone_new")
     con.execute("DROP TABLE _phone_new")
     return _invalid(con, table)
+
+
+# ---------------------------------------------------------------------------------------------- one value
+
+_TRIM = "".join(map(chr, TRIMMED_SPACES))
+
+
+def normalize_email(value: str | None) -> str | None:
+    """Python twin of :func:`email_map` for one value (API and webhook contacts): trimmed like SQL
+    ``trim()``, lower-cased and validated; None when empty or invalid."""
+    email = (value or "").strip(_TRIM).lower()
+    if not email:
+        return None
+    return email if is_plain_email(email) else validate_email_value(email)
+
+
+def normalize_phone(value: str | None, region: str | None) -> str | None:
+    """Python twin of :func:`phone_map` for one value: E.164, None when empty or not a possible number."""
+    if not (value or "").strip(_TRIM):
+        return None
+    return phone_e164(value, region)

@@ -1,7 +1,16 @@
 """RetailCRM (Simla) API v5 source.
 
 * Backfill (first run, no cursor for an object): page through ``GET /api/v5/orders`` and
-  ``GET /api/v5/customers`` (``page``/``limit``, stop at ``totalPageCount`` or an empty page).
+  ``GET /api/v5/customers`` (``page``/``limit``, stop at ``totalPageCount`` or an empty page). The list
+  has no id range filter nor a sort key to keyset on, so page numbers are used and made safe: right
+  after the backfill the history feed is read from the backfill's start − ``lookback_minutes`` (edits,
+  creations and deletions made while it ran); when a record the backfill had already read was deleted
+  meanwhile, every later page shifted up and the first rows of a page may have been skipped, so each
+  page boundary after it is read again (the 20 rows before it, in today's order) and the rows are
+  de-duplicated by id.
+* Scope: with ``site`` set, ``filter[sites][]`` goes with every list read (backfill and the re-read by
+  ids), and each record's own ``site`` is checked (history snapshots and webhooks too): a record of
+  another store is never stored.
 * Incremental: the vendor's ordered history feeds ``/api/v5/{orders,customers}/history``,
   read as a keyset on ``filter[sinceId]``; each page of changed ids is re-fetched in full with
   ``filter[ids][]`` (one request per 100 ids). Deleted orders become ``cancelled``.
@@ -32,6 +41,7 @@ import duckdb
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .contacts import PhoneRegion, clean_contact
 from .errors import ConfigError, FatalError, RecordError
 from .http import (FieldError, HttpClient, PageGuard, Progress, Stager, Throttle, clean, dump_cursor, get_field,
                    load_cursor, parse_dt, to_decimal, tombstone, with_sleep)
@@ -58,6 +68,7 @@ class RetailCrmConfig(BaseModel):
     page_size: Literal[20, 50, 100] = 100
     lookback_minutes: int = Field(10, ge=0)
     requests_per_second: float = Field(10.0, gt=0)
+    phone_region: PhoneRegion = None  # default country of phones written without one, e.g. "RU"
 
 
 class RetailCrmSecrets(BaseSettings):
@@ -136,6 +147,14 @@ def map_customer(raw: Mapping[str, Any], cfg: RetailCrmConfig) -> Contact:
         attributes={k: v for k, v in attrs.items() if v})
 
 
+def in_scope(raw: Mapping[str, Any], cfg: RetailCrmConfig) -> bool:
+    """False for a record of another store than ``site`` (the API may ignore ``filter[sites][]``)."""
+    if cfg.site is None or raw.get("site") == cfg.site:
+        return True
+    log.debug("retailcrm: %s of site %r is outside site %r: not stored", raw.get("id"), raw.get("site"), cfg.site)
+    return False
+
+
 def deleted_customer(raw: Mapping[str, Any], combined_to: Mapping[str, Any] | None = None) -> Contact:
     """A deleted (or merged-away) customer as an emptied contact that can never be mailed.
 
@@ -209,8 +228,9 @@ class RetailCrmSource:
         new: dict[str, str] = {}
         for obj in ("contacts", "orders"):
             previous = cursors.get(obj)
+            pages: list[list[str]] = []
             if previous is None:
-                self._backfill(obj, stager)
+                pages = self._backfill(obj, stager)
                 since: int | datetime = run_start - timedelta(minutes=self.config.lookback_minutes)
             elif previous.isdigit():
                 since = int(previous)
@@ -219,26 +239,49 @@ class RetailCrmSource:
                     since = datetime.fromisoformat(previous) - timedelta(minutes=self.config.lookback_minutes)
                 except ValueError:
                     raise ConfigError(f"retailcrm: bad {obj} cursor {previous!r}") from None
-            head = self._history(obj, since, run_start, stager)
+            gone: set[str] = set()
+            head = self._history(obj, since, run_start, stager, gone)
+            if pages and gone:
+                self._reread_boundaries(obj, pages, gone, stager)
             new[obj] = str(head) if head is not None else (previous or run_start.isoformat())
         return stager.result(dump_cursor(new))
 
-    def _backfill(self, obj: str, stager: Stager) -> None:
+    def _backfill(self, obj: str, stager: Stager) -> list[list[str]]:
+        """Read every page; return the ids of each page, in order (see :meth:`_reread_boundaries`)."""
         path, _, key, _ = _OBJECTS[obj]
         guard = PageGuard(f"RetailCRM {path}")
-        page = 1
+        page, pages = 1, []
         while True:
             guard.next(page)
             data = self._get(path, [("limit", self.config.page_size), ("page", page)] + self._site())
             rows = data.get(key) or []
+            pages.append([str(r.get("id")) for r in rows if isinstance(r, Mapping)])
             self._stage(obj, rows, stager)
             total = int((data.get("pagination") or {}).get("totalPageCount") or 0)
             if not rows or page >= total:
-                return
+                return pages
             page += 1
 
-    def _history(self, obj: str, since: int | datetime, run_start: datetime, stager: Stager) -> int | None:
-        """Read the history feed after ``since``; re-fetch changed records; return the new head id."""
+    def _reread_boundaries(self, obj: str, pages: list[list[str]], gone: set[str], stager: Stager) -> None:
+        """Records the backfill read were deleted while it ran: every page after the first such record
+        may have shifted up, skipping the first rows of the next page. Read the 20 rows before each later
+        page boundary again (in today's order a skipped row sits just before the old boundary)."""
+        path, _, key, _ = _OBJECTS[obj]
+        first = next((i for i, ids in enumerate(pages) if gone & set(ids)), None)
+        if first is None:
+            return
+        size = self.config.page_size
+        log.info("retailcrm: %d %s deleted during the backfill; re-reading %d page boundaries", len(gone), obj,
+                 len(pages) - 1 - first)
+        for boundary in range(first + 1, len(pages)):
+            page = (boundary * size - 1) // 20 + 1  # the 20-row page holding the row just before it
+            data = self._get(path, [("limit", 20), ("page", page)] + self._site())
+            self._stage(obj, data.get(key) or [], stager)
+
+    def _history(self, obj: str, since: int | datetime, run_start: datetime, stager: Stager,
+                 gone: set[str] | None = None) -> int | None:
+        """Read the history feed after ``since``; re-fetch changed records; return the new head id.
+        The ids of deleted (or merged-away) records are added to ``gone``."""
         _, path, _, entity = _OBJECTS[obj]
         tz = ZoneInfo(self.config.timezone)
         head: int | None = since if isinstance(since, int) else None
@@ -272,7 +315,10 @@ class RetailCrmSource:
                 if at <= run_start:
                     head = max(head or 0, eid)
             for entry in deleted:  # gone: nothing to re-fetch
-                changed.pop(str((entry.get(entity) or {}).get("id")), None)
+                rid = str((entry.get(entity) or {}).get("id"))
+                changed.pop(rid, None)
+                if gone is not None:
+                    gone.add(rid)
             self._refetch(obj, list(changed), stager)
             if obj == "orders":
                 self._stage_deleted(deleted, stager)
@@ -288,19 +334,25 @@ class RetailCrmSource:
         path, _, key, _ = _OBJECTS[obj]
         for start in range(0, len(ids), 100):
             chunk = ids[start:start + 100]
-            data = self._get(path, [("filter[ids][]", i) for i in chunk] + [("limit", 100)])
+            data = self._get(path, [("filter[ids][]", i) for i in chunk] + [("limit", 100)] + self._site())
             self._stage(obj, data.get(key) or [], stager)
 
     def _stage(self, obj: str, rows: list[Any], stager: Stager) -> None:
         orders, contacts = [], []
         for raw in rows:
+            if isinstance(raw, Mapping) and not in_scope(raw, self.config):
+                continue
             try:
                 if obj == "orders":
                     order = map_order(raw, self.config)
                     if order is not None:
                         orders.append(order)
                 else:
-                    contacts.append(map_customer(raw, self.config))
+                    contact, issues = clean_contact(map_customer(raw, self.config), self.config.phone_region,
+                                                    f"{NAME}:contacts")
+                    contacts.append(contact)
+                    for issue in issues:
+                        stager.bad(issue)
             except FieldError as exc:
                 stager.bad(exc.bad_row(f"{NAME}:{obj}", raw.get("id") if isinstance(raw, dict) else None))
         stager.stage(orders, contacts)
@@ -310,6 +362,8 @@ class RetailCrmSource:
         orders = []
         for entry in entries:
             snap = entry.get("order") or {}
+            if isinstance(snap, Mapping) and snap.get("site") is not None and not in_scope(snap, self.config):
+                continue
             try:
                 order = map_order(snap, self.config, deleted=True)
                 if order is None:  # a thin snapshot: still record the deletion
@@ -327,6 +381,8 @@ class RetailCrmSource:
         contacts = []
         for entry in entries:
             snap = entry.get("customer") or {}
+            if isinstance(snap, Mapping) and snap.get("site") is not None and not in_scope(snap, self.config):
+                continue
             try:
                 contacts.append(deleted_customer(snap, entry.get("combinedTo")))
             except FieldError as exc:
@@ -362,13 +418,18 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
                 raise ValueError(f"retailcrm webhook: field {key!r} is not JSON") from None
         if not isinstance(raw, dict):
             raise ValueError(f"retailcrm webhook: field {key!r} is not an object")
+        if not in_scope(raw, cfg):
+            continue
         try:
             if key == "order":
                 order = map_order(raw, cfg)
                 if order is not None:
                     orders.append(order)
             else:
-                contacts.append(map_customer(raw, cfg))
+                contact, issues = clean_contact(map_customer(raw, cfg), cfg.phone_region, f"{NAME}:webhook")
+                contacts.append(contact)
+                for issue in issues:
+                    log.warning("retailcrm webhook: %s", issue)
         except FieldError as exc:
             raise RecordError(exc.bad_row(f"{NAME}:webhook", raw.get("id"))) from None
     if not orders and not contacts and "order" not in payload and "customer" not in payload:
@@ -390,4 +451,4 @@ def _decode(body: bytes) -> dict[str, Any]:
 
 
 __all__ = ["RetailCrmConfig", "RetailCrmSecrets", "RetailCrmSource", "map_order", "map_customer", "deleted_customer",
-           "verify_webhook", "parse_webhook"]
+           "verify_webhook", "parse_webhook", "in_scope"]

@@ -4,6 +4,13 @@
   (orders with ``status=any``), next pages through the ``Link: <…page_info=…>; rel="next"``
   header; a repeated ``page_info`` is fatal. The REST resource shape is the same one webhooks
   deliver, so one mapper serves both.
+* Backfill: the same read without ``updated_at_min``. ``page_info`` is Shopify's opaque keyset cursor
+  (it holds the last id served and the filters), not a page number: edits and deletions made while
+  the backfill runs shift nothing. Right after it, the same read runs again from the backfill's start −
+  ``lookback_minutes`` to catch what changed meanwhile. A deletion is only ever told by the
+  ``orders/delete`` webhook (below).
+* Contacts (pulls and webhooks) go through :func:`connectors.contacts.clean_contact` with
+  ``phone_region``. Shopify has no scope setting: one shop is one source.
 * Cursor: ``{"orders": ISO updated_at, "contacts": ISO updated_at}``; next pull asks for
   ``updated_at_min = cursor − lookback``; new bookmark = min(max updated_at seen, run start).
 * Purchases: ``financial_status`` in ``paid_statuses``; ``refunded`` → refunded; cancelled
@@ -29,6 +36,7 @@ import requests
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .contacts import PhoneRegion, clean_contact
 from .errors import ConfigError, FatalError, RecordError
 from .http import (Action, FieldError, HttpClient, PageGuard, Progress, Stager, Throttle, bookmark, clean,
                    dump_cursor, get_field, iso, load_cursor, parse_dt, to_decimal, tombstone, with_sleep)
@@ -55,6 +63,7 @@ class ShopifyConfig(BaseModel):
     lookback_minutes: int = Field(5, ge=0)
     requests_per_second: float = Field(2.0, gt=0)
     call_limit_headroom: int = Field(5, ge=0)
+    phone_region: PhoneRegion = None  # default country of phones written without one, e.g. "UZ"
 
 
 class ShopifySecrets(BaseSettings):
@@ -177,8 +186,10 @@ class ShopifySource:
                     previous = datetime.fromisoformat(cursors[obj])
                 except ValueError:
                     raise ConfigError(f"shopify: bad {obj} cursor {cursors[obj]!r}") from None
-            seen = self._read(obj, previous, stager)
-            new[obj] = iso(bookmark(seen, run_start, previous))
+            seen = [self._read(obj, previous, stager)]
+            if previous is None:  # after a backfill: what changed while it ran
+                seen.append(self._read(obj, run_start, stager))
+            new[obj] = iso(bookmark(max((t for t in seen if t is not None), default=None), run_start, previous))
         return stager.result(dump_cursor(new))
 
     def _read(self, obj: str, since: datetime | None, stager: Stager) -> datetime | None:
@@ -215,7 +226,10 @@ class ShopifySource:
                     if order is not None:
                         orders.append(order)
                 else:
-                    contacts.append(map_customer(raw))
+                    contact, issues = clean_contact(map_customer(raw), self.config.phone_region, f"{NAME}:contacts")
+                    contacts.append(contact)
+                    for issue in issues:
+                        stager.bad(issue)
             except FieldError as exc:
                 stager.bad(exc.bad_row(f"{NAME}:{obj}", rid))
         stager.stage(orders, contacts)
@@ -298,7 +312,11 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
             order = map_order(payload, config or ShopifyConfig())
             return ([order] if order else []), []
         if kind == "customers":
-            return [], [map_customer(payload)]
+            contact, issues = clean_contact(map_customer(payload), (config or ShopifyConfig()).phone_region,
+                                            f"{NAME}:webhook {topic}")
+            for issue in issues:
+                log.warning("shopify webhook: %s", issue)
+            return [], [contact]
     except FieldError as exc:
         raise RecordError(exc.bad_row(f"{NAME}:webhook {topic}", payload.get("id"))) from None
     raise ValueError(f"shopify webhook: unsupported topic {topic!r}")

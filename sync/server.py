@@ -262,7 +262,7 @@ def _crm_secret(kind: str, settings: Settings) -> str | None:
 
 def _source_config(kind: str, cfg: Config) -> Any:
     """The validated ``[source]`` for the parsers that take it (Shopify, RetailCRM), else None."""
-    if kind not in ("shopify", "retailcrm"):
+    if kind not in ("shopify", "retailcrm", "amocrm"):
         return None
     from connectors.registry import SOURCES
 
@@ -288,7 +288,7 @@ def _crm_events(kind: str, conf: Any, headers: Mapping[str, str], body: bytes, p
         if kind in ("shopify", "retailcrm"):
             orders, contacts = mod.parse_webhook(headers, body, conf)
             return events_for(list(orders), list(contacts))
-        orders, contacts = mod.parse_webhook(headers, body)
+        orders, contacts = mod.parse_webhook(headers, body, *([conf] if conf is not None else []))
         events = events_for(list(orders), list(contacts))
         refs = mod.webhook_refs(body)
         if kind == "bitrix24" or any(entity == "leads" for entity, _, _ in refs):

@@ -33,6 +33,8 @@ class FakeAmo:
         self.since_seen: list[int | None] = []
         self.trash: dict[int, dict] = {}  # deleted leads, as ?with=only_deleted lists them
         self.trash_since_seen: list[int | None] = []
+        self.between_pages = None  # called once, after the first page of leads is served
+        self._last_max: dict[tuple[str, bool], int] = {}  # (entity, trash) -> max updated_at of the last page
         for entity in ("leads", "contacts") if pull else ():
             rsps.add_callback("GET", re.compile(rf"{BASE}/api/v4/{entity}(\?.*)?$"), self._guard(self._list(entity)))
         if check:
@@ -65,6 +67,9 @@ class FakeAmo:
         self.trash[oid] = {"id": oid, "updated_at": int(at.timestamp()), "updated_by": 504141, "is_deleted": True,
                            "account_id": 29062, "_links": {"self": {"href": f"{BASE}/api/v4/leads/{oid}"}}}
 
+    def order_ids(self) -> set[int]:
+        return set(self.leads)
+
     def since_ok(self, old_cursor: dict, lookback: timedelta) -> bool:
         wanted = [datetime.fromisoformat(old_cursor[k]) for k in ("contacts", "orders")]
         got = self.since_seen[-2:]
@@ -86,17 +91,28 @@ class FakeAmo:
         return callback
 
     def _list(self, entity: str):
+        """Pages as the API serves them: ``order[updated_at|id]=asc``, ``filter[updated_at][from|to]``
+        (inclusive, Unix seconds), ``page``/``limit``; 204 past the end. A read's first request is logged."""
         def handler(q):
             page, limit = int(q.get("page", 1)), int(q["limit"])
-            assert limit <= 250 and q["order[updated_at]"] == "asc"
+            keys = [k[6:-1] for k in q if k.startswith("order[")]
+            assert limit <= 250 and len(keys) == 1 and keys[0] in ("updated_at", "id") and q[f"order[{keys[0]}]"] == "asc"
             since = int(q["filter[updated_at][from]"]) if "filter[updated_at][from]" in q else None
+            until = int(q["filter[updated_at][to]"]) if "filter[updated_at][to]" in q else None
             trash = q.get("with") == "only_deleted"
             store = self.trash if trash else self.leads if entity == "leads" else self.contacts
-            if page == 1:
+            key = (entity, trash)
+            if page == 1 and until is None and (since is None or since != self._last_max.get(key)):
                 (self.trash_since_seen if trash else self.since_seen).append(since)
-            rows = sorted((r for r in store.values() if since is None or r["updated_at"] >= since),
-                          key=lambda r: (r["updated_at"], r["id"]))
+            rows = sorted((r for r in store.values() if (since is None or r["updated_at"] >= since)
+                           and (until is None or r["updated_at"] <= until)),
+                          key=lambda r: (r[keys[0]], r["id"]))
             chunk = rows[(page - 1) * limit: page * limit]
+            if chunk:
+                self._last_max[key] = max(r["updated_at"] for r in chunk)
+            if entity == "leads" and not trash and chunk and self.between_pages is not None:
+                hook, self.between_pages = self.between_pages, None
+                hook()
             if not chunk:
                 return 204, None
             links = {"self": {"href": f"{BASE}/api/v4/{entity}?{urlencode(q)}"}}
@@ -133,7 +149,7 @@ def test_won_leads_are_orders_with_the_main_contact(rsps):
     assert rows[0][5] == T0
     contact = con.execute("SELECT email, phone, first_name, marketing_consent, attributes FROM staged_contacts"
                           ).fetchone()
-    assert contact[:4] == ("ann@example.com", "+7 701 123 45 67", "Ann", "unknown")
+    assert contact[:4] == ("ann@example.com", "+77011234567", "Ann", "unknown")  # E.164, as file exports
     assert json.loads(contact[4]) == {"tags": "vip"}
 
 
@@ -166,13 +182,14 @@ def test_a_deleted_lead_leaves_the_history(rsps):
     fake.put_order(2, 10, "700", at=T0)
     con = duckdb.connect()
     first = make_source().pull(con)
-    assert fake.trash_since_seen == []  # a first run has nothing stored to take back
+    # a first run takes back only what was deleted while it ran: the trash from its start − lookback
+    assert fake.trash_since_seen == [int((T0 + timedelta(days=1) - timedelta(minutes=10)).timestamp())]
     fake.delete_order(1, at=T0 + timedelta(days=1, hours=1))
     second = make_source(clock=lambda: T0 + timedelta(days=2)).pull(con, first.cursor)
     assert con.execute("SELECT order_id, customer_id, status, amount FROM staged_orders ORDER BY 1").fetchall() == [
         ("1", "", "cancelled", Decimal("0.00")), ("2", "10", "completed", Decimal("700.00"))]  # 2: lookback
     # the trash is read from the same bookmark (minus the lookback) as the leads
-    assert fake.trash_since_seen == [fake.since_seen[-1]]
+    assert fake.trash_since_seen[-1] == fake.since_seen[-1]
     assert json.loads(second.cursor)["orders"] == (T0 + timedelta(days=1, hours=1)).isoformat()
 
 

@@ -40,6 +40,7 @@ class FakeBitrix24:
         self.row_errors: dict[int, dict] = {}  # deal id -> {"error", "error_description"} of its sub-call
         self.batch_failures: list[str] = []  # error codes answered once for every sub-call of a batch
         self.batches: list[list[str]] = []  # the sub-calls of each batch, as sent
+        self.between_pages = None  # called once, after the first page of deals is served
         for method, store in (("crm.deal.list", self.deals), ("crm.contact.list", self.contacts)) if pull else ():
             rsps.add_callback("POST", f"{HOOK}{method}.json", self._guard(self._list(store)))
         if pull:
@@ -64,6 +65,13 @@ class FakeBitrix24:
                            "CONTACT_ID": str(cid), "CLOSED": "Y" if semantic != "P" else "N",
                            "DATE_CREATE": b24(at), "DATE_MODIFY": b24(at), "CLOSEDATE": b24(at)}
         self.product_rows[oid] = [product_row(oid, 450, "Товар #2", price=0 if bad else float(amount))]
+
+    def order_ids(self) -> set[int]:
+        return set(self.deals)
+
+    def delete_order(self, oid: int, *, at: datetime) -> None:
+        """A deleted deal disappears from crm.deal.list; only the ONCRMDEALDELETE event tells."""
+        self.deals.pop(oid)
 
     def since_ok(self, old_cursor: dict, lookback: timedelta) -> bool:
         wanted = [datetime.fromisoformat(old_cursor[k]) for k in ("contacts", "orders")]
@@ -117,6 +125,9 @@ class FakeBitrix24:
             rows = [r for k, r in sorted(store.items())
                     if (self.stuck or k > flt[">ID"])
                     and (since is None or datetime.fromisoformat(r["DATE_MODIFY"]) >= datetime.fromisoformat(since))]
+            if store is self.deals and self.between_pages is not None:
+                hook, self.between_pages = self.between_pages, None
+                hook()
             return rows[:50]
         return handler
 
@@ -154,7 +165,7 @@ def test_won_deals_are_orders_and_keyset_pages_end(rsps):
     con = duckdb.connect()
     result = make_source().pull(con)
     # 50 + 50 + 20 contacts, one deal page, one batch of product rows for the one won deal
-    assert result.contacts == 120 and len(rsps.calls) == 3 + 1 + 1
+    assert result.contacts == 120 and len(rsps.calls) == 3 + 1 + 1 + 2  # + the pass from the backfill start, per object
     assert fake.batches == [["crm.deal.productrows.get?id=1"]]
     assert con.execute("SELECT order_id, customer_id, amount, currency, status, ordered_at FROM staged_orders "
                        "ORDER BY 1").fetchall() == [

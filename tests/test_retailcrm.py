@@ -43,6 +43,9 @@ class FakeRetailCrm:
         self.since_seen: list[str] = []
         self.fetched_ids: list[int] = []  # ids asked for with filter[ids][]
         self._next_history = 100
+        self.between_pages = None  # called once, after the first page of the orders backfill is served
+        self.list_queries: list[list[tuple[str, str]]] = []  # every list request's query, in order
+        self.ignore_sites = False  # answer every store whatever filter[sites][] says
         for obj in ("orders", "customers") if pull else ():
             rsps.add_callback("GET", re.compile(rf"{BASE}/api/v5/{obj}(\?.*)?$"), self._list(obj))
             rsps.add_callback("GET", re.compile(rf"{BASE}/api/v5/{obj}/history(\?.*)?$"), self._history(obj))
@@ -54,18 +57,20 @@ class FakeRetailCrm:
     # -- data
     def _log(self, obj: str, rid: int, at: datetime, **extra) -> None:
         self._next_history += 1
+        site = (self.orders if obj == "orders" else self.customers).get(rid, {}).get("site", "shop-main")
         self.history[obj].append({"id": self._next_history, "createdAt": fmt(at), "source": "api",
-                                  "field": "status", obj[:-1]: {"id": rid, "site": "shop-main"}, **extra})
+                                  "field": "status", obj[:-1]: {"id": rid, "site": site}, **extra})
 
     def put_contact(self, cid: int, email: str, *, at: datetime, **fields) -> None:
         self.customers[cid] = {"id": cid, "email": email, "firstName": "Ann", "lastName": f"C{cid}",
-                               "phones": [{"number": "+77011234567"}], "createdAt": fmt(at), **fields}
+                               "phones": [{"number": "+77011234567"}], "createdAt": fmt(at), "site": "shop-main",
+                               **fields}
         self._log("customers", cid, at)
 
     def put_order(self, oid: int, cid: int, amount: str, *, at: datetime, bad: bool = False,
-                  status: str = "complete") -> None:
+                  status: str = "complete", site: str = "shop-main") -> None:
         self.orders[oid] = {
-            "id": oid, "number": f"{oid}A", "createdAt": fmt(at), "status": status, "site": "shop-main",
+            "id": oid, "number": f"{oid}A", "createdAt": fmt(at), "status": status, "site": site,
             "customer": {"type": "customer", "id": cid}, "email": f"c{cid}@example.com",
             "totalSumm": "not-a-number" if bad else float(amount), "currency": "RUB", "discountManualAmount": 0,
             "items": [{"id": oid * 10, "offer": {"id": 5, "name": "Tea", "article": "T-1"}, "productName": "Tea",
@@ -86,6 +91,9 @@ class FakeRetailCrm:
             extra["combinedTo"] = {"id": combined_to, "externalId": f"ext-{combined_to}"}
         self._log("customers", cid, at, **extra)
         self.history["customers"][-1]["customer"] = snapshot
+
+    def order_ids(self) -> set[int]:
+        return set(self.orders)
 
     def since_ok(self, old_cursor: dict, lookback: timedelta) -> bool:
         # an id cursor re-reads the ordered history feed exactly after the saved id;
@@ -117,11 +125,17 @@ class FakeRetailCrm:
             q = dict(query)
             limit = int(q.get("limit", 20))
             assert limit in (20, 50, 100)
+            self.list_queries.append(list(query))
             ids = [int(v) for k, v in query if k == "filter[ids][]"]
+            sites = [v for k, v in query if k == "filter[sites][]"]
             self.fetched_ids += ids
             rows = [store[i] for i in ids if i in store] if ids else [store[k] for k in sorted(store)]
+            rows = [r for r in rows if not sites or self.ignore_sites or r.get("site") in sites]
             page = int(q.get("page", 1))
             chunk = rows[(page - 1) * limit: page * limit]
+            if obj == "orders" and not ids and self.between_pages is not None:
+                hook, self.between_pages = self.between_pages, None
+                hook()
             return {"success": True, obj: chunk, "pagination": {
                 "limit": limit, "totalCount": len(rows), "currentPage": page,
                 "totalPageCount": max(1, math.ceil(len(rows) / limit))}}

@@ -39,6 +39,7 @@ class FakeShopify:
         self.since_seen: list[str | None] = []
         self.call_limit = call_limit
         self.loop_page_info = False
+        self.between_pages = None  # called once, after the first page of orders is served
         for res in ("orders", "customers") if pull else ():
             rsps.add_callback("GET", re.compile(rf"{BASE}/{res}\.json(\?.*)?$"), self._guard(self._list(res)))
         if check:
@@ -62,6 +63,13 @@ class FakeShopify:
             "customer": {"id": cid, "email": f"c{cid}@example.com"},
             "line_items": [{"id": oid * 10, "sku": "MUG-1", "title": "Mug", "vendor": "Acme", "quantity": 1,
                             "price": amount}], **fields}
+
+    def order_ids(self) -> set[int]:
+        return set(self.orders)
+
+    def delete_order(self, oid: int, *, at: datetime) -> None:
+        """A deleted order disappears from orders.json; only the orders/delete webhook tells."""
+        self.orders.pop(oid)
 
     def since_ok(self, old_cursor: dict, lookback: timedelta) -> bool:
         wanted = [datetime.fromisoformat(old_cursor[k]) for k in ("contacts", "orders")]
@@ -87,22 +95,26 @@ class FakeShopify:
         store = self.orders if res == "orders" else self.customers
 
         def handler(q):
+            # page_info is an opaque keyset cursor (the filters and the last id served), as in the real API
             if "page_info" in q:
                 assert set(q) == {"page_info", "limit"}, "page_info must not be combined with filters"
-                since, offset = json.loads(q["page_info"])
+                since, after = json.loads(q["page_info"])
             else:
-                since, offset = q.get("updated_at_min"), 0
+                since, after = q.get("updated_at_min"), 0
                 self.since_seen.append(since)
                 if res == "orders":
                     assert q["status"] == "any"
             limit = int(q["limit"])
             assert limit <= 250
-            rows = [r for _, r in sorted(store.items())
-                    if since is None or datetime.fromisoformat(r["updated_at"]) >= datetime.fromisoformat(since)]
-            page = rows[offset:offset + limit]
+            rows = [r for k, r in sorted(store.items()) if k > after
+                    and (since is None or datetime.fromisoformat(r["updated_at"]) >= datetime.fromisoformat(since))]
+            page = rows[:limit]
+            if res == "orders" and page and self.between_pages is not None:
+                hook, self.between_pages = self.between_pages, None
+                hook()
             headers = {}
-            if offset + limit < len(rows):
-                token = json.dumps([since, offset if self.loop_page_info else offset + limit])
+            if len(rows) > limit:
+                token = json.dumps([since, after if self.loop_page_info else page[-1]["id"]])
                 nxt = f"{BASE}/{res}.json?limit={limit}&page_info={quote(token)}"
                 headers["Link"] = f'<{nxt}>; rel="next"'
             return {res: page}, headers

@@ -9,6 +9,7 @@ one small interface: ``put_contact(id, email, at=)``, ``put_order(id, customer, 
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
@@ -19,7 +20,7 @@ import requests
 import responses
 
 from connectors.errors import AuthError, TransientError
-from connectors.records import OrderStatus
+from connectors.records import Order, OrderStatus
 from connectors.registry import SOURCES
 from connectors.retry import RetryPolicy
 
@@ -35,15 +36,28 @@ class Case:
     source: Callable[..., Any]  # (sleep=, clock=) -> Source
     lookback: timedelta
     secret: str
+    #: vendors whose pulls cannot see a deletion: the delete webhook the vendor sends, parsed (order id, time)
+    deletion_webhook: Callable[[int, datetime], list[Order]] | None = None
+
+
+def _bitrix24_deleted(oid: int, at: datetime) -> list[Order]:
+    body = test_bitrix24.event(name="ONCRMDEALDELETE", ts=at).replace(b"1185", str(oid).encode())
+    return test_bitrix24.parse_webhook({}, body)[0]
+
+
+def _shopify_deleted(oid: int, at: datetime) -> list[Order]:
+    headers = {"X-Shopify-Topic": "orders/delete", "X-Shopify-Triggered-At": at.isoformat()}
+    return test_shopify.parse_webhook(headers, json.dumps({"id": oid}).encode())[0]
 
 
 CASES: dict[str, Case] = {
     "bitrix24": Case(test_bitrix24.FakeBitrix24, test_bitrix24.make_source, timedelta(minutes=10),
-                     test_bitrix24.CODE),
+                     test_bitrix24.CODE, _bitrix24_deleted),
     "amocrm": Case(test_amocrm.FakeAmo, test_amocrm.make_source, timedelta(minutes=10), test_amocrm.TOKEN),
     "retailcrm": Case(test_retailcrm.FakeRetailCrm, test_retailcrm.make_source, timedelta(minutes=10),
                       test_retailcrm.KEY),
-    "shopify": Case(test_shopify.FakeShopify, test_shopify.make_source, timedelta(minutes=5), test_shopify.TOKEN),
+    "shopify": Case(test_shopify.FakeShopify, test_shopify.make_source, timedelta(minutes=5), test_shopify.TOKEN,
+                    _shopify_deleted),
 }
 API_SOURCES = sorted(k for k in SOURCES if k != "file")
 
@@ -121,6 +135,44 @@ def test_repulling_the_same_data_adds_nothing_new(case):
                            "SELECT * FROM store_orders)").fetchone() == (0,)
         assert con.execute("SELECT count(*) FROM (SELECT * FROM staged_contacts EXCEPT "
                            "SELECT * FROM store_contacts)").fetchone() == (0,)
+
+
+def merge(con, store: dict[str, dict]) -> None:
+    """What the sync does with a pull: the store replaces orders and contacts by id."""
+    for oid, amount, status in con.execute("SELECT order_id, amount, status FROM staged_orders").fetchall():
+        store["orders"][oid] = (amount, status)
+    for cid, email in con.execute("SELECT customer_id, email FROM staged_contacts").fetchall():
+        store["contacts"][cid] = email
+
+
+def test_live_edits_during_the_backfill_are_neither_skipped_nor_duplicated(case):
+    """Between two backfill pages a manager edits an order of the first page (it moves to the end in
+    ``updated_at`` order), deletes another and creates one: after the backfill and the next pull the store
+    holds exactly what the vendor holds."""
+    name, c, fake, rsps = case
+    seed(fake, orders=60)
+    now = T0 + DAY + timedelta(minutes=1)
+    tombstones: list[Order] = []
+
+    def live_edits() -> None:
+        fake.put_order(1, 2, "99", at=now)
+        fake.delete_order(2, at=now)
+        fake.put_order(1000, 1, "7", at=now)
+        if c.deletion_webhook is not None:  # the vendor's delete webhook, the only way these vendors tell
+            tombstones.extend(c.deletion_webhook(2, now))
+
+    fake.between_pages = live_edits
+    con, store = duckdb.connect(), {"orders": {}, "contacts": {}}
+    first = c.source(clock=lambda: T0 + DAY).pull(con)
+    assert fake.between_pages is None, "the edits did not happen mid-backfill"
+    merge(con, store)
+    store["orders"].update((t.order_id, (t.amount, t.status)) for t in tombstones)
+    c.source(clock=lambda: T0 + DAY + timedelta(hours=1)).pull(con, first.cursor)
+    merge(con, store)
+    completed = {oid: amount for oid, (amount, status) in store["orders"].items() if status == OrderStatus.COMPLETED}
+    assert sorted(completed, key=int) == sorted((str(i) for i in fake.order_ids()), key=int)
+    assert completed["1"] == Decimal("99") and completed["1000"] == Decimal("7")
+    assert sorted(store["contacts"]) == ["1", "2", "3"]
 
 
 def test_rate_limits_and_server_errors_are_retried_without_sleeping(case):

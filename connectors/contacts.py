@@ -1,0 +1,52 @@
+"""One normaliser for the contacts of every record-based source (API pulls and webhooks).
+
+File exports normalise in DuckDB (:func:`connectors.normalize.email_map` / ``phone_map``); API and webhook
+contacts go through :func:`clean_contact`, built on the Python twins of the same rules, so one person
+gets one e-mail and one E.164 phone whichever source spoke of them:
+
+* e-mail: trimmed, lower-cased, validated (``email-validator``, no DNS);
+* phone: E.164 with the source's ``phone_region`` (the default country for numbers written without
+  one, e.g. ``8 902 001 58 38`` with ``RU``); kept when it is a possible number.
+
+An invalid value is dropped from the contact (the contact is kept) and reported as a
+:class:`~connectors.records.BadRow` naming the field and the value, never silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated
+
+from pydantic import AfterValidator
+
+from .normalize import normalize_email, normalize_phone
+from .records import BadRow, Contact
+
+
+def _region(value: str | None) -> str | None:
+    import phonenumbers
+
+    if value is not None and value.upper() not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f"unknown phone region {value!r} (use a two-letter country code such as 'UZ')")
+    return value.upper() if value else None
+
+
+#: ``phone_region`` of a source config: a two-letter country code, upper-cased, or None.
+PhoneRegion = Annotated[str | None, AfterValidator(_region)]
+
+
+def clean_contact(contact: Contact, region: str | None, source: str) -> tuple[Contact, list[BadRow]]:
+    """The contact with its e-mail and phone normalised; an invalid value is dropped and reported."""
+    issues: list[BadRow] = []
+    values = {}
+    for fld, norm in (("email", normalize_email), ("phone", lambda v: normalize_phone(v, region))):
+        raw = getattr(contact, fld)
+        value = norm(raw) if raw is not None else None
+        if raw is not None and value is None and raw.strip():
+            issues.append(BadRow(source, contact.customer_id, f"invalid {fld}; the contact is kept without it",
+                                 field=fld, value=raw))
+        values[fld] = value
+    return dataclasses.replace(contact, **values), issues
+
+
+__all__ = ["PhoneRegion", "clean_contact"]
