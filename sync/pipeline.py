@@ -107,6 +107,8 @@ class SegmentsRun:
 
     def to_json(self) -> dict:
         out = self.result.to_json(bad_rows=self.bad_row_count)
+        if self.pull is not None and self.pull.identity is not None:  # one customer per person (file sources)
+            out["identity"] = self.pull.identity.to_json()
         return out
 
     def close(self) -> None:
