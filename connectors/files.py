@@ -149,6 +149,10 @@ class FileSource:
         if not ({"customer_id", "email", "phone"} & set(cols)):
             raise ConfigError("[source.columns] must map customer_id, email or phone to identify customers")
 
+    @property
+    def max_identity_group(self) -> int:
+        return self.cfg.max_identity_group
+
     def __repr__(self) -> str:
         return f"FileSource(orders={self.cfg.orders!r}, contacts={self.cfg.contacts!r})"
 

@@ -188,3 +188,102 @@ def _propagate(con: duckdb.DuckDBPyConnection, prefix: str) -> None:
             return
     log.warning("identity resolution stopped after %d rounds without settling; some links may be missing",
                 MAX_ROUNDS)
+
+
+# ------------------------------------------------------------------------------------------ CRM and webhook records
+
+def _idlike(col: str) -> str:
+    """SQL: the customer id is an e-mail or a ``+`` phone, i.e. the record had no customer id of its own."""
+    return f"(contains({col}, '@') OR starts_with({col}, '+'))"
+
+
+_FIELDS = ("email", "phone", "first_name", "last_name", "created_at", "attributes")
+
+
+def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GROUP) -> IdentityReport:
+    """Rule 2 for ``staged_orders``/``staged_contacts`` about to be merged into the store (``orders``/``contacts``).
+
+    A record keyed by an e-mail or phone (no customer id of its own) joins the customer whose contact has that
+    normalised e-mail/phone, in the batch or in the store; and when a staged contact with a real id carries an
+    e-mail/phone, store rows keyed by it join that customer. Only the identifiers the batch touches are looked
+    up, so a merge stays cheap. A value shared by more than ``max_group`` customers links nobody (reported).
+    Calling it again on the same batch changes nothing."""
+    report = IdentityReport()
+    present = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name IN "
+                                         "('staged_orders', 'staged_contacts', 'orders', 'contacts')").fetchall()}
+    if not {"staged_orders", "staged_contacts", "orders", "contacts"} <= present:
+        return report
+    real = (f"SELECT customer_id, lower(trim(email)) AS e, phone AS p FROM {{t}} WHERE NOT {_idlike('customer_id')}"
+            " AND (email IS NOT NULL OR phone IS NOT NULL)")
+    # the identifiers this batch touches: its identifier-keyed ids, and the e-mails/phones of its real contacts
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_touch AS
+        SELECT lower(trim(customer_id)) AS raw FROM staged_orders WHERE {_idlike('customer_id')}
+        UNION SELECT lower(trim(customer_id)) FROM staged_contacts WHERE {_idlike('customer_id')}
+        UNION SELECT regexp_replace(customer_id, '[^0-9+]', '', 'g') FROM staged_orders
+              WHERE starts_with(customer_id, '+')
+        UNION SELECT e FROM ({real.format(t='staged_contacts')}) WHERE e IS NOT NULL
+        UNION SELECT p FROM ({real.format(t='staged_contacts')}) WHERE p IS NOT NULL""")
+    if not con.execute("SELECT count(*) FROM _lk_touch").fetchall()[0][0]:
+        return report
+    # identifier-keyed customers: the batch's, and the store's that carry a touched value (a cheap pre-filter)
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_ids AS
+        SELECT customer_id AS raw FROM staged_orders WHERE {_idlike('customer_id')}
+        UNION SELECT customer_id FROM staged_contacts WHERE {_idlike('customer_id')}
+        UNION SELECT customer_id FROM (SELECT DISTINCT customer_id FROM orders WHERE {_idlike('customer_id')}
+                                       UNION SELECT customer_id FROM contacts WHERE {_idlike('customer_id')})
+              WHERE lower(trim(customer_id)) IN (SELECT raw FROM _lk_touch)
+                 OR regexp_replace(customer_id, '[^0-9+]', '', 'g') IN (SELECT raw FROM _lk_touch)""")
+    nz.email_map(con, "SELECT raw FROM _lk_ids WHERE contains(raw, '@')", "_lk_emails")
+    nz.phone_map(con, "SELECT raw FROM _lk_ids WHERE NOT contains(raw, '@')", "_lk_phones", None)
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_cand AS
+        WITH ids AS (SELECT * FROM _lk_emails WHERE norm IS NOT NULL UNION ALL
+                     SELECT * FROM _lk_phones WHERE norm IS NOT NULL),
+             people AS ({real.format(t='contacts')} UNION {real.format(t='staged_contacts')})
+        SELECT i.raw, i.norm, c.customer_id FROM ids i JOIN people c ON c.e = i.norm
+        UNION SELECT i.raw, i.norm, c.customer_id FROM ids i JOIN people c ON c.p = i.norm""")
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_shared AS SELECT norm AS v, count(DISTINCT customer_id) AS n
+                    FROM _lk_cand GROUP BY norm HAVING count(DISTINCT customer_id) > {int(max_group)}""")
+    _ignored(con, "_lk_shared", report)
+    con.execute("""CREATE OR REPLACE TEMP TABLE _lk_map AS SELECT raw, min(customer_id) AS key FROM _lk_cand
+                   WHERE norm NOT IN (SELECT v FROM _lk_shared) GROUP BY raw""")
+    report.merged_customers = con.execute("SELECT count(*) FROM _lk_map").fetchall()[0][0]
+    if report.merged_customers:
+        report.linked_rows = _rekey(con)
+    for name in ("touch", "ids", "emails", "phones", "cand", "shared", "map"):
+        con.execute(f"DROP TABLE IF EXISTS _lk_{name}")
+    if report.merged_customers or report.ignored_count:
+        log.info("%s", report)
+    return report
+
+
+def _fill(con: duckdb.DuckDBPyConnection, target: str, t_col: str, source: str, s_col: str) -> None:
+    """Fill the gaps of ``target`` rows (matched on ``_lk_map.{t_col}``) from ``source`` rows (``_lk_map.{s_col}``)."""
+    fill = ", ".join(f"{f} = coalesce(t.{f}, g.{f})" for f in _FIELDS)
+    con.execute(f"""UPDATE {target} AS t SET {fill},
+                        marketing_consent = coalesce(nullif(t.marketing_consent, 'unknown'), g.marketing_consent)
+                    FROM _lk_map m, {source} AS g WHERE t.customer_id = m.{t_col} AND g.customer_id = m.{s_col}""")
+
+
+def _rekey(con: duckdb.DuckDBPyConnection) -> int:
+    """Apply ``_lk_map`` (raw identifier key → customer id) to staged and stored rows; returns rows re-keyed.
+
+    A contact keyed by the identifier and the customer's own contact become one: the newer (staged) one's
+    values win, the other fills its gaps."""
+    rows = sum(con.execute(f"SELECT count(*) FROM {t} WHERE customer_id IN (SELECT raw FROM _lk_map)").fetchall()[0][0]
+               for t in ("staged_orders", "orders", "staged_contacts", "contacts"))
+    for table in ("staged_orders", "orders"):
+        con.execute(f"UPDATE {table} AS t SET customer_id = m.key FROM _lk_map m WHERE t.customer_id = m.raw")
+    has = "m.key IN (SELECT customer_id FROM {t})"
+    drop = "DELETE FROM {t} WHERE customer_id IN (SELECT m.raw FROM _lk_map m WHERE {cond})"
+    rename = "UPDATE {t} AS t SET customer_id = m.key FROM _lk_map m WHERE t.customer_id = m.raw"
+    # staged identifier contacts: into the staged customer, else over the stored customer's values, else renamed
+    _fill(con, "staged_contacts", "key", "staged_contacts", "raw")
+    con.execute(drop.format(t="staged_contacts", cond=has.format(t="staged_contacts")))
+    _fill(con, "staged_contacts", "raw", "contacts", "key")
+    con.execute(rename.format(t="staged_contacts"))
+    # stored identifier contacts: into the staged customer, else into the stored customer, else renamed
+    _fill(con, "staged_contacts", "key", "contacts", "raw")
+    _fill(con, "contacts", "key", "contacts", "raw")
+    con.execute(drop.format(t="contacts", cond=f"{has.format(t='staged_contacts')} OR {has.format(t='contacts')}"))
+    con.execute(rename.format(t="contacts"))
+    return rows

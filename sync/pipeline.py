@@ -81,7 +81,9 @@ def pull_into(con: duckdb.DuckDBPyConnection, source: Source, cursor: str | None
             result = source.pull(con, cursor)
     except SourceConfigError as exc:
         raise ConfigError(str(exc)) from None
-    merge_staged(con, result)
+    from connectors.identity import DEFAULT_MAX_GROUP
+
+    merge_staged(con, result, max_identity_group=getattr(source, "max_identity_group", DEFAULT_MAX_GROUP))
     return result
 
 

@@ -234,3 +234,80 @@ def test_customers_file_carries_both_identifiers_of_the_merged_customer(tmp_path
 def test_max_identity_group_must_be_positive():
     with pytest.raises(ValueError, match="max_identity_group"):
         FileSourceConfig(type="file", orders="x.csv", max_identity_group=0)
+
+
+# --------------------------------------------------------------------------- CRM and webhook records (the store)
+
+def _at(day: int) -> datetime:
+    return datetime(2024, 1, day, 12, tzinfo=UTC)
+
+
+def _order(oid: str, cust: str, day: int = 1) -> Order:
+    return Order(order_id=oid, customer_id=cust, ordered_at=_at(day), amount=Decimal("10"))
+
+
+def _store(orders=(), contacts=()) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    create_tables(con)
+    stage_records(con, orders, contacts)
+    merge_staged(con, PullResult())
+    return con
+
+
+def _merge(con, orders=(), contacts=(), origin="pull", **kw) -> PullResult:
+    stage_records(con, orders, contacts)
+    result = PullResult()
+    merge_staged(con, result, origin=origin, **kw)
+    return result
+
+
+def _owners(con) -> dict[str, str]:
+    return dict(con.execute("SELECT order_id, customer_id FROM orders").fetchall())
+
+
+def test_a_guest_order_keyed_by_email_joins_the_crm_customer_with_that_email():
+    con = _store([_order("1", "c1")], [Contact("c1", email="anna@x.com", first_name="Anna", marketing_consent="yes")])
+    result = _merge(con, [_order("2", " Anna@X.com", 2)], [Contact(" Anna@X.com", email="anna@x.com",
+                                                                     phone="+998900000001")], origin="webhook")
+    assert _owners(con) == {"1": "c1", "2": "c1"}
+    assert con.execute("SELECT customer_id, email, phone, first_name, marketing_consent FROM contacts").fetchall() == [
+        ("c1", "anna@x.com", "+998900000001", "Anna", "yes")]
+    assert (result.identity.linked_rows, result.identity.merged_customers) == (2, 1)
+
+
+def test_stored_guest_rows_join_the_customer_when_its_contact_arrives_with_that_phone():
+    con = _store([_order("1", "+998900000002"), _order("2", "+998900000002", 3)],
+                 [Contact("+998900000002", phone="+998900000002", first_name="Aziz")])
+    result = _merge(con, [_order("3", "c2", 5)], [Contact("c2", phone="+998900000002", email="aziz@mail.ru")])
+    assert _owners(con) == {"1": "c2", "2": "c2", "3": "c2"}
+    assert con.execute("SELECT customer_id, email, phone, first_name FROM contacts").fetchall() == [
+        ("c2", "aziz@mail.ru", "+998900000002", "Aziz")]
+    assert result.identity.merged_customers == 1
+    again = _merge(con, [_order("3", "c2", 5)], [Contact("c2", phone="+998900000002")])  # nothing left to link
+    assert again.identity.merged_customers == 0 and _owners(con)["1"] == "c2"
+
+
+def test_crm_records_with_their_own_ids_are_never_merged():
+    con = _store([_order("1", "c1")], [Contact("c1", email="family@x.com")])
+    _merge(con, [_order("2", "c2")], [Contact("c2", email="family@x.com")])
+    assert _owners(con) == {"1": "c1", "2": "c2"}
+
+
+def test_a_shared_email_in_the_store_links_no_guest_and_is_reported():
+    office = [Contact(f"c{i}", email="office@shop.uz") for i in range(6)]
+    con = _store([_order(f"o{i}", f"c{i}") for i in range(6)], office)
+    result = _merge(con, [_order("g", "office@shop.uz")])
+    assert _owners(con)["g"] == "office@shop.uz"
+    assert result.identity.to_json()["ignored_identifiers"] == [{"value": "office@shop.uz", "customers": 6}]
+    _merge(con, [_order("g", "office@shop.uz")], max_identity_group=6)
+    assert _owners(con)["g"] == "c0"  # within the group: the smallest customer id
+
+
+def test_max_identity_group_is_a_key_every_crm_source_accepts(monkeypatch):
+    monkeypatch.setenv("SHOPIFY_TOKEN", "test-token")
+    from connectors.errors import ConfigError
+    from connectors.registry import build_source
+
+    assert build_source({"type": "shopify", "shop": "demo", "max_identity_group": 3}).max_identity_group == 3
+    with pytest.raises(ConfigError, match="max_identity_group"):
+        build_source({"type": "shopify", "shop": "demo", "max_identity_group": 0})
