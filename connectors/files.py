@@ -525,7 +525,8 @@ def _stage_contacts(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, paths
         LEFT JOIN _fs_id_emails e ON e.raw = c.email.v LEFT JOIN _fs_id_phones p ON p.raw = c.phone.v""")
     issue_sql = """SELECT c.{f}.f, c.{f}.r, c.{f}.v, '{f}' FROM _fs_cagg c JOIN {t} m ON m.raw = c.{f}.v
                    WHERE m.norm IS NULL"""
-    both = f"{issue_sql.format(f='email', t='_fs_id_emails')} UNION ALL {issue_sql.format(f='phone', t='_fs_id_phones')}"
+    both = (f"{issue_sql.format(f='email', t='_fs_id_emails')} UNION ALL "
+            f"{issue_sql.format(f='phone', t='_fs_id_phones')}")
     count = con.execute(f"SELECT count(*) FROM ({both})").fetchall()[0][0]
     issues = [BadRow(source=paths[f], row=r, field=fld, value=v,
                      reason=f"invalid {fld}; the contact is kept without it")

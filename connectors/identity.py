@@ -152,7 +152,8 @@ def resolve_rows(con: duckdb.DuckDBPyConnection, views: list[tuple[str, str]], r
                    COALESCE(r.cust, e.key, p.key) AS key, COALESCE(r.cust, e.norm, p.norm) AS _own,
                    CASE WHEN r.cust IS NULL AND e.key IS NULL AND p.key IS NULL
                         THEN COALESCE(CASE WHEN e.ign THEN e.norm END, CASE WHEN p.ign THEN p.norm END) END AS _shared
-            FROM {view} r LEFT JOIN {em}_keyed e ON e.raw = r.email_raw LEFT JOIN {pm}_keyed p ON p.raw = r.phone_raw""")
+            FROM {view} r LEFT JOIN {em}_keyed e ON e.raw = r.email_raw
+            LEFT JOIN {pm}_keyed p ON p.raw = r.phone_raw""")
     # the numbers, from the tuples (one row per distinct tuple with its row count)
     linked, merged = con.execute(f"""
         WITH k AS (SELECT x.n, COALESCE(x.cust, le.v, lp.v) AS key, COALESCE(x.cust, x.e, x.p) AS own
