@@ -19,10 +19,11 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from . import normalize as nz
 from .errors import ConfigError
+from .identity import DEFAULT_MAX_GROUP, IdentityReport, resolve_rows
 from .file_readers import csv_src, read_xlsx, sniff_delimiter, typed_csv, utf8_copy
 from .records import BadRow
 from .source import PullResult
@@ -58,6 +59,7 @@ class FileSourceConfig(BaseModel):
     decimal: Literal[",", "."] | None = None
     date_format: str | None = None
     sheet: str | None = None
+    max_identity_group: int = Field(DEFAULT_MAX_GROUP, ge=1)
 
     @field_validator("columns", "contact_columns")
     @classmethod
@@ -146,6 +148,10 @@ class FileSource:
             raise ConfigError("[source.columns] must map ordered_at and amount (or price for receipt lines)")
         if not ({"customer_id", "email", "phone"} & set(cols)):
             raise ConfigError("[source.columns] must map customer_id, email or phone to identify customers")
+
+    @property
+    def max_identity_group(self) -> int:
+        return self.cfg.max_identity_group
 
     def __repr__(self) -> str:
         return f"FileSource(orders={self.cfg.orders!r}, contacts={self.cfg.contacts!r})"
@@ -367,6 +373,8 @@ _CONSTANT = re.compile(r"CAST\(NULL AS [A-Z]+(\(\d+,\d+\))?\)|'(?:[^']|'')*'")
 
 
 _BAD = [  # (condition, field, reason, value) in the order they are checked
+    ("key IS NULL AND _shared IS NOT NULL", "customer_id",
+     "its only email/phone is shared by more customers than [source] max_identity_group", "_shared"),
     ("key IS NULL", "customer_id", "no customer id, valid email or phone", "NULL"),
     ("ordered_at IS NULL", "ordered_at", "unparseable or empty date", "ordered_at_raw"),
     ("amount IS NULL", "amount", "unparseable or empty amount", "amount_raw"),
@@ -381,17 +389,16 @@ def _rows_view(con: duckdb.DuckDBPyConnection, name: str, tables: list[_Loaded],
     con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {' UNION ALL BY NAME '.join(parts)}")
 
 
-def _keyed(con: duckdb.DuckDBPyConnection, rows: str, out: str, region: str | None) -> None:
-    """``out`` = rows + ``key``: customer id, else normalised email, else E.164 phone."""
-    if not con.execute(f"SELECT count(*) FROM {rows} WHERE cust IS NULL").fetchall()[0][0]:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {out} AS SELECT *, cust AS key FROM {rows}")
-        return
-    nz.email_map(con, f"SELECT email_raw AS raw FROM {rows} WHERE cust IS NULL", "_fs_emails")
-    nz.phone_map(con, f"SELECT phone_raw AS raw FROM {rows} WHERE cust IS NULL", "_fs_phones", region)
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE {out} AS
-        SELECT r.*, COALESCE(r.cust, e.norm, p.norm) AS key FROM {rows} r
-        LEFT JOIN _fs_emails e ON r.cust IS NULL AND e.raw = r.email_raw
-        LEFT JOIN _fs_phones p ON r.cust IS NULL AND p.raw = r.phone_raw""")
+def _keyed(con: duckdb.DuckDBPyConnection, views: list[tuple[str, str]], cfg: FileSourceConfig) -> IdentityReport:
+    """Each ``(rows, out)``: ``out`` = rows + ``key`` (the customer, see :mod:`connectors.identity`), ``_own``
+    (the key the row alone gives) and ``_shared``. When every row has a customer id (the common case) the key
+    is that id and nothing else is computed."""
+    if not any(con.execute(f"SELECT count(*) FROM {rows} WHERE cust IS NULL").fetchall()[0][0] for rows, _ in views):
+        for rows, out in views:
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {out} AS SELECT *, cust AS key, cust AS _own,"
+                        f" CAST(NULL AS VARCHAR) AS _shared FROM {rows}")
+        return IdentityReport()
+    return resolve_rows(con, views, cfg.phone_region, cfg.max_identity_group, prefix="_fs_id")
 
 
 def _status_case(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, rows: str) -> str:
@@ -430,7 +437,11 @@ def _stage(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: list[_
            contacts: list[_Loaded], in_place: bool = False) -> FilePullResult:
     paths = [t.path for t in orders + contacts]
     _rows_view(con, "_fs_orows", orders, 0)
-    _keyed(con, "_fs_orows", "_fs_okeyed", cfg.phone_region)
+    views = [("_fs_orows", "_fs_okeyed")]
+    if contacts:
+        _rows_view(con, "_fs_crows", contacts, len(orders))
+        views.append(("_fs_crows", "_fs_ckeyed"))
+    identity = _keyed(con, views, cfg)
     bad_case = " ".join(f"WHEN {c} THEN {i}" for i, (c, *_) in enumerate(_BAD))
     status = _status_case(con, cfg, "_fs_orows")
     con.execute(f"CREATE OR REPLACE TEMP VIEW _fs_oclass AS SELECT *, CASE {bad_case} END AS _bad,"
@@ -438,9 +449,8 @@ def _stage(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: list[_
     value = " ".join(f"WHEN {i} THEN {v}" for i, (_, _, _, v) in enumerate(_BAD))
     bad_sql = [f"SELECT _file, _row, _bad, CASE _bad {value} END AS value FROM _fs_oclass WHERE _bad IS NOT NULL"]
     if contacts:
-        _rows_view(con, "_fs_crows", contacts, len(orders))
-        _keyed(con, "_fs_crows", "_fs_ckeyed", cfg.phone_region)
-        bad_sql.append("SELECT _file, _row, 0 AS _bad, NULL AS value FROM _fs_ckeyed WHERE key IS NULL")
+        bad_sql.append("SELECT _file, _row, CASE WHEN _shared IS NULL THEN 1 ELSE 0 END AS _bad, _shared AS value"
+                       " FROM _fs_ckeyed WHERE key IS NULL")
     con.execute(f"CREATE OR REPLACE TEMP TABLE _fs_bad AS {' UNION ALL '.join(bad_sql)}")
     bad_count = con.execute("SELECT count(*) FROM _fs_bad").fetchall()[0][0]
     bad_rows = [BadRow(source=paths[f], row=r, reason=_BAD[b][2], field=_BAD[b][1], value=v) for f, r, b, v in
@@ -450,7 +460,7 @@ def _stage(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: list[_
     con.execute("""CREATE OR REPLACE TEMP VIEW _fs_valid AS
         SELECT * REPLACE (CASE WHEN status = 'refunded' THEN abs(amount) ELSE amount END AS amount),
                CASE WHEN order_id IS NOT NULL THEN order_id
-                    ELSE 'h' || left(md5(concat_ws('|', key, ordered_at, amount, _file, _row)), 16) END AS oid
+                    ELSE 'h' || left(md5(concat_ws('|', _own, ordered_at, amount, _file, _row)), 16) END AS oid
         FROM _fs_oclass WHERE _bad IS NULL""")
     lines = any({"sku", "product", "quantity", "price"} & set(t.cols) for t in orders)
     duplicates, n_orders = 0, None
@@ -480,7 +490,8 @@ def _stage(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: list[_
         n_orders = con.execute("SELECT count(*) FROM staged_orders").fetchall()[0][0]
     n_contacts = con.execute("SELECT count(*) FROM staged_contacts").fetchall()[0][0]
     return FilePullResult(orders=n_orders, contacts=n_contacts, bad_rows=bad_rows, bad_row_count=bad_count,
-                          full_refresh=True, issues=issues, issue_count=issue_count, duplicate_orders=duplicates)
+                          full_refresh=True, issues=issues, issue_count=issue_count, duplicate_orders=duplicates,
+                          identity=identity)
 
 
 def _stage_contacts(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, paths: list[str],
@@ -506,15 +517,16 @@ def _stage_contacts(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, paths
         SELECT key, {', '.join(aggs)}
         FROM (SELECT *, _src::BIGINT * 281474976710656 + _file::BIGINT * 4294967296 + _row AS _ord FROM ({src}))
         GROUP BY key""")
-    nz.email_map(con, "SELECT email.v AS raw FROM _fs_cagg", "_fs_emails")
-    nz.phone_map(con, "SELECT phone.v AS raw FROM _fs_cagg", "_fs_phones", cfg.phone_region)
+    nz.email_map(con, "SELECT email.v AS raw FROM _fs_cagg", "_fs_id_emails")
+    nz.phone_map(con, "SELECT phone.v AS raw FROM _fs_cagg", "_fs_id_phones", cfg.phone_region)
     con.execute("""INSERT INTO staged_contacts
         SELECT c.key, e.norm, p.norm, c.first_name, c.last_name, COALESCE(c.consent, 'unknown'), c.created_at,
                c.attributes FROM _fs_cagg c
-        LEFT JOIN _fs_emails e ON e.raw = c.email.v LEFT JOIN _fs_phones p ON p.raw = c.phone.v""")
+        LEFT JOIN _fs_id_emails e ON e.raw = c.email.v LEFT JOIN _fs_id_phones p ON p.raw = c.phone.v""")
     issue_sql = """SELECT c.{f}.f, c.{f}.r, c.{f}.v, '{f}' FROM _fs_cagg c JOIN {t} m ON m.raw = c.{f}.v
                    WHERE m.norm IS NULL"""
-    both = f"{issue_sql.format(f='email', t='_fs_emails')} UNION ALL {issue_sql.format(f='phone', t='_fs_phones')}"
+    both = (f"{issue_sql.format(f='email', t='_fs_id_emails')} UNION ALL "
+            f"{issue_sql.format(f='phone', t='_fs_id_phones')}")
     count = con.execute(f"SELECT count(*) FROM ({both})").fetchall()[0][0]
     issues = [BadRow(source=paths[f], row=r, field=fld, value=v,
                      reason=f"invalid {fld}; the contact is kept without it")

@@ -79,7 +79,14 @@ def build_source(section: Mapping[str, Any], *, base_dir: Path | None = None, se
     if kind not in SOURCES:
         raise ConfigError(f"[source] type must be one of {', '.join(sorted(SOURCES))}; got {kind!r}")
     model, factory = SOURCES[kind]
-    config = model.model_validate(dict(section))
     if kind == "file":
+        config = model.model_validate(dict(section))
         return factory(config, base_dir=base_dir if base_dir is not None else Path("."))
-    return factory(config, secrets_for(kind, settings), **runtime)
+    # keys every API source shares (connectors.identity): taken out before the vendor's own model sees the table
+    from .identity import max_group_of
+
+    group = max_group_of(section)
+    config = model.model_validate({k: v for k, v in section.items() if k != "max_identity_group"})
+    source = factory(config, secrets_for(kind, settings), **runtime)
+    source.max_identity_group = group  # read by the order store's merge (sync.pipeline.pull_into)
+    return source

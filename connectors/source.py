@@ -7,6 +7,7 @@ from typing import Protocol
 
 import duckdb
 
+from .identity import IdentityReport
 from .records import BadRow
 
 
@@ -20,6 +21,8 @@ class PullResult:
     bad_row_count: int = 0  # may exceed len(bad_rows) when the list is capped
     cursor: str | None = None  # new bookmark to save once the pull has been stored
     full_refresh: bool = False  # True: staged rows are the whole history (replace the store)
+    #: identity resolution (connectors.identity): rows linked, customers merged, shared identifiers ignored
+    identity: IdentityReport | None = None
 
 
 class Source(Protocol):

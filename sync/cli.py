@@ -209,6 +209,8 @@ def check(config_path, limit, strict):
         result = source.pull(con, None)
     out.print(f"source {cfg.source.get('type', 'file')}: {result.orders} orders, {result.contacts} contacts, "
               f"{result.bad_row_count} bad rows")
+    if result.identity is not None:
+        out.print(f"  {result.identity}", highlight=False, markup=False)
     for bad in result.bad_rows[:limit]:
         out.print(f"  {bad}", highlight=False, markup=False)
     if result.bad_row_count > limit:

@@ -81,7 +81,9 @@ def pull_into(con: duckdb.DuckDBPyConnection, source: Source, cursor: str | None
             result = source.pull(con, cursor)
     except SourceConfigError as exc:
         raise ConfigError(str(exc)) from None
-    merge_staged(con, result)
+    from connectors.identity import DEFAULT_MAX_GROUP
+
+    merge_staged(con, result, max_identity_group=getattr(source, "max_identity_group", DEFAULT_MAX_GROUP))
     return result
 
 
@@ -107,6 +109,8 @@ class SegmentsRun:
 
     def to_json(self) -> dict:
         out = self.result.to_json(bad_rows=self.bad_row_count)
+        if self.pull is not None and self.pull.identity is not None:  # one customer per person (file sources)
+            out["identity"] = self.pull.identity.to_json()
         return out
 
     def close(self) -> None:

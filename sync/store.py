@@ -25,6 +25,7 @@ from typing import Iterator
 
 import duckdb
 
+from connectors.identity import DEFAULT_MAX_GROUP, link_staged
 from connectors.source import PullResult
 from connectors.tables import TABLES, create_tables
 
@@ -75,12 +76,14 @@ def _create_webhook_table(con: duckdb.DuckDBPyConnection) -> None:
                 "received_at TIMESTAMPTZ DEFAULT now(), PRIMARY KEY (kind, id))")
 
 
-def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: str = "pull") -> dict[str, int]:
+def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: str = "pull",
+                 max_identity_group: int = DEFAULT_MAX_GROUP) -> dict[str, int]:
     """Move the ``staged_*`` rows into the main tables in one transaction; returns rows per table.
 
     ``pull.full_refresh``: the staged rows replace the store, except webhook records the file does not
     contain yet (see the module docstring). ``origin="webhook"``: the merged order and customer ids are
-    noted as webhook records.
+    noted as webhook records. An incremental merge first links records keyed by an e-mail or phone to the
+    customer with that e-mail/phone (:func:`connectors.identity.link_staged`); ``pull.identity`` says what it did.
     """
     if origin not in ("pull", "webhook"):
         raise ValueError(f"merge_staged: origin must be 'pull' or 'webhook', not {origin!r}")
@@ -95,6 +98,8 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
             # a deleted order's tombstone often no longer says whose it was: it stays the same customer's
             con.execute("UPDATE staged_orders AS s SET customer_id = o.customer_id FROM orders AS o "
                         "WHERE s.customer_id = '' AND o.order_id = s.order_id")
+        if not pull.full_refresh:  # a file export (full refresh) was resolved when it was read
+            pull.identity = link_staged(con, max_identity_group)
         if pull.full_refresh and noted:
             _keep_webhook_rows(con, present)
         for name in TABLES:

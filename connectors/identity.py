@@ -1,0 +1,290 @@
+"""One customer per person: identity resolution over customer ids, e-mails and phones, in DuckDB SQL.
+
+The rules (README "One customer per person"):
+
+1. rows with the same ``customer_id`` are one customer, and two different customer ids are never merged;
+2. a row without a ``customer_id`` joins the customer that has the same normalised e-mail or E.164 phone
+   (when several customers have it: the smallest customer id);
+3. rows without a ``customer_id`` that share an e-mail or a phone, directly or through other rows, are one
+   customer. Its key is the identifier of its earliest order (ties: e-mail before phone, then the smaller
+   value), so it stays the same between runs and whatever the order of rows and files;
+4. an e-mail or phone seen with more than ``max_identity_group`` customers (customer ids, or the other
+   identifier of rows without one: a shop's own phone typed into receipts) links nobody and is reported.
+   A row whose only identifier is such a value is a bad row; the value never becomes a contact's e-mail/phone.
+
+Example (no ``customer_id`` column)::
+
+    ordered_at  email         phone           →  key
+    2024-01-02                +998901112233   →  +998901112233   (earliest order: its phone is the key)
+    2024-02-10  aziz@mail.ru                  →  +998901112233   (linked through the row below)
+    2024-03-05  aziz@mail.ru  +998901112233   →  +998901112233
+    2024-03-06  bob@mail.ru   +998712000000   →  bob@mail.ru     (+998712000000 is on 50 receipts: ignored)
+
+How: the distinct (customer id, e-mail, phone) tuples of the rows form a graph whose nodes are customer ids and
+identifiers; min-label propagation (a SQL statement repeated until nothing changes, with pointer jumping) gives
+each identifier its customer. Customer-id nodes keep their own label and never relay one, so rule 1 holds.
+Nothing loops over rows in Python; the graph is as small as the number of distinct identifiers.
+
+CRM and webhook records always carry a customer id; when the vendor record had none, the connector puts the
+order's e-mail or phone there. :func:`link_staged` treats such an id (it contains ``@`` or starts with ``+``) as
+"no customer id" and applies rule 2 to the staged batch and to the store rows it touches.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import duckdb
+
+from . import normalize as nz
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_GROUP = 5
+MAX_ROUNDS = 64  # label propagation rounds (each at least halves the longest chain thanks to pointer jumping)
+MAX_REPORTED = 100  # shared identifiers listed in a report (all are counted)
+
+
+@dataclass(frozen=True)
+class SharedIdentifier:
+    value: str
+    customers: int
+
+
+@dataclass
+class IdentityReport:
+    """What identity resolution did: rows that joined another customer, customers merged, values ignored."""
+
+    linked_rows: int = 0
+    merged_customers: int = 0
+    ignored_identifiers: list[SharedIdentifier] = field(default_factory=list)
+    ignored_count: int = 0  # may exceed len(ignored_identifiers) when the list is capped
+
+    def to_json(self) -> dict[str, Any]:
+        return {"linked_rows": self.linked_rows, "merged_customers": self.merged_customers,
+                "ignored_identifiers": [{"value": s.value, "customers": s.customers}
+                                        for s in self.ignored_identifiers]}
+
+    def __str__(self) -> str:
+        text = (f"identity: {self.linked_rows} rows linked, {self.merged_customers} customers merged, "
+                f"{self.ignored_count} shared identifiers ignored")
+        if self.ignored_identifiers:
+            shown = ", ".join(f"{s.value} ({s.customers} customers)" for s in self.ignored_identifiers[:5])
+            more = self.ignored_count - min(5, len(self.ignored_identifiers))
+            text += f": {shown}" + (f" and {more} more" if more > 0 else "")
+        return text
+
+
+def max_group_of(section: Mapping[str, Any]) -> int:
+    """``[source] max_identity_group`` (default 5), validated: a whole number ≥ 1."""
+    value = section.get("max_identity_group", DEFAULT_MAX_GROUP)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"[source] max_identity_group must be a whole number ≥ 1, got {value!r}")
+    return value
+
+
+def _ignored(con: duckdb.DuckDBPyConnection, table: str, report: IdentityReport) -> None:
+    report.ignored_count = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+    report.ignored_identifiers = [SharedIdentifier(v, n) for v, n in con.execute(
+        f"SELECT v, n FROM {table} ORDER BY n DESC, v LIMIT {MAX_REPORTED}").fetchall()]
+    for s in report.ignored_identifiers[:20]:
+        log.warning("%s is shared by %d customers (more than max_identity_group): it links nobody",
+                    s.value, s.customers)
+
+
+# ------------------------------------------------------------------------------------------ file rows
+
+def resolve_rows(con: duckdb.DuckDBPyConnection, views: list[tuple[str, str]], region: str | None,
+                 max_group: int, prefix: str = "_id") -> IdentityReport:
+    """Key the rows of each ``(view, out)`` pair: ``out`` = the view's rows plus ``key`` (the customer),
+    ``_own`` (the key the row alone gives: customer id, else e-mail, else phone) and ``_shared`` (the
+    ignored identifier of a row left without a key). Views need ``cust``, ``email_raw``, ``phone_raw``
+    and ``ordered_at``. ``email_raw``/``phone_raw`` are NULL in ``out`` where the value is ignored."""
+    rows = " UNION ALL ".join(f"SELECT cust, email_raw, phone_raw, ordered_at FROM {v}" for v, _ in views)
+    em, pm = f"{prefix}_emails", f"{prefix}_phones"
+    nz.email_map(con, f"SELECT email_raw AS raw FROM ({rows})", em)
+    nz.phone_map(con, f"SELECT phone_raw AS raw FROM ({rows})", pm, region)
+    # the distinct (customer id, e-mail, phone) tuples: the graph's raw material (small next to the rows)
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE {prefix}_tuples AS
+        SELECT r.cust, e.norm AS e, p.norm AS p, min(r.ordered_at) AS t, count(*) AS n
+        FROM ({rows}) r LEFT JOIN {em} e ON e.raw = r.email_raw LEFT JOIN {pm} p ON p.raw = r.phone_raw
+        WHERE r.cust IS NOT NULL OR e.norm IS NOT NULL OR p.norm IS NOT NULL GROUP BY ALL""")
+    # identifiers: kind 0 = e-mail, 1 = phone; customers = distinct customer ids or other identifiers seen with it
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE {prefix}_ids AS
+        SELECT k, v, min(t) AS t, count(DISTINCT anchor) AS customers FROM (
+            SELECT 0 AS k, e AS v, t, COALESCE(cust, p) AS anchor FROM {prefix}_tuples WHERE e IS NOT NULL
+            UNION ALL
+            SELECT 1, p, t, COALESCE(cust, e) FROM {prefix}_tuples WHERE p IS NOT NULL) GROUP BY k, v""")
+    report = IdentityReport()
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {prefix}_shared AS SELECT v, customers AS n FROM {prefix}_ids"
+                f" WHERE customers > {int(max_group)}")
+    _ignored(con, f"{prefix}_shared", report)
+    # nodes: customer ids first (by value), then identifiers by earliest order, e-mail before phone, value
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE {prefix}_nodes AS
+        SELECT row_number() OVER (ORDER BY c, t NULLS LAST, k, v) AS id, c, k, v FROM (
+            SELECT DISTINCT 0 AS c, NULL::TIMESTAMPTZ AS t, 0 AS k, cust AS v FROM {prefix}_tuples
+            WHERE cust IS NOT NULL
+            UNION ALL SELECT 1, t, k, v FROM {prefix}_ids WHERE customers <= {int(max_group)})""")
+    node = f"(SELECT id, k, v FROM {prefix}_nodes WHERE c = 1)"
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE {prefix}_edges AS
+        WITH t AS (SELECT c.id AS cn, e.id AS en, p.id AS pn FROM {prefix}_tuples x
+                   LEFT JOIN (SELECT id, v FROM {prefix}_nodes WHERE c = 0) c ON c.v = x.cust
+                   LEFT JOIN {node} e ON e.k = 0 AND e.v = x.e LEFT JOIN {node} p ON p.k = 1 AND p.v = x.p)
+        SELECT DISTINCT cn AS src, en AS dst FROM t WHERE cn IS NOT NULL AND en IS NOT NULL
+        UNION SELECT cn, pn FROM t WHERE cn IS NOT NULL AND pn IS NOT NULL
+        UNION SELECT en, pn FROM t WHERE en IS NOT NULL AND pn IS NOT NULL
+        UNION SELECT pn, en FROM t WHERE en IS NOT NULL AND pn IS NOT NULL""")
+    _propagate(con, prefix)
+    # raw value → key (the label's value) for the output join; ignored values keep their norm for reporting
+    for table, kind in ((em, 0), (pm, 1)):
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE {table}_keyed AS
+            SELECT m.raw, m.norm, ln.v AS key, s.v IS NOT NULL AS ign FROM {table} m
+            LEFT JOIN {node} n ON n.k = {kind} AND n.v = m.norm
+            LEFT JOIN {prefix}_labels l ON l.n = n.id LEFT JOIN {prefix}_nodes ln ON ln.id = l.l
+            LEFT JOIN {prefix}_shared s ON s.v = m.norm WHERE m.norm IS NOT NULL""")
+    for view, out in views:
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE {out} AS
+            SELECT r.* REPLACE (CASE WHEN e.ign THEN NULL ELSE r.email_raw END AS email_raw,
+                                CASE WHEN p.ign THEN NULL ELSE r.phone_raw END AS phone_raw),
+                   COALESCE(r.cust, e.key, p.key) AS key, COALESCE(r.cust, e.norm, p.norm) AS _own,
+                   CASE WHEN r.cust IS NULL AND e.key IS NULL AND p.key IS NULL
+                        THEN COALESCE(CASE WHEN e.ign THEN e.norm END, CASE WHEN p.ign THEN p.norm END) END AS _shared
+            FROM {view} r LEFT JOIN {em}_keyed e ON e.raw = r.email_raw
+            LEFT JOIN {pm}_keyed p ON p.raw = r.phone_raw""")
+    # the numbers, from the tuples (one row per distinct tuple with its row count)
+    linked, merged = con.execute(f"""
+        WITH k AS (SELECT x.n, COALESCE(x.cust, le.v, lp.v) AS key, COALESCE(x.cust, x.e, x.p) AS own
+                   FROM {prefix}_tuples x
+                   LEFT JOIN {node} ne ON ne.k = 0 AND ne.v = x.e LEFT JOIN {prefix}_labels a ON a.n = ne.id
+                   LEFT JOIN {prefix}_nodes le ON le.id = a.l
+                   LEFT JOIN {node} np ON np.k = 1 AND np.v = x.p LEFT JOIN {prefix}_labels b ON b.n = np.id
+                   LEFT JOIN {prefix}_nodes lp ON lp.id = b.l)
+        SELECT COALESCE(sum(n) FILTER (WHERE key <> own), 0),
+               count(DISTINCT own) FILTER (WHERE key IS NOT NULL) - count(DISTINCT key) FROM k""").fetchall()[0]
+    report.linked_rows, report.merged_customers = int(linked), int(merged)
+    for name in ("tuples", "ids", "nodes", "edges", "labels", "shared"):
+        con.execute(f"DROP TABLE IF EXISTS {prefix}_{name}")
+    log.info("%s", report)
+    return report
+
+
+def _propagate(con: duckdb.DuckDBPyConnection, prefix: str) -> None:
+    """``{prefix}_labels(n, l)``: each node's smallest reachable label (customer-id nodes keep their own)."""
+    labels, edges = f"{prefix}_labels", f"{prefix}_edges"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {labels} AS SELECT id AS n, id AS l FROM {prefix}_nodes")
+    for _ in range(MAX_ROUNDS):
+        # one min step over the edges, then a pointer jump (a node takes its label's label)
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE {labels}_next AS
+            WITH step AS (SELECT x.n, least(x.l, min(s.l)) AS l FROM {labels} x
+                          LEFT JOIN {edges} e ON e.dst = x.n LEFT JOIN {labels} s ON s.n = e.src GROUP BY x.n, x.l)
+            SELECT a.n, least(a.l, b.l) AS l FROM step a JOIN step b ON b.n = a.l""")
+        changed = con.execute(f"SELECT count(*) FROM {labels}_next a JOIN {labels} b USING (n) WHERE a.l <> b.l"
+                              ).fetchall()[0][0]
+        con.execute(f"DROP TABLE {labels}")
+        con.execute(f"ALTER TABLE {labels}_next RENAME TO {labels.split('.')[-1]}")
+        if not changed:
+            return
+    log.warning("identity resolution stopped after %d rounds without settling; some links may be missing",
+                MAX_ROUNDS)
+
+
+# ------------------------------------------------------------------------------------------ CRM and webhook records
+
+def _idlike(col: str) -> str:
+    """SQL: the customer id is an e-mail or a ``+`` phone, i.e. the record had no customer id of its own."""
+    return f"(contains({col}, '@') OR starts_with({col}, '+'))"
+
+
+_FIELDS = ("email", "phone", "first_name", "last_name", "created_at", "attributes")
+
+
+def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GROUP) -> IdentityReport:
+    """Rule 2 for ``staged_orders``/``staged_contacts`` about to be merged into the store (``orders``/``contacts``).
+
+    A record keyed by an e-mail or phone (no customer id of its own) joins the customer whose contact has that
+    normalised e-mail/phone, in the batch or in the store; and when a staged contact with a real id carries an
+    e-mail/phone, store rows keyed by it join that customer. Only the identifiers the batch touches are looked
+    up, so a merge stays cheap. A value shared by more than ``max_group`` customers links nobody (reported).
+    Calling it again on the same batch changes nothing."""
+    report = IdentityReport()
+    present = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name IN "
+                                         "('staged_orders', 'staged_contacts', 'orders', 'contacts')").fetchall()}
+    if not {"staged_orders", "staged_contacts", "orders", "contacts"} <= present:
+        return report
+    real = (f"SELECT customer_id, lower(trim(email)) AS e, phone AS p FROM {{t}} WHERE NOT {_idlike('customer_id')}"
+            " AND (email IS NOT NULL OR phone IS NOT NULL)")
+    # the identifiers this batch touches: its identifier-keyed ids, and the e-mails/phones of its real contacts
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_touch AS
+        SELECT lower(trim(customer_id)) AS raw FROM staged_orders WHERE {_idlike('customer_id')}
+        UNION SELECT lower(trim(customer_id)) FROM staged_contacts WHERE {_idlike('customer_id')}
+        UNION SELECT regexp_replace(customer_id, '[^0-9+]', '', 'g') FROM staged_orders
+              WHERE starts_with(customer_id, '+')
+        UNION SELECT e FROM ({real.format(t='staged_contacts')}) WHERE e IS NOT NULL
+        UNION SELECT p FROM ({real.format(t='staged_contacts')}) WHERE p IS NOT NULL""")
+    if not con.execute("SELECT count(*) FROM _lk_touch").fetchall()[0][0]:
+        return report
+    # identifier-keyed customers: the batch's, and the store's that carry a touched value (a cheap pre-filter)
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_ids AS
+        SELECT customer_id AS raw FROM staged_orders WHERE {_idlike('customer_id')}
+        UNION SELECT customer_id FROM staged_contacts WHERE {_idlike('customer_id')}
+        UNION SELECT customer_id FROM (SELECT DISTINCT customer_id FROM orders WHERE {_idlike('customer_id')}
+                                       UNION SELECT customer_id FROM contacts WHERE {_idlike('customer_id')})
+              WHERE lower(trim(customer_id)) IN (SELECT raw FROM _lk_touch)
+                 OR regexp_replace(customer_id, '[^0-9+]', '', 'g') IN (SELECT raw FROM _lk_touch)""")
+    nz.email_map(con, "SELECT raw FROM _lk_ids WHERE contains(raw, '@')", "_lk_emails")
+    nz.phone_map(con, "SELECT raw FROM _lk_ids WHERE NOT contains(raw, '@')", "_lk_phones", None)
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_cand AS
+        WITH ids AS (SELECT * FROM _lk_emails WHERE norm IS NOT NULL UNION ALL
+                     SELECT * FROM _lk_phones WHERE norm IS NOT NULL),
+             people AS ({real.format(t='contacts')} UNION {real.format(t='staged_contacts')})
+        SELECT i.raw, i.norm, c.customer_id FROM ids i JOIN people c ON c.e = i.norm
+        UNION SELECT i.raw, i.norm, c.customer_id FROM ids i JOIN people c ON c.p = i.norm""")
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_shared AS SELECT norm AS v, count(DISTINCT customer_id) AS n
+                    FROM _lk_cand GROUP BY norm HAVING count(DISTINCT customer_id) > {int(max_group)}""")
+    _ignored(con, "_lk_shared", report)
+    con.execute("""CREATE OR REPLACE TEMP TABLE _lk_map AS SELECT raw, min(customer_id) AS key FROM _lk_cand
+                   WHERE norm NOT IN (SELECT v FROM _lk_shared) GROUP BY raw""")
+    report.merged_customers = con.execute("SELECT count(*) FROM _lk_map").fetchall()[0][0]
+    if report.merged_customers:
+        report.linked_rows = _rekey(con)
+    for name in ("touch", "ids", "emails", "phones", "cand", "shared", "map"):
+        con.execute(f"DROP TABLE IF EXISTS _lk_{name}")
+    if report.merged_customers or report.ignored_count:
+        log.info("%s", report)
+    return report
+
+
+def _fill(con: duckdb.DuckDBPyConnection, target: str, t_col: str, source: str, s_col: str) -> None:
+    """Fill the gaps of ``target`` rows (matched on ``_lk_map.{t_col}``) from ``source`` rows (``_lk_map.{s_col}``)."""
+    fill = ", ".join(f"{f} = coalesce(t.{f}, g.{f})" for f in _FIELDS)
+    con.execute(f"""UPDATE {target} AS t SET {fill},
+                        marketing_consent = coalesce(nullif(t.marketing_consent, 'unknown'), g.marketing_consent)
+                    FROM _lk_map m, {source} AS g WHERE t.customer_id = m.{t_col} AND g.customer_id = m.{s_col}""")
+
+
+def _rekey(con: duckdb.DuckDBPyConnection) -> int:
+    """Apply ``_lk_map`` (raw identifier key → customer id) to staged and stored rows; returns rows re-keyed.
+
+    A contact keyed by the identifier and the customer's own contact become one: the newer (staged) one's
+    values win, the other fills its gaps."""
+    rows = sum(con.execute(f"SELECT count(*) FROM {t} WHERE customer_id IN (SELECT raw FROM _lk_map)").fetchall()[0][0]
+               for t in ("staged_orders", "orders", "staged_contacts", "contacts"))
+    for table in ("staged_orders", "orders"):
+        con.execute(f"UPDATE {table} AS t SET customer_id = m.key FROM _lk_map m WHERE t.customer_id = m.raw")
+    has = "m.key IN (SELECT customer_id FROM {t})"
+    drop = "DELETE FROM {t} WHERE customer_id IN (SELECT m.raw FROM _lk_map m WHERE {cond})"
+    rename = "UPDATE {t} AS t SET customer_id = m.key FROM _lk_map m WHERE t.customer_id = m.raw"
+    # staged identifier contacts: into the staged customer, else over the stored customer's values, else renamed
+    _fill(con, "staged_contacts", "key", "staged_contacts", "raw")
+    con.execute(drop.format(t="staged_contacts", cond=has.format(t="staged_contacts")))
+    _fill(con, "staged_contacts", "raw", "contacts", "key")
+    con.execute(rename.format(t="staged_contacts"))
+    # stored identifier contacts: into the staged customer, else into the stored customer, else renamed
+    _fill(con, "staged_contacts", "key", "contacts", "raw")
+    _fill(con, "contacts", "key", "contacts", "raw")
+    con.execute(drop.format(t="contacts", cond=f"{has.format(t='staged_contacts')} OR {has.format(t='contacts')}"))
+    con.execute(rename.format(t="contacts"))
+    return rows
