@@ -230,7 +230,8 @@ def test_predict_customers_on_cdnow_with_holdout(cdnow):
     cols = dict(cdnow.execute("SELECT column_name, column_type FROM (DESCRIBE customer_predictions)").fetchall())
     assert list(cols) == ["customer_id", "p_alive", "expected_purchases", "churn_probability", "churn_risk",
                           "expected_aov", "clv", "next_order_date", "reorder_due", "avg_days_between_orders",
-                          "discount_share", "discount_hunter", "favourite_category", "favourite_brand"]
+                          "discount_share", "discount_hunter", "favourite_category", "favourite_brand",
+                          "next_order_reason"]
     assert cols["next_order_date"] == "DATE" and cols["reorder_due"] == "BOOLEAN"
     n, nulls, lo, hi = cdnow.execute("""SELECT count(*), count(*) - count(p_alive), min(churn_probability),
                                         max(churn_probability) FROM customer_predictions""").fetchall()[0]
