@@ -15,8 +15,11 @@ As of a local day ``as_of`` (inclusive, in the shop's time zone), over completed
 :func:`create_predictions_table` adds the next-order rule: ``next_order_date`` = last
 purchase day + the customer's own median gap (rounded to whole days) when they have ≥ 2
 gaps, else ``as_of`` + the model's days until a purchase becomes more likely than not
-(NULL when the model has no such day), and ``reorder_due`` = ``as_of`` ≥
-``next_order_date`` − ``remind_days_before``.
+(NULL when the model has no such day, or when that day is more than ``horizon_days`` after
+``as_of``: a one-time buyer has P(alive) = 1 under BG/NBD and gets a date a year or more ahead, which no reminder
+should be built on), and ``reorder_due`` = ``as_of`` ≥ ``next_order_date`` − ``remind_days_before``.
+``next_order_reason`` says why a ``next_order_date`` is NULL: ``beyond_horizon``, ``unlikely`` (P(alive) ≤ 0.5)
+or ``no_model`` (the model was not fitted); NULL when there is a date.
 """
 
 from __future__ import annotations
@@ -82,20 +85,31 @@ LIFECYCLE_SQL = """
 
 PREDICTIONS_SQL = """
     CREATE OR REPLACE TEMP TABLE customer_predictions AS
-    WITH nxt AS (
-        SELECT l.*, m.* EXCLUDE (customer_id),
-               CASE WHEN l.gaps >= 2
-                    THEN l.last_day + CAST(round(l.median_gap_days) AS INTEGER)
-                    WHEN m.days_to_next_order IS NOT NULL
-                    THEN $as_of::DATE + CAST(ceil(m.days_to_next_order) AS INTEGER)
-               END AS next_order_date
+    WITH model_next AS (
+        SELECT l.*, m.* EXCLUDE (customer_id), ceil(m.days_to_next_order) AS model_days
         FROM customer_lifecycle l LEFT JOIN {model} m USING (customer_id)
+    ),
+    nxt AS (
+        SELECT *,
+               CASE WHEN gaps >= 2
+                    THEN last_day + CAST(round(median_gap_days) AS INTEGER)
+                    WHEN model_days <= $horizon
+                    THEN $as_of::DATE + CAST(model_days AS INTEGER)
+               END AS next_order_date,
+               CASE WHEN gaps >= 2 THEN NULL
+                    WHEN model_days > $horizon THEN 'beyond_horizon'
+                    WHEN model_days IS NOT NULL THEN NULL
+                    WHEN p_alive IS NULL THEN 'no_model'
+                    ELSE 'unlikely'
+               END AS next_order_reason
+        FROM model_next
     )
     SELECT customer_id, p_alive, expected_purchases, churn_probability, churn_risk,
            CAST(expected_aov AS DECIMAL(18, 2)) AS expected_aov, CAST(clv AS DECIMAL(18, 2)) AS clv,
            CAST(next_order_date AS DATE) AS next_order_date,
            ($as_of::DATE >= next_order_date - CAST($remind AS INTEGER)) AS reorder_due,
-           avg_days_between_orders, discount_share, discount_hunter, favourite_category, favourite_brand
+           avg_days_between_orders, discount_share, discount_hunter, favourite_category, favourite_brand,
+           next_order_reason
     FROM nxt
     ORDER BY customer_id
 """
@@ -111,13 +125,18 @@ def create_lifecycle_table(con: duckdb.DuckDBPyConnection, as_of: date, timezone
 
 
 def create_predictions_table(con: duckdb.DuckDBPyConnection, model: str, as_of: date,
-                             remind_days_before: int) -> int:
+                             remind_days_before: int, horizon_days: int | None = None) -> int:
     """Create TEMP table ``customer_predictions`` from ``customer_lifecycle`` and a model relation.
+
+    ``horizon_days``: a model-based ``next_order_date`` further ahead is NULL (``next_order_reason`` =
+    ``beyond_horizon``); None keeps every model date.
 
     ``model`` names a registered relation with ``customer_id, p_alive, expected_purchases,
     churn_probability, churn_risk, expected_aov, clv, days_to_next_order`` (NULLs allowed).
     """
     if not model.isidentifier():
         raise ValueError(f"model relation name must be an identifier, got {model!r}")
-    con.execute(PREDICTIONS_SQL.format(model=model), {"as_of": as_of, "remind": remind_days_before})
+    con.execute(PREDICTIONS_SQL.format(model=model), {"as_of": as_of, "remind": remind_days_before,
+                                                         "horizon": horizon_days if horizon_days is not None
+                                                         else 2**31 - 1})
     return con.execute("SELECT count(*) FROM customer_predictions").fetchall()[0][0]

@@ -33,7 +33,9 @@ from scipy.optimize import minimize
 from scipy.special import digamma, expit, gammaln, hyp2f1
 
 from .btyd import DAYS_PER_UNIT, BtydSummary, btyd_summary, check_timezone, purchase_days_between
+from . import fitnotes
 from .errors import ThinDataError
+from .fitnotes import Unfitted
 from .lifecycle import create_lifecycle_table, create_predictions_table
 
 logger = logging.getLogger(__name__)
@@ -299,7 +301,8 @@ class PredictConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    horizon_days: int = Field(90, gt=0, description="window for expected purchases and churn probability")
+    horizon_days: int = Field(90, gt=0, description="window for expected purchases and churn probability; a "
+                              "model-based next_order_date further ahead is left NULL")
     clv_horizon_days: int = Field(365, gt=0, description="window for CLV")
     monthly_discount_rate: float = Field(0.0, ge=0.0, lt=1.0)
     time_unit: Literal["days", "weeks"] = "weeks"
@@ -335,6 +338,10 @@ class PredictReport:
     holdout: Mapping[str, Any] = field(default_factory=dict)
     reason: str | None = None
     gamma_gamma_corr: float | None = None  # corr(frequency, mean spend); the model assumes ~0
+    #: plain-language lines for the run's warnings: what was not fitted, why, and what to change
+    warnings: tuple[str, ...] = ()
+    #: customers whose model-based next_order_date fell beyond horizon_days (left NULL)
+    next_order_beyond_horizon: int = 0
 
     def to_json(self) -> dict[str, Any]:
         bg, gg = self.bgnbd, self.gamma_gamma
@@ -350,6 +357,8 @@ class PredictReport:
             "holdout": dict(self.holdout),
             "reason": self.reason,
             "churn_risk_cut_points": list(self.churn_risk_cut_points),
+            "next_order_beyond_horizon": self.next_order_beyond_horizon,
+            "warnings": list(self.warnings),
         }
 
 
@@ -359,42 +368,42 @@ def _params_json(params: object | None, names: tuple[str, ...], **extra: Any) ->
     return out
 
 
-def _thin_data(s: BtydSummary, cfg: PredictConfig) -> str | None:
+def _thin_data(s: BtydSummary, cfg: PredictConfig) -> Unfitted | None:
     if len(s) < cfg.min_customers:
-        return f"only {len(s)} customers with a completed order (need {cfg.min_customers})"
+        return fitnotes.too_few_customers(len(s), cfg.min_customers)
     history = int(s.t_days.max())
     if history < cfg.min_history_days:
-        return f"only {history} days of order history (need {cfg.min_history_days})"
+        return fitnotes.short_history(history, cfg.min_history_days)
     if s.repeat_customers < cfg.min_repeat_customers:
-        return f"only {s.repeat_customers} repeat customers (need {cfg.min_repeat_customers})"
+        return fitnotes.few_repeat_buyers(s.repeat_customers, cfg.min_repeat_customers)
     return None
 
 
-def _fit_bgnbd_guarded(s: BtydSummary, cfg: PredictConfig) -> tuple[BgNbdParams | None, str | None]:
+def _fit_bgnbd_guarded(s: BtydSummary, cfg: PredictConfig) -> tuple[BgNbdParams | None, Unfitted | None]:
     reason = _thin_data(s, cfg)
     if reason:
         return None, reason
     try:
         return fit_bgnbd(s.frequency, s.recency, s.T), None
     except FitError as exc:
-        return None, str(exc)
+        return None, fitnotes.from_fit_error(str(exc))
 
 
 def _fit_gamma_gamma_guarded(con: duckdb.DuckDBPyConnection, s: BtydSummary, cfg: PredictConfig,
-                             timezone: str) -> tuple[GammaGammaParams | None, str | None]:
+                             timezone: str) -> tuple[GammaGammaParams | None, Unfitted | None]:
     currencies = con.execute(
         "SELECT DISTINCT currency FROM orders WHERE status = 'completed' AND currency IS NOT NULL"
         " AND (ordered_at AT TIME ZONE ?)::DATE <= ? ORDER BY 1", [timezone, s.as_of]).fetchall()
     if len(currencies) > 1:
         names = ", ".join(c[0] for c in currencies[:5])
-        return None, f"spend model needs one currency, orders are in {len(currencies)} ({names})"
+        return None, fitnotes.several_currencies(len(currencies), names)
     buyers = int(np.count_nonzero((s.frequency > 0) & (s.monetary > 0)))
     if buyers < cfg.min_repeat_customers:
-        return None, f"only {buyers} repeat customers with spend (need {cfg.min_repeat_customers})"
+        return None, fitnotes.few_repeat_buyers(buyers, cfg.min_repeat_customers, "repeat customers with spend")
     try:
         return fit_gamma_gamma(s.frequency, s.monetary), None
     except FitError as exc:
-        return None, str(exc)
+        return None, fitnotes.from_fit_error(str(exc))
 
 
 def _distinct_triples(x: np.ndarray, tx: np.ndarray, T: np.ndarray):
@@ -484,21 +493,24 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
     create_lifecycle_table(con, as_of, timezone, cfg.discount_hunter_threshold)
     s = btyd_summary(con, as_of, timezone, cfg.time_unit)
     reasons = []
-    bg, why = _fit_bgnbd_guarded(s, cfg)
-    if why:
-        reasons.append(f"BG/NBD not fitted: {why}")
-    gg, why = _fit_gamma_gamma_guarded(con, s, cfg, timezone) if bg is not None else (None, None)
-    if why:
-        reasons.append(f"Gamma-Gamma not fitted: {why}")
+    bg, bg_why = _fit_bgnbd_guarded(s, cfg)
+    if bg_why:
+        reasons.append(f"BG/NBD not fitted: {bg_why}")
+    gg, gg_why = _fit_gamma_gamma_guarded(con, s, cfg, timezone) if bg is not None else (None, None)
+    if gg_why:
+        reasons.append(f"Gamma-Gamma not fitted: {gg_why}")
     table, bad = _model_table(s, cfg, bg, gg)
     if bad:
         reasons.append(f"{bad} customers got non-finite predictions (left NULL)")
+    warn = fitnotes.warning_lines(bg_why, gg_why, bad) if len(s) else []
     name = "_rfmsync_predict_model"
     con.register(name, table)
     try:
-        create_predictions_table(con, name, as_of, cfg.remind_days_before)
+        create_predictions_table(con, name, as_of, cfg.remind_days_before, horizon_days=cfg.horizon_days)
     finally:
         con.unregister(name)
+    beyond = con.execute("SELECT count(*) FROM customer_predictions WHERE next_order_reason = 'beyond_horizon'"
+                         ).fetchall()[0][0]
     corr = None
     if gg is not None:
         rep = (s.frequency > 0) & (s.monetary > 0)
@@ -507,7 +519,8 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
         as_of=as_of, customers=len(s), repeat_customers=s.repeat_customers, horizon_days=cfg.horizon_days,
         clv_horizon_days=cfg.clv_horizon_days, time_unit=cfg.time_unit,
         churn_risk_cut_points=tuple(cfg.churn_risk_cut_points), bgnbd=bg, gamma_gamma=gg,
-        holdout=_holdout(con, as_of, cfg, timezone), reason="; ".join(reasons) or None, gamma_gamma_corr=corr)
+        holdout=_holdout(con, as_of, cfg, timezone), reason="; ".join(reasons) or None, gamma_gamma_corr=corr,
+        warnings=tuple(warn), next_order_beyond_horizon=beyond)
     logger.info("predictions as of %s: %d customers, %d repeat, bgnbd=%s, gamma_gamma=%s%s", as_of, len(s),
                 s.repeat_customers, "fitted" if bg else "no", "fitted" if gg else "no",
                 f" ({report.reason})" if report.reason else "")

@@ -22,6 +22,7 @@ from rich.table import Table
 from connectors.errors import ConnectorError, ConfigError as SourceConfigError
 from segmentation import PRESETS, SegmentationError
 
+from .cli_output import print_warnings
 from .errors import INTERNAL_EXIT, ConfigError, DataError, RfmsyncError
 
 log = logging.getLogger("rfmsync")
@@ -147,6 +148,7 @@ def segments(config_path, as_of, preset, fmt, customers, with_predictions, outpu
         predict = customers and (with_predictions if with_predictions is not None else _predictions_available())
         run = compute_segments(cfg, as_of.date() if as_of else None, preset=preset, predict=bool(predict),
                                boundary=not customers)
+    print_warnings(run.warnings)
     try:
         if customers:
             n = write_customers(run, output)
@@ -235,6 +237,7 @@ def demo(workdir, customers, seed):
     cfg = load_config(path)
     as_of = _demo_as_of(cfg)
     run = compute_segments(cfg, as_of)
+    print_warnings(run.warnings)
     try:
         print_summary(run)
         for bad in run.bad_rows[:5]:
@@ -271,8 +274,10 @@ def predict(config_path, as_of, fmt):
     cfg = _load(config_path)
     with _status("Fitting models…"):
         run = compute_segments(cfg, as_of.date() if as_of else None, predict=True, holdout=True)
+    print_warnings(run.warnings)
     try:
         report = run.predictions.to_json()
+        report["warnings"] = list(run.warnings)  # the models' own and the run's (stale data, ...)
         dist = run.con.execute(f"""
             SELECT s.segment, p.churn_risk, count(*) FROM {run.result.table} s
             JOIN customer_predictions p USING (customer_id) GROUP BY ALL ORDER BY ALL
@@ -290,6 +295,8 @@ def predict(config_path, as_of, fmt):
 
 
 def _print_predict(report: dict) -> None:
+    from segmentation.fitnotes import beyond_horizon_line
+
     bg, gg = report.get("bgnbd") or {}, report.get("gamma_gamma") or {}
     if report.get("reason"):
         out.print(f"[yellow]Models not fitted:[/] {report['reason']}")
@@ -298,6 +305,9 @@ def _print_predict(report: dict) -> None:
                   f"b={bg['b']:.4f} log-likelihood={bg['log_likelihood']:.2f}")
     if gg.get("p") is not None:
         out.print(f"Gamma-Gamma: p={gg['p']:.4f} q={gg['q']:.4f} gamma={gg['gamma']:.4f}")
+    if report.get("next_order_beyond_horizon"):
+        out.print(beyond_horizon_line(report["next_order_beyond_horizon"], report["horizon_days"]),
+                  markup=False, highlight=False)
     hold = report.get("holdout")
     if hold:
         out.print(f"Holdout: {json.dumps(hold, default=str)}")

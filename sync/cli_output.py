@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Sequence
 
+import click
 from rich.table import Table
+from rich.text import Text
 
 from .plan import Plan
 
 
 def print_plans(plans: Sequence[Plan], console, title: str = "Plan (dry run: nothing was written)") -> None:
+    """The plan table (destination × tag, then fields, contacts and the new contacts by status) and the notes.
+    Warnings are the caller's to print (:func:`print_warnings`), on stderr."""
     table = Table(title=title)
     for col, justify in (("Destination", "left"), ("Tag / list", "left"), ("+added", "right"),
                          ("−removed", "right"), ("~updated", "right"), ("new", "right"), ("skipped", "right")):
@@ -17,13 +21,29 @@ def print_plans(plans: Sequence[Plan], console, title: str = "Plan (dry run: not
     totals = {"added": 0, "removed": 0, "updated": 0, "new": 0, "skipped": 0}
     for plan in plans:
         for row in plan.rows():
-            table.add_row(row["destination"], row["target"], str(row["added"]), str(row["removed"]),
+            table.add_row(Text(row["destination"]), Text(row["target"]), str(row["added"]), str(row["removed"]),
                           str(row["updated"]), str(row["new"]), str(row["skipped"]))
             for k in totals:
                 totals[k] += row[k]
+        _add_new_by_status(table, plan)
     table.add_row("Total", "", *(str(totals[k]) for k in ("added", "removed", "updated", "new", "skipped")),
                   style="bold")
     console.print(table)
     for plan in plans:
         for note in plan.notes:
-            console.print(f"{plan.destination}: {note}")
+            console.print(f"{plan.destination}: {note}", markup=False, highlight=False)
+
+
+def _add_new_by_status(table: Table, plan: Plan) -> None:
+    """Under the (contacts) row: the new contacts split by the status they will get (non-zero ones only);
+    contacts left out for want of consent go in the skipped column."""
+    for status, n in plan.new_by_status().items():
+        if n:
+            new, skipped = ("", str(n)) if status == "skipped" else (str(n), "")
+            table.add_row("", f"  new → {status}", "", "", "", new, skipped, style="dim")
+
+
+def print_warnings(lines: Iterable[str]) -> None:
+    """One ``warning: ...`` line per warning on stderr, printed literally (user text may hold ``[brackets]``)."""
+    for line in lines:
+        click.echo("warning: " + " ".join(str(line).split("\n")), err=True)

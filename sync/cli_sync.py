@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from .cli_output import print_plans
+from .cli_output import print_plans, print_warnings
 from .errors import ConfigError, DestinationError
 
 config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
@@ -101,10 +101,11 @@ def _predictive(cfg, destinations):
     return _needs_predictions(cfg, destinations)
 
 
-def _emit_plans(planned, fmt, output, as_of, title=None):
+def _emit_plans(planned, fmt, output, as_of, title=None, warnings=()):
     from .engine import plan_document
 
-    doc = plan_document(planned, as_of)
+    doc = plan_document(planned, as_of, warnings=warnings)
+    print_warnings(doc["warnings"])
     if output:
         Path(output).write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
     if fmt == "json":
@@ -128,10 +129,10 @@ def plan(config_path, destinations, as_of, fmt, output, full_refresh):
     as_of = as_of.date() if as_of else date.today()
     ledger = _existing_ledger(cfg, settings)
     try:
-        _, planned = _plan(cfg, settings, ledger, destinations, as_of, full_refresh=full_refresh)
+        run, planned = _plan(cfg, settings, ledger, destinations, as_of, full_refresh=full_refresh)
     finally:
         ledger.close()
-    _emit_plans(planned, fmt, output, as_of)
+    _emit_plans(planned, fmt, output, as_of, warnings=run.warnings)
 
 
 @click.command()
@@ -184,10 +185,10 @@ def sync_cmd(config_path, destinations, as_of, dry_run, full_refresh, reconcile,
     if dry_run:
         ledger = _existing_ledger(cfg, settings)
         try:
-            _, planned = _plan(cfg, settings, ledger, destinations, as_of_d, full_refresh, reconcile)
+            run, planned = _plan(cfg, settings, ledger, destinations, as_of_d, full_refresh, reconcile)
         finally:
             ledger.close()
-        _emit_plans(planned, "table", None, as_of_d)
+        _emit_plans(planned, "table", None, as_of_d, warnings=run.warnings)
         return
     ledger = open_ledger(cfg, settings)
     try:
@@ -197,6 +198,7 @@ def sync_cmd(config_path, destinations, as_of, dry_run, full_refresh, reconcile,
                                reconcile=reconcile, remote=True, require_remote=True)
         finally:
             run.close()
+        print_warnings([*run.warnings, *(f"{p.plan.destination}: {w}" for p in planned for w in p.plan.warnings)])
         reports = [execute_plan(p.plan, p.client, ledger) for p in planned]
     finally:
         ledger.close()

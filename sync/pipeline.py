@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 BASE_COLUMNS = ["customer_id", "email", "phone", "recency_days", "frequency", "monetary", "r", "f", "m", "rfm",
                 "segment"]
-PREDICTION_COLUMNS = ["p_alive", "expected_purchases", "churn_risk", "clv", "next_order_date"]
+PREDICTION_COLUMNS = ["p_alive", "expected_purchases", "churn_risk", "clv", "next_order_date", "next_order_reason"]
 
 
 def build_source(cfg: Config, settings: Settings | None = None) -> Source:
@@ -111,6 +111,7 @@ class SegmentsRun:
         out = self.result.to_json(bad_rows=self.bad_row_count)
         if self.pull is not None and self.pull.identity is not None:  # one customer per person (file sources)
             out["identity"] = self.pull.identity.to_json()
+        out["warnings"] = list(self.warnings)
         return out
 
     def close(self) -> None:
@@ -210,7 +211,26 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
         report = predict_customers(con, as_of, pcfg, timezone=cfg.timezone)
         extra = "customer_predictions"
     result = run_segmentation(con, seg_cfg, as_of, cfg.timezone, extra_fields=extra, with_boundary=boundary)
-    return SegmentsRun(con=con, result=result, pull=pull, config=cfg, predictions=report)
+    warnings = [w for w in [stale_warning(con, as_of, cfg.timezone, cfg.guards.stale_days)] if w]
+    warnings += list(report.warnings) if report is not None else []
+    return SegmentsRun(con=con, result=result, pull=pull, config=cfg, predictions=report, warnings=warnings)
+
+
+def stale_warning(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str, stale_days: int) -> str | None:
+    """A warning when the newest order (any status) on or before the local day ``as_of`` is more than
+    ``stale_days`` days older than ``as_of`` (``[guards] stale_days``; 0 turns it off): the data are an old
+    export scored as of today, so every customer looks that much less recent. One aggregate in DuckDB."""
+    if stale_days <= 0:
+        return None
+    newest = con.execute("""SELECT CAST(max(ordered_at) AT TIME ZONE $tz AS DATE) FROM orders
+                             WHERE ordered_at < CAST($as_of::DATE + 1 AS TIMESTAMP) AT TIME ZONE $tz""",
+                         {"tz": timezone, "as_of": as_of}).fetchall()[0][0]
+    if newest is None or (as_of - newest).days <= stale_days:
+        return None
+    age = (as_of - newest).days
+    return (f"stale data: the newest order is {age} days old ({newest}) but the segments are computed as of "
+            f"{as_of}, so every customer looks {age} days less recent than they are; if this is an old export, "
+            f"run with --as-of {newest} ([guards] stale_days = {stale_days})")
 
 
 def customers_relation(run: SegmentsRun) -> duckdb.DuckDBPyRelation:

@@ -112,6 +112,10 @@ def desired_contacts(rows: Iterable[Mapping[str, Any]], dest: DestinationConfig
     return list(desired.values()), skipped
 
 
+NO_CONSENT_SKIP = "no marketing consent (new_contacts = skip)"
+NEW_STATUSES = ("subscribed", "transactional", "pending", "skipped")
+
+
 def status_for_new(consent: str, new_contacts: str) -> str | None:
     """The ESP status a contact gets if it has to be created; None → do not create (skip).
 
@@ -166,12 +170,23 @@ class Plan:
         rows = self.rows()
         return {k: sum(r[k] for r in rows) for k in ("added", "removed", "updated", "new", "skipped")}
 
+    def new_by_status(self) -> dict[str, int]:
+        """Contacts this plan creates, by the status they get; ``skipped``: new contacts left out for want of
+        consent (``new_contacts = "skip"``). Invalid addresses are not new contacts and are not counted."""
+        out = dict.fromkeys(NEW_STATUSES, 0)
+        for c in self.changes:
+            if c.create and c.status_if_new in out:
+                out[c.status_if_new] += 1
+        out["skipped"] = sum(s.reason == NO_CONSENT_SKIP for s in self.skipped)
+        return out
+
     def to_json(self) -> dict:
         return {
             "destination": self.destination, "type": self.type, "ledger_revision": self.ledger_revision,
             "remote_checked": self.remote_checked, "notes": list(self.notes), "warnings": list(self.warnings),
             "managed_tags": list(self.managed_tags), "fields": dict(self.fields),
-            "summary": self.rows(), "totals": self.totals(),
+            "summary": self.rows(), "totals": self.totals() | {"new_by_status": self.new_by_status()},
+            "new_by_status": self.new_by_status(),
             "changes": [_change_json(c) for c in self.changes],
             "skipped": [asdict(s) for s in self.skipped],
         }
@@ -216,8 +231,10 @@ def plan_destination(dest: DestinationConfig, desired: Iterable[DesiredContact],
     changes: list[ContactChange] = []
     skips = list(skipped)
     seen: set[str] = set()
+    consents: set[str] = set()
     for d in desired:
         seen.add(d.key)
+        consents.add(d.consent)
         prev = last.get(d.key)
         exists = (prev is not None and prev.exists) or (existing is not None and d.key in existing)
         prev_tags = prev.tags & managed if prev else frozenset()
@@ -226,7 +243,7 @@ def plan_destination(dest: DestinationConfig, desired: Iterable[DesiredContact],
         if not exists:
             status = status_for_new(d.consent, dest.new_contacts)
             if status is None:
-                skips.append(Skip(d.key, d.customer_id, d.segment, "no marketing consent (new_contacts = skip)"))
+                skips.append(Skip(d.key, d.customer_id, d.segment, NO_CONSENT_SKIP))
                 continue
         add = d.tags if full_refresh else d.tags - prev_tags
         remove = prev_tags - d.tags
@@ -244,9 +261,27 @@ def plan_destination(dest: DestinationConfig, desired: Iterable[DesiredContact],
             changes.append(ContactChange(key=key, email=key, customer_id=prev.customer_id or "", segment="",
                                          create=False, status_if_new=None, remove_tags=frozenset(remove)))
     changes.sort(key=lambda c: c.key)
+    creates = sum(c.create for c in changes)
+    warning = consent_warning(dest, consents, creates)
     return Plan(destination=dest.name, type=dest.type, changes=tuple(changes), skipped=tuple(skips),
                 managed_tags=tuple(sorted(managed)), fields=dict(dest.fields), ledger_revision=revision,
-                remote_checked=remote_checked, notes=tuple(notes))
+                remote_checked=remote_checked, notes=tuple(notes), warnings=(warning,) if warning else ())
+
+
+def consent_warning(dest: DestinationConfig, consents: set[str], creates: int) -> str | None:
+    """A warning when the destination would create contacts (``creates`` > 0, or ``new_contacts`` is not
+    ``skip``) and the source gives no marketing consent for any of its contacts: a file source that maps no
+    ``marketing_consent`` column, a CRM without a consent field (amoCRM), or a mapped column that is empty
+    throughout. Every new contact then gets the status of an ``unknown`` consent."""
+    if not consents or consents != {"unknown"} or (creates == 0 and dest.new_contacts == "skip"):
+        return None
+    status = status_for_new("unknown", dest.new_contacts or "skip") or "skipped"
+    asked = f" (not {dest.new_contacts}: nobody is subscribed without consent)" \
+        if dest.new_contacts == "subscribed" else ""
+    return (f"no consent column: the source gives no marketing_consent for any contact, so the {creates} contacts "
+            f"this plan creates get status {status}{asked}, and so will every new contact later; map "
+            f"marketing_consent in [source.columns] (or use a CRM field that carries consent) so those who agreed "
+            f"are subscribed")
 
 
 def apply_results_to_state(state: dict[str, PushedState], changes: Mapping[str, ContactChange],

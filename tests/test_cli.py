@@ -115,7 +115,7 @@ def test_customers_file_gains_predictions_and_rules_can_use_them(shop, tmp_path)
     out = tmp_path / "c.parquet"
     run("segments", "--config", str(shop), "--as-of", AS_OF, "--customers", "-o", str(out))
     cols = [r[0] for r in duckdb.connect().execute(f"DESCRIBE SELECT * FROM read_parquet('{out}')").fetchall()]
-    assert cols[11:] == ["p_alive", "expected_purchases", "churn_risk", "clv", "next_order_date"]
+    assert cols[11:] == ["p_alive", "expected_purchases", "churn_risk", "clv", "next_order_date", "next_order_reason"]
     cfg = tmp_path / "rules.toml"
     cfg.write_text(shop.read_text(encoding="utf-8").replace(
         '[segmentation]\npreset = "tracks"',

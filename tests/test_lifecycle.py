@@ -146,7 +146,8 @@ def test_next_order_date_and_reorder_due():
     report = P.predict_customers(con, AS_OF, cfg)
     assert report.bgnbd is not None, report.reason
     got = {r[0]: r[1:] for r in con.execute(
-        "SELECT customer_id, next_order_date, reorder_due, p_alive FROM customer_predictions").fetchall()}
+        "SELECT customer_id, next_order_date, reorder_due, p_alive, next_order_reason FROM customer_predictions"
+    ).fetchall()}
     assert got["a"][:2] == (date(2024, 7, 10), False)
     assert got["b"][:2] == (date(2024, 7, 5), False)
     assert got["c"][:2] == (date(2024, 1, 10), True)
@@ -161,7 +162,12 @@ def test_next_order_date_and_reorder_due():
     d = ids.index("d")
     assert alive[d] > 0.5 and got["d"][0] == AS_OF + timedelta(days=int(np.ceil(weeks[d] * 7)))
     gaps = dict(con.execute("SELECT customer_id, gaps FROM customer_lifecycle").fetchall())
-    for i, cid in enumerate(ids):  # model fallback: NULL exactly where P(alive) <= 0.5
+    days = np.ceil(weeks * 7)
+    for i, cid in enumerate(ids):  # model fallback: NULL exactly where P(alive) <= 0.5 or beyond horizon_days
         if gaps[cid] < 2:
-            assert (got[cid][0] is None) == (alive[i] <= 0.5), cid
+            beyond = alive[i] > 0.5 and days[i] > cfg.horizon_days
+            assert (got[cid][0] is None) == (alive[i] <= 0.5 or beyond), cid
+            assert got[cid][3] == ("unlikely" if alive[i] <= 0.5 else "beyond_horizon" if beyond else None), cid
+        else:
+            assert got[cid][0] is not None and got[cid][3] is None, cid
     assert any(got[c][0] is None for c in ids) and any(got[c][0] is not None and gaps[c] < 2 for c in ids)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import warnings
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -230,7 +230,8 @@ def test_predict_customers_on_cdnow_with_holdout(cdnow):
     cols = dict(cdnow.execute("SELECT column_name, column_type FROM (DESCRIBE customer_predictions)").fetchall())
     assert list(cols) == ["customer_id", "p_alive", "expected_purchases", "churn_probability", "churn_risk",
                           "expected_aov", "clv", "next_order_date", "reorder_due", "avg_days_between_orders",
-                          "discount_share", "discount_hunter", "favourite_category", "favourite_brand"]
+                          "discount_share", "discount_hunter", "favourite_category", "favourite_brand",
+                          "next_order_reason"]
     assert cols["next_order_date"] == "DATE" and cols["reorder_due"] == "BOOLEAN"
     n, nulls, lo, hi = cdnow.execute("""SELECT count(*), count(*) - count(p_alive), min(churn_probability),
                                         max(churn_probability) FROM customer_predictions""").fetchall()[0]
@@ -249,11 +250,12 @@ def test_predict_customers_on_cdnow_with_holdout(cdnow):
 
 
 def _synthetic_shop(n: int, repeat: bool = True, days: int = 400, currencies=("EUR",),
-                    as_of: date = date(2025, 2, 4)) -> duckdb.DuckDBPyConnection:
-    """A shop whose customers follow BG/NBD; first orders spread over the last ``days`` days."""
+                    as_of: date = date(2025, 2, 4), params=(0.8, 4.0, 0.8, 2.5)) -> duckdb.DuckDBPyConnection:
+    """A shop whose customers follow BG/NBD (``params`` r, α per week, a, b); first orders spread over the last
+    ``days`` days."""
     rng = np.random.default_rng(3)
     age = rng.integers(0, days, n)
-    x, tx = simulate_bgnbd(0.8, 4.0, 0.8, 2.5, age / 7, rng)
+    x, tx = simulate_bgnbd(*params, age / 7, rng)
     if not repeat:
         x[:] = 0
     cust = np.repeat(np.arange(n), x + 1)
@@ -348,3 +350,74 @@ def test_distinct_triples_rebuild_every_row_from_distinct_ones():
     np.testing.assert_array_equal(uT[inv], T)
     keys = list(zip(ux, utx, uT))
     assert len(set(k for k in keys if not np.isnan(k[2]))) == sum(1 for k in keys if not np.isnan(k[2]))
+
+
+# --------------------------------------------------------------------------- next_order_date horizon, warnings
+
+def test_model_next_order_date_beyond_horizon_is_null_on_cdnow(cdnow):
+    """The issue's numbers: as of 1997-09-30, 1 598 of 2 357 customers got a model date more than a year ahead
+    (every one-time buyer, P(alive) = 1); with horizon_days = 365 they are NULL, P(alive) etc. unchanged."""
+    report = P.predict_customers(cdnow, CAL_END, P.PredictConfig(holdout_days=0, horizon_days=365))
+    assert report.next_order_beyond_horizon == 1598 and report.to_json()["next_order_beyond_horizon"] == 1598
+    assert report.warnings == ()  # a documented rule, not a warning: the reason is in the column
+    rows = cdnow.execute("""SELECT count(*), count(*) FILTER (WHERE next_order_reason = 'beyond_horizon'),
+                                   count(*) FILTER (WHERE next_order_date > DATE '1997-09-30' + 365),
+                                   count(*) FILTER (WHERE l.purchase_days = 1 AND next_order_date IS NOT NULL),
+                                   count(*) FILTER (WHERE next_order_date IS NULL AND next_order_reason IS NULL)
+                            FROM customer_predictions JOIN customer_lifecycle l USING (customer_id)""").fetchall()
+    assert rows == [(2357, 1598, 0, 0, 0)]
+    s = btyd_summary(cdnow, CAL_END, "UTC", "weeks")
+    alive = cdnow.sql("SELECT p_alive FROM customer_predictions ORDER BY customer_id").fetchnumpy()["p_alive"]
+    np.testing.assert_allclose(alive, P.p_alive(report.bgnbd, s.frequency, s.recency, s.T), atol=1e-12)
+    assert (report.bgnbd.r, report.bgnbd.a) == pytest.approx((0.2426, 0.7929), abs=6e-5)
+
+
+def test_one_time_buyers_get_no_next_order_date_repeat_buyers_with_a_short_cycle_keep_it():
+    as_of = date(2025, 2, 4)
+    con = _synthetic_shop(600, as_of=as_of, params=(0.25, 4.4, 0.8, 2.4))  # CDNOW-like: most buy once
+    extra = [("one-a", as_of - timedelta(days=1)), ("one-b", as_of - timedelta(days=30)),
+             ("short", as_of - timedelta(days=14)), ("short", as_of - timedelta(days=7)),  # one gap of 7 days
+             ("gaps", as_of - timedelta(days=402)), ("gaps", as_of - timedelta(days=202)),  # own median gap: 200
+             ("gaps", as_of - timedelta(days=2))]
+    con.executemany("INSERT INTO orders VALUES (?, ?, ?::TIMESTAMPTZ, 20, 'EUR', 'completed', NULL)",
+                    [(f"x{i}", cid, day) for i, (cid, day) in enumerate(extra)])
+    report = P.predict_customers(con, as_of, P.PredictConfig(holdout_days=0))
+    assert report.bgnbd is not None
+    got = {r[0]: r[1:] for r in con.execute("""SELECT customer_id, next_order_date, next_order_reason, p_alive
+        FROM customer_predictions WHERE customer_id IN ('one-a', 'one-b', 'short', 'gaps')""").fetchall()}
+    for one in ("one-a", "one-b"):
+        assert got[one][0] is None and got[one][1] == "beyond_horizon" and got[one][2] == 1.0
+    assert got["short"][1] is None and as_of < got["short"][0] <= as_of + timedelta(days=90)
+    assert got["gaps"][:2] == (as_of - timedelta(days=2) + timedelta(days=200), None)  # not model-based: kept
+    assert report.next_order_beyond_horizon >= 2
+    # the rule, not the model, is what empties them: with a longer horizon they get their (far) model date
+    P.predict_customers(con, as_of, P.PredictConfig(holdout_days=0, horizon_days=100_000))
+    far = con.execute("SELECT next_order_date FROM customer_predictions WHERE customer_id = 'one-a'").fetchall()
+    assert far[0][0] is not None and far[0][0] > as_of + timedelta(days=90)
+
+
+def test_unfitted_models_give_a_plain_warning_with_what_to_change():
+    one_time = P.predict_customers(_synthetic_shop(80, repeat=False), date(2025, 2, 4), P.PredictConfig())
+    [line] = one_time.warnings
+    assert "only 0 repeat customers (need 10); no repeat buyers: the models learn from customers who bought " \
+           "twice; export a longer history or lower [predict] min_repeat_customers (now 10)" in line
+    assert one_time.to_json()["warnings"] == [line]
+    few = P.predict_customers(_synthetic_shop(12), date(2025, 2, 4), P.PredictConfig())
+    assert "too few customers to learn from" in few.warnings[0] and "min_customers (now 50)" in few.warnings[0]
+    currencies = P.predict_customers(_synthetic_shop(200, currencies=("EUR", "USD")), date(2025, 2, 4),
+                                     P.PredictConfig())
+    assert currencies.warnings == ("spend predictions not computed (expected_aov, clv stay empty): spend model needs "
+                                   "one currency, orders are in 2 (EUR, USD); the spend model adds amounts "
+                                   "together; export one currency per config (one shop per currency)",)
+    assert P.predict_customers(_synthetic_shop(200), date(2025, 2, 4), P.PredictConfig()).warnings == ()
+
+
+def test_fit_errors_map_to_advice():
+    from segmentation.fitnotes import from_fit_error
+
+    for message in ("BG/NBD optimizer did not converge: ABNORMAL", "BG/NBD parameters ran off to a boundary "
+                                                                   "(the data do not identify the model)"):
+        note = from_fit_error(message)
+        assert note.kind == "did_not_converge" and str(note) == message
+        assert "did not converge" in note.advice and 'time_unit = "days"' in note.advice
+    assert from_fit_error("Gamma-Gamma q = 0.800 ≤ 1: expected spend is undefined").kind == "spend"

@@ -1,0 +1,84 @@
+"""Plain-language notes on what the predictive models could not do, and what to change.
+
+:func:`segmentation.predictive.predict_customers` turns each :class:`Unfitted` into one warning line for the run
+(``PredictReport.warnings``): which fields stay empty, why in plain words, and which export or ``[predict]``
+setting to change. ``str()`` of an :class:`Unfitted` is the short reason kept in ``PredictReport.reason``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MODEL_FIELDS = "p_alive, expected_purchases, churn_probability, churn_risk, expected_aov, clv"
+SPEND_FIELDS = "expected_aov, clv"
+
+
+@dataclass(frozen=True)
+class Unfitted:
+    """Why a model was not fitted (``reason``, one line) and what the user can change (``advice``)."""
+
+    reason: str
+    advice: str
+    kind: str = "fit"  # too_few_customers, short_history, no_repeat_buyers, did_not_converge, currency, spend
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+def too_few_customers(n: int, need: int) -> Unfitted:
+    return Unfitted(f"only {n} customers with a completed order (need {need})",
+                    f"too few customers to learn from; export more of the shop's history or lower [predict] "
+                    f"min_customers (now {need})", "too_few_customers")
+
+
+def short_history(days: int, need: int) -> Unfitted:
+    return Unfitted(f"only {days} days of order history (need {need})",
+                    f"too little history; export at least {need} days of orders or lower [predict] "
+                    f"min_history_days (now {need})", "short_history")
+
+
+def few_repeat_buyers(n: int, need: int, what: str = "repeat customers") -> Unfitted:
+    plain = "no repeat buyers" if n == 0 else f"too few repeat buyers ({n})"
+    return Unfitted(f"only {n} {what} (need {need})",
+                    f"{plain}: the models learn from customers who bought twice; export a longer history or lower "
+                    f"[predict] min_repeat_customers (now {need})", "no_repeat_buyers")
+
+
+def from_fit_error(message: str) -> Unfitted:
+    """A :class:`~segmentation.predictive.FitError` raised by an optimizer or a consistency check."""
+    if "converge" in message or "boundary" in message:
+        return Unfitted(message, "the model did not converge on this data; export a longer history (more repeat "
+                                 "purchases), or try [predict] time_unit = \"days\" instead of \"weeks\" (or back)",
+                        "did_not_converge")
+    if "q = " in message:
+        return Unfitted(message, "a few very large orders dominate the spend; check the export for wrong amounts "
+                                 "(e.g. a total typed into the price) or exclude wholesale orders", "spend")
+    if "repeat buyer" in message:
+        return few_repeat_buyers(0, 2)
+    return Unfitted(message, "check the export's dates and statuses (only completed orders count)", "fit")
+
+
+def several_currencies(n: int, names: str) -> Unfitted:
+    return Unfitted(f"spend model needs one currency, orders are in {n} ({names})",
+                    "the spend model adds amounts together; export one currency per config (one shop per "
+                    "currency)", "currency")
+
+
+def warning_lines(bgnbd: Unfitted | None, gamma_gamma: Unfitted | None, non_finite: int) -> list[str]:
+    """The run's warnings about predictions, one line each."""
+    out = []
+    if bgnbd is not None:
+        out.append(f"predictions not computed ({MODEL_FIELDS} and the model-based next_order_date stay empty): "
+                   f"{bgnbd.reason}; {bgnbd.advice}")
+    elif gamma_gamma is not None:
+        out.append(f"spend predictions not computed ({SPEND_FIELDS} stay empty): {gamma_gamma.reason}; "
+                   f"{gamma_gamma.advice}")
+    if non_finite:
+        out.append(f"{non_finite} customers got no predictions (the model's numbers overflowed for them); "
+                   f"try [predict] time_unit = \"days\" instead of \"weeks\" (or back)")
+    return out
+
+
+def beyond_horizon_line(n: int, horizon_days: int) -> str:
+    return (f"{n} customers have no next_order_date: predicted beyond horizon_days ({horizon_days} days ahead; "
+            f"mostly one-time buyers, whom the model cannot time); raise [predict] horizon_days to keep later dates")
