@@ -121,3 +121,10 @@ def plan_stats(plan, state: Mapping[str, PushedState]) -> PlanStats:
                                   for k, v in c.set_fields.items()):
             changed += 1
     return PlanStats(managed=managed, removed=removed, changed=changed)
+
+
+def check_source_lines(g: GuardsConfig, orders: int, bad_rows: int) -> list[str]:
+    """What ``rfmsync check`` reports (exit 3) so that ``rfmsync check && rfmsync sync`` stops early: the data
+    guards a read of ``orders`` valid orders and ``bad_rows`` bad rows trips. (``max_customer_drop_pct`` needs
+    the segmented customers and the ledger: ``sync`` checks it.)"""
+    return data_lines(g, DataStats(orders=orders, rows=orders, bad_rows=bad_rows))
