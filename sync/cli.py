@@ -219,6 +219,11 @@ def check(config_path, limit, strict):
         out.print(f"  … and {result.bad_row_count - limit} more")
     if strict and result.bad_row_count:
         raise DataError(f"{result.bad_row_count} bad rows")
+    from .guards import check_source_lines  # a sync would be refused: stop `check && sync` here
+
+    guard_lines = check_source_lines(cfg.guards, result.orders, result.bad_row_count)
+    if guard_lines:
+        raise DataError("\n".join(guard_lines))
 
 
 @main.command()

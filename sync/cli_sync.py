@@ -84,13 +84,19 @@ def _progress():
 
 
 def _plan(cfg, settings, ledger, destinations, as_of, full_refresh=False, reconcile=False, remote=True):
-    from .engine import plan_all
+    """Segment and plan without writing anything; returns (planned, warnings, data counts)."""
+    from .engine import _destinations, plan_all, run_stats
     from .pipeline import compute_segments
+    from .runner import guard_warnings, require_destinations
 
+    require_destinations(cfg)
     run = compute_segments(cfg, as_of, predict=_predictive(cfg, destinations))
     try:
-        return run, plan_all(cfg, run, ledger, settings, destinations=destinations, full_refresh=full_refresh,
-                             reconcile=reconcile, remote=remote)
+        stats = run_stats(run)
+        names = [d.name for d in _destinations(cfg, destinations)]
+        warnings = [*run.warnings, *guard_warnings(cfg, ledger, stats, names)]
+        return plan_all(cfg, run, ledger, settings, destinations=destinations, full_refresh=full_refresh,
+                        reconcile=reconcile, remote=remote), warnings, {**stats.counts(), "rows": stats.rows}
     finally:
         run.close()
 
@@ -101,19 +107,25 @@ def _predictive(cfg, destinations):
     return _needs_predictions(cfg, destinations)
 
 
-def _emit_plans(planned, fmt, output, as_of, title=None, warnings=()):
+def _emit_plans(planned, fmt, output, as_of, title=None, warnings=(), data=None):
     from .engine import plan_document
 
-    doc = plan_document(planned, as_of, warnings=warnings)
-    print_warnings(doc["warnings"])
+    doc = plan_document(planned, as_of, warnings, data=data)
     if output:
         Path(output).write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
     if fmt == "json":
         click.echo(json.dumps(doc, ensure_ascii=False, indent=1))
     else:
+        print_warnings(doc["warnings"])  # the guard lines a sync would be refused with, and other warnings
         print_plans([p.plan for p in planned], _console(), **({"title": title} if title else {}))
         if output:
-            _console().print(f"plan saved to {output}: apply it with `rfmsync apply {output}`")
+            _console().print(f"plan saved to {output}: apply it with `rfmsync apply {output}`",
+                             markup=False, highlight=False)
+
+
+mass_change_option = click.option(
+    "--allow-mass-change", is_flag=True,
+    help="Override the plan guards (max_removal_pct, max_change_pct) for this run; the data guards still hold.")
 
 
 @click.command()
@@ -124,29 +136,40 @@ def _emit_plans(planned, fmt, output, as_of, title=None, warnings=()):
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Save the plan as JSON.")
 @click.option("--full-refresh", is_flag=True, help="Plan to push every field and tag again.")
 def plan(config_path, destinations, as_of, fmt, output, full_refresh):
-    """Dry run: show what a sync would change per destination; writes nothing anywhere."""
+    """Dry run: show what a sync would change per destination; writes nothing anywhere.
+
+    A guard that would refuse the sync is printed as a warning (`warnings` in --format json); exit 0."""
+    from .resync import today_in
+
     cfg, settings = _ctx(config_path)
-    as_of = as_of.date() if as_of else date.today()
+    as_of = as_of.date() if as_of else today_in(cfg.timezone)
     ledger = _existing_ledger(cfg, settings)
     try:
-        run, planned = _plan(cfg, settings, ledger, destinations, as_of, full_refresh=full_refresh)
+        planned, warnings, data = _plan(cfg, settings, ledger, destinations, as_of, full_refresh=full_refresh)
     finally:
         ledger.close()
-    _emit_plans(planned, fmt, output, as_of, warnings=run.warnings)
+    _emit_plans(planned, fmt, output, as_of, warnings=warnings, data=data)
 
 
 @click.command()
 @config_option
+@mass_change_option
 @click.argument("plan_file", type=click.Path(exists=True, dir_okay=False))
-def apply(config_path, plan_file):
-    """Apply exactly a saved plan (refused if the ledger changed since it was made)."""
-    from .engine import apply_saved, load_plan_document, open_ledger
+def apply(config_path, allow_mass_change, plan_file):
+    """Apply exactly a saved plan (refused if the ledger changed since it was made, exit 5).
+
+    The guards are checked again first (exit 6): the data guards on the counts saved in the plan, the plan
+    guards against the ledger as it is now."""
+    from .engine import load_plan_file, open_ledger
+    from .runner import apply_saved, require_destinations
 
     cfg, settings = _ctx(config_path)
-    plans = load_plan_document(plan_file)
+    require_destinations(cfg)
+    saved = load_plan_file(plan_file)
     ledger = open_ledger(cfg, settings)
     try:
-        reports = apply_saved(cfg, plans, ledger, settings)
+        reports = apply_saved(cfg, saved.plans, ledger, settings, data=saved.data,
+                              allow_mass_change=allow_mass_change)
     finally:
         ledger.close()
     _report(reports)
@@ -176,30 +199,32 @@ def _report(reports) -> None:
 @click.option("--full-refresh", is_flag=True, help="Push every field and tag again, whatever the ledger says.")
 @click.option("--reconcile", is_flag=True, help="Read managed tags/lists from the ESP and repair drift.")
 @click.option("--full", "full_pull", is_flag=True, help="Pull the whole history, ignoring the source cursor.")
-def sync_cmd(config_path, destinations, as_of, dry_run, full_refresh, reconcile, full_pull):
-    """Pull → segment → plan → apply → record, for every (or the named) destination."""
-    from .engine import execute_plan, open_ledger, plan_all, segments_from_store
+@mass_change_option
+def sync_cmd(config_path, destinations, as_of, dry_run, full_refresh, reconcile, full_pull, allow_mass_change):
+    """Pull → segment → plan → guards → apply → record, for every (or the named) destination.
+
+    A guard that trips stops the run before any ESP write: exit 6, one line per guard, the run recorded as
+    `refused` (see README "Safety")."""
+    from .engine import open_ledger
+    from .resync import today_in
+    from .runner import full_sync, require_destinations
 
     cfg, settings = _ctx(config_path)
-    as_of_d = as_of.date() if as_of else date.today()
+    require_destinations(cfg)
+    as_of_d = as_of.date() if as_of else today_in(cfg.timezone)
     if dry_run:
         ledger = _existing_ledger(cfg, settings)
         try:
-            run, planned = _plan(cfg, settings, ledger, destinations, as_of_d, full_refresh, reconcile)
+            planned, warnings, data = _plan(cfg, settings, ledger, destinations, as_of_d, full_refresh, reconcile)
         finally:
             ledger.close()
-        _emit_plans(planned, "table", None, as_of_d, warnings=run.warnings)
+        _emit_plans(planned, "table", None, as_of_d, warnings=warnings, data=data)
         return
     ledger = open_ledger(cfg, settings)
     try:
-        run = segments_from_store(cfg, ledger, settings, as_of=as_of_d, destinations=destinations)
-        try:
-            planned = plan_all(cfg, run, ledger, settings, destinations=destinations, full_refresh=full_refresh,
-                               reconcile=reconcile, remote=True, require_remote=True)
-        finally:
-            run.close()
-        print_warnings([*run.warnings, *(f"{p.plan.destination}: {w}" for p in planned for w in p.plan.warnings)])
-        reports = [execute_plan(p.plan, p.client, ledger) for p in planned]
+        reports = full_sync(cfg, ledger, settings, destinations=destinations, as_of=as_of_d,
+                            allow_mass_change=allow_mass_change, full_refresh=full_refresh, reconcile=reconcile,
+                            full_pull=full_pull, on_warnings=print_warnings)
     finally:
         ledger.close()
     _report(reports)

@@ -11,15 +11,15 @@ import json
 import logging
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import duckdb
 
 from .config import Config, DestinationConfig
-from .errors import ConfigError, LockBusyError, PlanStaleError
+from .errors import ConfigError, GuardRefusedError, LockBusyError
 from .ledger import Ledger
 from .ledger_queue import owner_process_gone
 from .model import Destination, ItemResult, PushedState
@@ -98,6 +98,11 @@ def _destinations(cfg: Config, names: Iterable[str] | None) -> list[DestinationC
 class PlannedDestination:
     plan: Plan
     client: Destination | None
+    #: the plan guards this plan trips against the ledger it was made from (also in ``plan.warnings``)
+    guard_lines: tuple[str, ...] = ()
+    #: plan this destination again from the same segments against the ledger as it is now (sync re-plans
+    #: under the destination's lock when another run moved the ledger while it waited)
+    replan: Callable[[], "PlannedDestination"] | None = None
 
 
 def plan_all(cfg: Config, run: SegmentsRun, ledger: Ledger, settings: Settings, *,
@@ -109,22 +114,34 @@ def plan_all(cfg: Config, run: SegmentsRun, ledger: Ledger, settings: Settings, 
     for dest in _destinations(cfg, destinations):
         check_fields(dest)
         client = make_destination(dest, settings, required=require_remote) if remote else None
-        notes = []
-        desired, invalid = desired_contacts(rows, dest)
-        last = ledger.load_state(dest.name)
-        existing = None
-        if client is not None:
-            if reconcile:
-                last = _reconciled(last, client.read_managed(all_managed(dest)), all_managed(dest))
-            if dest.new_contacts == "skip" and hasattr(client, "existing_members"):
-                existing = client.existing_members([d.key for d in desired])
-        else:
-            notes.append("planned against the ledger alone (no credentials set): the ESP was not read")
-        plan = plan_destination(dest, desired, last, revision=ledger.state_revision(dest.name), existing=existing,
-                                full_refresh=full_refresh, skipped=invalid, remote_checked=client is not None,
-                                notes=notes)
-        out.append(PlannedDestination(plan, client))
+        out.append(_plan_one(cfg, dest, rows, ledger, client, full_refresh=full_refresh, reconcile=reconcile))
     return out
+
+
+def _plan_one(cfg: Config, dest: DestinationConfig, rows: list[dict[str, Any]], ledger: Ledger,
+              client: Destination | None, *, full_refresh: bool, reconcile: bool) -> PlannedDestination:
+    from .guards import plan_lines, plan_stats
+
+    notes = []
+    desired, invalid = desired_contacts(rows, dest)
+    revision = ledger.state_revision(dest.name)  # read before the state: a later write only makes it stale
+    state = last = ledger.load_state(dest.name)
+    existing = None
+    if client is not None:
+        if reconcile:
+            last = _reconciled(last, client.read_managed(all_managed(dest)), all_managed(dest))
+        if dest.new_contacts == "skip" and hasattr(client, "existing_members"):
+            existing = client.existing_members([d.key for d in desired])
+    else:
+        notes.append("planned against the ledger alone (no credentials set): the ESP was not read")
+    plan = plan_destination(dest, desired, last, revision=revision, existing=existing,
+                            full_refresh=full_refresh, skipped=invalid, remote_checked=client is not None,
+                            notes=notes)
+    lines = tuple(plan_lines(cfg.guards, plan_stats(plan, state)))
+    if lines:
+        plan = replace(plan, warnings=(*plan.warnings, *lines))
+    return PlannedDestination(plan, client, lines, replan=lambda: _plan_one(
+        cfg, dest, rows, ledger, client, full_refresh=full_refresh, reconcile=reconcile))
 
 
 def _reconciled(last: dict[str, PushedState], actual: dict[str, set[str]], managed: Sequence[str]
@@ -172,11 +189,23 @@ class ApplyReport:
     errors: list[str] = field(default_factory=list)
 
 
-def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str = "sync") -> ApplyReport:
-    """Apply one destination's plan under its ledger lock, recording each call's outcome as it completes."""
+def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str = "sync",
+                 replan: Callable[[], Plan] | None = None, data: Mapping[str, Any] | None = None) -> ApplyReport:
+    """Apply one destination's plan under its ledger lock, recording each call's outcome as it completes.
+
+    With ``replan``: once the lock is held, a ledger revision that moved since the plan was made (another run
+    wrote this destination meanwhile) makes the plan stale; ``replan()`` gives the plan against the ledger as it
+    is now (or raises), so an operation is never sent twice and older state is never pushed back.
+    ``data``: counts of the input (orders, bad rows, customers) recorded with the run."""
     with destination_lock(ledger, f"sync:{plan.destination}"):
+        if replan is not None:
+            now = ledger.state_revision(plan.destination)
+            if now != plan.ledger_revision:
+                log.info("sync %s: the ledger moved while waiting (revision %d → %d): planning again",
+                         plan.destination, plan.ledger_revision, now)
+                plan = replan()
         run_id = ledger.start_run(kind, plan.destination)
-        counts = {"planned": len(plan.changes), "skipped": len(plan.skipped), "ok": 0, "failed": 0}
+        counts = {**(data or {}), "planned": len(plan.changes), "skipped": len(plan.skipped), "ok": 0, "failed": 0}
         errors: list[str] = []
         if plan.is_empty:
             ledger.finish_run(run_id, "succeeded", counts)
@@ -209,14 +238,29 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
 
 
 def pull_to_store(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, settings: Settings, *,
-                  full: bool = False, progress=None):
-    """Pull the source into the order store; the cursor is saved only after the store merge succeeded."""
+                  full: bool = False, progress=None, guarded: bool = False):
+    """Pull the source into the order store; the cursor is saved only after the store merge succeeded.
+
+    ``guarded``: the data guards (``min_orders``, ``max_bad_rows_pct``) see the staged pull first; when one
+    trips, the store and the cursor are left as they were and the pull run is recorded as ``refused``."""
     source = build_source(cfg, settings)
     name = str(cfg.source.get("type", "file"))
     cursor = None if full else ledger.get_cursor(name, "all")
     run_id = ledger.start_run("pull")
+    before_merge = None
+    if guarded:
+        def before_merge(result) -> None:
+            from .guards import data_lines
+
+            stats = staged_stats(con, result)
+            lines = data_lines(cfg.guards, stats)
+            if lines:
+                ledger.finish_run(run_id, "refused", stats.counts(), error="; ".join(lines))
+                raise GuardRefusedError(lines)
     try:
-        result = pull_into(con, source, cursor, progress=progress)
+        result = pull_into(con, source, cursor, progress=progress, before_merge=before_merge)
+    except GuardRefusedError:
+        raise
     except Exception as exc:
         ledger.finish_run(run_id, "failed", {}, error=str(exc))
         raise
@@ -227,12 +271,32 @@ def pull_to_store(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, s
     return result
 
 
+def staged_stats(con: duckdb.DuckDBPyConnection, result):
+    """The data-guard numbers of a staged pull: orders the store will hold after the merge (a full refresh
+    replaces it; an incremental pull adds at most its orders), the valid and bad rows read."""
+    from .guards import DataStats
+
+    orders = result.orders
+    if not result.full_refresh:
+        orders += con.execute("SELECT count(*) FROM orders").fetchall()[0][0]
+    return DataStats(orders=orders, rows=result.orders, bad_rows=result.bad_row_count)
+
+
+def run_stats(run: SegmentsRun):
+    """The data-guard numbers of a segmented run (orders it segmented, rows read, customers)."""
+    from .guards import DataStats
+
+    orders = run.con.execute("SELECT count(*) FROM orders").fetchall()[0][0]
+    rows = run.pull.orders if run.pull is not None else orders
+    return DataStats(orders=orders, rows=rows, bad_rows=run.bad_row_count, customers=run.result.customers)
+
+
 def segments_from_store(cfg: Config, ledger: Ledger, settings: Settings, *, as_of: date | None = None,
-                        destinations: Sequence[str] | None = None, pull: bool = True, full: bool = False
-                        ) -> SegmentsRun:
+                        destinations: Sequence[str] | None = None, pull: bool = True, full: bool = False,
+                        guarded: bool = False) -> SegmentsRun:
     con = connect_store(store_path(cfg))
     try:
-        result = pull_to_store(cfg, ledger, con, settings, full=full) if pull else None
+        result = pull_to_store(cfg, ledger, con, settings, full=full, guarded=guarded) if pull else None
         run = compute_segments(cfg, as_of, con=con, settings=settings,
                                predict=_needs_predictions(cfg, destinations))
     except BaseException:
@@ -263,37 +327,40 @@ def load_cut_points(con: duckdb.DuckDBPyConnection):
     return Thresholds(**json.loads(row[0][0])) if row else None
 
 
-def plan_document(planned: Sequence[PlannedDestination], as_of: date, warnings: Sequence[str] = ()) -> dict:
+def plan_document(planned: Sequence[PlannedDestination], as_of: date, warnings: Sequence[str] = (),
+                  data: Mapping[str, Any] | None = None) -> dict:
     """The plan as JSON (``plan --format json``, ``plan -o``). ``warnings``: the run's own (stale data, ...),
-    followed by each destination plan's."""
-    return {"version": PLAN_FILE_VERSION, "created_at": datetime.now(timezone.utc).isoformat(),
-            "as_of": as_of.isoformat(),
-            "warnings": [*warnings, *(f"{p.plan.destination}: {w}" for p in planned for w in p.plan.warnings)],
-            "plans": [p.plan.to_json() for p in planned]}
+    followed by each destination plan's. ``data``: the input counts the data guards check again at apply."""
+    doc = {"version": PLAN_FILE_VERSION, "created_at": datetime.now(timezone.utc).isoformat(),
+           "as_of": as_of.isoformat(),
+           "warnings": [*warnings, *(f"{p.plan.destination}: {w}" for p in planned for w in p.plan.warnings)],
+           "plans": [p.plan.to_json() for p in planned]}
+    if data is not None:
+        doc["data"] = dict(data)
+    return doc
 
 
-def load_plan_document(path: str | os.PathLike) -> list[Plan]:
+@dataclass(frozen=True)
+class SavedPlan:
+    plans: list[Plan]
+    data: dict  # orders, bad_rows, customers of the input it was made from ({} for older files)
+
+
+def load_plan_file(path: str | os.PathLike) -> SavedPlan:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read plan file {path}: {exc}") from None
     if not isinstance(data, dict) or data.get("version") != PLAN_FILE_VERSION:
         raise ConfigError(f"{path}: not an rfmsync plan file (version {PLAN_FILE_VERSION})")
-    return [Plan.from_json(p) for p in data.get("plans", [])]
+    counts = data.get("data") or {}
+    if not isinstance(counts, dict) or not all(isinstance(v, int) for v in counts.values()):
+        raise ConfigError(f"{path}: not an rfmsync plan file (bad \"data\")")
+    return SavedPlan([Plan.from_json(p) for p in data.get("plans", [])], counts)
 
 
-def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Settings) -> list[ApplyReport]:
-    """Apply exactly a saved plan; refuse when the ledger changed since it was made."""
-    for plan in plans:
-        now = ledger.state_revision(plan.destination)
-        if now != plan.ledger_revision:
-            raise PlanStaleError(f"the ledger of destination {plan.destination!r} changed since this plan was made "
-                                 f"(revision {plan.ledger_revision} → {now}); make a new plan")
-    reports = []
-    for plan in plans:
-        client = make_destination(cfg.destination(plan.destination), settings, required=True)
-        reports.append(execute_plan(plan, client, ledger, kind="apply"))
-    return reports
+def load_plan_document(path: str | os.PathLike) -> list[Plan]:
+    return load_plan_file(path).plans
 
 
 def demo_plan(cfg: Config, run: SegmentsRun, console) -> None:

@@ -49,13 +49,15 @@ class PlanStaleError(RfmsyncError):
 
 
 class GuardRefusedError(RfmsyncError):
-    """A guard tripped: nothing was written to any ESP. ``lines`` holds one line per tripped guard."""
+    """A guard tripped: nothing was written to any ESP. ``lines`` holds one line per tripped guard;
+    ``destinations`` the destinations whose runs were recorded as ``refused``."""
 
     exit_code = 6
 
-    def __init__(self, lines: list[str]) -> None:
+    def __init__(self, lines: list[str], destinations: list[str] | tuple[str, ...] = ()) -> None:
         super().__init__("\n".join(lines))
         self.lines = list(lines)
+        self.destinations = list(destinations)
 
 
 class LockBusyError(RfmsyncError):

@@ -20,7 +20,7 @@ import threading
 import uuid
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.dialects import postgresql as pg_dialect
@@ -42,8 +42,8 @@ __all__ = ["Ledger", "Event", "EVENT_STATUSES", "RUN_STATUSES", "default_owner",
 
 log = logging.getLogger(__name__)
 
-RUN_STATUSES = ("running", "succeeded", "partial", "failed", "abandoned")
-FINISHED_STATUSES = ("succeeded", "partial", "failed")
+RUN_STATUSES = ("running", "succeeded", "partial", "failed", "refused", "abandoned")
+FINISHED_STATUSES = ("succeeded", "partial", "failed", "refused")  # refused: a guard stopped it, nothing written
 _STATE_UPDATE_COLUMNS = ("customer_id", "tags", "fields", "in_destination", "pushed_at", "run_id")
 
 
@@ -319,7 +319,7 @@ class Ledger(EventQueueMixin):
 
     def finish_run(self, run_id: int, status: str, counts: Mapping[str, Any],
                    error: str | None = None) -> None:
-        """Close a run with ``succeeded``, ``partial`` or ``failed`` and its counts."""
+        """Close a run with ``succeeded``, ``partial``, ``failed`` or ``refused`` (a guard) and its counts."""
         if status not in FINISHED_STATUSES:
             raise ValueError(f"finish_run: status must be one of {', '.join(FINISHED_STATUSES)}, not {status!r}")
         with self._write() as conn:
@@ -359,6 +359,20 @@ class Ledger(EventQueueMixin):
         with self._read() as conn:
             rows = conn.execute(select(runs).order_by(runs.c.id.desc()).limit(limit)).mappings().all()
         return [self._run_dict(r) for r in rows]
+
+    def last_run_counts(self, destination: str, key: str, statuses: Sequence[str] = ("succeeded", "partial"),
+                        scan: int = 200) -> dict[str, Any] | None:
+        """The counts of the newest run of ``destination`` with one of ``statuses`` whose counts hold ``key``
+        (e.g. the customer count a full sync records), looking at its last ``scan`` runs; None when none."""
+        with self._read() as conn:
+            rows = conn.execute(select(runs.c.counts).where(
+                runs.c.destination == destination, runs.c.status.in_(list(statuses))
+            ).order_by(runs.c.id.desc()).limit(scan)).scalars().all()
+        for raw in rows:
+            counts = json.loads(raw or "{}")
+            if key in counts:
+                return counts
+        return None
 
     def get_run(self, run_id: int) -> dict[str, Any] | None:
         with self._read() as conn:

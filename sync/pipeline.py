@@ -71,8 +71,11 @@ def store_path(cfg: Config) -> Path:
 
 
 def pull_into(con: duckdb.DuckDBPyConnection, source: Source, cursor: str | None = None,
-              progress: Callable[[int], None] | None = None) -> PullResult:
-    """Pull from the source and merge the staged rows into ``con``'s tables."""
+              progress: Callable[[int], None] | None = None,
+              before_merge: Callable[[PullResult], None] | None = None) -> PullResult:
+    """Pull from the source and merge the staged rows into ``con``'s tables.
+
+    ``before_merge`` sees the staged pull first and may raise to leave the store untouched (the guards)."""
     try:
         takes_progress = "progress" in inspect.signature(source.pull).parameters
         if progress is not None and takes_progress:  # API sources report each page; a file has no pages
@@ -81,6 +84,8 @@ def pull_into(con: duckdb.DuckDBPyConnection, source: Source, cursor: str | None
             result = source.pull(con, cursor)
     except SourceConfigError as exc:
         raise ConfigError(str(exc)) from None
+    if before_merge is not None:
+        before_merge(result)
     from connectors.identity import DEFAULT_MAX_GROUP
 
     merge_staged(con, result, max_identity_group=getattr(source, "max_identity_group", DEFAULT_MAX_GROUP))

@@ -10,7 +10,9 @@ The path of one webhook batch (see :func:`resync`):
    scores; so when no full run exists yet, a full segmentation is run and saved first;
 3. plan every destination for those customers only: the pushed state handed to the planner (``last``) is
    restricted to their contact keys, so nobody else can get a removal;
-4. apply with :func:`sync.engine.execute_plan`, recorded as a run of kind ``webhook``.
+4. check the plan guards (:mod:`sync.guards`; a webhook run never overrides them: a refusal records ``refused``
+   runs and writes nothing), then apply with :func:`sync.engine.execute_plan`, recorded as a run of kind
+   ``webhook``; a destination whose ledger moved while waiting for its lock is planned again first.
 
 Also here: the canonical JSON form of records used on the queue (:func:`encode_records`/:func:`decode_records`).
 """
@@ -40,7 +42,7 @@ from .errors import ConfigError, DestinationError, LockBusyError
 from .ledger import Ledger
 from .model import PushedState
 from .pipeline import SegmentsRun, build_source, compute_segments, store_path
-from .plan import PREDICTIVE_VALUES, check_fields, desired_contacts, normalise_email, plan_destination
+from .plan import PREDICTIVE_VALUES, Plan, check_fields, desired_contacts, normalise_email, plan_destination
 from .settings import Settings
 from .store import connect_store, merge_staged
 
@@ -250,11 +252,45 @@ def _restricted_last(last: Mapping[str, PushedState], keys: set[str], customer_i
     return {k: s for k, s in last.items() if k in keys or (s.customer_id is not None and s.customer_id in customer_ids)}
 
 
-def _execute_waiting(plan, client, ledger: Ledger, lock_wait: float, sleep: Callable[[float], None]) -> ApplyReport:
+def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, settings: Settings,
+                      affected: _Affected) -> tuple[Plan, object, list[str]]:
+    """The plan of ``dest`` for the affected customers only, and the plan guards it trips (against all of the
+    destination's managed contacts)."""
+    from .guards import plan_lines, plan_stats
+
+    dest = _incremental_destination(dest)
+    check_fields(dest)
+    client = make_destination(dest, settings, required=True)
+    desired, invalid = desired_contacts(affected.rows, dest)
+    keys = affected.contact_keys | {d.key for d in desired}
+    revision = ledger.state_revision(dest.name)
+    state = ledger.load_state(dest.name)
+    last = _restricted_last(state, keys, affected.customer_ids)
+    existing = None
+    if dest.new_contacts == "skip" and hasattr(client, "existing_members"):
+        existing = client.existing_members([d.key for d in desired])
+    plan = plan_destination(dest, desired, last, revision=revision, existing=existing, skipped=invalid,
+                            remote_checked=True,
+                            notes=[f"webhook resync of {len(affected.customer_ids)} customers"])
+    return plan, client, plan_lines(cfg.guards, plan_stats(plan, state))
+
+
+def _replan(cfg: Config, name: str, ledger: Ledger, settings: Settings, affected: _Affected) -> Plan:
+    """Plan again under the lock (another run moved the ledger while this one waited), guards included."""
+    plan, _, lines = _plan_incremental(cfg, cfg.destination(name), ledger, settings, affected)
+    if lines:
+        from .runner import refuse
+
+        raise refuse(ledger, "webhook", [name], [f"{name}: {line}" for line in lines])
+    return plan
+
+
+def _execute_waiting(plan, client, ledger: Ledger, lock_wait: float, sleep: Callable[[float], None],
+                     replan: Callable[[], Plan] | None = None) -> ApplyReport:
     deadline = time.monotonic() + lock_wait
     while True:
         try:
-            return execute_plan(plan, client, ledger, kind="webhook")
+            return execute_plan(plan, client, ledger, kind="webhook", replan=replan)
         except LockBusyError:
             if time.monotonic() >= deadline:
                 raise
@@ -276,23 +312,20 @@ def resync(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Ord
     report = ResyncReport()
     affected = _store_step(cfg, ledger, settings, orders, contacts, pull, as_of, report, store_wait_seconds)
     if affected.customer_ids:
-        for dest in ([cfg.destination(n) for n in destinations] if destinations else cfg.destinations):
-            dest = _incremental_destination(dest)
-            check_fields(dest)
-            client = make_destination(dest, settings, required=True)
-            desired, invalid = desired_contacts(affected.rows, dest)
-            keys = affected.contact_keys | {d.key for d in desired}
-            last = _restricted_last(ledger.load_state(dest.name), keys, affected.customer_ids)
-            existing = None
-            if dest.new_contacts == "skip" and hasattr(client, "existing_members"):
-                existing = client.existing_members([d.key for d in desired])
-            plan = plan_destination(dest, desired, last, revision=ledger.state_revision(dest.name),
-                                    existing=existing, skipped=invalid, remote_checked=True,
-                                    notes=[f"webhook resync of {len(affected.customer_ids)} customers"])
+        planned = [_plan_incremental(cfg, dest, ledger, settings, affected)
+                   for dest in ([cfg.destination(n) for n in destinations] if destinations else cfg.destinations)]
+        lines = [f"{p.destination}: {line}" for p, _, lines_ in planned for line in lines_]
+        if lines:  # a webhook run never overrides a guard: nothing is written, the run is recorded refused
+            from .runner import refuse
+
+            raise refuse(ledger, "webhook", [p.destination for p, _, _ in planned], lines)
+        for plan, client, _ in planned:
             try:
-                report.reports.append(_execute_waiting(plan, client, ledger, lock_wait_seconds, sleep))
+                report.reports.append(_execute_waiting(plan, client, ledger, lock_wait_seconds, sleep,
+                                                       replan=lambda d=plan.destination: _replan(
+                                                           cfg, d, ledger, settings, affected)))
             except DestinationError as exc:
-                exc.destination = dest.name  # type: ignore[attr-defined]  (for the worker's metrics)
+                exc.destination = plan.destination  # type: ignore[attr-defined]  (for the worker's metrics)
                 raise
     report.seconds = time.monotonic() - started
     log.info("webhook resync: %d orders, %d contacts, %d customers, %d changes in %.2fs", report.orders,

@@ -3,7 +3,8 @@
 Fire times are deterministic, so several serve processes agree on them: cron is evaluated in the config's
 timezone (``[source] timezone``, default UTC); ``every`` slots are aligned to the Unix epoch (``6h`` fires at
 00:00, 06:00, 12:00, 18:00 UTC). When both are set, the earlier next time wins. At a fire time, one process
-takes the ledger lock ``schedule`` and runs the same path as ``rfmsync sync`` (pull, segment, plan, apply);
+takes the ledger lock ``schedule`` and runs the same path as ``rfmsync sync`` (pull, segment, plan, guards,
+apply: :func:`sync.runner.full_sync`; a scheduled run never overrides a guard);
 the fire time is then stored as a ledger cursor so another process that wakes up late does not run it again.
 """
 
@@ -18,10 +19,10 @@ from typing import Callable
 from zoneinfo import ZoneInfo
 
 from .config import Config, ScheduleConfig
-from .engine import ApplyReport, destination_lock, execute_plan, plan_all, segments_from_store
-from .errors import ConfigError, LockBusyError
+from .engine import ApplyReport, destination_lock
+from .errors import ConfigError, GuardRefusedError, LockBusyError
 from .ledger import Ledger
-from .resync import STORE_LOCK, today_in
+from .runner import full_sync
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -81,15 +82,9 @@ class Schedule:
 
 def run_full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, as_of: date | None = None,
                   kind: str = "scheduled") -> list[ApplyReport]:
-    """Exactly what ``rfmsync sync`` does: pull into the store, segment, plan and apply every destination."""
-    as_of = as_of or today_in(cfg.timezone)
-    with STORE_LOCK:
-        run = segments_from_store(cfg, ledger, settings, as_of=as_of)
-        try:
-            planned = plan_all(cfg, run, ledger, settings, remote=True, require_remote=True)
-        finally:
-            run.close()
-    return [execute_plan(p.plan, p.client, ledger, kind=kind) for p in planned]
+    """Exactly what ``rfmsync sync`` does (:func:`sync.runner.full_sync`), guards included and never
+    overridden: a refused run raises :class:`GuardRefusedError` and writes nothing."""
+    return full_sync(cfg, ledger, settings, as_of=as_of, kind=kind)
 
 
 class Scheduler:
@@ -128,6 +123,12 @@ class Scheduler:
                         self.metrics.sync_reports(reports)
                 finally:
                     self.ledger.set_cursor(*CURSOR, fire.isoformat())
+        except GuardRefusedError as exc:  # recorded as refused runs; nothing written; the next fire time checks again
+            self._count("refused")
+            if self.metrics is not None:
+                self.metrics.guard_refused(exc.destinations)
+            log.error("scheduled sync refused by a guard (nothing written): %s", "; ".join(exc.lines))
+            return False
         except LockBusyError:
             self._count("skipped")
             log.info("scheduled sync of %s skipped: another process is running it", fire.isoformat())

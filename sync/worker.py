@@ -44,7 +44,8 @@ class Metrics:
         self.esp_errors: dict[str, int] = {}  # destination → resyncs that failed at the ESP
         self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
-        self.scheduled: dict[str, int] = {"ok": 0, "error": 0, "skipped": 0}
+        self.scheduled: dict[str, int] = {"ok": 0, "error": 0, "skipped": 0, "refused": 0}
+        self.refused: dict[str, int] = {}  # destination → runs a guard refused (scheduled, webhook)
         self._remote: list[dict] = []  # snapshots of other processes of this server (the worker process)
 
     def snapshot(self) -> dict:
@@ -65,7 +66,7 @@ class Metrics:
                 out.webhooks[(s, c)] = out.webhooks.get((s, c), 0) + n
             for d, o, n in snap.get("esp_ops", ()):
                 out.esp_ops[(d, o)] = out.esp_ops.get((d, o), 0) + n
-            for name in ("events", "resyncs", "esp_errors", "scheduled"):
+            for name in ("events", "resyncs", "esp_errors", "scheduled", "refused"):
                 target = getattr(out, name)
                 for k, n in snap.get(name, {}).items():
                     target[k] = target.get(k, 0) + n
@@ -78,7 +79,7 @@ class Metrics:
         return {"webhooks": [[s, c, n] for (s, c), n in self.webhooks.items()], "events": self.events,
                 "resyncs": self.resyncs, "esp_ops": [[d, o, n] for (d, o), n in self.esp_ops.items()],
                 "esp_errors": self.esp_errors, "latency_counts": self.latency_counts,
-                "latency_sum": self.latency_sum, "scheduled": self.scheduled}
+                "latency_sum": self.latency_sum, "scheduled": self.scheduled, "refused": self.refused}
 
     def webhook(self, source: str, status: int) -> None:
         with self._lock:
@@ -112,6 +113,12 @@ class Metrics:
     def esp_error(self, destination: str) -> None:
         with self._lock:
             self.esp_errors[destination] = self.esp_errors.get(destination, 0) + 1
+
+    def guard_refused(self, destinations: Sequence[str]) -> None:
+        """A guard refused a run (nothing written): one count per destination it was recorded for."""
+        with self._lock:
+            for d in destinations or ("(none)",):
+                self.refused[d] = self.refused.get(d, 0) + 1
 
     def scheduled_run(self, outcome: str) -> None:
         with self._lock:
@@ -163,6 +170,9 @@ class Metrics:
                    [(f'{{destination="{esc(d)}"}}', n) for d, n in sorted(self.esp_errors.items())])
             metric("rfmsync_scheduled_syncs_total", "counter", "Scheduled full syncs by outcome.",
                    [(f'{{outcome="{o}"}}', n) for o, n in sorted(self.scheduled.items())])
+            metric("rfmsync_guard_refusals_total", "counter",
+                   "Runs a guard refused before any ESP write (scheduled syncs, webhook resyncs) by destination.",
+                   [(f'{{destination="{esc(d)}"}}', n) for d, n in sorted(self.refused.items())])
         return "\n".join(out) + "\n"
 
 
@@ -252,10 +262,18 @@ class Worker:
         if failure is not None:
             error = f"{type(failure).__name__}: {failure}"
             self.metrics.resync_done(self._clock() - started, None, error)
-            from .errors import DestinationError
+            from .errors import DestinationError, GuardRefusedError
 
             if isinstance(failure, DestinationError):
                 self.metrics.esp_error(getattr(failure, "destination", None) or "unknown")
+            if isinstance(failure, GuardRefusedError):
+                # the records are in the order store already; retrying gives the same answer: the next full
+                # sync (with --allow-mass-change if the change is wanted) pushes them
+                self.metrics.guard_refused(failure.destinations)
+                self.ledger.fail_events(ids, error, max_attempts=1)
+                self.metrics.event_outcome("failed", len(ids))
+                log.error("resync of %d events refused by a guard (nothing written): %s", len(ids), error)
+                return 0
             self.ledger.fail_events(ids, error, max_attempts=self.max_attempts)
             exhausted = sum(ev.attempts >= self.max_attempts for ev in batch.events)
             self.metrics.event_outcome("failed", exhausted)

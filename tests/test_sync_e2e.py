@@ -177,3 +177,94 @@ def test_predictive_fields_are_pushed_when_mapped(shop, mailchimp_fake, tmp_path
     assert risks <= {"low", "medium", "high", None} and risks & {"low", "medium", "high"}
     cli("sync", "--config", str(shop), "--as-of", AS_OF)
     assert_audience_matches(mailchimp_fake, plan)
+
+
+def _audience(fake, list_id: str = "aud1") -> dict:
+    lst = fake.lists[list_id]
+    return {"members": json.dumps(lst.members, sort_keys=True, default=str),
+            "segments": {s["name"]: sorted(s["members"]) for s in lst.segments.values()}}
+
+
+def _month_first(orders: Path) -> None:
+    import re
+
+    text = orders.read_text(encoding="utf-8-sig")
+    orders.write_text(re.sub(r"(\d\d)\.(\d\d)\.(\d{4})", r"\2/\1/\3", text), encoding="utf-8")
+
+
+def _truncated(orders: Path) -> None:
+    data = orders.read_bytes()
+    orders.write_bytes(data[:len(data) // 4])
+
+
+def _empty(orders: Path) -> None:
+    orders.write_bytes(b"")
+
+
+@pytest.mark.parametrize("break_export", [_month_first, _truncated, _empty])
+def test_a_broken_export_after_a_good_one_changes_nothing_at_the_esp(shop, mailchimp_fake, break_export):
+    """Issue 12 §5: a good export synced, then a broken one: the audience is unchanged and the run refused."""
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)
+    before, writes = _audience(mailchimp_fake), mailchimp_fake.write_calls
+    assert writes > 0 and before["segments"]["Winback"]
+    break_export(shop.parent / "orders.csv")
+    result = cli("sync", "--config", str(shop), "--as-of", AS_OF, ok=False)
+    assert _audience(mailchimp_fake) == before and mailchimp_fake.write_calls == writes, result.output
+    runs = json.loads(cli("runs", "--config", str(shop), "--format", "json").output)
+    last = next(r for r in runs if r["kind"] == "sync")
+    if break_export is _empty:  # an empty file is not an export at all: a clear error, nothing written
+        assert result.exit_code in (2, 3, 6), result.output
+        assert last["status"] in ("succeeded", "refused")
+    else:
+        assert result.exit_code == 6, result.output
+        assert last["status"] == "refused" and "guard " in last["error"]
+        assert "guard " in result.output
+
+
+def test_overlapping_full_and_single_destination_syncs_never_send_an_operation_twice(tmp_path, monkeypatch):
+    """Issue 13 §7, with two processes: a full `sync` plans both destinations and waits on the first one's
+    writes; meanwhile `sync --destination mc` syncs mc completely. When the full sync reaches mc, the ledger has
+    moved: it plans mc again (nothing left to do) instead of re-sending mc's operations."""
+    import threading
+    from datetime import date
+
+    from tests.fakes.http import LoopbackServer
+    from tests.fakes.mailchimp import FakeMailchimp
+
+    fake = FakeMailchimp()
+    fake.add_list("aud0")
+    gate, arrived = threading.Event(), threading.Event()
+
+    def gated(req):
+        if req.method == "POST" and req.path == "/3.0/lists/aud0" and not gate.is_set():
+            arrived.set()  # the full sync's first write to the other destination: it has planned mc already
+            gate.wait(60)
+        return fake.handle(req)
+
+    cfg = generate_shop(tmp_path / "shop", customers=250, seed=3, as_of=date.fromisoformat(AS_OF))
+    text = cfg.read_text(encoding="utf-8").replace('audience = "demo000001"', 'audience = "aud1"')
+    text = text.replace('name = "mailchimp-demo"', 'name = "mc"')
+    first = text[text.index("[[destinations]]"):].replace('name = "mc"', 'name = "first"').replace(
+        'audience = "aud1"', 'audience = "aud0"')
+    cfg.write_text(text[:text.index("[[destinations]]")] + first + "\n" + text[text.index("[[destinations]]"):],
+                   encoding="utf-8")
+    with LoopbackServer(gated) as server:
+        env = dict(os.environ, MAILCHIMP_API_KEY=fake.api_key, MAILCHIMP_API_URL=server.url + "/3.0")
+        base = [sys.executable, "-m", "sync", "sync", "--config", str(cfg), "--as-of", AS_OF]
+        full = subprocess.Popen(base, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            assert arrived.wait(60), "the full sync never reached its first write"
+            single = subprocess.run(base + ["--destination", "mc"], env=env, capture_output=True, timeout=120)
+            assert single.returncode == 0, single.stdout + single.stderr
+            mc_writes = sum(n for k, n in fake.calls.items() if not k.startswith("GET") and "/lists/aud1" in k)
+            assert mc_writes > 0
+        finally:
+            gate.set()
+        out, _ = full.communicate(timeout=120)
+        assert full.returncode == 0, out
+    after = sum(n for k, n in fake.calls.items() if not k.startswith("GET") and "/lists/aud1" in k)
+    assert after == mc_writes, "the full sync re-sent mc's operations"
+    subscribed = [m["email_address"] for method, path, _, body in fake.requests
+                  if method == "POST" and path == "/lists/aud1" for m in body["members"]]
+    assert len(subscribed) == len(set(subscribed)) > 0
+    assert fake.lists["aud0"].members  # the full sync did sync the other destination

@@ -193,7 +193,7 @@ def test_webhook_orders_survive_a_full_file_refresh_until_the_export_contains_th
             assert webhook_records(con) == {"order": {"W-9", "W-NEW"}, "contact": {"NEW-1"}}
         # a dry run / `rfmsync segments` reads the export itself, and sees the webhook orders too
         from sync.cli_sync import _plan
-        run, planned = _plan(cfg, settings, ledger, None, AS_OF)
+        planned, _, _ = _plan(cfg, settings, ledger, None, AS_OF)
         assert [tuple(p.plan.changes) for p in planned] == [()]  # nothing to do: it agrees with the sync
         from sync.pipeline import compute_segments
         seg = compute_segments(cfg, AS_OF)

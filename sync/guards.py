@@ -1,0 +1,130 @@
+"""Guards: the checks made before the first ESP write of a run (README "Safety", ``[guards]``).
+
+Pure functions over numbers, so each rule is a table test. Two kinds:
+
+* **data guards** (the input looks broken): too few valid orders (``min_orders``), too many bad rows
+  (``max_bad_rows_pct``), the customer count fell too far since the last successful run of a destination
+  (``max_customer_drop_pct``). Nothing overrides them.
+* **plan guards** (the change looks like a mass change): too many of a destination's currently managed
+  contacts (ledger contacts holding at least one managed tag/list) would be left without any managed tag
+  (``max_removal_pct``) or would change at all: their managed tags or field values (``max_change_pct``; a new
+  contact is not one of them, nor is a tag or field the ledger already records, as ``--full-refresh`` re-sends). ``--allow-mass-change`` overrides them
+  for one run. A destination with no managed contacts yet (its first sync) is never a mass change.
+
+Each tripped guard is one line with the numbers and the limit, e.g.
+``guard max_removal_pct: 266 of 266 managed contacts (100 %) would lose their tags; limit 10 %``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Mapping
+
+from .config import GuardsConfig
+from .model import PushedState
+
+
+@dataclass(frozen=True)
+class DataStats:
+    """What the data guards look at: ``orders`` the run would segment, the valid and bad ``rows`` of the read
+    (``rows`` counts valid orders read; bad rows are rows that could not be used), ``customers`` segmented."""
+
+    orders: int
+    rows: int
+    bad_rows: int
+    customers: int | None = None
+
+    def counts(self) -> dict[str, int]:
+        """For a run's counts (the next run compares its customer count with this one)."""
+        out = {"orders": self.orders, "bad_rows": self.bad_rows}
+        if self.customers is not None:
+            out["customers"] = self.customers
+        return out
+
+
+@dataclass(frozen=True)
+class PlanStats:
+    managed: int  # contacts that hold at least one managed tag/list now (ledger)
+    removed: int  # of those, the ones the plan leaves without any managed tag/list
+    changed: int  # of those, the ones the plan really changes (managed tags or field values)
+
+
+def pct(part: float, whole: float) -> float:
+    return 100.0 * part / whole if whole else 0.0
+
+
+def fmt_pct(value: float) -> str:
+    """``100``, ``12.5``: no trailing ``.0``."""
+    text = f"{value:.1f}"
+    return text[:-2] if text.endswith(".0") else text
+
+
+def data_lines(g: GuardsConfig, stats: DataStats) -> list[str]:
+    """The data guards that do not need a previous run: ``min_orders`` and ``max_bad_rows_pct``."""
+    lines = []
+    if stats.orders < g.min_orders:
+        lines.append(f"guard min_orders: {stats.orders} valid orders; at least {g.min_orders} needed")
+    total = stats.rows + stats.bad_rows
+    share = pct(stats.bad_rows, total)
+    if stats.bad_rows and share > g.max_bad_rows_pct:
+        lines.append(f"guard max_bad_rows_pct: {stats.bad_rows} of {total} rows ({fmt_pct(share)} %) are bad; "
+                     f"limit {fmt_pct(g.max_bad_rows_pct)} %")
+    return lines
+
+
+def customer_drop_line(g: GuardsConfig, customers: int, previous: int | None, destination: str) -> str | None:
+    """``max_customer_drop_pct`` against the last successful run of ``destination`` (None: first run)."""
+    if previous is None or previous <= 0 or customers >= previous:
+        return None
+    drop = pct(previous - customers, previous)
+    if drop <= g.max_customer_drop_pct:
+        return None
+    return (f"guard max_customer_drop_pct: {customers} customers, {previous} at the last successful run of "
+            f"{destination} ({fmt_pct(drop)} % fewer); limit {fmt_pct(g.max_customer_drop_pct)} %")
+
+
+def plan_lines(g: GuardsConfig, stats: PlanStats) -> list[str]:
+    """The plan guards; none for a destination without managed contacts (its first sync)."""
+    if stats.managed <= 0:
+        return []
+    lines = []
+    removed = pct(stats.removed, stats.managed)
+    if removed > g.max_removal_pct:
+        lines.append(f"guard max_removal_pct: {stats.removed} of {stats.managed} managed contacts "
+                     f"({fmt_pct(removed)} %) would lose their tags; limit {fmt_pct(g.max_removal_pct)} %")
+    changed = pct(stats.changed, stats.managed)
+    if changed > g.max_change_pct:
+        lines.append(f"guard max_change_pct: {stats.changed} of {stats.managed} managed contacts "
+                     f"({fmt_pct(changed)} %) would change; limit {fmt_pct(g.max_change_pct)} %")
+    return lines
+
+
+def _same(a: object, b: object) -> bool:
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
+def plan_stats(plan, state: Mapping[str, PushedState]) -> PlanStats:
+    """Measure ``plan`` (a :class:`sync.plan.Plan`) against the ledger ``state`` of its destination."""
+    managed_tags = frozenset(plan.managed_tags)
+    managed = sum(bool(s.tags & managed_tags) for s in state.values())
+    removed = changed = 0
+    for c in plan.changes:
+        prev = state.get(c.key)
+        before = prev.tags & managed_tags if prev else frozenset()
+        after = (before - c.remove_tags) | c.add_tags
+        if before and not after:
+            removed += 1
+        if not before:  # a new contact, or one without managed tags: not one of the managed contacts
+            continue
+        if before != after or any(k not in prev.fields or not _same(prev.fields[k], v)
+                                  for k, v in c.set_fields.items()):
+            changed += 1
+    return PlanStats(managed=managed, removed=removed, changed=changed)
+
+
+def check_source_lines(g: GuardsConfig, orders: int, bad_rows: int) -> list[str]:
+    """What ``rfmsync check`` reports (exit 3) so that ``rfmsync check && rfmsync sync`` stops early: the data
+    guards a read of ``orders`` valid orders and ``bad_rows`` bad rows trips. (``max_customer_drop_pct`` needs
+    the segmented customers and the ledger: ``sync`` checks it.)"""
+    return data_lines(g, DataStats(orders=orders, rows=orders, bad_rows=bad_rows))

@@ -1,0 +1,159 @@
+"""A full sync and the apply of a saved plan, as library calls, with the guards (see :mod:`sync.guards`).
+
+``rfmsync sync`` and the scheduler of ``rfmsync serve`` both call :func:`full_sync`; ``rfmsync apply`` calls
+:func:`apply_saved`. Every guard is checked before the first ESP write: a refusal records one ``refused`` run
+per destination (the reason as its error) and raises :class:`sync.errors.GuardRefusedError` (exit 6).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+from typing import Any, Callable, Mapping, Sequence
+
+from .config import Config
+from .engine import (ApplyReport, PlannedDestination, _destinations, execute_plan, make_destination, plan_all,
+                     run_stats, segments_from_store)
+from .errors import ConfigError, GuardRefusedError, PlanStaleError
+from .guards import DataStats, customer_drop_line, data_lines, plan_lines, plan_stats
+from .ledger import Ledger
+from .plan import Plan
+from .resync import STORE_LOCK, today_in
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def require_destinations(cfg: Config) -> None:
+    """``sync``, ``plan`` and ``apply`` need somewhere to sync to."""
+    if not cfg.destinations:
+        raise ConfigError(f"no [[destinations]] in {cfg.path or 'the config'}")
+
+
+def refuse(ledger: Ledger, kind: str, destinations: Sequence[str], lines: Sequence[str],
+           counts: Mapping[str, Any] | None = None) -> GuardRefusedError:
+    """Record a ``refused`` run per destination (nothing was written) and return the error to raise."""
+    for name in destinations:
+        run_id = ledger.start_run(kind, name)
+        ledger.finish_run(run_id, "refused", dict(counts or {}), error="; ".join(lines))
+    log.warning("refused by a guard (nothing written to %s): %s", ", ".join(destinations), "; ".join(lines))
+    return GuardRefusedError(list(lines), destinations)
+
+
+def customer_drop_lines(cfg: Config, ledger: Ledger, stats: DataStats, destinations: Sequence[str]) -> list[str]:
+    """``max_customer_drop_pct`` for each destination, against its last successful run's customer count."""
+    if stats.customers is None:
+        return []
+    lines = []
+    for name in destinations:
+        last = ledger.last_run_counts(name, "customers")
+        line = customer_drop_line(cfg.guards, stats.customers, last["customers"] if last else None, name)
+        if line:
+            lines.append(line)
+    return lines
+
+
+def guard_warnings(cfg: Config, ledger: Ledger, stats: DataStats, destinations: Sequence[str]) -> list[str]:
+    """The data guards a run would trip, as warnings (``plan``, ``sync --dry-run``); the plan guards are in
+    each plan's own warnings."""
+    return data_lines(cfg.guards, stats) + customer_drop_lines(cfg, ledger, stats, destinations)
+
+
+def _plan_guard_lines(planned: Sequence[PlannedDestination]) -> list[str]:
+    return [f"{p.plan.destination}: {line}" for p in planned for line in p.guard_lines]
+
+
+def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: Sequence[str] | None = None,
+              as_of: date | None = None, kind: str = "sync", allow_mass_change: bool = False,
+              full_refresh: bool = False, reconcile: bool = False, full_pull: bool = False,
+              on_warnings: Callable[[list[str]], None] | None = None) -> list[ApplyReport]:
+    """Pull → segment → plan → guards → apply → record, for every (or the named) destination.
+
+    ``as_of`` defaults to today in the config's timezone. ``allow_mass_change`` overrides the plan guards for
+    this run (never the data guards); scheduled and webhook runs never pass it. ``on_warnings`` receives the
+    run's warnings (stale data, unfitted models, each plan's consent warnings) before any guard is judged;
+    without it they are logged (scheduled runs)."""
+    require_destinations(cfg)
+    names = [d.name for d in _destinations(cfg, destinations)]
+    as_of = as_of or today_in(cfg.timezone)
+    with STORE_LOCK:  # one DuckDB writer per process (the serve worker threads take turns with the scheduler)
+        try:
+            run = segments_from_store(cfg, ledger, settings, as_of=as_of, destinations=destinations,
+                                      full=full_pull, guarded=True)
+        except GuardRefusedError as exc:
+            raise refuse(ledger, kind, names, exc.lines) from None
+        try:
+            stats = run_stats(run)
+            lines = data_lines(cfg.guards, stats) + customer_drop_lines(cfg, ledger, stats, names)
+            planned = plan_all(cfg, run, ledger, settings, destinations=destinations, full_refresh=full_refresh,
+                               reconcile=reconcile, remote=True, require_remote=True)
+            warnings = [*run.warnings, *(f"{p.plan.destination}: {w}" for p in planned for w in p.plan.warnings
+                                         if not w.startswith("guard "))]
+        finally:
+            run.close()
+    if warnings:
+        if on_warnings is not None:
+            on_warnings(warnings)
+        else:
+            for w in warnings:
+                log.warning("%s", w)
+    if not allow_mass_change:
+        lines += _plan_guard_lines(planned)
+    if lines:
+        raise refuse(ledger, kind, names, lines, stats.counts())
+    return [execute_plan(p.plan, p.client, ledger, kind=kind, data=stats.counts(),
+                         replan=_guarded_replan(p, ledger, kind, allow_mass_change, stats))
+            for p in planned]
+
+
+def _guarded_replan(planned: PlannedDestination, ledger: Ledger, kind: str, allow_mass_change: bool,
+                    stats: DataStats):
+    """The re-plan under the lock, held to the plan guards like the first plan."""
+    def again() -> Plan:
+        fresh = planned.replan()
+        if fresh.guard_lines and not allow_mass_change:
+            raise refuse(ledger, kind, [fresh.plan.destination], _plan_guard_lines([fresh]), stats.counts())
+        return fresh.plan
+
+    return again if planned.replan is not None else None
+
+
+def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Settings, *,
+                data: Mapping[str, int] | None = None, allow_mass_change: bool = False) -> list[ApplyReport]:
+    """Apply exactly a saved plan; refuse when the ledger changed since it was made (exit 5), or when a guard
+    trips: the data guards on the counts saved with the plan, the plan guards against the ledger as it is now."""
+    require_destinations(cfg)
+    for plan in plans:
+        cfg.destination(plan.destination)  # an unknown destination is a config error before anything else
+        now = ledger.state_revision(plan.destination)
+        if now != plan.ledger_revision:
+            raise _stale(plan, now)
+    names = [p.destination for p in plans]
+    lines: list[str] = []
+    counts: dict[str, int] = dict(data or {})
+    if data:
+        stats = DataStats(orders=data.get("orders", 0), rows=data.get("rows", data.get("orders", 0)),
+                          bad_rows=data.get("bad_rows", 0), customers=data.get("customers"))
+        lines += data_lines(cfg.guards, stats) + customer_drop_lines(cfg, ledger, stats, names)
+    if not allow_mass_change:
+        for plan in plans:
+            stats_now = plan_stats(plan, ledger.load_state(plan.destination))
+            lines += [f"{plan.destination}: {line}" for line in plan_lines(cfg.guards, stats_now)]
+    if lines:
+        raise refuse(ledger, "apply", names, lines, counts)
+    reports = []
+    for plan in plans:
+        client = make_destination(cfg.destination(plan.destination), settings, required=True)
+        reports.append(execute_plan(plan, client, ledger, kind="apply", data=counts,
+                                    replan=lambda plan=plan: _raise_stale(plan, ledger)))
+    return reports
+
+
+def _stale(plan: Plan, now: int) -> PlanStaleError:
+    return PlanStaleError(f"the ledger of destination {plan.destination!r} changed since this plan was made "
+                          f"(revision {plan.ledger_revision} → {now}); make a new plan")
+
+
+def _raise_stale(plan: Plan, ledger: Ledger) -> Plan:
+    """``apply`` never re-plans: a ledger that moved while it waited for the lock makes the saved plan stale."""
+    raise _stale(plan, ledger.state_revision(plan.destination))
