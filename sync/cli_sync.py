@@ -111,12 +111,12 @@ def _emit_plans(planned, fmt, output, as_of, title=None, warnings=(), data=None)
     from .engine import plan_document
 
     doc = plan_document(planned, as_of, warnings, data=data)
+    print_warnings(doc["warnings"])  # stderr in every format: the guard lines a sync would be refused with, ...
     if output:
         Path(output).write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
     if fmt == "json":
         click.echo(json.dumps(doc, ensure_ascii=False, indent=1))
     else:
-        print_warnings(doc["warnings"])  # the guard lines a sync would be refused with, and other warnings
         print_plans([p.plan for p in planned], _console(), **({"title": title} if title else {}))
         if output:
             _console().print(f"plan saved to {output}: apply it with `rfmsync apply {output}`",

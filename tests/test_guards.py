@@ -212,7 +212,7 @@ def test_removals_are_refused_unless_allowed_once(shop, mailchimp_fake):
     assert_refused(shop, mailchimp_fake, before, writes, result, f"{DEST}: guard max_removal_pct: ",
                    "managed contacts", "would lose their tags; limit 10 %")
     plan = run_cli("plan", "--config", str(shop), "--as-of", AS_OF.isoformat(), "--format", "json")
-    assert any("guard max_removal_pct" in w for w in json.loads(plan.output)["warnings"])
+    assert any("guard max_removal_pct" in w for w in json.loads(plan.stdout)["warnings"])
     run_cli("sync", "--config", str(shop), "--as-of", AS_OF.isoformat(), "--allow-mass-change")
     assert mailchimp_fake.write_calls > writes
     assert next(r for r in runs_of(shop) if r["kind"] == "sync")["status"] == "succeeded"
@@ -244,7 +244,7 @@ def test_a_saved_plan_of_a_broken_export_is_refused_at_apply(shop, mailchimp_fak
     month_first(shop)
     saved = tmp_path / "broken.json"
     plan = run_cli("plan", "--config", str(shop), "--as-of", AS_OF.isoformat(), "-o", str(saved), "--format", "json")
-    doc = json.loads(plan.output)
+    doc = json.loads(plan.stdout)
     assert doc["data"]["orders"] == 0 and doc["data"]["bad_rows"] == 871
     assert "guard min_orders: 0 valid orders; at least 1 needed" in doc["warnings"]
     before, writes = audience(mailchimp_fake), mailchimp_fake.write_calls
