@@ -96,6 +96,9 @@ def main(ctx: click.Context, verbose: int) -> None:
     if verbose:
         logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.INFO,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .settings import warn_unknown_variables
+
+    warn_unknown_variables()  # MAILCHIMP_KEY and the like: a warning naming the expected variable
 
 
 @contextmanager

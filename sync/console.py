@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.text import Text
 
 # C0 controls but tab and newline, DEL, C1 controls, and the bidi embeddings/overrides/isolates that can
-# make a terminal show text in another order than it is (Trojan Source).
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# make a terminal show text in another order than it is (Trojan Source), and the Unicode line separators.
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def _escape(m: re.Match) -> str:
