@@ -78,11 +78,12 @@ def test_brackets_in_messages_are_not_lost(tmp_path):
 
 
 def test_control_characters_are_shown_escaped_never_raw_or_dropped(tmp_path):
-    cfg = write_shop(tmp_path, amount="a\x1b[31mred\x00\u202ez")
-    result = cli("check", "--config", str(cfg))
-    assert_clean(result, {2})
+    name = "VIP\x1b[31m [/x]\x00\u202ez"
+    extra = f"[[segmentation.rules]]\nname = {toml_str(name)}\nmatch = [\"R1\", \"R2\", \"R3\"]\n"
+    result = cli("segments", "--config", str(write_shop(tmp_path, extra=extra)), "--as-of", AS_OF)
+    assert_clean(result, {0})
     assert "\x1b" not in result.output and "\x00" not in result.output and "\u202e" not in result.output
-    assert "a\\x1b[31mred\\x00\\u202ez" in result.output
+    assert "VIP\\x1b[31m [/x]\\x00\\u202ez" in result.output
 
 
 def test_visible_escapes_only_unsafe_characters():
@@ -90,8 +91,11 @@ def test_visible_escapes_only_unsafe_characters():
     assert visible("\x1b[2J\x00\x9b\r\u2066") == "\\x1b[2J\\x00\\x9b\\x0d\\u2066"
 
 
-names = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12).filter(
-    lambda s: s.strip() and s.strip().casefold() not in ("client", "date", "amount"))
+NASTY = ["Сумма [/сум]", "[bold]x", "[/]", "\x1b[31mred\x1b[0m", "a\x00b", "שלום [/x]", "😀 [/😀]", ":smile:",
+         "\u202eevil", "tab\there", "line\nbreak"]
+anything = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=10)
+names = st.one_of(anything, st.sampled_from(NASTY), st.tuples(anything, anything).map(lambda t: f"{t[0]}[/{t[1]}]"))\
+    .filter(lambda s: s.strip() and s.strip().casefold() not in ("client", "date", "amount"))
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -105,8 +109,9 @@ def test_any_missing_column_name_is_named_literally_by_check_segments_and_plan(n
             assert repr(name) in result.output  # repr shows control characters as escapes: never raw
 
 
-table_names = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\t\n"),
-                      min_size=1, max_size=8).map(str.strip).filter(
+table_names = st.one_of(
+    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\t\n"), min_size=1, max_size=8),
+    st.sampled_from([n for n in NASTY if "\t" not in n and "\n" not in n])).map(str.strip).filter(
     lambda s: s and s not in ("Total", "Other", "Churn", "Beginners", "Best active", "Falling asleep"))
 
 
