@@ -5,6 +5,7 @@
     ConnectorError                      root of this package
     ├── ConfigError                     fix the settings (bad mapping, missing columns, bad credentials)
     │   └── AuthError                   credentials rejected by the vendor (401/403)
+    ├── BadFileError                    an input file is empty, truncated or not what its name says: fix the export
     ├── TransientError                  retry later (connection error, timeout, 429, 5xx); .retry_after
     ├── RecordError                     one record is bad: skip it and report it; .bad_row
     └── FatalError                      stop: the remote answered something we cannot act on
@@ -31,6 +32,11 @@ class ConfigError(ConnectorError):
 
 class AuthError(ConfigError):
     """Credentials were rejected."""
+
+
+class BadFileError(ConnectorError):
+    """An export file cannot be used as it is (0 bytes, no data rows, not a zip, truncated, most dates
+    unreadable): the data must be fixed, not retried (the CLI exits 3)."""
 
 
 class TransientError(ConnectorError):

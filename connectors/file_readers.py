@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from . import normalize as nz
-from .errors import ConfigError
+from .errors import BadFileError, ConfigError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -50,10 +50,49 @@ def utf8_copy(path: Path, encoding: str, tmp: Path) -> Path:
         with open(path, encoding=enc, newline="") as src, open(out, "w", encoding="utf-8", newline="") as dst:
             while chunk := src.read(1 << 22):
                 dst.write(chunk)
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not valid {enc} (byte {e.start}); set [source] encoding") from None
+    except UnicodeDecodeError:
+        raise encoding_error(path, enc) from None
     log.debug("transcoded %s from %s", path, enc)
     return out
+
+
+def first_bad_byte(path: Path, encoding: str) -> int | None:
+    """The file offset of the first byte that is not valid ``encoding``, or None when the whole file is."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    offset = 0
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(1 << 22)
+            pending = len(decoder.getstate()[0])  # undecoded bytes carried over from the last chunk
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as e:
+                return max(offset - pending + e.start, 0)
+            if not chunk:
+                return None
+            offset += len(chunk)
+
+
+def encoding_error(path: Path, encoding: str) -> ConfigError:
+    """A ConfigError naming the file, the first bad byte and the encodings to try instead."""
+    enc = codecs.lookup(encoding).name
+    at = first_bad_byte(path, enc)
+    where = f" at byte {at}" if at is not None else ""
+    others = [e for e in ("cp1251", "utf-8") if e != enc and first_bad_byte(path, e) is None]
+    hint = 'encoding = "auto"' + "".join(f' or "{e}"' for e in others[:1])
+    return ConfigError(f"{path}: not valid {enc} text{where}; set {hint} in [source]")
+
+
+def csv_error(path: Path, read: Path, exc: Exception) -> Exception:
+    """The error to raise when DuckDB cannot read ``read`` (``path`` itself or its UTF-8 copy): text that is
+    not UTF-8 gets the encoding message, anything else a BadFileError with DuckDB's first line."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    try:
+        if "unicode" in str(exc).lower() or first_bad_byte(read, "utf-8") is not None:
+            return encoding_error(path, "utf-8")
+    except OSError:
+        pass
+    return BadFileError(f"{path}: cannot read as CSV: {first}")
 
 
 def sniff_delimiter(path: Path) -> str:
@@ -72,6 +111,29 @@ def read_xlsx(path: Path, columns: dict[str, str], sheet: str | None) -> pa.Tabl
     The header row is the first of the first 30 rows holding most of the mapped headers (1C puts
     titles above it). Dates become ISO text; numbers keep full precision; empty rows are skipped.
     """
+    try:
+        return _read_xlsx(path, columns, sheet)
+    except (ConfigError, BadFileError):
+        raise
+    except Exception as e:  # openpyxl on a truncated, corrupt or mis-named file: zip, XML or key errors
+        if _is_openpyxl_failure(e):
+            raise BadFileError(f"{path}: not a readable XLSX file ({type(e).__name__}: {e}); is it truncated, "
+                               f"or another format saved as .xlsx?") from None
+        raise
+
+
+def _is_openpyxl_failure(e: Exception) -> bool:
+    import zipfile
+    import zlib
+    from xml.etree.ElementTree import ParseError
+
+    from openpyxl.utils.exceptions import InvalidFileException
+
+    return isinstance(e, (zipfile.BadZipFile, zlib.error, InvalidFileException, ParseError, KeyError, EOFError,
+                          OSError)) or type(e).__module__.startswith(("lxml", "openpyxl", "zipfile", "xml"))
+
+
+def _read_xlsx(path: Path, columns: dict[str, str], sheet: str | None) -> pa.Table:
     import openpyxl  # only XLSX exports need it (a slow import)
     import pyarrow as pa
 

@@ -22,9 +22,11 @@ import duckdb
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from . import normalize as nz
-from .errors import ConfigError
+from .diagnose import check_orders
+from .errors import BadFileError, ConfigError
+from .file_readers import csv_error, csv_src, read_xlsx, sniff_delimiter, typed_csv, utf8_copy
 from .identity import DEFAULT_MAX_GROUP, IdentityReport, resolve_rows
-from .file_readers import csv_src, read_xlsx, sniff_delimiter, typed_csv, utf8_copy
+from .suggest import closest, did_you_mean
 from .records import BadRow
 from .source import PullResult
 from .tables import create_staging
@@ -43,7 +45,7 @@ class FileSourceConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["file"]
+    type: Literal["file"] = "file"  # the default source type: a [source] without type is a file source
     orders: str
     contacts: str | None = None
     encoding: str = "auto"
@@ -66,7 +68,8 @@ class FileSourceConfig(BaseModel):
     def _known_fields(cls, v: dict[str, str] | None) -> dict[str, str] | None:
         unknown = sorted(set(v or {}) - set(FIELDS))
         if unknown:
-            raise ValueError(f"unknown canonical field(s) {unknown}; known: {', '.join(FIELDS)} "
+            named = ", ".join(f"{u!r}{did_you_mean(u, FIELDS)}" for u in unknown)
+            raise ValueError(f"unknown canonical field(s) {named}; known: {', '.join(FIELDS)} "
                              "(put other columns under [source.attributes])")
         return v
 
@@ -100,7 +103,8 @@ class FileSourceConfig(BaseModel):
     def _preset(self) -> "FileSourceConfig":
         from .presets import PRESETS
         if self.preset is not None and self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+            raise ValueError(f"unknown preset {self.preset!r}{did_you_mean(self.preset, PRESETS)}; "
+                             f"choose one of {', '.join(PRESETS)}")
         return self
 
 
@@ -175,6 +179,7 @@ class FileSource:
             o_tables = [self._load(con, p, self._orders_map, f"_fs_o{i}", Path(tmp)) for i, p in enumerate(order_files)]
             c_tables = [self._load(con, p, self._contacts_map, f"_fs_c{i}", Path(tmp))
                         for i, p in enumerate(contact_files)]
+            check_orders(con, o_tables, self.cfg.orders)  # no data rows, most dates unreadable: stop here
             try:
                 result = _stage(con, self.cfg, o_tables, c_tables, in_place=in_place)
             finally:
@@ -191,11 +196,15 @@ class FileSource:
         full = pattern if os.path.isabs(pattern) else str(self.base_dir / pattern)
         found = sorted(Path(p) for p in glob.glob(full) if os.path.isfile(p))
         if not found:
-            raise ConfigError(f"no file matches {pattern!r} (looked in {self.base_dir})")
+            near = [p.name for p in Path(full).parent.glob("*") if p.is_file()] if Path(full).parent.is_dir() else []
+            hint = did_you_mean(Path(pattern).name, near) if not glob.has_magic(pattern) else ""
+            raise ConfigError(f"no file matches {pattern!r} (looked in {self.base_dir}){hint}")
         return found
 
     def _load(self, con: duckdb.DuckDBPyConnection, path: Path, mapping: _Mapping, table: str, tmp: Path) -> "_Loaded":
         suffix = path.suffix.lower()
+        if path.stat().st_size == 0:
+            raise BadFileError(f"{path}: the file is empty (0 bytes)")
         if suffix in (".xlsx", ".xlsm"):
             arrow = read_xlsx(path, mapping.columns, self.cfg.sheet)
             con.register(f"{table}_src", arrow)
@@ -203,7 +212,11 @@ class FileSource:
             src, row_col, kind = f"{table}_src", "_srow", "xlsx"
         elif suffix in (".parquet", ".pq"):
             src = f"read_parquet({nz.lit(str(path))})"
-            headers = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
+            try:
+                headers = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
+            except duckdb.Error as e:
+                raise BadFileError(f"{path}: not a readable Parquet file (truncated or another format): "
+                                   f"{str(e).splitlines()[0]}") from None
             row_col, kind = None, "parquet"
         else:
             csv_path = utf8_copy(path, self.cfg.encoding, tmp)
@@ -212,7 +225,7 @@ class FileSource:
             try:
                 headers = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
             except duckdb.Error as e:
-                raise ConfigError(f"{path}: cannot read as CSV: {str(e).splitlines()[0]}") from None
+                raise csv_error(path, csv_path, e) from None
             row_col, kind = None, "csv"
         cols = _match_headers(path, headers, mapping, self.cfg.attributes)
         if mapping is self._contacts_map and not ({"customer_id", "email", "phone"} & set(cols)):
@@ -233,7 +246,9 @@ class FileSource:
         try:
             return _load_table(con, lf, src, kind, self.cfg)
         except duckdb.Error as e:
-            raise ConfigError(f"{path}: cannot read: {str(e).splitlines()[0]}") from None
+            if kind == "csv":
+                raise csv_error(path, csv_path, e) from None
+            raise BadFileError(f"{path}: cannot read: {str(e).splitlines()[0]}") from None
         finally:
             if kind == "xlsx":
                 con.unregister(f"{table}_src")
@@ -249,13 +264,18 @@ def _match_headers(path: Path, headers: list[str], mapping: _Mapping, attributes
         if real is not None:
             out[fld] = real
         elif fld not in mapping.optional and not fld.startswith("attr:"):
-            missing.append(f"{fld} = {header!r}")
+            missing.append(f"{fld} = {header!r}{_closest_header(header, headers)}")
         elif fld in ("ordered_at", "amount") or (fld == "price" and "amount" not in mapping.columns):
-            missing.append(f"{fld} = {header!r} (from the preset)")
+            missing.append(f"{fld} = {header!r} (from the preset){_closest_header(header, headers)}")
     if missing:
         raise ConfigError(f"{path}: mapped column(s) not found: {'; '.join(missing)}. "
                           f"Columns in the file: {', '.join(repr(h) for h in headers)}")
     return out
+
+
+def _closest_header(header: str, headers: list[str]) -> str:
+    best = closest(header, headers)
+    return f" (closest header: {best!r})" if best is not None else ""
 
 
 # ---------------------------------------------------------------------------------------------- SQL

@@ -14,6 +14,7 @@ from pydantic import BaseModel, SecretStr
 
 from .errors import ConfigError
 from .source import Source
+from .suggest import did_you_mean
 
 if TYPE_CHECKING:
     from pydantic_settings import BaseSettings
@@ -75,9 +76,10 @@ def build_source(section: Mapping[str, Any], *, base_dir: Path | None = None, se
     Raises ConfigError for an unknown type and pydantic's ValidationError for bad settings
     (the caller formats it with the config file's name).
     """
-    kind = section.get("type", "file")
+    kind = section.get("type", "file")  # a [source] without type is a file source (README)
     if kind not in SOURCES:
-        raise ConfigError(f"[source] type must be one of {', '.join(sorted(SOURCES))}; got {kind!r}")
+        raise ConfigError(f"[source] type must be one of {', '.join(sorted(SOURCES))}; got {kind!r}"
+                          f"{did_you_mean(str(kind), SOURCES)}")
     model, factory = SOURCES[kind]
     if kind == "file":
         config = model.model_validate(dict(section))

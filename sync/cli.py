@@ -16,19 +16,21 @@ from datetime import date
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from connectors.errors import ConnectorError, ConfigError as SourceConfigError
 from segmentation import PRESETS, SegmentationError
 
 from .cli_output import print_warnings
+from .console import SafeConsole, styled, visible
 from .errors import INTERNAL_EXIT, ConfigError, DataError, RfmsyncError
 
 log = logging.getLogger("rfmsync")
 _WIDTH = None if sys.stdout.isatty() else 120  # pipes and files get full rows, not an 80-column wrap
-out = Console(soft_wrap=True, width=_WIDTH)
-err = Console(stderr=True, soft_wrap=True, width=_WIDTH)
+# User text (paths, headers, values, names) is printed literally: no markup, control characters made visible.
+out = SafeConsole(soft_wrap=True, width=_WIDTH)
+err = SafeConsole(stderr=True, soft_wrap=True, width=_WIDTH)
 
 
 def _exit_code(exc: BaseException) -> int:
@@ -49,15 +51,33 @@ class RfmsyncGroup(click.Group):
             raise
         except Exception as exc:  # the one place errors become exit codes
             verbose = (ctx.obj or {}).get("verbose", 0)
-            if verbose:
-                traceback.print_exc()
             code = _exit_code(exc)
-            kind = "internal error" if code == INTERNAL_EXIT else "error"
-            msg = str(exc) or type(exc).__name__
-            err.print(f"[bold red]{kind}:[/] {msg}", highlight=False, markup=True)
-            if code == INTERNAL_EXIT and not verbose:
-                err.print("(run with -v for details)")
+            try:
+                if verbose:
+                    traceback.print_exc()
+                kind = "internal error" if code == INTERNAL_EXIT else "error"
+                _print_error(kind, _message(exc))
+                if code == INTERNAL_EXIT and not verbose:
+                    err.print("(run with -v for details)")
+            except Exception:  # printing the error must not become a traceback of its own
+                pass
             ctx.exit(code)
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc) or type(exc).__name__
+    except Exception:
+        return type(exc).__name__
+
+
+def _print_error(kind: str, msg: str) -> None:
+    """``kind: msg`` on stderr, the message literally (control characters as visible escapes)."""
+    try:
+        err.print(Text.assemble(styled(f"{kind}:", "bold red"), " ", visible(msg)), highlight=False)
+    except Exception:  # e.g. a stderr that cannot encode the text: fall back to plain ASCII escapes
+        line = f"{kind}: {visible(msg)}\n"
+        sys.stderr.write(line.encode("ascii", "backslashreplace").decode("ascii"))
 
 
 config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
@@ -77,6 +97,9 @@ def main(ctx: click.Context, verbose: int) -> None:
     if verbose:
         logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.INFO,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .settings import warn_unknown_variables
+
+    warn_unknown_variables()  # MAILCHIMP_KEY and the like: a warning naming the expected variable
 
 
 @contextmanager
@@ -114,15 +137,17 @@ def print_summary(run, title: str | None = None) -> None:
     b = res.boundary
     if b:
         if b.get("days") is not None:
-            out.print(f"Falling-asleep boundary: [bold]{b['days']} days[/] of silence "
-                      f"(P(return within {b['window_days']} d) < {b['return_probability']:.0%}; "
-                      f"method {b['method']}); suggested reminder on day [bold]{b['reminder_day']}[/].")
+            out.print(Text.assemble(
+                "Falling-asleep boundary: ", styled(f"{b['days']} days", "bold"),
+                f" of silence (P(return within {b['window_days']} d) < {b['return_probability']:.0%}; "
+                f"method {b['method']}); suggested reminder on day ", styled(b["reminder_day"], "bold"), "."))
         else:
             out.print(f"Falling-asleep boundary: not computed ({b.get('reason')}).")
         if b.get("gap_percentiles"):
             out.print("Days between purchases: " + ", ".join(f"{k} {v}" for k, v in b["gap_percentiles"].items()))
     if run.bad_row_count:
-        out.print(f"[yellow]{run.bad_row_count} bad rows were left out[/] (see `rfmsync check`).")
+        out.print(Text.assemble(styled(f"{run.bad_row_count} bad rows were left out", "yellow"),
+                                " (see `rfmsync check`)."))
 
 
 @main.command()
@@ -304,7 +329,7 @@ def _print_predict(report: dict) -> None:
 
     bg, gg = report.get("bgnbd") or {}, report.get("gamma_gamma") or {}
     if report.get("reason"):
-        out.print(f"[yellow]Models not fitted:[/] {report['reason']}")
+        out.print(Text.assemble(styled("Models not fitted:", "yellow"), " ", visible(report["reason"])))
     if bg.get("r") is not None:
         out.print(f"BG/NBD ({bg.get('time_unit')}): r={bg['r']:.4f} alpha={bg['alpha']:.4f} a={bg['a']:.4f} "
                   f"b={bg['b']:.4f} log-likelihood={bg['log_likelihood']:.2f}")

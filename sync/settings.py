@@ -6,8 +6,22 @@ a test keeps the two in step.
 
 from __future__ import annotations
 
+import logging
+import os
+from pathlib import Path
+
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from connectors.suggest import closest
+
+log = logging.getLogger(__name__)
+
+#: prefixes of the variables rfmsync reads: an unknown name with one of them is most likely a typo
+OUR_PREFIXES = ("RFMSYNC_", "MAILCHIMP_", "SENDGRID_", "UNISENDER_", "RETAILCRM_", "AMOCRM_", "BITRIX24_",
+                "SHOPIFY_")
+_NOT_SETTINGS = ("RFMSYNC_TEST_",)  # the test suite's own variables
+_warned: set[str] = set()
 
 
 class Settings(BaseSettings):
@@ -44,7 +58,34 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides) -> Settings:
+    warn_unknown_variables()
     return Settings(**overrides)
+
+
+def unknown_variables(names) -> dict[str, str | None]:
+    """Names with one of our prefixes that no setting reads → the closest known name (or None)."""
+    known = [n.upper() for n in Settings.model_fields]
+    return {n: closest(n, known, cutoff=0.7) for n in names
+            if n.upper().startswith(OUR_PREFIXES) and n.upper() not in known and not n.upper().startswith(_NOT_SETTINGS)}
+
+
+def warn_unknown_variables(env_file: str | os.PathLike = ".env") -> None:
+    """Log a warning (once per name and process) for each environment or ``.env`` variable that looks like
+    ours but is not read (``MAILCHIMP_KEY`` → ``MAILCHIMP_API_KEY``). Names only: never a value."""
+    names = {n: "environment variable" for n in os.environ}
+    if Path(env_file).is_file():
+        try:
+            from dotenv import dotenv_values
+
+            names.update({n: f"{env_file} variable" for n in dotenv_values(env_file) if n not in names})
+        except Exception:  # an unreadable .env is pydantic-settings' to report
+            pass
+    for name, expected in sorted(unknown_variables(names).items()):
+        if name in _warned:
+            continue
+        _warned.add(name)
+        hint = f"; did you mean {expected}?" if expected else "; see settings.example.env"
+        log.warning("%s %s is not used by rfmsync%s", names[name], name, hint)
 
 
 def secret(value: SecretStr | None) -> str | None:

@@ -150,7 +150,7 @@ def test_status_overrides_and_counting_is_exact(tmp_path):
 
 
 def test_bad_row_list_is_capped_but_counted(tmp_path):
-    rows = [["id", "c", "d", "a"]] + [[str(i), "x", "nope", "1"] for i in range(1200)]
+    rows = [["id", "c", "d", "a"]] + [[str(i), "x", "2024-01-02", "nope"] for i in range(1200)]  # bad amounts
     write_csv(tmp_path / "sales.csv", rows)
     result, _ = pull(tmp_path, columns={"order_id": "id", "customer_id": "c", "ordered_at": "d", "amount": "a"})
     assert result.bad_row_count == 1200 and len(result.bad_rows) == 1000

@@ -1,0 +1,69 @@
+"""Whole-file checks made after an export is read and before its rows are staged.
+
+A file that reads but cannot be meant as it is stops the pull with one :class:`BadFileError` line naming it,
+instead of a silent table of zeros or thousands of bad rows:
+
+* no data rows in any orders file (a header-only export);
+* more than half of a file's rows without a usable order date (dates in another format than the reader
+  understands, e.g. month-first): the message shows two of the raw values and suggests ``date_format``,
+  naming a format that reads them when one of the usual ones does.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol, Sequence
+
+import duckdb
+
+from .errors import BadFileError
+
+#: share of a file's rows whose date may fail before the file counts as misread
+MAX_BAD_DATE_SHARE = 0.5
+
+_FORMATS = ("%m/%d/%Y", "%m/%d/%Y %H:%M", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %I:%M %p", "%m/%d/%y", "%m/%d/%y %H:%M",
+            "%d/%m/%Y", "%d/%m/%Y %H:%M", "%d/%m/%y", "%m-%d-%Y", "%d-%m-%Y", "%m.%d.%Y", "%d.%m.%Y",
+            "%Y/%m/%d", "%Y.%m.%d", "%d %b %Y", "%b %d, %Y", "%d %B %Y", "%B %d, %Y", "%Y%m%d")
+
+
+class LoadedFile(Protocol):
+    path: str
+    table: str  # a view with ordered_at (parsed) and ordered_at_raw (the text where parsing failed)
+    cols: dict[str, str]
+
+
+def check_orders(con: duckdb.DuckDBPyConnection, files: Sequence[LoadedFile], pattern: str) -> None:
+    """Raise BadFileError when the orders files hold no data rows, or a file's dates mostly failed to parse."""
+    counts = [con.execute(f"SELECT count(*), count(*) FILTER (WHERE ordered_at IS NULL) FROM {f.table}")
+              .fetchall()[0] for f in files]
+    if files and not any(n for n, _ in counts):
+        where = files[0].path if len(files) == 1 else f"{len(files)} files matching {pattern!r}"
+        raise BadFileError(f"{where}: no data rows (only a header)")
+    for f, (n, bad) in zip(files, counts):
+        if n and bad > n * MAX_BAD_DATE_SHARE:
+            raise BadFileError(_dates_message(con, f, n, bad))
+
+
+def _dates_message(con: duckdb.DuckDBPyConnection, f: LoadedFile, n: int, bad: int) -> str:
+    sample = [v for (v,) in con.execute(f"SELECT DISTINCT ordered_at_raw FROM (SELECT ordered_at_raw FROM {f.table}"
+                                        f" WHERE ordered_at_raw IS NOT NULL LIMIT 1000) LIMIT 20").fetchall()]
+    header = f.cols.get("ordered_at", "ordered_at")
+    if not sample:
+        return f"{f.path}: {bad} of {n} rows have no date in column {header!r}; map ordered_at to the order date"
+    examples = ", ".join(repr(v) for v in sample[:2])
+    fmt = guess_format(sample)
+    hint = f'date_format = "{fmt}"' if fmt else 'date_format (a strptime format such as "%m/%d/%Y")'
+    return (f"{f.path}: {bad} of {n} rows have a date in column {header!r} that cannot be read "
+            f"(e.g. {examples}); set [source] {hint}")
+
+
+def guess_format(values: Sequence[str]) -> str | None:
+    """The first usual date format that reads every value, if any."""
+    for fmt in _FORMATS:
+        try:
+            for v in values:
+                datetime.strptime(v.strip(), fmt)
+        except ValueError:
+            continue
+        return fmt
+    return None
