@@ -6,8 +6,8 @@ from typing import Iterable, Sequence
 
 import click
 from rich.table import Table
-from rich.text import Text
 
+from .console import visible
 from .plan import Plan
 
 
@@ -21,7 +21,7 @@ def print_plans(plans: Sequence[Plan], console, title: str = "Plan (dry run: not
     totals = {"added": 0, "removed": 0, "updated": 0, "new": 0, "skipped": 0}
     for plan in plans:
         for row in plan.rows():
-            table.add_row(Text(row["destination"]), Text(row["target"]), str(row["added"]), str(row["removed"]),
+            table.add_row(visible(row["destination"]), visible(row["target"]), str(row["added"]), str(row["removed"]),
                           str(row["updated"]), str(row["new"]), str(row["skipped"]))
             for k in totals:
                 totals[k] += row[k]
@@ -31,7 +31,7 @@ def print_plans(plans: Sequence[Plan], console, title: str = "Plan (dry run: not
     console.print(table)
     for plan in plans:
         for note in plan.notes:
-            console.print(f"{plan.destination}: {note}", markup=False, highlight=False)
+            console.print(visible(f"{plan.destination}: {note}"), markup=False, highlight=False)
 
 
 def _add_new_by_status(table: Table, plan: Plan) -> None:
@@ -46,4 +46,4 @@ def _add_new_by_status(table: Table, plan: Plan) -> None:
 def print_warnings(lines: Iterable[str]) -> None:
     """One ``warning: ...`` line per warning on stderr, printed literally (user text may hold ``[brackets]``)."""
     for line in lines:
-        click.echo("warning: " + " ".join(str(line).split("\n")), err=True)
+        click.echo("warning: " + visible(" ".join(str(line).split("\n"))), err=True)

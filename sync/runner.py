@@ -11,6 +11,8 @@ import logging
 from datetime import date
 from typing import Any, Callable, Mapping, Sequence
 
+from connectors.errors import BadFileError
+
 from .config import Config
 from .engine import (ApplyReport, PlannedDestination, _destinations, execute_plan, make_destination, plan_all,
                      run_stats, segments_from_store)
@@ -82,6 +84,9 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
                                       full=full_pull, guarded=True)
         except GuardRefusedError as exc:
             raise refuse(ledger, kind, names, exc.lines) from None
+        except BadFileError as exc:  # an unusable export (empty, truncated, dates unreadable): exit 3, refused
+            refuse(ledger, kind, names, [str(exc)])
+            raise
         try:
             stats = run_stats(run)
             lines = data_lines(cfg.guards, stats) + customer_drop_lines(cfg, ledger, stats, names)

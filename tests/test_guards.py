@@ -140,11 +140,13 @@ def swap_tags(path: Path) -> None:
     path.write_text(text, encoding="utf-8")
 
 
-def month_first(path: Path) -> None:
-    """Rewrite the export's dates month-first (05.07.2023 → 07/05/2023): the reader cannot parse them."""
+def month_first(path: Path, every: int = 1) -> None:
+    """Rewrite the export's dates month-first (05.07.2023 → 07/05/2023) on every ``every``-th data row: the
+    reader cannot parse them."""
     orders = path.parent / "orders.csv"
-    text = orders.read_text(encoding="utf-8-sig")
-    orders.write_text(re.sub(r"(\d\d)\.(\d\d)\.(\d{4})", r"\2/\1/\3", text), encoding="utf-8")
+    header, *rows = orders.read_text(encoding="utf-8-sig").splitlines(keepends=True)
+    rows = [re.sub(r"(\d\d)\.(\d\d)\.(\d{4})", r"\2/\1/\3", r) if i % every == 0 else r for i, r in enumerate(rows)]
+    orders.write_text(header + "".join(rows), encoding="utf-8")
 
 
 def truncate(path: Path, share: float = 0.4) -> None:
@@ -158,8 +160,8 @@ def runs_of(path: Path) -> list[dict]:
     return json.loads(run_cli("runs", "--config", str(path), "--format", "json").output)
 
 
-def assert_refused(path: Path, fake, before: dict, writes: int, result, *lines: str) -> None:
-    assert result.exit_code == 6, result.output
+def assert_refused(path: Path, fake, before: dict, writes: int, result, *lines: str, code: int = 6) -> None:
+    assert result.exit_code == code, result.output
     for line in lines:
         assert line in result.output
     assert audience(fake) == before and fake.write_calls == writes, "a refused run wrote to the ESP"
@@ -170,16 +172,33 @@ def assert_refused(path: Path, fake, before: dict, writes: int, result, *lines: 
 
 def test_a_month_first_export_is_refused_by_the_data_guards(shop, mailchimp_fake):
     before, writes = audience(mailchimp_fake), mailchimp_fake.write_calls
-    month_first(shop)
+    month_first(shop, every=3)  # a third of the rows: the file reads, the share of bad rows trips the guard
+    line = "guard max_bad_rows_pct: 294 of 871 rows (33.8 %) are bad; limit 5 %"
     result = run_cli("sync", "--config", str(shop), "--as-of", AS_OF.isoformat(), code=6)
-    assert_refused(shop, mailchimp_fake, before, writes, result, "guard min_orders: 0 valid orders; at least 1 needed",
-                   "guard max_bad_rows_pct: 871 of 871 rows (100 %) are bad; limit 5 %")
+    assert_refused(shop, mailchimp_fake, before, writes, result, line)
     # the data guards hold even when a mass change is allowed
     again = run_cli("sync", "--config", str(shop), "--as-of", AS_OF.isoformat(), "--allow-mass-change", code=6)
-    assert_refused(shop, mailchimp_fake, before, writes, again, "guard min_orders")
+    assert_refused(shop, mailchimp_fake, before, writes, again, line)
     # and `check` stops a `check && sync` cron line first
     check = run_cli("check", "--config", str(shop), code=3)
-    assert "guard max_bad_rows_pct: 871 of 871 rows (100 %) are bad; limit 5 %" in check.output
+    assert line in check.output
+
+
+def test_an_export_with_every_date_month_first_is_a_bad_file_and_a_refused_run(shop, mailchimp_fake):
+    before, writes = audience(mailchimp_fake), mailchimp_fake.write_calls
+    month_first(shop)  # every row: the file is not usable at all (exit 3), and says which date_format reads it
+    result = run_cli("sync", "--config", str(shop), "--as-of", AS_OF.isoformat(), code=3)
+    assert_refused(shop, mailchimp_fake, before, writes, result, "871 of 871 rows have a date in column",
+                   'set [source] date_format = "%m/%d/%Y %H:%M"', code=3)
+    assert "date_format" in run_cli("check", "--config", str(shop), code=3).output
+
+
+def test_too_few_orders_refuses(shop, mailchimp_fake):
+    set_guards(shop, min_orders=100000)
+    before, writes = audience(mailchimp_fake), mailchimp_fake.write_calls
+    result = run_cli("sync", "--config", str(shop), "--as-of", AS_OF.isoformat(), "--allow-mass-change", code=6)
+    assert_refused(shop, mailchimp_fake, before, writes, result, "guard min_orders: ",
+                   "valid orders; at least 100000 needed")
 
 
 def test_bad_rows_share_alone_refuses(shop, mailchimp_fake):
@@ -241,15 +260,16 @@ def test_mass_changes_are_refused_warned_by_plan_and_allowed_once(shop, mailchim
 
 
 def test_a_saved_plan_of_a_broken_export_is_refused_at_apply(shop, mailchimp_fake, tmp_path):
-    month_first(shop)
+    month_first(shop, every=3)
+    line = "guard max_bad_rows_pct: 294 of 871 rows (33.8 %) are bad; limit 5 %"
     saved = tmp_path / "broken.json"
     plan = run_cli("plan", "--config", str(shop), "--as-of", AS_OF.isoformat(), "-o", str(saved), "--format", "json")
     doc = json.loads(plan.stdout)
-    assert doc["data"]["orders"] == 0 and doc["data"]["bad_rows"] == 871
-    assert "guard min_orders: 0 valid orders; at least 1 needed" in doc["warnings"]
+    assert doc["data"]["orders"] == 577 and doc["data"]["bad_rows"] == 294
+    assert line in doc["warnings"]
     before, writes = audience(mailchimp_fake), mailchimp_fake.write_calls
     result = run_cli("apply", "--config", str(shop), str(saved), "--allow-mass-change", code=6)
-    assert "guard min_orders: 0 valid orders; at least 1 needed" in result.output
+    assert line in result.output
     assert audience(mailchimp_fake) == before and mailchimp_fake.write_calls == writes
 
 
