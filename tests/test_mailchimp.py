@@ -255,12 +255,15 @@ def test_adds_and_removes_are_packed_into_the_fewest_calls(mailchimp_fake, dest)
     assert len(fake.tags_of("m0@example.com")) == 1 and fake.tags_of("m699@example.com") == set()
 
 
-def test_empty_204_tag_answer_counts_as_success(mailchimp_fake, dest) -> None:
+def test_empty_204_tag_answer_is_not_believed(mailchimp_fake, dest) -> None:
+    """The documented answer is 200 with members_added/members_removed/errors: a body-less 204 proves nothing,
+    so the item fails (and is retried next run) even though the fake did the work."""
     mailchimp_fake.add_member("a@example.com")
     mailchimp_fake.empty_segment_answers = True
     rec = Recorder()
     dest.apply([change("a@example.com", create=False, add={"rfm:A"})], rec)
-    assert rec.results[("a@example.com", "tag+rfm:A")].ok and mailchimp_fake.tags_of("a@example.com") == {"rfm:A"}
+    result = rec.results[("a@example.com", "tag+rfm:A")]
+    assert not result.ok and "empty body" in result.error
 
 
 # ---------------------------------------------------------------------------------------------- reads
