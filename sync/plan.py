@@ -8,7 +8,7 @@ are written. Consent decides who may be created (see :func:`status_for_new`).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Iterable, Mapping
@@ -254,6 +254,10 @@ def apply_results_to_state(state: dict[str, PushedState], changes: Mapping[str, 
     """Fold successful item results into the pushed state; returns the keys that changed."""
     touched = set()
     for r in results:
+        if not r.ok and getattr(r, "missing", False) and r.key in state:
+            # the ESP does not hold this contact: forget it, so the next plan creates it (consent applies)
+            state[r.key] = replace(state[r.key], tags=frozenset(), fields={}, exists=False)
+            touched.add(r.key)
         if not r.ok:
             continue
         c = changes.get(r.key)
