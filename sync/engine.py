@@ -11,7 +11,7 @@ import json
 import logging
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import duckdb
 
 from .config import Config, DestinationConfig
-from .errors import ConfigError, LockBusyError, PlanStaleError
+from .errors import ConfigError, DestinationError, LockBusyError, PlanStaleError
 from .ledger import Ledger
 from .ledger_queue import owner_process_gone
 from .model import Destination, ItemResult, PushedState
@@ -113,18 +113,35 @@ def plan_all(cfg: Config, run: SegmentsRun, ledger: Ledger, settings: Settings, 
         desired, invalid = desired_contacts(rows, dest)
         last = ledger.load_state(dest.name)
         existing = None
-        if client is not None:
+        unchecked = _remote_unchecked(client, require_remote)
+        if client is not None and unchecked is None:
             if reconcile:
                 last = _reconciled(last, client.read_managed(all_managed(dest)), all_managed(dest))
-            if dest.new_contacts == "skip" and hasattr(client, "existing_members"):
-                existing = client.existing_members([d.key for d in desired])
-        else:
+            if (dest.new_contacts == "skip" or full_refresh) and hasattr(client, "existing_members"):
+                existing = client.existing_members([d.key for d in desired])  # full refresh: repairs drift
+        elif client is None:
             notes.append("planned against the ledger alone (no credentials set): the ESP was not read")
         plan = plan_destination(dest, desired, last, revision=ledger.state_revision(dest.name), existing=existing,
-                                full_refresh=full_refresh, skipped=invalid, remote_checked=client is not None,
-                                notes=notes)
+                                full_refresh=full_refresh, skipped=invalid,
+                                remote_checked=client is not None and unchecked is None, notes=notes)
+        if unchecked is not None:
+            plan = replace(plan, warnings=(*plan.warnings, unchecked))
         out.append(PlannedDestination(plan, client))
     return out
+
+
+def _remote_unchecked(client: Destination | None, require_remote: bool) -> str | None:
+    """``client.check()`` (read-only); a warning "remote not checked: …" when the ESP could not be reached or
+    refused the credentials (re-raised when the remote is required, as for ``sync``)."""
+    if client is None:
+        return None
+    try:
+        client.check()
+    except DestinationError as exc:
+        if require_remote:
+            raise
+        return f"remote not checked: {exc}"
+    return None
 
 
 def _reconciled(last: dict[str, PushedState], actual: dict[str, set[str]], managed: Sequence[str]

@@ -210,7 +210,8 @@ def plan_destination(dest: DestinationConfig, desired: Iterable[DesiredContact],
     """The change set that takes the destination from ``last`` to ``desired``.
 
     ``existing``: emails the ESP already holds (when it was read), so ``skip`` can tell who is new.
-    ``full_refresh``: push every desired field and tag again, whatever the ledger says.
+    ``full_refresh``: push every desired field and tag again, whatever the ledger says; with ``existing`` (the
+    ESP was read), a contact the ledger believes exists but the ESP does not hold is created again.
     """
     managed = set(all_managed(dest))
     changes: list[ContactChange] = []
@@ -220,6 +221,8 @@ def plan_destination(dest: DestinationConfig, desired: Iterable[DesiredContact],
         seen.add(d.key)
         prev = last.get(d.key)
         exists = (prev is not None and prev.exists) or (existing is not None and d.key in existing)
+        if full_refresh and existing is not None:  # the ESP was read: believe it over the ledger (drift repair)
+            exists = d.key in existing
         prev_tags = prev.tags & managed if prev else frozenset()
         prev_fields = {} if (full_refresh or prev is None) else prev.fields
         status = None
