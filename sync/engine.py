@@ -44,11 +44,15 @@ def open_ledger(cfg: Config, settings: Settings | None = None) -> Ledger:
 
 
 def make_destination(dest: DestinationConfig, settings: Settings, *, required: bool = True,
-                     retry=None, timeout: float = 30) -> Destination | None:
+                     retry=None, timeout: float | None = None) -> Destination | None:
     """The ESP client for a destination, or None when its credentials are not set and not ``required``.
 
-    ``retry`` (a :class:`connectors.retry.RetryPolicy`) and ``timeout`` reach the client (tests, tuning).
+    ``retry`` (a :class:`connectors.retry.RetryPolicy`) and ``timeout`` default to the destination's [http]
+    settings (``RFMSYNC_HTTP_*`` > ``[destinations.http]`` > ``[http]``).
     """
+    http = dest.http_settings(settings)
+    retry = retry or http.retry_policy()
+    timeout = timeout if timeout is not None else http.timeout_seconds
     key_name = f"{dest.type.upper()}_API_KEY"
     key = getattr(settings, f"{dest.type}_api_key")
     url = getattr(settings, f"{dest.type}_api_url")
@@ -60,7 +64,7 @@ def make_destination(dest: DestinationConfig, settings: Settings, *, required: b
         from .mailchimp import MailchimpDestination
 
         return MailchimpDestination(dest.name, dest.audience or "", key, api_url=url, batch_size=dest.batch_size,
-                                    retry=retry, timeout=timeout)
+                                    retry=retry, timeout=timeout, max_connections=http.concurrency)
     if dest.type == "sendgrid":
         from .sendgrid import SendGridDestination
 
