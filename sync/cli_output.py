@@ -27,3 +27,5 @@ def print_plans(plans: Sequence[Plan], console, title: str = "Plan (dry run: not
     for plan in plans:
         for note in plan.notes:
             console.print(f"{plan.destination}: {note}")
+        for warning in plan.warnings:
+            console.print(f"{plan.destination}: warning: {warning}", markup=False, highlight=False)

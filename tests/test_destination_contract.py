@@ -430,3 +430,39 @@ def test_drift_repair_never_creates_a_contact_without_consent(esp, make_rig, run
         for _ in range(2):
             rig.sync(LATER)
         assert not esp.exists(victim), "re-created without consent although new_contacts = skip"
+
+
+# ---------------------------------------------------------------------------------------------------- check / plan
+def _key_var(esp: FakeDestination) -> str:
+    return next(k for k in esp.env() if k.endswith("_API_KEY"))
+
+
+def test_check_reads_each_destination_and_writes_nothing(esp, rig):
+    result = rig.cli("check")
+    line = next(x for x in result.output.splitlines() if x.startswith("destination contract"))
+    assert "API key accepted" in line and esp.write_calls == 0
+    calls = sum(esp.fake.calls.values())
+    offline = rig.cli("check", "--offline")
+    assert "not checked (--offline)" in offline.output and sum(esp.fake.calls.values()) == calls
+
+
+def test_check_and_plan_with_a_made_up_key(esp, rig, monkeypatch):
+    made_up = "0123456789abcdef0123456789abcdef-us9" if esp.type == "mailchimp" else "made-up-key-42"
+    monkeypatch.setenv(_key_var(esp), made_up)
+    result = rig.cli("check", ok=False)
+    assert result.exit_code == 2, result.output
+    assert "destination contract" in result.output and made_up not in result.output
+    plan = rig.cli("plan", "--as-of", AS_OF.isoformat(), "--format", "json")  # a plan still works, and says so
+    doc = json.loads(plan.output)
+    assert any("remote not checked" in w for w in doc["warnings"]), doc["warnings"]
+    assert doc["plans"][0]["remote_checked"] is False and made_up not in plan.output
+    table = rig.cli("plan", "--as-of", AS_OF.isoformat())
+    assert "warning: remote not checked" in table.output
+
+
+def test_check_names_a_missing_mailchimp_audience(esp, make_rig):
+    if esp.type != "mailchimp":
+        pytest.skip("audiences are Mailchimp's")
+    rig = make_rig(audience="nope42")
+    result = rig.cli("check", ok=False)
+    assert result.exit_code == 2 and "nope42" in result.output and "not found" in result.output
