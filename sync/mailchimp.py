@@ -258,6 +258,7 @@ class MailchimpDestination:
     def apply(self, changes: Sequence[ContactChange], on_results: OnResults) -> None:
         """Upsert (create, then update) and tag in batches; ``on_results`` after each API call."""
         failed: set[str] = set()
+        missing: set[str] = set()
         stats = {"calls": 0, "items": 0, "failed": 0}
 
         def report(results: Sequence[ItemResult]) -> None:
@@ -266,13 +267,14 @@ class MailchimpDestination:
             bad = [r.key for r in results if not r.ok]
             stats["failed"] += len(bad)
             failed.update(bad)
+            missing.update(r.key for r in results if r.missing)
             on_results(results)
 
         creates = [c for c in changes if c.needs_upsert and c.create and c.status_if_new]
         updates = [c for c in changes if c.needs_upsert and not (c.create and c.status_if_new)]
         spill = self._run([partial(self._subscribe, chunk, True) for chunk in self._chunks(creates)], report)
         self._run([partial(self._subscribe, chunk, False) for chunk in self._chunks(updates + spill)], report)
-        self._run(self._tag_tasks(changes, failed, on_results), report)
+        self._run(self._tag_tasks(changes, failed, missing, on_results), report)
         log.info("mailchimp %s: %d changes -> %d item results (%d failed) in %d calls", self.name, len(changes),
                  stats["items"], stats["failed"], stats["calls"])
 
@@ -342,7 +344,7 @@ class MailchimpDestination:
                 results.append(ItemResult(c.key, "upsert", False, _member_error(error), missing=missing))
         return results, spill
 
-    def _tag_tasks(self, changes: Sequence[ContactChange], failed: set[str],
+    def _tag_tasks(self, changes: Sequence[ContactChange], failed: set[str], missing: set[str],
                    on_results: OnResults) -> list[Callable[[], tuple[list[ItemResult], list[Any]]]]:
         adds: dict[str, list[ContactChange]] = {}
         removes: dict[str, list[ContactChange]] = {}
@@ -350,7 +352,10 @@ class MailchimpDestination:
         for c in changes:
             ops = [(adds, "+", t) for t in sorted(c.add_tags)] + [(removes, "-", t) for t in sorted(c.remove_tags)]
             for bucket, sign, tag in ops:
-                if c.key in failed:
+                if c.key in missing:  # not in the audience: carries no tag; adds wait for it to be created
+                    skipped.append(ItemResult(c.key, f"tag{sign}{tag}", sign == "-", None if sign == "-" else
+                                              "skipped: not a list member", missing=sign == "+"))
+                elif c.key in failed:
                     skipped.append(ItemResult(c.key, f"tag{sign}{tag}", False, "skipped: the upsert failed"))
                 else:
                     bucket.setdefault(tag, []).append(c)
@@ -385,7 +390,9 @@ class MailchimpDestination:
         results = []
         for c, op in ops:
             email = c.email.lower()
-            if email in refused:
+            if email in refused and op.startswith("tag-") and _NOT_A_MEMBER.search(refused[email]):
+                results.append(ItemResult(c.key, op, True))  # not in the audience: it carries no tag either
+            elif email in refused:
                 results.append(ItemResult(c.key, op, False, refused[email],
                                           missing=bool(_NOT_A_MEMBER.search(refused[email]))))
             elif op.startswith("tag+") and email in ignored:  # "emails not on the list are ignored"
