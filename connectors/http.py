@@ -141,6 +141,8 @@ class HttpClient:
     session: requests.Session = field(default_factory=requests.Session)
 
     def __post_init__(self) -> None:
+        if self.retry.timeout is not None and self.timeout == DEFAULT_TIMEOUT:  # [http] timeout_seconds
+            self.timeout = (min(DEFAULT_TIMEOUT[0], self.retry.timeout), self.retry.timeout)
         self.status_actions = {**STATUS_ACTIONS, **self.status_actions}  # vendor overrides on top
         self.session.headers.update(self.headers)
 
@@ -188,7 +190,7 @@ class HttpClient:
             resp = self.session.request(method, url, params=kw["params"], json=kw["json_body"],
                                         data=kw["data"], timeout=self.timeout)
         except requests.Timeout:
-            raise TransientError(f"{what}: timed out") from None
+            raise TransientError(f"{what}: timed out after {self.timeout[1]:g} s") from None
         except requests.RequestException as exc:
             raise TransientError(f"{what}: cannot connect ({type(exc).__name__}); check {self.url_env}") from None
         log.debug("%s -> %s in %.2fs", what, resp.status_code, time.monotonic() - started)

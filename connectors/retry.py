@@ -30,6 +30,8 @@ class RetryPolicy:
     deadline: float = 120.0  # seconds, whole call including waits
     base: float = 0.5  # first backoff, doubled each attempt
     max_wait: float = 30.0  # cap on any single wait, Retry-After included
+    #: per-call timeout (seconds) of the clients that use this policy ([http] timeout_seconds); None: their default
+    timeout: float | None = None
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random = field(default_factory=random.Random)
 

@@ -14,7 +14,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from connectors.suggest import did_you_mean
 from segmentation import PRESETS as SEGMENTATION_PRESETS, SegmentationConfig
@@ -30,6 +30,54 @@ class StoreConfig(BaseModel):
     orders: str | None = None  # order store: default <config dir>/rfmsync.duckdb
 
 
+class HttpOverrides(BaseModel):
+    """``[destinations.http]``: any ``[http]`` key, for one destination."""
+
+    model_config = ConfigDict(extra="forbid")
+    timeout_seconds: float | None = Field(default=None, gt=0)
+    max_attempts: int | None = Field(default=None, ge=1)
+    max_wait_seconds: float | None = Field(default=None, ge=0)
+    concurrency: int | None = Field(default=None, ge=1)
+
+
+class HttpConfig(BaseModel):
+    """``[http]``: timeouts and retry budgets of every ESP and CRM call (README "HTTP settings").
+
+    Precedence: ``RFMSYNC_HTTP_*`` environment variables > ``[destinations.http]`` > ``[http]`` > defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+    timeout_seconds: float = Field(default=30.0, gt=0)  # connect and read timeout of one call
+    max_attempts: int = Field(default=6, ge=1)  # tries of one retryable call (idempotent calls only)
+    max_wait_seconds: float = Field(default=30.0, ge=0)  # cap on one back-off or Retry-After sleep
+    concurrency: int = Field(default=5, ge=1)  # parallel calls, capped at the vendor's limit (Mailchimp: 10)
+
+    def merged(self, *overrides: Any) -> "HttpConfig":
+        """These settings with the non-None values of each override (a model or a mapping) on top."""
+        data = self.model_dump()
+        for o in overrides:
+            items = o.model_dump() if isinstance(o, BaseModel) else dict(o or {})
+            data.update({k: v for k, v in items.items() if v is not None})
+        try:
+            return HttpConfig(**data)
+        except ValidationError as exc:
+            raise ConfigError(_format_validation(exc, None, prefix="http")) from None
+
+    def retry_policy(self, sleep: Any = None):
+        """The :class:`connectors.retry.RetryPolicy` these settings describe (``sleep`` injectable)."""
+        from connectors.retry import RetryPolicy
+
+        budget = self.max_attempts * (self.timeout_seconds + self.max_wait_seconds)
+        extra = {"sleep": sleep} if sleep is not None else {}
+        return RetryPolicy(attempts=self.max_attempts, max_wait=self.max_wait_seconds, timeout=self.timeout_seconds,
+                           deadline=max(120.0, budget), **extra)
+
+
+def http_settings(base: HttpConfig, overrides: HttpOverrides | None = None, settings: Any = None) -> HttpConfig:
+    """Effective HTTP settings: ``base`` ([http]), then a destination's overrides, then ``RFMSYNC_HTTP_*``."""
+    env = settings.http_overrides() if settings is not None and hasattr(settings, "http_overrides") else {}
+    return base.merged(overrides, env)
+
+
 class DestinationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -43,6 +91,12 @@ class DestinationConfig(BaseModel):
     tags: dict[str, str] = Field(default_factory=dict)  # Unisender: segment → tag
     fields: dict[str, str] = Field(default_factory=dict)  # ESP field → rfmsync value
     batch_size: int | None = None  # override the API maximum (never above it)
+    http: HttpOverrides | None = None  # [destinations.http]: this destination's [http] overrides
+    _base_http: HttpConfig = PrivateAttr(default_factory=lambda: HttpConfig())
+
+    def http_settings(self, settings: Any = None) -> HttpConfig:
+        """This destination's effective [http] settings (see :class:`HttpConfig` for the precedence)."""
+        return http_settings(self._base_http, self.http, settings)
 
     @model_validator(mode="after")
     def _check(self) -> "DestinationConfig":
@@ -94,6 +148,7 @@ class Config(BaseModel):
     serve: ServeConfig = Field(default_factory=ServeConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     guards: GuardsConfig = Field(default_factory=GuardsConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
     path: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
@@ -111,6 +166,8 @@ class Config(BaseModel):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"destination names must be unique: {', '.join(sorted(dup))}")
+        for d in self.destinations:
+            d._base_http = self.http
         return self
 
     @property

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import duckdb
 
 from .config import Config, DestinationConfig
-from .errors import ConfigError, GuardRefusedError, LockBusyError
+from .errors import ConfigError, DestinationError, GuardRefusedError, LockBusyError
 from .ledger import Ledger
 from .ledger_queue import owner_process_gone
 from .model import Destination, ItemResult, PushedState
@@ -44,11 +44,15 @@ def open_ledger(cfg: Config, settings: Settings | None = None) -> Ledger:
 
 
 def make_destination(dest: DestinationConfig, settings: Settings, *, required: bool = True,
-                     retry=None, timeout: float = 30) -> Destination | None:
+                     retry=None, timeout: float | None = None) -> Destination | None:
     """The ESP client for a destination, or None when its credentials are not set and not ``required``.
 
-    ``retry`` (a :class:`connectors.retry.RetryPolicy`) and ``timeout`` reach the client (tests, tuning).
+    ``retry`` (a :class:`connectors.retry.RetryPolicy`) and ``timeout`` default to the destination's [http]
+    settings (``RFMSYNC_HTTP_*`` > ``[destinations.http]`` > ``[http]``).
     """
+    http = dest.http_settings(settings)
+    retry = retry or http.retry_policy()
+    timeout = timeout if timeout is not None else http.timeout_seconds
     key_name = f"{dest.type.upper()}_API_KEY"
     key = getattr(settings, f"{dest.type}_api_key")
     url = getattr(settings, f"{dest.type}_api_url")
@@ -60,7 +64,7 @@ def make_destination(dest: DestinationConfig, settings: Settings, *, required: b
         from .mailchimp import MailchimpDestination
 
         return MailchimpDestination(dest.name, dest.audience or "", key, api_url=url, batch_size=dest.batch_size,
-                                    retry=retry, timeout=timeout)
+                                    retry=retry, timeout=timeout, max_connections=http.concurrency)
     if dest.type == "sendgrid":
         from .sendgrid import SendGridDestination
 
@@ -114,12 +118,15 @@ def plan_all(cfg: Config, run: SegmentsRun, ledger: Ledger, settings: Settings, 
     for dest in _destinations(cfg, destinations):
         check_fields(dest)
         client = make_destination(dest, settings, required=require_remote) if remote else None
-        out.append(_plan_one(cfg, dest, rows, ledger, client, full_refresh=full_refresh, reconcile=reconcile))
+        unchecked = _remote_unchecked(client, require_remote)
+        out.append(_plan_one(cfg, dest, rows, ledger, client, unchecked, full_refresh=full_refresh,
+                             reconcile=reconcile))
     return out
 
 
 def _plan_one(cfg: Config, dest: DestinationConfig, rows: list[dict[str, Any]], ledger: Ledger,
-              client: Destination | None, *, full_refresh: bool, reconcile: bool) -> PlannedDestination:
+              client: Destination | None, unchecked: str | None, *, full_refresh: bool, reconcile: bool
+              ) -> PlannedDestination:
     from .guards import plan_lines, plan_stats
 
     notes = []
@@ -127,21 +134,36 @@ def _plan_one(cfg: Config, dest: DestinationConfig, rows: list[dict[str, Any]], 
     revision = ledger.state_revision(dest.name)  # read before the state: a later write only makes it stale
     state = last = ledger.load_state(dest.name)
     existing = None
-    if client is not None:
+    if client is not None and unchecked is None:
         if reconcile:
             last = _reconciled(last, client.read_managed(all_managed(dest)), all_managed(dest))
-        if dest.new_contacts == "skip" and hasattr(client, "existing_members"):
-            existing = client.existing_members([d.key for d in desired])
-    else:
+        if (dest.new_contacts == "skip" or full_refresh) and hasattr(client, "existing_members"):
+            existing = client.existing_members([d.key for d in desired])  # full refresh: repairs drift
+    elif client is None:
         notes.append("planned against the ledger alone (no credentials set): the ESP was not read")
     plan = plan_destination(dest, desired, last, revision=revision, existing=existing,
-                            full_refresh=full_refresh, skipped=invalid, remote_checked=client is not None,
-                            notes=notes)
+                            full_refresh=full_refresh, skipped=invalid,
+                            remote_checked=client is not None and unchecked is None, notes=notes)
     lines = tuple(plan_lines(cfg.guards, plan_stats(plan, state)))
-    if lines:
-        plan = replace(plan, warnings=(*plan.warnings, *lines))
+    warnings = ((unchecked,) if unchecked is not None else ()) + lines
+    if warnings:
+        plan = replace(plan, warnings=(*plan.warnings, *warnings))
     return PlannedDestination(plan, client, lines, replan=lambda: _plan_one(
-        cfg, dest, rows, ledger, client, full_refresh=full_refresh, reconcile=reconcile))
+        cfg, dest, rows, ledger, client, unchecked, full_refresh=full_refresh, reconcile=reconcile))
+
+
+def _remote_unchecked(client: Destination | None, require_remote: bool) -> str | None:
+    """``client.check()`` (read-only); a warning "remote not checked: …" when the ESP could not be reached or
+    refused the credentials (re-raised when the remote is required, as for ``sync``)."""
+    if client is None:
+        return None
+    try:
+        client.check()
+    except DestinationError as exc:
+        if require_remote:
+            raise
+        return f"remote not checked: {exc}"
+    return None
 
 
 def _reconciled(last: dict[str, PushedState], actual: dict[str, set[str]], managed: Sequence[str]

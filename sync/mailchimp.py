@@ -21,6 +21,15 @@ Consent. The batch-subscribe member object (spec 3.0.55) has ``status`` but no `
 Both steps are idempotent, so both are retried. Tags come after the upserts; a contact whose upsert failed
 gets no tag call this run (its tag ops are reported failed and the engine retries them next run).
 
+Answers are validated before they are believed (:mod:`sync.answers`): a 2xx body is re-read from the raw
+response (the SDK returns raw text for HTML, a bare ``requests.Response`` for truncated JSON or an empty body)
+and checked against the documented shape (batch subscribe: ``new_members``, ``updated_members``,
+``errors[{email_address, error, error_code}]``; tag call: ``members_added``, ``members_removed``,
+``errors[{email_addresses, error}]``), and every submitted address must be accounted for. Anything else fails
+the call's items with the raw answer (cut to 200 characters). A tag add that Mailchimp ignores or refuses
+because the address is not a list member reports the item ``missing``: the ledger forgets the contact, and the
+next run creates it again (consent rules apply).
+
 Errors: :data:`STATUS_ACTIONS` (data, one table) maps HTTP statuses to retry / config / item / fatal.
 ``retry`` becomes :class:`connectors.errors.TransientError` (with ``retry_after``), which the one retry layer
 (:class:`connectors.retry.RetryPolicy`) retries; once it gives up that is a :class:`DestinationError`.
@@ -51,6 +60,7 @@ from pydantic import SecretStr
 from connectors.errors import TransientError
 from connectors.retry import RetryPolicy, retry_after_seconds
 
+from .answers import BadAnswer, Shape, decode_json, unaccounted, validate
 from .errors import DestinationConfigError, DestinationError
 from .model import ContactChange, FieldValue, ItemResult, OnResults
 
@@ -79,6 +89,51 @@ NUMBER_VALUES = frozenset({
 _NUMBER_SUFFIXES = ("_days", "_count", "_amount", "_value", "_spent")
 _MERGE_TAG = re.compile(r"[A-Z0-9_]{1,10}")
 _DATA_CENTRE = re.compile(r"[a-z]+[0-9]+")
+#: an error text meaning "this address is not in the audience" (tag calls; the update pass without a status)
+_NOT_A_MEMBER = re.compile(r"not (?:a )?(?:list )?member|does not exist|doesn't exist|not found|status is required",
+                           re.I)
+
+
+class _Member(Shape):
+    email_address: str
+
+
+class _MemberError(Shape):
+    email_address: str
+    error: str | None = None
+    error_code: str | None = None
+    field: str | None = None
+    field_message: str | None = None
+
+
+class _BatchAnswer(Shape):
+    """``POST /lists/{id}`` (batch subscribe), 200."""
+
+    new_members: list[_Member]
+    updated_members: list[_Member]
+    errors: list[_MemberError]
+
+
+class _SegmentError(Shape):
+    email_addresses: list[str]
+    error: str | None = None
+
+
+class _SegmentAnswer(Shape):
+    """``POST /lists/{id}/segments/{seg}`` (members_to_add / members_to_remove), 200."""
+
+    members_added: list[_Member]
+    members_removed: list[_Member]
+    errors: list[_SegmentError]
+
+
+class _ListInfo(Shape):
+    id: str
+    name: str
+
+
+class _Created(Shape):
+    id: int
 
 
 def merge_field_type(value_name: str) -> str:
@@ -152,10 +207,11 @@ class MailchimpDestination:
         return f"MailchimpDestination(name={self.name!r}, audience={self.audience!r}, api_url={self.api_url!r})"
 
     # ------------------------------------------------------------------ Destination protocol
-    def prepare(self, managed_tags: Sequence[str], fields: Mapping[str, str]) -> None:
-        """Check the audience; create missing merge fields (see :func:`merge_field_type`) and managed tags."""
+    def check(self) -> str:
+        """Read-only: the API key is accepted and the audience exists (``GET /lists/{id}``)."""
         try:
-            self._call(f"GET /lists/{self.audience}", self._lists.get_list, self.audience, fields=["id", "name"])
+            info = self._call(f"GET /lists/{self.audience}", self._lists.get_list, self.audience,
+                              fields=["id", "name"], shape=_ListInfo)
         except DestinationConfigError as exc:
             if exc.status != 404:
                 raise
@@ -163,6 +219,11 @@ class MailchimpDestination:
                 f"destination {self.name!r}: Mailchimp audience {self.audience!r} not found; check `audience` "
                 "(Audience > Settings > Audience name and defaults > Audience ID) and that the API key belongs "
                 "to the same account", status=404, body=exc.body) from None
+        return f"API key accepted, audience {info.id!r} ({info.name}) found"
+
+    def prepare(self, managed_tags: Sequence[str], fields: Mapping[str, str]) -> None:
+        """Check the audience; create missing merge fields (see :func:`merge_field_type`) and managed tags."""
+        self.check()
         self._prepare_fields(fields)
         self._segment_ids(managed_tags, create=True)
 
@@ -173,6 +234,7 @@ class MailchimpDestination:
             return {}
         out: dict[str, str] = {}
         for m in self._paged("GET members", self._lists.get_list_members_info, (self.audience,), "members",
+                             ("email_address", "status"),
                              fields=["members.email_address", "members.status", "total_items"]):
             key = m["email_address"].lower()
             if wanted is None or key in wanted:
@@ -188,13 +250,15 @@ class MailchimpDestination:
             out[tag] = set() if sid is None else {
                 m["email_address"].lower() for m in self._paged(
                     f"GET segment {tag!r} members", self._lists.get_segment_members_list,
-                    (self.audience, str(sid)), "members", fields=["members.email_address", "total_items"],
+                    (self.audience, str(sid)), "members", ("email_address",),
+                    fields=["members.email_address", "total_items"],
                     include_cleaned="true", include_transactional="true", include_unsubscribed="true")}
         return out
 
     def apply(self, changes: Sequence[ContactChange], on_results: OnResults) -> None:
         """Upsert (create, then update) and tag in batches; ``on_results`` after each API call."""
         failed: set[str] = set()
+        missing: set[str] = set()
         stats = {"calls": 0, "items": 0, "failed": 0}
 
         def report(results: Sequence[ItemResult]) -> None:
@@ -203,13 +267,14 @@ class MailchimpDestination:
             bad = [r.key for r in results if not r.ok]
             stats["failed"] += len(bad)
             failed.update(bad)
+            missing.update(r.key for r in results if r.missing)
             on_results(results)
 
         creates = [c for c in changes if c.needs_upsert and c.create and c.status_if_new]
         updates = [c for c in changes if c.needs_upsert and not (c.create and c.status_if_new)]
         spill = self._run([partial(self._subscribe, chunk, True) for chunk in self._chunks(creates)], report)
         self._run([partial(self._subscribe, chunk, False) for chunk in self._chunks(updates + spill)], report)
-        self._run(self._tag_tasks(changes, failed, on_results), report)
+        self._run(self._tag_tasks(changes, failed, missing, on_results), report)
         log.info("mailchimp %s: %d changes -> %d item results (%d failed) in %d calls", self.name, len(changes),
                  stats["items"], stats["failed"], stats["calls"])
 
@@ -256,26 +321,30 @@ class MailchimpDestination:
         what = f"POST /lists/{self.audience} ({len(members)} {'new' if create else 'existing'} members)"
         try:
             answer = self._call(what, self._lists.batch_list_members, self.audience,
-                                {"members": members, "update_existing": not create})
-        except BatchRejected as exc:
+                                {"members": members, "update_existing": not create}, shape=_BatchAnswer)
+        except (BatchRejected, BadAnswer) as exc:
             return [ItemResult(c.key, "upsert", False, str(exc)) for c in chunk], []
-        errors = {str(e.get("email_address", "")).lower(): e for e in answer.get("errors") or []}
+        errors = {e.email_address.lower(): e for e in answer.errors}
+        done = {m.email_address.lower() for m in [*answer.new_members, *answer.updated_members]}
         results: list[ItemResult] = []
         spill: list[ContactChange] = []
         for c in chunk:
             error = errors.get(c.email.lower()) or errors.get(c.key)
             if error is None:
-                results.append(ItemResult(c.key, "upsert", True))
-            elif create and error.get("error_code") == "ERROR_CONTACT_EXISTS":
+                ok = c.email.lower() in done or c.key in done
+                results.append(ItemResult(c.key, "upsert", ok, None if ok else
+                                          f"Mailchimp {what}: the answer does not mention {c.email}"))
+            elif create and error.error_code == "ERROR_CONTACT_EXISTS":
                 if c.set_fields:  # already on the list, status untouched: its fields go in the update pass
                     spill.append(c)
                 else:
                     results.append(ItemResult(c.key, "upsert", True))
             else:
-                results.append(ItemResult(c.key, "upsert", False, _member_error(error)))
+                missing = not create and (error.field == "status" or bool(_NOT_A_MEMBER.search(error.error or "")))
+                results.append(ItemResult(c.key, "upsert", False, _member_error(error), missing=missing))
         return results, spill
 
-    def _tag_tasks(self, changes: Sequence[ContactChange], failed: set[str],
+    def _tag_tasks(self, changes: Sequence[ContactChange], failed: set[str], missing: set[str],
                    on_results: OnResults) -> list[Callable[[], tuple[list[ItemResult], list[Any]]]]:
         adds: dict[str, list[ContactChange]] = {}
         removes: dict[str, list[ContactChange]] = {}
@@ -283,7 +352,10 @@ class MailchimpDestination:
         for c in changes:
             ops = [(adds, "+", t) for t in sorted(c.add_tags)] + [(removes, "-", t) for t in sorted(c.remove_tags)]
             for bucket, sign, tag in ops:
-                if c.key in failed:
+                if c.key in missing:  # not in the audience: carries no tag; adds wait for it to be created
+                    skipped.append(ItemResult(c.key, f"tag{sign}{tag}", sign == "-", None if sign == "-" else
+                                              "skipped: not a list member", missing=sign == "+"))
+                elif c.key in failed:
                     skipped.append(ItemResult(c.key, f"tag{sign}{tag}", False, "skipped: the upsert failed"))
                 else:
                     bucket.setdefault(tag, []).append(c)
@@ -308,13 +380,27 @@ class MailchimpDestination:
         what = f"POST /lists/{self.audience}/segments/{sid} ({tag!r} +{len(add)} -{len(remove)})"
         ops = [(c, f"tag+{tag}") for c in add] + [(c, f"tag-{tag}") for c in remove]
         try:
-            answer = self._call(what, self._lists.batch_segment_members, body, self.audience, str(sid))
-        except BatchRejected as exc:
+            answer = self._call(what, self._lists.batch_segment_members, body, self.audience, str(sid),
+                                shape=_SegmentAnswer)
+        except (BatchRejected, BadAnswer) as exc:
             return [ItemResult(c.key, op, False, str(exc)) for c, op in ops], []
-        refused = {str(email).lower(): str(e.get("error") or "refused")
-                   for e in answer.get("errors") or [] for email in e.get("email_addresses") or []}
-        return [ItemResult(c.key, op, c.email.lower() not in refused, refused.get(c.email.lower()))
-                for c, op in ops], []
+        refused = {email.lower(): e.error or "refused" for e in answer.errors for email in e.email_addresses}
+        ignored = set(unaccounted([c.email.lower() for c in add], (m.email_address for m in answer.members_added),
+                                  refused))
+        results = []
+        for c, op in ops:
+            email = c.email.lower()
+            if email in refused and op.startswith("tag-") and _NOT_A_MEMBER.search(refused[email]):
+                results.append(ItemResult(c.key, op, True))  # not in the audience: it carries no tag either
+            elif email in refused:
+                results.append(ItemResult(c.key, op, False, refused[email],
+                                          missing=bool(_NOT_A_MEMBER.search(refused[email]))))
+            elif op.startswith("tag+") and email in ignored:  # "emails not on the list are ignored"
+                results.append(ItemResult(c.key, op, False, f"{c.email} is not a list member (Mailchimp ignored "
+                                          "the tag); it will be created again next run", missing=True))
+            else:  # a removal Mailchimp does not mention: the address does not carry the tag either way
+                results.append(ItemResult(c.key, op, True))
+        return results, []
 
     # ------------------------------------------------------------------ prepare internals
     def _prepare_fields(self, fields: Mapping[str, str]) -> None:
@@ -345,7 +431,7 @@ class MailchimpDestination:
 
     def _merge_fields(self) -> dict[str, dict[str, Any]]:
         return {str(f["tag"]).upper(): f for f in self._paged(
-            "GET merge-fields", self._lists.get_list_merge_fields, (self.audience,), "merge_fields",
+            "GET merge-fields", self._lists.get_list_merge_fields, (self.audience,), "merge_fields", ("tag",),
             fields=["merge_fields.tag", "merge_fields.type", "total_items"])}
 
     def _segment_ids(self, tags: Sequence[str], create: bool) -> dict[str, int]:
@@ -359,30 +445,33 @@ class MailchimpDestination:
 
     def _load_segments(self) -> dict[str, int]:
         return {s["name"]: int(s["id"]) for s in self._paged(
-            "GET segments", self._lists.list_segments, (self.audience,), "segments", type="static",
+            "GET segments", self._lists.list_segments, (self.audience,), "segments", ("id", "name"), type="static",
             fields=["segments.id", "segments.name", "total_items"])}
 
     def _create_segment(self, tag: str) -> int:
         try:
             answer = self._call(f"POST /lists/{self.audience}/segments ({tag!r})", self._lists.create_segment,
-                                self.audience, {"name": tag, "static_segment": []})
-        except BatchRejected:  # a retried create whose first attempt landed: fine if it now exists
-            answer = {}
-        if "id" not in answer:
-            found = self._load_segments().get(tag)
+                                self.audience, {"name": tag, "static_segment": []}, shape=_Created)
+        except (BatchRejected, BadAnswer):  # a retried create whose first attempt landed, or an unreadable
+            found = self._load_segments().get(tag)  # answer: fine if it now exists
             if found is None:
                 raise DestinationError(f"Mailchimp could not create tag {tag!r} in audience {self.audience!r}")
             return found
         log.info("mailchimp %s: created tag %r", self.name, tag)
-        return int(answer["id"])
+        return answer.id
 
     # ------------------------------------------------------------------ HTTP plumbing
-    def _paged(self, what: str, fn: Callable[..., Any], args: tuple[Any, ...], key: str,
+    def _paged(self, what: str, fn: Callable[..., Any], args: tuple[Any, ...], key: str, need: tuple[str, ...],
                **params: Any) -> Iterator[dict[str, Any]]:
         offset, previous = 0, None
         while True:
-            page = self._call(f"{what} offset={offset}", fn, *args, count=PAGE_SIZE, offset=offset, **params)
-            items = page.get(key) or []
+            label = f"{what} offset={offset}"
+            page = self._call(label, fn, *args, count=PAGE_SIZE, offset=offset, **params)
+            items = page.get(key, [])
+            bad = not isinstance(items, list) or any(
+                not isinstance(i, dict) or any(i.get(n) is None for n in need) for i in items)
+            if bad or not isinstance(page.get("total_items", 0), int):
+                raise BadAnswer(f"Mailchimp {label}", f"{key}[] items need {', '.join(need)}", page)
             if items and items == previous:
                 raise DestinationError(f"Mailchimp {what}: the same page came back twice at offset {offset}; "
                                        "stopping instead of looping")
@@ -393,22 +482,33 @@ class MailchimpDestination:
                 return
             previous = items
 
-    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """One API call through the retry layer; answers a dict ({} for an empty 2xx)."""
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, shape: type[Shape] | None = None,
+              **kwargs: Any) -> Any:
+        """One API call through the retry layer. The 2xx body is re-read from the raw response and validated:
+        ``shape`` (a model instance comes back) or, without one, any JSON object (a dict comes back); anything
+        else is :class:`BadAnswer` (not retried here: the items it covers fail and the next run retries them)."""
 
-        def once() -> dict[str, Any]:
+        def once() -> Any:
             started = time.monotonic()
             try:
                 result = fn(*args, **kwargs)
             except ApiClientError as exc:
                 response = getattr(self._api.last, "response", None)
                 raise self._error(what, exc.status_code, exc.text, response) from None
+            response = getattr(self._api.last, "response", None)
             if isinstance(result, requests.Response):  # SDK quirk: empty body -> raw response, no exception
+                response = result
                 if not result.ok:
                     raise self._error(what, result.status_code, result.text, result)
-                result = {}
-            log.debug("mailchimp %s: %s ok in %.2fs", self.name, what, time.monotonic() - started)
-            return result if isinstance(result, dict) else {}
+            log.debug("mailchimp %s: %s answered in %.2fs", self.name, what, time.monotonic() - started)
+            label = f"Mailchimp {what}"
+            raw = response.content if response is not None else result
+            payload = decode_json(raw, label) if isinstance(raw, (bytes, str)) else raw
+            if shape is not None:
+                return validate(shape, payload, label, raw)
+            if not isinstance(payload, dict):
+                raise BadAnswer(label, "not a JSON object", raw)
+            return payload
 
         try:
             return self._retry.call(once, what=f"mailchimp {what}")
@@ -420,8 +520,9 @@ class MailchimpDestination:
                response: requests.Response | None) -> Exception:
         if status is None:  # transport failure: the SDK wraps the requests exception
             if isinstance(text, (requests.ConnectionError, requests.Timeout)):
-                waited = f" after {self.timeout}s" if isinstance(text, requests.Timeout) else ""
-                return TransientError(f"Mailchimp {what}: {type(text).__name__}{waited}")
+                if isinstance(text, requests.Timeout):
+                    return TransientError(f"Mailchimp {what}: timed out after {self.timeout:g} s")
+                return TransientError(f"Mailchimp {what}: cannot connect ({type(text).__name__})")
             return DestinationError(f"Mailchimp {what}: {type(text).__name__}: {text}")
         body = text if isinstance(text, str) else json.dumps(text) if isinstance(text, (dict, list)) else ""
         problem = _problem(body)
@@ -461,8 +562,8 @@ def _merge_value(value: FieldValue) -> Any:
     return value
 
 
-def _member_error(error: Mapping[str, Any]) -> str:
-    text = f"{error.get('error_code') or 'ERROR'}: {error.get('error') or 'rejected'}"
-    if error.get("field"):
-        text += f" ({error['field']}: {error.get('field_message') or 'invalid'})"
+def _member_error(error: _MemberError) -> str:
+    text = f"{error.error_code or 'ERROR'}: {error.error or 'rejected'}"
+    if error.field:
+        text += f" ({error.field}: {error.field_message or 'invalid'})"
     return text

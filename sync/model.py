@@ -66,6 +66,9 @@ class ItemResult:
     op: str
     ok: bool
     error: str | None = None
+    #: the ESP said it does not hold this contact (e.g. "not a list member" on a tag call): the ledger marks it
+    #: not-existing so the next plan creates it again (consent rules apply) instead of failing forever
+    missing: bool = False
 
 
 OnResults = Callable[[Sequence[ItemResult]], None]
@@ -84,3 +87,9 @@ class Destination(Protocol):
 
     def read_managed(self, managed_tags: Sequence[str]) -> Mapping[str, set[str]]:
         """Current members (normalised emails) of each managed tag/list, for --reconcile."""
+
+    def check(self) -> str:
+        """Read-only: credentials accepted and the audience/account reachable; one line saying what was seen.
+
+        Raises :class:`sync.errors.DestinationConfigError` when the key is rejected or the audience is missing,
+        :class:`sync.errors.DestinationError` when the ESP cannot be reached. Writes nothing."""

@@ -49,7 +49,12 @@ def build_source(cfg: Config, settings: Settings | None = None) -> Source:
                 from .settings import load_settings
 
                 settings = load_settings()
-            return registry_build(cfg.source, base_dir=cfg.base_dir, settings=settings)
+            if kind == "file":
+                return registry_build(cfg.source, base_dir=cfg.base_dir, settings=settings)
+            from .config import http_settings  # [http] timeouts and retry budget for the CRM client
+
+            return registry_build(cfg.source, base_dir=cfg.base_dir, settings=settings,
+                                  retry=http_settings(cfg.http, None, settings).retry_policy())
         if kind != "file":
             raise ConfigError(f"unknown source type {kind!r}")
         from connectors.files import FileSource, FileSourceConfig

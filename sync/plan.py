@@ -8,7 +8,7 @@ are written. Consent decides who may be created (see :func:`status_for_new`).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Iterable, Mapping
@@ -225,7 +225,8 @@ def plan_destination(dest: DestinationConfig, desired: Iterable[DesiredContact],
     """The change set that takes the destination from ``last`` to ``desired``.
 
     ``existing``: emails the ESP already holds (when it was read), so ``skip`` can tell who is new.
-    ``full_refresh``: push every desired field and tag again, whatever the ledger says.
+    ``full_refresh``: push every desired field and tag again, whatever the ledger says; with ``existing`` (the
+    ESP was read), a contact the ledger believes exists but the ESP does not hold is created again.
     """
     managed = set(all_managed(dest))
     changes: list[ContactChange] = []
@@ -237,6 +238,8 @@ def plan_destination(dest: DestinationConfig, desired: Iterable[DesiredContact],
         consents.add(d.consent)
         prev = last.get(d.key)
         exists = (prev is not None and prev.exists) or (existing is not None and d.key in existing)
+        if full_refresh and existing is not None:  # the ESP was read: believe it over the ledger (drift repair)
+            exists = d.key in existing
         prev_tags = prev.tags & managed if prev else frozenset()
         prev_fields = {} if (full_refresh or prev is None) else prev.fields
         status = None
@@ -289,6 +292,10 @@ def apply_results_to_state(state: dict[str, PushedState], changes: Mapping[str, 
     """Fold successful item results into the pushed state; returns the keys that changed."""
     touched = set()
     for r in results:
+        if not r.ok and getattr(r, "missing", False) and r.key in state:
+            # the ESP does not hold this contact: forget it, so the next plan creates it (consent applies)
+            state[r.key] = replace(state[r.key], tags=frozenset(), fields={}, exists=False)
+            touched.add(r.key)
         if not r.ok:
             continue
         c = changes.get(r.key)

@@ -7,6 +7,11 @@ adds ride on the upsert's ``list_ids``; list removals resolve emails to contact 
 
 Every HTTP status maps to one action in :data:`STATUS_ACTIONS`; retries happen only in
 :class:`connectors.retry.RetryPolicy` (429 waits for ``X-RateLimit-Reset``).
+
+Answers are validated before they are believed (:mod:`sync.answers`): the upsert's ``{job_id}``, the import
+job (``status`` ∈ pending/completed/errored/failed, ``results.requested_count`` = contacts sent), list
+removals, lists and fields pages. A 2xx that is not the documented shape fails the items it covers with the raw
+answer (cut to 200 characters); the next run retries them.
 """
 
 from __future__ import annotations
@@ -20,15 +25,17 @@ import json
 import logging
 import re
 import urllib.error
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
 
 import requests
+from pydantic import Field
 from python_http_client import exceptions as phc_errors
 from sendgrid import SendGridAPIClient
 
 from connectors.errors import TransientError
 from connectors.retry import RetryPolicy, retry_after_seconds
 
+from .answers import BadAnswer, Shape, parse_answer
 from .errors import DestinationConfigError, DestinationError
 from .model import ContactChange, ItemResult, OnResults
 
@@ -104,6 +111,63 @@ def _error_text(payload: Any, limit: int = 300) -> str:
     return json.dumps(payload)[:limit] if payload is not None else ""
 
 
+class _JobId(Shape):
+    job_id: str
+
+
+class _Id(Shape):
+    id: str
+
+
+class _JobResults(Shape):
+    requested_count: int | None = None  # absent while pending; a finished job must say how many it took
+    errored_count: int = 0
+    errors_url: str | None = None
+
+
+class _ImportJob(Shape):
+    """``GET /v3/marketing/contacts/imports/{id}``."""
+
+    status: Literal["pending", "completed", "errored", "failed"]
+    results: _JobResults | None = None
+
+
+class _ExportJob(Shape):
+    status: str
+    urls: list[str] | None = None
+    message: str | None = None
+
+
+class _List(Shape):
+    id: str
+    name: str
+    contact_count: int | None = None
+
+
+class _ListsPage(Shape):
+    result: list[_List]
+    metadata: dict[str, Any] | None = Field(default=None, alias="_metadata")
+
+
+class _FieldDef(Shape):
+    id: str
+    name: str
+    field_type: str = "Text"
+
+
+class _Reserved(Shape):
+    name: str
+
+
+class _FieldDefinitions(Shape):
+    custom_fields: list[_FieldDef]
+    reserved_fields: list[_Reserved] = []
+
+
+class _Search(Shape):
+    result: dict[str, Any]
+
+
 class _RedactAuthorization(logging.Filter):
     """python_http_client logs request headers at DEBUG, Authorization included: mask it."""
 
@@ -160,7 +224,10 @@ class SendGridDestination:
 
     # ---------------------------------------------------------------- HTTP
     def _request(self, method: str, parts: Sequence[str], body: Any = None, query: Mapping[str, Any] | None = None,
-                 *, what: str, idempotent: bool = True, ok_404: bool = False) -> tuple[int, Any]:
+                 *, what: str, idempotent: bool = True, ok_404: bool = False,
+                 shape: type[Shape] | None = None) -> tuple[int, Any]:
+        """One call through the retry layer: (status, answer). With ``shape`` a 2xx body is validated and comes
+        back as that model (:class:`BadAnswer` otherwise, not retried here); without one, decoded JSON or None."""
         def once() -> tuple[int, Any]:
             node = self._sg.client
             for part in parts:
@@ -171,11 +238,15 @@ class SendGridDestination:
             except phc_errors.HTTPError as exc:
                 return self._on_http_error(exc.status_code, exc.body, exc.headers, what, idempotent, ok_404)
             except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as exc:
-                msg = f"SendGrid {what}: connection failed ({type(exc).__name__})"
+                timed_out = isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError)
+                msg = (f"SendGrid {what}: timed out after {self.timeout:g} s" if timed_out
+                       else f"SendGrid {what}: connection failed ({type(exc).__name__})")
                 if idempotent:
                     raise TransientError(msg) from None
                 raise DestinationError(msg) from None
             log.debug("SendGrid %s %s -> %s", method.upper(), "/".join(parts), resp.status_code)
+            if shape is not None:
+                return resp.status_code, parse_answer(shape, resp.body, f"SendGrid {what}")
             return resp.status_code, _json(resp.body)
 
         try:
@@ -226,15 +297,15 @@ class SendGridDestination:
         except TransientError as exc:
             raise DestinationError(str(exc), status=exc.status) from None
 
-    def _poll(self, parts: Sequence[str], done: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
+    def _poll(self, parts: Sequence[str], done: Callable[[Any], bool], what: str, shape: type[Shape]) -> Any:
         waited, interval, misses = 0.0, self.poll_interval, 0
         while True:
-            status, payload = self._request("get", parts, what=what, ok_404=True)
+            status, payload = self._request("get", parts, what=what, ok_404=True, shape=shape)
             if status == 404:  # a fresh job may not be visible yet
                 misses += 1
                 if misses > 5:
                     raise DestinationError(f"SendGrid {what}: job not found", status=404)
-            elif isinstance(payload, dict) and done(payload):
+            elif done(payload):
                 return payload
             if waited >= self.job_timeout:
                 raise DestinationError(f"SendGrid {what}: still pending after {waited:.0f}s")
@@ -249,11 +320,11 @@ class SendGridDestination:
         seen: set[str] = set()
         while True:
             query = {"page_size": 1000, **({"page_token": token} if token else {})}
-            _, payload = self._request("get", ["marketing", "lists"], query=query, what="list lists")
-            for item in (payload or {}).get("result", []):
-                lists[item["name"]] = item["id"]
-                self._list_counts[item["name"]] = int(item.get("contact_count") or 0)
-            nxt = ((payload or {}).get("_metadata") or {}).get("next")
+            _, page = self._request("get", ["marketing", "lists"], query=query, what="list lists", shape=_ListsPage)
+            for item in page.result:
+                lists[item.name] = item.id
+                self._list_counts[item.name] = int(item.contact_count or 0)
+            nxt = (page.metadata or {}).get("next")
             token = _page_token(nxt)
             if not token or token in seen:  # pagination cannot loop
                 break
@@ -262,12 +333,17 @@ class SendGridDestination:
         return lists
 
     def _load_fields(self) -> dict[str, str]:
-        _, payload = self._request("get", ["marketing", "field_definitions"], what="list custom fields")
-        payload = payload or {}
-        self._fields = {f["name"].lower(): f["id"] for f in payload.get("custom_fields", [])}
-        self._field_kinds = {f["name"].lower(): f.get("field_type", "Text") for f in payload.get("custom_fields", [])}
-        self._reserved = {f["name"].lower() for f in payload.get("reserved_fields", [])}
+        _, defs = self._request("get", ["marketing", "field_definitions"], what="list custom fields",
+                                shape=_FieldDefinitions)
+        self._fields = {f.name.lower(): f.id for f in defs.custom_fields}
+        self._field_kinds = {f.name.lower(): f.field_type for f in defs.custom_fields}
+        self._reserved = {f.name.lower() for f in defs.reserved_fields}
         return self._fields
+
+    def check(self) -> str:
+        """Read-only: the key is accepted and has Marketing access (``GET /v3/marketing/field_definitions``)."""
+        fields = self._load_fields()
+        return f"API key accepted, Marketing Campaigns reachable ({len(fields)} custom fields)"
 
     def prepare(self, managed_tags: Sequence[str], fields: Mapping[str, str]) -> None:
         """Create the missing custom fields and managed lists; existing ones are left as they are."""
@@ -284,8 +360,8 @@ class SendGridDestination:
             ftype = self.field_types.get(fname) or field_type_for(value_name)
             _, created = self._request("post", ["marketing", "field_definitions"],
                                        body={"name": fname, "field_type": ftype},
-                                       what=f"create field {fname!r}", idempotent=False)
-            known[fname.lower()] = created["id"]
+                                       what=f"create field {fname!r}", idempotent=False, shape=_Id)
+            known[fname.lower()] = created.id
             self._field_kinds[fname.lower()] = ftype
             log.info("SendGrid %s: created custom field %s (%s)", self.name, fname, ftype)
         lists = self._load_lists()
@@ -294,8 +370,8 @@ class SendGridDestination:
             if lname in lists:
                 continue
             _, created = self._request("post", ["marketing", "lists"], body={"name": lname},
-                                       what=f"create list {lname!r}", idempotent=False)
-            lists[lname] = created["id"]
+                                       what=f"create list {lname!r}", idempotent=False, shape=_Id)
+            lists[lname] = created.id
             self._list_counts[lname] = 0
             log.info("SendGrid %s: created list %s", self.name, lname)
 
@@ -360,8 +436,14 @@ class SendGridDestination:
         for attempt in range(2):  # once more without the contacts a 400 named
             body = {"contacts": [batch[i][1] for i in pending], **({"list_ids": list_ids} if list_ids else {})}
             try:
-                _, payload = self._request("put", ["marketing", "contacts"], body=body,
-                                           what=f"upsert {len(pending)} contacts")
+                _, started = self._request("put", ["marketing", "contacts"], body=body,
+                                           what=f"upsert {len(pending)} contacts", shape=_JobId)
+                job = self._poll(["marketing", "contacts", "imports", started.job_id],
+                                 lambda p: p.status != "pending", what=f"import job {started.job_id}",
+                                 shape=_ImportJob)
+                errors.update(self._job_errors(job, batch, pending))
+            except BadAnswer as exc:  # nothing in it can be believed: every contact sent fails
+                errors.update({i: str(exc) for i in pending})
             except _Refused as refused:
                 named = _indexed_errors(refused.errors)
                 bad = {pending[i]: msg for i, msg in named.items() if i < len(pending)}
@@ -374,10 +456,6 @@ class SendGridDestination:
                 if not pending:
                     break
                 continue
-            job_id = (payload or {}).get("job_id")
-            job = self._poll(["marketing", "contacts", "imports", job_id],
-                             lambda p: p.get("status") not in (None, "pending"), what=f"import job {job_id}")
-            errors.update(self._job_errors(job, batch, pending))
             break
         results: list[ItemResult] = []
         for i, (ch, _) in enumerate(batch):
@@ -391,22 +469,26 @@ class SendGridDestination:
         log.debug("SendGrid %s: upsert batch of %d done, %d rejected", self.name, len(batch), len(errors))
         on_results(results)
 
-    def _job_errors(self, job: dict[str, Any], batch: list[tuple[ContactChange, dict[str, Any]]],
+    def _job_errors(self, job: _ImportJob, batch: list[tuple[ContactChange, dict[str, Any]]],
                     pending: list[int]) -> dict[int, str]:
-        status = job.get("status")
-        res = job.get("results") or {}
-        if status == "completed" and not res.get("errored_count"):
+        res = job.results
+        if res is None or res.requested_count != len(pending):
+            got = "no results" if res is None else f"requested_count {res.requested_count}"
+            reason = (f"SendGrid import job {job.status}: {got} for {len(pending)} contacts sent; "
+                      "the outcome cannot be believed")
+            return {i: reason for i in pending}
+        if job.status == "completed" and not res.errored_count:
             return {}
         by_email: dict[str, str] = {}
-        if res.get("errors_url"):
+        if res.errors_url:
             try:
-                by_email = _parse_errors_csv(self._download(res["errors_url"], "import errors file"))
+                by_email = _parse_errors_csv(self._download(res.errors_url, "import errors file"))
             except DestinationError as exc:
                 log.warning("SendGrid %s: cannot read the import errors file: %s", self.name, exc)
         if by_email:
             return {i: by_email[batch[i][0].email.lower()] for i in pending if batch[i][0].email.lower() in by_email}
-        reason = f"SendGrid import job {status}: {res.get('errored_count', '?')} of " \
-                 f"{res.get('requested_count', len(pending))} contacts rejected (no per-contact details)"
+        reason = f"SendGrid import job {job.status}: {res.errored_count} of " \
+                 f"{res.requested_count} contacts rejected (no per-contact details)"
         return {i: reason for i in pending}
 
     def _remove(self, changes: Sequence[ContactChange], on_results: OnResults) -> None:
@@ -424,7 +506,12 @@ class SendGridDestination:
         if not by_list:
             return
         emails = sorted({ch.email.lower() for items in by_list.values() for ch, _ in items})
-        ids = self._contact_ids(emails)
+        try:
+            ids = self._contact_ids(emails)
+        except BadAnswer as exc:
+            on_results([ItemResult(ch.key, f"tag-{t}", False, str(exc)) for items in by_list.values()
+                        for ch, t in items])
+            return
         for lid, items in by_list.items():
             gone = [ItemResult(ch.key, f"tag-{t}", True) for ch, t in items if ch.email.lower() not in ids]
             if gone:
@@ -435,8 +522,10 @@ class SendGridDestination:
                 cids = ",".join(sorted({ids[ch.email.lower()] for ch, _ in part}))
                 try:
                     self._request("delete", ["marketing", "lists", lid, "contacts"], query={"contact_ids": cids},
-                                  what=f"remove {len(part)} contacts from a list")
+                                  what=f"remove {len(part)} contacts from a list", shape=_JobId)
                     on_results([ItemResult(ch.key, f"tag-{t}", True) for ch, t in part])
+                except BadAnswer as exc:
+                    on_results([ItemResult(ch.key, f"tag-{t}", False, str(exc)) for ch, t in part])
                 except _Refused as refused:
                     msg = f"SendGrid refused the removal: {_error_text({'errors': refused.errors})}"
                     on_results([ItemResult(ch.key, f"tag-{t}", False, msg) for ch, t in part])
@@ -449,13 +538,13 @@ class SendGridDestination:
             try:
                 status, payload = self._request("post", ["marketing", "contacts", "search", "emails"],
                                                 body={"emails": chunk}, what="search contacts by email",
-                                                ok_404=True)
+                                                ok_404=True, shape=_Search)
             except _Refused as refused:
                 raise DestinationError(f"SendGrid search by email refused: "
                                        f"{_error_text({'errors': refused.errors})}", status=refused.status) from None
             if status == 404:
                 continue
-            for email, entry in ((payload or {}).get("result") or {}).items():
+            for email, entry in payload.result.items():
                 contact = (entry or {}).get("contact") if isinstance(entry, dict) else None
                 if contact and contact.get("id"):
                     found[email.lower()] = contact["id"]
@@ -473,14 +562,15 @@ class SendGridDestination:
                 out[tag] = set()
                 continue
             _, started = self._request("post", ["marketing", "contacts", "exports"],
-                                       body={"list_ids": [lid], "file_type": "csv"}, what=f"export list {lname!r}")
-            export_id = (started or {}).get("id")
-            job = self._poll(["marketing", "contacts", "exports", export_id],
-                             lambda p: p.get("status") in ("ready", "failure"), what=f"export {export_id}")
-            if job.get("status") != "ready":
-                raise DestinationError(f"SendGrid export of list {lname!r} failed: {job.get('message', '')}")
+                                       body={"list_ids": [lid], "file_type": "csv"}, what=f"export list {lname!r}",
+                                       shape=_Id)
+            job = self._poll(["marketing", "contacts", "exports", started.id],
+                             lambda p: p.status in ("ready", "failure"), what=f"export {started.id}",
+                             shape=_ExportJob)
+            if job.status != "ready":
+                raise DestinationError(f"SendGrid export of list {lname!r} failed: {job.message or ''}")
             members: set[str] = set()
-            for url in job.get("urls") or []:
+            for url in job.urls or []:
                 members |= _emails_from_csv(self._download(url, "list export file"))
             out[tag] = members
         return out

@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     rfmsync_config: str | None = None
     rfmsync_store_url: str | None = None
     rfmsync_webhook_secret: SecretStr | None = None
+    # [http] overrides (tests, one-off runs): win over [http] and [destinations.http]
+    rfmsync_http_timeout_seconds: float | None = None
+    rfmsync_http_max_attempts: int | None = None
+    rfmsync_http_max_wait_seconds: float | None = None
+    rfmsync_http_concurrency: int | None = None
     # Mailchimp
     mailchimp_api_key: SecretStr | None = None
     mailchimp_api_url: str | None = None
@@ -55,6 +60,12 @@ class Settings(BaseSettings):
     shopify_token: SecretStr | None = None
     shopify_webhook_secret: SecretStr | None = None
     shopify_api_url: str | None = None
+
+    def http_overrides(self) -> dict[str, float | int]:
+        """The ``RFMSYNC_HTTP_*`` values that are set, keyed like ``[http]``."""
+        prefix = "rfmsync_http_"
+        return {name[len(prefix):]: value for name, value in self.__dict__.items()
+                if name.startswith(prefix) and value is not None}
 
 
 def load_settings(**overrides) -> Settings:

@@ -13,6 +13,11 @@ contacts keep theirs), leaving a segment is ``email_excluded_list_ids`` (never `
 never overwritten (``overwrite_lists=0``) and tags are only added (``overwrite_tags=0``) — except for
 contacts losing a managed tag: their current tags are read first (``getContact``) and re-sent in full with
 ``overwrite_tags=1`` so unmanaged tags survive.
+
+Answers are validated before they are believed (:mod:`sync.answers`): a 2xx without the ``{"result"}`` /
+``{"error", "code"}`` envelope (an HTML page, truncated JSON, ``{"errors": …}``), or an ``importContacts``
+result whose ``total`` is not the number of rows sent or whose ``log`` is not ``[{index, code, message}]``,
+fails every row of the call with the raw answer (cut to 200 characters); the next run retries them.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import requests
 from connectors.errors import TransientError
 from connectors.retry import RetryPolicy
 
+from .answers import BadAnswer, Shape, excerpt, validate
 from .errors import DestinationConfigError, DestinationError
 from .model import ContactChange, ItemResult, OnResults
 
@@ -87,6 +93,36 @@ def split_name(name: str) -> tuple[str, str]:
     if sep and kind in ("list", "tag"):
         return kind, rest
     return "list", name
+
+
+class _LogEntry(Shape):
+    index: int | str
+    code: str | None = None
+    message: str | None = None
+
+
+class _ImportResult(Shape):
+    """``importContacts`` result: every row sent is counted in ``total``; refused rows are in ``log``."""
+
+    total: int | str
+    log: list[_LogEntry] = []
+
+
+class _ListItem(Shape):
+    id: int | str
+    title: str
+
+
+class _FieldItem(Shape):
+    name: str
+
+
+class _Created(Shape):
+    id: int | str
+
+
+class _Subscribed(Shape):
+    person_id: int | str
 
 
 class UnisenderError(DestinationError):
@@ -166,7 +202,8 @@ class UnisenderDestination:
                 resp = self._session.post(f"{self.api_url}/{method}", params={"format": "json"},
                                           data=[("api_key", self._key), *params], timeout=self.timeout)
             except (requests.ConnectionError, requests.Timeout) as exc:
-                msg = f"Unisender {method}: connection failed ({type(exc).__name__})"
+                msg = (f"Unisender {method}: timed out after {self.timeout:g} s" if isinstance(exc, requests.Timeout)
+                       else f"Unisender {method}: connection failed ({type(exc).__name__})")
                 if idempotent:
                     raise TransientError(msg) from None
                 raise DestinationError(msg) from None
@@ -202,15 +239,32 @@ class UnisenderDestination:
         msg = f"Unisender {method}: HTTP {resp.status_code} without a JSON envelope"
         if action is Action.RETRY and (idempotent or resp.status_code == 429):
             raise TransientError(msg, status=resp.status_code)
-        raise DestinationError(msg, status=resp.status_code)
+        if resp.status_code < 300:  # a 2xx that is not the envelope: nothing in it can be believed
+            reason = "no {result} or {error, code} envelope" if payload is not None else "not JSON"
+            raise BadAnswer(f"Unisender {method}", reason, resp.content, secrets=(self._key,))
+        raise DestinationError(f"{msg}: {excerpt(resp.content, (self._key,))!r}", status=resp.status_code)
+
+    def _result(self, method: str, shape: type[Shape], result: Any) -> Any:
+        """``result`` checked against its documented shape (a list of items when ``result`` is a list)."""
+        label = f"Unisender {method}"
+        if shape in (_ListItem, _FieldItem):
+            if not isinstance(result, list):
+                raise BadAnswer(label, "result is not a list", result, secrets=(self._key,))
+            return [validate(shape, item, label, result, secrets=(self._key,)) for item in result]
+        return validate(shape, result, label, secrets=(self._key,))
+
+    def check(self) -> str:
+        """Read-only: the key is accepted (``getLists``)."""
+        lists = self._load_lists()
+        return f"API key accepted ({len(lists)} lists)"
 
     # ---------------------------------------------------------------- lists and fields
     def _load_lists(self) -> dict[str, str]:
-        self._lists = {str(x["title"]): str(x["id"]) for x in self.call("getLists") or []}
+        self._lists = {x.title: str(x.id) for x in self._result("getLists", _ListItem, self.call("getLists"))}
         return self._lists
 
     def _load_fields(self) -> set[str]:
-        self._fields = {str(x["name"]) for x in self.call("getFields") or []}
+        self._fields = {x.name for x in self._result("getFields", _FieldItem, self.call("getFields"))}
         return self._fields
 
     def prepare(self, managed_tags: Sequence[str], fields: Mapping[str, str]) -> None:
@@ -223,8 +277,9 @@ class UnisenderDestination:
         for tag in managed_tags:
             kind, title = split_name(tag)
             if kind == "list" and title not in lists:
-                created = self.call("createList", [("title", title)], idempotent=False)
-                lists[title] = str(created["id"])
+                created = self._result("createList", _Created,
+                                       self.call("createList", [("title", title)], idempotent=False))
+                lists[title] = str(created.id)
                 log.info("Unisender %s: created list %s", self.name, title)
         known = self._load_fields()
         for fname, value_name in fields.items():
@@ -301,6 +356,10 @@ class UnisenderDestination:
             ch = row.change
             try:
                 info = self.call("getContact", [("email", ch.email), ("include_fields", 1)])
+            except BadAnswer as exc:
+                row.results += [ItemResult(ch.key, op, False, str(exc)) for op in row.ops]
+                row.ops = []
+                continue
             except UnisenderError as exc:
                 if "not found" not in str(exc).lower():
                     raise
@@ -330,11 +389,18 @@ class UnisenderDestination:
         params += [("overwrite_tags", 1 if replace else 0), ("overwrite_lists", 0)]
         errors: dict[int, str] = {}
         try:
-            result = self.call("importContacts", params)
-            for entry in (result or {}).get("log") or []:
-                idx = int(entry.get("index", -1))
-                errors[idx] = f"Unisender rejected the row: {entry.get('code', '')} {entry.get('message', '')}".strip()
+            raw = self.call("importContacts", params)
+            result = self._result("importContacts", _ImportResult, raw)
+            indexes = [str(e.index) for e in result.log]
+            if str(result.total) != str(len(rows)) or not all(i.isdigit() and int(i) < len(rows) for i in indexes):
+                raise BadAnswer("Unisender importContacts", f"total {result.total} / log indexes {indexes[:5]} for "
+                                f"{len(rows)} rows sent", raw, secrets=(self._key,))
+            for entry in result.log:
+                text = f"{entry.code or ''} {entry.message or ''}".strip()
+                errors[int(entry.index)] = f"Unisender rejected the row: {text}".strip()
         except UnisenderError as exc:
+            errors = {i: str(exc) for i in range(len(rows))}
+        except BadAnswer as exc:
             errors = {i: str(exc) for i in range(len(rows))}
         out: list[ItemResult] = []
         for i, row in enumerate(rows):
@@ -357,9 +423,9 @@ class UnisenderDestination:
         try:
             if None in lists or not any(lists):
                 raise UnisenderError("Unisender subscribe needs an existing list (run prepare)", code="local")
-            self.call("subscribe", params, idempotent=False)
+            self._result("subscribe", _Subscribed, self.call("subscribe", params, idempotent=False))
             on_results([ItemResult(ch.key, op, True) for op in ops])
-        except UnisenderError as exc:
+        except (UnisenderError, BadAnswer) as exc:
             on_results([ItemResult(ch.key, op, False, str(exc)) for op in ops])
 
     # ---------------------------------------------------------------- reads

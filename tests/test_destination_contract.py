@@ -86,9 +86,11 @@ def write_config(shop: Path, folder: Path, dest: dict) -> Path:
 class Rig:
     """One destination config + its ledger in ``folder``, driven through the engine."""
 
-    def __init__(self, esp: FakeDestination, shop: Path, runs: dict, folder: Path, batch_size: int | None = None):
+    def __init__(self, esp: FakeDestination, shop: Path, runs: dict, folder: Path, batch_size: int | None = None,
+                 **overrides):
         self.esp, self.runs, self.folder = esp, runs, folder
-        self.path = write_config(shop, folder, esp.destination("contract", SEGMENTS, FIELDS, batch_size))
+        self.path = write_config(shop, folder, {**esp.destination("contract", SEGMENTS, FIELDS, batch_size),
+                                                **overrides})
         self.cfg = load_config(self.path)
         assert self.cfg.segmentation.thresholds == CUTS
         self.dest = self.cfg.destinations[0]
@@ -99,17 +101,18 @@ class Rig:
     def close(self) -> None:
         self.ledger.close()
 
-    def plan(self, as_of: date = AS_OF):
+    def plan(self, as_of: date = AS_OF, full_refresh: bool = False):
         """Plan like `rfmsync sync` does (reads the ESP); returns (PlannedDestination, the saved plan JSON)."""
-        planned = plan_all(self.cfg, self.runs[as_of], self.ledger, self.settings, require_remote=True)
+        planned = plan_all(self.cfg, self.runs[as_of], self.ledger, self.settings, require_remote=True,
+                           full_refresh=full_refresh)
         self.count += 1
         saved = self.folder / f"plan-{self.count}.json"
         saved.write_text(json.dumps(plan_document(planned, as_of)), encoding="utf-8")
         return planned[0], json.loads(saved.read_text(encoding="utf-8"))["plans"][0]
 
-    def sync(self, as_of: date = AS_OF, client=None):
+    def sync(self, as_of: date = AS_OF, client=None, full_refresh: bool = False):
         """Plan, then apply with the default client (or ``client``); returns (Plan, plan JSON, ApplyReport)."""
-        planned, doc = self.plan(as_of)
+        planned, doc = self.plan(as_of, full_refresh)
         report = execute_plan(planned.plan, client or planned.client, self.ledger)
         return planned.plan, doc, report
 
@@ -138,8 +141,8 @@ class Rig:
 def make_rig(esp, shop, runs, tmp_path):
     rigs: list[Rig] = []
 
-    def make(batch_size: int | None = None) -> Rig:
-        rigs.append(Rig(esp, shop, runs, tmp_path, batch_size))
+    def make(batch_size: int | None = None, **overrides) -> Rig:
+        rigs.append(Rig(esp, shop, runs, tmp_path, batch_size, **overrides))
         return rigs[-1]
 
     yield make
@@ -321,3 +324,145 @@ def test_write_calls_stay_near_the_theoretical_minimum(esp, make_rig):
         made = esp.write_calls - writes
         assert max(per_kind.values()) >= 2, f"batch_size must force several batches: {per_kind}"
         assert minimum <= made <= 1.05 * minimum + 2, (as_of, made, setup, per_kind)
+
+
+# ---------------------------------------------------------------------------------------------------- answers
+#: 2xx answers that are not the documented shape (issue 13): none of them may be believed
+BAD_ANSWERS = {
+    "html-200": ("text/html; charset=utf-8", b"<html><body><h1>Down for maintenance</h1></body></html>"),
+    "truncated-json": ("application/json", b'{"new_members": [{"email_address": "a@exa'),
+    "wrong-shape": ("application/json", b'[{"ok": true}]'),
+    "errors-string": ("application/json", b'{"errors": "internal error"}'),
+    "errors-object": ("application/json", b'{"errors": {"message": "internal error"}}'),
+    "errors-null": ("application/json", b'{"errors": null}'),
+    "empty-body": ("application/json", b""),
+    "not-utf8": ("text/plain; charset=koi8-r", "\u0421\u0431\u043e\u0439".encode("koi8-r")),
+}
+
+
+def assert_ledger_matches_esp(esp: FakeDestination, rig: Rig, managed) -> None:
+    """What the ledger believes is really there: contacts marked existing exist, their tags are carried."""
+    for key, state in rig.ledger.load_state(rig.dest.name).items():
+        if state.exists:
+            assert esp.exists(key), f"{key}: the ledger marks it existing, the ESP does not have it"
+        assert state.tags & set(managed) <= esp.managed_of(key, managed), (key, state.tags)
+
+
+@pytest.mark.parametrize("work", [False, True], ids=["not-done", "done-but-mangled"])
+@pytest.mark.parametrize("case", sorted(BAD_ANSWERS))
+def test_a_2xx_answer_that_is_not_the_documented_shape_fails_its_items(esp, rig, case, work):
+    content_type, body = BAD_ANSWERS[case]
+    first = rig.plan()[1]
+    esp.answer_raw(body, content_type, work=work)  # the first bulk write gets this answer
+    _, doc, report = rig.sync()  # never an internal error, never a crash of the run
+    assert report.status == "partial" and report.counts["failed"] > 0, report
+    assert_ledger_matches_esp(esp, rig, doc["managed_tags"])
+    failures = rig.failures()
+    assert failures and all(f["last_error"] for f in failures)
+    assert any("answer not believed" in f["last_error"] for f in failures), failures[0]
+    shown = body.decode("utf-8", errors="replace")[:40]
+    assert all(shown in f["last_error"] for f in failures if "answer not believed" in f["last_error"])
+    assert max(len(f["last_error"]) for f in failures) < 500  # the raw answer is cut to 200 characters
+    for f in failures:  # a failed contact is never marked existing unless the ESP really holds it
+        if not esp.exists(f["key"]):
+            assert not rig.ledger.load_state(rig.dest.name).get(f["key"], None) or \
+                not rig.ledger.load_state(rig.dest.name)[f["key"]].exists
+
+    report = rig.converge()  # the next run retries exactly what failed
+    assert report.status == "succeeded", report.errors
+    assert_applied(esp, first, exact=True)
+    assert rig.failures() == [] and esp.violations() == []
+
+
+# ---------------------------------------------------------------------------------------------------- drift
+def _drift_victim(rig: Rig, runs, need_consent: bool = True) -> str:
+    """A consenting contact that gets a managed tag at AS_OF and changes tags at LATER."""
+    a = {c["key"]: set(c["add_tags"]) for c in rig.plan(AS_OF)[1]["changes"]}
+    b = {c["key"]: set(c["add_tags"]) for c in rig.plan(LATER)[1]["changes"]}
+    consent = consent_of(runs[AS_OF])
+    return next(k for k in sorted(a) if a[k] and b.get(k) and b[k] != a[k]
+                and (consent.get(k) == "yes") == need_consent)
+
+
+def test_a_contact_deleted_in_the_esp_is_created_again_next_run(esp, rig, runs):
+    victim = _drift_victim(rig, runs)
+    assert rig.sync(AS_OF)[2].status == "succeeded"
+    esp.forget(victim)  # deleted in the ESP; the ledger still believes it exists
+    _, doc, _ = rig.sync(LATER)
+    assert_ledger_matches_esp(esp, rig, doc["managed_tags"])
+    rig.converge(LATER)
+    wanted = next(set(c["add_tags"]) for c in rig.plan(LATER, full_refresh=True)[1]["changes"] if c["key"] == victim)
+    assert esp.exists(victim) and esp.managed_of(victim, doc["managed_tags"]) == wanted
+    assert rig.failures() == []
+    writes = esp.write_calls
+    assert rig.sync(LATER)[1]["changes"] == [] and esp.write_calls == writes, "no failing forever"
+
+
+def test_full_refresh_repairs_drift_in_one_run(esp, rig, runs):
+    victim = _drift_victim(rig, runs)
+    _, first, report = rig.sync(AS_OF)
+    assert report.status == "succeeded"
+    esp.forget(victim)
+    _, doc, report = rig.sync(AS_OF, full_refresh=True)
+    assert report.status == "succeeded", report.errors
+    assert esp.exists(victim) and esp.managed_of(victim, doc["managed_tags"]) == next(
+        set(c["add_tags"]) for c in first["changes"] if c["key"] == victim)
+    assert_ledger_matches_esp(esp, rig, doc["managed_tags"])
+
+
+def test_drift_repair_never_creates_a_contact_without_consent(esp, make_rig, runs):
+    """A customer without consent who was already in the ESP (so rfmsync manages its tags) and is deleted there:
+    with new_contacts = "skip" the repair must not create it again."""
+    rig = make_rig(new_contacts="skip")
+    consent = consent_of(runs[AS_OF])
+    candidates = sorted(k for k, v in consent.items() if v != "yes")[:40]
+    for key in candidates:
+        esp.seed(key, unsubscribed=False)
+    _, doc, report = rig.sync(AS_OF)
+    assert report.status == "succeeded", report.errors
+    victim = next((c["key"] for c in doc["changes"] if c["key"] in candidates and c["add_tags"]), None)
+    if victim is None:
+        pytest.skip(f"{esp.type} cannot read existing members: customers without consent are never managed")
+    esp.forget(victim)
+    rig.sync(AS_OF, full_refresh=True)
+    assert not esp.exists(victim), "re-created without consent although new_contacts = skip"
+    if esp.type == "mailchimp":  # SendGrid and Unisender upserts add an address whenever a change is sent
+        for _ in range(2):
+            rig.sync(LATER)
+        assert not esp.exists(victim), "re-created without consent although new_contacts = skip"
+
+
+# ---------------------------------------------------------------------------------------------------- check / plan
+def _key_var(esp: FakeDestination) -> str:
+    return next(k for k in esp.env() if k.endswith("_API_KEY"))
+
+
+def test_check_reads_each_destination_and_writes_nothing(esp, rig):
+    result = rig.cli("check")
+    line = next(x for x in result.output.splitlines() if x.startswith("destination contract"))
+    assert "API key accepted" in line and esp.write_calls == 0
+    calls = sum(esp.fake.calls.values())
+    offline = rig.cli("check", "--offline")
+    assert "not checked (--offline)" in offline.output and sum(esp.fake.calls.values()) == calls
+
+
+def test_check_and_plan_with_a_made_up_key(esp, rig, monkeypatch):
+    made_up = "0123456789abcdef0123456789abcdef-us9" if esp.type == "mailchimp" else "made-up-key-42"
+    monkeypatch.setenv(_key_var(esp), made_up)
+    result = rig.cli("check", ok=False)
+    assert result.exit_code == 2, result.output
+    assert "destination contract" in result.output and made_up not in result.output
+    plan = rig.cli("plan", "--as-of", AS_OF.isoformat(), "--format", "json")  # a plan still works, and says so
+    doc = json.loads(plan.output)
+    assert any("remote not checked" in w for w in doc["warnings"]), doc["warnings"]
+    assert doc["plans"][0]["remote_checked"] is False and made_up not in plan.output
+    table = rig.cli("plan", "--as-of", AS_OF.isoformat())
+    assert "warning: remote not checked" in table.output
+
+
+def test_check_names_a_missing_mailchimp_audience(esp, make_rig):
+    if esp.type != "mailchimp":
+        pytest.skip("audiences are Mailchimp's")
+    rig = make_rig(audience="nope42")
+    result = rig.cli("check", ok=False)
+    assert result.exit_code == 2 and "nope42" in result.output and "not found" in result.output

@@ -255,12 +255,15 @@ def test_adds_and_removes_are_packed_into_the_fewest_calls(mailchimp_fake, dest)
     assert len(fake.tags_of("m0@example.com")) == 1 and fake.tags_of("m699@example.com") == set()
 
 
-def test_empty_204_tag_answer_counts_as_success(mailchimp_fake, dest) -> None:
+def test_empty_204_tag_answer_is_not_believed(mailchimp_fake, dest) -> None:
+    """The documented answer is 200 with members_added/members_removed/errors: a body-less 204 proves nothing,
+    so the item fails (and is retried next run) even though the fake did the work."""
     mailchimp_fake.add_member("a@example.com")
     mailchimp_fake.empty_segment_answers = True
     rec = Recorder()
     dest.apply([change("a@example.com", create=False, add={"rfm:A"})], rec)
-    assert rec.results[("a@example.com", "tag+rfm:A")].ok and mailchimp_fake.tags_of("a@example.com") == {"rfm:A"}
+    result = rec.results[("a@example.com", "tag+rfm:A")]
+    assert not result.ok and "empty body" in result.error
 
 
 # ---------------------------------------------------------------------------------------------- reads
@@ -391,3 +394,28 @@ def test_a_seeded_fraction_of_failures_still_ends_in_sync(mailchimp_fake, sleeps
     dest.apply([change(f"f{i}@example.com", add={f"rfm:T{i % 4}"}) for i in range(40)], rec)
     assert all(r.ok for c in rec.calls for r in c) and len(rec.results) == 80 and sleeps
     assert {mailchimp_fake.member(f"f{i}@example.com")["status"] for i in range(40)} == {"transactional"}
+
+
+@pytest.mark.parametrize("content_type,body", [
+    ("text/html", b"<html>maintenance</html>"), ("application/json", b'{"errors": "internal error"}'),
+    ("application/json", b'{"members_added": [], "members_removed": [], "errors": null}'),
+    ("application/json", b'{"members_added": [{"email_address": "a@exa'), ("application/json", b""),
+])
+def test_a_tag_call_answer_that_is_not_the_documented_shape_fails_the_tag(mailchimp_fake, dest, content_type,
+                                                                          body) -> None:
+    mailchimp_fake.add_member("a@example.com")
+    mailchimp_fake.answer_raw(body, content_type, path=r"/segments/\d+$")
+    rec = Recorder()
+    dest.apply([change("a@example.com", create=False, add={"rfm:A"})], rec)  # no exception: a recorded failure
+    result = rec.results[("a@example.com", "tag+rfm:A")]
+    assert not result.ok and "answer not believed" in result.error and len(result.error) < 400
+
+
+def test_a_tag_add_mailchimp_ignores_reports_the_contact_missing(mailchimp_fake, dest) -> None:
+    """"Emails not on the list are ignored": an add the answer does not mention is a missing contact."""
+    mailchimp_fake.answer_raw(b'{"members_added": [], "members_removed": [], "errors": [], "total_added": 0}',
+                              "application/json", path=r"/segments/\d+$")
+    rec = Recorder()
+    dest.apply([change("gone@example.com", create=False, add={"rfm:A"})], rec)
+    result = rec.results[("gone@example.com", "tag+rfm:A")]
+    assert not result.ok and result.missing and "not a list member" in result.error

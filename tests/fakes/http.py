@@ -11,6 +11,7 @@ to stall, so a simulated timeout never outlives the test)::
 from __future__ import annotations
 
 import json
+import re
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -44,6 +45,37 @@ class Reply:
 
 
 Handler = Callable[[Request], Reply]
+
+
+@dataclass
+class RawAnswer:
+    """A one-shot fault: the next call matching ``method`` and ``path`` (a regex searched in the path, or a
+    Unisender method name) is answered ``status`` with exactly ``body`` and ``content_type``. ``work``: the fake
+    does the call's work first (the answer was lost or mangled on the way back); otherwise nothing is done
+    (a proxy or maintenance page answered instead of the API)."""
+
+    body: bytes
+    content_type: str = "text/html; charset=utf-8"
+    status: int = 200
+    method: str | None = None
+    path: str | None = None
+    work: bool = False
+
+    def matches(self, method: str, path: str) -> bool:
+        return (not self.method or self.method == method) and (not self.path or re.search(self.path, path) is not None)
+
+    def reply(self) -> Reply:
+        headers = {"Content-Type": self.content_type} if self.content_type else {}
+        return Reply(self.status, self.body, headers)
+
+
+def take_raw(answers: list[RawAnswer], method: str, path: str) -> RawAnswer | None:
+    """Pop the first raw answer matching this call (each is used once)."""
+    for answer in answers:
+        if answer.matches(method, path):
+            answers.remove(answer)
+            return answer
+    return None
 
 
 class _Server(ThreadingHTTPServer):

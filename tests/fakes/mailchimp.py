@@ -14,7 +14,8 @@ would change an existing member's status is recorded in :attr:`FakeMailchimp.vio
 unsubscribed/cleaned members, "Member In Compliance State"). Member keys the spec does not list (e.g.
 ``status_if_new`` in a batch) are ignored, and recorded in :attr:`ignored_fields`.
 
-Failure drills: :meth:`fail` (status, Retry-After, empty body, for the next N calls or a seeded fraction),
+Failure drills: :meth:`answer_raw` (one-shot: answer a matching call with exactly this body and content
+type, with or without doing the work), :meth:`fail` (status, Retry-After, empty body, for the next N calls or a seeded fraction),
 :meth:`stall` (answer late: a client timeout), :attr:`member_errors` (per-member errors for chosen emails),
 :attr:`empty_segment_answers` (segment batch answers 204 with no body), :attr:`latency` (makes concurrency
 observable: :attr:`max_in_flight`).
@@ -37,7 +38,7 @@ from typing import Any, Iterable
 
 import pytest
 
-from .http import LoopbackServer, Reply, Request
+from .http import LoopbackServer, RawAnswer, Reply, Request, take_raw
 
 STATUSES = ("subscribed", "unsubscribed", "cleaned", "pending", "transactional")
 MERGE_TYPES = ("text", "number", "address", "phone", "date", "url", "imageurl", "radio", "dropdown",
@@ -89,6 +90,7 @@ class FakeMailchimp:
         self.latency = 0.0
         self.in_flight = self.max_in_flight = 0
         self._faults: list[Fault] = []
+        self._raw: list[RawAnswer] = []
         self._rng = random.Random(seed)
         self._lock = threading.RLock()
         self._next_id = 1000
@@ -148,6 +150,13 @@ class FakeMailchimp:
     def member(self, email: str, list_id: str | None = None) -> dict[str, Any]:
         return self._list(list_id).members[email.lower()]
 
+    def forget(self, email: str, list_id: str | None = None) -> None:
+        """Delete a member behind rfmsync's back (drift): gone from the audience and every segment."""
+        lst = self._list(list_id)
+        lst.members.pop(email.lower(), None)
+        for seg in lst.segments.values():
+            seg["members"].discard(email.lower())
+
     def tags_of(self, email: str, list_id: str | None = None) -> set[str]:
         lst = self._list(list_id)
         return {s["name"] for s in lst.segments.values() if email.lower() in s["members"]}
@@ -172,6 +181,12 @@ class FakeMailchimp:
               path: str | None = None) -> None:
         """Answer the next matching calls only after ``seconds`` (longer than the client timeout = a timeout)."""
         self._faults.append(Fault(0, times, 0.0, None, False, seconds, method, path))
+
+    def answer_raw(self, body: bytes, content_type: str = "text/html; charset=utf-8", *, status: int = 200,
+                   method: str | None = "POST", path: str | None = None, work: bool = False) -> None:
+        """The next matching call (path: regex on the path after /3.0) is answered with exactly this body
+        (see :class:`tests.fakes.http.RawAnswer`)."""
+        self._raw.append(RawAnswer(body, content_type, status, method, path, work))
 
     def _fault_for(self, method: str, path: str) -> Fault | None:
         for fault in list(self._faults):
@@ -225,6 +240,11 @@ class FakeMailchimp:
                                                   "the wrong datacenter.")
         if int(req.query.get("count", "10")) > MAX_COUNT:
             return problem(400, "Invalid Resource", f"count must be <= {MAX_COUNT}")
+        raw = take_raw(self._raw, req.method, path)
+        if raw is not None:
+            if raw.work:
+                self._route(req.method, path, req.query, body)
+            return raw.reply()
         reply = self._route(req.method, path, req.query, body)
         if fault is not None:  # a stall: the work is done, the answer comes too late
             reply.delay = fault.delay

@@ -140,6 +140,15 @@ class FakeDestination:
     def clear_rejections(self) -> None:
         raise NotImplementedError
 
+    def answer_raw(self, body: bytes, content_type: str, *, work: bool = False) -> None:
+        """One-shot: the next bulk write (the call that creates/updates contacts) is answered 200 with exactly
+        ``body`` and ``content_type``; ``work``: the fake did the work before the answer got mangled."""
+        self.fake.answer_raw(body, content_type, work=work)
+
+    def forget(self, key: str) -> None:
+        """Delete a contact in the ESP behind rfmsync's back (drift the ledger does not know about)."""
+        self.fake.forget(key)
+
     # ------------------------------------------------------------------ counting
     @property
     def write_calls(self) -> int:
@@ -216,6 +225,9 @@ class MailchimpFake(FakeDestination):
 
     def timeout(self, seconds, times):
         self.fake.stall(seconds, times=times, method="POST", path=rf"^/lists/{self.audience}$")
+
+    def answer_raw(self, body, content_type, *, work=False):
+        self.fake.answer_raw(body, content_type, method="POST", path=rf"^/lists/{self.audience}$", work=work)
 
     def reject(self, emails):
         self.fake.member_errors.update({e.lower(): "Invalid Resource" for e in emails})
@@ -325,6 +337,9 @@ class SendGridFake(FakeDestination):
 
     def timeout(self, seconds, times):
         self.fake.stall(seconds, times=times, method="PUT", path=r"/contacts$")
+
+    def answer_raw(self, body, content_type, *, work=False):
+        self.fake.answer_raw(body, content_type, method="PUT", path=r"/marketing/contacts$", work=work)
 
     def reject(self, emails):
         self.fake.reject.update({e.lower(): "invalid contact" for e in emails})

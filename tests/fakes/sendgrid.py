@@ -14,7 +14,8 @@ deleted by rfmsync: any ``DELETE /v3/marketing/contacts`` or call under ``/v3/as
 recorded in :attr:`forbidden_calls`. Every answer carries ``X-RateLimit-*`` headers; an injected 429 carries
 ``X-RateLimit-Reset`` one second ahead.
 
-Failure drills: :meth:`fail` (status for the next N matching calls), :meth:`stall` (answer late = a client
+Failure drills: :meth:`answer_raw` (one-shot raw body and content type for the next matching call),
+:meth:`fail` (status for the next N matching calls), :meth:`stall` (answer late = a client
 timeout; the work is done), :attr:`reject` (email → message: that contact errors inside the import job).
 
 Use as the ``sendgrid_fake`` pytest fixture or ``with FakeSendGrid() as fake: ...`` from a script.
@@ -32,7 +33,7 @@ from typing import Any, Iterable
 
 import pytest
 
-from .http import LoopbackServer, Reply, Request
+from .http import LoopbackServer, RawAnswer, Reply, Request, take_raw
 
 MAX_UPSERT_CONTACTS = 30_000
 MAX_UPSERT_BYTES = 6_000_000
@@ -70,6 +71,7 @@ class FakeSendGrid:
         self._files: dict[str, bytes] = {}
         self._exports: dict[str, list[str]] = {}
         self._faults: list[Fault] = []
+        self._raw: list[RawAnswer] = []
         self._lock = threading.Lock()
         self._server = LoopbackServer(self.handle)
         self._ids = 0
@@ -141,6 +143,16 @@ class FakeSendGrid:
     def stall(self, seconds: float, times: int = 1, *, method: str | None = None, path: str | None = None) -> None:
         self._faults.append(Fault(0, times, seconds, method, path))
 
+    def answer_raw(self, body: bytes, content_type: str = "text/html; charset=utf-8", *, status: int = 200,
+                   method: str | None = "PUT", path: str | None = None, work: bool = False) -> None:
+        """The next matching call (path: regex on the path) is answered with exactly this body
+        (see :class:`tests.fakes.http.RawAnswer`)."""
+        self._raw.append(RawAnswer(body, content_type, status, method, path, work))
+
+    def forget(self, email: str) -> None:
+        """Delete a contact behind rfmsync's back (drift)."""
+        self.contacts.pop(email.lower(), None)
+
     def _fault_for(self, method: str, path: str) -> Fault | None:
         for fault in list(self._faults):
             if fault.method and fault.method != method or fault.path and not re.search(fault.path, path):
@@ -184,6 +196,11 @@ class FakeSendGrid:
         except ValueError:
             return errors(400, "invalid JSON")
         self.requests.append((req.method, template, dict(req.query), body))
+        raw = take_raw(self._raw, req.method, path)
+        if raw is not None:
+            if raw.work:
+                self._route(req.method, path, req.query, body)
+            return raw.reply()
         reply = self._route(req.method, path, req.query, body)
         if fault is not None:
             reply.delay = fault.delay

@@ -13,7 +13,8 @@ existing contact's ``email_status`` never changes through import unless it is ac
 ``email_status`` column is recorded in :attr:`status_columns`; new contacts get status ``new``; a
 ``calls_per_minute`` limit answers ``api_call_limit_exceeded_for_api_key``.
 
-Failure drills: :meth:`fail` (an envelope error code, or a bare HTTP status, for the next N calls of a method),
+Failure drills: :meth:`answer_raw` (one-shot raw body and content type for the next call of a method),
+:meth:`fail` (an envelope error code, or a bare HTTP status, for the next N calls of a method),
 :meth:`stall` (answer late = a client timeout), :attr:`reject` (email → message in the import ``log``).
 
 Use as the ``unisender_fake`` pytest fixture or ``with FakeUnisender() as fake: ...`` from a script.
@@ -33,7 +34,7 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from .http import LoopbackServer, Reply, Request
+from .http import LoopbackServer, RawAnswer, Reply, Request, take_raw
 
 MAX_IMPORT_ROWS = 500
 MAX_TAGS = 10
@@ -72,6 +73,7 @@ class FakeUnisender:
         self.status_columns: list[str] = []
         self.invitations: list[str] = []
         self._faults: list[Fault] = []
+        self._raw: list[RawAnswer] = []
         self._window: deque[float] = deque()
         self._ids = itertools.count(101)
         self._lock = threading.Lock()
@@ -132,6 +134,15 @@ class FakeUnisender:
     def stall(self, seconds: float, times: int = 1, *, method: str | None = None) -> None:
         self._faults.append(Fault(method, times, None, 0, seconds))
 
+    def answer_raw(self, body: bytes, content_type: str = "text/html; charset=utf-8", *, status: int = 200,
+                   method: str | None = "importContacts", work: bool = False) -> None:
+        """The next call of ``method`` is answered with exactly this body (see :class:`tests.fakes.http.RawAnswer`)."""
+        self._raw.append(RawAnswer(body, content_type, status, None, rf"/{method}$" if method else None, work))
+
+    def forget(self, email: str) -> None:
+        """Delete a contact behind rfmsync's back (drift)."""
+        self.contacts.pop(email.lower(), None)
+
     def _fault_for(self, method: str) -> Fault | None:
         for fault in list(self._faults):
             if fault.method and fault.method != method:
@@ -172,6 +183,11 @@ class FakeUnisender:
         if form.get("api_key") != self.api_key:
             return envelope_error("Invalid API key", "invalid_api_key")
         handler = getattr(self, f"_m_{method}", None)
+        raw = take_raw(self._raw, req.method, req.path)
+        if raw is not None:
+            if raw.work and handler:
+                handler(form)
+            return raw.reply()
         reply = handler(form) if handler else envelope_error(f"Unknown method {method}", "unknown_method")
         if fault is not None:
             reply.delay = fault.delay
