@@ -453,11 +453,11 @@ def test_check_and_plan_with_a_made_up_key(esp, rig, monkeypatch):
     assert result.exit_code == 2, result.output
     assert "destination contract" in result.output and made_up not in result.output
     plan = rig.cli("plan", "--as-of", AS_OF.isoformat(), "--format", "json")  # a plan still works, and says so
-    doc = json.loads(plan.output)
+    doc = json.loads(plan.stdout)
     assert any("remote not checked" in w for w in doc["warnings"]), doc["warnings"]
     assert doc["plans"][0]["remote_checked"] is False and made_up not in plan.output
     table = rig.cli("plan", "--as-of", AS_OF.isoformat())
-    assert "warning: remote not checked" in table.output
+    assert "warning: contract: remote not checked" in table.output
 
 
 def test_check_names_a_missing_mailchimp_audience(esp, make_rig):
