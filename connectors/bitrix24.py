@@ -240,7 +240,7 @@ class Bitrix24Source:
             return map_deal(raw, self.config)
 
         orders, contacts = map_page(stager, f"{NAME}:{obj}", rows, one,
-                                    id_of=lambda raw: raw.get("ID") if isinstance(raw, dict) else None)
+                                    id_of=lambda raw: raw.get("ID"))
         if orders and self.config.line_items:
             orders = self._with_items(orders, stager)
         stager.stage(orders, contacts)

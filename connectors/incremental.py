@@ -183,11 +183,14 @@ def record_id(raw: Any) -> Any:
 
 def map_page(stager: Stager, what: str, rows: Iterable[Any], map_row: Callable[[Any], Order | Contact | None],
              id_of: Callable[[Any], Any] = record_id) -> tuple[list[Order], list[Contact]]:
-    """``map_row`` over a page: (orders, contacts). A row it cannot map (FieldError) is a bad row of ``what``
-    naming ``id_of(row)``; None (a row that is not a purchase) is dropped."""
+    """``map_row`` over a page: (orders, contacts). A row that is not a JSON object, or that ``map_row`` cannot
+    map (FieldError), is a bad row of ``what`` naming ``id_of(row)``; None (not a purchase) is dropped."""
     orders: list[Order] = []
     contacts: list[Contact] = []
     for raw in rows:
+        if not isinstance(raw, Mapping):
+            stager.bad(BadRow(what, None, "the vendor sent a row that is not an object", value=str(raw)[:100]))
+            continue
         try:
             record = map_row(raw)
         except FieldError as exc:
