@@ -268,13 +268,20 @@ def _load_table(con: duckdb.DuckDBPyConnection, lf: LoadedFile, src: str, kind: 
     ``typed`` fields (the CSV fast path) arrive as TIMESTAMP / DECIMAL and skip text parsing."""
     typed = typed or {}
     col = {f: f"CAST({nz.ident(h)} AS VARCHAR)" for f, h in lf.cols.items()}
+    a = {f: f"a{i}" for i, f in enumerate(f for f in lf.cols if f.startswith("attr:"))}
+    sql = _normalised_select(con, lf, src, kind, cfg, typed, col, a)
+    return _store(con, lf, sql, _output_columns(con, src, cfg, typed, col, a), typed)
+
+
+def _normalised_select(con: duckdb.DuckDBPyConnection, lf: LoadedFile, src: str, kind: str, cfg: FileSourceConfig,
+                       typed: dict[str, str], col: dict[str, str], a: dict[str, str]) -> str:
+    """The nested SELECT over ``src``: step 0 trims the text (or takes the typed value), step 1 parses numbers,
+    dates and names, step 2 puts the dates in the configured time zone."""
     has = set(col)
     dec = {f: cfg.decimal or nz.sniff_decimal(v for (v,) in con.execute(
         f"SELECT {col[f]} FROM {src} WHERE {col[f]} IS NOT NULL LIMIT 2000").fetchall())
         for f in _NUMBER_FIELDS if f in has and f not in typed}
     nums, dates = [f for f in _NUMBER_FIELDS if f in has], [f for f in ("ordered_at", "created_at") if f in has]
-    attrs = [f for f in lf.cols if f.startswith("attr:")]
-    a = {f: f"a{i}" for i, f in enumerate(attrs)}
 
     def step0_of(f: str) -> str:  # step 0: trimmed text, or the typed value
         if typed.get(f) == "number":
@@ -294,6 +301,13 @@ def _load_table(con: duckdb.DuckDBPyConnection, lf: LoadedFile, src: str, kind: 
     for step in (step1, step2):
         if step:
             sql = f"SELECT *, {', '.join(step)} FROM ({sql})"
+    return sql
+
+
+def _output_columns(con: duckdb.DuckDBPyConnection, src: str, cfg: FileSourceConfig, typed: dict[str, str],
+                    col: dict[str, str], a: dict[str, str]) -> list[tuple[str, str]]:
+    """(name, SQL expression over the normalised select) of every column a loaded table has."""
+    has, attrs = set(col), list(a)
 
     def get(prefix: str, f: str, typ: str = "VARCHAR") -> str:
         if prefix == "t" and f in typed:  # the raw text of a typed value: its number (a NULL came from empty)
@@ -336,6 +350,12 @@ def _load_table(con: duckdb.DuckDBPyConnection, lf: LoadedFile, src: str, kind: 
         ("first_name", first), ("last_name", last), ("consent", consent),
         ("created_at", get('z', 'created_at', 'TIMESTAMPTZ')), ("attributes", attr_sql),
     ]
+    return out
+
+
+def _store(con: duckdb.DuckDBPyConnection, lf: LoadedFile, sql: str, out: list[tuple[str, str]],
+           typed: dict[str, str]) -> LoadedFile:
+    """Write ``<table>_data`` (the computed columns) and the view ``<table>`` over it."""
     # Only the computed columns are stored; unmapped fields (constants) are added by a view over the
     # stored rows, so a narrow export does not pay for writing 10 M NULLs per unmapped field.
     # The view also numbers the rows: ``_srow`` is the spreadsheet row (header = 1).
