@@ -7,7 +7,7 @@ rfmsync's checks, in idiomatic vectorised pandas (C CSV engine, five columns, no
    spaces trimmed, empty → missing); dates with one format, amounts with ``to_numeric`` (failures → missing);
 2. statuses mapped like ``connectors.normalize.status_sql`` (empty → completed, synonyms, then stems, else
    unknown), on the distinct raw values only;
-3. bad rows, first reason in ``connectors.files._BAD`` order (no customer id, date, amount, unknown status,
+3. bad rows, first reason in ``connectors.file_staging._BAD`` order (no customer id, date, amount, unknown status,
    negative amount without a refund): the first 1000 as (row, field, reason, value), and the total count;
 4. repeated order ids among the valid rows: the last row of each id wins; the dropped rows are counted;
 5. per-customer metrics as of a date (segmentation/metrics.py), 6. tie-aware scores and preset rules (the

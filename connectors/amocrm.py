@@ -41,8 +41,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .contacts import PhoneRegion, clean_contact
 from .errors import ConfigError, FatalError
-from .http import (FieldError, HttpClient, PageGuard, Progress, Stager, Throttle, bookmark, clean, dump_cursor,
-                   get_field, iso, load_cursor, parse_dt, to_decimal, tombstone, with_sleep)
+from .http import FieldError, HttpClient, Throttle, clean, get_field, parse_dt, to_decimal, tombstone, with_sleep
+from .incremental import HighWater, PageGuard, Progress, Stager, latest, map_page, pull_by_time, utc_now
 from .records import Consent, Contact, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import PullResult
@@ -158,7 +158,7 @@ class AmoCrmSource:
         if not secrets.token:
             raise ConfigError("amocrm: no access token; set AMOCRM_TOKEN (a long-lived token)")
         self.config = config
-        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.clock = clock or utc_now
         token = secrets.token.get_secret_value()
         retry = with_sleep(retry, sleep)
         self.http = HttpClient(secrets.api_url or f"https://{sub}.{config.domain}", vendor="amoCRM",
@@ -172,58 +172,50 @@ class AmoCrmSource:
 
     def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None,
              progress: Progress = None) -> PullResult:
-        run_start = self.clock()
-        cursors = load_cursor(cursor, NAME)
-        stager = Stager(con, NAME, progress)
-        new: dict[str, str | None] = {}
-        for obj in ("contacts", "orders"):
-            previous = None
-            if cursors.get(obj):
-                try:
-                    previous = datetime.fromisoformat(cursors[obj])
-                except ValueError:
-                    raise ConfigError(f"amocrm: bad {obj} cursor {cursors[obj]!r}") from None
-            seen = [self._read(obj, previous, stager)]
-            since = previous or run_start  # after a backfill: what changed or was deleted while it ran
-            if previous is None:
-                seen.append(self._read(obj, run_start, stager))
-            if obj == "orders":  # the trash: deleted leads leave the history
-                seen.append(self._read(obj, since, stager, deleted=True))
-            seen = max((t for t in seen if t is not None), default=None)
-            new[obj] = iso(bookmark(seen, run_start, previous))
-        return stager.result(dump_cursor(new))
+        return pull_by_time(con, NAME, cursor, progress, run_start=self.clock(),
+                            lookback=timedelta(minutes=self.config.lookback_minutes), read=self._read)
 
-    def _read(self, obj: str, since: datetime | None, stager: Stager, deleted: bool = False) -> datetime | None:
-        """Keyset on ``updated_at`` from ``since`` − lookback (everything when None); see the module doc."""
+    def _read(self, obj: str, since: datetime | None, stager: Stager) -> datetime | None:
+        """Leads (or contacts) changed since ``since``; for orders with a ``since`` also the trash (deleted
+        leads leave the history). A first run reads the trash only from the pass after its backfill."""
+        seen = [self._keyset(obj, since, stager)]
+        if obj == "orders" and since is not None:
+            seen.append(self._keyset(obj, since, stager, deleted=True))
+        return latest(seen)
+
+    def _keyset(self, obj: str, since: datetime | None, stager: Stager, deleted: bool = False) -> datetime | None:
+        """Keyset on ``updated_at`` from ``since`` (everything when None); see the module doc."""
         entity = _OBJECTS[obj]
         params: dict[str, Any] = {"limit": self.config.page_size, "order[updated_at]": "asc"}
         if obj == "orders":
             params["with"] = "only_deleted" if deleted else "contacts"
-        start = None if since is None else int((since - timedelta(minutes=self.config.lookback_minutes)).timestamp())
-        guard, max_seen = PageGuard(f"amoCRM {entity}"), None
+        start = None if since is None else int(since.timestamp())
+        guard, high = PageGuard(f"amoCRM {entity}"), HighWater()
         while True:
             guard.next(start)
             rows, more = self._page(entity, params if start is None else {**params, "filter[updated_at][from]": start})
-            max_seen = self._stage(obj, rows, stager, max_seen)
+            self._stage(obj, rows, stager, high)
             if not more:
-                return max_seen
-            top = int(max_seen.timestamp())
+                return high.value
+            if high.value is None:
+                raise FatalError(f"amoCRM {entity}: a full page without a usable updated_at")
+            top = int(high.value.timestamp())
             if start is not None and top <= start:  # a full page of one second: page through that second
-                max_seen = self._one_second(obj, entity, params, top, stager, max_seen)
+                self._one_second(obj, entity, params, top, stager, high)
                 top += 1
             start = top
 
     def _one_second(self, obj: str, entity: str, params: dict[str, Any], second: int, stager: Stager,
-                    max_seen: datetime | None) -> datetime | None:
+                    high: HighWater) -> None:
         params = {k: v for k, v in params.items() if not k.startswith("order[")}
         params.update({"order[id]": "asc", "filter[updated_at][from]": second, "filter[updated_at][to]": second})
         guard, page = PageGuard(f"amoCRM {entity} of second {second}"), 1
         while True:
             guard.next(page)
             rows, more = self._page(entity, {**params, "page": page})
-            max_seen = self._stage(obj, rows, stager, max_seen)
+            self._stage(obj, rows, stager, high)
             if not more:
-                return max_seen
+                return
             page += 1
 
     def _page(self, entity: str, params: Mapping[str, Any]) -> tuple[list[Any], bool]:
@@ -237,30 +229,18 @@ class AmoCrmSource:
         more = bool(rows) and len(rows) >= self.config.page_size and bool((data.get("_links") or {}).get("next"))
         return rows, more
 
-    def _stage(self, obj: str, rows: list[Any], stager: Stager, max_seen: datetime | None) -> datetime | None:
-        orders, contacts = [], []
-        for raw in rows:
-            try:
-                updated = get_field(raw, "updated_at", parse_dt)
-                max_seen = updated if max_seen is None else max(max_seen, updated)
-                if obj == "orders" and raw.get("is_deleted"):
-                    orders.append(tombstone(get_field(raw, "id", lambda v: str(int(v))), updated,
-                                            _contact_id(raw)))
-                elif obj == "orders" and not in_scope(raw, self.config):  # retire it, store nothing of it
-                    orders.append(tombstone(get_field(raw, "id", lambda v: str(int(v))), updated))
-                elif obj == "orders":
-                    order = map_lead(raw, self.config)
-                    if order is not None:
-                        orders.append(order)
-                else:
-                    contact, issues = clean_contact(map_contact(raw), self.config.phone_region, f"{NAME}:contacts")
-                    contacts.append(contact)
-                    for issue in issues:
-                        stager.bad(issue)
-            except FieldError as exc:
-                stager.bad(exc.bad_row(f"{NAME}:{obj}", raw.get("id") if isinstance(raw, dict) else None))
-        stager.stage(orders, contacts)
-        return max_seen
+    def _stage(self, obj: str, rows: list[Any], stager: Stager, high: HighWater) -> None:
+        def one(raw: Any) -> Order | Contact | None:
+            updated = high.see(get_field(raw, "updated_at", parse_dt))
+            if obj == "contacts":
+                return stager.contact(map_contact(raw), self.config.phone_region)
+            if raw.get("is_deleted"):
+                return tombstone(get_field(raw, "id", lambda v: str(int(v))), updated, _contact_id(raw))
+            if not in_scope(raw, self.config):  # retire it, store nothing of it
+                return tombstone(get_field(raw, "id", lambda v: str(int(v))), updated)
+            return map_lead(raw, self.config)
+
+        stager.stage(*map_page(stager, f"{NAME}:{obj}", rows, one))
 
 
 # ---------------------------------------------------------------- webhooks

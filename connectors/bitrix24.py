@@ -47,8 +47,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .contacts import PhoneRegion, clean_contact
 from .errors import AuthError, ConfigError, FatalError, TransientError
-from .http import (Action, FieldError, HttpClient, PageGuard, Progress, Stager, Throttle, bookmark, clean,
-                   dump_cursor, get_field, iso, load_cursor, parse_dt, to_decimal, tombstone, with_sleep)
+from .http import (Action, FieldError, HttpClient, Throttle, clean, get_field, parse_dt, to_decimal, tombstone,
+                   with_sleep)
+from .incremental import HighWater, PageGuard, Progress, Stager, iso, map_page, pull_by_time, utc_now
 from .records import BadRow, Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import PullResult
@@ -185,7 +186,7 @@ class Bitrix24Source:
         if parts.scheme not in ("http", "https") or "/rest/" not in parts.path:
             raise ConfigError("bitrix24: BITRIX24_WEBHOOK_URL must look like https://<portal>/rest/<user>/<code>/")
         self.config, self.portal = config, parts.hostname or "?"
-        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.clock = clock or utc_now
         retry = with_sleep(retry, sleep)
         code = parts.path.rstrip("/").rsplit("/", 1)[-1]
         self.http = HttpClient(url.rstrip("/") + "/", vendor="Bitrix24", auth_env="BITRIX24_WEBHOOK_URL",
@@ -206,69 +207,43 @@ class Bitrix24Source:
 
     def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None,
              progress: Progress = None) -> PullResult:
-        run_start = self.clock()
-        cursors = load_cursor(cursor, NAME)
-        stager = Stager(con, NAME, progress)
-        new: dict[str, str | None] = {}
-        for obj in ("contacts", "orders"):
-            previous = None
-            if cursors.get(obj):
-                try:
-                    previous = datetime.fromisoformat(cursors[obj])
-                except ValueError:
-                    raise ConfigError(f"bitrix24: bad {obj} cursor {cursors[obj]!r}") from None
-            seen = [self._read(obj, previous, stager)]
-            if previous is None:  # after a backfill: what changed while it ran
-                seen.append(self._read(obj, run_start, stager))
-            new[obj] = iso(bookmark(max((t for t in seen if t is not None), default=None), run_start, previous))
-        return stager.result(dump_cursor(new))
+        return pull_by_time(con, NAME, cursor, progress, run_start=self.clock(),
+                            lookback=timedelta(minutes=self.config.lookback_minutes), read=self._read)
 
     def _read(self, obj: str, since: datetime | None, stager: Stager) -> datetime | None:
         method, select = _METHODS[obj]
         flt: dict[str, Any] = {}
         if since is not None:
-            flt[">=DATE_MODIFY"] = iso(since - timedelta(minutes=self.config.lookback_minutes))
-        guard, last_id, max_seen = PageGuard(f"Bitrix24 {method}"), 0, None
+            flt[">=DATE_MODIFY"] = iso(since)
+        guard, last_id, high = PageGuard(f"Bitrix24 {method}"), 0, HighWater()
         while True:
             guard.next(last_id)
             rows = self._call(method, {"filter": {**flt, ">ID": last_id}, "order": {"ID": "ASC"},
                                        "select": select, "start": -1})
             if not isinstance(rows, list):
                 raise FatalError(f"Bitrix24 {method}: 'result' is not a list")
-            max_seen = self._stage(obj, rows, stager, max_seen)
+            self._stage(obj, rows, stager, high)
             if len(rows) < PAGE:
-                return max_seen
+                return high.value
             try:
                 last_id = max(int(r["ID"]) for r in rows)
             except (KeyError, TypeError, ValueError):
                 raise FatalError(f"Bitrix24 {method}: a full page without usable IDs") from None
 
-    def _stage(self, obj: str, rows: list[Any], stager: Stager, max_seen: datetime | None) -> datetime | None:
-        orders, contacts = [], []
-        for raw in rows:
-            modified = None
-            try:
-                if raw.get("DATE_MODIFY"):
-                    modified = get_field(raw, "DATE_MODIFY", parse_dt)
-                    max_seen = modified if max_seen is None else max(max_seen, modified)
-                if obj == "orders" and not in_scope(raw, self.config):  # retire it, store nothing of it
-                    orders.append(tombstone(get_field(raw, "ID", lambda v: str(int(v))),
-                                            modified or datetime.now(timezone.utc)))
-                elif obj == "orders":
-                    order = map_deal(raw, self.config)
-                    if order is not None:
-                        orders.append(order)
-                else:
-                    contact, issues = clean_contact(map_contact(raw), self.config.phone_region, f"{NAME}:contacts")
-                    contacts.append(contact)
-                    for issue in issues:
-                        stager.bad(issue)
-            except FieldError as exc:
-                stager.bad(exc.bad_row(f"{NAME}:{obj}", raw.get("ID") if isinstance(raw, dict) else None))
+    def _stage(self, obj: str, rows: list[Any], stager: Stager, high: HighWater) -> None:
+        def one(raw: Any) -> Order | Contact | None:
+            modified = high.see(get_field(raw, "DATE_MODIFY", parse_dt)) if raw.get("DATE_MODIFY") else None
+            if obj == "contacts":
+                return stager.contact(map_contact(raw), self.config.phone_region)
+            if not in_scope(raw, self.config):  # retire it, store nothing of it
+                return tombstone(get_field(raw, "ID", lambda v: str(int(v))), modified or datetime.now(timezone.utc))
+            return map_deal(raw, self.config)
+
+        orders, contacts = map_page(stager, f"{NAME}:{obj}", rows, one,
+                                    id_of=lambda raw: raw.get("ID"))
         if orders and self.config.line_items:
             orders = self._with_items(orders, stager)
         stager.stage(orders, contacts)
-        return max_seen
 
     def _with_items(self, orders: list[Order], stager: Stager) -> list[Order]:
         """Won deals get their product rows, read in batches of up to 50 sub-calls."""

@@ -2,8 +2,9 @@
 
 ``FileSource.pull`` reads every file matching ``orders`` (and ``contacts``), maps columns to
 canonical fields, normalises amounts/dates/statuses/emails/phones (:mod:`connectors.normalize`)
-and stages canonical rows. Rows it cannot use are reported as :class:`BadRow` (spreadsheet row
-numbers: header = 1, first data row = 2), never dropped silently. Each pull is a full refresh.
+and stages canonical rows (:mod:`connectors.file_staging`). Rows it cannot use are reported as
+:class:`~connectors.records.BadRow` (spreadsheet row numbers: header = 1, first data row = 2), never
+dropped silently. Each pull is a full refresh.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import os
 import re
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -22,22 +23,18 @@ import duckdb
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from . import normalize as nz
+from .contacts import PhoneRegion
 from .diagnose import check_orders
 from .errors import BadFileError, ConfigError
 from .file_readers import csv_error, csv_src, read_xlsx, sniff_delimiter, typed_csv, utf8_copy
-from .identity import DEFAULT_MAX_GROUP, IdentityReport, resolve_rows
+from .file_staging import CONTACT_FIELDS, FIELDS, FilePullResult, LoadedFile, drop_scratch, stage_files
+from .identity import DEFAULT_MAX_GROUP
 from .suggest import closest, did_you_mean
-from .records import BadRow
 from .source import PullResult
 from .tables import create_staging
 
 log = logging.getLogger(__name__)
 
-ORDER_FIELDS = ("order_id", "customer_id", "ordered_at", "amount", "currency", "status", "discount")
-CONTACT_FIELDS = ("email", "phone", "first_name", "last_name", "name", "marketing_consent", "created_at")
-LINE_FIELDS = ("sku", "product", "category", "brand", "quantity", "price")
-FIELDS = ORDER_FIELDS + CONTACT_FIELDS + LINE_FIELDS
-MAX_BAD_ROWS = 1000
 
 
 class FileSourceConfig(BaseModel):
@@ -50,7 +47,7 @@ class FileSourceConfig(BaseModel):
     contacts: str | None = None
     encoding: str = "auto"
     timezone: str = "UTC"
-    phone_region: str | None = None
+    phone_region: PhoneRegion = None  # default country of phones written without one, e.g. "UZ"
     currency: str | None = None
     preset: str | None = None
     columns: dict[str, str] = {}
@@ -82,15 +79,6 @@ class FileSourceConfig(BaseModel):
             raise ValueError(f"unknown time zone {v!r} (use an IANA name such as 'Asia/Tashkent')") from None
         return v
 
-    @field_validator("phone_region")
-    @classmethod
-    def _region(cls, v: str | None) -> str | None:
-        import phonenumbers
-
-        if v is not None and v.upper() not in phonenumbers.SUPPORTED_REGIONS:
-            raise ValueError(f"unknown phone region {v!r} (use a two-letter country code such as 'UZ')")
-        return v.upper() if v else v
-
     @field_validator("delimiter")
     @classmethod
     def _delim(cls, v: str | None) -> str | None:
@@ -106,16 +94,6 @@ class FileSourceConfig(BaseModel):
             raise ValueError(f"unknown preset {self.preset!r}{did_you_mean(self.preset, PRESETS)}; "
                              f"choose one of {', '.join(PRESETS)}")
         return self
-
-
-@dataclass
-class FilePullResult(PullResult):
-    """PullResult plus what was kept but cleaned: values dropped (invalid email/phone) and duplicates."""
-
-    issues: list[BadRow] = field(default_factory=list)
-    issue_count: int = 0
-    duplicate_orders: int = 0
-    fast_path: bool = False  # every orders file was a clean CSV read with typed columns (no text parsing)
 
 
 @dataclass(frozen=True)
@@ -174,17 +152,17 @@ class FileSource:
         order_files = self._resolve(self.cfg.orders)
         contact_files = self._resolve(self.cfg.contacts) if self.cfg.contacts else []
         create_staging(con)
-        _drop_scratch(con)
+        drop_scratch(con)
         with tempfile.TemporaryDirectory(prefix="rfmsync-") as tmp:
             o_tables = [self._load(con, p, self._orders_map, f"_fs_o{i}", Path(tmp)) for i, p in enumerate(order_files)]
             c_tables = [self._load(con, p, self._contacts_map, f"_fs_c{i}", Path(tmp))
                         for i, p in enumerate(contact_files)]
             check_orders(con, o_tables, self.cfg.orders)  # no data rows, most dates unreadable: stop here
             try:
-                result = _stage(con, self.cfg, o_tables, c_tables, in_place=in_place)
+                result = stage_files(con, self.cfg, o_tables, c_tables, in_place=in_place)
             finally:
                 if not in_place:
-                    _drop_scratch(con)
+                    drop_scratch(con)
         result.fast_path = all(t.fast for t in o_tables)
         log.info("file source: %d orders, %d contacts, %d bad rows, %d cleaned values, %d duplicate order ids",
                  result.orders, result.contacts, result.bad_row_count, result.issue_count, result.duplicate_orders)
@@ -201,7 +179,7 @@ class FileSource:
             raise ConfigError(f"no file matches {pattern!r} (looked in {self.base_dir}){hint}")
         return found
 
-    def _load(self, con: duckdb.DuckDBPyConnection, path: Path, mapping: _Mapping, table: str, tmp: Path) -> "_Loaded":
+    def _load(self, con: duckdb.DuckDBPyConnection, path: Path, mapping: _Mapping, table: str, tmp: Path) -> LoadedFile:
         suffix = path.suffix.lower()
         if path.stat().st_size == 0:
             raise BadFileError(f"{path}: the file is empty (0 bytes)")
@@ -232,7 +210,7 @@ class FileSource:
             raise ConfigError(f"{path}: no customer_id, email or phone column found for contacts; "
                               f"map them under [source.contact_columns]. Columns in the file: "
                               f"{', '.join(repr(h) for h in headers)}")
-        lf = _Loaded(str(path), table, row_col or "rowid + 2", cols)
+        lf = LoadedFile(str(path), table, row_col or "rowid + 2", cols)
         if kind == "csv" and not self.cfg.date_format and not self._text_only:
             typed = typed_csv(con, csv_path, delim, cols, [f for f in ("ordered_at", "created_at") if f in cols],
                               {f: s for f, s in _NUMBER_FIELDS.items() if f in cols})
@@ -280,32 +258,30 @@ def _closest_header(header: str, headers: list[str]) -> str:
 
 # ---------------------------------------------------------------------------------------------- SQL
 
-@dataclass(frozen=True)
-class _Loaded:
-    path: str
-    table: str
-    row_sql: str  # spreadsheet row number of a table row
-    cols: dict[str, str]  # canonical field (or attr:<name>) → header
-    fast: bool = False  # read by the typed CSV fast path
-
-
 _NUMBER_FIELDS = {"amount": 2, "price": 2, "discount": 2, "quantity": 3}
 
 
-def _load_table(con: duckdb.DuckDBPyConnection, lf: _Loaded, src: str, kind: str, cfg: FileSourceConfig,
-                typed: dict[str, str] | None = None) -> _Loaded:
+def _load_table(con: duckdb.DuckDBPyConnection, lf: LoadedFile, src: str, kind: str, cfg: FileSourceConfig,
+                typed: dict[str, str] | None = None) -> LoadedFile:
     """One pass over the file: CREATE TEMP TABLE with every field normalised, and the raw text
     kept only where parsing failed (for the bad-row report). Each nested SELECT is one step.
     ``typed`` fields (the CSV fast path) arrive as TIMESTAMP / DECIMAL and skip text parsing."""
     typed = typed or {}
     col = {f: f"CAST({nz.ident(h)} AS VARCHAR)" for f, h in lf.cols.items()}
+    a = {f: f"a{i}" for i, f in enumerate(f for f in lf.cols if f.startswith("attr:"))}
+    sql = _normalised_select(con, lf, src, kind, cfg, typed, col, a)
+    return _store(con, lf, sql, _output_columns(con, src, cfg, typed, col, a), typed)
+
+
+def _normalised_select(con: duckdb.DuckDBPyConnection, lf: LoadedFile, src: str, kind: str, cfg: FileSourceConfig,
+                       typed: dict[str, str], col: dict[str, str], a: dict[str, str]) -> str:
+    """The nested SELECT over ``src``: step 0 trims the text (or takes the typed value), step 1 parses numbers,
+    dates and names, step 2 puts the dates in the configured time zone."""
     has = set(col)
     dec = {f: cfg.decimal or nz.sniff_decimal(v for (v,) in con.execute(
         f"SELECT {col[f]} FROM {src} WHERE {col[f]} IS NOT NULL LIMIT 2000").fetchall())
         for f in _NUMBER_FIELDS if f in has and f not in typed}
     nums, dates = [f for f in _NUMBER_FIELDS if f in has], [f for f in ("ordered_at", "created_at") if f in has]
-    attrs = [f for f in lf.cols if f.startswith("attr:")]
-    a = {f: f"a{i}" for i, f in enumerate(attrs)}
 
     def step0_of(f: str) -> str:  # step 0: trimmed text, or the typed value
         if typed.get(f) == "number":
@@ -325,6 +301,13 @@ def _load_table(con: duckdb.DuckDBPyConnection, lf: _Loaded, src: str, kind: str
     for step in (step1, step2):
         if step:
             sql = f"SELECT *, {', '.join(step)} FROM ({sql})"
+    return sql
+
+
+def _output_columns(con: duckdb.DuckDBPyConnection, src: str, cfg: FileSourceConfig, typed: dict[str, str],
+                    col: dict[str, str], a: dict[str, str]) -> list[tuple[str, str]]:
+    """(name, SQL expression over the normalised select) of every column a loaded table has."""
+    has, attrs = set(col), list(a)
 
     def get(prefix: str, f: str, typ: str = "VARCHAR") -> str:
         if prefix == "t" and f in typed:  # the raw text of a typed value: its number (a NULL came from empty)
@@ -367,6 +350,12 @@ def _load_table(con: duckdb.DuckDBPyConnection, lf: _Loaded, src: str, kind: str
         ("first_name", first), ("last_name", last), ("consent", consent),
         ("created_at", get('z', 'created_at', 'TIMESTAMPTZ')), ("attributes", attr_sql),
     ]
+    return out
+
+
+def _store(con: duckdb.DuckDBPyConnection, lf: LoadedFile, sql: str, out: list[tuple[str, str]],
+           typed: dict[str, str]) -> LoadedFile:
+    """Write ``<table>_data`` (the computed columns) and the view ``<table>`` over it."""
     # Only the computed columns are stored; unmapped fields (constants) are added by a view over the
     # stored rows, so a narrow export does not pay for writing 10 M NULLs per unmapped field.
     # The view also numbers the rows: ``_srow`` is the spreadsheet row (header = 1).
@@ -390,172 +379,3 @@ def _is_constant(expr: str) -> bool:
 
 
 _CONSTANT = re.compile(r"CAST\(NULL AS [A-Z]+(\(\d+,\d+\))?\)|'(?:[^']|'')*'")
-
-
-_BAD = [  # (condition, field, reason, value) in the order they are checked
-    ("key IS NULL AND _shared IS NOT NULL", "customer_id",
-     "its only email/phone is shared by more customers than [source] max_identity_group", "_shared"),
-    ("key IS NULL", "customer_id", "no customer id, valid email or phone", "NULL"),
-    ("ordered_at IS NULL", "ordered_at", "unparseable or empty date", "ordered_at_raw"),
-    ("amount IS NULL", "amount", "unparseable or empty amount", "amount_raw"),
-    ("status IS NULL", "status", "unknown status (map it under [source.statuses])", "status_raw"),
-    ("amount < 0 AND status <> 'refunded'", "amount", "negative amount without a refund status", "amount_raw"),
-]
-
-
-def _rows_view(con: duckdb.DuckDBPyConnection, name: str, tables: list[_Loaded], offset: int) -> None:
-    parts = [f"SELECT {offset + i} AS _file, ({t.row_sql})::BIGINT AS _row,"
-             f" * {'EXCLUDE (_srow)' if t.row_sql == '_srow' else ''} FROM {t.table}" for i, t in enumerate(tables)]
-    con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {' UNION ALL BY NAME '.join(parts)}")
-
-
-def _keyed(con: duckdb.DuckDBPyConnection, views: list[tuple[str, str]], cfg: FileSourceConfig) -> IdentityReport:
-    """Each ``(rows, out)``: ``out`` = rows + ``key`` (the customer, see :mod:`connectors.identity`), ``_own``
-    (the key the row alone gives) and ``_shared``. When every row has a customer id (the common case) the key
-    is that id and nothing else is computed."""
-    if not any(con.execute(f"SELECT count(*) FROM {rows} WHERE cust IS NULL").fetchall()[0][0] for rows, _ in views):
-        for rows, out in views:
-            con.execute(f"CREATE OR REPLACE TEMP VIEW {out} AS SELECT *, cust AS key, cust AS _own,"
-                        f" CAST(NULL AS VARCHAR) AS _shared FROM {rows}")
-        return IdentityReport()
-    return resolve_rows(con, views, cfg.phone_region, cfg.max_identity_group, prefix="_fs_id")
-
-
-def _status_case(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, rows: str) -> str:
-    """A CASE over the few distinct raw statuses (mapped once by :func:`nz.status_sql`)."""
-    pairs = con.execute(f"SELECT raw, {nz.status_sql('raw', cfg.statuses)} FROM "
-                        f"(SELECT DISTINCT status_raw AS raw FROM {rows}) WHERE raw IS NOT NULL").fetchall()
-    arms = " ".join(f"WHEN {nz.lit(raw)} THEN {nz.lit(st) if st else 'NULL'}" for raw, st in pairs)
-    known = f"(CASE status_raw {arms} END)" if arms else "NULL"
-    return f"CASE WHEN status_raw IS NULL THEN 'completed' ELSE {known} END"
-
-
-def _repeated_ids(con: duckdb.DuckDBPyConnection) -> bool:
-    """Whether any order id may repeat (checked over every row read, bad ones too).
-
-    Whole-number ids (receipt numbers, the usual case) within a dense range are counted in a bitmap:
-    as many distinct bits as ids proves them unique. Other ids go through a parallel GROUP BY over
-    their hashes: distinct hashes prove the ids unique. Either check may send a false alarm (``007``
-    and ``7``, a hash collision, a bad row's id) down the caller's exact path, never miss a repeat."""
-    rows, ints, lo, hi = con.execute("SELECT count(order_id), count(_oid_int), min(_oid_int), max(_oid_int)"
-                                     " FROM _fs_orows").fetchall()[0]
-    if rows and ints == rows and hi - lo < max(1 << 20, 16 * rows):
-        distinct = con.execute(f"SELECT bit_count(bitstring_agg(_oid_int, {lo}, {hi})) FROM _fs_orows"
-                               " WHERE _oid_int IS NOT NULL").fetchall()[0][0]
-        return distinct < rows
-    return bool(con.execute("SELECT count(*) FROM (SELECT 1 FROM _fs_orows WHERE order_id IS NOT NULL"
-                            " GROUP BY hash(order_id) HAVING count(*) > 1)").fetchall()[0][0])
-
-
-def _valid_order_rows(con: duckdb.DuckDBPyConnection, order_files: int) -> int:
-    """Order rows read minus bad order rows: the rows of ``_fs_valid``, without re-running its classification."""
-    return con.execute(f"SELECT (SELECT count(*) FROM _fs_orows) - (SELECT count(*) FROM _fs_bad"
-                       f" WHERE _file < {order_files})").fetchall()[0][0]
-
-
-def _stage(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: list[_Loaded],
-           contacts: list[_Loaded], in_place: bool = False) -> FilePullResult:
-    paths = [t.path for t in orders + contacts]
-    _rows_view(con, "_fs_orows", orders, 0)
-    views = [("_fs_orows", "_fs_okeyed")]
-    if contacts:
-        _rows_view(con, "_fs_crows", contacts, len(orders))
-        views.append(("_fs_crows", "_fs_ckeyed"))
-    identity = _keyed(con, views, cfg)
-    bad_case = " ".join(f"WHEN {c} THEN {i}" for i, (c, *_) in enumerate(_BAD))
-    status = _status_case(con, cfg, "_fs_orows")
-    con.execute(f"CREATE OR REPLACE TEMP VIEW _fs_oclass AS SELECT *, CASE {bad_case} END AS _bad,"
-                f" _file::BIGINT * 4294967296 + _row AS _ord FROM (SELECT *, {status} AS status FROM _fs_okeyed)")
-    value = " ".join(f"WHEN {i} THEN {v}" for i, (_, _, _, v) in enumerate(_BAD))
-    bad_sql = [f"SELECT _file, _row, _bad, CASE _bad {value} END AS value FROM _fs_oclass WHERE _bad IS NOT NULL"]
-    if contacts:
-        bad_sql.append("SELECT _file, _row, CASE WHEN _shared IS NULL THEN 1 ELSE 0 END AS _bad, _shared AS value"
-                       " FROM _fs_ckeyed WHERE key IS NULL")
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _fs_bad AS {' UNION ALL '.join(bad_sql)}")
-    bad_count = con.execute("SELECT count(*) FROM _fs_bad").fetchall()[0][0]
-    bad_rows = [BadRow(source=paths[f], row=r, reason=_BAD[b][2], field=_BAD[b][1], value=v) for f, r, b, v in
-                con.execute(f"SELECT * FROM _fs_bad ORDER BY _file, _row LIMIT {MAX_BAD_ROWS}").fetchall()]
-
-    # Orders: receipt lines grouped by order id, else one row per order (last duplicate wins).
-    con.execute("""CREATE OR REPLACE TEMP VIEW _fs_valid AS
-        SELECT * REPLACE (CASE WHEN status = 'refunded' THEN abs(amount) ELSE amount END AS amount),
-               CASE WHEN order_id IS NOT NULL THEN order_id
-                    ELSE 'h' || left(md5(concat_ws('|', _own, ordered_at, amount, _file, _row)), 16) END AS oid
-        FROM _fs_oclass WHERE _bad IS NULL""")
-    lines = any({"sku", "product", "quantity", "price"} & set(t.cols) for t in orders)
-    duplicates, n_orders = 0, None
-    if lines:
-        con.execute("""INSERT INTO staged_orders SELECT oid, arg_max(key, _ord), min(ordered_at), sum(amount),
-                       arg_max(currency, _ord), arg_max(status, _ord), sum(discount) FROM _fs_valid GROUP BY oid""")
-        con.execute("""INSERT INTO staged_line_items SELECT oid, row_number() OVER (PARTITION BY oid ORDER BY _ord),
-                       sku, product, category, brand, quantity, price FROM _fs_valid""")
-    elif _repeated_ids(con):
-        con.execute("""INSERT INTO staged_orders SELECT oid, key, ordered_at, amount, currency, status, discount
-                       FROM _fs_valid QUALIFY row_number() OVER (PARTITION BY oid ORDER BY _ord DESC) = 1""")
-        n_orders = con.execute("SELECT count(*) FROM staged_orders").fetchall()[0][0]
-        duplicates = _valid_order_rows(con, len(orders)) - n_orders
-        if duplicates:
-            log.warning("%d rows repeat an earlier order id; the last row of each order id was kept", duplicates)
-    elif in_place:
-        con.execute("DROP TABLE staged_orders")
-        con.execute("""CREATE TEMP VIEW staged_orders AS SELECT oid AS order_id, key AS customer_id, ordered_at,
-                       amount, currency, status, discount FROM _fs_valid""")
-        n_orders = _valid_order_rows(con, len(orders))  # counting the view would re-run it
-    else:
-        con.execute("INSERT INTO staged_orders SELECT oid, key, ordered_at, amount, currency, status, discount"
-                    " FROM _fs_valid")
-    mapped = set().union(*(t.cols for t in orders + contacts))
-    issues, issue_count = _stage_contacts(con, cfg, paths, bool(contacts), mapped)
-    if n_orders is None:
-        n_orders = con.execute("SELECT count(*) FROM staged_orders").fetchall()[0][0]
-    n_contacts = con.execute("SELECT count(*) FROM staged_contacts").fetchall()[0][0]
-    return FilePullResult(orders=n_orders, contacts=n_contacts, bad_rows=bad_rows, bad_row_count=bad_count,
-                          full_refresh=True, issues=issues, issue_count=issue_count, duplicate_orders=duplicates,
-                          identity=identity)
-
-
-def _stage_contacts(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, paths: list[str],
-                    has_file: bool, mapped: set[str]) -> tuple[list[BadRow], int]:
-    """One contact per customer key: latest non-empty value of each field; the contacts file's
-    values win over those repeated on order rows. Only mapped fields are aggregated; with none
-    mapped (an export of receipts alone) there is nothing to say about a customer: no contact rows."""
-    if not has_file and not (mapped & set(CONTACT_FIELDS)) and not any(f.startswith("attr:") for f in mapped):
-        return [], 0
-    src = "SELECT 0 AS _src, * FROM _fs_okeyed WHERE key IS NOT NULL"
-    if has_file:
-        src += " UNION ALL BY NAME SELECT 1 AS _src, * FROM _fs_ckeyed WHERE key IS NOT NULL"
-    wants = {"first_name": {"first_name", "name"}, "last_name": {"last_name", "name"}, "created_at": {"created_at"},
-             "attributes": {f for f in mapped if f.startswith("attr:")}}
-    aggs = [f"arg_max({c}, _ord) FILTER (WHERE {c} IS NOT NULL) AS {c}" if wants[c] & mapped else f"NULL AS {c}"
-            for c in ("first_name", "last_name", "created_at", "attributes")]
-    aggs.append("arg_max(consent, _ord) FILTER (WHERE consent <> 'unknown') AS consent"
-                if "marketing_consent" in mapped else "NULL AS consent")
-    for c in ("email", "phone"):
-        aggs.append(f"arg_max({{'v': {c}_raw, 'f': _file, 'r': _row}}, _ord) FILTER (WHERE {c}_raw IS NOT NULL) AS {c}"
-                    if c in mapped else f"CAST(NULL AS STRUCT(v VARCHAR, f INTEGER, r BIGINT)) AS {c}")
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE _fs_cagg AS
-        SELECT key, {', '.join(aggs)}
-        FROM (SELECT *, _src::BIGINT * 281474976710656 + _file::BIGINT * 4294967296 + _row AS _ord FROM ({src}))
-        GROUP BY key""")
-    nz.email_map(con, "SELECT email.v AS raw FROM _fs_cagg", "_fs_id_emails")
-    nz.phone_map(con, "SELECT phone.v AS raw FROM _fs_cagg", "_fs_id_phones", cfg.phone_region)
-    con.execute("""INSERT INTO staged_contacts
-        SELECT c.key, e.norm, p.norm, c.first_name, c.last_name, COALESCE(c.consent, 'unknown'), c.created_at,
-               c.attributes FROM _fs_cagg c
-        LEFT JOIN _fs_id_emails e ON e.raw = c.email.v LEFT JOIN _fs_id_phones p ON p.raw = c.phone.v""")
-    issue_sql = """SELECT c.{f}.f, c.{f}.r, c.{f}.v, '{f}' FROM _fs_cagg c JOIN {t} m ON m.raw = c.{f}.v
-                   WHERE m.norm IS NULL"""
-    both = (f"{issue_sql.format(f='email', t='_fs_id_emails')} UNION ALL "
-            f"{issue_sql.format(f='phone', t='_fs_id_phones')}")
-    count = con.execute(f"SELECT count(*) FROM ({both})").fetchall()[0][0]
-    issues = [BadRow(source=paths[f], row=r, field=fld, value=v,
-                     reason=f"invalid {fld}; the contact is kept without it")
-              for f, r, v, fld in con.execute(f"{both} ORDER BY 1, 2 LIMIT {MAX_BAD_ROWS}").fetchall()]
-    return issues, count
-
-
-def _drop_scratch(con: duckdb.DuckDBPyConnection) -> None:
-    """Drop this module's scratch views/tables (names start with ``_fs_``) from the connection."""
-    for name, kind in con.execute("""SELECT table_name, table_type FROM information_schema.tables
-                                     WHERE table_name LIKE '\\_fs\\_%' ESCAPE '\\'""").fetchall():
-        con.execute(f"DROP {'VIEW' if kind == 'VIEW' else 'TABLE'} IF EXISTS {nz.ident(name)}")

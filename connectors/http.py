@@ -1,17 +1,15 @@
-"""Shared plumbing for the API connectors: one HTTP client, pagination guards, cursors, staging.
+"""Shared plumbing for the API connectors: one HTTP client, vendor field parsing, tombstones.
 
 * :class:`HttpClient` wraps a ``requests.Session`` with explicit timeouts, a leaky-bucket
   :class:`Throttle`, the status → action table :data:`STATUS_ACTIONS` (data, tested
   table-driven), the mapping to :mod:`connectors.errors`, retries through the one
   :class:`connectors.retry.RetryPolicy` (idempotent calls only) and secret redaction in
   every log line and error message.
-* :class:`PageGuard` makes pagination unable to loop (a repeated page token is fatal).
-* :func:`load_cursor` / :func:`dump_cursor` / :func:`bookmark` implement the per-object
-  JSON cursor: new bookmark = min(max cursor seen, run start).
+* :class:`FieldError`, :func:`get_field` and the value parsers map vendor JSON fields, naming the
+  field that cannot be mapped.
 * :func:`tombstone` is how every connector expresses a deleted order (a cancelled row, amount 0).
-* :class:`Stager` stages canonical records page by page, keeping only the latest version of
-  each id within a run (dedupe happens in DuckDB, never in a Python loop over history), and
-  collects :class:`~connectors.records.BadRow` reports.
+
+Cursors, pagination guards and staging (the incremental read) live in :mod:`connectors.incremental`.
 """
 
 from __future__ import annotations
@@ -28,20 +26,15 @@ from enum import Enum
 from typing import Any, Callable, Iterable, Mapping
 from zoneinfo import ZoneInfo
 
-import duckdb
-import pyarrow as pa
 import requests
 
 from .errors import AuthError, ConfigError, FatalError, TransientError
-from .records import BadRow, Contact, Order, OrderStatus
+from .records import BadRow, Order, OrderStatus
 from .retry import RetryPolicy, retry_after_seconds
-from .source import PullResult
-from .tables import create_staging, stage_records
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds
-Progress = Callable[[int], None] | None
 
 
 class Action(Enum):
@@ -222,55 +215,6 @@ def with_sleep(retry: RetryPolicy | None, sleep: Callable[[float], None] | None)
     return dataclasses.replace(retry, sleep=sleep) if sleep is not None else retry
 
 
-class PageGuard:
-    """Stops pagination from looping: a repeated page token is a FatalError."""
-
-    def __init__(self, what: str, max_pages: int = 1_000_000) -> None:
-        self.what, self.max_pages, self.pages = what, max_pages, 0
-        self._seen: set[str] = set()
-
-    def next(self, token: object) -> None:
-        key = json.dumps(token, sort_keys=True, default=str)
-        if key in self._seen:
-            raise FatalError(f"{self.what}: the server returned page {key} twice; pagination would loop")
-        self._seen.add(key)
-        self.pages += 1
-        if self.pages > self.max_pages:
-            raise FatalError(f"{self.what}: more than {self.max_pages} pages; giving up")
-
-
-# ---------------------------------------------------------------- cursors
-
-
-def load_cursor(cursor: str | None, source: str) -> dict[str, str]:
-    """Parse the saved cursor: a JSON object of per-object cursors (empty on a first run)."""
-    if not cursor:
-        return {}
-    try:
-        value = json.loads(cursor)
-    except ValueError:
-        value = None
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise ConfigError(f"{source}: the saved cursor is not a JSON object of strings: {cursor[:100]!r}")
-    return value
-
-
-def dump_cursor(parts: Mapping[str, str | None]) -> str:
-    return json.dumps({k: v for k, v in sorted(parts.items()) if v is not None}, sort_keys=True)
-
-
-def bookmark(max_seen: datetime | None, run_start: datetime, previous: datetime | None) -> datetime | None:
-    """New bookmark = min(max cursor seen, run start), never behind the previous bookmark."""
-    if max_seen is None:
-        return previous
-    new = min(max_seen, run_start)
-    return max(new, previous) if previous is not None else new
-
-
-def iso(dt: datetime | None) -> str | None:
-    return dt.astimezone(timezone.utc).isoformat() if dt else None
-
-
 # ---------------------------------------------------------------- value parsing
 
 
@@ -339,50 +283,3 @@ def tombstone(order_id: str, at: datetime, customer_id: str | None = None) -> Or
     """
     return Order(order_id=order_id, customer_id=customer_id or "", ordered_at=at, amount=Decimal(0),
                  status=OrderStatus.CANCELLED)
-
-
-# ---------------------------------------------------------------- staging
-
-
-class Stager:
-    """Stages pages of records; a later version of the same id replaces the earlier one."""
-
-    def __init__(self, con: duckdb.DuckDBPyConnection, source: str, progress: Progress = None,
-                 max_bad_rows: int = 1000) -> None:
-        self.con, self.source, self.progress, self.max_bad_rows = con, source, progress, max_bad_rows
-        self.bad_rows: list[BadRow] = []
-        self.bad_row_count = 0
-        create_staging(con)
-
-    def bad(self, row: BadRow) -> None:
-        self.bad_row_count += 1
-        if len(self.bad_rows) < self.max_bad_rows:
-            self.bad_rows.append(row)
-        log.warning("%s: skipped %s", self.source, row)
-
-    def stage(self, orders: Iterable[Order] = (), contacts: Iterable[Contact] = ()) -> None:
-        orders_by_id = {o.order_id: o for o in orders}
-        contacts_by_id = {c.customer_id: c for c in contacts}
-        if orders_by_id:
-            self._drop("order_id", list(orders_by_id), ("staged_orders", "staged_line_items"))
-        if contacts_by_id:
-            self._drop("customer_id", list(contacts_by_id), ("staged_contacts",))
-        stage_records(self.con, orders_by_id.values(), contacts_by_id.values())
-        if self.progress is not None and (orders_by_id or contacts_by_id):
-            self.progress(len(orders_by_id) + len(contacts_by_id))
-
-    def _drop(self, column: str, ids: list[str], tables: tuple[str, ...]) -> None:
-        self.con.register("_stage_ids", pa.table({"id": ids}))
-        try:
-            for table in tables:
-                self.con.execute(f"DELETE FROM {table} WHERE {column} IN (SELECT id FROM _stage_ids)")
-        finally:
-            self.con.unregister("_stage_ids")
-
-    def result(self, cursor: str) -> PullResult:
-        (orders,) = self.con.execute("SELECT count(*) FROM staged_orders").fetchone()
-        (contacts,) = self.con.execute("SELECT count(*) FROM staged_contacts").fetchone()
-        log.info("%s: staged %d orders, %d contacts, %d bad records", self.source, orders, contacts,
-                 self.bad_row_count)
-        return PullResult(orders=orders, contacts=contacts, bad_rows=self.bad_rows,
-                          bad_row_count=self.bad_row_count, cursor=cursor)

@@ -128,7 +128,7 @@ def resolve_rows(con: duckdb.DuckDBPyConnection, views: list[tuple[str, str]], r
             SELECT DISTINCT 0 AS c, NULL::TIMESTAMPTZ AS t, 0 AS k, cust AS v FROM {prefix}_tuples
             WHERE cust IS NOT NULL
             UNION ALL SELECT 1, t, k, v FROM {prefix}_ids WHERE customers <= {int(max_group)})""")
-    node = f"(SELECT id, k, v FROM {prefix}_nodes WHERE c = 1)"
+    node = _identifier_nodes(prefix)
     con.execute(f"""CREATE OR REPLACE TEMP TABLE {prefix}_edges AS
         WITH t AS (SELECT c.id AS cn, e.id AS en, p.id AS pn FROM {prefix}_tuples x
                    LEFT JOIN (SELECT id, v FROM {prefix}_nodes WHERE c = 0) c ON c.v = x.cust
@@ -138,6 +138,22 @@ def resolve_rows(con: duckdb.DuckDBPyConnection, views: list[tuple[str, str]], r
         UNION SELECT en, pn FROM t WHERE en IS NOT NULL AND pn IS NOT NULL
         UNION SELECT pn, en FROM t WHERE en IS NOT NULL AND pn IS NOT NULL""")
     _propagate(con, prefix)
+    _write_keyed(con, views, prefix, em, pm)
+    report.linked_rows, report.merged_customers = _link_counts(con, prefix)
+    for name in ("tuples", "ids", "nodes", "edges", "labels", "shared"):
+        con.execute(f"DROP TABLE IF EXISTS {prefix}_{name}")
+    log.info("%s", report)
+    return report
+
+
+def _identifier_nodes(prefix: str) -> str:
+    """The graph's e-mail and phone nodes (kind ``k``, value ``v``), as a subquery."""
+    return f"(SELECT id, k, v FROM {prefix}_nodes WHERE c = 1)"
+
+
+def _write_keyed(con: duckdb.DuckDBPyConnection, views: list[tuple[str, str]], prefix: str, em: str, pm: str) -> None:
+    """Each ``(view, out)``: ``out`` = the view's rows with ``key``, ``_own`` and ``_shared`` (see resolve_rows)."""
+    node = _identifier_nodes(prefix)
     # raw value → key (the label's value) for the output join; ignored values keep their norm for reporting
     for table, kind in ((em, 0), (pm, 1)):
         con.execute(f"""CREATE OR REPLACE TEMP TABLE {table}_keyed AS
@@ -154,6 +170,11 @@ def resolve_rows(con: duckdb.DuckDBPyConnection, views: list[tuple[str, str]], r
                         THEN COALESCE(CASE WHEN e.ign THEN e.norm END, CASE WHEN p.ign THEN p.norm END) END AS _shared
             FROM {view} r LEFT JOIN {em}_keyed e ON e.raw = r.email_raw
             LEFT JOIN {pm}_keyed p ON p.raw = r.phone_raw""")
+
+
+def _link_counts(con: duckdb.DuckDBPyConnection, prefix: str) -> tuple[int, int]:
+    """(rows linked to a customer through an identifier, customers merged into another)."""
+    node = _identifier_nodes(prefix)
     # the numbers, from the tuples (one row per distinct tuple with its row count)
     linked, merged = con.execute(f"""
         WITH k AS (SELECT x.n, COALESCE(x.cust, le.v, lp.v) AS key, COALESCE(x.cust, x.e, x.p) AS own
@@ -164,11 +185,7 @@ def resolve_rows(con: duckdb.DuckDBPyConnection, views: list[tuple[str, str]], r
                    LEFT JOIN {prefix}_nodes lp ON lp.id = b.l)
         SELECT COALESCE(sum(n) FILTER (WHERE key <> own), 0),
                count(DISTINCT own) FILTER (WHERE key IS NOT NULL) - count(DISTINCT key) FROM k""").fetchall()[0]
-    report.linked_rows, report.merged_customers = int(linked), int(merged)
-    for name in ("tuples", "ids", "nodes", "edges", "labels", "shared"):
-        con.execute(f"DROP TABLE IF EXISTS {prefix}_{name}")
-    log.info("%s", report)
-    return report
+    return int(linked), int(merged)
 
 
 def _propagate(con: duckdb.DuckDBPyConnection, prefix: str) -> None:

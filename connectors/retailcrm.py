@@ -24,6 +24,8 @@
   the highest history id whose ``createdAt`` is not after the run start.
 * Purchases: orders whose ``status`` is in ``completed_statuses``; ``refunded_statuses`` →
   refunded; every other status (open, cancelled) is staged as cancelled so it leaves the history.
+  The mapping of orders and customers (pull, history snapshots, webhooks) is in
+  :mod:`connectors.retailcrm_mapping`; the per-object loop in :mod:`connectors.incremental`.
 * Limits: 10 requests/s (vendor SDK), 503/429 retried with Retry-After.
 """
 
@@ -31,8 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timedelta, timezone
-from decimal import Decimal
+from datetime import datetime, timedelta
 from typing import Any, Callable, Literal, Mapping
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -43,9 +44,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .contacts import PhoneRegion, clean_contact
 from .errors import ConfigError, FatalError, RecordError
-from .http import (FieldError, HttpClient, PageGuard, Progress, Stager, Throttle, clean, dump_cursor, get_field,
-                   load_cursor, parse_dt, to_decimal, tombstone, with_sleep)
-from .records import Consent, Contact, LineItem, Order, OrderStatus
+from .http import FieldError, HttpClient, Throttle, clean, get_field, parse_dt, tombstone, with_sleep
+from .incremental import PageGuard, Progress, Stager, map_page, parse_time_cursor, pull_objects, utc_now
+from .records import Contact, Order
+from .retailcrm_mapping import deleted_customer, in_scope, map_customer, map_order, snapshot
 from .retry import RetryPolicy
 from .source import PullResult
 from .webhooks import tokens_equal
@@ -79,105 +81,6 @@ class RetailCrmSecrets(BaseSettings):
     webhook_token: SecretStr | None = None
 
 
-def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = False) -> Order | None:
-    """A RetailCRM order → Order; None for a non-purchase that cannot be mapped."""
-    tz = ZoneInfo(cfg.timezone)
-    oid = get_field(raw, "id", lambda v: str(int(v)))
-    status = clean(raw.get("status"))
-    if deleted:
-        kind = OrderStatus.CANCELLED
-    elif status in cfg.completed_statuses:
-        kind = OrderStatus.COMPLETED
-    elif status in cfg.refunded_statuses:
-        kind = OrderStatus.REFUNDED
-    else:
-        kind = OrderStatus.CANCELLED
-    try:
-        customer = raw.get("customer") or raw.get("contact") or {}
-        if not isinstance(customer, Mapping):
-            raise FieldError("customer", f"expected an object, got {type(customer).__name__}")
-        customer_id = clean(customer.get("id")) or clean(raw.get("email"))
-        if customer_id is None:
-            raise FieldError("customer.id", "order has no customer")
-        items = tuple(_item(it) for it in raw.get("items") or ())
-        discount = get_field(raw, "discountManualAmount", lambda v: to_decimal(v or 0))
-        discount += sum((it_disc for it_disc in (_item_discount(it) for it in raw.get("items") or ())), Decimal(0))
-        return Order(
-            order_id=oid, customer_id=customer_id,
-            ordered_at=get_field(raw, "createdAt", lambda v: parse_dt(v, tz)),
-            amount=get_field(raw, "totalSumm", to_decimal),
-            currency=clean(raw.get("currency")) or cfg.currency, status=kind,
-            discount=discount or None, items=items)
-    except FieldError:
-        if kind is OrderStatus.CANCELLED:
-            return None  # never a purchase (or already gone): nothing to count
-        raise
-
-
-def _item(raw: Mapping[str, Any]) -> LineItem:
-    offer = raw.get("offer") or {}
-    return LineItem(sku=clean(offer.get("article")) or clean(offer.get("externalId")),
-                    name=clean(raw.get("productName")) or clean(offer.get("name")),
-                    quantity=get_field(raw, "quantity", lambda v: to_decimal(v if v is not None else 1), "items.quantity"),
-                    price=get_field(raw, "initialPrice", lambda v: None if v is None else to_decimal(v),
-                                    "items.initialPrice"))
-
-
-def _item_discount(raw: Mapping[str, Any]) -> Decimal:
-    per_unit = get_field(raw, "discountTotal", lambda v: to_decimal(v or 0), "items.discountTotal")
-    return per_unit * get_field(raw, "quantity", lambda v: to_decimal(v if v is not None else 1), "items.quantity")
-
-
-def map_customer(raw: Mapping[str, Any], cfg: RetailCrmConfig) -> Contact:
-    cid = get_field(raw, "id", lambda v: str(int(v)))
-    phones = raw.get("phones") or []
-    created = raw.get("createdAt")
-    attrs = {
-        "city": clean((raw.get("address") or {}).get("city")),
-        "source": clean((raw.get("source") or {}).get("source")),
-        "tags": ",".join(t.get("name", "") if isinstance(t, dict) else str(t) for t in raw.get("tags") or []) or None,
-        "external_id": clean(raw.get("externalId")),
-    }
-    return Contact(
-        customer_id=cid, email=(clean(raw.get("email")) or "").lower() or None,
-        phone=clean(phones[0].get("number")) if phones and isinstance(phones[0], dict) else None,
-        first_name=clean(raw.get("firstName")), last_name=clean(raw.get("lastName")),
-        marketing_consent=_consent(raw),
-        created_at=get_field(raw, "createdAt", lambda v: parse_dt(v, cfg.timezone)) if created else None,
-        attributes={k: v for k, v in attrs.items() if v})
-
-
-def in_scope(raw: Mapping[str, Any], cfg: RetailCrmConfig) -> bool:
-    """False for a record of another store than ``site`` (the API may ignore ``filter[sites][]``)."""
-    if cfg.site is None or raw.get("site") == cfg.site:
-        return True
-    log.debug("retailcrm: %s of site %r is outside site %r: not stored", raw.get("id"), raw.get("site"), cfg.site)
-    return False
-
-
-def deleted_customer(raw: Mapping[str, Any], combined_to: Mapping[str, Any] | None = None) -> Contact:
-    """A deleted (or merged-away) customer as an emptied contact that can never be mailed.
-
-    No email, phone or name (so no destination can match or create it, and the managed tags come off
-    on the next sync), ``marketing_consent = no``, attributes ``deleted`` and ``combined_to``.
-    """
-    cid = get_field(raw, "id", lambda v: str(int(v)), "customer.id")
-    survivor = clean((combined_to or {}).get("id")) if isinstance(combined_to, Mapping) else None
-    attrs = {"deleted": "true", **({"combined_to": survivor} if survivor else {})}
-    return Contact(customer_id=cid, marketing_consent=Consent.NO, attributes=attrs)
-
-
-def _consent(raw: Mapping[str, Any]) -> Consent:
-    if raw.get("emailMarketingUnsubscribedAt"):
-        return Consent.NO
-    for sub in raw.get("customerSubscriptions") or []:
-        if (sub.get("subscription") or {}).get("channel") == "email" and "subscribed" in sub:
-            return Consent.YES if sub["subscribed"] else Consent.NO
-    if isinstance(raw.get("subscribed"), bool):
-        return Consent.YES if raw["subscribed"] else Consent.NO
-    return Consent.UNKNOWN
-
-
 _OBJECTS = {  # cursor key -> (list endpoint, history endpoint, response key, history entity key)
     "orders": ("api/v5/orders", "api/v5/orders/history", "orders", "order"),
     "contacts": ("api/v5/customers", "api/v5/customers/history", "customers", "customer"),
@@ -197,7 +100,7 @@ class RetailCrmSource:
         if not secrets.api_key:
             raise ConfigError("retailcrm: no API key; set RETAILCRM_API_KEY")
         self.config, self.url = config, url
-        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.clock = clock or utc_now
         key = secrets.api_key.get_secret_value()
         retry = with_sleep(retry, sleep)
         self.http = HttpClient(url, vendor="RetailCRM", auth_env="RETAILCRM_API_KEY", url_env="RETAILCRM_URL",
@@ -223,28 +126,25 @@ class RetailCrmSource:
     def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None,
              progress: Progress = None) -> PullResult:
         run_start = self.clock()
-        cursors = load_cursor(cursor, NAME)
-        stager = Stager(con, NAME, progress)
-        new: dict[str, str] = {}
-        for obj in ("contacts", "orders"):
-            previous = cursors.get(obj)
-            pages: list[list[str]] = []
-            if previous is None:
-                pages = self._backfill(obj, stager)
-                since: int | datetime = run_start - timedelta(minutes=self.config.lookback_minutes)
-            elif previous.isdigit():
-                since = int(previous)
-            else:
-                try:
-                    since = datetime.fromisoformat(previous) - timedelta(minutes=self.config.lookback_minutes)
-                except ValueError:
-                    raise ConfigError(f"retailcrm: bad {obj} cursor {previous!r}") from None
-            gone: set[str] = set()
-            head = self._history(obj, since, run_start, stager, gone)
-            if pages and gone:
-                self._reread_boundaries(obj, pages, gone, stager)
-            new[obj] = str(head) if head is not None else (previous or run_start.isoformat())
-        return stager.result(dump_cursor(new))
+        return pull_objects(con, NAME, cursor, progress,
+                            lambda obj, saved, stager: self._read_object(obj, saved, stager, run_start))
+
+    def _read_object(self, obj: str, previous: str | None, stager: Stager, run_start: datetime) -> str:
+        """Backfill (no cursor) then the history feed; return the object's new cursor."""
+        lookback = timedelta(minutes=self.config.lookback_minutes)
+        pages: list[list[str]] = []
+        if previous is None:
+            pages = self._backfill(obj, stager)
+            since: int | datetime = run_start - lookback
+        elif previous.isdigit():
+            since = int(previous)
+        else:
+            since = parse_time_cursor(NAME, obj, previous) - lookback
+        gone: set[str] = set()
+        head = self._history(obj, since, run_start, stager, gone)
+        if pages and gone:
+            self._reread_boundaries(obj, pages, gone, stager)
+        return str(head) if head is not None else (previous or run_start.isoformat())
 
     def _backfill(self, obj: str, stager: Stager) -> list[list[str]]:
         """Read every page; return the ids of each page, in order (see :meth:`_reread_boundaries`)."""
@@ -320,10 +220,7 @@ class RetailCrmSource:
                 if gone is not None:
                     gone.add(rid)
             self._refetch(obj, list(changed), stager)
-            if obj == "orders":
-                self._stage_deleted(deleted, stager)
-            else:
-                self._stage_deleted_customers(deleted, stager)
+            self._stage_gone(obj, deleted, stager)
             if len(entries) < 100:
                 return head
             if isinstance(since, int) and last <= since:
@@ -338,56 +235,35 @@ class RetailCrmSource:
             self._stage(obj, data.get(key) or [], stager)
 
     def _stage(self, obj: str, rows: list[Any], stager: Stager) -> None:
-        orders, contacts = [], []
-        for raw in rows:
+        def one(raw: Any) -> Order | Contact | None:
             if isinstance(raw, Mapping) and not in_scope(raw, self.config):
-                continue
-            try:
-                if obj == "orders":
-                    order = map_order(raw, self.config)
-                    if order is not None:
-                        orders.append(order)
-                else:
-                    contact, issues = clean_contact(map_customer(raw, self.config), self.config.phone_region,
-                                                    f"{NAME}:contacts")
-                    contacts.append(contact)
-                    for issue in issues:
-                        stager.bad(issue)
-            except FieldError as exc:
-                stager.bad(exc.bad_row(f"{NAME}:{obj}", raw.get("id") if isinstance(raw, dict) else None))
-        stager.stage(orders, contacts)
+                return None
+            if obj == "orders":
+                return map_order(raw, self.config)
+            return stager.contact(map_customer(raw, self.config), self.config.phone_region)
 
-    def _stage_deleted(self, entries: list[Mapping[str, Any]], stager: Stager) -> None:
-        """Deleted orders leave the history: stage them as cancelled (from the entry's snapshot)."""
-        orders = []
-        for entry in entries:
-            snap = entry.get("order") or {}
-            if isinstance(snap, Mapping) and snap.get("site") is not None and not in_scope(snap, self.config):
-                continue
-            try:
-                order = map_order(snap, self.config, deleted=True)
-                if order is None:  # a thin snapshot: still record the deletion
-                    order = tombstone(get_field(snap, "id", lambda v: str(int(v))),
-                                      get_field(entry, "createdAt", lambda v: parse_dt(v, self.config.timezone)),
-                                      clean((snap.get("customer") or {}).get("id")))
-            except FieldError as exc:
-                stager.bad(exc.bad_row(f"{NAME}:orders", snap.get("id")))
-                continue
-            orders.append(order)
-        stager.stage(orders, ())
+        stager.stage(*map_page(stager, f"{NAME}:{obj}", rows, one))
 
-    def _stage_deleted_customers(self, entries: list[Mapping[str, Any]], stager: Stager) -> None:
-        """Deleted or merged-away customers leave every destination: see :func:`deleted_customer`."""
-        contacts = []
-        for entry in entries:
-            snap = entry.get("customer") or {}
-            if isinstance(snap, Mapping) and snap.get("site") is not None and not in_scope(snap, self.config):
-                continue
-            try:
-                contacts.append(deleted_customer(snap, entry.get("combinedTo")))
-            except FieldError as exc:
-                stager.bad(exc.bad_row(f"{NAME}:contacts", snap.get("id") if isinstance(snap, dict) else None))
-        stager.stage((), contacts)
+    def _stage_gone(self, obj: str, entries: list[Mapping[str, Any]], stager: Stager) -> None:
+        """History entries of deleted records: a deleted order is staged as cancelled (from the entry's
+        snapshot), a deleted or merged-away customer as an emptied contact (:func:`deleted_customer`)."""
+        entity = _OBJECTS[obj][3]
+
+        def one(entry: Mapping[str, Any]) -> Order | Contact | None:
+            snap = snapshot(entry, entity)
+            if snap.get("site") is not None and not in_scope(snap, self.config):
+                return None
+            if obj == "contacts":
+                return deleted_customer(snap, entry.get("combinedTo"))
+            order = map_order(snap, self.config, deleted=True)
+            if order is None:  # a thin snapshot: still record the deletion
+                order = tombstone(get_field(snap, "id", lambda v: str(int(v))),
+                                  get_field(entry, "createdAt", lambda v: parse_dt(v, self.config.timezone)),
+                                  clean((snap.get("customer") or {}).get("id")))
+            return order
+
+        stager.stage(*map_page(stager, f"{NAME}:{obj}", entries, one,
+                               id_of=lambda entry: snapshot(entry, entity).get("id")))
 
 
 # ---------------------------------------------------------------- webhooks (trigger "HTTP request" action)
@@ -450,5 +326,4 @@ def _decode(body: bytes) -> dict[str, Any]:
     return dict(parse_qsl(text, keep_blank_values=True))
 
 
-__all__ = ["RetailCrmConfig", "RetailCrmSecrets", "RetailCrmSource", "map_order", "map_customer", "deleted_customer",
-           "verify_webhook", "parse_webhook", "in_scope"]
+__all__ = ["RetailCrmConfig", "RetailCrmSecrets", "RetailCrmSource", "verify_webhook", "parse_webhook"]

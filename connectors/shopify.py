@@ -38,8 +38,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .contacts import PhoneRegion, clean_contact
 from .errors import ConfigError, FatalError, RecordError
-from .http import (Action, FieldError, HttpClient, PageGuard, Progress, Stager, Throttle, bookmark, clean,
-                   dump_cursor, get_field, iso, load_cursor, parse_dt, to_decimal, tombstone, with_sleep)
+from .http import (Action, FieldError, HttpClient, Throttle, clean, get_field, parse_dt, to_decimal, tombstone,
+                   with_sleep)
+from .incremental import HighWater, PageGuard, Progress, Stager, iso, map_page, pull_by_time, utc_now
 from .records import Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import PullResult
@@ -148,7 +149,7 @@ class ShopifySource:
         host = shop if shop and "." in shop else f"{shop}.myshopify.com"
         base = (secrets.api_url or f"https://{host}").rstrip("/") + f"/admin/api/{config.api_version}"
         self.config, self.host = config, host
-        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.clock = clock or utc_now
         retry = with_sleep(retry, sleep)
         token = secrets.token.get_secret_value()
         self.throttle = Throttle(config.requests_per_second, 1, sleep=retry.sleep)
@@ -175,22 +176,8 @@ class ShopifySource:
 
     def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None,
              progress: Progress = None) -> PullResult:
-        run_start = self.clock()
-        cursors = load_cursor(cursor, NAME)
-        stager = Stager(con, NAME, progress)
-        new: dict[str, str | None] = {}
-        for obj in ("contacts", "orders"):
-            previous = None
-            if cursors.get(obj):
-                try:
-                    previous = datetime.fromisoformat(cursors[obj])
-                except ValueError:
-                    raise ConfigError(f"shopify: bad {obj} cursor {cursors[obj]!r}") from None
-            seen = [self._read(obj, previous, stager)]
-            if previous is None:  # after a backfill: what changed while it ran
-                seen.append(self._read(obj, run_start, stager))
-            new[obj] = iso(bookmark(max((t for t in seen if t is not None), default=None), run_start, previous))
-        return stager.result(dump_cursor(new))
+        return pull_by_time(con, NAME, cursor, progress, run_start=self.clock(),
+                            lookback=timedelta(minutes=self.config.lookback_minutes), read=self._read)
 
     def _read(self, obj: str, since: datetime | None, stager: Stager) -> datetime | None:
         resource = _OBJECTS[obj]
@@ -198,42 +185,30 @@ class ShopifySource:
         if obj == "orders":
             params["status"] = "any"
         if since is not None:
-            params["updated_at_min"] = iso(since - timedelta(minutes=self.config.lookback_minutes))
-        guard = PageGuard(f"Shopify {resource}.json")
-        url, max_seen = f"{resource}.json", None
+            params["updated_at_min"] = iso(since)
+        guard, high = PageGuard(f"Shopify {resource}.json"), HighWater()
+        url = f"{resource}.json"
         while True:
             data, resp = self.http.fetch("GET", url, params=params)
             rows = (data or {}).get(resource)
             if not isinstance(rows, list):
                 raise FatalError(f"Shopify {resource}.json: answer has no {resource!r} list")
-            max_seen = self._stage(obj, rows, stager, max_seen)
+            self._stage(obj, rows, stager, high)
             nxt = resp.links.get("next", {}).get("url")
             if not rows or not nxt:
-                return max_seen
+                return high.value
             guard.next(requests.utils.urlparse(nxt).query)
             url, params = nxt, None
 
-    def _stage(self, obj: str, rows: list[Any], stager: Stager, max_seen: datetime | None) -> datetime | None:
-        orders, contacts = [], []
-        for raw in rows:
-            rid = raw.get("id") if isinstance(raw, dict) else None
-            try:
-                if raw.get("updated_at"):
-                    updated = get_field(raw, "updated_at", parse_dt)
-                    max_seen = updated if max_seen is None else max(max_seen, updated)
-                if obj == "orders":
-                    order = map_order(raw, self.config)
-                    if order is not None:
-                        orders.append(order)
-                else:
-                    contact, issues = clean_contact(map_customer(raw), self.config.phone_region, f"{NAME}:contacts")
-                    contacts.append(contact)
-                    for issue in issues:
-                        stager.bad(issue)
-            except FieldError as exc:
-                stager.bad(exc.bad_row(f"{NAME}:{obj}", rid))
-        stager.stage(orders, contacts)
-        return max_seen
+    def _stage(self, obj: str, rows: list[Any], stager: Stager, high: HighWater) -> None:
+        def one(raw: Any) -> Order | Contact | None:
+            if raw.get("updated_at"):
+                high.see(get_field(raw, "updated_at", parse_dt))
+            if obj == "orders":
+                return map_order(raw, self.config)
+            return stager.contact(map_customer(raw), self.config.phone_region)
+
+        stager.stage(*map_page(stager, f"{NAME}:{obj}", rows, one))
 
 
 # ---------------------------------------------------------------- webhooks

@@ -15,7 +15,8 @@ import pytest
 from pydantic import ValidationError
 
 from connectors.errors import ConfigError
-from connectors.files import FilePullResult, FileSource, FileSourceConfig
+from connectors.file_staging import FilePullResult
+from connectors.files import FileSource, FileSourceConfig
 from connectors.presets import PRESETS
 
 UTC = dt.timezone.utc

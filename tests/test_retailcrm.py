@@ -16,8 +16,8 @@ import responses
 
 from connectors.errors import AuthError, RecordError
 from connectors.records import Consent, OrderStatus
-from connectors.retailcrm import (RetailCrmConfig, RetailCrmSecrets, RetailCrmSource, map_customer, parse_webhook,
-                                  verify_webhook)
+from connectors.retailcrm import RetailCrmConfig, RetailCrmSecrets, RetailCrmSource, parse_webhook, verify_webhook
+from connectors.retailcrm_mapping import map_customer
 
 BASE = "https://demo.retailcrm.ru"
 KEY = "rcrm-secret-key-123"

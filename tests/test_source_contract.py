@@ -286,10 +286,11 @@ def test_file_source_stages_unique_records_reports_bad_rows_and_repulls_identica
                        "SELECT * FROM store_orders)").fetchone() == (0,)
 
 
-# ---------------------------------------------------------------- shared plumbing (connectors.http, registry)
+# ---------------------------------------------------------------- shared plumbing (connectors.http, incremental, registry)
 
 from connectors.errors import ConfigError, FatalError  # noqa: E402
-from connectors.http import Action, PageGuard, Throttle, action_for, bookmark, load_cursor, redact  # noqa: E402
+from connectors.http import Action, Throttle, action_for, redact  # noqa: E402
+from connectors.incremental import PageGuard, bookmark, load_cursor  # noqa: E402
 from connectors.registry import build_source, secrets_for  # noqa: E402
 from connectors.webhooks import as_list, parse_php_form, tokens_equal  # noqa: E402
 

@@ -1,0 +1,223 @@
+"""How the files a :class:`~connectors.files.FileSource` read become staged rows, in DuckDB SQL.
+
+* Bad rows (no customer, unreadable date or amount, unknown status, negative amount without a refund) are
+  classified in the order of :data:`_BAD` and reported with their spreadsheet row numbers (at most
+  :data:`MAX_BAD_ROWS` listed, all counted).
+* Orders: receipt lines grouped by order id, else one row per order id (the last duplicate wins).
+* Contacts: one per customer key, the latest non-empty value of each field; e-mails and phones normalised
+  through :func:`connectors.normalize.email_map` / ``phone_map``; invalid ones dropped and reported.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import duckdb
+
+from . import normalize as nz
+from .identity import IdentityReport, resolve_rows
+from .records import BadRow
+from .source import PullResult
+
+if TYPE_CHECKING:
+    from .files import FileSourceConfig
+
+log = logging.getLogger(__name__)
+
+ORDER_FIELDS = ("order_id", "customer_id", "ordered_at", "amount", "currency", "status", "discount")
+CONTACT_FIELDS = ("email", "phone", "first_name", "last_name", "name", "marketing_consent", "created_at")
+LINE_FIELDS = ("sku", "product", "category", "brand", "quantity", "price")
+FIELDS = ORDER_FIELDS + CONTACT_FIELDS + LINE_FIELDS
+MAX_BAD_ROWS = 1000
+
+
+@dataclass
+class FilePullResult(PullResult):
+    """PullResult plus what was kept but cleaned: values dropped (invalid email/phone) and duplicates."""
+
+    issues: list[BadRow] = field(default_factory=list)
+    issue_count: int = 0
+    duplicate_orders: int = 0
+    fast_path: bool = False  # every orders file was a clean CSV read with typed columns (no text parsing)
+
+
+@dataclass(frozen=True)
+class LoadedFile:
+    """A file read into a temp table (see :meth:`connectors.files.FileSource.pull`)."""
+
+    path: str
+    table: str
+    row_sql: str  # spreadsheet row number of a table row
+    cols: dict[str, str]  # canonical field (or attr:<name>) → header
+    fast: bool = False  # read by the typed CSV fast path
+
+
+_BAD = [  # (condition, field, reason, value) in the order they are checked
+    ("key IS NULL AND _shared IS NOT NULL", "customer_id",
+     "its only email/phone is shared by more customers than [source] max_identity_group", "_shared"),
+    ("key IS NULL", "customer_id", "no customer id, valid email or phone", "NULL"),
+    ("ordered_at IS NULL", "ordered_at", "unparseable or empty date", "ordered_at_raw"),
+    ("amount IS NULL", "amount", "unparseable or empty amount", "amount_raw"),
+    ("status IS NULL", "status", "unknown status (map it under [source.statuses])", "status_raw"),
+    ("amount < 0 AND status <> 'refunded'", "amount", "negative amount without a refund status", "amount_raw"),
+]
+
+
+def _rows_view(con: duckdb.DuckDBPyConnection, name: str, tables: list[LoadedFile], offset: int) -> None:
+    parts = [f"SELECT {offset + i} AS _file, ({t.row_sql})::BIGINT AS _row,"
+             f" * {'EXCLUDE (_srow)' if t.row_sql == '_srow' else ''} FROM {t.table}" for i, t in enumerate(tables)]
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {' UNION ALL BY NAME '.join(parts)}")
+
+
+def _keyed(con: duckdb.DuckDBPyConnection, views: list[tuple[str, str]], cfg: FileSourceConfig) -> IdentityReport:
+    """Each ``(rows, out)``: ``out`` = rows + ``key`` (the customer, see :mod:`connectors.identity`), ``_own``
+    (the key the row alone gives) and ``_shared``. When every row has a customer id (the common case) the key
+    is that id and nothing else is computed."""
+    if not any(con.execute(f"SELECT count(*) FROM {rows} WHERE cust IS NULL").fetchall()[0][0] for rows, _ in views):
+        for rows, out in views:
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {out} AS SELECT *, cust AS key, cust AS _own,"
+                        f" CAST(NULL AS VARCHAR) AS _shared FROM {rows}")
+        return IdentityReport()
+    return resolve_rows(con, views, cfg.phone_region, cfg.max_identity_group, prefix="_fs_id")
+
+
+def _status_case(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, rows: str) -> str:
+    """A CASE over the few distinct raw statuses (mapped once by :func:`nz.status_sql`)."""
+    pairs = con.execute(f"SELECT raw, {nz.status_sql('raw', cfg.statuses)} FROM "
+                        f"(SELECT DISTINCT status_raw AS raw FROM {rows}) WHERE raw IS NOT NULL").fetchall()
+    arms = " ".join(f"WHEN {nz.lit(raw)} THEN {nz.lit(st) if st else 'NULL'}" for raw, st in pairs)
+    known = f"(CASE status_raw {arms} END)" if arms else "NULL"
+    return f"CASE WHEN status_raw IS NULL THEN 'completed' ELSE {known} END"
+
+
+def _repeated_ids(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether any order id may repeat (checked over every row read, bad ones too).
+
+    Whole-number ids (receipt numbers, the usual case) within a dense range are counted in a bitmap:
+    as many distinct bits as ids proves them unique. Other ids go through a parallel GROUP BY over
+    their hashes: distinct hashes prove the ids unique. Either check may send a false alarm (``007``
+    and ``7``, a hash collision, a bad row's id) down the caller's exact path, never miss a repeat."""
+    rows, ints, lo, hi = con.execute("SELECT count(order_id), count(_oid_int), min(_oid_int), max(_oid_int)"
+                                     " FROM _fs_orows").fetchall()[0]
+    if rows and ints == rows and hi - lo < max(1 << 20, 16 * rows):
+        distinct = con.execute(f"SELECT bit_count(bitstring_agg(_oid_int, {lo}, {hi})) FROM _fs_orows"
+                               " WHERE _oid_int IS NOT NULL").fetchall()[0][0]
+        return distinct < rows
+    return bool(con.execute("SELECT count(*) FROM (SELECT 1 FROM _fs_orows WHERE order_id IS NOT NULL"
+                            " GROUP BY hash(order_id) HAVING count(*) > 1)").fetchall()[0][0])
+
+
+def _valid_order_rows(con: duckdb.DuckDBPyConnection, order_files: int) -> int:
+    """Order rows read minus bad order rows: the rows of ``_fs_valid``, without re-running its classification."""
+    return con.execute(f"SELECT (SELECT count(*) FROM _fs_orows) - (SELECT count(*) FROM _fs_bad"
+                       f" WHERE _file < {order_files})").fetchall()[0][0]
+
+
+def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: list[LoadedFile],
+           contacts: list[LoadedFile], in_place: bool = False) -> FilePullResult:
+    paths = [t.path for t in orders + contacts]
+    _rows_view(con, "_fs_orows", orders, 0)
+    views = [("_fs_orows", "_fs_okeyed")]
+    if contacts:
+        _rows_view(con, "_fs_crows", contacts, len(orders))
+        views.append(("_fs_crows", "_fs_ckeyed"))
+    identity = _keyed(con, views, cfg)
+    bad_case = " ".join(f"WHEN {c} THEN {i}" for i, (c, *_) in enumerate(_BAD))
+    status = _status_case(con, cfg, "_fs_orows")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW _fs_oclass AS SELECT *, CASE {bad_case} END AS _bad,"
+                f" _file::BIGINT * 4294967296 + _row AS _ord FROM (SELECT *, {status} AS status FROM _fs_okeyed)")
+    value = " ".join(f"WHEN {i} THEN {v}" for i, (_, _, _, v) in enumerate(_BAD))
+    bad_sql = [f"SELECT _file, _row, _bad, CASE _bad {value} END AS value FROM _fs_oclass WHERE _bad IS NOT NULL"]
+    if contacts:
+        bad_sql.append("SELECT _file, _row, CASE WHEN _shared IS NULL THEN 1 ELSE 0 END AS _bad, _shared AS value"
+                       " FROM _fs_ckeyed WHERE key IS NULL")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _fs_bad AS {' UNION ALL '.join(bad_sql)}")
+    bad_count = con.execute("SELECT count(*) FROM _fs_bad").fetchall()[0][0]
+    bad_rows = [BadRow(source=paths[f], row=r, reason=_BAD[b][2], field=_BAD[b][1], value=v) for f, r, b, v in
+                con.execute(f"SELECT * FROM _fs_bad ORDER BY _file, _row LIMIT {MAX_BAD_ROWS}").fetchall()]
+
+    # Orders: receipt lines grouped by order id, else one row per order (last duplicate wins).
+    con.execute("""CREATE OR REPLACE TEMP VIEW _fs_valid AS
+        SELECT * REPLACE (CASE WHEN status = 'refunded' THEN abs(amount) ELSE amount END AS amount),
+               CASE WHEN order_id IS NOT NULL THEN order_id
+                    ELSE 'h' || left(md5(concat_ws('|', _own, ordered_at, amount, _file, _row)), 16) END AS oid
+        FROM _fs_oclass WHERE _bad IS NULL""")
+    lines = any({"sku", "product", "quantity", "price"} & set(t.cols) for t in orders)
+    duplicates, n_orders = 0, None
+    if lines:
+        con.execute("""INSERT INTO staged_orders SELECT oid, arg_max(key, _ord), min(ordered_at), sum(amount),
+                       arg_max(currency, _ord), arg_max(status, _ord), sum(discount) FROM _fs_valid GROUP BY oid""")
+        con.execute("""INSERT INTO staged_line_items SELECT oid, row_number() OVER (PARTITION BY oid ORDER BY _ord),
+                       sku, product, category, brand, quantity, price FROM _fs_valid""")
+    elif _repeated_ids(con):
+        con.execute("""INSERT INTO staged_orders SELECT oid, key, ordered_at, amount, currency, status, discount
+                       FROM _fs_valid QUALIFY row_number() OVER (PARTITION BY oid ORDER BY _ord DESC) = 1""")
+        n_orders = con.execute("SELECT count(*) FROM staged_orders").fetchall()[0][0]
+        duplicates = _valid_order_rows(con, len(orders)) - n_orders
+        if duplicates:
+            log.warning("%d rows repeat an earlier order id; the last row of each order id was kept", duplicates)
+    elif in_place:
+        con.execute("DROP TABLE staged_orders")
+        con.execute("""CREATE TEMP VIEW staged_orders AS SELECT oid AS order_id, key AS customer_id, ordered_at,
+                       amount, currency, status, discount FROM _fs_valid""")
+        n_orders = _valid_order_rows(con, len(orders))  # counting the view would re-run it
+    else:
+        con.execute("INSERT INTO staged_orders SELECT oid, key, ordered_at, amount, currency, status, discount"
+                    " FROM _fs_valid")
+    mapped = set().union(*(t.cols for t in orders + contacts))
+    issues, issue_count = _stage_contacts(con, cfg, paths, bool(contacts), mapped)
+    if n_orders is None:
+        n_orders = con.execute("SELECT count(*) FROM staged_orders").fetchall()[0][0]
+    n_contacts = con.execute("SELECT count(*) FROM staged_contacts").fetchall()[0][0]
+    return FilePullResult(orders=n_orders, contacts=n_contacts, bad_rows=bad_rows, bad_row_count=bad_count,
+                          full_refresh=True, issues=issues, issue_count=issue_count, duplicate_orders=duplicates,
+                          identity=identity)
+
+
+def _stage_contacts(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, paths: list[str],
+                    has_file: bool, mapped: set[str]) -> tuple[list[BadRow], int]:
+    """One contact per customer key: latest non-empty value of each field; the contacts file's
+    values win over those repeated on order rows. Only mapped fields are aggregated; with none
+    mapped (an export of receipts alone) there is nothing to say about a customer: no contact rows."""
+    if not has_file and not (mapped & set(CONTACT_FIELDS)) and not any(f.startswith("attr:") for f in mapped):
+        return [], 0
+    src = "SELECT 0 AS _src, * FROM _fs_okeyed WHERE key IS NOT NULL"
+    if has_file:
+        src += " UNION ALL BY NAME SELECT 1 AS _src, * FROM _fs_ckeyed WHERE key IS NOT NULL"
+    wants = {"first_name": {"first_name", "name"}, "last_name": {"last_name", "name"}, "created_at": {"created_at"},
+             "attributes": {f for f in mapped if f.startswith("attr:")}}
+    aggs = [f"arg_max({c}, _ord) FILTER (WHERE {c} IS NOT NULL) AS {c}" if wants[c] & mapped else f"NULL AS {c}"
+            for c in ("first_name", "last_name", "created_at", "attributes")]
+    aggs.append("arg_max(consent, _ord) FILTER (WHERE consent <> 'unknown') AS consent"
+                if "marketing_consent" in mapped else "NULL AS consent")
+    for c in ("email", "phone"):
+        aggs.append(f"arg_max({{'v': {c}_raw, 'f': _file, 'r': _row}}, _ord) FILTER (WHERE {c}_raw IS NOT NULL) AS {c}"
+                    if c in mapped else f"CAST(NULL AS STRUCT(v VARCHAR, f INTEGER, r BIGINT)) AS {c}")
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _fs_cagg AS
+        SELECT key, {', '.join(aggs)}
+        FROM (SELECT *, _src::BIGINT * 281474976710656 + _file::BIGINT * 4294967296 + _row AS _ord FROM ({src}))
+        GROUP BY key""")
+    nz.email_map(con, "SELECT email.v AS raw FROM _fs_cagg", "_fs_id_emails")
+    nz.phone_map(con, "SELECT phone.v AS raw FROM _fs_cagg", "_fs_id_phones", cfg.phone_region)
+    con.execute("""INSERT INTO staged_contacts
+        SELECT c.key, e.norm, p.norm, c.first_name, c.last_name, COALESCE(c.consent, 'unknown'), c.created_at,
+               c.attributes FROM _fs_cagg c
+        LEFT JOIN _fs_id_emails e ON e.raw = c.email.v LEFT JOIN _fs_id_phones p ON p.raw = c.phone.v""")
+    issue_sql = """SELECT c.{f}.f, c.{f}.r, c.{f}.v, '{f}' FROM _fs_cagg c JOIN {t} m ON m.raw = c.{f}.v
+                   WHERE m.norm IS NULL"""
+    both = (f"{issue_sql.format(f='email', t='_fs_id_emails')} UNION ALL "
+            f"{issue_sql.format(f='phone', t='_fs_id_phones')}")
+    count = con.execute(f"SELECT count(*) FROM ({both})").fetchall()[0][0]
+    issues = [BadRow(source=paths[f], row=r, field=fld, value=v,
+                     reason=f"invalid {fld}; the contact is kept without it")
+              for f, r, v, fld in con.execute(f"{both} ORDER BY 1, 2 LIMIT {MAX_BAD_ROWS}").fetchall()]
+    return issues, count
+
+
+def drop_scratch(con: duckdb.DuckDBPyConnection) -> None:
+    """Drop this module's scratch views/tables (names start with ``_fs_``) from the connection."""
+    for name, kind in con.execute("""SELECT table_name, table_type FROM information_schema.tables
+                                     WHERE table_name LIKE '\\_fs\\_%' ESCAPE '\\'""").fetchall():
+        con.execute(f"DROP {'VIEW' if kind == 'VIEW' else 'TABLE'} IF EXISTS {nz.ident(name)}")

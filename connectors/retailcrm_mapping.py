@@ -1,0 +1,137 @@
+"""RetailCRM (Simla) records: vendor JSON → :class:`~connectors.records.Order` / ``Contact``.
+
+Pure functions shared by the pull (:mod:`connectors.retailcrm`) and its trigger webhooks:
+
+* :func:`map_order`: orders whose ``status`` is in ``completed_statuses`` are purchases,
+  ``refunded_statuses`` → refunded, every other status (open, cancelled) → cancelled; line items
+  (``offer.article`` → sku, ``initialPrice`` → price) and the discount (manual + Σ item discounts × quantity);
+* :func:`map_customer`: contact fields and e-mail consent (``emailMarketingUnsubscribedAt``,
+  ``customerSubscriptions``, ``subscribed``);
+* :func:`deleted_customer`: a deleted or merged-away customer as an emptied contact;
+* :func:`in_scope`: a record of another store than ``site`` is never stored.
+
+API dates have no offset: they are read in the account's ``timezone``.
+"""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Mapping
+from zoneinfo import ZoneInfo
+
+from .http import FieldError, clean, get_field, parse_dt, to_decimal
+from .records import Consent, Contact, LineItem, Order, OrderStatus
+
+if TYPE_CHECKING:
+    from .retailcrm import RetailCrmConfig
+
+log = logging.getLogger(__name__)
+
+
+def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = False) -> Order | None:
+    """A RetailCRM order → Order; None for a non-purchase that cannot be mapped."""
+    tz = ZoneInfo(cfg.timezone)
+    oid = get_field(raw, "id", lambda v: str(int(v)))
+    status = clean(raw.get("status"))
+    if deleted:
+        kind = OrderStatus.CANCELLED
+    elif status in cfg.completed_statuses:
+        kind = OrderStatus.COMPLETED
+    elif status in cfg.refunded_statuses:
+        kind = OrderStatus.REFUNDED
+    else:
+        kind = OrderStatus.CANCELLED
+    try:
+        customer = raw.get("customer") or raw.get("contact") or {}
+        if not isinstance(customer, Mapping):
+            raise FieldError("customer", f"expected an object, got {type(customer).__name__}")
+        customer_id = clean(customer.get("id")) or clean(raw.get("email"))
+        if customer_id is None:
+            raise FieldError("customer.id", "order has no customer")
+        items = tuple(_item(it) for it in raw.get("items") or ())
+        discount = get_field(raw, "discountManualAmount", lambda v: to_decimal(v or 0))
+        discount += sum((it_disc for it_disc in (_item_discount(it) for it in raw.get("items") or ())), Decimal(0))
+        return Order(
+            order_id=oid, customer_id=customer_id,
+            ordered_at=get_field(raw, "createdAt", lambda v: parse_dt(v, tz)),
+            amount=get_field(raw, "totalSumm", to_decimal),
+            currency=clean(raw.get("currency")) or cfg.currency, status=kind,
+            discount=discount or None, items=items)
+    except FieldError:
+        if kind is OrderStatus.CANCELLED:
+            return None  # never a purchase (or already gone): nothing to count
+        raise
+
+
+def _item(raw: Mapping[str, Any]) -> LineItem:
+    offer = raw.get("offer") or {}
+    return LineItem(sku=clean(offer.get("article")) or clean(offer.get("externalId")),
+                    name=clean(raw.get("productName")) or clean(offer.get("name")),
+                    quantity=get_field(raw, "quantity", lambda v: to_decimal(v if v is not None else 1), "items.quantity"),
+                    price=get_field(raw, "initialPrice", lambda v: None if v is None else to_decimal(v),
+                                    "items.initialPrice"))
+
+
+def _item_discount(raw: Mapping[str, Any]) -> Decimal:
+    per_unit = get_field(raw, "discountTotal", lambda v: to_decimal(v or 0), "items.discountTotal")
+    return per_unit * get_field(raw, "quantity", lambda v: to_decimal(v if v is not None else 1), "items.quantity")
+
+
+def map_customer(raw: Mapping[str, Any], cfg: RetailCrmConfig) -> Contact:
+    cid = get_field(raw, "id", lambda v: str(int(v)))
+    phones = raw.get("phones") or []
+    created = raw.get("createdAt")
+    attrs = {
+        "city": clean((raw.get("address") or {}).get("city")),
+        "source": clean((raw.get("source") or {}).get("source")),
+        "tags": ",".join(t.get("name", "") if isinstance(t, dict) else str(t) for t in raw.get("tags") or []) or None,
+        "external_id": clean(raw.get("externalId")),
+    }
+    return Contact(
+        customer_id=cid, email=(clean(raw.get("email")) or "").lower() or None,
+        phone=clean(phones[0].get("number")) if phones and isinstance(phones[0], dict) else None,
+        first_name=clean(raw.get("firstName")), last_name=clean(raw.get("lastName")),
+        marketing_consent=_consent(raw),
+        created_at=get_field(raw, "createdAt", lambda v: parse_dt(v, cfg.timezone)) if created else None,
+        attributes={k: v for k, v in attrs.items() if v})
+
+
+def in_scope(raw: Mapping[str, Any], cfg: RetailCrmConfig) -> bool:
+    """False for a record of another store than ``site`` (the API may ignore ``filter[sites][]``)."""
+    if cfg.site is None or raw.get("site") == cfg.site:
+        return True
+    log.debug("retailcrm: %s of site %r is outside site %r: not stored", raw.get("id"), raw.get("site"), cfg.site)
+    return False
+
+
+def deleted_customer(raw: Mapping[str, Any], combined_to: Mapping[str, Any] | None = None) -> Contact:
+    """A deleted (or merged-away) customer as an emptied contact that can never be mailed.
+
+    No email, phone or name (so no destination can match or create it, and the managed tags come off
+    on the next sync), ``marketing_consent = no``, attributes ``deleted`` and ``combined_to``.
+    """
+    cid = get_field(raw, "id", lambda v: str(int(v)), "customer.id")
+    survivor = clean((combined_to or {}).get("id")) if isinstance(combined_to, Mapping) else None
+    attrs = {"deleted": "true", **({"combined_to": survivor} if survivor else {})}
+    return Contact(customer_id=cid, marketing_consent=Consent.NO, attributes=attrs)
+
+
+def _consent(raw: Mapping[str, Any]) -> Consent:
+    if raw.get("emailMarketingUnsubscribedAt"):
+        return Consent.NO
+    for sub in raw.get("customerSubscriptions") or []:
+        if (sub.get("subscription") or {}).get("channel") == "email" and "subscribed" in sub:
+            return Consent.YES if sub["subscribed"] else Consent.NO
+    if isinstance(raw.get("subscribed"), bool):
+        return Consent.YES if raw["subscribed"] else Consent.NO
+    return Consent.UNKNOWN
+
+
+def snapshot(entry: Mapping[str, Any], entity: str) -> Mapping[str, Any]:
+    """The record snapshot a history entry holds under ``entity`` (``{}`` when it holds none)."""
+    snap = entry.get(entity) or {}
+    return snap if isinstance(snap, Mapping) else {}
+
+
+__all__ = ["map_order", "map_customer", "deleted_customer", "in_scope", "snapshot"]
