@@ -48,7 +48,7 @@ from .http import (FieldError, HttpClient, PageGuard, Progress, Stager, Throttle
 from .records import Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import PullResult
-from .webhooks import tokens_equal
+from .webhooks import WebhookParser, register_webhook_parser, tokens_equal
 
 log = logging.getLogger(__name__)
 NAME = "retailcrm"
@@ -449,6 +449,9 @@ def _decode(body: bytes) -> dict[str, Any]:
         return data if isinstance(data, dict) else {}
     return dict(parse_qsl(text, keep_blank_values=True))
 
+
+register_webhook_parser(NAME, WebhookParser(verify=verify_webhook, parse=parse_webhook, secret_field="webhook_token",
+                                            needs_config=True))
 
 __all__ = ["RetailCrmConfig", "RetailCrmSecrets", "RetailCrmSource", "map_order", "map_customer", "deleted_customer",
            "verify_webhook", "parse_webhook", "in_scope"]

@@ -21,8 +21,10 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 
 from sync.config import Config
 from sync.ledger import Ledger
-from sync.resync import decode_records
-from sync.server import BadRequest, Intake, create_app, parse_generic, sign_generic, verify_generic
+from sync.serve.resync import decode_records
+from sync.serve.app import create_app
+from sync.serve.generic import BadRequest, parse_generic, sign_generic, verify_generic
+from sync.serve.webhooks import Intake
 from sync.settings import Settings
 
 SECRET = "whsec-test-0123456789"
