@@ -113,30 +113,34 @@ class Worker:
             beating.set()
             heart.join()
         if failure is not None:
-            error = f"{type(failure).__name__}: {failure}"
-            self.metrics.resync_done(self._clock() - started, None, error)
-            if isinstance(failure, DestinationError):
-                self.metrics.esp_error(getattr(failure, "destination", None) or "unknown")
-            if isinstance(failure, GuardRefusedError):
-                # the records are in the order store already; retrying gives the same answer: the next full
-                # sync (with --allow-mass-change if the change is wanted) pushes them
-                self.metrics.guard_refused(failure.destinations)
-                self.ledger.fail_events(ids, error, max_attempts=1)
-                self.metrics.event_outcome("failed", len(ids))
-                log.error("resync of %d events refused by a guard (nothing written): %s", len(ids), error)
-                return 0
-            self.ledger.fail_events(ids, error, max_attempts=self.max_attempts)
-            exhausted = sum(ev.attempts >= self.max_attempts for ev in batch.events)
-            self.metrics.event_outcome("failed", exhausted)
-            self.metrics.event_outcome("retried", len(ids) - exhausted)
-            log.warning("resync of %d events failed (they stay queued, %d given up): %s", len(ids), exhausted,
-                        error)
+            self._failed(batch, failure, self._clock() - started)
             return 0
         self.ledger.complete_events(ids)
         self.processed_ids += ids
         self.metrics.resync_done(self._clock() - started, report)
         self.metrics.event_outcome("done", len(ids))
         return len(ids)
+
+    def _failed(self, batch: Batch, failure: Exception, seconds: float) -> None:
+        """The batch's events go back to the queue (a guard's refusal: they are failed at once)."""
+        ids = [ev.id for ev in batch.events]
+        error = f"{type(failure).__name__}: {failure}"
+        self.metrics.resync_done(seconds, None, error)
+        if isinstance(failure, DestinationError):
+            self.metrics.esp_error(getattr(failure, "destination", None) or "unknown")
+        if isinstance(failure, GuardRefusedError):
+            # the records are in the order store already; retrying gives the same answer: the next full
+            # sync (with --allow-mass-change if the change is wanted) pushes them
+            self.metrics.guard_refused(failure.destinations)
+            self.ledger.fail_events(ids, error, max_attempts=1)
+            self.metrics.event_outcome("failed", len(ids))
+            log.error("resync of %d events refused by a guard (nothing written): %s", len(ids), error)
+            return
+        self.ledger.fail_events(ids, error, max_attempts=self.max_attempts)
+        exhausted = sum(ev.attempts >= self.max_attempts for ev in batch.events)
+        self.metrics.event_outcome("failed", exhausted)
+        self.metrics.event_outcome("retried", len(ids) - exhausted)
+        log.warning("resync of %d events failed (they stay queued, %d given up): %s", len(ids), exhausted, error)
 
     def _heartbeat(self, ids: list[int], done: threading.Event) -> None:
         """Renew the lease on a batch's events until ``done`` (the batch finished)."""
