@@ -59,7 +59,7 @@ def prepare(workdir: Path, customers: int, debounce: float, fake) -> tuple[Path,
     from sync.config import load_config
     from sync.demodata import generate_shop
     from sync.engine import open_ledger
-    from sync.schedule import run_full_sync
+    from sync.serve.scheduler import run_full_sync
     from sync.settings import load_settings
 
     cfg_path = generate_shop(workdir, customers=customers, seed=7, as_of=AS_OF)
@@ -96,7 +96,7 @@ def start_server(cfg_path: Path, port: int, env: dict[str, str], *extra: str, ni
 
 
 def signed(body: bytes) -> dict[str, str]:
-    from sync.server import sign_generic
+    from sync.serve.generic import sign_generic
 
     return {"Content-Type": "application/json", **sign_generic(SECRET, body, int(time.time()))}
 

@@ -46,7 +46,7 @@ from .incremental import HighWater, PageGuard, Progress, Stager, latest, map_pag
 from .records import Consent, Contact, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import PullResult
-from .webhooks import as_list, parse_php_form, tokens_equal
+from .webhooks import WebhookParser, as_list, body_digest, parse_php_form, register_webhook_parser, tokens_equal
 
 log = logging.getLogger(__name__)
 NAME = "amocrm"
@@ -308,6 +308,14 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
                 log.warning("amocrm webhook: %s", issue)
     return orders, contacts
 
+
+def webhook_pull_key(body: bytes) -> str | None:
+    """Lead events carry no contact link: a delivery about leads asks the server for an incremental pull."""
+    return body_digest(body) if any(entity == "leads" for entity, _, _ in webhook_refs(body)) else None
+
+
+register_webhook_parser(NAME, WebhookParser(verify=verify_webhook, parse=parse_webhook, secret_field="webhook_token",
+                                            needs_config=True, pull_key=webhook_pull_key))
 
 __all__ = ["AmoCrmConfig", "AmoCrmSecrets", "AmoCrmSource", "map_lead", "map_contact", "verify_webhook",
            "parse_webhook", "webhook_refs"]

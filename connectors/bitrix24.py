@@ -53,7 +53,7 @@ from .incremental import HighWater, PageGuard, Progress, Stager, iso, map_page, 
 from .records import BadRow, Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import PullResult
-from .webhooks import DEFAULT_MAX_AGE, is_fresh, parse_php_form, tokens_equal
+from .webhooks import DEFAULT_MAX_AGE, WebhookParser, is_fresh, parse_php_form, register_webhook_parser, tokens_equal
 
 log = logging.getLogger(__name__)
 NAME = "bitrix24"
@@ -365,3 +365,12 @@ def parse_webhook(headers: Mapping[str, str], body: bytes) -> tuple[list[Order],
             raise ValueError(f"bitrix24 event: data[FIELDS][ID] is not a deal id: {rid[:40]!r}") from None
         return [tombstone(oid, at)], []
     return [], []
+
+
+def webhook_pull_key(body: bytes) -> str:
+    """Every event carries ids only: each delivery asks the server for an incremental pull, keyed by delivery."""
+    return webhook_refs(body)[0][2]
+
+
+register_webhook_parser(NAME, WebhookParser(verify=verify_webhook, parse=parse_webhook, secret_field="app_token",
+                                            pull_key=webhook_pull_key))

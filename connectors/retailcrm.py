@@ -50,7 +50,7 @@ from .records import Contact, Order
 from .retailcrm_mapping import deleted_customer, in_scope, map_customer, map_order, snapshot
 from .retry import RetryPolicy
 from .source import PullResult
-from .webhooks import tokens_equal
+from .webhooks import WebhookParser, register_webhook_parser, tokens_equal
 
 log = logging.getLogger(__name__)
 NAME = "retailcrm"
@@ -325,5 +325,8 @@ def _decode(body: bytes) -> dict[str, Any]:
         return data if isinstance(data, dict) else {}
     return dict(parse_qsl(text, keep_blank_values=True))
 
+
+register_webhook_parser(NAME, WebhookParser(verify=verify_webhook, parse=parse_webhook, secret_field="webhook_token",
+                                            needs_config=True))
 
 __all__ = ["RetailCrmConfig", "RetailCrmSecrets", "RetailCrmSource", "verify_webhook", "parse_webhook"]

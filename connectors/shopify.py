@@ -44,7 +44,8 @@ from .incremental import HighWater, PageGuard, Progress, Stager, iso, map_page, 
 from .records import Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import PullResult
-from .webhooks import DEFAULT_MAX_AGE, ReplayGuard, header, hmac_sha256_base64, is_fresh, tokens_equal
+from .webhooks import (DEFAULT_MAX_AGE, ReplayGuard, WebhookParser, header, hmac_sha256_base64, is_fresh,
+                       register_webhook_parser, tokens_equal)
 
 log = logging.getLogger(__name__)
 NAME = "shopify"
@@ -295,3 +296,7 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
     except FieldError as exc:
         raise RecordError(exc.bad_row(f"{NAME}:webhook {topic}", payload.get("id"))) from None
     raise ValueError(f"shopify webhook: unsupported topic {topic!r}")
+
+
+register_webhook_parser(NAME, WebhookParser(verify=verify_webhook, parse=parse_webhook, secret_field="webhook_secret",
+                                            needs_config=True))

@@ -1,7 +1,13 @@
-"""Shared webhook helpers: constant-time token/HMAC checks, freshness, replay guard, PHP form parser.
+"""Webhook parsers of the CRM sources, and the helpers they share.
 
-Per-vendor ``verify_webhook`` / ``parse_webhook`` live in the vendor modules and build on these.
-Every comparison of a secret goes through :func:`hmac.compare_digest`.
+The registry: each CRM module describes how ``rfmsync serve`` handles its deliveries with one
+:class:`WebhookParser` (how to verify, how to parse, which secret, whether parsing needs the validated
+``[source]`` table, whether an ids-only delivery asks for an incremental pull) and registers it with
+:func:`register_webhook_parser`. The server looks a source up with :func:`webhook_parser`.
+
+The helpers: constant-time token/HMAC checks, freshness, replay guard, PHP form parser. Per-vendor
+``verify_webhook`` / ``parse_webhook`` live in the vendor modules and build on these. Every comparison of a
+secret goes through :func:`hmac.compare_digest`.
 """
 
 from __future__ import annotations
@@ -9,15 +15,69 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import importlib
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import parse_qsl
+
+from .records import Contact, Order
 
 #: Deliveries older than this are refused as stale (Shopify retries for 4 h).
 DEFAULT_MAX_AGE = timedelta(hours=5)
+
+#: The sources whose webhooks ``rfmsync serve`` accepts; each one's module registers its parser on import.
+WEBHOOK_SOURCES = ("shopify", "retailcrm", "amocrm", "bitrix24")
+
+
+# ---------------------------------------------------------------- the parser registry
+
+
+@dataclass(frozen=True)
+class WebhookParser:
+    """How the server handles one source's deliveries.
+
+    * ``verify(headers, body, secret, path_token) -> bool``: authentic or not (never raises on garbage:
+      the server treats an exception as "not authentic");
+    * ``parse(headers, body, config)`` (``needs_config``) or ``parse(headers, body)``: the delivery's
+      ``(orders, contacts)``; raises ValueError / RecordError for a bad delivery;
+    * ``secret_field``: the field of the source's secrets class holding the webhook secret or token;
+    * ``pull_key(body)``: for deliveries that carry ids only, the dedupe key of the incremental pull the
+      server queues (None: no pull); absent when the source's deliveries are always complete records.
+    """
+
+    verify: Callable[[Mapping[str, str], bytes, str, str | None], bool]
+    parse: Callable[..., tuple[Iterable[Order], Iterable[Contact]]]
+    secret_field: str
+    needs_config: bool = False
+    pull_key: Callable[[bytes], str | None] | None = None
+
+
+WEBHOOK_PARSERS: dict[str, WebhookParser] = {}
+
+
+def register_webhook_parser(kind: str, parser: WebhookParser) -> WebhookParser:
+    """Called once by each source module listed in :data:`WEBHOOK_SOURCES`."""
+    WEBHOOK_PARSERS[kind] = parser
+    return parser
+
+
+def webhook_parser(kind: str) -> WebhookParser:
+    """The parser of ``kind`` (its module is imported on first use); KeyError for a source without webhooks."""
+    if kind not in WEBHOOK_PARSERS and kind in WEBHOOK_SOURCES:
+        importlib.import_module(f".{kind}", __package__)  # registers its parser
+    return WEBHOOK_PARSERS[kind]
+
+
+def body_digest(body: bytes) -> str:
+    """A short content hash of a delivery (a pull key for deliveries that carry no delivery id)."""
+    return hashlib.sha256(body.decode("utf-8", "replace").encode()).hexdigest()[:32]
+
+
+# ---------------------------------------------------------------- helpers
 
 
 def tokens_equal(given: str | bytes | None, expected: str | bytes | None) -> bool:

@@ -139,7 +139,7 @@ def plan(config_path, destinations, as_of, fmt, output, full_refresh):
     """Dry run: show what a sync would change per destination; writes nothing anywhere.
 
     A guard that would refuse the sync is printed as a warning (`warnings` in --format json); exit 0."""
-    from .resync import today_in
+    from .runner import today_in
 
     cfg, settings = _ctx(config_path)
     as_of = as_of.date() if as_of else today_in(cfg.timezone)
@@ -206,7 +206,7 @@ def sync_cmd(config_path, destinations, as_of, dry_run, full_refresh, reconcile,
     A guard that trips stops the run before any ESP write: exit 6, one line per guard, the run recorded as
     `refused` (see README "Safety")."""
     from .engine import open_ledger
-    from .resync import today_in
+    from .runner import today_in
     from .runner import full_sync, require_destinations
 
     cfg, settings = _ctx(config_path)

@@ -8,8 +8,10 @@ per destination (the reason as its error) and raises :class:`sync.errors.GuardRe
 from __future__ import annotations
 
 import logging
-from datetime import date
+import threading
+from datetime import date, datetime
 from typing import Any, Callable, Mapping, Sequence
+from zoneinfo import ZoneInfo
 
 from connectors.errors import BadFileError
 
@@ -20,10 +22,17 @@ from .errors import ConfigError, GuardRefusedError, PlanStaleError
 from .guards import DataStats, customer_drop_line, data_lines, plan_lines, plan_stats
 from .ledger import Ledger
 from .plan import Plan
-from .resync import STORE_LOCK, today_in
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: One DuckDB writer per process: the serve worker threads and the scheduler take turns on the store file.
+STORE_LOCK = threading.Lock()
+
+
+def today_in(tz: str) -> date:
+    """The as-of day of a run: today in the config's time zone."""
+    return datetime.now(ZoneInfo(tz)).date()
 
 
 def require_destinations(cfg: Config) -> None:

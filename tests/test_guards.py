@@ -22,9 +22,9 @@ from sync.errors import ConfigError, GuardRefusedError
 from sync.guards import DataStats, PlanStats, customer_drop_line, data_lines, plan_lines, plan_stats
 from sync.model import ContactChange, PushedState
 from sync.plan import Plan
-from sync.resync import resync
+from sync.serve.resync import resync
 from sync.runner import require_destinations
-from sync.schedule import Schedule, Scheduler, run_full_sync
+from sync.serve.scheduler import Schedule, Scheduler, run_full_sync
 from sync.settings import load_settings
 from tests.test_webhooks_generic import live_server
 from tests.test_worker import AS_OF, DEST, churned_contact, make_shop
@@ -298,7 +298,7 @@ def test_no_destinations_is_a_config_error(tmp_path, mailchimp_fake, monkeypatch
 
 
 def test_a_scheduled_run_never_overrides_and_shows_in_runs_and_metrics(shop, mailchimp_fake):
-    from sync.server import Service
+    from sync.serve.service import Service
 
     set_guards(shop, max_change_pct=5)
     swap_tags(shop)

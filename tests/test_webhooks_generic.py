@@ -19,10 +19,14 @@ import requests
 import uvicorn
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
+from connectors.registry import SECRETS
+from connectors.webhooks import WEBHOOK_PARSERS, WEBHOOK_SOURCES, webhook_parser
 from sync.config import Config
 from sync.ledger import Ledger
-from sync.resync import decode_records
-from sync.server import BadRequest, Intake, create_app, parse_generic, sign_generic, verify_generic
+from sync.serve.app import create_app
+from sync.serve.generic import BadRequest, parse_generic, sign_generic, verify_generic
+from sync.serve.resync import decode_records
+from sync.serve.webhooks import Intake
 from sync.settings import Settings
 
 SECRET = "whsec-test-0123456789"
@@ -310,6 +314,30 @@ def test_shopify_deliveries_use_the_vendor_hmac_and_map_orders(ledger, make_clie
     assert forged.status_code == 401
     # a source that is not this config's source is unknown here
     assert post(client, body, headers, "/webhooks/retailcrm").status_code == 404
+
+
+def test_a_source_key_every_api_source_shares_does_not_break_its_webhooks(ledger, make_client):
+    """``max_identity_group`` is not a key of the vendor's own config model: the intake leaves it out too."""
+    source = {"type": "shopify", "shop": "demo", "max_identity_group": 50}
+    client, _ = make_client(None, source=source, shopify_webhook_secret="shp-secret")
+    body = json.dumps({"id": 7, "created_at": "2025-06-01T10:00:00Z", "total_price": "5.00", "currency": "USD",
+                       "financial_status": "paid", "customer": {"id": 8}, "line_items": []}).encode()
+    sig = base64.b64encode(hmac.new(b"shp-secret", body, hashlib.sha256).digest()).decode()
+    r = post(client, body, {"X-Shopify-Hmac-Sha256": sig, "X-Shopify-Topic": "orders/create"}, "/webhooks/shopify")
+    assert r.status_code == 202 and r.json()["queued"] == 1, r.text
+
+
+@pytest.mark.parametrize("kind", WEBHOOK_SOURCES)
+def test_every_crm_source_registers_its_webhook_parser(kind):
+    parser = webhook_parser(kind)
+    assert parser is WEBHOOK_PARSERS[kind]
+    assert parser.secret_field in SECRETS[kind].model_fields  # the server reads the webhook secret from here
+    assert (parser.pull_key is not None) == (kind in ("amocrm", "bitrix24"))  # their deliveries carry ids only
+
+
+def test_a_source_without_webhooks_has_no_parser():
+    with pytest.raises(KeyError):
+        webhook_parser("file")
 
 
 def test_amocrm_path_token_and_lead_events_queue_a_pull(ledger, make_client):

@@ -14,12 +14,13 @@ from sync.engine import load_cut_points, open_ledger, plan_all, segments_from_st
 from sync.errors import ConfigError
 from sync.ledger import Ledger
 from sync.pipeline import store_path
-from sync.resync import encode_records, resync
-from sync.schedule import Schedule, Scheduler, parse_every, run_full_sync
-from sync.server import events_for, parse_generic
+from sync.serve.generic import parse_generic
+from sync.serve.resync import encode_records, resync
+from sync.serve.scheduler import Schedule, Scheduler, parse_every, run_full_sync
+from sync.serve.webhooks import events_for
+from sync.serve.worker import Worker
 from sync.settings import load_settings
 from sync.store import open_store
-from sync.worker import Worker
 
 try:
     from tests.ledger_fixtures import Clock, clock, dead_owner, ledger_url  # noqa: F401
@@ -382,7 +383,7 @@ def test_two_serve_processes_run_each_fire_time_once(ledger_url, clock):
 
 def test_a_failing_scheduled_sync_is_counted_and_the_next_fire_time_still_comes(tmp_path, clock):
     from sync.config import Config, ScheduleConfig
-    from sync.worker import Metrics
+    from sync.serve.metrics import Metrics
 
     metrics = Metrics()
 
@@ -414,7 +415,7 @@ def test_a_schedule_lock_left_by_a_killed_process_does_not_block_the_next_fire_t
 
 
 def test_the_worker_process_metrics_are_added_to_the_intake_process_metrics():
-    from sync.worker import Metrics
+    from sync.serve.metrics import Metrics
 
     intake, worker = Metrics(), Metrics()
     intake.webhook("generic", 202)
@@ -463,7 +464,7 @@ def test_a_deleted_crm_deal_leaves_the_history_when_its_webhook_also_asks_for_a_
 def test_a_scheduled_sync_adds_its_contact_changes_and_failures_to_the_esp_metrics(tmp_path, clock):
     from sync.config import Config, ScheduleConfig
     from sync.engine import ApplyReport
-    from sync.worker import Metrics
+    from sync.serve.metrics import Metrics
 
     metrics = Metrics()
     reports = [ApplyReport("mc", 1, "partial", {"planned": 5, "ok": 4, "failed": 1}),

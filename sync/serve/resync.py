@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Callable, Iterable, Mapping, Sequence
-from zoneinfo import ZoneInfo
 
 import duckdb
 
@@ -35,23 +33,22 @@ from connectors.records import Consent, Contact, LineItem, Order, OrderStatus
 from connectors.identity import link_staged, max_group_of
 from connectors.source import PullResult
 from connectors.tables import TABLES, create_staging, stage_records
+from connectors.webhooks import WEBHOOK_SOURCES
 
-from .config import Config, DestinationConfig
-from .engine import ApplyReport, _customer_rows, execute_plan, load_cut_points, make_destination, save_cut_points
-from .errors import ConfigError, DestinationError, LockBusyError
-from .ledger import Ledger
-from .model import PushedState
-from .pipeline import SegmentsRun, build_source, compute_segments, store_path
-from .plan import PREDICTIVE_VALUES, Plan, check_fields, desired_contacts, normalise_email, plan_destination
-from .settings import Settings
-from .store import connect_store, merge_staged
+from ..config import Config, DestinationConfig
+from ..engine import ApplyReport, _customer_rows, execute_plan, load_cut_points, make_destination, save_cut_points
+from ..errors import ConfigError, DestinationError, LockBusyError
+from ..ledger import Ledger
+from ..model import PushedState
+from ..pipeline import SegmentsRun, build_source, compute_segments, store_path
+from ..plan import PREDICTIVE_VALUES, Plan, check_fields, desired_contacts, normalise_email, plan_destination
+from ..runner import STORE_LOCK, refuse, today_in
+from ..settings import Settings
+from ..store import connect_store, merge_staged
 
 log = logging.getLogger(__name__)
 
-#: One DuckDB writer per process: the worker threads and the scheduler take turns on the store file.
-STORE_LOCK = threading.Lock()
 AFFECTED_TABLE = "affected_customers"
-CRM_SOURCES = ("shopify", "retailcrm", "amocrm", "bitrix24")
 
 
 # ------------------------------------------------------------------------------------------- queue codec
@@ -135,10 +132,6 @@ class ResyncReport:
         return sum(r.counts.get("failed", 0) for r in self.reports)
 
 
-def today_in(tz: str) -> date:
-    return datetime.now(ZoneInfo(tz)).date()
-
-
 def _coalesce_webhook_contacts(con: duckdb.DuckDBPyConnection) -> None:
     """A webhook contact's missing fields (and an ``unknown`` consent) keep the stored values."""
     con.execute("""
@@ -154,9 +147,9 @@ def _coalesce_webhook_contacts(con: duckdb.DuckDBPyConnection) -> None:
 def _pull_staged(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, settings: Settings
                  ) -> tuple[PullResult, str]:
     kind = str(cfg.source.get("type", "file"))
-    if kind not in CRM_SOURCES:
+    if kind not in WEBHOOK_SOURCES:
         raise ConfigError(f"a pull was requested by a {kind!r} webhook, but only CRM sources can be pulled "
-                          f"incrementally ({', '.join(CRM_SOURCES)})")
+                          f"incrementally ({', '.join(WEBHOOK_SOURCES)})")
     source = build_source(cfg, settings)
     return source.pull(con, ledger.get_cursor(kind, "all")), kind
 
@@ -256,7 +249,7 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
                       affected: _Affected) -> tuple[Plan, object, list[str]]:
     """The plan of ``dest`` for the affected customers only, and the plan guards it trips (against all of the
     destination's managed contacts)."""
-    from .guards import plan_lines, plan_stats
+    from ..guards import plan_lines, plan_stats
 
     dest = _incremental_destination(dest)
     check_fields(dest)
@@ -279,8 +272,6 @@ def _replan(cfg: Config, name: str, ledger: Ledger, settings: Settings, affected
     """Plan again under the lock (another run moved the ledger while this one waited), guards included."""
     plan, _, lines = _plan_incremental(cfg, cfg.destination(name), ledger, settings, affected)
     if lines:
-        from .runner import refuse
-
         raise refuse(ledger, "webhook", [name], [f"{name}: {line}" for line in lines])
     return plan
 
@@ -316,8 +307,6 @@ def resync(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Ord
                    for dest in ([cfg.destination(n) for n in destinations] if destinations else cfg.destinations)]
         lines = [f"{p.destination}: {line}" for p, _, lines_ in planned for line in lines_]
         if lines:  # a webhook run never overrides a guard: nothing is written, the run is recorded refused
-            from .runner import refuse
-
             raise refuse(ledger, "webhook", [p.destination for p, _, _ in planned], lines)
         for plan, client, _ in planned:
             try:

@@ -18,12 +18,13 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Callable
 from zoneinfo import ZoneInfo
 
-from .config import Config, ScheduleConfig
-from .engine import ApplyReport, destination_lock
-from .errors import ConfigError, GuardRefusedError, LockBusyError
-from .ledger import Ledger
-from .runner import full_sync
-from .settings import Settings
+from ..config import Config, ScheduleConfig
+from ..engine import ApplyReport, destination_lock
+from ..errors import ConfigError, GuardRefusedError, LockBusyError
+from ..ledger import Ledger
+from ..runner import full_sync
+from ..settings import Settings
+from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class Scheduler:
 
     def __init__(self, cfg: Config, ledger: Ledger, settings: Settings, *, schedule: Schedule | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-                 job: Callable[[], object] | None = None, metrics=None) -> None:
+                 job: Callable[[], object] | None = None, metrics: Metrics | None = None) -> None:
         self.cfg, self.ledger, self.settings = cfg, ledger, settings
         self.schedule = schedule or Schedule.from_config(cfg.schedule, cfg.timezone)
         self.clock = clock

@@ -1,0 +1,174 @@
+"""The webhook intake of ``rfmsync serve``: verify a delivery, parse it, queue its records in the ledger.
+
+``POST /webhooks/{source}`` (``/webhooks/{source}/{token}`` for CRMs that authenticate with a path token)
+checks the delivery's authenticity, parses it into canonical records and writes one event per order (or
+contact) to the ledger queue *before* answering 202, so an accepted delivery survives a crash. The resync
+worker (:mod:`sync.serve.worker`) does the rest. :class:`Intake` raises :class:`BadRequest` with the reply:
+400 malformed (the message names the problem), 401 bad signature, 404 unknown source.
+
+Sources: the generic format (:mod:`sync.serve.generic`, ``generic`` or its alias ``file``), and the
+configured CRM source when it has a parser in :mod:`connectors.webhooks`' registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from starlette.concurrency import run_in_threadpool
+
+from connectors.errors import RecordError
+from connectors.records import Contact, Order
+from connectors.webhooks import WEBHOOK_SOURCES, WebhookParser, webhook_parser
+
+from ..config import Config
+from ..ledger import Ledger
+from ..ledger_queue import EventWriter
+from ..settings import Settings, secret
+from .generic import BadRequest, parse_generic, verify_generic
+from .metrics import Metrics
+from .resync import encode_records
+
+log = logging.getLogger(__name__)
+
+GENERIC = ("generic", "file")
+INLINE_PARSE_BYTES = 16_384  # deliveries up to this size are verified and parsed on the event loop
+#: ``[source]`` keys every API source shares (connectors.identity): not part of a vendor's config model
+SHARED_SOURCE_KEYS = ("max_identity_group",)
+
+
+def _digest(payload: str) -> str:
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def events_for(orders: list[Order], contacts: list[Contact], pairs: list[tuple[Order, Contact | None]] = ()
+               ) -> list[tuple[str, str]]:
+    """(dedupe key, payload) per order (with its contact) and per lone contact.
+
+    The key is the record's id plus a hash of its canonical content: the same order delivered twice is
+    queued once, while a changed order (refunded, corrected) is queued again.
+    """
+    out = []
+    for order, contact in [*pairs, *((o, None) for o in orders)]:
+        payload = encode_records([order], [contact] if contact else [])
+        out.append((f"order:{order.order_id}:{_digest(payload)}", payload))
+    for contact in contacts:
+        payload = encode_records(contacts=[contact])
+        out.append((f"contact:{contact.customer_id}:{_digest(payload)}", payload))
+    return out
+
+
+@dataclass(frozen=True)
+class CrmWebhooks:
+    """The deliveries of one CRM source on this server: its registered parser, its webhook secret (``key``) and,
+    for parsers that take it, the validated ``[source]`` (``conf``). Made once per server by :meth:`build`."""
+
+    kind: str
+    parser: WebhookParser
+    key: str | None
+    conf: Any = None
+
+    @classmethod
+    def build(cls, kind: str, cfg: Config, settings: Settings) -> CrmWebhooks:
+        """Reading the vendor's secrets reads the environment (~3 ms): done once per source."""
+        from connectors.registry import SOURCES, secrets_for
+
+        parser = webhook_parser(kind)
+        key = secret(getattr(secrets_for(kind, settings), parser.secret_field, None))
+        conf = None
+        if parser.needs_config:
+            section = {k: v for k, v in cfg.source.items() if k not in SHARED_SOURCE_KEYS}
+            conf = SOURCES[kind][0].model_validate(section)
+        return cls(kind, parser, key, conf)
+
+    def events(self, headers: Mapping[str, str], body: bytes, path_token: str | None) -> list[tuple[str, str]]:
+        """Verify and parse one delivery into queue events; raises :class:`BadRequest` (401, 400)."""
+        kind, parser = self.kind, self.parser
+        if not self.key:
+            raise BadRequest(401, f"the {kind} webhook secret is not set on this server "
+                                  "(see 'CRM and shop connectors' in README.md)")
+        try:
+            ok = parser.verify(headers, body, self.key, path_token)
+        except Exception:  # a verifier must never turn garbage into a 500
+            ok = False
+        if not ok:
+            raise BadRequest(401, f"{kind} webhook: authentication failed")
+        try:
+            args = (self.conf,) if parser.needs_config else ()
+            orders, contacts = parser.parse(headers, body, *args)
+            events = events_for(list(orders), list(contacts))
+            pull_key = parser.pull_key(body) if parser.pull_key is not None else None
+            if pull_key is not None:  # a delivery with ids only: queue one incremental pull
+                events.append((f"pull:{pull_key}", encode_records(pull=True)))
+            return events
+        except (RecordError, ValueError, TypeError, KeyError, RecursionError) as exc:
+            raise BadRequest(400, f"{kind} webhook: {exc}") from None
+        except Exception as exc:  # a parser bug must not read as "queue unavailable" (503) nor crash: the input is bad
+            log.warning("%s webhook: the parser failed on a delivery (%s: %s)", kind, type(exc).__name__, exc,
+                        exc_info=log.isEnabledFor(logging.DEBUG))
+            raise BadRequest(400, f"{kind} webhook: the delivery cannot be parsed ({type(exc).__name__}: "
+                                  f"{str(exc)[:200]})") from None
+
+
+@dataclass
+class Intake:
+    """Everything the endpoints need; built by :func:`sync.serve.service.build_service`."""
+
+    cfg: Config
+    ledger: Ledger
+    settings: Settings
+    metrics: Metrics = field(default_factory=Metrics)
+    on_queued: Callable[[], None] = lambda: None
+    clock: Callable[[], float] = time.time
+    writer: EventWriter | None = None
+    crm: dict[str, CrmWebhooks] = field(default_factory=dict, repr=False)  # per CRM source, made once
+
+    def sources(self) -> list[str]:
+        kind = str(self.cfg.source.get("type", "file"))
+        return list(GENERIC) + ([kind] if kind in WEBHOOK_SOURCES else [])
+
+    def event_writer(self) -> EventWriter:
+        """The group-commit writer of this intake (created on first use)."""
+        if self.writer is None:
+            self.writer = EventWriter(self.ledger)
+        return self.writer
+
+    def prepare(self, source: str, headers: Mapping[str, str], body: bytes, path_token: str | None = None
+                ) -> tuple[str, list[tuple[str, str]]]:
+        """Verify and parse one delivery: (queue source name, [(dedupe key, payload)]); raises BadRequest."""
+        if source not in self.sources():
+            raise BadRequest(404, f"unknown webhook source {source[:40]!r}; this server accepts "
+                                  f"{', '.join(self.sources())}")
+        if source in GENERIC:
+            if path_token is not None:
+                raise BadRequest(404, "generic webhooks take no path token: POST /webhooks/generic")
+            problem = verify_generic(headers, body, secret(self.settings.rfmsync_webhook_secret), now=self.clock(),
+                                     replay_window=self.cfg.serve.replay_window_seconds)
+            if problem:
+                raise BadRequest(401, problem)
+            return "generic", events_for([], [], parse_generic(body, self.cfg.timezone))
+        if source not in self.crm:
+            self.crm[source] = CrmWebhooks.build(source, self.cfg, self.settings)
+        return source, self.crm[source].events(headers, body, path_token)
+
+    def _reply(self, events: list[tuple[str, str]], new_flags: list[bool]) -> dict[str, Any]:
+        new = sum(new_flags)
+        if new:
+            self.on_queued()
+        return {"accepted": len(events), "queued": new, "duplicates": len(events) - new}
+
+    async def accept_async(self, source: str, headers: Mapping[str, str], body: bytes,
+                           path_token: str | None = None) -> dict[str, Any]:
+        """Verify, parse and queue one delivery (committed when this returns); raises BadRequest.
+        Small bodies are parsed inline (cheaper than a thread hop),
+        large ones in the thread pool; the ledger write is group-committed and awaited."""
+        if len(body) <= INLINE_PARSE_BYTES:
+            queue_name, events = self.prepare(source, headers, body, path_token)
+        else:
+            queue_name, events = await run_in_threadpool(self.prepare, source, headers, body, path_token)
+        fut = self.event_writer().submit([(queue_name, k, p) for k, p in events])
+        return self._reply(events, await asyncio.wrap_future(fut))
