@@ -39,8 +39,9 @@ from connectors.records import Consent, Contact, LineItem, Order, OrderStatus
 
 from .config import Config
 from .ledger import Ledger
-from .ledger_queue import EventWriter
-from .resync import CRM_SOURCES, encode_records
+from .ledger.codec import encode_records
+from .ledger.writer import EventWriter
+from .resync import CRM_SOURCES
 from .settings import Settings, secret
 from .worker import Metrics, Worker
 
@@ -503,7 +504,7 @@ class Service:
 
 def build_service(cfg: Config, settings: Settings, **kwargs: Any) -> Service:
     """Open the ledger and build the service; warns when the generic webhook secret is missing."""
-    from .engine import open_ledger
+    from .ledger import open_ledger
 
     if not settings.rfmsync_webhook_secret:
         log.warning("RFMSYNC_WEBHOOK_SECRET is not set: generic webhooks will be refused (401)")

@@ -24,7 +24,8 @@ from connectors.records import Contact, Order
 
 from .config import Config
 from .ledger import Event, Ledger, default_owner
-from .resync import ResyncReport, decode_records, resync
+from .ledger.codec import decode_records
+from .resync import ResyncReport, resync
 from .settings import Settings
 
 log = logging.getLogger(__name__)

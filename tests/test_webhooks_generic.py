@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 
 from sync.config import Config
 from sync.ledger import Ledger
-from sync.resync import decode_records
+from sync.ledger.codec import decode_records
 from sync.server import BadRequest, Intake, create_app, parse_generic, sign_generic, verify_generic
 from sync.settings import Settings
 
