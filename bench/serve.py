@@ -58,7 +58,7 @@ def prepare(workdir: Path, customers: int, debounce: float, fake) -> tuple[Path,
     """Demo shop synced once; returns the config and {customer_id: email} of churned ("Winback") customers."""
     from sync.config import load_config
     from sync.demodata import generate_shop
-    from sync.engine import open_ledger
+    from sync.ledger import open_ledger
     from sync.serve.scheduler import run_full_sync
     from sync.settings import load_settings
 

@@ -35,8 +35,7 @@ def _ctx(config_path):
 
 def _existing_ledger(cfg, settings):
     """The ledger if it exists; else an empty in-memory one (planning must not create files)."""
-    from .engine import ledger_url
-    from .ledger import Ledger
+    from .ledger import Ledger, ledger_url
 
     url = ledger_url(cfg, settings)
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
@@ -50,7 +49,8 @@ def _existing_ledger(cfg, settings):
 @click.option("--full", is_flag=True, help="Ignore the saved cursor and pull everything again.")
 def pull(config_path, source_name, full):
     """Pull contacts and orders into the local order store (incremental), without syncing."""
-    from .engine import open_ledger, pull_to_store
+    from .engine import pull_to_store
+    from .ledger import open_ledger
     from .pipeline import store_path
     from .store import connect_store
 
@@ -160,7 +160,8 @@ def apply(config_path, allow_mass_change, plan_file):
 
     The guards are checked again first (exit 6): the data guards on the counts saved in the plan, the plan
     guards against the ledger as it is now."""
-    from .engine import load_plan_file, open_ledger
+    from .engine import load_plan_file
+    from .ledger import open_ledger
     from .runner import apply_saved, require_destinations
 
     cfg, settings = _ctx(config_path)
@@ -205,7 +206,7 @@ def sync_cmd(config_path, destinations, as_of, dry_run, full_refresh, reconcile,
 
     A guard that trips stops the run before any ESP write: exit 6, one line per guard, the run recorded as
     `refused` (see README "Safety")."""
-    from .engine import open_ledger
+    from .ledger import open_ledger
     from .runner import today_in
     from .runner import full_sync, require_destinations
 
@@ -236,7 +237,7 @@ def sync_cmd(config_path, destinations, as_of, dry_run, full_refresh, reconcile,
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def runs(config_path, limit, fmt):
     """Recent runs with counts, duration and errors."""
-    from .engine import open_ledger
+    from .ledger import open_ledger
 
     cfg, settings = _ctx(config_path)
     ledger = open_ledger(cfg, settings)
@@ -263,7 +264,7 @@ def runs(config_path, limit, fmt):
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def failures(config_path, destination, fmt):
     """Pending failed items with their reasons (retried by the next sync)."""
-    from .engine import open_ledger
+    from .ledger import open_ledger
 
     cfg, settings = _ctx(config_path)
     ledger = open_ledger(cfg, settings)

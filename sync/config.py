@@ -24,10 +24,19 @@ from .errors import ConfigError
 NEW_CONTACTS = ("skip", "transactional", "pending", "subscribed")
 
 
-class StoreConfig(BaseModel):
+class LedgerConfig(BaseModel):
+    """``[ledger]``: the operational ledger (pushed state, runs, failures, cursors, locks, webhook queue)."""
+
     model_config = ConfigDict(extra="forbid")
-    url: str | None = None  # ledger: default sqlite:///<config dir>/rfmsync.db; also $RFMSYNC_STORE_URL
+    url: str | None = None  # default sqlite:///<config dir>/rfmsync.db; $RFMSYNC_LEDGER_URL wins
+
+
+class StoreConfig(BaseModel):
+    """``[store]``: the local DuckDB order store."""
+
+    model_config = ConfigDict(extra="forbid")
     orders: str | None = None  # order store: default <config dir>/rfmsync.duckdb
+    url: str | None = None  # deprecated name of [ledger] url (still read, with a warning; [ledger] url wins)
 
 
 class HttpOverrides(BaseModel):
@@ -144,6 +153,7 @@ class Config(BaseModel):
     segmentation: SegmentationConfig = Field(default_factory=SegmentationConfig)
     predict: dict[str, Any] = Field(default_factory=dict)
     store: StoreConfig = Field(default_factory=StoreConfig)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     destinations: list[DestinationConfig] = Field(default_factory=list)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)

@@ -20,8 +20,7 @@ import duckdb
 
 from .config import Config, DestinationConfig
 from .errors import ConfigError, DestinationError, GuardRefusedError, LockBusyError
-from .ledger import Ledger
-from .ledger_queue import owner_process_gone
+from .ledger import Ledger, Locks, owner_process_gone
 from .model import Destination, ItemResult, PushedState
 from .pipeline import SegmentsRun, build_source, compute_segments, pull_into, store_path
 from .plan import (PREDICTIVE_VALUES, Plan, all_managed, apply_results_to_state, check_fields, desired_contacts,
@@ -31,16 +30,6 @@ from .store import connect_store
 
 log = logging.getLogger(__name__)
 PLAN_FILE_VERSION = 1
-
-
-def ledger_url(cfg: Config, settings: Settings | None = None) -> str:
-    """$RFMSYNC_STORE_URL, else [store] url, else rfmsync.db next to the config."""
-    settings = settings or load_settings()
-    return settings.rfmsync_store_url or cfg.store.url or f"sqlite:///{cfg.base_dir / 'rfmsync.db'}"
-
-
-def open_ledger(cfg: Config, settings: Settings | None = None) -> Ledger:
-    return Ledger.connect(ledger_url(cfg, settings))
 
 
 def make_destination(dest: DestinationConfig, settings: Settings, *, required: bool = True,
@@ -184,7 +173,7 @@ def _reconciled(last: dict[str, PushedState], actual: dict[str, set[str]], manag
 
 
 @contextmanager
-def destination_lock(ledger: Ledger, name: str, ttl_seconds: float = 3600) -> Iterator[str]:
+def destination_lock(ledger: Locks, name: str, ttl_seconds: float = 3600) -> Iterator[str]:
     """A ledger lock (a destination's, the scheduler's) that a killed process on this host cannot block: its
     lock is taken over."""
     try:

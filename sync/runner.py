@@ -20,7 +20,7 @@ from .engine import (ApplyReport, PlannedDestination, _destinations, execute_pla
                      run_stats, segments_from_store)
 from .errors import ConfigError, GuardRefusedError, PlanStaleError
 from .guards import DataStats, customer_drop_line, data_lines, plan_lines, plan_stats
-from .ledger import Ledger
+from .ledger import Ledger, RunHistory, RunRecorder
 from .plan import Plan
 from .settings import Settings
 
@@ -41,7 +41,7 @@ def require_destinations(cfg: Config) -> None:
         raise ConfigError(f"no [[destinations]] in {cfg.path or 'the config'}")
 
 
-def refuse(ledger: Ledger, kind: str, destinations: Sequence[str], lines: Sequence[str],
+def refuse(ledger: RunRecorder, kind: str, destinations: Sequence[str], lines: Sequence[str],
            counts: Mapping[str, Any] | None = None) -> GuardRefusedError:
     """Record a ``refused`` run per destination (nothing was written) and return the error to raise."""
     for name in destinations:
@@ -51,7 +51,7 @@ def refuse(ledger: Ledger, kind: str, destinations: Sequence[str], lines: Sequen
     return GuardRefusedError(list(lines), destinations)
 
 
-def customer_drop_lines(cfg: Config, ledger: Ledger, stats: DataStats, destinations: Sequence[str]) -> list[str]:
+def customer_drop_lines(cfg: Config, ledger: RunHistory, stats: DataStats, destinations: Sequence[str]) -> list[str]:
     """``max_customer_drop_pct`` for each destination, against its last successful run's customer count."""
     if stats.customers is None:
         return []

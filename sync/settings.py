@@ -29,7 +29,8 @@ class Settings(BaseSettings):
 
     # rfmsync itself
     rfmsync_config: str | None = None
-    rfmsync_store_url: str | None = None
+    rfmsync_ledger_url: str | None = None
+    rfmsync_store_url: str | None = None  # deprecated name of RFMSYNC_LEDGER_URL (read, with a warning)
     rfmsync_webhook_secret: SecretStr | None = None
     # [http] overrides (tests, one-off runs): win over [http] and [destinations.http]
     rfmsync_http_timeout_seconds: float | None = None

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from sync.cli import main
 from sync.config import GuardsConfig, load_config
-from sync.engine import open_ledger
+from sync.ledger import open_ledger
 from sync.errors import ConfigError, GuardRefusedError
 from sync.guards import DataStats, PlanStats, customer_drop_line, data_lines, plan_lines, plan_stats
 from sync.model import ContactChange, PushedState

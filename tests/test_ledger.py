@@ -17,8 +17,8 @@ from sqlalchemy import inspect as sa_inspect, text
 
 from sync.errors import ConfigError, LockBusyError
 from sync.ledger import Ledger
-from sync.ledger_db import build_engine, parse_url
-from sync.ledger_schema import LATEST_VERSION, MIGRATIONS, TABLES, pushed_state, runs
+from sync.ledger.db import build_engine, parse_url
+from sync.ledger.schema import LATEST_VERSION, MIGRATIONS, TABLES, pushed_state, runs
 from sync.model import ItemResult, PushedState
 
 try:

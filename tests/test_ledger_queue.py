@@ -1,4 +1,4 @@
-"""The ledger's webhook queue (sync/ledger_queue.py): enqueue, claims, leases, group commit, killed
+"""The ledger's webhook queue (sync/ledger/queue.py): enqueue, claims, leases, group commit, killed
 claimers; on SQLite and (with RFMSYNC_TEST_PG_URL) on PostgreSQL."""
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def test_enqueue_events_writes_a_group_at_once_and_reports_each_delivery(ledger:
 
 
 def test_event_writer_answers_after_the_commit_and_serves_concurrent_deliveries(open_ledger: OpenLedger) -> None:
-    from sync.ledger_queue import EventWriter
+    from sync.ledger.writer import EventWriter
 
     intake, observer = open_ledger(), open_ledger()
     writer = EventWriter(intake)
@@ -170,7 +170,7 @@ def test_event_writer_answers_after_the_commit_and_serves_concurrent_deliveries(
 
 
 def test_event_writer_hands_a_ledger_error_to_every_waiting_delivery(tmp_path: Path) -> None:
-    from sync.ledger_queue import EventWriter
+    from sync.ledger.writer import EventWriter
 
     led = Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}")
     with sqlite3.connect(tmp_path / "l.db") as raw:
@@ -273,7 +273,7 @@ def test_lock_holder_names_the_owner(ledger: Ledger) -> None:
 
 
 def test_the_intake_writer_commits_without_checkpointing_and_checkpoints_on_the_side(tmp_path: Path) -> None:
-    from sync.ledger_queue import EventWriter
+    from sync.ledger.writer import EventWriter
 
     led = Ledger.connect(f"sqlite:///{tmp_path / 'rfmsync.db'}")
     quiet = led.sibling(autocheckpoint=False)

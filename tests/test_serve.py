@@ -18,12 +18,11 @@ from click.testing import CliRunner
 
 from sync.cli_serve import serve
 from sync.config import load_config
-from sync.engine import open_ledger
-from sync.ledger import Ledger
+from sync.ledger import Ledger, open_ledger
+from sync.ledger.codec import decode_records
 from sync.serve.generic import sign_generic
 from sync.serve.service import Service
 from sync.settings import load_settings
-from sync.serve.resync import decode_records
 from tests.test_webhooks_generic import ledger, live_server, make_client  # noqa: F401  (fixtures)
 from tests.test_worker import AS_OF, DEST, churned_contact, make_shop, shop  # noqa: F401  (fixture)
 

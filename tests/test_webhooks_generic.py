@@ -23,9 +23,9 @@ from connectors.registry import SECRETS
 from connectors.webhooks import WEBHOOK_PARSERS, WEBHOOK_SOURCES, webhook_parser
 from sync.config import Config
 from sync.ledger import Ledger
+from sync.ledger.codec import decode_records
 from sync.serve.app import create_app
 from sync.serve.generic import BadRequest, parse_generic, sign_generic, verify_generic
-from sync.serve.resync import decode_records
 from sync.serve.webhooks import Intake
 from sync.settings import Settings
 

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 
 from sync.config import load_config
-from sync.engine import load_cut_points, open_ledger, plan_all, segments_from_store
+from sync.engine import load_cut_points, plan_all, segments_from_store
 from sync.errors import ConfigError
-from sync.ledger import Ledger
+from sync.ledger import Ledger, open_ledger
+from sync.ledger.codec import encode_records
 from sync.pipeline import store_path
 from sync.serve.generic import parse_generic
-from sync.serve.resync import encode_records, resync
+from sync.serve.resync import resync
 from sync.serve.scheduler import Schedule, Scheduler, parse_every, run_full_sync
 from sync.serve.webhooks import events_for
 from sync.serve.worker import Worker

@@ -14,22 +14,21 @@ The path of one webhook batch (see :func:`resync`):
    runs and writes nothing), then apply with :func:`sync.engine.execute_plan`, recorded as a run of kind
    ``webhook``; a destination whose ledger moved while waiting for its lock is planned again first.
 
-Also here: the canonical JSON form of records used on the queue (:func:`encode_records`/:func:`decode_records`).
+The canonical JSON form of records on the queue is :mod:`sync.ledger.codec`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from decimal import Decimal
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
+from zoneinfo import ZoneInfo
 
 import duckdb
 
-from connectors.records import Consent, Contact, LineItem, Order, OrderStatus
+from connectors.records import Contact, Order
 from connectors.identity import link_staged, max_group_of
 from connectors.source import PullResult
 from connectors.tables import TABLES, create_staging, stage_records
@@ -49,68 +48,6 @@ from ..store import connect_store, merge_staged
 log = logging.getLogger(__name__)
 
 AFFECTED_TABLE = "affected_customers"
-
-
-# ------------------------------------------------------------------------------------------- queue codec
-
-
-def _dt(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def _dec(value: Decimal | None) -> str | None:
-    return str(value) if value is not None else None
-
-
-def order_json(o: Order) -> dict[str, Any]:
-    return {"order_id": o.order_id, "customer_id": o.customer_id, "ordered_at": _dt(o.ordered_at),
-            "amount": _dec(o.amount), "currency": o.currency, "status": str(o.status), "discount": _dec(o.discount),
-            "items": [{"sku": i.sku, "name": i.name, "category": i.category, "brand": i.brand,
-                       "quantity": _dec(i.quantity), "price": _dec(i.price)} for i in o.items]}
-
-
-def contact_json(c: Contact) -> dict[str, Any]:
-    return {"customer_id": c.customer_id, "email": c.email, "phone": c.phone, "first_name": c.first_name,
-            "last_name": c.last_name, "marketing_consent": str(c.marketing_consent),
-            "created_at": _dt(c.created_at), "attributes": dict(c.attributes)}
-
-
-def encode_records(orders: Iterable[Order] = (), contacts: Iterable[Contact] = (), *, pull: bool = False) -> str:
-    """The canonical, deterministic JSON of records for the queue (also hashed for dedupe)."""
-    doc: dict[str, Any] = {"orders": [order_json(o) for o in orders], "contacts": [contact_json(c) for c in contacts]}
-    if pull:
-        doc["pull"] = True
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _opt_dec(value: Any) -> Decimal | None:
-    return None if value is None else Decimal(value)
-
-
-def _opt_dt(value: Any) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
-
-
-def decode_records(payload: str) -> tuple[list[Order], list[Contact], bool]:
-    """Inverse of :func:`encode_records`: (orders, contacts, pull requested). ValueError when it is not one."""
-    try:
-        doc = json.loads(payload)
-        orders = [Order(order_id=o["order_id"], customer_id=o["customer_id"],
-                        ordered_at=datetime.fromisoformat(o["ordered_at"]), amount=Decimal(o["amount"]),
-                        currency=o.get("currency"), status=OrderStatus(o.get("status", "completed")),
-                        discount=_opt_dec(o.get("discount")),
-                        items=tuple(LineItem(sku=i.get("sku"), name=i.get("name"), category=i.get("category"),
-                                             brand=i.get("brand"), quantity=Decimal(i.get("quantity") or 1),
-                                             price=_opt_dec(i.get("price"))) for i in o.get("items", ())))
-                  for o in doc.get("orders", ())]
-        contacts = [Contact(customer_id=c["customer_id"], email=c.get("email"), phone=c.get("phone"),
-                            first_name=c.get("first_name"), last_name=c.get("last_name"),
-                            marketing_consent=Consent(c.get("marketing_consent", "unknown")),
-                            created_at=_opt_dt(c.get("created_at")), attributes=dict(c.get("attributes") or {}))
-                    for c in doc.get("contacts", ())]
-        return orders, contacts, bool(doc.get("pull"))
-    except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError) as exc:
-        raise ValueError(f"queued event is not an rfmsync record batch: {type(exc).__name__}: {exc}") from None
 
 
 # ------------------------------------------------------------------------------------------- resync

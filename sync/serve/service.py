@@ -70,7 +70,7 @@ class Service:
 
 def build_service(cfg: Config, settings: Settings, **kwargs: Any) -> Service:
     """Open the ledger and build the service; warns when the generic webhook secret is missing."""
-    from ..engine import open_ledger
+    from ..ledger import open_ledger
 
     if not settings.rfmsync_webhook_secret:
         log.warning("RFMSYNC_WEBHOOK_SECRET is not set: generic webhooks will be refused (401)")

@@ -27,11 +27,11 @@ from connectors.webhooks import WEBHOOK_SOURCES, WebhookParser, webhook_parser
 
 from ..config import Config
 from ..ledger import Ledger
-from ..ledger_queue import EventWriter
+from ..ledger.writer import EventWriter
 from ..settings import Settings, secret
 from .generic import BadRequest, parse_generic, verify_generic
 from .metrics import Metrics
-from .resync import encode_records
+from ..ledger.codec import encode_records
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,8 @@ from ..errors import DestinationError, GuardRefusedError
 from ..ledger import Event, Ledger, default_owner
 from ..settings import Settings
 from .metrics import Metrics
-from .resync import ResyncReport, decode_records, resync
+from ..ledger.codec import decode_records
+from .resync import ResyncReport, resync
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,8 @@
 """Engine setup and transactions for the ledger: SQLite (default) and PostgreSQL.
 
+:class:`LedgerDB` is what every part of the ledger (state, runs, failures, cursors, locks, queue) shares:
+the engine, the injectable clock, short read/write transactions and the dialect's upsert ``INSERT``.
+
 SQLite: every pooled connection gets WAL journaling, ``busy_timeout`` and foreign keys;
 pysqlite's own implicit transaction handling is switched off so that SQLAlchemy emits
 ``BEGIN`` itself, ``BEGIN IMMEDIATE`` for writing transactions (the write lock is taken
@@ -10,24 +13,45 @@ PostgreSQL: psycopg 3 with ``pool_pre_ping``; schema changes take an advisory lo
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
-from datetime import datetime
+import os
+import threading
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from sqlalchemy import create_engine, event, insert, text
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.schema import Table
 
-from .errors import ConfigError
-from .ledger_schema import LATEST_VERSION, MIGRATIONS, create_version_table, current_version, schema_version
+from ..errors import ConfigError
+from .schema import LATEST_VERSION, MIGRATIONS, create_version_table, current_version, schema_version
 
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 30_000
 _WRITE = "rfmsync_write"
 _MIGRATION_LOCK_KEY = 0x72666D73  # "rfms": pg_advisory_xact_lock key for migrations
+MAX_ERROR_CHARS = 2000
+T = TypeVar("T")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def chunks(items: Sequence[T], size: int = 5000) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def clip(error: str | None) -> str | None:
+    """An error text cut to what the ledger's error columns keep."""
+    return None if error is None else error[:MAX_ERROR_CHARS]
 
 
 def parse_url(url: str) -> URL:
@@ -55,7 +79,7 @@ def safe_url(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
-def _is_memory(url: URL) -> bool:
+def is_memory(url: URL) -> bool:
     return url.database in (None, "", ":memory:") or str(url.query.get("mode", "")) == "memory"
 
 
@@ -64,12 +88,12 @@ def build_engine(url: URL) -> Engine:
         return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
                              connect_args={"connect_timeout": 10})
     kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}}
-    if _is_memory(url):
+    if is_memory(url):
         kwargs["poolclass"] = StaticPool
     elif url.database:
         Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, **kwargs)
-    memory = _is_memory(url)
+    memory = is_memory(url)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -128,3 +152,55 @@ def migrate(engine: Engine, now: Callable[[], datetime], target: int | None = No
                     version=step.version, description=step.description, applied_at=now()))
                 after = step.version
     return before, after
+
+
+_SQLITE_WRITERS: dict[str, threading.Lock] = {}
+_SQLITE_WRITERS_GUARD = threading.Lock()
+
+
+def sqlite_writer_mutex(engine: Engine) -> threading.Lock:
+    """One mutex per SQLite database file in this process (shared by every Ledger on that file).
+
+    SQLite lets one writer in at a time; a connection that finds the write lock taken waits in SQLite's
+    busy handler, which *sleeps* in steps of up to 100 ms before it looks again. Threads of one process
+    (webhook intake, resync workers, scheduler) therefore queue on this mutex instead: the next writer
+    starts the moment the previous one commits. Other processes still meet on ``busy_timeout``.
+    """
+    key = os.path.abspath(engine.url.database) if engine.url.database and engine.url.database != ":memory:" \
+        else f"memory:{id(engine)}"
+    with _SQLITE_WRITERS_GUARD:
+        return _SQLITE_WRITERS.setdefault(key, threading.Lock())
+
+
+class LedgerDB:
+    """The database every ledger part works on: engine, clock, short transactions, dialect upserts.
+
+    Every read and write is its own short transaction, so a crash never leaves half a batch written.
+    Writers of one SQLite file in this process queue on one mutex (see :func:`sqlite_writer_mutex`).
+    """
+
+    def __init__(self, engine: Engine, clock: Callable[[], datetime] = utcnow) -> None:
+        self.engine = engine
+        self.clock = clock
+        self._writer: AbstractContextManager[Any] = \
+            sqlite_writer_mutex(engine) if engine.dialect.name == "sqlite" else nullcontext()
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self.engine.dialect.name
+
+    def insert(self, table: Table) -> sqlite_dialect.Insert | pg_dialect.Insert:
+        """An INSERT with this dialect's ``on_conflict_do_update`` / ``on_conflict_do_nothing``."""
+        mod = pg_dialect if self.dialect == "postgresql" else sqlite_dialect
+        return mod.insert(table)
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        with self._writer, transaction(self.engine, write=True) as conn:
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with transaction(self.engine, write=False) as conn:
+            yield conn

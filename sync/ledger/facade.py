@@ -1,0 +1,190 @@
+"""The :class:`Ledger` facade: one object over the ledger's parts, for callers that need several of them.
+
+SQLAlchemy 2 Core over SQLite (default, ``sqlite:///path/rfmsync.db``) or PostgreSQL
+(``postgresql+psycopg://user:password@host/db``). ``Ledger.connect(url)`` opens the
+database and migrates it to the newest schema (see :mod:`sync.ledger.schema`).
+
+Each concern is its own small class over one :class:`~sync.ledger.db.LedgerDB` (state, runs, failures,
+cursors, locks, queue), reachable as ``ledger.state``, ``ledger.runs``... The facade also offers their
+methods directly (``ledger.load_state(...)`` is ``ledger.state.load_state(...)``), so code that needs one
+concern can type against its small Protocol (:class:`~sync.ledger.cursors.Cursors`,
+:class:`~sync.ledger.runs.RunHistory`...) and still be handed a Ledger.
+
+Every public method runs in its own short transaction, so a crash never leaves half a
+batch written. Times are timezone-aware UTC; an injectable ``clock`` makes lock TTLs and
+queue staleness testable without sleeping. The URL is only ever shown with its
+password hidden.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any, Callable, Concatenate, Generic, ParamSpec, TypeVar
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from ..errors import ConfigError
+from .cursors import CursorTable
+from .db import LedgerDB, build_engine, is_memory, migrate, parse_url, safe_url, transaction, utcnow
+from .failures import FailureLog
+from .locks import LockTable
+from .queue import EventQueue
+from .runs import RunLog
+from .schema import current_version
+from .state import PushedStates
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class _Via(Generic[P, R]):
+    """``load_state = _Via("state", PushedStates.load_state)``: the method of the part named ``state``."""
+
+    def __init__(self, part: str, method: Callable[Concatenate[Any, P], R]) -> None:
+        self.part, self.name, self.__doc__ = part, method.__name__, method.__doc__
+
+    def __get__(self, ledger: Any, owner: type | None = None) -> Callable[P, R]:
+        if ledger is None:
+            return self  # type: ignore[return-value]  # class access: the descriptor (help(), docs)
+        return getattr(getattr(ledger, self.part), self.name)
+
+
+class Ledger:
+    """Operational state of rfmsync. Create with :meth:`connect`; close with :meth:`close`."""
+
+    def __init__(self, engine: Engine, *, url_for_display: str,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self._db = LedgerDB(engine, clock)
+        self._url = url_for_display
+        self.state = PushedStates(self._db)
+        self.runs = RunLog(self._db)
+        self.failures = FailureLog(self._db)
+        self.cursors = CursorTable(self._db)
+        self.locks = LockTable(self._db)
+        self.queue = EventQueue(self._db)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @classmethod
+    def connect(cls, url: str, *, clock: Callable[[], datetime] = utcnow,
+                target_version: int | None = None) -> Ledger:
+        """Open (creating if needed) the ledger at ``url`` and migrate it to the newest schema.
+
+        ``target_version`` stops migrating at an older version (tests and tooling only).
+        Raises :class:`sync.errors.ConfigError` for a bad URL or an unreachable database.
+        """
+        parsed = parse_url(url)
+        shown = safe_url(parsed)
+        engine = build_engine(parsed)
+        try:
+            before, after = migrate(engine, clock, target_version)
+        except DBAPIError as exc:  # unreachable, bad credentials, no permission to create tables
+            engine.dispose()
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
+            raise ConfigError(f"cannot open ledger {shown}: {reason}") from None
+        except BaseException:
+            engine.dispose()
+            raise
+        if before != after:
+            log.info("ledger %s migrated from schema version %d to %d", shown, before, after)
+        else:
+            log.debug("ledger %s opened at schema version %d", shown, after)
+        return cls(engine, url_for_display=shown, clock=clock)
+
+    def close(self) -> None:
+        self._db.engine.dispose()
+
+    def sibling(self, *, autocheckpoint: bool = True) -> Ledger:
+        """Another Ledger on the same database with its own connections (same clock, same in-process
+        SQLite write mutex). ``autocheckpoint=False`` (SQLite): its commits never run a WAL checkpoint,
+        whose fsync would otherwise land on whichever commit crossed the threshold; call
+        :meth:`checkpoint` from a thread that can afford it. An in-memory database has no sibling: self."""
+        url = self._db.engine.url
+        if self.dialect == "sqlite" and is_memory(url):
+            return self
+        engine = build_engine(url)
+        if self.dialect == "sqlite" and not autocheckpoint:
+            @event.listens_for(engine, "connect")
+            def _no_autocheckpoint(dbapi_conn: Any, _record: Any) -> None:
+                dbapi_conn.execute("PRAGMA wal_autocheckpoint = 0")
+
+        return type(self)(engine, url_for_display=self._url, clock=self._db.clock)
+
+    def checkpoint(self) -> None:
+        """SQLite: copy the WAL into the database file without blocking anyone (PASSIVE). Else nothing."""
+        if self.dialect != "sqlite":
+            return
+        with self._db.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Ledger({self._url!r})"
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._db.dialect
+
+    def schema_version(self) -> int:
+        with transaction(self._db.engine, write=False) as conn:
+            return current_version(conn)
+
+    @property
+    def _engine(self) -> Engine:  # the tests look at what each connection is set to
+        return self._db.engine
+
+    def _write(self) -> AbstractContextManager[Connection]:
+        """One write transaction on this ledger's database (the tests hold SQLite's write lock with it)."""
+        return self._db.write()
+
+    # -- the parts' methods, offered directly ----------------------------------------------
+
+    load_state = _Via("state", PushedStates.load_state)
+    save_states = _Via("state", PushedStates.save_states)
+    forget = _Via("state", PushedStates.forget)
+    state_revision = _Via("state", PushedStates.state_revision)
+
+    start_run = _Via("runs", RunLog.start_run)
+    finish_run = _Via("runs", RunLog.finish_run)
+    abandon_dead_runs = _Via("runs", RunLog.abandon_dead_runs)
+    recent_runs = _Via("runs", RunLog.recent_runs)
+    last_run_counts = _Via("runs", RunLog.last_run_counts)
+    get_run = _Via("runs", RunLog.get_run)
+
+    record_failures = _Via("failures", FailureLog.record_failures)
+    resolve_failures = _Via("failures", FailureLog.resolve_failures)
+    record_results = _Via("failures", FailureLog.record_results)
+    pending_failures = _Via("failures", FailureLog.pending_failures)
+
+    get_cursor = _Via("cursors", CursorTable.get_cursor)
+    set_cursor = _Via("cursors", CursorTable.set_cursor)
+
+    acquire_lock = _Via("locks", LockTable.acquire_lock)
+    lock_holder = _Via("locks", LockTable.lock_holder)
+    refresh_lock = _Via("locks", LockTable.refresh_lock)
+    release_lock = _Via("locks", LockTable.release_lock)
+    lock = _Via("locks", LockTable.lock)
+
+    enqueue_event = _Via("queue", EventQueue.enqueue_event)
+    enqueue_events = _Via("queue", EventQueue.enqueue_events)
+    claim_events = _Via("queue", EventQueue.claim_events)
+    claimable_count = _Via("queue", EventQueue.claimable_count)
+    renew_claims = _Via("queue", EventQueue.renew_claims)
+    complete_events = _Via("queue", EventQueue.complete_events)
+    fail_events = _Via("queue", EventQueue.fail_events)
+    requeue_failed_events = _Via("queue", EventQueue.requeue_failed_events)
+    purge_events = _Via("queue", EventQueue.purge_events)
+    queue_depth = _Via("queue", EventQueue.queue_depth)
+    event_counts = _Via("queue", EventQueue.event_counts)

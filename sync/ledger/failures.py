@@ -1,0 +1,90 @@
+"""Per-item failures: items an ESP refused, kept (with attempts and the last error) until they succeed."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Protocol
+
+from sqlalchemy import and_, delete, or_, select
+from sqlalchemy.exc import IntegrityError
+
+from ..model import ItemResult
+from .db import LedgerDB, chunks, clip
+from .schema import failures
+
+
+class FailureRecorder(Protocol):
+    """Folds each item's outcome into the ledger (an apply ``on_results`` callback)."""
+
+    def record_results(self, destination: str, run_id: int | None, results: Iterable[ItemResult]) -> None: ...
+
+
+class PendingFailures(Protocol):
+    """Lists the failures still pending (``rfmsync failures``)."""
+
+    def pending_failures(self, destination: str | None = None) -> list[dict[str, Any]]: ...
+
+
+class FailureLog:
+    """The ``failures`` table."""
+
+    def __init__(self, db: LedgerDB) -> None:
+        self._db = db
+
+    def record_failures(self, destination: str, run_id: int | None, failures_: Iterable[ItemResult]) -> int:
+        """Upsert failed items by (destination, key, op): attempts += 1, last error and time.
+
+        Items with ``ok=True`` are ignored (see :meth:`record_results`). Returns rows recorded.
+        """
+        now = self._db.clock()
+        rows = [{"destination": destination, "key": r.key, "op": r.op, "attempts": 1,
+                 "last_error": clip(r.error), "first_failed_at": now, "last_failed_at": now,
+                 "run_id": run_id} for r in failures_ if not r.ok]
+        if not rows:
+            return 0
+        t = failures
+        ins = self._db.insert(t)
+        stmt = ins.on_conflict_do_update(
+            index_elements=[t.c.destination, t.c.key, t.c.op],
+            set_={"attempts": t.c.attempts + 1, "last_error": ins.excluded.last_error,
+                  "last_failed_at": ins.excluded.last_failed_at, "run_id": ins.excluded.run_id})
+        try:
+            with self._db.write() as conn:
+                for chunk in chunks(rows):
+                    conn.execute(stmt, list(chunk))
+        except IntegrityError:
+            raise ValueError(f"record_failures: run {run_id} does not exist in the ledger") from None
+        return len(rows)
+
+    def resolve_failures(self, destination: str, keys_ops: Iterable[tuple[str, str]]) -> int:
+        """Forget failures that have since succeeded; returns how many were pending."""
+        pairs = list(dict.fromkeys(keys_ops))
+        resolved = 0
+        t = failures
+        with self._db.read() as conn:  # usually nothing is pending: one cheap read instead of big OR deletes
+            pending = set(conn.execute(select(t.c.key, t.c.op).where(t.c.destination == destination)).all())
+        pairs = [p for p in pairs if p in pending]
+        if not pairs:
+            return 0
+        with self._db.write() as conn:
+            for chunk in chunks(pairs, 500):
+                cond = or_(*(and_(t.c.key == k, t.c.op == op) for k, op in chunk))
+                resolved += conn.execute(delete(t).where(t.c.destination == destination, cond)).rowcount
+        return resolved
+
+    def record_results(self, destination: str, run_id: int | None, results: Iterable[ItemResult]) -> None:
+        """Record failed items and resolve succeeded ones: usable as an apply ``on_results`` callback."""
+        results = list(results)
+        self.record_failures(destination, run_id, results)
+        ok = [(r.key, r.op) for r in results if r.ok]
+        if ok:
+            self.resolve_failures(destination, ok)
+
+    def pending_failures(self, destination: str | None = None) -> list[dict[str, Any]]:
+        """Unresolved failures (oldest first): destination, key, op, attempts, last_error,
+        first_failed_at, last_failed_at, run_id."""
+        query = select(failures).order_by(failures.c.destination, failures.c.first_failed_at,
+                                          failures.c.key, failures.c.op)
+        if destination is not None:
+            query = query.where(failures.c.destination == destination)
+        with self._db.read() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]

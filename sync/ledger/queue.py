@@ -1,0 +1,223 @@
+"""The webhook event queue of the ledger (part of the :class:`sync.ledger.Ledger` facade).
+
+Deliveries are deduplicated by (source, dedupe_key) and kept after processing so a
+repeat delivery stays recognisable. Workers claim batches oldest first; PostgreSQL uses
+``SELECT .. FOR UPDATE SKIP LOCKED``, SQLite runs the claim under ``BEGIN IMMEDIATE``.
+
+A claim is a *lease*: the worker renews it (:meth:`EventQueue.renew_claims`) while it
+works, and a ``processing`` event whose lease was not renewed for ``stale_after`` seconds
+is claimable again (its worker died, or its host did). A claimer on *this* host whose
+process no longer exists (``host:pid:token`` names, see :func:`sync.ledger.owners.owner_process_gone`) loses
+its events at once. ``attempts`` counts claims, so a poison event ends ``failed``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Iterable, Protocol, Sequence
+
+from sqlalchemy import and_, case, delete, func, or_, select, update
+
+from .db import LedgerDB, chunks, clip
+from .owners import owner_process_gone
+from .schema import events
+
+EVENT_STATUSES = ("queued", "processing", "done", "failed")
+
+
+@dataclass(frozen=True)
+class Event:
+    """A queued webhook delivery. ``attempts`` counts claims, this one included."""
+
+    id: int
+    source: str
+    dedupe_key: str
+    payload: str
+    received_at: datetime
+    attempts: int
+
+
+class EventIntake(Protocol):
+    """Where webhook deliveries are queued (the server's intake, :class:`sync.ledger.writer.EventWriter`)."""
+
+    def enqueue_events(self, items: Sequence[tuple[str, str, str]]) -> list[bool]: ...
+
+
+class EventClaims(Protocol):
+    """A worker's side of the queue: claim a batch, keep the lease, see whether anything is claimable."""
+
+    def claim_events(self, worker: str, limit: int = 100, stale_after: float = 300) -> list[Event]: ...
+
+    def renew_claims(self, worker: str, ids: Iterable[int]) -> int: ...
+
+    def claimable_count(self, stale_after: float = 300) -> int: ...
+
+
+class EventOutcomes(Protocol):
+    """How a worker finishes the events it claimed."""
+
+    def complete_events(self, ids: Iterable[int]) -> int: ...
+
+    def fail_events(self, ids: Iterable[int], error: str, max_attempts: int = 5) -> int: ...
+
+
+class QueueStats(Protocol):
+    """What health checks and metrics read."""
+
+    def queue_depth(self) -> int: ...
+
+    def event_counts(self) -> dict[str, int]: ...
+
+
+class EventQueue:
+    """The ``events`` table: deduplicated deliveries, leased claims, outcomes and counts."""
+
+    def __init__(self, db: LedgerDB) -> None:
+        self._db = db
+
+    def enqueue_event(self, source: str, dedupe_key: str, payload: str) -> bool:
+        """Queue a delivery; False if (source, dedupe_key) was already queued or processed."""
+        if not isinstance(payload, str):
+            raise TypeError(f"event payload must be a str, not {type(payload).__name__}")
+        ins = self._db.insert(events).values(source=source, dedupe_key=dedupe_key, payload=payload,
+                                          status="queued", received_at=self._db.clock(), attempts=0)
+        with self._db.write() as conn:
+            new_id = conn.execute(ins.on_conflict_do_nothing(
+                index_elements=[events.c.source, events.c.dedupe_key]).returning(events.c.id)).scalar()
+        return new_id is not None
+
+    def enqueue_events(self, items: Sequence[tuple[str, str, str]]) -> list[bool]:
+        """Queue several (source, dedupe_key, payload) deliveries in ONE transaction; per item, True
+        when it is new (False: already queued or processed, including earlier in ``items``)."""
+        for _, _, payload in items:
+            if not isinstance(payload, str):
+                raise TypeError(f"event payload must be a str, not {type(payload).__name__}")
+        if not items:
+            return []
+        now = self._db.clock()
+        stmt = self._db.insert(events).on_conflict_do_nothing(
+            index_elements=[events.c.source, events.c.dedupe_key]).returning(events.c.id)
+        with self._db.write() as conn:
+            return [conn.execute(stmt, {"source": source, "dedupe_key": key, "payload": payload,
+                                        "status": "queued", "received_at": now, "attempts": 0}).scalar() is not None
+                    for source, key, payload in items]
+
+    def claim_events(self, worker: str, limit: int = 100, stale_after: float = 300) -> list[Event]:
+        """Claim up to ``limit`` queued events (oldest first) for ``worker`` and mark them processing.
+
+        Events whose lease was not renewed for ``stale_after`` seconds, and events claimed by a process
+        of this host that no longer exists, are claimable again. PostgreSQL: ``FOR UPDATE SKIP LOCKED``;
+        SQLite: the whole claim runs under ``BEGIN IMMEDIATE``. Two workers never receive the same event
+        at once.
+        """
+        now = self._db.clock()
+        t = events
+        dead = self._dead_claimers()
+        claimable = or_(t.c.status == "queued",
+                        and_(t.c.status == "processing", t.c.locked_at < now - timedelta(seconds=stale_after)))
+        if dead:
+            claimable = or_(claimable, and_(t.c.status == "processing", t.c.locked_by.in_(dead)))
+        with self._db.write() as conn:
+            ids = conn.execute(select(t.c.id).where(claimable).order_by(t.c.id).limit(limit)
+                               .with_for_update(skip_locked=True)).scalars().all()
+            if not ids:
+                return []
+            conn.execute(update(t).where(t.c.id.in_(ids)).values(
+                status="processing", locked_by=worker, locked_at=now, attempts=t.c.attempts + 1))
+        # the payloads are read after the commit: the write lock (SQLite: the whole database, webhook
+        # intake included) is held only for the claim itself
+        with self._db.read() as conn:
+            rows = conn.execute(select(t.c.id, t.c.source, t.c.dedupe_key, t.c.payload, t.c.received_at,
+                                       t.c.attempts).where(t.c.id.in_(ids), t.c.locked_by == worker)
+                                .order_by(t.c.id)).all()
+        return [Event(*row) for row in rows]
+
+    def claimable_count(self, stale_after: float = 300) -> int:
+        """Events :meth:`claim_events` would hand out now: queued ones plus processing ones whose lease
+        lapsed or whose claimer (on this host) was killed. Cheap when nothing is processing."""
+        with self._db.read() as conn:  # the unfinished events only (indexed by status), not the whole history
+            counts = dict(conn.execute(select(events.c.status, func.count()).where(
+                events.c.status.in_(("queued", "processing"))).group_by(events.c.status)).all())
+        if not counts.get("processing"):
+            return counts.get("queued", 0)
+        t = events
+        lapsed = t.c.locked_at < self._db.clock() - timedelta(seconds=stale_after)
+        dead = self._dead_claimers()
+        if dead:
+            lapsed = or_(lapsed, t.c.locked_by.in_(dead))
+        with self._db.read() as conn:
+            stale = conn.execute(select(func.count()).select_from(t).where(t.c.status == "processing", lapsed)
+                                 ).scalar_one()
+        return counts.get("queued", 0) + int(stale)
+
+    def _dead_claimers(self) -> list[str]:
+        """Claimers of processing events that were processes of this host and are gone (killed)."""
+        with self._db.read() as conn:
+            owners = conn.execute(select(events.c.locked_by).where(events.c.status == "processing")
+                                  .distinct()).scalars().all()
+        return [o for o in owners if owner_process_gone(o)]
+
+    def renew_claims(self, worker: str, ids: Iterable[int]) -> int:
+        """Extend ``worker``'s lease on these processing events (its heartbeat); returns how many are
+        still its own (fewer: the lease had expired and another worker took them over)."""
+        ids = list(ids)
+        renewed = 0
+        with self._db.write() as conn:
+            for chunk in chunks(ids, 1000):
+                renewed += conn.execute(update(events).where(
+                    events.c.id.in_(chunk), events.c.status == "processing", events.c.locked_by == worker)
+                    .values(locked_at=self._db.clock())).rowcount
+        return renewed
+
+    def complete_events(self, ids: Iterable[int]) -> int:
+        """Mark processing events done (kept for dedupe); returns how many."""
+        return self._finish_events(list(ids), {"status": "done", "finished_at": self._db.clock()})
+
+    def fail_events(self, ids: Iterable[int], error: str, max_attempts: int = 5) -> int:
+        """Put processing events back in the queue, or mark them failed once they have been
+        claimed ``max_attempts`` times; returns how many were updated."""
+        exhausted = events.c.attempts >= max_attempts
+        return self._finish_events(list(ids), {
+            "status": case((exhausted, "failed"), else_="queued"),
+            "finished_at": case((exhausted, self._db.clock()), else_=None),
+            "last_error": clip(error)})
+
+    def _finish_events(self, ids: list[int], values: dict[str, Any]) -> int:
+        t = events
+        values = {**values, "locked_by": None, "locked_at": None}
+        changed = 0
+        with self._db.write() as conn:
+            for chunk in chunks(ids, 1000):
+                changed += conn.execute(update(t).where(t.c.id.in_(chunk), t.c.status == "processing")
+                                        .values(**values)).rowcount
+        return changed
+
+    def requeue_failed_events(self, source: str | None = None) -> int:
+        """Give events that exhausted their attempts another round (attempts reset)."""
+        query = update(events).where(events.c.status == "failed")
+        if source is not None:
+            query = query.where(events.c.source == source)
+        with self._db.write() as conn:
+            return conn.execute(query.values(status="queued", attempts=0, finished_at=None)).rowcount
+
+    def purge_events(self, older_than: timedelta) -> int:
+        """Delete done events finished before now - ``older_than`` (their dedupe keys are forgotten)."""
+        cutoff = self._db.clock() - older_than
+        with self._db.write() as conn:
+            return conn.execute(delete(events).where(events.c.status == "done",
+                                                     events.c.finished_at < cutoff)).rowcount
+
+    def queue_depth(self) -> int:
+        """Events not finished yet (queued or processing)."""
+        with self._db.read() as conn:
+            return int(conn.execute(select(func.count()).select_from(events).where(
+                events.c.status.in_(("queued", "processing")))).scalar_one())
+
+    def event_counts(self) -> dict[str, int]:
+        """Events per status: queued, processing, done, failed (zeros included)."""
+        counts = dict.fromkeys(EVENT_STATUSES, 0)
+        with self._db.read() as conn:
+            for status, n in conn.execute(select(events.c.status, func.count()).group_by(events.c.status)):
+                counts[status] = int(n)
+        return counts

@@ -1,0 +1,64 @@
+"""Where the ledger is: ``$RFMSYNC_LEDGER_URL``, else ``[ledger] url``, else ``rfmsync.db`` next to the config.
+
+The ledger used to be configured as ``[store] url`` / ``$RFMSYNC_STORE_URL`` (names that suggested the order
+store, which is ``[store] orders``). The old names still work and log a deprecation warning, once per name
+and config file in a process; the new ones win when both are set, and the environment wins over the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+from .facade import Ledger
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..settings import Settings
+
+log = logging.getLogger(__name__)
+
+LEDGER_ENV = "RFMSYNC_LEDGER_URL"
+OLD_LEDGER_ENV = "RFMSYNC_STORE_URL"  # deprecated
+_warned: set[tuple[str, str]] = set()
+_warned_guard = threading.Lock()
+
+
+def ledger_url(cfg: Config, settings: Settings | None = None) -> str:
+    """$RFMSYNC_LEDGER_URL, else [ledger] url, else rfmsync.db next to the config (old names: see above)."""
+    if settings is None:
+        from ..settings import load_settings
+
+        settings = load_settings()
+    for message in deprecated_names(cfg, settings):
+        _warn_once(message, cfg)
+    return (settings.rfmsync_ledger_url or settings.rfmsync_store_url or cfg.ledger.url or cfg.store.url
+            or f"sqlite:///{cfg.base_dir / 'rfmsync.db'}")
+
+
+def open_ledger(cfg: Config, settings: Settings | None = None) -> Ledger:
+    """Open (creating and migrating if needed) the ledger this config and environment point at."""
+    return Ledger.connect(ledger_url(cfg, settings))
+
+
+def deprecated_names(cfg: Config, settings: Settings) -> list[str]:
+    """One warning per old ledger setting in use (names only, never the URL: it may hold a password)."""
+    out = []
+    if settings.rfmsync_store_url:
+        wins = f"; {LEDGER_ENV} is set and wins" if settings.rfmsync_ledger_url else ""
+        out.append(f"{OLD_LEDGER_ENV} is deprecated: rename it to {LEDGER_ENV}{wins}")
+    if cfg.store.url:
+        where = f"{cfg.path}: " if cfg.path else ""
+        wins = "; [ledger] url is set and wins" if cfg.ledger.url else ""
+        out.append(f"{where}[store] url is deprecated: move it to [ledger] url{wins}")
+    return out
+
+
+def _warn_once(message: str, cfg: Config) -> None:
+    key = (message, str(cfg.path))
+    with _warned_guard:
+        if key in _warned:
+            return
+        _warned.add(key)
+    log.warning("%s", message)

@@ -1,0 +1,25 @@
+"""The local order store: one DuckDB file holding the canonical orders, contacts and line items.
+
+``connection.py`` opens the file (waiting for another writer), ``merge.py`` moves staged rows in,
+``webhooks.py`` keeps track of the records that came by webhook.
+
+Every source lands here: file sources replace their history each run (``full_refresh``); API sources and
+webhooks upsert by order id / customer id (latest version wins). Segmentation reads one place.
+
+Webhook records survive a full refresh. A webhook order is usually newer than the last export, so a file
+pull that replaced everything would drop it (and move its customer back) until a later export contains it.
+``merge_staged(..., origin="webhook")`` therefore notes the ids it merged in ``webhook_records``; a full
+refresh keeps those orders (with their line items) and those customers' contacts *unless the file has the
+same order_id / customer_id*: then the file's version wins and the note is dropped. So the store holds one
+copy of each order, and an order is never lost between its webhook and the export that catches up.
+
+DuckDB allows one writing process per file. When a cron ``rfmsync sync`` and ``rfmsync serve`` meet, the second
+waits up to ``wait_seconds`` for the file, then stops with :class:`~sync.errors.LockBusyError` (exit 75). Every
+merge runs in one transaction, so a crash never leaves a half-merged store.
+"""
+
+from .connection import connect_store, open_store
+from .merge import KEYS, merge_staged
+from .webhooks import WEBHOOK_TABLE, webhook_records
+
+__all__ = ["KEYS", "WEBHOOK_TABLE", "connect_store", "merge_staged", "open_store", "webhook_records"]

@@ -1,0 +1,91 @@
+"""Merging staged rows into the order store, in one transaction (see :mod:`sync.store` for the rules)."""
+
+from __future__ import annotations
+
+import duckdb
+
+from connectors.identity import DEFAULT_MAX_GROUP, link_staged
+from connectors.source import PullResult
+from connectors.tables import TABLES
+
+from .webhooks import KIND, WEBHOOK_TABLE, create_webhook_table
+
+KEYS = {"orders": "order_id", "contacts": "customer_id", "line_items": "order_id"}
+
+
+def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: str = "pull",
+                 max_identity_group: int = DEFAULT_MAX_GROUP) -> dict[str, int]:
+    """Move the ``staged_*`` rows into the main tables in one transaction; returns rows per table.
+
+    ``pull.full_refresh``: the staged rows replace the store, except webhook records the file does not
+    contain yet (see :mod:`sync.store`). ``origin="webhook"``: the merged order and customer ids are
+    noted as webhook records. An incremental merge first links records keyed by an e-mail or phone to the
+    customer with that e-mail/phone (:func:`connectors.identity.link_staged`); ``pull.identity`` says what it did.
+    """
+    if origin not in ("pull", "webhook"):
+        raise ValueError(f"merge_staged: origin must be 'pull' or 'webhook', not {origin!r}")
+    counts = {}
+    con.execute("BEGIN TRANSACTION")
+    try:
+        create_webhook_table(con)
+        present = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name LIKE "
+                                             "'staged_%'").fetchall()}
+        noted = con.execute(f"SELECT count(*) FROM {WEBHOOK_TABLE}").fetchall()[0][0] > 0
+        if "staged_orders" in present and not pull.full_refresh:
+            # a deleted order's tombstone often no longer says whose it was: it stays the same customer's
+            con.execute("UPDATE staged_orders AS s SET customer_id = o.customer_id FROM orders AS o "
+                        "WHERE s.customer_id = '' AND o.order_id = s.order_id")
+        if not pull.full_refresh:  # a file export (full refresh) was resolved when it was read
+            pull.identity = link_staged(con, max_identity_group)
+        if pull.full_refresh and noted:
+            _keep_webhook_rows(con, present)
+        for name in TABLES:
+            if f"staged_{name}" in present:
+                counts[name] = _merge_table(con, name, full_refresh=pull.full_refresh, origin=origin, noted=noted)
+        for name in TABLES:
+            con.execute(f"DROP TABLE IF EXISTS staged_{name}")
+            con.execute(f"DROP TABLE IF EXISTS _kept_{name}")
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return counts
+
+
+def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: bool, origin: str,
+                 noted: bool) -> int:
+    """Replace (full refresh) or upsert table ``name`` from ``staged_<name>``; returns the staged row count."""
+    staged = f"staged_{name}"
+    key = KEYS[name]
+    if full_refresh:
+        kept = "_kept_orders" if name == "line_items" else f"_kept_{name}"
+        con.execute(f"DELETE FROM {name} WHERE {key} NOT IN (SELECT id FROM {kept})" if noted
+                    else f"DELETE FROM {name}")
+    elif name == "line_items":
+        con.execute("DELETE FROM line_items WHERE order_id IN (SELECT order_id FROM staged_orders)")
+    else:
+        con.execute(f"DELETE FROM {name} WHERE {key} IN (SELECT {key} FROM {staged})")
+    if name == "line_items":
+        con.execute(f"INSERT INTO {name} SELECT * FROM {staged}")
+    else:
+        # latest version wins inside the batch too
+        con.execute(f"INSERT INTO {name} SELECT * EXCLUDE (_rn) FROM "
+                    f"(SELECT *, row_number() OVER (PARTITION BY {key} ORDER BY rowid DESC) AS _rn "
+                    f"FROM {staged}) WHERE _rn = 1")
+        kind = KIND[name]
+        if origin == "webhook":
+            con.execute(f"INSERT INTO {WEBHOOK_TABLE} (kind, id) SELECT DISTINCT '{kind}', {key} "
+                        f"FROM {staged} ON CONFLICT DO NOTHING")
+        elif noted:  # pulled from the source: the source's version wins from now on
+            con.execute(f"DELETE FROM {WEBHOOK_TABLE} WHERE kind = '{kind}' AND id IN "
+                        f"(SELECT {key} FROM {staged})")
+    return con.execute(f"SELECT count(*) FROM {staged}").fetchall()[0][0]
+
+
+def _keep_webhook_rows(con: duckdb.DuckDBPyConnection, present: set[str]) -> None:
+    """``_kept_orders`` / ``_kept_contacts``: webhook ids the staged (file) rows do not contain (small)."""
+    for name in ("orders", "contacts"):
+        staged = f"staged_{name}"
+        unless = f"AND id NOT IN (SELECT {KEYS[name]} FROM {staged})" if staged in present else ""
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _kept_{name} AS SELECT id FROM {WEBHOOK_TABLE} "
+                    f"WHERE kind = '{KIND[name]}' {unless}")

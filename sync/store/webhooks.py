@@ -1,0 +1,23 @@
+"""Webhook records: the order and customer ids that came by webhook, kept across a file's full refresh until
+a pull brings the source's own version of them (see :mod:`sync.store`)."""
+
+from __future__ import annotations
+
+import duckdb
+
+WEBHOOK_TABLE = "webhook_records"  # (kind 'order' | 'contact', id): rows that came by webhook, not by a pull
+KIND = {"orders": "order", "contacts": "contact"}  # store table → webhook record kind
+
+
+def create_webhook_table(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(f"CREATE TABLE IF NOT EXISTS {WEBHOOK_TABLE} (kind VARCHAR NOT NULL, id VARCHAR NOT NULL, "
+                "received_at TIMESTAMPTZ DEFAULT now(), PRIMARY KEY (kind, id))")
+
+
+def webhook_records(con: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
+    """The ids kept across full refreshes because they came by webhook: {"order": {...}, "contact": {...}}."""
+    create_webhook_table(con)
+    out: dict[str, set[str]] = {"order": set(), "contact": set()}
+    for kind, id_ in con.execute(f"SELECT kind, id FROM {WEBHOOK_TABLE}").fetchall():
+        out.setdefault(kind, set()).add(id_)
+    return out

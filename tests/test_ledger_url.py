@@ -1,0 +1,104 @@
+"""[ledger] url and $RFMSYNC_LEDGER_URL; the old names [store] url and $RFMSYNC_STORE_URL still work, warned."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sync.config import load_config
+from sync.ledger import ledger_url
+from sync.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+OLD_KEY = "[store] url is deprecated: move it to [ledger] url"
+OLD_ENV = "RFMSYNC_STORE_URL is deprecated: rename it to RFMSYNC_LEDGER_URL"
+
+
+@pytest.fixture
+def write_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+    def write(body: str = "") -> Path:
+        path = tmp_path / "rfmsync.toml"
+        path.write_text('[source]\ntype = "file"\npath = "orders.csv"\n' + body, encoding="utf-8")
+        return path
+
+    return write
+
+
+def resolve(path: Path, caplog: pytest.LogCaptureFixture) -> tuple[str, list[str]]:
+    """The ledger URL for this config and environment, and the warnings logged while resolving it."""
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sync.ledger"):
+        url = ledger_url(load_config(path), load_settings())
+    return url, [r.getMessage() for r in caplog.records]
+
+
+def test_default_is_rfmsync_db_next_to_the_config(write_config, caplog) -> None:
+    path = write_config()
+    assert resolve(path, caplog) == (f"sqlite:///{path.resolve().parent / 'rfmsync.db'}", [])
+
+
+def test_the_new_names_work_without_a_warning_and_the_environment_wins(write_config, monkeypatch, caplog) -> None:
+    path = write_config('[ledger]\nurl = "sqlite:///from-file.db"\n')
+    assert resolve(path, caplog) == ("sqlite:///from-file.db", [])
+    monkeypatch.setenv("RFMSYNC_LEDGER_URL", "sqlite:///from-env.db")
+    assert resolve(path, caplog) == ("sqlite:///from-env.db", [])
+
+
+def test_the_old_names_still_work_and_warn(write_config, monkeypatch, caplog) -> None:
+    path = write_config('[store]\nurl = "sqlite:///old-key.db"\norders = "orders.duckdb"\n')
+    assert resolve(path, caplog) == ("sqlite:///old-key.db", [f"{path.resolve()}: {OLD_KEY}"])
+    monkeypatch.setenv("RFMSYNC_STORE_URL", "sqlite:///old-env.db")
+    url, warnings = resolve(write_config(), caplog)
+    assert (url, warnings) == ("sqlite:///old-env.db", [OLD_ENV])
+
+
+def test_the_new_names_win_when_both_are_set(write_config, monkeypatch, caplog) -> None:
+    path = write_config('[ledger]\nurl = "sqlite:///new-key.db"\n[store]\nurl = "sqlite:///old-key.db"\n')
+    assert resolve(path, caplog) == ("sqlite:///new-key.db",
+                                     [f"{path.resolve()}: {OLD_KEY}; [ledger] url is set and wins"])
+    monkeypatch.setenv("RFMSYNC_STORE_URL", "sqlite:///old-env.db")
+    monkeypatch.setenv("RFMSYNC_LEDGER_URL", "sqlite:///new-env.db")
+    url, warnings = resolve(write_config(), caplog)
+    assert (url, warnings) == ("sqlite:///new-env.db", [f"{OLD_ENV}; RFMSYNC_LEDGER_URL is set and wins"])
+
+
+def test_the_old_environment_variable_still_wins_over_the_file(write_config, monkeypatch, caplog) -> None:
+    monkeypatch.setenv("RFMSYNC_STORE_URL", "sqlite:///old-env.db")
+    url, _ = resolve(write_config('[ledger]\nurl = "sqlite:///new-key.db"\n'), caplog)
+    assert url == "sqlite:///old-env.db"  # as before the rename: the environment overrides the config file
+
+
+def test_each_deprecation_is_logged_once_and_never_shows_the_url(write_config, monkeypatch, caplog) -> None:
+    monkeypatch.setenv("RFMSYNC_STORE_URL", "postgresql+psycopg://rfm:top-secret@db/rfmsync")
+    path = write_config('[store]\nurl = "postgresql+psycopg://rfm:also-secret@db/rfmsync"\n')
+    _, first = resolve(path, caplog)
+    _, second = resolve(path, caplog)
+    assert len(first) == 2 and second == []
+    assert not any("secret" in line or "postgresql" in line for line in first)
+
+
+def cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """The real CLI in its own process: warnings reach stderr through logging's last-resort handler."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RFMSYNC_")}
+    return subprocess.run([sys.executable, "-m", "sync", *args], cwd=cwd, env={**clean, **env},
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_cli_warns_once_on_stderr_and_opens_the_ledger_the_names_point_at(write_config, tmp_path) -> None:
+    path = write_config('[store]\nurl = "sqlite:///old/rfmsync.db"\n')
+    result = cli("runs", "--config", str(path), "--format", "json", cwd=tmp_path,
+                 RFMSYNC_STORE_URL="sqlite:///old.db", RFMSYNC_LEDGER_URL="sqlite:///new.db")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
+    assert result.stderr.splitlines() == [f"{OLD_ENV}; RFMSYNC_LEDGER_URL is set and wins",
+                                          f"{path.resolve()}: {OLD_KEY}"]
+    assert (tmp_path / "new.db").is_file()
+    assert not (tmp_path / "old.db").exists() and not (tmp_path / "old").exists()
