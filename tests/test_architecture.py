@@ -49,7 +49,7 @@ def tree(tmp_path: Path) -> Path:
     ("connectors/records.py", "from sync import errors", "connectors is not allowed to import sync"),
     ("segmentation/rules.py", "import connectors.records", "segmentation is not allowed to import connectors"),
     ("segmentation/metrics.py", "import requests", "segmentation is not allowed to import requests"),
-    ("sync/store.py", "import sync.cli", "sync.store is not allowed to import sync.cli"),
+    ("sync/store/merge.py", "import sync.cli", "sync.store is not allowed to import sync.cli"),
 ])
 def test_a_forbidden_import_breaks_its_contract(tree: Path, module: str, line: str, refusal: str):
     path = tree / module
