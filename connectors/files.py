@@ -28,7 +28,7 @@ from .file_readers import csv_error, csv_src, read_xlsx, sniff_delimiter, typed_
 from .identity import DEFAULT_MAX_GROUP, IdentityReport, resolve_rows
 from .suggest import closest, did_you_mean
 from .records import BadRow
-from .source import PullResult
+from .source import Progress, PullResult
 from .tables import create_staging
 
 log = logging.getLogger(__name__)
@@ -160,12 +160,13 @@ class FileSource:
     def __repr__(self) -> str:
         return f"FileSource(orders={self.cfg.orders!r}, contacts={self.cfg.contacts!r})"
 
-    def check(self, con: duckdb.DuckDBPyConnection) -> PullResult:
-        return self.pull(con)
+    def check(self) -> None:
+        """A file export is checked by reading it (:meth:`pull`): nothing to ask an account."""
+        return None
 
-    def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None, *,
+    def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None, *, progress: Progress = None,
              in_place: bool = False) -> FilePullResult:
-        """Stage every matching file (a full refresh; ``cursor`` is ignored).
+        """Stage every matching file (a full refresh; ``cursor`` and ``progress`` are ignored).
 
         ``in_place=True`` is for a throw-away connection that is segmented right away: where no
         duplicate ids or receipt lines need rebuilding, ``staged_orders`` becomes a view over the rows

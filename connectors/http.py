@@ -35,13 +35,12 @@ import requests
 from .errors import AuthError, ConfigError, FatalError, TransientError
 from .records import BadRow, Contact, Order, OrderStatus
 from .retry import RetryPolicy, retry_after_seconds
-from .source import PullResult
+from .source import Progress, PullResult
 from .tables import create_staging, stage_records
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds
-Progress = Callable[[int], None] | None
 
 
 class Action(Enum):

@@ -1,4 +1,4 @@
-"""CLI command ``rfmsync serve``: the webhook server with its resync workers and scheduled syncs.
+"""``rfmsync serve``: the webhook server with its resync workers and scheduled syncs (process supervision).
 
 By default the resync workers and the scheduler run in a **child process** at a lower CPU priority
 (``nice`` +10) and the HTTP intake runs alone in the main process. A resync is CPU-bound Python; sharing a
@@ -27,30 +27,10 @@ INTAKE_SWITCH_INTERVAL = 0.0005  # seconds (Python's default is 0.005)
 WORKER_NICE = 10
 METRICS_EVERY_SECONDS = 1.0
 
-config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-                             help="Config file (default: $RFMSYNC_CONFIG, else ./rfmsync.toml).")
-
-
-@click.command()
-@config_option
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
-@click.option("--worker/--no-worker", default=True, show_default=True,
-              help="Run [serve] workers resync workers (--no-worker: intake only).")
-@click.option("--schedule/--no-schedule", default=True, show_default=True,
-              help="Run the [schedule] full syncs from this server.")
-@click.option("--http/--no-http", default=True, show_default=True,
-              help="Serve HTTP (--no-http: a worker/scheduler-only process, e.g. next to an intake-only one).")
-@click.option("--worker-process/--worker-thread", default=True, show_default=True,
-              help="Run the workers and the scheduler in a child process at nice +10, so a resync never "
-                   "slows the webhook intake (--worker-thread: all in this process).")
-@click.option("--parent-pipe", is_flag=True, hidden=True,
-              help="Internal: the child of --worker-process (woken by stdin lines, metrics on stdout).")
-def serve(config_path, host, port, worker, schedule, http, worker_process, parent_pipe):
-    """Receive webhooks (POST /webhooks/{source}), resync affected customers, run scheduled syncs.
-
-    Also serves GET /healthz, GET /runs, GET /metrics (Prometheus) and the OpenAPI document (/openapi.json).
-    """
+def run_serve(config_path, *, host: str, port: int, worker: bool, schedule: bool, http: bool,
+              worker_process: bool, parent_pipe: bool) -> None:
+    """``rfmsync serve`` (the click command is :func:`sync.cli.serve.serve`): build the service, start the
+    worker process or threads and the scheduler, serve HTTP until SIGTERM / Ctrl-C, then stop cleanly."""
     import uvicorn
 
     from .config import load_config
@@ -211,7 +191,7 @@ def _raise_keyboard_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-COMMANDS = [serve]
+if __name__ == "__main__":  # pragma: no cover - the worker child of WorkerProcess: `python -m sync.cli_serve`
+    from sync.cli.serve import serve
 
-if __name__ == "__main__":  # pragma: no cover - `python -m sync.cli_serve` before the command is registered
     serve()

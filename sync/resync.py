@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Callable, Iterable, Mapping, Sequence
-from zoneinfo import ZoneInfo
 
 import duckdb
 
@@ -37,11 +36,12 @@ from connectors.source import PullResult
 from connectors.tables import TABLES, create_staging, stage_records
 
 from .config import Config, DestinationConfig
-from .engine import ApplyReport, _customer_rows, execute_plan, load_cut_points, make_destination, save_cut_points
+from .engine import ApplyReport, _customer_rows, execute_plan, make_destination
 from .errors import ConfigError, DestinationError, LockBusyError
+from .ingest import load_cut_points, save_cut_points
 from .ledger import Ledger
 from .model import PushedState
-from .pipeline import SegmentsRun, build_source, compute_segments, store_path
+from .pipeline import SegmentsRun, compute_segments, configured_source, store_path, today_in
 from .plan import PREDICTIVE_VALUES, Plan, check_fields, desired_contacts, normalise_email, plan_destination
 from .settings import Settings
 from .store import connect_store, merge_staged
@@ -135,10 +135,6 @@ class ResyncReport:
         return sum(r.counts.get("failed", 0) for r in self.reports)
 
 
-def today_in(tz: str) -> date:
-    return datetime.now(ZoneInfo(tz)).date()
-
-
 def _coalesce_webhook_contacts(con: duckdb.DuckDBPyConnection) -> None:
     """A webhook contact's missing fields (and an ``unknown`` consent) keep the stored values."""
     con.execute("""
@@ -157,7 +153,7 @@ def _pull_staged(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, se
     if kind not in CRM_SOURCES:
         raise ConfigError(f"a pull was requested by a {kind!r} webhook, but only CRM sources can be pulled "
                           f"incrementally ({', '.join(CRM_SOURCES)})")
-    source = build_source(cfg, settings)
+    source = configured_source(cfg, settings)
     return source.pull(con, ledger.get_cursor(kind, "all")), kind
 
 
@@ -279,7 +275,7 @@ def _replan(cfg: Config, name: str, ledger: Ledger, settings: Settings, affected
     """Plan again under the lock (another run moved the ledger while this one waited), guards included."""
     plan, _, lines = _plan_incremental(cfg, cfg.destination(name), ledger, settings, affected)
     if lines:
-        from .runner import refuse
+        from .run import refuse
 
         raise refuse(ledger, "webhook", [name], [f"{name}: {line}" for line in lines])
     return plan
@@ -316,7 +312,7 @@ def resync(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Ord
                    for dest in ([cfg.destination(n) for n in destinations] if destinations else cfg.destinations)]
         lines = [f"{p.destination}: {line}" for p, _, lines_ in planned for line in lines_]
         if lines:  # a webhook run never overrides a guard: nothing is written, the run is recorded refused
-            from .runner import refuse
+            from .run import refuse
 
             raise refuse(ledger, "webhook", [p.destination for p, _, _ in planned], lines)
         for plan, client, _ in planned:

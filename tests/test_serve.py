@@ -16,7 +16,7 @@ from pathlib import Path
 import requests
 from click.testing import CliRunner
 
-from sync.cli_serve import serve
+from sync.cli.serve import serve
 from sync.config import load_config
 from sync.engine import open_ledger
 from sync.ledger import Ledger

@@ -1,7 +1,7 @@
-"""A full sync and the apply of a saved plan, as library calls, with the guards (see :mod:`sync.guards`).
+"""A full sync and the apply of a saved plan, with the guards (see :mod:`sync.guards`).
 
-``rfmsync sync`` and the scheduler of ``rfmsync serve`` both call :func:`full_sync`; ``rfmsync apply`` calls
-:func:`apply_saved`. Every guard is checked before the first ESP write: a refusal records one ``refused`` run
+:func:`full_sync` is :func:`sync.api.run_sync` (``rfmsync sync``, the scheduler of ``rfmsync serve``);
+:func:`apply_saved` is :func:`sync.api.apply` (``rfmsync apply``). Every guard is checked before the first ESP write: a refusal records one ``refused`` run
 per destination (the reason as its error) and raises :class:`sync.errors.GuardRefusedError` (exit 6).
 """
 
@@ -14,13 +14,14 @@ from typing import Any, Callable, Mapping, Sequence
 from connectors.errors import BadFileError
 
 from .config import Config
-from .engine import (ApplyReport, PlannedDestination, _destinations, execute_plan, make_destination, plan_all,
-                     run_stats, segments_from_store)
+from .engine import ApplyReport, PlannedDestination, execute_plan, make_destination, plan_all
 from .errors import ConfigError, GuardRefusedError, PlanStaleError
 from .guards import DataStats, customer_drop_line, data_lines, plan_lines, plan_stats
+from .ingest import run_stats, segments_from_store
 from .ledger import Ledger
+from .pipeline import selected_destinations, today_in
 from .plan import Plan
-from .resync import STORE_LOCK, today_in
+from .resync import STORE_LOCK
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
     run's warnings (stale data, unfitted models, each plan's consent warnings) before any guard is judged;
     without it they are logged (scheduled runs)."""
     require_destinations(cfg)
-    names = [d.name for d in _destinations(cfg, destinations)]
+    names = [d.name for d in selected_destinations(cfg, destinations)]
     as_of = as_of or today_in(cfg.timezone)
     with STORE_LOCK:  # one DuckDB writer per process (the serve worker threads take turns with the scheduler)
         try:

@@ -1,47 +1,34 @@
-"""CLI commands of the sync engine: pull, plan, apply, sync, runs, failures."""
+"""The sync commands: ``pull``, ``plan``, ``apply``, ``sync``, ``runs``, ``failures``; each one call to
+:mod:`sync.api` (or one ledger read)."""
 
 from __future__ import annotations
 
 import json
-from datetime import date
+import sys
 from pathlib import Path
 
 import click
 from rich.table import Table
 
-from .cli_output import print_plans, print_warnings
-from .errors import ConfigError, DestinationError
+from ..errors import ConfigError, DestinationError
+from .main import as_of_option, config_option, dest_option, load
+from .output import out, print_plans, print_warnings
 
-config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-                             help="Config file (default: $RFMSYNC_CONFIG, else ./rfmsync.toml).")
-dest_option = click.option("--destination", "destinations", multiple=True, metavar="NAME",
-                           help="Only this destination (repeatable; default: all).")
-as_of_option = click.option("--as-of", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
-                            help="Compute as of this date (YYYY-MM-DD; default today).")
-
-
-def _console():
-    from .cli import out
-
-    return out
+mass_change_option = click.option(
+    "--allow-mass-change", is_flag=True,
+    help="Override the plan guards (max_removal_pct, max_change_pct) for this run; the data guards still hold.")
 
 
 def _ctx(config_path):
-    from .config import load_config
-    from .settings import load_settings
+    from ..settings import load_settings
 
-    return load_config(config_path), load_settings()
+    return load(config_path), load_settings()
 
 
-def _existing_ledger(cfg, settings):
-    """The ledger if it exists; else an empty in-memory one (planning must not create files)."""
-    from .engine import ledger_url
-    from .ledger import Ledger
+def _open_ledger(cfg, settings):
+    from ..engine import open_ledger
 
-    url = ledger_url(cfg, settings)
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
-        return Ledger.connect("sqlite://")
-    return Ledger.connect(url)
+    return open_ledger(cfg, settings)
 
 
 @click.command()
@@ -50,82 +37,49 @@ def _existing_ledger(cfg, settings):
 @click.option("--full", is_flag=True, help="Ignore the saved cursor and pull everything again.")
 def pull(config_path, source_name, full):
     """Pull contacts and orders into the local order store (incremental), without syncing."""
-    from .engine import open_ledger, pull_to_store
-    from .pipeline import store_path
-    from .store import connect_store
+    from rich.progress import Progress
+
+    from .. import api
 
     cfg, settings = _ctx(config_path)
     kind = cfg.source.get("type", "file")
     if source_name and source_name != kind:
         raise ConfigError(f"unknown source {source_name!r}: this config's source is {kind!r}")
-    ledger = open_ledger(cfg, settings)
-    con = connect_store(store_path(cfg))
+    ledger = _open_ledger(cfg, settings)
     try:
-        progress = _progress()
-        with progress as bar:
+        with Progress(disable=not sys.stdout.isatty(), transient=True) as bar:
             task = bar.add_task(f"pulling {kind}", total=None)
-            result = pull_to_store(cfg, ledger, con, settings, full=full,
-                                   progress=lambda n: bar.update(task, advance=n))
-        totals = con.execute("SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM contacts)").fetchall()[0]
+            pulled = api.pull(cfg, ledger, settings, full=full, progress=lambda n: bar.update(task, advance=n))
     finally:
-        con.close()
         ledger.close()
-    _console().print(f"pulled {result.orders} orders and {result.contacts} contacts from {kind} "
-                     f"({result.bad_row_count} bad records); the store now holds {totals[0]} orders and "
-                     f"{totals[1]} contacts")
+    result = pulled.result
+    out.print(f"pulled {result.orders} orders and {result.contacts} contacts from {kind} "
+              f"({result.bad_row_count} bad records); the store now holds {pulled.stored_orders} orders and "
+              f"{pulled.stored_contacts} contacts")
 
 
-def _progress():
-    import sys
+def _dry_run(cfg, settings, destinations, as_of, **options):
+    """``api.plan`` against the ledger as it is (an empty one when there is none yet)."""
+    from .. import api
 
-    from rich.progress import Progress
-
-    return Progress(disable=not sys.stdout.isatty(), transient=True)
-
-
-def _plan(cfg, settings, ledger, destinations, as_of, full_refresh=False, reconcile=False, remote=True):
-    """Segment and plan without writing anything; returns (planned, warnings, data counts)."""
-    from .engine import _destinations, plan_all, run_stats
-    from .pipeline import compute_segments
-    from .runner import guard_warnings, require_destinations
-
-    require_destinations(cfg)
-    run = compute_segments(cfg, as_of, predict=_predictive(cfg, destinations))
+    ledger = api.existing_ledger(cfg, settings)
     try:
-        stats = run_stats(run)
-        names = [d.name for d in _destinations(cfg, destinations)]
-        warnings = [*run.warnings, *guard_warnings(cfg, ledger, stats, names)]
-        return plan_all(cfg, run, ledger, settings, destinations=destinations, full_refresh=full_refresh,
-                        reconcile=reconcile, remote=remote), warnings, {**stats.counts(), "rows": stats.rows}
+        return api.plan(cfg, ledger, settings, destinations=destinations, as_of=as_of, **options)
     finally:
-        run.close()
+        ledger.close()
 
 
-def _predictive(cfg, destinations):
-    from .engine import _needs_predictions
-
-    return _needs_predictions(cfg, destinations)
-
-
-def _emit_plans(planned, fmt, output, as_of, title=None, warnings=(), data=None):
-    from .engine import plan_document
-
-    doc = plan_document(planned, as_of, warnings, data=data)
+def _emit_plans(result, fmt, output):
+    doc = result.document()
     print_warnings(doc["warnings"])  # stderr in every format: the guard lines a sync would be refused with, ...
     if output:
         Path(output).write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
     if fmt == "json":
         click.echo(json.dumps(doc, ensure_ascii=False, indent=1))
-    else:
-        print_plans([p.plan for p in planned], _console(), **({"title": title} if title else {}))
-        if output:
-            _console().print(f"plan saved to {output}: apply it with `rfmsync apply {output}`",
-                             markup=False, highlight=False)
-
-
-mass_change_option = click.option(
-    "--allow-mass-change", is_flag=True,
-    help="Override the plan guards (max_removal_pct, max_change_pct) for this run; the data guards still hold.")
+        return
+    print_plans([p.plan for p in result.planned], out)
+    if output:
+        out.print(f"plan saved to {output}: apply it with `rfmsync apply {output}`", markup=False, highlight=False)
 
 
 @click.command()
@@ -139,16 +93,8 @@ def plan(config_path, destinations, as_of, fmt, output, full_refresh):
     """Dry run: show what a sync would change per destination; writes nothing anywhere.
 
     A guard that would refuse the sync is printed as a warning (`warnings` in --format json); exit 0."""
-    from .resync import today_in
-
     cfg, settings = _ctx(config_path)
-    as_of = as_of.date() if as_of else today_in(cfg.timezone)
-    ledger = _existing_ledger(cfg, settings)
-    try:
-        planned, warnings, data = _plan(cfg, settings, ledger, destinations, as_of, full_refresh=full_refresh)
-    finally:
-        ledger.close()
-    _emit_plans(planned, fmt, output, as_of, warnings=warnings, data=data)
+    _emit_plans(_dry_run(cfg, settings, destinations, as_of, full_refresh=full_refresh), fmt, output)
 
 
 @click.command()
@@ -160,31 +106,30 @@ def apply(config_path, allow_mass_change, plan_file):
 
     The guards are checked again first (exit 6): the data guards on the counts saved in the plan, the plan
     guards against the ledger as it is now."""
-    from .engine import load_plan_file, open_ledger
-    from .runner import apply_saved, require_destinations
+    from .. import api
+    from ..plan_file import load_plan_file
+    from ..run import require_destinations
 
     cfg, settings = _ctx(config_path)
     require_destinations(cfg)
     saved = load_plan_file(plan_file)
-    ledger = open_ledger(cfg, settings)
+    ledger = _open_ledger(cfg, settings)
     try:
-        reports = apply_saved(cfg, saved.plans, ledger, settings, data=saved.data,
-                              allow_mass_change=allow_mass_change)
+        reports = api.apply(cfg, saved, ledger, settings, allow_mass_change=allow_mass_change)
     finally:
         ledger.close()
     _report(reports)
 
 
 def _report(reports) -> None:
-    con = _console()
     failed = 0
     for r in reports:
         c = r.counts
-        con.print(f"{r.destination}: run {r.run_id} {r.status} — {c.get('planned', 0)} changes, {c.get('ok', 0)} "
+        out.print(f"{r.destination}: run {r.run_id} {r.status} — {c.get('planned', 0)} changes, {c.get('ok', 0)} "
                   f"operations ok, {c.get('failed', 0)} failed (pending for the next run), "
                   f"{c.get('skipped', 0)} skipped")
         for e in r.errors[:5]:
-            con.print(f"  {e}", markup=False, highlight=False)
+            out.print(f"  {e}", markup=False, highlight=False)
         failed += c.get("failed", 0)
     if failed:
         raise DestinationError(f"{failed} operations failed; they are recorded (`rfmsync failures`) and retried "
@@ -205,26 +150,20 @@ def sync_cmd(config_path, destinations, as_of, dry_run, full_refresh, reconcile,
 
     A guard that trips stops the run before any ESP write: exit 6, one line per guard, the run recorded as
     `refused` (see README "Safety")."""
-    from .engine import open_ledger
-    from .resync import today_in
-    from .runner import full_sync, require_destinations
+    from .. import api
+    from ..run import require_destinations
 
     cfg, settings = _ctx(config_path)
     require_destinations(cfg)
-    as_of_d = as_of.date() if as_of else today_in(cfg.timezone)
     if dry_run:
-        ledger = _existing_ledger(cfg, settings)
-        try:
-            planned, warnings, data = _plan(cfg, settings, ledger, destinations, as_of_d, full_refresh, reconcile)
-        finally:
-            ledger.close()
-        _emit_plans(planned, "table", None, as_of_d, warnings=warnings, data=data)
+        result = _dry_run(cfg, settings, destinations, as_of, full_refresh=full_refresh, reconcile=reconcile)
+        _emit_plans(result, "table", None)
         return
-    ledger = open_ledger(cfg, settings)
+    ledger = _open_ledger(cfg, settings)
     try:
-        reports = full_sync(cfg, ledger, settings, destinations=destinations, as_of=as_of_d,
-                            allow_mass_change=allow_mass_change, full_refresh=full_refresh, reconcile=reconcile,
-                            full_pull=full_pull, on_warnings=print_warnings)
+        reports = api.run_sync(cfg, ledger, settings, destinations=destinations, as_of=as_of,
+                               allow_mass_change=allow_mass_change, full_refresh=full_refresh, reconcile=reconcile,
+                               full_pull=full_pull, on_warnings=print_warnings)
     finally:
         ledger.close()
     _report(reports)
@@ -236,10 +175,8 @@ def sync_cmd(config_path, destinations, as_of, dry_run, full_refresh, reconcile,
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def runs(config_path, limit, fmt):
     """Recent runs with counts, duration and errors."""
-    from .engine import open_ledger
-
     cfg, settings = _ctx(config_path)
-    ledger = open_ledger(cfg, settings)
+    ledger = _open_ledger(cfg, settings)
     try:
         rows = ledger.recent_runs(limit)
     finally:
@@ -254,7 +191,7 @@ def runs(config_path, limit, fmt):
         dur = f"{r['duration_s']:.1f}" if r.get("duration_s") is not None else ""
         table.add_row(str(r["id"]), r["kind"], r.get("destination") or "", str(r["started_at"])[:19], dur,
                       r["status"], json.dumps(r.get("counts") or {}), (r.get("error") or "")[:80])
-    _console().print(table)
+    out.print(table)
 
 
 @click.command()
@@ -263,10 +200,8 @@ def runs(config_path, limit, fmt):
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def failures(config_path, destination, fmt):
     """Pending failed items with their reasons (retried by the next sync)."""
-    from .engine import open_ledger
-
     cfg, settings = _ctx(config_path)
-    ledger = open_ledger(cfg, settings)
+    ledger = _open_ledger(cfg, settings)
     try:
         rows = ledger.pending_failures(destination)
     finally:
@@ -280,7 +215,7 @@ def failures(config_path, destination, fmt):
     for r in rows:
         table.add_row(r["destination"], r["key"], r["op"], str(r["attempts"]), (r.get("last_error") or "")[:100],
                       str(r.get("last_failed_at"))[:19])
-    _console().print(table)
+    out.print(table)
 
 
 COMMANDS = [pull, plan, apply, sync_cmd, runs, failures]

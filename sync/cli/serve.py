@@ -1,0 +1,36 @@
+"""``rfmsync serve``: the command line of the webhook server (the server itself is :mod:`sync.cli_serve`)."""
+
+from __future__ import annotations
+
+import click
+
+from .main import config_option
+
+
+@click.command()
+@config_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@click.option("--worker/--no-worker", default=True, show_default=True,
+              help="Run [serve] workers resync workers (--no-worker: intake only).")
+@click.option("--schedule/--no-schedule", default=True, show_default=True,
+              help="Run the [schedule] full syncs from this server.")
+@click.option("--http/--no-http", default=True, show_default=True,
+              help="Serve HTTP (--no-http: a worker/scheduler-only process, e.g. next to an intake-only one).")
+@click.option("--worker-process/--worker-thread", default=True, show_default=True,
+              help="Run the workers and the scheduler in a child process at nice +10, so a resync never "
+                   "slows the webhook intake (--worker-thread: all in this process).")
+@click.option("--parent-pipe", is_flag=True, hidden=True,
+              help="Internal: the child of --worker-process (woken by stdin lines, metrics on stdout).")
+def serve(config_path, host, port, worker, schedule, http, worker_process, parent_pipe):
+    """Receive webhooks (POST /webhooks/{source}), resync affected customers, run scheduled syncs.
+
+    Also serves GET /healthz, GET /runs, GET /metrics (Prometheus) and the OpenAPI document (/openapi.json).
+    """
+    from ..cli_serve import run_serve
+
+    run_serve(config_path, host=host, port=port, worker=worker, schedule=schedule, http=http,
+              worker_process=worker_process, parent_pipe=parent_pipe)
+
+
+COMMANDS = [serve]
