@@ -175,23 +175,12 @@ def sync_cmd(config_path, destinations, as_of, dry_run, full_refresh, reconcile,
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def runs(config_path, limit, fmt):
     """Recent runs with counts, duration and errors."""
-    cfg, settings = _ctx(config_path)
-    ledger = _open_ledger(cfg, settings)
-    try:
-        rows = ledger.recent_runs(limit)
-    finally:
-        ledger.close()
-    if fmt == "json":
-        click.echo(json.dumps(rows, default=str, indent=1))
-        return
-    table = Table(title="Recent runs")
-    for col in ("id", "kind", "destination", "started", "duration s", "status", "counts", "error"):
-        table.add_column(col)
-    for r in rows:
-        dur = f"{r['duration_s']:.1f}" if r.get("duration_s") is not None else ""
-        table.add_row(str(r["id"]), r["kind"], r.get("destination") or "", str(r["started_at"])[:19], dur,
-                      r["status"], json.dumps(r.get("counts") or {}), (r.get("error") or "")[:80])
-    out.print(table)
+    rows = _read_ledger(config_path, lambda ledger: ledger.recent_runs(limit))
+    _print_rows(rows, fmt, "Recent runs", ("id", "kind", "destination", "started", "duration s", "status", "counts",
+                                           "error"),
+                lambda r: (str(r["id"]), r["kind"], r.get("destination") or "", str(r["started_at"])[:19],
+                           f"{r['duration_s']:.1f}" if r.get("duration_s") is not None else "", r["status"],
+                           json.dumps(r.get("counts") or {}), (r.get("error") or "")[:80]))
 
 
 @click.command()
@@ -200,21 +189,32 @@ def runs(config_path, limit, fmt):
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def failures(config_path, destination, fmt):
     """Pending failed items with their reasons (retried by the next sync)."""
+    rows = _read_ledger(config_path, lambda ledger: ledger.pending_failures(destination))
+    _print_rows(rows, fmt, f"Pending failures ({len(rows)})",
+                ("destination", "contact", "operation", "attempts", "last error", "last failed"),
+                lambda r: (r["destination"], r["key"], r["op"], str(r["attempts"]), (r.get("last_error") or "")[:100],
+                           str(r.get("last_failed_at"))[:19]))
+
+
+def _read_ledger(config_path, read):
     cfg, settings = _ctx(config_path)
     ledger = _open_ledger(cfg, settings)
     try:
-        rows = ledger.pending_failures(destination)
+        return read(ledger)
     finally:
         ledger.close()
+
+
+def _print_rows(rows, fmt, title, columns, cells) -> None:
+    """``--format json``: the rows as they are; else a table of ``cells(row)``."""
     if fmt == "json":
         click.echo(json.dumps(rows, default=str, indent=1))
         return
-    table = Table(title=f"Pending failures ({len(rows)})")
-    for col in ("destination", "contact", "operation", "attempts", "last error", "last failed"):
+    table = Table(title=title)
+    for col in columns:
         table.add_column(col)
     for r in rows:
-        table.add_row(r["destination"], r["key"], r["op"], str(r["attempts"]), (r.get("last_error") or "")[:100],
-                      str(r.get("last_failed_at"))[:19])
+        table.add_row(*cells(r))
     out.print(table)
 
 
