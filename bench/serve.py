@@ -75,7 +75,7 @@ def prepare(workdir: Path, customers: int, debounce: float, fake) -> tuple[Path,
 
 def start_server(cfg_path: Path, port: int, env: dict[str, str], *extra: str, nice: int = 0) -> subprocess.Popen:
     log = (cfg_path.parent / "serve.log").open("ab")
-    proc = subprocess.Popen([sys.executable, "-m", "sync.cli_serve", "--config", str(cfg_path), "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "sync.cli", "serve", "--config", str(cfg_path), "--port", str(port),
                              *extra], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log,
                             preexec_fn=(lambda: os.nice(nice)) if nice else None)
     log.close()

@@ -87,7 +87,7 @@ def change_segments(con, fraction: float) -> int:
 
 
 def customer_rows(con) -> list[dict[str, Any]]:
-    """The rows the engine plans from (same query as ``sync.engine._customer_rows``)."""
+    """The rows the engine plans from (same query as the engine's ``_customer_rows``)."""
     rel = con.sql(f"""
         SELECT s.*, c.email, c.phone, c.marketing_consent
         FROM {SEGMENT_TABLE} s JOIN contacts c USING (customer_id)

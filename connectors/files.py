@@ -30,7 +30,8 @@ from .file_readers import csv_error, csv_src, read_xlsx, sniff_delimiter, typed_
 from .file_staging import CONTACT_FIELDS, FIELDS, FilePullResult, LoadedFile, drop_scratch, stage_files
 from .identity import DEFAULT_MAX_GROUP
 from .suggest import closest, did_you_mean
-from .source import PullResult
+from .records import BadRow
+from .source import Progress, PullResult
 from .tables import create_staging
 
 log = logging.getLogger(__name__)
@@ -138,12 +139,13 @@ class FileSource:
     def __repr__(self) -> str:
         return f"FileSource(orders={self.cfg.orders!r}, contacts={self.cfg.contacts!r})"
 
-    def check(self, con: duckdb.DuckDBPyConnection) -> PullResult:
-        return self.pull(con)
+    def check(self) -> None:
+        """A file export is checked by reading it (:meth:`pull`): nothing to ask an account."""
+        return None
 
-    def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None, *,
+    def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None, *, progress: Progress = None,
              in_place: bool = False) -> FilePullResult:
-        """Stage every matching file (a full refresh; ``cursor`` is ignored).
+        """Stage every matching file (a full refresh; ``cursor`` and ``progress`` are ignored).
 
         ``in_place=True`` is for a throw-away connection that is segmented right away: where no
         duplicate ids or receipt lines need rebuilding, ``staged_orders`` becomes a view over the rows

@@ -31,6 +31,7 @@ import requests
 from .errors import AuthError, ConfigError, FatalError, TransientError
 from .records import BadRow, Order, OrderStatus
 from .retry import RetryPolicy, retry_after_seconds
+from .source import Progress
 
 log = logging.getLogger(__name__)
 

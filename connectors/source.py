@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 import duckdb
 
@@ -25,13 +25,25 @@ class PullResult:
     identity: IdentityReport | None = None
 
 
+#: called with the number of records each page of an API read brought (a progress bar's advance)
+Progress = Callable[[int], None] | None
+
+
 class Source(Protocol):
     """Reads contacts and orders since a cursor into the connection's ``staged_*`` tables.
 
-    API sources also take ``progress`` (called with the records of each page) and offer ``check() -> str``,
-    one cheap authenticated read that names the account.
+    Every source declares both methods, so callers never probe for them:
+
+    * ``pull(con, cursor, *, progress=None)``: ``progress`` is called with the records of each page read
+      (an API source reads pages; a file source has none and ignores it);
+    * ``check()``: one cheap authenticated read that names the account (API sources), or ``None`` when the
+      source can only be checked by reading it (a file export: ``rfmsync check`` pulls it and lists its
+      bad rows).
     """
 
     name: str
 
-    def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None) -> PullResult: ...
+    def check(self) -> str | None: ...
+
+    def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None, *,
+             progress: Progress = None) -> PullResult: ...

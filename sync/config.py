@@ -69,7 +69,7 @@ class HttpConfig(BaseModel):
         try:
             return HttpConfig(**data)
         except ValidationError as exc:
-            raise ConfigError(_format_validation(exc, None, prefix="http")) from None
+            raise ConfigError(format_validation_error(exc, None, prefix="http")) from None
 
     def retry_policy(self, sleep: Any = None):
         """The :class:`connectors.retry.RetryPolicy` these settings describe (``sleep`` injectable)."""
@@ -201,10 +201,10 @@ class Config(BaseModel):
         try:
             return PredictConfig(**self.predict)
         except ValidationError as exc:
-            raise ConfigError(_format_validation(exc, self.path, prefix="predict")) from None
+            raise ConfigError(format_validation_error(exc, self.path, prefix="predict")) from None
 
 
-def _format_validation(exc: ValidationError, path: Path | None, prefix: str = "") -> str:
+def format_validation_error(exc: ValidationError, path: Path | None, prefix: str = "") -> str:
     """One line for every error, with "did you mean" for a mistyped key or a value outside a fixed choice."""
     where = f"{path}: " if path else ""
     parts = []
@@ -292,6 +292,6 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     try:
         cfg = Config(**data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation(exc, p)) from None
+        raise ConfigError(format_validation_error(exc, p)) from None
     cfg.path = p.resolve()
     return cfg

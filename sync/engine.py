@@ -1,35 +1,30 @@
-"""The sync engine: pull → segment → plan → apply → record.
+"""Apply: execute one destination's plan under its ledger lock, recording each call's outcome as it completes.
 
 Every item's outcome is folded into the ledger as its API call completes, so a failed item stays pending (the
 next run plans it again) and a process killed mid-run resumes without repeating completed calls. A second run
 with no data change plans nothing and makes zero write calls.
+
+The planning functions (``plan_all``), the ESP client factory (``make_destination``) and ``ledger_url`` /
+``open_ledger`` still live here until they move to ``sync/planning/``, ``sync/destinations/`` and
+``sync/ledger/``; the full sync that strings pull → segment → plan → apply together is :func:`sync.api.run_sync`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timezone
-from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
-
-import duckdb
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from .config import Config, DestinationConfig
 from .errors import ConfigError, DestinationError, GuardRefusedError, LockBusyError
 from .ledger import Ledger, Locks, owner_process_gone
 from .model import Destination, ItemResult, PushedState
-from .pipeline import SegmentsRun, build_source, compute_segments, pull_into, store_path
-from .plan import (PREDICTIVE_VALUES, Plan, all_managed, apply_results_to_state, check_fields, desired_contacts,
-                   plan_destination)
+from .pipeline import SegmentsRun, selected_destinations
+from .plan import Plan, all_managed, apply_results_to_state, check_fields, desired_contacts, plan_destination
 from .settings import Settings, load_settings
-from .store import connect_store
 
 log = logging.getLogger(__name__)
-PLAN_FILE_VERSION = 1
 
 
 def make_destination(dest: DestinationConfig, settings: Settings, *, required: bool = True,
@@ -77,16 +72,6 @@ def _customer_rows(run: SegmentsRun) -> list[dict[str, Any]]:
     return [dict(zip(cols, row)) for row in rel.fetchall()]
 
 
-def _needs_predictions(cfg: Config, names: Iterable[str] | None) -> bool:
-    return any(v in PREDICTIVE_VALUES for d in _destinations(cfg, names) for v in d.fields.values())
-
-
-def _destinations(cfg: Config, names: Iterable[str] | None) -> list[DestinationConfig]:
-    if not names:
-        return list(cfg.destinations)
-    return [cfg.destination(n) for n in names]
-
-
 @dataclass
 class PlannedDestination:
     plan: Plan
@@ -104,7 +89,7 @@ def plan_all(cfg: Config, run: SegmentsRun, ledger: Ledger, settings: Settings, 
     """Plan every (or the named) destination. Reads the ESP only when credentials are set and ``remote``."""
     rows = _customer_rows(run)
     out = []
-    for dest in _destinations(cfg, destinations):
+    for dest in selected_destinations(cfg, destinations):
         check_fields(dest)
         client = make_destination(dest, settings, required=require_remote) if remote else None
         unchecked = _remote_unchecked(client, require_remote)
@@ -246,143 +231,3 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         log.info("sync %s: %d changes, %d ok, %d failed, %d skipped", plan.destination, len(plan.changes),
                  counts["ok"], counts["failed"], counts["skipped"])
         return ApplyReport(plan.destination, run_id, status, counts, errors)
-
-
-def pull_to_store(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, settings: Settings, *,
-                  full: bool = False, progress=None, guarded: bool = False):
-    """Pull the source into the order store; the cursor is saved only after the store merge succeeded.
-
-    ``guarded``: the data guards (``min_orders``, ``max_bad_rows_pct``) see the staged pull first; when one
-    trips, the store and the cursor are left as they were and the pull run is recorded as ``refused``."""
-    source = build_source(cfg, settings)
-    name = str(cfg.source.get("type", "file"))
-    cursor = None if full else ledger.get_cursor(name, "all")
-    run_id = ledger.start_run("pull")
-    before_merge = None
-    if guarded:
-        def before_merge(result) -> None:
-            from .guards import data_lines
-
-            stats = staged_stats(con, result)
-            lines = data_lines(cfg.guards, stats)
-            if lines:
-                ledger.finish_run(run_id, "refused", stats.counts(), error="; ".join(lines))
-                raise GuardRefusedError(lines)
-    try:
-        result = pull_into(con, source, cursor, progress=progress, before_merge=before_merge)
-    except GuardRefusedError:
-        raise
-    except Exception as exc:
-        ledger.finish_run(run_id, "failed", {}, error=str(exc))
-        raise
-    if result.cursor is not None:
-        ledger.set_cursor(name, "all", result.cursor)
-    ledger.finish_run(run_id, "succeeded", {"orders": result.orders, "contacts": result.contacts,
-                                            "bad_rows": result.bad_row_count})
-    return result
-
-
-def staged_stats(con: duckdb.DuckDBPyConnection, result):
-    """The data-guard numbers of a staged pull: orders the store will hold after the merge (a full refresh
-    replaces it; an incremental pull adds at most its orders), the valid and bad rows read."""
-    from .guards import DataStats
-
-    orders = result.orders
-    if not result.full_refresh:
-        orders += con.execute("SELECT count(*) FROM orders").fetchall()[0][0]
-    return DataStats(orders=orders, rows=result.orders, bad_rows=result.bad_row_count)
-
-
-def run_stats(run: SegmentsRun):
-    """The data-guard numbers of a segmented run (orders it segmented, rows read, customers)."""
-    from .guards import DataStats
-
-    orders = run.con.execute("SELECT count(*) FROM orders").fetchall()[0][0]
-    rows = run.pull.orders if run.pull is not None else orders
-    return DataStats(orders=orders, rows=rows, bad_rows=run.bad_row_count, customers=run.result.customers)
-
-
-def segments_from_store(cfg: Config, ledger: Ledger, settings: Settings, *, as_of: date | None = None,
-                        destinations: Sequence[str] | None = None, pull: bool = True, full: bool = False,
-                        guarded: bool = False) -> SegmentsRun:
-    con = connect_store(store_path(cfg))
-    try:
-        result = pull_to_store(cfg, ledger, con, settings, full=full, guarded=guarded) if pull else None
-        run = compute_segments(cfg, as_of, con=con, settings=settings,
-                               predict=_needs_predictions(cfg, destinations))
-    except BaseException:
-        con.close()
-        raise
-    run.pull = result
-    save_cut_points(con, run)
-    return run
-
-
-def save_cut_points(con: duckdb.DuckDBPyConnection, run: SegmentsRun) -> None:
-    """Remember the last full run's score cut points in the store, for incremental (webhook) re-scoring."""
-    res = run.result
-    con.execute("CREATE TABLE IF NOT EXISTS segmentation_runs (as_of DATE, preset VARCHAR, levels INTEGER, "
-                "cut_points JSON, customers BIGINT, created_at TIMESTAMPTZ DEFAULT now())")
-    con.execute("INSERT INTO segmentation_runs (as_of, preset, levels, cut_points, customers) VALUES (?, ?, ?, ?, ?)",
-                [res.as_of, res.preset, res.levels, json.dumps(res.cut_points.model_dump()), res.customers])
-
-
-def load_cut_points(con: duckdb.DuckDBPyConnection):
-    """The cut points of the last full run, or None when there was none."""
-    from segmentation import Thresholds
-
-    exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'segmentation_runs'").fetchall()
-    if not exists[0][0]:
-        return None
-    row = con.execute("SELECT cut_points FROM segmentation_runs ORDER BY created_at DESC LIMIT 1").fetchall()
-    return Thresholds(**json.loads(row[0][0])) if row else None
-
-
-def plan_document(planned: Sequence[PlannedDestination], as_of: date, warnings: Sequence[str] = (),
-                  data: Mapping[str, Any] | None = None) -> dict:
-    """The plan as JSON (``plan --format json``, ``plan -o``). ``warnings``: the run's own (stale data, ...),
-    followed by each destination plan's. ``data``: the input counts the data guards check again at apply."""
-    doc = {"version": PLAN_FILE_VERSION, "created_at": datetime.now(timezone.utc).isoformat(),
-           "as_of": as_of.isoformat(),
-           "warnings": [*warnings, *(f"{p.plan.destination}: {w}" for p in planned for w in p.plan.warnings)],
-           "plans": [p.plan.to_json() for p in planned]}
-    if data is not None:
-        doc["data"] = dict(data)
-    return doc
-
-
-@dataclass(frozen=True)
-class SavedPlan:
-    plans: list[Plan]
-    data: dict  # orders, bad_rows, customers of the input it was made from ({} for older files)
-
-
-def load_plan_file(path: str | os.PathLike) -> SavedPlan:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read plan file {path}: {exc}") from None
-    if not isinstance(data, dict) or data.get("version") != PLAN_FILE_VERSION:
-        raise ConfigError(f"{path}: not an rfmsync plan file (version {PLAN_FILE_VERSION})")
-    counts = data.get("data") or {}
-    if not isinstance(counts, dict) or not all(isinstance(v, int) for v in counts.values()):
-        raise ConfigError(f"{path}: not an rfmsync plan file (bad \"data\")")
-    return SavedPlan([Plan.from_json(p) for p in data.get("plans", [])], counts)
-
-
-def load_plan_document(path: str | os.PathLike) -> list[Plan]:
-    return load_plan_file(path).plans
-
-
-def demo_plan(cfg: Config, run: SegmentsRun, console) -> None:
-    """Print the dry-run plan of the demo's sample destination against an empty, throw-away ledger."""
-    from .cli_output import print_plans
-
-    if not cfg.destinations:
-        return
-    ledger = Ledger.connect("sqlite://")
-    try:
-        planned = plan_all(cfg, run, ledger, load_settings(), remote=False)
-    finally:
-        ledger.close()
-    print_plans([p.plan for p in planned], console, title="Dry-run plan (sample Mailchimp mapping, empty ledger)")

@@ -3,13 +3,25 @@
 ::
 
     RfmsyncError                      root (exit 1 if nothing more specific)
-    ├── ConfigError            exit 2  fix the config / environment (also connectors.ConfigError)
-    ├── DataError              exit 3  the input data cannot be used (also segmentation errors)
+    ├── ConfigError            exit 2  fix the config / environment
+    ├── DataError              exit 3  the input data cannot be used
     ├── DestinationError       exit 4  an ESP refused or failed after retries
     │   └── DestinationConfigError     exit 2: audience missing, key rejected
     ├── PlanStaleError         exit 5  the ledger changed since the saved plan was made
     ├── GuardRefusedError      exit 6  a guard refused the run before any ESP write (see README "Safety")
     └── LockBusyError          exit 75 another sync of this destination is running (EX_TEMPFAIL)
+
+The other packages keep their own roots (they never import ``sync``); the CLI maps them too
+(:func:`sync.cli.main.exit_code`, the one place errors become exit codes)::
+
+    connectors.errors.ConnectorError     exit 3  a source failed; BadFileError (an unusable export), ...
+    └── connectors.errors.ConfigError    exit 2  bad [source] settings or credentials (AuthError too);
+                                                 imported in ``sync`` as ``SourceConfigError``, never
+                                                 confused with this package's :class:`ConfigError`
+    segmentation.SegmentationError       exit 2  bad [segmentation] settings
+
+Where ``sync`` code catches a :class:`connectors.errors.ConfigError` it re-raises this package's
+:class:`ConfigError` with the same text (``sync.pipeline.configured_source``, ``pull_into``).
 
 Anything else is an internal error: exit 70 (EX_SOFTWARE), traceback only with ``-v``.
 """

@@ -1,4 +1,4 @@
-"""The library API behind the CLI: load a source, segment, predict, write per-customer files.
+"""Load a source, segment, predict, write per-customer files (the steps under :mod:`sync.api`).
 
 ``compute_segments(cfg)`` is what ``rfmsync segments`` runs: for a file source it reads the export into an
 in-memory DuckDB (nothing persisted); for API sources it reads the local order store filled by ``rfmsync pull``.
@@ -6,12 +6,12 @@ in-memory DuckDB (nothing persisted); for API sources it reads the local order s
 
 from __future__ import annotations
 
-import inspect
 import logging
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+from zoneinfo import ZoneInfo
 
 import duckdb
 from pydantic import ValidationError
@@ -22,7 +22,7 @@ from connectors.source import PullResult, Source
 from connectors.tables import TABLES
 from segmentation import SegmentationConfig, SegmentationResult, run_segmentation
 
-from .config import Config, _format_validation
+from .config import Config, DestinationConfig, format_validation_error
 from .errors import ConfigError
 from .store import connect_store, merge_staged
 
@@ -36,32 +36,23 @@ BASE_COLUMNS = ["customer_id", "email", "phone", "recency_days", "frequency", "m
 PREDICTION_COLUMNS = ["p_alive", "expected_purchases", "churn_risk", "clv", "next_order_date", "next_order_reason"]
 
 
-def build_source(cfg: Config, settings: Settings | None = None) -> Source:
-    """The configured source, from the connectors registry."""
+def configured_source(cfg: Config, settings: Settings | None = None) -> Source:
+    """The config's ``[source]``, built by :func:`connectors.registry.build_source` with the config's [http]
+    retry budget (API sources); a bad ``[source]`` table is a :class:`ConfigError` naming the config file."""
+    from connectors.registry import build_source
+
     kind = cfg.source.get("type", "file")
     try:
-        from connectors.registry import build_source as registry_build
-    except ImportError:  # registry not available: the file source alone
-        registry_build = None
-    try:
-        if registry_build is not None:
-            if settings is None and kind != "file":  # only API sources have secrets to read
-                from .settings import load_settings
+        if kind == "file":
+            return build_source(cfg.source, base_dir=cfg.base_dir, settings=settings)
+        from .config import http_settings  # [http] timeouts and retry budget for the CRM client
+        from .settings import load_settings
 
-                settings = load_settings()
-            if kind == "file":
-                return registry_build(cfg.source, base_dir=cfg.base_dir, settings=settings)
-            from .config import http_settings  # [http] timeouts and retry budget for the CRM client
-
-            return registry_build(cfg.source, base_dir=cfg.base_dir, settings=settings,
-                                  retry=http_settings(cfg.http, None, settings).retry_policy())
-        if kind != "file":
-            raise ConfigError(f"unknown source type {kind!r}")
-        from connectors.files import FileSource, FileSourceConfig
-
-        return FileSource(FileSourceConfig(**cfg.source), base_dir=cfg.base_dir)
+        settings = settings or load_settings()  # only API sources have secrets to read
+        return build_source(cfg.source, base_dir=cfg.base_dir, settings=settings,
+                            retry=http_settings(cfg.http, None, settings).retry_policy())
     except ValidationError as exc:
-        raise ConfigError(_format_validation(exc, cfg.path, prefix="source")) from None
+        raise ConfigError(format_validation_error(exc, cfg.path, prefix="source")) from None
     except SourceConfigError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -82,11 +73,7 @@ def pull_into(con: duckdb.DuckDBPyConnection, source: Source, cursor: str | None
 
     ``before_merge`` sees the staged pull first and may raise to leave the store untouched (the guards)."""
     try:
-        takes_progress = "progress" in inspect.signature(source.pull).parameters
-        if progress is not None and takes_progress:  # API sources report each page; a file has no pages
-            result = source.pull(con, cursor, progress=progress)  # type: ignore[call-arg]
-        else:
-            result = source.pull(con, cursor)
+        result = source.pull(con, cursor, progress=progress)
     except SourceConfigError as exc:
         raise ConfigError(str(exc)) from None
     if before_merge is not None:
@@ -128,12 +115,32 @@ class SegmentsRun:
         self.con.close()
 
 
-def _needs_predictions(seg: SegmentationConfig) -> bool:
+def today_in(timezone: str) -> date:
+    """The as-of rule of every command and job: a date not given is today in the config's timezone."""
+    return datetime.now(ZoneInfo(timezone)).date()
+
+
+def selected_destinations(cfg: Config, names: Iterable[str] | None) -> list[DestinationConfig]:
+    """The named destinations (a config error for an unknown name), or every one when none is named."""
+    if not names:
+        return list(cfg.destinations)
+    return [cfg.destination(n) for n in names]
+
+
+def destinations_need_predictions(cfg: Config, names: Iterable[str] | None) -> bool:
+    """Whether a field mapping of the selected destinations pushes a predictive or behavioural value."""
+    from .plan import PREDICTIVE_VALUES  # not at import time: `rfmsync segments` needs no planning code
+
+    return any(v in PREDICTIVE_VALUES for d in selected_destinations(cfg, names) for v in d.fields.values())
+
+
+def rules_need_predictions(seg: SegmentationConfig) -> bool:
     """Whether a custom segment rule refers to a predictive or behavioural field."""
-    names = {"p_alive", "expected_purchases", "churn_probability", "churn_risk", "expected_aov", "clv",
-             "next_order_date", "reorder_due", "avg_days_between_orders", "discount_share", "discount_hunter",
-             "favourite_category", "favourite_brand"}
-    return any(any(n in pat for n in names) for r in seg.rules for pat in r.match)
+    if not seg.rules:
+        return False
+    from .plan import PREDICTIVE_VALUES  # not at import time: `rfmsync segments` needs no planning code
+
+    return any(any(n in pat for n in PREDICTIVE_VALUES) for r in seg.rules for pat in r.match)
 
 
 def _webhook_rows(con: duckdb.DuckDBPyConnection, path: Path) -> int:
@@ -181,7 +188,7 @@ def load_file_export(con: duckdb.DuckDBPyConnection, cfg: Config, settings: Sett
     # No automatic checkpoints: on an in-memory database a checkpoint compresses every table, the 10 M read rows
     # included (about 0.6 s each time a statement's log crosses the threshold), for a connection thrown away.
     con.execute("SET checkpoint_threshold = '1TB'")
-    pull = build_source(cfg, settings).pull(con, None, in_place=True)  # type: ignore[call-arg]
+    pull = configured_source(cfg, settings).pull(con, None, in_place=True)  # type: ignore[call-arg]
     con.execute("SET preserve_insertion_order = false")  # the rest is grouped and sorted anyway
     extra = _webhook_rows(con, store_path(cfg))
     for name in TABLES:
@@ -197,7 +204,7 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
 
     ``boundary=False`` skips the falling-asleep boundary (``result.boundary`` stays empty): the per-customer
     file does not carry it, so ``rfmsync segments --customers`` does not pay for it."""
-    as_of = as_of or date.today()
+    as_of = as_of or today_in(cfg.timezone)
     seg_cfg = cfg.segmentation.model_copy(update={"preset": preset}) if preset else cfg.segmentation
     pull = None
     if con is None:
@@ -212,7 +219,7 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
             con = connect_store(path)
     report = None
     extra = None
-    if predict or _needs_predictions(seg_cfg):
+    if predict or rules_need_predictions(seg_cfg):
         from segmentation.predictive import predict_customers
 
         pcfg = cfg.predict_config()

@@ -234,11 +234,11 @@ def test_file_connector_reads_the_shop_with_exactly_the_planted_bad_rows(shop: P
                                                                         orders_table: pa.Table) -> None:
     from connectors.tables import create_tables
     from sync.config import load_config
-    from sync.pipeline import build_source
+    from sync.pipeline import configured_source
 
     con = duckdb.connect()
     create_tables(con)
-    res = build_source(load_config(shop)).pull(con)
+    res = configured_source(load_config(shop)).pull(con)
     # spreadsheet numbering: the header is row 1, so data row i is row i + 1
     assert sorted((b.row, b.field) for b in res.bad_rows) == [(i + 1, f) for i, f in _bad(orders)]
     assert res.bad_row_count == 6 and all(b.source.endswith("orders.csv") for b in res.bad_rows)

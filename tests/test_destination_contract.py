@@ -20,10 +20,11 @@ from click.testing import CliRunner
 from connectors.retry import RetryPolicy
 from sync.cli import main
 from sync.config import load_config
-from sync.engine import execute_plan, plan_all, plan_document
+from sync.engine import execute_plan, plan_all
 from sync.errors import DestinationError
 from sync.ledger import open_ledger
 from sync.pipeline import compute_segments
+from sync.plan_file import plan_document
 from sync.plan import normalise_email
 from sync.settings import load_settings
 from segmentation.config import SegmentationConfig, Thresholds

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from sync.cli import main
-from sync.console import visible
+from sync.cli.output import visible
 
 AS_OF = "2025-03-01"
 OK_CODES = {0, 2, 3}

@@ -23,7 +23,7 @@ from sync.guards import DataStats, PlanStats, customer_drop_line, data_lines, pl
 from sync.model import ContactChange, PushedState
 from sync.plan import Plan
 from sync.serve.resync import resync
-from sync.runner import require_destinations
+from sync.run import require_destinations
 from sync.serve.scheduler import Schedule, Scheduler, run_full_sync
 from sync.settings import load_settings
 from tests.test_webhooks_generic import live_server

@@ -10,7 +10,7 @@ import pytest
 from sync.config import HttpConfig, load_config
 from sync.engine import make_destination
 from sync.errors import ConfigError, DestinationError
-from sync.pipeline import build_source
+from sync.pipeline import configured_source
 from sync.settings import load_settings
 from tests.fakes.http import LoopbackServer, Reply
 from tests.fakes.mailchimp import FakeMailchimp, mailchimp_fake  # noqa: F401  (fixture)
@@ -100,7 +100,7 @@ def test_a_stalled_crm_fails_fast_with_the_configured_timeout(tmp_path, monkeypa
         monkeypatch.setenv("RFMSYNC_HTTP_MAX_WAIT_SECONDS", "0")
         cfg = load_config(write(tmp_path, '[source]\ntype = "retailcrm"\n\n[http]\ntimeout_seconds = 0.5\n'
                                           'max_attempts = 2\n'))
-        source = build_source(cfg, load_settings())
+        source = configured_source(cfg, load_settings())
         started = time.monotonic()
         with pytest.raises(Exception) as err:
             source.check()

@@ -16,7 +16,7 @@ from pathlib import Path
 import requests
 from click.testing import CliRunner
 
-from sync.cli_serve import serve
+from sync.cli.serve import serve
 from sync.config import load_config
 from sync.ledger import Ledger, open_ledger
 from sync.ledger.codec import decode_records
@@ -106,7 +106,7 @@ def _free_port() -> int:
 
 def _start(config: Path, port: int) -> subprocess.Popen:
     log = (config.parent / f"serve-{port}.log").open("ab")
-    proc = subprocess.Popen([sys.executable, "-m", "sync.cli_serve", "--config", str(config), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "sync.cli", "serve", "--config", str(config), "--port", str(port)],
                             cwd=ROOT, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=log)
     log.close()
     deadline = time.monotonic() + 30

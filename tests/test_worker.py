@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from sync.config import load_config
-from sync.engine import load_cut_points, plan_all, segments_from_store
+from sync.engine import plan_all
 from sync.errors import ConfigError
+from sync.ingest import load_cut_points, segments_from_store
 from sync.ledger import Ledger, open_ledger
 from sync.ledger.codec import encode_records
 from sync.pipeline import store_path
@@ -194,8 +195,8 @@ def test_webhook_orders_survive_a_full_file_refresh_until_the_export_contains_th
                 ("new.buyer@example.com",)]
             assert webhook_records(con) == {"order": {"W-9", "W-NEW"}, "contact": {"NEW-1"}}
         # a dry run / `rfmsync segments` reads the export itself, and sees the webhook orders too
-        from sync.cli_sync import _plan
-        planned, _, _ = _plan(cfg, settings, ledger, None, AS_OF)
+        from sync.api import plan
+        planned = plan(cfg, ledger, settings, as_of=AS_OF).planned
         assert [tuple(p.plan.changes) for p in planned] == [()]  # nothing to do: it agrees with the sync
         from sync.pipeline import compute_segments
         seg = compute_segments(cfg, AS_OF)

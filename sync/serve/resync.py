@@ -24,7 +24,6 @@ import time
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Callable, Mapping, Sequence
-from zoneinfo import ZoneInfo
 
 import duckdb
 
@@ -35,15 +34,16 @@ from connectors.tables import TABLES, create_staging, stage_records
 from connectors.webhooks import WEBHOOK_SOURCES
 
 from ..config import Config, DestinationConfig
-from ..engine import ApplyReport, _customer_rows, execute_plan, load_cut_points, make_destination, save_cut_points
+from ..engine import ApplyReport, _customer_rows, execute_plan, make_destination
 from ..errors import ConfigError, DestinationError, LockBusyError
+from ..ingest import load_cut_points, save_cut_points
 from ..ledger import Ledger
 from ..model import PushedState
-from ..pipeline import SegmentsRun, build_source, compute_segments, store_path
+from ..pipeline import SegmentsRun, compute_segments, configured_source, store_path, today_in
 from ..plan import PREDICTIVE_VALUES, Plan, check_fields, desired_contacts, normalise_email, plan_destination
-from ..runner import STORE_LOCK, refuse, today_in
+from ..run import refuse
 from ..settings import Settings
-from ..store import connect_store, merge_staged
+from ..store import STORE_LOCK, connect_store, merge_staged
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def _pull_staged(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, se
     if kind not in WEBHOOK_SOURCES:
         raise ConfigError(f"a pull was requested by a {kind!r} webhook, but only CRM sources can be pulled "
                           f"incrementally ({', '.join(WEBHOOK_SOURCES)})")
-    source = build_source(cfg, settings)
+    source = configured_source(cfg, settings)
     return source.pull(con, ledger.get_cursor(kind, "all")), kind
 
 

@@ -4,7 +4,7 @@ Fire times are deterministic, so several serve processes agree on them: cron is 
 timezone (``[source] timezone``, default UTC); ``every`` slots are aligned to the Unix epoch (``6h`` fires at
 00:00, 06:00, 12:00, 18:00 UTC). When both are set, the earlier next time wins. At a fire time, one process
 takes the ledger lock ``schedule`` and runs the same path as ``rfmsync sync`` (pull, segment, plan, guards,
-apply: :func:`sync.runner.full_sync`; a scheduled run never overrides a guard);
+apply: :func:`sync.api.run_sync`; a scheduled run never overrides a guard);
 the fire time is then stored as a ledger cursor so another process that wakes up late does not run it again.
 """
 
@@ -22,7 +22,7 @@ from ..config import Config, ScheduleConfig
 from ..engine import ApplyReport, destination_lock
 from ..errors import ConfigError, GuardRefusedError, LockBusyError
 from ..ledger import Ledger
-from ..runner import full_sync
+from ..api import run_sync
 from ..settings import Settings
 from .metrics import Metrics
 
@@ -83,9 +83,9 @@ class Schedule:
 
 def run_full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, as_of: date | None = None,
                   kind: str = "scheduled") -> list[ApplyReport]:
-    """Exactly what ``rfmsync sync`` does (:func:`sync.runner.full_sync`), guards included and never
+    """Exactly what ``rfmsync sync`` does (:func:`sync.api.run_sync`), guards included and never
     overridden: a refused run raises :class:`GuardRefusedError` and writes nothing."""
-    return full_sync(cfg, ledger, settings, as_of=as_of, kind=kind)
+    return run_sync(cfg, ledger, settings, as_of=as_of, kind=kind)
 
 
 class Scheduler:

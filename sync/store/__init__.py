@@ -18,8 +18,8 @@ waits up to ``wait_seconds`` for the file, then stops with :class:`~sync.errors.
 merge runs in one transaction, so a crash never leaves a half-merged store.
 """
 
-from .connection import connect_store, open_store
+from .connection import STORE_LOCK, connect_store, open_store
 from .merge import KEYS, merge_staged
 from .webhooks import WEBHOOK_TABLE, webhook_records
 
-__all__ = ["KEYS", "WEBHOOK_TABLE", "connect_store", "merge_staged", "open_store", "webhook_records"]
+__all__ = ["KEYS", "STORE_LOCK", "WEBHOOK_TABLE", "connect_store", "merge_staged", "open_store", "webhook_records"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +16,9 @@ from connectors.tables import create_tables
 from ..errors import LockBusyError
 
 log = logging.getLogger(__name__)
+
+#: One DuckDB writer per process: the serve worker threads and the scheduler take turns on the store file.
+STORE_LOCK = threading.Lock()
 
 
 def _connect(path: str | Path, wait_seconds: float) -> duckdb.DuckDBPyConnection:

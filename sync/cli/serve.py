@@ -1,7 +1,5 @@
-"""CLI command ``rfmsync serve``: the webhook server with its resync workers and scheduled syncs.
-
-The server itself is :mod:`sync.serve` (process supervision: :mod:`sync.serve.supervise`).
-"""
+"""``rfmsync serve``: the command line of the webhook server (the server itself is :mod:`sync.serve`, process
+supervision :mod:`sync.serve.supervise`)."""
 
 from __future__ import annotations
 
@@ -9,11 +7,10 @@ import sys
 
 import click
 
-#: How the server starts its worker process: this command, run with ``--no-http --parent-pipe``.
-CHILD_COMMAND = (sys.executable, "-m", "sync.cli_serve")
+from .main import config_option
 
-config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-                             help="Config file (default: $RFMSYNC_CONFIG, else ./rfmsync.toml).")
+#: How the server starts its worker process: this command, run with ``--no-http --parent-pipe``.
+CHILD_COMMAND = (sys.executable, "-m", "sync.cli", "serve")
 
 
 @click.command()
@@ -36,9 +33,9 @@ def serve(config_path, host, port, worker, schedule, http, worker_process, paren
 
     Also serves GET /healthz, GET /runs, GET /metrics (Prometheus) and the OpenAPI document (/openapi.json).
     """
-    from .config import load_config
-    from .serve.supervise import ServeOptions, run_serve
-    from .settings import load_settings
+    from ..config import load_config
+    from ..serve.supervise import ServeOptions, run_serve
+    from ..settings import load_settings
 
     cfg = load_config(config_path)
     settings = load_settings()
@@ -52,6 +49,3 @@ def serve(config_path, host, port, worker, schedule, http, worker_process, paren
 
 
 COMMANDS = [serve]
-
-if __name__ == "__main__":  # pragma: no cover - `python -m sync.cli_serve` before the command is registered
-    serve()

@@ -1,7 +1,7 @@
-"""A full sync and the apply of a saved plan, as library calls, with the guards (see :mod:`sync.guards`).
+"""A full sync and the apply of a saved plan, with the guards (see :mod:`sync.guards`).
 
-``rfmsync sync`` and the scheduler of ``rfmsync serve`` both call :func:`full_sync`; ``rfmsync apply`` calls
-:func:`apply_saved`. Every guard is checked before the first ESP write: a refusal records one ``refused`` run
+:func:`full_sync` is :func:`sync.api.run_sync` (``rfmsync sync``, the scheduler of ``rfmsync serve``);
+:func:`apply_saved` is :func:`sync.api.apply` (``rfmsync apply``). Every guard is checked before the first ESP write: a refusal records one ``refused`` run
 per destination (the reason as its error) and raises :class:`sync.errors.GuardRefusedError` (exit 6).
 """
 
@@ -16,24 +16,17 @@ from zoneinfo import ZoneInfo
 from connectors.errors import BadFileError
 
 from .config import Config
-from .engine import (ApplyReport, PlannedDestination, _destinations, execute_plan, make_destination, plan_all,
-                     run_stats, segments_from_store)
+from .engine import ApplyReport, PlannedDestination, execute_plan, make_destination, plan_all
 from .errors import ConfigError, GuardRefusedError, PlanStaleError
 from .guards import DataStats, customer_drop_line, data_lines, plan_lines, plan_stats
+from .ingest import run_stats, segments_from_store
 from .ledger import Ledger, RunHistory, RunRecorder
+from .pipeline import selected_destinations, today_in
 from .plan import Plan
+from .store import STORE_LOCK
 from .settings import Settings
 
 log = logging.getLogger(__name__)
-
-#: One DuckDB writer per process: the serve worker threads and the scheduler take turns on the store file.
-STORE_LOCK = threading.Lock()
-
-
-def today_in(tz: str) -> date:
-    """The as-of day of a run: today in the config's time zone."""
-    return datetime.now(ZoneInfo(tz)).date()
-
 
 def require_destinations(cfg: Config) -> None:
     """``sync``, ``plan`` and ``apply`` need somewhere to sync to."""
@@ -85,7 +78,7 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
     run's warnings (stale data, unfitted models, each plan's consent warnings) before any guard is judged;
     without it they are logged (scheduled runs)."""
     require_destinations(cfg)
-    names = [d.name for d in _destinations(cfg, destinations)]
+    names = [d.name for d in selected_destinations(cfg, destinations)]
     as_of = as_of or today_in(cfg.timezone)
     with STORE_LOCK:  # one DuckDB writer per process (the serve worker threads take turns with the scheduler)
         try:

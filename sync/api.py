@@ -1,0 +1,142 @@
+"""The library API: one call per CLI command, and the one full sync every caller shares.
+
+::
+
+    from sync import api
+    from sync.config import load_config
+    from sync.settings import load_settings
+
+    cfg, settings = load_config("rfmsync.toml"), load_settings()
+    run = api.segments(cfg)                          # score and segment (close it when done)
+    ledger = api.existing_ledger(cfg, settings)      # planning never creates the ledger file
+    result = api.plan(cfg, ledger, settings)         # what a sync would change, written nowhere
+    reports = api.run_sync(cfg, ledger, settings)    # pull → segment → plan → guards → apply → record
+
+``rfmsync sync``, the scheduler of ``rfmsync serve`` and anything else doing "a full sync" call
+:func:`run_sync`. One as-of rule everywhere (``segments``, ``predict``, ``plan``, ``sync``, the scheduled and
+webhook runs): a date not given is today in the config's timezone (:func:`as_of_date`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Callable, Sequence
+
+from connectors.source import Progress, PullResult
+
+from .config import Config
+from .engine import ApplyReport, PlannedDestination, plan_all
+from .ledger import ledger_url
+from .ingest import pull_to_store, run_stats
+from .ledger import Ledger
+from .pipeline import (SegmentsRun, compute_segments, destinations_need_predictions, selected_destinations,
+                       store_path, today_in)
+from .plan_file import SavedPlan, plan_document
+from .run import apply_saved, full_sync, guard_warnings, require_destinations
+from .settings import Settings
+from .store import connect_store
+
+__all__ = ["PlanResult", "PullSummary", "apply", "as_of_date", "existing_ledger", "plan", "pull", "run_sync",
+           "segments"]
+
+
+def as_of_date(cfg: Config, as_of: date | datetime | None = None) -> date:
+    """The day to compute as of: the one given, else today in the config's timezone."""
+    if as_of is None:
+        return today_in(cfg.timezone)
+    return as_of.date() if isinstance(as_of, datetime) else as_of
+
+
+def existing_ledger(cfg: Config, settings: Settings) -> Ledger:
+    """The ledger if it exists, else an empty in-memory one: planning must not create files."""
+    url = ledger_url(cfg, settings)
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+        return Ledger.connect("sqlite://")
+    return Ledger.connect(url)
+
+
+@dataclass(frozen=True)
+class PullSummary:
+    """What one pull read, and what the order store holds after it."""
+
+    result: PullResult
+    stored_orders: int
+    stored_contacts: int
+
+
+def pull(cfg: Config, ledger: Ledger, settings: Settings, *, full: bool = False,
+         progress: Progress = None) -> PullSummary:
+    """Pull the source into the order store (incremental from the saved cursor unless ``full``)."""
+    con = connect_store(store_path(cfg))
+    try:
+        result = pull_to_store(cfg, ledger, con, settings, full=full, progress=progress)
+        orders, contacts = con.execute(
+            "SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM contacts)").fetchall()[0]
+    finally:
+        con.close()
+    return PullSummary(result, orders, contacts)
+
+
+def segments(cfg: Config, as_of: date | datetime | None = None, *, preset: str | None = None,
+             predict: bool = False, holdout: bool = False, boundary: bool = True,
+             settings: Settings | None = None) -> SegmentsRun:
+    """Score and segment every customer (``rfmsync segments``, ``predict``, ``demo``); the caller closes the
+    run. ``predict`` adds the predictive fields, ``holdout`` the models' fit-quality refit."""
+    return compute_segments(cfg, as_of_date(cfg, as_of), preset=preset, settings=settings, predict=predict,
+                            holdout=holdout, boundary=boundary)
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    """Each destination's plan, the run's warnings (stale data, the data guards a sync would trip, ...) and
+    the input counts the data guards check again when a saved plan is applied."""
+
+    as_of: date
+    planned: list[PlannedDestination]
+    warnings: list[str]
+    data: dict[str, int]
+
+    def document(self) -> dict:
+        """The plan as JSON (``plan --format json``, ``plan -o FILE``)."""
+        return plan_document(self.planned, self.as_of, self.warnings, data=self.data)
+
+
+def plan(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: Sequence[str] | None = None,
+         as_of: date | datetime | None = None, full_refresh: bool = False, reconcile: bool = False,
+         remote: bool = True) -> PlanResult:
+    """Segment and plan every (or the named) destination without writing anything anywhere (``rfmsync plan``,
+    ``sync --dry-run``). The ESPs are read (read-only) when their credentials are set and ``remote``."""
+    require_destinations(cfg)
+    day = as_of_date(cfg, as_of)
+    run = compute_segments(cfg, day, settings=settings, predict=destinations_need_predictions(cfg, destinations))
+    try:
+        stats = run_stats(run)
+        names = [d.name for d in selected_destinations(cfg, destinations)]
+        warnings = [*run.warnings, *guard_warnings(cfg, ledger, stats, names)]
+        planned = plan_all(cfg, run, ledger, settings, destinations=destinations, full_refresh=full_refresh,
+                           reconcile=reconcile, remote=remote)
+    finally:
+        run.close()
+    return PlanResult(day, planned, warnings, {**stats.counts(), "rows": stats.rows})
+
+
+def apply(cfg: Config, saved: SavedPlan, ledger: Ledger, settings: Settings, *,
+          allow_mass_change: bool = False) -> list[ApplyReport]:
+    """Apply exactly a saved plan (``rfmsync apply``): refused when the ledger moved since it was made (exit 5)
+    or when a guard trips (exit 6)."""
+    return apply_saved(cfg, saved.plans, ledger, settings, data=saved.data, allow_mass_change=allow_mass_change)
+
+
+def run_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: Sequence[str] | None = None,
+             as_of: date | datetime | None = None, kind: str = "sync", allow_mass_change: bool = False,
+             full_refresh: bool = False, reconcile: bool = False, full_pull: bool = False,
+             on_warnings: Callable[[list[str]], None] | None = None) -> list[ApplyReport]:
+    """The full sync: pull → segment → plan → guards → apply → record (``rfmsync sync``, scheduled runs).
+
+    ``kind`` names the run in the ledger (``sync``, ``scheduled``); see :func:`sync.run.full_sync` for the
+    guards, ``allow_mass_change`` and ``on_warnings``."""
+    return full_sync(cfg, ledger, settings, destinations=destinations, as_of=as_of_date(cfg, as_of), kind=kind,
+                     allow_mass_change=allow_mass_change, full_refresh=full_refresh, reconcile=reconcile,
+                     full_pull=full_pull, on_warnings=on_warnings)

@@ -1,0 +1,16 @@
+"""The ``rfmsync`` command line (entry point ``sync.cli:main``): a thin layer over :mod:`sync.api`.
+
+:mod:`.main` holds the group, the error → exit code mapping and the shared options; each command group
+has its module; :mod:`.output` prints.
+"""
+
+from __future__ import annotations
+
+from . import check, demo, segments, serve, sync
+from .main import main
+
+for _module in (segments, check, demo, sync, serve):
+    for _command in _module.COMMANDS:
+        main.add_command(_command)
+
+__all__ = ["main"]

@@ -1,0 +1,61 @@
+"""``rfmsync demo``: a realistic sample shop, its segments and the Mailchimp dry-run plan (no account needed)."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import click
+
+from .output import out, print_plans, print_summary, print_warnings
+
+
+@click.command()
+@click.option("--workdir", type=click.Path(file_okay=False), default="rfmsync-demo", show_default=True,
+              help="Folder for the generated sample shop.")
+@click.option("--customers", default=3000, show_default=True, help="Customers in the sample shop.")
+@click.option("--seed", default=42, show_default=True)
+def demo(workdir, customers, seed):
+    """Build a realistic sample shop, segment it and show the Mailchimp dry-run plan (no account needed)."""
+    from .. import api
+    from ..config import load_config
+    from ..demodata import generate_shop
+
+    path = generate_shop(Path(workdir), customers=customers, seed=seed)
+    out.print(f"Sample shop written to {path.parent} (config {path}).")
+    cfg = load_config(path)
+    run = api.segments(cfg, _demo_as_of(cfg))
+    print_warnings(run.warnings)
+    try:
+        print_summary(run)
+        for bad in run.bad_rows[:5]:
+            out.print(f"  bad row: {bad}", highlight=False, markup=False)
+        _print_demo_plan(cfg, run)
+    finally:
+        run.close()
+    out.print(f"Next: `rfmsync segments --config {path} --format json`, "
+              f"`rfmsync plan --config {path}`, `rfmsync check --config {path}`.")
+
+
+def _demo_as_of(cfg) -> date | None:
+    marker = cfg.base_dir / "AS_OF"
+    return date.fromisoformat(marker.read_text().strip()) if marker.exists() else None
+
+
+def _print_demo_plan(cfg, run) -> None:
+    """The dry-run plan of the demo's sample destination against an empty, throw-away ledger."""
+    from ..engine import plan_all
+    from ..ledger import Ledger
+    from ..settings import load_settings
+
+    if not cfg.destinations:
+        return
+    ledger = Ledger.connect("sqlite://")
+    try:
+        planned = plan_all(cfg, run, ledger, load_settings(), remote=False)
+    finally:
+        ledger.close()
+    print_plans([p.plan for p in planned], out, title="Dry-run plan (sample Mailchimp mapping, empty ledger)")
+
+
+COMMANDS = [demo]

@@ -1,0 +1,91 @@
+"""The ``rfmsync`` click group: the one place errors become exit codes, and the options commands share.
+
+Errors are converted here only: one clear line on stderr, exit code by kind (see :mod:`sync.errors`);
+``-v`` adds the traceback. The commands (one module per group: :mod:`.segments`, :mod:`.check`,
+:mod:`.demo`, :mod:`.sync`, :mod:`.serve`) are thin layers over :mod:`sync.api`.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+
+import click
+
+from connectors.errors import ConfigError as SourceConfigError
+from connectors.errors import ConnectorError
+from segmentation import SegmentationError
+
+from ..errors import INTERNAL_EXIT, ConfigError, DataError, RfmsyncError
+from .output import err, print_error
+
+log = logging.getLogger("rfmsync")
+
+config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+                             help="Config file (default: $RFMSYNC_CONFIG, else ./rfmsync.toml).")
+as_of_option = click.option("--as-of", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+                            help="Compute as of this date (YYYY-MM-DD; default today).")
+dest_option = click.option("--destination", "destinations", multiple=True, metavar="NAME",
+                           help="Only this destination (repeatable; default: all).")
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit code of an error (the tree in :mod:`sync.errors`); anything unexpected is internal (70)."""
+    if isinstance(exc, RfmsyncError):
+        return exc.exit_code
+    if isinstance(exc, (SourceConfigError, SegmentationError)):
+        return ConfigError.exit_code
+    if isinstance(exc, ConnectorError):
+        return DataError.exit_code
+    return INTERNAL_EXIT
+
+
+class RfmsyncGroup(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # the one place errors become exit codes
+            verbose = (ctx.obj or {}).get("verbose", 0)
+            code = exit_code(exc)
+            try:
+                if verbose:
+                    traceback.print_exc()
+                kind = "internal error" if code == INTERNAL_EXIT else "error"
+                print_error(kind, _message(exc))
+                if code == INTERNAL_EXIT and not verbose:
+                    err.print("(run with -v for details)")
+            except Exception:  # printing the error must not become a traceback of its own
+                pass
+            ctx.exit(code)
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc) or type(exc).__name__
+    except Exception:
+        return type(exc).__name__
+
+
+@click.group(cls=RfmsyncGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More output; -v shows tracebacks, -vv debug logs.")
+@click.version_option(package_name="rfmsync")
+@click.pass_context
+def main(ctx: click.Context, verbose: int) -> None:
+    """rfmsync: RFM customer segments from your orders, kept in sync with your email platform."""
+    ctx.ensure_object(dict)
+    ctx.obj["verbose"] = verbose
+    if verbose:
+        logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from ..settings import warn_unknown_variables
+
+    warn_unknown_variables()  # MAILCHIMP_KEY and the like: a warning naming the expected variable
+
+
+def load(config_path):
+    """The config (``--config``, else $RFMSYNC_CONFIG, else ./rfmsync.toml)."""
+    from ..config import load_config
+
+    return load_config(config_path)

@@ -1,0 +1,101 @@
+"""``rfmsync segments`` and ``rfmsync predict``: score, segment and predict, print or write the result."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import click
+
+from segmentation import PRESETS
+
+from .main import as_of_option, config_option, load
+from .output import err, print_predict, print_summary, print_warnings, status
+
+
+@click.command()
+@config_option
+@as_of_option
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None, help="Override [segmentation] preset.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--customers", is_flag=True, help="Write one row per customer to -o FILE (.csv, .parquet, .json).")
+@click.option("--predict/--no-predict", "with_predictions", default=None,
+              help="--customers output has the predictive fields (p_alive, churn_risk, clv, ...) unless --no-predict, "
+                   "which writes the RFM columns alone (much faster on a large shop) unless a segment rule uses one.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Output file.")
+def segments(config_path, as_of, preset, fmt, customers, with_predictions, output):
+    """Score every customer, assign segments and print the summary and the falling-asleep boundary
+    (with --customers: write one row per customer to -o FILE instead, without the boundary)."""
+    from .. import api
+    from ..pipeline import write_customers
+
+    cfg = load(config_path)
+    if customers and not output:
+        raise click.UsageError("--customers needs -o FILE (.csv, .parquet or .json)")
+    with status("Reading orders and scoring customers…"):
+        # only the per-customer file shows the fields (a rule that uses one computes them in any case)
+        predict = customers and with_predictions is not False
+        run = api.segments(cfg, as_of, preset=preset, predict=predict, boundary=not customers)
+    print_warnings(run.warnings)
+    try:
+        if customers:
+            n = write_customers(run, output)
+            err.print(f"wrote {n} customers to {output}")
+            return
+        _emit_summary(run, fmt, output)
+    finally:
+        run.close()
+
+
+def _emit_summary(run, fmt: str, output: str | None) -> None:
+    if fmt == "table":
+        print_summary(run)
+        return
+    if fmt == "json":
+        text = json.dumps(run.to_json(), ensure_ascii=False, indent=2)
+    else:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(run.result.summary[0]))
+        w.writeheader()
+        w.writerows(run.result.summary)
+        text = buf.getvalue()
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        click.echo(text)
+
+
+@click.command()
+@config_option
+@as_of_option
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def predict(config_path, as_of, fmt):
+    """Fit BG/NBD and Gamma-Gamma; show parameters, fit quality and churn risk per segment."""
+    from .. import api
+
+    cfg = load(config_path)
+    with status("Fitting models…"):
+        run = api.segments(cfg, as_of, predict=True, holdout=True)
+    print_warnings(run.warnings)
+    try:
+        report = run.predictions.to_json()
+        report["warnings"] = list(run.warnings)  # the models' own and the run's (stale data, ...)
+        dist = run.con.execute(f"""
+            SELECT s.segment, p.churn_risk, count(*) FROM {run.result.table} s
+            JOIN customer_predictions p USING (customer_id) GROUP BY ALL ORDER BY ALL
+        """).fetchall()
+        by_seg: dict = {}
+        for segment, risk, n in dist:
+            by_seg.setdefault(segment, {})[risk if risk is not None else "unknown"] = n
+        report["churn_risk_by_segment"] = by_seg
+        if fmt == "json":
+            click.echo(json.dumps(report, ensure_ascii=False, indent=2, default=str))
+            return
+        print_predict(report)
+    finally:
+        run.close()
+
+
+COMMANDS = [segments, predict]

@@ -1,0 +1,221 @@
+"""The sync commands: ``pull``, ``plan``, ``apply``, ``sync``, ``runs``, ``failures``; each one call to
+:mod:`sync.api` (or one ledger read)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from ..errors import ConfigError, DestinationError
+from .main import as_of_option, config_option, dest_option, load
+from .output import out, print_plans, print_warnings
+
+mass_change_option = click.option(
+    "--allow-mass-change", is_flag=True,
+    help="Override the plan guards (max_removal_pct, max_change_pct) for this run; the data guards still hold.")
+
+
+def _ctx(config_path):
+    from ..settings import load_settings
+
+    return load(config_path), load_settings()
+
+
+def _open_ledger(cfg, settings):
+    from ..ledger import open_ledger
+
+    return open_ledger(cfg, settings)
+
+
+@click.command()
+@config_option
+@click.option("--source", "source_name", default=None, help="The source to pull (the [source] type).")
+@click.option("--full", is_flag=True, help="Ignore the saved cursor and pull everything again.")
+def pull(config_path, source_name, full):
+    """Pull contacts and orders into the local order store (incremental), without syncing."""
+    from rich.progress import Progress
+
+    from .. import api
+
+    cfg, settings = _ctx(config_path)
+    kind = cfg.source.get("type", "file")
+    if source_name and source_name != kind:
+        raise ConfigError(f"unknown source {source_name!r}: this config's source is {kind!r}")
+    ledger = _open_ledger(cfg, settings)
+    try:
+        with Progress(disable=not sys.stdout.isatty(), transient=True) as bar:
+            task = bar.add_task(f"pulling {kind}", total=None)
+            pulled = api.pull(cfg, ledger, settings, full=full, progress=lambda n: bar.update(task, advance=n))
+    finally:
+        ledger.close()
+    result = pulled.result
+    out.print(f"pulled {result.orders} orders and {result.contacts} contacts from {kind} "
+              f"({result.bad_row_count} bad records); the store now holds {pulled.stored_orders} orders and "
+              f"{pulled.stored_contacts} contacts")
+
+
+def _dry_run(cfg, settings, destinations, as_of, **options):
+    """``api.plan`` against the ledger as it is (an empty one when there is none yet)."""
+    from .. import api
+
+    ledger = api.existing_ledger(cfg, settings)
+    try:
+        return api.plan(cfg, ledger, settings, destinations=destinations, as_of=as_of, **options)
+    finally:
+        ledger.close()
+
+
+def _emit_plans(result, fmt, output):
+    doc = result.document()
+    print_warnings(doc["warnings"])  # stderr in every format: the guard lines a sync would be refused with, ...
+    if output:
+        Path(output).write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
+    if fmt == "json":
+        click.echo(json.dumps(doc, ensure_ascii=False, indent=1))
+        return
+    print_plans([p.plan for p in result.planned], out)
+    if output:
+        out.print(f"plan saved to {output}: apply it with `rfmsync apply {output}`", markup=False, highlight=False)
+
+
+@click.command()
+@config_option
+@dest_option
+@as_of_option
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Save the plan as JSON.")
+@click.option("--full-refresh", is_flag=True, help="Plan to push every field and tag again.")
+def plan(config_path, destinations, as_of, fmt, output, full_refresh):
+    """Dry run: show what a sync would change per destination; writes nothing anywhere.
+
+    A guard that would refuse the sync is printed as a warning (`warnings` in --format json); exit 0."""
+    cfg, settings = _ctx(config_path)
+    _emit_plans(_dry_run(cfg, settings, destinations, as_of, full_refresh=full_refresh), fmt, output)
+
+
+@click.command()
+@config_option
+@mass_change_option
+@click.argument("plan_file", type=click.Path(exists=True, dir_okay=False))
+def apply(config_path, allow_mass_change, plan_file):
+    """Apply exactly a saved plan (refused if the ledger changed since it was made, exit 5).
+
+    The guards are checked again first (exit 6): the data guards on the counts saved in the plan, the plan
+    guards against the ledger as it is now."""
+    from .. import api
+    from ..plan_file import load_plan_file
+    from ..run import require_destinations
+
+    cfg, settings = _ctx(config_path)
+    require_destinations(cfg)
+    saved = load_plan_file(plan_file)
+    ledger = _open_ledger(cfg, settings)
+    try:
+        reports = api.apply(cfg, saved, ledger, settings, allow_mass_change=allow_mass_change)
+    finally:
+        ledger.close()
+    _report(reports)
+
+
+def _report(reports) -> None:
+    failed = 0
+    for r in reports:
+        c = r.counts
+        out.print(f"{r.destination}: run {r.run_id} {r.status} — {c.get('planned', 0)} changes, {c.get('ok', 0)} "
+                  f"operations ok, {c.get('failed', 0)} failed (pending for the next run), "
+                  f"{c.get('skipped', 0)} skipped")
+        for e in r.errors[:5]:
+            out.print(f"  {e}", markup=False, highlight=False)
+        failed += c.get("failed", 0)
+    if failed:
+        raise DestinationError(f"{failed} operations failed; they are recorded (`rfmsync failures`) and retried "
+                               f"by the next run")
+
+
+@click.command(name="sync")
+@config_option
+@dest_option
+@as_of_option
+@click.option("--dry-run", is_flag=True, help="Only show the plan (same as `rfmsync plan`).")
+@click.option("--full-refresh", is_flag=True, help="Push every field and tag again, whatever the ledger says.")
+@click.option("--reconcile", is_flag=True, help="Read managed tags/lists from the ESP and repair drift.")
+@click.option("--full", "full_pull", is_flag=True, help="Pull the whole history, ignoring the source cursor.")
+@mass_change_option
+def sync_cmd(config_path, destinations, as_of, dry_run, full_refresh, reconcile, full_pull, allow_mass_change):
+    """Pull → segment → plan → guards → apply → record, for every (or the named) destination.
+
+    A guard that trips stops the run before any ESP write: exit 6, one line per guard, the run recorded as
+    `refused` (see README "Safety")."""
+    from .. import api
+    from ..run import require_destinations
+
+    cfg, settings = _ctx(config_path)
+    require_destinations(cfg)
+    if dry_run:
+        result = _dry_run(cfg, settings, destinations, as_of, full_refresh=full_refresh, reconcile=reconcile)
+        _emit_plans(result, "table", None)
+        return
+    ledger = _open_ledger(cfg, settings)
+    try:
+        reports = api.run_sync(cfg, ledger, settings, destinations=destinations, as_of=as_of,
+                               allow_mass_change=allow_mass_change, full_refresh=full_refresh, reconcile=reconcile,
+                               full_pull=full_pull, on_warnings=print_warnings)
+    finally:
+        ledger.close()
+    _report(reports)
+
+
+@click.command()
+@config_option
+@click.option("--limit", default=20, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def runs(config_path, limit, fmt):
+    """Recent runs with counts, duration and errors."""
+    rows = _read_ledger(config_path, lambda ledger: ledger.recent_runs(limit))
+    _print_rows(rows, fmt, "Recent runs", ("id", "kind", "destination", "started", "duration s", "status", "counts",
+                                           "error"),
+                lambda r: (str(r["id"]), r["kind"], r.get("destination") or "", str(r["started_at"])[:19],
+                           f"{r['duration_s']:.1f}" if r.get("duration_s") is not None else "", r["status"],
+                           json.dumps(r.get("counts") or {}), (r.get("error") or "")[:80]))
+
+
+@click.command()
+@config_option
+@click.option("--destination", default=None, help="Only this destination.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def failures(config_path, destination, fmt):
+    """Pending failed items with their reasons (retried by the next sync)."""
+    rows = _read_ledger(config_path, lambda ledger: ledger.pending_failures(destination))
+    _print_rows(rows, fmt, f"Pending failures ({len(rows)})",
+                ("destination", "contact", "operation", "attempts", "last error", "last failed"),
+                lambda r: (r["destination"], r["key"], r["op"], str(r["attempts"]), (r.get("last_error") or "")[:100],
+                           str(r.get("last_failed_at"))[:19]))
+
+
+def _read_ledger(config_path, read):
+    cfg, settings = _ctx(config_path)
+    ledger = _open_ledger(cfg, settings)
+    try:
+        return read(ledger)
+    finally:
+        ledger.close()
+
+
+def _print_rows(rows, fmt, title, columns, cells) -> None:
+    """``--format json``: the rows as they are; else a table of ``cells(row)``."""
+    if fmt == "json":
+        click.echo(json.dumps(rows, default=str, indent=1))
+        return
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*cells(r))
+    out.print(table)
+
+
+COMMANDS = [pull, plan, apply, sync_cmd, runs, failures]

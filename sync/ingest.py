@@ -1,0 +1,110 @@
+"""Ingest: pull a source into the order store, segment from the store, remember the score cut points.
+
+The steps :func:`sync.api.pull` and :func:`sync.api.run_sync` take for API sources (and for a file source
+synced by ``rfmsync sync``): the source's cursor is saved only after the store merge succeeded, the data
+guards may refuse a staged pull before it touches the store, and the last full run's cut points are kept
+for the webhook re-scoring (:mod:`sync.serve.resync`).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from typing import Sequence
+
+import duckdb
+
+from connectors.source import Progress, PullResult
+
+from .config import Config
+from .errors import GuardRefusedError
+from .guards import DataStats, data_lines
+from .ledger import Ledger
+from .pipeline import (SegmentsRun, compute_segments, configured_source, destinations_need_predictions, pull_into,
+                       store_path)
+from .settings import Settings
+from .store import connect_store
+
+
+def pull_to_store(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, settings: Settings, *,
+                  full: bool = False, progress: Progress = None, guarded: bool = False) -> PullResult:
+    """Pull the source into the order store; the cursor is saved only after the store merge succeeded.
+
+    ``guarded``: the data guards (``min_orders``, ``max_bad_rows_pct``) see the staged pull first; when one
+    trips, the store and the cursor are left as they were and the pull run is recorded as ``refused``."""
+    source = configured_source(cfg, settings)
+    name = str(cfg.source.get("type", "file"))
+    cursor = None if full else ledger.get_cursor(name, "all")
+    run_id = ledger.start_run("pull")
+    before_merge = None
+    if guarded:
+        def before_merge(result) -> None:
+            stats = staged_stats(con, result)
+            lines = data_lines(cfg.guards, stats)
+            if lines:
+                ledger.finish_run(run_id, "refused", stats.counts(), error="; ".join(lines))
+                raise GuardRefusedError(lines)
+    try:
+        result = pull_into(con, source, cursor, progress=progress, before_merge=before_merge)
+    except GuardRefusedError:
+        raise
+    except Exception as exc:
+        ledger.finish_run(run_id, "failed", {}, error=str(exc))
+        raise
+    if result.cursor is not None:
+        ledger.set_cursor(name, "all", result.cursor)
+    ledger.finish_run(run_id, "succeeded", {"orders": result.orders, "contacts": result.contacts,
+                                            "bad_rows": result.bad_row_count})
+    return result
+
+
+def staged_stats(con: duckdb.DuckDBPyConnection, result: PullResult) -> DataStats:
+    """The data-guard numbers of a staged pull: orders the store will hold after the merge (a full refresh
+    replaces it; an incremental pull adds at most its orders), the valid and bad rows read."""
+    orders = result.orders
+    if not result.full_refresh:
+        orders += con.execute("SELECT count(*) FROM orders").fetchall()[0][0]
+    return DataStats(orders=orders, rows=result.orders, bad_rows=result.bad_row_count)
+
+
+def run_stats(run: SegmentsRun) -> DataStats:
+    """The data-guard numbers of a segmented run (orders it segmented, rows read, customers)."""
+    orders = run.con.execute("SELECT count(*) FROM orders").fetchall()[0][0]
+    rows = run.pull.orders if run.pull is not None else orders
+    return DataStats(orders=orders, rows=rows, bad_rows=run.bad_row_count, customers=run.result.customers)
+
+
+def segments_from_store(cfg: Config, ledger: Ledger, settings: Settings, *, as_of: date | None = None,
+                        destinations: Sequence[str] | None = None, pull: bool = True, full: bool = False,
+                        guarded: bool = False) -> SegmentsRun:
+    con = connect_store(store_path(cfg))
+    try:
+        result = pull_to_store(cfg, ledger, con, settings, full=full, guarded=guarded) if pull else None
+        run = compute_segments(cfg, as_of, con=con, settings=settings,
+                               predict=destinations_need_predictions(cfg, destinations))
+    except BaseException:
+        con.close()
+        raise
+    run.pull = result
+    save_cut_points(con, run)
+    return run
+
+
+def save_cut_points(con: duckdb.DuckDBPyConnection, run: SegmentsRun) -> None:
+    """Remember the last full run's score cut points in the store, for incremental (webhook) re-scoring."""
+    res = run.result
+    con.execute("CREATE TABLE IF NOT EXISTS segmentation_runs (as_of DATE, preset VARCHAR, levels INTEGER, "
+                "cut_points JSON, customers BIGINT, created_at TIMESTAMPTZ DEFAULT now())")
+    con.execute("INSERT INTO segmentation_runs (as_of, preset, levels, cut_points, customers) VALUES (?, ?, ?, ?, ?)",
+                [res.as_of, res.preset, res.levels, json.dumps(res.cut_points.model_dump()), res.customers])
+
+
+def load_cut_points(con: duckdb.DuckDBPyConnection):
+    """The cut points of the last full run, or None when there was none."""
+    from segmentation import Thresholds
+
+    exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'segmentation_runs'").fetchall()
+    if not exists[0][0]:
+        return None
+    row = con.execute("SELECT cut_points FROM segmentation_runs ORDER BY created_at DESC LIMIT 1").fetchall()
+    return Thresholds(**json.loads(row[0][0])) if row else None

@@ -1,0 +1,50 @@
+"""The saved plan: the JSON document of ``plan --format json`` / ``plan -o FILE``, read back by ``apply``."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from .errors import ConfigError
+from .plan import Plan
+
+if TYPE_CHECKING:
+    from .engine import PlannedDestination
+
+PLAN_FILE_VERSION = 1
+
+
+def plan_document(planned: Sequence["PlannedDestination"], as_of: date, warnings: Sequence[str] = (),
+                  data: Mapping[str, Any] | None = None) -> dict:
+    """The plan as JSON (``plan --format json``, ``plan -o``). ``warnings``: the run's own (stale data, ...),
+    followed by each destination plan's. ``data``: the input counts the data guards check again at apply."""
+    doc = {"version": PLAN_FILE_VERSION, "created_at": datetime.now(timezone.utc).isoformat(),
+           "as_of": as_of.isoformat(),
+           "warnings": [*warnings, *(f"{p.plan.destination}: {w}" for p in planned for w in p.plan.warnings)],
+           "plans": [p.plan.to_json() for p in planned]}
+    if data is not None:
+        doc["data"] = dict(data)
+    return doc
+
+
+@dataclass(frozen=True)
+class SavedPlan:
+    plans: list[Plan]
+    data: dict  # orders, bad_rows, customers of the input it was made from ({} for older files)
+
+
+def load_plan_file(path: str | os.PathLike) -> SavedPlan:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read plan file {path}: {exc}") from None
+    if not isinstance(data, dict) or data.get("version") != PLAN_FILE_VERSION:
+        raise ConfigError(f"{path}: not an rfmsync plan file (version {PLAN_FILE_VERSION})")
+    counts = data.get("data") or {}
+    if not isinstance(counts, dict) or not all(isinstance(v, int) for v in counts.values()):
+        raise ConfigError(f"{path}: not an rfmsync plan file (bad \"data\")")
+    return SavedPlan([Plan.from_json(p) for p in data.get("plans", [])], counts)
