@@ -6,7 +6,7 @@ runs in this process on 127.0.0.1, and the engine is driven directly, the way ``
 1. a synthetic segments table in DuckDB (``--contacts`` customers, all with marketing consent and a valid
    address, spread over five segments, each mapped to a tag/list; Unisender also gets two tags) joined to a
    ``contacts`` table, read with the engine's query;
-2. **plan**: ``sync.plan.desired_contacts`` → ``sync.plan.plan_destination`` against the ledger's last pushed
+2. **plan**: ``sync.planning.plan.desired_contacts`` → ``sync.planning.plan.plan_destination`` against the ledger's last pushed
    state (``existing_members`` first when ``new_contacts = "skip"``, as ``plan_all`` does);
 3. **apply**: ``sync.engine.execute_plan`` with the client ``sync.engine.make_destination`` builds from the
    settings (default retry policy, API batch maxima), recording into a SQLite ledger file;
@@ -100,7 +100,7 @@ def customer_rows(con) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- one destination
 def sync_once(harness, dest, con, ledger, settings) -> dict[str, Any]:
     from sync.engine import execute_plan, make_destination
-    from sync.plan import desired_contacts, plan_destination
+    from sync.planning.plan import desired_contacts, plan_destination
 
     started = time.perf_counter()
     client = make_destination(dest, settings)

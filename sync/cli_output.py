@@ -8,7 +8,7 @@ import click
 from rich.table import Table
 
 from .console import visible
-from .plan import Plan
+from .planning.plan import Plan
 
 
 def print_plans(plans: Sequence[Plan], console, title: str = "Plan (dry run: nothing was written)") -> None:

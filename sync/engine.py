@@ -24,7 +24,7 @@ from .ledger import Ledger
 from .ledger_queue import owner_process_gone
 from .model import Destination, ItemResult, PushedState
 from .pipeline import SegmentsRun, build_source, compute_segments, pull_into, store_path
-from .plan import (PREDICTIVE_VALUES, Plan, all_managed, apply_results_to_state, check_fields, desired_contacts,
+from .planning.plan import (PREDICTIVE_VALUES, Plan, all_managed, apply_results_to_state, check_fields, desired_contacts,
                    plan_destination)
 from .settings import Settings, load_settings
 from .store import connect_store
@@ -61,16 +61,16 @@ def make_destination(dest: DestinationConfig, settings: Settings, *, required: b
             raise ConfigError(f"destination {dest.name!r}: {key_name} is not set (see settings.example.env)")
         return None
     if dest.type == "mailchimp":
-        from .mailchimp import MailchimpDestination
+        from .destinations.mailchimp import MailchimpDestination
 
         return MailchimpDestination(dest.name, dest.audience or "", key, api_url=url, batch_size=dest.batch_size,
                                     retry=retry, timeout=timeout, max_connections=http.concurrency)
     if dest.type == "sendgrid":
-        from .sendgrid import SendGridDestination
+        from .destinations.sendgrid import SendGridDestination
 
         return SendGridDestination(dest.name, key, api_url=url, list_prefix=dest.list_prefix,
                                    batch_size=dest.batch_size, retry=retry, timeout=timeout)
-    from .unisender import UnisenderDestination
+    from .destinations.unisender import UnisenderDestination
 
     return UnisenderDestination(dest.name, key, api_url=url, batch_size=dest.batch_size, retry=retry,
                                 timeout=timeout)

@@ -75,7 +75,7 @@ OnResults = Callable[[Sequence[ItemResult]], None]
 
 
 class Destination(Protocol):
-    """One ESP audience/account. Implementations: sync.mailchimp, sync.sendgrid, sync.unisender."""
+    """One ESP audience/account. Implementations: sync/destinations/."""
 
     name: str
 

@@ -42,7 +42,7 @@ from .errors import ConfigError, DestinationError, LockBusyError
 from .ledger import Ledger
 from .model import PushedState
 from .pipeline import SegmentsRun, build_source, compute_segments, store_path
-from .plan import PREDICTIVE_VALUES, Plan, check_fields, desired_contacts, normalise_email, plan_destination
+from .planning.plan import PREDICTIVE_VALUES, Plan, check_fields, desired_contacts, normalise_email, plan_destination
 from .settings import Settings
 from .store import connect_store, merge_staged
 

@@ -19,7 +19,7 @@ from .engine import (ApplyReport, PlannedDestination, _destinations, execute_pla
 from .errors import ConfigError, GuardRefusedError, PlanStaleError
 from .guards import DataStats, customer_drop_line, data_lines, plan_lines, plan_stats
 from .ledger import Ledger
-from .plan import Plan
+from .planning.plan import Plan
 from .resync import STORE_LOCK, today_in
 from .settings import Settings
 

@@ -23,7 +23,7 @@ from sync.config import load_config
 from sync.engine import execute_plan, open_ledger, plan_all, plan_document
 from sync.errors import DestinationError
 from sync.pipeline import compute_segments
-from sync.plan import normalise_email
+from sync.planning.plan import normalise_email
 from sync.settings import load_settings
 from segmentation.config import SegmentationConfig, Thresholds
 from tests.fakes.registry import DESTINATIONS, UNMANAGED_VALUE, FakeDestination

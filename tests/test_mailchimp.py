@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from connectors.retry import RetryPolicy
 from sync.errors import DestinationConfigError, DestinationError
-from sync.mailchimp import (EMPTY_BODY_ACTIONS, STATUS_ACTIONS, BatchRejected, MailchimpDestination, action_for,
+from sync.destinations.mailchimp import (EMPTY_BODY_ACTIONS, STATUS_ACTIONS, BatchRejected, MailchimpDestination, action_for,
                             data_centre, merge_field_type)
 from sync.model import ContactChange, ItemResult
 from tests.fakes.mailchimp import FakeMailchimp, mailchimp_fake  # noqa: F401  (fixture)

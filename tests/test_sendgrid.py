@@ -11,7 +11,7 @@ from pydantic import SecretStr
 from connectors.retry import RetryPolicy
 from sync.errors import DestinationConfigError, DestinationError
 from sync.model import ContactChange, ItemResult
-from sync.sendgrid import Action, SendGridDestination, action_for_status, field_type_for
+from sync.destinations.sendgrid import Action, SendGridDestination, action_for_status, field_type_for
 from tests.fakes.sendgrid import FakeSendGrid, sendgrid_fake  # noqa: F401  (fixture)
 
 FIELDS = {"rfm_segment": "segment", "recency_days": "recency"}

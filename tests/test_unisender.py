@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from connectors.retry import RetryPolicy
 from sync.errors import DestinationConfigError, DestinationError
 from sync.model import ContactChange, ItemResult
-from sync.unisender import (Action, TokenBucket, UnisenderDestination, UnisenderError, action_for, field_type_for,
+from sync.destinations.unisender import (Action, TokenBucket, UnisenderDestination, UnisenderError, action_for, field_type_for,
                             split_name)
 from tests.fakes.unisender import FakeUnisender, unisender_fake  # noqa: F401  (fixture)
 

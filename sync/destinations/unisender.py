@@ -14,7 +14,7 @@ never overwritten (``overwrite_lists=0``) and tags are only added (``overwrite_t
 contacts losing a managed tag: their current tags are read first (``getContact``) and re-sent in full with
 ``overwrite_tags=1`` so unmanaged tags survive.
 
-Answers are validated before they are believed (:mod:`sync.answers`): a 2xx without the ``{"result"}`` /
+Answers are validated before they are believed (:mod:`sync.destinations.answers`): a 2xx without the ``{"result"}`` /
 ``{"error", "code"}`` envelope (an HTML page, truncated JSON, ``{"errors": …}``), or an ``importContacts``
 result whose ``total`` is not the number of rows sent or whose ``log`` is not ``[{index, code, message}]``,
 fails every row of the call with the raw answer (cut to 200 characters); the next run retries them.
@@ -35,9 +35,9 @@ import requests
 from connectors.errors import TransientError
 from connectors.retry import RetryPolicy
 
+from ..errors import DestinationConfigError, DestinationError
+from ..model import ContactChange, ItemResult, OnResults
 from .answers import BadAnswer, Shape, excerpt, validate
-from .errors import DestinationConfigError, DestinationError
-from .model import ContactChange, ItemResult, OnResults
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from email_validator import EmailNotValidError, validate_email
 
 from connectors.normalize import is_plain_email
 
-from .config import DestinationConfig
-from .errors import ConfigError
-from .model import ContactChange, DesiredContact, FieldValue, PushedState, Skip
+from ..config import DestinationConfig
+from ..errors import ConfigError
+from ..model import ContactChange, DesiredContact, FieldValue, PushedState, Skip
 
 # values a destination field may carry: [destinations.fields] ESP field = one of these
 FIELD_VALUES = (

@@ -8,7 +8,7 @@ adds ride on the upsert's ``list_ids``; list removals resolve emails to contact 
 Every HTTP status maps to one action in :data:`STATUS_ACTIONS`; retries happen only in
 :class:`connectors.retry.RetryPolicy` (429 waits for ``X-RateLimit-Reset``).
 
-Answers are validated before they are believed (:mod:`sync.answers`): the upsert's ``{job_id}``, the import
+Answers are validated before they are believed (:mod:`sync.destinations.answers`): the upsert's ``{job_id}``, the import
 job (``status`` ∈ pending/completed/errored/failed, ``results.requested_count`` = contacts sent), list
 removals, lists and fields pages. A 2xx that is not the documented shape fails the items it covers with the raw
 answer (cut to 200 characters); the next run retries them.
@@ -35,9 +35,9 @@ from sendgrid import SendGridAPIClient
 from connectors.errors import TransientError
 from connectors.retry import RetryPolicy, retry_after_seconds
 
+from ..errors import DestinationConfigError, DestinationError
+from ..model import ContactChange, ItemResult, OnResults
 from .answers import BadAnswer, Shape, parse_answer
-from .errors import DestinationConfigError, DestinationError
-from .model import ContactChange, ItemResult, OnResults
 
 log = logging.getLogger(__name__)
 

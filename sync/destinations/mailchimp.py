@@ -21,7 +21,7 @@ Consent. The batch-subscribe member object (spec 3.0.55) has ``status`` but no `
 Both steps are idempotent, so both are retried. Tags come after the upserts; a contact whose upsert failed
 gets no tag call this run (its tag ops are reported failed and the engine retries them next run).
 
-Answers are validated before they are believed (:mod:`sync.answers`): a 2xx body is re-read from the raw
+Answers are validated before they are believed (:mod:`sync.destinations.answers`): a 2xx body is re-read from the raw
 response (the SDK returns raw text for HTML, a bare ``requests.Response`` for truncated JSON or an empty body)
 and checked against the documented shape (batch subscribe: ``new_members``, ``updated_members``,
 ``errors[{email_address, error, error_code}]``; tag call: ``members_added``, ``members_removed``,
@@ -60,9 +60,9 @@ from pydantic import SecretStr
 from connectors.errors import TransientError
 from connectors.retry import RetryPolicy, retry_after_seconds
 
+from ..errors import DestinationConfigError, DestinationError
+from ..model import ContactChange, FieldValue, ItemResult, OnResults
 from .answers import BadAnswer, Shape, decode_json, unaccounted, validate
-from .errors import DestinationConfigError, DestinationError
-from .model import ContactChange, FieldValue, ItemResult, OnResults
 
 log = logging.getLogger(__name__)
 
