@@ -258,7 +258,7 @@ def check(config_path, limit, strict, offline):
 def _check_destinations(cfg, offline: bool) -> None:
     """One read-only line per destination (``Destination.check``); no writes. Exit 2 when credentials are
     rejected or the audience is missing, 4 when an ESP cannot be reached."""
-    from .engine import make_destination
+    from .destinations.registry import make_destination
     from .errors import DestinationConfigError, DestinationError
     from .settings import load_settings
 

@@ -85,7 +85,8 @@ def _progress():
 
 def _plan(cfg, settings, ledger, destinations, as_of, full_refresh=False, reconcile=False, remote=True):
     """Segment and plan without writing anything; returns (planned, warnings, data counts)."""
-    from .engine import _destinations, plan_all, run_stats
+    from .engine import run_stats
+    from .planning.planner import plan_all, selected_destinations
     from .pipeline import compute_segments
     from .runner import guard_warnings, require_destinations
 
@@ -93,7 +94,7 @@ def _plan(cfg, settings, ledger, destinations, as_of, full_refresh=False, reconc
     run = compute_segments(cfg, as_of, predict=_predictive(cfg, destinations))
     try:
         stats = run_stats(run)
-        names = [d.name for d in _destinations(cfg, destinations)]
+        names = [d.name for d in selected_destinations(cfg, destinations)]
         warnings = [*run.warnings, *guard_warnings(cfg, ledger, stats, names)]
         return plan_all(cfg, run, ledger, settings, destinations=destinations, full_refresh=full_refresh,
                         reconcile=reconcile, remote=remote), warnings, {**stats.counts(), "rows": stats.rows}
@@ -102,9 +103,9 @@ def _plan(cfg, settings, ledger, destinations, as_of, full_refresh=False, reconc
 
 
 def _predictive(cfg, destinations):
-    from .engine import _needs_predictions
+    from .planning.planner import needs_predictions
 
-    return _needs_predictions(cfg, destinations)
+    return needs_predictions(cfg, destinations)
 
 
 def _emit_plans(planned, fmt, output, as_of, title=None, warnings=(), data=None):

@@ -24,6 +24,7 @@ from segmentation import SegmentationConfig, SegmentationResult, run_segmentatio
 
 from .config import Config, _format_validation
 from .errors import ConfigError
+from .planning.values import PREDICTIVE_VALUES
 from .store import connect_store, merge_staged
 
 if TYPE_CHECKING:
@@ -130,10 +131,7 @@ class SegmentsRun:
 
 def _needs_predictions(seg: SegmentationConfig) -> bool:
     """Whether a custom segment rule refers to a predictive or behavioural field."""
-    names = {"p_alive", "expected_purchases", "churn_probability", "churn_risk", "expected_aov", "clv",
-             "next_order_date", "reorder_due", "avg_days_between_orders", "discount_share", "discount_hunter",
-             "favourite_category", "favourite_brand"}
-    return any(any(n in pat for n in names) for r in seg.rules for pat in r.match)
+    return any(any(n in pat for n in PREDICTIVE_VALUES) for r in seg.rules for pat in r.match)
 
 
 def _webhook_rows(con: duckdb.DuckDBPyConnection, path: Path) -> int:

@@ -37,12 +37,15 @@ from connectors.source import PullResult
 from connectors.tables import TABLES, create_staging, stage_records
 
 from .config import Config, DestinationConfig
-from .engine import ApplyReport, _customer_rows, execute_plan, load_cut_points, make_destination, save_cut_points
+from .destinations.registry import make_destination
+from .engine import ApplyReport, execute_plan, load_cut_points, save_cut_points
 from .errors import ConfigError, DestinationError, LockBusyError
 from .ledger import Ledger
 from .model import PushedState
 from .pipeline import SegmentsRun, build_source, compute_segments, store_path
-from .planning.plan import PREDICTIVE_VALUES, Plan, check_fields, desired_contacts, normalise_email, plan_destination
+from .planning.plan import Plan, check_fields, desired_contacts, normalise_email, plan_destination
+from .planning.planner import customer_rows
+from .planning.values import PREDICTIVE_VALUES
 from .settings import Settings
 from .store import connect_store, merge_staged
 
@@ -234,7 +237,7 @@ def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, 
 
     result = run_segmentation(con, cfg.segmentation, as_of, cfg.timezone, cut_points=cut_points,
                               customers=AFFECTED_TABLE, with_boundary=False)
-    rows = _customer_rows(SegmentsRun(con=con, result=result, pull=None, config=cfg))
+    rows = customer_rows(SegmentsRun(con=con, result=result, pull=None, config=cfg))
     emails = con.execute(f"SELECT email FROM contacts WHERE customer_id IN (SELECT customer_id FROM "
                          f"{AFFECTED_TABLE}) AND email IS NOT NULL").fetchall()
     keys = {k for (e,) in emails if (k := normalise_email(e))}

@@ -14,12 +14,13 @@ from typing import Any, Callable, Mapping, Sequence
 from connectors.errors import BadFileError
 
 from .config import Config
-from .engine import (ApplyReport, PlannedDestination, _destinations, execute_plan, make_destination, plan_all,
-                     run_stats, segments_from_store)
+from .destinations.registry import make_destination
+from .engine import ApplyReport, execute_plan, run_stats, segments_from_store
 from .errors import ConfigError, GuardRefusedError, PlanStaleError
 from .guards import DataStats, customer_drop_line, data_lines, plan_lines, plan_stats
 from .ledger import Ledger
 from .planning.plan import Plan
+from .planning.planner import PlannedDestination, plan_all, selected_destinations
 from .resync import STORE_LOCK, today_in
 from .settings import Settings
 
@@ -76,7 +77,7 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
     run's warnings (stale data, unfitted models, each plan's consent warnings) before any guard is judged;
     without it they are logged (scheduled runs)."""
     require_destinations(cfg)
-    names = [d.name for d in _destinations(cfg, destinations)]
+    names = [d.name for d in selected_destinations(cfg, destinations)]
     as_of = as_of or today_in(cfg.timezone)
     with STORE_LOCK:  # one DuckDB writer per process (the serve worker threads take turns with the scheduler)
         try:

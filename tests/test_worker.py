@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from sync.config import load_config
-from sync.engine import load_cut_points, open_ledger, plan_all, segments_from_store
+from sync.engine import load_cut_points, open_ledger, segments_from_store
+from sync.planning.planner import plan_all
 from sync.errors import ConfigError
 from sync.ledger import Ledger
 from sync.pipeline import store_path

@@ -15,7 +15,7 @@ uses. A harness owns a running fake and knows, for that vendor:
 - which protocol rules it broke (:meth:`~FakeDestination.violations`: status overwrites, forbidden calls, …).
 
 A new destination joins the battery (``tests/test_destination_contract.py``) and ``bench/sync.py`` by adding its
-module in ``sync/`` and one entry here.
+module in ``sync/destinations/`` (registered in ``sync.destinations.registry``) and one entry here.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from collections import Counter
 from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 from connectors.retry import RetryPolicy
-from sync.model import ContactChange, Destination
+from sync.destinations.base import Destination
+from sync.model import ContactChange
 
 from .http import Reply, Request
 from .mailchimp import MAX_BATCH as MAILCHIMP_MAX, FakeMailchimp
