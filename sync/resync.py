@@ -270,7 +270,7 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
     state = ledger.load_state(dest.name)
     last = _restricted_last(state, keys, affected.customer_ids)
     existing = None
-    if dest.new_contacts == "skip" and hasattr(client, "existing_members"):
+    if dest.new_contacts == "skip" and client.reads_existing_members:
         existing = client.existing_members([d.key for d in desired])
     plan = plan_destination(dest, desired, last, revision=revision, existing=existing, skipped=invalid,
                             remote_checked=True,
