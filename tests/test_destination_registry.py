@@ -91,7 +91,7 @@ TYPES = {
     "segment": ("text", "Text", "string"), "rfm": ("text", "Text", "string"), "r": ("number", "Number", "number"),
     "f": ("number", "Number", "number"), "m": ("number", "Number", "number"),
     "recency_days": ("number", "Number", "number"), "frequency": ("number", "Number", "number"),
-    "monetary": ("number", "Number", "number"), "avg_check": ("number", "Number", "number"),  # was text
+    "monetary": ("number", "Number", "number"), "avg_check": ("number", "Number", "number"),  # was text, everywhere
     "first_order": ("text", "Date", "date"), "last_order": ("text", "Date", "date"),
     "customer_id": ("text", "Text", "string"), "p_alive": ("number", "Number", "number"),
     "expected_purchases": ("number", "Number", "number"),  # was Text / string in SendGrid / Unisender
@@ -99,9 +99,9 @@ TYPES = {
     "churn_risk": ("text", "Text", "string"),
     "expected_aov": ("number", "Number", "number"),  # was text in Mailchimp
     "clv": ("number", "Number", "number"), "next_order_date": ("text", "Date", "date"),
-    "reorder_due": ("text", "Text", "bool"),
+    "reorder_due": ("text", "Text", "bool"),  # was string in Unisender
     "avg_days_between_orders": ("number", "Number", "number"),  # was text in Mailchimp
-    "discount_share": ("number", "Number", "number"),
+    "discount_share": ("number", "Number", "number"),  # was text in Mailchimp
     "discount_hunter": ("text", "Text", "bool"),  # was a SendGrid Number / Unisender number ("count" in the name)
     "favourite_category": ("text", "Text", "string"), "favourite_brand": ("text", "Text", "string"),
 }
@@ -118,7 +118,7 @@ def test_field_type_table(value):
     assert (merge_field_type(value), sendgrid_type(value), unisender_type(value)) == expected
 
 
-def test_sendgrid_creates_booleans_as_text_and_keeps_an_existing_number_field(sendgrid_fake):
+def test_sendgrid_creates_booleans_as_text_and_keeps_an_existing_number_field(sendgrid_fake, caplog):
     """The migration rule: a field created by an older rfmsync keeps its type, and values are sent as that type
     takes them (a boolean is 1/0 in a Number field, yes/no in a Text field)."""
     from sync.destinations.sendgrid import SendGridDestination
@@ -129,6 +129,7 @@ def test_sendgrid_creates_booleans_as_text_and_keeps_an_existing_number_field(se
                                poll_interval=0.01)
     dest.prepare([], {"hunter": "discount_hunter", "old_hunter": "discount_hunter", "p": "expected_purchases"})
     assert sorted(sendgrid_fake.fields.values()) == [("hunter", "Text"), ("old_hunter", "Number"), ("p", "Number")]
+    assert "custom field old_hunter is Number, rfmsync would use Text for 'discount_hunter'; leaving it" in caplog.text
     change = ContactChange(key="a@x.com", email="a@x.com", customer_id="1", segment="s", create=True,
                            status_if_new="subscribed", set_fields={"hunter": True, "old_hunter": True, "p": 1.5})
     dest.apply([change], lambda results: None)

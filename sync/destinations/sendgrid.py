@@ -135,9 +135,13 @@ class SendGridDestination:
             if fname.lower() in self._reserved:
                 raise DestinationConfigError(f"SendGrid destination {self.name!r}: field {fname!r} is a SendGrid "
                                              "reserved field; pick another name")
-            if fname.lower() in known:
-                continue
             ftype = self.field_types.get(fname) or field_type_for(value_name)
+            if fname.lower() in known:
+                have = self._field_kinds.get(fname.lower())
+                if have != ftype:  # made by hand or by an older rfmsync: kept, values sent as it takes them
+                    log.warning("SendGrid %s: custom field %s is %s, rfmsync would use %s for %r; leaving it",
+                                self.name, fname, have, ftype, value_name)
+                continue
             _, created = self._request("post", ["marketing", "field_definitions"],
                                        body={"name": fname, "field_type": ftype},
                                        what=f"create field {fname!r}", idempotent=False, shape=Id)
