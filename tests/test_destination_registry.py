@@ -44,6 +44,9 @@ def test_every_registered_type_validates_builds_and_names(type_, monkeypatch):
     assert client.name == dest.name and type(client.reads_existing_members) is bool
     assert type(client.reconciles) is bool
     assert "secret-key" not in repr(client)
+    assert client.batch_size == spec.max_batch  # the declared limit is the client's
+    big = Config(destinations=[_table(type_, batch_size=10 * spec.max_batch)]).destinations[0]
+    assert make_destination(big, load_settings()).batch_size == spec.max_batch  # never above it
     monkeypatch.delenv(spec.key_env)
     assert make_destination(dest, load_settings(), required=False) is None
     with pytest.raises(ConfigError, match=f"{spec.key_env} is not set"):
