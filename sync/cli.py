@@ -272,7 +272,7 @@ def _check_destinations(cfg, offline: bool) -> None:
         try:
             client = make_destination(dest, settings, required=False)
             if client is None:
-                out.print(f"{label}: not checked, {dest.type.upper()}_API_KEY is not set", markup=False,
+                out.print(f"{label}: not checked, {dest.spec.key_env} is not set", markup=False,
                           highlight=False)
                 continue
             out.print(f"{label}: {client.check()}", markup=False, highlight=False)

@@ -161,3 +161,17 @@ def test_reconcile_is_refused_by_declared_capability(tmp_path):
                      reconcile=True)
     finally:
         ledger.close()
+
+
+def test_check_names_the_missing_key_from_the_spec(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from sync.cli import main
+    from sync.demodata import generate_shop
+
+    shop = generate_shop(tmp_path / "shop", customers=30, seed=3)
+    monkeypatch.chdir(tmp_path)
+    for spec in DESTINATIONS.values():
+        monkeypatch.delenv(spec.key_env, raising=False)
+    result = CliRunner().invoke(main, ["check", "--config", str(shop)])
+    assert "destination mailchimp-demo (mailchimp): not checked, MAILCHIMP_API_KEY is not set" in result.output
