@@ -6,9 +6,9 @@ runs in this process on 127.0.0.1, and the engine is driven directly, the way ``
 1. a synthetic segments table in DuckDB (``--contacts`` customers, all with marketing consent and a valid
    address, spread over five segments, each mapped to a tag/list; Unisender also gets two tags) joined to a
    ``contacts`` table, read with the engine's query;
-2. **plan**: ``sync.plan.desired_contacts`` → ``sync.plan.plan_destination`` against the ledger's last pushed
+2. **plan**: ``sync.planning.plan.desired_contacts`` → ``sync.planning.plan.plan_destination`` against the ledger's last pushed
    state (``existing_members`` first when ``new_contacts = "skip"``, as ``plan_all`` does);
-3. **apply**: ``sync.engine.execute_plan`` with the client ``sync.engine.make_destination`` builds from the
+3. **apply**: ``sync.engine.execute_plan`` with the client ``sync.destinations.registry.make_destination`` builds from the
    settings (default retry policy, API batch maxima), recording into a SQLite ledger file;
 4. ``--change`` (default 1 %) of the customers move to the next segment (``UPDATE`` in DuckDB) and steps 2–3 run
    again; then a third plan must be empty.
@@ -87,7 +87,7 @@ def change_segments(con, fraction: float) -> int:
 
 
 def customer_rows(con) -> list[dict[str, Any]]:
-    """The rows the engine plans from (same query as the engine's ``_customer_rows``)."""
+    """The rows the engine plans from (same query as ``sync.planning.planner.customer_rows``)."""
     rel = con.sql(f"""
         SELECT s.*, c.email, c.phone, c.marketing_consent
         FROM {SEGMENT_TABLE} s JOIN contacts c USING (customer_id)
@@ -99,14 +99,15 @@ def customer_rows(con) -> list[dict[str, Any]]:
 
 # --------------------------------------------------------------------------- one destination
 def sync_once(harness, dest, con, ledger, settings) -> dict[str, Any]:
-    from sync.engine import execute_plan, make_destination
-    from sync.plan import desired_contacts, plan_destination
+    from sync.destinations.registry import make_destination
+    from sync.engine import execute_plan
+    from sync.planning.plan import desired_contacts, plan_destination
 
     started = time.perf_counter()
     client = make_destination(dest, settings)
     desired, invalid = desired_contacts(customer_rows(con), dest)
     existing = None
-    if dest.new_contacts == "skip" and hasattr(client, "existing_members"):
+    if dest.new_contacts == "skip" and client.reads_existing_members:
         existing = client.existing_members([d.key for d in desired])
     plan = plan_destination(dest, desired, ledger.load_state(dest.name), revision=ledger.state_revision(dest.name),
                             existing=existing, skipped=invalid, remote_checked=True)

@@ -27,13 +27,12 @@ from typing import Callable, Sequence
 from connectors.source import Progress, PullResult
 
 from .config import Config
-from .engine import ApplyReport, PlannedDestination, plan_all
-from .ledger import ledger_url
+from .engine import ApplyReport
 from .ingest import pull_to_store, run_stats
-from .ledger import Ledger
-from .pipeline import (SegmentsRun, compute_segments, destinations_need_predictions, selected_destinations,
-                       store_path, today_in)
+from .ledger import Ledger, ledger_url
+from .pipeline import SegmentsRun, compute_segments, store_path, today_in
 from .plan_file import SavedPlan, plan_document
+from .planning.planner import PlannedDestination, needs_predictions, plan_all, selected_destinations
 from .run import apply_saved, full_sync, guard_warnings, require_destinations
 from .settings import Settings
 from .store import connect_store
@@ -110,7 +109,7 @@ def plan(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: Seque
     ``sync --dry-run``). The ESPs are read (read-only) when their credentials are set and ``remote``."""
     require_destinations(cfg)
     day = as_of_date(cfg, as_of)
-    run = compute_segments(cfg, day, settings=settings, predict=destinations_need_predictions(cfg, destinations))
+    run = compute_segments(cfg, day, settings=settings, predict=needs_predictions(cfg, destinations))
     try:
         stats = run_stats(run)
         names = [d.name for d in selected_destinations(cfg, destinations)]

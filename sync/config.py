@@ -14,7 +14,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from connectors.suggest import did_you_mean
 from segmentation import PRESETS as SEGMENTATION_PRESETS, SegmentationConfig
@@ -88,9 +88,12 @@ def http_settings(base: HttpConfig, overrides: HttpOverrides | None = None, sett
 
 
 class DestinationConfig(BaseModel):
+    """``[[destinations]]``: one ESP audience/account. ``type`` and the vendor rules come from its spec in
+    :mod:`sync.destinations.registry` (audience needed, default and refused ``new_contacts``, tags)."""
+
     model_config = ConfigDict(extra="forbid")
     name: str
-    type: Literal["mailchimp", "sendgrid", "unisender"]
+    type: str  # a registered destination type (sync.destinations.registry)
     audience: str | None = None  # Mailchimp audience (list) id
     # default: "transactional" (Mailchimp, SendGrid), "skip" (Unisender has no transactional status)
     new_contacts: Literal["skip", "transactional", "pending", "subscribed"] | None = None
@@ -107,17 +110,37 @@ class DestinationConfig(BaseModel):
         """This destination's effective [http] settings (see :class:`HttpConfig` for the precedence)."""
         return http_settings(self._base_http, self.http, settings)
 
+    @property
+    def spec(self):
+        """This destination type's :class:`sync.destinations.base.DestinationSpec`."""
+        from .destinations.registry import destination_spec
+
+        return destination_spec(self.type)
+
+    @field_validator("type")
+    @classmethod
+    def _registered_type(cls, value: str) -> str:
+        from .destinations.registry import DESTINATIONS, type_choices
+
+        if value not in DESTINATIONS:
+            raise ValueError(f"Input should be {type_choices()}{did_you_mean(value, DESTINATIONS)}")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> "DestinationConfig":
-        if self.type == "mailchimp" and not self.audience:
-            raise ValueError(f"destination {self.name!r}: type = \"mailchimp\" needs audience = \"<list id>\"")
+        from .destinations.registry import DESTINATIONS
+
+        spec = DESTINATIONS[self.type]
+        if spec.needs_audience and not self.audience:
+            raise ValueError(f"destination {self.name!r}: type = \"{self.type}\" needs audience = \"<list id>\"")
         if self.new_contacts is None:
-            self.new_contacts = "skip" if self.type == "unisender" else "transactional"
-        if self.type == "unisender" and self.new_contacts == "transactional":
-            raise ValueError(f"destination {self.name!r}: Unisender has no transactional status; "
-                             f"use new_contacts = \"skip\" or \"pending\"")
-        if self.tags and self.type != "unisender":
-            raise ValueError(f"destination {self.name!r}: [destinations.tags] is for Unisender only")
+            self.new_contacts = spec.default_new_contacts
+        refused = spec.refused_new_contacts.get(self.new_contacts)
+        if refused:
+            raise ValueError(f"destination {self.name!r}: {refused}")
+        if self.tags and spec.tag_name is None:
+            tagged = " or ".join(s.label for s in DESTINATIONS.values() if s.tag_name is not None)
+            raise ValueError(f"destination {self.name!r}: [destinations.tags] is for {tagged} only")
         return self
 
 

@@ -4,158 +4,24 @@ Every item's outcome is folded into the ledger as its API call completes, so a f
 next run plans it again) and a process killed mid-run resumes without repeating completed calls. A second run
 with no data change plans nothing and makes zero write calls.
 
-The planning functions (``plan_all``), the ESP client factory (``make_destination``) and ``ledger_url`` /
-``open_ledger`` still live here until they move to ``sync/planning/``, ``sync/destinations/`` and
-``sync/ledger/``; the full sync that strings pull → segment → plan → apply together is :func:`sync.api.run_sync`.
+Planning is :mod:`sync.planning`, the ESP clients :mod:`sync.destinations`; the full sync that strings
+pull → segment → plan → apply together is :func:`sync.api.run_sync`.
 """
 
 from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from .config import Config, DestinationConfig
-from .errors import ConfigError, DestinationError, GuardRefusedError, LockBusyError
+from .destinations.base import Destination
+from .errors import LockBusyError
 from .ledger import Ledger, Locks, owner_process_gone
-from .model import Destination, ItemResult, PushedState
-from .pipeline import SegmentsRun, selected_destinations
-from .plan import Plan, all_managed, apply_results_to_state, check_fields, desired_contacts, plan_destination
-from .settings import Settings, load_settings
+from .model import ItemResult
+from .planning.plan import Plan, apply_results_to_state
 
 log = logging.getLogger(__name__)
-
-
-def make_destination(dest: DestinationConfig, settings: Settings, *, required: bool = True,
-                     retry=None, timeout: float | None = None) -> Destination | None:
-    """The ESP client for a destination, or None when its credentials are not set and not ``required``.
-
-    ``retry`` (a :class:`connectors.retry.RetryPolicy`) and ``timeout`` default to the destination's [http]
-    settings (``RFMSYNC_HTTP_*`` > ``[destinations.http]`` > ``[http]``).
-    """
-    http = dest.http_settings(settings)
-    retry = retry or http.retry_policy()
-    timeout = timeout if timeout is not None else http.timeout_seconds
-    key_name = f"{dest.type.upper()}_API_KEY"
-    key = getattr(settings, f"{dest.type}_api_key")
-    url = getattr(settings, f"{dest.type}_api_url")
-    if key is None:
-        if required:
-            raise ConfigError(f"destination {dest.name!r}: {key_name} is not set (see settings.example.env)")
-        return None
-    if dest.type == "mailchimp":
-        from .mailchimp import MailchimpDestination
-
-        return MailchimpDestination(dest.name, dest.audience or "", key, api_url=url, batch_size=dest.batch_size,
-                                    retry=retry, timeout=timeout, max_connections=http.concurrency)
-    if dest.type == "sendgrid":
-        from .sendgrid import SendGridDestination
-
-        return SendGridDestination(dest.name, key, api_url=url, list_prefix=dest.list_prefix,
-                                   batch_size=dest.batch_size, retry=retry, timeout=timeout)
-    from .unisender import UnisenderDestination
-
-    return UnisenderDestination(dest.name, key, api_url=url, batch_size=dest.batch_size, retry=retry,
-                                timeout=timeout)
-
-
-def _customer_rows(run: SegmentsRun) -> list[dict[str, Any]]:
-    seg = run.result.table
-    rel = run.con.sql(f"""
-        SELECT s.*, c.email, c.phone, c.marketing_consent
-        FROM {seg} s JOIN contacts c USING (customer_id)
-        WHERE c.email IS NOT NULL AND trim(c.email) <> ''
-        ORDER BY s.monetary DESC, s.customer_id
-    """)
-    cols = rel.columns
-    return [dict(zip(cols, row)) for row in rel.fetchall()]
-
-
-@dataclass
-class PlannedDestination:
-    plan: Plan
-    client: Destination | None
-    #: the plan guards this plan trips against the ledger it was made from (also in ``plan.warnings``)
-    guard_lines: tuple[str, ...] = ()
-    #: plan this destination again from the same segments against the ledger as it is now (sync re-plans
-    #: under the destination's lock when another run moved the ledger while it waited)
-    replan: Callable[[], "PlannedDestination"] | None = None
-
-
-def plan_all(cfg: Config, run: SegmentsRun, ledger: Ledger, settings: Settings, *,
-             destinations: Sequence[str] | None = None, full_refresh: bool = False, reconcile: bool = False,
-             remote: bool = True, require_remote: bool = False) -> list[PlannedDestination]:
-    """Plan every (or the named) destination. Reads the ESP only when credentials are set and ``remote``."""
-    rows = _customer_rows(run)
-    out = []
-    for dest in selected_destinations(cfg, destinations):
-        check_fields(dest)
-        client = make_destination(dest, settings, required=require_remote) if remote else None
-        unchecked = _remote_unchecked(client, require_remote)
-        out.append(_plan_one(cfg, dest, rows, ledger, client, unchecked, full_refresh=full_refresh,
-                             reconcile=reconcile))
-    return out
-
-
-def _plan_one(cfg: Config, dest: DestinationConfig, rows: list[dict[str, Any]], ledger: Ledger,
-              client: Destination | None, unchecked: str | None, *, full_refresh: bool, reconcile: bool
-              ) -> PlannedDestination:
-    from .guards import plan_lines, plan_stats
-
-    notes = []
-    desired, invalid = desired_contacts(rows, dest)
-    revision = ledger.state_revision(dest.name)  # read before the state: a later write only makes it stale
-    state = last = ledger.load_state(dest.name)
-    existing = None
-    if client is not None and unchecked is None:
-        if reconcile:
-            last = _reconciled(last, client.read_managed(all_managed(dest)), all_managed(dest))
-        if (dest.new_contacts == "skip" or full_refresh) and hasattr(client, "existing_members"):
-            existing = client.existing_members([d.key for d in desired])  # full refresh: repairs drift
-    elif client is None:
-        notes.append("planned against the ledger alone (no credentials set): the ESP was not read")
-    plan = plan_destination(dest, desired, last, revision=revision, existing=existing,
-                            full_refresh=full_refresh, skipped=invalid,
-                            remote_checked=client is not None and unchecked is None, notes=notes)
-    lines = tuple(plan_lines(cfg.guards, plan_stats(plan, state)))
-    warnings = ((unchecked,) if unchecked is not None else ()) + lines
-    if warnings:
-        plan = replace(plan, warnings=(*plan.warnings, *warnings))
-    return PlannedDestination(plan, client, lines, replan=lambda: _plan_one(
-        cfg, dest, rows, ledger, client, unchecked, full_refresh=full_refresh, reconcile=reconcile))
-
-
-def _remote_unchecked(client: Destination | None, require_remote: bool) -> str | None:
-    """``client.check()`` (read-only); a warning "remote not checked: …" when the ESP could not be reached or
-    refused the credentials (re-raised when the remote is required, as for ``sync``)."""
-    if client is None:
-        return None
-    try:
-        client.check()
-    except DestinationError as exc:
-        if require_remote:
-            raise
-        return f"remote not checked: {exc}"
-    return None
-
-
-def _reconciled(last: dict[str, PushedState], actual: dict[str, set[str]], managed: Sequence[str]
-                ) -> dict[str, PushedState]:
-    """Replace the ledger's view of managed tags with what the ESP really holds (repairs drift)."""
-    members: dict[str, set[str]] = {}
-    for tag, emails in actual.items():
-        for e in emails:
-            members.setdefault(e.lower(), set()).add(tag)
-    out = {}
-    for key in set(last) | set(members):
-        prev = last.get(key)
-        unmanaged = (prev.tags - set(managed)) if prev else frozenset()
-        out[key] = PushedState(key=key, customer_id=prev.customer_id if prev else None,
-                               tags=frozenset(unmanaged | members.get(key, set())),
-                               fields=prev.fields if prev else {}, exists=True)
-    return out
-
 
 @contextmanager
 def destination_lock(ledger: Locks, name: str, ttl_seconds: float = 3600) -> Iterator[str]:

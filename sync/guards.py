@@ -105,7 +105,7 @@ def _same(a: object, b: object) -> bool:
 
 
 def plan_stats(plan, state: Mapping[str, PushedState]) -> PlanStats:
-    """Measure ``plan`` (a :class:`sync.plan.Plan`) against the ledger ``state`` of its destination."""
+    """Measure ``plan`` (a :class:`sync.planning.plan.Plan`) against the ledger ``state`` of its destination."""
     managed_tags = frozenset(plan.managed_tags)
     managed = sum(bool(s.tags & managed_tags) for s in state.values())
     removed = changed = 0

@@ -20,8 +20,8 @@ from .config import Config
 from .errors import GuardRefusedError
 from .guards import DataStats, data_lines
 from .ledger import Ledger
-from .pipeline import (SegmentsRun, compute_segments, configured_source, destinations_need_predictions, pull_into,
-                       store_path)
+from .pipeline import SegmentsRun, compute_segments, configured_source, pull_into, store_path
+from .planning.planner import needs_predictions
 from .settings import Settings
 from .store import connect_store
 
@@ -81,7 +81,7 @@ def segments_from_store(cfg: Config, ledger: Ledger, settings: Settings, *, as_o
     try:
         result = pull_to_store(cfg, ledger, con, settings, full=full, guarded=guarded) if pull else None
         run = compute_segments(cfg, as_of, con=con, settings=settings,
-                               predict=destinations_need_predictions(cfg, destinations))
+                               predict=needs_predictions(cfg, destinations))
     except BaseException:
         con.close()
         raise

@@ -1,5 +1,8 @@
 """Domain records of the sync engine: desired state, pushed state, changes, outcomes.
 
+Shared by planning, the destinations and the ledger (the Destination Protocol is in
+:mod:`sync.destinations.base`).
+
 Keys: a contact is identified per destination by its normalised (lower-cased) email.
 Tags are the destination's own names (prefix applied). Field values are strings,
 numbers or None; they are compared as their JSON form.
@@ -8,7 +11,7 @@ numbers or None; they are compared as their JSON form.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import Callable, Mapping, Sequence
 
 FieldValue = str | int | float | bool | None
 
@@ -72,24 +75,3 @@ class ItemResult:
 
 
 OnResults = Callable[[Sequence[ItemResult]], None]
-
-
-class Destination(Protocol):
-    """One ESP audience/account. Implementations: sync.mailchimp, sync.sendgrid, sync.unisender."""
-
-    name: str
-
-    def prepare(self, managed_tags: Sequence[str], fields: Mapping[str, str]) -> None:
-        """Check the audience exists; create missing fields and tags/lists rfmsync manages."""
-
-    def apply(self, changes: Sequence[ContactChange], on_results: OnResults) -> None:
-        """Push changes in batches at the API maxima; call ``on_results`` after each batch."""
-
-    def read_managed(self, managed_tags: Sequence[str]) -> Mapping[str, set[str]]:
-        """Current members (normalised emails) of each managed tag/list, for --reconcile."""
-
-    def check(self) -> str:
-        """Read-only: credentials accepted and the audience/account reachable; one line saying what was seen.
-
-        Raises :class:`sync.errors.DestinationConfigError` when the key is rejected or the audience is missing,
-        :class:`sync.errors.DestinationError` when the ESP cannot be reached. Writes nothing."""

@@ -24,6 +24,7 @@ from segmentation import SegmentationConfig, SegmentationResult, run_segmentatio
 
 from .config import Config, DestinationConfig, format_validation_error
 from .errors import ConfigError
+from .planning.values import PREDICTIVE_VALUES
 from .store import connect_store, merge_staged
 
 if TYPE_CHECKING:
@@ -120,26 +121,8 @@ def today_in(timezone: str) -> date:
     return datetime.now(ZoneInfo(timezone)).date()
 
 
-def selected_destinations(cfg: Config, names: Iterable[str] | None) -> list[DestinationConfig]:
-    """The named destinations (a config error for an unknown name), or every one when none is named."""
-    if not names:
-        return list(cfg.destinations)
-    return [cfg.destination(n) for n in names]
-
-
-def destinations_need_predictions(cfg: Config, names: Iterable[str] | None) -> bool:
-    """Whether a field mapping of the selected destinations pushes a predictive or behavioural value."""
-    from .plan import PREDICTIVE_VALUES  # not at import time: `rfmsync segments` needs no planning code
-
-    return any(v in PREDICTIVE_VALUES for d in selected_destinations(cfg, names) for v in d.fields.values())
-
-
 def rules_need_predictions(seg: SegmentationConfig) -> bool:
     """Whether a custom segment rule refers to a predictive or behavioural field."""
-    if not seg.rules:
-        return False
-    from .plan import PREDICTIVE_VALUES  # not at import time: `rfmsync segments` needs no planning code
-
     return any(any(n in pat for n in PREDICTIVE_VALUES) for r in seg.rules for pat in r.match)
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .errors import ConfigError
-from .plan import Plan
+from .planning.plan import Plan
 
 if TYPE_CHECKING:
-    from .engine import PlannedDestination
+    from .planning.planner import PlannedDestination
 
 PLAN_FILE_VERSION = 1
 

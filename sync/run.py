@@ -16,13 +16,15 @@ from zoneinfo import ZoneInfo
 from connectors.errors import BadFileError
 
 from .config import Config
-from .engine import ApplyReport, PlannedDestination, execute_plan, make_destination, plan_all
+from .destinations.registry import make_destination
+from .engine import ApplyReport, execute_plan
 from .errors import ConfigError, GuardRefusedError, PlanStaleError
 from .guards import DataStats, customer_drop_line, data_lines, plan_lines, plan_stats
 from .ingest import run_stats, segments_from_store
 from .ledger import Ledger, RunHistory, RunRecorder
-from .pipeline import selected_destinations, today_in
-from .plan import Plan
+from .pipeline import today_in
+from .planning.plan import Plan
+from .planning.planner import PlannedDestination, plan_all, selected_destinations
 from .store import STORE_LOCK
 from .settings import Settings
 

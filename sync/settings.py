@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     rfmsync_http_max_attempts: int | None = None
     rfmsync_http_max_wait_seconds: float | None = None
     rfmsync_http_concurrency: int | None = None
+    # ESPs: one key and one URL override per destination type (sync.destinations.registry names them)
     # Mailchimp
     mailchimp_api_key: SecretStr | None = None
     mailchimp_api_url: str | None = None
@@ -61,6 +62,15 @@ class Settings(BaseSettings):
     shopify_token: SecretStr | None = None
     shopify_webhook_secret: SecretStr | None = None
     shopify_api_url: str | None = None
+
+    def env_value(self, name: str):
+        """The value of the variable ``name`` (``MAILCHIMP_API_KEY``): how destination specs read their key and
+        URL. A name this class does not declare is a programming error (add the field, and the line in
+        settings.example.env)."""
+        field = name.lower()
+        if field not in type(self).model_fields:
+            raise KeyError(f"{name} is not a setting: add it to sync.settings.Settings and settings.example.env")
+        return getattr(self, field)
 
     def http_overrides(self) -> dict[str, float | int]:
         """The ``RFMSYNC_HTTP_*`` values that are set, keyed like ``[http]``."""

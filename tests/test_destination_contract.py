@@ -1,6 +1,6 @@
 """The destination contract battery: every ESP in ``tests.fakes.registry.DESTINATIONS`` must pass every case.
 
-Each case drives the real engine (``sync.engine.plan_all`` / ``execute_plan``, the CLI for ``plan``, ``apply`` and
+Each case drives the real engine (``sync.planning.planner.plan_all`` / ``sync.engine.execute_plan``, the CLI for ``plan``, ``apply`` and
 ``failures``) against the destination's stateful fake on 127.0.0.1, pointed at it by the same environment
 variables a user sets. Segments come from a small generated shop (one DuckDB segmentation per as-of date, shared
 by the module); every test gets its own config, ledger and fresh fake.
@@ -20,12 +20,13 @@ from click.testing import CliRunner
 from connectors.retry import RetryPolicy
 from sync.cli import main
 from sync.config import load_config
-from sync.engine import execute_plan, plan_all
+from sync.engine import execute_plan
 from sync.errors import DestinationError
 from sync.ledger import open_ledger
 from sync.pipeline import compute_segments
 from sync.plan_file import plan_document
-from sync.plan import normalise_email
+from sync.planning.plan import normalise_email
+from sync.planning.planner import plan_all
 from sync.settings import load_settings
 from segmentation.config import SegmentationConfig, Thresholds
 from tests.fakes.registry import DESTINATIONS, UNMANAGED_VALUE, FakeDestination

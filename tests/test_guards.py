@@ -21,7 +21,7 @@ from sync.ledger import open_ledger
 from sync.errors import ConfigError, GuardRefusedError
 from sync.guards import DataStats, PlanStats, customer_drop_line, data_lines, plan_lines, plan_stats
 from sync.model import ContactChange, PushedState
-from sync.plan import Plan
+from sync.planning.plan import Plan
 from sync.serve.resync import resync
 from sync.run import require_destinations
 from sync.serve.scheduler import Schedule, Scheduler, run_full_sync

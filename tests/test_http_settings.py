@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sync.config import HttpConfig, load_config
-from sync.engine import make_destination
+from sync.destinations.registry import make_destination
 from sync.errors import ConfigError, DestinationError
 from sync.pipeline import configured_source
 from sync.settings import load_settings

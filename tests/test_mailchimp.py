@@ -11,9 +11,9 @@ import responses
 from pydantic import SecretStr
 
 from connectors.retry import RetryPolicy
+from sync.destinations.mailchimp import MailchimpDestination, data_centre
+from sync.destinations.mailchimp_api import EMPTY_BODY_ACTIONS, STATUS_ACTIONS, BatchRejected, action_for
 from sync.errors import DestinationConfigError, DestinationError
-from sync.mailchimp import (EMPTY_BODY_ACTIONS, STATUS_ACTIONS, BatchRejected, MailchimpDestination, action_for,
-                            data_centre, merge_field_type)
 from sync.model import ContactChange, ItemResult
 from tests.fakes.mailchimp import FakeMailchimp, mailchimp_fake  # noqa: F401  (fixture)
 
@@ -91,11 +91,6 @@ def test_key_without_data_centre_needs_api_url() -> None:
     dest = MailchimpDestination("mc", "aud1", SecretStr("abcsecret-us21"))
     assert dest.api_url == "https://us21.api.mailchimp.com/3.0"
     assert "abcsecret" not in repr(dest) and "abcsecret" not in str(vars(dest))
-
-
-def test_merge_field_types() -> None:
-    assert [merge_field_type(v) for v in ("recency_days", "frequency", "monetary", "r_score", "clv", "segment",
-                                          "customer_id", "lifecycle")] == ["number"] * 5 + ["text"] * 3
 
 
 # ---------------------------------------------------------------------------------------------- prepare

@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 from sync.config import DestinationConfig
 from sync.model import DesiredContact, ItemResult, PushedState
-from sync.plan import apply_results_to_state, desired_contacts, plan_destination, status_for_new
+from sync.planning.plan import apply_results_to_state, desired_contacts, plan_destination, status_for_new
 
 DEST = DestinationConfig(name="mc", type="mailchimp", audience="a1", tag_prefix="rfm:",
                          segments={"Best active": "VIP", "Churn": "Winback"}, fields={"SEG": "segment", "R": "r"})
@@ -95,7 +95,7 @@ def test_contacts_leaving_the_base_lose_only_managed_tags():
 
 
 def test_plan_json_round_trip():
-    from sync.plan import Plan
+    from sync.planning.plan import Plan
 
     desired, _ = desired_contacts([{"customer_id": "1", "email": "a@b.uz", "segment": "Best active", "r": 3}], DEST)
     plan = plan_destination(DEST, desired, {}, revision=7)

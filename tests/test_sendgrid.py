@@ -11,10 +11,11 @@ from pydantic import SecretStr
 from connectors.retry import RetryPolicy
 from sync.errors import DestinationConfigError, DestinationError
 from sync.model import ContactChange, ItemResult
-from sync.sendgrid import Action, SendGridDestination, action_for_status, field_type_for
+from sync.destinations.sendgrid import SendGridDestination
+from sync.destinations.sendgrid_api import Action, action_for_status
 from tests.fakes.sendgrid import FakeSendGrid, sendgrid_fake  # noqa: F401  (fixture)
 
-FIELDS = {"rfm_segment": "segment", "recency_days": "recency"}
+FIELDS = {"rfm_segment": "segment", "recency_days": "recency_days"}  # value names: sync.planning.values
 
 
 class Recorder:
@@ -52,12 +53,6 @@ def change(email: str, add=(), remove=(), fields=None, create=True) -> ContactCh
 ])
 def test_status_action_table(status, action):
     assert action_for_status(status) is action
-
-
-@pytest.mark.parametrize("value,ftype", [("recency", "Number"), ("monetary", "Number"), ("r_score", "Number"),
-                                         ("last_order_date", "Date"), ("segment", "Text")])
-def test_field_types(value, ftype):
-    assert field_type_for(value) == ftype
 
 
 def test_prepare_creates_only_missing_lists_and_fields(sendgrid_fake):

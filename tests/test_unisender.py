@@ -13,8 +13,8 @@ from pydantic import SecretStr
 from connectors.retry import RetryPolicy
 from sync.errors import DestinationConfigError, DestinationError
 from sync.model import ContactChange, ItemResult
-from sync.unisender import (Action, TokenBucket, UnisenderDestination, UnisenderError, action_for, field_type_for,
-                            split_name)
+from sync.destinations.unisender import UnisenderDestination, split_name
+from sync.destinations.unisender_api import Action, TokenBucket, UnisenderError, action_for
 from tests.fakes.unisender import FakeUnisender, unisender_fake  # noqa: F401  (fixture)
 
 API = "https://api.example.test/ru/api"
@@ -62,12 +62,10 @@ def test_code_action_table(code, status, action):
     assert action_for(code, status) is action
 
 
-def test_names_and_field_types():
+def test_names():
     assert split_name("list:Winback") == ("list", "Winback")
     assert split_name("tag:vip") == ("tag", "vip")
     assert split_name("Champions") == ("list", "Champions")
-    assert field_type_for("monetary") == "number" and field_type_for("last_order_date") == "date"
-    assert field_type_for("segment") == "string"
 
 
 @responses.activate
@@ -134,11 +132,11 @@ def test_prepare_creates_only_missing_lists_and_fields(unisender_fake):
     unisender_fake.add_list("Newsletter")
     unisender_fake.fields["rfm_segment"] = "string"
     dest, _ = on(unisender_fake)
-    dest.prepare(["list:Champions", "list:Winback", "tag:vip"], {"rfm_segment": "segment", "recency": "recency"})
+    dest.prepare(["list:Champions", "list:Winback", "tag:vip"], {"rfm_segment": "segment", "recency": "recency_days"})
     assert sorted(unisender_fake.lists.values()) == ["Champions", "Newsletter", "Winback"]
     assert unisender_fake.fields == {"rfm_segment": "string", "recency": "number"}
     assert unisender_fake.write_calls == 2
-    dest.prepare(["list:Champions", "list:Winback"], {"rfm_segment": "segment", "recency": "recency"})
+    dest.prepare(["list:Champions", "list:Winback"], {"rfm_segment": "segment", "recency": "recency_days"})
     assert unisender_fake.write_calls == 2
     with pytest.raises(DestinationConfigError, match="'tags'"):
         dest.prepare([], {"tags": "segment"})

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from sync.cli import main
 from sync.config import DestinationConfig
 from sync.model import DesiredContact, PushedState
-from sync.plan import plan_destination
+from sync.planning.plan import plan_destination
 
 NEWEST = date(2024, 1, 31)
 STALE_AS_OF = "2025-06-30"  # 516 days after NEWEST

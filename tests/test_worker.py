@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sync.config import load_config
-from sync.engine import plan_all
+from sync.planning.planner import plan_all
 from sync.errors import ConfigError
 from sync.ingest import load_cut_points, segments_from_store
 from sync.ledger import Ledger, open_ledger

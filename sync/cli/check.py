@@ -55,7 +55,7 @@ def check(config_path, limit, strict, offline):
 def _check_destinations(cfg, offline: bool) -> None:
     """One read-only line per destination (``Destination.check``); no writes. Exit 2 when credentials are
     rejected or the audience is missing, 4 when an ESP cannot be reached."""
-    from ..engine import make_destination
+    from ..destinations.registry import make_destination
     from ..errors import DestinationConfigError, DestinationError
     from ..settings import load_settings
 
@@ -69,7 +69,7 @@ def _check_destinations(cfg, offline: bool) -> None:
         try:
             client = make_destination(dest, settings, required=False)
             if client is None:
-                out.print(f"{label}: not checked, {dest.type.upper()}_API_KEY is not set", markup=False,
+                out.print(f"{label}: not checked, {dest.spec.key_env} is not set", markup=False,
                           highlight=False)
                 continue
             out.print(f"{label}: {client.check()}", markup=False, highlight=False)

@@ -44,7 +44,7 @@ def _demo_as_of(cfg) -> date | None:
 
 def _print_demo_plan(cfg, run) -> None:
     """The dry-run plan of the demo's sample destination against an empty, throw-away ledger."""
-    from ..engine import plan_all
+    from ..planning.planner import plan_all
     from ..ledger import Ledger
     from ..settings import load_settings
 

@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
-    from ..plan import Plan
+    from ..planning.plan import Plan
 
 # C0 controls but tab and newline, DEL, C1 controls, and the bidi embeddings/overrides/isolates that can
 # make a terminal show text in another order than it is (Trojan Source), and the Unicode line separators.

@@ -34,13 +34,16 @@ from connectors.tables import TABLES, create_staging, stage_records
 from connectors.webhooks import WEBHOOK_SOURCES
 
 from ..config import Config, DestinationConfig
-from ..engine import ApplyReport, _customer_rows, execute_plan, make_destination
+from ..destinations.registry import make_destination
+from ..engine import ApplyReport, execute_plan
 from ..errors import ConfigError, DestinationError, LockBusyError
 from ..ingest import load_cut_points, save_cut_points
 from ..ledger import Ledger
 from ..model import PushedState
 from ..pipeline import SegmentsRun, compute_segments, configured_source, store_path, today_in
-from ..plan import PREDICTIVE_VALUES, Plan, check_fields, desired_contacts, normalise_email, plan_destination
+from ..planning.plan import Plan, check_fields, desired_contacts, normalise_email, plan_destination
+from ..planning.planner import customer_rows
+from ..planning.values import PREDICTIVE_VALUES
 from ..run import refuse
 from ..settings import Settings
 from ..store import STORE_LOCK, connect_store, merge_staged
@@ -164,7 +167,7 @@ def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, 
 
     result = run_segmentation(con, cfg.segmentation, as_of, cfg.timezone, cut_points=cut_points,
                               customers=AFFECTED_TABLE, with_boundary=False)
-    rows = _customer_rows(SegmentsRun(con=con, result=result, pull=None, config=cfg))
+    rows = customer_rows(SegmentsRun(con=con, result=result, pull=None, config=cfg))
     emails = con.execute(f"SELECT email FROM contacts WHERE customer_id IN (SELECT customer_id FROM "
                          f"{AFFECTED_TABLE}) AND email IS NOT NULL").fetchall()
     keys = {k for (e,) in emails if (k := normalise_email(e))}
@@ -197,7 +200,7 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
     state = ledger.load_state(dest.name)
     last = _restricted_last(state, keys, affected.customer_ids)
     existing = None
-    if dest.new_contacts == "skip" and hasattr(client, "existing_members"):
+    if dest.new_contacts == "skip" and client.reads_existing_members:
         existing = client.existing_members([d.key for d in desired])
     plan = plan_destination(dest, desired, last, revision=revision, existing=existing, skipped=invalid,
                             remote_checked=True,

@@ -6,7 +6,7 @@ uses. A harness owns a running fake and knows, for that vendor:
 - which environment variables point rfmsync at the fake (:meth:`~FakeDestination.env`), and a
   ``[[destinations]]`` table for it (:meth:`~FakeDestination.destination`);
 - how to read a contact back: the managed tags/lists it carries (in the engine's names, see
-  :func:`sync.plan.managed_tags`), a field's value, its subscription status (:meth:`~FakeDestination.status`);
+  :func:`sync.planning.plan.managed_tags`), a field's value, its subscription status (:meth:`~FakeDestination.status`);
 - how to seed a pre-existing contact with a status, an unmanaged tag/list and an unmanaged field
   (:meth:`~FakeDestination.seed`), and check those survived (:meth:`~FakeDestination.unmanaged`);
 - how to inject 429s, 5xx, timeouts and per-item rejections on its write endpoint;
@@ -15,7 +15,7 @@ uses. A harness owns a running fake and knows, for that vendor:
 - which protocol rules it broke (:meth:`~FakeDestination.violations`: status overwrites, forbidden calls, …).
 
 A new destination joins the battery (``tests/test_destination_contract.py``) and ``bench/sync.py`` by adding its
-module in ``sync/`` and one entry here.
+module in ``sync/destinations/`` (registered in ``sync.destinations.registry``) and one entry here.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from collections import Counter
 from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 from connectors.retry import RetryPolicy
-from sync.model import ContactChange, Destination
+from sync.destinations.base import Destination
+from sync.model import ContactChange
 
 from .http import Reply, Request
 from .mailchimp import MAX_BATCH as MAILCHIMP_MAX, FakeMailchimp
@@ -190,7 +191,7 @@ class MailchimpFake(FakeDestination):
         return neutral[:10]  # mixed case on purpose: merge tags are upper-cased by the destination
 
     def client(self, dest, *, retry, timeout):
-        from sync.mailchimp import MailchimpDestination
+        from sync.destinations.mailchimp import MailchimpDestination
 
         return MailchimpDestination(dest.name, dest.audience, self.fake.api_key, api_url=self.fake.url,
                                     retry=retry, timeout=timeout, batch_size=dest.batch_size)
@@ -294,7 +295,7 @@ class SendGridFake(FakeDestination):
         return neutral.lower()
 
     def client(self, dest, *, retry, timeout):
-        from sync.sendgrid import SendGridDestination
+        from sync.destinations.sendgrid import SendGridDestination
 
         return SendGridDestination(dest.name, self.fake.api_key, api_url=self.fake.url, list_prefix=dest.list_prefix,
                                    retry=retry, timeout=timeout, sleep=retry.sleep, poll_interval=0.01,
@@ -390,7 +391,7 @@ class UnisenderFake(FakeDestination):
         return neutral.lower()
 
     def client(self, dest, *, retry, timeout):
-        from sync.unisender import UnisenderDestination
+        from sync.destinations.unisender import UnisenderDestination
 
         return UnisenderDestination(dest.name, self.fake.api_key, api_url=self.fake.api_url, retry=retry,
                                     timeout=timeout, batch_size=dest.batch_size)
@@ -402,7 +403,7 @@ class UnisenderFake(FakeDestination):
         return self._contact(key) is not None
 
     def managed_of(self, key, managed):
-        from sync.unisender import split_name
+        from sync.destinations.unisender import split_name
 
         c = self._contact(key)
         if c is None:
@@ -449,7 +450,7 @@ class UnisenderFake(FakeDestination):
         self.fake.reject.clear()
 
     def setup_writes(self, managed, fields):
-        from sync.unisender import split_name
+        from sync.destinations.unisender import split_name
 
         lists = [v for k, v in map(split_name, managed) if k == "list"]
         return sum(self.fake.list_id(t) is None for t in lists) + sum(f not in self.fake.fields for f in fields)

@@ -1,5 +1,8 @@
 """Planning is a pure function: desired state + last pushed state → the changes, with reasons.
 
+No vendor branches here: tag/list naming comes from the destination type's spec
+(:class:`sync.destinations.base.DestinationSpec`), field values from the vocabulary (:mod:`sync.planning.values`).
+
 Desired state comes from the segments and the destination's mapping; the last pushed state from the ledger.
 Only tags/lists rfmsync manages (the mapped ones) are ever added or removed, and only fields whose value changed
 are written. Consent decides who may be created (see :func:`status_for_new`).
@@ -17,36 +20,15 @@ from email_validator import EmailNotValidError, validate_email
 
 from connectors.normalize import is_plain_email
 
-from .config import DestinationConfig
-from .errors import ConfigError
-from .model import ContactChange, DesiredContact, FieldValue, PushedState, Skip
-
-# values a destination field may carry: [destinations.fields] ESP field = one of these
-FIELD_VALUES = (
-    "segment", "rfm", "r", "f", "m", "recency_days", "frequency", "monetary", "avg_check", "first_order",
-    "last_order", "customer_id",
-    # predictive and behavioural fields (computed when a mapping asks for them)
-    "p_alive", "expected_purchases", "churn_probability", "churn_risk", "expected_aov", "clv", "next_order_date",
-    "reorder_due", "avg_days_between_orders", "discount_share", "discount_hunter", "favourite_category",
-    "favourite_brand",
-)
-PREDICTIVE_VALUES = frozenset(FIELD_VALUES[12:])
-_COLUMN_FOR = {"first_order": "first_order_at", "last_order": "last_order_at"}
+from ..config import DestinationConfig
+from ..errors import ConfigError
+from ..model import ContactChange, DesiredContact, FieldValue, PushedState, Skip
+from .values import FIELD_VALUES, column_of
 
 
 def managed_tags(dest: DestinationConfig) -> dict[str, list[str]]:
-    """segment → the tags/lists this destination gives it (prefixes applied)."""
-    out: dict[str, list[str]] = {}
-    for seg, name in dest.segments.items():
-        if dest.type == "mailchimp":
-            out.setdefault(seg, []).append(dest.tag_prefix + name)
-        elif dest.type == "sendgrid":
-            out.setdefault(seg, []).append(dest.list_prefix + name)
-        else:
-            out.setdefault(seg, []).append("list:" + name)
-    for seg, name in dest.tags.items():
-        out.setdefault(seg, []).append("tag:" + name)
-    return out
+    """segment → the tags/lists this destination gives it (named by its type's spec, prefixes applied)."""
+    return dest.spec.managed_tags(dest)
 
 
 def all_managed(dest: DestinationConfig) -> list[str]:
@@ -102,7 +84,7 @@ def desired_contacts(rows: Iterable[Mapping[str, Any]], dest: DestinationConfig
         if key is None:
             skipped.append(Skip(str(raw), str(row["customer_id"]), row["segment"], "invalid email"))
             continue
-        fields = {esp: normalise_value(row.get(_COLUMN_FOR.get(v, v))) for esp, v in dest.fields.items()}
+        fields = {esp: normalise_value(row.get(column_of(v))) for esp, v in dest.fields.items()}
         contact = DesiredContact(key=key, customer_id=str(row["customer_id"]), email=key,
                                  consent=str(row.get("marketing_consent") or "unknown"), segment=row["segment"],
                                  tags=frozenset(tags_for.get(row["segment"], ())), fields=fields)

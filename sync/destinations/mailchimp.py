@@ -21,7 +21,7 @@ Consent. The batch-subscribe member object (spec 3.0.55) has ``status`` but no `
 Both steps are idempotent, so both are retried. Tags come after the upserts; a contact whose upsert failed
 gets no tag call this run (its tag ops are reported failed and the engine retries them next run).
 
-Answers are validated before they are believed (:mod:`sync.answers`): a 2xx body is re-read from the raw
+Answers are validated before they are believed (:mod:`sync.destinations.answers`): a 2xx body is re-read from the raw
 response (the SDK returns raw text for HTML, a bare ``requests.Response`` for truncated JSON or an empty body)
 and checked against the documented shape (batch subscribe: ``new_members``, ``updated_members``,
 ``errors[{email_address, error, error_code}]``; tag call: ``members_added``, ``members_removed``,
@@ -30,125 +30,48 @@ the call's items with the raw answer (cut to 200 characters). A tag add that Mai
 because the address is not a list member reports the item ``missing``: the ledger forgets the contact, and the
 next run creates it again (consent rules apply).
 
-Errors: :data:`STATUS_ACTIONS` (data, one table) maps HTTP statuses to retry / config / item / fatal.
-``retry`` becomes :class:`connectors.errors.TransientError` (with ``retry_after``), which the one retry layer
-(:class:`connectors.retry.RetryPolicy`) retries; once it gives up that is a :class:`DestinationError`.
-SDK quirks handled here: errors are ``ApiClientError`` whose ``.text`` is the raw problem+json string (the SDK
-only parses ``application/json``) and which carries no headers; empty-body answers (a body-less 429/403, a
-204) come back as a bare ``requests.Response`` instead of an exception. The API key lives only inside the
-SDK client: it is never logged, never put in an error, never shown in a repr.
+Errors, retries, SDK quirks and the answer shapes live in :mod:`sync.destinations.mailchimp_api`.
+Merge field types come from the field vocabulary's kinds (:data:`FIELD_TYPES`); a merge field that
+already exists keeps its type (a warning names the difference).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
 import threading
-import time
 from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
 from functools import partial
-from types import MappingProxyType
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
-import requests
-from mailchimp_marketing.api.lists_api import ListsApi
-from mailchimp_marketing.api_client import ApiClient, ApiClientError
 from pydantic import SecretStr
 
-from connectors.errors import TransientError
-from connectors.retry import RetryPolicy, retry_after_seconds
+from connectors.retry import RetryPolicy
 
-from .answers import BadAnswer, Shape, decode_json, unaccounted, validate
-from .errors import DestinationConfigError, DestinationError
-from .model import ContactChange, FieldValue, ItemResult, OnResults
+from ..errors import DestinationConfigError, DestinationError
+from ..model import ContactChange, FieldValue, ItemResult, OnResults
+from ..planning.values import BOOL, DATE, NUMBER, TEXT, kind_of
+from .answers import BadAnswer, unaccounted
+from .base import ClientOptions, DestinationSpec
+from .mailchimp_api import (NOT_A_MEMBER, BatchAnswer, BatchRejected, Created, ListInfo, MailchimpApi, SegmentAnswer,
+                            member_error)
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 500  # members per batch subscribe; members_to_add / members_to_remove per segment call
-PAGE_SIZE = 1000  # `count` maximum on GET collections
 MAX_CONNECTIONS = 10  # Mailchimp's concurrent-connection limit per API key
+#: field kind -> merge field type. No boolean type: yes/no text. Dates stay text: the ISO date rfmsync sends
+#: is accepted as it is, whatever the audience's date format.
+FIELD_TYPES: Mapping[str, str] = {NUMBER: "number", TEXT: "text", DATE: "text", BOOL: "text"}
 
-#: HTTP status -> what the caller does: retry (transient), config (fix settings), item (this batch's items
-#: failed, carry on), fatal (stop). Other 5xx retry, other 4xx are fatal.
-STATUS_ACTIONS: Mapping[int, str] = MappingProxyType({
-    400: "item", 401: "config", 403: "config", 404: "config", 405: "fatal", 408: "retry", 422: "item",
-    429: "retry", 500: "retry", 502: "retry", 503: "retry", 504: "retry",
-})
-#: "At exceptionally high volumes, you may receive an HTTP 429 or 403 without a JSON body": a body-less
-#: 403 is throttling, not a rejected key.
-EMPTY_BODY_ACTIONS: Mapping[int, str] = MappingProxyType({403: "retry", 429: "retry"})
-
-#: rfmsync value names stored in a ``number`` merge field; everything else gets ``text``.
-NUMBER_VALUES = frozenset({
-    "r", "f", "m", "r_score", "f_score", "m_score", "fm_score", "recency", "recency_days", "frequency",
-    "monetary", "orders", "order_count", "total_spent", "avg_order_value", "aov", "clv", "predicted_clv",
-    "p_alive", "expected_purchases", "tenure_days", "days_since_last_order",
-})
-_NUMBER_SUFFIXES = ("_days", "_count", "_amount", "_value", "_spent")
 _MERGE_TAG = re.compile(r"[A-Z0-9_]{1,10}")
 _DATA_CENTRE = re.compile(r"[a-z]+[0-9]+")
-#: an error text meaning "this address is not in the audience" (tag calls; the update pass without a status)
-_NOT_A_MEMBER = re.compile(r"not (?:a )?(?:list )?member|does not exist|doesn't exist|not found|status is required",
-                           re.I)
-
-
-class _Member(Shape):
-    email_address: str
-
-
-class _MemberError(Shape):
-    email_address: str
-    error: str | None = None
-    error_code: str | None = None
-    field: str | None = None
-    field_message: str | None = None
-
-
-class _BatchAnswer(Shape):
-    """``POST /lists/{id}`` (batch subscribe), 200."""
-
-    new_members: list[_Member]
-    updated_members: list[_Member]
-    errors: list[_MemberError]
-
-
-class _SegmentError(Shape):
-    email_addresses: list[str]
-    error: str | None = None
-
-
-class _SegmentAnswer(Shape):
-    """``POST /lists/{id}/segments/{seg}`` (members_to_add / members_to_remove), 200."""
-
-    members_added: list[_Member]
-    members_removed: list[_Member]
-    errors: list[_SegmentError]
-
-
-class _ListInfo(Shape):
-    id: str
-    name: str
-
-
-class _Created(Shape):
-    id: int
 
 
 def merge_field_type(value_name: str) -> str:
-    """Mailchimp merge-field type created for an rfmsync value: ``number`` for numeric values, else ``text``."""
-    name = value_name.lower()
-    if name in NUMBER_VALUES or name.endswith(_NUMBER_SUFFIXES) or name.startswith("monetary"):
-        return "number"
-    return "text"
-
-
-def action_for(status: int, empty_body: bool = False) -> str:
-    """Look up :data:`STATUS_ACTIONS` (and :data:`EMPTY_BODY_ACTIONS` for body-less answers)."""
-    if empty_body and status in EMPTY_BODY_ACTIONS:
-        return EMPTY_BODY_ACTIONS[status]
-    return STATUS_ACTIONS.get(status, "retry" if status >= 500 else "fatal")
+    """Mailchimp merge-field type created for an rfmsync value (by its kind, see :data:`FIELD_TYPES`)."""
+    return FIELD_TYPES[kind_of(value_name)]
 
 
 def data_centre(api_key: str) -> str | None:
@@ -157,26 +80,11 @@ def data_centre(api_key: str) -> str | None:
     return parts[1] if len(parts) == 2 and _DATA_CENTRE.fullmatch(parts[1]) else None
 
 
-class BatchRejected(DestinationError):
-    """The API refused one whole call as invalid (400): its items are reported failed, the sync goes on."""
-
-
-class _ApiClient(ApiClient):
-    """The SDK's client plus one seam: keep this thread's last raw response (``ApiClientError`` drops headers)."""
-
-    def __init__(self, config: dict[str, Any], host: str) -> None:
-        super().__init__(config)
-        self.host = host
-        self.last = threading.local()
-
-    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
-        self.last.response = None
-        self.last.response = super().request(*args, **kwargs)
-        return self.last.response
-
-
 class MailchimpDestination:
-    """One Mailchimp audience as a :class:`sync.model.Destination`."""
+    """One Mailchimp audience as a :class:`sync.destinations.base.Destination`."""
+
+    reads_existing_members = True
+    reconciles = True
 
     def __init__(self, name: str, audience: str, api_key: str | SecretStr, api_url: str | None = None,
                  retry: RetryPolicy | None = None, timeout: float = 30, max_connections: int = 5,
@@ -195,10 +103,8 @@ class MailchimpDestination:
         self.timeout = timeout
         self.max_connections = max(1, min(int(max_connections), MAX_CONNECTIONS))
         self.batch_size = max(1, min(batch_size or MAX_BATCH, MAX_BATCH))
-        self._retry = retry or RetryPolicy()
-        # server "" turns off the SDK's url.replace('server', dc) on every URL; the host is set in full instead.
-        self._api = _ApiClient({"api_key": key, "server": "", "timeout": timeout}, self.api_url)
-        self._lists = ListsApi(self._api)
+        self._http = MailchimpApi(name, audience, key, self.api_url, retry or RetryPolicy(), timeout)
+        self._call, self._paged, self._lists = self._http.call, self._http.paged, self._http.lists
         self._segments: dict[str, int] | None = None  # tag name -> static segment id
         self._field_tags: dict[str, str] = {}  # config field name (or value name) -> merge tag
         self._lock = threading.Lock()
@@ -211,7 +117,7 @@ class MailchimpDestination:
         """Read-only: the API key is accepted and the audience exists (``GET /lists/{id}``)."""
         try:
             info = self._call(f"GET /lists/{self.audience}", self._lists.get_list, self.audience,
-                              fields=["id", "name"], shape=_ListInfo)
+                              fields=["id", "name"], shape=ListInfo)
         except DestinationConfigError as exc:
             if exc.status != 404:
                 raise
@@ -321,7 +227,7 @@ class MailchimpDestination:
         what = f"POST /lists/{self.audience} ({len(members)} {'new' if create else 'existing'} members)"
         try:
             answer = self._call(what, self._lists.batch_list_members, self.audience,
-                                {"members": members, "update_existing": not create}, shape=_BatchAnswer)
+                                {"members": members, "update_existing": not create}, shape=BatchAnswer)
         except (BatchRejected, BadAnswer) as exc:
             return [ItemResult(c.key, "upsert", False, str(exc)) for c in chunk], []
         errors = {e.email_address.lower(): e for e in answer.errors}
@@ -340,8 +246,8 @@ class MailchimpDestination:
                 else:
                     results.append(ItemResult(c.key, "upsert", True))
             else:
-                missing = not create and (error.field == "status" or bool(_NOT_A_MEMBER.search(error.error or "")))
-                results.append(ItemResult(c.key, "upsert", False, _member_error(error), missing=missing))
+                missing = not create and (error.field == "status" or bool(NOT_A_MEMBER.search(error.error or "")))
+                results.append(ItemResult(c.key, "upsert", False, member_error(error), missing=missing))
         return results, spill
 
     def _tag_tasks(self, changes: Sequence[ContactChange], failed: set[str], missing: set[str],
@@ -381,7 +287,7 @@ class MailchimpDestination:
         ops = [(c, f"tag+{tag}") for c in add] + [(c, f"tag-{tag}") for c in remove]
         try:
             answer = self._call(what, self._lists.batch_segment_members, body, self.audience, str(sid),
-                                shape=_SegmentAnswer)
+                                shape=SegmentAnswer)
         except (BatchRejected, BadAnswer) as exc:
             return [ItemResult(c.key, op, False, str(exc)) for c, op in ops], []
         refused = {email.lower(): e.error or "refused" for e in answer.errors for email in e.email_addresses}
@@ -390,11 +296,11 @@ class MailchimpDestination:
         results = []
         for c, op in ops:
             email = c.email.lower()
-            if email in refused and op.startswith("tag-") and _NOT_A_MEMBER.search(refused[email]):
+            if email in refused and op.startswith("tag-") and NOT_A_MEMBER.search(refused[email]):
                 results.append(ItemResult(c.key, op, True))  # not in the audience: it carries no tag either
             elif email in refused:
                 results.append(ItemResult(c.key, op, False, refused[email],
-                                          missing=bool(_NOT_A_MEMBER.search(refused[email]))))
+                                          missing=bool(NOT_A_MEMBER.search(refused[email]))))
             elif op.startswith("tag+") and email in ignored:  # "emails not on the list are ignored"
                 results.append(ItemResult(c.key, op, False, f"{c.email} is not a list member (Mailchimp ignored "
                                           "the tag); it will be created again next run", missing=True))
@@ -451,7 +357,7 @@ class MailchimpDestination:
     def _create_segment(self, tag: str) -> int:
         try:
             answer = self._call(f"POST /lists/{self.audience}/segments ({tag!r})", self._lists.create_segment,
-                                self.audience, {"name": tag, "static_segment": []}, shape=_Created)
+                                self.audience, {"name": tag, "static_segment": []}, shape=Created)
         except (BatchRejected, BadAnswer):  # a retried create whose first attempt landed, or an unreadable
             found = self._load_segments().get(tag)  # answer: fine if it now exists
             if found is None:
@@ -460,98 +366,6 @@ class MailchimpDestination:
         log.info("mailchimp %s: created tag %r", self.name, tag)
         return answer.id
 
-    # ------------------------------------------------------------------ HTTP plumbing
-    def _paged(self, what: str, fn: Callable[..., Any], args: tuple[Any, ...], key: str, need: tuple[str, ...],
-               **params: Any) -> Iterator[dict[str, Any]]:
-        offset, previous = 0, None
-        while True:
-            label = f"{what} offset={offset}"
-            page = self._call(label, fn, *args, count=PAGE_SIZE, offset=offset, **params)
-            items = page.get(key, [])
-            bad = not isinstance(items, list) or any(
-                not isinstance(i, dict) or any(i.get(n) is None for n in need) for i in items)
-            if bad or not isinstance(page.get("total_items", 0), int):
-                raise BadAnswer(f"Mailchimp {label}", f"{key}[] items need {', '.join(need)}", page)
-            if items and items == previous:
-                raise DestinationError(f"Mailchimp {what}: the same page came back twice at offset {offset}; "
-                                       "stopping instead of looping")
-            yield from items
-            offset += len(items)
-            total = page.get("total_items")
-            if len(items) < PAGE_SIZE or (total is not None and offset >= total):
-                return
-            previous = items
-
-    def _call(self, what: str, fn: Callable[..., Any], *args: Any, shape: type[Shape] | None = None,
-              **kwargs: Any) -> Any:
-        """One API call through the retry layer. The 2xx body is re-read from the raw response and validated:
-        ``shape`` (a model instance comes back) or, without one, any JSON object (a dict comes back); anything
-        else is :class:`BadAnswer` (not retried here: the items it covers fail and the next run retries them)."""
-
-        def once() -> Any:
-            started = time.monotonic()
-            try:
-                result = fn(*args, **kwargs)
-            except ApiClientError as exc:
-                response = getattr(self._api.last, "response", None)
-                raise self._error(what, exc.status_code, exc.text, response) from None
-            response = getattr(self._api.last, "response", None)
-            if isinstance(result, requests.Response):  # SDK quirk: empty body -> raw response, no exception
-                response = result
-                if not result.ok:
-                    raise self._error(what, result.status_code, result.text, result)
-            log.debug("mailchimp %s: %s answered in %.2fs", self.name, what, time.monotonic() - started)
-            label = f"Mailchimp {what}"
-            raw = response.content if response is not None else result
-            payload = decode_json(raw, label) if isinstance(raw, (bytes, str)) else raw
-            if shape is not None:
-                return validate(shape, payload, label, raw)
-            if not isinstance(payload, dict):
-                raise BadAnswer(label, "not a JSON object", raw)
-            return payload
-
-        try:
-            return self._retry.call(once, what=f"mailchimp {what}")
-        except TransientError as exc:
-            raise DestinationError(f"Mailchimp {what} (audience {self.audience!r}) still failing: "
-                                   f"{exc}", status=exc.status, body=exc.body, retry_after=exc.retry_after) from None
-
-    def _error(self, what: str, status: int | None, text: Any,
-               response: requests.Response | None) -> Exception:
-        if status is None:  # transport failure: the SDK wraps the requests exception
-            if isinstance(text, (requests.ConnectionError, requests.Timeout)):
-                if isinstance(text, requests.Timeout):
-                    return TransientError(f"Mailchimp {what}: timed out after {self.timeout:g} s")
-                return TransientError(f"Mailchimp {what}: cannot connect ({type(text).__name__})")
-            return DestinationError(f"Mailchimp {what}: {type(text).__name__}: {text}")
-        body = text if isinstance(text, str) else json.dumps(text) if isinstance(text, (dict, list)) else ""
-        problem = _problem(body)
-        title = problem.get("title") or ("empty body" if not body.strip() else "error")
-        detail = problem.get("detail") or ""
-        field_errors = "; ".join(f"{e.get('field')}: {e.get('message')}" for e in problem.get("errors") or []
-                                 if isinstance(e, dict))
-        message = f"Mailchimp {what}: HTTP {status} {title}" + (f": {detail}" if detail else "") + (
-            f" ({field_errors})" if field_errors else "")
-        action = action_for(status, empty_body=not body.strip())
-        if action == "retry":
-            retry_after = retry_after_seconds(response.headers.get("Retry-After")) if response is not None else None
-            return TransientError(message, status=status, body=body, retry_after=retry_after)
-        if action == "config":
-            hint = (f"; audience {self.audience!r} (or a tag deleted since prepare) not found" if status == 404 else
-                    f"; the API key was refused for audience {self.audience!r}: check MAILCHIMP_API_KEY "
-                    "(and its data centre) and the key's permissions")
-            return DestinationConfigError(f"destination {self.name!r}: {message}{hint}", status=status, body=body)
-        if action == "item":
-            return BatchRejected(message, status=status, body=body)
-        return DestinationError(message, status=status, body=body)
-
-
-def _problem(body: str) -> dict[str, Any]:
-    try:
-        data = json.loads(body) if body.strip() else {}
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _merge_value(value: FieldValue) -> Any:
@@ -562,8 +376,13 @@ def _merge_value(value: FieldValue) -> Any:
     return value
 
 
-def _member_error(error: _MemberError) -> str:
-    text = f"{error.error_code or 'ERROR'}: {error.error or 'rejected'}"
-    if error.field:
-        text += f" ({error.field}: {error.field_message or 'invalid'})"
-    return text
+def _build(dest: Any, key: Any, options: ClientOptions) -> MailchimpDestination:
+    return MailchimpDestination(dest.name, dest.audience or "", key, api_url=options.api_url,
+                                batch_size=dest.batch_size, retry=options.retry, timeout=options.timeout,
+                                max_connections=options.concurrency)
+
+
+SPEC = DestinationSpec(
+    type="mailchimp", label="Mailchimp", build=_build, key_env="MAILCHIMP_API_KEY", url_env="MAILCHIMP_API_URL",
+    field_types=FIELD_TYPES, max_batch=MAX_BATCH, needs_audience=True,
+    segment_name=lambda dest, name: dest.tag_prefix + name)  # tags are static segments, tag_prefix applied

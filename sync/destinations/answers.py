@@ -16,7 +16,7 @@ from typing import Any, Iterable, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .errors import DestinationError
+from ..errors import DestinationError
 
 RAW_LIMIT = 200  # characters of a bad answer kept in errors and in the ledger
 M = TypeVar("M", bound=BaseModel)

@@ -14,7 +14,7 @@ never overwritten (``overwrite_lists=0``) and tags are only added (``overwrite_t
 contacts losing a managed tag: their current tags are read first (``getContact``) and re-sent in full with
 ``overwrite_tags=1`` so unmanaged tags survive.
 
-Answers are validated before they are believed (:mod:`sync.answers`): a 2xx without the ``{"result"}`` /
+Answers are validated before they are believed (:mod:`sync.destinations.answers`): a 2xx without the ``{"result"}`` /
 ``{"error", "code"}`` envelope (an HTML page, truncated JSON, ``{"errors": …}``), or an ``importContacts``
 result whose ``total`` is not the number of rows sent or whose ``log`` is not ``[{index, code, message}]``,
 fails every row of the call with the raw answer (cut to 200 characters); the next run retries them.
@@ -22,8 +22,6 @@ fails every row of the call with the raw answer (cut to 200 characters); the nex
 
 from __future__ import annotations
 
-import enum
-import html
 import logging
 import re
 import time
@@ -32,12 +30,15 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import requests
 
-from connectors.errors import TransientError
 from connectors.retry import RetryPolicy
 
-from .answers import BadAnswer, Shape, excerpt, validate
-from .errors import DestinationConfigError, DestinationError
-from .model import ContactChange, ItemResult, OnResults
+from ..errors import DestinationConfigError, DestinationError
+from ..model import ContactChange, ItemResult, OnResults
+from ..planning.values import BOOL, DATE, NUMBER, TEXT, kind_of
+from .answers import BadAnswer
+from .base import ClientOptions, DestinationSpec
+from .unisender_api import (Created, FieldItem, ImportResult, ListItem, Subscribed, TokenBucket, UnisenderApi,
+                            UnisenderError)
 
 log = logging.getLogger(__name__)
 
@@ -48,43 +49,13 @@ _FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _SYSTEM_FIELDS = {"email", "phone", "tags", "email_status", "phone_status", "email_list_ids", "phone_list_ids",
                   "email_subscribe_times", "email_unsubscribed_list_ids", "email_excluded_list_ids",
                   "email_availability", "delete", "phone_availability"}
-
-
-class Action(str, enum.Enum):
-    RETRY = "retry"  # back off and retry (through RetryPolicy)
-    CONFIG = "config"  # fix the key or the account's rights
-    RECORD = "record"  # this call's content was refused: fail its items, carry on
-    FATAL = "fatal"  # stop the run
-
-
-CODE_ACTIONS: Mapping[str, Action] = {
-    "retry_later": Action.RETRY,
-    "api_call_limit_exceeded_for_api_key": Action.RETRY,
-    "api_call_limit_exceeded_for_ip": Action.RETRY,
-    "invalid_api_key": Action.CONFIG,
-    "access_denied": Action.CONFIG,
-    "not_enough_money": Action.FATAL,
-    "unknown_method": Action.FATAL,
-    "invalid_arg": Action.RECORD,
-    "unspecified": Action.RECORD,
-}
-
-
-def action_for(code: str | None, http_status: int = 200) -> Action:
-    """The one rule: an envelope ``code`` decides (unknown codes are per-item); without one, 429/5xx retry."""
-    if code:
-        return CODE_ACTIONS.get(code, Action.RECORD)
-    return Action.RETRY if http_status == 429 or http_status >= 500 else Action.FATAL
+#: field kind -> Unisender field type (the type only affects the web UI; values are stored as text)
+FIELD_TYPES: Mapping[str, str] = {NUMBER: "number", TEXT: "string", DATE: "date", BOOL: "bool"}
 
 
 def field_type_for(value_name: str) -> str:
-    """Unisender field type for an rfmsync value (only affects the web UI; values are stored as text)."""
-    v = value_name.lower()
-    if "date" in v or v.endswith("_at") or v in {"first_order", "last_order"}:
-        return "date"
-    numeric = ("recency", "frequency", "monetary", "score", "count", "orders", "days", "clv", "value",
-               "probability", "alive", "total", "aov", "spend", "amount", "revenue")
-    return "number" if v in {"r", "f", "m"} or any(t in v for t in numeric) else "string"
+    """Unisender field type for an rfmsync value (by its kind, see :data:`FIELD_TYPES`)."""
+    return FIELD_TYPES[kind_of(value_name)]
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -93,65 +64,6 @@ def split_name(name: str) -> tuple[str, str]:
     if sep and kind in ("list", "tag"):
         return kind, rest
     return "list", name
-
-
-class _LogEntry(Shape):
-    index: int | str
-    code: str | None = None
-    message: str | None = None
-
-
-class _ImportResult(Shape):
-    """``importContacts`` result: every row sent is counted in ``total``; refused rows are in ``log``."""
-
-    total: int | str
-    log: list[_LogEntry] = []
-
-
-class _ListItem(Shape):
-    id: int | str
-    title: str
-
-
-class _FieldItem(Shape):
-    name: str
-
-
-class _Created(Shape):
-    id: int | str
-
-
-class _Subscribed(Shape):
-    person_id: int | str
-
-
-class UnisenderError(DestinationError):
-    """An envelope error; ``code`` is Unisender's string code."""
-
-    def __init__(self, message: str, *, code: str | None, status: int | None = None) -> None:
-        super().__init__(message, status=status)
-        self.code = code
-
-
-class TokenBucket:
-    """At most ``per_minute`` acquisitions in any 60 s window: burst ``per_minute/12``, steady refill after."""
-
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.burst = max(1, per_minute // 12)
-        self.rate = max(per_minute - self.burst, 1) / 60.0
-        self.clock, self.sleep = clock, sleep
-        self.tokens, self.stamp = float(self.burst), clock()
-
-    def acquire(self) -> None:
-        now = self.clock()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens < 1:
-            wait = (1 - self.tokens) / self.rate
-            self.sleep(wait)
-            self.tokens, self.stamp = 1.0, max(self.clock(), now + wait)
-        self.tokens -= 1
 
 
 def _secret(value: Any) -> str:
@@ -173,6 +85,9 @@ class _Row:
 class UnisenderDestination:
     """One Unisender account; managed names are ``list:<title>`` lists and ``tag:<name>`` tags."""
 
+    reads_existing_members = False  # no bulk lookup by email (one getContact call per address)
+    reconciles = False  # exportContacts is asynchronous with a notify_url callback
+
     def __init__(self, name: str, api_key: Any, api_url: str | None = None, retry: RetryPolicy | None = None,
                  timeout: float = 30, calls_per_minute: int = 1200, *, session: requests.Session | None = None,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] | None = None,
@@ -186,72 +101,14 @@ class UnisenderDestination:
         self.timeout = timeout
         self.batch_size = min(batch_size or MAX_IMPORT_ROWS, MAX_IMPORT_ROWS)
         self.bucket = TokenBucket(calls_per_minute, clock, sleep or self.retry.sleep)
-        self._session = session or requests.Session()
+        self._api = UnisenderApi(name, self._key, self.api_url, self.retry, timeout, self.bucket,
+                                 session or requests.Session())
+        self.call = self._api.call
         self._lists: dict[str, str] | None = None  # title → id
         self._fields: set[str] | None = None
 
     def __repr__(self) -> str:
         return f"UnisenderDestination(name={self.name!r}, api_url={self.api_url!r})"
-
-    # ---------------------------------------------------------------- HTTP
-    def call(self, method: str, params: Sequence[tuple[str, Any]] = (), *, idempotent: bool = True) -> Any:
-        """One API method; returns ``result``. Retries transient answers (creates: only rate-limit codes)."""
-        def once() -> Any:
-            self.bucket.acquire()
-            try:
-                resp = self._session.post(f"{self.api_url}/{method}", params={"format": "json"},
-                                          data=[("api_key", self._key), *params], timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                msg = (f"Unisender {method}: timed out after {self.timeout:g} s" if isinstance(exc, requests.Timeout)
-                       else f"Unisender {method}: connection failed ({type(exc).__name__})")
-                if idempotent:
-                    raise TransientError(msg) from None
-                raise DestinationError(msg) from None
-            return self._decode(method, resp, idempotent)
-
-        try:
-            return self.retry.call(once, what=f"Unisender {method}")
-        except TransientError as exc:
-            raise DestinationError(str(exc), status=exc.status) from None  # "...; gave up after N attempts"
-
-    def _decode(self, method: str, resp: requests.Response, idempotent: bool) -> Any:
-        try:
-            payload = resp.json()
-        except ValueError:
-            payload = None
-        log.debug("Unisender %s -> HTTP %s", method, resp.status_code)
-        if isinstance(payload, dict) and (payload.get("error") or payload.get("code")):
-            code = str(payload.get("code") or "unspecified")
-            text = html.unescape(str(payload.get("error") or ""))[:300].replace(self._key, "***")
-            action = action_for(code, resp.status_code)
-            msg = f"Unisender {method}: {code}: {text}"
-            if action is Action.RETRY:  # a refusal: nothing was done, so even creates may retry
-                raise TransientError(msg, status=resp.status_code, body=text)
-            if action is Action.CONFIG:
-                raise DestinationConfigError(f"Unisender destination {self.name!r}: the API key was rejected or "
-                                             f"lacks rights ({code}) on {method}", status=resp.status_code)
-            raise UnisenderError(msg, code=code, status=resp.status_code)
-        if isinstance(payload, dict) and "result" in payload and resp.status_code < 400:
-            for w in payload.get("warnings") or []:
-                log.debug("Unisender %s warning: %s", method, w)
-            return payload["result"]
-        action = action_for(None, resp.status_code)
-        msg = f"Unisender {method}: HTTP {resp.status_code} without a JSON envelope"
-        if action is Action.RETRY and (idempotent or resp.status_code == 429):
-            raise TransientError(msg, status=resp.status_code)
-        if resp.status_code < 300:  # a 2xx that is not the envelope: nothing in it can be believed
-            reason = "no {result} or {error, code} envelope" if payload is not None else "not JSON"
-            raise BadAnswer(f"Unisender {method}", reason, resp.content, secrets=(self._key,))
-        raise DestinationError(f"{msg}: {excerpt(resp.content, (self._key,))!r}", status=resp.status_code)
-
-    def _result(self, method: str, shape: type[Shape], result: Any) -> Any:
-        """``result`` checked against its documented shape (a list of items when ``result`` is a list)."""
-        label = f"Unisender {method}"
-        if shape in (_ListItem, _FieldItem):
-            if not isinstance(result, list):
-                raise BadAnswer(label, "result is not a list", result, secrets=(self._key,))
-            return [validate(shape, item, label, result, secrets=(self._key,)) for item in result]
-        return validate(shape, result, label, secrets=(self._key,))
 
     def check(self) -> str:
         """Read-only: the key is accepted (``getLists``)."""
@@ -260,11 +117,11 @@ class UnisenderDestination:
 
     # ---------------------------------------------------------------- lists and fields
     def _load_lists(self) -> dict[str, str]:
-        self._lists = {x.title: str(x.id) for x in self._result("getLists", _ListItem, self.call("getLists"))}
+        self._lists = {x.title: str(x.id) for x in self._api.result("getLists", ListItem, self.call("getLists"))}
         return self._lists
 
     def _load_fields(self) -> set[str]:
-        self._fields = {x.name for x in self._result("getFields", _FieldItem, self.call("getFields"))}
+        self._fields = {x.name for x in self._api.result("getFields", FieldItem, self.call("getFields"))}
         return self._fields
 
     def prepare(self, managed_tags: Sequence[str], fields: Mapping[str, str]) -> None:
@@ -277,7 +134,7 @@ class UnisenderDestination:
         for tag in managed_tags:
             kind, title = split_name(tag)
             if kind == "list" and title not in lists:
-                created = self._result("createList", _Created,
+                created = self._api.result("createList", Created,
                                        self.call("createList", [("title", title)], idempotent=False))
                 lists[title] = str(created.id)
                 log.info("Unisender %s: created list %s", self.name, title)
@@ -390,7 +247,7 @@ class UnisenderDestination:
         errors: dict[int, str] = {}
         try:
             raw = self.call("importContacts", params)
-            result = self._result("importContacts", _ImportResult, raw)
+            result = self._api.result("importContacts", ImportResult, raw)
             indexes = [str(e.index) for e in result.log]
             if str(result.total) != str(len(rows)) or not all(i.isdigit() and int(i) < len(rows) for i in indexes):
                 raise BadAnswer("Unisender importContacts", f"total {result.total} / log indexes {indexes[:5]} for "
@@ -423,7 +280,7 @@ class UnisenderDestination:
         try:
             if None in lists or not any(lists):
                 raise UnisenderError("Unisender subscribe needs an existing list (run prepare)", code="local")
-            self._result("subscribe", _Subscribed, self.call("subscribe", params, idempotent=False))
+            self._api.result("subscribe", Subscribed, self.call("subscribe", params, idempotent=False))
             on_results([ItemResult(ch.key, op, True) for op in ops])
         except (UnisenderError, BadAnswer) as exc:
             on_results([ItemResult(ch.key, op, False, str(exc)) for op in ops])
@@ -464,5 +321,17 @@ def _tags_of(info: Any) -> list[str] | None:
     return None
 
 
-__all__ = ["UnisenderDestination", "CODE_ACTIONS", "Action", "action_for", "TokenBucket", "UnisenderError",
-           "split_name", "field_type_for", "MAX_IMPORT_ROWS"]
+def _build(dest: Any, key: Any, options: ClientOptions) -> UnisenderDestination:
+    return UnisenderDestination(dest.name, key, api_url=options.api_url, batch_size=dest.batch_size,
+                                retry=options.retry, timeout=options.timeout)
+
+
+SPEC = DestinationSpec(
+    type="unisender", label="Unisender", build=_build, key_env="UNISENDER_API_KEY", url_env="UNISENDER_API_URL",
+    field_types=FIELD_TYPES, max_batch=MAX_IMPORT_ROWS,
+    segment_name=lambda dest, name: "list:" + name, tag_name=lambda name: "tag:" + name,
+    default_new_contacts="skip",
+    refused_new_contacts={"transactional": 'Unisender has no transactional status; use new_contacts = "skip" or '
+                                           '"pending"'})
+
+__all__ = ["UnisenderDestination", "FIELD_TYPES", "SPEC", "split_name", "field_type_for", "MAX_IMPORT_ROWS"]

@@ -5,39 +5,33 @@ the config. Contacts are upserted with ``PUT /v3/marketing/contacts`` (async job
 adds ride on the upsert's ``list_ids``; list removals resolve emails to contact ids (``search/emails``) and call
 ``DELETE /v3/marketing/lists/{id}/contacts``. Contacts are never deleted and suppressions are never touched.
 
-Every HTTP status maps to one action in :data:`STATUS_ACTIONS`; retries happen only in
-:class:`connectors.retry.RetryPolicy` (429 waits for ``X-RateLimit-Reset``).
+Every HTTP status maps to one action in :data:`sync.destinations.sendgrid_api.STATUS_ACTIONS`; retries happen
+only in :class:`connectors.retry.RetryPolicy` (429 waits for ``X-RateLimit-Reset``). Custom field types come from
+the field vocabulary's kinds (:data:`FIELD_TYPES`); a field that already exists keeps its type, and a boolean is
+sent as 1/0 to a Number field and as yes/no to a Text field.
 
-Answers are validated before they are believed (:mod:`sync.answers`): the upsert's ``{job_id}``, the import
-job (``status`` ∈ pending/completed/errored/failed, ``results.requested_count`` = contacts sent), list
+Answers are validated before they are believed (:mod:`sync.destinations.answers`): the upsert's ``{job_id}``, the
+import job (``status`` ∈ pending/completed/errored/failed, ``results.requested_count`` = contacts sent), list
 removals, lists and fields pages. A 2xx that is not the documented shape fails the items it covers with the raw
 answer (cut to 200 characters); the next run retries them.
 """
 
 from __future__ import annotations
 
-import csv
-import enum
-import gzip
-import http.client
-import io
 import json
 import logging
 import re
-import urllib.error
-from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-import requests
-from pydantic import Field
-from python_http_client import exceptions as phc_errors
-from sendgrid import SendGridAPIClient
+from connectors.retry import RetryPolicy
 
-from connectors.errors import TransientError
-from connectors.retry import RetryPolicy, retry_after_seconds
-
-from .answers import BadAnswer, Shape, parse_answer
-from .errors import DestinationConfigError, DestinationError
-from .model import ContactChange, ItemResult, OnResults
+from ..errors import DestinationConfigError, DestinationError
+from ..model import ContactChange, FieldValue, ItemResult, OnResults
+from ..planning.values import BOOL, DATE, NUMBER, TEXT, kind_of
+from .answers import BadAnswer
+from .base import ClientOptions, DestinationSpec
+from .sendgrid_api import (ExportJob, FieldDefinitions, Id, ImportJob, JobId, ListsPage, Refused, Search, SendGridApi,
+                           emails_from_csv, error_text, indexed_errors, page_token, parse_errors_csv)
 
 log = logging.getLogger(__name__)
 
@@ -48,37 +42,13 @@ MAX_SEARCH_EMAILS = 100  # POST /v3/marketing/contacts/search/emails returns up 
 MAX_REMOVE_IDS = 100  # DELETE /lists/{id}/contacts?contact_ids=… (cap unpublished: keep URLs short)
 PRESENT = "present"  # existing_members() status: SendGrid contacts have no subscription status
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-class Action(str, enum.Enum):
-    RETRY = "retry"  # transient: back off and retry (idempotent calls; creates only on 429)
-    CONFIG = "config"  # fix the API key / its scopes
-    RECORD = "record"  # the request's content was refused: report per contact
-    FATAL = "fatal"  # stop: retrying will not help
-
-
-STATUS_ACTIONS: Mapping[int, Action] = {
-    400: Action.RECORD, 401: Action.CONFIG, 403: Action.CONFIG, 404: Action.FATAL, 405: Action.FATAL,
-    408: Action.RETRY, 413: Action.RECORD, 415: Action.FATAL, 429: Action.RETRY,
-    500: Action.RETRY, 502: Action.RETRY, 503: Action.RETRY, 504: Action.RETRY,
-}
-
-
-def action_for_status(status: int) -> Action:
-    """The one status → action rule: the table, else 5xx retry, else fatal."""
-    return STATUS_ACTIONS.get(status, Action.RETRY if status >= 500 else Action.FATAL)
+#: field kind -> custom field type (SendGrid has Text, Number and Date; a boolean is a yes/no Text)
+FIELD_TYPES: Mapping[str, str] = {NUMBER: "Number", TEXT: "Text", DATE: "Date", BOOL: "Text"}
 
 
 def field_type_for(value_name: str) -> str:
-    """SendGrid field type for an rfmsync value: Date, Number or Text (by the value's name)."""
-    v = value_name.lower()
-    if "date" in v or v.endswith("_at") or v in {"first_order", "last_order"}:
-        return "Date"
-    numeric = ("recency", "frequency", "monetary", "score", "count", "orders", "days", "clv", "value",
-               "probability", "alive", "total", "aov", "spend", "amount", "revenue")
-    if v in {"r", "f", "m"} or any(tok in v for tok in numeric):
-        return "Number"
-    return "Text"
+    """SendGrid field type for an rfmsync value: Date, Number or Text (by its kind, see :data:`FIELD_TYPES`)."""
+    return FIELD_TYPES[kind_of(value_name)]
 
 
 def _secret(value: Any) -> str:
@@ -86,107 +56,11 @@ def _secret(value: Any) -> str:
     return str(raw or "")
 
 
-class _Refused(Exception):
-    """A 400/413 on a content-bearing call: handled per contact by the caller."""
-
-    def __init__(self, status: int, errors: list[dict[str, Any]]) -> None:
-        super().__init__(f"HTTP {status}")
-        self.status, self.errors = status, errors
-
-
-def _json(raw: bytes | str | None) -> Any:
-    if not raw:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
-
-
-def _error_text(payload: Any, limit: int = 300) -> str:
-    if isinstance(payload, dict) and isinstance(payload.get("errors"), list):
-        msgs = [str(e.get("message", "")) + (f" ({e['field']})" if e.get("field") else "")
-                for e in payload["errors"] if isinstance(e, dict)]
-        return "; ".join(msgs)[:limit]
-    return json.dumps(payload)[:limit] if payload is not None else ""
-
-
-class _JobId(Shape):
-    job_id: str
-
-
-class _Id(Shape):
-    id: str
-
-
-class _JobResults(Shape):
-    requested_count: int | None = None  # absent while pending; a finished job must say how many it took
-    errored_count: int = 0
-    errors_url: str | None = None
-
-
-class _ImportJob(Shape):
-    """``GET /v3/marketing/contacts/imports/{id}``."""
-
-    status: Literal["pending", "completed", "errored", "failed"]
-    results: _JobResults | None = None
-
-
-class _ExportJob(Shape):
-    status: str
-    urls: list[str] | None = None
-    message: str | None = None
-
-
-class _List(Shape):
-    id: str
-    name: str
-    contact_count: int | None = None
-
-
-class _ListsPage(Shape):
-    result: list[_List]
-    metadata: dict[str, Any] | None = Field(default=None, alias="_metadata")
-
-
-class _FieldDef(Shape):
-    id: str
-    name: str
-    field_type: str = "Text"
-
-
-class _Reserved(Shape):
-    name: str
-
-
-class _FieldDefinitions(Shape):
-    custom_fields: list[_FieldDef]
-    reserved_fields: list[_Reserved] = []
-
-
-class _Search(Shape):
-    result: dict[str, Any]
-
-
-class _RedactAuthorization(logging.Filter):
-    """python_http_client logs request headers at DEBUG, Authorization included: mask it."""
-
-    _PATTERN = re.compile(r"(['\"]?Authorization['\"]?\s*:\s*['\"]?)Bearer [^'\",}]+", re.I)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        if "uthorization" in msg:
-            record.msg, record.args = self._PATTERN.sub(r"\1Bearer ***", msg), None
-        return True
-
-
-_phc_logger = logging.getLogger("python_http_client.client")
-if not any(isinstance(f, _RedactAuthorization) for f in _phc_logger.filters):
-    _phc_logger.addFilter(_RedactAuthorization())
-
-
 class SendGridDestination:
     """One SendGrid account. Managed names become lists named ``list_prefix + name``."""
+
+    reads_existing_members = True
+    reconciles = True
 
     def __init__(self, name: str, api_key: Any, api_url: str | None = None, list_prefix: str = "",
                  retry: RetryPolicy | None = None, timeout: float = 30, *,
@@ -201,14 +75,12 @@ class SendGridDestination:
         self.list_prefix = list_prefix
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
-        self._sleep = sleep or self.retry.sleep
-        self.poll_interval = poll_interval
-        self.job_timeout = job_timeout
         self.batch_size = min(batch_size or MAX_UPSERT_CONTACTS, MAX_UPSERT_CONTACTS)
         self.max_upsert_bytes = min(max_upsert_bytes, MAX_UPSERT_BYTES)
         self.field_types = dict(field_types or {})
-        self._sg = SendGridAPIClient(api_key=key, host=self.api_url)
-        self._sg.client.timeout = timeout
+        self._api = SendGridApi(name, key, self.api_url, self.retry, timeout, sleep or self.retry.sleep,
+                                poll_interval, job_timeout)
+        self._request, self._download, self._poll = self._api.request, self._api.download, self._api.poll
         self._lists: dict[str, str] | None = None  # list name → id
         self._list_counts: dict[str, int] = {}
         self._fields: dict[str, str] | None = None  # lower-cased custom field name → id
@@ -222,110 +94,18 @@ class SendGridDestination:
         """The SendGrid list for a managed name: the prefix is added unless the name already carries it."""
         return tag if tag.startswith(self.list_prefix) else self.list_prefix + tag
 
-    # ---------------------------------------------------------------- HTTP
-    def _request(self, method: str, parts: Sequence[str], body: Any = None, query: Mapping[str, Any] | None = None,
-                 *, what: str, idempotent: bool = True, ok_404: bool = False,
-                 shape: type[Shape] | None = None) -> tuple[int, Any]:
-        """One call through the retry layer: (status, answer). With ``shape`` a 2xx body is validated and comes
-        back as that model (:class:`BadAnswer` otherwise, not retried here); without one, decoded JSON or None."""
-        def once() -> tuple[int, Any]:
-            node = self._sg.client
-            for part in parts:
-                node = node._(part)
-            try:
-                resp = getattr(node, method)(request_body=body, query_params=dict(query) if query else None,
-                                             timeout=self.timeout)
-            except phc_errors.HTTPError as exc:
-                return self._on_http_error(exc.status_code, exc.body, exc.headers, what, idempotent, ok_404)
-            except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as exc:
-                timed_out = isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError)
-                msg = (f"SendGrid {what}: timed out after {self.timeout:g} s" if timed_out
-                       else f"SendGrid {what}: connection failed ({type(exc).__name__})")
-                if idempotent:
-                    raise TransientError(msg) from None
-                raise DestinationError(msg) from None
-            log.debug("SendGrid %s %s -> %s", method.upper(), "/".join(parts), resp.status_code)
-            if shape is not None:
-                return resp.status_code, parse_answer(shape, resp.body, f"SendGrid {what}")
-            return resp.status_code, _json(resp.body)
-
-        try:
-            return self.retry.call(once, what=f"SendGrid {what}")
-        except TransientError as exc:
-            raise DestinationError(str(exc), status=exc.status, body=exc.body,  # "...; gave up after N attempts"
-                                   retry_after=exc.retry_after) from None
-
-    def _on_http_error(self, status: int, raw: bytes, headers: Any, what: str, idempotent: bool,
-                       ok_404: bool) -> tuple[int, Any]:
-        payload = _json(raw)
-        text = _error_text(payload)
-        if status == 404 and ok_404:
-            return status, payload
-        action = action_for_status(status)
-        msg = f"SendGrid {what}: HTTP {status}" + (f": {text}" if text else "")
-        if action is Action.RETRY and (idempotent or status == 429):
-            wait = None
-            if status == 429:
-                wait = retry_after_seconds(headers.get("X-RateLimit-Reset") if headers else None)
-                if wait is None:
-                    wait = retry_after_seconds(headers.get("Retry-After") if headers else None)
-            raise TransientError(msg, status=status, body=text, retry_after=wait)
-        if action is Action.CONFIG:
-            raise DestinationConfigError(f"SendGrid destination {self.name!r}: the API key was rejected or lacks "
-                                         f"the Marketing scopes ({what}: HTTP {status})", status=status, body=text)
-        if action is Action.RECORD:
-            errors = payload.get("errors") if isinstance(payload, dict) else None
-            raise _Refused(status, errors if isinstance(errors, list) else [{"message": text or f"HTTP {status}"}])
-        raise DestinationError(msg, status=status, body=text)
-
-    def _download(self, url: str, what: str) -> bytes:
-        """Fetch a job's errors/export file: a pre-signed URL, fetched WITHOUT the API key."""
-        def once() -> bytes:
-            try:
-                resp = requests.get(url, timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                raise TransientError(f"SendGrid {what}: download failed ({type(exc).__name__})") from None
-            if resp.status_code == 429 or resp.status_code >= 500:
-                raise TransientError(f"SendGrid {what}: download HTTP {resp.status_code}", status=resp.status_code)
-            if resp.status_code >= 400:
-                raise DestinationError(f"SendGrid {what}: download HTTP {resp.status_code}", status=resp.status_code)
-            data = resp.content
-            return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
-
-        try:
-            return self.retry.call(once, what=f"SendGrid {what}")
-        except TransientError as exc:
-            raise DestinationError(str(exc), status=exc.status) from None
-
-    def _poll(self, parts: Sequence[str], done: Callable[[Any], bool], what: str, shape: type[Shape]) -> Any:
-        waited, interval, misses = 0.0, self.poll_interval, 0
-        while True:
-            status, payload = self._request("get", parts, what=what, ok_404=True, shape=shape)
-            if status == 404:  # a fresh job may not be visible yet
-                misses += 1
-                if misses > 5:
-                    raise DestinationError(f"SendGrid {what}: job not found", status=404)
-            elif done(payload):
-                return payload
-            if waited >= self.job_timeout:
-                raise DestinationError(f"SendGrid {what}: still pending after {waited:.0f}s")
-            self._sleep(interval)
-            waited += interval
-            interval = min(interval * 2, 10.0)
-
-    # ---------------------------------------------------------------- lists and fields
     def _load_lists(self) -> dict[str, str]:
         lists: dict[str, str] = {}
         token: str | None = None
         seen: set[str] = set()
         while True:
             query = {"page_size": 1000, **({"page_token": token} if token else {})}
-            _, page = self._request("get", ["marketing", "lists"], query=query, what="list lists", shape=_ListsPage)
+            _, page = self._request("get", ["marketing", "lists"], query=query, what="list lists", shape=ListsPage)
             for item in page.result:
                 lists[item.name] = item.id
                 self._list_counts[item.name] = int(item.contact_count or 0)
             nxt = (page.metadata or {}).get("next")
-            token = _page_token(nxt)
+            token = page_token(nxt)
             if not token or token in seen:  # pagination cannot loop
                 break
             seen.add(token)
@@ -334,7 +114,7 @@ class SendGridDestination:
 
     def _load_fields(self) -> dict[str, str]:
         _, defs = self._request("get", ["marketing", "field_definitions"], what="list custom fields",
-                                shape=_FieldDefinitions)
+                                shape=FieldDefinitions)
         self._fields = {f.name.lower(): f.id for f in defs.custom_fields}
         self._field_kinds = {f.name.lower(): f.field_type for f in defs.custom_fields}
         self._reserved = {f.name.lower() for f in defs.reserved_fields}
@@ -355,12 +135,16 @@ class SendGridDestination:
             if fname.lower() in self._reserved:
                 raise DestinationConfigError(f"SendGrid destination {self.name!r}: field {fname!r} is a SendGrid "
                                              "reserved field; pick another name")
-            if fname.lower() in known:
-                continue
             ftype = self.field_types.get(fname) or field_type_for(value_name)
+            if fname.lower() in known:
+                have = self._field_kinds.get(fname.lower())
+                if have != ftype:  # made by hand or by an older rfmsync: kept, values sent as it takes them
+                    log.warning("SendGrid %s: custom field %s is %s, rfmsync would use %s for %r; leaving it",
+                                self.name, fname, have, ftype, value_name)
+                continue
             _, created = self._request("post", ["marketing", "field_definitions"],
                                        body={"name": fname, "field_type": ftype},
-                                       what=f"create field {fname!r}", idempotent=False, shape=_Id)
+                                       what=f"create field {fname!r}", idempotent=False, shape=Id)
             known[fname.lower()] = created.id
             self._field_kinds[fname.lower()] = ftype
             log.info("SendGrid %s: created custom field %s (%s)", self.name, fname, ftype)
@@ -370,7 +154,7 @@ class SendGridDestination:
             if lname in lists:
                 continue
             _, created = self._request("post", ["marketing", "lists"], body={"name": lname},
-                                       what=f"create list {lname!r}", idempotent=False, shape=_Id)
+                                       what=f"create list {lname!r}", idempotent=False, shape=Id)
             lists[lname] = created.id
             self._list_counts[lname] = 0
             log.info("SendGrid %s: created list %s", self.name, lname)
@@ -394,24 +178,23 @@ class SendGridDestination:
                 on_results([ItemResult(ch.key, f"tag+{t}", False, f"SendGrid list {self.list_name(t)!r} does "
                                        "not exist (run prepare)") for t in sorted(missing)])
             ids = tuple(sorted({self._list_id(t) for t in ch.add_tags} - {None}))  # type: ignore[arg-type]
-            groups.setdefault(ids, []).append((ch, self._contact_json(ch)))
+            groups.setdefault(ids, []).append((ch, self._contactdecode_body(ch)))
         for list_ids, members in groups.items():
             for batch in self._chunks(members, list_ids):
                 self._upsert(list(list_ids), batch, on_results)
         self._remove(changes, on_results)
 
-    def _contact_json(self, ch: ContactChange) -> dict[str, Any]:
+    def _contactdecode_body(self, ch: ContactChange) -> dict[str, Any]:
         custom: dict[str, Any] = {}
         for fname, value in ch.set_fields.items():
             fid = (self._fields or {}).get(fname.lower())
             if fid is None:
                 raise DestinationConfigError(f"SendGrid destination {self.name!r}: custom field {fname!r} does "
                                              "not exist (run prepare with it)")
-            if value is None:
-                if self._field_kinds.get(fname.lower(), "Text") != "Text":
-                    continue  # SendGrid cannot clear Number/Date fields through an upsert
-                value = ""
-            custom[fid] = value
+            kind = self._field_kinds.get(fname.lower(), "Text")
+            if value is None and kind != "Text":
+                continue  # SendGrid cannot clear Number/Date fields through an upsert
+            custom[fid] = _custom_value(value, kind)
         return {"email": ch.email, **({"custom_fields": custom} if custom else {})}
 
     def _chunks(self, members: list[tuple[ContactChange, dict[str, Any]]],
@@ -437,15 +220,15 @@ class SendGridDestination:
             body = {"contacts": [batch[i][1] for i in pending], **({"list_ids": list_ids} if list_ids else {})}
             try:
                 _, started = self._request("put", ["marketing", "contacts"], body=body,
-                                           what=f"upsert {len(pending)} contacts", shape=_JobId)
+                                           what=f"upsert {len(pending)} contacts", shape=JobId)
                 job = self._poll(["marketing", "contacts", "imports", started.job_id],
                                  lambda p: p.status != "pending", what=f"import job {started.job_id}",
-                                 shape=_ImportJob)
+                                 shape=ImportJob)
                 errors.update(self._job_errors(job, batch, pending))
             except BadAnswer as exc:  # nothing in it can be believed: every contact sent fails
                 errors.update({i: str(exc) for i in pending})
-            except _Refused as refused:
-                named = _indexed_errors(refused.errors)
+            except Refused as refused:
+                named = indexed_errors(refused.errors)
                 bad = {pending[i]: msg for i, msg in named.items() if i < len(pending)}
                 if not bad or attempt == 1:
                     msg = "; ".join(str(e.get("message")) for e in refused.errors)[:300]
@@ -469,7 +252,7 @@ class SendGridDestination:
         log.debug("SendGrid %s: upsert batch of %d done, %d rejected", self.name, len(batch), len(errors))
         on_results(results)
 
-    def _job_errors(self, job: _ImportJob, batch: list[tuple[ContactChange, dict[str, Any]]],
+    def _job_errors(self, job: ImportJob, batch: list[tuple[ContactChange, dict[str, Any]]],
                     pending: list[int]) -> dict[int, str]:
         res = job.results
         if res is None or res.requested_count != len(pending):
@@ -482,7 +265,7 @@ class SendGridDestination:
         by_email: dict[str, str] = {}
         if res.errors_url:
             try:
-                by_email = _parse_errors_csv(self._download(res.errors_url, "import errors file"))
+                by_email = parse_errors_csv(self._download(res.errors_url, "import errors file"))
             except DestinationError as exc:
                 log.warning("SendGrid %s: cannot read the import errors file: %s", self.name, exc)
         if by_email:
@@ -522,12 +305,12 @@ class SendGridDestination:
                 cids = ",".join(sorted({ids[ch.email.lower()] for ch, _ in part}))
                 try:
                     self._request("delete", ["marketing", "lists", lid, "contacts"], query={"contact_ids": cids},
-                                  what=f"remove {len(part)} contacts from a list", shape=_JobId)
+                                  what=f"remove {len(part)} contacts from a list", shape=JobId)
                     on_results([ItemResult(ch.key, f"tag-{t}", True) for ch, t in part])
                 except BadAnswer as exc:
                     on_results([ItemResult(ch.key, f"tag-{t}", False, str(exc)) for ch, t in part])
-                except _Refused as refused:
-                    msg = f"SendGrid refused the removal: {_error_text({'errors': refused.errors})}"
+                except Refused as refused:
+                    msg = f"SendGrid refused the removal: {error_text({'errors': refused.errors})}"
                     on_results([ItemResult(ch.key, f"tag-{t}", False, msg) for ch, t in part])
 
     def _contact_ids(self, emails: Sequence[str]) -> dict[str, str]:
@@ -538,10 +321,10 @@ class SendGridDestination:
             try:
                 status, payload = self._request("post", ["marketing", "contacts", "search", "emails"],
                                                 body={"emails": chunk}, what="search contacts by email",
-                                                ok_404=True, shape=_Search)
-            except _Refused as refused:
+                                                ok_404=True, shape=Search)
+            except Refused as refused:
                 raise DestinationError(f"SendGrid search by email refused: "
-                                       f"{_error_text({'errors': refused.errors})}", status=refused.status) from None
+                                       f"{error_text({'errors': refused.errors})}", status=refused.status) from None
             if status == 404:
                 continue
             for email, entry in payload.result.items():
@@ -563,15 +346,15 @@ class SendGridDestination:
                 continue
             _, started = self._request("post", ["marketing", "contacts", "exports"],
                                        body={"list_ids": [lid], "file_type": "csv"}, what=f"export list {lname!r}",
-                                       shape=_Id)
+                                       shape=Id)
             job = self._poll(["marketing", "contacts", "exports", started.id],
                              lambda p: p.status in ("ready", "failure"), what=f"export {started.id}",
-                             shape=_ExportJob)
+                             shape=ExportJob)
             if job.status != "ready":
                 raise DestinationError(f"SendGrid export of list {lname!r} failed: {job.message or ''}")
             members: set[str] = set()
             for url in job.urls or []:
-                members |= _emails_from_csv(self._download(url, "list export file"))
+                members |= emails_from_csv(self._download(url, "list export file"))
             out[tag] = members
         return out
 
@@ -582,45 +365,24 @@ class SendGridDestination:
         return {email: PRESENT for email in self._contact_ids(sorted({k.lower() for k in keys}))}
 
 
-def _page_token(next_url: str | None) -> str | None:
-    if not next_url:
-        return None
-    from urllib.parse import parse_qs, urlsplit
-
-    return (parse_qs(urlsplit(next_url).query).get("page_token") or [None])[0] or None
-
-
-_INDEXED = re.compile(r"contacts\[(\d+)\]")
+def _custom_value(value: FieldValue, kind: str) -> Any:
+    """A value as the field's actual type takes it: booleans are 1/0 in a Number field, yes/no elsewhere."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return int(value) if kind == "Number" else ("yes" if value else "no")
+    return value
 
 
-def _indexed_errors(errors: Sequence[dict[str, Any]]) -> dict[int, str]:
-    out: dict[int, str] = {}
-    for err in errors:
-        m = _INDEXED.search(str(err.get("field") or ""))
-        if m:
-            out[int(m.group(1))] = f"SendGrid rejected the contact: {err.get('message', 'invalid')}"
-    return out
+def _build(dest: Any, key: Any, options: ClientOptions) -> SendGridDestination:
+    return SendGridDestination(dest.name, key, api_url=options.api_url, list_prefix=dest.list_prefix,
+                               batch_size=dest.batch_size, retry=options.retry, timeout=options.timeout)
 
 
-def _rows(data: bytes) -> list[dict[str, str]]:
-    text = data.decode("utf-8-sig", errors="replace")
-    return [{(k or "").strip().lower(): (v or "") for k, v in row.items()} for row in csv.DictReader(io.StringIO(text))]
+SPEC = DestinationSpec(
+    type="sendgrid", label="SendGrid", build=_build, key_env="SENDGRID_API_KEY", url_env="SENDGRID_API_URL",
+    field_types=FIELD_TYPES, max_batch=MAX_UPSERT_CONTACTS,
+    segment_name=lambda dest, name: dest.list_prefix + name)  # one list per segment, list_prefix applied
 
-
-def _parse_errors_csv(data: bytes) -> dict[str, str]:
-    """The import errors file (format unpublished): any e-mail column plus an error/errors/message column."""
-    out: dict[str, str] = {}
-    for row in _rows(data):
-        email = row.get("email") or row.get("e-mail") or ""
-        msg = row.get("errors") or row.get("error") or row.get("message") or "rejected"
-        if email:
-            out[email.strip().lower()] = f"SendGrid rejected the contact: {msg}"
-    return out
-
-
-def _emails_from_csv(data: bytes) -> set[str]:
-    return {(r.get("email") or "").strip().lower() for r in _rows(data)} - {""}
-
-
-__all__ = ["SendGridDestination", "STATUS_ACTIONS", "Action", "action_for_status", "field_type_for",
-           "MAX_UPSERT_CONTACTS", "MAX_UPSERT_BYTES", "MAX_SEARCH_EMAILS", "PRESENT"]
+__all__ = ["SendGridDestination", "FIELD_TYPES", "SPEC", "field_type_for", "MAX_UPSERT_CONTACTS", "MAX_UPSERT_BYTES",
+           "PRESENT"]

@@ -1,0 +1,114 @@
+"""What every destination is (the :class:`Destination` Protocol) and what it tells the rest of rfmsync about
+itself (its :class:`DestinationSpec`).
+
+A destination declares its capabilities (``reads_existing_members``, ``reconciles``) instead of callers probing
+it with ``hasattr``; its spec says how to build its client, which environment variables carry its key and URL,
+how managed segments are named there, the default and refused ``new_contacts``, how each field kind of the
+vocabulary (:mod:`sync.planning.values`) maps to its own field types, and its batch maximum. The registry
+(:mod:`sync.destinations.registry`) lists the specs, one line each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Protocol, Sequence
+
+from ..model import ContactChange, OnResults
+from ..planning.values import KINDS, kind_of
+
+if TYPE_CHECKING:
+    from ..config import DestinationConfig
+
+
+class Destination(Protocol):
+    """One ESP audience/account. Implementations: one module per vendor in ``sync/destinations/``."""
+
+    name: str
+    #: :meth:`existing_members` says which addresses the ESP already holds (``new_contacts = "skip"`` and the
+    #: ``--full-refresh`` drift repair use it); when False, planning relies on the ledger alone
+    reads_existing_members: ClassVar[bool]
+    #: :meth:`read_managed` lists the members of each managed tag/list (``--reconcile``)
+    reconciles: ClassVar[bool]
+
+    def check(self) -> str:
+        """Read-only: credentials accepted and the audience/account reachable; one line saying what was seen.
+
+        Raises :class:`sync.errors.DestinationConfigError` when the key is rejected or the audience is missing,
+        :class:`sync.errors.DestinationError` when the ESP cannot be reached. Writes nothing."""
+
+    def prepare(self, managed_tags: Sequence[str], fields: Mapping[str, str]) -> None:
+        """Check the audience exists; create missing fields and tags/lists rfmsync manages."""
+
+    def apply(self, changes: Sequence[ContactChange], on_results: OnResults) -> None:
+        """Push changes in batches at the API maxima; call ``on_results`` after each batch."""
+
+    def read_managed(self, managed_tags: Sequence[str]) -> Mapping[str, set[str]]:
+        """Current members (normalised emails) of each managed tag/list, for --reconcile (``reconciles``)."""
+
+    def existing_members(self, keys: Iterable[str] | None = None) -> Mapping[str, str] | None:
+        """Normalised email → ESP status for the ``keys`` the ESP holds (``reads_existing_members``)."""
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """How a client talks to its ESP: the endpoint override and the destination's effective [http] settings."""
+
+    api_url: str | None
+    retry: Any  # connectors.retry.RetryPolicy
+    timeout: float
+    concurrency: int
+
+
+#: builds the client of a destination from its config table, its API key (a SecretStr) and the options
+Builder = Callable[["DestinationConfig", Any, ClientOptions], Destination]
+
+
+@dataclass(frozen=True)
+class DestinationSpec:
+    """Everything vendor-specific the config, settings and planner need, declared by the vendor's module."""
+
+    type: str  # the config's ``type``
+    label: str  # the vendor's name in messages ("Mailchimp")
+    build: Builder
+    key_env: str  # environment variable of the API key (a Settings field of the same name, lower-cased)
+    url_env: str  # environment variable of the API endpoint override
+    #: field kind (number/text/date/bool) → the vendor's own field type
+    field_types: Mapping[str, str]
+    max_batch: int  # contacts per write call (``batch_size`` is capped to it)
+    #: ``[destinations.segments]`` value → the managed tag/list name (prefixes applied)
+    segment_name: Callable[["DestinationConfig", str], str]
+    #: ``[destinations.tags]`` value → the managed tag name; None: the vendor has no tags besides its lists
+    tag_name: Callable[[str], str] | None = None
+    needs_audience: bool = False  # ``audience = "<list id>"`` is required
+    default_new_contacts: str = "transactional"
+    #: ``new_contacts`` values the vendor cannot honour → the config error's sentence
+    refused_new_contacts: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        missing = set(KINDS) - set(self.field_types)
+        if missing:
+            raise ValueError(f"destination type {self.type!r}: no field type for kind(s) {', '.join(sorted(missing))}")
+        object.__setattr__(self, "field_types", MappingProxyType(dict(self.field_types)))
+        object.__setattr__(self, "refused_new_contacts", MappingProxyType(dict(self.refused_new_contacts)))
+
+    def field_type(self, value_name: str) -> str:
+        """The vendor field type created for an rfmsync value (through the value's kind)."""
+        return self.field_types[kind_of(value_name)]
+
+    def managed_tags(self, dest: "DestinationConfig") -> dict[str, list[str]]:
+        """segment → the tags/lists this destination gives it (the vendor's naming applied)."""
+        out: dict[str, list[str]] = {}
+        for seg, name in dest.segments.items():
+            out.setdefault(seg, []).append(self.segment_name(dest, name))
+        if self.tag_name is not None:
+            for seg, name in dest.tags.items():
+                out.setdefault(seg, []).append(self.tag_name(name))
+        return out
+
+    def settings_names(self) -> tuple[str, str]:
+        """The :class:`sync.settings.Settings` fields of the key and the URL."""
+        return self.key_env.lower(), self.url_env.lower()
+
+
+__all__ = ["Builder", "ClientOptions", "Destination", "DestinationSpec"]

@@ -1,0 +1,234 @@
+"""The Mailchimp API seam: one call through the retry layer, its status table, its documented answer shapes.
+
+Errors: :data:`STATUS_ACTIONS` (data, one table) maps HTTP statuses to retry / config / item / fatal.
+``retry`` becomes :class:`connectors.errors.TransientError` (with ``retry_after``), which the one retry layer
+(:class:`connectors.retry.RetryPolicy`) retries; once it gives up that is a :class:`DestinationError`.
+SDK quirks handled here: errors are ``ApiClientError`` whose ``.text`` is the raw problem+json string (the SDK
+only parses ``application/json``) and which carries no headers; empty-body answers (a body-less 429/403, a
+204) come back as a bare ``requests.Response`` instead of an exception. The API key lives only inside the
+SDK client: it is never logged, never put in an error, never shown in a repr.
+
+Answers are validated before they are believed (:mod:`sync.destinations.answers`): a 2xx body is re-read from
+the raw response and checked against the documented shape (:class:`BatchAnswer`, :class:`SegmentAnswer`, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from types import MappingProxyType
+from typing import Any, Callable, Iterator, Mapping
+
+import requests
+from mailchimp_marketing.api.lists_api import ListsApi
+from mailchimp_marketing.api_client import ApiClient, ApiClientError
+
+from connectors.errors import TransientError
+from connectors.retry import RetryPolicy, retry_after_seconds
+
+from ..errors import DestinationConfigError, DestinationError
+from .answers import BadAnswer, Shape, decode_json, validate
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 1000  # `count` maximum on GET collections
+
+#: HTTP status -> what the caller does: retry (transient), config (fix settings), item (this batch's items
+#: failed, carry on), fatal (stop). Other 5xx retry, other 4xx are fatal.
+STATUS_ACTIONS: Mapping[int, str] = MappingProxyType({
+    400: "item", 401: "config", 403: "config", 404: "config", 405: "fatal", 408: "retry", 422: "item",
+    429: "retry", 500: "retry", 502: "retry", 503: "retry", 504: "retry",
+})
+#: "At exceptionally high volumes, you may receive an HTTP 429 or 403 without a JSON body": a body-less
+#: 403 is throttling, not a rejected key.
+EMPTY_BODY_ACTIONS: Mapping[int, str] = MappingProxyType({403: "retry", 429: "retry"})
+
+#: an error text meaning "this address is not in the audience" (tag calls; the update pass without a status)
+NOT_A_MEMBER = re.compile(r"not (?:a )?(?:list )?member|does not exist|doesn't exist|not found|status is required",
+                           re.I)
+
+
+class Member(Shape):
+    email_address: str
+
+
+class MemberError(Shape):
+    email_address: str
+    error: str | None = None
+    error_code: str | None = None
+    field: str | None = None
+    field_message: str | None = None
+
+
+class BatchAnswer(Shape):
+    """``POST /lists/{id}`` (batch subscribe), 200."""
+
+    new_members: list[Member]
+    updated_members: list[Member]
+    errors: list[MemberError]
+
+
+class SegmentError(Shape):
+    email_addresses: list[str]
+    error: str | None = None
+
+
+class SegmentAnswer(Shape):
+    """``POST /lists/{id}/segments/{seg}`` (members_to_add / members_to_remove), 200."""
+
+    members_added: list[Member]
+    members_removed: list[Member]
+    errors: list[SegmentError]
+
+
+class ListInfo(Shape):
+    id: str
+    name: str
+
+
+class Created(Shape):
+    id: int
+
+
+def action_for(status: int, empty_body: bool = False) -> str:
+    """Look up :data:`STATUS_ACTIONS` (and :data:`EMPTY_BODY_ACTIONS` for body-less answers)."""
+    if empty_body and status in EMPTY_BODY_ACTIONS:
+        return EMPTY_BODY_ACTIONS[status]
+    return STATUS_ACTIONS.get(status, "retry" if status >= 500 else "fatal")
+
+
+
+class BatchRejected(DestinationError):
+    """The API refused one whole call as invalid (400): its items are reported failed, the sync goes on."""
+
+
+class _ApiClient(ApiClient):
+    """The SDK's client plus one seam: keep this thread's last raw response (``ApiClientError`` drops headers)."""
+
+    def __init__(self, config: dict[str, Any], host: str) -> None:
+        super().__init__(config)
+        self.host = host
+        self.last = threading.local()
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
+        self.last.response = None
+        self.last.response = super().request(*args, **kwargs)
+        return self.last.response
+
+
+
+class MailchimpApi:
+    """One audience's API: the SDK's ``ListsApi`` (:attr:`lists`) called through :meth:`call` and :meth:`paged`."""
+
+    def __init__(self, name: str, audience: str, key: str, api_url: str, retry: RetryPolicy,
+                 timeout: float) -> None:
+        self.name, self.audience, self.timeout, self._retry = name, audience, timeout, retry
+        # server "" turns off the SDK's url.replace('server', dc) on every URL; the host is set in full instead.
+        self._api = _ApiClient({"api_key": key, "server": "", "timeout": timeout}, api_url)
+        self.lists = ListsApi(self._api)
+
+    def __repr__(self) -> str:
+        return f"MailchimpApi(name={self.name!r}, audience={self.audience!r})"
+
+    def paged(self, what: str, fn: Callable[..., Any], args: tuple[Any, ...], key: str, need: tuple[str, ...],
+               **params: Any) -> Iterator[dict[str, Any]]:
+        offset, previous = 0, None
+        while True:
+            label = f"{what} offset={offset}"
+            page = self.call(label, fn, *args, count=PAGE_SIZE, offset=offset, **params)
+            items = page.get(key, [])
+            bad = not isinstance(items, list) or any(
+                not isinstance(i, dict) or any(i.get(n) is None for n in need) for i in items)
+            if bad or not isinstance(page.get("total_items", 0), int):
+                raise BadAnswer(f"Mailchimp {label}", f"{key}[] items need {', '.join(need)}", page)
+            if items and items == previous:
+                raise DestinationError(f"Mailchimp {what}: the same page came back twice at offset {offset}; "
+                                       "stopping instead of looping")
+            yield from items
+            offset += len(items)
+            total = page.get("total_items")
+            if len(items) < PAGE_SIZE or (total is not None and offset >= total):
+                return
+            previous = items
+
+    def call(self, what: str, fn: Callable[..., Any], *args: Any, shape: type[Shape] | None = None,
+              **kwargs: Any) -> Any:
+        """One API call through the retry layer. The 2xx body is re-read from the raw response and validated:
+        ``shape`` (a model instance comes back) or, without one, any JSON object (a dict comes back); anything
+        else is :class:`BadAnswer` (not retried here: the items it covers fail and the next run retries them)."""
+
+        def once() -> Any:
+            started = time.monotonic()
+            try:
+                result = fn(*args, **kwargs)
+            except ApiClientError as exc:
+                response = getattr(self._api.last, "response", None)
+                raise self.error(what, exc.status_code, exc.text, response) from None
+            response = getattr(self._api.last, "response", None)
+            if isinstance(result, requests.Response):  # SDK quirk: empty body -> raw response, no exception
+                response = result
+                if not result.ok:
+                    raise self.error(what, result.status_code, result.text, result)
+            log.debug("mailchimp %s: %s answered in %.2fs", self.name, what, time.monotonic() - started)
+            label = f"Mailchimp {what}"
+            raw = response.content if response is not None else result
+            payload = decode_json(raw, label) if isinstance(raw, (bytes, str)) else raw
+            if shape is not None:
+                return validate(shape, payload, label, raw)
+            if not isinstance(payload, dict):
+                raise BadAnswer(label, "not a JSON object", raw)
+            return payload
+
+        try:
+            return self._retry.call(once, what=f"mailchimp {what}")
+        except TransientError as exc:
+            raise DestinationError(f"Mailchimp {what} (audience {self.audience!r}) still failing: "
+                                   f"{exc}", status=exc.status, body=exc.body, retry_after=exc.retry_after) from None
+
+    def error(self, what: str, status: int | None, text: Any,
+               response: requests.Response | None) -> Exception:
+        if status is None:  # transport failure: the SDK wraps the requests exception
+            if isinstance(text, (requests.ConnectionError, requests.Timeout)):
+                if isinstance(text, requests.Timeout):
+                    return TransientError(f"Mailchimp {what}: timed out after {self.timeout:g} s")
+                return TransientError(f"Mailchimp {what}: cannot connect ({type(text).__name__})")
+            return DestinationError(f"Mailchimp {what}: {type(text).__name__}: {text}")
+        body = text if isinstance(text, str) else json.dumps(text) if isinstance(text, (dict, list)) else ""
+        problem = _problem(body)
+        title = problem.get("title") or ("empty body" if not body.strip() else "error")
+        detail = problem.get("detail") or ""
+        field_errors = "; ".join(f"{e.get('field')}: {e.get('message')}" for e in problem.get("errors") or []
+                                 if isinstance(e, dict))
+        message = f"Mailchimp {what}: HTTP {status} {title}" + (f": {detail}" if detail else "") + (
+            f" ({field_errors})" if field_errors else "")
+        action = action_for(status, empty_body=not body.strip())
+        if action == "retry":
+            retry_after = retry_after_seconds(response.headers.get("Retry-After")) if response is not None else None
+            return TransientError(message, status=status, body=body, retry_after=retry_after)
+        if action == "config":
+            hint = (f"; audience {self.audience!r} (or a tag deleted since prepare) not found" if status == 404 else
+                    f"; the API key was refused for audience {self.audience!r}: check MAILCHIMP_API_KEY "
+                    "(and its data centre) and the key's permissions")
+            return DestinationConfigError(f"destination {self.name!r}: {message}{hint}", status=status, body=body)
+        if action == "item":
+            return BatchRejected(message, status=status, body=body)
+        return DestinationError(message, status=status, body=body)
+
+
+def _problem(body: str) -> dict[str, Any]:
+    try:
+        data = json.loads(body) if body.strip() else {}
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+
+def member_error(error: MemberError) -> str:
+    text = f"{error.error_code or 'ERROR'}: {error.error or 'rejected'}"
+    if error.field:
+        text += f" ({error.field}: {error.field_message or 'invalid'})"
+    return text

@@ -1,0 +1,184 @@
+"""The Unisender API seam: ``POST {api_url}/{method}?format=json`` through the retry layer, the envelope's
+code → action table, the token bucket that paces calls, and the documented answer shapes.
+
+The key travels in the form body (never the URL, never a log line). Answers are decoded from the
+``{"result"}`` / ``{"error", "code"}`` envelope whatever the HTTP status, and sorted by :data:`CODE_ACTIONS`.
+"""
+
+from __future__ import annotations
+
+import enum
+import html
+import logging
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import requests
+
+from connectors.errors import TransientError
+from connectors.retry import RetryPolicy
+
+from ..errors import DestinationConfigError, DestinationError
+from .answers import BadAnswer, Shape, excerpt, validate
+
+log = logging.getLogger(__name__)
+
+
+class Action(str, enum.Enum):
+    RETRY = "retry"  # back off and retry (through RetryPolicy)
+    CONFIG = "config"  # fix the key or the account's rights
+    RECORD = "record"  # this call's content was refused: fail its items, carry on
+    FATAL = "fatal"  # stop the run
+
+
+CODE_ACTIONS: Mapping[str, Action] = {
+    "retry_later": Action.RETRY,
+    "api_call_limit_exceeded_for_api_key": Action.RETRY,
+    "api_call_limit_exceeded_for_ip": Action.RETRY,
+    "invalid_api_key": Action.CONFIG,
+    "access_denied": Action.CONFIG,
+    "not_enough_money": Action.FATAL,
+    "unknown_method": Action.FATAL,
+    "invalid_arg": Action.RECORD,
+    "unspecified": Action.RECORD,
+}
+
+
+def action_for(code: str | None, http_status: int = 200) -> Action:
+    """The one rule: an envelope ``code`` decides (unknown codes are per-item); without one, 429/5xx retry."""
+    if code:
+        return CODE_ACTIONS.get(code, Action.RECORD)
+    return Action.RETRY if http_status == 429 or http_status >= 500 else Action.FATAL
+
+
+
+class LogEntry(Shape):
+    index: int | str
+    code: str | None = None
+    message: str | None = None
+
+
+class ImportResult(Shape):
+    """``importContacts`` result: every row sent is counted in ``total``; refused rows are in ``log``."""
+
+    total: int | str
+    log: list[LogEntry] = []
+
+
+class ListItem(Shape):
+    id: int | str
+    title: str
+
+
+class FieldItem(Shape):
+    name: str
+
+
+class Created(Shape):
+    id: int | str
+
+
+class Subscribed(Shape):
+    person_id: int | str
+
+
+class UnisenderError(DestinationError):
+    """An envelope error; ``code`` is Unisender's string code."""
+
+    def __init__(self, message: str, *, code: str | None, status: int | None = None) -> None:
+        super().__init__(message, status=status)
+        self.code = code
+
+
+class TokenBucket:
+    """At most ``per_minute`` acquisitions in any 60 s window: burst ``per_minute/12``, steady refill after."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.burst = max(1, per_minute // 12)
+        self.rate = max(per_minute - self.burst, 1) / 60.0
+        self.clock, self.sleep = clock, sleep
+        self.tokens, self.stamp = float(self.burst), clock()
+
+    def acquire(self) -> None:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            wait = (1 - self.tokens) / self.rate
+            self.sleep(wait)
+            self.tokens, self.stamp = 1.0, max(self.clock(), now + wait)
+        self.tokens -= 1
+
+
+
+class UnisenderApi:
+    """One account's API: :meth:`call` a method, :meth:`result` checks its answer against a shape."""
+
+    def __init__(self, name: str, key: str, api_url: str, retry: RetryPolicy, timeout: float, bucket: TokenBucket,
+                 session: requests.Session) -> None:
+        self.name, self._key, self.api_url, self.retry, self.timeout = name, key, api_url, retry, timeout
+        self.bucket, self._session = bucket, session
+
+    def __repr__(self) -> str:
+        return f"UnisenderApi(name={self.name!r}, api_url={self.api_url!r})"
+
+    def call(self, method: str, params: Sequence[tuple[str, Any]] = (), *, idempotent: bool = True) -> Any:
+        """One API method; returns ``result``. Retries transient answers (creates: only rate-limit codes)."""
+        def once() -> Any:
+            self.bucket.acquire()
+            try:
+                resp = self._session.post(f"{self.api_url}/{method}", params={"format": "json"},
+                                          data=[("api_key", self._key), *params], timeout=self.timeout)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                msg = (f"Unisender {method}: timed out after {self.timeout:g} s" if isinstance(exc, requests.Timeout)
+                       else f"Unisender {method}: connection failed ({type(exc).__name__})")
+                if idempotent:
+                    raise TransientError(msg) from None
+                raise DestinationError(msg) from None
+            return self._decode(method, resp, idempotent)
+
+        try:
+            return self.retry.call(once, what=f"Unisender {method}")
+        except TransientError as exc:
+            raise DestinationError(str(exc), status=exc.status) from None  # "...; gave up after N attempts"
+
+    def _decode(self, method: str, resp: requests.Response, idempotent: bool) -> Any:
+        try:
+            payload = resp.json()
+        except ValueError:
+            payload = None
+        log.debug("Unisender %s -> HTTP %s", method, resp.status_code)
+        if isinstance(payload, dict) and (payload.get("error") or payload.get("code")):
+            code = str(payload.get("code") or "unspecified")
+            text = html.unescape(str(payload.get("error") or ""))[:300].replace(self._key, "***")
+            action = action_for(code, resp.status_code)
+            msg = f"Unisender {method}: {code}: {text}"
+            if action is Action.RETRY:  # a refusal: nothing was done, so even creates may retry
+                raise TransientError(msg, status=resp.status_code, body=text)
+            if action is Action.CONFIG:
+                raise DestinationConfigError(f"Unisender destination {self.name!r}: the API key was rejected or "
+                                             f"lacks rights ({code}) on {method}", status=resp.status_code)
+            raise UnisenderError(msg, code=code, status=resp.status_code)
+        if isinstance(payload, dict) and "result" in payload and resp.status_code < 400:
+            for w in payload.get("warnings") or []:
+                log.debug("Unisender %s warning: %s", method, w)
+            return payload["result"]
+        action = action_for(None, resp.status_code)
+        msg = f"Unisender {method}: HTTP {resp.status_code} without a JSON envelope"
+        if action is Action.RETRY and (idempotent or resp.status_code == 429):
+            raise TransientError(msg, status=resp.status_code)
+        if resp.status_code < 300:  # a 2xx that is not the envelope: nothing in it can be believed
+            reason = "no {result} or {error, code} envelope" if payload is not None else "not JSON"
+            raise BadAnswer(f"Unisender {method}", reason, resp.content, secrets=(self._key,))
+        raise DestinationError(f"{msg}: {excerpt(resp.content, (self._key,))!r}", status=resp.status_code)
+
+    def result(self, method: str, shape: type[Shape], result: Any) -> Any:
+        """``result`` checked against its documented shape (a list of items when ``result`` is a list)."""
+        label = f"Unisender {method}"
+        if shape in (ListItem, FieldItem):
+            if not isinstance(result, list):
+                raise BadAnswer(label, "result is not a list", result, secrets=(self._key,))
+            return [validate(shape, item, label, result, secrets=(self._key,)) for item in result]
+        return validate(shape, result, label, secrets=(self._key,))
+

@@ -1,0 +1,142 @@
+"""Planning every destination of a config: segments + ledger (+ what the ESP reports, when it can be read)
+→ one :class:`~sync.planning.plan.Plan` per destination, with its guard lines.
+
+The ESP is read only through what a destination declares it can do (``reads_existing_members``,
+``reconciles``; see :class:`sync.destinations.base.Destination`), never by probing it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+from ..config import Config, DestinationConfig
+from ..destinations.base import Destination
+from ..destinations.registry import make_destination
+from ..errors import DestinationError
+from ..guards import plan_lines, plan_stats
+from ..model import PushedState
+from .plan import Plan, all_managed, check_fields, desired_contacts, plan_destination
+from .values import PREDICTIVE_VALUES
+
+if TYPE_CHECKING:
+    from ..ledger import Ledger
+    from ..pipeline import SegmentsRun
+    from ..settings import Settings
+
+
+def customer_rows(run: "SegmentsRun") -> list[dict[str, Any]]:
+    """The rows destinations are planned from: each segmented customer with an address, by value."""
+    seg = run.result.table
+    rel = run.con.sql(f"""
+        SELECT s.*, c.email, c.phone, c.marketing_consent
+        FROM {seg} s JOIN contacts c USING (customer_id)
+        WHERE c.email IS NOT NULL AND trim(c.email) <> ''
+        ORDER BY s.monetary DESC, s.customer_id
+    """)
+    cols = rel.columns
+    return [dict(zip(cols, row)) for row in rel.fetchall()]
+
+
+def selected_destinations(cfg: Config, names: Iterable[str] | None) -> list[DestinationConfig]:
+    """The named destinations (every one when ``names`` is empty); an unknown name is a ConfigError."""
+    if not names:
+        return list(cfg.destinations)
+    return [cfg.destination(n) for n in names]
+
+
+def needs_predictions(cfg: Config, names: Iterable[str] | None) -> bool:
+    """Whether a selected destination maps a predictive or behavioural value to a field."""
+    return any(v in PREDICTIVE_VALUES for d in selected_destinations(cfg, names) for v in d.fields.values())
+
+
+@dataclass
+class PlannedDestination:
+    plan: Plan
+    client: Destination | None
+    #: the plan guards this plan trips against the ledger it was made from (also in ``plan.warnings``)
+    guard_lines: tuple[str, ...] = ()
+    #: plan this destination again from the same segments against the ledger as it is now (sync re-plans
+    #: under the destination's lock when another run moved the ledger while it waited)
+    replan: Callable[[], "PlannedDestination"] | None = None
+
+
+def plan_all(cfg: Config, run: "SegmentsRun", ledger: "Ledger", settings: "Settings", *,
+             destinations: Sequence[str] | None = None, full_refresh: bool = False, reconcile: bool = False,
+             remote: bool = True, require_remote: bool = False) -> list[PlannedDestination]:
+    """Plan every (or the named) destination. Reads the ESP only when credentials are set and ``remote``."""
+    rows = customer_rows(run)
+    out = []
+    for dest in selected_destinations(cfg, destinations):
+        check_fields(dest)
+        client = make_destination(dest, settings, required=require_remote) if remote else None
+        unchecked = remote_unchecked(client, require_remote)
+        out.append(plan_one(cfg, dest, rows, ledger, client, unchecked, full_refresh=full_refresh,
+                            reconcile=reconcile))
+    return out
+
+
+def plan_one(cfg: Config, dest: DestinationConfig, rows: list[dict[str, Any]], ledger: "Ledger",
+             client: Destination | None, unchecked: str | None, *, full_refresh: bool, reconcile: bool
+             ) -> PlannedDestination:
+    """One destination's plan from the customer rows, its ledger state and (when ``client`` was reached) the
+    ESP's view: ``reconcile`` reads the managed tags' members, ``skip``/``full_refresh`` who already exists."""
+    notes = []
+    desired, invalid = desired_contacts(rows, dest)
+    revision = ledger.state_revision(dest.name)  # read before the state: a later write only makes it stale
+    state = last = ledger.load_state(dest.name)
+    existing = None
+    if client is not None and unchecked is None:
+        if reconcile:
+            if not client.reconciles:
+                raise DestinationError(f"destination {dest.name!r}: --reconcile is not supported for "
+                                       f"{dest.spec.label} (it cannot list the members of a tag or list)")
+            last = reconciled(last, client.read_managed(all_managed(dest)), all_managed(dest))
+        if (dest.new_contacts == "skip" or full_refresh) and client.reads_existing_members:
+            existing = client.existing_members([d.key for d in desired])  # full refresh: repairs drift
+    elif client is None:
+        notes.append("planned against the ledger alone (no credentials set): the ESP was not read")
+    plan = plan_destination(dest, desired, last, revision=revision, existing=existing,
+                            full_refresh=full_refresh, skipped=invalid,
+                            remote_checked=client is not None and unchecked is None, notes=notes)
+    lines = tuple(plan_lines(cfg.guards, plan_stats(plan, state)))
+    warnings = ((unchecked,) if unchecked is not None else ()) + lines
+    if warnings:
+        plan = replace(plan, warnings=(*plan.warnings, *warnings))
+    return PlannedDestination(plan, client, lines, replan=lambda: plan_one(
+        cfg, dest, rows, ledger, client, unchecked, full_refresh=full_refresh, reconcile=reconcile))
+
+
+def remote_unchecked(client: Destination | None, require_remote: bool) -> str | None:
+    """``client.check()`` (read-only); a warning "remote not checked: …" when the ESP could not be reached or
+    refused the credentials (re-raised when the remote is required, as for ``sync``)."""
+    if client is None:
+        return None
+    try:
+        client.check()
+    except DestinationError as exc:
+        if require_remote:
+            raise
+        return f"remote not checked: {exc}"
+    return None
+
+
+def reconciled(last: dict[str, PushedState], actual: dict[str, set[str]], managed: Sequence[str]
+               ) -> dict[str, PushedState]:
+    """Replace the ledger's view of managed tags with what the ESP really holds (repairs drift)."""
+    members: dict[str, set[str]] = {}
+    for tag, emails in actual.items():
+        for e in emails:
+            members.setdefault(e.lower(), set()).add(tag)
+    out = {}
+    for key in set(last) | set(members):
+        prev = last.get(key)
+        unmanaged = (prev.tags - set(managed)) if prev else frozenset()
+        out[key] = PushedState(key=key, customer_id=prev.customer_id if prev else None,
+                               tags=frozenset(unmanaged | members.get(key, set())),
+                               fields=prev.fields if prev else {}, exists=True)
+    return out
+
+
+__all__ = ["PlannedDestination", "customer_rows", "needs_predictions", "plan_all", "plan_one", "reconciled",
+           "remote_unchecked", "selected_destinations"]
