@@ -84,13 +84,6 @@ def test_config_from_environment_variable(shop, monkeypatch):
     assert "Best active" in run("segments", "--as-of", AS_OF, "--format", "json").output
 
 
-def test_every_command_is_documented_in_the_readme():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    for name in main.commands:
-        assert f"rfmsync {name}" in readme, f"`rfmsync {name}` is not documented in README.md"
-        run(name, "--help")
-
-
 def test_settings_example_lists_every_setting():
     text = (ROOT / "settings.example.env").read_text(encoding="utf-8")
     listed = set(re.findall(r"^([A-Z0-9_]+)=", text, re.M))

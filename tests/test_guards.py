@@ -1,4 +1,4 @@
-"""The guards (README "Safety"): each rule as a table, then through `rfmsync` against the fake Mailchimp.
+"""The guards (docs/safety.md): each rule as a table, then through `rfmsync` against the fake Mailchimp.
 
 Every case asserts what a user sees: the exit code, the guard line on stderr, the run `refused` in the ledger
 (`rfmsync runs`, `GET /runs`, `/metrics`) and an audience the fake holds unchanged.
@@ -345,7 +345,8 @@ def test_a_webhook_resync_never_overrides(shop, mailchimp_fake):
 
 
 def test_guards_are_documented():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = "".join((Path(__file__).resolve().parents[1] / "docs" / name).read_text(encoding="utf-8")
+                     for name in ("safety.md", "configuration.md"))
     example = (Path(__file__).resolve().parents[1] / "examples" / "rfmsync.toml").read_text(encoding="utf-8")
     for key in GuardsConfig.model_fields:
         assert key in readme and key in example, key
