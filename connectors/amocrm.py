@@ -41,6 +41,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .contacts import PhoneRegion, clean_contact
 from .errors import ConfigError, FatalError
+from .identity import DEFAULT_MAX_GROUP
 from .http import FieldError, HttpClient, Throttle, clean, get_field, parse_dt, to_decimal, tombstone, with_sleep
 from .incremental import HighWater, PageGuard, Progress, Stager, latest, map_page, pull_by_time, utc_now
 from .records import Consent, Contact, Order, OrderStatus
@@ -147,6 +148,7 @@ _OBJECTS = {"contacts": "contacts", "orders": "leads"}
 
 class AmoCrmSource:
     name = NAME
+    max_identity_group = DEFAULT_MAX_GROUP  # [source] max_identity_group, set by connectors.registry
 
     def __init__(self, config: AmoCrmConfig, secrets: AmoCrmSecrets | None = None, *,
                  retry: RetryPolicy | None = None, sleep: Callable[[float], None] | None = None,

@@ -47,6 +47,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .contacts import PhoneRegion, clean_contact
 from .errors import AuthError, ConfigError, FatalError, TransientError
+from .identity import DEFAULT_MAX_GROUP
 from .http import (Action, FieldError, HttpClient, Throttle, clean, get_field, parse_dt, to_decimal, tombstone,
                    with_sleep)
 from .incremental import HighWater, PageGuard, Progress, Stager, iso, map_page, pull_by_time, utc_now
@@ -173,6 +174,7 @@ def _inspect(resp: requests.Response) -> Action | None:
 
 class Bitrix24Source:
     name = NAME
+    max_identity_group = DEFAULT_MAX_GROUP  # [source] max_identity_group, set by connectors.registry
 
     def __init__(self, config: Bitrix24Config, secrets: Bitrix24Secrets | None = None, *,
                  retry: RetryPolicy | None = None, sleep: Callable[[float], None] | None = None,

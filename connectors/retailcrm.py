@@ -44,6 +44,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .contacts import PhoneRegion, clean_contact
 from .errors import ConfigError, FatalError, RecordError
+from .identity import DEFAULT_MAX_GROUP
 from .http import FieldError, HttpClient, Throttle, clean, get_field, parse_dt, tombstone, with_sleep
 from .incremental import PageGuard, Progress, Stager, map_page, parse_time_cursor, pull_objects, utc_now
 from .records import Contact, Order
@@ -89,6 +90,7 @@ _OBJECTS = {  # cursor key -> (list endpoint, history endpoint, response key, hi
 
 class RetailCrmSource:
     name = NAME
+    max_identity_group = DEFAULT_MAX_GROUP  # [source] max_identity_group, set by connectors.registry
 
     def __init__(self, config: RetailCrmConfig, secrets: RetailCrmSecrets | None = None, *,
                  retry: RetryPolicy | None = None, sleep: Callable[[float], None] | None = None,

@@ -38,6 +38,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .contacts import PhoneRegion, clean_contact
 from .errors import ConfigError, FatalError, RecordError
+from .identity import DEFAULT_MAX_GROUP
 from .http import (Action, FieldError, HttpClient, Throttle, clean, get_field, parse_dt, to_decimal, tombstone,
                    with_sleep)
 from .incremental import HighWater, PageGuard, Progress, Stager, iso, map_page, pull_by_time, utc_now
@@ -137,6 +138,7 @@ _OBJECTS = {"contacts": "customers", "orders": "orders"}
 
 class ShopifySource:
     name = NAME
+    max_identity_group = DEFAULT_MAX_GROUP  # [source] max_identity_group, set by connectors.registry
 
     def __init__(self, config: ShopifyConfig, secrets: ShopifySecrets | None = None, *,
                  retry: RetryPolicy | None = None, sleep: Callable[[float], None] | None = None,

@@ -39,9 +39,13 @@ class Source(Protocol):
     * ``check()``: one cheap authenticated read that names the account (API sources), or ``None`` when the
       source can only be checked by reading it (a file export: ``rfmsync check`` pulls it and lists its
       bad rows).
+
+    ``max_identity_group`` is the ``[source]`` key of that name (default 5): an e-mail or phone shared by more
+    customers links nobody when records are merged into the order store (:mod:`connectors.identity`).
     """
 
     name: str
+    max_identity_group: int
 
     def check(self) -> str | None: ...
 

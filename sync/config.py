@@ -12,7 +12,7 @@ import tomllib
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
@@ -20,6 +20,9 @@ from connectors.suggest import did_you_mean
 from segmentation import PRESETS as SEGMENTATION_PRESETS, SegmentationConfig
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 NEW_CONTACTS = ("skip", "transactional", "pending", "subscribed")
 
@@ -81,9 +84,10 @@ class HttpConfig(BaseModel):
                            deadline=max(120.0, budget), **extra)
 
 
-def http_settings(base: HttpConfig, overrides: HttpOverrides | None = None, settings: Any = None) -> HttpConfig:
+def http_settings(base: HttpConfig, overrides: HttpOverrides | None = None,
+                  settings: Settings | None = None) -> HttpConfig:
     """Effective HTTP settings: ``base`` ([http]), then a destination's overrides, then ``RFMSYNC_HTTP_*``."""
-    env = settings.http_overrides() if settings is not None and hasattr(settings, "http_overrides") else {}
+    env = settings.http_overrides() if settings is not None else {}
     return base.merged(overrides, env)
 
 

@@ -79,9 +79,7 @@ def pull_into(con: duckdb.DuckDBPyConnection, source: Source, cursor: str | None
         raise ConfigError(str(exc)) from None
     if before_merge is not None:
         before_merge(result)
-    from connectors.identity import DEFAULT_MAX_GROUP
-
-    merge_staged(con, result, max_identity_group=getattr(source, "max_identity_group", DEFAULT_MAX_GROUP))
+    merge_staged(con, result, max_identity_group=source.max_identity_group)
     return result
 
 

@@ -274,7 +274,7 @@ def apply_results_to_state(state: dict[str, PushedState], changes: Mapping[str, 
     """Fold successful item results into the pushed state; returns the keys that changed."""
     touched = set()
     for r in results:
-        if not r.ok and getattr(r, "missing", False) and r.key in state:
+        if not r.ok and r.missing and r.key in state:
             # the ESP does not hold this contact: forget it, so the next plan creates it (consent applies)
             state[r.key] = replace(state[r.key], tags=frozenset(), fields={}, exists=False)
             touched.add(r.key)
