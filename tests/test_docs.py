@@ -141,7 +141,8 @@ def test_every_link_resolves():
 
 def test_the_walkthrough_shows_real_output(tmp_path, monkeypatch):
     """README's walkthrough: the numbers it prints are those of examples/billz (run on a copy of it)."""
-    for variable in ("MAILCHIMP_API_KEY", "MAILCHIMP_API_URL", "RFMSYNC_CONFIG", "RFMSYNC_STORE_URL"):
+    for variable in ("MAILCHIMP_API_KEY", "MAILCHIMP_API_URL", "RFMSYNC_CONFIG", "RFMSYNC_LEDGER_URL",
+                     "RFMSYNC_STORE_URL"):
         monkeypatch.delenv(variable, raising=False)
     shutil.copytree(ROOT / "examples" / "billz", tmp_path / "billz")
     config = str(tmp_path / "billz" / "rfmsync.toml")
