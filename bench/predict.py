@@ -24,7 +24,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from segmentation.btyd import simulate_bgnbd  # noqa: E402
-from segmentation.predictive import expected_purchases, fit_bgnbd, p_alive  # noqa: E402
+from segmentation.btyd_models import expected_purchases, fit_bgnbd, p_alive  # noqa: E402
 
 CDNOW = (0.2426, 4.4136, 0.7929, 2.4259)
 

@@ -1,6 +1,6 @@
 """One normaliser for the contacts of every record-based source (API pulls and webhooks).
 
-File exports normalise in DuckDB (:func:`connectors.normalize.email_map` / ``phone_map``); API and webhook
+File exports normalise in DuckDB (:func:`connectors.email_phone.email_map` / ``phone_map``); API and webhook
 contacts go through :func:`clean_contact`, built on the Python twins of the same rules, so one person
 gets one e-mail and one E.164 phone whichever source spoke of them:
 
@@ -19,7 +19,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator
 
-from .normalize import normalize_email, normalize_phone
+from .email_phone import normalize_email, normalize_phone
 from .records import BadRow, Contact
 
 

@@ -5,7 +5,7 @@
   :data:`MAX_BAD_ROWS` listed, all counted).
 * Orders: receipt lines grouped by order id, else one row per order id (the last duplicate wins).
 * Contacts: one per customer key, the latest non-empty value of each field; e-mails and phones normalised
-  through :func:`connectors.normalize.email_map` / ``phone_map``; invalid ones dropped and reported.
+  through :func:`connectors.email_phone.email_map` / ``phone_map``; invalid ones dropped and reported.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from . import normalize as nz
+from .email_phone import email_map, phone_map
 from .identity import IdentityReport, resolve_rows
 from .records import BadRow
 from .source import PullResult
@@ -199,8 +200,8 @@ def _stage_contacts(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, paths
         SELECT key, {', '.join(aggs)}
         FROM (SELECT *, _src::BIGINT * 281474976710656 + _file::BIGINT * 4294967296 + _row AS _ord FROM ({src}))
         GROUP BY key""")
-    nz.email_map(con, "SELECT email.v AS raw FROM _fs_cagg", "_fs_id_emails")
-    nz.phone_map(con, "SELECT phone.v AS raw FROM _fs_cagg", "_fs_id_phones", cfg.phone_region)
+    email_map(con, "SELECT email.v AS raw FROM _fs_cagg", "_fs_id_emails")
+    phone_map(con, "SELECT phone.v AS raw FROM _fs_cagg", "_fs_id_phones", cfg.phone_region)
     con.execute("""INSERT INTO staged_contacts
         SELECT c.key, e.norm, p.norm, c.first_name, c.last_name, COALESCE(c.consent, 'unknown'), c.created_at,
                c.attributes FROM _fs_cagg c

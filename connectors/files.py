@@ -1,10 +1,10 @@
 """File exports (CSV/TSV, XLSX, Parquet) as a source: column-mapped, normalised in DuckDB SQL.
 
 ``FileSource.pull`` reads every file matching ``orders`` (and ``contacts``), maps columns to
-canonical fields, normalises amounts/dates/statuses/emails/phones (:mod:`connectors.normalize`)
-and stages canonical rows (:mod:`connectors.file_staging`). Rows it cannot use are reported as
-:class:`~connectors.records.BadRow` (spreadsheet row numbers: header = 1, first data row = 2), never
-dropped silently. Each pull is a full refresh.
+canonical fields, normalises amounts/dates/statuses (:mod:`connectors.normalize`) and
+emails/phones (:mod:`connectors.email_phone`) and stages canonical rows (:mod:`connectors.file_staging`).
+Rows it cannot use are reported as :class:`~connectors.records.BadRow` (spreadsheet row numbers:
+header = 1, first data row = 2), never dropped silently. Each pull is a full refresh.
 """
 
 from __future__ import annotations

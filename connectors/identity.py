@@ -38,7 +38,7 @@ from typing import Any, Mapping
 
 import duckdb
 
-from . import normalize as nz
+from .email_phone import email_map, phone_map
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -105,8 +105,8 @@ def resolve_rows(con: duckdb.DuckDBPyConnection, views: list[tuple[str, str]], r
     and ``ordered_at``. ``email_raw``/``phone_raw`` are NULL in ``out`` where the value is ignored."""
     rows = " UNION ALL ".join(f"SELECT cust, email_raw, phone_raw, ordered_at FROM {v}" for v, _ in views)
     em, pm = f"{prefix}_emails", f"{prefix}_phones"
-    nz.email_map(con, f"SELECT email_raw AS raw FROM ({rows})", em)
-    nz.phone_map(con, f"SELECT phone_raw AS raw FROM ({rows})", pm, region)
+    email_map(con, f"SELECT email_raw AS raw FROM ({rows})", em)
+    phone_map(con, f"SELECT phone_raw AS raw FROM ({rows})", pm, region)
     # the distinct (customer id, e-mail, phone) tuples: the graph's raw material (small next to the rows)
     con.execute(f"""CREATE OR REPLACE TEMP TABLE {prefix}_tuples AS
         SELECT r.cust, e.norm AS e, p.norm AS p, min(r.ordered_at) AS t, count(*) AS n
@@ -251,8 +251,8 @@ def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GRO
                                        UNION SELECT customer_id FROM contacts WHERE {_idlike('customer_id')})
               WHERE lower(trim(customer_id)) IN (SELECT raw FROM _lk_touch)
                  OR regexp_replace(customer_id, '[^0-9+]', '', 'g') IN (SELECT raw FROM _lk_touch)""")
-    nz.email_map(con, "SELECT raw FROM _lk_ids WHERE contains(raw, '@')", "_lk_emails")
-    nz.phone_map(con, "SELECT raw FROM _lk_ids WHERE NOT contains(raw, '@')", "_lk_phones", None)
+    email_map(con, "SELECT raw FROM _lk_ids WHERE contains(raw, '@')", "_lk_emails")
+    phone_map(con, "SELECT raw FROM _lk_ids WHERE NOT contains(raw, '@')", "_lk_phones", None)
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_cand AS
         WITH ids AS (SELECT * FROM _lk_emails WHERE norm IS NOT NULL UNION ALL
                      SELECT * FROM _lk_phones WHERE norm IS NOT NULL),

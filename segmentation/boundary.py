@@ -37,17 +37,18 @@ def km_curve(durations: np.ndarray, events: np.ndarray, censored: np.ndarray):
     return np.cumprod(factor), at_risk
 
 
-def falling_asleep_boundary(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str = "UTC",
-                            cfg: BoundaryConfig | None = None, reminder_lead_days: int = 14,
-                            orders: str = "orders", customers: int | None = None) -> dict:
-    """The boundary curve; ``customers`` (if known) lets large shops be estimated on a deterministic sample."""
-    import numpy as np  # here, not at the top: `segments --customers` has no boundary and needs no numpy
+def _spells(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str, cfg: BoundaryConfig, orders: str,
+            every: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+    """Per distinct spell length d: (durations, observed gaps, censored silences), and the gap percentiles.
 
-    cfg = cfg or BoundaryConfig()
+    Every customer's purchase days (of every ``every``-th customer by hash) give one spell per gap to the next
+    purchase day (an event) and one up to ``as_of`` after the last (censored).
+    """
+    import numpy as np
+
     # local purchase day as a day number, exact and without a per-row zone lookup (segmentation.localtime)
     day = f"({local_day_sql(con, 'ordered_at', timezone, orders)} - DATE '1970-01-01')"
     end_day = (as_of - date(1970, 1, 1)).days
-    every = max(1, -(-int(customers or 0) // cfg.sample_customers)) if cfg.sample_customers else 1
     sample = f"AND hash(customer_id) % {every} = 0" if every > 1 else ""
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _boundary_spells AS
@@ -67,21 +68,20 @@ def falling_asleep_boundary(con: duckdb.DuckDBPyConnection, as_of: date, timezon
     durations = spells["d"].astype(np.int64)
     events = spells["events"].astype(np.float64)
     censored = spells["censored"].astype(np.float64)
-    gaps = int(events.sum())
-    result: dict = {
-        "days": None, "reminder_day": None, "knee_days": None,
-        "window_days": cfg.window_days, "return_probability": cfg.return_probability,
-        "method": "kaplan-meier", "gaps": gaps, "sampled_every": every,
-        "gap_percentiles": {}, "curve": [], "reason": None,
-    }
-    if gaps:
+    percentiles: dict[str, int] = {}
+    if events.sum():
         qs = ", ".join(f"quantile_disc(d, {p / 100})" for p in PERCENTILES)
         vals = con.execute(f"SELECT {qs} FROM _boundary_spells WHERE event").fetchall()[0]
-        result["gap_percentiles"] = {f"p{p}": int(v) for p, v in zip(PERCENTILES, vals)}
+        percentiles = {f"p{p}": int(v) for p, v in zip(PERCENTILES, vals)}
     con.execute("DROP TABLE IF EXISTS _boundary_spells")
-    if gaps < 30:
-        result["reason"] = f"only {gaps} repeat purchases in the history; at least 30 are needed"
-        return result
+    return durations, events, censored, percentiles
+
+
+def return_curve(durations: np.ndarray, events: np.ndarray, censored: np.ndarray,
+                 cfg: BoundaryConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(d, p(d)): P(purchase within ``window_days`` after d silent days), for every d up to ``max_days`` where
+    at least ``min_at_risk`` customers are still observed at d + window."""
+    import numpy as np
 
     surv, at_risk = km_curve(durations, events, censored)
 
@@ -95,28 +95,56 @@ def falling_asleep_boundary(con: duckdb.DuckDBPyConnection, as_of: date, timezon
 
     H = cfg.window_days
     d = np.arange(0, cfg.max_days + 1)
-    ok = risk_at(d + H) >= cfg.min_at_risk
-    d = d[ok]
-    if len(d) < 2:
-        result["reason"] = "the history is too short to follow customers through a whole window"
-        return result
+    d = d[risk_at(d + H) >= cfg.min_at_risk]
     s_d, s_dh = s_at(d), s_at(d + H)
     with np.errstate(divide="ignore", invalid="ignore"):
         p = np.where(s_d > 0, 1.0 - s_dh / s_d, 0.0)
-    step = 1 if len(d) <= 120 else 7
-    result["curve"] = [{"days": int(x), "p_return": round(float(y), 4)} for x, y in zip(d[::step], p[::step])]
-    below = np.nonzero(p < cfg.return_probability)[0]
-    # knee: the point farthest below the chord of the (normalised) curve
+    return d, p
+
+
+def knee(d: np.ndarray, p: np.ndarray) -> int | None:
+    """The d farthest below the chord of the (normalised) curve p(d) (Kneedle); None for a flat curve."""
+    import numpy as np
+
     x = (d - d[0]) / max(1, d[-1] - d[0])
     span = p.max() - p.min()
     y = (p - p.min()) / span if span > 0 else np.zeros_like(p)
     chord = y[0] + (y[-1] - y[0]) * x
-    result["knee_days"] = int(d[int(np.argmax(chord - y))]) if span > 0 else None
+    return int(d[int(np.argmax(chord - y))]) if span > 0 else None
+
+
+def falling_asleep_boundary(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str = "UTC",
+                            cfg: BoundaryConfig | None = None, reminder_lead_days: int = 14,
+                            orders: str = "orders", customers: int | None = None) -> dict:
+    """The boundary curve; ``customers`` (if known) lets large shops be estimated on a deterministic sample."""
+    import numpy as np  # here, not at the top: `segments --customers` has no boundary and needs no numpy
+
+    cfg = cfg or BoundaryConfig()
+    every = max(1, -(-int(customers or 0) // cfg.sample_customers)) if cfg.sample_customers else 1
+    durations, events, censored, percentiles = _spells(con, as_of, timezone, cfg, orders, every)
+    gaps = int(events.sum())
+    result: dict = {
+        "days": None, "reminder_day": None, "knee_days": None,
+        "window_days": cfg.window_days, "return_probability": cfg.return_probability,
+        "method": "kaplan-meier", "gaps": gaps, "sampled_every": every,
+        "gap_percentiles": percentiles, "curve": [], "reason": None,
+    }
+    if gaps < 30:
+        result["reason"] = f"only {gaps} repeat purchases in the history; at least 30 are needed"
+        return result
+    d, p = return_curve(durations, events, censored, cfg)
+    if len(d) < 2:
+        result["reason"] = "the history is too short to follow customers through a whole window"
+        return result
+    step = 1 if len(d) <= 120 else 7
+    result["curve"] = [{"days": int(x), "p_return": round(float(y), 4)} for x, y in zip(d[::step], p[::step])]
+    result["knee_days"] = knee(d, p)
+    below = np.nonzero(p < cfg.return_probability)[0]
     if len(below):
         result["days"] = int(d[below[0]])
     else:
-        result["reason"] = (f"P(return within {H} days) stays above {cfg.return_probability:.0%} over the "
-                            f"observed {int(d[-1])} days; the knee is given instead")
+        result["reason"] = (f"P(return within {cfg.window_days} days) stays above {cfg.return_probability:.0%} "
+                            f"over the observed {int(d[-1])} days; the knee is given instead")
         result["days"] = result["knee_days"]
         result["method"] = "knee"
     if result["days"] is not None:

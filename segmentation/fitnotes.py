@@ -45,7 +45,7 @@ def few_repeat_buyers(n: int, need: int, what: str = "repeat customers") -> Unfi
 
 
 def from_fit_error(message: str) -> Unfitted:
-    """A :class:`~segmentation.predictive.FitError` raised by an optimizer or a consistency check."""
+    """A :class:`~segmentation.btyd_models.FitError` raised by an optimizer or a consistency check."""
     if "converge" in message or "boundary" in message:
         return Unfitted(message, "the model did not converge on this data; export a longer history (more repeat "
                                  "purchases), or try [predict] time_unit = \"days\" instead of \"weeks\" (or back)",

@@ -211,6 +211,68 @@ RFM_CODE = "rfm"
 """
 
 
+def _sales(rng: np.random.Generator, p: _Purchases, customers: int) -> dict[str, np.ndarray]:
+    """One sale (or cancelled sale) per purchase: day, minute, amount paid, discount and status."""
+    n = p.day.size
+    # shop hours 09:00-21:59 local, amounts lognormal around 250 000 UZS with a per-customer level
+    day = np.floor(p.day)
+    minute = rng.integers(9 * 60, 22 * 60, n)
+    level = rng.lognormal(0.0, 0.45, customers)
+    gross = np.round(250_000 * level[p.customer] * rng.lognormal(0.0, 0.6, n), -3)
+    gross = np.maximum(gross, 5_000)
+    disc_share = np.where(rng.random(n) < 0.25, rng.choice([0.05, 0.10, 0.15], n), 0.0)
+    discount = np.round(gross * disc_share, -2)
+    paid = gross - discount
+    status = np.where(rng.random(n) < 0.012, CANCEL, SALE).astype(object)
+    return {"customer": p.customer, "day": day, "minute": minute, "amount": paid, "discount": discount,
+            "status": status}
+
+
+def _refunds(rng: np.random.Generator, sales: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Refunds of a few sales: own receipt, a few days after the sale, full or partial, sign varies by till."""
+    day, minute, paid = sales["day"], sales["minute"], sales["amount"]
+    n = day.size
+    refunded = np.flatnonzero((sales["status"] == SALE) & (rng.random(n) < 0.035))
+    r_day = np.minimum(day[refunded] + rng.integers(0, 15, refunded.size), HISTORY_DAYS - 1)
+    r_amount = np.where(rng.random(refunded.size) < 0.7, paid[refunded],
+                        np.round(paid[refunded] * rng.uniform(0.2, 0.8, refunded.size), -3))
+    r_amount = np.where(rng.random(refunded.size) < 0.5, -r_amount, r_amount)
+    r_minute = np.minimum(minute[refunded] + rng.integers(0, 120, refunded.size), 22 * 60 - 1)
+    return {"customer": sales["customer"][refunded], "day": r_day, "minute": r_minute, "amount": r_amount,
+            "discount": np.zeros(refunded.size), "status": np.full(refunded.size, REFUND, dtype=object)}
+
+
+def _in_time_order(sales: dict[str, np.ndarray], refunds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Sales and refunds as one set of rows, sorted by day and minute."""
+    rows = {k: np.concatenate([sales[k], refunds[k]]) for k in sales}
+    order = np.lexsort((rows["minute"], rows["day"]))
+    return {k: v[order] for k, v in rows.items()}
+
+
+def _order_columns(rng: np.random.Generator, rows: dict[str, np.ndarray], cl: dict[str, np.ndarray],
+                   start: datetime) -> list[list[str]]:
+    """The ``orders.csv`` columns (``ORDERS_HEADER``) of the rows, a handful of them deliberately broken."""
+    cust, disc = rows["customer"], rows["discount"]
+    n = cust.size
+    dates = [(start + timedelta(days=d, minutes=m)).strftime("%d.%m.%Y %H:%M")
+             for d, m in zip(rows["day"].astype(int).tolist(), rows["minute"].tolist())]
+    receipt = [str(100_001 + i) for i in range(n)]
+    client_id = [f"C{c + 1:05d}" for c in cust.tolist()]
+    # the till captures the phone mostly, the e-mail sometimes (and only when it is valid)
+    phone = np.where(rng.random(n) < 0.8, cl["phone"][cust], "")
+    email = np.where((rng.random(n) < 0.4) & cl["email_ok"][cust], cl["email"][cust], "")
+    money = _format_money(rows["amount"])
+    disc_txt = [m if d else "" for m, d in zip(_format_money(disc), disc.tolist())]
+    # a handful of broken rows so the demo shows the bad-row report
+    bad = rng.choice(n, size=min(n, len(_BAD_DATES) + 3), replace=False)
+    for k, i in enumerate(bad.tolist()):
+        if k < len(_BAD_DATES):
+            dates[i] = _BAD_DATES[k]
+        else:
+            money[i] = _BAD_AMOUNT
+    return [receipt, dates, client_id, phone.tolist(), email.tolist(), money, disc_txt, rows["status"].tolist()]
+
+
 def generate_shop(folder: Path, customers: int = 3000, seed: int = 42, as_of: date | None = None) -> Path:
     """Write ``orders.csv``, ``clients.csv``, ``rfmsync.toml`` and ``AS_OF`` into ``folder``; return the config.
 
@@ -227,56 +289,10 @@ def generate_shop(folder: Path, customers: int = 3000, seed: int = 42, as_of: da
 
     birth, p = _simulate(rng, customers)
     cl = _clients(rng, customers, birth, start)
-    n = p.day.size
-    # shop hours 09:00-21:59 local, amounts lognormal around 250 000 UZS with a per-customer level
-    day = np.floor(p.day)
-    minute = rng.integers(9 * 60, 22 * 60, n)
-    level = rng.lognormal(0.0, 0.45, customers)
-    gross = np.round(250_000 * level[p.customer] * rng.lognormal(0.0, 0.6, n), -3)
-    gross = np.maximum(gross, 5_000)
-    disc_share = np.where(rng.random(n) < 0.25, rng.choice([0.05, 0.10, 0.15], n), 0.0)
-    discount = np.round(gross * disc_share, -2)
-    paid = gross - discount
-    status = np.where(rng.random(n) < 0.012, CANCEL, SALE).astype(object)
-
-    # refunds: own receipt, a few days after a sale, full or partial, sign varies by till
-    refunded = np.flatnonzero((status == SALE) & (rng.random(n) < 0.035))
-    r_day = np.minimum(day[refunded] + rng.integers(0, 15, refunded.size), HISTORY_DAYS - 1)
-    r_amount = np.where(rng.random(refunded.size) < 0.7, paid[refunded],
-                        np.round(paid[refunded] * rng.uniform(0.2, 0.8, refunded.size), -3))
-    r_amount = np.where(rng.random(refunded.size) < 0.5, -r_amount, r_amount)
-
-    cust = np.concatenate([p.customer, p.customer[refunded]])
-    days = np.concatenate([day, r_day])
-    mins = np.concatenate([minute, np.minimum(minute[refunded] + rng.integers(0, 120, refunded.size), 22 * 60 - 1)])
-    amount = np.concatenate([paid, r_amount])
-    disc = np.concatenate([discount, np.zeros(refunded.size)])
-    stat = np.concatenate([status, np.full(refunded.size, REFUND, dtype=object)])
-    order = np.lexsort((mins, days))
-    cust, days, mins, amount, disc, stat = (a[order] for a in (cust, days, mins, amount, disc, stat))
-    rows = cust.size
-
-    base = start
-    dates = [(base + timedelta(days=d, minutes=m)).strftime("%d.%m.%Y %H:%M")
-             for d, m in zip(days.astype(int).tolist(), mins.tolist())]
-    receipt = [str(100_001 + i) for i in range(rows)]
-    client_id = [f"C{c + 1:05d}" for c in cust.tolist()]
-    # the till captures the phone mostly, the e-mail sometimes (and only when it is valid)
-    phone = np.where(rng.random(rows) < 0.8, cl["phone"][cust], "")
-    email = np.where((rng.random(rows) < 0.4) & cl["email_ok"][cust], cl["email"][cust], "")
-    money = _format_money(amount)
-    disc_txt = [m if d else "" for m, d in zip(_format_money(disc), disc.tolist())]
-
-    # a handful of broken rows so the demo shows the bad-row report
-    bad = rng.choice(rows, size=min(rows, len(_BAD_DATES) + 3), replace=False)
-    for k, i in enumerate(bad.tolist()):
-        if k < len(_BAD_DATES):
-            dates[i] = _BAD_DATES[k]
-        else:
-            money[i] = _BAD_AMOUNT
-
-    _write_csv(folder / "orders.csv", ORDERS_HEADER,
-               [receipt, dates, client_id, phone.tolist(), email.tolist(), money, disc_txt, stat.tolist()])
+    sales = _sales(rng, p, customers)
+    refunds = _refunds(rng, sales)
+    rows = _in_time_order(sales, refunds)
+    _write_csv(folder / "orders.csv", ORDERS_HEADER, _order_columns(rng, rows, cl, start))
     _write_csv(folder / "clients.csv", CLIENTS_HEADER,
                [[f"C{i + 1:05d}" for i in range(customers)], cl["last"].tolist(), cl["first"].tolist(),
                 cl["phone"].tolist(), cl["email"].tolist(), cl["consent"].tolist(), cl["city"].tolist(),
@@ -285,7 +301,8 @@ def generate_shop(folder: Path, customers: int = 3000, seed: int = 42, as_of: da
     config.write_text(_config(), encoding="utf-8")
     # the date the history ends at; `rfmsync demo` segments "as of" it, so a re-run shows the same picture
     (folder / "AS_OF").write_text(as_of.isoformat() + "\n", encoding="utf-8")
-    log.info("demo shop: %d customers, %d order rows (%d refunds) in %s", customers, rows, refunded.size, folder)
+    log.info("demo shop: %d customers, %d order rows (%d refunds) in %s", customers, rows["day"].size,
+             refunds["day"].size, folder)
     return config
 
 

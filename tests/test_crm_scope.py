@@ -11,7 +11,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from connectors import normalize as nz
+from connectors import email_phone as ep
 from connectors.contacts import clean_contact
 from connectors.records import Contact
 
@@ -112,11 +112,11 @@ def test_python_and_sql_normalisers_agree_on_messy_values(region):
     con = duckdb.connect()
     con.register("p", pa.table({"raw": MESSY_PHONES}))
     con.register("e", pa.table({"raw": MESSY_EMAILS}))
-    nz.phone_map(con, "SELECT raw FROM p", "pm", region)
-    nz.email_map(con, "SELECT raw FROM e", "em")
+    ep.phone_map(con, "SELECT raw FROM p", "pm", region)
+    ep.email_map(con, "SELECT raw FROM e", "em")
     assert dict(con.execute("SELECT raw, norm FROM pm").fetchall()) == {
-        v: nz.normalize_phone(v, region) for v in MESSY_PHONES}
-    assert dict(con.execute("SELECT raw, norm FROM em").fetchall()) == {v: nz.normalize_email(v) for v in MESSY_EMAILS}
+        v: ep.normalize_phone(v, region) for v in MESSY_PHONES}
+    assert dict(con.execute("SELECT raw, norm FROM em").fetchall()) == {v: ep.normalize_email(v) for v in MESSY_EMAILS}
 
 
 def test_crm_contacts_are_normalised_and_invalid_values_reported(rsps):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from connectors.tables import create_tables
+from segmentation import btyd_models as M
 from segmentation import predictive as P
 from segmentation.btyd import btyd_summary, simulate_bgnbd
 from segmentation.lifecycle import create_lifecycle_table
@@ -157,8 +158,8 @@ def test_next_order_date_and_reorder_due():
 
     s = btyd_summary(con, AS_OF, "UTC", "weeks")
     ids = s.customer_id.to_pylist()
-    weeks = P.time_to_likely_purchase(report.bgnbd, s.frequency, s.recency, s.T)
-    alive = P.p_alive(report.bgnbd, s.frequency, s.recency, s.T)
+    weeks = M.time_to_likely_purchase(report.bgnbd, s.frequency, s.recency, s.T)
+    alive = M.p_alive(report.bgnbd, s.frequency, s.recency, s.T)
     d = ids.index("d")
     assert alive[d] > 0.5 and got["d"][0] == AS_OF + timedelta(days=int(np.ceil(weeks[d] * 7)))
     gaps = dict(con.execute("SELECT customer_id, gaps FROM customer_lifecycle").fetchall())

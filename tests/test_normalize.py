@@ -7,6 +7,7 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from connectors import email_phone as ep
 from connectors import normalize as nz
 
 CORPUS = [
@@ -30,7 +31,7 @@ _CON = duckdb.connect()
 def fast_accepts(values: list[str]) -> dict[str, bool]:
     _CON.register("v", pa.table({"e": values}))
     try:
-        return dict(_CON.execute(f"SELECT e, coalesce({nz.email_fast_sql('e')}, false) FROM v").fetchall())
+        return dict(_CON.execute(f"SELECT e, coalesce({ep.email_fast_sql('e')}, false) FROM v").fetchall())
     finally:
         _CON.unregister("v")
 
@@ -39,7 +40,7 @@ def test_email_fast_path_never_accepts_what_email_validator_rejects_on_the_corpu
     accepted = fast_accepts(CORPUS)
     for email, ok in accepted.items():
         if ok:
-            assert nz.validate_email_value(email) == email, email
+            assert ep.validate_email_value(email) == email, email
     assert accepted["a@example.com"] and accepted["first.last+tag@sub.example.co.uk"]
 
 
@@ -48,19 +49,19 @@ def test_email_fast_path_never_accepts_what_email_validator_rejects_on_the_corpu
 def test_email_fast_path_is_a_subset_of_email_validator(values):
     for email, ok in fast_accepts([v.lower() for v in values]).items():
         if ok:
-            assert nz.validate_email_value(email) == email, email
+            assert ep.validate_email_value(email) == email, email
 
 
 def test_email_map_validates_distinct_values_and_marks_invalid():
     con = duckdb.connect()
     con.execute("CREATE TABLE s AS SELECT * FROM (VALUES (' A@Example.COM '), ('A@Example.COM'), ('ü@exämple.de'),"
                 " ('bad@@x'), (NULL), ('x@x.test')) t(raw)")
-    vm = nz.email_map(con, "SELECT raw FROM s", "em")
+    vm = ep.email_map(con, "SELECT raw FROM s", "em")
     got = dict(con.execute("SELECT raw, norm FROM em").fetchall())
     assert got == {" A@Example.COM ": "a@example.com", "A@Example.COM": "a@example.com",
                    "ü@exämple.de": "ü@exämple.de", "bad@@x": None, "x@x.test": None}
     assert vm.invalid == 2
-    assert nz.email_map(con, "SELECT 'new@example.org' AS raw", "em").invalid == 2  # incremental
+    assert ep.email_map(con, "SELECT 'new@example.org' AS raw", "em").invalid == 2  # incremental
 
 
 phone_like = st.builds(lambda pre, body: pre + body,
@@ -76,9 +77,9 @@ def test_phone_map_agrees_with_phonenumbers_value_by_value(values, region):
         [f"+7 916 {i:03d}-{i % 100:02d}-{i % 97:02d}" for i in range(40)] + [f"8 701 {i:07d}" for i in range(40)]
     con = duckdb.connect()
     con.register("p", pa.table({"raw": values}))
-    nz.phone_map(con, "SELECT raw FROM p", "pm", region)
+    ep.phone_map(con, "SELECT raw FROM p", "pm", region)
     for raw, norm in con.execute("SELECT raw, norm FROM pm").fetchall():
-        assert norm == nz.phone_e164(raw, region), (raw, region)
+        assert norm == ep.phone_e164(raw, region), (raw, region)
 
 
 def test_sniff_decimal():

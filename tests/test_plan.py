@@ -109,7 +109,7 @@ def test_plan_json_round_trip():
 def test_email_fast_path_never_accepts_what_email_validator_rejects(value):
     from email_validator import EmailNotValidError, validate_email
 
-    from connectors.normalize import is_plain_email
+    from connectors.email_phone import is_plain_email
 
     if is_plain_email(value):
         try:

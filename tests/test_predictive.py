@@ -26,13 +26,14 @@ from scipy import integrate
 from scipy.special import betaln
 
 from connectors.tables import create_tables
+from segmentation import btyd_models as M
 from segmentation import predictive as P
 from segmentation.btyd import btyd_summary, simulate_bgnbd
 from segmentation.errors import ThinDataError
 
 DATASETS = Path(importlib.util.find_spec("lifetimes").origin).parent / "datasets"
 CAL_END, HOLDOUT_END = date(1997, 9, 30), date(1998, 6, 30)
-PUBLISHED_BG = P.BgNbdParams(0.2425945, 4.4136019, 0.7929199, 2.4258881)  # CLVTools full-precision MLE
+PUBLISHED_BG = M.BgNbdParams(0.2425945, 4.4136019, 0.7929199, 2.4258881)  # CLVTools full-precision MLE
 
 
 def _lifetimes():
@@ -84,24 +85,24 @@ def test_summary_from_raw_cdnow_matches_shipped_summary(cdnow, cal, reference):
 
 
 def test_bgnbd_reproduces_fader_hardie_lee_2005(cal):
-    bg = P.fit_bgnbd(cal.frequency, cal.recency, cal.T)
+    bg = M.fit_bgnbd(cal.frequency, cal.recency, cal.T)
     assert (bg.r, bg.alpha, bg.a, bg.b) == pytest.approx((0.2426, 4.4136, 0.7929, 2.4259), abs=6e-5)
     assert bg.log_likelihood == pytest.approx(-9582.43, abs=0.01)
     # our likelihood at the published full-precision MLE, and the MLE is not beaten by it
-    assert P.bgnbd_log_likelihood(PUBLISHED_BG, cal.frequency, cal.recency, cal.T) == pytest.approx(-9582.429, abs=1e-3)
-    assert bg.log_likelihood >= P.bgnbd_log_likelihood(PUBLISHED_BG, cal.frequency, cal.recency, cal.T) - 1e-6
+    assert M.bgnbd_log_likelihood(PUBLISHED_BG, cal.frequency, cal.recency, cal.T) == pytest.approx(-9582.429, abs=1e-3)
+    assert bg.log_likelihood >= M.bgnbd_log_likelihood(PUBLISHED_BG, cal.frequency, cal.recency, cal.T) - 1e-6
 
 
 def test_bgnbd_published_per_customer_numbers(reference):
     x, tx, T = (reference.loc[[1, 2, 3], col].to_numpy() for col in ("x", "t_x", "T"))
-    np.testing.assert_allclose(P.p_alive(PUBLISHED_BG, x, tx, T), [0.7266, 0.2122, 1.0], atol=1e-4)
-    assert P.expected_purchases(PUBLISHED_BG, 39, x[0], tx[0], T[0]) == pytest.approx(1.2259, abs=1e-4)
+    np.testing.assert_allclose(M.p_alive(PUBLISHED_BG, x, tx, T), [0.7266, 0.2122, 1.0], atol=1e-4)
+    assert M.expected_purchases(PUBLISHED_BG, 39, x[0], tx[0], T[0]) == pytest.approx(1.2259, abs=1e-4)
 
 
 def test_gamma_gamma_reproduces_fader_hardie_2013(cal):
     rep = cal.frequency > 0
     assert rep.sum() == 946 and cal.monetary[rep].mean() == pytest.approx(35.08, abs=0.005)
-    gg = P.fit_gamma_gamma(cal.frequency, cal.monetary)
+    gg = M.fit_gamma_gamma(cal.frequency, cal.monetary)
     assert (gg.p, gg.q, gg.gamma) == pytest.approx((6.25, 3.74, 15.44), abs=0.01)
     assert gg.log_likelihood == pytest.approx(-4055.92, abs=0.01)
 
@@ -109,19 +110,19 @@ def test_gamma_gamma_reproduces_fader_hardie_2013(cal):
 def test_predictions_agree_with_lifetimes_at_the_same_parameters(cal):
     BetaGeoFitter, GammaGammaFitter = _lifetimes()
     x, tx, T, m = cal.frequency, cal.recency, cal.T, cal.monetary
-    bg, gg = P.fit_bgnbd(x, tx, T), P.fit_gamma_gamma(x, m)
+    bg, gg = M.fit_bgnbd(x, tx, T), M.fit_gamma_gamma(x, m)
     lbg = BetaGeoFitter()
     lbg.params_ = pd.Series([bg.r, bg.alpha, bg.a, bg.b], index=["r", "alpha", "a", "b"])
     lbg.predict = lbg.conditional_expected_number_of_purchases_up_to_time
     lgg = GammaGammaFitter()
     lgg.params_ = pd.Series([gg.p, gg.q, gg.gamma], index=["p", "q", "v"])
-    np.testing.assert_allclose(P.p_alive(bg, x, tx, T), lbg.conditional_probability_alive(x, tx, T), atol=1e-6)
+    np.testing.assert_allclose(M.p_alive(bg, x, tx, T), lbg.conditional_probability_alive(x, tx, T), atol=1e-6)
     for t in (1.0, 13.0, 39.0, 52.0):
-        np.testing.assert_allclose(P.expected_purchases(bg, t, x, tx, T),
+        np.testing.assert_allclose(M.expected_purchases(bg, t, x, tx, T),
                                    lbg.conditional_expected_number_of_purchases_up_to_time(t, x, tx, T), atol=1e-6)
-    aov = P.expected_aov(gg, x, m)
+    aov = M.expected_aov(gg, x, m)
     np.testing.assert_allclose(aov, lgg.conditional_expected_average_profit(pd.Series(x), pd.Series(m)), atol=1e-6)
-    ours = P.clv(bg, aov, x, tx, T, horizon=12 * 4.345, month=4.345, monthly_discount_rate=0.01)
+    ours = M.clv(bg, aov, x, tx, T, horizon=12 * 4.345, month=4.345, monthly_discount_rate=0.01)
     theirs = lgg.customer_lifetime_value(lbg, pd.Series(x), pd.Series(tx), pd.Series(T), pd.Series(m),
                                          time=12, discount_rate=0.01, freq="W")
     np.testing.assert_allclose(ours, theirs.to_numpy(), atol=1e-6)
@@ -131,11 +132,11 @@ def test_predictions_agree_with_lifetimes_at_the_same_parameters(cal):
 def test_our_fit_and_lifetimes_fit_agree(cal):
     BetaGeoFitter, _ = _lifetimes()
     theirs = BetaGeoFitter().fit(cal.frequency, cal.recency, cal.T).params_
-    ours = P.fit_bgnbd(cal.frequency, cal.recency, cal.T)
+    ours = M.fit_bgnbd(cal.frequency, cal.recency, cal.T)
     assert (ours.r, ours.alpha, ours.a, ours.b) == pytest.approx(tuple(theirs), rel=1e-4)
 
 
-def _no_purchase_by_integration(bg: P.BgNbdParams, x: int, tx: float, T: float, t: float) -> float:
+def _no_purchase_by_integration(bg: M.BgNbdParams, x: int, tx: float, T: float, t: float) -> float:
     """P(no purchase in (T, T+t]) from the model's definition: integrate λ numerically, p by Beta moments."""
     beta = math.exp(betaln(bg.a, bg.b))
     stay = math.exp(betaln(bg.a, bg.b + x)) / beta  # E[(1-p)^x]
@@ -154,25 +155,25 @@ def _no_purchase_by_integration(bg: P.BgNbdParams, x: int, tx: float, T: float, 
 @pytest.mark.parametrize("x,tx,T,t", [(2, 30.43, 38.86, 13.0), (0, 0.0, 38.86, 13.0), (7, 35.0, 39.0, 52.0),
                                       (1, 2.0, 60.0, 5.0)])
 def test_prob_no_purchase_matches_the_model_definition(x, tx, T, t):
-    bg = P.BgNbdParams(1.3, 4.4, 0.79, 2.43)
-    closed = float(P.prob_no_purchase(bg, t, x, tx, T))
+    bg = M.BgNbdParams(1.3, 4.4, 0.79, 2.43)
+    closed = float(M.prob_no_purchase(bg, t, x, tx, T))
     assert closed == pytest.approx(_no_purchase_by_integration(bg, x, tx, T, t), abs=1e-8)
-    assert float(P.prob_no_purchase(PUBLISHED_BG, t, x, tx, T)) == pytest.approx(
+    assert float(M.prob_no_purchase(PUBLISHED_BG, t, x, tx, T)) == pytest.approx(
         _no_purchase_by_integration(PUBLISHED_BG, x, tx, T, t), abs=1e-8)
 
 
 def test_time_to_likely_purchase_is_where_no_purchase_crosses_one_half(cal):
     x, tx, T = cal.frequency, cal.recency, cal.T
-    t = P.time_to_likely_purchase(PUBLISHED_BG, x, tx, T)
-    alive = P.p_alive(PUBLISHED_BG, x, tx, T)
+    t = M.time_to_likely_purchase(PUBLISHED_BG, x, tx, T)
+    alive = M.p_alive(PUBLISHED_BG, x, tx, T)
     assert np.array_equal(np.isnan(t), alive <= 0.5)
     ok = ~np.isnan(t)
-    np.testing.assert_allclose(P.prob_no_purchase(PUBLISHED_BG, t[ok], x[ok], tx[ok], T[ok]), 0.5, atol=1e-9)
-    assert np.all(P.prob_no_purchase(PUBLISHED_BG, t[ok] * 0.99, x[ok], tx[ok], T[ok]) > 0.5)
+    np.testing.assert_allclose(M.prob_no_purchase(PUBLISHED_BG, t[ok], x[ok], tx[ok], T[ok]), 0.5, atol=1e-9)
+    assert np.all(M.prob_no_purchase(PUBLISHED_BG, t[ok] * 0.99, x[ok], tx[ok], T[ok]) > 0.5)
 
 
 def test_churn_risk_buckets_follow_the_cut_points():
-    got = P.churn_risk(np.array([0.0, 0.3299, 0.33, 0.66, 0.6601, 1.0, np.nan]), (0.33, 0.66))
+    got = M.churn_risk(np.array([0.0, 0.3299, 0.33, 0.66, 0.6601, 1.0, np.nan]), (0.33, 0.66))
     assert list(got) == ["low", "low", "medium", "medium", "high", "high", None]
 
 
@@ -180,13 +181,13 @@ def test_churn_risk_buckets_follow_the_cut_points():
 @given(x=st.integers(0, 60), rec_frac=st.floats(0, 1), T=st.floats(0.1, 500), t=st.floats(0.01, 400),
        r=st.floats(0.05, 5), alpha=st.floats(0.1, 50), a=st.floats(0.05, 5), b=st.floats(0.05, 10))
 def test_prediction_invariants(x, rec_frac, T, t, r, alpha, a, b):
-    bg = P.BgNbdParams(r, alpha, a, b)
+    bg = M.BgNbdParams(r, alpha, a, b)
     tx = rec_frac * T if x else 0.0
-    alive = float(P.p_alive(bg, x, tx, T))
-    none = float(P.prob_no_purchase(bg, t, x, tx, T))
+    alive = float(M.p_alive(bg, x, tx, T))
+    none = float(M.prob_no_purchase(bg, t, x, tx, T))
     assert 0.0 <= alive <= 1.0 and 1.0 - alive - 1e-12 <= none <= 1.0 + 1e-12
     if abs(a - 1) > 1e-3:
-        e1, e2 = P.expected_purchases(bg, t, x, tx, T), P.expected_purchases(bg, 2 * t, x, tx, T)
+        e1, e2 = M.expected_purchases(bg, t, x, tx, T), M.expected_purchases(bg, 2 * t, x, tx, T)
         if np.isfinite(e1) and np.isfinite(e2):
             assert -1e-9 <= e1 <= e2 * (1 + 1e-9) + 1e-12
 
@@ -195,20 +196,20 @@ def test_fit_recovers_simulated_parameters_and_is_order_independent():
     rng = np.random.default_rng(7)
     T = rng.uniform(5, 80, 40_000)
     x, tx = simulate_bgnbd(0.5, 6.0, 0.6, 3.0, T, rng)
-    bg = P.fit_bgnbd(x, tx, T)
+    bg = M.fit_bgnbd(x, tx, T)
     assert (bg.r, bg.alpha, bg.a, bg.b) == pytest.approx((0.5, 6.0, 0.6, 3.0), rel=0.15)
     perm = rng.permutation(x.size)
-    again = P.fit_bgnbd(x[perm], tx[perm], T[perm])
+    again = M.fit_bgnbd(x[perm], tx[perm], T[perm])
     assert (again.r, again.alpha, again.a, again.b) == pytest.approx((bg.r, bg.alpha, bg.a, bg.b), rel=1e-6)
 
 
 def test_fit_errors_are_thin_data_errors():
     with pytest.raises(ThinDataError, match="repeat buyer"):
-        P.fit_bgnbd(np.zeros(100), np.zeros(100), np.full(100, 30.0))
+        M.fit_bgnbd(np.zeros(100), np.zeros(100), np.full(100, 30.0))
     with pytest.raises(ThinDataError, match="recency"):
-        P.fit_bgnbd([1, 2], [5.0, 50.0], [10.0, 20.0])
+        M.fit_bgnbd([1, 2], [5.0, 50.0], [10.0, 20.0])
     with pytest.raises(ThinDataError, match="two repeat buyers"):
-        P.fit_gamma_gamma([0, 1], [0.0, 10.0])
+        M.fit_gamma_gamma([0, 1], [0.0, 10.0])
 
 
 # --------------------------------------------------------------------------- predict_customers
@@ -242,11 +243,11 @@ def test_predict_customers_on_cdnow_with_holdout(cdnow):
     bg = report.bgnbd
     table = cdnow.sql("SELECT p_alive, expected_purchases, churn_probability FROM customer_predictions"
                       " ORDER BY customer_id").fetchnumpy()
-    np.testing.assert_allclose(table["p_alive"], P.p_alive(bg, s.frequency, s.recency, s.T), atol=1e-12)
+    np.testing.assert_allclose(table["p_alive"], M.p_alive(bg, s.frequency, s.recency, s.T), atol=1e-12)
     np.testing.assert_allclose(table["expected_purchases"],
-                               P.expected_purchases(bg, 90 / 7, s.frequency, s.recency, s.T), atol=1e-12)
+                               M.expected_purchases(bg, 90 / 7, s.frequency, s.recency, s.T), atol=1e-12)
     np.testing.assert_allclose(table["churn_probability"],
-                               P.prob_no_purchase(bg, 90 / 7, s.frequency, s.recency, s.T), atol=1e-12)
+                               M.prob_no_purchase(bg, 90 / 7, s.frequency, s.recency, s.T), atol=1e-12)
 
 
 def _synthetic_shop(n: int, repeat: bool = True, days: int = 400, currencies=("EUR",),
@@ -335,14 +336,14 @@ def test_days_and_weeks_give_the_same_predictions(cdnow):
 
 
 def test_distinct_triples_rebuild_every_row_from_distinct_ones():
-    from segmentation.predictive import _distinct_triples
+    from segmentation.btyd_models import distinct_triples
 
     rng = np.random.default_rng(3)
     x = rng.integers(0, 4, 5000).astype(float)
     tx = np.where(x == 0, 0.0, rng.integers(0, 30, 5000) / 7)
     T = rng.integers(0, 60, 5000) / 7
     T[7] = np.nan  # a NaN matches nothing, itself included
-    ux, utx, uT, inv = _distinct_triples(x, tx, T)
+    ux, utx, uT, inv = distinct_triples(x, tx, T)
     rows = list(zip(x, tx, T))
     assert len(ux) == len({r for r in rows if not np.isnan(r[2])}) + 1 < len(x)  # + the NaN row
     np.testing.assert_array_equal(ux[inv], x)
@@ -368,7 +369,7 @@ def test_model_next_order_date_beyond_horizon_is_null_on_cdnow(cdnow):
     assert rows == [(2357, 1598, 0, 0, 0)]
     s = btyd_summary(cdnow, CAL_END, "UTC", "weeks")
     alive = cdnow.sql("SELECT p_alive FROM customer_predictions ORDER BY customer_id").fetchnumpy()["p_alive"]
-    np.testing.assert_allclose(alive, P.p_alive(report.bgnbd, s.frequency, s.recency, s.T), atol=1e-12)
+    np.testing.assert_allclose(alive, M.p_alive(report.bgnbd, s.frequency, s.recency, s.T), atol=1e-12)
     assert (report.bgnbd.r, report.bgnbd.a) == pytest.approx((0.2426, 0.7929), abs=6e-5)
 
 

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping
 
 from email_validator import EmailNotValidError, validate_email
 
-from connectors.normalize import is_plain_email
+from connectors.email_phone import is_plain_email
 
 from ..config import DestinationConfig
 from ..errors import ConfigError

@@ -1,0 +1,187 @@
+"""E-mails and phones: validated on DISTINCT values in DuckDB, plus one-value Python twins.
+
+:func:`email_map` and :func:`phone_map` fill a temp table ``(raw, norm)`` for a file export's distinct values,
+each with a fast path:
+
+* emails: a conservative SQL regex accepts the plain-ASCII common case; everything else goes through
+  ``email-validator`` (``check_deliverability=False``). The regex accepts a strict subset of what
+  email-validator accepts (checked against a corpus in the tests).
+* phones: values are reduced to ``[+]digits``; values sharing a *shape* (leading ``+``, length, first
+  four digits) are parsed the same way by ``phonenumbers``, so two representatives of each shape are
+  parsed and, when both agree, the rest of the shape is rewritten in SQL. Shapes that disagree, and
+  small shapes, are parsed value by value.
+
+:func:`normalize_email` and :func:`normalize_phone` do the same for one value (API and webhook contacts).
+The other columns of a file export are normalised by the SQL builders of :mod:`connectors.normalize`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import duckdb
+
+from .normalize import TRIMMED_SPACES, lit
+
+# phonenumbers, email_validator and pyarrow are imported where used: a file export without emails or
+# phones never loads them (together about 0.1 s of every command's start-up).
+
+
+# ---------------------------------------------------------------------------------------------- emails
+
+_EMAIL_FAST_RE = (r"[a-z0-9]+([._+-][a-z0-9]+)*@([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,24}")
+_SPECIAL_TLDS = ("arpa", "invalid", "local", "localhost", "onion", "test")
+
+
+def email_fast_sql(col: str) -> str:
+    """TRUE when the (already lower-cased, trimmed) value is a plain-ASCII address email-validator accepts."""
+    tlds = ", ".join(lit(t) for t in _SPECIAL_TLDS)
+    return (f"(regexp_full_match({col}, '{_EMAIL_FAST_RE}') AND length({col}) <= 254"
+            f" AND strpos({col}, '@') <= 65 AND NOT contains({col}, '--')"
+            f" AND NOT list_contains([{tlds}], split_part({col}, '.', -1)))")
+
+
+_EMAIL_FAST_PY = re.compile(_EMAIL_FAST_RE)
+
+
+def is_plain_email(value: str) -> bool:
+    """Python twin of :func:`email_fast_sql`: the plain-ASCII case email-validator accepts unchanged."""
+    return (_EMAIL_FAST_PY.fullmatch(value) is not None and len(value) <= 254 and value.find("@") < 64
+            and "--" not in value and value.rsplit(".", 1)[-1] not in _SPECIAL_TLDS)
+
+
+def validate_email_value(value: str) -> str | None:
+    """email-validator's normalised, lower-cased address, or None when invalid."""
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        return validate_email(value, check_deliverability=False).normalized.lower()
+    except EmailNotValidError:
+        return None
+
+
+@dataclass(frozen=True)
+class ValueMap:
+    """Name of a temp table ``(raw VARCHAR, norm VARCHAR)`` and how many distinct raws were invalid."""
+
+    table: str
+    invalid: int
+
+
+def _new_values(con: duckdb.DuckDBPyConnection, values_sql: str, table: str) -> str:
+    """Create ``table`` (raw, norm) if needed; return a query of the distinct raws not in it yet."""
+    con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} (raw VARCHAR, norm VARCHAR)")
+    return (f"SELECT DISTINCT raw FROM ({values_sql}) v WHERE NULLIF(trim(raw), '') IS NOT NULL"
+            f" AND NOT EXISTS (SELECT 1 FROM {table} m WHERE m.raw = v.raw)")
+
+
+def _invalid(con: duckdb.DuckDBPyConnection, table: str) -> ValueMap:
+    return ValueMap(table, con.execute(f"SELECT count(*) FROM {table} WHERE norm IS NULL").fetchall()[0][0])
+
+
+def email_map(con: duckdb.DuckDBPyConnection, values_sql: str, table: str) -> ValueMap:
+    """Add each distinct raw email of ``values_sql`` (a query with one column ``raw``) to the temp
+    table ``table`` (raw, norm) with its normalised form (NULL when invalid). Safe to call again
+    with more values: only new ones are validated."""
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _email_new AS
+        SELECT raw, e, CASE WHEN {email_fast_sql('e')} THEN e END AS norm
+        FROM (SELECT raw, lower(trim(raw)) AS e FROM ({_new_values(con, values_sql, table)}))""")
+    slow = con.execute("SELECT raw, e FROM _email_new WHERE norm IS NULL").fetchall()
+    if slow:
+        import pyarrow as pa
+
+        con.register("_email_fixed", pa.table({"raw": [r for r, _ in slow],
+                                               "norm": [validate_email_value(e) for _, e in slow]}))
+        con.execute("UPDATE _email_new t SET norm = f.norm FROM _email_fixed f WHERE t.raw = f.raw")
+        con.unregister("_email_fixed")
+    con.execute(f"INSERT INTO {table} SELECT raw, norm FROM _email_new")
+    con.execute("DROP TABLE _email_new")
+    return _invalid(con, table)
+
+
+# ---------------------------------------------------------------------------------------------- phones
+
+def phone_e164(value: str, region: str | None) -> str | None:
+    """E.164 form of a phone number, or None when it cannot be parsed or is not a possible number."""
+    import phonenumbers
+
+    try:
+        num = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(num):
+        return None
+    return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+
+
+_SHAPE_MIN = 8  # shapes with fewer distinct values are parsed value by value
+
+
+def _template(digits: str, e164: str | None) -> tuple[str, int] | None:
+    """(prefix, n): e164 == prefix + digits[n:] when the output keeps a suffix of the input."""
+    if e164 is None:
+        return None
+    body = e164[1:]
+    for n in range(len(digits) + 1):
+        tail = digits[n:]
+        if body.endswith(tail) and len(body) - len(tail) <= 4:
+            return "+" + body[: len(body) - len(tail)], n
+    return None
+
+
+def phone_map(con: duckdb.DuckDBPyConnection, values_sql: str, table: str, region: str | None) -> ValueMap:
+    """Like :func:`email_map` for phones: each new distinct raw → E.164 (NULL when invalid)."""
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _phone_new AS
+        SELECT raw, d, CAST(NULL AS VARCHAR) AS norm,
+               (starts_with(d, '+') OR starts_with(d, '00'))::INT || ':' || length(d) || ':' || left(ltrim(d, '+'), 4) AS shape
+        FROM (SELECT raw, regexp_replace(trim(raw), '[\\s\\x{{00A0}}\\x{{202F}}().\\-/]', '', 'g') AS d
+              FROM ({_new_values(con, values_sql, table)}))""")
+    # Per shape, parse the smallest and largest value; when both follow the same template, apply it.
+    shapes = con.execute("""SELECT shape, count(*), min(d), max(d) FROM _phone_new
+                            WHERE regexp_full_match(d, '\\+?[0-9]{5,17}') GROUP BY shape""").fetchall()
+    rules: list[tuple[str, str, int]] = []
+    for shape, n, lo, hi in shapes:
+        if n < _SHAPE_MIN:
+            continue
+        t_lo = _template(lo.lstrip("+"), phone_e164(lo, region))
+        if t_lo is not None and t_lo == _template(hi.lstrip("+"), phone_e164(hi, region)):
+            rules.append((shape, t_lo[0], t_lo[1]))
+    import pyarrow as pa
+
+    if rules:
+        con.register("_phone_rules", pa.table({"shape": [r[0] for r in rules], "prefix": [r[1] for r in rules],
+                                               "skip": [r[2] for r in rules]}))
+        con.execute("""UPDATE _phone_new t SET norm = r.prefix || substr(ltrim(t.d, '+'), r.skip + 1)
+                       FROM _phone_rules r WHERE t.shape = r.shape""")
+        con.unregister("_phone_rules")
+    slow = con.execute("SELECT raw FROM _phone_new WHERE norm IS NULL").fetchall()
+    if slow:
+        con.register("_phone_fixed", pa.table({"raw": [r for (r,) in slow],
+                                               "norm": [phone_e164(r, region) for (r,) in slow]}))
+        con.execute("UPDATE _phone_new t SET norm = f.norm FROM _phone_fixed f WHERE t.raw = f.raw")
+        con.unregister("_phone_fixed")
+    con.execute(f"INSERT INTO {table} SELECT raw, norm FROM _phone_new")
+    con.execute("DROP TABLE _phone_new")
+    return _invalid(con, table)
+
+
+# ---------------------------------------------------------------------------------------------- one value
+
+_TRIM = "".join(map(chr, TRIMMED_SPACES))
+
+
+def normalize_email(value: str | None) -> str | None:
+    """Python twin of :func:`email_map` for one value (API and webhook contacts): trimmed like SQL
+    ``trim()``, lower-cased and validated; None when empty or invalid."""
+    email = (value or "").strip(_TRIM).lower()
+    if not email:
+        return None
+    return email if is_plain_email(email) else validate_email_value(email)
+
+
+def normalize_phone(value: str | None, region: str | None) -> str | None:
+    """Python twin of :func:`phone_map` for one value: E.164, None when empty or not a possible number."""
+    if not (value or "").strip(_TRIM):
+        return None
+    return phone_e164(value, region)
