@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from connectors.email_phone import normalize_email
 from connectors.retry import RetryPolicy
 from sync.cli import main
 from sync.config import load_config
@@ -25,7 +26,6 @@ from sync.errors import DestinationError
 from sync.ledger import open_ledger
 from sync.pipeline import compute_segments
 from sync.plan_file import plan_document
-from sync.planning.plan import normalise_email
 from sync.planning.planner import plan_all
 from sync.settings import load_settings
 from segmentation.config import SegmentationConfig, Thresholds
@@ -184,7 +184,7 @@ def assert_applied(esp: FakeDestination, doc: dict, *, exact: bool = False, excl
 
 def consent_of(run) -> dict[str, str]:
     rows = run.con.execute("SELECT email, marketing_consent FROM contacts WHERE email IS NOT NULL").fetchall()
-    return {k: str(consent or "unknown") for email, consent in rows if (k := normalise_email(email))}
+    return {k: str(consent or "unknown") for email, consent in rows if (k := normalize_email(email))}
 
 
 def upserted_keys(doc: dict) -> list[str]:

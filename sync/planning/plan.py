@@ -16,9 +16,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Iterable, Mapping
 
-from email_validator import EmailNotValidError, validate_email
-
-from connectors.email_phone import is_plain_email
+from connectors.email_phone import normalize_email
 
 from ..config import DestinationConfig
 from ..errors import ConfigError
@@ -57,19 +55,6 @@ def normalise_value(value: Any) -> FieldValue:
     return str(value)
 
 
-def normalise_email(email: str | None) -> str | None:
-    """Trimmed, lower-cased, syntactically valid address, else None."""
-    if not email:
-        return None
-    email = email.strip().lower()
-    if is_plain_email(email):  # the common case, without email-validator's cost
-        return email
-    try:
-        return validate_email(email, check_deliverability=False).normalized.lower()
-    except EmailNotValidError:
-        return None
-
-
 def desired_contacts(rows: Iterable[Mapping[str, Any]], dest: DestinationConfig
                      ) -> tuple[list[DesiredContact], list[Skip]]:
     """Customer rows (customer_id, email, marketing_consent, segment, metric columns) → desired contacts."""
@@ -80,7 +65,7 @@ def desired_contacts(rows: Iterable[Mapping[str, Any]], dest: DestinationConfig
         raw = row.get("email")
         if not raw:
             continue  # no address: nothing to sync (counted by the caller)
-        key = normalise_email(raw)
+        key = normalize_email(raw)
         if key is None:
             skipped.append(Skip(str(raw), str(row["customer_id"]), row["segment"], "invalid email"))
             continue

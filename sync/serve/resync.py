@@ -28,6 +28,7 @@ from typing import Any, Callable, Mapping, Sequence
 import duckdb
 
 from connectors.records import Contact, Order
+from connectors.email_phone import normalize_email
 from connectors.identity import link_staged, max_group_of
 from connectors.source import PullResult
 from connectors.tables import TABLES, create_staging, stage_records
@@ -41,7 +42,7 @@ from ..ingest import load_cut_points, save_cut_points
 from ..ledger import Ledger
 from ..model import PushedState
 from ..pipeline import SegmentsRun, compute_segments, configured_source, store_path, today_in
-from ..planning.plan import Plan, check_fields, desired_contacts, normalise_email, plan_destination
+from ..planning.plan import Plan, check_fields, desired_contacts, plan_destination
 from ..planning.planner import customer_rows
 from ..planning.values import PREDICTIVE_VALUES
 from ..run import refuse
@@ -170,7 +171,7 @@ def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, 
     rows = customer_rows(SegmentsRun(con=con, result=result, pull=None, config=cfg))
     emails = con.execute(f"SELECT email FROM contacts WHERE customer_id IN (SELECT customer_id FROM "
                          f"{AFFECTED_TABLE}) AND email IS NOT NULL").fetchall()
-    keys = {k for (e,) in emails if (k := normalise_email(e))}
+    keys = {k for (e,) in emails if (k := normalize_email(e))}
     return _Affected(rows, ids, keys)
 
 
