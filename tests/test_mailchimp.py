@@ -59,8 +59,8 @@ def make(fake: FakeMailchimp, sleeps: list[float], **kwargs) -> MailchimpDestina
 @pytest.mark.parametrize("status, empty, action", [
     (429, False, "retry"), (429, True, "retry"), (500, False, "retry"), (502, False, "retry"),
     (503, False, "retry"), (504, False, "retry"), (599, False, "retry"), (401, False, "config"),
-    (403, False, "config"), (403, True, "retry"), (404, False, "config"), (400, False, "item"),
-    (422, False, "item"), (405, False, "fatal"), (418, False, "fatal"),
+    (403, False, "config"), (403, True, "retry"), (404, False, "config"), (400, False, "record"),
+    (422, False, "record"), (405, False, "fatal"), (418, False, "fatal"),
 ])
 def test_status_action_table(status: int, empty: bool, action: str) -> None:
     assert action_for(status, empty_body=empty) == action

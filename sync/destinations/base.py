@@ -10,6 +10,7 @@ vocabulary (:mod:`sync.planning.values`) maps to its own field types, and its ba
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Protocol, Sequence
@@ -19,6 +20,17 @@ from ..planning.values import KINDS, kind_of
 
 if TYPE_CHECKING:
     from ..config import DestinationConfig
+
+
+class Action(str, enum.Enum):
+    """What an ESP answer asks the caller to do: the one vocabulary of every vendor's status/code table
+    (Mailchimp and SendGrid by HTTP status, Unisender by its error code). Sources have their own in
+    :mod:`connectors.http` (they also tell "credentials rejected" apart)."""
+
+    RETRY = "retry"  # transient: back off and retry through the one retry layer (connectors.retry)
+    CONFIG = "config"  # fix the key, its scopes or the audience (DestinationConfigError, exit 2)
+    RECORD = "record"  # this call's content was refused: fail the items it covers, carry on
+    FATAL = "fatal"  # stop the run: retrying will not help
 
 
 class Destination(Protocol):

@@ -1,6 +1,6 @@
 """The Mailchimp API seam: one call through the retry layer, its status table, its documented answer shapes.
 
-Errors: :data:`STATUS_ACTIONS` (data, one table) maps HTTP statuses to retry / config / item / fatal.
+Errors: :data:`STATUS_ACTIONS` (data, one table) maps HTTP statuses to an :class:`~sync.destinations.base.Action`.
 ``retry`` becomes :class:`connectors.errors.TransientError` (with ``retry_after``), which the one retry layer
 (:class:`connectors.retry.RetryPolicy`) retries; once it gives up that is a :class:`DestinationError`.
 SDK quirks handled here: errors are ``ApiClientError`` whose ``.text`` is the raw problem+json string (the SDK
@@ -30,6 +30,7 @@ from connectors.errors import TransientError
 from connectors.retry import RetryPolicy, retry_after_seconds
 
 from ..errors import DestinationConfigError, DestinationError
+from .base import Action
 from .answers import BadAnswer, Shape, decode_json, validate
 
 log = logging.getLogger(__name__)
@@ -38,13 +39,14 @@ PAGE_SIZE = 1000  # `count` maximum on GET collections
 
 #: HTTP status -> what the caller does: retry (transient), config (fix settings), item (this batch's items
 #: failed, carry on), fatal (stop). Other 5xx retry, other 4xx are fatal.
-STATUS_ACTIONS: Mapping[int, str] = MappingProxyType({
-    400: "item", 401: "config", 403: "config", 404: "config", 405: "fatal", 408: "retry", 422: "item",
-    429: "retry", 500: "retry", 502: "retry", 503: "retry", 504: "retry",
+STATUS_ACTIONS: Mapping[int, Action] = MappingProxyType({
+    400: Action.RECORD, 401: Action.CONFIG, 403: Action.CONFIG, 404: Action.CONFIG, 405: Action.FATAL,
+    408: Action.RETRY, 422: Action.RECORD, 429: Action.RETRY, 500: Action.RETRY, 502: Action.RETRY,
+    503: Action.RETRY, 504: Action.RETRY,
 })
 #: "At exceptionally high volumes, you may receive an HTTP 429 or 403 without a JSON body": a body-less
 #: 403 is throttling, not a rejected key.
-EMPTY_BODY_ACTIONS: Mapping[int, str] = MappingProxyType({403: "retry", 429: "retry"})
+EMPTY_BODY_ACTIONS: Mapping[int, Action] = MappingProxyType({403: Action.RETRY, 429: Action.RETRY})
 
 #: an error text meaning "this address is not in the audience" (tag calls; the update pass without a status)
 NOT_A_MEMBER = re.compile(r"not (?:a )?(?:list )?member|does not exist|doesn't exist|not found|status is required",
@@ -93,11 +95,11 @@ class Created(Shape):
     id: int
 
 
-def action_for(status: int, empty_body: bool = False) -> str:
+def action_for(status: int, empty_body: bool = False) -> Action:
     """Look up :data:`STATUS_ACTIONS` (and :data:`EMPTY_BODY_ACTIONS` for body-less answers)."""
     if empty_body and status in EMPTY_BODY_ACTIONS:
         return EMPTY_BODY_ACTIONS[status]
-    return STATUS_ACTIONS.get(status, "retry" if status >= 500 else "fatal")
+    return STATUS_ACTIONS.get(status, Action.RETRY if status >= 500 else Action.FATAL)
 
 
 
@@ -205,15 +207,15 @@ class MailchimpApi:
         message = f"Mailchimp {what}: HTTP {status} {title}" + (f": {detail}" if detail else "") + (
             f" ({field_errors})" if field_errors else "")
         action = action_for(status, empty_body=not body.strip())
-        if action == "retry":
+        if action is Action.RETRY:
             retry_after = retry_after_seconds(response.headers.get("Retry-After")) if response is not None else None
             return TransientError(message, status=status, body=body, retry_after=retry_after)
-        if action == "config":
+        if action is Action.CONFIG:
             hint = (f"; audience {self.audience!r} (or a tag deleted since prepare) not found" if status == 404 else
                     f"; the API key was refused for audience {self.audience!r}: check MAILCHIMP_API_KEY "
                     "(and its data centre) and the key's permissions")
             return DestinationConfigError(f"destination {self.name!r}: {message}{hint}", status=status, body=body)
-        if action == "item":
+        if action is Action.RECORD:
             return BatchRejected(message, status=status, body=body)
         return DestinationError(message, status=status, body=body)
 

@@ -9,7 +9,6 @@ are believed (:mod:`sync.destinations.answers`).
 from __future__ import annotations
 
 import csv
-import enum
 import gzip
 import http.client
 import io
@@ -28,16 +27,12 @@ from connectors.errors import TransientError
 from connectors.retry import RetryPolicy, retry_after_seconds
 
 from ..errors import DestinationConfigError, DestinationError
+from .base import Action
 from .answers import Shape, parse_answer
 
 log = logging.getLogger(__name__)
 
 
-class Action(str, enum.Enum):
-    RETRY = "retry"  # transient: back off and retry (idempotent calls; creates only on 429)
-    CONFIG = "config"  # fix the API key / its scopes
-    RECORD = "record"  # the request's content was refused: report per contact
-    FATAL = "fatal"  # stop: retrying will not help
 
 
 STATUS_ACTIONS: Mapping[int, Action] = {

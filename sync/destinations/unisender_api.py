@@ -7,7 +7,6 @@ The key travels in the form body (never the URL, never a log line). Answers are 
 
 from __future__ import annotations
 
-import enum
 import html
 import logging
 import time
@@ -19,16 +18,12 @@ from connectors.errors import TransientError
 from connectors.retry import RetryPolicy
 
 from ..errors import DestinationConfigError, DestinationError
+from .base import Action
 from .answers import BadAnswer, Shape, excerpt, validate
 
 log = logging.getLogger(__name__)
 
 
-class Action(str, enum.Enum):
-    RETRY = "retry"  # back off and retry (through RetryPolicy)
-    CONFIG = "config"  # fix the key or the account's rights
-    RECORD = "record"  # this call's content was refused: fail its items, carry on
-    FATAL = "fatal"  # stop the run
 
 
 CODE_ACTIONS: Mapping[str, Action] = {
