@@ -1,0 +1,185 @@
+"""`rfmsync report`: the numbers behind the charts, escaping, self-containment, and a real browser."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections import Counter
+from datetime import date
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sync import api
+from sync.cli import main
+from sync.config import load_config
+from sync.demodata import generate_shop
+from sync.report import build_report_data
+
+AS_OF = date(2026, 6, 1)
+EVIL = '<script>alert("x")</script> «Магазин» \'q\''
+
+
+def _cli(*args: str, code: int = 0) -> str:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == code, result.output
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory) -> Path:
+    return generate_shop(tmp_path_factory.mktemp("shop"), customers=300, seed=1, as_of=AS_OF)
+
+
+@pytest.fixture(scope="module")
+def data(shop) -> dict:
+    run = api.segments(load_config(shop), AS_OF, predict=True)
+    try:
+        return build_report_data(run)
+    finally:
+        run.close()
+
+
+def _copy_shop(shop: Path, tmp_path: Path, extra: str = "") -> Path:
+    folder = tmp_path / "shop"
+    shutil.copytree(shop.parent, folder)
+    cfg = folder / "rfmsync.toml"
+    cfg.write_text(cfg.read_text(encoding="utf-8") + extra, encoding="utf-8")
+    return cfg
+
+
+def test_segments_grid_and_boundary_equal_the_segments_command(shop, data, tmp_path):
+    seg = json.loads(_cli("segments", "--config", str(shop), "--as-of", AS_OF.isoformat(), "--format", "json"))
+    assert data["segments"] == seg["segments"]
+    assert data["header"]["customers"] == seg["customers"] == seg["totals"]["customers"]
+    assert data["header"]["revenue"] == seg["totals"]["revenue"]
+    assert data["header"]["bad_rows"] == seg["bad_rows"]
+    assert data["boundary"]["curve"] == seg["boundary"]["curve"]
+    assert (data["boundary"]["days"], data["boundary"]["reminder_day"]) == \
+        (seg["boundary"]["days"], seg["boundary"]["reminder_day"])
+    assert data["boundary"]["gap_percentiles"] == seg["boundary"]["gap_percentiles"]
+
+    out = tmp_path / "customers.csv"
+    _cli("segments", "--config", str(shop), "--as-of", AS_OF.isoformat(), "--customers", "--no-predict",
+         "-o", str(out))
+    with out.open(encoding="utf-8") as fh:
+        customers = list(csv.DictReader(fh))
+    cells = Counter((int(c["r"]), int(c["f"])) for c in customers)
+    assert {(c["r"], c["f"]): c["customers"] for c in data["grid"]["cells"]} == dict(cells)
+    for cell in data["grid"]["cells"]:
+        members = [c for c in customers if (int(c["r"]), int(c["f"])) == (cell["r"], cell["f"])]
+        assert cell["avg_monetary"] == pytest.approx(sum(float(c["monetary"]) for c in members) / len(members),
+                                                     abs=0.01)
+        top = Counter(c["segment"] for c in members).most_common()
+        assert cell["segment"] in {s for s, n in top if n == top[0][1]}
+    lo, hi = data["boundary"]["reminder_day"], data["boundary"]["days"]
+    assert data["boundary"]["in_reminder_window"] == sum(lo <= int(c["recency_days"]) <= hi for c in customers)
+
+
+def test_predictions_equal_the_predict_command(shop, data):
+    report = json.loads(_cli("predict", "--config", str(shop), "--as-of", AS_OF.isoformat(), "--format", "json"))
+    assert data["predictions"]["fitted"]
+    by_seg = report["churn_risk_by_segment"]
+    for row in data["predictions"]["segments"]:
+        expected = by_seg[row["segment"]]
+        assert {k: row[k] for k in ("low", "medium", "high") if row[k]} == \
+            {k: v for k, v in expected.items() if k in ("low", "medium", "high")}
+        assert row["unknown"] == expected.get("unknown", 0)
+
+
+def test_the_command_writes_the_default_file_and_prints_its_path(shop, tmp_path):
+    cfg = _copy_shop(shop, tmp_path)
+    printed = _cli("report", "--config", str(cfg), "--as-of", AS_OF.isoformat()).strip()
+    path = cfg.parent / "rfmsync-report-2026-06-01.html"
+    assert printed == str(path) and path.exists()
+    html = path.read_text(encoding="utf-8")
+    assert "<h1>shop</h1>" in html  # the default title: the config folder's name
+    assert len(re.findall(r'<tr class="segment">', html)) == 5  # the tracks' four and Other
+    assert len(re.findall(r'<tr class="cell">', html)) == 9  # 3 × 3
+    assert html.count('<svg class="chart heatmap"') == 1 and html.count('<svg class="chart curve"') == 1
+    assert "Remind them 14 days before the boundary" in html
+
+
+def test_russian_page_and_output_option(shop, tmp_path):
+    cfg = _copy_shop(shop, tmp_path)
+    out = tmp_path / "r.html"
+    assert _cli("report", "--config", str(cfg), "--as-of", AS_OF.isoformat(), "--lang", "ru",
+                "-o", str(out)).strip() == str(out)
+    html = out.read_text(encoding="utf-8")
+    assert '<html lang="ru">' in html and "Что делать" in html and "Удерживайте без скидок" in html
+
+
+def test_every_value_is_escaped(shop, tmp_path):
+    title = EVIL.replace('"', '\\"')
+    cfg = _copy_shop(shop, tmp_path, f'''
+[report]
+title = "{title}"
+currency_symbol = "₽"
+
+[report.playbook]
+"Falling asleep" = "{title}"
+''')
+    text = cfg.read_text(encoding="utf-8")
+    text = text.replace('preset = "tracks"', f'preset = "tracks"\n\n[[segmentation.rules]]\nname = "{title}"\n'
+                                             f'match = ["R3F3M3"]')
+    cfg.write_text(text, encoding="utf-8")
+    out = tmp_path / "r.html"
+    _cli("report", "--config", str(cfg), "--as-of", AS_OF.isoformat(), "-o", str(out))
+    html = out.read_text(encoding="utf-8")
+    assert "<script" not in html
+    literal = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; «Магазин» &#39;q&#39;"
+    assert html.count(literal) >= 4  # the <title>, <h1>, the segment's row and grid legend, the playbook line
+    assert "₽" in html
+
+
+def test_the_file_is_self_contained_small_and_holds_no_customer(shop, tmp_path):
+    cfg = _copy_shop(shop, tmp_path)
+    out = tmp_path / "r.html"
+    _cli("report", "--config", str(cfg), "--as-of", AS_OF.isoformat(), "-o", str(out))
+    html = out.read_text(encoding="utf-8")
+    assert not re.search(r"https?://|src=|@import|url\(", html)
+    assert out.stat().st_size < 200_000
+    with (cfg.parent / "clients.csv").open(encoding="utf-8-sig") as fh:
+        first = next(csv.DictReader(fh, delimiter=";"))
+    assert first["Код клиента"] not in html and first["Email"] not in html
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def test_a_real_browser_renders_the_page_offline(shop, tmp_path):
+    browser = _chromium()
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must have Chromium (.ci/run installs it)")
+        pytest.skip("no Chromium installed (apt-get install chromium); the browser check runs in CI")
+    cfg = _copy_shop(shop, tmp_path)
+    out = tmp_path / "r.html"
+    _cli("report", "--config", str(cfg), "--as-of", AS_OF.isoformat(), "-o", str(out))
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             f"--user-data-dir={tmp_path / 'profile'}", "--proxy-server=127.0.0.1:9",
+             "--host-resolver-rules=MAP * ~NOTFOUND", "--virtual-time-budget=2000"]
+    dom = subprocess.run([*flags, "--dump-dom", out.as_uri()], capture_output=True, text=True, timeout=60,
+                         check=True).stdout
+    assert len(re.findall(r'<tr class="segment">', dom)) == 5
+    assert len(re.findall(r'<tr class="cell">', dom)) == 9
+    assert len(re.findall(r'<tr class="point">', dom)) == len(build_curve_points(shop))
+    assert len(re.findall(r"<svg ", dom)) == 5 * 2 + 3  # two bars per segment, the grid, the curve, churn risk
+    png = tmp_path / "report.png"
+    subprocess.run([*flags, "--hide-scrollbars", "--window-size=1280,4000", f"--screenshot={png}", out.as_uri()],
+                   capture_output=True, timeout=60, check=True)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def build_curve_points(shop: Path) -> list:
+    run = api.segments(load_config(shop), AS_OF)
+    try:
+        return run.result.boundary["curve"]
+    finally:
+        run.close()
