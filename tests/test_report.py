@@ -183,3 +183,13 @@ def build_curve_points(shop: Path) -> list:
         return run.result.boundary["curve"]
     finally:
         run.close()
+
+
+def test_demo_ends_with_the_report_page(tmp_path):
+    result = CliRunner().invoke(main, ["demo", "--workdir", str(tmp_path / "demo"), "--customers", "300"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.stdout.splitlines() if x.startswith("Report page: "))
+    page = Path(line.removeprefix("Report page: "))
+    assert page.parent == tmp_path / "demo" and page.name.startswith("rfmsync-report-")
+    assert "<h1>demo</h1>" in page.read_text(encoding="utf-8")
