@@ -193,3 +193,32 @@ def test_demo_ends_with_the_report_page(tmp_path):
     page = Path(line.removeprefix("Report page: "))
     assert page.parent == tmp_path / "demo" and page.name.startswith("rfmsync-report-")
     assert "<h1>demo</h1>" in page.read_text(encoding="utf-8")
+
+
+def test_destinations_show_the_last_run_and_the_ledger_members(shop):
+    from sync.ledger import Ledger
+    from sync.model import PushedState
+
+    cfg = load_config(shop)
+    ledger = Ledger.connect("sqlite://")
+    try:
+        run_id = ledger.start_run("sync", "mailchimp-demo")
+        ledger.save_states("mailchimp-demo", run_id, [
+            PushedState("a@x.uz", "1", frozenset({"VIP"}), {}),
+            PushedState("b@x.uz", "2", frozenset({"VIP"}), {}),
+            PushedState("c@x.uz", "3", frozenset({"Welcome"}), {}),
+            PushedState("d@x.uz", "4", frozenset({"VIP"}), {}, exists=False),  # gone from the ESP
+        ])
+        ledger.finish_run(run_id, "succeeded", {"added": 3, "failed": 0})
+        run = api.segments(cfg, AS_OF)
+        try:
+            dests = build_report_data(run, ledger)["destinations"]
+        finally:
+            run.close()
+    finally:
+        ledger.close()
+    assert [d["name"] for d in dests] == ["mailchimp-demo"]
+    (dest,) = dests
+    assert dest["last_run"]["status"] == "succeeded" and dest["last_run"]["changes"] == {"added": 3, "failed": 0}
+    members = {m["segment"]: m["members"] for m in dest["mapped"]}
+    assert members == {"Best active": 2, "Falling asleep": 0, "Churn": 0, "Beginners": 1}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from ..pipeline import SegmentsRun
@@ -77,13 +78,23 @@ def predictions(run: SegmentsRun) -> dict[str, Any]:
     return {"fitted": True, "reason": None, "segments": segs}
 
 
-def destinations(ledger, names: list[str]) -> list[dict[str, Any]]:
-    """Each configured destination's last run in the ledger (None when it never ran)."""
+def destinations(ledger, dests: list) -> list[dict[str, Any]]:
+    """Each configured destination's last run in the ledger (None when it never ran) and its mapped segments
+    with the contacts the ledger holds as tagged for them."""
+    from ..planning.plan import managed_tags
+
     recent = ledger.recent_runs(limit=200) if ledger is not None else []
     out = []
-    for name in names:
-        last = next((r for r in recent if r["destination"] == name), None)
-        out.append({"name": name, "last_run": None if last is None else {
+    for dest in dests:
+        last = next((r for r in recent if r["destination"] == dest.name), None)
+        held: Counter[str] = Counter()
+        if ledger is not None:
+            for state in ledger.load_state(dest.name).values():
+                if state.exists:
+                    held.update(state.tags)
+        mapped = [{"segment": seg, "tags": tags, "members": max((held[t] for t in tags), default=0)}
+                  for seg, tags in managed_tags(dest).items()]
+        out.append({"name": dest.name, "mapped": mapped, "last_run": None if last is None else {
             "when": str(last["finished_at"] or last["started_at"]), "status": last["status"],
             "changes": {k: v for k, v in (last["counts"] or {}).items() if isinstance(v, int)},
             "error": last["error"]}})
@@ -95,4 +106,4 @@ def build_report_data(run: SegmentsRun, ledger=None) -> dict[str, Any]:
     segs = [r for r in run.result.summary if r["segment"] != "Total"]
     return {"header": header(run), "segments": segs, "grid": rfm_grid(run), "boundary": boundary(run),
             "predictions": predictions(run),
-            "destinations": destinations(ledger, [d.name for d in run.config.destinations])}
+            "destinations": destinations(ledger, run.config.destinations)}

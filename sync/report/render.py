@@ -28,6 +28,7 @@ TEXT: dict[str, dict[str, str]] = {
         "expected_orders": "Expected orders (next horizon)", "destinations": "Destinations",
         "destination": "Destination", "last_run": "Last run", "status": "Status", "changes": "Changes",
         "never": "never run", "none_configured": "No destinations configured.",
+        "mapped": "Segment → tag: contacts in the ledger",
     },
     "ru": {
         "as_of": "На дату", "range": "Заказы с", "to": "по", "orders": "Заказы", "customers": "Клиенты",
@@ -46,6 +47,7 @@ TEXT: dict[str, dict[str, str]] = {
         "avg_clv": "Средний CLV", "expected_orders": "Ожидаемые заказы (горизонт)", "destinations": "Назначения",
         "destination": "Назначение", "last_run": "Последний запуск", "status": "Статус", "changes": "Изменения",
         "never": "ещё не запускалось", "none_configured": "Назначения не настроены.",
+        "mapped": "Сегмент → тег: контактов в журнале",
     },
 }
 
