@@ -153,26 +153,53 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
+#: the browser's own background calls (time sync, accounts, the new-tab page), not the page's
+BROWSER_OWN = re.compile(r"^https?://([a-z0-9.-]+\.)?(google\.com|gvt1\.com|googleapis\.com|gstatic\.com)/")
+
+
+def _browse(browser: str, page: Path, tmp: Path, *extra: str) -> tuple[str, list[str], list[str]]:
+    """Open ``page`` headless with the network disabled: its DOM, the requests that left the file (from the
+    net log) and the console messages."""
+    tmp.mkdir(exist_ok=True)
+    netlog = tmp / "net.json"
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--disable-sync", "--disable-component-update",
+             f"--user-data-dir={tmp / 'profile'}", "--proxy-server=127.0.0.1:9",
+             "--host-resolver-rules=MAP * ~NOTFOUND", "--virtual-time-budget=2000",
+             "--enable-logging=stderr", "--v=0", f"--log-net-log={netlog}", *extra]
+    done = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=60,
+                          check=True)
+    urls = set(re.findall(r'"url":"(https?://[^"]*)"', netlog.read_text(encoding="utf-8", errors="replace")))
+    console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
+    return done.stdout, sorted(u for u in urls if not BROWSER_OWN.match(u)), console
+
+
 def test_a_real_browser_renders_the_page_offline(shop, tmp_path):
     browser = _chromium()
     if browser is None:
         if os.environ.get("CI"):
             pytest.fail("CI must have Chromium (.ci/run installs it)")
         pytest.skip("no Chromium installed (apt-get install chromium); the browser check runs in CI")
+    # the detectors see a page that fetches and logs
+    bad = tmp_path / "bad.html"
+    bad.write_text('<html><body><script>console.error("boom")</script><img src="https://cdn.example.org/x.png">'
+                   "</body></html>", encoding="utf-8")
+    _, leaks, console = _browse(browser, bad, tmp_path / "bad")
+    assert leaks == ["https://cdn.example.org/x.png"] and any("boom" in line for line in console)
+
     cfg = _copy_shop(shop, tmp_path)
     out = tmp_path / "r.html"
     _cli("report", "--config", str(cfg), "--as-of", AS_OF.isoformat(), "-o", str(out))
-    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             f"--user-data-dir={tmp_path / 'profile'}", "--proxy-server=127.0.0.1:9",
-             "--host-resolver-rules=MAP * ~NOTFOUND", "--virtual-time-budget=2000"]
-    dom = subprocess.run([*flags, "--dump-dom", out.as_uri()], capture_output=True, text=True, timeout=60,
-                         check=True).stdout
+    dom, leaks, console = _browse(browser, out, tmp_path / "report")
+    assert leaks == [] and console == []
     assert len(re.findall(r'<tr class="segment">', dom)) == 5
     assert len(re.findall(r'<tr class="cell">', dom)) == 9
     assert len(re.findall(r'<tr class="point">', dom)) == len(build_curve_points(shop))
     assert len(re.findall(r"<svg ", dom)) == 5 * 2 + 3  # two bars per segment, the grid, the curve, churn risk
     png = tmp_path / "report.png"
-    subprocess.run([*flags, "--hide-scrollbars", "--window-size=1280,4000", f"--screenshot={png}", out.as_uri()],
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    f"--user-data-dir={tmp_path / 'profile'}", "--proxy-server=127.0.0.1:9",
+                    "--window-size=1280,4000", f"--screenshot={png}", out.as_uri()],
                    capture_output=True, timeout=60, check=True)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
