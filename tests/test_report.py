@@ -77,6 +77,12 @@ def test_segments_grid_and_boundary_equal_the_segments_command(shop, data, tmp_p
                                                      abs=0.01)
         top = Counter(c["segment"] for c in members).most_common()
         assert cell["segment"] in {s for s, n in top if n == top[0][1]}
+    for axis, col in (("r", "recency_days"), ("f", "frequency")):
+        values: dict[int, list[int]] = {}
+        for c in customers:
+            values.setdefault(int(c[axis]), []).append(int(c[col]))
+        assert data["grid"]["ranges"][axis] == [{"score": k, "min": min(v), "max": max(v)}
+                                                for k, v in sorted(values.items())]
     lo, hi = data["boundary"]["reminder_day"], data["boundary"]["days"]
     assert data["boundary"]["in_reminder_window"] == sum(lo <= int(c["recency_days"]) <= hi for c in customers)
 

@@ -38,7 +38,10 @@ def rfm_grid(run: SegmentsRun) -> dict[str, Any]:
     """).fetchall()
     cells = [{"r": int(r), "f": int(f), "customers": int(n), "avg_monetary": round(float(m), 2), "segment": s}
              for r, f, n, m, s in rows]
-    return {"levels": res.levels, "method": res.method, "cells": cells,
+    ranges = {axis: [{"score": int(sc), "min": float(lo), "max": float(hi)} for sc, lo, hi in run.con.execute(
+        f"SELECT {axis}, min({col}), max({col}) FROM {res.table} GROUP BY {axis} ORDER BY {axis}").fetchall()]
+        for axis, col in (("r", "recency_days"), ("f", "frequency"))}
+    return {"levels": res.levels, "method": res.method, "cells": cells, "ranges": ranges,
             "cut_points": res.cut_points.model_dump()}
 
 

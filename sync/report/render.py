@@ -29,6 +29,7 @@ TEXT: dict[str, dict[str, str]] = {
         "destination": "Destination", "last_run": "Last run", "status": "Status", "changes": "Changes",
         "never": "never run", "none_configured": "No destinations configured.",
         "mapped": "Segment → tag: contacts in the ledger",
+        "score": "Score", "recency_range": "Recency, days (R)", "frequency_range": "Orders (F)",
     },
     "ru": {
         "as_of": "На дату", "range": "Заказы с", "to": "по", "orders": "Заказы", "customers": "Клиенты",
@@ -48,6 +49,7 @@ TEXT: dict[str, dict[str, str]] = {
         "destination": "Назначение", "last_run": "Последний запуск", "status": "Статус", "changes": "Изменения",
         "never": "ещё не запускалось", "none_configured": "Назначения не настроены.",
         "mapped": "Сегмент → тег: контактов в журнале",
+        "score": "Балл", "recency_range": "Давность, дней (R)", "frequency_range": "Заказов (F)",
     },
 }
 
