@@ -168,6 +168,16 @@ class GuardsConfig(BaseModel):
     stale_days: int = Field(default=30, ge=0)  # warn when the newest valid order is older than this
 
 
+class ReportConfig(BaseModel):
+    """``[report]``: the HTML page of ``rfmsync report`` (see docs/report.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+    lang: Literal["en", "ru"] = "en"
+    title: str | None = None  # default: the config folder's name
+    currency_symbol: str = ""  # put before every amount, e.g. "$" or "₽"
+    playbook: dict[str, str] = Field(default_factory=dict)  # segment → "what to do" line
+
+
 class ScheduleConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     cron: str | None = None
@@ -186,6 +196,7 @@ class Config(BaseModel):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     guards: GuardsConfig = Field(default_factory=GuardsConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
     path: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")

@@ -1,4 +1,5 @@
-"""``rfmsync demo``: a realistic sample shop, its segments and the Mailchimp dry-run plan (no account needed)."""
+"""``rfmsync demo``: a realistic sample shop, its segments, the Mailchimp dry-run plan (no account needed) and
+its report page."""
 
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ def demo(workdir, customers, seed):
         _print_demo_plan(cfg, run)
     finally:
         run.close()
+    report = _write_demo_report(cfg)
+    out.print(f"Report page: {report}", highlight=False, markup=False, soft_wrap=True)
     out.print(f"Next: `rfmsync segments --config {path} --format json`, "
               f"`rfmsync plan --config {path}`, `rfmsync check --config {path}`.")
 
@@ -56,6 +59,20 @@ def _print_demo_plan(cfg, run) -> None:
     finally:
         ledger.close()
     print_plans([p.plan for p in planned], out, title="Dry-run plan (sample Mailchimp mapping, empty ledger)")
+
+
+def _write_demo_report(cfg):
+    """The demo shop's report page (``rfmsync report``), next to its config; returns its path."""
+    from .. import api
+    from ..report import default_report_path, report_html
+
+    run = api.segments(cfg, _demo_as_of(cfg), predict=True)
+    try:
+        path = default_report_path(cfg, run.result.as_of)
+        path.write_text(report_html(cfg, run), encoding="utf-8")
+    finally:
+        run.close()
+    return path
 
 
 COMMANDS = [demo]
