@@ -1,0 +1,100 @@
+"""Answers about one segment: ``segments --segment NAME`` and the per-customer file's names, .xlsx and stdout."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import date
+
+import pytest
+from click.testing import CliRunner
+from openpyxl import load_workbook
+
+from sync.cli import main
+from sync.demodata import generate_shop
+
+AS_OF = "2025-06-30"
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    return generate_shop(tmp_path_factory.mktemp("shop"), customers=300, seed=7, as_of=date.fromisoformat(AS_OF))
+
+
+def run(*args, code=0):
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == code, result.output
+    return result
+
+
+def seg(shop, *args, code=0):
+    return run("segments", "--config", str(shop), "--as-of", AS_OF, *args, code=code)
+
+
+def customers_csv(shop, *args) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(seg(shop, "--customers", "-o", "-", *args).stdout)))
+
+
+def test_segment_json_lists_that_segments_customers_by_monetary(shop):
+    data = json.loads(seg(shop, "--segment", "Best active", "--format", "json", "--limit", "5").stdout)
+    assert data["segment"] == "Best active" and data["sort"] == "monetary" and data["as_of"] == AS_OF
+    rows = data["customers"]
+    assert len(rows) == 5
+    assert list(rows[0]) == ["customer_id", "name", "email", "phone", "r", "f", "m", "monetary", "last_order",
+                             "churn_risk", "next_order_date"]
+    monetary = [r["monetary"] for r in rows]
+    assert monetary == sorted(monetary, reverse=True)
+    everyone = {r["customer_id"]: r for r in customers_csv(shop)}
+    best = sorted((r for r in everyone.values() if r["segment"] == "Best active"),
+                  key=lambda r: (-float(r["monetary"]), r["customer_id"]))
+    assert [r["customer_id"] for r in rows] == [r["customer_id"] for r in best[:5]]
+    top = everyone[rows[0]["customer_id"]]
+    assert rows[0]["name"] == f"{top['first_name']} {top['last_name']}".strip()
+    assert rows[0]["email"] == (top["email"] or None) and rows[0]["churn_risk"] == top["churn_risk"]
+    assert rows[0]["last_order"] <= AS_OF and rows[0]["next_order_date"]
+
+
+def test_segment_sorts_by_recency_and_clv_and_writes_csv(shop, tmp_path):
+    everyone = {r["customer_id"]: r for r in customers_csv(shop)}
+    recent = json.loads(seg(shop, "--segment", "Churn", "--sort", "recency", "--format", "json").stdout)
+    days = [int(everyone[r["customer_id"]]["recency_days"]) for r in recent["customers"]]
+    assert days == sorted(days) and all(everyone[r["customer_id"]]["segment"] == "Churn" for r in recent["customers"])
+    out = tmp_path / "best.csv"
+    seg(shop, "--segment", "Best active", "--sort", "clv", "--format", "csv", "-o", str(out))
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert len(rows) == 20
+    clv = [float(everyone[r["customer_id"]]["clv"]) for r in rows]
+    assert clv == sorted(clv, reverse=True)
+
+
+def test_segment_table_names_the_segment(shop):
+    out = seg(shop, "--segment", "Beginners", "--limit", "3").stdout
+    assert "Beginners: 3 customers shown" in out
+
+
+def test_unknown_segment_is_exit_2_with_did_you_mean(shop):
+    result = seg(shop, "--segment", "Best activ", code=2)
+    assert "unknown segment 'Best activ' (did you mean 'Best active'?)" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_customers_file_has_names_and_goes_to_stdout(shop):
+    rows = customers_csv(shop)
+    assert {"first_name", "last_name"} <= set(rows[0])
+    assert any(r["first_name"] for r in rows)
+    assert len(rows) == len({r["customer_id"] for r in rows}) > 100
+
+
+def test_customers_xlsx(shop, tmp_path):
+    out = tmp_path / "c.xlsx"
+    result = seg(shop, "--customers", "-o", str(out))
+    assert "customers to" in result.output
+    ws = load_workbook(out, read_only=True).active
+    sheet = [list(r) for r in ws.iter_rows(values_only=True)]
+    assert sheet[0][:3] == ["customer_id", "email", "phone"] and "first_name" in sheet[0]
+    assert [r[0] for r in sheet[1:]] == [r["customer_id"] for r in customers_csv(shop)]
+
+
+def test_customers_and_segment_are_exclusive(shop):
+    assert "exclusive" in seg(shop, "--customers", "-o", "-", "--segment", "Churn", code=2).output
