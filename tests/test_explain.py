@@ -98,3 +98,59 @@ def test_customers_xlsx(shop, tmp_path):
 
 def test_customers_and_segment_are_exclusive(shop):
     assert "exclusive" in seg(shop, "--customers", "-o", "-", "--segment", "Churn", code=2).output
+
+
+# -- rfmsync explain --------------------------------------------------------------------------------------------
+
+def explain(shop, who, *args, code=0):
+    return run("explain", who, "--config", str(shop), "--as-of", AS_OF, *args, code=code)
+
+
+def test_explain_finds_one_customer_by_id_email_or_phone(shop):
+    everyone = customers_csv(shop)
+    c = next(r for r in everyone if r["email"] and r["phone"])
+    by_id = json.loads(explain(shop, c["customer_id"], "--format", "json").stdout)
+    assert by_id["customer_id"] == c["customer_id"] and by_id["segment"] == c["segment"]
+    for who in (c["email"].upper(), f" {c['email']} ", c["phone"]):
+        assert json.loads(explain(shop, who, "--format", "json").stdout)["customer_id"] == c["customer_id"], who
+    assert by_id["metrics"]["frequency"] == int(c["frequency"])
+    assert by_id["metrics"]["recency_days"] == int(c["recency_days"])
+    assert by_id["orders"]["by_status"]["completed"]["orders"] >= int(c["frequency"])
+    assert by_id["predictions"]["churn_risk"] == c["churn_risk"]
+
+
+def _within(band: dict, value: float) -> bool:
+    low, high = band["low"], band["high"]
+    if band["metric"] == "recency_days":
+        return (low is None or value > low) and (high is None or value <= high)
+    return (low is None or value >= low) and (high is None or value < high)
+
+
+def test_explain_shows_the_score_bands_and_the_rules_tried(shop):
+    everyone = customers_csv(shop)
+    churned = next(r for r in everyone if r["segment"] == "Churn")
+    data = json.loads(explain(shop, churned["customer_id"], "--format", "json").stdout)
+    scores = data["scores"]
+    assert scores["method"] == "quantile" and scores["levels"] == 3
+    for letter in "rfm":
+        band = scores[letter]
+        assert band["score"] == int(churned[letter]) and _within(band, band["value"]), band
+    # the band is the score's: every customer whose value lies in it has that score
+    r_band = scores["r"]
+    assert all(int(x["r"]) == r_band["score"] for x in everyone if _within(r_band, int(x["recency_days"])))
+    rules = data["rules"]
+    assert [r["segment"] for r in rules["did_not_match"]] == ["Best active", "Falling asleep"]
+    assert rules["matched"] == {"segment": "Churn", "patterns": ["R1"], "matched_by": ["R1"]}
+    other = next(r for r in everyone if r["segment"] == "Other")
+    rules = json.loads(explain(shop, other["customer_id"], "--format", "json").stdout)["rules"]
+    assert rules["matched"] is None and rules["default"] == "Other" and len(rules["did_not_match"]) == 4
+    text = explain(shop, churned["customer_id"]).stdout
+    assert f"Customer {churned['customer_id']}" in text and "yes: Churn (matched R1)" in text
+    assert "no:  Best active" in text and "R = 1: recency_days" in text
+
+
+def test_explain_unknown_customer_is_exit_3(shop):
+    for who in ("C99999", "nobody@example.com", "+998 90 000 00 00"):
+        result = explain(shop, who, code=3)
+        assert f"no customer with id, e-mail or phone {who!r}" in result.output
+        assert "Traceback" not in result.output
