@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 from click.testing import CliRunner
@@ -154,3 +154,49 @@ def test_explain_unknown_customer_is_exit_3(shop):
         result = explain(shop, who, code=3)
         assert f"no customer with id, e-mail or phone {who!r}" in result.output
         assert "Traceback" not in result.output
+
+
+def test_explain_shows_what_mailchimp_holds_and_pending_failures(tmp_path, mailchimp_fake, monkeypatch):
+    cfg = generate_shop(tmp_path / "shop", customers=150, seed=3, as_of=date.fromisoformat(AS_OF))
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace('audience = "demo000001"', 'audience = "aud1"'),
+                   encoding="utf-8")
+    monkeypatch.setenv("MAILCHIMP_API_KEY", mailchimp_fake.api_key)
+    monkeypatch.setenv("MAILCHIMP_API_URL", mailchimp_fake.url)
+    before = json.loads(explain(cfg, next(r["customer_id"] for r in customers_csv(cfg) if r["email"]),
+                                "--format", "json").stdout)
+    assert before["destinations"][0]["contacts"] == []  # no ledger yet: nothing pushed, no file created
+    assert not (cfg.parent / "rfmsync.db").exists()
+    plan_file = tmp_path / "plan.json"
+    run("plan", "--config", str(cfg), "--as-of", AS_OF, "-o", str(plan_file), "--format", "json")
+    changes = [c for c in json.loads(plan_file.read_text())["plans"][0]["changes"] if c["add_tags"]]
+    pushed, blocked = changes[0], changes[1]
+    mailchimp_fake.member_errors[blocked["key"]] = "This e-mail is blocked"
+    CliRunner().invoke(main, ["sync", "--config", str(cfg), "--as-of", AS_OF], catch_exceptions=False)
+
+    data = json.loads(explain(cfg, pushed["key"], "--format", "json").stdout)
+    dest = data["destinations"][0]
+    assert dest["destination"] == "mailchimp-demo" and dest["type"] == "mailchimp"
+    (held,) = dest["contacts"]
+    assert held["key"] == pushed["key"] and held["last_pushed"] and held["in_destination"]
+    assert set(held["tags"]) == set(pushed["add_tags"]) == mailchimp_fake.tags_of(pushed["key"])
+    assert held["fields"] and dest["pending_failures"] == []
+    assert f"mailchimp-demo (mailchimp): {pushed['key']}: tags " in explain(cfg, pushed["key"]).stdout
+
+    failing = json.loads(explain(cfg, blocked["key"], "--format", "json").stdout)["destinations"][0]
+    assert failing["contacts"] == []
+    failures = failing["pending_failures"]
+    assert failures and all(f["attempts"] == 1 for f in failures), failures
+    assert any("This e-mail is blocked" in f["last_error"] for f in failures), failures
+    assert "pending failure" in explain(cfg, blocked["key"]).stdout
+
+
+def test_explain_a_customer_before_their_first_order(shop):
+    beginner = next(r for r in customers_csv(shop) if r["segment"] == "Beginners" and r["frequency"] == "1")
+    first = json.loads(explain(shop, beginner["customer_id"], "--format", "json").stdout)["orders"]["first_order"]
+    before = (date.fromisoformat(first) - timedelta(days=1)).isoformat()
+    result = run("explain", beginner["customer_id"], "--config", str(shop), "--as-of", before, "--format", "json")
+    data = json.loads(result.stdout)
+    assert data["segment"] is None and data["why"] == f"no completed order up to {before}: not scored"
+    assert data["contact"] is not None and data["orders"]["last_order"] is None
+    assert "Segment: none (no completed order" in run("explain", beginner["customer_id"], "--config", str(shop),
+                                                      "--as-of", before).stdout

@@ -35,7 +35,7 @@ def print_explain(report: dict) -> None:
         else:
             out.print(f"  no rule matched: the default segment {rules['default']}")
         if report.get("predictions"):
-            out.print("Predictions: " + ", ".join(f"{k} {v}" for k, v in report["predictions"].items()
+            out.print("Predictions: " + ", ".join(f"{k} {_num(v)}" for k, v in report["predictions"].items()
                                                  if v is not None))
     for d in report["destinations"]:
         if not d["contacts"]:
@@ -49,3 +49,9 @@ def print_explain(report: dict) -> None:
         fails = "".join(f"; pending failure: {f['op']} ({f['attempts']} attempts: {f['last_error']})"
                         for f in d["pending_failures"])
         out.print(f"{d['destination']} ({d['type']}): {line}{fails}")
+
+
+def _num(v):
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1000 else _money(v)
+    return v
