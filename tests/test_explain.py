@@ -200,3 +200,10 @@ def test_explain_a_customer_before_their_first_order(shop):
     assert data["contact"] is not None and data["orders"]["last_order"] is None
     assert "Segment: none (no completed order" in run("explain", beginner["customer_id"], "--config", str(shop),
                                                       "--as-of", before).stdout
+
+
+def test_segment_without_predictions_has_no_churn_risk_and_cannot_sort_by_clv(shop):
+    rows = json.loads(seg(shop, "--segment", "Churn", "--no-predict", "--format", "json").stdout)["customers"]
+    assert rows and all(r["churn_risk"] is None and r["next_order_date"] is None for r in rows)
+    assert "--sort clv needs the predictive fields" in seg(shop, "--segment", "Churn", "--no-predict", "--sort", "clv",
+                                                          code=2).output
