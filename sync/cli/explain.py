@@ -21,23 +21,11 @@ def explain(customer, config_path, as_of, fmt):
     the cut points that decided it, the rule that matched and the earlier ones that did not, the predictive fields
     and what each destination holds for them per the ledger. Unknown customer: exit 3."""
     from .. import api
-    from ..explain import explain as explain_customer
-    from ..settings import load_settings
 
     cfg = load(config_path)
     with status("Reading orders and scoring customers…"):
-        run = api.segments(cfg, as_of, predict=True, boundary=False)
-    print_warnings(run.warnings)
-    try:
-        ledger = api.existing_ledger(cfg, load_settings()) if cfg.destinations else None
-        try:
-            report = explain_customer(run, customer, ledger)
-        finally:
-            if ledger is not None:
-                ledger.close()
-    finally:
-        run.close()
-    report["warnings"] = list(run.warnings)
+        report = api.explain(cfg, customer, as_of)
+    print_warnings(report["warnings"])
     if fmt == "json":
         click.echo(json.dumps(report, ensure_ascii=False, indent=2, default=str))
         return

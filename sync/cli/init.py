@@ -21,18 +21,11 @@ def init(ctx, export_file, output, force):
     date format, recognise the BILLZ and 1C presets or guess the columns from the headers (Russian, Uzbek, English;
     guesses are marked "# guessed: check"), then run `check` on it and print the segments summary. Never prompts;
     an existing config is kept unless --force."""
-    from connectors.guess import guess, read_sample
-
-    from ..errors import ConfigError
-    from ..init_config import render_config
+    from .. import api
     from .check import check
     from .segments import segments
 
-    if output.exists() and not force:
-        raise ConfigError(f"{output} exists: rerun with --force to overwrite it")
-    g = guess(read_sample(export_file))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(render_config(g, output), encoding="utf-8")
+    g = api.init_config(export_file, output, force=force)
     how = f"preset {g.preset}" if g.preset else f"{len(g.columns)} columns guessed"
     err.print(f"wrote {output} ({how}); check the lines marked 'guessed: check'")
     load(str(output))  # the written config validates
