@@ -37,6 +37,11 @@ def _detect_encoding(path: Path) -> str:
         return "cp1251"
 
 
+def detect_encoding(path: Path) -> str:
+    """``utf-8`` (with or without BOM), ``utf-16`` (BOM) or ``cp1251``: what ``encoding = "auto"`` reads."""
+    return _detect_encoding(path)
+
+
 def utf8_copy(path: Path, encoding: str, tmp: Path) -> Path:
     """The file itself when it is UTF-8 (with or without BOM), else a UTF-8 copy written in chunks."""
     enc = _detect_encoding(path) if encoding.lower() == "auto" else encoding

@@ -49,6 +49,13 @@ class SegmentationResult:
 
 def resolve_rules(cfg: SegmentationConfig, fields: set[str]) -> CompiledRules:
     """The config's custom rules, then its preset's, compiled for the right number of levels."""
+    rules, default, levels = configured_rules(cfg)
+    return compile_rules(rules, default, levels, fields)
+
+
+def configured_rules(cfg: SegmentationConfig) -> tuple[list[tuple[str, tuple[str, ...]]], str, int]:
+    """The rules in the order they are tried (the config's custom ones, then its preset's), the default segment
+    and the number of levels."""
     if cfg.preset not in PRESETS:
         raise RuleError(f"unknown segmentation preset {cfg.preset!r}; choose one of {', '.join(PRESETS)}")
     preset = PRESETS[cfg.preset]
@@ -61,7 +68,7 @@ def resolve_rules(cfg: SegmentationConfig, fields: set[str]) -> CompiledRules:
     if cfg.preset == "none" and not cfg.rules:
         raise RuleError('preset = "none" needs [[segmentation.rules]]')
     rules = [(r.name, tuple(r.match)) for r in cfg.rules] + list(preset.rules)
-    return compile_rules(rules, cfg.default_segment or preset.default, levels, fields)
+    return rules, cfg.default_segment or preset.default, levels
 
 
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:

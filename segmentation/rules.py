@@ -158,3 +158,21 @@ def compile_rules(rules: list[tuple[str, tuple[str, ...]]], default: str, levels
     case = "CASE " + " ".join(whens) + f" ELSE '{default.replace(chr(39), chr(39) * 2)}' END" if whens \
         else f"'{default.replace(chr(39), chr(39) * 2)}'"
     return CompiledRules(levels, tuple(names), case)
+
+
+@dataclass(frozen=True)
+class RuleCheck:
+    """One pattern of one segment rule as a SQL condition (``rfmsync explain``)."""
+
+    segment: str
+    pattern: str
+    sql: str
+
+
+def explain_rules(rules: list[tuple[str, tuple[str, ...]]], levels: int,
+                  fields: set[str] = frozenset()) -> list[RuleCheck]:
+    """Every pattern of every rule, in the order the segment CASE tries them, as SQL conditions over the same
+    columns (pure: nothing is run). Evaluated on one customer's row they say which rule matched and which earlier
+    ones did not; the first segment with a true pattern is the customer's, none means the default segment."""
+    return [RuleCheck(name, p, compile_pattern(p, levels, set(fields), f"segment {name!r}"))
+            for name, patterns in rules for p in patterns]

@@ -89,3 +89,36 @@ def derive_cut_points(con: duckdb.DuckDBPyConnection, table: str, levels: int) -
             if seq[i] >= seq[i + 1]:
                 seq[i] = seq[i + 1] - tiny
     return Thresholds(recency_days=rec, frequency=freq, monetary=mon)
+
+
+def score_band(metric: str, score: int, cuts: list[float], levels: int) -> dict:
+    """The range of ``metric`` that gives ``score`` under ascending ``cuts`` (the thresholds, or the cut points a
+    quantile run derived): ``{"score", "low", "high", "rule"}``, ``low``/``high`` None when open-ended. Recency
+    (lower is better): ``low < x <= high``; frequency and monetary: ``low <= x < high`` (pure)."""
+    cuts = [_nice(c) for c in cuts]
+    if metric == "recency_days":  # score = levels - #(x > c)
+        k = levels - score  # how many cut points x is above
+        low = cuts[k - 1] if k >= 1 else None
+        high = cuts[k] if k < len(cuts) else None
+        if low is not None and high is not None:
+            rule = f"{low} < {metric} <= {high}"
+        elif low is not None:
+            rule = f"{metric} > {low}"
+        else:
+            rule = f"{metric} <= {high}" if high is not None else "any value"
+    else:  # score = 1 + #(x >= c)
+        low = cuts[score - 2] if score >= 2 else None
+        high = cuts[score - 1] if score - 1 < len(cuts) else None
+        if low is not None and high is not None:
+            rule = f"{low} <= {metric} < {high}"
+        elif low is not None:
+            rule = f"{metric} >= {low}"
+        else:
+            rule = f"{metric} < {high}" if high is not None else "any value"
+    return {"score": score, "low": low, "high": high, "rule": rule}
+
+
+def _nice(value: float) -> float | int:
+    """A cut point as shown: whole numbers without ``.0``; the tiny nudges that keep cut points ascending gone."""
+    rounded = round(value, 2)
+    return int(rounded) if rounded == int(rounded) else rounded

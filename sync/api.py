@@ -37,8 +37,8 @@ from .run import apply_saved, full_sync, guard_warnings, require_destinations
 from .settings import Settings
 from .store import connect_store
 
-__all__ = ["PlanResult", "PullSummary", "apply", "as_of_date", "existing_ledger", "plan", "pull", "run_sync",
-           "segments"]
+__all__ = ["PlanResult", "PullSummary", "apply", "as_of_date", "existing_ledger", "explain", "init_config", "plan",
+           "pull", "run_sync", "segments"]
 
 
 def as_of_date(cfg: Config, as_of: date | datetime | None = None) -> date:
@@ -139,3 +139,41 @@ def run_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: S
     return full_sync(cfg, ledger, settings, destinations=destinations, as_of=as_of_date(cfg, as_of), kind=kind,
                      allow_mass_change=allow_mass_change, full_refresh=full_refresh, reconcile=reconcile,
                      full_pull=full_pull, on_warnings=on_warnings)
+
+
+def explain(cfg: Config, who: str, as_of: date | datetime | None = None, *,
+            settings: Settings | None = None) -> dict:
+    """One customer (id, e-mail or phone) explained (``rfmsync explain``): orders, scores and their bands, the
+    rules tried, predictive fields, what the ledger says each destination holds. Unknown: DataError (exit 3).
+    Reads the ledger only when it exists; creates nothing."""
+    from .explain import explain as explain_customer
+    from .settings import load_settings
+
+    run = segments(cfg, as_of, predict=True, boundary=False, settings=settings)
+    try:
+        ledger = existing_ledger(cfg, settings or load_settings()) if cfg.destinations else None
+        try:
+            report = explain_customer(run, who, ledger)
+        finally:
+            if ledger is not None:
+                ledger.close()
+    finally:
+        run.close()
+    report["warnings"] = list(run.warnings)
+    return report
+
+
+def init_config(export_file: Path, output: Path, *, force: bool = False):
+    """Write a commented config guessed from an export (``rfmsync init``); returns the
+    :class:`connectors.guess.Guess`. An existing ``output`` is a ConfigError unless ``force``."""
+    from connectors.guess import guess, read_sample
+
+    from .errors import ConfigError
+    from .init_config import render_config
+
+    if output.exists() and not force:
+        raise ConfigError(f"{output} exists: rerun with --force to overwrite it")
+    g = guess(read_sample(export_file))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(render_config(g, output), encoding="utf-8")
+    return g

@@ -232,7 +232,8 @@ def stale_warning(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str, st
 
 
 def customers_relation(run: SegmentsRun) -> duckdb.DuckDBPyRelation:
-    """One row per customer: contact details, metrics, scores, segment (and predictions when computed)."""
+    """One row per customer: contact details, metrics, scores, segment, first and last name (and predictions
+    when computed)."""
     con = run.con
     cols = [c for c in BASE_COLUMNS if c not in ("email", "phone")]
     seg_cols = [r[0] for r in con.execute(f"DESCRIBE {run.result.table}").fetchall()]
@@ -243,6 +244,7 @@ def customers_relation(run: SegmentsRun) -> duckdb.DuckDBPyRelation:
     else:
         join_pred = ""
     select = ", ".join(["s.customer_id", "c.email", "c.phone"] + [f"s.{c}" for c in cols[1:]]
+                       + ["c.first_name", "c.last_name"]
                        + [f"{'p' if join_pred else 's'}.{c}" for c in pred])
     return con.sql(f"""
         SELECT {select}
@@ -269,7 +271,8 @@ def write_customers(run: SegmentsRun, path: str | Path) -> int:
         elif suffix == ".json":
             options = "FORMAT JSON, ARRAY true"
         else:
-            raise ConfigError(f"{path}: unsupported output format {suffix or '(none)'}; use .csv, .parquet or .json")
+            raise ConfigError(f"{path}: unsupported output format {suffix or '(none)'}; "
+                              f"use .csv, .parquet, .json or .xlsx")
         # COPY answers with the number of rows it wrote
         return run.con.execute(f"COPY (SELECT * FROM _customers_out) TO '{target}' ({options})").fetchall()[0][0]
     finally:

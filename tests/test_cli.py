@@ -108,7 +108,7 @@ def test_customers_file_gains_predictions_and_rules_can_use_them(shop, tmp_path)
     out = tmp_path / "c.parquet"
     run("segments", "--config", str(shop), "--as-of", AS_OF, "--customers", "-o", str(out))
     cols = [r[0] for r in duckdb.connect().execute(f"DESCRIBE SELECT * FROM read_parquet('{out}')").fetchall()]
-    assert cols[11:] == ["p_alive", "expected_purchases", "churn_risk", "clv", "next_order_date", "next_order_reason"]
+    assert cols[11:] == ["first_name", "last_name", "p_alive", "expected_purchases", "churn_risk", "clv", "next_order_date", "next_order_reason"]
     cfg = tmp_path / "rules.toml"
     cfg.write_text(shop.read_text(encoding="utf-8").replace(
         '[segmentation]\npreset = "tracks"',
@@ -140,7 +140,7 @@ def test_no_predict_writes_the_rfm_columns_alone(shop, tmp_path):
     run("segments", "--config", str(shop), "--as-of", AS_OF, "--customers", "--no-predict", "-o", str(out))
     header = out.read_text(encoding="utf-8").splitlines()[0].split(",")
     assert header == ["customer_id", "email", "phone", "recency_days", "frequency", "monetary", "r", "f", "m", "rfm",
-                      "segment"]
+                      "segment", "first_name", "last_name"]
     default = tmp_path / "d.csv"
     run("segments", "--config", str(shop), "--as-of", AS_OF, "--customers", "-o", str(default))
     rows = list(csv.DictReader(default.open(encoding="utf-8")))

@@ -214,6 +214,19 @@ def test_save_load_upsert_forget_and_revision(ledger: Ledger) -> None:
     assert ledger.state_revision("sendgrid") == 0
 
 
+def test_customer_states_are_one_customers_rows_in_every_destination(ledger: Ledger) -> None:
+    """``rfmsync explain``: what each destination holds for one customer, read by customer id."""
+    run_id = ledger.start_run("sync", "mailchimp")
+    ledger.save_states("mailchimp", run_id, [state("ann@x.io", "rfm:vip", "rfm:a", SEG="vip"), state("bob@x.io")])
+    ledger.save_states("sendgrid", run_id, [state("ann@x.io", "rfm-list", exists=False)])
+    got = ledger.customer_states("c-ann@x.io")
+    assert [(g["destination"], g["key"], g["tags"], g["fields"], g["in_destination"], g["run_id"]) for g in got] == [
+        ("mailchimp", "ann@x.io", ["rfm:a", "rfm:vip"], {"SEG": "vip"}, True, run_id),
+        ("sendgrid", "ann@x.io", ["rfm-list"], {}, False, run_id)]
+    assert all(g["pushed_at"].tzinfo is not None for g in got)
+    assert ledger.customer_states("c-nobody") == []
+
+
 def test_tags_and_fields_are_stored_as_sorted_json(tmp_path: Path) -> None:
     db = tmp_path / "l.db"
     with Ledger.connect(f"sqlite:///{db}") as led:

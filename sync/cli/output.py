@@ -156,6 +156,20 @@ def print_summary(run, title: str | None = None) -> None:
                                 " (see `rfmsync check`)."))
 
 
+def print_segment_customers(segment: str, rows: list[dict]) -> None:
+    """``segments --segment NAME``: that segment's customers, one line each."""
+    table = Table(title=f"{segment}: {len(rows)} customers shown")
+    for col, justify in (("Customer", "left"), ("Name", "left"), ("E-mail", "left"), ("Phone", "left"),
+                         ("RFM", "right"), ("Monetary", "right"), ("Last order", "left"), ("Churn risk", "left"),
+                         ("Next order", "left")):
+        table.add_column(col, justify=justify)
+    for r in rows:
+        table.add_row(r["customer_id"], r["name"] or "", r["email"] or "", r["phone"] or "",
+                      f"{r['r']}{r['f']}{r['m']}", _money(r["monetary"]), r["last_order"] or "",
+                      r["churn_risk"] or "", r["next_order_date"] or "")
+    out.print(table)
+
+
 def print_predict(report: dict) -> None:
     """``rfmsync predict``: the fitted parameters, fit quality and churn risk per segment."""
     from segmentation.fitnotes import beyond_horizon_line

@@ -12,7 +12,7 @@ import click
 from segmentation import PRESETS
 
 from .main import as_of_option, config_option, load
-from .output import err, print_predict, print_summary, print_warnings, status
+from .output import err, print_predict, print_segment_customers, print_summary, print_warnings, status
 
 
 @click.command()
@@ -20,33 +20,77 @@ from .output import err, print_predict, print_summary, print_warnings, status
 @as_of_option
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None, help="Override [segmentation] preset.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
-@click.option("--customers", is_flag=True, help="Write one row per customer to -o FILE (.csv, .parquet, .json).")
+@click.option("--customers", is_flag=True,
+              help="Write one row per customer to -o FILE (.csv, .parquet, .json, .xlsx; -o - writes CSV to stdout).")
+@click.option("--segment", "segment", default=None, metavar="NAME",
+              help="List the customers in this segment (id, name, e-mail, phone, r/f/m, monetary, last order, "
+                   "churn risk, next order date).")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+              help="--segment: how many customers to list.")
+@click.option("--sort", type=click.Choice(["monetary", "recency", "clv"]), default="monetary", show_default=True,
+              help="--segment: order by monetary (highest first), recency (most recent first) or clv.")
 @click.option("--predict/--no-predict", "with_predictions", default=None,
               help="--customers output has the predictive fields (p_alive, churn_risk, clv, ...) unless --no-predict, "
                    "which writes the RFM columns alone (much faster on a large shop) unless a segment rule uses one.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Output file.")
-def segments(config_path, as_of, preset, fmt, customers, with_predictions, output):
+def segments(config_path, as_of, preset, fmt, customers, segment, limit, sort, with_predictions, output):
     """Score every customer, assign segments and print the summary and the falling-asleep boundary
-    (with --customers: write one row per customer to -o FILE instead, without the boundary)."""
+    (with --customers: write one row per customer to -o FILE instead, without the boundary; with --segment NAME:
+    list that segment's customers)."""
     from .. import api
-    from ..pipeline import write_customers
 
     cfg = load(config_path)
     if customers and not output:
-        raise click.UsageError("--customers needs -o FILE (.csv, .parquet or .json)")
+        raise click.UsageError("--customers needs -o FILE (.csv, .parquet, .json or .xlsx) or -o - (CSV on stdout)")
+    if customers and segment:
+        raise click.UsageError("--customers and --segment are exclusive")
+    listing = customers or segment is not None
     with status("Reading orders and scoring customers…"):
-        # only the per-customer file shows the fields (a rule that uses one computes them in any case)
-        predict = customers and with_predictions is not False
-        run = api.segments(cfg, as_of, preset=preset, predict=predict, boundary=not customers)
+        # only the per-customer outputs show the fields (a rule that uses one computes them in any case)
+        predict = listing and with_predictions is not False
+        run = api.segments(cfg, as_of, preset=preset, predict=predict, boundary=not listing)
     print_warnings(run.warnings)
     try:
         if customers:
-            n = write_customers(run, output)
-            err.print(f"wrote {n} customers to {output}")
+            n = _write_customers(run, output)
+            err.print(f"wrote {n} customers to {'stdout' if output == '-' else output}")
+            return
+        if segment is not None:
+            _emit_segment(run, segment, limit, sort, fmt, output)
             return
         _emit_summary(run, fmt, output)
     finally:
         run.close()
+
+
+def _write_customers(run, output: str) -> int:
+    from ..pipeline import write_customers
+    from ..segment_list import write_customers_stdout, write_customers_xlsx
+
+    if output == "-":
+        return write_customers_stdout(run)
+    if Path(output).suffix.lower() == ".xlsx":
+        return write_customers_xlsx(run, output)
+    return write_customers(run, output)
+
+
+def _emit_segment(run, segment: str, limit: int, sort: str, fmt: str, output: str | None) -> None:
+    from ..segment_list import SEGMENT_COLUMNS, rows_csv, segment_customers
+
+    rows = segment_customers(run, segment, limit=limit, sort=sort)
+    if fmt == "table":
+        print_segment_customers(segment, rows)
+        return
+    if fmt == "json":
+        text = json.dumps({"segment": segment, "as_of": run.result.as_of.isoformat(), "sort": sort,
+                           "customers": rows, "warnings": list(run.warnings)},
+                          ensure_ascii=False, indent=2, default=str)
+    else:
+        text = rows_csv(rows, SEGMENT_COLUMNS)
+    if output and output != "-":
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        click.echo(text)
 
 
 def _emit_summary(run, fmt: str, output: str | None) -> None:

@@ -155,6 +155,7 @@ class Ledger:
     save_states = _Via("state", PushedStates.save_states)
     forget = _Via("state", PushedStates.forget)
     state_revision = _Via("state", PushedStates.state_revision)
+    customer_states = _Via("state", PushedStates.customer_states)
 
     start_run = _Via("runs", RunLog.start_run)
     finish_run = _Via("runs", RunLog.finish_run)

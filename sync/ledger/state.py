@@ -79,6 +79,17 @@ class PushedStates:
             state[key] = PushedState(key, customer_id, tag_set, _decode(fields), bool(present))
         return state
 
+    def customer_states(self, customer_id: str) -> list[dict[str, Any]]:
+        """What every destination holds for one customer (``rfmsync explain``): destination, key, tags (sorted),
+        fields, in_destination, pushed_at, run_id, by destination and key."""
+        t = pushed_state
+        query = select(t.c.destination, t.c.key, t.c.tags, t.c.fields, t.c.in_destination, t.c.pushed_at,
+                       t.c.run_id).where(t.c.customer_id == customer_id).order_by(t.c.destination, t.c.key)
+        with self._db.read() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [{**r, "tags": sorted(_decode(r["tags"])), "fields": _decode(r["fields"]),
+                 "in_destination": bool(r["in_destination"])} for r in rows]
+
     def save_states(self, destination: str, run_id: int | None, states: Iterable[PushedState]) -> int:
         """Upsert pushed state (by destination and key); bumps :meth:`state_revision`. Returns rows written."""
         now = self._db.clock()

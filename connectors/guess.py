@@ -1,0 +1,222 @@
+"""``rfmsync init``: read an export's header and a sample, and guess how to read it (pure of ``sync``).
+
+Encoding, delimiter, decimal mark and date format are detected with the file source's own helpers
+(:mod:`connectors.file_readers`, :mod:`connectors.normalize`, :mod:`connectors.diagnose`); the column mapping is
+guessed from header synonyms in Russian, Uzbek and English, or recognised as a built-in preset
+(:mod:`connectors.presets`). Every guess says whether it is certain (``detected``) or to be checked (``guessed``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from .diagnose import guess_format
+from .errors import BadFileError, ConfigError
+from .file_readers import detect_encoding, sniff_delimiter
+from .normalize import DATE_FORMATS, sniff_decimal
+from .presets import PRESETS
+
+SAMPLE_ROWS = 200
+
+#: canonical field → header synonyms (compared case-insensitively, spaces and punctuation ignored)
+SYNONYMS: dict[str, tuple[str, ...]] = {
+    "ordered_at": ("дата продажи", "дата", "дата чека", "дата заказа", "дата документа", "sana", "sotuv sanasi",
+                   "date", "order date", "sale date", "created at", "ordered at"),
+    "order_id": ("номер чека", "чек", "чек №", "номер продажи", "номер заказа", "номер", "chek raqami", "chek",
+                 "buyurtma raqami", "receipt", "receipt no", "receipt number", "order", "order id", "order no",
+                 "order number", "invoice"),
+    "customer": ("клиент", "покупатель", "контрагент", "mijoz", "xaridor", "customer", "client", "buyer"),
+    "customer_id": ("код клиента", "id клиента", "mijoz kodi", "mijoz id", "customer id", "client id"),
+    "amount": ("итого", "сумма", "чистые продажи", "сумма продажи", "jami", "summa", "total", "amount",
+               "order total", "net sales"),
+    "phone": ("телефон", "тел", "мобильный", "telefon", "tel", "phone", "mobile", "phone number"),
+    "email": ("e-mail", "email", "эл почта", "электронная почта", "почта", "elektron pochta", "mail"),
+    "marketing_consent": ("согласие на рассылку", "согласие", "подписка", "rozilik", "xabarnomaga rozilik",
+                          "consent", "marketing consent", "subscribed", "accepts marketing"),
+    "status": ("статус", "holat", "status"),
+    "discount": ("скидка", "chegirma", "discount"),
+    "currency": ("валюта", "valyuta", "currency"),
+    "first_name": ("имя", "ism", "first name"),
+    "last_name": ("фамилия", "familiya", "last name"),
+    "created_at": ("дата регистрации", "ro'yxatdan o'tgan sana", "registered", "signup date"),
+}
+
+#: phone country code → (phone_region, timezone) guessed from the sample's phones
+_COUNTRIES = (("998", "UZ", "Asia/Tashkent"), ("7", "RU", "Europe/Moscow"), ("1", "US", "America/New_York"))
+
+
+def _key(header: str) -> str:
+    return re.sub(r"[\s_.:;,/()#№-]+", " ", header.strip().casefold().replace("ё", "е")).strip()
+
+
+_SYNONYM_KEYS = {field_: {_key(s) for s in names} for field_, names in SYNONYMS.items()}
+
+
+@dataclass
+class Sample:
+    path: Path
+    kind: str  # csv, xlsx, parquet
+    headers: list[str]
+    rows: list[dict[str, str]]
+    encoding: str | None = None
+    delimiter: str | None = None
+
+
+@dataclass
+class Guess:
+    """What ``rfmsync init`` writes: ``settings`` (``[source]`` keys) and ``columns`` (field → header), each
+    with a note (``detected`` or ``guessed: check``)."""
+
+    sample: Sample
+    preset: str | None = None
+    settings: dict[str, tuple[object, str]] = field(default_factory=dict)
+    columns: dict[str, tuple[str, str]] = field(default_factory=dict)
+    unmapped: list[str] = field(default_factory=list)
+
+
+def read_sample(path: Path, rows: int = SAMPLE_ROWS) -> Sample:
+    """The header and the first ``rows`` rows (as text) of a CSV/TSV, XLSX or Parquet export."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".xlsx":
+        return _xlsx_sample(path, rows)
+    if suffix == ".parquet":
+        import duckdb
+
+        rel = duckdb.connect().sql(f"SELECT * FROM read_parquet('{str(path).replace(chr(39), chr(39) * 2)}') "
+                                   f"LIMIT {rows}")
+        values = rel.fetchall()
+        return Sample(path, "parquet", list(rel.columns),
+                      [{h: _text(v) for h, v in zip(rel.columns, r)} for r in values])
+    encoding = detect_encoding(path)
+    with open(path, encoding="utf-8-sig" if encoding == "utf-8" else encoding, errors="replace",
+              newline="") as f:
+        head = "".join(line for _, line in zip(range(rows + 1), f))
+    if not head.strip():
+        raise BadFileError(f"{path}: empty file")
+    delimiter = sniff_delimiter(path)  # the header line decides; its delimiters are ASCII in any encoding
+    reader = csv.reader(io.StringIO(head), delimiter=delimiter)
+    headers = [h.strip() for h in next(reader)]
+    data = [dict(zip(headers, r)) for r in reader if any(c.strip() for c in r)]
+    return Sample(path, "csv", headers, data, encoding, delimiter)
+
+
+def _xlsx_sample(path: Path, rows: int) -> Sample:
+    from openpyxl import load_workbook
+
+    try:
+        wb = load_workbook(path, read_only=True, data_only=True)
+    except Exception as e:  # a truncated or mis-named file: zip/XML errors
+        raise BadFileError(f"{path}: cannot read as XLSX ({type(e).__name__})") from None
+    try:
+        it = wb.active.iter_rows(values_only=True)
+        headers = [_text(h) or "" for h in next(it, ())]
+        data = [{h: _text(v) for h, v in zip(headers, r)} for _, r in zip(range(rows), it)]
+    finally:
+        wb.close()
+    return Sample(path, "xlsx", headers, data)
+
+
+def _text(v: object) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, datetime):
+        return v.strftime("%Y-%m-%d %H:%M:%S")
+    return str(v)
+
+
+def guess(sample: Sample) -> Guess:
+    """The preset or the column mapping, and the file's settings, from the header and the sample."""
+    g = Guess(sample)
+    if sample.kind == "csv":
+        g.settings["encoding"] = (sample.encoding, "detected")
+        g.settings["delimiter"] = ("tab" if sample.delimiter == "\t" else sample.delimiter, "detected")
+    g.preset = _preset(sample.headers)
+    if g.preset:
+        cols = {f: h for f, h in PRESETS[g.preset].items() if h in sample.headers}
+    else:
+        cols = _columns(sample)
+        g.columns = {f: (h, "guessed: check") for f, h in cols.items()}
+    mapped = set(cols.values())
+    g.unmapped = [h for h in sample.headers if h and h not in mapped]
+    if "ordered_at" not in cols or not ({"amount", "price"} & set(cols)):
+        missing = [n for n, ok in (("the order date", "ordered_at" in cols),
+                                   ("the order total", bool({"amount", "price"} & set(cols)))) if not ok]
+        raise ConfigError(f"{sample.path}: cannot tell which column is {' nor '.join(missing)} from the headers "
+                          f"{', '.join(repr(h) for h in sample.headers)}; map them under [source.columns] by hand "
+                          f"(docs/sources/files.md)")
+    _settings(g, cols)
+    return g
+
+
+def _preset(headers: list[str]) -> str | None:
+    """The built-in preset whose headers the file carries (its order date and total, and most of the rest)."""
+    have = set(headers)
+    best, share = None, 0.0
+    for name, cols in PRESETS.items():
+        needed = {cols["ordered_at"], cols.get("amount") or cols["price"], cols["order_id"]}
+        if not needed <= have:
+            continue
+        s = len(set(cols.values()) & have) / len(set(cols.values()))
+        if s > share:
+            best, share = name, s
+    return best if share >= 0.6 else None
+
+
+def _columns(sample: Sample) -> dict[str, str]:
+    """Field → header by synonyms, each header used once, the first synonym list that claims it wins."""
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    for f, keys in _SYNONYM_KEYS.items():
+        for h in sample.headers:
+            if h not in used and _key(h) in keys:
+                out[f], _ = h, used.add(h)
+                break
+    if "customer" in out:  # a code (C00401, 12345) is an id; words are a name
+        h = out.pop("customer")
+        values = [v.strip() for r in sample.rows if (v := r.get(h)) and v.strip()]
+        as_id = values and sum(1 for v in values if " " not in v and any(c.isdigit() for c in v)) > len(values) / 2
+        out.setdefault("customer_id" if as_id else "name", h)
+    return out
+
+
+def _settings(g: Guess, cols: dict[str, str]) -> None:
+    rows = g.sample.rows
+    amounts = [r.get(cols.get("amount") or cols.get("price")) for r in rows]
+    if g.sample.kind == "csv":
+        g.settings["decimal"] = (sniff_decimal(amounts), "guessed: check")
+    dates = [v for r in rows if (v := r.get(cols["ordered_at"])) and v.strip()]
+    if dates and not _reads_all(dates, DATE_FORMATS):
+        fmt = guess_format(dates)
+        if fmt:
+            g.settings["date_format"] = (fmt, "guessed: check")
+    phones = [re.sub(r"\D", "", v) for r in rows if (v := r.get(cols.get("phone", ""))) and v.strip()]
+    country = next(((region, tz) for code, region, tz in _COUNTRIES
+                    if phones and sum(p.startswith(code) for p in phones) > len(phones) / 2), None)
+    if country:
+        g.settings["timezone"] = (country[1], "guessed from the phones: check")
+        g.settings["phone_region"] = (country[0], "guessed from the phones: check")
+    else:
+        g.settings["timezone"] = ("UTC", "guessed: check (your shop's IANA time zone)")
+
+
+def _reads_all(values: list[str], formats) -> bool:
+    for v in values:
+        v = v.strip()
+        if not any(_parses(v, f) for f in formats) and not re.match(r"^\d{4}-\d\d-\d\d[T ]", v):
+            return False
+    return True
+
+
+def _parses(v: str, fmt: str) -> bool:
+    try:
+        datetime.strptime(v, fmt)
+        return True
+    except ValueError:
+        return False

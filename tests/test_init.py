@@ -1,0 +1,126 @@
+"""``rfmsync init EXPORT_FILE``: a config guessed from an export's header and sample, checked and segmented."""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import date
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from openpyxl import Workbook
+
+from sync.cli import main
+from sync.config import load_config
+from sync.demodata import generate_shop
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args, code=0):
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == code, result.output
+    return result
+
+
+def init(export, cfg, *args, code=0):
+    return run("init", str(export), "-o", str(cfg), *args, code=code)
+
+
+def source(cfg: Path) -> dict:
+    return tomllib.loads(cfg.read_text(encoding="utf-8"))["source"]
+
+
+def test_billz_export_is_recognised_checked_and_segmented(tmp_path):
+    cfg = tmp_path / "rfmsync.toml"
+    out = init(ROOT / "examples/billz/sales-report.csv", cfg).output
+    src = source(cfg)
+    assert src["preset"] == "billz" and "columns" not in src
+    assert src["delimiter"] == ";" and src["decimal"] == "," and src["encoding"] == "utf-8"
+    assert src["phone_region"] == "UZ" and src["timezone"] == "Asia/Tashkent"
+    assert Path(src["orders"]) == ROOT / "examples/billz/sales-report.csv"
+    text = cfg.read_text(encoding="utf-8")
+    assert 'decimal = ","' in text and "# guessed: check" in text and "Магазин, Продавец" in text
+    assert "source file: 658 orders" in out and "Best active" in out and "Total" in out
+    load_config(cfg)  # valid
+
+
+def test_demo_shop_export_columns_are_guessed(tmp_path):
+    shop = generate_shop(tmp_path / "shop", customers=120, seed=2, as_of=date(2025, 6, 30))
+    cfg = tmp_path / "guessed.toml"
+    out = init(shop.parent / "orders.csv", cfg).output
+    src = source(cfg)
+    assert "preset" not in src
+    # "Клиент" holds codes (C00401) in this export: a customer id, not a name
+    assert src["columns"] == {"ordered_at": "Дата", "order_id": "Чек №", "customer_id": "Клиент", "amount": "Сумма",
+                              "phone": "Телефон", "email": "E-mail", "status": "Статус", "discount": "Скидка"}
+    text = cfg.read_text(encoding="utf-8")
+    assert 'amount = "Сумма"' in text and text.count("# guessed: check") >= 9
+    assert "Best active" in out
+
+
+def test_uzbek_cp1251_and_english_tsv_and_xlsx(tmp_path):
+    uz = tmp_path / "savdo.csv"
+    uz.write_text("Sana;Chek raqami;Mijoz;Telefon;Jami;Rozilik\n"
+                  "05.06.2025 10:00;1;Aziz Karimov;+998901112233;120 000,50;ha\n"
+                  "06.06.2025 11:30;2;Aziz Karimov;+998901112233;80 000,00;ha\n"
+                  "07.06.2025 12:00;3;Olim Tursunov;+998935556677;45 000,00;yo'q\n", encoding="utf-8")
+    cfg = tmp_path / "uz.toml"
+    init(uz, cfg)
+    assert source(cfg)["columns"] == {"ordered_at": "Sana", "order_id": "Chek raqami", "name": "Mijoz",
+                                      "amount": "Jami", "phone": "Telefon", "marketing_consent": "Rozilik"}
+
+    ru = tmp_path / "продажи.csv"
+    ru.write_bytes("Дата продажи;Номер чека;Клиент;Телефон;Итого\n"
+                   "01.06.2025;10;Иван Петров;+79161234567;1500,00\n".encode("cp1251"))
+    init(ru, tmp_path / "ru.toml")
+    src = source(tmp_path / "ru.toml")
+    assert src["encoding"] == "cp1251" and src["phone_region"] == "RU" and src["decimal"] == ","
+    assert src["columns"]["ordered_at"] == "Дата продажи" and src["columns"]["amount"] == "Итого"
+
+    en = tmp_path / "orders.tsv"
+    en.write_text("Date\tReceipt\tCustomer\tEmail\tTotal\n"
+                  "06/15/2025 14:05\tR1\tAnn Lee\tann@example.com\t19.99\n"
+                  "06/16/2025 09:00\tR2\tBob Ray\tbob@example.com\t5.50\n", encoding="utf-8")
+    init(en, tmp_path / "en.toml")
+    src = source(tmp_path / "en.toml")
+    assert src["delimiter"] == "tab" and src["decimal"] == "." and src["date_format"] == "%m/%d/%Y %H:%M"
+    assert src["timezone"] == "UTC" and src["columns"]["order_id"] == "Receipt"
+
+    xlsx = tmp_path / "orders.xlsx"
+    wb = Workbook()
+    ws = wb.active
+    ws.append(["Order date", "Order ID", "Customer", "Phone", "Amount"])
+    ws.append(["2025-06-01 10:00", "A1", "Ann Lee", "+998901112233", 100.0])
+    wb.save(xlsx)
+    init(xlsx, tmp_path / "x.toml")
+    src = source(tmp_path / "x.toml")
+    assert "delimiter" not in src and src["columns"]["ordered_at"] == "Order date"
+
+
+def test_existing_config_is_kept_without_force(tmp_path):
+    cfg = tmp_path / "rfmsync.toml"
+    cfg.write_text("# mine\n", encoding="utf-8")
+    export = ROOT / "examples/billz/sales-report.csv"
+    result = init(export, cfg, code=2)
+    assert f"{cfg} exists: rerun with --force to overwrite it" in result.output
+    assert cfg.read_text(encoding="utf-8") == "# mine\n"
+    init(export, cfg, "--force")
+    assert source(cfg)["preset"] == "billz"
+
+
+def test_unguessable_headers_and_missing_file_are_exit_2(tmp_path):
+    odd = tmp_path / "odd.csv"
+    odd.write_text("foo;bar\n1;2\n", encoding="utf-8")
+    result = init(odd, tmp_path / "c.toml", code=2)
+    assert "cannot tell which column is the order date nor the order total" in result.output
+    assert "'foo', 'bar'" in result.output and not (tmp_path / "c.toml").exists()
+    assert "no such file" in init(tmp_path / "nope.csv", tmp_path / "c.toml", code=2).output
+
+
+@pytest.mark.parametrize("stdin", ["", "y\n"])
+def test_never_prompts(tmp_path, stdin):
+    cfg = tmp_path / "rfmsync.toml"
+    result = CliRunner().invoke(main, ["init", str(ROOT / "examples/billz/sales-report.csv"), "-o", str(cfg)],
+                                input=stdin, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
