@@ -98,24 +98,21 @@ def score_band(metric: str, score: int, cuts: list[float], levels: int) -> dict:
     cuts = [_nice(c) for c in cuts]
     if metric == "recency_days":  # score = levels - #(x > c)
         k = levels - score  # how many cut points x is above
-        low = cuts[k - 1] if k >= 1 else None
-        high = cuts[k] if k < len(cuts) else None
-        if low is not None and high is not None:
-            rule = f"{low} < {metric} <= {high}"
-        elif low is not None:
-            rule = f"{metric} > {low}"
-        else:
-            rule = f"{metric} <= {high}" if high is not None else "any value"
+        low, high, ops = (cuts[k - 1] if k >= 1 else None), (cuts[k] if k < len(cuts) else None), ("<", "<=")
     else:  # score = 1 + #(x >= c)
-        low = cuts[score - 2] if score >= 2 else None
-        high = cuts[score - 1] if score - 1 < len(cuts) else None
-        if low is not None and high is not None:
-            rule = f"{low} <= {metric} < {high}"
-        elif low is not None:
-            rule = f"{metric} >= {low}"
-        else:
-            rule = f"{metric} < {high}" if high is not None else "any value"
+        low, high = (cuts[score - 2] if score >= 2 else None), (cuts[score - 1] if score - 1 < len(cuts) else None)
+        ops = ("<=", "<")
+    rule = _band_rule(metric, low, high, *ops)
     return {"score": score, "low": low, "high": high, "rule": rule}
+
+
+def _band_rule(metric: str, low, high, low_op: str, high_op: str) -> str:
+    """``low <op> metric <op> high`` with open ends written as one comparison (``metric > low``)."""
+    if low is not None and high is not None:
+        return f"{low} {low_op} {metric} {high_op} {high}"
+    if low is not None:
+        return f"{metric} {'>' if low_op == '<' else '>='} {low}"
+    return f"{metric} {high_op} {high}" if high is not None else "any value"
 
 
 def _nice(value: float) -> float | int:
