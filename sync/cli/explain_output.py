@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .output import _money, out
+from .output import money, out
 
 
 def print_explain(report: dict) -> None:
@@ -12,15 +12,15 @@ def print_explain(report: dict) -> None:
               + "".join(f", {c[k]}" for k in ("email", "phone") if c.get(k))
               + (f" (consent: {c['marketing_consent']})" if c.get("marketing_consent") else ""))
     orders = report["orders"]
-    parts = [f"{v['orders']} {status} ({_money(v['amount'])})" for status, v in orders["by_status"].items()]
+    parts = [f"{v['orders']} {status} ({money(v['amount'])})" for status, v in orders["by_status"].items()]
     out.print(f"Orders up to {report['as_of']}: " + (", ".join(parts) or "none")
               + (f"; first {orders['first_order']}, last {orders['last_order']}" if orders["last_order"] else ""))
     if report["segment"] is None:
         out.print(f"Segment: none ({report['why']})")
     else:
         m, s = report["metrics"], report["scores"]
-        out.print(f"Recency {m['recency_days']} days, frequency {m['frequency']}, monetary {_money(m['monetary'])} "
-                  f"(avg check {_money(m['avg_check'])})")
+        out.print(f"Recency {m['recency_days']} days, frequency {m['frequency']}, monetary {money(m['monetary'])} "
+                  f"(avg check {money(m['avg_check'])})")
         out.print(f"Scores ({s['method']}, {s['levels']} levels; the ranges are the cut points of this run):")
         for letter in ("r", "f", "m"):
             b = s[letter]
@@ -53,5 +53,5 @@ def print_explain(report: dict) -> None:
 
 def _num(v):
     if isinstance(v, float):
-        return f"{v:.3g}" if abs(v) < 1000 else _money(v)
+        return f"{v:.3g}" if abs(v) < 1000 else money(v)
     return v

@@ -122,7 +122,7 @@ def print_warnings(lines: Iterable[str]) -> None:
         click.echo("warning: " + visible(" ".join(str(line).split("\n"))), err=True)
 
 
-def _money(x: float) -> str:
+def money(x: float) -> str:
     return f"{x:,.2f}".replace(",", " ")
 
 
@@ -137,7 +137,7 @@ def print_summary(run, title: str | None = None) -> None:
     for r in res.summary:
         style = "bold" if r["segment"] == "Total" else None
         table.add_row(r["segment"], f"{r['customers']:,}".replace(",", " "), f"{r['customers_pct']:.1f}",
-                      _money(r["revenue"]), f"{r['revenue_pct']:.1f}", _money(r["avg_check"]),
+                      money(r["revenue"]), f"{r['revenue_pct']:.1f}", money(r["avg_check"]),
                       f"{r['avg_repeat_purchases']:.2f}", style=style)
     out.print(table)
     b = res.boundary
@@ -165,7 +165,7 @@ def print_segment_customers(segment: str, rows: list[dict]) -> None:
         table.add_column(col, justify=justify)
     for r in rows:
         table.add_row(r["customer_id"], r["name"] or "", r["email"] or "", r["phone"] or "",
-                      f"{r['r']}{r['f']}{r['m']}", _money(r["monetary"]), r["last_order"] or "",
+                      f"{r['r']}{r['f']}{r['m']}", money(r["monetary"]), r["last_order"] or "",
                       r["churn_risk"] or "", r["next_order_date"] or "")
     out.print(table)
 
