@@ -1,6 +1,6 @@
 """One customer per person: identity resolution over customer ids, e-mails and phones, in DuckDB SQL.
 
-The rules (README "One customer per person"):
+The rules (docs/sources/files.md, "One customer per person"):
 
 1. rows with the same ``customer_id`` are one customer, and two different customer ids are never merged;
 2. a row without a ``customer_id`` joins the customer that has the same normalised e-mail or E.164 phone

@@ -1,7 +1,7 @@
 """Source registry used by the CLI: ``type`` name → (config model, factory).
 
 API factories are called as ``factory(config, secrets=None, *, retry=None, sleep=None, clock=None)``;
-``secrets=None`` reads the source's environment variables (see "CRM and shop connectors" in README.md).
+``secrets=None`` reads the source's environment variables (see docs/sources/common.md).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def build_source(section: Mapping[str, Any], *, base_dir: Path | None = None, se
     Raises ConfigError for an unknown type and pydantic's ValidationError for bad settings
     (the caller formats it with the config file's name).
     """
-    kind = section.get("type", "file")  # a [source] without type is a file source (README)
+    kind = section.get("type", "file")  # a [source] without type is a file source (docs/configuration.md)
     if kind not in SOURCES:
         raise ConfigError(f"[source] type must be one of {', '.join(sorted(SOURCES))}; got {kind!r}"
                           f"{did_you_mean(str(kind), SOURCES)}")

@@ -53,7 +53,7 @@ class HttpOverrides(BaseModel):
 
 
 class HttpConfig(BaseModel):
-    """``[http]``: timeouts and retry budgets of every ESP and CRM call (README "HTTP settings").
+    """``[http]``: timeouts and retry budgets of every ESP and CRM call (docs/sync.md, "HTTP settings").
 
     Precedence: ``RFMSYNC_HTTP_*`` environment variables > ``[destinations.http]`` > ``[http]`` > defaults."""
 
@@ -157,7 +157,7 @@ class ServeConfig(BaseModel):
 
 
 class GuardsConfig(BaseModel):
-    """``[guards]``: checks made before the first ESP write of a run (see README "Safety")."""
+    """``[guards]``: checks made before the first ESP write of a run (see docs/safety.md)."""
 
     model_config = ConfigDict(extra="forbid")
     min_orders: int = Field(default=1, ge=0)  # fewer valid orders stops the run

@@ -8,7 +8,7 @@
     ├── DestinationError       exit 4  an ESP refused or failed after retries
     │   └── DestinationConfigError     exit 2: audience missing, key rejected
     ├── PlanStaleError         exit 5  the ledger changed since the saved plan was made
-    ├── GuardRefusedError      exit 6  a guard refused the run before any ESP write (see README "Safety")
+    ├── GuardRefusedError      exit 6  a guard refused the run before any ESP write (see docs/safety.md)
     └── LockBusyError          exit 75 another sync of this destination is running (EX_TEMPFAIL)
 
 The other packages keep their own roots (they never import ``sync``); the CLI maps them too

@@ -1,4 +1,4 @@
-"""Guards: the checks made before the first ESP write of a run (README "Safety", ``[guards]``).
+"""Guards: the checks made before the first ESP write of a run (docs/safety.md, ``[guards]``).
 
 Pure functions over numbers, so each rule is a table test. Two kinds:
 

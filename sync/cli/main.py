@@ -24,7 +24,7 @@ log = logging.getLogger("rfmsync")
 config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
                              help="Config file (default: $RFMSYNC_CONFIG, else ./rfmsync.toml).")
 as_of_option = click.option("--as-of", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
-                            help="Compute as of this date (YYYY-MM-DD; default today).")
+                            help="Compute as of this date (YYYY-MM-DD; default: today in the config's timezone).")
 dest_option = click.option("--destination", "destinations", multiple=True, metavar="NAME",
                            help="Only this destination (repeatable; default: all).")
 

@@ -149,7 +149,7 @@ def sync_cmd(config_path, destinations, as_of, dry_run, full_refresh, reconcile,
     """Pull → segment → plan → guards → apply → record, for every (or the named) destination.
 
     A guard that trips stops the run before any ESP write: exit 6, one line per guard, the run recorded as
-    `refused` (see README "Safety")."""
+    `refused` (see docs/safety.md)."""
     from .. import api
     from ..run import require_destinations
 

@@ -90,7 +90,7 @@ class CrmWebhooks:
         kind, parser = self.kind, self.parser
         if not self.key:
             raise BadRequest(401, f"the {kind} webhook secret is not set on this server "
-                                  "(see 'CRM and shop connectors' in README.md)")
+                                  "(see docs/sources/common.md)")
         try:
             ok = parser.verify(headers, body, self.key, path_token)
         except Exception:  # a verifier must never turn garbage into a 500
