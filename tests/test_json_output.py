@@ -83,9 +83,18 @@ def test_apply_of_a_saved_plan(shop, mailchimp_fake, tmp_path):
 def test_pull_counts(shop):
     doc = run_json("pull", "--config", str(shop))
     assert doc["counts"]["orders"] == 865 and doc["counts"]["stored_orders"] == 865
-    assert doc["counts"]["bad_records"] == 6 and doc["source"] == "file"
+    assert doc["counts"]["bad_records"] == 6 and doc["source"] == {"type": "file"}
 
 
 def test_a_config_error_is_json_too(tmp_path):
     doc = run_json("check", "--config", str(tmp_path / "missing.toml"), code=2)
     assert "missing.toml" in doc["error"]
+
+
+@pytest.mark.parametrize("shell, marker", [("bash", "complete -o nosort -F _rfmsync_completion rfmsync"),
+                                           ("zsh", "#compdef rfmsync"), ("fish", "complete --no-files")])
+def test_shell_completion_scripts_as_documented(shell, marker):
+    docs = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert f"_RFMSYNC_COMPLETE={shell}_source rfmsync" in docs
+    result = CliRunner().invoke(main, [], env={"_RFMSYNC_COMPLETE": f"{shell}_source"}, prog_name="rfmsync")
+    assert result.exit_code == 0 and marker in result.stdout

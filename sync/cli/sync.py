@@ -57,7 +57,7 @@ def pull(config_path, source_name, full, fmt):
         ledger.close()
     result = pulled.result
     if doc is not None:
-        doc.update(source=kind, counts={"orders": result.orders, "contacts": result.contacts,
+        doc.update(source={"type": kind}, counts={"orders": result.orders, "contacts": result.contacts,
                                         "bad_records": result.bad_row_count, "stored_orders": pulled.stored_orders,
                                         "stored_contacts": pulled.stored_contacts})
         emit(doc)
