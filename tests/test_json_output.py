@@ -98,3 +98,12 @@ def test_shell_completion_scripts_as_documented(shell, marker):
     assert f"_RFMSYNC_COMPLETE={shell}_source rfmsync" in docs
     result = CliRunner().invoke(main, [], env={"_RFMSYNC_COMPLETE": f"{shell}_source"}, prog_name="rfmsync")
     assert result.exit_code == 0 and marker in result.stdout
+
+
+def test_demo(tmp_path):
+    doc = run_json("demo", "--workdir", str(tmp_path / "demo"), "--customers", "200")
+    assert doc["command"] == "demo" and doc["error"] is None
+    assert doc["segments"]["customers"] > 0 and doc["segments"]["segments"]
+    [plan] = doc["plans"]
+    assert plan["destination"] == "mailchimp-demo" and plan["totals"]["new"] > 0
+    assert Path(doc["report"]).is_file() and Path(doc["config"]).is_file()

@@ -1,4 +1,4 @@
-"""``--format json`` on ``check``, ``pull``, ``sync`` and ``apply``: one JSON object on stdout.
+"""``--format json`` on ``check``, ``pull``, ``sync``, ``apply`` and ``demo``: one JSON object on stdout.
 
 A command asked for JSON starts its document with :func:`start` (kept on the click context), fills it as it
 goes (counts, warnings, per destination results) and prints it last with :func:`emit`. When the command fails,
