@@ -74,9 +74,9 @@ def _demo_planned(cfg, run) -> list:
 
 
 def _print_demo_plan(cfg, run) -> None:
-    planned = _demo_planned(cfg, run)
-    if planned:
-        print_plans([p.plan for p in planned], out, title="Dry-run plan (sample Mailchimp mapping, empty ledger)")
+    if cfg.destinations:
+        print_plans([p.plan for p in _demo_planned(cfg, run)], out,
+                    title="Dry-run plan (sample Mailchimp mapping, empty ledger)")
 
 
 def _demo_plans(cfg, run) -> list[dict]:
