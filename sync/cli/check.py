@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ..errors import ConfigError, DataError
+from .json_output import emit, format_option, start
 from .main import config_option, load
 from .output import out, status
 
@@ -14,7 +15,8 @@ from .output import out, status
 @click.option("--limit", default=50, show_default=True, help="Bad rows to list.")
 @click.option("--strict", is_flag=True, help="Exit 3 when any row is bad.")
 @click.option("--offline", is_flag=True, help="Do not contact the ESPs: skip the destination checks.")
-def check(config_path, limit, strict, offline):
+@format_option
+def check(config_path, limit, strict, offline, fmt):
     """Validate the config and the source (files or CRM credentials); list bad rows; check each destination
     read-only (credentials accepted, audience/account reachable; exit 2 when not)."""
     import duckdb
@@ -24,61 +26,88 @@ def check(config_path, limit, strict, offline):
     from ..guards import check_source_lines
     from ..pipeline import configured_source
 
+    doc = start(fmt, "check")
+    say = out.print if doc is None else (lambda *a, **k: None)  # JSON: the document only, printed last
     cfg = load(config_path)
     source = configured_source(cfg)
-    out.print(f"config {cfg.path}: ok")
+    say(f"config {cfg.path}: ok")
     account = source.check()  # an API source names its account; a file export is checked by reading it
+    if doc is not None:
+        doc.update(config=str(cfg.path), source={"type": cfg.source.get("type", "file")}, destinations=[])
     if account is not None:
-        out.print(f"source {cfg.source.get('type')}: {account}")
-        _check_destinations(cfg, offline)
+        say(f"source {cfg.source.get('type')}: {account}")
+        if doc is not None:
+            doc["source"]["account"] = str(account)
+        _check_destinations(cfg, offline, say, doc)
+        _done(doc)
         return
     con = duckdb.connect()
     create_tables(con)
     with status("Reading the source…"):
         result = source.pull(con, None)
-    out.print(f"source {cfg.source.get('type', 'file')}: {result.orders} orders, {result.contacts} contacts, "
-              f"{result.bad_row_count} bad rows")
+    say(f"source {cfg.source.get('type', 'file')}: {result.orders} orders, {result.contacts} contacts, "
+        f"{result.bad_row_count} bad rows")
     if result.identity is not None:
-        out.print(f"  {result.identity}", highlight=False, markup=False)
+        say(f"  {result.identity}", highlight=False, markup=False)
     for bad in result.bad_rows[:limit]:
-        out.print(f"  {bad}", highlight=False, markup=False)
+        say(f"  {bad}", highlight=False, markup=False)
     if result.bad_row_count > limit:
-        out.print(f"  … and {result.bad_row_count - limit} more")
-    _check_destinations(cfg, offline)
+        say(f"  … and {result.bad_row_count - limit} more")
+    if doc is not None:
+        doc["counts"] = {"orders": result.orders, "contacts": result.contacts, "bad_rows": result.bad_row_count}
+        doc["bad_rows"] = [str(bad) for bad in result.bad_rows[:limit]]
+        if result.identity is not None:
+            doc["source"]["identity"] = str(result.identity)
+    _check_destinations(cfg, offline, say, doc)
     if strict and result.bad_row_count:
         raise DataError(f"{result.bad_row_count} bad rows")
     guard_lines = check_source_lines(cfg.guards, result.orders, result.bad_row_count)
     if guard_lines:  # a sync would be refused: stop `check && sync` here
+        if doc is not None:
+            doc["guards"] = guard_lines
         raise DataError("\n".join(guard_lines))
+    _done(doc)
 
 
-def _check_destinations(cfg, offline: bool) -> None:
+def _done(doc) -> None:
+    if doc is not None:
+        emit(doc)
+
+
+def _check_destinations(cfg, offline: bool, say=out.print, doc=None) -> None:
     """One read-only line per destination (``Destination.check``); no writes. Exit 2 when credentials are
     rejected or the audience is missing, 4 when an ESP cannot be reached."""
     from ..destinations.registry import make_destination
     from ..errors import DestinationConfigError, DestinationError
     from ..settings import load_settings
 
+    def result(dest, status: str, message: str) -> None:
+        say(f"destination {dest.name} ({dest.type}): {message}", markup=False, highlight=False)
+        if doc is not None:
+            doc["destinations"].append({"destination": dest.name, "type": dest.type, "status": status,
+                                        "message": message})
+
     if offline:
         if cfg.destinations:
-            out.print("destinations: not checked (--offline)")
+            say("destinations: not checked (--offline)")
+            if doc is not None:
+                doc["destinations"] = [{"destination": d.name, "type": d.type, "status": "not checked",
+                                        "message": "--offline"} for d in cfg.destinations]
         return
     settings, rejected, unreachable = load_settings(), [], []
     for dest in cfg.destinations:
-        label = f"destination {dest.name} ({dest.type})"
         try:
             client = make_destination(dest, settings, required=False)
             if client is None:
-                out.print(f"{label}: not checked, {dest.spec.key_env} is not set", markup=False,
-                          highlight=False)
+                result(dest, "not checked", f"not checked, {dest.spec.key_env} is not set")
                 continue
-            out.print(f"{label}: {client.check()}", markup=False, highlight=False)
+            result(dest, "ok", str(client.check()))
         except DestinationConfigError as exc:
             rejected.append(dest.name)
-            out.print(f"{label}: {exc}", markup=False, highlight=False)
+            result(dest, "rejected", str(exc))
         except DestinationError as exc:
             unreachable.append(dest.name)
-            out.print(f"{label}: not reachable: {exc}", markup=False, highlight=False)
+            result(dest, "not reachable", f"not reachable: {exc}")
     if rejected:
         raise ConfigError(f"destination check failed: {', '.join(rejected)} (credentials or audience)")
     if unreachable:

@@ -17,6 +17,7 @@ from connectors.errors import ConnectorError
 from segmentation import SegmentationError
 
 from ..errors import INTERNAL_EXIT, ConfigError, DataError, RfmsyncError
+from .json_output import emit_error
 from .output import err, print_error
 
 log = logging.getLogger("rfmsync")
@@ -49,6 +50,10 @@ class RfmsyncGroup(click.Group):
         except Exception as exc:  # the one place errors become exit codes
             verbose = (ctx.obj or {}).get("verbose", 0)
             code = exit_code(exc)
+            try:
+                emit_error(ctx, code, _message(exc), exc)  # --format json: the document, with the error
+            except Exception:
+                pass
             try:
                 if verbose:
                     traceback.print_exc()

@@ -11,6 +11,7 @@ import click
 from rich.table import Table
 
 from ..errors import ConfigError, DestinationError
+from .json_output import emit, format_option, report_dict, start
 from .main import as_of_option, config_option, dest_option, load
 from .output import out, print_plans, print_warnings
 
@@ -35,12 +36,14 @@ def _open_ledger(cfg, settings):
 @config_option
 @click.option("--source", "source_name", default=None, help="The source to pull (the [source] type).")
 @click.option("--full", is_flag=True, help="Ignore the saved cursor and pull everything again.")
-def pull(config_path, source_name, full):
+@format_option
+def pull(config_path, source_name, full, fmt):
     """Pull contacts and orders into the local order store (incremental), without syncing."""
     from rich.progress import Progress
 
     from .. import api
 
+    doc = start(fmt, "pull")
     cfg, settings = _ctx(config_path)
     kind = cfg.source.get("type", "file")
     if source_name and source_name != kind:
@@ -53,6 +56,12 @@ def pull(config_path, source_name, full):
     finally:
         ledger.close()
     result = pulled.result
+    if doc is not None:
+        doc.update(source={"type": kind}, counts={"orders": result.orders, "contacts": result.contacts,
+                                        "bad_records": result.bad_row_count, "stored_orders": pulled.stored_orders,
+                                        "stored_contacts": pulled.stored_contacts})
+        emit(doc)
+        return
     out.print(f"pulled {result.orders} orders and {result.contacts} contacts from {kind} "
               f"({result.bad_row_count} bad records); the store now holds {pulled.stored_orders} orders and "
               f"{pulled.stored_contacts} contacts")
@@ -100,8 +109,9 @@ def plan(config_path, destinations, as_of, fmt, output, full_refresh):
 @click.command()
 @config_option
 @mass_change_option
+@format_option
 @click.argument("plan_file", type=click.Path(exists=True, dir_okay=False))
-def apply(config_path, allow_mass_change, plan_file):
+def apply(config_path, allow_mass_change, fmt, plan_file):
     """Apply exactly a saved plan (refused if the ledger changed since it was made, exit 5).
 
     The guards are checked again first (exit 6): the data guards on the counts saved in the plan, the plan
@@ -110,6 +120,7 @@ def apply(config_path, allow_mass_change, plan_file):
     from ..plan_file import load_plan_file
     from ..run import require_destinations
 
+    doc = start(fmt, "apply")
     cfg, settings = _ctx(config_path)
     require_destinations(cfg)
     saved = load_plan_file(plan_file)
@@ -118,11 +129,26 @@ def apply(config_path, allow_mass_change, plan_file):
         reports = api.apply(cfg, saved, ledger, settings, allow_mass_change=allow_mass_change)
     finally:
         ledger.close()
-    _report(reports)
+    _report(reports, doc)
 
 
-def _report(reports) -> None:
-    failed = 0
+def _report(reports, doc=None) -> None:
+    """One line per destination (table) or ``destinations`` in the JSON document, printed last (after the
+    error, when operations failed: exit 4)."""
+    failed = sum(r.counts.get("failed", 0) for r in reports)
+    if doc is not None:
+        doc["destinations"] = [report_dict(r) for r in reports]
+        doc["counts"] = {k: sum(r.counts.get(k, 0) for r in reports) for k in ("planned", "ok", "failed", "skipped")}
+    else:
+        _print_reports(reports)
+    if failed:
+        raise DestinationError(f"{failed} operations failed; they are recorded (`rfmsync failures`) and retried "
+                               f"by the next run")
+    if doc is not None:
+        emit(doc)
+
+
+def _print_reports(reports) -> None:
     for r in reports:
         c = r.counts
         out.print(f"{r.destination}: run {r.run_id} {r.status} — {c.get('planned', 0)} changes, {c.get('ok', 0)} "
@@ -130,10 +156,6 @@ def _report(reports) -> None:
                   f"{c.get('skipped', 0)} skipped")
         for e in r.errors[:5]:
             out.print(f"  {e}", markup=False, highlight=False)
-        failed += c.get("failed", 0)
-    if failed:
-        raise DestinationError(f"{failed} operations failed; they are recorded (`rfmsync failures`) and retried "
-                               f"by the next run")
 
 
 @click.command(name="sync")
@@ -145,7 +167,8 @@ def _report(reports) -> None:
 @click.option("--reconcile", is_flag=True, help="Read managed tags/lists from the ESP and repair drift.")
 @click.option("--full", "full_pull", is_flag=True, help="Pull the whole history, ignoring the source cursor.")
 @mass_change_option
-def sync_cmd(config_path, destinations, as_of, dry_run, full_refresh, reconcile, full_pull, allow_mass_change):
+@format_option
+def sync_cmd(config_path, destinations, as_of, dry_run, full_refresh, reconcile, full_pull, allow_mass_change, fmt):
     """Pull → segment → plan → guards → apply → record, for every (or the named) destination.
 
     A guard that trips stops the run before any ESP write: exit 6, one line per guard, the run recorded as
@@ -153,20 +176,27 @@ def sync_cmd(config_path, destinations, as_of, dry_run, full_refresh, reconcile,
     from .. import api
     from ..run import require_destinations
 
+    doc = start(fmt, "sync")
     cfg, settings = _ctx(config_path)
     require_destinations(cfg)
     if dry_run:
         result = _dry_run(cfg, settings, destinations, as_of, full_refresh=full_refresh, reconcile=reconcile)
-        _emit_plans(result, "table", None)
+        _emit_plans(result, fmt, None)
         return
+
+    def on_warnings(lines):
+        print_warnings(lines)  # stderr in every format
+        if doc is not None:
+            doc["warnings"].extend(lines)
+
     ledger = _open_ledger(cfg, settings)
     try:
         reports = api.run_sync(cfg, ledger, settings, destinations=destinations, as_of=as_of,
                                allow_mass_change=allow_mass_change, full_refresh=full_refresh, reconcile=reconcile,
-                               full_pull=full_pull, on_warnings=print_warnings)
+                               full_pull=full_pull, on_warnings=on_warnings)
     finally:
         ledger.close()
-    _report(reports)
+    _report(reports, doc)
 
 
 @click.command()
