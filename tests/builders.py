@@ -45,3 +45,14 @@ def segments_of(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[str, str]]:
     """customer_id → (rfm, segment) from the last run."""
     return {cid: (rfm, seg) for cid, rfm, seg in
             con.execute("SELECT customer_id, rfm, segment FROM customer_segments").fetchall()}
+
+
+def run_cli(*args: str, code: int = 0):
+    """``rfmsync ARGS`` through click's runner; asserts the exit code (the output is the message)."""
+    from click.testing import CliRunner
+
+    from sync.cli import main
+
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == code, result.output
+    return result

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from click.testing import CliRunner
 
-from sync.cli import main
 from sync.demodata import generate_shop
+from tests.builders import run_cli as run
 from sync.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,10 +24,6 @@ def shop(tmp_path_factory):
     return generate_shop(tmp_path_factory.mktemp("shop"), customers=400, seed=5, as_of=date.fromisoformat(AS_OF))
 
 
-def run(*args, code=0):
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    assert result.exit_code == code, result.output
-    return result
 
 
 def test_segments_json_has_the_public_keys(shop):

@@ -10,12 +10,12 @@ from zoneinfo import ZoneInfo
 
 import click
 import pytest
-from click.testing import CliRunner
 
 from sync import api
 from sync.cli import main
 from sync.config import load_config
 from sync.demodata import generate_shop
+from tests.builders import run_cli as run
 
 AS_OF = "2025-06-30"
 # UTC+14 and UTC-11: 25 hours apart, so whatever the machine's zone and the hour, at least one of them is on
@@ -23,10 +23,6 @@ AS_OF = "2025-06-30"
 FAR_ZONES = ("Pacific/Kiritimati", "Pacific/Pago_Pago")
 
 
-def run(*args, code=0):
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    assert result.exit_code == code, result.output
-    return result
 
 
 def _commands(group: click.Group, prefix=()):

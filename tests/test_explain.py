@@ -13,6 +13,7 @@ from openpyxl import load_workbook
 
 from sync.cli import main
 from sync.demodata import generate_shop
+from tests.builders import run_cli as run
 
 AS_OF = "2025-06-30"
 
@@ -22,10 +23,6 @@ def shop(tmp_path_factory):
     return generate_shop(tmp_path_factory.mktemp("shop"), customers=300, seed=7, as_of=date.fromisoformat(AS_OF))
 
 
-def run(*args, code=0):
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    assert result.exit_code == code, result.output
-    return result
 
 
 def seg(shop, *args, code=0):

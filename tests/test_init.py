@@ -13,14 +13,11 @@ from openpyxl import Workbook
 from sync.cli import main
 from sync.config import load_config
 from sync.demodata import generate_shop
+from tests.builders import run_cli as run
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(*args, code=0):
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    assert result.exit_code == code, result.output
-    return result
 
 
 def init(export, cfg, *args, code=0):
