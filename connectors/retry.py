@@ -5,12 +5,18 @@ as mapped by each client), honouring the server's ``retry_after`` (capped), othe
 exponential backoff with full jitter. Stops on attempts *and* on a deadline, re-raises
 the last error. ``sleep`` is injectable so tests assert waits without sleeping.
 
+Two optional hooks tell a progress display what happens (the CLI wires them in
+``sync.config.HttpConfig.retry_policy``; this package knows nothing of the display): ``on_attempt()``
+before every call made, ``on_wait(RetryWait)`` before every wait. A :class:`RetryWait` names the vendor,
+the status or error kind, the seconds and the attempt to come; never a URL or a secret.
+
 Only wrap idempotent calls: a POST that creates something must not be retried blindly.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -24,6 +30,34 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class RetryWait:
+    """One wait before a retry: ``Mailchimp 429: waiting 12 s, attempt 3/6`` (:meth:`line`)."""
+
+    vendor: str  # "Mailchimp", "SendGrid", "RetailCRM" (the first word of the call's description)
+    reason: str  # the HTTP status ("429", "503") or the error kind ("timeout", "connection error", "error")
+    seconds: float
+    attempt: int  # the attempt that comes after the wait
+    attempts: int  # the most this policy makes
+
+    def line(self) -> str:
+        return (f"{self.vendor} {self.reason}: waiting {math.ceil(self.seconds)} s, "
+                f"attempt {self.attempt}/{self.attempts}")
+
+
+def wait_reason(exc: BaseException | None) -> str:
+    """What a retried error was, in a word or a status: never its message (which may name a URL)."""
+    status = getattr(exc, "status", None)
+    if isinstance(status, int) and status >= 400:
+        return str(status)
+    text = str(exc).lower()
+    if "timed out" in text or "timeout" in text:
+        return "timeout"
+    if "connect" in text:
+        return "connection error"
+    return "error"
+
+
 @dataclass
 class RetryPolicy:
     attempts: int = 6
@@ -34,6 +68,10 @@ class RetryPolicy:
     timeout: float | None = None
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random = field(default_factory=random.Random)
+    #: called before every call made (a progress display counts calls); None: nobody listens
+    on_attempt: Callable[[], None] | None = None
+    #: called before every wait with what it is waiting for (a progress display says so); None: nobody listens
+    on_wait: Callable[[RetryWait], None] | None = None
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -43,21 +81,27 @@ class RetryPolicy:
         ceiling = min(self.max_wait, self.base * 2 ** (state.attempt_number - 1))
         return self.rng.uniform(ceiling / 2, ceiling)
 
-    def call(self, fn: Callable[[], T], *, what: str = "call") -> T:
+    def call(self, fn: Callable[[], T], *, what: str = "call", vendor: str | None = None) -> T:
         """Run ``fn`` with retries on TransientError; other errors pass straight through. When it gives up
         after more than one attempt, the last TransientError (same type and attributes) says how many
-        attempts were made: "...; gave up after 6 attempts"."""
+        attempts were made: "...; gave up after 6 attempts". ``vendor`` labels the waits told to
+        ``on_wait`` (default: the first word of ``what``)."""
         attempts = 0
 
         def counted() -> T:
             nonlocal attempts
             attempts += 1
+            if self.on_attempt is not None:
+                self.on_attempt()
             return fn()
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             log.info("retrying %s after %s (attempt %d, waiting %.1fs)", what, exc,
                      state.attempt_number, state.upcoming_sleep)
+            if self.on_wait is not None:
+                self.on_wait(RetryWait(vendor or what.split(" ", 1)[0], wait_reason(exc), state.upcoming_sleep,
+                                       state.attempt_number + 1, self.attempts))
 
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(TransientError),

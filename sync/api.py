@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 
 from connectors.source import Progress, PullResult
 
+from . import progress as steps
 from .config import Config
 from .engine import ApplyReport
 from .ingest import pull_to_store, run_stats
@@ -114,8 +115,9 @@ def plan(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: Seque
         stats = run_stats(run)
         names = [d.name for d in selected_destinations(cfg, destinations)]
         warnings = [*run.warnings, *guard_warnings(cfg, ledger, stats, names)]
-        planned = plan_all(cfg, run, ledger, settings, destinations=destinations, full_refresh=full_refresh,
-                           reconcile=reconcile, remote=remote)
+        with steps.step("planning"):
+            planned = plan_all(cfg, run, ledger, settings, destinations=destinations, full_refresh=full_refresh,
+                               reconcile=reconcile, remote=remote)
     finally:
         run.close()
     return PlanResult(day, planned, warnings, {**stats.counts(), "rows": stats.rows})

@@ -75,13 +75,17 @@ class HttpConfig(BaseModel):
             raise ConfigError(format_validation_error(exc, None, prefix="http")) from None
 
     def retry_policy(self, sleep: Any = None):
-        """The :class:`connectors.retry.RetryPolicy` these settings describe (``sleep`` injectable)."""
+        """The :class:`connectors.retry.RetryPolicy` these settings describe (``sleep`` injectable); its calls
+        and waits are told to the progress display (:mod:`sync.progress`)."""
         from connectors.retry import RetryPolicy
+
+        from . import progress
 
         budget = self.max_attempts * (self.timeout_seconds + self.max_wait_seconds)
         extra = {"sleep": sleep} if sleep is not None else {}
         return RetryPolicy(attempts=self.max_attempts, max_wait=self.max_wait_seconds, timeout=self.timeout_seconds,
-                           deadline=max(120.0, budget), **extra)
+                           deadline=max(120.0, budget), on_attempt=progress.api_call, on_wait=progress.retry_wait,
+                           **extra)
 
 
 def http_settings(base: HttpConfig, overrides: HttpOverrides | None = None,

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from . import progress
 from .destinations.base import Destination
 from .errors import LockBusyError
 from .ledger import Ledger, Locks, owner_process_gone
@@ -74,9 +75,11 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
             return ApplyReport(plan.destination, run_id, "succeeded", counts)
         state = ledger.load_state(plan.destination)
         by_key = {c.key: c for c in plan.changes}
+        tally = progress.ContactTally(plan.changes)  # contacts done / total on the progress display
 
         def on_results(results: Sequence[ItemResult]) -> None:
             results = list(results)
+            tally(results)
             touched = apply_results_to_state(state, by_key, results)
             if touched:
                 ledger.save_states(plan.destination, run_id, [state[k] for k in touched])

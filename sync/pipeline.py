@@ -22,6 +22,7 @@ from connectors.source import PullResult, Source
 from connectors.tables import TABLES
 from segmentation import SegmentationConfig, SegmentationResult, run_segmentation
 
+from . import progress as steps
 from .config import Config, DestinationConfig, format_validation_error
 from .errors import ConfigError
 from .planning.values import PREDICTIVE_VALUES
@@ -74,13 +75,26 @@ def pull_into(con: duckdb.DuckDBPyConnection, source: Source, cursor: str | None
 
     ``before_merge`` sees the staged pull first and may raise to leave the store untouched (the guards)."""
     try:
-        result = source.pull(con, cursor, progress=progress)
+        with steps.step("reading files" if source.name == "file" else f"pulling {source.name}") as advance:
+            result = source.pull(con, cursor, progress=_both(progress, advance))
     except SourceConfigError as exc:
         raise ConfigError(str(exc)) from None
     if before_merge is not None:
         before_merge(result)
     merge_staged(con, result, max_identity_group=source.max_identity_group)
     return result
+
+
+def _both(first: Callable[[int], None] | None, second: Callable[[int], None]) -> Callable[[int], None]:
+    """A caller's page callback and the progress step's, both told each page."""
+    if first is None:
+        return second
+
+    def both(n: int) -> None:
+        first(n)
+        second(n)
+
+    return both
 
 
 @dataclass
@@ -169,7 +183,8 @@ def load_file_export(con: duckdb.DuckDBPyConnection, cfg: Config, settings: Sett
     # No automatic checkpoints: on an in-memory database a checkpoint compresses every table, the 10 M read rows
     # included (about 0.6 s each time a statement's log crosses the threshold), for a connection thrown away.
     con.execute("SET checkpoint_threshold = '1TB'")
-    pull = configured_source(cfg, settings).pull(con, None, in_place=True)  # type: ignore[call-arg]
+    with steps.step("reading files"):
+        pull = configured_source(cfg, settings).pull(con, None, in_place=True)  # type: ignore[call-arg]
     con.execute("SET preserve_insertion_order = false")  # the rest is grouped and sorted anyway
     extra = _webhook_rows(con, store_path(cfg))
     for name in TABLES:
@@ -206,9 +221,11 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
         pcfg = cfg.predict_config()
         if not holdout:  # the holdout refit is a fit-quality report for `rfmsync predict`, not needed to sync
             pcfg = pcfg.model_copy(update={"holdout_days": 0})
-        report = predict_customers(con, as_of, pcfg, timezone=cfg.timezone)
+        with steps.step("predicting"):
+            report = predict_customers(con, as_of, pcfg, timezone=cfg.timezone)
         extra = "customer_predictions"
-    result = run_segmentation(con, seg_cfg, as_of, cfg.timezone, extra_fields=extra, with_boundary=boundary)
+    with steps.step("segmenting"):
+        result = run_segmentation(con, seg_cfg, as_of, cfg.timezone, extra_fields=extra, with_boundary=boundary)
     warnings = [w for w in [stale_warning(con, as_of, cfg.timezone, cfg.guards.stale_days)] if w]
     warnings += list(report.warnings) if report is not None else []
     return SegmentsRun(con=con, result=result, pull=pull, config=cfg, predictions=report, warnings=warnings)

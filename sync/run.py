@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from connectors.errors import BadFileError
 
+from . import progress as steps
 from .config import Config
 from .destinations.registry import make_destination
 from .engine import ApplyReport, execute_plan
@@ -94,8 +95,9 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
         try:
             stats = run_stats(run)
             lines = data_lines(cfg.guards, stats) + customer_drop_lines(cfg, ledger, stats, names)
-            planned = plan_all(cfg, run, ledger, settings, destinations=destinations, full_refresh=full_refresh,
-                               reconcile=reconcile, remote=True, require_remote=True)
+            with steps.step("planning"):
+                planned = plan_all(cfg, run, ledger, settings, destinations=destinations, full_refresh=full_refresh,
+                                   reconcile=reconcile, remote=True, require_remote=True)
             warnings = [*run.warnings, *(f"{p.plan.destination}: {w}" for p in planned for w in p.plan.warnings
                                          if not w.startswith("guard "))]
         finally:
@@ -110,9 +112,15 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
         lines += _plan_guard_lines(planned)
     if lines:
         raise refuse(ledger, kind, names, lines, stats.counts())
-    return [execute_plan(p.plan, p.client, ledger, kind=kind, data=stats.counts(),
-                         replan=_guarded_replan(p, ledger, kind, allow_mass_change, stats))
+    return [_execute(p.plan, p.client, ledger, kind=kind, data=stats.counts(),
+                     replan=_guarded_replan(p, ledger, kind, allow_mass_change, stats))
             for p in planned]
+
+
+def _execute(plan: Plan, client: Any, ledger: Ledger, **options: Any) -> ApplyReport:
+    """:func:`execute_plan` under a progress step (contacts done / total, calls, retries waiting)."""
+    with steps.step(f"applying {plan.destination}", total=len(plan.changes)):
+        return execute_plan(plan, client, ledger, **options)
 
 
 def _guarded_replan(planned: PlannedDestination, ledger: Ledger, kind: str, allow_mass_change: bool,
@@ -153,8 +161,8 @@ def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Se
     reports = []
     for plan in plans:
         client = make_destination(cfg.destination(plan.destination), settings, required=True)
-        reports.append(execute_plan(plan, client, ledger, kind="apply", data=counts,
-                                    replan=lambda plan=plan: _raise_stale(plan, ledger)))
+        reports.append(_execute(plan, client, ledger, kind="apply", data=counts,
+                                replan=lambda plan=plan: _raise_stale(plan, ledger)))
     return reports
 
 

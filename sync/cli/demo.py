@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from .json_output import emit, format_option, start
-from .output import out, print_plans, print_summary, print_warnings
+from .output import out, print_plans, print_summary, print_warnings, status
 
 
 @click.command()
@@ -25,7 +25,8 @@ def demo(workdir, customers, seed, fmt):
     from ..demodata import generate_shop
 
     doc = start(fmt, "demo")
-    path = generate_shop(Path(workdir), customers=customers, seed=seed)
+    with status("building the sample shop"):
+        path = generate_shop(Path(workdir), customers=customers, seed=seed)
     cfg = load_config(path)
     run = api.segments(cfg, _demo_as_of(cfg))
     print_warnings(run.warnings)
@@ -68,7 +69,8 @@ def _demo_planned(cfg, run) -> list:
         return []
     ledger = Ledger.connect("sqlite://")
     try:
-        return plan_all(cfg, run, ledger, load_settings(), remote=False)
+        with status("planning"):
+            return plan_all(cfg, run, ledger, load_settings(), remote=False)
     finally:
         ledger.close()
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .main import load
-from .output import err, out
+from .output import info, out
 
 
 @click.command()
@@ -27,7 +27,7 @@ def init(ctx, export_file, output, force):
 
     g = api.init_config(export_file, output, force=force)
     how = f"preset {g.preset}" if g.preset else f"{len(g.columns)} columns guessed"
-    err.print(f"wrote {output} ({how}); check the lines marked 'guessed: check'")
+    info(f"wrote {output} ({how}); check the lines marked 'guessed: check'")
     load(str(output))  # the written config validates
     ctx.invoke(check, config_path=str(output), limit=10, strict=False, offline=True)
     out.print()

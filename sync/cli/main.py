@@ -73,14 +73,39 @@ def _message(exc: BaseException) -> str:
         return type(exc).__name__
 
 
+def _quiet(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``--quiet`` after a command (``rfmsync sync --quiet``) is the same as before it."""
+    if value:
+        display = (ctx.find_root().obj or {}).get("display")
+        if display is not None:
+            display.quiet = True
+
+
+QUIET_HELP = ("No progress bars, retry-wait lines or info lines; the output, errors and warnings stay "
+              "(progress shows only when stderr is a terminal anyway).")
+#: added to every command (sync/cli/__init__.py), hidden: documented once, with the group's option
+quiet_param = click.Option(["-q", "--quiet"], is_flag=True, expose_value=False, is_eager=True, hidden=True,
+                           callback=_quiet, help=QUIET_HELP)
+
+
 @click.group(cls=RfmsyncGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More output; -v shows tracebacks, -vv debug logs.")
+@click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)
 @click.version_option(package_name="rfmsync")
 @click.pass_context
-def main(ctx: click.Context, verbose: int) -> None:
-    """rfmsync: RFM customer segments from your orders, kept in sync with your email platform."""
+def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """rfmsync: RFM customer segments from your orders, kept in sync with your email platform.
+
+    Progress bars show on stderr while a step runs, when stderr is a terminal; -q/--quiet (before or after
+    the command) turns them off."""
+    from ..progress import reporting
+    from .progress import cli_display
+
     ctx.ensure_object(dict)
     ctx.obj["verbose"] = verbose
+    display = ctx.obj["display"] = cli_display(quiet)
+    ctx.with_resource(reporting(display))
+    ctx.call_on_close(display.close)
     if verbose:
         logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.INFO,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")

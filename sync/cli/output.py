@@ -76,12 +76,22 @@ def print_error(kind: str, msg: str) -> None:
 
 @contextmanager
 def status(message: str):
-    """A spinner on stderr while a slow step runs (terminals only)."""
-    if sys.stdout.isatty():
-        with err.status(message):
-            yield
-    else:
+    """A spinner on stderr while a slow step runs (when stderr is a terminal and not ``--quiet``; see
+    :mod:`.progress`); the steps inside it show their own bars under it."""
+    from ..progress import step
+
+    with step(message):
         yield
+
+
+def info(message: str) -> None:
+    """An info line on stderr (``wrote 1200 customers to out.csv``); ``--quiet`` leaves it out."""
+    ctx = click.get_current_context(silent=True)
+    display = (ctx.find_root().obj or {}).get("display") if ctx is not None else None
+    if display is not None:
+        display.info(message)
+    else:
+        err.print(visible(message), markup=False, highlight=False)
 
 
 def print_plans(plans: Sequence[Plan], console, title: str = "Plan (dry run: nothing was written)") -> None:

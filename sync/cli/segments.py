@@ -12,7 +12,7 @@ import click
 from segmentation import PRESETS
 
 from .main import as_of_option, config_option, load
-from .output import err, print_predict, print_segment_customers, print_summary, print_warnings, status
+from .output import info, print_predict, print_segment_customers, print_summary, print_warnings, status
 
 
 @click.command()
@@ -53,7 +53,7 @@ def segments(config_path, as_of, preset, fmt, customers, segment, limit, sort, w
     try:
         if customers:
             n = _write_customers(run, output)
-            err.print(f"wrote {n} customers to {'stdout' if output == '-' else output}")
+            info(f"wrote {n} customers to {'stdout' if output == '-' else output}")
             return
         if segment is not None:
             _emit_segment(run, segment, limit, sort, fmt, output)

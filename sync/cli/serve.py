@@ -8,6 +8,7 @@ import sys
 import click
 
 from .main import config_option
+from .output import info
 
 #: How the server starts its worker process: this command, run with ``--no-http --parent-pipe``.
 CHILD_COMMAND = (sys.executable, "-m", "sync.cli", "serve")
@@ -42,10 +43,10 @@ def serve(config_path, host, port, worker, schedule, http, worker_process, paren
     opts = ServeOptions(host=host, port=port, worker=worker, schedule=schedule, http=http,
                         worker_process=worker_process, parent_pipe=parent_pipe)
     died = run_serve(cfg, settings, opts, child_command=CHILD_COMMAND,
-                     announce=lambda line: click.echo(line, err=True))
+                     announce=info)
     if died is not None:
         raise click.ClickException(f"the worker process exited unexpectedly (code {died}); see the log above")
-    click.echo("rfmsync serve: stopped", err=True)
+    info("rfmsync serve: stopped")
 
 
 COMMANDS = [serve]

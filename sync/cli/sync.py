@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
@@ -39,8 +38,6 @@ def _open_ledger(cfg, settings):
 @format_option
 def pull(config_path, source_name, full, fmt):
     """Pull contacts and orders into the local order store (incremental), without syncing."""
-    from rich.progress import Progress
-
     from .. import api
 
     doc = start(fmt, "pull")
@@ -50,9 +47,7 @@ def pull(config_path, source_name, full, fmt):
         raise ConfigError(f"unknown source {source_name!r}: this config's source is {kind!r}")
     ledger = _open_ledger(cfg, settings)
     try:
-        with Progress(disable=not sys.stdout.isatty(), transient=True) as bar:
-            task = bar.add_task(f"pulling {kind}", total=None)
-            pulled = api.pull(cfg, ledger, settings, full=full, progress=lambda n: bar.update(task, advance=n))
+        pulled = api.pull(cfg, ledger, settings, full=full)  # a bar per page on a terminal (sync.progress)
     finally:
         ledger.close()
     result = pulled.result

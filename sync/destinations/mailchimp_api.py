@@ -185,7 +185,7 @@ class MailchimpApi:
             return payload
 
         try:
-            return self._retry.call(once, what=f"mailchimp {what}")
+            return self._retry.call(once, what=f"mailchimp {what}", vendor="Mailchimp")
         except TransientError as exc:
             raise DestinationError(f"Mailchimp {what} (audience {self.audience!r}) still failing: "
                                    f"{exc}", status=exc.status, body=exc.body, retry_after=exc.retry_after) from None
