@@ -79,6 +79,7 @@ class Display:
             if bar in self._open:
                 self._open.remove(bar)
             if self._live is not None:
+                self._live.refresh()  # the step's last state is drawn once, however fast it was
                 self._live.remove_task(bar.task)
                 if not self._open:
                     self._live.stop()
@@ -110,6 +111,8 @@ class _Bar:
     def waiting(self, wait: RetryWait) -> None:
         self.wait = wait.line()
         self._show()
+        if self.display._live is not None:
+            self.display._live.refresh()  # shown at once: the next call clears it
 
     def _show(self, advance: int = 0) -> None:
         parts = [f"{self.done}/{self.total}" if self.total is not None else (str(self.done) if self.done else "")]
