@@ -35,6 +35,7 @@ def serve(config_path, host, port, worker, schedule, http, worker_process, paren
     Also serves GET /healthz, GET /runs, GET /metrics (Prometheus) and the OpenAPI document (/openapi.json).
     """
     from ..config import load_config
+    from ..progress import SILENT, reporting
     from ..serve.supervise import ServeOptions, run_serve
     from ..settings import load_settings
 
@@ -42,8 +43,8 @@ def serve(config_path, host, port, worker, schedule, http, worker_process, paren
     settings = load_settings()
     opts = ServeOptions(host=host, port=port, worker=worker, schedule=schedule, http=http,
                         worker_process=worker_process, parent_pipe=parent_pipe)
-    died = run_serve(cfg, settings, opts, child_command=CHILD_COMMAND,
-                     announce=info)
+    with reporting(SILENT):  # no bars from background syncs: a server's stderr is its log (retries logged at INFO)
+        died = run_serve(cfg, settings, opts, child_command=CHILD_COMMAND, announce=info)
     if died is not None:
         raise click.ClickException(f"the worker process exited unexpectedly (code {died}); see the log above")
     info("rfmsync serve: stopped")
