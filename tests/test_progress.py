@@ -18,6 +18,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+import responses
 from rich.console import Console
 
 from connectors.errors import TransientError
@@ -103,6 +104,28 @@ def test_a_pull_advances_by_pages_and_steps_nest():
                 progress.advance(2)
     shown = buf.getvalue()
     assert "pulling retailcrm" in shown and "150" in shown and "1 calls" in shown and "2/2" in shown
+
+
+def test_a_crm_pull_shows_its_records_and_calls(tmp_path, monkeypatch):
+    from tests.test_cli_pull import seeded
+    from tests.test_retailcrm import BASE, KEY
+
+    monkeypatch.setenv("RETAILCRM_URL", BASE)
+    monkeypatch.setenv("RETAILCRM_API_KEY", KEY)
+    (tmp_path / "rfmsync.toml").write_text('[source]\ntype = "retailcrm"\npage_size = 20\n', encoding="utf-8")
+    cfg, settings, buf = load_config(tmp_path / "rfmsync.toml"), load_settings(), io.StringIO()
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        seeded(rsps)
+        ledger = open_ledger(cfg, settings)
+        try:
+            with progress.reporting(Display(terminal(buf))):
+                pulled = api.pull(cfg, ledger, settings)
+        finally:
+            ledger.close()
+    shown = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", buf.getvalue())
+    records = pulled.result.orders + pulled.result.contacts
+    assert records == 4 and re.search(rf"pulling retailcrm .* {records}  \d+ calls", shown), shown
+    assert KEY not in shown
 
 
 def test_outside_a_cli_nobody_listens(small_shop, capsys):
