@@ -75,7 +75,8 @@ def pull_into(con: duckdb.DuckDBPyConnection, source: Source, cursor: str | None
 
     ``before_merge`` sees the staged pull first and may raise to leave the store untouched (the guards)."""
     try:
-        with steps.step("reading files" if source.name == "file" else f"pulling {source.name}") as advance:
+        with steps.step("reading files" if source.name == "file" else f"pulling {source.name}",
+                        unit="records") as advance:
             result = source.pull(con, cursor, progress=_both(progress, advance))
     except SourceConfigError as exc:
         raise ConfigError(str(exc)) from None

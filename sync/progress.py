@@ -37,13 +37,13 @@ class Step(Protocol):
 class Reporter(Protocol):
     """Whoever shows progress: starts steps, hears the retry waits."""
 
-    def start(self, label: str, total: int | None = None) -> Step: ...
+    def start(self, label: str, total: int | None = None, unit: str = "") -> Step: ...
 
     def retry_wait(self, wait: RetryWait) -> None: ...
 
 
 class _Silent:
-    def start(self, label: str, total: int | None = None) -> Step:
+    def start(self, label: str, total: int | None = None, unit: str = "") -> Step:
         return self
 
     def update(self, done: int = 0, *, total: int | None = None, calls: int = 0) -> None:
@@ -76,9 +76,10 @@ def reporting(reporter: Reporter) -> Iterator[Reporter]:
 
 
 @contextmanager
-def step(label: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
-    """A step while the block runs; yields its ``advance(n)`` (a :data:`connectors.source.Progress`)."""
-    handle = _reporter.start(label, total)
+def step(label: str, total: int | None = None, unit: str = "") -> Iterator[Callable[[int], None]]:
+    """A step while the block runs (``unit``: what it counts, "contacts"); yields its ``advance(n)`` (a
+    :data:`connectors.source.Progress`)."""
+    handle = _reporter.start(label, total, unit)
     with _lock:
         _steps.append(handle)
     try:

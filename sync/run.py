@@ -119,7 +119,7 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
 
 def _execute(plan: Plan, client: Any, ledger: Ledger, **options: Any) -> ApplyReport:
     """:func:`execute_plan` under a progress step (contacts done / total, calls, retries waiting)."""
-    with steps.step(f"applying {plan.destination}", total=len(plan.changes)):
+    with steps.step(f"applying {plan.destination}", total=len(plan.changes), unit="contacts"):
         return execute_plan(plan, client, ledger, **options)
 
 

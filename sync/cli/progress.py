@@ -45,7 +45,7 @@ class Display:
     def bars(self) -> bool:
         return self._bars and not self.quiet
 
-    def start(self, label: str, total: int | None = None) -> Step:
+    def start(self, label: str, total: int | None = None, unit: str = "") -> Step:
         if not self.bars:
             return _NO_BAR
         with self._lock:
@@ -55,7 +55,7 @@ class Display:
                                       TimeElapsedColumn(), console=self.console, transient=True,
                                       redirect_stdout=False, redirect_stderr=True)
                 self._live.start()
-            bar = _Bar(self, self._live.add_task(visible(label), total=total, info=""), total)
+            bar = _Bar(self, self._live.add_task(visible(label), total=total, info=""), total, unit)
             self._open.append(bar)
             return bar
 
@@ -95,8 +95,8 @@ class Display:
 
 
 class _Bar:
-    def __init__(self, display: Display, task: TaskID, total: int | None) -> None:
-        self.display, self.task = display, task
+    def __init__(self, display: Display, task: TaskID, total: int | None, unit: str) -> None:
+        self.display, self.task, self.unit = display, task, unit
         self.done, self.total, self.calls, self.wait = 0, total, 0, ""
 
     def update(self, done: int = 0, *, total: int | None = None, calls: int = 0) -> None:
@@ -115,8 +115,8 @@ class _Bar:
             self.display._live.refresh()  # shown at once: the next call clears it
 
     def _show(self, advance: int = 0) -> None:
-        parts = [f"{self.done}/{self.total}" if self.total is not None else (str(self.done) if self.done else "")]
-        parts += [f"{self.calls} calls" if self.calls else "", self.wait]
+        count = f"{self.done}/{self.total}" if self.total is not None else (str(self.done) if self.done else "")
+        parts = [f"{count} {self.unit}".strip() if count else "", f"{self.calls} calls" if self.calls else "", self.wait]
         live = self.display._live
         if live is not None:
             options: dict[str, Any] = {"total": self.total} if self.total is not None else {}
