@@ -116,7 +116,8 @@ class _Bar:
 
     def _show(self, advance: int = 0) -> None:
         count = f"{self.done}/{self.total}" if self.total is not None else (str(self.done) if self.done else "")
-        parts = [f"{count} {self.unit}".strip() if count else "", f"{self.calls} calls" if self.calls else "", self.wait]
+        calls = f"{self.calls} calls" if self.calls else ""
+        parts = [f"{count} {self.unit}".strip() if count else "", calls, self.wait]
         live = self.display._live
         if live is not None:
             options: dict[str, Any] = {"total": self.total} if self.total is not None else {}
