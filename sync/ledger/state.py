@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime
-from typing import Any, Iterable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol
 
 from sqlalchemy import delete, select
 from sqlalchemy.dialects import sqlite as sqlite_dialect
@@ -20,6 +20,9 @@ from ..model import PushedState
 from .db import LedgerDB, chunks
 from .schema import pushed_state, state_revisions
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 log = logging.getLogger(__name__)
 
 _STATE_UPDATE_COLUMNS = ("customer_id", "tags", "fields", "in_destination", "pushed_at", "run_id")
@@ -29,6 +32,8 @@ class StateReader(Protocol):
     """Reads the pushed state of a destination and its revision (planning)."""
 
     def load_state(self, destination: str) -> dict[str, PushedState]: ...
+
+    def state_table(self, destination: str) -> "pa.Table": ...
 
     def state_revision(self, destination: str) -> int: ...
 
@@ -78,6 +83,15 @@ class PushedStates:
                 tag_set = tag_sets[tags] = frozenset(_decode(tags))
             state[key] = PushedState(key, customer_id, tag_set, _decode(fields), bool(present))
         return state
+
+    def state_table(self, destination: str) -> "pa.Table":
+        """Everything last pushed to ``destination`` in one bulk read, as an Arrow table (key, customer_id,
+        tags and fields as their stored JSON text, in_destination) for the columnar planner: SQLite in one
+        SELECT fetched in chunks, PostgreSQL through ``COPY ... TO STDOUT``."""
+        with self._db.read() as conn:
+            if conn.dialect.name == "postgresql":
+                return _copy_state_pg(conn, destination)
+            return _select_state(conn, destination)
 
     def customer_states(self, customer_id: str) -> list[dict[str, Any]]:
         """What every destination holds for one customer (``rfmsync explain``): destination, key, tags (sorted),
@@ -140,6 +154,56 @@ class PushedStates:
         conn.execute(ins.on_conflict_do_update(
             index_elements=[state_revisions.c.destination],
             set_={"revision": state_revisions.c.revision + 1}))
+
+
+_STATE_COLUMNS = ("key", "customer_id", "tags", "fields", "in_destination")
+
+
+def _state_schema() -> "pa.Schema":
+    import pyarrow as pa
+
+    return pa.schema([("key", pa.string()), ("customer_id", pa.string()), ("tags", pa.string()),
+                      ("fields", pa.string()), ("in_destination", pa.bool_())])
+
+
+def _select_state(conn: Connection, destination: str) -> "pa.Table":
+    import pyarrow as pa
+
+    schema = _state_schema()
+    cursor = conn.exec_driver_sql(
+        f"SELECT {', '.join(_STATE_COLUMNS)} FROM pushed_state WHERE destination = ?", (destination,))
+    batches = []
+    while rows := cursor.fetchmany(100_000):
+        columns = list(zip(*rows))
+        arrays = [pa.array(col, type=f.type) for col, f in zip(columns[:4], schema)]
+        arrays.append(pa.array(columns[4]).cast(pa.bool_()))  # SQLite stores booleans as 0/1
+        batches.append(pa.record_batch(arrays, schema=schema))
+    return pa.Table.from_batches(batches, schema=schema)
+
+
+def _copy_state_pg(conn: Connection, destination: str) -> "pa.Table":
+    import io
+
+    import pyarrow as pa
+    from pyarrow import csv
+
+    raw = conn.connection.driver_connection
+    buf = io.BytesIO()
+    with raw.cursor() as cur, cur.copy(
+            f"COPY (SELECT {', '.join(_STATE_COLUMNS)} FROM pushed_state WHERE destination = %s) "
+            "TO STDOUT (FORMAT csv)", (destination,)) as copy:
+        for block in copy:
+            buf.write(block)
+    schema = _state_schema()
+    if not buf.tell():
+        return schema.empty_table()
+    buf.seek(0)
+    return csv.read_csv(buf, read_options=csv.ReadOptions(column_names=list(_STATE_COLUMNS)),
+                        parse_options=csv.ParseOptions(newlines_in_values=True),
+                        convert_options=csv.ConvertOptions(
+                            column_types=dict(zip(schema.names, schema.types)), null_values=[""],
+                            strings_can_be_null=True, quoted_strings_can_be_null=False,
+                            true_values=["t"], false_values=["f"])).cast(pa.schema(schema))
 
 
 # Bulk paths: pushed_at is the one typed value and the same on every row, so it is
