@@ -44,12 +44,23 @@ class CustomerRows:
 
 
 def stage_segments(con: duckdb.DuckDBPyConnection, segments_table: str) -> CustomerRows:
-    """Each segmented customer with an address (``segments_table`` joined to ``contacts``), by value."""
-    return _stage(con, f"""
+    """Each segmented customer with an address (``segments_table`` joined to ``contacts``), by value.
+
+    The rows are streamed (Arrow) into a private in-memory DuckDB, so the plan can be made again (a sync that
+    waited for a destination's lock re-plans) after the run's own connection is closed."""
+    private = duckdb.connect()
+    timezone = con.execute("SELECT current_setting('TimeZone')").fetchall()[0][0]
+    private.execute(f"SET TimeZone = '{timezone}'")  # timestamps become the same local dates
+    reader = con.sql(f"""
         SELECT row_number() OVER (ORDER BY s.monetary DESC, s.customer_id) AS _rn,
                s.*, c.email, c.phone, c.marketing_consent
         FROM {segments_table} s JOIN contacts c USING (customer_id)
-        WHERE c.email IS NOT NULL AND trim(c.email) <> ''""")
+        WHERE c.email IS NOT NULL AND trim(c.email) <> ''""").to_arrow_reader(100_000)
+    private.register("_plan_source", reader)
+    try:
+        return _stage(private, "SELECT * FROM _plan_source")
+    finally:
+        private.unregister("_plan_source")
 
 
 def stage_dicts(rows: Iterable[Mapping[str, Any]], con: duckdb.DuckDBPyConnection | None = None) -> CustomerRows:
