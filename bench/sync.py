@@ -1,7 +1,8 @@
 """Sync benchmark: plan times, write calls and apply throughput of a sync against each ESP fake.
 
 For every destination type in ``tests.fakes.registry.DESTINATIONS`` (the contract battery's registry) the fake
-runs in this process on 127.0.0.1 (``--latency-ms``: it answers every call after that long, like a remote ESP),
+runs on 127.0.0.1 in a process of its own, as a remote ESP would (``--latency-ms``: it answers every call after
+that long),
 and the engine is driven directly, the way ``rfmsync sync`` does it:
 
 1. a synthetic segments table in DuckDB (``--contacts`` customers, all with marketing consent and a valid
@@ -91,6 +92,80 @@ def change_segments(con, fraction: float) -> int:
     con.execute(f"CREATE OR REPLACE TEMP TABLE moved AS SELECT customer_id FROM {SEGMENT_TABLE} WHERE {picked}")
     con.execute(f"UPDATE {SEGMENT_TABLE} SET segment = {nxt} WHERE customer_id IN (SELECT customer_id FROM moved)")
     return con.execute("SELECT count(*) FROM moved").fetchall()[0][0]
+
+
+# --------------------------------------------------------------------------- the fake, in its own process
+class RemoteFake:
+    """A destination's fake served by a child process (``--serve-fake``), as a remote ESP would be: its work
+    does not share rfmsync's interpreter. Counting questions go over the child's stdin/stdout as JSON lines;
+    the pure parts of the harness (config, minimum writes) run here."""
+
+    def __init__(self, kind: str, latency_ms: float) -> None:
+        import subprocess
+
+        from tests.fakes.registry import DESTINATIONS
+
+        self.local = DESTINATIONS[kind]()  # never started: config and the theoretical minimum only
+        self._proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve-fake", kind,
+                                       "--latency-ms", str(latency_ms)], cwd=str(ROOT), text=True,
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._env = self._ask(None)["env"]
+
+    def _ask(self, op: dict[str, Any] | None) -> Any:
+        import json
+
+        if op is not None:
+            self._proc.stdin.write(json.dumps(op) + "\n")
+            self._proc.stdin.flush()
+        line = self._proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"the fake's process ended (exit {self._proc.wait()})")
+        return json.loads(line)
+
+    def env(self) -> dict[str, str]:
+        return self._env
+
+    def destination(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return self.local.destination(*args, **kwargs)
+
+    @property
+    def write_calls(self) -> int:
+        return self._ask({"op": "write_calls"})
+
+    def setup_writes(self, managed, fields) -> int:
+        return self._ask({"op": "setup_writes", "managed": list(managed), "fields": dict(fields)})
+
+    def minimum_writes(self, changes, batch_size=None) -> dict[str, int]:
+        return self.local.minimum_writes(changes, batch_size)
+
+    def __enter__(self) -> "RemoteFake":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._proc.stdin.close()
+        self._proc.wait(30)
+
+
+def serve_fake(kind: str, latency_ms: float) -> None:
+    """Child side of :class:`RemoteFake`."""
+    import json
+
+    from tests.fakes.registry import DESTINATIONS
+
+    harness = DESTINATIONS[kind]()
+    if latency_ms:
+        if not hasattr(harness.fake, "latency"):
+            raise SystemExit(f"--latency-ms: the {kind} fake cannot delay its answers")
+        harness.fake.latency = latency_ms / 1000
+    with harness:
+        print(json.dumps({"env": harness.env()}), flush=True)
+        for line in sys.stdin:
+            op = json.loads(line)
+            if op["op"] == "write_calls":
+                answer: Any = harness.write_calls
+            else:
+                answer = harness.setup_writes(op["managed"], op["fields"])
+            print(json.dumps(answer), flush=True)
 
 
 # --------------------------------------------------------------------------- the ledger, timed
@@ -187,11 +262,7 @@ def bench_destination(kind: str, contacts: int, change: float, workdir: Path, *,
     child = run_child([sys.executable, str(Path(__file__).resolve()), "--child-full-plan", kind,
                        "--contacts", str(contacts), "--ledger-url", url], cwd=str(ROOT))
     con = synthetic_store(contacts)
-    with DESTINATIONS[kind]() as harness:
-        if latency_ms:
-            if not hasattr(harness.fake, "latency"):
-                raise SystemExit(f"--latency-ms: the {kind} fake cannot delay its answers")
-            harness.fake.latency = latency_ms / 1000
+    with RemoteFake(kind, latency_ms) as harness:
         env = {k.lower(): v for k, v in harness.env().items()}
         settings = load_settings(**env, rfmsync_http_concurrency=connections or 10)
         cfg, dest = bench_config(harness, kind)
@@ -304,7 +375,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ledger-url", default=None,
                         help="ledger database (default: a SQLite file in a temporary folder)")
     parser.add_argument("--child-full-plan", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-fake", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve_fake:
+        serve_fake(args.serve_fake, args.latency_ms)
+        return 0
     contacts = parse_size(args.contacts)
     if args.child_full_plan:
         full_plan_child(args.child_full_plan, contacts, args.ledger_url)
