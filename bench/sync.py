@@ -214,13 +214,16 @@ def sync_once(harness, cfg, dest, con, ledger, settings) -> dict[str, Any]:
     minimum = setup + sum(per_kind.values())
     before = harness.write_calls
     timed = TimedLedger(ledger)
+    cpu = time.process_time()
     report = execute_plan(plan, client, timed, kind="bench")
     done = time.perf_counter()
+    cpu = time.process_time() - cpu
     calls = harness.write_calls - before
     return {"changes": len(plan.changes), "status": report.status, "failed": report.counts.get("failed", 0),
             "calls": calls, "minimum": minimum, "kinds": per_kind, "setup": setup,
             "ratio": calls / minimum if minimum else (1.0 if not calls else float("inf")),
-            "plan_s": planned - started, "apply_s": done - planned, "ledger_s": timed.seconds,
+            "plan_s": planned - started, "apply_s": done - planned, "ledger_s": timed.seconds, "apply_cpu_s": cpu,
+            "ledger_wait_s": report.ledger_wait_seconds,
             "connections": getattr(client, "max_connections", None)}
 
 
@@ -326,7 +329,9 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
                          f"{human_bytes(child['peak_rss'])} ({child['changes']} changes)")
         if r["changes"]:
             lines.append(f"{where}: ledger {r['ledger_s']:.2f} s of the {r['apply_s']:.1f} s apply "
-                         f"({r['ledger_s'] / r['apply_s']:.1%})")
+                         f"({r['ledger_s'] / r['apply_s']:.1%}; written off the calls' path, the apply waited "
+                         f"{r['ledger_wait_s']:.2f} s for it at the end); rfmsync's process used "
+                         f"{r['apply_cpu_s']:.1f} CPU s")
         if latency and r["changes"]:
             best = ideal(r, latency)
             lines.append(f"{where}: apply {r['changes'] / r['apply_s']:,.0f} contacts/s; ideal "
