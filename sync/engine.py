@@ -1,7 +1,8 @@
 """Apply: execute one destination's plan under its ledger lock, recording each call's outcome as it completes.
 
-Every item's outcome is folded into the ledger as its API call completes, so a failed item stays pending (the
-next run plans it again) and a process killed mid-run resumes without repeating completed calls. A second run
+Every item's outcome is folded into the ledger as its API call completes (group-committed by a writer thread,
+:mod:`sync.outcomes`, so the calls never wait for the ledger), so a failed item stays pending (the next run plans
+it again) and a process killed mid-run resumes without repeating the calls whose outcomes were committed. A second run
 with no data change plans nothing and makes zero write calls.
 
 Planning is :mod:`sync.planning`, the ESP clients :mod:`sync.destinations`; the full sync that strings
@@ -20,6 +21,7 @@ from .destinations.base import Destination
 from .errors import LockBusyError
 from .ledger import Ledger, Locks, owner_process_gone
 from .model import ItemResult
+from .outcomes import OutcomeWriter
 from .planning.plan import Plan, apply_results_to_state
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,9 @@ class ApplyReport:
     status: str
     counts: dict = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    #: seconds the outcome writer spent writing the ledger, and how long the apply waited for it at the end
+    ledger_seconds: float = 0.0
+    ledger_wait_seconds: float = 0.0
 
 
 def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str = "sync",
@@ -73,25 +78,27 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         if plan.is_empty:
             ledger.finish_run(run_id, "succeeded", counts)
             return ApplyReport(plan.destination, run_id, "succeeded", counts)
-        state = ledger.load_state(plan.destination)
         by_key = {c.key: c for c in plan.changes}
         tally = progress.ContactTally(plan.changes)  # contacts done / total on the progress display
+        state = ledger.load_states(plan.destination, by_key)  # only the contacts this plan touches
+        writer = OutcomeWriter(ledger, plan.destination, run_id)  # the ledger writes, group-committed
 
         def on_results(results: Sequence[ItemResult]) -> None:
             results = list(results)
             tally(results)
             touched = apply_results_to_state(state, by_key, results)
-            if touched:
-                ledger.save_states(plan.destination, run_id, [state[k] for k in touched])
-            ledger.record_results(plan.destination, run_id, results)
+            writer.submit([state[k] for k in touched], results)
             for r in results:
                 counts["ok" if r.ok else "failed"] += 1
                 if not r.ok and len(errors) < 20:
                     errors.append(f"{r.key} {r.op}: {r.error}")
 
         try:
-            client.prepare(plan.managed_tags, plan.fields)
-            client.apply(plan.changes, on_results)
+            try:
+                client.prepare(plan.managed_tags, plan.fields)
+                client.apply(plan.changes, on_results)
+            finally:
+                writer.close()  # every outcome is in the ledger before the run is finished (or failed)
         except Exception as exc:
             ledger.finish_run(run_id, "failed", counts, error=str(exc))
             raise
@@ -99,4 +106,5 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         ledger.finish_run(run_id, status, counts, error="; ".join(errors[:5]) or None)
         log.info("sync %s: %d changes, %d ok, %d failed, %d skipped", plan.destination, len(plan.changes),
                  counts["ok"], counts["failed"], counts["skipped"])
-        return ApplyReport(plan.destination, run_id, status, counts, errors)
+        return ApplyReport(plan.destination, run_id, status, counts, errors, ledger_seconds=writer.busy_seconds,
+                           ledger_wait_seconds=writer.wait_seconds)

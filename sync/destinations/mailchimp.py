@@ -103,7 +103,8 @@ class MailchimpDestination:
         self.timeout = timeout
         self.max_connections = max(1, min(int(max_connections), MAX_CONNECTIONS))
         self.batch_size = max(1, min(batch_size or MAX_BATCH, MAX_BATCH))
-        self._http = MailchimpApi(name, audience, key, self.api_url, retry or RetryPolicy(), timeout)
+        self._http = MailchimpApi(name, audience, key, self.api_url, retry or RetryPolicy(), timeout,
+                                  self.max_connections)
         self._call, self._paged, self._lists = self._http.call, self._http.paged, self._http.lists
         self._segments: dict[str, int] | None = None  # tag name -> static segment id
         self._field_tags: dict[str, str] = {}  # config field name (or value name) -> merge tag

@@ -108,16 +108,30 @@ class BatchRejected(DestinationError):
 
 
 class _ApiClient(ApiClient):
-    """The SDK's client plus one seam: keep this thread's last raw response (``ApiClientError`` drops headers)."""
+    """The SDK's client plus two seams: keep this thread's last raw response (``ApiClientError`` drops headers),
+    and send every call through one pooled :class:`requests.Session` (the SDK calls ``requests.post`` & co.,
+    which open a new connection, and on the real API a new TLS handshake, for every call)."""
 
-    def __init__(self, config: dict[str, Any], host: str) -> None:
+    def __init__(self, config: dict[str, Any], host: str, connections: int = 10) -> None:
         super().__init__(config)
         self.host = host
         self.last = threading.local()
+        self.session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=connections)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
 
-    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
+    def request(self, method: str, url: str, query_params: Any = None, headers: Any = None, body: Any = None
+                ) -> requests.Response:
+        """What the SDK's ``ApiClient.request`` sends (same method, URL, query, headers, JSON body, basic auth and
+        timeout), on the pooled session."""
         self.last.response = None
-        self.last.response = super().request(*args, **kwargs)
+        if method not in ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"):
+            raise ValueError("http method must be `GET`, `HEAD`, `OPTIONS`, `POST`, `PATCH`, `PUT` or `DELETE`.")
+        auth = ("user", self.api_key) if self.is_basic_auth else None
+        data = json.dumps(body) if method in ("POST", "PUT", "PATCH") else None
+        self.last.response = self.session.request(method, url, params=query_params, data=data, headers=headers,
+                                                  auth=auth, timeout=self.timeout)
         return self.last.response
 
 
@@ -126,10 +140,10 @@ class MailchimpApi:
     """One audience's API: the SDK's ``ListsApi`` (:attr:`lists`) called through :meth:`call` and :meth:`paged`."""
 
     def __init__(self, name: str, audience: str, key: str, api_url: str, retry: RetryPolicy,
-                 timeout: float) -> None:
+                 timeout: float, connections: int = 10) -> None:
         self.name, self.audience, self.timeout, self._retry = name, audience, timeout, retry
         # server "" turns off the SDK's url.replace('server', dc) on every URL; the host is set in full instead.
-        self._api = _ApiClient({"api_key": key, "server": "", "timeout": timeout}, api_url)
+        self._api = _ApiClient({"api_key": key, "server": "", "timeout": timeout}, api_url, connections)
         self.lists = ListsApi(self._api)
 
     def __repr__(self) -> str:

@@ -152,6 +152,8 @@ class Ledger:
     # -- the parts' methods, offered directly ----------------------------------------------
 
     load_state = _Via("state", PushedStates.load_state)
+    state_table = _Via("state", PushedStates.state_table)
+    load_states = _Via("state", PushedStates.load_states)
     save_states = _Via("state", PushedStates.save_states)
     forget = _Via("state", PushedStates.forget)
     state_revision = _Via("state", PushedStates.state_revision)

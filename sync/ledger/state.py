@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from datetime import datetime
-from typing import Any, Iterable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from ..model import PushedState
 from .db import LedgerDB, chunks
 from .schema import pushed_state, state_revisions
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,10 @@ class StateReader(Protocol):
     """Reads the pushed state of a destination and its revision (planning)."""
 
     def load_state(self, destination: str) -> dict[str, PushedState]: ...
+
+    def load_states(self, destination: str, keys: Iterable[str]) -> dict[str, PushedState]: ...
+
+    def state_table(self, destination: str) -> "pa.Table": ...
 
     def state_revision(self, destination: str) -> int: ...
 
@@ -79,6 +86,45 @@ class PushedStates:
             state[key] = PushedState(key, customer_id, tag_set, _decode(fields), bool(present))
         return state
 
+    def load_states(self, destination: str, keys: Iterable[str]) -> dict[str, PushedState]:
+        """The pushed state of ``keys`` only (those the ledger holds): what an apply folds its outcomes into.
+        Few keys: chunked ``IN`` reads; many: one bulk read (:meth:`state_table`) filtered in Arrow."""
+        keys = list(dict.fromkeys(keys))
+        if not keys:
+            return {}
+        t = pushed_state
+        if len(keys) > 20_000:
+            import pyarrow as pa
+            import pyarrow.compute as pc
+
+            table = self.state_table(destination)
+            table = table.filter(pc.is_in(table.column("key"), value_set=pa.array(keys, pa.string())))
+            rows = zip(*(table.column(c).to_pylist() for c in _STATE_COLUMNS))
+        else:
+            found: list[Any] = []
+            with self._db.read() as conn:
+                for chunk in chunks(keys, 900):
+                    found += conn.execute(select(t.c.key, t.c.customer_id, t.c.tags, t.c.fields, t.c.in_destination)
+                                          .where(t.c.destination == destination, t.c.key.in_(chunk))).all()
+            rows = iter(found)
+        tag_sets: dict[str, frozenset[str]] = {}
+        state: dict[str, PushedState] = {}
+        for key, customer_id, tags, fields, present in rows:
+            tag_set = tag_sets.get(tags)
+            if tag_set is None:
+                tag_set = tag_sets[tags] = frozenset(_decode(tags))
+            state[key] = PushedState(key, customer_id, tag_set, _decode(fields), bool(present))
+        return state
+
+    def state_table(self, destination: str) -> "pa.Table":
+        """Everything last pushed to ``destination`` in one bulk read, as an Arrow table (key, customer_id,
+        tags and fields as their stored JSON text, in_destination) for the columnar planner: SQLite in one
+        SELECT fetched in chunks, PostgreSQL through ``COPY ... TO STDOUT``."""
+        with self._db.read() as conn:
+            if conn.dialect.name == "postgresql":
+                return _copy_state_pg(conn, destination)
+            return _select_state(conn, destination)
+
     def customer_states(self, customer_id: str) -> list[dict[str, Any]]:
         """What every destination holds for one customer (``rfmsync explain``): destination, key, tags (sorted),
         fields, in_destination, pushed_at, run_id, by destination and key."""
@@ -111,7 +157,7 @@ class PushedStates:
                 else:
                     _save_rows_sqlite(conn, destination, run_id, now, list(rows.values()))
                 self._bump_revision(conn, destination)
-        except IntegrityError:
+        except (IntegrityError, sqlite3.IntegrityError):
             raise ValueError(f"save_states: run {run_id} does not exist in the ledger") from None
         log.debug("ledger: saved %d states for %s", len(rows), destination)
         return len(rows)
@@ -142,6 +188,56 @@ class PushedStates:
             set_={"revision": state_revisions.c.revision + 1}))
 
 
+_STATE_COLUMNS = ("key", "customer_id", "tags", "fields", "in_destination")
+
+
+def _state_schema() -> "pa.Schema":
+    import pyarrow as pa
+
+    return pa.schema([("key", pa.string()), ("customer_id", pa.string()), ("tags", pa.string()),
+                      ("fields", pa.string()), ("in_destination", pa.bool_())])
+
+
+def _select_state(conn: Connection, destination: str) -> "pa.Table":
+    import pyarrow as pa
+
+    schema = _state_schema()
+    cursor = conn.connection.driver_connection.cursor()  # the DBAPI cursor: no per-row result processing
+    cursor.execute(f"SELECT {', '.join(_STATE_COLUMNS)} FROM pushed_state WHERE destination = ?", (destination,))
+    batches = []
+    while rows := cursor.fetchmany(100_000):
+        columns = list(zip(*rows))
+        arrays = [pa.array(col, type=f.type) for col, f in zip(columns[:4], schema)]
+        arrays.append(pa.array(columns[4]).cast(pa.bool_()))  # SQLite stores booleans as 0/1
+        batches.append(pa.record_batch(arrays, schema=schema))
+    return pa.Table.from_batches(batches, schema=schema)
+
+
+def _copy_state_pg(conn: Connection, destination: str) -> "pa.Table":
+    import io
+
+    import pyarrow as pa
+    from pyarrow import csv
+
+    raw = conn.connection.driver_connection
+    buf = io.BytesIO()
+    with raw.cursor() as cur, cur.copy(
+            f"COPY (SELECT {', '.join(_STATE_COLUMNS)} FROM pushed_state WHERE destination = %s) "
+            "TO STDOUT (FORMAT csv)", (destination,)) as copy:
+        for block in copy:
+            buf.write(block)
+    schema = _state_schema()
+    if not buf.tell():
+        return schema.empty_table()
+    buf.seek(0)
+    return csv.read_csv(buf, read_options=csv.ReadOptions(column_names=list(_STATE_COLUMNS)),
+                        parse_options=csv.ParseOptions(newlines_in_values=True),
+                        convert_options=csv.ConvertOptions(
+                            column_types=dict(zip(schema.names, schema.types)), null_values=[""],
+                            strings_can_be_null=True, quoted_strings_can_be_null=False,
+                            true_values=["t"], false_values=["f"])).cast(pa.schema(schema))
+
+
 # Bulk paths: pushed_at is the one typed value and the same on every row, so it is
 # converted once and the driver gets plain rows (SQLAlchemy's per-row processing
 # would triple the time of a 100k-contact save).
@@ -150,16 +246,12 @@ def _save_rows_sqlite(conn: Connection, destination: str, run_id: int | None,
                       now: datetime, rows: list[tuple[Any, ...]]) -> None:
     to_db = pushed_state.c.pushed_at.type.bind_processor(conn.dialect)
     db_now = to_db(now) if to_db else now
-    ins = sqlite_dialect.insert(pushed_state)
-    stmt = ins.on_conflict_do_update(
-        index_elements=[pushed_state.c.destination, pushed_state.c.key],
-        set_={c: ins.excluded[c] for c in _STATE_UPDATE_COLUMNS})
-    sql = str(stmt.compile(dialect=sqlite_dialect.dialect(paramstyle="named")))
-    for chunk in chunks(rows):
-        conn.exec_driver_sql(sql, [
-            {"destination": destination, "key": key, "customer_id": cid, "tags": tags,
-             "fields": fields, "in_destination": present, "pushed_at": db_now, "run_id": run_id}
-            for key, cid, tags, fields, present in chunk])
+    sql = ("INSERT INTO pushed_state (destination, key, customer_id, tags, fields, in_destination, pushed_at,"
+           " run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (destination, key) DO UPDATE SET "
+           + ", ".join(f"{c} = excluded.{c}" for c in _STATE_UPDATE_COLUMNS))
+    cursor = conn.connection.driver_connection.cursor()  # the DBAPI cursor: plain tuples, no per-row processing
+    cursor.executemany(sql, [(destination, key, cid, tags, fields, present, db_now, run_id)
+                             for key, cid, tags, fields, present in rows])
 
 
 def _save_rows_pg(conn: Connection, destination: str, run_id: int | None,

@@ -181,8 +181,12 @@ def _change_json(c: ContactChange) -> dict:
             "remove_tags": sorted(c.remove_tags), "set_fields": dict(c.set_fields)}
 
 
-def _same(a: FieldValue, b: FieldValue) -> bool:
-    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+def same_value(a: FieldValue, b: FieldValue) -> bool:
+    """Field values are compared as their JSON form (1 and 1.0 differ, so do "1" and 1)."""
+    return a is b or json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+_same = same_value
 
 
 def plan_destination(dest: DestinationConfig, desired: Iterable[DesiredContact], last: Mapping[str, PushedState],

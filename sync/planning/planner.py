@@ -8,15 +8,17 @@ The ESP is read only through what a destination declares it can do (``reads_exis
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from ..config import Config, DestinationConfig
 from ..destinations.base import Destination
 from ..destinations.registry import make_destination
 from ..errors import DestinationError
-from ..guards import plan_lines, plan_stats
+from ..guards import plan_lines
 from ..model import PushedState
-from .plan import Plan, all_managed, check_fields, desired_contacts, plan_destination
+from .columnar import columnar_plan_stats, plan_columnar, reconcile_pushed, stage_pushed
+from .plan import Plan, all_managed, check_fields
+from .rows import CustomerRows, stage_dicts, stage_segments
 from .values import PREDICTIVE_VALUES
 
 if TYPE_CHECKING:
@@ -25,8 +27,18 @@ if TYPE_CHECKING:
     from ..settings import Settings
 
 
+#: a query of extra desired (customer_id, tag) rows of a destination (tags besides the segment's), or None
+ExtraTags = Callable[[DestinationConfig], "str | None"]
+
+
+def staged_rows(run: "SegmentsRun") -> CustomerRows:
+    """The rows destinations are planned from, staged in the run's DuckDB (see :mod:`sync.planning.rows`)."""
+    return stage_segments(run.con, run.result.table)
+
+
 def customer_rows(run: "SegmentsRun") -> list[dict[str, Any]]:
-    """The rows destinations are planned from: each segmented customer with an address, by value."""
+    """The same rows as mappings, for callers that plan a handful of customers in Python (the webhook
+    resync); :func:`plan_all` never materialises them."""
     seg = run.result.table
     rel = run.con.sql(f"""
         SELECT s.*, c.email, c.phone, c.marketing_consent
@@ -63,48 +75,57 @@ class PlannedDestination:
 
 def plan_all(cfg: Config, run: "SegmentsRun", ledger: "Ledger", settings: "Settings", *,
              destinations: Sequence[str] | None = None, full_refresh: bool = False, reconcile: bool = False,
-             remote: bool = True, require_remote: bool = False) -> list[PlannedDestination]:
-    """Plan every (or the named) destination. Reads the ESP only when credentials are set and ``remote``."""
-    rows = customer_rows(run)
+             remote: bool = True, require_remote: bool = False, extra_tags: ExtraTags | None = None
+             ) -> list[PlannedDestination]:
+    """Plan every (or the named) destination. Reads the ESP only when credentials are set and ``remote``.
+
+    ``extra_tags(dest)``: a query of extra desired ``(customer_id, tag)`` rows for a destination (tags besides
+    the mapped segment's, e.g. transition tags; they must be among ``all_managed(dest)``)."""
+    rows = staged_rows(run)
     out = []
     for dest in selected_destinations(cfg, destinations):
         check_fields(dest)
         client = make_destination(dest, settings, required=require_remote) if remote else None
         unchecked = remote_unchecked(client, require_remote)
         out.append(plan_one(cfg, dest, rows, ledger, client, unchecked, full_refresh=full_refresh,
-                            reconcile=reconcile))
+                            reconcile=reconcile, extra_tags=extra_tags(dest) if extra_tags else None))
     return out
 
 
-def plan_one(cfg: Config, dest: DestinationConfig, rows: list[dict[str, Any]], ledger: "Ledger",
-             client: Destination | None, unchecked: str | None, *, full_refresh: bool, reconcile: bool
-             ) -> PlannedDestination:
+def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence[Mapping[str, Any]],
+             ledger: "Ledger", client: Destination | None, unchecked: str | None, *, full_refresh: bool,
+             reconcile: bool, extra_tags: str | None = None) -> PlannedDestination:
     """One destination's plan from the customer rows, its ledger state and (when ``client`` was reached) the
-    ESP's view: ``reconcile`` reads the managed tags' members, ``skip``/``full_refresh`` who already exists."""
+    ESP's view: ``reconcile`` reads the managed tags' members, ``skip``/``full_refresh`` who already exists.
+
+    The ledger's pushed state is read in bulk into the rows' DuckDB and joined there
+    (:mod:`sync.planning.columnar`); only changed contacts come back as Python objects."""
+    if not isinstance(rows, CustomerRows):
+        rows = stage_dicts(rows)
     notes = []
-    desired, invalid = desired_contacts(rows, dest)
     revision = ledger.state_revision(dest.name)  # read before the state: a later write only makes it stale
-    state = last = ledger.load_state(dest.name)
+    stage_pushed(rows.con, ledger.state_table(dest.name))
     existing = None
     if client is not None and unchecked is None:
         if reconcile:
             if not client.reconciles:
                 raise DestinationError(f"destination {dest.name!r}: --reconcile is not supported for "
                                        f"{dest.spec.label} (it cannot list the members of a tag or list)")
-            last = reconciled(last, client.read_managed(all_managed(dest)), all_managed(dest))
+            reconcile_pushed(rows.con, client.read_managed(all_managed(dest)), all_managed(dest))
         if (dest.new_contacts == "skip" or full_refresh) and client.reads_existing_members:
-            existing = client.existing_members([d.key for d in desired])  # full refresh: repairs drift
+            existing = client.existing_members(rows.desired_keys())  # full refresh: repairs drift
     elif client is None:
         notes.append("planned against the ledger alone (no credentials set): the ESP was not read")
-    plan = plan_destination(dest, desired, last, revision=revision, existing=existing,
-                            full_refresh=full_refresh, skipped=invalid,
-                            remote_checked=client is not None and unchecked is None, notes=notes)
-    lines = tuple(plan_lines(cfg.guards, plan_stats(plan, state)))
+    plan = plan_columnar(rows, dest, revision=revision, existing=existing, full_refresh=full_refresh,
+                         remote_checked=client is not None and unchecked is None, notes=notes,
+                         extra_tags=extra_tags)
+    lines = tuple(plan_lines(cfg.guards, columnar_plan_stats(rows.con, plan)))
     warnings = ((unchecked,) if unchecked is not None else ()) + lines
     if warnings:
         plan = replace(plan, warnings=(*plan.warnings, *warnings))
     return PlannedDestination(plan, client, lines, replan=lambda: plan_one(
-        cfg, dest, rows, ledger, client, unchecked, full_refresh=full_refresh, reconcile=reconcile))
+        cfg, dest, rows, ledger, client, unchecked, full_refresh=full_refresh, reconcile=reconcile,
+        extra_tags=extra_tags))
 
 
 def remote_unchecked(client: Destination | None, require_remote: bool) -> str | None:
@@ -138,5 +159,5 @@ def reconciled(last: dict[str, PushedState], actual: dict[str, set[str]], manage
     return out
 
 
-__all__ = ["PlannedDestination", "customer_rows", "needs_predictions", "plan_all", "plan_one", "reconciled",
+__all__ = ["ExtraTags", "PlannedDestination", "customer_rows", "staged_rows", "needs_predictions", "plan_all", "plan_one", "reconciled",
            "remote_unchecked", "selected_destinations"]

@@ -207,11 +207,13 @@ class FakeMailchimp:
         with self._lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        arrived = time.monotonic()
         try:
-            if self.latency:
-                time.sleep(self.latency)
             with self._lock:
-                return self._handle(req)
+                reply = self._handle(req)
+            if self.latency:  # answered `latency` after the call arrived (the work done meanwhile counts)
+                time.sleep(max(0.0, arrived + self.latency - time.monotonic()))
+            return reply
         finally:
             with self._lock:
                 self.in_flight -= 1

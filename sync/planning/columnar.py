@@ -1,0 +1,283 @@
+"""The columnar planner: the desired state and the pushed state meet in one DuckDB join.
+
+Same rules as :func:`sync.planning.plan.plan_destination` (the pure-Python form, kept for small inputs and as
+the reference the property tests compare against), computed over whole columns:
+
+1. the desired contacts (:mod:`sync.planning.rows`) get their managed tags from the segment → tags mapping
+   (and any extra desired ``(customer_id, tag)`` rows, e.g. transition tags);
+2. they are joined to the pushed state (:func:`stage_pushed`: the ledger's rows, read in bulk) on the key;
+   SQL decides who exists, who is created with which status, who is skipped for want of consent, the tags to
+   add and remove, whether any field may have changed, and who left the customer base;
+3. only those candidates come back to Python, which builds their :class:`~sync.model.ContactChange` with the
+   exact field rules (values normalised by ``normalise_value``, compared as JSON). SQL only needs to be sure
+   when it says "unchanged": a field it cannot compare (any type besides text, numbers, booleans, dates) makes
+   the contact a candidate and Python decides.
+
+So a run where nothing moved reads the ledger, joins and returns nothing: its time grows with the audience
+only through DuckDB's scan, and the Python work grows with the change.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable, Mapping, Sequence
+
+import duckdb
+
+from connectors.normalize import ident, lit
+
+from ..config import DestinationConfig
+from ..guards import PlanStats, plan_stats
+from ..model import ContactChange, PushedState, Skip
+from .plan import NO_CONSENT_SKIP, Plan, all_managed, consent_warning, managed_tags, normalise_value, same_value
+from .plan import status_for_new
+from .rows import DESIRED, INVALID, CustomerRows
+
+LEDGER, PUSHED = "_plan_ledger", "_plan_pushed"
+_INTS = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
+         "UHUGEINT"}
+_FETCH = 50_000
+
+
+def stage_pushed(con: duckdb.DuckDBPyConnection, state: Any) -> None:
+    """Load a destination's pushed state (an Arrow table: key, customer_id, tags JSON, fields JSON,
+    in_destination, as :meth:`sync.ledger.state.PushedStates.state_table` reads it) as ``_plan_ledger`` and
+    ``_plan_pushed`` (the state planned against; :func:`reconcile_pushed` replaces it)."""
+    con.register("_plan_state_arrow", state)
+    try:
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE {LEDGER} AS
+            SELECT key, customer_id, CAST(from_json(tags, '["VARCHAR"]') AS VARCHAR[]) AS tags, fields,
+                   CAST(in_destination AS BOOLEAN) AS present
+            FROM _plan_state_arrow""")
+    finally:
+        con.unregister("_plan_state_arrow")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {PUSHED} AS SELECT * FROM {LEDGER}")
+
+
+def reconcile_pushed(con: duckdb.DuckDBPyConnection, actual: Mapping[str, Iterable[str]], managed: Sequence[str]
+                     ) -> None:
+    """Plan against what the ESP holds (``--reconcile``): the managed tags of every contact are replaced by
+    the members ``actual`` lists (tag → emails); unmanaged tags and fields stay as the ledger has them; every
+    contact seen either way exists. Same as :func:`sync.planning.planner.reconciled`."""
+    import pyarrow as pa
+
+    pairs = [(e.lower(), tag) for tag, emails in actual.items() for e in emails]
+    con.register("_plan_members_arrow", pa.table({"key": pa.array([p[0] for p in pairs], pa.string()),
+                                                  "tag": pa.array([p[1] for p in pairs], pa.string())}))
+    try:
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE _plan_reconciled AS
+            WITH m AS (SELECT key, list(DISTINCT tag) AS tags FROM _plan_members_arrow GROUP BY key)
+            SELECT coalesce(l.key, m.key) AS key, l.customer_id,
+                   list_distinct(list_concat(list_filter(coalesce(l.tags, []::VARCHAR[]),
+                                                         lambda t: NOT list_contains({_list(managed)}, t)),
+                                             coalesce(m.tags, []::VARCHAR[]))) AS tags,
+                   coalesce(l.fields, '{{}}') AS fields, TRUE AS present
+            FROM {LEDGER} l FULL OUTER JOIN m ON m.key = l.key""")
+    finally:
+        con.unregister("_plan_members_arrow")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {PUSHED} AS SELECT * FROM _plan_reconciled")
+
+
+def plan_columnar(rows: CustomerRows, dest: DestinationConfig, *, revision: int = 0,
+                  existing: Mapping[str, str] | None = None, full_refresh: bool = False,
+                  remote_checked: bool = False, notes: Iterable[str] = (), extra_tags: str | None = None) -> Plan:
+    """The change set that takes ``dest`` from the staged pushed state (:func:`stage_pushed`) to the staged
+    rows. ``extra_tags``: a query of extra desired ``(customer_id, tag)`` rows (tags besides the segment's,
+    e.g. transition tags; they must be managed tags, see ``all_managed``). ``existing`` and ``full_refresh``
+    as for :func:`sync.planning.plan.plan_destination`."""
+    con = rows.con
+    managed = all_managed(dest)
+    fields = list(dest.fields.items())
+    exists = _stage_existing(con, existing)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _plan_diff AS {_diff_sql(rows, dest, managed, exists, full_refresh, extra_tags)}")
+    skips = [Skip(str(raw), cid, seg, "invalid email") for raw, cid, seg in con.execute(
+        f"SELECT email, customer_id, segment FROM {INVALID} ORDER BY _rn").fetchall()]
+    skips += [Skip(key, cid, seg, NO_CONSENT_SKIP) for key, cid, seg in con.execute(
+        "SELECT key, customer_id, segment FROM _plan_diff WHERE skip ORDER BY rn").fetchall()]
+    consents = {c for (c,) in con.execute("SELECT DISTINCT consent FROM _plan_diff").fetchall()}
+    changes = _changes(con, [esp for esp, _ in fields], managed, full_refresh)
+    creates = sum(c.create for c in changes)
+    warning = consent_warning(dest, consents, creates)
+    return Plan(destination=dest.name, type=dest.type, changes=tuple(changes), skipped=tuple(skips),
+                managed_tags=tuple(sorted(set(managed))), fields=dict(dest.fields), ledger_revision=revision,
+                remote_checked=remote_checked, notes=tuple(notes), warnings=(warning,) if warning else ())
+
+
+def columnar_plan_stats(con: duckdb.DuckDBPyConnection, plan: Plan) -> PlanStats:
+    """:func:`sync.guards.plan_stats` of ``plan`` against the staged ledger state (``_plan_ledger``), reading
+    only the changed contacts' rows into Python."""
+    import pyarrow as pa
+
+    managed = _list(plan.managed_tags)
+    count = con.execute(f"SELECT count(*) FROM {LEDGER} WHERE len(list_intersect(tags, {managed})) > 0"
+                        ).fetchall()[0][0]
+    if not count or not plan.changes:
+        return PlanStats(count, 0, 0)
+    con.register("_plan_changed_keys", pa.table({"key": pa.array([c.key for c in plan.changes], pa.string())}))
+    try:
+        found = con.execute(f"SELECT l.key, l.customer_id, l.tags, l.fields, l.present FROM {LEDGER} l "
+                            "SEMI JOIN _plan_changed_keys k ON k.key = l.key").fetchall()
+    finally:
+        con.unregister("_plan_changed_keys")
+    state = {k: PushedState(k, cid, frozenset(tags), json.loads(f), bool(p)) for k, cid, tags, f, p in found}
+    part = plan_stats(plan, state)
+    return PlanStats(count, part.removed, part.changed)
+
+
+# --------------------------------------------------------------------------- SQL
+
+def _list(values: Iterable[str]) -> str:
+    items = [lit(v) for v in values]
+    return f"[{', '.join(items)}]" if items else "[]::VARCHAR[]"
+
+
+def _stage_existing(con: duckdb.DuckDBPyConnection, existing: Mapping[str, str] | None) -> bool:
+    if existing is None:
+        return False
+    import pyarrow as pa
+
+    con.register("_plan_existing_arrow", pa.table({"key": pa.array(list(existing), pa.string())}))
+    try:
+        con.execute("CREATE OR REPLACE TEMP TABLE _plan_existing AS SELECT DISTINCT key FROM _plan_existing_arrow")
+    finally:
+        con.unregister("_plan_existing_arrow")
+    return True
+
+
+def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str], have_existing: bool,
+              full_refresh: bool, extra_tags: str | None) -> str:
+    from .values import column_of
+
+    tags_for = managed_tags(dest)
+    seg_tags = "CASE segment " + " ".join(f"WHEN {lit(seg)} THEN {_list(sorted(set(t)))}"
+                                          for seg, t in tags_for.items()) + " ELSE []::VARCHAR[] END" \
+        if tags_for else "[]::VARCHAR[]"
+    extra_join = extra_sel = ""
+    if extra_tags:
+        extra_join = (f" LEFT JOIN (SELECT CAST(customer_id AS VARCHAR) AS customer_id, list(DISTINCT tag) AS xtags"
+                      f" FROM ({extra_tags}) GROUP BY ALL) x ON x.customer_id = CAST(d.customer_id AS VARCHAR)")
+        extra_sel = ", coalesce(x.xtags, []::VARCHAR[])"
+    tags_expr = f"list_sort(list_distinct(list_concat({seg_tags}{extra_sel})))"
+    field_cols, same = [], []
+    for i, (esp, value) in enumerate(dest.fields.items()):
+        col = column_of(value)
+        dtype = rows.columns.get(col)
+        expr = f"d.{ident(col)}" if dtype is not None else "NULL"
+        field_cols.append(f"{expr} AS _f{i}")
+        same.append(_same_sql(f"_f{i}", (dtype or "NULL").upper(), f"_pv[{i + 1}]"))
+    paths = _list("/" + esp.replace("~", "~0").replace("/", "~1") for esp in dest.fields)
+    fields_same = "TRUE" if not same else ("FALSE" if full_refresh else
+                                          f"(has_prev AND {' AND '.join(same)})")
+    exists_join = " LEFT JOIN _plan_existing e ON e.key = d._key" if have_existing else ""
+    in_existing = "e.key IS NOT NULL" if have_existing else "FALSE"
+    exists = in_existing if (full_refresh and have_existing) else f"(coalesce(p.present, FALSE) OR {in_existing})"
+    yes, other = status_for_new("yes", dest.new_contacts), status_for_new("no", dest.new_contacts)
+    status = f"CASE WHEN consent = 'yes' THEN {_opt(yes)} ELSE {_opt(other)} END"
+    add = "tags" if full_refresh else "list_filter(tags, lambda t: NOT list_contains(prev_managed, t))"
+    m = _list(managed)
+    cols = ", ".join(field_cols)
+    return f"""
+        WITH j AS (
+            SELECT d._key AS key, d._rn AS rn, CAST(d.customer_id AS VARCHAR) AS customer_id,
+                   coalesce(NULLIF(CAST(d.marketing_consent AS VARCHAR), ''), 'unknown') AS consent,
+                   d.segment AS segment, {tags_expr} AS tags{', ' + cols if cols else ''},
+                   p.key IS NOT NULL AS has_prev, p.fields AS prev_fields, p.customer_id AS prev_customer_id,
+                   {exists} AS exists_,
+                   list_filter(coalesce(p.tags, []::VARCHAR[]), lambda t: list_contains({m}, t)) AS prev_managed,
+                   CASE WHEN p.key IS NOT NULL AND json_valid(p.fields) THEN json_extract(p.fields, {paths}) END
+                       AS _pv
+            FROM {DESIRED} d LEFT JOIN {PUSHED} p ON p.key = d._key{exists_join}{extra_join}
+        ), k AS (
+            SELECT *, CASE WHEN exists_ THEN NULL ELSE {status} END AS status,
+                   {add} AS add_tags,
+                   list_filter(prev_managed, lambda t: NOT list_contains(tags, t)) AS remove_tags,
+                   {fields_same} AS fields_same
+            FROM j
+        )
+        SELECT *, NOT exists_ AND status IS NULL AS skip,
+               NOT (NOT exists_ AND status IS NULL)
+               AND (NOT exists_ OR len(add_tags) > 0 OR len(remove_tags) > 0 OR NOT fields_same) AS candidate
+        FROM k"""
+
+
+def _opt(value: str | None) -> str:
+    return "NULL::VARCHAR" if value is None else lit(value)
+
+
+def _same_sql(v: str, dtype: str, x: str) -> str:
+    """TRUE only when the JSON value ``x`` (the pushed field) is what ``normalise_value`` makes of ``v`` (a
+    column of DuckDB type ``dtype``), compared as JSON; FALSE when unsure (Python then decides)."""
+    t = f"json_type({x})"
+    text = f"({x} ->> '$')"
+    if dtype == "NULL":
+        return f"coalesce({t} = 'NULL', FALSE)"
+    if dtype == "VARCHAR":
+        cmp = f"{t} = 'VARCHAR' AND {text} = {v}"
+    elif dtype == "BOOLEAN":
+        cmp = f"{t} = 'BOOLEAN' AND TRY_CAST({x} AS BOOLEAN) = {v}"
+    elif dtype in _INTS:
+        cmp = f"{t} IN ('BIGINT', 'UBIGINT') AND TRY_CAST({x} AS HUGEINT) = {v}"
+    elif dtype.startswith("DECIMAL"):
+        cmp = (f"CASE WHEN {v} = trunc({v}) THEN {t} IN ('BIGINT', 'UBIGINT') "
+               f"AND TRY_CAST({x} AS HUGEINT) = CAST({v} AS HUGEINT) "
+               f"ELSE {t} = 'DOUBLE' AND TRY_CAST({x} AS DOUBLE) = CAST({v} AS DOUBLE) END")
+    elif dtype in ("DOUBLE", "FLOAT", "REAL"):
+        cmp = (f"{t} = 'DOUBLE' AND isfinite({v}) "
+               f"AND TRY_CAST({x} AS DOUBLE) = round(CAST({v} AS DOUBLE), 6)")
+    elif dtype == "DATE":
+        cmp = f"{t} = 'VARCHAR' AND {text} = strftime({v}, '%Y-%m-%d') AND year({v}) BETWEEN 1000 AND 9999"
+    else:  # timestamps (their date in the session's time zone), lists, structs...: Python decides
+        return "FALSE"
+    return f"coalesce(CASE WHEN {v} IS NULL THEN {t} = 'NULL' ELSE ({cmp}) END, FALSE)"
+
+
+# --------------------------------------------------------------------------- back to Python
+
+def _changes(con: duckdb.DuckDBPyConnection, esp_fields: list[str], managed: Sequence[str],
+             full_refresh: bool) -> list[ContactChange]:
+    """The candidates (and the contacts that left) as ContactChanges, by key; equal small values shared."""
+    n = len(esp_fields)
+    field_cols = "".join(f", _f{i}" for i in range(n))
+    cur = con.execute(f"""
+        SELECT key, customer_id, segment, NOT exists_, status, add_tags, remove_tags, FALSE, prev_fields{field_cols}
+        FROM _plan_diff WHERE candidate
+        UNION ALL
+        SELECT key, coalesce(customer_id, ''), '', FALSE, NULL, []::VARCHAR[], remove_tags, TRUE, NULL{', NULL' * n}
+        FROM (SELECT p.key, p.customer_id, list_filter(p.tags, lambda t: list_contains({_list(managed)}, t))
+                  AS remove_tags
+              FROM {PUSHED} p ANTI JOIN _plan_diff d ON d.key = p.key)
+        WHERE len(remove_tags) > 0
+        ORDER BY key""")
+    shared: dict[Any, Any] = {}
+    tag_sets: dict[tuple[str, ...], frozenset[str]] = {}
+
+    def tags(values: list[str]) -> frozenset[str]:
+        key = tuple(values)
+        found = tag_sets.get(key)
+        if found is None:
+            found = tag_sets[key] = frozenset(values)
+        return found
+
+    out: list[ContactChange] = []
+    while batch := cur.fetchmany(_FETCH):
+        for key, cid, segment, create, status, add, remove, departed, prev_json, *raw in batch:
+            if departed:  # left the customer base: our managed tags come off, nothing else
+                out.append(ContactChange(key=key, email=key, customer_id=cid, segment="", create=False,
+                                         status_if_new=None, remove_tags=tags(remove)))
+                continue
+            segment = shared.setdefault(segment, segment)
+            prev = {} if (full_refresh or prev_json is None) else json.loads(prev_json)
+            set_fields = {}
+            for esp, value in zip(esp_fields, raw):
+                value = normalise_value(value)
+                if esp not in prev or not same_value(prev[esp], value):
+                    set_fields[esp] = shared.setdefault(value, value) if type(value) is str else value
+            if not (create or add or remove or set_fields):
+                continue  # SQL was unsure of a field; it had not changed
+            out.append(ContactChange(key=key, email=key, customer_id=cid, segment=segment, create=create,
+                                     status_if_new=status if create else None, add_tags=tags(add),
+                                     remove_tags=tags(remove), set_fields=set_fields))
+    return out
+
+
+__all__ = ["columnar_plan_stats", "plan_columnar", "reconcile_pushed", "stage_pushed"]

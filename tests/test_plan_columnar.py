@@ -1,0 +1,182 @@
+"""The columnar planner (sync.planning.columnar) makes exactly the plan of the pure-Python reference
+(tests/reference_planner.py) on random desired and pushed states; the ledger's bulk read feeds it."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import date
+from decimal import Decimal
+
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from sync.config import DestinationConfig
+from sync.model import PushedState
+from sync.planning.columnar import plan_columnar, reconcile_pushed, stage_pushed
+from sync.planning.rows import stage_dicts
+from tests import reference_planner as ref
+
+DEST = DestinationConfig(name="mc", type="mailchimp", audience="a1", tag_prefix="rfm:",
+                         segments={"Best active": "VIP", "Churn": "Winback", "Ünï": "Uni"},
+                         fields={"SEG": "segment", "R": "r", "M": "monetary", "S": "p_alive", "D": "first_order",
+                                 "X": "clv"})
+MANAGED = ["rfm:Uni", "rfm:VIP", "rfm:Winback"]
+SEGMENTS = ["Best active", "Churn", "Ünï", "Other"]
+# a small pool of addresses, with case/space variants of the same contact and invalid ones
+EMAILS = ["a@shop.uz", " A@Shop.UZ", "b@shop.uz", "c@shop.uz", "d@shop.uz", "not-an-email", "e@x.test", ""]
+KEYS = ["a@shop.uz", "b@shop.uz", "c@shop.uz", "d@shop.uz", "gone@shop.uz"]
+
+# values of each column, and pushed values that are (or look like) them: equal, another JSON type, other
+R = [1, 2, 3]
+M = [Decimal("5.00"), Decimal("5.50"), Decimal("7.25")]
+S = [0.5, 1 / 3, 2.0]
+D = [date(2024, 1, 2), date(2023, 12, 31)]
+PUSHED_VALUES = {"SEG": SEGMENTS + [None, 1], "R": [1, 2, 1.0, "1", True, None], "M": [5, 5.5, 7.25, 5.0, "5.5"],
+                 "S": [0.5, round(1 / 3, 6), 2.0, 2, 0.3333333], "D": ["2024-01-02", "2023-12-31", "2024-1-2"],
+                 "X": [None, 0]}
+
+
+def row_st():
+    return st.fixed_dictionaries({
+        "customer_id": st.sampled_from(["1", "2", "3", "4", "5", "6"]), "email": st.sampled_from(EMAILS),
+        "segment": st.sampled_from(SEGMENTS), "marketing_consent": st.sampled_from(["yes", "no", "", None]),
+        "r": st.sampled_from(R), "monetary": st.sampled_from(M), "p_alive": st.sampled_from(S),
+        "first_order_at": st.sampled_from(D)})
+
+
+def pushed_st():
+    fields = st.fixed_dictionaries({}, optional={k: st.sampled_from(v) for k, v in PUSHED_VALUES.items()})
+    return st.builds(lambda k, cid, t, f, e: PushedState(k, cid, t, f, e), st.sampled_from(KEYS),
+                     st.sampled_from([None, "1", "9"]),
+                     st.frozensets(st.sampled_from(MANAGED + ["hand-added"]), max_size=3), fields, st.booleans())
+
+
+def arrow_state(last: dict[str, PushedState]) -> pa.Table:
+    """The pushed state as the ledger stores it (tags sorted JSON, fields JSON with sorted keys)."""
+    return pa.table({"key": pa.array(list(last), pa.string()),
+                     "customer_id": pa.array([s.customer_id for s in last.values()], pa.string()),
+                     "tags": pa.array([json.dumps(sorted(s.tags)) for s in last.values()], pa.string()),
+                     "fields": pa.array([json.dumps(s.fields, sort_keys=True) for s in last.values()], pa.string()),
+                     "in_destination": pa.array([s.exists for s in last.values()], pa.bool_())})
+
+
+def columnar(rows, last, dest, *, existing=None, full_refresh=False, actual=None):
+    staged = stage_dicts(rows)
+    stage_pushed(staged.con, arrow_state(last))
+    if actual is not None:
+        reconcile_pushed(staged.con, actual, sorted(MANAGED))
+    return plan_columnar(staged, dest, revision=3, existing=existing, full_refresh=full_refresh)
+
+
+def reference(rows, last, dest, *, existing=None, full_refresh=False, actual=None):
+    desired, invalid = ref.desired_contacts(rows, dest)
+    if actual is not None:
+        last = ref.reconciled(dict(last), actual, sorted(MANAGED))
+    return ref.plan_destination(dest, desired, last, revision=3, existing=existing, full_refresh=full_refresh,
+                                skipped=invalid)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(row_st(), max_size=8), st.lists(pushed_st(), max_size=5, unique_by=lambda s: s.key),
+       st.sampled_from(["skip", "transactional", "pending", "subscribed"]),
+       st.one_of(st.none(), st.frozensets(st.sampled_from(KEYS))), st.booleans(),
+       st.one_of(st.none(), st.dictionaries(st.sampled_from(MANAGED), st.frozensets(st.sampled_from(
+           KEYS + ["B@Shop.uz"])), max_size=2)), st.data())
+def test_the_columnar_planner_makes_the_reference_plan(rows, last, mode, existing, full_refresh, actual, data):
+    dest = DEST.model_copy(update={"new_contacts": mode})
+    last = {s.key: s for s in (near_desired(s, rows, dest, data) for s in last)}
+    existing = None if existing is None else dict.fromkeys(existing, "subscribed")
+    kwargs = {"existing": existing, "full_refresh": full_refresh, "actual": actual}
+    assert columnar(rows, last, dest, **kwargs) == reference(rows, last, dest, **kwargs)
+
+
+COLUMN_OF = {"SEG": ("segment", SEGMENTS), "R": ("r", R), "M": ("monetary", M), "S": ("p_alive", S),
+             "D": ("first_order_at", D), "X": ("clv", [None])}
+
+
+@pytest.mark.parametrize("name", sorted(PUSHED_VALUES))
+def test_each_field_is_compared_as_the_reference_compares_it(name):
+    """One contact whose pushed state is what it wants but one field: every value of the column against every
+    pushed value (equal, another JSON type or form, another value)."""
+    column, values = COLUMN_OF[name]
+    for value in values:
+        row = {"customer_id": "1", "email": "a@shop.uz", "segment": "Churn", "r": 1, "monetary": M[0],
+               "p_alive": S[0], "first_order_at": D[0], "marketing_consent": "yes", column: value}
+        [d], _ = ref.desired_contacts([row], DEST)
+        for pushed in PUSHED_VALUES[name]:
+            last = {d.key: PushedState(d.key, "1", d.tags, {**d.fields, name: pushed}, True)}
+            assert columnar([row], last, DEST) == reference([row], last, DEST), (value, pushed)
+
+
+def near_desired(state: PushedState, rows, dest, data) -> PushedState:
+    """Mostly what a desired contact wants (so "unchanged" is tested), a field or two another value or type."""
+    desired, _ = ref.desired_contacts(rows, dest)
+    if not desired or data.draw(st.booleans()):
+        return state
+    d = data.draw(st.sampled_from(desired))
+    fields = dict(d.fields)
+    for name in data.draw(st.frozensets(st.sampled_from(sorted(fields)), max_size=2)):
+        if data.draw(st.booleans()):
+            del fields[name]
+        else:
+            fields[name] = data.draw(st.sampled_from(PUSHED_VALUES[name]))
+    tags = d.tags | (state.tags - set(MANAGED)) if data.draw(st.booleans()) else state.tags
+    return PushedState(d.key, state.customer_id, tags, fields, state.exists)
+
+
+def test_a_replan_after_applying_is_empty_and_unchanged_fields_are_not_sent_again():
+    rows = [{"customer_id": "1", "email": "a@shop.uz", "segment": "Churn", "r": 2, "monetary": Decimal("5.50"),
+             "p_alive": 1 / 3, "first_order_at": date(2024, 1, 2), "marketing_consent": "yes"}]
+    pushed = {"a@shop.uz": PushedState("a@shop.uz", "1", frozenset({"rfm:Winback", "hand-added"}), {
+        "SEG": "Churn", "R": 2, "M": 5.5, "S": round(1 / 3, 6), "D": "2024-01-02", "X": None})}
+    assert columnar(rows, pushed, DEST).changes == ()
+    pushed["a@shop.uz"] = PushedState("a@shop.uz", "1", frozenset({"rfm:VIP"}), {**pushed["a@shop.uz"].fields,
+                                                                                  "R": 2.0})
+    [change] = columnar(rows, pushed, DEST).changes
+    assert (change.add_tags, change.remove_tags, dict(change.set_fields), change.create) == (
+        frozenset({"rfm:Winback"}), frozenset({"rfm:VIP"}), {"R": 2}, False)
+
+
+def test_extra_desired_tags_join_the_segment_tags():
+    """Extra desired (customer_id, tag) rows (e.g. transition tags) are added and, once pushed, kept."""
+    dest = DEST.model_copy(update={"fields": {}})
+    staged = stage_dicts([{"customer_id": "1", "email": "a@shop.uz", "segment": "Churn", "marketing_consent": "yes"},
+                          {"customer_id": "2", "email": "b@shop.uz", "segment": "Churn", "marketing_consent": "yes"}])
+    staged.con.execute("CREATE TEMP TABLE moves AS SELECT '1' AS customer_id, 'rfm:VIP' AS tag")
+    stage_pushed(staged.con, arrow_state({}))
+    plan = plan_columnar(staged, dest, extra_tags="SELECT customer_id, tag FROM moves")
+    assert [(c.key, sorted(c.add_tags)) for c in plan.changes] == [
+        ("a@shop.uz", ["rfm:VIP", "rfm:Winback"]), ("b@shop.uz", ["rfm:Winback"])]
+    pushed = {"a@shop.uz": PushedState("a@shop.uz", "1", frozenset({"rfm:VIP", "rfm:Winback"}), {}),
+              "b@shop.uz": PushedState("b@shop.uz", "2", frozenset({"rfm:Winback", "rfm:VIP"}), {})}
+    stage_pushed(staged.con, arrow_state(pushed))
+    plan = plan_columnar(staged, dest, extra_tags="SELECT customer_id, tag FROM moves")
+    assert [(c.key, sorted(c.remove_tags)) for c in plan.changes] == [("b@shop.uz", ["rfm:VIP"])]
+
+
+LEDGER_URLS = ["sqlite"] + (["postgresql"] if os.environ.get("RFMSYNC_TEST_PG_URL") else [])
+
+
+@pytest.mark.parametrize("kind", LEDGER_URLS)
+def test_the_bulk_read_gives_what_load_state_gives(kind, tmp_path):
+    from sync.ledger import Ledger
+
+    url = f"sqlite:///{tmp_path / 'l.db'}" if kind == "sqlite" else os.environ["RFMSYNC_TEST_PG_URL"]
+    ledger = Ledger.connect(url)
+    dest = f"bulk-read-{os.getpid()}"
+    try:
+        assert ledger.state_table(dest).num_rows == 0
+        run_id = ledger.start_run("sync", dest)
+        states = [PushedState("a@x.io", "c1", frozenset({"rfm:b", "rfm:a"}), {"Q": 'say "hi",\nok', "N": 1.5}),
+                  PushedState("b@x.io", None, frozenset(), {}, exists=False),
+                  PushedState("c@x.io", "", frozenset({"x"}), {"E": ""})]
+        ledger.save_states(dest, run_id, states)
+        table = ledger.state_table(dest)
+        got = {r["key"]: PushedState(r["key"], r["customer_id"], frozenset(json.loads(r["tags"])),
+                                     json.loads(r["fields"]), r["in_destination"]) for r in table.to_pylist()}
+        assert got == ledger.load_state(dest) == {s.key: s for s in states}
+    finally:
+        ledger.forget(dest, ["a@x.io", "b@x.io", "c@x.io"])
+        ledger.close()
