@@ -70,8 +70,12 @@ def _minimise(fun, n_params: int, what: str) -> np.ndarray:
     L-BFGS-B's line search often stops "abnormally" at the optimum once the mean
     log-likelihood is flat to machine precision, so a small gradient counts as converged.
     """
+    from threadpoolctl import threadpool_limits
+
     x0 = np.zeros(n_params)
-    with np.errstate(all="ignore"):
+    # One BLAS thread: L-BFGS-B and the likelihoods make thousands of tiny BLAS calls, and OpenBLAS waking its
+    # threads for each cost 3–70 ms a call on a busy 2-core machine (a fit took 4× longer than single-threaded).
+    with np.errstate(all="ignore"), threadpool_limits(1, user_api="blas"):
         res = minimize(fun, x0, jac=True, method="L-BFGS-B", bounds=[(-20.0, 20.0)] * n_params,
                        options={"maxiter": 1000, "ftol": 1e-15, "gtol": 1e-9})
         ok = np.all(np.isfinite(res.x)) and np.isfinite(res.fun) and np.max(np.abs(res.jac)) < 1e-5
