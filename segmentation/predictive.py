@@ -226,11 +226,13 @@ def _holdout(con: duckdb.DuckDBPyConnection, days: PurchaseDays, cfg: PredictCon
 
 
 def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictConfig,
-                      timezone: str = "UTC") -> PredictReport:
+                      timezone: str = "UTC", *, keep_days: bool = True) -> PredictReport:
     """Fit BG/NBD + Gamma-Gamma on ``orders`` and (re)create TEMP table ``customer_predictions``.
 
     One row per customer with a completed order on or before the local day ``as_of``.
     Model fields stay NULL, with ``PredictReport.reason`` saying why, on thin data.
+    ``keep_days``: keep the run's purchase-day table (``PredictReport.purchase_days``) for the falling-asleep
+    boundary; False drops it at the end, which frees its memory (a tenth of the orders' rows) for what follows.
     """
     check_timezone(timezone)
     days = build_purchase_days(con, as_of, timezone)  # once per run: every step below reads this table
@@ -264,7 +266,9 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
         clv_horizon_days=cfg.clv_horizon_days, time_unit=cfg.time_unit,
         churn_risk_cut_points=tuple(cfg.churn_risk_cut_points), bgnbd=bg, gamma_gamma=gg,
         holdout=_holdout(con, days, cfg), reason="; ".join(reasons) or None, gamma_gamma_corr=corr,
-        warnings=tuple(warn), next_order_beyond_horizon=beyond, purchase_days=days)
+        warnings=tuple(warn), next_order_beyond_horizon=beyond, purchase_days=days if keep_days else None)
+    if not keep_days:
+        con.execute(f"DROP TABLE {days.table}")
     logger.info("predictions as of %s: %d customers, %d repeat, bgnbd=%s, gamma_gamma=%s%s", as_of, len(s),
                 s.repeat_customers, "fitted" if bg else "no", "fitted" if gg else "no",
                 f" ({report.reason})" if report.reason else "")

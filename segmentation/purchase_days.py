@@ -28,9 +28,9 @@ TABLE = "_rfmsync_purchase_days"
 BUILD_SQL = """
     CREATE OR REPLACE TEMP TABLE {table} AS
     SELECT customer_id, day, day_amount, orders, discounted,
-           CAST(day - lag(day) OVER (PARTITION BY customer_id ORDER BY day) AS BIGINT) AS gap
-    FROM (SELECT customer_id, day, sum(amount) AS day_amount, count(*) AS orders,
-                 count(*) FILTER (WHERE discount > 0) AS discounted
+           CAST(day - lag(day) OVER (PARTITION BY customer_id ORDER BY day) AS INTEGER) AS gap
+    FROM (SELECT customer_id, day, sum(amount) AS day_amount, CAST(count(*) AS INTEGER) AS orders,
+                 CAST(count(*) FILTER (WHERE discount > 0) AS INTEGER) AS discounted
           FROM (SELECT customer_id, amount, discount, {day} AS day FROM {orders}
                 WHERE status = 'completed' {sample})
           WHERE day <= $as_of

@@ -206,7 +206,7 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
         pcfg = cfg.predict_config()
         if not holdout:  # the holdout refit is a fit-quality report for `rfmsync predict`, not needed to sync
             pcfg = pcfg.model_copy(update={"holdout_days": 0})
-        report = predict_customers(con, as_of, pcfg, timezone=cfg.timezone)
+        report = predict_customers(con, as_of, pcfg, timezone=cfg.timezone, keep_days=boundary)
         extra = "customer_predictions"
     result = run_segmentation(con, seg_cfg, as_of, cfg.timezone, extra_fields=extra, with_boundary=boundary,
                               purchase_days=report.purchase_days if report is not None else None)
