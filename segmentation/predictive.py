@@ -238,6 +238,9 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
     days = build_purchase_days(con, as_of, timezone)  # once per run: every step below reads this table
     create_lifecycle_table(con, as_of, timezone, cfg.discount_hunter_threshold, days=days)
     s = btyd_summary(con, as_of, timezone, cfg.time_unit, days=days)
+    holdout = _holdout(con, days, cfg)
+    if not keep_days:  # the table is done with: free its memory before the fits and what follows
+        con.execute(f"DROP TABLE {days.table}")
     reasons = []
     bg, bg_why = _fit_bgnbd_guarded(s, cfg)
     if bg_why:
@@ -265,10 +268,8 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
         as_of=as_of, customers=len(s), repeat_customers=s.repeat_customers, horizon_days=cfg.horizon_days,
         clv_horizon_days=cfg.clv_horizon_days, time_unit=cfg.time_unit,
         churn_risk_cut_points=tuple(cfg.churn_risk_cut_points), bgnbd=bg, gamma_gamma=gg,
-        holdout=_holdout(con, days, cfg), reason="; ".join(reasons) or None, gamma_gamma_corr=corr,
+        holdout=holdout, reason="; ".join(reasons) or None, gamma_gamma_corr=corr,
         warnings=tuple(warn), next_order_beyond_horizon=beyond, purchase_days=days if keep_days else None)
-    if not keep_days:
-        con.execute(f"DROP TABLE {days.table}")
     logger.info("predictions as of %s: %d customers, %d repeat, bgnbd=%s, gamma_gamma=%s%s", as_of, len(s),
                 s.repeat_customers, "fitted" if bg else "no", "fitted" if gg else "no",
                 f" ({report.reason})" if report.reason else "")

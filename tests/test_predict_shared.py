@@ -167,6 +167,19 @@ def test_demo_shop_run_shares_one_table_with_the_boundary(tmp_path):
     assert run.result.boundary == alone.result.boundary and run.result.boundary["gaps"] > 30
 
 
+def test_customers_file_run_drops_the_table_once_the_predictions_are_done(tmp_path):
+    """`segments --customers` has no boundary: the purchase-day table is dropped to free its memory."""
+    from sync.config import load_config
+    from sync.demodata import generate_shop
+    from sync.pipeline import compute_segments
+
+    cfg = load_config(generate_shop(tmp_path, customers=200, seed=5, as_of=date(2025, 6, 30)))
+    run = compute_segments(cfg, date(2025, 6, 30), predict=True, boundary=False)
+    tables = {r[0] for r in run.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    assert "customer_predictions" in tables and not any("purchase_days" in t for t in tables)
+    assert run.predictions.purchase_days is None and run.result.boundary == {}
+
+
 def test_fit_on_distinct_triples_equals_the_fit_on_every_customer():
     rng = np.random.default_rng(9)
     T = rng.integers(0, 300, 20_000) / 7.0
