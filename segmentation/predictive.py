@@ -132,8 +132,8 @@ def _fit_bgnbd_guarded(s: BtydSummary, cfg: PredictConfig) -> tuple[BgNbdParams 
 
 
 def _currencies(con: duckdb.DuckDBPyConnection, days: PurchaseDays) -> list[tuple[str]]:
-    """The currencies of the completed orders up to ``days.as_of``: one cheap scan without local days first,
-    which answers alone unless the whole history has several."""
+    """The currencies of the completed orders up to ``days.as_of`` (sorted) when there are several; at most one
+    entry otherwise. A cheap scan without local days answers alone unless the whole history has several."""
     where = f"FROM {days.orders} WHERE status = 'completed' AND currency IS NOT NULL"
     if con.execute(f"SELECT count(DISTINCT currency) {where}").fetchall()[0][0] <= 1:
         return con.execute(f"SELECT DISTINCT currency {where}").fetchall()
