@@ -1,4 +1,13 @@
-"""BG/NBD fit + predict: rfmsync (numpy/scipy) against lifetimes' BetaGeoFitter on the same simulated customers.
+"""BG/NBD fit + predict against lifetimes, and the predictive commands' cost next to the RFM step.
+
+**The commands** (``--orders 10m``): on the synthetic shop of ``bench/segments.py`` (same generator, same CSV,
+reused from ``--workdir``), each in a fresh interpreter so that time and peak RSS are that run's alone:
+``rfmsync segments --customers --no-predict -o FILE``, ``rfmsync segments --customers -o FILE`` (with the
+predictive fields) and ``rfmsync predict`` (the fit report: holdout refit and falling-asleep boundary included).
+It prints each one's seconds and peak RSS and checks the targets of issue 17: with predictions ≤ 2× the
+``--no-predict`` time and peak RSS ≤ 2 GB; ``rfmsync predict`` ≤ 1.5× the ``--no-predict`` time.
+
+**The fit** (default, without ``--orders``):
 
 Customers are drawn from BG/NBD at the CDNOW parameters (r=.2426, α=4.4136, a=.7929, b=2.4259, weeks) with a
 seeded numpy generator; every customer is observed for ``--T`` weeks (39, as in FHL 2005). "Predict" = P(alive)
@@ -7,14 +16,17 @@ first ``--lifetimes-customers`` customers and its time is also shown scaled line
 
     python bench/predict.py                               # 1M customers, lifetimes on 200k
     python bench/predict.py --lifetimes-customers 1000000 # lifetimes on all of them
+    python bench/predict.py --orders 10m                  # the three commands on 10 M orders
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +35,69 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import emit_result, format_table, human_bytes, parse_size, run_child, size_label  # noqa: E402
 from segmentation.btyd import simulate_bgnbd  # noqa: E402
 from segmentation.btyd_models import expected_purchases, fit_bgnbd, p_alive  # noqa: E402
 
 CDNOW = (0.2426, 4.4136, 0.7929, 2.4259)
+AS_OF = date(2026, 1, 1)  # bench/segments.py's data set ends here
+
+
+# --------------------------------------------------------------------------- the commands
+COMMANDS = {
+    "no-predict": ("segments --customers --no-predict", ["segments", "--customers", "--no-predict", "-o", "{out}"]),
+    "predict-fields": ("segments --customers", ["segments", "--customers", "-o", "{out}"]),
+    "predict": ("predict", ["predict"]),
+}
+TARGET_FIELDS_RATIO, TARGET_PREDICT_RATIO, TARGET_RSS = 2.0, 1.5, 2 * 1024 ** 3
+
+
+def _command_child(args: argparse.Namespace) -> int:
+    """Child: one CLI command in this interpreter (imports included in the time), then the RESULT line."""
+    t0 = time.perf_counter()
+    from sync.cli import main as cli
+
+    argv = [a.format(out=args.out) for a in COMMANDS[args.child][1]]
+    code = cli.main(argv + ["--config", args.config, "--as-of", AS_OF.isoformat()], standalone_mode=False)
+    emit_result({"command": args.child, "seconds": time.perf_counter() - t0, "exit": code or 0})
+    return 0
+
+
+def commands(args: argparse.Namespace) -> int:
+    """Time the three commands once each on ``--orders`` orders; print seconds, peak RSS, ratios, targets."""
+    from bench.segments import dataset, write_config
+
+    orders = parse_size(args.orders)
+    csv_path, gen_s = dataset(Path(args.workdir), orders)
+    if gen_s is not None:
+        print(f"generated {csv_path} in {gen_s:.1f} s", flush=True)
+    cfg = write_config(csv_path, "tracks")
+    out = Path(args.workdir) / f"customers-{size_label(orders)}-predict.parquet"
+    res: dict[str, dict] = {}
+    for name in COMMANDS:
+        argv = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--config", str(cfg),
+                "--out", str(out)]
+        res[name] = run_child(argv, cwd=str(ROOT))
+        print(f"  {COMMANDS[name][0]}: {res[name]['seconds']:.2f} s, peak {human_bytes(res[name]['peak_rss'])}",
+              flush=True)
+    out.unlink(missing_ok=True)
+    base = res["no-predict"]["seconds"]
+    rows = [{"command": f"rfmsync {COMMANDS[n][0]}", "seconds": f"{r['seconds']:.2f}",
+             "process": f"{r['process_seconds']:.2f}", "rss": human_bytes(r["peak_rss"]),
+             "ratio": f"{r['seconds'] / base:.2f}×"} for n, r in res.items()]
+    print(f"\n{orders:,} orders ({size_label(orders)}), one run each, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(format_table(rows, [("command", "command"), ("seconds", "seconds"), ("process", "process s"),
+                              ("rss", "peak RSS"), ("ratio", "× no-predict")]))
+    fields, pred = res["predict-fields"], res["predict"]
+    for ok, text in ((fields["seconds"] <= TARGET_FIELDS_RATIO * base,
+                      f"segments --customers with predictions ≤ {TARGET_FIELDS_RATIO:.0f}× --no-predict "
+                      f"({fields['seconds'] / base:.2f}×)"),
+                     (fields["peak_rss"] <= TARGET_RSS, f"its peak RSS ≤ 2 GB ({human_bytes(fields['peak_rss'])})"),
+                     (pred["seconds"] <= TARGET_PREDICT_RATIO * base,
+                      f"rfmsync predict ≤ {TARGET_PREDICT_RATIO}× --no-predict ({pred['seconds'] / base:.2f}×)")):
+        print(f"{'PASS' if ok else 'FAIL'}  {text}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +106,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lifetimes-customers", type=int, default=200_000, help="0 skips lifetimes")
     ap.add_argument("--T", type=float, default=39.0, help="observation length in weeks")
     ap.add_argument("--seed", type=int, default=2005)
+    ap.add_argument("--orders", help="time the three commands on this many orders instead (e.g. 1m, 10m)")
+    ap.add_argument("--workdir", default="/tmp/rfmsync-bench", help="where the CSVs go (shared with segments.py)")
+    ap.add_argument("--child", choices=COMMANDS, help=argparse.SUPPRESS)
+    ap.add_argument("--config", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.child:
+        return _command_child(args)
+    if args.orders:
+        return commands(args)
 
     rng = np.random.default_rng(args.seed)
     T = np.full(args.customers, args.T)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from .config import BoundaryConfig
-from .localtime import local_day_sql
+from .purchase_days import PurchaseDays, build_purchase_days, sample_filter
 
 if TYPE_CHECKING:
     import numpy as np
@@ -37,43 +37,34 @@ def km_curve(durations: np.ndarray, events: np.ndarray, censored: np.ndarray):
     return np.cumprod(factor), at_risk
 
 
-def _spells(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str, cfg: BoundaryConfig, orders: str,
-            every: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+def _spells(con: duckdb.DuckDBPyConnection, days: PurchaseDays, as_of: date, every: int
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
     """Per distinct spell length d: (durations, observed gaps, censored silences), and the gap percentiles.
 
     Every customer's purchase days (of every ``every``-th customer by hash) give one spell per gap to the next
-    purchase day (an event) and one up to ``as_of`` after the last (censored).
+    purchase day (an event: the next day's ``gap``) and one up to ``as_of`` after the last (censored).
     """
     import numpy as np
 
-    # local purchase day as a day number, exact and without a per-row zone lookup (segmentation.localtime)
-    day = f"({local_day_sql(con, 'ordered_at', timezone, orders)} - DATE '1970-01-01')"
-    end_day = (as_of - date(1970, 1, 1)).days
-    sample = f"AND hash(customer_id) % {every} = 0" if every > 1 else ""
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE _boundary_spells AS
-        WITH days AS (
-            SELECT DISTINCT customer_id, CAST({day} AS INTEGER) AS day
-            FROM {orders}
-            WHERE status = 'completed' {sample}
+    where = f"WHERE day <= $as_of {sample_filter(every) if days.sampled_every != every else ''}"
+    spells = con.execute(f"""
+        WITH spells AS (
+            SELECT gap AS d, true AS event FROM {days.table} {where} AND gap IS NOT NULL
+            UNION ALL
+            SELECT CAST($as_of AS DATE) - max(day) AS d, false AS event FROM {days.table} {where} GROUP BY customer_id
         )
-        SELECT coalesce(lead(day) OVER w, {end_day}) - day AS d, lead(day) OVER w IS NOT NULL AS event
-        FROM days WHERE day <= {end_day}
-        WINDOW w AS (PARTITION BY customer_id ORDER BY day)
-    """)
-    spells = con.execute("""
         SELECT d, count(*) FILTER (WHERE event) AS events, count(*) FILTER (WHERE NOT event) AS censored
-        FROM _boundary_spells GROUP BY d ORDER BY d
-    """).fetchnumpy()
+        FROM spells GROUP BY d ORDER BY d
+    """, {"as_of": as_of}).fetchnumpy()
     durations = spells["d"].astype(np.int64)
     events = spells["events"].astype(np.float64)
     censored = spells["censored"].astype(np.float64)
     percentiles: dict[str, int] = {}
     if events.sum():
-        qs = ", ".join(f"quantile_disc(d, {p / 100})" for p in PERCENTILES)
-        vals = con.execute(f"SELECT {qs} FROM _boundary_spells WHERE event").fetchall()[0]
+        qs = ", ".join(f"quantile_disc(gap, {p / 100})" for p in PERCENTILES)
+        vals = con.execute(f"SELECT {qs} FROM {days.table} {where} AND gap IS NOT NULL",
+                           {"as_of": as_of}).fetchall()[0]
         percentiles = {f"p{p}": int(v) for p, v in zip(PERCENTILES, vals)}
-    con.execute("DROP TABLE IF EXISTS _boundary_spells")
     return durations, events, censored, percentiles
 
 
@@ -115,13 +106,25 @@ def knee(d: np.ndarray, p: np.ndarray) -> int | None:
 
 def falling_asleep_boundary(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str = "UTC",
                             cfg: BoundaryConfig | None = None, reminder_lead_days: int = 14,
-                            orders: str = "orders", customers: int | None = None) -> dict:
-    """The boundary curve; ``customers`` (if known) lets large shops be estimated on a deterministic sample."""
+                            orders: str = "orders", customers: int | None = None,
+                            days: PurchaseDays | None = None) -> dict:
+    """The boundary curve; ``customers`` (if known) lets large shops be estimated on a deterministic sample.
+
+    ``days``: the run's purchase-day table (:mod:`segmentation.purchase_days`) when the predictions built one;
+    without it (or when it does not cover ``as_of``) the boundary builds its own of the sampled customers."""
     import numpy as np  # here, not at the top: `segments --customers` has no boundary and needs no numpy
 
     cfg = cfg or BoundaryConfig()
     every = max(1, -(-int(customers or 0) // cfg.sample_customers)) if cfg.sample_customers else 1
-    durations, events, censored, percentiles = _spells(con, as_of, timezone, cfg, orders, every)
+    if days is None or not days.covers(as_of, timezone, orders):
+        # no shared table (no predictions this run): build one of the sampled customers alone, cheaper
+        days = build_purchase_days(con, as_of, timezone, orders, sampled_every=every, table="_rfmsync_boundary_days")
+        try:
+            durations, events, censored, percentiles = _spells(con, days, as_of, every)
+        finally:
+            con.execute(f"DROP TABLE IF EXISTS {days.table}")
+    else:
+        durations, events, censored, percentiles = _spells(con, days, as_of, every)
     gaps = int(events.sum())
     result: dict = {
         "days": None, "reminder_day": None, "knee_days": None,

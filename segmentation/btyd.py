@@ -6,7 +6,7 @@ One definition everywhere, the literature's (Fader, Hardie & Lee 2005; lifetimes
 * only ``completed`` orders count, and only those on or before ``as_of`` (a local
   calendar day in the shop's time zone, inclusive);
 * orders are collapsed per customer and **local day** (``ordered_at AT TIME ZONE tz``);
-  a day's amounts are summed;
+  a day's amounts are summed (the run's purchase-day table, :mod:`segmentation.purchase_days`);
 * ``frequency`` = purchase days − 1 (repeat purchase days);
 * ``recency``   = last purchase day − first purchase day;
 * ``T``         = ``as_of`` − first purchase day;
@@ -21,59 +21,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from functools import cached_property
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
-from .localtime import local_day_sql
+from .btyd_models import distinct_triples
+from .purchase_days import PurchaseDays, purchase_days_for
 
 TimeUnit = Literal["days", "weeks"]
 DAYS_PER_UNIT: dict[str, float] = {"days": 1.0, "weeks": 7.0}
 
-# One row per customer and local purchase day, completed orders up to as_of only; ``day`` is the local-day
-# expression of segmentation.localtime. Parameter: as_of.
-PURCHASE_DAYS_SQL = """
-    SELECT customer_id, day, sum(amount) AS day_amount
-    FROM (SELECT customer_id, amount, {day} AS day FROM orders WHERE status = 'completed')
-    WHERE day <= ?
-    GROUP BY customer_id, day
-"""
-
-# Parameters: as_of, as_of.
-SUMMARY_SQL = f"""
-    WITH days AS ({PURCHASE_DAYS_SQL})
+# Per customer from the run's purchase-day table (segmentation.purchase_days), days up to $as_of only.
+SUMMARY_SQL = """
     SELECT customer_id,
            count(*) - 1                                AS frequency,
            date_diff('day', min(day), max(day))        AS recency_days,
-           date_diff('day', min(day), ?::DATE)         AS t_days,
+           date_diff('day', min(day), $as_of::DATE)    AS t_days,
            CASE WHEN count(*) > 1
                 THEN CAST((sum(day_amount) - arg_min(day_amount, day)) / (count(*) - 1) AS DOUBLE)
                 ELSE 0.0 END                           AS monetary
-    FROM days
+    FROM {days}
+    WHERE day <= $as_of
     GROUP BY customer_id
     ORDER BY customer_id
 """
-
-# Distinct purchase days per customer strictly after `start` and up to `end` (holdout counts).
-# Parameters: end, start.
-PERIOD_DAYS_SQL = f"""
-    WITH days AS ({PURCHASE_DAYS_SQL})
-    SELECT customer_id, count(*) AS purchase_days
-    FROM days WHERE day > ?
-    GROUP BY customer_id
-"""
-
-
-def check_timezone(timezone: str) -> str:
-    """Return ``timezone`` if it names an IANA zone, else raise ``ValueError``."""
-    try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError, TypeError):
-        raise ValueError(f"unknown time zone {timezone!r}: use an IANA name such as 'Europe/Berlin'") from None
-    return timezone
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,15 +74,34 @@ class BtydSummary:
     def repeat_customers(self) -> int:
         return int(np.count_nonzero(self.frequency > 0))
 
+    @cached_property
+    def triples(self) -> Triples:
+        """The distinct (frequency, recency, T) rows, how many customers share each, and each customer's row:
+        the BG/NBD fit and its per-customer quantities depend on these alone."""
+        return Triples(*distinct_triples(self.frequency, self.recency, self.T))
+
+
+@dataclass(frozen=True, eq=False)
+class Triples:
+    x: np.ndarray
+    t_x: np.ndarray
+    T: np.ndarray
+    index: np.ndarray  # per customer: its row here
+
+    @cached_property
+    def weights(self) -> np.ndarray:
+        return np.bincount(self.index, minlength=len(self.x)).astype(np.float64)
+
 
 def btyd_summary(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str = "UTC",
-                 time_unit: TimeUnit = "weeks") -> BtydSummary:
-    """Summarise the canonical ``orders`` table as of the local day ``as_of`` (inclusive)."""
-    check_timezone(timezone)
+                 time_unit: TimeUnit = "weeks", days: PurchaseDays | None = None) -> BtydSummary:
+    """Summarise the canonical ``orders`` table as of the local day ``as_of`` (inclusive).
+
+    ``days``: the run's purchase-day table, if built (it must cover ``as_of``); else one is built here."""
     if time_unit not in DAYS_PER_UNIT:
         raise ValueError(f"time_unit must be 'days' or 'weeks', got {time_unit!r}")
-    day = local_day_sql(con, "ordered_at", timezone)
-    tbl = con.sql(SUMMARY_SQL.replace("{day}", day), params=[as_of, as_of]).to_arrow_table()
+    days = purchase_days_for(con, as_of, timezone, days)
+    tbl = con.sql(SUMMARY_SQL.format(days=days.table), params={"as_of": as_of}).to_arrow_table()
     per_unit = DAYS_PER_UNIT[time_unit]
     rec_days = tbl.column("recency_days").to_numpy().astype(np.int64)
     t_days = tbl.column("t_days").to_numpy().astype(np.int64)
@@ -123,14 +116,6 @@ def btyd_summary(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str = "U
         as_of=as_of,
         time_unit=time_unit,
     )
-
-
-def purchase_days_between(con: duckdb.DuckDBPyConnection, start: date, end: date,
-                          timezone: str = "UTC") -> pa.Table:
-    """Distinct local purchase days per customer in ``(start, end]`` as ``customer_id, purchase_days``."""
-    check_timezone(timezone)
-    day = local_day_sql(con, "ordered_at", timezone)
-    return con.sql(PERIOD_DAYS_SQL.replace("{day}", day), params=[end, start]).to_arrow_table()
 
 
 def simulate_bgnbd(r: float, alpha: float, a: float, b: float, T: np.ndarray,

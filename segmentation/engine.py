@@ -11,6 +11,7 @@ from .boundary import falling_asleep_boundary
 from .config import SegmentationConfig, Thresholds
 from .errors import RuleError
 from .metrics import build_customer_metrics
+from .purchase_days import PurchaseDays
 from .rules import PRESETS, CompiledRules, compile_rules
 from .scoring import derive_cut_points, score_sql
 from .summary import summarise
@@ -78,13 +79,15 @@ def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
 def run_segmentation(con: duckdb.DuckDBPyConnection, cfg: SegmentationConfig, as_of: date,
                      timezone: str = "UTC", *, extra_fields: str | None = None,
                      cut_points: Thresholds | None = None, customers: str | None = None,
-                     with_boundary: bool = True, orders: str = "orders") -> SegmentationResult:
+                     with_boundary: bool = True, orders: str = "orders",
+                     purchase_days: PurchaseDays | None = None) -> SegmentationResult:
     """Score and segment every customer with a completed order up to ``as_of``.
 
     Creates TEMP table ``customer_segments`` (metrics, r, f, m, rfm, segment, and ``extra_fields`` columns).
     ``extra_fields``: a table keyed by customer_id whose columns become rule inputs (e.g. predictions).
     ``cut_points``: score with these thresholds instead (incremental re-scoring against the last full run).
     ``customers``: restrict to the customer ids in this table.
+    ``purchase_days``: the run's purchase-day table (built by the predictions), which the boundary then reuses.
     """
     n = build_customer_metrics(con, as_of, timezone, orders=orders, customers=customers)
     fields = set(_columns(con, "customer_metrics"))
@@ -112,7 +115,7 @@ def run_segmentation(con: duckdb.DuckDBPyConnection, cfg: SegmentationConfig, as
     derived = cut_points if cut_points is not None else derive_cut_points(con, SCORE_TABLE, levels)
     summary = summarise(con, SCORE_TABLE, compiled.names)
     boundary = (falling_asleep_boundary(con, as_of, timezone, cfg.boundary, cfg.reminder_lead_days, orders,
-                                        customers=n) if with_boundary else {})
+                                        customers=n, days=purchase_days) if with_boundary else {})
     return SegmentationResult(as_of=as_of, preset=cfg.preset, method=method, levels=levels, customers=n,
                               segment_names=compiled.names, summary=summary, cut_points=derived,
                               boundary=boundary)

@@ -28,34 +28,23 @@ from datetime import date
 
 import duckdb
 
-from .btyd import check_timezone
-from .localtime import local_day_sql
+from .purchase_days import PurchaseDays, purchase_days_for
 
+# From the run's purchase-day table ({days}, days up to $as_of); single orders only for the line items.
 LIFECYCLE_SQL = """
     CREATE OR REPLACE TEMP TABLE customer_lifecycle AS
-    WITH completed AS (
-        SELECT * FROM (SELECT order_id, customer_id, discount, {day} AS day FROM orders WHERE status = 'completed')
-        WHERE day <= $as_of
-    ),
-    gaps AS (
-        SELECT customer_id, day,
-               date_diff('day', lag(day) OVER (PARTITION BY customer_id ORDER BY day), day) AS gap
-        FROM (SELECT DISTINCT customer_id, day FROM completed)
-    ),
-    per_day AS (
+    WITH per_day AS (
         SELECT customer_id, min(day) AS first_day, max(day) AS last_day, count(*) AS purchase_days,
-               count(gap) AS gaps, median(gap) AS median_gap_days
-        FROM gaps GROUP BY customer_id
-    ),
-    per_order AS (
-        SELECT customer_id, count(*) AS orders,
-               count(*) FILTER (WHERE discount > 0) / count(*) AS discount_share
-        FROM completed GROUP BY customer_id
+               count(gap) AS gaps, median(gap) AS median_gap_days,
+               CAST(sum(orders) AS BIGINT) AS orders, sum(discounted) / sum(orders) AS discount_share
+        FROM {days} WHERE day <= $as_of GROUP BY customer_id
     ),
     items AS (
         SELECT c.customer_id, li.category, li.brand, coalesce(li.quantity, 1) AS qty,
                coalesce(li.quantity, 1) * coalesce(li.price, 0) AS spend
-        FROM completed c JOIN line_items li USING (order_id)
+        FROM line_items li
+        JOIN (SELECT order_id, customer_id FROM {orders} WHERE status = 'completed' AND {day} <= $as_of) c
+        USING (order_id)
     ),
     cat AS (
         SELECT customer_id, category,
@@ -69,15 +58,14 @@ LIFECYCLE_SQL = """
                                   ORDER BY sum(spend) DESC, sum(qty) DESC, brand) AS rank
         FROM items WHERE brand IS NOT NULL GROUP BY customer_id, brand
     )
-    SELECT d.customer_id, d.first_day, d.last_day, d.purchase_days, o.orders, d.gaps, d.median_gap_days,
+    SELECT d.customer_id, d.first_day, d.last_day, d.purchase_days, d.orders, d.gaps, d.median_gap_days,
            CASE WHEN d.purchase_days > 1
                 THEN round(date_diff('day', d.first_day, d.last_day) / (d.purchase_days - 1), 2)
            END AS avg_days_between_orders,
-           CAST(o.discount_share AS DOUBLE) AS discount_share,
-           (o.orders >= 2 AND o.discount_share >= $threshold) AS discount_hunter,
+           CAST(d.discount_share AS DOUBLE) AS discount_share,
+           (d.orders >= 2 AND d.discount_share >= $threshold) AS discount_hunter,
            cat.category AS favourite_category, brand.brand AS favourite_brand
     FROM per_day d
-    JOIN per_order o USING (customer_id)
     LEFT JOIN cat ON cat.customer_id = d.customer_id AND cat.rank = 1
     LEFT JOIN brand ON brand.customer_id = d.customer_id AND brand.rank = 1
     ORDER BY d.customer_id
@@ -116,11 +104,13 @@ PREDICTIONS_SQL = """
 
 
 def create_lifecycle_table(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str = "UTC",
-                           discount_hunter_threshold: float = 0.5) -> int:
-    """Create TEMP table ``customer_lifecycle`` (one row per customer with a completed order)."""
-    check_timezone(timezone)
-    day = local_day_sql(con, "ordered_at", timezone)
-    con.execute(LIFECYCLE_SQL.replace("{day}", day), {"as_of": as_of, "threshold": discount_hunter_threshold})
+                           discount_hunter_threshold: float = 0.5, days: PurchaseDays | None = None) -> int:
+    """Create TEMP table ``customer_lifecycle`` (one row per customer with a completed order).
+
+    ``days``: the run's purchase-day table, if built (it must cover ``as_of``); else one is built here."""
+    days = purchase_days_for(con, as_of, timezone, days)
+    sql = LIFECYCLE_SQL.format(days=days.table, orders=days.orders, day=days.day_sql)
+    con.execute(sql, {"as_of": as_of, "threshold": discount_hunter_threshold})
     return con.execute("SELECT count(*) FROM customer_lifecycle").fetchall()[0][0]
 
 

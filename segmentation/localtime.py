@@ -11,10 +11,20 @@ tz database is of another version.
 from __future__ import annotations
 
 from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
 
 MAX_SPANS = 16  # more transitions than this in the data's range (decades of daylight saving): let ICU do it
+
+
+def check_timezone(timezone: str) -> str:
+    """Return ``timezone`` if it names an IANA zone, else raise ``ValueError``."""
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise ValueError(f"unknown time zone {timezone!r}: use an IANA name such as 'Europe/Berlin'") from None
+    return timezone
 
 
 def _lit(tz: str) -> str:

@@ -21,12 +21,14 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from . import fitnotes
-from .btyd import DAYS_PER_UNIT, BtydSummary, btyd_summary, check_timezone, purchase_days_between
-from .btyd_models import (DAYS_PER_MONTH, BgNbdParams, FitError, GammaGammaParams, churn_risk, clv, distinct_triples,
-                          expected_aov, expected_purchases, fit_bgnbd, fit_gamma_gamma, p_alive, prob_no_purchase,
+from .btyd import DAYS_PER_UNIT, BtydSummary, btyd_summary
+from .btyd_models import (DAYS_PER_MONTH, BgNbdParams, FitError, GammaGammaParams, churn_risk, clv, expected_aov,
+                          expected_purchases, fit_bgnbd, fit_gamma_gamma, p_alive, prob_no_purchase,
                           time_to_likely_purchase)
 from .fitnotes import Unfitted
 from .lifecycle import create_lifecycle_table, create_predictions_table
+from .localtime import check_timezone
+from .purchase_days import PurchaseDays, build_purchase_days
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +81,8 @@ class PredictReport:
     warnings: tuple[str, ...] = ()
     #: customers whose model-based next_order_date fell beyond horizon_days (left NULL)
     next_order_beyond_horizon: int = 0
+    #: the run's purchase-day table, for the falling-asleep boundary to reuse (not part of the JSON)
+    purchase_days: PurchaseDays | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         bg, gg = self.bgnbd, self.gamma_gamma
@@ -120,17 +124,26 @@ def _fit_bgnbd_guarded(s: BtydSummary, cfg: PredictConfig) -> tuple[BgNbdParams 
     reason = _thin_data(s, cfg)
     if reason:
         return None, reason
+    u = s.triples  # customers sharing (x, t_x, T) count once, weighted: the same likelihood, fewer terms
     try:
-        return fit_bgnbd(s.frequency, s.recency, s.T), None
+        return fit_bgnbd(u.x, u.t_x, u.T, weights=u.weights), None
     except FitError as exc:
         return None, fitnotes.from_fit_error(str(exc))
 
 
+def _currencies(con: duckdb.DuckDBPyConnection, days: PurchaseDays) -> list[tuple[str]]:
+    """The currencies of the completed orders up to ``days.as_of`` (sorted) when there are several; at most one
+    entry otherwise. A cheap scan without local days answers alone unless the whole history has several."""
+    where = f"FROM {days.orders} WHERE status = 'completed' AND currency IS NOT NULL"
+    if con.execute(f"SELECT count(DISTINCT currency) {where}").fetchall()[0][0] <= 1:
+        return con.execute(f"SELECT DISTINCT currency {where}").fetchall()
+    return con.execute(f"SELECT DISTINCT currency {where} AND {days.day_sql} <= ? ORDER BY 1",
+                       [days.as_of]).fetchall()
+
+
 def _fit_gamma_gamma_guarded(con: duckdb.DuckDBPyConnection, s: BtydSummary, cfg: PredictConfig,
-                             timezone: str) -> tuple[GammaGammaParams | None, Unfitted | None]:
-    currencies = con.execute(
-        "SELECT DISTINCT currency FROM orders WHERE status = 'completed' AND currency IS NOT NULL"
-        " AND (ordered_at AT TIME ZONE ?)::DATE <= ? ORDER BY 1", [timezone, s.as_of]).fetchall()
+                             days: PurchaseDays) -> tuple[GammaGammaParams | None, Unfitted | None]:
+    currencies = _currencies(con, days)
     if len(currencies) > 1:
         names = ", ".join(c[0] for c in currencies[:5])
         return None, fitnotes.several_currencies(len(currencies), names)
@@ -150,10 +163,11 @@ def _model_table(s: BtydSummary, cfg: PredictConfig, bg: BgNbdParams | None,
     n = len(s)
     nan = np.full(n, np.nan)
     per_unit = DAYS_PER_UNIT[s.time_unit]
-    x, tx, T = s.frequency, s.recency, s.T
+    x = s.frequency
     # The BG/NBD quantities depend on (x, t_x, T) alone, and customers share them (every one-time buyer of a
     # day, for one): evaluate each distinct triple once (about 40 % of the customers of a large shop).
-    ux, utx, uT, inv = distinct_triples(x, tx, T)
+    u = s.triples
+    ux, utx, uT, inv = u.x, u.t_x, u.T, u.index
     with np.errstate(all="ignore"):
         if bg is not None:
             alive = p_alive(bg, ux, utx, uT)[inv]
@@ -178,20 +192,23 @@ def _model_table(s: BtydSummary, cfg: PredictConfig, bg: BgNbdParams | None,
     return table, int(bad.sum())
 
 
-def _holdout(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictConfig, timezone: str) -> dict[str, Any]:
+def _holdout(con: duckdb.DuckDBPyConnection, days: PurchaseDays, cfg: PredictConfig) -> dict[str, Any]:
     """Refit on orders up to as_of − holdout_days; compare predicted with actual purchase days after."""
     if cfg.holdout_days == 0:
         return {"reason": "disabled (holdout_days = 0)"}
+    as_of = days.as_of
     cal_end = as_of - timedelta(days=cfg.holdout_days)
     out: dict[str, Any] = {"calibration_end": cal_end.isoformat(), "holdout_days": cfg.holdout_days}
-    cal = btyd_summary(con, cal_end, timezone, cfg.time_unit)
+    cal = btyd_summary(con, cal_end, days.timezone, cfg.time_unit, days=days)
     bg, reason = _fit_bgnbd_guarded(cal, cfg)
     if bg is None:
         return out | {"reason": f"calibration period: {reason}"}
     with np.errstate(all="ignore"):
-        predicted = expected_purchases(bg, cfg.holdout_days / DAYS_PER_UNIT[cfg.time_unit],
-                                       cal.frequency, cal.recency, cal.T)
-    later = purchase_days_between(con, cal_end, as_of, timezone)
+        u = cal.triples
+        window = cfg.holdout_days / DAYS_PER_UNIT[cfg.time_unit]
+        predicted = expected_purchases(bg, window, u.x, u.t_x, u.T)[u.index]
+    later = con.sql(f"SELECT customer_id, count(*) AS purchase_days FROM {days.table} WHERE day > $cal_end "
+                    "GROUP BY customer_id", params={"cal_end": cal_end}).to_arrow_table()
     idx = pc.index_in(cal.customer_id, value_set=later.column("customer_id").combine_chunks())
     actual = pc.fill_null(pc.take(later.column("purchase_days").combine_chunks(), idx), 0)
     actual = actual.to_numpy().astype(np.float64)
@@ -209,20 +226,26 @@ def _holdout(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictConfig, ti
 
 
 def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictConfig,
-                      timezone: str = "UTC") -> PredictReport:
+                      timezone: str = "UTC", *, keep_days: bool = True) -> PredictReport:
     """Fit BG/NBD + Gamma-Gamma on ``orders`` and (re)create TEMP table ``customer_predictions``.
 
     One row per customer with a completed order on or before the local day ``as_of``.
     Model fields stay NULL, with ``PredictReport.reason`` saying why, on thin data.
+    ``keep_days``: keep the run's purchase-day table (``PredictReport.purchase_days``) for the falling-asleep
+    boundary; False drops it at the end, which frees its memory (a tenth of the orders' rows) for what follows.
     """
     check_timezone(timezone)
-    create_lifecycle_table(con, as_of, timezone, cfg.discount_hunter_threshold)
-    s = btyd_summary(con, as_of, timezone, cfg.time_unit)
+    days = build_purchase_days(con, as_of, timezone)  # once per run: every step below reads this table
+    create_lifecycle_table(con, as_of, timezone, cfg.discount_hunter_threshold, days=days)
+    s = btyd_summary(con, as_of, timezone, cfg.time_unit, days=days)
+    holdout = _holdout(con, days, cfg)
+    if not keep_days:  # the table is done with: free its memory before the fits and what follows
+        con.execute(f"DROP TABLE {days.table}")
     reasons = []
     bg, bg_why = _fit_bgnbd_guarded(s, cfg)
     if bg_why:
         reasons.append(f"BG/NBD not fitted: {bg_why}")
-    gg, gg_why = _fit_gamma_gamma_guarded(con, s, cfg, timezone) if bg is not None else (None, None)
+    gg, gg_why = _fit_gamma_gamma_guarded(con, s, cfg, days) if bg is not None else (None, None)
     if gg_why:
         reasons.append(f"Gamma-Gamma not fitted: {gg_why}")
     table, bad = _model_table(s, cfg, bg, gg)
@@ -245,8 +268,8 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
         as_of=as_of, customers=len(s), repeat_customers=s.repeat_customers, horizon_days=cfg.horizon_days,
         clv_horizon_days=cfg.clv_horizon_days, time_unit=cfg.time_unit,
         churn_risk_cut_points=tuple(cfg.churn_risk_cut_points), bgnbd=bg, gamma_gamma=gg,
-        holdout=_holdout(con, as_of, cfg, timezone), reason="; ".join(reasons) or None, gamma_gamma_corr=corr,
-        warnings=tuple(warn), next_order_beyond_horizon=beyond)
+        holdout=holdout, reason="; ".join(reasons) or None, gamma_gamma_corr=corr,
+        warnings=tuple(warn), next_order_beyond_horizon=beyond, purchase_days=days if keep_days else None)
     logger.info("predictions as of %s: %d customers, %d repeat, bgnbd=%s, gamma_gamma=%s%s", as_of, len(s),
                 s.repeat_customers, "fitted" if bg else "no", "fitted" if gg else "no",
                 f" ({report.reason})" if report.reason else "")

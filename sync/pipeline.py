@@ -223,10 +223,11 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
         if not holdout:  # the holdout refit is a fit-quality report for `rfmsync predict`, not needed to sync
             pcfg = pcfg.model_copy(update={"holdout_days": 0})
         with steps.step("predicting"):
-            report = predict_customers(con, as_of, pcfg, timezone=cfg.timezone)
+            report = predict_customers(con, as_of, pcfg, timezone=cfg.timezone, keep_days=boundary)
         extra = "customer_predictions"
     with steps.step("segmenting"):
-        result = run_segmentation(con, seg_cfg, as_of, cfg.timezone, extra_fields=extra, with_boundary=boundary)
+        result = run_segmentation(con, seg_cfg, as_of, cfg.timezone, extra_fields=extra, with_boundary=boundary,
+                                  purchase_days=report.purchase_days if report is not None else None)
     warnings = [w for w in [stale_warning(con, as_of, cfg.timezone, cfg.guards.stale_days)] if w]
     warnings += list(report.warnings) if report is not None else []
     return SegmentsRun(con=con, result=result, pull=pull, config=cfg, predictions=report, warnings=warnings)

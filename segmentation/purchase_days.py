@@ -1,0 +1,87 @@
+"""One row per customer and local purchase day: the table the predictive steps and the boundary share.
+
+The BG/NBD summary (:mod:`segmentation.btyd`), the lifecycle fields (:mod:`segmentation.lifecycle`), the holdout
+check (:mod:`segmentation.predictive`) and the falling-asleep boundary (:mod:`segmentation.boundary`) all start
+from the same thing: the completed orders up to ``as_of``, collapsed per customer and local calendar day. A run
+builds it once (:func:`build_purchase_days`), with the local-day expression of :mod:`segmentation.localtime`
+found once, and each step aggregates the table instead of re-reading the orders:
+
+* ``customer_id``, ``day`` (local DATE, ≤ ``as_of``);
+* ``day_amount`` (the day's completed amounts), ``orders`` and ``discounted`` (orders with ``discount > 0``);
+* ``gap``: days since the customer's previous purchase day (NULL on the first one).
+
+Any earlier cut-off (the holdout's calibration end) is a prefix of every customer's days, so ``WHERE day <= d``
+on this table gives exactly what a table built as of ``d`` would, ``gap`` included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import duckdb
+
+from .localtime import check_timezone, local_day_sql
+
+TABLE = "_rfmsync_purchase_days"
+
+BUILD_SQL = """
+    CREATE OR REPLACE TEMP TABLE {table} AS
+    SELECT customer_id, day, day_amount, orders, discounted,
+           CAST(day - lag(day) OVER (PARTITION BY customer_id ORDER BY day) AS INTEGER) AS gap
+    FROM (SELECT customer_id, day, sum(amount) AS day_amount, CAST(count(*) AS INTEGER) AS orders,
+                 CAST(count(*) FILTER (WHERE discount > 0) AS INTEGER) AS discounted
+          FROM (SELECT customer_id, amount, discount, {day} AS day FROM {orders}
+                WHERE status = 'completed' {sample})
+          WHERE day <= $as_of
+          GROUP BY customer_id, day)
+"""
+
+
+@dataclass(frozen=True)
+class PurchaseDays:
+    """A built purchase-day table and what it was built from.
+
+    ``day_sql`` is the local-day expression over ``orders.ordered_at`` (for the one step that needs single
+    orders: the lifecycle's favourite category and brand). ``sampled_every`` > 1: only every k-th customer by
+    hash of the id (the boundary's sample of a large shop).
+    """
+
+    table: str
+    as_of: date
+    timezone: str
+    orders: str
+    day_sql: str
+    sampled_every: int = 1
+
+    def covers(self, as_of: date, timezone: str, orders: str = "orders") -> bool:
+        """True when this table holds every customer's days up to ``as_of`` (or a later day) of ``orders``."""
+        return self.sampled_every == 1 and self.timezone == timezone and self.orders == orders and as_of <= self.as_of
+
+
+def sample_filter(every: int) -> str:
+    """The SQL condition keeping every ``every``-th customer by hash of the id ('' for all)."""
+    return f"AND hash(customer_id) % {every} = 0" if every > 1 else ""
+
+
+def build_purchase_days(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str = "UTC",
+                        orders: str = "orders", *, sampled_every: int = 1, table: str = TABLE) -> PurchaseDays:
+    """(Re)create TEMP table ``table`` from the completed orders of ``orders`` up to the local day ``as_of``."""
+    check_timezone(timezone)
+    if not (table.isidentifier() and orders.replace(".", "_").isidentifier()):
+        raise ValueError(f"table names must be identifiers, got {table!r} and {orders!r}")
+    day = local_day_sql(con, "ordered_at", timezone, orders)
+    con.execute(BUILD_SQL.format(table=table, day=day, orders=orders, sample=sample_filter(sampled_every)),
+                {"as_of": as_of})
+    return PurchaseDays(table, as_of, timezone, orders, day, sampled_every)
+
+
+def purchase_days_for(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str,
+                      days: PurchaseDays | None = None) -> PurchaseDays:
+    """``days`` when it covers ``as_of`` of ``orders`` in ``timezone``; a new table when None; else ValueError."""
+    if days is None:
+        return build_purchase_days(con, as_of, timezone)
+    if not days.covers(as_of, timezone):
+        raise ValueError(f"the purchase-day table ({days.orders} in {days.timezone} up to {days.as_of}"
+                         f"{', sampled' if days.sampled_every > 1 else ''}) does not cover {as_of} in {timezone}")
+    return days

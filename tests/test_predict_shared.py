@@ -1,0 +1,246 @@
+"""The shared purchase-day table gives what each step computed on its own before.
+
+Until the table was shared, the BG/NBD summary, the lifecycle fields, the holdout counts and the falling-asleep
+boundary each grouped the orders by customer and local day themselves. The reference queries below are those
+per-step queries as they were (the local day by ICU, ``ordered_at AT TIME ZONE tz``, the definition); every
+step's output on the shared table must equal them, on the demo shop and on generated orders whose timestamps
+cross daylight-saving changes.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+
+import duckdb
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from connectors.tables import create_tables
+from segmentation import btyd_models as M
+from segmentation import predictive as P
+from segmentation.boundary import _spells
+from segmentation.btyd import btyd_summary, simulate_bgnbd
+from segmentation.lifecycle import create_lifecycle_table
+from segmentation.purchase_days import build_purchase_days
+
+ICU_DAY = "CAST((ordered_at AT TIME ZONE $tz) AS DATE)"
+
+OLD_DAYS = f"""
+    SELECT customer_id, day, sum(amount) AS day_amount
+    FROM (SELECT customer_id, amount, {ICU_DAY} AS day FROM orders WHERE status = 'completed')
+    WHERE day <= $as_of GROUP BY customer_id, day
+"""
+
+OLD_SUMMARY = f"""
+    WITH days AS ({OLD_DAYS})
+    SELECT customer_id, count(*) - 1 AS frequency, date_diff('day', min(day), max(day)) AS recency_days,
+           date_diff('day', min(day), $as_of::DATE) AS t_days,
+           CASE WHEN count(*) > 1 THEN CAST((sum(day_amount) - arg_min(day_amount, day)) / (count(*) - 1) AS DOUBLE)
+                ELSE 0.0 END AS monetary
+    FROM days GROUP BY customer_id ORDER BY customer_id
+"""
+
+OLD_LATER_DAYS = f"""
+    WITH days AS ({OLD_DAYS})
+    SELECT customer_id, count(*) AS purchase_days FROM days WHERE day > $start GROUP BY customer_id
+    ORDER BY customer_id
+"""
+
+OLD_LIFECYCLE = f"""
+    WITH completed AS (
+        SELECT * FROM (SELECT order_id, customer_id, discount, {ICU_DAY} AS day FROM orders
+                       WHERE status = 'completed')
+        WHERE day <= $as_of
+    ),
+    gaps AS (
+        SELECT customer_id, day, date_diff('day', lag(day) OVER (PARTITION BY customer_id ORDER BY day), day) AS gap
+        FROM (SELECT DISTINCT customer_id, day FROM completed)
+    ),
+    per_day AS (
+        SELECT customer_id, min(day) AS first_day, max(day) AS last_day, count(*) AS purchase_days,
+               count(gap) AS gaps, median(gap) AS median_gap_days
+        FROM gaps GROUP BY customer_id
+    ),
+    per_order AS (
+        SELECT customer_id, count(*) AS orders, count(*) FILTER (WHERE discount > 0) / count(*) AS discount_share
+        FROM completed GROUP BY customer_id
+    ),
+    items AS (
+        SELECT c.customer_id, li.category, li.brand, coalesce(li.quantity, 1) AS qty,
+               coalesce(li.quantity, 1) * coalesce(li.price, 0) AS spend
+        FROM completed c JOIN line_items li USING (order_id)
+    ),
+    cat AS (
+        SELECT customer_id, category, row_number() OVER (PARTITION BY customer_id
+                                                         ORDER BY sum(spend) DESC, sum(qty) DESC, category) AS rank
+        FROM items WHERE category IS NOT NULL GROUP BY customer_id, category
+    ),
+    brand AS (
+        SELECT customer_id, brand, row_number() OVER (PARTITION BY customer_id
+                                                      ORDER BY sum(spend) DESC, sum(qty) DESC, brand) AS rank
+        FROM items WHERE brand IS NOT NULL GROUP BY customer_id, brand
+    )
+    SELECT d.customer_id, d.first_day, d.last_day, d.purchase_days, o.orders, d.gaps, d.median_gap_days,
+           CASE WHEN d.purchase_days > 1
+                THEN round(date_diff('day', d.first_day, d.last_day) / (d.purchase_days - 1), 2) END,
+           CAST(o.discount_share AS DOUBLE), (o.orders >= 2 AND o.discount_share >= $threshold),
+           cat.category, brand.brand
+    FROM per_day d JOIN per_order o USING (customer_id)
+    LEFT JOIN cat ON cat.customer_id = d.customer_id AND cat.rank = 1
+    LEFT JOIN brand ON brand.customer_id = d.customer_id AND brand.rank = 1
+    ORDER BY d.customer_id
+"""
+
+OLD_SPELLS = f"""
+    WITH days AS (SELECT DISTINCT customer_id, CAST({ICU_DAY} - DATE '1970-01-01' AS INTEGER) AS day
+                  FROM orders WHERE status = 'completed' {{sample}}),
+    spells AS (
+        SELECT coalesce(lead(day) OVER w, $end_day) - day AS d, lead(day) OVER w IS NOT NULL AS event
+        FROM days WHERE day <= $end_day WINDOW w AS (PARTITION BY customer_id ORDER BY day)
+    )
+    SELECT d, count(*) FILTER (WHERE event), count(*) FILTER (WHERE NOT event) FROM spells GROUP BY d ORDER BY d
+"""
+
+
+def _old(con, sql: str, **params) -> list[tuple]:
+    used = {k: v for k, v in params.items() if f"${k}" in sql}
+    return con.execute(sql, used).fetchall()
+
+
+def _assert_same_steps(con: duckdb.DuckDBPyConnection, as_of: date, tz: str, holdout_days: int = 30) -> None:
+    """Each step on one shared table = the old per-step query; a table built as of ``as_of`` also serves any
+    earlier day (the holdout's calibration end)."""
+    days = build_purchase_days(con, as_of, tz)
+    cal_end = as_of - timedelta(days=holdout_days)
+    for day in (as_of, cal_end):
+        s = btyd_summary(con, day, tz, "days", days=days)
+        got = list(zip(s.customer_id.to_pylist(), s.frequency.tolist(), s.recency_days.tolist(), s.t_days.tolist()))
+        want = _old(con, OLD_SUMMARY, as_of=day, tz=tz)
+        assert got == [r[:4] for r in want]
+        np.testing.assert_allclose(s.monetary, [r[4] for r in want], rtol=1e-12)
+    later = con.execute(f"SELECT customer_id, count(*) FROM {days.table} WHERE day > ? GROUP BY 1 ORDER BY 1",
+                        [cal_end]).fetchall()
+    assert later == _old(con, OLD_LATER_DAYS, as_of=as_of, tz=tz, start=cal_end)
+    create_lifecycle_table(con, as_of, tz, 0.5, days=days)
+    assert con.execute("SELECT * FROM customer_lifecycle").fetchall() == _old(con, OLD_LIFECYCLE, as_of=as_of, tz=tz,
+                                                                              threshold=0.5)
+    end_day = (as_of - date(1970, 1, 1)).days
+    for every in (1, 2):
+        sample = f"AND hash(customer_id) % {every} = 0" if every > 1 else ""
+        want = _old(con, OLD_SPELLS.format(sample=sample), tz=tz, end_day=end_day)
+        shared = _spells(con, days, as_of, every)
+        own = build_purchase_days(con, as_of, tz, sampled_every=every, table="_own_days")
+        for durations, events, censored, _ in (shared, _spells(con, own, as_of, every)):
+            assert list(zip(durations.tolist(), events.tolist(), censored.tolist())) == want
+
+
+def test_demo_shop_steps_equal_the_per_step_queries(tmp_path):
+    from sync.config import load_config
+    from sync.demodata import generate_shop
+    from sync.pipeline import load_file_export
+
+    as_of = date(2025, 6, 30)
+    cfg = load_config(generate_shop(tmp_path, customers=400, seed=5, as_of=as_of))
+    con = duckdb.connect()
+    load_file_export(con, cfg)
+    assert con.execute("SELECT count(*) FROM orders").fetchall()[0][0] > 1000
+    for tz in (cfg.timezone, "Europe/Berlin"):  # the demo's own zone, and one with daylight saving
+        _assert_same_steps(con, as_of, tz, holdout_days=90)
+
+
+def test_demo_shop_run_shares_one_table_with_the_boundary(tmp_path):
+    """`rfmsync predict` builds the table once: the boundary reuses it and gives what it gives on its own."""
+    from sync.config import load_config
+    from sync.demodata import generate_shop
+    from sync.pipeline import compute_segments
+
+    as_of = date(2025, 6, 30)
+    cfg = load_config(generate_shop(tmp_path, customers=400, seed=5, as_of=as_of))
+    run = compute_segments(cfg, as_of, predict=True, holdout=True)
+    days = run.predictions.purchase_days
+    assert days is not None and days.covers(as_of, cfg.timezone)
+    alone = compute_segments(cfg, as_of)  # no predictions: the boundary builds its own (sampled) table
+    assert alone.predictions is None
+    assert run.result.boundary == alone.result.boundary and run.result.boundary["gaps"] > 30
+
+
+def test_customers_file_run_drops_the_table_once_the_predictions_are_done(tmp_path):
+    """`segments --customers` has no boundary: the purchase-day table is dropped to free its memory."""
+    from sync.config import load_config
+    from sync.demodata import generate_shop
+    from sync.pipeline import compute_segments
+
+    cfg = load_config(generate_shop(tmp_path, customers=200, seed=5, as_of=date(2025, 6, 30)))
+    run = compute_segments(cfg, date(2025, 6, 30), predict=True, boundary=False)
+    tables = {r[0] for r in run.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    assert "customer_predictions" in tables and not any("purchase_days" in t for t in tables)
+    assert run.predictions.purchase_days is None and run.result.boundary == {}
+
+
+def test_fit_on_distinct_triples_equals_the_fit_on_every_customer():
+    rng = np.random.default_rng(9)
+    T = rng.integers(0, 300, 20_000) / 7.0
+    x, tx = simulate_bgnbd(0.25, 4.0, 0.8, 2.4, T, rng)
+    tx = np.round(tx * 7) / 7  # whole days, as the summary gives: customers share triples
+    u = M.distinct_triples(x, tx, T)
+    weights = np.bincount(u[3]).astype(float)
+    assert len(u[0]) < len(x) / 2
+    every = M.fit_bgnbd(x, tx, T)
+    distinct = M.fit_bgnbd(u[0], u[1], u[2], weights=weights)
+    assert (distinct.r, distinct.alpha, distinct.a, distinct.b) == pytest.approx(
+        (every.r, every.alpha, every.a, every.b), rel=1e-5)
+    assert distinct.log_likelihood == pytest.approx(every.log_likelihood, rel=1e-12)
+
+
+# --------------------------------------------------------------------------- generated orders across DST
+
+ZONES = ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Tashkent", "UTC"]
+# instants within a day of the 2024 changes of the zones above (UTC), and a quiet stretch before them
+ANCHORS = [datetime(2024, 3, 31, 1, tzinfo=timezone.utc), datetime(2024, 10, 27, 1, tzinfo=timezone.utc),
+           datetime(2024, 3, 10, 7, tzinfo=timezone.utc), datetime(2024, 11, 3, 6, tzinfo=timezone.utc),
+           datetime(2024, 4, 6, 15, tzinfo=timezone.utc), datetime(2024, 1, 15, 12, tzinfo=timezone.utc)]
+
+order = st.tuples(
+    st.sampled_from(["a", "b", "c", "d", "e"]),
+    st.sampled_from(ANCHORS),
+    st.integers(-36 * 60, 36 * 60),  # minutes around the anchor
+    st.integers(1, 500),
+    st.sampled_from(["completed", "completed", "completed", "refunded", "cancelled"]),
+    st.sampled_from([None, 0, 5]),
+    st.sampled_from([None, ("Shoes", "Acme"), ("Hats", None), (None, "Zeta")]),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(orders=st.lists(order, min_size=1, max_size=40), tz=st.sampled_from(ZONES),
+       as_of=st.sampled_from([date(2024, 3, 31), date(2024, 10, 27), date(2024, 11, 3), date(2024, 12, 31)]))
+def test_generated_orders_across_dst_equal_the_per_step_queries(orders, tz, as_of):
+    con = duckdb.connect()
+    create_tables(con)
+    con.executemany("INSERT INTO orders VALUES (?, ?, ?, ?, 'EUR', ?, ?)",
+                    [(f"o{i}", c, anchor + timedelta(minutes=m), Decimal(amount), status, disc)
+                     for i, (c, anchor, m, amount, status, disc, _) in enumerate(orders)])
+    items = [(f"o{i}", 1, item[0], item[1], 1 + i % 3, 10 + i) for i, (*_, item) in enumerate(orders) if item]
+    if items:
+        con.executemany("INSERT INTO line_items VALUES (?, ?, NULL, NULL, ?, ?, ?, ?)", items)
+    _assert_same_steps(con, as_of, tz, holdout_days=120)
+
+
+def test_a_table_of_another_zone_or_a_sample_is_refused():
+    con = duckdb.connect()
+    create_tables(con)
+    con.execute("INSERT INTO orders VALUES ('o1', 'a', TIMESTAMPTZ '2024-05-01 10:00+00', 10, 'EUR', 'completed', "
+                "NULL)")
+    berlin = build_purchase_days(con, date(2024, 6, 1), "Europe/Berlin")
+    with pytest.raises(ValueError, match="does not cover"):
+        btyd_summary(con, date(2024, 6, 1), "UTC", days=berlin)
+    with pytest.raises(ValueError, match="does not cover"):
+        create_lifecycle_table(con, date(2024, 7, 1), "Europe/Berlin", days=berlin)  # a later day
+    sampled = build_purchase_days(con, date(2024, 6, 1), "UTC", sampled_every=2, table="_s")
+    with pytest.raises(ValueError, match="sampled"):
+        btyd_summary(con, date(2024, 6, 1), "UTC", days=sampled)
+    report = P.predict_customers(con, date(2024, 6, 1), P.PredictConfig(holdout_days=0), timezone="UTC")
+    assert report.purchase_days is not None and report.to_json().get("purchase_days") is None
