@@ -10,6 +10,7 @@ from typing import Any, Iterator
 import duckdb
 
 from connectors.normalize import lit
+from segmentation.scoring import score_band
 
 from ..pipeline import SegmentsRun, store_path
 from .forecast import predictions
@@ -43,8 +44,6 @@ def rfm_grid(run: SegmentsRun) -> dict[str, Any]:
     its observed value range and its rule (the configured cut points under threshold scoring, the cut points the
     quantiles came to otherwise), and the axis labels: the rules under threshold scoring, the ranges under
     quantile scoring."""
-    from segmentation.scoring import score_band
-
     res = run.result
     rows = run.con.execute(f"""
         SELECT r, f, count(*) AS customers, avg(monetary)::DOUBLE AS avg_monetary, mode(segment) AS segment

@@ -50,6 +50,7 @@ TEXT: dict[str, dict[str, str]] = {
         "date": "Date", "matrix": "From → to since the previous recorded run ({a} → {b})",
         "from_to": "From (rows) → to (columns)", "new": "(new)", "gone": "(gone)",
         "moved_line": "{m} customers changed segment, {n} are new, {g} left.",
+        "curve_table": "The curve's points", "sizes_table": "Customers per segment at each run",
     },
     "ru": {
         "as_of": "На дату", "range": "Заказы с", "to": "по", "orders": "Заказы", "customers": "Клиенты",
@@ -92,6 +93,7 @@ TEXT: dict[str, dict[str, str]] = {
         "date": "Дата", "matrix": "Откуда → куда с предыдущего записанного запуска ({a} → {b})",
         "from_to": "Откуда (строки) → куда (столбцы)", "new": "(новые)", "gone": "(ушли)",
         "moved_line": "{m} клиентов сменили сегмент, {n} новых, {g} выбыли.",
+        "curve_table": "Точки кривой", "sizes_table": "Клиентов в сегментах по запускам",
     },
 }
 
