@@ -22,42 +22,31 @@ def _round(value: float | None, digits: int = 2) -> float | None:
     return None if value is None else round(float(value), digits)
 
 
-def _risk_rows(run: SegmentsRun) -> list[dict[str, Any]]:
+def per_segment(run: SegmentsRun) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """In one pass, per segment (rule order): churn risk counts, average CLV, expected orders and due reorders;
+    and the CLV distribution (customers with a CLV, p10, quartiles, p90, min, max, mean)."""
     rows = run.con.execute(f"""
         SELECT s.segment,
                count(*) FILTER (WHERE p.churn_risk = 'low'), count(*) FILTER (WHERE p.churn_risk = 'medium'),
                count(*) FILTER (WHERE p.churn_risk = 'high'), count(*) FILTER (WHERE p.churn_risk IS NULL),
-               avg(p.clv)::DOUBLE, sum(p.expected_purchases)::DOUBLE, count(*) FILTER (WHERE p.reorder_due)
+               avg(p.clv)::DOUBLE, sum(p.expected_purchases)::DOUBLE, count(*) FILTER (WHERE p.reorder_due),
+               count(p.clv), min(p.clv)::DOUBLE, quantile_cont(p.clv::DOUBLE, [0.1, 0.25, 0.5, 0.75, 0.9]),
+               max(p.clv)::DOUBLE
         FROM {run.result.table} s JOIN customer_predictions p USING (customer_id) GROUP BY s.segment
     """).fetchall()
     by = {r[0]: r for r in rows}
-    return [{"segment": s, "low": by[s][1], "medium": by[s][2], "high": by[s][3], "unknown": by[s][4],
+    order = [r["segment"] for r in run.result.summary if r["segment"] != "Total" and r["segment"] in by]
+    risk = [{"segment": s, "low": by[s][1], "medium": by[s][2], "high": by[s][3], "unknown": by[s][4],
              "avg_clv": _round(by[s][5]), "expected_orders": _round(by[s][6], 1), "reorder_due": by[s][7]}
-            for s in _segment_order(run) if s in by]
-
-
-def _segment_order(run: SegmentsRun) -> list[str]:
-    return [r["segment"] for r in run.result.summary if r["segment"] != "Total"]
-
-
-def clv_distribution(run: SegmentsRun) -> list[dict[str, Any]]:
-    """Per segment (rule order): customers with a CLV and its p10, quartiles, p90, min, max and mean."""
-    rows = run.con.execute(f"""
-        SELECT s.segment, count(p.clv), min(p.clv)::DOUBLE,
-               quantile_cont(p.clv::DOUBLE, [0.1, 0.25, 0.5, 0.75, 0.9]), max(p.clv)::DOUBLE, avg(p.clv)::DOUBLE
-        FROM {run.result.table} s JOIN customer_predictions p USING (customer_id)
-        WHERE p.clv IS NOT NULL GROUP BY s.segment
-    """).fetchall()
-    by = {r[0]: r for r in rows}
-    out = []
-    for seg in _segment_order(run):
-        if seg not in by:
-            continue
-        _, n, lo, qs, hi, mean = by[seg]
-        out.append({"segment": seg, "customers": n, "min": _round(lo), "p10": _round(qs[0]), "q1": _round(qs[1]),
-                    "median": _round(qs[2]), "q3": _round(qs[3]), "p90": _round(qs[4]), "max": _round(hi),
-                    "mean": _round(mean)})
-    return out
+            for s in order]
+    clv = []
+    for seg in order:
+        *_, mean, _, _, n, lo, qs, hi = by[seg]
+        if n:
+            clv.append({"segment": seg, "customers": n, "min": _round(lo), "p10": _round(qs[0]), "q1": _round(qs[1]),
+                        "median": _round(qs[2]), "q3": _round(qs[3]), "p90": _round(qs[4]), "max": _round(hi),
+                        "mean": _round(mean)})
+    return risk, clv
 
 
 def reorders_due(run: SegmentsRun) -> dict[str, Any]:
@@ -117,11 +106,11 @@ def predictions(run: SegmentsRun) -> dict[str, Any]:
     names = {r[0] for r in run.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     if run.predictions is None or "customer_predictions" not in names:
         return {"fitted": False, "reason": "predictions were not computed for this report", "segments": []}
-    segs = _risk_rows(run)
+    segs, clv = per_segment(run)
     if not any(s["low"] + s["medium"] + s["high"] for s in segs):
         reason = run.predictions.reason or "; ".join(run.warnings) or "the models could not be fitted"
         return {"fitted": False, "reason": reason, "segments": []}
     expected = run.con.execute("SELECT sum(expected_purchases)::DOUBLE FROM customer_predictions").fetchone()[0]
     return {"fitted": True, "reason": None, "segments": segs, "horizon_days": run.predictions.horizon_days,
             "clv_horizon_days": run.predictions.clv_horizon_days, "expected_orders": _round(expected, 1),
-            "clv": clv_distribution(run), "reorders_due": reorders_due(run), "holdout": holdout_check(run)}
+            "clv": clv, "reorders_due": reorders_due(run), "holdout": holdout_check(run)}
