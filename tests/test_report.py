@@ -25,6 +25,9 @@ from sync.pipeline import store_path
 from sync.report import build_report_data, report_run
 
 AS_OF = date(2026, 6, 1)
+#: where the browser test copies its screenshot (docs/report.md); read at import: the tests' env is cleared later
+SCREENSHOT_TO = Path(os.environ["RFMSYNC_TEST_REPORT_PNG"]).resolve() if os.environ.get("RFMSYNC_TEST_REPORT_PNG") \
+    else None
 EVIL = '<script>alert("x")</script> «Магазин» \'q\''
 
 
@@ -274,8 +277,8 @@ def test_a_real_browser_renders_the_page_offline(shop, tmp_path):
                     "--window-size=1280,5600", f"--screenshot={png}", out.as_uri()],
                    capture_output=True, timeout=60, check=True)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
-    if os.environ.get("RFMSYNC_TEST_REPORT_PNG"):  # regenerate docs/report.png (see docs/report.md)
-        shutil.copyfile(png, os.environ["RFMSYNC_TEST_REPORT_PNG"])
+    if SCREENSHOT_TO is not None:  # regenerate docs/report.png (see docs/report.md)
+        shutil.copyfile(png, SCREENSHOT_TO)
 
 
 def build_curve_points(shop: Path) -> list:

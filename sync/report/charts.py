@@ -209,12 +209,23 @@ def size_lines(sizes: list[dict], segments: list[str], colours: dict[str, str], 
              f'<text x="{pad}" y="{h - pad + 16}" class="ax">{escape(sizes[0]["as_of"])}</text>',
              f'<text x="{w - label_w}" y="{h - pad + 16}" text-anchor="end" class="ax">'
              f'{escape(sizes[-1]["as_of"])}</text>']
+    label_y = _spread(sorted((y(sizes[-1][s]) + 4, s) for s in segments), 13)
     for s in segments:
         path = " ".join(f'{"M" if i == 0 else "L"}{pad + i * step:.1f},{y(row[s]):.1f}' for i, row in enumerate(sizes))
         parts.append(f'<path class="line" d="{path}" fill="none" stroke="{colours.get(s, "#666")}" stroke-width="2">'
                      f'<title>{escape(s)}</title></path>'
-                     f'<text x="{w - label_w + 6}" y="{y(sizes[-1][s]) + 4:.1f}" class="ax">{escape(s)}</text>')
-    return _svg(w, h, "".join(parts), title, "sizes")
+                     f'<text x="{w - label_w + 6}" y="{label_y[s]:.1f}" class="ax">{escape(s)}</text>')
+    return _svg(w, max(h, int(max(label_y.values(), default=0)) + 6), "".join(parts), title, "sizes")
+
+
+def _spread(ys: list[tuple[float, str]], gap: float) -> dict[str, float]:
+    """End-of-line labels at their lines' heights, pushed down just enough not to overlap (ys sorted)."""
+    out: dict[str, float] = {}
+    last = float("-inf")
+    for yy, name in ys:
+        last = max(yy, last + gap)
+        out[name] = last
+    return out
 
 
 def transition_matrix(matrix: list[dict], segments: list[str], title: str, new: str, gone: str) -> Markup:
