@@ -175,6 +175,9 @@ def test_russian_page_and_output_option(shop, tmp_path):
                 "-o", str(out)).strip() == str(out)
     html = out.read_text(encoding="utf-8")
     assert '<html lang="ru">' in html and "Что делать" in html and "Удерживайте без скидок" in html
+    for heading in ("Ценность клиента (CLV) за 365 дн. по сегментам", "Пора повторить заказ",
+                    "Проверка на отложенном периоде: прогноз и факт", "Под каждым баллом: диапазон значений"):
+        assert heading in html, heading
 
 
 def test_every_value_is_escaped(shop, tmp_path):
