@@ -130,4 +130,5 @@ def render_html(data: dict[str, Any], *, title: str, lang: str = "en", currency_
         svg["matrix"] = charts.transition_matrix(move["matrix"], move["segments"],
                                                  t["matrix"].format(a=move["from"], b=move["to"]), t["new"], t["gone"])
     return _env.get_template("report.html.j2").render(
-        d=data, t=t, lang=lang, title=title, cur=currency_symbol, rows=rows, colours=colours, svg=svg)
+        d=data, t=t, lang=lang, title=title, cur=currency_symbol, rows=rows, colours=colours, svg=svg,
+        risk_colours=charts.RISK_COLOURS)
