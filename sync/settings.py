@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     rfmsync_ledger_url: str | None = None
     rfmsync_store_url: str | None = None  # deprecated name of RFMSYNC_LEDGER_URL (read, with a warning)
     rfmsync_webhook_secret: SecretStr | None = None
+    rfmsync_report_token: SecretStr | None = None  # GET /report of `rfmsync serve` (Bearer token); unset: no page
     # [http] overrides (tests, one-off runs): win over [http] and [destinations.http]
     rfmsync_http_timeout_seconds: float | None = None
     rfmsync_http_max_attempts: int | None = None

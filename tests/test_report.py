@@ -9,9 +9,11 @@ import re
 import shutil
 import subprocess
 from collections import Counter
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
+import duckdb
+import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
@@ -19,9 +21,13 @@ from sync import api
 from sync.cli import main
 from sync.config import load_config
 from sync.demodata import generate_shop
-from sync.report import build_report_data
+from sync.pipeline import store_path
+from sync.report import build_report_data, report_run
 
 AS_OF = date(2026, 6, 1)
+#: where the browser test copies its screenshot (docs/report.md); read at import: the tests' env is cleared later
+SCREENSHOT_TO = Path(os.environ["RFMSYNC_TEST_REPORT_PNG"]).resolve() if os.environ.get("RFMSYNC_TEST_REPORT_PNG") \
+    else None
 EVIL = '<script>alert("x")</script> «Магазин» \'q\''
 
 
@@ -38,11 +44,62 @@ def shop(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def data(shop) -> dict:
-    run = api.segments(load_config(shop), AS_OF, predict=True)
+    run = report_run(load_config(shop), AS_OF)
     try:
         return build_report_data(run)
     finally:
         run.close()
+
+
+#: the segment-history tables of the history contract (/work/briefs/history-contract.md), as `hist` creates them
+HISTORY_DDL = """
+CREATE TABLE IF NOT EXISTS segment_history_lines (
+    line INTEGER PRIMARY KEY, preset VARCHAR NOT NULL, rules_hash VARCHAR NOT NULL, started_on DATE NOT NULL);
+CREATE TABLE IF NOT EXISTS segment_history_records (
+    line INTEGER NOT NULL, as_of DATE NOT NULL, source VARCHAR NOT NULL,
+    customers BIGINT NOT NULL, recorded_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (line, as_of));
+CREATE TABLE IF NOT EXISTS segment_history (
+    line INTEGER NOT NULL, customer_id VARCHAR NOT NULL, segment VARCHAR NOT NULL,
+    valid_from DATE NOT NULL, valid_to DATE);
+"""
+
+
+def record_history(con: duckdb.DuckDBPyConnection, as_of: date, members: list[tuple[str, str]] | pa.Table,
+                   line: int = 1, preset: str = "tracks") -> None:
+    """Record one run's (customer_id, segment) pairs the way the contract describes (type 2, changes only)."""
+    con.execute(HISTORY_DDL)
+    con.execute("INSERT INTO segment_history_lines VALUES (?, ?, 'rules', ?) ON CONFLICT DO NOTHING",
+                [line, preset, as_of])
+    now = members if isinstance(members, pa.Table) else pa.table(
+        {"customer_id": [c for c, _ in members], "segment": [s for _, s in members]})
+    con.register("_now", now)
+    params = {"line": line, "d": as_of}
+    con.execute("""UPDATE segment_history h SET valid_to = $d WHERE line = $line AND valid_to IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM _now n WHERE n.customer_id = h.customer_id
+                                   AND n.segment = h.segment)""", params)
+    con.execute("""INSERT INTO segment_history SELECT $line, customer_id, segment, $d, NULL FROM _now n
+                   WHERE NOT EXISTS (SELECT 1 FROM segment_history h WHERE h.line = $line AND h.valid_to IS NULL
+                                     AND h.customer_id = n.customer_id AND h.segment = n.segment)""", params)
+    con.execute("INSERT INTO segment_history_records VALUES ($line, $d, 'segments', (SELECT count(*) FROM _now), "
+                "now())", params)
+    con.unregister("_now")
+
+
+def record_shop_history(config: Path, dates: list[date]) -> None:
+    """Segment the shop as of each date and record the runs in its order store (what `hist` will do)."""
+    cfg = load_config(config)
+    for day in dates:
+        run = api.segments(cfg, day, boundary=False)
+        try:
+            members = run.con.sql(f"SELECT customer_id, segment FROM {run.result.table}").to_arrow_table()
+        finally:
+            run.close()
+        with duckdb.connect(str(store_path(cfg))) as con:
+            record_history(con, day, members)
+
+
+#: the history the browser test and the README screenshot show: every two weeks over the last two months
+HISTORY_DATES = [AS_OF - timedelta(days=d) for d in (56, 42, 28, 14, 0)]
 
 
 def _copy_shop(shop: Path, tmp_path: Path, extra: str = "") -> Path:
@@ -118,6 +175,9 @@ def test_russian_page_and_output_option(shop, tmp_path):
                 "-o", str(out)).strip() == str(out)
     html = out.read_text(encoding="utf-8")
     assert '<html lang="ru">' in html and "Что делать" in html and "Удерживайте без скидок" in html
+    for heading in ("Ценность клиента (CLV) за 365 дн. по сегментам", "Пора повторить заказ",
+                    "Проверка на отложенном периоде: прогноз и факт", "Под каждым баллом: диапазон значений"):
+        assert heading in html, heading
 
 
 def test_every_value_is_escaped(shop, tmp_path):
@@ -134,12 +194,20 @@ currency_symbol = "₽"
     text = text.replace('preset = "tracks"', f'preset = "tracks"\n\n[[segmentation.rules]]\nname = "{title}"\n'
                                              f'match = ["R3F3M3"]')
     cfg.write_text(text, encoding="utf-8")
+    with duckdb.connect(str(store_path(load_config(cfg)))) as con:  # a recorded history with that segment
+        record_history(con, AS_OF - timedelta(days=7), [("a", EVIL), ("b", "Churn")])
+        record_history(con, AS_OF, [("a", "Churn"), ("b", EVIL), ("c", EVIL)])
     out = tmp_path / "r.html"
     _cli("report", "--config", str(cfg), "--as-of", AS_OF.isoformat(), "-o", str(out))
     html = out.read_text(encoding="utf-8")
     assert "<script" not in html
     literal = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; «Магазин» &#39;q&#39;"
     assert html.count(literal) >= 4  # the <title>, <h1>, the segment's row and grid legend, the playbook line
+    sections = {name: html[html.index(f'<section id="{name}">'):] for name in ("predictions", "movement")}
+    sections["predictions"] = sections["predictions"][:sections["predictions"].index("</section>")]
+    # churn risk (chart and table), CLV (chart, its tooltip and table); sizes (chart, table), the matrix (chart
+    # row and column, table row and column)
+    assert sections["predictions"].count(literal) >= 5 and sections["movement"].count(literal) >= 6
     assert "₽" in html
 
 
@@ -194,6 +262,7 @@ def test_a_real_browser_renders_the_page_offline(shop, tmp_path):
     assert leaks == ["https://cdn.example.org/x.png"] and any("boom" in line for line in console)
 
     cfg = _copy_shop(shop, tmp_path)
+    record_shop_history(cfg, HISTORY_DATES)  # the movement section too
     out = tmp_path / "r.html"
     _cli("report", "--config", str(cfg), "--as-of", AS_OF.isoformat(), "-o", str(out))
     dom, leaks, console = _browse(browser, out, tmp_path / "report")
@@ -201,13 +270,18 @@ def test_a_real_browser_renders_the_page_offline(shop, tmp_path):
     assert len(re.findall(r'<tr class="segment">', dom)) == 5
     assert len(re.findall(r'<tr class="cell">', dom)) == 9
     assert len(re.findall(r'<tr class="point">', dom)) == len(build_curve_points(shop))
-    assert len(re.findall(r"<svg ", dom)) == 5 * 2 + 3  # two bars per segment, the grid, the curve, churn risk
+    assert len(re.findall(r'<tr class="clv">', dom)) == 5 and len(re.findall(r'<tr class="hgroup">', dom)) == 7
+    assert len(re.findall(r'<tr class="size">', dom)) == len(HISTORY_DATES)
+    # two bars per segment; the grid, the curve, churn risk, CLV, the holdout check, sizes, the from → to matrix
+    assert len(re.findall(r"<svg ", dom)) == 5 * 2 + 7
     png = tmp_path / "report.png"
     subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                     f"--user-data-dir={tmp_path / 'profile'}", "--proxy-server=127.0.0.1:9",
-                    "--window-size=1280,4000", f"--screenshot={png}", out.as_uri()],
+                    "--window-size=1280,5600", f"--screenshot={png}", out.as_uri()],
                    capture_output=True, timeout=60, check=True)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    if SCREENSHOT_TO is not None:  # regenerate docs/report.png (see docs/report.md)
+        shutil.copyfile(png, SCREENSHOT_TO)
 
 
 def build_curve_points(shop: Path) -> list:

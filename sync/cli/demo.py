@@ -89,10 +89,9 @@ def _demo_plans(cfg, run) -> list[dict]:
 
 def _write_demo_report(cfg):
     """The demo shop's report page (``rfmsync report``), next to its config; returns its path."""
-    from .. import api
-    from ..report import default_report_path, report_html
+    from ..report import default_report_path, report_html, report_run
 
-    run = api.segments(cfg, _demo_as_of(cfg), predict=True)
+    run = report_run(cfg, _demo_as_of(cfg))
     try:
         path = default_report_path(cfg, run.result.as_of)
         path.write_text(report_html(cfg, run), encoding="utf-8")

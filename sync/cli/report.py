@@ -20,15 +20,15 @@ from .output import out, print_warnings, status
 @click.option("--open", "open_browser", is_flag=True, help="Open the page in the default browser.")
 def report(config_path, as_of, output, lang, open_browser):
     """Write one self-contained HTML page (segments, RFM grid, falling-asleep boundary, predictions,
-    destinations) that needs no network to view, and print its path."""
+    destinations, movement between segments) that needs no network to view, and print its path."""
     from .. import api
-    from ..report import default_report_path, report_html
+    from ..report import default_report_path, report_html, report_run
     from ..settings import load_settings
 
     cfg = load(config_path)
     settings = load_settings()
     with status("Scoring customers and fitting models…"):
-        run = api.segments(cfg, as_of, predict=True, settings=settings)
+        run = report_run(cfg, as_of, settings)
     print_warnings(run.warnings)
     try:
         ledger = api.existing_ledger(cfg, settings)

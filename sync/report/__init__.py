@@ -13,7 +13,15 @@ from ..pipeline import SegmentsRun
 from .data import build_report_data
 from .render import render_html
 
-__all__ = ["build_report_data", "default_report_path", "render_html", "report_html"]
+__all__ = ["build_report_data", "default_report_path", "render_html", "report_html", "report_run"]
+
+
+def report_run(cfg: Config, as_of=None, settings=None) -> SegmentsRun:
+    """The segments run a page is built from (``rfmsync report``, ``demo``, ``GET /report``): with the
+    predictions and the holdout check; the caller closes it."""
+    from .. import api
+
+    return api.segments(cfg, as_of, predict=True, holdout=True, settings=settings)
 
 
 def default_report_path(cfg: Config, as_of) -> Path:

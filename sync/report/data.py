@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
-from ..pipeline import SegmentsRun
+import duckdb
+
+from connectors.normalize import lit
+from segmentation.scoring import score_band
+
+from ..pipeline import SegmentsRun, store_path
+from .forecast import predictions
+
+log = logging.getLogger(__name__)
 
 
 def header(run: SegmentsRun) -> dict[str, Any]:
@@ -30,7 +40,10 @@ def header(run: SegmentsRun) -> dict[str, Any]:
 
 
 def rfm_grid(run: SegmentsRun) -> dict[str, Any]:
-    """R × F cells: customers, average monetary and the segment most of the cell's customers are in."""
+    """R × F cells: customers, average monetary and the segment most of the cell's customers are in; per score
+    its observed value range and its rule (the configured cut points under threshold scoring, the cut points the
+    quantiles came to otherwise), and the axis labels: the rules under threshold scoring, the ranges under
+    quantile scoring."""
     res = run.result
     rows = run.con.execute(f"""
         SELECT r, f, count(*) AS customers, avg(monetary)::DOUBLE AS avg_monetary, mode(segment) AS segment
@@ -40,9 +53,45 @@ def rfm_grid(run: SegmentsRun) -> dict[str, Any]:
              for r, f, n, m, s in rows]
     ranges = {axis: [{"score": int(sc), "min": float(lo), "max": float(hi)} for sc, lo, hi in run.con.execute(
         f"SELECT {axis}, min({col}), max({col}) FROM {res.table} GROUP BY {axis} ORDER BY {axis}").fetchall()]
-        for axis, col in (("r", "recency_days"), ("f", "frequency"))}
-    return {"levels": res.levels, "method": res.method, "cells": cells, "ranges": ranges,
-            "cut_points": res.cut_points.model_dump()}
+        for axis, col in AXES}
+    thresholds = res.method == "thresholds" and run.config.segmentation.thresholds
+    cuts = (thresholds or res.cut_points).model_dump()
+    rules = {axis: [score_band(col, sc, cuts[col], res.levels)["rule"] for sc in range(1, res.levels + 1)]
+             for axis, col in AXES}
+    labels = {axis: [_axis_label(col, sc, cuts[col], res.levels) if thresholds
+                     else _range_label(ranges[axis], sc) for sc in range(1, res.levels + 1)] for axis, col in AXES}
+    return {"levels": res.levels, "method": res.method, "cells": cells, "ranges": ranges, "rules": rules,
+            "axis_labels": labels, "cut_points": res.cut_points.model_dump(), "scored_by_cut_points": bool(thresholds)}
+
+
+AXES = (("r", "recency_days"), ("f", "frequency"), ("m", "monetary"))
+
+
+def _range_label(ranges: list[dict], score: int) -> str:
+    """``min–max`` of the customers with ``score`` (quantile scoring), ``—`` when nobody has it."""
+    row = next((x for x in ranges if x["score"] == score), None)
+    if row is None:
+        return "—"
+    lo, hi = (f"{v:,.0f}" if v >= 1000 else f"{v:g}" for v in (row["min"], row["max"]))
+    return lo if lo == hi else f"{lo}–{hi}"
+
+
+def _axis_label(metric: str, score: int, cuts: list[float], levels: int) -> str:
+    """The score's band under threshold scoring as a short axis label (``≤ 30``, ``31–90``, ``≥ 4``: whole days
+    and orders), or its rule when a cut point is fractional."""
+    band = score_band(metric, score, cuts, levels)
+    low, high = band["low"], band["high"]
+    if any(v is not None and not float(v).is_integer() for v in (low, high)):
+        return band["rule"]
+    if metric == "recency_days":  # low < x <= high
+        low = None if low is None else int(low) + 1
+    else:  # low <= x < high
+        high = None if high is None else int(high) - 1
+    if low is None:
+        return f"≤ {high}" if high is not None else "any"
+    if high is None:
+        return f"≥ {low}"
+    return str(low) if low == high else f"{low}–{high}"
 
 
 def boundary(run: SegmentsRun) -> dict[str, Any]:
@@ -56,29 +105,6 @@ def boundary(run: SegmentsRun) -> dict[str, Any]:
     return {"curve": b.get("curve", []), "days": b.get("days"), "reminder_day": b.get("reminder_day"),
             "gap_percentiles": b.get("gap_percentiles"), "reason": b.get("reason"),
             "in_reminder_window": in_window}
-
-
-def predictions(run: SegmentsRun) -> dict[str, Any]:
-    """Churn risk counts, mean CLV and expected orders per segment (when the models were fitted)."""
-    names = {r[0] for r in run.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    if run.predictions is None or "customer_predictions" not in names:
-        return {"fitted": False, "reason": "predictions were not computed for this report", "segments": []}
-    rows = run.con.execute(f"""
-        SELECT s.segment,
-               count(*) FILTER (WHERE p.churn_risk = 'low'), count(*) FILTER (WHERE p.churn_risk = 'medium'),
-               count(*) FILTER (WHERE p.churn_risk = 'high'), count(*) FILTER (WHERE p.churn_risk IS NULL),
-               avg(p.clv)::DOUBLE, sum(p.expected_purchases)::DOUBLE
-        FROM {run.result.table} s JOIN customer_predictions p USING (customer_id) GROUP BY s.segment
-    """).fetchall()
-    by = {r[0]: r for r in rows}
-    order = [r["segment"] for r in run.result.summary if r["segment"] in by]
-    segs = [{"segment": s, "low": by[s][1], "medium": by[s][2], "high": by[s][3], "unknown": by[s][4],
-             "avg_clv": None if by[s][5] is None else round(by[s][5], 2),
-             "expected_orders": None if by[s][6] is None else round(by[s][6], 1)} for s in order]
-    if not any(s["low"] + s["medium"] + s["high"] for s in segs):
-        reason = "; ".join(run.warnings) or "the models could not be fitted"
-        return {"fitted": False, "reason": reason, "segments": []}
-    return {"fitted": True, "reason": None, "segments": segs}
 
 
 def destinations(ledger, dests: list) -> list[dict[str, Any]]:
@@ -104,9 +130,102 @@ def destinations(ledger, dests: list) -> list[dict[str, Any]]:
     return out
 
 
+HISTORY_TABLES = {"segment_history_lines", "segment_history_records", "segment_history"}
+#: the newest recorded runs the movement section shows at most
+MOVEMENT_RUNS = 60
+
+
+@contextmanager
+def _history_tables(run: SegmentsRun) -> Iterator[str | None]:
+    """Where the segment-history tables are (docs: the history contract): ``""`` when in the run's own database
+    (an API source segments the order store itself), ``"_history."`` when in the order store file next to a file
+    source (attached read-only for the page), None when there are none (or the store is busy)."""
+    con = run.con
+
+    def present(db: str) -> bool:
+        return HISTORY_TABLES <= {r[0] for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'main'", [db]
+        ).fetchall()}
+
+    if present(con.execute("SELECT current_database()").fetchone()[0]):
+        yield ""
+        return
+    path = store_path(run.config)
+    if not path.exists():
+        yield None
+        return
+    try:
+        con.execute(f"ATTACH {lit(str(path))} AS _history (READ_ONLY)")
+    except duckdb.Error as exc:  # a running `rfmsync serve` holds the file: the page goes without the section
+        log.warning("the order store %s is in use: the report shows no movement section (%s)", path,
+                    str(exc).splitlines()[0])
+        yield None
+        return
+    try:
+        yield "_history." if present("_history") else None
+    finally:
+        con.execute("DETACH _history")
+
+
+def movement(run: SegmentsRun) -> dict[str, Any] | None:
+    """Segment sizes at each recorded run of the current history line (the newest :data:`MOVEMENT_RUNS` up to the
+    page's as-of date) and the from → to matrix between the last two; None with fewer than two records."""
+    with _history_tables(run) as db:
+        if db is None:
+            return None
+        con = run.con
+        line = con.execute(f"SELECT max(line) FROM {db}segment_history_lines").fetchone()[0]
+        if line is None:
+            return None
+        preset = con.execute(f"SELECT preset FROM {db}segment_history_lines WHERE line = ?", [line]).fetchone()[0]
+        dates = [r[0] for r in con.execute(f"""
+            SELECT as_of FROM {db}segment_history_records WHERE line = $line AND as_of <= $as_of
+            ORDER BY as_of DESC LIMIT {MOVEMENT_RUNS}""", {"line": line, "as_of": run.result.as_of}).fetchall()][::-1]
+        if len(dates) < 2:
+            return None
+        # sizes from the rows' starts and ends (+1 at valid_from, -1 at valid_to): one pass over the history
+        sizes = con.execute(f"""
+            WITH h AS (SELECT segment, valid_from, valid_to FROM {db}segment_history WHERE line = $line),
+            ev AS (SELECT segment, valid_from AS d, 1 AS delta FROM h
+                   UNION ALL SELECT segment, valid_to, -1 FROM h WHERE valid_to IS NOT NULL),
+            cum AS (SELECT segment, d, sum(sum(delta)) OVER (PARTITION BY segment ORDER BY d) AS n
+                    FROM ev GROUP BY segment, d),
+            grid AS (SELECT unnest($dates::DATE[]) AS as_of, segment FROM (SELECT DISTINCT segment FROM h))
+            SELECT g.as_of, g.segment, coalesce(c.n, 0)::BIGINT FROM grid g
+            ASOF LEFT JOIN cum c ON g.segment = c.segment AND g.as_of >= c.d
+        """, {"line": line, "dates": dates}).fetchall()
+        at = "valid_from <= ${d} AND (valid_to IS NULL OR valid_to > ${d})"
+        matrix = con.execute(f"""
+            WITH a AS (SELECT customer_id, segment FROM {db}segment_history WHERE line = $line AND {at.format(d='d1')}),
+                 b AS (SELECT customer_id, segment FROM {db}segment_history WHERE line = $line AND {at.format(d='d2')})
+            SELECT a.segment, b.segment, count(*) FROM a FULL JOIN b USING (customer_id) GROUP BY ALL
+        """, {"line": line, "d1": dates[-2], "d2": dates[-1]}).fetchall()
+    order = _segment_order(run, {seg for _, seg, _ in sizes})
+    by_day: dict[Any, dict[str, int]] = {}
+    for day, seg, n in sizes:
+        by_day.setdefault(day, {})[seg] = int(n)
+    return {"line": line, "preset": preset, "segments": order, "from": dates[-2].isoformat(),
+            "to": dates[-1].isoformat(),
+            "sizes": [{"as_of": d.isoformat(), **{s: by_day.get(d, {}).get(s, 0) for s in order}} for d in dates],
+            "matrix": sorted(({"from": a, "to": b, "customers": int(n)} for a, b, n in matrix),
+                             key=lambda r: (_rank(order, r["from"]), _rank(order, r["to"]))),
+            "moved": sum(int(n) for a, b, n in matrix if a is not None and b is not None and a != b),
+            "new": sum(int(n) for a, _, n in matrix if a is None), "gone": sum(int(n) for _, b, n in matrix if b is None)}
+
+
+def _segment_order(run: SegmentsRun, names: set[str]) -> list[str]:
+    """``names`` in the preset's rule order, the ones it no longer has after them (alphabetically)."""
+    ruled = [r["segment"] for r in run.result.summary if r["segment"] in names]
+    return ruled + sorted(names - set(ruled))
+
+
+def _rank(order: list[str], name: str | None) -> tuple[int, int]:
+    return (1, 0) if name is None else (0, order.index(name) if name in order else len(order))
+
+
 def build_report_data(run: SegmentsRun, ledger=None) -> dict[str, Any]:
     """Everything the page shows, as plain dicts."""
     segs = [r for r in run.result.summary if r["segment"] != "Total"]
     return {"header": header(run), "segments": segs, "grid": rfm_grid(run), "boundary": boundary(run),
             "predictions": predictions(run),
-            "destinations": destinations(ledger, run.config.destinations)}
+            "destinations": destinations(ledger, run.config.destinations), "movement": movement(run)}

@@ -30,6 +30,27 @@ TEXT: dict[str, dict[str, str]] = {
         "never": "never run", "none_configured": "No destinations configured.",
         "mapped": "Segment → tag: contacts in the ledger",
         "score": "Score", "recency_range": "Recency, days (R)", "frequency_range": "Orders (F)",
+        "monetary_range": "Monetary (M)", "rule": "rule",
+        "axes_quantile": "Under each score: the range of its customers' values (quantile scoring).",
+        "axes_thresholds": "Under each score: its cut points ([segmentation.thresholds]).",
+        "clv": "Customer lifetime value (CLV) over {d} days by segment",
+        "clv_note": "Box: the middle half (25–75%); line: median; dot: mean; whiskers: 10–90%.",
+        "p10": "10%", "q1": "25%", "median": "median", "q3": "75%", "p90": "90%", "mean": "mean", "max": "max",
+        "expected_total": "Expected orders in the next {d} days: {n}",
+        "reorder": "Reorder due now", "reorder_due": "Reorder due",
+        "reorder_line": "{n} customers are due to reorder now (their next-order date is reached or within the "
+                        "reminder lead).",
+        "days_late": "Days past the next-order date", "upcoming": "not reached yet",
+        "holdout": "Holdout check: predicted vs actual purchases",
+        "holdout_line": "Refitted on the orders up to {cal}, the model predicted {p} purchases by these {c} "
+                        "customers in the next {d} days; they made {a}.",
+        "holdout_none": "Holdout check not available", "repeat_before": "Repeat purchases before the check",
+        "predicted": "predicted", "actual": "actual", "per_customer": "per customer", "total": "total",
+        "movement": "Movement between segments", "sizes": "Segment sizes at each recorded run",
+        "date": "Date", "matrix": "From → to since the previous recorded run ({a} → {b})",
+        "from_to": "From (rows) → to (columns)", "new": "(new)", "gone": "(gone)",
+        "moved_line": "{m} customers changed segment, {n} are new, {g} left.",
+        "curve_table": "The curve's points", "sizes_table": "Customers per segment at each run",
     },
     "ru": {
         "as_of": "На дату", "range": "Заказы с", "to": "по", "orders": "Заказы", "customers": "Клиенты",
@@ -50,6 +71,29 @@ TEXT: dict[str, dict[str, str]] = {
         "never": "ещё не запускалось", "none_configured": "Назначения не настроены.",
         "mapped": "Сегмент → тег: контактов в журнале",
         "score": "Балл", "recency_range": "Давность, дней (R)", "frequency_range": "Заказов (F)",
+        "monetary_range": "Сумма (M)", "rule": "правило",
+        "axes_quantile": "Под каждым баллом: диапазон значений его клиентов (квантили).",
+        "axes_thresholds": "Под каждым баллом: его пороги ([segmentation.thresholds]).",
+        "clv": "Ценность клиента (CLV) за {d} дн. по сегментам",
+        "clv_note": "Прямоугольник: средняя половина (25–75%); черта: медиана; точка: среднее; усы: 10–90%.",
+        "p10": "10%", "q1": "25%", "median": "медиана", "q3": "75%", "p90": "90%", "mean": "среднее",
+        "max": "максимум",
+        "expected_total": "Ожидаемых заказов за следующие {d} дн.: {n}",
+        "reorder": "Пора повторить заказ", "reorder_due": "Пора заказать",
+        "reorder_line": "{n} клиентам пора сделать повторный заказ (дата следующего заказа наступила или "
+                        "наступит в пределах срока напоминания).",
+        "days_late": "Дней после даты следующего заказа", "upcoming": "ещё не наступила",
+        "holdout": "Проверка на отложенном периоде: прогноз и факт",
+        "holdout_line": "Модель, обученная на заказах до {cal}, предсказала {p} покупок этих {c} клиентов за "
+                        "следующие {d} дн.; они сделали {a}.",
+        "holdout_none": "Проверка на отложенном периоде недоступна",
+        "repeat_before": "Повторных покупок до проверки",
+        "predicted": "прогноз", "actual": "факт", "per_customer": "на клиента", "total": "всего",
+        "movement": "Переходы между сегментами", "sizes": "Размеры сегментов по записанным запускам",
+        "date": "Дата", "matrix": "Откуда → куда с предыдущего записанного запуска ({a} → {b})",
+        "from_to": "Откуда (строки) → куда (столбцы)", "new": "(новые)", "gone": "(ушли)",
+        "moved_line": "{m} клиентов сменили сегмент, {n} новых, {g} выбыли.",
+        "curve_table": "Точки кривой", "sizes_table": "Клиентов в сегментах по запускам",
     },
 }
 
@@ -69,10 +113,22 @@ def render_html(data: dict[str, Any], *, title: str, lang: str = "en", currency_
              "todo": playbook_line(s["segment"], lang, playbook or {}, reminder_lead_days)}
             for s in data["segments"]]
     marks = (t["remind"].format(r=b["reminder_day"]), t["rarely"].format(d=b["days"]))
+    pred, move = data["predictions"], data.get("movement")
     svg = {
         "grid": charts.heatmap(data["grid"], colours, t["grid"]),
         "curve": charts.curve(b["curve"], b["days"], b["reminder_day"], t["boundary"], marks),
-        "risk": charts.stacked_risk(data["predictions"]["segments"], t["churn_risk"]),
+        "risk": charts.stacked_risk(pred["segments"], t["churn_risk"]),
+        "clv": charts.clv_boxes(pred.get("clv", []), colours, t["clv"].format(d=pred.get("clv_horizon_days"))),
+        "holdout": charts.holdout_bars(pred.get("holdout", {}).get("groups", []), t["holdout"],
+                                       (t["predicted"], t["actual"])),
     }
+    if move:  # a segment the preset no longer has (an older history line's) gets the next free colour
+        more = [x for x in move["segments"] if x not in colours]
+        line_colours = {**colours, **{x: charts.PALETTE[(len(colours) + i) % len(charts.PALETTE)]
+                                      for i, x in enumerate(more)}}
+        svg["sizes"] = charts.size_lines(move["sizes"], move["segments"], line_colours, t["sizes"])
+        svg["matrix"] = charts.transition_matrix(move["matrix"], move["segments"],
+                                                 t["matrix"].format(a=move["from"], b=move["to"]), t["new"], t["gone"])
     return _env.get_template("report.html.j2").render(
-        d=data, t=t, lang=lang, title=title, cur=currency_symbol, rows=rows, colours=colours, svg=svg)
+        d=data, t=t, lang=lang, title=title, cur=currency_symbol, rows=rows, colours=colours, svg=svg,
+        risk_colours=charts.RISK_COLOURS)

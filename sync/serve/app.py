@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from .generic import BadRequest
 from .metrics import CONTENT_TYPE
+from .report_page import add_report_route
 from .webhooks import Intake
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ def create_app(intake: Intake) -> FastAPI:
                   version="1")
     _webhook_routes(app, intake)
     _status_routes(app, intake)
+    add_report_route(app, intake)  # GET /report, only when RFMSYNC_REPORT_TOKEN is set
     return app
 
 
