@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import duckdb
 
 from connectors.identity import DEFAULT_MAX_GROUP, link_staged
@@ -14,13 +16,15 @@ KEYS = {"orders": "order_id", "contacts": "customer_id", "line_items": "order_id
 
 
 def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: str = "pull",
-                 max_identity_group: int = DEFAULT_MAX_GROUP) -> dict[str, int]:
+                 max_identity_group: int = DEFAULT_MAX_GROUP,
+                 before_commit: Callable[[duckdb.DuckDBPyConnection], None] | None = None) -> dict[str, int]:
     """Move the ``staged_*`` rows into the main tables in one transaction; returns rows per table.
 
     ``pull.full_refresh``: the staged rows replace the store, except webhook records the file does not
     contain yet (see :mod:`sync.store`). ``origin="webhook"``: the merged order and customer ids are
     noted as webhook records. An incremental merge first links records keyed by an e-mail or phone to the
     customer with that e-mail/phone (:func:`connectors.identity.link_staged`); ``pull.identity`` says what it did.
+    ``before_commit`` writes more in the same transaction (a file source's fingerprints, :mod:`sync.store.files`).
     """
     if origin not in ("pull", "webhook"):
         raise ValueError(f"merge_staged: origin must be 'pull' or 'webhook', not {origin!r}")
@@ -45,6 +49,8 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
         for name in TABLES:
             con.execute(f"DROP TABLE IF EXISTS staged_{name}")
             con.execute(f"DROP TABLE IF EXISTS _kept_{name}")
+        if before_commit is not None:
+            before_commit(con)
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
