@@ -65,10 +65,11 @@ def write_export(folder: Path, name: str, data: list[tuple[str, ...]]) -> None:
                                            encoding="utf-8")
 
 
-def shop(folder: Path) -> Path:
+def shop(folder: Path, contact_fields: bool = True) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     cfg = folder / "rfmsync.toml"
-    cfg.write_text(CONFIG.format(store="rfmsync.duckdb"), encoding="utf-8")
+    text = CONFIG.format(store="rfmsync.duckdb")
+    cfg.write_text(text if contact_fields else text.replace('email = "email"\n', ""), encoding="utf-8")
     return cfg
 
 
@@ -123,6 +124,57 @@ def test_any_sequence_of_added_changed_removed_files_gives_the_fresh_results(fir
                 con.close()
         assert outcome(cfg) == fresh(folder)
         assert outcome(cfg) == fresh(folder)  # the warm run: nothing read, the same report
+
+
+ID_ROWS = st.lists(st.tuples(st.sampled_from([str(i) for i in range(1, 40)]), st.sampled_from(CUSTOMERS[:3]),
+                            st.just(""), st.sampled_from(DATES), st.sampled_from(AMOUNTS), st.sampled_from(STATUSES)),
+                  min_size=1, max_size=6)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(days=st.lists(ID_ROWS, min_size=2, max_size=4), rewrite=st.integers(0, 5))
+def test_daily_files_added_in_order_give_the_fresh_results(days, rewrite):
+    """The nightly case (customer and order ids on every row, no contact fields): new files are staged alone
+    and appended when no order id repeats; a repeat, a rewritten file, a bad file: every file is staged."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        cfg = shop(folder, contact_fields=False)
+        source = configured_source(load_config(cfg))
+        for i, data in enumerate(days):
+            write_export(folder, f"day{i}.csv", data)
+            if rewrite == i and i:
+                write_export(folder, f"day{i - 1}.csv", days[i - 1][::-1])
+            con = connect_store(folder / "rfmsync.duckdb")
+            try:
+                ingest_files(con, source)
+            except ConnectorError:
+                pass
+            finally:
+                con.close()
+        assert outcome(cfg) == fresh(folder)
+
+
+def test_a_new_file_after_the_others_is_staged_alone(tmp_path):
+    cfg = shop(tmp_path, contact_fields=False)
+    source = configured_source(load_config(cfg))
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", ""), ("2", "c2", "", "x", "1", "")])
+
+    def ingest():
+        with connect_store(tmp_path / "rfmsync.duckdb") as con:
+            return ingest_files(con, source)
+
+    assert not ingest().appended
+    write_export(tmp_path, "day2.csv", [("3", "c1", "", "2025-06-02", "20.00", ""), ("4", "c3", "", "2025-06-02", "abc", "")])
+    done = ingest()
+    assert done.appended and done.pull.bad_row_count == 2 and done.pull.orders == 2
+    assert outcome(cfg) == fresh(tmp_path)
+    write_export(tmp_path, "day3.csv", [("1", "c2", "", "2025-06-03", "30.00", "")])  # order 1 again: day3 wins
+    done = ingest()
+    assert not done.appended and done.pull.duplicate_orders == 1
+    assert outcome(cfg) == fresh(tmp_path)
+    write_export(tmp_path, "day0.csv", [("9", "c2", "", "2025-05-03", "30.00", "")])  # sorts before the others
+    assert not ingest().appended
+    assert outcome(cfg) == fresh(tmp_path)
 
 
 def test_only_new_and_changed_files_are_read_and_a_removed_file_is_announced(tmp_path):

@@ -13,7 +13,8 @@ On the next run a file whose fingerprint is unchanged is not read again:
 * a file new or changed: only that file is read; a changed file's table is replaced (its old rows go with it);
 * a file gone: its table is dropped, so its rows leave the store, and the run says so (:func:`gone_lines`).
 
-Then the files' rows, all of them in the order of :meth:`~connectors.files.FileSource.files`, are staged
+When the new files can only add orders (the nightly case, :mod:`sync.store.file_append`), their rows are
+staged alone and added. Otherwise the files' rows, all of them in the order of :meth:`~connectors.files.FileSource.files`, are staged
 exactly as a fresh read stages them (repeated order ids, contacts shared across files, identity and bad rows
 are decided over every file, as a full read does) and replace the store's rows (the webhook-records rule of
 :mod:`sync.store` holds). ``reread`` reads every file again.
@@ -40,6 +41,7 @@ from connectors.files import FileSource
 from connectors.identity import IdentityReport, SharedIdentifier
 from connectors.records import BadRow
 
+from .file_append import append_staged, can_append, file_counts, stage_appended
 from .merge import merge_staged
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,7 @@ class Ingested:
     pull: FilePullResult
     read: list[str] = field(default_factory=list)
     gone: list[str] = field(default_factory=list)
+    appended: bool = False  # the new files' rows were staged alone and added (:mod:`sync.store.file_append`)
 
     @property
     def warm(self) -> bool:
@@ -99,7 +102,8 @@ def gone_lines(gone: list[str]) -> list[str]:
 def create_ingest_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"""CREATE TABLE IF NOT EXISTS {FILES_TABLE} (file_id BIGINT PRIMARY KEY, role VARCHAR NOT NULL,
         path VARCHAR NOT NULL, size BIGINT, mtime_ns BIGINT, head_tail VARCHAR, full_hash VARCHAR,
-        config VARCHAR, cols JSON, fast BOOLEAN, read_at TIMESTAMPTZ DEFAULT now())""")
+        config VARCHAR, cols JSON, fast BOOLEAN, rows BIGINT, no_cust BIGINT, no_oid BIGINT,
+        read_at TIMESTAMPTZ DEFAULT now())""")
     con.execute(f"""CREATE TABLE IF NOT EXISTS {BAD_TABLE} (file_id BIGINT NOT NULL, seq INTEGER NOT NULL,
         kind VARCHAR NOT NULL, row BIGINT, field VARCHAR, reason VARCHAR, value VARCHAR)""")
     con.execute(f"CREATE TABLE IF NOT EXISTS {SUMMARY_TABLE} (summary JSON)")
@@ -140,10 +144,21 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
                     new[key] = source.read_file(con, key[1], key[0], f"{TABLE_PREFIX}{next_id}", Path(tmp),
                                                 persist=True)
                     next_id += 1
+        counts = {key: file_counts(con, lf) for key, lf in new.items()}
         tables = {key: new.get(key) or _loaded(keep[key]) for key in wanted}
         drop_scratch(con)
-        result = source.stage(con, [tables[k] for k in wanted if k[0] == "orders"],
-                              [tables[k] for k in wanted if k[0] == "contacts"])
+        result = None
+        kept = [key for key in wanted if key in keep]
+        last = bool(kept) and min(wanted.index(k) for k in new) > max(wanted.index(k) for k in kept)
+        if summary and can_append(source, [(tables[k], keep[k]["no_cust"]) for k in kept], list(new.values()),
+                                  {new[k].path: counts[k] for k in new},
+                                  all_kept=len(keep) == len(stored) and not gone_keys, last=last):
+            result = stage_appended(con, source, list(new.values()), _read_back(con, json.loads(summary[0][0])))
+        appended = result is not None
+        if result is None:
+            drop_scratch(con)
+            result = source.stage(con, [tables[k] for k in wanted if k[0] == "orders"],
+                                  [tables[k] for k in wanted if k[0] == "contacts"])
         if before_merge is not None:
             before_merge(result)
         replaced = [row for key, row in stored.items() if key not in {(r, str(p)) for r, p in keep}]
@@ -155,12 +170,15 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
             for key, lf in new.items():
                 fp = prints[key]
                 con.execute(f"INSERT INTO {FILES_TABLE} (file_id, role, path, size, mtime_ns, head_tail, full_hash,"
-                            " config, cols, fast) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            " config, cols, fast, rows, no_cust, no_oid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             [int(lf.table[len(TABLE_PREFIX):]), key[0], str(key[1]), fp.size, fp.mtime_ns,
-                             fp.head_tail, fp.full, cfg, json.dumps(lf.cols), lf.fast])
+                             fp.head_tail, fp.full, cfg, json.dumps(lf.cols), lf.fast, *counts[key]])
             _save_report(con, result, {t.path: int(t.table[len(TABLE_PREFIX):]) for t in tables.values()})
 
-        merge_staged(con, result, max_identity_group=source.max_identity_group, before_commit=save)
+        if appended:
+            _in_transaction(con, lambda: (append_staged(con), save(con)))
+        else:
+            merge_staged(con, result, max_identity_group=source.max_identity_group, before_commit=save)
     except BaseException:
         drop_scratch(con)
         _drop_orphans(con)  # the files read this run: not noted, so the next run reads them again
@@ -171,7 +189,17 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
     log.info("file source: read %d of %d files (%s unchanged), %d gone", len(read), len(wanted), len(keep),
              len(gone))
     result.gone_files = gone
-    return Ingested(result, read, gone)
+    return Ingested(result, read, gone, appended)
+
+
+def _in_transaction(con: duckdb.DuckDBPyConnection, work: Callable[[], object]) -> None:
+    con.execute("BEGIN TRANSACTION")
+    try:
+        work()
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 def _unchanged(row: dict | None, fp: Fingerprint, cfg: str, verify: bool) -> bool:

@@ -71,13 +71,14 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
         con.execute("DELETE FROM line_items WHERE order_id IN (SELECT order_id FROM staged_orders)")
     else:
         con.execute(f"DELETE FROM {name} WHERE {key} IN (SELECT {key} FROM {staged})")
-    if name == "line_items":
+    if name == "line_items" or full_refresh:  # a file export's staged rows are one per key already
         con.execute(f"INSERT INTO {name} SELECT * FROM {staged}")
     else:
         # latest version wins inside the batch too
         con.execute(f"INSERT INTO {name} SELECT * EXCLUDE (_rn) FROM "
                     f"(SELECT *, row_number() OVER (PARTITION BY {key} ORDER BY rowid DESC) AS _rn "
                     f"FROM {staged}) WHERE _rn = 1")
+    if name != "line_items":
         kind = KIND[name]
         if origin == "webhook":
             con.execute(f"INSERT INTO {WEBHOOK_TABLE} (kind, id) SELECT DISTINCT '{kind}', {key} "
