@@ -3,6 +3,7 @@ are those of reading every file fresh (sync.store.files)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -311,3 +312,17 @@ def test_a_refused_merge_keeps_the_store_and_the_next_run_reads_the_file_again(t
     con.close()
     (tmp_path / "exports" / "day2.csv").unlink()  # the refused read must not have stayed in the store
     assert outcome(cfg) == before
+
+
+def test_pull_reads_new_files_and_names_a_removed_one(tmp_path):
+    cfg = shop(tmp_path)
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", "")])
+    write_export(tmp_path, "day2.csv", [("2", "c2", "", "2025-06-02", "20.00", "")])
+    assert "the store now holds 2 orders" in run_cli("pull", "--config", str(cfg)).stdout
+    (tmp_path / "exports" / "day1.csv").unlink()
+    result = run_cli("pull", "--config", str(cfg), "--format", "json")
+    day1 = tmp_path / "exports" / "day1.csv"
+    assert f"{day1}: the file is gone; its rows were removed from the order store" in result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["warnings"] == [f"{day1}: the file is gone; its rows were removed from the order store"]
+    assert doc["counts"]["stored_orders"] == 1

@@ -11,6 +11,7 @@ import click
 from rich.table import Table
 
 from ..errors import ConfigError, DestinationError
+from ..store.files import gone_lines
 from .json_output import emit, format_option, report_dict, start
 from .main import as_of_option, config_option, dest_option, load, reading, reading_options
 from .output import out, print_plans, print_warnings
@@ -58,7 +59,10 @@ def pull(config_path, source_name, full, reread, verify, fmt):
     finally:
         ledger.close()
     result = pulled.result
+    gone = gone_lines(getattr(result, "gone_files", []))  # a file source's files removed since the last pull
+    print_warnings(gone)
     if doc is not None:
+        doc["warnings"].extend(gone)
         doc.update(source={"type": kind}, counts={"orders": result.orders, "contacts": result.contacts,
                                         "bad_records": result.bad_row_count, "stored_orders": pulled.stored_orders,
                                         "stored_contacts": pulled.stored_contacts})
@@ -102,7 +106,8 @@ def _emit_plans(result, fmt, output):
 @click.option("--full-refresh", is_flag=True, help="Plan to push every field and tag again.")
 @reading_options
 def plan(config_path, destinations, as_of, fmt, output, full_refresh, reread, verify):
-    """Dry run: show what a sync would change per destination; writes nothing anywhere.
+    """Dry run: show what a sync would change per destination; writes nothing to the ESPs or the ledger (a file
+    source's new and changed files are read into the local order store).
 
     A guard that would refuse the sync is printed as a warning (`warnings` in --format json); exit 0."""
     cfg, settings = _ctx(config_path)

@@ -149,7 +149,7 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
         drop_scratch(con)
         result = None
         kept = [key for key in wanted if key in keep]
-        last = bool(kept) and min(wanted.index(k) for k in new) > max(wanted.index(k) for k in kept)
+        last = bool(kept and new) and min(wanted.index(k) for k in new) > max(wanted.index(k) for k in kept)
         if summary and can_append(source, [(tables[k], keep[k]["no_cust"]) for k in kept], list(new.values()),
                                   {new[k].path: counts[k] for k in new},
                                   all_kept=len(keep) == len(stored) and not gone_keys, last=last):
