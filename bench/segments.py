@@ -80,7 +80,7 @@ def dataset(workdir: Path, orders: int, seed: int = 42, regenerate: bool = False
 
 
 def write_config(csv_path: Path, preset: str) -> Path:
-    """An rfmsync.toml next to the CSV reading it (and any ``<name>-daily-*.csv`` added next to it) as a plain
+    """An rfmsync.toml next to the CSV reading it (and any ``<name>.daily-*.csv`` added next to it) as a plain
     file source, with its own order store ``<name>.duckdb``."""
     cfg = csv_path.with_name(csv_path.stem + f"-{preset}.toml")
     cfg.write_text(f"""[store]
@@ -110,7 +110,8 @@ def store_of(csv_path: Path) -> Path:
 
 
 def daily_of(csv_path: Path) -> Path:
-    return csv_path.with_name(f"{csv_path.stem}-daily-1.csv")
+    """The day after the export: named to sort after it, as dated daily files do."""
+    return csv_path.with_name(f"{csv_path.stem}.daily-1.csv")
 
 
 def write_daily_file(csv_path: Path, orders: int) -> Path:
