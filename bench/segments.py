@@ -277,6 +277,7 @@ def _child(args: argparse.Namespace) -> int:
         counts = {r["segment"]: int(r["customers"]) for r in run.result.summary
                   if r["segment"] != "Total" and r["customers"]}
         bad = run.bad_row_count
+        run.close()  # the store's checkpoint belongs to the run
     elif args.child == "duckdb-sql":
         counts = duckdb_floor(Path(args.csv), out, as_of, args.preset)
         bad = 0
