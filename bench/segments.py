@@ -4,10 +4,15 @@ For each size a synthetic shop (``sync.demodata.generate_orders_csv``: 10 orders
 half one-time buyers, two years of history) is written as CSV into ``--workdir`` once and reused. Then, each in a
 fresh interpreter so that time and peak RSS belong to that run alone:
 
-* **rfmsync**: what ``rfmsync segments --customers --no-predict -o FILE`` runs (the predictive fields are issue
-  7's addition, timed by ``bench/predict.py``): ``load_config`` → ``compute_segments(boundary=False)`` (read the CSV,
-  check it, metrics, tie-aware quantile scores, preset rules, summary) → ``write_customers`` (one Parquet row per
-  customer). ``--breakdown`` also times the falling-asleep boundary that the summary command adds;
+* **rfmsync** (cold): what ``rfmsync segments --customers --no-predict -o FILE`` runs on a new order store (the
+  predictive fields are issue 7's addition, timed by ``bench/predict.py``): ``load_config`` →
+  ``compute_segments(boundary=False)`` (read the CSV into the order store, check it, metrics, tie-aware quantile
+  scores, preset rules, summary) → ``write_customers`` (one Parquet row per customer). ``--breakdown`` also times
+  the falling-asleep boundary that the summary command adds;
+* **rfmsync-warm**: the same command again on the unchanged export (the store is up to date: nothing is read);
+* **rfmsync-new-file**: the same command after one new daily file of 10 k orders was added next to the export
+  (only that file is read; every file's rows are staged again, :mod:`sync.store.files`). Its customers include
+  the new file's, so its segments are not compared;
 * **pandas-checked** (the reference of the ratio target, :mod:`bench.pandas_checked`): the same work in idiomatic
   vectorised pandas, with rfmsync's checks (trimmed ids, status mapping, bad rows with their row numbers,
   repeated order ids), metrics, scores, rules, summary and the Parquet file; its bad-row count must match;
@@ -42,12 +47,17 @@ from bench.common import (ChildFailed, emit_result, format_table, human_bytes, p
                           run_child, size_label)
 
 AS_OF = date(2026, 1, 1)
-ENGINES = ("rfmsync", "pandas-checked", "pandas", "duckdb-sql")
+ENGINES = ("rfmsync", "pandas-checked", "pandas", "duckdb-sql", "rfmsync-warm", "rfmsync-new-file")
+RFMSYNC = ("rfmsync", "rfmsync-warm", "rfmsync-new-file")  # the same child; the parent sets up the store
+DAILY_ORDERS = 10_000
 SAME_WORK = "pandas-checked"  # the reference the ratio target is judged against
 ORDERS_PER_CUSTOMER = 10
 TARGET_SECONDS_10M = 8.0
 TARGET_RATIO = 3.0
 TARGET_RSS = 3 * 1024 ** 3
+TARGET_WARM_VS_LEAN = 5.0  # warm ≥ 5× faster than lean pandas reading the CSV
+TARGET_NEW_FILE_VS_WARM = 1.5  # one new daily file ≤ 1.5× the warm time
+TARGET_COLD_VS_FLOOR = 1.3  # cold ≤ 1.3× the plain DuckDB floor
 _DIGIT_CODE = re.compile(r"^[0-9Xx*?]{3}$")
 _LETTER_TOKEN = re.compile(r"(FM|R|F|M)(\d)(?:-(?:FM|R|F|M)?(\d))?")
 
@@ -70,11 +80,15 @@ def dataset(workdir: Path, orders: int, seed: int = 42, regenerate: bool = False
 
 
 def write_config(csv_path: Path, preset: str) -> Path:
-    """An rfmsync.toml next to the CSV reading it as a plain file source."""
+    """An rfmsync.toml next to the CSV reading it (and any ``<name>.daily-*.csv`` added next to it) as a plain
+    file source, with its own order store ``<name>.duckdb``."""
     cfg = csv_path.with_name(csv_path.stem + f"-{preset}.toml")
-    cfg.write_text(f"""[source]
+    cfg.write_text(f"""[store]
+orders = "{store_of(csv_path).name}"
+
+[source]
 type = "file"
-orders = "{csv_path.name}"
+orders = "{csv_path.stem}*.csv"
 timezone = "UTC"
 currency = "UZS"
 
@@ -89,6 +103,37 @@ status = "status"
 preset = "{preset}"
 """, encoding="utf-8")
     return cfg
+
+
+def store_of(csv_path: Path) -> Path:
+    return csv_path.with_suffix(".duckdb")
+
+
+def daily_of(csv_path: Path) -> Path:
+    """The day after the export: named to sort after it, as dated daily files do."""
+    return csv_path.with_name(f"{csv_path.stem}.daily-1.csv")
+
+
+def write_daily_file(csv_path: Path, orders: int) -> Path:
+    """One more day of ``DAILY_ORDERS`` orders (new order ids, customers old and new) next to the export."""
+    import duckdb
+
+    path = daily_of(csv_path)
+    customers = max(1, orders // ORDERS_PER_CUSTOMER)
+    with duckdb.connect() as con:
+        con.execute(f"""COPY (SELECT {orders} + i + 1 AS order_id, 'C' || (hash(i) % {customers + 1000}) AS customer_id,
+                                     strftime(TIMESTAMP '{AS_OF}' - INTERVAL 1 DAY + INTERVAL (i * 8) SECOND,
+                                              '%Y-%m-%d %H:%M:%S') AS ordered_at,
+                                     (100 + i % 9000)::DECIMAL(18,2) AS amount, 'completed' AS status
+                              FROM range({DAILY_ORDERS}) t(i)) TO '{path}' (HEADER, DELIMITER ',')""")
+    return path
+
+
+def clear_store(csv_path: Path) -> None:
+    """No order store and no daily file: the next rfmsync run is cold."""
+    daily_of(csv_path).unlink(missing_ok=True)
+    for p in (store_of(csv_path), store_of(csv_path).with_suffix(".duckdb.wal")):
+        p.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- pandas reference
@@ -223,7 +268,7 @@ def _child(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.breakdown:
         return _breakdown(args)
-    if args.child == "rfmsync":
+    if args.child in RFMSYNC:
         from sync.config import load_config
         from sync.pipeline import compute_segments, write_customers
 
@@ -232,6 +277,7 @@ def _child(args: argparse.Namespace) -> int:
         counts = {r["segment"]: int(r["customers"]) for r in run.result.summary
                   if r["segment"] != "Total" and r["customers"]}
         bad = run.bad_row_count
+        run.close()  # the store's checkpoint belongs to the run
     elif args.child == "duckdb-sql":
         counts = duckdb_floor(Path(args.csv), out, as_of, args.preset)
         bad = 0
@@ -258,19 +304,18 @@ def _breakdown(args: argparse.Namespace) -> int:
         marks[name] = now - t
         t = now
 
-    import duckdb
-
     from segmentation import run_segmentation
     from segmentation.boundary import falling_asleep_boundary
     from sync.config import load_config
-    from sync.pipeline import SegmentsRun, load_file_export, write_customers
+    from sync.pipeline import SegmentsRun, configured_source, pull_into, store_path, write_customers
+    from sync.store import connect_store
     mark("imports")
     as_of = date.fromisoformat(args.as_of)
     cfg = load_config(args.config)
-    con = duckdb.connect()
+    con = connect_store(store_path(cfg))
     # the same steps as sync.pipeline.compute_segments for a file source, timed one by one
-    pull = load_file_export(con, cfg)
-    mark("read + check + stage (source.pull)")
+    pull = pull_into(con, configured_source(cfg))
+    mark("read + check + stage + store (ingest_files)")
     result = run_segmentation(con, cfg.segmentation, as_of, cfg.timezone, with_boundary=False)
     mark("metrics + scores + segments")
     falling_asleep_boundary(con, as_of, cfg.timezone, cfg.segmentation.boundary,
@@ -303,10 +348,15 @@ def run_size(orders: int, args: argparse.Namespace) -> tuple[list[dict], list[st
         print(f"  generated {csv_path} in {gen_s:.1f} s", flush=True)
     cfg = write_config(csv_path, args.preset)
     engines = [e for e in ENGINES if args.floor or e != "duckdb-sql"]
+    order = [e for e in engines if e not in RFMSYNC[1:]] + list(RFMSYNC[1:])  # warm after cold, the new file last
     outs = {e: workdir / f"customers-{size_label(orders)}-{e}.parquet" for e in engines}
     results: dict[str, list[dict]] = {e: [] for e in engines}
     for i in range(args.repeat):
-        for engine in engines:
+        for engine in order:
+            if engine == "rfmsync":
+                clear_store(csv_path)
+            elif engine == "rfmsync-new-file":
+                write_daily_file(csv_path, orders)
             argv = [sys.executable, str(Path(__file__).resolve()), "--child", engine, "--config", str(cfg),
                     "--csv", str(csv_path), "--out", str(outs[engine]), "--as-of", AS_OF.isoformat(),
                     "--preset", args.preset, "--pandas-engine", args.pandas_engine]
@@ -314,10 +364,12 @@ def run_size(orders: int, args: argparse.Namespace) -> tuple[list[dict], list[st
             print(f"  {size_label(orders)} {engine} run {i + 1}: {res['seconds']:.2f} s, "
                   f"peak {human_bytes(res['peak_rss'])}", flush=True)
             results[engine].append(res)
+    clear_store(csv_path)
     if args.breakdown:
         argv = [sys.executable, str(Path(__file__).resolve()), "--child", "rfmsync", "--breakdown",
                 "--config", str(cfg), "--out", str(outs["rfmsync"]), "--as-of", AS_OF.isoformat()]
         stages = run_child(argv, cwd=str(ROOT))["stages"]
+        clear_store(csv_path)
         print(f"  {size_label(orders)} rfmsync by stage: "
               + ", ".join(f"{k} {v:.2f} s" for k, v in stages.items()), flush=True)
     problems = []
@@ -325,7 +377,7 @@ def run_size(orders: int, args: argparse.Namespace) -> tuple[list[dict], list[st
     if results[SAME_WORK][-1]["bad_rows"] != results["rfmsync"][-1]["bad_rows"]:
         problems.append(f"{size_label(orders)}: bad rows differ: rfmsync {results['rfmsync'][-1]['bad_rows']} "
                         f"vs {SAME_WORK} {results[SAME_WORK][-1]['bad_rows']}")
-    for other in engines[1:]:
+    for other in [e for e in engines[1:] if e != "rfmsync-new-file"]:
         if counts["rfmsync"] != counts[other]:
             problems.append(f"{size_label(orders)}: segment counts differ: rfmsync {counts['rfmsync']} "
                             f"vs {other} {counts[other]}")
@@ -344,7 +396,7 @@ def run_size(orders: int, args: argparse.Namespace) -> tuple[list[dict], list[st
             "rss": human_bytes(max(r["peak_rss"] for r in rs)),
             "ratio": f"{best[SAME_WORK] / best[engine]:.1f}×" if not engine.startswith("pandas") else "",
             "lean": f"{best['pandas'] / best[engine]:.1f}×" if not engine.startswith("pandas") else "",
-            "same": "yes" if not problems else "NO",
+            "same": "—" if engine == "rfmsync-new-file" else "yes" if not problems else "NO",
             "_best": best[engine], "_rss": max(r["peak_rss"] for r in rs), "_orders": orders,
         })
     if not args.keep:
@@ -362,6 +414,8 @@ def targets(rows: list[dict]) -> list[str]:
     """PASS/FAIL lines for the published targets, on sizes of 10 M orders or more."""
     lines = []
     for r in rows:
+        if r["engine"] == "rfmsync-warm":
+            lines += _store_targets(rows, r["_orders"])
         floor = next((p for p in rows if p["engine"] == "duckdb-sql" and p["_orders"] == r["_orders"]), None)
         if r["engine"] == "rfmsync" and floor is not None:
             lines.append(f"INFO  {size_label(r['_orders'])} orders: rfmsync takes {r['_best'] / floor['_best']:.2f}× "
@@ -379,6 +433,29 @@ def targets(rows: list[dict]) -> list[str]:
                                                  f"({ratio:.1f}×, {SAME_WORK} {same['_best']:.2f} s)"),
                          (r["_rss"] <= TARGET_RSS, f"peak RSS ≤ 3 GB ({human_bytes(r['_rss'])})")):
             lines.append(f"{'PASS' if ok else 'FAIL'}  {size_label(r['_orders'])} orders: {text}")
+    return lines
+
+
+def _store_targets(rows: list[dict], orders: int) -> list[str]:
+    """The order store's ratios (issue 17): warm against lean pandas, one new file against warm, cold against
+    the floor; PASS/FAIL from 10 M orders, INFO below."""
+    best = {r["engine"]: r["_best"] for r in rows if r["_orders"] == orders}
+    checks = [(best["pandas"] / best["rfmsync-warm"], ">=", TARGET_WARM_VS_LEAN,
+               f"warm run {best['rfmsync-warm']:.2f} s: {{x:.1f}}× faster than lean pandas ({best['pandas']:.2f} s; "
+               f"target ≥ {TARGET_WARM_VS_LEAN:.0f}×)")]
+    if "rfmsync-new-file" in best:
+        checks.append((best["rfmsync-new-file"] / best["rfmsync-warm"], "<=", TARGET_NEW_FILE_VS_WARM,
+                       f"one new daily file of {DAILY_ORDERS:,} orders {best['rfmsync-new-file']:.2f} s: {{x:.2f}}× "
+                       f"the warm run (target ≤ {TARGET_NEW_FILE_VS_WARM}×)"))
+    if "duckdb-sql" in best:
+        checks.append((best["rfmsync"] / best["duckdb-sql"], "<=", TARGET_COLD_VS_FLOOR,
+                       f"cold run {best['rfmsync']:.2f} s: {{x:.2f}}× the DuckDB floor ({best['duckdb-sql']:.2f} s; "
+                       f"target ≤ {TARGET_COLD_VS_FLOOR}×)"))
+    lines = []
+    for x, op, target, text in checks:
+        ok = x >= target if op == ">=" else x <= target
+        verdict = ("PASS" if ok else "FAIL") if orders >= 10_000_000 else "INFO"
+        lines.append(f"{verdict}  {size_label(orders)} orders: {text.format(x=x)}")
     return lines
 
 

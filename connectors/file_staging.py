@@ -42,6 +42,7 @@ class FilePullResult(PullResult):
     issue_count: int = 0
     duplicate_orders: int = 0
     fast_path: bool = False  # every orders file was a clean CSV read with typed columns (no text parsing)
+    gone_files: list[str] = field(default_factory=list)  # files read before, gone now (sync.store.files)
 
 
 @dataclass(frozen=True)

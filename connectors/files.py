@@ -150,22 +150,40 @@ class FileSource:
         ``in_place=True`` is for a throw-away connection that is segmented right away: where no
         duplicate ids or receipt lines need rebuilding, ``staged_orders`` becomes a view over the rows
         as read instead of a copy of them, and the read tables stay until the connection closes.
+        The order store reads files one by one instead (:func:`sync.store.files.ingest_files`):
+        :meth:`files`, :meth:`read_file` and :meth:`stage` are the steps of this method.
         """
-        order_files = self._resolve(self.cfg.orders)
-        contact_files = self._resolve(self.cfg.contacts) if self.cfg.contacts else []
+        order_files, contact_files = self.files()
         create_staging(con)
         drop_scratch(con)
         with tempfile.TemporaryDirectory(prefix="rfmsync-") as tmp:
-            o_tables = [self._load(con, p, self._orders_map, f"_fs_o{i}", Path(tmp)) for i, p in enumerate(order_files)]
-            c_tables = [self._load(con, p, self._contacts_map, f"_fs_c{i}", Path(tmp))
-                        for i, p in enumerate(contact_files)]
-            check_orders(con, o_tables, self.cfg.orders)  # no data rows, most dates unreadable: stop here
+            o_tables = [self.read_file(con, p, "orders", f"_fs_o{i}", Path(tmp)) for i, p in enumerate(order_files)]
+            c_tables = [self.read_file(con, p, "contacts", f"_fs_c{i}", Path(tmp)) for i, p in enumerate(contact_files)]
             try:
-                result = stage_files(con, self.cfg, o_tables, c_tables, in_place=in_place)
+                return self.stage(con, o_tables, c_tables, in_place=in_place)
             finally:
                 if not in_place:
                     drop_scratch(con)
-        result.fast_path = all(t.fast for t in o_tables)
+
+    def files(self) -> tuple[list[Path], list[Path]]:
+        """The files matching ``orders`` and ``contacts``, each list sorted: the order their rows are read in
+        (a later file's row wins a repeated order id or contact field)."""
+        return self._resolve(self.cfg.orders), self._resolve(self.cfg.contacts) if self.cfg.contacts else []
+
+    def read_file(self, con: duckdb.DuckDBPyConnection, path: Path, role: Literal["orders", "contacts"],
+                  table: str, tmp: Path, persist: bool = False) -> LoadedFile:
+        """Read and normalise one file into ``table`` (a view over ``<table>_data``); ``persist``: real
+        tables of the connection's database (the order store) instead of temp ones."""
+        return self._load(con, path, self._orders_map if role == "orders" else self._contacts_map, table, tmp,
+                          persist)
+
+    def stage(self, con: duckdb.DuckDBPyConnection, orders: list[LoadedFile], contacts: list[LoadedFile],
+              in_place: bool = False) -> FilePullResult:
+        """Stage the rows of the files read (every file, in :meth:`files` order) into fresh ``staged_*``."""
+        create_staging(con)
+        check_orders(con, orders, self.cfg.orders)  # no data rows, most dates unreadable: stop here
+        result = stage_files(con, self.cfg, orders, contacts, in_place=in_place)
+        result.fast_path = all(t.fast for t in orders)
         log.info("file source: %d orders, %d contacts, %d bad rows, %d cleaned values, %d duplicate order ids",
                  result.orders, result.contacts, result.bad_row_count, result.issue_count, result.duplicate_orders)
         return result
@@ -181,7 +199,8 @@ class FileSource:
             raise ConfigError(f"no file matches {pattern!r} (looked in {self.base_dir}){hint}")
         return found
 
-    def _load(self, con: duckdb.DuckDBPyConnection, path: Path, mapping: _Mapping, table: str, tmp: Path) -> LoadedFile:
+    def _load(self, con: duckdb.DuckDBPyConnection, path: Path, mapping: _Mapping, table: str, tmp: Path,
+              persist: bool = False) -> LoadedFile:
         suffix = path.suffix.lower()
         if path.stat().st_size == 0:
             raise BadFileError(f"{path}: the file is empty (0 bytes)")
@@ -218,13 +237,13 @@ class FileSource:
                               {f: s for f, s in _NUMBER_FIELDS.items() if f in cols})
             if typed is not None:
                 try:  # any value the typed read rejects raises: then the text path reads the file again
-                    loaded = _load_table(con, lf, typed.src, kind, self.cfg, typed.fields)
+                    loaded = _load_table(con, lf, typed.src, kind, self.cfg, typed.fields, persist)
                     log.debug("%s: typed fast path", path)
                     return replace(loaded, fast=True)
                 except duckdb.Error as e:
                     log.debug("%s: typed read failed, using the text path: %s", path, str(e).splitlines()[0])
         try:
-            return _load_table(con, lf, src, kind, self.cfg)
+            return _load_table(con, lf, src, kind, self.cfg, persist=persist)
         except duckdb.Error as e:
             if kind == "csv":
                 raise csv_error(path, csv_path, e) from None
@@ -264,7 +283,7 @@ _NUMBER_FIELDS = {"amount": 2, "price": 2, "discount": 2, "quantity": 3}
 
 
 def _load_table(con: duckdb.DuckDBPyConnection, lf: LoadedFile, src: str, kind: str, cfg: FileSourceConfig,
-                typed: dict[str, str] | None = None) -> LoadedFile:
+                typed: dict[str, str] | None = None, persist: bool = False) -> LoadedFile:
     """One pass over the file: CREATE TEMP TABLE with every field normalised, and the raw text
     kept only where parsing failed (for the bad-row report). Each nested SELECT is one step.
     ``typed`` fields (the CSV fast path) arrive as TIMESTAMP / DECIMAL and skip text parsing."""
@@ -272,7 +291,7 @@ def _load_table(con: duckdb.DuckDBPyConnection, lf: LoadedFile, src: str, kind: 
     col = {f: f"CAST({nz.ident(h)} AS VARCHAR)" for f, h in lf.cols.items()}
     a = {f: f"a{i}" for i, f in enumerate(f for f in lf.cols if f.startswith("attr:"))}
     sql = _normalised_select(con, lf, src, kind, cfg, typed, col, a)
-    return _store(con, lf, sql, _output_columns(con, src, cfg, typed, col, a), typed)
+    return _store(con, lf, sql, _output_columns(con, src, cfg, typed, col, a), typed, persist)
 
 
 def _normalised_select(con: duckdb.DuckDBPyConnection, lf: LoadedFile, src: str, kind: str, cfg: FileSourceConfig,
@@ -356,7 +375,7 @@ def _output_columns(con: duckdb.DuckDBPyConnection, src: str, cfg: FileSourceCon
 
 
 def _store(con: duckdb.DuckDBPyConnection, lf: LoadedFile, sql: str, out: list[tuple[str, str]],
-           typed: dict[str, str]) -> LoadedFile:
+           typed: dict[str, str], persist: bool = False) -> LoadedFile:
     """Write ``<table>_data`` (the computed columns) and the view ``<table>`` over it."""
     # Only the computed columns are stored; unmapped fields (constants) are added by a view over the
     # stored rows, so a narrow export does not pay for writing 10 M NULLs per unmapped field.
@@ -367,10 +386,11 @@ def _store(con: duckdb.DuckDBPyConnection, lf: LoadedFile, sql: str, out: list[t
         if typed.get("amount") == "number" else {}
     stored = [f"{e} AS {n}" for n, e in out if not _is_constant(e) and n not in derived]
     srow = "_srow" if lf.row_sql == "_srow" else "rowid + 2"
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {lf.table}_data AS SELECT "
+    temp = "" if persist else "TEMP "
+    con.execute(f"CREATE OR REPLACE {temp}TABLE {lf.table}_data AS SELECT "
                 f"{'_srow, ' if lf.row_sql == '_srow' else ''}{', '.join(stored)} FROM ({sql})")
     view = ", ".join(f"{derived.get(n, e)} AS {n}" if _is_constant(e) or n in derived else n for n, e in out)
-    con.execute(f"CREATE OR REPLACE TEMP VIEW {lf.table} AS SELECT ({srow})::BIGINT AS _srow, {view} "
+    con.execute(f"CREATE OR REPLACE {temp}VIEW {lf.table} AS SELECT ({srow})::BIGINT AS _srow, {view} "
                 f"FROM {lf.table}_data")
     return replace(lf, row_sql="_srow")
 

@@ -31,7 +31,7 @@ from .config import Config
 from .engine import ApplyReport
 from .ingest import pull_to_store, run_stats
 from .ledger import Ledger, ledger_url
-from .pipeline import SegmentsRun, compute_segments, store_path, today_in
+from .pipeline import Reading, SegmentsRun, compute_segments, store_path, today_in
 from .plan_file import SavedPlan, plan_document
 from .planning.planner import PlannedDestination, needs_predictions, plan_all, selected_destinations
 from .run import apply_saved, full_sync, guard_warnings, require_destinations
@@ -67,11 +67,12 @@ class PullSummary:
 
 
 def pull(cfg: Config, ledger: Ledger, settings: Settings, *, full: bool = False,
-         progress: Progress = None) -> PullSummary:
-    """Pull the source into the order store (incremental from the saved cursor unless ``full``)."""
+         progress: Progress = None, reading: Reading = Reading()) -> PullSummary:
+    """Pull the source into the order store (incremental from the saved cursor unless ``full``; a file source
+    reads its new and changed files, every file with ``reading.reread``)."""
     con = connect_store(store_path(cfg))
     try:
-        result = pull_to_store(cfg, ledger, con, settings, full=full, progress=progress)
+        result = pull_to_store(cfg, ledger, con, settings, full=full, progress=progress, reading=reading)
         orders, contacts = con.execute(
             "SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM contacts)").fetchall()[0]
     finally:
@@ -81,11 +82,12 @@ def pull(cfg: Config, ledger: Ledger, settings: Settings, *, full: bool = False,
 
 def segments(cfg: Config, as_of: date | datetime | None = None, *, preset: str | None = None,
              predict: bool = False, holdout: bool = False, boundary: bool = True,
-             settings: Settings | None = None) -> SegmentsRun:
+             settings: Settings | None = None, reading: Reading = Reading()) -> SegmentsRun:
     """Score and segment every customer (``rfmsync segments``, ``predict``, ``demo``); the caller closes the
-    run. ``predict`` adds the predictive fields, ``holdout`` the models' fit-quality refit."""
+    run. ``predict`` adds the predictive fields, ``holdout`` the models' fit-quality refit; ``reading``: how a
+    file source is read into the order store (``--reread``, ``--verify``)."""
     return compute_segments(cfg, as_of_date(cfg, as_of), preset=preset, settings=settings, predict=predict,
-                            holdout=holdout, boundary=boundary)
+                            holdout=holdout, boundary=boundary, reading=reading)
 
 
 @dataclass(frozen=True)
@@ -105,12 +107,13 @@ class PlanResult:
 
 def plan(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: Sequence[str] | None = None,
          as_of: date | datetime | None = None, full_refresh: bool = False, reconcile: bool = False,
-         remote: bool = True) -> PlanResult:
+         remote: bool = True, reading: Reading = Reading()) -> PlanResult:
     """Segment and plan every (or the named) destination without writing anything anywhere (``rfmsync plan``,
     ``sync --dry-run``). The ESPs are read (read-only) when their credentials are set and ``remote``."""
     require_destinations(cfg)
     day = as_of_date(cfg, as_of)
-    run = compute_segments(cfg, day, settings=settings, predict=needs_predictions(cfg, destinations))
+    run = compute_segments(cfg, day, settings=settings, predict=needs_predictions(cfg, destinations),
+                           reading=reading)
     try:
         stats = run_stats(run)
         names = [d.name for d in selected_destinations(cfg, destinations)]
@@ -133,14 +136,15 @@ def apply(cfg: Config, saved: SavedPlan, ledger: Ledger, settings: Settings, *,
 def run_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: Sequence[str] | None = None,
              as_of: date | datetime | None = None, kind: str = "sync", allow_mass_change: bool = False,
              full_refresh: bool = False, reconcile: bool = False, full_pull: bool = False,
-             on_warnings: Callable[[list[str]], None] | None = None) -> list[ApplyReport]:
+             on_warnings: Callable[[list[str]], None] | None = None,
+             reading: Reading = Reading()) -> list[ApplyReport]:
     """The full sync: pull → segment → plan → guards → apply → record (``rfmsync sync``, scheduled runs).
 
     ``kind`` names the run in the ledger (``sync``, ``scheduled``); see :func:`sync.run.full_sync` for the
     guards, ``allow_mass_change`` and ``on_warnings``."""
     return full_sync(cfg, ledger, settings, destinations=destinations, as_of=as_of_date(cfg, as_of), kind=kind,
                      allow_mass_change=allow_mass_change, full_refresh=full_refresh, reconcile=reconcile,
-                     full_pull=full_pull, on_warnings=on_warnings)
+                     full_pull=full_pull, on_warnings=on_warnings, reading=reading)
 
 
 def explain(cfg: Config, who: str, as_of: date | datetime | None = None, *,

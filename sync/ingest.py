@@ -20,18 +20,21 @@ from .config import Config
 from .errors import GuardRefusedError
 from .guards import DataStats, data_lines
 from .ledger import Ledger
-from .pipeline import SegmentsRun, compute_segments, configured_source, pull_into, store_path
+from .pipeline import Reading, SegmentsRun, compute_segments, configured_source, pull_into, store_path
 from .planning.planner import needs_predictions
 from .settings import Settings
 from .store import connect_store
+from .store.files import gone_lines
 
 
 def pull_to_store(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, settings: Settings, *,
-                  full: bool = False, progress: Progress = None, guarded: bool = False) -> PullResult:
+                  full: bool = False, progress: Progress = None, guarded: bool = False,
+                  reading: Reading = Reading()) -> PullResult:
     """Pull the source into the order store; the cursor is saved only after the store merge succeeded.
 
     ``guarded``: the data guards (``min_orders``, ``max_bad_rows_pct``) see the staged pull first; when one
-    trips, the store and the cursor are left as they were and the pull run is recorded as ``refused``."""
+    trips, the store and the cursor are left as they were and the pull run is recorded as ``refused``.
+    ``reading``: how a file source's files are read (``--reread``, ``--verify``)."""
     source = configured_source(cfg, settings)
     name = str(cfg.source.get("type", "file"))
     cursor = None if full else ledger.get_cursor(name, "all")
@@ -45,7 +48,7 @@ def pull_to_store(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, s
                 ledger.finish_run(run_id, "refused", stats.counts(), error="; ".join(lines))
                 raise GuardRefusedError(lines)
     try:
-        result = pull_into(con, source, cursor, progress=progress, before_merge=before_merge)
+        result = pull_into(con, source, cursor, progress=progress, before_merge=before_merge, reading=reading)
     except GuardRefusedError:
         raise
     except Exception as exc:
@@ -76,16 +79,18 @@ def run_stats(run: SegmentsRun) -> DataStats:
 
 def segments_from_store(cfg: Config, ledger: Ledger, settings: Settings, *, as_of: date | None = None,
                         destinations: Sequence[str] | None = None, pull: bool = True, full: bool = False,
-                        guarded: bool = False) -> SegmentsRun:
+                        guarded: bool = False, reading: Reading = Reading()) -> SegmentsRun:
     con = connect_store(store_path(cfg))
     try:
-        result = pull_to_store(cfg, ledger, con, settings, full=full, guarded=guarded) if pull else None
+        result = pull_to_store(cfg, ledger, con, settings, full=full, guarded=guarded, reading=reading) \
+            if pull else None
         run = compute_segments(cfg, as_of, con=con, settings=settings,
                                predict=needs_predictions(cfg, destinations))
     except BaseException:
         con.close()
         raise
     run.pull = result
+    run.warnings[:0] = gone_lines(getattr(result, "gone_files", []))
     save_cut_points(con, run)
     return run
 

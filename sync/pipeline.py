@@ -1,7 +1,9 @@
 """Load a source, segment, predict, write per-customer files (the steps under :mod:`sync.api`).
 
-``compute_segments(cfg)`` is what ``rfmsync segments`` runs: for a file source it reads the export into an
-in-memory DuckDB (nothing persisted); for API sources it reads the local order store filled by ``rfmsync pull``.
+``compute_segments(cfg)`` is what ``rfmsync segments``, ``plan`` and ``report`` run; every command reads the
+orders from the order store (:func:`store_path`). A file source is brought up to date first, reading only
+its new and changed files (:mod:`sync.store.files`; ``reread`` reads them all, ``verify`` hashes them whole);
+API sources are read from the store as ``rfmsync pull`` left it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from pydantic import ValidationError
 from connectors.errors import ConfigError as SourceConfigError
 from connectors.records import BadRow
 from connectors.source import PullResult, Source
-from connectors.tables import TABLES
 from segmentation import SegmentationConfig, SegmentationResult, run_segmentation
 
 from . import progress as steps
@@ -27,6 +28,7 @@ from .config import Config, DestinationConfig, format_validation_error
 from .errors import ConfigError
 from .planning.values import PREDICTIVE_VALUES
 from .store import connect_store, merge_staged
+from .store.files import gone_lines, ingest_files
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -68,15 +70,30 @@ def store_path(cfg: Config) -> Path:
         else cfg.base_dir / (cfg.store.orders or "rfmsync.duckdb")
 
 
+@dataclass(frozen=True)
+class Reading:
+    """How a file source is read into the store: ``reread`` every file, ``verify`` unchanged-looking files by
+    a hash of their whole content (``--reread``, ``--verify``)."""
+
+    reread: bool = False
+    verify: bool = False
+
+
 def pull_into(con: duckdb.DuckDBPyConnection, source: Source, cursor: str | None = None,
               progress: Callable[[int], None] | None = None,
-              before_merge: Callable[[PullResult], None] | None = None) -> PullResult:
-    """Pull from the source and merge the staged rows into ``con``'s tables.
+              before_merge: Callable[[PullResult], None] | None = None, reading: Reading = Reading()) -> PullResult:
+    """Pull from the source and merge the staged rows into ``con``'s tables (a file source: only the files
+    new or changed since the last pull, :mod:`sync.store.files`).
 
     ``before_merge`` sees the staged pull first and may raise to leave the store untouched (the guards)."""
+    from connectors.files import FileSource
+
     try:
         with steps.step("reading files" if source.name == "file" else f"pulling {source.name}",
                         unit="records") as advance:
+            if isinstance(source, FileSource):
+                return ingest_files(con, source, reread=reading.reread, verify=reading.verify,
+                                    before_merge=before_merge).pull
             result = source.pull(con, cursor, progress=_both(progress, advance))
     except SourceConfigError as exc:
         raise ConfigError(str(exc)) from None
@@ -139,65 +156,12 @@ def rules_need_predictions(seg: SegmentationConfig) -> bool:
     return any(any(n in pat for n in PREDICTIVE_VALUES) for r in seg.rules for pat in r.match)
 
 
-def _webhook_rows(con: duckdb.DuckDBPyConnection, path: Path) -> int:
-    """Copy the store's webhook-only records (orders that arrived by webhook and are not in the export yet,
-    see :mod:`sync.store`) into ``_wh_*`` temp tables, so that ``segments``/``plan``/``sync --dry-run`` see
-    what ``sync`` will; returns the number of orders (0: no store, nothing noted, or the store is busy)."""
-    from connectors.normalize import lit
-
-    from .store import WEBHOOK_TABLE
-
-    if not path.exists():
-        return 0
-    try:
-        con.execute(f"ATTACH {lit(str(path))} AS _store (READ_ONLY)")
-    except duckdb.Error as exc:  # a running `rfmsync serve` holds the file: segment the export alone
-        log.warning("the order store %s is in use; webhook orders not yet in the export are left out (%s)",
-                    path, str(exc).splitlines()[0])
-        return 0
-    try:
-        tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = '_store'"
-                                            ).fetchall()}
-        if WEBHOOK_TABLE not in tables or not set(TABLES) <= tables:
-            return 0
-        noted = f"SELECT id FROM _store.{WEBHOOK_TABLE} WHERE kind = '{{kind}}'"
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE _wh_orders AS SELECT * FROM _store.orders
-                        WHERE order_id IN ({noted.format(kind='order')})
-                          AND order_id NOT IN (SELECT order_id FROM staged_orders)""")
-        con.execute("""CREATE OR REPLACE TEMP TABLE _wh_line_items AS SELECT * FROM _store.line_items
-                       WHERE order_id IN (SELECT order_id FROM _wh_orders)""")
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE _wh_contacts AS SELECT * FROM _store.contacts
-                        WHERE customer_id IN ({noted.format(kind='contact')})
-                          AND customer_id NOT IN (SELECT customer_id FROM staged_contacts)""")
-        orders, contacts = (con.execute(f"SELECT count(*) FROM _wh_{t}").fetchall()[0][0]
-                            for t in ("orders", "contacts"))
-    finally:
-        con.execute("DETACH _store")
-    if orders or contacts:
-        log.info("added %d orders and %d contacts that came by webhook and are not in the export yet", orders, contacts)
-    return orders + contacts
-
-
-def load_file_export(con: duckdb.DuckDBPyConnection, cfg: Config, settings: Settings | None = None) -> PullResult:
-    """Read a file source into ``con`` for segmenting right away: the rows stay where they were read, the
-    canonical ``orders``/``contacts``/``line_items`` are views over them (plus the store's webhook-only rows)."""
-    # No automatic checkpoints: on an in-memory database a checkpoint compresses every table, the 10 M read rows
-    # included (about 0.6 s each time a statement's log crosses the threshold), for a connection thrown away.
-    con.execute("SET checkpoint_threshold = '1TB'")
-    with steps.step("reading files"):
-        pull = configured_source(cfg, settings).pull(con, None, in_place=True)  # type: ignore[call-arg]
-    con.execute("SET preserve_insertion_order = false")  # the rest is grouped and sorted anyway
-    extra = _webhook_rows(con, store_path(cfg))
-    for name in TABLES:
-        more = f" UNION ALL BY NAME SELECT * FROM _wh_{name}" if extra else ""
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM staged_{name}{more}")
-    return pull
-
-
 def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | None = None,
                      con: duckdb.DuckDBPyConnection | None = None, settings: Settings | None = None,
-                     predict: bool = False, holdout: bool = False, boundary: bool = True) -> SegmentsRun:
-    """Load the orders (file → memory, API → the store), then score, segment and summarise.
+                     predict: bool = False, holdout: bool = False, boundary: bool = True,
+                     reading: Reading = Reading()) -> SegmentsRun:
+    """Load the orders (a file source: ingested into the store first; API: the store), then score, segment
+    and summarise. ``con``: an open store, taken as it is (nothing read into it).
 
     ``boundary=False`` skips the falling-asleep boundary (``result.boundary`` stays empty): the per-customer
     file does not carry it, so ``rfmsync segments --customers`` does not pay for it."""
@@ -205,15 +169,16 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
     seg_cfg = cfg.segmentation.model_copy(update={"preset": preset}) if preset else cfg.segmentation
     pull = None
     if con is None:
+        path = store_path(cfg)
+        if not is_file_source(cfg) and not path.exists():
+            raise ConfigError(f"the order store {path} is empty: run `rfmsync pull` first")
+        con = connect_store(path)
         if is_file_source(cfg):
-            # a file export is the whole history: segment the staged rows in place (no copy into a store)
-            con = duckdb.connect()
-            pull = load_file_export(con, cfg, settings)
-        else:
-            path = store_path(cfg)
-            if not path.exists():
-                raise ConfigError(f"the order store {path} is empty: run `rfmsync pull` first")
-            con = connect_store(path)
+            try:
+                pull = pull_into(con, configured_source(cfg, settings), reading=reading)
+            except BaseException:
+                con.close()
+                raise
     report = None
     extra = None
     if predict or rules_need_predictions(seg_cfg):
@@ -228,7 +193,8 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
     with steps.step("segmenting"):
         result = run_segmentation(con, seg_cfg, as_of, cfg.timezone, extra_fields=extra, with_boundary=boundary,
                                   purchase_days=report.purchase_days if report is not None else None)
-    warnings = [w for w in [stale_warning(con, as_of, cfg.timezone, cfg.guards.stale_days)] if w]
+    warnings = gone_lines(getattr(pull, "gone_files", []))
+    warnings += [w for w in [stale_warning(con, as_of, cfg.timezone, cfg.guards.stale_days)] if w]
     warnings += list(report.warnings) if report is not None else []
     return SegmentsRun(con=con, result=result, pull=pull, config=cfg, predictions=report, warnings=warnings)
 

@@ -23,7 +23,7 @@ from .errors import ConfigError, GuardRefusedError, PlanStaleError
 from .guards import DataStats, customer_drop_line, data_lines, plan_lines, plan_stats
 from .ingest import run_stats, segments_from_store
 from .ledger import Ledger, RunHistory, RunRecorder
-from .pipeline import today_in
+from .pipeline import Reading, today_in
 from .planning.plan import Plan
 from .planning.planner import PlannedDestination, plan_all, selected_destinations
 from .store import STORE_LOCK
@@ -73,7 +73,8 @@ def _plan_guard_lines(planned: Sequence[PlannedDestination]) -> list[str]:
 def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: Sequence[str] | None = None,
               as_of: date | None = None, kind: str = "sync", allow_mass_change: bool = False,
               full_refresh: bool = False, reconcile: bool = False, full_pull: bool = False,
-              on_warnings: Callable[[list[str]], None] | None = None) -> list[ApplyReport]:
+              on_warnings: Callable[[list[str]], None] | None = None,
+              reading: Reading = Reading()) -> list[ApplyReport]:
     """Pull → segment → plan → guards → apply → record, for every (or the named) destination.
 
     ``as_of`` defaults to today in the config's timezone. ``allow_mass_change`` overrides the plan guards for
@@ -86,7 +87,7 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
     with STORE_LOCK:  # one DuckDB writer per process (the serve worker threads take turns with the scheduler)
         try:
             run = segments_from_store(cfg, ledger, settings, as_of=as_of, destinations=destinations,
-                                      full=full_pull, guarded=True)
+                                      full=full_pull, guarded=True, reading=reading)
         except GuardRefusedError as exc:
             raise refuse(ledger, kind, names, exc.lines) from None
         except BadFileError as exc:  # an unusable export (empty, truncated, dates unreadable): exit 3, refused

@@ -26,6 +26,24 @@ config_option = click.option("--config", "config_path", type=click.Path(dir_okay
                              help="Config file (default: $RFMSYNC_CONFIG, else ./rfmsync.toml).")
 as_of_option = click.option("--as-of", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
                             help="Compute as of this date (YYYY-MM-DD; default: today in the config's timezone).")
+
+
+def reading_options(f):
+    """``--reread`` and ``--verify``: how a file source's files are read into the order store."""
+    f = click.option("--verify", is_flag=True,
+                     help="File source: hash every file whole to tell it unchanged (not only size, mtime, "
+                          "head and tail).")(f)
+    return click.option("--reread", is_flag=True,
+                        help="File source: read every file again, changed or not.")(f)
+
+
+def reading(reread: bool, verify: bool):
+    """The :class:`sync.pipeline.Reading` of the ``--reread`` / ``--verify`` flags."""
+    from ..pipeline import Reading
+
+    return Reading(reread=reread, verify=verify)
+
+
 dest_option = click.option("--destination", "destinations", multiple=True, metavar="NAME",
                            help="Only this destination (repeatable; default: all).")
 

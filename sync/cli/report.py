@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .main import as_of_option, config_option, load
+from .main import as_of_option, config_option, load, reading, reading_options
 from .output import out, print_warnings, status
 
 
@@ -18,7 +18,8 @@ from .output import out, print_warnings, status
               help="Output file (default: rfmsync-report-<as_of>.html next to the config).")
 @click.option("--lang", type=click.Choice(["en", "ru"]), default=None, help="Page language (default: [report] lang).")
 @click.option("--open", "open_browser", is_flag=True, help="Open the page in the default browser.")
-def report(config_path, as_of, output, lang, open_browser):
+@reading_options
+def report(config_path, as_of, output, lang, open_browser, reread, verify):
     """Write one self-contained HTML page (segments, RFM grid, falling-asleep boundary, predictions,
     destinations, movement between segments) that needs no network to view, and print its path."""
     from .. import api
@@ -28,7 +29,7 @@ def report(config_path, as_of, output, lang, open_browser):
     cfg = load(config_path)
     settings = load_settings()
     with status("Scoring customers and fitting models…"):
-        run = report_run(cfg, as_of, settings)
+        run = report_run(cfg, as_of, settings, reading=reading(reread, verify))
     print_warnings(run.warnings)
     try:
         ledger = api.existing_ledger(cfg, settings)

@@ -11,7 +11,7 @@ import click
 
 from segmentation import PRESETS
 
-from .main import as_of_option, config_option, load
+from .main import as_of_option, config_option, load, reading, reading_options
 from .output import info, print_predict, print_segment_customers, print_summary, print_warnings, status
 
 
@@ -33,7 +33,9 @@ from .output import info, print_predict, print_segment_customers, print_summary,
               help="--customers output has the predictive fields (p_alive, churn_risk, clv, ...) unless --no-predict, "
                    "which writes the RFM columns alone (much faster on a large shop) unless a segment rule uses one.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Output file.")
-def segments(config_path, as_of, preset, fmt, customers, segment, limit, sort, with_predictions, output):
+@reading_options
+def segments(config_path, as_of, preset, fmt, customers, segment, limit, sort, with_predictions, output, reread,
+             verify):
     """Score every customer, assign segments and print the summary and the falling-asleep boundary
     (with --customers: write one row per customer to -o FILE instead, without the boundary; with --segment NAME:
     list that segment's customers)."""
@@ -48,7 +50,8 @@ def segments(config_path, as_of, preset, fmt, customers, segment, limit, sort, w
     with status("Reading orders and scoring customers…"):
         # only the per-customer outputs show the fields (a rule that uses one computes them in any case)
         predict = listing and with_predictions is not False
-        run = api.segments(cfg, as_of, preset=preset, predict=predict, boundary=not listing)
+        run = api.segments(cfg, as_of, preset=preset, predict=predict, boundary=not listing,
+                           reading=reading(reread, verify))
     print_warnings(run.warnings)
     try:
         if customers:

@@ -10,8 +10,9 @@ import click
 from rich.table import Table
 
 from ..errors import ConfigError, DestinationError
+from ..store.files import gone_lines
 from .json_output import emit, format_option, report_dict, start
-from .main import as_of_option, config_option, dest_option, load
+from .main import as_of_option, config_option, dest_option, load, reading, reading_options
 from .output import out, print_plans, print_warnings
 
 mass_change_option = click.option(
@@ -35,8 +36,9 @@ def _open_ledger(cfg, settings):
 @config_option
 @click.option("--source", "source_name", default=None, help="The source to pull (the [source] type).")
 @click.option("--full", is_flag=True, help="Ignore the saved cursor and pull everything again.")
+@reading_options
 @format_option
-def pull(config_path, source_name, full, fmt):
+def pull(config_path, source_name, full, reread, verify, fmt):
     """Pull contacts and orders into the local order store (incremental), without syncing."""
     from .. import api
 
@@ -47,11 +49,15 @@ def pull(config_path, source_name, full, fmt):
         raise ConfigError(f"unknown source {source_name!r}: this config's source is {kind!r}")
     ledger = _open_ledger(cfg, settings)
     try:
-        pulled = api.pull(cfg, ledger, settings, full=full)  # a bar per page on a terminal (sync.progress)
+        pulled = api.pull(cfg, ledger, settings, full=full,  # a bar per page on a terminal (sync.progress)
+                          reading=reading(reread, verify))
     finally:
         ledger.close()
     result = pulled.result
+    gone = gone_lines(getattr(result, "gone_files", []))  # a file source's files removed since the last pull
+    print_warnings(gone)
     if doc is not None:
+        doc["warnings"].extend(gone)
         doc.update(source={"type": kind}, counts={"orders": result.orders, "contacts": result.contacts,
                                         "bad_records": result.bad_row_count, "stored_orders": pulled.stored_orders,
                                         "stored_contacts": pulled.stored_contacts})
@@ -93,12 +99,15 @@ def _emit_plans(result, fmt, output):
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Save the plan as JSON.")
 @click.option("--full-refresh", is_flag=True, help="Plan to push every field and tag again.")
-def plan(config_path, destinations, as_of, fmt, output, full_refresh):
-    """Dry run: show what a sync would change per destination; writes nothing anywhere.
+@reading_options
+def plan(config_path, destinations, as_of, fmt, output, full_refresh, reread, verify):
+    """Dry run: show what a sync would change per destination; writes nothing to the ESPs or the ledger (a file
+    source's new and changed files are read into the local order store).
 
     A guard that would refuse the sync is printed as a warning (`warnings` in --format json); exit 0."""
     cfg, settings = _ctx(config_path)
-    _emit_plans(_dry_run(cfg, settings, destinations, as_of, full_refresh=full_refresh), fmt, output)
+    _emit_plans(_dry_run(cfg, settings, destinations, as_of, full_refresh=full_refresh,
+                         reading=reading(reread, verify)), fmt, output)
 
 
 @click.command()
@@ -161,9 +170,11 @@ def _print_reports(reports) -> None:
 @click.option("--full-refresh", is_flag=True, help="Push every field and tag again, whatever the ledger says.")
 @click.option("--reconcile", is_flag=True, help="Read managed tags/lists from the ESP and repair drift.")
 @click.option("--full", "full_pull", is_flag=True, help="Pull the whole history, ignoring the source cursor.")
+@reading_options
 @mass_change_option
 @format_option
-def sync_cmd(config_path, destinations, as_of, dry_run, full_refresh, reconcile, full_pull, allow_mass_change, fmt):
+def sync_cmd(config_path, destinations, as_of, dry_run, full_refresh, reconcile, full_pull, reread, verify,
+             allow_mass_change, fmt):
     """Pull → segment → plan → guards → apply → record, for every (or the named) destination.
 
     A guard that trips stops the run before any ESP write: exit 6, one line per guard, the run recorded as
@@ -175,7 +186,8 @@ def sync_cmd(config_path, destinations, as_of, dry_run, full_refresh, reconcile,
     cfg, settings = _ctx(config_path)
     require_destinations(cfg)
     if dry_run:
-        result = _dry_run(cfg, settings, destinations, as_of, full_refresh=full_refresh, reconcile=reconcile)
+        result = _dry_run(cfg, settings, destinations, as_of, full_refresh=full_refresh, reconcile=reconcile,
+                          reading=reading(reread, verify))
         _emit_plans(result, fmt, None)
         return
 
@@ -188,7 +200,7 @@ def sync_cmd(config_path, destinations, as_of, dry_run, full_refresh, reconcile,
     try:
         reports = api.run_sync(cfg, ledger, settings, destinations=destinations, as_of=as_of,
                                allow_mass_change=allow_mass_change, full_refresh=full_refresh, reconcile=reconcile,
-                               full_pull=full_pull, on_warnings=on_warnings)
+                               full_pull=full_pull, on_warnings=on_warnings, reading=reading(reread, verify))
     finally:
         ledger.close()
     _report(reports, doc)

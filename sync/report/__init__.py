@@ -16,12 +16,13 @@ from .render import render_html
 __all__ = ["build_report_data", "default_report_path", "render_html", "report_html", "report_run"]
 
 
-def report_run(cfg: Config, as_of=None, settings=None) -> SegmentsRun:
+def report_run(cfg: Config, as_of=None, settings=None, *, reading=None) -> SegmentsRun:
     """The segments run a page is built from (``rfmsync report``, ``demo``, ``GET /report``): with the
     predictions and the holdout check; the caller closes it."""
     from .. import api
 
-    return api.segments(cfg, as_of, predict=True, holdout=True, settings=settings)
+    extra = {"reading": reading} if reading is not None else {}
+    return api.segments(cfg, as_of, predict=True, holdout=True, settings=settings, **extra)
 
 
 def default_report_path(cfg: Config, as_of) -> Path:

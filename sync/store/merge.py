@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import duckdb
 
 from connectors.identity import DEFAULT_MAX_GROUP, link_staged
@@ -14,13 +16,15 @@ KEYS = {"orders": "order_id", "contacts": "customer_id", "line_items": "order_id
 
 
 def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: str = "pull",
-                 max_identity_group: int = DEFAULT_MAX_GROUP) -> dict[str, int]:
+                 max_identity_group: int = DEFAULT_MAX_GROUP,
+                 before_commit: Callable[[duckdb.DuckDBPyConnection], None] | None = None) -> dict[str, int]:
     """Move the ``staged_*`` rows into the main tables in one transaction; returns rows per table.
 
     ``pull.full_refresh``: the staged rows replace the store, except webhook records the file does not
     contain yet (see :mod:`sync.store`). ``origin="webhook"``: the merged order and customer ids are
     noted as webhook records. An incremental merge first links records keyed by an e-mail or phone to the
     customer with that e-mail/phone (:func:`connectors.identity.link_staged`); ``pull.identity`` says what it did.
+    ``before_commit`` writes more in the same transaction (a file source's fingerprints, :mod:`sync.store.files`).
     """
     if origin not in ("pull", "webhook"):
         raise ValueError(f"merge_staged: origin must be 'pull' or 'webhook', not {origin!r}")
@@ -45,6 +49,8 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
         for name in TABLES:
             con.execute(f"DROP TABLE IF EXISTS staged_{name}")
             con.execute(f"DROP TABLE IF EXISTS _kept_{name}")
+        if before_commit is not None:
+            before_commit(con)
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
@@ -65,13 +71,14 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
         con.execute("DELETE FROM line_items WHERE order_id IN (SELECT order_id FROM staged_orders)")
     else:
         con.execute(f"DELETE FROM {name} WHERE {key} IN (SELECT {key} FROM {staged})")
-    if name == "line_items":
+    if name == "line_items" or full_refresh:  # a file export's staged rows are one per key already
         con.execute(f"INSERT INTO {name} SELECT * FROM {staged}")
     else:
         # latest version wins inside the batch too
         con.execute(f"INSERT INTO {name} SELECT * EXCLUDE (_rn) FROM "
                     f"(SELECT *, row_number() OVER (PARTITION BY {key} ORDER BY rowid DESC) AS _rn "
                     f"FROM {staged}) WHERE _rn = 1")
+    if name != "line_items":
         kind = KIND[name]
         if origin == "webhook":
             con.execute(f"INSERT INTO {WEBHOOK_TABLE} (kind, id) SELECT DISTINCT '{kind}', {key} "

@@ -1,0 +1,265 @@
+"""A file source in the order store: each export file read once, remembered by its fingerprint.
+
+Every file the source's patterns match is read and normalised into its own table of the store
+(``ingest_f<file id>``: the rows as read, bad ones included, so they carry their file), and noted in
+``ingest_files`` with its fingerprint: path, size, mtime and a hash of its first and last 64 KiB (plus a hash
+of the whole file when read with ``verify``) and a hash of the ``[source]`` table it was read under.
+
+On the next run a file whose fingerprint is unchanged is not read again:
+
+* every file unchanged (and none gone): nothing is read or staged; the store's ``orders``/``contacts``/
+  ``line_items`` are the export already, and the last staging's bad-row report is read back from
+  ``ingest_bad_rows`` (per file and row);
+* a file new or changed: only that file is read; a changed file's table is replaced (its old rows go with it);
+* a file gone: its table is dropped, so its rows leave the store, and the run says so (:func:`gone_lines`).
+
+When the new files can only add orders (the nightly case, :mod:`sync.store.file_append`), their rows are
+staged alone and added. Otherwise the files' rows, all of them in the order of :meth:`~connectors.files.FileSource.files`, are staged
+exactly as a fresh read stages them (repeated order ids, contacts shared across files, identity and bad rows
+are decided over every file, as a full read does) and replace the store's rows (the webhook-records rule of
+:mod:`sync.store` holds). ``reread`` reads every file again.
+
+Crash safety: the staged rows, the new fingerprints and the bad-row report are committed in one transaction
+(:func:`~sync.store.merge.merge_staged`'s ``before_commit``). A file table written before a crash or a refused
+merge is not in ``ingest_files``, so the next run drops it and reads the file again: nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import duckdb
+
+from connectors.file_staging import FilePullResult, LoadedFile, drop_scratch
+from connectors.files import FileSource
+from connectors.identity import IdentityReport, SharedIdentifier
+from connectors.records import BadRow
+
+from .file_append import append_staged, can_append, file_counts, stage_appended
+from .merge import merge_staged
+
+log = logging.getLogger(__name__)
+
+FILES_TABLE = "ingest_files"
+BAD_TABLE = "ingest_bad_rows"
+SUMMARY_TABLE = "ingest_summary"
+TABLE_PREFIX = "ingest_f"
+FORMAT = 1  # bumped when the stored rows of a file change shape: every file is read again
+CHUNK = 1 << 16  # the head and tail hashed by a quick fingerprint
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    size: int
+    mtime_ns: int
+    head_tail: str  # blake2b of the first and last 64 KiB
+    full: str | None = None  # blake2b of the whole file (``verify``)
+
+
+def fingerprint(path: Path, full: bool = False) -> Fingerprint:
+    """The file's fingerprint; ``full`` hashes every byte (slow on a big export, but sees any edit)."""
+    st = path.stat()
+    quick = hashlib.blake2b(digest_size=16)
+    whole = hashlib.blake2b(digest_size=16) if full else None
+    with open(path, "rb") as f:
+        quick.update(f.read(CHUNK))
+        if st.st_size > CHUNK:
+            f.seek(max(CHUNK, st.st_size - CHUNK))
+            quick.update(f.read(CHUNK))
+        if whole is not None:
+            f.seek(0)
+            while block := f.read(1 << 20):
+                whole.update(block)
+    return Fingerprint(st.st_size, st.st_mtime_ns, quick.hexdigest(), whole.hexdigest() if whole else None)
+
+
+@dataclass
+class Ingested:
+    """What :func:`ingest_files` did: the pull (read back from the store when nothing was read), the files
+    read this run, the files gone since the last run (their rows removed)."""
+
+    pull: FilePullResult
+    read: list[str] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)
+    appended: bool = False  # the new files' rows were staged alone and added (:mod:`sync.store.file_append`)
+
+    @property
+    def warm(self) -> bool:
+        return not self.read and not self.gone
+
+
+def gone_lines(gone: list[str]) -> list[str]:
+    """One warning per removed file."""
+    return [f"{path}: the file is gone; its rows were removed from the order store" for path in gone]
+
+
+def create_ingest_tables(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(f"""CREATE TABLE IF NOT EXISTS {FILES_TABLE} (file_id BIGINT PRIMARY KEY, role VARCHAR NOT NULL,
+        path VARCHAR NOT NULL, size BIGINT, mtime_ns BIGINT, head_tail VARCHAR, full_hash VARCHAR,
+        config VARCHAR, cols JSON, fast BOOLEAN, rows BIGINT, no_cust BIGINT, no_oid BIGINT,
+        read_at TIMESTAMPTZ DEFAULT now())""")
+    con.execute(f"""CREATE TABLE IF NOT EXISTS {BAD_TABLE} (file_id BIGINT NOT NULL, seq INTEGER NOT NULL,
+        kind VARCHAR NOT NULL, row BIGINT, field VARCHAR, reason VARCHAR, value VARCHAR)""")
+    con.execute(f"CREATE TABLE IF NOT EXISTS {SUMMARY_TABLE} (summary JSON)")
+
+
+def config_hash(source: FileSource) -> str:
+    """What the stored rows depend on besides the file: the ``[source]`` table and the stored format."""
+    text = json.dumps([FORMAT, source.cfg.model_dump(mode="json"), source._text_only], sort_keys=True)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: bool = False,
+                 verify: bool = False, before_merge: Callable[[FilePullResult], None] | None = None) -> Ingested:
+    """Bring the store up to date with the source's files, reading only the new and changed ones (see above).
+
+    ``before_merge`` sees the staged pull first and may raise to leave the store as it was (the data guards)."""
+    create_ingest_tables(con)
+    _drop_orphans(con)
+    orders, contacts = source.files()
+    wanted = [("orders", p) for p in orders] + [("contacts", p) for p in contacts]
+    stored = {(row["role"], row["path"]): row for row in _catalogue(con)}
+    cfg = config_hash(source)
+    prints = {key: fingerprint(key[1], full=verify) for key in wanted}
+    keep = {key: stored[(key[0], str(key[1]))] for key in wanted
+            if not reread and _unchanged(stored.get((key[0], str(key[1]))), prints[key], cfg, verify)}
+    gone = sorted({path for role, path in stored} - {str(p) for _, p in wanted})
+    gone_keys = [k for k in stored if k[1] in gone]
+    summary = con.execute(f"SELECT summary FROM {SUMMARY_TABLE}").fetchall()
+    if len(keep) == len(wanted) and not gone_keys and summary:
+        return Ingested(_read_back(con, json.loads(summary[0][0])))
+
+    new: dict[tuple[str, Path], LoadedFile] = {}
+    next_id = con.execute(f"SELECT COALESCE(max(file_id), 0) + 1 FROM {FILES_TABLE}").fetchall()[0][0]
+    try:
+        with tempfile.TemporaryDirectory(prefix="rfmsync-") as tmp:
+            for key in wanted:
+                if key not in keep:
+                    new[key] = source.read_file(con, key[1], key[0], f"{TABLE_PREFIX}{next_id}", Path(tmp),
+                                                persist=True)
+                    next_id += 1
+        counts = {key: file_counts(con, lf) for key, lf in new.items()}
+        tables = {key: new.get(key) or _loaded(keep[key]) for key in wanted}
+        drop_scratch(con)
+        result = None
+        kept = [key for key in wanted if key in keep]
+        last = bool(kept and new) and min(wanted.index(k) for k in new) > max(wanted.index(k) for k in kept)
+        if summary and can_append(source, [(tables[k], keep[k]["no_cust"]) for k in kept], list(new.values()),
+                                  {new[k].path: counts[k] for k in new},
+                                  all_kept=len(keep) == len(stored) and not gone_keys, last=last):
+            result = stage_appended(con, source, list(new.values()), _read_back(con, json.loads(summary[0][0])))
+        appended = result is not None
+        if result is None:
+            drop_scratch(con)
+            result = source.stage(con, [tables[k] for k in wanted if k[0] == "orders"],
+                                  [tables[k] for k in wanted if k[0] == "contacts"])
+        if before_merge is not None:
+            before_merge(result)
+        replaced = [row for key, row in stored.items() if key not in {(r, str(p)) for r, p in keep}]
+
+        def save(con: duckdb.DuckDBPyConnection) -> None:
+            if replaced:
+                ids = ", ".join(str(row["file_id"]) for row in replaced)
+                con.execute(f"DELETE FROM {FILES_TABLE} WHERE file_id IN ({ids})")
+            for key, lf in new.items():
+                fp = prints[key]
+                con.execute(f"INSERT INTO {FILES_TABLE} (file_id, role, path, size, mtime_ns, head_tail, full_hash,"
+                            " config, cols, fast, rows, no_cust, no_oid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            [int(lf.table[len(TABLE_PREFIX):]), key[0], str(key[1]), fp.size, fp.mtime_ns,
+                             fp.head_tail, fp.full, cfg, json.dumps(lf.cols), lf.fast, *counts[key]])
+            _save_report(con, result, {t.path: int(t.table[len(TABLE_PREFIX):]) for t in tables.values()})
+
+        if appended:
+            _in_transaction(con, lambda: (append_staged(con), save(con)))
+        else:
+            merge_staged(con, result, max_identity_group=source.max_identity_group, before_commit=save)
+    except BaseException:
+        drop_scratch(con)
+        _drop_orphans(con)  # the files read this run: not noted, so the next run reads them again
+        raise
+    drop_scratch(con)
+    _drop_orphans(con)  # the replaced and removed files' rows
+    read = [str(p) for _, p in new]
+    log.info("file source: read %d of %d files (%s unchanged), %d gone", len(read), len(wanted), len(keep),
+             len(gone))
+    result.gone_files = gone
+    return Ingested(result, read, gone, appended)
+
+
+def _in_transaction(con: duckdb.DuckDBPyConnection, work: Callable[[], object]) -> None:
+    con.execute("BEGIN TRANSACTION")
+    try:
+        work()
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def _unchanged(row: dict | None, fp: Fingerprint, cfg: str, verify: bool) -> bool:
+    if row is None or row["config"] != cfg:
+        return False
+    same = (row["size"], row["mtime_ns"], row["head_tail"]) == (fp.size, fp.mtime_ns, fp.head_tail)
+    return same and (not verify or (row["full_hash"] is not None and row["full_hash"] == fp.full))
+
+
+def _catalogue(con: duckdb.DuckDBPyConnection) -> list[dict]:
+    cur = con.execute(f"SELECT * FROM {FILES_TABLE} ORDER BY file_id")
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, r)) for r in cur.fetchall()]
+
+
+def _loaded(row: dict) -> LoadedFile:
+    return LoadedFile(row["path"], f"{TABLE_PREFIX}{row['file_id']}", "_srow", json.loads(row["cols"]),
+                      bool(row["fast"]))
+
+
+def _drop_orphans(con: duckdb.DuckDBPyConnection) -> None:
+    """Drop the file tables ``ingest_files`` does not name (a file replaced, removed, or read by a run that
+    did not commit)."""
+    known = {f"{TABLE_PREFIX}{i}" for (i,) in con.execute(f"SELECT file_id FROM {FILES_TABLE}").fetchall()}
+    found = con.execute("SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = 'main'"
+                        f" AND table_name LIKE '{TABLE_PREFIX}%'").fetchall()
+    for kind in ("VIEW", "BASE TABLE"):  # a view before the table it reads
+        for name, typ in found:
+            base = name.removesuffix("_data")
+            if typ == kind and base[len(TABLE_PREFIX):].isdigit() and base not in known:
+                con.execute(f"DROP {'VIEW' if kind == 'VIEW' else 'TABLE'} IF EXISTS {name}")
+
+
+def _save_report(con: duckdb.DuckDBPyConnection, result: FilePullResult, ids: dict[str, int]) -> None:
+    """The staging's bad rows and cleaned values, per file and row, and its counts (read back by a warm run)."""
+    con.execute(f"DELETE FROM {BAD_TABLE}")
+    rows = [(ids[b.source], seq, kind, b.row, b.field, b.reason, b.value)
+            for kind, items in (("bad", result.bad_rows), ("issue", result.issues)) for seq, b in enumerate(items)]
+    if rows:
+        con.executemany(f"INSERT INTO {BAD_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    ident = result.identity or IdentityReport()
+    summary = {"orders": result.orders, "contacts": result.contacts, "bad_row_count": result.bad_row_count,
+               "issue_count": result.issue_count, "duplicate_orders": result.duplicate_orders,
+               "fast_path": result.fast_path,
+               "identity": {**ident.to_json(), "ignored_count": ident.ignored_count}}
+    con.execute(f"DELETE FROM {SUMMARY_TABLE}")
+    con.execute(f"INSERT INTO {SUMMARY_TABLE} VALUES (?)", [json.dumps(summary)])
+
+
+def _read_back(con: duckdb.DuckDBPyConnection, summary: dict) -> FilePullResult:
+    """The last staging's result, as the warm run reports it."""
+    rows = con.execute(f"""SELECT b.kind, f.path, b.row, b.field, b.reason, b.value FROM {BAD_TABLE} b
+                           JOIN {FILES_TABLE} f USING (file_id) ORDER BY b.seq""").fetchall()
+    found = {"bad": [], "issue": []}
+    for kind, path, row, fld, reason, value in rows:
+        found[kind].append(BadRow(source=path, row=row, reason=reason, field=fld, value=value))
+    ident = summary["identity"]
+    identity = IdentityReport(ident["linked_rows"], ident["merged_customers"],
+                              [SharedIdentifier(**s) for s in ident["ignored_identifiers"]], ident["ignored_count"])
+    return FilePullResult(orders=summary["orders"], contacts=summary["contacts"], bad_rows=found["bad"],
+                          bad_row_count=summary["bad_row_count"], full_refresh=True, identity=identity,
+                          issues=found["issue"], issue_count=summary["issue_count"],
+                          duplicate_orders=summary["duplicate_orders"], fast_path=summary["fast_path"])

@@ -1,0 +1,328 @@
+"""A file source is read into the order store once: only new and changed files are read again, and the results
+are those of reading every file fresh (sync.store.files)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from sync import api
+from sync.config import load_config
+from connectors.errors import ConnectorError
+from sync.errors import RfmsyncError
+from sync.pipeline import Reading, configured_source, customers_relation
+from sync.store import connect_store
+from sync.store.files import ingest_files
+from tests.builders import run_cli
+
+AS_OF = date(2025, 6, 30)
+HEADER = "order_id,customer,email,date,amount,status"
+CONFIG = """\
+[source]
+type = "file"
+orders = "exports/*.csv"
+
+[source.columns]
+order_id = "order_id"
+customer_id = "customer"
+email = "email"
+ordered_at = "date"
+amount = "amount"
+status = "status"
+
+[store]
+orders = "{store}"
+"""
+
+# Small pools so that files share customers, e-mails and order ids; some values make bad rows.
+ORDER_IDS = ["1", "2", "3", "4", "5", ""]
+CUSTOMERS = ["c1", "c2", "c3", ""]
+EMAILS = ["a@example.com", "b@example.com", "not-an-email", ""]
+DATES = ["2025-01-05", "2025-03-10 10:00", "2025-06-01", "2025-06-29", "2025-06-29", "not a date"]
+AMOUNTS = ["10.00", "25.50", "99.99", "-5.00", "abc"]
+STATUSES = ["", "", "completed", "refunded", "lost in space"]
+
+rows = st.lists(st.tuples(*(st.sampled_from(pool) for pool in (ORDER_IDS, CUSTOMERS, EMAILS, DATES, AMOUNTS,
+                                                                STATUSES))), min_size=1, max_size=6)
+FILES = ["day1.csv", "day2.csv", "day3.csv"]
+steps = st.lists(st.one_of(st.tuples(st.just("write"), st.sampled_from(FILES), rows),
+                           st.tuples(st.just("remove"), st.sampled_from(FILES + ["day0.csv"]), st.none())),
+                 min_size=1, max_size=3)
+
+
+def write_export(folder: Path, name: str, data: list[tuple[str, ...]]) -> None:
+    (folder / "exports").mkdir(exist_ok=True)
+    (folder / "exports" / name).write_text("\n".join([HEADER, *(",".join(r) for r in data)]) + "\n",
+                                           encoding="utf-8")
+
+
+def shop(folder: Path, contact_fields: bool = True) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = folder / "rfmsync.toml"
+    text = CONFIG.format(store="rfmsync.duckdb")
+    cfg.write_text(text if contact_fields else text.replace('email = "email"\n', ""), encoding="utf-8")
+    return cfg
+
+
+def outcome(cfg_path: Path, reading: Reading = Reading()) -> tuple:
+    """Everything a user sees of a segments run: the summary, every customer row, the bad-row report and the
+    store's rows (or the error)."""
+    try:
+        run = api.segments(load_config(cfg_path), AS_OF, boundary=False, reading=reading)
+    except (RfmsyncError, ConnectorError) as exc:
+        return ("error", type(exc).__name__, str(exc))
+    try:
+        summary = run.to_json()
+        summary.pop("warnings")  # a removed file is announced by the run that removes it
+        customers = customers_relation(run).fetchall()
+        stored = tuple(run.con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall()
+                       for t in ("orders", "contacts", "line_items"))
+        report = ([str(b) for b in run.bad_rows], run.bad_row_count,
+                  [str(i) for i in run.pull.issues], run.pull.issue_count, run.pull.duplicate_orders)
+    finally:
+        run.close()
+    return summary, customers, stored, report
+
+
+def fresh(folder: Path) -> tuple:
+    """The same files, read under the same config into a brand-new store."""
+    store = folder / "fresh.duckdb"
+    store.unlink(missing_ok=True)
+    cfg = folder / "fresh.toml"
+    text = (folder / "rfmsync.toml").read_text(encoding="utf-8")
+    cfg.write_text(text.replace('orders = "rfmsync.duckdb"', 'orders = "fresh.duckdb"'), encoding="utf-8")
+    return outcome(cfg)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(first=rows, more=steps)
+def test_any_sequence_of_added_changed_removed_files_gives_the_fresh_results(first, more):
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        cfg = shop(folder)
+        source = configured_source(load_config(cfg))
+        for kind, name, data in [("write", "day0.csv", first), *more]:
+            if kind == "write":
+                write_export(folder, name, data)
+            else:
+                (folder / "exports" / name).unlink(missing_ok=True)
+            con = connect_store(folder / "rfmsync.duckdb")  # each step read into the store as it happens
+            try:
+                ingest_files(con, source)
+            except ConnectorError:
+                pass  # the same error as a fresh read: compared below when it is the last step
+            finally:
+                con.close()
+        assert outcome(cfg) == fresh(folder)
+        assert outcome(cfg) == fresh(folder)  # the warm run: nothing read, the same report
+
+
+ID_ROWS = st.lists(st.tuples(st.sampled_from([str(i) for i in range(1, 40)]), st.sampled_from(CUSTOMERS[:3]),
+                            st.just(""), st.sampled_from(DATES), st.sampled_from(AMOUNTS), st.sampled_from(STATUSES)),
+                  min_size=1, max_size=6)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(days=st.lists(ID_ROWS, min_size=2, max_size=4), rewrite=st.integers(0, 5))
+def test_daily_files_added_in_order_give_the_fresh_results(days, rewrite):
+    """The nightly case (customer and order ids on every row, no contact fields): new files are staged alone
+    and appended when no order id repeats; a repeat, a rewritten file, a bad file: every file is staged."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        cfg = shop(folder, contact_fields=False)
+        source = configured_source(load_config(cfg))
+        for i, data in enumerate(days):
+            write_export(folder, f"day{i}.csv", data)
+            if rewrite == i and i:
+                write_export(folder, f"day{i - 1}.csv", days[i - 1][::-1])
+            con = connect_store(folder / "rfmsync.duckdb")
+            try:
+                ingest_files(con, source)
+            except ConnectorError:
+                pass
+            finally:
+                con.close()
+        assert outcome(cfg) == fresh(folder)
+
+
+def test_a_new_file_after_the_others_is_staged_alone(tmp_path):
+    cfg = shop(tmp_path, contact_fields=False)
+    source = configured_source(load_config(cfg))
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", ""), ("2", "c2", "", "x", "1", "")])
+
+    def ingest():
+        with connect_store(tmp_path / "rfmsync.duckdb") as con:
+            return ingest_files(con, source)
+
+    assert not ingest().appended
+    write_export(tmp_path, "day2.csv", [("3", "c1", "", "2025-06-02", "20.00", ""), ("4", "c3", "", "2025-06-02", "abc", "")])
+    done = ingest()
+    assert done.appended and done.pull.bad_row_count == 2 and done.pull.orders == 2
+    assert outcome(cfg) == fresh(tmp_path)
+    write_export(tmp_path, "day3.csv", [("1", "c2", "", "2025-06-03", "30.00", "")])  # order 1 again: day3 wins
+    done = ingest()
+    assert not done.appended and done.pull.duplicate_orders == 1
+    assert outcome(cfg) == fresh(tmp_path)
+    write_export(tmp_path, "day0.csv", [("9", "c2", "", "2025-05-03", "30.00", "")])  # sorts before the others
+    assert not ingest().appended
+    assert outcome(cfg) == fresh(tmp_path)
+
+
+def test_only_new_and_changed_files_are_read_and_a_removed_file_is_announced(tmp_path):
+    cfg = shop(tmp_path)
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", "")])
+    write_export(tmp_path, "day2.csv", [("2", "c2", "", "2025-06-02", "abc", "")])
+    source = configured_source(load_config(cfg))
+    day1, day2, day3 = (str(tmp_path / "exports" / f"day{i}.csv") for i in (1, 2, 3))
+
+    def ingest(**kw):
+        con = connect_store(tmp_path / "rfmsync.duckdb")
+        try:
+            done = ingest_files(con, source, **kw)
+            return done, con.execute("SELECT order_id FROM orders ORDER BY 1").fetchall()
+        finally:
+            con.close()
+
+    done, orders = ingest()
+    assert (done.read, done.gone, orders) == ([day1, day2], [], [("1",)])  # day2's only row is bad
+    assert [b.source for b in done.pull.bad_rows] == [day2]
+    done, orders = ingest()
+    assert (done.read, done.warm, orders) == ([], True, [("1",)])
+    assert [str(b) for b in done.pull.bad_rows] == [f"{day2}, row 2: amount: unparseable or empty amount ('abc')"]
+    write_export(tmp_path, "day3.csv", [("3", "c3", "", "2025-06-03", "30.00", "")])
+    assert ingest()[0].read == [day3]
+    write_export(tmp_path, "day2.csv", [("2", "c2", "", "2025-06-02", "20.00", "")])
+    done, orders = ingest()
+    assert (done.read, done.pull.bad_row_count, orders) == ([day2], 0, [("1",), ("2",), ("3",)])
+    assert ingest(reread=True)[0].read == [day1, day2, day3]
+    assert outcome(cfg) == outcome(cfg, Reading(reread=True)) == fresh(tmp_path)
+
+    os.remove(day2)
+    result = run_cli("segments", "--config", str(cfg), "--as-of", str(AS_OF))
+    assert f"{day2}: the file is gone; its rows were removed from the order store" in result.stderr
+    con = duckdb.connect(str(tmp_path / "rfmsync.duckdb"), read_only=True)
+    assert con.execute("SELECT order_id FROM orders ORDER BY 1").fetchall() == [("1",), ("3",)]
+    tables = con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name LIKE 'ingest_f%_data'"
+                         " ORDER BY 1").fetchall()
+    files = con.execute("SELECT path, file_id FROM ingest_files ORDER BY 1").fetchall()
+    con.close()
+    assert [p for p, _ in files] == [day1, day3]
+    assert tables == sorted((f"ingest_f{i}_data",) for _, i in files)  # day2's rows went with its table
+
+
+def test_verify_hashes_the_whole_file(tmp_path):
+    """An edit in the middle of a big file that keeps its size and mtime is seen only with --verify."""
+    cfg = shop(tmp_path)
+    filler = [(str(i), f"c{i % 50}", "", "2025-06-01", "10.00", "") for i in range(10, 8000)]
+    write_export(tmp_path, "big.csv", [("1", "c1", "", "2025-06-01", "10.00", ""), *filler])
+    path = tmp_path / "exports" / "big.csv"
+    assert path.stat().st_size > 3 * 65536  # the edit is outside the hashed head and tail
+    run_cli("segments", "--config", str(cfg), "--as-of", str(AS_OF))
+    stat = path.stat()
+    text = path.read_text(encoding="utf-8")
+    middle = text.index("\n4000,")  # order 4000: 10.00 → 90.00, same length
+    edited = text[:middle] + text[middle:].replace("2025-06-01,10.00", "2025-06-01,90.00", 1)
+    path.write_text(edited, encoding="utf-8")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size
+
+    def monetary() -> str:
+        with duckdb.connect(str(tmp_path / "rfmsync.duckdb"), read_only=True) as con:
+            return str(con.execute("SELECT sum(amount) FROM orders").fetchall()[0][0])
+
+    total = monetary()
+    run_cli("segments", "--config", str(cfg), "--as-of", str(AS_OF))
+    assert monetary() == total  # size, mtime, head and tail unchanged: not read again
+    run_cli("segments", "--config", str(cfg), "--as-of", str(AS_OF), "--verify")
+    assert float(monetary()) == float(total) + 80
+    run_cli("segments", "--config", str(cfg), "--as-of", str(AS_OF), "--verify")  # its full hash is noted now
+    assert float(monetary()) == float(total) + 80
+
+
+def test_a_changed_source_table_reads_every_file_again(tmp_path):
+    cfg = shop(tmp_path)
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", "lost")])
+    assert outcome(cfg)[3][1] == 1  # the unknown status is a bad row
+    cfg.write_text(cfg.read_text(encoding="utf-8") + '\n[source.statuses]\nlost = "cancelled"\n', encoding="utf-8")
+    assert outcome(cfg)[3][1] == 0
+    assert outcome(cfg) == fresh(tmp_path)
+
+
+CRASH = textwrap.dedent("""
+    import os, sys
+    from sync.config import load_config
+    from sync.pipeline import configured_source
+    from sync.store import connect_store
+    from sync.store.files import ingest_files
+
+    cfg = load_config(sys.argv[1])
+    con = connect_store(sys.argv[2])
+    ingest_files(con, configured_source(cfg), before_merge=lambda result: os._exit(9))
+""")
+
+
+def test_a_crash_between_reading_and_saving_leaves_the_store_consistent(tmp_path):
+    cfg = shop(tmp_path)
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", ""), ("2", "c2", "", "bad", "1", "")])
+    assert outcome(cfg) == fresh(tmp_path)
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "12.00", "")])
+    write_export(tmp_path, "day2.csv", [("1", "c1", "", "2025-06-02", "15.00", ""), ("3", "c3", "", "x", "1", "")])
+    # the process dies after the changed and new files were read into the store, before their fingerprints
+    # and rows were committed
+    died = subprocess.run([sys.executable, "-c", CRASH, str(cfg), str(tmp_path / "rfmsync.duckdb")],
+                          cwd=Path(__file__).parent.parent, capture_output=True, text=True)
+    assert died.returncode == 9, died.stderr
+    after = outcome(cfg)
+    assert after == fresh(tmp_path)
+    orders = after[2][0]
+    assert [(r[0], float(r[3])) for r in orders] == [("1", 15.0)]  # day2's order 1 wins, nothing twice
+    assert after[3][0] == [f"{tmp_path / 'exports' / 'day2.csv'}, row 3: ordered_at: unparseable or empty date ('x')"]
+    with duckdb.connect(str(tmp_path / "rfmsync.duckdb"), read_only=True) as con:
+        tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        files = con.execute("SELECT file_id FROM ingest_files").fetchall()
+    assert {t for t in tables if t.startswith("ingest_f") and t != "ingest_files"} == \
+        {f"ingest_f{i}_data" for (i,) in files}  # no table of the crashed run is left
+
+
+def test_a_refused_merge_keeps_the_store_and_the_next_run_reads_the_file_again(tmp_path):
+    cfg = shop(tmp_path)
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", "")])
+    before = outcome(cfg)
+    write_export(tmp_path, "day2.csv", [("2", "c2", "", "2025-06-02", "20.00", "")])
+
+    class Refused(Exception):
+        pass
+
+    def refuse(result):
+        raise Refused
+
+    con = connect_store(tmp_path / "rfmsync.duckdb")
+    with pytest.raises(Refused):
+        ingest_files(con, configured_source(load_config(cfg)), before_merge=refuse)
+    con.close()
+    (tmp_path / "exports" / "day2.csv").unlink()  # the refused read must not have stayed in the store
+    assert outcome(cfg) == before
+
+
+def test_pull_reads_new_files_and_names_a_removed_one(tmp_path):
+    cfg = shop(tmp_path)
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", "")])
+    write_export(tmp_path, "day2.csv", [("2", "c2", "", "2025-06-02", "20.00", "")])
+    assert "the store now holds 2 orders" in run_cli("pull", "--config", str(cfg)).stdout
+    (tmp_path / "exports" / "day1.csv").unlink()
+    result = run_cli("pull", "--config", str(cfg), "--format", "json")
+    day1 = tmp_path / "exports" / "day1.csv"
+    assert f"{day1}: the file is gone; its rows were removed from the order store" in result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["warnings"] == [f"{day1}: the file is gone; its rows were removed from the order store"]
+    assert doc["counts"]["stored_orders"] == 1
