@@ -65,8 +65,9 @@ def holdout_check(run: SegmentsRun) -> dict[str, Any]:
     """The holdout check of ``rfmsync predict`` (BG/NBD refitted on the orders up to ``calibration_end``) and, for
     its chart, the customers grouped by their repeat purchases before ``calibration_end``: predicted and actual
     purchase days in the holdout window per group (the groups add up to the check's totals)."""
-    from segmentation.btyd import DAYS_PER_UNIT, btyd_summary, purchase_days_between
+    from segmentation.btyd import DAYS_PER_UNIT, btyd_summary
     from segmentation.btyd_models import BgNbdParams, expected_purchases
+    from segmentation.purchase_days import build_purchase_days
 
     rep = run.predictions
     check = dict(rep.holdout or {})
@@ -77,11 +78,16 @@ def holdout_check(run: SegmentsRun) -> dict[str, Any]:
         return out | {"groups": []}
     cal_end, tz = date.fromisoformat(check["calibration_end"]), run.config.timezone
     bg = BgNbdParams(**{k: check["bgnbd"][k] for k in ("r", "alpha", "a", "b")})
-    cal = btyd_summary(run.con, cal_end, tz, rep.time_unit)
+    days = rep.purchase_days  # the run's purchase-day table (kept for the boundary), or a new one
+    if days is None or not days.covers(run.result.as_of, tz):
+        days = build_purchase_days(run.con, run.result.as_of, tz, table="_report_days")
+    cal = btyd_summary(run.con, cal_end, tz, rep.time_unit, days=days)
     with np.errstate(all="ignore"):
         predicted = expected_purchases(bg, check["holdout_days"] / DAYS_PER_UNIT[rep.time_unit], cal.frequency,
                                        cal.recency, cal.T)
-    later = purchase_days_between(run.con, cal_end, run.result.as_of, tz)
+    later = run.con.sql(f"SELECT customer_id, count(*) AS purchase_days FROM {days.table} WHERE day > $cal_end "
+                        "AND day <= $as_of GROUP BY customer_id",
+                        params={"cal_end": cal_end, "as_of": run.result.as_of}).to_arrow_table()
     run.con.register("_report_cal", pa.table({"customer_id": cal.customer_id, "x": cal.frequency,
                                               "predicted": predicted}))
     run.con.register("_report_later", later)
