@@ -140,12 +140,13 @@ def _assert_same_steps(con: duckdb.DuckDBPyConnection, as_of: date, tz: str, hol
 def test_demo_shop_steps_equal_the_per_step_queries(tmp_path):
     from sync.config import load_config
     from sync.demodata import generate_shop
-    from sync.pipeline import load_file_export
+    from sync.pipeline import configured_source, pull_into
+    from sync.store import connect_store
 
     as_of = date(2025, 6, 30)
     cfg = load_config(generate_shop(tmp_path, customers=400, seed=5, as_of=as_of))
-    con = duckdb.connect()
-    load_file_export(con, cfg)
+    con = connect_store(None)  # an in-memory order store, the export ingested into it
+    pull_into(con, configured_source(cfg))
     assert con.execute("SELECT count(*) FROM orders").fetchall()[0][0] > 1000
     for tz in (cfg.timezone, "Europe/Berlin"):  # the demo's own zone, and one with daylight saving
         _assert_same_steps(con, as_of, tz, holdout_days=90)
