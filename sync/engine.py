@@ -42,6 +42,10 @@ def destination_lock(ledger: Locks, name: str, ttl_seconds: float = 3600) -> Ite
         ledger.release_lock(name, owner)
 
 
+#: plans of at most this many contacts read their ledger rows by key when applied, larger ones all at once
+KEYED_READ_LIMIT = 20_000
+
+
 @dataclass
 class ApplyReport:
     destination: str
@@ -72,8 +76,10 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         if plan.is_empty:
             ledger.finish_run(run_id, "succeeded", counts)
             return ApplyReport(plan.destination, run_id, "succeeded", counts)
-        state = ledger.load_state(plan.destination)
         by_key = {c.key: c for c in plan.changes}
+        # only the plan's contacts are updated: a small plan (a webhook resync) reads just their rows
+        state = (ledger.load_state_of(plan.destination, by_key) if len(by_key) <= KEYED_READ_LIMIT
+                 else ledger.load_state(plan.destination))
 
         def on_results(results: Sequence[ItemResult]) -> None:
             results = list(results)

@@ -8,6 +8,7 @@ from connectors.identity import DEFAULT_MAX_GROUP, link_staged
 from connectors.source import PullResult
 from connectors.tables import TABLES
 
+from .lookup import BULK_ROWS, drop_lookup_indexes
 from .webhooks import KIND, WEBHOOK_TABLE, create_webhook_table
 
 KEYS = {"orders": "order_id", "contacts": "customer_id", "line_items": "order_id"}
@@ -25,6 +26,8 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
     if origin not in ("pull", "webhook"):
         raise ValueError(f"merge_staged: origin must be 'pull' or 'webhook', not {origin!r}")
     counts = {}
+    if pull.full_refresh or _staged_rows(con) > BULK_ROWS:
+        drop_lookup_indexes(con)  # DuckDB maintains them row by row: a bulk write is far faster without
     con.execute("BEGIN TRANSACTION")
     try:
         create_webhook_table(con)
@@ -50,6 +53,12 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
         con.execute("ROLLBACK")
         raise
     return counts
+
+
+def _staged_rows(con: duckdb.DuckDBPyConnection) -> int:
+    present = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name LIKE "
+                                         "'staged_%'").fetchall()]
+    return sum(con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in present)
 
 
 def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: bool, origin: str,
