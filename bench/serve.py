@@ -73,6 +73,65 @@ def prepare(workdir: Path, customers: int, debounce: float, fake) -> tuple[Path,
     return cfg_path, churned
 
 
+def big_store(workdir: Path, customers: int, debounce: float, orders_per_customer: int = 5,
+              pool: int = 0, fake=None) -> tuple[Path, dict[str, str]]:
+    """A shop of ``customers`` customers (about ``orders_per_customer`` orders each) written straight into the
+    order store with DuckDB ``range``, segmented once (the full run: cut points saved), and a ledger that
+    marks every customer as already synced to ``mailchimp-demo``. Nothing goes through the ESP: ``pool``
+    churned customers ("Winback") are put in the fake Mailchimp directly. Returns the config and
+    {customer_id: email} of those ``pool`` customers."""
+    from sync.config import load_config
+    from sync.demodata import generate_shop
+    from sync.ingest import segments_from_store
+    from sync.ledger import open_ledger
+    from sync.model import PushedState
+    from sync.pipeline import store_path
+    from sync.planning.plan import managed_tags
+    from sync.settings import load_settings
+    from sync.store import ensure_lookup_indexes, open_store
+
+    cfg_path = generate_shop(workdir, customers=20, seed=7, as_of=AS_OF)
+    text = cfg_path.read_text(encoding="utf-8").replace('audience = "demo000001"', 'audience = "aud1"')
+    cfg_path.write_text(text + f"\n[serve]\ndebounce_seconds = {debounce}\n", encoding="utf-8")
+    cfg, settings = load_config(cfg_path), load_settings()
+    n_orders = customers * orders_per_customer
+    with open_store(store_path(cfg)) as con:
+        for table in ("orders", "contacts", "line_items"):
+            con.execute(f"DELETE FROM {table}")
+        con.execute(f"""INSERT INTO contacts (customer_id, email, marketing_consent, created_at)
+            SELECT 'B' || i, 'b' || i || '@example.com', 'yes', TIMESTAMPTZ '2022-01-01'
+            FROM range({customers}) t(i)""")
+        # every customer orders at least once; days and amounts spread by a hash, a quarter of customers stop early
+        con.execute(f"""INSERT INTO orders (order_id, customer_id, ordered_at, amount, currency, status)
+            SELECT 'G' || i, 'B' || (i % {customers}),
+                   TIMESTAMPTZ '2023-07-01 10:00:00+00' + to_days(CAST(hash(i) % (CASE WHEN (i % {customers}) % 4 = 0
+                       THEN 300 ELSE 730 END) AS INTEGER)),
+                   CAST(5000 + hash(i * 7) % 900000 AS DECIMAL(18, 2)), 'UZS', 'completed'
+            FROM range({n_orders}) t(i)""")
+        con.execute("CHECKPOINT")
+    with open_ledger(cfg, settings) as ledger:
+        run = segments_from_store(cfg, ledger, settings, as_of=AS_OF, pull=False)  # the full run
+        try:
+            rows = run.con.execute("SELECT customer_id, segment, rfm FROM customer_segments").fetchall()
+        finally:
+            run.close()
+        dest = cfg.destination("mailchimp-demo")
+        tags_for = {seg: frozenset(t) for seg, t in managed_tags(dest).items()}
+        run_id = ledger.start_run("sync", dest.name)
+        states = [PushedState(f"b{cid[1:]}@example.com", cid, tags_for.get(seg, frozenset()),
+                              {"RFM_SEG": seg, "RFM_CODE": rfm}, True) for cid, seg, rfm in rows]
+        ledger.save_states(dest.name, run_id, states)
+        ledger.finish_run(run_id, "succeeded", {"planned": len(states)})
+    with open_store(store_path(cfg)) as con:
+        ensure_lookup_indexes(con)  # what the first webhook resync would do
+    churned = {s.customer_id: s.key for s in states if s.tags == {"Winback"}}
+    picked = dict(list(churned.items())[:pool])
+    if fake is not None and picked:
+        for email in picked.values():
+            fake.add_member(email, merge_fields={"RFM_SEG": "Churn"}, tags=["Winback"])
+    return cfg_path, picked
+
+
 def start_server(cfg_path: Path, port: int, env: dict[str, str], *extra: str, nice: int = 0) -> subprocess.Popen:
     log = (cfg_path.parent / "serve.log").open("ab")
     proc = subprocess.Popen([sys.executable, "-m", "sync.cli", "serve", "--config", str(cfg_path), "--port", str(port),

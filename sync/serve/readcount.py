@@ -29,7 +29,8 @@ class CountingConnection:
             return
         self._pending = False
         info = json.loads(self._con.get_profiling_information(format="json") or "{}")
-        self._scanned += int((info.get("query") or {}).get("total_rows_scanned") or 0)
+        n = int((info.get("query") or {}).get("total_rows_scanned") or 0)
+        self._scanned += n
 
     def _statement(self, method: str, *args: Any, **kwargs: Any) -> Any:
         self._collect()

@@ -48,9 +48,8 @@ from ..errors import ConfigError, DestinationError, LockBusyError
 from ..ingest import load_cut_points, save_cut_points
 from ..ledger import Ledger
 from ..model import PushedState
-from ..pipeline import SegmentsRun, compute_segments, configured_source, store_path, today_in
+from ..pipeline import compute_segments, configured_source, store_path, today_in
 from ..planning.plan import Plan, check_fields, desired_contacts, plan_destination
-from ..planning.planner import customer_rows
 from ..planning.values import PREDICTIVE_VALUES
 from ..run import refuse
 from ..settings import Settings
@@ -95,6 +94,8 @@ class ResyncReport:
 
 def _coalesce_webhook_contacts(con: duckdb.DuckDBPyConnection) -> None:
     """A webhook contact's missing fields (and an ``unknown`` consent) keep the stored values."""
+    if not con.execute("SELECT count(*) FROM staged_contacts").fetchall()[0][0]:
+        return
     con.execute("""
         UPDATE staged_contacts AS s SET
             email = coalesce(s.email, c.email), phone = coalesce(s.phone, c.phone),
@@ -193,11 +194,27 @@ def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, 
 
     result = run_segmentation(con, cfg.segmentation, as_of, cfg.timezone, cut_points=cut_points,
                               customers=AFFECTED_TABLE, with_boundary=False)
-    rows = customer_rows(SegmentsRun(con=con, result=result, pull=None, config=cfg))
+    rows = _affected_rows(con, result.table)
     emails = con.execute(f"SELECT email FROM contacts WHERE customer_id IN (SELECT customer_id FROM "
                          f"{AFFECTED_TABLE}) AND email IS NOT NULL").fetchall()
     keys = {k for (e,) in emails if (k := normalize_email(e))}
     return _Affected(rows, ids, keys)
+
+
+def _affected_rows(con: duckdb.DuckDBPyConnection, segments: str) -> list[dict[str, Any]]:
+    """:func:`sync.planning.planner.customer_rows` of the re-scored customers, with their contacts fetched
+    by key first (joined to the whole ``contacts`` table with its e-mail filter, DuckDB would scan it)."""
+    rel = con.sql(f"""
+        WITH c AS MATERIALIZED (SELECT customer_id, email, phone, marketing_consent FROM contacts
+                                WHERE customer_id IN (SELECT customer_id FROM {AFFECTED_TABLE})
+                                  AND email IS NOT NULL)
+        SELECT s.*, c.email, c.phone, c.marketing_consent
+        FROM {segments} s JOIN c USING (customer_id)
+        WHERE c.email IS NOT NULL AND trim(c.email) <> ''
+        ORDER BY s.monetary DESC, s.customer_id
+    """)
+    cols = rel.columns
+    return [dict(zip(cols, row)) for row in rel.fetchall()]
 
 
 def _incremental_destination(dest: DestinationConfig) -> DestinationConfig:
