@@ -257,6 +257,142 @@ def end_to_end(port: int, fake, churned: dict[str, str], samples: int) -> dict:
             "max_s": max(latencies)}
 
 
+def count(text: str) -> int:
+    """``1m`` → 1 000 000, ``100k`` → 100 000, ``2500`` → 2 500."""
+    text = text.strip().lower()
+    scale = {"k": 1_000, "m": 1_000_000}.get(text[-1:], 1)
+    try:
+        return int(float(text[:-1] if scale > 1 else text) * scale)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a count: {text!r} (e.g. 3000, 100k, 1m)") from None
+
+
+def _sustained_child(port: int, pool: list[str], rate: float, start_wall: float) -> None:
+    """Order i for pool customer i, due at ``start_wall + i / rate`` (open loop, one keep-alive connection per
+    client thread, 4 threads so one slow reply does not delay the next due request)."""
+    counter = iter(range(len(pool)))
+    signed(b"{}")
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        for i in counter:
+            body = order(f"S-{i}", pool[i])
+            pause = start_wall + i / rate - time.time()
+            if pause > 0:
+                time.sleep(pause)
+            conn.request("POST", "/webhooks/generic", body=body, headers=signed(body))
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status != 202:
+                print(f"webhook {i}: HTTP {resp.status}", file=sys.stderr)
+        conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The resync counters of ``GET /metrics``: resyncs ok, rows read (store, ledger), events done."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    want = {'rfmsync_resyncs_total{outcome="ok"}': "resyncs", 'rfmsync_resync_rows_read_total{part="store"}': "store",
+            'rfmsync_resync_rows_read_total{part="ledger"}': "ledger",
+            'rfmsync_events_processed_total{outcome="done"}': "events"}
+    out = {v: 0.0 for v in want.values()}
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name in want:
+            out[want[name]] = float(value)
+    return out
+
+
+def sustained(args: argparse.Namespace) -> dict:
+    """``--duration``: a big store (``--customers``, e.g. 1m), then ``--rate`` orders/s for ``--duration`` s,
+    each for another churned customer; webhook → fake ESP latency of every one, rows read per resync."""
+    import multiprocessing
+
+    from tests.fakes.mailchimp import FakeMailchimp
+
+    n = int(args.rate * args.duration)
+    with tempfile.TemporaryDirectory() as tmp, FakeMailchimp() as fake:
+        env = dict(os.environ, MAILCHIMP_API_KEY=fake.api_key, MAILCHIMP_API_URL=fake.url,
+                   RFMSYNC_WEBHOOK_SECRET=SECRET)
+        os.environ.update(env)
+        t0 = time.perf_counter()
+        cfg_path, churned = big_store(Path(tmp) / "shop", args.customers, args.debounce, pool=n + 1, fake=fake)
+        setup_s = time.perf_counter() - t0
+        if len(churned) < n + 1:
+            raise SystemExit(f"only {len(churned)} churned customers for {n} webhooks: use more --customers")
+        warm, *pool = list(churned)
+        port = _free_port()
+        proc = start_server(cfg_path, port, env)
+        try:
+            # one webhook first: the worker process is up and has counted the managed contacts (steady state)
+            end_to_end(port, fake, {warm: churned[warm]}, 1)
+            time.sleep(1.5)  # the worker's metrics reach the intake process once a second
+            before = scrape(port)
+            start_wall = time.time() + 1.0
+            ctx = multiprocessing.get_context("spawn")
+            child = ctx.Process(target=_sustained_child, args=(port, pool, args.rate, start_wall))
+            child.start()
+            latencies: dict[int, float] = {}
+            pending: list[int] = []
+            nxt = 0
+            deadline = start_wall + args.duration + 120
+            while len(latencies) < n and time.time() < deadline:
+                now = time.time()
+                while nxt < n and start_wall + nxt / args.rate <= now:
+                    pending.append(nxt)
+                    nxt += 1
+                still = []
+                for i in pending:
+                    if "Winback" in fake.tags_of(churned[pool[i]]):
+                        still.append(i)
+                    else:
+                        latencies[i] = now - (start_wall + i / args.rate)
+                pending = still
+                time.sleep(0.01)
+            child.join(60)
+            time.sleep(1.5)
+            after = scrape(port)
+            if os.environ.get("BENCH_DEBUG"):
+                print((Path(tmp) / "shop" / "serve.log").read_text()[-3000:], file=sys.stderr)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+    values = list(latencies.values())
+    resyncs = max(1.0, after["resyncs"] - before["resyncs"])
+    return {"customers": args.customers, "rate": args.rate, "duration_s": args.duration, "webhooks": n,
+            "applied": len(values), "setup_s": setup_s, "debounce_s": args.debounce,
+            "p50_s": percentile(values, 50) if values else None, "p95_s": percentile(values, 95) if values else None,
+            "p99_s": percentile(values, 99) if values else None, "max_s": max(values) if values else None,
+            "resyncs": after["resyncs"] - before["resyncs"],
+            "events_per_resync": (after["events"] - before["events"]) / resyncs,
+            "store_rows_per_resync": (after["store"] - before["store"]) / resyncs,
+            "ledger_rows_per_resync": (after["ledger"] - before["ledger"]) / resyncs,
+            "cpus": os.cpu_count(), "load_average": os.getloadavg()}
+
+
+def print_sustained(r: dict) -> None:
+    target = r["debounce_s"] + 1
+    ok = r["p95_s"] is not None and r["applied"] == r["webhooks"] and r["p95_s"] <= target
+    print(f"store: {r['customers']:,} customers generated, synced and indexed in {r['setup_s']:.0f} s; "
+          f"load average after the run {r['load_average'][0]:.2f} on {r['cpus']} CPUs")
+    if r["p95_s"] is None:
+        print("webhook → ESP: nothing applied  [MISSED]")
+        return
+    print(f"webhook → ESP at {r['rate']:g} orders/s for {r['duration_s']:g} s: {r['applied']} of {r['webhooks']} "
+          f"applied; p50 {r['p50_s']:.2f} s, p95 {r['p95_s']:.2f} s, p99 {r['p99_s']:.2f} s, max {r['max_s']:.2f} s"
+          f"  [{'ok' if ok else 'MISSED'}: p95 ≤ debounce {r['debounce_s']:g} s + 1 s]")
+    print(f"resyncs: {r['resyncs']:.0f}, {r['events_per_resync']:.1f} webhooks each; rows read per resync: "
+          f"store {r['store_rows_per_resync']:,.0f}, ledger {r['ledger_rows_per_resync']:,.0f} "
+          f"(the store holds {r['customers']:,} customers)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=3000)
@@ -266,7 +402,12 @@ def main(argv: list[str] | None = None) -> int:
                          "0 = closed loop, every client as fast as it can (saturation).")
     ap.add_argument("--samples", type=int, default=15)
     ap.add_argument("--debounce", type=float, default=1.0)
-    ap.add_argument("--customers", type=int, default=3000)
+    ap.add_argument("--customers", type=count, default=3000,
+                    help="Shop size (3000, 100k, 1m). With --duration the store is generated directly (DuckDB) "
+                         "and the ledger marked as synced.")
+    ap.add_argument("--duration", type=float, default=0.0,
+                    help="Sustained mode: --rate orders/s for this many seconds, each for another churned "
+                         "customer; prints webhook → ESP p50/p95/p99 and rows read per resync.")
     ap.add_argument("--mode", choices=MODES, default="process",
                     help="process: `rfmsync serve` as shipped (intake here, workers in a nice +10 child); "
                          "thread: `serve --worker-thread` (one process); split: two separately started "
@@ -274,6 +415,12 @@ def main(argv: list[str] | None = None) -> int:
                          "nothing competes and the end-to-end part is skipped.")
     ap.add_argument("--json", action="store_true", help="Print the figures as JSON.")
     args = ap.parse_args(argv)
+    if args.duration:
+        if args.rate <= 0:
+            ap.error("--duration needs --rate > 0")
+        result = sustained(args)
+        print(json.dumps(result, indent=1)) if args.json else print_sustained(result)
+        return 0
 
     from tests.fakes.mailchimp import FakeMailchimp
 
