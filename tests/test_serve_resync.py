@@ -20,6 +20,7 @@ from sync.serve.scheduler import run_full_sync
 from sync.settings import load_settings
 from sync.store import open_store
 
+from tests.ledger_fixtures import ledger_url  # noqa: F401
 from tests.test_worker import make_shop
 
 AS_OF = date(2025, 6, 30)
@@ -136,3 +137,24 @@ def test_a_full_refresh_drops_the_lookup_indexes_and_the_next_resync_builds_them
         assert again.indexes_built == 4 and indexes() == 4
         with open_store(store_path(cfg)) as con:  # the webhook orders survived the refresh, indexes or not
             assert con.execute("SELECT count(*) FROM orders WHERE order_id IN ('I1-0', 'I2-0')").fetchall() == [(2,)]
+
+
+def test_the_ledger_reads_a_destination_by_key_and_customer_and_counts_its_tag_sets(ledger_url):
+    from sync.ledger import Ledger
+    from sync.model import PushedState
+
+    with Ledger.connect(ledger_url) as ledger:
+        run_id = ledger.start_run("sync", "d")
+        ledger.save_states("d", run_id, [
+            PushedState("a@x.com", "1", frozenset({"VIP"}), {"F": 1}, True),
+            PushedState("b@x.com", "2", frozenset({"Winback"}), {}, True),
+            PushedState("old@x.com", "2", frozenset({"Winback"}), {}, True),  # customer 2's former address
+            PushedState("c@x.com", "3", frozenset(), {}, False),
+            PushedState("d@x.com", None, frozenset({"VIP", "Other"}), {}, True)])
+        ledger.save_states("e", run_id, [PushedState("a@x.com", "1", frozenset({"VIP"}), {}, True)])
+        got = ledger.load_state_of("d", ["a@x.com", "nobody@x.com"], ["2"])
+        assert set(got) == {"a@x.com", "b@x.com", "old@x.com"}
+        assert got["a@x.com"] == ledger.load_state("d")["a@x.com"]
+        assert ledger.load_state_of("d") == {}
+        assert ledger.tag_set_counts("d") == {frozenset({"VIP"}): 1, frozenset({"Winback"}): 2,
+                                              frozenset({"VIP", "Other"}): 1}
