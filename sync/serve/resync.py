@@ -53,7 +53,7 @@ from ..planning.plan import Plan, check_fields, desired_contacts, plan_destinati
 from ..planning.values import PREDICTIVE_VALUES
 from ..run import refuse
 from ..settings import Settings
-from ..store import STORE_LOCK, connect_store, ensure_lookup_indexes, merge_staged
+from ..store import STORE_LOCK, connect_store, ensure_lookup_indexes, lookup_by_key, merge_staged
 from .managed import ManagedCounts
 from .readcount import CountingConnection
 
@@ -150,6 +150,7 @@ def _store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequenc
         con = connect_store(store_path(cfg), wait_seconds=wait_seconds)
         try:
             report.indexes_built = ensure_lookup_indexes(con)
+            lookup_by_key(con)
             counted = CountingConnection(con)
             affected = _store_step_on(counted, cfg, ledger, settings, orders, contacts, pull, as_of,  # type: ignore[arg-type]
                                       report)

@@ -20,9 +20,9 @@ merge runs in one transaction, so a crash never leaves a half-merged store.
 """
 
 from .connection import STORE_LOCK, connect_store, open_store
-from .lookup import drop_lookup_indexes, ensure_lookup_indexes
+from .lookup import drop_lookup_indexes, ensure_lookup_indexes, lookup_by_key
 from .merge import KEYS, merge_staged
 from .webhooks import WEBHOOK_TABLE, webhook_records
 
 __all__ = ["KEYS", "STORE_LOCK", "WEBHOOK_TABLE", "connect_store", "drop_lookup_indexes", "ensure_lookup_indexes",
-           "merge_staged", "open_store", "webhook_records"]
+           "lookup_by_key", "merge_staged", "open_store", "webhook_records"]

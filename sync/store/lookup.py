@@ -30,6 +30,11 @@ LOOKUP_INDEXES = {
     "rfmsync_line_items_order": ("line_items", "order_id"),
 }
 
+#: up to this many keys (affected customers, staged orders) a join is answered from the indexes
+LOOKUP_KEYS = 2_000
+#: up to this many matching rows (the affected customers' orders) a filter is answered from an index
+LOOKUP_ROWS = 50_000
+
 #: a merge staging more rows than this drops the indexes first (maintaining them row by row costs more than
 #: building them again)
 BULK_ROWS = 50_000
@@ -54,6 +59,17 @@ def ensure_lookup_indexes(con: duckdb.DuckDBPyConnection) -> int:
     log.info("store: built %d lookup index(es) for webhook resyncs in %.1fs", len(missing),
              time.monotonic() - started)
     return len(missing)
+
+
+def lookup_by_key(con: duckdb.DuckDBPyConnection, keys: int = LOOKUP_KEYS, rows: int = LOOKUP_ROWS) -> None:
+    """Let this connection's joins with a small key table read through the indexes.
+
+    DuckDB turns a hash join's build side into an ``IN (...)`` filter on the probe scan (which an index then
+    answers) only up to ``dynamic_or_filter_threshold`` keys (default 50), and answers a filter from an index
+    only when at most ``max(index_scan_max_count, 0.1 % of the table)`` rows match (default 2 048). A webhook
+    batch may touch a few hundred customers with their few thousand orders, so both are raised here."""
+    con.execute(f"SET dynamic_or_filter_threshold = {int(keys)}")
+    con.execute(f"SET index_scan_max_count = {int(rows)}")
 
 
 def drop_lookup_indexes(con: duckdb.DuckDBPyConnection) -> int:
