@@ -77,7 +77,7 @@ def test_a_resync_reads_rows_in_proportion_to_its_customers_not_to_the_shop(tmp_
                                                                            monkeypatch):
     """On a store of 60 000 customers and 300 000 orders (written by the serve benchmark's generator, the
     ledger marked as synced), a resync of three customers reads their rows: a few hundred, not the store."""
-    from bench.serve import big_store
+    from bench.serve_load import big_store
 
     monkeypatch.setenv("MAILCHIMP_API_KEY", mailchimp_fake.api_key)
     monkeypatch.setenv("MAILCHIMP_API_URL", mailchimp_fake.url)
