@@ -21,6 +21,7 @@ FAMILIES = {
     "rfmsync_webhooks_received_total": ("counter", {"source", "code"}),
     "rfmsync_events_processed_total": ("counter", {"outcome"}),
     "rfmsync_resyncs_total": ("counter", {"outcome"}),
+    "rfmsync_resync_rows_read_total": ("counter", {"part"}),
     "rfmsync_resync_seconds": ("histogram", set()),
     "rfmsync_esp_operations_total": ("counter", {"destination", "outcome"}),
     "rfmsync_esp_errors_total": ("counter", {"destination"}),

@@ -154,6 +154,8 @@ class Ledger:
     load_state = _Via("state", PushedStates.load_state)
     state_table = _Via("state", PushedStates.state_table)
     load_states = _Via("state", PushedStates.load_states)
+    load_state_of = _Via("state", PushedStates.load_state_of)
+    tag_set_counts = _Via("state", PushedStates.tag_set_counts)
     save_states = _Via("state", PushedStates.save_states)
     forget = _Via("state", PushedStates.forget)
     state_revision = _Via("state", PushedStates.state_revision)

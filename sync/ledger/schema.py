@@ -12,6 +12,8 @@ Version history::
     2  failures, state_revisions (seeded from pushed_state)
     3  events (webhook queue)
     4  runs.owner (host:pid of the process running it, to tell killed runs apart)
+    5  index on runs.status
+    6  index on pushed_state (destination, customer_id): a webhook resync reads its customers' rows by key
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ pushed_state = Table(
     Column("in_destination", Boolean, nullable=False),
     Column("pushed_at", UTCDateTime, nullable=False),
     Column("run_id", Integer, ForeignKey("runs.id", ondelete="SET NULL")),
+    Index("ix_pushed_state_customer", "destination", "customer_id"),  # keyed reads of a webhook resync
 )
 
 cursors = Table(
@@ -271,12 +274,17 @@ def _v5(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX ix_runs_status ON runs (status)"))
 
 
+def _v6(conn: Connection) -> None:
+    conn.execute(text("CREATE INDEX ix_pushed_state_customer ON pushed_state (destination, customer_id)"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, pushed_state, cursors, locks", _v1),
     Migration(2, "failures, state_revisions", _v2),
     Migration(3, "events (webhook queue)", _v3),
     Migration(4, "runs.owner", _v4),
     Migration(5, "index on runs.status", _v5),
+    Migration(6, "index on pushed_state (destination, customer_id)", _v6),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -12,7 +12,7 @@ import sqlite3
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -124,6 +124,38 @@ class PushedStates:
             if conn.dialect.name == "postgresql":
                 return _copy_state_pg(conn, destination)
             return _select_state(conn, destination)
+
+    def load_state_of(self, destination: str, keys: Iterable[str] = (), customer_ids: Iterable[str] = ()
+                      ) -> dict[str, PushedState]:
+        """The pushed state of ``destination`` for these contact keys and for any key held by these customers,
+        read by key (the primary key and ``ix_pushed_state_customer``): a webhook resync reads its few
+        customers' rows, not the destination's million."""
+        t = pushed_state
+        cols = (t.c.key, t.c.customer_id, t.c.tags, t.c.fields, t.c.in_destination)
+        keys, customer_ids = sorted(set(keys)), sorted(set(customer_ids))
+        state: dict[str, PushedState] = {}
+        with self._db.read() as conn:
+            for column, values in ((t.c.key, keys), (t.c.customer_id, customer_ids)):
+                for chunk in chunks(values, 500):
+                    for key, customer_id, tags, fields, present in conn.execute(
+                            select(*cols).where(t.c.destination == destination, column.in_(chunk))):
+                        state[key] = PushedState(key, customer_id, frozenset(_decode(tags)), _decode(fields),
+                                                 bool(present))
+        return state
+
+    def tag_set_counts(self, destination: str) -> dict[frozenset[str], int]:
+        """How many of ``destination``'s contacts hold each tag set (contacts without tags left out): one
+        aggregate over its rows, grouped by their few distinct tag sets (the plan guards' managed count)."""
+        t = pushed_state
+        query = select(t.c.tags, func.count()).where(t.c.destination == destination,
+                                                      t.c.tags != "[]").group_by(t.c.tags)
+        with self._db.read() as conn:
+            rows = conn.execute(query).all()
+        out: dict[frozenset[str], int] = {}
+        for tags, n in rows:
+            key = frozenset(_decode(tags))
+            out[key] = out.get(key, 0) + n
+        return out
 
     def customer_states(self, customer_id: str) -> list[dict[str, Any]]:
         """What every destination holds for one customer (``rfmsync explain``): destination, key, tags (sorted),

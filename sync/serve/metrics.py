@@ -16,6 +16,7 @@ The families (their names, types and labels are public: dashboards and alerts us
 ``rfmsync_events_processed_total{outcome}``             counter     ``done``, ``retried``, ``failed``
 ``rfmsync_resyncs_total{outcome}``                      counter     ``ok``, ``error``
 ``rfmsync_resync_seconds``                              histogram   time of one incremental resync
+``rfmsync_resync_rows_read_total{part}``                counter     rows resyncs read: ``store``, ``ledger``
 ``rfmsync_esp_operations_total{destination,outcome}``   counter     contact changes pushed, ``ok``/``failed``
 ``rfmsync_esp_errors_total{destination}``               counter     resyncs and scheduled syncs it failed
 ``rfmsync_scheduled_syncs_total{outcome}``              counter     ``ok``, ``error``, ``skipped``, ``refused``
@@ -45,6 +46,8 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _RESYNC_COUNTERS = {
     "events": ("rfmsync_events_processed", "Queued events finished by this process.", "outcome"),
     "resyncs": ("rfmsync_resyncs", "Incremental resyncs by outcome.", "outcome"),
+    "rows_read": ("rfmsync_resync_rows_read",
+                  "Rows incremental resyncs read: order store rows scanned, ledger rows read.", "part"),
 }
 _RUN_COUNTERS = {
     "esp_errors": ("rfmsync_esp_errors", "Resyncs and scheduled syncs a destination failed (after retries).",
@@ -54,7 +57,7 @@ _RUN_COUNTERS = {
                 "Runs a guard refused before any ESP write (scheduled syncs, webhook resyncs) by destination.",
                 "destination"),
 }
-_DICTS = ("events", "resyncs", "esp_errors", "scheduled", "refused")
+_DICTS = ("events", "resyncs", "rows_read", "esp_errors", "scheduled", "refused")
 
 
 class Metrics:
@@ -65,6 +68,7 @@ class Metrics:
         self.webhooks: dict[tuple[str, int], int] = {}  # (source, status code) → deliveries
         self.events: dict[str, int] = {"done": 0, "retried": 0, "failed": 0}
         self.resyncs: dict[str, int] = {"ok": 0, "error": 0}
+        self.rows_read: dict[str, int] = {"store": 0, "ledger": 0}
         self.esp_ops: dict[tuple[str, str], int] = {}  # (destination, ok|failed) → operations
         self.esp_errors: dict[str, int] = {}  # destination → resyncs that failed at the ESP
         self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
@@ -107,7 +111,7 @@ class Metrics:
 
     def _snapshot_unlocked(self) -> dict:
         return {"webhooks": [[s, c, n] for (s, c), n in self.webhooks.items()], "events": self.events,
-                "resyncs": self.resyncs, "esp_ops": [[d, o, n] for (d, o), n in self.esp_ops.items()],
+                "resyncs": self.resyncs, "rows_read": self.rows_read, "esp_ops": [[d, o, n] for (d, o), n in self.esp_ops.items()],
                 "esp_errors": self.esp_errors, "latency_counts": self.latency_counts,
                 "latency_sum": self.latency_sum, "scheduled": self.scheduled, "refused": self.refused}
 
@@ -126,6 +130,9 @@ class Metrics:
             self.resyncs["error" if error else "ok"] += 1
             self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
             self.latency_sum += seconds
+            if report is not None:
+                self.rows_read["store"] += report.store_rows_read
+                self.rows_read["ledger"] += report.ledger_rows_read
             self._add_reports(report.reports if report else ())
 
     def sync_reports(self, reports: Sequence[Any]) -> None:

@@ -9,10 +9,17 @@ The path of one webhook batch (see :func:`resync`):
    meaningless, and recomputing them over everyone would let a single order reshuffle other customers'
    scores; so when no full run exists yet, a full segmentation is run and saved first;
 3. plan every destination for those customers only: the pushed state handed to the planner (``last``) is
-   restricted to their contact keys, so nobody else can get a removal;
+   their ledger rows, read by key (:meth:`~sync.ledger.state.PushedStates.load_state_of`), so nobody else can
+   get a removal and a million-contact destination is not read;
 4. check the plan guards (:mod:`sync.guards`; a webhook run never overrides them: a refusal records ``refused``
    runs and writes nothing), then apply with :func:`sync.engine.execute_plan`, recorded as a run of kind
    ``webhook``; a destination whose ledger moved while waiting for its lock is planned again first.
+
+Work is proportional to the affected customers, not to the shop: the store is read through its lookup
+indexes (:mod:`sync.store.lookup`, built by the first resync after a bulk load), the ledger by key, and the
+plan guards' managed-contact count is kept between resyncs (:mod:`sync.serve.managed`).
+``ResyncReport.rows_read`` says what one resync read: store rows scanned (DuckDB's profiler,
+:mod:`sync.serve.readcount`) plus ledger rows.
 
 The canonical JSON form of records on the queue is :mod:`sync.ledger.codec`.
 """
@@ -21,9 +28,9 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import duckdb
 
@@ -41,17 +48,21 @@ from ..errors import ConfigError, DestinationError, LockBusyError
 from ..ingest import load_cut_points, save_cut_points
 from ..ledger import Ledger
 from ..model import PushedState
-from ..pipeline import SegmentsRun, compute_segments, configured_source, store_path, today_in
+from ..pipeline import compute_segments, configured_source, store_path, today_in
 from ..planning.plan import Plan, check_fields, desired_contacts, plan_destination
-from ..planning.planner import customer_rows
 from ..planning.values import PREDICTIVE_VALUES
 from ..run import refuse
 from ..settings import Settings
-from ..store import STORE_LOCK, connect_store, merge_staged
+from ..store import STORE_LOCK, connect_store, ensure_lookup_indexes, lookup_by_key, merge_staged
+from .managed import ManagedCounts
+from .readcount import CountingConnection
 
 log = logging.getLogger(__name__)
 
 AFFECTED_TABLE = "affected_customers"
+
+#: the plan guards' managed-contact counts of this process, kept between resyncs
+MANAGED_COUNTS = ManagedCounts()
 
 
 # ------------------------------------------------------------------------------------------- resync
@@ -65,8 +76,16 @@ class ResyncReport:
     contacts: int = 0
     customers: int = 0  # affected customers
     full_segmentation: bool = False  # no earlier full run: one was made and saved
+    indexes_built: int = 0  # store lookup indexes (re)built first (after a bulk load), not in rows_read
+    store_rows_read: int = 0  # rows DuckDB scanned in the order store for this resync
+    ledger_rows_read: int = 0  # pushed-state rows read from the ledger
     reports: list[ApplyReport] = field(default_factory=list)
     seconds: float = 0.0
+
+    @property
+    def rows_read(self) -> int:
+        """Store rows scanned plus ledger rows read: proportional to the affected customers."""
+        return self.store_rows_read + self.ledger_rows_read
 
     @property
     def failed_items(self) -> int:
@@ -75,6 +94,8 @@ class ResyncReport:
 
 def _coalesce_webhook_contacts(con: duckdb.DuckDBPyConnection) -> None:
     """A webhook contact's missing fields (and an ``unknown`` consent) keep the stored values."""
+    if not con.execute("SELECT count(*) FROM staged_contacts").fetchall()[0][0]:
+        return
     con.execute("""
         UPDATE staged_contacts AS s SET
             email = coalesce(s.email, c.email), phone = coalesce(s.phone, c.phone),
@@ -128,7 +149,13 @@ def _store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequenc
     with STORE_LOCK:
         con = connect_store(store_path(cfg), wait_seconds=wait_seconds)
         try:
-            return _store_step_on(con, cfg, ledger, settings, orders, contacts, pull, as_of, report)
+            report.indexes_built = ensure_lookup_indexes(con)
+            lookup_by_key(con)
+            counted = CountingConnection(con)
+            affected = _store_step_on(counted, cfg, ledger, settings, orders, contacts, pull, as_of,  # type: ignore[arg-type]
+                                      report)
+            report.store_rows_read = counted.rows()
+            return affected
         finally:
             con.close()
 
@@ -168,11 +195,27 @@ def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, 
 
     result = run_segmentation(con, cfg.segmentation, as_of, cfg.timezone, cut_points=cut_points,
                               customers=AFFECTED_TABLE, with_boundary=False)
-    rows = customer_rows(SegmentsRun(con=con, result=result, pull=None, config=cfg))
+    rows = _affected_rows(con, result.table)
     emails = con.execute(f"SELECT email FROM contacts WHERE customer_id IN (SELECT customer_id FROM "
                          f"{AFFECTED_TABLE}) AND email IS NOT NULL").fetchall()
     keys = {k for (e,) in emails if (k := normalize_email(e))}
     return _Affected(rows, ids, keys)
+
+
+def _affected_rows(con: duckdb.DuckDBPyConnection, segments: str) -> list[dict[str, Any]]:
+    """:func:`sync.planning.planner.customer_rows` of the re-scored customers, with their contacts fetched
+    by key first (joined to the whole ``contacts`` table with its e-mail filter, DuckDB would scan it)."""
+    rel = con.sql(f"""
+        WITH c AS MATERIALIZED (SELECT customer_id, email, phone, marketing_consent FROM contacts
+                                WHERE customer_id IN (SELECT customer_id FROM {AFFECTED_TABLE})
+                                  AND email IS NOT NULL)
+        SELECT s.*, c.email, c.phone, c.marketing_consent
+        FROM {segments} s JOIN c USING (customer_id)
+        WHERE c.email IS NOT NULL AND trim(c.email) <> ''
+        ORDER BY s.monetary DESC, s.customer_id
+    """)
+    cols = rel.columns
+    return [dict(zip(cols, row)) for row in rel.fetchall()]
 
 
 def _incremental_destination(dest: DestinationConfig) -> DestinationConfig:
@@ -181,15 +224,21 @@ def _incremental_destination(dest: DestinationConfig) -> DestinationConfig:
     return dest if kept == dest.fields else dest.model_copy(update={"fields": kept})
 
 
-def _restricted_last(last: Mapping[str, PushedState], keys: set[str], customer_ids: set[str]
-                     ) -> dict[str, PushedState]:
-    return {k: s for k, s in last.items() if k in keys or (s.customer_id is not None and s.customer_id in customer_ids)}
+@dataclass
+class _Planned:
+    """One destination's incremental plan, the guard lines it trips, and the ledger rows it was made from."""
+
+    plan: Plan
+    client: Any
+    lines: list[str]
+    last: dict[str, PushedState]
+    rows_read: int  # ledger rows read to make it
 
 
 def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, settings: Settings,
-                      affected: _Affected) -> tuple[Plan, object, list[str]]:
+                      affected: _Affected) -> _Planned:
     """The plan of ``dest`` for the affected customers only, and the plan guards it trips (against all of the
-    destination's managed contacts)."""
+    destination's managed contacts, a count kept between resyncs: :mod:`sync.serve.managed`)."""
     from ..guards import plan_lines, plan_stats
 
     dest = _incremental_destination(dest)
@@ -198,23 +247,47 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
     desired, invalid = desired_contacts(affected.rows, dest)
     keys = affected.contact_keys | {d.key for d in desired}
     revision = ledger.state_revision(dest.name)
-    state = ledger.load_state(dest.name)
-    last = _restricted_last(state, keys, affected.customer_ids)
+    last = ledger.load_state_of(dest.name, keys, affected.customer_ids)  # by key: never the whole destination
     existing = None
     if dest.new_contacts == "skip" and client.reads_existing_members:
         existing = client.existing_members([d.key for d in desired])
     plan = plan_destination(dest, desired, last, revision=revision, existing=existing, skipped=invalid,
                             remote_checked=True,
                             notes=[f"webhook resync of {len(affected.customer_ids)} customers"])
-    return plan, client, plan_lines(cfg.guards, plan_stats(plan, state))
+    managed, counted = MANAGED_COUNTS.count(ledger, dest.name, plan.managed_tags, revision)
+    stats = replace(plan_stats(plan, last), managed=managed)  # removed/changed need only the plan's contacts
+    return _Planned(plan, client, plan_lines(cfg.guards, stats), last, len(last) + counted)
 
 
-def _replan(cfg: Config, name: str, ledger: Ledger, settings: Settings, affected: _Affected) -> Plan:
-    """Plan again under the lock (another run moved the ledger while this one waited), guards included."""
-    plan, _, lines = _plan_incremental(cfg, cfg.destination(name), ledger, settings, affected)
-    if lines:
-        raise refuse(ledger, "webhook", [name], [f"{name}: {line}" for line in lines])
-    return plan
+def _apply(cfg: Config, planned: _Planned, ledger: Ledger, settings: Settings, affected: _Affected,
+           report: ResyncReport, lock_wait: float, sleep: Callable[[float], None]) -> ApplyReport:
+    """Apply one destination's plan; planned again under the lock (guards included) when another run moved
+    the ledger while it waited. Then the managed-contact count moves by what the plan did."""
+    name = planned.plan.destination
+    final = [planned]
+
+    def replan() -> Plan:
+        again = _plan_incremental(cfg, cfg.destination(name), ledger, settings, affected)
+        report.ledger_rows_read += again.rows_read
+        if again.lines:
+            raise refuse(ledger, "webhook", [name], [f"{name}: {line}" for line in again.lines])
+        final[0] = again
+        return again.plan
+
+    try:
+        applied = _execute_waiting(planned.plan, planned.client, ledger, lock_wait, sleep, replan=replan)
+    except DestinationError as exc:
+        exc.destination = name  # type: ignore[attr-defined]  (for the worker's metrics)
+        raise
+    plan = final[0].plan
+    if plan.changes:
+        keys = {c.key for c in plan.changes}
+        after = ledger.load_state_of(name, keys)
+        report.ledger_rows_read += len(after)
+        before = {k: s for k, s in final[0].last.items() if k in keys}
+        MANAGED_COUNTS.applied(ledger, name, plan.managed_tags, plan.ledger_revision, before, after,
+                               ledger.state_revision(name))
+    return applied
 
 
 def _execute_waiting(plan, client, ledger: Ledger, lock_wait: float, sleep: Callable[[float], None],
@@ -246,19 +319,14 @@ def resync(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Ord
     if affected.customer_ids:
         planned = [_plan_incremental(cfg, dest, ledger, settings, affected)
                    for dest in ([cfg.destination(n) for n in destinations] if destinations else cfg.destinations)]
-        lines = [f"{p.destination}: {line}" for p, _, lines_ in planned for line in lines_]
+        report.ledger_rows_read += sum(p.rows_read for p in planned)
+        lines = [f"{p.plan.destination}: {line}" for p in planned for line in p.lines]
         if lines:  # a webhook run never overrides a guard: nothing is written, the run is recorded refused
-            raise refuse(ledger, "webhook", [p.destination for p, _, _ in planned], lines)
-        for plan, client, _ in planned:
-            try:
-                report.reports.append(_execute_waiting(plan, client, ledger, lock_wait_seconds, sleep,
-                                                       replan=lambda d=plan.destination: _replan(
-                                                           cfg, d, ledger, settings, affected)))
-            except DestinationError as exc:
-                exc.destination = plan.destination  # type: ignore[attr-defined]  (for the worker's metrics)
-                raise
+            raise refuse(ledger, "webhook", [p.plan.destination for p in planned], lines)
+        for p in planned:
+            report.reports.append(_apply(cfg, p, ledger, settings, affected, report, lock_wait_seconds, sleep))
     report.seconds = time.monotonic() - started
-    log.info("webhook resync: %d orders, %d contacts, %d customers, %d changes in %.2fs", report.orders,
-             report.contacts, report.customers, sum(r.counts.get("planned", 0) for r in report.reports),
-             report.seconds)
+    log.info("webhook resync: %d orders, %d contacts, %d customers, %d changes, %d rows read in %.2fs",
+             report.orders, report.contacts, report.customers,
+             sum(r.counts.get("planned", 0) for r in report.reports), report.rows_read, report.seconds)
     return report

@@ -1,7 +1,8 @@
 """The local order store: one DuckDB file holding the canonical orders, contacts and line items.
 
 ``connection.py`` opens the file (waiting for another writer), ``merge.py`` moves staged rows in,
-``webhooks.py`` keeps track of the records that came by webhook.
+``webhooks.py`` keeps track of the records that came by webhook, ``lookup.py`` holds the indexes that let a
+webhook resync read only the affected customers' rows.
 
 Every source lands here: file sources replace their history each run (``full_refresh``); API sources and
 webhooks upsert by order id / customer id (latest version wins). Segmentation reads one place.
@@ -19,7 +20,9 @@ merge runs in one transaction, so a crash never leaves a half-merged store.
 """
 
 from .connection import STORE_LOCK, connect_store, open_store
+from .lookup import drop_lookup_indexes, ensure_lookup_indexes, lookup_by_key
 from .merge import KEYS, merge_staged
 from .webhooks import WEBHOOK_TABLE, webhook_records
 
-__all__ = ["KEYS", "STORE_LOCK", "WEBHOOK_TABLE", "connect_store", "merge_staged", "open_store", "webhook_records"]
+__all__ = ["KEYS", "STORE_LOCK", "WEBHOOK_TABLE", "connect_store", "drop_lookup_indexes", "ensure_lookup_indexes",
+           "lookup_by_key", "merge_staged", "open_store", "webhook_records"]

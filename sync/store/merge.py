@@ -10,6 +10,7 @@ from connectors.identity import DEFAULT_MAX_GROUP, link_staged
 from connectors.source import PullResult
 from connectors.tables import TABLES
 
+from .lookup import BULK_ROWS, drop_lookup_indexes
 from .webhooks import KIND, WEBHOOK_TABLE, create_webhook_table
 
 KEYS = {"orders": "order_id", "contacts": "customer_id", "line_items": "order_id"}
@@ -29,13 +30,16 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
     if origin not in ("pull", "webhook"):
         raise ValueError(f"merge_staged: origin must be 'pull' or 'webhook', not {origin!r}")
     counts = {}
+    if pull.full_refresh or _staged_rows(con) > BULK_ROWS:
+        drop_lookup_indexes(con)  # DuckDB maintains them row by row: a bulk write is far faster without
     con.execute("BEGIN TRANSACTION")
     try:
         create_webhook_table(con)
         present = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name LIKE "
                                              "'staged_%'").fetchall()}
         noted = con.execute(f"SELECT count(*) FROM {WEBHOOK_TABLE}").fetchall()[0][0] > 0
-        if "staged_orders" in present and not pull.full_refresh:
+        if "staged_orders" in present and not pull.full_refresh and con.execute(
+                "SELECT count(*) FROM staged_orders WHERE customer_id = ''").fetchall()[0][0]:
             # a deleted order's tombstone often no longer says whose it was: it stays the same customer's
             con.execute("UPDATE staged_orders AS s SET customer_id = o.customer_id FROM orders AS o "
                         "WHERE s.customer_id = '' AND o.order_id = s.order_id")
@@ -58,11 +62,24 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
     return counts
 
 
+def _staged_rows(con: duckdb.DuckDBPyConnection) -> int:
+    present = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name LIKE "
+                                         "'staged_%'").fetchall()]
+    return sum(con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in present)
+
+
 def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: bool, origin: str,
                  noted: bool) -> int:
     """Replace (full refresh) or upsert table ``name`` from ``staged_<name>``; returns the staged row count."""
     staged = f"staged_{name}"
     key = KEYS[name]
+    rows = con.execute(f"SELECT count(*) FROM {staged}").fetchall()[0][0]
+    # nothing to upsert (e.g. a webhook batch of orders only): leave the big table alone; line items are
+    # replaced per staged order even when the new version has none
+    keyed_by = "staged_orders" if name == "line_items" else staged
+    if not full_refresh and not (rows if keyed_by == staged else
+                                 con.execute(f"SELECT count(*) FROM {keyed_by}").fetchall()[0][0]):
+        return 0
     if full_refresh:
         kept = "_kept_orders" if name == "line_items" else f"_kept_{name}"
         con.execute(f"DELETE FROM {name} WHERE {key} NOT IN (SELECT id FROM {kept})" if noted
@@ -86,7 +103,7 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
         elif noted:  # pulled from the source: the source's version wins from now on
             con.execute(f"DELETE FROM {WEBHOOK_TABLE} WHERE kind = '{kind}' AND id IN "
                         f"(SELECT {key} FROM {staged})")
-    return con.execute(f"SELECT count(*) FROM {staged}").fetchall()[0][0]
+    return rows
 
 
 def _keep_webhook_rows(con: duckdb.DuckDBPyConnection, present: set[str]) -> None:

@@ -1,0 +1,83 @@
+"""Lookup indexes: what lets a webhook resync read the store by key instead of scanning it.
+
+A webhook batch touches a handful of customers of a store that may hold millions of orders. With an ART index on
+``orders(customer_id)``, ``orders(order_id)``, ``contacts(customer_id)`` and ``line_items(order_id)``, DuckDB
+answers the resync's queries (``customer_id IN (SELECT ... FROM affected_customers)``, the merge's
+``order_id IN (SELECT ... FROM staged_orders)``) with index scans and joins: the rows it reads are the affected
+customers' rows, not the store (:mod:`sync.serve.resync` counts them).
+
+The indexes cost disk (a 5 M-order store grows about sixfold) and make bulk writes slow: DuckDB maintains an ART
+index row by row, so replacing millions of rows under one takes minutes. Hence they exist only where they pay:
+:func:`ensure_lookup_indexes` builds them (the first webhook resync after a bulk load, a few seconds per million
+orders) and :func:`drop_lookup_indexes` removes them before a bulk merge (a file's full refresh, a large pull),
+see :func:`sync.store.merge.merge_staged`. A store that never receives webhooks never has them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import duckdb
+
+log = logging.getLogger(__name__)
+
+#: index name → (table, column)
+LOOKUP_INDEXES = {
+    "rfmsync_orders_customer": ("orders", "customer_id"),
+    "rfmsync_orders_order": ("orders", "order_id"),
+    "rfmsync_contacts_customer": ("contacts", "customer_id"),
+    "rfmsync_line_items_order": ("line_items", "order_id"),
+}
+
+#: up to this many keys (affected customers, staged orders) a join is answered from the indexes
+LOOKUP_KEYS = 2_000
+#: up to this many matching rows (the affected customers' orders) a filter is answered from an index
+LOOKUP_ROWS = 50_000
+
+#: a merge staging more rows than this drops the indexes first (maintaining them row by row costs more than
+#: building them again)
+BULK_ROWS = 50_000
+
+
+def _present(con: duckdb.DuckDBPyConnection) -> set[str]:
+    names = tuple(LOOKUP_INDEXES)
+    rows = con.execute("SELECT index_name FROM duckdb_indexes() WHERE database_name = current_database() "
+                       f"AND index_name IN ({', '.join('?' * len(names))})", list(names)).fetchall()
+    return {r[0] for r in rows}
+
+
+def ensure_lookup_indexes(con: duckdb.DuckDBPyConnection) -> int:
+    """Create the missing lookup indexes; returns how many were built (0 when all were there)."""
+    missing = [n for n in LOOKUP_INDEXES if n not in _present(con)]
+    if not missing:
+        return 0
+    started = time.monotonic()
+    for name in missing:
+        table, column = LOOKUP_INDEXES[name]
+        con.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({column})")
+    log.info("store: built %d lookup index(es) for webhook resyncs in %.1fs", len(missing),
+             time.monotonic() - started)
+    return len(missing)
+
+
+def lookup_by_key(con: duckdb.DuckDBPyConnection, keys: int = LOOKUP_KEYS, rows: int = LOOKUP_ROWS) -> None:
+    """Let this connection's joins with a small key table read through the indexes.
+
+    DuckDB turns a hash join's build side into an ``IN (...)`` filter on the probe scan (which an index then
+    answers) only up to ``dynamic_or_filter_threshold`` keys (default 50), and answers a filter from an index
+    only when at most ``max(index_scan_max_count, 0.1 % of the table)`` rows match (default 2 048). A webhook
+    batch may touch a few hundred customers with their few thousand orders, so both are raised here."""
+    con.execute(f"SET dynamic_or_filter_threshold = {int(keys)}")
+    con.execute(f"SET index_scan_max_count = {int(rows)}")
+
+
+def drop_lookup_indexes(con: duckdb.DuckDBPyConnection) -> int:
+    """Drop the lookup indexes before a bulk write; returns how many there were."""
+    present = _present(con)
+    for name in present:
+        con.execute(f"DROP INDEX IF EXISTS {name}")
+    if present:
+        log.info("store: dropped %d lookup index(es) before a bulk merge (the next webhook resync rebuilds them)",
+                 len(present))
+    return len(present)
