@@ -38,6 +38,7 @@ from ..config import Config, DestinationConfig
 from ..destinations.registry import make_destination
 from ..engine import ApplyReport, execute_plan
 from ..errors import ConfigError, DestinationError, LockBusyError
+from ..history import record_partial
 from ..ingest import load_cut_points, save_cut_points
 from ..ledger import Ledger
 from ..model import PushedState
@@ -168,6 +169,7 @@ def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, 
 
     result = run_segmentation(con, cfg.segmentation, as_of, cfg.timezone, cut_points=cut_points,
                               customers=AFFECTED_TABLE, with_boundary=False)
+    record_partial(con, cfg, result.table, as_of)  # the affected customers' moves, in the segment history
     rows = customer_rows(SegmentsRun(con=con, result=result, pull=None, config=cfg))
     emails = con.execute(f"SELECT email FROM contacts WHERE customer_id IN (SELECT customer_id FROM "
                          f"{AFFECTED_TABLE}) AND email IS NOT NULL").fetchall()
