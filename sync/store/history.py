@@ -80,9 +80,9 @@ def current_line(con: duckdb.DuckDBPyConnection) -> dict | None:
     """The current line (``line``, ``preset``, ``rules_hash``, ``started_on``), or None before any record."""
     if not has_history(con):
         return None
-    row = con.execute(f"SELECT line, preset, rules_hash, started_on FROM {LINES} ORDER BY line DESC LIMIT 1"
-                      ).fetchone()
-    return dict(zip(("line", "preset", "rules_hash", "started_on"), row)) if row else None
+    found = con.execute(f"SELECT line, preset, rules_hash, started_on FROM {LINES} ORDER BY line DESC LIMIT 1"
+                        ).fetchall()
+    return dict(zip(("line", "preset", "rules_hash", "started_on"), found[0])) if found else None
 
 
 def lines(con: duckdb.DuckDBPyConnection) -> list[dict]:
@@ -117,7 +117,7 @@ def record(con: duckdb.DuckDBPyConnection, segments_table: str, *, as_of: date, 
 def _record(con, segments_table: str, as_of: date, preset: str, rules: str, source: str,
             partial: bool) -> RecordResult:
     cur = current_line(con)
-    last = con.execute(f"SELECT max(as_of) FROM {RECORDS}").fetchone()[0]
+    last = con.execute(f"SELECT max(as_of) FROM {RECORDS}").fetchall()[0][0]
     if last is not None and as_of < last:
         raise HistoryOrderError(f"segment history: {as_of} is earlier than the last recorded date {last}; history "
                                 f"is recorded in date order (record {last} or later)")
@@ -139,7 +139,7 @@ def _record(con, segments_table: str, as_of: date, preset: str, rules: str, sour
         con.execute(f"DELETE FROM {HISTORY} WHERE line = {line} AND valid_from = $d {only}", day)
         con.execute(f"UPDATE {HISTORY} SET valid_to = NULL WHERE line = {line} AND valid_to = $d {only}", day)
         moves = con.execute(f"""SELECT count(*) FROM {_SNAPSHOT} s JOIN {HISTORY} h USING (customer_id)
-                                WHERE h.line = {line} AND h.valid_to IS NULL AND h.segment <> s.segment""").fetchone()[0]
+                                WHERE h.line = {line} AND h.valid_to IS NULL AND h.segment <> s.segment""").fetchall()[0][0]
         # a full record closes the customers it no longer holds; a partial one leaves them alone
         stays = f"coalesce(s.segment = h.segment, {'true' if partial else 'false'})"
         con.execute(f"""CREATE OR REPLACE TEMP TABLE _history_closing AS SELECT h.customer_id FROM {HISTORY} h
@@ -152,7 +152,7 @@ def _record(con, segments_table: str, as_of: date, preset: str, rules: str, sour
                     WHERE NOT EXISTS (SELECT 1 FROM {HISTORY} h WHERE h.line = {line} AND h.valid_to IS NULL
                                       AND h.customer_id = s.customer_id)""", day)
     customers = con.execute(f"SELECT count(*) FROM {HISTORY} WHERE line = {line} AND {_valid('$d')}", day
-                            ).fetchone()[0]
+                            ).fetchall()[0][0]
     con.execute(f"""INSERT INTO {RECORDS} VALUES (?, ?, ?, ?, ?) ON CONFLICT (line, as_of) DO UPDATE SET
                     customers = excluded.customers, recorded_at = excluded.recorded_at,
                     source = CASE WHEN excluded.source = 'webhook' THEN {RECORDS}.source ELSE excluded.source END""",
@@ -201,7 +201,7 @@ def line_on(con: duckdb.DuckDBPyConnection, day: date) -> int | None:
     """The line that holds ``day``: the latest line started on or before it."""
     if not has_history(con):
         return None
-    return con.execute(f"SELECT max(line) FROM {LINES} WHERE started_on <= ?", [day]).fetchone()[0]
+    return con.execute(f"SELECT max(line) FROM {LINES} WHERE started_on <= ?", [day]).fetchall()[0][0]
 
 
 def transition_matrix(con: duckdb.DuckDBPyConnection, date_from: date, date_to: date) -> list[dict]:
@@ -212,7 +212,7 @@ def transition_matrix(con: duckdb.DuckDBPyConnection, date_from: date, date_to: 
     line = line_on(con, date_to)
     if line is None:
         raise DataError(f"history: nothing recorded on or before {date_to}")
-    started = con.execute(f"SELECT started_on FROM {LINES} WHERE line = ?", [line]).fetchone()[0]
+    started = con.execute(f"SELECT started_on FROM {LINES} WHERE line = ?", [line]).fetchall()[0][0]
     if date_from < started:
         raise DataError(f"history: {date_from} and {date_to} are on different history lines (the preset or the "
                         f"rules changed on {started}); compare dates from {started} on")
@@ -240,11 +240,11 @@ def prune_before(con: duckdb.DuckDBPyConnection, day: date) -> dict[str, int]:
         return {"rows": 0, "records": 0, "lines": 0}
     con.execute("BEGIN TRANSACTION")
     try:
-        rows = con.execute(f"DELETE FROM {HISTORY} WHERE valid_to <= ?", [day]).fetchone()[0]
-        recs = con.execute(f"DELETE FROM {RECORDS} WHERE as_of < ?", [day]).fetchone()[0]
+        rows = con.execute(f"DELETE FROM {HISTORY} WHERE valid_to <= ?", [day]).fetchall()[0][0]
+        recs = con.execute(f"DELETE FROM {RECORDS} WHERE as_of < ?", [day]).fetchall()[0][0]
         gone = con.execute(f"""DELETE FROM {LINES} l WHERE line < (SELECT max(line) FROM {LINES})
                                AND NOT EXISTS (SELECT 1 FROM {RECORDS} r WHERE r.line = l.line)
-                               AND NOT EXISTS (SELECT 1 FROM {HISTORY} h WHERE h.line = l.line)""").fetchone()[0]
+                               AND NOT EXISTS (SELECT 1 FROM {HISTORY} h WHERE h.line = l.line)""").fetchall()[0][0]
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
