@@ -126,6 +126,31 @@ def open_history(cfg: "Config", *, write: bool = False) -> duckdb.DuckDBPyConnec
     return connect_store(path)
 
 
+def customer_segments(run: "SegmentsRun", customer_id: str) -> list[dict]:
+    """One customer's segment history for ``rfmsync explain``: {line, segment, valid_from, valid_to} (ISO dates,
+    ``valid_to`` None = still), oldest first; empty when nothing is recorded or the store is in use."""
+    from .pipeline import store_path
+
+    con, close = run.con, False
+    if not history.has_history(con):
+        path = store_path(run.config)
+        if not path.exists():
+            return []
+        try:
+            con, close = duckdb.connect(str(path), read_only=True), True
+        except duckdb.Error as exc:
+            log.warning("the order store %s is in use; segment history left out (%s)", path,
+                        str(exc).splitlines()[0])
+            return []
+    try:
+        rows = history.customer_history(con, customer_id)
+    finally:
+        if close:
+            con.close()
+    return [{**r, "valid_from": r["valid_from"].isoformat(),
+             "valid_to": r["valid_to"].isoformat() if r["valid_to"] else None} for r in rows]
+
+
 def history_report(cfg: "Config", *, since: date | None = None, matrix: bool = False,
                    date_from: date | None = None, date_to: date | None = None) -> dict:
     """What ``rfmsync history`` shows, JSON-ready: the lines (a new line = the preset or the rules changed),
