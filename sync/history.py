@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 def snapshot(run: "SegmentsRun") -> pyarrow.Table:
     """The run's (customer_id, segment), kept in memory until the run is recorded."""
-    return run.con.sql(f"SELECT customer_id, segment FROM {run.result.table}").arrow()
+    return run.con.sql(f"SELECT customer_id, segment FROM {run.result.table}").to_arrow_table()
 
 
 def record_snapshot(cfg: "Config", snap: pyarrow.Table, as_of: date, *, source: str,

@@ -131,26 +131,31 @@ def _record(con, segments_table: str, as_of: date, preset: str, rules: str, sour
     if new_line:
         line = (cur["line"] + 1) if cur else 1
         con.execute(f"INSERT INTO {LINES} VALUES (?, ?, ?, ?)", [line, preset, rules, as_of])
+        con.execute(f"INSERT INTO {HISTORY} SELECT {line}, customer_id, segment, $d, NULL FROM {_SNAPSHOT}", day)
         moves = 0
     else:
         line = cur["line"]
-        only = f"AND customer_id IN (SELECT customer_id FROM {_SNAPSHOT})" if partial else ""
-        # the same day again: undo what this day changed (for a partial record, only its customers')
-        con.execute(f"DELETE FROM {HISTORY} WHERE line = {line} AND valid_from = $d {only}", day)
-        con.execute(f"UPDATE {HISTORY} SET valid_to = NULL WHERE line = {line} AND valid_to = $d {only}", day)
-        moves = con.execute(f"""SELECT count(*) FROM {_SNAPSHOT} s JOIN {HISTORY} h USING (customer_id)
-                                WHERE h.line = {line} AND h.valid_to IS NULL AND h.segment <> s.segment""").fetchall()[0][0]
-        # a full record closes the customers it no longer holds; a partial one leaves them alone
-        stays = f"coalesce(s.segment = h.segment, {'true' if partial else 'false'})"
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE _history_closing AS SELECT h.customer_id FROM {HISTORY} h
-                        LEFT JOIN {_SNAPSHOT} s USING (customer_id)
-                        WHERE h.line = {line} AND h.valid_to IS NULL AND NOT ({stays})""")
-        con.execute(f"""UPDATE {HISTORY} AS h SET valid_to = $d FROM _history_closing c
-                        WHERE h.line = {line} AND h.valid_to IS NULL AND h.customer_id = c.customer_id""", day)
-        con.execute("DROP TABLE _history_closing")
-    con.execute(f"""INSERT INTO {HISTORY} SELECT {line}, s.customer_id, s.segment, $d, NULL FROM {_SNAPSHOT} s
-                    WHERE NOT EXISTS (SELECT 1 FROM {HISTORY} h WHERE h.line = {line} AND h.valid_to IS NULL
-                                      AND h.customer_id = s.customer_id)""", day)
+        again = con.execute(f"SELECT count(*) FROM {RECORDS} WHERE line = {line} AND as_of = $d", day
+                            ).fetchall()[0][0]
+        if again:  # the same day again: undo what this day changed (a partial record: only its customers')
+            only = f"AND customer_id IN (SELECT customer_id FROM {_SNAPSHOT})" if partial else ""
+            con.execute(f"DELETE FROM {HISTORY} WHERE line = {line} AND valid_from = $d {only}", day)
+            con.execute(f"UPDATE {HISTORY} SET valid_to = NULL WHERE line = {line} AND valid_to = $d {only}", day)
+        # one join: who changed (old → new); a full record also closes the customers it no longer holds
+        join = "LEFT JOIN" if partial else "FULL OUTER JOIN"
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE _history_diff AS
+            SELECT coalesce(s.customer_id, h.customer_id) AS customer_id, h.segment AS old, s.segment AS new
+            FROM {_SNAPSHOT} s {join} (SELECT customer_id, segment FROM {HISTORY}
+                                      WHERE line = {line} AND valid_to IS NULL) h USING (customer_id)
+            WHERE h.segment IS DISTINCT FROM s.segment""")
+        moves = con.execute("SELECT count(*) FROM _history_diff WHERE old IS NOT NULL AND new IS NOT NULL"
+                            ).fetchall()[0][0]
+        con.execute(f"""UPDATE {HISTORY} AS h SET valid_to = $d FROM _history_diff c
+                        WHERE h.line = {line} AND h.valid_to IS NULL AND h.customer_id = c.customer_id
+                          AND c.old IS NOT NULL""", day)
+        con.execute(f"INSERT INTO {HISTORY} SELECT {line}, customer_id, new, $d, NULL FROM _history_diff "
+                    f"WHERE new IS NOT NULL", day)
+        con.execute("DROP TABLE _history_diff")
     customers = con.execute(f"SELECT count(*) FROM {HISTORY} WHERE line = {line} AND {_valid('$d')}", day
                             ).fetchall()[0][0]
     con.execute(f"""INSERT INTO {RECORDS} VALUES (?, ?, ?, ?, ?) ON CONFLICT (line, as_of) DO UPDATE SET
