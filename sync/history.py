@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from datetime import date, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
@@ -90,7 +91,7 @@ def readable_history(run: "SegmentsRun", days: int = 366) -> bool:
     from .pipeline import store_path
 
     path = store_path(run.config)
-    if not path.exists():
+    if not path.exists() or _is_store(con, path):  # the store itself, with nothing recorded yet
         return False
     since = run.result.as_of - timedelta(days=days + 1)
     try:
@@ -113,6 +114,11 @@ def readable_history(run: "SegmentsRun", days: int = 366) -> bool:
     finally:
         con.execute("DETACH _hist_store")
     return True
+
+
+def _is_store(con: duckdb.DuckDBPyConnection, path) -> bool:
+    found = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()
+    return bool(found and found[0][0]) and Path(found[0][0]).resolve() == Path(path).resolve()
 
 
 def open_history(cfg: "Config", *, write: bool = False) -> duckdb.DuckDBPyConnection | None:

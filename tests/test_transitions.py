@@ -171,16 +171,24 @@ def ledger_tags(shop: Path, email: str) -> set[str]:
         ledger.close()
 
 
-def test_a_move_adds_its_tag_once_and_it_goes_after_transition_days_or_at_the_next_move(tiny, mailchimp_fake):
+def test_a_move_adds_its_tag_once_and_it_goes_after_transition_days_or_at_the_next_move(tiny, mailchimp_fake,
+                                                                                         caplog):
+    import json
+    import logging
+
+    caplog.set_level(logging.WARNING)
     fake, x, v, w = mailchimp_fake, "x@example.org", "v@example.org", "w@example.org"
     sync(tiny, D0)  # the first record: nobody has moved yet
+    assert "in use" not in caplog.text  # the store without history yet is not "another process's"
     assert not any(t.startswith("rfm-") for e in (x, v, w) for t in fake.tags_of(e))
 
     d1 = D0 + timedelta(days=1)
     buy(tiny, "x9", "x", d1)  # x: Churn → Best active
     buy(tiny, "v2", "v", d1)  # v: Churn → Beginners (3 orders)
-    plan = run_cli("plan", "--config", str(tiny), "--as-of", d1.isoformat()).output
-    assert "rfm-back" in plan  # its own line in the plan
+    run_cli("plan", "--config", str(tiny), "--as-of", d1.isoformat(), "-o", str(tiny.parent / "plan.json"))
+    plan = json.loads((tiny.parent / "plan.json").read_text(encoding="utf-8"))
+    lines = {r["target"]: r for r in plan["plans"][0]["summary"]}
+    assert (lines["rfm-back"]["added"], lines["rfm-churned"]["added"]) == (2, 0)  # their own lines in the plan
     sync(tiny, d1)
     assert "rfm-back" in fake.tags_of(x) and "rfm-back" in fake.tags_of(v)
     assert "rfm-back" in ledger_tags(tiny, x) and "VIP" in ledger_tags(tiny, x)
