@@ -56,10 +56,12 @@ def record_run(cfg: "Config", run: "SegmentsRun", *, source: str = "segments") -
 
 def record_after_sync(cfg: "Config", snap: pyarrow.Table, as_of: date) -> history.RecordResult | None:
     """``sync`` records once its apply ran; a history problem never fails a sync that wrote its ESPs (logged)."""
+    from .errors import LockBusyError
+
     try:
         result = record_snapshot(cfg, snap, as_of, source="sync")
-    except history.HistoryOrderError as exc:
-        log.warning("%s: not recorded", exc)
+    except (history.HistoryOrderError, LockBusyError) as exc:
+        log.warning("segment history not recorded: %s", exc)
         return None
     if result.new_line:
         log.info("segment history: line %d started on %s (preset %s)", result.line, as_of, cfg.segmentation.preset)

@@ -182,7 +182,7 @@ def segment_of(shop, customer: str, day: date) -> str:
     import io
 
     text = run_cli("segments", "--config", str(shop), "--as-of", str(day), "--customers", "--no-predict", "-o",
-                   "-").output
+                   "-").stdout
     return next(r["segment"] for r in csv.DictReader(io.StringIO(text)) if r["customer_id"] == customer)
 
 
@@ -192,20 +192,24 @@ def test_history_cli_sizes_matrix_and_the_new_line_note(shop):
     run_cli("segments", "--config", str(shop), "--as-of", str(D0), "--record")
     assert "fewer than two recorded dates" in run_cli("history", "--config", str(shop), "--matrix", code=3).output
     churned = json.loads(run_cli("segments", "--config", str(shop), "--as-of", str(D0), "--segment", "Churn",
-                                 "--format", "json").output)["customers"][0]["customer_id"]
+                                 "--format", "json").stdout)["customers"][0]["customer_id"]
     d1 = D0 + timedelta(days=1)
     add_order(shop, churned, d1)
     recorded = run_cli("segments", "--config", str(shop), "--as-of", str(d1), "--record")
     assert "recorded the segments as of 2025-07-01" in recorded.output
     moved_to = segment_of(shop, churned, d1)
     assert moved_to != "Churn"
+    explained = json.loads(run_cli("explain", churned, "--config", str(shop), "--as-of", str(d1), "--format",
+                                   "json").stdout)
+    assert [(h["segment"], h["valid_from"], h["valid_to"]) for h in explained["history"]] == [
+        ("Churn", str(D0), str(d1)), (moved_to, str(d1), None)]
 
-    matrix = json.loads(run_cli("history", "--config", str(shop), "--matrix", "--format", "json").output)
+    matrix = json.loads(run_cli("history", "--config", str(shop), "--matrix", "--format", "json").stdout)
     assert (matrix["from"], matrix["to"]) == (str(D0), str(d1))
     assert {"from": "Churn", "to": moved_to, "customers": 1} in [m for m in matrix["matrix"] if m["from"] != m["to"]]
     table = run_cli("history", "--config", str(shop), "--from", str(D0), "--to", str(d1)).output
     assert "Segment moves 2025-06-30 → 2025-07-01" in table and "customers moved" in table
-    sizes = run_cli("history", "--config", str(shop), "--format", "csv").output.splitlines()
+    sizes = run_cli("history", "--config", str(shop), "--format", "csv").stdout.splitlines()
     assert sizes[0] == "as_of,line,segment,customers" and any(r.startswith("2025-07-01,1,Churn,") for r in sizes)
     assert "History line 1: preset tracks" in run_cli("history", "--config", str(shop)).output
 
@@ -222,7 +226,7 @@ def test_history_cli_sizes_matrix_and_the_new_line_note(shop):
     assert "is earlier than the last recorded date" in late
 
     pruned = json.loads(run_cli("history", "--config", str(shop), "--prune-before", str(d1), "--format",
-                                "json").output)
+                                "json").stdout)
     assert pruned["records"] == 1
     assert run_cli("history", "--config", str(shop), "--prune-before", str(d1), "--matrix", code=2)
 

@@ -214,7 +214,7 @@ def test_a_move_adds_its_tag_once_and_it_goes_after_transition_days_or_at_the_ne
     assert not fake.violations
 
     hist = run_cli("history", "--config", str(tiny), "--from", d1.isoformat(), "--to", d3.isoformat(),
-                   "--format", "csv").output
+                   "--format", "csv").stdout
     assert "Best active,Churn,1" in hist  # w
 
 
@@ -256,3 +256,45 @@ def test_a_webhook_resync_records_the_move_and_adds_the_move_tag(tmp_path, mailc
         assert [r["source"] for r in history.records(con)] == ["sync", "webhook"]
     finally:
         con.close()
+
+
+def test_on_the_demo_shop_a_customer_who_buys_again_gets_the_move_tag_once_until_transition_days(
+        tmp_path, mailchimp_fake, monkeypatch):
+    from sync.demodata import generate_shop
+    from sync.history import open_history
+    from sync.store import history
+    from tests.test_history import add_order
+
+    shop = generate_shop(tmp_path / "shop", customers=250, seed=3, as_of=D0)
+    block = '[destinations.transitions]\n"Churn -> *" = "rfm-back"\n\n[destinations.fields]'
+    shop.write_text(shop.read_text(encoding="utf-8").replace('audience = "demo000001"', 'audience = "aud1"')
+                    .replace("[destinations.fields]", block), encoding="utf-8")
+    monkeypatch.setenv("MAILCHIMP_API_KEY", mailchimp_fake.api_key)
+    monkeypatch.setenv("MAILCHIMP_API_URL", mailchimp_fake.url)
+    fake = mailchimp_fake
+    sync(shop, D0)
+    ledger = Ledger.connect(f"sqlite:///{shop.parent / 'rfmsync.db'}")
+    try:
+        email, cid = next((k, s.customer_id) for k, s in sorted(ledger.load_state("mailchimp-demo").items())
+                          if s.tags == {"Winback"})
+    finally:
+        ledger.close()
+    d1 = D0 + timedelta(days=1)
+    add_order(shop, cid, d1)
+    sync(shop, d1)
+    assert "rfm-back" in fake.tags_of(email) and "Winback" not in fake.tags_of(email)
+    assert tag_adds(fake, "rfm-back", email) == 1
+    con = open_history(load_config(shop))
+    try:  # everyone who got the tag left Churn on d1, per the recorded history
+        moved = {m[0] for m in con.sql(history.recent_moves_sql(d1, 1)).fetchall() if m[1] == "Churn"}
+        emails = dict(con.execute("SELECT customer_id, lower(email) FROM contacts").fetchall())
+    finally:
+        con.close()
+    tagged = {e for e in fake.lists["aud1"].members if "rfm-back" in fake.tags_of(e)}
+    assert cid in moved and tagged == {emails[c] for c in moved if emails.get(c)}
+    writes = fake.write_calls
+    sync(shop, d1)
+    assert fake.write_calls == writes
+    sync(shop, d1 + timedelta(days=7))
+    assert "rfm-back" not in fake.tags_of(email) and tag_adds(fake, "rfm-back", email) == 1
+    assert not any("rfm-back" in fake.tags_of(e) for e in tagged)
