@@ -205,5 +205,5 @@ def prune(cfg: "Config", before: date) -> dict[str, int]:
         con.close()
 
 
-__all__ = ["history_report", "open_history", "prune", "readable_history", "record_after_sync", "record_partial", "record_run",
-           "record_snapshot", "snapshot"]
+__all__ = ["customer_segments", "history_report", "open_history", "prune", "readable_history", "record_after_sync",
+           "record_partial", "record_run", "record_snapshot", "snapshot"]

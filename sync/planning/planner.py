@@ -16,7 +16,7 @@ from ..destinations.registry import make_destination
 from ..errors import DestinationError
 from ..guards import plan_lines, plan_stats
 from ..model import PushedState
-from .transitions import moves_sql
+from .transitions import move_join
 from .plan import Plan, all_managed, check_fields, desired_contacts, plan_destination
 from .values import PREDICTIVE_VALUES
 
@@ -29,11 +29,10 @@ if TYPE_CHECKING:
 def customer_rows(run: "SegmentsRun") -> list[dict[str, Any]]:
     """The rows destinations are planned from: each segmented customer with an address, by value."""
     seg = run.result.table
-    moves = moves_sql(run)  # each customer's latest segment move, for the transition tags
+    columns, join = move_join(run)  # each customer's latest segment move, for the transition tags
     rel = run.con.sql(f"""
-        SELECT s.*, c.email, c.phone, c.marketing_consent{", m.from_segment AS moved_from, m.to_segment AS moved_to, "
-                                                          "m.moved_days" if moves else ""}
-        FROM {seg} s JOIN contacts c USING (customer_id) {f"LEFT JOIN ({moves}) m USING (customer_id)" if moves else ""}
+        SELECT s.*, c.email, c.phone, c.marketing_consent{columns}
+        FROM {seg} s JOIN contacts c USING (customer_id){join}
         WHERE c.email IS NOT NULL AND trim(c.email) <> ''
         ORDER BY s.monetary DESC, s.customer_id
     """)

@@ -151,6 +151,16 @@ def moves_sql(run: "SegmentsRun", destinations: Iterable["DestinationConfig"] | 
             f"FROM ({moves})")
 
 
+def move_join(run: "SegmentsRun") -> tuple[str, str]:
+    """(extra select columns, LEFT JOIN clause) that give the customer rows of ``run`` (alias ``s``) the
+    ``moved_*`` columns :func:`tags_for_row` reads; two empty strings when there are no moves to look at."""
+    moves = moves_sql(run)
+    if moves is None:
+        return "", ""
+    return (", m.from_segment AS moved_from, m.to_segment AS moved_to, m.moved_days",
+            f" LEFT JOIN ({moves}) m ON m.customer_id = s.customer_id")
+
+
 def segment_names(cfg: "Config") -> list[str]:
     """The segments the config's rules can give (custom rules, the preset's, the default segment)."""
     from segmentation.engine import configured_rules
@@ -159,5 +169,5 @@ def segment_names(cfg: "Config") -> list[str]:
     return list(dict.fromkeys([name for name, _ in rules] + [default]))
 
 
-__all__ = ["MOVE_COLUMNS", "Transition", "check_transitions", "moves_sql", "parse_pattern", "segment_names",
+__all__ = ["MOVE_COLUMNS", "Transition", "check_transitions", "move_join", "moves_sql", "parse_pattern", "segment_names",
            "tag_name", "tags_for_row", "transition_managed", "transition_tags_sql", "transitions"]
