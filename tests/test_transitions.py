@@ -298,3 +298,33 @@ def test_on_the_demo_shop_a_customer_who_buys_again_gets_the_move_tag_once_until
     sync(shop, d1 + timedelta(days=7))
     assert "rfm-back" not in fake.tags_of(email) and tag_adds(fake, "rfm-back", email) == 1
     assert not any("rfm-back" in fake.tags_of(e) for e in tagged)
+
+
+@pytest.mark.parametrize("dest_table, tag", [
+    ({**BASE, "new_contacts": "skip"}, "rfm-back"),
+    ({"name": "sg", "type": "sendgrid", "list_prefix": "RFM ", "new_contacts": "skip"}, "RFM rfm-back"),
+    ({"name": "us", "type": "unisender", "new_contacts": "skip"}, "tag:rfm-back"),
+])
+def test_move_tags_follow_the_segment_tags_rules_in_every_destination(dest_table, tag):
+    """Planned like segment tags: added to a known contact, never a reason to create one without consent,
+    taken off when the move is over."""
+    from sync.model import PushedState
+    from sync.planning.plan import NO_CONSENT_SKIP, desired_contacts, plan_destination
+
+    dest = Config(destinations=[{**dest_table, "transitions": {"Churn -> *": "rfm-back"}}]).destinations[0]
+    moved = {"moved_from": "Churn", "moved_to": "Best active", "moved_days": 0}
+    rows = [{"customer_id": "1", "email": "known@example.org", "segment": "Best active", "marketing_consent": "yes",
+             **moved},
+            {"customer_id": "2", "email": "new@example.org", "segment": "Best active", "marketing_consent": "no",
+             **moved},
+            {"customer_id": "3", "email": "over@example.org", "segment": "Best active", "marketing_consent": "yes",
+             "moved_from": None, "moved_to": None, "moved_days": None}]
+    desired, _ = desired_contacts(rows, dest)
+    last = {k: PushedState(key=k, customer_id=c, tags=frozenset({tag}) if k.startswith("over") else frozenset(),
+                           fields={}) for k, c in (("known@example.org", "1"), ("over@example.org", "3"))}
+    plan = plan_destination(dest, desired, last)
+    changes = {c.key: c for c in plan.changes}
+    assert tag in changes["known@example.org"].add_tags and not changes["known@example.org"].create
+    assert "new@example.org" not in changes
+    assert [s.reason for s in plan.skipped if s.key == "new@example.org"] == [NO_CONSENT_SKIP]
+    assert changes["over@example.org"].remove_tags == {tag} and tag in plan.managed_tags
