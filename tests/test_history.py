@@ -229,6 +229,8 @@ def test_history_cli_sizes_matrix_and_the_new_line_note(shop):
                                 "json").stdout)
     assert pruned["records"] == 1
     assert run_cli("history", "--config", str(shop), "--prune-before", str(d1), "--matrix", code=2)
+    assert "--since is for the sizes" in run_cli("history", "--config", str(shop), "--since", str(d1), "--matrix",
+                                                 code=2).output
 
 
 def test_segments_record_refuses_a_preset_override(shop):

@@ -46,6 +46,8 @@ def history(config_path, since, matrix, date_from, date_to, fmt, prune_before):
                       f"{done['records']} records, {done['lines']} lines")
         return
     day = (lambda d: d.date() if d else None)
+    if since and (matrix or date_from or date_to):
+        raise click.UsageError("--since is for the sizes; the matrix takes --from and --to")
     if matrix or date_from or date_to:
         report = api.history(cfg, matrix=True, date_from=day(date_from), date_to=day(date_to))
         _emit_matrix(report, fmt)
