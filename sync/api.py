@@ -38,8 +38,8 @@ from .run import apply_saved, full_sync, guard_warnings, require_destinations
 from .settings import Settings
 from .store import connect_store
 
-__all__ = ["PlanResult", "PullSummary", "apply", "as_of_date", "existing_ledger", "explain", "init_config", "plan",
-           "pull", "run_sync", "segments"]
+__all__ = ["PlanResult", "PullSummary", "apply", "as_of_date", "existing_ledger", "explain", "history",
+           "init_config", "plan", "prune_history", "pull", "record_history", "run_sync", "segments"]
 
 
 def as_of_date(cfg: Config, as_of: date | datetime | None = None) -> date:
@@ -167,6 +167,29 @@ def explain(cfg: Config, who: str, as_of: date | datetime | None = None, *,
         run.close()
     report["warnings"] = list(run.warnings)
     return report
+
+
+def record_history(cfg: Config, run: SegmentsRun):
+    """Record a run's segments in the segment history (``segments --record``; every ``sync`` records on its
+    own); returns :class:`sync.store.history.RecordResult`."""
+    from .history import record_run
+
+    return record_run(cfg, run)
+
+
+def history(cfg: Config, *, since: date | None = None, matrix: bool = False, date_from: date | None = None,
+            date_to: date | None = None) -> dict:
+    """The segment history (``rfmsync history``): lines, records and sizes, or the from → to matrix."""
+    from .history import history_report
+
+    return history_report(cfg, since=since, matrix=matrix, date_from=date_from, date_to=date_to)
+
+
+def prune_history(cfg: Config, before: date) -> dict[str, int]:
+    """Drop the segment history that lies wholly before ``before`` (``history --prune-before``)."""
+    from .history import prune
+
+    return prune(cfg, before)
 
 
 def init_config(export_file: Path, output: Path, *, force: bool = False):

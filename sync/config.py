@@ -110,6 +110,9 @@ class DestinationConfig(BaseModel):
     segments: dict[str, str] = Field(default_factory=dict)  # segment → tag / list
     tags: dict[str, str] = Field(default_factory=dict)  # Unisender: segment → tag
     fields: dict[str, str] = Field(default_factory=dict)  # ESP field → rfmsync value
+    # "FROM -> TO" (a segment or *) → tag/list given for transition_days after the move (sync.planning.transitions)
+    transitions: dict[str, str] = Field(default_factory=dict)
+    transition_days: int = Field(default=7, ge=1)
     batch_size: int | None = None  # override the API maximum (never above it)
     http: HttpOverrides | None = None  # [destinations.http]: this destination's [http] overrides
     _base_http: HttpConfig = PrivateAttr(default_factory=lambda: HttpConfig())
@@ -210,6 +213,17 @@ class Config(BaseModel):
             raise ValueError(f"[segmentation] preset: unknown preset {preset!r}"
                              f"{did_you_mean(preset, SEGMENTATION_PRESETS)}; choose one of "
                              f"{', '.join(SEGMENTATION_PRESETS)}")
+        return self
+
+    @model_validator(mode="after")
+    def _known_transitions(self) -> "Config":
+        from .planning.transitions import check_transitions, segment_names
+
+        dests = [d for d in self.destinations if d.transitions]
+        if dests:
+            names = segment_names(self)
+            for d in dests:
+                check_transitions(d, names, [t for tags in d.spec.managed_tags(d).values() for t in tags])
         return self
 
     @model_validator(mode="after")

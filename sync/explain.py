@@ -19,6 +19,7 @@ from segmentation.rules import explain_rules
 from segmentation.scoring import score_band
 
 from .errors import DataError
+from .history import customer_segments
 from .pipeline import SegmentsRun
 
 _SCORES = (("r", "recency_days"), ("f", "frequency"), ("m", "monetary"))
@@ -59,6 +60,7 @@ def explain(run: SegmentsRun, who: str, ledger=None) -> dict[str, Any]:
         out["segment"] = None
         out["why"] = f"no completed order up to {res.as_of}: not scored"
         out["destinations"] = _destinations(cfg, ledger, customer_id, out["contact"])
+        out["history"] = customer_segments(run, customer_id)
         return out
     out["metrics"] = {k: _plain(row[k]) for k in ("recency_days", "frequency", "monetary", "avg_check")}
     cuts = res.cut_points
@@ -74,6 +76,7 @@ def explain(run: SegmentsRun, who: str, ledger=None) -> dict[str, Any]:
     pred = [c for c in _prediction_columns(con) if c in cols]
     out["predictions"] = {c: _plain(row[c]) for c in pred} if pred else None
     out["destinations"] = _destinations(cfg, ledger, customer_id, out["contact"])
+    out["history"] = customer_segments(run, customer_id)
     return out
 
 

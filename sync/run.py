@@ -20,6 +20,7 @@ from .config import Config
 from .destinations.registry import make_destination
 from .engine import ApplyReport, execute_plan
 from .errors import ConfigError, GuardRefusedError, PlanStaleError
+from .history import record_after_sync, snapshot
 from .guards import DataStats, customer_drop_line, data_lines, plan_lines, plan_stats
 from .ingest import run_stats, segments_from_store
 from .ledger import Ledger, RunHistory, RunRecorder
@@ -101,6 +102,7 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
                                    reconcile=reconcile, remote=True, require_remote=True)
             warnings = [*run.warnings, *(f"{p.plan.destination}: {w}" for p in planned for w in p.plan.warnings
                                          if not w.startswith("guard "))]
+            segments_now = snapshot(run)  # recorded in the segment history once the apply ran
         finally:
             run.close()
     if warnings:
@@ -113,9 +115,11 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
         lines += _plan_guard_lines(planned)
     if lines:
         raise refuse(ledger, kind, names, lines, stats.counts())
-    return [_execute(p.plan, p.client, ledger, kind=kind, data=stats.counts(),
-                     replan=_guarded_replan(p, ledger, kind, allow_mass_change, stats))
-            for p in planned]
+    reports = [_execute(p.plan, p.client, ledger, kind=kind, data=stats.counts(),
+                        replan=_guarded_replan(p, ledger, kind, allow_mass_change, stats))
+               for p in planned]
+    record_after_sync(cfg, segments_now, as_of)
+    return reports
 
 
 def _execute(plan: Plan, client: Any, ledger: Ledger, **options: Any) -> ApplyReport:

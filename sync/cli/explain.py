@@ -18,8 +18,8 @@ from .output import print_warnings, status
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def explain(customer, config_path, as_of, fmt):
     """Explain one customer (by customer id, e-mail or phone): orders, recency/frequency/monetary, each score with
-    the cut points that decided it, the rule that matched and the earlier ones that did not, the predictive fields
-    and what each destination holds for them per the ledger. Unknown customer: exit 3."""
+    the cut points that decided it, the rule that matched and the earlier ones that did not, the predictive fields,
+    their segment history and what each destination holds for them per the ledger. Unknown customer: exit 3."""
     from .. import api
 
     cfg = load(config_path)

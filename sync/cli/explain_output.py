@@ -37,6 +37,11 @@ def print_explain(report: dict) -> None:
         if report.get("predictions"):
             out.print("Predictions: " + ", ".join(f"{k} {_num(v)}" for k, v in report["predictions"].items()
                                                  if v is not None))
+    if report.get("history"):
+        out.print("Segment history: " + "; ".join(
+            f"{h['segment']} {h['valid_from']} → {h['valid_to'] or 'now'}" + (f" (line {h['line']})" if h["line"] > 1
+                                                                              else "")
+            for h in report["history"]))
     for d in report["destinations"]:
         if not d["contacts"]:
             line = "nothing pushed yet"

@@ -32,10 +32,12 @@ from .output import info, print_predict, print_segment_customers, print_summary,
 @click.option("--predict/--no-predict", "with_predictions", default=None,
               help="--customers output has the predictive fields (p_alive, churn_risk, clv, ...) unless --no-predict, "
                    "which writes the RFM columns alone (much faster on a large shop) unless a segment rule uses one.")
+@click.option("--record", is_flag=True,
+              help="Also record each customer's segment in the segment history (as a sync does; see rfmsync history).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Output file.")
 @reading_options
-def segments(config_path, as_of, preset, fmt, customers, segment, limit, sort, with_predictions, output, reread,
-             verify):
+def segments(config_path, as_of, preset, fmt, customers, segment, limit, sort, with_predictions, record, output,
+             reread, verify):
     """Score every customer, assign segments and print the summary and the falling-asleep boundary
     (with --customers: write one row per customer to -o FILE instead, without the boundary; with --segment NAME:
     list that segment's customers)."""
@@ -54,6 +56,8 @@ def segments(config_path, as_of, preset, fmt, customers, segment, limit, sort, w
                            reading=reading(reread, verify))
     print_warnings(run.warnings)
     try:
+        if record:
+            _record(cfg, run, preset)
         if customers:
             n = _write_customers(run, output)
             info(f"wrote {n} customers to {'stdout' if output == '-' else output}")
@@ -64,6 +68,18 @@ def segments(config_path, as_of, preset, fmt, customers, segment, limit, sort, w
         _emit_summary(run, fmt, output)
     finally:
         run.close()
+
+
+def _record(cfg, run, preset: str | None) -> None:
+    from .. import api
+
+    if preset and preset != cfg.segmentation.preset:
+        raise click.UsageError("--record records the config's segments: drop --preset (or change the config)")
+    done = api.record_history(cfg, run)
+    note = (f", a new history line {done.line}: the preset or the rules changed" if done.new_line and done.line > 1
+            else "")
+    err.print(f"recorded the segments as of {run.result.as_of} in the segment history: {done.customers} customers, "
+              f"{done.moves} moved{note}")
 
 
 def _write_customers(run, output: str) -> int:

@@ -21,6 +21,7 @@ from connectors.email_phone import normalize_email
 from ..config import DestinationConfig
 from ..errors import ConfigError
 from ..model import ContactChange, DesiredContact, FieldValue, PushedState, Skip
+from .transitions import tags_for_row, transition_managed
 from .values import FIELD_VALUES, column_of
 
 
@@ -30,7 +31,8 @@ def managed_tags(dest: DestinationConfig) -> dict[str, list[str]]:
 
 
 def all_managed(dest: DestinationConfig) -> list[str]:
-    return sorted({t for tags in managed_tags(dest).values() for t in tags})
+    """Every tag/list rfmsync manages in this destination: the segments' and the transitions'."""
+    return sorted({t for tags in managed_tags(dest).values() for t in tags} | set(transition_managed(dest)))
 
 
 def check_fields(dest: DestinationConfig) -> None:
@@ -72,7 +74,8 @@ def desired_contacts(rows: Iterable[Mapping[str, Any]], dest: DestinationConfig
         fields = {esp: normalise_value(row.get(column_of(v))) for esp, v in dest.fields.items()}
         contact = DesiredContact(key=key, customer_id=str(row["customer_id"]), email=key,
                                  consent=str(row.get("marketing_consent") or "unknown"), segment=row["segment"],
-                                 tags=frozenset(tags_for.get(row["segment"], ())), fields=fields)
+                                 tags=frozenset(tags_for.get(row["segment"], ())) | tags_for_row(dest, row),
+                                 fields=fields)
         if key in desired:  # two customers share an address: the more recent/valuable row came first
             continue
         desired[key] = contact

@@ -19,6 +19,7 @@ from ..model import PushedState
 from .columnar import columnar_plan_stats, plan_columnar, reconcile_pushed, stage_pushed
 from .plan import Plan, all_managed, check_fields
 from .rows import CustomerRows, stage_dicts, stage_segments
+from .transitions import move_join, moves_sql, transition_tags_sql
 from .values import PREDICTIVE_VALUES
 
 if TYPE_CHECKING:
@@ -40,9 +41,10 @@ def customer_rows(run: "SegmentsRun") -> list[dict[str, Any]]:
     """The same rows as mappings, for callers that plan a handful of customers in Python (the webhook
     resync); :func:`plan_all` never materialises them."""
     seg = run.result.table
+    columns, join = move_join(run)  # each customer's latest segment move, for the transition tags
     rel = run.con.sql(f"""
-        SELECT s.*, c.email, c.phone, c.marketing_consent
-        FROM {seg} s JOIN contacts c USING (customer_id)
+        SELECT s.*, c.email, c.phone, c.marketing_consent{columns}
+        FROM {seg} s JOIN contacts c USING (customer_id){join}
         WHERE c.email IS NOT NULL AND trim(c.email) <> ''
         ORDER BY s.monetary DESC, s.customer_id
     """)
@@ -82,6 +84,8 @@ def plan_all(cfg: Config, run: "SegmentsRun", ledger: "Ledger", settings: "Setti
     ``extra_tags(dest)``: a query of extra desired ``(customer_id, tag)`` rows for a destination (tags besides
     the mapped segment's, e.g. transition tags; they must be among ``all_managed(dest)``)."""
     rows = staged_rows(run)
+    if extra_tags is None:
+        extra_tags = transition_extra(run)
     out = []
     for dest in selected_destinations(cfg, destinations):
         check_fields(dest)
@@ -90,6 +94,15 @@ def plan_all(cfg: Config, run: "SegmentsRun", ledger: "Ledger", settings: "Setti
         out.append(plan_one(cfg, dest, rows, ledger, client, unchecked, full_refresh=full_refresh,
                             reconcile=reconcile, extra_tags=extra_tags(dest) if extra_tags else None))
     return out
+
+
+def transition_extra(run: "SegmentsRun") -> ExtraTags | None:
+    """The destinations' transition tags as extra desired rows (:mod:`sync.planning.transitions`): each
+    customer's latest segment move, matched against ``[destinations.transitions]``; None without moves."""
+    moves = moves_sql(run)
+    if moves is None:
+        return None
+    return lambda dest: transition_tags_sql(dest, moves)
 
 
 def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence[Mapping[str, Any]],

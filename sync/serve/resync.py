@@ -45,11 +45,13 @@ from ..config import Config, DestinationConfig
 from ..destinations.registry import make_destination
 from ..engine import ApplyReport, execute_plan
 from ..errors import ConfigError, DestinationError, LockBusyError
+from ..history import record_partial
 from ..ingest import load_cut_points, save_cut_points
 from ..ledger import Ledger
 from ..model import PushedState
-from ..pipeline import compute_segments, configured_source, store_path, today_in
+from ..pipeline import SegmentsRun, compute_segments, configured_source, store_path, today_in
 from ..planning.plan import Plan, check_fields, desired_contacts, plan_destination
+from ..planning.transitions import move_join
 from ..planning.values import PREDICTIVE_VALUES
 from ..run import refuse
 from ..settings import Settings
@@ -195,22 +197,25 @@ def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, 
 
     result = run_segmentation(con, cfg.segmentation, as_of, cfg.timezone, cut_points=cut_points,
                               customers=AFFECTED_TABLE, with_boundary=False)
-    rows = _affected_rows(con, result.table)
+    record_partial(con, cfg, result.table, as_of)  # the affected customers' moves, in the segment history
+    rows = _affected_rows(con, result.table, SegmentsRun(con=con, result=result, pull=None, config=cfg))
     emails = con.execute(f"SELECT email FROM contacts WHERE customer_id IN (SELECT customer_id FROM "
                          f"{AFFECTED_TABLE}) AND email IS NOT NULL").fetchall()
     keys = {k for (e,) in emails if (k := normalize_email(e))}
     return _Affected(rows, ids, keys)
 
 
-def _affected_rows(con: duckdb.DuckDBPyConnection, segments: str) -> list[dict[str, Any]]:
+def _affected_rows(con: duckdb.DuckDBPyConnection, segments: str, run: SegmentsRun) -> list[dict[str, Any]]:
     """:func:`sync.planning.planner.customer_rows` of the re-scored customers, with their contacts fetched
-    by key first (joined to the whole ``contacts`` table with its e-mail filter, DuckDB would scan it)."""
+    by key first (joined to the whole ``contacts`` table with its e-mail filter, DuckDB would scan it), and
+    their latest segment move (the transition tags' ``moved_*`` columns)."""
+    columns, join = move_join(run)
     rel = con.sql(f"""
         WITH c AS MATERIALIZED (SELECT customer_id, email, phone, marketing_consent FROM contacts
                                 WHERE customer_id IN (SELECT customer_id FROM {AFFECTED_TABLE})
                                   AND email IS NOT NULL)
-        SELECT s.*, c.email, c.phone, c.marketing_consent
-        FROM {segments} s JOIN c USING (customer_id)
+        SELECT s.*, c.email, c.phone, c.marketing_consent{columns}
+        FROM {segments} s JOIN c USING (customer_id){join}
         WHERE c.email IS NOT NULL AND trim(c.email) <> ''
         ORDER BY s.monetary DESC, s.customer_id
     """)

@@ -1,0 +1,209 @@
+"""Segment history around a run: record a run's segments in the order store, and let a run that segmented a
+file export in memory read the store's history (the tables and rules are in :mod:`sync.store.history`).
+
+``sync`` records after its apply (:func:`snapshot` before the run closes, :func:`record_snapshot` after);
+``segments --record`` records at once (:func:`record_run`); the webhook resync records its affected customers
+on the store connection it already holds (:func:`record_partial`).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import duckdb
+import pyarrow
+
+from .store import STORE_LOCK, connect_store
+from .store import history
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .pipeline import SegmentsRun
+
+log = logging.getLogger(__name__)
+
+
+def snapshot(run: "SegmentsRun") -> pyarrow.Table:
+    """The run's (customer_id, segment), kept in memory until the run is recorded."""
+    return run.con.sql(f"SELECT customer_id, segment FROM {run.result.table}").to_arrow_table()
+
+
+def record_snapshot(cfg: "Config", snap: pyarrow.Table, as_of: date, *, source: str,
+                    wait_seconds: float = 30.0) -> history.RecordResult:
+    """Record a snapshot in the config's order store (opened, and waited for, like every store writer)."""
+    from .pipeline import store_path
+
+    with STORE_LOCK:
+        con = connect_store(store_path(cfg), wait_seconds=wait_seconds)
+        try:
+            con.register("_history_snap", snap)
+            return history.record(con, "_history_snap", as_of=as_of, preset=cfg.segmentation.preset,
+                                  rules_hash=history.rules_hash(cfg.segmentation), source=source)
+        finally:
+            con.close()
+
+
+def record_run(cfg: "Config", run: "SegmentsRun", *, source: str = "segments") -> history.RecordResult:
+    """Record a run's segments as of its date (``segments --record``); an earlier date than the last record is
+    a :class:`~sync.store.history.HistoryOrderError` (exit 3)."""
+    if run.result.preset != cfg.segmentation.preset:
+        raise ValueError("record_run: the run was segmented with another preset than the config's")
+    return record_snapshot(cfg, snapshot(run), run.result.as_of, source=source)
+
+
+def record_after_sync(cfg: "Config", snap: pyarrow.Table, as_of: date) -> history.RecordResult | None:
+    """``sync`` records once its apply ran; a history problem never fails a sync that wrote its ESPs (logged)."""
+    from .errors import LockBusyError
+
+    try:
+        result = record_snapshot(cfg, snap, as_of, source="sync")
+    except (history.HistoryOrderError, LockBusyError) as exc:
+        log.warning("segment history not recorded: %s", exc)
+        return None
+    if result.new_line:
+        log.info("segment history: line %d started on %s (preset %s)", result.line, as_of, cfg.segmentation.preset)
+    return result
+
+
+def record_partial(con: duckdb.DuckDBPyConnection, cfg: "Config", segments_table: str,
+                   as_of: date) -> history.RecordResult | None:
+    """The webhook resync's record of its affected customers (a partial record, see :mod:`sync.store.history`),
+    on the store connection it holds; never fails the resync (logged)."""
+    try:
+        result = history.record(con, segments_table, as_of=as_of, preset=cfg.segmentation.preset,
+                                rules_hash=history.rules_hash(cfg.segmentation), source="webhook")
+    except history.HistoryOrderError as exc:
+        log.warning("webhook resync: %s: not recorded", exc)
+        return None
+    if result.skipped:
+        log.info("webhook resync: segment history not recorded: %s", result.skipped)
+    return result
+
+
+def readable_history(run: "SegmentsRun", days: int = 366) -> bool:
+    """Whether ``run.con`` sees the history tables. A run on the store sees them; a file export segmented in
+    memory gets temp copies of the store's lines and of the current line's rows that matter for the moves of
+    the last ``days`` days (read-only; a store in use by another process leaves it without, logged)."""
+    con = run.con
+    if history.has_history(con):
+        return True
+    from .pipeline import store_path
+
+    path = store_path(run.config)
+    if not path.exists() or _is_store(con, path):  # the store itself, with nothing recorded yet
+        return False
+    since = run.result.as_of - timedelta(days=days + 1)
+    try:
+        con.execute(f"ATTACH '{str(path).replace(chr(39), chr(39) * 2)}' AS _hist_store (READ_ONLY)")
+    except duckdb.Error as exc:
+        log.warning("the order store %s is in use; segment history (and transition tags) left out (%s)",
+                    path, str(exc).splitlines()[0])
+        return False
+    try:
+        tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = "
+                                            "'_hist_store'").fetchall()}
+        if not {history.LINES, history.RECORDS, history.HISTORY} <= tables:
+            return False
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {history.LINES} AS SELECT * FROM _hist_store.{history.LINES}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {history.RECORDS} AS SELECT * FROM "
+                    f"_hist_store.{history.RECORDS}")
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE {history.HISTORY} AS SELECT * FROM _hist_store.{history.HISTORY}
+                        WHERE line = (SELECT max(line) FROM _hist_store.{history.LINES})
+                          AND (valid_to IS NULL OR valid_to >= ?)""", [since])
+    finally:
+        con.execute("DETACH _hist_store")
+    return True
+
+
+def _is_store(con: duckdb.DuckDBPyConnection, path) -> bool:
+    found = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()
+    return bool(found and found[0][0]) and Path(found[0][0]).resolve() == Path(path).resolve()
+
+
+def open_history(cfg: "Config", *, write: bool = False) -> duckdb.DuckDBPyConnection | None:
+    """A connection to the order store for ``rfmsync history``; None when there is no store yet (reading never
+    creates it)."""
+    from .pipeline import store_path
+
+    path = store_path(cfg)
+    if not path.exists() and not write:
+        return None
+    return connect_store(path)
+
+
+def customer_segments(run: "SegmentsRun", customer_id: str) -> list[dict]:
+    """One customer's segment history for ``rfmsync explain``: {line, segment, valid_from, valid_to} (ISO dates,
+    ``valid_to`` None = still), oldest first; empty when nothing is recorded or the store is in use."""
+    from .pipeline import store_path
+
+    con, close = run.con, False
+    if not history.has_history(con):
+        path = store_path(run.config)
+        if not path.exists():
+            return []
+        try:
+            con, close = duckdb.connect(str(path), read_only=True), True
+        except duckdb.Error as exc:
+            log.warning("the order store %s is in use; segment history left out (%s)", path,
+                        str(exc).splitlines()[0])
+            return []
+    try:
+        rows = history.customer_history(con, customer_id)
+    finally:
+        if close:
+            con.close()
+    return [{**r, "valid_from": r["valid_from"].isoformat(),
+             "valid_to": r["valid_to"].isoformat() if r["valid_to"] else None} for r in rows]
+
+
+def history_report(cfg: "Config", *, since: date | None = None, matrix: bool = False,
+                   date_from: date | None = None, date_to: date | None = None) -> dict:
+    """What ``rfmsync history`` shows, JSON-ready: the lines (a new line = the preset or the rules changed),
+    the recorded runs and the segment sizes at each; with ``matrix`` (or a date), the from → to matrix between
+    two dates (default: the last two recorded dates of the current line)."""
+    from .errors import DataError
+
+    con = open_history(cfg)
+    if con is None:
+        return {"lines": [], "records": [], "sizes": []} if not matrix else _no_history()
+    try:
+        if not matrix:
+            return {"lines": history.lines(con), "records": history.records(con, since),
+                    "sizes": history.sizes(con, since)}
+        dates = history.recorded_dates(con)
+        if date_to is None:
+            date_to = dates[-1] if dates else None
+        if date_from is None and date_to is not None:
+            earlier = [d for d in dates if d < date_to]
+            date_from = earlier[-1] if earlier else None
+        if date_from is None or date_to is None:
+            raise DataError("history: fewer than two recorded dates on the current history line; record another "
+                            "run (sync or segments --record), or give --from and --to")
+        return {"from": date_from, "to": date_to, "line": history.line_on(con, date_to),
+                "matrix": history.transition_matrix(con, date_from, date_to)}
+    finally:
+        con.close()
+
+
+def _no_history() -> dict:
+    from .errors import DataError
+
+    raise DataError("history: nothing recorded yet (every sync records, and segments --record)")
+
+
+def prune(cfg: "Config", before: date) -> dict[str, int]:
+    """``rfmsync history --prune-before DATE``: drop the history that lies wholly before ``before``."""
+    con = open_history(cfg)
+    if con is None:
+        return {"rows": 0, "records": 0, "lines": 0}
+    try:
+        return history.prune_before(con, before)
+    finally:
+        con.close()
+
+
+__all__ = ["customer_segments", "history_report", "open_history", "prune", "readable_history", "record_after_sync",
+           "record_partial", "record_run", "record_snapshot", "snapshot"]
