@@ -85,7 +85,7 @@ def plan_all(cfg: Config, run: "SegmentsRun", ledger: "Ledger", settings: "Setti
     the mapped segment's, e.g. transition tags; they must be among ``all_managed(dest)``)."""
     rows = staged_rows(run)
     if extra_tags is None:
-        extra_tags = transition_extra(run)
+        extra_tags = transition_extra(run, rows)
     out = []
     for dest in selected_destinations(cfg, destinations):
         check_fields(dest)
@@ -96,13 +96,19 @@ def plan_all(cfg: Config, run: "SegmentsRun", ledger: "Ledger", settings: "Setti
     return out
 
 
-def transition_extra(run: "SegmentsRun") -> ExtraTags | None:
+def transition_extra(run: "SegmentsRun", rows: CustomerRows) -> ExtraTags | None:
     """The destinations' transition tags as extra desired rows (:mod:`sync.planning.transitions`): each
-    customer's latest segment move, matched against ``[destinations.transitions]``; None without moves."""
+    customer's latest segment move (read from the run's store, copied next to the staged rows), matched
+    against ``[destinations.transitions]``; None without moves."""
     moves = moves_sql(run)
     if moves is None:
         return None
-    return lambda dest: transition_tags_sql(dest, moves)
+    rows.con.register("_moves_arrow", run.con.sql(moves).to_arrow_table())
+    try:
+        rows.con.execute("CREATE OR REPLACE TABLE _plan_moves AS SELECT * FROM _moves_arrow")
+    finally:
+        rows.con.unregister("_moves_arrow")
+    return lambda dest: transition_tags_sql(dest, "SELECT * FROM _plan_moves")
 
 
 def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence[Mapping[str, Any]],
