@@ -14,7 +14,8 @@ from segmentation import run_segmentation
 from sync.config import load_config
 from sync.ingest import load_cut_points
 from sync.ledger import open_ledger
-from sync.pipeline import store_path
+from sync.api import run_sync
+from sync.pipeline import Reading, store_path
 from sync.serve.resync import resync
 from sync.serve.scheduler import run_full_sync
 from sync.settings import load_settings
@@ -135,7 +136,9 @@ def test_a_full_refresh_drops_the_lookup_indexes_and_the_next_resync_builds_them
         ids = customers_by_tag(ledger)["Winback"]
         first = resync(cfg, ledger, settings, orders_for(ids[:1], "I1"), as_of=AS_OF)
         assert first.indexes_built == 4 and indexes() == 4
-        run_full_sync(cfg, ledger, settings, as_of=AS_OF, kind="sync")  # the file's full refresh
+        run_full_sync(cfg, ledger, settings, as_of=AS_OF, kind="sync")  # an unchanged export: nothing read
+        assert indexes() == 4
+        run_sync(cfg, ledger, settings, as_of=AS_OF, reading=Reading(reread=True))  # the file's full refresh
         assert indexes() == 0
         again = resync(cfg, ledger, settings, orders_for(ids[1:2], "I2"), as_of=AS_OF)
         assert again.indexes_built == 4 and indexes() == 4
