@@ -86,16 +86,15 @@ def record_history(con: duckdb.DuckDBPyConnection, as_of: date, members: list[tu
 
 
 def record_shop_history(config: Path, dates: list[date]) -> None:
-    """Segment the shop as of each date and record the runs in its order store (what `hist` will do)."""
+    """Segment the shop as of each date and record the runs in its segment history, as `rfmsync segments
+    --record` does (:mod:`sync.store.history`)."""
     cfg = load_config(config)
     for day in dates:
         run = api.segments(cfg, day, boundary=False)
         try:
-            members = run.con.sql(f"SELECT customer_id, segment FROM {run.result.table}").to_arrow_table()
+            api.record_history(cfg, run)
         finally:
             run.close()
-        with duckdb.connect(str(store_path(cfg))) as con:
-            record_history(con, day, members)
 
 
 #: the history the browser test and the README screenshot show: every two weeks over the last two months
