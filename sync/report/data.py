@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator
 
 import duckdb
@@ -151,7 +152,8 @@ def _history_tables(run: SegmentsRun) -> Iterator[str | None]:
         yield ""
         return
     path = store_path(run.config)
-    if not path.exists():
+    own = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0]
+    if not path.exists() or (own and Path(own).resolve() == path.resolve()):  # the store itself, nothing recorded
         yield None
         return
     try:
