@@ -1,5 +1,6 @@
-"""The columnar planner (sync.planning.columnar) makes exactly the plan of the pure-Python reference
-(tests/reference_planner.py) on random desired and pushed states; the ledger's bulk read feeds it."""
+"""The columnar planner (sync.planning.columnar) makes exactly the plan of the pure-Python one
+(sync.planning.plan.plan_destination, which the webhook resync uses) on random desired and pushed states; the
+ledger's bulk read feeds it."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from sync.config import DestinationConfig
 from sync.model import PushedState
 from sync.planning.columnar import plan_columnar, reconcile_pushed, stage_pushed
 from sync.planning.rows import stage_dicts
-from tests import reference_planner as ref
+from sync.planning import plan as ref  # the pure-Python planner (the webhook resync plans with it)
+from sync.planning.planner import reconciled
 
 DEST = DestinationConfig(name="mc", type="mailchimp", audience="a1", tag_prefix="rfm:",
                          segments={"Best active": "VIP", "Churn": "Winback", "Ünï": "Uni"},
@@ -73,7 +75,7 @@ def columnar(rows, last, dest, *, existing=None, full_refresh=False, actual=None
 def reference(rows, last, dest, *, existing=None, full_refresh=False, actual=None):
     desired, invalid = ref.desired_contacts(rows, dest)
     if actual is not None:
-        last = ref.reconciled(dict(last), actual, sorted(MANAGED))
+        last = reconciled(dict(last), actual, sorted(MANAGED))
     return ref.plan_destination(dest, desired, last, revision=3, existing=existing, full_refresh=full_refresh,
                                 skipped=invalid)
 
