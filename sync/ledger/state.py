@@ -64,6 +64,18 @@ def _dump_fields(key: str, fields: Mapping[str, Any]) -> str:
         raise ValueError(f"pushed state for {key!r}: cannot store fields: {exc}") from None
 
 
+def _states(rows: Iterable[Any]) -> dict[str, PushedState]:
+    """Ledger rows (key, customer_id, tags JSON, fields JSON, in_destination) → pushed states by key."""
+    tag_sets: dict[str, frozenset[str]] = {}  # frozensets are immutable: share equal ones
+    state: dict[str, PushedState] = {}
+    for key, customer_id, tags, fields, present in rows:
+        tag_set = tag_sets.get(tags)
+        if tag_set is None:
+            tag_set = tag_sets[tags] = frozenset(_decode(tags))
+        state[key] = PushedState(key, customer_id, tag_set, _decode(fields), bool(present))
+    return state
+
+
 class PushedStates:
     """The ``pushed_state`` and ``state_revisions`` tables."""
 
@@ -77,14 +89,7 @@ class PushedStates:
             t.c.destination == destination)
         with self._db.read() as conn:
             rows = conn.execute(query).all()
-        tag_sets: dict[str, frozenset[str]] = {}  # frozensets are immutable: share equal ones
-        state: dict[str, PushedState] = {}
-        for key, customer_id, tags, fields, present in rows:
-            tag_set = tag_sets.get(tags)
-            if tag_set is None:
-                tag_set = tag_sets[tags] = frozenset(_decode(tags))
-            state[key] = PushedState(key, customer_id, tag_set, _decode(fields), bool(present))
-        return state
+        return _states(rows)
 
     def load_states(self, destination: str, keys: Iterable[str]) -> dict[str, PushedState]:
         """The pushed state of ``keys`` only (those the ledger holds): what an apply folds its outcomes into.
@@ -107,14 +112,7 @@ class PushedStates:
                     found += conn.execute(select(t.c.key, t.c.customer_id, t.c.tags, t.c.fields, t.c.in_destination)
                                           .where(t.c.destination == destination, t.c.key.in_(chunk))).all()
             rows = iter(found)
-        tag_sets: dict[str, frozenset[str]] = {}
-        state: dict[str, PushedState] = {}
-        for key, customer_id, tags, fields, present in rows:
-            tag_set = tag_sets.get(tags)
-            if tag_set is None:
-                tag_set = tag_sets[tags] = frozenset(_decode(tags))
-            state[key] = PushedState(key, customer_id, tag_set, _decode(fields), bool(present))
-        return state
+        return _states(rows)
 
     def state_table(self, destination: str) -> "pa.Table":
         """Everything last pushed to ``destination`` in one bulk read, as an Arrow table (key, customer_id,
