@@ -60,8 +60,8 @@ def record_after_sync(cfg: "Config", snap: pyarrow.Table, as_of: date) -> histor
 
     try:
         result = record_snapshot(cfg, snap, as_of, source="sync")
-    except (history.HistoryOrderError, LockBusyError) as exc:
-        log.warning("segment history not recorded: %s", exc)
+    except (history.HistoryOrderError, LockBusyError, duckdb.Error) as exc:  # e.g. a store with a foreign table
+        log.warning("segment history not recorded: %s", str(exc).splitlines()[0])
         return None
     if result.new_line:
         log.info("segment history: line %d started on %s (preset %s)", result.line, as_of, cfg.segmentation.preset)

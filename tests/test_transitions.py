@@ -218,6 +218,18 @@ def test_a_move_adds_its_tag_once_and_it_goes_after_transition_days_or_at_the_ne
     assert "Best active,Churn,1" in hist  # w
 
 
+def test_a_history_that_cannot_be_recorded_never_fails_a_sync_that_wrote_its_esp(tiny, mailchimp_fake, caplog):
+    """A store whose history table is not the one this version writes (a broken or foreign store): the sync
+    still exits 0 with its ESP writes done, and says the history was not recorded."""
+    from sync.pipeline import store_path
+
+    with duckdb.connect(str(store_path(load_config(tiny)))) as con:
+        con.execute("CREATE TABLE segment_history_records (x INTEGER)")  # not the contract's columns
+    sync(tiny, D0)  # run_cli asserts exit 0
+    assert ledger_tags(tiny, "x@example.org")  # the ESP was written and recorded in the ledger
+    assert any("segment history not recorded" in r.getMessage() for r in caplog.records)
+
+
 def test_a_changed_preset_starts_a_new_line_and_gives_nobody_a_move_tag(tiny, mailchimp_fake):
     sync(tiny, D0)
     text = tiny.read_text(encoding="utf-8")
