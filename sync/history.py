@@ -1,5 +1,5 @@
-"""Segment history around a run: record a run's segments in the order store, and let a run that segmented a
-file export in memory read the store's history (the tables and rules are in :mod:`sync.store.history`).
+"""Segment history around a run: record a run's segments in the order store (the tables and rules are in
+:mod:`sync.store.history`; every run segments the store itself, so it reads the history there).
 
 ``sync`` records after its apply (:func:`snapshot` before the run closes, :func:`record_snapshot` after);
 ``segments --record`` records at once (:func:`record_run`); the webhook resync records its affected customers
@@ -9,8 +9,7 @@ on the store connection it already holds (:func:`record_partial`).
 from __future__ import annotations
 
 import logging
-from datetime import date, timedelta
-from pathlib import Path
+from datetime import date
 from typing import TYPE_CHECKING
 
 import duckdb
@@ -81,46 +80,6 @@ def record_partial(con: duckdb.DuckDBPyConnection, cfg: "Config", segments_table
     if result.skipped:
         log.info("webhook resync: segment history not recorded: %s", result.skipped)
     return result
-
-
-def readable_history(run: "SegmentsRun", days: int = 366) -> bool:
-    """Whether ``run.con`` sees the history tables. A run on the store sees them; a file export segmented in
-    memory gets temp copies of the store's lines and of the current line's rows that matter for the moves of
-    the last ``days`` days (read-only; a store in use by another process leaves it without, logged)."""
-    con = run.con
-    if history.has_history(con):
-        return True
-    from .pipeline import store_path
-
-    path = store_path(run.config)
-    if not path.exists() or _is_store(con, path):  # the store itself, with nothing recorded yet
-        return False
-    since = run.result.as_of - timedelta(days=days + 1)
-    try:
-        con.execute(f"ATTACH '{str(path).replace(chr(39), chr(39) * 2)}' AS _hist_store (READ_ONLY)")
-    except duckdb.Error as exc:
-        log.warning("the order store %s is in use; segment history (and transition tags) left out (%s)",
-                    path, str(exc).splitlines()[0])
-        return False
-    try:
-        tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = "
-                                            "'_hist_store'").fetchall()}
-        if not {history.LINES, history.RECORDS, history.HISTORY} <= tables:
-            return False
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {history.LINES} AS SELECT * FROM _hist_store.{history.LINES}")
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {history.RECORDS} AS SELECT * FROM "
-                    f"_hist_store.{history.RECORDS}")
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE {history.HISTORY} AS SELECT * FROM _hist_store.{history.HISTORY}
-                        WHERE line = (SELECT max(line) FROM _hist_store.{history.LINES})
-                          AND (valid_to IS NULL OR valid_to >= ?)""", [since])
-    finally:
-        con.execute("DETACH _hist_store")
-    return True
-
-
-def _is_store(con: duckdb.DuckDBPyConnection, path) -> bool:
-    found = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()
-    return bool(found and found[0][0]) and Path(found[0][0]).resolve() == Path(path).resolve()
 
 
 def open_history(cfg: "Config", *, write: bool = False) -> duckdb.DuckDBPyConnection | None:
@@ -205,5 +164,5 @@ def prune(cfg: "Config", before: date) -> dict[str, int]:
         con.close()
 
 
-__all__ = ["customer_segments", "history_report", "open_history", "prune", "readable_history", "record_after_sync",
+__all__ = ["customer_segments", "history_report", "open_history", "prune", "record_after_sync",
            "record_partial", "record_run", "record_snapshot", "snapshot"]

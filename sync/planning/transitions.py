@@ -136,11 +136,9 @@ def moves_sql(run: "SegmentsRun", destinations: Iterable["DestinationConfig"] | 
     dests = [d for d in (destinations if destinations is not None else run.config.destinations) if d.transitions]
     if not dests:
         return None
-    from ..history import readable_history
-
     con, seg = run.con, run.config.segmentation
     days = max(d.transition_days for d in dests)
-    if not readable_history(run, days):
+    if not history.has_history(con):  # every run segments the order store, where the history is recorded
         return None
     line = history.current_line(con)
     if line is None or (line["preset"], line["rules_hash"]) != (seg.preset, history.rules_hash(seg)):
