@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import duckdb
-
-from connectors.normalize import lit
 from segmentation.scoring import score_band
 
-from ..pipeline import SegmentsRun, store_path
+from ..pipeline import SegmentsRun
+from ..store.history import HISTORY, LINES, RECORDS, has_history
 from .forecast import predictions
-
-log = logging.getLogger(__name__)
 
 
 def header(run: SegmentsRun) -> dict[str, Any]:
@@ -131,77 +124,42 @@ def destinations(ledger, dests: list) -> list[dict[str, Any]]:
     return out
 
 
-HISTORY_TABLES = {"segment_history_lines", "segment_history_records", "segment_history"}
 #: the newest recorded runs the movement section shows at most
 MOVEMENT_RUNS = 60
-
-
-@contextmanager
-def _history_tables(run: SegmentsRun) -> Iterator[str | None]:
-    """Where the segment-history tables are (docs: the history contract): ``""`` when in the run's own database
-    (an API source segments the order store itself), ``"_history."`` when in the order store file next to a file
-    source (attached read-only for the page), None when there are none (or the store is busy)."""
-    con = run.con
-
-    def present(db: str) -> bool:
-        return HISTORY_TABLES <= {r[0] for r in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'main'", [db]
-        ).fetchall()}
-
-    if present(con.execute("SELECT current_database()").fetchone()[0]):
-        yield ""
-        return
-    path = store_path(run.config)
-    own = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0]
-    if not path.exists() or (own and Path(own).resolve() == path.resolve()):  # the store itself, nothing recorded
-        yield None
-        return
-    try:
-        con.execute(f"ATTACH {lit(str(path))} AS _history (READ_ONLY)")
-    except duckdb.Error as exc:  # a running `rfmsync serve` holds the file: the page goes without the section
-        log.warning("the order store %s is in use: the report shows no movement section (%s)", path,
-                    str(exc).splitlines()[0])
-        yield None
-        return
-    try:
-        yield "_history." if present("_history") else None
-    finally:
-        con.execute("DETACH _history")
 
 
 def movement(run: SegmentsRun) -> dict[str, Any] | None:
     """Segment sizes at each recorded run of the current history line (the newest :data:`MOVEMENT_RUNS` up to the
     page's as-of date) and the from → to matrix between the last two; None with fewer than two records."""
-    with _history_tables(run) as db:
-        if db is None:
-            return None
-        con = run.con
-        line = con.execute(f"SELECT max(line) FROM {db}segment_history_lines").fetchone()[0]
-        if line is None:
-            return None
-        preset = con.execute(f"SELECT preset FROM {db}segment_history_lines WHERE line = ?", [line]).fetchone()[0]
-        dates = [r[0] for r in con.execute(f"""
-            SELECT as_of FROM {db}segment_history_records WHERE line = $line AND as_of <= $as_of
-            ORDER BY as_of DESC LIMIT {MOVEMENT_RUNS}""", {"line": line, "as_of": run.result.as_of}).fetchall()][::-1]
-        if len(dates) < 2:
-            return None
-        # sizes from the rows' starts and ends (+1 at valid_from, -1 at valid_to): one pass over the history
-        sizes = con.execute(f"""
-            WITH h AS (SELECT segment, valid_from, valid_to FROM {db}segment_history WHERE line = $line),
-            ev AS (SELECT segment, valid_from AS d, 1 AS delta FROM h
-                   UNION ALL SELECT segment, valid_to, -1 FROM h WHERE valid_to IS NOT NULL),
-            cum AS (SELECT segment, d, sum(sum(delta)) OVER (PARTITION BY segment ORDER BY d) AS n
-                    FROM ev GROUP BY segment, d),
-            grid AS (SELECT unnest($dates::DATE[]) AS as_of, segment FROM (SELECT DISTINCT segment FROM h))
-            SELECT g.as_of, g.segment, coalesce(c.n, 0)::BIGINT FROM grid g
-            ASOF LEFT JOIN cum c ON g.segment = c.segment AND g.as_of >= c.d
-        """, {"line": line, "dates": dates}).fetchall()
-        at = "valid_from <= ${d} AND (valid_to IS NULL OR valid_to > ${d})"
-        matrix = con.execute(f"""
-            WITH a AS (SELECT customer_id, segment FROM {db}segment_history WHERE line = $line AND {at.format(d='d1')}),
-                 b AS (SELECT customer_id, segment FROM {db}segment_history WHERE line = $line AND {at.format(d='d2')})
-            SELECT a.segment, b.segment, count(*) FROM a FULL JOIN b USING (customer_id) GROUP BY ALL
-        """, {"line": line, "d1": dates[-2], "d2": dates[-1]}).fetchall()
+    con = run.con  # every run segments the order store, where the history is recorded
+    if not has_history(con):
+        return None
+    line = con.execute(f"SELECT max(line) FROM {LINES}").fetchone()[0]
+    if line is None:
+        return None
+    preset = con.execute(f"SELECT preset FROM {LINES} WHERE line = ?", [line]).fetchone()[0]
+    dates = [r[0] for r in con.execute(f"""
+        SELECT as_of FROM {RECORDS} WHERE line = $line AND as_of <= $as_of
+        ORDER BY as_of DESC LIMIT {MOVEMENT_RUNS}""", {"line": line, "as_of": run.result.as_of}).fetchall()][::-1]
+    if len(dates) < 2:
+        return None
+    # sizes from the rows' starts and ends (+1 at valid_from, -1 at valid_to): one pass over the history
+    sizes = con.execute(f"""
+        WITH h AS (SELECT segment, valid_from, valid_to FROM {HISTORY} WHERE line = $line),
+        ev AS (SELECT segment, valid_from AS d, 1 AS delta FROM h
+               UNION ALL SELECT segment, valid_to, -1 FROM h WHERE valid_to IS NOT NULL),
+        cum AS (SELECT segment, d, sum(sum(delta)) OVER (PARTITION BY segment ORDER BY d) AS n
+                FROM ev GROUP BY segment, d),
+        grid AS (SELECT unnest($dates::DATE[]) AS as_of, segment FROM (SELECT DISTINCT segment FROM h))
+        SELECT g.as_of, g.segment, coalesce(c.n, 0)::BIGINT FROM grid g
+        ASOF LEFT JOIN cum c ON g.segment = c.segment AND g.as_of >= c.d
+    """, {"line": line, "dates": dates}).fetchall()
+    at = "valid_from <= ${d} AND (valid_to IS NULL OR valid_to > ${d})"
+    matrix = con.execute(f"""
+        WITH a AS (SELECT customer_id, segment FROM {HISTORY} WHERE line = $line AND {at.format(d='d1')}),
+             b AS (SELECT customer_id, segment FROM {HISTORY} WHERE line = $line AND {at.format(d='d2')})
+        SELECT a.segment, b.segment, count(*) FROM a FULL JOIN b USING (customer_id) GROUP BY ALL
+    """, {"line": line, "d1": dates[-2], "d2": dates[-1]}).fetchall()
     order = _segment_order(run, {seg for _, seg, _ in sizes})
     by_day: dict[Any, dict[str, int]] = {}
     for day, seg, n in sizes:
