@@ -19,7 +19,7 @@ from ..model import PushedState
 from .columnar import columnar_plan_stats, plan_columnar, reconcile_pushed, stage_pushed
 from .plan import Plan, all_managed, check_fields
 from .rows import CustomerRows, stage_dicts, stage_segments
-from .transitions import move_join, moves_sql, transition_tags_sql
+from .transitions import moves_sql, transition_tags_sql
 from .values import PREDICTIVE_VALUES
 
 if TYPE_CHECKING:
@@ -35,21 +35,6 @@ ExtraTags = Callable[[DestinationConfig], "str | None"]
 def staged_rows(run: "SegmentsRun") -> CustomerRows:
     """The rows destinations are planned from, staged in the run's DuckDB (see :mod:`sync.planning.rows`)."""
     return stage_segments(run.con, run.result.table)
-
-
-def customer_rows(run: "SegmentsRun") -> list[dict[str, Any]]:
-    """The same rows as mappings, for callers that plan a handful of customers in Python (the webhook
-    resync); :func:`plan_all` never materialises them."""
-    seg = run.result.table
-    columns, join = move_join(run)  # each customer's latest segment move, for the transition tags
-    rel = run.con.sql(f"""
-        SELECT s.*, c.email, c.phone, c.marketing_consent{columns}
-        FROM {seg} s JOIN contacts c USING (customer_id){join}
-        WHERE c.email IS NOT NULL AND trim(c.email) <> ''
-        ORDER BY s.monetary DESC, s.customer_id
-    """)
-    cols = rel.columns
-    return [dict(zip(cols, row)) for row in rel.fetchall()]
 
 
 def selected_destinations(cfg: Config, names: Iterable[str] | None) -> list[DestinationConfig]:
@@ -178,5 +163,5 @@ def reconciled(last: dict[str, PushedState], actual: dict[str, set[str]], manage
     return out
 
 
-__all__ = ["ExtraTags", "PlannedDestination", "customer_rows", "staged_rows", "needs_predictions", "plan_all", "plan_one", "reconciled",
+__all__ = ["ExtraTags", "PlannedDestination", "staged_rows", "needs_predictions", "plan_all", "plan_one", "reconciled",
            "remote_unchecked", "selected_destinations"]
