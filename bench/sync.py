@@ -258,7 +258,6 @@ def bench_destination(kind: str, contacts: int, change: float, workdir: Path, *,
     from bench.common import run_child
     from sync.ledger import Ledger
     from sync.settings import load_settings
-    from tests.fakes.registry import DESTINATIONS
 
     url = ledger_url or f"sqlite:///{workdir / f'ledger-{kind}.db'}"
     _clear_ledger(url, f"bench-{kind}")

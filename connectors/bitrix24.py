@@ -45,7 +45,7 @@ import requests
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .contacts import PhoneRegion, clean_contact
+from .contacts import PhoneRegion
 from .errors import AuthError, ConfigError, FatalError, TransientError
 from .identity import DEFAULT_MAX_GROUP
 from .http import (Action, FieldError, HttpClient, Throttle, clean, get_field, parse_dt, to_decimal, tombstone,

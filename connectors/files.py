@@ -30,8 +30,7 @@ from .file_readers import csv_error, csv_src, read_xlsx, sniff_delimiter, typed_
 from .file_staging import CONTACT_FIELDS, FIELDS, FilePullResult, LoadedFile, drop_scratch, stage_files
 from .identity import DEFAULT_MAX_GROUP
 from .suggest import closest, did_you_mean
-from .records import BadRow
-from .source import Progress, PullResult
+from .source import Progress
 from .tables import create_staging
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,6 @@ Cursors, pagination guards and staging (the incremental read) live in :mod:`conn
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import re
 import time
@@ -31,7 +30,6 @@ import requests
 from .errors import AuthError, ConfigError, FatalError, TransientError
 from .records import BadRow, Order, OrderStatus
 from .retry import RetryPolicy, retry_after_seconds
-from .source import Progress
 
 log = logging.getLogger(__name__)
 

@@ -90,7 +90,7 @@ def _orders(run: SegmentsRun, customer_id: str) -> dict:
     """Orders up to the as-of day, by status, with the first and last (local) order dates; one aggregate."""
     cfg, res = run.config, run.result
     cutoff = local_cutoff(res.as_of, cfg.timezone).isoformat()
-    rows = run.con.execute(f"""
+    rows = run.con.execute("""
         SELECT status, count(*), CAST(sum(amount) AS DOUBLE),
                CAST(min(timezone($tz, ordered_at)) AS DATE), CAST(max(timezone($tz, ordered_at)) AS DATE)
         FROM orders WHERE customer_id = $id AND ordered_at < CAST($cutoff AS TIMESTAMPTZ)

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable
 from zoneinfo import ZoneInfo
 
 import duckdb
@@ -24,7 +24,7 @@ from connectors.source import PullResult, Source
 from segmentation import SegmentationConfig, SegmentationResult, run_segmentation
 
 from . import progress as steps
-from .config import Config, DestinationConfig, format_validation_error
+from .config import Config, format_validation_error
 from .errors import ConfigError
 from .planning.values import PREDICTIVE_VALUES
 from .store import connect_store, merge_staged

@@ -8,10 +8,8 @@ per destination (the reason as its error) and raises :class:`sync.errors.GuardRe
 from __future__ import annotations
 
 import logging
-import threading
-from datetime import date, datetime
+from datetime import date
 from typing import Any, Callable, Mapping, Sequence
-from zoneinfo import ZoneInfo
 
 from connectors.errors import BadFileError
 

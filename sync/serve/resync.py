@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from datetime import date
 from typing import Any, Callable, Sequence
 
 import duckdb
@@ -206,7 +206,8 @@ def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, 
 
 
 def _affected_rows(con: duckdb.DuckDBPyConnection, segments: str, run: SegmentsRun) -> list[dict[str, Any]]:
-    """:func:`sync.planning.planner.customer_rows` of the re-scored customers, with their contacts fetched
+    """The planner's customer rows (:func:`sync.planning.rows.stage_segments`) of the re-scored customers, as
+    mappings for the Python planner, with their contacts fetched
     by key first (joined to the whole ``contacts`` table with its e-mail filter, DuckDB would scan it), and
     their latest segment move (the transition tags' ``moved_*`` columns)."""
     columns, join = move_join(run)
