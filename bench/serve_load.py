@@ -29,11 +29,12 @@ from bench.serve import AS_OF, SECRET, _free_port, end_to_end, order, percentile
 
 
 def big_store(workdir: Path, customers: int, debounce: float, orders_per_customer: int = 5,
-              pool: int = 0, fake=None) -> tuple[Path, dict[str, str]]:
+              pool: int = 0, fake=None, history_days: int = 0) -> tuple[Path, dict[str, str]]:
     """A shop of ``customers`` customers (about ``orders_per_customer`` orders each) written straight into the
     order store with DuckDB ``range``, segmented once (the full run: cut points saved), and a ledger that
     marks every customer as already synced to ``mailchimp-demo``. Nothing goes through the ESP: ``pool``
-    churned customers ("Winback") are put in the fake Mailchimp directly. Returns the config and
+    churned customers ("Winback") are put in the fake Mailchimp directly. ``history_days``: a segment history
+    recorded for that many days before the as-of date (:func:`record_history`). Returns the config and
     {customer_id: email} of those ``pool`` customers."""
     from sync.config import load_config
     from sync.demodata import generate_shop
@@ -68,6 +69,8 @@ def big_store(workdir: Path, customers: int, debounce: float, orders_per_custome
         run = segments_from_store(cfg, ledger, settings, as_of=AS_OF, pull=False)  # the full run
         try:
             rows = run.con.execute("SELECT customer_id, segment, rfm FROM customer_segments").fetchall()
+            if history_days:
+                record_history(run.con, cfg, "customer_segments", history_days)
         finally:
             run.close()
         dest = cfg.destination("mailchimp-demo")
@@ -85,6 +88,28 @@ def big_store(workdir: Path, customers: int, debounce: float, orders_per_custome
         for email in picked.values():
             fake.add_member(email, merge_fields={"RFM_SEG": "Churn"}, tags=["Winback"])
     return cfg_path, picked
+
+
+def record_history(con, cfg, segments: str, days: int) -> int:
+    """Record ``days`` days of segment history before the as-of date, the last one being ``segments`` (the full
+    run's): on each earlier day a different tenth of the customers was one segment further along, so each
+    customer has about ``days / 5`` moves (rows: customers × (1 + days / 5)). Returns the history rows."""
+    from datetime import timedelta
+
+    from sync.store import history
+
+    names = sorted(r[0] for r in con.execute(f"SELECT DISTINCT segment FROM {segments}").fetchall())
+    rotated = "CASE segment " + " ".join(f"WHEN '{a}' THEN '{b}'" for a, b in zip(names, names[1:] + names[:1])
+                                         ) + " END"
+    rules = history.rules_hash(cfg.segmentation)
+    for k in range(days, 0, -1):
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE _bench_day AS SELECT customer_id, CASE WHEN
+            hash(customer_id, {k}) % 10 = 0 THEN {rotated} ELSE segment END AS segment FROM {segments}""")
+        table = "_bench_day" if k > 1 else segments
+        history.record(con, table, as_of=AS_OF - timedelta(days=k), preset=cfg.segmentation.preset,
+                       rules_hash=rules, source="sync")
+    con.execute("DROP TABLE _bench_day")
+    return con.execute(f"SELECT count(*) FROM {history.HISTORY}").fetchall()[0][0]
 
 
 def _sustained_child(port: int, pool: list[str], rate: float, start_wall: float) -> None:

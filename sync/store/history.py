@@ -30,10 +30,12 @@ import duckdb
 from segmentation import SegmentationConfig
 
 from ..errors import DataError
+from .history_partial import current_mark, drop_marks_before, marked_since, record_partial
+from .lookup import BULK_ROWS, drop_lookup_indexes
 
 SOURCES = ("sync", "segments", "webhook")
 LINES, RECORDS, HISTORY = "segment_history_lines", "segment_history_records", "segment_history"
-_SNAPSHOT = "_history_snapshot"
+_SNAPSHOT, _KEPT = "_history_snapshot", "_history_kept"
 
 
 class HistoryOrderError(DataError):
@@ -93,29 +95,32 @@ def lines(con: duckdb.DuckDBPyConnection) -> list[dict]:
 
 
 def record(con: duckdb.DuckDBPyConnection, segments_table: str, *, as_of: date, preset: str, rules_hash: str,
-           source: str) -> RecordResult:
+           source: str, mark: int | None = None) -> RecordResult:
     """Record each customer's segment in ``segments_table`` (customer_id, segment) as of ``as_of``.
 
     One transaction. See the module docstring for the rules (replace the day, refuse an earlier date,
-    partial ``webhook`` records)."""
+    partial ``webhook`` records). ``mark``: a full record of a snapshot taken when the latest partial record
+    was ``mark`` (:func:`~sync.store.history_partial.current_mark`) leaves the customers a webhook recorded
+    for ``as_of`` since then as the webhook recorded them (their data is newer than the snapshot)."""
     if source not in SOURCES:
         raise ValueError(f"record: source must be one of {SOURCES}, not {source!r}")
     partial = source == "webhook"
     create_history_tables(con)
     con.execute("BEGIN TRANSACTION")
     try:
-        result = _record(con, segments_table, as_of, preset, rules_hash, source, partial)
+        result = _record(con, segments_table, as_of, preset, rules_hash, source, partial, mark)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
     finally:
         con.execute(f"DROP TABLE IF EXISTS {_SNAPSHOT}")
+        con.execute(f"DROP TABLE IF EXISTS {_KEPT}")
     return result
 
 
 def _record(con, segments_table: str, as_of: date, preset: str, rules: str, source: str,
-            partial: bool) -> RecordResult:
+            partial: bool, mark: int | None) -> RecordResult:
     cur = current_line(con)
     last = con.execute(f"SELECT max(as_of) FROM {RECORDS}").fetchall()[0][0]
     if last is not None and as_of < last:
@@ -128,41 +133,64 @@ def _record(con, segments_table: str, as_of: date, preset: str, rules: str, sour
     con.execute(f"CREATE OR REPLACE TEMP TABLE {_SNAPSHOT} AS SELECT DISTINCT CAST(customer_id AS VARCHAR) "
                 f"AS customer_id, CAST(segment AS VARCHAR) AS segment FROM {segments_table}")
     day = {"d": as_of}
-    if new_line:
-        line = (cur["line"] + 1) if cur else 1
-        con.execute(f"INSERT INTO {LINES} VALUES (?, ?, ?, ?)", [line, preset, rules, as_of])
-        con.execute(f"INSERT INTO {HISTORY} SELECT {line}, customer_id, segment, $d, NULL FROM {_SNAPSHOT}", day)
-        moves = 0
+    line = (cur["line"] + 1) if new_line and cur else 1 if new_line else cur["line"]
+    again = not new_line and con.execute(f"SELECT count(*) FROM {RECORDS} WHERE line = {line} AND as_of = $d",
+                                         day).fetchall()[0][0] > 0
+    if partial:  # by key: the affected customers' rows only (sync.store.history_partial)
+        moves, customers = record_partial(con, _SNAPSHOT, line, as_of, again, HISTORY, RECORDS)
     else:
-        line = cur["line"]
-        again = con.execute(f"SELECT count(*) FROM {RECORDS} WHERE line = {line} AND as_of = $d", day
-                            ).fetchall()[0][0]
-        if again:  # the same day again: undo what this day changed (a partial record: only its customers')
-            only = f"AND customer_id IN (SELECT customer_id FROM {_SNAPSHOT})" if partial else ""
-            con.execute(f"DELETE FROM {HISTORY} WHERE line = {line} AND valid_from = $d {only}", day)
-            con.execute(f"UPDATE {HISTORY} SET valid_to = NULL WHERE line = {line} AND valid_to = $d {only}", day)
-        # one join: who changed (old → new); a full record also closes the customers it no longer holds
-        join = "LEFT JOIN" if partial else "FULL OUTER JOIN"
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE _history_diff AS
-            SELECT coalesce(s.customer_id, h.customer_id) AS customer_id, h.segment AS old, s.segment AS new
-            FROM {_SNAPSHOT} s {join} (SELECT customer_id, segment FROM {HISTORY}
-                                      WHERE line = {line} AND valid_to IS NULL) h USING (customer_id)
-            WHERE h.segment IS DISTINCT FROM s.segment""")
-        moves = con.execute("SELECT count(*) FROM _history_diff WHERE old IS NOT NULL AND new IS NOT NULL"
-                            ).fetchall()[0][0]
-        con.execute(f"""UPDATE {HISTORY} AS h SET valid_to = $d FROM _history_diff c
-                        WHERE h.line = {line} AND h.valid_to IS NULL AND h.customer_id = c.customer_id
-                          AND c.old IS NOT NULL""", day)
-        con.execute(f"INSERT INTO {HISTORY} SELECT {line}, customer_id, new, $d, NULL FROM _history_diff "
-                    f"WHERE new IS NOT NULL", day)
-        con.execute("DROP TABLE _history_diff")
-    customers = con.execute(f"SELECT count(*) FROM {HISTORY} WHERE line = {line} AND {_valid('$d')}", day
-                            ).fetchall()[0][0]
+        moves = _record_full(con, line, as_of, new_line, again, preset, rules, mark)
+        customers = con.execute(f"SELECT count(*) FROM {HISTORY} WHERE line = {line} AND {_valid('$d')}", day
+                                ).fetchall()[0][0]
     con.execute(f"""INSERT INTO {RECORDS} VALUES (?, ?, ?, ?, ?) ON CONFLICT (line, as_of) DO UPDATE SET
                     customers = excluded.customers, recorded_at = excluded.recorded_at,
                     source = CASE WHEN excluded.source = 'webhook' THEN {RECORDS}.source ELSE excluded.source END""",
                 [line, as_of, source, customers, datetime.now(timezone.utc)])
     return RecordResult(moves, line, new_line, customers)
+
+
+def _record_full(con, line: int, as_of: date, new_line: bool, again: bool, preset: str, rules: str,
+                 mark: int | None) -> int:
+    """A full record (a scan of the line: it holds every customer anyway); returns the moves."""
+    day = {"d": as_of}
+    if new_line:
+        _bulk(con, f"SELECT count(*) FROM {_SNAPSHOT}")
+        con.execute(f"INSERT INTO {LINES} VALUES (?, ?, ?, ?)", [line, preset, rules, as_of])
+        con.execute(f"INSERT INTO {HISTORY} SELECT {line}, customer_id, segment, $d, NULL FROM {_SNAPSHOT}", day)
+        drop_marks_before(con, as_of)
+        return 0
+    kept = ""  # customers a webhook recorded for this day after the snapshot was taken keep the webhook's rows
+    if mark is not None and marked_since(con, mark, as_of, _KEPT):
+        con.execute(f"DELETE FROM {_SNAPSHOT} WHERE customer_id IN (SELECT customer_id FROM {_KEPT})")
+        kept = f"AND customer_id NOT IN (SELECT customer_id FROM {_KEPT})"
+    if again:  # the same day again: undo what this day changed
+        _bulk(con, f"SELECT count(*) FROM {HISTORY} WHERE line = {line} AND valid_from = $d", day)
+        con.execute(f"DELETE FROM {HISTORY} WHERE line = {line} AND valid_from = $d {kept}", day)
+        con.execute(f"UPDATE {HISTORY} SET valid_to = NULL WHERE line = {line} AND valid_to = $d {kept}", day)
+    # one join: who changed (old → new); a full record also closes the customers it no longer holds
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _history_diff AS
+        SELECT coalesce(s.customer_id, h.customer_id) AS customer_id, h.segment AS old, s.segment AS new
+        FROM {_SNAPSHOT} s FULL OUTER JOIN (SELECT customer_id, segment FROM {HISTORY}
+                                           WHERE line = {line} AND valid_to IS NULL {kept}) h USING (customer_id)
+        WHERE h.segment IS DISTINCT FROM s.segment""")
+    moves = con.execute("SELECT count(*) FROM _history_diff WHERE old IS NOT NULL AND new IS NOT NULL"
+                        ).fetchall()[0][0]
+    _bulk(con, "SELECT count(*) FROM _history_diff")
+    con.execute(f"""UPDATE {HISTORY} AS h SET valid_to = $d FROM _history_diff c
+                    WHERE h.line = {line} AND h.valid_to IS NULL AND h.customer_id = c.customer_id
+                      AND c.old IS NOT NULL""", day)
+    con.execute(f"INSERT INTO {HISTORY} SELECT {line}, customer_id, new, $d, NULL FROM _history_diff "
+                f"WHERE new IS NOT NULL", day)
+    con.execute("DROP TABLE _history_diff")
+    drop_marks_before(con, as_of)
+    return moves
+
+
+def _bulk(con, count_sql: str, params: dict | None = None) -> None:
+    """Before writing more than ``BULK_ROWS`` history rows, drop the history's lookup index: DuckDB maintains
+    it row by row, which costs more than the next webhook resync building it again."""
+    if con.execute(count_sql, params or {}).fetchall()[0][0] > BULK_ROWS:
+        drop_lookup_indexes(con, only=HISTORY)
 
 
 def _valid(day: str, alias: str = "") -> str:
