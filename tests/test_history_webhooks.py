@@ -16,20 +16,22 @@ from sync.serve.resync import resync
 from sync.settings import load_settings
 from sync.store import history, open_store
 
-from tests.test_history import D0, expected_rows, rec, rows, snapshots
+from tests.test_history import D0, expected_rows, rec, rows, snap, snapshots
 from tests.test_serve_resync import orders_for
 
 AS_OF = date(2025, 6, 30)
 
 
 def test_a_resync_reads_the_history_of_its_customers_not_the_whole_history(tmp_path, mailchimp_fake, monkeypatch):
-    """60 000 customers with five recorded days of history (about 2 rows each): a resync of three customers
-    records their moves and reads a few hundred store rows, as it does without a history."""
+    """60 000 customers with five recorded days of history (about 2 rows each) and a transition tag: a resync of
+    three customers records their moves, tags them, and reads a few hundred store rows, as without a history."""
     from bench.serve_load import big_store
 
     monkeypatch.setenv("MAILCHIMP_API_KEY", mailchimp_fake.api_key)
     monkeypatch.setenv("MAILCHIMP_API_URL", mailchimp_fake.url)
     path, churned = big_store(tmp_path / "big", 60_000, 0.2, pool=66, fake=mailchimp_fake, history_days=5)
+    block = '[destinations.transitions]\n"Churn -> *" = "rfm-back"\n\n[destinations.fields]'  # moves read too
+    path.write_text(path.read_text(encoding="utf-8").replace("[destinations.fields]", block), encoding="utf-8")
     cfg, settings = load_config(path), load_settings()
     with open_store(store_path(cfg)) as con:
         rows_before = con.execute("SELECT count(*) FROM segment_history").fetchall()[0][0]
@@ -42,6 +44,7 @@ def test_a_resync_reads_the_history_of_its_customers_not_the_whole_history(tmp_p
         batch = resync(cfg, ledger, settings, orders_for(ids[5:65], "B"), as_of=AS_OF)
         again = resync(cfg, ledger, settings, orders_for(ids[5:6], "A"), as_of=AS_OF)  # the same day again
     assert warm.customers == 2 and report.customers == 3
+    assert all("rfm-back" in mailchimp_fake.tags_of(email) for email in list(churned.values())[:65])
     with open_store(store_path(cfg)) as con:
         moved = {cid for cid in ids[:65] if history.customer_history(con, cid)[-1]["valid_from"] == AS_OF}
         last = history.records(con)[-1]
@@ -77,3 +80,22 @@ def test_keyed_webhook_records_leave_what_the_day_by_day_model_leaves(steps):
     assert sorted(rows(con), key=lambda r: (r[0], r[1], r[2], r[3], r[4] or date.max)) == expected_rows(days)
     assert [(r["as_of"], r["customers"]) for r in history.records(con)] == [(d, len(s)) for d, s in
                                                                             sorted(by_day.items())]
+
+
+@hsettings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 3), st.booleans(), snapshots), min_size=1, max_size=6), snapshots,
+       st.integers(1, 8))
+def test_the_keyed_moves_of_a_few_customers_are_the_moves_the_scan_gives(steps, today, days):
+    """A webhook resync reads its customers' moves by key (``keyed``): the same rows as the query over the line,
+    whatever the history (lines changed by the rules included)."""
+    con = duckdb.connect()
+    day = D0
+    for n, (gap, new_rules, s) in enumerate(steps):
+        day = day + timedelta(days=gap)
+        rec(con, day, s, rules=f"h{n}" if new_rules else "h")
+    line = history.current_line(con)["line"]
+    table = snap(con, today, "today")
+    day = day + timedelta(days=1)
+    plain = history.recent_moves_sql(day, days, segments_table=table, line=line)
+    keyed = history.recent_moves_sql(day, days, segments_table=table, line=line, keyed=True)
+    assert sorted(con.sql(keyed).fetchall()) == sorted(con.sql(plain).fetchall())

@@ -285,29 +285,48 @@ def prune_before(con: duckdb.DuckDBPyConnection, day: date) -> dict[str, int]:
     return {"rows": rows, "records": recs, "lines": gone}
 
 
-def recent_moves_sql(as_of: date, days: int, *, segments_table: str | None = None, line: int | None = None
-                     ) -> str:
+def recent_moves_sql(as_of: date, days: int, *, segments_table: str | None = None, line: int | None = None,
+                     keyed: bool = False) -> str:
     """A SELECT of (customer_id, from_segment, to_segment, moved_on): each customer's latest move on the line
     (the current one when ``line`` is None) as of ``as_of``, when ``moved_on > as_of - days``; one row per
     customer at most. A customer who first appears (or comes back after a gap) has not moved.
 
     ``segments_table`` (customer_id, segment): this run's segments, not recorded yet, count as the record of
     ``as_of`` (what the history will say once the run records), so a plan sees today's moves before the sync
-    that makes them records them. Recorded or not, the answer is the same."""
+    that makes them records them. Recorded or not, the answer is the same.
+
+    ``keyed`` (with ``segments_table``, a few customers: a webhook resync): the history rows of those customers
+    are fetched first by a join on ``customer_id`` alone, which the store's lookup index answers (any other
+    filter on that scan would make DuckDB scan the whole history), and filtered afterwards."""
     d, days = f"DATE '{as_of.isoformat()}'", int(days)
     ln = str(int(line)) if line is not None else f"(SELECT max(line) FROM {LINES})"
     h = f"(SELECT customer_id, segment, valid_from, valid_to FROM {HISTORY} WHERE line = {ln})"
+    if keyed and segments_table is not None:
+        # any filter beside the keyed join makes DuckDB scan the whole history, and it pushes into a CTE the
+        # disjunction of its references' filters: OFFSET 0 keeps them out
+        p = f"(SELECT line, customer_id, segment, valid_from, valid_to FROM _mine WHERE line = {ln})"
+        return f"""WITH _mine AS MATERIALIZED (SELECT h.* FROM {HISTORY} h
+                                           JOIN (SELECT DISTINCT customer_id FROM {segments_table}) k
+                                           USING (customer_id) OFFSET 0)
+            {_moves_of(p, '_mine', segments_table, d, days)}"""
     if segments_table is None:
         return f"""SELECT c.customer_id, p.segment AS from_segment, c.segment AS to_segment, c.valid_from AS moved_on
             FROM {h} c JOIN {h} p ON p.customer_id = c.customer_id AND p.valid_to = c.valid_from
             WHERE {_valid(d, 'c')} AND c.valid_from > {d} - {days}"""
+    h = f"(SELECT line, customer_id, segment, valid_from, valid_to FROM {HISTORY} WHERE line = {ln})"
+    return _moves_of(h, h, segments_table, d, days)
+
+
+def _moves_of(p: str, q: str, segments_table: str, d: str, days: int) -> str:
+    """Today's moves (``p``: the line's rows, against the run's segments) and the earlier moves still within
+    ``days`` (``q``: the row each of those follows, on the same line)."""
     return f"""SELECT p.customer_id, p.segment AS from_segment, s.segment AS to_segment, {d} AS moved_on
-            FROM {h} p JOIN {segments_table} s ON s.customer_id = p.customer_id
+            FROM {p} p JOIN {segments_table} s ON s.customer_id = p.customer_id
             WHERE {_valid(f'({d} - 1)', 'p')} AND s.segment <> p.segment
         UNION ALL
         SELECT p.customer_id, q.segment, p.segment, p.valid_from
-            FROM {h} p JOIN {segments_table} s ON s.customer_id = p.customer_id AND s.segment = p.segment
-            JOIN {h} q ON q.customer_id = p.customer_id AND q.valid_to = p.valid_from
+            FROM {p} p JOIN {segments_table} s ON s.customer_id = p.customer_id AND s.segment = p.segment
+            JOIN {q} q ON q.customer_id = p.customer_id AND q.line = p.line AND q.valid_to = p.valid_from
             WHERE {_valid(f'({d} - 1)', 'p')} AND p.valid_from > {d} - {days}"""
 
 
