@@ -4,9 +4,12 @@ run's moves out of the history."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Callable
 
 import duckdb
+import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
 from sync.config import load_config
@@ -16,10 +19,31 @@ from sync.serve.resync import resync
 from sync.settings import load_settings
 from sync.store import history, open_store
 
+from tests.fakes.mailchimp import FakeMailchimp
 from tests.test_history import D0, expected_rows, rec, rows, snap, snapshots
 from tests.test_serve_resync import orders_for
+from tests.test_transitions import buy, ledger_tags, sync, tiny  # noqa: F401  (tiny: the fixture)
 
 AS_OF = date(2025, 6, 30)
+
+
+class HookedMailchimp(FakeMailchimp):
+    """The fake Mailchimp, which runs ``before_write`` (once) when the first write call of an apply arrives:
+    something that happens while a sync is applying, at a known point."""
+
+    before_write: Callable[[], None] | None = None
+
+    def handle(self, req):
+        hook, self.before_write = (self.before_write, None) if req.method != "GET" else (None, self.before_write)
+        if hook is not None:
+            hook()
+        return super().handle(req)
+
+
+@pytest.fixture
+def mailchimp_fake():
+    with HookedMailchimp() as fake:
+        yield fake
 
 
 def test_a_resync_reads_the_history_of_its_customers_not_the_whole_history(tmp_path, mailchimp_fake, monkeypatch):
@@ -99,3 +123,65 @@ def test_the_keyed_moves_of_a_few_customers_are_the_moves_the_scan_gives(steps, 
     plain = history.recent_moves_sql(day, days, segments_table=table, line=line)
     keyed = history.recent_moves_sql(day, days, segments_table=table, line=line, keyed=True)
     assert sorted(con.sql(keyed).fetchall()) == sorted(con.sql(plain).fetchall())
+
+
+def test_a_full_sync_keeps_a_webhook_move_recorded_for_the_same_day_while_it_applied(tiny, mailchimp_fake):
+    """The sync of d1 segments the store, then applies; meanwhile a webhook order moves x out of Churn and its
+    resync records that move for d1. The sync's record of d1 (from its earlier snapshot, x still in Churn) keeps
+    the webhook's move: x left Churn on d1, and its move tag counts from d1."""
+    from connectors.records import Order
+    from sync.errors import LockBusyError
+    from sync.history import open_history
+
+    cfg, settings = load_config(tiny), load_settings()
+    sync(tiny, D0)
+    d1 = D0 + timedelta(days=1)
+    buy(tiny, "v2", "v", d1)  # something for the sync of d1 to write (v: Churn → Beginners)
+    webhook = [Order(order_id="x-hook", customer_id="x", amount=Decimal(1000), currency="UZS",
+                     ordered_at=datetime(2025, 7, 1, 9, tzinfo=timezone.utc))]
+    seen: list[str] = []
+
+    def webhook_during_the_apply() -> None:
+        with open_ledger(cfg, settings) as ledger:
+            try:
+                resync(cfg, ledger, settings, webhook, as_of=d1, lock_wait_seconds=0, sleep=lambda s: None)
+            except LockBusyError:  # the sync holds the destination: the worker would retry the batch
+                seen.append("busy")
+
+    mailchimp_fake.before_write = webhook_during_the_apply
+    sync(tiny, d1)
+    assert seen == ["busy"]  # the webhook ran (and recorded) while the sync applied
+    con = open_history(cfg)
+    try:
+        x_rows = [(r["segment"], r["valid_from"]) for r in history.customer_history(con, "x")]
+        v_rows = [(r["segment"], r["valid_from"]) for r in history.customer_history(con, "v")]
+        assert history.records(con)[-1] == {"line": 1, "as_of": d1, "source": "sync", "customers": 4}
+    finally:
+        con.close()
+    assert x_rows == [("Churn", D0), ("Best active", d1)]  # not put back in Churn by the older snapshot
+    assert v_rows == [("Churn", D0), ("Beginners", d1)]  # the sync's own moves are recorded as ever
+    with open_ledger(cfg, settings) as ledger:  # the worker's retry of the batch pushes x's move
+        resync(cfg, ledger, settings, webhook, as_of=d1)
+    assert {"VIP", "rfm-back"} <= ledger_tags(tiny, "x@example.org")
+    sync(tiny, d1 + timedelta(days=6))
+    assert "rfm-back" in mailchimp_fake.tags_of("x@example.org")  # still within its 7 days from d1
+    sync(tiny, d1 + timedelta(days=7))
+    assert "rfm-back" not in mailchimp_fake.tags_of("x@example.org")  # d1 + 7: off, the window counted from d1
+
+
+def test_a_full_record_keeps_only_the_webhook_records_made_after_its_snapshot():
+    from sync.store.history_partial import current_mark
+
+    con = duckdb.connect()
+    d1 = D0 + timedelta(days=1)
+    rec(con, D0, {"a": "A", "b": "A", "c": "A"})
+    rec(con, d1, {"a": "B"}, source="webhook")  # before the snapshot: the snapshot saw it
+    mark = current_mark(con)
+    rec(con, d1, {"b": "B"}, source="webhook")  # after the snapshot
+    history.record(con, snap(con, {"a": "C", "b": "A", "c": "C"}), as_of=d1, preset="tracks", rules_hash="h1",
+                   source="sync", mark=mark)
+    now = {cid: seg for _, cid, seg, _, to in rows(con) if to is None}
+    assert now == {"a": "C", "b": "B", "c": "C"}  # b keeps the newer webhook record; a and c as the snapshot says
+    assert history.records(con)[-1]["customers"] == 3
+    rec(con, d1, {"a": "C", "b": "A", "c": "C"})  # a snapshot without a mark (segments --record) replaces the day
+    assert {cid: seg for _, cid, seg, _, to in rows(con) if to is None} == {"a": "C", "b": "A", "c": "C"}
