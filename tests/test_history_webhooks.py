@@ -19,12 +19,14 @@ from sync.serve.resync import resync
 from sync.settings import load_settings
 from sync.store import history, open_store
 
+from tests.builders import run_cli
 from tests.fakes.mailchimp import FakeMailchimp
 from tests.test_history import D0, expected_rows, rec, rows, snap, snapshots
 from tests.test_serve_resync import orders_for
 from tests.test_transitions import buy, ledger_tags, sync, tiny  # noqa: F401  (tiny: the fixture)
 
 AS_OF = date(2025, 6, 30)
+CONFIG_EXIT = 2
 
 
 class HookedMailchimp(FakeMailchimp):
@@ -185,3 +187,65 @@ def test_a_full_record_keeps_only_the_webhook_records_made_after_its_snapshot():
     assert history.records(con)[-1]["customers"] == 3
     rec(con, d1, {"a": "C", "b": "A", "c": "C"})  # a snapshot without a mark (segments --record) replaces the day
     assert {cid: seg for _, cid, seg, _, to in rows(con) if to is None} == {"a": "C", "b": "A", "c": "C"}
+
+
+SECOND = """
+[[destinations]]
+name = "mc2"
+type = "mailchimp"
+audience = "aud2"
+[destinations.segments]
+"Best active" = "VIP"
+"Churn" = "Winback"
+[destinations.transitions]
+"Churn -> *" = "rfm-back"
+"""
+
+
+def test_a_failed_destination_does_not_keep_the_runs_moves_out_of_the_history(tiny, mailchimp_fake):
+    """d1: x leaves Churn; the first destination is written, the second fails (401 on every write). The run's
+    data was accepted, so d1 is recorded: the move is dated d1, the failed destination gets its tag at the next
+    sync (still in the window, the ledger says it was never pushed) and loses it 7 days after d1, like the other."""
+    from sync.history import open_history
+
+    tiny.write_text(tiny.read_text(encoding="utf-8") + SECOND, encoding="utf-8")
+    mailchimp_fake.add_list("aud2")
+    x = "x@example.org"
+    sync(tiny, D0)
+    d1 = D0 + timedelta(days=1)
+    buy(tiny, "x9", "x", d1)
+    mailchimp_fake.fail(401, None, fraction=1.0, method="POST", path="/lists/aud2")
+    failed = run_cli("sync", "--config", str(tiny), "--as-of", d1.isoformat(), code=CONFIG_EXIT)
+    assert "error: destination 'mc2': Mailchimp POST /lists/aud2/" in failed.output
+    assert "rfm-back" in mailchimp_fake.tags_of(x)  # the first destination was written
+    assert "rfm-back" not in mailchimp_fake.tags_of(x, "aud2")
+    con = open_history(load_config(tiny))
+    try:
+        assert [(r["segment"], r["valid_from"]) for r in history.customer_history(con, "x")] == [
+            ("Churn", D0), ("Best active", d1)]
+        assert history.records(con)[-1]["as_of"] == d1
+    finally:
+        con.close()
+    mailchimp_fake._faults.clear()
+    d2 = d1 + timedelta(days=1)
+    sync(tiny, d2)  # the failed destination's move tag is planned again: x moved on d1, 1 day ago
+    assert "rfm-back" in mailchimp_fake.tags_of(x, "aud2") and "VIP" in mailchimp_fake.tags_of(x, "aud2")
+    sync(tiny, d1 + timedelta(days=7))  # 7 days after the move, in both destinations
+    assert "rfm-back" not in mailchimp_fake.tags_of(x) and "rfm-back" not in mailchimp_fake.tags_of(x, "aud2")
+
+
+def test_a_run_refused_by_a_data_guard_records_no_history(tiny, mailchimp_fake):
+    from sync.history import open_history
+
+    sync(tiny, D0)
+    tiny.write_text(tiny.read_text(encoding="utf-8").replace("max_customer_drop_pct = 100",
+                                                             "max_customer_drop_pct = 10"), encoding="utf-8")
+    orders = tiny.parent / "orders.csv"
+    orders.write_text("".join(line for line in orders.read_text(encoding="utf-8").splitlines(keepends=True)
+                              if not line.startswith(("y", "w"))), encoding="utf-8")  # half the customers gone
+    run_cli("sync", "--config", str(tiny), "--as-of", (D0 + timedelta(days=1)).isoformat(), code=6)
+    con = open_history(load_config(tiny))
+    try:
+        assert [r["as_of"] for r in history.records(con)] == [D0]
+    finally:
+        con.close()
