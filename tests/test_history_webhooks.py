@@ -249,3 +249,42 @@ def test_a_run_refused_by_a_data_guard_records_no_history(tiny, mailchimp_fake):
         assert [r["as_of"] for r in history.records(con)] == [D0]
     finally:
         con.close()
+
+
+def test_a_batch_refused_by_a_guard_is_failed_at_once_and_the_next_full_sync_pushes_it(tmp_path, mailchimp_fake,
+                                                                                       monkeypatch):
+    """A webhook batch that a plan guard refuses is not retried (the same records would give the same plan and
+    the same refusal on every claim): its events are failed after one claim. Its records are in the order store
+    and its moves in the segment history, so the next full sync the guard lets through pushes them, with the
+    move dated when it happened."""
+    from sync.serve.scheduler import run_full_sync
+    from sync.serve.worker import Worker
+    from tests.test_guards import set_guards
+    from tests.test_worker import churned_contact, make_shop, queue_order
+
+    path = make_shop(tmp_path / "shop", mailchimp_fake, monkeypatch)
+    block = '[destinations.transitions]\n"Churn -> *" = "rfm-back"\n\n[destinations.fields]'
+    path.write_text(path.read_text(encoding="utf-8").replace("[destinations.fields]", block), encoding="utf-8")
+    cfg, settings = load_config(path), load_settings()
+    d1 = AS_OF + timedelta(days=1)
+    with open_ledger(cfg, settings) as ledger:
+        run_full_sync(cfg, ledger, settings, as_of=AS_OF, kind="sync")
+        email, cid = churned_contact(ledger)
+    set_guards(path, max_change_pct=0)  # any change to a managed contact is a mass change
+    cfg = load_config(path)
+    with open_ledger(cfg, settings) as ledger:
+        queue_order(ledger, "G-1", cid, day=d1.isoformat())
+        worker = Worker(cfg, ledger, settings, as_of=lambda: d1)
+        assert worker.drain() == 0
+        counts = ledger.event_counts()
+        assert (counts["failed"], counts["queued"]) == (1, 0)  # one claim, no retry
+        assert ledger.recent_runs(1)[0]["status"] == "refused"
+    assert "Winback" in mailchimp_fake.tags_of(email)  # nothing written
+    with open_store(store_path(cfg)) as con:
+        assert [r["valid_from"] for r in history.customer_history(con, cid)][-1] == d1  # the move is recorded
+    path.write_text(path.read_text(encoding="utf-8").replace("max_change_pct = 0", "max_change_pct = 100"),
+                    encoding="utf-8")
+    cfg = load_config(path)
+    with open_ledger(cfg, settings) as ledger:
+        run_full_sync(cfg, ledger, settings, as_of=d1 + timedelta(days=1), kind="sync")
+    assert "Winback" not in mailchimp_fake.tags_of(email) and "rfm-back" in mailchimp_fake.tags_of(email)
