@@ -1,6 +1,6 @@
 """``bench/serve.py --duration``: webhook → ESP latency at a sustained order rate on a big shop.
 
-    .venv/bin/python bench/serve.py --customers 1m --rate 50 --duration 60 [--debounce 1] [--json]
+    .venv/bin/python bench/serve.py --customers 1m --rate 50 --duration 60 [--debounce 1] [--history 30] [--json]
 
 :func:`big_store` writes the shop straight into the order store (DuckDB ``range``: ``--customers`` customers,
 about five orders each), segments it once (the full run that saves the cut points), marks every customer as
@@ -168,7 +168,8 @@ def sustained(args: argparse.Namespace) -> dict:
                    RFMSYNC_WEBHOOK_SECRET=SECRET)
         os.environ.update(env)
         t0 = time.perf_counter()
-        cfg_path, churned = big_store(Path(tmp) / "shop", args.customers, args.debounce, pool=n + 1, fake=fake)
+        cfg_path, churned = big_store(Path(tmp) / "shop", args.customers, args.debounce, pool=n + 1, fake=fake,
+                                      history_days=getattr(args, "history", 0))
         setup_s = time.perf_counter() - t0
         if len(churned) < n + 1:
             raise SystemExit(f"only {len(churned)} churned customers for {n} webhooks: use more --customers")
@@ -211,7 +212,7 @@ def sustained(args: argparse.Namespace) -> dict:
             proc.wait(60)
     values = list(latencies.values())
     resyncs = max(1.0, after["resyncs"] - before["resyncs"])
-    return {"customers": args.customers, "rate": args.rate, "duration_s": args.duration, "webhooks": n,
+    return {"customers": args.customers, "history_days": getattr(args, "history", 0), "rate": args.rate, "duration_s": args.duration, "webhooks": n,
             "applied": len(values), "setup_s": setup_s, "debounce_s": args.debounce,
             "p50_s": percentile(values, 50) if values else None, "p95_s": percentile(values, 95) if values else None,
             "p99_s": percentile(values, 99) if values else None, "max_s": max(values) if values else None,
@@ -235,6 +236,7 @@ def print_sustained(r: dict) -> None:
           f"  [{'ok' if ok else 'MISSED'}: p95 ≤ debounce {r['debounce_s']:g} s + 1 s]")
     print(f"resyncs: {r['resyncs']:.0f}, {r['events_per_resync']:.1f} webhooks each; rows read per resync: "
           f"store {r['store_rows_per_resync']:,.0f}, ledger {r['ledger_rows_per_resync']:,.0f} "
-          f"(the store holds {r['customers']:,} customers)")
+          f"(the store holds {r['customers']:,} customers"
+          + (f" and {r['history_days']} recorded days of segment history)" if r.get("history_days") else ")"))
 
 
