@@ -15,7 +15,11 @@ Recording rules (:func:`record`):
 * an unchanged day adds no history row at all (only its row in ``segment_history_records``);
 * a full record (``sync``, ``segments``) closes the rows of customers who are no longer segmented; a
   ``webhook`` record is *partial*: it touches only the customers in its table, never starts a line, and is
-  skipped when the config's rules are not those of the current line (the next full sync starts the new line).
+  skipped when the config's rules are not those of the current line (the next full sync starts the new line);
+  it reads and writes those customers' rows by key (:mod:`sync.store.history_partial`), so its cost does not
+  grow with the history;
+* a full record of a snapshot taken before a webhook recorded the same day (``mark``: a sync records after its
+  apply) leaves that webhook's customers as the webhook recorded them: their data is newer than the snapshot.
 """
 
 from __future__ import annotations
@@ -273,6 +277,7 @@ def prune_before(con: duckdb.DuckDBPyConnection, day: date) -> dict[str, int]:
         return {"rows": 0, "records": 0, "lines": 0}
     con.execute("BEGIN TRANSACTION")
     try:
+        _bulk(con, f"SELECT count(*) FROM {HISTORY} WHERE valid_to <= $d", {"d": day})
         rows = con.execute(f"DELETE FROM {HISTORY} WHERE valid_to <= ?", [day]).fetchall()[0][0]
         recs = con.execute(f"DELETE FROM {RECORDS} WHERE as_of < ?", [day]).fetchall()[0][0]
         gone = con.execute(f"""DELETE FROM {LINES} l WHERE line < (SELECT max(line) FROM {LINES})
