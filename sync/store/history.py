@@ -34,7 +34,7 @@ import duckdb
 from segmentation import SegmentationConfig
 
 from ..errors import DataError
-from .history_partial import current_mark, drop_marks_before, marked_since, record_partial
+from .history_partial import drop_marks_before, marked_since, record_partial
 from .lookup import BULK_ROWS, drop_lookup_indexes
 
 SOURCES = ("sync", "segments", "webhook")
