@@ -309,11 +309,11 @@ def recent_moves_sql(as_of: date, days: int, *, segments_table: str | None = Non
     if keyed and segments_table is not None:
         # any filter beside the keyed join makes DuckDB scan the whole history, and it pushes into a CTE the
         # disjunction of its references' filters: OFFSET 0 keeps them out
-        p = f"(SELECT line, customer_id, segment, valid_from, valid_to FROM _mine WHERE line = {ln})"
-        return f"""WITH _mine AS MATERIALIZED (SELECT h.* FROM {HISTORY} h
+        p = f"(SELECT line, customer_id, segment, valid_from, valid_to FROM _history_keyed WHERE line = {ln})"
+        return f"""WITH _history_keyed AS MATERIALIZED (SELECT h.* FROM {HISTORY} h
                                            JOIN (SELECT DISTINCT customer_id FROM {segments_table}) k
                                            USING (customer_id) OFFSET 0)
-            {_moves_of(p, '_mine', segments_table, d, days)}"""
+            {_moves_of(p, '_history_keyed', segments_table, d, days)}"""
     if segments_table is None:
         return f"""SELECT c.customer_id, p.segment AS from_segment, c.segment AS to_segment, c.valid_from AS moved_on
             FROM {h} c JOIN {h} p ON p.customer_id = c.customer_id AND p.valid_to = c.valid_from
