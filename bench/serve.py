@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/serve.py [--rate 250] [--requests 3000] [--clients 8] [--samples 15] [--debounce 1]
                                     [--mode process|thread|split|intake-only]
-    .venv/bin/python bench/serve.py --customers 1m --rate 50 --duration 60 [--debounce 1]
+    .venv/bin/python bench/serve.py --customers 1m --rate 50 --duration 60 [--debounce 1] [--history 30]
 
 A demo shop is generated and fully synced to the fake Mailchimp (tests/fakes, on 127.0.0.1); then
 ``rfmsync serve`` runs as its own process (uvicorn, SQLite ledger, one worker) on a free loopback port.
@@ -19,8 +19,8 @@ A demo shop is generated and fully synced to the fake Mailchimp (tests/fakes, on
 Targets (2-core machine): ≥ 200 webhooks/s with p99 intake < 50 ms; p95 webhook → ESP ≤ debounce + 2 s.
 
 Sustained mode on a big shop (``bench/serve_load.py``): ``--customers 1m --rate 50 --duration 60`` generates a
-1 M-customer store and ledger directly, sends 50 orders/s for 60 s and prints webhook → ESP p50/p95/p99 and the
-rows read per resync (target: p95 ≤ debounce + 1 s).
+1 M-customer store and ledger directly (``--history DAYS``: with a recorded segment history), sends 50 orders/s
+for 60 s and prints webhook → ESP p50/p95/p99 and the rows read per resync (target: p95 ≤ debounce + 1 s).
 """
 
 from __future__ import annotations
@@ -228,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=0.0,
                     help="Sustained mode: --rate orders/s for this many seconds, each for another churned "
                          "customer; prints webhook → ESP p50/p95/p99 and rows read per resync.")
+    ap.add_argument("--history", type=int, default=0, metavar="DAYS",
+                    help="Sustained mode: record this many days of segment history before the load (about a "
+                         "fifth of the customers move each day), so resyncs also read and write the history.")
     ap.add_argument("--mode", choices=MODES, default="process",
                     help="process: `rfmsync serve` as shipped (intake here, workers in a nice +10 child); "
                          "thread: `serve --worker-thread` (one process); split: two separately started "

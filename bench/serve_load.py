@@ -1,6 +1,6 @@
 """``bench/serve.py --duration``: webhook → ESP latency at a sustained order rate on a big shop.
 
-    .venv/bin/python bench/serve.py --customers 1m --rate 50 --duration 60 [--debounce 1] [--json]
+    .venv/bin/python bench/serve.py --customers 1m --rate 50 --duration 60 [--debounce 1] [--history 30] [--json]
 
 :func:`big_store` writes the shop straight into the order store (DuckDB ``range``: ``--customers`` customers,
 about five orders each), segments it once (the full run that saves the cut points), marks every customer as
@@ -29,11 +29,12 @@ from bench.serve import AS_OF, SECRET, _free_port, end_to_end, order, percentile
 
 
 def big_store(workdir: Path, customers: int, debounce: float, orders_per_customer: int = 5,
-              pool: int = 0, fake=None) -> tuple[Path, dict[str, str]]:
+              pool: int = 0, fake=None, history_days: int = 0) -> tuple[Path, dict[str, str]]:
     """A shop of ``customers`` customers (about ``orders_per_customer`` orders each) written straight into the
     order store with DuckDB ``range``, segmented once (the full run: cut points saved), and a ledger that
     marks every customer as already synced to ``mailchimp-demo``. Nothing goes through the ESP: ``pool``
-    churned customers ("Winback") are put in the fake Mailchimp directly. Returns the config and
+    churned customers ("Winback") are put in the fake Mailchimp directly. ``history_days``: a segment history
+    recorded for that many days before the as-of date (:func:`record_history`). Returns the config and
     {customer_id: email} of those ``pool`` customers."""
     from sync.config import load_config
     from sync.demodata import generate_shop
@@ -68,6 +69,8 @@ def big_store(workdir: Path, customers: int, debounce: float, orders_per_custome
         run = segments_from_store(cfg, ledger, settings, as_of=AS_OF, pull=False)  # the full run
         try:
             rows = run.con.execute("SELECT customer_id, segment, rfm FROM customer_segments").fetchall()
+            if history_days:
+                record_history(run.con, cfg, "customer_segments", history_days)
         finally:
             run.close()
         dest = cfg.destination("mailchimp-demo")
@@ -85,6 +88,28 @@ def big_store(workdir: Path, customers: int, debounce: float, orders_per_custome
         for email in picked.values():
             fake.add_member(email, merge_fields={"RFM_SEG": "Churn"}, tags=["Winback"])
     return cfg_path, picked
+
+
+def record_history(con, cfg, segments: str, days: int) -> int:
+    """Record ``days`` days of segment history before the as-of date, the last one being ``segments`` (the full
+    run's): on each earlier day a different tenth of the customers was one segment further along, so each
+    customer has about ``days / 5`` moves (rows: customers × (1 + days / 5)). Returns the history rows."""
+    from datetime import timedelta
+
+    from sync.store import history
+
+    names = sorted(r[0] for r in con.execute(f"SELECT DISTINCT segment FROM {segments}").fetchall())
+    rotated = "CASE segment " + " ".join(f"WHEN '{a}' THEN '{b}'" for a, b in zip(names, names[1:] + names[:1])
+                                         ) + " END"
+    rules = history.rules_hash(cfg.segmentation)
+    for k in range(days, 0, -1):
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE _bench_day AS SELECT customer_id, CASE WHEN
+            hash(customer_id, {k}) % 10 = 0 THEN {rotated} ELSE segment END AS segment FROM {segments}""")
+        table = "_bench_day" if k > 1 else segments
+        history.record(con, table, as_of=AS_OF - timedelta(days=k), preset=cfg.segmentation.preset,
+                       rules_hash=rules, source="sync")
+    con.execute("DROP TABLE _bench_day")
+    return con.execute(f"SELECT count(*) FROM {history.HISTORY}").fetchall()[0][0]
 
 
 def _sustained_child(port: int, pool: list[str], rate: float, start_wall: float) -> None:
@@ -143,7 +168,8 @@ def sustained(args: argparse.Namespace) -> dict:
                    RFMSYNC_WEBHOOK_SECRET=SECRET)
         os.environ.update(env)
         t0 = time.perf_counter()
-        cfg_path, churned = big_store(Path(tmp) / "shop", args.customers, args.debounce, pool=n + 1, fake=fake)
+        cfg_path, churned = big_store(Path(tmp) / "shop", args.customers, args.debounce, pool=n + 1, fake=fake,
+                                      history_days=getattr(args, "history", 0))
         setup_s = time.perf_counter() - t0
         if len(churned) < n + 1:
             raise SystemExit(f"only {len(churned)} churned customers for {n} webhooks: use more --customers")
@@ -186,7 +212,7 @@ def sustained(args: argparse.Namespace) -> dict:
             proc.wait(60)
     values = list(latencies.values())
     resyncs = max(1.0, after["resyncs"] - before["resyncs"])
-    return {"customers": args.customers, "rate": args.rate, "duration_s": args.duration, "webhooks": n,
+    return {"customers": args.customers, "history_days": getattr(args, "history", 0), "rate": args.rate, "duration_s": args.duration, "webhooks": n,
             "applied": len(values), "setup_s": setup_s, "debounce_s": args.debounce,
             "p50_s": percentile(values, 50) if values else None, "p95_s": percentile(values, 95) if values else None,
             "p99_s": percentile(values, 99) if values else None, "max_s": max(values) if values else None,
@@ -210,6 +236,7 @@ def print_sustained(r: dict) -> None:
           f"  [{'ok' if ok else 'MISSED'}: p95 ≤ debounce {r['debounce_s']:g} s + 1 s]")
     print(f"resyncs: {r['resyncs']:.0f}, {r['events_per_resync']:.1f} webhooks each; rows read per resync: "
           f"store {r['store_rows_per_resync']:,.0f}, ledger {r['ledger_rows_per_resync']:,.0f} "
-          f"(the store holds {r['customers']:,} customers)")
+          f"(the store holds {r['customers']:,} customers"
+          + (f" and {r['history_days']} recorded days of segment history)" if r.get("history_days") else ")"))
 
 

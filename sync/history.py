@@ -9,6 +9,7 @@ on the store connection it already holds (:func:`record_partial`).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ import pyarrow
 
 from .store import STORE_LOCK, connect_store
 from .store import history
+from .store.history_partial import current_mark
 
 if TYPE_CHECKING:
     from .config import Config
@@ -25,12 +27,24 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def snapshot(run: "SegmentsRun") -> pyarrow.Table:
-    """The run's (customer_id, segment), kept in memory until the run is recorded."""
-    return run.con.sql(f"SELECT customer_id, segment FROM {run.result.table}").to_arrow_table()
+@dataclass(frozen=True)
+class Snapshot:
+    """A run's (customer_id, segment), kept in memory until the run is recorded, and the store's latest webhook
+    record (:func:`~sync.store.history_partial.current_mark`) when it was taken: the customers a webhook
+    records for the same day in between (during a sync's apply) keep the webhook's segment, which saw newer
+    orders than this snapshot did."""
+
+    segments: pyarrow.Table
+    mark: int
 
 
-def record_snapshot(cfg: "Config", snap: pyarrow.Table, as_of: date, *, source: str,
+def snapshot(run: "SegmentsRun") -> Snapshot:
+    """The run's (customer_id, segment) and the store's webhook mark, kept until the run is recorded."""
+    return Snapshot(run.con.sql(f"SELECT customer_id, segment FROM {run.result.table}").to_arrow_table(),
+                    current_mark(run.con))
+
+
+def record_snapshot(cfg: "Config", snap: Snapshot, as_of: date, *, source: str,
                     wait_seconds: float = 30.0) -> history.RecordResult:
     """Record a snapshot in the config's order store (opened, and waited for, like every store writer)."""
     from .pipeline import store_path
@@ -38,9 +52,9 @@ def record_snapshot(cfg: "Config", snap: pyarrow.Table, as_of: date, *, source: 
     with STORE_LOCK:
         con = connect_store(store_path(cfg), wait_seconds=wait_seconds)
         try:
-            con.register("_history_snap", snap)
+            con.register("_history_snap", snap.segments)
             return history.record(con, "_history_snap", as_of=as_of, preset=cfg.segmentation.preset,
-                                  rules_hash=history.rules_hash(cfg.segmentation), source=source)
+                                  rules_hash=history.rules_hash(cfg.segmentation), source=source, mark=snap.mark)
         finally:
             con.close()
 
@@ -53,7 +67,7 @@ def record_run(cfg: "Config", run: "SegmentsRun", *, source: str = "segments") -
     return record_snapshot(cfg, snapshot(run), run.result.as_of, source=source)
 
 
-def record_after_sync(cfg: "Config", snap: pyarrow.Table, as_of: date) -> history.RecordResult | None:
+def record_after_sync(cfg: "Config", snap: Snapshot, as_of: date) -> history.RecordResult | None:
     """``sync`` records once its apply ran; a history problem never fails a sync that wrote its ESPs (logged)."""
     from .errors import LockBusyError
 
@@ -164,5 +178,5 @@ def prune(cfg: "Config", before: date) -> dict[str, int]:
         con.close()
 
 
-__all__ = ["customer_segments", "history_report", "open_history", "prune", "record_after_sync",
+__all__ = ["Snapshot", "customer_segments", "history_report", "open_history", "prune", "record_after_sync",
            "record_partial", "record_run", "record_snapshot", "snapshot"]

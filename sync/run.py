@@ -76,6 +76,9 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
               reading: Reading = Reading()) -> list[ApplyReport]:
     """Pull → segment → plan → guards → apply → record, for every (or the named) destination.
 
+    The segment history is recorded once the guards accepted the run, even when a destination's apply
+    failed; a run a guard refused records nothing.
+
     ``as_of`` defaults to today in the config's timezone. ``allow_mass_change`` overrides the plan guards for
     this run (never the data guards); scheduled and webhook runs never pass it. ``on_warnings`` receives the
     run's warnings (stale data, unfitted models, each plan's consent warnings) before any guard is judged;
@@ -113,9 +116,16 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
         lines += _plan_guard_lines(planned)
     if lines:
         raise refuse(ledger, kind, names, lines, stats.counts())
-    reports = [_execute(p.plan, p.client, ledger, kind=kind, data=stats.counts(),
-                        replan=_guarded_replan(p, ledger, kind, allow_mass_change, stats))
-               for p in planned]
+    reports = []
+    try:
+        for p in planned:
+            reports.append(_execute(p.plan, p.client, ledger, kind=kind, data=stats.counts(),
+                                    replan=_guarded_replan(p, ledger, kind, allow_mass_change, stats)))
+    except Exception:
+        # the guards accepted the data: its segments are a fact about the shop whatever a destination did (a failed
+        # destination's move tags are planned again next run, while their transition_days last)
+        record_after_sync(cfg, segments_now, as_of)
+        raise
     record_after_sync(cfg, segments_now, as_of)
     return reports
 

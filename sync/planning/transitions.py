@@ -132,6 +132,7 @@ def moves_sql(run: "SegmentsRun", destinations: Iterable["DestinationConfig"] | 
     None when no destination maps transitions, there is no history, or the run's rules are not those of the
     current history line (the next record starts a new line: nobody has moved on it yet)."""
     from ..store import history
+    from ..store.lookup import LOOKUP_KEYS
 
     dests = [d for d in (destinations if destinations is not None else run.config.destinations) if d.transitions]
     if not dests:
@@ -144,7 +145,8 @@ def moves_sql(run: "SegmentsRun", destinations: Iterable["DestinationConfig"] | 
     if line is None or (line["preset"], line["rules_hash"]) != (seg.preset, history.rules_hash(seg)):
         return None
     as_of: date = run.result.as_of
-    moves = history.recent_moves_sql(as_of, days, segments_table=run.result.table, line=line["line"])
+    moves = history.recent_moves_sql(as_of, days, segments_table=run.result.table, line=line["line"],
+                                     keyed=run.result.customers <= LOOKUP_KEYS)  # a webhook's few: by key
     return (f"SELECT customer_id, from_segment, to_segment, DATE '{as_of.isoformat()}' - moved_on AS moved_days "
             f"FROM ({moves})")
 

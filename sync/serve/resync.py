@@ -16,7 +16,8 @@ The path of one webhook batch (see :func:`resync`):
    ``webhook``; a destination whose ledger moved while waiting for its lock is planned again first.
 
 Work is proportional to the affected customers, not to the shop: the store is read through its lookup
-indexes (:mod:`sync.store.lookup`, built by the first resync after a bulk load), the ledger by key, and the
+indexes (:mod:`sync.store.lookup`, built by the first resync after a bulk load), the segment history too (the
+affected customers' record and recent moves, :mod:`sync.store.history_partial`), the ledger by key, and the
 plan guards' managed-contact count is kept between resyncs (:mod:`sync.serve.managed`).
 ``ResyncReport.rows_read`` says what one resync read: store rows scanned (DuckDB's profiler,
 :mod:`sync.serve.readcount`) plus ledger rows.

@@ -15,7 +15,11 @@ Recording rules (:func:`record`):
 * an unchanged day adds no history row at all (only its row in ``segment_history_records``);
 * a full record (``sync``, ``segments``) closes the rows of customers who are no longer segmented; a
   ``webhook`` record is *partial*: it touches only the customers in its table, never starts a line, and is
-  skipped when the config's rules are not those of the current line (the next full sync starts the new line).
+  skipped when the config's rules are not those of the current line (the next full sync starts the new line);
+  it reads and writes those customers' rows by key (:mod:`sync.store.history_partial`), so its cost does not
+  grow with the history;
+* a full record of a snapshot taken before a webhook recorded the same day (``mark``: a sync records after its
+  apply) leaves that webhook's customers as the webhook recorded them: their data is newer than the snapshot.
 """
 
 from __future__ import annotations
@@ -30,10 +34,12 @@ import duckdb
 from segmentation import SegmentationConfig
 
 from ..errors import DataError
+from .history_partial import drop_marks_before, marked_since, record_partial
+from .lookup import BULK_ROWS, drop_lookup_indexes
 
 SOURCES = ("sync", "segments", "webhook")
 LINES, RECORDS, HISTORY = "segment_history_lines", "segment_history_records", "segment_history"
-_SNAPSHOT = "_history_snapshot"
+_SNAPSHOT, _KEPT = "_history_snapshot", "_history_kept"
 
 
 class HistoryOrderError(DataError):
@@ -93,29 +99,32 @@ def lines(con: duckdb.DuckDBPyConnection) -> list[dict]:
 
 
 def record(con: duckdb.DuckDBPyConnection, segments_table: str, *, as_of: date, preset: str, rules_hash: str,
-           source: str) -> RecordResult:
+           source: str, mark: int | None = None) -> RecordResult:
     """Record each customer's segment in ``segments_table`` (customer_id, segment) as of ``as_of``.
 
     One transaction. See the module docstring for the rules (replace the day, refuse an earlier date,
-    partial ``webhook`` records)."""
+    partial ``webhook`` records). ``mark``: a full record of a snapshot taken when the latest partial record
+    was ``mark`` (:func:`~sync.store.history_partial.current_mark`) leaves the customers a webhook recorded
+    for ``as_of`` since then as the webhook recorded them (their data is newer than the snapshot)."""
     if source not in SOURCES:
         raise ValueError(f"record: source must be one of {SOURCES}, not {source!r}")
     partial = source == "webhook"
     create_history_tables(con)
     con.execute("BEGIN TRANSACTION")
     try:
-        result = _record(con, segments_table, as_of, preset, rules_hash, source, partial)
+        result = _record(con, segments_table, as_of, preset, rules_hash, source, partial, mark)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
     finally:
         con.execute(f"DROP TABLE IF EXISTS {_SNAPSHOT}")
+        con.execute(f"DROP TABLE IF EXISTS {_KEPT}")
     return result
 
 
 def _record(con, segments_table: str, as_of: date, preset: str, rules: str, source: str,
-            partial: bool) -> RecordResult:
+            partial: bool, mark: int | None) -> RecordResult:
     cur = current_line(con)
     last = con.execute(f"SELECT max(as_of) FROM {RECORDS}").fetchall()[0][0]
     if last is not None and as_of < last:
@@ -128,41 +137,64 @@ def _record(con, segments_table: str, as_of: date, preset: str, rules: str, sour
     con.execute(f"CREATE OR REPLACE TEMP TABLE {_SNAPSHOT} AS SELECT DISTINCT CAST(customer_id AS VARCHAR) "
                 f"AS customer_id, CAST(segment AS VARCHAR) AS segment FROM {segments_table}")
     day = {"d": as_of}
-    if new_line:
-        line = (cur["line"] + 1) if cur else 1
-        con.execute(f"INSERT INTO {LINES} VALUES (?, ?, ?, ?)", [line, preset, rules, as_of])
-        con.execute(f"INSERT INTO {HISTORY} SELECT {line}, customer_id, segment, $d, NULL FROM {_SNAPSHOT}", day)
-        moves = 0
+    line = (cur["line"] + 1) if new_line and cur else 1 if new_line else cur["line"]
+    again = not new_line and con.execute(f"SELECT count(*) FROM {RECORDS} WHERE line = {line} AND as_of = $d",
+                                         day).fetchall()[0][0] > 0
+    if partial:  # by key: the affected customers' rows only (sync.store.history_partial)
+        moves, customers = record_partial(con, _SNAPSHOT, line, as_of, again, HISTORY, RECORDS)
     else:
-        line = cur["line"]
-        again = con.execute(f"SELECT count(*) FROM {RECORDS} WHERE line = {line} AND as_of = $d", day
-                            ).fetchall()[0][0]
-        if again:  # the same day again: undo what this day changed (a partial record: only its customers')
-            only = f"AND customer_id IN (SELECT customer_id FROM {_SNAPSHOT})" if partial else ""
-            con.execute(f"DELETE FROM {HISTORY} WHERE line = {line} AND valid_from = $d {only}", day)
-            con.execute(f"UPDATE {HISTORY} SET valid_to = NULL WHERE line = {line} AND valid_to = $d {only}", day)
-        # one join: who changed (old → new); a full record also closes the customers it no longer holds
-        join = "LEFT JOIN" if partial else "FULL OUTER JOIN"
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE _history_diff AS
-            SELECT coalesce(s.customer_id, h.customer_id) AS customer_id, h.segment AS old, s.segment AS new
-            FROM {_SNAPSHOT} s {join} (SELECT customer_id, segment FROM {HISTORY}
-                                      WHERE line = {line} AND valid_to IS NULL) h USING (customer_id)
-            WHERE h.segment IS DISTINCT FROM s.segment""")
-        moves = con.execute("SELECT count(*) FROM _history_diff WHERE old IS NOT NULL AND new IS NOT NULL"
-                            ).fetchall()[0][0]
-        con.execute(f"""UPDATE {HISTORY} AS h SET valid_to = $d FROM _history_diff c
-                        WHERE h.line = {line} AND h.valid_to IS NULL AND h.customer_id = c.customer_id
-                          AND c.old IS NOT NULL""", day)
-        con.execute(f"INSERT INTO {HISTORY} SELECT {line}, customer_id, new, $d, NULL FROM _history_diff "
-                    f"WHERE new IS NOT NULL", day)
-        con.execute("DROP TABLE _history_diff")
-    customers = con.execute(f"SELECT count(*) FROM {HISTORY} WHERE line = {line} AND {_valid('$d')}", day
-                            ).fetchall()[0][0]
+        moves = _record_full(con, line, as_of, new_line, again, preset, rules, mark)
+        customers = con.execute(f"SELECT count(*) FROM {HISTORY} WHERE line = {line} AND {_valid('$d')}", day
+                                ).fetchall()[0][0]
     con.execute(f"""INSERT INTO {RECORDS} VALUES (?, ?, ?, ?, ?) ON CONFLICT (line, as_of) DO UPDATE SET
                     customers = excluded.customers, recorded_at = excluded.recorded_at,
                     source = CASE WHEN excluded.source = 'webhook' THEN {RECORDS}.source ELSE excluded.source END""",
                 [line, as_of, source, customers, datetime.now(timezone.utc)])
     return RecordResult(moves, line, new_line, customers)
+
+
+def _record_full(con, line: int, as_of: date, new_line: bool, again: bool, preset: str, rules: str,
+                 mark: int | None) -> int:
+    """A full record (a scan of the line: it holds every customer anyway); returns the moves."""
+    day = {"d": as_of}
+    if new_line:
+        _bulk(con, f"SELECT count(*) FROM {_SNAPSHOT}")
+        con.execute(f"INSERT INTO {LINES} VALUES (?, ?, ?, ?)", [line, preset, rules, as_of])
+        con.execute(f"INSERT INTO {HISTORY} SELECT {line}, customer_id, segment, $d, NULL FROM {_SNAPSHOT}", day)
+        drop_marks_before(con, as_of)
+        return 0
+    kept = ""  # customers a webhook recorded for this day after the snapshot was taken keep the webhook's rows
+    if mark is not None and marked_since(con, mark, as_of, _KEPT):
+        con.execute(f"DELETE FROM {_SNAPSHOT} WHERE customer_id IN (SELECT customer_id FROM {_KEPT})")
+        kept = f"AND customer_id NOT IN (SELECT customer_id FROM {_KEPT})"
+    if again:  # the same day again: undo what this day changed
+        _bulk(con, f"SELECT count(*) FROM {HISTORY} WHERE line = {line} AND valid_from = $d", day)
+        con.execute(f"DELETE FROM {HISTORY} WHERE line = {line} AND valid_from = $d {kept}", day)
+        con.execute(f"UPDATE {HISTORY} SET valid_to = NULL WHERE line = {line} AND valid_to = $d {kept}", day)
+    # one join: who changed (old → new); a full record also closes the customers it no longer holds
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _history_diff AS
+        SELECT coalesce(s.customer_id, h.customer_id) AS customer_id, h.segment AS old, s.segment AS new
+        FROM {_SNAPSHOT} s FULL OUTER JOIN (SELECT customer_id, segment FROM {HISTORY}
+                                           WHERE line = {line} AND valid_to IS NULL {kept}) h USING (customer_id)
+        WHERE h.segment IS DISTINCT FROM s.segment""")
+    moves = con.execute("SELECT count(*) FROM _history_diff WHERE old IS NOT NULL AND new IS NOT NULL"
+                        ).fetchall()[0][0]
+    _bulk(con, "SELECT count(*) FROM _history_diff")
+    con.execute(f"""UPDATE {HISTORY} AS h SET valid_to = $d FROM _history_diff c
+                    WHERE h.line = {line} AND h.valid_to IS NULL AND h.customer_id = c.customer_id
+                      AND c.old IS NOT NULL""", day)
+    con.execute(f"INSERT INTO {HISTORY} SELECT {line}, customer_id, new, $d, NULL FROM _history_diff "
+                f"WHERE new IS NOT NULL", day)
+    con.execute("DROP TABLE _history_diff")
+    drop_marks_before(con, as_of)
+    return moves
+
+
+def _bulk(con, count_sql: str, params: dict | None = None) -> None:
+    """Before writing more than ``BULK_ROWS`` history rows, drop the history's lookup index: DuckDB maintains
+    it row by row, which costs more than the next webhook resync building it again."""
+    if con.execute(count_sql, params or {}).fetchall()[0][0] > BULK_ROWS:
+        drop_lookup_indexes(con, only=HISTORY)
 
 
 def _valid(day: str, alias: str = "") -> str:
@@ -245,6 +277,7 @@ def prune_before(con: duckdb.DuckDBPyConnection, day: date) -> dict[str, int]:
         return {"rows": 0, "records": 0, "lines": 0}
     con.execute("BEGIN TRANSACTION")
     try:
+        _bulk(con, f"SELECT count(*) FROM {HISTORY} WHERE valid_to <= $d", {"d": day})
         rows = con.execute(f"DELETE FROM {HISTORY} WHERE valid_to <= ?", [day]).fetchall()[0][0]
         recs = con.execute(f"DELETE FROM {RECORDS} WHERE as_of < ?", [day]).fetchall()[0][0]
         gone = con.execute(f"""DELETE FROM {LINES} l WHERE line < (SELECT max(line) FROM {LINES})
@@ -257,29 +290,48 @@ def prune_before(con: duckdb.DuckDBPyConnection, day: date) -> dict[str, int]:
     return {"rows": rows, "records": recs, "lines": gone}
 
 
-def recent_moves_sql(as_of: date, days: int, *, segments_table: str | None = None, line: int | None = None
-                     ) -> str:
+def recent_moves_sql(as_of: date, days: int, *, segments_table: str | None = None, line: int | None = None,
+                     keyed: bool = False) -> str:
     """A SELECT of (customer_id, from_segment, to_segment, moved_on): each customer's latest move on the line
     (the current one when ``line`` is None) as of ``as_of``, when ``moved_on > as_of - days``; one row per
     customer at most. A customer who first appears (or comes back after a gap) has not moved.
 
     ``segments_table`` (customer_id, segment): this run's segments, not recorded yet, count as the record of
     ``as_of`` (what the history will say once the run records), so a plan sees today's moves before the sync
-    that makes them records them. Recorded or not, the answer is the same."""
+    that makes them records them. Recorded or not, the answer is the same.
+
+    ``keyed`` (with ``segments_table``, a few customers: a webhook resync): the history rows of those customers
+    are fetched first by a join on ``customer_id`` alone, which the store's lookup index answers (any other
+    filter on that scan would make DuckDB scan the whole history), and filtered afterwards."""
     d, days = f"DATE '{as_of.isoformat()}'", int(days)
     ln = str(int(line)) if line is not None else f"(SELECT max(line) FROM {LINES})"
     h = f"(SELECT customer_id, segment, valid_from, valid_to FROM {HISTORY} WHERE line = {ln})"
+    if keyed and segments_table is not None:
+        # any filter beside the keyed join makes DuckDB scan the whole history, and it pushes into a CTE the
+        # disjunction of its references' filters: OFFSET 0 keeps them out
+        p = f"(SELECT line, customer_id, segment, valid_from, valid_to FROM _history_keyed WHERE line = {ln})"
+        return f"""WITH _history_keyed AS MATERIALIZED (SELECT h.* FROM {HISTORY} h
+                                           JOIN (SELECT DISTINCT customer_id FROM {segments_table}) k
+                                           USING (customer_id) OFFSET 0)
+            {_moves_of(p, '_history_keyed', segments_table, d, days)}"""
     if segments_table is None:
         return f"""SELECT c.customer_id, p.segment AS from_segment, c.segment AS to_segment, c.valid_from AS moved_on
             FROM {h} c JOIN {h} p ON p.customer_id = c.customer_id AND p.valid_to = c.valid_from
             WHERE {_valid(d, 'c')} AND c.valid_from > {d} - {days}"""
+    h = f"(SELECT line, customer_id, segment, valid_from, valid_to FROM {HISTORY} WHERE line = {ln})"
+    return _moves_of(h, h, segments_table, d, days)
+
+
+def _moves_of(p: str, q: str, segments_table: str, d: str, days: int) -> str:
+    """Today's moves (``p``: the line's rows, against the run's segments) and the earlier moves still within
+    ``days`` (``q``: the row each of those follows, on the same line)."""
     return f"""SELECT p.customer_id, p.segment AS from_segment, s.segment AS to_segment, {d} AS moved_on
-            FROM {h} p JOIN {segments_table} s ON s.customer_id = p.customer_id
+            FROM {p} p JOIN {segments_table} s ON s.customer_id = p.customer_id
             WHERE {_valid(f'({d} - 1)', 'p')} AND s.segment <> p.segment
         UNION ALL
         SELECT p.customer_id, q.segment, p.segment, p.valid_from
-            FROM {h} p JOIN {segments_table} s ON s.customer_id = p.customer_id AND s.segment = p.segment
-            JOIN {h} q ON q.customer_id = p.customer_id AND q.valid_to = p.valid_from
+            FROM {p} p JOIN {segments_table} s ON s.customer_id = p.customer_id AND s.segment = p.segment
+            JOIN {q} q ON q.customer_id = p.customer_id AND q.line = p.line AND q.valid_to = p.valid_from
             WHERE {_valid(f'({d} - 1)', 'p')} AND p.valid_from > {d} - {days}"""
 
 

@@ -1,7 +1,8 @@
 """Lookup indexes: what lets a webhook resync read the store by key instead of scanning it.
 
 A webhook batch touches a handful of customers of a store that may hold millions of orders. With an ART index on
-``orders(customer_id)``, ``orders(order_id)``, ``contacts(customer_id)`` and ``line_items(order_id)``, DuckDB
+``orders(customer_id)``, ``orders(order_id)``, ``contacts(customer_id)``, ``line_items(order_id)`` and
+``segment_history(customer_id)`` (when the store has a segment history), DuckDB
 answers the resync's queries (``customer_id IN (SELECT ... FROM affected_customers)``, the merge's
 ``order_id IN (SELECT ... FROM staged_orders)``) with index scans and joins: the rows it reads are the affected
 customers' rows, not the store (:mod:`sync.serve.resync` counts them).
@@ -10,7 +11,8 @@ The indexes cost disk (a 5 M-order store grows about sixfold) and make bulk writ
 index row by row, so replacing millions of rows under one takes minutes. Hence they exist only where they pay:
 :func:`ensure_lookup_indexes` builds them (the first webhook resync after a bulk load, a few seconds per million
 orders) and :func:`drop_lookup_indexes` removes them before a bulk merge (a file's full refresh, a large pull),
-see :func:`sync.store.merge.merge_staged`. A store that never receives webhooks never has them.
+see :func:`sync.store.merge.merge_staged`, and a full history record writing as many rows drops the history's.
+A store that never receives webhooks never has them.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ LOOKUP_INDEXES = {
     "rfmsync_orders_order": ("orders", "order_id"),
     "rfmsync_contacts_customer": ("contacts", "customer_id"),
     "rfmsync_line_items_order": ("line_items", "order_id"),
+    "rfmsync_history_customer": ("segment_history", "customer_id"),
 }
 
 #: up to this many keys (affected customers, staged orders) a join is answered from the indexes
@@ -40,6 +43,11 @@ LOOKUP_ROWS = 50_000
 BULK_ROWS = 50_000
 
 
+def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = "
+                                      "current_database()").fetchall()}
+
+
 def _present(con: duckdb.DuckDBPyConnection) -> set[str]:
     names = tuple(LOOKUP_INDEXES)
     rows = con.execute("SELECT index_name FROM duckdb_indexes() WHERE database_name = current_database() "
@@ -48,8 +56,10 @@ def _present(con: duckdb.DuckDBPyConnection) -> set[str]:
 
 
 def ensure_lookup_indexes(con: duckdb.DuckDBPyConnection) -> int:
-    """Create the missing lookup indexes; returns how many were built (0 when all were there)."""
-    missing = [n for n in LOOKUP_INDEXES if n not in _present(con)]
+    """Create the missing lookup indexes (of the tables the store has); returns how many were built (0 when all
+    were there)."""
+    tables = _tables(con)
+    missing = [n for n, (table, _) in LOOKUP_INDEXES.items() if n not in _present(con) and table in tables]
     if not missing:
         return 0
     started = time.monotonic()
@@ -72,9 +82,9 @@ def lookup_by_key(con: duckdb.DuckDBPyConnection, keys: int = LOOKUP_KEYS, rows:
     con.execute(f"SET index_scan_max_count = {int(rows)}")
 
 
-def drop_lookup_indexes(con: duckdb.DuckDBPyConnection) -> int:
-    """Drop the lookup indexes before a bulk write; returns how many there were."""
-    present = _present(con)
+def drop_lookup_indexes(con: duckdb.DuckDBPyConnection, only: str | None = None) -> int:
+    """Drop the lookup indexes (``only``: of that table) before a bulk write; returns how many there were."""
+    present = {n for n in _present(con) if only is None or LOOKUP_INDEXES[n][0] == only}
     for name in present:
         con.execute(f"DROP INDEX IF EXISTS {name}")
     if present:
