@@ -75,7 +75,18 @@ def validate(model: type[M], payload: Any, what: str, raw: Any = None, secrets: 
 
 
 def parse_answer(model: type[M], raw: bytes | str | None, what: str, secrets: Iterable[str] = ()) -> M:
-    """Decode and validate a 2xx body in one step."""
+    """Decode and validate a 2xx body in one step.
+
+    The body is validated straight from its bytes (pydantic's JSON parser): only the fields the shape names
+    become Python objects, the rest of a large answer (Mailchimp's full member objects) is parsed and skipped,
+    never decoded into dicts. Whatever that refuses goes through :func:`decode_json` and :func:`validate`, so a
+    body that is not the documented shape fails with the same reason as before (and JSON in UTF-16/32, which
+    the one-pass parser does not read, is still accepted)."""
+    if isinstance(raw, (bytes, str)) and raw:
+        try:
+            return model.model_validate_json(raw)
+        except ValidationError:
+            pass
     return validate(model, decode_json(raw, what, secrets), what, raw, secrets)
 
 

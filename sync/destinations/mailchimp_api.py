@@ -31,7 +31,7 @@ from connectors.retry import RetryPolicy, retry_after_seconds
 
 from ..errors import DestinationConfigError, DestinationError
 from .base import Action
-from .answers import BadAnswer, Shape, decode_json, validate
+from .answers import BadAnswer, Shape, decode_json, parse_answer, validate
 
 log = logging.getLogger(__name__)
 
@@ -130,9 +130,28 @@ class _ApiClient(ApiClient):
             raise ValueError("http method must be `GET`, `HEAD`, `OPTIONS`, `POST`, `PATCH`, `PUT` or `DELETE`.")
         auth = ("user", self.api_key) if self.is_basic_auth else None
         data = json.dumps(body) if method in ("POST", "PUT", "PATCH") else None
-        self.last.response = self.session.request(method, url, params=query_params, data=data, headers=headers,
-                                                  auth=auth, timeout=self.timeout)
-        return self.last.response
+        response = self.session.request(method, url, params=query_params, data=data, headers=headers, auth=auth,
+                                        timeout=self.timeout)
+        # The SDK would decode a JSON body into dicts here, only for :meth:`MailchimpApi.call` to throw them
+        # away and read the raw body against the documented shape: it gets a placeholder instead, and the
+        # body is decoded once, by the caller (a batch answer carries 500 full member objects).
+        response.json = _unread  # type: ignore[method-assign]
+        self.last.response = response
+        return response
+
+
+class _Unread:
+    """What the SDK gets for a JSON body it would have decoded: read the raw response instead."""
+
+    def __bool__(self) -> bool:
+        return True  # the SDK returns (2xx) or raises with (otherwise) a truthy body
+
+
+UNREAD = _Unread()
+
+
+def _unread(**_: Any) -> _Unread:
+    return UNREAD
 
 
 
@@ -182,7 +201,8 @@ class MailchimpApi:
                 result = fn(*args, **kwargs)
             except ApiClientError as exc:
                 response = getattr(self._api.last, "response", None)
-                raise self.error(what, exc.status_code, exc.text, response) from None
+                text = response.text if exc.text is UNREAD and response is not None else exc.text
+                raise self.error(what, exc.status_code, text, response) from None
             response = getattr(self._api.last, "response", None)
             if isinstance(result, requests.Response):  # SDK quirk: empty body -> raw response, no exception
                 response = result
@@ -191,9 +211,10 @@ class MailchimpApi:
             log.debug("mailchimp %s: %s answered in %.2fs", self.name, what, time.monotonic() - started)
             label = f"Mailchimp {what}"
             raw = response.content if response is not None else result
+            if shape is not None:  # the raw body, validated in one pass (only the shape's fields are read)
+                return parse_answer(shape, raw, label) if isinstance(raw, (bytes, str)) else \
+                    validate(shape, raw, label)
             payload = decode_json(raw, label) if isinstance(raw, (bytes, str)) else raw
-            if shape is not None:
-                return validate(shape, payload, label, raw)
             if not isinstance(payload, dict):
                 raise BadAnswer(label, "not a JSON object", raw)
             return payload

@@ -274,14 +274,19 @@ def _copy_state_pg(conn: Connection, destination: str) -> "pa.Table":
 
 def _save_rows_sqlite(conn: Connection, destination: str, run_id: int | None,
                       now: datetime, rows: list[tuple[Any, ...]]) -> None:
+    # One INSERT .. SELECT over the rows shipped as one JSON document (json_each): SQLite runs the whole upsert
+    # in one step, so the writer thread releases and re-takes the interpreter lock once per chunk instead of
+    # once per row (``executemany``), which under load (the apply's calls running meanwhile) waited for the
+    # lock at every row.
     to_db = pushed_state.c.pushed_at.type.bind_processor(conn.dialect)
     db_now = to_db(now) if to_db else now
     sql = ("INSERT INTO pushed_state (destination, key, customer_id, tags, fields, in_destination, pushed_at,"
-           " run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (destination, key) DO UPDATE SET "
+           " run_id) SELECT ?, r.value ->> 0, r.value ->> 1, r.value ->> 2, r.value ->> 3, r.value ->> 4, ?, ?"
+           " FROM json_each(?) AS r WHERE true ON CONFLICT (destination, key) DO UPDATE SET "
            + ", ".join(f"{c} = excluded.{c}" for c in _STATE_UPDATE_COLUMNS))
-    cursor = conn.connection.driver_connection.cursor()  # the DBAPI cursor: plain tuples, no per-row processing
-    cursor.executemany(sql, [(destination, key, cid, tags, fields, present, db_now, run_id)
-                             for key, cid, tags, fields, present in rows])
+    cursor = conn.connection.driver_connection.cursor()  # the DBAPI cursor: no per-row processing
+    for chunk in chunks(rows, 50_000):
+        cursor.execute(sql, (destination, db_now, run_id, _encode(chunk)))
 
 
 def _save_rows_pg(conn: Connection, destination: str, run_id: int | None,
