@@ -21,8 +21,8 @@ from .destinations.base import Destination
 from .errors import LockBusyError
 from .ledger import Ledger, Locks, owner_process_gone
 from .model import ItemResult
-from .outcomes import OutcomeWriter
-from .planning.plan import Plan, apply_results_to_state
+from .outcomes import OutcomeWriter, StateFold
+from .planning.plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +83,17 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         state = ledger.load_states(plan.destination, by_key)  # only the contacts this plan touches
         writer = OutcomeWriter(ledger, plan.destination, run_id)  # the ledger writes, group-committed
 
+        fold = StateFold(state, by_key)
+
         def on_results(results: Sequence[ItemResult]) -> None:
             results = list(results)
             tally(results)
-            touched = apply_results_to_state(state, by_key, results)
-            writer.submit([state[k] for k in touched], results)
-            for r in results:
-                counts["ok" if r.ok else "failed"] += 1
-                if not r.ok and len(errors) < 20:
-                    errors.append(f"{r.key} {r.op}: {r.error}")
+            writer.submit(fold(results), results)
+            failed = [r for r in results if not r.ok]
+            counts["ok"] += len(results) - len(failed)
+            counts["failed"] += len(failed)
+            for r in failed[:max(0, 20 - len(errors))]:
+                errors.append(f"{r.key} {r.op}: {r.error}")
 
         try:
             try:

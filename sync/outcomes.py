@@ -14,9 +14,9 @@ import logging
 import queue
 import threading
 import time
-from typing import Iterable, Protocol, Sequence
+from typing import Iterable, Mapping, Protocol, Sequence
 
-from .model import ItemResult, PushedState
+from .model import ContactChange, ItemResult, PushedState
 
 log = logging.getLogger(__name__)
 
@@ -98,4 +98,54 @@ class OutcomeWriter:
             self.busy_seconds += time.perf_counter() - t0
 
 
-__all__ = ["OutcomeWriter"]
+_NO_TAGS: frozenset[str] = frozenset()
+
+
+class StateFold:
+    """Folds item results into the pushed state of the plan's contacts, as they arrive; returns the new states.
+
+    What :func:`sync.planning.plan.apply_results_to_state` does (same states out, tested against it), at the
+    cost a million contacts can afford: an unchanged fields mapping is shared, not copied; a contact's tag set
+    is looked up among the few distinct ones (``tags + one tag``) instead of rebuilt; one pass, no copies of
+    the previous state."""
+
+    def __init__(self, state: dict[str, PushedState], changes: Mapping[str, ContactChange]) -> None:
+        self.state, self._changes = state, changes
+        self._tag_sets: dict[tuple[frozenset[str], str], frozenset[str]] = {}
+
+    def _tags(self, tags: frozenset[str], op: str) -> frozenset[str]:
+        found = self._tag_sets.get((tags, op))
+        if found is None:
+            found = self._tag_sets[(tags, op)] = tags | {op[4:]} if op[3] == "+" else tags - {op[4:]}
+        return found
+
+    def __call__(self, results: Iterable[ItemResult]) -> list[PushedState]:
+        state, changes = self.state, self._changes
+        touched: dict[str, PushedState] = {}
+        for r in results:
+            key, prev = r.key, state.get(r.key)
+            if not r.ok:
+                if r.missing and prev is not None:  # the ESP does not hold it: forgotten, the next plan creates it
+                    state[key] = touched[key] = PushedState(key, prev.customer_id, _NO_TAGS, {}, False)
+                continue
+            c = changes.get(key)
+            if prev is None:
+                customer_id, tags, fields, exists = (c.customer_id if c else None), _NO_TAGS, {}, False
+            else:
+                customer_id, tags, fields, exists = prev.customer_id, prev.tags, prev.fields, prev.exists
+            op = r.op
+            if op == "upsert":
+                if c is not None:
+                    if c.set_fields:
+                        fields = {**fields, **c.set_fields} if fields else dict(c.set_fields)
+                    exists = True
+            elif op.startswith("tag+"):
+                tags, exists = self._tags(tags, op), True
+            elif op.startswith("tag-"):
+                tags = self._tags(tags, op)
+            state[key] = touched[key] = PushedState(key, (c.customer_id if c else customer_id) or None, tags,
+                                                    fields, exists)
+        return list(touched.values())
+
+
+__all__ = ["OutcomeWriter", "StateFold"]

@@ -6,9 +6,12 @@ from __future__ import annotations
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from sync.model import ItemResult, PushedState
-from sync.outcomes import OutcomeWriter
+from sync.model import ContactChange, ItemResult, PushedState
+from sync.outcomes import OutcomeWriter, StateFold
+from sync.planning.plan import apply_results_to_state
 
 
 class RecordingLedger:
@@ -56,3 +59,40 @@ def test_a_failed_write_reaches_the_apply():
     writer.submit([state("a@x.io", "one")], [])
     with pytest.raises(OSError, match="disk full"):
         writer.close()
+
+
+# ---------------------------------------------------------------------------------------------- the fold
+KEYS = ("a@x.io", "b@x.io", "c@x.io")
+TAGS = ("rfm:A", "rfm:B")
+
+
+@st.composite
+def fold_case(draw):
+    """A pushed state, a plan's changes and a stream of item results over a few contacts and tags."""
+    state = {k: PushedState(k, draw(st.sampled_from([None, f"id-{k}"])),
+                            frozenset(draw(st.sets(st.sampled_from(TAGS)))),
+                            draw(st.dictionaries(st.sampled_from(["R", "F"]), st.integers(1, 5))), draw(st.booleans()))
+             for k in draw(st.sets(st.sampled_from(KEYS)))}
+    changes = {k: ContactChange(k, k, f"cust-{k}", "seg", draw(st.booleans()), "transactional",
+                                set_fields=draw(st.dictionaries(st.sampled_from(["R", "M"]), st.integers(1, 5))))
+               for k in draw(st.sets(st.sampled_from(KEYS)))}
+    ops = st.sampled_from(["upsert"] + [f"tag{s}{t}" for s in "+-" for t in TAGS])
+    batches = draw(st.lists(st.lists(st.builds(ItemResult, st.sampled_from(KEYS), ops, st.booleans(),
+                                               st.none(), missing=st.booleans()), max_size=6), max_size=4))
+    return state, changes, batches
+
+
+@settings(max_examples=300, deadline=None)
+@given(fold_case())
+def test_the_state_fold_gives_the_states_apply_results_to_state_gives(case):
+    """StateFold is the apply's cheap form of apply_results_to_state: batch after batch, the same state and
+    the same contacts touched."""
+    state, changes, batches = case
+    expected, folded = dict(state), dict(state)
+    fold = StateFold(folded, changes)
+    for results in batches:
+        touched = apply_results_to_state(expected, changes, results)
+        out = fold(results)
+        assert {s.key for s in out} == touched
+        assert all(folded[s.key] is s for s in out)
+        assert folded == expected
