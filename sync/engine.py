@@ -1,9 +1,11 @@
 """Apply: execute one destination's plan under its ledger lock, recording each call's outcome as it completes.
 
 Every item's outcome is folded into the ledger as its API call completes (group-committed by a writer thread,
-:mod:`sync.outcomes`, so the calls never wait for the ledger), so a failed item stays pending (the next run plans
-it again) and a process killed mid-run resumes without repeating the calls whose outcomes were committed. A second run
-with no data change plans nothing and makes zero write calls.
+:mod:`sync.outcomes`, so the calls never wait for the ledger): a failure at once, a contact's pushed state once
+its last operation of the run has answered (its upsert and its tag calls answer close together). So a failed item
+stays pending (the next run plans it again) and a process killed mid-run resumes without repeating the calls whose
+outcomes were committed (and repeats, idempotently, at most the upserts of contacts whose tags had not answered). A
+second run with no data change plans nothing and makes zero write calls.
 
 Planning is :mod:`sync.planning`, the ESP clients :mod:`sync.destinations`; the full sync that strings
 pull → segment → plan → apply together is :func:`sync.api.run_sync`.
@@ -21,7 +23,7 @@ from .destinations.base import Destination
 from .errors import LockBusyError
 from .ledger import Ledger, Locks, owner_process_gone
 from .model import ItemResult
-from .outcomes import OutcomeWriter, StateFold
+from .outcomes import LastOutcome, OutcomeWriter, StateFold
 from .planning.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -84,11 +86,12 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         writer = OutcomeWriter(ledger, plan.destination, run_id)  # the ledger writes, group-committed
 
         fold = StateFold(state, by_key)
+        last = LastOutcome(plan.changes)  # a contact's state is written once its last operation answered
 
         def on_results(results: Sequence[ItemResult]) -> None:
             results = list(results)
             tally(results)
-            writer.submit(fold(results), results)
+            writer.submit(last(results, fold(results)), results)
             failed = [r for r in results if not r.ok]
             counts["ok"] += len(results) - len(failed)
             counts["failed"] += len(failed)
@@ -100,7 +103,10 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                 client.prepare(plan.managed_tags, plan.fields)
                 client.apply(plan.changes, on_results)
             finally:
-                writer.close()  # every outcome is in the ledger before the run is finished (or failed)
+                try:
+                    writer.submit(last.rest(), [])  # the states held back, also when the apply failed
+                finally:
+                    writer.close()  # every outcome is in the ledger before the run is finished (or failed)
         except Exception as exc:
             ledger.finish_run(run_id, "failed", counts, error=str(exc))
             raise

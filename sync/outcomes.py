@@ -148,4 +148,34 @@ class StateFold:
         return list(touched.values())
 
 
-__all__ = ["OutcomeWriter", "StateFold"]
+class LastOutcome:
+    """Holds a contact's folded state back until the last of its operations in this apply has an outcome, so a
+    contact is written once (its upsert and its tag calls answer close together: the Mailchimp apply starts a
+    tag call as soon as its contacts' upserts answered) instead of once per operation.
+
+    ``__call__(results, states)`` gives the states to write now; :meth:`rest` the ones still held (the apply
+    writes them when it ends, however it ends). A process killed meanwhile loses the held states: the next run
+    plans those contacts again, and every operation rfmsync makes is idempotent (a create of a contact that
+    exists leaves it as it is and writes its fields). Failed items are recorded at once, never held."""
+
+    def __init__(self, changes: Iterable[ContactChange]) -> None:
+        self._left = {c.key: int(c.needs_upsert) + len(c.add_tags) + len(c.remove_tags) for c in changes}
+        self._held: dict[str, PushedState] = {}
+
+    def __call__(self, results: Sequence[ItemResult], states: Iterable[PushedState]) -> list[PushedState]:
+        left, held = self._left, self._held
+        for r in results:
+            n = left.get(r.key)
+            if n:
+                left[r.key] = n - 1
+        for s in states:
+            held[s.key] = s
+        return [held.pop(key) for key in {r.key: None for r in results} if key in held and not left.get(key)]
+
+    def rest(self) -> list[PushedState]:
+        out = list(self._held.values())
+        self._held.clear()
+        return out
+
+
+__all__ = ["LastOutcome", "OutcomeWriter", "StateFold"]

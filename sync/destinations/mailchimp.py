@@ -41,9 +41,7 @@ import logging
 import math
 import re
 import threading
-from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
-from functools import partial
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from pydantic import SecretStr
 
@@ -54,6 +52,7 @@ from ..model import ContactChange, FieldValue, ItemResult, OnResults
 from ..planning.values import BOOL, DATE, NUMBER, TEXT, kind_of
 from .answers import BadAnswer, unaccounted
 from .base import ClientOptions, DestinationSpec
+from .mailchimp_apply import Pipeline
 from .mailchimp_api import (NOT_A_MEMBER, BatchAnswer, BatchRejected, Created, ListInfo, MailchimpApi, SegmentAnswer,
                             member_error)
 
@@ -163,58 +162,23 @@ class MailchimpDestination:
         return out
 
     def apply(self, changes: Sequence[ContactChange], on_results: OnResults) -> None:
-        """Upsert (create, then update) and tag in batches; ``on_results`` after each API call."""
-        failed: set[str] = set()
-        missing: set[str] = set()
+        """Upsert (create, then update) and tag in batches; ``on_results`` after each API call. A tag call
+        starts once its contacts' upserts have answered (:mod:`sync.destinations.mailchimp_apply`)."""
         stats = {"calls": 0, "items": 0, "failed": 0}
 
         def report(results: Sequence[ItemResult]) -> None:
             stats["calls"] += 1
             stats["items"] += len(results)
-            bad = [r.key for r in results if not r.ok]
-            stats["failed"] += len(bad)
-            failed.update(bad)
-            missing.update(r.key for r in results if r.missing)
+            stats["failed"] += sum(not r.ok for r in results)
             on_results(results)
 
-        creates = [c for c in changes if c.needs_upsert and c.create and c.status_if_new]
-        updates = [c for c in changes if c.needs_upsert and not (c.create and c.status_if_new)]
-        spill = self._run([partial(self._subscribe, chunk, True) for chunk in self._chunks(creates)], report)
-        self._run([partial(self._subscribe, chunk, False) for chunk in self._chunks(updates + spill)], report)
-        self._run(self._tag_tasks(changes, failed, missing, on_results), report)
+        Pipeline(self, changes, report, on_results).run()
         log.info("mailchimp %s: %d changes -> %d item results (%d failed) in %d calls", self.name, len(changes),
                  stats["items"], stats["failed"], stats["calls"])
 
     # ------------------------------------------------------------------ apply internals
     def _chunks(self, items: Sequence[Any]) -> list[Sequence[Any]]:
         return [items[i:i + self.batch_size] for i in range(0, len(items), self.batch_size)]
-
-    def _run(self, tasks: list[Callable[[], tuple[list[ItemResult], list[Any]]]],
-             report: OnResults) -> list[Any]:
-        """Run calls with at most ``max_connections`` in flight; report each call's results from this thread."""
-        if not tasks:
-            return []
-        extras: list[Any] = []
-        first_error: BaseException | None = None
-        with ThreadPoolExecutor(max_workers=min(self.max_connections, len(tasks)),
-                                thread_name_prefix=f"mailchimp-{self.name}") as pool:
-            futures = [pool.submit(task) for task in tasks]
-            for future in as_completed(futures):
-                try:
-                    results, extra = future.result()
-                except CancelledError:
-                    continue
-                except Exception as exc:  # stop starting calls; still report the ones that finish
-                    if first_error is None:
-                        first_error = exc
-                        for other in futures:
-                            other.cancel()
-                    continue
-                report(results)
-                extras.extend(extra)
-        if first_error is not None:
-            raise first_error
-        return extras
 
     def _subscribe(self, chunk: Sequence[ContactChange], create: bool) -> tuple[list[ItemResult], list[Any]]:
         members = []
@@ -250,32 +214,6 @@ class MailchimpDestination:
                 missing = not create and (error.field == "status" or bool(NOT_A_MEMBER.search(error.error or "")))
                 results.append(ItemResult(c.key, "upsert", False, member_error(error), missing=missing))
         return results, spill
-
-    def _tag_tasks(self, changes: Sequence[ContactChange], failed: set[str], missing: set[str],
-                   on_results: OnResults) -> list[Callable[[], tuple[list[ItemResult], list[Any]]]]:
-        adds: dict[str, list[ContactChange]] = {}
-        removes: dict[str, list[ContactChange]] = {}
-        skipped: list[ItemResult] = []
-        for c in changes:
-            ops = [(adds, "+", t) for t in sorted(c.add_tags)] + [(removes, "-", t) for t in sorted(c.remove_tags)]
-            for bucket, sign, tag in ops:
-                if c.key in missing:  # not in the audience: carries no tag; adds wait for it to be created
-                    skipped.append(ItemResult(c.key, f"tag{sign}{tag}", sign == "-", None if sign == "-" else
-                                              "skipped: not a list member", missing=sign == "+"))
-                elif c.key in failed:
-                    skipped.append(ItemResult(c.key, f"tag{sign}{tag}", False, "skipped: the upsert failed"))
-                else:
-                    bucket.setdefault(tag, []).append(c)
-        if skipped:
-            on_results(skipped)
-        ids = self._segment_ids(sorted(set(adds) | set(removes)), create=True)
-        tasks = []
-        for tag in sorted(set(adds) | set(removes)):
-            add, remove = adds.get(tag, []), removes.get(tag, [])
-            for i in range(max(math.ceil(len(add) / self.batch_size), math.ceil(len(remove) / self.batch_size))):
-                part = slice(i * self.batch_size, (i + 1) * self.batch_size)
-                tasks.append(partial(self._tag_call, tag, ids[tag], add[part], remove[part]))
-        return tasks
 
     def _tag_call(self, tag: str, sid: int, add: Sequence[ContactChange],
                   remove: Sequence[ContactChange]) -> tuple[list[ItemResult], list[Any]]:
