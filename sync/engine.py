@@ -23,7 +23,7 @@ from .destinations.base import Destination
 from .errors import LockBusyError
 from .ledger import Ledger, Locks, owner_process_gone
 from .model import ItemResult
-from .outcomes import LastOutcome, OutcomeWriter, StateFold
+from .outcomes import OutcomeWriter, StateFold
 from .planning.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -85,13 +85,12 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         state = ledger.load_states(plan.destination, by_key)  # only the contacts this plan touches
         writer = OutcomeWriter(ledger, plan.destination, run_id)  # the ledger writes, group-committed
 
-        fold = StateFold(state, by_key)
-        last = LastOutcome(plan.changes)  # a contact's state is written once its last operation answered
+        fold = StateFold(state, by_key)  # a contact's state is written once its last operation answered
 
         def on_results(results: Sequence[ItemResult]) -> None:
             results = list(results)
             tally(results)
-            writer.submit(last(results, fold(results)), results)
+            writer.submit(fold(results), results)
             failed = [r for r in results if not r.ok]
             counts["ok"] += len(results) - len(failed)
             counts["failed"] += len(failed)
@@ -104,7 +103,7 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                 client.apply(plan.changes, on_results)
             finally:
                 try:
-                    writer.submit(last.rest(), [])  # the states held back, also when the apply failed
+                    writer.submit(fold.rest(), [])  # the states held back, also when the apply failed
                 finally:
                     writer.close()  # every outcome is in the ledger before the run is finished (or failed)
         except Exception as exc:

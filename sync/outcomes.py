@@ -102,15 +102,24 @@ _NO_TAGS: frozenset[str] = frozenset()
 
 
 class StateFold:
-    """Folds item results into the pushed state of the plan's contacts, as they arrive; returns the new states.
+    """Folds an apply's item results into the pushed state of its contacts; gives each contact's new state
+    once the last of its operations in this apply has an outcome.
 
-    What :func:`sync.planning.plan.apply_results_to_state` does (same states out, tested against it), at the
-    cost a million contacts can afford: an unchanged fields mapping is shared, not copied; a contact's tag set
-    is looked up among the few distinct ones (``tags + one tag``) instead of rebuilt; one pass, no copies of
-    the previous state."""
+    The states are what :func:`sync.planning.plan.apply_results_to_state` gives (tested against it), at the cost
+    a million contacts can afford: a contact's state is worked on in place and built once, when it is released,
+    so its upsert and its tag calls (which answer close together: the Mailchimp apply starts a tag call as soon
+    as its contacts' upserts answered) become one ledger row, not one per operation; an unchanged fields
+    mapping is shared, not copied; tag sets are looked up among the few distinct ones.
+
+    ``fold(results)`` gives the states to write now; :meth:`rest` the ones still held (the apply writes them
+    when it ends, however it ends). A process killed meanwhile loses the held states: the next run plans those
+    contacts again, and every operation rfmsync makes is idempotent (a create of a contact that exists leaves
+    it as it is and writes its fields). Failures are not held: the caller records them at once."""
 
     def __init__(self, state: dict[str, PushedState], changes: Mapping[str, ContactChange]) -> None:
         self.state, self._changes = state, changes
+        self._left = {k: int(c.needs_upsert) + len(c.add_tags) + len(c.remove_tags) for k, c in changes.items()}
+        self._work: dict[str, list] = {}  # key -> [customer_id, tags, fields, exists] while held
         self._tag_sets: dict[tuple[frozenset[str], str], frozenset[str]] = {}
 
     def _tags(self, tags: frozenset[str], op: str) -> frozenset[str]:
@@ -120,62 +129,47 @@ class StateFold:
         return found
 
     def __call__(self, results: Iterable[ItemResult]) -> list[PushedState]:
-        state, changes = self.state, self._changes
-        touched: dict[str, PushedState] = {}
+        state, changes, work, left = self.state, self._changes, self._work, self._left
+        seen: dict[str, None] = {}
         for r in results:
-            key, prev = r.key, state.get(r.key)
+            key = r.key
+            seen[key] = None
+            n = left.get(key)
+            if n:
+                left[key] = n - 1
+            w = work.get(key)
             if not r.ok:
-                if r.missing and prev is not None:  # the ESP does not hold it: forgotten, the next plan creates it
-                    state[key] = touched[key] = PushedState(key, prev.customer_id, _NO_TAGS, {}, False)
+                if r.missing and (w is not None or key in state):  # the ESP does not hold it: forgotten, so
+                    cid = w[0] if w is not None else state[key].customer_id  # the next plan creates it again
+                    work[key] = [cid, _NO_TAGS, {}, False]
                 continue
             c = changes.get(key)
-            if prev is None:
-                customer_id, tags, fields, exists = (c.customer_id if c else None), _NO_TAGS, {}, False
-            else:
-                customer_id, tags, fields, exists = prev.customer_id, prev.tags, prev.fields, prev.exists
+            if w is None:
+                prev = state.get(key)
+                w = work[key] = [c.customer_id if c else None, _NO_TAGS, {}, False] if prev is None else \
+                    [prev.customer_id, prev.tags, prev.fields, prev.exists]
             op = r.op
             if op == "upsert":
                 if c is not None:
                     if c.set_fields:
-                        fields = {**fields, **c.set_fields} if fields else dict(c.set_fields)
-                    exists = True
+                        w[2] = {**w[2], **c.set_fields} if w[2] else dict(c.set_fields)
+                    w[3] = True
             elif op.startswith("tag+"):
-                tags, exists = self._tags(tags, op), True
+                w[1], w[3] = self._tags(w[1], op), True
             elif op.startswith("tag-"):
-                tags = self._tags(tags, op)
-            state[key] = touched[key] = PushedState(key, (c.customer_id if c else customer_id) or None, tags,
-                                                    fields, exists)
-        return list(touched.values())
+                w[1] = self._tags(w[1], op)
+            if c is not None:
+                w[0] = c.customer_id
+        return [self._release(key) for key in seen if key in work and not left.get(key)]
 
-
-class LastOutcome:
-    """Holds a contact's folded state back until the last of its operations in this apply has an outcome, so a
-    contact is written once (its upsert and its tag calls answer close together: the Mailchimp apply starts a
-    tag call as soon as its contacts' upserts answered) instead of once per operation.
-
-    ``__call__(results, states)`` gives the states to write now; :meth:`rest` the ones still held (the apply
-    writes them when it ends, however it ends). A process killed meanwhile loses the held states: the next run
-    plans those contacts again, and every operation rfmsync makes is idempotent (a create of a contact that
-    exists leaves it as it is and writes its fields). Failed items are recorded at once, never held."""
-
-    def __init__(self, changes: Iterable[ContactChange]) -> None:
-        self._left = {c.key: int(c.needs_upsert) + len(c.add_tags) + len(c.remove_tags) for c in changes}
-        self._held: dict[str, PushedState] = {}
-
-    def __call__(self, results: Sequence[ItemResult], states: Iterable[PushedState]) -> list[PushedState]:
-        left, held = self._left, self._held
-        for r in results:
-            n = left.get(r.key)
-            if n:
-                left[r.key] = n - 1
-        for s in states:
-            held[s.key] = s
-        return [held.pop(key) for key in {r.key: None for r in results} if key in held and not left.get(key)]
+    def _release(self, key: str) -> PushedState:
+        cid, tags, fields, exists = self._work.pop(key)
+        s = self.state[key] = PushedState(key, cid or None, tags, fields, exists)
+        return s
 
     def rest(self) -> list[PushedState]:
-        out = list(self._held.values())
-        self._held.clear()
-        return out
+        """The states still held (a contact with operations that have no outcome yet)."""
+        return [self._release(key) for key in list(self._work)]
 
 
-__all__ = ["LastOutcome", "OutcomeWriter", "StateFold"]
+__all__ = ["OutcomeWriter", "StateFold"]

@@ -84,15 +84,33 @@ def fold_case(draw):
 
 @settings(max_examples=300, deadline=None)
 @given(fold_case())
-def test_the_state_fold_gives_the_states_apply_results_to_state_gives(case):
-    """StateFold is the apply's cheap form of apply_results_to_state: batch after batch, the same state and
-    the same contacts touched."""
+def test_the_state_fold_ends_where_apply_results_to_state_ends(case):
+    """StateFold is the apply's cheap form of apply_results_to_state: whatever the results, once every state it
+    holds is released, the same states, and exactly the contacts that changed are written."""
     state, changes, batches = case
     expected, folded = dict(state), dict(state)
     fold = StateFold(folded, changes)
+    touched: set[str] = set()
+    written = []
     for results in batches:
-        touched = apply_results_to_state(expected, changes, results)
-        out = fold(results)
-        assert {s.key for s in out} == touched
-        assert all(folded[s.key] is s for s in out)
-        assert folded == expected
+        touched |= apply_results_to_state(expected, changes, results)
+        written += fold(results)
+    written += fold.rest()
+    assert {s.key for s in written} == touched
+    assert {s.key: s for s in written} == {k: folded[k] for k in touched}  # the last one written is the state
+    assert folded == expected
+
+
+def test_a_contact_is_written_once_its_last_operation_answered():
+    a = ContactChange("a@x.io", "a@x.io", "A", "seg", True, "transactional", add_tags=frozenset({"rfm:A"}),
+                      set_fields={"R": 5})
+    b = ContactChange("b@x.io", "b@x.io", "B", "seg", True, "transactional", add_tags=frozenset({"rfm:B"}))
+    fold = StateFold({}, {"a@x.io": a, "b@x.io": b})
+    assert fold([ItemResult("a@x.io", "upsert", True), ItemResult("b@x.io", "upsert", False, "refused")]) == []
+    (written,) = fold([ItemResult("a@x.io", "tag+rfm:A", True), ItemResult("b@x.io", "tag+rfm:B", False)])
+    assert written == PushedState("a@x.io", "A", frozenset({"rfm:A"}), {"R": 5}, True)
+    assert fold.rest() == []  # b failed throughout: nothing to write (its failures are recorded apart)
+    c = ContactChange("c@x.io", "c@x.io", "C", "seg", True, "transactional", add_tags=frozenset({"rfm:C"}))
+    fold = StateFold({}, {"c@x.io": c})
+    assert fold([ItemResult("c@x.io", "upsert", True)]) == []  # its tag call never answered (the apply failed)
+    assert fold.rest() == [PushedState("c@x.io", "C", frozenset(), {}, True)]
