@@ -54,9 +54,11 @@ class ApplyReport:
     status: str
     counts: dict = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
-    #: seconds the outcome writer spent writing the ledger, and how long the apply waited for it at the end
+    #: seconds the outcome writer spent writing the ledger (wall, and its thread's CPU), and how long the apply
+    #: waited for it at the end
     ledger_seconds: float = 0.0
     ledger_wait_seconds: float = 0.0
+    ledger_cpu_seconds: float = 0.0
 
 
 def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str = "sync",
@@ -114,4 +116,4 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         log.info("sync %s: %d changes, %d ok, %d failed, %d skipped", plan.destination, len(plan.changes),
                  counts["ok"], counts["failed"], counts["skipped"])
         return ApplyReport(plan.destination, run_id, status, counts, errors, ledger_seconds=writer.busy_seconds,
-                           ledger_wait_seconds=writer.wait_seconds)
+                           ledger_wait_seconds=writer.wait_seconds, ledger_cpu_seconds=writer.cpu_seconds)
