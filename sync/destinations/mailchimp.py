@@ -18,12 +18,13 @@ Consent. The batch-subscribe member object (spec 3.0.55) has ``status`` but no `
    ``merge_fields`` and **no status at all**, so subscribed, unsubscribed, cleaned, pending and transactional
    members all keep their status.
 
-Both steps are idempotent, so both are retried. Tags come after the upserts; a contact whose upsert failed
-gets no tag call this run (its tag ops are reported failed and the engine retries them next run).
+Both steps are idempotent, so both are retried. A contact's tags come after its upsert (a tag call starts as
+soon as the upserts of its contacts answered: :mod:`sync.destinations.mailchimp_apply`); a contact whose upsert
+failed gets no tag call this run (its tag ops are reported failed and the engine retries them next run).
 
-Answers are validated before they are believed (:mod:`sync.destinations.answers`): a 2xx body is re-read from the raw
-response (the SDK returns raw text for HTML, a bare ``requests.Response`` for truncated JSON or an empty body)
-and checked against the documented shape (batch subscribe: ``new_members``, ``updated_members``,
+Answers are validated before they are believed (:mod:`sync.destinations.answers`): a 2xx body is read from the raw
+response (the SDK's own decoding is skipped; it returns raw text for HTML, a bare ``requests.Response`` for an
+empty body) in one pass, decoding only the fields rfmsync reads, and checked against the documented shape (batch subscribe: ``new_members``, ``updated_members``,
 ``errors[{email_address, error, error_code}]``; tag call: ``members_added``, ``members_removed``,
 ``errors[{email_addresses, error}]``), and every submitted address must be accounted for. Anything else fails
 the call's items with the raw answer (cut to 200 characters). A tag add that Mailchimp ignores or refuses
