@@ -22,14 +22,14 @@ Both steps are idempotent, so both are retried. A contact's tags come after its 
 soon as the upserts of its contacts answered: :mod:`sync.destinations.mailchimp_apply`); a contact whose upsert
 failed gets no tag call this run (its tag ops are reported failed and the engine retries them next run).
 
-Answers are validated before they are believed (:mod:`sync.destinations.answers`): a 2xx body is read from the raw
-response (the SDK's own decoding is skipped; it returns raw text for HTML, a bare ``requests.Response`` for an
-empty body) in one pass, decoding only the fields rfmsync reads, and checked against the documented shape (batch subscribe: ``new_members``, ``updated_members``,
-``errors[{email_address, error, error_code}]``; tag call: ``members_added``, ``members_removed``,
-``errors[{email_addresses, error}]``), and every submitted address must be accounted for. Anything else fails
-the call's items with the raw answer (cut to 200 characters). A tag add that Mailchimp ignores or refuses
-because the address is not a list member reports the item ``missing``: the ledger forgets the contact, and the
-next run creates it again (consent rules apply).
+Answers are validated before they are believed (:mod:`sync.destinations.answers`): a 2xx body is read from the
+raw response (the SDK's own decoding is skipped; it returns raw text for HTML, a bare ``requests.Response`` for
+an empty body) in one pass, decoding only the fields rfmsync reads, and checked against the documented shape
+(batch subscribe: ``new_members``, ``updated_members``, ``errors[{email_address, error, error_code}]``; tag
+call: ``members_added``, ``members_removed``, ``errors[{email_addresses, error}]``), and every submitted address
+must be accounted for. Anything else fails the call's items with the raw answer (cut to 200 characters). A tag
+add that Mailchimp ignores or refuses because the address is not a list member reports the item ``missing``: the
+ledger forgets the contact, and the next run creates it again (consent rules apply).
 
 Errors, retries, SDK quirks and the answer shapes live in :mod:`sync.destinations.mailchimp_api`.
 Merge field types come from the field vocabulary's kinds (:data:`FIELD_TYPES`); a merge field that
@@ -196,8 +196,8 @@ class MailchimpDestination:
                                 {"members": members, "update_existing": not create}, shape=BatchAnswer)
         except (BatchRejected, BadAnswer) as exc:
             return [ItemResult(c.key, "upsert", False, str(exc)) for c in chunk], []
-        errors = {e.email_address.lower(): e for e in answer.errors}
-        done = {m.email_address.lower() for m in [*answer.new_members, *answer.updated_members]}
+        errors = {e["email_address"].lower(): e for e in answer["errors"]}
+        done = {m["email_address"].lower() for m in [*answer["new_members"], *answer["updated_members"]]}
         results: list[ItemResult] = []
         spill: list[ContactChange] = []
         for c in chunk:
@@ -206,13 +206,14 @@ class MailchimpDestination:
                 ok = c.email.lower() in done or c.key in done
                 results.append(ItemResult(c.key, "upsert", ok, None if ok else
                                           f"Mailchimp {what}: the answer does not mention {c.email}"))
-            elif create and error.error_code == "ERROR_CONTACT_EXISTS":
+            elif create and error.get("error_code") == "ERROR_CONTACT_EXISTS":
                 if c.set_fields:  # already on the list, status untouched: its fields go in the update pass
                     spill.append(c)
                 else:
                     results.append(ItemResult(c.key, "upsert", True))
             else:
-                missing = not create and (error.field == "status" or bool(NOT_A_MEMBER.search(error.error or "")))
+                missing = not create and (error.get("field") == "status"
+                                           or bool(NOT_A_MEMBER.search(error.get("error") or "")))
                 results.append(ItemResult(c.key, "upsert", False, member_error(error), missing=missing))
         return results, spill
 
@@ -230,9 +231,10 @@ class MailchimpDestination:
                                 shape=SegmentAnswer)
         except (BatchRejected, BadAnswer) as exc:
             return [ItemResult(c.key, op, False, str(exc)) for c, op in ops], []
-        refused = {email.lower(): e.error or "refused" for e in answer.errors for email in e.email_addresses}
-        ignored = set(unaccounted([c.email.lower() for c in add], (m.email_address for m in answer.members_added),
-                                  refused))
+        refused = {email.lower(): e.get("error") or "refused"
+                   for e in answer["errors"] for email in e["email_addresses"]}
+        ignored = set(unaccounted([c.email.lower() for c in add],
+                                  (m["email_address"] for m in answer["members_added"]), refused))
         results = []
         for c, op in ops:
             email = c.email.lower()
