@@ -1,11 +1,13 @@
 """Recording an apply's outcomes off the apply's thread: group commit into the ledger.
 
-The apply reports each call's item results as the call completes; :class:`OutcomeWriter` takes them (the folded
-pushed states and the results) and one writer thread commits everything that arrived while its previous
-transaction ran, in one transaction (bulk ``executemany`` / ``INSERT .. SELECT``). Under load the groups grow,
-so a million contacts are a few dozen transactions rather than thousands, and the ESP calls never wait for the
-ledger; a process killed mid-run loses at most the group being written (the next run plans those items again:
-every ESP operation rfmsync makes is idempotent).
+The apply reports each call's item results as the call completes; :class:`StateFold` folds them into the
+contacts' pushed states (a contact's state once its last operation of the run answered), and
+:class:`OutcomeWriter` takes the states and the results: one writer thread commits everything that arrived while
+its previous write ran, in bulk statements (SQLite: one ``INSERT .. SELECT`` over ``json_each``; PostgreSQL:
+``COPY`` into a temporary table, then one ``INSERT .. SELECT``). Under load the groups grow, so a million
+contacts are a few dozen writes rather than thousands, and the ESP calls never wait for the ledger; a process
+killed mid-run loses at most the group being written and the states still held (the next run plans those items
+again: every ESP operation rfmsync makes is idempotent).
 """
 
 from __future__ import annotations
