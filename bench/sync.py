@@ -223,7 +223,7 @@ def sync_once(harness, cfg, dest, con, ledger, settings) -> dict[str, Any]:
             "calls": calls, "minimum": minimum, "kinds": per_kind, "setup": setup,
             "ratio": calls / minimum if minimum else (1.0 if not calls else float("inf")),
             "plan_s": planned - started, "apply_s": done - planned, "ledger_s": timed.seconds, "apply_cpu_s": cpu,
-            "ledger_wait_s": report.ledger_wait_seconds,
+            "ledger_wait_s": report.ledger_wait_seconds, "ledger_cpu_s": report.ledger_cpu_seconds,
             "connections": getattr(client, "max_connections", None)}
 
 
@@ -329,7 +329,8 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
         if r["changes"]:
             lines.append(f"{where}: ledger {r['ledger_s']:.2f} s of the {r['apply_s']:.1f} s apply "
                          f"({r['ledger_s'] / r['apply_s']:.1%}; written off the calls' path, the apply waited "
-                         f"{r['ledger_wait_s']:.2f} s for it at the end); rfmsync's process used "
+                         f"{r['ledger_wait_s']:.2f} s for it at the end; the writer thread's own CPU "
+                         f"{r['ledger_cpu_s']:.2f} s); rfmsync's process used "
                          f"{r['apply_cpu_s']:.1f} CPU s")
         if latency and r["changes"]:
             best = ideal(r, latency)

@@ -1,9 +1,11 @@
 """Apply: execute one destination's plan under its ledger lock, recording each call's outcome as it completes.
 
 Every item's outcome is folded into the ledger as its API call completes (group-committed by a writer thread,
-:mod:`sync.outcomes`, so the calls never wait for the ledger), so a failed item stays pending (the next run plans
-it again) and a process killed mid-run resumes without repeating the calls whose outcomes were committed. A second run
-with no data change plans nothing and makes zero write calls.
+:mod:`sync.outcomes`, so the calls never wait for the ledger): a failure at once, a contact's pushed state once
+its last operation of the run has answered (its upsert and its tag calls answer close together). So a failed item
+stays pending (the next run plans it again) and a process killed mid-run resumes without repeating the calls whose
+outcomes were committed (and repeats, idempotently, at most the upserts of contacts whose tags had not answered). A
+second run with no data change plans nothing and makes zero write calls.
 
 Planning is :mod:`sync.planning`, the ESP clients :mod:`sync.destinations`; the full sync that strings
 pull → segment → plan → apply together is :func:`sync.api.run_sync`.
@@ -21,8 +23,8 @@ from .destinations.base import Destination
 from .errors import LockBusyError
 from .ledger import Ledger, Locks, owner_process_gone
 from .model import ItemResult
-from .outcomes import OutcomeWriter
-from .planning.plan import Plan, apply_results_to_state
+from .outcomes import OutcomeWriter, StateFold
+from .planning.plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +54,11 @@ class ApplyReport:
     status: str
     counts: dict = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
-    #: seconds the outcome writer spent writing the ledger, and how long the apply waited for it at the end
+    #: seconds the outcome writer spent writing the ledger (wall, and its thread's CPU), and how long the apply
+    #: waited for it at the end
     ledger_seconds: float = 0.0
     ledger_wait_seconds: float = 0.0
+    ledger_cpu_seconds: float = 0.0
 
 
 def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str = "sync",
@@ -83,22 +87,27 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         state = ledger.load_states(plan.destination, by_key)  # only the contacts this plan touches
         writer = OutcomeWriter(ledger, plan.destination, run_id)  # the ledger writes, group-committed
 
+        fold = StateFold(state, by_key)  # a contact's state is written once its last operation answered
+
         def on_results(results: Sequence[ItemResult]) -> None:
             results = list(results)
             tally(results)
-            touched = apply_results_to_state(state, by_key, results)
-            writer.submit([state[k] for k in touched], results)
-            for r in results:
-                counts["ok" if r.ok else "failed"] += 1
-                if not r.ok and len(errors) < 20:
-                    errors.append(f"{r.key} {r.op}: {r.error}")
+            writer.submit(fold(results), results)
+            failed = [r for r in results if not r.ok]
+            counts["ok"] += len(results) - len(failed)
+            counts["failed"] += len(failed)
+            for r in failed[:max(0, 20 - len(errors))]:
+                errors.append(f"{r.key} {r.op}: {r.error}")
 
         try:
             try:
                 client.prepare(plan.managed_tags, plan.fields)
                 client.apply(plan.changes, on_results)
             finally:
-                writer.close()  # every outcome is in the ledger before the run is finished (or failed)
+                try:
+                    writer.submit(fold.rest(), [])  # the states held back, also when the apply failed
+                finally:
+                    writer.close()  # every outcome is in the ledger before the run is finished (or failed)
         except Exception as exc:
             ledger.finish_run(run_id, "failed", counts, error=str(exc))
             raise
@@ -107,4 +116,4 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         log.info("sync %s: %d changes, %d ok, %d failed, %d skipped", plan.destination, len(plan.changes),
                  counts["ok"], counts["failed"], counts["skipped"])
         return ApplyReport(plan.destination, run_id, status, counts, errors, ledger_seconds=writer.busy_seconds,
-                           ledger_wait_seconds=writer.wait_seconds)
+                           ledger_wait_seconds=writer.wait_seconds, ledger_cpu_seconds=writer.cpu_seconds)

@@ -6,9 +6,12 @@ from __future__ import annotations
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from sync.model import ItemResult, PushedState
-from sync.outcomes import OutcomeWriter
+from sync.model import ContactChange, ItemResult, PushedState
+from sync.outcomes import OutcomeWriter, StateFold
+from sync.planning.plan import apply_results_to_state
 
 
 class RecordingLedger:
@@ -56,3 +59,58 @@ def test_a_failed_write_reaches_the_apply():
     writer.submit([state("a@x.io", "one")], [])
     with pytest.raises(OSError, match="disk full"):
         writer.close()
+
+
+# ---------------------------------------------------------------------------------------------- the fold
+KEYS = ("a@x.io", "b@x.io", "c@x.io")
+TAGS = ("rfm:A", "rfm:B")
+
+
+@st.composite
+def fold_case(draw):
+    """A pushed state, a plan's changes and a stream of item results over a few contacts and tags."""
+    state = {k: PushedState(k, draw(st.sampled_from([None, f"id-{k}"])),
+                            frozenset(draw(st.sets(st.sampled_from(TAGS)))),
+                            draw(st.dictionaries(st.sampled_from(["R", "F"]), st.integers(1, 5))), draw(st.booleans()))
+             for k in draw(st.sets(st.sampled_from(KEYS)))}
+    changes = {k: ContactChange(k, k, f"cust-{k}", "seg", draw(st.booleans()), "transactional",
+                                set_fields=draw(st.dictionaries(st.sampled_from(["R", "M"]), st.integers(1, 5))))
+               for k in draw(st.sets(st.sampled_from(KEYS)))}
+    ops = st.sampled_from(["upsert"] + [f"tag{s}{t}" for s in "+-" for t in TAGS])
+    batches = draw(st.lists(st.lists(st.builds(ItemResult, st.sampled_from(KEYS), ops, st.booleans(),
+                                               st.none(), missing=st.booleans()), max_size=6), max_size=4))
+    return state, changes, batches
+
+
+@settings(max_examples=300, deadline=None)
+@given(fold_case())
+def test_the_state_fold_ends_where_apply_results_to_state_ends(case):
+    """StateFold is the apply's cheap form of apply_results_to_state: whatever the results, once every state it
+    holds is released, the same states, and exactly the contacts that changed are written."""
+    state, changes, batches = case
+    expected, folded = dict(state), dict(state)
+    fold = StateFold(folded, changes)
+    touched: set[str] = set()
+    written = []
+    for results in batches:
+        touched |= apply_results_to_state(expected, changes, results)
+        written += fold(results)
+    written += fold.rest()
+    assert {s.key for s in written} == touched
+    assert {s.key: s for s in written} == {k: folded[k] for k in touched}  # the last one written is the state
+    assert folded == expected
+
+
+def test_a_contact_is_written_once_its_last_operation_answered():
+    a = ContactChange("a@x.io", "a@x.io", "A", "seg", True, "transactional", add_tags=frozenset({"rfm:A"}),
+                      set_fields={"R": 5})
+    b = ContactChange("b@x.io", "b@x.io", "B", "seg", True, "transactional", add_tags=frozenset({"rfm:B"}))
+    fold = StateFold({}, {"a@x.io": a, "b@x.io": b})
+    assert fold([ItemResult("a@x.io", "upsert", True), ItemResult("b@x.io", "upsert", False, "refused")]) == []
+    (written,) = fold([ItemResult("a@x.io", "tag+rfm:A", True), ItemResult("b@x.io", "tag+rfm:B", False)])
+    assert written == PushedState("a@x.io", "A", frozenset({"rfm:A"}), {"R": 5}, True)
+    assert fold.rest() == []  # b failed throughout: nothing to write (its failures are recorded apart)
+    c = ContactChange("c@x.io", "c@x.io", "C", "seg", True, "transactional", add_tags=frozenset({"rfm:C"}))
+    fold = StateFold({}, {"c@x.io": c})
+    assert fold([ItemResult("c@x.io", "upsert", True)]) == []  # its tag call never answered (the apply failed)
+    assert fold.rest() == [PushedState("c@x.io", "C", frozenset(), {}, True)]

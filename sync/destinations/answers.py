@@ -14,18 +14,23 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from ..errors import DestinationError
 
 RAW_LIMIT = 200  # characters of a bad answer kept in errors and in the ledger
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+
+
+#: unknown keys are ignored, types are not coerced (also for TypedDict shapes: ``@with_config(STRICT)``)
+STRICT = ConfigDict(extra="ignore", strict=True)
 
 
 class Shape(BaseModel):
     """Base of the documented answer shapes: unknown keys are ignored, types are not coerced."""
 
-    model_config = ConfigDict(extra="ignore", strict=True)
+    model_config = STRICT
 
 
 class BadAnswer(DestinationError):
@@ -64,9 +69,13 @@ def decode_json(raw: bytes | str | None, what: str, secrets: Iterable[str] = ())
         raise BadAnswer(what, "not JSON", raw, secrets) from None
 
 
-def validate(model: type[M], payload: Any, what: str, raw: Any = None, secrets: Iterable[str] = ()) -> M:
-    """``payload`` as ``model``, or :class:`BadAnswer` naming the first field that is not as documented."""
+def validate(model: type[M] | TypeAdapter[T], payload: Any, what: str, raw: Any = None,
+             secrets: Iterable[str] = ()) -> M | T:
+    """``payload`` as ``model`` (a :class:`Shape`, or a ``TypeAdapter`` of a TypedDict shape), or
+    :class:`BadAnswer` naming the first field that is not as documented."""
     try:
+        if isinstance(model, TypeAdapter):
+            return model.validate_python(payload)
         return model.model_validate(payload)
     except ValidationError as exc:
         err = exc.errors()[0]
@@ -74,8 +83,22 @@ def validate(model: type[M], payload: Any, what: str, raw: Any = None, secrets: 
         raise BadAnswer(what, f"{loc}: {err['msg']}", payload if raw is None else raw, secrets) from None
 
 
-def parse_answer(model: type[M], raw: bytes | str | None, what: str, secrets: Iterable[str] = ()) -> M:
-    """Decode and validate a 2xx body in one step."""
+def parse_answer(model: type[M] | TypeAdapter[T], raw: bytes | str | None, what: str,
+                 secrets: Iterable[str] = ()) -> M | T:
+    """Decode and validate a 2xx body in one step.
+
+    The body is validated straight from its bytes (pydantic's JSON parser): only the fields the shape names
+    become Python objects, the rest of a large answer (Mailchimp's full member objects) is parsed and skipped,
+    never decoded into dicts. Whatever that refuses goes through :func:`decode_json` and :func:`validate`, so a
+    body that is not the documented shape fails with the same reason as before (and JSON in UTF-16/32, which
+    the one-pass parser does not read, is still accepted)."""
+    if isinstance(raw, (bytes, str)) and raw:
+        try:
+            if isinstance(model, TypeAdapter):
+                return model.validate_json(raw)
+            return model.model_validate_json(raw)
+        except ValidationError:
+            pass
     return validate(model, decode_json(raw, what, secrets), what, raw, secrets)
 
 
@@ -85,5 +108,5 @@ def unaccounted(sent: Iterable[str], *answered: Iterable[str]) -> list[str]:
     return [s for s in sent if s.lower() not in seen]
 
 
-__all__ = ["BadAnswer", "Shape", "RAW_LIMIT", "decode_json", "excerpt", "parse_answer", "unaccounted",
+__all__ = ["BadAnswer", "Shape", "STRICT", "RAW_LIMIT", "decode_json", "excerpt", "parse_answer", "unaccounted",
            "validate"]

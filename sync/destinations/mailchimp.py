@@ -18,17 +18,18 @@ Consent. The batch-subscribe member object (spec 3.0.55) has ``status`` but no `
    ``merge_fields`` and **no status at all**, so subscribed, unsubscribed, cleaned, pending and transactional
    members all keep their status.
 
-Both steps are idempotent, so both are retried. Tags come after the upserts; a contact whose upsert failed
-gets no tag call this run (its tag ops are reported failed and the engine retries them next run).
+Both steps are idempotent, so both are retried. A contact's tags come after its upsert (a tag call starts as
+soon as the upserts of its contacts answered: :mod:`sync.destinations.mailchimp_apply`); a contact whose upsert
+failed gets no tag call this run (its tag ops are reported failed and the engine retries them next run).
 
-Answers are validated before they are believed (:mod:`sync.destinations.answers`): a 2xx body is re-read from the raw
-response (the SDK returns raw text for HTML, a bare ``requests.Response`` for truncated JSON or an empty body)
-and checked against the documented shape (batch subscribe: ``new_members``, ``updated_members``,
-``errors[{email_address, error, error_code}]``; tag call: ``members_added``, ``members_removed``,
-``errors[{email_addresses, error}]``), and every submitted address must be accounted for. Anything else fails
-the call's items with the raw answer (cut to 200 characters). A tag add that Mailchimp ignores or refuses
-because the address is not a list member reports the item ``missing``: the ledger forgets the contact, and the
-next run creates it again (consent rules apply).
+Answers are validated before they are believed (:mod:`sync.destinations.answers`): a 2xx body is read from the
+raw response (the SDK's own decoding is skipped; it returns raw text for HTML, a bare ``requests.Response`` for
+an empty body) in one pass, decoding only the fields rfmsync reads, and checked against the documented shape
+(batch subscribe: ``new_members``, ``updated_members``, ``errors[{email_address, error, error_code}]``; tag
+call: ``members_added``, ``members_removed``, ``errors[{email_addresses, error}]``), and every submitted address
+must be accounted for. Anything else fails the call's items with the raw answer (cut to 200 characters). A tag
+add that Mailchimp ignores or refuses because the address is not a list member reports the item ``missing``: the
+ledger forgets the contact, and the next run creates it again (consent rules apply).
 
 Errors, retries, SDK quirks and the answer shapes live in :mod:`sync.destinations.mailchimp_api`.
 Merge field types come from the field vocabulary's kinds (:data:`FIELD_TYPES`); a merge field that
@@ -41,9 +42,7 @@ import logging
 import math
 import re
 import threading
-from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
-from functools import partial
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from pydantic import SecretStr
 
@@ -54,6 +53,7 @@ from ..model import ContactChange, FieldValue, ItemResult, OnResults
 from ..planning.values import BOOL, DATE, NUMBER, TEXT, kind_of
 from .answers import BadAnswer, unaccounted
 from .base import ClientOptions, DestinationSpec
+from .mailchimp_apply import Pipeline
 from .mailchimp_api import (NOT_A_MEMBER, BatchAnswer, BatchRejected, Created, ListInfo, MailchimpApi, SegmentAnswer,
                             member_error)
 
@@ -163,58 +163,23 @@ class MailchimpDestination:
         return out
 
     def apply(self, changes: Sequence[ContactChange], on_results: OnResults) -> None:
-        """Upsert (create, then update) and tag in batches; ``on_results`` after each API call."""
-        failed: set[str] = set()
-        missing: set[str] = set()
+        """Upsert (create, then update) and tag in batches; ``on_results`` after each API call. A tag call
+        starts once its contacts' upserts have answered (:mod:`sync.destinations.mailchimp_apply`)."""
         stats = {"calls": 0, "items": 0, "failed": 0}
 
         def report(results: Sequence[ItemResult]) -> None:
             stats["calls"] += 1
             stats["items"] += len(results)
-            bad = [r.key for r in results if not r.ok]
-            stats["failed"] += len(bad)
-            failed.update(bad)
-            missing.update(r.key for r in results if r.missing)
+            stats["failed"] += sum(not r.ok for r in results)
             on_results(results)
 
-        creates = [c for c in changes if c.needs_upsert and c.create and c.status_if_new]
-        updates = [c for c in changes if c.needs_upsert and not (c.create and c.status_if_new)]
-        spill = self._run([partial(self._subscribe, chunk, True) for chunk in self._chunks(creates)], report)
-        self._run([partial(self._subscribe, chunk, False) for chunk in self._chunks(updates + spill)], report)
-        self._run(self._tag_tasks(changes, failed, missing, on_results), report)
+        Pipeline(self, changes, report, on_results).run()
         log.info("mailchimp %s: %d changes -> %d item results (%d failed) in %d calls", self.name, len(changes),
                  stats["items"], stats["failed"], stats["calls"])
 
     # ------------------------------------------------------------------ apply internals
     def _chunks(self, items: Sequence[Any]) -> list[Sequence[Any]]:
         return [items[i:i + self.batch_size] for i in range(0, len(items), self.batch_size)]
-
-    def _run(self, tasks: list[Callable[[], tuple[list[ItemResult], list[Any]]]],
-             report: OnResults) -> list[Any]:
-        """Run calls with at most ``max_connections`` in flight; report each call's results from this thread."""
-        if not tasks:
-            return []
-        extras: list[Any] = []
-        first_error: BaseException | None = None
-        with ThreadPoolExecutor(max_workers=min(self.max_connections, len(tasks)),
-                                thread_name_prefix=f"mailchimp-{self.name}") as pool:
-            futures = [pool.submit(task) for task in tasks]
-            for future in as_completed(futures):
-                try:
-                    results, extra = future.result()
-                except CancelledError:
-                    continue
-                except Exception as exc:  # stop starting calls; still report the ones that finish
-                    if first_error is None:
-                        first_error = exc
-                        for other in futures:
-                            other.cancel()
-                    continue
-                report(results)
-                extras.extend(extra)
-        if first_error is not None:
-            raise first_error
-        return extras
 
     def _subscribe(self, chunk: Sequence[ContactChange], create: bool) -> tuple[list[ItemResult], list[Any]]:
         members = []
@@ -231,8 +196,8 @@ class MailchimpDestination:
                                 {"members": members, "update_existing": not create}, shape=BatchAnswer)
         except (BatchRejected, BadAnswer) as exc:
             return [ItemResult(c.key, "upsert", False, str(exc)) for c in chunk], []
-        errors = {e.email_address.lower(): e for e in answer.errors}
-        done = {m.email_address.lower() for m in [*answer.new_members, *answer.updated_members]}
+        errors = {e["email_address"].lower(): e for e in answer["errors"]}
+        done = {m["email_address"].lower() for m in [*answer["new_members"], *answer["updated_members"]]}
         results: list[ItemResult] = []
         spill: list[ContactChange] = []
         for c in chunk:
@@ -241,41 +206,16 @@ class MailchimpDestination:
                 ok = c.email.lower() in done or c.key in done
                 results.append(ItemResult(c.key, "upsert", ok, None if ok else
                                           f"Mailchimp {what}: the answer does not mention {c.email}"))
-            elif create and error.error_code == "ERROR_CONTACT_EXISTS":
+            elif create and error.get("error_code") == "ERROR_CONTACT_EXISTS":
                 if c.set_fields:  # already on the list, status untouched: its fields go in the update pass
                     spill.append(c)
                 else:
                     results.append(ItemResult(c.key, "upsert", True))
             else:
-                missing = not create and (error.field == "status" or bool(NOT_A_MEMBER.search(error.error or "")))
+                missing = not create and (error.get("field") == "status"
+                                           or bool(NOT_A_MEMBER.search(error.get("error") or "")))
                 results.append(ItemResult(c.key, "upsert", False, member_error(error), missing=missing))
         return results, spill
-
-    def _tag_tasks(self, changes: Sequence[ContactChange], failed: set[str], missing: set[str],
-                   on_results: OnResults) -> list[Callable[[], tuple[list[ItemResult], list[Any]]]]:
-        adds: dict[str, list[ContactChange]] = {}
-        removes: dict[str, list[ContactChange]] = {}
-        skipped: list[ItemResult] = []
-        for c in changes:
-            ops = [(adds, "+", t) for t in sorted(c.add_tags)] + [(removes, "-", t) for t in sorted(c.remove_tags)]
-            for bucket, sign, tag in ops:
-                if c.key in missing:  # not in the audience: carries no tag; adds wait for it to be created
-                    skipped.append(ItemResult(c.key, f"tag{sign}{tag}", sign == "-", None if sign == "-" else
-                                              "skipped: not a list member", missing=sign == "+"))
-                elif c.key in failed:
-                    skipped.append(ItemResult(c.key, f"tag{sign}{tag}", False, "skipped: the upsert failed"))
-                else:
-                    bucket.setdefault(tag, []).append(c)
-        if skipped:
-            on_results(skipped)
-        ids = self._segment_ids(sorted(set(adds) | set(removes)), create=True)
-        tasks = []
-        for tag in sorted(set(adds) | set(removes)):
-            add, remove = adds.get(tag, []), removes.get(tag, [])
-            for i in range(max(math.ceil(len(add) / self.batch_size), math.ceil(len(remove) / self.batch_size))):
-                part = slice(i * self.batch_size, (i + 1) * self.batch_size)
-                tasks.append(partial(self._tag_call, tag, ids[tag], add[part], remove[part]))
-        return tasks
 
     def _tag_call(self, tag: str, sid: int, add: Sequence[ContactChange],
                   remove: Sequence[ContactChange]) -> tuple[list[ItemResult], list[Any]]:
@@ -291,9 +231,10 @@ class MailchimpDestination:
                                 shape=SegmentAnswer)
         except (BatchRejected, BadAnswer) as exc:
             return [ItemResult(c.key, op, False, str(exc)) for c, op in ops], []
-        refused = {email.lower(): e.error or "refused" for e in answer.errors for email in e.email_addresses}
-        ignored = set(unaccounted([c.email.lower() for c in add], (m.email_address for m in answer.members_added),
-                                  refused))
+        refused = {email.lower(): e.get("error") or "refused"
+                   for e in answer["errors"] for email in e["email_addresses"]}
+        ignored = set(unaccounted([c.email.lower() for c in add],
+                                  (m["email_address"] for m in answer["members_added"]), refused))
         results = []
         for c, op in ops:
             email = c.email.lower()

@@ -57,14 +57,21 @@ class FailureLog:
 
     def resolve_failures(self, destination: str, keys_ops: Iterable[tuple[str, str]]) -> int:
         """Forget failures that have since succeeded; returns how many were pending."""
-        pairs = list(dict.fromkeys(keys_ops))
-        resolved = 0
+        return self._resolve(destination, self._pending(destination), keys_ops)
+
+    def _pending(self, destination: str) -> set[tuple[str, str]]:
         t = failures
         with self._db.read() as conn:  # usually nothing is pending: one cheap read instead of big OR deletes
-            pending = set(conn.execute(select(t.c.key, t.c.op).where(t.c.destination == destination)).all())
-        pairs = [p for p in pairs if p in pending]
+            return set(conn.execute(select(t.c.key, t.c.op).where(t.c.destination == destination)).all())
+
+    def _resolve(self, destination: str, pending: set[tuple[str, str]], keys_ops: Iterable[tuple[str, str]]) -> int:
+        if not pending:
+            return 0
+        pairs = [p for p in dict.fromkeys(keys_ops) if p in pending]
         if not pairs:
             return 0
+        resolved = 0
+        t = failures
         with self._db.write() as conn:
             for chunk in chunks(pairs, 500):
                 cond = or_(*(and_(t.c.key == k, t.c.op == op) for k, op in chunk))
@@ -75,9 +82,9 @@ class FailureLog:
         """Record failed items and resolve succeeded ones: usable as an apply ``on_results`` callback."""
         results = list(results)
         self.record_failures(destination, run_id, results)
-        ok = [(r.key, r.op) for r in results if r.ok]
-        if ok:
-            self.resolve_failures(destination, ok)
+        pending = self._pending(destination)
+        if pending:  # usually none: then the successes are not even listed
+            self._resolve(destination, pending, ((r.key, r.op) for r in results if r.ok))
 
     def pending_failures(self, destination: str | None = None) -> list[dict[str, Any]]:
         """Unresolved failures (oldest first): destination, key, op, attempts, last_error,

@@ -274,27 +274,34 @@ def _copy_state_pg(conn: Connection, destination: str) -> "pa.Table":
 
 def _save_rows_sqlite(conn: Connection, destination: str, run_id: int | None,
                       now: datetime, rows: list[tuple[Any, ...]]) -> None:
+    # One INSERT .. SELECT over the rows shipped as one JSON document (json_each): SQLite runs the whole upsert
+    # in one step, so the writer thread releases and re-takes the interpreter lock once per chunk instead of
+    # once per row (``executemany``), which under load (the apply's calls running meanwhile) waited for the
+    # lock at every row.
     to_db = pushed_state.c.pushed_at.type.bind_processor(conn.dialect)
     db_now = to_db(now) if to_db else now
     sql = ("INSERT INTO pushed_state (destination, key, customer_id, tags, fields, in_destination, pushed_at,"
-           " run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (destination, key) DO UPDATE SET "
+           " run_id) SELECT ?, r.value ->> 0, r.value ->> 1, r.value ->> 2, r.value ->> 3, r.value ->> 4, ?, ?"
+           " FROM json_each(?) AS r WHERE true ON CONFLICT (destination, key) DO UPDATE SET "
            + ", ".join(f"{c} = excluded.{c}" for c in _STATE_UPDATE_COLUMNS))
-    cursor = conn.connection.driver_connection.cursor()  # the DBAPI cursor: plain tuples, no per-row processing
-    cursor.executemany(sql, [(destination, key, cid, tags, fields, present, db_now, run_id)
-                             for key, cid, tags, fields, present in rows])
+    cursor = conn.connection.driver_connection.cursor()  # the DBAPI cursor: no per-row processing
+    for chunk in chunks(rows, 50_000):
+        cursor.execute(sql, (destination, db_now, run_id, _encode(chunk)))
 
 
 def _save_rows_pg(conn: Connection, destination: str, run_id: int | None,
                   now: datetime, rows: list[tuple[Any, ...]]) -> None:
-    # One INSERT .. SELECT per chunk, the rows shipped as a single JSON document: psycopg
-    # then sends one parameter instead of quoting 100k array elements in Python.
-    sql = (
-        "INSERT INTO pushed_state (destination, key, customer_id, tags, fields, in_destination,"
-        " pushed_at, run_id) SELECT %(destination)s, r->>0, r->>1, r->>2, r->>3, (r->>4)::boolean,"
-        " %(now)s, %(run_id)s FROM json_array_elements(%(rows)s::json) AS r"
-        " ON CONFLICT (destination, key) DO UPDATE SET "
-        + ", ".join(f"{c} = EXCLUDED.{c}" for c in _STATE_UPDATE_COLUMNS)
-    )
-    for chunk in chunks(rows, 20_000):
-        conn.exec_driver_sql(sql, {"destination": destination, "now": now, "run_id": run_id,
-                                   "rows": json.dumps(chunk, separators=(",", ":"))})
+    # The rows go through COPY into a temporary table (dropped at commit), then one INSERT .. SELECT upserts
+    # them all: no per-row statement, no JSON for the server to take apart.
+    raw = conn.connection.driver_connection
+    with raw.cursor() as cur:
+        cur.execute("CREATE TEMPORARY TABLE rfmsync_pushed_rows (key text, customer_id text, tags text,"
+                    " fields text, in_destination boolean) ON COMMIT DROP")
+        with cur.copy("COPY rfmsync_pushed_rows (key, customer_id, tags, fields, in_destination) FROM STDIN"
+                      ) as copy:
+            for row in rows:
+                copy.write_row(row)
+        cur.execute("INSERT INTO pushed_state (destination, key, customer_id, tags, fields, in_destination,"
+                    " pushed_at, run_id) SELECT %s, key, customer_id, tags, fields, in_destination, %s, %s"
+                    " FROM rfmsync_pushed_rows ON CONFLICT (destination, key) DO UPDATE SET "
+                    + ", ".join(f"{c} = EXCLUDED.{c}" for c in _STATE_UPDATE_COLUMNS), (destination, now, run_id))

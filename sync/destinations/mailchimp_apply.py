@@ -1,0 +1,174 @@
+"""Mailchimp's apply as one pipeline: a tag call starts as soon as the upserts of its contacts have answered.
+
+The calls are the same as when the upserts all ran first and the tag calls after them (same batches, same count:
+each tag's adds and removes in contact order, up to the batch maximum each, one call per part), but they share
+one pool of at most ``max_connections`` calls in flight, and a ready tag call goes before the next upsert. So no
+connection idles between the phases, and each contact's operations get their outcomes close together (the
+engine records a contact's state once, when its last operation has answered: :class:`sync.outcomes.StateFold`).
+
+Order kept from the phased apply: creates first; the updates (and the creates Mailchimp answered
+``ERROR_CONTACT_EXISTS`` for, whose fields still have to be written) once every create has answered, chunked
+together; a contact's tags only after its upsert answered, and not at all when the upsert failed (reported as
+failed: the next run retries them) or found the contact missing (adds reported missing, removes done: it
+carries no tag).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from ..model import ContactChange, ItemResult, OnResults
+
+if TYPE_CHECKING:
+    from .mailchimp import MailchimpDestination
+
+Call = Callable[[], tuple[list[ItemResult], list[ContactChange]]]
+
+
+@dataclass(eq=False)
+class TagBatch:
+    """One tag call: up to a batch of adds and a batch of removes of one tag."""
+
+    tag: str
+    add: list[ContactChange]
+    remove: list[ContactChange]
+    waiting: int = 0  # contacts of this batch whose upsert has not answered yet
+    contacts: list[ContactChange] = field(default_factory=list)
+
+
+def tag_batches(changes: Sequence[ContactChange], batch_size: int) -> list[TagBatch]:
+    """Every tag's adds and removes in contact order, cut into calls of up to ``batch_size`` of each."""
+    adds: dict[str, list[ContactChange]] = {}
+    removes: dict[str, list[ContactChange]] = {}
+    for c in changes:
+        for tag in c.add_tags:
+            adds.setdefault(tag, []).append(c)
+        for tag in c.remove_tags:
+            removes.setdefault(tag, []).append(c)
+    batches = []
+    for tag in sorted(set(adds) | set(removes)):
+        add, remove = adds.get(tag, []), removes.get(tag, [])
+        for i in range(max(math.ceil(len(add) / batch_size), math.ceil(len(remove) / batch_size))):
+            part = slice(i * batch_size, (i + 1) * batch_size)
+            batch = TagBatch(tag, add[part], remove[part])
+            batch.contacts = list({c.key: c for c in (*batch.add, *batch.remove)}.values())
+            batches.append(batch)
+    return batches
+
+
+class Pipeline:
+    """One apply's calls: creates, then updates; each tag call once its contacts' upserts have answered."""
+
+    def __init__(self, dest: MailchimpDestination, changes: Sequence[ContactChange], report: OnResults,
+                 on_results: OnResults) -> None:
+        self.dest, self.report, self.on_results = dest, report, on_results
+        self.creates = [c for c in changes if c.needs_upsert and c.create and c.status_if_new]
+        self.updates = [c for c in changes if c.needs_upsert and not (c.create and c.status_if_new)]
+        self.batches = tag_batches(changes, dest.batch_size)
+        self.failed: set[str] = set()  # upserts that failed: their tag ops are not attempted
+        self.missing: set[str] = set()  # upserts that found the contact missing: it carries no tag
+        self.spill: list[ContactChange] = []
+        self.waiting_on: dict[str, list[TagBatch]] = {}
+        for batch in self.batches:
+            for c in batch.contacts:
+                if c.needs_upsert:
+                    batch.waiting += 1
+                    self.waiting_on.setdefault(c.key, []).append(batch)
+        self.ready = deque(b for b in self.batches if not b.waiting)
+        self.upserts: deque[tuple[str, Sequence[ContactChange]]] = deque(
+            ("create", chunk) for chunk in dest._chunks(self.creates))
+        self.creating = len(self.upserts)  # create calls that have not answered
+        if not self.creating:
+            self._queue_updates()
+
+    def _queue_updates(self) -> None:
+        self.upserts.extend(("update", chunk) for chunk in self.dest._chunks(self.updates + self.spill))
+
+    def _next_call(self) -> tuple[Call, str, Sequence[ContactChange]] | None:
+        while self.ready:
+            call = self._tag_call(self.ready.popleft())
+            if call is not None:
+                return call, "tag", ()
+        if self.upserts:
+            kind, chunk = self.upserts.popleft()
+            return partial(self.dest._subscribe, chunk, kind == "create"), kind, chunk
+        return None
+
+    def _tag_call(self, batch: TagBatch) -> Call | None:
+        """The batch's call without the contacts whose upsert failed or found them missing (reported here)."""
+        skipped: list[ItemResult] = []
+        kept: dict[str, list[ContactChange]] = {"+": [], "-": []}
+        for sign, contacts in (("+", batch.add), ("-", batch.remove)):
+            for c in contacts:
+                if c.key in self.missing:  # not in the audience: carries no tag; adds wait for it to be created
+                    skipped.append(ItemResult(c.key, f"tag{sign}{batch.tag}", sign == "-", None if sign == "-"
+                                              else "skipped: not a list member", missing=sign == "+"))
+                elif c.key in self.failed:
+                    skipped.append(ItemResult(c.key, f"tag{sign}{batch.tag}", False, "skipped: the upsert failed"))
+                else:
+                    kept[sign].append(c)
+        if skipped:
+            self.on_results(skipped)
+        if not kept["+"] and not kept["-"]:
+            return None
+        sid = self.dest._segment_ids([batch.tag], create=True)[batch.tag]
+        return partial(self.dest._tag_call, batch.tag, sid, kept["+"], kept["-"])
+
+    def _upsert_answered(self, kind: str, chunk: Sequence[ContactChange], results: list[ItemResult],
+                         spill: list[ContactChange]) -> None:
+        for r in results:
+            if not r.ok:
+                self.failed.add(r.key)
+            if r.missing:
+                self.missing.add(r.key)
+        self.spill.extend(spill)
+        spilled = {c.key for c in spill}
+        for c in chunk:
+            if c.key not in spilled:
+                for batch in self.waiting_on.pop(c.key, ()):
+                    batch.waiting -= 1
+                    if not batch.waiting:
+                        self.ready.append(batch)
+        if kind == "create":
+            self.creating -= 1
+            if not self.creating:
+                self._queue_updates()
+
+    def run(self) -> None:
+        """Every call, at most ``max_connections`` at once; each call's results reported from this thread. The
+        first call that raises stops new calls; the ones in flight are still reported, then it is raised."""
+        connections = self.dest.max_connections
+        in_flight: dict[Future[Any], tuple[str, Sequence[ContactChange]]] = {}
+        first_error: BaseException | None = None
+        with ThreadPoolExecutor(max_workers=connections,
+                                thread_name_prefix=f"mailchimp-{self.dest.name}") as pool:
+            while True:
+                while first_error is None and len(in_flight) < connections:
+                    nxt = self._next_call()
+                    if nxt is None:
+                        break
+                    call, kind, chunk = nxt
+                    in_flight[pool.submit(call)] = (kind, chunk)
+                if not in_flight:
+                    break
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    kind, chunk = in_flight.pop(future)
+                    try:
+                        results, spill = future.result()
+                    except Exception as exc:  # stop starting calls; still report the ones that finish
+                        first_error = first_error or exc
+                        continue
+                    self.report(results)
+                    if kind != "tag":
+                        self._upsert_answered(kind, chunk, results, spill)
+        if first_error is not None:
+            raise first_error
+
+
+__all__ = ["Pipeline", "TagBatch", "tag_batches"]

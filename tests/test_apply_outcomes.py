@@ -1,0 +1,84 @@
+"""The apply records outcomes as they come (sync.engine + sync.outcomes), against the Mailchimp fake on 127.0.0.1:
+a contact's state is written once its last operation answered, and the states held back are written however the
+apply ends; a tag call waits for its contacts' upserts, never for the others'."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+
+from connectors.retry import RetryPolicy
+from sync.destinations.mailchimp import MailchimpDestination
+from sync.errors import DestinationConfigError
+from sync.ledger import Ledger
+from sync.model import ContactChange, PushedState
+from sync.planning.plan import Plan
+
+from .fakes.mailchimp import FakeMailchimp
+
+
+def change(i: int, tag: str = "rfm:A") -> ContactChange:
+    email = f"c{i:04d}@example.com"
+    return ContactChange(email, email, f"C{i}", "A", True, "transactional", add_tags=frozenset({tag}),
+                         set_fields={"SEGMENT": "A"})
+
+
+def plan_of(changes: list[ContactChange], tags=("rfm:A",)) -> Plan:
+    return Plan("mc", "mailchimp", tuple(changes), (), tuple(tags), {"SEGMENT": "segment"}, 0)
+
+
+@pytest.fixture
+def client(mailchimp_fake: FakeMailchimp) -> MailchimpDestination:
+    return MailchimpDestination("mc", "aud1", mailchimp_fake.api_key, api_url=mailchimp_fake.url, timeout=2,
+                                batch_size=10, max_connections=2,
+                                retry=RetryPolicy(attempts=2, sleep=lambda s: None, rng=random.Random(0)))
+
+
+@pytest.fixture
+def ledger(tmp_path) -> Ledger:
+    led = Ledger.connect(f"sqlite:///{tmp_path / 'ledger.db'}")
+    yield led
+    led.close()
+
+
+def test_a_full_apply_records_each_contact_once_with_its_fields_and_tags(mailchimp_fake, client, ledger):
+    from sync.engine import execute_plan
+
+    report = execute_plan(plan_of([change(i) for i in range(35)]), client, ledger)
+    assert report.status == "succeeded" and report.counts["ok"] == 70
+    state = ledger.load_state("mc")
+    assert len(state) == 35
+    assert state["c0007@example.com"] == PushedState("c0007@example.com", "C7", frozenset({"rfm:A"}),
+                                                     {"SEGMENT": "A"}, True)
+    assert mailchimp_fake.count("POST", "/lists/aud1") == 4  # 35 contacts in batches of 10
+    seg = next(iter(mailchimp_fake.lists["aud1"].segments))
+    assert mailchimp_fake.count("POST", f"/lists/aud1/segments/{seg}") == 4
+
+
+def test_an_apply_that_fails_midway_still_records_the_upserts_that_answered(mailchimp_fake, client, ledger):
+    """The tag calls are refused (a revoked key: the apply stops with a config error): the contacts whose upsert
+    answered are in the ledger (existing, with their fields, without the tag), so the next run only tags them."""
+    from sync.engine import execute_plan
+
+    mailchimp_fake.fail(401, times=None, fraction=1.0, path=r"/segments/\d+$")
+    with pytest.raises(DestinationConfigError):
+        execute_plan(plan_of([change(i) for i in range(25)]), client, ledger)
+    state = ledger.load_state("mc")
+    assert len(state) >= 10  # the calls in flight when the first tag call was refused still answered
+    assert sorted(state) == sorted(mailchimp_fake.lists["aud1"].members)
+    assert all(s.exists and s.fields == {"SEGMENT": "A"} and not s.tags for s in state.values())
+    assert ledger.recent_runs(1)[0]["status"] == "failed"
+
+
+def test_a_tag_call_starts_once_its_own_contacts_are_upserted(mailchimp_fake, client, ledger):
+    """With batches of 10 and contacts in tag order, the first tag call goes out before the last upsert."""
+    from sync.engine import execute_plan
+
+    changes = [change(i) for i in range(10)] + [change(i, "rfm:B") for i in range(10, 60)]
+    execute_plan(plan_of(changes, ("rfm:A", "rfm:B")), client, ledger)
+    order = [("upsert" if path == "/lists/aud1" else "tag") for method, path, _, _ in mailchimp_fake.requests
+             if method == "POST" and (path == "/lists/aud1" or re.search(r"/segments/\d+$", path))]
+    assert order.count("upsert") == 6 and order.count("tag") == 6
+    assert order.index("tag") < len(order) - 1 - order[::-1].index("upsert")
