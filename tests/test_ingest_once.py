@@ -85,8 +85,10 @@ def outcome(cfg_path: Path, reading: Reading = Reading()) -> tuple:
         summary = run.to_json()
         summary.pop("warnings")  # a removed file is announced by the run that removes it
         customers = customers_relation(run).fetchall()
-        stored = tuple(run.con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall()
-                       for t in ("orders", "contacts", "line_items"))
+        # every order carries its file: compared by the file's path (file ids differ between stores)
+        stored = (run.con.execute("SELECT o.* EXCLUDE (file_id), f.path FROM orders o LEFT JOIN ingest_files f"
+                                  " USING (file_id) ORDER BY ALL").fetchall(),
+                  *(run.con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in ("contacts", "line_items")))
         report = ([str(b) for b in run.bad_rows], run.bad_row_count,
                   [str(i) for i in run.pull.issues], run.pull.issue_count, run.pull.duplicate_orders)
     finally:
@@ -155,26 +157,69 @@ def test_daily_files_added_in_order_give_the_fresh_results(days, rewrite):
         assert outcome(cfg) == fresh(folder)
 
 
-def test_a_new_file_after_the_others_is_staged_alone(tmp_path):
+def file_tables(store: Path) -> list[str]:
+    """The per-file tables of the store (a file read the lean way has none: its rows are in ``orders``)."""
+    with duckdb.connect(str(store), read_only=True) as con:
+        return [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name LIKE"
+                                          " 'ingest_f%_data' ORDER BY 1").fetchall()]
+
+
+def orders_by_file(store: Path) -> list[tuple]:
+    with duckdb.connect(str(store), read_only=True) as con:
+        return con.execute("SELECT o.order_id, f.path FROM orders o LEFT JOIN ingest_files f USING (file_id)"
+                           " ORDER BY 1").fetchall()
+
+
+def test_the_lean_path_keeps_one_copy_and_stages_every_file_when_a_rule_crosses_files(tmp_path):
     cfg = shop(tmp_path, contact_fields=False)
     source = configured_source(load_config(cfg))
+    store = tmp_path / "rfmsync.duckdb"
+    day = {i: str(tmp_path / "exports" / f"day{i}.csv") for i in range(4)}
     write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", ""), ("2", "c2", "", "x", "1", "")])
 
     def ingest():
-        with connect_store(tmp_path / "rfmsync.duckdb") as con:
+        with connect_store(store) as con:
             return ingest_files(con, source)
 
-    assert not ingest().appended
+    done = ingest()  # the first run: the rows are written once, into orders, with their file
+    assert done.lean and done.read == [day[1]] and file_tables(store) == []
+    assert orders_by_file(store) == [("1", day[1])]
     write_export(tmp_path, "day2.csv", [("3", "c1", "", "2025-06-02", "20.00", ""), ("4", "c3", "", "2025-06-02", "abc", "")])
     done = ingest()
-    assert done.appended and done.pull.bad_row_count == 2 and done.pull.orders == 2
-    assert outcome(cfg) == fresh(tmp_path)
+    assert done.lean and done.read == [day[2]] and done.pull.bad_row_count == 2 and done.pull.orders == 2
+    assert file_tables(store) == [] and outcome(cfg) == fresh(tmp_path)
     write_export(tmp_path, "day3.csv", [("1", "c2", "", "2025-06-03", "30.00", "")])  # order 1 again: day3 wins
     done = ingest()
-    assert not done.appended and done.pull.duplicate_orders == 1
+    assert not done.lean and done.pull.duplicate_orders == 1 and done.read == [day[3]]
+    assert len(file_tables(store)) == 3  # day1 and day2 were read again for their tables
+    assert orders_by_file(store) == [("1", day[3]), ("3", day[2])]
     assert outcome(cfg) == fresh(tmp_path)
     write_export(tmp_path, "day0.csv", [("9", "c2", "", "2025-05-03", "30.00", "")])  # sorts before the others
-    assert not ingest().appended
+    assert not ingest().lean
+    assert outcome(cfg) == fresh(tmp_path)
+
+
+def test_the_lean_path_replaces_a_changed_file_and_removes_a_gone_one(tmp_path):
+    cfg = shop(tmp_path, contact_fields=False)
+    source = configured_source(load_config(cfg))
+    store = tmp_path / "rfmsync.duckdb"
+    day = {i: str(tmp_path / "exports" / f"day{i}.csv") for i in range(4)}
+    for i in (1, 2, 3):
+        write_export(tmp_path, f"day{i}.csv", [(str(i), f"c{i}", "", "2025-06-01", "10.00", ""),
+                                               (f"{i}0", "c1", "", "bad", "1", "")])
+    run_cli("pull", "--config", str(cfg))
+    write_export(tmp_path, "day2.csv", [("2", "c2", "", "2025-06-02", "25.00", ""), ("7", "c1", "", "2025-06-03", "5", "")])
+    with connect_store(store) as con:
+        done = ingest_files(con, source)
+    assert done.lean and done.read == [day[2]]
+    assert [b.source for b in done.pull.bad_rows] == [day[1], day[3]]  # in file and row order
+    assert orders_by_file(store) == [("1", day[1]), ("2", day[2]), ("3", day[3]), ("7", day[2])]
+    assert outcome(cfg) == fresh(tmp_path)
+    os.remove(day[1])
+    result = run_cli("segments", "--config", str(cfg), "--as-of", str(AS_OF))
+    assert f"{day[1]}: the file is gone; its rows were removed from the order store" in result.stderr
+    assert orders_by_file(store) == [("2", day[2]), ("3", day[3]), ("7", day[2])]
+    assert file_tables(store) == []
     assert outcome(cfg) == fresh(tmp_path)
 
 

@@ -36,13 +36,16 @@ from typing import Callable
 
 import duckdb
 
+from connectors.file_sql import persist_loaded
 from connectors.file_staging import FilePullResult, LoadedFile, drop_scratch
 from connectors.files import FileSource
 from connectors.identity import IdentityReport, SharedIdentifier
 from connectors.records import BadRow
 
-from .file_append import append_staged, can_append, file_counts, stage_appended
-from .merge import merge_staged
+from .file_lean import (LeanChange, commit_lean, drop_lean_indexes, drop_staged_view, file_counts, lean_source,
+                        lean_store, stage_lean)
+from .lookup import drop_lookup_indexes
+from .merge import merge_staged, unordered
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,8 @@ FILES_TABLE = "ingest_files"
 BAD_TABLE = "ingest_bad_rows"
 SUMMARY_TABLE = "ingest_summary"
 TABLE_PREFIX = "ingest_f"
-FORMAT = 1  # bumped when the stored rows of a file change shape: every file is read again
+TEMP_PREFIX = "_ingest_t"  # a file read by the lean path: temp tables, gone once its rows are in ``orders``
+FORMAT = 2  # bumped when the stored rows of a file change shape: every file is read again
 CHUNK = 1 << 16  # the head and tail hashed by a quick fingerprint
 
 
@@ -87,7 +91,7 @@ class Ingested:
     pull: FilePullResult
     read: list[str] = field(default_factory=list)
     gone: list[str] = field(default_factory=list)
-    appended: bool = False  # the new files' rows were staged alone and added (:mod:`sync.store.file_append`)
+    lean: bool = False  # the new files' rows were staged alone (:mod:`sync.store.file_lean`)
 
     @property
     def warm(self) -> bool:
@@ -103,10 +107,15 @@ def create_ingest_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"""CREATE TABLE IF NOT EXISTS {FILES_TABLE} (file_id BIGINT PRIMARY KEY, role VARCHAR NOT NULL,
         path VARCHAR NOT NULL, size BIGINT, mtime_ns BIGINT, head_tail VARCHAR, full_hash VARCHAR,
         config VARCHAR, cols JSON, fast BOOLEAN, rows BIGINT, no_cust BIGINT, no_oid BIGINT,
-        read_at TIMESTAMPTZ DEFAULT now())""")
+        read_at TIMESTAMPTZ DEFAULT now(), lean BOOLEAN DEFAULT false)""")
+    con.execute(f"ALTER TABLE {FILES_TABLE} ADD COLUMN IF NOT EXISTS lean BOOLEAN DEFAULT false")
     con.execute(f"""CREATE TABLE IF NOT EXISTS {BAD_TABLE} (file_id BIGINT NOT NULL, seq INTEGER NOT NULL,
         kind VARCHAR NOT NULL, row BIGINT, field VARCHAR, reason VARCHAR, value VARCHAR)""")
     con.execute(f"CREATE TABLE IF NOT EXISTS {SUMMARY_TABLE} (summary JSON)")
+    if not con.execute("SELECT count(*) FROM duckdb_columns() WHERE database_name = current_database() AND "
+                       "schema_name = 'main' AND table_name = 'orders' AND column_name = 'file_id'").fetchall()[0][0]:
+        drop_lookup_indexes(con)  # DuckDB alters no table that has an index
+        con.execute("ALTER TABLE orders ADD COLUMN file_id BIGINT")  # the file an order came from (else NULL)
 
 
 def config_hash(source: FileSource) -> str:
@@ -130,66 +139,104 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
     keep = {key: stored[(key[0], str(key[1]))] for key in wanted
             if not reread and _unchanged(stored.get((key[0], str(key[1]))), prints[key], cfg, verify)}
     gone = sorted({path for role, path in stored} - {str(p) for _, p in wanted})
-    gone_keys = [k for k in stored if k[1] in gone]
-    summary = con.execute(f"SELECT summary FROM {SUMMARY_TABLE}").fetchall()
-    if len(keep) == len(wanted) and not gone_keys and summary:
-        return Ingested(_read_back(con, json.loads(summary[0][0])))
+    rows = con.execute(f"SELECT summary FROM {SUMMARY_TABLE}").fetchall()
+    summary = json.loads(rows[0][0]) if rows else None
+    if len(keep) == len(wanted) and len(stored) == len(keep) and summary is not None:
+        return Ingested(_read_back(con, summary))
 
-    new: dict[tuple[str, Path], LoadedFile] = {}
+    before = _read_back(con, summary) if summary is not None else None
     next_id = con.execute(f"SELECT COALESCE(max(file_id), 0) + 1 FROM {FILES_TABLE}").fetchall()[0][0]
+    ids = {key: row["file_id"] for key, row in keep.items()}
+    for key in wanted:
+        if key not in keep:
+            ids[key], next_id = next_id, next_id + 1
+    kept_ids = {row["file_id"] for row in keep.values()}
+    dropped = [row for row in stored.values() if row["file_id"] not in kept_ids]  # changed or gone
+    lean = lean_source(source) and lean_store(con, list(keep.values()), summary)
+    new: dict[tuple[str, Path], LoadedFile] = {}
+    relisted: list[int] = []  # unchanged files read the lean way before, read again now for their tables
     try:
         with tempfile.TemporaryDirectory(prefix="rfmsync-") as tmp:
             for key in wanted:
-                if key not in keep:
-                    new[key] = source.read_file(con, key[1], key[0], f"{TABLE_PREFIX}{next_id}", Path(tmp),
-                                                persist=True)
-                    next_id += 1
-        counts = {key: file_counts(con, lf) for key, lf in new.items()}
-        tables = {key: new.get(key) or _loaded(keep[key]) for key in wanted}
-        drop_scratch(con)
-        result = None
-        kept = [key for key in wanted if key in keep]
-        last = bool(kept and new) and min(wanted.index(k) for k in new) > max(wanted.index(k) for k in kept)
-        if summary and can_append(source, [(tables[k], keep[k]["no_cust"]) for k in kept], list(new.values()),
-                                  {new[k].path: counts[k] for k in new},
-                                  all_kept=len(keep) == len(stored) and not gone_keys, last=last):
-            result = stage_appended(con, source, list(new.values()), _read_back(con, json.loads(summary[0][0])))
-        appended = result is not None
-        if result is None:
-            drop_scratch(con)
-            result = source.stage(con, [tables[k] for k in wanted if k[0] == "orders"],
-                                  [tables[k] for k in wanted if k[0] == "contacts"])
+                if key not in keep:  # the lean path reads into temp tables: the store gets the rows once
+                    table = f"{TEMP_PREFIX}{ids[key]}" if lean else f"{TABLE_PREFIX}{ids[key]}"
+                    new[key] = source.read_file(con, key[1], key[0], table, Path(tmp), persist=not lean)
+            counts = {key: file_counts(con, lf) for key, lf in new.items()}
+            result, change = None, None
+            if lean:
+                change = LeanChange(new=list(new.values()), new_ids=[ids[k] for k in new],
+                                    counts=[counts[k] for k in new], dropped=[r["file_id"] for r in dropped],
+                                    dropped_paths={r["path"] for r in dropped},
+                                    place={str(p): i for i, (_, p) in enumerate(wanted)},
+                                    kept_fast=all(bool(r["fast"]) for r in keep.values()))
+                result = stage_lean(con, source, change, before)  # staged_orders: a view over the rows read
+                if result is None:
+                    drop_staged_view(con)
+                    drop_scratch(con)
+            if result is None:
+                change = None
+                tables = {}
+                for key in wanted:
+                    name = f"{TABLE_PREFIX}{ids[key]}"
+                    if key in new:
+                        tables[key] = new[key] if new[key].table == name else persist_loaded(con, new[key], name)
+                    elif keep[key]["lean"]:
+                        tables[key] = source.read_file(con, key[1], key[0], name, Path(tmp), persist=True)
+                        relisted.append(ids[key])
+                    else:
+                        tables[key] = _loaded(keep[key])
+                if relisted:
+                    log.info("file source: %d unchanged file(s) read again: their rows were kept in the order "
+                             "store only, and this change is decided over every file's rows", len(relisted))
+                drop_scratch(con)
+                order_keys = [k for k in wanted if k[0] == "orders"]
+                result = source.stage(con, [tables[k] for k in order_keys],
+                                      [tables[k] for k in wanted if k[0] == "contacts"],
+                                      file_ids=[ids[k] for k in order_keys])
         if before_merge is not None:
             before_merge(result)
-        replaced = [row for key, row in stored.items() if key not in {(r, str(p)) for r, p in keep}]
 
         def save(con: duckdb.DuckDBPyConnection) -> None:
-            if replaced:
-                ids = ", ".join(str(row["file_id"]) for row in replaced)
-                con.execute(f"DELETE FROM {FILES_TABLE} WHERE file_id IN ({ids})")
+            if dropped:
+                con.execute(f"DELETE FROM {FILES_TABLE} WHERE file_id IN "
+                            f"({', '.join(str(r['file_id']) for r in dropped)})")
+            if relisted:
+                con.execute(f"UPDATE {FILES_TABLE} SET lean = false WHERE file_id IN "
+                            f"({', '.join(str(i) for i in relisted)})")
             for key, lf in new.items():
                 fp = prints[key]
                 con.execute(f"INSERT INTO {FILES_TABLE} (file_id, role, path, size, mtime_ns, head_tail, full_hash,"
-                            " config, cols, fast, rows, no_cust, no_oid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            [int(lf.table[len(TABLE_PREFIX):]), key[0], str(key[1]), fp.size, fp.mtime_ns,
-                             fp.head_tail, fp.full, cfg, json.dumps(lf.cols), lf.fast, *counts[key]])
-            _save_report(con, result, {t.path: int(t.table[len(TABLE_PREFIX):]) for t in tables.values()})
+                            " config, cols, fast, rows, no_cust, no_oid, lean)"
+                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            [ids[key], key[0], str(key[1]), fp.size, fp.mtime_ns, fp.head_tail, fp.full, cfg,
+                             json.dumps(lf.cols), lf.fast, *counts[key], change is not None])
+            _save_report(con, result, {str(p): ids[(role, p)] for role, p in wanted})
 
-        if appended:
-            _in_transaction(con, lambda: (append_staged(con), save(con)))
-        else:
-            merge_staged(con, result, max_identity_group=source.max_identity_group, before_commit=save)
+        with unordered(con):
+            if change is not None:
+                drop_lean_indexes(con, change)
+                _in_transaction(con, lambda: (commit_lean(con, change, result), save(con)))
+            else:
+                merge_staged(con, result, max_identity_group=source.max_identity_group, before_commit=save)
     except BaseException:
-        drop_scratch(con)
-        _drop_orphans(con)  # the files read this run: not noted, so the next run reads them again
+        _clean(con)  # the files read this run are not noted, so the next run reads them again
         raise
-    drop_scratch(con)
-    _drop_orphans(con)  # the replaced and removed files' rows
+    _clean(con)  # and the replaced and removed files' tables
     read = [str(p) for _, p in new]
-    log.info("file source: read %d of %d files (%s unchanged), %d gone", len(read), len(wanted), len(keep),
-             len(gone))
+    log.info("file source: read %d of %d files (%s unchanged), %d gone%s", len(read), len(wanted), len(keep),
+             len(gone), " (lean)" if change is not None else "")
     result.gone_files = gone
-    return Ingested(result, read, gone, appended)
+    return Ingested(result, read, gone, lean=change is not None)
+
+
+def _clean(con: duckdb.DuckDBPyConnection) -> None:
+    drop_staged_view(con)
+    drop_scratch(con)
+    for (name,) in con.execute("SELECT table_name FROM information_schema.tables WHERE table_catalog = 'temp'"
+                               f" AND table_type = 'VIEW' AND table_name LIKE '{TEMP_PREFIX}%'").fetchall():
+        con.execute(f"DROP VIEW IF EXISTS temp.{name}")
+        con.execute(f"DROP TABLE IF EXISTS temp.{name}_data")
+    _drop_orphans(con)
 
 
 def _in_transaction(con: duckdb.DuckDBPyConnection, work: Callable[[], object]) -> None:
@@ -222,8 +269,9 @@ def _loaded(row: dict) -> LoadedFile:
 
 def _drop_orphans(con: duckdb.DuckDBPyConnection) -> None:
     """Drop the file tables ``ingest_files`` does not name (a file replaced, removed, or read by a run that
-    did not commit)."""
-    known = {f"{TABLE_PREFIX}{i}" for (i,) in con.execute(f"SELECT file_id FROM {FILES_TABLE}").fetchall()}
+    did not commit), or names as lean (its rows are in ``orders`` only)."""
+    known = {f"{TABLE_PREFIX}{i}" for (i,) in con.execute(f"SELECT file_id FROM {FILES_TABLE} WHERE NOT lean")
+             .fetchall()}
     found = con.execute("SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = 'main'"
                         f" AND table_name LIKE '{TABLE_PREFIX}%'").fetchall()
     for kind in ("VIEW", "BASE TABLE"):  # a view before the table it reads
