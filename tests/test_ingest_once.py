@@ -10,6 +10,7 @@ import sys
 import tempfile
 import textwrap
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -371,3 +372,45 @@ def test_pull_reads_new_files_and_names_a_removed_one(tmp_path):
     doc = json.loads(result.stdout)
     assert doc["warnings"] == [f"{day1}: the file is gone; its rows were removed from the order store"]
     assert doc["counts"]["stored_orders"] == 1
+
+
+def test_a_crash_on_the_lean_path_leaves_the_store_as_it_was(tmp_path):
+    cfg = shop(tmp_path, contact_fields=False)
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", ""), ("2", "c2", "", "bad", "1", "")])
+    assert outcome(cfg) == fresh(tmp_path)
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "12.00", "")])
+    write_export(tmp_path, "day2.csv", [("3", "c3", "", "2025-06-02", "15.00", "")])
+    died = subprocess.run([sys.executable, "-c", CRASH, str(cfg), str(tmp_path / "rfmsync.duckdb")],
+                          cwd=Path(__file__).parent.parent, capture_output=True, text=True)
+    assert died.returncode == 9, died.stderr
+    with duckdb.connect(str(tmp_path / "rfmsync.duckdb"), read_only=True) as con:  # nothing of the crashed run
+        assert con.execute("SELECT order_id, amount FROM orders").fetchall() == [("1", Decimal("10.00"))]
+        assert con.execute("SELECT count(*) FROM ingest_files").fetchall() == [(1,)]
+    after = outcome(cfg)
+    assert after == fresh(tmp_path)
+    assert [(r[0], float(r[3])) for r in after[2][0]] == [("1", 12.0), ("3", 15.0)]
+    assert file_tables(tmp_path / "rfmsync.duckdb") == []
+
+
+def test_webhook_records_in_the_store_send_a_new_file_down_the_full_path(tmp_path):
+    """A webhook order the export does not contain yet survives the file refresh (the rule of sync.store)."""
+    from datetime import datetime, timezone
+
+    from connectors.records import Order
+    from connectors.tables import stage_records
+    from sync.store import merge_staged
+    from connectors.source import PullResult
+
+    cfg = shop(tmp_path, contact_fields=False)
+    source = configured_source(load_config(cfg))
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", "")])
+    with connect_store(tmp_path / "rfmsync.duckdb") as con:
+        assert ingest_files(con, source).lean
+        stage_records(con, [Order(order_id="w9", customer_id="c2", ordered_at=datetime(2025, 6, 5, tzinfo=timezone.utc),
+                                  amount=Decimal("7.00"), currency=None)])
+        merge_staged(con, PullResult(orders=1, contacts=0), origin="webhook")
+    write_export(tmp_path, "day2.csv", [("2", "c3", "", "2025-06-02", "20.00", "")])
+    with connect_store(tmp_path / "rfmsync.duckdb") as con:
+        done = ingest_files(con, source)
+        assert not done.lean
+        assert con.execute("SELECT order_id FROM orders ORDER BY 1").fetchall() == [("1",), ("2",), ("w9",)]

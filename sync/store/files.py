@@ -1,27 +1,30 @@
 """A file source in the order store: each export file read once, remembered by its fingerprint.
 
-Every file the source's patterns match is read and normalised into its own table of the store
-(``ingest_f<file id>``: the rows as read, bad ones included, so they carry their file), and noted in
-``ingest_files`` with its fingerprint: path, size, mtime and a hash of its first and last 64 KiB (plus a hash
-of the whole file when read with ``verify``) and a hash of the ``[source]`` table it was read under.
+Every file the source's patterns match is noted in ``ingest_files`` with its fingerprint: path, size, mtime and a
+hash of its first and last 64 KiB (plus a hash of the whole file when read with ``verify``) and a hash of the
+``[source]`` table it was read under. Each order in ``orders`` carries the file it came from (``file_id``).
+A file's rows as read (bad ones included) are kept in a table of their own (``ingest_f<file id>``) only when a
+rule crosses files; otherwise ``orders`` is the one copy (:mod:`sync.store.file_lean`).
 
 On the next run a file whose fingerprint is unchanged is not read again:
 
 * every file unchanged (and none gone): nothing is read or staged; the store's ``orders``/``contacts``/
   ``line_items`` are the export already, and the last staging's bad-row report is read back from
   ``ingest_bad_rows`` (per file and row);
-* a file new or changed: only that file is read; a changed file's table is replaced (its old rows go with it);
-* a file gone: its table is dropped, so its rows leave the store, and the run says so (:func:`gone_lines`).
+* a file new or changed: only that file is read; a changed file's rows are replaced (its old rows go);
+* a file gone: its rows leave the store, and the run says so (:func:`gone_lines`).
 
-When the new files can only add orders (the nightly case, :mod:`sync.store.file_append`), their rows are
-staged alone and added. Otherwise the files' rows, all of them in the order of :meth:`~connectors.files.FileSource.files`, are staged
-exactly as a fresh read stages them (repeated order ids, contacts shared across files, identity and bad rows
-are decided over every file, as a full read does) and replace the store's rows (the webhook-records rule of
-:mod:`sync.store` holds). ``reread`` reads every file again.
+The lean path (no contact or receipt-line fields, ids on every row, no order id in two files, no webhook
+records) stages the new files alone and swaps rows by file id. Otherwise the files' rows, all of them in the order
+of :meth:`~connectors.files.FileSource.files`, are staged exactly as a fresh read stages them (repeated order
+ids, contacts shared across files, identity and bad rows are decided over every file, as a full read does) and
+replace the store's rows (the webhook-records rule of :mod:`sync.store` holds); an unchanged file read the lean
+way is then read again, once, for its table. ``reread`` reads every file again.
 
 Crash safety: the staged rows, the new fingerprints and the bad-row report are committed in one transaction
-(:func:`~sync.store.merge.merge_staged`'s ``before_commit``). A file table written before a crash or a refused
-merge is not in ``ingest_files``, so the next run drops it and reads the file again: nothing is counted twice.
+(:func:`~sync.store.merge.merge_staged`'s ``before_commit``, or the lean path's own). A file table written
+before a crash or a refused merge is not in ``ingest_files``, so the next run drops it and reads the file again:
+nothing is counted twice.
 """
 
 from __future__ import annotations
