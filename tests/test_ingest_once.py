@@ -392,25 +392,81 @@ def test_a_crash_on_the_lean_path_leaves_the_store_as_it_was(tmp_path):
     assert file_tables(tmp_path / "rfmsync.duckdb") == []
 
 
-def test_webhook_records_in_the_store_send_a_new_file_down_the_full_path(tmp_path):
-    """A webhook order the export does not contain yet survives the file refresh (the rule of sync.store)."""
+def test_webhook_records_survive_the_files_and_a_file_version_wins(tmp_path):
+    """A webhook order the export does not contain yet survives the file refresh; once a file has the same order
+    id, the file's version wins (the rule of sync.store), whichever path the files take."""
     from datetime import datetime, timezone
 
     from connectors.records import Order
+    from connectors.source import PullResult
     from connectors.tables import stage_records
     from sync.store import merge_staged
-    from connectors.source import PullResult
 
     cfg = shop(tmp_path, contact_fields=False)
     source = configured_source(load_config(cfg))
     write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", "")])
     with connect_store(tmp_path / "rfmsync.duckdb") as con:
         assert ingest_files(con, source).lean
-        stage_records(con, [Order(order_id="w9", customer_id="c2", ordered_at=datetime(2025, 6, 5, tzinfo=timezone.utc),
-                                  amount=Decimal("7.00"), currency=None)])
-        merge_staged(con, PullResult(orders=1, contacts=0), origin="webhook")
+        at = datetime(2025, 6, 5, tzinfo=timezone.utc)
+        stage_records(con, [Order(order_id="w9", customer_id="c2", ordered_at=at, amount=Decimal("7.00")),
+                            Order(order_id="1", customer_id="c1", ordered_at=at, amount=Decimal("99.00"))])
+        merge_staged(con, PullResult(orders=2, contacts=0), origin="webhook")
     write_export(tmp_path, "day2.csv", [("2", "c3", "", "2025-06-02", "20.00", "")])
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "11.00", "")])
     with connect_store(tmp_path / "rfmsync.duckdb") as con:
         done = ingest_files(con, source)
         assert not done.lean
-        assert con.execute("SELECT order_id FROM orders ORDER BY 1").fetchall() == [("1",), ("2",), ("w9",)]
+        assert con.execute("SELECT order_id, amount FROM orders ORDER BY 1").fetchall() == [
+            ("1", Decimal("11.00")), ("2", Decimal("20.00")), ("w9", Decimal("7.00"))]
+        assert con.execute("SELECT id FROM webhook_records").fetchall() == [("w9",)]
+
+
+def test_a_cut_bad_row_report_sends_a_removal_down_the_full_path(tmp_path):
+    """The report lists the first 1000 bad rows; removing a file from a cut report needs the rows after the cut."""
+    cfg = shop(tmp_path, contact_fields=False)
+    source = configured_source(load_config(cfg))
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", "")] +
+                 [(str(i), "c1", "", "2025-06-01", "abc", "") for i in range(100, 1101)])
+    write_export(tmp_path, "day2.csv", [("2", "c2", "", "2025-06-02", "10.00", ""), ("3", "c2", "", "x", "1", "")])
+    for _ in range(2):
+        with connect_store(tmp_path / "rfmsync.duckdb") as con:
+            ingest_files(con, source)
+        write_export(tmp_path, "day3.csv", [("4", "c3", "", "2025-06-03", "10.00", "")])
+    (tmp_path / "exports" / "day1.csv").unlink()
+    with connect_store(tmp_path / "rfmsync.duckdb") as con:
+        done = ingest_files(con, source)
+    assert not done.lean
+    assert [b.row for b in done.pull.bad_rows] == [3] and done.pull.bad_row_count == 1
+    assert outcome(cfg) == fresh(tmp_path)
+
+
+class Recorder:
+    """A progress reporter that notes each step's label, unit and the rows it was told."""
+
+    def __init__(self) -> None:
+        self.steps: list[list] = []
+
+    def start(self, label, total=None, unit=""):
+        self.steps.append([label, unit, []])
+        return self
+
+    def update(self, done=0, *, total=None, calls=0):
+        self.steps[-1][2].append(done)
+
+    def close(self):
+        pass
+
+    def retry_wait(self, wait):
+        pass
+
+
+def test_reading_files_counts_the_rows_of_each_file_read(tmp_path):
+    from sync import progress
+
+    cfg = shop(tmp_path)
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", ""), ("2", "c2", "", "x", "1", "")])
+    write_export(tmp_path, "day2.csv", [("3", "c3", "", "2025-06-03", "30.00", "")])
+    for expected in ([2, 1], []):  # the second run reads nothing
+        with progress.reporting(Recorder()) as recorder:
+            outcome(cfg)
+        assert recorder.steps[0] == ["reading files", "records", expected]

@@ -111,9 +111,11 @@ def _bad_rows(change: LeanChange, before: FilePullResult | None, added: FilePull
         rows = sorted([b for b in old if b.source not in change.dropped_paths] + added.bad_rows,
                       key=lambda b: (change.place[b.source], b.row))
         return rows[:MAX_BAD_ROWS], len(rows)
+    if change.dropped:
+        return None
     kept_places = [change.place[b.source] for b in old]
     new_places = [change.place[lf.path] for lf in change.new]
-    if change.dropped or (kept_places and new_places and min(new_places) < max(kept_places)):
+    if kept_places and new_places and min(new_places) < max(kept_places):
         return None
     return (old + added.bad_rows)[:MAX_BAD_ROWS], old_count + added.bad_row_count
 

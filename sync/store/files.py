@@ -44,6 +44,7 @@ from connectors.file_staging import FilePullResult, LoadedFile, drop_scratch
 from connectors.files import FileSource
 from connectors.identity import IdentityReport, SharedIdentifier
 from connectors.records import BadRow
+from connectors.source import Progress
 
 from .file_lean import (LeanChange, commit_lean, drop_lean_indexes, drop_staged_view, file_counts, lean_source,
                         lean_store, stage_lean)
@@ -128,10 +129,12 @@ def config_hash(source: FileSource) -> str:
 
 
 def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: bool = False,
-                 verify: bool = False, before_merge: Callable[[FilePullResult], None] | None = None) -> Ingested:
+                 verify: bool = False, before_merge: Callable[[FilePullResult], None] | None = None,
+                 progress: Progress = None) -> Ingested:
     """Bring the store up to date with the source's files, reading only the new and changed ones (see above).
 
-    ``before_merge`` sees the staged pull first and may raise to leave the store as it was (the data guards)."""
+    ``before_merge`` sees the staged pull first and may raise to leave the store as it was (the data guards).
+    ``progress`` is told the rows of each file as it is read."""
     create_ingest_tables(con)
     _drop_orphans(con)
     orders, contacts = source.files()
@@ -158,13 +161,16 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
     lean = lean_source(source) and lean_store(con, list(keep.values()), summary)
     new: dict[tuple[str, Path], LoadedFile] = {}
     relisted: list[int] = []  # unchanged files read the lean way before, read again now for their tables
+    counts: dict[tuple[str, Path], tuple[int, int, int]] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="rfmsync-") as tmp:
             for key in wanted:
                 if key not in keep:  # the lean path reads into temp tables: the store gets the rows once
                     table = f"{TEMP_PREFIX}{ids[key]}" if lean else f"{TABLE_PREFIX}{ids[key]}"
                     new[key] = source.read_file(con, key[1], key[0], table, Path(tmp), persist=not lean)
-            counts = {key: file_counts(con, lf) for key, lf in new.items()}
+                    counts[key] = file_counts(con, new[key])
+                    if progress is not None:
+                        progress(counts[key][0])
             result, change = None, None
             if lean:
                 change = LeanChange(new=list(new.values()), new_ids=[ids[k] for k in new],
@@ -186,6 +192,8 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
                     elif keep[key]["lean"]:
                         tables[key] = source.read_file(con, key[1], key[0], name, Path(tmp), persist=True)
                         relisted.append(ids[key])
+                        if progress is not None:
+                            progress(keep[key]["rows"] or 0)
                     else:
                         tables[key] = _loaded(keep[key])
                 if relisted:
