@@ -470,3 +470,32 @@ def test_reading_files_counts_the_rows_of_each_file_read(tmp_path):
         with progress.reporting(Recorder()) as recorder:
             outcome(cfg)
         assert recorder.steps[0] == ["reading files", "records", expected]
+
+
+def test_the_data_guards_see_the_orders_the_store_will_hold_after_a_file_is_removed(tmp_path):
+    from sync.pipeline import pull_into
+
+    cfg = shop(tmp_path, contact_fields=False)
+    source = configured_source(load_config(cfg))
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", ""), ("2", "c2", "", "2025-06-01", "5", "")])
+    write_export(tmp_path, "day2.csv", [("3", "c3", "", "2025-06-02", "20.00", "")])
+    with connect_store(tmp_path / "rfmsync.duckdb") as con:
+        assert pull_into(con, source).orders == 3
+    (tmp_path / "exports" / "day1.csv").unlink()
+    seen = []
+
+    class Refused(Exception):
+        pass
+
+    def guard(result):
+        seen.append(result.orders)
+        raise Refused
+
+    with connect_store(tmp_path / "rfmsync.duckdb") as con:
+        with pytest.raises(Refused):
+            pull_into(con, source, before_merge=guard)
+        assert seen == [1]
+        assert con.execute("SELECT count(*) FROM orders").fetchall() == [(3,)]  # refused: the store as it was
+    with connect_store(tmp_path / "rfmsync.duckdb") as con:
+        done = ingest_files(con, source)
+    assert done.lean and done.gone == [str(tmp_path / "exports" / "day1.csv")] and done.pull.orders == 1

@@ -77,7 +77,8 @@ class LeanChange:
 def stage_lean(con: duckdb.DuckDBPyConnection, source: FileSource, change: LeanChange,
                before: FilePullResult | None) -> FilePullResult | None:
     """Stage the new files alone into ``staged_orders`` (with their file ids); the whole pull's result (the
-    last one's minus the dropped files', plus theirs), or ``None`` when a condition above fails."""
+    last one's minus the dropped files', plus theirs: ``orders`` is what the store will hold, as the data guards
+    of ``before_merge`` expect), or ``None`` when a condition above fails."""
     if any(not rows or no_cust or no_oid for rows, no_cust, no_oid in change.counts):
         return None  # an empty file, a row without a customer or an order id
     if change.new:
@@ -96,7 +97,9 @@ def stage_lean(con: duckdb.DuckDBPyConnection, source: FileSource, change: LeanC
     if report is None:
         return None
     bad_rows, bad_count = report
-    return FilePullResult(orders=(before.orders if before else 0) + added.orders, contacts=0, bad_rows=bad_rows,
+    gone = con.execute(f"SELECT count(*) FROM orders WHERE file_id IN ({_ids(change.dropped)})").fetchall()[0][0] \
+        if change.dropped else 0
+    return FilePullResult(orders=(before.orders if before else 0) - gone + added.orders, contacts=0, bad_rows=bad_rows,
                           bad_row_count=bad_count, full_refresh=True, identity=IdentityReport(),
                           fast_path=added.fast_path and change.kept_fast)
 
@@ -120,15 +123,12 @@ def _bad_rows(change: LeanChange, before: FilePullResult | None, added: FilePull
     return (old + added.bad_rows)[:MAX_BAD_ROWS], old_count + added.bad_row_count
 
 
-def commit_lean(con: duckdb.DuckDBPyConnection, change: LeanChange, result: FilePullResult) -> None:
-    """Delete the dropped files' orders and insert the staged ones (inside the caller's transaction); sets
-    ``result.orders`` to the orders the store now holds."""
-    deleted = 0
+def commit_lean(con: duckdb.DuckDBPyConnection, change: LeanChange) -> None:
+    """Delete the dropped files' orders and insert the staged ones (inside the caller's transaction)."""
     if change.dropped:
-        deleted = con.execute(f"DELETE FROM orders WHERE file_id IN ({_ids(change.dropped)})").fetchall()[0][0]
+        con.execute(f"DELETE FROM orders WHERE file_id IN ({_ids(change.dropped)})")
     if change.new:
         con.execute("INSERT INTO orders BY NAME SELECT * FROM staged_orders")
-    result.orders -= deleted
 
 
 def drop_lean_indexes(con: duckdb.DuckDBPyConnection, change: LeanChange) -> None:

@@ -226,7 +226,7 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
         with unordered(con):
             if change is not None:
                 drop_lean_indexes(con, change)
-                _in_transaction(con, lambda: (commit_lean(con, change, result), save(con)))
+                _in_transaction(con, lambda: (commit_lean(con, change), save(con)))
             else:
                 merge_staged(con, result, max_identity_group=source.max_identity_group, before_commit=save)
     except BaseException:
