@@ -107,12 +107,14 @@ def fresh(folder: Path) -> tuple:
     return outcome(cfg)
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(first=rows, more=steps)
-def test_any_sequence_of_added_changed_removed_files_gives_the_fresh_results(first, more):
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(first=rows, more=steps, contact_fields=st.booleans())
+def test_any_sequence_of_added_changed_removed_files_gives_the_fresh_results(first, more, contact_fields):
+    """Both shapes of the store: contact fields mapped (a table per file), or not (the lean path while the rows
+    allow it: files with a customer id on every row and no order id in two files)."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        cfg = shop(folder)
+        cfg = shop(folder, contact_fields)
         source = configured_source(load_config(cfg))
         for kind, name, data in [("write", "day0.csv", first), *more]:
             if kind == "write":
@@ -221,6 +223,11 @@ def test_the_lean_path_replaces_a_changed_file_and_removes_a_gone_one(tmp_path):
     assert f"{day[1]}: the file is gone; its rows were removed from the order store" in result.stderr
     assert orders_by_file(store) == [("2", day[2]), ("3", day[3]), ("7", day[2])]
     assert file_tables(store) == []
+    assert outcome(cfg) == fresh(tmp_path)
+    with connect_store(store) as con:
+        done = ingest_files(con, source, reread=True)
+    assert done.lean and done.read == [day[2], day[3]] and orders_by_file(store) == [
+        ("2", day[2]), ("3", day[3]), ("7", day[2])]
     assert outcome(cfg) == fresh(tmp_path)
 
 
