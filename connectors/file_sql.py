@@ -23,7 +23,7 @@ NUMBER_FIELDS = {"amount": 2, "price": 2, "discount": 2, "quantity": 3}
 
 
 def load_table(con: duckdb.DuckDBPyConnection, lf: LoadedFile, src: str, kind: str, cfg: FileSourceConfig,
-               typed: dict[str, str] | None = None, persist: bool = False) -> LoadedFile:
+               typed: dict[str, str] | None = None) -> LoadedFile:
     """One pass over the file: CREATE TEMP TABLE with every field normalised, and the raw text
     kept only where parsing failed (for the bad-row report). Each nested SELECT is one step.
     ``typed`` fields (the CSV fast path) arrive as TIMESTAMP / DECIMAL and skip text parsing."""
@@ -31,7 +31,7 @@ def load_table(con: duckdb.DuckDBPyConnection, lf: LoadedFile, src: str, kind: s
     col = {f: f"CAST({nz.ident(h)} AS VARCHAR)" for f, h in lf.cols.items()}
     a = {f: f"a{i}" for i, f in enumerate(f for f in lf.cols if f.startswith("attr:"))}
     sql = _normalised_select(con, lf, src, kind, cfg, typed, col, a)
-    return _store(con, lf, sql, _output_columns(con, src, cfg, typed, col, a), typed, persist)
+    return _store(con, lf, sql, _output_columns(con, src, cfg, typed, col, a), typed)
 
 
 def _normalised_select(con: duckdb.DuckDBPyConnection, lf: LoadedFile, src: str, kind: str, cfg: FileSourceConfig,
@@ -115,7 +115,7 @@ def _output_columns(con: duckdb.DuckDBPyConnection, src: str, cfg: FileSourceCon
 
 
 def _store(con: duckdb.DuckDBPyConnection, lf: LoadedFile, sql: str, out: list[tuple[str, str]],
-           typed: dict[str, str], persist: bool = False) -> LoadedFile:
+           typed: dict[str, str]) -> LoadedFile:
     """Write ``<table>_data`` (the computed columns) and the view ``<table>`` over it."""
     # Only the computed columns are stored; unmapped fields (constants) are added by a view over the
     # stored rows, so a narrow export does not pay for writing 10 M NULLs per unmapped field.
@@ -126,13 +126,12 @@ def _store(con: duckdb.DuckDBPyConnection, lf: LoadedFile, sql: str, out: list[t
         if typed.get("amount") == "number" else {}
     stored = [f"{e} AS {n}" for n, e in out if not _is_constant(e) and n not in derived]
     srow = "_srow" if lf.row_sql == "_srow" else "rowid + 2"
-    temp = "" if persist else "TEMP "
-    con.execute(f"CREATE OR REPLACE {temp}TABLE {lf.table}_data AS SELECT "
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {lf.table}_data AS SELECT "
                 f"{'_srow, ' if lf.row_sql == '_srow' else ''}{', '.join(stored)} FROM ({sql})")
     view = ", ".join(f"{derived.get(n, e)} AS {n}" if _is_constant(e) or n in derived else n for n, e in out)
-    con.execute(f"CREATE OR REPLACE {temp}VIEW {lf.table} AS SELECT ({srow})::BIGINT AS _srow, {view} "
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {lf.table} AS SELECT ({srow})::BIGINT AS _srow, {view} "
                 f"FROM {lf.table}_data")
-    return replace(lf, row_sql="_srow")
+    return replace(lf, row_sql="_srow", view=view)
 
 
 def _is_constant(expr: str) -> bool:
@@ -145,9 +144,13 @@ _CONSTANT = re.compile(r"CAST\(NULL AS [A-Z]+(\(\d+,\d+\))?\)|'(?:[^']|'')*'")
 
 def persist_loaded(con: duckdb.DuckDBPyConnection, lf: LoadedFile, table: str) -> LoadedFile:
     """Copy a file read into temp tables (``lf``) into real tables of the connection's database: ``<table>_data``
-    (every column of the view, in the rows' order) and the view ``<table>`` over it; the temp ones are dropped."""
-    con.execute(f"CREATE OR REPLACE TABLE {table}_data AS SELECT * FROM {lf.table}")
-    con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {table}_data")
+    (the stored columns and the row number ``_srow``, so the copy may be written in any order) and the view
+    ``<table>`` over it; the temp ones are dropped."""
+    data = f"temp.{lf.table}_data"
+    numbered = "_srow" in {r[0] for r in con.execute(f"DESCRIBE {data}").fetchall()}  # XLSX: its sheet rows
+    row = "" if numbered else "(rowid + 2)::BIGINT AS _srow, "
+    con.execute(f"CREATE OR REPLACE TABLE {table}_data AS SELECT {row}* FROM {data}")
+    con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT _srow::BIGINT AS _srow, {lf.view} FROM {table}_data")
     con.execute(f"DROP VIEW IF EXISTS temp.{lf.table}")
     con.execute(f"DROP TABLE IF EXISTS temp.{lf.table}_data")
     return replace(lf, table=table, row_sql="_srow")

@@ -54,6 +54,7 @@ class LoadedFile:
     row_sql: str  # spreadsheet row number of a table row
     cols: dict[str, str]  # canonical field (or attr:<name>) → header
     fast: bool = False  # read by the typed CSV fast path
+    view: str = ""  # the view's columns over ``<table>_data`` after ``_srow`` (connectors.file_sql)
 
 
 _BAD = [  # (condition, field, reason, value) in the order they are checked

@@ -174,11 +174,10 @@ class FileSource:
         return self._resolve(self.cfg.orders), self._resolve(self.cfg.contacts) if self.cfg.contacts else []
 
     def read_file(self, con: duckdb.DuckDBPyConnection, path: Path, role: Literal["orders", "contacts"],
-                  table: str, tmp: Path, persist: bool = False) -> LoadedFile:
-        """Read and normalise one file into ``table`` (a view over ``<table>_data``); ``persist``: real
-        tables of the connection's database (the order store) instead of temp ones."""
-        return self._load(con, path, self._orders_map if role == "orders" else self._contacts_map, table, tmp,
-                          persist)
+                  table: str, tmp: Path) -> LoadedFile:
+        """Read and normalise one file into the temp view ``table`` over the temp table ``<table>_data``
+        (:func:`connectors.file_sql.persist_loaded` copies it into the connection's database)."""
+        return self._load(con, path, self._orders_map if role == "orders" else self._contacts_map, table, tmp)
 
     def stage(self, con: duckdb.DuckDBPyConnection, orders: list[LoadedFile], contacts: list[LoadedFile],
               in_place: bool = False, file_ids: list[int] | None = None) -> FilePullResult:
@@ -203,8 +202,8 @@ class FileSource:
             raise ConfigError(f"no file matches {pattern!r} (looked in {self.base_dir}){hint}")
         return found
 
-    def _load(self, con: duckdb.DuckDBPyConnection, path: Path, mapping: _Mapping, table: str, tmp: Path,
-              persist: bool = False) -> LoadedFile:
+    def _load(self, con: duckdb.DuckDBPyConnection, path: Path, mapping: _Mapping, table: str,
+              tmp: Path) -> LoadedFile:
         suffix = path.suffix.lower()
         if path.stat().st_size == 0:
             raise BadFileError(f"{path}: the file is empty (0 bytes)")
@@ -241,13 +240,13 @@ class FileSource:
                               {f: s for f, s in NUMBER_FIELDS.items() if f in cols})
             if typed is not None:
                 try:  # any value the typed read rejects raises: then the text path reads the file again
-                    loaded = load_table(con, lf, typed.src, kind, self.cfg, typed.fields, persist)
+                    loaded = load_table(con, lf, typed.src, kind, self.cfg, typed.fields)
                     log.debug("%s: typed fast path", path)
                     return replace(loaded, fast=True)
                 except duckdb.Error as e:
                     log.debug("%s: typed read failed, using the text path: %s", path, str(e).splitlines()[0])
         try:
-            return load_table(con, lf, src, kind, self.cfg, persist=persist)
+            return load_table(con, lf, src, kind, self.cfg)
         except duckdb.Error as e:
             if kind == "csv":
                 raise csv_error(path, csv_path, e) from None

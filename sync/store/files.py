@@ -165,9 +165,8 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
     try:
         with tempfile.TemporaryDirectory(prefix="rfmsync-") as tmp:
             for key in wanted:
-                if key not in keep:  # the lean path reads into temp tables: the store gets the rows once
-                    table = f"{TEMP_PREFIX}{ids[key]}" if lean else f"{TABLE_PREFIX}{ids[key]}"
-                    new[key] = source.read_file(con, key[1], key[0], table, Path(tmp), persist=not lean)
+                if key not in keep:  # into temp tables: the store gets the rows once, or a copy (below)
+                    new[key] = source.read_file(con, key[1], key[0], f"{TEMP_PREFIX}{ids[key]}", Path(tmp))
                     counts[key] = file_counts(con, new[key])
                     if progress is not None:
                         progress(counts[key][0])
@@ -187,10 +186,13 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
                 tables = {}
                 for key in wanted:
                     name = f"{TABLE_PREFIX}{ids[key]}"
-                    if key in new:
-                        tables[key] = new[key] if new[key].table == name else persist_loaded(con, new[key], name)
+                    if key in new:  # the rows as read, with their row numbers: in any order (no rewrite at close)
+                        with unordered(con):
+                            tables[key] = persist_loaded(con, new[key], name)
                     elif keep[key]["lean"]:
-                        tables[key] = source.read_file(con, key[1], key[0], name, Path(tmp), persist=True)
+                        lf = source.read_file(con, key[1], key[0], f"{TEMP_PREFIX}{ids[key]}", Path(tmp))
+                        with unordered(con):
+                            tables[key] = persist_loaded(con, lf, name)
                         relisted.append(ids[key])
                         if progress is not None:
                             progress(keep[key]["rows"] or 0)
