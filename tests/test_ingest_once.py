@@ -506,3 +506,18 @@ def test_the_data_guards_see_the_orders_the_store_will_hold_after_a_file_is_remo
     with connect_store(tmp_path / "rfmsync.duckdb") as con:
         done = ingest_files(con, source)
     assert done.lean and done.gone == [str(tmp_path / "exports" / "day1.csv")] and done.pull.orders == 1
+
+
+def test_receipt_lines_of_another_source_table_do_not_stay_behind(tmp_path):
+    """A [source] table that mapped receipt lines, then one that does not: every file is read again, and the
+    store holds what a fresh read of the new table holds (no line items)."""
+    cfg = shop(tmp_path, contact_fields=False)
+    plain = cfg.read_text(encoding="utf-8")
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", "")])
+    cfg.write_text(plain.replace('status = "status"', 'status = "status"\nsku = "email"'), encoding="utf-8")
+    (tmp_path / "exports" / "day1.csv").write_text(f"{HEADER}\n1,c1,A-1,2025-06-01,10.00,\n2,c1,B-2,2025-06-01,5,\n",
+                                                   encoding="utf-8")
+    assert len(outcome(cfg)[2][2]) == 2  # two line items
+    cfg.write_text(plain, encoding="utf-8")
+    assert outcome(cfg)[2][2] == []
+    assert outcome(cfg) == fresh(tmp_path)

@@ -48,16 +48,18 @@ def lean_source(source: FileSource) -> bool:
 
 def lean_store(con: duckdb.DuckDBPyConnection, kept: list[dict], summary: dict | None) -> bool:
     """Whether the store's rows allow it: the unchanged files (catalogue rows) have ids on every row, the last
-    staging found no repeated order id, contact or cleaned value, and every order came from a file."""
+    staging found no repeated order id, contact or cleaned value, every order came from a file, and the store
+    holds no contact or receipt line (the lean path leaves those tables alone)."""
     if summary is None and kept:
         return False
     if summary is not None and (summary["duplicate_orders"] or summary["issue_count"] or summary["contacts"]):
         return False
     if any(row["no_cust"] is None or row["no_cust"] or row["no_oid"] is None or row["no_oid"] for row in kept):
         return False
-    create_webhook_table(con)
-    return not con.execute(f"SELECT (SELECT count(*) FROM {WEBHOOK_TABLE}) + "
-                           "(SELECT count(*) FROM orders WHERE file_id IS NULL)").fetchall()[0][0]
+    create_webhook_table(con)  # and no contact or receipt line left by another [source] table (read before)
+    return not con.execute(f"SELECT (SELECT count(*) FROM {WEBHOOK_TABLE}) + (SELECT count(*) FROM contacts) + "
+                           "(SELECT count(*) FROM line_items) + (SELECT count(*) FROM orders WHERE file_id IS NULL)"
+                           ).fetchall()[0][0]
 
 
 @dataclass
