@@ -19,7 +19,7 @@ then read again, once, to get its table).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import duckdb
 
