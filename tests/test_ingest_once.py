@@ -521,3 +521,17 @@ def test_receipt_lines_of_another_source_table_do_not_stay_behind(tmp_path):
     cfg.write_text(plain, encoding="utf-8")
     assert outcome(cfg)[2][2] == []
     assert outcome(cfg) == fresh(tmp_path)
+
+
+def test_a_daily_file_without_sales_keeps_the_lean_path(tmp_path):
+    cfg = shop(tmp_path, contact_fields=False)
+    source = configured_source(load_config(cfg))
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", "")])
+    assert outcome(cfg) == fresh(tmp_path)
+    write_export(tmp_path, "day2.csv", [])  # a header only
+    with connect_store(tmp_path / "rfmsync.duckdb") as con:
+        done = ingest_files(con, source)
+    assert done.lean and done.read == [str(tmp_path / "exports" / "day2.csv")] and done.pull.orders == 1
+    assert outcome(cfg) == fresh(tmp_path)
+    (tmp_path / "exports" / "day1.csv").unlink()  # now no file has a data row: the fresh read's error
+    assert outcome(cfg) == fresh(tmp_path) and outcome(cfg)[0] == "error"

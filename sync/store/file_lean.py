@@ -74,6 +74,8 @@ class LeanChange:
     dropped_paths: set[str]
     place: dict[str, int]
     kept_fast: bool  # every unchanged orders file was read by the typed CSV fast path
+    kept_rows: int  # the unchanged files' rows as read (bad ones included)
+    staged: bool = False  # set by stage_lean: staged_orders holds rows to insert
 
 
 def stage_lean(con: duckdb.DuckDBPyConnection, source: FileSource, change: LeanChange,
@@ -81,17 +83,19 @@ def stage_lean(con: duckdb.DuckDBPyConnection, source: FileSource, change: LeanC
     """Stage the new files alone into ``staged_orders`` (with their file ids); the whole pull's result (the
     last one's minus the dropped files', plus theirs: ``orders`` is what the store will hold, as the data guards
     of ``before_merge`` expect), or ``None`` when a condition above fails."""
-    if any(not rows or no_cust or no_oid for rows, no_cust, no_oid in change.counts):
-        return None  # an empty file, a row without a customer or an order id
-    if change.new:
-        added = source.stage(con, change.new, [], in_place=True, file_ids=change.new_ids)
-    else:  # files removed only: nothing to stage; the fresh read would still need a data row somewhere
-        if before is None or not con.execute(f"SELECT count(*) FROM orders o{_kept(change)}").fetchall()[0][0]:
+    if any(no_cust or no_oid for _, no_cust, no_oid in change.counts):
+        return None  # a row without a customer or an order id
+    rows = [(lf, i) for lf, i, (n, _, _) in zip(change.new, change.new_ids, change.counts) if n]
+    if rows:  # files without a data row (a day without sales) add nothing
+        added = source.stage(con, [lf for lf, _ in rows], [], in_place=True, file_ids=[i for _, i in rows])
+        change.staged = True
+    else:  # nothing to stage; the fresh read would still need a data row somewhere
+        if before is None or not change.kept_rows:
             return None
         added = FilePullResult(orders=0, contacts=0, full_refresh=True, fast_path=True)
     if added.duplicate_orders or added.contacts or added.issue_count:
         return None
-    if change.new and before is not None and con.execute(
+    if rows and before is not None and con.execute(
             f"SELECT count(*) FROM staged_orders SEMI JOIN (SELECT order_id FROM orders o{_kept(change)})"
             " USING (order_id)").fetchall()[0][0]:
         return None  # an order id of the new files is in another file
@@ -103,7 +107,7 @@ def stage_lean(con: duckdb.DuckDBPyConnection, source: FileSource, change: LeanC
         if change.dropped else 0
     return FilePullResult(orders=(before.orders if before else 0) - gone + added.orders, contacts=0, bad_rows=bad_rows,
                           bad_row_count=bad_count, full_refresh=True, identity=IdentityReport(),
-                          fast_path=added.fast_path and change.kept_fast)
+                          fast_path=added.fast_path and change.kept_fast and all(lf.fast for lf in change.new))
 
 
 def _bad_rows(change: LeanChange, before: FilePullResult | None, added: FilePullResult) -> tuple[list, int] | None:
@@ -129,7 +133,7 @@ def commit_lean(con: duckdb.DuckDBPyConnection, change: LeanChange) -> None:
     """Delete the dropped files' orders and insert the staged ones (inside the caller's transaction)."""
     if change.dropped:
         con.execute(f"DELETE FROM orders WHERE file_id IN ({_ids(change.dropped)})")
-    if change.new:
+    if change.staged:
         con.execute("INSERT INTO orders BY NAME SELECT * FROM staged_orders")
 
 
