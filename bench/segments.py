@@ -11,7 +11,7 @@ fresh interpreter so that time and peak RSS belong to that run alone:
   the falling-asleep boundary that the summary command adds;
 * **rfmsync-warm**: the same command again on the unchanged export (the store is up to date: nothing is read);
 * **rfmsync-new-file**: the same command after one new daily file of 10 k orders was added next to the export
-  (only that file is read; every file's rows are staged again, :mod:`sync.store.files`). Its customers include
+  (only that file is read, checked and added: the lean path of :mod:`sync.store.file_lean`). Its customers include
   the new file's, so its segments are not compared;
 * **pandas-checked** (the reference of the ratio target, :mod:`bench.pandas_checked`): the same work in idiomatic
   vectorised pandas, with rfmsync's checks (trimmed ids, status mapping, bad rows with their row numbers,
@@ -21,7 +21,9 @@ fresh interpreter so that time and peak RSS belong to that run alone:
   file (no checks, no order ids, no summary), so it is the easier side of the comparison; its ratio is shown;
 * **duckdb-sql** (the floor, skip with ``--no-floor``): the same metrics, scores and rules in plain DuckDB SQL
   over a typed read of this clean file, without anything a real export needs (mapping, checks, contacts,
-  summary, boundary): how close rfmsync runs to the engine it is built on.
+  summary, boundary): how close rfmsync runs to the engine it is built on;
+* **duckdb-persist** (also skipped by ``--no-floor``): the same, but the typed rows are first written once to a
+  database file and checkpointed: the least a cold run that keeps the export in a store can cost.
 
 Seconds are measured inside the child from before the engine's imports to the written file; "process s" adds the
 interpreter start-up. Every output is compared per customer with rfmsync's and the segment counts must match.
@@ -33,7 +35,6 @@ interpreter start-up. Every output is compared per customer with rfmsync's and t
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from datetime import date
@@ -45,9 +46,12 @@ if str(ROOT) not in sys.path:
 
 from bench.common import (ChildFailed, emit_result, format_table, human_bytes, parse_size,  # noqa: E402
                           run_child, size_label)
+from bench.duckdb_floor import duckdb_floor  # noqa: E402
+from bench.pandas_lean import _rule_mask, pandas_segments, scored_metrics, tie_aware_scores  # noqa: E402,F401
 
 AS_OF = date(2026, 1, 1)
-ENGINES = ("rfmsync", "pandas-checked", "pandas", "duckdb-sql", "rfmsync-warm", "rfmsync-new-file")
+ENGINES = ("rfmsync", "pandas-checked", "pandas", "duckdb-sql", "duckdb-persist", "rfmsync-warm", "rfmsync-new-file")
+FLOORS = ("duckdb-sql", "duckdb-persist")
 RFMSYNC = ("rfmsync", "rfmsync-warm", "rfmsync-new-file")  # the same child; the parent sets up the store
 DAILY_ORDERS = 10_000
 SAME_WORK = "pandas-checked"  # the reference the ratio target is judged against
@@ -58,8 +62,6 @@ TARGET_RSS = 3 * 1024 ** 3
 TARGET_WARM_VS_LEAN = 5.0  # warm ≥ 5× faster than lean pandas reading the CSV
 TARGET_NEW_FILE_VS_WARM = 1.5  # one new daily file ≤ 1.5× the warm time
 TARGET_COLD_VS_FLOOR = 1.3  # cold ≤ 1.3× the plain DuckDB floor
-_DIGIT_CODE = re.compile(r"^[0-9Xx*?]{3}$")
-_LETTER_TOKEN = re.compile(r"(FM|R|F|M)(\d)(?:-(?:FM|R|F|M)?(\d))?")
 
 
 # --------------------------------------------------------------------------- data set
@@ -136,131 +138,6 @@ def clear_store(csv_path: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-# --------------------------------------------------------------------------- pandas reference
-def _rule_mask(pattern: str, r, f, m, levels: int):
-    """A preset pattern (digit code ``4X4`` or letter code ``R2F3``, ``F1-F2``, ``R5FM4``) as a boolean Series."""
-    import numpy as np
-
-    p = pattern.strip()
-    if _DIGIT_CODE.match(p):
-        mask = np.ones(len(r), dtype=bool)
-        for col, ch in zip((r, f, m), p):
-            if ch not in "Xx*?":
-                mask &= (col == int(ch)).to_numpy()
-        return mask
-    cols = {"R": r, "F": f, "M": m, "FM": np.floor((f + m) / 2.0 + 0.5).astype("int64")}
-    mask, pos = np.ones(len(r), dtype=bool), 0
-    for tok in _LETTER_TOKEN.finditer(p.upper()):
-        if tok.start() != pos:
-            break
-        lo, hi = int(tok.group(2)), int(tok.group(3) or tok.group(2))
-        mask &= cols[tok.group(1)].between(lo, hi).to_numpy()
-        pos = tok.end()
-    if pos != len(p) or pos == 0:
-        raise ValueError(f"pandas reference: unsupported pattern {pattern!r} (score codes only)")
-    return mask
-
-
-def tie_aware_scores(values, levels: int, worse_is_larger: bool):
-    """1 + floor(N × w / n), w = customers with a strictly worse value; ties share a score."""
-    import numpy as np
-
-    worse = values.rank(method="min", ascending=not worse_is_larger).to_numpy(dtype=np.int64) - 1
-    return np.minimum(levels, 1 + (worse * levels) // len(values))
-
-
-def scored_metrics(last, frequency, monetary, as_of: date, levels: int):
-    """Per customer (the Series' shared index): recency_days, frequency, monetary (2 dp) and tie-aware r, f, m."""
-    import pandas as pd
-
-    out = pd.DataFrame({
-        "recency_days": (pd.Timestamp(as_of) - last.dt.normalize()).dt.days.astype("int64"),
-        "frequency": frequency.astype("int64"),
-        "monetary": monetary.round(2),
-    }, index=last.index)
-    out["r"] = tie_aware_scores(out["recency_days"], levels, worse_is_larger=True)
-    out["f"] = tie_aware_scores(out["frequency"], levels, worse_is_larger=False)
-    out["m"] = tie_aware_scores(out["monetary"], levels, worse_is_larger=False)
-    return out
-
-
-def pandas_segments(csv_path: Path, out_path: Path, as_of: date, preset: str, engine: str = "c") -> dict[str, int]:
-    """The straightforward pandas version of ``rfmsync segments``; returns {segment: customers}."""
-    import numpy as np
-    import pandas as pd
-
-    from segmentation.rules import PRESETS
-
-    rules = PRESETS[preset]
-    levels = rules.levels
-    df = pd.read_csv(csv_path, usecols=["customer_id", "ordered_at", "amount", "status"], engine=engine)
-    ts = pd.to_datetime(df["ordered_at"], format="%Y-%m-%d %H:%M:%S")
-    keep = (ts < pd.Timestamp(as_of) + pd.Timedelta(days=1)) & df["status"].isin(["completed", "refunded"])
-    df, ts = df[keep], ts[keep]
-    sale = df["status"] == "completed"
-    work = pd.DataFrame({
-        "customer_id": df["customer_id"],
-        "sale": sale.astype("int64"),
-        "sales": df["amount"].where(sale, 0.0),
-        "refunds": df["amount"].abs().where(~sale, 0.0),
-        "last": ts.where(sale),
-    })
-    g = work.groupby("customer_id", sort=False).agg(frequency=("sale", "sum"), sales=("sales", "sum"),
-                                                    refunds=("refunds", "sum"), last=("last", "max"))
-    g = g[g["frequency"] > 0]
-    out = scored_metrics(g["last"], g["frequency"], g["sales"] - g["refunds"], as_of, levels)
-    out["rfm"] = out["r"].astype(str) + out["f"].astype(str) + out["m"].astype(str)
-    conds, names = [], []
-    for name, patterns in rules.rules:
-        mask = np.zeros(len(out), dtype=bool)
-        for pat in patterns:
-            mask |= _rule_mask(pat, out["r"], out["f"], out["m"], levels)
-        conds.append(mask)
-        names.append(name)
-    out["segment"] = np.select(conds, names, default=rules.default) if conds else rules.default
-    out = out.reset_index().sort_values("customer_id")
-    out.to_parquet(out_path, index=False)
-    counts = out["segment"].value_counts()
-    return {str(k): int(v) for k, v in counts.items()}
-
-
-# --------------------------------------------------------------------------- DuckDB floor
-def duckdb_floor(csv_path: Path, out_path: Path, as_of: date, preset: str) -> dict[str, int]:
-    """The least work in plain DuckDB SQL: a typed read of this clean file, the same metrics, tie-aware scores
-    and preset rules, COPY to Parquet. No column mapping, no checks (bad rows, repeated ids, statuses), no contact
-    details, no summary, no falling-asleep boundary: what rfmsync adds on top of the engine it runs on."""
-    from datetime import timedelta
-
-    import duckdb
-
-    from segmentation import SegmentationConfig
-    from segmentation.engine import resolve_rules
-
-    rules = resolve_rules(SegmentationConfig(preset=preset), {"recency_days", "frequency", "monetary"})
-    n_levels = rules.levels
-    con = duckdb.connect()
-    con.execute("SET checkpoint_threshold = '1TB'")  # as rfmsync's throw-away connection: no compression passes
-    src = (f"read_csv('{csv_path}', header=true, types={{'customer_id': 'VARCHAR', 'ordered_at': 'TIMESTAMP',"
-           f" 'amount': 'DECIMAL(18,2)', 'status': 'VARCHAR'}})")
-    n = con.execute(f"""CREATE TEMP TABLE m AS SELECT customer_id,
-            DATE '{as_of}' - CAST(max(ordered_at) FILTER (WHERE status = 'completed') AS DATE) AS recency_days,
-            count(*) FILTER (WHERE status = 'completed') AS frequency,
-            CAST(coalesce(sum(amount) FILTER (WHERE status = 'completed'), 0)
-                 - coalesce(sum(abs(amount)) FILTER (WHERE status = 'refunded'), 0) AS DECIMAL(18,2)) AS monetary
-        FROM {src} WHERE ordered_at < TIMESTAMP '{as_of + timedelta(days=1)}' AND status IN ('completed', 'refunded')
-        GROUP BY customer_id HAVING count(*) FILTER (WHERE status = 'completed') > 0""").fetchall()[0][0]
-
-    def score(col: str, order: str) -> str:
-        return f"least({n_levels}, 1 + ((rank() OVER (ORDER BY {col} {order}) - 1) * {n_levels}) // {n})"
-
-    con.execute(f"""CREATE TEMP TABLE s AS SELECT *, r::VARCHAR || f::VARCHAR || m::VARCHAR AS rfm,
-                           {rules.case_sql} AS segment
-                    FROM (SELECT *, {score('recency_days', 'DESC')} AS r, {score('frequency', 'ASC')} AS f,
-                                 {score('monetary', 'ASC')} AS m FROM m)""")
-    con.execute(f"COPY (SELECT * FROM s ORDER BY customer_id) TO '{out_path}' (FORMAT PARQUET)")
-    return {k: v for k, v in con.execute("SELECT segment, count(*) FROM s GROUP BY segment").fetchall()}
-
-
 # --------------------------------------------------------------------------- children
 def _child(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
@@ -278,9 +155,12 @@ def _child(args: argparse.Namespace) -> int:
                   if r["segment"] != "Total" and r["customers"]}
         bad = run.bad_row_count
         run.close()  # the store's checkpoint belongs to the run
-    elif args.child == "duckdb-sql":
-        counts = duckdb_floor(Path(args.csv), out, as_of, args.preset)
+    elif args.child in FLOORS:
+        persist = out.with_suffix(".duckdb") if args.child == "duckdb-persist" else None
+        counts = duckdb_floor(Path(args.csv), out, as_of, args.preset, persist)
         bad = 0
+        if persist is not None:
+            persist.unlink(missing_ok=True)
     elif args.child == "pandas-checked":
         from bench.pandas_checked import pandas_checked_segments
 
@@ -347,7 +227,7 @@ def run_size(orders: int, args: argparse.Namespace) -> tuple[list[dict], list[st
     if gen_s is not None:
         print(f"  generated {csv_path} in {gen_s:.1f} s", flush=True)
     cfg = write_config(csv_path, args.preset)
-    engines = [e for e in ENGINES if args.floor or e != "duckdb-sql"]
+    engines = [e for e in ENGINES if args.floor or e not in FLOORS]
     order = [e for e in engines if e not in RFMSYNC[1:]] + list(RFMSYNC[1:])  # warm after cold, the new file last
     outs = {e: workdir / f"customers-{size_label(orders)}-{e}.parquet" for e in engines}
     results: dict[str, list[dict]] = {e: [] for e in engines}
@@ -452,6 +332,10 @@ def _store_targets(rows: list[dict], orders: int) -> list[str]:
                        f"cold run {best['rfmsync']:.2f} s: {{x:.2f}}× the DuckDB floor ({best['duckdb-sql']:.2f} s; "
                        f"target ≤ {TARGET_COLD_VS_FLOOR}×)"))
     lines = []
+    if "duckdb-persist" in best:
+        lines.append(f"INFO  {size_label(orders)} orders: cold run {best['rfmsync'] / best['duckdb-persist']:.2f}× "
+                     f"the floor that also writes the rows once (read + persist + checkpoint, "
+                     f"{best['duckdb-persist']:.2f} s)")
     for x, op, target, text in checks:
         ok = x >= target if op == ">=" else x <= target
         verdict = ("PASS" if ok else "FAIL") if orders >= 10_000_000 else "INFO"
@@ -474,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--breakdown", action="store_true",
                     help="also time the rfmsync path stage by stage (one extra run per size)")
     ap.add_argument("--no-floor", dest="floor", action="store_false",
-                    help="skip the plain DuckDB SQL floor (duckdb-sql: typed read, metrics, scores, rules, COPY)")
+                    help="skip the plain DuckDB SQL floors (duckdb-sql: typed read, metrics, scores, rules, COPY; "
+                         "duckdb-persist: the same after writing the rows to a database file)")
     ap.add_argument("--child", choices=ENGINES, help=argparse.SUPPRESS)
     ap.add_argument("--config", help=argparse.SUPPRESS)
     ap.add_argument("--csv", help=argparse.SUPPRESS)

@@ -54,6 +54,7 @@ class LoadedFile:
     row_sql: str  # spreadsheet row number of a table row
     cols: dict[str, str]  # canonical field (or attr:<name>) → header
     fast: bool = False  # read by the typed CSV fast path
+    view: str = ""  # the view's columns over ``<table>_data`` after ``_srow`` (connectors.file_sql)
 
 
 _BAD = [  # (condition, field, reason, value) in the order they are checked
@@ -118,7 +119,9 @@ def _valid_order_rows(con: duckdb.DuckDBPyConnection, order_files: int) -> int:
 
 
 def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: list[LoadedFile],
-           contacts: list[LoadedFile], in_place: bool = False) -> FilePullResult:
+                contacts: list[LoadedFile], in_place: bool = False, file_ids: list[int] | None = None) -> FilePullResult:
+    """Stage the files' rows (see above); ``file_ids``: one number per orders file, kept with each staged order
+    as ``staged_orders.file_id`` (the file its row, or its receipt's last line, came from)."""
     paths = [t.path for t in orders + contacts]
     _rows_view(con, "_fs_orows", orders, 0)
     views = [("_fs_orows", "_fs_okeyed")]
@@ -148,25 +151,30 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
         FROM _fs_oclass WHERE _bad IS NULL""")
     lines = any({"sku", "product", "quantity", "price"} & set(t.cols) for t in orders)
     duplicates, n_orders = 0, None
+    fid = ""  # the extra select column: the row's file id
+    if file_ids is not None:
+        con.execute("ALTER TABLE staged_orders ADD COLUMN file_id BIGINT")
+        fid = f", ([{', '.join(str(int(i)) for i in file_ids)}])[_file + 1]"
     if lines:
-        con.execute("""INSERT INTO staged_orders SELECT oid, arg_max(key, _ord), min(ordered_at), sum(amount),
-                       arg_max(currency, _ord), arg_max(status, _ord), sum(discount) FROM _fs_valid GROUP BY oid""")
+        con.execute(f"""INSERT INTO staged_orders SELECT oid, arg_max(key, _ord), min(ordered_at), sum(amount),
+                       arg_max(currency, _ord), arg_max(status, _ord), sum(discount)
+                       {fid and ', arg_max(' + fid[2:] + ', _ord)'} FROM _fs_valid GROUP BY oid""")
         con.execute("""INSERT INTO staged_line_items SELECT oid, row_number() OVER (PARTITION BY oid ORDER BY _ord),
                        sku, product, category, brand, quantity, price FROM _fs_valid""")
     elif _repeated_ids(con):
-        con.execute("""INSERT INTO staged_orders SELECT oid, key, ordered_at, amount, currency, status, discount
-                       FROM _fs_valid QUALIFY row_number() OVER (PARTITION BY oid ORDER BY _ord DESC) = 1""")
+        con.execute(f"""INSERT INTO staged_orders SELECT oid, key, ordered_at, amount, currency, status, discount{fid}
+                        FROM _fs_valid QUALIFY row_number() OVER (PARTITION BY oid ORDER BY _ord DESC) = 1""")
         n_orders = con.execute("SELECT count(*) FROM staged_orders").fetchall()[0][0]
         duplicates = _valid_order_rows(con, len(orders)) - n_orders
         if duplicates:
             log.warning("%d rows repeat an earlier order id; the last row of each order id was kept", duplicates)
     elif in_place:
         con.execute("DROP TABLE staged_orders")
-        con.execute("""CREATE TEMP VIEW staged_orders AS SELECT oid AS order_id, key AS customer_id, ordered_at,
-                       amount, currency, status, discount FROM _fs_valid""")
+        con.execute(f"""CREATE TEMP VIEW staged_orders AS SELECT oid AS order_id, key AS customer_id, ordered_at,
+                        amount, currency, status, discount{fid and fid + ' AS file_id'} FROM _fs_valid""")
         n_orders = _valid_order_rows(con, len(orders))  # counting the view would re-run it
     else:
-        con.execute("INSERT INTO staged_orders SELECT oid, key, ordered_at, amount, currency, status, discount"
+        con.execute(f"INSERT INTO staged_orders SELECT oid, key, ordered_at, amount, currency, status, discount{fid}"
                     " FROM _fs_valid")
     mapped = set().union(*(t.cols for t in orders + contacts))
     issues, issue_count = _stage_contacts(con, cfg, paths, bool(contacts), mapped)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import re
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,6 +26,7 @@ from .contacts import PhoneRegion
 from .diagnose import check_orders
 from .errors import BadFileError, ConfigError
 from .file_readers import csv_error, csv_src, read_xlsx, sniff_delimiter, typed_csv, utf8_copy
+from .file_sql import NUMBER_FIELDS, load_table
 from .file_staging import CONTACT_FIELDS, FIELDS, FilePullResult, LoadedFile, drop_scratch, stage_files
 from .identity import DEFAULT_MAX_GROUP
 from .suggest import closest, did_you_mean
@@ -34,7 +34,6 @@ from .source import Progress
 from .tables import create_staging
 
 log = logging.getLogger(__name__)
-
 
 
 class FileSourceConfig(BaseModel):
@@ -138,6 +137,11 @@ class FileSource:
     def __repr__(self) -> str:
         return f"FileSource(orders={self.cfg.orders!r}, contacts={self.cfg.contacts!r})"
 
+    def mapped_fields(self) -> set[str]:
+        """The canonical fields the ``[source]`` table maps for orders files (a preset's too) and ``attr:<name>``
+        per attribute."""
+        return set(self._orders_map.columns) | {f"attr:{a}" for a in self.cfg.attributes}
+
     def check(self) -> None:
         """A file export is checked by reading it (:meth:`pull`): nothing to ask an account."""
         return None
@@ -170,18 +174,18 @@ class FileSource:
         return self._resolve(self.cfg.orders), self._resolve(self.cfg.contacts) if self.cfg.contacts else []
 
     def read_file(self, con: duckdb.DuckDBPyConnection, path: Path, role: Literal["orders", "contacts"],
-                  table: str, tmp: Path, persist: bool = False) -> LoadedFile:
-        """Read and normalise one file into ``table`` (a view over ``<table>_data``); ``persist``: real
-        tables of the connection's database (the order store) instead of temp ones."""
-        return self._load(con, path, self._orders_map if role == "orders" else self._contacts_map, table, tmp,
-                          persist)
+                  table: str, tmp: Path) -> LoadedFile:
+        """Read and normalise one file into the temp view ``table`` over the temp table ``<table>_data``
+        (:func:`connectors.file_sql.persist_loaded` copies it into the connection's database)."""
+        return self._load(con, path, self._orders_map if role == "orders" else self._contacts_map, table, tmp)
 
     def stage(self, con: duckdb.DuckDBPyConnection, orders: list[LoadedFile], contacts: list[LoadedFile],
-              in_place: bool = False) -> FilePullResult:
-        """Stage the rows of the files read (every file, in :meth:`files` order) into fresh ``staged_*``."""
+              in_place: bool = False, file_ids: list[int] | None = None) -> FilePullResult:
+        """Stage the rows of the files read (every file, in :meth:`files` order) into fresh ``staged_*``;
+        ``file_ids`` (one per orders file) adds ``staged_orders.file_id``: the file each order's row came from."""
         create_staging(con)
         check_orders(con, orders, self.cfg.orders)  # no data rows, most dates unreadable: stop here
-        result = stage_files(con, self.cfg, orders, contacts, in_place=in_place)
+        result = stage_files(con, self.cfg, orders, contacts, in_place=in_place, file_ids=file_ids)
         result.fast_path = all(t.fast for t in orders)
         log.info("file source: %d orders, %d contacts, %d bad rows, %d cleaned values, %d duplicate order ids",
                  result.orders, result.contacts, result.bad_row_count, result.issue_count, result.duplicate_orders)
@@ -198,8 +202,8 @@ class FileSource:
             raise ConfigError(f"no file matches {pattern!r} (looked in {self.base_dir}){hint}")
         return found
 
-    def _load(self, con: duckdb.DuckDBPyConnection, path: Path, mapping: _Mapping, table: str, tmp: Path,
-              persist: bool = False) -> LoadedFile:
+    def _load(self, con: duckdb.DuckDBPyConnection, path: Path, mapping: _Mapping, table: str,
+              tmp: Path) -> LoadedFile:
         suffix = path.suffix.lower()
         if path.stat().st_size == 0:
             raise BadFileError(f"{path}: the file is empty (0 bytes)")
@@ -233,16 +237,16 @@ class FileSource:
         lf = LoadedFile(str(path), table, row_col or "rowid + 2", cols)
         if kind == "csv" and not self.cfg.date_format and not self._text_only:
             typed = typed_csv(con, csv_path, delim, cols, [f for f in ("ordered_at", "created_at") if f in cols],
-                              {f: s for f, s in _NUMBER_FIELDS.items() if f in cols})
+                              {f: s for f, s in NUMBER_FIELDS.items() if f in cols})
             if typed is not None:
                 try:  # any value the typed read rejects raises: then the text path reads the file again
-                    loaded = _load_table(con, lf, typed.src, kind, self.cfg, typed.fields, persist)
+                    loaded = load_table(con, lf, typed.src, kind, self.cfg, typed.fields)
                     log.debug("%s: typed fast path", path)
                     return replace(loaded, fast=True)
                 except duckdb.Error as e:
                     log.debug("%s: typed read failed, using the text path: %s", path, str(e).splitlines()[0])
         try:
-            return _load_table(con, lf, src, kind, self.cfg, persist=persist)
+            return load_table(con, lf, src, kind, self.cfg)
         except duckdb.Error as e:
             if kind == "csv":
                 raise csv_error(path, csv_path, e) from None
@@ -274,129 +278,3 @@ def _match_headers(path: Path, headers: list[str], mapping: _Mapping, attributes
 def _closest_header(header: str, headers: list[str]) -> str:
     best = closest(header, headers)
     return f" (closest header: {best!r})" if best is not None else ""
-
-
-# ---------------------------------------------------------------------------------------------- SQL
-
-_NUMBER_FIELDS = {"amount": 2, "price": 2, "discount": 2, "quantity": 3}
-
-
-def _load_table(con: duckdb.DuckDBPyConnection, lf: LoadedFile, src: str, kind: str, cfg: FileSourceConfig,
-                typed: dict[str, str] | None = None, persist: bool = False) -> LoadedFile:
-    """One pass over the file: CREATE TEMP TABLE with every field normalised, and the raw text
-    kept only where parsing failed (for the bad-row report). Each nested SELECT is one step.
-    ``typed`` fields (the CSV fast path) arrive as TIMESTAMP / DECIMAL and skip text parsing."""
-    typed = typed or {}
-    col = {f: f"CAST({nz.ident(h)} AS VARCHAR)" for f, h in lf.cols.items()}
-    a = {f: f"a{i}" for i, f in enumerate(f for f in lf.cols if f.startswith("attr:"))}
-    sql = _normalised_select(con, lf, src, kind, cfg, typed, col, a)
-    return _store(con, lf, sql, _output_columns(con, src, cfg, typed, col, a), typed, persist)
-
-
-def _normalised_select(con: duckdb.DuckDBPyConnection, lf: LoadedFile, src: str, kind: str, cfg: FileSourceConfig,
-                       typed: dict[str, str], col: dict[str, str], a: dict[str, str]) -> str:
-    """The nested SELECT over ``src``: step 0 trims the text (or takes the typed value), step 1 parses numbers,
-    dates and names, step 2 puts the dates in the configured time zone."""
-    has = set(col)
-    dec = {f: cfg.decimal or nz.sniff_decimal(v for (v,) in con.execute(
-        f"SELECT {col[f]} FROM {src} WHERE {col[f]} IS NOT NULL LIMIT 2000").fetchall())
-        for f in _NUMBER_FIELDS if f in has and f not in typed}
-    nums, dates = [f for f in _NUMBER_FIELDS if f in has], [f for f in ("ordered_at", "created_at") if f in has]
-
-    def step0_of(f: str) -> str:  # step 0: trimmed text, or the typed value
-        if typed.get(f) == "number":
-            return f"CAST({nz.ident(lf.cols[f])} AS DECIMAL(18,{_NUMBER_FIELDS[f]})) AS d_{f}"
-        if typed.get(f) == "timestamp":
-            return f"CAST({nz.ident(lf.cols[f])} AS TIMESTAMP) AS n_{f}"
-        return f"{nz.text_sql(col[f])} AS {a.get(f, 't_' + f)}"
-
-    step0 = ", ".join([*(["_srow"] if lf.row_sql == "_srow" else []), *(step0_of(f) for f in col)])
-    step1 = [f"{nz.amount_sql('t_' + f, dec[f], _NUMBER_FIELDS[f])} AS d_{f}" for f in nums if f not in typed]
-    step1 += [f"{nz.naive_timestamp_sql('t_' + f, excel_serial=kind == 'xlsx', date_format=cfg.date_format)} AS n_{f}"
-              for f in dates if f not in typed]
-    step1 += [f"{nz.name_words_sql('t_name')} AS w_name"] if "name" in has else []
-    step2 = [f"{nz.local_to_utc_sql('n_' + f, cfg.timezone)} AS z_{f}" if f in typed else
-             f"{nz.zoned_timestamp_sql('t_' + f, 'n_' + f, cfg.timezone)} AS z_{f}" for f in dates]
-    sql = f"SELECT {step0} FROM {src}"
-    for step in (step1, step2):
-        if step:
-            sql = f"SELECT *, {', '.join(step)} FROM ({sql})"
-    return sql
-
-
-def _output_columns(con: duckdb.DuckDBPyConnection, src: str, cfg: FileSourceConfig, typed: dict[str, str],
-                    col: dict[str, str], a: dict[str, str]) -> list[tuple[str, str]]:
-    """(name, SQL expression over the normalised select) of every column a loaded table has."""
-    has, attrs = set(col), list(a)
-
-    def get(prefix: str, f: str, typ: str = "VARCHAR") -> str:
-        if prefix == "t" and f in typed:  # the raw text of a typed value: its number (a NULL came from empty)
-            return f"CAST(d_{f} AS VARCHAR)" if typed[f] == "number" else "CAST(NULL AS VARCHAR)"
-        return f"{prefix}_{f}" if f in has else f"CAST(NULL AS {typ})"
-
-    amount, amount_raw = get("d", "amount", "DECIMAL(18,2)"), get("t", "amount")
-    if "amount" not in has and "price" in has:  # receipt lines without a line total: price × quantity
-        amount, amount_raw = "(d_price * COALESCE(d_quantity, 1))::DECIMAL(18,2)", get("t", "price")
-    if "currency" in has:
-        currency = "upper(t_currency)"
-    elif cfg.currency:
-        currency = nz.lit(cfg.currency.upper())
-    elif "amount" in has and "amount" not in typed and any(nz.currency_of(v) for (v,) in con.execute(
-            f"SELECT {col['amount']} FROM {src} LIMIT 2000").fetchall()):
-        currency = nz.currency_sql("t_amount")  # symbols/words in the amounts (₸, сум, $…)
-    else:
-        currency = "CAST(NULL AS VARCHAR)"
-    first, last = get("t", "first_name"), get("t", "last_name")
-    if "name" in has:
-        nf, nl = nz.name_parts_from_words_sql("w_name")
-        first, last = f"COALESCE({first}, {nf})", f"COALESCE({last}, {nl})"
-    attr_sql = ("NULLIF(to_json(map_from_entries(list_filter([" +
-                ", ".join(f"{{'k': {nz.lit(f[5:])}, 'v': {a[f]}}}" for f in attrs) +
-                "], lambda x: x.v IS NOT NULL))), '{}')") if attrs else "CAST(NULL AS VARCHAR)"
-    consent = nz.consent_sql("t_marketing_consent") if "marketing_consent" in has else "'unknown'"
-    ordered_raw = get('t', 'ordered_at')
-    if not _is_constant(ordered_raw):
-        ordered_raw = f"CASE WHEN {get('z', 'ordered_at', 'TIMESTAMPTZ')} IS NULL THEN {ordered_raw} END"
-    oid_int = f"TRY_CAST({get('t', 'order_id')} AS BIGINT)" if "order_id" in has else "CAST(NULL AS BIGINT)"
-    out = [
-        ("order_id", get('t', 'order_id')), ("_oid_int", oid_int), ("cust", get('t', 'customer_id')),
-        ("email_raw", get('t', 'email')), ("phone_raw", get('t', 'phone')),
-        ("ordered_at", get('z', 'ordered_at', 'TIMESTAMPTZ')), ("ordered_at_raw", ordered_raw),
-        ("amount", amount), ("amount_raw", f"CASE WHEN {amount} IS NULL OR {amount} < 0 THEN {amount_raw} END"),
-        ("status_raw", get('t', 'status')), ("currency", currency),
-        ("discount", get('d', 'discount', 'DECIMAL(18,2)')), ("sku", get('t', 'sku')),
-        ("product", get('t', 'product')), ("category", get('t', 'category')), ("brand", get('t', 'brand')),
-        ("quantity", get('d', 'quantity', 'DECIMAL(18,3)')), ("price", get('d', 'price', 'DECIMAL(18,2)')),
-        ("first_name", first), ("last_name", last), ("consent", consent),
-        ("created_at", get('z', 'created_at', 'TIMESTAMPTZ')), ("attributes", attr_sql),
-    ]
-    return out
-
-
-def _store(con: duckdb.DuckDBPyConnection, lf: LoadedFile, sql: str, out: list[tuple[str, str]],
-           typed: dict[str, str], persist: bool = False) -> LoadedFile:
-    """Write ``<table>_data`` (the computed columns) and the view ``<table>`` over it."""
-    # Only the computed columns are stored; unmapped fields (constants) are added by a view over the
-    # stored rows, so a narrow export does not pay for writing 10 M NULLs per unmapped field.
-    # The view also numbers the rows: ``_srow`` is the spreadsheet row (header = 1).
-    # A typed amount's raw text is the amount itself: the view derives it rather than store a column.
-    # ``_oid_int`` is the order id as a whole number (NULL when it is not one), for the repeated-ids check.
-    derived = {"amount_raw": "CASE WHEN amount IS NULL OR amount < 0 THEN CAST(amount AS VARCHAR) END"} \
-        if typed.get("amount") == "number" else {}
-    stored = [f"{e} AS {n}" for n, e in out if not _is_constant(e) and n not in derived]
-    srow = "_srow" if lf.row_sql == "_srow" else "rowid + 2"
-    temp = "" if persist else "TEMP "
-    con.execute(f"CREATE OR REPLACE {temp}TABLE {lf.table}_data AS SELECT "
-                f"{'_srow, ' if lf.row_sql == '_srow' else ''}{', '.join(stored)} FROM ({sql})")
-    view = ", ".join(f"{derived.get(n, e)} AS {n}" if _is_constant(e) or n in derived else n for n, e in out)
-    con.execute(f"CREATE OR REPLACE {temp}VIEW {lf.table} AS SELECT ({srow})::BIGINT AS _srow, {view} "
-                f"FROM {lf.table}_data")
-    return replace(lf, row_sql="_srow")
-
-
-def _is_constant(expr: str) -> bool:
-    """A select expression that is the same for every row (a NULL of some type or a string literal)."""
-    return bool(_CONSTANT.fullmatch(expr))
-
-
-_CONSTANT = re.compile(r"CAST\(NULL AS [A-Z]+(\(\d+,\d+\))?\)|'(?:[^']|'')*'")

@@ -93,7 +93,7 @@ def pull_into(con: duckdb.DuckDBPyConnection, source: Source, cursor: str | None
                         unit="records") as advance:
             if isinstance(source, FileSource):
                 return ingest_files(con, source, reread=reading.reread, verify=reading.verify,
-                                    before_merge=before_merge).pull
+                                    before_merge=before_merge, progress=_both(progress, advance)).pull
             result = source.pull(con, cursor, progress=_both(progress, advance))
     except SourceConfigError as exc:
         raise ConfigError(str(exc)) from None

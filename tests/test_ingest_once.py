@@ -10,6 +10,7 @@ import sys
 import tempfile
 import textwrap
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -85,8 +86,10 @@ def outcome(cfg_path: Path, reading: Reading = Reading()) -> tuple:
         summary = run.to_json()
         summary.pop("warnings")  # a removed file is announced by the run that removes it
         customers = customers_relation(run).fetchall()
-        stored = tuple(run.con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall()
-                       for t in ("orders", "contacts", "line_items"))
+        # every order carries its file: compared by the file's path (file ids differ between stores)
+        stored = (run.con.execute("SELECT o.* EXCLUDE (file_id), f.path FROM orders o LEFT JOIN ingest_files f"
+                                  " USING (file_id) ORDER BY ALL").fetchall(),
+                  *(run.con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in ("contacts", "line_items")))
         report = ([str(b) for b in run.bad_rows], run.bad_row_count,
                   [str(i) for i in run.pull.issues], run.pull.issue_count, run.pull.duplicate_orders)
     finally:
@@ -104,12 +107,14 @@ def fresh(folder: Path) -> tuple:
     return outcome(cfg)
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(first=rows, more=steps)
-def test_any_sequence_of_added_changed_removed_files_gives_the_fresh_results(first, more):
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(first=rows, more=steps, contact_fields=st.booleans())
+def test_any_sequence_of_added_changed_removed_files_gives_the_fresh_results(first, more, contact_fields):
+    """Both shapes of the store: contact fields mapped (a table per file), or not (the lean path while the rows
+    allow it: files with a customer id on every row and no order id in two files)."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        cfg = shop(folder)
+        cfg = shop(folder, contact_fields)
         source = configured_source(load_config(cfg))
         for kind, name, data in [("write", "day0.csv", first), *more]:
             if kind == "write":
@@ -155,26 +160,74 @@ def test_daily_files_added_in_order_give_the_fresh_results(days, rewrite):
         assert outcome(cfg) == fresh(folder)
 
 
-def test_a_new_file_after_the_others_is_staged_alone(tmp_path):
+def file_tables(store: Path) -> list[str]:
+    """The per-file tables of the store (a file read the lean way has none: its rows are in ``orders``)."""
+    with duckdb.connect(str(store), read_only=True) as con:
+        return [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name LIKE"
+                                          " 'ingest_f%_data' ORDER BY 1").fetchall()]
+
+
+def orders_by_file(store: Path) -> list[tuple]:
+    with duckdb.connect(str(store), read_only=True) as con:
+        return con.execute("SELECT o.order_id, f.path FROM orders o LEFT JOIN ingest_files f USING (file_id)"
+                           " ORDER BY 1").fetchall()
+
+
+def test_the_lean_path_keeps_one_copy_and_stages_every_file_when_a_rule_crosses_files(tmp_path):
     cfg = shop(tmp_path, contact_fields=False)
     source = configured_source(load_config(cfg))
+    store = tmp_path / "rfmsync.duckdb"
+    day = {i: str(tmp_path / "exports" / f"day{i}.csv") for i in range(4)}
     write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", ""), ("2", "c2", "", "x", "1", "")])
 
     def ingest():
-        with connect_store(tmp_path / "rfmsync.duckdb") as con:
+        with connect_store(store) as con:
             return ingest_files(con, source)
 
-    assert not ingest().appended
+    done = ingest()  # the first run: the rows are written once, into orders, with their file
+    assert done.lean and done.read == [day[1]] and file_tables(store) == []
+    assert orders_by_file(store) == [("1", day[1])]
     write_export(tmp_path, "day2.csv", [("3", "c1", "", "2025-06-02", "20.00", ""), ("4", "c3", "", "2025-06-02", "abc", "")])
     done = ingest()
-    assert done.appended and done.pull.bad_row_count == 2 and done.pull.orders == 2
-    assert outcome(cfg) == fresh(tmp_path)
+    assert done.lean and done.read == [day[2]] and done.pull.bad_row_count == 2 and done.pull.orders == 2
+    assert file_tables(store) == [] and outcome(cfg) == fresh(tmp_path)
     write_export(tmp_path, "day3.csv", [("1", "c2", "", "2025-06-03", "30.00", "")])  # order 1 again: day3 wins
     done = ingest()
-    assert not done.appended and done.pull.duplicate_orders == 1
+    assert not done.lean and done.pull.duplicate_orders == 1 and done.read == [day[3]]
+    assert len(file_tables(store)) == 3  # day1 and day2 were read again for their tables
+    assert orders_by_file(store) == [("1", day[3]), ("3", day[2])]
     assert outcome(cfg) == fresh(tmp_path)
     write_export(tmp_path, "day0.csv", [("9", "c2", "", "2025-05-03", "30.00", "")])  # sorts before the others
-    assert not ingest().appended
+    assert not ingest().lean
+    assert outcome(cfg) == fresh(tmp_path)
+
+
+def test_the_lean_path_replaces_a_changed_file_and_removes_a_gone_one(tmp_path):
+    cfg = shop(tmp_path, contact_fields=False)
+    source = configured_source(load_config(cfg))
+    store = tmp_path / "rfmsync.duckdb"
+    day = {i: str(tmp_path / "exports" / f"day{i}.csv") for i in range(4)}
+    for i in (1, 2, 3):
+        write_export(tmp_path, f"day{i}.csv", [(str(i), f"c{i}", "", "2025-06-01", "10.00", ""),
+                                               (f"{i}0", "c1", "", "bad", "1", "")])
+    run_cli("pull", "--config", str(cfg))
+    write_export(tmp_path, "day2.csv", [("2", "c2", "", "2025-06-02", "25.00", ""), ("7", "c1", "", "2025-06-03", "5", "")])
+    with connect_store(store) as con:
+        done = ingest_files(con, source)
+    assert done.lean and done.read == [day[2]]
+    assert [b.source for b in done.pull.bad_rows] == [day[1], day[3]]  # in file and row order
+    assert orders_by_file(store) == [("1", day[1]), ("2", day[2]), ("3", day[3]), ("7", day[2])]
+    assert outcome(cfg) == fresh(tmp_path)
+    os.remove(day[1])
+    result = run_cli("segments", "--config", str(cfg), "--as-of", str(AS_OF))
+    assert f"{day[1]}: the file is gone; its rows were removed from the order store" in result.stderr
+    assert orders_by_file(store) == [("2", day[2]), ("3", day[3]), ("7", day[2])]
+    assert file_tables(store) == []
+    assert outcome(cfg) == fresh(tmp_path)
+    with connect_store(store) as con:
+        done = ingest_files(con, source, reread=True)
+    assert done.lean and done.read == [day[2], day[3]] and orders_by_file(store) == [
+        ("2", day[2]), ("3", day[3]), ("7", day[2])]
     assert outcome(cfg) == fresh(tmp_path)
 
 
@@ -326,3 +379,159 @@ def test_pull_reads_new_files_and_names_a_removed_one(tmp_path):
     doc = json.loads(result.stdout)
     assert doc["warnings"] == [f"{day1}: the file is gone; its rows were removed from the order store"]
     assert doc["counts"]["stored_orders"] == 1
+
+
+def test_a_crash_on_the_lean_path_leaves_the_store_as_it_was(tmp_path):
+    cfg = shop(tmp_path, contact_fields=False)
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", ""), ("2", "c2", "", "bad", "1", "")])
+    assert outcome(cfg) == fresh(tmp_path)
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "12.00", "")])
+    write_export(tmp_path, "day2.csv", [("3", "c3", "", "2025-06-02", "15.00", "")])
+    died = subprocess.run([sys.executable, "-c", CRASH, str(cfg), str(tmp_path / "rfmsync.duckdb")],
+                          cwd=Path(__file__).parent.parent, capture_output=True, text=True)
+    assert died.returncode == 9, died.stderr
+    with duckdb.connect(str(tmp_path / "rfmsync.duckdb"), read_only=True) as con:  # nothing of the crashed run
+        assert con.execute("SELECT order_id, amount FROM orders").fetchall() == [("1", Decimal("10.00"))]
+        assert con.execute("SELECT count(*) FROM ingest_files").fetchall() == [(1,)]
+    after = outcome(cfg)
+    assert after == fresh(tmp_path)
+    assert [(r[0], float(r[3])) for r in after[2][0]] == [("1", 12.0), ("3", 15.0)]
+    assert file_tables(tmp_path / "rfmsync.duckdb") == []
+
+
+def test_webhook_records_survive_the_files_and_a_file_version_wins(tmp_path):
+    """A webhook order the export does not contain yet survives the file refresh; once a file has the same order
+    id, the file's version wins (the rule of sync.store), whichever path the files take."""
+    from datetime import datetime, timezone
+
+    from connectors.records import Order
+    from connectors.source import PullResult
+    from connectors.tables import stage_records
+    from sync.store import merge_staged
+
+    cfg = shop(tmp_path, contact_fields=False)
+    source = configured_source(load_config(cfg))
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", "")])
+    with connect_store(tmp_path / "rfmsync.duckdb") as con:
+        assert ingest_files(con, source).lean
+        at = datetime(2025, 6, 5, tzinfo=timezone.utc)
+        stage_records(con, [Order(order_id="w9", customer_id="c2", ordered_at=at, amount=Decimal("7.00")),
+                            Order(order_id="1", customer_id="c1", ordered_at=at, amount=Decimal("99.00"))])
+        merge_staged(con, PullResult(orders=2, contacts=0), origin="webhook")
+    write_export(tmp_path, "day2.csv", [("2", "c3", "", "2025-06-02", "20.00", "")])
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "11.00", "")])
+    with connect_store(tmp_path / "rfmsync.duckdb") as con:
+        done = ingest_files(con, source)
+        assert not done.lean
+        assert con.execute("SELECT order_id, amount FROM orders ORDER BY 1").fetchall() == [
+            ("1", Decimal("11.00")), ("2", Decimal("20.00")), ("w9", Decimal("7.00"))]
+        assert con.execute("SELECT id FROM webhook_records").fetchall() == [("w9",)]
+
+
+def test_a_cut_bad_row_report_sends_a_removal_down_the_full_path(tmp_path):
+    """The report lists the first 1000 bad rows; removing a file from a cut report needs the rows after the cut."""
+    cfg = shop(tmp_path, contact_fields=False)
+    source = configured_source(load_config(cfg))
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", "")] +
+                 [(str(i), "c1", "", "2025-06-01", "abc", "") for i in range(100, 1101)])
+    write_export(tmp_path, "day2.csv", [("2", "c2", "", "2025-06-02", "10.00", ""), ("3", "c2", "", "x", "1", "")])
+    for _ in range(2):
+        with connect_store(tmp_path / "rfmsync.duckdb") as con:
+            ingest_files(con, source)
+        write_export(tmp_path, "day3.csv", [("4", "c3", "", "2025-06-03", "10.00", "")])
+    (tmp_path / "exports" / "day1.csv").unlink()
+    with connect_store(tmp_path / "rfmsync.duckdb") as con:
+        done = ingest_files(con, source)
+    assert not done.lean
+    assert [b.row for b in done.pull.bad_rows] == [3] and done.pull.bad_row_count == 1
+    assert outcome(cfg) == fresh(tmp_path)
+
+
+class Recorder:
+    """A progress reporter that notes each step's label, unit and the rows it was told."""
+
+    def __init__(self) -> None:
+        self.steps: list[list] = []
+
+    def start(self, label, total=None, unit=""):
+        self.steps.append([label, unit, []])
+        return self
+
+    def update(self, done=0, *, total=None, calls=0):
+        self.steps[-1][2].append(done)
+
+    def close(self):
+        pass
+
+    def retry_wait(self, wait):
+        pass
+
+
+def test_reading_files_counts_the_rows_of_each_file_read(tmp_path):
+    from sync import progress
+
+    cfg = shop(tmp_path)
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", ""), ("2", "c2", "", "x", "1", "")])
+    write_export(tmp_path, "day2.csv", [("3", "c3", "", "2025-06-03", "30.00", "")])
+    for expected in ([2, 1], []):  # the second run reads nothing
+        with progress.reporting(Recorder()) as recorder:
+            outcome(cfg)
+        assert recorder.steps[0] == ["reading files", "records", expected]
+
+
+def test_the_data_guards_see_the_orders_the_store_will_hold_after_a_file_is_removed(tmp_path):
+    from sync.pipeline import pull_into
+
+    cfg = shop(tmp_path, contact_fields=False)
+    source = configured_source(load_config(cfg))
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", ""), ("2", "c2", "", "2025-06-01", "5", "")])
+    write_export(tmp_path, "day2.csv", [("3", "c3", "", "2025-06-02", "20.00", "")])
+    with connect_store(tmp_path / "rfmsync.duckdb") as con:
+        assert pull_into(con, source).orders == 3
+    (tmp_path / "exports" / "day1.csv").unlink()
+    seen = []
+
+    class Refused(Exception):
+        pass
+
+    def guard(result):
+        seen.append(result.orders)
+        raise Refused
+
+    with connect_store(tmp_path / "rfmsync.duckdb") as con:
+        with pytest.raises(Refused):
+            pull_into(con, source, before_merge=guard)
+        assert seen == [1]
+        assert con.execute("SELECT count(*) FROM orders").fetchall() == [(3,)]  # refused: the store as it was
+    with connect_store(tmp_path / "rfmsync.duckdb") as con:
+        done = ingest_files(con, source)
+    assert done.lean and done.gone == [str(tmp_path / "exports" / "day1.csv")] and done.pull.orders == 1
+
+
+def test_receipt_lines_of_another_source_table_do_not_stay_behind(tmp_path):
+    """A [source] table that mapped receipt lines, then one that does not: every file is read again, and the
+    store holds what a fresh read of the new table holds (no line items)."""
+    cfg = shop(tmp_path, contact_fields=False)
+    plain = cfg.read_text(encoding="utf-8")
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", "")])
+    cfg.write_text(plain.replace('status = "status"', 'status = "status"\nsku = "email"'), encoding="utf-8")
+    (tmp_path / "exports" / "day1.csv").write_text(f"{HEADER}\n1,c1,A-1,2025-06-01,10.00,\n2,c1,B-2,2025-06-01,5,\n",
+                                                   encoding="utf-8")
+    assert len(outcome(cfg)[2][2]) == 2  # two line items
+    cfg.write_text(plain, encoding="utf-8")
+    assert outcome(cfg)[2][2] == []
+    assert outcome(cfg) == fresh(tmp_path)
+
+
+def test_a_daily_file_without_sales_keeps_the_lean_path(tmp_path):
+    cfg = shop(tmp_path, contact_fields=False)
+    source = configured_source(load_config(cfg))
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", "")])
+    assert outcome(cfg) == fresh(tmp_path)
+    write_export(tmp_path, "day2.csv", [])  # a header only
+    with connect_store(tmp_path / "rfmsync.duckdb") as con:
+        done = ingest_files(con, source)
+    assert done.lean and done.read == [str(tmp_path / "exports" / "day2.csv")] and done.pull.orders == 1
+    assert outcome(cfg) == fresh(tmp_path)
+    (tmp_path / "exports" / "day1.csv").unlink()  # now no file has a data row: the fresh read's error
+    assert outcome(cfg) == fresh(tmp_path) and outcome(cfg)[0] == "error"

@@ -1,27 +1,30 @@
 """A file source in the order store: each export file read once, remembered by its fingerprint.
 
-Every file the source's patterns match is read and normalised into its own table of the store
-(``ingest_f<file id>``: the rows as read, bad ones included, so they carry their file), and noted in
-``ingest_files`` with its fingerprint: path, size, mtime and a hash of its first and last 64 KiB (plus a hash
-of the whole file when read with ``verify``) and a hash of the ``[source]`` table it was read under.
+Every file the source's patterns match is noted in ``ingest_files`` with its fingerprint: path, size, mtime and a
+hash of its first and last 64 KiB (plus a hash of the whole file when read with ``verify``) and a hash of the
+``[source]`` table it was read under. Each order in ``orders`` carries the file it came from (``file_id``).
+A file's rows as read (bad ones included) are kept in a table of their own (``ingest_f<file id>``) only when a
+rule crosses files; otherwise ``orders`` is the one copy (:mod:`sync.store.file_lean`).
 
 On the next run a file whose fingerprint is unchanged is not read again:
 
 * every file unchanged (and none gone): nothing is read or staged; the store's ``orders``/``contacts``/
   ``line_items`` are the export already, and the last staging's bad-row report is read back from
   ``ingest_bad_rows`` (per file and row);
-* a file new or changed: only that file is read; a changed file's table is replaced (its old rows go with it);
-* a file gone: its table is dropped, so its rows leave the store, and the run says so (:func:`gone_lines`).
+* a file new or changed: only that file is read; a changed file's rows are replaced (its old rows go);
+* a file gone: its rows leave the store, and the run says so (:func:`gone_lines`).
 
-When the new files can only add orders (the nightly case, :mod:`sync.store.file_append`), their rows are
-staged alone and added. Otherwise the files' rows, all of them in the order of :meth:`~connectors.files.FileSource.files`, are staged
-exactly as a fresh read stages them (repeated order ids, contacts shared across files, identity and bad rows
-are decided over every file, as a full read does) and replace the store's rows (the webhook-records rule of
-:mod:`sync.store` holds). ``reread`` reads every file again.
+The lean path (no contact or receipt-line fields, ids on every row, no order id in two files, no webhook
+records) stages the new files alone and swaps rows by file id. Otherwise the files' rows, all of them in the order
+of :meth:`~connectors.files.FileSource.files`, are staged exactly as a fresh read stages them (repeated order
+ids, contacts shared across files, identity and bad rows are decided over every file, as a full read does) and
+replace the store's rows (the webhook-records rule of :mod:`sync.store` holds); an unchanged file read the lean
+way is then read again, once, for its table. ``reread`` reads every file again.
 
 Crash safety: the staged rows, the new fingerprints and the bad-row report are committed in one transaction
-(:func:`~sync.store.merge.merge_staged`'s ``before_commit``). A file table written before a crash or a refused
-merge is not in ``ingest_files``, so the next run drops it and reads the file again: nothing is counted twice.
+(:func:`~sync.store.merge.merge_staged`'s ``before_commit``, or the lean path's own). A file table written
+before a crash or a refused merge is not in ``ingest_files``, so the next run drops it and reads the file again:
+nothing is counted twice.
 """
 
 from __future__ import annotations
@@ -36,13 +39,17 @@ from typing import Callable
 
 import duckdb
 
+from connectors.file_sql import persist_loaded
 from connectors.file_staging import FilePullResult, LoadedFile, drop_scratch
 from connectors.files import FileSource
 from connectors.identity import IdentityReport, SharedIdentifier
 from connectors.records import BadRow
+from connectors.source import Progress
 
-from .file_append import append_staged, can_append, file_counts, stage_appended
-from .merge import merge_staged
+from .file_lean import (LeanChange, commit_lean, drop_lean_indexes, drop_staged_view, file_counts, lean_source,
+                        lean_store, stage_lean)
+from .lookup import drop_lookup_indexes
+from .merge import merge_staged, unordered
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +57,8 @@ FILES_TABLE = "ingest_files"
 BAD_TABLE = "ingest_bad_rows"
 SUMMARY_TABLE = "ingest_summary"
 TABLE_PREFIX = "ingest_f"
-FORMAT = 1  # bumped when the stored rows of a file change shape: every file is read again
+TEMP_PREFIX = "_ingest_t"  # a file read by the lean path: temp tables, gone once its rows are in ``orders``
+FORMAT = 2  # bumped when the stored rows of a file change shape: every file is read again
 CHUNK = 1 << 16  # the head and tail hashed by a quick fingerprint
 
 
@@ -87,7 +95,7 @@ class Ingested:
     pull: FilePullResult
     read: list[str] = field(default_factory=list)
     gone: list[str] = field(default_factory=list)
-    appended: bool = False  # the new files' rows were staged alone and added (:mod:`sync.store.file_append`)
+    lean: bool = False  # the new files' rows were staged alone (:mod:`sync.store.file_lean`)
 
     @property
     def warm(self) -> bool:
@@ -103,10 +111,15 @@ def create_ingest_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"""CREATE TABLE IF NOT EXISTS {FILES_TABLE} (file_id BIGINT PRIMARY KEY, role VARCHAR NOT NULL,
         path VARCHAR NOT NULL, size BIGINT, mtime_ns BIGINT, head_tail VARCHAR, full_hash VARCHAR,
         config VARCHAR, cols JSON, fast BOOLEAN, rows BIGINT, no_cust BIGINT, no_oid BIGINT,
-        read_at TIMESTAMPTZ DEFAULT now())""")
+        read_at TIMESTAMPTZ DEFAULT now(), lean BOOLEAN DEFAULT false)""")
+    con.execute(f"ALTER TABLE {FILES_TABLE} ADD COLUMN IF NOT EXISTS lean BOOLEAN DEFAULT false")
     con.execute(f"""CREATE TABLE IF NOT EXISTS {BAD_TABLE} (file_id BIGINT NOT NULL, seq INTEGER NOT NULL,
         kind VARCHAR NOT NULL, row BIGINT, field VARCHAR, reason VARCHAR, value VARCHAR)""")
     con.execute(f"CREATE TABLE IF NOT EXISTS {SUMMARY_TABLE} (summary JSON)")
+    if not con.execute("SELECT count(*) FROM duckdb_columns() WHERE database_name = current_database() AND "
+                       "schema_name = 'main' AND table_name = 'orders' AND column_name = 'file_id'").fetchall()[0][0]:
+        drop_lookup_indexes(con)  # DuckDB alters no table that has an index
+        con.execute("ALTER TABLE orders ADD COLUMN file_id BIGINT")  # the file an order came from (else NULL)
 
 
 def config_hash(source: FileSource) -> str:
@@ -116,10 +129,12 @@ def config_hash(source: FileSource) -> str:
 
 
 def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: bool = False,
-                 verify: bool = False, before_merge: Callable[[FilePullResult], None] | None = None) -> Ingested:
+                 verify: bool = False, before_merge: Callable[[FilePullResult], None] | None = None,
+                 progress: Progress = None) -> Ingested:
     """Bring the store up to date with the source's files, reading only the new and changed ones (see above).
 
-    ``before_merge`` sees the staged pull first and may raise to leave the store as it was (the data guards)."""
+    ``before_merge`` sees the staged pull first and may raise to leave the store as it was (the data guards).
+    ``progress`` is told the rows of each file as it is read."""
     create_ingest_tables(con)
     _drop_orphans(con)
     orders, contacts = source.files()
@@ -130,66 +145,112 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
     keep = {key: stored[(key[0], str(key[1]))] for key in wanted
             if not reread and _unchanged(stored.get((key[0], str(key[1]))), prints[key], cfg, verify)}
     gone = sorted({path for role, path in stored} - {str(p) for _, p in wanted})
-    gone_keys = [k for k in stored if k[1] in gone]
-    summary = con.execute(f"SELECT summary FROM {SUMMARY_TABLE}").fetchall()
-    if len(keep) == len(wanted) and not gone_keys and summary:
-        return Ingested(_read_back(con, json.loads(summary[0][0])))
+    rows = con.execute(f"SELECT summary FROM {SUMMARY_TABLE}").fetchall()
+    summary = json.loads(rows[0][0]) if rows else None
+    if len(keep) == len(wanted) and len(stored) == len(keep) and summary is not None:
+        return Ingested(_read_back(con, summary))
 
-    new: dict[tuple[str, Path], LoadedFile] = {}
+    before = _read_back(con, summary) if summary is not None else None
     next_id = con.execute(f"SELECT COALESCE(max(file_id), 0) + 1 FROM {FILES_TABLE}").fetchall()[0][0]
+    ids = {key: row["file_id"] for key, row in keep.items()}
+    for key in wanted:
+        if key not in keep:
+            ids[key], next_id = next_id, next_id + 1
+    kept_ids = {row["file_id"] for row in keep.values()}
+    dropped = [row for row in stored.values() if row["file_id"] not in kept_ids]  # changed or gone
+    lean = lean_source(source) and lean_store(con, list(keep.values()), summary)
+    new: dict[tuple[str, Path], LoadedFile] = {}
+    relisted: list[int] = []  # unchanged files read the lean way before, read again now for their tables
+    counts: dict[tuple[str, Path], tuple[int, int, int]] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="rfmsync-") as tmp:
             for key in wanted:
-                if key not in keep:
-                    new[key] = source.read_file(con, key[1], key[0], f"{TABLE_PREFIX}{next_id}", Path(tmp),
-                                                persist=True)
-                    next_id += 1
-        counts = {key: file_counts(con, lf) for key, lf in new.items()}
-        tables = {key: new.get(key) or _loaded(keep[key]) for key in wanted}
-        drop_scratch(con)
-        result = None
-        kept = [key for key in wanted if key in keep]
-        last = bool(kept and new) and min(wanted.index(k) for k in new) > max(wanted.index(k) for k in kept)
-        if summary and can_append(source, [(tables[k], keep[k]["no_cust"]) for k in kept], list(new.values()),
-                                  {new[k].path: counts[k] for k in new},
-                                  all_kept=len(keep) == len(stored) and not gone_keys, last=last):
-            result = stage_appended(con, source, list(new.values()), _read_back(con, json.loads(summary[0][0])))
-        appended = result is not None
-        if result is None:
-            drop_scratch(con)
-            result = source.stage(con, [tables[k] for k in wanted if k[0] == "orders"],
-                                  [tables[k] for k in wanted if k[0] == "contacts"])
+                if key not in keep:  # into temp tables: the store gets the rows once, or a copy (below)
+                    new[key] = source.read_file(con, key[1], key[0], f"{TEMP_PREFIX}{ids[key]}", Path(tmp))
+                    counts[key] = file_counts(con, new[key])
+                    if progress is not None:
+                        progress(counts[key][0])
+            result, change = None, None
+            if lean:
+                change = LeanChange(new=list(new.values()), new_ids=[ids[k] for k in new],
+                                    counts=[counts[k] for k in new], dropped=[r["file_id"] for r in dropped],
+                                    dropped_paths={r["path"] for r in dropped},
+                                    place={str(p): i for i, (_, p) in enumerate(wanted)},
+                                    kept_fast=all(bool(r["fast"]) for r in keep.values()),
+                                    kept_rows=sum(r["rows"] or 0 for r in keep.values()))
+                result = stage_lean(con, source, change, before)  # staged_orders: a view over the rows read
+                if result is None:
+                    drop_staged_view(con)
+                    drop_scratch(con)
+            if result is None:
+                change = None
+                tables = {}
+                for key in wanted:
+                    name = f"{TABLE_PREFIX}{ids[key]}"
+                    if key in new:  # the rows as read, with their row numbers: in any order (no rewrite at close)
+                        with unordered(con):
+                            tables[key] = persist_loaded(con, new[key], name)
+                    elif keep[key]["lean"]:
+                        lf = source.read_file(con, key[1], key[0], f"{TEMP_PREFIX}{ids[key]}", Path(tmp))
+                        with unordered(con):
+                            tables[key] = persist_loaded(con, lf, name)
+                        relisted.append(ids[key])
+                        if progress is not None:
+                            progress(keep[key]["rows"] or 0)
+                    else:
+                        tables[key] = _loaded(keep[key])
+                if relisted:
+                    log.info("file source: %d unchanged file(s) read again: their rows were kept in the order "
+                             "store only, and this change is decided over every file's rows", len(relisted))
+                drop_scratch(con)
+                order_keys = [k for k in wanted if k[0] == "orders"]
+                result = source.stage(con, [tables[k] for k in order_keys],
+                                      [tables[k] for k in wanted if k[0] == "contacts"],
+                                      file_ids=[ids[k] for k in order_keys])
         if before_merge is not None:
             before_merge(result)
-        replaced = [row for key, row in stored.items() if key not in {(r, str(p)) for r, p in keep}]
 
         def save(con: duckdb.DuckDBPyConnection) -> None:
-            if replaced:
-                ids = ", ".join(str(row["file_id"]) for row in replaced)
-                con.execute(f"DELETE FROM {FILES_TABLE} WHERE file_id IN ({ids})")
+            if dropped:
+                con.execute(f"DELETE FROM {FILES_TABLE} WHERE file_id IN "
+                            f"({', '.join(str(r['file_id']) for r in dropped)})")
+            if relisted:
+                con.execute(f"UPDATE {FILES_TABLE} SET lean = false WHERE file_id IN "
+                            f"({', '.join(str(i) for i in relisted)})")
             for key, lf in new.items():
                 fp = prints[key]
                 con.execute(f"INSERT INTO {FILES_TABLE} (file_id, role, path, size, mtime_ns, head_tail, full_hash,"
-                            " config, cols, fast, rows, no_cust, no_oid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            [int(lf.table[len(TABLE_PREFIX):]), key[0], str(key[1]), fp.size, fp.mtime_ns,
-                             fp.head_tail, fp.full, cfg, json.dumps(lf.cols), lf.fast, *counts[key]])
-            _save_report(con, result, {t.path: int(t.table[len(TABLE_PREFIX):]) for t in tables.values()})
+                            " config, cols, fast, rows, no_cust, no_oid, lean)"
+                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            [ids[key], key[0], str(key[1]), fp.size, fp.mtime_ns, fp.head_tail, fp.full, cfg,
+                             json.dumps(lf.cols), lf.fast, *counts[key], change is not None])
+            _save_report(con, result, {str(p): ids[(role, p)] for role, p in wanted})
 
-        if appended:
-            _in_transaction(con, lambda: (append_staged(con), save(con)))
-        else:
-            merge_staged(con, result, max_identity_group=source.max_identity_group, before_commit=save)
+        with unordered(con):
+            if change is not None:
+                drop_lean_indexes(con, change)
+                _in_transaction(con, lambda: (commit_lean(con, change), save(con)))
+            else:
+                merge_staged(con, result, max_identity_group=source.max_identity_group, before_commit=save)
     except BaseException:
-        drop_scratch(con)
-        _drop_orphans(con)  # the files read this run: not noted, so the next run reads them again
+        _clean(con)  # the files read this run are not noted, so the next run reads them again
         raise
-    drop_scratch(con)
-    _drop_orphans(con)  # the replaced and removed files' rows
+    _clean(con)  # and the replaced and removed files' tables
     read = [str(p) for _, p in new]
-    log.info("file source: read %d of %d files (%s unchanged), %d gone", len(read), len(wanted), len(keep),
-             len(gone))
+    log.info("file source: read %d of %d files (%s unchanged), %d gone%s", len(read), len(wanted), len(keep),
+             len(gone), " (lean)" if change is not None else "")
     result.gone_files = gone
-    return Ingested(result, read, gone, appended)
+    return Ingested(result, read, gone, lean=change is not None)
+
+
+def _clean(con: duckdb.DuckDBPyConnection) -> None:
+    drop_staged_view(con)
+    drop_scratch(con)
+    for (name,) in con.execute("SELECT table_name FROM information_schema.tables WHERE table_catalog = 'temp'"
+                               f" AND table_type = 'VIEW' AND table_name LIKE '{TEMP_PREFIX}%'").fetchall():
+        con.execute(f"DROP VIEW IF EXISTS temp.{name}")
+        con.execute(f"DROP TABLE IF EXISTS temp.{name}_data")
+    _drop_orphans(con)
 
 
 def _in_transaction(con: duckdb.DuckDBPyConnection, work: Callable[[], object]) -> None:
@@ -222,8 +283,9 @@ def _loaded(row: dict) -> LoadedFile:
 
 def _drop_orphans(con: duckdb.DuckDBPyConnection) -> None:
     """Drop the file tables ``ingest_files`` does not name (a file replaced, removed, or read by a run that
-    did not commit)."""
-    known = {f"{TABLE_PREFIX}{i}" for (i,) in con.execute(f"SELECT file_id FROM {FILES_TABLE}").fetchall()}
+    did not commit), or names as lean (its rows are in ``orders`` only)."""
+    known = {f"{TABLE_PREFIX}{i}" for (i,) in con.execute(f"SELECT file_id FROM {FILES_TABLE} WHERE NOT lean")
+             .fetchall()}
     found = con.execute("SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = 'main'"
                         f" AND table_name LIKE '{TABLE_PREFIX}%'").fetchall()
     for kind in ("VIEW", "BASE TABLE"):  # a view before the table it reads

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import duckdb
 
@@ -62,6 +63,18 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
     return counts
 
 
+@contextmanager
+def unordered(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Let the bulk inserts inside write their rows in any order (``preserve_insertion_order = false``): their
+    threads then write full row groups, so the checkpoint at close does not have to merge and compress them all
+    again (no reader of the store depends on the rows' physical order). Not inside a transaction."""
+    con.execute("SET preserve_insertion_order = false")
+    try:
+        yield
+    finally:
+        con.execute("RESET preserve_insertion_order")
+
+
 def _staged_rows(con: duckdb.DuckDBPyConnection) -> int:
     present = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name LIKE "
                                          "'staged_%'").fetchall()]
@@ -89,10 +102,10 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
     else:
         con.execute(f"DELETE FROM {name} WHERE {key} IN (SELECT {key} FROM {staged})")
     if name == "line_items" or full_refresh:  # a file export's staged rows are one per key already
-        con.execute(f"INSERT INTO {name} SELECT * FROM {staged}")
+        con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM {staged}")
     else:
         # latest version wins inside the batch too
-        con.execute(f"INSERT INTO {name} SELECT * EXCLUDE (_rn) FROM "
+        con.execute(f"INSERT INTO {name} BY NAME SELECT * EXCLUDE (_rn) FROM "
                     f"(SELECT *, row_number() OVER (PARTITION BY {key} ORDER BY rowid DESC) AS _rn "
                     f"FROM {staged}) WHERE _rn = 1")
     if name != "line_items":
