@@ -194,10 +194,10 @@ class TimedLedger:
 
 # --------------------------------------------------------------------------- one destination
 def plan_once(cfg, dest, con, ledger, client):
-    from sync.planning.planner import plan_one
+    from sync.planning.planner import field_columns, plan_one
     from sync.planning.rows import stage_segments
 
-    rows = stage_segments(con, SEGMENT_TABLE)
+    rows = stage_segments(con, SEGMENT_TABLE, field_columns([dest]))  # as plan_all stages them
     return plan_one(cfg, dest, rows, ledger, client, None, full_refresh=False, reconcile=False).plan
 
 
