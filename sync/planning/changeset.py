@@ -27,6 +27,7 @@ from ..model import ContactChange
 from .plan import normalise_value, same_value
 
 OUT = "_plan_out"
+BATCH = 50_000
 #: DuckDB types whose values Arrow hands to Python as ``normalise_value`` would make them (or, for floats and
 #: dates, as the objects DuckDB itself would give); anything else is fetched through DuckDB's own conversion
 _ARROW_PLAIN = {"VARCHAR", "BOOLEAN", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT",
@@ -52,8 +53,25 @@ def value_columns(i: int, expr: str, dtype: str) -> list[str]:
 
 def build_changes(con: duckdb.DuckDBPyConnection, esp_fields: Sequence[str], dtypes: Sequence[str]
                   ) -> list[ContactChange]:
-    """The ContactChanges of the rows of ``_plan_out`` (see the module docstring), by key."""
-    table = con.sql(f"SELECT * FROM {OUT} ORDER BY key").to_arrow_table()
+    """The ContactChanges of the rows of ``_plan_out`` (see the module docstring, stored by key), by key; streamed in
+    batches, so only one batch of Arrow columns and Python lists is alive beside the changes."""
+    # values of types Arrow does not hand over as DuckDB does (timestamps...): DuckDB's own objects, first
+    other = {i: [normalise_value(v) for (v,) in con.execute(f"SELECT _f{i} FROM {OUT}").fetchall()]
+             for i, dtype in enumerate(dtypes) if _by_duckdb(dtype)}
+    reader = con.sql(f"SELECT * FROM {OUT}").to_arrow_reader(BATCH)  # stored by key: read in its order
+    tag_sets: dict[str, frozenset[str]] = {}
+    out: list[ContactChange] = []
+    offset = 0
+    for batch in reader:
+        values = [other[i][offset:offset + batch.num_rows] if i in other else _values(batch, i, dtype)
+                  for i, dtype in enumerate(dtypes)]
+        out += _batch_changes(batch, values, esp_fields, tag_sets)
+        offset += batch.num_rows
+    return out
+
+
+def _batch_changes(table: Any, values: list[list[Any]], esp_fields: Sequence[str],
+                   tag_sets: dict[str, frozenset[str]]) -> list[ContactChange]:
     n = table.num_rows
     if not n:
         return []
@@ -62,10 +80,8 @@ def build_changes(con: duckdb.DuckDBPyConnection, esp_fields: Sequence[str], dty
     segments = _shared(table.column("segment"))
     creates = table.column("create_").to_pylist()
     statuses = _shared(table.column("status"))
-    tag_sets: dict[str, frozenset[str]] = {}
     adds = _shared(table.column("add_json"), lambda s: _tags(tag_sets, s))
     removes = _shared(table.column("remove_json"), lambda s: _tags(tag_sets, s))
-    values = [_values(con, table, i, dtype) for i, dtype in enumerate(dtypes)]
     fast = table.column("fast").to_pylist() if esp_fields else [True] * n
     if all(fast):
         set_fields = [dict(zip(esp_fields, row)) for row in zip(*values)] if esp_fields else [{} for _ in keys]
@@ -77,10 +93,11 @@ def build_changes(con: duckdb.DuckDBPyConnection, esp_fields: Sequence[str], dty
                                       [p[r] for p in pushed])
                       for r, (quick, row) in enumerate(zip(fast, zip(*values) if esp_fields else [()] * n))]
     changes = list(map(ContactChange, keys, keys, cids, segments, creates, statuses, adds, removes, set_fields))
+    if all(fast):
+        return changes
     # a candidate SQL was unsure of (a field it cannot compare) that had not changed after all: not a change
-    keep = [c.create or bool(c.add_tags) or bool(c.remove_tags) or bool(c.set_fields) for c in changes] \
-        if not all(fast) else None
-    return list(compress(changes, keep)) if keep is not None else changes
+    return list(compress(changes, [c.create or bool(c.add_tags) or bool(c.remove_tags) or bool(c.set_fields)
+                                   for c in changes]))
 
 
 def _tags(cache: dict[str, frozenset[str]], text: str | None) -> frozenset[str]:
@@ -92,9 +109,12 @@ def _tags(cache: dict[str, frozenset[str]], text: str | None) -> frozenset[str]:
 
 def _shared(column: Any, convert: Callable[[Any], Any] | None = None) -> list[Any]:
     """A low-cardinality column as Python values, each distinct value one object (converted once)."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
-    encoded = pc.dictionary_encode(column).combine_chunks()
+    encoded = pc.dictionary_encode(column)
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
     distinct = encoded.dictionary.to_pylist()
     if convert is not None:
         distinct = [convert(v) for v in distinct]
@@ -103,8 +123,13 @@ def _shared(column: Any, convert: Callable[[Any], Any] | None = None) -> list[An
     return list(map(distinct.__getitem__, indices))
 
 
-def _values(con: duckdb.DuckDBPyConnection, table: Any, i: int, dtype: str) -> list[Any]:
-    """Field ``i``'s values, normalised, in key order."""
+def _by_duckdb(dtype: str) -> bool:
+    width = decimal_width(dtype)
+    return (width is None or width > 18) and dtype not in _ARROW_PLAIN and dtype not in _ARROW_NORMALISED
+
+
+def _values(table: Any, i: int, dtype: str) -> list[Any]:
+    """Field ``i``'s values of a batch (of a type Arrow hands over as DuckDB would), normalised, in key order."""
     width = decimal_width(dtype)
     if width is not None and width <= 18:
         whole = table.column(f"_fi{i}").to_pylist()
@@ -112,9 +137,7 @@ def _values(con: duckdb.DuckDBPyConnection, table: Any, i: int, dtype: str) -> l
         return [w if w is not None else (float(t) if t is not None else None) for w, t in zip(whole, text)]
     if dtype in _ARROW_PLAIN:
         return _shared(table.column(f"_f{i}")) if dtype == "VARCHAR" else table.column(f"_f{i}").to_pylist()
-    if dtype in _ARROW_NORMALISED:
-        return [normalise_value(v) for v in table.column(f"_f{i}").to_pylist()]
-    return [normalise_value(v) for (v,) in con.execute(f"SELECT _f{i} FROM {OUT} ORDER BY key").fetchall()]
+    return [normalise_value(v) for v in table.column(f"_f{i}").to_pylist()]
 
 
 def _changed_fields(esp_fields: Sequence[str], values: list[Any], verdicts: list[bool | None],

@@ -36,6 +36,7 @@ from .rows import DESIRED, INVALID, CustomerRows
 from .values import column_of
 
 LEDGER, PUSHED = "_plan_ledger", "_plan_pushed"
+CONSENT = "coalesce(NULLIF(CAST(d.marketing_consent AS VARCHAR), ''), 'unknown')"
 _INTS = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
          "UHUGEINT"}
 
@@ -95,7 +96,7 @@ def plan_columnar(rows: CustomerRows, dest: DestinationConfig, *, revision: int 
         f"SELECT email, customer_id, segment FROM {INVALID} ORDER BY _rn").fetchall()]
     skips += [Skip(key, cid, seg, NO_CONSENT_SKIP) for key, cid, seg in con.execute(
         "SELECT key, customer_id, segment FROM _plan_diff WHERE skip ORDER BY rn").fetchall()]
-    consents = {c for (c,) in con.execute("SELECT DISTINCT consent FROM _plan_diff").fetchall()}
+    consents = {c for (c,) in con.execute(f"SELECT DISTINCT {CONSENT} FROM {DESIRED} d").fetchall()}
     dtypes = [(rows.columns.get(column_of(value)) or "NULL").upper() for _, value in fields]
     changes = _changes(con, [esp for esp, _ in fields], dtypes, managed)
     creates = sum(c.create for c in changes)
@@ -172,6 +173,10 @@ def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str
     paths = _list("/" + esp.replace("~", "~0").replace("/", "~1") for esp in dest.fields)
     verdict_cols = "".join(f", {v}" if v != "TRUE" else f", TRUE AS _c{i}" for i, v in enumerate(verdicts))
     fields_same = " AND ".join(f"_c{i} IS FALSE" for i in range(len(verdicts))) or "TRUE"
+    # only the contacts that change or are skipped stay, with what building their changes needs: the fields'
+    # values, verdicts and (where SQL was unsure) the pushed JSON value
+    out_cols = "".join(f", _f{i}, _c{i}, CASE WHEN _c{i} IS NULL THEN CAST(_pv[{i + 1}] AS VARCHAR) END AS _p{i}"
+                       for i in range(len(verdicts)))
     exists_join = " LEFT JOIN _plan_existing e ON e.key = d._key" if have_existing else ""
     in_existing = "e.key IS NOT NULL" if have_existing else "FALSE"
     exists = in_existing if (full_refresh and have_existing) else f"(coalesce(p.present, FALSE) OR {in_existing})"
@@ -183,7 +188,7 @@ def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str
     return f"""
         WITH j AS (
             SELECT d._key AS key, d._rn AS rn, CAST(d.customer_id AS VARCHAR) AS customer_id,
-                   coalesce(NULLIF(CAST(d.marketing_consent AS VARCHAR), ''), 'unknown') AS consent,
+                   {CONSENT} AS consent,
                    d.segment AS segment, {tags_expr} AS tags{', ' + cols if cols else ''},
                    p.key IS NOT NULL AS has_prev, p.fields AS prev_fields, p.customer_id AS prev_customer_id,
                    {exists} AS exists_,
@@ -196,12 +201,12 @@ def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str
                    {add} AS add_tags,
                    list_filter(prev_managed, lambda t: NOT list_contains(tags, t)) AS remove_tags{verdict_cols}
             FROM j
-        ), k AS (SELECT *, {fields_same} AS fields_same FROM k0
+        ), k AS (
+            SELECT *, {fields_same} AS fields_same, NOT exists_ AND status IS NULL AS skip FROM k0
         )
-        SELECT *, NOT exists_ AND status IS NULL AS skip,
-               NOT (NOT exists_ AND status IS NULL)
-               AND (NOT exists_ OR len(add_tags) > 0 OR len(remove_tags) > 0 OR NOT fields_same) AS candidate
-        FROM k"""
+        SELECT key, rn, customer_id, segment, exists_, status, add_tags, remove_tags, skip{out_cols}
+        FROM k
+        WHERE skip OR NOT exists_ OR len(add_tags) > 0 OR len(remove_tags) > 0 OR NOT fields_same"""
 
 
 def _opt(value: str | None) -> str:
@@ -243,22 +248,23 @@ def _changes(con: duckdb.DuckDBPyConnection, esp_fields: list[str], dtypes: list
     n = len(dtypes)
     values = ", ".join(c for i, dtype in enumerate(dtypes) for c in value_columns(i, f"_f{i}", dtype))
     nulls = ", ".join(c for i, dtype in enumerate(dtypes) for c in value_columns(i, "NULL", dtype))
-    verdicts = "".join(f", _c{i}, CASE WHEN _c{i} IS NULL THEN CAST(_pv[{i + 1}] AS VARCHAR) END AS _p{i}"
-                       for i in range(n))
+    verdicts = "".join(f", _c{i}, _p{i}" for i in range(n))
     fast = " AND ".join(f"coalesce(_c{i}, FALSE)" for i in range(n)) or "TRUE"
     con.execute(f"""CREATE OR REPLACE TEMP TABLE {OUT} AS
         SELECT key, customer_id, segment, NOT exists_ AS create_, CASE WHEN NOT exists_ THEN status END AS status,
                to_json(add_tags)::VARCHAR AS add_json, to_json(remove_tags)::VARCHAR AS remove_json,
                {fast} AS fast{', ' + values if values else ''}{verdicts}
-        FROM _plan_diff WHERE candidate
+        FROM _plan_diff WHERE NOT skip
         UNION ALL BY NAME
         SELECT key, coalesce(customer_id, '') AS customer_id, '' AS segment, FALSE AS create_,
                NULL::VARCHAR AS status, '[]' AS add_json, to_json(remove_tags)::VARCHAR AS remove_json,
                FALSE AS fast{', ' + nulls if nulls else ''}{''.join(f", FALSE AS _c{i}, NULL::VARCHAR AS _p{i}" for i in range(n))}
         FROM (SELECT p.key, p.customer_id, list_filter(p.tags, lambda t: list_contains({_list(managed)}, t))
                   AS remove_tags
-              FROM {PUSHED} p ANTI JOIN _plan_diff d ON d.key = p.key)
-        WHERE len(remove_tags) > 0""")
+              FROM {PUSHED} p ANTI JOIN {DESIRED} d ON d._key = p.key)
+        WHERE len(remove_tags) > 0
+        ORDER BY key""")
+    con.execute("DROP TABLE _plan_diff")
     try:
         return build_changes(con, esp_fields, dtypes)
     finally:

@@ -55,19 +55,22 @@ def stage_segments(con: duckdb.DuckDBPyConnection, segments_table: str, columns:
     private = duckdb.connect()
     timezone = con.execute("SELECT current_setting('TimeZone')").fetchall()[0][0]
     private.execute(f"SET TimeZone = '{timezone}'")  # timestamps become the same local dates
+    private.execute("SET allocator_flush_threshold = '32MB'")  # hand freed query memory back, not hold it
     if columns is None:
         picked = "s.*, c.phone"
     else:
         have = set(con.table(segments_table).columns) - {"customer_id", "segment"}
         picked = ", ".join(f"s.{ident(c)}" for c in ["customer_id", "segment", *sorted(have & set(columns))])
+    # streamed as the join gives them and numbered here: the sort's memory is then the private DuckDB's,
+    # which the plans reuse, not a second buffer pool's
     reader = con.sql(f"""
-        SELECT row_number() OVER (ORDER BY s.monetary DESC, s.customer_id) AS _rn,
-               {picked}, c.email, c.marketing_consent
+        SELECT s.monetary AS _by, {picked}, c.email, c.marketing_consent
         FROM {segments_table} s JOIN contacts c USING (customer_id)
         WHERE c.email IS NOT NULL AND trim(c.email) <> ''""").to_arrow_reader(100_000)
     private.register("_plan_source", reader)
     try:
-        return _stage(private, "SELECT * FROM _plan_source")
+        return _stage(private, "SELECT row_number() OVER (ORDER BY _by DESC, customer_id) AS _rn, * EXCLUDE (_by) "
+                               "FROM _plan_source")
     finally:
         private.unregister("_plan_source")
 
