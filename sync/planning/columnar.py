@@ -158,7 +158,8 @@ def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str
         extra_join = (f" LEFT JOIN (SELECT CAST(customer_id AS VARCHAR) AS customer_id, list(DISTINCT tag) AS xtags"
                       f" FROM ({extra_tags}) GROUP BY ALL) x ON x.customer_id = CAST(d.customer_id AS VARCHAR)")
         extra_sel = ", coalesce(x.xtags, []::VARCHAR[])"
-    tags_expr = f"list_sort(list_distinct(list_concat({seg_tags}{extra_sel})))"
+    # the segment's tags are literal lists already sorted and distinct: list work only with extra tags
+    tags_expr = f"list_sort(list_distinct(list_concat({seg_tags}{extra_sel})))" if extra_sel else seg_tags
     field_cols, verdicts = [], []
     exact = {"VARCHAR", "BOOLEAN", "NULL"} | _INTS  # where SQL's "not the same" is as sure as its "the same"
     for i, (esp, value) in enumerate(dest.fields.items()):
