@@ -4,13 +4,14 @@ The columnar planner reads a million contacts' state on every plan. Fetching row
 five Python objects per row (and an Arrow array built from them), a second or more per million; so the database
 does the concatenating and Arrow's multi-threaded CSV reader does the parsing:
 
-* SQLite: one ``SELECT`` per page of 200 k keys (on the primary key) that ``group_concat``\\ s the page into a
+* SQLite: one ``SELECT`` per page of 200 k keys (on the primary key) that ``group_concat``-s the page into a
   single text blob, one line per row, columns separated by the unit separator (``\\x1f``). Keys are normalised
   addresses and tags/fields are JSON (whose text never holds a control character), so only ``customer_id``
   (source data: anything) is written as a JSON string literal and decoded back in DuckDB. A page whose blob
   does not parse as exactly its rows of five columns (a key holding a line break or the separator) is read
   again row by row.
-* PostgreSQL: ``COPY … TO STDOUT (FORMAT csv)``, parsed by the same reader.
+* PostgreSQL: the same pages, ``string_agg``-ed into one ``bytea`` each (``COPY … TO STDOUT`` hands psycopg
+  one message per row: a Python call each).
 
 Both give the table :meth:`sync.ledger.state.PushedStates.state_table` documents.
 """
@@ -39,25 +40,43 @@ def state_schema() -> "pa.Schema":
 
 def select_state_sqlite(conn: Connection, destination: str, page_size: int = PAGE) -> "pa.Table":
     """``destination``'s pushed state from SQLite, a page of ``page_size`` keys per blob."""
+    cid = "json_quote(customer_id)"
+    line = " || char(31) || ".join(("key", cid, "tags", "fields", "in_destination"))
+    return _paged(conn, destination, page_size, "?", f"CAST(group_concat({line}, char(10)) AS BLOB)",
+                  f"key, {cid}, tags, fields, in_destination")
+
+
+def select_state_pg(conn: Connection, destination: str, page_size: int = PAGE) -> "pa.Table":
+    """``destination``'s pushed state from PostgreSQL, a page of ``page_size`` keys per blob (one ``bytea``
+    built by ``string_agg``: the rows of a ``COPY`` would each cost a Python call)."""
+    cid = "coalesce(to_json(customer_id)::text, 'null')"
+    line = f"concat_ws(E'\\x1f', key, {cid}, tags, fields, in_destination::int)"
+    return _paged(conn, destination, page_size, "%s", f"convert_to(string_agg({line}, E'\\n'), 'UTF8')",
+                  f"key, {cid}, tags, fields, in_destination::int")
+
+
+def _paged(conn: Connection, destination: str, page_size: int, mark: str, blob_sql: str, columns: str
+           ) -> "pa.Table":
+    """The pages of ``destination``'s rows by key: each one blob (``blob_sql`` over the page) parsed by Arrow,
+    or, when it does not parse, the page's ``columns`` fetched row by row."""
     import pyarrow as pa
 
     cursor = conn.connection.driver_connection.cursor()  # the DBAPI cursor: one blob per page, no row objects
-    line = " || char(31) || ".join(("key", "json_quote(customer_id)", "tags", "fields", "in_destination"))
-    page = (f"SELECT {line} AS line, key FROM pushed_state WHERE destination = ?{{after}} ORDER BY key "
-            f"LIMIT {int(page_size)}")
     batches: list[pa.Table] = []
     last: str | None = None
     while True:
-        after = "" if last is None else " AND key > ?"
+        where = f"destination = {mark}" + ("" if last is None else f" AND key > {mark}")
         params = (destination,) if last is None else (destination, last)
-        blob, count, last = cursor.execute(
-            f"SELECT CAST(group_concat(line, char(10)) AS BLOB), count(*), max(key) FROM ({page.format(after=after)})",
-            params).fetchone()
+        page = f"SELECT * FROM pushed_state WHERE {where} ORDER BY key LIMIT {int(page_size)}"
+        cursor.execute(f"SELECT {blob_sql}, count(*), max(key) FROM ({page}) AS page", params)
+        blob, count, last = cursor.fetchone()
         if not count:
             break
-        table = _parse_page(blob, count)
-        if table is None:  # a key with a control character: this page row by row
-            table = _fetch_page(cursor, params, after, page_size)
+        table = _parse_page(bytes(blob), count)
+        if table is None:  # a key with a line break or the separator: this page row by row
+            cursor.execute(f"SELECT {columns} FROM pushed_state WHERE {where} ORDER BY key LIMIT {int(page_size)}",
+                           params)
+            table = _rows_table(cursor.fetchall())
         batches.append(table)
         if count < page_size:
             break
@@ -84,16 +103,13 @@ def _parse_page(blob: bytes, count: int) -> "pa.Table | None":
     return table.set_column(4, "in_destination", table.column(4).cast(pa.bool_()))
 
 
-def _fetch_page(cursor: Any, params: tuple, after: str, page_size: int) -> "pa.Table":
+def _rows_table(rows: list[Any]) -> "pa.Table":
     import pyarrow as pa
 
-    cursor.execute(f"SELECT key, json_quote(customer_id), tags, fields, in_destination FROM pushed_state "
-                   f"WHERE destination = ?{after} ORDER BY key LIMIT {int(page_size)}", params)
-    columns = list(zip(*cursor.fetchall()))
-    schema = state_schema()
+    columns = list(zip(*rows))
     arrays = [pa.array(col, type=pa.string()) for col in columns[:4]]
-    arrays.append(pa.array(columns[4]).cast(pa.bool_()))  # SQLite stores booleans as 0/1
-    return pa.table(arrays, schema=schema)
+    arrays.append(pa.array(columns[4], type=pa.int8()).cast(pa.bool_()))  # booleans as 0/1
+    return pa.table(arrays, schema=state_schema())
 
 
 def _decode_customer_ids(table: "pa.Table") -> "pa.Table":
@@ -109,28 +125,4 @@ def _decode_customer_ids(table: "pa.Table") -> "pa.Table":
         con.close()
 
 
-def copy_state_pg(conn: Connection, destination: str) -> "pa.Table":
-    """``destination``'s pushed state from PostgreSQL through ``COPY … TO STDOUT``."""
-    import pyarrow as pa
-    from pyarrow import csv
-
-    raw = conn.connection.driver_connection
-    buf = io.BytesIO()
-    with raw.cursor() as cur, cur.copy(
-            f"COPY (SELECT {', '.join(STATE_COLUMNS)} FROM pushed_state WHERE destination = %s) "
-            "TO STDOUT (FORMAT csv)", (destination,)) as copy:
-        for block in copy:
-            buf.write(block)
-    schema = state_schema()
-    if not buf.tell():
-        return schema.empty_table()
-    buf.seek(0)
-    return csv.read_csv(buf, read_options=csv.ReadOptions(column_names=list(STATE_COLUMNS)),
-                        parse_options=csv.ParseOptions(newlines_in_values=True),
-                        convert_options=csv.ConvertOptions(
-                            column_types=dict(zip(schema.names, schema.types)), null_values=[""],
-                            strings_can_be_null=True, quoted_strings_can_be_null=False,
-                            true_values=["t"], false_values=["f"])).cast(pa.schema(schema))
-
-
-__all__ = ["STATE_COLUMNS", "copy_state_pg", "select_state_sqlite", "state_schema"]
+__all__ = ["PAGE", "STATE_COLUMNS", "select_state_pg", "select_state_sqlite", "state_schema"]

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from ..model import PushedState
-from .bulk import PAGE, STATE_COLUMNS, copy_state_pg, select_state_sqlite
+from .bulk import PAGE, STATE_COLUMNS, select_state_pg, select_state_sqlite
 from .db import LedgerDB, chunks
 from .schema import pushed_state, state_revisions
 
@@ -118,11 +118,11 @@ class PushedStates:
     def state_table(self, destination: str, *, page: int = PAGE) -> "pa.Table":
         """Everything last pushed to ``destination`` in one bulk read, as an Arrow table (key, customer_id,
         tags and fields as their stored JSON text, in_destination) for the columnar planner, with no Python object
-        per row (:mod:`sync.ledger.bulk`: SQLite pages of ``page`` keys concatenated by the database, PostgreSQL
-        ``COPY``)."""
+        per row (:mod:`sync.ledger.bulk`: pages of ``page`` keys, each concatenated by the database into one blob
+        that Arrow parses)."""
         with self._db.read() as conn:
             if conn.dialect.name == "postgresql":
-                return copy_state_pg(conn, destination)
+                return select_state_pg(conn, destination, page)
             return select_state_sqlite(conn, destination, page)
 
     def load_state_of(self, destination: str, keys: Iterable[str] = (), customer_ids: Iterable[str] = ()
