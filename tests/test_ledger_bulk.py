@@ -56,3 +56,12 @@ def test_an_empty_destination_reads_an_empty_table(ledger: Ledger) -> None:
     table = ledger.state_table("nobody")
     assert table.num_rows == 0
     assert table.column_names == ["key", "customer_id", "tags", "fields", "in_destination"]
+
+
+def test_plain_customer_ids_read_back_exactly(ledger: Ledger) -> None:
+    """Without any escaped character in a page the JSON literals are unquoted directly: NULL, "", "null" and
+    non-ASCII ids stay what they were."""
+    plain = [PushedState("a@x.io", None, frozenset(), {}), PushedState("b@x.io", "", frozenset(), {}),
+             PushedState("c@x.io", "null", frozenset(), {}), PushedState("d@x.io", "Ünï 42", frozenset(), {})]
+    ledger.save_states(DEST, None, plain)
+    assert as_states(ledger.state_table(DEST)) == {s.key: s for s in plain}

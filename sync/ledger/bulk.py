@@ -113,7 +113,16 @@ def _rows_table(rows: list[Any]) -> "pa.Table":
 
 
 def _decode_customer_ids(table: "pa.Table") -> "pa.Table":
-    """``customer_id`` from its JSON string literal (``null`` → NULL) back to text, in DuckDB."""
+    """``customer_id`` from its JSON string literal (``null`` → NULL) back to text: the quotes stripped when no
+    literal holds an escape (a backslash), else decoded in DuckDB."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = table.column("customer_id")
+    if not pc.any(pc.match_substring(column, "\\")).as_py():
+        text = pc.if_else(pc.equal(column, "null"), pa.scalar(None, pa.string()),
+                          pc.utf8_slice_codeunits(column, 1, -1))
+        return table.set_column(1, "customer_id", text)
     import duckdb
 
     con = duckdb.connect()
