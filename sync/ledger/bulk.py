@@ -90,12 +90,14 @@ def _parse_page(blob: bytes, count: int) -> "pa.Table | None":
     from pyarrow import csv
 
     try:
-        table = csv.read_csv(io.BytesIO(blob), read_options=csv.ReadOptions(
-            column_names=list(STATE_COLUMNS), block_size=1 << 24), parse_options=csv.ParseOptions(
-            delimiter=_SEP, quote_char=False, escape_char=False, ignore_empty_lines=False), convert_options=csv.ConvertOptions(
-            column_types={"key": pa.string(), "customer_id": pa.string(), "tags": pa.string(),
-                          "fields": pa.string(), "in_destination": pa.int8()},
-            strings_can_be_null=False))
+        table = csv.read_csv(
+            io.BytesIO(blob),
+            read_options=csv.ReadOptions(column_names=list(STATE_COLUMNS), block_size=1 << 24),
+            parse_options=csv.ParseOptions(delimiter=_SEP, quote_char=False, escape_char=False,
+                                           ignore_empty_lines=False),
+            convert_options=csv.ConvertOptions(column_types={
+                "key": pa.string(), "customer_id": pa.string(), "tags": pa.string(), "fields": pa.string(),
+                "in_destination": pa.int8()}, strings_can_be_null=False))
     except pa.ArrowInvalid:  # a line without its five columns: a key held a line break or the separator
         return None
     if table.num_rows != count:  # a key that starts with a line break (an empty line is a row here)

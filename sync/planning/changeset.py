@@ -53,8 +53,8 @@ def value_columns(i: int, expr: str, dtype: str) -> list[str]:
 
 def build_changes(con: duckdb.DuckDBPyConnection, esp_fields: Sequence[str], dtypes: Sequence[str]
                   ) -> list[ContactChange]:
-    """The ContactChanges of the rows of ``_plan_out`` (see the module docstring, stored by key), by key; streamed in
-    batches, so only one batch of Arrow columns and Python lists is alive beside the changes."""
+    """The ContactChanges of the rows of ``_plan_out`` (see the module docstring; stored by key), by key:
+    streamed in batches, so only one batch of Arrow columns and Python lists is alive beside the changes."""
     # values of types Arrow does not hand over as DuckDB does (timestamps...): DuckDB's own objects, first
     other = {i: [normalise_value(v) for (v,) in con.execute(f"SELECT _f{i} FROM {OUT}").fetchall()]
              for i, dtype in enumerate(dtypes) if _by_duckdb(dtype)}

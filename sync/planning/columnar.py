@@ -7,11 +7,11 @@ the reference the property tests compare against), computed over whole columns:
    (and any extra desired ``(customer_id, tag)`` rows, e.g. transition tags);
 2. they are joined to the pushed state (:func:`stage_pushed`: the ledger's rows, read in bulk) on the key;
    SQL decides who exists, who is created with which status, who is skipped for want of consent, the tags to
-   add and remove, whether any field may have changed, and who left the customer base;
-3. only those candidates come back to Python, which builds their :class:`~sync.model.ContactChange` with the
-   exact field rules (values normalised by ``normalise_value``, compared as JSON). SQL only needs to be sure
-   when it says "unchanged": a field it cannot compare (any type besides text, numbers, booleans, dates) makes
-   the contact a candidate and Python decides.
+   add and remove, each field's verdict (written, unchanged, or not sure: SQL is exact both ways only for
+   text, booleans and integers; for other types it is sure only of "unchanged"), and who left the customer base;
+3. only the contacts that change come back to Python, built from whole columns (:mod:`.changeset`), which
+   compares the "not sure" fields with the exact rules (values normalised by ``normalise_value``, compared
+   as JSON).
 
 So a run where nothing moved reads the ledger, joins and returns nothing: its time grows with the audience
 only through DuckDB's scan, and the Python work grows with the change.
@@ -251,6 +251,7 @@ def _changes(con: duckdb.DuckDBPyConnection, esp_fields: list[str], dtypes: list
     nulls = ", ".join(c for i, dtype in enumerate(dtypes) for c in value_columns(i, "NULL", dtype))
     verdicts = "".join(f", _c{i}, _p{i}" for i in range(n))
     fast = " AND ".join(f"coalesce(_c{i}, FALSE)" for i in range(n)) or "TRUE"
+    none = "".join(f", FALSE AS _c{i}, NULL::VARCHAR AS _p{i}" for i in range(n))  # departed: no field written
     con.execute(f"""CREATE OR REPLACE TEMP TABLE {OUT} AS
         SELECT key, customer_id, segment, NOT exists_ AS create_, CASE WHEN NOT exists_ THEN status END AS status,
                to_json(add_tags)::VARCHAR AS add_json, to_json(remove_tags)::VARCHAR AS remove_json,
@@ -259,7 +260,7 @@ def _changes(con: duckdb.DuckDBPyConnection, esp_fields: list[str], dtypes: list
         UNION ALL BY NAME
         SELECT key, coalesce(customer_id, '') AS customer_id, '' AS segment, FALSE AS create_,
                NULL::VARCHAR AS status, '[]' AS add_json, to_json(remove_tags)::VARCHAR AS remove_json,
-               FALSE AS fast{', ' + nulls if nulls else ''}{''.join(f", FALSE AS _c{i}, NULL::VARCHAR AS _p{i}" for i in range(n))}
+               FALSE AS fast{', ' + nulls if nulls else ''}{none}
         FROM (SELECT p.key, p.customer_id, list_filter(p.tags, lambda t: list_contains({_list(managed)}, t))
                   AS remove_tags
               FROM {PUSHED} p ANTI JOIN {DESIRED} d ON d._key = p.key)

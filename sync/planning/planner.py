@@ -171,5 +171,5 @@ def reconciled(last: dict[str, PushedState], actual: dict[str, set[str]], manage
     return out
 
 
-__all__ = ["ExtraTags", "PlannedDestination", "field_columns", "staged_rows", "needs_predictions", "plan_all", "plan_one", "reconciled",
-           "remote_unchecked", "selected_destinations"]
+__all__ = ["ExtraTags", "PlannedDestination", "field_columns", "staged_rows", "needs_predictions", "plan_all",
+           "plan_one", "reconciled", "remote_unchecked", "selected_destinations"]
