@@ -45,14 +45,14 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import format_table, human_bytes, parse_size, size_label  # noqa: E402
+from bench.common import format_table, parse_size, size_label  # noqa: E402
+from bench.sync_targets import TARGET_SIZE, check, summary  # noqa: E402
 
 SEGMENTS = {"Champions": "Champions", "Loyal": "Loyal", "Promising": "Promising", "At risk": "At risk",
             "Hibernating": "Hibernating"}
 FIELDS = {"Segment": "segment", "Rfm": "rfm", "Monetary": "monetary"}
 TAGS = {"Champions": "rfm-champion", "At risk": "rfm-at-risk"}  # Unisender: tags besides the lists
 SEGMENT_TABLE = "bench_segments"
-TARGET_RATIO, TARGET_CONSTANT = 1.05, 3
 
 
 # --------------------------------------------------------------------------- the synthetic customer base
@@ -194,10 +194,10 @@ class TimedLedger:
 
 # --------------------------------------------------------------------------- one destination
 def plan_once(cfg, dest, con, ledger, client):
-    from sync.planning.planner import plan_one
+    from sync.planning.planner import field_columns, plan_one
     from sync.planning.rows import stage_segments
 
-    rows = stage_segments(con, SEGMENT_TABLE)
+    rows = stage_segments(con, SEGMENT_TABLE, field_columns([dest]))  # as plan_all stages them
     return plan_one(cfg, dest, rows, ledger, client, None, full_refresh=False, reconcile=False).plan
 
 
@@ -302,67 +302,6 @@ def _clear_ledger(url: str, destination: str) -> None:
             ledger.forget(destination, keys)
     finally:
         ledger.close()
-
-
-# --------------------------------------------------------------------------- targets
-PLAN_TARGETS = {"full": 8.0, "moved": 4.0, "no change": 3.0}  # seconds at 1 M contacts
-RSS_TARGET = 1.5 * 1024 ** 3
-LEDGER_SHARE, IDEAL_SHARE = 0.10, 0.80
-TARGET_SIZE = 1_000_000
-
-
-def ideal(r: dict[str, Any], latency: float) -> float:
-    """Seconds the apply's calls take at ``latency`` each with the client's connections all busy."""
-    calls = r["calls"] + r["setup"]
-    return calls * latency / (r["connections"] or 1)
-
-
-def summary(rows: list[dict[str, Any]]) -> list[str]:
-    lines = []
-    for row in rows:
-        r, latency = row["_r"], row["_latency"]
-        where = f"{row['destination']} {row['run']}"
-        if row["run"].startswith("full"):
-            child = r["child"]
-            lines.append(f"{where}: full plan in a fresh process {child['plan_s']:.2f} s, peak RSS "
-                         f"{human_bytes(child['peak_rss'])} ({child['changes']} changes)")
-        if r["changes"]:
-            lines.append(f"{where}: ledger {r['ledger_s']:.2f} s of the {r['apply_s']:.1f} s apply "
-                         f"({r['ledger_s'] / r['apply_s']:.1%}; written off the calls' path, the apply waited "
-                         f"{r['ledger_wait_s']:.2f} s for it at the end; the writer thread's own CPU "
-                         f"{r['ledger_cpu_s']:.2f} s); rfmsync's process used "
-                         f"{r['apply_cpu_s']:.1f} CPU s")
-        if latency and r["changes"]:
-            best = ideal(r, latency)
-            lines.append(f"{where}: apply {r['changes'] / r['apply_s']:,.0f} contacts/s; ideal "
-                         f"{r['changes'] / best:,.0f} ({r['calls'] + r['setup']} calls × {latency * 1000:.0f} ms / "
-                         f"{r['connections']} connections = {best:.1f} s): {best / r['apply_s']:.0%} of ideal")
-    return lines
-
-
-def check(rows: list[dict[str, Any]]) -> list[str]:
-    """Targets missed, one line each (empty when all hold)."""
-    problems = []
-    for row in rows:
-        r, latency = row["_r"], row["_latency"]
-        where = f"{row['destination']} {row['run']}"
-        if r["failed"]:
-            problems.append(f"{where}: {r['failed']} failed operations")
-        if r["calls"] > TARGET_RATIO * r["minimum"] + TARGET_CONSTANT:
-            problems.append(f"{where}: {r['calls']} calls > {TARGET_RATIO} × {r['minimum']} + {TARGET_CONSTANT}")
-        if row["run"] == "no change" and (r["changes"] or r["calls"]):
-            problems.append(f"{where}: a rerun planned {r['changes']} changes and made {r['calls']} calls")
-        kind = next(k for k in PLAN_TARGETS if row["run"].startswith(k) or k in row["run"])
-        if row["_contacts"] >= TARGET_SIZE:
-            if r["plan_s"] > PLAN_TARGETS[kind]:
-                problems.append(f"{where}: plan {r['plan_s']:.2f} s > {PLAN_TARGETS[kind]:g} s")
-            if kind == "full" and r["child"]["peak_rss"] > RSS_TARGET:
-                problems.append(f"{where}: plan peak RSS {human_bytes(r['child']['peak_rss'])} > 1.50 GB")
-        if r["changes"] >= 10_000 and r["apply_s"] and r["ledger_s"] / r["apply_s"] > LEDGER_SHARE:
-            problems.append(f"{where}: ledger {r['ledger_s'] / r['apply_s']:.1%} of the apply > {LEDGER_SHARE:.0%}")
-        if latency and r["changes"] >= 10_000 and ideal(r, latency) / r["apply_s"] < IDEAL_SHARE:
-            problems.append(f"{where}: apply at {ideal(r, latency) / r['apply_s']:.0%} of ideal < {IDEAL_SHARE:.0%}")
-    return problems
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,7 +36,7 @@ class PushedState:
     exists: bool = True  # the ESP holds this contact (we created or saw it)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # a full plan holds a million of these: no per-object __dict__
 class ContactChange:
     key: str
     email: str

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from ..model import PushedState
+from .bulk import PAGE, STATE_COLUMNS, select_state_pg, select_state_sqlite
 from .db import LedgerDB, chunks
 from .schema import pushed_state, state_revisions
 
@@ -35,7 +36,7 @@ class StateReader(Protocol):
 
     def load_states(self, destination: str, keys: Iterable[str]) -> dict[str, PushedState]: ...
 
-    def state_table(self, destination: str) -> "pa.Table": ...
+    def state_table(self, destination: str, *, page: int = PAGE) -> "pa.Table": ...
 
     def state_revision(self, destination: str) -> int: ...
 
@@ -104,7 +105,7 @@ class PushedStates:
 
             table = self.state_table(destination)
             table = table.filter(pc.is_in(table.column("key"), value_set=pa.array(keys, pa.string())))
-            rows = zip(*(table.column(c).to_pylist() for c in _STATE_COLUMNS))
+            rows = zip(*(table.column(c).to_pylist() for c in STATE_COLUMNS))
         else:
             found: list[Any] = []
             with self._db.read() as conn:
@@ -114,14 +115,15 @@ class PushedStates:
             rows = iter(found)
         return _states(rows)
 
-    def state_table(self, destination: str) -> "pa.Table":
+    def state_table(self, destination: str, *, page: int = PAGE) -> "pa.Table":
         """Everything last pushed to ``destination`` in one bulk read, as an Arrow table (key, customer_id,
-        tags and fields as their stored JSON text, in_destination) for the columnar planner: SQLite in one
-        SELECT fetched in chunks, PostgreSQL through ``COPY ... TO STDOUT``."""
+        tags and fields as their stored JSON text, in_destination) for the columnar planner, with no Python object
+        per row (:mod:`sync.ledger.bulk`: pages of ``page`` keys, each concatenated by the database into one blob
+        that Arrow parses)."""
         with self._db.read() as conn:
             if conn.dialect.name == "postgresql":
-                return _copy_state_pg(conn, destination)
-            return _select_state(conn, destination)
+                return select_state_pg(conn, destination, page)
+            return select_state_sqlite(conn, destination, page)
 
     def load_state_of(self, destination: str, keys: Iterable[str] = (), customer_ids: Iterable[str] = ()
                       ) -> dict[str, PushedState]:
@@ -216,56 +218,6 @@ class PushedStates:
         conn.execute(ins.on_conflict_do_update(
             index_elements=[state_revisions.c.destination],
             set_={"revision": state_revisions.c.revision + 1}))
-
-
-_STATE_COLUMNS = ("key", "customer_id", "tags", "fields", "in_destination")
-
-
-def _state_schema() -> "pa.Schema":
-    import pyarrow as pa
-
-    return pa.schema([("key", pa.string()), ("customer_id", pa.string()), ("tags", pa.string()),
-                      ("fields", pa.string()), ("in_destination", pa.bool_())])
-
-
-def _select_state(conn: Connection, destination: str) -> "pa.Table":
-    import pyarrow as pa
-
-    schema = _state_schema()
-    cursor = conn.connection.driver_connection.cursor()  # the DBAPI cursor: no per-row result processing
-    cursor.execute(f"SELECT {', '.join(_STATE_COLUMNS)} FROM pushed_state WHERE destination = ?", (destination,))
-    batches = []
-    while rows := cursor.fetchmany(100_000):
-        columns = list(zip(*rows))
-        arrays = [pa.array(col, type=f.type) for col, f in zip(columns[:4], schema)]
-        arrays.append(pa.array(columns[4]).cast(pa.bool_()))  # SQLite stores booleans as 0/1
-        batches.append(pa.record_batch(arrays, schema=schema))
-    return pa.Table.from_batches(batches, schema=schema)
-
-
-def _copy_state_pg(conn: Connection, destination: str) -> "pa.Table":
-    import io
-
-    import pyarrow as pa
-    from pyarrow import csv
-
-    raw = conn.connection.driver_connection
-    buf = io.BytesIO()
-    with raw.cursor() as cur, cur.copy(
-            f"COPY (SELECT {', '.join(_STATE_COLUMNS)} FROM pushed_state WHERE destination = %s) "
-            "TO STDOUT (FORMAT csv)", (destination,)) as copy:
-        for block in copy:
-            buf.write(block)
-    schema = _state_schema()
-    if not buf.tell():
-        return schema.empty_table()
-    buf.seek(0)
-    return csv.read_csv(buf, read_options=csv.ReadOptions(column_names=list(_STATE_COLUMNS)),
-                        parse_options=csv.ParseOptions(newlines_in_values=True),
-                        convert_options=csv.ConvertOptions(
-                            column_types=dict(zip(schema.names, schema.types)), null_values=[""],
-                            strings_can_be_null=True, quoted_strings_can_be_null=False,
-                            true_values=["t"], false_values=["f"])).cast(pa.schema(schema))
 
 
 # Bulk paths: pushed_at is the one typed value and the same on every row, so it is

@@ -7,11 +7,11 @@ the reference the property tests compare against), computed over whole columns:
    (and any extra desired ``(customer_id, tag)`` rows, e.g. transition tags);
 2. they are joined to the pushed state (:func:`stage_pushed`: the ledger's rows, read in bulk) on the key;
    SQL decides who exists, who is created with which status, who is skipped for want of consent, the tags to
-   add and remove, whether any field may have changed, and who left the customer base;
-3. only those candidates come back to Python, which builds their :class:`~sync.model.ContactChange` with the
-   exact field rules (values normalised by ``normalise_value``, compared as JSON). SQL only needs to be sure
-   when it says "unchanged": a field it cannot compare (any type besides text, numbers, booleans, dates) makes
-   the contact a candidate and Python decides.
+   add and remove, each field's verdict (written, unchanged, or not sure: SQL is exact both ways only for
+   text, booleans and integers; for other types it is sure only of "unchanged"), and who left the customer base;
+3. only the contacts that change come back to Python, built from whole columns (:mod:`.changeset`), which
+   compares the "not sure" fields with the exact rules (values normalised by ``normalise_value``, compared
+   as JSON).
 
 So a run where nothing moved reads the ledger, joins and returns nothing: its time grows with the audience
 only through DuckDB's scan, and the Python work grows with the change.
@@ -29,14 +29,16 @@ from connectors.normalize import ident, lit
 from ..config import DestinationConfig
 from ..guards import PlanStats, plan_stats
 from ..model import ContactChange, PushedState, Skip
-from .plan import NO_CONSENT_SKIP, Plan, all_managed, consent_warning, managed_tags, normalise_value, same_value
+from .plan import NO_CONSENT_SKIP, Plan, all_managed, consent_warning, managed_tags
 from .plan import status_for_new
+from .changeset import OUT, build_changes, value_columns
 from .rows import DESIRED, INVALID, CustomerRows
+from .values import column_of
 
 LEDGER, PUSHED = "_plan_ledger", "_plan_pushed"
+CONSENT = "coalesce(NULLIF(CAST(d.marketing_consent AS VARCHAR), ''), 'unknown')"
 _INTS = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
          "UHUGEINT"}
-_FETCH = 50_000
 
 
 def stage_pushed(con: duckdb.DuckDBPyConnection, state: Any) -> None:
@@ -94,8 +96,9 @@ def plan_columnar(rows: CustomerRows, dest: DestinationConfig, *, revision: int 
         f"SELECT email, customer_id, segment FROM {INVALID} ORDER BY _rn").fetchall()]
     skips += [Skip(key, cid, seg, NO_CONSENT_SKIP) for key, cid, seg in con.execute(
         "SELECT key, customer_id, segment FROM _plan_diff WHERE skip ORDER BY rn").fetchall()]
-    consents = {c for (c,) in con.execute("SELECT DISTINCT consent FROM _plan_diff").fetchall()}
-    changes = _changes(con, [esp for esp, _ in fields], managed, full_refresh)
+    consents = {c for (c,) in con.execute(f"SELECT DISTINCT {CONSENT} FROM {DESIRED} d").fetchall()}
+    dtypes = [(rows.columns.get(column_of(value)) or "NULL").upper() for _, value in fields]
+    changes = _changes(con, [esp for esp, _ in fields], dtypes, managed)
     creates = sum(c.create for c in changes)
     warning = consent_warning(dest, consents, creates)
     return Plan(destination=dest.name, type=dest.type, changes=tuple(changes), skipped=tuple(skips),
@@ -146,8 +149,6 @@ def _stage_existing(con: duckdb.DuckDBPyConnection, existing: Mapping[str, str] 
 
 def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str], have_existing: bool,
               full_refresh: bool, extra_tags: str | None) -> str:
-    from .values import column_of
-
     tags_for = managed_tags(dest)
     seg_tags = "CASE segment " + " ".join(f"WHEN {lit(seg)} THEN {_list(sorted(set(t)))}"
                                           for seg, t in tags_for.items()) + " ELSE []::VARCHAR[] END" \
@@ -157,17 +158,26 @@ def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str
         extra_join = (f" LEFT JOIN (SELECT CAST(customer_id AS VARCHAR) AS customer_id, list(DISTINCT tag) AS xtags"
                       f" FROM ({extra_tags}) GROUP BY ALL) x ON x.customer_id = CAST(d.customer_id AS VARCHAR)")
         extra_sel = ", coalesce(x.xtags, []::VARCHAR[])"
-    tags_expr = f"list_sort(list_distinct(list_concat({seg_tags}{extra_sel})))"
-    field_cols, same = [], []
+    # the segment's tags are literal lists already sorted and distinct: list work only with extra tags
+    tags_expr = f"list_sort(list_distinct(list_concat({seg_tags}{extra_sel})))" if extra_sel else seg_tags
+    field_cols, verdicts = [], []
+    exact = {"VARCHAR", "BOOLEAN", "NULL"} | _INTS  # where SQL's "not the same" is as sure as its "the same"
     for i, (esp, value) in enumerate(dest.fields.items()):
         col = column_of(value)
         dtype = rows.columns.get(col)
         expr = f"d.{ident(col)}" if dtype is not None else "NULL"
         field_cols.append(f"{expr} AS _f{i}")
-        same.append(_same_sql(f"_f{i}", (dtype or "NULL").upper(), f"_pv[{i + 1}]"))
+        same = _same_sql(f"_f{i}", (dtype or "NULL").upper(), f"_pv[{i + 1}]")
+        verdicts.append("TRUE" if full_refresh else
+                        f"CASE WHEN NOT has_prev OR _pv[{i + 1}] IS NULL THEN TRUE WHEN {same} THEN FALSE "
+                        f"{'ELSE TRUE ' if (dtype or 'NULL').upper() in exact else ''}END AS _c{i}")
     paths = _list("/" + esp.replace("~", "~0").replace("/", "~1") for esp in dest.fields)
-    fields_same = "TRUE" if not same else ("FALSE" if full_refresh else
-                                          f"(has_prev AND {' AND '.join(same)})")
+    verdict_cols = "".join(f", {v}" if v != "TRUE" else f", TRUE AS _c{i}" for i, v in enumerate(verdicts))
+    fields_same = " AND ".join(f"_c{i} IS FALSE" for i in range(len(verdicts))) or "TRUE"
+    # only the contacts that change or are skipped stay, with what building their changes needs: the fields'
+    # values, verdicts and (where SQL was unsure) the pushed JSON value
+    out_cols = "".join(f", _f{i}, _c{i}, CASE WHEN _c{i} IS NULL THEN CAST(_pv[{i + 1}] AS VARCHAR) END AS _p{i}"
+                       for i in range(len(verdicts)))
     exists_join = " LEFT JOIN _plan_existing e ON e.key = d._key" if have_existing else ""
     in_existing = "e.key IS NOT NULL" if have_existing else "FALSE"
     exists = in_existing if (full_refresh and have_existing) else f"(coalesce(p.present, FALSE) OR {in_existing})"
@@ -179,7 +189,7 @@ def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str
     return f"""
         WITH j AS (
             SELECT d._key AS key, d._rn AS rn, CAST(d.customer_id AS VARCHAR) AS customer_id,
-                   coalesce(NULLIF(CAST(d.marketing_consent AS VARCHAR), ''), 'unknown') AS consent,
+                   {CONSENT} AS consent,
                    d.segment AS segment, {tags_expr} AS tags{', ' + cols if cols else ''},
                    p.key IS NOT NULL AS has_prev, p.fields AS prev_fields, p.customer_id AS prev_customer_id,
                    {exists} AS exists_,
@@ -187,17 +197,17 @@ def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str
                    CASE WHEN p.key IS NOT NULL AND json_valid(p.fields) THEN json_extract(p.fields, {paths}) END
                        AS _pv
             FROM {DESIRED} d LEFT JOIN {PUSHED} p ON p.key = d._key{exists_join}{extra_join}
-        ), k AS (
+        ), k0 AS (
             SELECT *, CASE WHEN exists_ THEN NULL ELSE {status} END AS status,
                    {add} AS add_tags,
-                   list_filter(prev_managed, lambda t: NOT list_contains(tags, t)) AS remove_tags,
-                   {fields_same} AS fields_same
+                   list_filter(prev_managed, lambda t: NOT list_contains(tags, t)) AS remove_tags{verdict_cols}
             FROM j
+        ), k AS (
+            SELECT *, {fields_same} AS fields_same, NOT exists_ AND status IS NULL AS skip FROM k0
         )
-        SELECT *, NOT exists_ AND status IS NULL AS skip,
-               NOT (NOT exists_ AND status IS NULL)
-               AND (NOT exists_ OR len(add_tags) > 0 OR len(remove_tags) > 0 OR NOT fields_same) AS candidate
-        FROM k"""
+        SELECT key, rn, customer_id, segment, exists_, status, add_tags, remove_tags, skip{out_cols}
+        FROM k
+        WHERE skip OR NOT exists_ OR len(add_tags) > 0 OR len(remove_tags) > 0 OR NOT fields_same"""
 
 
 def _opt(value: str | None) -> str:
@@ -233,51 +243,34 @@ def _same_sql(v: str, dtype: str, x: str) -> str:
 
 # --------------------------------------------------------------------------- back to Python
 
-def _changes(con: duckdb.DuckDBPyConnection, esp_fields: list[str], managed: Sequence[str],
-             full_refresh: bool) -> list[ContactChange]:
-    """The candidates (and the contacts that left) as ContactChanges, by key; equal small values shared."""
-    n = len(esp_fields)
-    field_cols = "".join(f", _f{i}" for i in range(n))
-    cur = con.execute(f"""
-        SELECT key, customer_id, segment, NOT exists_, status, add_tags, remove_tags, FALSE, prev_fields{field_cols}
-        FROM _plan_diff WHERE candidate
-        UNION ALL
-        SELECT key, coalesce(customer_id, ''), '', FALSE, NULL, []::VARCHAR[], remove_tags, TRUE, NULL{', NULL' * n}
+def _changes(con: duckdb.DuckDBPyConnection, esp_fields: list[str], dtypes: list[str], managed: Sequence[str]
+             ) -> list[ContactChange]:
+    """The candidates (and the contacts that left) as ContactChanges, by key (:mod:`.changeset`)."""
+    n = len(dtypes)
+    values = ", ".join(c for i, dtype in enumerate(dtypes) for c in value_columns(i, f"_f{i}", dtype))
+    nulls = ", ".join(c for i, dtype in enumerate(dtypes) for c in value_columns(i, "NULL", dtype))
+    verdicts = "".join(f", _c{i}, _p{i}" for i in range(n))
+    fast = " AND ".join(f"coalesce(_c{i}, FALSE)" for i in range(n)) or "TRUE"
+    none = "".join(f", FALSE AS _c{i}, NULL::VARCHAR AS _p{i}" for i in range(n))  # departed: no field written
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE {OUT} AS
+        SELECT key, customer_id, segment, NOT exists_ AS create_, CASE WHEN NOT exists_ THEN status END AS status,
+               to_json(add_tags)::VARCHAR AS add_json, to_json(remove_tags)::VARCHAR AS remove_json,
+               {fast} AS fast{', ' + values if values else ''}{verdicts}
+        FROM _plan_diff WHERE NOT skip
+        UNION ALL BY NAME
+        SELECT key, coalesce(customer_id, '') AS customer_id, '' AS segment, FALSE AS create_,
+               NULL::VARCHAR AS status, '[]' AS add_json, to_json(remove_tags)::VARCHAR AS remove_json,
+               FALSE AS fast{', ' + nulls if nulls else ''}{none}
         FROM (SELECT p.key, p.customer_id, list_filter(p.tags, lambda t: list_contains({_list(managed)}, t))
                   AS remove_tags
-              FROM {PUSHED} p ANTI JOIN _plan_diff d ON d.key = p.key)
+              FROM {PUSHED} p ANTI JOIN {DESIRED} d ON d._key = p.key)
         WHERE len(remove_tags) > 0
         ORDER BY key""")
-    shared: dict[Any, Any] = {}
-    tag_sets: dict[tuple[str, ...], frozenset[str]] = {}
-
-    def tags(values: list[str]) -> frozenset[str]:
-        key = tuple(values)
-        found = tag_sets.get(key)
-        if found is None:
-            found = tag_sets[key] = frozenset(values)
-        return found
-
-    out: list[ContactChange] = []
-    while batch := cur.fetchmany(_FETCH):
-        for key, cid, segment, create, status, add, remove, departed, prev_json, *raw in batch:
-            if departed:  # left the customer base: our managed tags come off, nothing else
-                out.append(ContactChange(key=key, email=key, customer_id=cid, segment="", create=False,
-                                         status_if_new=None, remove_tags=tags(remove)))
-                continue
-            segment = shared.setdefault(segment, segment)
-            prev = {} if (full_refresh or prev_json is None) else json.loads(prev_json)
-            set_fields = {}
-            for esp, value in zip(esp_fields, raw):
-                value = normalise_value(value)
-                if esp not in prev or not same_value(prev[esp], value):
-                    set_fields[esp] = shared.setdefault(value, value) if type(value) is str else value
-            if not (create or add or remove or set_fields):
-                continue  # SQL was unsure of a field; it had not changed
-            out.append(ContactChange(key=key, email=key, customer_id=cid, segment=segment, create=create,
-                                     status_if_new=status if create else None, add_tags=tags(add),
-                                     remove_tags=tags(remove), set_fields=set_fields))
-    return out
+    con.execute("DROP TABLE _plan_diff")
+    try:
+        return build_changes(con, esp_fields, dtypes)
+    finally:
+        con.execute(f"DROP TABLE {OUT}")
 
 
 __all__ = ["columnar_plan_stats", "plan_columnar", "reconcile_pushed", "stage_pushed"]

@@ -20,7 +20,7 @@ from .columnar import columnar_plan_stats, plan_columnar, reconcile_pushed, stag
 from .plan import Plan, all_managed, check_fields
 from .rows import CustomerRows, stage_dicts, stage_segments
 from .transitions import moves_sql, transition_tags_sql
-from .values import PREDICTIVE_VALUES
+from .values import PREDICTIVE_VALUES, column_of
 
 if TYPE_CHECKING:
     from ..ledger import Ledger
@@ -32,9 +32,16 @@ if TYPE_CHECKING:
 ExtraTags = Callable[[DestinationConfig], "str | None"]
 
 
-def staged_rows(run: "SegmentsRun") -> CustomerRows:
-    """The rows destinations are planned from, staged in the run's DuckDB (see :mod:`sync.planning.rows`)."""
-    return stage_segments(run.con, run.result.table)
+def staged_rows(run: "SegmentsRun", destinations: Iterable[DestinationConfig] | None = None) -> CustomerRows:
+    """The rows destinations are planned from, staged in a private DuckDB (see :mod:`sync.planning.rows`):
+    only the columns the ``destinations``' fields read (every column when None)."""
+    columns = None if destinations is None else field_columns(destinations)
+    return stage_segments(run.con, run.result.table, columns)
+
+
+def field_columns(destinations: Iterable[DestinationConfig]) -> list[str]:
+    """The segments-table columns the destinations' mapped fields read."""
+    return sorted({column_of(v) for d in destinations for v in d.fields.values()})
 
 
 def selected_destinations(cfg: Config, names: Iterable[str] | None) -> list[DestinationConfig]:
@@ -68,11 +75,12 @@ def plan_all(cfg: Config, run: "SegmentsRun", ledger: "Ledger", settings: "Setti
 
     ``extra_tags(dest)``: a query of extra desired ``(customer_id, tag)`` rows for a destination (tags besides
     the mapped segment's, e.g. transition tags; they must be among ``all_managed(dest)``)."""
-    rows = staged_rows(run)
+    dests = selected_destinations(cfg, destinations)
+    rows = staged_rows(run, dests)
     if extra_tags is None:
         extra_tags = transition_extra(run, rows)
     out = []
-    for dest in selected_destinations(cfg, destinations):
+    for dest in dests:
         check_fields(dest)
         client = make_destination(dest, settings, required=require_remote) if remote else None
         unchecked = remote_unchecked(client, require_remote)
@@ -163,5 +171,5 @@ def reconciled(last: dict[str, PushedState], actual: dict[str, set[str]], manage
     return out
 
 
-__all__ = ["ExtraTags", "PlannedDestination", "staged_rows", "needs_predictions", "plan_all", "plan_one", "reconciled",
-           "remote_unchecked", "selected_destinations"]
+__all__ = ["ExtraTags", "PlannedDestination", "field_columns", "staged_rows", "needs_predictions", "plan_all",
+           "plan_one", "reconciled", "remote_unchecked", "selected_destinations"]
