@@ -2,9 +2,10 @@
 
 :func:`segmentation.predictive.predict_customers` refits BG/NBD on the orders up to ``calibration_end`` (=
 ``as_of`` − ``holdout_days``) and compares the purchase days it predicts in the window after with the actual ones.
-Both come from one GROUP BY over the run's purchase-day table (:mod:`segmentation.purchase_days`): per customer
-with a purchase day up to ``calibration_end``, the BTYD summary as of that day and the purchase days after it;
-then, in the same query, per distinct (summary, days after) and how many customers share it. The model is
+Both come from the one pass per customer over the run's purchase-day table that also gives the lifecycle fields
+(:func:`segmentation.lifecycle.create_lifecycle_table` with ``calibration_end``): per customer with a purchase day
+up to ``calibration_end``, the BTYD summary as of that day and the purchase days after it. Here they are counted
+per distinct (summary, days after). The model is
 evaluated once per distinct summary, and every total is a weighted sum: the check's totals and correlation, and
 the customers grouped by their calibration repeat purchases (the report's holdout chart, which used to redo the
 summary and the expectation itself).
@@ -13,7 +14,6 @@ summary and the expectation itself).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
 from typing import Any
 
 import duckdb
@@ -21,18 +21,14 @@ import numpy as np
 
 from .btyd import SummaryCounts, TimeUnit
 from .btyd_models import distinct_triples
-from .purchase_days import PurchaseDays
 
 #: calibration repeat purchases of the holdout groups: 0, 1, … and the last one open (6+)
 HOLDOUT_GROUPS = 6
 
 CALIBRATION_SQL = """
-    SELECT x, recency_days, t_days, later, count(*) AS customers
-    FROM (SELECT count(*) FILTER (WHERE day <= $cal_end) - 1                       AS x,
-                 max(day) FILTER (WHERE day <= $cal_end) - min(day)              AS recency_days,
-                 $cal_end::DATE - min(day)                                       AS t_days,
-                 count(*) FILTER (WHERE day > $cal_end)                          AS later
-          FROM {days} GROUP BY customer_id HAVING min(day) <= $cal_end)
+    SELECT cal_x AS x, cal_recency_days AS recency_days, cal_t_days AS t_days, cal_later AS later,
+           count(*) AS customers
+    FROM customer_lifecycle WHERE cal_t_days >= 0
     GROUP BY ALL ORDER BY ALL
 """
 
@@ -48,9 +44,9 @@ class Calibration:
     customers: np.ndarray
 
 
-def calibration(con: duckdb.DuckDBPyConnection, days: PurchaseDays, cal_end: date,
-                time_unit: TimeUnit) -> Calibration:
-    got = con.execute(CALIBRATION_SQL.format(days=days.table), {"cal_end": cal_end}).fetchnumpy()
+def calibration(con: duckdb.DuckDBPyConnection, time_unit: TimeUnit) -> Calibration:
+    """The calibration rows of ``customer_lifecycle`` (created with a ``calibration_end``)."""
+    got = con.execute(CALIBRATION_SQL).fetchnumpy()
     n = got["customers"].astype(np.float64)
     ux, urec, ut, row = distinct_triples(got["x"].astype(np.int64), got["recency_days"].astype(np.int64),
                                          got["t_days"].astype(np.int64))

@@ -32,6 +32,15 @@ import duckdb
 
 from .purchase_days import PurchaseDays, purchase_days_for
 
+#: the holdout check's per-customer numbers (:mod:`segmentation.holdout`), when asked for: the BTYD summary as of
+#: $cal_end (cal_t_days < 0: no purchase day by then) and the purchase days after it
+CALIBRATION_SQL = """,
+               count(*) FILTER (WHERE day <= $cal_end) - 1       AS cal_x,
+               max(day) FILTER (WHERE day <= $cal_end) - min(day) AS cal_recency_days,
+               $cal_end::DATE - min(day)                          AS cal_t_days,
+               count(*) FILTER (WHERE day > $cal_end)             AS cal_later"""
+CALIBRATION_COLUMNS = ", d.cal_x, d.cal_recency_days, d.cal_t_days, d.cal_later"
+
 # From the run's purchase-day table ({days}, days up to $as_of); single orders only for the line items.
 LIFECYCLE_SQL = """
     CREATE OR REPLACE TEMP TABLE customer_lifecycle AS
@@ -41,7 +50,7 @@ LIFECYCLE_SQL = """
                CAST(sum(orders) AS BIGINT) AS orders, sum(discounted) / sum(orders) AS discount_share,
                CASE WHEN count(*) > 1
                     THEN CAST((sum(day_amount) - arg_min(day_amount, day)) / (count(*) - 1) AS DOUBLE)
-                    ELSE 0.0 END AS monetary
+                    ELSE 0.0 END AS monetary{calibration}
         FROM {days} WHERE day <= $as_of GROUP BY customer_id
     ),
     items AS (
@@ -69,7 +78,7 @@ LIFECYCLE_SQL = """
            END AS avg_days_between_orders,
            CAST(d.discount_share AS DOUBLE) AS discount_share,
            (d.orders >= 2 AND d.discount_share >= $threshold) AS discount_hunter,
-           cat.category AS favourite_category, brand.brand AS favourite_brand, d.monetary
+           cat.category AS favourite_category, brand.brand AS favourite_brand, d.monetary{calibration_columns}
     FROM per_day d
     LEFT JOIN cat ON cat.customer_id = d.customer_id AND cat.rank = 1
     LEFT JOIN brand ON brand.customer_id = d.customer_id AND brand.rank = 1
@@ -120,13 +129,20 @@ AOV_SQL = ("(1 - $gg_p * CAST(m.x AS DOUBLE) / ($gg_p * CAST(m.x AS DOUBLE) + $g
 
 
 def create_lifecycle_table(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str = "UTC",
-                           discount_hunter_threshold: float = 0.5, days: PurchaseDays | None = None) -> int:
+                           discount_hunter_threshold: float = 0.5, days: PurchaseDays | None = None, *,
+                           calibration_end: date | None = None) -> int:
     """Create TEMP table ``customer_lifecycle`` (one row per customer with a completed order).
 
-    ``days``: the run's purchase-day table, if built (it must cover ``as_of``); else one is built here."""
+    ``days``: the run's purchase-day table, if built (it must cover ``as_of``); else one is built here.
+    ``calibration_end``: also count, in the same pass, the holdout check's calibration summary as of that day and
+    the purchase days after it (``cal_x, cal_recency_days, cal_t_days, cal_later``)."""
     days = purchase_days_for(con, as_of, timezone, days)
-    sql = LIFECYCLE_SQL.format(days=days.table, orders=days.orders, day=days.day_sql)
-    con.execute(sql, {"as_of": as_of, "threshold": discount_hunter_threshold})
+    cal = calibration_end is not None
+    sql = LIFECYCLE_SQL.format(days=days.table, orders=days.orders, day=days.day_sql,
+                               calibration=CALIBRATION_SQL if cal else "",
+                               calibration_columns=CALIBRATION_COLUMNS if cal else "")
+    params = {"as_of": as_of, "threshold": discount_hunter_threshold} | ({"cal_end": calibration_end} if cal else {})
+    con.execute(sql, params)
     return con.execute("SELECT count(*) FROM customer_lifecycle").fetchall()[0][0]
 
 

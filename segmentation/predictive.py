@@ -207,15 +207,15 @@ def _model_table(s: SummaryCounts, cfg: PredictConfig, bg: BgNbdParams | None,
     return pa.table(keys | model), int(s.weights[:rows][bad].sum())
 
 
-def _holdout(con: duckdb.DuckDBPyConnection, days: PurchaseDays, cfg: PredictConfig
+def _holdout(con: duckdb.DuckDBPyConnection, cal_end: date | None, cfg: PredictConfig
              ) -> tuple[dict[str, Any], tuple[dict[str, Any], ...]]:
-    """Refit on orders up to as_of − holdout_days; compare predicted with actual purchase days after. Also the
-    customers grouped by their calibration repeat purchases (:func:`segmentation.holdout.compare`)."""
-    if cfg.holdout_days == 0:
+    """Refit on orders up to as_of − holdout_days (``cal_end``: customer_lifecycle has the calibration columns);
+    compare predicted with actual purchase days after. Also the customers grouped by their calibration repeat
+    purchases (:func:`segmentation.holdout.compare`)."""
+    if cal_end is None:
         return {"reason": "disabled (holdout_days = 0)"}, ()
-    cal_end = days.as_of - timedelta(days=cfg.holdout_days)
     out: dict[str, Any] = {"calibration_end": cal_end.isoformat(), "holdout_days": cfg.holdout_days}
-    cal = holdout.calibration(con, days, cal_end, cfg.time_unit)
+    cal = holdout.calibration(con, cfg.time_unit)
     bg, reason = _fit_bgnbd_guarded(cal.summary, cfg)
     if bg is None:
         return out | {"reason": f"calibration period: {reason}"}, ()
@@ -238,11 +238,12 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
     """
     check_timezone(timezone)
     days = build_purchase_days(con, as_of, timezone)  # once per run: every step below reads this table
-    # the lifecycle fields and the BTYD summary in one pass over it (customer_lifecycle has both)
-    create_lifecycle_table(con, as_of, timezone, cfg.discount_hunter_threshold, days=days)
-    hold, hold_groups = _holdout(con, days, cfg)
+    # the lifecycle fields, the BTYD summary and the holdout's calibration summary: one pass over it
+    cal_end = as_of - timedelta(days=cfg.holdout_days) if cfg.holdout_days else None
+    create_lifecycle_table(con, as_of, timezone, cfg.discount_hunter_threshold, days=days, calibration_end=cal_end)
     if not keep_days:  # the table is done with: free its memory before the fits and what follows
         con.execute(f"DROP TABLE {days.table}")
+    hold, hold_groups = _holdout(con, cal_end, cfg)
     s = _summary(con, as_of, cfg.time_unit)
     reasons = []
     bg, bg_why = _fit_bgnbd_guarded(s, cfg)

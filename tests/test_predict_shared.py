@@ -136,8 +136,9 @@ def _assert_same_steps(con: duckdb.DuckDBPyConnection, as_of: date, tz: str, hol
     later = con.execute(f"SELECT customer_id, count(*) FROM {days.table} WHERE day > ? GROUP BY 1 ORDER BY 1",
                         [cal_end]).fetchall()
     assert later == _old(con, OLD_LATER_DAYS, as_of=as_of, tz=tz, start=cal_end)
-    create_lifecycle_table(con, as_of, tz, 0.5, days=days)
-    lifecycle = "SELECT * EXCLUDE (monetary) FROM customer_lifecycle ORDER BY customer_id"
+    create_lifecycle_table(con, as_of, tz, 0.5, days=days, calibration_end=cal_end)
+    lifecycle = ("SELECT * EXCLUDE (monetary, cal_x, cal_recency_days, cal_t_days, cal_later) "
+                 "FROM customer_lifecycle ORDER BY customer_id")
     assert con.execute(lifecycle).fetchall() == _old(con, OLD_LIFECYCLE, as_of=as_of, tz=tz, threshold=0.5)
     # the predictions read the summary from customer_lifecycle (its distinct rows) and the holdout from one
     # pass over the table: the same as the old summaries, as of as_of and as of the calibration end
@@ -146,7 +147,7 @@ def _assert_same_steps(con: duckdb.DuckDBPyConnection, as_of: date, tz: str, hol
     np.testing.assert_allclose([m for (m,) in monetary], [r[4] for r in old], rtol=1e-12)
     s = P._summary(con, as_of, "days")
     assert _counted(s, np.zeros(len(s))) == Counter((r[1], r[2], r[3], 0) for r in old)
-    cal = holdout.calibration(con, days, cal_end, "days")
+    cal = holdout.calibration(con, "days")
     later = dict(_old(con, OLD_LATER_DAYS, as_of=as_of, tz=tz, start=cal_end))
     assert _counted(cal.summary, cal.later, cal.row, cal.customers) == Counter(
         (r[1], r[2], r[3], later.get(r[0], 0)) for r in _old(con, OLD_SUMMARY, as_of=cal_end, tz=tz))
