@@ -27,7 +27,7 @@ from .btyd_models import (DAYS_PER_MONTH, BgNbdParams, FitError, GammaGammaParam
 from .fitnotes import Unfitted
 from .lifecycle import create_lifecycle_table, create_predictions_table
 from .localtime import check_timezone
-from .purchase_days import PurchaseDays, build_purchase_days
+from .purchase_days import PurchaseDays, build_purchase_days, purchase_days_query
 
 logger = logging.getLogger(__name__)
 
@@ -234,15 +234,14 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
     One row per customer with a completed order on or before the local day ``as_of``.
     Model fields stay NULL, with ``PredictReport.reason`` saying why, on thin data.
     ``keep_days``: keep the run's purchase-day table (``PredictReport.purchase_days``) for the falling-asleep
-    boundary; False drops it at the end, which frees its memory (a tenth of the orders' rows) for what follows.
+    boundary; False never writes it (the one pass reads it as a subquery): less time, and no memory held.
     """
     check_timezone(timezone)
-    days = build_purchase_days(con, as_of, timezone)  # once per run: every step below reads this table
-    # the lifecycle fields, the BTYD summary and the holdout's calibration summary: one pass over it
+    # once per run: the lifecycle fields, the BTYD summary and the holdout's calibration summary come from one
+    # pass over the purchase days; only the boundary reads them again, so without it they are not materialized
+    days = build_purchase_days(con, as_of, timezone) if keep_days else purchase_days_query(con, as_of, timezone)
     cal_end = as_of - timedelta(days=cfg.holdout_days) if cfg.holdout_days else None
     create_lifecycle_table(con, as_of, timezone, cfg.discount_hunter_threshold, days=days, calibration_end=cal_end)
-    if not keep_days:  # the table is done with: free its memory before the fits and what follows
-        con.execute(f"DROP TABLE {days.table}")
     hold, hold_groups = _holdout(con, cal_end, cfg)
     s = _summary(con, as_of, cfg.time_unit)
     reasons = []

@@ -26,7 +26,7 @@ from segmentation import predictive as P
 from segmentation.boundary import _spells
 from segmentation.btyd import btyd_summary, simulate_bgnbd
 from segmentation.lifecycle import create_lifecycle_table
-from segmentation.purchase_days import build_purchase_days
+from segmentation.purchase_days import build_purchase_days, purchase_days_query
 
 ICU_DAY = "CAST((ordered_at AT TIME ZONE $tz) AS DATE)"
 
@@ -140,6 +140,10 @@ def _assert_same_steps(con: duckdb.DuckDBPyConnection, as_of: date, tz: str, hol
     lifecycle = ("SELECT * EXCLUDE (monetary, cal_x, cal_recency_days, cal_t_days, cal_later) "
                  "FROM customer_lifecycle ORDER BY customer_id")
     assert con.execute(lifecycle).fetchall() == _old(con, OLD_LIFECYCLE, as_of=as_of, tz=tz, threshold=0.5)
+    # `segments --customers` reads the same rows as a subquery, never written as a table: the same lifecycle
+    whole = con.execute("SELECT * FROM customer_lifecycle ORDER BY customer_id").fetchall()
+    create_lifecycle_table(con, as_of, tz, 0.5, days=purchase_days_query(con, as_of, tz), calibration_end=cal_end)
+    assert con.execute("SELECT * FROM customer_lifecycle ORDER BY customer_id").fetchall() == whole
     # the predictions read the summary from customer_lifecycle (its distinct rows) and the holdout from one
     # pass over the table: the same as the old summaries, as of as_of and as of the calibration end
     old = _old(con, OLD_SUMMARY, as_of=as_of, tz=tz)
