@@ -5,10 +5,9 @@
 Both come from the one pass per customer over the run's purchase-day table that also gives the lifecycle fields
 (:func:`segmentation.lifecycle.create_lifecycle_table` with ``calibration_end``): per customer with a purchase day
 up to ``calibration_end``, the BTYD summary as of that day and the purchase days after it. Here they are counted
-per distinct (summary, days after). The model is
-evaluated once per distinct summary, and every total is a weighted sum: the check's totals and correlation, and
-the customers grouped by their calibration repeat purchases (the report's holdout chart, which used to redo the
-summary and the expectation itself).
+per distinct (summary, days after); the model is evaluated once per distinct summary, and every total is a
+weighted sum: the check's totals and correlation, and the customers grouped by their calibration repeat purchases
+(the report's holdout chart, which used to redo the summary and the expectation itself).
 """
 
 from __future__ import annotations

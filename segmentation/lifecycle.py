@@ -124,8 +124,8 @@ PREDICTIONS_SQL = """
 
 #: Gamma-Gamma E[mean spend | x, m̄] (note 025 eq. 5), written as :func:`segmentation.btyd_models.expected_aov`
 #: computes it, operation for operation, so that the doubles are the same
-AOV_SQL = ("(1 - $gg_p * CAST(m.x AS DOUBLE) / ($gg_p * CAST(m.x AS DOUBLE) + $gg_q - 1)) * ($gg_g * $gg_p / ($gg_q - 1))"
-           " + $gg_p * CAST(m.x AS DOUBLE) / ($gg_p * CAST(m.x AS DOUBLE) + $gg_q - 1) * l.monetary")
+_WEIGHT = "$gg_p * CAST(m.x AS DOUBLE) / ($gg_p * CAST(m.x AS DOUBLE) + $gg_q - 1)"
+AOV_SQL = f"(1 - {_WEIGHT}) * ($gg_g * $gg_p / ($gg_q - 1)) + {_WEIGHT} * l.monetary"
 
 
 def create_lifecycle_table(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str = "UTC",
