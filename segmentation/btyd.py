@@ -93,6 +93,49 @@ class Triples:
         return np.bincount(self.index, minlength=len(self.x)).astype(np.float64)
 
 
+@dataclass(frozen=True, eq=False)
+class SummaryCounts:
+    """The distinct (frequency, recency, T) rows of a BTYD summary, sorted, and how many customers share each.
+
+    The BG/NBD fit and its per-customer numbers depend on these alone; a large shop has far fewer distinct rows
+    than customers (every one-time buyer of a day shares one). Built in SQL (a GROUP BY over the per-customer
+    table), so no per-customer array leaves DuckDB."""
+
+    x: np.ndarray             # frequency (repeat purchase days), int64
+    recency_days: np.ndarray  # int64
+    t_days: np.ndarray        # int64
+    weights: np.ndarray       # customers per row, float64
+    time_unit: TimeUnit
+
+    @classmethod
+    def from_arrays(cls, x, recency_days, t_days, weights, time_unit: TimeUnit) -> SummaryCounts:
+        return cls(np.asarray(x, dtype=np.int64), np.asarray(recency_days, dtype=np.int64),
+                   np.asarray(t_days, dtype=np.int64), np.asarray(weights, dtype=np.float64), time_unit)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def t_x(self) -> np.ndarray:
+        return self.recency_days / DAYS_PER_UNIT[self.time_unit]
+
+    @property
+    def T(self) -> np.ndarray:
+        return self.t_days / DAYS_PER_UNIT[self.time_unit]
+
+    @property
+    def customers(self) -> int:
+        return int(self.weights.sum())
+
+    @property
+    def repeat_customers(self) -> int:
+        return int(self.weights[self.x > 0].sum())
+
+    @property
+    def history_days(self) -> int:
+        return int(self.t_days.max()) if len(self) else 0
+
+
 def btyd_summary(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str = "UTC",
                  time_unit: TimeUnit = "weeks", days: PurchaseDays | None = None) -> BtydSummary:
     """Summarise the canonical ``orders`` table as of the local day ``as_of`` (inclusive).

@@ -291,6 +291,8 @@ def clv(bg: BgNbdParams, aov: np.ndarray, x, t_x, T, horizon: float, month: floa
     """
     if horizon <= 0 or month <= 0:
         raise ValueError("horizon and month must be positive")
+    if monthly_discount_rate == 0:  # undiscounted, the steps' purchases add up to those of the whole horizon
+        return expected_purchases(bg, horizon, x, t_x, T) * np.asarray(aov, dtype=np.float64)
     n = int(np.ceil(horizon / month - 1e-9))
     ends = np.minimum(np.arange(1, n + 1) * month, horizon)
     total = np.zeros(np.shape(np.asarray(T, dtype=np.float64)))

@@ -10,7 +10,9 @@ As of a local day ``as_of`` (inclusive, in the shop's time zone), over completed
   (one discounted first order is a welcome coupon, not a habit);
 * ``favourite_category`` / ``favourite_brand``: the one with the most line-item spend
   (quantity × unit price, NULL quantity = 1, NULL price = 0) over completed orders; ties go
-  to the larger quantity, then the alphabetically first name; NULL without items.
+  to the larger quantity, then the alphabetically first name; NULL without items;
+* ``monetary``: the BTYD mean spend of the repeat purchase days (:mod:`segmentation.btyd`), computed in the same
+  pass so that the predictions read the summary from this table instead of grouping the days again.
 
 :func:`create_predictions_table` adds the next-order rule: ``next_order_date`` = last
 purchase day + the customer's own median gap (rounded to whole days) when they have ≥ 2
@@ -30,13 +32,25 @@ import duckdb
 
 from .purchase_days import PurchaseDays, purchase_days_for
 
+#: the holdout check's per-customer numbers (:mod:`segmentation.holdout`), when asked for: the BTYD summary as of
+#: $cal_end (cal_t_days < 0: no purchase day by then) and the purchase days after it
+CALIBRATION_SQL = """,
+               count(*) FILTER (WHERE day <= $cal_end) - 1       AS cal_x,
+               max(day) FILTER (WHERE day <= $cal_end) - min(day) AS cal_recency_days,
+               $cal_end::DATE - min(day)                          AS cal_t_days,
+               count(*) FILTER (WHERE day > $cal_end)             AS cal_later"""
+CALIBRATION_COLUMNS = ", d.cal_x, d.cal_recency_days, d.cal_t_days, d.cal_later"
+
 # From the run's purchase-day table ({days}, days up to $as_of); single orders only for the line items.
 LIFECYCLE_SQL = """
     CREATE OR REPLACE TEMP TABLE customer_lifecycle AS
     WITH per_day AS (
         SELECT customer_id, min(day) AS first_day, max(day) AS last_day, count(*) AS purchase_days,
                count(gap) AS gaps, median(gap) AS median_gap_days,
-               CAST(sum(orders) AS BIGINT) AS orders, sum(discounted) / sum(orders) AS discount_share
+               CAST(sum(orders) AS BIGINT) AS orders, sum(discounted) / sum(orders) AS discount_share,
+               CASE WHEN count(*) > 1
+                    THEN CAST((sum(day_amount) - arg_min(day_amount, day)) / (count(*) - 1) AS DOUBLE)
+                    ELSE 0.0 END AS monetary{calibration}
         FROM {days} WHERE day <= $as_of GROUP BY customer_id
     ),
     items AS (
@@ -64,18 +78,21 @@ LIFECYCLE_SQL = """
            END AS avg_days_between_orders,
            CAST(d.discount_share AS DOUBLE) AS discount_share,
            (d.orders >= 2 AND d.discount_share >= $threshold) AS discount_hunter,
-           cat.category AS favourite_category, brand.brand AS favourite_brand
+           cat.category AS favourite_category, brand.brand AS favourite_brand, d.monetary{calibration_columns}
     FROM per_day d
     LEFT JOIN cat ON cat.customer_id = d.customer_id AND cat.rank = 1
     LEFT JOIN brand ON brand.customer_id = d.customer_id AND brand.rank = 1
-    ORDER BY d.customer_id
 """
 
 PREDICTIONS_SQL = """
     CREATE OR REPLACE TEMP TABLE customer_predictions AS
     WITH model_next AS (
-        SELECT l.*, m.* EXCLUDE (customer_id), ceil(m.days_to_next_order) AS model_days
-        FROM customer_lifecycle l LEFT JOIN {model} m USING (customer_id)
+        SELECT l.*, m.p_alive, m.expected_purchases, m.churn_probability, m.clv_per_aov,
+               ceil(m.days_to_next_order) AS model_days,
+               CASE WHEN m.p_alive IS NOT NULL THEN {aov} END AS expected_aov
+        FROM customer_lifecycle l
+        LEFT JOIN {model} m ON m.x = l.purchase_days - 1 AND m.recency_days = l.last_day - l.first_day
+                               AND m.t_days = $as_of::DATE - l.first_day
     ),
     nxt AS (
         SELECT *,
@@ -92,8 +109,11 @@ PREDICTIONS_SQL = """
                END AS next_order_reason
         FROM model_next
     )
-    SELECT customer_id, p_alive, expected_purchases, churn_probability, churn_risk,
-           CAST(expected_aov AS DECIMAL(18, 2)) AS expected_aov, CAST(clv AS DECIMAL(18, 2)) AS clv,
+    SELECT customer_id, p_alive, expected_purchases, churn_probability,
+           CASE WHEN churn_probability < $low THEN 'low' WHEN churn_probability <= $high THEN 'medium'
+                WHEN churn_probability IS NOT NULL THEN 'high' END AS churn_risk,
+           CAST(expected_aov AS DECIMAL(18, 2)) AS expected_aov,
+           CAST(clv_per_aov * expected_aov AS DECIMAL(18, 2)) AS clv,
            CAST(next_order_date AS DATE) AS next_order_date,
            ($as_of::DATE >= next_order_date - CAST($remind AS INTEGER)) AS reorder_due,
            avg_days_between_orders, discount_share, discount_hunter, favourite_category, favourite_brand,
@@ -102,31 +122,54 @@ PREDICTIONS_SQL = """
     ORDER BY customer_id
 """
 
+#: Gamma-Gamma E[mean spend | x, m̄] (note 025 eq. 5), written as :func:`segmentation.btyd_models.expected_aov`
+#: computes it, operation for operation, so that the doubles are the same
+_WEIGHT = "$gg_p * CAST(m.x AS DOUBLE) / ($gg_p * CAST(m.x AS DOUBLE) + $gg_q - 1)"
+AOV_SQL = f"(1 - {_WEIGHT}) * ($gg_g * $gg_p / ($gg_q - 1)) + {_WEIGHT} * l.monetary"
+
 
 def create_lifecycle_table(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str = "UTC",
-                           discount_hunter_threshold: float = 0.5, days: PurchaseDays | None = None) -> int:
+                           discount_hunter_threshold: float = 0.5, days: PurchaseDays | None = None, *,
+                           calibration_end: date | None = None) -> int:
     """Create TEMP table ``customer_lifecycle`` (one row per customer with a completed order).
 
-    ``days``: the run's purchase-day table, if built (it must cover ``as_of``); else one is built here."""
+    ``days``: the run's purchase-day table, if built (it must cover ``as_of``); else one is built here.
+    ``calibration_end``: also count, in the same pass, the holdout check's calibration summary as of that day and
+    the purchase days after it (``cal_x, cal_recency_days, cal_t_days, cal_later``)."""
     days = purchase_days_for(con, as_of, timezone, days)
-    sql = LIFECYCLE_SQL.format(days=days.table, orders=days.orders, day=days.day_sql)
-    con.execute(sql, {"as_of": as_of, "threshold": discount_hunter_threshold})
+    cal = calibration_end is not None
+    sql = LIFECYCLE_SQL.format(days=days.table, orders=days.orders, day=days.day_sql,
+                               calibration=CALIBRATION_SQL if cal else "",
+                               calibration_columns=CALIBRATION_COLUMNS if cal else "")
+    params = {"as_of": as_of, "threshold": discount_hunter_threshold} | ({"cal_end": calibration_end} if cal else {})
+    con.execute(sql, params)
     return con.execute("SELECT count(*) FROM customer_lifecycle").fetchall()[0][0]
 
 
 def create_predictions_table(con: duckdb.DuckDBPyConnection, model: str, as_of: date,
-                             remind_days_before: int, horizon_days: int | None = None) -> int:
+                             remind_days_before: int, horizon_days: int | None = None, *,
+                             spend: tuple[float, float, float] | None = None,
+                             churn_risk_cut_points: tuple[float, float] = (0.33, 0.66)) -> int:
     """Create TEMP table ``customer_predictions`` from ``customer_lifecycle`` and a model relation.
+
+    ``model`` names a registered relation with one row per distinct BTYD summary ``x, recency_days, t_days``
+    (repeat purchase days, last − first purchase day, ``as_of`` − first purchase day) and the BG/NBD numbers
+    for it: ``p_alive, expected_purchases, churn_probability, days_to_next_order, clv_per_aov`` (NULLs allowed;
+    a summary without a row gets NULLs). Customers sharing a summary share these numbers, so they are computed
+    once per summary and joined here. ``spend``: the Gamma-Gamma ``(p, q, gamma)`` for ``expected_aov`` (and
+    ``clv`` = ``clv_per_aov`` × ``expected_aov``); None leaves both NULL. ``churn_risk`` buckets
+    ``churn_probability``: low < c1 ≤ medium ≤ c2 < high.
 
     ``horizon_days``: a model-based ``next_order_date`` further ahead is NULL (``next_order_reason`` =
     ``beyond_horizon``); None keeps every model date.
-
-    ``model`` names a registered relation with ``customer_id, p_alive, expected_purchases,
-    churn_probability, churn_risk, expected_aov, clv, days_to_next_order`` (NULLs allowed).
     """
     if not model.isidentifier():
         raise ValueError(f"model relation name must be an identifier, got {model!r}")
-    con.execute(PREDICTIONS_SQL.format(model=model), {"as_of": as_of, "remind": remind_days_before,
-                                                         "horizon": horizon_days if horizon_days is not None
-                                                         else 2**31 - 1})
+    sql = PREDICTIONS_SQL.format(model=model, aov=AOV_SQL if spend is not None else "NULL")
+    params = {"as_of": as_of, "remind": remind_days_before,
+              "horizon": horizon_days if horizon_days is not None else 2**31 - 1,
+              "low": churn_risk_cut_points[0], "high": churn_risk_cut_points[1]}
+    if spend is not None:
+        params |= dict(zip(("gg_p", "gg_q", "gg_g"), spend))
+    con.execute(sql, params)
     return con.execute("SELECT count(*) FROM customer_predictions").fetchall()[0][0]

@@ -17,18 +17,17 @@ from typing import Any, Literal, Mapping
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from . import fitnotes
-from .btyd import DAYS_PER_UNIT, BtydSummary, btyd_summary
-from .btyd_models import (DAYS_PER_MONTH, BgNbdParams, FitError, GammaGammaParams, churn_risk, clv, expected_aov,
-                          expected_purchases, fit_bgnbd, fit_gamma_gamma, p_alive, prob_no_purchase,
-                          time_to_likely_purchase)
+from . import holdout
+from .btyd import DAYS_PER_UNIT, SummaryCounts
+from .btyd_models import (DAYS_PER_MONTH, BgNbdParams, FitError, GammaGammaParams, clv, expected_purchases,
+                          fit_bgnbd, fit_gamma_gamma, p_alive, prob_no_purchase, time_to_likely_purchase)
 from .fitnotes import Unfitted
 from .lifecycle import create_lifecycle_table, create_predictions_table
 from .localtime import check_timezone
-from .purchase_days import PurchaseDays, build_purchase_days
+from .purchase_days import PurchaseDays, build_purchase_days, purchase_days_query
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +74,9 @@ class PredictReport:
     bgnbd: BgNbdParams | None = None
     gamma_gamma: GammaGammaParams | None = None
     holdout: Mapping[str, Any] = field(default_factory=dict)
+    #: the holdout's customers grouped by calibration repeat purchases (0 … 6+): customers, predicted and
+    #: actual purchase days in the window; for the report's chart (not part of the JSON)
+    holdout_groups: tuple[Mapping[str, Any], ...] = field(default=(), repr=False, compare=False)
     reason: str | None = None
     gamma_gamma_corr: float | None = None  # corr(frequency, mean spend); the model assumes ~0
     #: plain-language lines for the run's warnings: what was not fitted, why, and what to change
@@ -109,10 +111,10 @@ def _params_json(params: object | None, names: tuple[str, ...], **extra: Any) ->
     return out
 
 
-def _thin_data(s: BtydSummary, cfg: PredictConfig) -> Unfitted | None:
-    if len(s) < cfg.min_customers:
-        return fitnotes.too_few_customers(len(s), cfg.min_customers)
-    history = int(s.t_days.max())
+def _thin_data(s: SummaryCounts, cfg: PredictConfig) -> Unfitted | None:
+    if s.customers < cfg.min_customers:
+        return fitnotes.too_few_customers(s.customers, cfg.min_customers)
+    history = s.history_days
     if history < cfg.min_history_days:
         return fitnotes.short_history(history, cfg.min_history_days)
     if s.repeat_customers < cfg.min_repeat_customers:
@@ -120,13 +122,12 @@ def _thin_data(s: BtydSummary, cfg: PredictConfig) -> Unfitted | None:
     return None
 
 
-def _fit_bgnbd_guarded(s: BtydSummary, cfg: PredictConfig) -> tuple[BgNbdParams | None, Unfitted | None]:
+def _fit_bgnbd_guarded(s: SummaryCounts, cfg: PredictConfig) -> tuple[BgNbdParams | None, Unfitted | None]:
     reason = _thin_data(s, cfg)
     if reason:
         return None, reason
-    u = s.triples  # customers sharing (x, t_x, T) count once, weighted: the same likelihood, fewer terms
-    try:
-        return fit_bgnbd(u.x, u.t_x, u.T, weights=u.weights), None
+    try:  # customers sharing (x, t_x, T) count once, weighted: the same likelihood, fewer terms
+        return fit_bgnbd(s.x, s.t_x, s.T, weights=s.weights), None
     except FitError as exc:
         return None, fitnotes.from_fit_error(str(exc))
 
@@ -141,88 +142,89 @@ def _currencies(con: duckdb.DuckDBPyConnection, days: PurchaseDays) -> list[tupl
                        [days.as_of]).fetchall()
 
 
-def _fit_gamma_gamma_guarded(con: duckdb.DuckDBPyConnection, s: BtydSummary, cfg: PredictConfig,
-                             days: PurchaseDays) -> tuple[GammaGammaParams | None, Unfitted | None]:
+def _repeat_spend(con: duckdb.DuckDBPyConnection) -> tuple[np.ndarray, np.ndarray]:
+    """(frequency, mean repeat spend) of the repeat buyers with spend, from ``customer_lifecycle``; sorted by
+    value, so that the fit's sums do not depend on the order DuckDB's threads return the rows in."""
+    got = con.execute("SELECT purchase_days - 1 AS x, monetary FROM customer_lifecycle "
+                      "WHERE purchase_days > 1 AND monetary > 0 ORDER BY x, monetary").fetchnumpy()
+    return got["x"].astype(np.float64), got["monetary"].astype(np.float64)
+
+
+def _fit_gamma_gamma_guarded(con: duckdb.DuckDBPyConnection, cfg: PredictConfig, days: PurchaseDays,
+                             x: np.ndarray, m: np.ndarray) -> tuple[GammaGammaParams | None, Unfitted | None]:
     currencies = _currencies(con, days)
     if len(currencies) > 1:
         names = ", ".join(c[0] for c in currencies[:5])
         return None, fitnotes.several_currencies(len(currencies), names)
-    buyers = int(np.count_nonzero((s.frequency > 0) & (s.monetary > 0)))
-    if buyers < cfg.min_repeat_customers:
-        return None, fitnotes.few_repeat_buyers(buyers, cfg.min_repeat_customers, "repeat customers with spend")
+    if len(x) < cfg.min_repeat_customers:
+        return None, fitnotes.few_repeat_buyers(len(x), cfg.min_repeat_customers, "repeat customers with spend")
     try:
-        return fit_gamma_gamma(s.frequency, s.monetary), None
+        return fit_gamma_gamma(x, m), None
     except FitError as exc:
         return None, fitnotes.from_fit_error(str(exc))
 
 
+SUMMARY_SQL = """
+    SELECT purchase_days - 1 AS x, last_day - first_day AS recency_days, $as_of::DATE - first_day AS t_days,
+           count(*) AS customers
+    FROM customer_lifecycle GROUP BY ALL ORDER BY ALL
+"""
 
-def _model_table(s: BtydSummary, cfg: PredictConfig, bg: BgNbdParams | None,
+MODEL_COLUMNS = ("p_alive", "expected_purchases", "churn_probability", "days_to_next_order", "clv_per_aov")
+
+
+def _summary(con: duckdb.DuckDBPyConnection, as_of: date, time_unit: str) -> SummaryCounts:
+    """The BTYD summary of ``customer_lifecycle`` (which has it per customer), as its distinct rows."""
+    got = con.execute(SUMMARY_SQL, {"as_of": as_of}).fetchnumpy()
+    return SummaryCounts.from_arrays(got["x"], got["recency_days"], got["t_days"], got["customers"], time_unit)
+
+
+def _model_table(s: SummaryCounts, cfg: PredictConfig, bg: BgNbdParams | None,
                  gg: GammaGammaParams | None) -> tuple[pa.Table, int]:
-    """Per-customer model columns as an Arrow table (NaN → NULL); also the count of non-finite rows."""
-    n = len(s)
-    nan = np.full(n, np.nan)
+    """The BG/NBD numbers per distinct summary (x, recency_days, t_days) as an Arrow table (NaN → NULL), for
+    :func:`~segmentation.lifecycle.create_predictions_table` to join to the customers; also how many customers
+    got non-finite numbers (their rows are NULL). ``clv_per_aov`` is the CLV of one unit of spend per purchase
+    (NULL without a spend model): the table multiplies it by each customer's expected_aov."""
     per_unit = DAYS_PER_UNIT[s.time_unit]
-    x = s.frequency
-    # The BG/NBD quantities depend on (x, t_x, T) alone, and customers share them (every one-time buyer of a
-    # day, for one): evaluate each distinct triple once (about 40 % of the customers of a large shop).
-    u = s.triples
-    ux, utx, uT, inv = u.x, u.t_x, u.T, u.index
+    rows = len(s) if bg is not None else 0  # no model: no rows, every customer's numbers are NULL
+    x, t_x, T = s.x[:rows], s.t_x[:rows], s.T[:rows]
+    nan = np.full(rows, np.nan)
+    alive = expected = churn = next_days = value = nan
     with np.errstate(all="ignore"):
         if bg is not None:
-            alive = p_alive(bg, ux, utx, uT)[inv]
-            expected = expected_purchases(bg, cfg.horizon_days / per_unit, ux, utx, uT)[inv]
-            churn = prob_no_purchase(bg, cfg.horizon_days / per_unit, ux, utx, uT)[inv]
-            next_days = time_to_likely_purchase(bg, ux, utx, uT)[inv] * per_unit
-        else:
-            alive = expected = churn = next_days = nan
-        aov = expected_aov(gg, x, s.monetary) if gg is not None else nan
-        value = (clv(bg, np.ones(len(ux)), ux, utx, uT, cfg.clv_horizon_days / per_unit, DAYS_PER_MONTH / per_unit,
-                     cfg.monthly_discount_rate)[inv] * aov if bg is not None and gg is not None else nan)
-    bad = np.zeros(n, dtype=bool)
-    if bg is not None:
+            alive = p_alive(bg, x, t_x, T)
+            expected = expected_purchases(bg, cfg.horizon_days / per_unit, x, t_x, T)
+            churn = prob_no_purchase(bg, cfg.horizon_days / per_unit, x, t_x, T)
+            next_days = time_to_likely_purchase(bg, x, t_x, T) * per_unit
+            if gg is not None:
+                value = clv(bg, np.ones(rows), x, t_x, T, cfg.clv_horizon_days / per_unit,
+                            DAYS_PER_MONTH / per_unit, cfg.monthly_discount_rate)
         bad = ~np.isfinite(alive + expected + churn + (value if gg is not None else 0.0))
         bad |= (expected < 0) | (churn < -1e-12) | (churn > 1 + 1e-12)
-    cols = {"p_alive": alive, "expected_purchases": expected, "churn_probability": churn,
-            "expected_aov": aov, "clv": value, "days_to_next_order": next_days}
-    cols = {k: np.where(bad, np.nan, v) for k, v in cols.items()}
-    arrays = {k: pa.array(v, type=pa.float64(), mask=np.isnan(v)) for k, v in cols.items()}
-    risk = pa.array(churn_risk(cols["churn_probability"], cfg.churn_risk_cut_points), type=pa.string())
-    table = pa.table({"customer_id": s.customer_id, **arrays, "churn_risk": risk})
-    return table, int(bad.sum())
+    cols = dict(zip(MODEL_COLUMNS, (alive, expected, churn, next_days, value)))
+    keys = {"x": pa.array(x), "recency_days": pa.array(s.recency_days[:rows]), "t_days": pa.array(s.t_days[:rows])}
+    model = {k: pa.array(v, type=pa.float64(), mask=np.isnan(v) | bad) for k, v in cols.items()}
+    return pa.table(keys | model), int(s.weights[:rows][bad].sum())
 
 
-def _holdout(con: duckdb.DuckDBPyConnection, days: PurchaseDays, cfg: PredictConfig) -> dict[str, Any]:
-    """Refit on orders up to as_of − holdout_days; compare predicted with actual purchase days after."""
-    if cfg.holdout_days == 0:
-        return {"reason": "disabled (holdout_days = 0)"}
-    as_of = days.as_of
-    cal_end = as_of - timedelta(days=cfg.holdout_days)
+def _holdout(con: duckdb.DuckDBPyConnection, cal_end: date | None, cfg: PredictConfig
+             ) -> tuple[dict[str, Any], tuple[dict[str, Any], ...]]:
+    """Refit on orders up to as_of − holdout_days (``cal_end``: customer_lifecycle has the calibration columns);
+    compare predicted with actual purchase days after. Also the customers grouped by their calibration repeat
+    purchases (:func:`segmentation.holdout.compare`)."""
+    if cal_end is None:
+        return {"reason": "disabled (holdout_days = 0)"}, ()
     out: dict[str, Any] = {"calibration_end": cal_end.isoformat(), "holdout_days": cfg.holdout_days}
-    cal = btyd_summary(con, cal_end, days.timezone, cfg.time_unit, days=days)
-    bg, reason = _fit_bgnbd_guarded(cal, cfg)
+    cal = holdout.calibration(con, cfg.time_unit)
+    bg, reason = _fit_bgnbd_guarded(cal.summary, cfg)
     if bg is None:
-        return out | {"reason": f"calibration period: {reason}"}
+        return out | {"reason": f"calibration period: {reason}"}, ()
+    u = cal.summary
     with np.errstate(all="ignore"):
-        u = cal.triples
-        window = cfg.holdout_days / DAYS_PER_UNIT[cfg.time_unit]
-        predicted = expected_purchases(bg, window, u.x, u.t_x, u.T)[u.index]
-    later = con.sql(f"SELECT customer_id, count(*) AS purchase_days FROM {days.table} WHERE day > $cal_end "
-                    "GROUP BY customer_id", params={"cal_end": cal_end}).to_arrow_table()
-    idx = pc.index_in(cal.customer_id, value_set=later.column("customer_id").combine_chunks())
-    actual = pc.fill_null(pc.take(later.column("purchase_days").combine_chunks(), idx), 0)
-    actual = actual.to_numpy().astype(np.float64)
-    ok = np.isfinite(predicted)
-    corr = None
-    if ok.sum() > 2 and np.std(actual[ok]) > 0 and np.std(predicted[ok]) > 0:
-        corr = float(np.corrcoef(predicted[ok], actual[ok])[0, 1])
-    return out | {
-        "customers": len(cal),
-        "predicted_purchases": float(predicted[ok].sum()),
-        "actual_purchases": int(actual.sum()),
-        "correlation": corr,
-        "bgnbd": {"r": bg.r, "alpha": bg.alpha, "a": bg.a, "b": bg.b, "log_likelihood": bg.log_likelihood},
-    }
+        predicted = expected_purchases(bg, cfg.holdout_days / DAYS_PER_UNIT[cfg.time_unit], u.x, u.t_x, u.T)
+    totals, groups = holdout.compare(cal, predicted)
+    bgnbd = {"r": bg.r, "alpha": bg.alpha, "a": bg.a, "b": bg.b, "log_likelihood": bg.log_likelihood}
+    return out | totals | {"bgnbd": bgnbd}, groups
 
 
 def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictConfig,
@@ -232,45 +234,49 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
     One row per customer with a completed order on or before the local day ``as_of``.
     Model fields stay NULL, with ``PredictReport.reason`` saying why, on thin data.
     ``keep_days``: keep the run's purchase-day table (``PredictReport.purchase_days``) for the falling-asleep
-    boundary; False drops it at the end, which frees its memory (a tenth of the orders' rows) for what follows.
+    boundary; False never writes it (the one pass reads it as a subquery): less time, and no memory held.
     """
     check_timezone(timezone)
-    days = build_purchase_days(con, as_of, timezone)  # once per run: every step below reads this table
-    create_lifecycle_table(con, as_of, timezone, cfg.discount_hunter_threshold, days=days)
-    s = btyd_summary(con, as_of, timezone, cfg.time_unit, days=days)
-    holdout = _holdout(con, days, cfg)
-    if not keep_days:  # the table is done with: free its memory before the fits and what follows
-        con.execute(f"DROP TABLE {days.table}")
+    # once per run: the lifecycle fields, the BTYD summary and the holdout's calibration summary come from one
+    # pass over the purchase days; only the boundary reads them again, so without it they are not materialized
+    days = build_purchase_days(con, as_of, timezone) if keep_days else purchase_days_query(con, as_of, timezone)
+    cal_end = as_of - timedelta(days=cfg.holdout_days) if cfg.holdout_days else None
+    create_lifecycle_table(con, as_of, timezone, cfg.discount_hunter_threshold, days=days, calibration_end=cal_end)
+    hold, hold_groups = _holdout(con, cal_end, cfg)
+    s = _summary(con, as_of, cfg.time_unit)
     reasons = []
     bg, bg_why = _fit_bgnbd_guarded(s, cfg)
     if bg_why:
         reasons.append(f"BG/NBD not fitted: {bg_why}")
-    gg, gg_why = _fit_gamma_gamma_guarded(con, s, cfg, days) if bg is not None else (None, None)
+    gg = gg_why = corr = None
+    if bg is not None:
+        spend_x, spend_m = _repeat_spend(con)
+        gg, gg_why = _fit_gamma_gamma_guarded(con, cfg, days, spend_x, spend_m)
+        if gg is not None:  # the model assumes spend independent of frequency: reported
+            corr = float(np.corrcoef(spend_x, spend_m)[0, 1])
     if gg_why:
         reasons.append(f"Gamma-Gamma not fitted: {gg_why}")
     table, bad = _model_table(s, cfg, bg, gg)
     if bad:
         reasons.append(f"{bad} customers got non-finite predictions (left NULL)")
-    warn = fitnotes.warning_lines(bg_why, gg_why, bad) if len(s) else []
+    warn = fitnotes.warning_lines(bg_why, gg_why, bad) if s.customers else []
     name = "_rfmsync_predict_model"
     con.register(name, table)
     try:
-        create_predictions_table(con, name, as_of, cfg.remind_days_before, horizon_days=cfg.horizon_days)
+        create_predictions_table(con, name, as_of, cfg.remind_days_before, horizon_days=cfg.horizon_days,
+                                 spend=(gg.p, gg.q, gg.gamma) if gg is not None else None,
+                                 churn_risk_cut_points=tuple(cfg.churn_risk_cut_points))
     finally:
         con.unregister(name)
     beyond = con.execute("SELECT count(*) FROM customer_predictions WHERE next_order_reason = 'beyond_horizon'"
                          ).fetchall()[0][0]
-    corr = None
-    if gg is not None:
-        rep = (s.frequency > 0) & (s.monetary > 0)
-        corr = float(np.corrcoef(s.frequency[rep], s.monetary[rep])[0, 1])
     report = PredictReport(
-        as_of=as_of, customers=len(s), repeat_customers=s.repeat_customers, horizon_days=cfg.horizon_days,
+        as_of=as_of, customers=s.customers, repeat_customers=s.repeat_customers, horizon_days=cfg.horizon_days,
         clv_horizon_days=cfg.clv_horizon_days, time_unit=cfg.time_unit,
         churn_risk_cut_points=tuple(cfg.churn_risk_cut_points), bgnbd=bg, gamma_gamma=gg,
-        holdout=holdout, reason="; ".join(reasons) or None, gamma_gamma_corr=corr,
+        holdout=hold, holdout_groups=hold_groups, reason="; ".join(reasons) or None, gamma_gamma_corr=corr,
         warnings=tuple(warn), next_order_beyond_horizon=beyond, purchase_days=days if keep_days else None)
-    logger.info("predictions as of %s: %d customers, %d repeat, bgnbd=%s, gamma_gamma=%s%s", as_of, len(s),
+    logger.info("predictions as of %s: %d customers, %d repeat, bgnbd=%s, gamma_gamma=%s%s", as_of, s.customers,
                 s.repeat_customers, "fitted" if bg else "no", "fitted" if gg else "no",
                 f" ({report.reason})" if report.reason else "")
     return report

@@ -25,8 +25,7 @@ from .localtime import check_timezone, local_day_sql
 
 TABLE = "_rfmsync_purchase_days"
 
-BUILD_SQL = """
-    CREATE OR REPLACE TEMP TABLE {table} AS
+SELECT_SQL = """
     SELECT customer_id, day, day_amount, orders, discounted,
            CAST(day - lag(day) OVER (PARTITION BY customer_id ORDER BY day) AS INTEGER) AS gap
     FROM (SELECT customer_id, day, sum(amount) AS day_amount, CAST(count(*) AS INTEGER) AS orders,
@@ -36,6 +35,7 @@ BUILD_SQL = """
           WHERE day <= $as_of
           GROUP BY customer_id, day)
 """
+BUILD_SQL = "CREATE OR REPLACE TEMP TABLE {table} AS" + SELECT_SQL
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,8 @@ class PurchaseDays:
     """A built purchase-day table and what it was built from.
 
     ``day_sql`` is the local-day expression over ``orders.ordered_at`` (for the one step that needs single
-    orders: the lifecycle's favourite category and brand). ``sampled_every`` > 1: only every k-th customer by
+    orders: the lifecycle's favourite category and brand). ``table`` is a table name, or a parenthesised
+    subquery (:func:`purchase_days_query`; it reads ``$as_of``, which its readers bind). ``sampled_every`` > 1: only every k-th customer by
     hash of the id (the boundary's sample of a large shop).
     """
 
@@ -74,6 +75,18 @@ def build_purchase_days(con: duckdb.DuckDBPyConnection, as_of: date, timezone: s
     con.execute(BUILD_SQL.format(table=table, day=day, orders=orders, sample=sample_filter(sampled_every)),
                 {"as_of": as_of})
     return PurchaseDays(table, as_of, timezone, orders, day, sampled_every)
+
+
+def purchase_days_query(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str = "UTC",
+                        orders: str = "orders") -> PurchaseDays:
+    """The same rows as :func:`build_purchase_days`, as a subquery that is not materialized: for a run with one
+    reader (``rfmsync segments --customers``: the lifecycle's single pass), writing the table (a row per customer
+    and day) costs more than it saves, and never holds its memory. The reader binds ``$as_of`` (≤ ``as_of``)."""
+    check_timezone(timezone)
+    if not orders.replace(".", "_").isidentifier():
+        raise ValueError(f"table names must be identifiers, got {orders!r}")
+    day = local_day_sql(con, "ordered_at", timezone, orders)
+    return PurchaseDays(f"({SELECT_SQL.format(day=day, orders=orders, sample='')})", as_of, timezone, orders, day)
 
 
 def purchase_days_for(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str,

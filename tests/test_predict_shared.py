@@ -9,6 +9,7 @@ cross daylight-saving changes.
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -20,11 +21,12 @@ from hypothesis import strategies as st
 
 from connectors.tables import create_tables
 from segmentation import btyd_models as M
+from segmentation import holdout
 from segmentation import predictive as P
 from segmentation.boundary import _spells
 from segmentation.btyd import btyd_summary, simulate_bgnbd
 from segmentation.lifecycle import create_lifecycle_table
-from segmentation.purchase_days import build_purchase_days
+from segmentation.purchase_days import build_purchase_days, purchase_days_query
 
 ICU_DAY = "CAST((ordered_at AT TIME ZONE $tz) AS DATE)"
 
@@ -110,6 +112,16 @@ def _old(con, sql: str, **params) -> list[tuple]:
     return con.execute(sql, used).fetchall()
 
 
+def _counted(s, later, row=None, customers=None) -> Counter:
+    """(x, recency_days, t_days, later) → customers, from distinct summaries (and rows pointing at them)."""
+    row = np.arange(len(s)) if row is None else row
+    customers = s.weights if customers is None else customers
+    out: Counter = Counter()
+    for i, k, n in zip(row.tolist(), later.tolist(), customers.tolist()):
+        out[(int(s.x[i]), int(s.recency_days[i]), int(s.t_days[i]), int(k))] += int(n)
+    return out
+
+
 def _assert_same_steps(con: duckdb.DuckDBPyConnection, as_of: date, tz: str, holdout_days: int = 30) -> None:
     """Each step on one shared table = the old per-step query; a table built as of ``as_of`` also serves any
     earlier day (the holdout's calibration end)."""
@@ -124,9 +136,25 @@ def _assert_same_steps(con: duckdb.DuckDBPyConnection, as_of: date, tz: str, hol
     later = con.execute(f"SELECT customer_id, count(*) FROM {days.table} WHERE day > ? GROUP BY 1 ORDER BY 1",
                         [cal_end]).fetchall()
     assert later == _old(con, OLD_LATER_DAYS, as_of=as_of, tz=tz, start=cal_end)
-    create_lifecycle_table(con, as_of, tz, 0.5, days=days)
-    assert con.execute("SELECT * FROM customer_lifecycle").fetchall() == _old(con, OLD_LIFECYCLE, as_of=as_of, tz=tz,
-                                                                              threshold=0.5)
+    create_lifecycle_table(con, as_of, tz, 0.5, days=days, calibration_end=cal_end)
+    lifecycle = ("SELECT * EXCLUDE (monetary, cal_x, cal_recency_days, cal_t_days, cal_later) "
+                 "FROM customer_lifecycle ORDER BY customer_id")
+    assert con.execute(lifecycle).fetchall() == _old(con, OLD_LIFECYCLE, as_of=as_of, tz=tz, threshold=0.5)
+    # `segments --customers` reads the same rows as a subquery, never written as a table: the same lifecycle
+    whole = con.execute("SELECT * FROM customer_lifecycle ORDER BY customer_id").fetchall()
+    create_lifecycle_table(con, as_of, tz, 0.5, days=purchase_days_query(con, as_of, tz), calibration_end=cal_end)
+    assert con.execute("SELECT * FROM customer_lifecycle ORDER BY customer_id").fetchall() == whole
+    # the predictions read the summary from customer_lifecycle (its distinct rows) and the holdout from one
+    # pass over the table: the same as the old summaries, as of as_of and as of the calibration end
+    old = _old(con, OLD_SUMMARY, as_of=as_of, tz=tz)
+    monetary = con.execute("SELECT monetary FROM customer_lifecycle ORDER BY customer_id").fetchall()
+    np.testing.assert_allclose([m for (m,) in monetary], [r[4] for r in old], rtol=1e-12)
+    s = P._summary(con, as_of, "days")
+    assert _counted(s, np.zeros(len(s))) == Counter((r[1], r[2], r[3], 0) for r in old)
+    cal = holdout.calibration(con, "days")
+    later = dict(_old(con, OLD_LATER_DAYS, as_of=as_of, tz=tz, start=cal_end))
+    assert _counted(cal.summary, cal.later, cal.row, cal.customers) == Counter(
+        (r[1], r[2], r[3], later.get(r[0], 0)) for r in _old(con, OLD_SUMMARY, as_of=cal_end, tz=tz))
     end_day = (as_of - date(1970, 1, 1)).days
     for every in (1, 2):
         sample = f"AND hash(customer_id) % {every} = 0" if every > 1 else ""

@@ -4,16 +4,11 @@ and the holdout check as predicted vs actual purchases. Aggregates only, compute
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
+from segmentation.holdout import HOLDOUT_GROUPS
 
 from ..pipeline import SegmentsRun
-
-#: calibration repeat purchases of the holdout chart's groups: 0, 1, … and the last one open (6+)
-HOLDOUT_GROUPS = 6
 #: the due reorders' groups by days past the next-order date ("upcoming": not reached, within remind_days_before)
 OVERDUE_GROUPS = ("upcoming", "0-7", "8-30", "31-90", "90+")
 
@@ -64,11 +59,8 @@ def reorders_due(run: SegmentsRun) -> dict[str, Any]:
 def holdout_check(run: SegmentsRun) -> dict[str, Any]:
     """The holdout check of ``rfmsync predict`` (BG/NBD refitted on the orders up to ``calibration_end``) and, for
     its chart, the customers grouped by their repeat purchases before ``calibration_end``: predicted and actual
-    purchase days in the holdout window per group (the groups add up to the check's totals)."""
-    from segmentation.btyd import DAYS_PER_UNIT, btyd_summary
-    from segmentation.btyd_models import BgNbdParams, expected_purchases
-    from segmentation.purchase_days import build_purchase_days
-
+    purchase days in the holdout window per group (the groups add up to the check's totals). Both were computed
+    with the check itself (:mod:`segmentation.holdout`); nothing is recomputed here."""
     rep = run.predictions
     check = dict(rep.holdout or {})
     out = {k: check.get(k) for k in ("calibration_end", "holdout_days", "customers", "predicted_purchases",
@@ -76,34 +68,12 @@ def holdout_check(run: SegmentsRun) -> dict[str, Any]:
     if out["predicted_purchases"] is None or "bgnbd" not in check:
         out["reason"] = out["reason"] or "not computed"
         return out | {"groups": []}
-    cal_end, tz = date.fromisoformat(check["calibration_end"]), run.config.timezone
-    bg = BgNbdParams(**{k: check["bgnbd"][k] for k in ("r", "alpha", "a", "b")})
-    days = rep.purchase_days  # the run's purchase-day table (kept for the boundary), or a new one
-    if days is None or not days.covers(run.result.as_of, tz):
-        days = build_purchase_days(run.con, run.result.as_of, tz, table="_report_days")
-    cal = btyd_summary(run.con, cal_end, tz, rep.time_unit, days=days)
-    with np.errstate(all="ignore"):
-        predicted = expected_purchases(bg, check["holdout_days"] / DAYS_PER_UNIT[rep.time_unit], cal.frequency,
-                                       cal.recency, cal.T)
-    later = run.con.sql(f"SELECT customer_id, count(*) AS purchase_days FROM {days.table} WHERE day > $cal_end "
-                        "AND day <= $as_of GROUP BY customer_id",
-                        params={"cal_end": cal_end, "as_of": run.result.as_of}).to_arrow_table()
-    run.con.register("_report_cal", pa.table({"customer_id": cal.customer_id, "x": cal.frequency,
-                                              "predicted": predicted}))
-    run.con.register("_report_later", later)
-    try:
-        rows = run.con.execute(f"""
-            SELECT least(c.x, {HOLDOUT_GROUPS}) AS g, count(*), sum(c.predicted) FILTER (WHERE isfinite(c.predicted)),
-                   coalesce(sum(l.purchase_days), 0)
-            FROM _report_cal c LEFT JOIN _report_later l USING (customer_id) GROUP BY g ORDER BY g
-        """).fetchall()
-    finally:
-        run.con.unregister("_report_cal")
-        run.con.unregister("_report_later")
-    groups = [{"repeat_purchases": f"{g}+" if g == HOLDOUT_GROUPS else str(g), "customers": n,
-               "predicted": _round(p or 0.0, 1), "actual": int(a),
-               "predicted_per_customer": _round((p or 0.0) / n, 3), "actual_per_customer": _round(a / n, 3)}
-              for g, n, p, a in rows]
+    groups = [{"repeat_purchases": f"{g['repeat_purchases']}+" if g["repeat_purchases"] == HOLDOUT_GROUPS
+               else str(g["repeat_purchases"]), "customers": g["customers"],
+               "predicted": _round(g["predicted"], 1), "actual": g["actual"],
+               "predicted_per_customer": _round(g["predicted"] / g["customers"], 3),
+               "actual_per_customer": _round(g["actual"] / g["customers"], 3)}
+              for g in rep.holdout_groups]
     return out | {"groups": groups}
 
 
