@@ -1,6 +1,6 @@
 """A checked pandas baseline: the same work as ``rfmsync segments --customers -o FILE`` on a plain CSV file source.
 
-Where :func:`bench.segments.pandas_segments` is the lean reference (it trusts the file), this version mirrors
+Where :func:`bench.pandas_lean.pandas_segments` is the lean reference (it trusts the file), this version mirrors
 rfmsync's checks, in idiomatic vectorised pandas (C CSV engine, five columns, no per-row Python):
 
 1. read ``order_id, customer_id, ordered_at, amount, status``; ids and statuses as text (leading zeros kept,
@@ -82,7 +82,7 @@ def pandas_checked_segments(csv_path: Path, out_path: Path, as_of: date, preset:
     import pandas as pd
     import pyarrow as pa
 
-    from bench.segments import _rule_mask, scored_metrics
+    from bench.pandas_lean import _rule_mask, scored_metrics
     from segmentation.rules import PRESETS
 
     rules = PRESETS[preset]

@@ -47,7 +47,7 @@ if str(ROOT) not in sys.path:
 from bench.common import (ChildFailed, emit_result, format_table, human_bytes, parse_size,  # noqa: E402
                           run_child, size_label)
 from bench.duckdb_floor import duckdb_floor  # noqa: E402
-from bench.pandas_lean import _rule_mask, pandas_segments, scored_metrics, tie_aware_scores  # noqa: E402,F401
+from bench.pandas_lean import pandas_segments  # noqa: E402
 
 AS_OF = date(2026, 1, 1)
 ENGINES = ("rfmsync", "pandas-checked", "pandas", "duckdb-sql", "duckdb-persist", "rfmsync-warm", "rfmsync-new-file")
