@@ -77,7 +77,8 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
     """Pull → segment → plan → guards → apply → record, for every (or the named) destination.
 
     The segment history is recorded once the guards accepted the run, even when a destination's apply
-    failed; a run a guard refused records nothing.
+    failed; a run a guard refused records nothing. A destination whose apply fails does not stop the ones after
+    it: each is applied, then the first failure is raised (the others are logged, every run is in the ledger).
 
     ``as_of`` defaults to today in the config's timezone. ``allow_mass_change`` overrides the plan guards for
     this run (never the data guards); scheduled and webhook runs never pass it. ``on_warnings`` receives the
@@ -116,17 +117,21 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
         lines += _plan_guard_lines(planned)
     if lines:
         raise refuse(ledger, kind, names, lines, stats.counts())
-    reports = []
-    try:
-        for p in planned:
+    reports, failed = [], []
+    for i, p in enumerate(planned):  # one destination failing (a vendor down, a revoked key) keeps no other stale
+        try:
             reports.append(_execute(p.plan, p.client, ledger, kind=kind, data=stats.counts(),
                                     replan=_guarded_replan(p, ledger, kind, allow_mass_change, stats)))
-    except Exception:
-        # the guards accepted the data: its segments are a fact about the shop whatever a destination did (a failed
-        # destination's move tags are planned again next run, while their transition_days last)
-        record_after_sync(cfg, segments_now, as_of)
-        raise
+        except Exception as exc:  # recorded as a failed run by the engine (or refused by a re-plan's guard)
+            failed.append(exc)
+            if len(planned) > 1:  # stderr: the command's own error line names only the first failure
+                log.error("destination %r failed: %s%s", p.plan.destination, exc,
+                          "; going on with the others" if i < len(planned) - 1 else "")
+    # the guards accepted the data: its segments are a fact about the shop whatever a destination did (a failed
+    # destination's move tags are planned again next run, while their transition_days last)
     record_after_sync(cfg, segments_now, as_of)
+    if failed:
+        raise failed[0]  # its exit code; every destination's outcome is in `rfmsync runs`
     return reports
 
 

@@ -1,0 +1,47 @@
+"""A destination whose apply fails does not keep the other destinations of the run stale (sync.run.full_sync)."""
+
+from __future__ import annotations
+
+import logging
+
+from sync.ledger import Ledger
+
+from tests.builders import run_cli
+from tests.test_history import D0
+from tests.test_history_webhooks import CONFIG_EXIT, SECOND
+from tests.test_transitions import sync, tiny  # noqa: F401  (tiny: the fixture)
+
+
+def _runs(shop) -> dict[str, str]:
+    ledger = Ledger.connect(f"sqlite:///{shop.parent / 'rfmsync.db'}")
+    try:
+        return {r["destination"]: r["status"] for r in reversed(ledger.recent_runs(10)) if r["kind"] == "sync"}
+    finally:
+        ledger.close()
+
+
+def test_the_destinations_after_a_failed_one_are_still_written_and_the_run_exits_with_its_error(tiny, mailchimp_fake, caplog):
+    """mc (aud1) answers 401 to every write, mc2 (aud2, listed after it) works: mc2 gets its tags, the command
+    still fails with mc's error and exit code, and the ledger shows mc failed and mc2 succeeded."""
+    caplog.set_level(logging.ERROR)
+    tiny.write_text(tiny.read_text(encoding="utf-8") + SECOND, encoding="utf-8")
+    mailchimp_fake.add_list("aud2")
+    mailchimp_fake.fail(401, None, fraction=1.0, method="POST", path="/lists/aud1")
+    failed = run_cli("sync", "--config", str(tiny), "--as-of", D0.isoformat(), code=CONFIG_EXIT)
+    assert "error: destination 'mc': Mailchimp POST /lists/aud1" in failed.output
+    assert "destination 'mc' failed" in caplog.text and "going on with the others" in caplog.text
+    assert "VIP" in mailchimp_fake.tags_of("y@example.org", "aud2")
+    assert "Winback" in mailchimp_fake.tags_of("x@example.org", "aud2")
+    assert not mailchimp_fake.tags_of("y@example.org")  # nothing reached aud1
+    assert _runs(tiny) == {"mc": "failed", "mc2": "succeeded"}
+
+
+def test_when_every_destination_fails_the_first_error_decides_the_exit(tiny, mailchimp_fake, caplog):
+    caplog.set_level(logging.ERROR)
+    tiny.write_text(tiny.read_text(encoding="utf-8") + SECOND, encoding="utf-8")
+    mailchimp_fake.add_list("aud2")
+    mailchimp_fake.fail(401, None, fraction=1.0, method="POST", path="/lists/aud")  # aud1 and aud2
+    failed = run_cli("sync", "--config", str(tiny), "--as-of", D0.isoformat(), code=CONFIG_EXIT)
+    assert "error: destination 'mc': Mailchimp POST /lists/aud1" in failed.output
+    assert "destination 'mc2' failed" in caplog.text  # the others' errors on stderr
+    assert _runs(tiny) == {"mc": "failed", "mc2": "failed"}
