@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
+import time
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
@@ -103,7 +105,7 @@ def build_engine(url: URL) -> Engine:
             cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             cur.execute("PRAGMA foreign_keys = ON")
             if not memory:
-                cur.execute("PRAGMA journal_mode = WAL")
+                _switch_to_wal(cur)
                 cur.execute("PRAGMA synchronous = NORMAL")
         finally:
             cur.close()
@@ -113,6 +115,26 @@ def build_engine(url: URL) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
 
     return engine
+
+
+def _switch_to_wal(cur: Any) -> None:
+    """``PRAGMA journal_mode = WAL``, retried while another connection holds the file.
+
+    SQLite answers the journal-mode change with "database is locked" at once, without calling the busy
+    handler, when another connection is reading or switching the same fresh file (several processes
+    or threads opening a new ledger together). The switch is retried for up to ``busy_timeout``.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
 
 @contextmanager
