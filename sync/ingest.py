@@ -39,16 +39,17 @@ def pull_to_store(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, s
     name = str(cfg.source.get("type", "file"))
     cursor = None if full else ledger.get_cursor(name, "all")
     run_id = ledger.start_run("pull")
-    before_merge = None
-    if guarded:
-        def before_merge(result) -> None:
-            stats = staged_stats(con, result)
-            lines = data_lines(cfg.guards, stats)
-            if lines:
-                ledger.finish_run(run_id, "refused", stats.counts(), error="; ".join(lines))
-                raise GuardRefusedError(lines)
+
+    def refuse_on_data_guards(result) -> None:
+        stats = staged_stats(con, result)
+        lines = data_lines(cfg.guards, stats)
+        if lines:
+            ledger.finish_run(run_id, "refused", stats.counts(), error="; ".join(lines))
+            raise GuardRefusedError(lines)
+
     try:
-        result = pull_into(con, source, cursor, progress=progress, before_merge=before_merge, reading=reading)
+        result = pull_into(con, source, cursor, progress=progress, reading=reading,
+                           before_merge=refuse_on_data_guards if guarded else None)
     except GuardRefusedError:
         raise
     except Exception as exc:
