@@ -23,7 +23,7 @@ from .destinations.base import Destination
 from .errors import LockBusyError
 from .ledger import Ledger, Locks, owner_process_gone
 from .model import ItemResult
-from .outcomes import OutcomeWriter, StateFold
+from .outcomes import OutcomeWriter, StateFold, operations_left
 from .planning.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -84,11 +84,12 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
             return ApplyReport(plan.destination, run_id, "succeeded", counts)
         with gc_pause.paused():  # millions of short-lived acyclic objects: see sync.gc_pause
             by_key = {c.key: c for c in plan.changes}
-            tally = progress.ContactTally(plan.changes)  # contacts done / total on the progress display
+            left = operations_left(plan.changes)  # counted once: the tally and the fold each count down a copy
+            tally = progress.ContactTally(plan.changes, dict(left))  # contacts done / total on the display
             state = ledger.load_states(plan.destination, by_key)  # only the contacts this plan touches
             writer = OutcomeWriter(ledger, plan.destination, run_id)  # the ledger writes, group-committed
 
-            fold = StateFold(state, by_key)  # a contact's state is written once its last operation answered
+            fold = StateFold(state, by_key, left)  # a contact's state is written once its last operation answered
 
             def on_results(results: Sequence[ItemResult]) -> None:
                 results = list(results)
