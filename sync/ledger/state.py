@@ -179,7 +179,8 @@ class PushedStates:
             tags = tag_json.get(s.tags)
             if tags is None:
                 tags = tag_json[s.tags] = _encode(sorted(s.tags))
-            rows[s.key] = (s.key, s.customer_id, tags, s.fields, bool(s.exists))  # fields: encoded below
+            fields = s.fields if type(s.fields) is dict else dict(s.fields)  # encoded below, with the chunk
+            rows[s.key] = (s.key, s.customer_id, tags, fields, bool(s.exists))
         if not rows:
             return 0
         try:
@@ -248,8 +249,7 @@ def _save_rows_sqlite(conn: Connection, destination: str, run_id: int | None,
     cursor = conn.connection.driver_connection.cursor()  # the DBAPI cursor: no per-row processing
     for chunk in chunks(rows, 50_000):
         try:
-            doc, fields = _encode_rows([(k, c, t, f if type(f) is dict else dict(f), e) for k, c, t, f, e in chunk]
-                                       ), "->"
+            doc, fields = _encode_rows(chunk), "->"
         except (TypeError, ValueError):  # NaN, or a value JSON cannot hold (named by _dump_fields)
             doc, fields = _encode(_fields_encoded(chunk)), "->>"
         sql = ("INSERT INTO pushed_state (destination, key, customer_id, tags, fields, in_destination, pushed_at,"
