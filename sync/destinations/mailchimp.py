@@ -235,12 +235,14 @@ class MailchimpDestination:
                                 shape=SegmentAnswer)
         except (BatchRejected, BadAnswer) as exc:
             return [ItemResult(c.key, op, False, str(exc)) for c, op in ops], []
+        if not answer["errors"]:  # the usual answer: every add made (keys are the lower-cased addresses)
+            added = {m["email_address"].lower() for m in answer["members_added"]}
+            if all(c.key in added for c in add):  # and every removal done or moot
+                return [ItemResult(c.key, op, True) for c, op in ops], []
         refused = {email.lower(): e.get("error") or "refused"
                    for e in answer["errors"] for email in e["email_addresses"]}
         ignored = set(unaccounted([c.email.lower() for c in add],
                                   (m["email_address"] for m in answer["members_added"]), refused))
-        if not refused and not ignored:  # the usual answer: every add made, every removal done or moot
-            return [ItemResult(c.key, op, True) for c, op in ops], []
         results = []
         for c, op in ops:
             email = c.email.lower()
