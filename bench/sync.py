@@ -132,6 +132,11 @@ class RemoteFake:
     def write_calls(self) -> int:
         return self._ask({"op": "write_calls"})
 
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU time the fake's process has used (user + system): is the fake what bounds the apply?"""
+        return self._ask({"op": "cpu"})
+
     def setup_writes(self, managed, fields) -> int:
         return self._ask({"op": "setup_writes", "managed": list(managed), "fields": dict(fields)})
 
@@ -152,6 +157,10 @@ def serve_fake(kind: str, latency_ms: float) -> None:
 
     from tests.fakes.registry import DESTINATIONS
 
+    import gc
+    import resource
+
+    gc.disable()  # the fake keeps every member and request: the collector would rescan them at every call
     harness = DESTINATIONS[kind]()
     if latency_ms:
         if not hasattr(harness.fake, "latency"):
@@ -163,6 +172,9 @@ def serve_fake(kind: str, latency_ms: float) -> None:
             op = json.loads(line)
             if op["op"] == "write_calls":
                 answer: Any = harness.write_calls
+            elif op["op"] == "cpu":
+                usage = resource.getrusage(resource.RUSAGE_SELF)
+                answer = usage.ru_utime + usage.ru_stime
             else:
                 answer = harness.setup_writes(op["managed"], op["fields"])
             print(json.dumps(answer), flush=True)
@@ -214,15 +226,18 @@ def sync_once(harness, cfg, dest, con, ledger, settings) -> dict[str, Any]:
     minimum = setup + sum(per_kind.values())
     before = harness.write_calls
     timed = TimedLedger(ledger)
+    fake_cpu = harness.cpu_seconds
     cpu = time.process_time()
     report = execute_plan(plan, client, timed, kind="bench")
     done = time.perf_counter()
     cpu = time.process_time() - cpu
+    fake_cpu = harness.cpu_seconds - fake_cpu
     calls = harness.write_calls - before
     return {"changes": len(plan.changes), "status": report.status, "failed": report.counts.get("failed", 0),
             "calls": calls, "minimum": minimum, "kinds": per_kind, "setup": setup,
             "ratio": calls / minimum if minimum else (1.0 if not calls else float("inf")),
             "plan_s": planned - started, "apply_s": done - planned, "ledger_s": timed.seconds, "apply_cpu_s": cpu,
+            "fake_cpu_s": fake_cpu,
             "ledger_wait_s": report.ledger_wait_seconds, "ledger_cpu_s": report.ledger_cpu_seconds,
             "connections": getattr(client, "max_connections", None)}
 

@@ -39,7 +39,9 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
                          f"({r['ledger_s'] / r['apply_s']:.1%}; written off the calls' path, the apply waited "
                          f"{r['ledger_wait_s']:.2f} s for it at the end; the writer thread's own CPU "
                          f"{r['ledger_cpu_s']:.2f} s = {r['ledger_cpu_s'] / r['apply_s']:.1%} of the apply); "
-                         f"rfmsync's process used {r['apply_cpu_s']:.1f} CPU s")
+                         f"rfmsync's process used {r['apply_cpu_s']:.1f} CPU s "
+                         f"({r['apply_cpu_s'] / r['changes'] * 1e6:.0f} µs a contact), the fake's "
+                         f"{r['fake_cpu_s']:.1f} CPU s in its own process")
         if latency and r["changes"]:
             best = ideal(r, latency)
             lines.append(f"{where}: apply {r['changes'] / r['apply_s']:,.0f} contacts/s; ideal "

@@ -18,12 +18,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from . import progress
+from . import gc_pause, progress
 from .destinations.base import Destination
 from .errors import LockBusyError
 from .ledger import Ledger, Locks, owner_process_gone
 from .model import ItemResult
-from .outcomes import OutcomeWriter, StateFold
+from .outcomes import OutcomeWriter, StateFold, operations_left
 from .planning.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -82,35 +82,37 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         if plan.is_empty:
             ledger.finish_run(run_id, "succeeded", counts)
             return ApplyReport(plan.destination, run_id, "succeeded", counts)
-        by_key = {c.key: c for c in plan.changes}
-        tally = progress.ContactTally(plan.changes)  # contacts done / total on the progress display
-        state = ledger.load_states(plan.destination, by_key)  # only the contacts this plan touches
-        writer = OutcomeWriter(ledger, plan.destination, run_id)  # the ledger writes, group-committed
+        with gc_pause.paused():  # millions of short-lived acyclic objects: see sync.gc_pause
+            by_key = {c.key: c for c in plan.changes}
+            left = operations_left(plan.changes)  # counted once: the tally and the fold each count down a copy
+            tally = progress.ContactTally(plan.changes, dict(left))  # contacts done / total on the display
+            state = ledger.load_states(plan.destination, by_key)  # only the contacts this plan touches
+            writer = OutcomeWriter(ledger, plan.destination, run_id)  # the ledger writes, group-committed
 
-        fold = StateFold(state, by_key)  # a contact's state is written once its last operation answered
+            fold = StateFold(state, by_key, left)  # a contact's state is written once its last operation answered
 
-        def on_results(results: Sequence[ItemResult]) -> None:
-            results = list(results)
-            tally(results)
-            writer.submit(fold(results), results)
-            failed = [r for r in results if not r.ok]
-            counts["ok"] += len(results) - len(failed)
-            counts["failed"] += len(failed)
-            for r in failed[:max(0, 20 - len(errors))]:
-                errors.append(f"{r.key} {r.op}: {r.error}")
+            def on_results(results: Sequence[ItemResult]) -> None:
+                results = list(results)
+                tally(results)
+                writer.submit(fold(results), results)
+                failed = [r for r in results if not r.ok]
+                counts["ok"] += len(results) - len(failed)
+                counts["failed"] += len(failed)
+                for r in failed[:max(0, 20 - len(errors))]:
+                    errors.append(f"{r.key} {r.op}: {r.error}")
 
-        try:
             try:
-                client.prepare(plan.managed_tags, plan.fields)
-                client.apply(plan.changes, on_results)
-            finally:
                 try:
-                    writer.submit(fold.rest(), [])  # the states held back, also when the apply failed
+                    client.prepare(plan.managed_tags, plan.fields)
+                    client.apply(plan.changes, on_results)
                 finally:
-                    writer.close()  # every outcome is in the ledger before the run is finished (or failed)
-        except Exception as exc:
-            ledger.finish_run(run_id, "failed", counts, error=str(exc))
-            raise
+                    try:
+                        writer.submit(fold.rest(), [])  # the states held back, also when the apply failed
+                    finally:
+                        writer.close()  # every outcome is in the ledger before the run is finished (or failed)
+            except Exception as exc:
+                ledger.finish_run(run_id, "failed", counts, error=str(exc))
+                raise
         status = "succeeded" if counts["failed"] == 0 else "partial"
         ledger.finish_run(run_id, status, counts, error="; ".join(errors[:5]) or None)
         log.info("sync %s: %d changes, %d ok, %d failed, %d skipped", plan.destination, len(plan.changes),

@@ -106,6 +106,11 @@ class OutcomeWriter:
 _NO_TAGS: frozenset[str] = frozenset()
 
 
+def operations_left(changes: Iterable[ContactChange]) -> dict[str, int]:
+    """Contact key -> how many operations the apply makes for it (its upsert, each tag added or removed)."""
+    return {c.key: (1 if c.create or c.set_fields else 0) + len(c.add_tags) + len(c.remove_tags) for c in changes}
+
+
 class StateFold:
     """Folds an apply's item results into the pushed state of its contacts; gives each contact's new state
     once the last of its operations in this apply has an outcome.
@@ -121,9 +126,11 @@ class StateFold:
     contacts again, and every operation rfmsync makes is idempotent (a create of a contact that exists leaves
     it as it is and writes its fields). Failures are not held: the caller records them at once."""
 
-    def __init__(self, state: dict[str, PushedState], changes: Mapping[str, ContactChange]) -> None:
+    def __init__(self, state: dict[str, PushedState], changes: Mapping[str, ContactChange],
+                 left: dict[str, int] | None = None) -> None:
+        """``left``: :func:`operations_left` of ``changes`` when the caller has it (taken, not copied)."""
         self.state, self._changes = state, changes
-        self._left = {k: int(c.needs_upsert) + len(c.add_tags) + len(c.remove_tags) for k, c in changes.items()}
+        self._left = left if left is not None else operations_left(changes.values())
         self._work: dict[str, list] = {}  # key -> [customer_id, tags, fields, exists] while held
         self._tag_sets: dict[tuple[frozenset[str], str], frozenset[str]] = {}
 
@@ -157,7 +164,7 @@ class StateFold:
             if op == "upsert":
                 if c is not None:
                     if c.set_fields:
-                        w[2] = {**w[2], **c.set_fields} if w[2] else dict(c.set_fields)
+                        w[2] = {**w[2], **c.set_fields} if w[2] else c.set_fields  # read-only: shared
                     w[3] = True
             elif op.startswith("tag+"):
                 w[1], w[3] = self._tags(w[1], op), True
@@ -177,4 +184,4 @@ class StateFold:
         return [self._release(key) for key in list(self._work)]
 
 
-__all__ = ["OutcomeWriter", "StateFold"]
+__all__ = ["OutcomeWriter", "StateFold", "operations_left"]

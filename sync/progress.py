@@ -118,8 +118,10 @@ class ContactTally:
     """Apply's contacts done / total: a contact is done once each of its operations (upsert, each tag added or
     removed) has an outcome, or once one failed (the rest are not attempted); advances the innermost step."""
 
-    def __init__(self, changes: Iterable[Any]) -> None:
-        self._left = {c.key: int(c.needs_upsert) + len(c.add_tags) + len(c.remove_tags) for c in changes}
+    def __init__(self, changes: Iterable[Any], left: dict[str, int] | None = None) -> None:
+        """``left``: operations per contact key, when the caller has counted them already (taken, not copied)."""
+        self._left = left if left is not None else {
+            c.key: int(c.needs_upsert) + len(c.add_tags) + len(c.remove_tags) for c in changes}
         self._tally_lock = threading.Lock()
         advance(sum(1 for n in self._left.values() if n == 0), total=len(self._left))
 

@@ -21,5 +21,6 @@ def test_a_small_sync_bench_prints_plans_rss_ledger_share_and_apply_against_idea
     assert "mailchimp    full (400)" in out and "no change" in out
     assert "full plan in a fresh process" in out and "peak RSS" in out
     assert "of the" in out and "apply (" in out  # the ledger's share of the apply
+    assert "CPU s in its own process" in out  # the fake's CPU: is the fake what bounds the apply?
     assert "contacts/s; ideal" in out and "× 5 ms / 4 connections" in out
     assert "targets met (plan-time and RSS targets are checked from 1m)" in out

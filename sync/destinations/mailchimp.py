@@ -183,12 +183,14 @@ class MailchimpDestination:
 
     def _subscribe(self, chunk: Sequence[ContactChange], create: bool) -> tuple[list[ItemResult], list[Any]]:
         members = []
+        tags = self._field_tags
         for c in chunk:
             member: dict[str, Any] = {"email_address": c.email}
             if create:
                 member["status"] = c.status_if_new  # applies to new members only: update_existing=false
-            if c.set_fields:
-                member["merge_fields"] = {self._field_tags.get(k, k): _merge_value(v) for k, v in c.set_fields.items()}
+            if c.set_fields:  # text and whole numbers go as they are (the planner's usual values)
+                member["merge_fields"] = {tags.get(k, k): v if type(v) is str or type(v) is int else _merge_value(v)
+                                          for k, v in c.set_fields.items()}
             members.append(member)
         what = f"POST /lists/{self.audience} ({len(members)} {'new' if create else 'existing'} members)"
         try:
@@ -198,6 +200,8 @@ class MailchimpDestination:
             return [ItemResult(c.key, "upsert", False, str(exc)) for c in chunk], []
         errors = {e["email_address"].lower(): e for e in answer["errors"]}
         done = {m["email_address"].lower() for m in [*answer["new_members"], *answer["updated_members"]]}
+        if not errors and all(c.key in done for c in chunk):  # the usual answer: every contact done
+            return [ItemResult(c.key, "upsert", True) for c in chunk], []
         results: list[ItemResult] = []
         spill: list[ContactChange] = []
         for c in chunk:
@@ -231,6 +235,10 @@ class MailchimpDestination:
                                 shape=SegmentAnswer)
         except (BatchRejected, BadAnswer) as exc:
             return [ItemResult(c.key, op, False, str(exc)) for c, op in ops], []
+        if not answer["errors"]:  # the usual answer: every add made (keys are the lower-cased addresses)
+            added = {m["email_address"].lower() for m in answer["members_added"]}
+            if all(c.key in added for c in add):  # and every removal done or moot
+                return [ItemResult(c.key, op, True) for c, op in ops], []
         refused = {email.lower(): e.get("error") or "refused"
                    for e in answer["errors"] for email in e["email_addresses"]}
         ignored = set(unaccounted([c.email.lower() for c in add],

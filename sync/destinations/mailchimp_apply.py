@@ -67,8 +67,13 @@ class Pipeline:
     def __init__(self, dest: MailchimpDestination, changes: Sequence[ContactChange], report: OnResults,
                  on_results: OnResults) -> None:
         self.dest, self.report, self.on_results = dest, report, on_results
-        self.creates = [c for c in changes if c.needs_upsert and c.create and c.status_if_new]
-        self.updates = [c for c in changes if c.needs_upsert and not (c.create and c.status_if_new)]
+        self.creates: list[ContactChange] = []
+        self.updates: list[ContactChange] = []
+        for c in changes:  # one pass (a million changes): needs_upsert is create or set_fields
+            if c.create and c.status_if_new:
+                self.creates.append(c)
+            elif c.create or c.set_fields:
+                self.updates.append(c)
         self.batches = tag_batches(changes, dest.batch_size)
         self.failed: set[str] = set()  # upserts that failed: their tag ops are not attempted
         self.missing: set[str] = set()  # upserts that found the contact missing: it carries no tag

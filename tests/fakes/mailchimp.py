@@ -34,7 +34,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -52,8 +52,20 @@ MAX_BATCH = 500
 MAX_COUNT = 1000
 
 
-_encode = json.JSONEncoder().encode  # what json.dumps gives with its defaults
-_str = encode_basestring_ascii  # the same, for a str
+_str = encode_basestring_ascii  # what json.dumps gives for a str
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+# json.dumps with its defaults (no circular check: the fake's own plain data), without building an encoder per
+# call: the bench's fake renders a million member objects and must not be slower than the client it serves
+_c_encode = c_make_encoder(None, _refuse, encode_basestring_ascii, None, ": ", ", ", False, False, True)
+
+
+def _encode(value: Any) -> str:
+    return "".join(_c_encode(value, 0))
 
 
 def _json_reply(text: str) -> Reply:
@@ -105,6 +117,7 @@ class FakeMailchimp:
         self._lock = threading.RLock()
         self._next_id = 1000
         self._tags_json: dict[tuple[int, ...], str] = {}  # segment ids -> the member view's "tags" JSON
+        self._ids: dict[str, str] = {}  # lower-cased email -> member id (subscriber hash)
         self._server = LoopbackServer(self.handle)
         self.default_list = list_id
         if list_id:
@@ -321,27 +334,29 @@ class FakeMailchimp:
             return problem(400, "Invalid Resource", f"You may only add or update up to {MAX_BATCH} members at once.")
         update_existing = bool(body.get("update_existing"))
         new, updated, errors = [], [], []
+
+        def error(email: str, message: str, code: str = "ERROR_GENERIC", field: str = "",
+                  field_message: str = "") -> None:
+            errors.append({"email_address": email, "error": message, "error_code": code, "field": field,
+                           "field_message": field_message})
+
         for item in members:
             email = str(item.get("email_address", ""))
             key = email.lower()
-            self.ignored_fields.update(set(item) - BATCH_MEMBER_KEYS)
-
-            def error(message: str, code: str = "ERROR_GENERIC", field: str = "", field_message: str = "") -> None:
-                errors.append({"email_address": email, "error": message, "error_code": code, "field": field,
-                               "field_message": field_message})
-
+            if not item.keys() <= BATCH_MEMBER_KEYS:
+                self.ignored_fields.update(set(item) - BATCH_MEMBER_KEYS)
             if key in self.member_errors:
-                error(self.member_errors[key])
+                error(email, self.member_errors[key])
                 continue
             bad = self._bad_merge_field(lst, item.get("merge_fields") or {})
             if bad:
-                error("Your merge fields were invalid.", field=bad, field_message="Please enter a number")
+                error(email, "Your merge fields were invalid.", field=bad, field_message="Please enter a number")
                 continue
             existing = lst.members.get(key)
             status = item.get("status")
             if existing is None:
                 if status not in STATUSES:
-                    error("The resource submitted could not be validated.", field="status",
+                    error(email, "The resource submitted could not be validated.", field="status",
                           field_message="status is required for a new member")
                     continue
                 lst.members[key] = {"email_address": email, "status": status,
@@ -349,14 +364,14 @@ class FakeMailchimp:
                 new.append(self._member_json(lst, key))
                 continue
             if not update_existing:
-                error(f"{email} is already a list member. Use PUT to insert or update list members.",
+                error(email, f"{email} is already a list member. Use PUT to insert or update list members.",
                       "ERROR_CONTACT_EXISTS")
                 continue
             if status is not None and status != existing["status"]:
                 self.violations.append(f"batch status {status!r} sent for {existing['status']} member {email}")
                 if existing["status"] in ("unsubscribed", "cleaned") and status in ("subscribed", "pending"):
-                    error(f"{email} is in a compliance state due to unsubscribe, bounce, or compliance review "
-                          "and cannot be subscribed.")
+                    error(email, f"{email} is in a compliance state due to unsubscribe, bounce, or compliance "
+                          "review and cannot be subscribed.")
                     continue
                 existing["status"] = status
             existing["merge_fields"].update(item.get("merge_fields") or {})
@@ -456,7 +471,10 @@ class FakeMailchimp:
         tags = self._tags_json.get(ids)
         if tags is None:
             tags = self._tags_json[ids] = _encode([{"id": i, "name": lst.segments[i]["name"]} for i in ids])
-        return (f'{{"id": "{hashlib.md5(key.encode()).hexdigest()}", "email_address": {_str(m["email_address"])}, '
+        member_id = self._ids.get(key)
+        if member_id is None:  # the MD5 of the lower-cased address, as Mailchimp's subscriber hash
+            member_id = self._ids[key] = hashlib.md5(key.encode()).hexdigest()
+        return (f'{{"id": "{member_id}", "email_address": {_str(m["email_address"])}, '
                 f'"status": {_str(m["status"])}, "merge_fields": {_encode(m["merge_fields"])}, '
                 f'"tags_count": {len(ids)}, "tags": {tags}, "list_id": {_str(lst.id)}}}')
 
