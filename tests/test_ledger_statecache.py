@@ -111,11 +111,14 @@ def test_a_ledger_restored_to_an_older_revision_is_read_in_full(tmp_path: Path) 
 
 
 def test_a_copy_that_does_not_read_means_the_full_read(tmp_path: Path) -> None:
-    with Ledger.connect(f"sqlite:///{tmp_path / 'rfmsync.db'}") as ledger:
+    url = f"sqlite:///{tmp_path / 'rfmsync.db'}"
+    with Ledger.connect(url) as ledger:
         ledger.save_states(DEST, None, [state(k, 1) for k in KEYS[:4]])
         read_both(ledger, DEST)
-        (copy,) = (tmp_path / "rfmsync.db.state-cache").iterdir()  # the default folder, beside the file
-        copy.write_bytes(b"not an arrow file")
+    # closing waited for the copy (written on a thread), in the default folder beside the file, and nothing else
+    (copy,) = (tmp_path / "rfmsync.db.state-cache").iterdir()
+    copy.write_bytes(b"not an arrow file")
+    with Ledger.connect(url) as ledger:
         ledger.save_states(DEST, None, [state("a@x.io", 3)])
         through_cache, full = read_both(ledger, DEST)
         assert through_cache == full and len(full) == 4

@@ -103,6 +103,7 @@ class Ledger:
         return cls(engine, url_for_display=shown, clock=clock, state_cache=state_cache)
 
     def close(self) -> None:
+        self.state.close()
         self._db.engine.dispose()
 
     def sibling(self, *, autocheckpoint: bool = True) -> Ledger:

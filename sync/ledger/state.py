@@ -89,6 +89,11 @@ class PushedStates:
         self._db = db
         self._cache = cache
 
+    def close(self) -> None:
+        """Wait for the cached copies still being written (:meth:`state_parts` writes them on a thread)."""
+        if self._cache is not None:
+            self._cache.wait()
+
     def load_state(self, destination: str) -> dict[str, PushedState]:
         """Everything last pushed to ``destination``, by contact key (normalised email)."""
         t = pushed_state

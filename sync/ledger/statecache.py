@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -45,6 +47,15 @@ class StateCache:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self._writes: dict[Path, threading.Thread] = {}  # a copy being written, by file
+        self._guard = threading.Lock()
+
+    def wait(self) -> None:
+        """Until every copy being written is written (closing the ledger waits for them)."""
+        with self._guard:
+            writes = list(self._writes.values())
+        for thread in writes:
+            thread.join()
 
     def path(self, destination: str) -> Path:
         return self.folder / (hashlib.sha256(destination.encode()).hexdigest()[:32] + ".arrow")
@@ -55,6 +66,7 @@ class StateCache:
         import pyarrow as pa
 
         path = self.path(destination)
+        self._join(path)
         if counter.epoch is None or not path.exists():
             return None
         try:
@@ -70,19 +82,34 @@ class StateCache:
             return None
 
     def store(self, destination: str, counter: Counter, table: "pa.Table") -> None:
-        """Keep ``table`` as ``destination``'s state at ``counter`` (written aside, then renamed into place);
-        a folder that cannot be written only costs the next plan a full read."""
-        import pyarrow as pa
-
+        """Keep ``table`` as ``destination``'s state at ``counter``: written on a thread of its own (the plan
+        goes on meanwhile; Arrow writes without the interpreter lock) to a file aside, then renamed into
+        place, so a reader sees the old copy or the new one, never half of one. A folder that cannot be
+        written only costs the next plan a full read."""
         if counter.epoch is None:
             return
         path = self.path(destination)
         meta = {b"format": FORMAT, b"destination": destination.encode(), b"epoch": counter.epoch.encode(),
                 b"revision": str(counter.revision).encode()}
-        temp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        self._join(path)  # one write per file at a time: the later copy lands last
+        thread = threading.Thread(target=self._write, args=(path, table.replace_schema_metadata(meta)),
+                                  name="rfmsync-state-cache")
+        with self._guard:
+            self._writes[path] = thread
+        thread.start()
+
+    def _join(self, path: Path) -> None:
+        with self._guard:
+            thread = self._writes.pop(path, None)
+        if thread is not None:
+            thread.join()
+
+    def _write(self, path: Path, table: "pa.Table") -> None:
+        import pyarrow as pa
+
+        temp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            table = table.replace_schema_metadata(meta)
             with pa.OSFile(str(temp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
                 writer.write_table(table)
             os.replace(temp, path)
