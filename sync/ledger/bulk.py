@@ -4,16 +4,17 @@ The columnar planner reads a million contacts' state on every plan. Fetching row
 five Python objects per row (and an Arrow array built from them), a second or more per million; so the database
 does the concatenating and Arrow's multi-threaded CSV reader does the parsing:
 
-* SQLite: one ``SELECT`` per page of 200 k rowids (the table in its own order) that ``group_concat``-s the
-  page into a single text blob, one line per row, columns separated by the unit separator (``\\x1f``). Keys are normalised
-  addresses and tags/fields are JSON (whose text never holds a control character), so only ``customer_id``
-  (source data: anything) is written as a JSON string literal and decoded back in DuckDB. A page whose blob
-  does not parse as exactly its rows of five columns (a key holding a line break or the separator) is read
-  again row by row.
-* PostgreSQL: the same pages, ``string_agg``-ed into one ``bytea`` each (``COPY … TO STDOUT`` hands psycopg
-  one message per row: a Python call each).
+* SQLite: one ``SELECT`` per page of 200 k rowids (the table in its own order, about twice as fast as pages by
+  key) that ``group_concat``-s the page into a single text blob, one line per row, columns separated by the unit
+  separator (``\\x1f``), parsed on a second thread while the next page is read. Keys are normalised addresses
+  and tags/fields are JSON (whose text never holds a control character), so only ``customer_id`` (source data:
+  anything) is written as a JSON string literal and decoded back in DuckDB. A page whose blob does not parse as
+  exactly its rows of five columns (a key holding a line break or the separator) is read again row by row.
+* PostgreSQL: pages of 200 k keys, each ``string_agg``-ed into one ``bytea`` (``COPY … TO STDOUT`` hands
+  psycopg one message per row: a Python call each).
 
-Both give the table :meth:`sync.ledger.state.PushedStates.state_table` documents.
+Given a revision, either reads only the rows saved after it (``pushed_state.revision``): the plan's cached
+copy's changes (:mod:`sync.ledger.statecache`). Both give the table :meth:`sync.ledger.state.PushedStates.state_table` documents.
 """
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ class PushedStates:
             select_state = _select_state(conn)
             if self._cache is None:
                 table = select_state(conn, destination, page)
-                return StateParts(table, table.schema.empty_table())
+                return StateParts(table, table.schema.empty_table(), None, table.num_rows)
             return state_parts(
                 self._cache, destination, self._counter(conn, destination),
                 changed_since=lambda since: select_state(conn, destination, page, since),

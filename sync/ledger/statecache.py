@@ -140,6 +140,10 @@ class StateParts:
 
     base: "pa.Table"
     changed: "pa.Table"
+    #: the revision of the cached copy used (None: the state was read in full)
+    since: int | None = None
+    #: how many rows were read from the ledger (the changed rows, or all of them)
+    read: int = 0
 
     def merged(self) -> "pa.Table":
         """The state as one table (in no particular order)."""
@@ -175,20 +179,20 @@ def state_parts(cache: StateCache, destination: str, counter: Counter,
     if cached is not None:
         base, since = cached
         if since == counter.revision:  # nothing written since: every save and every forget moves the revision
-            return StateParts(base, base.schema.empty_table())
+            return StateParts(base, base.schema.empty_table(), since, 0)
         changed = changed_since(since)
         replaced = pc.sum(pc.is_in(base.column("key"), value_set=changed.column("key"))).as_py() or 0
         if base.num_rows - replaced + changed.num_rows == count():
-            parts = StateParts(base, changed)
+            parts = StateParts(base, changed, since, changed.num_rows)
             if changed.num_rows * 10 >= max(base.num_rows, 1):
-                parts = StateParts(parts.merged(), base.schema.empty_table())
+                parts = StateParts(parts.merged(), base.schema.empty_table(), since, changed.num_rows)
                 cache.store(destination, counter, parts.base)
             return parts
         log.debug("ledger: %s: rows were forgotten since revision %d; reading the state in full", destination,
                   since)
     table = full()
     cache.store(destination, counter, table)
-    return StateParts(table, table.schema.empty_table())
+    return StateParts(table, table.schema.empty_table(), None, table.num_rows)
 
 
 __all__ = ["Counter", "MERGE_SQL", "StateCache", "StateParts", "cache_for", "state_parts"]
