@@ -14,7 +14,8 @@ does the concatenating and Arrow's multi-threaded CSV reader does the parsing:
   psycopg one message per row: a Python call each).
 
 Given a revision, either reads only the rows saved after it (``pushed_state.revision``): the plan's cached
-copy's changes (:mod:`sync.ledger.statecache`). Both give the table :meth:`sync.ledger.state.PushedStates.state_table` documents.
+copy's changes (:mod:`sync.ledger.statecache`). Both give the table
+:meth:`sync.ledger.state.PushedStates.state_table` documents.
 """
 
 from __future__ import annotations
