@@ -142,3 +142,32 @@ def test_a_version_6_ledger_migrates_keeping_its_rows_and_then_reads_through_the
         assert con.execute("SELECT count(*) FROM state_revisions WHERE epoch IS NULL").fetchone() == (0,)
         revisions = dict(con.execute("SELECT key, revision FROM pushed_state WHERE destination = 'mailchimp-main'"))
         assert revisions["new@example.com"] == 2 and set(revisions.values()) == {0, 2}
+
+
+def test_a_version_6_ledger_migrates_on_either_backend_and_reads_through_the_cache(
+        open_ledger: Callable[..., Ledger], ledger_url: str, clock: Clock, tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from sync.ledger.db import build_engine, parse_url
+
+    old = open_ledger(target_version=6)
+    engine = build_engine(parse_url(ledger_url))
+    try:
+        with engine.begin() as conn:  # rows as rfmsync before version 7 wrote them (no revision column)
+            for key in ("ann@example.com", "bob@example.com"):
+                conn.execute(text("INSERT INTO pushed_state (destination, key, customer_id, tags, fields,"
+                                  " in_destination, pushed_at) VALUES ('mc', :k, 'c', :tags, :fields, TRUE, :t)"),
+                             {"k": key, "tags": '["rfm:vip"]', "fields": '{"N":1}', "t": clock().replace(tzinfo=None)})
+            conn.execute(text("INSERT INTO state_revisions (destination, revision) VALUES ('mc', 4)"))
+    finally:
+        engine.dispose()
+    before = old.load_state("mc")
+    assert len(before) == 2
+    ledger = open_ledger(state_cache=tmp_path / "cache")
+    assert ledger.schema_version() == 7 and ledger.load_state("mc") == before
+    assert ledger.state_revision("mc") == 4
+    assert as_states(ledger.state_parts("mc").merged()) == before  # read in full, the copy kept
+    ledger.save_states("mc", None, [state("cy@example.com", 2)])
+    parts = ledger.state_parts("mc")
+    assert (parts.since, parts.read) == (4, 1)  # only the row written since the copy
+    assert as_states(parts.merged()) == ledger.load_state("mc") and len(ledger.load_state("mc")) == 3
