@@ -8,9 +8,10 @@ and the engine is driven directly, the way ``rfmsync sync`` does it:
 1. a synthetic segments table in DuckDB (``--contacts`` customers, all with marketing consent and a valid
    address, spread over five segments, each mapped to a tag/list; Unisender also gets two tags) joined to a
    ``contacts`` table;
-2. **plan**: ``sync.planning.planner.plan_one`` (rows staged in DuckDB, the ledger's pushed state read in bulk and
-   joined there; ``existing_members`` first when ``new_contacts = "skip"``); the full plan is also made once in a
-   fresh process against the ledger alone, for its peak RSS;
+2. **plan**: ``sync.planning.planner.plan_one`` (rows staged in DuckDB, the ledger's pushed state read in bulk, or
+   only its rows written since the plan's cached copy, and joined there; the rows each plan read are printed;
+   ``existing_members`` first when ``new_contacts = "skip"``); the full plan is also made once in a fresh
+   process against the ledger alone, for its peak RSS;
 3. **apply**: ``sync.engine.execute_plan`` with the client ``sync.destinations.registry.make_destination`` builds
    (default retry policy, API batch maxima, ``--connections`` parallel calls: default the vendor's limit),
    recording into the ledger (``--ledger-url``, default a SQLite file; PostgreSQL works too);
@@ -204,13 +205,34 @@ class TimedLedger:
         return timed
 
 
+class ReadLedger:
+    """The ledger, noting what the plan's read of the pushed state took from it (``state_parts``): the rows
+    read and the revision of the cached copy they were laid over (None: the whole state was read)."""
+
+    def __init__(self, ledger: Any) -> None:
+        self._ledger = ledger
+        self.read: tuple[int, int | None] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ledger, name)
+
+    def state_parts(self, destination: str) -> Any:
+        parts = self._ledger.state_parts(destination)
+        self.read = (parts.read, parts.since)
+        return parts
+
+
 # --------------------------------------------------------------------------- one destination
-def plan_once(cfg, dest, con, ledger, client):
+def plan_once(cfg, dest, con, ledger, client, reads: list | None = None):
     from sync.planning.planner import field_columns, plan_one
     from sync.planning.rows import stage_segments
 
     rows = stage_segments(con, SEGMENT_TABLE, field_columns([dest]))  # as plan_all stages them
-    return plan_one(cfg, dest, rows, ledger, client, None, full_refresh=False, reconcile=False).plan
+    noted = ReadLedger(ledger)
+    plan = plan_one(cfg, dest, rows, noted, client, None, full_refresh=False, reconcile=False).plan
+    if reads is not None:
+        reads.append(noted.read)
+    return plan
 
 
 def sync_once(harness, cfg, dest, con, ledger, settings) -> dict[str, Any]:
@@ -219,7 +241,8 @@ def sync_once(harness, cfg, dest, con, ledger, settings) -> dict[str, Any]:
 
     started = time.perf_counter()
     client = make_destination(dest, settings)
-    plan = plan_once(cfg, dest, con, ledger, client)
+    reads: list[Any] = []
+    plan = plan_once(cfg, dest, con, ledger, client, reads)
     planned = time.perf_counter()
     setup = harness.setup_writes(plan.managed_tags, plan.fields)
     per_kind = harness.minimum_writes(plan.changes, dest.batch_size)
@@ -239,7 +262,7 @@ def sync_once(harness, cfg, dest, con, ledger, settings) -> dict[str, Any]:
             "plan_s": planned - started, "apply_s": done - planned, "ledger_s": timed.seconds, "apply_cpu_s": cpu,
             "fake_cpu_s": fake_cpu,
             "ledger_wait_s": report.ledger_wait_seconds, "ledger_cpu_s": report.ledger_cpu_seconds,
-            "connections": getattr(client, "max_connections", None)}
+            "connections": getattr(client, "max_connections", None), "ledger_read": reads[0]}
 
 
 def bench_config(harness, kind: str):
@@ -363,6 +386,10 @@ def main(argv: list[str] | None = None) -> int:
             r = row["_r"]
             kinds_txt = ", ".join(f"{k} {v}" for k, v in r["kinds"].items())
             print(f"{row['destination']} {row['run']}: minimum = {r['setup']} setup + {kinds_txt}")
+    for row in rows:
+        read, since = row["_r"]["ledger_read"] or (0, None)
+        copy = f"written since its cached copy (revision {since})" if since is not None else "(no cached copy)"
+        print(f"{row['destination']} {row['run']}: the plan read {read:,} pushed-state rows from the ledger {copy}")
     print("\n".join(summary(rows)))
     problems = check(rows)
     scope = "" if contacts >= TARGET_SIZE else f" (plan-time and RSS targets are checked from {size_label(TARGET_SIZE)})"

@@ -27,7 +27,9 @@ DEST = DestinationConfig(name="mc", type="mailchimp", audience="a1", tag_prefix=
 MANAGED = ["rfm:Uni", "rfm:VIP", "rfm:Winback"]
 SEGMENTS = ["Best active", "Churn", "Ünï", "Other"]
 # a small pool of addresses, with case/space variants of the same contact and invalid ones
-EMAILS = ["a@shop.uz", " A@Shop.UZ", "b@shop.uz", "c@shop.uz", "d@shop.uz", "not-an-email", "e@x.test", ""]
+# (the fullwidth "a@ＳＨＯＰ.uz" is a's address once email-validator normalised it)
+EMAILS = ["a@shop.uz", " A@Shop.UZ", "a@\uff33\uff28\uff2f\uff30.uz", "b@shop.uz", "c@shop.uz", "d@shop.uz",
+          "not-an-email", "e@x.test", ""]
 KEYS = ["a@shop.uz", "b@shop.uz", "c@shop.uz", "d@shop.uz", "gone@shop.uz"]
 
 # values of each column, and pushed values that are (or look like) them: equal, another JSON type, other
@@ -92,6 +94,21 @@ def test_the_columnar_planner_makes_the_reference_plan(rows, last, mode, existin
     existing = None if existing is None else dict.fromkeys(existing, "subscribed")
     kwargs = {"existing": existing, "full_refresh": full_refresh, "actual": actual}
     assert columnar(rows, last, dest, **kwargs) == reference(rows, last, dest, **kwargs)
+
+
+@pytest.mark.parametrize("order", [1, -1])
+def test_the_first_row_in_planning_order_wins_an_address_whichever_way_it_was_normalised(order):
+    """Rows sharing an address once normalised, some plain ASCII (normalised in SQL as they are staged), some
+    only email-validator normalises: the first in planning order is desired, the others are not, nor invalid."""
+    rows = [{"customer_id": "1", "email": "a@\uff33\uff28\uff2f\uff30.uz"}, {"customer_id": "2", "email": " A@shop.uz"},
+            {"customer_id": "3", "email": "\u00fc@shop.uz"}, {"customer_id": "4", "email": "\u00dc@Shop.uz "},
+            {"customer_id": "5", "email": "a@shop.uz"}, {"customer_id": "6", "email": "bad@"}][::order]
+    staged = stage_dicts(rows)
+    desired = staged.con.execute("SELECT _key, customer_id FROM _plan_desired ORDER BY _rn").fetchall()
+    firsts = {"a@shop.uz": "1" if order == 1 else "5", "\u00fc@shop.uz": "3" if order == 1 else "4"}
+    assert desired == sorted(firsts.items(), key=lambda kv: [r["customer_id"] for r in rows].index(kv[1]))
+    assert staged.desired_keys() == [k for k, _ in desired]
+    assert staged.con.execute("SELECT customer_id FROM _plan_invalid").fetchall() == [("6",)]
 
 
 COLUMN_OF = {"SEG": ("segment", SEGMENTS), "R": ("r", R), "M": ("monetary", M), "S": ("p_alive", S),

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from contextlib import AbstractContextManager
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Callable, Concatenate, Generic, ParamSpec, TypeVar
 
 from sqlalchemy import event
@@ -36,6 +37,7 @@ from .queue import EventQueue
 from .runs import RunLog
 from .schema import current_version
 from .state import PushedStates
+from .statecache import cache_for
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +61,11 @@ class Ledger:
     """Operational state of rfmsync. Create with :meth:`connect`; close with :meth:`close`."""
 
     def __init__(self, engine: Engine, *, url_for_display: str,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow, state_cache: Path | None = None) -> None:
         self._db = LedgerDB(engine, clock)
         self._url = url_for_display
-        self.state = PushedStates(self._db)
+        self._state_cache = state_cache
+        self.state = PushedStates(self._db, cache_for(engine, state_cache))
         self.runs = RunLog(self._db)
         self.failures = FailureLog(self._db)
         self.cursors = CursorTable(self._db)
@@ -73,10 +76,12 @@ class Ledger:
 
     @classmethod
     def connect(cls, url: str, *, clock: Callable[[], datetime] = utcnow,
-                target_version: int | None = None) -> Ledger:
+                target_version: int | None = None, state_cache: Path | None = None) -> Ledger:
         """Open (creating if needed) the ledger at ``url`` and migrate it to the newest schema.
 
-        ``target_version`` stops migrating at an older version (tests and tooling only).
+        ``target_version`` stops migrating at an older version (tests and tooling only). ``state_cache``: the
+        folder of the plans' cached copies of the pushed state (:mod:`sync.ledger.statecache`); by default
+        ``<file>.state-cache`` beside a SQLite ledger file, none for PostgreSQL or an in-memory database.
         Raises :class:`sync.errors.ConfigError` for a bad URL or an unreachable database.
         """
         parsed = parse_url(url)
@@ -95,9 +100,10 @@ class Ledger:
             log.info("ledger %s migrated from schema version %d to %d", shown, before, after)
         else:
             log.debug("ledger %s opened at schema version %d", shown, after)
-        return cls(engine, url_for_display=shown, clock=clock)
+        return cls(engine, url_for_display=shown, clock=clock, state_cache=state_cache)
 
     def close(self) -> None:
+        self.state.close()
         self._db.engine.dispose()
 
     def sibling(self, *, autocheckpoint: bool = True) -> Ledger:
@@ -114,7 +120,7 @@ class Ledger:
             def _no_autocheckpoint(dbapi_conn: Any, _record: Any) -> None:
                 dbapi_conn.execute("PRAGMA wal_autocheckpoint = 0")
 
-        return type(self)(engine, url_for_display=self._url, clock=self._db.clock)
+        return type(self)(engine, url_for_display=self._url, clock=self._db.clock, state_cache=self._state_cache)
 
     def checkpoint(self) -> None:
         """SQLite: copy the WAL into the database file without blocking anyone (PASSIVE). Else nothing."""
@@ -153,6 +159,7 @@ class Ledger:
 
     load_state = _Via("state", PushedStates.load_state)
     state_table = _Via("state", PushedStates.state_table)
+    state_parts = _Via("state", PushedStates.state_parts)
     load_states = _Via("state", PushedStates.load_states)
     load_state_of = _Via("state", PushedStates.load_state_of)
     tag_set_counts = _Via("state", PushedStates.tag_set_counts)

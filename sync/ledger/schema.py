@@ -14,6 +14,8 @@ Version history::
     4  runs.owner (host:pid of the process running it, to tell killed runs apart)
     5  index on runs.status
     6  index on pushed_state (destination, customer_id): a webhook resync reads its customers' rows by key
+    7  pushed_state.revision (the destination's revision that last wrote the row) and state_revisions.epoch (a
+       random id per destination's revision counter): a plan reads only the rows changed since its cached copy
 """
 
 from __future__ import annotations
@@ -104,6 +106,8 @@ pushed_state = Table(
     Column("in_destination", Boolean, nullable=False),
     Column("pushed_at", UTCDateTime, nullable=False),
     Column("run_id", Integer, ForeignKey("runs.id", ondelete="SET NULL")),
+    # the destination's revision (state_revisions) whose save wrote the row: rows changed since a revision
+    Column("revision", Integer, nullable=False, server_default=text("0")),
     Index("ix_pushed_state_customer", "destination", "customer_id"),  # keyed reads of a webhook resync
 )
 
@@ -139,6 +143,8 @@ state_revisions = Table(
     "state_revisions", metadata,
     Column("destination", String(200), primary_key=True),
     Column("revision", Integer, nullable=False),
+    # random, set when the counter starts: a cached copy of the state names the counter it was read from
+    Column("epoch", String(32)),
 )
 
 events = Table(
@@ -278,6 +284,16 @@ def _v6(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX ix_pushed_state_customer ON pushed_state (destination, customer_id)"))
 
 
+def _v7(conn: Connection) -> None:
+    import uuid
+
+    conn.execute(text("ALTER TABLE pushed_state ADD COLUMN revision INTEGER NOT NULL DEFAULT 0"))
+    conn.execute(text("ALTER TABLE state_revisions ADD COLUMN epoch VARCHAR(32)"))
+    for (destination,) in conn.execute(text("SELECT destination FROM state_revisions")).all():
+        conn.execute(text("UPDATE state_revisions SET epoch = :e WHERE destination = :d"),
+                     {"e": uuid.uuid4().hex, "d": destination})
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, pushed_state, cursors, locks", _v1),
     Migration(2, "failures, state_revisions", _v2),
@@ -285,6 +301,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "runs.owner", _v4),
     Migration(5, "index on runs.status", _v5),
     Migration(6, "index on pushed_state (destination, customer_id)", _v6),
+    Migration(7, "pushed_state.revision, state_revisions.epoch", _v7),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

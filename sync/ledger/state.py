@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import uuid
+from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Protocol
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Connection
@@ -20,13 +22,14 @@ from ..model import PushedState
 from .bulk import PAGE, STATE_COLUMNS, select_state_pg, select_state_sqlite
 from .db import LedgerDB, chunks
 from .schema import pushed_state, state_revisions
+from .statecache import Counter, StateCache, StateParts, state_parts
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
-_STATE_UPDATE_COLUMNS = ("customer_id", "tags", "fields", "in_destination", "pushed_at", "run_id")
+_STATE_UPDATE_COLUMNS = ("customer_id", "tags", "fields", "in_destination", "pushed_at", "run_id", "revision")
 
 
 class StateReader(Protocol):
@@ -36,7 +39,9 @@ class StateReader(Protocol):
 
     def load_states(self, destination: str, keys: Iterable[str]) -> dict[str, PushedState]: ...
 
-    def state_table(self, destination: str, *, page: int = PAGE) -> "pa.Table": ...
+    def state_table(self, destination: str, *, page: int = PAGE, cached: bool = True) -> "pa.Table": ...
+
+    def state_parts(self, destination: str, *, page: int = PAGE) -> StateParts: ...
 
     def state_revision(self, destination: str) -> int: ...
 
@@ -80,8 +85,14 @@ def _states(rows: Iterable[Any]) -> dict[str, PushedState]:
 class PushedStates:
     """The ``pushed_state`` and ``state_revisions`` tables."""
 
-    def __init__(self, db: LedgerDB) -> None:
+    def __init__(self, db: LedgerDB, cache: StateCache | None = None) -> None:
         self._db = db
+        self._cache = cache
+
+    def close(self) -> None:
+        """Wait for the cached copies still being written (:meth:`state_parts` writes them on a thread)."""
+        if self._cache is not None:
+            self._cache.wait()
 
     def load_state(self, destination: str) -> dict[str, PushedState]:
         """Everything last pushed to ``destination``, by contact key (normalised email)."""
@@ -103,7 +114,7 @@ class PushedStates:
             import pyarrow as pa
             import pyarrow.compute as pc
 
-            table = self.state_table(destination)
+            table = self.state_table(destination, cached=False)
             table = table.filter(pc.is_in(table.column("key"), value_set=pa.array(keys, pa.string())))
             rows = zip(*(table.column(c).to_pylist() for c in STATE_COLUMNS))
         else:
@@ -115,15 +126,32 @@ class PushedStates:
             rows = iter(found)
         return _states(rows)
 
-    def state_table(self, destination: str, *, page: int = PAGE) -> "pa.Table":
+    def state_table(self, destination: str, *, page: int = PAGE, cached: bool = True) -> "pa.Table":
         """Everything last pushed to ``destination`` in one bulk read, as an Arrow table (key, customer_id,
-        tags and fields as their stored JSON text, in_destination) for the columnar planner, with no Python object
-        per row (:mod:`sync.ledger.bulk`: pages of ``page`` keys, each concatenated by the database into one blob
-        that Arrow parses)."""
-        with self._db.read() as conn:
-            if conn.dialect.name == "postgresql":
-                return select_state_pg(conn, destination, page)
-            return select_state_sqlite(conn, destination, page)
+        tags and fields as their stored JSON text, in_destination; in no particular order) for the columnar
+        planner, with no Python object per row (:mod:`sync.ledger.bulk`: pages of ``page`` rows, each
+        concatenated by the database into one blob that Arrow parses). ``cached``: through
+        :meth:`state_parts`."""
+        if not cached or self._cache is None:
+            with _snapshot(self._db) as conn:
+                return _select_state(conn)(conn, destination, page)
+        return self.state_parts(destination, page=page).merged()
+
+    def state_parts(self, destination: str, *, page: int = PAGE) -> StateParts:
+        """:meth:`state_table` in two parts (:class:`~sync.ledger.statecache.StateParts`): with a cache (a
+        SQLite ledger's ``.state-cache`` folder), its copy and only the rows written since it
+        (:mod:`sync.ledger.statecache`), so a plan after a small change reads little; else the full read."""
+        with _snapshot(self._db) as conn:
+            select_state = _select_state(conn)
+            if self._cache is None:
+                table = select_state(conn, destination, page)
+                return StateParts(table, table.schema.empty_table(), None, table.num_rows)
+            return state_parts(
+                self._cache, destination, self._counter(conn, destination),
+                changed_since=lambda since: select_state(conn, destination, page, since),
+                count=lambda: int(conn.execute(select(func.count()).select_from(pushed_state).where(
+                    pushed_state.c.destination == destination)).scalar_one()),
+                full=lambda: select_state(conn, destination, page))
 
     def load_state_of(self, destination: str, keys: Iterable[str] = (), customer_ids: Iterable[str] = ()
                       ) -> dict[str, PushedState]:
@@ -188,11 +216,11 @@ class PushedStates:
         ordered = [rows[k] for k in sorted(rows)]
         try:
             with self._db.write() as conn:
+                revision = self._bump_revision(conn, destination)  # first: the rows carry the new revision
                 if conn.dialect.name == "postgresql":
-                    _save_rows_pg(conn, destination, run_id, now, _fields_encoded(ordered))
+                    _save_rows_pg(conn, destination, run_id, now, revision, _fields_encoded(ordered))
                 else:
-                    _save_rows_sqlite(conn, destination, run_id, now, ordered)
-                self._bump_revision(conn, destination)
+                    _save_rows_sqlite(conn, destination, run_id, now, revision, ordered)
         except (IntegrityError, sqlite3.IntegrityError):
             raise ValueError(f"save_states: run {run_id} does not exist in the ledger") from None
         log.debug("ledger: saved %d states for %s", len(rows), destination)
@@ -217,11 +245,36 @@ class PushedStates:
                 state_revisions.c.destination == destination)).scalar()
         return int(value or 0)
 
-    def _bump_revision(self, conn: Connection, destination: str) -> None:
-        ins = self._db.insert(state_revisions).values(destination=destination, revision=1)
-        conn.execute(ins.on_conflict_do_update(
+    def _counter(self, conn: Connection, destination: str) -> Counter:
+        row = conn.execute(select(state_revisions.c.revision, state_revisions.c.epoch).where(
+            state_revisions.c.destination == destination)).first()
+        return Counter(0, None) if row is None else Counter(int(row.revision), row.epoch)
+
+    def _bump_revision(self, conn: Connection, destination: str) -> int:
+        """The destination's next revision (a new counter gets a random epoch). Taken before the rows are
+        written, so on PostgreSQL concurrent writers of one destination commit in revision order."""
+        ins = self._db.insert(state_revisions).values(destination=destination, revision=1, epoch=uuid.uuid4().hex)
+        return int(conn.execute(ins.on_conflict_do_update(
             index_elements=[state_revisions.c.destination],
-            set_={"revision": state_revisions.c.revision + 1}))
+            set_={"revision": state_revisions.c.revision + 1}).returning(state_revisions.c.revision)).scalar_one())
+
+
+def _select_state(conn: Connection) -> Any:
+    return select_state_pg if conn.dialect.name == "postgresql" else select_state_sqlite
+
+
+@contextmanager
+def _snapshot(db: LedgerDB) -> Iterator[Connection]:
+    """A read transaction whose statements all see one state (PostgreSQL: ``REPEATABLE READ``; a SQLite read
+    transaction always does): the revision, the changed rows and the count of a cached read must agree."""
+    if db.dialect != "postgresql":
+        with db.read() as conn:
+            yield conn
+        return
+    with db.engine.connect() as conn:
+        conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            yield conn
 
 
 # Bulk paths: pushed_at is the one typed value and the same on every row, so it is
@@ -241,7 +294,7 @@ _encode_rows = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan
 
 
 def _save_rows_sqlite(conn: Connection, destination: str, run_id: int | None,
-                      now: datetime, rows: list[tuple[Any, ...]]) -> None:
+                      now: datetime, revision: int, rows: list[tuple[Any, ...]]) -> None:
     # One INSERT .. SELECT over the rows shipped as one JSON document (json_each): SQLite runs the whole upsert
     # in one step, so the writer thread releases and re-takes the interpreter lock once per chunk instead of
     # once per row (``executemany``), which under load (the apply's calls running meanwhile) waited for the
@@ -256,14 +309,14 @@ def _save_rows_sqlite(conn: Connection, destination: str, run_id: int | None,
         except (TypeError, ValueError):  # NaN, or a value JSON cannot hold (named by _dump_fields)
             doc, fields = _encode(_fields_encoded(chunk)), "->>"
         sql = ("INSERT INTO pushed_state (destination, key, customer_id, tags, fields, in_destination, pushed_at,"
-               f" run_id) SELECT ?, r.value ->> 0, r.value ->> 1, r.value ->> 2, r.value {fields} 3, r.value ->> 4,"
-               " ?, ? FROM json_each(?) AS r WHERE true ON CONFLICT (destination, key) DO UPDATE SET "
+               f" run_id, revision) SELECT ?, r.value ->> 0, r.value ->> 1, r.value ->> 2, r.value {fields} 3,"
+               " r.value ->> 4, ?, ?, ? FROM json_each(?) AS r WHERE true ON CONFLICT (destination, key) DO UPDATE SET "
                + ", ".join(f"{c} = excluded.{c}" for c in _STATE_UPDATE_COLUMNS))
-        cursor.execute(sql, (destination, db_now, run_id, doc))
+        cursor.execute(sql, (destination, db_now, run_id, revision, doc))
 
 
 def _save_rows_pg(conn: Connection, destination: str, run_id: int | None,
-                  now: datetime, rows: list[tuple[Any, ...]]) -> None:
+                  now: datetime, revision: int, rows: list[tuple[Any, ...]]) -> None:
     # The rows go through COPY into a temporary table (dropped at commit), then one INSERT .. SELECT upserts
     # them all: no per-row statement, no JSON for the server to take apart.
     raw = conn.connection.driver_connection
@@ -275,6 +328,7 @@ def _save_rows_pg(conn: Connection, destination: str, run_id: int | None,
             for row in rows:
                 copy.write_row(row)
         cur.execute("INSERT INTO pushed_state (destination, key, customer_id, tags, fields, in_destination,"
-                    " pushed_at, run_id) SELECT %s, key, customer_id, tags, fields, in_destination, %s, %s"
-                    " FROM rfmsync_pushed_rows ON CONFLICT (destination, key) DO UPDATE SET "
-                    + ", ".join(f"{c} = EXCLUDED.{c}" for c in _STATE_UPDATE_COLUMNS), (destination, now, run_id))
+                    " pushed_at, run_id, revision) SELECT %s, key, customer_id, tags, fields, in_destination, %s,"
+                    " %s, %s FROM rfmsync_pushed_rows ON CONFLICT (destination, key) DO UPDATE SET "
+                    + ", ".join(f"{c} = EXCLUDED.{c}" for c in _STATE_UPDATE_COLUMNS),
+                    (destination, now, run_id, revision))

@@ -41,18 +41,27 @@ _INTS = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USM
          "UHUGEINT"}
 
 
-def stage_pushed(con: duckdb.DuckDBPyConnection, state: Any) -> None:
+def stage_pushed(con: duckdb.DuckDBPyConnection, state: Any, changed: Any = None) -> None:
     """Load a destination's pushed state (an Arrow table: key, customer_id, tags JSON, fields JSON,
     in_destination, as :meth:`sync.ledger.state.PushedStates.state_table` reads it) as ``_plan_ledger`` and
-    ``_plan_pushed`` (the state planned against; :func:`reconcile_pushed` replaces it)."""
-    con.register("_plan_state_arrow", state)
+    ``_plan_pushed`` (the state planned against; :func:`reconcile_pushed` replaces it). ``changed``: rows of
+    the same shape that replace ``state``'s rows of their keys (a cached copy and the rows written since,
+    :meth:`~sync.ledger.state.PushedStates.state_parts`), merged here as they are copied."""
+    con.register("_plan_state_base", state)
+    source = "SELECT * FROM _plan_state_base"
+    if changed is not None and changed.num_rows:
+        con.register("_plan_state_changed", changed)
+        source = ("SELECT * FROM _plan_state_base ANTI JOIN _plan_state_changed USING (key) "
+                  "UNION ALL SELECT * FROM _plan_state_changed")
     try:
         con.execute(f"""CREATE OR REPLACE TEMP TABLE {LEDGER} AS
             SELECT key, customer_id, CAST(from_json(tags, '["VARCHAR"]') AS VARCHAR[]) AS tags, fields,
                    CAST(in_destination AS BOOLEAN) AS present
-            FROM _plan_state_arrow""")
+            FROM ({source})""")
     finally:
-        con.unregister("_plan_state_arrow")
+        con.unregister("_plan_state_base")
+        if changed is not None and changed.num_rows:
+            con.unregister("_plan_state_changed")
     con.execute(f"CREATE OR REPLACE TEMP VIEW {PUSHED} AS SELECT * FROM {LEDGER}")
 
 

@@ -116,7 +116,8 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
         rows = stage_dicts(rows)
     notes = []
     revision = ledger.state_revision(dest.name)  # read before the state: a later write only makes it stale
-    stage_pushed(rows.con, ledger.state_table(dest.name))
+    state = ledger.state_parts(dest.name)  # a cached copy and the rows written since (or the full read)
+    stage_pushed(rows.con, state.base, state.changed)
     existing = None
     if client is not None and unchecked is None:
         if reconcile:

@@ -7,11 +7,13 @@
 * ``_plan_rows``: every row with an address, numbered ``_rn`` in planning order (by value: monetary
   descending, then customer id), with its normalised address ``_key`` (NULL when invalid);
 * ``_plan_desired``: one row per address, the first in planning order (two customers sharing an address: the
-  more recent/valuable row wins): a view of ``_plan_rows`` (flag ``_first``), not a second copy;
+  more recent/valuable row wins): a view of ``_plan_rows`` leaving out the later rows (``_plan_later``), not a
+  second copy;
 * ``_plan_invalid``: the rows whose address is invalid (reported as skipped, in planning order).
 
-Addresses are normalised by :func:`connectors.email_phone.email_map`: the SQL twin of ``normalize_email``
-(plain ASCII addresses in SQL, the rest through email-validator, each distinct address once).
+Addresses are normalised as :func:`connectors.email_phone.email_map` does (the SQL twin of
+``normalize_email``): plain ASCII addresses in SQL on every row as it is staged, the rest through email_map
+(email-validator, each distinct address once).
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from typing import Any, Iterable, Mapping
 
 import duckdb
 
-from connectors.email_phone import email_map
+from connectors.email_phone import email_fast_sql, email_map
 from connectors.normalize import ident
 
 ROWS, DESIRED, INVALID, EMAILS = "_plan_rows", "_plan_desired", "_plan_invalid", "_plan_emails"
+LATER = "_plan_later"  # the _rn of rows whose address an earlier row has
 #: columns every staged row has (NULL when the source does not give them)
 BASE_COLUMNS = {"customer_id": "VARCHAR", "email": "VARCHAR", "marketing_consent": "VARCHAR", "segment": "VARCHAR"}
 
@@ -99,14 +102,22 @@ def stage_dicts(rows: Iterable[Mapping[str, Any]], con: duckdb.DuckDBPyConnectio
 
 
 def _stage(con: duckdb.DuckDBPyConnection, select: str) -> CustomerRows:
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _plan_staged AS {select}")
-    email_map(con, "SELECT DISTINCT email AS raw FROM _plan_staged", EMAILS)
+    # the plain-ASCII addresses are normalised on every row as the rows are numbered (one pass, no join); only
+    # the others go through email_map (email-validator, each distinct address once) and are filled in after
     con.execute(f"""CREATE OR REPLACE TEMP TABLE {ROWS} AS
-        SELECT r.*, m.norm AS _key,
-               m.norm IS NOT NULL AND row_number() OVER (PARTITION BY m.norm ORDER BY r._rn) = 1 AS _first
-        FROM _plan_staged r LEFT JOIN {EMAILS} m ON m.raw = r.email""")
-    con.execute("DROP TABLE _plan_staged")
-    con.execute(f"CREATE OR REPLACE TEMP VIEW {DESIRED} AS SELECT * FROM {ROWS} WHERE _first")
+        SELECT * EXCLUDE (_e), CASE WHEN {email_fast_sql('_e')} THEN _e END AS _key
+        FROM (SELECT *, lower(trim(email)) AS _e FROM ({select}))""")
+    email_map(con, f"SELECT DISTINCT email AS raw FROM {ROWS} WHERE _key IS NULL", EMAILS)
+    con.execute(f"""UPDATE {ROWS} r SET _key = m.norm FROM {EMAILS} m
+        WHERE r._key IS NULL AND m.raw = r.email AND m.norm IS NOT NULL""")
+    # a later row with an address already planned is not desired (the first in planning order wins): found by
+    # grouping the keys (few repeat), not by numbering every key's rows
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE {LATER} AS
+        SELECT r._rn FROM {ROWS} r
+        JOIN (SELECT _key, min(_rn) AS first FROM {ROWS} WHERE _key IS NOT NULL GROUP BY _key HAVING count(*) > 1) d
+          ON d._key = r._key AND r._rn > d.first""")
+    con.execute(f"""CREATE OR REPLACE TEMP VIEW {DESIRED} AS
+        SELECT r.* FROM {ROWS} r ANTI JOIN {LATER} l ON l._rn = r._rn WHERE r._key IS NOT NULL""")
     con.execute(f"""CREATE OR REPLACE TEMP TABLE {INVALID} AS
         SELECT _rn, email, CAST(customer_id AS VARCHAR) AS customer_id, segment FROM {ROWS} WHERE _key IS NULL""")
     rel = con.table(ROWS)

@@ -1,0 +1,198 @@
+"""A destination's pushed state cached beside the ledger, so a plan reads only the rows changed since.
+
+Every save of a destination's state bumps its revision and stamps the rows it writes with it
+(``pushed_state.revision``), so the state at revision *R* is a cached copy taken at *R* with the rows stamped
+after *R* laid over it. Forgotten rows leave no stamp; they are caught by counting: the merged copy holds every
+current row plus any forgotten since, so it is exact when its row count is the ledger's, and is read again in
+full otherwise.
+
+A copy is one Arrow IPC file per destination (memory-mapped when read), named by a hash of the destination,
+in a folder beside a SQLite ledger (``<ledger file>.state-cache/``). It records the destination, the
+revision it was read at and the *epoch* of the destination's revision counter (random, made when the counter
+starts: another ledger, or this one's counter started again, has another). It is used only when all three
+match and the ledger's revision has not gone back (a ledger restored from an older copy); anything else, or a
+file that does not read, means the full read. Deleting the folder is always safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from sqlalchemy.engine import Engine
+
+log = logging.getLogger(__name__)
+
+FORMAT = b"1"
+
+
+@dataclass(frozen=True)
+class Counter:
+    """A destination's revision counter as the ledger holds it (epoch None: never written)."""
+
+    revision: int
+    epoch: str | None
+
+
+class StateCache:
+    """Cached copies of destinations' pushed state in ``folder``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._writes: dict[Path, threading.Thread] = {}  # a copy being written, by file
+        self._guard = threading.Lock()
+
+    def wait(self) -> None:
+        """Until every copy being written is written (closing the ledger waits for them)."""
+        with self._guard:
+            writes = list(self._writes.values())
+        for thread in writes:
+            thread.join()
+
+    def path(self, destination: str) -> Path:
+        return self.folder / (hashlib.sha256(destination.encode()).hexdigest()[:32] + ".arrow")
+
+    def load(self, destination: str, counter: Counter) -> "tuple[pa.Table, int] | None":
+        """The cached copy of ``destination`` and the revision it was read at, when it belongs to
+        ``counter`` (same epoch, revision not ahead of it); else None."""
+        import pyarrow as pa
+
+        path = self.path(destination)
+        self._join(path)
+        if counter.epoch is None or not path.exists():
+            return None
+        try:
+            reader = pa.ipc.open_file(pa.memory_map(str(path)))
+            meta = reader.schema.metadata or {}
+            revision = int(meta.get(b"revision", b"-1"))
+            if (meta.get(b"format") != FORMAT or meta.get(b"destination") != destination.encode()
+                    or meta.get(b"epoch") != counter.epoch.encode() or not 0 <= revision <= counter.revision):
+                return None
+            return reader.read_all().replace_schema_metadata(None), revision
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            log.debug("ledger: state cache %s not used: %s", path, exc)
+            return None
+
+    def store(self, destination: str, counter: Counter, table: "pa.Table") -> None:
+        """Keep ``table`` as ``destination``'s state at ``counter``: written on a thread of its own (the plan
+        goes on meanwhile; Arrow writes without the interpreter lock) to a file aside, then renamed into
+        place, so a reader sees the old copy or the new one, never half of one. A folder that cannot be
+        written only costs the next plan a full read."""
+        if counter.epoch is None:
+            return
+        path = self.path(destination)
+        meta = {b"format": FORMAT, b"destination": destination.encode(), b"epoch": counter.epoch.encode(),
+                b"revision": str(counter.revision).encode()}
+        self._join(path)  # one write per file at a time: the later copy lands last
+        thread = threading.Thread(target=self._write, args=(path, table.replace_schema_metadata(meta)),
+                                  name="rfmsync-state-cache")
+        with self._guard:
+            self._writes[path] = thread
+        thread.start()
+
+    def _join(self, path: Path) -> None:
+        with self._guard:
+            thread = self._writes.pop(path, None)
+        if thread is not None:
+            thread.join()
+
+    def _write(self, path: Path, table: "pa.Table") -> None:
+        import pyarrow as pa
+
+        temp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with pa.OSFile(str(temp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table)
+            os.replace(temp, path)
+        except (OSError, pa.ArrowException) as exc:
+            log.warning("ledger: could not keep the state cache %s (%s); the next plan reads the state in full",
+                        path, exc)
+            temp.unlink(missing_ok=True)
+
+
+def cache_for(engine: "Engine", folder: Path | None = None) -> StateCache | None:
+    """The cache in ``folder``; by default beside a SQLite ledger file (``<file>.state-cache``), none in
+    memory or on PostgreSQL."""
+    if folder is not None:
+        return StateCache(Path(folder))
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or database in (None, "", ":memory:") or \
+            str(engine.url.query.get("mode", "")) == "memory":
+        return None
+    path = Path(database).expanduser().resolve()
+    return StateCache(path.with_name(path.name + ".state-cache"))
+
+
+@dataclass(frozen=True)
+class StateParts:
+    """A destination's pushed state in two parts: ``base`` (a cached copy, or the full read) and ``changed``
+    (the rows written since, each replacing ``base``'s row of the same key). The planner merges them as it
+    copies them into its DuckDB (:func:`sync.planning.columnar.stage_pushed`); :meth:`merged` for the rest."""
+
+    base: "pa.Table"
+    changed: "pa.Table"
+    #: the revision of the cached copy used (None: the state was read in full)
+    since: int | None = None
+    #: how many rows were read from the ledger (the changed rows, or all of them)
+    read: int = 0
+
+    def merged(self) -> "pa.Table":
+        """The state as one table (in no particular order)."""
+        if not self.changed.num_rows:
+            return self.base
+        import duckdb
+
+        con = duckdb.connect()
+        try:
+            con.register("_state_base", self.base)
+            con.register("_state_changed", self.changed)
+            return con.sql(f"SELECT * FROM ({MERGE_SQL.format(base='_state_base', changed='_state_changed')})"
+                           ).to_arrow_table().cast(self.base.schema)
+        finally:
+            con.close()
+
+
+#: the state from its parts (DuckDB; ``{base}`` and ``{changed}``: the two relations)
+MERGE_SQL = "SELECT * FROM {base} ANTI JOIN {changed} USING (key) UNION ALL SELECT * FROM {changed}"
+
+
+def state_parts(cache: StateCache, destination: str, counter: Counter,
+                changed_since: Callable[[int], "pa.Table"], count: Callable[[], int],
+                full: Callable[[], "pa.Table"]) -> StateParts:
+    """``destination``'s state at ``counter``: the cached copy and the rows changed since it
+    (``changed_since(revision)``) when together they hold exactly ``count()`` rows, else ``full()``. The copy
+    is renewed when the changed rows reach a tenth of it (reading the changes costs a scan of the table,
+    whatever their number; keeping a copy costs a write of it all). Called inside one read transaction (one
+    snapshot of the ledger)."""
+    import pyarrow.compute as pc
+
+    cached = cache.load(destination, counter)
+    if cached is not None:
+        base, since = cached
+        if since == counter.revision:  # nothing written since: every save and every forget moves the revision
+            return StateParts(base, base.schema.empty_table(), since, 0)
+        changed = changed_since(since)
+        replaced = pc.sum(pc.is_in(base.column("key"), value_set=changed.column("key"))).as_py() or 0
+        if base.num_rows - replaced + changed.num_rows == count():
+            parts = StateParts(base, changed, since, changed.num_rows)
+            if changed.num_rows * 10 >= max(base.num_rows, 1):
+                parts = StateParts(parts.merged(), base.schema.empty_table(), since, changed.num_rows)
+                cache.store(destination, counter, parts.base)
+            return parts
+        log.debug("ledger: %s: rows were forgotten since revision %d; reading the state in full", destination,
+                  since)
+    table = full()
+    cache.store(destination, counter, table)
+    return StateParts(table, table.schema.empty_table(), None, table.num_rows)
+
+
+__all__ = ["Counter", "MERGE_SQL", "StateCache", "StateParts", "cache_for", "state_parts"]

@@ -1,0 +1,173 @@
+"""The plans' cached copy of the pushed state (sync.ledger.statecache): a read through it is exactly the full
+read, after any saves and forgets, on SQLite and PostgreSQL; a copy is never used for another ledger, for a
+ledger that went back to an older revision, or when it does not read; a ledger of schema version 6 migrates
+with its rows kept and is then read through the cache."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+
+from sync.ledger import Ledger
+from sync.model import PushedState
+
+try:
+    from tests.ledger_fixtures import Clock, clock, ledger_url, open_ledger  # noqa: F401
+except ImportError:  # tests/ itself on sys.path
+    from ledger_fixtures import Clock, clock, ledger_url, open_ledger  # type: ignore # noqa: F401
+
+DEST = "cached"
+V5_DUMP = Path(__file__).parent / "data" / "ledger_v5_before_split.sql"
+
+
+def as_states(table) -> dict[str, PushedState]:
+    rows = table.to_pylist()
+    states = {r["key"]: PushedState(r["key"], r["customer_id"], frozenset(json.loads(r["tags"])),
+                                    json.loads(r["fields"]), r["in_destination"]) for r in rows}
+    assert len(states) == len(rows), "a key read twice"
+    return states
+
+
+def read_both(ledger: Ledger, destination: str) -> tuple[dict[str, PushedState], dict[str, PushedState]]:
+    """(through the cache, the full read): the planner's two parts merged, and the plain bulk read."""
+    return as_states(ledger.state_parts(destination).merged()), as_states(ledger.state_table(destination,
+                                                                                            cached=False))
+
+
+def state(key: str, n: int) -> PushedState:
+    return PushedState(key, f"c-{key}", frozenset({f"rfm:{n % 3}"}), {"N": n}, exists=n % 5 != 0)
+
+
+KEYS = [f"{c}@x.io" for c in "abcdefghijklmnopqrstuvwxyz"]
+OPS = st.lists(st.one_of(
+    st.tuples(st.just("save"), st.lists(st.sampled_from(KEYS), min_size=1, max_size=26), st.integers(0, 9)),
+    st.tuples(st.just("forget"), st.lists(st.sampled_from(KEYS), max_size=8), st.just(0)),
+    st.tuples(st.just("read"), st.just([]), st.just(0))), max_size=14)
+
+
+@pytest.fixture
+def cached_ledger(open_ledger: Callable[..., Ledger], tmp_path: Path) -> Ledger:
+    """A ledger with its cache in tmp_path/cache (explicit: PostgreSQL has none by default)."""
+    return open_ledger(state_cache=tmp_path / "cache")
+
+
+@hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=OPS)
+def test_a_read_through_the_cache_is_the_full_read_after_any_saves_and_forgets(cached_ledger: Ledger, ops) -> None:
+    destination = f"d-{uuid.uuid4().hex[:8]}"  # one ledger for every example: a fresh destination each
+    cached_ledger.save_states("neighbour", None, [state(k, 1) for k in KEYS[:5]])  # another destination's rows
+    for op, keys, n in ops:
+        if op == "save":
+            cached_ledger.save_states(destination, None, [state(k, n + i) for i, k in enumerate(keys)])
+        elif op == "forget":
+            cached_ledger.forget(destination, keys)
+        through_cache, full = read_both(cached_ledger, destination)
+        assert through_cache == full == cached_ledger.load_state(destination)
+
+
+def test_forgotten_rows_are_not_read_back_from_the_copy(cached_ledger: Ledger) -> None:
+    cached_ledger.save_states(DEST, None, [state(k, 1) for k in KEYS])
+    read_both(cached_ledger, DEST)  # the copy
+    cached_ledger.forget(DEST, ["a@x.io"])
+    cached_ledger.save_states(DEST, None, [state("new@x.io", 2)])  # as many rows as the copy holds
+    through_cache, full = read_both(cached_ledger, DEST)
+    assert "a@x.io" not in through_cache and through_cache == full
+
+
+def test_a_copy_is_never_used_for_another_ledger(tmp_path: Path) -> None:
+    """Two ledgers sharing a cache folder, the same destination at the same revision: the epoch tells them
+    apart."""
+    folder = tmp_path / "shared-cache"
+    with Ledger.connect(f"sqlite:///{tmp_path / 'one.db'}", state_cache=folder) as one, \
+            Ledger.connect(f"sqlite:///{tmp_path / 'two.db'}", state_cache=folder) as two:
+        one.save_states(DEST, None, [state("a@x.io", 1)])
+        two.save_states(DEST, None, [state("b@x.io", 2)])
+        assert one.state_revision(DEST) == two.state_revision(DEST) == 1
+        assert set(read_both(one, DEST)[0]) == {"a@x.io"}
+        through_cache, full = read_both(two, DEST)
+        assert set(through_cache) == set(full) == {"b@x.io"}
+
+
+def test_a_ledger_restored_to_an_older_revision_is_read_in_full(tmp_path: Path) -> None:
+    path, backup = tmp_path / "rfmsync.db", tmp_path / "backup.db"
+    folder = tmp_path / "cache"
+    with Ledger.connect(f"sqlite:///{path}", state_cache=folder) as ledger:
+        ledger.save_states(DEST, None, [state(k, 1) for k in KEYS[:3]])
+        ledger.checkpoint()
+        shutil.copy(path, backup)
+        ledger.save_states(DEST, None, [state(k, 2) for k in KEYS[:3]])
+        assert read_both(ledger, DEST)[0]["a@x.io"].fields == {"N": 2}  # the copy, at revision 2
+    shutil.copy(backup, path)  # the older file back (revision 1)
+    with Ledger.connect(f"sqlite:///{path}", state_cache=folder) as ledger:
+        through_cache, full = read_both(ledger, DEST)
+        assert through_cache == full and through_cache["a@x.io"].fields == {"N": 1}
+
+
+def test_a_copy_that_does_not_read_means_the_full_read(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'rfmsync.db'}"
+    with Ledger.connect(url) as ledger:
+        ledger.save_states(DEST, None, [state(k, 1) for k in KEYS[:4]])
+        read_both(ledger, DEST)
+    # closing waited for the copy (written on a thread), in the default folder beside the file, and nothing else
+    (copy,) = (tmp_path / "rfmsync.db.state-cache").iterdir()
+    copy.write_bytes(b"not an arrow file")
+    with Ledger.connect(url) as ledger:
+        ledger.save_states(DEST, None, [state("a@x.io", 3)])
+        through_cache, full = read_both(ledger, DEST)
+        assert through_cache == full and len(full) == 4
+
+
+def test_a_version_6_ledger_migrates_keeping_its_rows_and_then_reads_through_the_cache(tmp_path: Path) -> None:
+    path = tmp_path / "rfmsync.db"
+    with sqlite3.connect(path) as con:
+        con.executescript(V5_DUMP.read_text(encoding="utf-8"))
+    with Ledger.connect(f"sqlite:///{path}", target_version=6) as old:
+        before = old.load_state("mailchimp-main")
+        assert old.schema_version() == 6 and len(before) >= 2
+    with Ledger.connect(f"sqlite:///{path}") as ledger:
+        assert ledger.schema_version() == 7
+        assert ledger.load_state("mailchimp-main") == before and ledger.state_revision("mailchimp-main") == 1
+        assert read_both(ledger, "mailchimp-main") == (before, before)  # the first read keeps a copy
+        ledger.save_states("mailchimp-main", None, [PushedState("new@example.com", "c9", frozenset(), {})])
+        through_cache, full = read_both(ledger, "mailchimp-main")
+        assert through_cache == full == {**before, "new@example.com": full["new@example.com"]}
+    with sqlite3.connect(path) as con:
+        assert con.execute("SELECT count(*) FROM state_revisions WHERE epoch IS NULL").fetchone() == (0,)
+        revisions = dict(con.execute("SELECT key, revision FROM pushed_state WHERE destination = 'mailchimp-main'"))
+        assert revisions["new@example.com"] == 2 and set(revisions.values()) == {0, 2}
+
+
+def test_a_version_6_ledger_migrates_on_either_backend_and_reads_through_the_cache(
+        open_ledger: Callable[..., Ledger], ledger_url: str, clock: Clock, tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from sync.ledger.db import build_engine, parse_url
+
+    old = open_ledger(target_version=6)
+    engine = build_engine(parse_url(ledger_url))
+    try:
+        with engine.begin() as conn:  # rows as rfmsync before version 7 wrote them (no revision column)
+            for key in ("ann@example.com", "bob@example.com"):
+                conn.execute(text("INSERT INTO pushed_state (destination, key, customer_id, tags, fields,"
+                                  " in_destination, pushed_at) VALUES ('mc', :k, 'c', :tags, :fields, TRUE, :t)"),
+                             {"k": key, "tags": '["rfm:vip"]', "fields": '{"N":1}', "t": clock().replace(tzinfo=None)})
+            conn.execute(text("INSERT INTO state_revisions (destination, revision) VALUES ('mc', 4)"))
+    finally:
+        engine.dispose()
+    before = old.load_state("mc")
+    assert len(before) == 2
+    ledger = open_ledger(state_cache=tmp_path / "cache")
+    assert ledger.schema_version() == 7 and ledger.load_state("mc") == before
+    assert ledger.state_revision("mc") == 4
+    assert as_states(ledger.state_parts("mc").merged()) == before  # read in full, the copy kept
+    ledger.save_states("mc", None, [state("cy@example.com", 2)])
+    parts = ledger.state_parts("mc")
+    assert (parts.since, parts.read) == (4, 1)  # only the row written since the copy
+    assert as_states(parts.merged()) == ledger.load_state("mc") and len(ledger.load_state("mc")) == 3
