@@ -27,7 +27,7 @@ from .btyd_models import (DAYS_PER_MONTH, BgNbdParams, FitError, GammaGammaParam
 from .fitnotes import Unfitted
 from .lifecycle import create_lifecycle_table, create_predictions_table
 from .localtime import check_timezone
-from .purchase_days import PurchaseDays, build_purchase_days, purchase_days_query
+from .purchase_days import PurchaseDays, build_purchase_days, purchase_days_for, purchase_days_query
 
 logger = logging.getLogger(__name__)
 
@@ -132,14 +132,14 @@ def _fit_bgnbd_guarded(s: SummaryCounts, cfg: PredictConfig) -> tuple[BgNbdParam
         return None, fitnotes.from_fit_error(str(exc))
 
 
-def _currencies(con: duckdb.DuckDBPyConnection, days: PurchaseDays) -> list[tuple[str]]:
-    """The currencies of the completed orders up to ``days.as_of`` (sorted) when there are several; at most one
+def _currencies(con: duckdb.DuckDBPyConnection, days: PurchaseDays, as_of: date) -> list[tuple[str]]:
+    """The currencies of the completed orders up to ``as_of`` (sorted) when there are several; at most one
     entry otherwise. A cheap scan without local days answers alone unless the whole history has several."""
     where = f"FROM {days.orders} WHERE status = 'completed' AND currency IS NOT NULL"
     if con.execute(f"SELECT count(DISTINCT currency) {where}").fetchall()[0][0] <= 1:
         return con.execute(f"SELECT DISTINCT currency {where}").fetchall()
     return con.execute(f"SELECT DISTINCT currency {where} AND {days.day_sql} <= ? ORDER BY 1",
-                       [days.as_of]).fetchall()
+                       [as_of]).fetchall()
 
 
 def _repeat_spend(con: duckdb.DuckDBPyConnection) -> tuple[np.ndarray, np.ndarray]:
@@ -150,9 +150,9 @@ def _repeat_spend(con: duckdb.DuckDBPyConnection) -> tuple[np.ndarray, np.ndarra
     return got["x"].astype(np.float64), got["monetary"].astype(np.float64)
 
 
-def _fit_gamma_gamma_guarded(con: duckdb.DuckDBPyConnection, cfg: PredictConfig, days: PurchaseDays,
+def _fit_gamma_gamma_guarded(con: duckdb.DuckDBPyConnection, cfg: PredictConfig, days: PurchaseDays, as_of: date,
                              x: np.ndarray, m: np.ndarray) -> tuple[GammaGammaParams | None, Unfitted | None]:
-    currencies = _currencies(con, days)
+    currencies = _currencies(con, days, as_of)
     if len(currencies) > 1:
         names = ", ".join(c[0] for c in currencies[:5])
         return None, fitnotes.several_currencies(len(currencies), names)
@@ -228,18 +228,26 @@ def _holdout(con: duckdb.DuckDBPyConnection, cal_end: date | None, cfg: PredictC
 
 
 def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictConfig,
-                      timezone: str = "UTC", *, keep_days: bool = True) -> PredictReport:
+                      timezone: str = "UTC", *, keep_days: bool = True,
+                      days: PurchaseDays | None = None) -> PredictReport:
     """Fit BG/NBD + Gamma-Gamma on ``orders`` and (re)create TEMP table ``customer_predictions``.
 
     One row per customer with a completed order on or before the local day ``as_of``.
     Model fields stay NULL, with ``PredictReport.reason`` saying why, on thin data.
     ``keep_days``: keep the run's purchase-day table (``PredictReport.purchase_days``) for the falling-asleep
     boundary; False never writes it (the one pass reads it as a subquery): less time, and no memory held.
+    ``days``: a purchase-day table already built (the order store's, :mod:`sync.store.day_cache`; it must cover
+    ``as_of`` in ``timezone``); it is reported as ``purchase_days`` whatever ``keep_days`` says.
     """
     check_timezone(timezone)
     # once per run: the lifecycle fields, the BTYD summary and the holdout's calibration summary come from one
     # pass over the purchase days; only the boundary reads them again, so without it they are not materialized
-    days = build_purchase_days(con, as_of, timezone) if keep_days else purchase_days_query(con, as_of, timezone)
+    if days is not None:
+        days, keep_days = purchase_days_for(con, as_of, timezone, days), True
+    elif keep_days:
+        days = build_purchase_days(con, as_of, timezone)
+    else:
+        days = purchase_days_query(con, as_of, timezone)
     cal_end = as_of - timedelta(days=cfg.holdout_days) if cfg.holdout_days else None
     create_lifecycle_table(con, as_of, timezone, cfg.discount_hunter_threshold, days=days, calibration_end=cal_end)
     hold, hold_groups = _holdout(con, cal_end, cfg)
@@ -251,7 +259,7 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
     gg = gg_why = corr = None
     if bg is not None:
         spend_x, spend_m = _repeat_spend(con)
-        gg, gg_why = _fit_gamma_gamma_guarded(con, cfg, days, spend_x, spend_m)
+        gg, gg_why = _fit_gamma_gamma_guarded(con, cfg, days, as_of, spend_x, spend_m)
         if gg is not None:  # the model assumes spend independent of frequency: reported
             corr = float(np.corrcoef(spend_x, spend_m)[0, 1])
     if gg_why:

@@ -196,17 +196,39 @@ def test_demo_shop_run_shares_one_table_with_the_boundary(tmp_path):
     assert run.result.boundary == alone.result.boundary and run.result.boundary["gaps"] > 30
 
 
-def test_customers_file_run_drops_the_table_once_the_predictions_are_done(tmp_path):
-    """`segments --customers` has no boundary: the purchase-day table is dropped to free its memory."""
+def test_customers_file_run_holds_no_table_in_memory(tmp_path):
+    """`segments --customers` has no boundary: no purchase-day table is held in memory (a TEMP table); the run
+    reads the order store's own (:mod:`sync.store.day_cache`), and a run on a connection it was given (no store
+    of its own) builds none either."""
     from sync.config import load_config
     from sync.demodata import generate_shop
     from sync.pipeline import compute_segments
+    from sync.store import connect_store
 
     cfg = load_config(generate_shop(tmp_path, customers=200, seed=5, as_of=date(2025, 6, 30)))
     run = compute_segments(cfg, date(2025, 6, 30), predict=True, boundary=False)
-    tables = {r[0] for r in run.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    temp = {r[0] for r in run.con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall()}
+    assert "customer_predictions" in temp and not any("purchase_days" in t for t in temp)
+    assert run.predictions.purchase_days.table == "cache_purchase_days" and run.result.boundary == {}
+    run.close()
+    con = connect_store(None)
+    con.execute("INSERT INTO orders SELECT * FROM read_parquet(?)", [str(_orders_parquet(cfg, tmp_path))])
+    given = compute_segments(cfg, date(2025, 6, 30), con=con, predict=True, boundary=False)
+    tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     assert "customer_predictions" in tables and not any("purchase_days" in t for t in tables)
-    assert run.predictions.purchase_days is None and run.result.boundary == {}
+    assert given.predictions.purchase_days is None
+
+
+def _orders_parquet(cfg, tmp_path):
+    """The store's orders (without the file id) as a Parquet file."""
+    import duckdb as _duckdb
+
+    from sync.pipeline import store_path
+
+    out = tmp_path / "orders.parquet"
+    with _duckdb.connect(str(store_path(cfg)), read_only=True) as con:
+        con.execute(f"COPY (SELECT * EXCLUDE (file_id) FROM orders) TO '{out}' (FORMAT PARQUET)")
+    return out
 
 
 def test_fit_on_distinct_triples_equals_the_fit_on_every_customer():
