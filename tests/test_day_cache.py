@@ -35,7 +35,7 @@ order_id = "order_id"
 customer_id = "customer"
 ordered_at = "date"
 amount = "amount"
-status = "status"
+status = "status"{extra}
 
 [store]
 orders = "shop.duckdb"
@@ -51,7 +51,7 @@ def _rows(seed: int, n: int, prefix: str) -> list[str]:
         at = start + timedelta(days=rng.randrange(545), hours=rng.choice([0, 1, 21, 22, 23, 12]),
                                minutes=rng.randrange(60))
         status = rng.choice(["completed"] * 6 + ["refunded", "cancelled"])
-        out.append(f"{prefix}{i},c{rng.randrange(40)},{at.isoformat()},{rng.randrange(5, 300)}.00,{status}")
+        out.append(f"{prefix}{i},c{rng.randrange(40)}@example.com,{at.isoformat()},{rng.randrange(5, 300)}.00,{status}")
     return out
 
 
@@ -61,8 +61,11 @@ def _write(folder: Path, name: str, rows: list[str]) -> None:
     path.write_text("\n".join(["order_id,customer,date,amount,status", *rows]) + "\n", encoding="utf-8")
 
 
-def _config(folder: Path, tz: str = "UTC"):
-    (folder / "rfmsync.toml").write_text(CONFIG.format(tz=tz), encoding="utf-8")
+def _config(folder: Path, tz: str = "UTC", email: bool = False):
+    """``email``: the file's customer column is mapped as the e-mail too: a contact field, so every change is
+    staged over all files and merged (sync.store.merge), not swapped by file id (sync.store.file_lean)."""
+    extra = '\nemail = "customer"' if email else ""
+    (folder / "rfmsync.toml").write_text(CONFIG.format(tz=tz, extra=extra), encoding="utf-8")
     return load_config(folder / "rfmsync.toml")
 
 
@@ -144,18 +147,19 @@ def test_an_order_edited_in_the_store_without_a_merge_is_seen(tmp_path):
     _assert_as_fresh(cfg, AS_OF)
 
 
-def test_a_customer_id_rewritten_by_a_file_change_is_seen(tmp_path):
+@pytest.mark.parametrize("merged", [False, True], ids=["by-file-id", "merged"])
+def test_a_customer_id_rewritten_by_a_file_change_is_seen(tmp_path, merged):
     """The generation: the orders' times, amounts and statuses stay, only whose they are changes."""
     rows = _rows(1, 200, "a")
     _write(tmp_path, "a.csv", rows)
-    cfg = _config(tmp_path)
+    cfg = _config(tmp_path, email=merged)
     _assert_as_fresh(cfg, AS_OF)
-    moved = [r.replace(",c1,", ",c99,") for r in rows]
+    moved = [r.replace(",c1@", ",c99@") for r in rows]
     assert moved != rows
     _write(tmp_path, "a.csv", moved)
     _assert_as_fresh(cfg, AS_OF)
     with duckdb.connect(str(store_path(cfg)), read_only=True) as con:
-        assert _table(con, f"SELECT count(*) FROM {DAYS_TABLE} WHERE customer_id = 'c1'") == [(0,)]
+        assert _table(con, f"SELECT count(*) FROM {DAYS_TABLE} WHERE customer_id LIKE 'c1@%'") == [(0,)]
 
 
 @pytest.mark.parametrize("as_of", [date(2025, 6, 30), date(2030, 1, 1)])
