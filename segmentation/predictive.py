@@ -236,14 +236,14 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
     Model fields stay NULL, with ``PredictReport.reason`` saying why, on thin data.
     ``keep_days``: keep the run's purchase-day table (``PredictReport.purchase_days``) for the falling-asleep
     boundary; False never writes it (the one pass reads it as a subquery): less time, and no memory held.
-    ``days``: a purchase-day table already built (the order store's, :mod:`sync.store.day_cache`; it must cover
-    ``as_of`` in ``timezone``); it is reported as ``purchase_days`` whatever ``keep_days`` says.
+    ``days``: the purchase days already found (the order store's, :mod:`sync.store.day_cache`; they must cover
+    ``as_of`` in ``timezone``); reported as ``purchase_days`` when ``keep_days``.
     """
     check_timezone(timezone)
     # once per run: the lifecycle fields, the BTYD summary and the holdout's calibration summary come from one
     # pass over the purchase days; only the boundary reads them again, so without it they are not materialized
     if days is not None:
-        days, keep_days = purchase_days_for(con, as_of, timezone, days), True
+        days = purchase_days_for(con, as_of, timezone, days)
     elif keep_days:
         days = build_purchase_days(con, as_of, timezone)
     else:

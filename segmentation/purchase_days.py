@@ -95,14 +95,15 @@ def build_purchase_days(con: duckdb.DuckDBPyConnection, as_of: date, timezone: s
 
 
 def purchase_days_query(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str = "UTC",
-                        orders: str = "orders") -> PurchaseDays:
+                        orders: str = "orders", *, day_sql: str | None = None) -> PurchaseDays:
     """The same rows as :func:`build_purchase_days`, as a subquery that is not materialized: for a run with one
     reader (``rfmsync segments --customers``: the lifecycle's single pass), writing the table (a row per customer
-    and day) costs more than it saves, and never holds its memory. The reader binds ``$as_of`` (≤ ``as_of``)."""
+    and day) costs more than it saves, and never holds its memory. The reader binds ``$as_of`` (≤ ``as_of``).
+    ``day_sql``: the local-day expression, when already found for these orders."""
     check_timezone(timezone)
     if not orders.replace(".", "_").isidentifier():
         raise ValueError(f"table names must be identifiers, got {orders!r}")
-    day = local_day_sql(con, "ordered_at", timezone, orders)
+    day = day_sql or local_day_sql(con, "ordered_at", timezone, orders)
     return PurchaseDays(f"({SELECT_SQL.format(day=day, orders=orders, sample='')})", as_of, timezone, orders, day)
 
 

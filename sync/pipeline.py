@@ -191,7 +191,7 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
             pcfg = pcfg.model_copy(update={"holdout_days": 0})
         with steps.step("predicting"):
             # the store keeps the purchase days between runs (sync.store.day_cache): rebuilt when the orders moved
-            days = cached_purchase_days(con, cfg.timezone) if own_store else None
+            days = cached_purchase_days(con, cfg.timezone, days=boundary or holdout) if own_store else None
             report = predict_customers(con, as_of, pcfg, timezone=cfg.timezone, keep_days=boundary, days=days)
         extra = "customer_predictions"
     with steps.step("segmenting"):

@@ -73,13 +73,14 @@ def _table(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple]:
     return con.execute(sql).fetchall()
 
 
-def _assert_as_fresh(cfg, as_of: date) -> None:
-    """A run on the store (cache built or read) = a run on a copy of its orders without any cache."""
-    run = compute_segments(cfg, as_of, predict=True, holdout=True)
+def _assert_as_fresh(cfg, as_of: date, full: bool = True) -> None:
+    """A run on the store (cache built or read) = a run on a copy of its orders without any cache. ``full``:
+    `rfmsync predict` (holdout and boundary: the day table is kept too), else `segments --customers`."""
+    run = compute_segments(cfg, as_of, predict=True, holdout=full, boundary=full)
     try:
         con = run.con
-        days = run.predictions.purchase_days
-        assert days.table == DAYS_TABLE and valid_purchase_days(con, cfg.timezone) is not None
+        days = valid_purchase_days(con, cfg.timezone)
+        assert days is not None and (days.table == DAYS_TABLE or not full)
         fresh = duckdb.connect()
         create_tables(fresh)
         for name in ("orders", "contacts", "line_items"):
@@ -89,12 +90,13 @@ def _assert_as_fresh(cfg, as_of: date) -> None:
             fresh.unregister("_copy")
         own = build_purchase_days(fresh, ALL_DAYS, cfg.timezone, table="_fresh_days")
         create_customer_totals(fresh, own, "_fresh_totals")
-        assert _table(con, f"SELECT * FROM {DAYS_TABLE} ORDER BY ALL") == _table(
-            fresh, "SELECT * FROM _fresh_days ORDER BY ALL")
+        if days.table == DAYS_TABLE:
+            assert _table(con, f"SELECT * FROM {DAYS_TABLE} ORDER BY ALL") == _table(
+                fresh, "SELECT * FROM _fresh_days ORDER BY ALL")
         assert _table(con, f"SELECT * FROM {TOTALS_TABLE} ORDER BY ALL") == _table(
             fresh, "SELECT * FROM _fresh_totals ORDER BY ALL")
-        alone = compute_segments(cfg, as_of, con=fresh, predict=True, holdout=True)  # builds its own, no cache
-        assert alone.predictions.purchase_days.table != DAYS_TABLE
+        alone = compute_segments(cfg, as_of, con=fresh, predict=True, holdout=full, boundary=full)  # no cache
+        assert alone.predictions.purchase_days is None or alone.predictions.purchase_days.table != DAYS_TABLE
         for table in ("customer_lifecycle", "customer_predictions", "customer_segments"):
             assert _table(con, f"SELECT * FROM {table} ORDER BY customer_id") == _table(
                 fresh, f"SELECT * FROM {table} ORDER BY customer_id"), table
@@ -109,10 +111,17 @@ def test_the_cache_equals_a_fresh_computation_after_every_change(tmp_path):
     _write(tmp_path, "a.csv", _rows(1, 300, "a"))
     _write(tmp_path, "b.csv", _rows(2, 300, "b"))
     cfg = _config(tmp_path)
-    _assert_as_fresh(cfg, AS_OF)  # built
-    _assert_as_fresh(cfg, AS_OF)  # read
+    _assert_as_fresh(cfg, AS_OF, full=False)  # `segments --customers`: the totals only
+    with duckdb.connect(str(store_path(cfg)), read_only=True) as con:
+        assert con.execute(f"SELECT count(*) FROM duckdb_tables() WHERE table_name = '{DAYS_TABLE}'"
+                           ).fetchall() == [(0,)]
+    _assert_as_fresh(cfg, date(2025, 3, 31), full=False)  # an earlier day: the orders' days, not the totals
+    _assert_as_fresh(cfg, AS_OF)  # the day table added to the totals
+    _assert_as_fresh(cfg, AS_OF)  # both read
     _assert_as_fresh(cfg, date(2025, 3, 31))  # another as-of: a filter of the same table (no totals)
     _write(tmp_path, "c.csv", _rows(3, 120, "c"))  # a new file
+    _assert_as_fresh(cfg, AS_OF)
+    _assert_as_fresh(cfg, AS_OF, full=False)  # reads the totals; the day table stays for the next
     _assert_as_fresh(cfg, AS_OF)
     rows = _rows(2, 300, "b")
     rows[7] = rows[7].rsplit(",", 2)[0] + ",1234.00,completed"  # a changed file

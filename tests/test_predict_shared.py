@@ -198,8 +198,8 @@ def test_demo_shop_run_shares_one_table_with_the_boundary(tmp_path):
 
 def test_customers_file_run_holds_no_table_in_memory(tmp_path):
     """`segments --customers` has no boundary: no purchase-day table is held in memory (a TEMP table); the run
-    reads the order store's own (:mod:`sync.store.day_cache`), and a run on a connection it was given (no store
-    of its own) builds none either."""
+    keeps the per-customer totals in the order store (:mod:`sync.store.day_cache`), not the days, and a run on a
+    connection it was given (no store of its own) builds none either."""
     from sync.config import load_config
     from sync.demodata import generate_shop
     from sync.pipeline import compute_segments
@@ -209,7 +209,9 @@ def test_customers_file_run_holds_no_table_in_memory(tmp_path):
     run = compute_segments(cfg, date(2025, 6, 30), predict=True, boundary=False)
     temp = {r[0] for r in run.con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall()}
     assert "customer_predictions" in temp and not any("purchase_days" in t for t in temp)
-    assert run.predictions.purchase_days.table == "cache_purchase_days" and run.result.boundary == {}
+    assert run.predictions.purchase_days is None and run.result.boundary == {}
+    stored = {r[0] for r in run.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    assert "cache_customer_totals" in stored and "cache_purchase_days" not in stored  # the totals alone
     run.close()
     con = connect_store(None)
     con.execute("INSERT INTO orders SELECT * FROM read_parquet(?)", [str(_orders_parquet(cfg, tmp_path))])

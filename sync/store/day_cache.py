@@ -15,7 +15,9 @@ than the whole RFM step on a large shop. The store keeps that table of *every* p
   (:mod:`sync.store.generation`: every merge and every file change moves it on, in its own transaction, so a
   rewritten customer id is seen too). Any difference rebuilds it, in one transaction with its key.
 
-Only the run that needs it builds it (a prediction run); a cache of another time zone is replaced.
+Only a prediction run builds it, and only what it reads: the totals always (a run without holdout or boundary,
+``segments --customers``, computes them in the one pass over the orders it made anyway and writes nothing else);
+the day table when the holdout or the boundary needs it. A cache of another time zone is replaced.
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import replace
 from datetime import date
 
 import duckdb
 
 from segmentation import lifecycle, purchase_days
 from segmentation.localtime import check_timezone, local_day_sql
-from segmentation.purchase_days import ALL_DAYS, PurchaseDays, build_purchase_days
+from segmentation.purchase_days import ALL_DAYS, PurchaseDays, build_purchase_days, purchase_days_query
 
 from .generation import generation
 from .merge import unordered
@@ -51,53 +54,71 @@ def cache_key(con: duckdb.DuckDBPyConnection, timezone: str) -> str:
     return json.dumps([_DEFINITION, duckdb.__version__, timezone, rows, str(checksum), generation(con)])
 
 
-def _stored(con: duckdb.DuckDBPyConnection) -> tuple[str, str, date | None] | None:
+def _stored(con: duckdb.DuckDBPyConnection) -> tuple[str, str, date | None, bool] | None:
+    """(key, local-day expression, last purchase day, whether the day table is kept) of the cache, or None."""
     present = {r[0] for r in con.execute(
         "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = 'main' "
         f"AND table_name IN ('{DAYS_TABLE}', '{TOTALS_TABLE}', '{KEY_TABLE}')").fetchall()}
-    if len(present) < 3:
+    if not {TOTALS_TABLE, KEY_TABLE} <= present:
         return None
-    rows = con.execute(f"SELECT key, day_sql, last_day FROM {KEY_TABLE}").fetchall()
-    return rows[0] if len(rows) == 1 else None
+    rows = con.execute(f"SELECT key, day_sql, last_day, days FROM {KEY_TABLE}").fetchall()
+    if len(rows) != 1 or (rows[0][3] and DAYS_TABLE not in present):
+        return None
+    return rows[0]
 
 
-def _days(timezone: str, day_sql: str, last_day: date | None) -> PurchaseDays:
-    return PurchaseDays(DAYS_TABLE, ALL_DAYS, timezone, "orders", day_sql, totals=TOTALS_TABLE, last_day=last_day)
+def _days(con: duckdb.DuckDBPyConnection, timezone: str, day_sql: str, last_day: date | None,
+          has_days: bool) -> PurchaseDays:
+    if has_days:
+        return PurchaseDays(DAYS_TABLE, ALL_DAYS, timezone, "orders", day_sql, totals=TOTALS_TABLE,
+                            last_day=last_day)
+    # the totals alone are kept: an earlier as-of reads the days as a subquery of the orders (one pass)
+    return replace(purchase_days_query(con, ALL_DAYS, timezone, day_sql=day_sql), totals=TOTALS_TABLE,
+                   last_day=last_day)
 
 
 def valid_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str) -> PurchaseDays | None:
-    """The store's purchase-day table when it is that of the orders as they are now, in ``timezone``; else None."""
+    """The store's purchase days when they are those of the orders as they are now, in ``timezone``; else None."""
     check_timezone(timezone)
     stored = _stored(con)
     if stored is None or stored[0] != cache_key(con, timezone):
         return None
-    return _days(timezone, stored[1], stored[2])
+    return _days(con, timezone, stored[1], stored[2], stored[3])
 
 
-def cached_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str) -> PurchaseDays:
-    """The store's purchase-day table of its orders in ``timezone``, built (or rebuilt) first when it is not
-    that of the orders as they are now."""
+def cached_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str, *, days: bool = True) -> PurchaseDays:
+    """The store's purchase days of its orders in ``timezone``, (re)built first when they are not those of the
+    orders as they are now. ``days``: keep the table of every day too (the holdout and the boundary read it);
+    without, only the per-customer totals are built (from one pass over the orders, nothing else written), and
+    ``table`` is a subquery."""
     check_timezone(timezone)
     key = cache_key(con, timezone)
     stored = _stored(con)
-    if stored is not None and stored[0] == key:
-        log.debug("purchase days: the order store's table is current")
-        return _days(timezone, stored[1], stored[2])
-    day_sql = local_day_sql(con, "ordered_at", timezone)
+    if stored is not None and stored[0] == key and (stored[3] or not days):
+        log.debug("purchase days: the order store's are current")
+        return _days(con, timezone, stored[1], stored[2], stored[3])
+    current = stored is not None and stored[0] == key  # the totals are, the day table is wanted now
+    day_sql = stored[1] if current else local_day_sql(con, "ordered_at", timezone)
     with unordered(con):  # full row groups, written in any order (nothing reads their physical order)
         con.execute("BEGIN TRANSACTION")
         try:
-            days = build_purchase_days(con, ALL_DAYS, timezone, table=DAYS_TABLE, temp=False, day_sql=day_sql)
-            lifecycle.create_customer_totals(con, days, TOTALS_TABLE, temp=False)
+            built = (build_purchase_days(con, ALL_DAYS, timezone, table=DAYS_TABLE, temp=False, day_sql=day_sql)
+                     if days else purchase_days_query(con, ALL_DAYS, timezone, day_sql=day_sql))
+            if not current:  # new orders: the old day table goes with the old totals
+                if not days:
+                    con.execute(f"DROP TABLE IF EXISTS {DAYS_TABLE}")
+                lifecycle.create_customer_totals(con, built, TOTALS_TABLE, temp=False)
             last_day = con.execute(f"SELECT max(last_day) FROM {TOTALS_TABLE}").fetchall()[0][0]
-            con.execute(f"CREATE OR REPLACE TABLE {KEY_TABLE} (key VARCHAR, day_sql VARCHAR, last_day DATE)")
-            con.execute(f"INSERT INTO {KEY_TABLE} VALUES (?, ?, ?)", [key, day_sql, last_day])
+            con.execute(f"CREATE OR REPLACE TABLE {KEY_TABLE} (key VARCHAR, day_sql VARCHAR, last_day DATE, "
+                        "days BOOLEAN)")
+            con.execute(f"INSERT INTO {KEY_TABLE} VALUES (?, ?, ?, ?)", [key, day_sql, last_day, days])
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
-    log.info("purchase days: built the order store's table (%s)", "replaced" if stored else "new")
-    return _days(timezone, day_sql, last_day)
+    log.info("purchase days: built the order store's %s", "day table" if current else
+             "day table and totals" if days else "totals")
+    return _days(con, timezone, day_sql, last_day, days)
 
 
 def drop_cache(con: duckdb.DuckDBPyConnection) -> None:
