@@ -140,7 +140,6 @@ PREDICTIONS_SQL = """
            avg_days_between_orders, discount_share, discount_hunter, favourite_category, favourite_brand,
            next_order_reason
     FROM nxt
-    ORDER BY customer_id
 """
 
 #: Gamma-Gamma E[mean spend | x, m̄] (note 025 eq. 5), written as :func:`segmentation.btyd_models.expected_aov`
