@@ -248,6 +248,21 @@ def test_fit_on_distinct_triples_equals_the_fit_on_every_customer():
     assert distinct.log_likelihood == pytest.approx(every.log_likelihood, rel=1e-12)
 
 
+def test_a_fit_started_at_an_earlier_fit_finds_the_same_maximum():
+    """`rfmsync predict` starts the holdout's refit at the full history's fit: the same parameters, fewer steps."""
+    rng = np.random.default_rng(11)
+    T = rng.integers(30, 400, 30_000) / 7.0
+    x, tx = simulate_bgnbd(0.25, 4.0, 0.8, 2.4, T, rng)
+    tx = np.round(tx * 7) / 7
+    full = M.fit_bgnbd(x, tx, T)
+    early = T - 60 / 7 >= 0  # the same customers 60 days earlier, roughly: fewer of them, shorter histories
+    cal_x, cal_tx, cal_T = np.maximum(x[early] - 1, 0), np.minimum(tx[early], T[early] - 60 / 7), T[early] - 60 / 7
+    cal_tx = np.where(cal_x > 0, cal_tx, 0.0)
+    cold, warm = M.fit_bgnbd(cal_x, cal_tx, cal_T), M.fit_bgnbd(cal_x, cal_tx, cal_T, start=full)
+    assert (warm.r, warm.alpha, warm.a, warm.b) == pytest.approx((cold.r, cold.alpha, cold.a, cold.b), rel=1e-5)
+    assert warm.log_likelihood == pytest.approx(cold.log_likelihood, rel=1e-12)
+
+
 # --------------------------------------------------------------------------- generated orders across DST
 
 ZONES = ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Tashkent", "UTC"]
