@@ -175,3 +175,29 @@ def test_a_customer_id_rewritten_by_a_file_change_is_seen(tmp_path, merged):
 def test_totals_serve_any_day_from_the_last_purchase_on(tmp_path, as_of):
     _write(tmp_path, "a.csv", _rows(4, 250, "a"))
     _assert_as_fresh(_config(tmp_path), as_of)
+
+
+def test_the_summary_boundary_reads_a_current_day_table_only(tmp_path):
+    """`rfmsync segments` (boundary, no predictions) reads the store's day table when it is current: the same
+    boundary as its own sampled table gives; after an edit the table is stale and not read."""
+    _write(tmp_path, "a.csv", _rows(5, 400, "a"))
+    cfg = _config(tmp_path)
+    own = compute_segments(cfg, AS_OF)  # no cache yet: the boundary's own table
+    want = own.result.boundary
+    own.close()
+    assert want["gaps"] >= 30
+    compute_segments(cfg, AS_OF, predict=True, holdout=True).close()  # keeps the day table
+    shared = compute_segments(cfg, AS_OF)
+    assert valid_purchase_days(shared.con, "UTC", day_table=True) is not None
+    assert shared.result.boundary == want
+    shared.con.execute("UPDATE orders SET ordered_at = ordered_at - INTERVAL 40 DAY WHERE order_id IN "
+                       "(SELECT order_id FROM orders WHERE status = 'completed' ORDER BY order_id LIMIT 60)")
+    assert valid_purchase_days(shared.con, "UTC", day_table=True) is None
+    shared.close()
+    edited = compute_segments(cfg, AS_OF)
+    fresh = duckdb.connect()
+    create_tables(fresh)
+    fresh.register("_copy", edited.con.sql("SELECT * EXCLUDE (file_id) FROM orders").arrow())
+    fresh.execute("INSERT INTO orders BY NAME SELECT * FROM _copy")
+    assert edited.result.boundary == compute_segments(cfg, AS_OF, con=fresh).result.boundary != want
+    edited.close()

@@ -77,11 +77,13 @@ def _days(con: duckdb.DuckDBPyConnection, timezone: str, day_sql: str, last_day:
                    last_day=last_day)
 
 
-def valid_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str) -> PurchaseDays | None:
-    """The store's purchase days when they are those of the orders as they are now, in ``timezone``; else None."""
+def valid_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str, *,
+                        day_table: bool = False) -> PurchaseDays | None:
+    """The store's purchase days when they are those of the orders as they are now, in ``timezone``; else None
+    (``day_table``: None too when only the totals are kept). Nothing is built."""
     check_timezone(timezone)
     stored = _stored(con)
-    if stored is None or stored[0] != cache_key(con, timezone):
+    if stored is None or (day_table and not stored[3]) or stored[0] != cache_key(con, timezone):
         return None
     return _days(con, timezone, stored[1], stored[2], stored[3])
 
