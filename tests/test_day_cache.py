@@ -201,3 +201,37 @@ def test_the_summary_boundary_reads_a_current_day_table_only(tmp_path):
     fresh.execute("INSERT INTO orders BY NAME SELECT * FROM _copy")
     assert edited.result.boundary == compute_segments(cfg, AS_OF, con=fresh).result.boundary != want
     edited.close()
+
+
+def _shop_rows(seed: int, n: int, prefix: str, customers: range) -> list[str]:
+    rng = random.Random(seed)
+    start = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    return [f"{prefix}{i},c{rng.choice(customers)}@example.com,"
+            f"{(start + timedelta(days=rng.randrange(545), hours=rng.choice([0, 22, 23, 12]))).isoformat()},"
+            f"{rng.randrange(5, 300)}.00,{rng.choice(['completed'] * 6 + ['refunded'])}" for i in range(n)]
+
+
+@pytest.mark.parametrize("tz", ["Europe/Berlin"])
+def test_a_daily_file_replaces_only_its_customers_rows(tmp_path, caplog, tz):
+    """A new file of a few customers (one of them new), a changed order, a removed file: only those customers'
+    rows are recomputed, and every table equals a fresh computation (a later file also moves the local-day
+    expression's range: the kept days of the others stay right)."""
+    import logging
+
+    _write(tmp_path, "a.csv", _shop_rows(1, 500, "a", range(60)))
+    cfg = _config(tmp_path, tz)
+    _assert_as_fresh(cfg, AS_OF)
+    caplog.set_level(logging.INFO, logger="sync.store.day_cache")
+    steps = [("daily-1.csv", ["d1,c3@example.com,2025-06-30T23:30:00+00:00,40.00,completed",
+                              "d2,c999@example.com,2025-06-29T10:00:00+00:00,15.00,completed",
+                              "d3,c7@example.com,2025-06-30T08:00:00+00:00,25.00,refunded"]),
+             ("daily-2.csv", ["e1,c3@example.com,2025-07-01T01:00:00+00:00,70.00,completed"])]
+    for name, rows in steps:
+        caplog.clear()
+        _write(tmp_path, name, rows)
+        _assert_as_fresh(cfg, AS_OF)
+        assert any("replaced the rows of" in r.getMessage() for r in caplog.records), caplog.text
+    caplog.clear()
+    (tmp_path / "exports" / "daily-1.csv").unlink()
+    _assert_as_fresh(cfg, date(2025, 7, 2), full=False)
+    assert any("replaced the rows of 3 of" in r.getMessage() for r in caplog.records), caplog.text

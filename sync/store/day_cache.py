@@ -42,6 +42,11 @@ log = logging.getLogger(__name__)
 DAYS_TABLE = "cache_purchase_days"
 TOTALS_TABLE = "cache_customer_totals"
 KEY_TABLE = "cache_purchase_days_key"
+CHECK_TABLE = "cache_customer_check"  # per customer: orders and checksum, to find whose orders changed
+#: more customers changed than this share: rebuild everything instead of replacing theirs
+MAX_CHANGED_SHARE = 0.25
+_CHECK_SQL = ("SELECT customer_id, count(*) AS n, sum(hash(ordered_at, amount, discount, status)) AS h "
+              "FROM orders GROUP BY customer_id")
 #: the definition the cache was built by: a change in it is a new key
 _DEFINITION = hashlib.blake2b((purchase_days.SELECT_SQL + lifecycle.PER_CUSTOMER_SQL).encode(),
                               digest_size=8).hexdigest()
@@ -101,6 +106,10 @@ def cached_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str, *, days:
         return _days(con, timezone, stored[1], stored[2], stored[3])
     current = stored is not None and stored[0] == key  # the totals are, the day table is wanted now
     day_sql = stored[1] if current else local_day_sql(con, "ordered_at", timezone)
+    if not current and stored is not None and (stored[3] or not days) and _same_basis(stored[0], key):
+        last_day = _update_changed(con, key, day_sql, stored[3])
+        if last_day is not False:
+            return _days(con, timezone, day_sql, last_day, stored[3])
     with unordered(con):  # full row groups, written in any order (nothing reads their physical order)
         con.execute("BEGIN TRANSACTION")
         try:
@@ -110,10 +119,8 @@ def cached_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str, *, days:
                 if not days:
                     con.execute(f"DROP TABLE IF EXISTS {DAYS_TABLE}")
                 lifecycle.create_customer_totals(con, built, TOTALS_TABLE, temp=False)
-            last_day = con.execute(f"SELECT max(last_day) FROM {TOTALS_TABLE}").fetchall()[0][0]
-            con.execute(f"CREATE OR REPLACE TABLE {KEY_TABLE} (key VARCHAR, day_sql VARCHAR, last_day DATE, "
-                        "days BOOLEAN)")
-            con.execute(f"INSERT INTO {KEY_TABLE} VALUES (?, ?, ?, ?)", [key, day_sql, last_day, days])
+                con.execute(f"CREATE OR REPLACE TABLE {CHECK_TABLE} AS {_CHECK_SQL}")
+            last_day = _write_key(con, key, day_sql, days)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -123,7 +130,64 @@ def cached_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str, *, days:
     return _days(con, timezone, day_sql, last_day, days)
 
 
+def _write_key(con: duckdb.DuckDBPyConnection, key: str, day_sql: str, days: bool) -> date | None:
+    """Note what the cache now holds (inside the transaction that wrote it); returns its last purchase day."""
+    last_day = con.execute(f"SELECT max(last_day) FROM {TOTALS_TABLE}").fetchall()[0][0]
+    con.execute(f"CREATE OR REPLACE TABLE {KEY_TABLE} (key VARCHAR, day_sql VARCHAR, last_day DATE, days BOOLEAN)")
+    con.execute(f"INSERT INTO {KEY_TABLE} VALUES (?, ?, ?, ?)", [key, day_sql, last_day, days])
+    return last_day
+
+
+def _same_basis(old: str, new: str) -> bool:
+    """Both keys are of one definition, DuckDB version and time zone (only the orders differ)."""
+    return json.loads(old)[:3] == json.loads(new)[:3]
+
+
+def _update_changed(con: duckdb.DuckDBPyConnection, key: str, day_sql: str, has_days: bool) -> date | None | bool:
+    """Replace the cached rows of the customers whose orders changed (a new daily file touches a few): their
+    count or checksum over all their orders differs from the one noted when their rows were computed (a customer
+    whose orders all went: noted, not counted now). A customer's days and totals depend on their own orders
+    alone, so the result is what a rebuild gives. False when there is no note or too many changed (the caller
+    rebuilds); else the new last purchase day."""
+    present = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND "
+                          f"schema_name = 'main' AND table_name = '{CHECK_TABLE}'").fetchall()[0][0]
+    if not present:
+        return False
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _rfmsync_check_now AS {_CHECK_SQL}")
+    try:
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE _rfmsync_changed AS
+                        SELECT customer_id FROM _rfmsync_check_now a FULL JOIN {CHECK_TABLE} b USING (customer_id)
+                        WHERE a.n IS DISTINCT FROM b.n OR a.h IS DISTINCT FROM b.h""")
+        changed, everyone = con.execute("SELECT (SELECT count(*) FROM _rfmsync_changed), "
+                                        "(SELECT count(*) FROM _rfmsync_check_now)").fetchall()[0]
+        if changed > MAX_CHANGED_SHARE * max(everyone, 1):
+            return False
+        mine = "customer_id IN (SELECT customer_id FROM temp._rfmsync_changed)"
+        with unordered(con):
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for table in (DAYS_TABLE, TOTALS_TABLE, CHECK_TABLE) if has_days else (TOTALS_TABLE, CHECK_TABLE):
+                    con.execute(f"DELETE FROM {table} WHERE {mine}")
+                own = purchase_days.SELECT_SQL.format(day=day_sql, orders="orders", sample=f"AND {mine}")
+                if has_days:
+                    con.execute(f"INSERT INTO {DAYS_TABLE} BY NAME {own}", {"as_of": ALL_DAYS})
+                    own = f"SELECT * FROM {DAYS_TABLE} WHERE {mine}"
+                con.execute(f"INSERT INTO {TOTALS_TABLE} BY NAME "
+                            + lifecycle.PER_CUSTOMER_SQL.format(days=f"({own})", calibration=""), {"as_of": ALL_DAYS})
+                con.execute(f"INSERT INTO {CHECK_TABLE} BY NAME SELECT * FROM temp._rfmsync_check_now WHERE {mine}")
+                last_day = _write_key(con, key, day_sql, has_days)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+    finally:
+        con.execute("DROP TABLE IF EXISTS temp._rfmsync_check_now")
+        con.execute("DROP TABLE IF EXISTS temp._rfmsync_changed")
+    log.info("purchase days: replaced the rows of %d of %d customers in the order store's", changed, everyone)
+    return last_day
+
+
 def drop_cache(con: duckdb.DuckDBPyConnection) -> None:
     """Forget the cached table (the next prediction run builds it again)."""
-    for table in (KEY_TABLE, TOTALS_TABLE, DAYS_TABLE):
+    for table in (KEY_TABLE, TOTALS_TABLE, DAYS_TABLE, CHECK_TABLE):
         con.execute(f"DROP TABLE IF EXISTS {table}")
