@@ -72,10 +72,12 @@ def _command_child(args: argparse.Namespace) -> int:
 
 #: the timed runs, in this order: (command, day cache state before it, label). The order store keeps the
 #: purchase-day table between runs (sync.store.day_cache): "cold" runs start without it (and build it), "warm"
-#: ones find it current. The no-predict run never reads it.
+#: ones find it current, "new file" ones find one more daily file of orders next to the export (ingested by the
+#: run; the cache replaces its customers' rows). The no-predict run never reads it.
 RUNS = [("no-predict", "—", "no-predict"), ("predict-fields", "cold", "fields-cold"),
         ("predict-fields", "warm", "fields-warm"), ("predict", "cold", "predict-cold"),
-        ("predict", "warm", "predict-warm")]
+        ("predict", "warm", "predict-warm"), ("no-predict", "new file", "no-predict-new-file"),
+        ("predict-fields", "new file", "fields-new-file")]
 
 
 def _drop_day_cache(store: Path) -> None:
@@ -85,6 +87,25 @@ def _drop_day_cache(store: Path) -> None:
 
     with duckdb.connect(str(store)) as con:
         drop_cache(con)
+
+
+def _daily_file(csv_path: Path, orders: int, k: int) -> Path:
+    """The k-th new daily file of ``DAILY_ORDERS`` orders next to the export (new order ids; customers old and a
+    few new), as ``bench/segments.py`` writes its one."""
+    import duckdb
+
+    from bench.segments import DAILY_ORDERS, ORDERS_PER_CUSTOMER
+
+    path = csv_path.with_name(f"{csv_path.stem}.daily-{k}.csv")
+    customers = max(1, orders // ORDERS_PER_CUSTOMER)
+    with duckdb.connect() as con:
+        con.execute(f"""COPY (SELECT {orders + k * DAILY_ORDERS} + i + 1 AS order_id,
+                                     'C' || (hash(i + {k}) % {customers + 1000}) AS customer_id,
+                                     strftime(TIMESTAMP '{AS_OF}' - INTERVAL {k} DAY + INTERVAL (i * 8) SECOND,
+                                              '%Y-%m-%d %H:%M:%S') AS ordered_at,
+                                     (100 + i % 9000)::DECIMAL(18,2) AS amount, 'completed' AS status
+                              FROM range({DAILY_ORDERS}) t(i)) TO '{path}' (HEADER, DELIMITER ',')""")
+    return path
 
 
 def commands(args: argparse.Namespace) -> int:
@@ -104,15 +125,20 @@ def commands(args: argparse.Namespace) -> int:
     warm = run_child([sys.executable, str(Path(__file__).resolve()), "--child", "no-predict", "--config", str(cfg),
                       "--out", str(out)], cwd=str(ROOT))
     print(f"  ingested the export into the order store (untimed warm-up): {warm['seconds']:.2f} s", flush=True)
+    daily: list[Path] = []
     for name, cache, label in RUNS:
         if cache == "cold":
             _drop_day_cache(store_of(csv_path))
+        if cache == "new file":  # one more daily file: ingested by the run, the cache brought up to date
+            daily.append(_daily_file(csv_path, orders, len(daily) + 1))
         argv = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--config", str(cfg),
                 "--out", str(out)]
         res[label] = run_child(argv, cwd=str(ROOT)) | {"command": name, "cache": cache}
         print(f"  {COMMANDS[name][0]} (day cache {cache}): {res[label]['seconds']:.2f} s, "
               f"peak {human_bytes(res[label]['peak_rss'])}", flush=True)
     out.unlink(missing_ok=True)
+    for path in daily:  # the next run's ingest removes their rows
+        path.unlink()
     base = res["no-predict"]["seconds"]
     cpu_base = res["no-predict"]["cpu"]
     rows = [{"command": f"rfmsync {COMMANDS[r['command']][0]}", "cache": r["cache"], "seconds": f"{r['seconds']:.2f}",
@@ -127,6 +153,9 @@ def commands(args: argparse.Namespace) -> int:
           "which builds what it reads; warm = current (built by the run before, same orders and command). "
           "The targets are judged on seconds; CPU s (the process's own, DuckDB's threads included) is the figure to "
           "compare on a busy machine")
+    new_base, new = res["no-predict-new-file"]["seconds"], res["fields-new-file"]["seconds"]
+    print(f"INFO  one new daily file each: segments --customers {new:.2f} s (its customers' purchase days replaced "
+          f"in the cache) = {new / new_base:.2f}× --no-predict {new_base:.2f} s (both ingest their file)")
     for state in ("warm", "cold"):
         fields, pred = res[f"fields-{state}"], res[f"predict-{state}"]
         for ok, text in ((fields["seconds"] <= TARGET_FIELDS_RATIO * base,
