@@ -3,12 +3,14 @@
 **The commands** (``--orders 10m``): on the synthetic shop of ``bench/segments.py`` (same generator, same CSV,
 reused from ``--workdir``), each in a fresh interpreter so that time and peak RSS are that run's alone:
 ``rfmsync segments --customers --no-predict -o FILE``, ``rfmsync segments --customers -o FILE`` (with the
-predictive fields) and ``rfmsync predict`` (the fit report: holdout refit and falling-asleep boundary included).
-It prints each one's seconds and peak RSS and checks the targets of issue 17: with predictions ≤ 2× the
+predictive fields) and ``rfmsync predict`` (the fit report, holdout refit included; it shows no falling-asleep
+boundary and computes none). It prints each one's seconds and peak RSS and checks the targets of issue 17: with predictions ≤ 2× the
 ``--no-predict`` time and peak RSS ≤ 2 GB; ``rfmsync predict`` ≤ 1.5× the ``--no-predict`` time. The order store
 keeps the purchase-day table between runs (``sync.store.day_cache``), so each predicting command is timed twice:
 with the cache cold (dropped first: the run builds it, as the first run after the export changed does) and warm
-(current: a second command on the same orders), and the targets are judged on both.
+(current: a second command on the same orders), and the targets are judged on both. A last pair of runs adds
+one new daily file of orders each (``--no-predict``, then with the predictive fields: the cache replaces only
+its customers' rows). CPU seconds are printed next to the wall time (steadier on a busy machine).
 
 **The fit** (default, without ``--orders``):
 
