@@ -105,14 +105,15 @@ def cached_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str, *, days:
         log.debug("purchase days: the order store's are current")
         return _days(con, timezone, stored[1], stored[2], stored[3])
     current = stored is not None and stored[0] == key  # the totals are, the day table is wanted now
-    day_sql = stored[1] if current else local_day_sql(con, "ordered_at", timezone)
     if not current and stored is not None and (stored[3] or not days) and _same_basis(stored[0], key):
-        last_day = _update_changed(con, key, day_sql, stored[3])
-        if last_day is not False:
-            return _days(con, timezone, day_sql, last_day, stored[3])
+        found = _update_changed(con, timezone, stored[3])
+        if found is not None:
+            return _days(con, timezone, *found, stored[3])
     with unordered(con):  # full row groups, written in any order (nothing reads their physical order)
         con.execute("BEGIN TRANSACTION")
-        try:
+        try:  # the key, the local-day expression and the rows: all of this transaction's snapshot of the orders
+            key = cache_key(con, timezone)
+            day_sql = stored[1] if current else local_day_sql(con, "ordered_at", timezone)
             built = (build_purchase_days(con, ALL_DAYS, timezone, table=DAYS_TABLE, temp=False, day_sql=day_sql)
                      if days else purchase_days_query(con, ALL_DAYS, timezone, day_sql=day_sql))
             if not current:  # new orders: the old day table goes with the old totals
@@ -143,48 +144,51 @@ def _same_basis(old: str, new: str) -> bool:
     return json.loads(old)[:3] == json.loads(new)[:3]
 
 
-def _update_changed(con: duckdb.DuckDBPyConnection, key: str, day_sql: str, has_days: bool) -> date | None | bool:
+def _update_changed(con: duckdb.DuckDBPyConnection, timezone: str,
+                    has_days: bool) -> tuple[str, date | None] | None:
     """Replace the cached rows of the customers whose orders changed (a new daily file touches a few): their
     count or checksum over all their orders differs from the one noted when their rows were computed (a customer
     whose orders all went: noted, not counted now). A customer's days and totals depend on their own orders
-    alone, so the result is what a rebuild gives. False when there is no note or too many changed (the caller
-    rebuilds); else the new last purchase day."""
+    alone, so the result is what a rebuild gives. None when there is no note or too many changed (the caller
+    rebuilds); else the new local-day expression and last purchase day."""
     present = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND "
                           f"schema_name = 'main' AND table_name = '{CHECK_TABLE}'").fetchall()[0][0]
     if not present:
-        return False
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _rfmsync_check_now AS {_CHECK_SQL}")
-    try:
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE _rfmsync_changed AS
-                        SELECT customer_id FROM _rfmsync_check_now a FULL JOIN {CHECK_TABLE} b USING (customer_id)
-                        WHERE a.n IS DISTINCT FROM b.n OR a.h IS DISTINCT FROM b.h""")
-        changed, everyone = con.execute("SELECT (SELECT count(*) FROM _rfmsync_changed), "
-                                        "(SELECT count(*) FROM _rfmsync_check_now)").fetchall()[0]
-        if changed > MAX_CHANGED_SHARE * max(everyone, 1):
-            return False
-        mine = "customer_id IN (SELECT customer_id FROM temp._rfmsync_changed)"
-        with unordered(con):
-            con.execute("BEGIN TRANSACTION")
-            try:
-                for table in (DAYS_TABLE, TOTALS_TABLE, CHECK_TABLE) if has_days else (TOTALS_TABLE, CHECK_TABLE):
-                    con.execute(f"DELETE FROM {table} WHERE {mine}")
-                own = purchase_days.SELECT_SQL.format(day=day_sql, orders="orders", sample=f"AND {mine}")
-                if has_days:
-                    con.execute(f"INSERT INTO {DAYS_TABLE} BY NAME {own}", {"as_of": ALL_DAYS})
-                    own = f"SELECT * FROM {DAYS_TABLE} WHERE {mine}"
-                con.execute(f"INSERT INTO {TOTALS_TABLE} BY NAME "
-                            + lifecycle.PER_CUSTOMER_SQL.format(days=f"({own})", calibration=""), {"as_of": ALL_DAYS})
-                con.execute(f"INSERT INTO {CHECK_TABLE} BY NAME SELECT * FROM temp._rfmsync_check_now WHERE {mine}")
-                last_day = _write_key(con, key, day_sql, has_days)
-                con.execute("COMMIT")
-            except BaseException:
+        return None
+    mine = "customer_id IN (SELECT customer_id FROM temp._rfmsync_changed)"
+    with unordered(con):
+        con.execute("BEGIN TRANSACTION")  # the key, the checks and the rows of one snapshot of the orders
+        try:
+            key = cache_key(con, timezone)
+            con.execute(f"CREATE OR REPLACE TEMP TABLE _rfmsync_check_now AS {_CHECK_SQL}")
+            con.execute(f"""CREATE OR REPLACE TEMP TABLE _rfmsync_changed AS
+                            SELECT customer_id FROM _rfmsync_check_now a FULL JOIN {CHECK_TABLE} b USING (customer_id)
+                            WHERE a.n IS DISTINCT FROM b.n OR a.h IS DISTINCT FROM b.h""")
+            changed, everyone = con.execute("SELECT (SELECT count(*) FROM _rfmsync_changed), "
+                                            "(SELECT count(*) FROM _rfmsync_check_now)").fetchall()[0]
+            if changed > MAX_CHANGED_SHARE * max(everyone, 1):
                 con.execute("ROLLBACK")
-                raise
-    finally:
-        con.execute("DROP TABLE IF EXISTS temp._rfmsync_check_now")
-        con.execute("DROP TABLE IF EXISTS temp._rfmsync_changed")
+                return None
+            day_sql = local_day_sql(con, "ordered_at", timezone)  # the range may have grown: the others' stay right
+            for table in (DAYS_TABLE, TOTALS_TABLE, CHECK_TABLE) if has_days else (TOTALS_TABLE, CHECK_TABLE):
+                con.execute(f"DELETE FROM {table} WHERE {mine}")
+            own = purchase_days.SELECT_SQL.format(day=day_sql, orders="orders", sample=f"AND {mine}")
+            if has_days:
+                con.execute(f"INSERT INTO {DAYS_TABLE} BY NAME {own}", {"as_of": ALL_DAYS})
+                own = f"SELECT * FROM {DAYS_TABLE} WHERE {mine}"
+            con.execute(f"INSERT INTO {TOTALS_TABLE} BY NAME "
+                        + lifecycle.PER_CUSTOMER_SQL.format(days=f"({own})", calibration=""), {"as_of": ALL_DAYS})
+            con.execute(f"INSERT INTO {CHECK_TABLE} BY NAME SELECT * FROM temp._rfmsync_check_now WHERE {mine}")
+            last_day = _write_key(con, key, day_sql, has_days)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            con.execute("DROP TABLE IF EXISTS temp._rfmsync_check_now")
+            con.execute("DROP TABLE IF EXISTS temp._rfmsync_changed")
     log.info("purchase days: replaced the rows of %d of %d customers in the order store's", changed, everyone)
-    return last_day
+    return day_sql, last_day
 
 
 def drop_cache(con: duckdb.DuckDBPyConnection) -> None:
