@@ -41,10 +41,9 @@ CALIBRATION_SQL = """,
                count(*) FILTER (WHERE day > $cal_end)             AS cal_later"""
 CALIBRATION_COLUMNS = ", d.cal_x, d.cal_recency_days, d.cal_t_days, d.cal_later"
 
-# From the run's purchase-day table ({days}, days up to $as_of); single orders only for the line items.
-LIFECYCLE_SQL = """
-    CREATE OR REPLACE TEMP TABLE customer_lifecycle AS
-    WITH per_day AS (
+#: the per-customer aggregates of the purchase days up to $as_of (also kept over every day in the order store:
+#: :func:`create_customer_totals`)
+PER_CUSTOMER_SQL = """
         SELECT customer_id, min(day) AS first_day, max(day) AS last_day, count(*) AS purchase_days,
                count(gap) AS gaps, median(gap) AS median_gap_days,
                CAST(sum(orders) AS BIGINT) AS orders, sum(discounted) / sum(orders) AS discount_share,
@@ -52,7 +51,29 @@ LIFECYCLE_SQL = """
                     THEN CAST((sum(day_amount) - arg_min(day_amount, day)) / (count(*) - 1) AS DOUBLE)
                     ELSE 0.0 END AS monetary{calibration}
         FROM {days} WHERE day <= $as_of GROUP BY customer_id
-    ),
+"""
+
+#: the same rows from the totals of every day (no purchase day after $as_of); the calibration numbers from the
+#: days after $cal_end alone: their count, and the day before the first of them (its day minus its gap; no gap:
+#: the customer's first purchase day came after $cal_end)
+TOTALS_SQL = """
+        SELECT t.*{calibration} FROM {totals} t{tail}
+"""
+TOTALS_CALIBRATION_SQL = """,
+               t.purchase_days - coalesce(a.later, 0) - 1 AS cal_x,
+               CASE WHEN a.later IS NULL THEN t.last_day - t.first_day
+                    WHEN a.prev_gap > 0 THEN a.first_later - a.prev_gap - t.first_day END AS cal_recency_days,
+               $cal_end::DATE - t.first_day AS cal_t_days,
+               coalesce(a.later, 0) AS cal_later"""
+TOTALS_TAIL_SQL = """
+        LEFT JOIN (SELECT customer_id, count(*) AS later, min(day) AS first_later,
+                          arg_min(coalesce(gap, 0), day) AS prev_gap
+                   FROM {days} WHERE day > $cal_end GROUP BY customer_id) a USING (customer_id)"""
+
+# From the run's purchase-day table ({days}, days up to $as_of); single orders only for the line items.
+LIFECYCLE_SQL = """
+    CREATE OR REPLACE TEMP TABLE customer_lifecycle AS
+    WITH per_day AS ({per_day}),
     items AS (
         SELECT c.customer_id, li.category, li.brand, coalesce(li.quantity, 1) AS qty,
                coalesce(li.quantity, 1) * coalesce(li.price, 0) AS spend
@@ -119,7 +140,6 @@ PREDICTIONS_SQL = """
            avg_days_between_orders, discount_share, discount_hunter, favourite_category, favourite_brand,
            next_order_reason
     FROM nxt
-    ORDER BY customer_id
 """
 
 #: Gamma-Gamma E[mean spend | x, m̄] (note 025 eq. 5), written as :func:`segmentation.btyd_models.expected_aov`
@@ -138,12 +158,27 @@ def create_lifecycle_table(con: duckdb.DuckDBPyConnection, as_of: date, timezone
     the purchase days after it (``cal_x, cal_recency_days, cal_t_days, cal_later``)."""
     days = purchase_days_for(con, as_of, timezone, days)
     cal = calibration_end is not None
-    sql = LIFECYCLE_SQL.format(days=days.table, orders=days.orders, day=days.day_sql,
-                               calibration=CALIBRATION_SQL if cal else "",
+    totals = days.totals_for(as_of)
+    if totals:  # the store's totals of every day: no GROUP BY over the days (the holdout's: over its window only)
+        per_day = TOTALS_SQL.format(totals=totals, calibration=TOTALS_CALIBRATION_SQL if cal else "",
+                                    tail=TOTALS_TAIL_SQL.format(days=days.table) if cal else "")
+    else:
+        per_day = PER_CUSTOMER_SQL.format(days=days.table, calibration=CALIBRATION_SQL if cal else "")
+    sql = LIFECYCLE_SQL.format(per_day=per_day, orders=days.orders, day=days.day_sql,
                                calibration_columns=CALIBRATION_COLUMNS if cal else "")
     params = {"as_of": as_of, "threshold": discount_hunter_threshold} | ({"cal_end": calibration_end} if cal else {})
     con.execute(sql, params)
     return con.execute("SELECT count(*) FROM customer_lifecycle").fetchall()[0][0]
+
+
+def create_customer_totals(con: duckdb.DuckDBPyConnection, days: PurchaseDays, table: str, *,
+                           temp: bool = True) -> None:
+    """(Re)create ``table``: :data:`PER_CUSTOMER_SQL` over every row of ``days`` (``days.totals`` then names it).
+    ``temp=False``: a table of the database (the order store's cache, :mod:`sync.store.day_cache`)."""
+    if not table.isidentifier():
+        raise ValueError(f"table name must be an identifier, got {table!r}")
+    con.execute(f"CREATE OR REPLACE {'TEMP ' if temp else ''}TABLE {table} AS "
+                + PER_CUSTOMER_SQL.format(days=days.table, calibration=""), {"as_of": days.as_of})
 
 
 def create_predictions_table(con: duckdb.DuckDBPyConnection, model: str, as_of: date,

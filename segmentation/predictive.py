@@ -27,7 +27,7 @@ from .btyd_models import (DAYS_PER_MONTH, BgNbdParams, FitError, GammaGammaParam
 from .fitnotes import Unfitted
 from .lifecycle import create_lifecycle_table, create_predictions_table
 from .localtime import check_timezone
-from .purchase_days import PurchaseDays, build_purchase_days, purchase_days_query
+from .purchase_days import PurchaseDays, build_purchase_days, purchase_days_for, purchase_days_query
 
 logger = logging.getLogger(__name__)
 
@@ -122,24 +122,25 @@ def _thin_data(s: SummaryCounts, cfg: PredictConfig) -> Unfitted | None:
     return None
 
 
-def _fit_bgnbd_guarded(s: SummaryCounts, cfg: PredictConfig) -> tuple[BgNbdParams | None, Unfitted | None]:
+def _fit_bgnbd_guarded(s: SummaryCounts, cfg: PredictConfig,
+                       start: BgNbdParams | None = None) -> tuple[BgNbdParams | None, Unfitted | None]:
     reason = _thin_data(s, cfg)
     if reason:
         return None, reason
     try:  # customers sharing (x, t_x, T) count once, weighted: the same likelihood, fewer terms
-        return fit_bgnbd(s.x, s.t_x, s.T, weights=s.weights), None
+        return fit_bgnbd(s.x, s.t_x, s.T, weights=s.weights, start=start), None
     except FitError as exc:
         return None, fitnotes.from_fit_error(str(exc))
 
 
-def _currencies(con: duckdb.DuckDBPyConnection, days: PurchaseDays) -> list[tuple[str]]:
-    """The currencies of the completed orders up to ``days.as_of`` (sorted) when there are several; at most one
+def _currencies(con: duckdb.DuckDBPyConnection, days: PurchaseDays, as_of: date) -> list[tuple[str]]:
+    """The currencies of the completed orders up to ``as_of`` (sorted) when there are several; at most one
     entry otherwise. A cheap scan without local days answers alone unless the whole history has several."""
     where = f"FROM {days.orders} WHERE status = 'completed' AND currency IS NOT NULL"
     if con.execute(f"SELECT count(DISTINCT currency) {where}").fetchall()[0][0] <= 1:
         return con.execute(f"SELECT DISTINCT currency {where}").fetchall()
     return con.execute(f"SELECT DISTINCT currency {where} AND {days.day_sql} <= ? ORDER BY 1",
-                       [days.as_of]).fetchall()
+                       [as_of]).fetchall()
 
 
 def _repeat_spend(con: duckdb.DuckDBPyConnection) -> tuple[np.ndarray, np.ndarray]:
@@ -150,9 +151,9 @@ def _repeat_spend(con: duckdb.DuckDBPyConnection) -> tuple[np.ndarray, np.ndarra
     return got["x"].astype(np.float64), got["monetary"].astype(np.float64)
 
 
-def _fit_gamma_gamma_guarded(con: duckdb.DuckDBPyConnection, cfg: PredictConfig, days: PurchaseDays,
+def _fit_gamma_gamma_guarded(con: duckdb.DuckDBPyConnection, cfg: PredictConfig, days: PurchaseDays, as_of: date,
                              x: np.ndarray, m: np.ndarray) -> tuple[GammaGammaParams | None, Unfitted | None]:
-    currencies = _currencies(con, days)
+    currencies = _currencies(con, days, as_of)
     if len(currencies) > 1:
         names = ", ".join(c[0] for c in currencies[:5])
         return None, fitnotes.several_currencies(len(currencies), names)
@@ -207,16 +208,17 @@ def _model_table(s: SummaryCounts, cfg: PredictConfig, bg: BgNbdParams | None,
     return pa.table(keys | model), int(s.weights[:rows][bad].sum())
 
 
-def _holdout(con: duckdb.DuckDBPyConnection, cal_end: date | None, cfg: PredictConfig
-             ) -> tuple[dict[str, Any], tuple[dict[str, Any], ...]]:
+def _holdout(con: duckdb.DuckDBPyConnection, cal_end: date | None, cfg: PredictConfig,
+             start: BgNbdParams | None = None) -> tuple[dict[str, Any], tuple[dict[str, Any], ...]]:
     """Refit on orders up to as_of − holdout_days (``cal_end``: customer_lifecycle has the calibration columns);
     compare predicted with actual purchase days after. Also the customers grouped by their calibration repeat
-    purchases (:func:`segmentation.holdout.compare`)."""
+    purchases (:func:`segmentation.holdout.compare`). ``start``: the full history's fit, where the refit starts
+    (the same shop a little earlier: close to its maximum, so it takes fewer steps)."""
     if cal_end is None:
         return {"reason": "disabled (holdout_days = 0)"}, ()
     out: dict[str, Any] = {"calibration_end": cal_end.isoformat(), "holdout_days": cfg.holdout_days}
     cal = holdout.calibration(con, cfg.time_unit)
-    bg, reason = _fit_bgnbd_guarded(cal.summary, cfg)
+    bg, reason = _fit_bgnbd_guarded(cal.summary, cfg, start)
     if bg is None:
         return out | {"reason": f"calibration period: {reason}"}, ()
     u = cal.summary
@@ -228,30 +230,38 @@ def _holdout(con: duckdb.DuckDBPyConnection, cal_end: date | None, cfg: PredictC
 
 
 def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictConfig,
-                      timezone: str = "UTC", *, keep_days: bool = True) -> PredictReport:
+                      timezone: str = "UTC", *, keep_days: bool = True,
+                      days: PurchaseDays | None = None) -> PredictReport:
     """Fit BG/NBD + Gamma-Gamma on ``orders`` and (re)create TEMP table ``customer_predictions``.
 
     One row per customer with a completed order on or before the local day ``as_of``.
     Model fields stay NULL, with ``PredictReport.reason`` saying why, on thin data.
     ``keep_days``: keep the run's purchase-day table (``PredictReport.purchase_days``) for the falling-asleep
     boundary; False never writes it (the one pass reads it as a subquery): less time, and no memory held.
+    ``days``: the purchase days already found (the order store's, :mod:`sync.store.day_cache`; they must cover
+    ``as_of`` in ``timezone``); reported as ``purchase_days`` when ``keep_days``.
     """
     check_timezone(timezone)
     # once per run: the lifecycle fields, the BTYD summary and the holdout's calibration summary come from one
     # pass over the purchase days; only the boundary reads them again, so without it they are not materialized
-    days = build_purchase_days(con, as_of, timezone) if keep_days else purchase_days_query(con, as_of, timezone)
+    if days is not None:
+        days = purchase_days_for(con, as_of, timezone, days)
+    elif keep_days:
+        days = build_purchase_days(con, as_of, timezone)
+    else:
+        days = purchase_days_query(con, as_of, timezone)
     cal_end = as_of - timedelta(days=cfg.holdout_days) if cfg.holdout_days else None
     create_lifecycle_table(con, as_of, timezone, cfg.discount_hunter_threshold, days=days, calibration_end=cal_end)
-    hold, hold_groups = _holdout(con, cal_end, cfg)
     s = _summary(con, as_of, cfg.time_unit)
     reasons = []
     bg, bg_why = _fit_bgnbd_guarded(s, cfg)
+    hold, hold_groups = _holdout(con, cal_end, cfg, bg)
     if bg_why:
         reasons.append(f"BG/NBD not fitted: {bg_why}")
     gg = gg_why = corr = None
     if bg is not None:
         spend_x, spend_m = _repeat_spend(con)
-        gg, gg_why = _fit_gamma_gamma_guarded(con, cfg, days, spend_x, spend_m)
+        gg, gg_why = _fit_gamma_gamma_guarded(con, cfg, days, as_of, spend_x, spend_m)
         if gg is not None:  # the model assumes spend independent of frequency: reported
             corr = float(np.corrcoef(spend_x, spend_m)[0, 1])
     if gg_why:

@@ -11,7 +11,11 @@ found once, and each step aggregates the table instead of re-reading the orders:
 * ``gap``: days since the customer's previous purchase day (NULL on the first one).
 
 Any earlier cut-off (the holdout's calibration end) is a prefix of every customer's days, so ``WHERE day <= d``
-on this table gives exactly what a table built as of ``d`` would, ``gap`` included.
+on this table gives exactly what a table built as of ``d`` would, ``gap`` included. A table of every day
+(``as_of`` = :data:`ALL_DAYS`) therefore serves any as-of: the order store keeps one between runs
+(:mod:`sync.store.day_cache`), with ``totals``, the lifecycle's per-customer aggregates of all of it
+(:func:`segmentation.lifecycle.create_customer_totals`), which a run as of ``last_day`` or later reads instead
+of grouping the days again.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import duckdb
 from .localtime import check_timezone, local_day_sql
 
 TABLE = "_rfmsync_purchase_days"
+#: the ``as_of`` of a table of every purchase day (no cut-off): it covers any as-of
+ALL_DAYS = date(9999, 12, 31)
 
 SELECT_SQL = """
     SELECT customer_id, day, day_amount, orders, discounted,
@@ -35,7 +41,7 @@ SELECT_SQL = """
           WHERE day <= $as_of
           GROUP BY customer_id, day)
 """
-BUILD_SQL = "CREATE OR REPLACE TEMP TABLE {table} AS" + SELECT_SQL
+BUILD_SQL = "CREATE OR REPLACE {temp}TABLE {table} AS" + SELECT_SQL
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,9 @@ class PurchaseDays:
     ``day_sql`` is the local-day expression over ``orders.ordered_at`` (for the one step that needs single
     orders: the lifecycle's favourite category and brand). ``table`` is a table name, or a parenthesised
     subquery (:func:`purchase_days_query`; it reads ``$as_of``, which its readers bind). ``sampled_every`` > 1: only every k-th customer by
-    hash of the id (the boundary's sample of a large shop).
+    hash of the id (the boundary's sample of a large shop). ``totals``: a table of the lifecycle's per-customer
+    aggregates over every row of ``table`` (:func:`segmentation.lifecycle.create_customer_totals`), equal to
+    those as of any day from ``last_day`` (the table's latest purchase day) on.
     """
 
     table: str
@@ -54,6 +62,12 @@ class PurchaseDays:
     orders: str
     day_sql: str
     sampled_every: int = 1
+    totals: str | None = None
+    last_day: date | None = None
+
+    def totals_for(self, as_of: date) -> str | None:
+        """``totals`` when they are the aggregates as of ``as_of`` (no purchase day after it), else None."""
+        return self.totals if self.totals and (self.last_day is None or as_of >= self.last_day) else None
 
     def covers(self, as_of: date, timezone: str, orders: str = "orders") -> bool:
         """True when this table holds every customer's days up to ``as_of`` (or a later day) of ``orders``."""
@@ -66,26 +80,30 @@ def sample_filter(every: int) -> str:
 
 
 def build_purchase_days(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str = "UTC",
-                        orders: str = "orders", *, sampled_every: int = 1, table: str = TABLE) -> PurchaseDays:
-    """(Re)create TEMP table ``table`` from the completed orders of ``orders`` up to the local day ``as_of``."""
+                        orders: str = "orders", *, sampled_every: int = 1, table: str = TABLE,
+                        temp: bool = True, day_sql: str | None = None) -> PurchaseDays:
+    """(Re)create TEMP table ``table`` from the completed orders of ``orders`` up to the local day ``as_of``
+    (:data:`ALL_DAYS`: every day). ``temp=False``: a table of the database (the order store's cache);
+    ``day_sql``: the local-day expression, when already found for these orders."""
     check_timezone(timezone)
     if not (table.isidentifier() and orders.replace(".", "_").isidentifier()):
         raise ValueError(f"table names must be identifiers, got {table!r} and {orders!r}")
-    day = local_day_sql(con, "ordered_at", timezone, orders)
-    con.execute(BUILD_SQL.format(table=table, day=day, orders=orders, sample=sample_filter(sampled_every)),
-                {"as_of": as_of})
+    day = day_sql or local_day_sql(con, "ordered_at", timezone, orders)
+    con.execute(BUILD_SQL.format(temp="TEMP " if temp else "", table=table, day=day, orders=orders,
+                                 sample=sample_filter(sampled_every)), {"as_of": as_of})
     return PurchaseDays(table, as_of, timezone, orders, day, sampled_every)
 
 
 def purchase_days_query(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str = "UTC",
-                        orders: str = "orders") -> PurchaseDays:
+                        orders: str = "orders", *, day_sql: str | None = None) -> PurchaseDays:
     """The same rows as :func:`build_purchase_days`, as a subquery that is not materialized: for a run with one
     reader (``rfmsync segments --customers``: the lifecycle's single pass), writing the table (a row per customer
-    and day) costs more than it saves, and never holds its memory. The reader binds ``$as_of`` (≤ ``as_of``)."""
+    and day) costs more than it saves, and never holds its memory. The reader binds ``$as_of`` (≤ ``as_of``).
+    ``day_sql``: the local-day expression, when already found for these orders."""
     check_timezone(timezone)
     if not orders.replace(".", "_").isidentifier():
         raise ValueError(f"table names must be identifiers, got {orders!r}")
-    day = local_day_sql(con, "ordered_at", timezone, orders)
+    day = day_sql or local_day_sql(con, "ordered_at", timezone, orders)
     return PurchaseDays(f"({SELECT_SQL.format(day=day, orders=orders, sample='')})", as_of, timezone, orders, day)
 
 

@@ -28,6 +28,7 @@ from .config import Config, format_validation_error
 from .errors import ConfigError
 from .planning.values import PREDICTIVE_VALUES
 from .store import connect_store, merge_staged
+from .store.day_cache import cached_purchase_days, valid_purchase_days
 from .store.files import gone_lines, ingest_files
 
 if TYPE_CHECKING:
@@ -168,6 +169,7 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
     as_of = as_of or today_in(cfg.timezone)
     seg_cfg = cfg.segmentation.model_copy(update={"preset": preset}) if preset else cfg.segmentation
     pull = None
+    own_store = con is None  # a store this run opened: its purchase-day cache may be read and written
     if con is None:
         path = store_path(cfg)
         if not is_file_source(cfg) and not path.exists():
@@ -188,11 +190,16 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
         if not holdout:  # the holdout refit is a fit-quality report for `rfmsync predict`, not needed to sync
             pcfg = pcfg.model_copy(update={"holdout_days": 0})
         with steps.step("predicting"):
-            report = predict_customers(con, as_of, pcfg, timezone=cfg.timezone, keep_days=boundary)
+            # the store keeps the purchase days between runs (sync.store.day_cache): rebuilt when the orders moved
+            days = cached_purchase_days(con, cfg.timezone, days=boundary or holdout) if own_store else None
+            report = predict_customers(con, as_of, pcfg, timezone=cfg.timezone, keep_days=boundary, days=days)
         extra = "customer_predictions"
+    days = report.purchase_days if report is not None else None
+    if days is None and boundary and own_store:  # the boundary reads the store's day table when it is current
+        days = valid_purchase_days(con, cfg.timezone, day_table=True)
     with steps.step("segmenting"):
         result = run_segmentation(con, seg_cfg, as_of, cfg.timezone, extra_fields=extra, with_boundary=boundary,
-                                  purchase_days=report.purchase_days if report is not None else None)
+                                  purchase_days=days)
     warnings = gone_lines(getattr(pull, "gone_files", []))
     warnings += [w for w in [stale_warning(con, as_of, cfg.timezone, cfg.guards.stale_days)] if w]
     warnings += list(report.warnings) if report is not None else []

@@ -196,17 +196,41 @@ def test_demo_shop_run_shares_one_table_with_the_boundary(tmp_path):
     assert run.result.boundary == alone.result.boundary and run.result.boundary["gaps"] > 30
 
 
-def test_customers_file_run_drops_the_table_once_the_predictions_are_done(tmp_path):
-    """`segments --customers` has no boundary: the purchase-day table is dropped to free its memory."""
+def test_customers_file_run_holds_no_table_in_memory(tmp_path):
+    """`segments --customers` has no boundary: no purchase-day table is held in memory (a TEMP table); the run
+    keeps the per-customer totals in the order store (:mod:`sync.store.day_cache`), not the days, and a run on a
+    connection it was given (no store of its own) builds none either."""
     from sync.config import load_config
     from sync.demodata import generate_shop
     from sync.pipeline import compute_segments
+    from sync.store import connect_store
 
     cfg = load_config(generate_shop(tmp_path, customers=200, seed=5, as_of=date(2025, 6, 30)))
     run = compute_segments(cfg, date(2025, 6, 30), predict=True, boundary=False)
-    tables = {r[0] for r in run.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    assert "customer_predictions" in tables and not any("purchase_days" in t for t in tables)
+    temp = {r[0] for r in run.con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall()}
+    assert "customer_predictions" in temp and not any("purchase_days" in t for t in temp)
     assert run.predictions.purchase_days is None and run.result.boundary == {}
+    stored = {r[0] for r in run.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    assert "cache_customer_totals" in stored and "cache_purchase_days" not in stored  # the totals alone
+    run.close()
+    con = connect_store(None)
+    con.execute("INSERT INTO orders SELECT * FROM read_parquet(?)", [str(_orders_parquet(cfg, tmp_path))])
+    given = compute_segments(cfg, date(2025, 6, 30), con=con, predict=True, boundary=False)
+    tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    assert "customer_predictions" in tables and not any("purchase_days" in t for t in tables)
+    assert given.predictions.purchase_days is None
+
+
+def _orders_parquet(cfg, tmp_path):
+    """The store's orders (without the file id) as a Parquet file."""
+    import duckdb as _duckdb
+
+    from sync.pipeline import store_path
+
+    out = tmp_path / "orders.parquet"
+    with _duckdb.connect(str(store_path(cfg)), read_only=True) as con:
+        con.execute(f"COPY (SELECT * EXCLUDE (file_id) FROM orders) TO '{out}' (FORMAT PARQUET)")
+    return out
 
 
 def test_fit_on_distinct_triples_equals_the_fit_on_every_customer():
@@ -222,6 +246,21 @@ def test_fit_on_distinct_triples_equals_the_fit_on_every_customer():
     assert (distinct.r, distinct.alpha, distinct.a, distinct.b) == pytest.approx(
         (every.r, every.alpha, every.a, every.b), rel=1e-5)
     assert distinct.log_likelihood == pytest.approx(every.log_likelihood, rel=1e-12)
+
+
+def test_a_fit_started_at_an_earlier_fit_finds_the_same_maximum():
+    """`rfmsync predict` starts the holdout's refit at the full history's fit: the same parameters, fewer steps."""
+    rng = np.random.default_rng(11)
+    T = rng.integers(30, 400, 30_000) / 7.0
+    x, tx = simulate_bgnbd(0.25, 4.0, 0.8, 2.4, T, rng)
+    tx = np.round(tx * 7) / 7
+    full = M.fit_bgnbd(x, tx, T)
+    early = T - 60 / 7 >= 0  # the same customers 60 days earlier, roughly: fewer of them, shorter histories
+    cal_x, cal_tx, cal_T = np.maximum(x[early] - 1, 0), np.minimum(tx[early], T[early] - 60 / 7), T[early] - 60 / 7
+    cal_tx = np.where(cal_x > 0, cal_tx, 0.0)
+    cold, warm = M.fit_bgnbd(cal_x, cal_tx, cal_T), M.fit_bgnbd(cal_x, cal_tx, cal_T, start=full)
+    assert (warm.r, warm.alpha, warm.a, warm.b) == pytest.approx((cold.r, cold.alpha, cold.a, cold.b), rel=1e-5)
+    assert warm.log_likelihood == pytest.approx(cold.log_likelihood, rel=1e-12)
 
 
 # --------------------------------------------------------------------------- generated orders across DST

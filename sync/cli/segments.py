@@ -140,7 +140,8 @@ def predict(config_path, as_of, fmt):
 
     cfg = load(config_path)
     with status("Fitting models…"):
-        run = api.segments(cfg, as_of, predict=True, holdout=True)
+        # the falling-asleep boundary is not part of this output (`rfmsync segments` and the report show it)
+        run = api.segments(cfg, as_of, predict=True, holdout=True, boundary=False)
     print_warnings(run.warnings)
     try:
         report = run.predictions.to_json()

@@ -27,6 +27,7 @@ from connectors.file_staging import CONTACT_FIELDS, LINE_FIELDS, MAX_BAD_ROWS, F
 from connectors.files import FileSource
 from connectors.identity import IdentityReport
 
+from .generation import bump_generation
 from .lookup import BULK_ROWS, drop_lookup_indexes
 from .webhooks import WEBHOOK_TABLE, create_webhook_table
 
@@ -135,6 +136,8 @@ def commit_lean(con: duckdb.DuckDBPyConnection, change: LeanChange) -> None:
         con.execute(f"DELETE FROM orders WHERE file_id IN ({_ids(change.dropped)})")
     if change.staged:
         con.execute("INSERT INTO orders BY NAME SELECT * FROM staged_orders")
+    if change.dropped or change.staged:
+        bump_generation(con)
 
 
 def drop_lean_indexes(con: duckdb.DuckDBPyConnection, change: LeanChange) -> None:

@@ -11,6 +11,7 @@ from connectors.identity import DEFAULT_MAX_GROUP, link_staged
 from connectors.source import PullResult
 from connectors.tables import TABLES
 
+from .generation import bump_generation
 from .lookup import BULK_ROWS, drop_lookup_indexes
 from .webhooks import KIND, WEBHOOK_TABLE, create_webhook_table
 
@@ -54,6 +55,7 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
         for name in TABLES:
             con.execute(f"DROP TABLE IF EXISTS staged_{name}")
             con.execute(f"DROP TABLE IF EXISTS _kept_{name}")
+        bump_generation(con)  # what the store keeps of its orders (the purchase-day cache) may be stale now
         if before_commit is not None:
             before_commit(con)
         con.execute("COMMIT")

@@ -1,0 +1,197 @@
+"""The purchase-day table kept in the order store between runs, so that predictions cost what the RFM step does.
+
+Every prediction run starts from the completed orders collapsed per customer and local day
+(:mod:`segmentation.purchase_days`): a ``GROUP BY`` of every order and a window over every customer's days, more
+than the whole RFM step on a large shop. The store keeps that table of *every* purchase day
+(``cache_purchase_days``) and the lifecycle's per-customer totals of it (``cache_customer_totals``):
+
+* any as-of is a filter of it (``WHERE day <= as_of``: every cut-off is a prefix of each customer's days, the
+  ``gap`` column included), never a new table; a run as of the latest purchase day or later reads the totals
+  instead of grouping the days (the usual run: as of today);
+* it is used only when it was built from exactly the orders the store holds now, in the same time zone, by the
+  same definition: its key (``cache_purchase_days_key``) holds the time zone, a hash of the SQL that builds it,
+  the DuckDB version (whose ICU gives the local days), the number of orders, a checksum of the columns it reads
+  (``ordered_at``, ``amount``, ``discount``, ``status``) and the store's generation
+  (:mod:`sync.store.generation`: every merge and every file change moves it on, in its own transaction, so a
+  rewritten customer id is seen too). Any difference rebuilds it, in one transaction with its key.
+
+Only a prediction run builds it, and only what it reads: the totals always (a run without holdout or boundary,
+``segments --customers``, computes them in the one pass over the orders it made anyway and writes nothing else);
+the day table when the holdout or the boundary needs it. A cache of another time zone is replaced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import replace
+from datetime import date
+
+import duckdb
+
+from segmentation import lifecycle, purchase_days
+from segmentation.localtime import check_timezone, local_day_sql
+from segmentation.purchase_days import ALL_DAYS, PurchaseDays, build_purchase_days, purchase_days_query
+
+from .generation import generation
+from .merge import unordered
+
+log = logging.getLogger(__name__)
+
+DAYS_TABLE = "cache_purchase_days"
+TOTALS_TABLE = "cache_customer_totals"
+KEY_TABLE = "cache_purchase_days_key"
+CHECK_TABLE = "cache_customer_check"  # per customer: orders and checksum, to find whose orders changed
+#: more customers changed than this share: rebuild everything instead of replacing theirs
+MAX_CHANGED_SHARE = 0.25
+_CHECK_SQL = ("SELECT customer_id, count(*) AS n, sum(hash(ordered_at, amount, discount, status)) AS h "
+              "FROM orders GROUP BY customer_id")
+#: the definition the cache was built by: a change in it is a new key
+_DEFINITION = hashlib.blake2b((purchase_days.SELECT_SQL + lifecycle.PER_CUSTOMER_SQL).encode(),
+                              digest_size=8).hexdigest()
+
+
+def cache_key(con: duckdb.DuckDBPyConnection, timezone: str) -> str:
+    """What the cached table depends on, as one string (one scan of four columns of ``orders``)."""
+    rows, checksum = con.execute("SELECT count(*), sum(hash(ordered_at, amount, discount, status)) FROM orders"
+                                 ).fetchall()[0]
+    return json.dumps([_DEFINITION, duckdb.__version__, timezone, rows, str(checksum), generation(con)])
+
+
+def _stored(con: duckdb.DuckDBPyConnection) -> tuple[str, str, date | None, bool] | None:
+    """(key, local-day expression, last purchase day, whether the day table is kept) of the cache, or None."""
+    present = {r[0] for r in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = 'main' "
+        f"AND table_name IN ('{DAYS_TABLE}', '{TOTALS_TABLE}', '{KEY_TABLE}')").fetchall()}
+    if not {TOTALS_TABLE, KEY_TABLE} <= present:
+        return None
+    rows = con.execute(f"SELECT key, day_sql, last_day, days FROM {KEY_TABLE}").fetchall()
+    if len(rows) != 1 or (rows[0][3] and DAYS_TABLE not in present):
+        return None
+    return rows[0]
+
+
+def _days(con: duckdb.DuckDBPyConnection, timezone: str, day_sql: str, last_day: date | None,
+          has_days: bool) -> PurchaseDays:
+    if has_days:
+        return PurchaseDays(DAYS_TABLE, ALL_DAYS, timezone, "orders", day_sql, totals=TOTALS_TABLE,
+                            last_day=last_day)
+    # the totals alone are kept: an earlier as-of reads the days as a subquery of the orders (one pass)
+    return replace(purchase_days_query(con, ALL_DAYS, timezone, day_sql=day_sql), totals=TOTALS_TABLE,
+                   last_day=last_day)
+
+
+def valid_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str, *,
+                        day_table: bool = False) -> PurchaseDays | None:
+    """The store's purchase days when they are those of the orders as they are now, in ``timezone``; else None
+    (``day_table``: None too when only the totals are kept). Nothing is built."""
+    check_timezone(timezone)
+    stored = _stored(con)
+    if stored is None or (day_table and not stored[3]) or stored[0] != cache_key(con, timezone):
+        return None
+    return _days(con, timezone, stored[1], stored[2], stored[3])
+
+
+def cached_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str, *, days: bool = True) -> PurchaseDays:
+    """The store's purchase days of its orders in ``timezone``, (re)built first when they are not those of the
+    orders as they are now. ``days``: keep the table of every day too (the holdout and the boundary read it);
+    without, only the per-customer totals are built (from one pass over the orders, nothing else written), and
+    ``table`` is a subquery."""
+    check_timezone(timezone)
+    key = cache_key(con, timezone)
+    stored = _stored(con)
+    if stored is not None and stored[0] == key and (stored[3] or not days):
+        log.debug("purchase days: the order store's are current")
+        return _days(con, timezone, stored[1], stored[2], stored[3])
+    current = stored is not None and stored[0] == key  # the totals are, the day table is wanted now
+    if not current and stored is not None and (stored[3] or not days) and _same_basis(stored[0], key):
+        found = _update_changed(con, timezone, stored[3])
+        if found is not None:
+            return _days(con, timezone, *found, stored[3])
+    with unordered(con):  # full row groups, written in any order (nothing reads their physical order)
+        con.execute("BEGIN TRANSACTION")
+        try:  # the key, the local-day expression and the rows: all of this transaction's snapshot of the orders
+            key = cache_key(con, timezone)
+            day_sql = stored[1] if current else local_day_sql(con, "ordered_at", timezone)
+            built = (build_purchase_days(con, ALL_DAYS, timezone, table=DAYS_TABLE, temp=False, day_sql=day_sql)
+                     if days else purchase_days_query(con, ALL_DAYS, timezone, day_sql=day_sql))
+            if not current:  # new orders: the old day table goes with the old totals
+                if not days:
+                    con.execute(f"DROP TABLE IF EXISTS {DAYS_TABLE}")
+                lifecycle.create_customer_totals(con, built, TOTALS_TABLE, temp=False)
+                con.execute(f"CREATE OR REPLACE TABLE {CHECK_TABLE} AS {_CHECK_SQL}")
+            last_day = _write_key(con, key, day_sql, days)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    log.info("purchase days: built the order store's %s", "day table" if current else
+             "day table and totals" if days else "totals")
+    return _days(con, timezone, day_sql, last_day, days)
+
+
+def _write_key(con: duckdb.DuckDBPyConnection, key: str, day_sql: str, days: bool) -> date | None:
+    """Note what the cache now holds (inside the transaction that wrote it); returns its last purchase day."""
+    last_day = con.execute(f"SELECT max(last_day) FROM {TOTALS_TABLE}").fetchall()[0][0]
+    con.execute(f"CREATE OR REPLACE TABLE {KEY_TABLE} (key VARCHAR, day_sql VARCHAR, last_day DATE, days BOOLEAN)")
+    con.execute(f"INSERT INTO {KEY_TABLE} VALUES (?, ?, ?, ?)", [key, day_sql, last_day, days])
+    return last_day
+
+
+def _same_basis(old: str, new: str) -> bool:
+    """Both keys are of one definition, DuckDB version and time zone (only the orders differ)."""
+    return json.loads(old)[:3] == json.loads(new)[:3]
+
+
+def _update_changed(con: duckdb.DuckDBPyConnection, timezone: str,
+                    has_days: bool) -> tuple[str, date | None] | None:
+    """Replace the cached rows of the customers whose orders changed (a new daily file touches a few): their
+    count or checksum over all their orders differs from the one noted when their rows were computed (a customer
+    whose orders all went: noted, not counted now). A customer's days and totals depend on their own orders
+    alone, so the result is what a rebuild gives. None when there is no note or too many changed (the caller
+    rebuilds); else the new local-day expression and last purchase day."""
+    present = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND "
+                          f"schema_name = 'main' AND table_name = '{CHECK_TABLE}'").fetchall()[0][0]
+    if not present:
+        return None
+    mine = "customer_id IN (SELECT customer_id FROM temp._rfmsync_changed)"
+    with unordered(con):
+        con.execute("BEGIN TRANSACTION")  # the key, the checks and the rows of one snapshot of the orders
+        try:
+            key = cache_key(con, timezone)
+            con.execute(f"CREATE OR REPLACE TEMP TABLE _rfmsync_check_now AS {_CHECK_SQL}")
+            con.execute(f"""CREATE OR REPLACE TEMP TABLE _rfmsync_changed AS
+                            SELECT customer_id FROM _rfmsync_check_now a FULL JOIN {CHECK_TABLE} b USING (customer_id)
+                            WHERE a.n IS DISTINCT FROM b.n OR a.h IS DISTINCT FROM b.h""")
+            changed, everyone = con.execute("SELECT (SELECT count(*) FROM _rfmsync_changed), "
+                                            "(SELECT count(*) FROM _rfmsync_check_now)").fetchall()[0]
+            if changed > MAX_CHANGED_SHARE * max(everyone, 1):
+                con.execute("ROLLBACK")
+                return None
+            day_sql = local_day_sql(con, "ordered_at", timezone)  # the range may have grown: the others' stay right
+            for table in (DAYS_TABLE, TOTALS_TABLE, CHECK_TABLE) if has_days else (TOTALS_TABLE, CHECK_TABLE):
+                con.execute(f"DELETE FROM {table} WHERE {mine}")
+            own = purchase_days.SELECT_SQL.format(day=day_sql, orders="orders", sample=f"AND {mine}")
+            if has_days:
+                con.execute(f"INSERT INTO {DAYS_TABLE} BY NAME {own}", {"as_of": ALL_DAYS})
+                own = f"SELECT * FROM {DAYS_TABLE} WHERE {mine}"
+            con.execute(f"INSERT INTO {TOTALS_TABLE} BY NAME "
+                        + lifecycle.PER_CUSTOMER_SQL.format(days=f"({own})", calibration=""), {"as_of": ALL_DAYS})
+            con.execute(f"INSERT INTO {CHECK_TABLE} BY NAME SELECT * FROM temp._rfmsync_check_now WHERE {mine}")
+            last_day = _write_key(con, key, day_sql, has_days)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            con.execute("DROP TABLE IF EXISTS temp._rfmsync_check_now")
+            con.execute("DROP TABLE IF EXISTS temp._rfmsync_changed")
+    log.info("purchase days: replaced the rows of %d of %d customers in the order store's", changed, everyone)
+    return day_sql, last_day
+
+
+def drop_cache(con: duckdb.DuckDBPyConnection) -> None:
+    """Forget the cached table (the next prediction run builds it again)."""
+    for table in (KEY_TABLE, TOTALS_TABLE, DAYS_TABLE, CHECK_TABLE):
+        con.execute(f"DROP TABLE IF EXISTS {table}")
