@@ -30,7 +30,7 @@ from . import progress as steps
 from .config import Config
 from .engine import ApplyReport
 from .ingest import pull_to_store, run_stats
-from .ledger import Ledger, ledger_url
+from .ledger import Ledger, ledger_url, state_cache_folder
 from .pipeline import Reading, SegmentsRun, compute_segments, store_path, today_in
 from .plan_file import SavedPlan, plan_document
 from .planning.planner import PlannedDestination, needs_predictions, plan_all, selected_destinations
@@ -54,7 +54,7 @@ def existing_ledger(cfg: Config, settings: Settings) -> Ledger:
     url = ledger_url(cfg, settings)
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
         return Ledger.connect("sqlite://")
-    return Ledger.connect(url)
+    return Ledger.connect(url, state_cache=state_cache_folder(cfg, url))
 
 
 @dataclass(frozen=True)

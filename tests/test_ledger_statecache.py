@@ -171,3 +171,32 @@ def test_a_version_6_ledger_migrates_on_either_backend_and_reads_through_the_cac
     parts = ledger.state_parts("mc")
     assert (parts.since, parts.read) == (4, 1)  # only the row written since the copy
     assert as_states(parts.merged()) == ledger.load_state("mc") and len(ledger.load_state("mc")) == 3
+
+
+def test_the_configured_ledger_keeps_its_copy_on_this_host_on_either_backend(ledger_url: str, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the commands open (open_ledger from the config): a SQLite ledger keeps its copy beside its file; a
+    PostgreSQL one beside this host's order store, so its second plan reads only the rows written since."""
+    from sync.config import load_config
+    from sync.ledger import open_ledger as open_configured
+    from sync.settings import load_settings
+
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    monkeypatch.setenv("RFMSYNC_LEDGER_URL", ledger_url)
+    config = tmp_path / "rfmsync.toml"
+    config.write_text('[source]\ntype = "file"\npath = "orders.csv"\n[store]\norders = "shop.duckdb"\n',
+                      encoding="utf-8")
+    cfg = load_config(config)
+    if ledger_url.startswith("sqlite"):
+        folder = Path(ledger_url[len("sqlite:///"):]).with_name("rfmsync.db.state-cache")
+    else:
+        folder = tmp_path / "shop.duckdb.state-cache"
+    with open_configured(cfg, load_settings()) as ledger:
+        ledger.save_states(DEST, None, [state(k, 1) for k in KEYS])
+        assert ledger.state_parts(DEST).since is None  # first read: in full, and the copy is kept
+    assert list(folder.glob("*.arrow"))
+    with open_configured(cfg, load_settings()) as ledger:
+        ledger.save_states(DEST, None, [state(KEYS[0], 2)])
+        parts = ledger.state_parts(DEST)
+        assert parts.since is not None and parts.read == 1
+        assert as_states(parts.merged()) == as_states(ledger.state_table(DEST, cached=False))

@@ -28,9 +28,9 @@ from .owners import default_owner, owner_process_gone, process_owner
 from .queue import EVENT_STATUSES, Event, EventClaims, EventIntake, EventOutcomes, QueueStats
 from .runs import RUN_STATUSES, RunHistory, RunRecorder
 from .state import StateReader, StateWriter
-from .url import ledger_url, open_ledger
+from .url import ledger_url, open_ledger, state_cache_folder
 
 __all__ = ["Ledger", "Event", "EVENT_STATUSES", "RUN_STATUSES", "default_owner", "owner_process_gone",
-           "process_owner", "utcnow", "ledger_url", "open_ledger",
+           "process_owner", "utcnow", "ledger_url", "open_ledger", "state_cache_folder",
            "Cursors", "EventClaims", "EventIntake", "EventOutcomes", "FailureRecorder", "Locks",
            "PendingFailures", "QueueStats", "RunHistory", "RunRecorder", "StateReader", "StateWriter"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .facade import Ledger
@@ -39,7 +40,21 @@ def ledger_url(cfg: Config, settings: Settings | None = None) -> str:
 
 def open_ledger(cfg: Config, settings: Settings | None = None) -> Ledger:
     """Open (creating and migrating if needed) the ledger this config and environment point at."""
-    return Ledger.connect(ledger_url(cfg, settings))
+    url = ledger_url(cfg, settings)
+    return Ledger.connect(url, state_cache=state_cache_folder(cfg, url))
+
+
+def state_cache_folder(cfg: Config, url: str) -> Path | None:
+    """Where the plans keep their copy of the pushed state (:mod:`sync.ledger.statecache`): beside a SQLite
+    ledger file by default (None here); for a PostgreSQL ledger, beside this host's order store
+    (``<store file>.state-cache``). Every host keeps its own copy; the ledger's epoch and revision decide
+    whether a copy may be used."""
+    if not url.startswith("postgres"):
+        return None
+    from ..pipeline import store_path
+
+    store = store_path(cfg)
+    return store.with_name(store.name + ".state-cache")
 
 
 def deprecated_names(cfg: Config, settings: Settings) -> list[str]:
