@@ -306,7 +306,8 @@ def bench_destination(kind: str, contacts: int, change: float, workdir: Path, *,
         env = {k.lower(): v for k, v in harness.env().items()}
         settings = load_settings(**env, rfmsync_http_concurrency=connections or 10)
         cfg, dest = bench_config(harness, kind)
-        ledger = Ledger.connect(url)
+        # as the commands open it: a PostgreSQL ledger's plans keep their copy of the pushed state on this host
+        ledger = Ledger.connect(url, state_cache=workdir / "state-cache" if url.startswith("postgres") else None)
         try:
             first = sync_once(harness, cfg, dest, con, ledger, settings)
             moved = change_segments(con, change)
