@@ -132,7 +132,9 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
     plan = plan_columnar(rows, dest, revision=revision, existing=existing, full_refresh=full_refresh,
                          remote_checked=client is not None and unchecked is None, notes=notes,
                          extra_tags=extra_tags)
-    lines = tuple(plan_lines(cfg.guards, columnar_plan_stats(rows.con, plan)))
+    # a plan without changes removes and changes nothing: no plan guard can trip (and counting the managed
+    # contacts is a scan of the whole pushed state)
+    lines = tuple(plan_lines(cfg.guards, columnar_plan_stats(rows.con, plan))) if plan.changes else ()
     warnings = ((unchecked,) if unchecked is not None else ()) + lines
     if warnings:
         plan = replace(plan, warnings=(*plan.warnings, *warnings))
