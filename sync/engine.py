@@ -82,7 +82,7 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         if plan.is_empty:
             ledger.finish_run(run_id, "succeeded", counts)
             return ApplyReport(plan.destination, run_id, "succeeded", counts)
-        with gc_pause.paused():  # millions of short-lived acyclic objects: see sync.gc_pause
+        with gc_pause.paused_for(len(plan.changes)):  # many short-lived acyclic objects: see sync.gc_pause
             by_key = {c.key: c for c in plan.changes}
             left = operations_left(plan.changes)  # counted once: the tally and the fold each count down a copy
             tally = progress.ContactTally(plan.changes, dict(left))  # contacts done / total on the display

@@ -19,9 +19,23 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
+#: applies of fewer changes keep the collector on: they allocate too little for it to matter, and a busy
+#: ``rfmsync serve`` (small resync applies overlapping in threads) must never leave it off for long
+MIN_CHANGES = 5000
+
 _lock = threading.Lock()
 _depth = 0
 _was_enabled = False
+
+
+@contextmanager
+def paused_for(changes: int) -> Iterator[None]:
+    """:func:`paused` for an apply of at least :data:`MIN_CHANGES` changes; for a smaller one, nothing."""
+    if changes < MIN_CHANGES:
+        yield
+        return
+    with paused():
+        yield
 
 
 @contextmanager
@@ -42,4 +56,4 @@ def paused() -> Iterator[None]:
                 gc.enable()
 
 
-__all__ = ["paused"]
+__all__ = ["MIN_CHANGES", "paused", "paused_for"]

@@ -43,9 +43,9 @@ class RecordingDestination:
         return None
 
 
-def plan() -> Plan:
+def plan(n: int = gc_pause.MIN_CHANGES) -> Plan:
     changes = tuple(ContactChange(f"c{i}@example.com", f"c{i}@example.com", f"C{i}", "A", True, "subscribed",
-                                  set_fields={"SEGMENT": "A"}) for i in range(3))
+                                  set_fields={"SEGMENT": "A"}) for i in range(n))
     return Plan("rec", "mailchimp", changes, (), (), {"SEGMENT": "segment"}, 0)
 
 
@@ -74,7 +74,14 @@ def test_the_apply_runs_without_the_collector_and_turns_it_back_on(ledger, colle
         assert execute_plan(plan(), dest, ledger).status == "succeeded"
     assert dest.collector_on is False
     assert gc.isenabled()
-    assert len(ledger.load_state("rec")) == 3  # the outcomes were recorded all the same
+    assert len(ledger.load_state("rec")) == gc_pause.MIN_CHANGES  # the outcomes were recorded all the same
+
+
+def test_a_small_apply_keeps_the_collector_on(ledger, collector_on):
+    """A webhook resync's few contacts: overlapping small applies in `rfmsync serve` never starve the collector."""
+    dest = RecordingDestination()
+    assert execute_plan(plan(3), dest, ledger).status == "succeeded"
+    assert dest.collector_on is True
 
 
 def test_a_collector_the_program_turned_off_stays_off(ledger, collector_on):
