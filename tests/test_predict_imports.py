@@ -39,3 +39,26 @@ def test_predicting_runs_do_not_import_pandas(tmp_path):
     assert _imports(["segments", "--customers", "--no-predict", "-o", str(tmp_path / "c.csv"), *as_of]) == []
     assert _imports(["segments", "--customers", "-o", str(tmp_path / "c.csv"), *as_of]) == ["scipy"]
     assert _imports(["predict", "--format", "json", *as_of]) == ["scipy"]
+
+
+def test_a_background_import_loads_the_module_or_leaves_its_error_to_the_caller():
+    """The predictions' module is imported on a thread while the store is read: the module is loaded by the
+    time the caller imports it, and a failing import raises in the caller's thread, not on the helper's."""
+    out = subprocess.run([sys.executable, "-c", """
+import sys, threading
+from segmentation.warmup import import_in_background
+thread = import_in_background("segmentation.predictive")
+assert thread is not None
+thread.join(30)
+assert "segmentation.predictive" in sys.modules and "scipy.optimize" in sys.modules
+assert import_in_background("segmentation.predictive") is None  # loaded: nothing started
+errors = []
+threading.excepthook = errors.append
+import_in_background("segmentation.no_such_module").join(30)
+assert errors == []
+try:
+    import segmentation.no_such_module
+except ModuleNotFoundError:
+    print("ok")
+"""], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.stdout.strip() == "ok", out.stderr
