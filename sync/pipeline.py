@@ -30,6 +30,7 @@ from .errors import ConfigError
 from .planning.values import PREDICTIVE_VALUES
 from .store import connect_store, merge_staged
 from .store.day_cache import cached_purchase_days, valid_purchase_days
+from .store.fit_cache import StoreFits
 from .store.files import gone_lines, ingest_files
 
 if TYPE_CHECKING:
@@ -196,7 +197,8 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
             days = cached_purchase_days(con, cfg.timezone, days=boundary or holdout) if own_store else None
             from segmentation.predictive import predict_customers  # (its import ran meanwhile)
 
-            report = predict_customers(con, as_of, pcfg, timezone=cfg.timezone, keep_days=boundary, days=days)
+            report = predict_customers(con, as_of, pcfg, timezone=cfg.timezone, keep_days=boundary, days=days,
+                                       fits=StoreFits(con) if own_store else None)
         extra = "customer_predictions"
     days = report.purchase_days if report is not None else None
     if days is None and boundary and own_store:  # the boundary reads the store's day table when it is current

@@ -34,6 +34,7 @@ from segmentation import lifecycle, purchase_days
 from segmentation.localtime import check_timezone, local_day_sql
 from segmentation.purchase_days import ALL_DAYS, PurchaseDays, build_purchase_days, purchase_days_query
 
+from .fit_cache import drop_fits
 from .generation import generation
 from .merge import unordered
 
@@ -192,6 +193,7 @@ def _update_changed(con: duckdb.DuckDBPyConnection, timezone: str,
 
 
 def drop_cache(con: duckdb.DuckDBPyConnection) -> None:
-    """Forget the cached table (the next prediction run builds it again)."""
+    """Forget the cached tables and the model fits (the next prediction run computes them again)."""
     for table in (KEY_TABLE, TOTALS_TABLE, DAYS_TABLE, CHECK_TABLE):
         con.execute(f"DROP TABLE IF EXISTS {table}")
+    drop_fits(con)
