@@ -15,9 +15,11 @@ than the whole RFM step on a large shop. The store keeps that table of *every* p
   (:mod:`sync.store.generation`: every merge and every file change moves it on, in its own transaction, so a
   rewritten customer id is seen too). Any difference rebuilds it, in one transaction with its key.
 
-Only a prediction run builds it, and only what it reads: the totals always (a run without holdout or boundary,
-``segments --customers``, computes them in the one pass over the orders it made anyway and writes nothing else);
-the day table when the holdout or the boundary needs it. A cache of another time zone is replaced.
+Only a prediction run builds it, and only what it reads: the totals always (a run without the boundary,
+``segments --customers`` or ``predict``, computes them in the one pass over the orders it made anyway and writes
+nothing else: the holdout reads its window of the orders beside them); the day table when the boundary needs it.
+A cache of another time zone is replaced. :func:`drop_cache` also forgets the model fits the store keeps
+(:mod:`.fit_cache`).
 """
 
 from __future__ import annotations
