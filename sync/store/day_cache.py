@@ -98,9 +98,9 @@ def valid_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str, *,
 
 def cached_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str, *, days: bool = True) -> PurchaseDays:
     """The store's purchase days of its orders in ``timezone``, (re)built first when they are not those of the
-    orders as they are now. ``days``: keep the table of every day too (the holdout and the boundary read it);
-    without, only the per-customer totals are built (from one pass over the orders, nothing else written), and
-    ``table`` is a subquery."""
+    orders as they are now. ``days``: keep the table of every day too (the boundary reads it, and the holdout
+    when it is kept); without, only the per-customer totals are built (from one pass over the orders, nothing
+    else written), and ``table`` is a subquery."""
     check_timezone(timezone)
     key = cache_key(con, timezone)
     stored = _stored(con)
