@@ -26,7 +26,8 @@ or ``no_model`` (the model was not fitted); NULL when there is a date.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime, time, timedelta
+from datetime import timezone as dt_timezone
 
 import duckdb
 
@@ -69,6 +70,29 @@ TOTALS_TAIL_SQL = """
         LEFT JOIN (SELECT customer_id, count(*) AS later, min(day) AS first_later,
                           arg_min(coalesce(gap, 0), day) AS prev_gap
                    FROM {days} WHERE day > $cal_end GROUP BY customer_id) a USING (customer_id)"""
+#: the same numbers when no day table is kept (`rfmsync predict` keeps the totals alone): from the orders, the
+#: purchase days after $cal_end (orders from $cal_from on: a few hours before that day starts in any zone) and,
+#: for their customers only, the last purchase day up to $cal_end (its gap is what gives cal_recency_days)
+TOTALS_ORDERS_CALIBRATION_SQL = """,
+               t.purchase_days - coalesce(a.later, 0) - 1 AS cal_x,
+               CASE WHEN a.later IS NULL THEN t.last_day - t.first_day ELSE a.last_cal - t.first_day END
+                   AS cal_recency_days,
+               $cal_end::DATE - t.first_day AS cal_t_days,
+               coalesce(a.later, 0) AS cal_later"""
+TOTALS_ORDERS_TAIL_SQL = """
+        LEFT JOIN (
+            WITH later AS (
+                SELECT customer_id, count(DISTINCT day) AS later
+                FROM (SELECT customer_id, {day} AS day FROM {orders}
+                      WHERE status = 'completed' AND ordered_at >= $cal_from)
+                WHERE day > $cal_end GROUP BY customer_id)
+            SELECT customer_id, l.later, c.last_cal FROM later l
+            LEFT JOIN (SELECT customer_id, max(day) AS last_cal
+                       FROM (SELECT customer_id, {day} AS day FROM {orders}
+                             WHERE status = 'completed' AND ordered_at < $cal_to
+                               AND customer_id IN (SELECT customer_id FROM later))
+                       WHERE day <= $cal_end GROUP BY customer_id) c USING (customer_id)
+        ) a USING (customer_id)"""
 
 # From the run's purchase-day table ({days}, days up to $as_of); single orders only for the line items.
 LIFECYCLE_SQL = """
@@ -159,14 +183,21 @@ def create_lifecycle_table(con: duckdb.DuckDBPyConnection, as_of: date, timezone
     days = purchase_days_for(con, as_of, timezone, days)
     cal = calibration_end is not None
     totals = days.totals_for(as_of)
-    if totals:  # the store's totals of every day: no GROUP BY over the days (the holdout's: over its window only)
+    if totals and days.materialized:  # the store's totals and day table: the holdout's window of the days only
         per_day = TOTALS_SQL.format(totals=totals, calibration=TOTALS_CALIBRATION_SQL if cal else "",
                                     tail=TOTALS_TAIL_SQL.format(days=days.table) if cal else "")
+    elif totals:  # the totals alone: the holdout's window of the orders (no pass over every customer's days)
+        per_day = TOTALS_SQL.format(totals=totals, calibration=TOTALS_ORDERS_CALIBRATION_SQL if cal else "",
+                                    tail=TOTALS_ORDERS_TAIL_SQL.format(day=days.day_sql, orders=days.orders)
+                                    if cal else "")
     else:
         per_day = PER_CUSTOMER_SQL.format(days=days.table, calibration=CALIBRATION_SQL if cal else "")
     sql = LIFECYCLE_SQL.format(per_day=per_day, orders=days.orders, day=days.day_sql,
                                calibration_columns=CALIBRATION_COLUMNS if cal else "")
     params = {"as_of": as_of, "threshold": discount_hunter_threshold} | ({"cal_end": calibration_end} if cal else {})
+    if cal and totals and not days.materialized:  # instants around the local day $cal_end in any zone (UTC−12…+14)
+        start = datetime.combine(calibration_end + timedelta(days=1), time(0), tzinfo=dt_timezone.utc)
+        params |= {"cal_from": start - timedelta(hours=15), "cal_to": start + timedelta(hours=13)}
     con.execute(sql, params)
     return con.execute("SELECT count(*) FROM customer_lifecycle").fetchall()[0][0]
 

@@ -24,6 +24,7 @@ from . import holdout
 from .btyd import DAYS_PER_UNIT, SummaryCounts
 from .btyd_models import (DAYS_PER_MONTH, BgNbdParams, FitError, GammaGammaParams, clv, expected_purchases,
                           fit_bgnbd, fit_gamma_gamma, p_alive, prob_no_purchase, time_to_likely_purchase)
+from .fit_cache import FitStore, fit_key
 from .fitnotes import Unfitted
 from .lifecycle import create_lifecycle_table, create_predictions_table
 from .localtime import check_timezone
@@ -122,15 +123,23 @@ def _thin_data(s: SummaryCounts, cfg: PredictConfig) -> Unfitted | None:
     return None
 
 
-def _fit_bgnbd_guarded(s: SummaryCounts, cfg: PredictConfig,
-                       start: BgNbdParams | None = None) -> tuple[BgNbdParams | None, Unfitted | None]:
+def _fit_bgnbd_guarded(s: SummaryCounts, cfg: PredictConfig, start: BgNbdParams | None = None,
+                       fits: FitStore | None = None) -> tuple[BgNbdParams | None, Unfitted | None]:
     reason = _thin_data(s, cfg)
     if reason:
         return None, reason
+    key = fit_key("bgnbd", s.x, s.recency_days, s.t_days, s.weights, extra=(s.time_unit, start)) if fits else ""
+    known = fits.get(key) if fits else None
+    if known is not None:
+        logger.debug("BG/NBD fit%s read from an earlier run on the same summary", " (holdout)" if start else "")
+        return BgNbdParams(*known), None
     try:  # customers sharing (x, t_x, T) count once, weighted: the same likelihood, fewer terms
-        return fit_bgnbd(s.x, s.t_x, s.T, weights=s.weights, start=start), None
+        bg = fit_bgnbd(s.x, s.t_x, s.T, weights=s.weights, start=start)
     except FitError as exc:
         return None, fitnotes.from_fit_error(str(exc))
+    if fits:
+        fits.put(key, (bg.r, bg.alpha, bg.a, bg.b, bg.log_likelihood))
+    return bg, None
 
 
 def _currencies(con: duckdb.DuckDBPyConnection, days: PurchaseDays, as_of: date) -> list[tuple[str]]:
@@ -152,17 +161,26 @@ def _repeat_spend(con: duckdb.DuckDBPyConnection) -> tuple[np.ndarray, np.ndarra
 
 
 def _fit_gamma_gamma_guarded(con: duckdb.DuckDBPyConnection, cfg: PredictConfig, days: PurchaseDays, as_of: date,
-                             x: np.ndarray, m: np.ndarray) -> tuple[GammaGammaParams | None, Unfitted | None]:
+                             x: np.ndarray, m: np.ndarray,
+                             fits: FitStore | None = None) -> tuple[GammaGammaParams | None, Unfitted | None]:
     currencies = _currencies(con, days, as_of)
     if len(currencies) > 1:
         names = ", ".join(c[0] for c in currencies[:5])
         return None, fitnotes.several_currencies(len(currencies), names)
     if len(x) < cfg.min_repeat_customers:
         return None, fitnotes.few_repeat_buyers(len(x), cfg.min_repeat_customers, "repeat customers with spend")
+    key = fit_key("gamma_gamma", x, m) if fits else ""
+    known = fits.get(key) if fits else None
+    if known is not None:
+        logger.debug("Gamma-Gamma fit read from an earlier run on the same repeat buyers")
+        return GammaGammaParams(*known), None
     try:
-        return fit_gamma_gamma(x, m), None
+        gg = fit_gamma_gamma(x, m)
     except FitError as exc:
         return None, fitnotes.from_fit_error(str(exc))
+    if fits:
+        fits.put(key, (gg.p, gg.q, gg.gamma, gg.log_likelihood))
+    return gg, None
 
 
 SUMMARY_SQL = """
@@ -203,13 +221,25 @@ def _model_table(s: SummaryCounts, cfg: PredictConfig, bg: BgNbdParams | None,
         bad = ~np.isfinite(alive + expected + churn + (value if gg is not None else 0.0))
         bad |= (expected < 0) | (churn < -1e-12) | (churn > 1 + 1e-12)
     cols = dict(zip(MODEL_COLUMNS, (alive, expected, churn, next_days, value)))
-    keys = {"x": pa.array(x), "recency_days": pa.array(s.recency_days[:rows]), "t_days": pa.array(s.t_days[:rows])}
-    model = {k: pa.array(v, type=pa.float64(), mask=np.isnan(v) | bad) for k, v in cols.items()}
+    keys = {"x": _arrow(x), "recency_days": _arrow(s.recency_days[:rows]), "t_days": _arrow(s.t_days[:rows])}
+    model = {k: _arrow(v, np.isnan(v) | bad) for k, v in cols.items()}
     return pa.table(keys | model), int(s.weights[:rows][bad].sum())
 
 
+def _arrow(values: np.ndarray, null: np.ndarray | None = None) -> pa.Array:
+    """An int64 or float64 numpy array as an Arrow array (``null``: where it is NULL), built on its buffer:
+    ``pa.array`` on a numpy array imports pandas (0.4 s of every predicting run, which nothing else needs)."""
+    values = np.ascontiguousarray(values, dtype=np.float64 if values.dtype.kind == "f" else np.int64)
+    kind = pa.float64() if values.dtype.kind == "f" else pa.int64()
+    if null is None or not null.any():
+        return pa.Array.from_buffers(kind, len(values), [None, pa.py_buffer(values)], null_count=0)
+    valid = pa.py_buffer(np.packbits(~null, bitorder="little"))
+    return pa.Array.from_buffers(kind, len(values), [valid, pa.py_buffer(values)], null_count=int(null.sum()))
+
+
 def _holdout(con: duckdb.DuckDBPyConnection, cal_end: date | None, cfg: PredictConfig,
-             start: BgNbdParams | None = None) -> tuple[dict[str, Any], tuple[dict[str, Any], ...]]:
+             start: BgNbdParams | None = None,
+             fits: FitStore | None = None) -> tuple[dict[str, Any], tuple[dict[str, Any], ...]]:
     """Refit on orders up to as_of − holdout_days (``cal_end``: customer_lifecycle has the calibration columns);
     compare predicted with actual purchase days after. Also the customers grouped by their calibration repeat
     purchases (:func:`segmentation.holdout.compare`). ``start``: the full history's fit, where the refit starts
@@ -218,7 +248,7 @@ def _holdout(con: duckdb.DuckDBPyConnection, cal_end: date | None, cfg: PredictC
         return {"reason": "disabled (holdout_days = 0)"}, ()
     out: dict[str, Any] = {"calibration_end": cal_end.isoformat(), "holdout_days": cfg.holdout_days}
     cal = holdout.calibration(con, cfg.time_unit)
-    bg, reason = _fit_bgnbd_guarded(cal.summary, cfg, start)
+    bg, reason = _fit_bgnbd_guarded(cal.summary, cfg, start, fits)
     if bg is None:
         return out | {"reason": f"calibration period: {reason}"}, ()
     u = cal.summary
@@ -231,7 +261,7 @@ def _holdout(con: duckdb.DuckDBPyConnection, cal_end: date | None, cfg: PredictC
 
 def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictConfig,
                       timezone: str = "UTC", *, keep_days: bool = True,
-                      days: PurchaseDays | None = None) -> PredictReport:
+                      days: PurchaseDays | None = None, fits: FitStore | None = None) -> PredictReport:
     """Fit BG/NBD + Gamma-Gamma on ``orders`` and (re)create TEMP table ``customer_predictions``.
 
     One row per customer with a completed order on or before the local day ``as_of``.
@@ -240,6 +270,8 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
     boundary; False never writes it (the one pass reads it as a subquery): less time, and no memory held.
     ``days``: the purchase days already found (the order store's, :mod:`sync.store.day_cache`; they must cover
     ``as_of`` in ``timezone``); reported as ``purchase_days`` when ``keep_days``.
+    ``fits``: fits of earlier runs by key (:mod:`segmentation.fit_cache`): one whose inputs are exactly this
+    run's is read, not fitted again; this run's are added.
     """
     check_timezone(timezone)
     # once per run: the lifecycle fields, the BTYD summary and the holdout's calibration summary come from one
@@ -254,14 +286,14 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
     create_lifecycle_table(con, as_of, timezone, cfg.discount_hunter_threshold, days=days, calibration_end=cal_end)
     s = _summary(con, as_of, cfg.time_unit)
     reasons = []
-    bg, bg_why = _fit_bgnbd_guarded(s, cfg)
-    hold, hold_groups = _holdout(con, cal_end, cfg, bg)
+    bg, bg_why = _fit_bgnbd_guarded(s, cfg, fits=fits)
+    hold, hold_groups = _holdout(con, cal_end, cfg, bg, fits)
     if bg_why:
         reasons.append(f"BG/NBD not fitted: {bg_why}")
     gg = gg_why = corr = None
     if bg is not None:
         spend_x, spend_m = _repeat_spend(con)
-        gg, gg_why = _fit_gamma_gamma_guarded(con, cfg, days, as_of, spend_x, spend_m)
+        gg, gg_why = _fit_gamma_gamma_guarded(con, cfg, days, as_of, spend_x, spend_m, fits)
         if gg is not None:  # the model assumes spend independent of frequency: reported
             corr = float(np.corrcoef(spend_x, spend_m)[0, 1])
     if gg_why:

@@ -65,6 +65,11 @@ class PurchaseDays:
     totals: str | None = None
     last_day: date | None = None
 
+    @property
+    def materialized(self) -> bool:
+        """True for a table, False for a subquery of the orders (:func:`purchase_days_query`)."""
+        return not self.table.startswith("(")
+
     def totals_for(self, as_of: date) -> str | None:
         """``totals`` when they are the aggregates as of ``as_of`` (no purchase day after it), else None."""
         return self.totals if self.totals and (self.last_day is None or as_of >= self.last_day) else None

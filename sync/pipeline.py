@@ -22,6 +22,7 @@ from connectors.errors import ConfigError as SourceConfigError
 from connectors.records import BadRow
 from connectors.source import PullResult, Source
 from segmentation import SegmentationConfig, SegmentationResult, run_segmentation
+from segmentation.warmup import import_in_background
 
 from . import progress as steps
 from .config import Config, format_validation_error
@@ -29,6 +30,7 @@ from .errors import ConfigError
 from .planning.values import PREDICTIVE_VALUES
 from .store import connect_store, merge_staged
 from .store.day_cache import cached_purchase_days, valid_purchase_days
+from .store.fit_cache import StoreFits
 from .store.files import gone_lines, ingest_files
 
 if TYPE_CHECKING:
@@ -169,6 +171,9 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
     as_of = as_of or today_in(cfg.timezone)
     seg_cfg = cfg.segmentation.model_copy(update={"preset": preset}) if preset else cfg.segmentation
     pull = None
+    predicting = predict or rules_need_predictions(seg_cfg)
+    if predicting:  # scipy's import overlaps the queries before the fits (opening the store, the export, ...)
+        import_in_background("segmentation.predictive")
     own_store = con is None  # a store this run opened: its purchase-day cache may be read and written
     if con is None:
         path = store_path(cfg)
@@ -183,16 +188,18 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
                 raise
     report = None
     extra = None
-    if predict or rules_need_predictions(seg_cfg):
-        from segmentation.predictive import predict_customers
-
+    if predicting:
         pcfg = cfg.predict_config()
         if not holdout:  # the holdout refit is a fit-quality report for `rfmsync predict`, not needed to sync
             pcfg = pcfg.model_copy(update={"holdout_days": 0})
         with steps.step("predicting"):
-            # the store keeps the purchase days between runs (sync.store.day_cache): rebuilt when the orders moved
-            days = cached_purchase_days(con, cfg.timezone, days=boundary or holdout) if own_store else None
-            report = predict_customers(con, as_of, pcfg, timezone=cfg.timezone, keep_days=boundary, days=days)
+            # the store keeps the purchase days between runs (sync.store.day_cache): rebuilt when the orders moved;
+            # the day table only for the boundary (the holdout reads its window of the orders beside the totals)
+            days = cached_purchase_days(con, cfg.timezone, days=boundary) if own_store else None
+            from segmentation.predictive import predict_customers  # (its import ran meanwhile)
+
+            report = predict_customers(con, as_of, pcfg, timezone=cfg.timezone, keep_days=boundary, days=days,
+                                       fits=StoreFits(con) if own_store else None)
         extra = "customer_predictions"
     days = report.purchase_days if report is not None else None
     if days is None and boundary and own_store:  # the boundary reads the store's day table when it is current

@@ -21,7 +21,7 @@ from segmentation.lifecycle import create_customer_totals
 from segmentation.purchase_days import ALL_DAYS, build_purchase_days
 from sync.config import load_config
 from sync.pipeline import compute_segments, store_path
-from sync.store.day_cache import DAYS_TABLE, TOTALS_TABLE, cached_purchase_days, valid_purchase_days
+from sync.store.day_cache import DAYS_TABLE, TOTALS_TABLE, cached_purchase_days, drop_cache, valid_purchase_days
 
 AS_OF = date(2025, 6, 30)
 CONFIG = """\
@@ -73,14 +73,17 @@ def _table(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple]:
     return con.execute(sql).fetchall()
 
 
-def _assert_as_fresh(cfg, as_of: date, full: bool = True) -> None:
+def _assert_as_fresh(cfg, as_of: date, full: bool = True, boundary: bool | None = None) -> None:
     """A run on the store (cache built or read) = a run on a copy of its orders without any cache. ``full``:
-    `rfmsync predict` (holdout and boundary: the day table is kept too), else `segments --customers`."""
-    run = compute_segments(cfg, as_of, predict=True, holdout=full, boundary=full)
+    holdout and boundary (`rfmsync segments` with predictions and the report: the day table is kept too), else
+    `segments --customers`; ``boundary=False`` with ``full``: `rfmsync predict` (the holdout without a day
+    table reads its window of the orders)."""
+    boundary = full if boundary is None else boundary
+    run = compute_segments(cfg, as_of, predict=True, holdout=full, boundary=boundary)
     try:
         con = run.con
         days = valid_purchase_days(con, cfg.timezone)
-        assert days is not None and (days.table == DAYS_TABLE or not full)
+        assert days is not None and (days.table == DAYS_TABLE or not boundary)
         fresh = duckdb.connect()
         create_tables(fresh)
         for name in ("orders", "contacts", "line_items"):
@@ -95,7 +98,7 @@ def _assert_as_fresh(cfg, as_of: date, full: bool = True) -> None:
                 fresh, "SELECT * FROM _fresh_days ORDER BY ALL")
         assert _table(con, f"SELECT * FROM {TOTALS_TABLE} ORDER BY ALL") == _table(
             fresh, "SELECT * FROM _fresh_totals ORDER BY ALL")
-        alone = compute_segments(cfg, as_of, con=fresh, predict=True, holdout=full, boundary=full)  # no cache
+        alone = compute_segments(cfg, as_of, con=fresh, predict=True, holdout=full, boundary=boundary)  # no cache
         assert alone.predictions.purchase_days is None or alone.predictions.purchase_days.table != DAYS_TABLE
         for table in ("customer_lifecycle", "customer_predictions", "customer_segments"):
             assert _table(con, f"SELECT * FROM {table} ORDER BY customer_id") == _table(
@@ -116,6 +119,7 @@ def test_the_cache_equals_a_fresh_computation_after_every_change(tmp_path):
         assert con.execute(f"SELECT count(*) FROM duckdb_tables() WHERE table_name = '{DAYS_TABLE}'"
                            ).fetchall() == [(0,)]
     _assert_as_fresh(cfg, date(2025, 3, 31), full=False)  # an earlier day: the orders' days, not the totals
+    _assert_as_fresh(cfg, AS_OF, boundary=False)  # `rfmsync predict`: the totals and the holdout's orders
     _assert_as_fresh(cfg, AS_OF)  # the day table added to the totals
     _assert_as_fresh(cfg, AS_OF)  # both read
     _assert_as_fresh(cfg, date(2025, 3, 31))  # another as-of: a filter of the same table (no totals)
@@ -131,6 +135,11 @@ def test_the_cache_equals_a_fresh_computation_after_every_change(tmp_path):
     _assert_as_fresh(cfg, AS_OF)
     _assert_as_fresh(_config(tmp_path, "Europe/Berlin"), AS_OF)  # another time zone
     _assert_as_fresh(_config(tmp_path, "Europe/Berlin"), date(2024, 11, 2))
+    for tz, day in (("Europe/Berlin", date(2025, 6, 30)), ("Pacific/Kiritimati", AS_OF), ("Etc/GMT+12", AS_OF),
+                    ("America/New_York", date(2025, 1, 29))):  # the holdout's window starts across a DST change
+        with duckdb.connect(str(store_path(_config(tmp_path, tz)))) as con:
+            drop_cache(con)  # the totals alone (no day table left by the runs before)
+        _assert_as_fresh(_config(tmp_path, tz), day, boundary=False)
 
 
 def test_a_cache_of_another_time_zone_is_not_used(tmp_path):
@@ -235,3 +244,23 @@ def test_a_daily_file_replaces_only_its_customers_rows(tmp_path, caplog, tz):
     (tmp_path / "exports" / "daily-1.csv").unlink()
     _assert_as_fresh(cfg, date(2025, 7, 2), full=False)
     assert any("replaced the rows of 3 of" in r.getMessage() for r in caplog.records), caplog.text
+
+
+def test_the_holdout_reads_its_window_of_the_orders_by_local_day(tmp_path):
+    """`rfmsync predict` keeps no day table: the holdout's purchase days after the calibration end come from
+    the orders, pre-filtered by instant and cut by local day. Orders a few hours either side of the UTC midnight
+    after that day are on one side or the other depending on the zone (UTC+14 and UTC−12 included)."""
+    cal_end = AS_OF - timedelta(days=90)
+    midnight = datetime.combine(cal_end + timedelta(days=1), datetime.min.time(), tzinfo=timezone.utc)
+    rows = []
+    for i, hours in enumerate((-14.5, -13.5, -11, -1, 0, 1, 11.5, 12.5, 13.5)):
+        rows.append(f"e{i},c{i},2024-06-01T12:00:00+00:00,10.00,completed")
+        rows.append(f"m{i},c{i},{(midnight - timedelta(days=30)).isoformat()},20.00,completed")
+        rows.append(f"b{i},c{i},{(midnight + timedelta(hours=hours)).isoformat()},30.00,completed")
+    rows.append(f"n0,c99,{(midnight + timedelta(hours=-13)).isoformat()},40.00,completed")  # a first purchase
+    _write(tmp_path, "a.csv", rows)
+    for tz in ("Pacific/Kiritimati", "Etc/GMT+12", "UTC", "Asia/Kathmandu"):
+        cfg = _config(tmp_path, tz)
+        with duckdb.connect(str(store_path(cfg))) as con:
+            drop_cache(con)
+        _assert_as_fresh(cfg, AS_OF, boundary=False)

@@ -15,9 +15,11 @@ than the whole RFM step on a large shop. The store keeps that table of *every* p
   (:mod:`sync.store.generation`: every merge and every file change moves it on, in its own transaction, so a
   rewritten customer id is seen too). Any difference rebuilds it, in one transaction with its key.
 
-Only a prediction run builds it, and only what it reads: the totals always (a run without holdout or boundary,
-``segments --customers``, computes them in the one pass over the orders it made anyway and writes nothing else);
-the day table when the holdout or the boundary needs it. A cache of another time zone is replaced.
+Only a prediction run builds it, and only what it reads: the totals always (a run without the boundary,
+``segments --customers`` or ``predict``, computes them in the one pass over the orders it made anyway and writes
+nothing else: the holdout reads its window of the orders beside them); the day table when the boundary needs it.
+A cache of another time zone is replaced. :func:`drop_cache` also forgets the model fits the store keeps
+(:mod:`.fit_cache`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from segmentation import lifecycle, purchase_days
 from segmentation.localtime import check_timezone, local_day_sql
 from segmentation.purchase_days import ALL_DAYS, PurchaseDays, build_purchase_days, purchase_days_query
 
+from .fit_cache import drop_fits
 from .generation import generation
 from .merge import unordered
 
@@ -95,9 +98,9 @@ def valid_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str, *,
 
 def cached_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str, *, days: bool = True) -> PurchaseDays:
     """The store's purchase days of its orders in ``timezone``, (re)built first when they are not those of the
-    orders as they are now. ``days``: keep the table of every day too (the holdout and the boundary read it);
-    without, only the per-customer totals are built (from one pass over the orders, nothing else written), and
-    ``table`` is a subquery."""
+    orders as they are now. ``days``: keep the table of every day too (the boundary reads it, and the holdout
+    when it is kept); without, only the per-customer totals are built (from one pass over the orders, nothing
+    else written), and ``table`` is a subquery."""
     check_timezone(timezone)
     key = cache_key(con, timezone)
     stored = _stored(con)
@@ -192,6 +195,7 @@ def _update_changed(con: duckdb.DuckDBPyConnection, timezone: str,
 
 
 def drop_cache(con: duckdb.DuckDBPyConnection) -> None:
-    """Forget the cached table (the next prediction run builds it again)."""
+    """Forget the cached tables and the model fits (the next prediction run computes them again)."""
     for table in (KEY_TABLE, TOTALS_TABLE, DAYS_TABLE, CHECK_TABLE):
         con.execute(f"DROP TABLE IF EXISTS {table}")
+    drop_fits(con)
