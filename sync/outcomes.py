@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Iterable, Mapping, Protocol, Sequence
 
-from .model import ContactChange, ItemResult, PushedState
+from .model import CallResults, ContactChange, ItemResult, PushedState
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +68,21 @@ class OutcomeWriter:
             if item is None:
                 return
             states: dict[str, PushedState] = {}
-            results: list[ItemResult] = []
+            ok: list[tuple[str, Sequence[str]]] = []  # the results in columns (sync.model.CallResults)
+            other: list[ItemResult] = []
+            rows = 0
             stop = False
             while True:
                 for s in item[0]:
                     states[s.key] = s  # a later outcome of the same contact supersedes the earlier one
-                results.extend(item[1])
-                if len(results) >= self._max_rows:
+                got = item[1]
+                if isinstance(got, CallResults):
+                    ok += got.ok
+                    other += got.other
+                else:
+                    other += got
+                rows += len(got)
+                if rows >= self._max_rows:
                     break
                 try:
                     item = self._pending.get_nowait()
@@ -84,11 +92,11 @@ class OutcomeWriter:
                     stop = True
                     break
             if self._error is None:
-                self._write(states, results)
+                self._write(states, CallResults(ok, other))
             if stop:
                 return
 
-    def _write(self, states: dict[str, PushedState], results: list[ItemResult]) -> None:
+    def _write(self, states: dict[str, PushedState], results: CallResults) -> None:
         t0, c0 = time.perf_counter(), time.thread_time()
         try:
             if states:
@@ -119,12 +127,17 @@ class StateFold:
     a million contacts can afford: a contact's state is worked on in place and built once, when it is released,
     so its upsert and its tag calls (which answer close together: the Mailchimp apply starts a tag call as soon
     as its contacts' upserts answered) become one ledger row, not one per operation; an unchanged fields
-    mapping is shared, not copied; tag sets are looked up among the few distinct ones.
+    mapping is shared, not copied; tag sets are looked up among the few distinct ones. A call's results given
+    as :class:`~sync.model.CallResults` are folded a column at a time: one loop per operation over its keys,
+    no item object read.
 
     ``fold(results)`` gives the states to write now; :meth:`rest` the ones still held (the apply writes them
     when it ends, however it ends). A process killed meanwhile loses the held states: the next run plans those
     contacts again, and every operation rfmsync makes is idempotent (a create of a contact that exists leaves
-    it as it is and writes its fields). Failures are not held: the caller records them at once."""
+    it as it is and writes its fields). Failures are not held: the caller records them at once.
+
+    :attr:`done`: contacts done so far (each of their operations has an outcome, or one of them failed: the
+    rest are not attempted), for the progress display."""
 
     def __init__(self, state: dict[str, PushedState], changes: Mapping[str, ContactChange],
                  left: dict[str, int] | None = None) -> None:
@@ -133,6 +146,8 @@ class StateFold:
         self._left = left if left is not None else operations_left(changes.values())
         self._work: dict[str, list] = {}  # key -> [customer_id, tags, fields, exists] while held
         self._tag_sets: dict[tuple[frozenset[str], str], frozenset[str]] = {}
+        self._failed: set[str] = set()  # contacts with a failed operation (done at their first failure)
+        self.done = sum(1 for n in self._left.values() if not n)
 
     def _tags(self, tags: frozenset[str], op: str) -> frozenset[str]:
         found = self._tag_sets.get((tags, op))
@@ -140,8 +155,52 @@ class StateFold:
             found = self._tag_sets[(tags, op)] = tags | {op[4:]} if op[3] == "+" else tags - {op[4:]}
         return found
 
+    def _start(self, key: str, c: ContactChange | None) -> list:
+        prev = self.state.get(key)
+        w = self._work[key] = [c.customer_id if c else None, _NO_TAGS, {}, False] if prev is None else \
+            [prev.customer_id, prev.tags, prev.fields, prev.exists]
+        return w
+
     def __call__(self, results: Iterable[ItemResult]) -> list[PushedState]:
-        state, changes, work, left = self.state, self._changes, self._work, self._left
+        if isinstance(results, CallResults):
+            ready: list[str] = []
+            for op, keys in results.ok:
+                self._fold_ok(op, keys, ready)
+            ready += self._fold(results.other)
+            return [self._release(key) for key in dict.fromkeys(ready) if key in self._work
+                    and not self._left.get(key)]
+        return [self._release(key) for key in self._fold(results) if key in self._work and not self._left.get(key)]
+
+    def _fold_ok(self, op: str, keys: Iterable[str], ready: list[str]) -> None:
+        """Successes of one operation: the loop of :meth:`_fold` with what ``op`` decides taken out of it."""
+        changes, work, left, failed = self._changes, self._work, self._left, self._failed
+        upsert, add, remove = op == "upsert", op.startswith("tag+"), op.startswith("tag-")
+        done = 0
+        for key in keys:
+            n = left.get(key)
+            if n:
+                left[key] = n = n - 1
+                if not n and (not failed or key not in failed):
+                    done += 1
+            if not n:
+                ready.append(key)
+            c = changes.get(key)
+            w = work.get(key) or self._start(key, c)
+            if upsert:
+                if c is not None:
+                    if c.set_fields:
+                        w[2] = {**w[2], **c.set_fields} if w[2] else c.set_fields  # read-only: shared
+                    w[3] = True
+            elif add:
+                w[1], w[3] = self._tags(w[1], op), True
+            elif remove:
+                w[1] = self._tags(w[1], op)
+            if c is not None:
+                w[0] = c.customer_id
+        self.done += done
+
+    def _fold(self, results: Iterable[ItemResult]) -> dict[str, None]:
+        state, changes, work, left, failed = self.state, self._changes, self._work, self._left, self._failed
         seen: dict[str, None] = {}
         for r in results:
             key = r.key
@@ -149,17 +208,18 @@ class StateFold:
             n = left.get(key)
             if n:
                 left[key] = n - 1
+                if key not in failed and (n == 1 or not r.ok):
+                    self.done += 1
             w = work.get(key)
             if not r.ok:
+                failed.add(key)
                 if r.missing and (w is not None or key in state):  # the ESP does not hold it: forgotten, so
                     cid = w[0] if w is not None else state[key].customer_id  # the next plan creates it again
                     work[key] = [cid, _NO_TAGS, {}, False]
                 continue
             c = changes.get(key)
             if w is None:
-                prev = state.get(key)
-                w = work[key] = [c.customer_id if c else None, _NO_TAGS, {}, False] if prev is None else \
-                    [prev.customer_id, prev.tags, prev.fields, prev.exists]
+                w = self._start(key, c)
             op = r.op
             if op == "upsert":
                 if c is not None:
@@ -172,7 +232,7 @@ class StateFold:
                 w[1] = self._tags(w[1], op)
             if c is not None:
                 w[0] = c.customer_id
-        return [self._release(key) for key in seen if key in work and not left.get(key)]
+        return seen
 
     def _release(self, key: str) -> PushedState:
         cid, tags, fields, exists = self._work.pop(key)

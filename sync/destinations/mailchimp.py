@@ -49,7 +49,7 @@ from pydantic import SecretStr
 from connectors.retry import RetryPolicy
 
 from ..errors import DestinationConfigError, DestinationError
-from ..model import ContactChange, FieldValue, ItemResult, OnResults
+from ..model import CallResults, ContactChange, FieldValue, ItemResult, OnResults, failed_results
 from ..planning.values import BOOL, DATE, NUMBER, TEXT, kind_of
 from .answers import BadAnswer, unaccounted
 from .base import ClientOptions, DestinationSpec
@@ -170,7 +170,7 @@ class MailchimpDestination:
         def report(results: Sequence[ItemResult]) -> None:
             stats["calls"] += 1
             stats["items"] += len(results)
-            stats["failed"] += sum(not r.ok for r in results)
+            stats["failed"] += len(failed_results(results))
             on_results(results)
 
         Pipeline(self, changes, report, on_results).run()
@@ -200,8 +200,9 @@ class MailchimpDestination:
             return [ItemResult(c.key, "upsert", False, str(exc)) for c in chunk], []
         errors = {e["email_address"].lower(): e for e in answer["errors"]}
         done = {m["email_address"].lower() for m in [*answer["new_members"], *answer["updated_members"]]}
-        if not errors and all(c.key in done for c in chunk):  # the usual answer: every contact done
-            return [ItemResult(c.key, "upsert", True) for c in chunk], []
+        keys = [c.key for c in chunk]
+        if not errors and done.issuperset(keys):  # the usual answer: every contact done (in columns)
+            return CallResults((("upsert", keys),)), []
         results: list[ItemResult] = []
         spill: list[ContactChange] = []
         for c in chunk:
@@ -229,22 +230,22 @@ class MailchimpDestination:
         if remove:
             body["members_to_remove"] = [c.email for c in remove]
         what = f"POST /lists/{self.audience}/segments/{sid} ({tag!r} +{len(add)} -{len(remove)})"
-        ops = [(c, f"tag+{tag}") for c in add] + [(c, f"tag-{tag}") for c in remove]
         try:
             answer = self._call(what, self._lists.batch_segment_members, body, self.audience, str(sid),
                                 shape=SegmentAnswer)
         except (BatchRejected, BadAnswer) as exc:
-            return [ItemResult(c.key, op, False, str(exc)) for c, op in ops], []
+            return [ItemResult(c.key, op, False, str(exc)) for c, op in _ops(tag, add, remove)], []
         if not answer["errors"]:  # the usual answer: every add made (keys are the lower-cased addresses)
             added = {m["email_address"].lower() for m in answer["members_added"]}
-            if all(c.key in added for c in add):  # and every removal done or moot
-                return [ItemResult(c.key, op, True) for c, op in ops], []
+            keys = [c.key for c in add]
+            if added.issuperset(keys):  # and every removal done or moot: the results in columns
+                return CallResults(((f"tag+{tag}", keys), (f"tag-{tag}", [c.key for c in remove]))), []
         refused = {email.lower(): e.get("error") or "refused"
                    for e in answer["errors"] for email in e["email_addresses"]}
         ignored = set(unaccounted([c.email.lower() for c in add],
                                   (m["email_address"] for m in answer["members_added"]), refused))
         results = []
-        for c, op in ops:
+        for c, op in _ops(tag, add, remove):
             email = c.email.lower()
             if email in refused and op.startswith("tag-") and NOT_A_MEMBER.search(refused[email]):
                 results.append(ItemResult(c.key, op, True))  # not in the audience: it carries no tag either
@@ -316,6 +317,11 @@ class MailchimpDestination:
         log.info("mailchimp %s: created tag %r", self.name, tag)
         return answer.id
 
+
+
+def _ops(tag: str, add: Sequence[ContactChange], remove: Sequence[ContactChange]
+         ) -> list[tuple[ContactChange, str]]:
+    return [(c, f"tag+{tag}") for c in add] + [(c, f"tag-{tag}") for c in remove]
 
 
 def _merge_value(value: FieldValue) -> Any:

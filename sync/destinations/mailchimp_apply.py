@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from ..model import ContactChange, ItemResult, OnResults
+from ..model import CallResults, ContactChange, ItemResult, OnResults
 
 if TYPE_CHECKING:
     from .mailchimp import MailchimpDestination
@@ -126,7 +126,7 @@ class Pipeline:
 
     def _upsert_answered(self, kind: str, chunk: Sequence[ContactChange], results: list[ItemResult],
                          spill: list[ContactChange]) -> None:
-        for r in results:
+        for r in results.other if isinstance(results, CallResults) else results:  # the groups all succeeded
             if not r.ok:
                 self.failed.add(r.key)
             if r.missing:
