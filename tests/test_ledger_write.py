@@ -42,6 +42,21 @@ def test_fields_are_stored_as_their_canonical_text(ledger: Ledger) -> None:
     assert ledger.load_state(DEST) == {s.key: s for s in states}
 
 
+def test_a_large_group_is_stored_the_same_whatever_the_slices_it_is_encoded_in(ledger: Ledger) -> None:
+    """A group of thousands of rows is encoded a slice at a time (the interpreter lock is given up between
+    slices): every row is stored, as its canonical text, NaN rows included."""
+    states = [PushedState(f"k{i:05d}@x.io", f"C{i}", frozenset({"t"}), ODD_FIELDS[i % len(ODD_FIELDS)])
+              for i in range(2_600)]
+    ledger.save_states(DEST, None, states)
+    assert stored_fields(ledger) == {s.key: canonical(s.fields) for s in states}
+    nan = [PushedState(f"n{i:05d}@x.io", None, frozenset(), {"m": float("nan") if i == 1_500 else i})
+           for i in range(2_100)]
+    ledger.save_states(DEST, None, nan)
+    stored = stored_fields(ledger)
+    assert stored["n01500@x.io"] == '{"m":NaN}' and stored["n02099@x.io"] == '{"m":2099}'
+    assert len(stored) == 4_700
+
+
 def test_a_nan_field_is_stored_as_python_writes_it(ledger: Ledger) -> None:
     """JSON has no NaN (SQLite refuses it in a document): such a chunk takes the per-row path, as before."""
     states = [PushedState("a@x.io", "C1", frozenset(), {"m": float("nan"), "b": 1}),
