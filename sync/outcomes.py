@@ -124,7 +124,7 @@ class StateFold:
     once the last of its operations in this apply has an outcome.
 
     The states are what :func:`sync.planning.plan.apply_results_to_state` gives (tested against it), at the cost
-    a million contacts can afford: a contact's state is worked on in place and built once, when it is released,
+    a million contacts can afford: a contact's state is worked on in its slot and built once, when it is released,
     so its upsert and its tag calls (which answer close together: the Mailchimp apply starts a tag call as soon
     as its contacts' upserts answered) become one ledger row, not one per operation; an unchanged fields
     mapping is shared, not copied; tag sets are looked up among the few distinct ones. A call's results given
@@ -139,15 +139,19 @@ class StateFold:
     :attr:`done`: contacts done so far (each of their operations has an outcome, or one of them failed: the
     rest are not attempted), for the progress display."""
 
-    def __init__(self, state: dict[str, PushedState], changes: Mapping[str, ContactChange],
-                 left: dict[str, int] | None = None) -> None:
-        """``left``: :func:`operations_left` of ``changes`` when the caller has it (taken, not copied)."""
-        self.state, self._changes = state, changes
-        self._left = left if left is not None else operations_left(changes.values())
-        self._work: dict[str, list] = {}  # key -> [customer_id, tags, fields, exists] while held
+    def __init__(self, state: Mapping[str, PushedState], changes: Mapping[str, ContactChange]) -> None:
+        """``state``: the pushed state of the contacts before the apply (read, never changed: the states the
+        fold gives are the new ones)."""
+        self.state = state
+        # one slot per contact, the only large dict an operation's outcome looks up (a million contacts' dicts
+        # are read from memory, not cache): [operations left, its change, customer_id, tags, fields, exists,
+        # phase]; phase 0: not touched (the values are read from ``state`` when it is), 1: held, 2: released
+        self._slots: dict[str, list] = {
+            key: [(1 if c.create or c.set_fields else 0) + len(c.add_tags) + len(c.remove_tags), c, None, None,
+                  None, False, 0] for key, c in changes.items()}
         self._tag_sets: dict[tuple[frozenset[str], str], frozenset[str]] = {}
         self._failed: set[str] = set()  # contacts with a failed operation (done at their first failure)
-        self.done = sum(1 for n in self._left.values() if not n)
+        self.done = sum(1 for slot in self._slots.values() if not slot[0])
 
     def _tags(self, tags: frozenset[str], op: str) -> frozenset[str]:
         found = self._tag_sets.get((tags, op))
@@ -155,93 +159,102 @@ class StateFold:
             found = self._tag_sets[(tags, op)] = tags | {op[4:]} if op[3] == "+" else tags - {op[4:]}
         return found
 
-    def _start(self, key: str, c: ContactChange | None) -> list:
-        prev = self.state.get(key)
-        w = self._work[key] = [c.customer_id if c else None, _NO_TAGS, {}, False] if prev is None else \
-            [prev.customer_id, prev.tags, prev.fields, prev.exists]
-        return w
+    def _slot(self, key: str) -> list:
+        """The slot of a contact the plan does not hold (its results still count)."""
+        slot = self._slots[key] = [0, None, None, None, None, False, 0]
+        return slot
+
+    def _hold(self, key: str, slot: list) -> None:
+        if not slot[6]:
+            prev = self.state.get(key)
+            c = slot[1]
+            slot[2:6] = [c.customer_id if c else None, _NO_TAGS, {}, False] if prev is None else \
+                [prev.customer_id, prev.tags, prev.fields, prev.exists]
+        slot[6] = 1
 
     def __call__(self, results: Iterable[ItemResult]) -> list[PushedState]:
         if isinstance(results, CallResults):
-            ready: list[str] = []
+            ready: list[tuple[str, list]] = []
             for op, keys in results.ok:
                 self._fold_ok(op, keys, ready)
-            ready += self._fold(results.other)
-            return [self._release(key) for key in dict.fromkeys(ready) if key in self._work
-                    and not self._left.get(key)]
-        return [self._release(key) for key in self._fold(results) if key in self._work and not self._left.get(key)]
+            self._fold(results.other, ready)
+        else:
+            ready = []
+            self._fold(results, ready)
+        return [self._release(key, slot) for key, slot in ready if slot[6] == 1 and not slot[0]]
 
-    def _fold_ok(self, op: str, keys: Iterable[str], ready: list[str]) -> None:
+    def _fold_ok(self, op: str, keys: Iterable[str], ready: list[tuple[str, list]]) -> None:
         """Successes of one operation: the loop of :meth:`_fold` with what ``op`` decides taken out of it."""
-        changes, work, left, failed = self._changes, self._work, self._left, self._failed
+        slots, failed = self._slots, self._failed
         upsert, add, remove = op == "upsert", op.startswith("tag+"), op.startswith("tag-")
+        tags = self._tags(_NO_TAGS, op) if add or remove else _NO_TAGS  # the usual tag set after ``op``
         done = 0
         for key in keys:
-            n = left.get(key)
+            slot = slots.get(key) or self._slot(key)
+            n = slot[0]
             if n:
-                left[key] = n = n - 1
+                slot[0] = n = n - 1
                 if not n and (not failed or key not in failed):
                     done += 1
             if not n:
-                ready.append(key)
-            c = changes.get(key)
-            w = work.get(key) or self._start(key, c)
+                ready.append((key, slot))
+            if slot[6] != 1:
+                self._hold(key, slot)
+            c = slot[1]
             if upsert:
                 if c is not None:
                     if c.set_fields:
-                        w[2] = {**w[2], **c.set_fields} if w[2] else c.set_fields  # read-only: shared
-                    w[3] = True
-            elif add:
-                w[1], w[3] = self._tags(w[1], op), True
-            elif remove:
-                w[1] = self._tags(w[1], op)
+                        slot[4] = {**slot[4], **c.set_fields} if slot[4] else c.set_fields  # read-only: shared
+                    slot[5] = True
+            elif add or remove:
+                slot[3] = tags if slot[3] is _NO_TAGS else self._tags(slot[3], op)
+                if add:
+                    slot[5] = True
             if c is not None:
-                w[0] = c.customer_id
+                slot[2] = c.customer_id
         self.done += done
 
-    def _fold(self, results: Iterable[ItemResult]) -> dict[str, None]:
-        state, changes, work, left, failed = self.state, self._changes, self._work, self._left, self._failed
-        seen: dict[str, None] = {}
+    def _fold(self, results: Iterable[ItemResult], ready: list[tuple[str, list]]) -> None:
+        slots, failed = self._slots, self._failed
         for r in results:
             key = r.key
-            seen[key] = None
-            n = left.get(key)
+            slot = slots.get(key) or self._slot(key)
+            ready.append((key, slot))
+            n = slot[0]
             if n:
-                left[key] = n - 1
+                slot[0] = n - 1
                 if key not in failed and (n == 1 or not r.ok):
                     self.done += 1
-            w = work.get(key)
             if not r.ok:
                 failed.add(key)
-                if r.missing and (w is not None or key in state):  # the ESP does not hold it: forgotten, so
-                    cid = w[0] if w is not None else state[key].customer_id  # the next plan creates it again
-                    work[key] = [cid, _NO_TAGS, {}, False]
+                if r.missing and (slot[6] or key in self.state):  # the ESP does not hold it: forgotten,
+                    if slot[6] != 1:  # so the next plan creates it again
+                        self._hold(key, slot)
+                    slot[3:6] = [_NO_TAGS, {}, False]
                 continue
-            c = changes.get(key)
-            if w is None:
-                w = self._start(key, c)
+            if slot[6] != 1:
+                self._hold(key, slot)
+            c = slot[1]
             op = r.op
             if op == "upsert":
                 if c is not None:
                     if c.set_fields:
-                        w[2] = {**w[2], **c.set_fields} if w[2] else c.set_fields  # read-only: shared
-                    w[3] = True
+                        slot[4] = {**slot[4], **c.set_fields} if slot[4] else c.set_fields  # read-only: shared
+                    slot[5] = True
             elif op.startswith("tag+"):
-                w[1], w[3] = self._tags(w[1], op), True
+                slot[3], slot[5] = self._tags(slot[3], op), True
             elif op.startswith("tag-"):
-                w[1] = self._tags(w[1], op)
+                slot[3] = self._tags(slot[3], op)
             if c is not None:
-                w[0] = c.customer_id
-        return seen
+                slot[2] = c.customer_id
 
-    def _release(self, key: str) -> PushedState:
-        cid, tags, fields, exists = self._work.pop(key)
-        s = self.state[key] = PushedState(key, cid or None, tags, fields, exists)
-        return s
+    def _release(self, key: str, slot: list) -> PushedState:
+        slot[6] = 2
+        return PushedState(key, slot[2] or None, slot[3], slot[4], slot[5])
 
     def rest(self) -> list[PushedState]:
         """The states still held (a contact with operations that have no outcome yet)."""
-        return [self._release(key) for key in list(self._work)]
+        return [self._release(key, slot) for key, slot in self._slots.items() if slot[6] == 1]
 
 
 __all__ = ["OutcomeWriter", "StateFold", "operations_left"]

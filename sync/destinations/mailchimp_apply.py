@@ -78,12 +78,24 @@ class Pipeline:
         self.failed: set[str] = set()  # upserts that failed: their tag ops are not attempted
         self.missing: set[str] = set()  # upserts that found the contact missing: it carries no tag
         self.spill: list[ContactChange] = []
-        self.waiting_on: dict[str, list[TagBatch]] = {}
+        # contact key -> the tag call (or the list of them: a contact with several tag changes) waiting for its
+        # upsert; one object per contact, no list, in the usual case of one tag change
+        waiting_on: dict[str, TagBatch | list[TagBatch]] = {}
         for batch in self.batches:
+            n = 0
             for c in batch.contacts:
-                if c.needs_upsert:
-                    batch.waiting += 1
-                    self.waiting_on.setdefault(c.key, []).append(batch)
+                if c.create or c.set_fields:  # needs_upsert
+                    n += 1
+                    key = c.key
+                    other = waiting_on.get(key)
+                    if other is None:
+                        waiting_on[key] = batch
+                    elif type(other) is list:
+                        other.append(batch)
+                    else:
+                        waiting_on[key] = [other, batch]
+            batch.waiting = n
+        self.waiting_on = waiting_on
         self.ready = deque(b for b in self.batches if not b.waiting)
         self.upserts: deque[tuple[str, Sequence[ContactChange]]] = deque(
             ("create", chunk) for chunk in dest._chunks(self.creates))
@@ -133,12 +145,17 @@ class Pipeline:
                 self.missing.add(r.key)
         self.spill.extend(spill)
         spilled = {c.key for c in spill}
+        pop, ready = self.waiting_on.pop, self.ready
         for c in chunk:
-            if c.key not in spilled:
-                for batch in self.waiting_on.pop(c.key, ()):
-                    batch.waiting -= 1
-                    if not batch.waiting:
-                        self.ready.append(batch)
+            if spilled and c.key in spilled:
+                continue
+            batch = pop(c.key, None)
+            if batch is None:
+                continue
+            for batch in batch if type(batch) is list else (batch,):
+                batch.waiting -= 1
+                if not batch.waiting:
+                    ready.append(batch)
         if kind == "create":
             self.creating -= 1
             if not self.creating:
