@@ -118,6 +118,9 @@ class Pipeline:
 
     def _tag_call(self, batch: TagBatch) -> Call | None:
         """The batch's call without the contacts whose upsert failed or found them missing (reported here)."""
+        if not self.missing and not self.failed:  # the usual case: every upsert so far succeeded
+            sid = self.dest._segment_ids([batch.tag], create=True)[batch.tag]
+            return partial(self.dest._tag_call, batch.tag, sid, batch.add, batch.remove)
         skipped: list[ItemResult] = []
         kept: dict[str, list[ContactChange]] = {"+": [], "-": []}
         for sign, contacts in (("+", batch.add), ("-", batch.remove)):
