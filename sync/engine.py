@@ -14,6 +14,7 @@ pull → segment → plan → apply together is :func:`sync.api.run_sync`.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -82,7 +83,10 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         if plan.is_empty:
             ledger.finish_run(run_id, "succeeded", counts)
             return ApplyReport(plan.destination, run_id, "succeeded", counts)
-        with gc_pause.paused_for(len(plan.changes)):  # many short-lived acyclic objects: see sync.gc_pause
+        with gc_pause.paused_for(len(plan.changes)), \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"rfmsync-prepare-{plan.destination}") as early:
+            # the ESP's setup calls (reading and creating fields and tags) run while the apply gets ready
+            prepared = early.submit(client.prepare, plan.managed_tags, plan.fields)
             by_key = {c.key: c for c in plan.changes}
             state = ledger.load_states(plan.destination, by_key)  # only the contacts this plan touches
             writer = OutcomeWriter(ledger, plan.destination, run_id)  # the ledger writes, group-committed
@@ -104,7 +108,7 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
 
             try:
                 try:
-                    client.prepare(plan.managed_tags, plan.fields)
+                    prepared.result()
                     client.apply(plan.changes, on_results)
                 finally:
                     try:
