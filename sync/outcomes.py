@@ -114,11 +114,6 @@ class OutcomeWriter:
 _NO_TAGS: frozenset[str] = frozenset()
 
 
-def operations_left(changes: Iterable[ContactChange]) -> dict[str, int]:
-    """Contact key -> how many operations the apply makes for it (its upsert, each tag added or removed)."""
-    return {c.key: (1 if c.create or c.set_fields else 0) + len(c.add_tags) + len(c.remove_tags) for c in changes}
-
-
 class StateFold:
     """Folds an apply's item results into the pushed state of its contacts; gives each contact's new state
     once the last of its operations in this apply has an outcome.
@@ -257,4 +252,4 @@ class StateFold:
         return [self._release(key, slot) for key, slot in self._slots.items() if slot[6] == 1]
 
 
-__all__ = ["OutcomeWriter", "StateFold", "operations_left"]
+__all__ = ["OutcomeWriter", "StateFold"]
