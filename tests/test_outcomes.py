@@ -4,6 +4,7 @@ contact wins within a group, and a failed write is raised to the apply instead o
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -52,6 +53,27 @@ def test_outcomes_are_written_in_groups_and_a_later_state_of_a_contact_wins():
         [("a@x.io", ["one"])], [("a@x.io", ["three"]), ("b@x.io", ["three"])]]
     assert [len(r) for r in ledger.results] == [1, 2]
     assert writer.transactions == 2
+
+
+def test_small_groups_linger_for_more_and_close_ends_the_wait():
+    """Outcomes arriving within the linger are one transaction; closing writes them at once (no waiting out
+    the linger); a group of min_rows results is written without lingering."""
+    ledger = RecordingLedger()
+    writer = OutcomeWriter(ledger, "mc", 1, linger=30, min_rows=100)
+    for key in ("a@x.io", "b@x.io", "c@x.io"):
+        writer.submit([state(key, "one")], [ItemResult(key, "upsert", True)])
+    started = time.monotonic()
+    writer.close()
+    assert time.monotonic() - started < 10  # not the 30 s linger
+    assert [[s.key for s in group] for group in ledger.saved] == [["a@x.io", "b@x.io", "c@x.io"]]
+    assert writer.transactions == 1
+
+    full = RecordingLedger()
+    writer = OutcomeWriter(full, "mc", 1, linger=30, min_rows=2)
+    writer.submit([state("a@x.io", "one")],
+                  [ItemResult("a@x.io", "upsert", True), ItemResult("a@x.io", "tag+one", True)])
+    assert full.entered.wait(10)  # written before close: a full group does not linger
+    writer.close()
 
 
 def test_a_failed_write_reaches_the_apply():
