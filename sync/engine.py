@@ -14,6 +14,7 @@ pull → segment → plan → apply together is :func:`sync.api.run_sync`.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -22,8 +23,8 @@ from . import gc_pause, progress
 from .destinations.base import Destination
 from .errors import LockBusyError
 from .ledger import Ledger, Locks, owner_process_gone
-from .model import ItemResult
-from .outcomes import OutcomeWriter, StateFold, operations_left
+from .model import CallResults, ItemResult, failed_results
+from .outcomes import OutcomeWriter, StateFold
 from .planning.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -82,20 +83,24 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         if plan.is_empty:
             ledger.finish_run(run_id, "succeeded", counts)
             return ApplyReport(plan.destination, run_id, "succeeded", counts)
-        with gc_pause.paused_for(len(plan.changes)):  # many short-lived acyclic objects: see sync.gc_pause
+        with gc_pause.paused_for(len(plan.changes)), \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"rfmsync-prepare-{plan.destination}") as early:
+            # the ESP's setup calls (reading and creating fields and tags) run while the apply gets ready
+            prepared = early.submit(client.prepare, plan.managed_tags, plan.fields)
             by_key = {c.key: c for c in plan.changes}
-            left = operations_left(plan.changes)  # counted once: the tally and the fold each count down a copy
-            tally = progress.ContactTally(plan.changes, dict(left))  # contacts done / total on the display
             state = ledger.load_states(plan.destination, by_key)  # only the contacts this plan touches
             writer = OutcomeWriter(ledger, plan.destination, run_id)  # the ledger writes, group-committed
-
-            fold = StateFold(state, by_key, left)  # a contact's state is written once its last operation answered
+            fold = StateFold(state, by_key)  # a contact's state is written once its last operation answered
+            progress.advance(fold.done, total=len(by_key))  # contacts done / total on the display (the fold's)
 
             def on_results(results: Sequence[ItemResult]) -> None:
-                results = list(results)
-                tally(results)
+                if not isinstance(results, CallResults):  # columns stay columns (sync.model.CallResults)
+                    results = list(results)
+                done = fold.done
                 writer.submit(fold(results), results)
-                failed = [r for r in results if not r.ok]
+                if fold.done > done:
+                    progress.advance(fold.done - done)
+                failed = failed_results(results)
                 counts["ok"] += len(results) - len(failed)
                 counts["failed"] += len(failed)
                 for r in failed[:max(0, 20 - len(errors))]:
@@ -103,7 +108,7 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
 
             try:
                 try:
-                    client.prepare(plan.managed_tags, plan.fields)
+                    prepared.result()
                     client.apply(plan.changes, on_results)
                 finally:
                     try:

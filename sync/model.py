@@ -11,7 +11,7 @@ numbers or None; they are compared as their JSON form.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 FieldValue = str | int | float | bool | None
 
@@ -72,6 +72,64 @@ class ItemResult:
     #: the ESP said it does not hold this contact (e.g. "not a list member" on a tag call): the ledger marks it
     #: not-existing so the next plan creates it again (consent rules apply) instead of failing forever
     missing: bool = False
+
+
+class CallResults(Sequence[ItemResult]):
+    """One API call's item results in columns: ``ok`` holds ``(op, keys)`` groups of operations that succeeded
+    (one key list per operation name, no object per item), ``other`` the rest as :class:`ItemResult`.
+
+    It is a ``Sequence[ItemResult]`` like any list of results (iterating builds them: the groups first, then
+    ``other``), so every consumer works unchanged; the apply's own consumers (the state fold, the outcome
+    writer, the counts) read the columns instead (:func:`failed_results`, :func:`ok_pairs`). A destination
+    answers a call that did everything with one of these: a million contacts are a few thousand objects, not
+    two million."""
+
+    __slots__ = ("ok", "other", "_n")
+
+    def __init__(self, ok: Sequence[tuple[str, Sequence[str]]] = (), other: Sequence[ItemResult] = ()) -> None:
+        self.ok, self.other = ok, other
+        self._n = sum(len(keys) for _, keys in ok) + len(other)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __iter__(self) -> Iterator[ItemResult]:
+        for op, keys in self.ok:
+            for key in keys:
+                yield ItemResult(key, op, True)
+        yield from self.other
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def, override]
+        return list(self)[index]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return f"CallResults({list(self)!r})"
+
+    @property
+    def failed(self) -> list[ItemResult]:
+        return [r for r in self.other if not r.ok]
+
+
+def failed_results(results: Iterable[ItemResult]) -> list[ItemResult]:
+    """The results that are failures (a :class:`CallResults` answers from its ``other`` column alone)."""
+    if isinstance(results, CallResults):
+        return results.failed
+    return [r for r in results if not r.ok]
+
+
+def ok_pairs(results: Iterable[ItemResult]) -> Iterator[tuple[str, str]]:
+    """``(key, op)`` of the results that succeeded."""
+    if isinstance(results, CallResults):
+        for op, keys in results.ok:
+            for key in keys:
+                yield key, op
+        results = results.other
+    for r in results:
+        if r.ok:
+            yield r.key, r.op
 
 
 OnResults = Callable[[Sequence[ItemResult]], None]

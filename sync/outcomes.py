@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Iterable, Mapping, Protocol, Sequence
 
-from .model import ContactChange, ItemResult, PushedState
+from .model import CallResults, ContactChange, ItemResult, PushedState
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,13 @@ class OutcomeLedger(Protocol):
     def record_results(self, destination: str, run_id: int | None, results: Iterable[ItemResult]) -> None: ...
 
 
+#: a small group waits this long for more outcomes before it is written: each transaction has a fixed cost (the
+#: revision, the commit, the failures check: ~1.5 ms of the writer's time), and a writer that keeps up writes a
+#: transaction per call (226 for 200 k contacts); a process killed meanwhile loses that much more (re-planned)
+LINGER_SECONDS = 0.05
+LINGER_ROWS = 5_000
+
+
 class OutcomeWriter:
     """``submit(states, results)`` from the apply; ``close()`` writes what is left and re-raises a write error.
 
@@ -37,10 +44,12 @@ class OutcomeWriter:
     thread's CPU time in those writes (the ledger's own work, the database's included); ``wait_seconds``: time
     :meth:`close` waited for the last writes (what the ledger added to the apply's wall time)."""
 
-    def __init__(self, ledger: OutcomeLedger, destination: str, run_id: int | None, max_rows: int = 100_000
-                 ) -> None:
+    def __init__(self, ledger: OutcomeLedger, destination: str, run_id: int | None, max_rows: int = 100_000,
+                 linger: float = LINGER_SECONDS, min_rows: int = LINGER_ROWS) -> None:
+        """``linger``: a group of fewer than ``min_rows`` results waits up to this long (from its first
+        outcome) for more before it is written (fewer, larger transactions; ``close`` ends the wait)."""
         self._ledger, self._destination, self._run_id = ledger, destination, run_id
-        self._max_rows = max_rows
+        self._max_rows, self._linger, self._min_rows = max_rows, linger, min_rows
         self._pending: queue.SimpleQueue[tuple[Sequence[PushedState], Sequence[ItemResult]] | None] = \
             queue.SimpleQueue()
         self._error: BaseException | None = None
@@ -68,27 +77,37 @@ class OutcomeWriter:
             if item is None:
                 return
             states: dict[str, PushedState] = {}
-            results: list[ItemResult] = []
+            ok: list[tuple[str, Sequence[str]]] = []  # the results in columns (sync.model.CallResults)
+            other: list[ItemResult] = []
+            rows = 0
             stop = False
+            deadline = time.monotonic() + self._linger
             while True:
                 for s in item[0]:
                     states[s.key] = s  # a later outcome of the same contact supersedes the earlier one
-                results.extend(item[1])
-                if len(results) >= self._max_rows:
+                got = item[1]
+                if isinstance(got, CallResults):
+                    ok += got.ok
+                    other += got.other
+                else:
+                    other += got
+                rows += len(got)
+                if rows >= self._max_rows:
                     break
+                wait = deadline - time.monotonic() if rows < self._min_rows else 0.0
                 try:
-                    item = self._pending.get_nowait()
+                    item = self._pending.get(timeout=wait) if wait > 0 else self._pending.get_nowait()
                 except queue.Empty:
                     break
                 if item is None:
                     stop = True
                     break
             if self._error is None:
-                self._write(states, results)
+                self._write(states, CallResults(ok, other))
             if stop:
                 return
 
-    def _write(self, states: dict[str, PushedState], results: list[ItemResult]) -> None:
+    def _write(self, states: dict[str, PushedState], results: CallResults) -> None:
         t0, c0 = time.perf_counter(), time.thread_time()
         try:
             if states:
@@ -106,33 +125,39 @@ class OutcomeWriter:
 _NO_TAGS: frozenset[str] = frozenset()
 
 
-def operations_left(changes: Iterable[ContactChange]) -> dict[str, int]:
-    """Contact key -> how many operations the apply makes for it (its upsert, each tag added or removed)."""
-    return {c.key: (1 if c.create or c.set_fields else 0) + len(c.add_tags) + len(c.remove_tags) for c in changes}
-
-
 class StateFold:
     """Folds an apply's item results into the pushed state of its contacts; gives each contact's new state
     once the last of its operations in this apply has an outcome.
 
     The states are what :func:`sync.planning.plan.apply_results_to_state` gives (tested against it), at the cost
-    a million contacts can afford: a contact's state is worked on in place and built once, when it is released,
+    a million contacts can afford: a contact's state is worked on in its slot and built once, when it is released,
     so its upsert and its tag calls (which answer close together: the Mailchimp apply starts a tag call as soon
     as its contacts' upserts answered) become one ledger row, not one per operation; an unchanged fields
-    mapping is shared, not copied; tag sets are looked up among the few distinct ones.
+    mapping is shared, not copied; tag sets are looked up among the few distinct ones. A call's results given
+    as :class:`~sync.model.CallResults` are folded a column at a time: one loop per operation over its keys,
+    no item object read.
 
     ``fold(results)`` gives the states to write now; :meth:`rest` the ones still held (the apply writes them
     when it ends, however it ends). A process killed meanwhile loses the held states: the next run plans those
     contacts again, and every operation rfmsync makes is idempotent (a create of a contact that exists leaves
-    it as it is and writes its fields). Failures are not held: the caller records them at once."""
+    it as it is and writes its fields). Failures are not held: the caller records them at once.
 
-    def __init__(self, state: dict[str, PushedState], changes: Mapping[str, ContactChange],
-                 left: dict[str, int] | None = None) -> None:
-        """``left``: :func:`operations_left` of ``changes`` when the caller has it (taken, not copied)."""
-        self.state, self._changes = state, changes
-        self._left = left if left is not None else operations_left(changes.values())
-        self._work: dict[str, list] = {}  # key -> [customer_id, tags, fields, exists] while held
+    :attr:`done`: contacts done so far (each of their operations has an outcome, or one of them failed: the
+    rest are not attempted), for the progress display."""
+
+    def __init__(self, state: Mapping[str, PushedState], changes: Mapping[str, ContactChange]) -> None:
+        """``state``: the pushed state of the contacts before the apply (read, never changed: the states the
+        fold gives are the new ones)."""
+        self.state = state
+        # one slot per contact, the only large dict an operation's outcome looks up (a million contacts' dicts
+        # are read from memory, not cache): [operations left, its change, customer_id, tags, fields, exists,
+        # phase]; phase 0: not touched (the values are read from ``state`` when it is), 1: held, 2: released
+        self._slots: dict[str, list] = {
+            key: [(1 if c.create or c.set_fields else 0) + len(c.add_tags) + len(c.remove_tags), c, None, None,
+                  None, False, 0] for key, c in changes.items()}
         self._tag_sets: dict[tuple[frozenset[str], str], frozenset[str]] = {}
+        self._failed: set[str] = set()  # contacts with a failed operation (done at their first failure)
+        self.done = sum(1 for slot in self._slots.values() if not slot[0])
 
     def _tags(self, tags: frozenset[str], op: str) -> frozenset[str]:
         found = self._tag_sets.get((tags, op))
@@ -140,48 +165,102 @@ class StateFold:
             found = self._tag_sets[(tags, op)] = tags | {op[4:]} if op[3] == "+" else tags - {op[4:]}
         return found
 
+    def _slot(self, key: str) -> list:
+        """The slot of a contact the plan does not hold (its results still count)."""
+        slot = self._slots[key] = [0, None, None, None, None, False, 0]
+        return slot
+
+    def _hold(self, key: str, slot: list) -> None:
+        if not slot[6]:
+            prev = self.state.get(key)
+            c = slot[1]
+            slot[2:6] = [c.customer_id if c else None, _NO_TAGS, {}, False] if prev is None else \
+                [prev.customer_id, prev.tags, prev.fields, prev.exists]
+        slot[6] = 1
+
     def __call__(self, results: Iterable[ItemResult]) -> list[PushedState]:
-        state, changes, work, left = self.state, self._changes, self._work, self._left
-        seen: dict[str, None] = {}
+        if isinstance(results, CallResults):
+            ready: list[tuple[str, list]] = []
+            for op, keys in results.ok:
+                self._fold_ok(op, keys, ready)
+            self._fold(results.other, ready)
+        else:
+            ready = []
+            self._fold(results, ready)
+        return [self._release(key, slot) for key, slot in ready if slot[6] == 1 and not slot[0]]
+
+    def _fold_ok(self, op: str, keys: Iterable[str], ready: list[tuple[str, list]]) -> None:
+        """Successes of one operation: the loop of :meth:`_fold` with what ``op`` decides taken out of it."""
+        slots, failed = self._slots, self._failed
+        upsert, add, remove = op == "upsert", op.startswith("tag+"), op.startswith("tag-")
+        tags = self._tags(_NO_TAGS, op) if add or remove else _NO_TAGS  # the usual tag set after ``op``
+        done = 0
+        for key in keys:
+            slot = slots.get(key) or self._slot(key)
+            n = slot[0]
+            if n:
+                slot[0] = n = n - 1
+                if not n and (not failed or key not in failed):
+                    done += 1
+            if not n:
+                ready.append((key, slot))
+            if slot[6] != 1:
+                self._hold(key, slot)
+            c = slot[1]
+            if upsert:
+                if c is not None:
+                    if c.set_fields:
+                        slot[4] = {**slot[4], **c.set_fields} if slot[4] else c.set_fields  # read-only: shared
+                    slot[5] = True
+            elif add or remove:
+                slot[3] = tags if slot[3] is _NO_TAGS else self._tags(slot[3], op)
+                if add:
+                    slot[5] = True
+            if c is not None:
+                slot[2] = c.customer_id
+        self.done += done
+
+    def _fold(self, results: Iterable[ItemResult], ready: list[tuple[str, list]]) -> None:
+        slots, failed = self._slots, self._failed
         for r in results:
             key = r.key
-            seen[key] = None
-            n = left.get(key)
+            slot = slots.get(key) or self._slot(key)
+            ready.append((key, slot))
+            n = slot[0]
             if n:
-                left[key] = n - 1
-            w = work.get(key)
+                slot[0] = n - 1
+                if key not in failed and (n == 1 or not r.ok):
+                    self.done += 1
             if not r.ok:
-                if r.missing and (w is not None or key in state):  # the ESP does not hold it: forgotten, so
-                    cid = w[0] if w is not None else state[key].customer_id  # the next plan creates it again
-                    work[key] = [cid, _NO_TAGS, {}, False]
+                failed.add(key)
+                if r.missing and (slot[6] or key in self.state):  # the ESP does not hold it: forgotten,
+                    if slot[6] != 1:  # so the next plan creates it again
+                        self._hold(key, slot)
+                    slot[3:6] = [_NO_TAGS, {}, False]
                 continue
-            c = changes.get(key)
-            if w is None:
-                prev = state.get(key)
-                w = work[key] = [c.customer_id if c else None, _NO_TAGS, {}, False] if prev is None else \
-                    [prev.customer_id, prev.tags, prev.fields, prev.exists]
+            if slot[6] != 1:
+                self._hold(key, slot)
+            c = slot[1]
             op = r.op
             if op == "upsert":
                 if c is not None:
                     if c.set_fields:
-                        w[2] = {**w[2], **c.set_fields} if w[2] else c.set_fields  # read-only: shared
-                    w[3] = True
+                        slot[4] = {**slot[4], **c.set_fields} if slot[4] else c.set_fields  # read-only: shared
+                    slot[5] = True
             elif op.startswith("tag+"):
-                w[1], w[3] = self._tags(w[1], op), True
+                slot[3], slot[5] = self._tags(slot[3], op), True
             elif op.startswith("tag-"):
-                w[1] = self._tags(w[1], op)
+                slot[3] = self._tags(slot[3], op)
             if c is not None:
-                w[0] = c.customer_id
-        return [self._release(key) for key in seen if key in work and not left.get(key)]
+                slot[2] = c.customer_id
 
-    def _release(self, key: str) -> PushedState:
-        cid, tags, fields, exists = self._work.pop(key)
-        s = self.state[key] = PushedState(key, cid or None, tags, fields, exists)
-        return s
+    def _release(self, key: str, slot: list) -> PushedState:
+        slot[6] = 2
+        return PushedState(key, slot[2] or None, slot[3], slot[4], slot[5])
 
     def rest(self) -> list[PushedState]:
         """The states still held (a contact with operations that have no outcome yet)."""
-        return [self._release(key) for key in list(self._work)]
+        return [self._release(key, slot) for key, slot in self._slots.items() if slot[6] == 1]
 
 
-__all__ = ["OutcomeWriter", "StateFold", "operations_left"]
+__all__ = ["OutcomeWriter", "StateFold"]

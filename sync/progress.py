@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 from connectors.retry import RetryWait
 
-__all__ = ["ContactTally", "Reporter", "Step", "RetryWait", "advance", "api_call", "reporting", "retry_wait", "step"]
+__all__ = ["Reporter", "Step", "RetryWait", "advance", "api_call", "reporting", "retry_wait", "step"]
 
 
 class Step(Protocol):
@@ -112,27 +112,3 @@ def api_call() -> None:
 def retry_wait(wait: RetryWait) -> None:
     """The retry layer is about to wait (its ``on_wait``)."""
     _reporter.retry_wait(wait)
-
-
-class ContactTally:
-    """Apply's contacts done / total: a contact is done once each of its operations (upsert, each tag added or
-    removed) has an outcome, or once one failed (the rest are not attempted); advances the innermost step."""
-
-    def __init__(self, changes: Iterable[Any], left: dict[str, int] | None = None) -> None:
-        """``left``: operations per contact key, when the caller has counted them already (taken, not copied)."""
-        self._left = left if left is not None else {
-            c.key: int(c.needs_upsert) + len(c.add_tags) + len(c.remove_tags) for c in changes}
-        self._tally_lock = threading.Lock()
-        advance(sum(1 for n in self._left.values() if n == 0), total=len(self._left))
-
-    def __call__(self, results: Iterable[Any]) -> None:
-        done = 0
-        with self._tally_lock:
-            for r in results:
-                left = self._left.get(r.key)
-                if not left:
-                    continue
-                self._left[r.key] = left = left - 1 if r.ok else 0
-                done += left == 0
-        if done:
-            advance(done)

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import random
 import re
+import threading
 
 import pytest
 
 from connectors.retry import RetryPolicy
 from sync.destinations.mailchimp import MailchimpDestination
+from sync.engine import execute_plan
 from sync.errors import DestinationConfigError
 from sync.ledger import Ledger
 from sync.model import ContactChange, PushedState
@@ -82,3 +84,43 @@ def test_a_tag_call_starts_once_its_own_contacts_are_upserted(mailchimp_fake, cl
              if method == "POST" and (path == "/lists/aud1" or re.search(r"/segments/\d+$", path))]
     assert order.count("upsert") == 6 and order.count("tag") == 6
     assert order.index("tag") < len(order) - 1 - order[::-1].index("upsert")
+
+
+class _StateReadSeen:
+    """The ledger, saying when the apply has read the state of the plan's contacts."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger, self.read = ledger, threading.Event()
+
+    def __getattr__(self, name: str):
+        return getattr(self._ledger, name)
+
+    def load_states(self, destination, keys):
+        try:
+            return self._ledger.load_states(destination, keys)
+        finally:
+            self.read.set()
+
+
+def test_the_esp_setup_runs_while_the_apply_gets_ready(mailchimp_fake, client, ledger) -> None:
+    """prepare (the ESP's setup calls) runs alongside the ledger read of the plan's contacts, not before it: here
+    it waits for that read to happen meanwhile, which a prepare run first would wait for in vain."""
+    seen = _StateReadSeen(ledger)
+    original = client.prepare
+
+    def prepare(managed_tags, fields):
+        if not seen.read.wait(5):
+            raise AssertionError("prepare ran alone: the apply did not get ready meanwhile")
+        original(managed_tags, fields)
+
+    client.prepare = prepare  # the destination object's own method, wrapped: no rfmsync internals
+    report = execute_plan(plan_of([change(i) for i in range(3)]), client, seen)
+    assert report.status == "succeeded" and mailchimp_fake.tags_of("c0001@example.com") == {"rfm:A"}
+
+
+def test_a_failed_esp_setup_fails_the_run_and_writes_nothing(mailchimp_fake, client, ledger) -> None:
+    mailchimp_fake.fail(401, times=5, path="/lists/aud1$")
+    with pytest.raises(DestinationConfigError):
+        execute_plan(plan_of([change(i) for i in range(3)]), client, ledger)
+    assert ledger.load_state("mc") == {} and mailchimp_fake.write_calls == 0
+    assert [r["status"] for r in ledger.recent_runs(limit=1)] == ["failed"]

@@ -42,6 +42,36 @@ def test_fields_are_stored_as_their_canonical_text(ledger: Ledger) -> None:
     assert ledger.load_state(DEST) == {s.key: s for s in states}
 
 
+def test_a_large_group_is_stored_the_same_whatever_the_slices_it_is_encoded_in(ledger: Ledger) -> None:
+    """A group of thousands of rows is encoded a slice at a time (the interpreter lock is given up between
+    slices): every row is stored, as its canonical text, NaN rows included."""
+    states = [PushedState(f"k{i:05d}@x.io", f"C{i}", frozenset({"t"}), ODD_FIELDS[i % len(ODD_FIELDS)])
+              for i in range(2_600)]
+    ledger.save_states(DEST, None, states)
+    assert stored_fields(ledger) == {s.key: canonical(s.fields) for s in states}
+    nan = [PushedState(f"n{i:05d}@x.io", None, frozenset(), {"m": float("nan") if i == 1_500 else i})
+           for i in range(2_100)]
+    ledger.save_states(DEST, None, nan)
+    stored = stored_fields(ledger)
+    assert stored["n01500@x.io"] == '{"m":NaN}' and stored["n02099@x.io"] == '{"m":2099}'
+    assert len(stored) == 4_700
+
+
+def test_a_save_writes_new_rows_same_customer_rows_and_moved_customer_rows_alike(ledger: Ledger) -> None:
+    """Rows whose customer is unchanged are updated without touching the customer index, the others in full:
+    every row ends as saved, stamped with the save's revision, and found by its (new) customer."""
+    first = [PushedState(f"k{i}@x.io", f"C{i}" if i % 3 else None, frozenset({"t"}), {"n": i}) for i in range(9)]
+    ledger.save_states(DEST, None, first)
+    second = [PushedState(s.key, "MOVED" if i in (1, 3, 6) else s.customer_id, frozenset({"u"}), {"n": -i}, i != 4)
+              for i, s in enumerate(first)] + [PushedState("new@x.io", None, frozenset(), {})]
+    ledger.save_states(DEST, None, second)
+    assert ledger.load_state(DEST) == {s.key: s for s in second}
+    assert set(ledger.load_state_of(DEST, customer_ids=["MOVED"])) == {"k1@x.io", "k3@x.io", "k6@x.io"}
+    assert set(ledger.load_state_of(DEST, customer_ids=["C1", "C3"])) == set()
+    table = ledger.state_table(DEST, cached=False)
+    assert set(table.column("key").to_pylist()) == {s.key for s in second}
+
+
 def test_a_nan_field_is_stored_as_python_writes_it(ledger: Ledger) -> None:
     """JSON has no NaN (SQLite refuses it in a document): such a chunk takes the per-row path, as before."""
     states = [PushedState("a@x.io", "C1", frozenset(), {"m": float("nan"), "b": 1}),

@@ -125,6 +125,22 @@ def test_prepare_unknown_audience(mailchimp_fake, sleeps) -> None:
     assert sleeps == []
 
 
+def test_prepare_makes_its_reads_at_once_and_then_its_creates_at_once(mailchimp_fake, sleeps) -> None:
+    """A first sync's setup (audience, merge fields and tags read; 3 fields and 4 tags created) takes two round
+    trips of parallel calls, not ten sequential ones (within the connection limit)."""
+    fake = mailchimp_fake
+    fake.latency = 0.02
+    dest = make(fake, sleeps, max_connections=4)
+    dest.prepare([f"rfm:T{i}" for i in range(4)], {"RECENCY": "recency_days", "SEGMENT": "segment",
+                                                  "MONEY": "monetary"})
+    assert fake.max_in_flight == 4  # never more than max_connections
+    assert fake.segment_names() == {f"rfm:T{i}" for i in range(4)}
+    assert {"RECENCY", "SEGMENT", "MONEY"} <= set(fake.lists["aud1"].merge_fields)
+    fake.max_in_flight = 0
+    make(fake, sleeps, max_connections=4).prepare([f"rfm:T{i}" for i in range(4)], {"RECENCY": "recency_days"})
+    assert fake.max_in_flight == 3  # a second run: the three reads, together
+
+
 def test_prepare_rejects_bad_merge_tag(dest) -> None:
     with pytest.raises(DestinationConfigError, match="merge tag 'RECENCY_DAYS'"):
         dest.prepare([], {"RECENCY_DAYS": "recency_days"})

@@ -4,12 +4,13 @@ contact wins within a group, and a failed write is raised to the apply instead o
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sync.model import ContactChange, ItemResult, PushedState
+from sync.model import CallResults, ContactChange, ItemResult, PushedState
 from sync.outcomes import OutcomeWriter, StateFold
 from sync.planning.plan import apply_results_to_state
 
@@ -52,6 +53,27 @@ def test_outcomes_are_written_in_groups_and_a_later_state_of_a_contact_wins():
         [("a@x.io", ["one"])], [("a@x.io", ["three"]), ("b@x.io", ["three"])]]
     assert [len(r) for r in ledger.results] == [1, 2]
     assert writer.transactions == 2
+
+
+def test_small_groups_linger_for_more_and_close_ends_the_wait():
+    """Outcomes arriving within the linger are one transaction; closing writes them at once (no waiting out
+    the linger); a group of min_rows results is written without lingering."""
+    ledger = RecordingLedger()
+    writer = OutcomeWriter(ledger, "mc", 1, linger=30, min_rows=100)
+    for key in ("a@x.io", "b@x.io", "c@x.io"):
+        writer.submit([state(key, "one")], [ItemResult(key, "upsert", True)])
+    started = time.monotonic()
+    writer.close()
+    assert time.monotonic() - started < 10  # not the 30 s linger
+    assert [[s.key for s in group] for group in ledger.saved] == [["a@x.io", "b@x.io", "c@x.io"]]
+    assert writer.transactions == 1
+
+    full = RecordingLedger()
+    writer = OutcomeWriter(full, "mc", 1, linger=30, min_rows=2)
+    writer.submit([state("a@x.io", "one")],
+                  [ItemResult("a@x.io", "upsert", True), ItemResult("a@x.io", "tag+one", True)])
+    assert full.entered.wait(10)  # written before close: a full group does not linger
+    writer.close()
 
 
 def test_a_failed_write_reaches_the_apply():
@@ -97,8 +119,60 @@ def test_the_state_fold_ends_where_apply_results_to_state_ends(case):
         written += fold(results)
     written += fold.rest()
     assert {s.key for s in written} == touched
-    assert {s.key: s for s in written} == {k: folded[k] for k in touched}  # the last one written is the state
-    assert folded == expected
+    assert {**state, **{s.key: s for s in written}} == expected  # the last one written is the state
+    assert folded == state  # read, not changed
+
+
+def in_columns(results: list[ItemResult]) -> CallResults:
+    """The results as a destination answers a call in columns: the successes grouped by operation."""
+    groups: dict[str, list[str]] = {}
+    for r in results:
+        if r.ok and not r.missing and not r.error:
+            groups.setdefault(r.op, []).append(r.key)
+    return CallResults(list(groups.items()), [r for r in results if not (r.ok and not r.missing and not r.error)])
+
+
+@settings(max_examples=300, deadline=None)
+@given(fold_case())
+def test_results_in_columns_fold_like_the_same_results_one_by_one(case):
+    """A call's results given as CallResults (the successes as key columns per operation) end in the states the
+    same results give item by item, in the order the columns are read, and count the same contacts done."""
+    state, changes, batches = case
+    expected = dict(state)
+    fold, plain = StateFold(state, changes), StateFold(state, changes)
+    touched: set[str] = set()
+    written = []
+    for batch in batches:
+        columns = in_columns(batch)
+        touched |= apply_results_to_state(expected, changes, list(columns))
+        now = fold(columns)
+        assert now == plain(list(columns))  # the same states released at the same point
+        written += now
+        assert fold.done == plain.done
+    written += fold.rest()
+    assert {s.key for s in written} == touched
+    assert {**state, **{s.key: s for s in written}} == expected
+
+
+def test_call_results_read_as_the_items_they_stand_for():
+    results = CallResults([("upsert", ["a@x.io", "b@x.io"]), ("tag-rfm:A", [])],
+                          [ItemResult("c@x.io", "upsert", False, "refused")])
+    assert len(results) == 3
+    assert list(results) == [ItemResult("a@x.io", "upsert", True), ItemResult("b@x.io", "upsert", True),
+                             ItemResult("c@x.io", "upsert", False, "refused")]
+    assert results[1] == ItemResult("b@x.io", "upsert", True)
+    assert results.failed == [ItemResult("c@x.io", "upsert", False, "refused")]
+
+
+def test_the_fold_counts_a_contact_done_at_its_last_operation_or_its_first_failure():
+    a = ContactChange("a@x.io", "a@x.io", "A", "seg", True, "transactional", add_tags=frozenset({"rfm:A"}))
+    b = ContactChange("b@x.io", "b@x.io", "B", "seg", True, "transactional", add_tags=frozenset({"rfm:B"}))
+    fold = StateFold({}, {"a@x.io": a, "b@x.io": b})
+    assert fold.done == 0
+    fold(CallResults([("upsert", ["a@x.io"])], [ItemResult("b@x.io", "upsert", False, "refused")]))
+    assert fold.done == 1  # b: its first operation failed, the rest is not attempted
+    fold(CallResults([("tag+rfm:A", ["a@x.io"])], [ItemResult("b@x.io", "tag+rfm:B", False, "skipped")]))
+    assert fold.done == 2
 
 
 def test_a_contact_is_written_once_its_last_operation_answered():

@@ -42,14 +42,15 @@ import logging
 import math
 import re
 import threading
-from typing import Any, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from pydantic import SecretStr
 
 from connectors.retry import RetryPolicy
 
 from ..errors import DestinationConfigError, DestinationError
-from ..model import ContactChange, FieldValue, ItemResult, OnResults
+from ..model import CallResults, ContactChange, FieldValue, ItemResult, OnResults, failed_results
 from ..planning.values import BOOL, DATE, NUMBER, TEXT, kind_of
 from .answers import BadAnswer, unaccounted
 from .base import ClientOptions, DestinationSpec
@@ -129,10 +130,41 @@ class MailchimpDestination:
         return f"API key accepted, audience {info.id!r} ({info.name}) found"
 
     def prepare(self, managed_tags: Sequence[str], fields: Mapping[str, str]) -> None:
-        """Check the audience; create missing merge fields (see :func:`merge_field_type`) and managed tags."""
-        self.check()
-        self._prepare_fields(fields)
-        self._segment_ids(managed_tags, create=True)
+        """Check the audience; create missing merge fields (see :func:`merge_field_type`) and managed tags.
+
+        The three reads (the audience, its merge fields, its tags) run at once, then the creates at once (up
+        to ``max_connections`` calls): a first sync's dozen setup calls take two or three round trips, not
+        twelve. The audience check's error, when there is one, is the one raised."""
+        _check_merge_tags(self.name, fields)
+        with ThreadPoolExecutor(max_workers=min(3, self.max_connections),
+                                thread_name_prefix=f"mailchimp-{self.name}-prepare") as pool:
+            reads = [pool.submit(self.check), pool.submit(self._merge_fields), pool.submit(self._load_segments)]
+            wait(reads)
+            reads[0].result()  # an unknown audience or a refused key, said as such
+            existing, segments = reads[1].result(), reads[2].result()
+        with self._lock:
+            if self._segments is None:
+                self._segments = segments
+            missing = [tag for tag in dict.fromkeys(managed_tags) if tag not in self._segments]
+        todo: list[tuple[Callable[..., Any], Any]] = [*((self._create_field, item) for item in fields.items()
+                                                        if item[0].upper() not in existing),
+                                                      *((self._create_segment, tag) for tag in missing)]
+        for tag, value in fields.items():
+            have = existing.get(tag.upper())
+            if have is not None and have.get("type") != merge_field_type(value):
+                log.warning("mailchimp %s: merge field %s is %s, rfmsync would use %s for %r; leaving it",
+                            self.name, tag.upper(), have.get("type"), merge_field_type(value), value)
+        if todo:
+            with ThreadPoolExecutor(max_workers=min(len(todo), self.max_connections),
+                                    thread_name_prefix=f"mailchimp-{self.name}-prepare") as pool:
+                made = [pool.submit(fn, arg) for fn, arg in todo]
+                wait(made)
+            with self._lock:
+                for (fn, arg), future in zip(todo, made):
+                    found = future.result()  # the first failure, in the order above
+                    if fn == self._create_segment:
+                        self._segments[arg] = found
+        self._field_tags = _field_tags(fields)
 
     def existing_members(self, keys: Iterable[str] | None = None) -> dict[str, str]:
         """Normalised email -> Mailchimp status for the audience's members (only ``keys`` when given)."""
@@ -170,7 +202,7 @@ class MailchimpDestination:
         def report(results: Sequence[ItemResult]) -> None:
             stats["calls"] += 1
             stats["items"] += len(results)
-            stats["failed"] += sum(not r.ok for r in results)
+            stats["failed"] += len(failed_results(results))
             on_results(results)
 
         Pipeline(self, changes, report, on_results).run()
@@ -200,8 +232,9 @@ class MailchimpDestination:
             return [ItemResult(c.key, "upsert", False, str(exc)) for c in chunk], []
         errors = {e["email_address"].lower(): e for e in answer["errors"]}
         done = {m["email_address"].lower() for m in [*answer["new_members"], *answer["updated_members"]]}
-        if not errors and all(c.key in done for c in chunk):  # the usual answer: every contact done
-            return [ItemResult(c.key, "upsert", True) for c in chunk], []
+        keys = [c.key for c in chunk]
+        if not errors and done.issuperset(keys):  # the usual answer: every contact done (in columns)
+            return CallResults((("upsert", keys),)), []
         results: list[ItemResult] = []
         spill: list[ContactChange] = []
         for c in chunk:
@@ -229,22 +262,22 @@ class MailchimpDestination:
         if remove:
             body["members_to_remove"] = [c.email for c in remove]
         what = f"POST /lists/{self.audience}/segments/{sid} ({tag!r} +{len(add)} -{len(remove)})"
-        ops = [(c, f"tag+{tag}") for c in add] + [(c, f"tag-{tag}") for c in remove]
         try:
             answer = self._call(what, self._lists.batch_segment_members, body, self.audience, str(sid),
                                 shape=SegmentAnswer)
         except (BatchRejected, BadAnswer) as exc:
-            return [ItemResult(c.key, op, False, str(exc)) for c, op in ops], []
+            return [ItemResult(c.key, op, False, str(exc)) for c, op in _ops(tag, add, remove)], []
         if not answer["errors"]:  # the usual answer: every add made (keys are the lower-cased addresses)
             added = {m["email_address"].lower() for m in answer["members_added"]}
-            if all(c.key in added for c in add):  # and every removal done or moot
-                return [ItemResult(c.key, op, True) for c, op in ops], []
+            keys = [c.key for c in add]
+            if added.issuperset(keys):  # and every removal done or moot: the results in columns
+                return CallResults(((f"tag+{tag}", keys), (f"tag-{tag}", [c.key for c in remove]))), []
         refused = {email.lower(): e.get("error") or "refused"
                    for e in answer["errors"] for email in e["email_addresses"]}
         ignored = set(unaccounted([c.email.lower() for c in add],
                                   (m["email_address"] for m in answer["members_added"]), refused))
         results = []
-        for c, op in ops:
+        for c, op in _ops(tag, add, remove):
             email = c.email.lower()
             if email in refused and op.startswith("tag-") and NOT_A_MEMBER.search(refused[email]):
                 results.append(ItemResult(c.key, op, True))  # not in the audience: it carries no tag either
@@ -259,31 +292,17 @@ class MailchimpDestination:
         return results, []
 
     # ------------------------------------------------------------------ prepare internals
-    def _prepare_fields(self, fields: Mapping[str, str]) -> None:
-        for tag in fields:
-            if not _MERGE_TAG.fullmatch(tag.upper()):
-                raise DestinationConfigError(f"destination {self.name!r}: merge tag {tag!r} in `fields` must be "
-                                             "1-10 characters, letters, digits or _ (e.g. RECENCY)")
-        existing = self._merge_fields()
-        for tag, value in fields.items():
-            tag = tag.upper()
-            kind = merge_field_type(value)
-            if tag in existing:
-                if existing[tag].get("type") != kind:
-                    log.warning("mailchimp %s: merge field %s is %s, rfmsync would use %s for %r; leaving it",
-                                self.name, tag, existing[tag].get("type"), kind, value)
-                continue
-            body = {"tag": tag, "name": value, "type": kind, "public": False}
-            try:
-                self._call(f"POST /lists/{self.audience}/merge-fields ({tag})", self._lists.add_list_merge_field,
-                           self.audience, body)
-            except BatchRejected:  # a retried create whose first attempt landed: fine if it now exists
-                if tag not in self._merge_fields():
-                    raise
-            log.info("mailchimp %s: created merge field %s (%s) for %r", self.name, tag, kind, value)
-        # set_fields are keyed by the config's field name, whatever its case ("Recency" -> RECENCY)
-        self._field_tags = {**{value: tag.upper() for tag, value in fields.items()},
-                            **{tag: tag.upper() for tag in fields}}
+    def _create_field(self, item: tuple[str, str]) -> None:
+        tag, value = item[0].upper(), item[1]
+        kind = merge_field_type(value)
+        body = {"tag": tag, "name": value, "type": kind, "public": False}
+        try:
+            self._call(f"POST /lists/{self.audience}/merge-fields ({tag})", self._lists.add_list_merge_field,
+                       self.audience, body)
+        except BatchRejected:  # a retried create whose first attempt landed: fine if it now exists
+            if tag not in self._merge_fields():
+                raise
+        log.info("mailchimp %s: created merge field %s (%s) for %r", self.name, tag, kind, value)
 
     def _merge_fields(self) -> dict[str, dict[str, Any]]:
         return {str(f["tag"]).upper(): f for f in self._paged(
@@ -316,6 +335,23 @@ class MailchimpDestination:
         log.info("mailchimp %s: created tag %r", self.name, tag)
         return answer.id
 
+
+
+def _check_merge_tags(name: str, fields: Mapping[str, str]) -> None:
+    for tag in fields:
+        if not _MERGE_TAG.fullmatch(tag.upper()):
+            raise DestinationConfigError(f"destination {name!r}: merge tag {tag!r} in `fields` must be "
+                                         "1-10 characters, letters, digits or _ (e.g. RECENCY)")
+
+
+def _field_tags(fields: Mapping[str, str]) -> dict[str, str]:
+    """set_fields are keyed by the config's field name, whatever its case ("Recency" -> RECENCY)."""
+    return {**{value: tag.upper() for tag, value in fields.items()}, **{tag: tag.upper() for tag in fields}}
+
+
+def _ops(tag: str, add: Sequence[ContactChange], remove: Sequence[ContactChange]
+         ) -> list[tuple[ContactChange, str]]:
+    return [(c, f"tag+{tag}") for c in add] + [(c, f"tag-{tag}") for c in remove]
 
 
 def _merge_value(value: FieldValue) -> Any:

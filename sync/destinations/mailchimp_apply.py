@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from ..model import ContactChange, ItemResult, OnResults
+from ..model import CallResults, ContactChange, ItemResult, OnResults
 
 if TYPE_CHECKING:
     from .mailchimp import MailchimpDestination
@@ -78,12 +78,24 @@ class Pipeline:
         self.failed: set[str] = set()  # upserts that failed: their tag ops are not attempted
         self.missing: set[str] = set()  # upserts that found the contact missing: it carries no tag
         self.spill: list[ContactChange] = []
-        self.waiting_on: dict[str, list[TagBatch]] = {}
+        # contact key -> the tag call (or the list of them: a contact with several tag changes) waiting for its
+        # upsert; one object per contact, no list, in the usual case of one tag change
+        waiting_on: dict[str, TagBatch | list[TagBatch]] = {}
         for batch in self.batches:
+            n = 0
             for c in batch.contacts:
-                if c.needs_upsert:
-                    batch.waiting += 1
-                    self.waiting_on.setdefault(c.key, []).append(batch)
+                if c.create or c.set_fields:  # needs_upsert
+                    n += 1
+                    key = c.key
+                    other = waiting_on.get(key)
+                    if other is None:
+                        waiting_on[key] = batch
+                    elif type(other) is list:
+                        other.append(batch)
+                    else:
+                        waiting_on[key] = [other, batch]
+            batch.waiting = n
+        self.waiting_on = waiting_on
         self.ready = deque(b for b in self.batches if not b.waiting)
         self.upserts: deque[tuple[str, Sequence[ContactChange]]] = deque(
             ("create", chunk) for chunk in dest._chunks(self.creates))
@@ -106,6 +118,9 @@ class Pipeline:
 
     def _tag_call(self, batch: TagBatch) -> Call | None:
         """The batch's call without the contacts whose upsert failed or found them missing (reported here)."""
+        if not self.missing and not self.failed:  # the usual case: every upsert so far succeeded
+            sid = self.dest._segment_ids([batch.tag], create=True)[batch.tag]
+            return partial(self.dest._tag_call, batch.tag, sid, batch.add, batch.remove)
         skipped: list[ItemResult] = []
         kept: dict[str, list[ContactChange]] = {"+": [], "-": []}
         for sign, contacts in (("+", batch.add), ("-", batch.remove)):
@@ -126,19 +141,24 @@ class Pipeline:
 
     def _upsert_answered(self, kind: str, chunk: Sequence[ContactChange], results: list[ItemResult],
                          spill: list[ContactChange]) -> None:
-        for r in results:
+        for r in results.other if isinstance(results, CallResults) else results:  # the groups all succeeded
             if not r.ok:
                 self.failed.add(r.key)
             if r.missing:
                 self.missing.add(r.key)
         self.spill.extend(spill)
         spilled = {c.key for c in spill}
+        pop, ready = self.waiting_on.pop, self.ready
         for c in chunk:
-            if c.key not in spilled:
-                for batch in self.waiting_on.pop(c.key, ()):
-                    batch.waiting -= 1
-                    if not batch.waiting:
-                        self.ready.append(batch)
+            if spilled and c.key in spilled:
+                continue
+            batch = pop(c.key, None)
+            if batch is None:
+                continue
+            for batch in batch if type(batch) is list else (batch,):
+                batch.waiting -= 1
+                if not batch.waiting:
+                    ready.append(batch)
         if kind == "create":
             self.creating -= 1
             if not self.creating:

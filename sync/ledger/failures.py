@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Protocol
+from typing import Any, Iterable, Protocol, Sequence
 
 from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from ..model import ItemResult
+from ..model import ItemResult, failed_results, ok_pairs
 from .db import LedgerDB, chunks, clip
 from .schema import failures
 
@@ -80,11 +80,11 @@ class FailureLog:
 
     def record_results(self, destination: str, run_id: int | None, results: Iterable[ItemResult]) -> None:
         """Record failed items and resolve succeeded ones: usable as an apply ``on_results`` callback."""
-        results = list(results)
-        self.record_failures(destination, run_id, results)
+        results = results if isinstance(results, Sequence) else list(results)
+        self.record_failures(destination, run_id, failed_results(results))  # columns read as they are
         pending = self._pending(destination)
         if pending:  # usually none: then the successes are not even listed
-            self._resolve(destination, pending, ((r.key, r.op) for r in results if r.ok))
+            self._resolve(destination, pending, ok_pairs(results))
 
     def pending_failures(self, destination: str | None = None) -> list[dict[str, Any]]:
         """Unresolved failures (oldest first): destination, key, op, attempts, last_error,

@@ -12,7 +12,7 @@ import sqlite3
 import uuid
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Protocol, Sequence
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Connection
@@ -293,6 +293,19 @@ _encode_rows = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan
                                 default=_json_default).encode
 
 
+#: rows per encoder call: the C encoder holds the interpreter lock for the whole call (no switch inside it), and a
+#: chunk of 50 000 rows took ~200 ms, during which no call of the apply could read its answer or start
+ENCODE_SLICE = 1000
+
+
+def _in_slices(encode: Any, rows: Sequence[Any]) -> str:
+    """``encode(rows)`` (a JSON array), made by encoding ``ENCODE_SLICE`` rows at a time: the same text, with
+    the interpreter lock given up between slices."""
+    if len(rows) <= ENCODE_SLICE:
+        return encode(rows)
+    return "[" + ",".join(encode(rows[i:i + ENCODE_SLICE])[1:-1] for i in range(0, len(rows), ENCODE_SLICE)) + "]"
+
+
 def _save_rows_sqlite(conn: Connection, destination: str, run_id: int | None,
                       now: datetime, revision: int, rows: list[tuple[Any, ...]]) -> None:
     # One INSERT .. SELECT over the rows shipped as one JSON document (json_each): SQLite runs the whole upsert
@@ -305,14 +318,22 @@ def _save_rows_sqlite(conn: Connection, destination: str, run_id: int | None,
     cursor = conn.connection.driver_connection.cursor()  # the DBAPI cursor: no per-row processing
     for chunk in chunks(rows, 50_000):
         try:
-            doc, fields = _encode_rows(chunk), "->"
+            doc, fields = _in_slices(_encode_rows, chunk), "->"
         except (TypeError, ValueError):  # NaN, or a value JSON cannot hold (named by _dump_fields)
-            doc, fields = _encode(_fields_encoded(chunk)), "->>"
+            doc, fields = _in_slices(_encode, _fields_encoded(chunk)), "->>"
         sql = ("INSERT INTO pushed_state (destination, key, customer_id, tags, fields, in_destination, pushed_at,"
                f" run_id, revision) SELECT ?, r.value ->> 0, r.value ->> 1, r.value ->> 2, r.value {fields} 3,"
-               " r.value ->> 4, ?, ?, ? FROM json_each(?) AS r WHERE true ON CONFLICT (destination, key) DO UPDATE SET "
-               + ", ".join(f"{c} = excluded.{c}" for c in _STATE_UPDATE_COLUMNS))
-        cursor.execute(sql, (destination, db_now, run_id, revision, doc))
+               " r.value ->> 4, ?, ?, ? FROM json_each(?) AS r WHERE true ON CONFLICT (destination, key) DO UPDATE SET ")
+        params = (destination, db_now, run_id, revision, doc)
+        # First the new rows and the rows whose customer is unchanged (nearly all), with customer_id left out of
+        # the SET list: SQLite then leaves ix_pushed_state_customer alone (it rewrites an index whenever its
+        # column is set, whatever the value), ~40 % less work and WAL per updated row. Then, only when rows are
+        # left (their customer_id changed), the full update of those.
+        written = cursor.execute(sql + ", ".join(f"{c} = excluded.{c}" for c in _STATE_UPDATE_COLUMNS[1:])
+                                 + " WHERE pushed_state.customer_id IS excluded.customer_id", params).rowcount
+        if written < len(chunk):
+            cursor.execute(sql + ", ".join(f"{c} = excluded.{c}" for c in _STATE_UPDATE_COLUMNS)
+                           + " WHERE pushed_state.customer_id IS NOT excluded.customer_id", params)
 
 
 def _save_rows_pg(conn: Connection, destination: str, run_id: int | None,
