@@ -31,14 +31,15 @@ from ..guards import PlanStats, plan_stats
 from ..model import ContactChange, PushedState, Skip
 from .plan import NO_CONSENT_SKIP, Plan, all_managed, consent_warning, managed_tags
 from .plan import status_for_new
+from .canonical import INT_TYPES, double_round_sure, fields_text_sql, segment_tags_text_sql
 from .changeset import OUT, build_changes, value_columns
 from .rows import DESIRED, INVALID, CustomerRows
 from .values import column_of
 
 LEDGER, PUSHED = "_plan_ledger", "_plan_pushed"
+#: the pushed state's tags are kept as the ledger's JSON text (``tags_json``) and parsed only where read
+TAGS = "CAST(from_json({}, '[\"VARCHAR\"]') AS VARCHAR[])"
 CONSENT = "coalesce(NULLIF(CAST(d.marketing_consent AS VARCHAR), ''), 'unknown')"
-_INTS = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
-         "UHUGEINT"}
 
 
 def stage_pushed(con: duckdb.DuckDBPyConnection, state: Any, changed: Any = None) -> None:
@@ -55,8 +56,7 @@ def stage_pushed(con: duckdb.DuckDBPyConnection, state: Any, changed: Any = None
                   "UNION ALL SELECT * FROM _plan_state_changed")
     try:
         con.execute(f"""CREATE OR REPLACE TEMP TABLE {LEDGER} AS
-            SELECT key, customer_id, CAST(from_json(tags, '["VARCHAR"]') AS VARCHAR[]) AS tags, fields,
-                   CAST(in_destination AS BOOLEAN) AS present
+            SELECT key, customer_id, tags AS tags_json, fields, CAST(in_destination AS BOOLEAN) AS present
             FROM ({source})""")
     finally:
         con.unregister("_plan_state_base")
@@ -79,9 +79,10 @@ def reconcile_pushed(con: duckdb.DuckDBPyConnection, actual: Mapping[str, Iterab
         con.execute(f"""CREATE OR REPLACE TEMP TABLE _plan_reconciled AS
             WITH m AS (SELECT key, list(DISTINCT tag) AS tags FROM _plan_members_arrow GROUP BY key)
             SELECT coalesce(l.key, m.key) AS key, l.customer_id,
-                   list_distinct(list_concat(list_filter(coalesce(l.tags, []::VARCHAR[]),
-                                                         lambda t: NOT list_contains({_list(managed)}, t)),
-                                             coalesce(m.tags, []::VARCHAR[]))) AS tags,
+                   CAST(to_json(list_distinct(list_concat(
+                       list_filter(coalesce({TAGS.format('l.tags_json')}, []::VARCHAR[]),
+                                   lambda t: NOT list_contains({_list(managed)}, t)),
+                       coalesce(m.tags, []::VARCHAR[])))) AS VARCHAR) AS tags_json,
                    coalesce(l.fields, '{{}}') AS fields, TRUE AS present
             FROM {LEDGER} l FULL OUTER JOIN m ON m.key = l.key""")
     finally:
@@ -121,13 +122,14 @@ def columnar_plan_stats(con: duckdb.DuckDBPyConnection, plan: Plan) -> PlanStats
     import pyarrow as pa
 
     managed = _list(plan.managed_tags)
-    count = con.execute(f"SELECT count(*) FROM {LEDGER} WHERE len(list_intersect(tags, {managed})) > 0"
-                        ).fetchall()[0][0]
+    count = con.execute(f"""SELECT coalesce(sum(n), 0) FROM (SELECT tags_json, count(*) AS n FROM {LEDGER} GROUP BY 1)
+        WHERE len(list_intersect({TAGS.format('tags_json')}, {managed})) > 0""").fetchall()[0][0]
     if not count or not plan.changes:
         return PlanStats(count, 0, 0)
     con.register("_plan_changed_keys", pa.table({"key": pa.array([c.key for c in plan.changes], pa.string())}))
     try:
-        found = con.execute(f"SELECT l.key, l.customer_id, l.tags, l.fields, l.present FROM {LEDGER} l "
+        found = con.execute(f"SELECT l.key, l.customer_id, {TAGS.format('l.tags_json')}, l.fields, l.present "
+                            f"FROM {LEDGER} l "
                             "SEMI JOIN _plan_changed_keys k ON k.key = l.key").fetchall()
     finally:
         con.unregister("_plan_changed_keys")
@@ -169,13 +171,14 @@ def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str
         extra_sel = ", coalesce(x.xtags, []::VARCHAR[])"
     # the segment's tags are literal lists already sorted and distinct: list work only with extra tags
     tags_expr = f"list_sort(list_distinct(list_concat({seg_tags}{extra_sel})))" if extra_sel else seg_tags
-    field_cols, verdicts = [], []
-    exact = {"VARCHAR", "BOOLEAN", "NULL"} | _INTS  # where SQL's "not the same" is as sure as its "the same"
+    field_cols, verdicts, texts = [], [], []
+    exact = {"VARCHAR", "BOOLEAN", "NULL"} | INT_TYPES  # where SQL's "not the same" is as sure as its "the same"
     for i, (esp, value) in enumerate(dest.fields.items()):
         col = column_of(value)
         dtype = rows.columns.get(col)
         expr = f"d.{ident(col)}" if dtype is not None else "NULL"
         field_cols.append(f"{expr} AS _f{i}")
+        texts.append((esp, expr, dtype or "NULL"))
         same = _same_sql(f"_f{i}", (dtype or "NULL").upper(), f"_pv[{i + 1}]")
         verdicts.append("TRUE" if full_refresh else
                         f"CASE WHEN NOT has_prev OR _pv[{i + 1}] IS NULL THEN TRUE WHEN {same} THEN FALSE "
@@ -195,6 +198,13 @@ def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str
     add = "tags" if full_refresh else "list_filter(tags, lambda t: NOT list_contains(prev_managed, t))"
     m = _list(managed)
     cols = ", ".join(field_cols)
+    # a contact that exists and whose pushed tags and fields are the texts the ledger would write for its desired
+    # ones has nothing to change: two string comparisons, no JSON parsed (:mod:`.canonical`); the others go on
+    unchanged = ""
+    if not full_refresh:
+        tags_text = f"CAST(to_json({tags_expr}) AS VARCHAR)" if extra_sel else segment_tags_text_sql("d.segment", tags_for)
+        unchanged = (f"\n            WHERE NOT coalesce(p.present AND p.tags_json = {tags_text} "
+                     f"AND p.fields = {fields_text_sql(texts)}, FALSE)")
     return f"""
         WITH j AS (
             SELECT d._key AS key, d._rn AS rn, CAST(d.customer_id AS VARCHAR) AS customer_id,
@@ -202,10 +212,11 @@ def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str
                    d.segment AS segment, {tags_expr} AS tags{', ' + cols if cols else ''},
                    p.key IS NOT NULL AS has_prev, p.fields AS prev_fields, p.customer_id AS prev_customer_id,
                    {exists} AS exists_,
-                   list_filter(coalesce(p.tags, []::VARCHAR[]), lambda t: list_contains({m}, t)) AS prev_managed,
+                   list_filter(coalesce({TAGS.format('p.tags_json')}, []::VARCHAR[]), lambda t: list_contains({m}, t))
+                       AS prev_managed,
                    CASE WHEN p.key IS NOT NULL AND json_valid(p.fields) THEN json_extract(p.fields, {paths}) END
                        AS _pv
-            FROM {DESIRED} d LEFT JOIN {PUSHED} p ON p.key = d._key{exists_join}{extra_join}
+            FROM {DESIRED} d LEFT JOIN {PUSHED} p ON p.key = d._key{exists_join}{extra_join}{unchanged}
         ), k0 AS (
             SELECT *, CASE WHEN exists_ THEN NULL ELSE {status} END AS status,
                    {add} AS add_tags,
@@ -234,14 +245,14 @@ def _same_sql(v: str, dtype: str, x: str) -> str:
         cmp = f"{t} = 'VARCHAR' AND {text} = {v}"
     elif dtype == "BOOLEAN":
         cmp = f"{t} = 'BOOLEAN' AND TRY_CAST({x} AS BOOLEAN) = {v}"
-    elif dtype in _INTS:
+    elif dtype in INT_TYPES:
         cmp = f"{t} IN ('BIGINT', 'UBIGINT') AND TRY_CAST({x} AS HUGEINT) = {v}"
     elif dtype.startswith("DECIMAL"):
         cmp = (f"CASE WHEN {v} = trunc({v}) THEN {t} IN ('BIGINT', 'UBIGINT') "
                f"AND TRY_CAST({x} AS HUGEINT) = CAST({v} AS HUGEINT) "
                f"ELSE {t} = 'DOUBLE' AND TRY_CAST({x} AS DOUBLE) = CAST({v} AS DOUBLE) END")
     elif dtype in ("DOUBLE", "FLOAT", "REAL"):
-        cmp = (f"{t} = 'DOUBLE' AND isfinite({v}) "
+        cmp = (f"{t} = 'DOUBLE' AND {double_round_sure(v)} "
                f"AND TRY_CAST({x} AS DOUBLE) = round(CAST({v} AS DOUBLE), 6)")
     elif dtype == "DATE":
         cmp = f"{t} = 'VARCHAR' AND {text} = strftime({v}, '%Y-%m-%d') AND year({v}) BETWEEN 1000 AND 9999"
@@ -270,7 +281,8 @@ def _changes(con: duckdb.DuckDBPyConnection, esp_fields: list[str], dtypes: list
         SELECT key, coalesce(customer_id, '') AS customer_id, '' AS segment, FALSE AS create_,
                NULL::VARCHAR AS status, '[]' AS add_json, to_json(remove_tags)::VARCHAR AS remove_json,
                FALSE AS fast{', ' + nulls if nulls else ''}{none}
-        FROM (SELECT p.key, p.customer_id, list_filter(p.tags, lambda t: list_contains({_list(managed)}, t))
+        FROM (SELECT p.key, p.customer_id,
+                     list_filter({TAGS.format('p.tags_json')}, lambda t: list_contains({_list(managed)}, t))
                   AS remove_tags
               FROM {PUSHED} p ANTI JOIN {DESIRED} d ON d._key = p.key)
         WHERE len(remove_tags) > 0
