@@ -108,7 +108,7 @@ def plan_columnar(rows: CustomerRows, dest: DestinationConfig, *, revision: int 
         "SELECT key, customer_id, segment FROM _plan_diff WHERE skip ORDER BY rn").fetchall()]
     consents = {c for (c,) in con.execute(f"SELECT DISTINCT {CONSENT} FROM {DESIRED} d").fetchall()}
     dtypes = [(rows.columns.get(column_of(value)) or "NULL").upper() for _, value in fields]
-    changes = _changes(con, [esp for esp, _ in fields], dtypes, managed)
+    changes = _changes(con, [esp for esp, _ in fields], dtypes)
     creates = sum(c.create for c in changes)
     warning = consent_warning(dest, consents, creates)
     return Plan(destination=dest.name, type=dest.type, changes=tuple(changes), skipped=tuple(skips),
@@ -203,11 +203,12 @@ def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str
     unchanged = ""
     if not full_refresh:
         tags_text = f"CAST(to_json({tags_expr}) AS VARCHAR)" if extra_sel else segment_tags_text_sql("d.segment", tags_for)
-        unchanged = (f"\n            WHERE NOT coalesce(p.present AND p.tags_json = {tags_text} "
+        unchanged = (f"\n            WHERE d._key IS NULL OR NOT coalesce(p.present AND p.tags_json = {tags_text} "
                      f"AND p.fields = {fields_text_sql(texts)}, FALSE)")
     return f"""
         WITH j AS (
-            SELECT d._key AS key, d._rn AS rn, CAST(d.customer_id AS VARCHAR) AS customer_id,
+            SELECT coalesce(d._key, p.key) AS key, d._key IS NULL AS departed, d._rn AS rn,
+                   CAST(d.customer_id AS VARCHAR) AS customer_id,
                    {CONSENT} AS consent,
                    d.segment AS segment, {tags_expr} AS tags{', ' + cols if cols else ''},
                    p.key IS NOT NULL AS has_prev, p.fields AS prev_fields, p.customer_id AS prev_customer_id,
@@ -216,18 +217,20 @@ def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str
                        AS prev_managed,
                    CASE WHEN p.key IS NOT NULL AND json_valid(p.fields) THEN json_extract(p.fields, {paths}) END
                        AS _pv
-            FROM {DESIRED} d LEFT JOIN {PUSHED} p ON p.key = d._key{exists_join}{extra_join}{unchanged}
+            FROM {DESIRED} d FULL OUTER JOIN {PUSHED} p ON p.key = d._key{exists_join}{extra_join}{unchanged}
         ), k0 AS (
             SELECT *, CASE WHEN exists_ THEN NULL ELSE {status} END AS status,
                    {add} AS add_tags,
                    list_filter(prev_managed, lambda t: NOT list_contains(tags, t)) AS remove_tags{verdict_cols}
             FROM j
         ), k AS (
-            SELECT *, {fields_same} AS fields_same, NOT exists_ AND status IS NULL AS skip FROM k0
+            SELECT *, {fields_same} AS fields_same, NOT departed AND NOT exists_ AND status IS NULL AS skip FROM k0
         )
-        SELECT key, rn, customer_id, segment, exists_, status, add_tags, remove_tags, skip{out_cols}
+        SELECT key, departed, rn, customer_id, prev_customer_id, segment, exists_, status, add_tags, remove_tags,
+               skip{out_cols}
         FROM k
-        WHERE skip OR NOT exists_ OR len(add_tags) > 0 OR len(remove_tags) > 0 OR NOT fields_same"""
+        WHERE CASE WHEN departed THEN len(remove_tags) > 0
+                   ELSE skip OR NOT exists_ OR len(add_tags) > 0 OR len(remove_tags) > 0 OR NOT fields_same END"""
 
 
 def _opt(value: str | None) -> str:
@@ -263,7 +266,7 @@ def _same_sql(v: str, dtype: str, x: str) -> str:
 
 # --------------------------------------------------------------------------- back to Python
 
-def _changes(con: duckdb.DuckDBPyConnection, esp_fields: list[str], dtypes: list[str], managed: Sequence[str]
+def _changes(con: duckdb.DuckDBPyConnection, esp_fields: list[str], dtypes: list[str]
              ) -> list[ContactChange]:
     """The candidates (and the contacts that left) as ContactChanges, by key (:mod:`.changeset`)."""
     n = len(dtypes)
@@ -276,16 +279,12 @@ def _changes(con: duckdb.DuckDBPyConnection, esp_fields: list[str], dtypes: list
         SELECT key, customer_id, segment, NOT exists_ AS create_, CASE WHEN NOT exists_ THEN status END AS status,
                to_json(add_tags)::VARCHAR AS add_json, to_json(remove_tags)::VARCHAR AS remove_json,
                {fast} AS fast{', ' + values if values else ''}{verdicts}
-        FROM _plan_diff WHERE NOT skip
+        FROM _plan_diff WHERE NOT skip AND NOT departed
         UNION ALL BY NAME
-        SELECT key, coalesce(customer_id, '') AS customer_id, '' AS segment, FALSE AS create_,
+        SELECT key, coalesce(prev_customer_id, '') AS customer_id, '' AS segment, FALSE AS create_,
                NULL::VARCHAR AS status, '[]' AS add_json, to_json(remove_tags)::VARCHAR AS remove_json,
                FALSE AS fast{', ' + nulls if nulls else ''}{none}
-        FROM (SELECT p.key, p.customer_id,
-                     list_filter({TAGS.format('p.tags_json')}, lambda t: list_contains({_list(managed)}, t))
-                  AS remove_tags
-              FROM {PUSHED} p ANTI JOIN {DESIRED} d ON d._key = p.key)
-        WHERE len(remove_tags) > 0
+        FROM _plan_diff WHERE departed
         ORDER BY key""")
     con.execute("DROP TABLE _plan_diff")
     try:
