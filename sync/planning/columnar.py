@@ -101,7 +101,10 @@ def plan_columnar(rows: CustomerRows, dest: DestinationConfig, *, revision: int 
     managed = all_managed(dest)
     fields = list(dest.fields.items())
     exists = _stage_existing(con, existing)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _plan_diff AS {_diff_sql(rows, dest, managed, exists, full_refresh, extra_tags)}")
+    # nobody can have left an empty pushed state (a first sync): a left join then, which holds less memory
+    departed = con.execute(f"SELECT EXISTS (SELECT 1 FROM {PUSHED})").fetchall()[0][0]
+    diff = _diff_sql(rows, dest, managed, exists, full_refresh, extra_tags, "FULL OUTER" if departed else "LEFT")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _plan_diff AS {diff}")
     skips = [Skip(str(raw), cid, seg, "invalid email") for raw, cid, seg in con.execute(
         f"SELECT email, customer_id, segment FROM {INVALID} ORDER BY _rn").fetchall()]
     skips += [Skip(key, cid, seg, NO_CONSENT_SKIP) for key, cid, seg in con.execute(
@@ -159,7 +162,7 @@ def _stage_existing(con: duckdb.DuckDBPyConnection, existing: Mapping[str, str] 
 
 
 def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str], have_existing: bool,
-              full_refresh: bool, extra_tags: str | None) -> str:
+              full_refresh: bool, extra_tags: str | None, join: str) -> str:
     tags_for = managed_tags(dest)
     seg_tags = "CASE segment " + " ".join(f"WHEN {lit(seg)} THEN {_list(sorted(set(t)))}"
                                           for seg, t in tags_for.items()) + " ELSE []::VARCHAR[] END" \
@@ -207,7 +210,8 @@ def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str
                      f"AND p.fields = {fields_text_sql(texts)}, FALSE)")
     return f"""
         WITH j AS (
-            SELECT coalesce(d._key, p.key) AS key, d._key IS NULL AS departed, d._rn AS rn,
+            SELECT {'coalesce(d._key, p.key)' if join != 'LEFT' else 'd._key'} AS key, d._key IS NULL AS departed,
+                   d._rn AS rn,
                    CAST(d.customer_id AS VARCHAR) AS customer_id,
                    {CONSENT} AS consent,
                    d.segment AS segment, {tags_expr} AS tags{', ' + cols if cols else ''},
@@ -217,7 +221,7 @@ def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str
                        AS prev_managed,
                    CASE WHEN p.key IS NOT NULL AND json_valid(p.fields) THEN json_extract(p.fields, {paths}) END
                        AS _pv
-            FROM {DESIRED} d FULL OUTER JOIN {PUSHED} p ON p.key = d._key{exists_join}{extra_join}{unchanged}
+            FROM {DESIRED} d {join} JOIN {PUSHED} p ON p.key = d._key{exists_join}{extra_join}{unchanged}
         ), k0 AS (
             SELECT *, CASE WHEN exists_ THEN NULL ELSE {status} END AS status,
                    {add} AS add_tags,
@@ -271,20 +275,17 @@ def _changes(con: duckdb.DuckDBPyConnection, esp_fields: list[str], dtypes: list
     """The candidates (and the contacts that left) as ContactChanges, by key (:mod:`.changeset`)."""
     n = len(dtypes)
     values = ", ".join(c for i, dtype in enumerate(dtypes) for c in value_columns(i, f"_f{i}", dtype))
-    nulls = ", ".join(c for i, dtype in enumerate(dtypes) for c in value_columns(i, "NULL", dtype))
-    verdicts = "".join(f", _c{i}, _p{i}" for i in range(n))
+    # a contact that left writes no field (its values are NULL: it has no desired row)
+    verdicts = "".join(f", CASE WHEN NOT departed THEN _c{i} ELSE FALSE END AS _c{i}, _p{i}" for i in range(n))
     fast = " AND ".join(f"coalesce(_c{i}, FALSE)" for i in range(n)) or "TRUE"
-    none = "".join(f", FALSE AS _c{i}, NULL::VARCHAR AS _p{i}" for i in range(n))  # departed: no field written
     con.execute(f"""CREATE OR REPLACE TEMP TABLE {OUT} AS
-        SELECT key, customer_id, segment, NOT exists_ AS create_, CASE WHEN NOT exists_ THEN status END AS status,
-               to_json(add_tags)::VARCHAR AS add_json, to_json(remove_tags)::VARCHAR AS remove_json,
-               {fast} AS fast{', ' + values if values else ''}{verdicts}
-        FROM _plan_diff WHERE NOT skip AND NOT departed
-        UNION ALL BY NAME
-        SELECT key, coalesce(prev_customer_id, '') AS customer_id, '' AS segment, FALSE AS create_,
-               NULL::VARCHAR AS status, '[]' AS add_json, to_json(remove_tags)::VARCHAR AS remove_json,
-               FALSE AS fast{', ' + nulls if nulls else ''}{none}
-        FROM _plan_diff WHERE departed
+        SELECT key, CASE WHEN departed THEN coalesce(prev_customer_id, '') ELSE customer_id END AS customer_id,
+               CASE WHEN departed THEN '' ELSE segment END AS segment, NOT departed AND NOT exists_ AS create_,
+               CASE WHEN NOT departed AND NOT exists_ THEN status END AS status,
+               CASE WHEN departed THEN '[]' ELSE to_json(add_tags)::VARCHAR END AS add_json,
+               to_json(remove_tags)::VARCHAR AS remove_json,
+               NOT departed AND {fast} AS fast{', ' + values if values else ''}{verdicts}
+        FROM _plan_diff WHERE NOT skip
         ORDER BY key""")
     con.execute("DROP TABLE _plan_diff")
     try:
