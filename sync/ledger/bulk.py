@@ -10,9 +10,8 @@ does the concatenating and Arrow's multi-threaded CSV reader does the parsing:
   and tags/fields are JSON (whose text never holds a control character), so only ``customer_id`` (source data:
   anything) is written as a JSON string literal and decoded back in DuckDB. A page whose blob does not parse as
   exactly its rows of five columns (a key holding a line break or the separator) is read again row by row.
-* PostgreSQL: the table in its own order too, a range of heap blocks per page (a TID range scan), each page
-  ``string_agg``-ed into one ``bytea`` (``COPY … TO STDOUT`` hands psycopg one message per row: a Python call
-  each).
+* PostgreSQL: pages of 200 k keys, each ``string_agg``-ed into one ``bytea`` (``COPY … TO STDOUT`` hands
+  psycopg one message per row: a Python call each).
 
 Given a revision, either reads only the rows saved after it (``pushed_state.revision``): the plan's cached
 copy's changes (:mod:`sync.ledger.statecache`). Both give the table
@@ -22,8 +21,7 @@ copy's changes (:mod:`sync.ledger.statecache`). Both give the table
 from __future__ import annotations
 
 import io
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Connection
 
@@ -61,49 +59,28 @@ def select_state_sqlite(conn: Connection, destination: str, page_size: int = PAG
 def select_state_pg(conn: Connection, destination: str, page_size: int = PAGE, since: int | None = None
                     ) -> "pa.Table":
     """``destination``'s pushed state from PostgreSQL (only the rows written after revision ``since`` when
-    given): the table in its own order, a range of its heap blocks per page (a TID range scan; about
-    ``page_size`` rows of a typical destination, at least one block), each page one ``bytea`` built by
-    ``string_agg`` (the rows of a ``COPY`` would each cost a Python call). Pages by key walked the primary key,
-    a heap lookup per row: twice the time. Runs in the caller's transaction (one snapshot): a row it can see
-    lies in a block that existed when it began, and the last page has no upper bound anyway."""
+    given), a page of ``page_size`` keys per blob (one ``bytea`` built by ``string_agg``: the rows of a ``COPY``
+    would each cost a Python call)."""
     cid = "coalesce(to_json(customer_id)::text, 'null')"
     line = f"concat_ws(E'\\x1f', key, {cid}, tags, fields, in_destination::int)"
     blob_sql = f"convert_to(string_agg({line}, E'\\n'), 'UTF8')"
     columns = f"key, {cid}, tags, fields, in_destination::int"
     changed = "" if since is None else f" AND revision > {int(since)}"
     cursor = conn.connection.driver_connection.cursor()
-    cursor.execute("SELECT pg_relation_size('pushed_state') / current_setting('block_size')::bigint")
-    blocks = int(cursor.fetchone()[0])
-    step = max(1, page_size // _ROWS_PER_BLOCK)
     batches: list[pa.Table] = []
-    with _tid_range_scans(cursor):
-        for low in range(0, blocks + 1, step):
-            upper = f" AND ctid < '({low + step},0)'::tid" if low + step <= blocks else ""  # the last: open
-            where = f"destination = %s{changed} AND ctid >= '({low},0)'::tid{upper}"
-            cursor.execute(f"SELECT {blob_sql}, count(*) FROM pushed_state WHERE {where}", (destination,))
-            blob, count = cursor.fetchone()
-            if count:
-                batches.append(_page_table(cursor, blob, count, f"SELECT {columns} FROM pushed_state WHERE {where}",
-                                           (destination,)))
+    last: str | None = None
+    while True:
+        where = f"destination = %s{changed}" + ("" if last is None else " AND key > %s")
+        params = (destination,) if last is None else (destination, last)
+        page = f"SELECT * FROM pushed_state WHERE {where} ORDER BY key LIMIT {int(page_size)}"
+        cursor.execute(f"SELECT {blob_sql}, count(*), max(key) FROM ({page}) AS page", params)
+        blob, count, last = cursor.fetchone()
+        if not count:
+            break
+        batches.append(_page_table(cursor, blob, count, f"SELECT {columns} FROM ({page}) AS page", params))
+        if count < page_size:
+            break
     return _finish(batches)
-
-
-#: heap blocks per page of ``page_size`` rows (a pushed-state row of a few fields takes 150-250 bytes of 8 kB)
-_ROWS_PER_BLOCK = 50
-_SCAN_SETTINGS = ("enable_indexscan", "enable_bitmapscan", "enable_seqscan")
-
-
-@contextmanager
-def _tid_range_scans(cursor: Any) -> Iterator[None]:
-    """Within the caller's transaction, the planner takes a TID range scan for a page's block range (with
-    stale statistics it may believe an index finds the destination's few rows), then its settings are back."""
-    cursor.execute("SELECT " + ", ".join(f"current_setting('{name}')" for name in _SCAN_SETTINGS))
-    saved = cursor.fetchone()
-    cursor.execute("SELECT " + ", ".join(f"set_config('{name}', 'off', true)" for name in _SCAN_SETTINGS))
-    try:
-        yield
-    finally:
-        cursor.execute("SELECT " + ", ".join(f"set_config('{name}', %s, true)" for name in _SCAN_SETTINGS), saved)
 
 
 def _read_pages(cursor: Any, pages: list[tuple[str, tuple[Any, ...]]], blob_sql: str, columns: str) -> "pa.Table":
