@@ -20,13 +20,20 @@ from sync.planning.plan import normalise_value, same_value
 TIES = [i / 2e6 for i in range(-40, 40)] + [0.0000005, 2.5e-06, 1.0000005, 123.4567895, 0.1234565, -7.0000015]
 
 
+ARROW = {"VARCHAR": pa.string(), "DOUBLE": pa.float64(), "FLOAT": pa.float32(), "DECIMAL(18,2)": pa.decimal128(18, 2),
+         "DECIMAL(38,8)": pa.decimal128(38, 8), "BIGINT": pa.int64(), "DATE": pa.date32(), "TIMESTAMP": pa.timestamp("us"),
+         "BOOLEAN": pa.bool_()}
+CON = duckdb.connect()
+
+
 def texts(dtype: str, values: list) -> list[tuple[object, str | None]]:
     """(value as the planner reads it from DuckDB, its text from ``value_text_sql``) for each value."""
-    con = duckdb.connect()
-    con.execute(f"CREATE TABLE t (i INTEGER, v {dtype})")
-    if values:
-        con.executemany("INSERT INTO t VALUES (?, ?)", list(enumerate(values)))
-    return con.execute(f"SELECT v, {value_text_sql('v', dtype)} FROM t ORDER BY i").fetchall()
+    CON.register("t", pa.table({"i": pa.array(range(len(values)), pa.int64()), "v": pa.array(values, ARROW[dtype])}))
+    try:
+        return CON.execute(f"SELECT v, {value_text_sql('CAST(v AS ' + dtype + ')', dtype)} FROM t ORDER BY i"
+                           ).fetchall()
+    finally:
+        CON.unregister("t")
 
 
 def ledger_text(value) -> str:

@@ -145,7 +145,7 @@ COLUMN_OF = {"SEG": ("segment", SEGMENTS), "R": ("r", R), "M": ("monetary", M), 
              "D": ("first_order_at", D), "X": ("clv", [None])}
 
 
-@pytest.mark.parametrize("spelling", sorted(SPELLINGS))
+@pytest.mark.parametrize("spelling", ["ledger", "unicode", "long floats"])  # the others: in the property test
 @pytest.mark.parametrize("name", sorted(PUSHED_VALUES))
 def test_each_field_is_compared_as_the_reference_compares_it(name, spelling):
     """One contact whose pushed state is what it wants but one field: every value of the column against every
