@@ -47,21 +47,18 @@ def stage_pushed(con: duckdb.DuckDBPyConnection, state: Any, changed: Any = None
     in_destination, as :meth:`sync.ledger.state.PushedStates.state_table` reads it) as ``_plan_ledger`` and
     ``_plan_pushed`` (the state planned against; :func:`reconcile_pushed` replaces it). ``changed``: rows of
     the same shape that replace ``state``'s rows of their keys (a cached copy and the rows written since,
-    :meth:`~sync.ledger.state.PushedStates.state_parts`), merged here as they are copied."""
+    :meth:`~sync.ledger.state.PushedStates.state_parts`), merged where they are read."""
+    # not copied: DuckDB reads the Arrow columns where they are (a cached copy: memory-mapped from its file); the
+    # connection keeps them registered until the next destination's state replaces them
     con.register("_plan_state_base", state)
     source = "SELECT * FROM _plan_state_base"
     if changed is not None and changed.num_rows:
         con.register("_plan_state_changed", changed)
         source = ("SELECT * FROM _plan_state_base ANTI JOIN _plan_state_changed USING (key) "
                   "UNION ALL SELECT * FROM _plan_state_changed")
-    try:
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE {LEDGER} AS
-            SELECT key, customer_id, tags AS tags_json, fields, CAST(in_destination AS BOOLEAN) AS present
-            FROM ({source})""")
-    finally:
-        con.unregister("_plan_state_base")
-        if changed is not None and changed.num_rows:
-            con.unregister("_plan_state_changed")
+    con.execute(f"""CREATE OR REPLACE TEMP VIEW {LEDGER} AS
+        SELECT key, customer_id, tags AS tags_json, fields, CAST(in_destination AS BOOLEAN) AS present
+        FROM ({source})""")
     con.execute(f"CREATE OR REPLACE TEMP VIEW {PUSHED} AS SELECT * FROM {LEDGER}")
 
 
@@ -101,7 +98,8 @@ def plan_columnar(rows: CustomerRows, dest: DestinationConfig, *, revision: int 
     managed = all_managed(dest)
     fields = list(dest.fields.items())
     exists = _stage_existing(con, existing)
-    # nobody can have left an empty pushed state (a first sync): a left join then, which holds less memory
+    # nobody can have left an empty pushed state (a first sync), nor be unchanged: a left join then, which holds
+    # less memory, and no texts to compare
     departed = con.execute(f"SELECT EXISTS (SELECT 1 FROM {PUSHED})").fetchall()[0][0]
     diff = _diff_sql(rows, dest, managed, exists, full_refresh, extra_tags, "FULL OUTER" if departed else "LEFT")
     con.execute(f"CREATE OR REPLACE TEMP TABLE _plan_diff AS {diff}")
@@ -204,7 +202,7 @@ def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str
     # a contact that exists and whose pushed tags and fields are the texts the ledger would write for its desired
     # ones has nothing to change: two string comparisons, no JSON parsed (:mod:`.canonical`); the others go on
     unchanged = ""
-    if not full_refresh:
+    if not full_refresh and join != "LEFT":  # (a left join: nothing was pushed, nobody is unchanged)
         tags_text = f"CAST(to_json({tags_expr}) AS VARCHAR)" if extra_sel else segment_tags_text_sql("d.segment", tags_for)
         unchanged = (f"\n            WHERE d._key IS NULL OR NOT coalesce(p.present AND p.tags_json = {tags_text} "
                      f"AND p.fields = {fields_text_sql(texts)}, FALSE)")
