@@ -20,9 +20,9 @@ from sync.planning.plan import normalise_value, same_value
 TIES = [i / 2e6 for i in range(-40, 40)] + [0.0000005, 2.5e-06, 1.0000005, 123.4567895, 0.1234565, -7.0000015]
 
 
-ARROW = {"VARCHAR": pa.string(), "DOUBLE": pa.float64(), "FLOAT": pa.float32(), "DECIMAL(18,2)": pa.decimal128(18, 2),
-         "DECIMAL(38,8)": pa.decimal128(38, 8), "BIGINT": pa.int64(), "DATE": pa.date32(), "TIMESTAMP": pa.timestamp("us"),
-         "BOOLEAN": pa.bool_()}
+ARROW = {"VARCHAR": pa.string(), "DOUBLE": pa.float64(), "FLOAT": pa.float32(),
+         "DECIMAL(18,2)": pa.decimal128(18, 2), "DECIMAL(38,8)": pa.decimal128(38, 8), "BIGINT": pa.int64(),
+         "DATE": pa.date32(), "TIMESTAMP": pa.timestamp("us"), "BOOLEAN": pa.bool_()}
 CON = duckdb.connect()
 
 

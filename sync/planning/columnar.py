@@ -203,7 +203,8 @@ def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str
     # ones has nothing to change: two string comparisons, no JSON parsed (:mod:`.canonical`); the others go on
     unchanged = ""
     if not full_refresh and join != "LEFT":  # (a left join: nothing was pushed, nobody is unchanged)
-        tags_text = f"CAST(to_json({tags_expr}) AS VARCHAR)" if extra_sel else segment_tags_text_sql("d.segment", tags_for)
+        tags_text = (f"CAST(to_json({tags_expr}) AS VARCHAR)" if extra_sel
+                     else segment_tags_text_sql("d.segment", tags_for))
         unchanged = (f"\n            WHERE d._key IS NULL OR NOT coalesce(p.present AND p.tags_json = {tags_text} "
                      f"AND p.fields = {fields_text_sql(texts)}, FALSE)")
     return f"""
