@@ -230,3 +230,26 @@ def test_the_bulk_read_gives_what_load_state_gives(kind, tmp_path):
     finally:
         ledger.forget(dest, ["a@x.io", "b@x.io", "c@x.io"])
         ledger.close()
+
+
+def test_segments_are_staged_in_planning_order_by_value_then_customer():
+    """stage_segments numbers the rows by monetary (descending), then customer id, across batches: of two
+    customers sharing an address the more valuable one is desired, and of two as valuable the lower id."""
+    import duckdb
+
+    from sync.planning.rows import stage_segments
+
+    con = duckdb.connect()
+    n = 250_000  # more than one streamed batch
+    con.execute(f"""CREATE TABLE contacts AS SELECT printf('C%06d', i) AS customer_id,
+        CASE WHEN i IN (7, 8, 9) THEN 'shared@shop.uz' ELSE printf('c%06d@shop.uz', i) END AS email,
+        NULL::VARCHAR AS phone, 'yes' AS marketing_consent FROM range({n}) t(i)""")
+    con.execute(f"""CREATE TABLE segs AS SELECT printf('C%06d', i) AS customer_id, 'Churn' AS segment,
+        CAST(CASE WHEN i IN (8, 9) THEN 100000 ELSE (i * 7919) % 5000 END AS DECIMAL(18, 2)) AS monetary
+        FROM range({n}) t(i)""")
+    staged = stage_segments(con, "segs", ["monetary"])
+    rows = staged.con.execute("SELECT _rn, customer_id, monetary FROM _plan_rows ORDER BY _rn").fetchall()
+    assert [r[0] for r in rows] == list(range(1, n + 1))
+    assert [(r[2], r[1]) for r in rows] == sorted(((r[2], r[1]) for r in rows), key=lambda x: (-x[0], x[1]))
+    assert staged.con.execute("SELECT customer_id FROM _plan_desired WHERE _key = 'shared@shop.uz'"
+                              ).fetchall() == [("C000008",)]
