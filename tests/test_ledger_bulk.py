@@ -65,3 +65,17 @@ def test_plain_customer_ids_read_back_exactly(ledger: Ledger) -> None:
              PushedState("c@x.io", "null", frozenset(), {}), PushedState("d@x.io", "Ünï 42", frozenset(), {})]
     ledger.save_states(DEST, None, plain)
     assert as_states(ledger.state_table(DEST)) == {s.key: s for s in plain}
+
+
+def test_a_read_across_many_pages_gives_every_row_once(ledger: Ledger) -> None:
+    """Enough rows for many pages (SQLite: of rowids; PostgreSQL: of heap blocks), another destination's rows
+    between them: each of the destination's rows once, the other's never."""
+    many = [PushedState(f"k{i:05d}@x.io", f"c{i}", frozenset({"t"}), {"N": i, "S": "x" * (i % 90)})
+            for i in range(3000)]
+    for part in range(0, 3000, 500):
+        ledger.save_states(DEST, None, many[part:part + 500])
+        ledger.save_states("another", None, [PushedState(f"o{part}@x.io", "o", frozenset(), {"Q": part})])
+    for page in (50, 1_000):
+        table = ledger.state_table(DEST, page=page, cached=False)
+        assert table.num_rows == len(many)
+        assert as_states(table) == {s.key: s for s in many}

@@ -60,26 +60,39 @@ def select_state_pg(conn: Connection, destination: str, page_size: int = PAGE, s
                     ) -> "pa.Table":
     """``destination``'s pushed state from PostgreSQL (only the rows written after revision ``since`` when
     given), a page of ``page_size`` keys per blob (one ``bytea`` built by ``string_agg``: the rows of a ``COPY``
-    would each cost a Python call)."""
+    would each cost a Python call), parsed while the server builds the next."""
     cid = "coalesce(to_json(customer_id)::text, 'null')"
     line = f"concat_ws(E'\\x1f', key, {cid}, tags, fields, in_destination::int)"
     blob_sql = f"convert_to(string_agg({line}, E'\\n'), 'UTF8')"
     columns = f"key, {cid}, tags, fields, in_destination::int"
     changed = "" if since is None else f" AND revision > {int(since)}"
     cursor = conn.connection.driver_connection.cursor()
-    batches: list[pa.Table] = []
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    parsed: list[tuple[Future[pa.Table | None], str, tuple[Any, ...]]] = []
     last: str | None = None
-    while True:
-        where = f"destination = %s{changed}" + ("" if last is None else " AND key > %s")
-        params = (destination,) if last is None else (destination, last)
-        page = f"SELECT * FROM pushed_state WHERE {where} ORDER BY key LIMIT {int(page_size)}"
-        cursor.execute(f"SELECT {blob_sql}, count(*), max(key) FROM ({page}) AS page", params)
-        blob, count, last = cursor.fetchone()
-        if not count:
-            break
-        batches.append(_page_table(cursor, blob, count, f"SELECT {columns} FROM ({page}) AS page", params))
-        if count < page_size:
-            break
+    # each page is parsed on a second thread while the server builds the next one (Arrow and psycopg's wait
+    # for the server both let go of the interpreter lock)
+    with ThreadPoolExecutor(max_workers=1) as parser:
+        while True:
+            where = f"destination = %s{changed}" + ("" if last is None else " AND key > %s")
+            params = (destination,) if last is None else (destination, last)
+            page = f"SELECT * FROM pushed_state WHERE {where} ORDER BY key LIMIT {int(page_size)}"
+            cursor.execute(f"SELECT {blob_sql}, count(*), max(key) FROM ({page}) AS page", params)
+            blob, count, last = cursor.fetchone()
+            if not count:
+                break
+            parsed.append((parser.submit(_parse_page, bytes(blob), count),
+                           f"SELECT {columns} FROM ({page}) AS page", params))
+            if count < page_size:
+                break
+        tables = [(future.result(), rows_sql, params) for future, rows_sql, params in parsed]
+    batches = []
+    for table, rows_sql, params in tables:
+        if table is None:  # a key with a line break or the separator: this page row by row
+            cursor.execute(rows_sql, params)
+            table = _rows_table(cursor.fetchall())
+        batches.append(table)
     return _finish(batches)
 
 
@@ -101,14 +114,6 @@ def _read_pages(cursor: Any, pages: list[tuple[str, tuple[Any, ...]]], blob_sql:
     batches = [table if table is not None else _rows_table(cursor.execute(*fallbacks[i]).fetchall())
                for i, table in enumerate(tables)]  # a key with a line break or the separator: row by row
     return _finish(batches)
-
-
-def _page_table(cursor: Any, blob: Any, count: int, rows_sql: str, params: tuple[Any, ...]) -> "pa.Table":
-    table = _parse_page(bytes(blob), count)
-    if table is None:  # a key with a line break or the separator: this page row by row
-        cursor.execute(rows_sql, params)
-        table = _rows_table(cursor.fetchall())
-    return table
 
 
 def _finish(batches: list["pa.Table"]) -> "pa.Table":

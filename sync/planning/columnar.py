@@ -31,14 +31,15 @@ from ..guards import PlanStats, plan_stats
 from ..model import ContactChange, PushedState, Skip
 from .plan import NO_CONSENT_SKIP, Plan, all_managed, consent_warning, managed_tags
 from .plan import status_for_new
+from .canonical import INT_TYPES, double_round_sure, fields_text_sql, segment_tags_text_sql
 from .changeset import OUT, build_changes, value_columns
 from .rows import DESIRED, INVALID, CustomerRows
 from .values import column_of
 
 LEDGER, PUSHED = "_plan_ledger", "_plan_pushed"
+#: the pushed state's tags are kept as the ledger's JSON text (``tags_json``) and parsed only where read
+TAGS = "CAST(from_json({}, '[\"VARCHAR\"]') AS VARCHAR[])"
 CONSENT = "coalesce(NULLIF(CAST(d.marketing_consent AS VARCHAR), ''), 'unknown')"
-_INTS = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
-         "UHUGEINT"}
 
 
 def stage_pushed(con: duckdb.DuckDBPyConnection, state: Any, changed: Any = None) -> None:
@@ -46,22 +47,18 @@ def stage_pushed(con: duckdb.DuckDBPyConnection, state: Any, changed: Any = None
     in_destination, as :meth:`sync.ledger.state.PushedStates.state_table` reads it) as ``_plan_ledger`` and
     ``_plan_pushed`` (the state planned against; :func:`reconcile_pushed` replaces it). ``changed``: rows of
     the same shape that replace ``state``'s rows of their keys (a cached copy and the rows written since,
-    :meth:`~sync.ledger.state.PushedStates.state_parts`), merged here as they are copied."""
+    :meth:`~sync.ledger.state.PushedStates.state_parts`), merged where they are read."""
+    # not copied: DuckDB reads the Arrow columns where they are (a cached copy: memory-mapped from its file); the
+    # connection keeps them registered until the next destination's state replaces them
     con.register("_plan_state_base", state)
     source = "SELECT * FROM _plan_state_base"
     if changed is not None and changed.num_rows:
         con.register("_plan_state_changed", changed)
         source = ("SELECT * FROM _plan_state_base ANTI JOIN _plan_state_changed USING (key) "
                   "UNION ALL SELECT * FROM _plan_state_changed")
-    try:
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE {LEDGER} AS
-            SELECT key, customer_id, CAST(from_json(tags, '["VARCHAR"]') AS VARCHAR[]) AS tags, fields,
-                   CAST(in_destination AS BOOLEAN) AS present
-            FROM ({source})""")
-    finally:
-        con.unregister("_plan_state_base")
-        if changed is not None and changed.num_rows:
-            con.unregister("_plan_state_changed")
+    con.execute(f"""CREATE OR REPLACE TEMP VIEW {LEDGER} AS
+        SELECT key, customer_id, tags AS tags_json, fields, CAST(in_destination AS BOOLEAN) AS present
+        FROM ({source})""")
     con.execute(f"CREATE OR REPLACE TEMP VIEW {PUSHED} AS SELECT * FROM {LEDGER}")
 
 
@@ -79,9 +76,10 @@ def reconcile_pushed(con: duckdb.DuckDBPyConnection, actual: Mapping[str, Iterab
         con.execute(f"""CREATE OR REPLACE TEMP TABLE _plan_reconciled AS
             WITH m AS (SELECT key, list(DISTINCT tag) AS tags FROM _plan_members_arrow GROUP BY key)
             SELECT coalesce(l.key, m.key) AS key, l.customer_id,
-                   list_distinct(list_concat(list_filter(coalesce(l.tags, []::VARCHAR[]),
-                                                         lambda t: NOT list_contains({_list(managed)}, t)),
-                                             coalesce(m.tags, []::VARCHAR[]))) AS tags,
+                   CAST(to_json(list_distinct(list_concat(
+                       list_filter(coalesce({TAGS.format('l.tags_json')}, []::VARCHAR[]),
+                                   lambda t: NOT list_contains({_list(managed)}, t)),
+                       coalesce(m.tags, []::VARCHAR[])))) AS VARCHAR) AS tags_json,
                    coalesce(l.fields, '{{}}') AS fields, TRUE AS present
             FROM {LEDGER} l FULL OUTER JOIN m ON m.key = l.key""")
     finally:
@@ -100,14 +98,18 @@ def plan_columnar(rows: CustomerRows, dest: DestinationConfig, *, revision: int 
     managed = all_managed(dest)
     fields = list(dest.fields.items())
     exists = _stage_existing(con, existing)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _plan_diff AS {_diff_sql(rows, dest, managed, exists, full_refresh, extra_tags)}")
+    # nobody can have left an empty pushed state (a first sync), nor be unchanged: a left join then, which holds
+    # less memory, and no texts to compare
+    departed = con.execute(f"SELECT EXISTS (SELECT 1 FROM {PUSHED})").fetchall()[0][0]
+    diff = _diff_sql(rows, dest, managed, exists, full_refresh, extra_tags, "FULL OUTER" if departed else "LEFT")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _plan_diff AS {diff}")
     skips = [Skip(str(raw), cid, seg, "invalid email") for raw, cid, seg in con.execute(
         f"SELECT email, customer_id, segment FROM {INVALID} ORDER BY _rn").fetchall()]
     skips += [Skip(key, cid, seg, NO_CONSENT_SKIP) for key, cid, seg in con.execute(
         "SELECT key, customer_id, segment FROM _plan_diff WHERE skip ORDER BY rn").fetchall()]
     consents = {c for (c,) in con.execute(f"SELECT DISTINCT {CONSENT} FROM {DESIRED} d").fetchall()}
     dtypes = [(rows.columns.get(column_of(value)) or "NULL").upper() for _, value in fields]
-    changes = _changes(con, [esp for esp, _ in fields], dtypes, managed)
+    changes = _changes(con, [esp for esp, _ in fields], dtypes)
     creates = sum(c.create for c in changes)
     warning = consent_warning(dest, consents, creates)
     return Plan(destination=dest.name, type=dest.type, changes=tuple(changes), skipped=tuple(skips),
@@ -121,13 +123,14 @@ def columnar_plan_stats(con: duckdb.DuckDBPyConnection, plan: Plan) -> PlanStats
     import pyarrow as pa
 
     managed = _list(plan.managed_tags)
-    count = con.execute(f"SELECT count(*) FROM {LEDGER} WHERE len(list_intersect(tags, {managed})) > 0"
-                        ).fetchall()[0][0]
+    count = con.execute(f"""SELECT coalesce(sum(n), 0) FROM (SELECT tags_json, count(*) AS n FROM {LEDGER} GROUP BY 1)
+        WHERE len(list_intersect({TAGS.format('tags_json')}, {managed})) > 0""").fetchall()[0][0]
     if not count or not plan.changes:
         return PlanStats(count, 0, 0)
     con.register("_plan_changed_keys", pa.table({"key": pa.array([c.key for c in plan.changes], pa.string())}))
     try:
-        found = con.execute(f"SELECT l.key, l.customer_id, l.tags, l.fields, l.present FROM {LEDGER} l "
+        found = con.execute(f"SELECT l.key, l.customer_id, {TAGS.format('l.tags_json')}, l.fields, l.present "
+                            f"FROM {LEDGER} l "
                             "SEMI JOIN _plan_changed_keys k ON k.key = l.key").fetchall()
     finally:
         con.unregister("_plan_changed_keys")
@@ -157,7 +160,7 @@ def _stage_existing(con: duckdb.DuckDBPyConnection, existing: Mapping[str, str] 
 
 
 def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str], have_existing: bool,
-              full_refresh: bool, extra_tags: str | None) -> str:
+              full_refresh: bool, extra_tags: str | None, join: str) -> str:
     tags_for = managed_tags(dest)
     seg_tags = "CASE segment " + " ".join(f"WHEN {lit(seg)} THEN {_list(sorted(set(t)))}"
                                           for seg, t in tags_for.items()) + " ELSE []::VARCHAR[] END" \
@@ -169,13 +172,14 @@ def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str
         extra_sel = ", coalesce(x.xtags, []::VARCHAR[])"
     # the segment's tags are literal lists already sorted and distinct: list work only with extra tags
     tags_expr = f"list_sort(list_distinct(list_concat({seg_tags}{extra_sel})))" if extra_sel else seg_tags
-    field_cols, verdicts = [], []
-    exact = {"VARCHAR", "BOOLEAN", "NULL"} | _INTS  # where SQL's "not the same" is as sure as its "the same"
+    field_cols, verdicts, texts = [], [], []
+    exact = {"VARCHAR", "BOOLEAN", "NULL"} | INT_TYPES  # where SQL's "not the same" is as sure as its "the same"
     for i, (esp, value) in enumerate(dest.fields.items()):
         col = column_of(value)
         dtype = rows.columns.get(col)
         expr = f"d.{ident(col)}" if dtype is not None else "NULL"
         field_cols.append(f"{expr} AS _f{i}")
+        texts.append((esp, expr, dtype or "NULL"))
         same = _same_sql(f"_f{i}", (dtype or "NULL").upper(), f"_pv[{i + 1}]")
         verdicts.append("TRUE" if full_refresh else
                         f"CASE WHEN NOT has_prev OR _pv[{i + 1}] IS NULL THEN TRUE WHEN {same} THEN FALSE "
@@ -195,28 +199,41 @@ def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str
     add = "tags" if full_refresh else "list_filter(tags, lambda t: NOT list_contains(prev_managed, t))"
     m = _list(managed)
     cols = ", ".join(field_cols)
+    # a contact that exists and whose pushed tags and fields are the texts the ledger would write for its desired
+    # ones has nothing to change: two string comparisons, no JSON parsed (:mod:`.canonical`); the others go on
+    unchanged = ""
+    if not full_refresh and join != "LEFT":  # (a left join: nothing was pushed, nobody is unchanged)
+        tags_text = (f"CAST(to_json({tags_expr}) AS VARCHAR)" if extra_sel
+                     else segment_tags_text_sql("d.segment", tags_for))
+        unchanged = (f"\n            WHERE d._key IS NULL OR NOT coalesce(p.present AND p.tags_json = {tags_text} "
+                     f"AND p.fields = {fields_text_sql(texts)}, FALSE)")
     return f"""
         WITH j AS (
-            SELECT d._key AS key, d._rn AS rn, CAST(d.customer_id AS VARCHAR) AS customer_id,
+            SELECT {'coalesce(d._key, p.key)' if join != 'LEFT' else 'd._key'} AS key, d._key IS NULL AS departed,
+                   d._rn AS rn,
+                   CAST(d.customer_id AS VARCHAR) AS customer_id,
                    {CONSENT} AS consent,
                    d.segment AS segment, {tags_expr} AS tags{', ' + cols if cols else ''},
                    p.key IS NOT NULL AS has_prev, p.fields AS prev_fields, p.customer_id AS prev_customer_id,
                    {exists} AS exists_,
-                   list_filter(coalesce(p.tags, []::VARCHAR[]), lambda t: list_contains({m}, t)) AS prev_managed,
+                   list_filter(coalesce({TAGS.format('p.tags_json')}, []::VARCHAR[]), lambda t: list_contains({m}, t))
+                       AS prev_managed,
                    CASE WHEN p.key IS NOT NULL AND json_valid(p.fields) THEN json_extract(p.fields, {paths}) END
                        AS _pv
-            FROM {DESIRED} d LEFT JOIN {PUSHED} p ON p.key = d._key{exists_join}{extra_join}
+            FROM {DESIRED} d {join} JOIN {PUSHED} p ON p.key = d._key{exists_join}{extra_join}{unchanged}
         ), k0 AS (
             SELECT *, CASE WHEN exists_ THEN NULL ELSE {status} END AS status,
                    {add} AS add_tags,
                    list_filter(prev_managed, lambda t: NOT list_contains(tags, t)) AS remove_tags{verdict_cols}
             FROM j
         ), k AS (
-            SELECT *, {fields_same} AS fields_same, NOT exists_ AND status IS NULL AS skip FROM k0
+            SELECT *, {fields_same} AS fields_same, NOT departed AND NOT exists_ AND status IS NULL AS skip FROM k0
         )
-        SELECT key, rn, customer_id, segment, exists_, status, add_tags, remove_tags, skip{out_cols}
+        SELECT key, departed, rn, customer_id, prev_customer_id, segment, exists_, status, add_tags, remove_tags,
+               skip{out_cols}
         FROM k
-        WHERE skip OR NOT exists_ OR len(add_tags) > 0 OR len(remove_tags) > 0 OR NOT fields_same"""
+        WHERE CASE WHEN departed THEN len(remove_tags) > 0
+                   ELSE skip OR NOT exists_ OR len(add_tags) > 0 OR len(remove_tags) > 0 OR NOT fields_same END"""
 
 
 def _opt(value: str | None) -> str:
@@ -234,14 +251,14 @@ def _same_sql(v: str, dtype: str, x: str) -> str:
         cmp = f"{t} = 'VARCHAR' AND {text} = {v}"
     elif dtype == "BOOLEAN":
         cmp = f"{t} = 'BOOLEAN' AND TRY_CAST({x} AS BOOLEAN) = {v}"
-    elif dtype in _INTS:
+    elif dtype in INT_TYPES:
         cmp = f"{t} IN ('BIGINT', 'UBIGINT') AND TRY_CAST({x} AS HUGEINT) = {v}"
     elif dtype.startswith("DECIMAL"):
         cmp = (f"CASE WHEN {v} = trunc({v}) THEN {t} IN ('BIGINT', 'UBIGINT') "
                f"AND TRY_CAST({x} AS HUGEINT) = CAST({v} AS HUGEINT) "
                f"ELSE {t} = 'DOUBLE' AND TRY_CAST({x} AS DOUBLE) = CAST({v} AS DOUBLE) END")
     elif dtype in ("DOUBLE", "FLOAT", "REAL"):
-        cmp = (f"{t} = 'DOUBLE' AND isfinite({v}) "
+        cmp = (f"{t} = 'DOUBLE' AND {double_round_sure(v)} "
                f"AND TRY_CAST({x} AS DOUBLE) = round(CAST({v} AS DOUBLE), 6)")
     elif dtype == "DATE":
         cmp = f"{t} = 'VARCHAR' AND {text} = strftime({v}, '%Y-%m-%d') AND year({v}) BETWEEN 1000 AND 9999"
@@ -252,28 +269,22 @@ def _same_sql(v: str, dtype: str, x: str) -> str:
 
 # --------------------------------------------------------------------------- back to Python
 
-def _changes(con: duckdb.DuckDBPyConnection, esp_fields: list[str], dtypes: list[str], managed: Sequence[str]
+def _changes(con: duckdb.DuckDBPyConnection, esp_fields: list[str], dtypes: list[str]
              ) -> list[ContactChange]:
     """The candidates (and the contacts that left) as ContactChanges, by key (:mod:`.changeset`)."""
     n = len(dtypes)
     values = ", ".join(c for i, dtype in enumerate(dtypes) for c in value_columns(i, f"_f{i}", dtype))
-    nulls = ", ".join(c for i, dtype in enumerate(dtypes) for c in value_columns(i, "NULL", dtype))
-    verdicts = "".join(f", _c{i}, _p{i}" for i in range(n))
+    # a contact that left writes no field (its values are NULL: it has no desired row)
+    verdicts = "".join(f", CASE WHEN NOT departed THEN _c{i} ELSE FALSE END AS _c{i}, _p{i}" for i in range(n))
     fast = " AND ".join(f"coalesce(_c{i}, FALSE)" for i in range(n)) or "TRUE"
-    none = "".join(f", FALSE AS _c{i}, NULL::VARCHAR AS _p{i}" for i in range(n))  # departed: no field written
     con.execute(f"""CREATE OR REPLACE TEMP TABLE {OUT} AS
-        SELECT key, customer_id, segment, NOT exists_ AS create_, CASE WHEN NOT exists_ THEN status END AS status,
-               to_json(add_tags)::VARCHAR AS add_json, to_json(remove_tags)::VARCHAR AS remove_json,
-               {fast} AS fast{', ' + values if values else ''}{verdicts}
+        SELECT key, CASE WHEN departed THEN coalesce(prev_customer_id, '') ELSE customer_id END AS customer_id,
+               CASE WHEN departed THEN '' ELSE segment END AS segment, NOT departed AND NOT exists_ AS create_,
+               CASE WHEN NOT departed AND NOT exists_ THEN status END AS status,
+               CASE WHEN departed THEN '[]' ELSE to_json(add_tags)::VARCHAR END AS add_json,
+               to_json(remove_tags)::VARCHAR AS remove_json,
+               NOT departed AND {fast} AS fast{', ' + values if values else ''}{verdicts}
         FROM _plan_diff WHERE NOT skip
-        UNION ALL BY NAME
-        SELECT key, coalesce(customer_id, '') AS customer_id, '' AS segment, FALSE AS create_,
-               NULL::VARCHAR AS status, '[]' AS add_json, to_json(remove_tags)::VARCHAR AS remove_json,
-               FALSE AS fast{', ' + nulls if nulls else ''}{none}
-        FROM (SELECT p.key, p.customer_id, list_filter(p.tags, lambda t: list_contains({_list(managed)}, t))
-                  AS remove_tags
-              FROM {PUSHED} p ANTI JOIN {DESIRED} d ON d._key = p.key)
-        WHERE len(remove_tags) > 0
         ORDER BY key""")
     con.execute("DROP TABLE _plan_diff")
     try:

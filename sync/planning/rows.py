@@ -19,12 +19,15 @@ Addresses are normalised as :func:`connectors.email_phone.email_map` does (the S
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 import duckdb
 
 from connectors.email_phone import email_fast_sql, email_map
 from connectors.normalize import ident
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 ROWS, DESIRED, INVALID, EMAILS = "_plan_rows", "_plan_desired", "_plan_invalid", "_plan_emails"
 LATER = "_plan_later"  # the _rn of rows whose address an earlier row has
@@ -59,23 +62,42 @@ def stage_segments(con: duckdb.DuckDBPyConnection, segments_table: str, columns:
     timezone = con.execute("SELECT current_setting('TimeZone')").fetchall()[0][0]
     private.execute(f"SET TimeZone = '{timezone}'")  # timestamps become the same local dates
     private.execute("SET allocator_flush_threshold = '32MB'")  # hand freed query memory back, not hold it
+    # ... and let the allocator's own threads give it back to the system as it goes (a plan's sorts and joins
+    # free hundreds of MB just before a million changes are built in Python: without them, both stay resident)
+    private.execute("SET allocator_background_threads = true")
     if columns is None:
         picked = "s.*, c.phone"
     else:
         have = set(con.table(segments_table).columns) - {"customer_id", "segment"}
         picked = ", ".join(f"s.{ident(c)}" for c in ["customer_id", "segment", *sorted(have & set(columns))])
-    # streamed as the join gives them and numbered here: the sort's memory is then the private DuckDB's,
-    # which the plans reuse, not a second buffer pool's
+    # sorted by the run's DuckDB (an ORDER BY sorts on every thread; a window's row_number over the whole
+    # table numbers them on one) and numbered as the batches stream over, in that order
     reader = con.sql(f"""
-        SELECT s.monetary AS _by, {picked}, c.email, c.marketing_consent
+        SELECT {picked}, c.email, c.marketing_consent
         FROM {segments_table} s JOIN contacts c USING (customer_id)
-        WHERE c.email IS NOT NULL AND trim(c.email) <> ''""").to_arrow_reader(100_000)
-    private.register("_plan_source", reader)
+        WHERE c.email IS NOT NULL AND trim(c.email) <> ''
+        ORDER BY s.monetary DESC, s.customer_id""").to_arrow_reader(100_000)
+    private.register("_plan_source", numbered(reader))
     try:
-        return _stage(private, "SELECT row_number() OVER (ORDER BY _by DESC, customer_id) AS _rn, * EXCLUDE (_by) "
-                               "FROM _plan_source")
+        return _stage(private, "SELECT * FROM _plan_source")
     finally:
         private.unregister("_plan_source")
+
+
+def numbered(reader: "pa.RecordBatchReader") -> "pa.RecordBatchReader":
+    """``reader``'s batches with a first column ``_rn``: 1, 2, … in the order they come."""
+    import numpy as np
+    import pyarrow as pa
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        start = 1
+        for batch in reader:
+            rn = pa.array(np.arange(start, start + batch.num_rows, dtype=np.int64))
+            yield pa.RecordBatch.from_arrays([rn, *batch.columns], schema=schema)
+            start += batch.num_rows
+
+    schema = pa.schema([pa.field("_rn", pa.int64()), *reader.schema])
+    return pa.RecordBatchReader.from_batches(schema, batches())
 
 
 def stage_dicts(rows: Iterable[Mapping[str, Any]], con: duckdb.DuckDBPyConnection | None = None) -> CustomerRows:

@@ -1,0 +1,88 @@
+"""The desired tags and fields spelled, in SQL, as the ledger writes the pushed ones.
+
+The ledger stores a contact's tags as a sorted JSON list and its fields as a JSON object with sorted keys, compact
+and ASCII (``json.dumps(…, sort_keys=True, separators=(",", ":"))``, :meth:`sync.ledger.state.PushedStates
+.save_states`). A contact that exists and whose pushed tags and fields are the very texts its desired ones would
+be written as has nothing to change: the diff (:mod:`sync.planning.columnar`) leaves it out by comparing two
+strings, without parsing the pushed JSON. Most contacts of a plan are such contacts.
+
+One text parses to one value, so the test can only err one way: a value spelled otherwise (a string with
+non-ASCII characters, which DuckDB writes as UTF-8 and Python as ``\\u`` escapes; ``1.0`` for ``1``; keys in
+another order; PostgreSQL re-spelling) is not recognised, and that contact takes the full comparison, which
+decides as before. Hence the rule for every expression here: it gives *a* JSON text of the value
+:func:`sync.planning.plan.normalise_value` makes of the column's value, or NULL (not sure: the full comparison),
+never the text of another value.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Iterable, Mapping, Sequence
+
+from connectors.normalize import lit
+
+INT_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
+         "UHUGEINT"}
+
+
+def tags_text(tags: Iterable[str]) -> str:
+    """A tag set as the ledger writes it (sorted, compact, ASCII JSON)."""
+    return json.dumps(sorted(set(tags)), separators=(",", ":"))
+
+
+def segment_tags_text_sql(segment: str, tags_for: Mapping[str, Sequence[str]]) -> str:
+    """The ledger's text of each segment's tags (``segment``: the SQL of the row's segment); ``'[]'`` for another."""
+    if not tags_for:
+        return "'[]'"
+    whens = " ".join(f"WHEN {lit(seg)} THEN {lit(tags_text(tags))}" for seg, tags in tags_for.items())
+    return f"CASE {segment} {whens} ELSE '[]' END"
+
+
+def fields_text_sql(fields: Sequence[tuple[str, str, str]]) -> str:
+    """The JSON object of the fields ``(esp name, SQL of the value, its DuckDB type)``, keys sorted, or NULL
+    where a value has no sure spelling here (a type not handled, a double too near a rounding tie...)."""
+    parts = []
+    for esp, expr, dtype in sorted(fields, key=lambda f: f[0]):
+        value = value_text_sql(expr, dtype.upper())
+        if value is None:
+            return "NULL::VARCHAR"
+        parts.append(f"{lit(json.dumps(esp) + ':')} || {value}")
+    if not parts:
+        return "'{}'"
+    return "'{' || " + " || ',' || ".join(parts) + " || '}'"
+
+
+def value_text_sql(v: str, dtype: str) -> str | None:
+    """SQL giving a JSON text of ``normalise_value`` of ``v`` (DuckDB type ``dtype``), NULL where unsure; None
+    for a type without a sure spelling in SQL."""
+    if dtype == "NULL":
+        return "'null'"
+    if dtype == "VARCHAR":  # DuckDB's own JSON writer: a valid text of the string (UTF-8, not escaped)
+        return f"coalesce(CAST(to_json({v}) AS VARCHAR), 'null')"
+    if dtype == "BOOLEAN":
+        return f"CASE WHEN {v} IS NULL THEN 'null' WHEN {v} THEN 'true' ELSE 'false' END"
+    if dtype in INT_TYPES:
+        return f"coalesce(CAST({v} AS VARCHAR), 'null')"
+    if dtype.startswith("DECIMAL"):  # whole: the integer; else its exact digits, which read as float(Decimal)
+        return (f"CASE WHEN {v} IS NULL THEN 'null' WHEN {v} = trunc({v}) THEN CAST(CAST({v} AS HUGEINT) AS VARCHAR) "
+                f"ELSE rtrim(CAST({v} AS VARCHAR), '0') END")
+    if dtype in ("DOUBLE", "FLOAT", "REAL"):  # round(v, 6) as Python rounds it: only away from a tie
+        return (f"CASE WHEN {v} IS NULL THEN 'null' WHEN {double_round_sure(v)} "
+                f"THEN CAST(round(CAST({v} AS DOUBLE), 6) AS VARCHAR) END")
+    if dtype in ("DATE", "TIMESTAMP"):  # a naive timestamp's date, as datetime.date() gives it
+        day = v if dtype == "DATE" else f"CAST({v} AS DATE)"
+        return (f"CASE WHEN {v} IS NULL THEN 'null' WHEN isfinite({v}) AND year({day}) BETWEEN 1000 AND 9999 "
+                f"THEN '\"' || strftime({day}, '%Y-%m-%d') || '\"' END")
+    return None  # timestamps with a time zone, lists, structs...: the full comparison
+
+
+def double_round_sure(v: str) -> str:
+    """TRUE where DuckDB's ``round(v, 6)`` is surely Python's ``round(v, 6)``: finite, below 1e9 in size, and
+    ``v * 1e6`` far enough from a half that the product's rounding error cannot move it across (DuckDB rounds
+    that product, Python the exact value; they may differ at a tie)."""
+    x = f"(CAST({v} AS DOUBLE) * 1e6)"
+    return (f"(isfinite(CAST({v} AS DOUBLE)) AND abs(CAST({v} AS DOUBLE)) < 1e9 "
+            f"AND abs(abs({x} - trunc({x})) - 0.5) > abs({x}) * 1e-15 + 1e-9)")
+
+
+__all__ = ["INT_TYPES", "double_round_sure", "fields_text_sql", "segment_tags_text_sql", "tags_text", "value_text_sql"]
