@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from . import gc_pause, progress
 from .destinations.base import Destination
 from .errors import LockBusyError
@@ -60,6 +62,24 @@ class ApplyReport:
     ledger_seconds: float = 0.0
     ledger_wait_seconds: float = 0.0
     ledger_cpu_seconds: float = 0.0
+
+
+#: an apply of this many changes or more renews the destination's cached state copy before it returns
+#: (:meth:`~sync.ledger.state.PushedStates.keep_copy_current`); smaller ones (a webhook's resync) leave it
+COPY_AFTER = 5_000
+
+
+def _keep_copy_current(ledger: Ledger, destination: str) -> None:
+    """Read back what a big apply wrote into the destination's cached copy (the next plan then reads only
+    what changes after it). The rows are in the ledger already: a failure costs the next plan a full read."""
+    try:
+        read = ledger.keep_copy_current(destination)
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("sync %s: the cached copy of the pushed state was not renewed (%s); the next plan reads "
+                    "the state in full", destination, type(exc).__name__)
+        return
+    if read:
+        log.info("sync %s: %d pushed-state rows read back into the cached copy", destination, read)
 
 
 def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str = "sync",
@@ -120,6 +140,8 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                 raise
         status = "succeeded" if counts["failed"] == 0 else "partial"
         ledger.finish_run(run_id, status, counts, error="; ".join(errors[:5]) or None)
+        if len(plan.changes) >= COPY_AFTER:
+            _keep_copy_current(ledger, plan.destination)
         log.info("sync %s: %d changes, %d ok, %d failed, %d skipped", plan.destination, len(plan.changes),
                  counts["ok"], counts["failed"], counts["skipped"])
         return ApplyReport(plan.destination, run_id, status, counts, errors, ledger_seconds=writer.busy_seconds,

@@ -49,7 +49,8 @@ KEYS = [f"{c}@x.io" for c in "abcdefghijklmnopqrstuvwxyz"]
 OPS = st.lists(st.one_of(
     st.tuples(st.just("save"), st.lists(st.sampled_from(KEYS), min_size=1, max_size=26), st.integers(0, 9)),
     st.tuples(st.just("forget"), st.lists(st.sampled_from(KEYS), max_size=8), st.just(0)),
-    st.tuples(st.just("read"), st.just([]), st.just(0))), max_size=14)
+    st.tuples(st.just("read"), st.just([]), st.just(0)),
+    st.tuples(st.just("keep"), st.just([]), st.just(0))), max_size=14)  # keep: what a big apply does at its end
 
 
 @pytest.fixture
@@ -68,6 +69,8 @@ def test_a_read_through_the_cache_is_the_full_read_after_any_saves_and_forgets(c
             cached_ledger.save_states(destination, None, [state(k, n + i) for i, k in enumerate(keys)])
         elif op == "forget":
             cached_ledger.forget(destination, keys)
+        elif op == "keep":
+            cached_ledger.keep_copy_current(destination)
         through_cache, full = read_both(cached_ledger, destination)
         assert through_cache == full == cached_ledger.load_state(destination)
 

@@ -43,6 +43,8 @@ class StateReader(Protocol):
 
     def state_parts(self, destination: str, *, page: int = PAGE) -> StateParts: ...
 
+    def keep_copy_current(self, destination: str, *, page: int = PAGE) -> int: ...
+
     def state_revision(self, destination: str) -> int: ...
 
 
@@ -152,6 +154,26 @@ class PushedStates:
                 count=lambda: int(conn.execute(select(func.count()).select_from(pushed_state).where(
                     pushed_state.c.destination == destination)).scalar_one()),
                 full=lambda: select_state(conn, destination, page))
+
+    def keep_copy_current(self, destination: str, *, page: int = PAGE) -> int:
+        """Renew ``destination``'s cached copy now when the next plan would (no copy yet, or the rows written
+        since it reach a tenth of it: :func:`~sync.ledger.statecache.state_parts`), so that read is paid by the
+        apply that wrote the rows, not by the next plan. The copy is made by :meth:`state_parts` itself: the
+        same read, checks and file. The rows read from the ledger (0: nothing to renew, or no cache)."""
+        if self._cache is None:
+            return 0
+        with _snapshot(self._db) as conn:
+            counter = self._counter(conn, destination)
+            cached = self._cache.load(destination, counter)
+            if cached is not None:
+                base, since = cached
+                if since == counter.revision:
+                    return 0
+                written = int(conn.execute(select(func.count()).select_from(pushed_state).where(
+                    pushed_state.c.destination == destination, pushed_state.c.revision > since)).scalar_one())
+                if written * 10 < max(base.num_rows, 1):
+                    return 0
+        return self.state_parts(destination, page=page).read
 
     def load_state_of(self, destination: str, keys: Iterable[str] = (), customer_ids: Iterable[str] = ()
                       ) -> dict[str, PushedState]:
