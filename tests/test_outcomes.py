@@ -197,8 +197,9 @@ def test_the_fold_s_states_are_the_dataclass_s_own():
 
     from sync.outcomes import _pushed_state
 
-    made = _pushed_state("a@x.io", None, frozenset({"rfm:A"}), {"R": 5}, True)
-    built = PushedState("a@x.io", None, frozenset({"rfm:A"}), {"R": 5}, True)
-    assert made == built and repr(made) == repr(built) and type(made) is PushedState
+    for exists in (True, False):  # False: not the field's default, which a missing attribute would read
+        made = _pushed_state("a@x.io", None, frozenset({"rfm:A"}), {"R": 5}, exists)
+        built = PushedState("a@x.io", None, frozenset({"rfm:A"}), {"R": 5}, exists)
+        assert made == built and vars(made) == vars(built) and type(made) is PushedState
     with pytest.raises(FrozenInstanceError):
         made.exists = False  # type: ignore[misc]
