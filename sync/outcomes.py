@@ -16,7 +16,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Iterable, Mapping, Protocol, Sequence
+from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 from .model import CallResults, ContactChange, ItemResult, PushedState
 
@@ -123,6 +123,18 @@ class OutcomeWriter:
 
 
 _NO_TAGS: frozenset[str] = frozenset()
+_new, _set = object.__new__, object.__setattr__
+
+
+def _pushed_state(key: str, customer_id: str | None, tags: frozenset[str], fields: Mapping[str, Any],
+                  exists: bool) -> PushedState:
+    """``PushedState(key, customer_id, tags, fields, exists)``, the same object made at half the cost: a frozen
+    dataclass's ``__init__`` sets each field with its own ``object.__setattr__`` call (0.7 of the fold's
+    1.35 µs a contact); this sets the instance's ``__dict__`` in one (tested equal to the constructor's)."""
+    state = _new(PushedState)
+    _set(state, "__dict__", {"key": key, "customer_id": customer_id, "tags": tags, "fields": fields,
+                             "exists": exists})
+    return state
 
 
 class StateFold:
@@ -256,7 +268,7 @@ class StateFold:
 
     def _release(self, key: str, slot: list) -> PushedState:
         slot[6] = 2
-        return PushedState(key, slot[2] or None, slot[3], slot[4], slot[5])
+        return _pushed_state(key, slot[2] or None, slot[3], slot[4], slot[5])
 
     def rest(self) -> list[PushedState]:
         """The states still held (a contact with operations that have no outcome yet)."""

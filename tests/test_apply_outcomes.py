@@ -124,3 +124,19 @@ def test_a_failed_esp_setup_fails_the_run_and_writes_nothing(mailchimp_fake, cli
         execute_plan(plan_of([change(i) for i in range(3)]), client, ledger)
     assert ledger.load_state("mc") == {} and mailchimp_fake.write_calls == 0
     assert [r["status"] for r in ledger.recent_runs(limit=1)] == ["failed"]
+
+
+def test_the_apply_s_read_of_many_keys_finds_exactly_the_stored_ones(tmp_path):
+    """load_states with more keys than its chunked reads take (the bulk read): the states the ledger holds for
+    them, none for a destination with no rows yet (a first sync), whatever else the ledger holds."""
+    ledger = Ledger.connect(f"sqlite:///{tmp_path / 'ledger.db'}")
+    try:
+        run = ledger.start_run("sync", "d")
+        held = [PushedState(f"c{i}@x.io", f"C{i}", frozenset({"rfm:A"}), {"R": i}, True) for i in range(3)]
+        ledger.save_states("d", run, held + [PushedState("other@x.io", "O", frozenset(), {}, True)])
+        ledger.save_states("e", run, held)
+        keys = [f"c{i}@x.io" for i in range(25_000)]
+        assert ledger.load_states("d", keys) == {s.key: s for s in held}
+        assert ledger.load_states("new", keys) == {}
+    finally:
+        ledger.close()

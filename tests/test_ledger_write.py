@@ -87,3 +87,23 @@ def test_a_field_json_cannot_hold_is_named_and_nothing_is_written(ledger: Ledger
     with pytest.raises(ValueError, match=r"pushed state for 'b@x.io': cannot store fields: object value"):
         ledger.save_states(DEST, None, states)
     assert ledger.load_state(DEST) == {}
+
+
+def test_rows_of_every_tag_set_and_presence_are_stored_as_they_were(ledger: Ledger, ledger_url: str) -> None:
+    """Rows of different tag sets and presence, interleaved in key order (SQLite writes each (tags, presence)
+    group with one statement): each row's own columns, stored as the same texts and types as any other row."""
+    tag_sets = [frozenset(), frozenset({"rfm:A"}), frozenset({"rfm:B", "rfm:A"}), frozenset({'q"é'})]
+    states = [PushedState(f"k{i:03d}@x.io", f"C{i}" if i % 4 else None, tag_sets[i % 4], {"n": i, "s": f"v{i}"},
+                          bool(i % 3)) for i in range(60)]
+    ledger.save_states(DEST, None, states)
+    assert ledger.load_state(DEST) == {s.key: s for s in states}
+    table = ledger.state_table(DEST, cached=False)
+    stored = {k: (t, p) for k, t, p in zip(*(table.column(c).to_pylist() for c in ("key", "tags", "in_destination")))}
+    assert stored == {s.key: (json.dumps(sorted(s.tags), separators=(",", ":")), s.exists) for s in states}
+    if ledger_url.startswith("sqlite"):
+        import sqlite3
+
+        with sqlite3.connect(ledger_url.removeprefix("sqlite:///")) as raw:
+            kinds = set(raw.execute("SELECT typeof(key), typeof(customer_id), typeof(tags), typeof(fields),"
+                                    " typeof(in_destination), in_destination FROM pushed_state"))
+        assert kinds == {("text", t, "text", "text", "integer", p) for t in ("text", "null") for p in (0, 1)}

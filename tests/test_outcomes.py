@@ -188,3 +188,18 @@ def test_a_contact_is_written_once_its_last_operation_answered():
     fold = StateFold({}, {"c@x.io": c})
     assert fold([ItemResult("c@x.io", "upsert", True)]) == []  # its tag call never answered (the apply failed)
     assert fold.rest() == [PushedState("c@x.io", "C", frozenset(), {}, True)]
+
+
+def test_the_fold_s_states_are_the_dataclass_s_own():
+    """The fold makes its states without the frozen dataclass's __init__ (a million per apply): the same value,
+    as frozen, as the constructor's."""
+    from dataclasses import FrozenInstanceError
+
+    from sync.outcomes import _pushed_state
+
+    for exists in (True, False):  # False: not the field's default, which a missing attribute would read
+        made = _pushed_state("a@x.io", None, frozenset({"rfm:A"}), {"R": 5}, exists)
+        built = PushedState("a@x.io", None, frozenset({"rfm:A"}), {"R": 5}, exists)
+        assert made == built and vars(made) == vars(built) and type(made) is PushedState
+    with pytest.raises(FrozenInstanceError):
+        made.exists = False  # type: ignore[misc]

@@ -117,6 +117,8 @@ class PushedStates:
             import pyarrow.compute as pc
 
             table = self.state_table(destination, cached=False)
+            if not table.num_rows:  # a first sync: nothing to look up (a million keys' Arrow array saved)
+                return {}
             table = table.filter(pc.is_in(table.column("key"), value_set=pa.array(keys, pa.string())))
             rows = zip(*(table.column(c).to_pylist() for c in STATE_COLUMNS))
         else:
