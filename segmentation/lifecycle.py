@@ -81,9 +81,9 @@ TOTALS_ORDERS_CALIBRATION_SQL = """,
                coalesce(a.later, 0) AS cal_later"""
 TOTALS_ORDERS_TAIL_SQL = """
         LEFT JOIN (
-            WITH later AS (
-                SELECT customer_id, count(DISTINCT day) AS later
-                FROM (SELECT customer_id, {day} AS day FROM {orders}
+            WITH later AS (  -- the distinct (customer, day) pairs first: cheaper than count(DISTINCT day)
+                SELECT customer_id, count(*) AS later
+                FROM (SELECT DISTINCT customer_id, {day} AS day FROM {orders}
                       WHERE status = 'completed' AND ordered_at >= $cal_from)
                 WHERE day > $cal_end GROUP BY customer_id)
             SELECT customer_id, l.later, c.last_cal FROM later l
