@@ -23,7 +23,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize
 from scipy.special import digamma, expit, gammaln, hyp2f1
 
 from .errors import ThinDataError
@@ -70,6 +69,9 @@ def _minimise(fun, n_params: int, what: str, start: np.ndarray | None = None) ->
     L-BFGS-B's line search often stops "abnormally" at the optimum once the mean
     log-likelihood is flat to machine precision, so a small gradient counts as converged.
     """
+    # scipy.optimize (~0.3 s of imports) only where a fit runs: a run that reads every fit of an earlier run
+    # (segmentation.fit_cache) predicts with the special functions alone
+    from scipy.optimize import minimize
     from threadpoolctl import threadpool_limits
 
     x0 = np.zeros(n_params) if start is None or not np.all(np.isfinite(start)) else np.clip(start, -19.0, 19.0)

@@ -192,10 +192,15 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
         pcfg = cfg.predict_config()
         if not holdout:  # the holdout refit is a fit-quality report for `rfmsync predict`, not needed to sync
             pcfg = pcfg.model_copy(update={"holdout_days": 0})
+        if not own_store:  # no fits kept: this run fits, and its optimizer's import overlaps the totals' queries
+            import_in_background("scipy.optimize")
         with steps.step("predicting"):
             # the store keeps the purchase days between runs (sync.store.day_cache): rebuilt when the orders moved;
             # the day table only for the boundary (the holdout reads its window of the orders beside the totals)
-            days = cached_purchase_days(con, cfg.timezone, days=boundary) if own_store else None
+            # (new orders: no earlier fit matches, so the optimizer's import overlaps the totals' queries too)
+            days = cached_purchase_days(con, cfg.timezone, days=boundary,
+                                        on_orders_moved=lambda: import_in_background("scipy.optimize")
+                                        ) if own_store else None
             from segmentation.predictive import predict_customers  # (its import ran meanwhile)
 
             report = predict_customers(con, as_of, pcfg, timezone=cfg.timezone, keep_days=boundary, days=days,

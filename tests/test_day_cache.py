@@ -264,3 +264,17 @@ def test_the_holdout_reads_its_window_of_the_orders_by_local_day(tmp_path):
         with duckdb.connect(str(store_path(cfg))) as con:
             drop_cache(con)
         _assert_as_fresh(cfg, AS_OF, boundary=False)
+
+
+@pytest.mark.parametrize("holdout_days", [63, 64, 65, 200])
+def test_a_long_holdout_counts_its_later_purchase_days_as_fresh(tmp_path, holdout_days):
+    """The holdout's later purchase days per customer are counted as bits of one 64-day mask per 64 days of the
+    window: windows of 63 to 200 days (one to four masks), several orders on one day counting once."""
+    rows = _rows(5, 900, "o") + [f"d{i},c{i % 7}@example.com,2025-06-{10 + i % 3}T10:00:00+00:00,20.00,completed"
+                                 for i in range(30)]
+    _write(tmp_path, "a.csv", rows)
+    cfg = _config(tmp_path, "Europe/Berlin")
+    (tmp_path / "rfmsync.toml").write_text((tmp_path / "rfmsync.toml").read_text(encoding="utf-8")
+                                           + f"\n[predict]\nholdout_days = {holdout_days}\n", encoding="utf-8")
+    cfg = load_config(tmp_path / "rfmsync.toml")
+    _assert_as_fresh(cfg, AS_OF, boundary=False)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import date
 
@@ -96,11 +97,14 @@ def valid_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str, *,
     return _days(con, timezone, stored[1], stored[2], stored[3])
 
 
-def cached_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str, *, days: bool = True) -> PurchaseDays:
+def cached_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str, *, days: bool = True,
+                         on_orders_moved: Callable[[], object] | None = None) -> PurchaseDays:
     """The store's purchase days of its orders in ``timezone``, (re)built first when they are not those of the
     orders as they are now. ``days``: keep the table of every day too (the boundary reads it, and the holdout
     when it is kept); without, only the per-customer totals are built (from one pass over the orders, nothing
-    else written), and ``table`` is a subquery."""
+    else written), and ``table`` is a subquery. ``on_orders_moved``: called before the totals are brought up to
+    date (the orders are not those of the cache, so no fit of an earlier run will match: the caller may start
+    what a fit needs while DuckDB works)."""
     check_timezone(timezone)
     key = cache_key(con, timezone)
     stored = _stored(con)
@@ -108,6 +112,8 @@ def cached_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str, *, days:
         log.debug("purchase days: the order store's are current")
         return _days(con, timezone, stored[1], stored[2], stored[3])
     current = stored is not None and stored[0] == key  # the totals are, the day table is wanted now
+    if not current and on_orders_moved is not None:
+        on_orders_moved()
     if not current and stored is not None and (stored[3] or not days) and _same_basis(stored[0], key):
         found = _update_changed(con, timezone, stored[3])
         if found is not None:
