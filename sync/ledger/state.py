@@ -22,7 +22,7 @@ from ..model import PushedState
 from .bulk import PAGE, STATE_COLUMNS, select_state_pg, select_state_sqlite
 from .db import LedgerDB, chunks
 from .schema import pushed_state, state_revisions
-from .statecache import Counter, StateCache, StateParts, state_parts
+from .statecache import Counter, StateCache, StateParts, renewal_due, state_parts
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -173,7 +173,7 @@ class PushedStates:
                     return 0
                 written = int(conn.execute(select(func.count()).select_from(pushed_state).where(
                     pushed_state.c.destination == destination, pushed_state.c.revision > since)).scalar_one())
-                if written * 10 < max(base.num_rows, 1):
+                if not renewal_due(written, base.num_rows):
                     return 0
         return self.state_parts(destination, page=page).read
 

@@ -165,6 +165,11 @@ class StateParts:
 MERGE_SQL = "SELECT * FROM {base} ANTI JOIN {changed} USING (key) UNION ALL SELECT * FROM {changed}"
 
 
+def renewal_due(changed: int, copy: int) -> bool:
+    """A copy of ``copy`` rows is renewed when ``changed`` rows were written since it: a tenth of it."""
+    return changed * 10 >= max(copy, 1)
+
+
 def state_parts(cache: StateCache, destination: str, counter: Counter,
                 changed_since: Callable[[int], "pa.Table"], count: Callable[[], int],
                 full: Callable[[], "pa.Table"]) -> StateParts:
@@ -184,7 +189,7 @@ def state_parts(cache: StateCache, destination: str, counter: Counter,
         replaced = pc.sum(pc.is_in(base.column("key"), value_set=changed.column("key"))).as_py() or 0
         if base.num_rows - replaced + changed.num_rows == count():
             parts = StateParts(base, changed, since, changed.num_rows)
-            if changed.num_rows * 10 >= max(base.num_rows, 1):
+            if renewal_due(changed.num_rows, base.num_rows):
                 parts = StateParts(parts.merged(), base.schema.empty_table(), since, changed.num_rows)
                 cache.store(destination, counter, parts.base)
             return parts
@@ -195,4 +200,4 @@ def state_parts(cache: StateCache, destination: str, counter: Counter,
     return StateParts(table, table.schema.empty_table(), None, table.num_rows)
 
 
-__all__ = ["Counter", "MERGE_SQL", "StateCache", "StateParts", "cache_for", "state_parts"]
+__all__ = ["Counter", "MERGE_SQL", "StateCache", "StateParts", "cache_for", "renewal_due", "state_parts"]
