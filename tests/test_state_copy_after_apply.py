@@ -98,3 +98,23 @@ def test_keep_copy_current_renews_only_what_the_next_plan_would_and_stays_exact(
     assert cached_ledger.keep_copy_current(dest) == len(KEYS)  # the forgets are caught: read in full again
     through_cache, full = read_both(cached_ledger, dest)
     assert through_cache == full and not set(KEYS[:4]) & set(full)
+
+
+def test_a_cache_folder_that_cannot_be_written_costs_a_full_read_not_the_sync(
+        open_ledger: Callable[..., Ledger], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The cached copy is an optimisation: a folder that cannot be written (here a file stands where it should
+    be) leaves the apply succeeded and recorded, says so once, and the next plan reads the state in full."""
+    blocked = tmp_path / "cache"
+    blocked.write_text("not a folder")
+    led = open_ledger(state_cache=blocked)
+    dest = f"blocked-{uuid.uuid4().hex[:8]}"
+    with caplog.at_level("WARNING"):
+        report = execute_plan(plan(dest, engine.COPY_AFTER), AcceptingDestination(dest), led)
+        led.close()  # waits for the copy's write: its failure is logged by then
+    assert report.status == "succeeded" and report.counts["ok"] == engine.COPY_AFTER
+    assert any("could not keep the state cache" in r.getMessage() for r in caplog.records)
+    assert blocked.read_text() == "not a folder"
+    again = open_ledger(state_cache=blocked)
+    parts = again.state_parts(dest)
+    assert parts.since is None and parts.read == engine.COPY_AFTER  # read in full, and complete
+    assert as_states(parts.merged()) == read_both(again, dest)[1]

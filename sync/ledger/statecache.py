@@ -16,6 +16,7 @@ file that does not read, means the full read. Deleting the folder is always safe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -116,7 +117,8 @@ class StateCache:
         except (OSError, pa.ArrowException) as exc:
             log.warning("ledger: could not keep the state cache %s (%s); the next plan reads the state in full",
                         path, exc)
-            temp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # no folder, or not one: there is no temp file either
+                temp.unlink(missing_ok=True)
 
 
 def cache_for(engine: "Engine", folder: Path | None = None) -> StateCache | None:
