@@ -17,7 +17,8 @@ than the whole RFM step on a large shop. The store keeps that table of *every* p
 
 Only a prediction run builds it, and only what it reads: the totals always (a run without the boundary,
 ``segments --customers`` or ``predict``, computes them in the one pass over the orders it made anyway and writes
-nothing else: the holdout reads its window of the orders beside them); the day table when the boundary needs it.
+nothing else: the holdout counts the lists of each customer's days the totals keep); the day table when the
+boundary needs it.
 A cache of another time zone is replaced. :func:`drop_cache` also forgets the model fits the store keeps
 (:mod:`.fit_cache`).
 """
@@ -52,7 +53,7 @@ MAX_CHANGED_SHARE = 0.25
 _CHECK_SQL = ("SELECT customer_id, count(*) AS n, sum(hash(ordered_at, amount, discount, status)) AS h "
               "FROM orders GROUP BY customer_id")
 #: the definition the cache was built by: a change in it is a new key
-_DEFINITION = hashlib.blake2b((purchase_days.SELECT_SQL + lifecycle.PER_CUSTOMER_SQL).encode(),
+_DEFINITION = hashlib.blake2b((purchase_days.SELECT_SQL + lifecycle.customer_totals_sql("{days}")).encode(),
                               digest_size=8).hexdigest()
 
 
@@ -185,8 +186,8 @@ def _update_changed(con: duckdb.DuckDBPyConnection, timezone: str,
             if has_days:
                 con.execute(f"INSERT INTO {DAYS_TABLE} BY NAME {own}", {"as_of": ALL_DAYS})
                 own = f"SELECT * FROM {DAYS_TABLE} WHERE {mine}"
-            con.execute(f"INSERT INTO {TOTALS_TABLE} BY NAME "
-                        + lifecycle.PER_CUSTOMER_SQL.format(days=f"({own})", calibration=""), {"as_of": ALL_DAYS})
+            con.execute(f"INSERT INTO {TOTALS_TABLE} BY NAME " + lifecycle.customer_totals_sql(f"({own})"),
+                        {"as_of": ALL_DAYS})
             con.execute(f"INSERT INTO {CHECK_TABLE} BY NAME SELECT * FROM temp._rfmsync_check_now WHERE {mine}")
             last_day = _write_key(con, key, day_sql, has_days)
             con.execute("COMMIT")
