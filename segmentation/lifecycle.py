@@ -45,13 +45,19 @@ CALIBRATION_COLUMNS = ", d.cal_x, d.cal_recency_days, d.cal_t_days, d.cal_later"
 #: :func:`create_customer_totals`)
 PER_CUSTOMER_SQL = """
         SELECT customer_id, min(day) AS first_day, max(day) AS last_day, count(*) AS purchase_days,
-               count(gap) AS gaps, median(gap) AS median_gap_days,
+               {gaps},
                CAST(sum(orders) AS BIGINT) AS orders, sum(discounted) / sum(orders) AS discount_share,
                CASE WHEN count(*) > 1
                     THEN CAST((sum(day_amount) - arg_min(day_amount, day)) / (count(*) - 1) AS DOUBLE)
                     ELSE 0.0 END AS monetary{calibration}
         FROM {days} WHERE day <= $as_of GROUP BY customer_id
 """
+GAPS_SQL = "count(gap) AS gaps, median(gap) AS median_gap_days"
+#: the same two from days without their ``gap`` column: the customer's days sorted hold the median's place until
+#: :data:`MEDIAN_GAP_SQL` replaces them with the median of the differences of consecutive ones (the same DOUBLE)
+SORTED_DAYS_SQL = "count(*) - 1 AS gaps, list_sort(list(day)) AS median_gap_days"
+MEDIAN_GAP_SQL = ("list_median([median_gap_days[i + 1] - median_gap_days[i] FOR i IN range(1, len(median_gap_days))])"
+                  " AS median_gap_days")
 #: what the kept totals add to those aggregates: the customer's purchase days themselves (in no particular order),
 #: from which the holdout's calibration numbers of any calibration end are counted without the day table or the
 #: orders (a few dates per customer, beside the totals' row instead of a row per customer and day)
@@ -173,7 +179,7 @@ def create_lifecycle_table(con: duckdb.DuckDBPyConnection, as_of: date, timezone
     if totals:  # the store's totals: no pass over the days (the holdout counts each customer's list of days)
         per_day = (TOTALS_CALIBRATION_SQL if cal else TOTALS_SQL).format(totals=totals)
     else:
-        per_day = PER_CUSTOMER_SQL.format(days=days.table, calibration=CALIBRATION_SQL if cal else "")
+        per_day = PER_CUSTOMER_SQL.format(days=days.table, gaps=GAPS_SQL, calibration=CALIBRATION_SQL if cal else "")
     sql = LIFECYCLE_SQL.format(per_day=per_day, orders=days.orders, day=days.day_sql,
                                calibration_columns=CALIBRATION_COLUMNS if cal else "")
     params = {"as_of": as_of, "threshold": discount_hunter_threshold} | ({"cal_end": calibration_end} if cal else {})
@@ -181,20 +187,26 @@ def create_lifecycle_table(con: duckdb.DuckDBPyConnection, as_of: date, timezone
     return con.execute("SELECT count(*) FROM customer_lifecycle").fetchall()[0][0]
 
 
-def customer_totals_sql(days: str) -> str:
+def customer_totals_sql(days: str, *, gaps: bool = True) -> str:
     """The SELECT of the kept totals over the purchase-day relation ``days`` (it binds ``$as_of``):
-    :data:`PER_CUSTOMER_SQL` and each customer's list of days (:data:`TOTALS_DAYS_SQL`)."""
-    return PER_CUSTOMER_SQL.format(days=days, calibration=TOTALS_DAYS_SQL)
+    :data:`PER_CUSTOMER_SQL` and each customer's list of days (:data:`TOTALS_DAYS_SQL`). ``gaps=False``: ``days``
+    has no ``gap`` column (:data:`segmentation.purchase_days.DAY_ROWS_SQL`); the same rows, the gaps' median
+    found from each customer's sorted days instead."""
+    if gaps:
+        return PER_CUSTOMER_SQL.format(days=days, gaps=GAPS_SQL, calibration=TOTALS_DAYS_SQL)
+    inner = PER_CUSTOMER_SQL.format(days=days, gaps=SORTED_DAYS_SQL, calibration=TOTALS_DAYS_SQL)
+    return f"SELECT * REPLACE ({MEDIAN_GAP_SQL}) FROM ({inner})"
 
 
 def create_customer_totals(con: duckdb.DuckDBPyConnection, days: PurchaseDays, table: str, *,
-                           temp: bool = True) -> None:
+                           temp: bool = True, gaps: bool = True) -> None:
     """(Re)create ``table``: :func:`customer_totals_sql` over every row of ``days`` (``days.totals`` then names
-    it). ``temp=False``: a table of the database (the order store's cache, :mod:`sync.store.day_cache`)."""
+    it). ``temp=False``: a table of the database (the order store's cache, :mod:`sync.store.day_cache`);
+    ``gaps=False``: ``days`` was built without its ``gap`` column."""
     if not table.isidentifier():
         raise ValueError(f"table name must be an identifier, got {table!r}")
-    con.execute(f"CREATE OR REPLACE {'TEMP ' if temp else ''}TABLE {table} AS " + customer_totals_sql(days.table),
-                {"as_of": days.as_of})
+    con.execute(f"CREATE OR REPLACE {'TEMP ' if temp else ''}TABLE {table} AS "
+                + customer_totals_sql(days.table, gaps=gaps), {"as_of": days.as_of})
 
 
 def create_predictions_table(con: duckdb.DuckDBPyConnection, model: str, as_of: date,
