@@ -16,9 +16,9 @@ than the whole RFM step on a large shop. The store keeps that table of *every* p
   rewritten customer id is seen too). Any difference rebuilds it, in one transaction with its key.
 
 Only a prediction run builds it, and only what it reads: the totals always (a run without the boundary,
-``segments --customers`` or ``predict``, computes them in the one pass over the orders it made anyway and writes
-nothing else: the holdout counts the lists of each customer's days the totals keep); the day table when the
-boundary needs it.
+``segments --customers`` or ``predict``, computes them in the one pass over the orders it made anyway, from a
+scratch TEMP table of the days dropped after, and keeps nothing else: the holdout counts the lists of each
+customer's days the totals keep); the day table when the boundary needs it.
 A cache of another time zone is replaced. :func:`drop_cache` also forgets the model fits the store keeps
 (:mod:`.fit_cache`).
 """
