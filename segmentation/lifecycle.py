@@ -26,8 +26,7 @@ or ``no_model`` (the model was not fitted); NULL when there is a date.
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
-from datetime import timezone as dt_timezone
+from datetime import date
 
 import duckdb
 
@@ -46,63 +45,46 @@ CALIBRATION_COLUMNS = ", d.cal_x, d.cal_recency_days, d.cal_t_days, d.cal_later"
 #: :func:`create_customer_totals`)
 PER_CUSTOMER_SQL = """
         SELECT customer_id, min(day) AS first_day, max(day) AS last_day, count(*) AS purchase_days,
-               count(gap) AS gaps, median(gap) AS median_gap_days,
+               {gaps},
                CAST(sum(orders) AS BIGINT) AS orders, sum(discounted) / sum(orders) AS discount_share,
                CASE WHEN count(*) > 1
                     THEN CAST((sum(day_amount) - arg_min(day_amount, day)) / (count(*) - 1) AS DOUBLE)
                     ELSE 0.0 END AS monetary{calibration}
         FROM {days} WHERE day <= $as_of GROUP BY customer_id
 """
+GAPS_SQL = "count(gap) AS gaps, median(gap) AS median_gap_days"
+#: the same two from days without their ``gap`` column: the customer's days sorted hold the median's place until
+#: :data:`MEDIAN_GAP_SQL` replaces them with the median of the differences of consecutive ones (the same DOUBLE)
+SORTED_DAYS_SQL = "count(*) - 1 AS gaps, list_sort(list(day)) AS median_gap_days"
+MEDIAN_GAP_SQL = ("list_median([median_gap_days[i + 1] - median_gap_days[i] FOR i IN range(1, len(median_gap_days))])"
+                  " AS median_gap_days")
+#: what the kept totals add to those aggregates: the customer's purchase days themselves (in no particular order),
+#: from which the holdout's calibration numbers of any calibration end are counted without the day table or the
+#: orders (a few dates per customer, beside the totals' row instead of a row per customer and day)
+TOTALS_DAYS_SQL = """,
+               list(day) AS day_list"""
 
-#: the same rows from the totals of every day (no purchase day after $as_of); the calibration numbers from the
-#: days after $cal_end alone: their count, and the day before the first of them (its day minus its gap; no gap:
-#: the customer's first purchase day came after $cal_end)
+#: the same rows from the totals of every day (no purchase day after $as_of)
 TOTALS_SQL = """
-        SELECT t.*{calibration} FROM {totals} t{tail}
+        SELECT t.* EXCLUDE (day_list) FROM {totals} t
 """
-TOTALS_CALIBRATION_SQL = """,
-               t.purchase_days - coalesce(a.later, 0) - 1 AS cal_x,
-               CASE WHEN a.later IS NULL THEN t.last_day - t.first_day
-                    WHEN a.prev_gap > 0 THEN a.first_later - a.prev_gap - t.first_day END AS cal_recency_days,
-               $cal_end::DATE - t.first_day AS cal_t_days,
-               coalesce(a.later, 0) AS cal_later"""
-TOTALS_TAIL_SQL = """
-        LEFT JOIN (SELECT customer_id, count(*) AS later, min(day) AS first_later,
-                          arg_min(coalesce(gap, 0), day) AS prev_gap
-                   FROM {days} WHERE day > $cal_end GROUP BY customer_id) a USING (customer_id)"""
-#: the same numbers when no day table is kept (`rfmsync predict` keeps the totals alone): from the orders, the
-#: purchase days after $cal_end (orders from $cal_from on: a few hours before that day starts in any zone) and,
-#: for their customers only, the last purchase day up to $cal_end (its gap is what gives cal_recency_days)
-TOTALS_ORDERS_CALIBRATION_SQL = """,
-               t.purchase_days - coalesce(a.later, 0) - 1 AS cal_x,
-               CASE WHEN a.later IS NULL THEN t.last_day - t.first_day ELSE a.last_cal - t.first_day END
+#: ... with the calibration numbers, from each customer's list of days: only a customer who bought after $cal_end
+#: has days to count (how many came after it, and the last one up to it); a customer whose first purchase day
+#: came after $cal_end gets cal_t_days < 0 (not in the calibration period)
+TOTALS_CALIBRATION_SQL = """
+        SELECT t.* EXCLUDE (day_list, later, last_cal),
+               t.purchase_days - t.later - 1 AS cal_x,
+               CASE WHEN t.later = 0 THEN t.last_day - t.first_day ELSE t.last_cal - t.first_day END
                    AS cal_recency_days,
                $cal_end::DATE - t.first_day AS cal_t_days,
-               coalesce(a.later, 0) AS cal_later"""
-TOTALS_ORDERS_TAIL_SQL = """
-        LEFT JOIN (
-            WITH later AS (
-                SELECT customer_id, {later} AS later
-                FROM (SELECT customer_id, {day} - $cal_end::DATE - 1 AS o FROM {orders}
-                      WHERE status = 'completed' AND ordered_at >= $cal_from)
-                WHERE o >= 0 GROUP BY customer_id)
-            SELECT customer_id, l.later, c.last_cal FROM later l
-            LEFT JOIN (SELECT customer_id, max(day) AS last_cal
-                       FROM (SELECT customer_id, {day} AS day FROM {orders}
-                             WHERE status = 'completed' AND ordered_at < $cal_to
-                               AND customer_id IN (SELECT customer_id FROM later))
-                       WHERE day <= $cal_end GROUP BY customer_id) c USING (customer_id)
-        ) a USING (customer_id)"""
-
-
-
-def _later_days_sql(days: int) -> str:
-    """The number of distinct purchase days after $cal_end per customer, as the bits set in one 64-bit mask per
-    64 days of the window (day ``$cal_end + 1 + o`` sets bit ``o``): a per-customer aggregate instead of grouping
-    by (customer, day), which costs 5× more. ``days``: the window's length ($as_of − $cal_end; the totals hold no
-    purchase day after $as_of, so no ``o`` reaches it)."""
-    return " + ".join(f"coalesce(bit_count(bit_or(CASE WHEN o // 64 = {k} THEN CAST(1 AS UBIGINT) << "
-                      f"CAST(o % 64 AS UBIGINT) END)), 0)" for k in range(max(1, -(-days // 64))))
+               t.later AS cal_later
+        FROM (SELECT *,
+                     CASE WHEN last_day > $cal_end
+                          THEN len(list_filter(day_list, lambda d: d > $cal_end)) ELSE 0 END AS later,
+                     CASE WHEN last_day > $cal_end
+                          THEN list_max(list_filter(day_list, lambda d: d <= $cal_end)) END AS last_cal
+              FROM {totals}) t
+"""
 
 
 # From the run's purchase-day table ({days}, days up to $as_of); single orders only for the line items.
@@ -194,35 +176,37 @@ def create_lifecycle_table(con: duckdb.DuckDBPyConnection, as_of: date, timezone
     days = purchase_days_for(con, as_of, timezone, days)
     cal = calibration_end is not None
     totals = days.totals_for(as_of)
-    if totals and days.materialized:  # the store's totals and day table: the holdout's window of the days only
-        per_day = TOTALS_SQL.format(totals=totals, calibration=TOTALS_CALIBRATION_SQL if cal else "",
-                                    tail=TOTALS_TAIL_SQL.format(days=days.table) if cal else "")
-    elif totals:  # the totals alone: the holdout's window of the orders (no pass over every customer's days)
-        per_day = TOTALS_SQL.format(totals=totals, calibration=TOTALS_ORDERS_CALIBRATION_SQL if cal else "",
-                                    tail=TOTALS_ORDERS_TAIL_SQL.format(
-                                        day=days.day_sql, orders=days.orders,
-                                        later=_later_days_sql((as_of - calibration_end).days))
-                                    if cal else "")
+    if totals:  # the store's totals: no pass over the days (the holdout counts each customer's list of days)
+        per_day = (TOTALS_CALIBRATION_SQL if cal else TOTALS_SQL).format(totals=totals)
     else:
-        per_day = PER_CUSTOMER_SQL.format(days=days.table, calibration=CALIBRATION_SQL if cal else "")
+        per_day = PER_CUSTOMER_SQL.format(days=days.table, gaps=GAPS_SQL, calibration=CALIBRATION_SQL if cal else "")
     sql = LIFECYCLE_SQL.format(per_day=per_day, orders=days.orders, day=days.day_sql,
                                calibration_columns=CALIBRATION_COLUMNS if cal else "")
     params = {"as_of": as_of, "threshold": discount_hunter_threshold} | ({"cal_end": calibration_end} if cal else {})
-    if cal and totals and not days.materialized:  # instants around the local day $cal_end in any zone (UTC−12…+14)
-        start = datetime.combine(calibration_end + timedelta(days=1), time(0), tzinfo=dt_timezone.utc)
-        params |= {"cal_from": start - timedelta(hours=15), "cal_to": start + timedelta(hours=13)}
     con.execute(sql, params)
     return con.execute("SELECT count(*) FROM customer_lifecycle").fetchall()[0][0]
 
 
+def customer_totals_sql(days: str, *, gaps: bool = True) -> str:
+    """The SELECT of the kept totals over the purchase-day relation ``days`` (it binds ``$as_of``):
+    :data:`PER_CUSTOMER_SQL` and each customer's list of days (:data:`TOTALS_DAYS_SQL`). ``gaps=False``: ``days``
+    has no ``gap`` column (:data:`segmentation.purchase_days.DAY_ROWS_SQL`); the same rows, the gaps' median
+    found from each customer's sorted days instead."""
+    if gaps:
+        return PER_CUSTOMER_SQL.format(days=days, gaps=GAPS_SQL, calibration=TOTALS_DAYS_SQL)
+    inner = PER_CUSTOMER_SQL.format(days=days, gaps=SORTED_DAYS_SQL, calibration=TOTALS_DAYS_SQL)
+    return f"SELECT * REPLACE ({MEDIAN_GAP_SQL}) FROM ({inner})"
+
+
 def create_customer_totals(con: duckdb.DuckDBPyConnection, days: PurchaseDays, table: str, *,
-                           temp: bool = True) -> None:
-    """(Re)create ``table``: :data:`PER_CUSTOMER_SQL` over every row of ``days`` (``days.totals`` then names it).
-    ``temp=False``: a table of the database (the order store's cache, :mod:`sync.store.day_cache`)."""
+                           temp: bool = True, gaps: bool = True) -> None:
+    """(Re)create ``table``: :func:`customer_totals_sql` over every row of ``days`` (``days.totals`` then names
+    it). ``temp=False``: a table of the database (the order store's cache, :mod:`sync.store.day_cache`);
+    ``gaps=False``: ``days`` was built without its ``gap`` column."""
     if not table.isidentifier():
         raise ValueError(f"table name must be an identifier, got {table!r}")
     con.execute(f"CREATE OR REPLACE {'TEMP ' if temp else ''}TABLE {table} AS "
-                + PER_CUSTOMER_SQL.format(days=days.table, calibration=""), {"as_of": days.as_of})
+                + customer_totals_sql(days.table, gaps=gaps), {"as_of": days.as_of})
 
 
 def create_predictions_table(con: duckdb.DuckDBPyConnection, model: str, as_of: date,

@@ -31,17 +31,22 @@ TABLE = "_rfmsync_purchase_days"
 #: the ``as_of`` of a table of every purchase day (no cut-off): it covers any as-of
 ALL_DAYS = date(9999, 12, 31)
 
+#: the rows without their gaps (finding those sorts every customer's days): what a build of the order store's
+#: totals alone reads (:func:`segmentation.lifecycle.customer_totals_sql` with ``gaps=False``)
+DAY_ROWS_SQL = """
+    SELECT customer_id, day, sum(amount) AS day_amount, CAST(count(*) AS INTEGER) AS orders,
+           CAST(count(*) FILTER (WHERE discount > 0) AS INTEGER) AS discounted
+    FROM (SELECT customer_id, amount, discount, {day} AS day FROM {orders}
+          WHERE status = 'completed' {sample})
+    WHERE day <= $as_of
+    GROUP BY customer_id, day
+"""
 SELECT_SQL = """
     SELECT customer_id, day, day_amount, orders, discounted,
            CAST(day - lag(day) OVER (PARTITION BY customer_id ORDER BY day) AS INTEGER) AS gap
-    FROM (SELECT customer_id, day, sum(amount) AS day_amount, CAST(count(*) AS INTEGER) AS orders,
-                 CAST(count(*) FILTER (WHERE discount > 0) AS INTEGER) AS discounted
-          FROM (SELECT customer_id, amount, discount, {day} AS day FROM {orders}
-                WHERE status = 'completed' {sample})
-          WHERE day <= $as_of
-          GROUP BY customer_id, day)
+    FROM (""" + DAY_ROWS_SQL + """)
 """
-BUILD_SQL = "CREATE OR REPLACE {temp}TABLE {table} AS" + SELECT_SQL
+BUILD_SQL = "CREATE OR REPLACE {temp}TABLE {table} AS {select}"
 
 
 @dataclass(frozen=True)
@@ -86,16 +91,18 @@ def sample_filter(every: int) -> str:
 
 def build_purchase_days(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str = "UTC",
                         orders: str = "orders", *, sampled_every: int = 1, table: str = TABLE,
-                        temp: bool = True, day_sql: str | None = None) -> PurchaseDays:
+                        temp: bool = True, day_sql: str | None = None, gaps: bool = True) -> PurchaseDays:
     """(Re)create TEMP table ``table`` from the completed orders of ``orders`` up to the local day ``as_of``
     (:data:`ALL_DAYS`: every day). ``temp=False``: a table of the database (the order store's cache);
-    ``day_sql``: the local-day expression, when already found for these orders."""
+    ``day_sql``: the local-day expression, when already found for these orders; ``gaps=False``: without the
+    ``gap`` column (:data:`DAY_ROWS_SQL`), for the totals' build alone."""
     check_timezone(timezone)
     if not (table.isidentifier() and orders.replace(".", "_").isidentifier()):
         raise ValueError(f"table names must be identifiers, got {table!r} and {orders!r}")
     day = day_sql or local_day_sql(con, "ordered_at", timezone, orders)
-    con.execute(BUILD_SQL.format(temp="TEMP " if temp else "", table=table, day=day, orders=orders,
-                                 sample=sample_filter(sampled_every)), {"as_of": as_of})
+    select = (SELECT_SQL if gaps else DAY_ROWS_SQL).format(day=day, orders=orders,
+                                                          sample=sample_filter(sampled_every))
+    con.execute(BUILD_SQL.format(temp="TEMP " if temp else "", table=table, select=select), {"as_of": as_of})
     return PurchaseDays(table, as_of, timezone, orders, day, sampled_every)
 
 

@@ -10,11 +10,16 @@ without a merge (the checksum) and a customer id rewritten by a file change (the
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+from decimal import Decimal
+
 import duckdb
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connectors.tables import create_tables
 from segmentation.lifecycle import create_customer_totals
@@ -77,7 +82,7 @@ def _assert_as_fresh(cfg, as_of: date, full: bool = True, boundary: bool | None 
     """A run on the store (cache built or read) = a run on a copy of its orders without any cache. ``full``:
     holdout and boundary (`rfmsync segments` with predictions and the report: the day table is kept too), else
     `segments --customers`; ``boundary=False`` with ``full``: `rfmsync predict` (the holdout without a day
-    table reads its window of the orders)."""
+    table counts the totals' lists of days)."""
     boundary = full if boundary is None else boundary
     run = compute_segments(cfg, as_of, predict=True, holdout=full, boundary=boundary)
     try:
@@ -96,8 +101,8 @@ def _assert_as_fresh(cfg, as_of: date, full: bool = True, boundary: bool | None 
         if days.table == DAYS_TABLE:
             assert _table(con, f"SELECT * FROM {DAYS_TABLE} ORDER BY ALL") == _table(
                 fresh, "SELECT * FROM _fresh_days ORDER BY ALL")
-        assert _table(con, f"SELECT * FROM {TOTALS_TABLE} ORDER BY ALL") == _table(
-            fresh, "SELECT * FROM _fresh_totals ORDER BY ALL")
+        totals = "SELECT * REPLACE (list_sort(day_list) AS day_list) FROM {} ORDER BY ALL"  # (lists unordered)
+        assert _table(con, totals.format(TOTALS_TABLE)) == _table(fresh, totals.format("_fresh_totals"))
         alone = compute_segments(cfg, as_of, con=fresh, predict=True, holdout=full, boundary=boundary)  # no cache
         assert alone.predictions.purchase_days is None or alone.predictions.purchase_days.table != DAYS_TABLE
         for table in ("customer_lifecycle", "customer_predictions", "customer_segments"):
@@ -119,7 +124,7 @@ def test_the_cache_equals_a_fresh_computation_after_every_change(tmp_path):
         assert con.execute(f"SELECT count(*) FROM duckdb_tables() WHERE table_name = '{DAYS_TABLE}'"
                            ).fetchall() == [(0,)]
     _assert_as_fresh(cfg, date(2025, 3, 31), full=False)  # an earlier day: the orders' days, not the totals
-    _assert_as_fresh(cfg, AS_OF, boundary=False)  # `rfmsync predict`: the totals and the holdout's orders
+    _assert_as_fresh(cfg, AS_OF, boundary=False)  # `rfmsync predict`: the totals and their lists of days
     _assert_as_fresh(cfg, AS_OF)  # the day table added to the totals
     _assert_as_fresh(cfg, AS_OF)  # both read
     _assert_as_fresh(cfg, date(2025, 3, 31))  # another as-of: a filter of the same table (no totals)
@@ -246,10 +251,10 @@ def test_a_daily_file_replaces_only_its_customers_rows(tmp_path, caplog, tz):
     assert any("replaced the rows of 3 of" in r.getMessage() for r in caplog.records), caplog.text
 
 
-def test_the_holdout_reads_its_window_of_the_orders_by_local_day(tmp_path):
-    """`rfmsync predict` keeps no day table: the holdout's purchase days after the calibration end come from
-    the orders, pre-filtered by instant and cut by local day. Orders a few hours either side of the UTC midnight
-    after that day are on one side or the other depending on the zone (UTC+14 and UTC−12 included)."""
+def test_the_holdout_cuts_the_kept_days_by_local_day(tmp_path):
+    """`rfmsync predict` keeps no day table: the holdout's purchase days after the calibration end are counted
+    from the totals' list of each customer's local days. Orders a few hours either side of the UTC midnight after
+    that day are on one side or the other depending on the zone (UTC+14 and UTC−12 included)."""
     cal_end = AS_OF - timedelta(days=90)
     midnight = datetime.combine(cal_end + timedelta(days=1), datetime.min.time(), tzinfo=timezone.utc)
     rows = []
@@ -268,8 +273,8 @@ def test_the_holdout_reads_its_window_of_the_orders_by_local_day(tmp_path):
 
 @pytest.mark.parametrize("holdout_days", [63, 64, 65, 200])
 def test_a_long_holdout_counts_its_later_purchase_days_as_fresh(tmp_path, holdout_days):
-    """The holdout's later purchase days per customer are counted as bits of one 64-day mask per 64 days of the
-    window: windows of 63 to 200 days (one to four masks), several orders on one day counting once."""
+    """The holdout's later purchase days per customer, counted from the totals' list of days: windows of 63 to
+    200 days, several orders on one day counting once (a cut off by one day fails)."""
     rows = _rows(5, 900, "o") + [f"d{i},c{i % 7}@example.com,2025-06-{10 + i % 3}T10:00:00+00:00,20.00,completed"
                                  for i in range(30)]
     _write(tmp_path, "a.csv", rows)
@@ -278,3 +283,26 @@ def test_a_long_holdout_counts_its_later_purchase_days_as_fresh(tmp_path, holdou
                                            + f"\n[predict]\nholdout_days = {holdout_days}\n", encoding="utf-8")
     cfg = load_config(tmp_path / "rfmsync.toml")
     _assert_as_fresh(cfg, AS_OF, boundary=False)
+
+
+@settings(max_examples=40, deadline=None)
+@given(orders=st.lists(st.tuples(st.sampled_from("abcde"), st.integers(0, 40), st.integers(1, 3)), min_size=1,
+                       max_size=50))
+def test_totals_built_without_the_gap_window_equal_those_with_it(orders):
+    """A build of the totals alone reads the days without their ``gap`` column (no window sorting them): each
+    customer's median gap from their sorted days equals the window's (one day, odd and even numbers of gaps,
+    equal gaps; several orders a day), whatever the order of the rows; fails with the days' list unsorted."""
+    con = duckdb.connect()
+    create_tables(con)
+    start = datetime(2024, 1, 1, 12, tzinfo=timezone.utc)
+    con.executemany("INSERT INTO orders VALUES (?, ?, ?, ?, 'EUR', 'completed', NULL)",
+                    [(f"o{i}-{k}", c, start + timedelta(days=day, minutes=k), Decimal(10 + i + k))
+                     for i, (c, day, n) in enumerate(orders) for k in range(n)])
+    windowed = build_purchase_days(con, ALL_DAYS, "UTC", table="_windowed")
+    plain = build_purchase_days(con, ALL_DAYS, "UTC", table="_plain", gaps=False)
+    con.execute("CREATE TABLE _scrambled AS SELECT * FROM _plain ORDER BY hash(day, customer_id)")  # any row order
+    create_customer_totals(con, windowed, "_with_gaps")
+    create_customer_totals(con, replace(plain, table="_scrambled"), "_without", gaps=False)
+    totals = "SELECT * REPLACE (list_sort(day_list) AS day_list) FROM {} ORDER BY customer_id"
+    assert _table(con, totals.format("_without")) == _table(con, totals.format("_with_gaps"))
+    assert _table(con, "DESCRIBE _without") == _table(con, "DESCRIBE _with_gaps")
