@@ -203,8 +203,8 @@ class _ApiClient(ApiClient):
 
     def request(self, method: str, url: str, query_params: Any = None, headers: Any = None, body: Any = None
                 ) -> requests.Response:
-        """What the SDK's ``ApiClient.request`` sends (same method, URL, query, headers, JSON body (compact),
-        basic auth and timeout), on the pooled session."""
+        """What the SDK's ``ApiClient.request`` sends (same method, URL, query, headers, JSON body (compact; a
+        :class:`JsonText` body as it is), basic auth and timeout), on the pooled session."""
         self.last.response = None
         if method not in ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"):
             raise ValueError("http method must be `GET`, `HEAD`, `OPTIONS`, `POST`, `PATCH`, `PUT` or `DELETE`.")
