@@ -344,6 +344,22 @@ def test_concurrency_is_bounded(mailchimp_fake, sleeps) -> None:
     assert fake.max_in_flight == 2 and fake.tags_of("a@example.com") == {f"rfm:T{i}" for i in range(6)}
 
 
+def test_a_contact_in_several_tag_calls_gets_each_after_its_upsert(mailchimp_fake, dest) -> None:
+    """Contacts that move (one tag added, another removed: two tag calls wait for the one upsert) beside
+    contacts with one tag change: every tag call is made once its contacts' upserts answered, none left out."""
+    for email in ("a@example.com", "b@example.com"):
+        mailchimp_fake.add_member(email, tags=["rfm:B"])
+    dest.prepare(["rfm:A", "rfm:B", "rfm:C"], {"RECENCY": "recency_days"})
+    moving = [change(e, create=False, fields={"RECENCY": 2}, add={"rfm:A"}, remove={"rfm:B"})
+              for e in ("a@example.com", "b@example.com")]
+    new = [change(f"n{i}@example.com", fields={"RECENCY": i}, add={"rfm:C"}) for i in range(3)]
+    rec = Recorder()
+    dest.apply([*moving, *new], rec)
+    assert len(rec.results) == 2 * 3 + 3 * 2 and all(r.ok for r in rec.results.values())
+    assert {e: mailchimp_fake.tags_of(e) for e in ("a@example.com", "b@example.com", "n0@example.com")} == {
+        "a@example.com": {"rfm:A"}, "b@example.com": {"rfm:A"}, "n0@example.com": {"rfm:C"}}
+
+
 # ---------------------------------------------------------------------------------------------- secrets
 def test_401_is_a_config_error_that_never_shows_the_key(mailchimp_fake, sleeps, caplog) -> None:
     caplog.set_level(logging.DEBUG)
