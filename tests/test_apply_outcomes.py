@@ -138,5 +138,9 @@ def test_the_apply_s_read_of_many_keys_finds_exactly_the_stored_ones(tmp_path):
         keys = [f"c{i}@x.io" for i in range(25_000)]
         assert ledger.load_states("d", keys) == {s.key: s for s in held}
         assert ledger.load_states("new", keys) == {}
+        # the keys as the apply passes them (the plan's changes by key), and a list that repeats some
+        assert ledger.load_states("d", {k: None for k in keys}) == {s.key: s for s in held}
+        assert ledger.load_states("d", keys + keys[:5]) == {s.key: s for s in held}
+        assert ledger.load_states("d", iter(["c1@x.io", "c1@x.io"])) == {"c1@x.io": held[1]}
     finally:
         ledger.close()

@@ -8,6 +8,7 @@ import random
 
 import pytest
 import responses
+from hypothesis import given, settings as hsettings, strategies as st
 from pydantic import SecretStr
 
 from connectors.retry import RetryPolicy
@@ -343,6 +344,22 @@ def test_concurrency_is_bounded(mailchimp_fake, sleeps) -> None:
     assert fake.max_in_flight == 2 and fake.tags_of("a@example.com") == {f"rfm:T{i}" for i in range(6)}
 
 
+def test_a_contact_in_several_tag_calls_gets_each_after_its_upsert(mailchimp_fake, dest) -> None:
+    """Contacts that move (one tag added, another removed: two tag calls wait for the one upsert) beside
+    contacts with one tag change: every tag call is made once its contacts' upserts answered, none left out."""
+    for email in ("a@example.com", "b@example.com"):
+        mailchimp_fake.add_member(email, tags=["rfm:B"])
+    dest.prepare(["rfm:A", "rfm:B", "rfm:C"], {"RECENCY": "recency_days"})
+    moving = [change(e, create=False, fields={"RECENCY": 2}, add={"rfm:A"}, remove={"rfm:B"})
+              for e in ("a@example.com", "b@example.com")]
+    new = [change(f"n{i}@example.com", fields={"RECENCY": i}, add={"rfm:C"}) for i in range(3)]
+    rec = Recorder()
+    dest.apply([*moving, *new], rec)
+    assert len(rec.results) == 2 * 3 + 3 * 2 and all(r.ok for r in rec.results.values())
+    assert {e: mailchimp_fake.tags_of(e) for e in ("a@example.com", "b@example.com", "n0@example.com")} == {
+        "a@example.com": {"rfm:A"}, "b@example.com": {"rfm:A"}, "n0@example.com": {"rfm:C"}}
+
+
 # ---------------------------------------------------------------------------------------------- secrets
 def test_401_is_a_config_error_that_never_shows_the_key(mailchimp_fake, sleeps, caplog) -> None:
     caplog.set_level(logging.DEBUG)
@@ -430,3 +447,72 @@ def test_a_tag_add_mailchimp_ignores_reports_the_contact_missing(mailchimp_fake,
     dest.apply([change("gone@example.com", create=False, add={"rfm:A"})], rec)
     result = rec.results[("gone@example.com", "tag+rfm:A")]
     assert not result.ok and result.missing and "not a list member" in result.error
+
+
+# ---------------------------------------------------------------------------------------------- batch bodies
+MERGE_TAGS = {"RECENCY": "recency_days", "SEGMENT": "segment", "SCORE": "rfm"}
+
+
+def documented_body(changes, create: bool) -> str:
+    """The batch-subscribe body as the documented dict, encoded by ``json.dumps`` (compact): the reference."""
+    tag_of = {**{value: tag for tag, value in MERGE_TAGS.items()}, **{tag: tag for tag in MERGE_TAGS}}
+
+    def value(v):
+        if v is None or (isinstance(v, float) and v != v):
+            return ""
+        return ("yes" if v else "no") if isinstance(v, bool) else v
+
+    members = [{"email_address": c.email, **({"status": c.status_if_new} if create else {}),
+                **({"merge_fields": {tag_of.get(k, k): value(v) for k, v in c.set_fields.items()}}
+                   if c.set_fields else {})} for c in changes]
+    return json.dumps({"members": members, "update_existing": not create}, separators=(",", ":"))
+
+
+def test_batch_bodies_sent_are_the_documented_members_byte_for_byte(sleeps) -> None:
+    """Creates (status, no update) and updates (no status): every kind of field value, non-ASCII text, a
+    contact without fields, and two keys naming one merge tag (the later value wins, as in a dict)."""
+    dest = MailchimpDestination("mc", "aud1", "k3y-us21", retry=RetryPolicy(sleep=sleeps.append), batch_size=3)
+    base = "https://us21.api.mailchimp.com/3.0/lists/aud1"
+    creates = [change("Zoë@example.com", fields={"segment": "Champions \"A\"", "recency_days": 3, "rfm": 1.5}),
+               change("b@example.com", status="subscribed", fields={"segment": None, "recency_days": True,
+                                                                     "rfm": float("nan")}),
+               change("c@example.com", fields={"recency_days": False, "rfm": 10 ** 20, "other": "x\u2028y"}),
+               change("d@example.com", fields={})]
+    updates = [change("e@example.com", create=False, fields={"segment": "Ünïcode", "SEGMENT": "wins"}),
+               change("f@example.com", create=False, fields={"rfm": -0.0, "recency_days": 7})]
+    bodies: list[bytes] = []
+
+    def answer(request):
+        bodies.append(request.body if isinstance(request.body, bytes) else request.body.encode("latin-1"))
+        sent = json.loads(request.body)["members"]
+        return 200, {}, json.dumps({"new_members": [{"email_address": m["email_address"]} for m in sent],
+                                    "updated_members": [], "errors": []})
+
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        rsps.add(responses.GET, base, json={"id": "aud1", "name": "Shop"})
+        rsps.add(responses.GET, base + "/merge-fields", json={
+            "merge_fields": [{"tag": t, "type": "text" if t == "SEGMENT" else "number"} for t in MERGE_TAGS],
+            "total_items": len(MERGE_TAGS)})
+        rsps.add(responses.GET, base + "/segments", json={"segments": [], "total_items": 0})
+        rsps.add_callback(responses.POST, base, callback=answer)
+        dest.prepare([], MERGE_TAGS)
+        rec = Recorder()
+        dest.apply([*creates, *updates], rec)
+    assert all(r.ok for r in rec.results.values()) and len(rec.results) == 6
+    assert bodies == [documented_body(creates[:3], True).encode(), documented_body(creates[3:], True).encode(),
+                      documented_body(updates, False).encode()]
+
+
+field_values = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text())
+
+
+@hsettings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.text(min_size=1), st.dictionaries(
+    st.sampled_from([*MERGE_TAGS, *MERGE_TAGS.values(), "Other", "zoë"]), field_values)), max_size=6),
+    st.booleans())
+def test_batch_body_is_the_documented_dict_as_json_text(members, create) -> None:
+    from sync.destinations.mailchimp import _field_tags
+    from sync.destinations.mailchimp_api import batch_body
+
+    changes = [change(email, status="pending", fields=fields) for email, fields in members]
+    assert batch_body(changes, create, _field_tags(MERGE_TAGS)) == documented_body(changes, create)

@@ -39,7 +39,6 @@ already exists keeps its type (a warning names the difference).
 from __future__ import annotations
 
 import logging
-import math
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -50,13 +49,13 @@ from pydantic import SecretStr
 from connectors.retry import RetryPolicy
 
 from ..errors import DestinationConfigError, DestinationError
-from ..model import CallResults, ContactChange, FieldValue, ItemResult, OnResults, failed_results
+from ..model import CallResults, ContactChange, ItemResult, OnResults, failed_results
 from ..planning.values import BOOL, DATE, NUMBER, TEXT, kind_of
 from .answers import BadAnswer, unaccounted
 from .base import ClientOptions, DestinationSpec
 from .mailchimp_apply import Pipeline
 from .mailchimp_api import (NOT_A_MEMBER, BatchAnswer, BatchRejected, Created, ListInfo, MailchimpApi, SegmentAnswer,
-                            member_error)
+                            batch_body, member_error)
 
 log = logging.getLogger(__name__)
 
@@ -214,20 +213,10 @@ class MailchimpDestination:
         return [items[i:i + self.batch_size] for i in range(0, len(items), self.batch_size)]
 
     def _subscribe(self, chunk: Sequence[ContactChange], create: bool) -> tuple[list[ItemResult], list[Any]]:
-        members = []
-        tags = self._field_tags
-        for c in chunk:
-            member: dict[str, Any] = {"email_address": c.email}
-            if create:
-                member["status"] = c.status_if_new  # applies to new members only: update_existing=false
-            if c.set_fields:  # text and whole numbers go as they are (the planner's usual values)
-                member["merge_fields"] = {tags.get(k, k): v if type(v) is str or type(v) is int else _merge_value(v)
-                                          for k, v in c.set_fields.items()}
-            members.append(member)
-        what = f"POST /lists/{self.audience} ({len(members)} {'new' if create else 'existing'} members)"
+        body = batch_body(chunk, create, self._field_tags)  # the members as JSON text, sent as it is
+        what = f"POST /lists/{self.audience} ({len(chunk)} {'new' if create else 'existing'} members)"
         try:
-            answer = self._call(what, self._lists.batch_list_members, self.audience,
-                                {"members": members, "update_existing": not create}, shape=BatchAnswer)
+            answer = self._call(what, self._lists.batch_list_members, self.audience, body, shape=BatchAnswer)
         except (BatchRejected, BadAnswer) as exc:
             return [ItemResult(c.key, "upsert", False, str(exc)) for c in chunk], []
         errors = {e["email_address"].lower(): e for e in answer["errors"]}
@@ -352,14 +341,6 @@ def _field_tags(fields: Mapping[str, str]) -> dict[str, str]:
 def _ops(tag: str, add: Sequence[ContactChange], remove: Sequence[ContactChange]
          ) -> list[tuple[ContactChange, str]]:
     return [(c, f"tag+{tag}") for c in add] + [(c, f"tag-{tag}") for c in remove]
-
-
-def _merge_value(value: FieldValue) -> Any:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""  # clears the merge field
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return value
 
 
 def _build(dest: Any, key: Any, options: ClientOptions) -> MailchimpDestination:

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import threading
 import time
 from types import MappingProxyType
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import requests
 from pydantic import TypeAdapter, with_config
@@ -32,6 +33,7 @@ from connectors.errors import TransientError
 from connectors.retry import RetryPolicy, retry_after_seconds
 
 from ..errors import DestinationConfigError, DestinationError
+from ..model import ContactChange, FieldValue
 from .base import Action
 from .answers import STRICT, BadAnswer, Shape, decode_json, parse_answer, validate
 
@@ -121,6 +123,58 @@ class BatchRejected(DestinationError):
 #: a request body as JSON, compact and without the check for reference cycles (rfmsync builds every body; a
 #: batch of 500 members: ~27 % less CPU than ``json.dumps`` under the interpreter lock, ~15 % fewer bytes)
 _encode_body = json.JSONEncoder(check_circular=False, separators=(",", ":")).encode
+#: a str as the encoder above writes it (ASCII, escaped, quoted): the C function it calls
+_encode_str = json.encoder.encode_basestring_ascii
+
+
+class JsonText(str):
+    """A request body rfmsync has already written as JSON text: :meth:`_ApiClient.request` sends it as it is
+    (the SDK passes a body through untouched)."""
+
+    __slots__ = ()
+
+
+def merge_value(value: FieldValue) -> Any:
+    """A field value as Mailchimp gets it: None and NaN clear the merge field (""), booleans are yes/no."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""  # clears the merge field
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return value
+
+
+def batch_body(changes: Sequence[ContactChange], create: bool, tags: Mapping[str, str]) -> JsonText:
+    """The batch-subscribe body for ``changes``: ``{"members": [...], "update_existing": not create}``, each
+    member ``email_address``, ``status`` (``status_if_new``, creates only) and ``merge_fields`` (``set_fields``
+    keyed by merge tag: ``tags``, values by :func:`merge_value`; left out when empty).
+
+    The text is what :data:`_encode_body` writes for that dict (tested byte for byte), written straight from
+    the changes: no dict per member, and text and whole numbers (the planner's usual values) written without
+    an encoder call (a batch of 500: about a fifth less CPU under the interpreter lock)."""
+    keys: dict[tuple[str, ...], list[str] | None] = {}  # set_fields' keys -> '"TAG":' of each, once per key set
+    parts = []
+    for c in changes:
+        text = '{"email_address":' + _encode_str(c.email)
+        if create:
+            text += ',"status":' + (_encode_str(c.status_if_new) if type(c.status_if_new) is str
+                                    else _encode_body(c.status_if_new))
+        fields = c.set_fields
+        if fields:
+            names = tuple(fields)
+            heads = keys.get(names, False)
+            if heads is False:
+                tags_ = [tags.get(k, k) for k in names]
+                heads = keys[names] = None if len(set(tags_)) < len(tags_) or \
+                    any(type(t) is not str for t in tags_) else [_encode_str(t) + ":" for t in tags_]
+            if heads is None:  # two keys for one merge tag (the dict keeps the last value): as a dict
+                text += ',"merge_fields":' + _encode_body({tags.get(k, k): merge_value(v) for k, v in fields.items()})
+            else:
+                text += ',"merge_fields":{' + ",".join(
+                    [h + (_encode_str(v) if type(v) is str else int.__repr__(v) if type(v) is int
+                          else _encode_body(merge_value(v))) for h, v in zip(heads, fields.values())]) + "}"
+        parts.append(text + "}")
+    return JsonText('{"members":[' + ",".join(parts) + '],"update_existing":' + ("false" if create else "true")
+                    + "}")
 
 
 class _ApiClient(ApiClient):
@@ -149,13 +203,14 @@ class _ApiClient(ApiClient):
 
     def request(self, method: str, url: str, query_params: Any = None, headers: Any = None, body: Any = None
                 ) -> requests.Response:
-        """What the SDK's ``ApiClient.request`` sends (same method, URL, query, headers, JSON body (compact),
-        basic auth and timeout), on the pooled session."""
+        """What the SDK's ``ApiClient.request`` sends (same method, URL, query, headers, JSON body (compact; a
+        :class:`JsonText` body as it is), basic auth and timeout), on the pooled session."""
         self.last.response = None
         if method not in ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"):
             raise ValueError("http method must be `GET`, `HEAD`, `OPTIONS`, `POST`, `PATCH`, `PUT` or `DELETE`.")
         auth = ("user", self.api_key) if self.is_basic_auth else None
-        data = _encode_body(body) if method in ("POST", "PUT", "PATCH") else None
+        data = None if method not in ("POST", "PUT", "PATCH") else body if type(body) is JsonText else \
+            _encode_body(body)
         response = self.session.request(method, url, params=query_params, data=data, headers=headers, auth=auth,
                                         timeout=self.timeout, stream=True)
         # the whole body in one read (requests' own read errors: iter_content maps urllib3's exceptions)

@@ -18,8 +18,9 @@ from __future__ import annotations
 import math
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
+from itertools import chain, repeat
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..model import CallResults, ContactChange, ItemResult, OnResults
@@ -38,7 +39,6 @@ class TagBatch:
     add: list[ContactChange]
     remove: list[ContactChange]
     waiting: int = 0  # contacts of this batch whose upsert has not answered yet
-    contacts: list[ContactChange] = field(default_factory=list)
 
 
 def tag_batches(changes: Sequence[ContactChange], batch_size: int) -> list[TagBatch]:
@@ -55,10 +55,39 @@ def tag_batches(changes: Sequence[ContactChange], batch_size: int) -> list[TagBa
         add, remove = adds.get(tag, []), removes.get(tag, [])
         for i in range(max(math.ceil(len(add) / batch_size), math.ceil(len(remove) / batch_size))):
             part = slice(i * batch_size, (i + 1) * batch_size)
-            batch = TagBatch(tag, add[part], remove[part])
-            batch.contacts = list({c.key: c for c in (*batch.add, *batch.remove)}.values())
-            batches.append(batch)
+            batches.append(TagBatch(tag, add[part], remove[part]))
     return batches
+
+
+def waiting_for_upserts(batches: Sequence[TagBatch]) -> dict[str, TagBatch | list[TagBatch]]:
+    """Contact key -> the tag call (or the list of them: a contact with several tag changes) waiting for its
+    upsert; sets each batch's ``waiting`` (its distinct contacts that need an upsert). One object per contact,
+    no list, in the usual case of one tag change; and in the usual plan (no contact in two tag calls, nor twice
+    in one) the mapping is one dict built in C, checked by its size; any other plan takes the general loop."""
+    keys = [[c.key for c in (*b.add, *b.remove) if c.create or c.set_fields] for b in batches]  # needs_upsert
+    flat = list(chain.from_iterable(keys))
+    waiting_on: dict[str, TagBatch | list[TagBatch]] = dict(
+        zip(flat, chain.from_iterable(repeat(b, len(k)) for b, k in zip(batches, keys))))
+    if len(waiting_on) == len(flat):  # every key once
+        for batch, k in zip(batches, keys):
+            batch.waiting = len(k)
+        return waiting_on
+    waiting_on = {}
+    for batch in batches:
+        n = 0
+        for c in {c.key: c for c in (*batch.add, *batch.remove)}.values():
+            if c.create or c.set_fields:  # needs_upsert
+                n += 1
+                key = c.key
+                other = waiting_on.get(key)
+                if other is None:
+                    waiting_on[key] = batch
+                elif type(other) is list:
+                    other.append(batch)
+                else:
+                    waiting_on[key] = [other, batch]
+        batch.waiting = n
+    return waiting_on
 
 
 class Pipeline:
@@ -78,24 +107,7 @@ class Pipeline:
         self.failed: set[str] = set()  # upserts that failed: their tag ops are not attempted
         self.missing: set[str] = set()  # upserts that found the contact missing: it carries no tag
         self.spill: list[ContactChange] = []
-        # contact key -> the tag call (or the list of them: a contact with several tag changes) waiting for its
-        # upsert; one object per contact, no list, in the usual case of one tag change
-        waiting_on: dict[str, TagBatch | list[TagBatch]] = {}
-        for batch in self.batches:
-            n = 0
-            for c in batch.contacts:
-                if c.create or c.set_fields:  # needs_upsert
-                    n += 1
-                    key = c.key
-                    other = waiting_on.get(key)
-                    if other is None:
-                        waiting_on[key] = batch
-                    elif type(other) is list:
-                        other.append(batch)
-                    else:
-                        waiting_on[key] = [other, batch]
-            batch.waiting = n
-        self.waiting_on = waiting_on
+        self.waiting_on = waiting_for_upserts(self.batches)
         self.ready = deque(b for b in self.batches if not b.waiting)
         self.upserts: deque[tuple[str, Sequence[ContactChange]]] = deque(
             ("create", chunk) for chunk in dest._chunks(self.creates))
@@ -196,4 +208,4 @@ class Pipeline:
             raise first_error
 
 
-__all__ = ["Pipeline", "TagBatch", "tag_batches"]
+__all__ = ["Pipeline", "TagBatch", "tag_batches", "waiting_for_upserts"]

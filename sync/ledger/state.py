@@ -108,7 +108,7 @@ class PushedStates:
     def load_states(self, destination: str, keys: Iterable[str]) -> dict[str, PushedState]:
         """The pushed state of ``keys`` only (those the ledger holds): what an apply folds its outcomes into.
         Few keys: chunked ``IN`` reads; many: one bulk read (:meth:`state_table`) filtered in Arrow."""
-        keys = list(dict.fromkeys(keys))
+        keys = list(keys) if type(keys) is dict else list(dict.fromkeys(keys))  # a dict's keys are distinct
         if not keys:
             return {}
         t = pushed_state
