@@ -65,9 +65,12 @@ TRIMMED_SPACES = (32, 160, 5760, *range(8192, 8203), 8239, 8287, 12288)
 def text_sql(col: str) -> str:
     """Trimmed text, empty → NULL: exactly ``NULLIF(trim(col), '')``. Most values start and end with
     neither a space nor a no-break space; those pass through untouched, as trimming every value of a 10 M-row
-    column allocates 10 M new strings (``col`` is repeated: pass a column reference)."""
+    column allocates 10 M new strings (``col`` is repeated: pass a column reference). The last character is
+    decoded only in a value that is not plain ASCII (every trimmed space but ``' '`` is not): ``right()``
+    counts the characters of every value, ``suffix()`` and the byte/character lengths are cheaper."""
     spaces = ", ".join(map(str, TRIMMED_SPACES))
-    return (f"CASE WHEN {col} = '' OR ord({col}) IN ({spaces}) OR ord(right({col}, 1)) IN ({spaces})"
+    return (f"CASE WHEN {col} = '' OR ord({col}) IN ({spaces}) OR suffix({col}, ' ') OR"
+            f" (strlen({col}) <> length({col}) AND ord(right({col}, 1)) IN ({spaces}))"
             f" THEN NULLIF(trim({col}), '') ELSE {col} END")
 
 

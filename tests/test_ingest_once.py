@@ -535,3 +535,15 @@ def test_a_daily_file_without_sales_keeps_the_lean_path(tmp_path):
     assert outcome(cfg) == fresh(tmp_path)
     (tmp_path / "exports" / "day1.csv").unlink()  # now no file has a data row: the fresh read's error
     assert outcome(cfg) == fresh(tmp_path) and outcome(cfg)[0] == "error"
+
+
+def test_the_store_writes_order_and_customer_ids_uncompressed(tmp_path):
+    """The ids cost the bulk write most to compress (connectors.tables.UNCOMPRESSED); other strings still are."""
+    cfg = shop(tmp_path, contact_fields=False)
+    write_export(tmp_path, "day1.csv", [(str(i), f"c{i % 3}", "", "2025-06-01", "10.00", "") for i in range(1, 3001)])
+    run_cli("pull", "--config", str(cfg))
+    with duckdb.connect(str(tmp_path / "rfmsync.duckdb"), read_only=True) as con:
+        found = dict(con.execute("SELECT column_name, list(DISTINCT compression ORDER BY compression) FROM "
+                                 "pragma_storage_info('orders') WHERE segment_type = 'VARCHAR' GROUP BY ALL").fetchall())
+    assert found["order_id"] == found["customer_id"] == ["Uncompressed"]
+    assert "Uncompressed" not in found["status"]
