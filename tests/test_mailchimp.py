@@ -130,7 +130,7 @@ def test_prepare_makes_its_reads_at_once_and_then_its_creates_at_once(mailchimp_
     """A first sync's setup (audience, merge fields and tags read; 3 fields and 4 tags created) takes two round
     trips of parallel calls, not ten sequential ones (within the connection limit)."""
     fake = mailchimp_fake
-    fake.latency = 0.02
+    fake.latency = 0.25  # long enough for parallel calls to overlap on a loaded machine (0.02 s did not, once)
     dest = make(fake, sleeps, max_connections=4)
     dest.prepare([f"rfm:T{i}" for i in range(4)], {"RECENCY": "recency_days", "SEGMENT": "segment",
                                                   "MONEY": "monetary"})
