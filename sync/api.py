@@ -22,21 +22,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from connectors.source import Progress, PullResult
 
 from . import progress as steps
 from .config import Config
-from .engine import ApplyReport
-from .ingest import pull_to_store, run_stats
-from .ledger import Ledger, ledger_url, state_cache_folder
 from .pipeline import Reading, SegmentsRun, compute_segments, store_path, today_in
-from .plan_file import SavedPlan, plan_document
-from .planning.planner import PlannedDestination, needs_predictions, plan_all, selected_destinations
-from .run import apply_saved, full_sync, guard_warnings, require_destinations
 from .settings import Settings
 from .store import connect_store
+
+# the ledger, the planner and the apply (SQLAlchemy, the ESP clients) are imported by the calls that use them:
+# ``segments`` and ``predict`` need none of them, and importing them took about 0.3 s of every such run
+if TYPE_CHECKING:
+    from .engine import ApplyReport
+    from .ledger import Ledger
+    from .plan_file import SavedPlan
+    from .planning.planner import PlannedDestination
 
 __all__ = ["PlanResult", "PullSummary", "apply", "as_of_date", "existing_ledger", "explain", "history",
            "init_config", "plan", "prune_history", "pull", "record_history", "run_sync", "segments"]
@@ -51,6 +53,8 @@ def as_of_date(cfg: Config, as_of: date | datetime | None = None) -> date:
 
 def existing_ledger(cfg: Config, settings: Settings) -> Ledger:
     """The ledger if it exists, else an empty in-memory one: planning must not create files."""
+    from .ledger import Ledger, ledger_url, state_cache_folder
+
     url = ledger_url(cfg, settings)
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
         return Ledger.connect("sqlite://")
@@ -70,6 +74,8 @@ def pull(cfg: Config, ledger: Ledger, settings: Settings, *, full: bool = False,
          progress: Progress = None, reading: Reading = Reading()) -> PullSummary:
     """Pull the source into the order store (incremental from the saved cursor unless ``full``; a file source
     reads its new and changed files, every file with ``reading.reread``)."""
+    from .ingest import pull_to_store
+
     con = connect_store(store_path(cfg))
     try:
         result = pull_to_store(cfg, ledger, con, settings, full=full, progress=progress, reading=reading)
@@ -102,6 +108,8 @@ class PlanResult:
 
     def document(self) -> dict:
         """The plan as JSON (``plan --format json``, ``plan -o FILE``)."""
+        from .plan_file import plan_document
+
         return plan_document(self.planned, self.as_of, self.warnings, data=self.data)
 
 
@@ -110,6 +118,10 @@ def plan(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: Seque
          remote: bool = True, reading: Reading = Reading()) -> PlanResult:
     """Segment and plan every (or the named) destination without writing anything anywhere (``rfmsync plan``,
     ``sync --dry-run``). The ESPs are read (read-only) when their credentials are set and ``remote``."""
+    from .ingest import run_stats
+    from .planning.planner import needs_predictions, plan_all, selected_destinations
+    from .run import guard_warnings, require_destinations
+
     require_destinations(cfg)
     day = as_of_date(cfg, as_of)
     run = compute_segments(cfg, day, settings=settings, predict=needs_predictions(cfg, destinations),
@@ -130,6 +142,8 @@ def apply(cfg: Config, saved: SavedPlan, ledger: Ledger, settings: Settings, *,
           allow_mass_change: bool = False) -> list[ApplyReport]:
     """Apply exactly a saved plan (``rfmsync apply``): refused when the ledger moved since it was made (exit 5)
     or when a guard trips (exit 6)."""
+    from .run import apply_saved
+
     return apply_saved(cfg, saved.plans, ledger, settings, data=saved.data, allow_mass_change=allow_mass_change)
 
 
@@ -142,6 +156,8 @@ def run_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: S
 
     ``kind`` names the run in the ledger (``sync``, ``scheduled``); see :func:`sync.run.full_sync` for the
     guards, ``allow_mass_change`` and ``on_warnings``."""
+    from .run import full_sync
+
     return full_sync(cfg, ledger, settings, destinations=destinations, as_of=as_of_date(cfg, as_of), kind=kind,
                      allow_mass_change=allow_mass_change, full_refresh=full_refresh, reconcile=reconcile,
                      full_pull=full_pull, on_warnings=on_warnings, reading=reading)
