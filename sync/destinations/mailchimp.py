@@ -50,20 +50,19 @@ from connectors.retry import RetryPolicy
 
 from ..errors import DestinationConfigError, DestinationError
 from ..model import CallResults, ContactChange, ItemResult, OnResults, failed_results
-from ..planning.values import BOOL, DATE, NUMBER, TEXT, kind_of
+from ..planning.values import kind_of
 from .answers import BadAnswer, unaccounted
-from .base import ClientOptions, DestinationSpec
+from . import specs
+from .base import ClientOptions
 from .mailchimp_apply import Pipeline
 from .mailchimp_api import (NOT_A_MEMBER, BatchAnswer, BatchRejected, Created, ListInfo, MailchimpApi, SegmentAnswer,
                             batch_body, member_error)
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 500  # members per batch subscribe; members_to_add / members_to_remove per segment call
+MAX_BATCH = specs.MAILCHIMP_MAX_BATCH  # members per batch subscribe; members_to_add / _remove per segment call
 MAX_CONNECTIONS = 10  # Mailchimp's concurrent-connection limit per API key
-#: field kind -> merge field type. No boolean type: yes/no text. Dates stay text: the ISO date rfmsync sends
-#: is accepted as it is, whatever the audience's date format.
-FIELD_TYPES: Mapping[str, str] = {NUMBER: "number", TEXT: "text", DATE: "text", BOOL: "text"}
+FIELD_TYPES: Mapping[str, str] = specs.MAILCHIMP_FIELD_TYPES  # merge field types (text for dates and yes/no)
 
 _MERGE_TAG = re.compile(r"[A-Z0-9_]{1,10}")
 _DATA_CENTRE = re.compile(r"[a-z]+[0-9]+")
@@ -349,7 +348,4 @@ def _build(dest: Any, key: Any, options: ClientOptions) -> MailchimpDestination:
                                 max_connections=options.concurrency)
 
 
-SPEC = DestinationSpec(
-    type="mailchimp", label="Mailchimp", build=_build, key_env="MAILCHIMP_API_KEY", url_env="MAILCHIMP_API_URL",
-    field_types=FIELD_TYPES, max_batch=MAX_BATCH, needs_audience=True,
-    segment_name=lambda dest, name: dest.tag_prefix + name)  # tags are static segments, tag_prefix applied
+SPEC = specs.MAILCHIMP  # the rules as data, in sync.destinations.specs (no client import)

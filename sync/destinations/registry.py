@@ -1,7 +1,8 @@
 """The destination registry: config ``type`` → the vendor's :class:`~sync.destinations.base.DestinationSpec`.
 
-Adding an ESP: its module in ``sync/destinations/`` ending with ``SPEC = DestinationSpec(...)``, one line in
-:data:`DESTINATIONS`, its ``<VENDOR>_API_KEY`` / ``<VENDOR>_API_URL`` fields in :class:`sync.settings.Settings`
+Adding an ESP: its module in ``sync/destinations/`` with a ``_build(dest, key, options)`` for its client, its
+``DestinationSpec(...)`` in :mod:`sync.destinations.specs` (data only, ``build=lazy_build("<module>")``: the
+client and its SDK are imported when one is first built), one line in :data:`DESTINATIONS`, its ``<VENDOR>_API_KEY`` / ``<VENDOR>_API_URL`` fields in :class:`sync.settings.Settings`
 (and ``settings.example.env``), and its fake in ``tests/fakes/`` with a row in ``tests/fakes/registry.py``.
 The config's ``type`` choices, its vendor rules, the client factory, tag naming and field types all come from here.
 """
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from connectors.suggest import did_you_mean
 
 from ..errors import ConfigError
-from . import mailchimp, sendgrid, unisender
+from . import specs
 from .base import ClientOptions, Destination, DestinationSpec
 
 if TYPE_CHECKING:
@@ -22,9 +23,9 @@ if TYPE_CHECKING:
     from ..settings import Settings
 
 DESTINATIONS: Mapping[str, DestinationSpec] = MappingProxyType({spec.type: spec for spec in (
-    mailchimp.SPEC,
-    sendgrid.SPEC,
-    unisender.SPEC,
+    specs.MAILCHIMP,
+    specs.SENDGRID,
+    specs.UNISENDER,
 )})
 
 

@@ -27,23 +27,24 @@ from connectors.retry import RetryPolicy
 
 from ..errors import DestinationConfigError, DestinationError
 from ..model import ContactChange, FieldValue, ItemResult, OnResults
-from ..planning.values import BOOL, DATE, NUMBER, TEXT, kind_of
+from ..planning.values import kind_of
 from .answers import BadAnswer
-from .base import ClientOptions, DestinationSpec
+from . import specs
+from .base import ClientOptions
 from .sendgrid_api import (ExportJob, FieldDefinitions, Id, ImportJob, JobId, ListsPage, Refused, Search, SendGridApi,
                            emails_from_csv, error_text, indexed_errors, page_token, parse_errors_csv)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_API_URL = "https://api.sendgrid.com"
-MAX_UPSERT_CONTACTS = 30_000  # PUT /v3/marketing/contacts: "up to 30,000 contacts, or 6MB"
+MAX_UPSERT_CONTACTS = specs.SENDGRID_MAX_UPSERT_CONTACTS  # PUT /v3/marketing/contacts: "up to 30,000 contacts, or 6MB"
 MAX_UPSERT_BYTES = 6_000_000  # 6 MB of JSON (decimal MB: the conservative reading)
 MAX_SEARCH_EMAILS = 100  # POST /v3/marketing/contacts/search/emails returns up to 100 contacts
 MAX_REMOVE_IDS = 100  # DELETE /lists/{id}/contacts?contact_ids=… (cap unpublished: keep URLs short)
 PRESENT = "present"  # existing_members() status: SendGrid contacts have no subscription status
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: field kind -> custom field type (SendGrid has Text, Number and Date; a boolean is a yes/no Text)
-FIELD_TYPES: Mapping[str, str] = {NUMBER: "Number", TEXT: "Text", DATE: "Date", BOOL: "Text"}
+FIELD_TYPES: Mapping[str, str] = specs.SENDGRID_FIELD_TYPES
 
 
 def field_type_for(value_name: str) -> str:
@@ -379,10 +380,7 @@ def _build(dest: Any, key: Any, options: ClientOptions) -> SendGridDestination:
                                batch_size=dest.batch_size, retry=options.retry, timeout=options.timeout)
 
 
-SPEC = DestinationSpec(
-    type="sendgrid", label="SendGrid", build=_build, key_env="SENDGRID_API_KEY", url_env="SENDGRID_API_URL",
-    field_types=FIELD_TYPES, max_batch=MAX_UPSERT_CONTACTS,
-    segment_name=lambda dest, name: dest.list_prefix + name)  # one list per segment, list_prefix applied
+SPEC = specs.SENDGRID  # the rules as data, in sync.destinations.specs (no client import)
 
 __all__ = ["SendGridDestination", "FIELD_TYPES", "SPEC", "field_type_for", "MAX_UPSERT_CONTACTS", "MAX_UPSERT_BYTES",
            "PRESENT"]

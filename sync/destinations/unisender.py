@@ -34,23 +34,24 @@ from connectors.retry import RetryPolicy
 
 from ..errors import DestinationConfigError, DestinationError
 from ..model import ContactChange, ItemResult, OnResults
-from ..planning.values import BOOL, DATE, NUMBER, TEXT, kind_of
+from ..planning.values import kind_of
 from .answers import BadAnswer
-from .base import ClientOptions, DestinationSpec
+from . import specs
+from .base import ClientOptions
 from .unisender_api import (Created, FieldItem, ImportResult, ListItem, Subscribed, TokenBucket, UnisenderApi,
                             UnisenderError)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_API_URL = "https://api.unisender.com/ru/api"
-MAX_IMPORT_ROWS = 500
+MAX_IMPORT_ROWS = specs.UNISENDER_MAX_IMPORT_ROWS
 MAX_TAGS = 10
 _FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _SYSTEM_FIELDS = {"email", "phone", "tags", "email_status", "phone_status", "email_list_ids", "phone_list_ids",
                   "email_subscribe_times", "email_unsubscribed_list_ids", "email_excluded_list_ids",
                   "email_availability", "delete", "phone_availability"}
 #: field kind -> Unisender field type (the type only affects the web UI; values are stored as text)
-FIELD_TYPES: Mapping[str, str] = {NUMBER: "number", TEXT: "string", DATE: "date", BOOL: "bool"}
+FIELD_TYPES: Mapping[str, str] = specs.UNISENDER_FIELD_TYPES
 
 
 def field_type_for(value_name: str) -> str:
@@ -326,12 +327,6 @@ def _build(dest: Any, key: Any, options: ClientOptions) -> UnisenderDestination:
                                 retry=options.retry, timeout=options.timeout)
 
 
-SPEC = DestinationSpec(
-    type="unisender", label="Unisender", build=_build, key_env="UNISENDER_API_KEY", url_env="UNISENDER_API_URL",
-    field_types=FIELD_TYPES, max_batch=MAX_IMPORT_ROWS,
-    segment_name=lambda dest, name: "list:" + name, tag_name=lambda name: "tag:" + name,
-    default_new_contacts="skip",
-    refused_new_contacts={"transactional": 'Unisender has no transactional status; use new_contacts = "skip" or '
-                                           '"pending"'})
+SPEC = specs.UNISENDER  # the rules as data, in sync.destinations.specs (no client import)
 
 __all__ = ["UnisenderDestination", "FIELD_TYPES", "SPEC", "split_name", "field_type_for", "MAX_IMPORT_ROWS"]
