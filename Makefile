@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/rfmsync demo
 
 test: $(DEVSTAMP)
-	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist worksteal $(PYTEST_ARGS)
 
 bench: $(DEVSTAMP)
 	$(BIN)/python bench/segments.py
