@@ -4,7 +4,8 @@ Adding an ESP: its module in ``sync/destinations/`` with a ``_build(dest, key, o
 ``DestinationSpec(...)`` in :mod:`sync.destinations.specs` (data only, ``build=lazy_build("<module>")``: the
 client and its SDK are imported when one is first built), one line in :data:`DESTINATIONS`, its
 ``<VENDOR>_API_KEY`` / ``<VENDOR>_API_URL`` fields in :class:`sync.settings.Settings` (and
-``settings.example.env``), and its fake in ``tests/fakes/`` with a row in ``tests/fakes/registry.py``. The config's ``type`` choices, its vendor rules, the client factory, tag naming and field types all come from here.
+``settings.example.env``), and its fake in ``tests/fakes/`` with a row in ``tests/fakes/registry.py``.
+The config's ``type`` choices, its vendor rules, the client factory, tag naming and field types all come from here.
 """
 
 from __future__ import annotations
