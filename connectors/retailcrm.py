@@ -8,10 +8,10 @@
   or created meanwhile shifts the later ones, so a record the feed does not name may have crossed a
   page boundary onto a page already read. If the feed named any record, the backfill is checked: the
   list's ``totalCount`` (read between two history reads that saw nothing created or deleted) must
-  equal the number of records read and not deleted since. While it does not, the rows within
-  ``moved`` places of each page boundary (``moved`` = the records created or deleted since the
-  backfill started; doubled each round) are read again, de-duplicated by id, and the count is checked
-  again; after ``MAX_REREADS`` rounds (or ``MAX_COUNTS`` counts that were never quiet) the pull stops
+  equal the number of records read and not deleted since. While it does not, the rows near each
+  page boundary are read again, de-duplicated by id (from ``moved`` rows before it to as many rows
+  after it as records were created; ``moved`` = the records created or deleted since the backfill
+  started; later rounds read twice as wide), and the count is checked again; after ``MAX_REREADS`` rounds (or ``MAX_COUNTS`` counts that were never quiet) the pull stops
   with a TransientError: nothing is saved and the next pull backfills again. So any number of
   deletions is safe, and a backfill that nothing touched costs no extra request.
 * Scope: with ``site`` set, ``filter[sites][]`` goes with every list read (backfill and the re-read by
@@ -119,13 +119,13 @@ class _Backfill:
         return (self.read | feed.fetched) - feed.gone
 
 
-def _boundary_pages(pages: int, size: int, moved: int, total: int) -> list[tuple[int, int]]:
-    """The ``(limit, page)`` reads covering every row within ``moved`` places of a boundary between two of
-    the backfill's ``pages`` of ``size`` rows (rows ``b - moved + 1 … b + moved`` of a boundary ``b``), in
-    today's list of ``total`` rows; each merged span is read with the page size that needs fewest requests."""
+def _boundary_pages(pages: int, size: int, below: int, above: int, total: int) -> list[tuple[int, int]]:
+    """The ``(limit, page)`` reads covering the rows ``b - below + 1 … b + above`` around every boundary ``b``
+    between two of the backfill's ``pages`` of ``size`` rows, in today's list of ``total`` rows; each merged
+    span is read with the page size that needs fewest requests."""
     spans: list[list[int]] = []
     for b in range(size, pages * size, size):
-        lo, hi = max(1, b - moved + 1), min(total, b + moved)
+        lo, hi = max(1, b - below + 1), min(total, b + above)
         if lo > hi:
             continue
         if spans and lo <= spans[-1][1] + 1:
@@ -226,17 +226,19 @@ class RetailCrmSource:
         Page numbers are positions in a list that moves: a record deleted (or created) before a page
         boundary between two page reads shifts every later record one place, and a record that crosses
         a boundary upwards is on no page read. A record the history feed names is re-fetched by id
-        anyway; one it does not name keeps its place among the others, so it moved by at most ``moved``
-        places (the records created or deleted since the backfill started) and, if it was skipped, it
-        sits in today's list within ``moved`` places of a page boundary.
+        anyway; one it does not name keeps its place among the others, so if it was skipped at a
+        boundary ``b`` it sits in today's list after row ``b - moved`` (``moved``: the records created or
+        deleted since the backfill started) and at most ``created`` rows after ``b`` (the records
+        created since; deletions only move it up).
 
         Proof, not hope: every record read and not deleted since is in the CRM, so when the list's
         ``totalCount`` (read between two history reads with no creation or deletion in between) equals
-        the number of such records, nothing is missing. Until it does, the rows within ``moved`` places
-        of each page boundary are read again (de-duplicated by id; the width doubles each round, in case
-        records moved for another reason) and the count is read again; after :data:`MAX_REREADS` rounds a
-        TransientError says the CRM changed faster than it could be read (nothing is saved; the next pull
-        backfills again). A backfill during which the history feed names no record costs nothing more."""
+        the number of such records, nothing is missing. Until it does, those rows around each page
+        boundary are read again (de-duplicated by id; later rounds read twice as wide on both sides, in
+        case records moved for another reason) and the count is read again; after :data:`MAX_REREADS`
+        rounds a TransientError says the CRM changed faster than it could be read (nothing is saved; the
+        next pull backfills again). A backfill during which the history feed names no record costs
+        nothing more."""
         path, _, key, _ = _OBJECTS[obj]
         backfilled = set().union(*backfill.pages)
         backfill.read |= backfilled
@@ -256,10 +258,12 @@ class RetailCrmSource:
                     f"RetailCRM {path}: {total - len(present)} records still missing after {MAX_REREADS} "
                     f"re-reads of the backfill ({moved} created or deleted while it ran); the CRM changed "
                     "faster than it could be read. Nothing was saved: run the pull again")
-            width = max(1, moved) << round_
+            below = max(1, moved) << round_
+            above = len(feed.created | (feed.fetched - backfilled)) if round_ == 0 else below
             log.info("retailcrm: %d %s created or deleted during the backfill, %d missing; re-reading the rows "
-                     "within %d places of each page boundary", moved, obj, total - len(present), width)
-            for limit, page in _boundary_pages(len(backfill.pages), self.config.page_size, width, total):
+                     "from %d before to %d after each page boundary", moved, obj, total - len(present), below,
+                     above)
+            for limit, page in _boundary_pages(len(backfill.pages), self.config.page_size, below, above, total):
                 data = self._get(path, [("limit", limit), ("page", page)] + self._site())
                 backfill.read.update(self._stage(obj, data.get(key) or [], stager))
             self._history(obj, feed.last, run_start, stager, feed)
