@@ -16,10 +16,7 @@ from hypothesis import strategies as st
 
 from connectors.errors import TransientError
 from connectors.records import OrderStatus
-try:
-    from connectors.retailcrm import _boundary_pages
-except ImportError:
-    pass
+from connectors.retailcrm import _boundary_pages
 
 from .test_retailcrm import T0, FakeRetailCrm, make_source
 
@@ -70,6 +67,27 @@ def test_25_deletions_between_two_pages_skip_nothing():
     assert completed(con) == in_crm(crm)  # 26…150, none skipped
     deleted = con.execute("SELECT order_id FROM staged_orders WHERE status = 'cancelled' ORDER BY 1").fetchall()
     assert sorted(int(r[0]) for r in deleted) == list(range(1, 26))
+
+
+def test_25_customers_deleted_or_merged_between_two_pages_skip_no_other_customer():
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        crm = FakeRetailCrm(rsps)
+        for cid in range(1, 151):
+            crm.put_contact(cid, f"c{cid}@example.com", at=T0)
+        served = []
+
+        def change(path: str) -> None:
+            served.append(path)
+            if served.count("/api/v5/customers") == 2:  # right before the second page is served
+                for cid in range(1, 26):
+                    crm.delete_customer(cid, at=NOW, combined_to=150 if cid % 2 else None)
+
+        crm.before_request = change
+        con = duckdb.connect()
+        make_source(page_size=50, clock=lambda: RUN).pull(con)
+    rows = con.execute("SELECT customer_id, email FROM staged_contacts").fetchall()
+    assert len(rows) == len({r[0] for r in rows}) == 150
+    assert {int(cid) for cid, email in rows if email} == set(crm.customers) == set(range(26, 151))
 
 
 def test_a_creation_that_shifts_nothing_costs_one_count_and_no_reread():
@@ -126,14 +144,14 @@ class Rereads(logging.Handler):
         self.rounds += "re-reading" in record.getMessage()
 
 
-CHANGE = st.tuples(st.integers(0, 16),  # the request before which it happens
+CHANGE = st.tuples(st.integers(2, 6) | st.integers(0, 16),  # the request before which it happens (2: orders p. 1)
                    st.sampled_from(["delete", "create", "edit"]),
                    st.integers(0, 10_000),  # which order (an index into the live ones) or which new id
-                   st.integers(1, 30))  # how many times in a row
+                   st.integers(1, 40))  # how many times in a row
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(orders=st.integers(0, 200), page_size=st.sampled_from([20, 50, 100]), descending=st.booleans(),
+@given(orders=st.integers(40, 250), page_size=st.sampled_from([20, 50, 100]), descending=st.booleans(),
        changes=st.lists(CHANGE, max_size=12))
 def test_any_interleaving_of_changes_leaves_the_crms_final_state(orders, page_size, descending, changes):
     """Orders are deleted, created (at any place in the list: new ids fill gaps) and edited before any list or
