@@ -7,7 +7,9 @@
   without ``_links.next`` or HTTP 204. Page numbers are never walked over a moving list: a lead edited
   while the backfill runs moves to the end and is read there, a deleted one shifts nothing. When a whole
   page shares one second (bulk robot edits), that second alone is paged by number with ``order[id]=asc``
-  and ``filter[updated_at][to]`` = the same second, then the keyset goes on from the next second.
+  and ``filter[updated_at][to]`` = the same second, then the keyset goes on from the next second. A lead
+  edited or deleted meanwhile leaves that second and shifts the rest, so the second is paged again
+  until a pass finds every lead the pass before it read (:meth:`AmoCrmSource._one_second`).
 * After the backfill, the same read runs again from the backfill's start − ``lookback_minutes``, and the
   trash (below) from the same time: what changed or was deleted while it ran is caught at once.
 * What counts: leads whose ``status_id`` is in ``won_status_ids`` (default 142 "Успешно
@@ -40,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .contacts import PhoneRegion, clean_contact
-from .errors import ConfigError, FatalError
+from .errors import ConfigError, FatalError, TransientError
 from .identity import DEFAULT_MAX_GROUP
 from .http import FieldError, HttpClient, Throttle, clean, get_field, parse_dt, to_decimal, tombstone, with_sleep
 from .incremental import HighWater, PageGuard, Progress, Stager, latest, map_page, pull_by_time, utc_now
@@ -51,6 +53,8 @@ from .webhooks import WebhookParser, as_list, body_digest, parse_php_form, regis
 
 log = logging.getLogger(__name__)
 NAME = "amocrm"
+#: reads of one crowded second (a full page sharing one ``updated_at``) until two agree (:meth:`_one_second`)
+MAX_SECOND_PASSES = 5
 
 
 class AmoCrmConfig(BaseModel):
@@ -209,16 +213,30 @@ class AmoCrmSource:
 
     def _one_second(self, obj: str, entity: str, params: dict[str, Any], second: int, stager: Stager,
                     high: HighWater) -> None:
+        """Page through one crowded second by page number (``order[id]=asc``). A lead can only leave a past
+        second (edited: it moves on to the end of the keyset; deleted: to the trash), and each one that
+        leaves during a pass shifts the rest up, so the pass may skip the lead after a page boundary. Such a
+        pass read a lead that the next pass no longer finds; the second is paged again until a pass finds
+        every lead the pass before it read (at most :data:`MAX_SECOND_PASSES`, else a TransientError)."""
         params = {k: v for k, v in params.items() if not k.startswith("order[")}
         params.update({"order[id]": "asc", "filter[updated_at][from]": second, "filter[updated_at][to]": second})
-        guard, page = PageGuard(f"amoCRM {entity} of second {second}"), 1
-        while True:
-            guard.next(page)
-            rows, more = self._page(entity, {**params, "page": page})
-            self._stage(obj, rows, stager, high)
-            if not more:
+        before: set[str] | None = None
+        for _ in range(MAX_SECOND_PASSES):
+            guard, page, ids = PageGuard(f"amoCRM {entity} of second {second}"), 1, set()
+            while True:
+                guard.next(page)
+                rows, more = self._page(entity, {**params, "page": page})
+                self._stage(obj, rows, stager, high)
+                ids.update(str(r.get("id")) for r in rows if isinstance(r, Mapping))
+                if not more:
+                    break
+                page += 1
+            if before is not None and before <= ids:
                 return
-            page += 1
+            before = ids
+        raise TransientError(f"amoCRM {entity}: the leads of second {second} kept changing during "
+                             f"{MAX_SECOND_PASSES} reads; the CRM changed faster than it could be read. Nothing "
+                             "was saved: run the pull again")
 
     def _page(self, entity: str, params: Mapping[str, Any]) -> tuple[list[Any], bool]:
         """(rows, whether a next page may exist)."""

@@ -4,10 +4,16 @@
   ``GET /api/v5/customers`` (``page``/``limit``, stop at ``totalPageCount`` or an empty page). The list
   has no id range filter nor a sort key to keyset on, so page numbers are used and made safe: right
   after the backfill the history feed is read from the backfill's start − ``lookback_minutes`` (edits,
-  creations and deletions made while it ran); when a record the backfill had already read was deleted
-  meanwhile, every later page shifted up and the first rows of a page may have been skipped, so each
-  page boundary after it is read again (the 20 rows before it, in today's order) and the rows are
-  de-duplicated by id.
+  creations and deletions made while it ran; each named record is re-fetched by id). A record deleted
+  or created meanwhile shifts the later ones, so a record the feed does not name may have crossed a
+  page boundary onto a page already read. If the feed named any record, the backfill is checked: the
+  list's ``totalCount`` (read between two history reads that saw nothing created or deleted) must
+  equal the number of records read and not deleted since. While it does not, the rows near each
+  page boundary are read again, de-duplicated by id (from ``moved`` rows before it to as many rows
+  after it as records were created; ``moved`` = the records created or deleted since the backfill
+  started; later rounds read twice as wide), and the count is checked again; after ``MAX_REREADS`` rounds (or ``MAX_COUNTS`` counts that were never quiet) the pull stops
+  with a TransientError: nothing is saved and the next pull backfills again. So any number of
+  deletions is safe, and a backfill that nothing touched costs no extra request.
 * Scope: with ``site`` set, ``filter[sites][]`` goes with every list read (backfill and the re-read by
   ids), and each record's own ``site`` is checked (history snapshots and webhooks too): a record of
   another store is never stored.
@@ -33,6 +39,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable, Literal, Mapping
 from urllib.parse import urlsplit
@@ -43,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .contacts import PhoneRegion, clean_contact
-from .errors import ConfigError, FatalError, RecordError
+from .errors import ConfigError, FatalError, RecordError, TransientError
 from .identity import DEFAULT_MAX_GROUP
 from .http import FieldError, HttpClient, Throttle, clean, get_field, parse_dt, tombstone, with_sleep
 from .incremental import PageGuard, Progress, Stager, map_page, parse_time_cursor, pull_objects, utc_now
@@ -80,6 +87,56 @@ class RetailCrmSecrets(BaseSettings):
     api_key: SecretStr | None = None
     api_url: str | None = None  # base-URL override (tests, proxies)
     webhook_token: SecretStr | None = None
+
+
+#: rounds of re-reading the rows near the backfill's page boundaries before giving up (:meth:`RetailCrmSource._settle`)
+MAX_REREADS = 3
+#: attempts at reading the list's count with no record created or deleted around it
+MAX_COUNTS = 5
+_LIMITS = (20, 50, 100)  # the page sizes the list accepts
+
+
+@dataclass
+class _Feed:
+    """What the history reads of one object saw."""
+
+    head: int | None = None  # the highest entry id stamped at or before the run start: the new bookmark
+    last: int | None = None  # the highest entry id read
+    gone: set[str] = field(default_factory=set)  # ids deleted or merged away
+    fetched: set[str] = field(default_factory=set)  # ids the re-fetch by id returned
+    created: set[str] = field(default_factory=set)  # ids of entries flagged ``created``
+
+
+@dataclass
+class _Backfill:
+    """The ids of each backfill page, in order, and every id a list read returned since."""
+
+    pages: list[list[str]] = field(default_factory=list)
+    read: set[str] = field(default_factory=set)
+
+    def present(self, feed: _Feed) -> set[str]:
+        """The records read (from the list or by id) and not deleted since: all are in the CRM."""
+        return (self.read | feed.fetched) - feed.gone
+
+
+def _boundary_pages(pages: int, size: int, below: int, above: int, total: int) -> list[tuple[int, int]]:
+    """The ``(limit, page)`` reads covering the rows ``b - below + 1 … b + above`` around every boundary ``b``
+    between two of the backfill's ``pages`` of ``size`` rows, in today's list of ``total`` rows; each merged
+    span is read with the page size that needs fewest requests."""
+    spans: list[list[int]] = []
+    for b in range(size, pages * size, size):
+        lo, hi = max(1, b - below + 1), min(total, b + above)
+        if lo > hi:
+            continue
+        if spans and lo <= spans[-1][1] + 1:
+            spans[-1][1] = max(spans[-1][1], hi)
+        else:
+            spans.append([lo, hi])
+    reads: dict[tuple[int, int], None] = {}
+    for lo, hi in spans:
+        limit = min(_LIMITS, key=lambda n: ((hi - 1) // n - (lo - 1) // n, n))
+        reads.update(((limit, page), None) for page in range((lo - 1) // limit + 1, (hi - 1) // limit + 2))
+    return list(reads)
 
 
 _OBJECTS = {  # cursor key -> (list endpoint, history endpoint, response key, history entity key)
@@ -134,59 +191,109 @@ class RetailCrmSource:
     def _read_object(self, obj: str, previous: str | None, stager: Stager, run_start: datetime) -> str:
         """Backfill (no cursor) then the history feed; return the object's new cursor."""
         lookback = timedelta(minutes=self.config.lookback_minutes)
-        pages: list[list[str]] = []
+        backfill: _Backfill | None = None
         if previous is None:
-            pages = self._backfill(obj, stager)
+            backfill = self._backfill(obj, stager)
             since: int | datetime = run_start - lookback
         elif previous.isdigit():
             since = int(previous)
         else:
             since = parse_time_cursor(NAME, obj, previous) - lookback
-        gone: set[str] = set()
-        head = self._history(obj, since, run_start, stager, gone)
-        if pages and gone:
-            self._reread_boundaries(obj, pages, gone, stager)
-        return str(head) if head is not None else (previous or run_start.isoformat())
+        feed = _Feed(head=since if isinstance(since, int) else None)
+        self._history(obj, since, run_start, stager, feed)
+        if backfill is not None:
+            self._settle(obj, backfill, feed, run_start, stager)
+        return str(feed.head) if feed.head is not None else (previous or run_start.isoformat())
 
-    def _backfill(self, obj: str, stager: Stager) -> list[list[str]]:
-        """Read every page; return the ids of each page, in order (see :meth:`_reread_boundaries`)."""
+    def _backfill(self, obj: str, stager: Stager) -> _Backfill:
+        """Read every page; keep the ids of each page, in order (see :meth:`_settle`)."""
         path, _, key, _ = _OBJECTS[obj]
         guard = PageGuard(f"RetailCRM {path}")
-        page, pages = 1, []
+        page, backfill = 1, _Backfill()
         while True:
             guard.next(page)
             data = self._get(path, [("limit", self.config.page_size), ("page", page)] + self._site())
             rows = data.get(key) or []
-            pages.append([str(r.get("id")) for r in rows if isinstance(r, Mapping)])
-            self._stage(obj, rows, stager)
+            backfill.pages.append(self._stage(obj, rows, stager))
             total = int((data.get("pagination") or {}).get("totalPageCount") or 0)
             if not rows or page >= total:
-                return pages
+                return backfill
             page += 1
 
-    def _reread_boundaries(self, obj: str, pages: list[list[str]], gone: set[str], stager: Stager) -> None:
-        """Records the backfill read were deleted while it ran: every page after the first such record
-        may have shifted up, skipping the first rows of the next page. Read the 20 rows before each later
-        page boundary again (in today's order a skipped row sits just before the old boundary)."""
+    def _settle(self, obj: str, backfill: _Backfill, feed: _Feed, run_start: datetime, stager: Stager) -> None:
+        """Make sure the backfill skipped nothing, however many records were created or deleted while it paged.
+
+        Page numbers are positions in a list that moves: a record deleted (or created) before a page
+        boundary between two page reads shifts every later record one place, and a record that crosses
+        a boundary upwards is on no page read. A record the history feed names is re-fetched by id
+        anyway; one it does not name keeps its place among the others, so if it was skipped at a
+        boundary ``b`` it sits in today's list after row ``b - moved`` (``moved``: the records created or
+        deleted since the backfill started) and at most ``created`` rows after ``b`` (the records
+        created since; deletions only move it up).
+
+        Proof, not hope: every record read and not deleted since is in the CRM, so when the list's
+        ``totalCount`` (read between two history reads with no creation or deletion in between) equals
+        the number of such records, nothing is missing. Until it does, those rows around each page
+        boundary are read again (de-duplicated by id; later rounds read twice as wide on both sides, in
+        case records moved for another reason) and the count is read again; after :data:`MAX_REREADS`
+        rounds a TransientError says the CRM changed faster than it could be read (nothing is saved; the
+        next pull backfills again). A backfill during which the history feed names no record costs
+        nothing more."""
         path, _, key, _ = _OBJECTS[obj]
-        first = next((i for i, ids in enumerate(pages) if gone & set(ids)), None)
-        if first is None:
+        backfilled = set().union(*backfill.pages)
+        backfill.read |= backfilled
+        if not (feed.gone or feed.fetched):  # nothing created, deleted or edited: no page could shift
             return
-        size = self.config.page_size
-        log.info("retailcrm: %d %s deleted during the backfill; re-reading %d page boundaries", len(gone), obj,
-                 len(pages) - 1 - first)
-        for boundary in range(first + 1, len(pages)):
-            page = (boundary * size - 1) // 20 + 1  # the 20-row page holding the row just before it
-            data = self._get(path, [("limit", 20), ("page", page)] + self._site())
-            self._stage(obj, data.get(key) or [], stager)
+        for round_ in range(MAX_REREADS + 1):
+            total = self._quiet_count(obj, backfill, feed, run_start, stager)
+            present = backfill.present(feed)
+            if total == len(present):
+                return
+            if total < len(present):
+                raise FatalError(f"RetailCRM {path}: the list counts {total} records but {len(present)} "
+                                 "read ones were not deleted; the list and the history feed disagree")
+            moved = len(feed.gone | feed.created | (feed.fetched - backfilled))
+            if round_ == MAX_REREADS:
+                raise TransientError(
+                    f"RetailCRM {path}: {total - len(present)} records still missing after {MAX_REREADS} "
+                    f"re-reads of the backfill ({moved} created or deleted while it ran); the CRM changed "
+                    "faster than it could be read. Nothing was saved: run the pull again")
+            below = max(1, moved) << round_
+            above = len(feed.created | (feed.fetched - backfilled)) if round_ == 0 else below
+            log.info("retailcrm: %d %s created or deleted during the backfill, %d missing; re-reading the rows "
+                     "from %d before to %d after each page boundary", moved, obj, total - len(present), below,
+                     above)
+            for limit, page in _boundary_pages(len(backfill.pages), self.config.page_size, below, above, total):
+                data = self._get(path, [("limit", limit), ("page", page)] + self._site())
+                backfill.read.update(self._stage(obj, data.get(key) or [], stager))
+            self._history(obj, feed.last, run_start, stager, feed)
+
+    def _quiet_count(self, obj: str, backfill: _Backfill, feed: _Feed, run_start: datetime,
+                     stager: Stager) -> int:
+        """The list's ``totalCount``, read between two history reads that saw no record created or deleted
+        (else the count and the records read would not describe the same list)."""
+        path, _, key, _ = _OBJECTS[obj]
+        for _ in range(MAX_COUNTS):
+            before, gone = backfill.present(feed), len(feed.gone)
+            data = self._get(path, [("limit", 20), ("page", 1)] + self._site())
+            total = int((data.get("pagination") or {}).get("totalCount") or 0)
+            rows = set(self._stage(obj, data.get(key) or [], stager))
+            backfill.read |= rows
+            self._history(obj, feed.last, run_start, stager, feed)
+            # quiet: nothing deleted, and nothing re-fetched that was not there already (a creation)
+            if len(feed.gone) == gone and backfill.present(feed) <= before | rows:
+                return total
+        raise TransientError(f"RetailCRM {path}: records were created or deleted during each of {MAX_COUNTS} "
+                             "reads of the list's count; the CRM changed faster than it could be read. Nothing "
+                             "was saved: run the pull again")
 
     def _history(self, obj: str, since: int | datetime, run_start: datetime, stager: Stager,
-                 gone: set[str] | None = None) -> int | None:
-        """Read the history feed after ``since``; re-fetch changed records; return the new head id.
-        The ids of deleted (or merged-away) records are added to ``gone``."""
+                 feed: _Feed) -> None:
+        """Read the history feed after ``since`` (an entry id or a time); re-fetch
+        changed records; note the bookmark head, the last entry id, and the ids deleted (or merged away)
+        and re-fetched in ``feed``."""
         _, path, _, entity = _OBJECTS[obj]
         tz = ZoneInfo(self.config.timezone)
-        head: int | None = since if isinstance(since, int) else None
         guard = PageGuard(f"RetailCRM {path}")
         while True:
             if isinstance(since, int):
@@ -206,6 +313,8 @@ class RetailCrmSource:
                     deleted.append(entry)
                 elif ref.get("id") is not None:
                     changed[str(ref["id"])] = None
+                    if entry.get("created"):
+                        feed.created.add(str(ref["id"]))
                 if survivor is not None:
                     changed[str(survivor)] = None
                 eid = int(entry.get("id", 0))
@@ -215,28 +324,34 @@ class RetailCrmSource:
                 except ValueError:
                     at = run_start
                 if at <= run_start:
-                    head = max(head or 0, eid)
+                    feed.head = max(feed.head or 0, eid)
             for entry in deleted:  # gone: nothing to re-fetch
                 rid = str((entry.get(entity) or {}).get("id"))
                 changed.pop(rid, None)
-                if gone is not None:
-                    gone.add(rid)
-            self._refetch(obj, list(changed), stager)
+                feed.gone.add(rid)
+            if entries:
+                feed.last = max(feed.last or 0, last)
+            feed.fetched |= self._refetch(obj, list(changed), stager)
             self._stage_gone(obj, deleted, stager)
             if len(entries) < 100:
-                return head
+                return
             if isinstance(since, int) and last <= since:
                 raise FatalError(f"RetailCRM {path}: the history feed did not advance past id {since}")
             since = last
 
-    def _refetch(self, obj: str, ids: list[str], stager: Stager) -> None:
+    def _refetch(self, obj: str, ids: list[str], stager: Stager) -> set[str]:
+        """Re-read records by id; return the ids the CRM returned."""
         path, _, key, _ = _OBJECTS[obj]
+        returned: set[str] = set()
         for start in range(0, len(ids), 100):
             chunk = ids[start:start + 100]
             data = self._get(path, [("filter[ids][]", i) for i in chunk] + [("limit", 100)] + self._site())
-            self._stage(obj, data.get(key) or [], stager)
+            returned.update(self._stage(obj, data.get(key) or [], stager))
+        return returned
 
-    def _stage(self, obj: str, rows: list[Any], stager: Stager) -> None:
+    def _stage(self, obj: str, rows: list[Any], stager: Stager) -> list[str]:
+        """Stage a page of list rows; return their ids, in order (rows of another store included: the
+        list's count includes them when the CRM ignores ``filter[sites][]``)."""
         def one(raw: Any) -> Order | Contact | None:
             if isinstance(raw, Mapping) and not in_scope(raw, self.config):
                 return None
@@ -245,6 +360,7 @@ class RetailCrmSource:
             return stager.contact(map_customer(raw, self.config), self.config.phone_region)
 
         stager.stage(*map_page(stager, f"{NAME}:{obj}", rows, one))
+        return [str(r.get("id")) for r in rows if isinstance(r, Mapping) and r.get("id") is not None]
 
     def _stage_gone(self, obj: str, entries: list[Mapping[str, Any]], stager: Stager) -> None:
         """History entries of deleted records: a deleted order is staged as cancelled (from the entry's

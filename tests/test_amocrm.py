@@ -14,7 +14,7 @@ import responses
 
 from connectors.amocrm import (AmoCrmConfig, AmoCrmSecrets, AmoCrmSource, parse_webhook, verify_webhook,
                                webhook_refs)
-from connectors.errors import AuthError, RecordError
+from connectors.errors import AuthError, RecordError, TransientError
 
 SUB = "demoshop"
 BASE = f"https://{SUB}.amocrm.ru"
@@ -191,6 +191,61 @@ def test_a_deleted_lead_leaves_the_history(rsps):
     # the trash is read from the same bookmark (minus the lookback) as the leads
     assert fake.trash_since_seen[-1] == fake.since_seen[-1]
     assert json.loads(second.cursor)["orders"] == (T0 + timedelta(days=1, hours=1)).isoformat()
+
+
+def on_page(fake: FakeAmo, n: int, change) -> None:
+    """Run ``change`` right after the ``n``-th page of leads (counting from 0) is served."""
+    pages = iter(range(n + 1))
+
+    def hook() -> None:
+        if next(pages) == n:
+            change()
+        else:
+            fake.between_pages = hook
+    fake.between_pages = hook
+
+
+def test_leads_leaving_a_crowded_second_while_it_is_paged_skip_no_other_lead(rsps):
+    """30 leads share one second (a robot's bulk edit), so that second is paged by number. Right after its
+    first page, 6 leads of that page are deleted and 3 edited (both leave the second): the leads after them
+    move up a page. The second is paged again until a pass finds every lead the one before it read."""
+    fake = FakeAmo(rsps)
+    fake.put_contact(1, "c1@example.com", at=T0)
+    for oid in range(1, 31):
+        fake.put_order(oid, 1, "10", at=T0)
+    now = T0 + timedelta(days=1, seconds=30)
+
+    def change() -> None:
+        for oid in range(1, 7):
+            fake.delete_order(oid, at=now)
+        for oid in (7, 8, 9):
+            fake.put_order(oid, 1, "99", at=now)
+
+    on_page(fake, 2, change)  # pages: the first, the keyset from that second, the second's own page 1
+    con = duckdb.connect()
+    make_source().pull(con)
+    assert fake.between_pages is None, "the changes did not happen mid-backfill"
+    rows = con.execute("SELECT order_id, status, amount FROM staged_orders").fetchall()
+    assert len(rows) == len({r[0] for r in rows}) == 30
+    completed = {int(oid): amount for oid, status, amount in rows if status == "completed"}
+    assert sorted(completed) == sorted(fake.order_ids()) == list(range(7, 31))
+    assert {completed[oid] for oid in (7, 8, 9)} == {Decimal("99.00")}
+
+
+def test_a_crowded_second_that_never_settles_is_a_clear_transient_error(rsps):
+    fake = FakeAmo(rsps)
+    fake.put_contact(1, "c1@example.com", at=T0)
+    for oid in range(1, 60):
+        fake.put_order(oid, 1, "10", at=T0)
+    now = T0 + timedelta(days=1, seconds=30)
+    left = iter(range(1, 60))
+
+    def change() -> None:  # after every page from the third on, the lowest lead left leaves the second
+        fake.put_order(next(left), 1, "99", at=now)
+        fake.between_pages = change
+    on_page(fake, 2, change)
+    with pytest.raises(TransientError, match="kept changing.*run the pull again"):
+        make_source().pull(duckdb.connect())
 
 
 def test_check_and_auth_error(rsps):

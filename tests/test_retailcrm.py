@@ -46,6 +46,8 @@ class FakeRetailCrm:
         self.between_pages = None  # called once, after the first page of the orders backfill is served
         self.list_queries: list[list[tuple[str, str]]] = []  # every list request's query, in order
         self.ignore_sites = False  # answer every store whatever filter[sites][] says
+        self.before_request = None  # called with the path before each list or history request is answered
+        self.descending = False  # the list's order: by id, ascending (default) or descending
         for obj in ("orders", "customers") if pull else ():
             rsps.add_callback("GET", re.compile(rf"{BASE}/api/v5/{obj}(\?.*)?$"), self._list(obj))
             rsps.add_callback("GET", re.compile(rf"{BASE}/api/v5/{obj}/history(\?.*)?$"), self._history(obj))
@@ -61,11 +63,15 @@ class FakeRetailCrm:
         self.history[obj].append({"id": self._next_history, "createdAt": fmt(at), "source": "api",
                                   "field": "status", obj[:-1]: {"id": rid, "site": site}, **extra})
 
+    def _created(self, obj: str, rid: int) -> dict:
+        """The history entry's ``created`` flag: the first entry of a new record."""
+        return {} if any(e[obj[:-1]]["id"] == rid for e in self.history[obj]) else {"created": True}
+
     def put_contact(self, cid: int, email: str, *, at: datetime, **fields) -> None:
         self.customers[cid] = {"id": cid, "email": email, "firstName": "Ann", "lastName": f"C{cid}",
                                "phones": [{"number": "+77011234567"}], "createdAt": fmt(at), "site": "shop-main",
                                **fields}
-        self._log("customers", cid, at)
+        self._log("customers", cid, at, **self._created("customers", cid))
 
     def put_order(self, oid: int, cid: int, amount: str, *, at: datetime, bad: bool = False,
                   status: str = "complete", site: str = "shop-main") -> None:
@@ -75,7 +81,7 @@ class FakeRetailCrm:
             "totalSumm": "not-a-number" if bad else float(amount), "currency": "RUB", "discountManualAmount": 0,
             "items": [{"id": oid * 10, "offer": {"id": 5, "name": "Tea", "article": "T-1"}, "productName": "Tea",
                        "quantity": 2, "initialPrice": float(amount) / 2, "discountTotal": 0}]}
-        self._log("orders", oid, at)
+        self._log("orders", oid, at, **self._created("orders", oid))
 
     def delete_order(self, oid: int, *, at: datetime) -> None:
         snapshot = self.orders.pop(oid)
@@ -115,6 +121,8 @@ class FakeRetailCrm:
             if request.headers.get("X-API-KEY") != KEY or self.bad_key:
                 return 401, {}, json.dumps({"success": False, "errorMsg": "Wrong \"apiKey\" value."})
             query = parse_qsl(urlsplit(request.url).query)
+            if self.before_request is not None:
+                self.before_request(urlsplit(request.url).path)
             return 200, {"Content-Type": "application/json"}, json.dumps(handler(query))
         return callback
 
@@ -129,7 +137,8 @@ class FakeRetailCrm:
             ids = [int(v) for k, v in query if k == "filter[ids][]"]
             sites = [v for k, v in query if k == "filter[sites][]"]
             self.fetched_ids += ids
-            rows = [store[i] for i in ids if i in store] if ids else [store[k] for k in sorted(store)]
+            rows = [store[i] for i in ids if i in store] if ids else [
+                store[k] for k in sorted(store, reverse=self.descending)]
             rows = [r for r in rows if not sites or self.ignore_sites or r.get("site") in sites]
             page = int(q.get("page", 1))
             chunk = rows[(page - 1) * limit: page * limit]
