@@ -147,8 +147,9 @@ def _currencies(con: duckdb.DuckDBPyConnection, days: PurchaseDays, as_of: date)
     """The currencies of the completed orders up to ``as_of`` (sorted) when there are several; at most one
     entry otherwise. A cheap scan without local days answers alone unless the whole history has several."""
     where = f"FROM {days.orders} WHERE status = 'completed' AND currency IS NOT NULL"
-    if con.execute(f"SELECT count(DISTINCT currency) {where}").fetchall()[0][0] <= 1:
-        return con.execute(f"SELECT DISTINCT currency {where}").fetchall()
+    seen = con.execute(f"SELECT DISTINCT currency {where} LIMIT 2").fetchall()
+    if len(seen) <= 1:
+        return seen
     return con.execute(f"SELECT DISTINCT currency {where} AND {days.day_sql} <= ? ORDER BY 1",
                        [as_of]).fetchall()
 
