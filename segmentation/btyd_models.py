@@ -16,6 +16,10 @@ writes the per-customer table.
   (the method of lifetimes' ``customer_lifetime_value``).
 
 Fits: L-BFGS-B on log-parameters with analytic gradients (Nelder–Mead fallback).
+
+``scipy.special`` is imported where it is first used, not with this module: it takes ~0.2 s (it copies numpy's
+namespace, ``numpy.f2py`` included), and a predicting run imports it on a background thread
+(:mod:`segmentation.warmup`) while its first queries run, instead of waiting for it before them.
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import digamma, expit, gammaln, hyp2f1
 
 from .errors import ThinDataError
 
@@ -97,6 +100,7 @@ def _minimise(fun, n_params: int, what: str, start: np.ndarray | None = None) ->
 def bgnbd_log_likelihood(params: BgNbdParams | tuple[float, float, float, float],
                          x, t_x, T, weights=None) -> float:
     """Total BG/NBD log-likelihood of the summary (FHL 2005 eq. 6), e.g. −9582.43 on CDNOW."""
+    from scipy.special import gammaln  # (imported on first use: see the module docstring)
     r, alpha, a, b = params[:4] if isinstance(params, tuple) else (params.r, params.alpha, params.a, params.b)
     x, t_x, T = _arrays(x, t_x, T)
     w = np.ones_like(x) if weights is None else np.asarray(weights, dtype=np.float64)
@@ -114,6 +118,7 @@ def _bgnbd_objective(x, t_x, T, w):
     (np.bincount), so only repeat buyers' "dropped out after t_x" term is evaluated per
     customer: z = log a − log(b+x−1) + (r+x)·log((α+T)/(α+t_x)), ℓ gains softplus(z).
     """
+    from scipy.special import digamma, gammaln  # (imported on first use: see the module docstring)
     ux, ix = _by_x(x)
     uT, iT = _by_x(T)
     W_x = np.bincount(ix, weights=w, minlength=ux.size)
@@ -170,6 +175,7 @@ def fit_bgnbd(x, t_x, T, weights=None, start: BgNbdParams | None = None) -> BgNb
 
 def p_alive(params: BgNbdParams, x, t_x, T) -> np.ndarray:
     """P(alive at T | x, t_x, T) (Hardie note 021); 1 for customers without repeat purchases."""
+    from scipy.special import expit  # (imported on first use: see the module docstring)
     x, t_x, T = _arrays(x, t_x, T)
     r, alpha, a, b = params.r, params.alpha, params.a, params.b
     log_div = (r + x) * np.log((alpha + T) / (alpha + t_x)) + np.log(a / (b + np.maximum(x, 1) - 1))
@@ -179,6 +185,7 @@ def p_alive(params: BgNbdParams, x, t_x, T) -> np.ndarray:
 def _log_hyp2f1(ha: np.ndarray, hb: np.ndarray, hc: np.ndarray, z: np.ndarray) -> np.ndarray:
     """log 2F1(ha, hb; hc; z) (arrays of one shape), by Euler's transformation where the direct series overflows
     (evaluated there only)."""
+    from scipy.special import hyp2f1  # (imported on first use: see the module docstring)
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         out = np.atleast_1d(np.log(hyp2f1(ha, hb, hc, z)))
         over = np.isinf(out)
@@ -234,6 +241,7 @@ def churn_risk(prob: np.ndarray, cut_points: tuple[float, float]) -> np.ndarray:
 
 def gamma_gamma_log_likelihood(params: GammaGammaParams | tuple[float, float, float], x, m) -> float:
     """Total Gamma-Gamma log-likelihood of repeat buyers' (x, m̄) (note 025 eq. 1a)."""
+    from scipy.special import gammaln  # (imported on first use: see the module docstring)
     p, q, g = params[:3] if isinstance(params, tuple) else (params.p, params.q, params.gamma)
     x, m = _arrays(x, m)
     return float(np.sum(gammaln(p * x + q) - gammaln(p * x) - gammaln(q) + q * np.log(g)
@@ -242,6 +250,7 @@ def gamma_gamma_log_likelihood(params: GammaGammaParams | tuple[float, float, fl
 
 def fit_gamma_gamma(x, m) -> GammaGammaParams:
     """Maximum-likelihood Gamma-Gamma parameters from repeat buyers (x > 0, m > 0 only)."""
+    from scipy.special import digamma, gammaln  # (imported on first use: see the module docstring)
     x, m = _arrays(x, m)
     keep = (x > 0) & (m > 0) & np.isfinite(m)
     x, m = x[keep], m[keep]

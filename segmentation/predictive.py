@@ -10,6 +10,7 @@ Thin data leaves the model fields NULL with a reason; a holdout refit reports th
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Literal, Mapping
@@ -146,8 +147,9 @@ def _currencies(con: duckdb.DuckDBPyConnection, days: PurchaseDays, as_of: date)
     """The currencies of the completed orders up to ``as_of`` (sorted) when there are several; at most one
     entry otherwise. A cheap scan without local days answers alone unless the whole history has several."""
     where = f"FROM {days.orders} WHERE status = 'completed' AND currency IS NOT NULL"
-    if con.execute(f"SELECT count(DISTINCT currency) {where}").fetchall()[0][0] <= 1:
-        return con.execute(f"SELECT DISTINCT currency {where}").fetchall()
+    seen = con.execute(f"SELECT DISTINCT currency {where} LIMIT 2").fetchall()
+    if len(seen) <= 1:
+        return seen
     return con.execute(f"SELECT DISTINCT currency {where} AND {days.day_sql} <= ? ORDER BY 1",
                        [as_of]).fetchall()
 
@@ -237,20 +239,31 @@ def _arrow(values: np.ndarray, null: np.ndarray | None = None) -> pa.Array:
     return pa.Array.from_buffers(kind, len(values), [valid, pa.py_buffer(values)], null_count=int(null.sum()))
 
 
-def _holdout(con: duckdb.DuckDBPyConnection, cal_end: date | None, cfg: PredictConfig,
+def _holdout(con: duckdb.DuckDBPyConnection, cal_end: date | None, cfg: PredictConfig, pool: Executor,
              start: BgNbdParams | None = None,
-             fits: FitStore | None = None) -> tuple[dict[str, Any], tuple[dict[str, Any], ...]]:
+             fits: FitStore | None = None) -> Future[tuple[dict[str, Any], tuple[dict[str, Any], ...]]]:
     """Refit on orders up to as_of − holdout_days (``cal_end``: customer_lifecycle has the calibration columns);
     compare predicted with actual purchase days after. Also the customers grouped by their calibration repeat
     purchases (:func:`segmentation.holdout.compare`). ``start``: the full history's fit, where the refit starts
-    (the same shop a little earlier: close to its maximum, so it takes fewer steps)."""
+    (the same shop a little earlier: close to its maximum, so it takes fewer steps). The comparison (the model's
+    numbers for every calibration summary: numpy and scipy's special functions, which release the GIL) runs on
+    ``pool`` while the caller computes the full history's numbers; the refit itself runs here, never beside
+    another fit (a fit limits the BLAS threads of the whole process)."""
+    done: Future[tuple[dict[str, Any], tuple[dict[str, Any], ...]]] = Future()
     if cal_end is None:
-        return {"reason": "disabled (holdout_days = 0)"}, ()
+        done.set_result(({"reason": "disabled (holdout_days = 0)"}, ()))
+        return done
     out: dict[str, Any] = {"calibration_end": cal_end.isoformat(), "holdout_days": cfg.holdout_days}
     cal = holdout.calibration(con, cfg.time_unit)
     bg, reason = _fit_bgnbd_guarded(cal.summary, cfg, start, fits)
     if bg is None:
-        return out | {"reason": f"calibration period: {reason}"}, ()
+        done.set_result((out | {"reason": f"calibration period: {reason}"}, ()))
+        return done
+    return pool.submit(_holdout_check, cal, bg, cfg, out)
+
+
+def _holdout_check(cal: holdout.Calibration, bg: BgNbdParams, cfg: PredictConfig,
+                   out: dict[str, Any]) -> tuple[dict[str, Any], tuple[dict[str, Any], ...]]:
     u = cal.summary
     with np.errstate(all="ignore"):
         predicted = expected_purchases(bg, cfg.holdout_days / DAYS_PER_UNIT[cfg.time_unit], u.x, u.t_x, u.T)
@@ -287,18 +300,20 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
     s = _summary(con, as_of, cfg.time_unit)
     reasons = []
     bg, bg_why = _fit_bgnbd_guarded(s, cfg, fits=fits)
-    hold, hold_groups = _holdout(con, cal_end, cfg, bg, fits)
-    if bg_why:
-        reasons.append(f"BG/NBD not fitted: {bg_why}")
-    gg = gg_why = corr = None
-    if bg is not None:
-        spend_x, spend_m = _repeat_spend(con)
-        gg, gg_why = _fit_gamma_gamma_guarded(con, cfg, days, as_of, spend_x, spend_m, fits)
-        if gg is not None:  # the model assumes spend independent of frequency: reported
-            corr = float(np.corrcoef(spend_x, spend_m)[0, 1])
-    if gg_why:
-        reasons.append(f"Gamma-Gamma not fitted: {gg_why}")
-    table, bad = _model_table(s, cfg, bg, gg)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rfmsync-holdout") as pool:
+        checked = _holdout(con, cal_end, cfg, pool, bg, fits)  # compared on the pool meanwhile
+        if bg_why:
+            reasons.append(f"BG/NBD not fitted: {bg_why}")
+        gg = gg_why = corr = None
+        if bg is not None:
+            spend_x, spend_m = _repeat_spend(con)
+            gg, gg_why = _fit_gamma_gamma_guarded(con, cfg, days, as_of, spend_x, spend_m, fits)
+            if gg is not None:  # the model assumes spend independent of frequency: reported
+                corr = float(np.corrcoef(spend_x, spend_m)[0, 1])
+        if gg_why:
+            reasons.append(f"Gamma-Gamma not fitted: {gg_why}")
+        table, bad = _model_table(s, cfg, bg, gg)
+        hold, hold_groups = checked.result()
     if bad:
         reasons.append(f"{bad} customers got non-finite predictions (left NULL)")
     warn = fitnotes.warning_lines(bg_why, gg_why, bad) if s.customers else []

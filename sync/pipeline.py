@@ -22,7 +22,7 @@ from connectors.errors import ConfigError as SourceConfigError
 from connectors.records import BadRow
 from connectors.source import PullResult, Source
 from segmentation import SegmentationConfig, SegmentationResult, run_segmentation
-from segmentation.warmup import import_in_background
+from segmentation.warmup import PREDICTION_MODULES, import_in_background
 
 from . import progress as steps
 from .config import Config, format_validation_error
@@ -173,7 +173,7 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
     pull = None
     predicting = predict or rules_need_predictions(seg_cfg)
     if predicting:  # scipy's import overlaps the queries before the fits (opening the store, the export, ...)
-        import_in_background("segmentation.predictive")
+        import_in_background(*PREDICTION_MODULES)
     own_store = con is None  # a store this run opened: its purchase-day cache may be read and written
     if con is None:
         path = store_path(cfg)

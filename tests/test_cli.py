@@ -101,6 +101,34 @@ def test_predict_json_has_the_public_keys(shop):
     assert sum(sum(v.values()) for v in by_segment.values()) == data["customers"]
 
 
+@pytest.mark.parametrize("fitted", [True, False])
+def test_predict_churn_risk_by_segment_counts_each_customer_in_their_segment(shop, fitted):
+    """The per-segment churn risk counts are those of joining each customer's segment to their predictions
+    (the command reads both from the segments table, which carries the predictions' columns); without a model
+    every customer counts as unknown."""
+    from sync import api
+    from sync.cli.main import load
+
+    cfg = shop
+    if not fitted:
+        cfg = shop.with_name("unfitted.toml")
+        cfg.write_text(shop.read_text(encoding="utf-8") + "\n[predict]\nmin_customers = 100000\n", encoding="utf-8")
+    data = json.loads(run("predict", "--config", str(cfg), "--as-of", AS_OF, "--format", "json").stdout)
+    run_ = api.segments(load(str(cfg)), date.fromisoformat(AS_OF), predict=True, holdout=True, boundary=False)
+    try:
+        rows = run_.con.execute(f"""SELECT s.segment, coalesce(p.churn_risk, 'unknown'), count(*)
+                                      FROM {run_.result.table} s JOIN customer_predictions p USING (customer_id)
+                                      GROUP BY ALL""").fetchall()
+    finally:
+        run_.close()
+    expected: dict = {}
+    for segment, risk, n in rows:
+        expected.setdefault(segment, {})[risk] = n
+    assert data["churn_risk_by_segment"] == expected
+    risks = {r for v in expected.values() for r in v}
+    assert len(expected) > 1 and (len(risks) > 1 if fitted else risks == {"unknown"})
+
+
 def test_customers_file_gains_predictions_and_rules_can_use_them(shop, tmp_path):
     out = tmp_path / "c.parquet"
     run("segments", "--config", str(shop), "--as-of", AS_OF, "--customers", "-o", str(out))

@@ -77,12 +77,12 @@ def test_a_background_import_loads_the_module_or_leaves_its_error_to_the_caller(
     time the caller imports it, and a failing import raises in the caller's thread, not on the helper's."""
     out = subprocess.run([sys.executable, "-c", """
 import sys, threading
-from segmentation.warmup import import_in_background
-thread = import_in_background("segmentation.predictive")
+from segmentation.warmup import PREDICTION_MODULES, import_in_background
+thread = import_in_background(*PREDICTION_MODULES)
 assert thread is not None
 thread.join(30)
 assert "segmentation.predictive" in sys.modules and "scipy.special" in sys.modules
-assert import_in_background("segmentation.predictive") is None  # loaded: nothing started
+assert import_in_background(*PREDICTION_MODULES) is None  # loaded: nothing started
 errors = []
 threading.excepthook = errors.append
 import_in_background("segmentation.no_such_module").join(30)
@@ -91,5 +91,22 @@ try:
     import segmentation.no_such_module
 except ModuleNotFoundError:
     print("ok")
+"""], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_the_predictions_module_imports_without_scipy_special():
+    """scipy.special takes ~0.2 s to import (it copies numpy's namespace): a predicting run waits for the
+    predictions' module early (its config), so that module leaves the special functions to a background import
+    that overlaps the run's first queries; they are loaded where a model number is first computed."""
+    out = subprocess.run([sys.executable, "-c", """
+import sys
+import numpy as np
+import segmentation.predictive
+from segmentation.btyd_models import BgNbdParams, p_alive
+assert "scipy.special" not in sys.modules
+p_alive(BgNbdParams(0.24, 4.4, 0.79, 2.4), np.array([1.0]), np.array([2.0]), np.array([3.0]))
+assert "scipy.special" in sys.modules
+print("ok")
 """], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.stdout.strip() == "ok", out.stderr

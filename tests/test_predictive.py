@@ -303,6 +303,18 @@ def test_spend_model_needs_one_currency():
     assert con.execute("SELECT count(p_alive), count(clv) FROM customer_predictions").fetchall()[0] == (200, 0)
 
 
+@pytest.mark.parametrize("later", [[], ["USD"], ["USD", "GBP"]])
+def test_spend_model_counts_the_currencies_up_to_as_of(later):
+    """Orders in other currencies after as_of (a later export read with an earlier --as-of) do not stop the
+    spend model; none at all is one currency too (the config's, or none given)."""
+    con = _synthetic_shop(200)
+    for i, cur in enumerate(later):
+        con.execute("INSERT INTO orders VALUES (?, 'c1', TIMESTAMPTZ '2025-03-01 12:00:00+00', 10, ?, "
+                    "'completed', NULL)", [f"late{i}", cur])
+    out = P.predict_customers(con, date(2025, 2, 4), P.PredictConfig()).to_json()
+    assert out["gamma_gamma"]["p"] is not None and out["reason"] is None
+
+
 def test_holdout_needs_enough_calibration_history():
     con = _synthetic_shop(200)
     out = P.predict_customers(con, date(2025, 2, 4), P.PredictConfig(holdout_days=380)).to_json()

@@ -146,9 +146,12 @@ def predict(config_path, as_of, fmt):
     try:
         report = run.predictions.to_json()
         report["warnings"] = list(run.warnings)  # the models' own and the run's (stale data, ...)
+        # the segments table carries the predictions' columns (joined in as rule inputs): no second join of a
+        # million customers; a customer the predictions have is one whose discount_hunter is set (never NULL
+        # there), as in the inner join of the two
         dist = run.con.execute(f"""
-            SELECT s.segment, p.churn_risk, count(*) FROM {run.result.table} s
-            JOIN customer_predictions p USING (customer_id) GROUP BY ALL ORDER BY ALL
+            SELECT segment, churn_risk, count(*) FROM {run.result.table}
+            WHERE discount_hunter IS NOT NULL GROUP BY ALL ORDER BY ALL
         """).fetchall()
         by_seg: dict = {}
         for segment, risk, n in dist:

@@ -59,10 +59,13 @@ _DEFINITION = hashlib.blake2b((purchase_days.SELECT_SQL + lifecycle.customer_tot
                               digest_size=8).hexdigest()
 
 
-def cache_key(con: duckdb.DuckDBPyConnection, timezone: str) -> str:
-    """What the cached table depends on, as one string (one scan of four columns of ``orders``)."""
-    rows, checksum = con.execute("SELECT count(*), sum(hash(ordered_at, amount, discount, status)) FROM orders"
-                                 ).fetchall()[0]
+def cache_key(con: duckdb.DuckDBPyConnection, timezone: str, check: str | None = None) -> str:
+    """What the cached table depends on, as one string (one scan of four columns of ``orders``). ``check``: a
+    table of :data:`_CHECK_SQL` just built from the same snapshot of the orders: the key is summed from its
+    per-customer counts and checksums (the same integers) instead of scanning the orders again."""
+    sql = (f"SELECT coalesce(sum(n), 0), sum(h) FROM {check}" if check else
+           "SELECT count(*), sum(hash(ordered_at, amount, discount, status)) FROM orders")
+    rows, checksum = con.execute(sql).fetchall()[0]
     return json.dumps([_DEFINITION, duckdb.__version__, timezone, rows, str(checksum), generation(con)])
 
 
@@ -124,7 +127,11 @@ def cached_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str, *, days:
     with unordered(con):  # full row groups, written in any order (nothing reads their physical order)
         con.execute("BEGIN TRANSACTION")
         try:  # the key, the local-day expression and the rows: all of this transaction's snapshot of the orders
-            key = cache_key(con, timezone)
+            if current:
+                key = cache_key(con, timezone)
+            else:  # the customers' checks first: the key is their sum
+                con.execute(f"CREATE OR REPLACE TABLE {CHECK_TABLE} AS {_CHECK_SQL}")
+                key = cache_key(con, timezone, check=CHECK_TABLE)
             day_sql = stored[1] if current else local_day_sql(con, "ordered_at", timezone)
             # the totals read a table of the days, a TEMP one without the gaps' window when the day table is not
             # kept: their lists of days aggregated straight off the days' query took 3× the CPU (DuckDB 2.0, 10 M
@@ -135,7 +142,6 @@ def cached_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str, *, days:
                 if not days:
                     con.execute(f"DROP TABLE IF EXISTS {DAYS_TABLE}")
                 lifecycle.create_customer_totals(con, built, TOTALS_TABLE, temp=False, gaps=days)
-                con.execute(f"CREATE OR REPLACE TABLE {CHECK_TABLE} AS {_CHECK_SQL}")
             if not days:
                 con.execute(f"DROP TABLE temp.{SCRATCH_TABLE}")
             last_day = _write_key(con, key, day_sql, days)
@@ -176,8 +182,8 @@ def _update_changed(con: duckdb.DuckDBPyConnection, timezone: str,
     with unordered(con):
         con.execute("BEGIN TRANSACTION")  # the key, the checks and the rows of one snapshot of the orders
         try:
-            key = cache_key(con, timezone)
             con.execute(f"CREATE OR REPLACE TEMP TABLE _rfmsync_check_now AS {_CHECK_SQL}")
+            key = cache_key(con, timezone, check="temp._rfmsync_check_now")
             con.execute(f"""CREATE OR REPLACE TEMP TABLE _rfmsync_changed AS
                             SELECT customer_id FROM _rfmsync_check_now a FULL JOIN {CHECK_TABLE} b USING (customer_id)
                             WHERE a.n IS DISTINCT FROM b.n OR a.h IS DISTINCT FROM b.h""")
