@@ -80,7 +80,7 @@ def run_segmentation(con: duckdb.DuckDBPyConnection, cfg: SegmentationConfig, as
                      timezone: str = "UTC", *, extra_fields: str | None = None,
                      cut_points: Thresholds | None = None, customers: str | None = None,
                      with_boundary: bool = True, orders: str = "orders",
-                     purchase_days: PurchaseDays | None = None) -> SegmentationResult:
+                     purchase_days: PurchaseDays | None = None, totals: str | None = None) -> SegmentationResult:
     """Score and segment every customer with a completed order up to ``as_of``.
 
     Creates TEMP table ``customer_segments`` (metrics, r, f, m, rfm, segment, and ``extra_fields`` columns).
@@ -88,8 +88,10 @@ def run_segmentation(con: duckdb.DuckDBPyConnection, cfg: SegmentationConfig, as
     ``cut_points``: score with these thresholds instead (incremental re-scoring against the last full run).
     ``customers``: restrict to the customer ids in this table.
     ``purchase_days``: the run's purchase-day table (built by the predictions), which the boundary then reuses.
+    ``totals``: per-customer totals of every order before the as-of's cut-off, read instead of the orders
+    (:func:`~segmentation.metrics.build_customer_metrics`).
     """
-    n = build_customer_metrics(con, as_of, timezone, orders=orders, customers=customers)
+    n = build_customer_metrics(con, as_of, timezone, orders=orders, customers=customers, totals=totals)
     fields = set(_columns(con, "customer_metrics"))
     join = ""
     if extra_fields:
