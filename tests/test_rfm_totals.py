@@ -150,6 +150,7 @@ def test_an_order_edited_in_the_store_without_a_merge_is_seen(tmp_path):
     with duckdb.connect(str(store_path(cfg))) as con:
         con.execute("UPDATE orders SET amount = amount + 1 WHERE customer_id = 'c1'")
         assert current_totals(con) is None
+    _write(tmp_path, "day01.csv", [("c1", DATES[4], "10.00", "completed")], 101)  # added to stale totals: seen
     _assert_as_fresh(cfg, AS_OF)
 
 
