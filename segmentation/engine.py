@@ -101,14 +101,14 @@ def run_segmentation(con: duckdb.DuckDBPyConnection, cfg: SegmentationConfig, as
     compiled = resolve_rules(cfg, fields)
     levels = compiled.levels
     method = "thresholds" if cut_points is not None else cfg.method
-    score_joins, (r_sql, f_sql, m_sql) = score_sql(
-        method, levels, cut_points if cut_points is not None else cfg.thresholds, "customer_metrics", "cm", n)
+    r_sql, f_sql, m_sql = score_sql(con, method, levels, cut_points if cut_points is not None else cfg.thresholds,
+                                    "customer_metrics", "cm", n)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE {SCORE_TABLE} AS
         WITH scored AS (
             SELECT cm.*, {'x.* EXCLUDE (customer_id),' if join else ''}
                    CAST({r_sql} AS INTEGER) AS r, CAST({f_sql} AS INTEGER) AS f, CAST({m_sql} AS INTEGER) AS m
-            FROM customer_metrics cm {score_joins} {join}
+            FROM customer_metrics cm {join}
         )
         SELECT *, CAST(r AS VARCHAR) || CAST(f AS VARCHAR) || CAST(m AS VARCHAR) AS rfm,
                {compiled.case_sql} AS segment
