@@ -143,8 +143,7 @@ def add_totals(con: duckdb.DuckDBPyConnection, kept: _Key, file_ids: list[int]) 
                coalesce(t.frequency, 0) + a.frequency AS frequency, coalesce(t.monetary, 0) + a.monetary AS monetary,
                coalesce(t.refunds, 0) + a.refunds AS refunds
         FROM ({TOTALS_SQL.format(orders=f"(SELECT * FROM orders{where})", where='true')}) a
-        LEFT JOIN (SELECT * FROM {TABLE} SEMI JOIN (SELECT customer_id FROM orders{where}) USING (customer_id)) t
-        USING (customer_id)""")
+        LEFT JOIN {TABLE} t USING (customer_id)""")
     con.execute(f"DELETE FROM {TABLE} WHERE customer_id IN (SELECT customer_id FROM {_ADDED})")
     con.execute(f"INSERT INTO {TABLE} SELECT *, timezone({tz}, first_at), timezone({tz}, last_at) FROM {_ADDED}")
     con.execute(f"DROP TABLE {_ADDED}")
