@@ -41,10 +41,11 @@ TABLE = "cache_rfm_totals"
 KEY_TABLE = "cache_rfm_totals_key"
 _ADDED = "_rfm_totals_added"  # a new file's customers, their totals after it (TEMP, dropped after)
 _DEFINITION = hashlib.blake2b((TOTALS_SQL + local_times_sql("{tz}")).encode(), digest_size=8).hexdigest()
-#: customer ids are near-unique strings: stored uncompressed (as in ``orders``, :data:`connectors.tables.UNCOMPRESSED`)
-_COLUMNS = ("customer_id VARCHAR USING COMPRESSION uncompressed, first_at TIMESTAMPTZ, last_at TIMESTAMPTZ, "
-            "frequency BIGINT, monetary DECIMAL(38, 2), refunds BIGINT, first_order_at TIMESTAMP, "
-            "last_order_at TIMESTAMP")
+#: stored uncompressed: writing the million rows of a 10 M-order store then costs 0.18 CPU s instead of 0.32 (the
+#: cold run writes them), reading them costs the same, and they take 68 MB instead of 41 MB
+_COLUMNS = ", ".join(f"{col} USING COMPRESSION uncompressed" for col in (
+    "customer_id VARCHAR", "first_at TIMESTAMPTZ", "last_at TIMESTAMPTZ", "frequency BIGINT", "monetary DECIMAL(38, 2)",
+    "refunds BIGINT", "first_order_at TIMESTAMP", "last_order_at TIMESTAMP"))
 #: what the key counts of a set of orders: one scan of the three columns the totals read besides the customer id
 #: (an order edited in place, without a merge, changes the checksum)
 _FACTS_SQL = "SELECT count(*), max(ordered_at), sum(hash(ordered_at, amount, status)) FROM orders"
