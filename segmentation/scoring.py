@@ -90,12 +90,15 @@ def score_sql(con: duckdb.DuckDBPyConnection, method: str, levels: int, threshol
 def derive_cut_points(con: duckdb.DuckDBPyConnection, table: str, levels: int) -> Thresholds:
     """Cut points that reproduce the scores in ``table`` (columns r, f, m and the metrics) as thresholds."""
     rec, freq, mon = [], [], []
+    # one pass over the table: per k, recency: R = N - #(x > c) → c_k = max recency among R ≥ N-k+1;
+    # frequency and monetary: c_k = min value among F (M) ≥ k+1
+    aggs = [f"max(recency_days) FILTER (WHERE r >= {levels - k + 1}), min(frequency) FILTER (WHERE f >= {k + 1}), "
+            f"min(monetary) FILTER (WHERE m >= {k + 1})" for k in range(1, levels)]
+    found = con.execute(f"SELECT {', '.join(aggs)} FROM {table}").fetchall()[0]
     for k in range(1, levels):
-        # recency: R = N - #(x > c) → c_k = max recency among R ≥ N-k+1
-        hi = con.execute(f"SELECT max(recency_days) FROM {table} WHERE r >= {levels - k + 1}").fetchall()[0][0]
+        hi, *los = found[3 * (k - 1):3 * k]
         rec.append(float(hi) if hi is not None else (rec[-1] if rec else -1.0))
-        for col, s, out in (("frequency", "f", freq), ("monetary", "m", mon)):
-            lo = con.execute(f"SELECT min({col}) FROM {table} WHERE {s} >= {k + 1}").fetchall()[0][0]
+        for lo, out in zip(los, (freq, mon)):
             out.append(float(lo) if lo is not None else _BIG + k)
     # keep them strictly ascending; an empty level collapses onto its neighbour without moving anyone:
     # recency cut points move up (x > c is unchanged for whole days), frequency/monetary ones move down.
