@@ -189,6 +189,7 @@ def _breakdown(args: argparse.Namespace) -> int:
     from sync.config import load_config
     from sync.pipeline import SegmentsRun, configured_source, pull_into, store_path, write_customers
     from sync.store import connect_store
+    from sync.store.rfm_totals import rfm_totals
     mark("imports")
     as_of = date.fromisoformat(args.as_of)
     cfg = load_config(args.config)
@@ -196,7 +197,9 @@ def _breakdown(args: argparse.Namespace) -> int:
     # the same steps as sync.pipeline.compute_segments for a file source, timed one by one
     pull = pull_into(con, configured_source(cfg))
     mark("read + check + stage + store (ingest_files)")
-    result = run_segmentation(con, cfg.segmentation, as_of, cfg.timezone, with_boundary=False)
+    totals = rfm_totals(con, as_of, cfg.timezone)
+    mark("per-customer totals kept in the store (built: the pass over the orders)")
+    result = run_segmentation(con, cfg.segmentation, as_of, cfg.timezone, with_boundary=False, totals=totals)
     mark("metrics + scores + segments")
     falling_asleep_boundary(con, as_of, cfg.timezone, cfg.segmentation.boundary,
                             cfg.segmentation.reminder_lead_days, "orders", customers=result.customers)

@@ -80,7 +80,7 @@ def run_segmentation(con: duckdb.DuckDBPyConnection, cfg: SegmentationConfig, as
                      timezone: str = "UTC", *, extra_fields: str | None = None,
                      cut_points: Thresholds | None = None, customers: str | None = None,
                      with_boundary: bool = True, orders: str = "orders",
-                     purchase_days: PurchaseDays | None = None) -> SegmentationResult:
+                     purchase_days: PurchaseDays | None = None, totals: str | None = None) -> SegmentationResult:
     """Score and segment every customer with a completed order up to ``as_of``.
 
     Creates TEMP table ``customer_segments`` (metrics, r, f, m, rfm, segment, and ``extra_fields`` columns).
@@ -88,8 +88,10 @@ def run_segmentation(con: duckdb.DuckDBPyConnection, cfg: SegmentationConfig, as
     ``cut_points``: score with these thresholds instead (incremental re-scoring against the last full run).
     ``customers``: restrict to the customer ids in this table.
     ``purchase_days``: the run's purchase-day table (built by the predictions), which the boundary then reuses.
+    ``totals``: per-customer totals of every order before the as-of's cut-off, read instead of the orders
+    (:func:`~segmentation.metrics.build_customer_metrics`).
     """
-    n = build_customer_metrics(con, as_of, timezone, orders=orders, customers=customers)
+    n = build_customer_metrics(con, as_of, timezone, orders=orders, customers=customers, totals=totals)
     fields = set(_columns(con, "customer_metrics"))
     join = ""
     if extra_fields:
@@ -99,14 +101,14 @@ def run_segmentation(con: duckdb.DuckDBPyConnection, cfg: SegmentationConfig, as
     compiled = resolve_rules(cfg, fields)
     levels = compiled.levels
     method = "thresholds" if cut_points is not None else cfg.method
-    score_joins, (r_sql, f_sql, m_sql) = score_sql(
-        method, levels, cut_points if cut_points is not None else cfg.thresholds, "customer_metrics", "cm", n)
+    r_sql, f_sql, m_sql = score_sql(con, method, levels, cut_points if cut_points is not None else cfg.thresholds,
+                                    "customer_metrics", "cm", n)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE {SCORE_TABLE} AS
         WITH scored AS (
             SELECT cm.*, {'x.* EXCLUDE (customer_id),' if join else ''}
                    CAST({r_sql} AS INTEGER) AS r, CAST({f_sql} AS INTEGER) AS f, CAST({m_sql} AS INTEGER) AS m
-            FROM customer_metrics cm {score_joins} {join}
+            FROM customer_metrics cm {join}
         )
         SELECT *, CAST(r AS VARCHAR) || CAST(f AS VARCHAR) || CAST(m AS VARCHAR) AS rfm,
                {compiled.case_sql} AS segment

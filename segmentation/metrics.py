@@ -27,39 +27,55 @@ def local_cutoff(as_of: date, timezone: str) -> datetime:
     return datetime.combine(as_of + timedelta(days=1), time(0), tzinfo=ZoneInfo(timezone))
 
 
+#: Per-customer totals of the completed and refunded orders of ``{orders}`` (a table or a subquery) that pass
+#: ``{where}``: first and last sale (instants), completed orders, net revenue (unrounded), refunds. Every column
+#: adds up over disjoint sets of orders (min, max, counts, an exact DECIMAL sum), so the order store can keep
+#: the totals of its orders and add a new file's (:mod:`sync.store.rfm_totals`).
+TOTALS_SQL = """
+    SELECT customer_id, min(sale_at) AS first_at, max(sale_at) AS last_at, count(sale_at) AS frequency,
+           coalesce(sum(net), 0) AS monetary, count(*) - count(sale_at) AS refunds
+    FROM (SELECT customer_id, CASE WHEN status = 'completed' THEN ordered_at END AS sale_at,
+                 CASE WHEN status = 'completed' THEN amount ELSE -abs(amount) END AS net
+          FROM {orders}
+          WHERE status IN ('completed', 'refunded') AND {where})
+    GROUP BY customer_id"""
+
+
+def local_times_sql(timezone: str) -> str:
+    """The first and last sale of a totals row in local time (one conversion per customer, not per order)."""
+    return (f"timezone({_q(timezone)}, first_at) AS first_order_at, "
+            f"timezone({_q(timezone)}, last_at) AS last_order_at")
+
+
 def build_customer_metrics(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str = "UTC",
                            orders: str = "orders", table: str = "customer_metrics",
-                           customers: str | None = None) -> int:
+                           customers: str | None = None, totals: str | None = None) -> int:
     """Create TEMP table ``table``; returns the number of scored customers.
 
-    Orders are filtered by one precomputed instant and aggregated in UTC; only the per-customer first and last
-    order are converted to local time (one conversion per customer, not per order). Each order becomes a sale
-    time (NULL for a refund) and a signed amount, so five plain aggregates do the work (FILTER clauses cost
-    about a fifth more on 10 M orders).
+    Orders are filtered by one precomputed instant and aggregated in UTC (:data:`TOTALS_SQL`); only the
+    per-customer first and last order are converted to local time (one conversion per customer, not per order).
+    Each order becomes a sale time (NULL for a refund) and a signed amount, so five plain aggregates do the work
+    (FILTER clauses cost about a fifth more on 10 M orders).
     ``customers``: optional name of a table with a ``customer_id`` column to restrict the computation to.
+    ``totals``: a table of :data:`TOTALS_SQL`'s columns plus the local ``first_order_at``/``last_order_at`` in
+    ``timezone``, of every order before the as-of's cut-off: read instead of the orders (the order store keeps
+    one between runs).
     """
     restrict = f"AND customer_id IN (SELECT customer_id FROM {customers})" if customers else ""
-    cutoff = local_cutoff(as_of, timezone).isoformat()
+    if totals is None:
+        cutoff = local_cutoff(as_of, timezone).isoformat()
+        source = (f"(SELECT *, {local_times_sql(timezone)} FROM "
+                  f"({TOTALS_SQL.format(orders=orders, where=f'ordered_at < TIMESTAMPTZ {_q(cutoff)} {restrict}')}"
+                  f") WHERE frequency > 0)")
+    else:
+        source = f"(SELECT * FROM {totals} WHERE frequency > 0 {restrict})"
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE {table} AS
-        WITH agg AS (
-            SELECT customer_id, min(sale_at) AS first_at, max(sale_at) AS last_at, count(sale_at) AS frequency,
-                   CAST(coalesce(sum(net), 0) AS DECIMAL(18, 2)) AS monetary, count(*) - count(sale_at) AS refunds
-            FROM (SELECT customer_id, CASE WHEN status = 'completed' THEN ordered_at END AS sale_at,
-                         CASE WHEN status = 'completed' THEN amount ELSE -abs(amount) END AS net
-                  FROM {orders}
-                  WHERE ordered_at < TIMESTAMPTZ {_q(cutoff)}
-                    AND status IN ('completed', 'refunded') {restrict})
-            GROUP BY customer_id
-            HAVING count(sale_at) > 0
-        )
         SELECT customer_id,
-               DATE {_q(as_of.isoformat())} - CAST(timezone({_q(timezone)}, last_at) AS DATE) AS recency_days,
-               frequency, monetary,
-               CAST(monetary / frequency AS DECIMAL(18, 2)) AS avg_check,
-               refunds,
-               timezone({_q(timezone)}, first_at) AS first_order_at,
-               timezone({_q(timezone)}, last_at) AS last_order_at
-        FROM agg
+               DATE {_q(as_of.isoformat())} - CAST(last_order_at AS DATE) AS recency_days,
+               frequency, CAST(monetary AS DECIMAL(18, 2)) AS monetary,
+               CAST(CAST(monetary AS DECIMAL(18, 2)) / frequency AS DECIMAL(18, 2)) AS avg_check,
+               refunds, first_order_at, last_order_at
+        FROM {source}
     """)
     return con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]

@@ -16,6 +16,8 @@ reshuffle everybody's quantiles.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import duckdb
 
 from .config import Thresholds
@@ -35,16 +37,33 @@ def _value_scores_sql(table: str, col: str, levels: int, worse_is_larger: bool, 
             f"FROM (SELECT {col} AS v, count(*) AS c FROM {table} GROUP BY {col}))")
 
 
-def _quantile_joins(table: str, alias: str, levels: int, n: int) -> tuple[str, tuple[str, str, str]]:
-    """Each customer joined to the score of its value (a sort over distinct values, not over customers:
-    about 3× cheaper than rank() windows at a million customers)."""
-    joins, exprs = [], []
-    for key, col, worse_is_larger in (("r", "recency_days", True), ("f", "frequency", False),
-                                      ("m", "monetary", False)):
-        joins.append(f"JOIN {_value_scores_sql(table, col, levels, worse_is_larger, n)} _q{key} "
-                     f"ON _q{key}.v = {alias}.{col}")
-        exprs.append(f"_q{key}.s")
-    return " ".join(joins), (exprs[0], exprs[1], exprs[2])
+def _quantile_exprs(con: duckdb.DuckDBPyConnection, table: str, alias: str, levels: int,
+                    n: int) -> tuple[str, str, str]:
+    """Each metric's score as comparisons with the values where it steps up (no join of the customers).
+
+    A value's quantile score never falls as the value improves, so it is 1 + the number of steps k (2..N) whose
+    first value (the smallest frequency or monetary, the largest recency, scoring k or more) it reaches: one
+    query over the distinct values finds the N−1 steps of the three metrics, and every customer is scored by
+    N−1 comparisons each instead of being joined three times to its values' scores."""
+    specs = (("recency_days", True), ("frequency", False), ("monetary", False))
+    def firsts(col: str, worse: bool) -> str:
+        agg = "max" if worse else "min"
+        return (f"(SELECT [{', '.join(f'{agg}(v) FILTER (WHERE s >= {k})' for k in range(2, levels + 1))}] "
+                f"FROM {_value_scores_sql(table, col, levels, worse, n)})")
+
+    steps = ", ".join(firsts(col, worse) for col, worse in specs)
+    found = con.execute(f"SELECT {steps}").fetchall()[0]
+    exprs = []
+    for (col, worse), firsts in zip(specs, found):
+        terms = [f"CAST({alias}.{col} {'<=' if worse else '>='} {_literal(v)} AS INTEGER)" for v in firsts
+                 if v is not None]
+        exprs.append("1 + " + " + ".join(terms) if terms else "1")
+    return exprs[0], exprs[1], exprs[2]
+
+
+def _literal(value: object) -> str:
+    """A metric's value as an exact SQL literal (integers, DECIMAL in fixed notation)."""
+    return f"{value:f}" if isinstance(value, Decimal) else str(int(value))
 
 
 def _threshold_sql(col: str, cuts: list[float], levels: int, lower_is_better: bool) -> str:
@@ -55,28 +74,31 @@ def _threshold_sql(col: str, cuts: list[float], levels: int, lower_is_better: bo
     return "1 + (" + " + ".join(f"CAST({col} >= {c!r} AS INTEGER)" for c in cuts) + ")"
 
 
-def score_sql(method: str, levels: int, thresholds: Thresholds | None, table: str, alias: str,
-              n: int) -> tuple[str, tuple[str, str, str]]:
-    """JOIN clauses onto ``table AS alias`` (``n`` rows with recency_days, frequency, monetary) and the SQL
-    expressions of r, f and m."""
+def score_sql(con: duckdb.DuckDBPyConnection, method: str, levels: int, thresholds: Thresholds | None,
+              table: str, alias: str, n: int) -> tuple[str, str, str]:
+    """The SQL expressions of r, f and m over ``table AS alias`` (``n`` rows with recency_days, frequency,
+    monetary); a quantile run first reads where each score steps up."""
     if method == "quantile":
-        return _quantile_joins(table, alias, levels, n)
+        return _quantile_exprs(con, table, alias, levels, n)
     if thresholds is None:
         raise ValueError("method = \"thresholds\" needs a [segmentation.thresholds] table")
-    return "", (_threshold_sql("recency_days", thresholds.recency_days, levels, True),
-                _threshold_sql("frequency", thresholds.frequency, levels, False),
-                _threshold_sql("monetary", thresholds.monetary, levels, False))
+    return (_threshold_sql("recency_days", thresholds.recency_days, levels, True),
+            _threshold_sql("frequency", thresholds.frequency, levels, False),
+            _threshold_sql("monetary", thresholds.monetary, levels, False))
 
 
 def derive_cut_points(con: duckdb.DuckDBPyConnection, table: str, levels: int) -> Thresholds:
     """Cut points that reproduce the scores in ``table`` (columns r, f, m and the metrics) as thresholds."""
     rec, freq, mon = [], [], []
+    # one pass over the table: per k, recency: R = N - #(x > c) → c_k = max recency among R ≥ N-k+1;
+    # frequency and monetary: c_k = min value among F (M) ≥ k+1
+    aggs = [f"max(recency_days) FILTER (WHERE r >= {levels - k + 1}), min(frequency) FILTER (WHERE f >= {k + 1}), "
+            f"min(monetary) FILTER (WHERE m >= {k + 1})" for k in range(1, levels)]
+    found = con.execute(f"SELECT {', '.join(aggs)} FROM {table}").fetchall()[0]
     for k in range(1, levels):
-        # recency: R = N - #(x > c) → c_k = max recency among R ≥ N-k+1
-        hi = con.execute(f"SELECT max(recency_days) FROM {table} WHERE r >= {levels - k + 1}").fetchall()[0][0]
+        hi, *los = found[3 * (k - 1):3 * k]
         rec.append(float(hi) if hi is not None else (rec[-1] if rec else -1.0))
-        for col, s, out in (("frequency", "f", freq), ("monetary", "m", mon)):
-            lo = con.execute(f"SELECT min({col}) FROM {table} WHERE {s} >= {k + 1}").fetchall()[0][0]
+        for lo, out in zip(los, (freq, mon)):
             out.append(float(lo) if lo is not None else _BIG + k)
     # keep them strictly ascending; an empty level collapses onto its neighbour without moving anyone:
     # recency cut points move up (x > c is unchanged for whole days), frequency/monetary ones move down.

@@ -31,6 +31,7 @@ from .planning.values import PREDICTIVE_VALUES
 from .store import connect_store, merge_staged
 from .store.day_cache import cached_purchase_days, valid_purchase_days
 from .store.fit_cache import StoreFits
+from .store.rfm_totals import rfm_totals
 from .store.files import gone_lines, ingest_files
 
 if TYPE_CHECKING:
@@ -210,8 +211,10 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
     if days is None and boundary and own_store:  # the boundary reads the store's day table when it is current
         days = valid_purchase_days(con, cfg.timezone, day_table=True)
     with steps.step("segmenting"):
+        # a store this run opened keeps its per-customer totals between runs (sync.store.rfm_totals)
+        totals = rfm_totals(con, as_of, cfg.timezone) if own_store else None
         result = run_segmentation(con, seg_cfg, as_of, cfg.timezone, extra_fields=extra, with_boundary=boundary,
-                                  purchase_days=days)
+                                  purchase_days=days, totals=totals)
     warnings = gone_lines(getattr(pull, "gone_files", []))
     warnings += [w for w in [stale_warning(con, as_of, cfg.timezone, cfg.guards.stale_days)] if w]
     warnings += list(report.warnings) if report is not None else []

@@ -29,6 +29,7 @@ from connectors.identity import IdentityReport
 
 from .generation import bump_generation
 from .lookup import BULK_ROWS, drop_lookup_indexes
+from .rfm_totals import add_totals, kept_at
 from .webhooks import WEBHOOK_TABLE, create_webhook_table
 
 _FIELDS = set(CONTACT_FIELDS) | set(LINE_FIELDS)
@@ -131,13 +132,17 @@ def _bad_rows(change: LeanChange, before: FilePullResult | None, added: FilePull
 
 
 def commit_lean(con: duckdb.DuckDBPyConnection, change: LeanChange) -> None:
-    """Delete the dropped files' orders and insert the staged ones (inside the caller's transaction)."""
+    """Delete the dropped files' orders and insert the staged ones (inside the caller's transaction). Only new
+    rows: the store's per-customer totals, when current, add theirs (:mod:`.rfm_totals`)."""
+    kept = kept_at(con) if change.staged and not change.dropped else None
     if change.dropped:
         con.execute(f"DELETE FROM orders WHERE file_id IN ({_ids(change.dropped)})")
     if change.staged:
         con.execute("INSERT INTO orders BY NAME SELECT * FROM staged_orders")
     if change.dropped or change.staged:
         bump_generation(con)
+    if kept is not None:
+        add_totals(con, kept, change.new_ids)
 
 
 def drop_lean_indexes(con: duckdb.DuckDBPyConnection, change: LeanChange) -> None:

@@ -1,0 +1,159 @@
+"""The per-customer RFM totals kept in the order store between runs: a warm run scores without reading the orders.
+
+A run's RFM metrics (:func:`segmentation.metrics.build_customer_metrics`) are a projection of per-customer
+totals of the orders before its cut-off (:data:`~segmentation.metrics.TOTALS_SQL`: first and last sale, completed
+orders, net revenue, refunds). When the cut-off is after the newest order (the usual run: as of today), those are
+the totals of *every* order, whatever the as-of: the store keeps them in ``cache_rfm_totals`` (with the first and
+last sale in local time) under a key in ``cache_rfm_totals_key``: the definition (a hash of the SQL), the DuckDB
+version (whose ICU gives local times), the time zone, the store's generation (:mod:`.generation`: every write to
+``orders`` moves it on, in its own transaction), the number of orders, the newest order and a checksum of the
+orders' times, amounts and statuses (an order edited in place, without a merge: the purchase-day cache's rule).
+
+* a run uses them when the key is that of the store as it is now and its cut-off is after the newest order; a run
+  as of an earlier day reads the orders (nothing is kept for it);
+* a run that finds them missing or stale rebuilds them, in one transaction with the key, from the one pass over
+  the orders it had to make anyway;
+* a file added the lean way (:mod:`.file_lean`: its rows inserted, nothing deleted) adds its orders' totals in
+  the transaction that inserts them (counts and sums add up, first and last sale are the least and greatest: its
+  customers' rows are replaced, the others not touched) and its orders' count, newest order and checksum to the
+  key, so the next run finds them current: a daily file costs its own rows. It does so only when the totals were
+  kept at the generation before the insert (an order edited in place since is still caught by the checksum at
+  the next run). Any other write leaves the key behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import duckdb
+
+from segmentation.metrics import TOTALS_SQL, local_cutoff, local_times_sql
+
+from .generation import generation
+
+log = logging.getLogger(__name__)
+
+TABLE = "cache_rfm_totals"
+KEY_TABLE = "cache_rfm_totals_key"
+_FILE = "_rfm_totals_file"  # a new file's totals (TEMP, dropped after)
+_ADDED = "_rfm_totals_added"  # its customers' totals after it (TEMP, dropped after)
+_DEFINITION = hashlib.blake2b((TOTALS_SQL + local_times_sql("{tz}")).encode(), digest_size=8).hexdigest()
+#: stored uncompressed: writing the million rows of a 10 M-order store then costs 0.18 CPU s instead of 0.32 (the
+#: cold run writes them), reading them costs the same, and they take 68 MB instead of 41 MB
+_COLUMNS = ", ".join(f"{col} USING COMPRESSION uncompressed" for col in (
+    "customer_id VARCHAR", "first_at TIMESTAMPTZ", "last_at TIMESTAMPTZ", "frequency BIGINT", "monetary DECIMAL(38, 2)",
+    "refunds BIGINT", "first_order_at TIMESTAMP", "last_order_at TIMESTAMP"))
+#: what the key counts of a set of orders: one scan of the three columns the totals read besides the customer id
+#: (an order edited in place, without a merge, changes the checksum)
+_FACTS_SQL = "SELECT count(*), max(ordered_at), sum(hash(ordered_at, amount, status)) FROM orders"
+
+
+@dataclass(frozen=True)
+class _Key:
+    timezone: str
+    generation: int
+    rows: int
+    newest: datetime | None
+    checksum: int
+    definition: str = _DEFINITION
+    version: str = duckdb.__version__
+
+    def to_json(self) -> str:
+        return json.dumps([self.timezone, self.generation, self.rows, self.newest and self.newest.isoformat(),
+                           self.checksum, self.definition, self.version])
+
+    @classmethod
+    def from_json(cls, text: str) -> _Key:
+        tz, gen, rows, newest, checksum, definition, version = json.loads(text)
+        return cls(tz, gen, rows, newest and datetime.fromisoformat(newest), checksum, definition, version)
+
+
+def _orders_key(con: duckdb.DuckDBPyConnection, timezone: str, where: str = "") -> _Key:
+    """The key of the orders (``where``: of those rows) as they are now."""
+    rows, newest, checksum = con.execute(_FACTS_SQL + where).fetchall()[0]
+    return _Key(timezone, generation(con), rows, newest, int(checksum or 0))
+
+
+def _stored(con: duckdb.DuckDBPyConnection) -> _Key | None:
+    """The key of the kept totals, or None."""
+    present = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND "
+                          f"schema_name = 'main' AND table_name IN ('{TABLE}', '{KEY_TABLE}')").fetchall()[0][0]
+    if present != 2:
+        return None
+    rows = con.execute(f"SELECT key FROM {KEY_TABLE}").fetchall()
+    try:
+        return _Key.from_json(rows[0][0]) if len(rows) == 1 else None
+    except (ValueError, TypeError):  # a key of another shape (another rfmsync): rebuilt
+        return None
+
+
+def _save_key(con: duckdb.DuckDBPyConnection, key: _Key) -> None:
+    con.execute(f"CREATE OR REPLACE TABLE {KEY_TABLE} (key VARCHAR NOT NULL)")
+    con.execute(f"INSERT INTO {KEY_TABLE} VALUES (?)", [key.to_json()])
+
+
+def rfm_totals(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str) -> str | None:
+    """The table of the store's totals for a run as of ``as_of`` in ``timezone`` (built first when missing or
+    stale), or None when the cut-off leaves orders out (or there is none): the run then reads the orders."""
+    key = _orders_key(con, timezone)
+    if key.newest is None or key.newest >= local_cutoff(as_of, timezone):
+        return None
+    if _stored(con) == key:
+        log.debug("rfm totals: the order store's are current")
+        return TABLE
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f"CREATE OR REPLACE TABLE {TABLE} ({_COLUMNS})")
+        con.execute(f"INSERT INTO {TABLE} SELECT *, {local_times_sql(timezone)} "
+                    f"FROM ({TOTALS_SQL.format(orders='orders', where='true')})")
+        _save_key(con, key)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    log.debug("rfm totals: rebuilt from the orders")
+    return TABLE
+
+
+def current_totals(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The time zone of the kept totals when they are those of the orders as they are now, else None."""
+    stored = _stored(con)
+    return stored.timezone if stored is not None and stored == _orders_key(con, stored.timezone) else None
+
+
+def kept_at(con: duckdb.DuckDBPyConnection) -> _Key | None:
+    """The key of the kept totals when they were kept at the store's generation now (call it before a write to
+    ``orders``, then :func:`add_totals` after it); the checksum is not read (the next run's check sees it)."""
+    stored = _stored(con)
+    current = _Key(stored.timezone, generation(con), stored.rows, stored.newest, stored.checksum) if stored else None
+    return stored if stored is not None and stored == current else None
+
+
+def add_totals(con: duckdb.DuckDBPyConnection, kept: _Key, file_ids: list[int]) -> None:
+    """Add the totals of the orders of ``file_ids`` (just inserted into ``orders``, nothing deleted) to the kept
+    totals of key ``kept`` and move the key on (inside the caller's transaction, after the generation moved):
+    their customers' rows are replaced by their sums."""
+    where = f" WHERE file_id IN ({', '.join(str(int(i)) for i in file_ids)})"
+    added = _orders_key(con, kept.timezone, where)
+    tz = "'" + kept.timezone.replace("'", "''") + "'"
+    # the file's totals first: a table of known size, so the join builds on it and only probes the kept rows
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {_FILE} AS "
+                f"{TOTALS_SQL.format(orders=f'(SELECT * FROM orders{where})', where='true')}")
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE {_ADDED} AS
+        SELECT t.rowid AS kept_row, customer_id, least(t.first_at, a.first_at) AS first_at,
+               greatest(t.last_at, a.last_at) AS last_at,
+               coalesce(t.frequency, 0) + a.frequency AS frequency, coalesce(t.monetary, 0) + a.monetary AS monetary,
+               coalesce(t.refunds, 0) + a.refunds AS refunds
+        FROM {_FILE} a LEFT JOIN {TABLE} t USING (customer_id)""")
+    con.execute(f"DROP TABLE {_FILE}")
+    con.execute(f"DELETE FROM {TABLE} WHERE rowid IN (SELECT kept_row FROM {_ADDED} WHERE kept_row IS NOT NULL)")
+    con.execute(f"INSERT INTO {TABLE} SELECT * EXCLUDE (kept_row), timezone({tz}, first_at), timezone({tz}, last_at) "
+                f"FROM {_ADDED}")
+    con.execute(f"DROP TABLE {_ADDED}")
+    newest = max((t for t in (kept.newest, added.newest) if t is not None), default=None)
+    _save_key(con, _Key(kept.timezone, added.generation, kept.rows + added.rows, newest,
+                        kept.checksum + added.checksum))
