@@ -23,7 +23,8 @@ operation kind, from the plan and the vendor's documented maxima, plus creating 
 their ratio, plan / apply wall seconds (the apply: ``execute_plan`` alone, the harness's counting outside it)
 and the ledger's share of the apply. Then the targets (issue 17, at 1 M contacts): no-change plan ≤ 3 s,
 1 %-moved plan ≤ 4 s, full plan ≤ 8 s, peak RSS of the plan ≤ 1.5 GB, ledger writes ≤ 10 % of the apply, and,
-with a latency, apply contacts/s ≥ 80 % of the ideal (calls × latency / connections). Plan-time and RSS targets are checked from 1 M contacts up; write-call targets always.
+with a latency, apply contacts/s ≥ 80 % of the ideal (calls × latency / connections). Plan-time and RSS
+targets are checked from 1 M contacts up; write-call targets always.
 
     python bench/sync.py                       # 100k contacts, every destination, 1 % change
     python bench/sync.py --contacts 1m --latency-ms 50 --destinations mailchimp
