@@ -20,10 +20,11 @@ and the engine is driven directly, the way ``rfmsync sync`` does it:
 
 Printed per destination and run: write calls the fake counted, the theoretical minimum (Σ ceil(n / batch max) per
 operation kind, from the plan and the vendor's documented maxima, plus creating missing fields and tags/lists),
-their ratio, plan / apply wall seconds and the ledger's share of the apply. Then the targets (issue 17, at 1 M
-contacts): no-change plan ≤ 3 s, 1 %-moved plan ≤ 4 s, full plan ≤ 8 s, peak RSS of the plan ≤ 1.5 GB, ledger
-writes ≤ 10 % of the apply, and, with a latency, apply contacts/s ≥ 80 % of the ideal (calls × latency /
-connections). Plan-time and RSS targets are checked from 1 M contacts up; write-call targets always.
+their ratio, plan / apply wall seconds (the apply: ``execute_plan`` alone, the harness's counting outside it)
+and the ledger's share of the apply. Then the targets (issue 17, at 1 M contacts): no-change plan ≤ 3 s,
+1 %-moved plan ≤ 4 s, full plan ≤ 8 s, peak RSS of the plan ≤ 1.5 GB, ledger writes ≤ 10 % of the apply, and,
+with a latency, apply contacts/s ≥ 80 % of the ideal (calls × latency / connections). Plan-time and RSS
+targets are checked from 1 M contacts up; write-call targets always.
 
     python bench/sync.py                       # 100k contacts, every destination, 1 % change
     python bench/sync.py --contacts 1m --latency-ms 50 --destinations mailchimp
@@ -244,6 +245,8 @@ def sync_once(harness, cfg, dest, con, ledger, settings) -> dict[str, Any]:
     reads: list[Any] = []
     plan = plan_once(cfg, dest, con, ledger, client, reads)
     planned = time.perf_counter()
+    # the harness's counting (the theoretical minimum: ~0.9 s at 1 M changes; questions to the fake's process)
+    # is done outside the apply's timers
     setup = harness.setup_writes(plan.managed_tags, plan.fields)
     per_kind = harness.minimum_writes(plan.changes, dest.batch_size)
     minimum = setup + sum(per_kind.values())
@@ -251,6 +254,7 @@ def sync_once(harness, cfg, dest, con, ledger, settings) -> dict[str, Any]:
     timed = TimedLedger(ledger)
     fake_cpu = harness.cpu_seconds
     cpu = time.process_time()
+    applying = time.perf_counter()
     report = execute_plan(plan, client, timed, kind="bench")
     done = time.perf_counter()
     cpu = time.process_time() - cpu
@@ -259,7 +263,7 @@ def sync_once(harness, cfg, dest, con, ledger, settings) -> dict[str, Any]:
     return {"changes": len(plan.changes), "status": report.status, "failed": report.counts.get("failed", 0),
             "calls": calls, "minimum": minimum, "kinds": per_kind, "setup": setup,
             "ratio": calls / minimum if minimum else (1.0 if not calls else float("inf")),
-            "plan_s": planned - started, "apply_s": done - planned, "ledger_s": timed.seconds, "apply_cpu_s": cpu,
+            "plan_s": planned - started, "apply_s": done - applying, "ledger_s": timed.seconds, "apply_cpu_s": cpu,
             "fake_cpu_s": fake_cpu,
             "ledger_wait_s": report.ledger_wait_seconds, "ledger_cpu_s": report.ledger_cpu_seconds,
             "connections": getattr(client, "max_connections", None), "ledger_read": reads[0]}

@@ -104,16 +104,22 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
             ledger.finish_run(run_id, "succeeded", counts)
             return ApplyReport(plan.destination, run_id, "succeeded", counts)
         with gc_pause.paused_for(len(plan.changes)), \
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"rfmsync-prepare-{plan.destination}") as early:
+                ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"rfmsync-prepare-{plan.destination}") as early:
             # the ESP's setup calls (reading and creating fields and tags) run while the apply gets ready
             prepared = early.submit(client.prepare, plan.managed_tags, plan.fields)
             by_key = {c.key: c for c in plan.changes}
-            state = ledger.load_states(plan.destination, by_key)  # only the contacts this plan touches
+            # the pushed state of the contacts this plan touches, read while the first calls are out: the fold
+            # needs it from the first outcome on (a read that fails fails the run there, like a crash: the
+            # calls in flight are idempotent and planned again)
+            loaded = early.submit(ledger.load_states, plan.destination, by_key)
             writer = OutcomeWriter(ledger, plan.destination, run_id)  # the ledger writes, group-committed
-            fold = StateFold(state, by_key)  # a contact's state is written once its last operation answered
+            fold = StateFold({}, by_key)  # a contact's state is written once its last operation answered
+            loaded_into = [False]  # the read state is the fold's
             progress.advance(fold.done, total=len(by_key))  # contacts done / total on the display (the fold's)
 
             def on_results(results: Sequence[ItemResult]) -> None:
+                if not loaded_into[0]:
+                    fold.state, loaded_into[0] = loaded.result(), True
                 if not isinstance(results, CallResults):  # columns stay columns (sync.model.CallResults)
                     results = list(results)
                 done = fold.done

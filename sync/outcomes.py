@@ -137,6 +137,11 @@ def _pushed_state(key: str, customer_id: str | None, tags: frozenset[str], field
     return state
 
 
+def _operations(c: ContactChange) -> int:
+    """How many operations a change makes: its upsert (when it needs one) and one a tag."""
+    return (1 if c.create or c.set_fields else 0) + len(c.add_tags) + len(c.remove_tags)
+
+
 class StateFold:
     """Folds an apply's item results into the pushed state of its contacts; gives each contact's new state
     once the last of its operations in this apply has an outcome.
@@ -161,15 +166,16 @@ class StateFold:
         """``state``: the pushed state of the contacts before the apply (read, never changed: the states the
         fold gives are the new ones)."""
         self.state = state
+        self._changes = changes
         # one slot per contact, the only large dict an operation's outcome looks up (a million contacts' dicts
         # are read from memory, not cache): [operations left, its change, customer_id, tags, fields, exists,
-        # phase]; phase 0: not touched (the values are read from ``state`` when it is), 1: held, 2: released
-        self._slots: dict[str, list] = {
-            key: [(1 if c.create or c.set_fields else 0) + len(c.add_tags) + len(c.remove_tags), c, None, None,
-                  None, False, 0] for key, c in changes.items()}
+        # phase]; phase 0: not touched (the values are read from ``state`` when it is), 1: held, 2: released.
+        # A slot is made at its contact's first outcome (:meth:`_slot`), while the calls are out: building a
+        # million of them here (~0.5 s) held back the apply's first call.
+        self._slots: dict[str, list] = {}
         self._tag_sets: dict[tuple[frozenset[str], str], frozenset[str]] = {}
         self._failed: set[str] = set()  # contacts with a failed operation (done at their first failure)
-        self.done = sum(1 for slot in self._slots.values() if not slot[0])
+        self.done = sum(1 for c in changes.values() if not _operations(c))
 
     def _tags(self, tags: frozenset[str], op: str) -> frozenset[str]:
         found = self._tag_sets.get((tags, op))
@@ -178,8 +184,11 @@ class StateFold:
         return found
 
     def _slot(self, key: str) -> list:
-        """The slot of a contact the plan does not hold (its results still count)."""
-        slot = self._slots[key] = [0, None, None, None, None, False, 0]
+        """The slot of a contact at its first outcome (a contact the plan does not hold: its results still
+        count)."""
+        c = self._changes.get(key)
+        slot = self._slots[key] = [0, None, None, None, None, False, 0] if c is None else \
+            [_operations(c), c, None, None, None, False, 0]
         return slot
 
     def _hold(self, key: str, slot: list) -> None:

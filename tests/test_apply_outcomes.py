@@ -118,6 +118,46 @@ def test_the_esp_setup_runs_while_the_apply_gets_ready(mailchimp_fake, client, l
     assert report.status == "succeeded" and mailchimp_fake.tags_of("c0001@example.com") == {"rfm:A"}
 
 
+class _SlowStateRead:
+    """The ledger, whose read of the plan's contacts' state waits until the fake has received a batch call."""
+
+    def __init__(self, ledger: Ledger, fake: FakeMailchimp, fail: bool = False) -> None:
+        self._ledger, self._fake, self._fail = ledger, fake, fail
+
+    def __getattr__(self, name: str):
+        return getattr(self._ledger, name)
+
+    def load_states(self, destination, keys):
+        for _ in range(500):
+            if self._fake.count("POST", "/lists/aud1"):
+                break
+            threading.Event().wait(0.01)
+        else:
+            raise AssertionError("no call went out while the state was being read")
+        if self._fail:
+            raise OSError("the ledger's disk went away")
+        return self._ledger.load_states(destination, keys)
+
+
+def test_the_first_calls_go_out_while_the_state_is_read(mailchimp_fake, client, ledger) -> None:
+    """The state of the plan's contacts is read alongside the first calls (here it waits for one to be
+    received); the outcomes are folded over it all the same: the fields pushed before are kept."""
+    ledger.save_states("mc", None, [PushedState(f"c{i:04d}@example.com", f"C{i}", frozenset(), {"OLD": i}, True)
+                                    for i in range(3)])
+    report = execute_plan(plan_of([change(i) for i in range(3)]), client, _SlowStateRead(ledger, mailchimp_fake))
+    assert report.status == "succeeded"
+    state = ledger.load_state("mc")
+    assert state["c0001@example.com"].fields == {"OLD": 1, **change(1).set_fields}
+    assert state["c0001@example.com"].tags == {"rfm:A"}
+
+
+def test_a_failed_state_read_fails_the_run_and_records_no_state(mailchimp_fake, client, ledger) -> None:
+    with pytest.raises(OSError):
+        execute_plan(plan_of([change(i) for i in range(3)]), client, _SlowStateRead(ledger, mailchimp_fake, True))
+    assert ledger.load_state("mc") == {}
+    assert [r["status"] for r in ledger.recent_runs(limit=1)] == ["failed"]
+
+
 def test_a_failed_esp_setup_fails_the_run_and_writes_nothing(mailchimp_fake, client, ledger) -> None:
     mailchimp_fake.fail(401, times=5, path="/lists/aud1$")
     with pytest.raises(DestinationConfigError):

@@ -289,6 +289,21 @@ def test_existing_members_pages_by_1000(mailchimp_fake, dest) -> None:
     assert dest.existing_members([]) == {}
 
 
+def test_the_fakes_audience_answer_counts_members_only_when_asked(mailchimp_fake) -> None:
+    """The fake's ``GET /lists/{id}``: ``stats.member_count`` (subscribed members) unless ``fields`` leaves it
+    out, as the API's partial answers do (the count over a million members is not made for ``prepare``'s check)."""
+    import requests
+
+    for i in range(5):
+        mailchimp_fake.add_member(f"s{i}@example.com", status="unsubscribed" if i == 4 else "subscribed")
+    url, auth = f"{mailchimp_fake.url}/lists/aud1", ("user", mailchimp_fake.api_key)
+    assert requests.get(url, auth=auth, timeout=5).json()["stats"] == {"member_count": 4}
+    assert requests.get(url, params={"fields": "stats.member_count"}, auth=auth, timeout=5).json()["stats"] == \
+        {"member_count": 4}
+    assert requests.get(url, params={"fields": "id,name"}, auth=auth, timeout=5).json() == \
+        {"id": "aud1", "name": mailchimp_fake.lists["aud1"].name}
+
+
 def test_read_managed_sees_every_status(mailchimp_fake, dest) -> None:
     for status in ("subscribed", "unsubscribed", "cleaned", "transactional"):
         mailchimp_fake.add_member(f"{status}@example.com", status=status, tags=["rfm:A"])

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from sync import engine
 from sync.engine import execute_plan
@@ -98,6 +100,56 @@ def test_keep_copy_current_renews_only_what_the_next_plan_would_and_stays_exact(
     assert cached_ledger.keep_copy_current(dest) == len(KEYS)  # the forgets are caught: read in full again
     through_cache, full = read_both(cached_ledger, dest)
     assert through_cache == full and not set(KEYS[:4]) & set(full)
+
+
+@pytest.fixture
+def statements() -> Iterator[list[str]]:
+    """The SQL every ledger sends while the test runs (lower-cased)."""
+    sent: list[str] = []
+
+    def note(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        sent.append(statement.lower())
+
+    event.listen(Engine, "before_cursor_execute", note)
+    yield sent
+    event.remove(Engine, "before_cursor_execute", note)
+
+
+def _counts_state(sent: list[str]) -> list[str]:
+    return [s for s in sent if "pushed_state" in s and "count(" in s]
+
+
+def test_keep_copy_current_counts_nothing_when_its_own_writes_since_the_copy_are_under_a_tenth(
+        cached_ledger: Ledger, statements: list[str]) -> None:
+    """The rows this ledger wrote since the copy bound what a count would find: under a tenth of the copy, the
+    answer (nothing to renew) is known without scanning the destination's rows."""
+    dest = f"bound-{uuid.uuid4().hex[:8]}"
+    cached_ledger.save_states(dest, None, [state(k, 1) for k in KEYS])
+    assert cached_ledger.keep_copy_current(dest) == len(KEYS)
+    cached_ledger.save_states(dest, None, [state(KEYS[0], 2)])
+    cached_ledger.forget(dest, ["nobody@x.io"])  # deletes nothing: no revision
+    statements.clear()
+    assert cached_ledger.keep_copy_current(dest) == 0
+    assert _counts_state(statements) == []
+    assert cached_ledger.state_parts(dest).read == 1  # left to the plan, as before
+
+
+def test_keep_copy_current_counts_when_another_ledger_wrote_since_the_copy(
+        cached_ledger: Ledger, open_ledger: Callable[..., Ledger], tmp_path: Path, statements: list[str]) -> None:
+    """Rows written by another process (here another Ledger on the same database and cache) are not known to
+    this one: it counts, and renews the copy when they reach a tenth."""
+    dest = f"other-{uuid.uuid4().hex[:8]}"
+    other = open_ledger(state_cache=tmp_path / "cache")
+    cached_ledger.save_states(dest, None, [state(k, 1) for k in KEYS])
+    assert cached_ledger.keep_copy_current(dest) == len(KEYS)
+    other.save_states(dest, None, [state(k, 3) for k in KEYS[1:4]])  # 3 rows this ledger did not write
+    cached_ledger.save_states(dest, None, [state(KEYS[0], 2)])  # 1 that it did: 4 of 26, a tenth
+    statements.clear()
+    assert cached_ledger.keep_copy_current(dest) == 4
+    assert _counts_state(statements)
+    assert cached_ledger.state_parts(dest).read == 0
+    through_cache, full = read_both(cached_ledger, dest)
+    assert through_cache == full
 
 
 def test_a_cache_folder_that_cannot_be_written_costs_a_full_read_not_the_sync(

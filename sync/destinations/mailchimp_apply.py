@@ -96,6 +96,7 @@ class Pipeline:
     def __init__(self, dest: MailchimpDestination, changes: Sequence[ContactChange], report: OnResults,
                  on_results: OnResults) -> None:
         self.dest, self.report, self.on_results = dest, report, on_results
+        self.changes = changes
         self.creates: list[ContactChange] = []
         self.updates: list[ContactChange] = []
         for c in changes:  # one pass (a million changes): needs_upsert is create or set_fields
@@ -103,17 +104,24 @@ class Pipeline:
                 self.creates.append(c)
             elif c.create or c.set_fields:
                 self.updates.append(c)
-        self.batches = tag_batches(changes, dest.batch_size)
         self.failed: set[str] = set()  # upserts that failed: their tag ops are not attempted
         self.missing: set[str] = set()  # upserts that found the contact missing: it carries no tag
         self.spill: list[ContactChange] = []
-        self.waiting_on = waiting_for_upserts(self.batches)
-        self.ready = deque(b for b in self.batches if not b.waiting)
+        # the tag calls and which upserts each waits for: made by :meth:`run` once the first upserts are out
+        # (at a million changes ~0.5-1 s that held back the first call; no upsert answers before they exist)
+        self.batches: list[TagBatch] | None = None
+        self.waiting_on: dict[str, TagBatch | list[TagBatch]] = {}
+        self.ready: deque[TagBatch] = deque()
         self.upserts: deque[tuple[str, Sequence[ContactChange]]] = deque(
             ("create", chunk) for chunk in dest._chunks(self.creates))
         self.creating = len(self.upserts)  # create calls that have not answered
         if not self.creating:
             self._queue_updates()
+
+    def _plan_tags(self) -> None:
+        self.batches = tag_batches(self.changes, self.dest.batch_size)
+        self.waiting_on = waiting_for_upserts(self.batches)
+        self.ready.extend(b for b in self.batches if not b.waiting)
 
     def _queue_updates(self) -> None:
         self.upserts.extend(("update", chunk) for chunk in self.dest._chunks(self.updates + self.spill))
@@ -191,6 +199,9 @@ class Pipeline:
                         break
                     call, kind, chunk = nxt
                     in_flight[pool.submit(call)] = (kind, chunk)
+                if self.batches is None:  # the first upserts are out: now the tag calls (then submit again)
+                    self._plan_tags()
+                    continue
                 if not in_flight:
                     break
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)

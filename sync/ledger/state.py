@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import threading
 import uuid
 from contextlib import contextmanager
 from datetime import datetime
@@ -87,9 +88,16 @@ def _states(rows: Iterable[Any]) -> dict[str, PushedState]:
 class PushedStates:
     """The ``pushed_state`` and ``state_revisions`` tables."""
 
+    #: revisions remembered per destination by :meth:`_note_written` (older ones are dropped: a revision not
+    #: remembered only means :meth:`keep_copy_current` counts in the table)
+    NOTED_REVISIONS = 10_000
+
     def __init__(self, db: LedgerDB, cache: StateCache | None = None) -> None:
         self._db = db
         self._cache = cache
+        # destination -> {revision: rows it wrote}, for the revisions this object's saves and forgets made
+        self._written: dict[str, dict[int, int]] = {}
+        self._written_lock = threading.Lock()
 
     def close(self) -> None:
         """Wait for the cached copies still being written (:meth:`state_parts` writes them on a thread)."""
@@ -171,11 +179,37 @@ class PushedStates:
                 base, since = cached
                 if since == counter.revision:
                     return 0
+                # the rows this object wrote since the copy bound the count: under a tenth, nothing to renew
+                # (the same answer as the count below, which scans the destination's rows)
+                bound = self._written_at_most(destination, since, counter.revision)
+                if bound is not None and not renewal_due(bound, base.num_rows):
+                    return 0
                 written = int(conn.execute(select(func.count()).select_from(pushed_state).where(
                     pushed_state.c.destination == destination, pushed_state.c.revision > since)).scalar_one())
                 if not renewal_due(written, base.num_rows):
                     return 0
         return self.state_parts(destination, page=page).read
+
+    def _note_written(self, destination: str, revision: int, rows: int) -> None:
+        """Remember that ``revision`` (made by this object, committed) wrote ``rows`` rows."""
+        with self._written_lock:
+            noted = self._written.setdefault(destination, {})
+            if len(noted) >= self.NOTED_REVISIONS:
+                noted.clear()
+            noted[revision] = rows
+
+    def _written_at_most(self, destination: str, since: int, revision: int) -> int | None:
+        """At most how many rows carry a revision after ``since`` (up to ``revision``), when every revision
+        in between was made by this object (a forget's counts none: its rows are gone); else None. Forgets
+        the revisions up to ``since``."""
+        with self._written_lock:
+            noted = self._written.get(destination, {})
+            for old in [r for r in noted if r <= since]:
+                del noted[old]
+            if revision - since > len(noted):
+                return None
+            rows = [noted.get(r) for r in range(since + 1, revision + 1)]
+        return None if None in rows else sum(rows)  # type: ignore[arg-type]
 
     def load_state_of(self, destination: str, keys: Iterable[str] = (), customer_ids: Iterable[str] = ()
                       ) -> dict[str, PushedState]:
@@ -247,6 +281,7 @@ class PushedStates:
                     _save_rows_sqlite(conn, destination, run_id, now, revision, ordered)
         except (IntegrityError, sqlite3.IntegrityError):
             raise ValueError(f"save_states: run {run_id} does not exist in the ledger") from None
+        self._note_written(destination, revision, len(rows))
         log.debug("ledger: saved %d states for %s", len(rows), destination)
         return len(rows)
 
@@ -258,8 +293,9 @@ class PushedStates:
             for chunk in chunks(keys, 1000):
                 deleted += conn.execute(delete(pushed_state).where(
                     pushed_state.c.destination == destination, pushed_state.c.key.in_(chunk))).rowcount
-            if deleted:
-                self._bump_revision(conn, destination)
+            revision = self._bump_revision(conn, destination) if deleted else None
+        if revision is not None:
+            self._note_written(destination, revision, 0)
         return deleted
 
     def state_revision(self, destination: str) -> int:
