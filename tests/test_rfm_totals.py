@@ -22,24 +22,10 @@ from sync.config import load_config
 from sync.pipeline import compute_segments, configured_source, customers_relation, store_path
 from sync.store.files import ingest_files
 from sync.store.rfm_totals import TABLE, current_totals, rfm_totals
+from tests.test_day_cache import CONFIG as DAY_CACHE_CONFIG
 
 AS_OF = date(2025, 6, 30)
-CONFIG = """\
-[source]
-type = "file"
-orders = "exports/*.csv"
-timezone = "{tz}"
-
-[source.columns]
-order_id = "order_id"
-customer_id = "customer"
-ordered_at = "date"
-amount = "amount"
-status = "status"
-
-[store]
-orders = "shop.duckdb"
-"""
+CONFIG = DAY_CACHE_CONFIG.replace("{extra}", "")  # the same shop folder as the day cache's tests
 # 2024-10-27 00:30 and 01:30 UTC are both 02:30 in Berlin (the clocks went back): the first and last sale of a
 # customer are combined as instants, never as local times
 DATES = ["2024-03-01 10:00", "2024-10-27 00:30", "2024-10-27 01:30", "2025-02-14 23:30", "2025-06-29 22:00"]
