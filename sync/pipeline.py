@@ -164,12 +164,17 @@ def rules_need_predictions(seg: SegmentationConfig) -> bool:
 def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | None = None,
                      con: duckdb.DuckDBPyConnection | None = None, settings: Settings | None = None,
                      predict: bool = False, holdout: bool = False, boundary: bool = True,
-                     reading: Reading = Reading()) -> SegmentsRun:
+                     reading: Reading = Reading(), join_predictions: bool = True) -> SegmentsRun:
     """Load the orders (a file source: ingested into the store first; API: the store), then score, segment
     and summarise. ``con``: an open store, taken as it is (nothing read into it).
 
     ``boundary=False`` skips the falling-asleep boundary (``result.boundary`` stays empty): the per-customer
-    file does not carry it, so ``rfmsync segments --customers`` does not pay for it."""
+    file does not carry it, so ``rfmsync segments --customers`` does not pay for it.
+
+    ``join_predictions=False``: the segments table carries the predictions' columns only when a rule reads one;
+    else they stay in ``customer_predictions`` (:func:`customers_relation` joins them to the rows it writes). The
+    per-customer outputs and ``rfmsync predict`` read nothing else of them, and a second table of a million rows
+    joined by customer id is what the segmenting step cost most with predictions."""
     as_of = as_of or today_in(cfg.timezone)
     seg_cfg = cfg.segmentation.model_copy(update={"preset": preset}) if preset else cfg.segmentation
     pull = None
@@ -209,7 +214,7 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
 
             report = predict_customers(con, as_of, pcfg, timezone=cfg.timezone, keep_days=boundary, days=days,
                                        fits=StoreFits(con) if own_store else None)
-        extra = "customer_predictions"
+        extra = "customer_predictions" if join_predictions or rules_need_predictions(seg_cfg) else None
     days = report.purchase_days if report is not None else None
     if days is None and boundary and own_store:  # the boundary reads the store's day table when it is current
         days = valid_purchase_days(con, cfg.timezone, day_table=True, facts=facts)
