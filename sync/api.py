@@ -88,12 +88,15 @@ def pull(cfg: Config, ledger: Ledger, settings: Settings, *, full: bool = False,
 
 def segments(cfg: Config, as_of: date | datetime | None = None, *, preset: str | None = None,
              predict: bool = False, holdout: bool = False, boundary: bool = True,
-             settings: Settings | None = None, reading: Reading = Reading()) -> SegmentsRun:
+             settings: Settings | None = None, reading: Reading = Reading(),
+             join_predictions: bool = True) -> SegmentsRun:
     """Score and segment every customer (``rfmsync segments``, ``predict``, ``demo``); the caller closes the
     run. ``predict`` adds the predictive fields, ``holdout`` the models' fit-quality refit; ``reading``: how a
-    file source is read into the order store (``--reread``, ``--verify``)."""
+    file source is read into the order store (``--reread``, ``--verify``); ``join_predictions=False``: the
+    predictions' columns stay out of the segments table unless a rule reads one
+    (:func:`~sync.pipeline.compute_segments`)."""
     return compute_segments(cfg, as_of_date(cfg, as_of), preset=preset, settings=settings, predict=predict,
-                            holdout=holdout, boundary=boundary, reading=reading)
+                            holdout=holdout, boundary=boundary, reading=reading, join_predictions=join_predictions)
 
 
 @dataclass(frozen=True)

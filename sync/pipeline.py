@@ -30,6 +30,7 @@ from .errors import ConfigError
 from .planning.values import PREDICTIVE_VALUES
 from .store import connect_store, merge_staged
 from .store.day_cache import cached_purchase_days, valid_purchase_days
+from .store.facts import order_facts
 from .store.fit_cache import StoreFits
 from .store.rfm_totals import rfm_totals
 from .store.files import gone_lines, ingest_files
@@ -163,12 +164,17 @@ def rules_need_predictions(seg: SegmentationConfig) -> bool:
 def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | None = None,
                      con: duckdb.DuckDBPyConnection | None = None, settings: Settings | None = None,
                      predict: bool = False, holdout: bool = False, boundary: bool = True,
-                     reading: Reading = Reading()) -> SegmentsRun:
+                     reading: Reading = Reading(), join_predictions: bool = True) -> SegmentsRun:
     """Load the orders (a file source: ingested into the store first; API: the store), then score, segment
     and summarise. ``con``: an open store, taken as it is (nothing read into it).
 
     ``boundary=False`` skips the falling-asleep boundary (``result.boundary`` stays empty): the per-customer
-    file does not carry it, so ``rfmsync segments --customers`` does not pay for it."""
+    file does not carry it, so ``rfmsync segments --customers`` does not pay for it.
+
+    ``join_predictions=False``: the segments table carries the predictions' columns only when a rule reads one;
+    else they stay in ``customer_predictions`` (:func:`customers_relation` joins them to the rows it writes). The
+    per-customer outputs and ``rfmsync predict`` read nothing else of them, and a second table of a million rows
+    joined by customer id is what the segmenting step cost most with predictions."""
     as_of = as_of or today_in(cfg.timezone)
     seg_cfg = cfg.segmentation.model_copy(update={"preset": preset}) if preset else cfg.segmentation
     pull = None
@@ -189,6 +195,8 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
                 raise
     report = None
     extra = None
+    # one scan of the orders for both kept tables' checks (the purchase days' and the RFM totals')
+    facts = order_facts(con, days=predicting or boundary) if own_store else None
     if predicting:
         pcfg = cfg.predict_config()
         if not holdout:  # the holdout refit is a fit-quality report for `rfmsync predict`, not needed to sync
@@ -200,19 +208,19 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
             # the day table only for the boundary (the holdout reads its window of the orders beside the totals)
             # (new orders: no earlier fit matches, so the optimizer's import overlaps the totals' queries too)
             days = cached_purchase_days(con, cfg.timezone, days=boundary,
-                                        on_orders_moved=lambda: import_in_background("scipy.optimize")
-                                        ) if own_store else None
+                                        on_orders_moved=lambda: import_in_background("scipy.optimize"),
+                                        facts=facts) if own_store else None
             from segmentation.predictive import predict_customers  # (its import ran meanwhile)
 
             report = predict_customers(con, as_of, pcfg, timezone=cfg.timezone, keep_days=boundary, days=days,
                                        fits=StoreFits(con) if own_store else None)
-        extra = "customer_predictions"
+        extra = "customer_predictions" if join_predictions or rules_need_predictions(seg_cfg) else None
     days = report.purchase_days if report is not None else None
     if days is None and boundary and own_store:  # the boundary reads the store's day table when it is current
-        days = valid_purchase_days(con, cfg.timezone, day_table=True)
+        days = valid_purchase_days(con, cfg.timezone, day_table=True, facts=facts)
     with steps.step("segmenting"):
         # a store this run opened keeps its per-customer totals between runs (sync.store.rfm_totals)
-        totals = rfm_totals(con, as_of, cfg.timezone) if own_store else None
+        totals = rfm_totals(con, as_of, cfg.timezone, facts) if own_store else None
         result = run_segmentation(con, seg_cfg, as_of, cfg.timezone, extra_fields=extra, with_boundary=boundary,
                                   purchase_days=days, totals=totals)
     warnings = gone_lines(getattr(pull, "gone_files", []))

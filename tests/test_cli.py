@@ -104,7 +104,7 @@ def test_predict_json_has_the_public_keys(shop):
 @pytest.mark.parametrize("fitted", [True, False])
 def test_predict_churn_risk_by_segment_counts_each_customer_in_their_segment(shop, fitted):
     """The per-segment churn risk counts are those of joining each customer's segment to their predictions
-    (the command reads both from the segments table, which carries the predictions' columns); without a model
+    (the command joins the two columns: its segments table does not carry the predictions'); without a model
     every customer counts as unknown."""
     from sync import api
     from sync.cli.main import load
@@ -142,6 +142,46 @@ def test_customers_file_gains_predictions_and_rules_can_use_them(shop, tmp_path)
         .replace('contacts = "clients.csv"', f'contacts = "{shop.parent}/clients.csv"'), encoding="utf-8")
     data = json.loads(run("segments", "--config", str(cfg), "--as-of", AS_OF, "--format", "json").output)
     assert data["segments"][0]["segment"] == "Reorder due" and data["segments"][0]["customers"] > 0
+
+
+def _rules_config(shop: Path, tmp_path: Path, match: str) -> Path:
+    """The demo shop's config with a first rule ``match`` (the shop's files found where they are)."""
+    cfg = tmp_path / "rules.toml"
+    cfg.write_text(shop.read_text(encoding="utf-8").replace(
+        '[segmentation]\npreset = "tracks"',
+        f'[segmentation]\npreset = "tracks"\n[[segmentation.rules]]\nname = "First rule"\nmatch = ["{match}"]')
+        .replace('orders = "orders.csv"', f'orders = "{shop.parent}/orders.csv"')
+        .replace('contacts = "clients.csv"', f'contacts = "{shop.parent}/clients.csv"'), encoding="utf-8")
+    return cfg
+
+
+@pytest.mark.parametrize("match", [None, "reorder_due", "churn_risk = 'high'"])
+def test_predictions_kept_out_of_the_segments_table_give_the_same_customers(shop, tmp_path, match):
+    """`segments --customers` and `predict` leave the predictions' columns in customer_predictions unless a rule
+    reads one (then the segments table must carry them): the segments, the per-customer rows and the listing of a
+    segment are those of the run that joins them."""
+    from sync.config import load_config
+    from sync.pipeline import compute_segments, customers_relation
+    from sync.segment_list import segment_customers
+
+    cfg = load_config(_rules_config(shop, tmp_path, match) if match else shop)
+    runs = [compute_segments(cfg, date.fromisoformat(AS_OF), predict=True, boundary=False, join_predictions=j)
+            for j in (True, False)]
+    try:
+        joined, apart = runs
+        cols = {r[0] for r in apart.con.execute(f"DESCRIBE {apart.result.table}").fetchall()}
+        assert ("p_alive" in cols) == (match is not None)
+        assert apart.result.summary == joined.result.summary
+        if match:
+            assert apart.result.summary[0]["segment"] == "First rule" and apart.result.summary[0]["customers"] > 0
+        assert customers_relation(apart).fetchall() == customers_relation(joined).fetchall()
+        assert customers_relation(apart).columns == customers_relation(joined).columns
+        for segment in apart.result.segment_names:
+            assert segment_customers(apart, segment, limit=50, sort="clv") == segment_customers(
+                joined, segment, limit=50, sort="clv")
+    finally:
+        for r in runs:
+            r.close()
 
 
 def test_customers_path_skips_only_the_boundary(shop):

@@ -434,3 +434,24 @@ def test_fit_errors_map_to_advice():
         assert note.kind == "did_not_converge" and str(note) == message
         assert "did not converge" in note.advice and 'time_unit = "days"' in note.advice
     assert from_fit_error("Gamma-Gamma q = 0.800 ≤ 1: expected spend is undefined").kind == "spend"
+
+
+@pytest.mark.parametrize("case", ["sorted", "sorted by x only", "sorted with a NaN", "sorted but the last row"])
+def test_distinct_triples_of_rows_in_order_equal_those_of_the_same_rows_shuffled(case):
+    """Rows that come sorted (the holdout's ORDER BY) skip the sort; rows that only look sorted do not."""
+    from segmentation.btyd_models import distinct_triples
+
+    rng = np.random.default_rng(5)
+    x, tx, T = (rng.integers(0, k, 3000).astype(float) for k in (4, 20, 40))
+    order = np.lexsort((T, tx, x)) if case != "sorted by x only" else np.argsort(x, kind="stable")
+    x, tx, T = x[order], tx[order], T[order]
+    if case == "sorted with a NaN":
+        T[100] = np.nan
+    if case == "sorted but the last row":
+        x[-1] = 0.0
+    shuffle = rng.permutation(len(x))
+    got, want = distinct_triples(x, tx, T), distinct_triples(x[shuffle], tx[shuffle], T[shuffle])
+    for a, b in zip(got[:3], want[:3]):
+        np.testing.assert_array_equal(a, b)
+    for u, col in zip(got[:3], (x, tx, T)):
+        np.testing.assert_array_equal(u[got[3]], col)

@@ -38,6 +38,7 @@ from segmentation import lifecycle, purchase_days
 from segmentation.localtime import check_timezone, local_day_sql
 from segmentation.purchase_days import ALL_DAYS, PurchaseDays, build_purchase_days, purchase_days_query
 
+from .facts import OrderFacts, current_facts
 from .fit_cache import drop_fits
 from .generation import generation
 from .merge import unordered
@@ -59,13 +60,17 @@ _DEFINITION = hashlib.blake2b((purchase_days.SELECT_SQL + lifecycle.customer_tot
                               digest_size=8).hexdigest()
 
 
-def cache_key(con: duckdb.DuckDBPyConnection, timezone: str, check: str | None = None) -> str:
+def cache_key(con: duckdb.DuckDBPyConnection, timezone: str, check: str | None = None,
+              facts: OrderFacts | None = None) -> str:
     """What the cached table depends on, as one string (one scan of four columns of ``orders``). ``check``: a
     table of :data:`_CHECK_SQL` just built from the same snapshot of the orders: the key is summed from its
-    per-customer counts and checksums (the same integers) instead of scanning the orders again."""
-    sql = (f"SELECT coalesce(sum(n), 0), sum(h) FROM {check}" if check else
-           "SELECT count(*), sum(hash(ordered_at, amount, discount, status)) FROM orders")
-    rows, checksum = con.execute(sql).fetchall()[0]
+    per-customer counts and checksums (the same integers) instead of scanning the orders again. ``facts``: the
+    run's scan of the orders (:mod:`.facts`, shared with the RFM totals' check), used when still current."""
+    if check:
+        rows, checksum = con.execute(f"SELECT coalesce(sum(n), 0), sum(h) FROM {check}").fetchall()[0]
+    else:
+        now = current_facts(con, facts, days=True)
+        rows, checksum = now.rows, now.day_checksum
     return json.dumps([_DEFINITION, duckdb.__version__, timezone, rows, str(checksum), generation(con)])
 
 
@@ -92,27 +97,28 @@ def _days(con: duckdb.DuckDBPyConnection, timezone: str, day_sql: str, last_day:
                    last_day=last_day)
 
 
-def valid_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str, *,
-                        day_table: bool = False) -> PurchaseDays | None:
+def valid_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str, *, day_table: bool = False,
+                        facts: OrderFacts | None = None) -> PurchaseDays | None:
     """The store's purchase days when they are those of the orders as they are now, in ``timezone``; else None
     (``day_table``: None too when only the totals are kept). Nothing is built."""
     check_timezone(timezone)
     stored = _stored(con)
-    if stored is None or (day_table and not stored[3]) or stored[0] != cache_key(con, timezone):
+    if stored is None or (day_table and not stored[3]) or stored[0] != cache_key(con, timezone, facts=facts):
         return None
     return _days(con, timezone, stored[1], stored[2], stored[3])
 
 
 def cached_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str, *, days: bool = True,
-                         on_orders_moved: Callable[[], object] | None = None) -> PurchaseDays:
+                         on_orders_moved: Callable[[], object] | None = None,
+                         facts: OrderFacts | None = None) -> PurchaseDays:
     """The store's purchase days of its orders in ``timezone``, (re)built first when they are not those of the
     orders as they are now. ``days``: keep the table of every day too (the boundary reads it, and the holdout
     when it is kept); without, only the per-customer totals are built (from one pass over the orders, nothing
     else written), and ``table`` is a subquery. ``on_orders_moved``: called before the totals are brought up to
     date (the orders are not those of the cache, so no fit of an earlier run will match: the caller may start
-    what a fit needs while DuckDB works)."""
+    what a fit needs while DuckDB works). ``facts``: the run's scan of the orders (:func:`cache_key`)."""
     check_timezone(timezone)
-    key = cache_key(con, timezone)
+    key = cache_key(con, timezone, facts=facts)
     stored = _stored(con)
     if stored is not None and stored[0] == key and (stored[3] or not days):
         log.debug("purchase days: the order store's are current")

@@ -33,6 +33,7 @@ import duckdb
 
 from segmentation.metrics import TOTALS_SQL, local_cutoff, local_times_sql
 
+from .facts import OrderFacts, current_facts
 from .generation import generation
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,13 @@ class _Key:
         return cls(tz, gen, rows, newest and datetime.fromisoformat(newest), checksum, definition, version)
 
 
-def _orders_key(con: duckdb.DuckDBPyConnection, timezone: str, where: str = "") -> _Key:
-    """The key of the orders (``where``: of those rows) as they are now."""
+def _orders_key(con: duckdb.DuckDBPyConnection, timezone: str, where: str = "",
+                facts: OrderFacts | None = None) -> _Key:
+    """The key of the orders (``where``: of those rows) as they are now. ``facts``: the run's scan of all the
+    orders (:mod:`.facts`, shared with the purchase days' check), used when still current."""
+    if not where:
+        now = current_facts(con, facts)
+        return _Key(timezone, now.generation, now.rows, now.newest, int(now.checksum or 0))
     rows, newest, checksum = con.execute(_FACTS_SQL + where).fetchall()[0]
     return _Key(timezone, generation(con), rows, newest, int(checksum or 0))
 
@@ -96,10 +102,12 @@ def _save_key(con: duckdb.DuckDBPyConnection, key: _Key) -> None:
     con.execute(f"INSERT INTO {KEY_TABLE} VALUES (?)", [key.to_json()])
 
 
-def rfm_totals(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str) -> str | None:
+def rfm_totals(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str,
+               facts: OrderFacts | None = None) -> str | None:
     """The table of the store's totals for a run as of ``as_of`` in ``timezone`` (built first when missing or
-    stale), or None when the cut-off leaves orders out (or there is none): the run then reads the orders."""
-    key = _orders_key(con, timezone)
+    stale), or None when the cut-off leaves orders out (or there is none): the run then reads the orders.
+    ``facts``: the run's scan of the orders (:mod:`.facts`), used when still current."""
+    key = _orders_key(con, timezone, facts=facts)
     if key.newest is None or key.newest >= local_cutoff(as_of, timezone):
         return None
     if _stored(con) == key:
