@@ -11,9 +11,10 @@
   equal the number of records read and not deleted since. While it does not, the rows near each
   page boundary are read again, de-duplicated by id (from ``moved`` rows before it to as many rows
   after it as records were created; ``moved`` = the records created or deleted since the backfill
-  started; later rounds read twice as wide), and the count is checked again; after ``MAX_REREADS`` rounds (or ``MAX_COUNTS`` counts that were never quiet) the pull stops
-  with a TransientError: nothing is saved and the next pull backfills again. So any number of
-  deletions is safe, and a backfill that nothing touched costs no extra request.
+  started; later rounds read twice as wide), and the count is checked again; after ``MAX_REREADS``
+  rounds (or ``MAX_COUNTS`` counts that were never quiet) the pull stops with a TransientError:
+  nothing is saved and the next pull backfills again. So any number of deletions is safe, and a
+  backfill that nothing touched costs no extra request.
 * Scope: with ``site`` set, ``filter[sites][]`` goes with every list read (backfill and the re-read by
   ids), and each record's own ``site`` is checked (history snapshots and webhooks too): a record of
   another store is never stored.
@@ -39,7 +40,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable, Literal, Mapping
 from urllib.parse import urlsplit
@@ -56,6 +56,7 @@ from .http import FieldError, HttpClient, Throttle, clean, get_field, parse_dt, 
 from .incremental import PageGuard, Progress, Stager, map_page, parse_time_cursor, pull_objects, utc_now
 from .records import Contact, Order
 from .retailcrm_mapping import deleted_customer, in_scope, map_customer, map_order, snapshot
+from .retailcrm_paging import MAX_COUNTS, MAX_REREADS, _Backfill, _boundary_pages, _Feed
 from .retry import RetryPolicy
 from .source import PullResult
 from .webhooks import WebhookParser, register_webhook_parser, tokens_equal
@@ -87,56 +88,6 @@ class RetailCrmSecrets(BaseSettings):
     api_key: SecretStr | None = None
     api_url: str | None = None  # base-URL override (tests, proxies)
     webhook_token: SecretStr | None = None
-
-
-#: rounds of re-reading the rows near the backfill's page boundaries before giving up (:meth:`RetailCrmSource._settle`)
-MAX_REREADS = 3
-#: attempts at reading the list's count with no record created or deleted around it
-MAX_COUNTS = 5
-_LIMITS = (20, 50, 100)  # the page sizes the list accepts
-
-
-@dataclass
-class _Feed:
-    """What the history reads of one object saw."""
-
-    head: int | None = None  # the highest entry id stamped at or before the run start: the new bookmark
-    last: int | None = None  # the highest entry id read
-    gone: set[str] = field(default_factory=set)  # ids deleted or merged away
-    fetched: set[str] = field(default_factory=set)  # ids the re-fetch by id returned
-    created: set[str] = field(default_factory=set)  # ids of entries flagged ``created``
-
-
-@dataclass
-class _Backfill:
-    """The ids of each backfill page, in order, and every id a list read returned since."""
-
-    pages: list[list[str]] = field(default_factory=list)
-    read: set[str] = field(default_factory=set)
-
-    def present(self, feed: _Feed) -> set[str]:
-        """The records read (from the list or by id) and not deleted since: all are in the CRM."""
-        return (self.read | feed.fetched) - feed.gone
-
-
-def _boundary_pages(pages: int, size: int, below: int, above: int, total: int) -> list[tuple[int, int]]:
-    """The ``(limit, page)`` reads covering the rows ``b - below + 1 … b + above`` around every boundary ``b``
-    between two of the backfill's ``pages`` of ``size`` rows, in today's list of ``total`` rows; each merged
-    span is read with the page size that needs fewest requests."""
-    spans: list[list[int]] = []
-    for b in range(size, pages * size, size):
-        lo, hi = max(1, b - below + 1), min(total, b + above)
-        if lo > hi:
-            continue
-        if spans and lo <= spans[-1][1] + 1:
-            spans[-1][1] = max(spans[-1][1], hi)
-        else:
-            spans.append([lo, hi])
-    reads: dict[tuple[int, int], None] = {}
-    for lo, hi in spans:
-        limit = min(_LIMITS, key=lambda n: ((hi - 1) // n - (lo - 1) // n, n))
-        reads.update(((limit, page), None) for page in range((lo - 1) // limit + 1, (hi - 1) // limit + 2))
-    return list(reads)
 
 
 _OBJECTS = {  # cursor key -> (list endpoint, history endpoint, response key, history entity key)
