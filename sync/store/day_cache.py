@@ -38,7 +38,7 @@ from segmentation import lifecycle, purchase_days
 from segmentation.localtime import check_timezone, local_day_sql
 from segmentation.purchase_days import ALL_DAYS, PurchaseDays, build_purchase_days, purchase_days_query
 
-from .facts import OrderFacts, current_facts
+from .facts import DAY_HASH, OrderFacts, current_facts
 from .fit_cache import drop_fits
 from .generation import generation
 from .merge import unordered
@@ -52,8 +52,7 @@ SCRATCH_TABLE = "_rfmsync_all_days"  # the days of a build that does not keep th
 CHECK_TABLE = "cache_customer_check"  # per customer: orders and checksum, to find whose orders changed
 #: more customers changed than this share: rebuild everything instead of replacing theirs
 MAX_CHANGED_SHARE = 0.25
-_CHECK_SQL = ("SELECT customer_id, count(*) AS n, sum(hash(ordered_at, amount, discount, status)) AS h "
-              "FROM orders GROUP BY customer_id")
+_CHECK_SQL = f"SELECT customer_id, count(*) AS n, sum({DAY_HASH}) AS h FROM orders GROUP BY customer_id"
 #: the definition the cache was built by: a change in it is a new key
 _DEFINITION = hashlib.blake2b((purchase_days.SELECT_SQL + lifecycle.customer_totals_sql("{days}")
                                + lifecycle.customer_totals_sql("{days}", gaps=False)).encode(),

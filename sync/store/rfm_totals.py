@@ -33,7 +33,7 @@ import duckdb
 
 from segmentation.metrics import TOTALS_SQL, local_cutoff, local_times_sql
 
-from .facts import OrderFacts, current_facts
+from .facts import TOTALS_FACTS_SQL, OrderFacts, current_facts
 from .generation import generation
 
 log = logging.getLogger(__name__)
@@ -48,9 +48,6 @@ _DEFINITION = hashlib.blake2b((TOTALS_SQL + local_times_sql("{tz}")).encode(), d
 _COLUMNS = ", ".join(f"{col} USING COMPRESSION uncompressed" for col in (
     "customer_id VARCHAR", "first_at TIMESTAMPTZ", "last_at TIMESTAMPTZ", "frequency BIGINT", "monetary DECIMAL(38, 2)",
     "refunds BIGINT", "first_order_at TIMESTAMP", "last_order_at TIMESTAMP"))
-#: what the key counts of a set of orders: one scan of the three columns the totals read besides the customer id
-#: (an order edited in place, without a merge, changes the checksum)
-_FACTS_SQL = "SELECT count(*), max(ordered_at), sum(hash(ordered_at, amount, status)) FROM orders"
 
 
 @dataclass(frozen=True)
@@ -80,7 +77,7 @@ def _orders_key(con: duckdb.DuckDBPyConnection, timezone: str, where: str = "",
     if not where:
         now = current_facts(con, facts)
         return _Key(timezone, now.generation, now.rows, now.newest, int(now.checksum or 0))
-    rows, newest, checksum = con.execute(_FACTS_SQL + where).fetchall()[0]
+    rows, newest, checksum = con.execute(TOTALS_FACTS_SQL + where).fetchall()[0]
     return _Key(timezone, generation(con), rows, newest, int(checksum or 0))
 
 
