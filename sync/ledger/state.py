@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import threading
 import uuid
 from contextlib import contextmanager
 from datetime import datetime
@@ -23,7 +22,7 @@ from ..model import PushedState
 from .bulk import PAGE, STATE_COLUMNS, select_state_pg, select_state_sqlite
 from .db import LedgerDB, chunks
 from .schema import pushed_state, state_revisions
-from .statecache import Counter, StateCache, StateParts, renewal_due, state_parts
+from .statecache import Counter, StateCache, StateParts, WrittenRevisions, renewal_due, state_parts
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -88,16 +87,10 @@ def _states(rows: Iterable[Any]) -> dict[str, PushedState]:
 class PushedStates:
     """The ``pushed_state`` and ``state_revisions`` tables."""
 
-    #: revisions remembered per destination by :meth:`_note_written` (older ones are dropped: a revision not
-    #: remembered only means :meth:`keep_copy_current` counts in the table)
-    NOTED_REVISIONS = 10_000
-
     def __init__(self, db: LedgerDB, cache: StateCache | None = None) -> None:
         self._db = db
         self._cache = cache
-        # destination -> {revision: rows it wrote}, for the revisions this object's saves and forgets made
-        self._written: dict[str, dict[int, int]] = {}
-        self._written_lock = threading.Lock()
+        self._written = WrittenRevisions()  # the revisions this object's saves and forgets made
 
     def close(self) -> None:
         """Wait for the cached copies still being written (:meth:`state_parts` writes them on a thread)."""
@@ -181,7 +174,7 @@ class PushedStates:
                     return 0
                 # the rows this object wrote since the copy bound the count: under a tenth, nothing to renew
                 # (the same answer as the count below, which scans the destination's rows)
-                bound = self._written_at_most(destination, since, counter.revision)
+                bound = self._written.rows_at_most(destination, since, counter.revision)
                 if bound is not None and not renewal_due(bound, base.num_rows):
                     return 0
                 written = int(conn.execute(select(func.count()).select_from(pushed_state).where(
@@ -189,27 +182,6 @@ class PushedStates:
                 if not renewal_due(written, base.num_rows):
                     return 0
         return self.state_parts(destination, page=page).read
-
-    def _note_written(self, destination: str, revision: int, rows: int) -> None:
-        """Remember that ``revision`` (made by this object, committed) wrote ``rows`` rows."""
-        with self._written_lock:
-            noted = self._written.setdefault(destination, {})
-            if len(noted) >= self.NOTED_REVISIONS:
-                noted.clear()
-            noted[revision] = rows
-
-    def _written_at_most(self, destination: str, since: int, revision: int) -> int | None:
-        """At most how many rows carry a revision after ``since`` (up to ``revision``), when every revision
-        in between was made by this object (a forget's counts none: its rows are gone); else None. Forgets
-        the revisions up to ``since``."""
-        with self._written_lock:
-            noted = self._written.get(destination, {})
-            for old in [r for r in noted if r <= since]:
-                del noted[old]
-            if revision - since > len(noted):
-                return None
-            rows = [noted.get(r) for r in range(since + 1, revision + 1)]
-        return None if None in rows else sum(rows)  # type: ignore[arg-type]
 
     def load_state_of(self, destination: str, keys: Iterable[str] = (), customer_ids: Iterable[str] = ()
                       ) -> dict[str, PushedState]:
@@ -281,7 +253,7 @@ class PushedStates:
                     _save_rows_sqlite(conn, destination, run_id, now, revision, ordered)
         except (IntegrityError, sqlite3.IntegrityError):
             raise ValueError(f"save_states: run {run_id} does not exist in the ledger") from None
-        self._note_written(destination, revision, len(rows))
+        self._written.note(destination, revision, len(rows))
         log.debug("ledger: saved %d states for %s", len(rows), destination)
         return len(rows)
 
@@ -295,7 +267,7 @@ class PushedStates:
                     pushed_state.c.destination == destination, pushed_state.c.key.in_(chunk))).rowcount
             revision = self._bump_revision(conn, destination) if deleted else None
         if revision is not None:
-            self._note_written(destination, revision, 0)
+            self._written.note(destination, revision, 0)
         return deleted
 
     def state_revision(self, destination: str) -> int:

@@ -172,6 +172,41 @@ def renewal_due(changed: int, copy: int) -> bool:
     return changed * 10 >= max(copy, 1)
 
 
+class WrittenRevisions:
+    """The revisions one ledger object made, and how many rows each wrote, per destination: when every revision
+    since a copy is among them, their rows bound what changed since it, and :func:`renewal_due` needs no count of
+    the destination's rows (``PushedStates.keep_copy_current``). Thread-safe."""
+
+    #: revisions remembered per destination (older ones are dropped: a revision not remembered only means the
+    #: caller counts in the table)
+    LIMIT = 10_000
+
+    def __init__(self) -> None:
+        self._noted: dict[str, dict[int, int]] = {}
+        self._lock = threading.Lock()
+
+    def note(self, destination: str, revision: int, rows: int) -> None:
+        """Remember that ``revision`` (made by this object, committed) wrote ``rows`` rows."""
+        with self._lock:
+            noted = self._noted.setdefault(destination, {})
+            if len(noted) >= self.LIMIT:
+                noted.clear()
+            noted[revision] = rows
+
+    def rows_at_most(self, destination: str, since: int, revision: int) -> int | None:
+        """At most how many rows carry a revision after ``since`` (up to ``revision``), when every revision
+        in between was noted (a forget's counts none: its rows are gone); else None. Forgets the revisions up
+        to ``since``."""
+        with self._lock:
+            noted = self._noted.get(destination, {})
+            for old in [r for r in noted if r <= since]:
+                del noted[old]
+            if revision - since > len(noted):
+                return None
+            rows = [noted.get(r) for r in range(since + 1, revision + 1)]
+        return None if None in rows else sum(rows)  # type: ignore[arg-type]
+
+
 def state_parts(cache: StateCache, destination: str, counter: Counter,
                 changed_since: Callable[[int], "pa.Table"], count: Callable[[], int],
                 full: Callable[[], "pa.Table"]) -> StateParts:
