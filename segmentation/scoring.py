@@ -62,8 +62,13 @@ def _quantile_exprs(con: duckdb.DuckDBPyConnection, table: str, alias: str, leve
 
 
 def _literal(value: object) -> str:
-    """A metric's value as an exact SQL literal (integers, DECIMAL in fixed notation)."""
-    return f"{value:f}" if isinstance(value, Decimal) else str(int(value))
+    """A metric's value as an exact SQL literal (integers, DECIMAL in fixed notation); any other type is refused
+    rather than rounded to a step that would move customers."""
+    if isinstance(value, Decimal):
+        return f"{value:f}"
+    if isinstance(value, int):
+        return str(value)
+    raise TypeError(f"quantile step {value!r}: a metric must be an integer or a DECIMAL, not {type(value).__name__}")
 
 
 def _threshold_sql(col: str, cuts: list[float], levels: int, lower_is_better: bool) -> str:

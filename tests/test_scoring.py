@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from decimal import Decimal
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from connectors.records import Order, OrderStatus
@@ -102,3 +103,11 @@ def test_properties_range_one_segment_order_independent_and_cut_points(custs, pr
     # the derived cut points, applied as thresholds, reproduce the quantile scores
     run_segmentation(con2, SegmentationConfig(preset=preset), AS_OF, cut_points=res.cut_points, with_boundary=False)
     assert con2.execute("SELECT customer_id, r, f, m, segment FROM customer_segments ORDER BY 1").fetchall() == first
+
+
+def test_a_quantile_step_of_another_type_is_refused_not_rounded():
+    from segmentation.scoring import _literal
+
+    assert (_literal(Decimal("12.50")), _literal(7)) == ("12.50", "7")
+    with pytest.raises(TypeError, match="quantile step 1.5"):  # int() would have made it a step at 1
+        _literal(1.5)
