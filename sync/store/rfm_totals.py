@@ -144,7 +144,6 @@ def add_totals(con: duckdb.DuckDBPyConnection, kept: _Key, file_ids: list[int]) 
     their customers' rows are replaced by their sums."""
     where = f" WHERE file_id IN ({', '.join(str(int(i)) for i in file_ids)})"
     added = _orders_key(con, kept.timezone, where)
-    tz = "'" + kept.timezone.replace("'", "''") + "'"
     # the file's totals first: a table of known size, so the join builds on it and only probes the kept rows
     con.execute(f"CREATE OR REPLACE TEMP TABLE {_FILE} AS "
                 f"{TOTALS_SQL.format(orders=f'(SELECT * FROM orders{where})', where='true')}")
@@ -156,8 +155,7 @@ def add_totals(con: duckdb.DuckDBPyConnection, kept: _Key, file_ids: list[int]) 
         FROM {_FILE} a LEFT JOIN {TABLE} t USING (customer_id)""")
     con.execute(f"DROP TABLE {_FILE}")
     con.execute(f"DELETE FROM {TABLE} WHERE rowid IN (SELECT kept_row FROM {_ADDED} WHERE kept_row IS NOT NULL)")
-    con.execute(f"INSERT INTO {TABLE} SELECT * EXCLUDE (kept_row), timezone({tz}, first_at), timezone({tz}, last_at) "
-                f"FROM {_ADDED}")
+    con.execute(f"INSERT INTO {TABLE} SELECT * EXCLUDE (kept_row), {local_times_sql(kept.timezone)} FROM {_ADDED}")
     con.execute(f"DROP TABLE {_ADDED}")
     newest = max((t for t in (kept.newest, added.newest) if t is not None), default=None)
     _save_key(con, _Key(kept.timezone, added.generation, kept.rows + added.rows, newest,
