@@ -189,6 +189,8 @@ class ScheduleConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     cron: str | None = None
     every: str | None = None  # e.g. "6h", "30m"
+    retries: int = Field(default=3, ge=0)  # a run that failed the retry-later way (vendor down) runs again ...
+    retry_wait: str = "10m"  # ... this long after, doubling each time, never past the next fire time
 
 
 class Config(BaseModel):

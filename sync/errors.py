@@ -45,11 +45,12 @@ class DestinationError(RfmsyncError):
     exit_code = 4
 
     def __init__(self, message: str, *, status: int | None = None, body: str | None = None,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, transient: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.body = (body or "")[:500] or None
         self.retry_after = retry_after
+        self.transient = transient  # the call kept failing the retryable way (timeout, 429, 5xx): try again later
 
 
 class DestinationConfigError(DestinationError):

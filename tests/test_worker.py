@@ -401,6 +401,74 @@ def test_a_failing_scheduled_sync_is_counted_and_the_next_fire_time_still_comes(
         assert ledger.get_cursor("schedule", "last_fire") == "2025-03-01T13:00:00+00:00"
 
 
+def _flaky(failures: list[BaseException], runs: list[datetime], clock):
+    """A scheduled job that raises the next of ``failures`` at each run, then succeeds; ``runs`` gets its times."""
+    def job():
+        runs.append(clock())
+        if failures:
+            raise failures.pop(0)
+    return job
+
+
+def test_a_transient_failure_is_retried_before_the_next_fire_time(ledger_url, clock):
+    from connectors.errors import TransientError
+    from sync.config import Config, ScheduleConfig
+    from sync.errors import DestinationError
+    from sync.serve.metrics import Metrics
+
+    metrics, runs = Metrics(), []
+    down = [TransientError("RetailCRM: the list moved under the backfill"),
+            DestinationError("Mailchimp upsert still failing: HTTP 503", status=503, transient=True)]
+    with Ledger.connect(ledger_url, clock=clock) as ledger:
+        sched = Scheduler(Config(schedule=ScheduleConfig(every="1h")), ledger, None, clock=clock,  # type: ignore
+                          job=_flaky(down, runs, clock), metrics=metrics)
+        fire = sched.next_fire
+        clock.advance(hours=1)
+        assert not sched.tick() and sched.retry is not None
+        assert sched.retry.at == fire + timedelta(minutes=10) and sched.wake_at() == sched.retry.at
+        clock.advance(minutes=9)
+        assert not sched.tick() and len(runs) == 1  # not before its time
+        clock.advance(minutes=1)
+        assert not sched.tick() and sched.retry.at == fire + timedelta(minutes=30)  # the wait doubles
+        clock.advance(minutes=20)
+        assert sched.tick() and sched.retry is None
+        assert [r - fire for r in runs] == [timedelta(0), timedelta(minutes=10), timedelta(minutes=30)]
+        assert metrics.scheduled["error"] == 2 and metrics.scheduled["ok"] == 1
+        assert sched.next_fire == fire + timedelta(hours=1)  # the schedule itself did not move
+
+
+def test_only_transient_failures_are_retried_and_never_past_the_next_fire_time(ledger_url, clock):
+    from connectors.errors import TransientError
+    from sync.config import Config, ScheduleConfig
+    from sync.errors import DestinationError, GuardRefusedError
+
+    for failure in (RuntimeError("bug"), DestinationError("Mailchimp: HTTP 400 invalid resource", status=400),
+                    GuardRefusedError(["guard min_orders: 0 valid orders; at least 1 needed"])):
+        runs: list[datetime] = []
+        with Ledger.connect(ledger_url, clock=clock) as ledger:
+            sched = Scheduler(Config(schedule=ScheduleConfig(every="1h")), ledger, None,  # type: ignore
+                              clock=clock, job=_flaky([failure], runs, clock))
+            clock.advance(hours=1)
+            assert not sched.tick() and sched.retry is None, failure
+    runs = []
+    with Ledger.connect(ledger_url, clock=clock) as ledger:  # retries = 3, but the 3rd would land after 14:00
+        sched = Scheduler(Config(schedule=ScheduleConfig(every="1h", retry_wait="15m")), ledger, None,  # type: ignore
+                          clock=clock, job=_flaky([TransientError("down")] * 5, runs, clock))
+        clock.advance(hours=1)
+        assert not sched.tick()
+        while sched.wake_at() < sched.next_fire:
+            clock.now = sched.wake_at()
+            sched.tick()
+        assert [(r - runs[0]).seconds // 60 for r in runs] == [0, 15, 45]  # 45 + 60 would pass the next fire
+        assert sched.retry is None
+        off = Scheduler(Config(schedule=ScheduleConfig(every="1h", retries=0)), ledger, None,  # type: ignore
+                        clock=clock, job=_flaky([TransientError("down")], [], clock))
+        clock.now = off.next_fire
+        assert not off.tick() and off.retry is None
+        with pytest.raises(ConfigError, match=r"\[schedule\] retry_wait = 'soon'"):
+            Scheduler(Config(schedule=ScheduleConfig(every="1h", retry_wait="soon")), ledger, None)  # type: ignore
+
+
 def test_a_schedule_lock_left_by_a_killed_process_does_not_block_the_next_fire_time(ledger_url, clock):
     from sync.config import Config, ScheduleConfig
 

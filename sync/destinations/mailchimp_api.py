@@ -307,7 +307,8 @@ class MailchimpApi:
             return self._retry.call(once, what=f"mailchimp {what}", vendor="Mailchimp")
         except TransientError as exc:
             raise DestinationError(f"Mailchimp {what} (audience {self.audience!r}) still failing: "
-                                   f"{exc}", status=exc.status, body=exc.body, retry_after=exc.retry_after) from None
+                                   f"{exc}", status=exc.status, body=exc.body, retry_after=exc.retry_after,
+                                   transient=True) from None
 
     def error(self, what: str, status: int | None, text: Any,
                response: requests.Response | None) -> Exception:

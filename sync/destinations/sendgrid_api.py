@@ -191,7 +191,7 @@ class SendGridApi:
             return self.retry.call(once, what=f"SendGrid {what}")
         except TransientError as exc:
             raise DestinationError(str(exc), status=exc.status, body=exc.body,  # "...; gave up after N attempts"
-                                   retry_after=exc.retry_after) from None
+                                   retry_after=exc.retry_after, transient=True) from None
 
     def _on_http_error(self, status: int, raw: bytes, headers: Any, what: str, idempotent: bool,
                        ok_404: bool) -> tuple[int, Any]:
@@ -233,7 +233,7 @@ class SendGridApi:
         try:
             return self.retry.call(once, what=f"SendGrid {what}")
         except TransientError as exc:
-            raise DestinationError(str(exc), status=exc.status) from None
+            raise DestinationError(str(exc), status=exc.status, transient=True) from None
 
     def poll(self, parts: Sequence[str], done: Callable[[Any], bool], what: str, shape: type[Shape]) -> Any:
         waited, interval, misses = 0.0, self.poll_interval, 0

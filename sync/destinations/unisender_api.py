@@ -136,7 +136,8 @@ class UnisenderApi:
         try:
             return self.retry.call(once, what=f"Unisender {method}")
         except TransientError as exc:
-            raise DestinationError(str(exc), status=exc.status) from None  # "...; gave up after N attempts"
+            # "...; gave up after N attempts"
+            raise DestinationError(str(exc), status=exc.status, transient=True) from None
 
     def _decode(self, method: str, resp: requests.Response, idempotent: bool) -> Any:
         try:

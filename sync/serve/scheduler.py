@@ -6,6 +6,10 @@ timezone (``[source] timezone``, default UTC); ``every`` slots are aligned to th
 takes the ledger lock ``schedule`` and runs the same path as ``rfmsync sync`` (pull, segment, plan, guards,
 apply: :func:`sync.api.run_sync`; a scheduled run never overrides a guard);
 the fire time is then stored as a ledger cursor so another process that wakes up late does not run it again.
+
+A run that fails the retry-later way (a CRM or ESP still timing out or answering 429/5xx after the client's own
+retries: :func:`transient`) is run again by the same process ``[schedule] retry_wait`` later (10 minutes), doubling
+each time, at most ``retries`` times (3), and never at or past the next fire time, which does the work anyway.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Callable
 from zoneinfo import ZoneInfo
+
+from connectors.errors import TransientError
 
 from ..config import Config, ScheduleConfig
 from ..engine import ApplyReport, destination_lock
@@ -33,16 +39,31 @@ _EVERY_RE = re.compile(r"(\d+)\s*([dhms])")
 CURSOR = ("schedule", "last_fire")
 
 
-def parse_every(text: str) -> timedelta:
+def parse_every(text: str, key: str = "every") -> timedelta:
     """``"6h"``, ``"30m"``, ``"1h30m"``, ``"1d"``, ``"90s"`` → timedelta; ConfigError naming the key otherwise."""
     compact = text.strip().lower().replace(" ", "")
     parts = _EVERY_RE.findall(compact)
     if not compact or "".join(n + u for n, u in parts) != compact:
-        raise ConfigError(f"[schedule] every = {text!r}: use a duration like \"6h\", \"30m\", \"1h30m\" or \"1d\"")
+        raise ConfigError(f"[schedule] {key} = {text!r}: use a duration like \"6h\", \"30m\", \"1h30m\" or \"1d\"")
     seconds = sum(int(n) * _UNITS[u] for n, u in parts)
     if seconds < 60:
-        raise ConfigError(f"[schedule] every = {text!r}: the shortest interval is 1 minute")
+        raise ConfigError(f"[schedule] {key} = {text!r}: the shortest interval is 1 minute")
     return timedelta(seconds=seconds)
+
+
+def transient(exc: BaseException) -> bool:
+    """Failed the retry-later way: a connector's :class:`TransientError`, or an ESP call that kept failing so
+    (``DestinationError.transient``). A guard, a bad export, bad credentials or a 4xx answer are not: running
+    again changes nothing until someone fixes them."""
+    return isinstance(exc, TransientError) or bool(getattr(exc, "transient", False))
+
+
+@dataclass(frozen=True)
+class Retry:
+    """A failed fire time to run again at ``at``; ``attempt`` counts the retries (1 for the first)."""
+    fire: datetime
+    attempt: int
+    at: datetime
 
 
 @dataclass(frozen=True)
@@ -100,24 +121,42 @@ class Scheduler:
         self.job = job or (lambda: run_full_sync(cfg, ledger, settings))
         self.metrics = metrics
         self.next_fire = self.schedule.next_after(clock())
+        self.retry_wait = parse_every(cfg.schedule.retry_wait, "retry_wait")
+        self.retry: Retry | None = None
 
     def _count(self, outcome: str) -> None:
         if self.metrics is not None:
             self.metrics.scheduled_run(outcome)
 
     def tick(self, now: datetime | None = None) -> bool:
-        """Run the sync if a fire time has passed; True when this process ran it."""
+        """Run the sync if a fire time (or a pending retry) has passed; True when this process ran it
+        successfully."""
         now = now or self.clock()
-        if self.next_fire is None or now < self.next_fire:
-            return False
-        fire, self.next_fire = self.next_fire, self.schedule.next_after(now)
+        if self.next_fire is not None and now >= self.next_fire:
+            fire, self.next_fire = self.next_fire, self.schedule.next_after(now)
+            self.retry = None  # the new fire time does the work a pending retry would have done
+            return self._run(fire, 0)
+        if self.retry is not None and now >= self.retry.at:
+            retry, self.retry = self.retry, None
+            return self._run(retry.fire, retry.attempt)
+        return False
+
+    def wake_at(self) -> datetime | None:
+        """The next fire time or pending retry, whichever comes first."""
+        times = [t for t in (self.next_fire, self.retry.at if self.retry else None) if t is not None]
+        return min(times) if times else None
+
+    def _run(self, fire: datetime, attempt: int) -> bool:
         try:  # a lock left by a killed process of this host would block every fire time for its 6 h TTL
             with destination_lock(self.ledger, "schedule", ttl_seconds=6 * 3600):
                 last = self.ledger.get_cursor(*CURSOR)
-                if last is not None and datetime.fromisoformat(last) >= fire:
-                    self._count("skipped")  # another process ran this one
+                # another process ran this fire time (or, for a retry, a later one)
+                if last is not None and (datetime.fromisoformat(last) > fire
+                                         or (not attempt and datetime.fromisoformat(last) == fire)):
+                    self._count("skipped")
                     return False
-                log.info("scheduled sync (fire time %s)", fire.isoformat())
+                log.info("scheduled sync (fire time %s%s)", fire.isoformat(),
+                         f", retry {attempt} of {self.cfg.schedule.retries}" if attempt else "")
                 try:
                     reports = self.job()
                     if self.metrics is not None and isinstance(reports, list):
@@ -134,19 +173,32 @@ class Scheduler:
             self._count("skipped")
             log.info("scheduled sync of %s skipped: another process is running it", fire.isoformat())
             return False
-        except Exception as exc:  # logged and counted; the next fire time tries again
+        except Exception as exc:  # logged and counted; a retry or the next fire time tries again
             self._count("error")
-            log.error("scheduled sync failed: %s", exc)
+            log.error("scheduled sync failed: %s%s", exc, self._plan_retry(exc, fire, attempt))
             return False
         self._count("ok")
         return True
+
+    def _plan_retry(self, exc: Exception, fire: datetime, attempt: int) -> str:
+        """Schedule the next retry of a transient failure, counted from now (the run may have taken long); the
+        log line's tail saying when (or why not)."""
+        if not transient(exc) or attempt >= self.cfg.schedule.retries:
+            return ""
+        wait = self.retry_wait * 2 ** attempt
+        at = self.clock() + max(wait, timedelta(seconds=getattr(exc, "retry_after", None) or 0))
+        if self.next_fire is not None and at >= self.next_fire:
+            return "; not retried: the next fire time comes first"
+        self.retry = Retry(fire, attempt + 1, at)
+        return f"; retry {attempt + 1} of {self.cfg.schedule.retries} at {at.isoformat()}"
 
     def run_forever(self, stop: threading.Event) -> None:
         if not self.schedule.enabled:
             return
         log.info("scheduler: next full sync at %s", self.next_fire.isoformat() if self.next_fire else "never")
         while not stop.is_set():
-            wait = (self.next_fire - self.clock()).total_seconds() if self.next_fire else 3600.0
+            wake = self.wake_at()
+            wait = (wake - self.clock()).total_seconds() if wake else 3600.0
             if wait > 0:
                 stop.wait(min(wait, 60.0))
                 continue
