@@ -27,6 +27,7 @@ from segmentation.purchase_days import ALL_DAYS, build_purchase_days
 from sync.config import load_config
 from sync.pipeline import compute_segments, store_path
 from sync.store.day_cache import DAYS_TABLE, TOTALS_TABLE, cached_purchase_days, drop_cache, valid_purchase_days
+from sync.store.generation import bump_generation
 
 AS_OF = date(2025, 6, 30)
 CONFIG = """\
@@ -240,15 +241,45 @@ def test_a_daily_file_replaces_only_its_customers_rows(tmp_path, caplog, tz):
                               "d2,c999@example.com,2025-06-29T10:00:00+00:00,15.00,completed",
                               "d3,c7@example.com,2025-06-30T08:00:00+00:00,25.00,refunded"]),
              ("daily-2.csv", ["e1,c3@example.com,2025-07-01T01:00:00+00:00,70.00,completed"])]
-    for name, rows in steps:
+    for name, rows in steps:  # appended the lean way: their customers found from their rows alone
         caplog.clear()
         _write(tmp_path, name, rows)
         _assert_as_fresh(cfg, AS_OF)
-        assert any("replaced the rows of" in r.getMessage() for r in caplog.records), caplog.text
+        assert any("replaced the rows of" in r.getMessage() and APPENDED in r.getMessage()
+                   for r in caplog.records), caplog.text
     caplog.clear()
-    (tmp_path / "exports" / "daily-1.csv").unlink()
+    (tmp_path / "exports" / "daily-1.csv").unlink()  # not an append: every customer's orders compared
     _assert_as_fresh(cfg, date(2025, 7, 2), full=False)
-    assert any("replaced the rows of 3 of" in r.getMessage() for r in caplog.records), caplog.text
+    assert any("replaced the rows of 3 of" in r.getMessage() and APPENDED not in r.getMessage()
+               for r in caplog.records), caplog.text
+
+
+APPENDED = "the customers of the files appended since"
+
+
+@pytest.mark.parametrize("edit", ["amount", "customer"])
+def test_an_appended_file_after_an_edit_in_place_compares_every_customer(tmp_path, caplog, edit):
+    """An order edited in the store without a merge (its amount: the checksum; its customer: the generation),
+    then a daily file appended: the customers of that file are not all that changed, so the update compares
+    every customer's orders, and the tables equal a fresh computation."""
+    import logging
+
+    _write(tmp_path, "a.csv", _shop_rows(1, 400, "a", range(50)))
+    cfg = _config(tmp_path)
+    _assert_as_fresh(cfg, AS_OF)
+    with duckdb.connect(str(store_path(cfg))) as con:
+        if edit == "amount":  # nothing moves the generation: only the checksum sees it
+            con.execute("UPDATE orders SET amount = amount + 1 WHERE order_id = (SELECT min(order_id) FROM orders "
+                        "WHERE status = 'completed' AND customer_id <> 'c3@example.com')")
+        else:  # a rewrite that moves the generation without noting an append
+            con.execute("UPDATE orders SET customer_id = 'c49@example.com' WHERE order_id = (SELECT min(order_id) "
+                        "FROM orders WHERE customer_id NOT IN ('c3@example.com', 'c49@example.com'))")
+            bump_generation(con)
+    caplog.set_level(logging.INFO, logger="sync.store.day_cache")
+    _write(tmp_path, "daily-1.csv", ["d1,c3@example.com,2025-06-30T23:30:00+00:00,40.00,completed"])
+    _assert_as_fresh(cfg, AS_OF, full=False)
+    lines = [r.getMessage() for r in caplog.records if "replaced the rows of" in r.getMessage()]
+    assert lines and not any(APPENDED in line for line in lines), caplog.text
 
 
 def test_the_holdout_cuts_the_kept_days_by_local_day(tmp_path):

@@ -107,6 +107,31 @@ def test_gamma_gamma_reproduces_fader_hardie_2013(cal):
     assert gg.log_likelihood == pytest.approx(-4055.92, abs=0.01)
 
 
+def _fit_evaluations(caplog, fit):
+    """(the fit, how many likelihood evaluations its optimizer made), from the fit's DEBUG line."""
+    caplog.clear()
+    with caplog.at_level("DEBUG", logger="segmentation.btyd_models"):
+        got = fit()
+    lines = [r.getMessage() for r in caplog.records if "likelihood evaluations" in r.getMessage()]
+    assert len(lines) == 1
+    return got, int(lines[0].split(": ")[1].split()[0])
+
+
+def test_a_fit_stops_once_its_evaluations_only_round_and_finds_the_same_maximum(cal, caplog, monkeypatch):
+    """L-BFGS-B at ftol 1e-15 spends its last line searches on points whose values differ only by rounding: the
+    fit stops after a run of them (at the best point) instead of waiting for the line search to give up."""
+    gg, evals = _fit_evaluations(caplog, lambda: M.fit_gamma_gamma(cal.frequency, cal.monetary))
+    bg, bg_evals = _fit_evaluations(caplog, lambda: M.fit_bgnbd(cal.frequency, cal.recency, cal.T))
+    monkeypatch.setattr(M, "STALLED_EVALUATIONS", 10**9)  # the optimizer's own stopping rules alone
+    full_gg, full_evals = _fit_evaluations(caplog, lambda: M.fit_gamma_gamma(cal.frequency, cal.monetary))
+    full_bg, full_bg_evals = _fit_evaluations(caplog, lambda: M.fit_bgnbd(cal.frequency, cal.recency, cal.T))
+    assert evals <= full_evals - 15 and bg_evals <= full_bg_evals  # CDNOW's spend: 29 against 49
+    assert (gg.p, gg.q, gg.gamma) == pytest.approx((full_gg.p, full_gg.q, full_gg.gamma), rel=1e-9)
+    assert gg.log_likelihood == pytest.approx(full_gg.log_likelihood, rel=1e-14)
+    assert (bg.r, bg.alpha, bg.a, bg.b) == pytest.approx((full_bg.r, full_bg.alpha, full_bg.a, full_bg.b), rel=1e-9)
+    assert bg.log_likelihood == pytest.approx(full_bg.log_likelihood, rel=1e-14)
+
+
 def test_predictions_agree_with_lifetimes_at_the_same_parameters(cal):
     BetaGeoFitter, GammaGammaFitter = _lifetimes()
     x, tx, T, m = cal.frequency, cal.recency, cal.T, cal.monetary

@@ -20,7 +20,9 @@ Only a prediction run builds it, and only what it reads: the totals always (a ru
 scratch TEMP table of the days dropped after, and keeps nothing else: the holdout counts the lists of each
 customer's days the totals keep); the day table when the boundary needs it.
 A cache of another time zone is replaced. :func:`drop_cache` also forgets the model fits the store keeps
-(:mod:`.fit_cache`).
+(:mod:`.fit_cache`). When the orders moved, only the customers whose orders changed get their rows again
+(:func:`_update_changed`): found from the customers' checks, or, when every write since appended whole files
+(:mod:`.appends`), from those files' rows.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from segmentation import lifecycle, purchase_days
 from segmentation.localtime import check_timezone, local_day_sql
 from segmentation.purchase_days import ALL_DAYS, PurchaseDays, build_purchase_days, purchase_days_query
 
+from .appends import appended_since
 from .facts import DAY_HASH, OrderFacts, current_facts
 from .fit_cache import drop_fits
 from .generation import generation
@@ -50,6 +53,7 @@ TOTALS_TABLE = "cache_customer_totals"
 KEY_TABLE = "cache_purchase_days_key"
 SCRATCH_TABLE = "_rfmsync_all_days"  # the days of a build that does not keep them (TEMP, dropped after)
 CHECK_TABLE = "cache_customer_check"  # per customer: orders and checksum, to find whose orders changed
+THEIR_ORDERS = "_rfmsync_their_orders"  # an update's changed customers' orders (TEMP, dropped after)
 #: more customers changed than this share: rebuild everything instead of replacing theirs
 MAX_CHANGED_SHARE = 0.25
 _CHECK_SQL = f"SELECT customer_id, count(*) AS n, sum({DAY_HASH}) AS h FROM orders GROUP BY customer_id"
@@ -126,7 +130,7 @@ def cached_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str, *, days:
     if not current and on_orders_moved is not None:
         on_orders_moved()
     if not current and stored is not None and (stored[3] or not days) and _same_basis(stored[0], key):
-        found = _update_changed(con, timezone, stored[3])
+        found = _update_changed(con, timezone, stored[0], stored[3], facts)
         if found is not None:
             return _days(con, timezone, *found, stored[3])
     with unordered(con):  # full row groups, written in any order (nothing reads their physical order)
@@ -172,13 +176,17 @@ def _same_basis(old: str, new: str) -> bool:
     return json.loads(old)[:3] == json.loads(new)[:3]
 
 
-def _update_changed(con: duckdb.DuckDBPyConnection, timezone: str,
-                    has_days: bool) -> tuple[str, date | None] | None:
+def _update_changed(con: duckdb.DuckDBPyConnection, timezone: str, stored_key: str, has_days: bool,
+                    facts: OrderFacts | None = None) -> tuple[str, date | None] | None:
     """Replace the cached rows of the customers whose orders changed (a new daily file touches a few): their
     count or checksum over all their orders differs from the one noted when their rows were computed (a customer
     whose orders all went: noted, not counted now). A customer's days and totals depend on their own orders
     alone, so the result is what a rebuild gives. None when there is no note or too many changed (the caller
-    rebuilds); else the new local-day expression and last purchase day."""
+    rebuilds); else the new local-day expression and last purchase day.
+
+    When every write since the cache's key appended whole files (:mod:`.appends`) and their orders are all the
+    orders added (the key's count and checksum plus theirs are the orders' now), the customers that changed are
+    those files' customers: only their orders are counted, instead of grouping every order by customer."""
     present = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND "
                           f"schema_name = 'main' AND table_name = '{CHECK_TABLE}'").fetchall()[0][0]
     if not present:
@@ -187,20 +195,32 @@ def _update_changed(con: duckdb.DuckDBPyConnection, timezone: str,
     with unordered(con):
         con.execute("BEGIN TRANSACTION")  # the key, the checks and the rows of one snapshot of the orders
         try:
-            con.execute(f"CREATE OR REPLACE TEMP TABLE _rfmsync_check_now AS {_CHECK_SQL}")
-            key = cache_key(con, timezone, check="temp._rfmsync_check_now")
-            con.execute(f"""CREATE OR REPLACE TEMP TABLE _rfmsync_changed AS
-                            SELECT customer_id FROM _rfmsync_check_now a FULL JOIN {CHECK_TABLE} b USING (customer_id)
-                            WHERE a.n IS DISTINCT FROM b.n OR a.h IS DISTINCT FROM b.h""")
-            changed, everyone = con.execute("SELECT (SELECT count(*) FROM _rfmsync_changed), "
-                                            "(SELECT count(*) FROM _rfmsync_check_now)").fetchall()[0]
+            files = _appended_files(con, stored_key, facts)
+            if files is not None:
+                con.execute("CREATE OR REPLACE TEMP TABLE _rfmsync_changed AS SELECT DISTINCT customer_id "
+                            f"FROM orders WHERE file_id IN ({files})")
+                _their_orders(con, mine)
+                con.execute("CREATE OR REPLACE TEMP TABLE _rfmsync_check_now AS "
+                            + _CHECK_SQL.replace("FROM orders", f"FROM temp.{THEIR_ORDERS}"))
+                key = cache_key(con, timezone, facts=facts)
+                everyone = con.execute(f"SELECT count(*) FROM {CHECK_TABLE}").fetchall()[0][0]
+            else:
+                con.execute(f"CREATE OR REPLACE TEMP TABLE _rfmsync_check_now AS {_CHECK_SQL}")
+                key = cache_key(con, timezone, check="temp._rfmsync_check_now")
+                con.execute(f"""CREATE OR REPLACE TEMP TABLE _rfmsync_changed AS
+                                SELECT customer_id FROM _rfmsync_check_now a FULL JOIN {CHECK_TABLE} b USING (customer_id)
+                                WHERE a.n IS DISTINCT FROM b.n OR a.h IS DISTINCT FROM b.h""")
+                everyone = con.execute("SELECT count(*) FROM _rfmsync_check_now").fetchall()[0][0]
+            changed = con.execute("SELECT count(*) FROM _rfmsync_changed").fetchall()[0][0]
             if changed > MAX_CHANGED_SHARE * max(everyone, 1):
                 con.execute("ROLLBACK")
                 return None
+            if files is None:
+                _their_orders(con, mine)
             day_sql = local_day_sql(con, "ordered_at", timezone)  # the range may have grown: the others' stay right
             for table in (DAYS_TABLE, TOTALS_TABLE, CHECK_TABLE) if has_days else (TOTALS_TABLE, CHECK_TABLE):
                 con.execute(f"DELETE FROM {table} WHERE {mine}")
-            own = purchase_days.SELECT_SQL.format(day=day_sql, orders="orders", sample=f"AND {mine}")
+            own = purchase_days.SELECT_SQL.format(day=day_sql, orders=f"temp.{THEIR_ORDERS}", sample="")
             if has_days:
                 con.execute(f"INSERT INTO {DAYS_TABLE} BY NAME {own}", {"as_of": ALL_DAYS})
                 own = f"SELECT * FROM {DAYS_TABLE} WHERE {mine}"
@@ -215,8 +235,35 @@ def _update_changed(con: duckdb.DuckDBPyConnection, timezone: str,
         finally:
             con.execute("DROP TABLE IF EXISTS temp._rfmsync_check_now")
             con.execute("DROP TABLE IF EXISTS temp._rfmsync_changed")
-    log.info("purchase days: replaced the rows of %d of %d customers in the order store's", changed, everyone)
+            con.execute(f"DROP TABLE IF EXISTS temp.{THEIR_ORDERS}")
+    log.info("purchase days: replaced the rows of %d of %d customers in the order store's%s", changed, everyone,
+             " (the customers of the files appended since)" if files is not None else "")
     return day_sql, last_day
+
+
+def _their_orders(con: duckdb.DuckDBPyConnection, mine: str) -> None:
+    """The changed customers' orders (the columns their checks and days read), in one pass over the orders for
+    both."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {THEIR_ORDERS} AS SELECT customer_id, ordered_at, amount, discount, "
+                f"status FROM orders WHERE {mine}")
+
+
+def _appended_files(con: duckdb.DuckDBPyConnection, stored_key: str, facts: OrderFacts | None) -> str | None:
+    """The ids (an SQL list) of the files appended since the cache's key when they are every write since
+    (:func:`.appends.appended_since`) and their orders' count and checksum are exactly what the orders gained
+    (an order edited in place meanwhile, or anything else, fails this); else None."""
+    _, _, _, rows, checksum, since = json.loads(stored_key)
+    now = current_facts(con, facts, days=True)
+    files = appended_since(con, since, now.generation)
+    if files is None:
+        return None
+    ids = ", ".join(str(int(f)) for f in files)
+    added, added_sum = con.execute(f"SELECT count(*), coalesce(sum({DAY_HASH}), 0) FROM orders "
+                                   f"WHERE file_id IN ({ids})").fetchall()[0]
+    before = 0 if checksum == "None" else int(checksum)
+    if rows + added != now.rows or before + int(added_sum) != int(now.day_checksum or 0):
+        return None
+    return ids
 
 
 def drop_cache(con: duckdb.DuckDBPyConnection) -> None:

@@ -27,7 +27,8 @@ from connectors.file_staging import CONTACT_FIELDS, LINE_FIELDS, MAX_BAD_ROWS, F
 from connectors.files import FileSource
 from connectors.identity import IdentityReport
 
-from .generation import bump_generation
+from .appends import note_appended
+from .generation import bump_generation, generation
 from .lookup import BULK_ROWS, drop_lookup_indexes
 from .rfm_totals import add_totals, kept_at
 from .webhooks import WEBHOOK_TABLE, create_webhook_table
@@ -141,6 +142,8 @@ def commit_lean(con: duckdb.DuckDBPyConnection, change: LeanChange) -> None:
         con.execute("INSERT INTO orders BY NAME SELECT * FROM staged_orders")
     if change.dropped or change.staged:
         bump_generation(con)
+    if change.staged and not change.dropped:  # an append: a kept table catches up with these files' customers
+        note_appended(con, generation(con), change.new_ids)
     if kept is not None:
         add_totals(con, kept, change.new_ids)
 
