@@ -335,6 +335,25 @@ def test_the_fakes_batch_answers_show_each_member_as_it_is_now(mailchimp_fake) -
         ("unsubscribed", {"FNAME": "Cy"})
 
 
+def test_the_loopback_fake_takes_an_applys_connections_at_once() -> None:
+    """An apply opens its 10 connections at once: the fake's server queues 20 before accepting any (a listen
+    backlog of 5 dropped SYNs, and each dropped one cost its call the kernel's 1 s retransmit)."""
+    import socket
+
+    from tests.fakes.http import LoopbackServer, Reply
+
+    server = LoopbackServer(lambda req: Reply(204))  # listening, never accepting: the kernel's queue alone
+    sockets = []
+    try:
+        for _ in range(20):
+            sockets.append(socket.create_connection((server.host, server.port), timeout=2))
+    finally:
+        for sock in sockets:
+            sock.close()
+        server.stop()
+    assert len(sockets) == 20
+
+
 def test_read_managed_sees_every_status(mailchimp_fake, dest) -> None:
     for status in ("subscribed", "unsubscribed", "cleaned", "transactional"):
         mailchimp_fake.add_member(f"{status}@example.com", status=status, tags=["rfm:A"])
