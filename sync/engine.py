@@ -4,7 +4,7 @@ Every item's outcome is folded into the ledger as its API call completes (group-
 :mod:`sync.outcomes`, so the calls never wait for the ledger): a failure at once, a contact's pushed state once
 its last operation of the run has answered (its upsert and its tag calls answer close together). So a failed item
 stays pending (the next run plans it again) and a process killed mid-run resumes without repeating the calls whose
-outcomes were committed (and repeats, idempotently, at most the upserts of contacts whose tags had not answered). A
+outcomes were committed (and repeats, idempotently, at most the operations of contacts with one not answered). A
 second run with no data change plans nothing and makes zero write calls.
 
 Planning is :mod:`sync.planning`, the ESP clients :mod:`sync.destinations`; the full sync that strings

@@ -1,6 +1,6 @@
 """The apply records outcomes as they come (sync.engine + sync.outcomes), against the Mailchimp fake on 127.0.0.1:
 a contact's state is written once its last operation answered, and the states held back are written however the
-apply ends; a tag call waits for its contacts' upserts, never for the others'."""
+apply ends; a tag call waits for its new contacts' upserts, never for the others' (nor for a known member's update)."""
 
 from __future__ import annotations
 
@@ -184,3 +184,69 @@ def test_the_apply_s_read_of_many_keys_finds_exactly_the_stored_ones(tmp_path):
         assert ledger.load_states("d", iter(["c1@x.io", "c1@x.io"])) == {"c1@x.io": held[1]}
     finally:
         ledger.close()
+
+
+def moved(i: int) -> ContactChange:
+    """A contact the ledger knows is in the audience, moving from segment B to A (fields and both tags)."""
+    email = f"m{i:04d}@example.com"
+    return ContactChange(email, email, f"M{i}", "A", False, "transactional", add_tags=frozenset({"rfm:A"}),
+                         remove_tags=frozenset({"rfm:B"}), set_fields={"SEGMENT": "A"})
+
+
+def known_members(fake: FakeMailchimp, ledger: Ledger, n: int) -> None:
+    for i in range(n):
+        email = f"m{i:04d}@example.com"
+        fake.add_member(email, status="subscribed", merge_fields={"SEGMENT": "B"}, tags=["rfm:B"])
+        ledger.save_states("mc", None, [PushedState(email, f"M{i}", frozenset({"rfm:B"}), {"SEGMENT": "B"})])
+
+
+def test_a_known_members_tag_calls_go_in_the_first_round(mailchimp_fake, ledger):
+    """Contacts that moved between segments: their tag calls do not wait for their field updates, so the two
+    updates and the four tag calls (two tags, 20 contacts, batches of 10) are out at once (before: the tag
+    calls went after the updates answered, four at most in flight)."""
+    known_members(mailchimp_fake, ledger, 20)
+    client = MailchimpDestination("mc", "aud1", mailchimp_fake.api_key, api_url=mailchimp_fake.url, timeout=5,
+                                  batch_size=10, max_connections=6,
+                                  retry=RetryPolicy(attempts=2, sleep=lambda s: None, rng=random.Random(0)))
+    client.prepare(["rfm:A", "rfm:B"], {"SEGMENT": "segment"})
+    mailchimp_fake.latency = 0.2  # the six calls overlap however slowly they are sent
+    report = execute_plan(plan_of([moved(i) for i in range(20)], ("rfm:A", "rfm:B")), client, ledger)
+    assert report.status == "succeeded" and report.counts["ok"] == 60
+    assert mailchimp_fake.max_in_flight == 6
+    assert ledger.load_state("mc")["m0003@example.com"] == PushedState(
+        "m0003@example.com", "M3", frozenset({"rfm:A"}), {"SEGMENT": "A"}, True)
+    assert mailchimp_fake.tags_of("m0003@example.com") == {"rfm:A"}
+    assert mailchimp_fake.member("m0003@example.com")["merge_fields"] == {"SEGMENT": "A"}
+
+
+def test_a_known_members_failed_update_keeps_its_old_fields_and_its_confirmed_tags(mailchimp_fake, client, ledger):
+    """The field update is refused (400), the tag call is not: the ledger records the tags Mailchimp confirmed
+    and the old fields, and keeps the update's failure, so the next run plans the fields again and only them."""
+    known_members(mailchimp_fake, ledger, 3)
+    mailchimp_fake.fail(400, method="POST", path="^/lists/aud1$")
+    report = execute_plan(plan_of([moved(i) for i in range(3)], ("rfm:A", "rfm:B")), client, ledger)
+    assert report.status == "partial" and report.counts == {**report.counts, "ok": 6, "failed": 3}
+    state = ledger.load_state("mc")
+    assert all(state[f"m{i:04d}@example.com"] == PushedState(f"m{i:04d}@example.com", f"M{i}",
+                                                             frozenset({"rfm:A"}), {"SEGMENT": "B"}, True)
+               for i in range(3))
+    assert {(f["key"], f["op"]) for f in ledger.pending_failures("mc")} == {
+        (f"m{i:04d}@example.com", "upsert") for i in range(3)}
+    assert mailchimp_fake.tags_of("m0001@example.com") == {"rfm:A"}
+    assert mailchimp_fake.member("m0001@example.com")["merge_fields"] == {"SEGMENT": "B"}
+
+
+def test_a_known_member_gone_since_is_forgotten_and_never_created_by_its_tag_call(mailchimp_fake, client,
+                                                                                   ledger):
+    """Deleted in Mailchimp behind rfmsync's back: the update (no status) and the tag call, sent at once, both
+    find it missing; nobody is subscribed, and the ledger forgets it so the next plan creates it (consent
+    applies)."""
+    known_members(mailchimp_fake, ledger, 2)
+    mailchimp_fake.forget("m0000@example.com")
+    report = execute_plan(plan_of([moved(i) for i in range(2)], ("rfm:A", "rfm:B")), client, ledger)
+    assert report.status == "partial"
+    assert "m0000@example.com" not in mailchimp_fake.lists["aud1"].members and mailchimp_fake.violations == []
+    state = ledger.load_state("mc")
+    assert state["m0000@example.com"] == PushedState("m0000@example.com", "M0", frozenset(), {}, False)
+    assert state["m0001@example.com"] == PushedState("m0001@example.com", "M1", frozenset({"rfm:A"}),
+                                                     {"SEGMENT": "A"}, True)

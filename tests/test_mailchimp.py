@@ -304,6 +304,56 @@ def test_the_fakes_audience_answer_counts_members_only_when_asked(mailchimp_fake
         {"id": "aud1", "name": mailchimp_fake.lists["aud1"].name}
 
 
+def test_the_fakes_batch_answers_show_each_member_as_it_is_now(mailchimp_fake) -> None:
+    """The fake keeps each member's JSON up to its tags between calls: every answer still shows the member as
+    ``json.dumps`` of its full view after each kind of change (created, fields updated, tagged, deleted and
+    added again with another status)."""
+    import requests
+
+    fake, auth = mailchimp_fake, ("user", mailchimp_fake.api_key)
+    seg = fake.add_segment("rfm:A")
+
+    def post(path: str, body: dict) -> dict:
+        return requests.post(f"{fake.url}/lists/aud1{path}", json=body, auth=auth, timeout=5).json()
+
+    def view(email: str) -> dict:
+        return json.loads(json.dumps(fake._member_view(fake.lists["aud1"], email)))
+
+    answer = post("", {"members": [{"email_address": "a@example.com", "status": "subscribed",
+                                    "merge_fields": {"FNAME": "Al"}}], "update_existing": False})
+    assert answer["new_members"] == [view("a@example.com")]
+    answer = post("", {"members": [{"email_address": "a@example.com", "merge_fields": {"FNAME": "Bo"}}],
+                       "update_existing": True})
+    assert answer["updated_members"] == [view("a@example.com")] and view("a@example.com")["merge_fields"] == \
+        {"FNAME": "Bo"}
+    added = post(f"/segments/{seg}", {"members_to_add": ["a@example.com"]})["members_added"]
+    assert added == [view("a@example.com")] and added[0]["tags"] == [{"id": seg, "name": "rfm:A"}]
+    fake.forget("a@example.com")
+    fake.add_member("a@example.com", status="unsubscribed", merge_fields={"FNAME": "Cy"}, tags=["rfm:A"])
+    removed = post(f"/segments/{seg}", {"members_to_remove": ["a@example.com"]})["members_removed"]
+    assert removed == [view("a@example.com")] and (removed[0]["status"], removed[0]["merge_fields"]) == \
+        ("unsubscribed", {"FNAME": "Cy"})
+
+
+def test_the_loopback_fake_takes_an_applys_connections_at_once() -> None:
+    """An apply opens its 10 connections at once: the fake's server queues 20 before accepting any (a listen
+    backlog of 5 dropped SYNs, and each dropped one cost its call the kernel's 1 s retransmit)."""
+    import socket
+
+    from tests.fakes.http import LoopbackServer, Reply
+
+    server = LoopbackServer(lambda req: Reply(204))  # listening, never accepting: the kernel's queue alone
+    sockets = []
+    try:
+        for _ in range(20):
+            sockets.append(socket.create_connection((server.host, server.port), timeout=2))
+    finally:
+        for sock in sockets:
+            sock.close()
+        server.stop()
+    assert len(sockets) == 20
+
+
 def test_read_managed_sees_every_status(mailchimp_fake, dest) -> None:
     for status in ("subscribed", "unsubscribed", "cleaned", "transactional"):
         mailchimp_fake.add_member(f"{status}@example.com", status=status, tags=["rfm:A"])

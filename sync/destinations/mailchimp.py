@@ -18,9 +18,11 @@ Consent. The batch-subscribe member object (spec 3.0.55) has ``status`` but no `
    ``merge_fields`` and **no status at all**, so subscribed, unsubscribed, cleaned, pending and transactional
    members all keep their status.
 
-Both steps are idempotent, so both are retried. A contact's tags come after its upsert (a tag call starts as
-soon as the upserts of its contacts answered: :mod:`sync.destinations.mailchimp_apply`); a contact whose upsert
-failed gets no tag call this run (its tag ops are reported failed and the engine retries them next run).
+Both steps are idempotent, so both are retried. A new contact's tags come after its upsert (a tag call starts
+as soon as the upserts of its new contacts answered: :mod:`sync.destinations.mailchimp_apply`); a new contact
+whose upsert failed gets no tag call this run (its tag ops are reported failed and the engine retries them next
+run). A contact the ledger knows is in the audience gets its tags without waiting for its field update: a tag
+call never creates a member nor changes a status, and reports a member gone since as ``missing`` itself.
 
 Answers are validated before they are believed (:mod:`sync.destinations.answers`): a 2xx body is read from the
 raw response (the SDK's own decoding is skipped; it returns raw text for HTML, a bare ``requests.Response`` for
@@ -194,7 +196,7 @@ class MailchimpDestination:
 
     def apply(self, changes: Sequence[ContactChange], on_results: OnResults) -> None:
         """Upsert (create, then update) and tag in batches; ``on_results`` after each API call. A tag call
-        starts once its contacts' upserts have answered (:mod:`sync.destinations.mailchimp_apply`)."""
+        starts once its new contacts' upserts have answered (:mod:`sync.destinations.mailchimp_apply`)."""
         stats = {"calls": 0, "items": 0, "failed": 0}
 
         def report(results: Sequence[ItemResult]) -> None:

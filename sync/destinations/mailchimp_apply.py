@@ -1,4 +1,4 @@
-"""Mailchimp's apply as one pipeline: a tag call starts as soon as the upserts of its contacts have answered.
+"""Mailchimp's apply as one pipeline: a tag call starts as soon as the upserts of its new contacts have answered.
 
 The calls are the same as when the upserts all ran first and the tag calls after them (same batches, same count:
 each tag's adds and removes in contact order, up to the batch maximum each, one call per part), but they share
@@ -8,9 +8,17 @@ engine records a contact's state once, when its last operation has answered: :cl
 
 Order kept from the phased apply: creates first; the updates (and the creates Mailchimp answered
 ``ERROR_CONTACT_EXISTS`` for, whose fields still have to be written) once every create has answered, chunked
-together; a contact's tags only after its upsert answered, and not at all when the upsert failed (reported as
-failed: the next run retries them) or found the contact missing (adds reported missing, removes done: it
-carries no tag).
+together; a new contact's tags (``change.create``: not known to be in the audience) only after its upsert
+answered, and not at all when the upsert failed (reported as failed: the next run retries them) or found the
+contact missing (adds reported missing, removes done: it carries no tag).
+
+The tags of a contact the ledger knows is in the audience (``create`` false: a contact that moved between
+segments) do not wait for its field update: the tag call can go in the first round. Nothing the wait guards
+applies to it. A tag call never creates a member ("emails not on the list are ignored") and never touches a
+status, so consent is the upsert's alone. A member gone since (deleted, archived) is reported ``missing`` by the
+tag call itself (an add Mailchimp ignores or refuses), as by its update. And an update that fails does not
+undo a tag Mailchimp confirmed: the ledger records the tag, keeps the old fields, and the next run sends the
+fields again (:class:`sync.outcomes.StateFold` folds each operation's outcome on its own, in any order).
 """
 
 from __future__ import annotations
@@ -61,10 +69,11 @@ def tag_batches(changes: Sequence[ContactChange], batch_size: int) -> list[TagBa
 
 def waiting_for_upserts(batches: Sequence[TagBatch]) -> dict[str, TagBatch | list[TagBatch]]:
     """Contact key -> the tag call (or the list of them: a contact with several tag changes) waiting for its
-    upsert; sets each batch's ``waiting`` (its distinct contacts that need an upsert). One object per contact,
-    no list, in the usual case of one tag change; and in the usual plan (no contact in two tag calls, nor twice
-    in one) the mapping is one dict built in C, checked by its size; any other plan takes the general loop."""
-    keys = [[c.key for c in (*b.add, *b.remove) if c.create or c.set_fields] for b in batches]  # needs_upsert
+    upsert; sets each batch's ``waiting`` (its distinct new contacts: ``create``, whose upsert makes the member;
+    a known member's tags do not wait for its field update). One object per contact, no list, in the usual
+    case of one tag change; and in the usual plan (no contact in two tag calls, nor twice in one) the mapping
+    is one dict built in C, checked by its size; any other plan takes the general loop."""
+    keys = [[c.key for c in (*b.add, *b.remove) if c.create] for b in batches]
     flat = list(chain.from_iterable(keys))
     waiting_on: dict[str, TagBatch | list[TagBatch]] = dict(
         zip(flat, chain.from_iterable(repeat(b, len(k)) for b, k in zip(batches, keys))))
@@ -76,7 +85,7 @@ def waiting_for_upserts(batches: Sequence[TagBatch]) -> dict[str, TagBatch | lis
     for batch in batches:
         n = 0
         for c in {c.key: c for c in (*batch.add, *batch.remove)}.values():
-            if c.create or c.set_fields:  # needs_upsert
+            if c.create:
                 n += 1
                 key = c.key
                 other = waiting_on.get(key)
@@ -91,7 +100,7 @@ def waiting_for_upserts(batches: Sequence[TagBatch]) -> dict[str, TagBatch | lis
 
 
 class Pipeline:
-    """One apply's calls: creates, then updates; each tag call once its contacts' upserts have answered."""
+    """One apply's calls: creates, then updates; each tag call once its new contacts' upserts have answered."""
 
     def __init__(self, dest: MailchimpDestination, changes: Sequence[ContactChange], report: OnResults,
                  on_results: OnResults) -> None:
@@ -104,6 +113,7 @@ class Pipeline:
                 self.creates.append(c)
             elif c.create or c.set_fields:
                 self.updates.append(c)
+        # of the new contacts a tag call waits for (:func:`waiting_for_upserts`):
         self.failed: set[str] = set()  # upserts that failed: their tag ops are not attempted
         self.missing: set[str] = set()  # upserts that found the contact missing: it carries no tag
         self.spill: list[ContactChange] = []
@@ -161,14 +171,17 @@ class Pipeline:
 
     def _upsert_answered(self, kind: str, chunk: Sequence[ContactChange], results: list[ItemResult],
                          spill: list[ContactChange]) -> None:
+        waiting_on = self.waiting_on
         for r in results.other if isinstance(results, CallResults) else results:  # the groups all succeeded
+            if r.key not in waiting_on:  # no tag call waits for it (a known member's tags went on their own)
+                continue
             if not r.ok:
                 self.failed.add(r.key)
             if r.missing:
                 self.missing.add(r.key)
         self.spill.extend(spill)
         spilled = {c.key for c in spill}
-        pop, ready = self.waiting_on.pop, self.ready
+        pop, ready = waiting_on.pop, self.ready
         for c in chunk:
             if spilled and c.key in spilled:
                 continue

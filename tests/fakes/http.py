@@ -82,6 +82,10 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5: a client opening its 10 connections at once (an apply's
+    # first round) while the accept loop is busy had a SYN dropped, and that call waited for the kernel's
+    # 1 s retransmit (a vendor's servers do not); the backlog a server usually gets instead
+    request_queue_size = 128
 
 
 class LoopbackServer:
@@ -139,9 +143,12 @@ class LoopbackServer:
 
     def stop(self) -> None:
         self._stopping.set()
-        self._httpd.shutdown()
+        started = self._thread.is_alive()  # shutdown() waits for a serve loop: one never started never ends
+        if started:
+            self._httpd.shutdown()
         self._httpd.server_close()
-        self._thread.join(timeout=5)
+        if started:
+            self._thread.join(timeout=5)
 
     def __enter__(self) -> "LoopbackServer":
         return self.start()

@@ -95,6 +95,9 @@ class FakeList:
         self.members: dict[str, dict[str, Any]] = {}  # lower-cased email -> member
         self.merge_fields: dict[str, dict[str, Any]] = {}  # TAG -> definition
         self.segments: dict[int, dict[str, Any]] = {}  # id -> {id, name, type, members:set}
+        #: lower-cased email -> the member view's JSON up to its tags (id, address, status, merge fields): a
+        #: member is rendered again by every tag call; dropped by every change of those (the fake's own methods)
+        self.heads: dict[str, str] = {}
 
 
 class FakeMailchimp:
@@ -155,6 +158,7 @@ class FakeMailchimp:
         lst = self._list(list_id)
         lst.members[email.lower()] = {"email_address": email, "status": status,
                                       "merge_fields": dict(merge_fields or {})}
+        lst.heads.pop(email.lower(), None)
         for tag in tags:
             seg = self._segment_by_name(lst, tag) or self._create_segment(lst, tag)
             seg["members"].add(email.lower())
@@ -177,6 +181,7 @@ class FakeMailchimp:
         """Delete a member behind rfmsync's back (drift): gone from the audience and every segment."""
         lst = self._list(list_id)
         lst.members.pop(email.lower(), None)
+        lst.heads.pop(email.lower(), None)
         for seg in lst.segments.values():
             seg["members"].discard(email.lower())
 
@@ -360,6 +365,7 @@ class FakeMailchimp:
                     continue
                 lst.members[key] = {"email_address": email, "status": status,
                                     "merge_fields": dict(item.get("merge_fields") or {})}
+                lst.heads.pop(key, None)
                 new.append(self._member_json(lst, key))
                 continue
             if not update_existing:
@@ -374,6 +380,7 @@ class FakeMailchimp:
                     continue
                 existing["status"] = status
             existing["merge_fields"].update(item.get("merge_fields") or {})
+            lst.heads.pop(key, None)
             updated.append(self._member_json(lst, key))
         return _json_reply(f'{{"new_members": [{", ".join(new)}], "updated_members": [{", ".join(updated)}], '
                            f'"errors": {_encode(errors)}, "total_created": {len(new)}, '
@@ -464,18 +471,21 @@ class FakeMailchimp:
 
     def _member_json(self, lst: FakeList, key: str) -> str:
         """:meth:`_member_view` as the JSON text ``json.dumps`` would give it, built from pre-serialised parts
-        (a batch answer carries 500 of them: the bench's fake must not be slower than the client it serves)."""
-        m = lst.members[key]
-        ids = tuple(sid for sid, seg in lst.segments.items() if key in seg["members"])
+        (a batch answer carries 500 of them: the bench's fake must not be slower than the client it serves). The
+        part before the tags is kept per member (:attr:`FakeList.heads`): a tag call renders it again unchanged."""
+        ids = tuple([sid for sid, seg in lst.segments.items() if key in seg["members"]])
         tags = self._tags_json.get(ids)
         if tags is None:
             tags = self._tags_json[ids] = _encode([{"id": i, "name": lst.segments[i]["name"]} for i in ids])
-        member_id = self._ids.get(key)
-        if member_id is None:  # the MD5 of the lower-cased address, as Mailchimp's subscriber hash
-            member_id = self._ids[key] = hashlib.md5(key.encode()).hexdigest()
-        return (f'{{"id": "{member_id}", "email_address": {_str(m["email_address"])}, '
-                f'"status": {_str(m["status"])}, "merge_fields": {_encode(m["merge_fields"])}, '
-                f'"tags_count": {len(ids)}, "tags": {tags}, "list_id": {_str(lst.id)}}}')
+        head = lst.heads.get(key)
+        if head is None:
+            m = lst.members[key]
+            member_id = self._ids.get(key)
+            if member_id is None:  # the MD5 of the lower-cased address, as Mailchimp's subscriber hash
+                member_id = self._ids[key] = hashlib.md5(key.encode()).hexdigest()
+            head = lst.heads[key] = (f'{{"id": "{member_id}", "email_address": {_str(m["email_address"])}, '
+                                     f'"status": {_str(m["status"])}, "merge_fields": {_encode(m["merge_fields"])}, ')
+        return f'{head}"tags_count": {len(ids)}, "tags": {tags}, "list_id": {_str(lst.id)}}}'
 
     @staticmethod
     def _list_view(lst: FakeList, stats: bool = True) -> dict[str, Any]:
