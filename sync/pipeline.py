@@ -212,9 +212,11 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
                                         facts=facts) if own_store else None
             from segmentation.predictive import predict_customers  # (its import ran meanwhile)
 
+            joined = join_predictions or rules_need_predictions(seg_cfg)
+            # not joined into the segments table: read once or twice after (the file, predict's counts), a view
             report = predict_customers(con, as_of, pcfg, timezone=cfg.timezone, keep_days=boundary, days=days,
-                                       fits=StoreFits(con) if own_store else None)
-        extra = "customer_predictions" if join_predictions or rules_need_predictions(seg_cfg) else None
+                                       fits=StoreFits(con) if own_store else None, view=not joined)
+        extra = "customer_predictions" if joined else None
     days = report.purchase_days if report is not None else None
     if days is None and boundary and own_store:  # the boundary reads the store's day table when it is current
         days = valid_purchase_days(con, cfg.timezone, day_table=True, facts=facts)
