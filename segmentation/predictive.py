@@ -13,7 +13,7 @@ import logging
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 import duckdb
 import numpy as np
@@ -285,7 +285,7 @@ def _holdout_check(cal: holdout.Calibration, bg: BgNbdParams, cfg: PredictConfig
 def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictConfig,
                       timezone: str = "UTC", *, keep_days: bool = True,
                       days: PurchaseDays | None = None, fits: FitStore | None = None,
-                      view: bool = False) -> PredictReport:
+                      view: bool = False, meanwhile: Callable[[], object] | None = None) -> PredictReport:
     """Fit BG/NBD + Gamma-Gamma on ``orders`` and (re)create TEMP table ``customer_predictions``.
 
     One row per customer with a completed order on or before the local day ``as_of``.
@@ -299,6 +299,9 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
     ``view``: ``customer_predictions`` is a TEMP VIEW (over ``customer_lifecycle`` and TEMP table
     ``customer_model``, the model's numbers per distinct summary), for a caller that reads it once or twice
     (:func:`~segmentation.lifecycle.create_predictions_table`).
+    ``meanwhile``: the caller's work that reads none of the predictions (the segmenting of a run that keeps them
+    out of its segments table: DuckDB's queries), run on this thread while the model's numbers for every
+    distinct summary are computed on a worker thread; its exceptions propagate.
     """
     check_timezone(timezone)
     # once per run: the lifecycle fields, the BTYD summary and the holdout's calibration summary come from one
@@ -314,7 +317,8 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
     s = _summary(con, as_of, cfg.time_unit)
     reasons = []
     bg, bg_why = _fit_bgnbd_guarded(s, cfg, fits=fits)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rfmsync-holdout") as pool:
+    # two workers: the holdout's comparison and the model's numbers (numpy and scipy ufuncs, which release the GIL)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="rfmsync-predict") as pool:
         checked = _holdout(con, cal_end, cfg, pool, bg, fits)  # compared on the pool meanwhile
         if bg_why:
             reasons.append(f"BG/NBD not fitted: {bg_why}")
@@ -326,7 +330,10 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
                 corr = float(np.corrcoef(spend_x, spend_m)[0, 1])
         if gg_why:
             reasons.append(f"Gamma-Gamma not fitted: {gg_why}")
-        table, bad, beyond = _model_table(s, cfg, bg, gg)
+        numbers = pool.submit(_model_table, s, cfg, bg, gg)  # (no fit runs beside them: the fits are done)
+        if meanwhile is not None:
+            meanwhile()
+        table, bad, beyond = numbers.result()
         hold, hold_groups = checked.result()
     if bad:
         reasons.append(f"{bad} customers got non-finite predictions (left NULL)")
