@@ -26,6 +26,8 @@ or ``no_model`` (the model was not fitted); NULL when there is a date.
 
 from __future__ import annotations
 
+import numbers
+import re
 from datetime import date
 
 import duckdb
@@ -69,29 +71,28 @@ TOTALS_SQL = """
         SELECT t.* EXCLUDE (day_list) FROM {totals} t
 """
 #: ... with the calibration numbers, from each customer's list of days: only a customer who bought after $cal_end
-#: has days to count (how many came after it, and the last one up to it); a customer whose first purchase day
-#: came after $cal_end gets cal_t_days < 0 (not in the calibration period)
+#: has days to filter (one filter: the days up to $cal_end; the others are the later ones, purchase_days in all); a
+#: customer whose first purchase day came after $cal_end gets cal_t_days < 0 (not in the calibration period)
 TOTALS_CALIBRATION_SQL = """
-        SELECT t.* EXCLUDE (day_list, later, last_cal),
+        SELECT t.* EXCLUDE (day_list, cal_days, later, last_cal),
                t.purchase_days - t.later - 1 AS cal_x,
                CASE WHEN t.later = 0 THEN t.last_day - t.first_day ELSE t.last_cal - t.first_day END
                    AS cal_recency_days,
                $cal_end::DATE - t.first_day AS cal_t_days,
                t.later AS cal_later
-        FROM (SELECT *,
-                     CASE WHEN last_day > $cal_end
-                          THEN len(list_filter(day_list, lambda d: d > $cal_end)) ELSE 0 END AS later,
-                     CASE WHEN last_day > $cal_end
-                          THEN list_max(list_filter(day_list, lambda d: d <= $cal_end)) END AS last_cal
-              FROM {totals}) t
+        FROM (SELECT *, CASE WHEN cal_days IS NULL THEN 0 ELSE purchase_days - len(cal_days) END AS later,
+                     list_max(cal_days) AS last_cal
+              FROM (SELECT *, CASE WHEN last_day > $cal_end THEN list_filter(day_list, lambda d: d <= $cal_end) END
+                                  AS cal_days
+                    FROM {totals})) t
 """
 
 
-# From the run's purchase-day table ({days}, days up to $as_of); single orders only for the line items.
-LIFECYCLE_SQL = """
-    CREATE OR REPLACE TEMP TABLE customer_lifecycle AS
-    WITH per_day AS ({per_day}),
-    items AS (
+#: each customer's favourite category and brand (rows only for customers with line items of completed orders up to
+#: $as_of): a table of its own, so that ``customer_lifecycle`` can be a view (:func:`create_lifecycle_table`)
+FAVOURITES_SQL = """
+    CREATE OR REPLACE TEMP TABLE customer_favourites AS
+    WITH items AS (
         SELECT c.customer_id, li.category, li.brand, coalesce(li.quantity, 1) AS qty,
                coalesce(li.quantity, 1) * coalesce(li.price, 0) AS spend
         FROM line_items li
@@ -110,20 +111,29 @@ LIFECYCLE_SQL = """
                                   ORDER BY sum(spend) DESC, sum(qty) DESC, brand) AS rank
         FROM items WHERE brand IS NOT NULL GROUP BY customer_id, brand
     )
+    SELECT customer_id, cat.category AS favourite_category, brand.brand AS favourite_brand
+    FROM (SELECT customer_id, category FROM cat WHERE rank = 1) cat
+    FULL JOIN (SELECT customer_id, brand FROM brand WHERE rank = 1) brand USING (customer_id)
+"""
+
+# From the per-customer aggregates ({per_day}) and the favourites; a TABLE, or a VIEW over the store's kept totals
+# (no parameters then: $threshold and $cal_end are written into its text)
+LIFECYCLE_SQL = """
+    CREATE TEMP {kind} customer_lifecycle AS
+    WITH per_day AS ({per_day})
     SELECT d.customer_id, d.first_day, d.last_day, d.purchase_days, d.orders, d.gaps, d.median_gap_days,
            CASE WHEN d.purchase_days > 1
                 THEN round(date_diff('day', d.first_day, d.last_day) / (d.purchase_days - 1), 2)
            END AS avg_days_between_orders,
            CAST(d.discount_share AS DOUBLE) AS discount_share,
            (d.orders >= 2 AND d.discount_share >= $threshold) AS discount_hunter,
-           cat.category AS favourite_category, brand.brand AS favourite_brand, d.monetary{calibration_columns}
+           f.favourite_category, f.favourite_brand, d.monetary{calibration_columns}
     FROM per_day d
-    LEFT JOIN cat ON cat.customer_id = d.customer_id AND cat.rank = 1
-    LEFT JOIN brand ON brand.customer_id = d.customer_id AND brand.rank = 1
+    LEFT JOIN customer_favourites f ON f.customer_id = d.customer_id
 """
 
 PREDICTIONS_SQL = """
-    CREATE OR REPLACE TEMP TABLE customer_predictions AS
+    CREATE TEMP TABLE customer_predictions AS
     WITH model_next AS (
         SELECT l.*, m.p_alive, m.expected_purchases, m.churn_probability, m.clv_per_aov,
                ceil(m.days_to_next_order) AS model_days,
@@ -167,12 +177,20 @@ AOV_SQL = f"(1 - {_WEIGHT}) * ($gg_g * $gg_p / ($gg_q - 1)) + {_WEIGHT} * l.mone
 
 def create_lifecycle_table(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str = "UTC",
                            discount_hunter_threshold: float = 0.5, days: PurchaseDays | None = None, *,
-                           calibration_end: date | None = None) -> int:
-    """Create TEMP table ``customer_lifecycle`` (one row per customer with a completed order).
+                           calibration_end: date | None = None) -> None:
+    """Create TEMP ``customer_lifecycle`` (one row per customer with a completed order) and TEMP table
+    ``customer_favourites`` (its favourite category and brand, for customers with line items).
 
     ``days``: the run's purchase-day table, if built (it must cover ``as_of``); else one is built here.
     ``calibration_end``: also count, in the same pass, the holdout check's calibration summary as of that day and
-    the purchase days after it (``cal_x, cal_recency_days, cal_t_days, cal_later``)."""
+    the purchase days after it (``cal_x, cal_recency_days, cal_t_days, cal_later``).
+
+    When the store's kept totals are those as of ``as_of`` (``days.totals_for``), ``customer_lifecycle`` is a VIEW
+    over them: each of its readers (the BTYD summary, the spend fit's rows, the holdout's calibration, the
+    predictions table) scans the million rows it would have scanned in the table, and only its own columns (the
+    calibration's filters of every customer's days only for the holdout); copying them first into a table cost
+    0.15–0.4 CPU s on 10 M orders. The view reads the totals as they are when read: it is the run's, made after
+    they were brought up to date. Otherwise (aggregates of the purchase days) it is a TABLE."""
     days = purchase_days_for(con, as_of, timezone, days)
     cal = calibration_end is not None
     totals = days.totals_for(as_of)
@@ -180,11 +198,43 @@ def create_lifecycle_table(con: duckdb.DuckDBPyConnection, as_of: date, timezone
         per_day = (TOTALS_CALIBRATION_SQL if cal else TOTALS_SQL).format(totals=totals)
     else:
         per_day = PER_CUSTOMER_SQL.format(days=days.table, gaps=GAPS_SQL, calibration=CALIBRATION_SQL if cal else "")
-    sql = LIFECYCLE_SQL.format(per_day=per_day, orders=days.orders, day=days.day_sql,
+    con.execute(FAVOURITES_SQL.format(orders=days.orders, day=days.day_sql), {"as_of": as_of})
+    sql = LIFECYCLE_SQL.format(kind="VIEW" if totals else "TABLE", per_day=per_day,
                                calibration_columns=CALIBRATION_COLUMNS if cal else "")
-    params = {"as_of": as_of, "threshold": discount_hunter_threshold} | ({"cal_end": calibration_end} if cal else {})
-    con.execute(sql, params)
-    return con.execute("SELECT count(*) FROM customer_lifecycle").fetchall()[0][0]
+    params = {"threshold": discount_hunter_threshold} | ({"cal_end": calibration_end} if cal else {})
+    drop_temp(con, "customer_lifecycle")
+    if totals:
+        con.execute(with_values(sql, params))
+    else:
+        con.execute(sql, params | {"as_of": as_of})
+
+
+def with_values(sql: str, params: dict[str, object]) -> str:
+    """``sql`` with each ``$name`` of ``params`` written as a literal of the type it binds as (a view has no
+    parameters): a date as a DATE, an integer as itself, a float as the DOUBLE its ``repr`` parses to (the same
+    double: ``repr`` round-trips)."""
+    def literal(value: object) -> str:
+        if isinstance(value, date):
+            return f"DATE '{value.isoformat()}'"
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return str(int(value))
+        if isinstance(value, numbers.Real):
+            return f"CAST('{float(value)!r}' AS DOUBLE)"
+        raise TypeError(f"no literal for {value!r}")
+
+    def value_of(match: re.Match[str]) -> str:
+        return literal(params[match.group(1)]) if match.group(1) in params else match.group(0)
+
+    return re.sub(r"\$([A-Za-z_][A-Za-z0-9_]*)\b", value_of, sql)
+
+
+def drop_temp(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Drop the TEMP table or view ``name``, if there is one (a run may have left either)."""
+    kinds = con.execute("SELECT 'VIEW' FROM duckdb_views() WHERE temporary AND view_name = $n UNION ALL "
+                        "SELECT 'TABLE' FROM duckdb_tables() WHERE temporary AND table_name = $n",
+                        {"n": name}).fetchall()
+    for (kind,) in kinds:
+        con.execute(f"DROP {kind} temp.main.{name}")
 
 
 def customer_totals_sql(days: str, *, gaps: bool = True) -> str:
@@ -212,7 +262,7 @@ def create_customer_totals(con: duckdb.DuckDBPyConnection, days: PurchaseDays, t
 def create_predictions_table(con: duckdb.DuckDBPyConnection, model: str, as_of: date,
                              remind_days_before: int, horizon_days: int | None = None, *,
                              spend: tuple[float, float, float] | None = None,
-                             churn_risk_cut_points: tuple[float, float] = (0.33, 0.66)) -> int:
+                             churn_risk_cut_points: tuple[float, float] = (0.33, 0.66), view: bool = False) -> None:
     """Create TEMP table ``customer_predictions`` from ``customer_lifecycle`` and a model relation.
 
     ``model`` names a registered relation with one row per distinct BTYD summary ``x, recency_days, t_days``
@@ -225,6 +275,10 @@ def create_predictions_table(con: duckdb.DuckDBPyConnection, model: str, as_of: 
 
     ``horizon_days``: a model-based ``next_order_date`` further ahead is NULL (``next_order_reason`` =
     ``beyond_horizon``); None keeps every model date.
+
+    ``view``: a TEMP VIEW instead (``model`` must then be a table that outlives it): for a run that reads it once or
+    twice (the per-customer file, ``rfmsync predict``'s counts), each read computes only the columns it reads; a
+    table of all fifteen for a million customers cost 0.3 CPU s more than it saves them.
     """
     if not model.isidentifier():
         raise ValueError(f"model relation name must be an identifier, got {model!r}")
@@ -234,5 +288,8 @@ def create_predictions_table(con: duckdb.DuckDBPyConnection, model: str, as_of: 
               "low": churn_risk_cut_points[0], "high": churn_risk_cut_points[1]}
     if spend is not None:
         params |= dict(zip(("gg_p", "gg_q", "gg_g"), spend))
-    con.execute(sql, params)
-    return con.execute("SELECT count(*) FROM customer_predictions").fetchall()[0][0]
+    drop_temp(con, "customer_predictions")
+    if view:
+        con.execute(with_values(sql.replace("TEMP TABLE", "TEMP VIEW", 1), params))
+    else:
+        con.execute(sql, params)

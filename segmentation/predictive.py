@@ -13,7 +13,7 @@ import logging
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 import duckdb
 import numpy as np
@@ -191,6 +191,8 @@ SUMMARY_SQL = """
     FROM customer_lifecycle GROUP BY ALL ORDER BY ALL
 """
 
+#: the model's numbers per distinct summary, kept as a TEMP table when ``customer_predictions`` is a view over it
+MODEL_TABLE = "customer_model"
 MODEL_COLUMNS = ("p_alive", "expected_purchases", "churn_probability", "days_to_next_order", "clv_per_aov")
 
 
@@ -201,11 +203,17 @@ def _summary(con: duckdb.DuckDBPyConnection, as_of: date, time_unit: str) -> Sum
 
 
 def _model_table(s: SummaryCounts, cfg: PredictConfig, bg: BgNbdParams | None,
-                 gg: GammaGammaParams | None) -> tuple[pa.Table, int]:
+                 gg: GammaGammaParams | None) -> tuple[pa.Table, int, int]:
     """The BG/NBD numbers per distinct summary (x, recency_days, t_days) as an Arrow table (NaN → NULL), for
     :func:`~segmentation.lifecycle.create_predictions_table` to join to the customers; also how many customers
-    got non-finite numbers (their rows are NULL). ``clv_per_aov`` is the CLV of one unit of spend per purchase
-    (NULL without a spend model): the table multiplies it by each customer's expected_aov."""
+    got non-finite numbers (their rows are NULL), and how many will have ``next_order_reason`` =
+    ``beyond_horizon``. ``clv_per_aov`` is the CLV of one unit of spend per purchase (NULL without a spend model):
+    the table multiplies it by each customer's expected_aov.
+
+    The last count is the predictions table's rule on the summaries: a customer gets a model-based date unless
+    they have two gaps between purchase days (``gaps`` = purchase days − 1 = ``x``, so ``x < 2``), and it is beyond
+    the horizon when ``ceil(days_to_next_order)`` (not NULL) exceeds ``horizon_days``; counted here, weighted by
+    customers, instead of by a scan of ``customer_predictions`` (a view, when it is one, computed again)."""
     per_unit = DAYS_PER_UNIT[s.time_unit]
     rows = len(s) if bg is not None else 0  # no model: no rows, every customer's numbers are NULL
     x, t_x, T = s.x[:rows], s.t_x[:rows], s.T[:rows]
@@ -225,7 +233,9 @@ def _model_table(s: SummaryCounts, cfg: PredictConfig, bg: BgNbdParams | None,
     cols = dict(zip(MODEL_COLUMNS, (alive, expected, churn, next_days, value)))
     keys = {"x": _arrow(x), "recency_days": _arrow(s.recency_days[:rows]), "t_days": _arrow(s.t_days[:rows])}
     model = {k: _arrow(v, np.isnan(v) | bad) for k, v in cols.items()}
-    return pa.table(keys | model), int(s.weights[:rows][bad].sum())
+    weights = s.weights[:rows]
+    beyond = (x < 2) & ~bad & (np.ceil(next_days) > cfg.horizon_days)  # (NaN: not beyond, as NULL is not)
+    return pa.table(keys | model), int(weights[bad].sum()), int(weights[beyond].sum())
 
 
 def _arrow(values: np.ndarray, null: np.ndarray | None = None) -> pa.Array:
@@ -274,7 +284,8 @@ def _holdout_check(cal: holdout.Calibration, bg: BgNbdParams, cfg: PredictConfig
 
 def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictConfig,
                       timezone: str = "UTC", *, keep_days: bool = True,
-                      days: PurchaseDays | None = None, fits: FitStore | None = None) -> PredictReport:
+                      days: PurchaseDays | None = None, fits: FitStore | None = None,
+                      view: bool = False, meanwhile: Callable[[], object] | None = None) -> PredictReport:
     """Fit BG/NBD + Gamma-Gamma on ``orders`` and (re)create TEMP table ``customer_predictions``.
 
     One row per customer with a completed order on or before the local day ``as_of``.
@@ -285,6 +296,12 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
     ``as_of`` in ``timezone``); reported as ``purchase_days`` when ``keep_days``.
     ``fits``: fits of earlier runs by key (:mod:`segmentation.fit_cache`): one whose inputs are exactly this
     run's is read, not fitted again; this run's are added.
+    ``view``: ``customer_predictions`` is a TEMP VIEW (over ``customer_lifecycle`` and TEMP table
+    ``customer_model``, the model's numbers per distinct summary), for a caller that reads it once or twice
+    (:func:`~segmentation.lifecycle.create_predictions_table`).
+    ``meanwhile``: the caller's work that reads none of the predictions (the segmenting of a run that keeps them
+    out of its segments table: DuckDB's queries), run on this thread while the model's numbers for every
+    distinct summary are computed on a worker thread; its exceptions propagate.
     """
     check_timezone(timezone)
     # once per run: the lifecycle fields, the BTYD summary and the holdout's calibration summary come from one
@@ -300,7 +317,8 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
     s = _summary(con, as_of, cfg.time_unit)
     reasons = []
     bg, bg_why = _fit_bgnbd_guarded(s, cfg, fits=fits)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rfmsync-holdout") as pool:
+    # two workers: the holdout's comparison and the model's numbers (numpy and scipy ufuncs, which release the GIL)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="rfmsync-predict") as pool:
         checked = _holdout(con, cal_end, cfg, pool, bg, fits)  # compared on the pool meanwhile
         if bg_why:
             reasons.append(f"BG/NBD not fitted: {bg_why}")
@@ -312,7 +330,10 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
                 corr = float(np.corrcoef(spend_x, spend_m)[0, 1])
         if gg_why:
             reasons.append(f"Gamma-Gamma not fitted: {gg_why}")
-        table, bad = _model_table(s, cfg, bg, gg)
+        numbers = pool.submit(_model_table, s, cfg, bg, gg)  # (no fit runs beside them: the fits are done)
+        if meanwhile is not None:
+            meanwhile()
+        table, bad, beyond = numbers.result()
         hold, hold_groups = checked.result()
     if bad:
         reasons.append(f"{bad} customers got non-finite predictions (left NULL)")
@@ -320,13 +341,14 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
     name = "_rfmsync_predict_model"
     con.register(name, table)
     try:
-        create_predictions_table(con, name, as_of, cfg.remind_days_before, horizon_days=cfg.horizon_days,
+        if view:  # the view reads the model's numbers when it is read: a table of them (the distinct summaries)
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {MODEL_TABLE} AS SELECT * FROM {name}")
+        create_predictions_table(con, MODEL_TABLE if view else name, as_of, cfg.remind_days_before,
+                                 horizon_days=cfg.horizon_days,
                                  spend=(gg.p, gg.q, gg.gamma) if gg is not None else None,
-                                 churn_risk_cut_points=tuple(cfg.churn_risk_cut_points))
+                                 churn_risk_cut_points=tuple(cfg.churn_risk_cut_points), view=view)
     finally:
         con.unregister(name)
-    beyond = con.execute("SELECT count(*) FROM customer_predictions WHERE next_order_reason = 'beyond_horizon'"
-                         ).fetchall()[0][0]
     report = PredictReport(
         as_of=as_of, customers=s.customers, repeat_customers=s.repeat_customers, horizon_days=cfg.horizon_days,
         clv_horizon_days=cfg.clv_horizon_days, time_unit=cfg.time_unit,

@@ -22,6 +22,7 @@ from connectors.errors import ConfigError as SourceConfigError
 from connectors.records import BadRow
 from connectors.source import PullResult, Source
 from segmentation import SegmentationConfig, SegmentationResult, run_segmentation
+from segmentation.purchase_days import PurchaseDays
 from segmentation.warmup import PREDICTION_MODULES, import_in_background
 
 from . import progress as steps
@@ -197,6 +198,15 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
     extra = None
     # one scan of the orders for both kept tables' checks (the purchase days' and the RFM totals')
     facts = order_facts(con, days=predicting or boundary) if own_store else None
+    segmented: list[SegmentationResult] = []
+
+    def segment(days: PurchaseDays | None) -> None:
+        with steps.step("segmenting"):
+            # a store this run opened keeps its per-customer totals between runs (sync.store.rfm_totals)
+            totals = rfm_totals(con, as_of, cfg.timezone, facts) if own_store else None
+            segmented.append(run_segmentation(con, seg_cfg, as_of, cfg.timezone, extra_fields=extra,
+                                              with_boundary=boundary, purchase_days=days, totals=totals))
+
     if predicting:
         pcfg = cfg.predict_config()
         if not holdout:  # the holdout refit is a fit-quality report for `rfmsync predict`, not needed to sync
@@ -212,17 +222,20 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
                                         facts=facts) if own_store else None
             from segmentation.predictive import predict_customers  # (its import ran meanwhile)
 
+            joined = join_predictions or rules_need_predictions(seg_cfg)
+            # not joined into the segments table: read once or twice after (the file, predict's counts), a view;
+            # and without the boundary the segments read nothing of the predictions: they are made while the
+            # model's numbers are computed (numpy on a worker thread, DuckDB on this one)
             report = predict_customers(con, as_of, pcfg, timezone=cfg.timezone, keep_days=boundary, days=days,
-                                       fits=StoreFits(con) if own_store else None)
-        extra = "customer_predictions" if join_predictions or rules_need_predictions(seg_cfg) else None
-    days = report.purchase_days if report is not None else None
-    if days is None and boundary and own_store:  # the boundary reads the store's day table when it is current
-        days = valid_purchase_days(con, cfg.timezone, day_table=True, facts=facts)
-    with steps.step("segmenting"):
-        # a store this run opened keeps its per-customer totals between runs (sync.store.rfm_totals)
-        totals = rfm_totals(con, as_of, cfg.timezone, facts) if own_store else None
-        result = run_segmentation(con, seg_cfg, as_of, cfg.timezone, extra_fields=extra, with_boundary=boundary,
-                                  purchase_days=days, totals=totals)
+                                       fits=StoreFits(con) if own_store else None, view=not joined,
+                                       meanwhile=None if joined or boundary else lambda: segment(None))
+        extra = "customer_predictions" if joined else None
+    if not segmented:
+        days = report.purchase_days if report is not None else None
+        if days is None and boundary and own_store:  # the boundary reads the store's day table when it is current
+            days = valid_purchase_days(con, cfg.timezone, day_table=True, facts=facts)
+        segment(days)
+    result = segmented[0]
     warnings = gone_lines(getattr(pull, "gone_files", []))
     warnings += [w for w in [stale_warning(con, as_of, cfg.timezone, cfg.guards.stale_days)] if w]
     warnings += list(report.warnings) if report is not None else []

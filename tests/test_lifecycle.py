@@ -8,12 +8,14 @@ from datetime import date, datetime, timedelta, timezone
 import duckdb
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connectors.tables import create_tables
 from segmentation import btyd_models as M
 from segmentation import predictive as P
 from segmentation.btyd import btyd_summary, simulate_bgnbd
-from segmentation.lifecycle import create_lifecycle_table
+from segmentation.lifecycle import create_lifecycle_table, with_values
 
 AS_OF = date(2024, 6, 30)
 
@@ -172,3 +174,24 @@ def test_next_order_date_and_reorder_due():
         else:
             assert got[cid][0] is not None and got[cid][3] is None, cid
     assert any(got[c][0] is None for c in ids) and any(got[c][0] is not None and gaps[c] < 2 for c in ids)
+
+
+_LITERALS = duckdb.connect()
+
+
+@settings(deadline=None)  # (a busy machine: DuckDB's first query of a process can take longer than 200 ms)
+@given(st.floats(allow_nan=False) | st.integers(-2**63, 2**63 - 1) | st.dates()
+       | st.floats(allow_nan=False).map(np.float64) | st.integers(-2**31, 2**31).map(np.int64))
+def test_a_views_literal_is_the_value_a_parameter_binds(value):
+    """A view has no parameters (customer_lifecycle and customer_predictions as views write their values into the
+    SQL): each literal is the value the parameter gives, to the last bit of a double."""
+    con = _LITERALS
+    want = con.execute("SELECT $v", {"v": value.item() if isinstance(value, np.generic) else value}).fetchall()
+    got = con.execute(f"SELECT {with_values('$v', {'v': value})}").fetchall()
+    assert got == want and (str(got[0][0]) == str(want[0][0]))
+
+
+def test_a_view_literal_leaves_other_names_and_refuses_text():
+    assert with_values("$a + $ab - $b", {"a": 1, "b": 2.5}) == "1 + $ab - CAST('2.5' AS DOUBLE)"
+    with pytest.raises(TypeError):
+        with_values("$a", {"a": "x'; DROP TABLE orders; --"})

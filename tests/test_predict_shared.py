@@ -10,6 +10,7 @@ cross daylight-saving changes.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -25,7 +26,7 @@ from segmentation import holdout
 from segmentation import predictive as P
 from segmentation.boundary import _spells
 from segmentation.btyd import btyd_summary, simulate_bgnbd
-from segmentation.lifecycle import create_lifecycle_table
+from segmentation.lifecycle import create_customer_totals, create_lifecycle_table
 from segmentation.purchase_days import build_purchase_days, purchase_days_query
 
 ICU_DAY = "CAST((ordered_at AT TIME ZONE $tz) AS DATE)"
@@ -143,6 +144,14 @@ def _assert_same_steps(con: duckdb.DuckDBPyConnection, as_of: date, tz: str, hol
     # `segments --customers` reads the same rows as a subquery, never written as a table: the same lifecycle
     whole = con.execute("SELECT * FROM customer_lifecycle ORDER BY customer_id").fetchall()
     create_lifecycle_table(con, as_of, tz, 0.5, days=purchase_days_query(con, as_of, tz), calibration_end=cal_end)
+    assert con.execute("SELECT * FROM customer_lifecycle ORDER BY customer_id").fetchall() == whole
+    # from kept totals (the store's, read by a warm run as of their last day or later): a view over them, the
+    # holdout's calibration counted from each customer's list of days; the same rows
+    create_customer_totals(con, days, "_kept_totals")
+    last = con.execute("SELECT max(last_day) FROM _kept_totals").fetchall()[0][0]
+    create_lifecycle_table(con, as_of, tz, 0.5, days=replace(days, totals="_kept_totals", last_day=last),
+                           calibration_end=cal_end)
+    assert con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'customer_lifecycle'").fetchall() == [(1,)]
     assert con.execute("SELECT * FROM customer_lifecycle ORDER BY customer_id").fetchall() == whole
     # the predictions read the summary from customer_lifecycle (its distinct rows) and the holdout from one
     # pass over the table: the same as the old summaries, as of as_of and as of the calibration end

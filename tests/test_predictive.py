@@ -480,3 +480,25 @@ def test_distinct_triples_of_rows_in_order_equal_those_of_the_same_rows_shuffled
         np.testing.assert_array_equal(a, b)
     for u, col in zip(got[:3], (x, tx, T)):
         np.testing.assert_array_equal(u[got[3]], col)
+
+
+def test_predictions_as_a_view_equal_the_table():
+    """`segments --customers` and `predict` read customer_predictions as a view (computed when read, over the
+    model's numbers kept in a table), plan and sync as a table: every column the same, and the report (the count
+    beyond the horizon is counted on the distinct summaries); one connection may switch between the two."""
+    as_of = date(2025, 2, 4)
+    con = _synthetic_shop(800, as_of=as_of, params=(0.25, 4.4, 0.8, 2.4))  # most buy once: many beyond
+    cfg = P.PredictConfig(holdout_days=60, churn_risk_cut_points=(0.1 + 0.2, 2 / 3))  # no exact decimal literal
+    seen = {}
+    for view in (True, False, True):
+        report = P.predict_customers(con, as_of, cfg, view=view)
+        assert report.bgnbd is not None and report.gamma_gamma is not None
+        assert con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'customer_predictions'"
+                           ).fetchall() == [(int(view),)]
+        rows = con.execute("SELECT * FROM customer_predictions ORDER BY customer_id").fetchall()
+        beyond = con.execute("SELECT count(*) FROM customer_predictions WHERE next_order_reason = 'beyond_horizon'"
+                             ).fetchall()[0][0]
+        assert report.next_order_beyond_horizon == beyond > 0
+        assert len(rows) == report.customers and {r[4] for r in rows} >= {"low", "medium", "high"}
+        seen.setdefault(view, (rows, report.to_json()))
+    assert seen[True] == seen[False]
