@@ -31,8 +31,9 @@ TABLE = "_rfmsync_purchase_days"
 #: the ``as_of`` of a table of every purchase day (no cut-off): it covers any as-of
 ALL_DAYS = date(9999, 12, 31)
 
-#: the rows without their gaps (finding those sorts every customer's days): what a build of the order store's
-#: totals alone reads (:func:`segmentation.lifecycle.customer_totals_sql` with ``gaps=False``)
+#: the rows without their gaps (finding those sorts every customer's days), which
+#: :func:`segmentation.lifecycle.customer_totals_sql` with ``gaps=False`` reads (the order store's build of the
+#: totals alone reads the orders instead: :data:`CUSTOMER_TOTALS_SQL`)
 DAY_ROWS_SQL = """
     SELECT customer_id, day, sum(amount) AS day_amount, CAST(count(*) AS INTEGER) AS orders,
            CAST(count(*) FILTER (WHERE discount > 0) AS INTEGER) AS discounted
