@@ -31,8 +31,9 @@ TABLE = "_rfmsync_purchase_days"
 #: the ``as_of`` of a table of every purchase day (no cut-off): it covers any as-of
 ALL_DAYS = date(9999, 12, 31)
 
-#: the rows without their gaps (finding those sorts every customer's days): what a build of the order store's
-#: totals alone reads (:func:`segmentation.lifecycle.customer_totals_sql` with ``gaps=False``)
+#: the rows without their gaps (finding those sorts every customer's days), which
+#: :func:`segmentation.lifecycle.customer_totals_sql` with ``gaps=False`` reads (the order store's build of the
+#: totals alone reads the orders instead: :data:`CUSTOMER_TOTALS_SQL`)
 DAY_ROWS_SQL = """
     SELECT customer_id, day, sum(amount) AS day_amount, CAST(count(*) AS INTEGER) AS orders,
            CAST(count(*) FILTER (WHERE discount > 0) AS INTEGER) AS discounted
@@ -47,6 +48,35 @@ SELECT_SQL = """
     FROM (""" + DAY_ROWS_SQL + """)
 """
 BUILD_SQL = "CREATE OR REPLACE {temp}TABLE {table} AS {select}"
+#: the per-customer totals the order store keeps (:func:`segmentation.lifecycle.customer_totals_sql` over
+#: :data:`DAY_ROWS_SQL`: the same rows, columns and types) straight from the orders, for a build of the totals
+#: alone: one grouping of the orders by customer instead of one by customer and day (about as many groups as
+#: orders) and another of those rows by customer. Each customer's days come sorted from the list of their
+#: orders' days, the repeated ones dropped (``gaps`` and the median gap from them); ``monetary`` needs the
+#: amount of the first purchase day, summed from the orders of that day alone (a join with the repeat buyers'
+#: first days). Every sum is of DECIMALs, so the result is exact, whatever the grouping.
+CUSTOMER_TOTALS_SQL = """
+    WITH o AS NOT MATERIALIZED (
+        SELECT * FROM (SELECT customer_id, amount, discount, {day} AS day FROM {orders} WHERE status = 'completed')
+        WHERE day <= $as_of),
+    per AS (
+        SELECT *, list_filter(sorted, lambda d, i: i = 1 OR d <> sorted[i - 1]) AS days
+        FROM (SELECT customer_id, min(day) AS first_day, max(day) AS last_day, list_sort(list(day)) AS sorted,
+                     count(*) AS orders, count(*) FILTER (WHERE discount > 0) AS discounted, sum(amount) AS amount
+              FROM o GROUP BY customer_id)),
+    first_amount AS (
+        SELECT customer_id, sum(amount) AS amount FROM o
+        SEMI JOIN (SELECT customer_id, first_day FROM per WHERE first_day < last_day) f
+             ON o.customer_id = f.customer_id AND o.day = f.first_day
+        GROUP BY customer_id)
+    SELECT customer_id, first_day, last_day, len(days) AS purchase_days, len(days) - 1 AS gaps,
+           list_median([days[i + 1] - days[i] FOR i IN range(1, len(days))]) AS median_gap_days,
+           orders, discounted / orders AS discount_share,
+           CASE WHEN len(days) > 1 THEN CAST((p.amount - f.amount) / (len(days) - 1) AS DOUBLE) ELSE 0.0 END
+               AS monetary,
+           days AS day_list
+    FROM per p LEFT JOIN first_amount f USING (customer_id)
+"""
 
 
 @dataclass(frozen=True)
@@ -104,6 +134,19 @@ def build_purchase_days(con: duckdb.DuckDBPyConnection, as_of: date, timezone: s
                                                           sample=sample_filter(sampled_every))
     con.execute(BUILD_SQL.format(temp="TEMP " if temp else "", table=table, select=select), {"as_of": as_of})
     return PurchaseDays(table, as_of, timezone, orders, day, sampled_every)
+
+
+def build_customer_totals(con: duckdb.DuckDBPyConnection, table: str, as_of: date, timezone: str = "UTC",
+                          orders: str = "orders", *, temp: bool = True, day_sql: str | None = None) -> None:
+    """(Re)create ``table``: the per-customer totals of the completed orders of ``orders`` up to the local day
+    ``as_of`` (:data:`CUSTOMER_TOTALS_SQL`: what :func:`segmentation.lifecycle.create_customer_totals` gives over
+    :func:`build_purchase_days`, without a table of the days). ``temp=False``: a table of the database."""
+    check_timezone(timezone)
+    if not (table.isidentifier() and orders.replace(".", "_").isidentifier()):
+        raise ValueError(f"table names must be identifiers, got {table!r} and {orders!r}")
+    day = day_sql or local_day_sql(con, "ordered_at", timezone, orders)
+    con.execute(BUILD_SQL.format(temp="TEMP " if temp else "", table=table,
+                                 select=CUSTOMER_TOTALS_SQL.format(day=day, orders=orders)), {"as_of": as_of})
 
 
 def purchase_days_query(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str = "UTC",

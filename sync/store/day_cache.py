@@ -16,9 +16,10 @@ than the whole RFM step on a large shop. The store keeps that table of *every* p
   rewritten customer id is seen too). Any difference rebuilds it, in one transaction with its key.
 
 Only a prediction run builds it, and only what it reads: the totals always (a run without the boundary,
-``segments --customers`` or ``predict``, computes them in the one pass over the orders it made anyway, from a
-scratch TEMP table of the days dropped after, and keeps nothing else: the holdout counts the lists of each
-customer's days the totals keep); the day table when the boundary needs it.
+``segments --customers`` or ``predict``, computes them in the one pass over the orders it made anyway, grouped
+by customer alone (:data:`segmentation.purchase_days.CUSTOMER_TOTALS_SQL`: no table of the days), and keeps
+nothing else: the holdout counts the lists of each customer's days the totals keep); the day table when the
+boundary needs it.
 A cache of another time zone is replaced. :func:`drop_cache` also forgets the model fits the store keeps
 (:mod:`.fit_cache`). When the orders moved, only the customers whose orders changed get their rows again
 (:func:`_update_changed`): found from the customers' checks, or, when every write since appended whole files
@@ -38,7 +39,8 @@ import duckdb
 
 from segmentation import lifecycle, purchase_days
 from segmentation.localtime import check_timezone, local_day_sql
-from segmentation.purchase_days import ALL_DAYS, PurchaseDays, build_purchase_days, purchase_days_query
+from segmentation.purchase_days import (ALL_DAYS, PurchaseDays, build_customer_totals, build_purchase_days,
+                                        purchase_days_query)
 
 from .appends import appended_since
 from .facts import DAY_HASH, OrderFacts, current_facts
@@ -51,7 +53,6 @@ log = logging.getLogger(__name__)
 DAYS_TABLE = "cache_purchase_days"
 TOTALS_TABLE = "cache_customer_totals"
 KEY_TABLE = "cache_purchase_days_key"
-SCRATCH_TABLE = "_rfmsync_all_days"  # the days of a build that does not keep them (TEMP, dropped after)
 CHECK_TABLE = "cache_customer_check"  # per customer: orders and checksum, to find whose orders changed
 THEIR_ORDERS = "_rfmsync_their_orders"  # an update's changed customers' orders (TEMP, dropped after)
 #: more customers changed than this share: rebuild everything instead of replacing theirs
@@ -59,7 +60,7 @@ MAX_CHANGED_SHARE = 0.25
 _CHECK_SQL = f"SELECT customer_id, count(*) AS n, sum({DAY_HASH}) AS h FROM orders GROUP BY customer_id"
 #: the definition the cache was built by: a change in it is a new key
 _DEFINITION = hashlib.blake2b((purchase_days.SELECT_SQL + lifecycle.customer_totals_sql("{days}")
-                               + lifecycle.customer_totals_sql("{days}", gaps=False)).encode(),
+                               + purchase_days.CUSTOMER_TOTALS_SQL).encode(),
                               digest_size=8).hexdigest()
 
 
@@ -142,17 +143,14 @@ def cached_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str, *, days:
                 con.execute(f"CREATE OR REPLACE TABLE {CHECK_TABLE} AS {_CHECK_SQL}")
                 key = cache_key(con, timezone, check=CHECK_TABLE)
             day_sql = stored[1] if current else local_day_sql(con, "ordered_at", timezone)
-            # the totals read a table of the days, a TEMP one without the gaps' window when the day table is not
-            # kept: their lists of days aggregated straight off the days' query took 3× the CPU (DuckDB 2.0, 10 M
-            # orders), and the window sorts every customer's days for a median the sorted lists give too
-            built = build_purchase_days(con, ALL_DAYS, timezone, table=DAYS_TABLE if days else SCRATCH_TABLE,
-                                        temp=not days, day_sql=day_sql, gaps=days)
-            if not current:  # new orders: the old day table goes with the old totals
-                if not days:
-                    con.execute(f"DROP TABLE IF EXISTS {DAYS_TABLE}")
-                lifecycle.create_customer_totals(con, built, TOTALS_TABLE, temp=False, gaps=days)
-            if not days:
-                con.execute(f"DROP TABLE temp.{SCRATCH_TABLE}")
+            if days:
+                built = build_purchase_days(con, ALL_DAYS, timezone, table=DAYS_TABLE, temp=False, day_sql=day_sql)
+                if not current:
+                    lifecycle.create_customer_totals(con, built, TOTALS_TABLE, temp=False)
+            else:  # new orders, the totals alone: one grouping of the orders by customer (no table of the days;
+                # the old day table goes with the old totals)
+                con.execute(f"DROP TABLE IF EXISTS {DAYS_TABLE}")
+                build_customer_totals(con, TOTALS_TABLE, ALL_DAYS, timezone, temp=False, day_sql=day_sql)
             last_day = _write_key(con, key, day_sql, days)
             con.execute("COMMIT")
         except BaseException:
