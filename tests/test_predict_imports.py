@@ -13,6 +13,8 @@ import sys
 from datetime import date
 from pathlib import Path
 
+import pytest
+
 from sync.demodata import generate_shop
 from tests.builders import run_cli
 
@@ -35,37 +37,35 @@ def _imports(argv: list[str], watch: tuple[str, ...] = ("pandas", "scipy", "scip
     return json.loads(out.strip().splitlines()[-1])["modules"]
 
 
-def test_predicting_runs_do_not_import_pandas(tmp_path):
-    """On a store that is current (the export ingested by the run before: reading a file's contacts may need
-    pandas, predicting must not), a predicting run imports scipy (the fits) and nothing else of the two."""
+@pytest.fixture
+def shop(tmp_path: Path) -> Path:
+    """A 120-customer demo shop whose export the order store holds, no fit yet (ingested in this process: its
+    imports do not matter). The store knows its files by their path: a copy of a shop would be read again."""
     cfg = str(generate_shop(tmp_path, customers=120, seed=3, as_of=date(2025, 6, 30)))
-    as_of = ["--config", cfg, "--as-of", "2025-06-30"]
-    run_cli("segments", "--customers", "--no-predict", "-o", str(tmp_path / "c.csv"), *as_of)  # the ingest (its
-    # imports do not matter: in this process, not in a fresh interpreter)
-    assert _imports(["segments", "--customers", "--no-predict", "-o", str(tmp_path / "c.csv"), *as_of]) == []
-    assert "pandas" not in _imports(["segments", "--customers", "-o", str(tmp_path / "c.csv"), *as_of])
-    assert "pandas" not in _imports(["predict", "--format", "json", *as_of])
+    run_cli("segments", "--customers", "--no-predict", "-o", str(tmp_path / "c.csv"), "--config", cfg,
+            "--as-of", "2025-06-30")
+    return tmp_path
 
 
-def test_scoring_runs_do_not_import_the_ledger_or_the_esp_clients(tmp_path):
+def test_scoring_runs_do_not_import_the_ledger_or_the_esp_clients_nor_a_current_store_pandas(shop):
     """``segments`` and ``predict`` never open the ledger, plan nor call an ESP: importing SQLAlchemy, the ledger,
     the planner and the ESP clients took about 0.5 s of each such run on a config with destinations (a quarter of
-    a warm ``segments --customers`` on 10 M orders)."""
-    cfg = str(generate_shop(tmp_path, customers=120, seed=3, as_of=date(2025, 6, 30)))
-    as_of = ["--config", cfg, "--as-of", "2025-06-30"]
-    run_cli("segments", "--customers", "--no-predict", "-o", str(tmp_path / "c.csv"), *as_of)  # the ingest
-    for argv in (["segments", "--customers", "--no-predict", "-o", str(tmp_path / "c.csv")],
-                 ["segments", "--format", "json"], ["predict", "--format", "json"]):
-        assert _imports([*argv, *as_of], SYNC_LIBRARIES) == [], argv
+    a warm ``segments --customers`` on 10 M orders). On a store that is current (the export ingested by the run
+    before: reading a file's contacts may need pandas, predicting must not), a scoring run imports none of pandas
+    and scipy, and a predicting run no pandas (the predicting runs after fits: test below, exact lists)."""
+    as_of = ["--config", str(shop / "rfmsync.toml"), "--as-of", "2025-06-30"]
+    watch = ("pandas", "scipy", "scipy.optimize", *SYNC_LIBRARIES)
+    assert _imports(["segments", "--customers", "--no-predict", "-o", str(shop / "c.csv"), *as_of], watch) == []
+    assert _imports(["segments", "--format", "json", *as_of], SYNC_LIBRARIES) == []
+    assert _imports(["predict", "--format", "json", *as_of], ("pandas", *SYNC_LIBRARIES)) == []
 
 
-def test_a_run_that_reads_every_fit_does_not_import_the_optimizer(tmp_path):
+def test_a_run_that_reads_every_fit_does_not_import_the_optimizer(shop):
     """scipy.optimize is ~0.3 s of imports: a run whose fits are all those of an earlier run on the same orders
-    (kept in the order store) predicts with scipy's special functions alone; a run that fits imports it."""
-    cfg = str(generate_shop(tmp_path, customers=120, seed=3, as_of=date(2025, 6, 30)))
-    as_of = ["--config", cfg, "--as-of", "2025-06-30"]
-    fields = ["segments", "--customers", "-o", str(tmp_path / "c.csv"), *as_of]
-    run_cli(*fields, "--no-predict")  # the ingest (in this process: its imports do not matter)
+    (kept in the order store) predicts with scipy's special functions alone; a run that fits imports it. None
+    of them imports pandas (the lists are exact)."""
+    as_of = ["--config", str(shop / "rfmsync.toml"), "--as-of", "2025-06-30"]
+    fields = ["segments", "--customers", "-o", str(shop / "c.csv"), *as_of]
     assert _imports(fields) == ["scipy", "scipy.optimize"]  # the totals and the fits
     assert _imports(fields) == ["scipy"]
     assert _imports(["predict", "--format", "json", *as_of]) == ["scipy", "scipy.optimize"]  # the holdout's refit
