@@ -86,12 +86,31 @@ class ChildFailed(RuntimeError):
     pass
 
 
+_COMPILED: list[bool] = []
+
+
+def compile_project() -> None:
+    """Write the project's bytecode once, before the first timed child, as an installed package has it (pip
+    compiles on install). Without it, a shell with ``PYTHONDONTWRITEBYTECODE=1`` (this development machine's)
+    makes every child compile each module changed since its last ``.pyc`` again: ~0.07 s a run after a merge."""
+    if _COMPILED:
+        return
+    import compileall
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    for package in ("connectors", "segmentation", "sync", "bench"):
+        compileall.compile_dir(str(root / package), quiet=1)
+    _COMPILED.append(True)
+
+
 def run_child(argv: Sequence[str], *, cwd: str | None = None, env: dict[str, str] | None = None,
               timeout: float | None = None) -> dict[str, Any]:
     """Run ``argv`` as a fresh process; return its RESULT payload plus ``process_seconds``.
 
     Raises :class:`ChildFailed` with the tail of stderr when the child fails or prints no result.
     """
+    compile_project()
     full_env = dict(os.environ, **(env or {}))
     t0 = time.perf_counter()
     proc = subprocess.run(list(argv), cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
