@@ -130,8 +130,10 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
     # the guards accepted the data: its segments are a fact about the shop whatever a destination did (a failed
     # destination's move tags are planned again next run, while their transition_days last)
     record_after_sync(cfg, segments_now, as_of)
-    if failed:
-        raise failed[0]  # its exit code; every destination's outcome is in `rfmsync runs`
+    if failed:  # the first one's exit code; every destination's outcome is in `rfmsync runs`
+        # the others too: the scheduler asks whether any of them may pass if run again soon
+        failed[0].other_failures = failed[1:]  # type: ignore[attr-defined]
+        raise failed[0]
     return reports
 
 

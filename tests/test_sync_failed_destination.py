@@ -45,3 +45,28 @@ def test_when_every_destination_fails_the_first_error_decides_the_exit(tiny, mai
     assert "error: destination 'mc': Mailchimp POST /lists/aud1" in failed.output
     assert "destination 'mc2' failed" in caplog.text  # the others' errors on stderr
     assert _runs(tiny) == {"mc": "failed", "mc2": "failed"}
+
+
+def test_a_later_destination_failing_the_retry_later_way_makes_a_scheduled_run_retry(tiny, mailchimp_fake,
+                                                                                        monkeypatch):
+    """mc's key is refused (fix the settings: no retry), mc2 answers 503 (may pass in minutes): the run raises mc's
+    error, as the CLI's exit code needs, and the scheduler still sees that running again may help."""
+    import pytest
+
+    from sync.config import load_config
+    from sync.errors import DestinationError
+    from sync.ledger import open_ledger
+    from sync.serve.scheduler import run_full_sync, transient
+    from sync.settings import load_settings
+
+    monkeypatch.setenv("RFMSYNC_HTTP_MAX_ATTEMPTS", "1")  # no back-off in the test: the 503 is given up at once
+    tiny.write_text(tiny.read_text(encoding="utf-8") + SECOND, encoding="utf-8")
+    mailchimp_fake.add_list("aud2")
+    mailchimp_fake.fail(401, None, fraction=1.0, method="POST", path="/lists/aud1")
+    mailchimp_fake.fail(503, None, fraction=1.0, method="POST", path="/lists/aud2")
+    cfg, settings = load_config(tiny), load_settings()
+    with open_ledger(cfg, settings) as ledger, pytest.raises(DestinationError) as info:
+        run_full_sync(cfg, ledger, settings, as_of=D0)
+    assert info.value.status == 401 and not info.value.transient  # mc's error decides the exit code
+    assert [e.status for e in info.value.other_failures] == [503]
+    assert transient(info.value)

@@ -92,6 +92,21 @@ def test_error_envelope_is_decoded_whatever_the_status():
 
 
 @responses.activate
+def test_a_create_answered_by_a_bare_5xx_is_not_retried_but_a_later_sync_may_pass():
+    """A create that got a 502 may have been done: the call is not repeated (no second list), but the error says
+    that a later sync (which reads the lists again first) may succeed, so a scheduled sync retries soon."""
+    responses.post(f"{API}/createList", status=502, body="<html>bad gateway</html>")
+    responses.post(f"{API}/createList", status=400, body="<html>bad request</html>")
+    dest, waits = make(API)
+    with pytest.raises(DestinationError) as err:
+        dest.call("createList", [("title", "A")], idempotent=False)
+    assert err.value.status == 502 and err.value.transient and len(responses.calls) == 1 and not waits
+    with pytest.raises(DestinationError) as err:
+        dest.call("createList", [("title", "A")], idempotent=False)
+    assert err.value.status == 400 and not err.value.transient
+
+
+@responses.activate
 def test_transient_envelopes_and_bare_5xx_are_retried():
     responses.post(f"{API}/getLists", json={"error": "try later", "code": "retry_later"})
     responses.post(f"{API}/getLists", status=502, body="<html>bad gateway</html>")

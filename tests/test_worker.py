@@ -18,7 +18,7 @@ from sync.ledger.codec import encode_records
 from sync.pipeline import store_path
 from sync.serve.generic import parse_generic
 from sync.serve.resync import resync
-from sync.serve.scheduler import Schedule, Scheduler, parse_every, run_full_sync
+from sync.serve.scheduler import Retry, Schedule, Scheduler, parse_every, run_full_sync
 from sync.serve.webhooks import events_for
 from sync.serve.worker import Worker
 from sync.settings import load_settings
@@ -467,6 +467,49 @@ def test_only_transient_failures_are_retried_and_never_past_the_next_fire_time(l
         assert not off.tick() and off.retry is None
         with pytest.raises(ConfigError, match=r"\[schedule\] retry_wait = 'soon'"):
             Scheduler(Config(schedule=ScheduleConfig(every="1h", retry_wait="soon")), ledger, None)  # type: ignore
+
+
+def test_a_destination_busy_with_a_webhook_resync_is_retried_and_only_the_failing_process_retries(ledger_url,
+                                                                                                    clock):
+    from sync.config import Config, ScheduleConfig
+    from sync.engine import destination_lock
+    from sync.serve.metrics import Metrics
+
+    cfg = Config(schedule=ScheduleConfig(every="1h", retries=1))
+    ledgers = [Ledger.connect(ledger_url, clock=clock), Ledger.connect(ledger_url, clock=clock)]
+    try:
+        runs: list[str] = []
+
+        def job(name: str):
+            def run():
+                runs.append(name)
+                with destination_lock(ledgers[0], "sync:mc"):  # as execute_plan takes it
+                    pass
+            return run
+
+        metrics = Metrics()
+        a, b = (Scheduler(cfg, led, None, clock=clock, job=job(n), metrics=metrics)  # type: ignore
+                for n, led in zip("ab", ledgers))
+        fire = a.next_fire
+        ledgers[1].acquire_lock("sync:mc", owner="other-host:1:resync", ttl_seconds=7200)  # a webhook batch
+        clock.advance(hours=1)
+        assert not a.tick() and a.retry is not None and a.retry.at == fire + timedelta(minutes=10)
+        assert not b.tick() and b.retry is None  # b wakes late: a ran this fire time, and only a retries it
+        assert metrics.scheduled["skipped"] == 2 and runs == ["a"]
+        ledgers[1].release_lock("sync:mc", "other-host:1:resync")
+        clock.advance(minutes=10)
+        assert a.tick() and runs == ["a", "a"]
+        ledgers[1].acquire_lock("sync:mc", owner="other-host:1:resync", ttl_seconds=7200)
+        clock.advance(hours=1)  # the next fire time: busy again, retried once (retries = 1), then left to 15:00
+        assert not a.tick() and a.retry is not None
+        clock.now = a.retry.at
+        assert not a.tick() and a.retry is None and runs == ["a", "a", "a", "a"]
+        ledgers[0].set_cursor("schedule", "last_fire", (a.next_fire + timedelta(hours=1)).isoformat())
+        a.retry = Retry(fire, 1, clock())  # a retry of a fire time another process has gone past: skipped
+        assert not a.tick() and runs == ["a", "a", "a", "a"]
+    finally:
+        for led in ledgers:
+            led.close()
 
 
 def test_a_schedule_lock_left_by_a_killed_process_does_not_block_the_next_fire_time(ledger_url, clock):

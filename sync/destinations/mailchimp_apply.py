@@ -13,7 +13,8 @@ answered, and not at all when the upsert failed (reported as failed: the next ru
 contact missing (adds reported missing, removes done: it carries no tag).
 
 The tags of a contact the ledger knows is in the audience (``create`` false: a contact that moved between
-segments) do not wait for its field update: the tag call can go in the first round. Nothing the wait guards
+segments) do not wait for its field update: a tag call holding no new contact goes in the first round (one that
+also holds a new contact waits for that contact's create). Nothing the wait guards
 applies to it. A tag call never creates a member ("emails not on the list are ignored") and never touches a
 status, so consent is the upsert's alone. A member gone since (deleted, archived) is reported ``missing`` by the
 tag call itself (an add Mailchimp ignores or refuses), as by its update. And an update that fails does not

@@ -181,7 +181,8 @@ class SendGridApi:
                        else f"SendGrid {what}: connection failed ({type(exc).__name__})")
                 if idempotent:
                     raise TransientError(msg) from None
-                raise DestinationError(msg) from None
+                # not retried here (it may have been done), but a later sync re-reads and plans again
+                raise DestinationError(msg, transient=True) from None
             log.debug("SendGrid %s %s -> %s", method.upper(), "/".join(parts), resp.status_code)
             if shape is not None:
                 return resp.status_code, parse_answer(shape, resp.body, f"SendGrid {what}")
@@ -214,7 +215,7 @@ class SendGridApi:
         if action is Action.RECORD:
             errors = payload.get("errors") if isinstance(payload, dict) else None
             raise Refused(status, errors if isinstance(errors, list) else [{"message": text or f"HTTP {status}"}])
-        raise DestinationError(msg, status=status, body=text)
+        raise DestinationError(msg, status=status, body=text, transient=action is Action.RETRY)
 
     def download(self, url: str, what: str) -> bytes:
         """Fetch a job's errors/export file: a pre-signed URL, fetched WITHOUT the API key."""

@@ -130,7 +130,8 @@ class UnisenderApi:
                        else f"Unisender {method}: connection failed ({type(exc).__name__})")
                 if idempotent:
                     raise TransientError(msg) from None
-                raise DestinationError(msg) from None
+                # not retried here (it may have been done), but a later sync re-reads and plans again
+                raise DestinationError(msg, transient=True) from None
             return self._decode(method, resp, idempotent)
 
         try:
@@ -167,7 +168,8 @@ class UnisenderApi:
         if resp.status_code < 300:  # a 2xx that is not the envelope: nothing in it can be believed
             reason = "no {result} or {error, code} envelope" if payload is not None else "not JSON"
             raise BadAnswer(f"Unisender {method}", reason, resp.content, secrets=(self._key,))
-        raise DestinationError(f"{msg}: {excerpt(resp.content, (self._key,))!r}", status=resp.status_code)
+        raise DestinationError(f"{msg}: {excerpt(resp.content, (self._key,))!r}", status=resp.status_code,
+                               transient=action is Action.RETRY)
 
     def result(self, method: str, shape: type[Shape], result: Any) -> Any:
         """``result`` checked against its documented shape (a list of items when ``result`` is a list)."""

@@ -52,10 +52,14 @@ def parse_every(text: str, key: str = "every") -> timedelta:
 
 
 def transient(exc: BaseException) -> bool:
-    """Failed the retry-later way: a connector's :class:`TransientError`, or an ESP call that kept failing so
-    (``DestinationError.transient``). A guard, a bad export, bad credentials or a 4xx answer are not: running
-    again changes nothing until someone fixes them."""
-    return isinstance(exc, TransientError) or bool(getattr(exc, "transient", False))
+    """Failed the retry-later way: a connector's :class:`TransientError`; an ESP call that kept failing so
+    (``DestinationError.transient``: timeouts, 429, 5xx); or a destination (or the order store) busy with another
+    run (a webhook resync holds ``sync:<destination>`` for seconds). When several destinations failed, any one of
+    them (``other_failures``, :func:`sync.run.full_sync`) counts. A guard, a bad export, bad credentials or a 4xx
+    answer are not: running again changes nothing until someone fixes them."""
+    return any(isinstance(e, TransientError) or bool(getattr(e, "transient", False))
+               or (isinstance(e, LockBusyError) and getattr(e, "lock_name", None) != "schedule")
+               for e in (exc, *getattr(exc, "other_failures", ())))
 
 
 @dataclass(frozen=True)
@@ -169,9 +173,13 @@ class Scheduler:
                 self.metrics.guard_refused(exc.destinations)
             log.error("scheduled sync refused by a guard (nothing written): %s", "; ".join(exc.lines))
             return False
-        except LockBusyError:
+        except LockBusyError as exc:
             self._count("skipped")
-            log.info("scheduled sync of %s skipped: another process is running it", fire.isoformat())
+            if getattr(exc, "lock_name", None) == "schedule":
+                log.info("scheduled sync of %s skipped: another process is running it", fire.isoformat())
+            else:  # a destination (or the store) busy with another run, a webhook resync say: try again soon
+                log.info("scheduled sync of %s not run: %s%s", fire.isoformat(), exc,
+                         self._plan_retry(exc, fire, attempt))
             return False
         except Exception as exc:  # logged and counted; a retry or the next fire time tries again
             self._count("error")
