@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numbers
 import re
-from datetime import date
+from datetime import date, datetime
 
 import duckdb
 
@@ -55,11 +55,6 @@ PER_CUSTOMER_SQL = """
         FROM {days} WHERE day <= $as_of GROUP BY customer_id
 """
 GAPS_SQL = "count(gap) AS gaps, median(gap) AS median_gap_days"
-#: the same two from days without their ``gap`` column: the customer's days sorted hold the median's place until
-#: :data:`MEDIAN_GAP_SQL` replaces them with the median of the differences of consecutive ones (the same DOUBLE)
-SORTED_DAYS_SQL = "count(*) - 1 AS gaps, list_sort(list(day)) AS median_gap_days"
-MEDIAN_GAP_SQL = ("list_median([median_gap_days[i + 1] - median_gap_days[i] FOR i IN range(1, len(median_gap_days))])"
-                  " AS median_gap_days")
 #: what the kept totals add to those aggregates: the customer's purchase days themselves (in no particular order),
 #: from which the holdout's calibration numbers of any calibration end are counted without the day table or the
 #: orders (a few dates per customer, beside the totals' row instead of a row per customer and day)
@@ -149,6 +144,8 @@ PREDICTIONS_SQL = """
                     WHEN model_days <= $horizon
                     THEN $as_of::DATE + CAST(model_days AS INTEGER)
                END AS next_order_date,
+               -- the same rule is counted in numpy for PredictReport.next_order_beyond_horizon
+               -- (segmentation.predictive._model_table): change both together
                CASE WHEN gaps >= 2 THEN NULL
                     WHEN model_days > $horizon THEN 'beyond_horizon'
                     WHEN model_days IS NOT NULL THEN NULL
@@ -212,8 +209,11 @@ def create_lifecycle_table(con: duckdb.DuckDBPyConnection, as_of: date, timezone
 def with_values(sql: str, params: dict[str, object]) -> str:
     """``sql`` with each ``$name`` of ``params`` written as a literal of the type it binds as (a view has no
     parameters): a date as a DATE, an integer as itself, a float as the DOUBLE its ``repr`` parses to (the same
-    double: ``repr`` round-trips)."""
+    double: ``repr`` round-trips). Any other type (text, a bool, a datetime, which bind as VARCHAR, BOOLEAN and
+    TIMESTAMP) is refused with a TypeError rather than written as something else."""
     def literal(value: object) -> str:
+        if isinstance(value, bool) or isinstance(value, datetime):
+            raise TypeError(f"no literal for {value!r}")
         if isinstance(value, date):
             return f"DATE '{value.isoformat()}'"
         if isinstance(value, numbers.Integral) and not isinstance(value, bool):
@@ -228,6 +228,13 @@ def with_values(sql: str, params: dict[str, object]) -> str:
     return re.sub(r"\$([A-Za-z_][A-Za-z0-9_]*)\b", value_of, sql)
 
 
+def has_relation(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """A table or a view ``name`` exists (``customer_predictions`` and ``customer_lifecycle`` may be either)."""
+    return bool(con.execute("SELECT count(*) FROM (SELECT view_name FROM duckdb_views() WHERE view_name = $n "
+                            "UNION ALL SELECT table_name FROM duckdb_tables() WHERE table_name = $n)",
+                            {"n": name}).fetchall()[0][0])
+
+
 def drop_temp(con: duckdb.DuckDBPyConnection, name: str) -> None:
     """Drop the TEMP table or view ``name``, if there is one (a run may have left either)."""
     kinds = con.execute("SELECT 'VIEW' FROM duckdb_views() WHERE temporary AND view_name = $n UNION ALL "
@@ -237,33 +244,30 @@ def drop_temp(con: duckdb.DuckDBPyConnection, name: str) -> None:
         con.execute(f"DROP {kind} temp.main.{name}")
 
 
-def customer_totals_sql(days: str, *, gaps: bool = True) -> str:
+def customer_totals_sql(days: str) -> str:
     """The SELECT of the kept totals over the purchase-day relation ``days`` (it binds ``$as_of``):
-    :data:`PER_CUSTOMER_SQL` and each customer's list of days (:data:`TOTALS_DAYS_SQL`). ``gaps=False``: ``days``
-    has no ``gap`` column (:data:`segmentation.purchase_days.DAY_ROWS_SQL`); the same rows, the gaps' median
-    found from each customer's sorted days instead."""
-    if gaps:
-        return PER_CUSTOMER_SQL.format(days=days, gaps=GAPS_SQL, calibration=TOTALS_DAYS_SQL)
-    inner = PER_CUSTOMER_SQL.format(days=days, gaps=SORTED_DAYS_SQL, calibration=TOTALS_DAYS_SQL)
-    return f"SELECT * REPLACE ({MEDIAN_GAP_SQL}) FROM ({inner})"
+    :data:`PER_CUSTOMER_SQL` and each customer's list of days (:data:`TOTALS_DAYS_SQL`). The order store's
+    build of the totals alone computes the same from the orders
+    (:data:`segmentation.purchase_days.CUSTOMER_TOTALS_SQL`)."""
+    return PER_CUSTOMER_SQL.format(days=days, gaps=GAPS_SQL, calibration=TOTALS_DAYS_SQL)
 
 
 def create_customer_totals(con: duckdb.DuckDBPyConnection, days: PurchaseDays, table: str, *,
-                           temp: bool = True, gaps: bool = True) -> None:
+                           temp: bool = True) -> None:
     """(Re)create ``table``: :func:`customer_totals_sql` over every row of ``days`` (``days.totals`` then names
-    it). ``temp=False``: a table of the database (the order store's cache, :mod:`sync.store.day_cache`);
-    ``gaps=False``: ``days`` was built without its ``gap`` column."""
+    it). ``temp=False``: a table of the database (the order store's cache, :mod:`sync.store.day_cache`)."""
     if not table.isidentifier():
         raise ValueError(f"table name must be an identifier, got {table!r}")
     con.execute(f"CREATE OR REPLACE {'TEMP ' if temp else ''}TABLE {table} AS "
-                + customer_totals_sql(days.table, gaps=gaps), {"as_of": days.as_of})
+                + customer_totals_sql(days.table), {"as_of": days.as_of})
 
 
 def create_predictions_table(con: duckdb.DuckDBPyConnection, model: str, as_of: date,
                              remind_days_before: int, horizon_days: int | None = None, *,
                              spend: tuple[float, float, float] | None = None,
                              churn_risk_cut_points: tuple[float, float] = (0.33, 0.66), view: bool = False) -> None:
-    """Create TEMP table ``customer_predictions`` from ``customer_lifecycle`` and a model relation.
+    """Create TEMP table (``view``: TEMP VIEW) ``customer_predictions`` from ``customer_lifecycle`` and a model
+    relation.
 
     ``model`` names a registered relation with one row per distinct BTYD summary ``x, recency_days, t_days``
     (repeat purchase days, last − first purchase day, ``as_of`` − first purchase day) and the BG/NBD numbers

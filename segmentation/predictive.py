@@ -234,6 +234,7 @@ def _model_table(s: SummaryCounts, cfg: PredictConfig, bg: BgNbdParams | None,
     keys = {"x": _arrow(x), "recency_days": _arrow(s.recency_days[:rows]), "t_days": _arrow(s.t_days[:rows])}
     model = {k: _arrow(v, np.isnan(v) | bad) for k, v in cols.items()}
     weights = s.weights[:rows]
+    # lifecycle.PREDICTIONS_SQL's 'beyond_horizon' rule, counted here per summary: change both together
     beyond = (x < 2) & ~bad & (np.ceil(next_days) > cfg.horizon_days)  # (NaN: not beyond, as NULL is not)
     return pa.table(keys | model), int(weights[bad].sum()), int(weights[beyond].sum())
 
@@ -286,7 +287,8 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
                       timezone: str = "UTC", *, keep_days: bool = True,
                       days: PurchaseDays | None = None, fits: FitStore | None = None,
                       view: bool = False, meanwhile: Callable[[], object] | None = None) -> PredictReport:
-    """Fit BG/NBD + Gamma-Gamma on ``orders`` and (re)create TEMP table ``customer_predictions``.
+    """Fit BG/NBD + Gamma-Gamma on ``orders`` and (re)create ``customer_predictions`` (a TEMP table, or with
+    ``view`` a TEMP VIEW).
 
     One row per customer with a completed order on or before the local day ``as_of``.
     Model fields stay NULL, with ``PredictReport.reason`` saying why, on thin data.

@@ -31,9 +31,7 @@ TABLE = "_rfmsync_purchase_days"
 #: the ``as_of`` of a table of every purchase day (no cut-off): it covers any as-of
 ALL_DAYS = date(9999, 12, 31)
 
-#: the rows without their gaps (finding those sorts every customer's days), which
-#: :func:`segmentation.lifecycle.customer_totals_sql` with ``gaps=False`` reads (the order store's build of the
-#: totals alone reads the orders instead: :data:`CUSTOMER_TOTALS_SQL`)
+#: the rows without their gaps (finding those sorts every customer's days): :data:`SELECT_SQL` adds them
 DAY_ROWS_SQL = """
     SELECT customer_id, day, sum(amount) AS day_amount, CAST(count(*) AS INTEGER) AS orders,
            CAST(count(*) FILTER (WHERE discount > 0) AS INTEGER) AS discounted
@@ -48,8 +46,8 @@ SELECT_SQL = """
     FROM (""" + DAY_ROWS_SQL + """)
 """
 BUILD_SQL = "CREATE OR REPLACE {temp}TABLE {table} AS {select}"
-#: the per-customer totals the order store keeps (:func:`segmentation.lifecycle.customer_totals_sql` over
-#: :data:`DAY_ROWS_SQL`: the same rows, columns and types) straight from the orders, for a build of the totals
+#: the per-customer totals the order store keeps (:func:`segmentation.lifecycle.customer_totals_sql` over the
+#: day rows of :data:`SELECT_SQL`: the same rows, columns and types) straight from the orders, for a build of the totals
 #: alone: one grouping of the orders by customer instead of one by customer and day (about as many groups as
 #: orders) and another of those rows by customer. Each customer's days come sorted from the list of their
 #: orders' days, the repeated ones dropped (``gaps`` and the median gap from them); ``monetary`` needs the
@@ -121,17 +119,15 @@ def sample_filter(every: int) -> str:
 
 def build_purchase_days(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str = "UTC",
                         orders: str = "orders", *, sampled_every: int = 1, table: str = TABLE,
-                        temp: bool = True, day_sql: str | None = None, gaps: bool = True) -> PurchaseDays:
+                        temp: bool = True, day_sql: str | None = None) -> PurchaseDays:
     """(Re)create TEMP table ``table`` from the completed orders of ``orders`` up to the local day ``as_of``
     (:data:`ALL_DAYS`: every day). ``temp=False``: a table of the database (the order store's cache);
-    ``day_sql``: the local-day expression, when already found for these orders; ``gaps=False``: without the
-    ``gap`` column (:data:`DAY_ROWS_SQL`), for the totals' build alone."""
+    ``day_sql``: the local-day expression, when already found for these orders."""
     check_timezone(timezone)
     if not (table.isidentifier() and orders.replace(".", "_").isidentifier()):
         raise ValueError(f"table names must be identifiers, got {table!r} and {orders!r}")
     day = day_sql or local_day_sql(con, "ordered_at", timezone, orders)
-    select = (SELECT_SQL if gaps else DAY_ROWS_SQL).format(day=day, orders=orders,
-                                                          sample=sample_filter(sampled_every))
+    select = SELECT_SQL.format(day=day, orders=orders, sample=sample_filter(sampled_every))
     con.execute(BUILD_SQL.format(temp="TEMP " if temp else "", table=table, select=select), {"as_of": as_of})
     return PurchaseDays(table, as_of, timezone, orders, day, sampled_every)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from connectors.email_phone import normalize_email, normalize_phone
 from segmentation.engine import configured_rules
+from segmentation.lifecycle import has_relation
 from segmentation.metrics import local_cutoff
 from segmentation.rules import explain_rules
 from segmentation.scoring import score_band
@@ -128,8 +129,7 @@ def _rules(run: SegmentsRun, customer_id: str, fields: set[str]) -> dict:
 
 
 def _prediction_columns(con) -> list[str]:
-    if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'customer_predictions'"
-                       ).fetchall()[0][0]:
+    if not has_relation(con, "customer_predictions"):  # a table, or a view in a run made `predict`'s way
         return []
     return [r[0] for r in con.execute("DESCRIBE customer_predictions").fetchall() if r[0] != "customer_id"]
 

@@ -127,7 +127,10 @@ class SegmentsRun:
     result: SegmentationResult
     pull: PullResult | None
     config: Config
-    predictions: Any = None  # segmentation.predictive.PredictReport when computed
+    #: segmentation.predictive.PredictReport when computed. With ``join_predictions=False`` the run's
+    #: ``customer_lifecycle`` and ``customer_predictions`` may be views over the store's kept totals: read them
+    #: before anything writes to the store on this connection, or they show the new totals
+    predictions: Any = None
     extra: dict = field(default_factory=dict)
     #: plain-language warnings raised while loading and segmenting (stale data, unfitted models, ...):
     #: printed on stderr and carried as ``warnings`` in every JSON output

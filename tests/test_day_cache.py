@@ -10,16 +10,11 @@ without a merge (the checksum) and a customer id rewritten by a file change (the
 from __future__ import annotations
 
 import random
-from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
-from decimal import Decimal
-
 import duckdb
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from connectors.tables import create_tables
 from segmentation.lifecycle import create_customer_totals
@@ -316,24 +311,3 @@ def test_a_long_holdout_counts_its_later_purchase_days_as_fresh(tmp_path, holdou
     _assert_as_fresh(cfg, AS_OF, boundary=False)
 
 
-@settings(max_examples=40, deadline=None)
-@given(orders=st.lists(st.tuples(st.sampled_from("abcde"), st.integers(0, 40), st.integers(1, 3)), min_size=1,
-                       max_size=50))
-def test_totals_built_without_the_gap_window_equal_those_with_it(orders):
-    """A build of the totals alone reads the days without their ``gap`` column (no window sorting them): each
-    customer's median gap from their sorted days equals the window's (one day, odd and even numbers of gaps,
-    equal gaps; several orders a day), whatever the order of the rows; fails with the days' list unsorted."""
-    con = duckdb.connect()
-    create_tables(con)
-    start = datetime(2024, 1, 1, 12, tzinfo=timezone.utc)
-    con.executemany("INSERT INTO orders VALUES (?, ?, ?, ?, 'EUR', 'completed', NULL)",
-                    [(f"o{i}-{k}", c, start + timedelta(days=day, minutes=k), Decimal(10 + i + k))
-                     for i, (c, day, n) in enumerate(orders) for k in range(n)])
-    windowed = build_purchase_days(con, ALL_DAYS, "UTC", table="_windowed")
-    plain = build_purchase_days(con, ALL_DAYS, "UTC", table="_plain", gaps=False)
-    con.execute("CREATE TABLE _scrambled AS SELECT * FROM _plain ORDER BY hash(day, customer_id)")  # any row order
-    create_customer_totals(con, windowed, "_with_gaps")
-    create_customer_totals(con, replace(plain, table="_scrambled"), "_without", gaps=False)
-    totals = "SELECT * REPLACE (list_sort(day_list) AS day_list) FROM {} ORDER BY customer_id"
-    assert _table(con, totals.format("_without")) == _table(con, totals.format("_with_gaps"))
-    assert _table(con, "DESCRIBE _without") == _table(con, "DESCRIBE _with_gaps")

@@ -154,6 +154,23 @@ def test_predictions_equal_the_predict_command(shop, data):
         assert row["unknown"] == expected.get("unknown", 0)
 
 
+def test_the_predictions_section_reads_a_run_whose_predictions_are_a_view(shop, data):
+    """A run made `rfmsync predict`'s way (``join_predictions=False``: ``customer_predictions`` is a view, not a
+    table) gives the section the numbers of the report's own run, not "not computed"."""
+    from sync.explain import _prediction_columns
+    from sync.report.forecast import predictions
+
+    run = api.segments(load_config(shop), AS_OF, predict=True, holdout=True, join_predictions=False)
+    try:
+        assert run.con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'customer_predictions'"
+                               ).fetchall() == [(1,)]
+        section = predictions(run)
+        assert "churn_risk" in _prediction_columns(run.con)
+    finally:
+        run.close()
+    assert section["fitted"] and section["segments"] == data["predictions"]["segments"]
+
+
 def test_the_command_writes_the_default_file_and_prints_its_path(shop, tmp_path):
     cfg = _copy_shop(shop, tmp_path)
     printed = _cli("report", "--config", str(cfg), "--as-of", AS_OF.isoformat()).strip()

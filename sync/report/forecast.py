@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from segmentation.holdout import HOLDOUT_GROUPS
+from segmentation.lifecycle import has_relation
 
 from ..pipeline import SegmentsRun
 #: the due reorders' groups by days past the next-order date ("upcoming": not reached, within remind_days_before)
@@ -79,8 +80,7 @@ def holdout_check(run: SegmentsRun) -> dict[str, Any]:
 
 def predictions(run: SegmentsRun) -> dict[str, Any]:
     """Everything the predictions section shows, or ``fitted: False`` with the reason in one line."""
-    names = {r[0] for r in run.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    if run.predictions is None or "customer_predictions" not in names:
+    if run.predictions is None or not has_relation(run.con, "customer_predictions"):  # a table or a view
         return {"fitted": False, "reason": "predictions were not computed for this report", "segments": []}
     segs, clv = per_segment(run)
     if not any(s["low"] + s["medium"] + s["high"] for s in segs):
