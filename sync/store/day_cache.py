@@ -197,9 +197,6 @@ def _update_changed(con: duckdb.DuckDBPyConnection, timezone: str, stored_key: s
             if files is not None:
                 con.execute("CREATE OR REPLACE TEMP TABLE _rfmsync_changed AS SELECT DISTINCT customer_id "
                             f"FROM orders WHERE file_id IN ({files})")
-                _their_orders(con, mine)
-                con.execute("CREATE OR REPLACE TEMP TABLE _rfmsync_check_now AS "
-                            + _CHECK_SQL.replace("FROM orders", f"FROM temp.{THEIR_ORDERS}"))
                 key = cache_key(con, timezone, facts=facts)
                 everyone = con.execute(f"SELECT count(*) FROM {CHECK_TABLE}").fetchall()[0][0]
             else:
@@ -213,8 +210,10 @@ def _update_changed(con: duckdb.DuckDBPyConnection, timezone: str, stored_key: s
             if changed > MAX_CHANGED_SHARE * max(everyone, 1):
                 con.execute("ROLLBACK")
                 return None
-            if files is None:
-                _their_orders(con, mine)
+            _their_orders(con, mine)  # only now: too many changed customers rebuild everything instead
+            if files is not None:
+                con.execute("CREATE OR REPLACE TEMP TABLE _rfmsync_check_now AS "
+                            + _CHECK_SQL.replace("FROM orders", f"FROM temp.{THEIR_ORDERS}"))
             day_sql = local_day_sql(con, "ordered_at", timezone)  # the range may have grown: the others' stay right
             for table in (DAYS_TABLE, TOTALS_TABLE, CHECK_TABLE) if has_days else (TOTALS_TABLE, CHECK_TABLE):
                 con.execute(f"DELETE FROM {table} WHERE {mine}")
