@@ -512,6 +512,36 @@ def test_a_destination_busy_with_a_webhook_resync_is_retried_and_only_the_failin
             led.close()
 
 
+def test_a_pending_retry_survives_a_restart_and_runs_once(ledger_url, clock):
+    """The process that planned a retry stops (a deploy, a crash): the one started after it finds the retry in the
+    ledger and runs it at its time; the old one, had it lived on, finds it done and skips it."""
+    from connectors.errors import TransientError
+    from sync.config import Config, ScheduleConfig
+
+    cfg = Config(schedule=ScheduleConfig(every="1h"))
+    runs: list[str] = []
+    ledgers = [Ledger.connect(ledger_url, clock=clock), Ledger.connect(ledger_url, clock=clock)]
+    try:
+        def fail():
+            runs.append("old")
+            raise TransientError("Mailchimp: HTTP 503")
+
+        old = Scheduler(cfg, ledgers[0], None, clock=clock, job=fail)  # type: ignore
+        fire = old.next_fire
+        clock.advance(hours=1)
+        assert not old.tick() and old.retry == Retry(fire, 1, fire + timedelta(minutes=10))
+        clock.advance(minutes=3)  # restarted before the retry's time
+        new = Scheduler(cfg, ledgers[1], None, clock=clock, job=lambda: runs.append("new"))  # type: ignore
+        assert new.retry == old.retry and new.wake_at() == fire + timedelta(minutes=10)
+        clock.advance(minutes=7)
+        assert new.tick() and not old.tick() and runs == ["old", "new"]
+        restarted = Scheduler(cfg, ledgers[1], None, clock=clock, job=lambda: runs.append("again"))  # type: ignore
+        assert restarted.retry is None and not restarted.tick() and runs == ["old", "new"]
+    finally:
+        for led in ledgers:
+            led.close()
+
+
 def test_a_schedule_lock_left_by_a_killed_process_does_not_block_the_next_fire_time(ledger_url, clock):
     from sync.config import Config, ScheduleConfig
 

@@ -10,10 +10,13 @@ the fire time is then stored as a ledger cursor so another process that wakes up
 A run that fails the retry-later way (a CRM or ESP still timing out or answering 429/5xx after the client's own
 retries: :func:`transient`) is run again by the same process ``[schedule] retry_wait`` later (10 minutes), doubling
 each time, at most ``retries`` times (3), and never at or past the next fire time, which does the work anyway.
+The pending retry is a ledger cursor too (:data:`RETRY_CURSOR`), so a process started after the one that planned
+it stopped runs it; under the ``schedule`` lock, a retry runs only while the cursor still names it: once.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -37,6 +40,7 @@ log = logging.getLogger(__name__)
 _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 _EVERY_RE = re.compile(r"(\d+)\s*([dhms])")
 CURSOR = ("schedule", "last_fire")
+RETRY_CURSOR = ("schedule", "retry")  # the pending retry as JSON (fire, attempt, at), "" when there is none
 
 
 def parse_every(text: str, key: str = "every") -> timedelta:
@@ -68,6 +72,17 @@ class Retry:
     fire: datetime
     attempt: int
     at: datetime
+
+    def dumps(self) -> str:
+        return json.dumps({"fire": self.fire.isoformat(), "attempt": self.attempt, "at": self.at.isoformat()})
+
+    @classmethod
+    def loads(cls, text: str | None) -> Retry | None:
+        try:
+            d = json.loads(text or "null")
+            return cls(datetime.fromisoformat(d["fire"]), int(d["attempt"]), datetime.fromisoformat(d["at"]))
+        except (TypeError, ValueError, KeyError):  # none pending (""), or not ours: nothing to retry
+            return None
 
 
 @dataclass(frozen=True)
@@ -126,7 +141,10 @@ class Scheduler:
         self.metrics = metrics
         self.next_fire = self.schedule.next_after(clock())
         self.retry_wait = parse_every(cfg.schedule.retry_wait, "retry_wait")
-        self.retry: Retry | None = None
+        # a retry planned before this process started (by a process since stopped, or another one): kept in the
+        # ledger, run by whichever process takes the schedule lock first at its time
+        pending = Retry.loads(ledger.get_cursor(*RETRY_CURSOR))
+        self.retry = pending if pending and (self.next_fire is None or pending.at < self.next_fire) else None
 
     def _count(self, outcome: str) -> None:
         if self.metrics is not None:
@@ -154,11 +172,16 @@ class Scheduler:
         try:  # a lock left by a killed process of this host would block every fire time for its 6 h TTL
             with destination_lock(self.ledger, "schedule", ttl_seconds=6 * 3600):
                 last = self.ledger.get_cursor(*CURSOR)
-                # another process ran this fire time (or, for a retry, a later one)
+                # another process ran this fire time (or, for a retry, a later one), or ran this retry already
                 if last is not None and (datetime.fromisoformat(last) > fire
                                          or (not attempt and datetime.fromisoformat(last) == fire)):
                     self._count("skipped")
                     return False
+                if attempt:
+                    pending = Retry.loads(self.ledger.get_cursor(*RETRY_CURSOR))
+                    if pending is None or (pending.fire, pending.attempt) != (fire, attempt):
+                        self._count("skipped")
+                        return False
                 log.info("scheduled sync (fire time %s%s)", fire.isoformat(),
                          f", retry {attempt} of {self.cfg.schedule.retries}" if attempt else "")
                 try:
@@ -167,6 +190,7 @@ class Scheduler:
                         self.metrics.sync_reports(reports)
                 finally:
                     self.ledger.set_cursor(*CURSOR, fire.isoformat())
+                    self.ledger.set_cursor(*RETRY_CURSOR, "")  # done: a failure plans the next one below
         except GuardRefusedError as exc:  # recorded as refused runs; nothing written; the next fire time checks again
             self._count("refused")
             if self.metrics is not None:
@@ -198,6 +222,7 @@ class Scheduler:
         if self.next_fire is not None and at >= self.next_fire:
             return "; not retried: the next fire time comes first"
         self.retry = Retry(fire, attempt + 1, at)
+        self.ledger.set_cursor(*RETRY_CURSOR, self.retry.dumps())
         return f"; retry {attempt + 1} of {self.cfg.schedule.retries} at {at.isoformat()}"
 
     def run_forever(self, stop: threading.Event) -> None:
