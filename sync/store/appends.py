@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import duckdb
 
+from .connection import store_tables
+
 TABLE = "store_appends"
 KEEP = 64
 
@@ -28,9 +30,7 @@ def note_appended(con: duckdb.DuckDBPyConnection, generation: int, file_ids: lis
 def appended_since(con: duckdb.DuckDBPyConnection, since: int, now: int) -> list[int] | None:
     """The files appended by the generations after ``since`` up to ``now``, when each of them was an append
     (noted by :func:`note_appended`); None when one was not, or nothing moved."""
-    if now <= since or not con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = "
-                                       f"current_database() AND schema_name = 'main' AND table_name = '{TABLE}'"
-                                       ).fetchall()[0][0]:
+    if now <= since or not store_tables(con, TABLE):
         return None
     rows = con.execute(f"SELECT generation, file_id FROM {TABLE} WHERE generation > ? AND generation <= ?",
                        [since, now]).fetchall()

@@ -21,6 +21,14 @@ log = logging.getLogger(__name__)
 STORE_LOCK = threading.Lock()
 
 
+def store_tables(con: duckdb.DuckDBPyConnection, *names: str) -> set[str]:
+    """Which of ``names`` are tables of the store itself (schema ``main`` of the open database, not TEMP ones):
+    the kept tables a run finds, or not, before it reads them."""
+    return {r[0] for r in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = 'main' "
+        "AND list_contains(?, table_name)", [list(names)]).fetchall()}
+
+
 def _connect(path: str | Path, wait_seconds: float) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + wait_seconds
     delay = 0.05

@@ -43,6 +43,7 @@ from segmentation.purchase_days import (ALL_DAYS, PurchaseDays, build_customer_t
                                         purchase_days_query)
 
 from .appends import appended_since
+from .connection import store_tables
 from .facts import DAY_HASH, OrderFacts, current_facts
 from .fit_cache import drop_fits
 from .generation import generation
@@ -80,9 +81,7 @@ def cache_key(con: duckdb.DuckDBPyConnection, timezone: str, check: str | None =
 
 def _stored(con: duckdb.DuckDBPyConnection) -> tuple[str, str, date | None, bool] | None:
     """(key, local-day expression, last purchase day, whether the day table is kept) of the cache, or None."""
-    present = {r[0] for r in con.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = 'main' "
-        f"AND table_name IN ('{DAYS_TABLE}', '{TOTALS_TABLE}', '{KEY_TABLE}')").fetchall()}
+    present = store_tables(con, DAYS_TABLE, TOTALS_TABLE, KEY_TABLE)
     if not {TOTALS_TABLE, KEY_TABLE} <= present:
         return None
     rows = con.execute(f"SELECT key, day_sql, last_day, days FROM {KEY_TABLE}").fetchall()
@@ -185,9 +184,7 @@ def _update_changed(con: duckdb.DuckDBPyConnection, timezone: str, stored_key: s
     When every write since the cache's key appended whole files (:mod:`.appends`) and their orders are all the
     orders added (the key's count and checksum plus theirs are the orders' now), the customers that changed are
     those files' customers: only their orders are counted, instead of grouping every order by customer."""
-    present = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND "
-                          f"schema_name = 'main' AND table_name = '{CHECK_TABLE}'").fetchall()[0][0]
-    if not present:
+    if not store_tables(con, CHECK_TABLE):
         return None
     mine = "customer_id IN (SELECT customer_id FROM temp._rfmsync_changed)"
     with unordered(con):

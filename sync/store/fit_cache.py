@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import duckdb
 
+from .connection import store_tables
+
 TABLE = "cache_model_fits"
 KEEP = 16
 
@@ -20,8 +22,7 @@ class StoreFits:
         self.con = con
 
     def _present(self) -> bool:
-        return bool(self.con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
-                                     f"AND schema_name = 'main' AND table_name = '{TABLE}'").fetchall()[0][0])
+        return bool(store_tables(self.con, TABLE))
 
     def get(self, key: str) -> tuple[float, ...] | None:
         if not self._present():

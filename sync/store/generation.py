@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import duckdb
 
+from .connection import store_tables
+
 TABLE = "store_generation"
 
 
@@ -21,8 +23,7 @@ def bump_generation(con: duckdb.DuckDBPyConnection) -> None:
 
 def generation(con: duckdb.DuckDBPyConnection) -> int:
     """The current generation (0 for a store that was never written by a merge)."""
-    if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
-                       f"AND schema_name = 'main' AND table_name = '{TABLE}'").fetchall()[0][0]:
+    if not store_tables(con, TABLE):
         return 0
     rows = con.execute(f"SELECT n FROM {TABLE}").fetchall()
     return int(rows[0][0]) if rows else 0

@@ -33,6 +33,7 @@ import duckdb
 
 from segmentation.metrics import TOTALS_SQL, local_cutoff, local_times_sql
 
+from .connection import store_tables
 from .facts import TOTALS_FACTS_SQL, OrderFacts, current_facts
 from .generation import generation
 
@@ -83,9 +84,7 @@ def _orders_key(con: duckdb.DuckDBPyConnection, timezone: str, where: str = "",
 
 def _stored(con: duckdb.DuckDBPyConnection) -> _Key | None:
     """The key of the kept totals, or None."""
-    present = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND "
-                          f"schema_name = 'main' AND table_name IN ('{TABLE}', '{KEY_TABLE}')").fetchall()[0][0]
-    if present != 2:
+    if len(store_tables(con, TABLE, KEY_TABLE)) != 2:
         return None
     rows = con.execute(f"SELECT key FROM {KEY_TABLE}").fetchall()
     try:
