@@ -8,7 +8,7 @@ apply: :func:`sync.api.run_sync`; a scheduled run never overrides a guard);
 the fire time is then stored as a ledger cursor so another process that wakes up late does not run it again.
 
 A run that fails the retry-later way (a CRM or ESP still timing out or answering 429/5xx after the client's own
-retries: :func:`transient`) is run again by the same process ``[schedule] retry_wait`` later (10 minutes), doubling
+retries: :func:`transient`) is run again ``[schedule] retry_wait`` later (10 minutes), doubling
 each time, at most ``retries`` times (3), and never at or past the next fire time, which does the work anyway.
 The pending retry is a ledger cursor too (:data:`RETRY_CURSOR`), so a process started after the one that planned
 it stopped runs it; under the ``schedule`` lock, a retry runs only while the cursor still names it: once.
@@ -171,17 +171,15 @@ class Scheduler:
     def _run(self, fire: datetime, attempt: int) -> bool:
         try:  # a lock left by a killed process of this host would block every fire time for its 6 h TTL
             with destination_lock(self.ledger, "schedule", ttl_seconds=6 * 3600):
-                last = self.ledger.get_cursor(*CURSOR)
-                # another process ran this fire time (or, for a retry, a later one), or ran this retry already
-                if last is not None and (datetime.fromisoformat(last) > fire
-                                         or (not attempt and datetime.fromisoformat(last) == fire)):
+                if attempt:  # every run clears the retry cursor: one that no longer names this retry ran since
+                    pending = Retry.loads(self.ledger.get_cursor(*RETRY_CURSOR))
+                    ran = pending is None or (pending.fire, pending.attempt) != (fire, attempt)
+                else:  # another process ran this fire time (or a later one)
+                    last = self.ledger.get_cursor(*CURSOR)
+                    ran = last is not None and datetime.fromisoformat(last) >= fire
+                if ran:
                     self._count("skipped")
                     return False
-                if attempt:
-                    pending = Retry.loads(self.ledger.get_cursor(*RETRY_CURSOR))
-                    if pending is None or (pending.fire, pending.attempt) != (fire, attempt):
-                        self._count("skipped")
-                        return False
                 log.info("scheduled sync (fire time %s%s)", fire.isoformat(),
                          f", retry {attempt} of {self.cfg.schedule.retries}" if attempt else "")
                 try:
