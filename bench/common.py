@@ -7,6 +7,7 @@ output; :func:`run_child` parses it and adds the wall time and peak RSS seen fro
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import resource
@@ -86,22 +87,17 @@ class ChildFailed(RuntimeError):
     pass
 
 
-_COMPILED: list[bool] = []
-
-
+@functools.cache  # once per bench process
 def compile_project() -> None:
     """Write the project's bytecode once, before the first timed child, as an installed package has it (pip
     compiles on install). Without it, a shell with ``PYTHONDONTWRITEBYTECODE=1`` (this development machine's)
     makes every child compile each module changed since its last ``.pyc`` again: ~0.07 s a run after a merge."""
-    if _COMPILED:
-        return
     import compileall
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
     for package in ("connectors", "segmentation", "sync", "bench"):
         compileall.compile_dir(str(root / package), quiet=1)
-    _COMPILED.append(True)
 
 
 def run_child(argv: Sequence[str], *, cwd: str | None = None, env: dict[str, str] | None = None,
