@@ -30,9 +30,9 @@ from .config import Config, format_validation_error
 from .errors import ConfigError
 from .planning.values import PREDICTIVE_VALUES
 from .store import connect_store, merge_staged
-from .store.day_cache import cached_purchase_days, valid_purchase_days
+from .store.day_cache import cached_purchase_days, stored_key, valid_purchase_days
 from .store.facts import order_facts
-from .store.fit_cache import StoreFits
+from .store.fit_cache import StoreFits, StoreNumbers
 from .store.rfm_totals import rfm_totals
 from .store.files import gone_lines, ingest_files
 
@@ -231,6 +231,8 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
             # model's numbers are computed (numpy on a worker thread, DuckDB on this one)
             report = predict_customers(con, as_of, pcfg, timezone=cfg.timezone, keep_days=boundary, days=days,
                                        fits=StoreFits(con) if own_store else None, view=not joined,
+                                       # a warm run's numbers: those of the last run on the same orders and config
+                                       numbers=StoreNumbers(con, stored_key(con)) if own_store else None,
                                        meanwhile=None if joined or boundary else lambda: segment(None))
         extra = "customer_predictions" if joined else None
     if not segmented:

@@ -3,16 +3,29 @@
 One row per fit: its key (a hash of everything the fit depends on, :func:`segmentation.fit_cache.fit_key`) and
 its parameters. Only the latest :data:`KEEP` are kept; :func:`sync.store.day_cache.drop_cache` drops them with
 the purchase days (a cold run pays for its fits too).
+
+:class:`StoreNumbers` keeps whole runs' model numbers the same way (:class:`segmentation.fit_cache.NumberStore`):
+per key, the report's figures as JSON (``cache_model_numbers``) and the numbers per distinct summary
+(``cache_model_rows``, by the entry's ``seq``); the latest :data:`KEEP_NUMBERS` (``segments`` and ``predict``
+on the same orders differ by the holdout: both find theirs; a new day's run has other orders and another as-of). ``basis`` is the purchase-day cache's key
+(:func:`sync.store.day_cache.stored_key`): the orders the kept totals are of.
 """
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import duckdb
+import pyarrow as pa
 
 from .connection import store_tables
 
 TABLE = "cache_model_fits"
 KEEP = 16
+NUMBERS_TABLE = "cache_model_numbers"
+ROWS_TABLE = "cache_model_rows"
+KEEP_NUMBERS = 2
 
 
 class StoreFits:
@@ -38,5 +51,48 @@ class StoreFits:
         self.con.execute(f"DELETE FROM {TABLE} WHERE seq <= (SELECT max(seq) FROM {TABLE}) - {KEEP}")
 
 
+class StoreNumbers:
+    """:class:`segmentation.fit_cache.NumberStore` over the order store's tables."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, basis: str | None) -> None:
+        self.con = con
+        self.basis = basis
+
+    def get(self, key: str) -> tuple[dict[str, Any], pa.Table] | None:
+        if len(store_tables(self.con, NUMBERS_TABLE, ROWS_TABLE)) < 2:
+            return None
+        found = self.con.execute(f"SELECT seq, figures FROM {NUMBERS_TABLE} WHERE key = ?", [key]).fetchall()
+        if not found:
+            return None
+        seq, figures = found[0]
+        table = self.con.sql(f"SELECT * EXCLUDE (seq) FROM {ROWS_TABLE} WHERE seq = {int(seq)}").to_arrow_table()
+        return json.loads(figures), table
+
+    def put(self, key: str, figures: dict[str, Any], table: pa.Table) -> None:
+        """Add this key's figures and table (one transaction), and forget all but the latest entries."""
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(f"CREATE TABLE IF NOT EXISTS {NUMBERS_TABLE} (seq BIGINT, key VARCHAR, figures VARCHAR)")
+            seq = con.execute(f"SELECT coalesce(max(seq), 0) + 1 FROM {NUMBERS_TABLE}").fetchall()[0][0]
+            con.register("_rfmsync_numbers", table)
+            try:
+                con.execute(f"CREATE TABLE IF NOT EXISTS {ROWS_TABLE} AS SELECT CAST(0 AS BIGINT) AS seq, * "
+                            "FROM _rfmsync_numbers LIMIT 0")
+                con.execute(f"INSERT INTO {ROWS_TABLE} SELECT {int(seq)}, * FROM _rfmsync_numbers")
+            finally:
+                con.unregister("_rfmsync_numbers")
+            con.execute(f"DELETE FROM {NUMBERS_TABLE} WHERE key = ?", [key])
+            con.execute(f"INSERT INTO {NUMBERS_TABLE} VALUES (?, ?, ?)", [seq, key, json.dumps(figures)])
+            con.execute(f"DELETE FROM {NUMBERS_TABLE} WHERE seq <= ? - {KEEP_NUMBERS}", [seq])
+            con.execute(f"DELETE FROM {ROWS_TABLE} WHERE seq NOT IN (SELECT seq FROM {NUMBERS_TABLE})")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+
 def drop_fits(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(f"DROP TABLE IF EXISTS {TABLE}")
+    """Forget the kept fits and model numbers."""
+    for table in (TABLE, NUMBERS_TABLE, ROWS_TABLE):
+        con.execute(f"DROP TABLE IF EXISTS {table}")
