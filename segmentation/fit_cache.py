@@ -67,11 +67,11 @@ def fit_key(model: str, *arrays: np.ndarray, extra: tuple = ()) -> str:
 class NumberStore(Protocol):
     """A run's model numbers by key (:func:`numbers_key`): the report's figures (JSON-able) and the table of the
     numbers per distinct summary. ``basis`` names the orders the run's purchase days come from (None: unknown,
-    nothing is kept)."""
+    nothing is kept). ``get`` creates the TEMP table ``into`` (the connection's) from the kept table."""
 
     basis: str | None
 
-    def get(self, key: str) -> tuple[dict[str, Any], pa.Table] | None: ...
+    def get(self, key: str, into: str) -> dict[str, Any] | None: ...
 
     def put(self, key: str, figures: dict[str, Any], table: pa.Table) -> None: ...
 

@@ -299,8 +299,8 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
     run's is read, not fitted again; this run's are added.
     ``numbers``: whole runs' model numbers by key (:func:`segmentation.fit_cache.numbers_key`; its ``basis`` must
     name the orders ``days`` come from): a run on exactly the same inputs reads the report's figures and the
-    numbers per distinct summary instead of computing them (no summaries, holdout or spend rows read); this run's
-    are added.
+    numbers per distinct summary (into TEMP table ``customer_model``) instead of computing them (no summaries,
+    holdout or spend rows read); this run's are added.
     ``view``: ``customer_predictions`` is a TEMP VIEW (over ``customer_lifecycle`` and TEMP table
     ``customer_model``, the model's numbers per distinct summary), for a caller that reads it once or twice
     (:func:`~segmentation.lifecycle.create_predictions_table`).
@@ -323,10 +323,10 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
     if numbers is not None and numbers.basis is not None:
         currencies = _currencies(con, days, as_of)
         key = numbers_key(numbers.basis, as_of, timezone, cfg.model_dump_json(), currencies)
-        known = numbers.get(key)
+        known = numbers.get(key, MODEL_TABLE)  # (the numbers' table: TEMP table customer_model)
     if known is not None:
         logger.debug("model numbers read from an earlier run on the same orders, as-of and config")
-        figures, table = known
+        figures, table = known, None
         if meanwhile is not None:
             meanwhile()
     else:
@@ -335,17 +335,19 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
             numbers.put(key, figures, table)
     bg = BgNbdParams(*figures["bgnbd"]) if figures["bgnbd"] is not None else None
     gg = GammaGammaParams(*figures["gamma_gamma"]) if figures["gamma_gamma"] is not None else None
-    name = "_rfmsync_predict_model"
-    con.register(name, table)
+    name = MODEL_TABLE if table is None else "_rfmsync_predict_model"
+    if table is not None:
+        con.register(name, table)
     try:
-        if view:  # the view reads the model's numbers when it is read: a table of them (the distinct summaries)
+        if view and table is not None:  # the view reads the model's numbers when it is read: a table of them
             con.execute(f"CREATE OR REPLACE TEMP TABLE {MODEL_TABLE} AS SELECT * FROM {name}")
-        create_predictions_table(con, MODEL_TABLE if view else name, as_of, cfg.remind_days_before,
-                                 horizon_days=cfg.horizon_days,
+            name = MODEL_TABLE
+        create_predictions_table(con, name, as_of, cfg.remind_days_before, horizon_days=cfg.horizon_days,
                                  spend=(gg.p, gg.q, gg.gamma) if gg is not None else None,
                                  churn_risk_cut_points=tuple(cfg.churn_risk_cut_points), view=view)
     finally:
-        con.unregister(name)
+        if table is not None:
+            con.unregister("_rfmsync_predict_model")
     report = PredictReport(
         as_of=as_of, customers=figures["customers"], repeat_customers=figures["repeat_customers"],
         horizon_days=cfg.horizon_days, clv_horizon_days=cfg.clv_horizon_days, time_unit=cfg.time_unit,

@@ -55,7 +55,7 @@ def _fresh(cfg, as_of: date = AS_OF, rows: bool = False):
 
 def test_a_second_run_on_the_same_orders_reads_its_fits_and_a_change_fits_again(tmp_path, caplog):
     cfg = load_config(generate_shop(tmp_path, customers=300, seed=11, as_of=AS_OF))
-    first, read = _run(cfg, caplog)
+    first, read, rows = _run_rows(cfg, caplog)
     assert read == [] and first["bgnbd"]["r"] is not None and first["holdout"].get("bgnbd")
     with duckdb.connect(str(store_path(cfg)), read_only=True) as con:
         assert con.execute(f"SELECT count(*) FROM {TABLE}").fetchall() == [(3,)]  # BG/NBD, its holdout, Gamma-Gamma
@@ -66,6 +66,8 @@ def test_a_second_run_on_the_same_orders_reads_its_fits_and_a_change_fits_again(
         con.execute(f"DROP TABLE {NUMBERS_TABLE}")
     second, read = _run(cfg, caplog)
     assert len(read) == 3 and second == first
+    second, read, again = _run_rows(cfg, caplog)  # kept again: read alone (none of the orphaned table's rows)
+    assert len(read) == 1 and second == first and again == rows
     orders = tmp_path / "orders.csv"
     lines = orders.read_text(encoding="utf-8").splitlines(keepends=True)
     orders.write_text("".join(lines[: len(lines) * 9 // 10]), encoding="utf-8")  # the export lost its last tenth

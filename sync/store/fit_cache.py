@@ -58,15 +58,19 @@ class StoreNumbers:
         self.con = con
         self.basis = basis
 
-    def get(self, key: str) -> tuple[dict[str, Any], pa.Table] | None:
+    def get(self, key: str, into: str) -> dict[str, Any] | None:
         if len(store_tables(self.con, NUMBERS_TABLE, ROWS_TABLE)) < 2:
             return None
         found = self.con.execute(f"SELECT seq, figures FROM {NUMBERS_TABLE} WHERE key = ?", [key]).fetchall()
         if not found:
             return None
         seq, figures = found[0]
-        table = self.con.sql(f"SELECT * EXCLUDE (seq) FROM {ROWS_TABLE} WHERE seq = {int(seq)}").to_arrow_table()
-        return json.loads(figures), table
+        if not into.isidentifier():
+            raise ValueError(f"table name must be an identifier, got {into!r}")
+        # straight into the run's TEMP table (through Arrow, as the computed table comes, it cost twice as much)
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {into} AS SELECT * EXCLUDE (seq) FROM {ROWS_TABLE} "
+                         f"WHERE seq = {int(seq)}")
+        return json.loads(figures)
 
     def put(self, key: str, figures: dict[str, Any], table: pa.Table) -> None:
         """Add this key's figures and table (one transaction), and forget all but the latest entries."""
@@ -74,11 +78,13 @@ class StoreNumbers:
         con.execute("BEGIN TRANSACTION")
         try:
             con.execute(f"CREATE TABLE IF NOT EXISTS {NUMBERS_TABLE} (seq BIGINT, key VARCHAR, figures VARCHAR)")
-            seq = con.execute(f"SELECT coalesce(max(seq), 0) + 1 FROM {NUMBERS_TABLE}").fetchall()[0][0]
             con.register("_rfmsync_numbers", table)
             try:
                 con.execute(f"CREATE TABLE IF NOT EXISTS {ROWS_TABLE} AS SELECT CAST(0 AS BIGINT) AS seq, * "
                             "FROM _rfmsync_numbers LIMIT 0")
+                # a new seq in both tables (rows left without their entry, e.g. by a dropped entries table, too)
+                seq = con.execute(f"SELECT coalesce(max(seq), 0) + 1 FROM (SELECT seq FROM {NUMBERS_TABLE} "
+                                  f"UNION ALL SELECT seq FROM {ROWS_TABLE})").fetchall()[0][0]
                 con.execute(f"INSERT INTO {ROWS_TABLE} SELECT {int(seq)}, * FROM _rfmsync_numbers")
             finally:
                 con.unregister("_rfmsync_numbers")
