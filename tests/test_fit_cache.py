@@ -114,3 +114,11 @@ def test_kept_numbers_are_read_for_the_same_inputs_only_and_equal_a_fresh_run(tm
     out, read, got = _run_rows(cfg, caplog)
     assert not any("model numbers" in m for m in read) and (out, got) == _fresh(cfg, rows=True)
     assert out["gamma_gamma"]["p"] is None and "currenc" in out["reason"]
+
+
+def test_kept_numbers_of_a_shop_too_small_to_fit_keep_its_reasons_and_warnings(tmp_path, caplog):
+    cfg = load_config(generate_shop(tmp_path, customers=30, seed=3, as_of=AS_OF))
+    first, read, rows = _run_rows(cfg, caplog)
+    assert read == [] and first["bgnbd"]["r"] is None and first["reason"] and first["warnings"]
+    again, read, again_rows = _run_rows(cfg, caplog)
+    assert len(read) == 1 and (again, again_rows) == (first, rows) == _fresh(cfg, rows=True)
