@@ -122,3 +122,16 @@ def test_kept_numbers_of_a_shop_too_small_to_fit_keep_its_reasons_and_warnings(t
     assert read == [] and first["bgnbd"]["r"] is None and first["reason"] and first["warnings"]
     again, read, again_rows = _run_rows(cfg, caplog)
     assert len(read) == 1 and (again, again_rows) == (first, rows) == _fresh(cfg, rows=True)
+
+
+def test_kept_numbers_of_other_columns_are_replaced(tmp_path, caplog):
+    """A store whose kept numbers' table has other columns (kept by another version) gets this run's."""
+    cfg = load_config(generate_shop(tmp_path, customers=300, seed=7, as_of=AS_OF))
+    first, _, rows = _run_rows(cfg, caplog)
+    with duckdb.connect(str(store_path(cfg))) as con:
+        con.execute(f"ALTER TABLE {ROWS_TABLE} ADD COLUMN older DOUBLE")
+        con.execute(f"DELETE FROM {NUMBERS_TABLE}")
+    again, read, again_rows = _run_rows(cfg, caplog)
+    assert read and not any("model numbers" in m for m in read) and (again, again_rows) == (first, rows)
+    again, read, again_rows = _run_rows(cfg, caplog)
+    assert len(read) == 1 and (again, again_rows) == (first, rows)

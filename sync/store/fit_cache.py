@@ -77,6 +77,11 @@ class StoreNumbers:
         con = self.con
         con.execute("BEGIN TRANSACTION")
         try:
+            if store_tables(con, ROWS_TABLE):  # kept by other code, of other columns: forgotten
+                kept = [r[0] for r in con.execute(f"DESCRIBE {ROWS_TABLE}").fetchall()]
+                if kept != ["seq", *table.schema.names]:
+                    con.execute(f"DROP TABLE {ROWS_TABLE}")
+                    con.execute(f"DROP TABLE IF EXISTS {NUMBERS_TABLE}")
             con.execute(f"CREATE TABLE IF NOT EXISTS {NUMBERS_TABLE} (seq BIGINT, key VARCHAR, figures VARCHAR)")
             con.register("_rfmsync_numbers", table)
             try:
