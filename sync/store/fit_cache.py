@@ -75,6 +75,7 @@ class StoreNumbers:
     def put(self, key: str, figures: dict[str, Any], table: pa.Table) -> None:
         """Add this key's figures and table (one transaction), and forget all but the latest entries."""
         con = self.con
+        con.register("_rfmsync_numbers", table)
         con.execute("BEGIN TRANSACTION")
         try:
             if store_tables(con, ROWS_TABLE):  # kept by other code, of other columns: forgotten
@@ -83,16 +84,12 @@ class StoreNumbers:
                     con.execute(f"DROP TABLE {ROWS_TABLE}")
                     con.execute(f"DROP TABLE IF EXISTS {NUMBERS_TABLE}")
             con.execute(f"CREATE TABLE IF NOT EXISTS {NUMBERS_TABLE} (seq BIGINT, key VARCHAR, figures VARCHAR)")
-            con.register("_rfmsync_numbers", table)
-            try:
-                con.execute(f"CREATE TABLE IF NOT EXISTS {ROWS_TABLE} AS SELECT CAST(0 AS BIGINT) AS seq, * "
-                            "FROM _rfmsync_numbers LIMIT 0")
-                # a new seq in both tables (rows left without their entry, e.g. by a dropped entries table, too)
-                seq = con.execute(f"SELECT coalesce(max(seq), 0) + 1 FROM (SELECT seq FROM {NUMBERS_TABLE} "
-                                  f"UNION ALL SELECT seq FROM {ROWS_TABLE})").fetchall()[0][0]
-                con.execute(f"INSERT INTO {ROWS_TABLE} SELECT {int(seq)}, * FROM _rfmsync_numbers")
-            finally:
-                con.unregister("_rfmsync_numbers")
+            con.execute(f"CREATE TABLE IF NOT EXISTS {ROWS_TABLE} AS SELECT CAST(0 AS BIGINT) AS seq, * "
+                        "FROM _rfmsync_numbers LIMIT 0")
+            # a new seq in both tables (rows left without their entry, e.g. by a dropped entries table, too)
+            seq = con.execute(f"SELECT coalesce(max(seq), 0) + 1 FROM (SELECT seq FROM {NUMBERS_TABLE} "
+                              f"UNION ALL SELECT seq FROM {ROWS_TABLE})").fetchall()[0][0]
+            con.execute(f"INSERT INTO {ROWS_TABLE} SELECT {int(seq)}, * FROM _rfmsync_numbers")
             con.execute(f"DELETE FROM {NUMBERS_TABLE} WHERE key = ?", [key])
             con.execute(f"INSERT INTO {NUMBERS_TABLE} VALUES (?, ?, ?)", [seq, key, json.dumps(figures)])
             con.execute(f"DELETE FROM {NUMBERS_TABLE} WHERE seq <= ? - {KEEP_NUMBERS}", [seq])
@@ -101,6 +98,8 @@ class StoreNumbers:
         except BaseException:
             con.execute("ROLLBACK")
             raise
+        finally:
+            con.unregister("_rfmsync_numbers")
 
 
 def drop_fits(con: duckdb.DuckDBPyConnection) -> None:
