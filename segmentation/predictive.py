@@ -30,6 +30,7 @@ from .fitnotes import Unfitted
 from .lifecycle import create_lifecycle_table, create_predictions_table
 from .localtime import check_timezone
 from .purchase_days import PurchaseDays, build_purchase_days, purchase_days_for, purchase_days_query
+from .warmup import MODEL_MODULES, import_in_background
 
 logger = logging.getLogger(__name__)
 
@@ -329,7 +330,8 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
         figures, table = known, None
         if meanwhile is not None:
             meanwhile()
-    else:
+    else:  # (scipy's special functions, not needed to read the kept numbers: imported during the summaries' queries)
+        import_in_background(*MODEL_MODULES)
         figures, table = _model_numbers(con, cfg, days, as_of, cal_end, fits, meanwhile, currencies)
         if key is not None:
             numbers.put(key, figures, table)
