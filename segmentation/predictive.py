@@ -25,11 +25,12 @@ from . import holdout
 from .btyd import DAYS_PER_UNIT, SummaryCounts
 from .btyd_models import (DAYS_PER_MONTH, BgNbdParams, FitError, GammaGammaParams, clv, expected_purchases,
                           fit_bgnbd, fit_gamma_gamma, p_alive, prob_no_purchase, time_to_likely_purchase)
-from .fit_cache import FitStore, fit_key
+from .fit_cache import FitStore, NumberStore, fit_key, numbers_key
 from .fitnotes import Unfitted
 from .lifecycle import create_lifecycle_table, create_predictions_table
 from .localtime import check_timezone
 from .purchase_days import PurchaseDays, build_purchase_days, purchase_days_for, purchase_days_query
+from .warmup import MODEL_MODULES, import_in_background
 
 logger = logging.getLogger(__name__)
 
@@ -162,10 +163,8 @@ def _repeat_spend(con: duckdb.DuckDBPyConnection) -> tuple[np.ndarray, np.ndarra
     return got["x"].astype(np.float64), got["monetary"].astype(np.float64)
 
 
-def _fit_gamma_gamma_guarded(con: duckdb.DuckDBPyConnection, cfg: PredictConfig, days: PurchaseDays, as_of: date,
-                             x: np.ndarray, m: np.ndarray,
+def _fit_gamma_gamma_guarded(cfg: PredictConfig, currencies: list[tuple[str]], x: np.ndarray, m: np.ndarray,
                              fits: FitStore | None = None) -> tuple[GammaGammaParams | None, Unfitted | None]:
-    currencies = _currencies(con, days, as_of)
     if len(currencies) > 1:
         names = ", ".join(c[0] for c in currencies[:5])
         return None, fitnotes.several_currencies(len(currencies), names)
@@ -286,7 +285,8 @@ def _holdout_check(cal: holdout.Calibration, bg: BgNbdParams, cfg: PredictConfig
 def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictConfig,
                       timezone: str = "UTC", *, keep_days: bool = True,
                       days: PurchaseDays | None = None, fits: FitStore | None = None,
-                      view: bool = False, meanwhile: Callable[[], object] | None = None) -> PredictReport:
+                      view: bool = False, meanwhile: Callable[[], object] | None = None,
+                      numbers: NumberStore | None = None) -> PredictReport:
     """Fit BG/NBD + Gamma-Gamma on ``orders`` and (re)create ``customer_predictions`` (a TEMP table, or with
     ``view`` a TEMP VIEW).
 
@@ -298,6 +298,10 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
     ``as_of`` in ``timezone``); reported as ``purchase_days`` when ``keep_days``.
     ``fits``: fits of earlier runs by key (:mod:`segmentation.fit_cache`): one whose inputs are exactly this
     run's is read, not fitted again; this run's are added.
+    ``numbers``: whole runs' model numbers by key (:func:`segmentation.fit_cache.numbers_key`; its ``basis`` must
+    name the orders ``days`` come from): a run on exactly the same inputs reads the report's figures and the
+    numbers per distinct summary (into TEMP table ``customer_model``) instead of computing them (no summaries,
+    holdout or spend rows read); this run's are added.
     ``view``: ``customer_predictions`` is a TEMP VIEW (over ``customer_lifecycle`` and TEMP table
     ``customer_model``, the model's numbers per distinct summary), for a caller that reads it once or twice
     (:func:`~segmentation.lifecycle.create_predictions_table`).
@@ -316,6 +320,55 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
         days = purchase_days_query(con, as_of, timezone)
     cal_end = as_of - timedelta(days=cfg.holdout_days) if cfg.holdout_days else None
     create_lifecycle_table(con, as_of, timezone, cfg.discount_hunter_threshold, days=days, calibration_end=cal_end)
+    currencies = key = known = None
+    if numbers is not None and numbers.basis is not None:
+        currencies = _currencies(con, days, as_of)
+        key = numbers_key(numbers.basis, as_of, timezone, cfg.model_dump_json(), currencies)
+        known = numbers.get(key, MODEL_TABLE)  # (the numbers' table: TEMP table customer_model)
+    if known is not None:
+        logger.debug("model numbers read from an earlier run on the same orders, as-of and config")
+        figures, table = known, None
+        if meanwhile is not None:
+            meanwhile()
+    else:  # (scipy's special functions, not needed to read the kept numbers: imported during the summaries' queries)
+        import_in_background(*MODEL_MODULES)
+        figures, table = _model_numbers(con, cfg, days, as_of, cal_end, fits, meanwhile, currencies)
+        if key is not None:
+            numbers.put(key, figures, table)
+    bg = BgNbdParams(*figures["bgnbd"]) if figures["bgnbd"] is not None else None
+    gg = GammaGammaParams(*figures["gamma_gamma"]) if figures["gamma_gamma"] is not None else None
+    name = MODEL_TABLE if table is None else "_rfmsync_predict_model"
+    if table is not None:
+        con.register(name, table)
+    try:
+        if view and table is not None:  # the view reads the model's numbers when it is read: a table of them
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {MODEL_TABLE} AS SELECT * FROM {name}")
+            name = MODEL_TABLE
+        create_predictions_table(con, name, as_of, cfg.remind_days_before, horizon_days=cfg.horizon_days,
+                                 spend=(gg.p, gg.q, gg.gamma) if gg is not None else None,
+                                 churn_risk_cut_points=tuple(cfg.churn_risk_cut_points), view=view)
+    finally:
+        if table is not None:
+            con.unregister("_rfmsync_predict_model")
+    report = PredictReport(
+        as_of=as_of, customers=figures["customers"], repeat_customers=figures["repeat_customers"],
+        horizon_days=cfg.horizon_days, clv_horizon_days=cfg.clv_horizon_days, time_unit=cfg.time_unit,
+        churn_risk_cut_points=tuple(cfg.churn_risk_cut_points), bgnbd=bg, gamma_gamma=gg,
+        holdout=figures["holdout"], holdout_groups=tuple(figures["holdout_groups"]),
+        reason=figures["reason"], gamma_gamma_corr=figures["gamma_gamma_corr"], warnings=tuple(figures["warnings"]),
+        next_order_beyond_horizon=figures["beyond"], purchase_days=days if keep_days else None)
+    logger.info("predictions as of %s: %d customers, %d repeat, bgnbd=%s, gamma_gamma=%s%s", as_of,
+                report.customers, report.repeat_customers, "fitted" if bg else "no", "fitted" if gg else "no",
+                f" ({report.reason})" if report.reason else "")
+    return report
+
+
+def _model_numbers(con: duckdb.DuckDBPyConnection, cfg: PredictConfig, days: PurchaseDays, as_of: date,
+                   cal_end: date | None, fits: FitStore | None, meanwhile: Callable[[], object] | None,
+                   currencies: list[tuple[str]] | None) -> tuple[dict[str, Any], pa.Table]:
+    """The fits, the holdout check and the model's numbers per distinct summary of ``customer_lifecycle``: the
+    report's figures (JSON-able: what :class:`PredictReport` is made of) and the numbers' table
+    (:func:`_model_table`). ``currencies``: :func:`_currencies`, when the caller has them."""
     s = _summary(con, as_of, cfg.time_unit)
     reasons = []
     bg, bg_why = _fit_bgnbd_guarded(s, cfg, fits=fits)
@@ -327,7 +380,9 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
         gg = gg_why = corr = None
         if bg is not None:
             spend_x, spend_m = _repeat_spend(con)
-            gg, gg_why = _fit_gamma_gamma_guarded(con, cfg, days, as_of, spend_x, spend_m, fits)
+            if currencies is None:
+                currencies = _currencies(con, days, as_of)
+            gg, gg_why = _fit_gamma_gamma_guarded(cfg, currencies, spend_x, spend_m, fits)
             if gg is not None:  # the model assumes spend independent of frequency: reported
                 corr = float(np.corrcoef(spend_x, spend_m)[0, 1])
         if gg_why:
@@ -340,24 +395,9 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
     if bad:
         reasons.append(f"{bad} customers got non-finite predictions (left NULL)")
     warn = fitnotes.warning_lines(bg_why, gg_why, bad) if s.customers else []
-    name = "_rfmsync_predict_model"
-    con.register(name, table)
-    try:
-        if view:  # the view reads the model's numbers when it is read: a table of them (the distinct summaries)
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {MODEL_TABLE} AS SELECT * FROM {name}")
-        create_predictions_table(con, MODEL_TABLE if view else name, as_of, cfg.remind_days_before,
-                                 horizon_days=cfg.horizon_days,
-                                 spend=(gg.p, gg.q, gg.gamma) if gg is not None else None,
-                                 churn_risk_cut_points=tuple(cfg.churn_risk_cut_points), view=view)
-    finally:
-        con.unregister(name)
-    report = PredictReport(
-        as_of=as_of, customers=s.customers, repeat_customers=s.repeat_customers, horizon_days=cfg.horizon_days,
-        clv_horizon_days=cfg.clv_horizon_days, time_unit=cfg.time_unit,
-        churn_risk_cut_points=tuple(cfg.churn_risk_cut_points), bgnbd=bg, gamma_gamma=gg,
-        holdout=hold, holdout_groups=hold_groups, reason="; ".join(reasons) or None, gamma_gamma_corr=corr,
-        warnings=tuple(warn), next_order_beyond_horizon=beyond, purchase_days=days if keep_days else None)
-    logger.info("predictions as of %s: %d customers, %d repeat, bgnbd=%s, gamma_gamma=%s%s", as_of, s.customers,
-                s.repeat_customers, "fitted" if bg else "no", "fitted" if gg else "no",
-                f" ({report.reason})" if report.reason else "")
-    return report
+    figures = {"customers": s.customers, "repeat_customers": s.repeat_customers,
+               "bgnbd": None if bg is None else [bg.r, bg.alpha, bg.a, bg.b, bg.log_likelihood],
+               "gamma_gamma": None if gg is None else [gg.p, gg.q, gg.gamma, gg.log_likelihood],
+               "gamma_gamma_corr": corr, "holdout": hold, "holdout_groups": list(hold_groups),
+               "reason": "; ".join(reasons) or None, "warnings": list(warn), "beyond": beyond}
+    return figures, table

@@ -18,6 +18,9 @@ import threading
 #: special functions, which nothing needs before the model numbers, after the run's first queries on the
 #: purchase days (:mod:`segmentation.btyd_models` imports them where they are used)
 PREDICTION_MODULES = ("segmentation.predictive", "scipy.special")
+#: what a run needs only when it computes the model's numbers (not when it reads those an earlier run kept:
+#: :func:`segmentation.predictive.predict_customers` starts it then, before the queries of the summaries)
+MODEL_MODULES = ("scipy.special",)
 
 
 def import_in_background(*modules: str) -> threading.Thread | None:

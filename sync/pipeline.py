@@ -23,16 +23,16 @@ from connectors.records import BadRow
 from connectors.source import PullResult, Source
 from segmentation import SegmentationConfig, SegmentationResult, run_segmentation
 from segmentation.purchase_days import PurchaseDays
-from segmentation.warmup import PREDICTION_MODULES, import_in_background
+from segmentation.warmup import MODEL_MODULES, PREDICTION_MODULES, import_in_background
 
 from . import progress as steps
 from .config import Config, format_validation_error
 from .errors import ConfigError
 from .planning.values import PREDICTIVE_VALUES
 from .store import connect_store, merge_staged
-from .store.day_cache import cached_purchase_days, valid_purchase_days
+from .store.day_cache import cached_purchase_days, stored_key, valid_purchase_days
 from .store.facts import order_facts
-from .store.fit_cache import StoreFits
+from .store.fit_cache import StoreFits, StoreNumbers
 from .store.rfm_totals import rfm_totals
 from .store.files import gone_lines, ingest_files
 
@@ -183,9 +183,10 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
     seg_cfg = cfg.segmentation.model_copy(update={"preset": preset}) if preset else cfg.segmentation
     pull = None
     predicting = predict or rules_need_predictions(seg_cfg)
-    if predicting:  # scipy's import overlaps the queries before the fits (opening the store, the export, ...)
-        import_in_background(*PREDICTION_MODULES)
     own_store = con is None  # a store this run opened: its purchase-day cache may be read and written
+    if predicting:  # scipy's import overlaps the queries before the fits (opening the store, the export, ...);
+        # a store this run opened may hold the model's numbers of this very run: their modules wait for a miss
+        import_in_background(*(m for m in PREDICTION_MODULES if not (own_store and m in MODEL_MODULES)))
     if con is None:
         path = store_path(cfg)
         if not is_file_source(cfg) and not path.exists():
@@ -231,6 +232,8 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
             # model's numbers are computed (numpy on a worker thread, DuckDB on this one)
             report = predict_customers(con, as_of, pcfg, timezone=cfg.timezone, keep_days=boundary, days=days,
                                        fits=StoreFits(con) if own_store else None, view=not joined,
+                                       # a warm run's numbers: those of the last run on the same orders and config
+                                       numbers=StoreNumbers(con, stored_key(con)) if own_store else None,
                                        meanwhile=None if joined or boundary else lambda: segment(None))
         extra = "customer_predictions" if joined else None
     if not segmented:

@@ -72,6 +72,19 @@ def test_a_run_that_reads_every_fit_does_not_import_the_optimizer(shop):
     assert _imports(["predict", "--format", "json", *as_of]) == ["scipy"]
 
 
+def test_a_run_that_reads_its_kept_model_numbers_does_not_import_scipys_special_functions(shop):
+    """scipy.special is ~0.15 CPU s of imports, needed to compute the model's numbers: a run that reads those an
+    earlier run on the same orders, as-of and config kept (the order store) does not import it; a run that
+    computes them does (another as-of here, which fits too)."""
+    as_of = ["--config", str(shop / "rfmsync.toml"), "--as-of", "2025-06-30"]
+    watch = ("pandas", "scipy", "scipy.special", "scipy.optimize")
+    fields = ["segments", "--customers", "-o", str(shop / "c.csv"), *as_of]
+    assert _imports(fields, watch) == ["scipy", "scipy.optimize", "scipy.special"]
+    assert _imports(fields, watch) == ["scipy"]
+    assert _imports(fields[:-1] + ["2025-06-29"], watch) == ["scipy", "scipy.optimize", "scipy.special"]
+    assert _imports(fields, watch) == ["scipy"]  # (the store keeps the latest two runs' numbers)
+
+
 def test_a_background_import_loads_the_module_or_leaves_its_error_to_the_caller():
     """The predictions' module is imported on a thread while the store is read: the module is loaded by the
     time the caller imports it, and a failing import raises in the caller's thread, not on the helper's."""

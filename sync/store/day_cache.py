@@ -90,6 +90,12 @@ def _stored(con: duckdb.DuckDBPyConnection) -> tuple[str, str, date | None, bool
     return rows[0]
 
 
+def stored_key(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The key of the cache as it is (after :func:`cached_purchase_days`: that of the orders now), or None."""
+    stored = _stored(con)
+    return stored[0] if stored is not None else None
+
+
 def _days(con: duckdb.DuckDBPyConnection, timezone: str, day_sql: str, last_day: date | None,
           has_days: bool) -> PurchaseDays:
     if has_days:
