@@ -34,11 +34,13 @@ class EncodedFields(dict):
     contacts whose every field is written.
 
     The text belongs to exactly this value: the mapping is read-only, and anything made from it (a merge with
-    the fields pushed before, ``dict(...)``, a copy) is a plain dict, which the ledger encodes as before."""
+    the fields pushed before, ``dict(...)``, a copy) is a plain dict, which the ledger encodes as before. One
+    made without a text (``dataclasses.asdict`` of a change rebuilds its mappings from their items) has ``text``
+    None, and the ledger encodes it too."""
 
     __slots__ = ("text",)
 
-    def __init__(self, items: Iterable[tuple[str, FieldValue]], text: str) -> None:
+    def __init__(self, items: Iterable[tuple[str, FieldValue]] = (), text: str | None = None) -> None:
         dict.__init__(self, items)
         self.text = text
 

@@ -6,6 +6,7 @@ pushed before, never stores it."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import pickle
 import random
 import tempfile
@@ -129,6 +130,17 @@ def test_a_text_is_read_only_and_what_is_made_from_it_has_none():
         assert type(made) is dict
     for same in (copy.copy(fields), copy.deepcopy(fields), pickle.loads(pickle.dumps(fields))):
         assert type(same) is EncodedFields and same == fields and same.text == fields.text
+
+
+def test_a_change_made_into_a_dict_keeps_no_text_and_is_still_stored(ledger):
+    """``dataclasses.asdict`` rebuilds a change's fields from their items: a mapping without a text, which the
+    ledger encodes (the text it was given is wrong on purpose here: it must not be what is stored)."""
+    change = ContactChange("a@x.io", "a@x.io", "A", "A", True, "subscribed",
+                           set_fields=EncodedFields({"N": 2}.items(), '{"N":1}'))
+    fields = dataclasses.asdict(change)["set_fields"]
+    assert fields == {"N": 2} and fields.text is None
+    ledger.save_states("mc", None, [PushedState("a@x.io", "A", frozenset(), fields)])
+    assert stored(ledger, "mc")["a@x.io"][2] == '{"N":2}'
 
 
 def encoded(fields: dict) -> EncodedFields:

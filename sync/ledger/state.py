@@ -72,7 +72,7 @@ def fields_json(fields: Mapping[str, Any]) -> str:
 
 
 def _dump_fields(key: str, fields: Mapping[str, Any]) -> str:
-    if type(fields) is EncodedFields:
+    if type(fields) is EncodedFields and fields.text is not None:
         return fields.text
     try:
         return fields_json(fields)
@@ -351,8 +351,9 @@ def _save_rows_sqlite(conn: Connection, destination: str, run_id: int | None,
         block = rows[start:start + per]
         params = [destination, db_now, run_id, revision]
         for key, cid, tags, fields, exists in block:
-            params += (key, cid, tags, fields.text if type(fields) is EncodedFields else _dump_fields(key, fields),
-                       exists)
+            # (an EncodedFields' text is never empty: at least "{}"; None when it has none)
+            params += (key, cid, tags,
+                       (fields.text if type(fields) is EncodedFields else None) or _dump_fields(key, fields), exists)
         same, moved = sqls.get(len(block)) or sqls.setdefault(len(block), _upsert_sql(len(block)))
         # First the new rows and the rows whose customer is unchanged (nearly all), with customer_id left out of
         # the SET list: SQLite then leaves ix_pushed_state_customer alone (it rewrites an index whenever its
