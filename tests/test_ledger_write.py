@@ -13,9 +13,13 @@ from sync.ledger import Ledger
 from sync.model import PushedState
 
 try:
-    from tests.ledger_fixtures import Clock, clock, ledger, ledger_url, open_ledger  # noqa: F401
+    from tests import ledger_fixtures
 except ImportError:  # tests/ itself on sys.path
-    from ledger_fixtures import Clock, clock, ledger, ledger_url, open_ledger  # type: ignore # noqa: F401
+    import ledger_fixtures  # type: ignore[no-redef]
+
+# the ledger on each backend (SQLite; PostgreSQL when RFMSYNC_TEST_PG_URL is set)
+clock, ledger_url, open_ledger, ledger = (ledger_fixtures.clock, ledger_fixtures.ledger_url,
+                                          ledger_fixtures.open_ledger, ledger_fixtures.ledger)
 
 DEST = "write"
 ODD_FIELDS = [
