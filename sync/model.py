@@ -27,6 +27,35 @@ class DesiredContact:
     fields: Mapping[str, FieldValue] = field(default_factory=dict)
 
 
+class EncodedFields(dict):
+    """A fields mapping that carries its own text as the ledger stores it (``text``: the JSON object with sorted
+    keys, compact, ASCII; :func:`sync.ledger.state.fields_json`), so the ledger writes that text instead of
+    encoding the fields again. The columnar plan spells it in DuckDB (:mod:`sync.planning.canonical`) for the
+    contacts whose every field is written.
+
+    The text belongs to exactly this value: the mapping is read-only, and anything made from it (a merge with
+    the fields pushed before, ``dict(...)``, a copy) is a plain dict, which the ledger encodes as before. One
+    made without a text (``dataclasses.asdict`` of a change rebuilds its mappings from their items) has ``text``
+    None, and the ledger encodes it too."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, items: Iterable[tuple[str, FieldValue]] = (), text: str | None = None) -> None:
+        dict.__init__(self, items)
+        self.text = text
+
+    def _read_only(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("EncodedFields is read-only: its text must stay the text of its values")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _read_only  # type: ignore
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return EncodedFields, (list(self.items()), self.text)
+
+    def copy(self) -> dict[str, FieldValue]:  # type: ignore[override]
+        return dict(self)
+
+
 @dataclass(frozen=True)
 class PushedState:
     key: str

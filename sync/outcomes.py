@@ -3,7 +3,7 @@
 The apply reports each call's item results as the call completes; :class:`StateFold` folds them into the
 contacts' pushed states (a contact's state once its last operation of the run answered), and
 :class:`OutcomeWriter` takes the states and the results: one writer thread commits everything that arrived while
-its previous write ran, in bulk statements (SQLite: one ``INSERT .. SELECT`` over ``json_each``; PostgreSQL:
+its previous write ran, in bulk statements (SQLite: ``INSERT .. SELECT`` over multi-row ``VALUES``; PostgreSQL:
 ``COPY`` into a temporary table, then one ``INSERT .. SELECT``). Under load the groups grow, so a million
 contacts are a few dozen writes rather than thousands, and the ESP calls never wait for the ledger; a process
 killed mid-run loses at most the group being written and the states still held (the next run plans those items

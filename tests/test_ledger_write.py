@@ -13,9 +13,13 @@ from sync.ledger import Ledger
 from sync.model import PushedState
 
 try:
-    from tests.ledger_fixtures import Clock, clock, ledger, ledger_url, open_ledger  # noqa: F401
+    from tests import ledger_fixtures
 except ImportError:  # tests/ itself on sys.path
-    from ledger_fixtures import Clock, clock, ledger, ledger_url, open_ledger  # type: ignore # noqa: F401
+    import ledger_fixtures  # type: ignore[no-redef]
+
+# the ledger on each backend (SQLite; PostgreSQL when RFMSYNC_TEST_PG_URL is set)
+clock, ledger_url, open_ledger, ledger = (ledger_fixtures.clock, ledger_fixtures.ledger_url,
+                                          ledger_fixtures.open_ledger, ledger_fixtures.ledger)
 
 DEST = "write"
 ODD_FIELDS = [
@@ -42,9 +46,10 @@ def test_fields_are_stored_as_their_canonical_text(ledger: Ledger) -> None:
     assert ledger.load_state(DEST) == {s.key: s for s in states}
 
 
-def test_a_large_group_is_stored_the_same_whatever_the_slices_it_is_encoded_in(ledger: Ledger) -> None:
-    """A group of thousands of rows is encoded a slice at a time (the interpreter lock is given up between
-    slices): every row is stored, as its canonical text, NaN rows included."""
+def test_a_large_group_is_stored_the_same_whatever_the_statements_it_is_written_in(ledger: Ledger) -> None:
+    """A group of thousands of rows is written a block of rows at a time (SQLite: one multi-row ``VALUES``
+    statement each, the interpreter lock given up between them): every row is stored, as its canonical text,
+    NaN rows included."""
     states = [PushedState(f"k{i:05d}@x.io", f"C{i}", frozenset({"t"}), ODD_FIELDS[i % len(ODD_FIELDS)])
               for i in range(2_600)]
     ledger.save_states(DEST, None, states)
@@ -73,7 +78,7 @@ def test_a_save_writes_new_rows_same_customer_rows_and_moved_customer_rows_alike
 
 
 def test_a_nan_field_is_stored_as_python_writes_it(ledger: Ledger) -> None:
-    """JSON has no NaN (SQLite refuses it in a document): such a chunk takes the per-row path, as before."""
+    """JSON has no NaN, but Python writes one: the ledger stores Python's text."""
     states = [PushedState("a@x.io", "C1", frozenset(), {"m": float("nan"), "b": 1}),
               PushedState("b@x.io", "C2", frozenset(), {"m": 2})]
     ledger.save_states(DEST, None, states)

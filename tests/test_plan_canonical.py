@@ -1,6 +1,7 @@
-"""The desired fields spelled in SQL as the ledger spells pushed ones (sync.planning.canonical): every text is a
-JSON text of the value the planner would write (so equal text can only mean an unchanged value), or NULL; and the
-everyday values are spelled exactly as the ledger writes them (so an unchanged contact is recognised)."""
+"""The desired fields spelled in SQL as the ledger spells pushed ones (sync.planning.canonical): every text is,
+byte for byte, the text the ledger writes for the value the planner would write (so equal text can only mean an
+unchanged value, and the ledger may store the text as it is), or NULL; and the everyday values have a text (so an
+unchanged contact is recognised)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import duckdb
 import pyarrow as pa
 from hypothesis import given, settings, strategies as st
 
+from sync.ledger.state import fields_json
 from sync.planning.canonical import fields_text_sql, value_text_sql
 from sync.planning.plan import normalise_value, same_value
 
@@ -42,19 +44,30 @@ def ledger_text(value) -> str:
 
 
 def assert_sound(dtype: str, values: list) -> list[str | None]:
+    """Each text is the ledger's own text of the value (inside a fields object, as the ledger writes it)."""
     out = []
     for value, text in texts(dtype, values):
         want = normalise_value(value)
         if text is not None:
             assert same_value(json.loads(text), want), (dtype, value, text)
+            assert "{" + json.dumps("k") + ":" + text + "}" == fields_json({"k": want}), (dtype, value, text)
         out.append(text)
     return out
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.one_of(st.none(), st.text(st.characters(exclude_categories=["Cs"]), max_size=8)), max_size=20))
+@given(st.lists(st.one_of(st.none(), st.text(st.characters(exclude_categories=["Cs"]), max_size=8),
+                          st.text(st.characters(max_codepoint=127), max_size=8)), max_size=20))
 def test_text_values(values):
     assert_sound("VARCHAR", values)
+
+
+def test_a_text_outside_printable_ascii_has_no_text_and_the_rest_are_python_s():
+    """DuckDB writes non-ASCII characters as UTF-8, DEL and some control characters otherwise than Python's
+    escapes: such strings have no text (the ledger encodes them); quotes, backslashes and slashes are as Python's."""
+    odd = ["é", "\u2028", "😀", "\x7f", "\x0b", "\x1f", "a\nb", "\t"]
+    assert [t for _, t in texts("VARCHAR", odd)] == [None] * len(odd)
+    assert assert_sound("VARCHAR", ['a "q" \\ /', "~ !"]) == ['"a \\"q\\" \\\\ /"', '"~ !"']
 
 
 @settings(max_examples=60, deadline=None)
@@ -73,6 +86,14 @@ def test_decimal_and_integer_values(d2, d8, ints):
     assert_sound("DECIMAL(18,2)", d2)
     assert_sound("DECIMAL(38,8)", d8)
     assert_sound("BIGINT", ints)
+
+
+def test_a_decimal_python_writes_otherwise_has_no_text():
+    """More than 15 significant digits (Python writes its double's shortest text) or below 1e-4 (an exponent)."""
+    many = [Decimal("12345678901234.5678"), Decimal("-0.00005"), Decimal("0.00001"), Decimal("1234567890123.45678")]
+    assert [t for _, t in texts("DECIMAL(38,8)", many)] == [None] * len(many)
+    assert assert_sound("DECIMAL(38,8)", [Decimal("0.0001"), Decimal("-1234567890123.45"), Decimal("10")]) == [
+        "0.0001", "-1234567890123.45", "10"]
 
 
 @settings(max_examples=40, deadline=None)

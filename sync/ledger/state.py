@@ -12,13 +12,13 @@ import sqlite3
 import uuid
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Protocol
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from ..model import PushedState
+from ..model import EncodedFields, PushedState
 from .bulk import PAGE, STATE_COLUMNS, select_state_pg, select_state_sqlite
 from .db import LedgerDB, chunks
 from .schema import pushed_state, state_revisions
@@ -65,9 +65,17 @@ _encode = json.JSONEncoder(separators=(",", ":")).encode
 _decode = json.JSONDecoder().decode
 
 
+def fields_json(fields: Mapping[str, Any]) -> str:
+    """The text the ledger stores for a contact's fields: a JSON object, keys sorted, compact, ASCII (an
+    :class:`~sync.model.EncodedFields` carries this text, made elsewhere: the ledger stores it as it is)."""
+    return _encode_fields(fields if type(fields) is dict else dict(fields))
+
+
 def _dump_fields(key: str, fields: Mapping[str, Any]) -> str:
+    if type(fields) is EncodedFields and fields.text is not None:
+        return fields.text
     try:
-        return _encode_fields(fields if type(fields) is dict else dict(fields))
+        return fields_json(fields)
     except TypeError as exc:
         raise ValueError(f"pushed state for {key!r}: cannot store fields: {exc}") from None
 
@@ -237,7 +245,9 @@ class PushedStates:
             tags = tag_json.get(s.tags)
             if tags is None:
                 tags = tag_json[s.tags] = _encode(sorted(s.tags))
-            fields = s.fields if type(s.fields) is dict else dict(s.fields)  # encoded below, with the chunk
+            fields = s.fields  # encoded below, with the chunk (or its own text: EncodedFields)
+            if type(fields) is not dict and type(fields) is not EncodedFields:
+                fields = dict(fields)
             rows[s.key] = (s.key, s.customer_id, tags, fields, bool(s.exists))
         if not rows:
             return 0
@@ -314,58 +324,56 @@ def _snapshot(db: LedgerDB) -> Iterator[Connection]:
 # would triple the time of a 100k-contact save).
 
 def _fields_encoded(rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """Rows whose fields mapping (index 3) is replaced by its stored JSON text."""
+    """Rows whose fields mapping (index 3) is replaced by its stored JSON text (an EncodedFields' own text)."""
     return [(key, cid, tags, _dump_fields(key, fields), exists) for key, cid, tags, fields, exists in rows]
 
 
-#: the rows of a chunk as one JSON document, each row's fields an object written exactly as
-#: :func:`_dump_fields` writes it (keys sorted, no spaces), with no encoder call per row; NaN is refused here
-#: (SQLite's JSON has none: such chunks take the per-row path, where NaN stays the text Python writes)
-_encode_rows = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False,
-                                default=_json_default).encode
-
-
-#: rows per encoder call: the C encoder holds the interpreter lock for the whole call (no switch inside it), and a
-#: chunk of 50 000 rows took ~200 ms, during which no call of the apply could read its answer or start
-ENCODE_SLICE = 1000
-
-
-def _in_slices(encode: Any, rows: Sequence[Any]) -> str:
-    """``encode(rows)`` (a JSON array), made by encoding ``ENCODE_SLICE`` rows at a time: the same text, with
-    the interpreter lock given up between slices."""
-    if len(rows) <= ENCODE_SLICE:
-        return encode(rows)
-    return "[" + ",".join(encode(rows[i:i + ENCODE_SLICE])[1:-1] for i in range(0, len(rows), ENCODE_SLICE)) + "]"
+#: rows per statement at most (5 parameters a row; SQLite before 3.32 allows 999 parameters, later 32 766)
+VALUES_ROWS = 1000
 
 
 def _save_rows_sqlite(conn: Connection, destination: str, run_id: int | None,
                       now: datetime, revision: int, rows: list[tuple[Any, ...]]) -> None:
-    # One INSERT .. SELECT over the rows shipped as one JSON document (json_each): SQLite runs the whole upsert
-    # in one step, so the writer thread releases and re-takes the interpreter lock once per chunk instead of
-    # once per row (``executemany``), which under load (the apply's calls running meanwhile) waited for the
-    # lock at every row. The fields travel as JSON objects in that document and SQLite stores each one's text
-    # as it came (``->``): one encoder call per chunk instead of one per row (a third of the writer's CPU).
+    # One INSERT .. SELECT over a multi-row VALUES list of up to VALUES_ROWS rows: SQLite runs it in one step, so
+    # the writer thread releases and re-takes the interpreter lock once per statement instead of once per row
+    # (``executemany``, which under load, the apply's calls running meanwhile, waited for the lock at every row),
+    # and the rows reach SQLite as bound values: no JSON document for SQLite to take apart (json_each and ->>
+    # parsed each row's text again: half of the writer's CPU in SQLite 3.40). Each row's fields travel as their
+    # stored text: an EncodedFields' own (the plan's), else encoded here.
     to_db = pushed_state.c.pushed_at.type.bind_processor(conn.dialect)
     db_now = to_db(now) if to_db else now
-    cursor = conn.connection.driver_connection.cursor()  # the DBAPI cursor: no per-row processing
-    for chunk in chunks(rows, 50_000):
-        try:
-            doc, fields = _in_slices(_encode_rows, chunk), "->"
-        except (TypeError, ValueError):  # NaN, or a value JSON cannot hold (named by _dump_fields)
-            doc, fields = _in_slices(_encode, _fields_encoded(chunk)), "->>"
-        sql = ("INSERT INTO pushed_state (destination, key, customer_id, tags, fields, in_destination, pushed_at,"
-               f" run_id, revision) SELECT ?, r.value ->> 0, r.value ->> 1, r.value ->> 2, r.value {fields} 3,"
-               " r.value ->> 4, ?, ?, ? FROM json_each(?) AS r WHERE true ON CONFLICT (destination, key) DO UPDATE SET ")
-        params = (destination, db_now, run_id, revision, doc)
+    raw = conn.connection.driver_connection
+    cursor = raw.cursor()  # the DBAPI cursor: no per-row processing
+    limit = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    per = max(1, min(VALUES_ROWS, (limit - 4) // 5))
+    sqls: dict[int, tuple[str, str]] = {}
+    for start in range(0, len(rows), per):
+        block = rows[start:start + per]
+        params = [destination, db_now, run_id, revision]
+        for key, cid, tags, fields, exists in block:
+            # (an EncodedFields' text is never empty: at least "{}"; None when it has none)
+            params += (key, cid, tags,
+                       (fields.text if type(fields) is EncodedFields else None) or _dump_fields(key, fields), exists)
+        same, moved = sqls.get(len(block)) or sqls.setdefault(len(block), _upsert_sql(len(block)))
         # First the new rows and the rows whose customer is unchanged (nearly all), with customer_id left out of
         # the SET list: SQLite then leaves ix_pushed_state_customer alone (it rewrites an index whenever its
         # column is set, whatever the value), ~40 % less work and WAL per updated row. Then, only when rows are
         # left (their customer_id changed), the full update of those.
-        written = cursor.execute(sql + ", ".join(f"{c} = excluded.{c}" for c in _STATE_UPDATE_COLUMNS[1:])
-                                 + " WHERE pushed_state.customer_id IS excluded.customer_id", params).rowcount
-        if written < len(chunk):
-            cursor.execute(sql + ", ".join(f"{c} = excluded.{c}" for c in _STATE_UPDATE_COLUMNS)
-                           + " WHERE pushed_state.customer_id IS NOT excluded.customer_id", params)
+        if cursor.execute(same, params).rowcount < len(block):
+            cursor.execute(moved, params)
+
+
+def _upsert_sql(rows: int) -> tuple[str, str]:
+    """The upsert of ``rows`` rows given as parameters (destination, pushed_at, run_id, revision, then each row's
+    key, customer_id, tags, fields, in_destination): for the rows whose customer is unchanged (and new ones), and
+    for the rows whose customer changed."""
+    sql = ("INSERT INTO pushed_state (destination, key, customer_id, tags, fields, in_destination, pushed_at,"
+           " run_id, revision) SELECT ?, column1, column2, column3, column4, column5, ?, ?, ? FROM (VALUES "
+           + ",".join(["(?,?,?,?,?)"] * rows) + ") WHERE true ON CONFLICT (destination, key) DO UPDATE SET ")
+    return (sql + ", ".join(f"{c} = excluded.{c}" for c in _STATE_UPDATE_COLUMNS[1:])
+            + " WHERE pushed_state.customer_id IS excluded.customer_id",
+            sql + ", ".join(f"{c} = excluded.{c}" for c in _STATE_UPDATE_COLUMNS)
+            + " WHERE pushed_state.customer_id IS NOT excluded.customer_id")
 
 
 def _save_rows_pg(conn: Connection, destination: str, run_id: int | None,

@@ -6,12 +6,15 @@ and ASCII (``json.dumps(…, sort_keys=True, separators=(",", ":"))``, :meth:`sy
 be written as has nothing to change: the diff (:mod:`sync.planning.columnar`) leaves it out by comparing two
 strings, without parsing the pushed JSON. Most contacts of a plan are such contacts.
 
-One text parses to one value, so the test can only err one way: a value spelled otherwise (a string with
-non-ASCII characters, which DuckDB writes as UTF-8 and Python as ``\\u`` escapes; ``1.0`` for ``1``; keys in
-another order; PostgreSQL re-spelling) is not recognised, and that contact takes the full comparison, which
-decides as before. Hence the rule for every expression here: it gives *a* JSON text of the value
-:func:`sync.planning.plan.normalise_value` makes of the column's value, or NULL (not sure: the full comparison),
-never the text of another value.
+One text parses to one value, so the test can only err one way: a value spelled otherwise is not recognised, and
+that contact takes the full comparison, which decides as before. The texts are also what the ledger stores for a
+contact whose every field was written (:class:`sync.model.EncodedFields`: the ledger does not encode them again),
+so the rule for every expression here is stricter: it gives the very text Python writes (byte for byte) for the
+value :func:`sync.planning.plan.normalise_value` makes of the column's value, or NULL (not sure: the full
+comparison, and the ledger encodes the fields itself). So a string outside printable ASCII (DuckDB writes UTF-8
+and some control characters otherwise than Python's ``\\u`` escapes), a decimal of more than 15 significant
+digits or below 1e-4 (Python writes the shortest text of its double: ``12345678901234.568``, ``5e-05``) have
+no text here.
 """
 
 from __future__ import annotations
@@ -57,15 +60,19 @@ def value_text_sql(v: str, dtype: str) -> str | None:
     for a type without a sure spelling in SQL."""
     if dtype == "NULL":
         return "'null'"
-    if dtype == "VARCHAR":  # DuckDB's own JSON writer: a valid text of the string (UTF-8, not escaped)
-        return f"coalesce(CAST(to_json({v}) AS VARCHAR), 'null')"
+    if dtype == "VARCHAR":  # DuckDB's own JSON writer: Python's text of a string of printable ASCII
+        return (f"CASE WHEN {v} IS NULL THEN 'null' WHEN NOT regexp_matches({v}, '[^ -~]') "
+                f"THEN CAST(to_json({v}) AS VARCHAR) END")
     if dtype == "BOOLEAN":
         return f"CASE WHEN {v} IS NULL THEN 'null' WHEN {v} THEN 'true' ELSE 'false' END"
     if dtype in INT_TYPES:
         return f"coalesce(CAST({v} AS VARCHAR), 'null')"
     if dtype.startswith("DECIMAL"):  # whole: the integer; else its exact digits, which read as float(Decimal)
+        # and are that double's shortest text (repr) when there are at most 15 of them (the length bound also
+        # counts a leading "0." and zeros: stricter below 1) and Python writes it without an exponent (≥ 1e-4)
+        digits = f"rtrim(CAST({v} AS VARCHAR), '0')"
         return (f"CASE WHEN {v} IS NULL THEN 'null' WHEN {v} = trunc({v}) THEN CAST(CAST({v} AS HUGEINT) AS VARCHAR) "
-                f"ELSE rtrim(CAST({v} AS VARCHAR), '0') END")
+                f"WHEN abs({v}) >= 0.0001 AND length(ltrim({digits}, '-')) <= 16 THEN {digits} END")
     if dtype in ("DOUBLE", "FLOAT", "REAL"):  # round(v, 6) as Python rounds it: only away from a tie
         return (f"CASE WHEN {v} IS NULL THEN 'null' WHEN {double_round_sure(v)} "
                 f"THEN CAST(round(CAST({v} AS DOUBLE), 6) AS VARCHAR) END")

@@ -277,13 +277,18 @@ def _changes(con: duckdb.DuckDBPyConnection, esp_fields: list[str], dtypes: list
     # a contact that left writes no field (its values are NULL: it has no desired row)
     verdicts = "".join(f", CASE WHEN NOT departed THEN _c{i} ELSE FALSE END AS _c{i}, _p{i}" for i in range(n))
     fast = " AND ".join(f"coalesce(_c{i}, FALSE)" for i in range(n)) or "TRUE"
+    # a contact whose every field is written: the ledger's text of its fields, which the ledger then stores as it
+    # is (sync.model.EncodedFields; NULL where SQL has no sure text: the ledger encodes them)
+    text = fields_text_sql([(esp, f"_f{i}", dtype) for i, (esp, dtype) in enumerate(zip(esp_fields, dtypes))]) \
+        if n else "NULL::VARCHAR"
     con.execute(f"""CREATE OR REPLACE TEMP TABLE {OUT} AS
         SELECT key, CASE WHEN departed THEN coalesce(prev_customer_id, '') ELSE customer_id END AS customer_id,
                CASE WHEN departed THEN '' ELSE segment END AS segment, NOT departed AND NOT exists_ AS create_,
                CASE WHEN NOT departed AND NOT exists_ THEN status END AS status,
                CASE WHEN departed THEN '[]' ELSE to_json(add_tags)::VARCHAR END AS add_json,
                to_json(remove_tags)::VARCHAR AS remove_json,
-               NOT departed AND {fast} AS fast{', ' + values if values else ''}{verdicts}
+               NOT departed AND {fast} AS fast,
+               CASE WHEN NOT departed AND {fast} THEN {text} END AS fields_text{', ' + values if values else ''}{verdicts}
         FROM _plan_diff WHERE NOT skip
         ORDER BY key""")
     con.execute("DROP TABLE _plan_diff")

@@ -1,0 +1,186 @@
+"""The plan's text of a contact's fields, stored by the ledger as it is (sync.model.EncodedFields): the rows are
+byte for byte those the ledger's own encoding writes, for every field type, on SQLite and PostgreSQL; and a text
+belongs to exactly its fields value, so an apply whose field update failed, or that merged the update into fields
+pushed before, never stores it."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import pickle
+import random
+import tempfile
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from connectors.retry import RetryPolicy
+from sync.config import DestinationConfig
+from sync.destinations.mailchimp import MailchimpDestination
+from sync.engine import execute_plan
+from sync.ledger import Ledger
+from sync.ledger.bulk import state_schema
+from sync.ledger.state import fields_json
+from sync.model import ContactChange, EncodedFields, ItemResult, PushedState
+from sync.outcomes import StateFold
+from sync.planning.columnar import plan_columnar, stage_pushed
+from sync.planning.plan import Plan
+from sync.planning.rows import stage_dicts
+
+try:
+    from tests import ledger_fixtures
+except ImportError:  # tests/ itself on sys.path
+    import ledger_fixtures  # type: ignore[no-redef]
+
+# the ledger on each backend (SQLite; PostgreSQL when RFMSYNC_TEST_PG_URL is set)
+clock, ledger_url, open_ledger, ledger = (ledger_fixtures.clock, ledger_fixtures.ledger_url,
+                                          ledger_fixtures.open_ledger, ledger_fixtures.ledger)
+
+#: one field of each kind the planner reads: text, integer, decimal, double, date, timestamp, boolean, and one
+#: whose column the rows do not have (``clv``: null)
+DEST = DestinationConfig(name="mc", type="mailchimp", audience="a1", tag_prefix="rfm:", segments={"A": "A"},
+                         fields={"TEXT": "favourite_category", "INT": "r", "DEC": "monetary", "DBL": "p_alive",
+                                 "DAY": "first_order", "TS": "last_order", "BOOL": "reorder_due", "NONE": "clv"})
+# doubles around a rounding tie of the sixth decimal, where the plan has no sure text
+TIES = [0.0000005, 2.5e-06, 1.0000005, 123.4567895, 0.1234565, -7.0000015, 1 / 3, 1e-7, -0.0, 12345.678901]
+TEXTS = st.one_of(st.none(), st.text(st.characters(exclude_categories=["Cs"]), max_size=6),
+                  st.text(st.characters(max_codepoint=127), max_size=6), st.sampled_from(['a"b\\c/', "é", "x\x7f"]))
+
+
+def row(i: int, values: dict) -> dict:
+    return {"customer_id": str(i), "email": f"c{i:04d}@x.io", "segment": "A", "marketing_consent": "yes", **values}
+
+
+def first_sync_changes(rows: list[dict]) -> list[ContactChange]:
+    staged = stage_dicts(rows)
+    stage_pushed(staged.con, state_schema().empty_table())  # nothing pushed yet
+    return list(plan_columnar(staged, DEST).changes)
+
+
+def stored(led: Ledger, destination: str) -> dict[str, tuple]:
+    table = led.state_table(destination, cached=False)
+    return {r["key"]: (r["customer_id"], r["tags"], r["fields"], r["in_destination"]) for r in table.to_pylist()}
+
+
+def assert_texts_stored_as_encoded(led: Ledger, changes: list[ContactChange]) -> None:
+    """Every text is the ledger's encoding of its own values, and saving the changes' fields with their texts
+    writes the same rows, byte for byte, as saving them as plain dicts."""
+    for c in changes:
+        if type(c.set_fields) is EncodedFields:
+            assert c.set_fields.text == fields_json(c.set_fields), c
+    run = led.start_run("sync", "mc")
+    led.save_states("text", run, [PushedState(c.key, c.customer_id, c.add_tags, c.set_fields) for c in changes])
+    led.save_states("dict", run, [PushedState(c.key, c.customer_id, c.add_tags, dict(c.set_fields))
+                                  for c in changes])
+    assert stored(led, "text") == stored(led, "dict")
+    assert {k: f for k, (_, _, f, _) in stored(led, "text").items()} == {
+        c.key: fields_json(dict(c.set_fields)) for c in changes}
+
+
+values_st = st.fixed_dictionaries({
+    "favourite_category": TEXTS,
+    "r": st.one_of(st.none(), st.integers(-2**63, 2**63 - 1)),
+    "monetary": st.one_of(st.none(), st.decimals(min_value=-10**15, max_value=10**15, places=4)),
+    "p_alive": st.one_of(st.none(), st.sampled_from(TIES), st.floats(allow_nan=False, allow_infinity=False)),
+    "first_order_at": st.one_of(st.none(), st.dates(min_value=date(1, 1, 1))),
+    "last_order_at": st.one_of(st.none(), st.datetimes()),
+    "reorder_due": st.one_of(st.none(), st.booleans())})
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(values_st, min_size=1, max_size=12))
+def test_the_plan_s_texts_are_the_ledger_s_own_encoding_byte_for_byte(values):
+    changes = first_sync_changes([row(i, v) for i, v in enumerate(values)])
+    assert len(changes) == len(values)
+    with tempfile.TemporaryDirectory() as folder:
+        led = Ledger.connect(f"sqlite:///{Path(folder) / 'ledger.db'}")
+        try:
+            assert_texts_stored_as_encoded(led, changes)
+        finally:
+            led.close()
+
+
+def test_everyday_and_odd_fields_are_stored_alike_from_their_text(ledger):
+    """On each backend: the usual values come with a text (stored as it is), the odd ones without (encoded by
+    the ledger); both give the rows the ledger's own encoding gives."""
+    usual = {"favourite_category": "Shoes & bags", "r": 2**62, "monetary": Decimal("1234.50"), "p_alive": 0.25,
+             "first_order_at": date(2024, 2, 29), "last_order_at": datetime(2024, 3, 1, 23, 59),
+             "reorder_due": True}
+    odd = [{"favourite_category": "Обувь"}, {"favourite_category": 'q"\\\n\x01'}, {"p_alive": 1.0000005},
+           {"monetary": Decimal("0.00005")}, {"monetary": Decimal("-123456789012.3456")}, {"r": None},
+           {"first_order_at": date(999, 1, 1)}]
+    changes = first_sync_changes([row(0, usual)] + [row(i + 1, {**usual, **o}) for i, o in enumerate(odd)])
+    assert [type(c.set_fields) is EncodedFields for c in changes] == [True, False, False, False, False, False,
+                                                                    True, False]
+    assert_texts_stored_as_encoded(ledger, changes)
+
+
+def test_a_text_is_read_only_and_what_is_made_from_it_has_none():
+    fields = EncodedFields({"a": 1, "b": "x"}.items(), '{"a":1,"b":"x"}')
+    for mutate in (lambda f: f.__setitem__("a", 2), lambda f: f.update(a=2), lambda f: f.pop("a"),
+                   lambda f: f.setdefault("c", 1), lambda f: f.clear(), lambda f: f.popitem(),
+                   lambda f: f.__delitem__("a")):
+        with pytest.raises(TypeError, match="read-only"):
+            mutate(fields)
+    assert fields == {"a": 1, "b": "x"} and fields.text == '{"a":1,"b":"x"}'
+    for made in ({**fields, "a": 2}, {**{"c": 0}, **fields}, dict(fields), fields.copy(), fields | {"a": 2}):
+        assert type(made) is dict
+    for same in (copy.copy(fields), copy.deepcopy(fields), pickle.loads(pickle.dumps(fields))):
+        assert type(same) is EncodedFields and same == fields and same.text == fields.text
+
+
+def test_a_change_made_into_a_dict_keeps_no_text_and_is_still_stored(ledger):
+    """``dataclasses.asdict`` rebuilds a change's fields from their items: a mapping without a text, which the
+    ledger encodes (the text it was given is wrong on purpose here: it must not be what is stored)."""
+    change = ContactChange("a@x.io", "a@x.io", "A", "A", True, "subscribed",
+                           set_fields=EncodedFields({"N": 2}.items(), '{"N":1}'))
+    fields = dataclasses.asdict(change)["set_fields"]
+    assert fields == {"N": 2} and fields.text is None
+    ledger.save_states("mc", None, [PushedState("a@x.io", "A", frozenset(), fields)])
+    assert stored(ledger, "mc")["a@x.io"][2] == '{"N":2}'
+
+
+def encoded(fields: dict) -> EncodedFields:
+    return EncodedFields(fields.items(), fields_json(fields))
+
+
+def test_the_fold_stores_a_text_only_where_the_fields_are_exactly_its_values(ledger):
+    """Each contact's change brings its new fields with their text. Stored: the text where the upsert answered
+    and nothing was pushed before; the fields pushed before merged with the update where some were (their own
+    encoding, not the update's text); the old fields where the update failed; nothing where the ESP lost it."""
+    before = {"merged@x.io": {"SEGMENT": "B", "OLD": 1}, "failed@x.io": {"SEGMENT": "B"},
+              "missing@x.io": {"SEGMENT": "B"}, "same@x.io": {"SEGMENT": "B"}}
+    ledger.save_states("mc", None, [PushedState(k, k, frozenset(), f) for k, f in before.items()])
+    keys = [*before, "new@x.io"]
+    changes = {k: ContactChange(k, k, k, "A", k == "new@x.io", "subscribed", add_tags=frozenset({"rfm:A"}),
+                                set_fields=encoded({"SEGMENT": "A"})) for k in keys}
+    fold = StateFold(ledger.load_states("mc", keys), changes)
+    results = [ItemResult(k, "upsert", k not in ("failed@x.io", "missing@x.io"), missing=k == "missing@x.io")
+               for k in keys] + [ItemResult(k, "tag+rfm:A", k != "missing@x.io") for k in keys]
+    ledger.save_states("mc", None, fold(results) + fold.rest())
+    assert {k: f for k, (_, _, f, _) in stored(ledger, "mc").items()} == {
+        "merged@x.io": '{"OLD":1,"SEGMENT":"A"}', "failed@x.io": '{"SEGMENT":"B"}', "missing@x.io": "{}",
+        "same@x.io": '{"SEGMENT":"A"}', "new@x.io": '{"SEGMENT":"A"}'}
+
+
+def test_a_refused_field_update_keeps_the_old_fields_text_through_a_real_apply(mailchimp_fake, tmp_path):
+    """Against the Mailchimp fake: the member's field update is refused (400), its tag call is not; the ledger
+    keeps the fields it had, not the text the plan brought for the refused ones."""
+    led = Ledger.connect(f"sqlite:///{tmp_path / 'ledger.db'}")
+    try:
+        mailchimp_fake.add_member("m@x.io", status="subscribed", merge_fields={"SEGMENT": "B"}, tags=["rfm:B"])
+        led.save_states("mc", None, [PushedState("m@x.io", "M", frozenset({"rfm:B"}), {"SEGMENT": "B"})])
+        change = ContactChange("m@x.io", "m@x.io", "M", "A", False, None, add_tags=frozenset({"rfm:A"}),
+                               set_fields=encoded({"SEGMENT": "A"}))
+        client = MailchimpDestination("mc", "aud1", mailchimp_fake.api_key, api_url=mailchimp_fake.url, timeout=5,
+                                      batch_size=10, max_connections=2,
+                                      retry=RetryPolicy(attempts=1, sleep=lambda s: None, rng=random.Random(0)))
+        mailchimp_fake.fail(400, method="POST", path="^/lists/aud1$")
+        plan = Plan("mc", "mailchimp", (change,), (), ("rfm:A",), {"SEGMENT": "segment"}, 0)
+        assert execute_plan(plan, client, led).status == "partial"
+        assert stored(led, "mc")["m@x.io"][1:3] == ('["rfm:A","rfm:B"]', '{"SEGMENT":"B"}')
+    finally:
+        led.close()
