@@ -29,7 +29,7 @@ class DesiredContact:
 
 class EncodedFields(dict):
     """A fields mapping that carries its own text as the ledger stores it (``text``: the JSON object with sorted
-    keys, compact, ASCII; :func:`sync.ledger.state.fields_json`), so the ledger writes that text instead of
+    keys, compact, UTF-8; :func:`sync.ledger.state.fields_json`), so the ledger writes that text instead of
     encoding the fields again. The columnar plan spells it in DuckDB (:mod:`sync.planning.canonical`) for the
     contacts whose every field is written.
 

@@ -109,11 +109,13 @@ def test_everyday_and_odd_fields_are_stored_alike_from_their_text(ledger):
     usual = {"favourite_category": "Shoes & bags", "r": 2**62, "monetary": Decimal("1234.50"), "p_alive": 0.25,
              "first_order_at": date(2024, 2, 29), "last_order_at": datetime(2024, 3, 1, 23, 59),
              "reorder_due": True}
-    odd = [{"favourite_category": "Обувь"}, {"favourite_category": 'q"\\\n\x01'}, {"p_alive": 1.0000005},
+    usual_ru = {**usual, "favourite_category": "Обувь и сумки"}  # (UTF-8, as the ledger writes it)
+    odd = [{"favourite_category": 'q"\\\n\x01'}, {"p_alive": 1.0000005},
            {"monetary": Decimal("0.00005")}, {"monetary": Decimal("-123456789012.3456")}, {"r": None},
            {"first_order_at": date(999, 1, 1)}]
-    changes = first_sync_changes([row(0, usual)] + [row(i + 1, {**usual, **o}) for i, o in enumerate(odd)])
-    assert [type(c.set_fields) is EncodedFields for c in changes] == [True, False, False, False, False, False,
+    changes = first_sync_changes([row(0, usual), row(1, usual_ru)]
+                                 + [row(i + 2, {**usual, **o}) for i, o in enumerate(odd)])
+    assert [type(c.set_fields) is EncodedFields for c in changes] == [True, True, False, False, False, False,
                                                                     True, False]
     assert_texts_stored_as_encoded(ledger, changes)
 

@@ -31,7 +31,8 @@ ODD_FIELDS = [
 
 
 def canonical(fields) -> str:
-    return json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    """The ledger's text of a contact's fields: sorted keys, compact, UTF-8."""
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def stored_fields(ledger: Ledger) -> dict[str, str]:
@@ -43,6 +44,17 @@ def test_fields_are_stored_as_their_canonical_text(ledger: Ledger) -> None:
     states = [PushedState(f"k{i}@x.io", f"C{i}", frozenset({"t"}), f) for i, f in enumerate(ODD_FIELDS)]
     ledger.save_states(DEST, None, states)
     assert stored_fields(ledger) == {s.key: canonical(s.fields) for s in states}
+    assert ledger.load_state(DEST) == {s.key: s for s in states}
+
+
+def test_a_lone_surrogate_is_stored_escaped_and_read_back_as_it_was(ledger: Ledger) -> None:
+    """A Python string may hold a lone surrogate (a CRM's JSON with a broken ``\\ud83d``); it has no UTF-8, so
+    those fields are written with ``\\u`` escapes, in the same group as UTF-8 ones, and read back unchanged."""
+    states = [PushedState("a@x.io", "A", frozenset(), {"s": "Обувь \ud83d", "n": 1}),
+              PushedState("b@x.io", "B", frozenset(), {"s": "Обувь"})]
+    ledger.save_states(DEST, None, states)
+    assert stored_fields(ledger) == {"a@x.io": '{"n":1,"s":"\\u041e\\u0431\\u0443\\u0432\\u044c \\ud83d"}',
+                                     "b@x.io": '{"s":"Обувь"}'}
     assert ledger.load_state(DEST) == {s.key: s for s in states}
 
 

@@ -39,8 +39,8 @@ def texts(dtype: str, values: list) -> list[tuple[object, str | None]]:
 
 
 def ledger_text(value) -> str:
-    """What the ledger writes for a field value (sync.ledger.state: compact, ASCII)."""
-    return json.dumps(value, separators=(",", ":"))
+    """What the ledger writes for a field value (sync.ledger.state: compact, UTF-8)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def assert_sound(dtype: str, values: list) -> list[str | None]:
@@ -62,12 +62,14 @@ def test_text_values(values):
     assert_sound("VARCHAR", values)
 
 
-def test_a_text_outside_printable_ascii_has_no_text_and_the_rest_are_python_s():
-    """DuckDB writes non-ASCII characters as UTF-8, DEL and some control characters otherwise than Python's
-    escapes: such strings have no text (the ledger encodes them); quotes, backslashes and slashes are as Python's."""
-    odd = ["é", "\u2028", "😀", "\x7f", "\x0b", "\x1f", "a\nb", "\t"]
+def test_a_text_with_a_control_character_has_no_text_and_the_others_are_python_s():
+    """DuckDB escapes some control characters in capitals (``\\u001B``) where Python writes ``\\u001b``: strings
+    with a control character have no text (the ledger encodes them); every other character, non-ASCII included
+    (UTF-8, as the ledger writes it), quotes, backslashes and slashes are spelled as Python spells them."""
+    odd = ["\x0b", "\x1f", "a\nb", "\t", "Обувь\x1b"]
     assert [t for _, t in texts("VARCHAR", odd)] == [None] * len(odd)
-    assert assert_sound("VARCHAR", ['a "q" \\ /', "~ !"]) == ['"a \\"q\\" \\\\ /"', '"~ !"']
+    others = ['a "q" \\ /', "~ !", "é", "\u2028", "😀", "\x7f", "Обувь", "Toshkent sh., Навоий 1"]
+    assert assert_sound("VARCHAR", others) == [json.dumps(v, ensure_ascii=False) for v in others]
 
 
 @settings(max_examples=60, deadline=None)
@@ -117,7 +119,8 @@ def test_no_sure_text_at_a_rounding_tie_or_outside_what_json_and_isoformat_write
 
 def test_everyday_values_are_spelled_as_the_ledger_writes_them():
     """So a contact whose pushed fields are its desired ones is recognised by their text."""
-    cases = {"VARCHAR": ["Champions", "At risk", "a \"quoted\" \\ value", "", None],
+    cases = {"VARCHAR": ["Champions", "At risk", "a \"quoted\" \\ value", "", None, "Чемпионы", "Иван Петров",
+                         "Sodiqov Ғайрат", "東京"],
              "DECIMAL(18,2)": [Decimal("1389900.00"), Decimal("5.50"), Decimal("-0.05"), Decimal("7.25"), None],
              "BIGINT": [0, -3, 2**40], "BOOLEAN": [True, False], "DATE": [date(2024, 1, 2)],
              "TIMESTAMP": [datetime(2024, 1, 2, 23, 59)],

@@ -60,15 +60,28 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} value {value!r} is not a str, int, float, bool or None")
 
 
-_encode_fields = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=_json_default).encode
+# the fields as UTF-8 text (``ensure_ascii=False``): DuckDB's ``to_json`` writes a string so, which lets the plan
+# spell a contact's fields as the ledger stores them (:mod:`sync.planning.canonical`) for text in any script
+_encode_fields = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                                  default=_json_default).encode
+_encode_fields_ascii = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=_json_default).encode
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 _decode = json.JSONDecoder().decode
 
 
 def fields_json(fields: Mapping[str, Any]) -> str:
-    """The text the ledger stores for a contact's fields: a JSON object, keys sorted, compact, ASCII (an
-    :class:`~sync.model.EncodedFields` carries this text, made elsewhere: the ledger stores it as it is)."""
-    return _encode_fields(fields if type(fields) is dict else dict(fields))
+    """The text the ledger stores for a contact's fields: a JSON object, keys sorted, compact, UTF-8 (an
+    :class:`~sync.model.EncodedFields` carries this text, made elsewhere: the ledger stores it as it is).
+    A string with a lone surrogate (no UTF-8 for it; only a caller's own Python string can hold one) is written
+    with ``\\u`` escapes instead. Ledgers written before 2026-12 hold every non-ASCII character so escaped: the
+    same values, another spelling (the plan compares them in full, :mod:`sync.planning.canonical`)."""
+    text = _encode_fields(fields if type(fields) is dict else dict(fields))
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return _encode_fields_ascii(fields if type(fields) is dict else dict(fields))
+    return text
 
 
 def _dump_fields(key: str, fields: Mapping[str, Any]) -> str:

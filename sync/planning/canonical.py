@@ -1,20 +1,21 @@
 """The desired tags and fields spelled, in SQL, as the ledger writes the pushed ones.
 
-The ledger stores a contact's tags as a sorted JSON list and its fields as a JSON object with sorted keys, compact
-and ASCII (``json.dumps(…, sort_keys=True, separators=(",", ":"))``, :meth:`sync.ledger.state.PushedStates
-.save_states`). A contact that exists and whose pushed tags and fields are the very texts its desired ones would
-be written as has nothing to change: the diff (:mod:`sync.planning.columnar`) leaves it out by comparing two
-strings, without parsing the pushed JSON. Most contacts of a plan are such contacts.
+The ledger stores a contact's tags as a sorted JSON list (compact, ASCII) and its fields as a JSON object with
+sorted keys, compact and UTF-8 (``json.dumps(…, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``,
+:func:`sync.ledger.state.fields_json`). A contact that exists and whose pushed tags and fields are the very texts
+its desired ones would be written as has nothing to change: the diff (:mod:`sync.planning.columnar`) leaves it out
+by comparing two strings, without parsing the pushed JSON. Most contacts of a plan are such contacts.
 
 One text parses to one value, so the test can only err one way: a value spelled otherwise is not recognised, and
 that contact takes the full comparison, which decides as before. The texts are also what the ledger stores for a
 contact whose every field was written (:class:`sync.model.EncodedFields`: the ledger does not encode them again),
 so the rule for every expression here is stricter: it gives the very text Python writes (byte for byte) for the
 value :func:`sync.planning.plan.normalise_value` makes of the column's value, or NULL (not sure: the full
-comparison, and the ledger encodes the fields itself). So a string outside printable ASCII (DuckDB writes UTF-8
-and some control characters otherwise than Python's ``\\u`` escapes), a decimal of more than 15 significant
-digits or below 1e-4 (Python writes the shortest text of its double: ``12345678901234.568``, ``5e-05``) have
-no text here.
+comparison, and the ledger encodes the fields itself). So a string with a control character (DuckDB writes some
+of them as ``\\u001B`` where Python writes ``\\u001b``; every other character from U+0020 to U+10FFFF is spelled
+alike, checked one by one), a decimal of more than 15 significant digits or below 1e-4 (Python writes the
+shortest text of its double: ``12345678901234.568``, ``5e-05``) have no text here. A ledger written before
+2026-12 escaped every non-ASCII character of the fields: those rows take the full comparison until rewritten.
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ def value_text_sql(v: str, dtype: str) -> str | None:
     for a type without a sure spelling in SQL."""
     if dtype == "NULL":
         return "'null'"
-    if dtype == "VARCHAR":  # DuckDB's own JSON writer: Python's text of a string of printable ASCII
-        return (f"CASE WHEN {v} IS NULL THEN 'null' WHEN NOT regexp_matches({v}, '[^ -~]') "
+    if dtype == "VARCHAR":  # DuckDB's own JSON writer: Python's UTF-8 text of a string without control characters
+        return (f"CASE WHEN {v} IS NULL THEN 'null' WHEN NOT regexp_matches({v}, '[\\x00-\\x1f]') "
                 f"THEN CAST(to_json({v}) AS VARCHAR) END")
     if dtype == "BOOLEAN":
         return f"CASE WHEN {v} IS NULL THEN 'null' WHEN {v} THEN 'true' ELSE 'false' END"
