@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from connectors.tables import create_tables
 from segmentation.lifecycle import create_customer_totals
+from segmentation.localtime import local_day_sql
 from segmentation.purchase_days import ALL_DAYS, build_customer_totals, build_purchase_days
 
 START = datetime(2024, 3, 28, 21, 30, tzinfo=timezone.utc)  # days around Europe/Berlin's switch to summer time
@@ -43,3 +44,32 @@ def test_totals_from_the_orders_equal_the_totals_of_the_days(orders, tz, as_of):
     assert con.execute(TOTALS.format("_of_the_orders")).fetchall() == con.execute(
         TOTALS.format("_of_the_days")).fetchall()
     assert con.execute("DESCRIBE _of_the_orders").fetchall() == con.execute("DESCRIBE _of_the_days").fetchall()
+
+
+@settings(max_examples=60, deadline=None)
+@given(orders=st.lists(st.tuples(st.sampled_from("abcdef"), st.integers(0, 12), st.integers(0, 23),
+                                 st.integers(-500, 5000), st.sampled_from([None, Decimal(0), Decimal("1.50")]),
+                                 st.sampled_from(["completed", "completed", "refunded", "cancelled"])),
+                       min_size=1, max_size=60),
+       tz=st.sampled_from(["UTC", "Europe/Berlin", "America/Los_Angeles"]))
+def test_the_stores_one_grouping_gives_the_totals_and_checks_of_their_own_groupings(orders, tz):
+    """The order store's cold build of the totals alone (sync.store.day_cache.build_totals_and_checks: the
+    customers' checks of every order and the totals of their completed ones from one grouping) writes the
+    tables the checks' own grouping and :func:`build_customer_totals` write: customers whose orders are all
+    refunded or cancelled have checks and no totals row."""
+    from sync.store.day_cache import _CHECK_SQL, CHECK_TABLE, GROUPED, TOTALS_TABLE, build_totals_and_checks
+
+    con = duckdb.connect()
+    create_tables(con)
+    con.executemany("INSERT INTO orders VALUES (?, ?, ?, ?, 'EUR', ?, ?)",
+                    [(f"o{i}", c, START + timedelta(days=day, hours=hour), Decimal(cents) / 100, status, discount)
+                     for i, (c, day, hour, cents, discount, status) in enumerate(orders)])
+    day_sql = local_day_sql(con, "ordered_at", tz)
+    build_totals_and_checks(con, day_sql)
+    build_customer_totals(con, "_totals_alone", ALL_DAYS, tz, day_sql=day_sql)
+    con.execute(f"CREATE TABLE _checks_alone AS {_CHECK_SQL}")
+    for one, alone, order in ((TOTALS_TABLE, "_totals_alone", TOTALS),
+                              (CHECK_TABLE, "_checks_alone", "SELECT * FROM {} ORDER BY ALL")):
+        assert con.execute(order.format(one)).fetchall() == con.execute(order.format(alone)).fetchall()
+        assert con.execute(f"DESCRIBE {one}").fetchall() == con.execute(f"DESCRIBE {alone}").fetchall()
+    assert not con.execute(f"SELECT * FROM duckdb_tables() WHERE table_name = '{GROUPED}'").fetchall()  # dropped
