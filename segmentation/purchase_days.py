@@ -46,35 +46,48 @@ SELECT_SQL = """
     FROM (""" + DAY_ROWS_SQL + """)
 """
 BUILD_SQL = "CREATE OR REPLACE {temp}TABLE {table} AS {select}"
+#: each order with its local ``day`` and ``keep``: whether it counts for the totals (completed, on or before $as_of)
+ORDER_DAYS_SQL = """
+    SELECT *, status = 'completed' AND day <= $as_of AS keep FROM (SELECT *, {day} AS day FROM {orders})"""
+#: one row per customer of :data:`ORDER_DAYS_SQL`: the aggregates the totals read (``sorted``: the kept orders'
+#: days, sorted, repeats included), over the rows ``{where}`` leaves; ``{extra}``: more aggregates of the same
+#: grouping (the order store adds the customers' checks of every order: :mod:`sync.store.day_cache`). A customer
+#: without kept orders has ``orders`` = 0 (and is no row of the totals).
+GROUPED_SQL = """
+    SELECT customer_id{extra}, list_sort(list(day) FILTER (WHERE keep)) AS sorted,
+           count(*) FILTER (WHERE keep) AS orders, count(*) FILTER (WHERE keep AND discount > 0) AS discounted,
+           sum(amount) FILTER (WHERE keep) AS amount
+    FROM (""" + ORDER_DAYS_SQL + """) {where} GROUP BY customer_id"""
 #: the per-customer totals the order store keeps (:func:`segmentation.lifecycle.customer_totals_sql` over the
-#: day rows of :data:`SELECT_SQL`: the same rows, columns and types) straight from the orders, for a build of the totals
-#: alone: one grouping of the orders by customer instead of one by customer and day (about as many groups as
-#: orders) and another of those rows by customer. Each customer's days come sorted from the list of their
-#: orders' days, the repeated ones dropped (``gaps`` and the median gap from them); ``monetary`` needs the
-#: amount of the first purchase day, summed from the orders of that day alone (a join with the repeat buyers'
-#: first days). Every sum is of DECIMALs, so the result is exact, whatever the grouping.
-CUSTOMER_TOTALS_SQL = """
-    WITH o AS NOT MATERIALIZED (
-        SELECT * FROM (SELECT customer_id, amount, discount, {day} AS day FROM {orders} WHERE status = 'completed')
-        WHERE day <= $as_of),
-    per AS (
-        SELECT *, list_filter(sorted, lambda d, i: i = 1 OR d <> sorted[i - 1]) AS days
-        FROM (SELECT customer_id, min(day) AS first_day, max(day) AS last_day, list_sort(list(day)) AS sorted,
-                     count(*) AS orders, count(*) FILTER (WHERE discount > 0) AS discounted, sum(amount) AS amount
-              FROM o GROUP BY customer_id)),
+#: day rows of :data:`SELECT_SQL`: the same rows, columns and types) from ``{grouped}``, a relation of
+#: :data:`GROUPED_SQL`: one grouping of the orders by customer instead of one by customer and day (about as many
+#: groups as orders) and another of those rows by customer. Each customer's days are their sorted list of days
+#: with the repeats dropped (first and last day, ``gaps`` and the median gap from it: a list to take the median
+#: of only from three days on); ``monetary`` needs the amount of the first purchase day, summed from the orders
+#: of that day alone (a join with the repeat buyers' first days). Every sum is of DECIMALs, so the result is
+#: exact, whatever the grouping.
+TOTALS_OF_GROUPED_SQL = """
+    WITH per AS (
+        SELECT customer_id, orders, discounted, amount, days, days[1] AS first_day, days[-1] AS last_day
+        FROM (SELECT *, list_filter(sorted, lambda d, i: i = 1 OR d <> sorted[i - 1]) AS days
+              FROM {grouped} WHERE orders > 0)),
     first_amount AS (
-        SELECT customer_id, sum(amount) AS amount FROM o
-        SEMI JOIN (SELECT customer_id, first_day FROM per WHERE first_day < last_day) f
+        SELECT customer_id, sum(amount) AS amount FROM (""" + ORDER_DAYS_SQL + """) o
+        SEMI JOIN (SELECT customer_id, first_day FROM per WHERE len(days) > 1) f
              ON o.customer_id = f.customer_id AND o.day = f.first_day
-        GROUP BY customer_id)
+        WHERE keep GROUP BY customer_id)
     SELECT customer_id, first_day, last_day, len(days) AS purchase_days, len(days) - 1 AS gaps,
-           list_median([days[i + 1] - days[i] FOR i IN range(1, len(days))]) AS median_gap_days,
+           CASE WHEN len(days) > 2 THEN list_median([days[i + 1] - days[i] FOR i IN range(1, len(days))])
+                WHEN len(days) = 2 THEN CAST(days[2] - days[1] AS DOUBLE) END AS median_gap_days,
            orders, discounted / orders AS discount_share,
            CASE WHEN len(days) > 1 THEN CAST((p.amount - f.amount) / (len(days) - 1) AS DOUBLE) ELSE 0.0 END
                AS monetary,
            days AS day_list
     FROM per p LEFT JOIN first_amount f USING (customer_id)
 """
+#: :data:`TOTALS_OF_GROUPED_SQL` straight from the orders (``{day}``, ``{orders}``): the kept orders alone grouped
+CUSTOMER_TOTALS_SQL = TOTALS_OF_GROUPED_SQL.replace(
+    "{grouped}", "(" + GROUPED_SQL.replace("{extra}", "").replace("{where}", "WHERE keep") + ")")
 
 
 @dataclass(frozen=True)

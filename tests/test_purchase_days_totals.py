@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 
 from connectors.tables import create_tables
 from segmentation.lifecycle import create_customer_totals
+from segmentation.localtime import local_day_sql
+from segmentation.metrics import TOTALS_SQL, local_times_sql
 from segmentation.purchase_days import ALL_DAYS, build_customer_totals, build_purchase_days
 
 START = datetime(2024, 3, 28, 21, 30, tzinfo=timezone.utc)  # days around Europe/Berlin's switch to summer time
@@ -43,3 +45,39 @@ def test_totals_from_the_orders_equal_the_totals_of_the_days(orders, tz, as_of):
     assert con.execute(TOTALS.format("_of_the_orders")).fetchall() == con.execute(
         TOTALS.format("_of_the_days")).fetchall()
     assert con.execute("DESCRIBE _of_the_orders").fetchall() == con.execute("DESCRIBE _of_the_days").fetchall()
+
+
+@settings(max_examples=80, deadline=None)
+@given(orders=st.lists(st.tuples(st.sampled_from("abcdef"), st.integers(0, 12), st.integers(0, 23),
+                                 st.integers(-500, 5000), st.sampled_from([None, Decimal(0), Decimal("1.50")]),
+                                 st.sampled_from(["completed", "completed", "refunded", "cancelled"])),
+                       min_size=1, max_size=60),
+       tz=st.sampled_from(["UTC", "Europe/Berlin", "America/Los_Angeles"]), with_rfm=st.booleans())
+def test_the_stores_one_grouping_gives_the_tables_of_their_own_groupings(orders, tz, with_rfm):
+    """The order store's cold build of the totals alone (sync.store.day_cache.build_totals_and_checks: the
+    customers' checks of every order, the totals of their completed ones and, when not current, the RFM totals of
+    their completed and refunded ones, from one grouping) writes the tables their own groupings write: customers
+    whose orders are all cancelled have checks only, all refunded checks and RFM totals."""
+    from sync.store.day_cache import _CHECK_SQL, CHECK_TABLE, GROUPED, TOTALS_TABLE, build_totals_and_checks
+    from sync.store.rfm_totals import TABLE as RFM_TABLE
+    from sync.store.rfm_totals import current_totals, stale_key
+
+    con = duckdb.connect()
+    create_tables(con)
+    con.executemany("INSERT INTO orders VALUES (?, ?, ?, ?, 'EUR', ?, ?)",
+                    [(f"o{i}", c, START + timedelta(days=day, hours=hour), Decimal(cents) / 100, status, discount)
+                     for i, (c, day, hour, cents, discount, status) in enumerate(orders)])
+    day_sql = local_day_sql(con, "ordered_at", tz)
+    build_totals_and_checks(con, day_sql, stale_key(con, tz) if with_rfm else None)
+    build_customer_totals(con, "_totals_alone", ALL_DAYS, tz, day_sql=day_sql)
+    con.execute(f"CREATE TABLE _checks_alone AS {_CHECK_SQL}")
+    in_order = "SELECT * FROM {} ORDER BY ALL"
+    pairs = [(TOTALS_TABLE, "_totals_alone", TOTALS), (CHECK_TABLE, "_checks_alone", in_order)]
+    for one, alone, order in pairs:
+        assert con.execute(order.format(one)).fetchall() == con.execute(order.format(alone)).fetchall()
+        assert con.execute(f"DESCRIBE {one}").fetchall() == con.execute(f"DESCRIBE {alone}").fetchall()
+    assert (current_totals(con) == tz) is with_rfm  # written under the key of the orders now
+    if with_rfm:
+        rfm_alone = f"(SELECT *, {local_times_sql(tz)} FROM ({TOTALS_SQL.format(orders='orders', where='true')}))"
+        assert con.execute(in_order.format(RFM_TABLE)).fetchall() == con.execute(in_order.format(rfm_alone)).fetchall()
+    assert not con.execute(f"SELECT * FROM duckdb_tables() WHERE table_name = '{GROUPED}'").fetchall()  # dropped

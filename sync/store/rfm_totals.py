@@ -12,7 +12,9 @@ orders' times, amounts and statuses (an order edited in place, without a merge: 
 * a run uses them when the key is that of the store as it is now and its cut-off is after the newest order; a run
   as of an earlier day reads the orders (nothing is kept for it);
 * a run that finds them missing or stale rebuilds them, in one transaction with the key, from the one pass over
-  the orders it had to make anyway;
+  the orders it had to make anyway; a prediction run whose purchase-day totals are rebuilt too has them written
+  by that build, from its own grouping of the orders (:func:`.day_cache.build_totals_and_checks`, with
+  :data:`GROUPED_AGGREGATES`), whatever its as-of;
 * a file added the lean way (:mod:`.file_lean`: its rows inserted, nothing deleted) adds its orders' totals in
   the transaction that inserts them (counts and sums add up, first and last sale are the least and greatest: its
   customers' rows are replaced, the others not touched) and its orders' count, newest order and checksum to the
@@ -43,7 +45,18 @@ TABLE = "cache_rfm_totals"
 KEY_TABLE = "cache_rfm_totals_key"
 _FILE = "_rfm_totals_file"  # a new file's totals (TEMP, dropped after)
 _ADDED = "_rfm_totals_added"  # its customers' totals after it (TEMP, dropped after)
-_DEFINITION = hashlib.blake2b((TOTALS_SQL + local_times_sql("{tz}")).encode(), digest_size=8).hexdigest()
+#: :data:`~segmentation.metrics.TOTALS_SQL`'s aggregates as more aggregates of a grouping of *every* order by customer
+#: (the day cache's cold build groups them once for its own tables and these, :func:`.day_cache.cached_purchase_days`):
+#: the same sale times and signed amounts, over the completed and refunded orders alone; ``rfm_orders`` = 0: a
+#: customer with neither, who has no row here
+GROUPED_AGGREGATES = """
+    min(sale_at) AS first_at, max(sale_at) AS last_at, count(sale_at) AS frequency, coalesce(sum(net), 0) AS monetary,
+    count(net) - count(sale_at) AS refunds, count(net) AS rfm_orders"""
+#: the orders with the sale time and signed amount :data:`GROUPED_AGGREGATES` read (NULL for the other statuses)
+GROUPED_ORDERS = """(SELECT *, CASE WHEN status = 'completed' THEN ordered_at END AS sale_at,
+    CASE WHEN status = 'completed' THEN amount WHEN status = 'refunded' THEN -abs(amount) END AS net FROM orders)"""
+_DEFINITION = hashlib.blake2b((TOTALS_SQL + local_times_sql("{tz}") + GROUPED_AGGREGATES + GROUPED_ORDERS).encode(),
+                              digest_size=8).hexdigest()
 #: stored uncompressed: writing the million rows of a 10 M-order store then costs 0.18 CPU s instead of 0.32 (the
 #: cold run writes them), reading them costs the same, and they take 68 MB instead of 41 MB
 _COLUMNS = ", ".join(f"{col} USING COMPRESSION uncompressed" for col in (
@@ -52,7 +65,7 @@ _COLUMNS = ", ".join(f"{col} USING COMPRESSION uncompressed" for col in (
 
 
 @dataclass(frozen=True)
-class _Key:
+class Key:
     timezone: str
     generation: int
     rows: int
@@ -66,34 +79,34 @@ class _Key:
                            self.checksum, self.definition, self.version])
 
     @classmethod
-    def from_json(cls, text: str) -> _Key:
+    def from_json(cls, text: str) -> Key:
         tz, gen, rows, newest, checksum, definition, version = json.loads(text)
         return cls(tz, gen, rows, newest and datetime.fromisoformat(newest), checksum, definition, version)
 
 
 def _orders_key(con: duckdb.DuckDBPyConnection, timezone: str, where: str = "",
-                facts: OrderFacts | None = None) -> _Key:
+                facts: OrderFacts | None = None) -> Key:
     """The key of the orders (``where``: of those rows) as they are now. ``facts``: the run's scan of all the
     orders (:mod:`.facts`, shared with the purchase days' check), used when still current."""
     if not where:
         now = current_facts(con, facts)
-        return _Key(timezone, now.generation, now.rows, now.newest, int(now.checksum or 0))
+        return Key(timezone, now.generation, now.rows, now.newest, int(now.checksum or 0))
     rows, newest, checksum = con.execute(TOTALS_FACTS_SQL + where).fetchall()[0]
-    return _Key(timezone, generation(con), rows, newest, int(checksum or 0))
+    return Key(timezone, generation(con), rows, newest, int(checksum or 0))
 
 
-def _stored(con: duckdb.DuckDBPyConnection) -> _Key | None:
+def _stored(con: duckdb.DuckDBPyConnection) -> Key | None:
     """The key of the kept totals, or None."""
     if len(store_tables(con, TABLE, KEY_TABLE)) != 2:
         return None
     rows = con.execute(f"SELECT key FROM {KEY_TABLE}").fetchall()
     try:
-        return _Key.from_json(rows[0][0]) if len(rows) == 1 else None
+        return Key.from_json(rows[0][0]) if len(rows) == 1 else None
     except (ValueError, TypeError):  # a key of another shape (another rfmsync): rebuilt
         return None
 
 
-def _save_key(con: duckdb.DuckDBPyConnection, key: _Key) -> None:
+def _save_key(con: duckdb.DuckDBPyConnection, key: Key) -> None:
     con.execute(f"CREATE OR REPLACE TABLE {KEY_TABLE} (key VARCHAR NOT NULL)")
     con.execute(f"INSERT INTO {KEY_TABLE} VALUES (?)", [key.to_json()])
 
@@ -111,10 +124,7 @@ def rfm_totals(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str,
         return TABLE
     con.execute("BEGIN TRANSACTION")
     try:
-        con.execute(f"CREATE OR REPLACE TABLE {TABLE} ({_COLUMNS})")
-        con.execute(f"INSERT INTO {TABLE} SELECT *, {local_times_sql(timezone)} "
-                    f"FROM ({TOTALS_SQL.format(orders='orders', where='true')})")
-        _save_key(con, key)
+        write_totals(con, key, f"({TOTALS_SQL.format(orders='orders', where='true')})")
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -123,21 +133,37 @@ def rfm_totals(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str,
     return TABLE
 
 
+def stale_key(con: duckdb.DuckDBPyConnection, timezone: str, facts: OrderFacts | None = None) -> Key | None:
+    """The key of the orders as they are now when the kept totals in ``timezone`` are not theirs (to write with
+    :func:`write_totals`), else None. ``facts``: the run's scan of the orders, used when still current."""
+    key = _orders_key(con, timezone, facts=facts)
+    return None if _stored(con) == key else key
+
+
+def write_totals(con: duckdb.DuckDBPyConnection, key: Key, totals: str, where: str = "") -> None:
+    """(Re)create the kept totals from ``totals``, a relation with :data:`~segmentation.metrics.TOTALS_SQL`'s
+    columns (``where``: its rows to keep), under ``key``, inside the caller's transaction."""
+    con.execute(f"CREATE OR REPLACE TABLE {TABLE} ({_COLUMNS})")
+    con.execute(f"INSERT INTO {TABLE} SELECT customer_id, first_at, last_at, frequency, monetary, refunds, "
+                f"{local_times_sql(key.timezone)} FROM {totals} {where}")
+    _save_key(con, key)
+
+
 def current_totals(con: duckdb.DuckDBPyConnection) -> str | None:
     """The time zone of the kept totals when they are those of the orders as they are now, else None."""
     stored = _stored(con)
     return stored.timezone if stored is not None and stored == _orders_key(con, stored.timezone) else None
 
 
-def kept_at(con: duckdb.DuckDBPyConnection) -> _Key | None:
+def kept_at(con: duckdb.DuckDBPyConnection) -> Key | None:
     """The key of the kept totals when they were kept at the store's generation now (call it before a write to
     ``orders``, then :func:`add_totals` after it); the checksum is not read (the next run's check sees it)."""
     stored = _stored(con)
-    current = _Key(stored.timezone, generation(con), stored.rows, stored.newest, stored.checksum) if stored else None
+    current = Key(stored.timezone, generation(con), stored.rows, stored.newest, stored.checksum) if stored else None
     return stored if stored is not None and stored == current else None
 
 
-def add_totals(con: duckdb.DuckDBPyConnection, kept: _Key, file_ids: list[int]) -> None:
+def add_totals(con: duckdb.DuckDBPyConnection, kept: Key, file_ids: list[int]) -> None:
     """Add the totals of the orders of ``file_ids`` (just inserted into ``orders``, nothing deleted) to the kept
     totals of key ``kept`` and move the key on (inside the caller's transaction, after the generation moved):
     their customers' rows are replaced by their sums."""
@@ -157,5 +183,5 @@ def add_totals(con: duckdb.DuckDBPyConnection, kept: _Key, file_ids: list[int]) 
     con.execute(f"INSERT INTO {TABLE} SELECT * EXCLUDE (kept_row), {local_times_sql(kept.timezone)} FROM {_ADDED}")
     con.execute(f"DROP TABLE {_ADDED}")
     newest = max((t for t in (kept.newest, added.newest) if t is not None), default=None)
-    _save_key(con, _Key(kept.timezone, added.generation, kept.rows + added.rows, newest,
+    _save_key(con, Key(kept.timezone, added.generation, kept.rows + added.rows, newest,
                         kept.checksum + added.checksum))
