@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 
 import pytest
@@ -16,6 +17,26 @@ MEMORY_TMP = "/dev/shm"  # a tmpfs on Linux
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    _keep_bytecode(config)
+    _memory_tmp(config)
+
+
+def _keep_bytecode(config: pytest.Config) -> None:
+    """The suite writes and keeps bytecode even when the shell sets ``PYTHONDONTWRITEBYTECODE`` (this
+    development machine's does), as an installed package has its own: pytest then keeps each test module's
+    compiled, assert-rewritten code in ``tests/__pycache__`` instead of every worker compiling and rewriting all
+    of them again each run (~3 s CPU a worker), and the project's modules are compiled once before the workers
+    and the tests' child processes start (``bench.common.compile_project``; a child otherwise compiles every
+    module changed since its last ``.pyc`` again). What runs does not change: a ``.pyc`` is only used while it
+    matches its source."""
+    sys.dont_write_bytecode = False
+    if not hasattr(config, "workerinput"):  # once, in the process that starts the xdist workers
+        from bench.common import compile_project
+
+        compile_project()
+
+
+def _memory_tmp(config: pytest.Config) -> None:
     """Test files (tmp_path, TemporaryDirectory, the stores and ledgers in them) go to memory when the machine has
     a tmpfs with room: the suite writes many small DuckDB and SQLite files and every commit's fsync waits on a
     disk; on tmpfs an fsync returns at once. What the tests check does not change (a killed process leaves what it

@@ -19,6 +19,7 @@ from sync.planning.columnar import plan_columnar, reconcile_pushed, stage_pushed
 from sync.planning.rows import stage_dicts
 from sync.planning import plan as ref  # the pure-Python planner (the webhook resync plans with it)
 from sync.planning.planner import reconciled
+from tests.builders import scratch_con
 
 DEST = DestinationConfig(name="mc", type="mailchimp", audience="a1", tag_prefix="rfm:",
                          segments={"Best active": "VIP", "Churn": "Winback", "Ünï": "Uni"},
@@ -98,11 +99,12 @@ def arrow_state(last: dict[str, PushedState], spelling: str = "ledger") -> pa.Ta
 
 
 def columnar(rows, last, dest, *, existing=None, full_refresh=False, actual=None, spelling="ledger"):
-    staged = stage_dicts(rows)
-    stage_pushed(staged.con, arrow_state(last, spelling))
-    if actual is not None:
-        reconcile_pushed(staged.con, actual, sorted(MANAGED))
-    return plan_columnar(staged, dest, revision=3, existing=existing, full_refresh=full_refresh)
+    with scratch_con() as con:  # an empty connection, as a sync's planning gets one
+        staged = stage_dicts(rows, con)
+        stage_pushed(staged.con, arrow_state(last, spelling))
+        if actual is not None:
+            reconcile_pushed(staged.con, actual, sorted(MANAGED))
+        return plan_columnar(staged, dest, revision=3, existing=existing, full_refresh=full_refresh)
 
 
 def reference(rows, last, dest, *, existing=None, full_refresh=False, actual=None):
