@@ -30,6 +30,7 @@ import requests
 from .errors import AuthError, ConfigError, FatalError, TransientError
 from .records import BadRow, Order, OrderStatus
 from .retry import RetryPolicy, retry_after_seconds
+from .tables import MAX_DECIMAL
 
 log = logging.getLogger(__name__)
 
@@ -263,6 +264,8 @@ def to_decimal(value: Any) -> Decimal:
         raise ValueError(f"not a number: {value!r}") from None
     if not number.is_finite():
         raise ValueError(f"not a finite number: {value!r}")
+    if abs(number) >= MAX_DECIMAL:  # (no stored column holds it: the record is reported, its page goes on)
+        raise ValueError(f"out of range (at most 15 digits before the point): {value!r}")
     return number
 
 

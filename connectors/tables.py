@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from decimal import Decimal
 from typing import Iterable
 
 import duckdb
@@ -77,11 +78,41 @@ def create_staging(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"CREATE OR REPLACE TEMP TABLE staged_{name} ({cols})")
 
 
+#: a value's largest magnitude that every decimal column holds (quantity: DECIMAL(18,3))
+MAX_DECIMAL = Decimal(10) ** 15
+
+
+def _plain(value: Decimal | None) -> str | None:
+    """A decimal as plain text (``1E+3`` → ``1000``), cast to its column's scale by DuckDB, which rounds half away
+    from zero as it does for a file's amounts (:func:`connectors.normalize.amount_sql`)."""
+    return None if value is None else format(value, "f")
+
+
+#: the staged decimal columns (name → SQL type), cast from the plain text of each value
+_DECIMALS = {"amount": "DECIMAL(18,2)", "discount": "DECIMAL(18,2)", "quantity": "DECIMAL(18,3)",
+             "price": "DECIMAL(18,2)"}
+
+
+def _cast_sql(con: duckdb.DuckDBPyConnection, source: str, columns: list[str], what: str) -> str:
+    """The ``SELECT`` of ``source``'s rows with its decimal columns cast from their text; a value no column of its
+    type holds (too large, not finite) is a ValueError naming the record (``what``: the SQL of its name)."""
+    casts = {c: f"TRY_CAST({c} AS {_DECIMALS[c]})" for c in columns if c in _DECIMALS}
+    misfits = [f"CASE WHEN {c} IS NOT NULL AND {cast} IS NULL THEN '{c} ' || {c} || ' does not fit {_DECIMALS[c]}' END"
+               for c, cast in casts.items()]
+    found = con.execute(f"SELECT {what} || ': ' || concat_ws(', ', {', '.join(misfits)}) FROM {source} "
+                        f"WHERE {' OR '.join(m + ' IS NOT NULL' for m in misfits)} LIMIT 3").fetchall()
+    if found:
+        raise ValueError("; ".join(text for (text,) in found))
+    return f"SELECT {', '.join(casts.get(c, c) for c in columns)} FROM {source}"
+
+
 def stage_records(con: duckdb.DuckDBPyConnection, orders: Iterable[Order] = (),
                   contacts: Iterable[Contact] = ()) -> tuple[int, int]:
     """Append records (from an API page or a webhook) to the staging tables.
 
-    Creates the staging tables when missing. Returns (orders, contacts) appended.
+    Creates the staging tables when missing. Returns (orders, contacts) appended. Amounts, discounts and prices
+    are kept to 2 decimals and quantities to 3, rounded half away from zero as a file's are; a value too large
+    for its column is a ValueError naming the order, and nothing of the call is staged.
     """
     import pyarrow as pa  # API pages and webhooks only; a file export is read by DuckDB itself
 
@@ -90,22 +121,35 @@ def stage_records(con: duckdb.DuckDBPyConnection, orders: Iterable[Order] = (),
     orders = list(orders)
     contacts = list(contacts)
     if orders:
-        tbl = pa.table({
+        items = [(o.order_id, i, it) for o in orders for i, it in enumerate(o.items, 1)]
+        tables = {"staged_orders": ("_stage_orders", "'order ' || order_id", pa.table({
             "order_id": [o.order_id for o in orders],
             "customer_id": [o.customer_id for o in orders],
             "ordered_at": pa.array([o.ordered_at for o in orders], type=pa.timestamp("us", tz="UTC")),
-            "amount": pa.array([o.amount for o in orders], type=pa.decimal128(18, 2)),
+            "amount": pa.array([_plain(o.amount) for o in orders], type=pa.string()),
             "currency": [o.currency for o in orders],
             "status": [str(o.status) for o in orders],
-            "discount": pa.array([o.discount for o in orders], type=pa.decimal128(18, 2)),
-        })
-        con.register("_stage_orders", tbl)
-        con.execute("INSERT INTO staged_orders SELECT * FROM _stage_orders")
-        con.unregister("_stage_orders")
-        items = [(o.order_id, i, it.sku, it.name, it.category, it.brand, it.quantity, it.price)
-                 for o in orders for i, it in enumerate(o.items, 1)]
+            "discount": pa.array([_plain(o.discount) for o in orders], type=pa.string()),
+        }))}
         if items:
-            con.executemany("INSERT INTO staged_line_items VALUES (?, ?, ?, ?, ?, ?, ?, ?)", items)
+            tables["staged_line_items"] = ("_stage_items", "'order ' || order_id || ' item ' || line_no", pa.table({
+                "order_id": [oid for oid, _, _ in items],
+                "line_no": pa.array([i for _, i, _ in items], type=pa.int32()),
+                "sku": [it.sku for _, _, it in items], "name": [it.name for _, _, it in items],
+                "category": [it.category for _, _, it in items], "brand": [it.brand for _, _, it in items],
+                "quantity": pa.array([_plain(it.quantity) for _, _, it in items], type=pa.string()),
+                "price": pa.array([_plain(it.price) for _, _, it in items], type=pa.string()),
+            }))
+        for source, _, tbl in tables.values():
+            con.register(source, tbl)
+        try:  # every row checked before any is staged
+            selects = {table: _cast_sql(con, source, tbl.schema.names, what)
+                       for table, (source, what, tbl) in tables.items()}
+            for table, select in selects.items():
+                con.execute(f"INSERT INTO {table} {select}")
+        finally:
+            for source, _, _ in tables.values():
+                con.unregister(source)
     if contacts:
         tbl = pa.table({
             "customer_id": [c.customer_id for c in contacts],

@@ -158,6 +158,43 @@ def test_pull_maps_orders_statuses_and_customers(rsps):
     assert json.loads(result.cursor) == {"contacts": T0.isoformat(), "orders": T0.isoformat()}
 
 
+def test_amounts_with_more_decimals_round_as_a_file_s_and_an_amount_out_of_range_is_a_bad_row(rsps):
+    """A store in a three-decimal currency (or float arithmetic upstream) sends ``10.005``: staged as 10.01, as
+    the file reader rounds it (half away from zero), not a failed page; an amount no column holds is reported
+    with its order and field, and the rest of the page is staged."""
+    from connectors.normalize import amount_sql
+
+    fake = FakeShopify(rsps)
+    fake.put_order(1, 7, "10.005", at=T0)
+    fake.put_order(2, 7, "1e16", at=T0)
+    fake.put_order(3, 7, "-0.125", at=T0, line_items=[{"id": 30, "sku": "K", "title": "Kg", "vendor": None,
+                                                      "quantity": "2.0005", "price": "1.995"}])
+    con = duckdb.connect()
+    result = make_source().pull(con)
+    assert con.execute("SELECT order_id, amount FROM staged_orders ORDER BY 1").fetchall() == [
+        ("1", Decimal("10.01")), ("3", Decimal("-0.13"))]
+    assert con.execute("SELECT [" + ", ".join(amount_sql(f"'{t}'") for t in ("10.005", "-0.125")) + "]"
+                       ).fetchone()[0] == [Decimal("10.01"), Decimal("-0.13")]
+    assert con.execute("SELECT quantity, price FROM staged_line_items WHERE order_id = '3'").fetchall() == [
+        (Decimal("2.001"), Decimal("2.00"))]
+    assert [(b.row, b.field) for b in result.bad_rows] == [("2", "current_total_price")]
+    assert "out of range" in result.bad_rows[0].reason
+
+
+def test_a_record_no_column_holds_stages_nothing_of_its_call_and_names_the_order_and_the_item():
+    from connectors.records import LineItem, Order
+    from connectors.tables import stage_records
+
+    con = duckdb.connect()
+    ok = Order("1", "7", T0, Decimal("5"))
+    huge = Order("2", "7", T0, Decimal("5"), items=(LineItem(quantity=Decimal("1e16")),))
+    with pytest.raises(ValueError, match=r"order 2 item 1: quantity 10000000000000000 does not fit DECIMAL\(18,3\)"):
+        stage_records(con, [ok, huge])
+    assert con.execute("SELECT count(*) FROM staged_orders").fetchone() == (0,)
+    with pytest.raises(ValueError, match=r"order 1: amount NaN does not fit"):
+        stage_records(con, [Order("1", "7", T0, Decimal("NaN"))])
+
+
 def test_guest_order_falls_back_to_email(rsps):
     fake = FakeShopify(rsps)
     fake.put_order(1, 7, "5.00", at=T0, customer=None, email="Guest@Example.com")
