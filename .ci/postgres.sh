@@ -89,6 +89,10 @@ SQL
 if [ "$(psql_admin -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$PG_DB'")" != "1" ]; then
   psql_admin -d postgres -c "CREATE DATABASE $PG_DB OWNER $PG_USER" >&2
 fi
+# a database that cannot hold every character: the ledger must refuse it (tests/test_ledger.py)
+if [ "$(psql_admin -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '${PG_DB}_latin1'")" != "1" ]; then
+  psql_admin -d postgres -c "CREATE DATABASE ${PG_DB}_latin1 OWNER $PG_USER ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0" >&2
+fi
 
 # The tests log in over TCP with the password: prove that works before handing out the URL.
 PGPASSWORD="$PG_PASSWORD" "$BINDIR/psql" -h 127.0.0.1 -p "$PORT" -U "$PG_USER" -d "$PG_DB" -X -tAc "SELECT 1" >/dev/null \

@@ -16,8 +16,8 @@ from connectors.source import PullResult
 AS_OF = date(2025, 6, 30)
 
 #: the settings a cursor shares with its database that the product sets somewhere (``SET ...``): scratch_con
-#: refuses to hand out a database where one of them was changed
-SHARED_SETTINGS = ("threads", "memory_limit", "TimeZone", "preserve_insertion_order", "allocator_flush_threshold",
+#: refuses to hand out a database where one of them was changed (``TimeZone`` is the cursor's own)
+SHARED_SETTINGS = ("threads", "memory_limit", "preserve_insertion_order", "allocator_flush_threshold",
                    "allocator_background_threads", "dynamic_or_filter_threshold", "index_scan_max_count")
 _SCRATCH: list[duckdb.DuckDBPyConnection] = []  # one in-memory database per process, made on first use
 

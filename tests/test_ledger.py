@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from typing import Callable
 
 import pytest
 from sqlalchemy import inspect as sa_inspect, text
+from sqlalchemy.engine import make_url
 
 from sync.errors import ConfigError, LockBusyError
 from sync.ledger import Ledger
@@ -22,9 +24,9 @@ from sync.ledger.schema import LATEST_VERSION, MIGRATIONS, TABLES, pushed_state,
 from sync.model import ItemResult, PushedState
 
 try:
-    from tests.ledger_fixtures import Clock, clock, ledger, ledger_url, open_ledger  # noqa: F401
+    from tests.ledger_fixtures import PG_ENV, Clock, clock, ledger, ledger_url, open_ledger  # noqa: F401
 except ImportError:  # tests/ itself on sys.path
-    from ledger_fixtures import Clock, clock, ledger, ledger_url, open_ledger  # type: ignore # noqa: F401
+    from ledger_fixtures import PG_ENV, Clock, clock, ledger, ledger_url, open_ledger  # type: ignore # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 OpenLedger = Callable[..., Ledger]
@@ -411,3 +413,32 @@ def test_lock_held_by_another_process(ledger_url: str, ledger: Ledger) -> None:
     subprocess.run([sys.executable, "-c", code, ledger_url], cwd=ROOT, check=True, timeout=60)
     with pytest.raises(LockBusyError, match="held by worker-process"):  # it exited without releasing
         ledger.acquire_lock("sync:mc", ttl_seconds=5)
+
+
+@pytest.mark.postgres
+def test_a_postgresql_database_that_cannot_hold_every_character_is_refused_before_anything_is_written():
+    """A LATIN1 (or WIN1251) database rejects the first name it has no code for, mid-apply, after the ESP was
+    changed: the ledger refuses it when it opens, naming the encoding and the fix, with no table created."""
+    import psycopg
+
+    base = os.environ.get(PG_ENV)
+    if not base:
+        pytest.skip(f"PostgreSQL tests need {PG_ENV} (run: eval \"$(.ci/postgres.sh)\")")
+    url = make_url(base).set(database=f"{make_url(base).database}_latin1")
+    try:
+        admin = psycopg.connect(host=url.host, port=url.port, user=url.username, password=url.password,
+                                dbname=url.database, autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError:
+        pytest.skip(f"needs the LATIN1 database {url.database} that .ci/postgres.sh creates")
+    with admin:
+        admin.execute("DROP SCHEMA IF EXISTS enc_test CASCADE")
+        admin.execute("CREATE SCHEMA enc_test")
+        try:
+            scoped = url.update_query_dict({"options": "-csearch_path=enc_test"}).render_as_string(hide_password=False)
+            with pytest.raises(ConfigError, match="has encoding LATIN1.*ENCODING 'UTF8'") as err:
+                Ledger.connect(scoped)
+            assert url.password not in str(err.value)
+            assert admin.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'enc_test'"
+                                 ).fetchone() == (0,)
+        finally:
+            admin.execute("DROP SCHEMA enc_test CASCADE")

@@ -136,5 +136,7 @@ def test_the_fields_object_has_sorted_keys_and_no_unsure_value():
     sql = fields_text_sql([("Segment", "s", "VARCHAR"), ("Monetary", "m", "DOUBLE"), ("A/b", "n", "BIGINT")])
     assert [t for (t,) in con.execute(f"SELECT {sql} FROM t").fetchall()] == [
         json.dumps({"A/b": 1, "Monetary": 5.5, "Segment": "Loyal"}, sort_keys=True, separators=(",", ":")), None]
+    named = fields_text_sql([("Имя", "s", "VARCHAR"), ("ZIP", "n", "BIGINT")])  # a key spelled as the ledger does
+    assert con.execute(f"SELECT {named} FROM t LIMIT 1").fetchall() == [(fields_json({"Имя": "Loyal", "ZIP": 1}),)]
     assert con.execute(f"SELECT {fields_text_sql([('X', 's', 'VARCHAR[]')])}").fetchall() == [(None,)]
     assert con.execute(f"SELECT {fields_text_sql([])}").fetchall() == [("{}",)]

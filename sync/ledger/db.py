@@ -156,6 +156,7 @@ def migrate(engine: Engine, now: Callable[[], datetime], target: int | None = No
     target = LATEST_VERSION if target is None else target
     with transaction(engine, write=True) as conn:
         if conn.dialect.name == "postgresql":
+            _check_encoding(conn, engine.url)
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
         before = current_version(conn)
         if before > LATEST_VERSION:
@@ -174,6 +175,17 @@ def migrate(engine: Engine, now: Callable[[], datetime], target: int | None = No
                     version=step.version, description=step.description, applied_at=now()))
                 after = step.version
     return before, after
+
+
+def _check_encoding(conn: Connection, url: URL) -> None:
+    """Refuse a PostgreSQL database that cannot hold any text: the ledger stores names, fields and queued
+    webhooks as UTF-8 text, which a LATIN1 or WIN1251 database rejects at the first Cyrillic or Uzbek letter it
+    has no code for (after the ESP was already changed: every later sync would fail at the same contact)."""
+    encoding = conn.execute(text("SHOW server_encoding")).scalar()
+    if str(encoding).upper() not in ("UTF8", "UTF-8"):
+        raise ConfigError(f"ledger database {safe_url(url)} has encoding {encoding}: rfmsync keeps its text in "
+                          "UTF-8; create one with ENCODING 'UTF8' (CREATE DATABASE rfmsync ENCODING 'UTF8' "
+                          "TEMPLATE template0) and point RFMSYNC_LEDGER_URL at it")
 
 
 _SQLITE_WRITERS: dict[str, threading.Lock] = {}

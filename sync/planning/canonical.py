@@ -50,7 +50,7 @@ def fields_text_sql(fields: Sequence[tuple[str, str, str]]) -> str:
         value = value_text_sql(expr, dtype.upper())
         if value is None:
             return "NULL::VARCHAR"
-        parts.append(f"{lit(json.dumps(esp) + ':')} || {value}")
+        parts.append(f"{lit(json.dumps(esp, ensure_ascii=False) + ':')} || {value}")  # (keys: as values, UTF-8)
     if not parts:
         return "'{}'"
     return "'{' || " + " || ',' || ".join(parts) + " || '}'"
