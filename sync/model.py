@@ -27,35 +27,6 @@ class DesiredContact:
     fields: Mapping[str, FieldValue] = field(default_factory=dict)
 
 
-class EncodedFields(dict):
-    """A fields mapping that carries its own text as the ledger stores it (``text``: the JSON object with sorted
-    keys, compact, UTF-8; :func:`sync.ledger.state.fields_json`), so the ledger writes that text instead of
-    encoding the fields again. The columnar plan spells it in DuckDB (:mod:`sync.planning.canonical`) for the
-    contacts whose every field is written.
-
-    The text belongs to exactly this value: the mapping is read-only, and anything made from it (a merge with
-    the fields pushed before, ``dict(...)``, a copy) is a plain dict, which the ledger encodes as before. One
-    made without a text (``dataclasses.asdict`` of a change rebuilds its mappings from their items) has ``text``
-    None, and the ledger encodes it too."""
-
-    __slots__ = ("text",)
-
-    def __init__(self, items: Iterable[tuple[str, FieldValue]] = (), text: str | None = None) -> None:
-        dict.__init__(self, items)
-        self.text = text
-
-    def _read_only(self, *args: object, **kwargs: object) -> None:
-        raise TypeError("EncodedFields is read-only: its text must stay the text of its values")
-
-    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _read_only  # type: ignore
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return EncodedFields, (list(self.items()), self.text)
-
-    def copy(self) -> dict[str, FieldValue]:  # type: ignore[override]
-        return dict(self)
-
-
 @dataclass(frozen=True)
 class PushedState:
     key: str
@@ -63,6 +34,10 @@ class PushedState:
     tags: frozenset[str]
     fields: Mapping[str, FieldValue]
     exists: bool = True  # the ESP holds this contact (we created or saw it)
+    #: the ledger's text of exactly ``fields`` (:func:`sync.ledger.state.fields_json`) when it is known, else None:
+    #: the apply's fold sets it from the plan's (``ContactChange.fields_text``) where the stored fields are that
+    #: change's own mapping, and the ledger then stores it instead of encoding the fields again
+    fields_text: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)  # a full plan holds a million of these: no per-object __dict__
@@ -76,6 +51,9 @@ class ContactChange:
     add_tags: frozenset[str] = frozenset()
     remove_tags: frozenset[str] = frozenset()
     set_fields: Mapping[str, FieldValue] = field(default_factory=dict)  # only changed fields
+    #: the ledger's text of exactly ``set_fields`` where the columnar plan spelled it in SQL (every field written,
+    #: :mod:`sync.planning.canonical`), else None; ``set_fields`` is then never changed (read-only, shared)
+    fields_text: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def needs_upsert(self) -> bool:

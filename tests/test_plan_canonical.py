@@ -24,6 +24,7 @@ TIES = [i / 2e6 for i in range(-40, 40)] + [0.0000005, 2.5e-06, 1.0000005, 123.4
 
 ARROW = {"VARCHAR": pa.string(), "DOUBLE": pa.float64(), "FLOAT": pa.float32(),
          "DECIMAL(18,2)": pa.decimal128(18, 2), "DECIMAL(38,8)": pa.decimal128(38, 8), "BIGINT": pa.int64(),
+         "DECIMAL(4,4)": pa.decimal128(4, 4),
          "DATE": pa.date32(), "TIMESTAMP": pa.timestamp("us"), "BOOLEAN": pa.bool_()}
 CON = duckdb.connect()
 
@@ -88,6 +89,12 @@ def test_decimal_and_integer_values(d2, d8, ints):
     assert_sound("DECIMAL(18,2)", d2)
     assert_sound("DECIMAL(38,8)", d8)
     assert_sound("BIGINT", ints)
+
+
+def test_a_decimal_of_no_whole_digits_is_spelled_with_its_leading_zero():
+    """DuckDB prints a DECIMAL(4,4) as ``.0001``, not JSON: spelled ``0.0001`` as Python writes it."""
+    values = [Decimal("0.0001"), Decimal("-0.5"), Decimal("0.1234"), None]
+    assert assert_sound("DECIMAL(4,4)", values) == ["0.0001", "-0.5", "0.1234", "null"]
 
 
 def test_a_decimal_python_writes_otherwise_has_no_text():

@@ -18,7 +18,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from ..model import EncodedFields, PushedState
+from ..model import PushedState
 from .bulk import PAGE, STATE_COLUMNS, select_state_pg, select_state_sqlite
 from .db import LedgerDB, chunks
 from .schema import pushed_state, state_revisions
@@ -70,8 +70,8 @@ _decode = json.JSONDecoder().decode
 
 
 def fields_json(fields: Mapping[str, Any]) -> str:
-    """The text the ledger stores for a contact's fields: a JSON object, keys sorted, compact, UTF-8 (an
-    :class:`~sync.model.EncodedFields` carries this text, made elsewhere: the ledger stores it as it is).
+    """The text the ledger stores for a contact's fields: a JSON object, keys sorted, compact, UTF-8 (a
+    :class:`~sync.model.PushedState` may carry this text, made by the plan: the ledger stores it as it is).
     A string with a lone surrogate (no UTF-8 for it; only a caller's own Python string can hold one) is written
     with ``\\u`` escapes instead. Ledgers written before 2026-12 hold every non-ASCII character so escaped: the
     same values, another spelling (the plan compares them in full, :mod:`sync.planning.canonical`)."""
@@ -84,9 +84,9 @@ def fields_json(fields: Mapping[str, Any]) -> str:
     return text
 
 
-def _dump_fields(key: str, fields: Mapping[str, Any]) -> str:
-    if type(fields) is EncodedFields and fields.text is not None:
-        return fields.text
+def _dump_fields(key: str, fields: Mapping[str, Any] | str) -> str:
+    if type(fields) is str:  # the state's own text of its fields (PushedState.fields_text)
+        return fields
     try:
         return fields_json(fields)
     except TypeError as exc:
@@ -258,9 +258,9 @@ class PushedStates:
             tags = tag_json.get(s.tags)
             if tags is None:
                 tags = tag_json[s.tags] = _encode(sorted(s.tags))
-            fields = s.fields  # encoded below, with the chunk (or its own text: EncodedFields)
-            if type(fields) is not dict and type(fields) is not EncodedFields:
-                fields = dict(fields)
+            fields = s.fields_text  # the plan's text of exactly these fields, or None: encoded below
+            if fields is None:
+                fields = s.fields if type(s.fields) is dict else dict(s.fields)
             rows[s.key] = (s.key, s.customer_id, tags, fields, bool(s.exists))
         if not rows:
             return 0
@@ -337,7 +337,7 @@ def _snapshot(db: LedgerDB) -> Iterator[Connection]:
 # would triple the time of a 100k-contact save).
 
 def _fields_encoded(rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """Rows whose fields mapping (index 3) is replaced by its stored JSON text (an EncodedFields' own text)."""
+    """Rows whose fields (index 3: a mapping, or already its text) are replaced by their stored JSON text."""
     return [(key, cid, tags, _dump_fields(key, fields), exists) for key, cid, tags, fields, exists in rows]
 
 
@@ -352,7 +352,7 @@ def _save_rows_sqlite(conn: Connection, destination: str, run_id: int | None,
     # (``executemany``, which under load, the apply's calls running meanwhile, waited for the lock at every row),
     # and the rows reach SQLite as bound values: no JSON document for SQLite to take apart (json_each and ->>
     # parsed each row's text again: half of the writer's CPU in SQLite 3.40). Each row's fields travel as their
-    # stored text: an EncodedFields' own (the plan's), else encoded here.
+    # stored text: the plan's (PushedState.fields_text), else encoded here.
     to_db = pushed_state.c.pushed_at.type.bind_processor(conn.dialect)
     db_now = to_db(now) if to_db else now
     raw = conn.connection.driver_connection
@@ -364,9 +364,7 @@ def _save_rows_sqlite(conn: Connection, destination: str, run_id: int | None,
         block = rows[start:start + per]
         params = [destination, db_now, run_id, revision]
         for key, cid, tags, fields, exists in block:
-            # (an EncodedFields' text is never empty: at least "{}"; None when it has none)
-            params += (key, cid, tags,
-                       (fields.text if type(fields) is EncodedFields else None) or _dump_fields(key, fields), exists)
+            params += (key, cid, tags, fields if type(fields) is str else _dump_fields(key, fields), exists)
         same, moved = sqls.get(len(block)) or sqls.setdefault(len(block), _upsert_sql(len(block)))
         # First the new rows and the rows whose customer is unchanged (nearly all), with customer_id left out of
         # the SET list: SQLite then leaves ix_pushed_state_customer alone (it rewrites an index whenever its

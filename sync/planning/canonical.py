@@ -8,7 +8,7 @@ by comparing two strings, without parsing the pushed JSON. Most contacts of a pl
 
 One text parses to one value, so the test can only err one way: a value spelled otherwise is not recognised, and
 that contact takes the full comparison, which decides as before. The texts are also what the ledger stores for a
-contact whose every field was written (:class:`sync.model.EncodedFields`: the ledger does not encode them again),
+contact whose every field was written (``ContactChange.fields_text``: the ledger does not encode them again),
 so the rule for every expression here is stricter: it gives the very text Python writes (byte for byte) for the
 value :func:`sync.planning.plan.normalise_value` makes of the column's value, or NULL (not sure: the full
 comparison, and the ledger encodes the fields itself). So a string with a control character (DuckDB writes some
@@ -21,6 +21,7 @@ shortest text of its double: ``12345678901234.568``, ``5e-05``) have no text her
 from __future__ import annotations
 
 import json
+import re
 from typing import Iterable, Mapping, Sequence
 
 from connectors.normalize import lit
@@ -71,7 +72,12 @@ def value_text_sql(v: str, dtype: str) -> str | None:
     if dtype.startswith("DECIMAL"):  # whole: the integer; else its exact digits, which read as float(Decimal)
         # and are that double's shortest text (repr) when there are at most 15 of them (the length bound also
         # counts a leading "0." and zeros: stricter below 1) and Python writes it without an exponent (≥ 1e-4)
-        digits = f"rtrim(CAST({v} AS VARCHAR), '0')"
+        # (a DECIMAL(p, p) prints no leading zero, ".0001": the same scale with room for it)
+        m = re.fullmatch(r"DECIMAL\((\d+),\s*(\d+)\)", dtype)
+        if m is None or int(m.group(2)) >= 38:
+            return None
+        wide = f"CAST({v} AS DECIMAL(38, {m.group(2)}))" if m.group(1) == m.group(2) else v
+        digits = f"rtrim(CAST({wide} AS VARCHAR), '0')"
         return (f"CASE WHEN {v} IS NULL THEN 'null' WHEN {v} = trunc({v}) THEN CAST(CAST({v} AS HUGEINT) AS VARCHAR) "
                 f"WHEN abs({v}) >= 0.0001 AND length(ltrim({digits}, '-')) <= 16 THEN {digits} END")
     if dtype in ("DOUBLE", "FLOAT", "REAL"):  # round(v, 6) as Python rounds it: only away from a tie

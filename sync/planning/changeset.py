@@ -12,8 +12,9 @@ The diff (:func:`sync.planning.columnar.plan_columnar`) leaves, per candidate co
   ``_p{i}`` with ``same_value``, as the pure planner does).
 
 Rows whose verdicts are all TRUE (every contact of a first sync) take a fast path: their ``set_fields`` is the
-row's values, with the ledger's text of them where SQL spelled it (``fields_text``, :mod:`.canonical`: an
-:class:`~sync.model.EncodedFields`, which the ledger stores without encoding it again). Equal small values (segments, statuses, tag sets, text field values) are shared, not copied.
+row's values, with the ledger's text of them where SQL spelled it (``ContactChange.fields_text``, :mod:`.canonical`:
+the ledger stores it without encoding the fields again). Equal small values (segments, statuses, tag sets, text
+field values) are shared, not copied.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 import duckdb
 
-from ..model import ContactChange, EncodedFields
+from ..model import ContactChange
 from .plan import normalise_value, same_value
 
 OUT = "_plan_out"
@@ -84,20 +85,19 @@ def _batch_changes(table: Any, values: list[list[Any]], esp_fields: Sequence[str
     adds = _shared(table.column("add_json"), lambda s: _tags(tag_sets, s))
     removes = _shared(table.column("remove_json"), lambda s: _tags(tag_sets, s))
     fast = table.column("fast").to_pylist() if esp_fields else [True] * n
-    # the fast rows' fields with their ledger text where SQL spelled it (a fields value and the text of exactly it)
+    # the ledger's text of a fast row's fields where SQL spelled it (NULL for every other row: plan_columnar)
     texts = table.column("fields_text").to_pylist() if esp_fields else [None] * n
     if all(fast):
-        set_fields = [dict(zip(esp_fields, row)) if text is None else EncodedFields(zip(esp_fields, row), text)
-                      for row, text in zip(zip(*values), texts)] if esp_fields else [{} for _ in keys]
+        set_fields = [dict(zip(esp_fields, row)) for row in zip(*values)] if esp_fields else [{} for _ in keys]
     else:
         verdicts = [table.column(f"_c{i}").to_pylist() for i in range(len(esp_fields))]
         pushed = [table.column(f"_p{i}").to_pylist() for i in range(len(esp_fields))]
-        set_fields = [(dict(zip(esp_fields, row)) if texts[r] is None else EncodedFields(zip(esp_fields, row), texts[r]))
-                      if quick else
+        set_fields = [dict(zip(esp_fields, row)) if quick else
                       _changed_fields(esp_fields, [v[r] for v in values], [c[r] for c in verdicts],
                                       [p[r] for p in pushed])
                       for r, (quick, row) in enumerate(zip(fast, zip(*values) if esp_fields else [()] * n))]
-    changes = list(map(ContactChange, keys, keys, cids, segments, creates, statuses, adds, removes, set_fields))
+    changes = list(map(ContactChange, keys, keys, cids, segments, creates, statuses, adds, removes, set_fields,
+                       texts))
     if all(fast):
         return changes
     # a candidate SQL was unsure of (a field it cannot compare) that had not changed after all: not a change

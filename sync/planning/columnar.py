@@ -278,7 +278,7 @@ def _changes(con: duckdb.DuckDBPyConnection, esp_fields: list[str], dtypes: list
     verdicts = "".join(f", CASE WHEN NOT departed THEN _c{i} ELSE FALSE END AS _c{i}, _p{i}" for i in range(n))
     fast = " AND ".join(f"coalesce(_c{i}, FALSE)" for i in range(n)) or "TRUE"
     # a contact whose every field is written: the ledger's text of its fields, which the ledger then stores as it
-    # is (sync.model.EncodedFields; NULL where SQL has no sure text: the ledger encodes them)
+    # is (ContactChange.fields_text; NULL where SQL has no sure text: the ledger encodes them)
     text = fields_text_sql([(esp, f"_f{i}", dtype) for i, (esp, dtype) in enumerate(zip(esp_fields, dtypes))]) \
         if n else "NULL::VARCHAR"
     con.execute(f"""CREATE OR REPLACE TEMP TABLE {OUT} AS
