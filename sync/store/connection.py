@@ -60,3 +60,15 @@ def open_store(path: str | Path | None, wait_seconds: float = 30.0) -> Iterator[
         yield con
     finally:
         con.close()
+
+
+@contextmanager
+def store_transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """One transaction of the store: committed when the block ends, rolled back when it raises."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise

@@ -46,6 +46,7 @@ from connectors.identity import IdentityReport, SharedIdentifier
 from connectors.records import BadRow
 from connectors.source import Progress
 
+from .connection import store_transaction
 from .file_lean import (LeanChange, commit_lean, drop_lean_indexes, drop_staged_view, file_counts, lean_source,
                         lean_store, stage_lean)
 from .lookup import drop_lookup_indexes
@@ -254,13 +255,8 @@ def _clean(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _in_transaction(con: duckdb.DuckDBPyConnection, work: Callable[[], object]) -> None:
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with store_transaction(con):
         work()
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
 
 
 def _unchanged(row: dict | None, fp: Fingerprint, cfg: str, verify: bool) -> bool:

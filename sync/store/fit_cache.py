@@ -7,8 +7,9 @@ the purchase days (a cold run pays for its fits too).
 :class:`StoreNumbers` keeps whole runs' model numbers the same way (:class:`segmentation.fit_cache.NumberStore`):
 per key, the report's figures as JSON (``cache_model_numbers``) and the numbers per distinct summary
 (``cache_model_rows``, by the entry's ``seq``); the latest :data:`KEEP_NUMBERS` (``segments`` and ``predict``
-on the same orders differ by the holdout: both find theirs; a new day's run has other orders and another as-of). ``basis`` is the purchase-day cache's key
-(:func:`sync.store.day_cache.stored_key`): the orders the kept totals are of.
+on the same orders differ by the holdout: both find theirs; a new day's run has other orders and another
+as-of). ``basis`` is the purchase-day cache's key (:func:`sync.store.day_cache.stored_key`): the orders the kept
+totals are of.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from .connection import store_tables
+from .connection import store_tables, store_transaction
 
 TABLE = "cache_model_fits"
 KEEP = 16
@@ -76,27 +77,23 @@ class StoreNumbers:
         """Add this key's figures and table (one transaction), and forget all but the latest entries."""
         con = self.con
         con.register("_rfmsync_numbers", table)
-        con.execute("BEGIN TRANSACTION")
         try:
-            if store_tables(con, ROWS_TABLE):  # kept by other code, of other columns: forgotten
-                kept = [r[0] for r in con.execute(f"DESCRIBE {ROWS_TABLE}").fetchall()]
-                if kept != ["seq", *table.schema.names]:
-                    con.execute(f"DROP TABLE {ROWS_TABLE}")
-                    con.execute(f"DROP TABLE IF EXISTS {NUMBERS_TABLE}")
-            con.execute(f"CREATE TABLE IF NOT EXISTS {NUMBERS_TABLE} (seq BIGINT, key VARCHAR, figures VARCHAR)")
-            con.execute(f"CREATE TABLE IF NOT EXISTS {ROWS_TABLE} ({_columns(table.schema)})")
-            # a new seq in both tables (rows left without their entry, e.g. by a dropped entries table, too)
-            seq = con.execute(f"SELECT coalesce(max(seq), 0) + 1 FROM (SELECT seq FROM {NUMBERS_TABLE} "
-                              f"UNION ALL SELECT seq FROM {ROWS_TABLE})").fetchall()[0][0]
-            con.execute(f"INSERT INTO {ROWS_TABLE} SELECT {int(seq)}, * FROM _rfmsync_numbers")
-            con.execute(f"DELETE FROM {NUMBERS_TABLE} WHERE key = ?", [key])
-            con.execute(f"INSERT INTO {NUMBERS_TABLE} VALUES (?, ?, ?)", [seq, key, json.dumps(figures)])
-            con.execute(f"DELETE FROM {NUMBERS_TABLE} WHERE seq <= ? - {KEEP_NUMBERS}", [seq])
-            con.execute(f"DELETE FROM {ROWS_TABLE} WHERE seq NOT IN (SELECT seq FROM {NUMBERS_TABLE})")
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+            with store_transaction(con):
+                if store_tables(con, ROWS_TABLE):  # kept by other code, of other columns: forgotten
+                    kept = [r[0] for r in con.execute(f"DESCRIBE {ROWS_TABLE}").fetchall()]
+                    if kept != ["seq", *table.schema.names]:
+                        con.execute(f"DROP TABLE {ROWS_TABLE}")
+                        con.execute(f"DROP TABLE IF EXISTS {NUMBERS_TABLE}")
+                con.execute(f"CREATE TABLE IF NOT EXISTS {NUMBERS_TABLE} (seq BIGINT, key VARCHAR, figures VARCHAR)")
+                con.execute(f"CREATE TABLE IF NOT EXISTS {ROWS_TABLE} ({_columns(table.schema)})")
+                # a new seq in both tables (rows left without their entry, e.g. by a dropped entries table, too)
+                seq = con.execute(f"SELECT coalesce(max(seq), 0) + 1 FROM (SELECT seq FROM {NUMBERS_TABLE} "
+                                  f"UNION ALL SELECT seq FROM {ROWS_TABLE})").fetchall()[0][0]
+                con.execute(f"INSERT INTO {ROWS_TABLE} SELECT {int(seq)}, * FROM _rfmsync_numbers")
+                con.execute(f"DELETE FROM {NUMBERS_TABLE} WHERE key = ?", [key])
+                con.execute(f"INSERT INTO {NUMBERS_TABLE} VALUES (?, ?, ?)", [seq, key, json.dumps(figures)])
+                con.execute(f"DELETE FROM {NUMBERS_TABLE} WHERE seq <= ? - {KEEP_NUMBERS}", [seq])
+                con.execute(f"DELETE FROM {ROWS_TABLE} WHERE seq NOT IN (SELECT seq FROM {NUMBERS_TABLE})")
         finally:
             con.unregister("_rfmsync_numbers")
 
