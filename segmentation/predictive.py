@@ -23,10 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from . import fitnotes
 from . import holdout
 from .btyd import DAYS_PER_UNIT, SummaryCounts
-from .btyd_models import (DAYS_PER_MONTH, BgNbdParams, FitError, GammaGammaParams, clv, expected_purchases,
-                          fit_bgnbd, fit_gamma_gamma, p_alive, prob_no_purchase, time_to_likely_purchase)
-from .fit_cache import FitStore, NumberStore, fit_key, numbers_key
-from .fitnotes import Unfitted
+from .btyd_models import (DAYS_PER_MONTH, BgNbdParams, GammaGammaParams, clv, expected_purchases, p_alive,
+                          prob_no_purchase, time_to_likely_purchase)
+from .fit_cache import FitStore, NumberStore, numbers_key
+from .guarded_fits import fit_bgnbd_guarded, fit_gamma_gamma_guarded
 from .lifecycle import create_lifecycle_table, create_predictions_table
 from .localtime import check_timezone
 from .purchase_days import PurchaseDays, build_purchase_days, purchase_days_for, purchase_days_query
@@ -114,36 +114,6 @@ def _params_json(params: object | None, names: tuple[str, ...], **extra: Any) ->
     return out
 
 
-def _thin_data(s: SummaryCounts, cfg: PredictConfig) -> Unfitted | None:
-    if s.customers < cfg.min_customers:
-        return fitnotes.too_few_customers(s.customers, cfg.min_customers)
-    history = s.history_days
-    if history < cfg.min_history_days:
-        return fitnotes.short_history(history, cfg.min_history_days)
-    if s.repeat_customers < cfg.min_repeat_customers:
-        return fitnotes.few_repeat_buyers(s.repeat_customers, cfg.min_repeat_customers)
-    return None
-
-
-def _fit_bgnbd_guarded(s: SummaryCounts, cfg: PredictConfig, start: BgNbdParams | None = None,
-                       fits: FitStore | None = None) -> tuple[BgNbdParams | None, Unfitted | None]:
-    reason = _thin_data(s, cfg)
-    if reason:
-        return None, reason
-    key = fit_key("bgnbd", s.x, s.recency_days, s.t_days, s.weights, extra=(s.time_unit, start)) if fits else ""
-    known = fits.get(key) if fits else None
-    if known is not None:
-        logger.debug("BG/NBD fit%s read from an earlier run on the same summary", " (holdout)" if start else "")
-        return BgNbdParams(*known), None
-    try:  # customers sharing (x, t_x, T) count once, weighted: the same likelihood, fewer terms
-        bg = fit_bgnbd(s.x, s.t_x, s.T, weights=s.weights, start=start)
-    except FitError as exc:
-        return None, fitnotes.from_fit_error(str(exc))
-    if fits:
-        fits.put(key, (bg.r, bg.alpha, bg.a, bg.b, bg.log_likelihood))
-    return bg, None
-
-
 def _currencies(con: duckdb.DuckDBPyConnection, days: PurchaseDays, as_of: date) -> list[tuple[str]]:
     """The currencies of the completed orders up to ``as_of`` (sorted) when there are several; at most one
     entry otherwise. A cheap scan without local days answers alone unless the whole history has several."""
@@ -161,27 +131,6 @@ def _repeat_spend(con: duckdb.DuckDBPyConnection) -> tuple[np.ndarray, np.ndarra
     got = con.execute("SELECT purchase_days - 1 AS x, monetary FROM customer_lifecycle "
                       "WHERE purchase_days > 1 AND monetary > 0 ORDER BY x, monetary").fetchnumpy()
     return got["x"].astype(np.float64), got["monetary"].astype(np.float64)
-
-
-def _fit_gamma_gamma_guarded(cfg: PredictConfig, currencies: list[tuple[str]], x: np.ndarray, m: np.ndarray,
-                             fits: FitStore | None = None) -> tuple[GammaGammaParams | None, Unfitted | None]:
-    if len(currencies) > 1:
-        names = ", ".join(c[0] for c in currencies[:5])
-        return None, fitnotes.several_currencies(len(currencies), names)
-    if len(x) < cfg.min_repeat_customers:
-        return None, fitnotes.few_repeat_buyers(len(x), cfg.min_repeat_customers, "repeat customers with spend")
-    key = fit_key("gamma_gamma", x, m) if fits else ""
-    known = fits.get(key) if fits else None
-    if known is not None:
-        logger.debug("Gamma-Gamma fit read from an earlier run on the same repeat buyers")
-        return GammaGammaParams(*known), None
-    try:
-        gg = fit_gamma_gamma(x, m)
-    except FitError as exc:
-        return None, fitnotes.from_fit_error(str(exc))
-    if fits:
-        fits.put(key, (gg.p, gg.q, gg.gamma, gg.log_likelihood))
-    return gg, None
 
 
 SUMMARY_SQL = """
@@ -265,7 +214,7 @@ def _holdout(con: duckdb.DuckDBPyConnection, cal_end: date | None, cfg: PredictC
         return done
     out: dict[str, Any] = {"calibration_end": cal_end.isoformat(), "holdout_days": cfg.holdout_days}
     cal = holdout.calibration(con, cfg.time_unit)
-    bg, reason = _fit_bgnbd_guarded(cal.summary, cfg, start, fits)
+    bg, reason = fit_bgnbd_guarded(cal.summary, cfg, start, fits)
     if bg is None:
         done.set_result((out | {"reason": f"calibration period: {reason}"}, ()))
         return done
@@ -371,7 +320,7 @@ def _model_numbers(con: duckdb.DuckDBPyConnection, cfg: PredictConfig, days: Pur
     (:func:`_model_table`). ``currencies``: :func:`_currencies`, when the caller has them."""
     s = _summary(con, as_of, cfg.time_unit)
     reasons = []
-    bg, bg_why = _fit_bgnbd_guarded(s, cfg, fits=fits)
+    bg, bg_why = fit_bgnbd_guarded(s, cfg, fits=fits)
     # two workers: the holdout's comparison and the model's numbers (numpy and scipy ufuncs, which release the GIL)
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="rfmsync-predict") as pool:
         checked = _holdout(con, cal_end, cfg, pool, bg, fits)  # compared on the pool meanwhile
@@ -382,7 +331,7 @@ def _model_numbers(con: duckdb.DuckDBPyConnection, cfg: PredictConfig, days: Pur
             spend_x, spend_m = _repeat_spend(con)
             if currencies is None:
                 currencies = _currencies(con, days, as_of)
-            gg, gg_why = _fit_gamma_gamma_guarded(cfg, currencies, spend_x, spend_m, fits)
+            gg, gg_why = fit_gamma_gamma_guarded(cfg, currencies, spend_x, spend_m, fits)
             if gg is not None:  # the model assumes spend independent of frequency: reported
                 corr = float(np.corrcoef(spend_x, spend_m)[0, 1])
         if gg_why:

@@ -34,7 +34,7 @@ class PushedState:
     tags: frozenset[str]
     fields: Mapping[str, FieldValue]
     exists: bool = True  # the ESP holds this contact (we created or saw it)
-    #: the ledger's text of exactly ``fields`` (:func:`sync.ledger.state.fields_json`) when it is known, else None:
+    #: the ledger's text of exactly ``fields`` (:func:`sync.ledger.state_rows.fields_json`) when it is known, else None:
     #: the apply's fold sets it from the plan's (``ContactChange.fields_text``) where the stored fields are that
     #: change's own mapping, and the ledger then stores it instead of encoding the fields again
     fields_text: str | None = field(default=None, compare=False, repr=False)

@@ -19,7 +19,7 @@ from sync.destinations.mailchimp import MailchimpDestination
 from sync.engine import execute_plan
 from sync.ledger import Ledger
 from sync.ledger.bulk import state_schema
-from sync.ledger.state import fields_json
+from sync.ledger.state_rows import fields_json
 from sync.model import ContactChange, ItemResult, PushedState
 from sync.outcomes import StateFold
 from sync.planning.columnar import plan_columnar, stage_pushed

@@ -13,7 +13,7 @@ import duckdb
 import pyarrow as pa
 from hypothesis import given, settings, strategies as st
 
-from sync.ledger.state import fields_json
+from sync.ledger.state_rows import fields_json
 from sync.planning.canonical import fields_text_sql, value_text_sql
 from sync.planning.plan import normalise_value, same_value
 

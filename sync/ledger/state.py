@@ -11,8 +11,7 @@ import logging
 import sqlite3
 import uuid
 from contextlib import contextmanager
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Protocol
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Connection
@@ -22,15 +21,13 @@ from ..model import PushedState
 from .bulk import PAGE, STATE_COLUMNS, select_state_pg, select_state_sqlite
 from .db import LedgerDB, chunks
 from .schema import pushed_state, state_revisions
+from .state_rows import save_rows_pg, save_rows_sqlite, text_rows
 from .statecache import Counter, StateCache, StateParts, WrittenRevisions, renewal_due, state_parts
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 log = logging.getLogger(__name__)
-
-_STATE_UPDATE_COLUMNS = ("customer_id", "tags", "fields", "in_destination", "pushed_at", "run_id", "revision")
-
 
 class StateReader(Protocol):
     """Reads the pushed state of a destination and its revision (planning)."""
@@ -56,41 +53,8 @@ class StateWriter(Protocol):
     def forget(self, destination: str, keys: Iterable[str]) -> int: ...
 
 
-def _json_default(value: Any) -> Any:
-    raise TypeError(f"{type(value).__name__} value {value!r} is not a str, int, float, bool or None")
-
-
-# the fields as UTF-8 text (``ensure_ascii=False``): DuckDB's ``to_json`` writes a string so, which lets the plan
-# spell a contact's fields as the ledger stores them (:mod:`sync.planning.canonical`) for text in any script
-_encode_fields = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                                  default=_json_default).encode
-_encode_fields_ascii = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=_json_default).encode
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 _decode = json.JSONDecoder().decode
-
-
-def fields_json(fields: Mapping[str, Any]) -> str:
-    """The text the ledger stores for a contact's fields: a JSON object, keys sorted, compact, UTF-8 (a
-    :class:`~sync.model.PushedState` may carry this text, made by the plan: the ledger stores it as it is).
-    A string with a lone surrogate (no UTF-8 for it; only a caller's own Python string can hold one) is written
-    with ``\\u`` escapes instead. Ledgers written before 2026-12 hold every non-ASCII character so escaped: the
-    same values, another spelling (the plan compares them in full, :mod:`sync.planning.canonical`)."""
-    text = _encode_fields(fields if type(fields) is dict else dict(fields))
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            return _encode_fields_ascii(fields if type(fields) is dict else dict(fields))
-    return text
-
-
-def _dump_fields(key: str, fields: Mapping[str, Any] | str) -> str:
-    if type(fields) is str:  # the state's own text of its fields (PushedState.fields_text)
-        return fields
-    try:
-        return fields_json(fields)
-    except TypeError as exc:
-        raise ValueError(f"pushed state for {key!r}: cannot store fields: {exc}") from None
 
 
 def _states(rows: Iterable[Any]) -> dict[str, PushedState]:
@@ -271,9 +235,9 @@ class PushedStates:
             with self._db.write() as conn:
                 revision = self._bump_revision(conn, destination)  # first: the rows carry the new revision
                 if conn.dialect.name == "postgresql":
-                    _save_rows_pg(conn, destination, run_id, now, revision, _fields_encoded(ordered))
+                    save_rows_pg(conn, destination, run_id, now, revision, text_rows(ordered))
                 else:
-                    _save_rows_sqlite(conn, destination, run_id, now, revision, ordered)
+                    save_rows_sqlite(conn, destination, run_id, now, revision, ordered)
         except (IntegrityError, sqlite3.IntegrityError):
             raise ValueError(f"save_states: run {run_id} does not exist in the ledger") from None
         self._written.note(destination, revision, len(rows))
@@ -330,77 +294,3 @@ def _snapshot(db: LedgerDB) -> Iterator[Connection]:
         conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
             yield conn
-
-
-# Bulk paths: pushed_at is the one typed value and the same on every row, so it is
-# converted once and the driver gets plain rows (SQLAlchemy's per-row processing
-# would triple the time of a 100k-contact save).
-
-def _fields_encoded(rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """Rows whose fields (index 3: a mapping, or already its text) are replaced by their stored JSON text."""
-    return [(key, cid, tags, _dump_fields(key, fields), exists) for key, cid, tags, fields, exists in rows]
-
-
-#: rows per statement at most (5 parameters a row; SQLite before 3.32 allows 999 parameters, later 32 766)
-VALUES_ROWS = 1000
-
-
-def _save_rows_sqlite(conn: Connection, destination: str, run_id: int | None,
-                      now: datetime, revision: int, rows: list[tuple[Any, ...]]) -> None:
-    # One INSERT .. SELECT over a multi-row VALUES list of up to VALUES_ROWS rows: SQLite runs it in one step, so
-    # the writer thread releases and re-takes the interpreter lock once per statement instead of once per row
-    # (``executemany``, which under load, the apply's calls running meanwhile, waited for the lock at every row),
-    # and the rows reach SQLite as bound values: no JSON document for SQLite to take apart (json_each and ->>
-    # parsed each row's text again: half of the writer's CPU in SQLite 3.40). Each row's fields travel as their
-    # stored text: the plan's (PushedState.fields_text), else encoded here.
-    to_db = pushed_state.c.pushed_at.type.bind_processor(conn.dialect)
-    db_now = to_db(now) if to_db else now
-    raw = conn.connection.driver_connection
-    cursor = raw.cursor()  # the DBAPI cursor: no per-row processing
-    limit = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-    per = max(1, min(VALUES_ROWS, (limit - 4) // 5))
-    sqls: dict[int, tuple[str, str]] = {}
-    for start in range(0, len(rows), per):
-        block = rows[start:start + per]
-        params = [destination, db_now, run_id, revision]
-        for key, cid, tags, fields, exists in block:
-            params += (key, cid, tags, fields if type(fields) is str else _dump_fields(key, fields), exists)
-        same, moved = sqls.get(len(block)) or sqls.setdefault(len(block), _upsert_sql(len(block)))
-        # First the new rows and the rows whose customer is unchanged (nearly all), with customer_id left out of
-        # the SET list: SQLite then leaves ix_pushed_state_customer alone (it rewrites an index whenever its
-        # column is set, whatever the value), ~40 % less work and WAL per updated row. Then, only when rows are
-        # left (their customer_id changed), the full update of those.
-        if cursor.execute(same, params).rowcount < len(block):
-            cursor.execute(moved, params)
-
-
-def _upsert_sql(rows: int) -> tuple[str, str]:
-    """The upsert of ``rows`` rows given as parameters (destination, pushed_at, run_id, revision, then each row's
-    key, customer_id, tags, fields, in_destination): for the rows whose customer is unchanged (and new ones), and
-    for the rows whose customer changed."""
-    sql = ("INSERT INTO pushed_state (destination, key, customer_id, tags, fields, in_destination, pushed_at,"
-           " run_id, revision) SELECT ?, column1, column2, column3, column4, column5, ?, ?, ? FROM (VALUES "
-           + ",".join(["(?,?,?,?,?)"] * rows) + ") WHERE true ON CONFLICT (destination, key) DO UPDATE SET ")
-    return (sql + ", ".join(f"{c} = excluded.{c}" for c in _STATE_UPDATE_COLUMNS[1:])
-            + " WHERE pushed_state.customer_id IS excluded.customer_id",
-            sql + ", ".join(f"{c} = excluded.{c}" for c in _STATE_UPDATE_COLUMNS)
-            + " WHERE pushed_state.customer_id IS NOT excluded.customer_id")
-
-
-def _save_rows_pg(conn: Connection, destination: str, run_id: int | None,
-                  now: datetime, revision: int, rows: list[tuple[Any, ...]]) -> None:
-    # The rows go through COPY into a temporary table (dropped at commit), then one INSERT .. SELECT upserts
-    # them all: no per-row statement, no JSON for the server to take apart.
-    raw = conn.connection.driver_connection
-    with raw.cursor() as cur:
-        cur.execute("CREATE TEMPORARY TABLE rfmsync_pushed_rows (key text, customer_id text, tags text,"
-                    " fields text, in_destination boolean) ON COMMIT DROP")
-        with cur.copy("COPY rfmsync_pushed_rows (key, customer_id, tags, fields, in_destination) FROM STDIN"
-                      ) as copy:
-            for row in rows:
-                copy.write_row(row)
-        cur.execute("INSERT INTO pushed_state (destination, key, customer_id, tags, fields, in_destination,"
-                    " pushed_at, run_id, revision) SELECT %s, key, customer_id, tags, fields, in_destination, %s,"
-                    " %s, %s FROM rfmsync_pushed_rows ON CONFLICT (destination, key) DO UPDATE SET "
-                    + ", ".join(f"{c} = EXCLUDED.{c}" for c in _STATE_UPDATE_COLUMNS),
-                    (destination, now, run_id, revision))

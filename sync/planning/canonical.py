@@ -2,7 +2,7 @@
 
 The ledger stores a contact's tags as a sorted JSON list (compact, ASCII) and its fields as a JSON object with
 sorted keys, compact and UTF-8 (``json.dumps(…, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``,
-:func:`sync.ledger.state.fields_json`). A contact that exists and whose pushed tags and fields are the very texts
+:func:`sync.ledger.state_rows.fields_json`). A contact that exists and whose pushed tags and fields are the very texts
 its desired ones would be written as has nothing to change: the diff (:mod:`sync.planning.columnar`) leaves it out
 by comparing two strings, without parsing the pushed JSON. Most contacts of a plan are such contacts.
 
