@@ -116,6 +116,33 @@ def test_kept_numbers_are_read_for_the_same_inputs_only_and_equal_a_fresh_run(tm
     assert out["gamma_gamma"]["p"] is None and "currenc" in out["reason"]
 
 
+def test_segments_and_predict_taking_turns_each_read_their_own_kept_numbers(tmp_path, caplog):
+    """``segments`` (no holdout) and ``predict`` (a holdout) on one store keep two entries: taking turns, each
+    reads its own from the second round on (the store keeps the latest two); another time zone computes again."""
+    cfg = load_config(generate_shop(tmp_path, customers=300, seed=7, as_of=AS_OF))
+
+    def run(holdout: bool, config=cfg) -> tuple[dict, bool]:
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="segmentation.predictive"):
+            got = compute_segments(config, AS_OF, predict=True, holdout=holdout, boundary=False)
+        try:
+            return got.predictions.to_json(), any("model numbers read" in r.getMessage() for r in caplog.records)
+        finally:
+            got.close()
+
+    predict, read_p = run(True)
+    segments, read_s = run(False)
+    assert not read_p and not read_s and predict["holdout"].get("bgnbd") and not segments["holdout"].get("bgnbd")
+    for _ in range(2):
+        assert run(True) == (predict, True)
+        assert run(False) == (segments, True)
+    zone = "UTC" if cfg.timezone != "UTC" else "Asia/Tashkent"
+    other = cfg.model_copy(update={"source": cfg.source | {"timezone": zone}})
+    assert other.timezone == zone
+    out, read = run(True, other)
+    assert not read and out == _fresh(other)
+
+
 def test_kept_numbers_of_a_shop_too_small_to_fit_keep_its_reasons_and_warnings(tmp_path, caplog):
     cfg = load_config(generate_shop(tmp_path, customers=30, seed=3, as_of=AS_OF))
     first, read, rows = _run_rows(cfg, caplog)
