@@ -30,11 +30,13 @@ targets are checked from 1 M contacts up; write-call targets always.
     python bench/sync.py --contacts 1m --latency-ms 50 --destinations mailchimp
     python bench/sync.py --contacts 1m --latency-ms 50 --destinations mailchimp \
         --ledger-url postgresql+psycopg://user:pw@127.0.0.1/rfmsync_bench
+    python bench/sync.py --contacts 1m --destinations mailchimp --segment-names ru
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -50,10 +52,15 @@ if str(ROOT) not in sys.path:
 from bench.common import format_table, parse_size, size_label  # noqa: E402
 from bench.sync_targets import TARGET_SIZE, check, summary  # noqa: E402
 
-SEGMENTS = {"Champions": "Champions", "Loyal": "Loyal", "Promising": "Promising", "At risk": "At risk",
-            "Hibernating": "Hibernating"}
+#: the five segments' names: English, or (``--segment-names ru``, passed to the bench's child processes in
+#: ``RFMSYNC_BENCH_SEGMENT_NAMES``) Russian, as a shop using the Russian presets names them: every contact's
+#: Segment field is then non-ASCII text
+NAMES = {"en": ("Champions", "Loyal", "Promising", "At risk", "Hibernating"),
+         "ru": ("Чемпионы", "Лояльные", "Перспективные", "В зоне риска", "Спящие")}
+_NAMES = NAMES[os.environ.get("RFMSYNC_BENCH_SEGMENT_NAMES", "en")]
+SEGMENTS = {name: name for name in _NAMES}
 FIELDS = {"Segment": "segment", "Rfm": "rfm", "Monetary": "monetary"}
-TAGS = {"Champions": "rfm-champion", "At risk": "rfm-at-risk"}  # Unisender: tags besides the lists
+TAGS = {_NAMES[0]: "rfm-champion", _NAMES[3]: "rfm-at-risk"}  # Unisender: tags besides the lists
 SEGMENT_TABLE = "bench_segments"
 
 
@@ -361,9 +368,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="parallel calls (default: the vendor's limit, capped by each client)")
     parser.add_argument("--ledger-url", default=None,
                         help="ledger database (default: a SQLite file in a temporary folder)")
+    parser.add_argument("--segment-names", choices=sorted(NAMES), default=None,
+                        help="the segments' names: en (default) or ru (every Segment field non-ASCII text)")
     parser.add_argument("--child-full-plan", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--serve-fake", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.segment_names and NAMES[args.segment_names] != _NAMES:  # this process and its children
+        os.environ["RFMSYNC_BENCH_SEGMENT_NAMES"] = args.segment_names
+        return os.execv(sys.executable, [sys.executable, str(Path(__file__).resolve()), *(argv or sys.argv[1:])])
     if args.serve_fake:
         serve_fake(args.serve_fake, args.latency_ms)
         return 0

@@ -4,6 +4,7 @@ business (checked from 1 M contacts), never a timed test's."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,3 +25,16 @@ def test_a_small_sync_bench_prints_plans_rss_ledger_share_and_apply_against_idea
     assert "CPU s in its own process" in out  # the fake's CPU: is the fake what bounds the apply?
     assert "contacts/s; ideal" in out and "× 5 ms / 4 connections" in out
     assert "targets met (plan-time and RSS targets are checked from 1m)" in out
+
+
+def test_segments_named_in_russian_sync_to_every_destination_and_a_replan_is_empty(tmp_path):
+    """``--segment-names ru``: every contact's Segment field and every list/tag name is Cyrillic text; each
+    destination's full sync succeeds at the minimum of calls and the plan after the moves is empty."""
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "sync.py"), "--contacts", "300",
+                           "--segment-names", "ru", "--ledger-url", f"sqlite:///{tmp_path / 'ledger.db'}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    for kind in ("mailchimp", "sendgrid", "unisender"):
+        assert re.search(rf"^{kind} +full \(300\) +300 +(\d+) +\1 +1\.000 .* succeeded$", out, re.M), out
+        assert re.search(rf"^{kind} +no change +0 +0 +0 ", out, re.M), out
