@@ -88,9 +88,9 @@ def _plain(value: Decimal | None) -> str | None:
     return None if value is None else format(value, "f")
 
 
-#: the staged decimal columns (name → SQL type), cast from the plain text of each value
-_DECIMALS = {"amount": "DECIMAL(18,2)", "discount": "DECIMAL(18,2)", "quantity": "DECIMAL(18,3)",
-             "price": "DECIMAL(18,2)"}
+#: the staged decimal columns (name → SQL type, as :data:`TABLES` declares them), cast from each value's text
+_DECIMALS = {name: kind for cols in TABLES.values()
+             for name, kind in re.findall(r"^\s*(\w+)\s+(DECIMAL\(\d+,\d+\))", cols, re.M)}
 
 
 def _cast_sql(con: duckdb.DuckDBPyConnection, source: str, columns: list[str], what: str) -> str:

@@ -35,7 +35,7 @@ import duckdb
 
 from segmentation.metrics import TOTALS_SQL, local_cutoff, local_times_sql
 
-from .connection import store_tables
+from .connection import store_tables, store_transaction
 from .facts import TOTALS_FACTS_SQL, OrderFacts, current_facts
 from .generation import generation
 
@@ -122,13 +122,8 @@ def rfm_totals(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str,
     if _stored(con) == key:
         log.debug("rfm totals: the order store's are current")
         return TABLE
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with store_transaction(con):
         write_totals(con, key, f"({TOTALS_SQL.format(orders='orders', where='true')})")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     log.debug("rfm totals: rebuilt from the orders")
     return TABLE
 
