@@ -43,6 +43,7 @@ class FilePullResult(PullResult):
     duplicate_orders: int = 0
     fast_path: bool = False  # every orders file was a clean CSV read with typed columns (no text parsing)
     gone_files: list[str] = field(default_factory=list)  # files read before, gone now (sync.store.files)
+    copied_files: list[tuple[str, str]] = field(default_factory=list)  # (earlier, later): the same bytes (idem)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from .pipeline import Reading, SegmentsRun, compute_segments, configured_source,
 from .planning.planner import needs_predictions
 from .settings import Settings
 from .store import connect_store
-from .store.files import gone_lines
+from .store.files import file_lines
 
 
 def pull_to_store(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, settings: Settings, *,
@@ -91,7 +91,7 @@ def segments_from_store(cfg: Config, ledger: Ledger, settings: Settings, *, as_o
         con.close()
         raise
     run.pull = result
-    run.warnings[:0] = gone_lines(getattr(result, "gone_files", []))
+    run.warnings[:0] = file_lines(result)
     save_cut_points(con, run)
     return run
 

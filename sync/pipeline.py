@@ -34,7 +34,7 @@ from .store.day_cache import cached_purchase_days, stored_key, valid_purchase_da
 from .store.facts import order_facts
 from .store.fit_cache import StoreFits, StoreNumbers
 from .store.rfm_totals import rfm_totals
-from .store.files import gone_lines, ingest_files
+from .store.files import file_lines, ingest_files
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -242,7 +242,7 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
             days = valid_purchase_days(con, cfg.timezone, day_table=True, facts=facts)
         segment(days)
     result = segmented[0]
-    warnings = gone_lines(getattr(pull, "gone_files", []))
+    warnings = file_lines(pull)
     warnings += [w for w in [stale_warning(con, as_of, cfg.timezone, cfg.guards.stale_days)] if w]
     warnings += list(report.warnings) if report is not None else []
     return SegmentsRun(con=con, result=result, pull=pull, config=cfg, predictions=report, warnings=warnings)

@@ -548,3 +548,44 @@ def test_the_store_writes_order_and_customer_ids_uncompressed(tmp_path):
                                  "pragma_storage_info('orders') WHERE segment_type = 'VARCHAR' GROUP BY ALL").fetchall())
     assert found["order_id"] == found["customer_id"] == ["Uncompressed"]
     assert "Uncompressed" not in found["status"]
+
+
+@pytest.mark.parametrize("contact_fields", [False, True])
+def test_a_file_copied_under_another_name_is_named_by_every_run(tmp_path, contact_fields):
+    """An order without an order id gets one made from its file and row, so a copy of an export under another name
+    (``orders (1).csv``) counts those orders twice: every run names the copy, whichever path the files take."""
+    cfg = shop(tmp_path, contact_fields)
+    rows = [("", "c1", "", "2025-06-01", "10.00", ""), ("7", "c2", "", "2025-06-02", "20.00", "")]
+    write_export(tmp_path, "day1.csv", rows)
+    write_export(tmp_path, "day2.csv", [])  # a header only: the same bytes as the next day's, no rows to double
+    write_export(tmp_path, "day3.csv", [])
+    run = api.segments(load_config(cfg), AS_OF, boundary=False)
+    run.close()
+    assert run.warnings == []
+    day1, copy = tmp_path / "exports" / "day1.csv", tmp_path / "exports" / "day1 (1).csv"
+    copy.write_bytes(day1.read_bytes())
+    # (named by the later file of the read order: "day1 (1).csv" sorts first)
+    line = f"{day1}: the same bytes as {copy}: both files are read (rows without an order id count twice)"
+    for _ in range(2):  # the run that reads the copy, then a warm one
+        run = api.segments(load_config(cfg), AS_OF, boundary=False)
+        try:
+            assert run.warnings == [line]
+            # the order without an id twice, order 7 once
+            assert run.con.execute("SELECT count(*) FROM orders").fetchall() == [(3,)]
+        finally:
+            run.close()
+    result = run_cli("pull", "--config", str(cfg), "--format", "json")
+    assert json.loads(result.stdout)["warnings"] == [line] and line in result.stderr
+
+
+def test_a_big_file_of_the_same_size_head_and_tail_is_no_copy(tmp_path):
+    """Past 128 KiB the quick fingerprint sees the head and tail: the copy is confirmed by hashing both files."""
+    cfg = shop(tmp_path, contact_fields=False)
+    rows = [(str(i), f"c{i % 7}", "", "2025-06-01", "10.00", "") for i in range(1, 9001)]
+    write_export(tmp_path, "day1.csv", rows)
+    rows[4500] = (*rows[4500][:4], "12.00", "")  # the same size, another amount in the middle
+    write_export(tmp_path, "day2.csv", rows)
+    assert (tmp_path / "exports" / "day1.csv").stat().st_size == (tmp_path / "exports" / "day2.csv").stat().st_size
+    run = api.segments(load_config(cfg), AS_OF, boundary=False)
+    run.close()
+    assert run.warnings == []

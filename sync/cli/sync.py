@@ -10,7 +10,7 @@ import click
 from rich.table import Table
 
 from ..errors import ConfigError, DestinationError
-from ..store.files import gone_lines
+from ..store.files import file_lines
 from .json_output import emit, format_option, report_dict, start
 from .main import as_of_option, config_option, dest_option, load, reading, reading_options
 from .output import out, print_plans, print_warnings
@@ -54,7 +54,7 @@ def pull(config_path, source_name, full, reread, verify, fmt):
     finally:
         ledger.close()
     result = pulled.result
-    gone = gone_lines(getattr(result, "gone_files", []))  # a file source's files removed since the last pull
+    gone = file_lines(result)  # a file source's files removed since the last pull
     print_warnings(gone)
     if doc is not None:
         doc["warnings"].extend(gone)

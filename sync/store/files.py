@@ -12,7 +12,9 @@ On the next run a file whose fingerprint is unchanged is not read again:
   ``line_items`` are the export already, and the last staging's bad-row report is read back from
   ``ingest_bad_rows`` (per file and row);
 * a file new or changed: only that file is read; a changed file's rows are replaced (its old rows go);
-* a file gone: its rows leave the store, and the run says so (:func:`gone_lines`).
+* a file gone: its rows leave the store, and the run says so (:func:`gone_lines`);
+* an orders file with the same bytes as another (a copy under a new name): every run names it
+  (:func:`file_lines`), since the rows without an order id of the two count twice.
 
 The lean path (no contact or receipt-line fields, ids on every row, no order id in two files, no webhook
 records) stages the new files alone and swaps rows by file id. Otherwise the files' rows, all of them in the order
@@ -108,6 +110,36 @@ def gone_lines(gone: list[str]) -> list[str]:
     return [f"{path}: the file is gone; its rows were removed from the order store" for path in gone]
 
 
+def file_lines(pull: object) -> list[str]:
+    """The warnings of a file source's pull: the files gone since the last run, and every orders file with the
+    same bytes as one read before it (an order without an order id gets one made from its file and row: a copy
+    counts it twice)."""
+    return gone_lines(getattr(pull, "gone_files", [])) + [
+        f"{later}: the same bytes as {earlier}: both files are read (rows without an order id count twice)"
+        for earlier, later in getattr(pull, "copied_files", [])]
+
+
+def copied_files(prints: dict[tuple[str, Path], Fingerprint], rows: dict[tuple[str, Path], int]
+                 ) -> list[tuple[str, str]]:
+    """(earlier, later) for each orders file with rows and the same bytes as one before it (``prints``' order):
+    the same size and head and tail, then the same hash of every byte (read only for such a pair, past 128 KiB)."""
+    alike: dict[tuple[int, str], list[Path]] = {}
+    for (role, path), fp in prints.items():
+        if role == "orders" and rows.get((role, path)):
+            alike.setdefault((fp.size, fp.head_tail), []).append(path)
+    out = []
+    for (size, _), paths in alike.items():
+        if len(paths) < 2:  # (the usual case: nothing more is read)
+            continue
+        first: dict[str | None, Path] = {}
+        for path in paths:
+            whole = prints[("orders", path)].full or (fingerprint(path, full=True).full if size > 2 * CHUNK else None)
+            earlier = first.setdefault(whole, path)
+            if earlier != path:
+                out.append((str(earlier), str(path)))
+    return out
+
+
 def create_ingest_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"""CREATE TABLE IF NOT EXISTS {FILES_TABLE} (file_id BIGINT PRIMARY KEY, role VARCHAR NOT NULL,
         path VARCHAR NOT NULL, size BIGINT, mtime_ns BIGINT, head_tail VARCHAR, full_hash VARCHAR,
@@ -149,7 +181,9 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
     rows = con.execute(f"SELECT summary FROM {SUMMARY_TABLE}").fetchall()
     summary = json.loads(rows[0][0]) if rows else None
     if len(keep) == len(wanted) and len(stored) == len(keep) and summary is not None:
-        return Ingested(_read_back(con, summary))
+        pull = _read_back(con, summary)
+        pull.copied_files = copied_files(prints, {key: row["rows"] for key, row in keep.items()})
+        return Ingested(pull)
 
     before = _read_back(con, summary) if summary is not None else None
     next_id = con.execute(f"SELECT COALESCE(max(file_id), 0) + 1 FROM {FILES_TABLE}").fetchall()[0][0]
@@ -241,6 +275,8 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
     log.info("file source: read %d of %d files (%s unchanged), %d gone%s", len(read), len(wanted), len(keep),
              len(gone), " (lean)" if change is not None else "")
     result.gone_files = gone
+    result.copied_files = copied_files(prints, {**{key: row["rows"] for key, row in keep.items()},
+                                                **{key: n[0] for key, n in counts.items()}})
     return Ingested(result, read, gone, lean=change is not None)
 
 
