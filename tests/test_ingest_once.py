@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -589,3 +590,22 @@ def test_a_big_file_of_the_same_size_head_and_tail_is_no_copy(tmp_path):
     run = api.segments(load_config(cfg), AS_OF, boundary=False)
     run.close()
     assert run.warnings == []
+
+
+@pytest.mark.parametrize("contact_fields", [False, True])
+def test_a_file_removed_while_the_folder_is_read_is_named_and_nothing_is_stored(tmp_path, contact_fields):
+    """A file listed, then removed or renamed before it is read: a source error naming it (the CLI's exit 3 and
+    one line, not an internal error), the store as it was; the next run reads what is there."""
+    from connectors.errors import TransientError
+
+    cfg = shop(tmp_path, contact_fields)
+    write_export(tmp_path, "day1.csv", [("1", "c1", "", "2025-06-01", "10.00", "")])
+    before = outcome(cfg)
+    write_export(tmp_path, "day2.csv", [("2", "c2", "", "2025-06-02", "20.00", "")])
+    write_export(tmp_path, "day3.csv", [("3", "c3", "", "2025-06-03", "30.00", "")])
+    day3 = tmp_path / "exports" / "day3.csv"
+    with connect_store(tmp_path / "rfmsync.duckdb") as con:
+        with pytest.raises(TransientError, match=f"^{re.escape(str(day3))}: the file was removed or renamed "):
+            ingest_files(con, configured_source(load_config(cfg)), progress=lambda rows: day3.unlink())
+    (tmp_path / "exports" / "day2.csv").unlink()
+    assert outcome(cfg) == before  # nothing of the failed run stayed

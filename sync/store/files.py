@@ -44,6 +44,7 @@ import duckdb
 from connectors.file_sql import persist_loaded
 from connectors.file_staging import FilePullResult, LoadedFile, drop_scratch
 from connectors.files import FileSource
+from connectors.errors import TransientError
 from connectors.identity import IdentityReport, SharedIdentifier
 from connectors.records import BadRow
 from connectors.source import Progress
@@ -133,7 +134,11 @@ def copied_files(prints: dict[tuple[str, Path], Fingerprint], rows: dict[tuple[s
             continue
         first: dict[str | None, Path] = {}
         for path in paths:
-            whole = prints[("orders", path)].full or (fingerprint(path, full=True).full if size > 2 * CHUNK else None)
+            try:
+                whole = prints[("orders", path)].full or (fingerprint(path, full=True).full if size > 2 * CHUNK
+                                                          else None)
+            except OSError:  # gone since it was read: no copy of anything now
+                continue
             earlier = first.setdefault(whole, path)
             if earlier != path:
                 out.append((str(earlier), str(path)))
@@ -174,7 +179,10 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
     wanted = [("orders", p) for p in orders] + [("contacts", p) for p in contacts]
     stored = {(row["role"], row["path"]): row for row in _catalogue(con)}
     cfg = config_hash(source)
-    prints = {key: fingerprint(key[1], full=verify) for key in wanted}
+    try:
+        prints = {key: fingerprint(key[1], full=verify) for key in wanted}
+    except FileNotFoundError as exc:
+        raise vanished(exc) from None
     keep = {key: stored[(key[0], str(key[1]))] for key in wanted
             if not reread and _unchanged(stored.get((key[0], str(key[1]))), prints[key], cfg, verify)}
     gone = sorted({path for role, path in stored} - {str(p) for _, p in wanted})
@@ -267,8 +275,10 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
                 _in_transaction(con, lambda: (commit_lean(con, change), save(con)))
             else:
                 merge_staged(con, result, max_identity_group=source.max_identity_group, before_commit=save)
-    except BaseException:
+    except BaseException as exc:
         _clean(con)  # the files read this run are not noted, so the next run reads them again
+        if isinstance(exc, FileNotFoundError):
+            raise vanished(exc) from None
         raise
     _clean(con)  # and the replaced and removed files' tables
     read = [str(p) for _, p in new]
@@ -278,6 +288,12 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
     result.copied_files = copied_files(prints, {**{key: row["rows"] for key, row in keep.items()},
                                                 **{key: n[0] for key, n in counts.items()}})
     return Ingested(result, read, gone, lean=change is not None)
+
+
+def vanished(exc: FileNotFoundError) -> TransientError:
+    """A file listed by the source's pattern and gone before it was read: the run stops, nothing stored."""
+    return TransientError(f"{exc.filename}: the file was removed or renamed while the export folder was being "
+                          "read; nothing was stored: run again")
 
 
 def _clean(con: duckdb.DuckDBPyConnection) -> None:
