@@ -560,19 +560,21 @@ def test_a_file_copied_under_another_name_is_named_by_every_run(tmp_path, contac
     write_export(tmp_path, "day1.csv", rows)
     write_export(tmp_path, "day2.csv", [])  # a header only: the same bytes as the next day's, no rows to double
     write_export(tmp_path, "day3.csv", [])
+    write_export(tmp_path, "day4.csv", [("8", "c3", "", "2025-06-03", "5.00", "")])  # an order id on every row:
+    write_export(tmp_path, "day5.csv", [("8", "c3", "", "2025-06-03", "5.00", "")])  # kept once, as always
     run = api.segments(load_config(cfg), AS_OF, boundary=False)
     run.close()
     assert run.warnings == []
     day1, copy = tmp_path / "exports" / "day1.csv", tmp_path / "exports" / "day1 (1).csv"
     copy.write_bytes(day1.read_bytes())
     # (named by the later file of the read order: "day1 (1).csv" sorts first)
-    line = f"{day1}: the same bytes as {copy}: both files are read (rows without an order id count twice)"
+    line = f"{day1}: the same bytes as {copy}: both files are read, so their rows without an order id count twice"
     for _ in range(2):  # the run that reads the copy, then a warm one
         run = api.segments(load_config(cfg), AS_OF, boundary=False)
         try:
             assert run.warnings == [line]
-            # the order without an id twice, order 7 once
-            assert run.con.execute("SELECT count(*) FROM orders").fetchall() == [(3,)]
+            # the order without an id twice, orders 7 and 8 once
+            assert run.con.execute("SELECT count(*) FROM orders").fetchall() == [(4,)]
         finally:
             run.close()
     result = run_cli("pull", "--config", str(cfg), "--format", "json")
@@ -582,7 +584,7 @@ def test_a_file_copied_under_another_name_is_named_by_every_run(tmp_path, contac
 def test_a_big_file_of_the_same_size_head_and_tail_is_no_copy(tmp_path):
     """Past 128 KiB the quick fingerprint sees the head and tail: the copy is confirmed by hashing both files."""
     cfg = shop(tmp_path, contact_fields=False)
-    rows = [(str(i), f"c{i % 7}", "", "2025-06-01", "10.00", "") for i in range(1, 9001)]
+    rows = [("", f"c{i % 7}", "", "2025-06-01", "10.00", "") for i in range(1, 9001)]  # no order ids
     write_export(tmp_path, "day1.csv", rows)
     rows[4500] = (*rows[4500][:4], "12.00", "")  # the same size, another amount in the middle
     write_export(tmp_path, "day2.csv", rows)

@@ -13,8 +13,8 @@ On the next run a file whose fingerprint is unchanged is not read again:
   ``ingest_bad_rows`` (per file and row);
 * a file new or changed: only that file is read; a changed file's rows are replaced (its old rows go);
 * a file gone: its rows leave the store, and the run says so (:func:`gone_lines`);
-* an orders file with the same bytes as another (a copy under a new name): every run names it
-  (:func:`file_lines`), since the rows without an order id of the two count twice.
+* an orders file with rows without an order id and the same bytes as another (a copy under a new name): every
+  run names it (:func:`file_lines`), since those rows count twice.
 
 The lean path (no contact or receipt-line fields, ids on every row, no order id in two files, no webhook
 records) stages the new files alone and swaps rows by file id. Otherwise the files' rows, all of them in the order
@@ -116,17 +116,18 @@ def file_lines(pull: object) -> list[str]:
     same bytes as one read before it (an order without an order id gets one made from its file and row: a copy
     counts it twice)."""
     return gone_lines(getattr(pull, "gone_files", [])) + [
-        f"{later}: the same bytes as {earlier}: both files are read (rows without an order id count twice)"
+        f"{later}: the same bytes as {earlier}: both files are read, so their rows without an order id count twice"
         for earlier, later in getattr(pull, "copied_files", [])]
 
 
-def copied_files(prints: dict[tuple[str, Path], Fingerprint], rows: dict[tuple[str, Path], int]
+def copied_files(prints: dict[tuple[str, Path], Fingerprint], no_oid: dict[tuple[str, Path], int | None]
                  ) -> list[tuple[str, str]]:
-    """(earlier, later) for each orders file with rows and the same bytes as one before it (``prints``' order):
-    the same size and head and tail, then the same hash of every byte (read only for such a pair, past 128 KiB)."""
+    """(earlier, later) for each orders file with rows without an order id (``no_oid``: how many) and the same
+    bytes as one before it (``prints``' order): the same size and head and tail, then the same hash of every byte
+    (read only for such a pair, past 128 KiB). A copy whose rows all have an order id doubles nothing."""
     alike: dict[tuple[int, str], list[Path]] = {}
     for (role, path), fp in prints.items():
-        if role == "orders" and rows.get((role, path)):
+        if role == "orders" and no_oid.get((role, path)):
             alike.setdefault((fp.size, fp.head_tail), []).append(path)
     out = []
     for (size, _), paths in alike.items():
@@ -190,7 +191,7 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
     summary = json.loads(rows[0][0]) if rows else None
     if len(keep) == len(wanted) and len(stored) == len(keep) and summary is not None:
         pull = _read_back(con, summary)
-        pull.copied_files = copied_files(prints, {key: row["rows"] for key, row in keep.items()})
+        pull.copied_files = copied_files(prints, {key: row["no_oid"] for key, row in keep.items()})
         return Ingested(pull)
 
     before = _read_back(con, summary) if summary is not None else None
@@ -285,8 +286,8 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
     log.info("file source: read %d of %d files (%s unchanged), %d gone%s", len(read), len(wanted), len(keep),
              len(gone), " (lean)" if change is not None else "")
     result.gone_files = gone
-    result.copied_files = copied_files(prints, {**{key: row["rows"] for key, row in keep.items()},
-                                                **{key: n[0] for key, n in counts.items()}})
+    result.copied_files = copied_files(prints, {**{key: row["no_oid"] for key, row in keep.items()},
+                                                **{key: n[2] for key, n in counts.items()}})
     return Ingested(result, read, gone, lean=change is not None)
 
 
