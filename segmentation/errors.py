@@ -4,7 +4,8 @@
 
     SegmentationError          root
     ├── RuleError              a segment rule or preset is invalid (fix the config)
-    └── ThinDataError          not enough data for what was asked (a result field stays empty)
+    ├── ThinDataError          not enough data for what was asked (a result field stays empty)
+    └── DataRangeError         a customer's figure does not fit its column (fix the data or its mapping)
 """
 
 
@@ -17,4 +18,8 @@ class RuleError(SegmentationError):
 
 
 class ThinDataError(SegmentationError):
+    pass
+
+
+class DataRangeError(SegmentationError):
     pass

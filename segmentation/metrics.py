@@ -17,6 +17,8 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 
+from .errors import DataRangeError
+
 
 def _q(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
@@ -69,7 +71,7 @@ def build_customer_metrics(con: duckdb.DuckDBPyConnection, as_of: date, timezone
                   f") WHERE frequency > 0)")
     else:
         source = f"(SELECT * FROM {totals} WHERE frequency > 0 {restrict})"
-    con.execute(f"""
+    sql = f"""
         CREATE OR REPLACE TEMP TABLE {table} AS
         SELECT customer_id,
                DATE {_q(as_of.isoformat())} - CAST(last_order_at AS DATE) AS recency_days,
@@ -77,5 +79,21 @@ def build_customer_metrics(con: duckdb.DuckDBPyConnection, as_of: date, timezone
                CAST(CAST(monetary AS DECIMAL(18, 2)) / frequency AS DECIMAL(18, 2)) AS avg_check,
                refunds, first_order_at, last_order_at
         FROM {source}
-    """)
+    """
+    try:
+        con.execute(sql)
+    except duckdb.ConversionException:
+        _too_large(con, source)
+        raise
     return con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+
+
+def _too_large(con: duckdb.DuckDBPyConnection, source: str) -> None:
+    """Raise DataRangeError naming the customer whose net revenue has no room in ``DECIMAL(18, 2)`` (an order
+    may hold 16 digits before the point, the sum of several more), if there is one."""
+    found = con.execute(f"SELECT customer_id, monetary FROM {source} WHERE abs(monetary) >= 1e16 "
+                        "ORDER BY abs(monetary) DESC, customer_id LIMIT 1").fetchall()
+    if found:
+        cid, monetary = found[0]
+        raise DataRangeError(f"customer {cid!r}: net revenue {monetary} has more than 16 digits before the decimal "
+                             "point; is the [source] amount column an amount (not an id or a phone number)?")

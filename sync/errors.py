@@ -19,6 +19,7 @@ The other packages keep their own roots (they never import ``sync``); the CLI ma
                                                  imported in ``sync`` as ``SourceConfigError``, never
                                                  confused with this package's :class:`ConfigError`
     segmentation.SegmentationError       exit 2  bad [segmentation] settings
+    └── segmentation.DataRangeError      exit 3  a customer's figure does not fit its column
 
 Where ``sync`` code catches a :class:`connectors.errors.ConfigError` it re-raises this package's
 :class:`ConfigError` with the same text (``sync.pipeline.configured_source``, ``pull_into``).

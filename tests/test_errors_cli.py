@@ -341,3 +341,17 @@ def test_source_without_type_is_a_file_source(tmp_path):
         result = cli(*command, "--config", str(cfg))
         assert_clean(result, {0})
     assert "source file: 2 orders" in cli("check", "--config", str(cfg)).output
+
+
+@pytest.mark.parametrize("command", [["segments", "--no-predict"], ["segments"], ["plan"]])
+def test_a_customer_revenue_too_large_for_its_column_is_one_line_exit_3(tmp_path, command):
+    """An order may hold 16 digits before the point (DECIMAL(18,2)); a customer's revenue must fit the same
+    column: one beyond is a data error naming the customer and the sum (an id or phone mapped as the amount?),
+    not an internal error."""
+    big = "9999999999999999.99"
+    cfg = write_shop(tmp_path, rows=[["a", "2025-01-01", big], ["a", "2025-01-02", big], ["b", "2025-02-01", "20"]])
+    for _ in range(2):  # the orders read, then the store's kept totals
+        result = cli(*command, "--as-of", AS_OF, "--config", str(cfg))
+        assert_clean(result, {3})
+        assert ("customer 'a': net revenue 19999999999999999.98 has more than 16 digits before the decimal point"
+                in result.output)

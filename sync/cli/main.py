@@ -14,7 +14,7 @@ import click
 
 from connectors.errors import ConfigError as SourceConfigError
 from connectors.errors import ConnectorError
-from segmentation import SegmentationError
+from segmentation import DataRangeError, SegmentationError
 
 from ..errors import INTERNAL_EXIT, ConfigError, DataError, RfmsyncError
 from .json_output import emit_error
@@ -52,6 +52,8 @@ def exit_code(exc: BaseException) -> int:
     """The exit code of an error (the tree in :mod:`sync.errors`); anything unexpected is internal (70)."""
     if isinstance(exc, RfmsyncError):
         return exc.exit_code
+    if isinstance(exc, DataRangeError):
+        return DataError.exit_code
     if isinstance(exc, (SourceConfigError, SegmentationError)):
         return ConfigError.exit_code
     if isinstance(exc, ConnectorError):
