@@ -255,7 +255,8 @@ def customer_totals_sql(days: str) -> str:
 def create_customer_totals(con: duckdb.DuckDBPyConnection, days: PurchaseDays, table: str, *,
                            temp: bool = True) -> None:
     """(Re)create ``table``: :func:`customer_totals_sql` over every row of ``days`` (``days.totals`` then names
-    it). ``temp=False``: a table of the database (the order store's cache, :mod:`sync.store.day_cache`)."""
+    it). ``temp=False``: a table of the database (the order store's cache, :mod:`sync.store.day_cache`, writes
+    :func:`customer_totals_sql` into a table of its own layout instead)."""
     if not table.isidentifier():
         raise ValueError(f"table name must be an identifier, got {table!r}")
     con.execute(f"CREATE OR REPLACE {'TEMP ' if temp else ''}TABLE {table} AS "

@@ -21,7 +21,8 @@ from segmentation.lifecycle import create_customer_totals
 from segmentation.purchase_days import ALL_DAYS, build_purchase_days
 from sync.config import load_config
 from sync.pipeline import compute_segments, store_path
-from sync.store.day_cache import DAYS_TABLE, TOTALS_TABLE, cached_purchase_days, drop_cache, valid_purchase_days
+from sync.store.day_cache import (CHECK_TABLE, DAYS_TABLE, TOTALS_TABLE, cached_purchase_days, drop_cache,
+                                  valid_purchase_days)
 from sync.store.generation import bump_generation
 
 AS_OF = date(2025, 6, 30)
@@ -141,6 +142,24 @@ def test_the_cache_equals_a_fresh_computation_after_every_change(tmp_path):
         with duckdb.connect(str(store_path(_config(tmp_path, tz)))) as con:
             drop_cache(con)  # the totals alone (no day table left by the runs before)
         _assert_as_fresh(_config(tmp_path, tz), day, boundary=False)
+
+
+@pytest.mark.parametrize("boundary", [False, True], ids=["totals-alone", "with-day-table"])
+def test_the_kept_totals_and_checks_are_stored_uncompressed(tmp_path, boundary):
+    """A cold build writes the kept totals and the customers' checks uncompressed (compressing a million rows cost
+    a 10 M-order store's cold run more than writing them: BENCHMARKS.md, branch dense11), with the types and rows
+    of a fresh computation, and a daily file's update keeps them so."""
+    _write(tmp_path, "a.csv", _rows(1, 400, "a"))
+    cfg = _config(tmp_path)
+    _assert_as_fresh(cfg, AS_OF, boundary=boundary)
+    _write(tmp_path, "b.csv", _rows(2, 20, "b"))  # a daily file: its customers' rows replaced
+    _assert_as_fresh(cfg, AS_OF, boundary=boundary)
+    with duckdb.connect(str(store_path(cfg))) as con:
+        con.execute("CHECKPOINT")
+        for table in (TOTALS_TABLE, CHECK_TABLE):
+            kinds = {kind for kind, in con.execute(f"SELECT DISTINCT compression FROM pragma_storage_info('{table}')"
+                                                    " WHERE segment_type <> 'VALIDITY'").fetchall()}
+            assert kinds and kinds <= {"Uncompressed", "Constant"}, (table, kinds)
 
 
 def test_a_cache_of_another_time_zone_is_not_used(tmp_path):

@@ -21,7 +21,8 @@ by customer alone (:data:`segmentation.purchase_days.CUSTOMER_TOTALS_SQL`: no ta
 gives the customers' checks and, when they are stale too, the store's RFM totals (:mod:`.rfm_totals`):
 :func:`build_totals_and_checks`), and keeps nothing else: the holdout counts the lists of each customer's days the
 totals keep); the day table when the boundary needs it.
-A cache of another time zone is replaced. :func:`drop_cache` also forgets the model fits the store keeps
+The totals and the checks are stored uncompressed (:func:`_create_kept`). A cache of another time zone is replaced.
+:func:`drop_cache` also forgets the model fits the store keeps
 (:mod:`.fit_cache`). When the orders moved, only the customers whose orders changed get their rows again
 (:func:`_update_changed`): found from the customers' checks, or, when every write since appended whole files
 (:mod:`.appends`), from those files' rows.
@@ -151,7 +152,7 @@ def cached_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str, *, days:
             if current:
                 key = cache_key(con, timezone)
             elif days:  # the customers' checks first: the key is their sum
-                con.execute(f"CREATE OR REPLACE TABLE {CHECK_TABLE} AS {_CHECK_SQL}")
+                _create_kept(con, CHECK_TABLE, _CHECK_SQL)
                 key = cache_key(con, timezone, check=CHECK_TABLE)
             else:  # new orders, the totals alone: with the checks, from one grouping of the orders by customer (no
                 # table of the days; the old day table goes with the old totals)
@@ -161,7 +162,7 @@ def cached_purchase_days(con: duckdb.DuckDBPyConnection, timezone: str, *, days:
             if days:
                 built = build_purchase_days(con, ALL_DAYS, timezone, table=DAYS_TABLE, temp=False, day_sql=day_sql)
                 if not current:
-                    lifecycle.create_customer_totals(con, built, TOTALS_TABLE, temp=False)
+                    _create_kept(con, TOTALS_TABLE, lifecycle.customer_totals_sql(built.table), {"as_of": built.as_of})
             last_day = _write_key(con, key, day_sql, days)
             con.execute("COMMIT")
         except BaseException:
@@ -184,12 +185,24 @@ def build_totals_and_checks(con: duckdb.DuckDBPyConnection, day_sql: str, rfm: r
     grouped = purchase_days.GROUPED_SQL.format(extra=extra, where="", day=day_sql,
                                                orders="orders" if rfm is None else rfm_totals.GROUPED_ORDERS)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {GROUPED} AS {grouped}", {"as_of": ALL_DAYS})
-    con.execute(f"CREATE OR REPLACE TABLE {CHECK_TABLE} AS SELECT customer_id, n, h FROM temp.{GROUPED}")
+    _create_kept(con, CHECK_TABLE, f"SELECT customer_id, n, h FROM temp.{GROUPED}")
     totals = purchase_days.TOTALS_OF_GROUPED_SQL.format(grouped=f"temp.{GROUPED}", day=day_sql, orders="orders")
-    con.execute(f"CREATE OR REPLACE TABLE {TOTALS_TABLE} AS {totals}", {"as_of": ALL_DAYS})
+    _create_kept(con, TOTALS_TABLE, totals, {"as_of": ALL_DAYS})
     if rfm is not None:
         rfm_totals.write_totals(con, rfm, f"temp.{GROUPED}", "WHERE rfm_orders > 0")
     con.execute(f"DROP TABLE temp.{GROUPED}")  # (a failure: the caller's rollback drops it)
+
+
+def _create_kept(con: duckdb.DuckDBPyConnection, table: str, select: str, params: dict | None = None) -> None:
+    """(Re)create ``table`` from ``select``: the columns and types ``CREATE TABLE AS`` gives, stored uncompressed.
+    Writing the kept totals and checks of a 10 M-order store (a million rows each) then costs a cold build
+    0.42-0.45 CPU s instead of 1.10-1.19 (compressing them: the analysis of a million distinct short customer ids
+    alone ~0.45), and they take ~135 MB instead of ~40; reading them costs the same (the rule of the RFM totals,
+    :mod:`.rfm_totals`)."""
+    columns = con.execute(f"DESCRIBE {select}", params).fetchall()
+    spec = ", ".join(f'"{name}" {kind} USING COMPRESSION uncompressed' for name, kind, *_ in columns)
+    con.execute(f"CREATE OR REPLACE TABLE {table} ({spec})")
+    con.execute(f"INSERT INTO {table} {select}", params)
 
 
 def _write_key(con: duckdb.DuckDBPyConnection, key: str, day_sql: str, days: bool) -> date | None:
