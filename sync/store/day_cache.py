@@ -21,7 +21,7 @@ by customer alone (:data:`segmentation.purchase_days.CUSTOMER_TOTALS_SQL`: no ta
 gives the customers' checks and, when they are stale too, the store's RFM totals (:mod:`.rfm_totals`):
 :func:`build_totals_and_checks`), and keeps nothing else: the holdout counts the lists of each customer's days the
 totals keep); the day table when the boundary needs it.
-The totals and the checks are stored uncompressed (:func:`_create_kept`). A cache of another time zone is replaced.
+The totals' and the checks' customer ids are stored uncompressed (:func:`_create_kept`). A cache of another time zone is replaced.
 :func:`drop_cache` also forgets the model fits the store keeps
 (:mod:`.fit_cache`). When the orders moved, only the customers whose orders changed get their rows again
 (:func:`_update_changed`): found from the customers' checks, or, when every write since appended whole files
@@ -194,13 +194,14 @@ def build_totals_and_checks(con: duckdb.DuckDBPyConnection, day_sql: str, rfm: r
 
 
 def _create_kept(con: duckdb.DuckDBPyConnection, table: str, select: str, params: dict | None = None) -> None:
-    """(Re)create ``table`` from ``select``: the columns and types ``CREATE TABLE AS`` gives, stored uncompressed.
-    Writing the kept totals and checks of a 10 M-order store (a million rows each) then costs a cold build
-    0.42-0.45 CPU s instead of 1.10-1.19 (compressing them: the analysis of a million distinct short customer ids
-    alone ~0.45), and they take ~135 MB instead of ~40; reading them costs the same (the rule of the RFM totals,
-    :mod:`.rfm_totals`)."""
+    """(Re)create ``table`` from ``select``: the columns and types ``CREATE TABLE AS`` gives, its ``customer_id``
+    stored uncompressed. Compressing a million distinct short customer ids (DuckDB analyses each column for its
+    best compression) was most of what writing the kept totals and checks of a 10 M-order store cost: without it a
+    cold build spends ~0.46 CPU s less, for ~14 MB more of store file (every column uncompressed saved ~0.2 s more
+    for ~97 MB more: BENCHMARKS.md, branch dense11). Reading them costs the same."""
     columns = con.execute(f"DESCRIBE {select}", params).fetchall()
-    spec = ", ".join(f'"{name}" {kind} USING COMPRESSION uncompressed' for name, kind, *_ in columns)
+    spec = ", ".join(f'"{name}" {kind}' + (" USING COMPRESSION uncompressed" if name == "customer_id" else "")
+                     for name, kind, *_ in columns)
     con.execute(f"CREATE OR REPLACE TABLE {table} ({spec})")
     con.execute(f"INSERT INTO {table} {select}", params)
 
