@@ -30,10 +30,12 @@ class OutcomeLedger(Protocol):
 
 
 #: a small group waits this long for more outcomes before it is written: each transaction has a fixed cost (the
-#: revision, the commit, the failures check: ~1.5 ms of the writer's time), and a writer that keeps up writes a
-#: transaction per call (226 for 200 k contacts); a process killed meanwhile loses that much more (re-planned)
-LINGER_SECONDS = 0.05
-LINGER_ROWS = 5_000
+#: BEGIN and revision, the commit, the failures check: ~2.8 ms of the writer's CPU in a busy apply), and a writer
+#: that keeps up writes a transaction per call (226 for 200 k contacts; ~85 with a 50 ms wait, ~20 with 250 ms:
+#: 15 % less writer CPU a row). A process killed meanwhile loses the outcomes of that long (re-planned: every
+#: operation is idempotent); the apply's end does not wait it out (``close`` writes at once)
+LINGER_SECONDS = 0.25
+LINGER_ROWS = 25_000
 
 
 class OutcomeWriter:
