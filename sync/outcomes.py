@@ -152,9 +152,10 @@ class StateFold:
     a million contacts can afford: a contact's state is worked on in its slot and built once, when it is released,
     so its upsert and its tag calls (which answer close together: the Mailchimp apply starts a tag call as soon
     as its contacts' upserts answered) become one ledger row, not one per operation; an unchanged fields
-    mapping is shared, not copied; tag sets are looked up among the few distinct ones. A call's results given
-    as :class:`~sync.model.CallResults` are folded a column at a time: one loop per operation over its keys,
-    no item object read.
+    mapping is shared, not copied, and so is an update that holds every field pushed before (merged, it would
+    be itself: the ledger then stores the plan's text of it); tag sets are looked up among the few distinct
+    ones. A call's results given as :class:`~sync.model.CallResults` are folded a column at a time: one loop
+    per operation over its keys, no item object read.
 
     ``fold(results)`` gives the states to write now; :meth:`rest` the ones still held (the apply writes them
     when it ends, however it ends). A process killed meanwhile loses the held states: the next run plans those
@@ -232,8 +233,10 @@ class StateFold:
             c = slot[1]
             if upsert:
                 if c is not None:
-                    if c.set_fields:
-                        slot[4] = {**slot[4], **c.set_fields} if slot[4] else c.set_fields  # read-only: shared
+                    new = c.set_fields
+                    if new:  # merged into the fields pushed before, unless the update holds all their keys
+                        old = slot[4]
+                        slot[4] = {**old, **new} if old and not old.keys() <= new.keys() else new  # shared
                     slot[5] = True
             elif add or remove:
                 slot[3] = tags if slot[3] is _NO_TAGS else self._tags(slot[3], op)
@@ -267,8 +270,10 @@ class StateFold:
             op = r.op
             if op == "upsert":
                 if c is not None:
-                    if c.set_fields:
-                        slot[4] = {**slot[4], **c.set_fields} if slot[4] else c.set_fields  # read-only: shared
+                    new = c.set_fields
+                    if new:  # as in _fold_ok
+                        old = slot[4]
+                        slot[4] = {**old, **new} if old and not old.keys() <= new.keys() else new
                     slot[5] = True
             elif op.startswith("tag+"):
                 slot[3], slot[5] = self._tags(slot[3], op), True
@@ -280,8 +285,9 @@ class StateFold:
     def _release(self, key: str, slot: list) -> PushedState:
         slot[6] = 2
         c, fields = slot[1], slot[4]
-        # the plan's text of the fields only where they are that change's own mapping (the upsert answered and
-        # nothing was pushed before): not merged with older fields, not the old ones kept after a failure
+        # the plan's text of the fields only where they are that change's own mapping (the upsert answered, and
+        # nothing was pushed before or the update holds every key pushed before: the merge would be the update
+        # itself): not merged with other older fields, not the old ones kept after a failure
         text = c.fields_text if c is not None and fields is c.set_fields else None
         return _pushed_state(key, slot[2] or None, slot[3], fields, slot[5], text)
 

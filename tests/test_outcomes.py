@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sync.ledger.state_rows import fields_json
 from sync.model import CallResults, ContactChange, ItemResult, PushedState
 from sync.outcomes import OutcomeWriter, StateFold
 from sync.planning.plan import apply_results_to_state
@@ -106,9 +107,11 @@ def fold_case(draw):
     state = {k: PushedState(k, draw(_PUSHED_ID[k]), frozenset(draw(_TAG_SET)), draw(_PUSHED_FIELDS),
                             draw(st.booleans()))
              for k in draw(_SOME_KEYS)}
-    changes = {k: ContactChange(k, k, f"cust-{k}", "seg", draw(st.booleans()), "transactional",
-                                set_fields=draw(_SET_FIELDS))
-               for k in draw(_SOME_KEYS)}
+    changes = {}
+    for k in draw(_SOME_KEYS):
+        fields = draw(_SET_FIELDS)  # with the plan's text of them, or none (the plan was not sure of it)
+        changes[k] = ContactChange(k, k, f"cust-{k}", "seg", draw(st.booleans()), "transactional",
+                                   set_fields=fields, fields_text=fields_json(fields) if draw(st.booleans()) else None)
     return state, changes, draw(_BATCHES)
 
 
@@ -129,6 +132,8 @@ def test_the_state_fold_ends_where_apply_results_to_state_ends(case):
     assert {s.key for s in written} == touched
     assert {**state, **{s.key: s for s in written}} == expected  # the last one written is the state
     assert folded == state  # read, not changed
+    # a state handed over with a text is exactly the fields that text spells (the ledger stores it as it is)
+    assert all(s.fields_text == fields_json(s.fields) for s in written if s.fields_text is not None)
 
 
 def in_columns(results: list[ItemResult]) -> CallResults:
