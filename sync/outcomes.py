@@ -33,9 +33,12 @@ class OutcomeLedger(Protocol):
 #: BEGIN and revision, the commit, the failures check: ~2.8 ms of the writer's CPU in a busy apply), and a writer
 #: that keeps up writes a transaction per call (226 for 200 k contacts; ~85 with a 50 ms wait, ~20 with 250 ms:
 #: 15 % less writer CPU a row). A process killed meanwhile loses the outcomes of that long (re-planned: every
-#: operation is idempotent); the apply's end does not wait it out (``close`` writes at once)
+#: operation is idempotent); the apply's end does not wait it out (``close`` writes at once), but it waits for
+#: the outcomes held back, so a group waits at most LINGER_SHARE of the time the writer has run: a short apply
+#: (a 1 %-moved sync, a webhook's resync) writes as it goes and is not left with its last quarter second to write
 LINGER_SECONDS = 0.25
 LINGER_ROWS = 25_000
+LINGER_SHARE = 0.1
 
 
 class OutcomeWriter:
@@ -47,11 +50,14 @@ class OutcomeWriter:
     :meth:`close` waited for the last writes (what the ledger added to the apply's wall time)."""
 
     def __init__(self, ledger: OutcomeLedger, destination: str, run_id: int | None, max_rows: int = 100_000,
-                 linger: float = LINGER_SECONDS, min_rows: int = LINGER_ROWS) -> None:
+                 linger: float = LINGER_SECONDS, min_rows: int = LINGER_ROWS,
+                 linger_share: float | None = LINGER_SHARE) -> None:
         """``linger``: a group of fewer than ``min_rows`` results waits up to this long (from its first
-        outcome) for more before it is written (fewer, larger transactions; ``close`` ends the wait)."""
+        outcome) for more before it is written (fewer, larger transactions; ``close`` ends the wait), and at most
+        ``linger_share`` of the time since this writer started (None: no such bound)."""
         self._ledger, self._destination, self._run_id = ledger, destination, run_id
         self._max_rows, self._linger, self._min_rows = max_rows, linger, min_rows
+        self._share, self._started = linger_share, time.monotonic()
         self._pending: queue.SimpleQueue[tuple[Sequence[PushedState], Sequence[ItemResult]] | None] = \
             queue.SimpleQueue()
         self._error: BaseException | None = None
@@ -83,7 +89,9 @@ class OutcomeWriter:
             other: list[ItemResult] = []
             rows = 0
             stop = False
-            deadline = time.monotonic() + self._linger
+            now = time.monotonic()
+            deadline = now + (self._linger if self._share is None else
+                              min(self._linger, (now - self._started) * self._share))
             while True:
                 for s in item[0]:
                     states[s.key] = s  # a later outcome of the same contact supersedes the earlier one

@@ -60,7 +60,7 @@ def test_small_groups_linger_for_more_and_close_ends_the_wait():
     """Outcomes arriving within the linger are one transaction; closing writes them at once (no waiting out
     the linger); a group of min_rows results is written without lingering."""
     ledger = RecordingLedger()
-    writer = OutcomeWriter(ledger, "mc", 1, linger=30, min_rows=100)
+    writer = OutcomeWriter(ledger, "mc", 1, linger=30, min_rows=100, linger_share=None)
     for key in ("a@x.io", "b@x.io", "c@x.io"):
         writer.submit([state(key, "one")], [ItemResult(key, "upsert", True)])
     started = time.monotonic()
@@ -70,11 +70,22 @@ def test_small_groups_linger_for_more_and_close_ends_the_wait():
     assert writer.transactions == 1
 
     full = RecordingLedger()
-    writer = OutcomeWriter(full, "mc", 1, linger=30, min_rows=2)
+    writer = OutcomeWriter(full, "mc", 1, linger=30, min_rows=2, linger_share=None)
     writer.submit([state("a@x.io", "one")],
                   [ItemResult("a@x.io", "upsert", True), ItemResult("a@x.io", "tag+one", True)])
     assert full.entered.wait(10)  # written before close: a full group does not linger
     writer.close()
+
+
+def test_a_young_writer_lingers_only_a_share_of_its_age():
+    """A group waits at most a share of the time the writer has run: the first outcomes of an apply are written
+    as they come (before close, not 30 s later), so a short apply is not left with its last groups to write."""
+    ledger = RecordingLedger()
+    writer = OutcomeWriter(ledger, "mc", 1, linger=30, min_rows=100, linger_share=0.1)
+    writer.submit([state("a@x.io", "one")], [ItemResult("a@x.io", "upsert", True)])
+    assert ledger.entered.wait(10)  # not the 30 s linger: a tenth of the writer's age when the outcome came
+    writer.close()
+    assert [[s.key for s in group] for group in ledger.saved] == [["a@x.io"]]
 
 
 def test_a_failed_write_reaches_the_apply():
