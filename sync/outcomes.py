@@ -30,10 +30,15 @@ class OutcomeLedger(Protocol):
 
 
 #: a small group waits this long for more outcomes before it is written: each transaction has a fixed cost (the
-#: revision, the commit, the failures check: ~1.5 ms of the writer's time), and a writer that keeps up writes a
-#: transaction per call (226 for 200 k contacts); a process killed meanwhile loses that much more (re-planned)
-LINGER_SECONDS = 0.05
-LINGER_ROWS = 5_000
+#: BEGIN and revision, the commit, the failures check: ~2.8 ms of the writer's CPU in a busy apply), and a writer
+#: that keeps up writes a transaction per call (226 for 200 k contacts; ~85 with a 50 ms wait, ~20 with 250 ms:
+#: 15 % less writer CPU a row). A process killed meanwhile loses the outcomes of that long (re-planned: every
+#: operation is idempotent); the apply's end does not wait it out (``close`` writes at once), but it waits for
+#: the outcomes held back, so a group waits at most LINGER_SHARE of the time the writer has run: a short apply
+#: (a 1 %-moved sync, a webhook's resync) writes as it goes and is not left with its last quarter second to write
+LINGER_SECONDS = 0.25
+LINGER_ROWS = 25_000
+LINGER_SHARE = 0.1
 
 
 class OutcomeWriter:
@@ -45,11 +50,14 @@ class OutcomeWriter:
     :meth:`close` waited for the last writes (what the ledger added to the apply's wall time)."""
 
     def __init__(self, ledger: OutcomeLedger, destination: str, run_id: int | None, max_rows: int = 100_000,
-                 linger: float = LINGER_SECONDS, min_rows: int = LINGER_ROWS) -> None:
+                 linger: float = LINGER_SECONDS, min_rows: int = LINGER_ROWS,
+                 linger_share: float | None = LINGER_SHARE) -> None:
         """``linger``: a group of fewer than ``min_rows`` results waits up to this long (from its first
-        outcome) for more before it is written (fewer, larger transactions; ``close`` ends the wait)."""
+        outcome) for more before it is written (fewer, larger transactions; ``close`` ends the wait), and at most
+        ``linger_share`` of the time since this writer started (None: no such bound)."""
         self._ledger, self._destination, self._run_id = ledger, destination, run_id
         self._max_rows, self._linger, self._min_rows = max_rows, linger, min_rows
+        self._share, self._started = linger_share, time.monotonic()
         self._pending: queue.SimpleQueue[tuple[Sequence[PushedState], Sequence[ItemResult]] | None] = \
             queue.SimpleQueue()
         self._error: BaseException | None = None
@@ -81,7 +89,9 @@ class OutcomeWriter:
             other: list[ItemResult] = []
             rows = 0
             stop = False
-            deadline = time.monotonic() + self._linger
+            now = time.monotonic()
+            deadline = now + (self._linger if self._share is None else
+                              min(self._linger, (now - self._started) * self._share))
             while True:
                 for s in item[0]:
                     states[s.key] = s  # a later outcome of the same contact supersedes the earlier one
@@ -150,9 +160,10 @@ class StateFold:
     a million contacts can afford: a contact's state is worked on in its slot and built once, when it is released,
     so its upsert and its tag calls (which answer close together: the Mailchimp apply starts a tag call as soon
     as its contacts' upserts answered) become one ledger row, not one per operation; an unchanged fields
-    mapping is shared, not copied; tag sets are looked up among the few distinct ones. A call's results given
-    as :class:`~sync.model.CallResults` are folded a column at a time: one loop per operation over its keys,
-    no item object read.
+    mapping is shared, not copied, and so is an update that holds every field pushed before (merged, it would
+    be itself: the ledger then stores the plan's text of it); tag sets are looked up among the few distinct
+    ones. A call's results given as :class:`~sync.model.CallResults` are folded a column at a time: one loop
+    per operation over its keys, no item object read.
 
     ``fold(results)`` gives the states to write now; :meth:`rest` the ones still held (the apply writes them
     when it ends, however it ends). A process killed meanwhile loses the held states: the next run plans those
@@ -230,8 +241,10 @@ class StateFold:
             c = slot[1]
             if upsert:
                 if c is not None:
-                    if c.set_fields:
-                        slot[4] = {**slot[4], **c.set_fields} if slot[4] else c.set_fields  # read-only: shared
+                    new = c.set_fields
+                    if new:  # merged into the fields pushed before, unless the update holds all their keys
+                        old = slot[4]
+                        slot[4] = {**old, **new} if old and not old.keys() <= new.keys() else new  # shared
                     slot[5] = True
             elif add or remove:
                 slot[3] = tags if slot[3] is _NO_TAGS else self._tags(slot[3], op)
@@ -265,8 +278,10 @@ class StateFold:
             op = r.op
             if op == "upsert":
                 if c is not None:
-                    if c.set_fields:
-                        slot[4] = {**slot[4], **c.set_fields} if slot[4] else c.set_fields  # read-only: shared
+                    new = c.set_fields
+                    if new:  # as in _fold_ok
+                        old = slot[4]
+                        slot[4] = {**old, **new} if old and not old.keys() <= new.keys() else new
                     slot[5] = True
             elif op.startswith("tag+"):
                 slot[3], slot[5] = self._tags(slot[3], op), True
@@ -278,8 +293,9 @@ class StateFold:
     def _release(self, key: str, slot: list) -> PushedState:
         slot[6] = 2
         c, fields = slot[1], slot[4]
-        # the plan's text of the fields only where they are that change's own mapping (the upsert answered and
-        # nothing was pushed before): not merged with older fields, not the old ones kept after a failure
+        # the plan's text of the fields only where they are that change's own mapping (the upsert answered, and
+        # nothing was pushed before or the update holds every key pushed before: the merge would be the update
+        # itself): not merged with other older fields, not the old ones kept after a failure
         text = c.fields_text if c is not None and fields is c.set_fields else None
         return _pushed_state(key, slot[2] or None, slot[3], fields, slot[5], text)
 

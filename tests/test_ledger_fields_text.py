@@ -151,6 +151,21 @@ def test_the_fold_stores_a_text_only_where_the_fields_are_exactly_its_values(led
         "same@x.io": '{"SEGMENT":"A"}', "new@x.io": '{"SEGMENT":"A"}'}
 
 
+def test_an_update_holding_every_field_pushed_before_keeps_its_text_and_no_other_merge_does():
+    """A full refresh of contacts pushed before: where the update holds every key the ledger has (the merge is the
+    update itself) the fold hands the plan's text on, as for a first sync; where an older key stays (merged in), no
+    text: the ledger encodes the fields it is given (a failed update keeps the old fields: tested above)."""
+    before = {"subset@x.io": {"SEGMENT": "B"}, "equal@x.io": {"SEGMENT": "B", "R": 2},
+              "extra@x.io": {"SEGMENT": "B", "OLD": 1}}
+    update = {"SEGMENT": "A", "R": 1}
+    changes = {k: ContactChange(k, k, k, "A", False, None, **with_text(update)) for k in before}
+    fold = StateFold({k: PushedState(k, k, frozenset(), f) for k, f in before.items()}, changes)
+    released = {s.key: s for s in fold([ItemResult(k, "upsert", True) for k in before])}
+    assert {k: (s.fields, s.fields_text) for k, s in released.items()} == {
+        "subset@x.io": (update, '{"R":1,"SEGMENT":"A"}'), "equal@x.io": (update, '{"R":1,"SEGMENT":"A"}'),
+        "extra@x.io": ({"SEGMENT": "A", "R": 1, "OLD": 1}, None)}
+
+
 def test_a_refused_field_update_keeps_the_old_fields_text_through_a_real_apply(mailchimp_fake, tmp_path):
     """Against the Mailchimp fake: the member's field update is refused (400), its tag call is not; the ledger
     keeps the fields it had, not the text the plan brought for the refused ones."""

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sync.ledger.state_rows import fields_json
 from sync.model import CallResults, ContactChange, ItemResult, PushedState
 from sync.outcomes import OutcomeWriter, StateFold
 from sync.planning.plan import apply_results_to_state
@@ -59,7 +60,7 @@ def test_small_groups_linger_for_more_and_close_ends_the_wait():
     """Outcomes arriving within the linger are one transaction; closing writes them at once (no waiting out
     the linger); a group of min_rows results is written without lingering."""
     ledger = RecordingLedger()
-    writer = OutcomeWriter(ledger, "mc", 1, linger=30, min_rows=100)
+    writer = OutcomeWriter(ledger, "mc", 1, linger=30, min_rows=100, linger_share=None)
     for key in ("a@x.io", "b@x.io", "c@x.io"):
         writer.submit([state(key, "one")], [ItemResult(key, "upsert", True)])
     started = time.monotonic()
@@ -69,11 +70,22 @@ def test_small_groups_linger_for_more_and_close_ends_the_wait():
     assert writer.transactions == 1
 
     full = RecordingLedger()
-    writer = OutcomeWriter(full, "mc", 1, linger=30, min_rows=2)
+    writer = OutcomeWriter(full, "mc", 1, linger=30, min_rows=2, linger_share=None)
     writer.submit([state("a@x.io", "one")],
                   [ItemResult("a@x.io", "upsert", True), ItemResult("a@x.io", "tag+one", True)])
     assert full.entered.wait(10)  # written before close: a full group does not linger
     writer.close()
+
+
+def test_a_young_writer_lingers_only_a_share_of_its_age():
+    """A group waits at most a share of the time the writer has run: the first outcomes of an apply are written
+    as they come (before close, not 30 s later), so a short apply is not left with its last groups to write."""
+    ledger = RecordingLedger()
+    writer = OutcomeWriter(ledger, "mc", 1, linger=30, min_rows=100, linger_share=0.1)
+    writer.submit([state("a@x.io", "one")], [ItemResult("a@x.io", "upsert", True)])
+    assert ledger.entered.wait(10)  # not the 30 s linger: a tenth of the writer's age when the outcome came
+    writer.close()
+    assert [[s.key for s in group] for group in ledger.saved] == [["a@x.io"]]
 
 
 def test_a_failed_write_reaches_the_apply():
@@ -106,9 +118,11 @@ def fold_case(draw):
     state = {k: PushedState(k, draw(_PUSHED_ID[k]), frozenset(draw(_TAG_SET)), draw(_PUSHED_FIELDS),
                             draw(st.booleans()))
              for k in draw(_SOME_KEYS)}
-    changes = {k: ContactChange(k, k, f"cust-{k}", "seg", draw(st.booleans()), "transactional",
-                                set_fields=draw(_SET_FIELDS))
-               for k in draw(_SOME_KEYS)}
+    changes = {}
+    for k in draw(_SOME_KEYS):
+        fields = draw(_SET_FIELDS)  # with the plan's text of them, or none (the plan was not sure of it)
+        changes[k] = ContactChange(k, k, f"cust-{k}", "seg", draw(st.booleans()), "transactional",
+                                   set_fields=fields, fields_text=fields_json(fields) if draw(st.booleans()) else None)
     return state, changes, draw(_BATCHES)
 
 
@@ -129,6 +143,8 @@ def test_the_state_fold_ends_where_apply_results_to_state_ends(case):
     assert {s.key for s in written} == touched
     assert {**state, **{s.key: s for s in written}} == expected  # the last one written is the state
     assert folded == state  # read, not changed
+    # a state handed over with a text is exactly the fields that text spells (the ledger stores it as it is)
+    assert all(s.fields_text == fields_json(s.fields) for s in written if s.fields_text is not None)
 
 
 def in_columns(results: list[ItemResult]) -> CallResults:

@@ -21,7 +21,7 @@ from ..model import PushedState
 from .bulk import PAGE, STATE_COLUMNS, select_state_pg, select_state_sqlite
 from .db import LedgerDB, chunks
 from .schema import pushed_state, state_revisions
-from .state_rows import save_rows_pg, save_rows_sqlite, text_rows
+from .state_rows import dump_fields, save_rows_pg, save_rows_sqlite
 from .statecache import Counter, StateCache, StateParts, WrittenRevisions, renewal_due, state_parts
 
 if TYPE_CHECKING:
@@ -216,26 +216,33 @@ class PushedStates:
         now = self._db.clock()
         rows: dict[str, tuple[str, str | None, str, str, bool]] = {}  # by key: the last one wins
         tag_json: dict[frozenset[str], str] = {}  # few distinct tag sets: encode each once
+        untexted = False
         for s in states:
-            if not s.key:
+            key = s.key
+            if not key:
                 raise ValueError(f"pushed state for destination {destination!r} has an empty key")
             tags = tag_json.get(s.tags)
             if tags is None:
                 tags = tag_json[s.tags] = _encode(sorted(s.tags))
             fields = s.fields_text  # the plan's text of exactly these fields, or None: encoded below
             if fields is None:
-                fields = s.fields if type(s.fields) is dict else dict(s.fields)
-            rows[s.key] = (s.key, s.customer_id, tags, fields, bool(s.exists))
+                fields, untexted = s.fields if type(s.fields) is dict else dict(s.fields), True
+            rows[key] = (key, s.customer_id, tags, fields, bool(s.exists))
         if not rows:
             return 0
+        if untexted:  # the fields that came without their text, encoded (a key's last state only)
+            for key, row in rows.items():
+                if type(row[3]) is dict:
+                    rows[key] = (key, row[1], row[2], dump_fields(key, row[3]), row[4])
         # in key order: the rows of a group land on neighbouring pages of the primary key's B-tree (updates spread
         # over a large table: a quarter less CPU); an apply's groups mostly come in plan order, cheap to sort
-        ordered = [rows[k] for k in sorted(rows)]
+        # (the rows' keys are distinct: tuples ordered by their first item)
+        ordered = sorted(rows.values())
         try:
             with self._db.write() as conn:
                 revision = self._bump_revision(conn, destination)  # first: the rows carry the new revision
                 if conn.dialect.name == "postgresql":
-                    save_rows_pg(conn, destination, run_id, now, revision, text_rows(ordered))
+                    save_rows_pg(conn, destination, run_id, now, revision, ordered)
                 else:
                     save_rows_sqlite(conn, destination, run_id, now, revision, ordered)
         except (IntegrityError, sqlite3.IntegrityError):

@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 import sqlite3
 from datetime import datetime
-from typing import Any, Iterable, Mapping
+from itertools import chain
+from typing import Any, Mapping
 
 from sqlalchemy.engine import Connection
 
@@ -41,9 +42,8 @@ def fields_json(fields: Mapping[str, Any]) -> str:
     return text
 
 
-def dump_fields(key: str, fields: Mapping[str, Any] | str) -> str:
-    if type(fields) is str:  # the state's own text of its fields (PushedState.fields_text)
-        return fields
+def dump_fields(key: str, fields: Mapping[str, Any]) -> str:
+    """:func:`fields_json` of the pushed state of ``key``; a value JSON has no text for is a ``ValueError``."""
     try:
         return fields_json(fields)
     except TypeError as exc:
@@ -52,11 +52,8 @@ def dump_fields(key: str, fields: Mapping[str, Any] | str) -> str:
 
 # Bulk paths: pushed_at is the one typed value and the same on every row, so it is
 # converted once and the driver gets plain rows (SQLAlchemy's per-row processing
-# would triple the time of a 100k-contact save).
-
-def text_rows(rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """Rows whose fields (index 3: a mapping, or already its text) are replaced by their stored JSON text."""
-    return [(key, cid, tags, dump_fields(key, fields), exists) for key, cid, tags, fields, exists in rows]
+# would triple the time of a 100k-contact save). A row: key, customer_id, tags and fields as their stored JSON
+# text, in_destination.
 
 
 #: rows per statement at most (5 parameters a row; SQLite before 3.32 allows 999 parameters, later 32 766)
@@ -70,7 +67,7 @@ def save_rows_sqlite(conn: Connection, destination: str, run_id: int | None,
     # (``executemany``, which under load, the apply's calls running meanwhile, waited for the lock at every row),
     # and the rows reach SQLite as bound values: no JSON document for SQLite to take apart (json_each and ->>
     # parsed each row's text again: half of the writer's CPU in SQLite 3.40). Each row's fields travel as their
-    # stored text: the plan's (PushedState.fields_text), else encoded here.
+    # stored text: the plan's (PushedState.fields_text), else encoded by save_states.
     to_db = pushed_state.c.pushed_at.type.bind_processor(conn.dialect)
     db_now = to_db(now) if to_db else now
     raw = conn.connection.driver_connection
@@ -80,9 +77,7 @@ def save_rows_sqlite(conn: Connection, destination: str, run_id: int | None,
     sqls: dict[int, tuple[str, str]] = {}
     for start in range(0, len(rows), per):
         block = rows[start:start + per]
-        params = [destination, db_now, run_id, revision]
-        for key, cid, tags, fields, exists in block:
-            params += (key, cid, tags, fields if type(fields) is str else dump_fields(key, fields), exists)
+        params = [destination, db_now, run_id, revision, *chain.from_iterable(block)]
         same, moved = sqls.get(len(block)) or sqls.setdefault(len(block), _upsert_sql(len(block)))
         # First the new rows and the rows whose customer is unchanged (nearly all), with customer_id left out of
         # the SET list: SQLite then leaves ix_pushed_state_customer alone (it rewrites an index whenever its
