@@ -2,7 +2,7 @@
 
 * Bad rows (no customer, unreadable date or amount, unknown status, negative amount without a refund) are
   classified in the order of :data:`_BAD` and reported with their spreadsheet row numbers (at most
-  :data:`MAX_BAD_ROWS` listed, all counted).
+  :data:`MAX_BAD_ROWS` listed, all counted); an amount too long to store is listed as out of range.
 * Orders: receipt lines grouped by order id, else one row per order id (the last duplicate wins).
 * Contacts: one per customer key, the latest non-empty value of each field; e-mails and phones normalised
   through :func:`connectors.email_phone.email_map` / ``phone_map``; invalid ones dropped and reported.
@@ -67,6 +67,11 @@ _BAD = [  # (condition, field, reason, value) in the order they are checked
     ("status IS NULL", "status", "unknown status (map it under [source.statuses])", "status_raw"),
     ("amount < 0 AND status <> 'refunded'", "amount", "negative amount without a refund status", "amount_raw"),
 ]
+_NO_AMOUNT = next(i for i, (c, *_) in enumerate(_BAD) if c == "amount IS NULL")
+#: the reason of a listed "amount IS NULL" row whose text is a number too long for DECIMAL(18,2) (an id or a phone
+#: mapped as the amount), as the API sources word it: told apart among the listed rows only, so that classifying
+#: every row costs nothing more
+TOO_BIG_AMOUNT = "out of range (at most 16 digits before the point)"
 
 
 def _rows_view(con: duckdb.DuckDBPyConnection, name: str, tables: list[LoadedFile], offset: int) -> None:
@@ -141,8 +146,10 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
                        " FROM _fs_ckeyed WHERE key IS NULL")
     con.execute(f"CREATE OR REPLACE TEMP TABLE _fs_bad AS {' UNION ALL '.join(bad_sql)}")
     bad_count = con.execute("SELECT count(*) FROM _fs_bad").fetchall()[0][0]
-    bad_rows = [BadRow(source=paths[f], row=r, reason=_BAD[b][2], field=_BAD[b][1], value=v) for f, r, b, v in
-                con.execute(f"SELECT * FROM _fs_bad ORDER BY _file, _row LIMIT {MAX_BAD_ROWS}").fetchall()]
+    listed = con.execute(f"SELECT *, _bad = {_NO_AMOUNT} AND {nz.too_big_amount_sql('value')} FROM (SELECT *"
+                         f" FROM _fs_bad ORDER BY _file, _row LIMIT {MAX_BAD_ROWS}) ORDER BY _file, _row").fetchall()
+    bad_rows = [BadRow(source=paths[f], row=r, reason=TOO_BIG_AMOUNT if big else _BAD[b][2], field=_BAD[b][1],
+                       value=v) for f, r, b, v, big in listed]
 
     # Orders: receipt lines grouped by order id, else one row per order (last duplicate wins).
     con.execute("""CREATE OR REPLACE TEMP VIEW _fs_valid AS

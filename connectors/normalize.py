@@ -115,6 +115,15 @@ def amount_sql(col: str, decimal: Decimal_ = ".", scale: int = 2) -> str:
     return f"CASE WHEN {plain_number_sql(col, decimal)} THEN TRY_CAST({col} AS DECIMAL(18,{scale})) ELSE {slow} END"
 
 
+def too_big_amount_sql(col: str) -> str:
+    """TRUE for money text that is a number with more than 16 digits before the point (DECIMAL(18,2) cannot hold
+    it, so :func:`amount_sql` gave NULL): an id or a phone mapped as the amount, reported as out of range like
+    the API sources' (:func:`connectors.http.to_decimal`) rather than as unparseable. Read with ``.`` as the
+    decimal mark (the column's mark is not known here; a ``,`` in a number this long groups thousands)."""
+    n = amount_number_sql(f"({amount_strip_sql(col)})")
+    return f"regexp_full_match({n}, '[-+]?0*[1-9][0-9]{{16,}}(\\.[0-9]+)?')"
+
+
 def currency_sql(col: str) -> str:
     """ISO 4217 code guessed from a currency word/symbol inside an amount text, else NULL."""
     low = f"lower({col})"

@@ -231,27 +231,40 @@ def p_alive(params: BgNbdParams, x, t_x, T) -> np.ndarray:
     return np.where(x == 0, 1.0, expit(-log_div))
 
 
-def _log_hyp2f1(ha: np.ndarray, hb: np.ndarray, hc: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """log 2F1(ha, hb; hc; z) (arrays of one shape), by Euler's transformation where the direct series overflows
-    (evaluated there only)."""
+def _log_hyp2f1(ha: np.ndarray, hb: np.ndarray, hc: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """log |2F1(ha, hb; hc; z)| and where 2F1 is negative (arrays of one shape), by Euler's transformation where
+    the direct series overflows (evaluated there only).
+
+    2F1 is negative only where ``hc`` < 0: in :func:`expected_purchases`, customers without a repeat purchase when
+    a + b < 1 (a U-shaped dropout mix, which heavy-tailed shops fit), once z = t/(α+T+t) is large (young
+    customers, long horizons). Its log alone was NaN there, and those customers got no predictions."""
     from scipy.special import hyp2f1  # (imported on first use: see the module docstring)
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        out = np.atleast_1d(np.log(hyp2f1(ha, hb, hc, z)))
+        h = np.atleast_1d(hyp2f1(ha, hb, hc, z))
+        out, negative = np.log(np.abs(h)), h < 0
         over = np.isinf(out)
         if over.any():
             a, b, c, zo = ha[over], hb[over], hc[over], z[over]
-            out[over] = np.log(hyp2f1(c - a, c - b, c, zo)) + (c - a - b) * np.log1p(-zo)
-    return out.reshape(np.shape(z))
+            h = hyp2f1(c - a, c - b, c, zo)
+            out[over] = np.log(np.abs(h)) + (c - a - b) * np.log1p(-zo)
+            negative[over] = h < 0
+    return out.reshape(np.shape(z)), negative.reshape(np.shape(z))
 
 
 def expected_purchases(params: BgNbdParams, t, x, t_x, T) -> np.ndarray:
-    """E[purchases in (T, T+t] | x, t_x, T] (FHL 2005 eq. 10); ``t`` scalar or array."""
+    """E[purchases in (T, T+t] | x, t_x, T] (FHL 2005 eq. 10); ``t`` scalar or array.
+
+    The term ((α+T)/(α+T+t))^(r+x)·2F1(…) is taken in log space (both factors overflow for large x) with its
+    sign: where 2F1 < 0 (see :func:`_log_hyp2f1`) 1 − term = 1 + |term|."""
     t, x, t_x, T = _arrays(t, x, t_x, T)
     r, alpha, a, b = params.r, params.alpha, params.a, params.b
     z = t / (alpha + T + t)
-    ln_hyp = _log_hyp2f1(*np.broadcast_arrays(r + x, b + x, a + b + x - 1, z))
+    ln_hyp, negative = _log_hyp2f1(*np.broadcast_arrays(r + x, b + x, a + b + x - 1, z))
     first = (a + b + x - 1) / (a - 1)
-    second = -np.expm1(ln_hyp + (r + x) * np.log((alpha + T) / (alpha + T + t)))
+    ln_term = ln_hyp + (r + x) * np.log((alpha + T) / (alpha + T + t))
+    second = -np.expm1(ln_term)
+    if negative.any():  # (rare: one-time buyers of a + b < 1 fits only)
+        second = np.where(negative, 1.0 + np.exp(ln_term), second)
     denom = 1 + (x > 0) * (a / (b + np.maximum(x, 1) - 1)) * ((alpha + T) / (alpha + t_x)) ** (r + x)
     return first * second / denom
 

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from connectors.errors import ConfigError
 from connectors.file_staging import FilePullResult
 from connectors.files import FileSource, FileSourceConfig
+from connectors.http import to_decimal
 from connectors.presets import PRESETS
 
 UTC = dt.timezone.utc
@@ -335,6 +336,34 @@ def test_config_validation_errors_are_clear():
         FileSourceConfig(type="file", orders="x.csv", surprise=1)
     with pytest.raises(ConfigError, match="ordered_at"):
         FileSource(FileSourceConfig(type="file", orders="x.csv", columns={"customer_id": "c"}), Path("."))
+
+
+def test_an_amount_too_long_to_store_is_out_of_range_not_unparseable(tmp_path):
+    write_csv(tmp_path / "sales.csv", [
+        HEADER,
+        ["1", "c1", "02.01.2024", "12345678901234567", "", "", ""],  # row 2: 17 digits (an id mapped as the amount)
+        ["2", "c1", "02.01.2024", "12 345 678 901 234 567,00 сум", "", "", ""],  # row 3: with separators, currency
+        ["3", "c1", "02.01.2024", "-998901234567890123", "Возврат", "", ""],  # row 4: a refund's, 18 digits
+        ["4", "c1", "02.01.2024", "1234567890123456", "", "", ""],  # 16 digits: stored
+        ["5", "c1", "02.01.2024", "0000000000000000012", "", "", ""],  # leading zeros: 12
+        ["6", "c1", "02.01.2024", "сто", "", "", ""],  # row 7: not a number
+        ["7", "c1", "02.01.2024", "1.2.3.4.5.6.7.8.9.0.1.2.3.4.5.6.7", "", "", ""],  # row 8: not a number either
+    ])
+    result, con = pull(tmp_path)
+    too_big = "out of range (at most 16 digits before the point)"
+    assert [(b.row, b.reason) for b in result.bad_rows] == [
+        (2, too_big), (3, too_big), (4, too_big), (7, "unparseable or empty amount"),
+        (8, "unparseable or empty amount")]
+    assert str(result.bad_rows[0]).endswith(f"amount: {too_big} ('12345678901234567')")
+    assert {k: v[2] for k, v in orders(con).items()} == {"4": Decimal("1234567890123456.00"), "5": Decimal("12.00")}
+    with pytest.raises(ValueError, match="out of range"):  # the API sources' word for it
+        to_decimal("12345678901234567")
+    rows = [ISO_ROWS[0], ["1", "c1", "2024-03-30 23:30:00", "12345678901234567", "completed", ""],
+            ["2", "c1", "2024-03-30 23:30:00", "", "completed", ""]]
+    write_csv(tmp_path / "sales.csv", rows, ",")
+    for text_only in (False, True):
+        got = _pull_iso(tmp_path, text_only)[0].bad_rows
+        assert [(b.row, b.reason) for b in got] == [(2, too_big), (3, "unparseable or empty amount")]
 
 
 # ------------------------------------------------------------------------------ typed CSV fast path

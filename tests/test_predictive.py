@@ -217,6 +217,58 @@ def test_prediction_invariants(x, rec_frac, T, t, r, alpha, a, b):
             assert -1e-9 <= e1 <= e2 * (1 + 1e-9) + 1e-12
 
 
+def _expected_purchases_by_mpmath(bg: M.BgNbdParams, t: float, x: int, tx: float, T: float) -> float:
+    """FHL 2005 eq. 10 at 40 digits: the reference where doubles overflow or lose the sign."""
+    import mpmath as mp
+
+    with mp.workdps(40):
+        r, alpha, a, b = (mp.mpf(v) for v in (bg.r, bg.alpha, bg.a, bg.b))
+        t, tx, T = mp.mpf(t), mp.mpf(tx), mp.mpf(T)
+        term = ((alpha + T) / (alpha + T + t)) ** (r + x) * mp.hyp2f1(r + x, b + x, a + b + x - 1, t / (alpha + T + t))
+        denom = 1 + (a / (b + x - 1) * ((alpha + T) / (alpha + tx)) ** (r + x) if x > 0 else 0)
+        return float((a + b + x - 1) / (a - 1) * (1 - term) / denom)
+
+
+#: a + b < 1: a U-shaped dropout mix (most customers almost never leave, the rest leave at once), as a shop with
+#: heavy-tailed purchase counts fits; 2F1(r, b; a + b − 1; z) of its one-time buyers is negative for large z
+U_SHAPED_BG = M.BgNbdParams(0.78, 4.1, 0.14, 0.37)
+
+
+@pytest.mark.parametrize("x,tx,T,t", [
+    (0, 0.0, 0.5, 90 / 7), (0, 0.0, 2.0, 52.0), (0, 0.0, 57.0, 260.0),  # 2F1 < 0
+    (0, 0.0, 8.0, 30.44 / 7), (0, 0.0, 57.0, 90 / 7), (1, 3.0, 57.0, 52.0), (40, 56.0, 57.0, 13.0),  # 2F1 > 0
+    (500, 399.0, 400.0, 260.0), (3000, 399.9, 400.0, 52.0),  # the series overflows: Euler's transformation
+])
+def test_expected_purchases_is_finite_and_matches_a_40_digit_reference(x, tx, T, t):
+    got = M.expected_purchases(U_SHAPED_BG, t, x, tx, T)
+    assert np.isfinite(got) and got > 0
+    assert float(got) == pytest.approx(_expected_purchases_by_mpmath(U_SHAPED_BG, t, x, tx, T), rel=1e-9)
+    for bg in (PUBLISHED_BG, M.BgNbdParams(0.49, 17.3, 0.21, 0.52)):
+        assert float(M.expected_purchases(bg, t, x, tx, T)) == pytest.approx(
+            _expected_purchases_by_mpmath(bg, t, x, tx, T), rel=1e-9)
+
+
+def test_one_time_buyers_of_a_u_shaped_dropout_mix_get_every_prediction():
+    # the BG/NBD process with Beta(0.2, 0.5) dropout: the fit has a + b < 1, and young one-time buyers (large
+    # z = t/(α+T+t)) had NaN expected purchases and CLV, so no predictions at all (270 of these 1000 customers)
+    con = _synthetic_shop(1000, params=(0.8, 4.0, 0.2, 0.5))
+    report = P.predict_customers(con, date(2025, 2, 4), P.PredictConfig())
+    assert report.bgnbd.a + report.bgnbd.b < 1 and report.gamma_gamma is not None
+    assert report.warnings == ()
+    rows, empty = con.execute("""SELECT count(*), count(*) - least(count(p_alive), count(expected_purchases),
+        count(churn_probability), count(churn_risk), count(expected_aov), count(clv)) FROM customer_predictions
+        """).fetchall()[0]
+    assert rows == 1000 and empty == 0
+    s = btyd_summary(con, date(2025, 2, 4), "UTC", "weeks")
+    one_time = s.frequency == 0
+    table = con.sql("SELECT expected_purchases, clv FROM customer_predictions ORDER BY customer_id").fetchnumpy()
+    assert np.all(table["expected_purchases"] > 0) and np.all(table["clv"] > 0)
+    youngest = np.flatnonzero(one_time)[np.argsort(s.T[one_time], kind="stable")[:5]]  # the largest z
+    for i in youngest:
+        assert table["expected_purchases"][i] == pytest.approx(
+            _expected_purchases_by_mpmath(report.bgnbd, 90 / 7, 0, 0.0, s.T[i]), rel=1e-9)
+
+
 def test_fit_recovers_simulated_parameters_and_is_order_independent():
     rng = np.random.default_rng(7)
     T = rng.uniform(5, 80, 40_000)
