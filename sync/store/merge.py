@@ -11,11 +11,16 @@ from connectors.identity import DEFAULT_MAX_GROUP, link_staged
 from connectors.source import PullResult
 from connectors.tables import TABLES
 
-from .generation import bump_generation
+from .appends import NOTED_ROWS, note_merged
+from .facts import DAY_HASH, RFM_HASH
+from .generation import bump_generation, generation
 from .lookup import BULK_ROWS, drop_lookup_indexes
 from .webhooks import KIND, WEBHOOK_TABLE, create_webhook_table
 
 KEYS = {"orders": "order_id", "contacts": "customer_id", "line_items": "order_id"}
+_TOUCHED = "_rfmsync_merge_touched"  # the customers whose orders a merge may change (TEMP, dropped after)
+_OF_STAGED = "FROM orders WHERE order_id IN (SELECT order_id FROM staged_orders)"  # the staged orders' stored rows
+_STAGED_FACTS = f"SELECT count(*), coalesce(sum({RFM_HASH}), 0), coalesce(sum({DAY_HASH}), 0) {_OF_STAGED}"
 
 
 def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: str = "pull",
@@ -49,13 +54,22 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
             pull.identity = link_staged(con, max_identity_group)
         if pull.full_refresh and noted:
             _keep_webhook_rows(con, present)
+        orders = "staged_orders" in present
+        # an incremental merge notes whose orders it changed and by how much (a full refresh or a large merge: not)
+        before = None if pull.full_refresh or (orders and con.execute(
+            "SELECT count(*) FROM staged_orders").fetchall()[0][0] > NOTED_ROWS) else _touched(con, pull, orders)
         for name in TABLES:
             if f"staged_{name}" in present:
                 counts[name] = _merge_table(con, name, full_refresh=pull.full_refresh, origin=origin, noted=noted)
+        after = _touched(con, None, orders) if before is not None else None
         for name in TABLES:
             con.execute(f"DROP TABLE IF EXISTS staged_{name}")
             con.execute(f"DROP TABLE IF EXISTS _kept_{name}")
         bump_generation(con)  # what the store keeps of its orders (the purchase-day cache) may be stale now
+        if before is not None and after is not None:
+            note_merged(con, generation(con), f"SELECT customer_id FROM temp.{_TOUCHED}",
+                        tuple(a - b for a, b in zip(after, before)))
+            con.execute(f"DROP TABLE temp.{_TOUCHED}")
         if before_commit is not None:
             before_commit(con)
         con.execute("COMMIT")
@@ -119,6 +133,23 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
             con.execute(f"DELETE FROM {WEBHOOK_TABLE} WHERE kind = '{kind}' AND id IN "
                         f"(SELECT {key} FROM {staged})")
     return rows
+
+
+def _touched(con: duckdb.DuckDBPyConnection, pull: PullResult | None, orders: bool) -> tuple[int, int, int]:
+    """Note in ``_TOUCHED`` the customers of the staged orders' stored rows and (``pull``: before the merge) the
+    customers identity resolution moved orders between, or (after it) the staged orders' customers; returns the
+    count and checksums (:mod:`.facts`) of the staged orders' stored rows (before the merge: those it replaces;
+    after: the merged ones)."""
+    if pull is not None:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {_TOUCHED} (customer_id VARCHAR)")
+        if pull.identity is not None and pull.identity.moved:
+            con.execute(f"INSERT INTO temp.{_TOUCHED} SELECT unnest(?::VARCHAR[])", [pull.identity.moved])
+    if not orders:
+        return 0, 0, 0
+    con.execute(f"INSERT INTO temp.{_TOUCHED} SELECT customer_id {_OF_STAGED}" if pull is not None else
+                f"INSERT INTO temp.{_TOUCHED} SELECT DISTINCT customer_id FROM staged_orders")
+    rows, rfm, day = con.execute(_STAGED_FACTS).fetchall()[0]
+    return int(rows), int(rfm), int(day)
 
 
 def _keep_webhook_rows(con: duckdb.DuckDBPyConnection, present: set[str]) -> None:
