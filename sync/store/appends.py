@@ -48,16 +48,16 @@ def note_appended(con: duckdb.DuckDBPyConnection, generation: int, file_ids: lis
     _forget(con, generation - KEEP)
 
 
-def note_merged(con: duckdb.DuckDBPyConnection, generation: int, customers: str,
+def note_merged(con: duckdb.DuckDBPyConnection, generation: int, customers: list[str],
                 change: tuple[int, int, int]) -> None:
-    """Note that ``generation`` (just made, inside the merge's transaction) changed the orders of the customers
-    ``customers`` (an SQL query of one column) alone, by ``change``: (orders, sum of their
-    :data:`~.facts.RFM_HASH`, sum of their :data:`~.facts.DAY_HASH`) after minus before."""
+    """Note that ``generation`` (just made, inside the merge's transaction) changed the orders of ``customers``
+    alone, by ``change``: (orders, sum of their :data:`~.facts.RFM_HASH`, sum of their :data:`~.facts.DAY_HASH`)
+    after minus before."""
     con.execute(f"CREATE TABLE IF NOT EXISTS {MERGES} (generation BIGINT NOT NULL, rows HUGEINT NOT NULL, "
                 "checksum HUGEINT NOT NULL, day_checksum HUGEINT NOT NULL)")
     con.execute(f"CREATE TABLE IF NOT EXISTS {TOUCHED} (generation BIGINT NOT NULL, customer_id VARCHAR)")
     con.execute(f"INSERT INTO {MERGES} VALUES (?, ?, ?, ?)", [generation, *(int(v) for v in change)])
-    con.execute(f"INSERT INTO {TOUCHED} SELECT DISTINCT ?, customer_id FROM ({customers})", [generation])
+    con.execute(f"INSERT INTO {TOUCHED} SELECT ?, unnest(?::VARCHAR[])", [generation, customers])
     _forget(con, generation - KEEP)
     if con.execute(f"SELECT count(*) FROM {TOUCHED}").fetchall()[0][0] > NOTED_CUSTOMERS:
         _forget(con, generation - 1)  # this merge's note stays: a key of the generation before it still catches up

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import duckdb
@@ -18,9 +19,25 @@ from .lookup import BULK_ROWS, drop_lookup_indexes
 from .webhooks import KIND, WEBHOOK_TABLE, create_webhook_table
 
 KEYS = {"orders": "order_id", "contacts": "customer_id", "line_items": "order_id"}
-_TOUCHED = "_rfmsync_merge_touched"  # the customers whose orders a merge may change (TEMP, dropped after)
-_OF_STAGED = "FROM orders WHERE order_id IN (SELECT order_id FROM staged_orders)"  # the staged orders' stored rows
-_STAGED_FACTS = f"SELECT count(*), coalesce(sum({RFM_HASH}), 0), coalesce(sum({DAY_HASH}), 0) {_OF_STAGED}"
+#: what a noted merge reads of each order it deletes or inserts (:class:`_Note`)
+_RETURNING = f" RETURNING customer_id, {RFM_HASH}, {DAY_HASH}"
+
+
+@dataclass
+class _Note:
+    """What an incremental merge changed of the orders, for :func:`.appends.note_merged`: the customers of the
+    orders it deleted (replaced) and inserted, both ids of every customer identity resolution moved orders
+    between, and the orders' count and checksums it added (the inserted orders' minus the deleted ones')."""
+
+    customers: set[str]
+    change: list[int] = field(default_factory=lambda: [0, 0, 0])
+
+    def add(self, rows: list[tuple[str, int, int]], sign: int) -> None:
+        for customer, rfm, day in rows:
+            self.customers.add(customer)
+            self.change[0] += sign
+            self.change[1] += sign * int(rfm)
+            self.change[2] += sign * int(day)
 
 
 def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: str = "pull",
@@ -54,22 +71,20 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
             pull.identity = link_staged(con, max_identity_group)
         if pull.full_refresh and noted:
             _keep_webhook_rows(con, present)
-        orders = "staged_orders" in present
         # an incremental merge notes whose orders it changed and by how much (a full refresh or a large merge: not)
-        before = None if pull.full_refresh or (orders and con.execute(
-            "SELECT count(*) FROM staged_orders").fetchall()[0][0] > NOTED_ROWS) else _touched(con, pull, orders)
+        note = None if pull.full_refresh or ("staged_orders" in present and con.execute(
+            "SELECT count(*) FROM staged_orders").fetchall()[0][0] > NOTED_ROWS) else _Note(
+            set(pull.identity.moved if pull.identity is not None else ()))
         for name in TABLES:
             if f"staged_{name}" in present:
-                counts[name] = _merge_table(con, name, full_refresh=pull.full_refresh, origin=origin, noted=noted)
-        after = _touched(con, None, orders) if before is not None else None
+                counts[name] = _merge_table(con, name, full_refresh=pull.full_refresh, origin=origin, noted=noted,
+                                            note=note)
         for name in TABLES:
             con.execute(f"DROP TABLE IF EXISTS staged_{name}")
             con.execute(f"DROP TABLE IF EXISTS _kept_{name}")
         bump_generation(con)  # what the store keeps of its orders (the purchase-day cache) may be stale now
-        if before is not None and after is not None:
-            note_merged(con, generation(con), f"SELECT customer_id FROM temp.{_TOUCHED}",
-                        tuple(a - b for a, b in zip(after, before)))
-            con.execute(f"DROP TABLE temp.{_TOUCHED}")
+        if note is not None:
+            note_merged(con, generation(con), sorted(note.customers), tuple(note.change))
         if before_commit is not None:
             before_commit(con)
         con.execute("COMMIT")
@@ -98,8 +113,9 @@ def _staged_rows(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: bool, origin: str,
-                 noted: bool) -> int:
-    """Replace (full refresh) or upsert table ``name`` from ``staged_<name>``; returns the staged row count."""
+                 noted: bool, note: _Note | None = None) -> int:
+    """Replace (full refresh) or upsert table ``name`` from ``staged_<name>``; returns the staged row count.
+    ``note``: the orders deleted and inserted are added to it (read as they are written: no scan more)."""
     staged = f"staged_{name}"
     key = KEYS[name]
     rows = con.execute(f"SELECT count(*) FROM {staged}").fetchall()[0][0]
@@ -116,14 +132,19 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
     elif name == "line_items":
         con.execute("DELETE FROM line_items WHERE order_id IN (SELECT order_id FROM staged_orders)")
     else:
-        con.execute(f"DELETE FROM {name} WHERE {key} IN (SELECT {key} FROM {staged})")
+        returning = _RETURNING if name == "orders" and note is not None else ""
+        deleted = con.execute(f"DELETE FROM {name} WHERE {key} IN (SELECT {key} FROM {staged}){returning}")
+        if returning:
+            note.add(deleted.fetchall(), -1)
     if name == "line_items" or full_refresh:  # a file export's staged rows are one per key already
         con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM {staged}")
     else:
         # latest version wins inside the batch too
-        con.execute(f"INSERT INTO {name} BY NAME SELECT * EXCLUDE (_rn) FROM "
-                    f"(SELECT *, row_number() OVER (PARTITION BY {key} ORDER BY rowid DESC) AS _rn "
-                    f"FROM {staged}) WHERE _rn = 1")
+        inserted = con.execute(f"INSERT INTO {name} BY NAME SELECT * EXCLUDE (_rn) FROM "
+                               f"(SELECT *, row_number() OVER (PARTITION BY {key} ORDER BY rowid DESC) AS _rn "
+                               f"FROM {staged}) WHERE _rn = 1{returning}")
+        if returning:
+            note.add(inserted.fetchall(), 1)
     if name != "line_items":
         kind = KIND[name]
         if origin == "webhook":
@@ -133,23 +154,6 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
             con.execute(f"DELETE FROM {WEBHOOK_TABLE} WHERE kind = '{kind}' AND id IN "
                         f"(SELECT {key} FROM {staged})")
     return rows
-
-
-def _touched(con: duckdb.DuckDBPyConnection, pull: PullResult | None, orders: bool) -> tuple[int, int, int]:
-    """Note in ``_TOUCHED`` the customers of the staged orders' stored rows and (``pull``: before the merge) the
-    customers identity resolution moved orders between, or (after it) the staged orders' customers; returns the
-    count and checksums (:mod:`.facts`) of the staged orders' stored rows (before the merge: those it replaces;
-    after: the merged ones)."""
-    if pull is not None:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {_TOUCHED} (customer_id VARCHAR)")
-        if pull.identity is not None and pull.identity.moved:
-            con.execute(f"INSERT INTO temp.{_TOUCHED} SELECT unnest(?::VARCHAR[])", [pull.identity.moved])
-    if not orders:
-        return 0, 0, 0
-    con.execute(f"INSERT INTO temp.{_TOUCHED} SELECT customer_id {_OF_STAGED}" if pull is not None else
-                f"INSERT INTO temp.{_TOUCHED} SELECT DISTINCT customer_id FROM staged_orders")
-    rows, rfm, day = con.execute(_STAGED_FACTS).fetchall()[0]
-    return int(rows), int(rfm), int(day)
 
 
 def _keep_webhook_rows(con: duckdb.DuckDBPyConnection, present: set[str]) -> None:

@@ -20,7 +20,11 @@ orders' times, amounts and statuses (an order edited in place, without a merge: 
   customers' rows are replaced, the others not touched) and its orders' count, newest order and checksum to the
   key, so the next run finds them current: a daily file costs its own rows. It does so only when the totals were
   kept at the generation before the insert (an order edited in place since is still caught by the checksum at
-  the next run). Any other write leaves the key behind.
+  the next run). Any other write leaves the key behind;
+* a run that finds the key behind replaces only the rows of the customers the writes since noted
+  (:mod:`.appends`: files appended, API and webhook merges) when every write since noted what it changed, the
+  key's count and checksum plus the notes are the orders' now (an order edited in place fails this) and they
+  are at most a quarter of the kept customers (:func:`_update_noted`); else it rebuilds.
 """
 
 from __future__ import annotations
