@@ -218,3 +218,18 @@ def test_a_large_merge_notes_nothing_and_the_run_rebuilds(tmp_path, caplog, monk
     _merge(cfg, [_order("w1", "c1@example.com", DATES[3], "12.00", "completed"),
                  _order("w2", "c2@example.com", DATES[3], "12.00", "completed")])
     _noted_run(cfg, caplog, updated=False)
+
+
+def test_more_noted_customers_than_kept_drop_the_older_notes(tmp_path, caplog, monkeypatch):
+    """At most NOTED_CUSTOMERS noted customers are kept: a merge past it drops the notes before it (a key behind
+    them rebuilds), its own note stays."""
+    monkeypatch.setattr(appends, "NOTED_CUSTOMERS", 2)
+    cfg = _shop(tmp_path)
+    _run(cfg)
+    _merge(cfg, [_order("w1", "c1@example.com", DATES[3], "12.00", "completed")])
+    _merge(cfg, [_order("w2", "c2@example.com", DATES[3], "12.00", "completed"),
+                 _order("w3", "c3@example.com", DATES[3], "12.00", "completed")])
+    with duckdb.connect(str(store_path(cfg)), read_only=True) as con:
+        gen = generation(con)
+        assert changed_since(con, gen - 2, gen) is None and changed_since(con, gen - 1, gen) is not None
+    _noted_run(cfg, caplog, updated=False)
