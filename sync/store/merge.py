@@ -118,6 +118,7 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
     ``note``: the orders deleted and inserted are added to it (read as they are written: no scan more)."""
     staged = f"staged_{name}"
     key = KEYS[name]
+    returning = _RETURNING if name == "orders" and note is not None and not full_refresh else ""
     rows = con.execute(f"SELECT count(*) FROM {staged}").fetchall()[0][0]
     # nothing to upsert (e.g. a webhook batch of orders only): leave the big table alone; line items are
     # replaced per staged order even when the new version has none
@@ -132,7 +133,6 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
     elif name == "line_items":
         con.execute("DELETE FROM line_items WHERE order_id IN (SELECT order_id FROM staged_orders)")
     else:
-        returning = _RETURNING if name == "orders" and note is not None else ""
         deleted = con.execute(f"DELETE FROM {name} WHERE {key} IN (SELECT {key} FROM {staged}){returning}")
         if returning:
             note.add(deleted.fetchall(), -1)
