@@ -26,6 +26,16 @@ first ``--lifetimes-customers`` customers and its time is also shown scaled line
     python bench/predict.py                               # 1M customers, lifetimes on 200k
     python bench/predict.py --lifetimes-customers 1000000 # lifetimes on all of them
     python bench/predict.py --orders 10m                  # the three commands on 10 M orders
+    python bench/predict.py --orders 10m --webhooks 50x100 --workdir /tmp/wh  # the run after webhook merges
+
+**After webhook merges** (``--webhooks BATCHESxORDERS``, with ``--orders``): the nightly run after a day of
+webhooks. The store is made warm (both commands run once), then BATCHES webhook batches of ORDERS orders each are
+merged into it (``sync.store.merge_staged``, origin webhook, untimed but their mean time printed: 80 % new orders
+of existing customers, 10 % of new customers, 10 % existing orders edited), then ``segments --customers`` is
+timed; then as many batches again and ``segments --customers --no-predict``. Before each timed run it prints the
+customers the merges noted and their orders (what the kept tables' update reads, :mod:`sync.store.appends`; a
+store whose merges note nothing reads every order). The merges leave webhook orders in the store: the store file
+is removed at the end (the next bench run ingests the export again), so give it its own ``--workdir``.
 """
 
 from __future__ import annotations
@@ -123,17 +133,24 @@ def _daily_file(csv_path: Path, orders: int, k: int) -> Path:
     return path
 
 
-def commands(args: argparse.Namespace) -> int:
-    """Time the commands on ``--orders`` orders, with the store's purchase-day cache cold and warm; print
-    seconds, peak RSS, ratios and the targets (judged on both)."""
-    from bench.segments import dataset, store_of, write_config
+def _shop(args: argparse.Namespace) -> tuple[int, Path, Path, Path]:
+    """(orders, the export, its config, the customers file) of ``--orders`` in ``--workdir`` (generated once)."""
+    from bench.segments import dataset, write_config
 
     orders = parse_size(args.orders)
     csv_path, gen_s = dataset(Path(args.workdir), orders)
     if gen_s is not None:
         print(f"generated {csv_path} in {gen_s:.1f} s", flush=True)
-    cfg = write_config(csv_path, "tracks")
-    out = Path(args.workdir) / f"customers-{size_label(orders)}-predict.parquet"
+    return orders, csv_path, write_config(csv_path, "tracks"), \
+        Path(args.workdir) / f"customers-{size_label(orders)}-predict.parquet"
+
+
+def commands(args: argparse.Namespace) -> int:
+    """Time the commands on ``--orders`` orders, with the store's purchase-day cache cold and warm; print
+    seconds, peak RSS, ratios and the targets (judged on both)."""
+    from bench.segments import store_of
+
+    orders, csv_path, cfg, out = _shop(args)
     res: dict[str, dict] = {}
     # The export is ingested into the order store once, untimed, so that every timed command reads the same
     # (warm) store: the first command would otherwise pay the cold ingest alone (bench/segments.py times that).
@@ -191,6 +208,97 @@ def commands(args: argparse.Namespace) -> int:
     return 0
 
 
+def _webhook_batches(store: Path, batches: int, size: int, round_: int) -> tuple[float, float]:
+    """Merge ``batches`` webhook batches of ``size`` orders into ``store``; returns the mean seconds and CPU
+    seconds (DuckDB's threads included) a merge."""
+    from datetime import datetime, timedelta, timezone
+    from decimal import Decimal
+
+    import duckdb
+
+    from connectors.records import Order
+    from connectors.source import PullResult
+    from connectors.tables import stage_records
+    from sync.store import merge_staged
+
+    start = datetime(AS_OF.year, AS_OF.month, AS_OF.day, tzinfo=timezone.utc) - timedelta(days=1)
+    spent = cpu = 0.0
+    with duckdb.connect(str(store)) as con:
+        customers = [c for (c,) in con.execute("SELECT DISTINCT customer_id FROM orders USING SAMPLE 20000 ROWS "
+                                               "(reservoir, 7)").fetchall()]
+        existing = con.execute("SELECT order_id, customer_id FROM orders USING SAMPLE 5000 ROWS (reservoir, 11)"
+                               ).fetchall()
+        for b in range(batches):
+            orders = []
+            for i in range(size):
+                at = start + timedelta(seconds=(b * size + i) * 7)
+                amount = Decimal(10 + (b * size + i) % 500)
+                if i % 10 == 8:  # a new customer
+                    oid, cust = f"wh{round_}-{b}-{i}", f"WH{round_}-{b}-{i}"
+                elif i % 10 == 9:  # an existing order edited (its amount, status or time)
+                    oid, cust = existing[(round_ * batches * size + b * size + i) % len(existing)]
+                else:
+                    oid, cust = f"wh{round_}-{b}-{i}", customers[(b * size + i) % len(customers)]
+                orders.append(Order(order_id=oid, customer_id=cust, ordered_at=at, amount=amount))
+            t0, c0 = time.perf_counter(), time.process_time()
+            stage_records(con, orders)
+            merge_staged(con, PullResult(), origin="webhook")
+            spent, cpu = spent + time.perf_counter() - t0, cpu + time.process_time() - c0
+    return spent / max(batches, 1), cpu / max(batches, 1)
+
+
+def _noted(store: Path) -> str:
+    """The customers the store's merges noted (all notes kept) and their orders: what a kept table's update reads."""
+    import duckdb
+
+    from sync.store.connection import store_tables
+
+    with duckdb.connect(str(store), read_only=True) as con:
+        if not store_tables(con, "store_merged_customers"):
+            total = con.execute("SELECT count(*) FROM orders").fetchall()[0][0]
+            return f"no notes: the kept tables read all {total:,} orders"
+        customers, orders = con.execute(
+            "SELECT count(DISTINCT customer_id), (SELECT count(*) FROM orders WHERE customer_id IN "
+            "(SELECT customer_id FROM store_merged_customers)) FROM store_merged_customers").fetchall()[0]
+        return f"{customers:,} customers noted, {orders:,} of their orders"
+
+
+def webhooks(args: argparse.Namespace) -> int:
+    """Time ``segments --customers`` and ``--no-predict`` after ``--webhooks`` batches merged into a warm store."""
+    from bench.segments import store_of
+
+    batches, size = (int(v) for v in args.webhooks.lower().split("x"))
+    orders, csv_path, cfg, out = _shop(args)
+    store = store_of(csv_path)
+
+    def run(name: str) -> dict:
+        return run_child([sys.executable, str(Path(__file__).resolve()), "--child", name, "--config", str(cfg),
+                          "--out", str(out)], cwd=str(ROOT))
+
+    for name in ("no-predict", "predict-fields", "no-predict"):  # ingested, then everything kept is current
+        run(name)
+    rows = [{"command": f"rfmsync {COMMANDS['no-predict'][0]}", "state": "warm", **_cells(run("no-predict"))},
+            {"command": f"rfmsync {COMMANDS['predict-fields'][0]}", "state": "warm", **_cells(run("predict-fields"))}]
+    for k, name in enumerate(("predict-fields", "no-predict"), 1):
+        merge_s, merge_cpu = _webhook_batches(store, batches, size, k)
+        noted = _noted(store)
+        print(f"  {batches} webhook batches of {size} orders merged ({merge_s * 1000:.0f} ms, "
+              f"{merge_cpu * 1000:.0f} CPU ms a merge); {noted}", flush=True)
+        rows.append({"command": f"rfmsync {COMMANDS[name][0]}", "state": f"after {batches}×{size} webhooks",
+                     **_cells(run(name))})
+    out.unlink(missing_ok=True)
+    store.unlink()  # webhook orders are in it now: the next bench run ingests the export again
+    print(f"\n{orders:,} orders ({size_label(orders)}), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load "
+          f"average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(format_table(rows, [("command", "command"), ("state", "kept"), ("seconds", "seconds"), ("cpu", "CPU s"),
+                              ("rss", "peak RSS")]))
+    return 0
+
+
+def _cells(r: dict) -> dict:
+    return {"seconds": f"{r['seconds']:.2f}", "cpu": f"{r['cpu']:.2f}", "rss": human_bytes(r["peak_rss"])}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--customers", type=int, default=1_000_000)
@@ -199,12 +307,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=2005)
     ap.add_argument("--orders", help="time the three commands on this many orders instead (e.g. 1m, 10m)")
     ap.add_argument("--workdir", default="/tmp/rfmsync-bench", help="where the CSVs go (shared with segments.py)")
+    ap.add_argument("--webhooks", help="BATCHESxORDERS (e.g. 50x100): time the runs after that many webhook "
+                                       "merges into a warm store (with --orders)")
     ap.add_argument("--child", choices=COMMANDS, help=argparse.SUPPRESS)
     ap.add_argument("--config", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         return _command_child(args)
+    if args.orders and args.webhooks:
+        return webhooks(args)
     if args.orders:
         return commands(args)
 

@@ -62,6 +62,9 @@ class IdentityReport:
     merged_customers: int = 0
     ignored_identifiers: list[SharedIdentifier] = field(default_factory=list)
     ignored_count: int = 0  # may exceed len(ignored_identifiers) when the list is capped
+    #: both ids of every customer whose rows were re-keyed (the identifier and the customer it joined): a merge
+    #: notes them as customers whose orders it changed (:mod:`sync.store.appends`)
+    moved: list[str] = field(default_factory=list, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {"linked_rows": self.linked_rows, "merged_customers": self.merged_customers,
@@ -267,6 +270,7 @@ def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GRO
     report.merged_customers = con.execute("SELECT count(*) FROM _lk_map").fetchall()[0][0]
     if report.merged_customers:
         report.linked_rows = _rekey(con)
+        report.moved = [i for pair in con.execute("SELECT raw, key FROM _lk_map").fetchall() for i in pair]
     for name in ("touch", "ids", "emails", "phones", "cand", "shared", "map"):
         con.execute(f"DROP TABLE IF EXISTS _lk_{name}")
     if report.merged_customers or report.ignored_count:

@@ -269,7 +269,7 @@ def test_a_daily_file_replaces_only_its_customers_rows(tmp_path, caplog, tz):
                for r in caplog.records), caplog.text
 
 
-APPENDED = "the customers of the files appended since"
+APPENDED = "the customers noted by the writes since: "
 
 
 @pytest.mark.parametrize("edit", ["amount", "customer"])

@@ -24,8 +24,8 @@ totals keep); the day table when the boundary needs it.
 The totals' and the checks' customer ids are stored uncompressed (:func:`_create_kept`). A cache of another time zone is replaced.
 :func:`drop_cache` also forgets the model fits the store keeps
 (:mod:`.fit_cache`). When the orders moved, only the customers whose orders changed get their rows again
-(:func:`_update_changed`): found from the customers' checks, or, when every write since appended whole files
-(:mod:`.appends`), from those files' rows.
+(:func:`_update_changed`): found from the customers' checks, or, when every write since noted whose orders it
+changed (:mod:`.appends`: a file appended the lean way, an API or webhook merge), from those notes.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from segmentation.localtime import check_timezone, local_day_sql
 from segmentation.purchase_days import ALL_DAYS, PurchaseDays, build_purchase_days, purchase_days_query
 
 from . import rfm_totals
-from .appends import appended_since
+from .appends import MAX_CHANGED_SHARE, Changes, changed_since
 from .connection import store_tables
 from .facts import DAY_HASH, OrderFacts, current_facts
 from .fit_cache import drop_fits
@@ -58,8 +58,6 @@ TOTALS_TABLE = "cache_customer_totals"
 KEY_TABLE = "cache_purchase_days_key"
 CHECK_TABLE = "cache_customer_check"  # per customer: orders and checksum, to find whose orders changed
 THEIR_ORDERS = "_rfmsync_their_orders"  # an update's changed customers' orders (TEMP, dropped after)
-#: more customers changed than this share: rebuild everything instead of replacing theirs
-MAX_CHANGED_SHARE = 0.25
 _CHECK_AGGREGATES = f"count(*) AS n, sum({DAY_HASH}) AS h"  # over all of a customer's orders
 _CHECK_SQL = f"SELECT customer_id, {_CHECK_AGGREGATES} FROM orders GROUP BY customer_id"
 GROUPED = "_rfmsync_grouped"  # a cold build's one grouping of the orders by customer (TEMP, dropped after)
@@ -227,19 +225,20 @@ def _update_changed(con: duckdb.DuckDBPyConnection, timezone: str, stored_key: s
     alone, so the result is what a rebuild gives. None when there is no note or too many changed (the caller
     rebuilds); else the new local-day expression and last purchase day.
 
-    When every write since the cache's key appended whole files (:mod:`.appends`) and their orders are all the
-    orders added (the key's count and checksum plus theirs are the orders' now), the customers that changed are
-    those files' customers: only their orders are counted, instead of grouping every order by customer."""
+    When every write since the cache's key noted what it changed (:mod:`.appends`: files appended, merges) and
+    that is all that changed (the key's count and checksum plus what they noted are the orders' now), the customers
+    that changed are those they noted: only their orders are counted, instead of grouping every order by
+    customer."""
     if not store_tables(con, CHECK_TABLE):
         return None
     mine = "customer_id IN (SELECT customer_id FROM temp._rfmsync_changed)"
     with unordered(con):
         con.execute("BEGIN TRANSACTION")  # the key, the checks and the rows of one snapshot of the orders
         try:
-            files = _appended_files(con, stored_key, facts)
-            if files is not None:
+            noted = _noted_changes(con, stored_key, facts)
+            if noted is not None:
                 con.execute("CREATE OR REPLACE TEMP TABLE _rfmsync_changed AS SELECT DISTINCT customer_id "
-                            f"FROM orders WHERE file_id IN ({files})")
+                            f"FROM ({noted.customers_sql()})")
                 key = cache_key(con, timezone, facts=facts)
                 everyone = con.execute(f"SELECT count(*) FROM {CHECK_TABLE}").fetchall()[0][0]
             else:
@@ -254,7 +253,7 @@ def _update_changed(con: duckdb.DuckDBPyConnection, timezone: str, stored_key: s
                 con.execute("ROLLBACK")
                 return None
             _their_orders(con, mine)  # only now: too many changed customers rebuild everything instead
-            if files is not None:
+            if noted is not None:
                 con.execute("CREATE OR REPLACE TEMP TABLE _rfmsync_check_now AS "
                             + _CHECK_SQL.replace("FROM orders", f"FROM temp.{THEIR_ORDERS}"))
             day_sql = local_day_sql(con, "ordered_at", timezone)  # the range may have grown: the others' stay right
@@ -277,7 +276,7 @@ def _update_changed(con: duckdb.DuckDBPyConnection, timezone: str, stored_key: s
             con.execute("DROP TABLE IF EXISTS temp._rfmsync_changed")
             con.execute(f"DROP TABLE IF EXISTS temp.{THEIR_ORDERS}")
     log.info("purchase days: replaced the rows of %d of %d customers in the order store's%s", changed, everyone,
-             " (the customers of the files appended since)" if files is not None else "")
+             f" (the customers noted by the writes since: {noted})" if noted is not None else "")
     return day_sql, last_day
 
 
@@ -288,22 +287,20 @@ def _their_orders(con: duckdb.DuckDBPyConnection, mine: str) -> None:
                 f"status FROM orders WHERE {mine}")
 
 
-def _appended_files(con: duckdb.DuckDBPyConnection, stored_key: str, facts: OrderFacts | None) -> str | None:
-    """The ids (an SQL list) of the files appended since the cache's key when they are every write since
-    (:func:`.appends.appended_since`) and their orders' count and checksum are exactly what the orders gained
-    (an order edited in place meanwhile, or anything else, fails this); else None."""
+def _noted_changes(con: duckdb.DuckDBPyConnection, stored_key: str, facts: OrderFacts | None) -> Changes | None:
+    """What the writes since the cache's key changed when every one of them noted it
+    (:func:`.appends.changed_since`) and the key's count and checksum plus what they noted are the orders' now (an
+    order edited in place meanwhile, or anything else, fails this); else None."""
     _, _, _, rows, checksum, since = json.loads(stored_key)
     now = current_facts(con, facts, days=True)
-    files = appended_since(con, since, now.generation)
-    if files is None:
+    changes = changed_since(con, since, now.generation)
+    if changes is None:
         return None
-    ids = ", ".join(str(int(f)) for f in files)
-    added, added_sum = con.execute(f"SELECT count(*), coalesce(sum({DAY_HASH}), 0) FROM orders "
-                                   f"WHERE file_id IN ({ids})").fetchall()[0]
+    added, added_sum = changes.added(con, days=True)
     before = 0 if checksum == "None" else int(checksum)
-    if rows + added != now.rows or before + int(added_sum) != int(now.day_checksum or 0):
+    if rows + added != now.rows or before + added_sum != int(now.day_checksum or 0):
         return None
-    return ids
+    return changes
 
 
 def drop_cache(con: duckdb.DuckDBPyConnection) -> None:

@@ -22,7 +22,9 @@ from .generation import generation
 #: when the run reads them: a run without predictions nor boundary checks the totals alone)
 #: one order's part of the purchase days' checksum (:mod:`.day_cache` sums it per customer too: the same integers)
 DAY_HASH = "hash(ordered_at, amount, discount, status)"
-FACTS_SQL = "SELECT count(*), max(ordered_at), sum(hash(ordered_at, amount, status)){days} FROM orders"
+#: one order's part of the rfm totals' checksum
+RFM_HASH = "hash(ordered_at, amount, status)"
+FACTS_SQL = f"SELECT count(*), max(ordered_at), sum({RFM_HASH}){{days}} FROM orders"
 DAYS_SQL = f", sum({DAY_HASH})"
 #: the rfm totals' facts alone (:mod:`.rfm_totals` also reads them for one file's orders, with a WHERE after)
 TOTALS_FACTS_SQL = FACTS_SQL.format(days="")

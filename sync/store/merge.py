@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import duckdb
@@ -11,11 +12,32 @@ from connectors.identity import DEFAULT_MAX_GROUP, link_staged
 from connectors.source import PullResult
 from connectors.tables import TABLES
 
-from .generation import bump_generation
+from .appends import NOTED_ROWS, note_merged
+from .facts import DAY_HASH, RFM_HASH
+from .generation import bump_generation, generation
 from .lookup import BULK_ROWS, drop_lookup_indexes
 from .webhooks import KIND, WEBHOOK_TABLE, create_webhook_table
 
 KEYS = {"orders": "order_id", "contacts": "customer_id", "line_items": "order_id"}
+#: what a noted merge reads of each order it deletes or inserts (:class:`_Note`)
+_RETURNING = f" RETURNING customer_id, {RFM_HASH}, {DAY_HASH}"
+
+
+@dataclass
+class _Note:
+    """What an incremental merge changed of the orders, for :func:`.appends.note_merged`: the customers of the
+    orders it deleted (replaced) and inserted, both ids of every customer identity resolution moved orders
+    between, and the orders' count and checksums it added (the inserted orders' minus the deleted ones')."""
+
+    customers: set[str]
+    change: list[int] = field(default_factory=lambda: [0, 0, 0])
+
+    def add(self, rows: list[tuple[str, int, int]], sign: int) -> None:
+        for customer, rfm, day in rows:
+            self.customers.add(customer)
+            self.change[0] += sign
+            self.change[1] += sign * int(rfm)
+            self.change[2] += sign * int(day)
 
 
 def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: str = "pull",
@@ -49,13 +71,20 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
             pull.identity = link_staged(con, max_identity_group)
         if pull.full_refresh and noted:
             _keep_webhook_rows(con, present)
+        # an incremental merge notes whose orders it changed and by how much (a full refresh or a large merge: not)
+        note = None if pull.full_refresh or ("staged_orders" in present and con.execute(
+            "SELECT count(*) FROM staged_orders").fetchall()[0][0] > NOTED_ROWS) else _Note(
+            set(pull.identity.moved if pull.identity is not None else ()))
         for name in TABLES:
             if f"staged_{name}" in present:
-                counts[name] = _merge_table(con, name, full_refresh=pull.full_refresh, origin=origin, noted=noted)
+                counts[name] = _merge_table(con, name, full_refresh=pull.full_refresh, origin=origin, noted=noted,
+                                            note=note)
         for name in TABLES:
             con.execute(f"DROP TABLE IF EXISTS staged_{name}")
             con.execute(f"DROP TABLE IF EXISTS _kept_{name}")
         bump_generation(con)  # what the store keeps of its orders (the purchase-day cache) may be stale now
+        if note is not None:
+            note_merged(con, generation(con), sorted(note.customers), tuple(note.change))
         if before_commit is not None:
             before_commit(con)
         con.execute("COMMIT")
@@ -84,10 +113,12 @@ def _staged_rows(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: bool, origin: str,
-                 noted: bool) -> int:
-    """Replace (full refresh) or upsert table ``name`` from ``staged_<name>``; returns the staged row count."""
+                 noted: bool, note: _Note | None = None) -> int:
+    """Replace (full refresh) or upsert table ``name`` from ``staged_<name>``; returns the staged row count.
+    ``note``: the orders deleted and inserted are added to it (read as they are written: no scan more)."""
     staged = f"staged_{name}"
     key = KEYS[name]
+    returning = _RETURNING if name == "orders" and note is not None and not full_refresh else ""
     rows = con.execute(f"SELECT count(*) FROM {staged}").fetchall()[0][0]
     # nothing to upsert (e.g. a webhook batch of orders only): leave the big table alone; line items are
     # replaced per staged order even when the new version has none
@@ -102,14 +133,18 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
     elif name == "line_items":
         con.execute("DELETE FROM line_items WHERE order_id IN (SELECT order_id FROM staged_orders)")
     else:
-        con.execute(f"DELETE FROM {name} WHERE {key} IN (SELECT {key} FROM {staged})")
+        deleted = con.execute(f"DELETE FROM {name} WHERE {key} IN (SELECT {key} FROM {staged}){returning}")
+        if returning:
+            note.add(deleted.fetchall(), -1)
     if name == "line_items" or full_refresh:  # a file export's staged rows are one per key already
         con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM {staged}")
     else:
         # latest version wins inside the batch too
-        con.execute(f"INSERT INTO {name} BY NAME SELECT * EXCLUDE (_rn) FROM "
-                    f"(SELECT *, row_number() OVER (PARTITION BY {key} ORDER BY rowid DESC) AS _rn "
-                    f"FROM {staged}) WHERE _rn = 1")
+        inserted = con.execute(f"INSERT INTO {name} BY NAME SELECT * EXCLUDE (_rn) FROM "
+                               f"(SELECT *, row_number() OVER (PARTITION BY {key} ORDER BY rowid DESC) AS _rn "
+                               f"FROM {staged}) WHERE _rn = 1{returning}")
+        if returning:
+            note.add(inserted.fetchall(), 1)
     if name != "line_items":
         kind = KIND[name]
         if origin == "webhook":

@@ -20,7 +20,11 @@ orders' times, amounts and statuses (an order edited in place, without a merge: 
   customers' rows are replaced, the others not touched) and its orders' count, newest order and checksum to the
   key, so the next run finds them current: a daily file costs its own rows. It does so only when the totals were
   kept at the generation before the insert (an order edited in place since is still caught by the checksum at
-  the next run). Any other write leaves the key behind.
+  the next run). Any other write leaves the key behind;
+* a run that finds the key behind replaces only the rows of the customers the writes since noted
+  (:mod:`.appends`: files appended, API and webhook merges) when every write since noted what it changed, the
+  key's count and checksum plus the notes are the orders' now (an order edited in place fails this) and they
+  are at most a quarter of the kept customers (:func:`_update_noted`); else it rebuilds.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import duckdb
 
 from segmentation.metrics import TOTALS_SQL, local_cutoff, local_times_sql
 
+from .appends import MAX_CHANGED_SHARE, changed_since
 from .connection import store_tables, store_transaction
 from .facts import TOTALS_FACTS_SQL, OrderFacts, current_facts
 from .generation import generation
@@ -45,6 +50,7 @@ TABLE = "cache_rfm_totals"
 KEY_TABLE = "cache_rfm_totals_key"
 _FILE = "_rfm_totals_file"  # a new file's totals (TEMP, dropped after)
 _ADDED = "_rfm_totals_added"  # its customers' totals after it (TEMP, dropped after)
+_CHANGED = "_rfm_totals_changed"  # the customers the writes since the key noted (TEMP, dropped after)
 #: :data:`~segmentation.metrics.TOTALS_SQL`'s aggregates as more aggregates of a grouping of *every* order by customer
 #: (the day cache's cold build groups them once for its own tables and these, :func:`.day_cache.cached_purchase_days`):
 #: the same sale times and signed amounts, over the completed and refunded orders alone; ``rfm_orders`` = 0: a
@@ -119,13 +125,48 @@ def rfm_totals(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str,
     key = _orders_key(con, timezone, facts=facts)
     if key.newest is None or key.newest >= local_cutoff(as_of, timezone):
         return None
-    if _stored(con) == key:
+    stored = _stored(con)
+    if stored == key:
         log.debug("rfm totals: the order store's are current")
         return TABLE
     with store_transaction(con):
+        if stored is not None and _update_noted(con, stored, key):
+            return TABLE
         write_totals(con, key, f"({TOTALS_SQL.format(orders='orders', where='true')})")
     log.debug("rfm totals: rebuilt from the orders")
     return TABLE
+
+
+def _update_noted(con: duckdb.DuckDBPyConnection, stored: Key, key: Key) -> bool:
+    """Replace the kept rows of the customers the writes since ``stored`` noted (:func:`.appends.changed_since`:
+    files appended, API and webhook merges) and move the key on to ``key`` (the orders' now), inside the caller's
+    transaction, when every write since noted what it changed and that is all that changed (``stored``'s count
+    and checksum plus what they noted are ``key``'s: an order edited in place fails this) and they are at most
+    :data:`~.appends.MAX_CHANGED_SHARE` of the kept customers. False (nothing written) otherwise: rebuild."""
+    if (stored.timezone, stored.definition, stored.version) != (key.timezone, key.definition, key.version):
+        return False
+    changes = changed_since(con, stored.generation, key.generation)
+    if changes is None:
+        return False
+    rows, checksum = changes.added(con, days=False)
+    if (stored.rows + rows, stored.checksum + checksum) != (key.rows, key.checksum):
+        return False
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {_CHANGED} AS SELECT DISTINCT customer_id "
+                f"FROM ({changes.customers_sql()})")
+    changed, everyone = con.execute(f"SELECT (SELECT count(*) FROM {_CHANGED}), (SELECT count(*) FROM {TABLE})"
+                                    ).fetchall()[0]
+    if changed > MAX_CHANGED_SHARE * max(everyone, 1):
+        con.execute(f"DROP TABLE {_CHANGED}")
+        return False
+    mine = f"customer_id IN (SELECT customer_id FROM temp.{_CHANGED})"
+    con.execute(f"DELETE FROM {TABLE} WHERE {mine}")
+    own = TOTALS_SQL.format(orders=f"(SELECT * FROM orders WHERE {mine})", where="true")
+    con.execute(f"INSERT INTO {TABLE} SELECT *, {local_times_sql(key.timezone)} FROM ({own})")
+    con.execute(f"DROP TABLE {_CHANGED}")
+    _save_key(con, key)
+    log.info("rfm totals: replaced the rows of %d of %d customers (noted by the writes since: %s)", changed,
+             everyone, changes)
+    return True
 
 
 def stale_key(con: duckdb.DuckDBPyConnection, timezone: str, facts: OrderFacts | None = None) -> Key | None:
