@@ -31,7 +31,9 @@ from .facts import DAY_HASH, RFM_HASH
 TABLE = "store_appends"
 MERGES = "store_merges"  # per merge generation: its changes of the orders' count and checksums
 TOUCHED = "store_merged_customers"  # per merge generation: the customers whose orders it may have changed
-KEEP = 4096
+#: generations whose notes are kept: a day of the webhook server's merges at its default debounce (one every 5 s:
+#: 17 280), so that the nightly run after a day of webhooks catches up instead of rebuilding
+KEEP = 20_000
 #: a merge of more staged orders than this notes nothing (its kept tables rebuild)
 NOTED_ROWS = 50_000
 #: more noted customers than this: the older notes go (their kept tables rebuild)
