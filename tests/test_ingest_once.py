@@ -567,8 +567,9 @@ def test_a_file_copied_under_another_name_is_named_by_every_run(tmp_path, contac
     assert run.warnings == []
     day1, copy = tmp_path / "exports" / "day1.csv", tmp_path / "exports" / "day1 (1).csv"
     copy.write_bytes(day1.read_bytes())
-    # (named by the later file of the read order: "day1 (1).csv" sorts first)
-    line = f"{day1}: the same bytes as {copy}: both files are read, so their rows without an order id count twice"
+    # (both named, in the read order: "day1 (1).csv" sorts first; neither is called the copy)
+    line = (f"{copy} and {day1} have the same bytes: both files are read, so their rows without an order id "
+            "count twice")
     for _ in range(2):  # the run that reads the copy, then a warm one
         run = api.segments(load_config(cfg), AS_OF, boundary=False)
         try:

@@ -233,3 +233,51 @@ def test_more_noted_customers_than_kept_drop_the_older_notes(tmp_path, caplog, m
         gen = generation(con)
         assert changed_since(con, gen - 2, gen) is None and changed_since(con, gen - 1, gen) is not None
     _noted_run(cfg, caplog, updated=False)
+
+
+@pytest.mark.parametrize("ident", ["+998900000002", "c2@example.com"])
+def test_a_webhook_resync_that_links_a_contact_leaves_the_kept_tables_as_fresh(tmp_path, ident):
+    """The webhook server's own path (`resync`): a contact arriving with the phone/e-mail earlier orders were keyed
+    by moves those orders to its customer id. The link happens inside the merge's transaction, so the merge notes
+    both ids and the next run's kept totals and purchase days equal fresh ones (they kept the old id's row when the
+    server linked before the merge, outside it: the checksums leave the customer id out)."""
+    from sync.ledger import open_ledger
+    from sync.serve.resync import resync
+    from sync.settings import load_settings
+
+    cfg = _shop(tmp_path)
+    _run(cfg, "full")
+    settings = load_settings()
+    with open_ledger(cfg, settings) as ledger:
+        report = resync(cfg, ledger, settings, contacts=[Contact("c7", **({"email": ident} if "@" in ident
+                                                                         else {"phone": ident}))], as_of=AS_OF)
+    assert report.customers >= 1
+    with duckdb.connect(str(store_path(cfg)), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM orders WHERE customer_id = ?", [ident]).fetchall()[0][0] == 0
+        assert con.execute("SELECT count(*) FROM orders WHERE customer_id = 'c7'").fetchall()[0][0] > 0
+    _run(cfg, "no-predict")
+    _run(cfg)
+
+
+def test_a_merge_that_fails_after_linking_leaves_the_stored_orders_and_the_generation_as_they_were(tmp_path):
+    """Linking re-keys stored orders: it runs inside the merge's transaction, so a merge that fails after it (or a
+    process killed there) leaves the orders under their old id and the generation where it was, and the next
+    run's kept tables equal fresh ones."""
+    cfg = _shop(tmp_path)
+    _run(cfg, "full")
+    con = connect_store(store_path(cfg))
+    try:
+        stage_records(con, [], [Contact("c7", phone="+998900000002")])
+        before = generation(con)
+
+        def killed(_con):
+            raise RuntimeError("killed after the link")
+
+        with pytest.raises(RuntimeError):
+            merge_staged(con, PullResult(), origin="webhook", after_link=killed)
+        assert generation(con) == before
+        assert con.execute("SELECT count(*) FROM orders WHERE customer_id = '+998900000002'").fetchall()[0][0] > 0
+        assert con.execute("SELECT count(*) FROM orders WHERE customer_id = 'c7'").fetchall()[0][0] == 0
+    finally:
+        con.close()
+    _run(cfg, "no-predict")

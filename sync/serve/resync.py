@@ -37,7 +37,7 @@ import duckdb
 
 from connectors.records import Contact, Order
 from connectors.email_phone import normalize_email
-from connectors.identity import link_staged, max_group_of
+from connectors.identity import max_group_of
 from connectors.source import PullResult
 from connectors.tables import TABLES, create_staging, stage_records
 from connectors.webhooks import WEBHOOK_SOURCES
@@ -171,16 +171,19 @@ def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, 
     pulled, cursor_source = (None, None)
     if pull:
         pulled, cursor_source = _pull_after_webhook_records(cfg, ledger, con, settings)
-    # records keyed by an e-mail/phone join their customer first, so that the affected set names that customer
-    link_staged(con, max_group_of(cfg.source))
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {AFFECTED_TABLE} AS "
-                "SELECT customer_id FROM staged_orders WHERE customer_id <> '' UNION "
-                "SELECT customer_id FROM staged_contacts UNION "
-                # a deleted order (tombstone) without its customer: the stored order says whose it was
-                "SELECT o.customer_id FROM orders o JOIN staged_orders s USING (order_id)")
-    report.orders = con.execute("SELECT count(*) FROM staged_orders").fetchall()[0][0]
-    report.contacts = con.execute("SELECT count(*) FROM staged_contacts").fetchall()[0][0]
-    merge_staged(con, PullResult(), origin="webhook", max_identity_group=max_group_of(cfg.source))
+    def affected(con: duckdb.DuckDBPyConnection) -> None:
+        # after records keyed by an e-mail/phone joined their customer (inside the merge's transaction, which
+        # notes both ids of every link), so that the affected set names that customer
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {AFFECTED_TABLE} AS "
+                    "SELECT customer_id FROM staged_orders WHERE customer_id <> '' UNION "
+                    "SELECT customer_id FROM staged_contacts UNION "
+                    # a deleted order (tombstone) without its customer: the stored order says whose it was
+                    "SELECT o.customer_id FROM orders o JOIN staged_orders s USING (order_id)")
+        report.orders = con.execute("SELECT count(*) FROM staged_orders").fetchall()[0][0]
+        report.contacts = con.execute("SELECT count(*) FROM staged_contacts").fetchall()[0][0]
+
+    merge_staged(con, PullResult(), origin="webhook", max_identity_group=max_group_of(cfg.source),
+                 after_link=affected)
     if pulled is not None and pulled.cursor is not None:
         ledger.set_cursor(cursor_source, "all", pulled.cursor)
     ids = {r[0] for r in con.execute(f"SELECT customer_id FROM {AFFECTED_TABLE}").fetchall()}

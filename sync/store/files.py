@@ -116,7 +116,8 @@ def file_lines(pull: object) -> list[str]:
     same bytes as one read before it (an order without an order id gets one made from its file and row: a copy
     counts it twice)."""
     return gone_lines(getattr(pull, "gone_files", [])) + [
-        f"{later}: the same bytes as {earlier}: both files are read, so their rows without an order id count twice"
+        f"{earlier} and {later} have the same bytes: both files are read, so their rows without an order id "
+        "count twice"
         for earlier, later in getattr(pull, "copied_files", [])]
 
 

@@ -42,7 +42,8 @@ class _Note:
 
 def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: str = "pull",
                  max_identity_group: int = DEFAULT_MAX_GROUP,
-                 before_commit: Callable[[duckdb.DuckDBPyConnection], None] | None = None) -> dict[str, int]:
+                 before_commit: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+                 after_link: Callable[[duckdb.DuckDBPyConnection], None] | None = None) -> dict[str, int]:
     """Move the ``staged_*`` rows into the main tables in one transaction; returns rows per table.
 
     ``pull.full_refresh``: the staged rows replace the store, except webhook records the file does not
@@ -50,6 +51,9 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
     noted as webhook records. An incremental merge first links records keyed by an e-mail or phone to the
     customer with that e-mail/phone (:func:`connectors.identity.link_staged`); ``pull.identity`` says what it did.
     ``before_commit`` writes more in the same transaction (a file source's fingerprints, :mod:`sync.store.files`).
+    ``after_link`` reads the staged rows as linked, before anything is merged, in the same transaction (the
+    webhook server's affected customers): linking re-keys stored orders too, so it happens only here, inside the
+    transaction that moves the generation on and notes both ids of every link.
     """
     if origin not in ("pull", "webhook"):
         raise ValueError(f"merge_staged: origin must be 'pull' or 'webhook', not {origin!r}")
@@ -69,6 +73,8 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
                         "WHERE s.customer_id = '' AND o.order_id = s.order_id")
         if not pull.full_refresh:  # a file export (full refresh) was resolved when it was read
             pull.identity = link_staged(con, max_identity_group)
+        if after_link is not None:
+            after_link(con)
         if pull.full_refresh and noted:
             _keep_webhook_rows(con, present)
         # an incremental merge notes whose orders it changed and by how much (a full refresh or a large merge: not)
