@@ -31,6 +31,12 @@ targets are checked from 1 M contacts up; write-call targets always.
     python bench/sync.py --contacts 1m --latency-ms 50 --destinations mailchimp \
         --ledger-url postgresql+psycopg://user:pw@127.0.0.1/rfmsync_bench
     python bench/sync.py --contacts 1m --destinations mailchimp --segment-names ru
+    python bench/sync.py --contacts 1m --latency-ms 50 --destinations mailchimp --key-order random
+
+``--key-order``: ``ordered`` (default) gives customer *i* the id ``C000000i`` and the address
+``customer000000i@example.com``, so the contacts' keys (and customer ids) arrive in the ledger's index order;
+``random`` derives both from a hash of *i* (``md5``), as real addresses are: their order is unrelated to the
+plan's and to each other's, and each group the ledger writes lands all over both of its indexes.
 """
 
 from __future__ import annotations
@@ -62,6 +68,10 @@ SEGMENTS = {name: name for name in _NAMES}
 FIELDS = {"Segment": "segment", "Rfm": "rfm", "Monetary": "monetary"}
 TAGS = {_NAMES[0]: "rfm-champion", _NAMES[3]: "rfm-at-risk"}  # Unisender: tags besides the lists
 SEGMENT_TABLE = "bench_segments"
+#: the contacts' customer id and e-mail address, as DuckDB SQL of the row number ``i``, per ``--key-order``
+#: (passed to the bench's child processes in ``RFMSYNC_BENCH_KEY_ORDER``)
+KEY_ORDERS = {"ordered": ("printf('C%07d', i)", "printf('customer%07d@example.com', i)"),
+              "random": ("'C' || md5('c' || i)[:14]", "md5('e' || i)[:16] || '@example.com'")}
 
 
 # --------------------------------------------------------------------------- the synthetic customer base
@@ -72,15 +82,16 @@ def synthetic_store(contacts: int, seed: int = 7):
     con = duckdb.connect()
     con.execute(f"SELECT setseed({(seed % 1000) / 1000})")
     segs = list(SEGMENTS)
+    customer_id, email = KEY_ORDERS[os.environ.get("RFMSYNC_BENCH_KEY_ORDER", "ordered")]
     seg_case = "CASE i % 5 " + " ".join(f"WHEN {k} THEN '{s}'" for k, s in enumerate(segs)) + " END"
     con.execute(f"""
         CREATE TABLE contacts AS
-        SELECT printf('C%07d', i) AS customer_id, printf('customer%07d@example.com', i) AS email,
+        SELECT {customer_id} AS customer_id, {email} AS email,
                NULL::VARCHAR AS phone, 'yes' AS marketing_consent
         FROM range({contacts}) t(i)""")
     con.execute(f"""
         CREATE TABLE {SEGMENT_TABLE} AS
-        SELECT printf('C%07d', i) AS customer_id, (i * 7919) % 700 AS recency_days, 1 + (i % 13) AS frequency,
+        SELECT {customer_id} AS customer_id, (i * 7919) % 700 AS recency_days, 1 + (i % 13) AS frequency,
                CAST(round(10000 + random() * 2000000, -2) AS DECIMAL(18, 2)) AS monetary,
                1 + i % 5 AS r, 1 + (i // 5) % 5 AS f, 1 + (i // 25) % 5 AS m,
                printf('%d%d%d', 1 + i % 5, 1 + (i // 5) % 5, 1 + (i // 25) % 5) AS rfm, {seg_case} AS segment
@@ -370,12 +381,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="ledger database (default: a SQLite file in a temporary folder)")
     parser.add_argument("--segment-names", choices=sorted(NAMES), default=None,
                         help="the segments' names: en (default) or ru (every Segment field non-ASCII text)")
+    parser.add_argument("--key-order", choices=sorted(KEY_ORDERS), default=None,
+                        help="ordered (default: ids and addresses in the ledger's index order) or random "
+                             "(both derived from a hash, as real addresses are)")
     parser.add_argument("--child-full-plan", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--serve-fake", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.segment_names and NAMES[args.segment_names] != _NAMES:  # this process and its children
         os.environ["RFMSYNC_BENCH_SEGMENT_NAMES"] = args.segment_names
         return os.execv(sys.executable, [sys.executable, str(Path(__file__).resolve()), *(argv or sys.argv[1:])])
+    if args.key_order:  # this process and its children (the full plan's)
+        os.environ["RFMSYNC_BENCH_KEY_ORDER"] = args.key_order
     if args.serve_fake:
         serve_fake(args.serve_fake, args.latency_ms)
         return 0

@@ -38,3 +38,24 @@ def test_segments_named_in_russian_sync_to_every_destination_and_a_replan_is_emp
     for kind in ("mailchimp", "sendgrid", "unisender"):
         assert re.search(rf"^{kind} +full \(300\) +300 +(\d+) +\1 +1\.000 .* succeeded$", out, re.M), out
         assert re.search(rf"^{kind} +no change +0 +0 +0 ", out, re.M), out
+
+
+def test_contacts_keyed_in_random_order_sync_and_a_replan_is_empty(tmp_path):
+    """``--key-order random``: hash-derived addresses and customer ids (not in the ledger's index order) sync at
+    the minimum of calls, and the plan after the moves is empty."""
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "sync.py"), "--contacts", "300",
+                           "--destinations", "mailchimp", "--key-order", "random",
+                           "--ledger-url", f"sqlite:///{tmp_path / 'ledger.db'}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    assert re.search(r"^mailchimp +full \(300\) +300 +(\d+) +\1 +1\.000 .* succeeded$", out, re.M), out
+    assert re.search(r"^mailchimp +no change +0 +0 +0 ", out, re.M), out
+    from sync.ledger import Ledger
+
+    ledger = Ledger.connect(f"sqlite:///{tmp_path / 'ledger.db'}")
+    try:
+        keys = ledger.state_table("bench-mailchimp").column("key").to_pylist()
+    finally:
+        ledger.close()
+    assert len(keys) == 300 and not any(k.startswith("customer") for k in keys)

@@ -191,6 +191,34 @@ def test_sqlite_uses_wal_and_enforces_foreign_keys(tmp_path: Path) -> None:
         assert led.load_state("mailchimp") == {}
 
 
+def test_a_large_group_is_saved_whole_and_leaves_the_connections_page_cache_as_it_was(tmp_path: Path) -> None:
+    """save_states writes a large group (keys not in customer order) with a bigger SQLite page cache for its
+    transaction only: every row is there, and the connection's cache is its default size again afterwards,
+    also when the group fails (so readers on the pooled connection stay small)."""
+    from sync.ledger.state_rows import LARGE_GROUP
+
+    with Ledger.connect(f"sqlite:///{tmp_path / 'rfmsync.db'}") as led:
+        engine = led._db.engine  # the ledger's own pooled connections (one thread: the same one each time)
+
+        def cache_size() -> int:
+            with engine.connect() as conn:
+                return conn.exec_driver_sql("PRAGMA cache_size").scalar()
+
+        default = cache_size()
+        states = [PushedState(key=f"{(i * 7919) % LARGE_GROUP:05d}@x.io", customer_id=f"c{(i * 104729) % 9973}",
+                              tags=frozenset({"t"}), fields={"n": i}, exists=True) for i in range(LARGE_GROUP)]
+        with pytest.raises(ValueError, match="run 999 does not exist"):
+            led.save_states("mailchimp", 999, states)
+        assert cache_size() == default
+        run = led.start_run("sync", "mailchimp")
+        assert led.save_states("mailchimp", run, states) == LARGE_GROUP
+        assert cache_size() == default
+        loaded = led.load_state("mailchimp")
+        assert len(loaded) == LARGE_GROUP
+        assert {k: (s.customer_id, dict(s.fields)) for k, s in loaded.items()} == \
+            {s.key: (s.customer_id, dict(s.fields)) for s in states}
+
+
 def test_in_memory_sqlite_works_for_quick_use() -> None:
     with Ledger.connect("sqlite://") as led:
         led.set_cursor("csv", "orders", "42")
