@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 #: prefixes of the variables rfmsync reads: an unknown name with one of them is most likely a typo
 OUR_PREFIXES = ("RFMSYNC_", "MAILCHIMP_", "SENDGRID_", "UNISENDER_", "RETAILCRM_", "AMOCRM_", "BITRIX24_",
                 "SHOPIFY_")
-_NOT_SETTINGS = ("RFMSYNC_TEST_",)  # the test suite's own variables
+_NOT_SETTINGS = ("RFMSYNC_TEST_", "RFMSYNC_BENCH_")  # the test suite's and the benchmarks' own variables
 _warned: set[str] = set()
 
 

@@ -320,6 +320,7 @@ def test_unknown_variables_that_look_like_ours_are_warned_once_by_name(tmp_path,
     monkeypatch.setattr(s, "_warned", set())
     monkeypatch.setenv("MAILCHIMP_KEY", "top-secret-value")
     monkeypatch.setenv("RFMSYNC_TEST_WHATEVER", "1")  # the suite's own variables are not settings
+    monkeypatch.setenv("RFMSYNC_BENCH_KEY_ORDER", "random")  # nor the benchmarks' (bench/sync.py)
     (tmp_path / ".env").write_text("RFMSYNC_STORE=sqlite:///x.db\nSHOPIFY_TOKEN=ok\n", encoding="utf-8")
     with caplog.at_level(logging.WARNING, logger="sync.settings"):
         result = cli("check", "--config", str(write_shop(tmp_path)))  # any command warns, a file source too
