@@ -28,7 +28,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from .btyd_models import distinct_triples
+from .triples import distinct_triples
 from .purchase_days import PurchaseDays, purchase_days_for
 
 TimeUnit = Literal["days", "weeks"]

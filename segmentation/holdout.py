@@ -19,7 +19,7 @@ import duckdb
 import numpy as np
 
 from .btyd import SummaryCounts, TimeUnit
-from .btyd_models import distinct_triples
+from .triples import distinct_triples
 
 #: calibration repeat purchases of the holdout groups: 0, 1, … and the last one open (6+)
 HOLDOUT_GROUPS = 6

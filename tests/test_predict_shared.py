@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from connectors.tables import create_tables
 from segmentation import btyd_models as M
+from segmentation.triples import distinct_triples
 from segmentation import holdout
 from segmentation import predictive as P
 from segmentation.boundary import _spells
@@ -247,7 +248,7 @@ def test_fit_on_distinct_triples_equals_the_fit_on_every_customer():
     T = rng.integers(0, 300, 20_000) / 7.0
     x, tx = simulate_bgnbd(0.25, 4.0, 0.8, 2.4, T, rng)
     tx = np.round(tx * 7) / 7  # whole days, as the summary gives: customers share triples
-    u = M.distinct_triples(x, tx, T)
+    u = distinct_triples(x, tx, T)
     weights = np.bincount(u[3]).astype(float)
     assert len(u[0]) < len(x) / 2
     every = M.fit_bgnbd(x, tx, T)

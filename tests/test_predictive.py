@@ -425,7 +425,7 @@ def test_days_and_weeks_give_the_same_predictions(cdnow):
 
 
 def test_distinct_triples_rebuild_every_row_from_distinct_ones():
-    from segmentation.btyd_models import distinct_triples
+    from segmentation.triples import distinct_triples
 
     rng = np.random.default_rng(3)
     x = rng.integers(0, 4, 5000).astype(float)
@@ -516,7 +516,7 @@ def test_fit_errors_map_to_advice():
 @pytest.mark.parametrize("case", ["sorted", "sorted by x only", "sorted with a NaN", "sorted but the last row"])
 def test_distinct_triples_of_rows_in_order_equal_those_of_the_same_rows_shuffled(case):
     """Rows that come sorted (the holdout's ORDER BY) skip the sort; rows that only look sorted do not."""
-    from segmentation.btyd_models import distinct_triples
+    from segmentation.triples import distinct_triples
 
     rng = np.random.default_rng(5)
     x, tx, T = (rng.integers(0, k, 3000).astype(float) for k in (4, 20, 40))
