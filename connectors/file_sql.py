@@ -77,7 +77,11 @@ def _output_columns(con: duckdb.DuckDBPyConnection, src: str, cfg: FileSourceCon
 
     amount, amount_raw = get("d", "amount", "DECIMAL(18,2)"), get("t", "amount")
     if "amount" not in has and "price" in has:  # receipt lines without a line total: price × quantity
-        amount, amount_raw = "(d_price * COALESCE(d_quantity, 1))::DECIMAL(18,2)", get("t", "price")
+        # multiplied wide (DECIMAL(18,2) × DECIMAL(18,3) overflows past 1e13 and failed the whole file), rounded to
+        # the amount's column; a line total with no room there is NULL: a bad row, like any amount
+        wide = "d_price::DECIMAL(38,2) * COALESCE(d_quantity, 1)::DECIMAL(38,3)"
+        amount = f"TRY_CAST({wide} AS DECIMAL(18,2))"
+        amount_raw = f"COALESCE(CAST({wide} AS VARCHAR), {get('t', 'price')})"  # a bad row's: the total, or the price
     if "currency" in has:
         currency = "upper(t_currency)"
     elif cfg.currency:

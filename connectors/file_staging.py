@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from . import normalize as nz
+from .errors import BadFileError
 from .email_phone import email_map, phone_map
 from .identity import IdentityReport, resolve_rows
 from .records import BadRow
@@ -164,9 +165,13 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
         con.execute("ALTER TABLE staged_orders ADD COLUMN file_id BIGINT")
         fid = f", ([{', '.join(str(int(i)) for i in file_ids)}])[_file + 1]"
     if lines:
-        con.execute(f"""INSERT INTO staged_orders SELECT oid, arg_max(key, _ord), min(ordered_at), sum(amount),
-                       arg_max(currency, _ord), arg_max(status, _ord), sum(discount)
-                       {fid and ', arg_max(' + fid[2:] + ', _ord)'} FROM _fs_valid GROUP BY oid""")
+        try:
+            con.execute(f"""INSERT INTO staged_orders SELECT oid, arg_max(key, _ord), min(ordered_at), sum(amount),
+                           arg_max(currency, _ord), arg_max(status, _ord), sum(discount)
+                           {fid and ', arg_max(' + fid[2:] + ', _ord)'} FROM _fs_valid GROUP BY oid""")
+        except duckdb.ConversionException:
+            _too_large_receipt(con, paths)
+            raise
         con.execute("""INSERT INTO staged_line_items SELECT oid, row_number() OVER (PARTITION BY oid ORDER BY _ord),
                        sku, product, category, brand, quantity, price FROM _fs_valid""")
     elif _repeated_ids(con):
@@ -192,6 +197,19 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
     return FilePullResult(orders=n_orders, contacts=n_contacts, bad_rows=bad_rows, bad_row_count=bad_count,
                           full_refresh=True, issues=issues, issue_count=issue_count, duplicate_orders=duplicates,
                           identity=identity)
+
+
+def _too_large_receipt(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
+    """Raise BadFileError naming the receipt whose lines sum past DECIMAL(18,2) (each line fits, their total has
+    more than 16 digits before the point: a column of ids or phones mapped as the price), if there is one."""
+    found = con.execute("SELECT oid, arg_max(_file, _ord), min(_row), sum(amount) AS total FROM _fs_valid GROUP BY oid"
+                        " HAVING abs(sum(amount)) >= 1e16 OR abs(sum(discount)) >= 1e16 ORDER BY 2, 3 LIMIT 1"
+                        ).fetchall()
+    if found:
+        oid, f, row, total = found[0]
+        raise BadFileError(f"{paths[f]}: receipt {oid!r} (from row {row}): its lines add up to {total}, more than 16 "
+                           "digits before the point; is the price or quantity column mapped to a price and a "
+                           "quantity (not an id or a phone number)?")
 
 
 def _stage_contacts(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, paths: list[str],

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
-from connectors.errors import ConfigError
+from connectors.errors import BadFileError, ConfigError
 from connectors.file_staging import FilePullResult
 from connectors.files import FileSource, FileSourceConfig
 from connectors.http import to_decimal
@@ -211,6 +211,39 @@ def test_receipt_lines_are_grouped_into_orders(tmp_path):
     assert lines == [("A", 1, "T1", "Чай", Decimal("2.000"), Decimal("1.50")),
                      ("A", 2, "K1", "Кофе", Decimal("1.000"), Decimal("3.00")),
                      ("B", 1, "T1", "Чай", None, Decimal("1.50"))]
+
+
+LINE_COLS = {"order_id": "Чек", "customer_id": "Клиент", "ordered_at": "Дата", "sku": "Артикул",
+             "quantity": "Кол-во", "price": "Цена"}
+LINE_HEADER = ["Чек", "Клиент", "Дата", "Артикул", "Кол-во", "Цена"]
+
+
+def test_a_receipt_line_whose_total_has_no_room_is_a_bad_row_and_big_prices_are_multiplied_exactly(tmp_path):
+    """Price × quantity is multiplied wide: a 14-digit price times a quantity used to overflow DuckDB's
+    DECIMAL(18) product and fail the whole file ("cannot read as CSV: Out of Range Error"); a line total of more
+    than 16 digits before the point is a bad row naming it, and the file's other receipts are staged."""
+    write_csv(tmp_path / "sales.csv", [
+        LINE_HEADER,
+        ["A", "c1", "02.01.2024", "T1", "1000", "9999999999999999"],  # row 2: a 20-digit line total
+        ["B", "c2", "02.01.2024", "T1", "3", "12345678901234,55"],  # 14 digits × 3: fits (37037036703703.65)
+        ["C", "c3", "02.01.2024", "T1", "", "1,50"],
+    ])
+    result, con = pull(tmp_path, columns=LINE_COLS)
+    assert [(b.row, b.field, b.reason, b.value) for b in result.bad_rows] == [
+        (2, "amount", "out of range (at most 16 digits before the point)", "9999999999999999000.00000")]
+    assert {k: v[2] for k, v in orders(con).items()} == {"B": Decimal("37037036703703.65"), "C": Decimal("1.50")}
+
+
+def test_a_receipt_whose_lines_add_up_past_the_amount_column_names_the_file_and_receipt(tmp_path):
+    write_csv(tmp_path / "sales.csv", [
+        LINE_HEADER,
+        ["A", "c1", "02.01.2024", "T1", "1", "9999999999999999"],
+        ["A", "c1", "02.01.2024", "T2", "1", "9999999999999999"],  # each line fits, their sum does not
+        ["B", "c2", "02.01.2024", "T1", "1", "1,50"],
+    ])
+    with pytest.raises(BadFileError, match=r"sales\.csv: receipt 'A' \(from row 2\): its lines add up to "
+                                           r"19999999999999998\.00, more than 16 digits"):
+        pull(tmp_path, columns=LINE_COLS)
 
 
 def test_without_order_id_and_customer_id_ids_are_synthetic_and_keys_fall_back(tmp_path):
