@@ -202,14 +202,16 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
 def _too_large_receipt(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
     """Raise BadFileError naming the receipt whose lines sum past DECIMAL(18,2) (each line fits, their total has
     more than 16 digits before the point: a column of ids or phones mapped as the price), if there is one."""
-    found = con.execute("SELECT oid, arg_max(_file, _ord), min(_row), sum(amount) AS total FROM _fs_valid GROUP BY oid"
-                        " HAVING abs(sum(amount)) >= 1e16 OR abs(sum(discount)) >= 1e16 ORDER BY 2, 3 LIMIT 1"
-                        ).fetchall()
+    found = con.execute("SELECT oid, arg_max(_file, _ord), min(_row), sum(amount), sum(discount) FROM _fs_valid "
+                        "GROUP BY oid HAVING abs(sum(amount)) >= 1e16 OR abs(sum(discount)) >= 1e16 ORDER BY 2, 3 "
+                        "LIMIT 1").fetchall()
     if found:
-        oid, f, row, total = found[0]
-        raise BadFileError(f"{paths[f]}: receipt {oid!r} (from row {row}): its lines add up to {total}, more than 16 "
-                           "digits before the point; is the price or quantity column mapped to a price and a "
-                           "quantity (not an id or a phone number)?")
+        oid, f, row, total, discount = found[0]
+        what = f"its lines add up to {total}" if abs(total or 0) >= 10 ** 16 else \
+            f"its lines' discounts add up to {discount}"
+        raise BadFileError(f"{paths[f]}: receipt {oid!r} (from row {row}): {what}, more than 16 digits before the "
+                           "point; are the price, quantity and discount columns mapped to those (not to an id or a "
+                           "phone number)?")
 
 
 def _stage_contacts(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, paths: list[str],

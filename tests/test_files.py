@@ -530,3 +530,14 @@ def test_receipts_without_contact_fields_stage_no_contacts(tmp_path):
     result, con = pull(tmp_path, columns=cols)
     assert (result.orders, result.contacts) == (2, 0)
     assert contacts(con) == {}
+
+
+def test_a_receipt_whose_discounts_add_up_past_the_column_names_them(tmp_path):
+    write_csv(tmp_path / "sales.csv", [
+        LINE_HEADER + ["Скидка"],
+        ["A", "c1", "02.01.2024", "T1", "1", "10", "9999999999999999"],
+        ["A", "c1", "02.01.2024", "T2", "1", "10", "9999999999999999"],  # each discount fits, their sum does not
+    ])
+    with pytest.raises(BadFileError, match=r"receipt 'A' \(from row 2\): its lines' discounts add up to "
+                                           r"19999999999999998\.00, more than 16 digits"):
+        pull(tmp_path, columns={**LINE_COLS, "discount": "Скидка"})
