@@ -14,6 +14,7 @@ pull → segment → plan → apply together is :func:`sync.api.run_sync`.
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import gc_pause, progress
 from .destinations.base import Destination
-from .errors import LockBusyError
+from .errors import LockBusyError, LockLostError
 from .ledger import Ledger, Locks, owner_process_gone
 from .model import CallResults, ItemResult, failed_results
 from .outcomes import OutcomeWriter, StateFold
@@ -31,10 +32,45 @@ from .planning.plan import Plan
 
 log = logging.getLogger(__name__)
 
+class HeldLock:
+    """A ledger lock held by this process, kept from expiring while it is held: a thread refreshes it every third
+    of its time to live (a run longer than the TTL must not let the next run take it and apply the same
+    destination at the same time). :meth:`check` raises :class:`LockLostError` once a refresh found the lock
+    taken by another holder (this process stalled past the TTL, or the clocks of two hosts disagree)."""
+
+    def __init__(self, ledger: Locks, name: str, owner: str, ttl_seconds: float) -> None:
+        self.ledger, self.name, self.owner, self.ttl_seconds = ledger, name, owner, ttl_seconds
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"rfmsync-lock-{name}", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.ttl_seconds / 3):
+            try:
+                held = self.ledger.refresh_lock(self.name, self.owner, ttl_seconds=self.ttl_seconds)
+            except Exception as exc:  # the ledger unreachable for now: the lock holds until its TTL, try again
+                log.warning("lock %s: could not be refreshed (%s); trying again", self.name, type(exc).__name__)
+                continue
+            if not held:
+                self.lost = True
+                log.error("lock %s: taken by another holder while this run held it; stopping", self.name)
+                return
+
+    def check(self) -> None:
+        if self.lost:
+            raise LockLostError(f"{self.name}: the lock was taken by another holder while this run held it "
+                                "(it could not be refreshed in time); stopped, the next run plans the rest")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 @contextmanager
-def destination_lock(ledger: Locks, name: str, ttl_seconds: float = 3600) -> Iterator[str]:
-    """A ledger lock (a destination's, the scheduler's) that a killed process on this host cannot block: its
-    lock is taken over."""
+def destination_lock(ledger: Locks, name: str, ttl_seconds: float = 3600) -> Iterator[HeldLock]:
+    """A ledger lock (a destination's, the scheduler's), refreshed while held (:class:`HeldLock`), that a killed
+    process on this host cannot block: its lock is taken over."""
     try:
         owner = ledger.acquire_lock(name, ttl_seconds=ttl_seconds)
     except LockBusyError as exc:
@@ -44,9 +80,11 @@ def destination_lock(ledger: Locks, name: str, ttl_seconds: float = 3600) -> Ite
         log.warning("taking over lock %s from %s (process no longer exists)", name, holder)
         ledger.release_lock(name, holder)
         owner = ledger.acquire_lock(name, ttl_seconds=ttl_seconds)
+    held = HeldLock(ledger, name, owner, ttl_seconds)
     try:
-        yield owner
+        yield held
     finally:
+        held.stop()
         ledger.release_lock(name, owner)
 
 
@@ -63,6 +101,9 @@ class ApplyReport:
     ledger_wait_seconds: float = 0.0
     ledger_cpu_seconds: float = 0.0
 
+
+#: a destination lock's time to live (refreshed every third of it while held: :class:`HeldLock`)
+LOCK_TTL = 3600.0
 
 #: an apply of this many changes or more renews the destination's cached state copy before it returns
 #: (:meth:`~sync.ledger.state.PushedStates.keep_copy_current`); smaller ones (a webhook's resync) leave it
@@ -83,14 +124,16 @@ def _keep_copy_current(ledger: Ledger, destination: str) -> None:
 
 
 def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str = "sync",
-                 replan: Callable[[], Plan] | None = None, data: Mapping[str, Any] | None = None) -> ApplyReport:
+                 replan: Callable[[], Plan] | None = None, data: Mapping[str, Any] | None = None,
+                 lock_ttl: float = LOCK_TTL) -> ApplyReport:
     """Apply one destination's plan under its ledger lock, recording each call's outcome as it completes.
 
     With ``replan``: once the lock is held, a ledger revision that moved since the plan was made (another run
     wrote this destination meanwhile) makes the plan stale; ``replan()`` gives the plan against the ledger as it
     is now (or raises), so an operation is never sent twice and older state is never pushed back.
-    ``data``: counts of the input (orders, bad rows, customers) recorded with the run."""
-    with destination_lock(ledger, f"sync:{plan.destination}"):
+    ``data``: counts of the input (orders, bad rows, customers) recorded with the run. ``lock_ttl``: the
+    destination lock's time to live, refreshed every third of it while the apply runs (:class:`HeldLock`)."""
+    with destination_lock(ledger, f"sync:{plan.destination}", lock_ttl) as held:
         if replan is not None:
             now = ledger.state_revision(plan.destination)
             if now != plan.ledger_revision:
@@ -131,6 +174,7 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                 counts["failed"] += len(failed)
                 for r in failed[:max(0, 20 - len(errors))]:
                     errors.append(f"{r.key} {r.op}: {r.error}")
+                held.check()  # the lock lost: this call's outcomes are recorded, no further call starts
 
             try:
                 try:

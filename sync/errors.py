@@ -78,4 +78,11 @@ class LockBusyError(RfmsyncError):
     exit_code = 75
 
 
+class LockLostError(RfmsyncError):
+    """A lock this run held was taken by another holder (it could not be refreshed before it expired): the run
+    stops starting work, as if killed; what it recorded stays, and the next run plans the rest."""
+
+    exit_code = 75
+
+
 INTERNAL_EXIT = 70
