@@ -135,6 +135,23 @@ def test_per_contact_rejections_are_reported(sendgrid_fake):
     assert sendgrid_fake.members("RFM Champions") == {"ok@x.com"}
 
 
+def test_an_errors_file_naming_fewer_than_the_job_rejected_fails_the_unnamed_contacts(sendgrid_fake):
+    """Two rejected, the file names one: the other rejected contact must not be recorded as pushed (nor the
+    accepted one, which cannot be told from it: both are sent again next run, idempotently)."""
+    dest, _, _ = make(sendgrid_fake)
+    dest.prepare(["Champions"], FIELDS)
+    sendgrid_fake.reject.update({"b@x.com": "blocked domain", "c@x.com": "blocked domain"})
+    sendgrid_fake.errors_file_rows = 1
+    rec = Recorder()
+    dest.apply([change(e, add={"Champions"}) for e in ("a@x.com", "b@x.com", "c@x.com")], rec)
+    assert sorted(sendgrid_fake.contacts) == ["a@x.com"]
+    items = rec.items
+    assert not items[("b@x.com", "tag+Champions")].ok and "blocked domain" in items[("b@x.com", "upsert")].error
+    for email in ("a@x.com", "c@x.com"):
+        item = items[(email, "upsert")]
+        assert not item.ok and "names 1 of them" in item.error and not items[(email, "tag+Champions")].ok
+
+
 def test_a_refused_batch_fails_its_items_not_the_run(sendgrid_fake):
     dest, _, _ = make(sendgrid_fake)
     dest.prepare(["Champions"], {})

@@ -270,7 +270,13 @@ class SendGridDestination:
             except DestinationError as exc:
                 log.warning("SendGrid %s: cannot read the import errors file: %s", self.name, exc)
         if by_email:
-            return {i: by_email[batch[i][0].email.lower()] for i in pending if batch[i][0].email.lower() in by_email}
+            named = {i: by_email[batch[i][0].email.lower()] for i in pending if batch[i][0].email.lower() in by_email}
+            if len(named) >= (res.errored_count or 0):
+                return named
+            # the file names fewer contacts than the job rejected: which of the others it took is unknown
+            reason = (f"SendGrid import job {job.status}: {res.errored_count} of {res.requested_count} contacts "
+                      f"rejected, its errors file names {len(named)} of them; the others' outcome cannot be believed")
+            return {i: reason for i in pending} | named
         reason = f"SendGrid import job {job.status}: {res.errored_count} of " \
                  f"{res.requested_count} contacts rejected (no per-contact details)"
         return {i: reason for i in pending}

@@ -64,6 +64,7 @@ class FakeSendGrid:
         self.suppressed: set[str] = set()  # global unsubscribes: rfmsync must never touch them
         self.reject: dict[str, str] = {}  # email → error message inside the import job
         self.pending_polls = 1  # a job answers "pending" this many times before it finishes
+        self.errors_file_rows: int | None = None  # the errors file names at most this many (its format is unpublished)
         self.calls: Counter[str] = Counter()
         self.requests: list[tuple[str, str, dict[str, str], Any]] = []
         self.forbidden_calls: list[str] = []
@@ -296,7 +297,8 @@ class FakeSendGrid:
                                    "updated_count": updated, "errored_count": len(bad)}
         if bad:
             name = f"/_files/errors/{job_id}.csv"
-            self._files[name] = ("email,errors\n" + "".join(f"{e},{m}\n" for e, m in bad)).encode()
+            named = bad if self.errors_file_rows is None else bad[:self.errors_file_rows]
+            self._files[name] = ("email,errors\n" + "".join(f"{e},{m}\n" for e, m in named)).encode()
             results["errors_url"] = self.url + name
         status = "completed" if not bad else ("failed" if len(bad) == len(contacts) else "errored")
         self._jobs[job_id] = {"id": job_id, "job_type": "upsert", "status": status, "results": results,
