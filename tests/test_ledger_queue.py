@@ -186,9 +186,35 @@ def test_event_writer_hands_a_ledger_error_to_every_waiting_delivery(tmp_path: P
 
 def test_sqlite_writers_of_one_process_take_turns_without_the_busy_handlers_sleeps(tmp_path: Path) -> None:
     """SQLite's busy handler re-checks a taken write lock only after sleeps of up to 100 ms; writers in one
-    process (intake, workers) queue on a mutex instead and start as soon as the holder commits."""
+    process (intake, workers) queue on a mutex instead and start as soon as the holder commits.
+
+    The waiting writer's connection has no busy handler at all (``busy_timeout = 0``): had it met SQLite's lock
+    instead of the mutex, its write would fail with "database is locked" whatever the machine's load. That it
+    then started soon after the holder's commit is timed too: the best of up to three tries (a loaded machine may
+    deschedule a thread for a while in one; a writer that wakes late every time does not pass)."""
+    from sqlalchemy import event
+
     url = f"sqlite:///{tmp_path / 'rfmsync.db'}"
     worker, intake = Ledger.connect(url), Ledger.connect(url)  # two instances, one file, one process
+    event.listen(intake._engine, "connect", lambda dbapi_conn, _record: dbapi_conn.execute("PRAGMA busy_timeout = 0"))
+    intake._engine.dispose()  # its next connections are made with the listener above
+    lates: list[float] = []  # of the tries where the writer did wait for the holder
+    try:
+        for i in range(5):
+            late = _write_while_another_holds_the_lock(worker, intake, f"order:{i}")
+            lates += [late] if late is not None else []
+            if len(lates) == 3 or lates and lates[-1] < 0.05:
+                break
+    finally:
+        worker.close(), intake.close()
+    assert lates, "the writer never came while the lock was held"
+    ms = [round(s * 1000) for s in lates]
+    assert min(lates) < 0.05, f"the waiting writer started {ms} ms after the lock was free"
+
+
+def _write_while_another_holds_the_lock(worker: Ledger, intake: Ledger, key: str) -> float | None:
+    """Seconds between the holder's last moment with the lock and the waiting writer's write returning (None: the
+    writer was descheduled until the holder was done, it did not wait)."""
     released = threading.Event()
     hold_until: list[float] = []
 
@@ -201,11 +227,11 @@ def test_sqlite_writers_of_one_process_take_turns_without_the_busy_handlers_slee
     t = threading.Thread(target=long_write)
     t.start()
     released.wait(5)
-    assert intake.enqueue_event("generic", "order:1", "{}") is True
-    late = time.perf_counter() - hold_until[0]
+    asked = time.perf_counter()
+    assert intake.enqueue_event("generic", key, "{}") is True
+    done = time.perf_counter()
     t.join()
-    worker.close(), intake.close()
-    assert late < 0.05, f"the waiting writer started {late * 1000:.0f} ms after the lock was free"
+    return done - hold_until[0] if asked < hold_until[0] else None
 
 
 def test_a_renewed_lease_is_kept_and_a_lapsed_one_is_taken_over(open_ledger: OpenLedger, clock: Clock) -> None:
