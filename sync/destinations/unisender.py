@@ -171,7 +171,7 @@ class UnisenderDestination:
                 rows.append(self._row(ch))
         if refused:
             on_results(refused)
-        self._read_contacts([r for r in rows if r.replace_tags or _may_recreate(r)], on_results)
+        self._read_contacts([r for r in rows if r.replace_tags or _must_exist(r)], on_results)
         groups: dict[tuple[bool, tuple[str, ...]], list[_Row]] = {}
         for row in rows:
             if row.ops:
@@ -225,7 +225,7 @@ class UnisenderDestination:
 
     def _read_contacts(self, rows: list[_Row], on_results: OnResults) -> None:
         """``getContact`` for rows losing a managed tag (their current tags, so the full set can be re-sent) and
-        for known contacts an import could re-create (:func:`_may_recreate`): one not found is not re-created."""
+        for rows whose contact must still exist (:func:`_must_exist`): one not found is not re-created."""
         for row in rows:
             ch = row.change
             try:
@@ -234,14 +234,14 @@ class UnisenderDestination:
                 row.results += [ItemResult(ch.key, op, False, str(exc)) for op in row.ops]
                 row.ops = []
                 continue
-            if info is None and ch.create and _only_removes(row):  # unknown and absent: carries nothing
-                row.results += [ItemResult(ch.key, op, True) for op in row.ops]
-                row.ops = []
-                continue
-            if info is None and not ch.create:  # deleted in Unisender (erased on request, cleaned up by hand)
-                gone = (f"{ch.email} is not in Unisender (deleted there): not re-created; the ledger forgets him, "
-                        "so a later run adds him again only under the consent rules (new_contacts)")
-                row.results += [ItemResult(ch.key, op, False, gone, missing=True) for op in row.ops]
+            if info is None and _must_exist(row):  # deleted in Unisender (erased on request, cleaned up by hand)
+                # a removal is done (he carries nothing); anything else is not sent: the import would create him
+                # as 'new'. missing: the ledger forgets him, so the next plan adds him only under the consent
+                # rules (pending: through subscribe; no consent: not at all)
+                gone = (f"{ch.email} is not in Unisender (deleted there): not re-created without consent; the "
+                        "next run adds him again only under the consent rules (new_contacts)")
+                row.results += [ItemResult(ch.key, op, True, missing=not ch.create) if op.startswith("tag-") else
+                                ItemResult(ch.key, op, False, gone, missing=True) for op in row.ops]
                 row.ops = []
                 continue
             if not row.replace_tags:
@@ -349,14 +349,14 @@ def _ops(ch: ContactChange, removes: bool = True) -> list[str]:
     return ops + ([f"tag-{n}" for n in sorted(ch.remove_tags)] if removes else [])
 
 
-def _may_recreate(row: _Row) -> bool:
-    """A row whose import would create its contact, were he not in Unisender, in a way that matters: one that only
-    removes (nothing to do for someone who is not there: a removal never creates) or that puts a known contact
-    on a list (as ``new``, without consent or invitation). Field and tag updates of known contacts are not
-    checked (one call per contact; see docs/destinations/unisender.md)."""
+def _must_exist(row: _Row) -> bool:
+    """A row that may be imported only if its contact is still in Unisender (an import creates an unknown address
+    as ``new``, the status of consenting contacts): one that only removes (a removal never creates), and any row
+    of a known contact who would not be created ``subscribed`` now (``status_if_new`` pending, transactional or
+    None: an invitation or nothing, never an import). One ``getContact`` each."""
     if not row.ops:
         return False
-    return _only_removes(row) or (not row.change.create and bool(row.add_lists))
+    return _only_removes(row) or (not row.change.create and row.change.status_if_new != "subscribed")
 
 
 def _only_removes(row: _Row) -> bool:
