@@ -14,6 +14,12 @@ never overwritten (``overwrite_lists=0``) and tags are only added (``overwrite_t
 contacts losing a managed tag: their current tags are read first (``getContact``) and re-sent in full with
 ``overwrite_tags=1`` so unmanaged tags survive.
 
+An import creates every address it does not know, as ``new``: so only a new contact whose status would be
+``subscribed`` is ever imported (``pending`` ones are invited with ``subscribe``, which needs a list; the others
+are refused), and a row that only removes, or a known contact who would not be created ``subscribed`` now, is
+imported only after ``getContact`` found him (:func:`_must_exist`). ``subscribe`` is not idempotent (it mails
+the invitation again), so a pending contact already on the change's lists is not subscribed again.
+
 Answers are validated before they are believed (:mod:`sync.destinations.answers`): a 2xx without the ``{"result"}`` /
 ``{"error", "code"}`` envelope (an HTML page, truncated JSON, ``{"errors": …}``), or an ``importContacts``
 result whose ``total`` is not the number of rows sent or whose ``log`` is not ``[{index, code, message}]``,
