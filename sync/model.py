@@ -47,7 +47,9 @@ class ContactChange:
     customer_id: str
     segment: str
     create: bool  # contact not known to exist in the ESP: upsert creates it if absent
-    status_if_new: str | None  # ESP status for a new contact: subscribed | pending | transactional
+    #: ESP status if the contact has to be created: subscribed | pending | transactional; set for contacts the
+    #: ledger knows too (None there: it must not be created again, e.g. found deleted in the ESP since)
+    status_if_new: str | None
     add_tags: frozenset[str] = frozenset()
     remove_tags: frozenset[str] = frozenset()
     set_fields: Mapping[str, FieldValue] = field(default_factory=dict)  # only changed fields

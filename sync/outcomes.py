@@ -7,7 +7,8 @@ its previous write ran, in bulk statements (SQLite: ``INSERT .. SELECT`` over mu
 ``COPY`` into a temporary table, then one ``INSERT .. SELECT``). Under load the groups grow, so a million
 contacts are a few dozen writes rather than thousands, and the ESP calls never wait for the ledger; a process
 killed mid-run loses at most the group being written and the states still held (the next run plans those items
-again: every ESP operation rfmsync makes is idempotent).
+again: every ESP operation rfmsync makes is idempotent, or checked first where it is not: Unisender's
+``subscribe`` reads the contact and does not invite him again if he is already on the lists).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class OutcomeLedger(Protocol):
 #: BEGIN and revision, the commit, the failures check: ~2.8 ms of the writer's CPU in a busy apply), and a writer
 #: that keeps up writes a transaction per call (226 for 200 k contacts; ~85 with a 50 ms wait, ~20 with 250 ms:
 #: 15 % less writer CPU a row). A process killed meanwhile loses the outcomes of that long (re-planned: every
-#: operation is idempotent); the apply's end does not wait it out (``close`` writes at once), but it waits for
+#: operation is idempotent or checked first, see the module docstring); the apply's end does not wait it out (``close`` writes at once), but it waits for
 #: the outcomes held back, so a group waits at most LINGER_SHARE of the time the writer has run: a short apply
 #: (a 1 %-moved sync, a webhook's resync) writes as it goes and is not left with its last quarter second to write
 LINGER_SECONDS = 0.25
@@ -168,7 +169,7 @@ class StateFold:
     ``fold(results)`` gives the states to write now; :meth:`rest` the ones still held (the apply writes them
     when it ends, however it ends). A process killed meanwhile loses the held states: the next run plans those
     contacts again, and every operation rfmsync makes is idempotent (a create of a contact that exists leaves
-    it as it is and writes its fields). Failures are not held: the caller records them at once.
+    it as it is and writes its fields; Unisender's ``subscribe``, which is not, reads the contact first). Failures are not held: the caller records them at once.
 
     :attr:`done`: contacts done so far (each of their operations has an outcome, or one of them failed: the
     rest are not attempted), for the progress display."""

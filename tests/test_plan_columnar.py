@@ -258,3 +258,19 @@ def test_segments_are_staged_in_planning_order_by_value_then_customer():
     assert [(r[2], r[1]) for r in rows] == sorted(((r[2], r[1]) for r in rows), key=lambda x: (-x[0], x[1]))
     assert staged.con.execute("SELECT customer_id FROM _plan_desired WHERE _key = 'shared@shop.uz'"
                               ).fetchall() == [("C000008",)]
+
+
+@pytest.mark.parametrize("mode,yes,no", [("pending", "pending", "pending"), ("skip", "subscribed", None),
+                                         ("transactional", "subscribed", "transactional")])
+def test_a_known_contact_carries_the_status_it_would_be_created_with(mode, yes, no):
+    """Both planners: a destination that finds a known contact deleted since (Unisender) may create it again only
+    under the consent rules, so it is told them (None: never create)."""
+    rows = [{"customer_id": cid, "email": f"{cid}@shop.uz", "segment": "Churn", "r": 2, "monetary": Decimal("5.50"),
+             "p_alive": 1 / 3, "first_order_at": date(2024, 1, 2), "marketing_consent": consent}
+            for cid, consent in (("y", "yes"), ("n", "no"))]
+    pushed = {f"{c}@shop.uz": PushedState(f"{c}@shop.uz", c, frozenset({"rfm:VIP"}), {}) for c in "yn"}
+    pushed["gone@shop.uz"] = PushedState("gone@shop.uz", "9", frozenset({"rfm:VIP"}), {})
+    dest = DEST.model_copy(update={"new_contacts": mode})
+    for plan in (columnar(rows, pushed, dest), reference(rows, pushed, dest)):
+        status = {c.key: (c.create, c.status_if_new) for c in plan.changes}
+        assert status == {"y@shop.uz": (False, yes), "n@shop.uz": (False, no), "gone@shop.uz": (False, None)}

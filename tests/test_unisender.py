@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+from dataclasses import replace
 from urllib.parse import parse_qs
 
 import pytest
@@ -11,11 +12,13 @@ import responses
 from pydantic import SecretStr
 
 from connectors.retry import RetryPolicy
+from sync.config import DestinationConfig
 from sync.errors import DestinationConfigError, DestinationError
-from sync.model import ContactChange, ItemResult
+from sync.model import ContactChange, DesiredContact, ItemResult, PushedState
+from sync.planning.plan import apply_results_to_state, plan_destination
 from sync.destinations.unisender import UnisenderDestination, split_name
 from sync.destinations.unisender_api import Action, TokenBucket, UnisenderError, action_for
-from tests.fakes.unisender import FakeUnisender, unisender_fake  # noqa: F401  (fixture)
+from tests.fakes.unisender import FakeUnisender  # the unisender_fake fixture comes from conftest
 
 API = "https://api.example.test/ru/api"
 KEY = "uni-secret-key-4242"
@@ -287,3 +290,114 @@ def test_reads(unisender_fake):
     assert dest.existing_members(["a@x.com"]) is None
     with pytest.raises(DestinationError, match="reconcile"):
         dest.read_managed(["list:Champions"])
+
+
+# ------------------------------------------------------------------ consent and erasure (review 12)
+def test_a_pending_contact_whose_segment_has_no_list_is_not_imported(unisender_fake):
+    """Night 1 his segment has no list (fields only): importing him would make him 'new' (the consenting
+    status) and the ledger would then add him to a list later by import, without any invitation."""
+    dest_cfg = DestinationConfig(name="uni", type="unisender", new_contacts="pending",
+                                 segments={"Champions": "Champions"}, fields={"rfm_segment": "segment"})
+    unisender_fake.add_list("Champions")
+    dest, _ = on(unisender_fake)
+    state: dict = {}
+    for night, segment in enumerate(("Hibernating", "Champions")):
+        tags = frozenset({"list:Champions"} if segment == "Champions" else ())
+        desired = DesiredContact(key="shy@x.com", customer_id="c1", email="shy@x.com", consent="no",
+                                 segment=segment, tags=tags, fields={"rfm_segment": segment})
+        plan = plan_destination(dest_cfg, [desired], state)
+        rec = Recorder()
+        dest.prepare(plan.managed_tags, plan.fields)
+        dest.apply(plan.changes, rec)
+        apply_results_to_state(state, {c.key: c for c in plan.changes}, [r for b in rec.batches for r in b])
+        if night == 0:
+            assert "shy@x.com" not in unisender_fake.contacts and unisender_fake.calls["importContacts"] == 0
+            [failed] = rec.items.values()
+            assert not failed.ok and "no Unisender list" in failed.error and "shy@x.com" not in state
+    assert unisender_fake.invitations == ["shy@x.com"] and unisender_fake.calls["importContacts"] == 0
+    assert unisender_fake.contacts["shy@x.com"]["status"] == "invited"
+    # a tag alone is no list to invite him to
+    rec = Recorder()
+    dest.apply([change("tagged@x.com", add={"tag:vip"}, status="pending")], rec)
+    assert "tagged@x.com" not in unisender_fake.contacts and not rec.items[("tagged@x.com", "tag+tag:vip")].ok
+
+
+def test_a_removal_never_recreates_a_contact_deleted_in_unisender(unisender_fake):
+    unisender_fake.add_list("Champions")
+    unisender_fake.add_contact("here@x.com", lists=["Champions"], tags=["vip", "staff"])
+    dest, _ = on(unisender_fake)
+    rec = Recorder()
+    dest.apply([change("gone@x.com", remove={"list:Champions"}, create=False, status=None),
+                change("gone2@x.com", remove={"tag:vip"}, create=False, status="subscribed"),
+                change("gone3@x.com", remove={"list:Champions", "tag:vip"}, create=False, status="pending"),
+                change("here@x.com", remove={"list:Champions", "tag:vip"}, create=False, status=None)], rec)
+    assert set(unisender_fake.contacts) == {"here@x.com"}, "a removal re-created an erased contact"
+    here = unisender_fake.contacts["here@x.com"]
+    assert here["lists"] == set() and here["tags"] == ["staff"] and here["status"] == "active"
+    assert all(r.ok for r in rec.items.values())  # a removal from someone who is gone is done
+    assert all(r.missing for k, r in rec.items.items() if k[0] != "here@x.com")
+    assert unisender_fake.calls["getContact"] == 4 and unisender_fake.calls["importContacts"] == 1
+
+
+def test_a_known_contact_without_consent_deleted_in_unisender_is_invited_not_imported(unisender_fake):
+    """The ledger knows him (create=False) but Unisender no longer does: a field update or list add by import
+    would re-create him as 'new'. He is reported missing, and the next plan creates him under the consent
+    rules: through subscribe (an invitation) with new_contacts = pending."""
+    dest_cfg = DestinationConfig(name="uni", type="unisender", new_contacts="pending",
+                                 segments={"Champions": "Champions", "Loyal": "Loyal"},
+                                 fields={"rfm_segment": "segment"})
+    dest, _ = on(unisender_fake)
+    dest.prepare(["list:Champions", "list:Loyal"], {"rfm_segment": "segment"})
+    state = {k: PushedState(k, k[0], frozenset({"list:Champions"}), {"rfm_segment": "Champions"})
+             for k in ("a@x.com", "b@x.com")}
+    for key in state:
+        unisender_fake.add_contact(key, status="invited", lists=["Champions"], rfm_segment="Champions")
+    unisender_fake.forget("a@x.com")  # erased in Unisender; b is still there
+    for desired_segment in ("Loyal", "Loyal"):
+        desired = [DesiredContact(key=k, customer_id=k[0], email=k, consent="no", segment=desired_segment,
+                                  tags=frozenset({f"list:{desired_segment}"}), fields={"rfm_segment": desired_segment})
+                   for k in state]
+        plan = plan_destination(dest_cfg, desired, state)
+        rec = Recorder()
+        dest.apply(plan.changes, rec)
+        apply_results_to_state(state, {c.key: c for c in plan.changes}, [r for b in rec.batches for r in b])
+        if "a@x.com" not in unisender_fake.contacts:  # the first night: not re-created, forgotten
+            assert unisender_fake.calls["importContacts"] == 1 and not state["a@x.com"].exists
+            assert rec.items[("a@x.com", "upsert")].missing and not rec.items[("a@x.com", "upsert")].ok
+            assert rec.items[("a@x.com", "tag-list:Champions")].ok
+    assert unisender_fake.invitations == ["a@x.com"]  # the second night: invited, never imported as 'new'
+    assert unisender_fake.contacts["a@x.com"]["status"] == "invited"
+    assert unisender_fake.members("Loyal") == {"a@x.com", "b@x.com"} and unisender_fake.status_columns == []
+    assert unisender_fake.contacts["b@x.com"]["status"] == "invited"  # b was there: updated by import
+    assert state["a@x.com"].exists and state["a@x.com"].tags == {"list:Loyal"}
+
+
+def test_a_known_consenting_contact_is_imported_without_a_check(unisender_fake):
+    """``subscribed`` is what an import gives a new address: re-creating such a contact is the consent rules,
+    so field updates and list adds of consenting contacts cost no getContact."""
+    unisender_fake.add_list("Champions")
+    dest, _ = on(unisender_fake)
+    dest.apply([change(f"u{i}@x.com", add={"list:Champions"}, create=False) for i in range(3)], Recorder())
+    assert unisender_fake.calls["getContact"] == 0 and unisender_fake.calls["importContacts"] == 1
+
+
+@pytest.mark.parametrize("lost", ["html", "twice"])
+def test_a_pending_create_whose_outcome_was_lost_is_not_invited_again(unisender_fake, lost):
+    """subscribe is not idempotent (double_optin=4 mails the invitation again to an invited contact): a pending
+    create planned again after a lost outcome (an HTML answer, or a process killed before the ledger wrote it)
+    is read first and, already on its lists, not subscribed again; its fields and tags still arrive."""
+    unisender_fake.add_list("Champions")
+    unisender_fake.fields["rfm_segment"] = "string"
+    dest, _ = on(unisender_fake)
+    ch = change("new@x.com", add={"list:Champions", "tag:vip"}, fields={"rfm_segment": "C"}, status="pending")
+    if lost == "html":
+        unisender_fake.answer_raw(b"<html>gateway</html>", method="subscribe", work=True)
+    first = Recorder()
+    dest.apply([ch], first)
+    assert all(r.ok for r in first.items.values()) == (lost == "twice")
+    again = Recorder()
+    dest.apply([replace(ch, set_fields={"rfm_segment": "D"})], again)
+    assert unisender_fake.invitations == ["new@x.com"] and unisender_fake.calls["subscribe"] == 1
+    assert all(r.ok for r in again.items.values()) and set(again.items) == set(first.items)
+    c = unisender_fake.contacts["new@x.com"]
+    assert c["status"] == "invited" and c["fields"]["rfm_segment"] == "D" and c["tags"] == ["vip"]

@@ -14,6 +14,12 @@ never overwritten (``overwrite_lists=0``) and tags are only added (``overwrite_t
 contacts losing a managed tag: their current tags are read first (``getContact``) and re-sent in full with
 ``overwrite_tags=1`` so unmanaged tags survive.
 
+An import creates every address it does not know, as ``new``: so only a new contact whose status would be
+``subscribed`` is ever imported (``pending`` ones are invited with ``subscribe``, which needs a list; the others
+are refused), and a row that only removes, or a known contact who would not be created ``subscribed`` now, is
+imported only after ``getContact`` found him (:func:`_must_exist`). ``subscribe`` is not idempotent (it mails
+the invitation again), so a pending contact already on the change's lists is not subscribed again.
+
 Answers are validated before they are believed (:mod:`sync.destinations.answers`): a 2xx without the ``{"result"}`` /
 ``{"error", "code"}`` envelope (an HTML page, truncated JSON, ``{"errors": …}``), or an ``importContacts``
 result whose ``total`` is not the number of rows sent or whose ``log`` is not ``[{index, code, message}]``,
@@ -153,24 +159,25 @@ class UnisenderDestination:
 
     # ---------------------------------------------------------------- apply
     def apply(self, changes: Sequence[ContactChange], on_results: OnResults) -> None:
-        """Refuse consent-less new contacts, subscribe ``pending`` ones, import the rest in batches of 500."""
+        """Refuse new contacts that cannot be imported with consent, invite ``pending`` ones (``subscribe``),
+        check that known contacts still exist where an import could re-create them, import the rest in batches
+        of 500."""
         refused: list[ItemResult] = []
         rows: list[_Row] = []
         for ch in changes:
-            new = ch.create and ch.status_if_new in ("transactional", None)
-            if new:
-                msg = ("Unisender has no transactional status: a contact without consent is not added "
-                       "(use new_contacts = skip or pending)")
-                refused += [ItemResult(ch.key, op, False, msg) for op in _ops(ch)]
-            elif ch.create and ch.status_if_new == "pending" and ch.add_tags:
-                self._subscribe(ch, on_results)
+            if ch.create and ch.status_if_new != "subscribed":  # only consenting new contacts are ever imported
+                msg = self._not_invitable(ch)
+                if msg:
+                    refused += [ItemResult(ch.key, op, False, msg) for op in _ops(ch)]
+                    continue
+                rows += self._subscribe(ch, on_results)
                 if ch.remove_tags:
                     rows.append(self._row(ch, adds=False))
             elif ch.needs_upsert or ch.add_tags or ch.remove_tags:
                 rows.append(self._row(ch))
         if refused:
             on_results(refused)
-        self._read_tags([r for r in rows if r.replace_tags], on_results)
+        self._read_contacts([r for r in rows if r.replace_tags or _must_exist(r)], on_results)
         groups: dict[tuple[bool, tuple[str, ...]], list[_Row]] = {}
         for row in rows:
             if row.ops:
@@ -180,6 +187,20 @@ class UnisenderDestination:
         for (replace, names), members in groups.items():
             for start in range(0, len(members), self.batch_size):
                 self._import(members[start:start + self.batch_size], replace, names, on_results)
+
+    def _not_invitable(self, ch: ContactChange) -> str | None:
+        """Why a new contact without ``subscribed`` status is not added (None: he is invited)."""
+        if ch.status_if_new != "pending":
+            return ("Unisender has no transactional status: a contact without consent is not added "
+                    "(use new_contacts = skip or pending)")
+        titles = [value for kind, value in map(split_name, sorted(ch.add_tags)) if kind == "list"]
+        if not titles:
+            return ("Unisender invites a pending contact to a list (subscribe, double opt-in) and his segment has "
+                    "no Unisender list: he is not added (an import would make him 'new' without an invitation); "
+                    "map the segment to a list to invite him")
+        if any(self._list_id(t) is None for t in titles):
+            return "Unisender subscribe needs an existing list (run prepare)"
+        return None
 
     def _row(self, ch: ContactChange, adds: bool = True) -> _Row:
         row = _Row(ch)
@@ -208,21 +229,30 @@ class UnisenderDestination:
                 row.ops.append(f"tag-{name}")
         return row
 
-    def _read_tags(self, rows: list[_Row], on_results: OnResults) -> None:
-        """For rows losing a managed tag: read current tags so the full set can be re-sent."""
+    def _read_contacts(self, rows: list[_Row], on_results: OnResults) -> None:
+        """``getContact`` for rows losing a managed tag (their current tags, so the full set can be re-sent) and
+        for rows whose contact must still exist (:func:`_must_exist`): one not found is not re-created."""
         for row in rows:
             ch = row.change
             try:
-                info = self.call("getContact", [("email", ch.email), ("include_fields", 1)])
+                info = self._contact(ch.email)
             except BadAnswer as exc:
                 row.results += [ItemResult(ch.key, op, False, str(exc)) for op in row.ops]
                 row.ops = []
                 continue
-            except UnisenderError as exc:
-                if "not found" not in str(exc).lower():
-                    raise
-                info = {"fields": {"tags": ""}}
-            current = _tags_of(info)
+            if info is None and _must_exist(row):  # deleted in Unisender (erased on request, cleaned up by hand)
+                # a removal is done (he carries nothing); anything else is not sent: the import would create him
+                # as 'new'. missing: the ledger forgets him, so the next plan adds him only under the consent
+                # rules (pending: through subscribe; no consent: not at all)
+                gone = (f"{ch.email} is not in Unisender (deleted there): not re-created without consent; the "
+                        "next run adds him again only under the consent rules (new_contacts)")
+                row.results += [ItemResult(ch.key, op, True, missing=not ch.create) if op.startswith("tag-") else
+                                ItemResult(ch.key, op, False, gone, missing=True) for op in row.ops]
+                row.ops = []
+                continue
+            if not row.replace_tags:
+                continue
+            current = _tags_of(info if info is not None else {"fields": {"tags": ""}})
             if current is None:  # cannot see the tags: never overwrite blindly
                 msg = "Unisender getContact returned no tags: managed tag left in place"
                 failed = [op for op in row.ops if op.startswith("tag-tag:")]
@@ -236,6 +266,15 @@ class UnisenderDestination:
                 row.results += [ItemResult(ch.key, op, False, f"more than {MAX_TAGS} tags") for op in row.ops]
                 row.ops = []
             row.tags = full
+
+    def _contact(self, email: str) -> Any:
+        """``getContact`` (fields and lists); None when Unisender does not hold the address."""
+        try:
+            return self.call("getContact", [("email", email), ("include_fields", 1), ("include_lists", 1)])
+        except UnisenderError as exc:
+            if "not found" not in str(exc).lower():
+                raise
+            return None
 
     def _import(self, rows: list[_Row], replace: bool, names: tuple[str, ...], on_results: OnResults) -> None:
         columns = ["email", "email_list_ids", "email_excluded_list_ids", "tags", *names]
@@ -267,24 +306,38 @@ class UnisenderDestination:
         log.debug("Unisender %s: imported %d rows, %d rejected", self.name, len(rows), len(errors))
         on_results(out)
 
-    def _subscribe(self, ch: ContactChange, on_results: OnResults) -> None:
+    def _subscribe(self, ch: ContactChange, on_results: OnResults) -> list[_Row]:
         """A new contact that must confirm: ``subscribe`` with ``double_optin=4`` (existing new/active contacts
-        are just added; others get the confirmation e-mail)."""
+        are just added; others get the confirmation e-mail).
+
+        ``subscribe`` is not idempotent (a second one mails the invitation again), and a pending create is planned
+        again whenever its outcome was lost (an HTML or timed-out answer, a process killed before the ledger
+        wrote it). So the contact is read first: one already on every list of the change (invited by that lost
+        call, or there before) is not subscribed again; his fields and tags, if any, go in an import row (he
+        exists: the import neither creates him nor changes his status or lists), returned to the caller."""
         lists, tags = [], []
         for name in sorted(ch.add_tags):
             kind, value = split_name(name)
             (lists if kind == "list" else tags).append(self._list_id(value) if kind == "list" else value)
-        params: list[tuple[str, Any]] = [("list_ids", ",".join(x for x in lists if x)), ("fields[email]", ch.email)]
-        params += [(f"fields[{k}]", _text(v)) for k, v in sorted(ch.set_fields.items())]
-        params += [("tags", ",".join(tags)), ("double_optin", 4), ("overwrite", 2)]
         ops = _ops(ch, removes=False)
         try:
-            if None in lists or not any(lists):
-                raise UnisenderError("Unisender subscribe needs an existing list (run prepare)", code="local")
+            held = _list_ids_of(self._contact(ch.email))
+            if held is not None and set(lists) <= held:
+                log.debug("Unisender %s: %s is already on the lists: not invited again", self.name, ch.key)
+                rest = [op for op in ops if not op.startswith("tag+list:")]  # upsert, tag+tag:…
+                if ch.set_fields or tags:
+                    on_results([ItemResult(ch.key, op, True) for op in ops if op not in rest])
+                    return [_Row(ch, tags=tags, ops=rest)]
+                on_results([ItemResult(ch.key, op, True) for op in ops])
+                return []
+            params: list[tuple[str, Any]] = [("list_ids", ",".join(lists)), ("fields[email]", ch.email)]
+            params += [(f"fields[{k}]", _text(v)) for k, v in sorted(ch.set_fields.items())]
+            params += [("tags", ",".join(tags)), ("double_optin", 4), ("overwrite", 2)]
             self._api.result("subscribe", Subscribed, self.call("subscribe", params, idempotent=False))
             on_results([ItemResult(ch.key, op, True) for op in ops])
         except (UnisenderError, BadAnswer) as exc:
             on_results([ItemResult(ch.key, op, False, str(exc)) for op in ops])
+        return []
 
     # ---------------------------------------------------------------- reads
     def read_managed(self, managed_tags: Sequence[str]) -> Mapping[str, set[str]]:
@@ -300,6 +353,27 @@ def _ops(ch: ContactChange, removes: bool = True) -> list[str]:
     ops = ["upsert"] if ch.needs_upsert else []
     ops += [f"tag+{n}" for n in sorted(ch.add_tags)]
     return ops + ([f"tag-{n}" for n in sorted(ch.remove_tags)] if removes else [])
+
+
+def _must_exist(row: _Row) -> bool:
+    """A row that may be imported only if its contact is still in Unisender (an import creates an unknown address
+    as ``new``, the status of consenting contacts): one that only removes (a removal never creates), and any row
+    of a known contact who would not be created ``subscribed`` now (``status_if_new`` pending, transactional or
+    None: an invitation or nothing, never an import). One ``getContact`` each."""
+    if not row.ops:
+        return False
+    return _only_removes(row) or (not row.change.create and row.change.status_if_new != "subscribed")
+
+
+def _only_removes(row: _Row) -> bool:
+    return all(op.startswith("tag-") for op in row.ops)
+
+
+def _list_ids_of(info: Any) -> set[str] | None:
+    """Ids of the lists a getContact answer shows the contact on (not excluded); None: not held or not shown."""
+    if not isinstance(info, dict) or not isinstance(info.get("lists"), list):
+        return None
+    return {str(x.get("id")) for x in info["lists"] if isinstance(x, dict) and x.get("status") != "excluded"}
 
 
 def _text(value: Any) -> str:

@@ -222,7 +222,7 @@ def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str
                        AS _pv
             FROM {DESIRED} d {join} JOIN {PUSHED} p ON p.key = d._key{exists_join}{extra_join}{unchanged}
         ), k0 AS (
-            SELECT *, CASE WHEN exists_ THEN NULL ELSE {status} END AS status,
+            SELECT *, {status} AS status,
                    {add} AS add_tags,
                    list_filter(prev_managed, lambda t: NOT list_contains(tags, t)) AS remove_tags{verdict_cols}
             FROM j
@@ -284,7 +284,7 @@ def _changes(con: duckdb.DuckDBPyConnection, esp_fields: list[str], dtypes: list
     con.execute(f"""CREATE OR REPLACE TEMP TABLE {OUT} AS
         SELECT key, CASE WHEN departed THEN coalesce(prev_customer_id, '') ELSE customer_id END AS customer_id,
                CASE WHEN departed THEN '' ELSE segment END AS segment, NOT departed AND NOT exists_ AS create_,
-               CASE WHEN NOT departed AND NOT exists_ THEN status END AS status,
+               CASE WHEN NOT departed THEN status END AS status,
                CASE WHEN departed THEN '[]' ELSE to_json(add_tags)::VARCHAR END AS add_json,
                to_json(remove_tags)::VARCHAR AS remove_json,
                NOT departed AND {fast} AS fast,

@@ -216,12 +216,12 @@ def plan_destination(dest: DestinationConfig, desired: Iterable[DesiredContact],
             exists = d.key in existing
         prev_tags = prev.tags & managed if prev else frozenset()
         prev_fields = {} if (full_refresh or prev is None) else prev.fields
-        status = None
-        if not exists:
-            status = status_for_new(d.consent, dest.new_contacts)
-            if status is None:
-                skips.append(Skip(d.key, d.customer_id, d.segment, NO_CONSENT_SKIP))
-                continue
+        # the status it gets if it has to be created: also for a contact the ledger knows, so a destination that
+        # finds it deleted since can create it again under the consent rules (Unisender), or leave it out (None)
+        status = status_for_new(d.consent, dest.new_contacts)
+        if not exists and status is None:
+            skips.append(Skip(d.key, d.customer_id, d.segment, NO_CONSENT_SKIP))
+            continue
         add = d.tags if full_refresh else d.tags - prev_tags
         remove = prev_tags - d.tags
         set_fields = {k: v for k, v in d.fields.items() if k not in prev_fields or not _same(prev_fields[k], v)}
