@@ -123,6 +123,23 @@ def _keep_copy_current(ledger: Ledger, destination: str) -> None:
         log.info("sync %s: %d pushed-state rows read back into the cached copy", destination, read)
 
 
+def lost_in_destination(ledger: Ledger, plan: Plan, created: Sequence[str] | None) -> list[str]:
+    """What the destination's ``prepare`` had to create again although the ledger says rfmsync pushed it to
+    contacts (someone deleted a managed field, tag or list in the ESP): those contacts' values are gone there,
+    and the plan, made from the ledger, does not send them again. One line for each, with the way back."""
+    if not created:
+        return []
+    fields = ledger.field_holders(plan.destination, [n for n in created if n in plan.fields])
+    tags = {n: 0 for n in created if n in plan.managed_tags}
+    if tags:
+        for tag_set, n in ledger.tag_set_counts(plan.destination).items():
+            for tag in tag_set & tags.keys():
+                tags[tag] += n
+    return [f"{kind} {name!r} was missing in the destination and was created again, empty: the {n} contacts "
+            f"rfmsync had pushed it to lost it there; `rfmsync sync --full-refresh` pushes it to them again"
+            for kind, held in (("field", fields), ("tag", tags)) for name, n in held.items() if n]
+
+
 def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str = "sync",
                  replan: Callable[[], Plan] | None = None, data: Mapping[str, Any] | None = None,
                  lock_ttl: float = LOCK_TTL) -> ApplyReport:
@@ -143,6 +160,7 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         run_id = ledger.start_run(kind, plan.destination)
         counts = {**(data or {}), "planned": len(plan.changes), "skipped": len(plan.skipped), "ok": 0, "failed": 0}
         errors: list[str] = []
+        lost: list[str] = []  # what the destination lost since rfmsync pushed it (lost_in_destination)
         if plan.is_empty:
             ledger.finish_run(run_id, "succeeded", counts)
             return ApplyReport(plan.destination, run_id, "succeeded", counts)
@@ -178,7 +196,10 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
 
             try:
                 try:
-                    prepared.result()
+                    lost = lost_in_destination(ledger, plan, prepared.result())
+                    for line in lost:
+                        log.warning("sync %s: %s", plan.destination, line)
+                    errors += lost
                     client.apply(plan.changes, on_results)
                 finally:
                     try:
@@ -188,7 +209,7 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
             except Exception as exc:
                 ledger.finish_run(run_id, "failed", counts, error=str(exc))
                 raise
-        status = "succeeded" if counts["failed"] == 0 else "partial"
+        status = "succeeded" if counts["failed"] == 0 and not lost else "partial"
         ledger.finish_run(run_id, status, counts, error="; ".join(errors[:5]) or None)
         if len(plan.changes) >= COPY_AFTER:
             _keep_copy_current(ledger, plan.destination)

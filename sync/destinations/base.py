@@ -49,8 +49,9 @@ class Destination(Protocol):
         Raises :class:`sync.errors.DestinationConfigError` when the key is rejected or the audience is missing,
         :class:`sync.errors.DestinationError` when the ESP cannot be reached. Writes nothing."""
 
-    def prepare(self, managed_tags: Sequence[str], fields: Mapping[str, str]) -> None:
-        """Check the audience exists; create missing fields and tags/lists rfmsync manages."""
+    def prepare(self, managed_tags: Sequence[str], fields: Mapping[str, str]) -> Sequence[str] | None:
+        """Check the audience exists; create missing fields and tags/lists rfmsync manages. Returns the names
+        (of ``fields`` and ``managed_tags``) it created."""
 
     def apply(self, changes: Sequence[ContactChange], on_results: OnResults) -> None:
         """Push changes in batches at the API maxima; call ``on_results`` after each batch."""

@@ -129,7 +129,7 @@ class MailchimpDestination:
                 "to the same account", status=404, body=exc.body) from None
         return f"API key accepted, audience {info.id!r} ({info.name}) found"
 
-    def prepare(self, managed_tags: Sequence[str], fields: Mapping[str, str]) -> None:
+    def prepare(self, managed_tags: Sequence[str], fields: Mapping[str, str]) -> list[str]:
         """Check the audience; create missing merge fields (see :func:`merge_field_type`) and managed tags.
 
         The three reads (the audience, its merge fields, its tags) run at once, then the creates at once (up
@@ -165,6 +165,7 @@ class MailchimpDestination:
                     if fn == self._create_segment:
                         self._segments[arg] = found
         self._field_tags = _field_tags(fields)
+        return [arg if fn == self._create_segment else arg[0] for fn, arg in todo]
 
     def existing_members(self, keys: Iterable[str] | None = None) -> dict[str, str]:
         """Normalised email -> Mailchimp status for the audience's members (only ``keys`` when given)."""

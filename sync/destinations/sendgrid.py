@@ -126,9 +126,10 @@ class SendGridDestination:
         fields = self._load_fields()
         return f"API key accepted, Marketing Campaigns reachable ({len(fields)} custom fields)"
 
-    def prepare(self, managed_tags: Sequence[str], fields: Mapping[str, str]) -> None:
-        """Create the missing custom fields and managed lists; existing ones are left as they are."""
-        known = self._load_fields()
+    def prepare(self, managed_tags: Sequence[str], fields: Mapping[str, str]) -> list[str]:
+        """Create the missing custom fields and managed lists; existing ones are left as they are. Returns the
+        names (of ``fields`` and ``managed_tags``) created."""
+        known, created_names = self._load_fields(), []
         for fname, value_name in fields.items():
             if not _FIELD_NAME.match(fname):
                 raise DestinationConfigError(f"SendGrid destination {self.name!r}: field {fname!r}: use letters, "
@@ -148,6 +149,7 @@ class SendGridDestination:
                                        what=f"create field {fname!r}", idempotent=False, shape=Id)
             known[fname.lower()] = created.id
             self._field_kinds[fname.lower()] = ftype
+            created_names.append(fname)
             log.info("SendGrid %s: created custom field %s (%s)", self.name, fname, ftype)
         lists = self._load_lists()
         for tag in managed_tags:
@@ -158,7 +160,9 @@ class SendGridDestination:
                                        what=f"create list {lname!r}", idempotent=False, shape=Id)
             lists[lname] = created.id
             self._list_counts[lname] = 0
+            created_names.append(tag)
             log.info("SendGrid %s: created list %s", self.name, lname)
+        return created_names
 
     def _list_id(self, tag: str) -> str | None:
         if self._lists is None:

@@ -131,8 +131,10 @@ class UnisenderDestination:
         self._fields = {x.name for x in self._api.result("getFields", FieldItem, self.call("getFields"))}
         return self._fields
 
-    def prepare(self, managed_tags: Sequence[str], fields: Mapping[str, str]) -> None:
-        """Create missing lists (for ``list:`` names) and fields; tags need no creation."""
+    def prepare(self, managed_tags: Sequence[str], fields: Mapping[str, str]) -> list[str]:
+        """Create missing lists (for ``list:`` names) and fields; tags need no creation. Returns the names (of
+        ``fields`` and ``managed_tags``) created."""
+        created_names: list[str] = []
         for fname in fields:
             if not _FIELD_NAME.match(fname) or fname.lower() in _SYSTEM_FIELDS:
                 raise DestinationConfigError(f"Unisender destination {self.name!r}: field {fname!r}: use Latin "
@@ -144,13 +146,16 @@ class UnisenderDestination:
                 created = self._api.result("createList", Created,
                                        self.call("createList", [("title", title)], idempotent=False))
                 lists[title] = str(created.id)
+                created_names.append(tag)
                 log.info("Unisender %s: created list %s", self.name, title)
         known = self._load_fields()
         for fname, value_name in fields.items():
             if fname not in known:
                 self.call("createField", [("name", fname), ("type", field_type_for(value_name))], idempotent=False)
                 known.add(fname)
+                created_names.append(fname)
                 log.info("Unisender %s: created field %s", self.name, fname)
+        return created_names
 
     def _list_id(self, title: str) -> str | None:
         if self._lists is None:

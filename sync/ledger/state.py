@@ -13,7 +13,7 @@ import uuid
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Protocol
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -47,6 +47,8 @@ class StateReader(Protocol):
 
 class StateWriter(Protocol):
     """Records what was pushed to, or forgotten from, a destination (applying a plan)."""
+
+    def field_holders(self, destination: str, names: Iterable[str]) -> dict[str, int]: ...
 
     def save_states(self, destination: str, run_id: int | None, states: Iterable[PushedState]) -> int: ...
 
@@ -200,6 +202,22 @@ class PushedStates:
             out[key] = out.get(key, 0) + n
         return out
 
+    def field_holders(self, destination: str, names: Iterable[str]) -> dict[str, int]:
+        """How many of ``destination``'s contacts hold each field of ``names`` in their pushed fields (names none
+        holds left out): one count per name over the fields' text, matching the key as the ledger spells it
+        (UTF-8, or escaped as rows written before 2026-12 are). For a field the ESP has lost since (prepare
+        created it again), these are the contacts whose values are gone there."""
+        t, out = pushed_state, {}
+        with self._db.read() as conn:
+            for name in dict.fromkeys(names):
+                spelled = {json.dumps(name, ensure_ascii=False), json.dumps(name)}
+                like = [t.c.fields.like("%" + _like_escape(text) + ":%", escape="\\") for text in spelled]
+                n = conn.execute(select(func.count()).where(t.c.destination == destination,
+                                                            or_(*like))).scalar() or 0
+                if n:
+                    out[name] = int(n)
+        return out
+
     def customer_states(self, customer_id: str) -> list[dict[str, Any]]:
         """What every destination holds for one customer (``rfmsync explain``): destination, key, tags (sorted),
         fields, in_destination, pushed_at, run_id, by destination and key."""
@@ -301,3 +319,8 @@ def _snapshot(db: LedgerDB) -> Iterator[Connection]:
         conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
             yield conn
+
+
+def _like_escape(text: str) -> str:
+    """``text`` matched literally by LIKE … ESCAPE '\\'."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
