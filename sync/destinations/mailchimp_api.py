@@ -21,7 +21,7 @@ import re
 import threading
 import time
 from types import MappingProxyType
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import requests
 from pydantic import TypeAdapter, with_config
@@ -149,8 +149,81 @@ def batch_body(changes: Sequence[ContactChange], create: bool, tags: Mapping[str
     keyed by merge tag: ``tags``, values by :func:`merge_value`; left out when empty).
 
     The text is what :data:`_encode_body` writes for that dict (tested byte for byte), written straight from
-    the changes: no dict per member, and text and whole numbers (the planner's usual values) written without
-    an encoder call (a batch of 500: about a fifth less CPU under the interpreter lock)."""
+    the changes: no dict per member. In the usual batch every member has the same fields (a full sync writes
+    them all) and each field's values are all text or all whole numbers: the members are then written column
+    by column, each column by one C function over its values (``map``), into one template per batch (a batch
+    of 500: about half the CPU of writing member by member, which any other batch does)."""
+    names = [tuple(c.set_fields) for c in changes]
+    if names and names.count(names[0]) == len(names):
+        body = _columns_body(changes, create, tags, names[0])
+        if body is not None:
+            return body
+    return _members_body(changes, create, tags)
+
+
+def segment_body(add: Sequence[ContactChange], remove: Sequence[ContactChange]) -> JsonText:
+    """The body of a tag call (``POST /lists/{id}/segments/{seg}``): ``members_to_add`` and
+    ``members_to_remove`` (each only when there are some), the addresses as :data:`_encode_body` writes them."""
+    parts = [f'"{key}":[' + ",".join(map(_encode_str, [c.email for c in changes])) + "]"
+             for key, changes in (("members_to_add", add), ("members_to_remove", remove)) if changes]
+    return JsonText("{" + ",".join(parts) + "}")
+
+
+def _body(members: Iterable[str], create: bool) -> JsonText:
+    return JsonText('{"members":[' + ",".join(members) + '],"update_existing":' + ("false" if create else "true")
+                    + "}")
+
+
+def _merge_heads(names: tuple[str, ...], tags: Mapping[str, str]) -> list[str] | None:
+    """'"TAG":' for each of ``names`` (merge tags by :data:`tags`), or None when two name one merge tag (the
+    dict keeps the last value) or a tag is not text."""
+    tags_ = [tags.get(k, k) for k in names]
+    if len(set(tags_)) < len(tags_) or any(type(t) is not str for t in tags_):
+        return None
+    return [_encode_str(t) + ":" for t in tags_]
+
+
+def _column_text(values: Sequence[Any]) -> Iterable[str] | None:
+    """JSON text of a column of values, by one C function: all text, or all whole numbers (not bool)."""
+    kinds = set(map(type, values))
+    if kinds == {str}:
+        return map(_encode_str, values)
+    if kinds == {int}:
+        return map(int.__repr__, values)
+    return None
+
+
+def _columns_body(changes: Sequence[ContactChange], create: bool, tags: Mapping[str, str],
+                  names: tuple[str, ...]) -> JsonText | None:
+    """:func:`batch_body` column by column, for changes that all have the fields ``names``; None when a column
+    (the statuses, a field) is not all text or all whole numbers, or two names share a merge tag."""
+    columns: list[Iterable[str]] = []
+    template = '{"email_address":%s'
+    emails = _column_text([c.email for c in changes])
+    if emails is None:
+        return None
+    columns.append(emails)
+    if create:
+        statuses = _column_text([c.status_if_new for c in changes])
+        if statuses is None:
+            return None
+        columns.append(statuses)
+        template += ',"status":%s'
+    if names:
+        heads = _merge_heads(names, tags)
+        if heads is None:
+            return None
+        for i, values in enumerate(zip(*[c.set_fields.values() for c in changes])):
+            text = _column_text(values)
+            if text is None:
+                return None
+            columns.append(text)
+        template += ',"merge_fields":{' + ",".join([h.replace("%", "%%") + "%s" for h in heads]) + "}"
+    return _body(map((template + "}").__mod__, zip(*columns)), create)
+
+
+def _members_body(changes: Sequence[ContactChange], create: bool, tags: Mapping[str, str]) -> JsonText:
+    """:func:`batch_body` member by member: any fields, any values."""
     keys: dict[tuple[str, ...], list[str] | None] = {}  # set_fields' keys -> '"TAG":' of each, once per key set
     parts = []
     for c in changes:
@@ -163,9 +236,7 @@ def batch_body(changes: Sequence[ContactChange], create: bool, tags: Mapping[str
             names = tuple(fields)
             heads = keys.get(names, False)
             if heads is False:
-                tags_ = [tags.get(k, k) for k in names]
-                heads = keys[names] = None if len(set(tags_)) < len(tags_) or \
-                    any(type(t) is not str for t in tags_) else [_encode_str(t) + ":" for t in tags_]
+                heads = keys[names] = _merge_heads(names, tags)
             if heads is None:  # two keys for one merge tag (the dict keeps the last value): as a dict
                 text += ',"merge_fields":' + _encode_body({tags.get(k, k): merge_value(v) for k, v in fields.items()})
             else:
@@ -173,8 +244,7 @@ def batch_body(changes: Sequence[ContactChange], create: bool, tags: Mapping[str
                     [h + (_encode_str(v) if type(v) is str else int.__repr__(v) if type(v) is int
                           else _encode_body(merge_value(v))) for h, v in zip(heads, fields.values())]) + "}"
         parts.append(text + "}")
-    return JsonText('{"members":[' + ",".join(parts) + '],"update_existing":' + ("false" if create else "true")
-                    + "}")
+    return _body(parts, create)
 
 
 class _ApiClient(ApiClient):
