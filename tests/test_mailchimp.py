@@ -425,6 +425,26 @@ def test_a_contact_in_several_tag_calls_gets_each_after_its_upsert(mailchimp_fak
         "a@example.com": {"rfm:A"}, "b@example.com": {"rfm:A"}, "n0@example.com": {"rfm:C"}}
 
 
+def test_tag_calls_made_ready_by_one_upsert_go_in_the_order_of_their_last_contact(mailchimp_fake, sleeps) -> None:
+    """One call at a time: the upsert of n0 (A), n1 (B), n2 (A) readies tag A's call at n2 and B's at n1, so B's
+    call goes first; n3, a contact in two tag calls (C, D), gets both after its own upsert, in tag order."""
+    dest = make(mailchimp_fake, sleeps, max_connections=1, batch_size=3)
+    tags = ["rfm:A", "rfm:B", "rfm:C", "rfm:D"]
+    dest.prepare(tags, {})
+    ids = dest._segment_ids(tags, create=False)
+    contacts = [change("n0@example.com", add={"rfm:A"}), change("n1@example.com", add={"rfm:B"}),
+                change("n2@example.com", add={"rfm:A"}), change("n3@example.com", add={"rfm:C", "rfm:D"})]
+    rec = Recorder()
+    dest.apply(contacts, rec)
+    assert all(r.ok for r in rec.results.values()) and len(rec.results) == 4 + 5
+    sent = [(path, body.get("members_to_add")) for method, path, _, body in mailchimp_fake.requests
+            if method == "POST" and "/segments/" in path]
+    assert sent == [(f"/lists/aud1/segments/{ids['rfm:B']}", ["n1@example.com"]),
+                    (f"/lists/aud1/segments/{ids['rfm:A']}", ["n0@example.com", "n2@example.com"]),
+                    (f"/lists/aud1/segments/{ids['rfm:C']}", ["n3@example.com"]),
+                    (f"/lists/aud1/segments/{ids['rfm:D']}", ["n3@example.com"])]
+
+
 # ---------------------------------------------------------------------------------------------- secrets
 def test_401_is_a_config_error_that_never_shows_the_key(mailchimp_fake, sleeps, caplog) -> None:
     caplog.set_level(logging.DEBUG)
