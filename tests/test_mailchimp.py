@@ -425,6 +425,26 @@ def test_a_contact_in_several_tag_calls_gets_each_after_its_upsert(mailchimp_fak
         "a@example.com": {"rfm:A"}, "b@example.com": {"rfm:A"}, "n0@example.com": {"rfm:C"}}
 
 
+def test_tag_calls_made_ready_by_one_upsert_go_in_the_order_of_their_last_contact(mailchimp_fake, sleeps) -> None:
+    """One call at a time: the upsert of n0 (A), n1 (B), n2 (A) readies tag A's call at n2 and B's at n1, so B's
+    call goes first; n3, a contact in two tag calls (C, D), gets both after its own upsert, in tag order."""
+    dest = make(mailchimp_fake, sleeps, max_connections=1, batch_size=3)
+    tags = ["rfm:A", "rfm:B", "rfm:C", "rfm:D"]
+    dest.prepare(tags, {})
+    ids = dest._segment_ids(tags, create=False)
+    contacts = [change("n0@example.com", add={"rfm:A"}), change("n1@example.com", add={"rfm:B"}),
+                change("n2@example.com", add={"rfm:A"}), change("n3@example.com", add={"rfm:C", "rfm:D"})]
+    rec = Recorder()
+    dest.apply(contacts, rec)
+    assert all(r.ok for r in rec.results.values()) and len(rec.results) == 4 + 5
+    sent = [(path, body.get("members_to_add")) for method, path, _, body in mailchimp_fake.requests
+            if method == "POST" and "/segments/" in path]
+    assert sent == [(f"/lists/aud1/segments/{ids['rfm:B']}", ["n1@example.com"]),
+                    (f"/lists/aud1/segments/{ids['rfm:A']}", ["n0@example.com", "n2@example.com"]),
+                    (f"/lists/aud1/segments/{ids['rfm:C']}", ["n3@example.com"]),
+                    (f"/lists/aud1/segments/{ids['rfm:D']}", ["n3@example.com"])]
+
+
 # ---------------------------------------------------------------------------------------------- secrets
 def test_401_is_a_config_error_that_never_shows_the_key(mailchimp_fake, sleeps, caplog) -> None:
     caplog.set_level(logging.DEBUG)
@@ -581,3 +601,31 @@ def test_batch_body_is_the_documented_dict_as_json_text(members, create) -> None
 
     changes = [change(email, status="pending", fields=fields) for email, fields in members]
     assert batch_body(changes, create, _field_tags(MERGE_TAGS)) == documented_body(changes, create)
+
+
+@hsettings(max_examples=150, deadline=None)
+@given(st.lists(st.text(min_size=1), max_size=40),
+       st.lists(st.sampled_from([*MERGE_TAGS, *MERGE_TAGS.values(), "Other", "zoë", "50%", "%s"]), unique=True,
+                max_size=4),
+       st.lists(st.sampled_from(["text", "int", "mixed"]), min_size=4, max_size=4), st.booleans(), st.data())
+def test_batch_body_of_members_with_the_same_fields_is_the_documented_dict(emails, names, kinds, create,
+                                                                           data) -> None:
+    """The usual batch (every member the same fields, each field all text or all whole numbers; written column
+    by column) and its near misses (a column of mixed values, two names of one merge tag, a % in a name)."""
+    from sync.destinations.mailchimp import _field_tags
+    from sync.destinations.mailchimp_api import batch_body
+
+    values = {"text": st.text(), "int": st.integers(), "mixed": field_values}
+    changes = [change(email, status=data.draw(st.sampled_from(["pending", "subscribed"])),
+                      fields={n: data.draw(values[kind]) for n, kind in zip(names, kinds)}) for email in emails]
+    assert batch_body(changes, create, _field_tags(MERGE_TAGS)) == documented_body(changes, create)
+
+
+@hsettings(max_examples=100, deadline=None)
+@given(st.lists(st.text(min_size=1), max_size=20), st.lists(st.text(min_size=1), max_size=20))
+def test_tag_call_body_is_the_documented_dict_as_json_text(add, remove) -> None:
+    from sync.destinations.mailchimp_api import segment_body
+
+    documented = {**({"members_to_add": add} if add else {}), **({"members_to_remove": remove} if remove else {})}
+    assert segment_body([change(e) for e in add], [change(e) for e in remove]) == json.dumps(
+        documented, separators=(",", ":"))

@@ -58,7 +58,7 @@ from . import specs
 from .base import ClientOptions
 from .mailchimp_apply import Pipeline
 from .mailchimp_api import (NOT_A_MEMBER, BatchAnswer, BatchRejected, Created, ListInfo, MailchimpApi, SegmentAnswer,
-                            batch_body, member_error)
+                            batch_body, member_error, segment_body)
 
 log = logging.getLogger(__name__)
 
@@ -221,11 +221,12 @@ class MailchimpDestination:
             answer = self._call(what, self._lists.batch_list_members, self.audience, body, shape=BatchAnswer)
         except (BatchRejected, BadAnswer) as exc:
             return [ItemResult(c.key, "upsert", False, str(exc)) for c in chunk], []
+        members = [m["email_address"] for m in [*answer["new_members"], *answer["updated_members"]]]
+        if not answer["errors"] and (members == [c.email for c in chunk] or  # the usual answer, in order
+                                     {m.lower() for m in members}.issuperset([c.key for c in chunk])):
+            return CallResults((("upsert", [c.key for c in chunk]),)), []  # every contact done (in columns)
         errors = {e["email_address"].lower(): e for e in answer["errors"]}
-        done = {m["email_address"].lower() for m in [*answer["new_members"], *answer["updated_members"]]}
-        keys = [c.key for c in chunk]
-        if not errors and done.issuperset(keys):  # the usual answer: every contact done (in columns)
-            return CallResults((("upsert", keys),)), []
+        done = {m.lower() for m in members}
         results: list[ItemResult] = []
         spill: list[ContactChange] = []
         for c in chunk:
@@ -247,11 +248,7 @@ class MailchimpDestination:
 
     def _tag_call(self, tag: str, sid: int, add: Sequence[ContactChange],
                   remove: Sequence[ContactChange]) -> tuple[list[ItemResult], list[Any]]:
-        body: dict[str, list[str]] = {}
-        if add:
-            body["members_to_add"] = [c.email for c in add]
-        if remove:
-            body["members_to_remove"] = [c.email for c in remove]
+        body = segment_body(add, remove)  # JSON text, sent as it is
         what = f"POST /lists/{self.audience}/segments/{sid} ({tag!r} +{len(add)} -{len(remove)})"
         try:
             answer = self._call(what, self._lists.batch_segment_members, body, self.audience, str(sid),
@@ -259,9 +256,10 @@ class MailchimpDestination:
         except (BatchRejected, BadAnswer) as exc:
             return [ItemResult(c.key, op, False, str(exc)) for c, op in _ops(tag, add, remove)], []
         if not answer["errors"]:  # the usual answer: every add made (keys are the lower-cased addresses)
-            added = {m["email_address"].lower() for m in answer["members_added"]}
+            added = [m["email_address"] for m in answer["members_added"]]
             keys = [c.key for c in add]
-            if added.issuperset(keys):  # and every removal done or moot: the results in columns
+            if added == [c.email for c in add] or {m.lower() for m in added}.issuperset(keys):
+                # and every removal done or moot: the results in columns
                 return CallResults(((f"tag+{tag}", keys), (f"tag-{tag}", [c.key for c in remove]))), []
         refused = {email.lower(): e.get("error") or "refused"
                    for e in answer["errors"] for email in e["email_addresses"]}

@@ -25,7 +25,7 @@ fields again (:class:`sync.outcomes.StateFold` folds each operation's outcome on
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import partial
@@ -182,17 +182,28 @@ class Pipeline:
                 self.missing.add(r.key)
         self.spill.extend(spill)
         spilled = {c.key for c in spill}
-        pop, ready = waiting_on.pop, self.ready
-        for c in chunk:
-            if spilled and c.key in spilled:
-                continue
-            batch = pop(c.key, None)
-            if batch is None:
-                continue
-            for batch in batch if type(batch) is list else (batch,):
-                batch.waiting -= 1
+        found = list(map(waiting_on.pop, [c.key for c in chunk if c.key not in spilled] if spilled else
+                         [c.key for c in chunk], repeat(None)))
+        try:  # the usual plan: one tag call per contact (a list, for several, is not hashable)
+            counts = Counter(found)
+        except TypeError:
+            counts = None
+        ready = self.ready
+        if counts is not None:  # each batch's count at once; ready in the order of its last contact here
+            counts.pop(None, None)
+            last = dict(zip(found, range(len(found))))
+            for batch in sorted(counts, key=last.__getitem__):
+                batch.waiting -= counts[batch]
                 if not batch.waiting:
                     ready.append(batch)
+        else:
+            for batch in found:
+                if batch is None:
+                    continue
+                for batch in batch if type(batch) is list else (batch,):
+                    batch.waiting -= 1
+                    if not batch.waiting:
+                        ready.append(batch)
         if kind == "create":
             self.creating -= 1
             if not self.creating:
