@@ -84,8 +84,10 @@ def destination_lock(ledger: Locks, name: str, ttl_seconds: float = 3600) -> Ite
     try:
         yield held
     finally:
-        held.stop()
-        ledger.release_lock(name, owner)
+        try:
+            held.stop()
+        finally:
+            ledger.release_lock(name, owner)
 
 
 @dataclass

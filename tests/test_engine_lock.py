@@ -2,8 +2,8 @@
 PostgreSQL: a run longer than the lock's time to live keeps the next run out; an apply whose lock was taken by
 another holder stops starting calls, keeps what it recorded, and leaves the other holder's lock alone.
 
-Real time, short TTLs (0.9 s: refreshed every 0.3 s): a refresh would have to be 0.6 s late for the first test
-to fail with the heartbeat in place; without it, the lock expires after 0.9 s and the second ledger takes it."""
+Real time, short TTLs (1.5 s: refreshed every 0.5 s): a refresh would have to be 1 s late for the first test
+to fail with the heartbeat in place; without it, the lock expires after 1.5 s and the second ledger takes it."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ try:
 except ImportError:  # tests/ itself on sys.path
     from ledger_fixtures import ledger_url  # type: ignore # noqa: F401
 
-TTL = 0.9
+TTL = 1.5
 
 
 def changes(n: int) -> tuple[ContactChange, ...]:
@@ -74,7 +74,7 @@ def test_an_apply_longer_than_its_lock_ttl_keeps_the_next_run_out(ledgers):
             other.release_lock("sync:dest", "other-host:1:next")
 
     client = Paced(0.1, next_run_tries)
-    report = execute_plan(plan_of(25), client, mine, lock_ttl=TTL)  # 2.5 s: nearly three TTLs
+    report = execute_plan(plan_of(25), client, mine, lock_ttl=TTL)  # 2.5 s: five refreshes
     assert report.status == "succeeded" and client.answered == 25
     assert refused == ["busy"] * 25
     assert mine.lock_holder("sync:dest") is None  # released at the end
@@ -91,9 +91,54 @@ def test_an_apply_whose_lock_was_taken_stops_keeps_its_outcomes_and_leaves_the_n
 
     client = Paced(0.1, taken_after_the_third)
     with pytest.raises(LockLostError, match="sync:dest"):
-        execute_plan(plan_of(40), client, mine, lock_ttl=TTL)  # the loss is seen within 0.3 s
+        execute_plan(plan_of(40), client, mine, lock_ttl=TTL)  # the loss is seen within 0.5 s
     assert 4 <= client.answered < 40  # stopped: no call after the one that saw the loss
     assert len(mine.load_state("dest")) == client.answered  # every answered call's outcome recorded
     assert other.lock_holder("sync:dest") == "other-host:1:next"  # the new holder's lock is left alone
     run = mine.recent_runs(1)[0]
     assert run["status"] == "failed" and "taken by another holder" in run["error"]
+
+
+def test_a_lost_lock_still_records_the_mailchimp_calls_in_flight(ledgers, mailchimp_fake):
+    """Mailchimp sends up to four calls at once: when one answer's report finds the lock lost, the answers of
+    the calls already out are recorded too (each contact the fake holds has its outcome in the ledger)."""
+    import random
+
+    from connectors.retry import RetryPolicy
+    from sync.destinations.mailchimp import MailchimpDestination
+
+    mine, other = ledgers
+    dest = MailchimpDestination("mc", "aud1", mailchimp_fake.api_key, api_url=mailchimp_fake.url, timeout=5,
+                                max_connections=4, batch_size=5,
+                                retry=RetryPolicy(attempts=2, sleep=lambda s: None, rng=random.Random(0)))
+
+    class StolenAfterTheFirstAnswer:
+        def prepare(self, managed_tags, fields):
+            return dest.prepare(managed_tags, fields)
+
+        def apply(self, changes, on_results):
+            first = [True]
+
+            def report(results):
+                if first[0]:
+                    first[0] = False
+                    holder = other.lock_holder("sync:dest")
+                    other.release_lock("sync:dest", holder)
+                    other.acquire_lock("sync:dest", owner="other-host:1:next", ttl_seconds=600)
+                    deadline = time.monotonic() + 10
+                    while time.monotonic() < deadline:  # until the heartbeat saw it (calls are in flight)
+                        try:
+                            on_results([])
+                        except LockLostError:
+                            break
+                        time.sleep(0.02)
+                on_results(results)
+
+            dest.apply(changes, report)
+
+    plan = Plan("dest", "mailchimp", changes(60), (), (), {"SEGMENT": "segment"}, 0)
+    with pytest.raises(LockLostError):
+        execute_plan(plan, StolenAfterTheFirstAnswer(), mine, lock_ttl=TTL)
+    at_the_esp = {e for e in mailchimp_fake.lists["aud1"].members}
+    assert 5 <= len(at_the_esp) < 60  # stopped early
+    assert set(mine.load_state("dest")) == at_the_esp  # and every contact made there is in the ledger

@@ -211,7 +211,8 @@ class Pipeline:
 
     def run(self) -> None:
         """Every call, at most ``max_connections`` at once; each call's results reported from this thread. The
-        first call that raises stops new calls; the ones in flight are still reported, then it is raised."""
+        first call (or report of its results) that raises stops new calls; the ones in flight are still reported,
+        then it is raised."""
         connections = self.dest.max_connections
         in_flight: dict[Future[Any], tuple[str, Sequence[ContactChange]]] = {}
         first_error: BaseException | None = None
@@ -237,7 +238,11 @@ class Pipeline:
                     except Exception as exc:  # stop starting calls; still report the ones that finish
                         first_error = first_error or exc
                         continue
-                    self.report(results)
+                    try:
+                        self.report(results)  # recorded first; raises when the run must stop (its lock lost)
+                    except Exception as exc:  # then as a call that raised: the calls in flight are still reported
+                        first_error = first_error or exc
+                        continue
                     if kind != "tag":
                         self._upsert_answered(kind, chunk, results, spill)
         if first_error is not None:
