@@ -20,14 +20,15 @@ the ``product`` line is left out then, the ledger uses the standard library's).
 
 ``--key-order``, as ``bench/sync.py``'s: ``ordered`` (default) gives contact *i* the id ``C000000i`` and the address
 ``customer000000i@example.com`` (both in the ledger's index order); ``random`` derives both from an md5 of *i*, as
-real addresses are, so each group lands all over both indexes (``ix_pushed_state_customer`` and the primary key).
+real addresses are. The rows come in the plan's order, sorted by key: with random keys their customer ids are in
+no order, so each group lands all over ``ix_pushed_state_customer``.
 
 A second table compares ways the apply's writer could commit (``--only strategies`` runs it alone), each written
 with the product's own statements (``Ledger.save_states``): groups of ``--group`` (as the apply writes them),
 fewer, larger transactions (``--big-group`` rows each), the customer index on ``customer_id`` alone (without the
-``destination`` prefix: a smaller index), and an append-only outbox (each group appended to an unindexed table in
-its own transaction, folded into ``pushed_state`` in one transaction sorted by key at the end), with its two
-halves.
+``destination`` prefix: a smaller index), no customer index at all (what it costs), and an append-only outbox
+(each group appended to an unindexed table in its own transaction, folded into ``pushed_state`` in one
+transaction sorted by key at the end), with its two halves.
 
     python bench/ledger_write.py --rows 1m
     python bench/ledger_write.py --rows 1m --key-order random --only strategies
@@ -109,8 +110,8 @@ def contact(i: int, key_order: str) -> tuple[str, str]:
 def make_rows(n: int, moved: int, seed: int = 7, key_order: str = "ordered"
               ) -> list[tuple[str, str, tuple[str, ...], dict[str, Any], bool]]:
     """``n`` pushed states shaped like ``bench/sync.py``'s (segment, RFM code and monetary as fields), contact *i*
-    keyed per ``key_order`` and written in the order of *i* (the plan's); ``moved`` shifts every contact to another
-    segment (the update pass)."""
+    keyed per ``key_order``, in the plan's order (its changes are sorted by key: with random keys, the customer
+    ids are then in no order); ``moved`` shifts every contact to another segment (the update pass)."""
     rnd = random.Random(seed + moved)
     out = []
     for i in range(n):
@@ -118,7 +119,7 @@ def make_rows(n: int, moved: int, seed: int = 7, key_order: str = "ordered"
         fields = {"Monetary": round(100 + rnd.random() * 20_000, 2),
                   "Rfm": f"{1 + i % 5}{1 + (i // 5) % 5}{1 + (i // 25) % 5}", "Segment": segment}
         out.append((*contact(i, key_order), TAGS.get(segment, ()), fields, True))
-    return out
+    return sorted(out) if key_order == "random" else out  # the plan's order: its changes come sorted by key
 
 
 def create(con: sqlite3.Connection, v: Layout) -> None:
@@ -224,7 +225,8 @@ def run_product(passes: list[list[Any]], group: int, folder: Path, *, customer_i
                 outbox: bool = False) -> list[float]:
     """``Ledger.save_states`` in groups of ``group`` (the states carry the plan's text of their fields, as an
     apply's do), thread CPU µs a row of each pass. ``customer_index``:
-    ``customer_id``: the index on that column alone instead of (destination, customer_id). ``outbox``: each group
+    ``customer_id``: the index on that column alone instead of (destination, customer_id); ``none``: no customer
+    index (what it costs: a webhook resync's keyed read needs it). ``outbox``: each group
     appended to an unindexed table instead (the product's multi-row ``VALUES``, one transaction each), all of them
     folded into ``pushed_state`` at the end of the pass in one transaction, sorted by key (the page cache of a
     large group); each pass gives three figures then: its total, the appends and the fold."""
@@ -237,8 +239,9 @@ def run_product(passes: list[list[Any]], group: int, folder: Path, *, customer_i
     con = sqlite3.connect(str(path), isolation_level=None)
     try:
         run_id = ledger.start_run("sync", DESTINATION)
-        if customer_index == "customer_id":
+        if customer_index != "as it is":
             con.execute("DROP INDEX ix_pushed_state_customer")
+        if customer_index == "customer_id":
             con.execute("CREATE INDEX ix_pushed_state_customer ON pushed_state (customer_id)")
         if outbox:
             _outbox(ledger, con)
@@ -294,6 +297,7 @@ def _outbox(ledger: Any, con: sqlite3.Connection) -> None:
 
 STRATEGIES = (("product: groups of --group", {}), ("fewer, larger transactions: groups of --big-group", {"big": True}),
               ("customer index on customer_id alone", {"customer_index": "customer_id"}),
+              ("no customer index (its cost; the resync needs one)", {"customer_index": "none"}),
               ("outbox: appends, one sorted fold at the end", {"outbox": True}))
 
 
