@@ -18,12 +18,26 @@ moved to another segment), as thread CPU µs a row:
 ``--sqlite pysqlite3`` runs the SQL variants on ``pysqlite3-binary``'s newer SQLite (not an rfmsync dependency;
 the ``product`` line is left out then, the ledger uses the standard library's).
 
+``--key-order``, as ``bench/sync.py``'s: ``ordered`` (default) gives contact *i* the id ``C000000i`` and the address
+``customer000000i@example.com`` (both in the ledger's index order); ``random`` derives both from an md5 of *i*, as
+real addresses are. The rows come in the plan's order, sorted by key: with random keys their customer ids are in
+no order, so each group lands all over ``ix_pushed_state_customer``.
+
+A second table compares ways the apply's writer could commit (``--only strategies`` runs it alone), each written
+with the product's own statements (``Ledger.save_states``): groups of ``--group`` (as the apply writes them),
+fewer, larger transactions (``--big-group`` rows each), the customer index on ``customer_id`` alone (without the
+``destination`` prefix: a smaller index), no customer index at all (what it costs), and an append-only outbox
+(each group appended to an unindexed table in its own transaction, folded into ``pushed_state`` in one
+transaction sorted by key at the end), with its two halves.
+
     python bench/ledger_write.py --rows 1m
+    python bench/ledger_write.py --rows 1m --key-order random --only strategies
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
 import json
 import random
@@ -84,17 +98,28 @@ PARTS = {"encode": "encoding the JSON document (Python)", "unpack": "json_each a
          "upsert": "the upsert from a temp table (B-trees, WAL)"}
 
 
-def make_rows(n: int, moved: int, seed: int = 7) -> list[tuple[str, str, tuple[str, ...], dict[str, Any], bool]]:
-    """``n`` pushed states shaped like ``bench/sync.py``'s (segment, RFM code and monetary as fields); ``moved``
-    shifts every contact to another segment (the update pass)."""
+def contact(i: int, key_order: str) -> tuple[str, str]:
+    """Contact ``i``'s address and customer id, as ``bench/sync.py``'s ``KEY_ORDERS`` spell them (DuckDB's
+    ``md5('e' || i)`` is Python's md5 of the same text)."""
+    if key_order == "random":
+        return (hashlib.md5(b"e%d" % i).hexdigest()[:16] + "@example.com",
+                "C" + hashlib.md5(b"c%d" % i).hexdigest()[:14])
+    return f"customer{i:07d}@example.com", f"C{i:07d}"
+
+
+def make_rows(n: int, moved: int, seed: int = 7, key_order: str = "ordered"
+              ) -> list[tuple[str, str, tuple[str, ...], dict[str, Any], bool]]:
+    """``n`` pushed states shaped like ``bench/sync.py``'s (segment, RFM code and monetary as fields), contact *i*
+    keyed per ``key_order``, in the plan's order (its changes are sorted by key: with random keys, the customer
+    ids are then in no order); ``moved`` shifts every contact to another segment (the update pass)."""
     rnd = random.Random(seed + moved)
     out = []
     for i in range(n):
         segment = SEGMENTS[(i + moved) % len(SEGMENTS)]
         fields = {"Monetary": round(100 + rnd.random() * 20_000, 2),
                   "Rfm": f"{1 + i % 5}{1 + (i // 5) % 5}{1 + (i // 25) % 5}", "Segment": segment}
-        out.append((f"customer{i:07d}@example.com", f"C{i:07d}", TAGS.get(segment, ()), fields, True))
-    return out
+        out.append((*contact(i, key_order), TAGS.get(segment, ()), fields, True))
+    return sorted(out) if key_order == "random" else out  # the plan's order: its changes come sorted by key
 
 
 def create(con: sqlite3.Connection, v: Layout) -> None:
@@ -196,23 +221,107 @@ def parts(rows: list[Any], group: int, folder: Path) -> dict[str, float]:
     return {name: seconds / len(rows) * 1e6 for name, seconds in spent.items()}
 
 
-def run_product(passes: list[list[Any]], group: int, folder: Path) -> list[float]:
+def run_product(passes: list[list[Any]], group: int, folder: Path, *, customer_index: str = "as it is",
+                outbox: bool = False) -> list[float]:
+    """``Ledger.save_states`` in groups of ``group`` (the states carry the plan's text of their fields, as an
+    apply's do), thread CPU µs a row of each pass. ``customer_index``:
+    ``customer_id``: the index on that column alone instead of (destination, customer_id); ``none``: no customer
+    index (what it costs: a webhook resync's keyed read needs it). ``outbox``: each group
+    appended to an unindexed table instead (the product's multi-row ``VALUES``, one transaction each), all of them
+    folded into ``pushed_state`` at the end of the pass in one transaction, sorted by key (the page cache of a
+    large group); each pass gives three figures then: its total, the appends and the fold."""
     from sync.ledger import Ledger
+    from sync.ledger.state_rows import fields_json
     from sync.model import PushedState
 
-    ledger = Ledger.connect(f"sqlite:///{folder / 'ledger.db'}")
+    path = folder / "ledger.db"
+    ledger = Ledger.connect(f"sqlite:///{path}")
+    con = sqlite3.connect(str(path), isolation_level=None)
     try:
         run_id = ledger.start_run("sync", DESTINATION)
+        if customer_index != "as it is":
+            con.execute("DROP INDEX ix_pushed_state_customer")
+        if customer_index == "customer_id":
+            con.execute("CREATE INDEX ix_pushed_state_customer ON pushed_state (customer_id)")
+        if outbox:
+            _outbox(ledger, con)
         per_row = []
         for rows in passes:
-            states = [PushedState(k, c, frozenset(t), f, e) for k, c, t, f, e in rows]
+            # with the plan's text of the fields, as the apply hands them (made before the clock starts)
+            states = [PushedState(k, c, frozenset(t), f, e, fields_json(f)) for k, c, t, f, e in rows]
             c0 = time.thread_time()
             for start in range(0, len(states), group):
                 ledger.save_states(DESTINATION, run_id, states[start:start + group])
+            c1 = time.thread_time()
+            if outbox:
+                ledger.fold_outbox()
             per_row.append((time.thread_time() - c0) / len(states) * 1e6)
+            if outbox:
+                per_row += [(c1 - c0) / len(states) * 1e6, (time.thread_time() - c1) / len(states) * 1e6]
+        assert con.execute("SELECT count(*) FROM pushed_state").fetchone()[0] == len(passes[0])
     finally:
+        con.close()
         ledger.close()
     return per_row
+
+
+_COLUMNS = "destination, key, customer_id, tags, fields, in_destination, pushed_at, run_id, revision"
+
+
+def _outbox(ledger: Any, con: sqlite3.Connection) -> None:
+    """Turns this ``ledger``'s ``save_states`` into appends to an unindexed ``pushed_outbox`` table (the product's
+    statements aimed at it) and gives it ``fold_outbox``: the pending rows into ``pushed_state``, sorted by key,
+    in one transaction with the large group's page cache, then deleted (a sketch: nothing here reads them)."""
+    from sync.ledger import state_rows
+
+    con.execute(f"CREATE TABLE pushed_outbox ({_COLUMNS})")
+    upsert = state_rows._upsert_sql
+
+    def append(rows: int) -> tuple[str, str]:
+        same, _ = upsert(rows)
+        return same.split(" ON CONFLICT")[0].replace("INSERT INTO pushed_state", "INSERT INTO pushed_outbox"), ""
+
+    def fold() -> None:
+        updated = ", ".join(f"{c} = excluded.{c}" for c in state_rows._STATE_UPDATE_COLUMNS)
+        with ledger.state._db.write() as conn:
+            cur = conn.connection.driver_connection.cursor()
+            cur.execute(f"PRAGMA cache_size = {-state_rows.GROUP_CACHE_KIB}")
+            cur.execute(f"INSERT INTO pushed_state ({_COLUMNS}) SELECT {_COLUMNS} FROM pushed_outbox WHERE true"
+                        f" ORDER BY destination, key ON CONFLICT (destination, key) DO UPDATE SET {updated}")
+            cur.execute("DELETE FROM pushed_outbox")
+            cur.execute("PRAGMA cache_size = -2000")
+
+    state_rows._upsert_sql = append  # the appends: every row is "new" (rowcount == rows: no second statement)
+    ledger.fold_outbox = fold
+
+
+STRATEGIES = (("product: groups of --group", {}), ("fewer, larger transactions: groups of --big-group", {"big": True}),
+              ("customer index on customer_id alone", {"customer_index": "customer_id"}),
+              ("no customer index (its cost; the resync needs one)", {"customer_index": "none"}),
+              ("outbox: appends, one sorted fold at the end", {"outbox": True}))
+
+
+def strategies(passes: list[list[Any]], group: int, big: int, folder: Path) -> list[dict[str, str]]:
+    from sync.ledger import state_rows
+
+    table = []
+    for i, (name, options) in enumerate(STRATEGIES):
+        sub = folder / f"s{i}"
+        sub.mkdir()
+        upsert = state_rows._upsert_sql
+        try:
+            got = run_product(passes, big if options.get("big") else group, sub,
+                              **{k: v for k, v in options.items() if k != "big"})
+        finally:
+            state_rows._upsert_sql = upsert
+        if len(got) == 6:  # the outbox: its halves
+            table.append({"strategy": name, "insert": f"{got[0]:.2f}", "update": f"{got[3]:.2f}",
+                          "halves (append + fold)": f"{got[1]:.2f} + {got[2]:.2f} / {got[4]:.2f} + {got[5]:.2f}"})
+        else:
+            table.append({"strategy": name, "insert": f"{got[0]:.2f}", "update": f"{got[1]:.2f}",
+                          "halves (append + fold)": "-"})
+        print(f"  {name}: {table[-1]['insert']} / {table[-1]['update']}", file=sys.stderr, flush=True)
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,15 +330,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--group", default="25k", help="rows a transaction (default 25k)")
     parser.add_argument("--sqlite", default="sqlite3", choices=("sqlite3", "pysqlite3"),
                         help="the SQL variants' driver (default: the standard library's sqlite3)")
+    parser.add_argument("--key-order", choices=("ordered", "random"), default="ordered",
+                        help="ordered (default: ids and addresses in the ledger's index order) or random "
+                             "(both derived from a hash, as real addresses are)")
+    parser.add_argument("--big-group", default="200k", help="rows a transaction of the larger-transactions "
+                                                             "strategy (default 200k)")
+    parser.add_argument("--only", choices=("layouts", "strategies"), default=None,
+                        help="run only the layouts' table or only the writer strategies' (default: both)")
     args = parser.parse_args(argv)
     global DRIVER
     DRIVER = importlib.import_module("pysqlite3.dbapi2") if args.sqlite == "pysqlite3" else sqlite3
     n, group = parse_size(args.rows), parse_size(args.group)
-    passes = [make_rows(n, 0), make_rows(n, 1)]
-    print(f"SQLite {DRIVER.sqlite_version} ({args.sqlite}), {n:,} rows in groups of {group:,}:"
+    passes = [make_rows(n, 0, key_order=args.key_order), make_rows(n, 1, key_order=args.key_order)]
+    print(f"SQLite {DRIVER.sqlite_version} ({args.sqlite}), {n:,} rows in groups of {group:,}, keys {args.key_order}:"
           " thread CPU µs a row", flush=True)
     table = []
     with tempfile.TemporaryDirectory(prefix="rfmsync-ledger-write-") as tmp:
+        if args.only != "layouts" and DRIVER is sqlite3:
+            folder = Path(tmp) / "strategies"
+            folder.mkdir()
+            rows = strategies(passes, group, parse_size(args.big_group), folder)
+            print(format_table(rows, [(c, c) for c in rows[0]]), flush=True)
+        if args.only == "strategies":
+            return 0
         if DRIVER is sqlite3:
             product = run_product(passes, group, Path(tmp))
             table.append({"layout": "product: Ledger.save_states", "insert": f"{product[0]:.2f}",
