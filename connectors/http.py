@@ -215,6 +215,18 @@ def with_sleep(retry: RetryPolicy | None, sleep: Callable[[float], None] | None)
     return dataclasses.replace(retry, sleep=sleep) if sleep is not None else retry
 
 
+def json_shape(value: Any) -> str:
+    """What a decoded answer is, for an error saying it is not what was expected: ``an empty body``,
+    ``a JSON list``, ``a JSON object with keys 'errors'``..."""
+    if value is None:
+        return "an empty body (or JSON null)"
+    if isinstance(value, Mapping):
+        keys = ", ".join(repr(str(k)[:40]) for k in list(value)[:5])
+        return f"a JSON object with keys {keys}" if keys else "an empty JSON object"
+    kind = {list: "list", str: "string", bool: "boolean"}.get(type(value), "number")
+    return f"a JSON {kind}"
+
+
 # ---------------------------------------------------------------- value parsing
 
 

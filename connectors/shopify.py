@@ -39,8 +39,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .contacts import PhoneRegion, clean_contact
 from .errors import ConfigError, FatalError, RecordError
 from .identity import DEFAULT_MAX_GROUP
-from .http import (Action, FieldError, HttpClient, Throttle, clean, get_field, parse_dt, to_decimal, tombstone,
-                   with_sleep)
+from .http import (Action, FieldError, HttpClient, Throttle, clean, get_field, json_shape, parse_dt, to_decimal,
+                   tombstone, with_sleep)
 from .incremental import HighWater, PageGuard, Progress, Stager, iso, map_page, pull_by_time, utc_now
 from .records import Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
@@ -193,9 +193,9 @@ class ShopifySource:
         url = f"{resource}.json"
         while True:
             data, resp = self.http.fetch("GET", url, params=params)
-            rows = (data or {}).get(resource)
+            rows = data.get(resource) if isinstance(data, Mapping) else None
             if not isinstance(rows, list):
-                raise FatalError(f"Shopify {resource}.json: answer has no {resource!r} list")
+                raise FatalError(f"Shopify {resource}.json: answered {json_shape(data)}, not a {resource!r} list")
             self._stage(obj, rows, stager, high)
             nxt = resp.links.get("next", {}).get("url")
             if not rows or not nxt:

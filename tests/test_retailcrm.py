@@ -116,8 +116,9 @@ class FakeRetailCrm:
             if self.failures:
                 if isinstance(self.failures[0], Exception):
                     return self.failures.pop(0)  # responses raises it, as requests would
-                status, headers = self.failures.pop(0)
-                return status, headers, json.dumps({"success": False, "errorMsg": "Service unavailable"})
+                status, headers, *body = self.failures.pop(0)  # (status, headers[, body])
+                default = json.dumps({"success": False, "errorMsg": "Service unavailable"})
+                return status, headers, body[0] if body else default
             if request.headers.get("X-API-KEY") != KEY or self.bad_key:
                 return 401, {}, json.dumps({"success": False, "errorMsg": "Wrong \"apiKey\" value."})
             query = parse_qsl(urlsplit(request.url).query)

@@ -19,7 +19,7 @@ import pytest
 import requests
 import responses
 
-from connectors.errors import AuthError, TransientError
+from connectors.errors import AuthError, ConnectorError, TransientError
 from connectors.records import Order, OrderStatus
 from connectors.registry import SOURCES
 from connectors.retry import RetryPolicy
@@ -272,6 +272,33 @@ def test_a_bad_record_is_reported_with_its_id_and_the_rest_staged(case):
     assert result.bad_row_count == 1
     (bad,) = result.bad_rows
     assert bad.row == "99" and bad.source == f"{name}:orders" and bad.field
+
+
+#: what a vendor (or a proxy, a captive portal, a half-deployed release) may answer with HTTP 200 for a list page
+NOT_A_PAGE = {
+    "html": "<!DOCTYPE html><html><body><h1>Maintenance</h1></body></html>",
+    "empty": "",
+    "truncated-json": '{"result": [{"ID": "1", "OPPORTUNITY": "10',
+    "null": "null",
+    "a-list": '[{"id": 1}]',
+    "a-string": '"ok"',
+    "a-number": "42",
+}
+
+
+@pytest.mark.parametrize("body", sorted(NOT_A_PAGE))
+def test_a_200_that_is_not_a_page_stops_the_pull_with_one_error_naming_the_source(case, body):
+    """Believe nothing you did not validate: a page of the wrong shape is the vendor's error, never a crash
+    (AttributeError, TypeError) and never the silent end of a list."""
+    name, c, fake, rsps = case
+    rsps.assert_all_requests_are_fired = False
+    seed(fake, orders=2)
+    fake.failures = [(200, {"Content-Type": "text/html" if body == "html" else "application/json"},
+                      NOT_A_PAGE[body])]
+    with pytest.raises(ConnectorError) as err:
+        c.source(sleep=lambda s: None, clock=lambda: T0 + DAY).pull(duckdb.connect())
+    message = str(err.value)
+    assert message.lower().startswith(name) and "\n" not in message and c.secret not in message
 
 
 def test_a_garbled_cursor_is_a_config_error(case):
