@@ -12,11 +12,11 @@ import hashlib
 import hmac
 import json
 from datetime import datetime, timezone as dt_timezone
-from decimal import Decimal
-from typing import Any, Literal, Mapping
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Annotated, Any, Literal, Mapping
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from connectors.records import Consent, Contact, LineItem, Order, OrderStatus
 
@@ -70,7 +70,25 @@ def verify_generic(headers: Mapping[str, str], body: bytes, secret_: str | None,
 # ------------------------------------------------------------------------------ generic payload
 
 
-_Money = Field(default=None, max_digits=18, decimal_places=2, allow_inf_nan=False)
+def _to_column(places: int) -> AfterValidator:
+    """Round to the stored column's ``places`` (half away from zero, as :func:`connectors.tables.stage_records`
+    rounds an API page's values and the file reader a file's: a JavaScript total ``19.990000000000002`` is
+    ``19.99``, not a refused delivery); a value the ``DECIMAL(18, places)`` column cannot hold is an error."""
+    digits = 18 - places
+    quantum = Decimal(1).scaleb(-places)
+
+    def fit(value: Decimal) -> Decimal:
+        if value.is_zero() or value.adjusted() < digits:
+            value = value.quantize(quantum, ROUND_HALF_UP)
+        if abs(value) >= Decimal(10) ** digits:
+            raise ValueError(f"out of range (at most {digits} digits before the point)")
+        return value
+
+    return AfterValidator(fit)
+
+
+Money = Annotated[Decimal, Field(allow_inf_nan=False), _to_column(2)]
+Quantity = Annotated[Decimal, Field(allow_inf_nan=False), _to_column(3)]
 
 
 class _In(BaseModel):
@@ -83,8 +101,8 @@ class ItemIn(_In):
     name: str | None = None
     category: str | None = None
     brand: str | None = None
-    quantity: Decimal = Field(default=Decimal(1), max_digits=18, decimal_places=3, allow_inf_nan=False)
-    price: Decimal | None = _Money
+    quantity: Quantity = Decimal(1)
+    price: Money | None = None
 
 
 class ContactIn(_In):
@@ -108,10 +126,10 @@ class OrderIn(_In):
     order_id: str = Field(min_length=1, max_length=200)
     customer_id: str = Field(min_length=1, max_length=200)
     ordered_at: datetime
-    amount: Decimal = Field(max_digits=18, decimal_places=2, allow_inf_nan=False)
+    amount: Money
     currency: str | None = Field(default=None, max_length=10)
     status: Literal["completed", "refunded", "cancelled"] = "completed"
-    discount: Decimal | None = _Money
+    discount: Money | None = None
     items: list[ItemIn] = Field(default_factory=list, max_length=1000)
     contact: ContactIn | None = None
 
