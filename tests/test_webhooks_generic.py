@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 from connectors.registry import SECRETS
 from connectors.webhooks import WEBHOOK_PARSERS, WEBHOOK_SOURCES, webhook_parser
 from sync.config import Config
+from sync.errors import ConfigError
 from sync.ledger import Ledger
 from sync.ledger.codec import decode_records
 from sync.serve.app import create_app
@@ -144,10 +145,33 @@ def test_one_order_or_a_list_with_optional_contact_becomes_canonical_records():
     assert o1.items[0].price == Decimal("10.25") and o1.currency == "UZS"
     assert o2.status == "refunded" and o2.discount == Decimal(5)
     assert o2.ordered_at.utcoffset().total_seconds() == 5 * 3600  # naive dates are in [source] timezone
-    assert c2.customer_id == "C2" and c2.email == "A@Example.com" and c2.marketing_consent == "yes"
+    assert c2.customer_id == "C2" and c2.email == "a@example.com" and c2.marketing_consent == "yes"
     # numeric ids are accepted as text
     (o3, _), = parse_generic(json.dumps(order(oid=17, cid=42)).encode())
     assert (o3.order_id, o3.customer_id) == ("17", "42")
+
+
+def test_a_contact_is_normalised_as_every_other_source_normalises_it(ledger, caplog):
+    """One person, one e-mail and one E.164 phone whichever source spoke of them: a file export stores
+    +77011234567 and ann@example.com, and so does a delivery that typed them its own way (the [source]
+    phone_region is the default country); an invalid value is dropped from the contact and logged, the contact
+    and its order are queued."""
+    cfg = Config(source={"type": "file", "path": "orders.csv", "phone_region": "KZ"})
+    intake = Intake(cfg, ledger, Settings(_env_file=None, rfmsync_webhook_secret=SECRET), clock=lambda: NOW)
+    body = json.dumps([order(contact={"email": " Ann@Example.COM ", "phone": "8 (701) 123-45-67"}),
+                       order("A-2", "C2", contact={"email": "ann@@example", "phone": "12"})]).encode()
+    caplog.set_level("WARNING", logger="sync.serve.generic")
+    _, events = intake.prepare("generic", {k.lower(): v for k, v in sign_generic(SECRET, body).items()}, body)
+    contacts = [decode_records(payload)[1][0] for _, payload in events]
+    assert [(c.customer_id, c.email, c.phone) for c in contacts] == [("C1", "ann@example.com", "+77011234567"),
+                                                                     ("C2", None, None)]
+    assert "invalid email" in caplog.text and "ann@@example" in caplog.text and "invalid phone" in caplog.text
+    lower = Intake(Config(source={"type": "file", "path": "orders.csv", "phone_region": "kz"}), ledger,
+                   Settings(_env_file=None))
+    assert lower.phone_region == "KZ"  # as the file source reads it
+    with pytest.raises(ConfigError, match=r"\[source\] phone_region: Value error, unknown phone region 'XX'"):
+        Intake(Config(source={"type": "file", "path": "orders.csv", "phone_region": "XX"}), ledger,
+               Settings(_env_file=None))
 
 
 def test_amounts_are_rounded_to_their_column_as_the_api_sources_and_files_round_them():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 from datetime import datetime, timezone as dt_timezone
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any, Literal, Mapping
@@ -18,7 +19,10 @@ from zoneinfo import ZoneInfo
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from connectors.contacts import clean_contact
 from connectors.records import Consent, Contact, LineItem, Order, OrderStatus
+
+log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Rfmsync-Signature"
 TIMESTAMP_HEADER = "X-Rfmsync-Timestamp"
@@ -169,9 +173,11 @@ def _where(index: int | None, raw: Any) -> str:
     return base + (f" (order_id {str(oid)[:60]!r})" if isinstance(oid, (str, int)) else "")
 
 
-def parse_generic(body: bytes, tz: str = "UTC") -> list[tuple[Order, Contact | None]]:
+def parse_generic(body: bytes, tz: str = "UTC", phone_region: str | None = None) -> list[tuple[Order, Contact | None]]:
     """A generic delivery: one order object or a list of them, each optionally with its ``contact``.
 
+    A contact's e-mail and phone are normalised as every source's are (:func:`connectors.contacts.clean_contact`,
+    ``phone_region`` the default country): an invalid one is dropped from the contact and logged.
     Raises :class:`BadRequest` (400) naming the order and the field when anything is wrong.
     """
     data = _loads(body)
@@ -207,10 +213,13 @@ def parse_generic(body: bytes, tz: str = "UTC") -> list[tuple[Order, Contact | N
         contact = None
         if o.contact is not None:
             c = o.contact
-            contact = Contact(customer_id=o.customer_id, email=c.email or None, phone=c.phone or None,
-                              first_name=c.first_name or None, last_name=c.last_name or None,
-                              marketing_consent=Consent(c.marketing_consent),
-                              created_at=_aware(c.created_at, tz, f"{where}: contact.created_at")
-                              if c.created_at else None)
+            contact, issues = clean_contact(Contact(
+                customer_id=o.customer_id, email=c.email or None, phone=c.phone or None,
+                first_name=c.first_name or None, last_name=c.last_name or None,
+                marketing_consent=Consent(c.marketing_consent),
+                created_at=_aware(c.created_at, tz, f"{where}: contact.created_at") if c.created_at else None),
+                phone_region, "generic:webhook")
+            for issue in issues:
+                log.warning("generic webhook: %s", issue)
         out.append((order, contact))
     return out
