@@ -174,6 +174,18 @@ def test_a_contact_is_normalised_as_every_other_source_normalises_it(ledger, cap
                Settings(_env_file=None))
 
 
+def test_a_negative_amount_is_a_refund_or_refused_as_a_file_row_is():
+    """As the file reader: a refund written negative (tills differ) is stored by its absolute value; a negative
+    amount on a sale or a cancelled order is refused naming the order, not subtracted from the customer's
+    revenue as a 'completed' sale."""
+    ((o, _),) = parse_generic(json.dumps(order(amount="-125.50", status="refunded")).encode())
+    assert (o.status, o.amount) == ("refunded", Decimal("125.50"))
+    for status in ("completed", "cancelled"):
+        with pytest.raises(BadRequest, match=r"^order \(order_id 'A-1'\): amount: negative amount without a refund "
+                                             r"status \(a return is status 'refunded'\)"):
+            parse_generic(json.dumps(order(amount="-125.50", status=status)).encode())
+
+
 def test_amounts_are_rounded_to_their_column_as_the_api_sources_and_files_round_them():
     """A JavaScript total (19.990000000000002) or a three-decimal price is rounded half away from zero to 2
     decimals (quantities to 3), as connectors.tables.stage_records rounds an API page's: not refused."""

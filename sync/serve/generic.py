@@ -205,8 +205,11 @@ def parse_generic(body: bytes, tz: str = "UTC", phone_region: str | None = None)
         if o.contact and o.contact.customer_id not in (None, o.customer_id):
             raise BadRequest(400, f"{where}: contact.customer_id {o.contact.customer_id!r} differs from the "
                                   f"order's customer_id {o.customer_id!r}")
+        if o.amount < 0 and o.status != "refunded":  # as a file row: a refund written negative is a refund
+            raise BadRequest(400, f"{where}: amount: negative amount without a refund status (a return is status "
+                                  "'refunded')")
         order = Order(order_id=o.order_id, customer_id=o.customer_id,
-                      ordered_at=_aware(o.ordered_at, tz, f"{where}: ordered_at"), amount=o.amount,
+                      ordered_at=_aware(o.ordered_at, tz, f"{where}: ordered_at"), amount=abs(o.amount),
                       currency=o.currency, status=OrderStatus(o.status), discount=o.discount,
                       items=tuple(LineItem(sku=it.sku, name=it.name, category=it.category, brand=it.brand,
                                            quantity=it.quantity, price=it.price) for it in o.items))
