@@ -244,11 +244,12 @@ class FieldError(ValueError):
 
 
 def get_field(raw: Mapping[str, Any], name: str, parse: Callable[[Any], Any], label: str | None = None) -> Any:
-    """``parse(raw[name])`` or a FieldError naming the field."""
+    """``parse(raw[name])`` or a FieldError naming the field (an OverflowError too: ``int(Infinity)``, which
+    requests' JSON decoder accepts)."""
     value = raw.get(name) if isinstance(raw, Mapping) else None
     try:
         return parse(value)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise FieldError(label or name, str(exc), value) from None
 
 
@@ -258,7 +259,10 @@ def parse_dt(value: Any, tz: str | ZoneInfo = "UTC") -> datetime:
     if isinstance(value, bool) or value is None or value == "":
         raise ValueError("missing date")
     if isinstance(value, (int, float)) or (isinstance(value, str) and value.isdigit()):
-        return datetime.fromtimestamp(int(value), tz=timezone.utc)
+        try:
+            return datetime.fromtimestamp(int(value), tz=timezone.utc)
+        except (OverflowError, OSError):  # past the platform's clock: a ValueError as every other bad date
+            raise ValueError(f"not a date: Unix time {str(value)[:40]} is out of range") from None
     if not isinstance(value, str):
         raise ValueError(f"not a date: {value!r}")
     dt = datetime.fromisoformat(value.replace("Z", "+00:00"))

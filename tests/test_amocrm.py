@@ -227,6 +227,18 @@ def test_a_200_with_an_empty_body_mid_backfill_is_an_error_not_the_end_of_the_li
     assert not fake.failures
 
 
+def test_a_lead_dated_past_any_clock_is_a_bad_row_and_the_pull_goes_on(rsps):
+    fake = FakeAmo(rsps)
+    fake.put_contact(10, "a@example.com", at=T0)
+    fake.put_order(1, 10, "15000", at=T0)
+    fake.put_order(2, 10, "700", at=T0)
+    fake.leads[2]["closed_at"] = 10 ** 20  # OverflowError in datetime.fromtimestamp, not ValueError
+    con = duckdb.connect()
+    result = make_source().pull(con)
+    assert [(b.row, b.field) for b in result.bad_rows] == [("2", "closed_at")]
+    assert con.execute("SELECT order_id FROM staged_orders").fetchall() == [("1",)]
+
+
 def test_leads_leaving_a_crowded_second_while_it_is_paged_skip_no_other_lead(rsps):
     """30 leads share one second (a robot's bulk edit), so that second is paged by number. Right after its
     first page, 6 leads of that page are deleted and 3 edited (both leave the second): the leads after them
