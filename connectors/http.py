@@ -253,6 +253,27 @@ def get_field(raw: Mapping[str, Any], name: str, parse: Callable[[Any], Any], la
         raise FieldError(label or name, str(exc), value) from None
 
 
+def get_object(raw: Mapping[str, Any], name: str, label: str | None = None) -> Mapping[str, Any]:
+    """``raw[name]`` when it is an object, ``{}`` when it is absent or empty; a FieldError naming the field when
+    the vendor sent something else (a string, a list, a number where its docs show an object)."""
+    value = raw.get(name) if isinstance(raw, Mapping) else None
+    if not value:
+        return {}
+    if not isinstance(value, Mapping):
+        raise FieldError(label or name, "must be an object", value)
+    return value
+
+
+def get_list(raw: Mapping[str, Any], name: str, label: str | None = None) -> list[Any]:
+    """``raw[name]`` when it is a list, ``[]`` when it is absent or empty; a FieldError naming the field else."""
+    value = raw.get(name) if isinstance(raw, Mapping) else None
+    if not value:
+        return []
+    if not isinstance(value, list):
+        raise FieldError(label or name, "must be a list", value)
+    return value
+
+
 def parse_dt(value: Any, tz: str | ZoneInfo = "UTC") -> datetime:
     """ISO 8601, ``Y-m-d H:i:s`` (in ``tz`` when naive) or Unix seconds → aware UTC datetime."""
     zone = ZoneInfo(tz) if isinstance(tz, str) else tz
