@@ -44,7 +44,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .contacts import PhoneRegion, clean_contact
 from .errors import ConfigError, FatalError, TransientError
 from .identity import DEFAULT_MAX_GROUP
-from .http import FieldError, HttpClient, Throttle, clean, get_field, parse_dt, to_decimal, tombstone, with_sleep
+from .http import (FieldError, HttpClient, Throttle, clean, get_field, json_shape, parse_dt, to_decimal, tombstone,
+                   with_sleep)
 from .incremental import HighWater, PageGuard, Progress, Stager, latest, map_page, pull_by_time, utc_now
 from .records import Consent, Contact, Order, OrderStatus
 from .retry import RetryPolicy
@@ -240,13 +241,18 @@ class AmoCrmSource:
 
     def _page(self, entity: str, params: Mapping[str, Any]) -> tuple[list[Any], bool]:
         """(rows, whether a next page may exist)."""
-        data = self.http.get(f"api/v4/{entity}", dict(params))
-        if data is None:  # 204 No Content: past the last page
+        data, resp = self.http.fetch("GET", f"api/v4/{entity}", params=dict(params))
+        if resp.status_code == 204:  # No Content: past the last page (only a 204 says so: see below)
             return [], False
-        rows = (data.get("_embedded") or {}).get(entity)
-        if not isinstance(rows, list):
-            raise FatalError(f"amoCRM {entity}: answer has no _embedded.{entity} list")
-        more = bool(rows) and len(rows) >= self.config.page_size and bool((data.get("_links") or {}).get("next"))
+        # A 200 must be a page: taken as the end of the list, an empty body would end a backfill early, and the
+        # pass after it would move the bookmark past the leads it never read.
+        embedded = data.get("_embedded") if isinstance(data, Mapping) else None
+        rows = embedded.get(entity) if isinstance(embedded, Mapping) else None
+        links = (data.get("_links") or {}) if isinstance(data, Mapping) else None
+        if not isinstance(rows, list) or not isinstance(links, Mapping):
+            raise FatalError(f"amoCRM {entity}: HTTP {resp.status_code} answered {json_shape(data)}, not a page "
+                             f"with an _embedded.{entity} list; nothing was saved: run the pull again")
+        more = bool(rows) and len(rows) >= self.config.page_size and bool(links.get("next"))
         return rows, more
 
     def _stage(self, obj: str, rows: list[Any], stager: Stager, high: HighWater) -> None:

@@ -48,8 +48,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .contacts import PhoneRegion
 from .errors import AuthError, ConfigError, FatalError, TransientError
 from .identity import DEFAULT_MAX_GROUP
-from .http import (Action, FieldError, HttpClient, Throttle, clean, get_field, parse_dt, to_decimal, tombstone,
-                   with_sleep)
+from .http import (Action, FieldError, HttpClient, Throttle, clean, get_field, get_list, parse_dt, to_decimal,
+                   tombstone, with_sleep)
 from .incremental import HighWater, PageGuard, Progress, Stager, iso, map_page, pull_by_time, utc_now
 from .records import BadRow, Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
@@ -113,7 +113,7 @@ def map_deal(raw: Mapping[str, Any], cfg: Bitrix24Config) -> Order | None:
 
 
 def _first(raw: Mapping[str, Any], key: str) -> str | None:
-    for item in raw.get(key) or []:
+    for item in get_list(raw, key):
         if isinstance(item, dict) and clean(item.get("VALUE")):
             return clean(item["VALUE"])
     return None

@@ -3,7 +3,8 @@
 * Bad rows (no customer, unreadable date or amount, unknown status, negative amount without a refund) are
   classified in the order of :data:`_BAD` and reported with their spreadsheet row numbers (at most
   :data:`MAX_BAD_ROWS` listed, all counted); an amount too long to store is listed as out of range.
-* Orders: receipt lines grouped by order id, else one row per order id (the last duplicate wins).
+* Orders: receipt lines grouped by order id, else one row per order id (the last duplicate wins). A receipt whose
+  lines each fit but sum past the amount column is bad rows (its lines), checked only when a sum did not fit.
 * Contacts: one per customer key, the latest non-empty value of each field; e-mails and phones normalised
   through :func:`connectors.email_phone.email_map` / ``phone_map``; invalid ones dropped and reported.
 """
@@ -17,7 +18,6 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from . import normalize as nz
-from .errors import BadFileError
 from .email_phone import email_map, phone_map
 from .identity import IdentityReport, resolve_rows
 from .records import BadRow
@@ -165,15 +165,24 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
         con.execute("ALTER TABLE staged_orders ADD COLUMN file_id BIGINT")
         fid = f", ([{', '.join(str(int(i)) for i in file_ids)}])[_file + 1]"
     if lines:
-        try:
+        valid = "_fs_valid"
+
+        def receipts() -> None:
             con.execute(f"""INSERT INTO staged_orders SELECT oid, arg_max(key, _ord), min(ordered_at), sum(amount),
                            arg_max(currency, _ord), arg_max(status, _ord), sum(discount)
-                           {fid and ', arg_max(' + fid[2:] + ', _ord)'} FROM _fs_valid GROUP BY oid""")
-        except duckdb.ConversionException:
-            _too_large_receipt(con, paths)
-            raise
-        con.execute("""INSERT INTO staged_line_items SELECT oid, row_number() OVER (PARTITION BY oid ORDER BY _ord),
-                       sku, product, category, brand, quantity, price FROM _fs_valid""")
+                           {fid and ', arg_max(' + fid[2:] + ', _ord)'} FROM {valid} GROUP BY oid""")
+        try:
+            receipts()
+        except duckdb.ConversionException:  # (the statement stored nothing) checked only when a sum did not fit
+            over, over_count = _too_large_receipts(con, paths)
+            if not over_count:
+                raise
+            valid = "_fs_fit"
+            receipts()
+            bad_count += over_count
+            bad_rows = sorted(bad_rows + over, key=lambda b: (paths.index(b.source), b.row))[:MAX_BAD_ROWS]
+        con.execute(f"""INSERT INTO staged_line_items SELECT oid, row_number() OVER (PARTITION BY oid ORDER BY _ord),
+                       sku, product, category, brand, quantity, price FROM {valid}""")
     elif _repeated_ids(con):
         con.execute(f"""INSERT INTO staged_orders SELECT oid, key, ordered_at, amount, currency, status, discount{fid}
                         FROM _fs_valid QUALIFY row_number() OVER (PARTITION BY oid ORDER BY _ord DESC) = 1""")
@@ -199,19 +208,26 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
                           identity=identity)
 
 
-def _too_large_receipt(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
-    """Raise BadFileError naming the receipt whose lines sum past DECIMAL(18,2) (each line fits, their total has
-    more than 16 digits before the point: a column of ids or phones mapped as the price), if there is one."""
-    found = con.execute("SELECT oid, arg_max(_file, _ord), min(_row), sum(amount), sum(discount) FROM _fs_valid "
-                        "GROUP BY oid HAVING abs(sum(amount)) >= 1e16 OR abs(sum(discount)) >= 1e16 ORDER BY 2, 3 "
-                        "LIMIT 1").fetchall()
-    if found:
-        oid, f, row, total, discount = found[0]
-        what = f"its lines add up to {total}" if abs(total or 0) >= 10 ** 16 else \
-            f"its lines' discounts add up to {discount}"
-        raise BadFileError(f"{paths[f]}: receipt {oid!r} (from row {row}): {what}, more than 16 digits before the "
-                           "point; are the price, quantity and discount columns mapped to those (not to an id or a "
-                           "phone number)?")
+def _too_large_receipts(con: duckdb.DuckDBPyConnection, paths: list[str]) -> tuple[list[BadRow], int]:
+    """The receipts whose lines (or discounts) each fit but sum past DECIMAL(18,2) (a price or quantity column of
+    ids or phones): their lines as bad rows (listed up to :data:`MAX_BAD_ROWS`, counted) naming the receipt and
+    its total; ``_fs_fit`` is ``_fs_valid`` without them. Run only after the receipts' insert failed."""
+    con.execute("""CREATE OR REPLACE TEMP TABLE _fs_over AS SELECT oid, sum(amount) AS total, sum(discount) AS disc
+                   FROM _fs_valid GROUP BY oid HAVING abs(sum(amount)) >= 1e16 OR abs(sum(discount)) >= 1e16""")
+    con.execute("CREATE OR REPLACE TEMP VIEW _fs_fit AS SELECT * FROM _fs_valid "
+                "WHERE oid NOT IN (SELECT oid FROM _fs_over)")
+    lines = "FROM _fs_valid v JOIN _fs_over o USING (oid)"
+    (count,) = con.execute(f"SELECT count(*) {lines}").fetchone()
+    bad = []
+    for f, row, oid, total, disc, amount, discount in con.execute(
+            f"SELECT v._file, v._row, oid, o.total, o.disc, v.amount, v.discount {lines} ORDER BY v._file, v._row "
+            f"LIMIT {MAX_BAD_ROWS}").fetchall():
+        fld, value, what = (("amount", amount, f"its lines add up to {total}") if abs(total or 0) >= 10 ** 16
+                            else ("discount", discount, f"its lines' discounts add up to {disc}"))
+        bad.append(BadRow(source=paths[f], row=row, field=fld, value=None if value is None else str(value),
+                          reason=f"receipt {oid!r}: {what}, more than 16 digits before the point (is the price, "
+                                 "quantity or discount column an id or a phone number?); the receipt is skipped"))
+    return bad, count
 
 
 def _stage_contacts(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, paths: list[str],

@@ -215,6 +215,18 @@ def with_sleep(retry: RetryPolicy | None, sleep: Callable[[float], None] | None)
     return dataclasses.replace(retry, sleep=sleep) if sleep is not None else retry
 
 
+def json_shape(value: Any) -> str:
+    """What a decoded answer is, for an error saying it is not what was expected: ``an empty body``,
+    ``a JSON list``, ``a JSON object with keys 'errors'``..."""
+    if value is None:
+        return "an empty body (or JSON null)"
+    if isinstance(value, Mapping):
+        keys = ", ".join(repr(str(k)[:40]) for k in list(value)[:5])
+        return f"a JSON object with keys {keys}" if keys else "an empty JSON object"
+    kind = {list: "list", str: "string", bool: "boolean"}.get(type(value), "number")
+    return f"a JSON {kind}"
+
+
 # ---------------------------------------------------------------- value parsing
 
 
@@ -232,12 +244,34 @@ class FieldError(ValueError):
 
 
 def get_field(raw: Mapping[str, Any], name: str, parse: Callable[[Any], Any], label: str | None = None) -> Any:
-    """``parse(raw[name])`` or a FieldError naming the field."""
+    """``parse(raw[name])`` or a FieldError naming the field (an OverflowError too: ``int(Infinity)``, which
+    requests' JSON decoder accepts)."""
     value = raw.get(name) if isinstance(raw, Mapping) else None
     try:
         return parse(value)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise FieldError(label or name, str(exc), value) from None
+
+
+def get_object(raw: Mapping[str, Any], name: str, label: str | None = None) -> Mapping[str, Any]:
+    """``raw[name]`` when it is an object, ``{}`` when it is absent or empty; a FieldError naming the field when
+    the vendor sent something else (a string, a list, a number where its docs show an object)."""
+    value = raw.get(name) if isinstance(raw, Mapping) else None
+    if not value:
+        return {}
+    if not isinstance(value, Mapping):
+        raise FieldError(label or name, "must be an object", value)
+    return value
+
+
+def get_list(raw: Mapping[str, Any], name: str, label: str | None = None) -> list[Any]:
+    """``raw[name]`` when it is a list, ``[]`` when it is absent or empty; a FieldError naming the field else."""
+    value = raw.get(name) if isinstance(raw, Mapping) else None
+    if not value:
+        return []
+    if not isinstance(value, list):
+        raise FieldError(label or name, "must be a list", value)
+    return value
 
 
 def parse_dt(value: Any, tz: str | ZoneInfo = "UTC") -> datetime:
@@ -246,7 +280,10 @@ def parse_dt(value: Any, tz: str | ZoneInfo = "UTC") -> datetime:
     if isinstance(value, bool) or value is None or value == "":
         raise ValueError("missing date")
     if isinstance(value, (int, float)) or (isinstance(value, str) and value.isdigit()):
-        return datetime.fromtimestamp(int(value), tz=timezone.utc)
+        try:
+            return datetime.fromtimestamp(int(value), tz=timezone.utc)
+        except (OverflowError, OSError):  # past the platform's clock: a ValueError as every other bad date
+            raise ValueError(f"not a date: Unix time {str(value)[:40]} is out of range") from None
     if not isinstance(value, str):
         raise ValueError(f"not a date: {value!r}")
     dt = datetime.fromisoformat(value.replace("Z", "+00:00"))

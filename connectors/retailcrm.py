@@ -54,7 +54,8 @@ from .http import FieldError, HttpClient, Throttle, clean, get_field, parse_dt, 
 from .incremental import PageGuard, Progress, Stager, map_page, parse_time_cursor, pull_objects, utc_now
 from .records import Contact, Order
 from .retailcrm_mapping import deleted_customer, in_scope, map_customer, map_order, snapshot
-from .retailcrm_paging import MAX_COUNTS, MAX_REREADS, _Backfill, _boundary_pages, _Feed
+from .retailcrm_paging import (MAX_COUNTS, MAX_REREADS, _Backfill, _boundary_pages, _Feed, history_entry, page_count,
+                               page_rows)
 from .retry import RetryPolicy
 from .source import PullResult
 from .webhooks import WebhookParser, register_webhook_parser, tokens_equal
@@ -162,9 +163,9 @@ class RetailCrmSource:
         while True:
             guard.next(page)
             data = self._get(path, [("limit", self.config.page_size), ("page", page)] + self._site())
-            rows = data.get(key) or []
+            rows = page_rows(data, key, f"RetailCRM {path}: page {page}")
+            total = page_count(data, "totalPageCount", f"RetailCRM {path}: page {page}")
             backfill.pages.append(self._stage(obj, rows, stager))
-            total = int((data.get("pagination") or {}).get("totalPageCount") or 0)
             if not rows or page >= total:
                 return backfill
             page += 1
@@ -214,7 +215,7 @@ class RetailCrmSource:
                      above)
             for limit, page in _boundary_pages(len(backfill.pages), self.config.page_size, below, above, total):
                 data = self._get(path, [("limit", limit), ("page", page)] + self._site())
-                backfill.read.update(self._stage(obj, data.get(key) or [], stager))
+                backfill.read.update(self._stage(obj, page_rows(data, key, f"RetailCRM {path}"), stager))
             self._history(obj, feed.last, run_start, stager, feed)
 
     def _quiet_count(self, obj: str, backfill: _Backfill, feed: _Feed, run_start: datetime,
@@ -225,8 +226,8 @@ class RetailCrmSource:
         for _ in range(MAX_COUNTS):
             before, gone = backfill.present(feed), len(feed.gone)
             data = self._get(path, [("limit", 20), ("page", 1)] + self._site())
-            total = int((data.get("pagination") or {}).get("totalCount") or 0)
-            rows = set(self._stage(obj, data.get(key) or [], stager))
+            total = page_count(data, "totalCount", f"RetailCRM {path}")
+            rows = set(self._stage(obj, page_rows(data, key, f"RetailCRM {path}"), stager))
             backfill.read |= rows
             self._history(obj, feed.last, run_start, stager, feed)
             # quiet: nothing deleted, and nothing re-fetched that was not there already (a creation)
@@ -251,13 +252,13 @@ class RetailCrmSource:
                 params = [("filter[startDate]", since.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S"))]
             guard.next(params)
             data = self._get(path, params + [("limit", 100)])
-            entries = data.get("history") or []
+            entries = page_rows(data, "history", f"RetailCRM {path}")
             changed: dict[str, None] = {}
             deleted: list[Mapping[str, Any]] = []
             last = since if isinstance(since, int) else 0
             for entry in entries:
-                ref = entry.get(entity) or {}
-                survivor = (entry.get("combinedTo") or {}).get("id") if obj == "contacts" else None
+                eid, ref, survivor = history_entry(entry, entity, f"RetailCRM {path}")
+                survivor = survivor if obj == "contacts" else None
                 if entry.get("deleted") or survivor is not None:
                     deleted.append(entry)
                 elif ref.get("id") is not None:
@@ -266,7 +267,6 @@ class RetailCrmSource:
                         feed.created.add(str(ref["id"]))
                 if survivor is not None:
                     changed[str(survivor)] = None
-                eid = int(entry.get("id", 0))
                 last = max(last, eid)
                 try:
                     at = parse_dt(entry.get("createdAt"), tz)
@@ -295,7 +295,7 @@ class RetailCrmSource:
         for start in range(0, len(ids), 100):
             chunk = ids[start:start + 100]
             data = self._get(path, [("filter[ids][]", i) for i in chunk] + [("limit", 100)] + self._site())
-            returned.update(self._stage(obj, data.get(key) or [], stager))
+            returned.update(self._stage(obj, page_rows(data, key, f"RetailCRM {path}"), stager))
         return returned
 
     def _stage(self, obj: str, rows: list[Any], stager: Stager) -> list[str]:

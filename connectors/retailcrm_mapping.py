@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Mapping
 from zoneinfo import ZoneInfo
 
-from .http import FieldError, clean, get_field, parse_dt, to_decimal
+from .http import FieldError, clean, get_field, get_list, get_object, parse_dt, to_decimal
 from .records import Consent, Contact, LineItem, Order, OrderStatus
 
 if TYPE_CHECKING:
@@ -80,12 +80,12 @@ def _item_discount(raw: Mapping[str, Any]) -> Decimal:
 
 def map_customer(raw: Mapping[str, Any], cfg: RetailCrmConfig) -> Contact:
     cid = get_field(raw, "id", lambda v: str(int(v)))
-    phones = raw.get("phones") or []
+    phones = get_list(raw, "phones")
     created = raw.get("createdAt")
     attrs = {
-        "city": clean((raw.get("address") or {}).get("city")),
-        "source": clean((raw.get("source") or {}).get("source")),
-        "tags": ",".join(t.get("name", "") if isinstance(t, dict) else str(t) for t in raw.get("tags") or []) or None,
+        "city": clean(get_object(raw, "address").get("city")),
+        "source": clean(get_object(raw, "source").get("source")),
+        "tags": ",".join(t.get("name", "") if isinstance(t, dict) else str(t) for t in get_list(raw, "tags")) or None,
         "external_id": clean(raw.get("externalId")),
     }
     return Contact(

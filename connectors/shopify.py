@@ -39,8 +39,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .contacts import PhoneRegion, clean_contact
 from .errors import ConfigError, FatalError, RecordError
 from .identity import DEFAULT_MAX_GROUP
-from .http import (Action, FieldError, HttpClient, Throttle, clean, get_field, parse_dt, to_decimal, tombstone,
-                   with_sleep)
+from .http import (Action, FieldError, HttpClient, Throttle, clean, get_field, get_list, get_object, json_shape,
+                   parse_dt, to_decimal, tombstone, with_sleep)
 from .incremental import HighWater, PageGuard, Progress, Stager, iso, map_page, pull_by_time, utc_now
 from .records import Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
@@ -90,7 +90,7 @@ def map_order(raw: Mapping[str, Any], cfg: ShopifyConfig) -> Order | None:
     else:
         kind = OrderStatus.CANCELLED
     try:
-        customer = raw.get("customer") or {}
+        customer = get_object(raw, "customer")
         customer_id = (clean(customer.get("id")) or (clean(raw.get("email")) or "").lower() or clean(raw.get("phone")))
         if not customer_id:
             raise FieldError("customer.id", "order has no customer, email or phone")
@@ -102,14 +102,16 @@ def map_order(raw: Mapping[str, Any], cfg: ShopifyConfig) -> Order | None:
             amount=get_field(raw, total, to_decimal),
             currency=clean(raw.get("currency")) or cfg.currency, status=kind,
             discount=get_field(raw, disc, lambda v: None if v in (None, "") else to_decimal(v)),
-            items=tuple(_item(it) for it in raw.get("line_items") or ()))
+            items=tuple(_item(it) for it in get_list(raw, "line_items")))
     except FieldError:
         if kind is OrderStatus.CANCELLED:
             return None
         raise
 
 
-def _item(raw: Mapping[str, Any]) -> LineItem:
+def _item(raw: Any) -> LineItem:
+    if not isinstance(raw, Mapping):
+        raise FieldError("line_items", "each line item must be an object", raw)
     return LineItem(sku=clean(raw.get("sku")), name=clean(raw.get("title")) or clean(raw.get("name")),
                     brand=clean(raw.get("vendor")),
                     quantity=get_field(raw, "quantity", to_decimal, "line_items.quantity"),
@@ -118,10 +120,10 @@ def _item(raw: Mapping[str, Any]) -> LineItem:
 
 def map_customer(raw: Mapping[str, Any]) -> Contact:
     cid = get_field(raw, "id", lambda v: str(int(v)))
-    consent = (raw.get("email_marketing_consent") or {}).get("state")
+    consent = get_object(raw, "email_marketing_consent").get("state")
     if consent is None and isinstance(raw.get("accepts_marketing"), bool):  # older API versions
         consent = "subscribed" if raw["accepts_marketing"] else "not_subscribed"
-    address = raw.get("default_address") or {}
+    address = get_object(raw, "default_address")
     attrs = {"city": clean(address.get("city")), "country": clean(address.get("country_code")),
              "tags": clean(raw.get("tags")), "state": clean(raw.get("state"))}
     return Contact(
@@ -193,9 +195,9 @@ class ShopifySource:
         url = f"{resource}.json"
         while True:
             data, resp = self.http.fetch("GET", url, params=params)
-            rows = (data or {}).get(resource)
+            rows = data.get(resource) if isinstance(data, Mapping) else None
             if not isinstance(rows, list):
-                raise FatalError(f"Shopify {resource}.json: answer has no {resource!r} list")
+                raise FatalError(f"Shopify {resource}.json: answered {json_shape(data)}, not a {resource!r} list")
             self._stage(obj, rows, stager, high)
             nxt = resp.links.get("next", {}).get("url")
             if not rows or not nxt:

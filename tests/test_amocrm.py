@@ -14,7 +14,7 @@ import responses
 
 from connectors.amocrm import (AmoCrmConfig, AmoCrmSecrets, AmoCrmSource, parse_webhook, verify_webhook,
                                webhook_refs)
-from connectors.errors import AuthError, RecordError, TransientError
+from connectors.errors import AuthError, FatalError, RecordError, TransientError
 
 SUB = "demoshop"
 BASE = f"https://{SUB}.amocrm.ru"
@@ -80,8 +80,8 @@ class FakeAmo:
             if self.failures:
                 if isinstance(self.failures[0], Exception):
                     return self.failures.pop(0)  # responses raises it, as requests would
-                status, headers = self.failures.pop(0)
-                return status, headers, ""
+                status, headers, *body = self.failures.pop(0)  # (status, headers[, body])
+                return status, headers, body[0] if body else ""
             if request.headers.get("Authorization") != f"Bearer {TOKEN}" or self.bad_key:
                 return 401, {"Content-Type": "application/problem+json"}, json.dumps({
                     "title": "Unauthorized", "type": "https://httpstatus.es/401", "status": 401,
@@ -203,6 +203,40 @@ def on_page(fake: FakeAmo, n: int, change) -> None:
         else:
             fake.between_pages = hook
     fake.between_pages = hook
+
+
+def test_a_200_with_an_empty_body_mid_backfill_is_an_error_not_the_end_of_the_list(rsps):
+    """Only HTTP 204 ends a list. A page answered 200 with no body (a proxy, a cut reply) taken as the end would
+    stop the backfill after its first page, and the pass after the backfill, which sees a lead edited meanwhile,
+    would move the bookmark to the run's start: the leads never read would never be read."""
+    fake = FakeAmo(rsps)
+    rsps.assert_all_requests_are_fired = False
+    fake.put_contact(1, "c1@example.com", at=T0)
+    for oid in range(1, 11):  # lead 10 oldest: pages of 4 in updated_at order
+        fake.put_order(oid, 1, "10", at=T0 - timedelta(hours=oid))
+    run_start = T0 + timedelta(days=1)
+
+    def change() -> None:
+        fake.leads[1]["updated_at"] = int((run_start - timedelta(minutes=1)).timestamp())  # edited while it ran
+        fake.failures = [(200, {"Content-Type": "application/hal+json"}, "")]  # the next page: 200, no body
+
+    on_page(fake, 0, change)
+    con = duckdb.connect()
+    with pytest.raises(FatalError, match=r"^amoCRM leads: HTTP 200 answered an empty body.*run the pull again"):
+        make_source(clock=lambda: run_start).pull(con)
+    assert not fake.failures
+
+
+def test_a_lead_dated_past_any_clock_is_a_bad_row_and_the_pull_goes_on(rsps):
+    fake = FakeAmo(rsps)
+    fake.put_contact(10, "a@example.com", at=T0)
+    fake.put_order(1, 10, "15000", at=T0)
+    fake.put_order(2, 10, "700", at=T0)
+    fake.leads[2]["closed_at"] = 10 ** 20  # OverflowError in datetime.fromtimestamp, not ValueError
+    con = duckdb.connect()
+    result = make_source().pull(con)
+    assert [(b.row, b.field) for b in result.bad_rows] == [("2", "closed_at")]
+    assert con.execute("SELECT order_id FROM staged_orders").fetchall() == [("1",)]
 
 
 def test_leads_leaving_a_crowded_second_while_it_is_paged_skip_no_other_lead(rsps):

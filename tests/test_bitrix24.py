@@ -83,9 +83,9 @@ class FakeBitrix24:
             if self.failures:
                 if isinstance(self.failures[0], Exception):
                     return self.failures.pop(0)  # responses raises it, as requests would
-                status, headers = self.failures.pop(0)
-                return status, headers, json.dumps({"error": "QUERY_LIMIT_EXCEEDED",
-                                                    "error_description": "Too many requests"})
+                status, headers, *body = self.failures.pop(0)  # (status, headers[, body])
+                return status, headers, body[0] if body else json.dumps({
+                    "error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"})
             if self.bad_key:
                 return 401, {}, json.dumps({"error": "NO_AUTH_FOUND", "error_description": "Wrong authorization data"})
             result = handler(json.loads(request.body or b"{}"))

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
-from connectors.errors import BadFileError, ConfigError
+from connectors.errors import ConfigError
 from connectors.file_staging import FilePullResult
 from connectors.files import FileSource, FileSourceConfig
 from connectors.http import to_decimal
@@ -234,16 +234,26 @@ def test_a_receipt_line_whose_total_has_no_room_is_a_bad_row_and_big_prices_are_
     assert {k: v[2] for k, v in orders(con).items()} == {"B": Decimal("37037036703703.65"), "C": Decimal("1.50")}
 
 
-def test_a_receipt_whose_lines_add_up_past_the_amount_column_names_the_file_and_receipt(tmp_path):
+def test_a_receipt_whose_lines_add_up_past_the_amount_column_is_bad_rows_and_the_others_are_staged(tmp_path):
+    """Each line fits, their sum does not (a price column of ids or phones): the receipt's lines are bad rows
+    naming the receipt and its total, the file's other receipts are staged (it stopped the whole read)."""
     write_csv(tmp_path / "sales.csv", [
         LINE_HEADER,
+        ["B", "c2", "02.01.2024", "T1", "1", "1,50"],
         ["A", "c1", "02.01.2024", "T1", "1", "9999999999999999"],
         ["A", "c1", "02.01.2024", "T2", "1", "9999999999999999"],  # each line fits, their sum does not
-        ["B", "c2", "02.01.2024", "T1", "1", "1,50"],
+        ["C", "c3", "02.01.2024", "T1", "", "zwei"],  # an ordinary bad row, listed in row order with them
     ])
-    with pytest.raises(BadFileError, match=r"sales\.csv: receipt 'A' \(from row 2\): its lines add up to "
-                                           r"19999999999999998\.00, more than 16 digits"):
-        pull(tmp_path, columns=LINE_COLS)
+    result, con = pull(tmp_path, columns=LINE_COLS)
+    reason = ("receipt 'A': its lines add up to 19999999999999998.00, more than 16 digits before the point (is "
+              "the price, quantity or discount column an id or a phone number?); the receipt is skipped")
+    assert [(b.source, b.row, b.field, b.reason, b.value) for b in result.bad_rows][:2] == [
+        (str(tmp_path / "sales.csv"), 3, "amount", reason, "9999999999999999.00"),
+        (str(tmp_path / "sales.csv"), 4, "amount", reason, "9999999999999999.00")]
+    assert [b.row for b in result.bad_rows] == [3, 4, 5] and result.bad_row_count == 3
+    assert {k: v[2] for k, v in orders(con).items()} == {"B": Decimal("1.50")}
+    assert con.execute("SELECT DISTINCT order_id FROM staged_line_items").fetchall() == [("B",)]
+    assert result.orders == 1
 
 
 def test_without_order_id_and_customer_id_ids_are_synthetic_and_keys_fall_back(tmp_path):
@@ -537,7 +547,12 @@ def test_a_receipt_whose_discounts_add_up_past_the_column_names_them(tmp_path):
         LINE_HEADER + ["Скидка"],
         ["A", "c1", "02.01.2024", "T1", "1", "10", "9999999999999999"],
         ["A", "c1", "02.01.2024", "T2", "1", "10", "9999999999999999"],  # each discount fits, their sum does not
+        ["B", "c2", "02.01.2024", "T1", "1", "10", "1"],
     ])
-    with pytest.raises(BadFileError, match=r"receipt 'A' \(from row 2\): its lines' discounts add up to "
-                                           r"19999999999999998\.00, more than 16 digits"):
-        pull(tmp_path, columns={**LINE_COLS, "discount": "Скидка"})
+    result, con = pull(tmp_path, columns={**LINE_COLS, "discount": "Скидка"})
+    assert [(b.row, b.field, b.value) for b in result.bad_rows] == [(2, "discount", "9999999999999999.00"),
+                                                                     (3, "discount", "9999999999999999.00")]
+    assert result.bad_rows[0].reason.startswith("receipt 'A': its lines' discounts add up to 19999999999999998.00,")
+    assert list(orders(con)) == ["B"]
+
+

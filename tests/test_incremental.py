@@ -15,7 +15,7 @@ import duckdb
 import pytest
 
 from connectors.errors import ConfigError, FatalError
-from connectors.http import get_field
+from connectors.http import FieldError, get_field, parse_dt
 from connectors.incremental import HighWater, PageGuard, Stager, latest, map_page, pull_by_time, pull_objects
 from connectors.records import Contact, Order, OrderStatus
 
@@ -114,6 +114,19 @@ def test_a_page_is_mapped_row_by_row_and_a_row_that_cannot_be_is_reported_with_i
     assert [(b.source, b.row, b.field, b.value) for b in stager.bad_rows] == [("vendor:orders", "x", "id", "x"),
                                                                               ("vendor:orders", None, None, "junk")]
     assert "not an object" in stager.bad_rows[1].reason
+
+
+@pytest.mark.parametrize("value", [10 ** 20, "1" * 25, 1e300, float("inf")])
+def test_a_date_or_id_too_large_for_any_clock_is_a_field_error_not_a_crash(value):
+    """Python raises OverflowError (not ValueError) for a Unix time past its clock or int(Infinity), which
+    requests' JSON decoder accepts: a vendor row holding one stopped the whole pull instead of being a bad row."""
+    with pytest.raises(FieldError, match="closed_at: "):
+        get_field({"closed_at": value}, "closed_at", parse_dt)
+    with pytest.raises(ValueError):
+        parse_dt(value)  # its contract, relied on by callers that catch ValueError (history entries, webhooks)
+    if value == float("inf"):
+        with pytest.raises(FieldError, match="id: "):
+            get_field({"id": value}, "id", lambda v: str(int(v)))
 
 
 def test_pull_objects_hands_each_object_its_own_saved_cursor():

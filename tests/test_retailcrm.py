@@ -14,7 +14,7 @@ import duckdb
 import pytest
 import responses
 
-from connectors.errors import AuthError, RecordError
+from connectors.errors import AuthError, FatalError, RecordError
 from connectors.records import Consent, OrderStatus
 from connectors.retailcrm import RetailCrmConfig, RetailCrmSecrets, RetailCrmSource, parse_webhook, verify_webhook
 from connectors.retailcrm_mapping import map_customer
@@ -116,8 +116,9 @@ class FakeRetailCrm:
             if self.failures:
                 if isinstance(self.failures[0], Exception):
                     return self.failures.pop(0)  # responses raises it, as requests would
-                status, headers = self.failures.pop(0)
-                return status, headers, json.dumps({"success": False, "errorMsg": "Service unavailable"})
+                status, headers, *body = self.failures.pop(0)  # (status, headers[, body])
+                default = json.dumps({"success": False, "errorMsg": "Service unavailable"})
+                return status, headers, body[0] if body else default
             if request.headers.get("X-API-KEY") != KEY or self.bad_key:
                 return 401, {}, json.dumps({"success": False, "errorMsg": "Wrong \"apiKey\" value."})
             query = parse_qsl(urlsplit(request.url).query)
@@ -273,6 +274,49 @@ def test_history_created_after_run_start_is_reread_next_time(rsps):
     assert json.loads(second.cursor)["orders"] == "102"  # 103 is read again next time
     make_source(clock=lambda: T0 + timedelta(days=2)).pull(con, second.cursor)
     assert fake.since_seen[-1] == "sinceId=102"
+
+
+def customers_page(fake: FakeRetailCrm, **answer) -> str:
+    """The first page (20) of the customers list, as the vendor serves it, with ``answer``'s keys replaced."""
+    rows = [fake.customers[k] for k in sorted(fake.customers)][:20]
+    return json.dumps({"success": True, "customers": rows, "pagination": {
+        "limit": 20, "totalCount": len(fake.customers), "currentPage": 1,
+        "totalPageCount": math.ceil(len(fake.customers) / 20)}, **answer})
+
+
+@pytest.mark.parametrize("answer, says", [
+    ({"pagination": None}, "pagination.totalPageCount is missing"),  # a full first page and no count: more?
+    ({"pagination": {"limit": 20, "currentPage": 1}}, "pagination.totalPageCount is missing"),
+    ({"pagination": {"totalPageCount": "many"}}, "pagination.totalPageCount is 'many', not a count"),
+    ({"customers": {"1": {"id": 1}}}, "'customers' list is a JSON object with keys '1'"),  # keyed by id: not rows
+    ({"customers": None}, "'customers' list is null"),
+])
+def test_a_backfill_page_of_the_wrong_shape_stops_the_pull_and_is_never_its_last_page(rsps, answer, says):
+    """A page without its page count ended the backfill after page 1: 5 of 25 customers were never read and,
+    the history feed naming none of them, nothing checked it."""
+    fake = FakeRetailCrm(rsps)
+    rsps.assert_all_requests_are_fired = False
+    for cid in range(1, 26):
+        fake.put_contact(cid, f"c{cid}@example.com", at=T0 - timedelta(days=1))
+    fake.failures = [(200, {"Content-Type": "application/json"}, customers_page(fake, **answer))]
+    with pytest.raises(FatalError, match=rf"^RetailCRM api/v5/customers: page 1: .*{re.escape(says)}") as err:
+        make_source().pull(duckdb.connect())
+    assert KEY not in str(err.value) and not fake.failures
+
+
+@pytest.mark.parametrize("entry", ["oops", {"id": None, "createdAt": "2026-01-11 11:59:00", "customer": {"id": 1}},
+                                   {"id": "x17", "customer": {"id": 1}}, {"id": 200, "customer": "1"},
+                                   {"id": 201, "customer": {"id": 1}, "combinedTo": 7}])
+def test_a_history_entry_of_the_wrong_shape_stops_the_pull_naming_the_feed(rsps, entry):
+    fake = FakeRetailCrm(rsps)
+    rsps.assert_all_requests_are_fired = False
+    fake.put_contact(10, "a@example.com", at=T0)
+    first = make_source().pull(duckdb.connect())
+    fake.failures = [(200, {}, json.dumps({"success": True, "history": [entry], "pagination": {
+        "limit": 100, "totalCount": 1, "currentPage": 1, "totalPageCount": 1}}))]  # the next customers feed
+    with pytest.raises(FatalError, match=r"^RetailCRM api/v5/customers/history: .*entry") as err:
+        make_source(clock=lambda: T0 + timedelta(days=2)).pull(duckdb.connect(), first.cursor)
+    assert str(entry)[:10] in str(err.value) and not fake.failures
 
 
 def test_consent_prefers_explicit_unsubscribe():

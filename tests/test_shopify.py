@@ -81,8 +81,9 @@ class FakeShopify:
             if self.failures:
                 if isinstance(self.failures[0], Exception):
                     return self.failures.pop(0)  # responses raises it, as requests would
-                status, headers = self.failures.pop(0)
-                return status, headers, json.dumps({"errors": "Exceeded 2 calls per second for api client."})
+                status, headers, *body = self.failures.pop(0)  # (status, headers[, body])
+                default = json.dumps({"errors": "Exceeded 2 calls per second for api client."})
+                return status, headers, body[0] if body else default
             if request.headers.get("X-Shopify-Access-Token") != TOKEN or self.bad_key:
                 return 401, {}, json.dumps({"errors": "[API] Invalid API key or access token"})
             body, headers = handler(dict(parse_qsl(urlsplit(request.url).query)))

@@ -18,11 +18,15 @@ import duckdb
 import pytest
 import requests
 import responses
+from hypothesis import HealthCheck, example, given, settings as hsettings, strategies as st
 
-from connectors.errors import AuthError, TransientError
+from connectors.errors import AuthError, ConnectorError, TransientError
 from connectors.records import Order, OrderStatus
 from connectors.registry import SOURCES
 from connectors.retry import RetryPolicy
+
+from connectors import amocrm, bitrix24, retailcrm, retailcrm_mapping, shopify
+from connectors.incremental import Stager, map_page
 
 from . import test_amocrm, test_bitrix24, test_retailcrm, test_shopify
 
@@ -274,12 +278,104 @@ def test_a_bad_record_is_reported_with_its_id_and_the_rest_staged(case):
     assert bad.row == "99" and bad.source == f"{name}:orders" and bad.field
 
 
+#: what a vendor (or a proxy, a captive portal, a half-deployed release) may answer with HTTP 200 for a list page
+NOT_A_PAGE = {
+    "html": "<!DOCTYPE html><html><body><h1>Maintenance</h1></body></html>",
+    "empty": "",
+    "truncated-json": '{"result": [{"ID": "1", "OPPORTUNITY": "10',
+    "null": "null",
+    "a-list": '[{"id": 1}]',
+    "a-string": '"ok"',
+    "a-number": "42",
+}
+
+
+@pytest.mark.parametrize("body", sorted(NOT_A_PAGE))
+def test_a_200_that_is_not_a_page_stops_the_pull_with_one_error_naming_the_source(case, body):
+    """Believe nothing you did not validate: a page of the wrong shape is the vendor's error, never a crash
+    (AttributeError, TypeError) and never the silent end of a list."""
+    name, c, fake, rsps = case
+    rsps.assert_all_requests_are_fired = False
+    seed(fake, orders=2)
+    fake.failures = [(200, {"Content-Type": "text/html" if body == "html" else "application/json"},
+                      NOT_A_PAGE[body])]
+    with pytest.raises(ConnectorError) as err:
+        c.source(sleep=lambda s: None, clock=lambda: T0 + DAY).pull(duckdb.connect())
+    message = str(err.value)
+    assert message.lower().startswith(name) and "\n" not in message and c.secret not in message
+
+
 def test_a_garbled_cursor_is_a_config_error(case):
     name, c, fake, rsps = case
     rsps.assert_all_requests_are_fired = False
     from connectors.errors import ConfigError
     with pytest.raises(ConfigError, match="cursor"):
         c.source().pull(duckdb.connect(), "not json")
+
+
+# every vendor record mapper (pulls and webhooks share them): a source's name → {what: mapper}
+MAPPERS: dict[str, dict[str, Callable[[Any], Any]]] = {
+    "shopify": {"order": lambda r: shopify.map_order(r, shopify.ShopifyConfig()), "customer": shopify.map_customer},
+    "amocrm": {"lead": lambda r: amocrm.map_lead(r, amocrm.AmoCrmConfig()), "contact": amocrm.map_contact},
+    "bitrix24": {"deal": lambda r: bitrix24.map_deal(r, bitrix24.Bitrix24Config()), "contact": bitrix24.map_contact,
+                 "product rows": lambda r: bitrix24.with_product_rows(
+                     Order("1", "c", T0, Decimal(1)), r.get("rows") if isinstance(r.get("rows"), list) else [r])},
+    "retailcrm": {"order": lambda r: retailcrm_mapping.map_order(r, retailcrm.RetailCrmConfig()),
+                  "customer": lambda r: retailcrm_mapping.map_customer(r, retailcrm.RetailCrmConfig())},
+}
+#: the vendors' field names (documented shapes, sources.md and the modules), nested at random below
+VENDOR_KEYS = sorted({
+    "id", "financial_status", "cancelled_at", "test", "customer", "email", "phone", "current_total_price",
+    "total_price", "current_total_discounts", "total_discounts", "processed_at", "created_at", "currency",
+    "line_items", "sku", "title", "name", "vendor", "quantity", "price", "updated_at", "email_marketing_consent",
+    "state", "accepts_marketing", "default_address", "city", "country_code", "tags", "first_name", "last_name",
+    "status_id", "pipeline_id", "closed_at", "is_deleted", "_embedded", "contacts", "is_main",
+    "custom_fields_values", "custom_fields", "field_code", "code", "values", "value", "date_create", "ID",
+    "STAGE_SEMANTIC_ID", "STAGE_ID", "CATEGORY_ID", "CONTACT_ID", "CLOSEDATE", "DATE_CREATE", "OPPORTUNITY",
+    "CURRENCY_ID", "EMAIL", "PHONE", "VALUE", "NAME", "LAST_NAME", "ADDRESS_CITY", "SOURCE_ID", "TYPE_ID",
+    "PRODUCT_ID", "PRODUCT_NAME", "QUANTITY", "PRICE", "DISCOUNT_SUM", "rows", "status", "site", "createdAt",
+    "totalSumm", "discountManualAmount", "items", "offer", "article", "productName", "initialPrice",
+    "discountTotal", "externalId", "firstName", "lastName", "phones", "number", "subscribed", "address",
+    "source", "emailMarketingUnsubscribedAt", "customFields", "deleted", "combinedTo"})
+_SCALARS = (st.none() | st.booleans() | st.integers(-10 ** 20, 10 ** 20) | st.floats() | st.text(max_size=8)
+            | st.sampled_from(["", "1", "2026-01-01T00:00:00Z", "2026-01-01 10:00:00", "complete", "paid", "S",
+                               "EMAIL", "PHONE", "a@example.com"]))
+_JSON = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(st.sampled_from(VENDOR_KEYS), inner, max_size=5), max_leaves=12)
+VENDOR_ROWS = st.builds(lambda fields, rid: {**fields, "id": rid, "ID": str(rid)},
+                        st.dictionaries(st.sampled_from(VENDOR_KEYS), _JSON, max_size=14), st.integers(1, 10 ** 6))
+
+
+#: fields sent as another kind of value than the vendors' docs show
+WRONG_SHAPES = {"customer": 5, "email_marketing_consent": "subscribed", "default_address": ["Tashkent"],
+                "line_items": {"0": 1}, "phones": {"number": "1"}, "address": "Tashkent", "source": 3, "tags": 7,
+                "EMAIL": True, "PHONE": 1, "_embedded": "contacts", "custom_fields_values": 3}
+
+
+def test_every_api_source_has_its_record_mappers_fuzzed():
+    assert set(API_SOURCES) <= set(MAPPERS)
+
+
+@pytest.mark.parametrize("name, what", [(n, w) for n, ms in MAPPERS.items() for w in ms])
+def test_a_vendor_record_of_any_shape_is_staged_or_a_bad_row_never_a_crash(name, what):
+    """A field the vendor sent as a string, a list or a number where its docs show an object (or the other way
+    round) is a bad row naming the record, and the page goes on: it stopped the whole pull with AttributeError."""
+    mapper = MAPPERS[name][what]
+    stager = Stager(duckdb.connect(), name)
+    mapped: tuple[list, list] = ([], [])
+
+    @hsettings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(VENDOR_ROWS)
+    @example(dict(WRONG_SHAPES, id=1, ID="1"))  # found by this test at random before (AttributeError, TypeError)
+    @example({"id": 2, "ID": "2", "financial_status": "paid", "total_price": "1", "created_at": "2026-01-01",
+              "email": "a@example.com", "line_items": [5], "phones": [7], "tags": [True]})
+    def check(row):
+        for kept, new in zip(mapped, map_page(stager, f"{name}:{what}", [row], mapper)):
+            kept.extend(new)
+
+    check()
+    stager.stage(*mapped)  # what was mapped is staged (every value fits its column)
+    assert all(b.source == f"{name}:{what}" for b in stager.bad_rows)
 
 
 # ---------------------------------------------------------------- the file source (when present)

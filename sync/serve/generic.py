@@ -11,14 +11,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 from datetime import datetime, timezone as dt_timezone
-from decimal import Decimal
-from typing import Any, Literal, Mapping
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Annotated, Any, Literal, Mapping
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from connectors.contacts import clean_contact
 from connectors.records import Consent, Contact, LineItem, Order, OrderStatus
+
+log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Rfmsync-Signature"
 TIMESTAMP_HEADER = "X-Rfmsync-Timestamp"
@@ -70,7 +74,25 @@ def verify_generic(headers: Mapping[str, str], body: bytes, secret_: str | None,
 # ------------------------------------------------------------------------------ generic payload
 
 
-_Money = Field(default=None, max_digits=18, decimal_places=2, allow_inf_nan=False)
+def _to_column(places: int) -> AfterValidator:
+    """Round to the stored column's ``places`` (half away from zero, as :func:`connectors.tables.stage_records`
+    rounds an API page's values and the file reader a file's: a JavaScript total ``19.990000000000002`` is
+    ``19.99``, not a refused delivery); a value the ``DECIMAL(18, places)`` column cannot hold is an error."""
+    digits = 18 - places
+    quantum = Decimal(1).scaleb(-places)
+
+    def fit(value: Decimal) -> Decimal:
+        if value.is_zero() or value.adjusted() < digits:
+            value = value.quantize(quantum, ROUND_HALF_UP)
+        if abs(value) >= Decimal(10) ** digits:
+            raise ValueError(f"out of range (at most {digits} digits before the point)")
+        return value
+
+    return AfterValidator(fit)
+
+
+Money = Annotated[Decimal, Field(allow_inf_nan=False), _to_column(2)]
+Quantity = Annotated[Decimal, Field(allow_inf_nan=False), _to_column(3)]
 
 
 class _In(BaseModel):
@@ -83,8 +105,8 @@ class ItemIn(_In):
     name: str | None = None
     category: str | None = None
     brand: str | None = None
-    quantity: Decimal = Field(default=Decimal(1), max_digits=18, decimal_places=3, allow_inf_nan=False)
-    price: Decimal | None = _Money
+    quantity: Quantity = Decimal(1)
+    price: Money | None = None
 
 
 class ContactIn(_In):
@@ -108,10 +130,10 @@ class OrderIn(_In):
     order_id: str = Field(min_length=1, max_length=200)
     customer_id: str = Field(min_length=1, max_length=200)
     ordered_at: datetime
-    amount: Decimal = Field(max_digits=18, decimal_places=2, allow_inf_nan=False)
+    amount: Money
     currency: str | None = Field(default=None, max_length=10)
     status: Literal["completed", "refunded", "cancelled"] = "completed"
-    discount: Decimal | None = _Money
+    discount: Money | None = None
     items: list[ItemIn] = Field(default_factory=list, max_length=1000)
     contact: ContactIn | None = None
 
@@ -151,9 +173,11 @@ def _where(index: int | None, raw: Any) -> str:
     return base + (f" (order_id {str(oid)[:60]!r})" if isinstance(oid, (str, int)) else "")
 
 
-def parse_generic(body: bytes, tz: str = "UTC") -> list[tuple[Order, Contact | None]]:
+def parse_generic(body: bytes, tz: str = "UTC", phone_region: str | None = None) -> list[tuple[Order, Contact | None]]:
     """A generic delivery: one order object or a list of them, each optionally with its ``contact``.
 
+    A contact's e-mail and phone are normalised as every source's are (:func:`connectors.contacts.clean_contact`,
+    ``phone_region`` the default country): an invalid one is dropped from the contact and logged.
     Raises :class:`BadRequest` (400) naming the order and the field when anything is wrong.
     """
     data = _loads(body)
@@ -181,18 +205,24 @@ def parse_generic(body: bytes, tz: str = "UTC") -> list[tuple[Order, Contact | N
         if o.contact and o.contact.customer_id not in (None, o.customer_id):
             raise BadRequest(400, f"{where}: contact.customer_id {o.contact.customer_id!r} differs from the "
                                   f"order's customer_id {o.customer_id!r}")
+        if o.amount < 0 and o.status != "refunded":  # as a file row: a refund written negative is a refund
+            raise BadRequest(400, f"{where}: amount: negative amount without a refund status (a return is status "
+                                  "'refunded')")
         order = Order(order_id=o.order_id, customer_id=o.customer_id,
-                      ordered_at=_aware(o.ordered_at, tz, f"{where}: ordered_at"), amount=o.amount,
+                      ordered_at=_aware(o.ordered_at, tz, f"{where}: ordered_at"), amount=abs(o.amount),
                       currency=o.currency, status=OrderStatus(o.status), discount=o.discount,
                       items=tuple(LineItem(sku=it.sku, name=it.name, category=it.category, brand=it.brand,
                                            quantity=it.quantity, price=it.price) for it in o.items))
         contact = None
         if o.contact is not None:
             c = o.contact
-            contact = Contact(customer_id=o.customer_id, email=c.email or None, phone=c.phone or None,
-                              first_name=c.first_name or None, last_name=c.last_name or None,
-                              marketing_consent=Consent(c.marketing_consent),
-                              created_at=_aware(c.created_at, tz, f"{where}: contact.created_at")
-                              if c.created_at else None)
+            contact, issues = clean_contact(Contact(
+                customer_id=o.customer_id, email=c.email or None, phone=c.phone or None,
+                first_name=c.first_name or None, last_name=c.last_name or None,
+                marketing_consent=Consent(c.marketing_consent),
+                created_at=_aware(c.created_at, tz, f"{where}: contact.created_at") if c.created_at else None),
+                phone_region, "generic:webhook")
+            for issue in issues:
+                log.warning("generic webhook: %s", issue)
         out.append((order, contact))
     return out

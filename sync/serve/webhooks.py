@@ -19,13 +19,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from connectors.contacts import PhoneRegion
 from connectors.errors import RecordError
 from connectors.records import Contact, Order
 from connectors.webhooks import WEBHOOK_SOURCES, WebhookParser, webhook_parser
 
 from ..config import Config
+from ..errors import ConfigError
 from ..ledger import Ledger
 from ..ledger.writer import EventWriter
 from ..settings import Settings, secret
@@ -126,6 +129,15 @@ class Intake:
     clock: Callable[[], float] = time.time
     writer: EventWriter | None = None
     crm: dict[str, CrmWebhooks] = field(default_factory=dict, repr=False)  # per CRM source, made once
+    #: the default country of a generic contact's phone: ``[source] phone_region``, validated as a source validates
+    #: it (a bad one stops the server at its start, not a delivery)
+    phone_region: str | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        try:
+            self.phone_region = TypeAdapter(PhoneRegion).validate_python(self.cfg.source.get("phone_region"))
+        except ValidationError as exc:
+            raise ConfigError(f"[source] phone_region: {exc.errors()[0]['msg']}") from None
 
     def sources(self) -> list[str]:
         kind = str(self.cfg.source.get("type", "file"))
@@ -150,7 +162,7 @@ class Intake:
                                      replay_window=self.cfg.serve.replay_window_seconds)
             if problem:
                 raise BadRequest(401, problem)
-            return "generic", events_for([], [], parse_generic(body, self.cfg.timezone))
+            return "generic", events_for([], [], parse_generic(body, self.cfg.timezone, self.phone_region))
         if source not in self.crm:
             self.crm[source] = CrmWebhooks.build(source, self.cfg, self.settings)
         return source, self.crm[source].events(headers, body, path_token)
