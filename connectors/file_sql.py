@@ -81,7 +81,8 @@ def _output_columns(con: duckdb.DuckDBPyConnection, src: str, cfg: FileSourceCon
         # the amount's column; a line total with no room there is NULL: a bad row, like any amount
         wide = "d_price::DECIMAL(38,2) * COALESCE(d_quantity, 1)::DECIMAL(38,3)"
         amount = f"TRY_CAST({wide} AS DECIMAL(18,2))"
-        amount_raw = f"COALESCE(CAST({wide} AS VARCHAR), {get('t', 'price')})"  # a bad row's: the total, or the price
+        # a bad row's: the total (as the amount column would show it), or the price
+        amount_raw = f"COALESCE(CAST(CAST({wide} AS DECIMAL(38,2)) AS VARCHAR), {get('t', 'price')})"
     if "currency" in has:
         currency = "upper(t_currency)"
     elif cfg.currency:
@@ -112,6 +113,9 @@ def _output_columns(con: duckdb.DuckDBPyConnection, src: str, cfg: FileSourceCon
         ("discount", get('d', 'discount', 'DECIMAL(18,2)')), ("sku", get('t', 'sku')),
         ("product", get('t', 'product')), ("category", get('t', 'category')), ("brand", get('t', 'brand')),
         ("quantity", get('d', 'quantity', 'DECIMAL(18,3)')), ("price", get('d', 'price', 'DECIMAL(18,2)')),
+        # the text of a quantity or discount given but not a number (a bad row, not a quantity of 1 or no discount)
+        *((f"{f}_raw", f"CASE WHEN {get('d', f, 'DECIMAL(18,3)')} IS NULL THEN {get('t', f)} END")
+          for f in ("quantity", "discount")),
         ("first_name", first), ("last_name", last), ("consent", consent),
         ("created_at", get('z', 'created_at', 'TIMESTAMPTZ')), ("attributes", attr_sql),
     ]

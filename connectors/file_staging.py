@@ -67,6 +67,8 @@ _BAD = [  # (condition, field, reason, value) in the order they are checked
     ("amount IS NULL", "amount", "unparseable or empty amount", "amount_raw"),
     ("status IS NULL", "status", "unknown status (map it under [source.statuses])", "status_raw"),
     ("amount < 0 AND status <> 'refunded'", "amount", "negative amount without a refund status", "amount_raw"),
+    ("quantity_raw IS NOT NULL", "quantity", "unparseable quantity", "quantity_raw"),
+    ("discount_raw IS NOT NULL", "discount", "unparseable discount", "discount_raw"),
 ]
 _NO_AMOUNT = next(i for i, (c, *_) in enumerate(_BAD) if c == "amount IS NULL")
 #: the reason of a listed "amount IS NULL" row whose text is a number too long for DECIMAL(18,2) (an id or a phone

@@ -230,7 +230,7 @@ def test_a_receipt_line_whose_total_has_no_room_is_a_bad_row_and_big_prices_are_
     ])
     result, con = pull(tmp_path, columns=LINE_COLS)
     assert [(b.row, b.field, b.reason, b.value) for b in result.bad_rows] == [
-        (2, "amount", "out of range (at most 16 digits before the point)", "9999999999999999000.00000")]
+        (2, "amount", "out of range (at most 16 digits before the point)", "9999999999999999000.00")]
     assert {k: v[2] for k, v in orders(con).items()} == {"B": Decimal("37037036703703.65"), "C": Decimal("1.50")}
 
 
@@ -556,3 +556,24 @@ def test_a_receipt_whose_discounts_add_up_past_the_column_names_them(tmp_path):
     assert list(orders(con)) == ["B"]
 
 
+
+
+def test_a_quantity_or_discount_that_is_not_a_number_is_a_bad_row_and_a_return_line_shows_its_total(tmp_path):
+    """A quantity of "x" used to count as 1 and a discount of "n/a" as none, silently; a return line's total was
+    shown with the product's five decimals (-31.50000)."""
+    write_csv(tmp_path / "sales.csv", [
+        LINE_HEADER + ["Скидка"],
+        ["A", "c1", "02.01.2024", "T1", "-3", "10,50", ""],  # a return without a refund status: its total shown
+        ["B", "c2", "02.01.2024", "T1", "x", "2", ""],
+        ["C", "c3", "02.01.2024", "T1", "2", "5", "n/a"],
+        ["D", "c4", "02.01.2024", "T1", "2", "5", "1"],
+        ["D", "c4", "02.01.2024", "T2", "", "5", ""],  # an empty quantity is 1, an empty discount none
+    ])
+    result, con = pull(tmp_path, columns={**LINE_COLS, "discount": "Скидка"})
+    assert [(b.row, b.field, b.reason, b.value) for b in result.bad_rows] == [
+        (2, "amount", "negative amount without a refund status", "-31.50"),
+        (3, "quantity", "unparseable quantity", "x"),
+        (4, "discount", "unparseable discount", "n/a")]
+    assert list(orders(con)) == ["D"]
+    assert con.execute("SELECT amount, discount FROM staged_orders").fetchall() == [(Decimal("15.00"),
+                                                                                     Decimal("1.00"))]
