@@ -367,9 +367,12 @@ def test_a_known_contact_without_consent_deleted_in_unisender_is_invited_not_imp
             assert rec.items[("a@x.com", "tag-list:Champions")].ok
     assert unisender_fake.invitations == ["a@x.com"]  # the second night: invited, never imported as 'new'
     assert unisender_fake.contacts["a@x.com"]["status"] == "invited"
-    assert unisender_fake.members("Loyal") == {"a@x.com", "b@x.com"} and unisender_fake.status_columns == []
-    assert unisender_fake.contacts["b@x.com"]["status"] == "invited"  # b was there: updated by import
+    assert unisender_fake.members("Loyal") == {"a@x.com"} and unisender_fake.status_columns == []
+    b = unisender_fake.contacts["b@x.com"]  # b was there, never confirmed: updated by import, put on no list
+    assert b["status"] == "invited" and b["lists"] == set() and b["fields"]["rfm_segment"] == "Loyal"
+    assert "awaiting confirmation (Unisender status invited)" in rec.items[("b@x.com", "tag+list:Loyal")].error
     assert state["a@x.com"].exists and state["a@x.com"].tags == {"list:Loyal"}
+    assert state["b@x.com"].tags == set()  # asked again every night until he confirms
 
 
 def test_a_known_consenting_contact_is_imported_without_a_check(unisender_fake):
@@ -401,3 +404,108 @@ def test_a_pending_create_whose_outcome_was_lost_is_not_invited_again(unisender_
     assert all(r.ok for r in again.items.values()) and set(again.items) == set(first.items)
     c = unisender_fake.contacts["new@x.com"]
     assert c["status"] == "invited" and c["fields"]["rfm_segment"] == "D" and c["tags"] == ["vip"]
+
+
+# ------------------------------------------------------------------ review 13: one contact's read, confirmation
+def test_one_contacts_failed_read_fails_his_row_only(unisender_fake):
+    """getContact failing for one contact (an invalid_arg, 502s until the retries give up) fails that contact's
+    ops; every other row of the run is still imported or invited."""
+    unisender_fake.add_list("Champions")
+    unisender_fake.fields["rfm_segment"] = "string"
+    for key in ("k1@x.com", "k2@x.com", "k3@x.com"):
+        unisender_fake.add_contact(key)
+    dest, _ = on(unisender_fake)
+    unisender_fake.fail(None, status=502, times=4, method="getContact")  # the pending create's read: gives up
+    unisender_fake.fail("invalid_arg", method="getContact")  # k1's read
+    rec = Recorder()
+    dest.apply([change("p@x.com", add={"list:Champions"}, status="pending"),
+                *(change(k, add={"list:Champions"}, fields={"rfm_segment": "C"}, create=False, status=None)
+                  for k in ("k1@x.com", "k2@x.com")),
+                change("k3@x.com", fields={"rfm_segment": "C"}, create=False),
+                change("s@x.com", add={"list:Champions"})], rec)
+    assert unisender_fake.members("Champions") == {"k2@x.com", "s@x.com"}
+    assert unisender_fake.contacts["k3@x.com"]["fields"] == {"rfm_segment": "C"}
+    assert unisender_fake.calls["subscribe"] == 0 and "p@x.com" not in unisender_fake.contacts
+    failed = {k: r.error for k, r in rec.items.items() if not r.ok}
+    assert set(failed) == {("p@x.com", "upsert"), ("p@x.com", "tag+list:Champions"), ("k1@x.com", "upsert"),
+                           ("k1@x.com", "tag+list:Champions")}
+    assert "HTTP 502" in failed[("p@x.com", "upsert")] and "next run tries again" in failed[("p@x.com", "upsert")]
+    assert "invalid_arg" in failed[("k1@x.com", "upsert")] and "next run" not in failed[("k1@x.com", "upsert")]
+    assert not any(r.missing for r in rec.items.values())
+
+
+@pytest.mark.parametrize("code", ["not_enough_money", "unknown_method", "invalid_api_key"])
+@pytest.mark.parametrize("pending", [False, True])
+def test_an_account_wide_refusal_on_a_read_still_stops_the_apply(unisender_fake, code, pending):
+    unisender_fake.add_list("Champions")
+    unisender_fake.add_contact("k@x.com")
+    dest, _ = on(unisender_fake)
+    unisender_fake.fail(code, method="getContact")
+    ch = change("k@x.com", add={"list:Champions"}, create=pending, status="pending" if pending else None)
+    with pytest.raises(DestinationError, match=code):
+        dest.apply([ch], Recorder())
+    assert unisender_fake.write_calls == 0
+
+
+@pytest.mark.parametrize("status", ["invited", "new", "unsubscribed", "blocked", "active"])
+@pytest.mark.parametrize("status_if_new", ["pending", None])
+def test_a_known_contact_is_put_on_a_list_by_import_only_once_confirmed(unisender_fake, status, status_if_new):
+    """An import adds to lists without an invitation: a known contact without consent now is put on a new list
+    only if Unisender shows him active; his field update and his removal from the list he left still go."""
+    unisender_fake.add_list("Champions")
+    unisender_fake.add_list("Loyal")
+    unisender_fake.add_contact("k@x.com", status=status, lists=["Champions"], rfm_segment="Champions")
+    dest, _ = on(unisender_fake)
+    rec = Recorder()
+    dest.apply([change("k@x.com", add={"list:Loyal"}, remove={"list:Champions"}, fields={"rfm_segment": "Loyal"},
+                       create=False, status=status_if_new)], rec)
+    c = unisender_fake.contacts["k@x.com"]
+    assert c["fields"]["rfm_segment"] == "Loyal" and c["lists"] == ({unisender_fake.list_id("Loyal")}
+                                                                     if status == "active" else set())
+    assert c["status"] == status and unisender_fake.invitations == []
+    assert rec.items[("k@x.com", "upsert")].ok and rec.items[("k@x.com", "tag-list:Champions")].ok
+    added = rec.items[("k@x.com", "tag+list:Loyal")]
+    assert added.ok == (status == "active")
+    if status != "active":
+        assert added.error == (f"awaiting confirmation (Unisender status {status}): not put on a list until he "
+                               "confirms") and not added.missing
+
+
+def test_a_known_consenting_contact_is_still_not_read(unisender_fake):
+    unisender_fake.add_list("Loyal")
+    unisender_fake.add_contact("k@x.com", status="new")
+    dest, _ = on(unisender_fake)
+    dest.apply([change("k@x.com", add={"list:Loyal"}, create=False)], Recorder())
+    assert unisender_fake.members("Loyal") == {"k@x.com"} and unisender_fake.calls["getContact"] == 0
+
+
+def test_a_held_pending_create_gains_and_loses_tags_in_one_row(unisender_fake):
+    """Already on his lists (a lost subscribe): his tag add and his tag removal go in one import, so the
+    removal's full set includes the added tag (two rows: the second, overwrite_tags=1, dropped it)."""
+    unisender_fake.add_list("Champions")
+    unisender_fake.add_contact("p@x.com", status="invited", lists=["Champions"], tags=["old", "foreign"])
+    dest, _ = on(unisender_fake)
+    rec = Recorder()
+    dest.apply([change("p@x.com", add={"list:Champions", "tag:new"}, remove={"tag:old"}, status="pending")], rec)
+    assert sorted(unisender_fake.contacts["p@x.com"]["tags"]) == ["foreign", "new"]
+    assert all(r.ok for r in rec.items.values()) and len(rec.items) == 4
+    assert unisender_fake.calls["importContacts"] == 1 and unisender_fake.calls["subscribe"] == 0
+
+
+@pytest.mark.parametrize("code,text", [
+    ("invalid_arg", "E-mail &quot;k@x.com&quot;: domain not found"),
+    ("unspecified", "List &quot;7&quot; not found"),
+])
+def test_only_a_contact_not_found_answer_means_deleted(unisender_fake, code, text):
+    """getContact's "not found" is code unspecified, text Contact "<email>" not found (reference §3.1); any
+    other error, even one whose text says "not found", fails the row: the contact is not forgotten."""
+    unisender_fake.add_list("Champions")
+    unisender_fake.add_contact("k@x.com", lists=["Champions"])
+    dest, _ = on(unisender_fake)
+    unisender_fake.answer_raw(f'{{"error": "{text}", "code": "{code}", "result": ""}}'.encode(),
+                              "application/json", method="getContact")
+    rec = Recorder()
+    dest.apply([change("k@x.com", remove={"list:Champions"}, create=False, status=None)], rec)
+    [res] = rec.items.values()
+    assert not res.ok and not res.missing and code in res.error
+    assert unisender_fake.members("Champions") == {"k@x.com"}

@@ -17,8 +17,11 @@ contacts losing a managed tag: their current tags are read first (``getContact``
 An import creates every address it does not know, as ``new``: so only a new contact whose status would be
 ``subscribed`` is ever imported (``pending`` ones are invited with ``subscribe``, which needs a list; the others
 are refused), and a row that only removes, or a known contact who would not be created ``subscribed`` now, is
-imported only after ``getContact`` found him (:func:`_must_exist`). ``subscribe`` is not idempotent (it mails
-the invitation again), so a pending contact already on the change's lists is not subscribed again.
+imported only after ``getContact`` found him (:func:`_must_exist`), and put on lists by that import only when
+getContact shows him ``active`` (:func:`_hold_unconfirmed`: an import adds to lists without an invitation).
+``subscribe`` is not idempotent (it mails the invitation again), so a pending contact already on the change's
+lists is not subscribed again. One contact's failed read or subscribe fails his row only; errors about the
+whole account (a rejected key, ``not_enough_money``, ``unknown_method``) stop the apply (:func:`_row_error`).
 
 Answers are validated before they are believed (:mod:`sync.destinations.answers`): a 2xx without the ``{"result"}`` /
 ``{"error", "code"}`` envelope (an HTML page, truncated JSON, ``{"errors": …}``), or an ``importContacts``
@@ -52,6 +55,8 @@ log = logging.getLogger(__name__)
 DEFAULT_API_URL = "https://api.unisender.com/ru/api"
 MAX_IMPORT_ROWS = specs.UNISENDER_MAX_IMPORT_ROWS
 MAX_TAGS = 10
+#: getContact's answer for an address Unisender does not hold (code ``unspecified``), reference §3.1
+_NOT_FOUND = re.compile(r'Contact ".*" not found\.?', re.IGNORECASE | re.DOTALL)
 _FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _SYSTEM_FIELDS = {"email", "phone", "tags", "email_status", "phone_status", "email_list_ids", "phone_list_ids",
                   "email_subscribe_times", "email_unsubscribed_list_ids", "email_excluded_list_ids",
@@ -175,9 +180,10 @@ class UnisenderDestination:
                 if msg:
                     refused += [ItemResult(ch.key, op, False, msg) for op in _ops(ch)]
                     continue
-                rows += self._subscribe(ch, on_results)
-                if ch.remove_tags:
-                    rows.append(self._row(ch, adds=False))
+                held = self._subscribe(ch, on_results)
+                if ch.remove_tags:  # one row: a second one would re-send the tags read before the first's adds
+                    held = [_merged(held[0], self._row(ch, adds=False))] if held else [self._row(ch, adds=False)]
+                rows += held
             elif ch.needs_upsert or ch.add_tags or ch.remove_tags:
                 rows.append(self._row(ch))
         if refused:
@@ -241,8 +247,8 @@ class UnisenderDestination:
             ch = row.change
             try:
                 info = self._contact(ch.email)
-            except BadAnswer as exc:
-                row.results += [ItemResult(ch.key, op, False, str(exc)) for op in row.ops]
+            except DestinationError as exc:  # this contact's read failed: his row fails, the others go on
+                row.results += [ItemResult(ch.key, op, False, _row_error(exc)) for op in row.ops]
                 row.ops = []
                 continue
             if info is None and _must_exist(row):  # deleted in Unisender (erased on request, cleaned up by hand)
@@ -255,6 +261,8 @@ class UnisenderDestination:
                                 ItemResult(ch.key, op, False, gone, missing=True) for op in row.ops]
                 row.ops = []
                 continue
+            if row.add_lists and ch.status_if_new != "subscribed":
+                _hold_unconfirmed(row, info)
             if not row.replace_tags:
                 continue
             current = _tags_of(info if info is not None else {"fields": {"tags": ""}})
@@ -277,9 +285,9 @@ class UnisenderDestination:
         try:
             return self.call("getContact", [("email", email), ("include_fields", 1), ("include_lists", 1)])
         except UnisenderError as exc:
-            if "not found" not in str(exc).lower():
-                raise
-            return None
+            if exc.code == "unspecified" and _NOT_FOUND.fullmatch(exc.text.strip()):
+                return None
+            raise
 
     def _import(self, rows: list[_Row], replace: bool, names: tuple[str, ...], on_results: OnResults) -> None:
         columns = ["email", "email_list_ids", "email_excluded_list_ids", "tags", *names]
@@ -340,8 +348,8 @@ class UnisenderDestination:
             params += [("tags", ",".join(tags)), ("double_optin", 4), ("overwrite", 2)]
             self._api.result("subscribe", Subscribed, self.call("subscribe", params, idempotent=False))
             on_results([ItemResult(ch.key, op, True) for op in ops])
-        except (UnisenderError, BadAnswer) as exc:
-            on_results([ItemResult(ch.key, op, False, str(exc)) for op in ops])
+        except DestinationError as exc:  # this contact's read or subscribe failed: the others go on
+            on_results([ItemResult(ch.key, op, False, _row_error(exc)) for op in ops])
         return []
 
     # ---------------------------------------------------------------- reads
@@ -372,6 +380,47 @@ def _must_exist(row: _Row) -> bool:
 
 def _only_removes(row: _Row) -> bool:
     return all(op.startswith("tag-") for op in row.ops)
+
+
+def _row_error(exc: DestinationError) -> str:
+    """The failure of one contact's call, as his ops' error; errors that concern the whole account (a rejected
+    key, ``not_enough_money``, ``unknown_method``, an answer without an envelope that is not retryable: a wrong
+    URL) are raised instead, stopping the apply."""
+    if isinstance(exc, DestinationConfigError) or (isinstance(exc, UnisenderError) and exc.fatal) or \
+            (type(exc) is DestinationError and not exc.transient):
+        raise exc
+    return f"{exc} (temporary: the next run tries again)" if exc.transient else str(exc)
+
+
+def _email_status(info: Any) -> str | None:
+    """The e-mail status a getContact answer shows (``email.status``: new, invited, active, unsubscribed, …)."""
+    holder = info.get("email") if isinstance(info, dict) else None
+    status = holder.get("status") if isinstance(holder, dict) else None
+    return str(status) if status else None
+
+
+def _hold_unconfirmed(row: _Row, info: Any) -> None:
+    """A known contact without consent now (``status_if_new`` not subscribed) is put on lists by import only
+    when Unisender shows him ``active`` (he confirmed): an import would add anyone else without an invitation.
+    His list adds fail with the reason; his field updates, tags and removals go on."""
+    status = _email_status(info)
+    if status == "active":
+        return
+    msg = (f"awaiting confirmation (Unisender status {status or 'not shown'}): not put on a list until he "
+           "confirms")
+    ch = row.change
+    held = [op for op in row.ops if op.startswith("tag+") and split_name(op[4:])[0] == "list"]
+    row.results += [ItemResult(ch.key, op, False, msg) for op in held]
+    row.ops = [op for op in row.ops if op not in held]
+    row.add_lists = []
+
+
+def _merged(held: _Row, removals: _Row) -> _Row:
+    """The held path's row (fields, tag adds) and the same change's removals as one import row."""
+    held.ops += removals.ops
+    held.results += removals.results
+    held.excluded, held.replace_tags = removals.excluded, removals.replace_tags
+    return held
 
 
 def _list_ids_of(info: Any) -> set[str] | None:

@@ -78,11 +78,17 @@ class Subscribed(Shape):
 
 
 class UnisenderError(DestinationError):
-    """An envelope error; ``code`` is Unisender's string code."""
+    """An envelope error; ``code`` is Unisender's string code, ``text`` its (unescaped) ``error`` message."""
 
-    def __init__(self, message: str, *, code: str | None, status: int | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None, status: int | None = None, text: str = "") -> None:
         super().__init__(message, status=status)
         self.code = code
+        self.text = text
+
+    @property
+    def fatal(self) -> bool:
+        """An account-wide refusal (:data:`CODE_ACTIONS` says fatal: ``not_enough_money``, ``unknown_method``)."""
+        return CODE_ACTIONS.get(self.code or "") is Action.FATAL
 
 
 class TokenBucket:
@@ -156,7 +162,7 @@ class UnisenderApi:
             if action is Action.CONFIG:
                 raise DestinationConfigError(f"Unisender destination {self.name!r}: the API key was rejected or "
                                              f"lacks rights ({code}) on {method}", status=resp.status_code)
-            raise UnisenderError(msg, code=code, status=resp.status_code)
+            raise UnisenderError(msg, code=code, status=resp.status_code, text=text)
         if isinstance(payload, dict) and "result" in payload and resp.status_code < 400:
             for w in payload.get("warnings") or []:
                 log.debug("Unisender %s warning: %s", method, w)
