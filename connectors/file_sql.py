@@ -113,9 +113,10 @@ def _output_columns(con: duckdb.DuckDBPyConnection, src: str, cfg: FileSourceCon
         ("discount", get('d', 'discount', 'DECIMAL(18,2)')), ("sku", get('t', 'sku')),
         ("product", get('t', 'product')), ("category", get('t', 'category')), ("brand", get('t', 'brand')),
         ("quantity", get('d', 'quantity', 'DECIMAL(18,3)')), ("price", get('d', 'price', 'DECIMAL(18,2)')),
-        # the text of a quantity or discount given but not a number (a bad row, not a quantity of 1 or no discount)
-        *((f"{f}_raw", f"CASE WHEN {get('d', f, 'DECIMAL(18,3)')} IS NULL THEN {get('t', f)} END")
-          for f in ("quantity", "discount")),
+        # the text of a quantity or discount given but not a number (a bad row, not a quantity of 1 or no discount);
+        # a constant NULL (not stored) when the column is unmapped, or typed (read as numbers by DuckDB itself)
+        *((f"{f}_raw", f"CASE WHEN d_{f} IS NULL THEN t_{f} END" if f in has and f not in typed
+           else "CAST(NULL AS VARCHAR)") for f in ("quantity", "discount")),
         ("first_name", first), ("last_name", last), ("consent", consent),
         ("created_at", get('z', 'created_at', 'TIMESTAMPTZ')), ("attributes", attr_sql),
     ]
