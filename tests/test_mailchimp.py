@@ -597,7 +597,7 @@ field_values = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), s
     st.booleans())
 def test_batch_body_is_the_documented_dict_as_json_text(members, create) -> None:
     from sync.destinations.mailchimp import _field_tags
-    from sync.destinations.mailchimp_api import batch_body
+    from sync.destinations.mailchimp_bodies import batch_body
 
     changes = [change(email, status="pending", fields=fields) for email, fields in members]
     assert batch_body(changes, create, _field_tags(MERGE_TAGS)) == documented_body(changes, create)
@@ -613,7 +613,7 @@ def test_batch_body_of_members_with_the_same_fields_is_the_documented_dict(email
     """The usual batch (every member the same fields, each field all text or all whole numbers; written column
     by column) and its near misses (a column of mixed values, two names of one merge tag, a % in a name)."""
     from sync.destinations.mailchimp import _field_tags
-    from sync.destinations.mailchimp_api import batch_body
+    from sync.destinations.mailchimp_bodies import batch_body
 
     values = {"text": st.text(), "int": st.integers(), "mixed": field_values}
     changes = [change(email, status=data.draw(st.sampled_from(["pending", "subscribed"])),
@@ -624,7 +624,7 @@ def test_batch_body_of_members_with_the_same_fields_is_the_documented_dict(email
 @hsettings(max_examples=100, deadline=None)
 @given(st.lists(st.text(min_size=1), max_size=20), st.lists(st.text(min_size=1), max_size=20))
 def test_tag_call_body_is_the_documented_dict_as_json_text(add, remove) -> None:
-    from sync.destinations.mailchimp_api import segment_body
+    from sync.destinations.mailchimp_bodies import segment_body
 
     documented = {**({"members_to_add": add} if add else {}), **({"members_to_remove": remove} if remove else {})}
     assert segment_body([change(e) for e in add], [change(e) for e in remove]) == json.dumps(

@@ -11,7 +11,8 @@ import requests
 
 from connectors.retry import RetryPolicy
 from sync.destinations.mailchimp import MailchimpDestination
-from sync.destinations.mailchimp_api import JsonText, _ApiClient
+from sync.destinations.mailchimp_api import _ApiClient
+from sync.destinations.mailchimp_bodies import JsonText
 from sync.model import ContactChange, ItemResult
 from tests.fakes.http import LoopbackServer, Reply, Request
 from tests.fakes.mailchimp import FakeMailchimp

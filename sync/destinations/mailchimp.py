@@ -58,7 +58,8 @@ from . import specs
 from .base import ClientOptions
 from .mailchimp_apply import Pipeline
 from .mailchimp_api import (NOT_A_MEMBER, BatchAnswer, BatchRejected, Created, ListInfo, MailchimpApi, SegmentAnswer,
-                            batch_body, member_error, segment_body)
+                            member_error)
+from .mailchimp_bodies import batch_body, segment_body
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,119 @@
+"""Unisender rows: a change as one row of an ``importContacts`` call, and what a ``getContact`` answer says of its
+contact (its e-mail status, lists, tags), for the checks that keep an import from creating, or putting on a list,
+a contact without consent (:mod:`sync.destinations.unisender`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import DestinationConfigError, DestinationError
+from ..model import ContactChange, ItemResult
+from .unisender_api import UnisenderError
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """``"list:Winback"`` → ("list", "Winback"); ``"tag:vip"`` → ("tag", "vip"); no prefix = a list."""
+    kind, sep, rest = name.partition(":")
+    if sep and kind in ("list", "tag"):
+        return kind, rest
+    return "list", name
+
+
+@dataclass
+class _Row:
+    change: ContactChange
+    add_lists: list[str] = field(default_factory=list)  # list ids
+    excluded: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)  # tags to add (or the full set when replacing)
+    replace_tags: bool = False
+    results: list[ItemResult] = field(default_factory=list)  # decided before the call (ok or not)
+    ops: list[str] = field(default_factory=list)  # ops whose outcome is the import's
+
+
+def _ops(ch: ContactChange, removes: bool = True) -> list[str]:
+    ops = ["upsert"] if ch.needs_upsert else []
+    ops += [f"tag+{n}" for n in sorted(ch.add_tags)]
+    return ops + ([f"tag-{n}" for n in sorted(ch.remove_tags)] if removes else [])
+
+
+def _must_exist(row: _Row) -> bool:
+    """A row that may be imported only if its contact is still in Unisender (an import creates an unknown address
+    as ``new``, the status of consenting contacts): one that only removes (a removal never creates), and any row
+    of a known contact who would not be created ``subscribed`` now (``status_if_new`` pending, transactional or
+    None: an invitation or nothing, never an import). One ``getContact`` each."""
+    if not row.ops:
+        return False
+    return _only_removes(row) or (not row.change.create and row.change.status_if_new != "subscribed")
+
+
+def _only_removes(row: _Row) -> bool:
+    return all(op.startswith("tag-") for op in row.ops)
+
+
+def _row_error(exc: DestinationError) -> str:
+    """The failure of one contact's call, as his ops' error; errors that concern the whole account (a rejected
+    key, ``not_enough_money``, ``unknown_method``, an answer without an envelope that is not retryable: a wrong
+    URL) are raised instead, stopping the apply."""
+    if isinstance(exc, DestinationConfigError) or (isinstance(exc, UnisenderError) and exc.fatal) or \
+            (type(exc) is DestinationError and not exc.transient):
+        raise exc
+    return f"{exc} (temporary: the next run tries again)" if exc.transient else str(exc)
+
+
+def _email_status(info: Any) -> str | None:
+    """The e-mail status a getContact answer shows (``email.status``: new, invited, active, unsubscribed, …)."""
+    holder = info.get("email") if isinstance(info, dict) else None
+    status = holder.get("status") if isinstance(holder, dict) else None
+    return str(status) if status else None
+
+
+def _hold_unconfirmed(row: _Row, info: Any) -> None:
+    """A known contact without consent now (``status_if_new`` not subscribed) is put on lists by import only
+    when Unisender shows him ``active`` (he confirmed): an import would add anyone else without an invitation.
+    His list adds fail with the reason; his field updates, tags and removals go on."""
+    status = _email_status(info)
+    if status == "active":
+        return
+    msg = (f"awaiting confirmation (Unisender status {status or 'not shown'}): not put on a list until he "
+           "confirms")
+    ch = row.change
+    held = [op for op in row.ops if op.startswith("tag+") and split_name(op[4:])[0] == "list"]
+    row.results += [ItemResult(ch.key, op, False, msg) for op in held]
+    row.ops = [op for op in row.ops if op not in held]
+    row.add_lists = []
+
+
+def _merged(held: _Row, removals: _Row) -> _Row:
+    """The held path's row (fields, tag adds) and the same change's removals as one import row."""
+    held.ops += removals.ops
+    held.results += removals.results
+    held.excluded, held.replace_tags = removals.excluded, removals.replace_tags
+    return held
+
+
+def _list_ids_of(info: Any) -> set[str] | None:
+    """Ids of the lists a getContact answer shows the contact on (not excluded); None: not held or not shown."""
+    if not isinstance(info, dict) or not isinstance(info.get("lists"), list):
+        return None
+    return {str(x.get("id")) for x in info["lists"] if isinstance(x, dict) and x.get("status") != "excluded"}
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+def _tags_of(info: Any) -> list[str] | None:
+    """Tags from a getContact answer (``fields.tags`` or ``email.tags``, comma list); None when absent."""
+    if not isinstance(info, dict):
+        return None
+    for holder in (info.get("fields"), info.get("email")):
+        if isinstance(holder, dict) and "tags" in holder:
+            raw = holder["tags"]
+            items = raw if isinstance(raw, list) else str(raw or "").split(",")
+            return [t.strip() for t in items if str(t).strip()]
+    return None
