@@ -68,8 +68,9 @@ _BAD = [  # (condition, field, reason, value) in the order they are checked
     ("status IS NULL", "status", "unknown status (map it under [source.statuses])", "status_raw"),
     ("amount < 0 AND status <> 'refunded'", "amount", "negative amount without a refund status", "amount_raw"),
     ("quantity_raw IS NOT NULL", "quantity", "unparseable quantity", "quantity_raw"),
-    ("discount_raw IS NOT NULL", "discount", "unparseable discount", "discount_raw"),
 ]
+#: a discount given but not a number ("5%", "n/a") keeps its order, without the discount: an issue, not a bad row
+DISCOUNT_ISSUE = "unparseable discount; the order is kept without it"
 _NO_AMOUNT = next(i for i, (c, *_) in enumerate(_BAD) if c == "amount IS NULL")
 #: the reason of a listed "amount IS NULL" row whose text is a number too long for DECIMAL(18,2) (an id or a phone
 #: mapped as the amount), as the API sources word it: told apart among the listed rows only, so that classifying
@@ -202,6 +203,8 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
                     " FROM _fs_valid")
     mapped = set().union(*(t.cols for t in orders + contacts))
     issues, issue_count = _stage_contacts(con, cfg, paths, bool(contacts), mapped)
+    if "discount" in mapped:
+        issues, issue_count = _discount_issues(con, paths, issues, issue_count)
     if n_orders is None:
         n_orders = con.execute("SELECT count(*) FROM staged_orders").fetchall()[0][0]
     n_contacts = con.execute("SELECT count(*) FROM staged_contacts").fetchall()[0][0]
@@ -270,6 +273,20 @@ def _stage_contacts(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, paths
                      reason=f"invalid {fld}; the contact is kept without it")
               for f, r, v, fld in con.execute(f"{both} ORDER BY 1, 2 LIMIT {MAX_BAD_ROWS}").fetchall()]
     return issues, count
+
+
+def _discount_issues(con: duckdb.DuckDBPyConnection, paths: list[str], issues: list[BadRow],
+                     count: int) -> tuple[list[BadRow], int]:
+    """The good rows whose discount was given but is not a number, added to the issues (file and row order)."""
+    bad = "FROM _fs_oclass WHERE _bad IS NULL AND discount_raw IS NOT NULL"
+    n = con.execute(f"SELECT count(*) {bad}").fetchall()[0][0]
+    if not n:
+        return issues, count
+    rows = con.execute(f"SELECT _file, _row, discount_raw {bad} ORDER BY _file, _row LIMIT {MAX_BAD_ROWS}").fetchall()
+    found = [BadRow(source=paths[f], row=r, field="discount", value=v, reason=DISCOUNT_ISSUE) for f, r, v in rows]
+    log.warning("%d row(s) have a discount that is not a number, their orders kept without it (first: %s)", n, found[0])
+    order = {p: i for i, p in enumerate(paths)}
+    return sorted(issues + found, key=lambda b: (order[b.source], b.row))[:MAX_BAD_ROWS], count + n
 
 
 def drop_scratch(con: duckdb.DuckDBPyConnection) -> None:

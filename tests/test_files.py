@@ -558,9 +558,10 @@ def test_a_receipt_whose_discounts_add_up_past_the_column_names_them(tmp_path):
 
 
 
-def test_a_quantity_or_discount_that_is_not_a_number_is_a_bad_row_and_a_return_line_shows_its_total(tmp_path):
-    """A quantity of "x" used to count as 1 and a discount of "n/a" as none, silently; a return line's total was
-    shown with the product's five decimals (-31.50000)."""
+def test_a_quantity_or_discount_that_is_not_a_number_is_a_bad_row_and_a_return_line_shows_its_total(tmp_path,
+                                                                                                     caplog):
+    """A quantity of "x" used to count as 1 (a bad row now) and a discount of "n/a" as none, silently (an issue
+    now); a return line's total was shown with the product's five decimals (-31.50000)."""
     write_csv(tmp_path / "sales.csv", [
         LINE_HEADER + ["Скидка"],
         ["A", "c1", "02.01.2024", "T1", "-3", "10,50", ""],  # a return without a refund status: its total shown
@@ -572,8 +573,12 @@ def test_a_quantity_or_discount_that_is_not_a_number_is_a_bad_row_and_a_return_l
     result, con = pull(tmp_path, columns={**LINE_COLS, "discount": "Скидка"})
     assert [(b.row, b.field, b.reason, b.value) for b in result.bad_rows] == [
         (2, "amount", "negative amount without a refund status", "-31.50"),
-        (3, "quantity", "unparseable quantity", "x"),
-        (4, "discount", "unparseable discount", "n/a")]
-    assert list(orders(con)) == ["D"]
-    assert con.execute("SELECT amount, discount FROM staged_orders").fetchall() == [(Decimal("15.00"),
-                                                                                     Decimal("1.00"))]
+        (3, "quantity", "unparseable quantity", "x")]
+    # a discount that is not a number keeps its order (its amount is whole), without the discount, and is reported
+    assert [(b.row, b.field, b.reason, b.value) for b in result.issues] == [
+        (4, "discount", "unparseable discount; the order is kept without it", "n/a")]
+    assert result.issue_count == 1
+    assert "1 row(s) have a discount that is not a number" in caplog.text and "row 4" in caplog.text
+    assert sorted(orders(con)) == ["C", "D"]
+    assert con.execute("SELECT order_id, amount, discount FROM staged_orders ORDER BY 1").fetchall() == [
+        ("C", Decimal("10.00"), None), ("D", Decimal("15.00"), Decimal("1.00"))]
