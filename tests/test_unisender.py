@@ -408,14 +408,14 @@ def test_a_pending_create_whose_outcome_was_lost_is_not_invited_again(unisender_
 
 # ------------------------------------------------------------------ review 13: one contact's read, confirmation
 def test_one_contacts_failed_read_fails_his_row_only(unisender_fake):
-    """getContact failing for one contact (an invalid_arg, 502s until the retries give up) fails that contact's
-    ops; every other row of the run is still imported or invited."""
+    """getContact refused for one contact (invalid_arg) fails that contact's ops; every other row of the run is
+    still imported or invited."""
     unisender_fake.add_list("Champions")
     unisender_fake.fields["rfm_segment"] = "string"
     for key in ("k1@x.com", "k2@x.com", "k3@x.com"):
         unisender_fake.add_contact(key)
     dest, _ = on(unisender_fake)
-    unisender_fake.fail(None, status=502, times=4, method="getContact")  # the pending create's read: gives up
+    unisender_fake.fail("invalid_arg", method="getContact")  # the pending create's read
     unisender_fake.fail("invalid_arg", method="getContact")  # k1's read
     rec = Recorder()
     dest.apply([change("p@x.com", add={"list:Champions"}, status="pending"),
@@ -429,9 +429,21 @@ def test_one_contacts_failed_read_fails_his_row_only(unisender_fake):
     failed = {k: r.error for k, r in rec.items.items() if not r.ok}
     assert set(failed) == {("p@x.com", "upsert"), ("p@x.com", "tag+list:Champions"), ("k1@x.com", "upsert"),
                            ("k1@x.com", "tag+list:Champions")}
-    assert "HTTP 502" in failed[("p@x.com", "upsert")] and "next run tries again" in failed[("p@x.com", "upsert")]
-    assert "invalid_arg" in failed[("k1@x.com", "upsert")] and "next run" not in failed[("k1@x.com", "upsert")]
+    assert "invalid_arg" in failed[("p@x.com", "upsert")] and "invalid_arg" in failed[("k1@x.com", "upsert")]
     assert not any(r.missing for r in rec.items.values())
+
+
+def test_unisender_unreachable_stops_the_apply_at_the_first_read_that_outlasts_the_retries(unisender_fake):
+    """502s until the retries give up: Unisender is down, not one contact's read: the apply stops there (each
+    further contact would spend the whole retry budget again, for hours), having written nothing."""
+    for key in ("k1@x.com", "k2@x.com", "k3@x.com"):
+        unisender_fake.add_contact(key)
+    dest, _ = on(unisender_fake)
+    unisender_fake.fail(None, status=502, times=50, method="getContact")
+    with pytest.raises(DestinationError, match="502"):
+        dest.apply([change(k, remove={"tag:vip"}, create=False) for k in ("k1@x.com", "k2@x.com", "k3@x.com")],
+                   Recorder())
+    assert unisender_fake.calls["getContact"] <= 6 and unisender_fake.write_calls == 0
 
 
 @pytest.mark.parametrize("code", ["not_enough_money", "unknown_method", "invalid_api_key"])
@@ -451,7 +463,9 @@ def test_an_account_wide_refusal_on_a_read_still_stops_the_apply(unisender_fake,
 @pytest.mark.parametrize("status_if_new", ["pending", None])
 def test_a_known_contact_is_put_on_a_list_by_import_only_once_confirmed(unisender_fake, status, status_if_new):
     """An import adds to lists without an invitation: a known contact without consent now is put on a new list
-    only if Unisender shows him active; his field update and his removal from the list he left still go."""
+    only if Unisender shows him active, or new (as subscribe with double_optin=4, the invitation rfmsync sends,
+    adds a new contact at once); his field update and his removal from the list he left still go."""
+    added_ok = status in ("active", "new")
     unisender_fake.add_list("Champions")
     unisender_fake.add_list("Loyal")
     unisender_fake.add_contact("k@x.com", status=status, lists=["Champions"], rfm_segment="Champions")
@@ -461,12 +475,12 @@ def test_a_known_contact_is_put_on_a_list_by_import_only_once_confirmed(unisende
                        create=False, status=status_if_new)], rec)
     c = unisender_fake.contacts["k@x.com"]
     assert c["fields"]["rfm_segment"] == "Loyal" and c["lists"] == ({unisender_fake.list_id("Loyal")}
-                                                                     if status == "active" else set())
+                                                                     if added_ok else set())
     assert c["status"] == status and unisender_fake.invitations == []
     assert rec.items[("k@x.com", "upsert")].ok and rec.items[("k@x.com", "tag-list:Champions")].ok
     added = rec.items[("k@x.com", "tag+list:Loyal")]
-    assert added.ok == (status == "active")
-    if status != "active":
+    assert added.ok == added_ok
+    if not added_ok:
         assert added.error == (f"awaiting confirmation (Unisender status {status}): not put on a list until he "
                                "confirms") and not added.missing
 

@@ -21,7 +21,8 @@ imported only after ``getContact`` found him (:func:`_must_exist`), and put on l
 getContact shows him ``active`` (:func:`_hold_unconfirmed`: an import adds to lists without an invitation).
 ``subscribe`` is not idempotent (it mails the invitation again), so a pending contact already on the change's
 lists is not subscribed again. One contact's failed read or subscribe fails his row only; errors about the
-whole account (a rejected key, ``not_enough_money``, ``unknown_method``) stop the apply (:func:`_row_error`).
+whole account (a rejected key, ``not_enough_money``, ``unknown_method``) and a temporary error that outlasted
+the retries (Unisender unreachable) stop the apply (:func:`_row_error`).
 
 Answers are validated before they are believed (:mod:`sync.destinations.answers`): a 2xx without the ``{"result"}`` /
 ``{"error", "code"}`` envelope (an HTML page, truncated JSON, ``{"errors": …}``), or an ``importContacts``
@@ -291,6 +292,8 @@ class UnisenderDestination:
                 text = f"{entry.code or ''} {entry.message or ''}".strip()
                 errors[int(entry.index)] = f"Unisender rejected the row: {text}".strip()
         except UnisenderError as exc:
+            if exc.fatal:  # about the whole account (not_enough_money, a rejected key): stop, as a read does
+                raise
             errors = {i: str(exc) for i in range(len(rows))}
         except BadAnswer as exc:
             errors = {i: str(exc) for i in range(len(rows))}

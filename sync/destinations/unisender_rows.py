@@ -54,11 +54,12 @@ def _only_removes(row: _Row) -> bool:
 def _row_error(exc: DestinationError) -> str:
     """The failure of one contact's call, as his ops' error; errors that concern the whole account (a rejected
     key, ``not_enough_money``, ``unknown_method``, an answer without an envelope that is not retryable: a wrong
-    URL) are raised instead, stopping the apply."""
+    URL) are raised instead, stopping the apply, and so is a temporary error that outlasted the retries (Unisender
+    unreachable: going on would spend the whole retry budget again on every contact, for hours)."""
     if isinstance(exc, DestinationConfigError) or (isinstance(exc, UnisenderError) and exc.fatal) or \
-            (type(exc) is DestinationError and not exc.transient):
+            type(exc) is DestinationError or exc.transient:
         raise exc
-    return f"{exc} (temporary: the next run tries again)" if exc.transient else str(exc)
+    return str(exc)
 
 
 def _email_status(info: Any) -> str | None:
@@ -68,12 +69,19 @@ def _email_status(info: Any) -> str | None:
     return str(status) if status else None
 
 
+#: e-mail statuses a known contact without consent in rfmsync may be put on a list by import with (as
+#: ``subscribe`` with ``double_optin=4`` adds them without an invitation)
+CONSENTING = ("active", "new")
+
+
 def _hold_unconfirmed(row: _Row, info: Any) -> None:
     """A known contact without consent now (``status_if_new`` not subscribed) is put on lists by import only
-    when Unisender shows him ``active`` (he confirmed): an import would add anyone else without an invitation.
-    His list adds fail with the reason; his field updates, tags and removals go on."""
+    when Unisender shows him ``active`` (he confirmed) or ``new`` (the account asserted his consent: what
+    ``subscribe`` with ``double_optin=4``, the way rfmsync invites, also takes as consent, adding him at once): an
+    import would add anyone else without an invitation. His list adds fail with the reason; his field updates,
+    tags and removals go on."""
     status = _email_status(info)
-    if status == "active":
+    if status in CONSENTING:
         return
     msg = (f"awaiting confirmation (Unisender status {status or 'not shown'}): not put on a list until he "
            "confirms")
