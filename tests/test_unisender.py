@@ -523,3 +523,11 @@ def test_only_a_contact_not_found_answer_means_deleted(unisender_fake, code, tex
     [res] = rec.items.values()
     assert not res.ok and not res.missing and code in res.error
     assert unisender_fake.members("Champions") == {"k@x.com"}
+
+
+def test_an_account_wide_refusal_on_an_import_stops_the_apply(unisender_fake):
+    unisender_fake.add_list("Champions")
+    dest, _ = on(unisender_fake)
+    unisender_fake.fail("not_enough_money", method="importContacts")
+    with pytest.raises(DestinationError, match="not_enough_money"):
+        dest.apply([change("s@x.com", add={"list:Champions"})], Recorder())
