@@ -128,18 +128,26 @@ def _keep_copy_current(ledger: Ledger, destination: str) -> None:
 def lost_in_destination(ledger: Ledger, plan: Plan, created: Sequence[str] | None) -> list[str]:
     """What the destination's ``prepare`` had to create again although the ledger says rfmsync pushed it to
     contacts (someone deleted a managed field, tag or list in the ESP): those contacts' values are gone there,
-    and the plan, made from the ledger, does not send them again. One line for each, with the way back."""
+    and the plan, made from the ledger, does not send them again (those it does send it to, a full refresh's,
+    are not counted). One line for each, with the way back."""
     if not created:
         return []
-    fields = ledger.field_holders(plan.destination, [n for n in created if n in plan.fields])
-    tags = {n: 0 for n in created if n in plan.managed_tags}
-    if tags:
-        for tag_set, n in ledger.tag_set_counts(plan.destination).items():
-            for tag in tag_set & tags.keys():
-                tags[tag] += n
+    held = {("field", n): k for n, k in ledger.field_holders(plan.destination,
+                                                             [n for n in created if n in plan.fields]).items()}
+    tags = set(created) & set(plan.managed_tags)
+    for tag_set, n in ledger.tag_set_counts(plan.destination).items() if tags else ():
+        for tag in tag_set & tags:
+            held[("tag", tag)] = held.get(("tag", tag), 0) + n
+    if not held:
+        return []
+    for c in plan.changes:  # the contacts this run sends it to again
+        if not c.create:
+            for what in [("field", k) for k in c.set_fields] + [("tag", t) for t in c.add_tags]:
+                if what in held:
+                    held[what] -= 1
     return [f"{kind} {name!r} was missing in the destination and was created again, empty: the {n} contacts "
             f"rfmsync had pushed it to lost it there; `rfmsync sync --full-refresh` pushes it to them again"
-            for kind, held in (("field", fields), ("tag", tags)) for name, n in held.items() if n]
+            for (kind, name), n in held.items() if n > 0]
 
 
 def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str = "sync",

@@ -13,7 +13,7 @@ import uuid
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Protocol
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import case, delete, func, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -44,11 +44,11 @@ class StateReader(Protocol):
 
     def state_revision(self, destination: str) -> int: ...
 
+    def field_holders(self, destination: str, names: Iterable[str]) -> dict[str, int]: ...
+
 
 class StateWriter(Protocol):
     """Records what was pushed to, or forgotten from, a destination (applying a plan)."""
-
-    def field_holders(self, destination: str, names: Iterable[str]) -> dict[str, int]: ...
 
     def save_states(self, destination: str, run_id: int | None, states: Iterable[PushedState]) -> int: ...
 
@@ -204,19 +204,20 @@ class PushedStates:
 
     def field_holders(self, destination: str, names: Iterable[str]) -> dict[str, int]:
         """How many of ``destination``'s contacts hold each field of ``names`` in their pushed fields (names none
-        holds left out): one count per name over the fields' text, matching the key as the ledger spells it
-        (UTF-8, or escaped as rows written before 2026-12 are). For a field the ESP has lost since (prepare
-        created it again), these are the contacts whose values are gone there."""
-        t, out = pushed_state, {}
+        holds left out): one scan, a count per name over the fields' text, matching the key as the ledger
+        spells it (UTF-8, or escaped as rows written before 2026-12 are), case and all (``instr``/``strpos``:
+        SQLite's LIKE would ignore case). For a field the ESP has lost since (prepare created it again), these
+        are the contacts whose values are gone there."""
+        t, wanted = pushed_state, list(dict.fromkeys(names))
+        if not wanted:
+            return {}
         with self._db.read() as conn:
-            for name in dict.fromkeys(names):
-                spelled = {json.dumps(name, ensure_ascii=False), json.dumps(name)}
-                like = [t.c.fields.like("%" + _like_escape(text) + ":%", escape="\\") for text in spelled]
-                n = conn.execute(select(func.count()).where(t.c.destination == destination,
-                                                            or_(*like))).scalar() or 0
-                if n:
-                    out[name] = int(n)
-        return out
+            find = func.strpos if conn.dialect.name == "postgresql" else func.instr
+            counts = [func.sum(case((or_(*(find(t.c.fields, text + ":") > 0 for text in
+                                          {json.dumps(name, ensure_ascii=False), json.dumps(name)})), 1), else_=0))
+                      for name in wanted]
+            row = conn.execute(select(*counts).where(t.c.destination == destination)).one()
+        return {name: int(n) for name, n in zip(wanted, row) if n}
 
     def customer_states(self, customer_id: str) -> list[dict[str, Any]]:
         """What every destination holds for one customer (``rfmsync explain``): destination, key, tags (sorted),
@@ -319,8 +320,3 @@ def _snapshot(db: LedgerDB) -> Iterator[Connection]:
         conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
             yield conn
-
-
-def _like_escape(text: str) -> str:
-    """``text`` matched literally by LIKE … ESCAPE '\\'."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
