@@ -531,3 +531,18 @@ def test_an_account_wide_refusal_on_an_import_stops_the_apply(unisender_fake):
     unisender_fake.fail("not_enough_money", method="importContacts")
     with pytest.raises(DestinationError, match="not_enough_money"):
         dest.apply([change("s@x.com", add={"list:Champions"})], Recorder())
+
+
+def test_one_subscribe_answered_502_fails_that_contact_only(unisender_fake):
+    """subscribe is not retried (it may have been done): one 5xx is that contact's temporary failure, not
+    Unisender being down; the other rows are still imported."""
+    unisender_fake.add_list("Champions")
+    dest, _ = on(unisender_fake)
+    unisender_fake.fail(None, status=502, times=1, method="subscribe")
+    rec = Recorder()
+    dest.apply([change("p@x.com", add={"list:Champions"}, status="pending"),
+                change("s1@x.com", add={"list:Champions"}), change("s2@x.com", add={"list:Champions"})], rec)
+    assert unisender_fake.members("Champions") == {"s1@x.com", "s2@x.com"}
+    failed = rec.items[("p@x.com", "tag+list:Champions")]
+    assert not failed.ok and "502" in failed.error and "next run tries again" in failed.error
+

@@ -144,7 +144,9 @@ class UnisenderApi:
             return self.retry.call(once, what=f"Unisender {method}")
         except TransientError as exc:
             # "...; gave up after N attempts"
-            raise DestinationError(str(exc), status=exc.status, transient=True) from None
+            err = DestinationError(str(exc), status=exc.status, transient=True)
+            err.exhausted = True  # type: ignore[attr-defined]  # the retries outlasted (not a lone unretried call)
+            raise err from None
 
     def _decode(self, method: str, resp: requests.Response, idempotent: bool) -> Any:
         try:

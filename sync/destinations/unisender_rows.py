@@ -55,11 +55,12 @@ def _row_error(exc: DestinationError) -> str:
     """The failure of one contact's call, as his ops' error; errors that concern the whole account (a rejected
     key, ``not_enough_money``, ``unknown_method``, an answer without an envelope that is not retryable: a wrong
     URL) are raised instead, stopping the apply, and so is a temporary error that outlasted the retries (Unisender
-    unreachable: going on would spend the whole retry budget again on every contact, for hours)."""
+    unreachable: going on would spend the whole retry budget again on every contact, for hours). A temporary
+    error of a call that is not retried (``subscribe``: it may have been done) fails that contact only."""
     if isinstance(exc, DestinationConfigError) or (isinstance(exc, UnisenderError) and exc.fatal) or \
-            type(exc) is DestinationError or exc.transient:
+            getattr(exc, "exhausted", False) or (type(exc) is DestinationError and not exc.transient):
         raise exc
-    return str(exc)
+    return f"{exc} (temporary: the next run tries again)" if exc.transient else str(exc)
 
 
 def _email_status(info: Any) -> str | None:
