@@ -26,7 +26,7 @@ from . import gc_pause, progress
 from .destinations.base import Destination
 from .errors import LockBusyError, LockLostError
 from .ledger import Ledger, Locks, owner_process_gone
-from .model import CallResults, ItemResult, failed_results
+from .model import CallResults, ItemResult, PushedState, failed_results
 from .outcomes import OutcomeWriter, StateFold
 from .planning.plan import Plan
 
@@ -125,11 +125,13 @@ def _keep_copy_current(ledger: Ledger, destination: str) -> None:
         log.info("sync %s: %d pushed-state rows read back into the cached copy", destination, read)
 
 
-def lost_in_destination(ledger: Ledger, plan: Plan, created: Sequence[str] | None) -> list[str]:
+def lost_in_destination(ledger: Ledger, plan: Plan, created: Sequence[str] | None,
+                        before: Callable[[], Mapping[str, PushedState]]) -> list[str]:
     """What the destination's ``prepare`` had to create again although the ledger says rfmsync pushed it to
     contacts (someone deleted a managed field, tag or list in the ESP): those contacts' values are gone there,
-    and the plan, made from the ledger, does not send them again (those it does send it to, a full refresh's,
-    are not counted). One line for each, with the way back."""
+    and the plan, made from the ledger, does not send them again (a holder it does send it to, as a full refresh
+    does, is not counted; ``before``: the pushed state of the plan's contacts). One line for each, with the way
+    back."""
     if not created:
         return []
     held = {("field", n): k for n, k in ledger.field_holders(plan.destination,
@@ -140,9 +142,12 @@ def lost_in_destination(ledger: Ledger, plan: Plan, created: Sequence[str] | Non
             held[("tag", tag)] = held.get(("tag", tag), 0) + n
     if not held:
         return []
-    for c in plan.changes:  # the contacts this run sends it to again
-        if not c.create:
-            for what in [("field", k) for k in c.set_fields] + [("tag", t) for t in c.add_tags]:
+    state = before()
+    for c in plan.changes:  # the holders this run sends it to again
+        prev = state.get(c.key)
+        if prev is not None:
+            for what in [("field", k) for k in c.set_fields if k in prev.fields] + \
+                    [("tag", t) for t in c.add_tags if t in prev.tags]:
                 if what in held:
                     held[what] -= 1
     return [f"{kind} {name!r} was missing in the destination and was created again, empty: the {n} contacts "
@@ -206,7 +211,7 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
 
             try:
                 try:
-                    lost = lost_in_destination(ledger, plan, prepared.result())
+                    lost = lost_in_destination(ledger, plan, prepared.result(), loaded.result)
                     for line in lost:
                         log.warning("sync %s: %s", plan.destination, line)
                     errors += lost

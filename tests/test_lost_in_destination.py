@@ -100,6 +100,32 @@ def test_a_run_sending_the_lost_field_and_tag_again_counts_only_the_contacts_it_
         ledger.close()
 
 
+def test_contacts_newly_given_the_lost_tag_do_not_hide_its_holders(mailchimp_fake, tmp_path):
+    """c0-c4 hold rfm:A, c5-c9 rfm:B; rfm:A is deleted in the ESP; the next run moves c5-c9 into A: those five
+    get the tag, but c0-c4, who had it, still lost it (the count is theirs, not holders minus movers)."""
+    def moved(i: int, seg: str, create: bool) -> ContactChange:
+        email = f"c{i}@example.com"
+        other = {"A": "rfm:B", "B": "rfm:A"}[seg]
+        return ContactChange(email, email, f"C{i}", seg, create, "subscribed", add_tags=frozenset({f"rfm:{seg}"}),
+                             remove_tags=frozenset() if create else frozenset({other}))
+
+    def plan(changes: list[ContactChange]) -> Plan:
+        return Plan("mc", "mailchimp", tuple(changes), (), ("rfm:A", "rfm:B"), {}, 0)
+
+    ledger = Ledger.connect(f"sqlite:///{tmp_path / 'ledger.db'}")
+    try:
+        execute_plan(plan([moved(i, "A" if i < 5 else "B", True) for i in range(10)]), client(mailchimp_fake),
+                     ledger)
+        lst = mailchimp_fake.lists["aud1"]  # rfm:A deleted in Mailchimp's web app (no fields in this plan)
+        lst.segments = {i: seg for i, seg in lst.segments.items() if seg["name"] != "rfm:A"}
+        report = execute_plan(plan([moved(i, "A", False) for i in range(5, 10)]), client(mailchimp_fake), ledger)
+        assert report.status == "partial" and len(report.errors) == 1
+        assert "tag 'rfm:A'" in report.errors[0] and "the 5 contacts" in report.errors[0]
+        assert mailchimp_fake.tags_of("c0@example.com") == set()  # as the user left them
+    finally:
+        ledger.close()
+
+
 def test_field_holders_counts_the_contacts_holding_a_field_key_exactly(ledger_url):
     ledger = Ledger.connect(ledger_url)
     try:
