@@ -130,8 +130,8 @@ def lost_in_destination(ledger: Ledger, plan: Plan, created: Sequence[str] | Non
     """What the destination's ``prepare`` had to create again although the ledger says rfmsync pushed it to
     contacts (someone deleted a managed field, tag or list in the ESP): those contacts' values are gone there,
     and the plan, made from the ledger, does not send them again (a holder it does send it to, as a full refresh
-    does, is not counted; ``before``: the pushed state of the plan's contacts). One line for each, with the way
-    back."""
+    does, or takes the tag from, is not counted; ``before``: the pushed state of the plan's contacts). One line
+    for each, with the way back."""
     if not created:
         return []
     held = {("field", n): k for n, k in ledger.field_holders(plan.destination,
@@ -143,11 +143,11 @@ def lost_in_destination(ledger: Ledger, plan: Plan, created: Sequence[str] | Non
     if not held:
         return []
     state = before()
-    for c in plan.changes:  # the holders this run sends it to again
+    for c in plan.changes:  # the holders this run sends it to again, or takes it from (they lose nothing)
         prev = state.get(c.key)
         if prev is not None:
             for what in [("field", k) for k in c.set_fields if k in prev.fields] + \
-                    [("tag", t) for t in c.add_tags if t in prev.tags]:
+                    [("tag", t) for t in c.add_tags | c.remove_tags if t in prev.tags]:
                 if what in held:
                     held[what] -= 1
     return [f"{kind} {name!r} was missing in the destination and was created again, empty: the {n} contacts "

@@ -100,9 +100,11 @@ def test_a_run_sending_the_lost_field_and_tag_again_counts_only_the_contacts_it_
         ledger.close()
 
 
-def test_contacts_newly_given_the_lost_tag_do_not_hide_its_holders(mailchimp_fake, tmp_path):
-    """c0-c4 hold rfm:A, c5-c9 rfm:B; rfm:A is deleted in the ESP; the next run moves c5-c9 into A: those five
-    get the tag, but c0-c4, who had it, still lost it (the count is theirs, not holders minus movers)."""
+@pytest.mark.parametrize("move", ["into A", "out of A"])
+def test_contacts_moving_with_the_lost_tag_are_counted_right(mailchimp_fake, tmp_path, move):
+    """c0-c4 hold rfm:A, c5-c9 rfm:B; rfm:A is deleted in the ESP. The next run moves c5-c9 into A: those five
+    get the tag, but c0-c4, who had it, still lost it (the count is theirs, not holders minus movers). Or it moves
+    c0-c4 out of A: they are to lose it anyway, nothing is lost."""
     def moved(i: int, seg: str, create: bool) -> ContactChange:
         email = f"c{i}@example.com"
         other = {"A": "rfm:B", "B": "rfm:A"}[seg]
@@ -118,6 +120,11 @@ def test_contacts_newly_given_the_lost_tag_do_not_hide_its_holders(mailchimp_fak
                      ledger)
         lst = mailchimp_fake.lists["aud1"]  # rfm:A deleted in Mailchimp's web app (no fields in this plan)
         lst.segments = {i: seg for i, seg in lst.segments.items() if seg["name"] != "rfm:A"}
+        if move == "out of A":
+            report = execute_plan(plan([moved(i, "B", False) for i in range(5)]), client(mailchimp_fake), ledger)
+            assert report.status == "succeeded" and report.errors == []
+            assert mailchimp_fake.tags_of("c0@example.com") == {"rfm:B"}
+            return
         report = execute_plan(plan([moved(i, "A", False) for i in range(5, 10)]), client(mailchimp_fake), ledger)
         assert report.status == "partial" and len(report.errors) == 1
         assert "tag 'rfm:A'" in report.errors[0] and "the 5 contacts" in report.errors[0]
