@@ -44,8 +44,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .contacts import PhoneRegion, clean_contact
 from .errors import ConfigError, FatalError, TransientError
 from .identity import DEFAULT_MAX_GROUP
-from .http import (FieldError, HttpClient, Throttle, clean, get_field, json_shape, parse_dt, to_decimal, tombstone,
-                   with_sleep)
+from .http import (FieldError, HttpClient, Throttle, answer_object, clean, get_field, json_shape, parse_dt, to_decimal,
+                   tombstone, with_sleep)
 from .incremental import HighWater, PageGuard, Progress, Stager, latest, map_page, pull_by_time, utc_now
 from .records import Consent, Contact, Order, OrderStatus
 from .retry import RetryPolicy
@@ -174,7 +174,7 @@ class AmoCrmSource:
                                throttle=Throttle(config.requests_per_second, 1, sleep=retry.sleep))
 
     def check(self) -> str:
-        data = self.http.get("api/v4/account") or {}
+        data = answer_object(self.http.get("api/v4/account"), "amoCRM api/v4/account")
         return f"{data.get('name') or '?'} ({data.get('subdomain') or '?'})"
 
     def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None,

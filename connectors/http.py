@@ -227,6 +227,14 @@ def json_shape(value: Any) -> str:
     return f"a JSON {kind}"
 
 
+def answer_object(data: Any, what: str) -> Mapping[str, Any]:
+    """A decoded answer that must be a JSON object (an account, a shop): else one :class:`FatalError` naming
+    ``what`` and what came back (an HTML page, nothing, a list)."""
+    if not isinstance(data, Mapping):
+        raise FatalError(f"{what} answered {json_shape(data)}, not a JSON object")
+    return data
+
+
 # ---------------------------------------------------------------- value parsing
 
 

@@ -39,8 +39,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .contacts import PhoneRegion, clean_contact
 from .errors import ConfigError, FatalError, RecordError
 from .identity import DEFAULT_MAX_GROUP
-from .http import (Action, FieldError, HttpClient, Throttle, clean, get_field, get_list, get_object, json_shape,
-                   parse_dt, to_decimal, tombstone, with_sleep)
+from .http import (Action, FieldError, HttpClient, Throttle, answer_object, clean, get_field, get_list, get_object,
+                   json_shape, parse_dt, to_decimal, tombstone, with_sleep)
 from .incremental import HighWater, PageGuard, Progress, Stager, iso, map_page, pull_by_time, utc_now
 from .records import Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
@@ -175,8 +175,8 @@ class ShopifySource:
         return None
 
     def check(self) -> str:
-        data = self.http.get("shop.json")
-        shop = (data or {}).get("shop") or {}
+        shop = answer_object(answer_object(self.http.get("shop.json"), "Shopify shop.json").get("shop"),
+                             "Shopify shop.json's shop")
         return f"{shop.get('name') or self.host} ({shop.get('myshopify_domain') or self.host})"
 
     def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None,

@@ -305,6 +305,29 @@ def test_a_200_that_is_not_a_page_stops_the_pull_with_one_error_naming_the_sourc
     assert message.lower().startswith(name) and "\n" not in message and c.secret not in message
 
 
+#: each API source's `check` call (the fakes serve pulls only)
+CHECK_CALLS = {"amocrm": ("GET", r".*/api/v4/account"), "bitrix24": ("POST", r".*profile\.json"),
+               "retailcrm": ("GET", r".*/api/credentials"), "shopify": ("GET", r".*/shop\.json")}
+
+
+@pytest.mark.parametrize("body", sorted(NOT_A_PAGE))
+def test_a_check_answered_with_something_else_than_its_object_is_one_error_naming_the_source(case, body):
+    """`rfmsync check`'s call answered 200 with HTML, nothing, or JSON of another shape: one error naming the
+    source, not a traceback (AttributeError on a list) nor "? (?)" as if the account were fine."""
+    import re
+
+    name, c, fake, rsps = case
+    rsps.assert_all_requests_are_fired = False
+    method, url = CHECK_CALLS[name]
+    rsps.add(method, re.compile(url), body=NOT_A_PAGE[body], status=200,
+             content_type="text/html" if body == "html" else "application/json")
+    with pytest.raises(ConnectorError) as err:
+        c.source(sleep=lambda s: None, clock=lambda: T0 + DAY).check()
+    message = str(err.value)
+    assert message.lower().startswith(name) and "\n" not in message and c.secret not in message
+    assert "cannot connect" not in message  # the answer was read
+
+
 def test_a_garbled_cursor_is_a_config_error(case):
     name, c, fake, rsps = case
     rsps.assert_all_requests_are_fired = False
