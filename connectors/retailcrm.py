@@ -50,7 +50,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .contacts import PhoneRegion, clean_contact
 from .errors import ConfigError, FatalError, RecordError, TransientError
 from .identity import DEFAULT_MAX_GROUP
-from .http import FieldError, HttpClient, Throttle, clean, get_field, parse_dt, tombstone, with_sleep
+from .http import FieldError, HttpClient, Throttle, clean, get_field, json_shape, parse_dt, tombstone, with_sleep
 from .incremental import PageGuard, Progress, Stager, map_page, parse_time_cursor, pull_objects, utc_now
 from .records import Contact, Order
 from .retailcrm_mapping import deleted_customer, in_scope, map_customer, map_order, snapshot
@@ -126,7 +126,10 @@ class RetailCrmSource:
 
     def check(self) -> str:
         data = self._get("api/credentials")
-        sites = ", ".join(data.get("sitesAvailable") or [])
+        listed = data.get("sitesAvailable") or []
+        if not isinstance(listed, list):
+            raise FatalError(f"RetailCRM api/credentials: sitesAvailable is {json_shape(listed)}, not a list")
+        sites = ", ".join(str(s) for s in listed if s is not None)
         return f"{urlsplit(self.url).hostname}" + (f" (sites: {sites})" if sites else "")
 
     def _site(self) -> list[tuple[str, str]]:

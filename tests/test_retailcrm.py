@@ -333,6 +333,17 @@ def test_check_returns_the_host_and_sites(rsps):
     assert make_source().check() == "demo.retailcrm.ru (sites: shop-main)"
 
 
+@pytest.mark.parametrize("sites", [[1, None, "shop-main"], "shop-main", {"a": 1}])
+def test_check_of_an_odd_sites_list_says_what_came_back(rsps, sites):
+    """sitesAvailable of numbers (shown as such), or not a list at all (one error naming it), not a TypeError."""
+    rsps.add("GET", f"{BASE}/api/credentials", json={"success": True, "sitesAvailable": sites})
+    if isinstance(sites, list):
+        assert make_source().check() == "demo.retailcrm.ru (sites: 1, shop-main)"
+    else:
+        with pytest.raises(FatalError, match="RetailCRM api/credentials: sitesAvailable is"):
+            make_source().check()
+
+
 def test_auth_failure_names_the_env_variable_not_the_key(rsps):
     FakeRetailCrm(rsps, pull=False, check=True).bad_key = True
     with pytest.raises(AuthError) as err:
