@@ -36,7 +36,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime, timedelta
 from typing import Any, Callable, Literal, Mapping
@@ -47,10 +46,10 @@ import duckdb
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .contacts import PhoneRegion, clean_contact
-from .errors import ConfigError, FatalError, RecordError, TransientError
+from .contacts import PhoneRegion
+from .errors import ConfigError, FatalError, TransientError
 from .identity import DEFAULT_MAX_GROUP
-from .http import FieldError, HttpClient, Throttle, clean, get_field, json_shape, parse_dt, tombstone, with_sleep
+from .http import HttpClient, Throttle, clean, get_field, json_shape, parse_dt, tombstone, with_sleep
 from .incremental import PageGuard, Progress, Stager, map_page, parse_time_cursor, pull_objects, utc_now
 from .records import Contact, Order
 from .retailcrm_mapping import deleted_customer, in_scope, map_customer, map_order, snapshot
@@ -58,7 +57,8 @@ from .retailcrm_paging import (MAX_COUNTS, MAX_REREADS, _Backfill, _boundary_pag
                                page_rows)
 from .retry import RetryPolicy
 from .source import PullResult
-from .webhooks import WebhookParser, register_webhook_parser, tokens_equal
+from .retailcrm_webhooks import parse_webhook, verify_webhook
+from .webhooks import WebhookParser, register_webhook_parser
 
 log = logging.getLogger(__name__)
 NAME = "retailcrm"
@@ -334,66 +334,6 @@ class RetailCrmSource:
 
         stager.stage(*map_page(stager, f"{NAME}:{obj}", entries, one,
                                id_of=lambda entry: snapshot(entry, entity).get("id")))
-
-
-# ---------------------------------------------------------------- webhooks (trigger "HTTP request" action)
-
-
-def verify_webhook(headers: Mapping[str, str], body: bytes, secret: str, path_token: str | None) -> bool:
-    """RetailCRM triggers sign nothing: the secret is a token in the trigger URL's path."""
-    return tokens_equal(path_token, secret)
-
-
-def parse_webhook(headers: Mapping[str, str], body: bytes,
-                  config: RetailCrmConfig | None = None) -> tuple[list[Order], list[Contact]]:
-    """A trigger body ``{"order": {…}}`` / ``{"customer": {…}}`` (JSON, or form fields holding JSON).
-
-    Raises RecordError (bad record, with its id) or ValueError (not a RetailCRM payload).
-    """
-    cfg = config or RetailCrmConfig()
-    payload = _decode(body)
-    orders, contacts = [], []
-    for key in ("order", "customer"):
-        raw = payload.get(key)
-        if raw is None:
-            continue
-        if isinstance(raw, str):
-            try:
-                raw = json.loads(raw)
-            except ValueError:
-                raise ValueError(f"retailcrm webhook: field {key!r} is not JSON") from None
-        if not isinstance(raw, dict):
-            raise ValueError(f"retailcrm webhook: field {key!r} is not an object")
-        if not in_scope(raw, cfg):
-            continue
-        try:
-            if key == "order":
-                order = map_order(raw, cfg)
-                if order is not None:
-                    orders.append(order)
-            else:
-                contact, issues = clean_contact(map_customer(raw, cfg), cfg.phone_region, f"{NAME}:webhook")
-                contacts.append(contact)
-                for issue in issues:
-                    log.warning("retailcrm webhook: %s", issue)
-        except FieldError as exc:
-            raise RecordError(exc.bad_row(f"{NAME}:webhook", raw.get("id"))) from None
-    if not orders and not contacts and "order" not in payload and "customer" not in payload:
-        raise ValueError("retailcrm webhook: body has neither 'order' nor 'customer'")
-    return orders, contacts
-
-
-def _decode(body: bytes) -> dict[str, Any]:
-    from urllib.parse import parse_qsl
-
-    text = body.decode("utf-8", errors="replace").strip()
-    if text.startswith("{"):
-        try:
-            data = json.loads(text)
-        except ValueError:
-            raise ValueError("retailcrm webhook: body is not valid JSON") from None
-        return data if isinstance(data, dict) else {}
-    return dict(parse_qsl(text, keep_blank_values=True))
 
 
 register_webhook_parser(NAME, WebhookParser(verify=verify_webhook, parse=parse_webhook, secret_field="webhook_token",
