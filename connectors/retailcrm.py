@@ -49,7 +49,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .contacts import PhoneRegion
 from .errors import ConfigError, FatalError, TransientError
 from .identity import DEFAULT_MAX_GROUP
-from .http import HttpClient, Throttle, clean, get_field, json_shape, parse_dt, tombstone, with_sleep
+from .http import (HttpClient, Throttle, answer_object, clean, get_field, json_shape, parse_dt, tombstone,
+                   with_sleep)
 from .incremental import PageGuard, Progress, Stager, map_page, parse_time_cursor, pull_objects, utc_now
 from .records import Contact, Order
 from .retailcrm_mapping import deleted_customer, in_scope, map_customer, map_order, snapshot
@@ -116,10 +117,8 @@ class RetailCrmSource:
                                headers={"X-API-KEY": key}, secrets=(key,), retry=retry,
                                throttle=Throttle(config.requests_per_second, 1, sleep=retry.sleep))
 
-    def _get(self, path: str, params: Any = None) -> dict[str, Any]:
-        data = self.http.get(path, params)
-        if not isinstance(data, dict):
-            raise FatalError(f"RetailCRM {path}: expected a JSON object")
+    def _get(self, path: str, params: Any = None) -> Mapping[str, Any]:
+        data = answer_object(self.http.get(path, params), f"RetailCRM {path}")
         if data.get("success") is False:
             raise FatalError(f"RetailCRM {path}: {self.http.safe(str(data.get('errorMsg')))[:200]}")
         return data
