@@ -13,7 +13,7 @@ from .errors import RecordError
 from .http import FieldError
 from .records import Contact, Order
 from .retailcrm_mapping import in_scope, map_customer, map_order
-from .webhooks import tokens_equal
+from .webhooks import json_object, tokens_equal
 
 if TYPE_CHECKING:
     from .retailcrm import RetailCrmConfig
@@ -43,13 +43,10 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
         raw = payload.get(key)
         if raw is None:
             continue
-        if isinstance(raw, str):
-            try:
-                raw = json.loads(raw)
-            except ValueError:
-                raise ValueError(f"retailcrm webhook: field {key!r} is not JSON") from None
+        if isinstance(raw, str):  # a form field holding JSON
+            raw = json_object(raw, f"retailcrm webhook: field {key!r}")
         if not isinstance(raw, dict):
-            raise ValueError(f"retailcrm webhook: field {key!r} is not an object")
+            raise ValueError(f"retailcrm webhook: field {key!r} is not a JSON object")
         if not in_scope(raw, cfg):
             continue
         try:

@@ -26,7 +26,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Literal, Mapping
@@ -46,7 +45,7 @@ from .records import Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import PullResult
 from .webhooks import (DEFAULT_MAX_AGE, ReplayGuard, WebhookParser, header, hmac_sha256_base64, is_fresh,
-                       register_webhook_parser, tokens_equal)
+                       json_object, register_webhook_parser, tokens_equal)
 
 log = logging.getLogger(__name__)
 NAME = "shopify"
@@ -267,12 +266,7 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
     * ``customers/delete`` maps to nothing (the customer's orders stay; consent is unchanged).
     """
     topic = header(headers, "X-Shopify-Topic") or ""
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        raise ValueError(f"shopify webhook {topic or '?'}: body is not valid JSON") from None
-    if not isinstance(payload, dict):
-        raise ValueError(f"shopify webhook {topic or '?'}: body is not a JSON object")
+    payload = json_object(body, f"shopify webhook {topic or '?'}: body")
     kind, _, action = topic.partition("/")
     if kind == "orders" and action == "delete":
         oid = _payload_id(payload, "id", topic)

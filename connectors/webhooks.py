@@ -16,6 +16,7 @@ import base64
 import hashlib
 import hmac
 import importlib
+import json
 import threading
 import time
 from collections import OrderedDict
@@ -92,6 +93,17 @@ def tokens_equal(given: str | bytes | None, expected: str | bytes | None) -> boo
 def hmac_sha256_base64(secret: str | bytes, body: bytes) -> str:
     key = secret.encode() if isinstance(secret, str) else secret
     return base64.b64encode(hmac.new(key, body, hashlib.sha256).digest()).decode()
+
+
+def json_object(text: str | bytes, what: str) -> dict[str, Any]:
+    """``text`` decoded as a JSON object; else ValueError: ``{what} is not valid JSON`` / ``is not a JSON object``."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise ValueError(f"{what} is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} is not a JSON object")
+    return data
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:
