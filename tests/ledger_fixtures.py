@@ -124,10 +124,11 @@ def child_killed_after(url: str, code: str) -> Iterator[list[str]]:
 
 def dead_owner() -> str:
     """A ``host:pid:token`` owner of this host whose process has exited."""
-    import socket
     import subprocess
     import sys
 
+    from sync.ledger.owners import this_host
+
     proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
                           check=True)
-    return f"{socket.gethostname()}:{proc.stdout.strip()}:deadbeef"
+    return f"{this_host()}:{proc.stdout.strip()}:deadbeef"

@@ -142,3 +142,54 @@ def test_a_lost_lock_still_records_the_mailchimp_calls_in_flight(ledgers, mailch
     at_the_esp = {e for e in mailchimp_fake.lists["aud1"].members}
     assert 5 <= len(at_the_esp) < 60  # stopped early
     assert set(mine.load_state("dest")) == at_the_esp  # and every contact made there is in the ledger
+
+
+def _in_another_pid_namespace(url: str, code: str, pid: int):
+    """A child running ``code`` (with ``led``, a Ledger on ``url``) as PID ``pid`` of a PID namespace of its own,
+    as a container given this machine's host name runs; None where namespaces cannot be made (no root)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if not shutil.which("unshare"):
+        return None
+    child = ("import os, sys, time; from sync.ledger import Ledger; "
+             "led = Ledger.connect(os.environ['RFMSYNC_TEST_LEDGER']); " + code + "; print('ready', flush=True); "
+             "sys.stdin.read()")
+    # the shell sets the namespace's next PID, then forks the child (its trailing ':' keeps it from exec'ing)
+    script = f"echo {pid - 1} > /proc/sys/kernel/ns_last_pid && {sys.executable} -c \"{child}\"; :"
+    proc = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", script],
+                            env={**os.environ, "RFMSYNC_TEST_LEDGER": url}, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stdout:  # type: ignore[union-attr]
+        if line.strip() == "ready":
+            return proc, lines
+        lines.append(line.strip())
+    proc.wait(10)
+    return None  # unshare refused (not root, or no user namespaces): nothing to test here
+
+
+def test_a_lock_held_in_another_pid_namespace_of_this_host_name_is_not_taken_over(ledger_url):
+    """Two containers given one host name count PIDs apart: the holder's PID dead here says nothing about it."""
+    import os
+
+    from sync.engine import destination_lock
+
+    pid = next(p for p in range(30_000, 32_000) if not os.path.exists(f"/proc/{p}"))  # dead in this namespace
+    started = _in_another_pid_namespace(ledger_url, "print(led.acquire_lock('sync:dest', ttl_seconds=600))", pid)
+    if started is None:
+        pytest.skip("needs `unshare --pid` (root) to run a process in a second PID namespace")
+    proc, printed = started
+    try:
+        assert printed[-1].split(":")[1] == str(pid)  # the holder's PID in its own namespace
+        led = Ledger.connect(ledger_url)
+        try:
+            with pytest.raises(LockBusyError):
+                with destination_lock(led, "sync:dest", ttl_seconds=600):
+                    pass
+        finally:
+            led.close()
+    finally:
+        proc.communicate("", timeout=10)

@@ -289,6 +289,9 @@ def test_owner_process_gone_only_for_exited_processes_of_this_host() -> None:
     assert not owner_process_gone(default_owner())  # this process
     assert not owner_process_gone(f"{socket.gethostname()}:1:x")  # alive (init), maybe not ours to signal
     assert not owner_process_gone(f"another-host:{os.getpid() + 10_000_000}:x")  # cannot check: wait for expiry
+    gone = dead_owner().split(":", 1)[1]
+    assert owner_process_gone(f"{socket.gethostname()}:{gone}")  # an earlier version's name: as before
+    assert not owner_process_gone(f"{socket.gethostname()}/1:{gone}")  # this host name, another PID namespace
     assert not owner_process_gone("probe") and not owner_process_gone(None) and not owner_process_gone("h:-1:x")
 
 
