@@ -259,3 +259,43 @@ def test_read_managed_and_existing_members(sendgrid_fake):
 def test_missing_key_is_a_config_error():
     with pytest.raises(DestinationConfigError, match="SENDGRID_API_KEY"):
         SendGridDestination("sg", SecretStr(""))
+
+
+# ------------------------------------------------------------------ answers that lie (a 2xx is a claim)
+@pytest.mark.parametrize("entry", [
+    None,  # the 200 does not mention the address at all
+    b'{"contact": {"email": "b@x.com"}}',  # a contact without an id
+    b'{"error": "internal error"}',  # an error that is not "contact not found"
+    b'"b@x.com"',  # not an object
+])
+def test_a_search_answer_that_does_not_account_for_an_address_never_records_its_removal(sendgrid_fake, entry):
+    """search/emails answers 200 with ``result`` keyed by every address sent: a contact (with its id) or the
+    error "contact not found". An address the 200 does not account for is unknown, not "not a contact": its
+    removal is not done (it stays on the list) and must fail naming the call and the address, not be recorded as
+    done; the addresses the answer does account for are removed as usual."""
+    sendgrid_fake.add_list("RFM Champions")
+    a = sendgrid_fake.add_contact("a@x.com", lists=["RFM Champions"])
+    sendgrid_fake.add_contact("b@x.com", lists=["RFM Champions"])
+    result = b'{"a@x.com": {"contact": {"id": "%s", "email": "a@x.com"}}, "ghost@x.com": {"error": ' \
+             b'"contact not found"}' % a["id"].encode() + (b', "b@x.com": ' + entry if entry else b"") + b"}"
+    sendgrid_fake.answer_raw(b'{"result": ' + result + b"}", "application/json", method="POST",
+                             path="search/emails")
+    dest, _, _ = make(sendgrid_fake)
+    rec = Recorder()
+    dest.apply([change(e, remove={"Champions"}, create=False) for e in ("a@x.com", "b@x.com", "ghost@x.com")], rec)
+    assert sendgrid_fake.members("RFM Champions") == {"b@x.com"}
+    items = rec.items
+    assert items[("a@x.com", "tag-Champions")].ok and items[("ghost@x.com", "tag-Champions")].ok
+    b = items[("b@x.com", "tag-Champions")]
+    assert not b.ok and not b.missing
+    assert "search contacts by email" in b.error and "b@x.com" in b.error
+
+
+def test_existing_members_does_not_believe_a_search_answer_that_leaves_out_an_address(sendgrid_fake):
+    sendgrid_fake.add_contact("a@x.com")
+    sendgrid_fake.add_contact("b@x.com")
+    sendgrid_fake.answer_raw(b'{"result": {"a@x.com": {"contact": {"id": "c1", "email": "a@x.com"}}}}',
+                             "application/json", method="POST", path="search/emails")
+    dest, _, _ = make(sendgrid_fake)
+    with pytest.raises(DestinationError, match="b@x.com"):
+        dest.existing_members(["a@x.com", "b@x.com"])

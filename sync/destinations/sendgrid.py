@@ -28,7 +28,7 @@ from connectors.retry import RetryPolicy
 from ..errors import DestinationConfigError, DestinationError
 from ..model import ContactChange, FieldValue, ItemResult, OnResults
 from ..planning.values import kind_of
-from .answers import BadAnswer
+from .answers import BadAnswer, excerpt
 from . import specs
 from .base import ClientOptions
 from .sendgrid_api import (ExportJob, FieldDefinitions, Id, ImportJob, JobId, ListsPage, Refused, Search, SendGridApi,
@@ -43,6 +43,7 @@ MAX_SEARCH_EMAILS = 100  # POST /v3/marketing/contacts/search/emails returns up 
 MAX_REMOVE_IDS = 100  # DELETE /lists/{id}/contacts?contact_ids=… (cap unpublished: keep URLs short)
 PRESENT = "present"  # existing_members() status: SendGrid contacts have no subscription status
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NOT_FOUND = re.compile(r"not found", re.I)  # search/emails' per-address miss: "contact not found"
 #: field kind -> custom field type (SendGrid has Text, Number and Date; a boolean is a yes/no Text)
 FIELD_TYPES: Mapping[str, str] = specs.SENDGRID_FIELD_TYPES
 
@@ -301,11 +302,16 @@ class SendGridDestination:
             return
         emails = sorted({ch.email.lower() for items in by_list.values() for ch, _ in items})
         try:
-            ids = self._contact_ids(emails)
+            ids, unknown = self._contact_ids(emails)
         except BadAnswer as exc:
             on_results([ItemResult(ch.key, f"tag-{t}", False, str(exc)) for items in by_list.values()
                         for ch, t in items])
             return
+        if unknown:  # neither a contact nor "not found": whether it is on the list is unknown, nothing is sent
+            on_results([ItemResult(ch.key, f"tag-{t}", False, unknown[ch.email.lower()])
+                        for items in by_list.values() for ch, t in items if ch.email.lower() in unknown])
+            by_list = {lid: [(ch, t) for ch, t in items if ch.email.lower() not in unknown]
+                       for lid, items in by_list.items()}
         for lid, items in by_list.items():
             gone = [ItemResult(ch.key, f"tag-{t}", True) for ch, t in items if ch.email.lower() not in ids]
             if gone:
@@ -324,25 +330,35 @@ class SendGridDestination:
                     msg = f"SendGrid refused the removal: {error_text({'errors': refused.errors})}"
                     on_results([ItemResult(ch.key, f"tag-{t}", False, msg) for ch, t in part])
 
-    def _contact_ids(self, emails: Sequence[str]) -> dict[str, str]:
-        """email → contact id for those SendGrid knows (``search/emails``, 100 per call)."""
+    def _contact_ids(self, emails: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
+        """email → contact id for those SendGrid knows (``search/emails``, 100 per call), and email → why it is
+        unknown for those a 200 does not account for. A 200 names every address sent: ``{"contact": {"id"…}}``
+        or ``{"error": "contact not found"}`` (a 404: none found); an address it leaves out, or names with
+        anything else, is neither known nor absent."""
         found: dict[str, str] = {}
+        unknown: dict[str, str] = {}
+        what = "search contacts by email"
         for start in range(0, len(emails), MAX_SEARCH_EMAILS):
             chunk = list(emails[start:start + MAX_SEARCH_EMAILS])
             try:
                 status, payload = self._request("post", ["marketing", "contacts", "search", "emails"],
-                                                body={"emails": chunk}, what="search contacts by email",
-                                                ok_404=True, shape=Search)
+                                                body={"emails": chunk}, what=what, ok_404=True, shape=Search)
             except Refused as refused:
                 raise DestinationError(f"SendGrid search by email refused: "
                                        f"{error_text({'errors': refused.errors})}", status=refused.status) from None
             if status == 404:
                 continue
-            for email, entry in payload.result.items():
-                contact = (entry or {}).get("contact") if isinstance(entry, dict) else None
-                if contact and contact.get("id"):
-                    found[email.lower()] = contact["id"]
-        return found
+            answered = {str(email).lower(): entry for email, entry in payload.result.items()}
+            for email in chunk:
+                entry = answered.get(email)
+                contact = entry.get("contact") if isinstance(entry, dict) else None
+                if isinstance(contact, dict) and isinstance(contact.get("id"), str) and contact["id"]:
+                    found[email] = contact["id"]
+                elif not (isinstance(entry, dict) and contact is None and _NOT_FOUND.search(str(entry.get("error")))):
+                    unknown[email] = (f"SendGrid {what}: the 200 answer does not account for {email} "
+                                      f"({'left out' if entry is None else excerpt(entry, limit=80)}); "
+                                      "not believed, sent again next run")
+        return found, unknown
 
     # ---------------------------------------------------------------- reads
     def read_managed(self, managed_tags: Sequence[str]) -> dict[str, set[str]]:
@@ -373,7 +389,11 @@ class SendGridDestination:
         """``{email: "present"}`` for the given keys SendGrid holds; ``None`` without keys (no cheap full read)."""
         if keys is None:
             return None
-        return {email: PRESENT for email in self._contact_ids(sorted({k.lower() for k in keys}))}
+        found, unknown = self._contact_ids(sorted({k.lower() for k in keys}))
+        if unknown:
+            raise BadAnswer(f"SendGrid search contacts by email ({len(unknown)} of the addresses)",
+                            "not accounted for", ", ".join(sorted(unknown)))
+        return {email: PRESENT for email in found}
 
 
 def _custom_value(value: FieldValue, kind: str) -> Any:
