@@ -299,3 +299,37 @@ def test_existing_members_does_not_believe_a_search_answer_that_leaves_out_an_ad
     dest, _, _ = make(sendgrid_fake)
     with pytest.raises(DestinationError, match="b@x.com"):
         dest.existing_members(["a@x.com", "b@x.com"])
+
+
+@pytest.mark.parametrize("results", [
+    b'{"requested_count": 3, "created_count": 1, "updated_count": 0, "errored_count": 0}',  # two unaccounted
+    b'{"requested_count": 3, "created_count": 2, "updated_count": 0, "errored_count": 0}',
+    b'{"requested_count": 3, "created_count": 3, "updated_count": 1, "errored_count": 0}',  # one too many
+    b'{"requested_count": 3, "created_count": 2, "updated_count": 0, "errored_count": 2}',
+])
+def test_an_import_job_whose_counts_do_not_add_up_records_nobody_as_pushed(sendgrid_fake, results):
+    """A finished import job says how many contacts it created, updated and rejected: when those do not add up to
+    the contacts sent, which ones it took is unknown, so none of them is recorded as pushed (the next run sends
+    them again; the upsert is idempotent)."""
+    dest, _, _ = make(sendgrid_fake)
+    dest.prepare(["Champions"], FIELDS)
+    sendgrid_fake.answer_raw(b'{"id": "job1", "job_type": "upsert", "status": "completed", "results": ' + results
+                             + b"}", "application/json", method="GET", path="imports/")
+    rec = Recorder()
+    dest.apply([change(e, add={"Champions"}) for e in ("a@x.com", "b@x.com", "c@x.com")], rec)
+    assert len(rec.items) == 6
+    for (email, op), item in rec.items.items():
+        assert not item.ok, (email, op)
+        assert "import job" in item.error and "cannot be believed" in item.error
+
+
+def test_an_import_job_that_accounts_for_every_contact_is_believed(sendgrid_fake):
+    dest, _, _ = make(sendgrid_fake)
+    dest.prepare(["Champions"], FIELDS)
+    sendgrid_fake.add_contact("c@x.com")
+    sendgrid_fake.answer_raw(b'{"id": "job1", "status": "completed", "results": {"requested_count": 3, '
+                             b'"created_count": 2, "updated_count": 1, "errored_count": 0}}', "application/json",
+                             method="GET", path="imports/")
+    rec = Recorder()
+    dest.apply([change(e, add={"Champions"}) for e in ("a@x.com", "b@x.com", "c@x.com")], rec)
+    assert len(rec.items) == 6 and all(item.ok for item in rec.items.values())

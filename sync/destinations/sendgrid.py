@@ -261,8 +261,12 @@ class SendGridDestination:
     def _job_errors(self, job: ImportJob, batch: list[tuple[ContactChange, dict[str, Any]]],
                     pending: list[int]) -> dict[int, str]:
         res = job.results
-        if res is None or res.requested_count != len(pending):
-            got = "no results" if res is None else f"requested_count {res.requested_count}"
+        counted = None if res is None or res.created_count is None and res.updated_count is None else \
+            (res.created_count or 0) + (res.updated_count or 0) + res.errored_count
+        if res is None or res.requested_count != len(pending) or counted not in (None, len(pending)):
+            got = "no results" if res is None else f"requested_count {res.requested_count}" + (
+                "" if counted in (None, len(pending)) else f", created {res.created_count or 0} + updated "
+                f"{res.updated_count or 0} + errored {res.errored_count}")
             reason = (f"SendGrid import job {job.status}: {got} for {len(pending)} contacts sent; "
                       "the outcome cannot be believed")
             return {i: reason for i in pending}

@@ -83,6 +83,8 @@ class Id(Shape):
 
 class JobResults(Shape):
     requested_count: int | None = None  # absent while pending; a finished job must say how many it took
+    created_count: int | None = None  # when given, created + updated + errored must be the contacts sent
+    updated_count: int | None = None
     errored_count: int = 0
     errors_url: str | None = None
 
