@@ -629,3 +629,28 @@ def test_tag_call_body_is_the_documented_dict_as_json_text(add, remove) -> None:
     documented = {**({"members_to_add": add} if add else {}), **({"members_to_remove": remove} if remove else {})}
     assert segment_body([change(e) for e in add], [change(e) for e in remove]) == json.dumps(
         documented, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------------------------------------- answers that lie
+@pytest.mark.parametrize("body", [
+    b"{}",  # a JSON object, but not a merge field
+    b'{"type": "about:blank", "title": "Maintenance", "status": 503}',  # a problem document sent with a 200
+    b'{"merge_id": 7, "tag": "OTHER", "name": "x", "type": "text"}',  # some other field
+    b'{"merge_id": "7", "tag": "RECENCY", "name": "x", "type": "number"}',  # merge_id is an integer
+])
+def test_a_merge_field_create_answer_that_is_not_the_field_is_not_believed(mailchimp_fake, dest, body) -> None:
+    """``POST /lists/{id}/merge-fields`` answers 200 with the Merge Field it made (merge_id, tag, ...). A 200 that
+    is not that field (and the field is not there when read back) must not be reported as created: prepare fails
+    naming the field and the audience, so no apply pushes values into a field that does not exist."""
+    mailchimp_fake.answer_raw(body, "application/json", path=r"/merge-fields$")
+    with pytest.raises(DestinationError, match=r"merge field RECENCY.*'aud1'"):
+        dest.prepare([], {"RECENCY": "recency_days"})
+    assert "RECENCY" not in mailchimp_fake.lists["aud1"].merge_fields
+
+
+@pytest.mark.parametrize("body", [b"<html>gateway</html>", b"{}", b'{"merge_id": 3, "tag": "REC'])
+def test_a_merge_field_made_but_answered_badly_is_found_by_reading_back(mailchimp_fake, dest, body) -> None:
+    """The field was made and the answer mangled on the way back: read back, it is there, and prepare goes on."""
+    mailchimp_fake.answer_raw(body, "application/json", path=r"/merge-fields$", work=True)
+    assert dest.prepare([], {"RECENCY": "recency_days"}) == ["RECENCY"]
+    assert mailchimp_fake.lists["aud1"].merge_fields["RECENCY"]["type"] == "number"

@@ -28,8 +28,9 @@ Answers are validated before they are believed (:mod:`sync.destinations.answers`
 raw response (the SDK's own decoding is skipped; it returns raw text for HTML, a bare ``requests.Response`` for
 an empty body) in one pass, decoding only the fields rfmsync reads, and checked against the documented shape
 (batch subscribe: ``new_members``, ``updated_members``, ``errors[{email_address, error, error_code}]``; tag
-call: ``members_added``, ``members_removed``, ``errors[{email_addresses, error}]``), and every submitted address
-must be accounted for. Anything else fails the call's items with the raw answer (cut to 200 characters). A tag
+call: ``members_added``, ``members_removed``, ``errors[{email_addresses, error}]``; merge field and tag creates:
+the field (``merge_id``, the ``tag`` asked for) or segment (``id``) made, else read back: not there is an
+error naming it), and every submitted address must be accounted for. Anything else fails the call's items with the raw answer (cut to 200 characters). A tag
 add that Mailchimp ignores or refuses because the address is not a list member reports the item ``missing``: the
 ledger forgets the contact, and the next run creates it again (consent rules apply).
 
@@ -57,8 +58,8 @@ from .answers import BadAnswer, unaccounted
 from . import specs
 from .base import ClientOptions
 from .mailchimp_apply import Pipeline
-from .mailchimp_api import (NOT_A_MEMBER, BatchAnswer, BatchRejected, Created, ListInfo, MailchimpApi, SegmentAnswer,
-                            member_error)
+from .mailchimp_api import (NOT_A_MEMBER, BatchAnswer, BatchRejected, Created, ListInfo, MailchimpApi, MergeField,
+                            SegmentAnswer, member_error)
 from .mailchimp_bodies import batch_body, segment_body
 
 log = logging.getLogger(__name__)
@@ -286,12 +287,15 @@ class MailchimpDestination:
         tag, value = item[0].upper(), item[1]
         kind = merge_field_type(value)
         body = {"tag": tag, "name": value, "type": kind, "public": False}
+        what = f"POST /lists/{self.audience}/merge-fields ({tag})"
         try:
-            self._call(f"POST /lists/{self.audience}/merge-fields ({tag})", self._lists.add_list_merge_field,
-                       self.audience, body)
-        except BatchRejected:  # a retried create whose first attempt landed: fine if it now exists
-            if tag not in self._merge_fields():
-                raise
+            made = self._call(what, self._lists.add_list_merge_field, self.audience, body, shape=MergeField)
+            if made.tag.upper() != tag:
+                raise BadAnswer(f"Mailchimp {what}", f"the field made is {made.tag!r}", made.model_dump())
+        except (BatchRejected, BadAnswer) as exc:  # a retried create whose first attempt landed, or an answer
+            if tag not in self._merge_fields():  # that is not the field made: fine if it now exists
+                raise DestinationError(f"Mailchimp could not create merge field {tag} in audience "
+                                       f"{self.audience!r}: {exc}", status=exc.status, body=exc.body) from None
         log.info("mailchimp %s: created merge field %s (%s) for %r", self.name, tag, kind, value)
 
     def _merge_fields(self) -> dict[str, dict[str, Any]]:

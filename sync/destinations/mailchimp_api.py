@@ -110,6 +110,13 @@ class Created(Shape):
     id: int
 
 
+class MergeField(Shape):
+    """``POST /lists/{id}/merge-fields``, 200: the Merge Field made."""
+
+    merge_id: int
+    tag: str
+
+
 def action_for(status: int, empty_body: bool = False) -> Action:
     """Look up :data:`STATUS_ACTIONS` (and :data:`EMPTY_BODY_ACTIONS` for body-less answers)."""
     if empty_body and status in EMPTY_BODY_ACTIONS:
