@@ -654,3 +654,37 @@ def test_a_merge_field_made_but_answered_badly_is_found_by_reading_back(mailchim
     mailchimp_fake.answer_raw(body, "application/json", path=r"/merge-fields$", work=True)
     assert dest.prepare([], {"RECENCY": "recency_days"}) == ["RECENCY"]
     assert mailchimp_fake.lists["aud1"].merge_fields["RECENCY"]["type"] == "number"
+
+
+def _member(email: str) -> str:
+    return f'{{"email_address": "{email}", "status": "transactional"}}'
+
+
+@pytest.mark.parametrize("counts", [
+    '"total_created": 3, "total_updated": 0, "error_count": 1',  # an error it does not list
+    '"total_created": 2, "total_updated": 0, "error_count": 0',  # one member created twice?
+    '"total_created": 3, "total_updated": 1, "error_count": 0',
+])
+def test_a_batch_answer_whose_counts_contradict_its_lists_is_not_believed(mailchimp_fake, dest, counts) -> None:
+    """Batch subscribe answers ``new_members``, ``updated_members``, ``errors`` and their counts
+    (``total_created``, ``total_updated``, ``error_count``). When a count says otherwise than its list, which
+    members were done is unknown: none of them is recorded as pushed (the upsert is idempotent: the next run sends
+    them again), and the error says what did not add up."""
+    emails = [f"m{i}@example.com" for i in range(3)]
+    body = (f'{{"new_members": [{", ".join(map(_member, emails))}], "updated_members": [], "errors": [], {counts}}}')
+    mailchimp_fake.answer_raw(body.encode(), "application/json", path=f"^{BATCH}$")
+    rec = Recorder()
+    dest.apply([change(e, fields={"FNAME": "M"}) for e in emails], rec)
+    for email in emails:
+        result = rec.results[(email, "upsert")]
+        assert not result.ok and "answer not believed" in result.error and "count" in result.error
+
+
+def test_a_batch_answer_whose_counts_agree_is_believed(mailchimp_fake, dest) -> None:
+    emails = [f"m{i}@example.com" for i in range(3)]
+    body = (f'{{"new_members": [{", ".join(map(_member, emails[:2]))}], "updated_members": [{_member(emails[2])}], '
+            '"errors": [], "total_created": 2, "total_updated": 1, "error_count": 0}')
+    mailchimp_fake.answer_raw(body.encode(), "application/json", path=f"^{BATCH}$")
+    rec = Recorder()
+    dest.apply([change(e, fields={"FNAME": "M"}) for e in emails], rec)
+    assert all(rec.results[(e, "upsert")].ok for e in emails)

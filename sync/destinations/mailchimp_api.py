@@ -28,7 +28,7 @@ from requests.auth import HTTPBasicAuth
 from requests.cookies import RequestsCookieJar
 from requests.structures import CaseInsensitiveDict
 from pydantic import TypeAdapter, with_config
-from typing_extensions import Required, TypedDict
+from typing_extensions import NotRequired, Required, TypedDict
 from mailchimp_marketing.api.lists_api import ListsApi
 from mailchimp_marketing.api_client import ApiClient, ApiClientError
 
@@ -80,6 +80,9 @@ class _BatchAnswer(TypedDict):
     new_members: list[Member]
     updated_members: list[Member]
     errors: list[MemberError]
+    total_created: NotRequired[int]
+    total_updated: NotRequired[int]
+    error_count: NotRequired[int]
 
 
 @with_config(STRICT)
@@ -99,6 +102,19 @@ class _SegmentAnswer(TypedDict):
 BatchAnswer: TypeAdapter[_BatchAnswer] = TypeAdapter(_BatchAnswer)
 #: ``POST /lists/{id}/segments/{seg}`` (members_to_add / members_to_remove), 200
 SegmentAnswer: TypeAdapter[_SegmentAnswer] = TypeAdapter(_SegmentAnswer)
+
+
+#: a batch answer's counts and the lists they count
+BATCH_COUNTS = (("total_created", "new_members"), ("total_updated", "updated_members"), ("error_count", "errors"))
+
+
+def miscounted(answer: _BatchAnswer) -> str | None:
+    """What a batch answer's counts say otherwise than its lists (which members were done is then unknown)."""
+    for count, key in BATCH_COUNTS:
+        n = answer.get(count)
+        if n is not None and n != len(answer[key]):
+            return f"{count} {n} does not count its {len(answer[key])} {key}"
+    return None
 
 
 class ListInfo(Shape):
