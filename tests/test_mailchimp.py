@@ -688,3 +688,14 @@ def test_a_batch_answer_whose_counts_agree_is_believed(mailchimp_fake, dest) -> 
     rec = Recorder()
     dest.apply([change(e, fields={"FNAME": "M"}) for e in emails], rec)
     assert all(rec.results[(e, "upsert")].ok for e in emails)
+
+
+@pytest.mark.parametrize("counts", ['"total_added": 2, "total_removed": 0', '"total_added": 1, "total_removed": 1'])
+def test_a_tag_call_answer_whose_counts_contradict_its_lists_is_not_believed(mailchimp_fake, dest, counts) -> None:
+    mailchimp_fake.add_member("a@example.com")
+    mailchimp_fake.answer_raw(f'{{"members_added": [{_member("a@example.com")}], "members_removed": [], "errors": [], '
+                              f'{counts}, "error_count": 0}}'.encode(), "application/json", path=r"/segments/\d+$")
+    rec = Recorder()
+    dest.apply([change("a@example.com", create=False, add={"rfm:A"})], rec)
+    result = rec.results[("a@example.com", "tag+rfm:A")]
+    assert not result.ok and "answer not believed" in result.error and "total_" in result.error

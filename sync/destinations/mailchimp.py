@@ -29,12 +29,12 @@ raw response (the SDK's own decoding is skipped; it returns raw text for HTML, a
 an empty body) in one pass, decoding only the fields rfmsync reads, and checked against the documented shape
 (batch subscribe: ``new_members``, ``updated_members``, ``errors[{email_address, error, error_code}]``, with
 ``total_created``/``total_updated``/``error_count``, when given, counting those lists; tag call:
-``members_added``, ``members_removed``, ``errors[{email_addresses, error}]``; a merge field or tag create: the
-field (``merge_id``, the ``tag`` asked for) or segment (``id``) made, else it is read back, and not there is an
-error naming it), and every submitted address must be accounted for. Anything else fails the call's items with
-the raw answer (cut to 200 characters). A tag add that Mailchimp ignores or refuses because the address is not a
-list member reports the item ``missing``: the ledger forgets the contact, and the next run creates it again
-(consent rules apply).
+``members_added``, ``members_removed``, ``errors[{email_addresses, error}]``, with ``total_added``/
+``total_removed`` likewise; a merge field or tag create: the field (``merge_id``, the ``tag`` asked for) or
+segment (``id``) made, else it is read back, and not there is an error naming it), and every submitted address
+must be accounted for. Anything else fails the call's items with the raw answer (cut to 200 characters). A tag
+add that Mailchimp ignores or refuses because the address is not a list member reports the item ``missing``:
+the ledger forgets the contact, and the next run creates it again (consent rules apply).
 
 Errors, retries, SDK quirks and the answer shapes live in :mod:`sync.destinations.mailchimp_api`.
 Merge field types come from the field vocabulary's kinds (:data:`FIELD_TYPES`); a merge field that
@@ -60,8 +60,8 @@ from .answers import BadAnswer, unaccounted
 from . import specs
 from .base import ClientOptions
 from .mailchimp_apply import Pipeline
-from .mailchimp_api import (BATCH_COUNTS, NOT_A_MEMBER, BatchAnswer, BatchRejected, Created, ListInfo, MailchimpApi,
-                            MergeField, SegmentAnswer, member_error, miscounted)
+from .mailchimp_api import (BATCH_COUNTS, NOT_A_MEMBER, SEGMENT_COUNTS, BatchAnswer, BatchRejected, Created, ListInfo,
+                            MailchimpApi, MergeField, SegmentAnswer, check_counts, member_error)
 from .mailchimp_bodies import batch_body, segment_body
 
 log = logging.getLogger(__name__)
@@ -223,9 +223,7 @@ class MailchimpDestination:
         what = f"POST /lists/{self.audience} ({len(chunk)} {'new' if create else 'existing'} members)"
         try:
             answer = self._call(what, self._lists.batch_list_members, self.audience, body, shape=BatchAnswer)
-            wrong = miscounted(answer)
-            if wrong:
-                raise BadAnswer(f"Mailchimp {what}", wrong, {k: answer.get(k) for k, _ in BATCH_COUNTS})
+            check_counts(answer, BATCH_COUNTS, f"Mailchimp {what}")
         except (BatchRejected, BadAnswer) as exc:
             return [ItemResult(c.key, "upsert", False, str(exc)) for c in chunk], []
         members = [m["email_address"] for m in [*answer["new_members"], *answer["updated_members"]]]
@@ -260,6 +258,7 @@ class MailchimpDestination:
         try:
             answer = self._call(what, self._lists.batch_segment_members, body, self.audience, str(sid),
                                 shape=SegmentAnswer)
+            check_counts(answer, SEGMENT_COUNTS, f"Mailchimp {what}")
         except (BatchRejected, BadAnswer) as exc:
             return [ItemResult(c.key, op, False, str(exc)) for c, op in _ops(tag, add, remove)], []
         if not answer["errors"]:  # the usual answer: every add made (keys are the lower-cased addresses)

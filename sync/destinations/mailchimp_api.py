@@ -96,6 +96,8 @@ class _SegmentAnswer(TypedDict):
     members_added: list[Member]
     members_removed: list[Member]
     errors: list[SegmentError]
+    total_added: NotRequired[int]
+    total_removed: NotRequired[int]
 
 
 #: ``POST /lists/{id}`` (batch subscribe), 200
@@ -104,17 +106,19 @@ BatchAnswer: TypeAdapter[_BatchAnswer] = TypeAdapter(_BatchAnswer)
 SegmentAnswer: TypeAdapter[_SegmentAnswer] = TypeAdapter(_SegmentAnswer)
 
 
-#: a batch answer's counts and the lists they count
+#: the counts of a batch (subscribe, tag call) answer and the lists they count
 BATCH_COUNTS = (("total_created", "new_members"), ("total_updated", "updated_members"), ("error_count", "errors"))
+SEGMENT_COUNTS = (("total_added", "members_added"), ("total_removed", "members_removed"))
 
 
-def miscounted(answer: _BatchAnswer) -> str | None:
-    """What a batch answer's counts say otherwise than its lists (which members were done is then unknown)."""
-    for count, key in BATCH_COUNTS:
+def check_counts(answer: Mapping[str, Any], counts: tuple[tuple[str, str], ...], what: str) -> None:
+    """:class:`BadAnswer` when a count the answer gives says otherwise than the list it counts: which members
+    were done is then unknown."""
+    for count, key in counts:
         n = answer.get(count)
         if n is not None and n != len(answer[key]):
-            return f"{count} {n} does not count its {len(answer[key])} {key}"
-    return None
+            raise BadAnswer(what, f"{count} {n} does not count its {len(answer[key])} {key}",
+                            {c: answer.get(c) for c, _ in counts})
 
 
 class ListInfo(Shape):
