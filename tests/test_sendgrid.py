@@ -333,3 +333,28 @@ def test_an_import_job_that_accounts_for_every_contact_is_believed(sendgrid_fake
     rec = Recorder()
     dest.apply([change(e, add={"Champions"}) for e in ("a@x.com", "b@x.com", "c@x.com")], rec)
     assert len(rec.items) == 6 and all(item.ok for item in rec.items.values())
+
+
+@pytest.mark.parametrize("then", ["401", "stuck job"])
+def test_a_contact_refused_by_name_is_recorded_even_when_the_resend_of_the_others_fails(sendgrid_fake, then):
+    """A 400 naming contacts[1]: the others are sent again without it. When that second call stops the apply (the
+    key refused mid-apply; an import job that never finishes), the refusal already known is reported first,
+    naming the contact and SendGrid's reason; nobody is recorded as pushed, and the key is in no error."""
+    dest, _, polls = make(sendgrid_fake, job_timeout=60)
+    dest.prepare(["Champions"], FIELDS)
+    sendgrid_fake.answer_raw(b'{"errors": [{"field": "contacts[1].email", "message": "invalid email"}]}',
+                             "application/json", status=400, method="PUT")
+    if then == "401":
+        sendgrid_fake.answer_raw(b'{"errors": [{"field": null, "message": "authorization required"}]}',
+                                 "application/json", status=401, method="PUT")
+    else:
+        sendgrid_fake.pending_polls = 10 ** 6
+    rec = Recorder()
+    with pytest.raises(DestinationError, match="HTTP 401" if then == "401" else "still pending") as info:
+        dest.apply([change(e, add={"Champions"}) for e in ("a@x.com", "b@x.com", "c@x.com")], rec)
+    assert sendgrid_fake.api_key not in str(info.value)
+    items = rec.items
+    assert set(items) == {("b@x.com", "upsert"), ("b@x.com", "tag+Champions")}
+    assert all(not r.ok and "invalid email" in r.error for r in items.values())
+    assert sendgrid_fake.count("PUT", "/v3/marketing/contacts") == 2
+    assert then == "401" or 0 < sum(polls) <= 70  # the poll ended

@@ -222,41 +222,52 @@ class SendGridDestination:
                 on_results: OnResults) -> None:
         errors: dict[int, str] = {}
         pending = list(range(len(batch)))
-        for attempt in range(2):  # once more without the contacts a 400 named
-            body = {"contacts": [batch[i][1] for i in pending], **({"list_ids": list_ids} if list_ids else {})}
-            try:
-                _, started = self._request("put", ["marketing", "contacts"], body=body,
-                                           what=f"upsert {len(pending)} contacts", shape=JobId)
-                job = self._poll(["marketing", "contacts", "imports", started.job_id],
-                                 lambda p: p.status != "pending", what=f"import job {started.job_id}",
-                                 shape=ImportJob)
-                errors.update(self._job_errors(job, batch, pending))
-            except BadAnswer as exc:  # nothing in it can be believed: every contact sent fails
-                errors.update({i: str(exc) for i in pending})
-            except Refused as refused:
-                named = indexed_errors(refused.errors)
-                bad = {pending[i]: msg for i, msg in named.items() if i < len(pending)}
-                if not bad or attempt == 1:
-                    msg = "; ".join(str(e.get("message")) for e in refused.errors)[:300]
-                    bad = {i: f"SendGrid refused the batch (HTTP {refused.status}): {msg}"
-                           for i in pending if i not in bad} | bad
-                errors.update(bad)
-                pending = [i for i in pending if i not in bad]
-                if not pending:
-                    break
-                continue
-            break
+        try:
+            for attempt in range(2):  # once more without the contacts a 400 named
+                body = {"contacts": [batch[i][1] for i in pending], **({"list_ids": list_ids} if list_ids else {})}
+                try:
+                    _, started = self._request("put", ["marketing", "contacts"], body=body,
+                                               what=f"upsert {len(pending)} contacts", shape=JobId)
+                    job = self._poll(["marketing", "contacts", "imports", started.job_id],
+                                     lambda p: p.status != "pending", what=f"import job {started.job_id}",
+                                     shape=ImportJob)
+                    errors.update(self._job_errors(job, batch, pending))
+                except BadAnswer as exc:  # nothing in it can be believed: every contact sent fails
+                    errors.update({i: str(exc) for i in pending})
+                except Refused as refused:
+                    named = indexed_errors(refused.errors)
+                    bad = {pending[i]: msg for i, msg in named.items() if i < len(pending)}
+                    if not bad or attempt == 1:
+                        msg = "; ".join(str(e.get("message")) for e in refused.errors)[:300]
+                        bad = {i: f"SendGrid refused the batch (HTTP {refused.status}): {msg}"
+                               for i in pending if i not in bad} | bad
+                    errors.update(bad)
+                    pending = [i for i in pending if i not in bad]
+                    if not pending:
+                        break
+                    continue
+                break
+        except DestinationError:  # the resend stopped the apply: the refusals already known are recorded first
+            if errors:
+                on_results(self._batch_results(batch, errors, only=errors))
+            raise
+        log.debug("SendGrid %s: upsert batch of %d done, %d rejected", self.name, len(batch), len(errors))
+        on_results(self._batch_results(batch, errors))
+
+    def _batch_results(self, batch: list[tuple[ContactChange, dict[str, Any]]], errors: Mapping[int, str],
+                       only: Iterable[int] | None = None) -> list[ItemResult]:
+        """The upsert and list-add outcomes of a batch's contacts (``only`` these indexes): failed with their
+        error, else done."""
         results: list[ItemResult] = []
-        for i, (ch, _) in enumerate(batch):
-            err = errors.get(i)
+        for i in range(len(batch)) if only is None else sorted(only):
+            ch, err = batch[i][0], errors.get(i)
             ok = err is None
             if ch.needs_upsert:
                 results.append(ItemResult(ch.key, "upsert", ok, err))
             for t in sorted(ch.add_tags):
                 if self._list_id(t) is not None:
                     results.append(ItemResult(ch.key, f"tag+{t}", ok, err))
-        log.debug("SendGrid %s: upsert batch of %d done, %d rejected", self.name, len(batch), len(errors))
-        on_results(results)
+        return results
 
     def _job_errors(self, job: ImportJob, batch: list[tuple[ContactChange, dict[str, Any]]],
                     pending: list[int]) -> dict[int, str]:
