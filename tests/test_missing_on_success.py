@@ -17,8 +17,6 @@ from sync.model import ContactChange, ItemResult, PushedState
 from sync.outcomes import StateFold
 from sync.planning.plan import Plan, apply_results_to_state
 
-from .fakes.unisender import FakeUnisender, unisender_fake  # noqa: F401  (fixture)
-
 KEY = "a@x.io"
 KNOWN = PushedState(KEY, "A", frozenset({"rfm:A", "rfm:B"}), {"R": 3}, True)
 
@@ -57,5 +55,28 @@ def test_a_removal_for_a_contact_deleted_in_unisender_leaves_him_forgotten_in_th
         assert report.counts["failed"] == 0
         assert key not in unisender_fake.contacts
         assert ledger.load_state("uni")[key] == PushedState(key, "gone", frozenset(), {}, False)
+    finally:
+        ledger.close()
+
+
+def test_a_tag_removal_mailchimp_refuses_as_not_a_member_forgets_him_in_the_ledger(mailchimp_fake, tmp_path):
+    """Mailchimp: the ledger knows him tagged; he was deleted from the audience; the plan only takes the tag off.
+    The tag call refuses the removal ("does not exist on this list"): the removal is done (he carries no tag)
+    and, as a tag add refused the same way already does, the ledger forgets him."""
+    from sync.destinations.mailchimp import MailchimpDestination
+
+    key = "gone@example.com"
+    mailchimp_fake.add_member(key, merge_fields={"SEGMENT": "B"}, tags=["rfm:B"])
+    mailchimp_fake.forget(key)
+    ledger = Ledger.connect(f"sqlite:///{tmp_path / 'ledger.db'}")
+    try:
+        ledger.save_states("mc", None, [PushedState(key, "G", frozenset({"rfm:B"}), {"SEGMENT": "B"})])
+        client = MailchimpDestination("mc", "aud1", mailchimp_fake.api_key, api_url=mailchimp_fake.url, timeout=5,
+                                      retry=RetryPolicy(attempts=2, sleep=lambda s: None, rng=random.Random(0)))
+        change = ContactChange(key, key, "G", "C", False, "transactional", remove_tags=frozenset({"rfm:B"}))
+        report = execute_plan(Plan("mc", "mailchimp", (change,), (), ("rfm:B",), {}, 0), client, ledger)
+        assert report.counts["failed"] == 0 and mailchimp_fake.violations == []
+        assert key not in mailchimp_fake.lists["aud1"].members
+        assert ledger.load_state("mc")[key] == PushedState(key, "G", frozenset(), {}, False)
     finally:
         ledger.close()

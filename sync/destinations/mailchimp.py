@@ -33,8 +33,9 @@ an empty body) in one pass, decoding only the fields rfmsync reads, and checked 
 ``total_removed`` likewise; a merge field or tag create: the field (``merge_id``, the ``tag`` asked for) or
 segment (``id``) made, else it is read back, and not there is an error naming it), and every submitted address
 must be accounted for. Anything else fails the call's items with the raw answer (cut to 200 characters). A tag
-add that Mailchimp ignores or refuses because the address is not a list member reports the item ``missing``:
-the ledger forgets the contact, and the next run creates it again (consent rules apply).
+add that Mailchimp ignores or refuses because the address is not a list member reports the item ``missing``
+(a removal refused so: done, and ``missing`` too): the ledger forgets the contact, and the next run creates it
+again (consent rules apply).
 
 Errors, retries, SDK quirks and the answer shapes live in :mod:`sync.destinations.mailchimp_api`.
 Merge field types come from the field vocabulary's kinds (:data:`FIELD_TYPES`); a merge field that
@@ -275,7 +276,8 @@ class MailchimpDestination:
         for c, op in _ops(tag, add, remove):
             email = c.email.lower()
             if email in refused and op.startswith("tag-") and NOT_A_MEMBER.search(refused[email]):
-                results.append(ItemResult(c.key, op, True))  # not in the audience: it carries no tag either
+                # not in the audience: it carries no tag either (done), and the ledger forgets it (missing)
+                results.append(ItemResult(c.key, op, True, missing=True))
             elif email in refused:
                 results.append(ItemResult(c.key, op, False, refused[email],
                                           missing=bool(NOT_A_MEMBER.search(refused[email]))))
