@@ -699,3 +699,18 @@ def test_a_tag_call_answer_whose_counts_contradict_its_lists_is_not_believed(mai
     dest.apply([change("a@example.com", create=False, add={"rfm:A"})], rec)
     result = rec.results[("a@example.com", "tag+rfm:A")]
     assert not result.ok and "answer not believed" in result.error and "total_" in result.error
+
+
+def test_an_answer_echoing_the_key_never_puts_it_in_an_error(mailchimp_fake, dest) -> None:
+    """A proxy's debug page (200) that echoes the request's headers (basic auth: the key in base64) and the key
+    itself: the failure recorded for each member keeps the start of the raw answer, with the key masked."""
+    import base64
+
+    basic = base64.b64encode(f"user:{mailchimp_fake.api_key}".encode()).decode()
+    page = f"<pre>POST /3.0/lists/aud1\nAuthorization: Basic {basic}\napikey={mailchimp_fake.api_key}</pre>"
+    mailchimp_fake.answer_raw(page.encode(), path=f"^{BATCH}$")
+    rec = Recorder()
+    dest.apply([change("a@example.com")], rec)
+    error = rec.results[("a@example.com", "upsert")].error
+    assert "answer not believed" in error and "Basic ***" in error
+    assert mailchimp_fake.api_key not in error and basic not in error

@@ -358,3 +358,17 @@ def test_a_contact_refused_by_name_is_recorded_even_when_the_resend_of_the_other
     assert all(not r.ok and "invalid email" in r.error for r in items.values())
     assert sendgrid_fake.count("PUT", "/v3/marketing/contacts") == 2
     assert then == "401" or 0 < sum(polls) <= 70  # the poll ended
+
+
+def test_an_answer_echoing_the_key_never_puts_it_in_an_error(sendgrid_fake):
+    """A proxy's debug page (200) that echoes the request's headers: the failure recorded for each contact keeps
+    the start of the raw answer, with the key masked."""
+    dest, _, _ = make(sendgrid_fake)
+    dest.prepare(["Champions"], FIELDS)
+    page = f"<html><pre>PUT /v3/marketing/contacts\nAuthorization: Bearer {sendgrid_fake.api_key}\n</pre></html>"
+    sendgrid_fake.answer_raw(page.encode(), method="PUT")
+    rec = Recorder()
+    dest.apply([change("a@x.com", add={"Champions"})], rec)
+    item = rec.items[("a@x.com", "upsert")]
+    assert not item.ok and "answer not believed" in item.error and "Bearer ***" in item.error
+    assert sendgrid_fake.api_key not in item.error

@@ -14,6 +14,7 @@ the raw response and checked against the documented shape (:class:`BatchAnswer`,
 
 from __future__ import annotations
 
+import base64
 import http.cookiejar
 import json
 import logging
@@ -273,6 +274,8 @@ class MailchimpApi:
         self.name, self.audience, self.timeout, self._retry = name, audience, timeout, retry
         # server "" turns off the SDK's url.replace('server', dc) on every URL; the host is set in full instead.
         self._api = _ApiClient({"api_key": key, "server": "", "timeout": timeout}, api_url, connections)
+        # masked in the raw answers errors keep (a page echoing the request's headers: basic auth is user:key)
+        self._secrets = (key, base64.b64encode(f"user:{key}".encode()).decode())
         self.lists = ListsApi(self._api)
 
     def __repr__(self) -> str:
@@ -288,7 +291,7 @@ class MailchimpApi:
             bad = not isinstance(items, list) or any(
                 not isinstance(i, dict) or any(i.get(n) is None for n in need) for i in items)
             if bad or not isinstance(page.get("total_items", 0), int):
-                raise BadAnswer(f"Mailchimp {label}", f"{key}[] items need {', '.join(need)}", page)
+                raise BadAnswer(f"Mailchimp {label}", f"{key}[] items need {', '.join(need)}", page, self._secrets)
             if items and items == previous:
                 raise DestinationError(f"Mailchimp {what}: the same page came back twice at offset {offset}; "
                                        "stopping instead of looping")
@@ -322,12 +325,13 @@ class MailchimpApi:
             log.debug("mailchimp %s: %s answered in %.2fs", self.name, what, time.monotonic() - started)
             label = f"Mailchimp {what}"
             raw = response.content if response is not None else result
+            secrets = self._secrets
             if shape is not None:  # the raw body, validated in one pass (only the shape's fields are read)
-                return parse_answer(shape, raw, label) if isinstance(raw, (bytes, str)) else \
-                    validate(shape, raw, label)
-            payload = decode_json(raw, label) if isinstance(raw, (bytes, str)) else raw
+                return parse_answer(shape, raw, label, secrets) if isinstance(raw, (bytes, str)) else \
+                    validate(shape, raw, label, secrets=secrets)
+            payload = decode_json(raw, label, secrets) if isinstance(raw, (bytes, str)) else raw
             if not isinstance(payload, dict):
-                raise BadAnswer(label, "not a JSON object", raw)
+                raise BadAnswer(label, "not a JSON object", raw, secrets)
             return payload
 
         try:

@@ -371,7 +371,7 @@ class SendGridDestination:
                     found[email] = contact["id"]
                 elif not (isinstance(entry, dict) and contact is None and _NOT_FOUND.search(str(entry.get("error")))):
                     unknown[email] = (f"SendGrid {what}: the 200 answer does not account for {email} "
-                                      f"({'left out' if entry is None else excerpt(entry, limit=80)}); "
+                                      f"({'left out' if entry is None else excerpt(entry, self._api.secrets, 80)}); "
                                       "not believed, sent again next run")
         return found, unknown
 
