@@ -62,7 +62,8 @@ from . import specs
 from .base import ClientOptions
 from .mailchimp_apply import Pipeline
 from .mailchimp_api import (BATCH_COUNTS, NOT_A_MEMBER, SEGMENT_COUNTS, BatchAnswer, BatchRejected, Created, ListInfo,
-                            MailchimpApi, MergeField, SegmentAnswer, check_counts, member_error)
+                            MailchimpApi, MergeField, SegmentAnswer, check_counts, member_error,
+                            named_members)
 from .mailchimp_bodies import batch_body, segment_body
 
 log = logging.getLogger(__name__)
@@ -219,14 +220,24 @@ class MailchimpDestination:
     def _chunks(self, items: Sequence[Any]) -> list[Sequence[Any]]:
         return [items[i:i + self.batch_size] for i in range(0, len(items), self.batch_size)]
 
-    def _subscribe(self, chunk: Sequence[ContactChange], create: bool) -> tuple[list[ItemResult], list[Any]]:
+    def _subscribe(self, chunk: Sequence[ContactChange], create: bool, resend: bool = True
+                   ) -> tuple[list[ItemResult], list[Any]]:
         body = batch_body(chunk, create, self._field_tags)  # the members as JSON text, sent as it is
         what = f"POST /lists/{self.audience} ({len(chunk)} {'new' if create else 'existing'} members)"
         try:
             answer = self._call(what, self._lists.batch_list_members, self.audience, body, shape=BatchAnswer)
             check_counts(answer, BATCH_COUNTS, f"Mailchimp {what}")
         except (BatchRejected, BadAnswer) as exc:
-            return [ItemResult(c.key, "upsert", False, str(exc)) for c in chunk], []
+            named = named_members(exc.body, len(chunk)) if resend and isinstance(exc, BatchRejected) else {}
+            if not named or len(named) == len(chunk):
+                return [ItemResult(c.key, "upsert", False, str(exc)) for c in chunk], []
+            # a 400 naming members: they fail, the others are sent once more without them
+            refused = [ItemResult(chunk[i].key, "upsert", False, f"Mailchimp {what}: HTTP 400 refused {chunk[i].email} "
+                                  f"({msg})") for i, msg in sorted(named.items())]
+            results, spill = self._subscribe([c for i, c in enumerate(chunk) if i not in named], create, False)
+            if isinstance(results, CallResults):
+                return CallResults(results.ok, [*results.other, *refused]), spill
+            return [*results, *refused], spill
         members = [m["email_address"] for m in [*answer["new_members"], *answer["updated_members"]]]
         if not answer["errors"] and (members == [c.email for c in chunk] or  # the usual answer, in order
                                      {m.lower() for m in members}.issuperset([c.key for c in chunk])):

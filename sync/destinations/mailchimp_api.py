@@ -385,3 +385,18 @@ def member_error(error: MemberError) -> str:
     if error.get("field"):
         text += f" ({error.get('field')}: {error.get('field_message') or 'invalid'})"
     return text
+
+
+_MEMBER_FIELD = re.compile(r"^members(?:\.|\[)(\d+)")
+
+
+def named_members(body: str | None, n: int) -> dict[int, str]:
+    """Index -> message of the members (of ``n`` sent) a 400's ``errors[{field, message}]`` names by their place
+    (``members.3.email_address``, ``members[3]``); that array is not in the spec's problem document, so an
+    answer without it names nobody."""
+    named: dict[int, str] = {}
+    for e in _problem(body or "").get("errors") or []:
+        m = _MEMBER_FIELD.match(str(e.get("field") or "")) if isinstance(e, dict) else None
+        if m and int(m.group(1)) < n:
+            named[int(m.group(1))] = f"{e.get('field')}: {e.get('message') or 'invalid'}"
+    return named
