@@ -79,7 +79,9 @@ class ItemResult:
     ok: bool
     error: str | None = None
     #: the ESP said it does not hold this contact (e.g. "not a list member" on a tag call): the ledger marks it
-    #: not-existing so the next plan creates it again (consent rules apply) instead of failing forever
+    #: not-existing (no tags, no fields) so the next plan creates it again (consent rules apply) instead of failing
+    #: forever. Also on a success: a removal for a contact deleted in the ESP is done (he carries nothing) and he
+    #: is forgotten all the same, not kept as a member holding what was pushed before
     missing: bool = False
 
 

@@ -288,6 +288,8 @@ class StateFold:
                 slot[3], slot[5] = self._tags(slot[3], op), True
             elif op.startswith("tag-"):
                 slot[3] = self._tags(slot[3], op)
+            if r.missing:  # done, and the ESP does not hold it (a removal for a contact deleted there): forgotten
+                slot[3:6] = [_NO_TAGS, {}, False]
             if c is not None:
                 slot[2] = c.customer_id
 

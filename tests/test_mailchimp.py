@@ -629,3 +629,121 @@ def test_tag_call_body_is_the_documented_dict_as_json_text(add, remove) -> None:
     documented = {**({"members_to_add": add} if add else {}), **({"members_to_remove": remove} if remove else {})}
     assert segment_body([change(e) for e in add], [change(e) for e in remove]) == json.dumps(
         documented, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------------------------------------- answers that lie
+@pytest.mark.parametrize("body", [
+    b"{}",  # a JSON object, but not a merge field
+    b'{"type": "about:blank", "title": "Maintenance", "status": 503}',  # a problem document sent with a 200
+    b'{"merge_id": 7, "tag": "OTHER", "name": "x", "type": "text"}',  # some other field
+    b'{"merge_id": "7", "tag": "RECENCY", "name": "x", "type": "number"}',  # merge_id is an integer
+])
+def test_a_merge_field_create_answer_that_is_not_the_field_is_not_believed(mailchimp_fake, dest, body) -> None:
+    """``POST /lists/{id}/merge-fields`` answers 200 with the Merge Field it made (merge_id, tag, ...). A 200 that
+    is not that field (and the field is not there when read back) must not be reported as created: prepare fails
+    naming the field and the audience, so no apply pushes values into a field that does not exist."""
+    mailchimp_fake.answer_raw(body, "application/json", path=r"/merge-fields$")
+    with pytest.raises(DestinationError, match=r"merge field RECENCY.*'aud1'"):
+        dest.prepare([], {"RECENCY": "recency_days"})
+    assert "RECENCY" not in mailchimp_fake.lists["aud1"].merge_fields
+
+
+@pytest.mark.parametrize("body", [b"<html>gateway</html>", b"{}", b'{"merge_id": 3, "tag": "REC'])
+def test_a_merge_field_made_but_answered_badly_is_found_by_reading_back(mailchimp_fake, dest, body) -> None:
+    """The field was made and the answer mangled on the way back: read back, it is there, and prepare goes on."""
+    mailchimp_fake.answer_raw(body, "application/json", path=r"/merge-fields$", work=True)
+    assert dest.prepare([], {"RECENCY": "recency_days"}) == ["RECENCY"]
+    assert mailchimp_fake.lists["aud1"].merge_fields["RECENCY"]["type"] == "number"
+
+
+def _member(email: str) -> str:
+    return f'{{"email_address": "{email}", "status": "transactional"}}'
+
+
+@pytest.mark.parametrize("counts", [
+    '"total_created": 3, "total_updated": 0, "error_count": 1',  # an error it does not list
+    '"total_created": 2, "total_updated": 0, "error_count": 0',  # one member created twice?
+    '"total_created": 3, "total_updated": 1, "error_count": 0',
+])
+def test_a_batch_answer_whose_counts_contradict_its_lists_is_not_believed(mailchimp_fake, dest, counts) -> None:
+    """Batch subscribe answers ``new_members``, ``updated_members``, ``errors`` and their counts
+    (``total_created``, ``total_updated``, ``error_count``). When a count says otherwise than its list, which
+    members were done is unknown: none of them is recorded as pushed (the upsert is idempotent: the next run sends
+    them again), and the error says what did not add up."""
+    emails = [f"m{i}@example.com" for i in range(3)]
+    body = (f'{{"new_members": [{", ".join(map(_member, emails))}], "updated_members": [], "errors": [], {counts}}}')
+    mailchimp_fake.answer_raw(body.encode(), "application/json", path=f"^{BATCH}$")
+    rec = Recorder()
+    dest.apply([change(e, fields={"FNAME": "M"}) for e in emails], rec)
+    for email in emails:
+        result = rec.results[(email, "upsert")]
+        assert not result.ok and "answer not believed" in result.error and "count" in result.error
+
+
+def test_a_batch_answer_whose_counts_agree_is_believed(mailchimp_fake, dest) -> None:
+    emails = [f"m{i}@example.com" for i in range(3)]
+    body = (f'{{"new_members": [{", ".join(map(_member, emails[:2]))}], "updated_members": [{_member(emails[2])}], '
+            '"errors": [], "total_created": 2, "total_updated": 1, "error_count": 0}')
+    mailchimp_fake.answer_raw(body.encode(), "application/json", path=f"^{BATCH}$")
+    rec = Recorder()
+    dest.apply([change(e, fields={"FNAME": "M"}) for e in emails], rec)
+    assert all(rec.results[(e, "upsert")].ok for e in emails)
+
+
+@pytest.mark.parametrize("counts", ['"total_added": 2, "total_removed": 0', '"total_added": 1, "total_removed": 1'])
+def test_a_tag_call_answer_whose_counts_contradict_its_lists_is_not_believed(mailchimp_fake, dest, counts) -> None:
+    mailchimp_fake.add_member("a@example.com")
+    mailchimp_fake.answer_raw(f'{{"members_added": [{_member("a@example.com")}], "members_removed": [], "errors": [], '
+                              f'{counts}, "error_count": 0}}'.encode(), "application/json", path=r"/segments/\d+$")
+    rec = Recorder()
+    dest.apply([change("a@example.com", create=False, add={"rfm:A"})], rec)
+    result = rec.results[("a@example.com", "tag+rfm:A")]
+    assert not result.ok and "answer not believed" in result.error and "total_" in result.error
+
+
+def test_an_answer_echoing_the_key_never_puts_it_in_an_error(mailchimp_fake, dest) -> None:
+    """A proxy's debug page (200) that echoes the request's headers (basic auth: the key in base64) and the key
+    itself: the failure recorded for each member keeps the start of the raw answer, with the key masked."""
+    import base64
+
+    basic = base64.b64encode(f"user:{mailchimp_fake.api_key}".encode()).decode()
+    page = f"<pre>POST /3.0/lists/aud1\nAuthorization: Basic {basic}\napikey={mailchimp_fake.api_key}</pre>"
+    mailchimp_fake.answer_raw(page.encode(), path=f"^{BATCH}$")
+    rec = Recorder()
+    dest.apply([change("a@example.com")], rec)
+    error = rec.results[("a@example.com", "upsert")].error
+    assert "answer not believed" in error and "Basic ***" in error
+    assert mailchimp_fake.api_key not in error and basic not in error
+
+
+@pytest.mark.parametrize("field", ["members.1.merge_fields.SEGMENT", "members[1].email_address"])
+def test_a_400_naming_one_member_fails_that_member_and_sends_the_others_again(mailchimp_fake, dest, field) -> None:
+    """Mailchimp's 400 "Invalid Resource" may carry ``errors[{field, message}]`` (not in the spec's problem
+    document; common in practice). When its fields name members of the batch by index, those members fail with
+    the message and the others are sent once more without them, instead of one bad member failing its 499
+    batch-mates on every run."""
+    emails = [f"m{i}@example.com" for i in range(3)]
+    problem = {"type": "https://mailchimp.com/developer/marketing/docs/errors/", "title": "Invalid Resource",
+               "status": 400, "detail": "The resource submitted could not be validated.",
+               "errors": [{"field": field, "message": "This value is not valid."}]}
+    mailchimp_fake.answer_raw(json.dumps(problem).encode(), "application/problem+json", status=400,
+                              path=f"^{BATCH}$")
+    rec = Recorder()
+    dest.apply([change(e, fields={"FNAME": "M"}, add={"rfm:A"}) for e in emails], rec)
+    bad = rec.results[(emails[1], "upsert")]
+    assert not bad.ok and "HTTP 400" in bad.error and "not valid" in bad.error
+    assert not rec.results[(emails[1], "tag+rfm:A")].ok  # no tag call for it
+    for email in (emails[0], emails[2]):
+        assert rec.results[(email, "upsert")].ok and rec.results[(email, "tag+rfm:A")].ok
+        assert mailchimp_fake.member(email)["merge_fields"] == {"FNAME": "M"}
+    assert emails[1] not in mailchimp_fake.lists["aud1"].members
+    assert mailchimp_fake.count("POST", BATCH) == 2
+
+
+def test_a_400_naming_no_member_still_fails_the_whole_batch_once(mailchimp_fake, dest) -> None:
+    mailchimp_fake.answer_raw(b'{"title": "Invalid Resource", "status": 400, "errors": [{"field": "update_existing", '
+                              b'"message": "must be a boolean"}]}', "application/problem+json", status=400,
+                              path=f"^{BATCH}$")
+    rec = Recorder()
+    dest.apply([change(f"m{i}@example.com") for i in range(3)], rec)
+    assert [r.ok for r in rec.results.values()] == [False] * 3 and mailchimp_fake.count("POST", BATCH) == 1

@@ -259,3 +259,116 @@ def test_read_managed_and_existing_members(sendgrid_fake):
 def test_missing_key_is_a_config_error():
     with pytest.raises(DestinationConfigError, match="SENDGRID_API_KEY"):
         SendGridDestination("sg", SecretStr(""))
+
+
+# ------------------------------------------------------------------ answers that lie (a 2xx is a claim)
+@pytest.mark.parametrize("entry", [
+    None,  # the 200 does not mention the address at all
+    b'{"contact": {"email": "b@x.com"}}',  # a contact without an id
+    b'{"error": "internal error"}',  # an error that is not "contact not found"
+    b'"b@x.com"',  # not an object
+])
+def test_a_search_answer_that_does_not_account_for_an_address_never_records_its_removal(sendgrid_fake, entry):
+    """search/emails answers 200 with ``result`` keyed by every address sent: a contact (with its id) or the
+    error "contact not found". An address the 200 does not account for is unknown, not "not a contact": its
+    removal is not done (it stays on the list) and must fail naming the call and the address, not be recorded as
+    done; the addresses the answer does account for are removed as usual."""
+    sendgrid_fake.add_list("RFM Champions")
+    a = sendgrid_fake.add_contact("a@x.com", lists=["RFM Champions"])
+    sendgrid_fake.add_contact("b@x.com", lists=["RFM Champions"])
+    result = b'{"a@x.com": {"contact": {"id": "%s", "email": "a@x.com"}}, "ghost@x.com": {"error": ' \
+             b'"contact not found"}' % a["id"].encode() + (b', "b@x.com": ' + entry if entry else b"") + b"}"
+    sendgrid_fake.answer_raw(b'{"result": ' + result + b"}", "application/json", method="POST",
+                             path="search/emails")
+    dest, _, _ = make(sendgrid_fake)
+    rec = Recorder()
+    dest.apply([change(e, remove={"Champions"}, create=False) for e in ("a@x.com", "b@x.com", "ghost@x.com")], rec)
+    assert sendgrid_fake.members("RFM Champions") == {"b@x.com"}
+    items = rec.items
+    assert items[("a@x.com", "tag-Champions")].ok and items[("ghost@x.com", "tag-Champions")].ok
+    b = items[("b@x.com", "tag-Champions")]
+    assert not b.ok and not b.missing
+    assert "search contacts by email" in b.error and "b@x.com" in b.error
+
+
+def test_existing_members_does_not_believe_a_search_answer_that_leaves_out_an_address(sendgrid_fake):
+    sendgrid_fake.add_contact("a@x.com")
+    sendgrid_fake.add_contact("b@x.com")
+    sendgrid_fake.answer_raw(b'{"result": {"a@x.com": {"contact": {"id": "c1", "email": "a@x.com"}}}}',
+                             "application/json", method="POST", path="search/emails")
+    dest, _, _ = make(sendgrid_fake)
+    with pytest.raises(DestinationError, match="b@x.com"):
+        dest.existing_members(["a@x.com", "b@x.com"])
+
+
+@pytest.mark.parametrize("results", [
+    b'{"requested_count": 3, "created_count": 1, "updated_count": 0, "errored_count": 0}',  # two unaccounted
+    b'{"requested_count": 3, "created_count": 2, "updated_count": 0, "errored_count": 0}',
+    b'{"requested_count": 3, "created_count": 3, "updated_count": 1, "errored_count": 0}',  # one too many
+    b'{"requested_count": 3, "created_count": 2, "updated_count": 0, "errored_count": 2}',
+])
+def test_an_import_job_whose_counts_do_not_add_up_records_nobody_as_pushed(sendgrid_fake, results):
+    """A finished import job says how many contacts it created, updated and rejected: when those do not add up to
+    the contacts sent, which ones it took is unknown, so none of them is recorded as pushed (the next run sends
+    them again; the upsert is idempotent)."""
+    dest, _, _ = make(sendgrid_fake)
+    dest.prepare(["Champions"], FIELDS)
+    sendgrid_fake.answer_raw(b'{"id": "job1", "job_type": "upsert", "status": "completed", "results": ' + results
+                             + b"}", "application/json", method="GET", path="imports/")
+    rec = Recorder()
+    dest.apply([change(e, add={"Champions"}) for e in ("a@x.com", "b@x.com", "c@x.com")], rec)
+    assert len(rec.items) == 6
+    for (email, op), item in rec.items.items():
+        assert not item.ok, (email, op)
+        assert "import job" in item.error and "cannot be believed" in item.error
+
+
+def test_an_import_job_that_accounts_for_every_contact_is_believed(sendgrid_fake):
+    dest, _, _ = make(sendgrid_fake)
+    dest.prepare(["Champions"], FIELDS)
+    sendgrid_fake.add_contact("c@x.com")
+    sendgrid_fake.answer_raw(b'{"id": "job1", "status": "completed", "results": {"requested_count": 3, '
+                             b'"created_count": 2, "updated_count": 1, "errored_count": 0}}', "application/json",
+                             method="GET", path="imports/")
+    rec = Recorder()
+    dest.apply([change(e, add={"Champions"}) for e in ("a@x.com", "b@x.com", "c@x.com")], rec)
+    assert len(rec.items) == 6 and all(item.ok for item in rec.items.values())
+
+
+@pytest.mark.parametrize("then", ["401", "stuck job"])
+def test_a_contact_refused_by_name_is_recorded_even_when_the_resend_of_the_others_fails(sendgrid_fake, then):
+    """A 400 naming contacts[1]: the others are sent again without it. When that second call stops the apply (the
+    key refused mid-apply; an import job that never finishes), the refusal already known is reported first,
+    naming the contact and SendGrid's reason; nobody is recorded as pushed, and the key is in no error."""
+    dest, _, polls = make(sendgrid_fake, job_timeout=60)
+    dest.prepare(["Champions"], FIELDS)
+    sendgrid_fake.answer_raw(b'{"errors": [{"field": "contacts[1].email", "message": "invalid email"}]}',
+                             "application/json", status=400, method="PUT")
+    if then == "401":
+        sendgrid_fake.answer_raw(b'{"errors": [{"field": null, "message": "authorization required"}]}',
+                                 "application/json", status=401, method="PUT")
+    else:
+        sendgrid_fake.pending_polls = 10 ** 6
+    rec = Recorder()
+    with pytest.raises(DestinationError, match="HTTP 401" if then == "401" else "still pending") as info:
+        dest.apply([change(e, add={"Champions"}) for e in ("a@x.com", "b@x.com", "c@x.com")], rec)
+    assert sendgrid_fake.api_key not in str(info.value)
+    items = rec.items
+    assert set(items) == {("b@x.com", "upsert"), ("b@x.com", "tag+Champions")}
+    assert all(not r.ok and "invalid email" in r.error for r in items.values())
+    assert sendgrid_fake.count("PUT", "/v3/marketing/contacts") == 2
+    assert then == "401" or 0 < sum(polls) <= 70  # the poll ended
+
+
+def test_an_answer_echoing_the_key_never_puts_it_in_an_error(sendgrid_fake):
+    """A proxy's debug page (200) that echoes the request's headers: the failure recorded for each contact keeps
+    the start of the raw answer, with the key masked."""
+    dest, _, _ = make(sendgrid_fake)
+    dest.prepare(["Champions"], FIELDS)
+    page = f"<html><pre>PUT /v3/marketing/contacts\nAuthorization: Bearer {sendgrid_fake.api_key}\n</pre></html>"
+    sendgrid_fake.answer_raw(page.encode(), method="PUT")
+    rec = Recorder()
+    dest.apply([change("a@x.com", add={"Champions"})], rec)
+    item = rec.items[("a@x.com", "upsert")]
+    assert not item.ok and "answer not believed" in item.error and "Bearer ***" in item.error
+    assert sendgrid_fake.api_key not in item.error

@@ -27,11 +27,15 @@ call never creates a member nor changes a status, and reports a member gone sinc
 Answers are validated before they are believed (:mod:`sync.destinations.answers`): a 2xx body is read from the
 raw response (the SDK's own decoding is skipped; it returns raw text for HTML, a bare ``requests.Response`` for
 an empty body) in one pass, decoding only the fields rfmsync reads, and checked against the documented shape
-(batch subscribe: ``new_members``, ``updated_members``, ``errors[{email_address, error, error_code}]``; tag
-call: ``members_added``, ``members_removed``, ``errors[{email_addresses, error}]``), and every submitted address
+(batch subscribe: ``new_members``, ``updated_members``, ``errors[{email_address, error, error_code}]``, with
+``total_created``/``total_updated``/``error_count``, when given, counting those lists; tag call:
+``members_added``, ``members_removed``, ``errors[{email_addresses, error}]``, with ``total_added``/
+``total_removed`` likewise; a merge field or tag create: the field (``merge_id``, the ``tag`` asked for) or
+segment (``id``) made, else it is read back, and not there is an error naming it), and every submitted address
 must be accounted for. Anything else fails the call's items with the raw answer (cut to 200 characters). A tag
-add that Mailchimp ignores or refuses because the address is not a list member reports the item ``missing``: the
-ledger forgets the contact, and the next run creates it again (consent rules apply).
+add that Mailchimp ignores or refuses because the address is not a list member reports the item ``missing``
+(a removal refused so: done, and ``missing`` too): the ledger forgets the contact, and the next run creates it
+again (consent rules apply).
 
 Errors, retries, SDK quirks and the answer shapes live in :mod:`sync.destinations.mailchimp_api`.
 Merge field types come from the field vocabulary's kinds (:data:`FIELD_TYPES`); a merge field that
@@ -57,8 +61,9 @@ from .answers import BadAnswer, unaccounted
 from . import specs
 from .base import ClientOptions
 from .mailchimp_apply import Pipeline
-from .mailchimp_api import (NOT_A_MEMBER, BatchAnswer, BatchRejected, Created, ListInfo, MailchimpApi, SegmentAnswer,
-                            member_error)
+from .mailchimp_api import (BATCH_COUNTS, NOT_A_MEMBER, SEGMENT_COUNTS, BatchAnswer, BatchRejected, Created, ListInfo,
+                            MailchimpApi, MergeField, SegmentAnswer, check_counts, member_error,
+                            named_members)
 from .mailchimp_bodies import batch_body, segment_body
 
 log = logging.getLogger(__name__)
@@ -215,13 +220,24 @@ class MailchimpDestination:
     def _chunks(self, items: Sequence[Any]) -> list[Sequence[Any]]:
         return [items[i:i + self.batch_size] for i in range(0, len(items), self.batch_size)]
 
-    def _subscribe(self, chunk: Sequence[ContactChange], create: bool) -> tuple[list[ItemResult], list[Any]]:
+    def _subscribe(self, chunk: Sequence[ContactChange], create: bool, resend: bool = True
+                   ) -> tuple[list[ItemResult], list[Any]]:
         body = batch_body(chunk, create, self._field_tags)  # the members as JSON text, sent as it is
         what = f"POST /lists/{self.audience} ({len(chunk)} {'new' if create else 'existing'} members)"
         try:
             answer = self._call(what, self._lists.batch_list_members, self.audience, body, shape=BatchAnswer)
+            check_counts(answer, BATCH_COUNTS, f"Mailchimp {what}")
         except (BatchRejected, BadAnswer) as exc:
-            return [ItemResult(c.key, "upsert", False, str(exc)) for c in chunk], []
+            named = named_members(exc.body, len(chunk)) if resend and isinstance(exc, BatchRejected) else {}
+            if not named or len(named) == len(chunk):
+                return [ItemResult(c.key, "upsert", False, str(exc)) for c in chunk], []
+            # a 400 naming members: they fail, the others are sent once more without them
+            refused = [ItemResult(chunk[i].key, "upsert", False, f"Mailchimp {what}: HTTP 400 refused {chunk[i].email} "
+                                  f"({msg})") for i, msg in sorted(named.items())]
+            results, spill = self._subscribe([c for i, c in enumerate(chunk) if i not in named], create, False)
+            if isinstance(results, CallResults):
+                return CallResults(results.ok, [*results.other, *refused]), spill
+            return [*results, *refused], spill
         members = [m["email_address"] for m in [*answer["new_members"], *answer["updated_members"]]]
         if not answer["errors"] and (members == [c.email for c in chunk] or  # the usual answer, in order
                                      {m.lower() for m in members}.issuperset([c.key for c in chunk])):
@@ -254,6 +270,7 @@ class MailchimpDestination:
         try:
             answer = self._call(what, self._lists.batch_segment_members, body, self.audience, str(sid),
                                 shape=SegmentAnswer)
+            check_counts(answer, SEGMENT_COUNTS, f"Mailchimp {what}")
         except (BatchRejected, BadAnswer) as exc:
             return [ItemResult(c.key, op, False, str(exc)) for c, op in _ops(tag, add, remove)], []
         if not answer["errors"]:  # the usual answer: every add made (keys are the lower-cased addresses)
@@ -270,7 +287,8 @@ class MailchimpDestination:
         for c, op in _ops(tag, add, remove):
             email = c.email.lower()
             if email in refused and op.startswith("tag-") and NOT_A_MEMBER.search(refused[email]):
-                results.append(ItemResult(c.key, op, True))  # not in the audience: it carries no tag either
+                # not in the audience: it carries no tag either (done), and the ledger forgets it (missing)
+                results.append(ItemResult(c.key, op, True, missing=True))
             elif email in refused:
                 results.append(ItemResult(c.key, op, False, refused[email],
                                           missing=bool(NOT_A_MEMBER.search(refused[email]))))
@@ -286,12 +304,15 @@ class MailchimpDestination:
         tag, value = item[0].upper(), item[1]
         kind = merge_field_type(value)
         body = {"tag": tag, "name": value, "type": kind, "public": False}
+        what = f"POST /lists/{self.audience}/merge-fields ({tag})"
         try:
-            self._call(f"POST /lists/{self.audience}/merge-fields ({tag})", self._lists.add_list_merge_field,
-                       self.audience, body)
-        except BatchRejected:  # a retried create whose first attempt landed: fine if it now exists
-            if tag not in self._merge_fields():
-                raise
+            made = self._call(what, self._lists.add_list_merge_field, self.audience, body, shape=MergeField)
+            if made.tag.upper() != tag:
+                raise BadAnswer(f"Mailchimp {what}", f"the field made is {made.tag!r}", made.model_dump())
+        except (BatchRejected, BadAnswer) as exc:  # a retried create whose first attempt landed, or an answer
+            if tag not in self._merge_fields():  # that is not the field made: fine if it now exists
+                raise DestinationError(f"Mailchimp could not create merge field {tag} in audience "
+                                       f"{self.audience!r}: {exc}", status=exc.status, body=exc.body) from None
         log.info("mailchimp %s: created merge field %s (%s) for %r", self.name, tag, kind, value)
 
     def _merge_fields(self) -> dict[str, dict[str, Any]]:

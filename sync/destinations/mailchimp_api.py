@@ -14,6 +14,7 @@ the raw response and checked against the documented shape (:class:`BatchAnswer`,
 
 from __future__ import annotations
 
+import base64
 import http.cookiejar
 import json
 import logging
@@ -28,7 +29,7 @@ from requests.auth import HTTPBasicAuth
 from requests.cookies import RequestsCookieJar
 from requests.structures import CaseInsensitiveDict
 from pydantic import TypeAdapter, with_config
-from typing_extensions import Required, TypedDict
+from typing_extensions import NotRequired, Required, TypedDict
 from mailchimp_marketing.api.lists_api import ListsApi
 from mailchimp_marketing.api_client import ApiClient, ApiClientError
 
@@ -80,6 +81,9 @@ class _BatchAnswer(TypedDict):
     new_members: list[Member]
     updated_members: list[Member]
     errors: list[MemberError]
+    total_created: NotRequired[int]
+    total_updated: NotRequired[int]
+    error_count: NotRequired[int]
 
 
 @with_config(STRICT)
@@ -93,12 +97,29 @@ class _SegmentAnswer(TypedDict):
     members_added: list[Member]
     members_removed: list[Member]
     errors: list[SegmentError]
+    total_added: NotRequired[int]
+    total_removed: NotRequired[int]
 
 
 #: ``POST /lists/{id}`` (batch subscribe), 200
 BatchAnswer: TypeAdapter[_BatchAnswer] = TypeAdapter(_BatchAnswer)
 #: ``POST /lists/{id}/segments/{seg}`` (members_to_add / members_to_remove), 200
 SegmentAnswer: TypeAdapter[_SegmentAnswer] = TypeAdapter(_SegmentAnswer)
+
+
+#: the counts of a batch (subscribe, tag call) answer and the lists they count
+BATCH_COUNTS = (("total_created", "new_members"), ("total_updated", "updated_members"), ("error_count", "errors"))
+SEGMENT_COUNTS = (("total_added", "members_added"), ("total_removed", "members_removed"))
+
+
+def check_counts(answer: Mapping[str, Any], counts: tuple[tuple[str, str], ...], what: str) -> None:
+    """:class:`BadAnswer` when a count the answer gives says otherwise than the list it counts: which members
+    were done is then unknown."""
+    for count, key in counts:
+        n = answer.get(count)
+        if n is not None and n != len(answer[key]):
+            raise BadAnswer(what, f"{count} {n} does not count its {len(answer[key])} {key}",
+                            {c: answer.get(c) for c, _ in counts})
 
 
 class ListInfo(Shape):
@@ -108,6 +129,13 @@ class ListInfo(Shape):
 
 class Created(Shape):
     id: int
+
+
+class MergeField(Shape):
+    """``POST /lists/{id}/merge-fields``, 200: the Merge Field made."""
+
+    merge_id: int
+    tag: str
 
 
 def action_for(status: int, empty_body: bool = False) -> Action:
@@ -246,6 +274,8 @@ class MailchimpApi:
         self.name, self.audience, self.timeout, self._retry = name, audience, timeout, retry
         # server "" turns off the SDK's url.replace('server', dc) on every URL; the host is set in full instead.
         self._api = _ApiClient({"api_key": key, "server": "", "timeout": timeout}, api_url, connections)
+        # masked in the raw answers errors keep (a page echoing the request's headers: basic auth is user:key)
+        self._secrets = (key, base64.b64encode(f"user:{key}".encode()).decode())
         self.lists = ListsApi(self._api)
 
     def __repr__(self) -> str:
@@ -261,7 +291,7 @@ class MailchimpApi:
             bad = not isinstance(items, list) or any(
                 not isinstance(i, dict) or any(i.get(n) is None for n in need) for i in items)
             if bad or not isinstance(page.get("total_items", 0), int):
-                raise BadAnswer(f"Mailchimp {label}", f"{key}[] items need {', '.join(need)}", page)
+                raise BadAnswer(f"Mailchimp {label}", f"{key}[] items need {', '.join(need)}", page, self._secrets)
             if items and items == previous:
                 raise DestinationError(f"Mailchimp {what}: the same page came back twice at offset {offset}; "
                                        "stopping instead of looping")
@@ -295,12 +325,13 @@ class MailchimpApi:
             log.debug("mailchimp %s: %s answered in %.2fs", self.name, what, time.monotonic() - started)
             label = f"Mailchimp {what}"
             raw = response.content if response is not None else result
+            secrets = self._secrets
             if shape is not None:  # the raw body, validated in one pass (only the shape's fields are read)
-                return parse_answer(shape, raw, label) if isinstance(raw, (bytes, str)) else \
-                    validate(shape, raw, label)
-            payload = decode_json(raw, label) if isinstance(raw, (bytes, str)) else raw
+                return parse_answer(shape, raw, label, secrets) if isinstance(raw, (bytes, str)) else \
+                    validate(shape, raw, label, secrets=secrets)
+            payload = decode_json(raw, label, secrets) if isinstance(raw, (bytes, str)) else raw
             if not isinstance(payload, dict):
-                raise BadAnswer(label, "not a JSON object", raw)
+                raise BadAnswer(label, "not a JSON object", raw, secrets)
             return payload
 
         try:
@@ -354,3 +385,18 @@ def member_error(error: MemberError) -> str:
     if error.get("field"):
         text += f" ({error.get('field')}: {error.get('field_message') or 'invalid'})"
     return text
+
+
+_MEMBER_FIELD = re.compile(r"^members(?:\.|\[)(\d+)")
+
+
+def named_members(body: str | None, n: int) -> dict[int, str]:
+    """Index -> message of the members (of ``n`` sent) a 400's ``errors[{field, message}]`` names by their place
+    (``members.3.email_address``, ``members[3]``); that array is not in the spec's problem document, so an
+    answer without it names nobody."""
+    named: dict[int, str] = {}
+    for e in _problem(body or "").get("errors") or []:
+        m = _MEMBER_FIELD.match(str(e.get("field") or "")) if isinstance(e, dict) else None
+        if m and int(m.group(1)) < n:
+            named[int(m.group(1))] = f"{e.get('field')}: {e.get('message') or 'invalid'}"
+    return named

@@ -28,7 +28,7 @@ from connectors.retry import RetryPolicy
 from ..errors import DestinationConfigError, DestinationError
 from ..model import ContactChange, FieldValue, ItemResult, OnResults
 from ..planning.values import kind_of
-from .answers import BadAnswer
+from .answers import BadAnswer, excerpt
 from . import specs
 from .base import ClientOptions
 from .sendgrid_api import (ExportJob, FieldDefinitions, Id, ImportJob, JobId, ListsPage, Refused, Search, SendGridApi,
@@ -43,6 +43,7 @@ MAX_SEARCH_EMAILS = 100  # POST /v3/marketing/contacts/search/emails returns up 
 MAX_REMOVE_IDS = 100  # DELETE /lists/{id}/contacts?contact_ids=… (cap unpublished: keep URLs short)
 PRESENT = "present"  # existing_members() status: SendGrid contacts have no subscription status
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NOT_FOUND = re.compile(r"not found", re.I)  # search/emails' per-address miss: "contact not found"
 #: field kind -> custom field type (SendGrid has Text, Number and Date; a boolean is a yes/no Text)
 FIELD_TYPES: Mapping[str, str] = specs.SENDGRID_FIELD_TYPES
 
@@ -221,47 +222,62 @@ class SendGridDestination:
                 on_results: OnResults) -> None:
         errors: dict[int, str] = {}
         pending = list(range(len(batch)))
-        for attempt in range(2):  # once more without the contacts a 400 named
-            body = {"contacts": [batch[i][1] for i in pending], **({"list_ids": list_ids} if list_ids else {})}
-            try:
-                _, started = self._request("put", ["marketing", "contacts"], body=body,
-                                           what=f"upsert {len(pending)} contacts", shape=JobId)
-                job = self._poll(["marketing", "contacts", "imports", started.job_id],
-                                 lambda p: p.status != "pending", what=f"import job {started.job_id}",
-                                 shape=ImportJob)
-                errors.update(self._job_errors(job, batch, pending))
-            except BadAnswer as exc:  # nothing in it can be believed: every contact sent fails
-                errors.update({i: str(exc) for i in pending})
-            except Refused as refused:
-                named = indexed_errors(refused.errors)
-                bad = {pending[i]: msg for i, msg in named.items() if i < len(pending)}
-                if not bad or attempt == 1:
-                    msg = "; ".join(str(e.get("message")) for e in refused.errors)[:300]
-                    bad = {i: f"SendGrid refused the batch (HTTP {refused.status}): {msg}"
-                           for i in pending if i not in bad} | bad
-                errors.update(bad)
-                pending = [i for i in pending if i not in bad]
-                if not pending:
-                    break
-                continue
-            break
+        try:
+            for attempt in range(2):  # once more without the contacts a 400 named
+                body = {"contacts": [batch[i][1] for i in pending], **({"list_ids": list_ids} if list_ids else {})}
+                try:
+                    _, started = self._request("put", ["marketing", "contacts"], body=body,
+                                               what=f"upsert {len(pending)} contacts", shape=JobId)
+                    job = self._poll(["marketing", "contacts", "imports", started.job_id],
+                                     lambda p: p.status != "pending", what=f"import job {started.job_id}",
+                                     shape=ImportJob)
+                    errors.update(self._job_errors(job, batch, pending))
+                except BadAnswer as exc:  # nothing in it can be believed: every contact sent fails
+                    errors.update({i: str(exc) for i in pending})
+                except Refused as refused:
+                    named = indexed_errors(refused.errors)
+                    bad = {pending[i]: msg for i, msg in named.items() if i < len(pending)}
+                    if not bad or attempt == 1:
+                        msg = "; ".join(str(e.get("message")) for e in refused.errors)[:300]
+                        bad = {i: f"SendGrid refused the batch (HTTP {refused.status}): {msg}"
+                               for i in pending if i not in bad} | bad
+                    errors.update(bad)
+                    pending = [i for i in pending if i not in bad]
+                    if not pending:
+                        break
+                    continue
+                break
+        except DestinationError:  # the resend stopped the apply: the refusals already known are recorded first
+            if errors:
+                on_results(self._batch_results(batch, errors, only=errors))
+            raise
+        log.debug("SendGrid %s: upsert batch of %d done, %d rejected", self.name, len(batch), len(errors))
+        on_results(self._batch_results(batch, errors))
+
+    def _batch_results(self, batch: list[tuple[ContactChange, dict[str, Any]]], errors: Mapping[int, str],
+                       only: Iterable[int] | None = None) -> list[ItemResult]:
+        """The upsert and list-add outcomes of a batch's contacts (``only`` these indexes): failed with their
+        error, else done."""
         results: list[ItemResult] = []
-        for i, (ch, _) in enumerate(batch):
-            err = errors.get(i)
+        for i in range(len(batch)) if only is None else sorted(only):
+            ch, err = batch[i][0], errors.get(i)
             ok = err is None
             if ch.needs_upsert:
                 results.append(ItemResult(ch.key, "upsert", ok, err))
             for t in sorted(ch.add_tags):
                 if self._list_id(t) is not None:
                     results.append(ItemResult(ch.key, f"tag+{t}", ok, err))
-        log.debug("SendGrid %s: upsert batch of %d done, %d rejected", self.name, len(batch), len(errors))
-        on_results(results)
+        return results
 
     def _job_errors(self, job: ImportJob, batch: list[tuple[ContactChange, dict[str, Any]]],
                     pending: list[int]) -> dict[int, str]:
         res = job.results
-        if res is None or res.requested_count != len(pending):
-            got = "no results" if res is None else f"requested_count {res.requested_count}"
+        counted = None if res is None or res.created_count is None and res.updated_count is None else \
+            (res.created_count or 0) + (res.updated_count or 0) + res.errored_count
+        if res is None or res.requested_count != len(pending) or counted not in (None, len(pending)):
+            got = "no results" if res is None else f"requested_count {res.requested_count}" + (
+                "" if counted in (None, len(pending)) else f", created {res.created_count or 0} + updated "
+                f"{res.updated_count or 0} + errored {res.errored_count}")
             reason = (f"SendGrid import job {job.status}: {got} for {len(pending)} contacts sent; "
                       "the outcome cannot be believed")
             return {i: reason for i in pending}
@@ -301,11 +317,16 @@ class SendGridDestination:
             return
         emails = sorted({ch.email.lower() for items in by_list.values() for ch, _ in items})
         try:
-            ids = self._contact_ids(emails)
+            ids, unknown = self._contact_ids(emails)
         except BadAnswer as exc:
             on_results([ItemResult(ch.key, f"tag-{t}", False, str(exc)) for items in by_list.values()
                         for ch, t in items])
             return
+        if unknown:  # neither a contact nor "not found": whether it is on the list is unknown, nothing is sent
+            on_results([ItemResult(ch.key, f"tag-{t}", False, unknown[ch.email.lower()])
+                        for items in by_list.values() for ch, t in items if ch.email.lower() in unknown])
+            by_list = {lid: [(ch, t) for ch, t in items if ch.email.lower() not in unknown]
+                       for lid, items in by_list.items()}
         for lid, items in by_list.items():
             gone = [ItemResult(ch.key, f"tag-{t}", True) for ch, t in items if ch.email.lower() not in ids]
             if gone:
@@ -324,25 +345,35 @@ class SendGridDestination:
                     msg = f"SendGrid refused the removal: {error_text({'errors': refused.errors})}"
                     on_results([ItemResult(ch.key, f"tag-{t}", False, msg) for ch, t in part])
 
-    def _contact_ids(self, emails: Sequence[str]) -> dict[str, str]:
-        """email → contact id for those SendGrid knows (``search/emails``, 100 per call)."""
+    def _contact_ids(self, emails: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
+        """email → contact id for those SendGrid knows (``search/emails``, 100 per call), and email → why it is
+        unknown for those a 200 does not account for. A 200 names every address sent: ``{"contact": {"id"…}}``
+        or ``{"error": "contact not found"}`` (a 404: none found); an address it leaves out, or names with
+        anything else, is neither known nor absent."""
         found: dict[str, str] = {}
+        unknown: dict[str, str] = {}
+        what = "search contacts by email"
         for start in range(0, len(emails), MAX_SEARCH_EMAILS):
             chunk = list(emails[start:start + MAX_SEARCH_EMAILS])
             try:
                 status, payload = self._request("post", ["marketing", "contacts", "search", "emails"],
-                                                body={"emails": chunk}, what="search contacts by email",
-                                                ok_404=True, shape=Search)
+                                                body={"emails": chunk}, what=what, ok_404=True, shape=Search)
             except Refused as refused:
                 raise DestinationError(f"SendGrid search by email refused: "
                                        f"{error_text({'errors': refused.errors})}", status=refused.status) from None
             if status == 404:
                 continue
-            for email, entry in payload.result.items():
-                contact = (entry or {}).get("contact") if isinstance(entry, dict) else None
-                if contact and contact.get("id"):
-                    found[email.lower()] = contact["id"]
-        return found
+            answered = {str(email).lower(): entry for email, entry in payload.result.items()}
+            for email in chunk:
+                entry = answered.get(email)
+                contact = entry.get("contact") if isinstance(entry, dict) else None
+                if isinstance(contact, dict) and isinstance(contact.get("id"), str) and contact["id"]:
+                    found[email] = contact["id"]
+                elif not (isinstance(entry, dict) and contact is None and _NOT_FOUND.search(str(entry.get("error")))):
+                    unknown[email] = (f"SendGrid {what}: the 200 answer does not account for {email} "
+                                      f"({'left out' if entry is None else excerpt(entry, self._api.secrets, 80)}); "
+                                      "not believed, sent again next run")
+        return found, unknown
 
     # ---------------------------------------------------------------- reads
     def read_managed(self, managed_tags: Sequence[str]) -> dict[str, set[str]]:
@@ -373,7 +404,11 @@ class SendGridDestination:
         """``{email: "present"}`` for the given keys SendGrid holds; ``None`` without keys (no cheap full read)."""
         if keys is None:
             return None
-        return {email: PRESENT for email in self._contact_ids(sorted({k.lower() for k in keys}))}
+        found, unknown = self._contact_ids(sorted({k.lower() for k in keys}))
+        if unknown:
+            raise BadAnswer(f"SendGrid search contacts by email ({len(unknown)} of the addresses)",
+                            "not accounted for", ", ".join(sorted(unknown)))
+        return {email: PRESENT for email in found}
 
 
 def _custom_value(value: FieldValue, kind: str) -> Any:

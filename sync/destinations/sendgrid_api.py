@@ -83,6 +83,8 @@ class Id(Shape):
 
 class JobResults(Shape):
     requested_count: int | None = None  # absent while pending; a finished job must say how many it took
+    created_count: int | None = None  # when given, created + updated + errored must be the contacts sent
+    updated_count: int | None = None
     errored_count: int = 0
     errors_url: str | None = None
 
@@ -156,6 +158,7 @@ class SendGridApi:
         self.name, self.retry, self.timeout, self._sleep = name, retry, timeout, sleep
         self.poll_interval, self.job_timeout = poll_interval, job_timeout
         self._sg = SendGridAPIClient(api_key=key, host=api_url)
+        self.secrets = (key,)  # masked in the raw answers errors keep (a page echoing the request's headers)
         self._sg.client.timeout = timeout
 
     def __repr__(self) -> str:
@@ -185,7 +188,7 @@ class SendGridApi:
                 raise DestinationError(msg, transient=True) from None
             log.debug("SendGrid %s %s -> %s", method.upper(), "/".join(parts), resp.status_code)
             if shape is not None:
-                return resp.status_code, parse_answer(shape, resp.body, f"SendGrid {what}")
+                return resp.status_code, parse_answer(shape, resp.body, f"SendGrid {what}", self.secrets)
             return resp.status_code, decode_body(resp.body)
 
         try:

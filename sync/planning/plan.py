@@ -284,6 +284,8 @@ def apply_results_to_state(state: dict[str, PushedState], changes: Mapping[str, 
             exists = True
         elif r.op.startswith("tag-"):
             tags.discard(r.op[4:])
+        if r.missing:  # done, and the ESP does not hold it (a removal for a contact deleted there): forgotten
+            tags, fields, exists = set(), {}, False
         state[r.key] = PushedState(key=r.key, customer_id=(c.customer_id if c else prev.customer_id) or None,
                                    tags=frozenset(tags), fields=fields, exists=exists)
         touched.add(r.key)
