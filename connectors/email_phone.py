@@ -31,6 +31,8 @@ from .normalize import TRIMMED_SPACES, lit
 # ---------------------------------------------------------------------------------------------- emails
 
 _EMAIL_FAST_RE = (r"[a-z0-9]+([._+-][a-z0-9]+)*@([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,24}")
+#: RFC 5321's limit before the @ (email-validator enforces it only in its ``strict`` mode; the ESPs refuse longer)
+LOCAL_PART_MAX = 64
 _SPECIAL_TLDS = ("arpa", "invalid", "local", "localhost", "onion", "test")
 
 
@@ -38,7 +40,7 @@ def email_fast_sql(col: str) -> str:
     """TRUE when the (already lower-cased, trimmed) value is a plain-ASCII address email-validator accepts."""
     tlds = ", ".join(lit(t) for t in _SPECIAL_TLDS)
     return (f"(regexp_full_match({col}, '{_EMAIL_FAST_RE}') AND length({col}) <= 254"
-            f" AND strpos({col}, '@') <= 65 AND NOT contains({col}, '--')"
+            f" AND strpos({col}, '@') <= {LOCAL_PART_MAX + 1} AND NOT contains({col}, '--')"
             f" AND NOT list_contains([{tlds}], split_part({col}, '.', -1)))")
 
 
@@ -47,18 +49,29 @@ _EMAIL_FAST_PY = re.compile(_EMAIL_FAST_RE)
 
 def is_plain_email(value: str) -> bool:
     """Python twin of :func:`email_fast_sql`: the plain-ASCII case email-validator accepts unchanged."""
-    return (_EMAIL_FAST_PY.fullmatch(value) is not None and len(value) <= 254 and value.find("@") < 64
+    return (_EMAIL_FAST_PY.fullmatch(value) is not None and len(value) <= 254 and value.find("@") <= LOCAL_PART_MAX
             and "--" not in value and value.rsplit(".", 1)[-1] not in _SPECIAL_TLDS)
 
 
+def lower_like_sql(value: str) -> str:
+    """``value`` lower-cased as DuckDB's ``lower()`` does (one character → one character): Python's
+    ``str.lower`` differs only in turning İ (U+0130) into ``i`` + U+0307 and a word-final Σ into ς, so an address
+    typed so would get one key from a file export and another from a CRM or webhook."""
+    if value.isascii():
+        return value.lower()
+    return "".join("i" if ch == "\u0130" else ch.lower() for ch in value)
+
+
 def validate_email_value(value: str) -> str | None:
-    """email-validator's normalised, lower-cased address, or None when invalid."""
+    """email-validator's normalised, lower-cased address, or None when invalid (also when more than
+    :data:`LOCAL_PART_MAX` characters come before the @: the ESPs refuse it, so it would fail every run)."""
     from email_validator import EmailNotValidError, validate_email
 
     try:
-        return validate_email(value, check_deliverability=False).normalized.lower()
+        found = validate_email(value, check_deliverability=False)
     except EmailNotValidError:
         return None
+    return lower_like_sql(found.normalized) if len(found.local_part) <= LOCAL_PART_MAX else None
 
 
 @dataclass(frozen=True)
@@ -173,8 +186,8 @@ _TRIM = "".join(map(chr, TRIMMED_SPACES))
 
 def normalize_email(value: str | None) -> str | None:
     """Python twin of :func:`email_map` for one value (API and webhook contacts): trimmed like SQL
-    ``trim()``, lower-cased and validated; None when empty or invalid."""
-    email = (value or "").strip(_TRIM).lower()
+    ``trim()``, lower-cased like SQL ``lower()`` and validated; None when empty or invalid."""
+    email = lower_like_sql((value or "").strip(_TRIM))
     if not email:
         return None
     return email if is_plain_email(email) else validate_email_value(email)
