@@ -218,14 +218,18 @@ class Config(BaseModel):
         return self
 
     @model_validator(mode="after")
-    def _known_transitions(self) -> "Config":
-        from .planning.transitions import check_transitions, segment_names
+    def _known_segments(self) -> "Config":
+        """Every segment a destination maps (``segments``, ``tags``, ``transitions``) is one the rules give: a
+        typo would be an empty audience, and its managed tag would be taken off everyone who has it."""
+        from .planning.transitions import check_segment_keys, check_transitions, segment_names
 
-        dests = [d for d in self.destinations if d.transitions]
+        dests = [d for d in self.destinations if d.segments or d.tags or d.transitions]
         if dests:
             names = segment_names(self)
             for d in dests:
-                check_transitions(d, names, [t for tags in d.spec.managed_tags(d).values() for t in tags])
+                check_segment_keys(d, names)
+                if d.transitions:
+                    check_transitions(d, names, [t for tags in d.spec.managed_tags(d).values() for t in tags])
         return self
 
     @model_validator(mode="after")
