@@ -149,6 +149,13 @@ class DestinationConfig(BaseModel):
         refused = spec.refused_new_contacts.get(self.new_contacts)
         if refused:
             raise ValueError(f"destination {self.name!r}: {refused}")
+        seen: dict[str, str] = {}
+        for name in self.fields:
+            first = seen.setdefault(name.casefold(), name)
+            if first != name:
+                raise ValueError(f"destination {self.name!r}: [destinations.fields] {first!r} and {name!r} differ only "
+                                 f"in case, and Mailchimp and SendGrid take them for one field (written twice per "
+                                 f"contact, with two values); give them distinct names")
         if self.tags and spec.tag_name is None:
             tagged = " or ".join(s.label for s in DESTINATIONS.values() if s.tag_name is not None)
             raise ValueError(f"destination {self.name!r}: [destinations.tags] is for {tagged} only")

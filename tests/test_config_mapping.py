@@ -52,3 +52,15 @@ def test_custom_rule_names_and_the_default_segment_may_be_mapped(tmp_path):
     path = config(tmp_path, MC + '[destinations.segments]\n"Reorder due" = "rfm-reorder"\n"Other" = "rfm-other"',
                   rules)
     assert load_config(path).destinations[0].segments == {"Reorder due": "rfm-reorder", "Other": "rfm-other"}
+
+
+@pytest.mark.parametrize("dest", [MC, UNI, 'type = "sendgrid"\n'])
+def test_two_fields_whose_names_differ_only_in_case_are_a_config_error(tmp_path, dest):
+    """Mailchimp merge tags are upper case and SendGrid's field names match whatever the case: ``Recency`` and
+    ``RECENCY`` are one ESP field, written twice per contact with two values while the ledger believes both.
+    Refused for every type (Unisender's names would differ only in case too: a trap, never a need)."""
+    path = config(tmp_path, dest + '[destinations.fields]\nRecency = "recency_days"\nSEG = "segment"\nRECENCY = "r"')
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert ("destination 'mc': [destinations.fields] 'Recency' and 'RECENCY' differ only in case, and Mailchimp "
+            "and SendGrid take them for one field" in str(exc.value))
