@@ -53,3 +53,31 @@ def test_the_partial_plan_notes_the_address_it_leaves_and_takes_it_when_its_owne
     assert notes == ["fam@x.ru is customer A's contact and also customer B's address: left to the full sync, "
                      "which picks the more valuable one"]
     assert leave_shared_to_full_sync(want, last, {"A", "B", "C"}) == (want, last, [])
+
+
+def test_a_full_plan_says_which_addresses_several_customers_share(tmp_path):
+    """The full plan keeps the first customer of an address in planning order (the more valuable); the others'
+    segments never reach the ESP, and the plan says so instead of dropping them without a word."""
+    from sync.config import Config
+    from sync.ledger import Ledger
+    from sync.planning.planner import plan_one
+
+    cfg = Config(destinations=[{"name": "mc", "type": "mailchimp", "audience": "a", "segments": {"Churn": "W"}}])
+    rows = [{"customer_id": "A", "email": "fam@x.ru", "segment": "Best active", "marketing_consent": "yes"},
+            {"customer_id": "B", "email": "solo@x.ru", "segment": "Churn", "marketing_consent": "yes"},
+            {"customer_id": "C", "email": " FAM@x.ru", "segment": "Churn", "marketing_consent": "yes"},
+            {"customer_id": "D", "email": "two@x.ru", "segment": "Churn", "marketing_consent": "yes"},
+            {"customer_id": "E", "email": "Two@X.ru", "segment": "Churn", "marketing_consent": "yes"}]
+    ledger = Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}")
+    try:
+        plan = plan_one(cfg, cfg.destinations[0], rows, ledger, None, None, full_refresh=False,
+                        reconcile=False).plan
+        alone = plan_one(cfg, cfg.destinations[0], rows[:2], ledger, None, None, full_refresh=False,
+                         reconcile=False).plan
+    finally:
+        ledger.close()
+    assert sorted(c.key for c in plan.changes) == ["fam@x.ru", "solo@x.ru", "two@x.ru"]
+    assert ("2 addresses are each shared by several customers (fam@x.ru: customers A, C; two@x.ru: customers D, E):"
+            " each is one contact, synced as the first of its customers (the most valuable); the others' segments"
+            " and fields are not synced") in plan.notes
+    assert not any("shared" in n for n in alone.notes)
