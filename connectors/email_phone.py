@@ -30,6 +30,11 @@ from .normalize import TRIMMED_SPACES, lit
 
 # ---------------------------------------------------------------------------------------------- emails
 
+_TRIM = "".join(map(chr, TRIMMED_SPACES))
+#: what is trimmed around an address: SQL ``trim()``'s spaces, and the tab, line breaks, zero-width characters and
+#: BOM an export's cell or a paste leaves there (never part of an address: with them it was invalid)
+EMAIL_BLANKS = _TRIM + "\t\n\r\x0b\x0c\u200b\u200c\u200d\u2060\ufeff"
+
 _EMAIL_FAST_RE = (r"[a-z0-9]+([._+-][a-z0-9]+)*@([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,24}")
 #: RFC 5321's limit before the @ (email-validator enforces it only in its ``strict`` mode; the ESPs refuse longer)
 LOCAL_PART_MAX = 64
@@ -105,7 +110,8 @@ def email_map(con: duckdb.DuckDBPyConnection, values_sql: str, table: str) -> Va
         import pyarrow as pa
 
         con.register("_email_fixed", pa.table({"raw": [r for r, _ in slow],
-                                               "norm": [validate_email_value(e) for _, e in slow]}))
+                                               "norm": [validate_email_value(e.strip(EMAIL_BLANKS))
+                                                        for _, e in slow]}))
         con.execute("UPDATE _email_new t SET norm = f.norm FROM _email_fixed f WHERE t.raw = f.raw")
         con.unregister("_email_fixed")
     con.execute(f"INSERT INTO {table} SELECT raw, norm FROM _email_new")
@@ -181,13 +187,10 @@ def phone_map(con: duckdb.DuckDBPyConnection, values_sql: str, table: str, regio
 
 # ---------------------------------------------------------------------------------------------- one value
 
-_TRIM = "".join(map(chr, TRIMMED_SPACES))
-
-
 def normalize_email(value: str | None) -> str | None:
-    """Python twin of :func:`email_map` for one value (API and webhook contacts): trimmed like SQL
-    ``trim()``, lower-cased like SQL ``lower()`` and validated; None when empty or invalid."""
-    email = lower_like_sql((value or "").strip(_TRIM))
+    """Python twin of :func:`email_map` for one value (API and webhook contacts): trimmed of
+    :data:`EMAIL_BLANKS`, lower-cased like SQL ``lower()`` and validated; None when empty or invalid."""
+    email = lower_like_sql((value or "").strip(EMAIL_BLANKS))
     if not email:
         return None
     return email if is_plain_email(email) else validate_email_value(email)

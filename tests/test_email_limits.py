@@ -90,7 +90,7 @@ def test_a_file_export_and_a_crm_or_webhook_contact_give_the_same_key(typed, key
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.text(st.sampled_from("aİIıiΣσςΟΔßẞÅÆǅЁёƏə. "), min_size=1, max_size=6)
+@given(st.lists(st.text(st.sampled_from("aİIıiΣσςΟΔßẞÅÆǅЁёƏə. \t\n\u200b\ufeff\u00a0"), min_size=1, max_size=6)
                 .map(lambda s: s + "@Mail.Az"), min_size=1, max_size=20))
 def test_the_sql_and_python_twins_agree_on_every_address(values):
     with scratch_con() as con:
@@ -123,3 +123,22 @@ def test_a_shopify_order_without_a_customer_is_keyed_by_the_same_address():
     order = shopify.map_order({"id": 7, "email": " İlham@Mail.az", "financial_status": "paid", "total_price": "10",
                                "processed_at": "2026-01-01T00:00:00Z", "currency": "UZS"}, shopify.ShopifyConfig())
     assert order.customer_id == "ilham@mail.az"
+
+
+AROUND = ["ivan@mail.ru\t", "\tIvan@mail.ru", "ivan@mail.ru\n", "ivan@mail.ru\r\n", "\u200bivan@mail.ru",
+          "ivan@mail.ru\u200b", "\ufeffivan@mail.ru", "ivan@mail.ru\u2060", "\u00a0ivan@mail.ru \u200d"]
+
+
+@pytest.mark.parametrize("typed", AROUND)
+def test_invisible_characters_around_an_address_are_trimmed_in_both_paths(typed):
+    """A tab or line break left in an export's cell, a zero-width space or BOM pasted with the address: the
+    address was invalid, so the customer had no e-mail (not synced) while his CRM contact had one."""
+    assert normalize_email(typed) == "ivan@mail.ru"
+    con = duckdb.connect()
+    con.register("v", pa.table({"raw": [typed]}))
+    email_map(con, "SELECT raw FROM v", "m")
+    assert con.execute("SELECT norm FROM m").fetchall() == [("ivan@mail.ru",)]
+    with scratch_con() as c:
+        staged = stage_dicts([{"customer_id": "1", "email": typed, "segment": "Churn"}], c)
+        assert staged.desired_keys() == ["ivan@mail.ru"]
+    assert normalize_email("iv\u200ban@mail.ru") is None  # inside the address it is no blank: still invalid
