@@ -291,7 +291,9 @@ def bench_config(harness, kind: str):
     from sync.config import Config, DestinationConfig
 
     dest = DestinationConfig(**harness.destination(f"bench-{kind}", SEGMENTS, FIELDS, tags=TAGS))
-    return Config(destinations=[dest]), dest
+    # the bench writes its segments itself; the config names them as rules, as a shop mapping them would
+    rules = [{"name": name, "match": ["R1"]} for name in _NAMES]
+    return Config(segmentation={"rules": rules}, destinations=[dest]), dest
 
 
 def full_plan_child(kind: str, contacts: int, ledger_url: str) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .contacts import PhoneRegion, clean_contact
+from .email_phone import lower_like_sql
 from .errors import ConfigError, FatalError, TransientError
 from .identity import DEFAULT_MAX_GROUP
 from .http import (FieldError, HttpClient, Throttle, answer_object, clean, get_field, json_shape, parse_dt, to_decimal,
@@ -142,7 +143,7 @@ def map_contact(raw: Mapping[str, Any]) -> Contact:
     if first is None and last is None:
         first = clean(raw.get("name"))
     created_key = "created_at" if raw.get("created_at") else "date_create"
-    return Contact(customer_id=cid, email=(_multi(raw, "EMAIL") or "").lower() or None, phone=_multi(raw, "PHONE"),
+    return Contact(customer_id=cid, email=lower_like_sql(_multi(raw, "EMAIL") or "") or None, phone=_multi(raw, "PHONE"),
                    first_name=first, last_name=last, marketing_consent=Consent.UNKNOWN,
                    created_at=get_field(raw, created_key, parse_dt) if raw.get(created_key) else None,
                    attributes={"tags": ",".join(t["name"] for t in tags if t.get("name"))} if tags else {})

@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .contacts import PhoneRegion
+from .email_phone import lower_like_sql
 from .errors import AuthError, ConfigError, FatalError, TransientError
 from .identity import DEFAULT_MAX_GROUP
 from .http import (Action, FieldError, HttpClient, Throttle, clean, get_field, get_list, parse_dt, to_decimal,
@@ -123,7 +124,7 @@ def map_contact(raw: Mapping[str, Any]) -> Contact:
     cid = get_field(raw, "ID", lambda v: str(int(v)))
     attrs = {"city": clean(raw.get("ADDRESS_CITY")), "source": clean(raw.get("SOURCE_ID")),
              "type": clean(raw.get("TYPE_ID"))}
-    return Contact(customer_id=cid, email=(_first(raw, "EMAIL") or "").lower() or None, phone=_first(raw, "PHONE"),
+    return Contact(customer_id=cid, email=lower_like_sql(_first(raw, "EMAIL") or "") or None, phone=_first(raw, "PHONE"),
                    first_name=clean(raw.get("NAME")), last_name=clean(raw.get("LAST_NAME")),
                    marketing_consent=Consent.UNKNOWN,
                    created_at=get_field(raw, "DATE_CREATE", parse_dt) if raw.get("DATE_CREATE") else None,

@@ -30,7 +30,14 @@ from .normalize import TRIMMED_SPACES, lit
 
 # ---------------------------------------------------------------------------------------------- emails
 
+_TRIM = "".join(map(chr, TRIMMED_SPACES))
+#: what is trimmed around an address: SQL ``trim()``'s spaces, and the tab, line breaks, zero-width characters and
+#: BOM an export's cell or a paste leaves there (never part of an address: with them it was invalid)
+EMAIL_BLANKS = _TRIM + "\t\n\r\x0b\x0c\u200b\u200c\u200d\u2060\ufeff"
+
 _EMAIL_FAST_RE = (r"[a-z0-9]+([._+-][a-z0-9]+)*@([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,24}")
+#: RFC 5321's limit before the @ (email-validator enforces it only in its ``strict`` mode; the ESPs refuse longer)
+LOCAL_PART_MAX = 64
 _SPECIAL_TLDS = ("arpa", "invalid", "local", "localhost", "onion", "test")
 
 
@@ -38,7 +45,7 @@ def email_fast_sql(col: str) -> str:
     """TRUE when the (already lower-cased, trimmed) value is a plain-ASCII address email-validator accepts."""
     tlds = ", ".join(lit(t) for t in _SPECIAL_TLDS)
     return (f"(regexp_full_match({col}, '{_EMAIL_FAST_RE}') AND length({col}) <= 254"
-            f" AND strpos({col}, '@') <= 65 AND NOT contains({col}, '--')"
+            f" AND strpos({col}, '@') <= {LOCAL_PART_MAX + 1} AND NOT contains({col}, '--')"
             f" AND NOT list_contains([{tlds}], split_part({col}, '.', -1)))")
 
 
@@ -47,18 +54,29 @@ _EMAIL_FAST_PY = re.compile(_EMAIL_FAST_RE)
 
 def is_plain_email(value: str) -> bool:
     """Python twin of :func:`email_fast_sql`: the plain-ASCII case email-validator accepts unchanged."""
-    return (_EMAIL_FAST_PY.fullmatch(value) is not None and len(value) <= 254 and value.find("@") < 64
+    return (_EMAIL_FAST_PY.fullmatch(value) is not None and len(value) <= 254 and value.find("@") <= LOCAL_PART_MAX
             and "--" not in value and value.rsplit(".", 1)[-1] not in _SPECIAL_TLDS)
 
 
+def lower_like_sql(value: str) -> str:
+    """``value`` lower-cased as DuckDB's ``lower()`` does (one character → one character): Python's
+    ``str.lower`` differs only in turning İ (U+0130) into ``i`` + U+0307 and a word-final Σ into ς, so an address
+    typed so would get one key from a file export and another from a CRM or webhook."""
+    if value.isascii():
+        return value.lower()
+    return "".join("i" if ch == "\u0130" else ch.lower() for ch in value)
+
+
 def validate_email_value(value: str) -> str | None:
-    """email-validator's normalised, lower-cased address, or None when invalid."""
+    """email-validator's normalised, lower-cased address, or None when invalid (also when more than
+    :data:`LOCAL_PART_MAX` characters come before the @: the ESPs refuse it, so it would fail every run)."""
     from email_validator import EmailNotValidError, validate_email
 
     try:
-        return validate_email(value, check_deliverability=False).normalized.lower()
+        found = validate_email(value, check_deliverability=False)
     except EmailNotValidError:
         return None
+    return lower_like_sql(found.normalized) if len(found.local_part) <= LOCAL_PART_MAX else None
 
 
 @dataclass(frozen=True)
@@ -92,7 +110,8 @@ def email_map(con: duckdb.DuckDBPyConnection, values_sql: str, table: str) -> Va
         import pyarrow as pa
 
         con.register("_email_fixed", pa.table({"raw": [r for r, _ in slow],
-                                               "norm": [validate_email_value(e) for _, e in slow]}))
+                                               "norm": [validate_email_value(e.strip(EMAIL_BLANKS))
+                                                        for _, e in slow]}))
         con.execute("UPDATE _email_new t SET norm = f.norm FROM _email_fixed f WHERE t.raw = f.raw")
         con.unregister("_email_fixed")
     con.execute(f"INSERT INTO {table} SELECT raw, norm FROM _email_new")
@@ -168,13 +187,10 @@ def phone_map(con: duckdb.DuckDBPyConnection, values_sql: str, table: str, regio
 
 # ---------------------------------------------------------------------------------------------- one value
 
-_TRIM = "".join(map(chr, TRIMMED_SPACES))
-
-
 def normalize_email(value: str | None) -> str | None:
-    """Python twin of :func:`email_map` for one value (API and webhook contacts): trimmed like SQL
-    ``trim()``, lower-cased and validated; None when empty or invalid."""
-    email = (value or "").strip(_TRIM).lower()
+    """Python twin of :func:`email_map` for one value (API and webhook contacts): trimmed of
+    :data:`EMAIL_BLANKS`, lower-cased like SQL ``lower()`` and validated; None when empty or invalid."""
+    email = lower_like_sql((value or "").strip(EMAIL_BLANKS))
     if not email:
         return None
     return email if is_plain_email(email) else validate_email_value(email)

@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Mapping
 from zoneinfo import ZoneInfo
 
+from .email_phone import lower_like_sql
 from .http import FieldError, clean, get_field, get_list, get_object, parse_dt, to_decimal
 from .records import Consent, Contact, LineItem, Order, OrderStatus
 
@@ -89,7 +90,7 @@ def map_customer(raw: Mapping[str, Any], cfg: RetailCrmConfig) -> Contact:
         "external_id": clean(raw.get("externalId")),
     }
     return Contact(
-        customer_id=cid, email=(clean(raw.get("email")) or "").lower() or None,
+        customer_id=cid, email=lower_like_sql(clean(raw.get("email")) or "") or None,
         phone=clean(phones[0].get("number")) if phones and isinstance(phones[0], dict) else None,
         first_name=clean(raw.get("firstName")), last_name=clean(raw.get("lastName")),
         marketing_consent=_consent(raw),

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .contacts import PhoneRegion, clean_contact
+from .email_phone import lower_like_sql
 from .errors import ConfigError, FatalError, RecordError
 from .identity import DEFAULT_MAX_GROUP
 from .http import (Action, FieldError, HttpClient, Throttle, answer_object, clean, get_field, get_list, get_object,
@@ -90,7 +91,7 @@ def map_order(raw: Mapping[str, Any], cfg: ShopifyConfig) -> Order | None:
         kind = OrderStatus.CANCELLED
     try:
         customer = get_object(raw, "customer")
-        customer_id = (clean(customer.get("id")) or (clean(raw.get("email")) or "").lower() or clean(raw.get("phone")))
+        customer_id = (clean(customer.get("id")) or lower_like_sql(clean(raw.get("email")) or "") or clean(raw.get("phone")))
         if not customer_id:
             raise FieldError("customer.id", "order has no customer, email or phone")
         total = "current_total_price" if raw.get("current_total_price") is not None else "total_price"
@@ -126,7 +127,7 @@ def map_customer(raw: Mapping[str, Any]) -> Contact:
     attrs = {"city": clean(address.get("city")), "country": clean(address.get("country_code")),
              "tags": clean(raw.get("tags")), "state": clean(raw.get("state"))}
     return Contact(
-        customer_id=cid, email=(clean(raw.get("email")) or "").lower() or None, phone=clean(raw.get("phone")),
+        customer_id=cid, email=lower_like_sql(clean(raw.get("email")) or "") or None, phone=clean(raw.get("phone")),
         first_name=clean(raw.get("first_name")), last_name=clean(raw.get("last_name")),
         marketing_consent={"subscribed": Consent.YES, "not_subscribed": Consent.NO, "unsubscribed": Consent.NO,
                            "redacted": Consent.NO}.get(consent or "", Consent.UNKNOWN),

@@ -149,6 +149,13 @@ class DestinationConfig(BaseModel):
         refused = spec.refused_new_contacts.get(self.new_contacts)
         if refused:
             raise ValueError(f"destination {self.name!r}: {refused}")
+        seen: dict[str, str] = {}
+        for name in self.fields:
+            first = seen.setdefault(name.casefold(), name)
+            if first != name:
+                raise ValueError(f"destination {self.name!r}: [destinations.fields] {first!r} and {name!r} differ only "
+                                 f"in case, and Mailchimp and SendGrid take them for one field (written twice per "
+                                 f"contact, with two values); give them distinct names")
         if self.tags and spec.tag_name is None:
             tagged = " or ".join(s.label for s in DESTINATIONS.values() if s.tag_name is not None)
             raise ValueError(f"destination {self.name!r}: [destinations.tags] is for {tagged} only")
@@ -218,14 +225,18 @@ class Config(BaseModel):
         return self
 
     @model_validator(mode="after")
-    def _known_transitions(self) -> "Config":
-        from .planning.transitions import check_transitions, segment_names
+    def _known_segments(self) -> "Config":
+        """Every segment a destination maps (``segments``, ``tags``, ``transitions``) is one the rules give: a
+        typo would be an empty audience, and its managed tag would be taken off everyone who has it."""
+        from .planning.transitions import check_segment_keys, check_transitions, segment_names
 
-        dests = [d for d in self.destinations if d.transitions]
+        dests = [d for d in self.destinations if d.segments or d.tags or d.transitions]
         if dests:
             names = segment_names(self)
             for d in dests:
-                check_transitions(d, names, [t for tags in d.spec.managed_tags(d).values() for t in tags])
+                check_segment_keys(d, names)
+                if d.transitions:
+                    check_transitions(d, names, [t for tags in d.spec.managed_tags(d).values() for t in tags])
         return self
 
     @model_validator(mode="after")

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _table(type_: str, **extra) -> dict:
     spec = DESTINATIONS[type_]
-    table = {"name": f"d-{type_}", "type": type_, "segments": {"Champions": "VIP"}, **extra}
+    table = {"name": f"d-{type_}", "type": type_, "segments": {"Best active": "VIP"}, **extra}
     if spec.needs_audience:
         table["audience"] = "aud1"
     return table
@@ -36,7 +36,7 @@ def test_every_registered_type_validates_builds_and_names(type_, monkeypatch):
     assert dest.spec is spec and dest.new_contacts == spec.default_new_contacts
     assert set(spec.field_types) == set(KINDS)  # every kind has a vendor type
     assert all(spec.field_type(v) == spec.field_types[kind_of(v)] for v in FIELD_VALUES)
-    assert managed_tags(dest) == {"Champions": [spec.segment_name(dest, "VIP")]}
+    assert managed_tags(dest) == {"Best active": [spec.segment_name(dest, "VIP")]}
     # the client comes from the spec's environment variables, through make_destination
     monkeypatch.setenv(spec.key_env, "secret-key-us1")
     monkeypatch.setenv(spec.url_env, "http://127.0.0.1:9/api")
@@ -73,7 +73,7 @@ def test_unknown_type_is_refused_with_the_registered_choices(tmp_path):
 
 @pytest.mark.parametrize("table,message", [
     (_table("unisender", new_contacts="transactional"), "Unisender has no transactional status"),
-    (_table("mailchimp", tags={"Champions": "vip"}), "[destinations.tags] is for Unisender only"),
+    (_table("mailchimp", tags={"Best active": "vip"}), "[destinations.tags] is for Unisender only"),
     ({"name": "m", "type": "mailchimp"}, 'type = "mailchimp" needs audience = "<list id>"'),
 ])
 def test_vendor_rules_come_from_the_spec(table, message):

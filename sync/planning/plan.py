@@ -82,6 +82,28 @@ def desired_contacts(rows: Iterable[Mapping[str, Any]], dest: DestinationConfig
     return list(desired.values()), skipped
 
 
+def leave_shared_to_full_sync(desired: Iterable[DesiredContact], last: Mapping[str, PushedState],
+                              customer_ids: Iterable[str]) -> tuple[list[DesiredContact], dict[str, PushedState],
+                                                                    list[str]]:
+    """A partial plan (a webhook resync of ``customer_ids``) leaves alone an address the ledger holds for another
+    customer outside them (two customers sharing an address, a family account): which of them the contact
+    follows is the full plan's choice (the more valuable one), and taking it over for one resync would only
+    last until the next full sync gave it back. Returns ``desired`` and ``last`` without those addresses, and
+    a note for each."""
+    ids = {str(c) for c in customer_ids}
+    kept, rest, notes = [], dict(last), []
+    for d in desired:
+        prev = last.get(d.key)
+        owner = prev.customer_id if prev is not None else None
+        if owner and owner != d.customer_id and owner not in ids:
+            rest.pop(d.key, None)
+            notes.append(f"{d.key} is customer {owner}'s contact and also customer {d.customer_id}'s address: "
+                         f"left to the full sync, which picks the more valuable one")
+            continue
+        kept.append(d)
+    return kept, rest, notes
+
+
 NO_CONSENT_SKIP = "no marketing consent (new_contacts = skip)"
 NEW_STATUSES = ("subscribed", "transactional", "pending", "skipped")
 

@@ -129,6 +129,9 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
             existing = client.existing_members(rows.desired_keys())  # full refresh: repairs drift
     elif client is None:
         notes.append("planned against the ledger alone (no credentials set): the ESP was not read")
+    shared = rows.shared_note()
+    if shared is not None:
+        notes.append(shared)
     plan = plan_columnar(rows, dest, revision=revision, existing=existing, full_refresh=full_refresh,
                          remote_checked=client is not None and unchecked is None, notes=notes,
                          extra_tags=extra_tags)

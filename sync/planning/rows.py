@@ -49,6 +49,24 @@ class CustomerRows:
     def count(self) -> int:
         return self.con.execute(f"SELECT count(*) FROM {ROWS}").fetchall()[0][0]
 
+    def shared_note(self, shown: int = 3) -> str | None:
+        """A note naming the addresses several customers share (a family account), each one contact synced as
+        its first customer in planning order; None when every address is one customer's (``_plan_later`` is
+        then empty, and nothing else is read)."""
+        if not self.con.execute(f"SELECT EXISTS (SELECT 1 FROM {LATER})").fetchall()[0][0]:
+            return None
+        found = self.con.execute(f"""
+            WITH k AS (SELECT DISTINCT r._key FROM {ROWS} r SEMI JOIN {LATER} l ON l._rn = r._rn)
+            SELECT _key, list(CAST(customer_id AS VARCHAR) ORDER BY _rn), min(_rn) AS first,
+                   count(*) OVER () AS n
+            FROM {ROWS} SEMI JOIN k USING (_key) GROUP BY _key ORDER BY first LIMIT {int(shown)}""").fetchall()
+        n = found[0][3]
+        listed = "; ".join(f"{key}: customers {', '.join(ids)}" for key, ids, _, _ in found)
+        more = f" and {n - len(found)} more" if n > len(found) else ""
+        return (f"{n} address{'es are each' if n > 1 else ' is'} shared by several customers ({listed}{more}): "
+                f"each is one contact, synced as the first of its customers (the most valuable); the others' "
+                f"segments and fields are not synced")
+
 
 def stage_segments(con: duckdb.DuckDBPyConnection, segments_table: str, columns: Iterable[str] | None = None
                    ) -> CustomerRows:

@@ -85,6 +85,22 @@ def check_transitions(dest: "DestinationConfig", segment_names: Iterable[str], s
                          f"the move its own tag")
 
 
+def check_segment_keys(dest: "DestinationConfig", segment_names: Iterable[str]) -> None:
+    """ValueError for a ``[destinations.segments]`` or ``[destinations.tags]`` key that is no segment the rules
+    give (with "did you mean"): nobody would ever be in it, so its tag would only ever be removed; and for a tag
+    name that is empty or has spaces around it."""
+    names = list(segment_names)
+    for table, mapping in (("segments", dest.segments), ("tags", dest.tags)):
+        for segment, tag in mapping.items():
+            where = f"destination {dest.name!r}: [destinations.{table}] {segment!r}"
+            if segment not in names:
+                raise ValueError(f"{where}: unknown segment{did_you_mean(segment, names)}; the segments are "
+                                 f"{', '.join(names)}")
+            if not tag.strip() or tag != tag.strip():
+                raise ValueError(f"{where}: the tag name {tag!r} is empty or has spaces around it (the ESPs "
+                                 f"refuse or trim such names, and the contacts would never match the ledger)")
+
+
 def tag_name(dest: "DestinationConfig", name: str) -> str:
     """A transition tag's name in the ESP: a tag where the vendor has tags besides its lists (Unisender), else
     named like a segment (Mailchimp tag with ``tag_prefix``, SendGrid list with ``list_prefix``)."""
@@ -169,5 +185,5 @@ def segment_names(cfg: "Config") -> list[str]:
     return list(dict.fromkeys([name for name, _ in rules] + [default]))
 
 
-__all__ = ["MOVE_COLUMNS", "Transition", "check_transitions", "move_join", "moves_sql", "parse_pattern", "segment_names",
+__all__ = ["MOVE_COLUMNS", "Transition", "check_segment_keys", "check_transitions", "move_join", "moves_sql", "parse_pattern", "segment_names",
            "tag_name", "tags_for_row", "transition_managed", "transition_tags_sql", "transitions"]

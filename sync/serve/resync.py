@@ -51,7 +51,7 @@ from ..ingest import load_cut_points, save_cut_points
 from ..ledger import Ledger
 from ..model import PushedState
 from ..pipeline import SegmentsRun, compute_segments, configured_source, store_path, today_in
-from ..planning.plan import Plan, check_fields, desired_contacts, plan_destination
+from ..planning.plan import Plan, check_fields, desired_contacts, leave_shared_to_full_sync, plan_destination
 from ..planning.transitions import move_join
 from ..planning.values import PREDICTIVE_VALUES
 from ..run import refuse
@@ -258,12 +258,13 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
     keys = affected.contact_keys | {d.key for d in desired}
     revision = ledger.state_revision(dest.name)
     last = ledger.load_state_of(dest.name, keys, affected.customer_ids)  # by key: never the whole destination
+    desired, last, shared = leave_shared_to_full_sync(desired, last, affected.customer_ids)
     existing = None
     if dest.new_contacts == "skip" and client.reads_existing_members:
         existing = client.existing_members([d.key for d in desired])
     plan = plan_destination(dest, desired, last, revision=revision, existing=existing, skipped=invalid,
                             remote_checked=True,
-                            notes=[f"webhook resync of {len(affected.customer_ids)} customers"])
+                            notes=[f"webhook resync of {len(affected.customer_ids)} customers", *shared])
     managed, counted = MANAGED_COUNTS.count(ledger, dest.name, plan.managed_tags, revision)
     stats = replace(plan_stats(plan, last), managed=managed)  # removed/changed need only the plan's contacts
     return _Planned(plan, client, plan_lines(cfg.guards, stats), last, len(last) + counted)

@@ -1,0 +1,83 @@
+"""One e-mail address, two customers (a family account): the ESP contact is the customer the full plan picks (the
+more valuable one), and a webhook resync of the other one does not take it over until the next full sync gives
+it back, a flap per order (tags and fields written twice, an ESP automation on "tag added" started each time)."""
+
+from __future__ import annotations
+
+from connectors.records import Contact
+from sync.model import DesiredContact, PushedState
+from sync.planning.plan import leave_shared_to_full_sync
+from sync.config import load_config
+from sync.ledger import open_ledger
+from sync.serve.resync import resync
+from sync.serve.scheduler import run_full_sync
+from sync.settings import load_settings
+
+from tests.test_serve_resync import AS_OF, DEST, orders_for, synced_shop
+
+
+def test_a_resync_of_the_other_customer_of_a_shared_address_leaves_it_to_the_full_sync(
+        tmp_path, mailchimp_fake, monkeypatch):
+    path = synced_shop(tmp_path / "shop", mailchimp_fake, monkeypatch, customers=120)
+    cfg, settings = load_config(path), load_settings()
+    with open_ledger(cfg, settings) as ledger:
+        state = ledger.load_state(DEST)
+        shared, owner = next((k, s.customer_id) for k, s in sorted(state.items()) if s.tags == {"VIP"})
+        old, other = next((k, s.customer_id) for k, s in sorted(state.items()) if s.tags == {"Winback"})
+        # the churned customer now gives the VIP's address (the CRM's contact of a family member)
+        report = resync(cfg, ledger, settings, contacts=[Contact(other, email=shared.upper())], as_of=AS_OF)
+        assert report.customers == 1
+        assert mailchimp_fake.tags_of(shared) == {"VIP"}  # still the VIP's segment ...
+        assert ledger.load_state(DEST)[shared].customer_id == owner  # ... and his contact
+        assert mailchimp_fake.tags_of(old) == set()  # the other's old address lost rfmsync's tags (it left)
+        # a small order of the other one: a resync again, still no take-over
+        resync(cfg, ledger, settings, orders_for([other], "FAM", amount="100"), as_of=AS_OF)
+        assert mailchimp_fake.tags_of(shared) == {"VIP"}
+        fields = dict(mailchimp_fake.lists["aud1"].members[shared]["merge_fields"])
+        assert fields["RFM_SEG"] == "Best active"
+        # the full sync agrees: nothing to write for the shared address
+        run_full_sync(cfg, ledger, settings, as_of=AS_OF, kind="sync")
+        assert mailchimp_fake.tags_of(shared) == {"VIP"}
+        assert ledger.load_state(DEST)[shared].customer_id == owner
+
+
+def test_the_partial_plan_notes_the_address_it_leaves_and_takes_it_when_its_owner_is_resynced_too():
+    want = [DesiredContact(key="fam@x.ru", customer_id="B", email="fam@x.ru", consent="yes", segment="Churn",
+                           tags=frozenset({"Winback"}), fields={}),
+            DesiredContact(key="b@x.ru", customer_id="C", email="b@x.ru", consent="yes", segment="Churn",
+                           tags=frozenset({"Winback"}), fields={})]
+    last = {"fam@x.ru": PushedState("fam@x.ru", "A", frozenset({"VIP"}), {}, True),
+            "b@x.ru": PushedState("b@x.ru", None, frozenset(), {}, True)}  # no owner recorded: planned as before
+    kept, rest, notes = leave_shared_to_full_sync(want, last, {"B", "C"})
+    assert [d.key for d in kept] == ["b@x.ru"] and list(rest) == ["b@x.ru"]
+    assert notes == ["fam@x.ru is customer A's contact and also customer B's address: left to the full sync, "
+                     "which picks the more valuable one"]
+    assert leave_shared_to_full_sync(want, last, {"A", "B", "C"}) == (want, last, [])
+
+
+def test_a_full_plan_says_which_addresses_several_customers_share(tmp_path):
+    """The full plan keeps the first customer of an address in planning order (the more valuable); the others'
+    segments never reach the ESP, and the plan says so instead of dropping them without a word."""
+    from sync.config import Config
+    from sync.ledger import Ledger
+    from sync.planning.planner import plan_one
+
+    cfg = Config(destinations=[{"name": "mc", "type": "mailchimp", "audience": "a", "segments": {"Churn": "W"}}])
+    rows = [{"customer_id": "A", "email": "fam@x.ru", "segment": "Best active", "marketing_consent": "yes"},
+            {"customer_id": "B", "email": "solo@x.ru", "segment": "Churn", "marketing_consent": "yes"},
+            {"customer_id": "C", "email": " FAM@x.ru", "segment": "Churn", "marketing_consent": "yes"},
+            {"customer_id": "D", "email": "two@x.ru", "segment": "Churn", "marketing_consent": "yes"},
+            {"customer_id": "E", "email": "Two@X.ru", "segment": "Churn", "marketing_consent": "yes"}]
+    ledger = Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}")
+    try:
+        plan = plan_one(cfg, cfg.destinations[0], rows, ledger, None, None, full_refresh=False,
+                        reconcile=False).plan
+        alone = plan_one(cfg, cfg.destinations[0], rows[:2], ledger, None, None, full_refresh=False,
+                         reconcile=False).plan
+    finally:
+        ledger.close()
+    assert sorted(c.key for c in plan.changes) == ["fam@x.ru", "solo@x.ru", "two@x.ru"]
+    assert ("2 addresses are each shared by several customers (fam@x.ru: customers A, C; two@x.ru: customers D, E):"
+            " each is one contact, synced as the first of its customers (the most valuable); the others' segments"
+            " and fields are not synced") in plan.notes
+    assert not any("shared" in n for n in alone.notes)
