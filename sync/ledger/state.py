@@ -13,7 +13,7 @@ import uuid
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Protocol
 
-from sqlalchemy import case, delete, func, or_, select
+from sqlalchemy import bindparam, case, delete, func, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -53,6 +53,9 @@ class StateWriter(Protocol):
     def save_states(self, destination: str, run_id: int | None, states: Iterable[PushedState]) -> int: ...
 
     def forget(self, destination: str, keys: Iterable[str]) -> int: ...
+
+    def forget_lost(self, destination: str, fields: Iterable[str], tags: Iterable[str]) -> dict[tuple[str, str], int]:
+        ...
 
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
@@ -213,9 +216,8 @@ class PushedStates:
             return {}
         with self._db.read() as conn:
             find = func.strpos if conn.dialect.name == "postgresql" else func.instr
-            counts = [func.sum(case((or_(*(find(t.c.fields, text + ":") > 0 for text in
-                                          {json.dumps(name, ensure_ascii=False), json.dumps(name)})), 1), else_=0))
-                      for name in wanted]
+            counts = [func.sum(case((or_(*(find(t.c.fields, text + ":") > 0 for text in _spellings(name))), 1),
+                                    else_=0)) for name in wanted]
             row = conn.execute(select(*counts).where(t.c.destination == destination)).one()
         return {name: int(n) for name, n in zip(wanted, row) if n}
 
@@ -283,6 +285,49 @@ class PushedStates:
             self._written.note(destination, revision, 0)
         return deleted
 
+    def forget_lost(self, destination: str, fields: Iterable[str], tags: Iterable[str]) -> dict[tuple[str, str], int]:
+        """Take these field keys out of the pushed fields, and these tags out of the pushed tag sets, of every
+        ``destination`` contact holding them (the ESP lost them: deleted there by hand, created again empty), in
+        one transaction that bumps the revision: the next plan then sends them again to the contacts still meant
+        to have them, as to contacts never given them. Keys and tags match exactly (case and all); a row's
+        customer, ``in_destination``, ``pushed_at`` and run stay. Returns how many contacts held each,
+        by ``("field", key)`` / ``("tag", name)`` (none held: left out)."""
+        fields, tags = list(dict.fromkeys(fields)), list(dict.fromkeys(tags))
+        if not fields and not tags:
+            return {}
+        t = pushed_state
+        held: dict[tuple[str, str], int] = {}
+        with self._db.write() as conn:  # read and rewritten in one transaction (the destination's lock is held)
+            find = func.strpos if conn.dialect.name == "postgresql" else func.instr
+            # a cheap text match finds the candidates (the JSON of the name, as UTF-8 or escaped); the decoded
+            # rows decide
+            near = [find(t.c.fields, text + ":") > 0 for name in fields for text in _spellings(name)] + \
+                [find(t.c.tags, text) > 0 for name in tags for text in _spellings(name)]
+            rows = conn.execute(select(t.c.key, t.c.tags, t.c.fields).where(t.c.destination == destination,
+                                                                          or_(*near))).all()
+            out: list[dict[str, Any]] = []
+            for key, tag_text, field_text in rows:
+                state = PushedState(key, None, frozenset(_decode(tag_text)), _decode(field_text), True)
+                kept = without(state, fields, tags)
+                if kept is state:
+                    continue
+                for name in fields:
+                    if name in state.fields:
+                        held[("field", name)] = held.get(("field", name), 0) + 1
+                for name in tags:
+                    if name in state.tags:
+                        held[("tag", name)] = held.get(("tag", name), 0) + 1
+                out.append({"k": key, "t": _encode(sorted(kept.tags)), "f": dump_fields(key, kept.fields)})
+            if not out:
+                return {}
+            revision = self._bump_revision(conn, destination)
+            conn.execute(update(t).where(t.c.destination == destination, t.c.key == bindparam("k"))
+                         .values(tags=bindparam("t"), fields=bindparam("f"), revision=revision), out)
+        self._written.note(destination, revision, len(out))
+        log.info("ledger: %s forgotten for %d contacts of %s", ", ".join(f"{k} {n!r}" for k, n in held),
+                 len(out), destination)
+        return held
+
     def state_revision(self, destination: str) -> int:
         """Counter bumped by every save/forget that changed ``destination``'s state (0 if never)."""
         with self._db.read() as conn:
@@ -302,6 +347,22 @@ class PushedStates:
         return int(conn.execute(ins.on_conflict_do_update(
             index_elements=[state_revisions.c.destination],
             set_={"revision": state_revisions.c.revision + 1}).returning(state_revisions.c.revision)).scalar_one())
+
+
+def without(state: PushedState, fields: Iterable[str], tags: Iterable[str]) -> PushedState:
+    """``state`` without these field keys and tags (itself when it holds none of them)."""
+    lost_fields = [k for k in fields if k in state.fields]
+    lost_tags = state.tags.intersection(tags)
+    if not lost_fields and not lost_tags:
+        return state
+    return PushedState(state.key, state.customer_id, state.tags - lost_tags,
+                       {k: v for k, v in state.fields.items() if k not in lost_fields}, state.exists)
+
+
+def _spellings(name: str) -> set[str]:
+    """The JSON texts of ``name`` as the ledger may hold it: UTF-8, or escaped (tags always; fields of rows
+    written before 2026-12)."""
+    return {json.dumps(name, ensure_ascii=False), json.dumps(name)}
 
 
 def _select_state(conn: Connection) -> Any:
