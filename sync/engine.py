@@ -128,20 +128,24 @@ def _keep_copy_current(ledger: Ledger, destination: str) -> None:
 
 
 def lost_in_destination(ledger: Ledger, plan: Plan, created: Sequence[str] | None,
-                        state: Mapping[str, PushedState]) -> tuple[list[str], set[tuple[str, str]]]:
+                        before: Callable[[], Mapping[str, PushedState]]) -> tuple[list[str], set[tuple[str, str]]]:
     """What the destination's ``prepare`` had to create again although the ledger says rfmsync pushed it to
     contacts (someone deleted a managed field, tag or list in the ESP): those contacts' values are gone there.
     The ledger forgets it for them at once, durably (:meth:`~sync.ledger.state.PushedStates.forget_lost`),
     before this run's first call, so the next plan, made from the ledger, sends it again to those still meant
     to have it (the consent rules as ever: a tag is only added to contacts the ESP holds); a process killed
-    meanwhile changes nothing to that. ``state``: the pushed state of the plan's contacts, read before: the
-    holders this run sends it to again, or takes it from, lose nothing and are not counted. One line for each
-    field or tag lost, saying what happens next; and the ``(kind, name)`` forgotten."""
+    meanwhile changes nothing to that. ``before``: the pushed state of the plan's contacts (read only when the
+    ledger holds what was created, before it forgets it): the holders this run sends it to again, or takes it
+    from, lose nothing and are not counted. One line for each field or tag lost, saying what happens next; and
+    the ``(kind, name)`` forgotten."""
     names = set(created or ()) & (set(plan.fields) | set(plan.managed_tags))
-    if not names:
-        return [], set()
-    held = ledger.forget_lost(plan.destination, [n for n in plan.fields if n in names],
-                              [t for t in plan.managed_tags if t in names])
+    fields = [n for n in plan.fields if n in names]
+    tags = [t for t in plan.managed_tags if t in names]
+    if not (fields and ledger.field_holders(plan.destination, fields)) and \
+            not (tags and any(s.intersection(tags) for s in ledger.tag_set_counts(plan.destination))):
+        return [], set()  # created for the first time (the usual case: nothing to wait for)
+    state = before()
+    held = ledger.forget_lost(plan.destination, fields, tags)
     forgotten = set(held)
     for c in plan.changes:  # the holders this run sends it to again, or takes it from (they lose nothing)
         prev = state.get(c.key)
@@ -159,8 +163,6 @@ def lost_in_destination(ledger: Ledger, plan: Plan, created: Sequence[str] | Non
 def _without_lost(forgotten: set[tuple[str, str]], state: Mapping[str, PushedState]) -> Mapping[str, PushedState]:
     """The state the fold starts from once the ledger forgot what the ESP lost (:func:`lost_in_destination`):
     a contact this run touches must not get the lost field or tag written back as pushed."""
-    if not forgotten:
-        return state
     fields = [name for kind, name in forgotten if kind == "field"]
     tags = [name for kind, name in forgotten if kind == "tag"]
     stripped = {}
@@ -227,11 +229,9 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
 
             try:
                 try:
-                    created = prepared.result()
-                    if created:  # the state is read first: the ledger is changed below
-                        fold.state, loaded_into[0] = loaded.result(), True
-                        lost, forgotten = lost_in_destination(ledger, plan, created, fold.state)
-                        fold.state = _without_lost(forgotten, fold.state)
+                    lost, forgotten = lost_in_destination(ledger, plan, prepared.result(), loaded.result)
+                    if forgotten:  # the fold starts from the state the ledger now holds
+                        fold.state, loaded_into[0] = _without_lost(forgotten, loaded.result()), True
                     for line in lost:
                         log.warning("sync %s: %s", plan.destination, line)
                     errors += lost
