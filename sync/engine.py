@@ -212,6 +212,9 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
             progress.advance(fold.done, total=len(by_key))  # contacts done / total on the display (the fold's)
 
             def on_results(results: Sequence[ItemResult]) -> None:
+                if not results:  # a client's long read phase asks whether to go on (between its reads)
+                    held.check()
+                    return
                 if not loaded_into[0]:
                     fold.state, loaded_into[0] = loaded.result(), True
                 if not isinstance(results, CallResults):  # columns stay columns (sync.model.CallResults)
@@ -235,6 +238,7 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                     for line in lost:
                         log.warning("sync %s: %s", plan.destination, line)
                     errors += lost
+                    held.check()  # a lock lost while the destination was prepared: no write call starts
                     client.apply(plan.changes, on_results)
                 finally:
                     try:

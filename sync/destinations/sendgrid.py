@@ -306,6 +306,7 @@ class SendGridDestination:
             on_results([ItemResult(ch.key, f"tag-{t}", False, str(exc)) for items in by_list.values()
                         for ch, t in items])
             return
+        on_results([])  # the searches may have taken minutes: the lock still held, the removals may go out
         for lid, items in by_list.items():
             gone = [ItemResult(ch.key, f"tag-{t}", True) for ch, t in items if ch.email.lower() not in ids]
             if gone:
