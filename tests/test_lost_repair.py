@@ -15,12 +15,17 @@ from sync.engine import execute_plan
 from sync.ledger import Ledger
 from sync.ledger.schema import pushed_state
 from sync.model import PushedState
-from tests import ledger_fixtures, test_destination_contract as contract
+from sync.guards import plan_stats
+from sync.model import ContactChange
+from sync.planning.plan import Plan
+from tests import ledger_fixtures, test_destination_contract as contract, test_sync_e2e as e2e
 from tests.fakes.registry import FakeDestination
 
 AS_OF, LATER = contract.AS_OF, contract.LATER
-# the fixtures used here: the contract battery's rig and fake ESPs, the ledger tests' databases
+# the fixtures used here: the contract battery's rig and fake ESPs, the demo shop on the Mailchimp fake (CLI), the
+# ledger tests' databases
 esp, make_rig, rig, runs, shop = contract.esp, contract.make_rig, contract.rig, contract.runs, contract.shop
+demo_shop = e2e.shop
 ledger_url = ledger_fixtures.ledger_url
 
 
@@ -122,6 +127,42 @@ def test_a_run_killed_after_the_loss_was_found_still_repairs_it_next_time(esp, r
     _, _, report = rig.sync(LATER)  # prepare finds both present now: nothing to say, but the plan sends them
     assert report.status == "succeeded" and report.errors == []
     assert_esp_holds_the_ledger(esp, rig.ledger, rig.dest.name, field, tag)
+
+
+def test_the_repair_is_not_refused_as_a_mass_change(demo_shop, mailchimp_fake):
+    """Through `rfmsync sync` (its plan guards): re-sending a field the ledger forgot to every contact is filling
+    it in, not changing it (max_change_pct, 50 % by default, would refuse the repair: exit 6)."""
+    later = "2025-07-15"  # a run with changes, the data not stale
+    e2e.cli("sync", "--config", str(demo_shop), "--as-of", e2e.AS_OF)
+    lst = mailchimp_fake.lists["aud1"]
+    del lst.merge_fields["RFM_CODE"]  # deleted in Mailchimp's web app: the definition and every value
+    for email, member in lst.members.items():
+        member["merge_fields"].pop("RFM_CODE", None)
+        lst.heads.pop(email, None)
+    found = e2e.cli("sync", "--config", str(demo_shop), "--as-of", later).output
+    assert "field 'RFM_CODE' was missing in the destination and was created again" in found
+    e2e.cli("sync", "--config", str(demo_shop), "--as-of", later)  # exit 0: not refused
+    with Ledger.connect(f"sqlite:///{demo_shop.parent / 'rfmsync.db'}") as ledger:
+        state = ledger.load_state("mailchimp-demo")
+    holders = {k: s.fields["RFM_CODE"] for k, s in state.items() if "RFM_CODE" in s.fields}
+    assert len(holders) > len(state) // 2
+    assert all(str(mailchimp_fake.member(k)["merge_fields"].get("RFM_CODE")) == str(v) for k, v in holders.items())
+
+
+def test_a_field_the_ledger_records_no_value_for_is_filled_in_not_changed():
+    """The plan guards' count of changed managed contacts (sync.guards.plan_stats)."""
+    def change(key: str, fields: dict, add=frozenset(), remove=frozenset()) -> ContactChange:
+        return ContactChange(key, key, key, "A", False, "subscribed", add_tags=frozenset(add),
+                             remove_tags=frozenset(remove), set_fields=fields)
+
+    state = {k: PushedState(k, k, frozenset({"rfm:A"}), {"SEG": "A"}) for k in ("a", "b", "c", "d")}
+    plan = Plan("mc", "mailchimp", (change("a", {"CODE": "111"}),  # not recorded: filled in
+                                    change("b", {"SEG": "B"}),  # recorded, another value: changed
+                                    change("c", {"SEG": "A", "CODE": "1"}),  # recorded, the same value
+                                    change("d", {}, add={"rfm:B"}, remove={"rfm:A"})), (), ("rfm:A", "rfm:B"),
+                {"SEG": "segment", "CODE": "rfm_code"}, 0)
+    stats = plan_stats(plan, state)
+    assert (stats.managed, stats.changed, stats.removed) == (4, 2, 0)
 
 
 # ---------------------------------------------------------------------------------------------- the ledger's part
