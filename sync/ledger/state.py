@@ -13,7 +13,7 @@ import uuid
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Protocol
 
-from sqlalchemy import bindparam, case, delete, func, or_, select, update
+from sqlalchemy import case, delete, func, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -305,25 +305,39 @@ class PushedStates:
                 [find(t.c.tags, text) > 0 for name in tags for text in _spellings(name)]
             rows = conn.execute(select(t.c.key, t.c.tags, t.c.fields).where(t.c.destination == destination,
                                                                           or_(*near))).all()
-            out: list[dict[str, Any]] = []
+            out: list[tuple[str, str, str]] = []  # the new tags and fields text of a key
+            kept_tags: dict[str, tuple[str, list[str]]] = {}  # few distinct tag sets: each decoded once
+            lost_fields, lost_tags = set(fields), set(tags)
             for key, tag_text, field_text in rows:
-                state = PushedState(key, None, frozenset(_decode(tag_text)), _decode(field_text), True)
-                kept = without(state, fields, tags)
-                if kept is state:
+                found = kept_tags.get(tag_text)
+                if found is None:
+                    tag_set = _decode(tag_text)
+                    gone = [x for x in tag_set if x in lost_tags]
+                    found = kept_tags[tag_text] = (_encode(sorted(x for x in tag_set if x not in lost_tags))
+                                                   if gone else tag_text, gone)
+                new_tags, gone = found
+                old_fields = _decode(field_text) if lost_fields else {}
+                gone_fields = [k for k in old_fields if k in lost_fields]
+                if not gone and not gone_fields:  # the text matched inside a value, or another tag
                     continue
-                for name in fields:
-                    if name in state.fields:
-                        held[("field", name)] = held.get(("field", name), 0) + 1
-                for name in tags:
-                    if name in state.tags:
-                        held[("tag", name)] = held.get(("tag", name), 0) + 1
-                out.append({"k": key, "t": _encode(sorted(kept.tags)), "f": dump_fields(key, kept.fields)})
+                for name in gone:
+                    held[("tag", name)] = held.get(("tag", name), 0) + 1
+                for name in gone_fields:
+                    held[("field", name)] = held.get(("field", name), 0) + 1
+                    del old_fields[name]
+                out.append((new_tags, dump_fields(key, old_fields) if gone_fields else field_text, key))
             if not out:
                 return {}
             revision = self._bump_revision(conn, destination)
-            conn.execute(update(t).where(t.c.destination == destination, t.c.key == bindparam("k"))
-                         .values(tags=bindparam("t"), fields=bindparam("f"), revision=revision), out)
+            # one statement run for every row by the driver (no per-row parameter processing)
+            mark = "%s" if conn.dialect.name == "postgresql" else "?"
+            conn.exec_driver_sql(f"UPDATE pushed_state SET tags = {mark}, fields = {mark}, revision = {mark} "
+                                 f"WHERE destination = {mark} AND key = {mark}",
+                                 [(new_tags, new_fields, revision, destination, key)
+                                  for new_tags, new_fields, key in out])
         self._written.note(destination, revision, len(out))
+        held = {what: held[what] for what in [*(("field", n) for n in fields), *(("tag", n) for n in tags)]
+                if what in held}  # fields first, in the order asked
         log.info("ledger: %s forgotten for %d contacts of %s", ", ".join(f"{k} {n!r}" for k, n in held),
                  len(out), destination)
         return held
