@@ -25,20 +25,13 @@ from sync.errors import LockLostError
 from sync.ledger import Ledger
 from sync.model import ContactChange, ItemResult
 from sync.planning.plan import Plan
-from tests import ledger_fixtures
+from tests import ledger_fixtures, test_engine_lock
 
-ledger_url = ledger_fixtures.ledger_url  # the fixture: SQLite, and PostgreSQL when RFMSYNC_TEST_PG_URL is set
+# the fixtures: two ledgers on one database (SQLite, and PostgreSQL when RFMSYNC_TEST_PG_URL is set)
+ledger_url, ledgers = ledger_fixtures.ledger_url, test_engine_lock.ledgers
 
-TTL = 1.5
+TTL = test_engine_lock.TTL
 NEXT = "other-host:1:next"
-
-
-@pytest.fixture
-def ledgers(ledger_url):
-    opened = [Ledger.connect(ledger_url), Ledger.connect(ledger_url)]
-    yield opened
-    for led in opened:
-        led.close()
 
 
 def take_the_lock_when(other: Ledger, ready: Callable[[], bool]) -> threading.Thread:
@@ -85,6 +78,28 @@ def test_unisender_stops_its_contact_reads_before_any_import_when_the_lock_is_lo
     assert unisender_fake.calls["getContact"] < len(emails)  # and the reads stopped too
     assert all(unisender_fake.contacts[e]["fields"]["rfm_segment"] == "A" for e in emails)
     assert mine.load_state("dest") == {}
+    assert_stopped(mine, other)
+
+
+def test_unisender_sends_no_subscribe_after_a_read_during_which_the_lock_was_lost(ledgers, unisender_fake):
+    """New contacts under new_contacts = pending: each is read (getContact, 1 s here: longer than a refresh
+    period), then invited (subscribe, not idempotent). The lock taken during the second read: no second
+    invitation."""
+    mine, other = ledgers
+    unisender_fake.add_list("Champions")
+    emails = [f"p{i}@example.com" for i in range(4)]
+    unisender_fake.stall(1.0, times=len(emails), method="getContact")
+    changes = tuple(ContactChange(e, e, f"P{i}", "A", True, "pending", add_tags=frozenset({"list:Champions"}))
+                    for i, e in enumerate(emails))
+    plan = Plan("dest", "unisender", changes, (), ("list:Champions",), {}, 0)
+    client = UnisenderDestination("dest", unisender_fake.api_key, api_url=unisender_fake.api_url, timeout=5,
+                                  retry=RetryPolicy(attempts=2, sleep=lambda s: None, rng=random.Random(0)))
+    thief = take_the_lock_when(other, lambda: unisender_fake.calls["getContact"] >= 2)
+    with pytest.raises(LockLostError, match="sync:dest"):
+        execute_plan(plan, client, mine, lock_ttl=TTL)
+    thief.join()
+    assert unisender_fake.invitations == [emails[0]] and unisender_fake.calls["subscribe"] == 1
+    assert set(mine.load_state("dest")) == {emails[0]}  # the one invited is recorded
     assert_stopped(mine, other)
 
 
