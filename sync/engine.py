@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import ChainMap
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from collections import ChainMap
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
