@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import ChainMap
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from . import gc_pause, progress
 from .destinations.base import Destination
 from .errors import LockBusyError, LockLostError
 from .ledger import Ledger, Locks, owner_process_gone
+from .ledger.state import without
 from .model import CallResults, ItemResult, PushedState, failed_results
 from .outcomes import OutcomeWriter, StateFold
 from .planning.plan import Plan
@@ -126,23 +128,25 @@ def _keep_copy_current(ledger: Ledger, destination: str) -> None:
 
 
 def lost_in_destination(ledger: Ledger, plan: Plan, created: Sequence[str] | None,
-                        before: Callable[[], Mapping[str, PushedState]]) -> list[str]:
+                        before: Callable[[], Mapping[str, PushedState]]) -> tuple[list[str], set[tuple[str, str]]]:
     """What the destination's ``prepare`` had to create again although the ledger says rfmsync pushed it to
-    contacts (someone deleted a managed field, tag or list in the ESP): those contacts' values are gone there,
-    and the plan, made from the ledger, does not send them again (a holder it does send it to, as a full refresh
-    does, or takes the tag from, is not counted; ``before``: the pushed state of the plan's contacts). One line
-    for each, with the way back."""
-    if not created:
-        return []
-    held = {("field", n): k for n, k in ledger.field_holders(plan.destination,
-                                                             [n for n in created if n in plan.fields]).items()}
-    tags = set(created) & set(plan.managed_tags)
-    for tag_set, n in ledger.tag_set_counts(plan.destination).items() if tags else ():
-        for tag in tag_set & tags:
-            held[("tag", tag)] = held.get(("tag", tag), 0) + n
-    if not held:
-        return []
+    contacts (someone deleted a managed field, tag or list in the ESP): those contacts' values are gone there.
+    The ledger forgets it for them at once, durably (:meth:`~sync.ledger.state.PushedStates.forget_lost`),
+    before this run's first call, so the next plan, made from the ledger, sends it again to those still meant
+    to have it (the consent rules as ever: a tag is only added to contacts the ESP holds); a process killed
+    meanwhile changes nothing to that. ``before``: the pushed state of the plan's contacts (read only when the
+    ledger holds what was created, before it forgets it): the holders this run sends it to again, or takes it
+    from, lose nothing and are not counted. One line for each field or tag lost, saying what happens next; and
+    the ``(kind, name)`` forgotten."""
+    names = set(created or ()) & (set(plan.fields) | set(plan.managed_tags))
+    fields = [n for n in plan.fields if n in names]
+    tags = [t for t in plan.managed_tags if t in names]
+    if not (fields and ledger.field_holders(plan.destination, fields)) and \
+            not (tags and any(s.intersection(tags) for s in ledger.tag_set_counts(plan.destination))):
+        return [], set()  # created for the first time (the usual case: nothing to wait for)
     state = before()
+    held = ledger.forget_lost(plan.destination, fields, tags)
+    forgotten = set(held)
     for c in plan.changes:  # the holders this run sends it to again, or takes it from (they lose nothing)
         prev = state.get(c.key)
         if prev is not None:
@@ -151,8 +155,22 @@ def lost_in_destination(ledger: Ledger, plan: Plan, created: Sequence[str] | Non
                 if what in held:
                     held[what] -= 1
     return [f"{kind} {name!r} was missing in the destination and was created again, empty: the {n} contacts "
-            f"rfmsync had pushed it to lost it there; `rfmsync sync --full-refresh` pushes it to them again"
-            for (kind, name), n in held.items() if n > 0]
+            f"rfmsync had pushed it to lost it there; the ledger no longer counts it as pushed to them, so the "
+            f"next sync pushes it again to those still meant to have it"
+            for (kind, name), n in held.items() if n > 0], forgotten
+
+
+def _without_lost(forgotten: set[tuple[str, str]], state: Mapping[str, PushedState]) -> Mapping[str, PushedState]:
+    """The state the fold starts from once the ledger forgot what the ESP lost (:func:`lost_in_destination`):
+    a contact this run touches must not get the lost field or tag written back as pushed."""
+    fields = [name for kind, name in forgotten if kind == "field"]
+    tags = [name for kind, name in forgotten if kind == "tag"]
+    stripped = {}
+    for key, prev in state.items():
+        kept = without(prev, fields, tags)
+        if kept is not prev:
+            stripped[key] = kept
+    return ChainMap(stripped, state) if stripped else state  # type: ignore[arg-type]
 
 
 def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str = "sync",
@@ -194,6 +212,9 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
             progress.advance(fold.done, total=len(by_key))  # contacts done / total on the display (the fold's)
 
             def on_results(results: Sequence[ItemResult]) -> None:
+                if not results:  # a client's long read phase asks whether to go on (between its reads)
+                    held.check()
+                    return
                 if not loaded_into[0]:
                     fold.state, loaded_into[0] = loaded.result(), True
                 if not isinstance(results, CallResults):  # columns stay columns (sync.model.CallResults)
@@ -211,10 +232,13 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
 
             try:
                 try:
-                    lost = lost_in_destination(ledger, plan, prepared.result(), loaded.result)
+                    lost, forgotten = lost_in_destination(ledger, plan, prepared.result(), loaded.result)
+                    if forgotten:  # the fold starts from the state the ledger now holds
+                        fold.state, loaded_into[0] = _without_lost(forgotten, loaded.result()), True
                     for line in lost:
                         log.warning("sync %s: %s", plan.destination, line)
                     errors += lost
+                    held.check()  # a lock lost while the destination was prepared: no write call starts
                     client.apply(plan.changes, on_results)
                 finally:
                     try:

@@ -117,8 +117,9 @@ def plan_stats(plan, state: Mapping[str, PushedState]) -> PlanStats:
             removed += 1
         if not before:  # a new contact, or one without managed tags: not one of the managed contacts
             continue
-        if before != after or any(k not in prev.fields or not _same(prev.fields[k], v)
-                                  for k, v in c.set_fields.items()):
+        # a field the ledger records no value for (a new mapping, or a field the ESP lost and the ledger forgot:
+        # sync.engine.lost_in_destination) is filled in, not changed: re-sending it must not need a person
+        if before != after or any(k in prev.fields and not _same(prev.fields[k], v) for k, v in c.set_fields.items()):
             changed += 1
     return PlanStats(managed=managed, removed=removed, changed=changed)
 

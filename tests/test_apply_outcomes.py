@@ -194,6 +194,7 @@ def moved(i: int) -> ContactChange:
 
 
 def known_members(fake: FakeMailchimp, ledger: Ledger, n: int) -> None:
+    fake.add_merge_field("SEGMENT")  # defined in the audience: prepare does not find it lost
     for i in range(n):
         email = f"m{i:04d}@example.com"
         fake.add_member(email, status="subscribed", merge_fields={"SEGMENT": "B"}, tags=["rfm:B"])

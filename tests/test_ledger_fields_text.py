@@ -171,6 +171,7 @@ def test_a_refused_field_update_keeps_the_old_fields_text_through_a_real_apply(m
     keeps the fields it had, not the text the plan brought for the refused ones."""
     led = Ledger.connect(f"sqlite:///{tmp_path / 'ledger.db'}")
     try:
+        mailchimp_fake.add_merge_field("SEGMENT")  # defined in the audience: prepare does not find it lost
         mailchimp_fake.add_member("m@x.io", status="subscribed", merge_fields={"SEGMENT": "B"}, tags=["rfm:B"])
         led.save_states("mc", None, [PushedState("m@x.io", "M", frozenset({"rfm:B"}), {"SEGMENT": "B"})])
         change = ContactChange("m@x.io", "m@x.io", "M", "A", False, None, add_tags=frozenset({"rfm:A"}),

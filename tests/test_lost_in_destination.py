@@ -1,7 +1,8 @@
 """A managed field or tag deleted in the ESP behind rfmsync's back: the ledger still says its values were pushed,
 so the plan would never send them again while ``prepare`` silently re-creates it empty. The run says so
-(sync.engine.lost_in_destination): which field or tag, how many contacts lost it, and the way back; ``--full-refresh``
-then pushes it again. Against the Mailchimp fake on 127.0.0.1; the ledger's count on SQLite and PostgreSQL."""
+(sync.engine.lost_in_destination): which field or tag, how many contacts lost it, and that the next sync pushes it
+again (the ledger forgot it: tests/test_lost_repair.py); ``--full-refresh`` also pushes it again at once. Against
+the Mailchimp fake on 127.0.0.1; the ledger's count on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -18,10 +19,9 @@ from sync.planning.plan import Plan
 
 from .fakes.mailchimp import FakeMailchimp
 
-try:
-    from tests.ledger_fixtures import ledger_url  # noqa: F401
-except ImportError:  # tests/ itself on sys.path
-    from ledger_fixtures import ledger_url  # type: ignore # noqa: F401
+from tests import ledger_fixtures
+
+ledger_url = ledger_fixtures.ledger_url  # the fixture: SQLite, and PostgreSQL when RFMSYNC_TEST_PG_URL is set
 
 
 def change(i: int) -> ContactChange:
@@ -50,8 +50,8 @@ def delete_in_the_esp(fake: FakeMailchimp, field: str, tag: str) -> None:
     lst.segments = {i: s for i, s in lst.segments.items() if s["name"] != tag}
 
 
-def test_a_field_and_tag_deleted_in_the_esp_are_reported_and_full_refresh_pushes_them_again(mailchimp_fake,
-                                                                                              tmp_path):
+def test_a_field_and_tag_deleted_in_the_esp_are_reported_and_a_full_refresh_pushes_them_again(mailchimp_fake,
+                                                                                                tmp_path):
     ledger = Ledger.connect(f"sqlite:///{tmp_path / 'ledger.db'}")
     try:
         first = execute_plan(plan_of([change(i) for i in range(5)]), client(mailchimp_fake), ledger)
@@ -61,13 +61,14 @@ def test_a_field_and_tag_deleted_in_the_esp_are_reported_and_full_refresh_pushes
         second = execute_plan(plan_of([change(5)]), client(mailchimp_fake), ledger)  # one new customer
         assert second.status == "partial" and second.counts["failed"] == 0
         field, tag = second.errors[:2]
-        assert "field 'SEGMENT'" in field and "the 5 contacts" in field and "--full-refresh" in field
+        assert "field 'SEGMENT'" in field and "the 5 contacts" in field and "next sync" in field
         assert "tag 'rfm:A'" in tag and "the 5 contacts" in tag
         assert mailchimp_fake.member("c0@example.com")["merge_fields"] == {}  # the ESP as the user left it
         run = ledger.recent_runs(1)[0]
         assert run["status"] == "partial" and "field 'SEGMENT'" in run["error"]
 
-        # the way back the message gives: a full refresh sends every field and tag again
+        # a full refresh sends every field and tag again at once (the next plan, from the ledger, would too:
+        # tests/test_lost_repair.py)
         again = [ContactChange(c.key, c.email, c.customer_id, "A", False, "subscribed", add_tags=c.add_tags,
                                set_fields=c.set_fields) for c in map(change, range(6))]
         fixed = execute_plan(plan_of(again), client(mailchimp_fake), ledger)
@@ -81,8 +82,8 @@ def test_a_field_and_tag_deleted_in_the_esp_are_reported_and_full_refresh_pushes
 @pytest.mark.parametrize("resent", [5, 4])
 def test_a_run_sending_the_lost_field_and_tag_again_counts_only_the_contacts_it_does_not(mailchimp_fake, tmp_path,
                                                                                         resent):
-    """The way back the message gives, taken at once (a full refresh sends the field and tag to every contact
-    again): nothing is lost, the run is not partial; with one contact left out, that one is counted."""
+    """A full refresh sends the field and tag to every contact again at once: nothing is lost, the run is not
+    partial; with one contact left out, that one is counted."""
     ledger = Ledger.connect(f"sqlite:///{tmp_path / 'ledger.db'}")
     try:
         execute_plan(plan_of([change(i) for i in range(5)]), client(mailchimp_fake), ledger)

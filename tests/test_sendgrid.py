@@ -23,7 +23,8 @@ class Recorder:
         self.batches: list[list[ItemResult]] = []
 
     def __call__(self, results) -> None:
-        self.batches.append(list(results))
+        if results:  # an empty report is a read phase asking whether it may go on (its lock still held)
+            self.batches.append(list(results))
 
     @property
     def items(self) -> dict[tuple[str, str], ItemResult]:

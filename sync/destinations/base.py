@@ -54,7 +54,9 @@ class Destination(Protocol):
         (of ``fields`` and ``managed_tags``) it created."""
 
     def apply(self, changes: Sequence[ContactChange], on_results: OnResults) -> None:
-        """Push changes in batches at the API maxima; call ``on_results`` after each batch."""
+        """Push changes in batches at the API maxima; call ``on_results`` after each batch. A phase that only
+        reads (contacts looked up before they are written) calls ``on_results([])`` between its reads: the
+        caller's check that it may go on (it raises when the destination's lock was lost)."""
 
     def read_managed(self, managed_tags: Sequence[str]) -> Mapping[str, set[str]]:
         """Current members (normalised emails) of each managed tag/list, for --reconcile (``reconciles``)."""

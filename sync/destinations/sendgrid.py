@@ -327,6 +327,7 @@ class SendGridDestination:
                         for items in by_list.values() for ch, t in items if ch.email.lower() in unknown])
             by_list = {lid: [(ch, t) for ch, t in items if ch.email.lower() not in unknown]
                        for lid, items in by_list.items()}
+        on_results([])  # the searches may have taken minutes: the lock still held, the removals may go out
         for lid, items in by_list.items():
             gone = [ItemResult(ch.key, f"tag-{t}", True) for ch, t in items if ch.email.lower() not in ids]
             if gone:

@@ -225,8 +225,12 @@ class UnisenderDestination:
 
     def _read_contacts(self, rows: list[_Row], on_results: OnResults) -> None:
         """``getContact`` for rows losing a managed tag (their current tags, so the full set can be re-sent) and
-        for rows whose contact must still exist (:func:`_must_exist`): one not found is not re-created."""
+        for rows whose contact must still exist (:func:`_must_exist`): one not found is not re-created. Before each
+        read, ``on_results([])``: the caller's check that it may go on (its lock still held)."""
         for row in rows:
+            # nothing is reported for minutes to hours (a read a contact): the engine may stop here, before the
+            # next read and any import, when the destination's lock was lost meanwhile (sync.engine.execute_plan)
+            on_results([])
             ch = row.change
             try:
                 info = self._contact(ch.email)
@@ -262,6 +266,8 @@ class UnisenderDestination:
                 row.results += [ItemResult(ch.key, op, False, f"more than {MAX_TAGS} tags") for op in row.ops]
                 row.ops = []
             row.tags = full
+        if rows:
+            on_results([])  # and after the last one: the imports may go out
 
     def _contact(self, email: str) -> Any:
         """``getContact`` (fields and lists); None when Unisender does not hold the address."""
@@ -320,6 +326,7 @@ class UnisenderDestination:
         ops = _ops(ch, removes=False)
         try:
             held = _list_ids_of(self._contact(ch.email))
+            on_results([])  # the lock still held after the read: the subscribe may go out
             if held is not None and set(lists) <= held:
                 log.debug("Unisender %s: %s is already on the lists: not invited again", self.name, ch.key)
                 rest = [op for op in ops if not op.startswith("tag+list:")]  # upsert, tag+tag:…

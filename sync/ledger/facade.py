@@ -167,6 +167,7 @@ class Ledger:
     field_holders = _Via("state", PushedStates.field_holders)
     save_states = _Via("state", PushedStates.save_states)
     forget = _Via("state", PushedStates.forget)
+    forget_lost = _Via("state", PushedStates.forget_lost)
     state_revision = _Via("state", PushedStates.state_revision)
     customer_states = _Via("state", PushedStates.customer_states)
 

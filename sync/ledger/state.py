@@ -54,6 +54,9 @@ class StateWriter(Protocol):
 
     def forget(self, destination: str, keys: Iterable[str]) -> int: ...
 
+    def forget_lost(self, destination: str, fields: Iterable[str], tags: Iterable[str]) -> dict[tuple[str, str], int]:
+        ...
+
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 _decode = json.JSONDecoder().decode
@@ -213,9 +216,8 @@ class PushedStates:
             return {}
         with self._db.read() as conn:
             find = func.strpos if conn.dialect.name == "postgresql" else func.instr
-            counts = [func.sum(case((or_(*(find(t.c.fields, text + ":") > 0 for text in
-                                          {json.dumps(name, ensure_ascii=False), json.dumps(name)})), 1), else_=0))
-                      for name in wanted]
+            counts = [func.sum(case((or_(*(find(t.c.fields, text + ":") > 0 for text in _spellings(name))), 1),
+                                    else_=0)) for name in wanted]
             row = conn.execute(select(*counts).where(t.c.destination == destination)).one()
         return {name: int(n) for name, n in zip(wanted, row) if n}
 
@@ -283,6 +285,63 @@ class PushedStates:
             self._written.note(destination, revision, 0)
         return deleted
 
+    def forget_lost(self, destination: str, fields: Iterable[str], tags: Iterable[str]) -> dict[tuple[str, str], int]:
+        """Take these field keys out of the pushed fields, and these tags out of the pushed tag sets, of every
+        ``destination`` contact holding them (the ESP lost them: deleted there by hand, created again empty), in
+        one transaction that bumps the revision: the next plan then sends them again to the contacts still meant
+        to have them, as to contacts never given them. Keys and tags match exactly (case and all); a row's
+        customer, ``in_destination``, ``pushed_at`` and run stay. Returns how many contacts held each,
+        by ``("field", key)`` / ``("tag", name)`` (none held: left out)."""
+        fields, tags = list(dict.fromkeys(fields)), list(dict.fromkeys(tags))
+        if not fields and not tags:
+            return {}
+        t = pushed_state
+        held: dict[tuple[str, str], int] = {}
+        with self._db.write() as conn:  # read and rewritten in one transaction (the destination's lock is held)
+            find = func.strpos if conn.dialect.name == "postgresql" else func.instr
+            # a cheap text match finds the candidates (the JSON of the name, as UTF-8 or escaped); the decoded
+            # rows decide
+            near = [find(t.c.fields, text + ":") > 0 for name in fields for text in _spellings(name)] + \
+                [find(t.c.tags, text) > 0 for name in tags for text in _spellings(name)]
+            rows = conn.execute(select(t.c.key, t.c.tags, t.c.fields).where(t.c.destination == destination,
+                                                                          or_(*near))).all()
+            out: list[tuple[str, str, str]] = []  # the new tags and fields text of a key
+            kept_tags: dict[str, tuple[str, list[str]]] = {}  # few distinct tag sets: each decoded once
+            lost_fields, lost_tags = set(fields), set(tags)
+            for key, tag_text, field_text in rows:
+                found = kept_tags.get(tag_text)
+                if found is None:
+                    tag_set = _decode(tag_text)
+                    gone = [x for x in tag_set if x in lost_tags]
+                    found = kept_tags[tag_text] = (_encode(sorted(x for x in tag_set if x not in lost_tags))
+                                                   if gone else tag_text, gone)
+                new_tags, gone = found
+                old_fields = _decode(field_text) if lost_fields else {}
+                gone_fields = [k for k in old_fields if k in lost_fields]
+                if not gone and not gone_fields:  # the text matched inside a value, or another tag
+                    continue
+                for name in gone:
+                    held[("tag", name)] = held.get(("tag", name), 0) + 1
+                for name in gone_fields:
+                    held[("field", name)] = held.get(("field", name), 0) + 1
+                    del old_fields[name]
+                out.append((new_tags, dump_fields(key, old_fields) if gone_fields else field_text, key))
+            if not out:
+                return {}
+            revision = self._bump_revision(conn, destination)
+            # one statement run for every row by the driver (no per-row parameter processing)
+            mark = "%s" if conn.dialect.name == "postgresql" else "?"
+            conn.exec_driver_sql(f"UPDATE pushed_state SET tags = {mark}, fields = {mark}, revision = {mark} "
+                                 f"WHERE destination = {mark} AND key = {mark}",
+                                 [(new_tags, new_fields, revision, destination, key)
+                                  for new_tags, new_fields, key in out])
+        self._written.note(destination, revision, len(out))
+        held = {what: held[what] for what in [*(("field", n) for n in fields), *(("tag", n) for n in tags)]
+                if what in held}  # fields first, in the order asked
+        log.info("ledger: %s forgotten for %d contacts of %s", ", ".join(f"{k} {n!r}" for k, n in held),
+                 len(out), destination)
+        return held
+
     def state_revision(self, destination: str) -> int:
         """Counter bumped by every save/forget that changed ``destination``'s state (0 if never)."""
         with self._db.read() as conn:
@@ -302,6 +361,22 @@ class PushedStates:
         return int(conn.execute(ins.on_conflict_do_update(
             index_elements=[state_revisions.c.destination],
             set_={"revision": state_revisions.c.revision + 1}).returning(state_revisions.c.revision)).scalar_one())
+
+
+def without(state: PushedState, fields: Iterable[str], tags: Iterable[str]) -> PushedState:
+    """``state`` without these field keys and tags (itself when it holds none of them)."""
+    lost_fields = [k for k in fields if k in state.fields]
+    lost_tags = state.tags.intersection(tags)
+    if not lost_fields and not lost_tags:
+        return state
+    return PushedState(state.key, state.customer_id, state.tags - lost_tags,
+                       {k: v for k, v in state.fields.items() if k not in lost_fields}, state.exists)
+
+
+def _spellings(name: str) -> set[str]:
+    """The JSON texts of ``name`` as the ledger may hold it: UTF-8, or escaped (tags always; fields of rows
+    written before 2026-12)."""
+    return {json.dumps(name, ensure_ascii=False), json.dumps(name)}
 
 
 def _select_state(conn: Connection) -> Any:
