@@ -7,6 +7,7 @@ Calls, through the official SDK ``mailchimp_marketing`` 3.0.80 (``requests`` und
                      POST /lists/{id}/segments/{seg}  <= 500 members_to_add and <= 500 members_to_remove
     existing_members GET /lists/{id}/members          count=1000 pages
     read_managed     GET /lists/{id}/segments/{seg}/members
+    (a refused removal) GET /lists/{id}/members/{hash}  is the address still a member?
 
 Consent. The batch-subscribe member object (spec 3.0.55) has ``status`` but no ``status_if_new``, and
 ``update_existing`` decides whether a batch may change existing members. So an upsert is done as:
@@ -33,9 +34,11 @@ an empty body) in one pass, decoding only the fields rfmsync reads, and checked 
 ``total_removed`` likewise; a merge field or tag create: the field (``merge_id``, the ``tag`` asked for) or
 segment (``id``) made, else it is read back, and not there is an error naming it), and every submitted address
 must be accounted for. Anything else fails the call's items with the raw answer (cut to 200 characters). A tag
-add that Mailchimp ignores or refuses because the address is not a list member reports the item ``missing``
-(a removal refused so: done, and ``missing`` too): the ledger forgets the contact, and the next run creates it
-again (consent rules apply).
+add that Mailchimp ignores or refuses because the address is not a list member reports the item ``missing``:
+the ledger forgets the contact, and the next run creates it again (consent rules apply). A removal refused so
+(the error text is matched loosely) is checked first with ``GET /lists/{id}/members/{subscriber hash}``: a 404
+makes it done and ``missing``; a member there (any status, archived too) or a read that fails makes it a
+failed removal, and the ledger keeps the contact.
 
 Errors, retries, SDK quirks and the answer shapes live in :mod:`sync.destinations.mailchimp_api`.
 Merge field types come from the field vocabulary's kinds (:data:`FIELD_TYPES`); a merge field that
@@ -44,6 +47,7 @@ already exists keeps its type (a warning names the difference).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
@@ -62,7 +66,7 @@ from . import specs
 from .base import ClientOptions
 from .mailchimp_apply import Pipeline
 from .mailchimp_api import (BATCH_COUNTS, NOT_A_MEMBER, SEGMENT_COUNTS, BatchAnswer, BatchRejected, Created, ListInfo,
-                            MailchimpApi, MergeField, SegmentAnswer, check_counts, member_error,
+                            MailchimpApi, MemberInfo, MergeField, SegmentAnswer, check_counts, member_error,
                             named_members)
 from .mailchimp_bodies import batch_body, segment_body
 
@@ -287,8 +291,7 @@ class MailchimpDestination:
         for c, op in _ops(tag, add, remove):
             email = c.email.lower()
             if email in refused and op.startswith("tag-") and NOT_A_MEMBER.search(refused[email]):
-                # not in the audience: it carries no tag either (done), and the ledger forgets it (missing)
-                results.append(ItemResult(c.key, op, True, missing=True))
+                results.append(self._removal_refused(c, op, refused[email], what))
             elif email in refused:
                 results.append(ItemResult(c.key, op, False, refused[email],
                                           missing=bool(NOT_A_MEMBER.search(refused[email]))))
@@ -298,6 +301,23 @@ class MailchimpDestination:
             else:  # a removal Mailchimp does not mention: the address does not carry the tag either way
                 results.append(ItemResult(c.key, op, True))
         return results, []
+
+    def _removal_refused(self, c: ContactChange, op: str, error: str, what: str) -> ItemResult:
+        """A tag removal refused with an error that reads like "not a member" (a loose match): believed only when
+        the member read answers 404. Then the address carries no tag (done) and the ledger forgets it
+        (``missing``); a member there (any status, archived too) or a read that fails: the removal failed."""
+        subscriber = hashlib.md5(c.email.lower().encode()).hexdigest()
+        read = f"GET /lists/{self.audience}/members/{subscriber}"
+        try:
+            member = self._call(read, self._lists.get_list_member, self.audience, subscriber,
+                                fields=["email_address", "status"], shape=MemberInfo)
+        except DestinationError as exc:
+            if exc.status == 404:
+                return ItemResult(c.key, op, True, missing=True)
+            return ItemResult(c.key, op, False, f"Mailchimp {what} refused the removal of {c.email} ({error}) and "
+                              f"the read to confirm it is not a member failed: {exc}")
+        return ItemResult(c.key, op, False, f"Mailchimp {what} refused the removal of {c.email} ({error}), yet it "
+                          f"is a member (status {member.status}); sent again next run")
 
     # ------------------------------------------------------------------ prepare internals
     def _create_field(self, item: tuple[str, str]) -> None:

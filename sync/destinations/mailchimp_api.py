@@ -122,6 +122,13 @@ def check_counts(answer: Mapping[str, Any], counts: tuple[tuple[str, str], ...],
                             {c: answer.get(c) for c, _ in counts})
 
 
+class MemberInfo(Shape):
+    """``GET /lists/{id}/members/{subscriber_hash}``, 200: a member, whatever its status (archived included)."""
+
+    email_address: str
+    status: str
+
+
 class ListInfo(Shape):
     id: str
     name: str
