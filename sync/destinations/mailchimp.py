@@ -28,12 +28,12 @@ call never creates a member nor changes a status, and reports a member gone sinc
 Answers are validated before they are believed (:mod:`sync.destinations.answers`): a 2xx body is read from the
 raw response (the SDK's own decoding is skipped; it returns raw text for HTML, a bare ``requests.Response`` for
 an empty body) in one pass, decoding only the fields rfmsync reads, and checked against the documented shape
-(batch subscribe: ``new_members``, ``updated_members``, ``errors[{email_address, error, error_code}]``, with
-``total_created``/``total_updated``/``error_count``, when given, counting those lists; tag call:
-``members_added``, ``members_removed``, ``errors[{email_addresses, error}]``, with ``total_added``/
-``total_removed`` likewise; a merge field or tag create: the field (``merge_id``, the ``tag`` asked for) or
-segment (``id``) made, else it is read back, and not there is an error naming it), and every submitted address
-must be accounted for. Anything else fails the call's items with the raw answer (cut to 200 characters). A tag
+(batch subscribe: ``new_members``, ``updated_members``, ``errors[{email_address, error, error_code}]``; tag
+call: ``members_added``, ``members_removed``, ``errors[{email_addresses, error}]``; their counts,
+``total_created``/``total_updated``/``error_count``/``total_added``/``total_removed``, are not documented to
+equal the lists' lengths: the lists are believed, a count that differs is a warning (one per apply); a merge
+field or tag create: the field (``merge_id``, the ``tag`` asked for) or segment (``id``) made, else it is read
+back, and not there is an error naming it), and every submitted address must be accounted for. Anything else fails the call's items with the raw answer (cut to 200 characters). A tag
 add that Mailchimp ignores or refuses because the address is not a list member reports the item ``missing``:
 the ledger forgets the contact, and the next run creates it again (consent rules apply). A removal refused so
 (the error text is matched loosely) is checked first with ``GET /lists/{id}/members/{subscriber hash}``: a 404
@@ -66,7 +66,7 @@ from . import specs
 from .base import ClientOptions
 from .mailchimp_apply import Pipeline
 from .mailchimp_api import (BATCH_COUNTS, NOT_A_MEMBER, SEGMENT_COUNTS, BatchAnswer, BatchRejected, Created, ListInfo,
-                            MailchimpApi, MemberInfo, MergeField, SegmentAnswer, check_counts, member_error,
+                            MailchimpApi, MemberInfo, MergeField, SegmentAnswer, count_mismatches, member_error,
                             named_members)
 from .mailchimp_bodies import batch_body, segment_body
 
@@ -120,6 +120,7 @@ class MailchimpDestination:
         self._segments: dict[str, int] | None = None  # tag name -> static segment id
         self._field_tags: dict[str, str] = {}  # config field name (or value name) -> merge tag
         self._lock = threading.Lock()
+        self._counts_warned = False  # an answer's counts differed from its lists in this apply (one warning)
 
     def __repr__(self) -> str:
         return f"MailchimpDestination(name={self.name!r}, audience={self.audience!r}, api_url={self.api_url!r})"
@@ -209,6 +210,7 @@ class MailchimpDestination:
         """Upsert (create, then update) and tag in batches; ``on_results`` after each API call. A tag call
         starts once its new contacts' upserts have answered (:mod:`sync.destinations.mailchimp_apply`)."""
         stats = {"calls": 0, "items": 0, "failed": 0}
+        self._counts_warned = False
 
         def report(results: Sequence[ItemResult]) -> None:
             stats["calls"] += 1
@@ -230,7 +232,7 @@ class MailchimpDestination:
         what = f"POST /lists/{self.audience} ({len(chunk)} {'new' if create else 'existing'} members)"
         try:
             answer = self._call(what, self._lists.batch_list_members, self.audience, body, shape=BatchAnswer)
-            check_counts(answer, BATCH_COUNTS, f"Mailchimp {what}")
+            self._check_counts(answer, BATCH_COUNTS, what)
         except (BatchRejected, BadAnswer) as exc:
             named = named_members(exc.body, len(chunk)) if resend and isinstance(exc, BatchRejected) else {}
             if not named or len(named) == len(chunk):
@@ -274,7 +276,7 @@ class MailchimpDestination:
         try:
             answer = self._call(what, self._lists.batch_segment_members, body, self.audience, str(sid),
                                 shape=SegmentAnswer)
-            check_counts(answer, SEGMENT_COUNTS, f"Mailchimp {what}")
+            self._check_counts(answer, SEGMENT_COUNTS, what)
         except (BatchRejected, BadAnswer) as exc:
             return [ItemResult(c.key, op, False, str(exc)) for c, op in _ops(tag, add, remove)], []
         if not answer["errors"]:  # the usual answer: every add made (keys are the lower-cased addresses)
@@ -301,6 +303,16 @@ class MailchimpDestination:
             else:  # a removal Mailchimp does not mention: the address does not carry the tag either way
                 results.append(ItemResult(c.key, op, True))
         return results, []
+
+    def _check_counts(self, answer: Mapping[str, Any], counts: tuple[tuple[str, str], ...], what: str) -> None:
+        """A count that says otherwise than its list: the lists are believed (each address sent is accounted for
+        in them, or fails by itself); the first such answer of an apply is a warning, the others debug lines."""
+        mismatches = count_mismatches(answer, counts)
+        if mismatches:
+            level = logging.DEBUG if self._counts_warned else logging.WARNING
+            self._counts_warned = True
+            log.log(level, "mailchimp %s: %s answered counts that differ from its lists (%s); the lists are "
+                    "believed", self.name, what, "; ".join(mismatches))
 
     def _removal_refused(self, c: ContactChange, op: str, error: str, what: str) -> ItemResult:
         """A tag removal refused with an error that reads like "not a member" (a loose match): believed only when
