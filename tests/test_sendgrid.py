@@ -291,14 +291,36 @@ def test_a_search_answer_that_does_not_account_for_an_address_never_records_its_
     assert "search contacts by email" in b.error and "b@x.com" in b.error
 
 
-def test_existing_members_does_not_believe_a_search_answer_that_leaves_out_an_address(sendgrid_fake):
+@pytest.mark.parametrize("full_refresh", [False, True])
+def test_existing_members_leaves_out_an_address_the_search_cannot_account_for(sendgrid_fake, caplog, full_refresh):
+    """A search answer that leaves out b@x.com (e.g. matched by an alternate e-mail) no longer aborts the whole
+    full refresh / webhook resync: b is left out (as not held) with a warning naming the count and the address.
+    The plan then creates nobody without consent and removes no tag: b, known to the ledger, keeps his tag
+    (``skip``: the ledger is believed); d, unknown to both and without consent, is skipped."""
+    from sync.config import DestinationConfig
+    from sync.model import DesiredContact, PushedState
+    from sync.planning.plan import plan_destination
+
     sendgrid_fake.add_contact("a@x.com")
     sendgrid_fake.add_contact("b@x.com")
-    sendgrid_fake.answer_raw(b'{"result": {"a@x.com": {"contact": {"id": "c1", "email": "a@x.com"}}}}',
+    sendgrid_fake.answer_raw(b'{"result": {"a@x.com": {"contact": {"id": "c1", "email": "a@x.com"}}, '
+                             b'"d@x.com": {"error": "contact not found"}}}',
                              "application/json", method="POST", path="search/emails")
     dest, _, _ = make(sendgrid_fake)
-    with pytest.raises(DestinationError, match="b@x.com"):
-        dest.existing_members(["a@x.com", "b@x.com"])
+    with caplog.at_level(logging.WARNING, logger="sync.destinations.sendgrid"):
+        existing = dest.existing_members(["a@x.com", "B@x.com", "d@x.com"])
+    assert existing == {"a@x.com": "present"}
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "did not account for 1 of 3 addresses (first: b@x.com)" in warning
+    cfg = DestinationConfig(name="sg", type="sendgrid", list_prefix="RFM ", new_contacts="skip",
+                            segments={"Champions": "Champions"})
+    desired = [DesiredContact(k, k[0], k, "no", "Champions", frozenset({"Champions"})) for k in
+               ("a@x.com", "b@x.com", "d@x.com")]
+    last = {"b@x.com": PushedState("b@x.com", "b", frozenset({"Champions"}), {}, True)}
+    plan = plan_destination(cfg, desired, last, existing=existing, full_refresh=full_refresh)
+    assert not any(c.remove_tags for c in plan.changes)
+    assert not any(c.create and c.status_if_new is not None for c in plan.changes)  # nobody created
+    assert "d@x.com" in {s.key for s in plan.skipped}
 
 
 @pytest.mark.parametrize("results, warned", [
