@@ -5,6 +5,7 @@ again under the consent rules, instead of keeping him as a member holding the fi
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 import pytest
@@ -59,24 +60,46 @@ def test_a_removal_for_a_contact_deleted_in_unisender_leaves_him_forgotten_in_th
         ledger.close()
 
 
-def test_a_tag_removal_mailchimp_refuses_as_not_a_member_forgets_him_in_the_ledger(mailchimp_fake, tmp_path):
-    """Mailchimp: the ledger knows him tagged; he was deleted from the audience; the plan only takes the tag off.
-    The tag call refuses the removal ("does not exist on this list"): the removal is done (he carries no tag)
-    and, as a tag add refused the same way already does, the ledger forgets him."""
+@pytest.mark.parametrize("case", ["deleted", "subscribed", "archived", "read fails"])
+def test_a_tag_removal_mailchimp_refuses_as_not_a_member_is_checked_before_the_ledger_forgets_him(
+        mailchimp_fake, tmp_path, case):
+    """Mailchimp: the ledger knows him tagged; the plan only takes one tag off; the tag call refuses the removal
+    with a text that reads like "not a member" ("does not exist on this list", "not found", ...). That is believed
+    only when the member read (``GET /lists/{id}/members/{md5 of the address}``) answers 404: then the removal is
+    done (he carries no tag) and the ledger forgets him. A member still there (any status, archived too) or a
+    read that fails: the removal failed, the ledger keeps him with his tags and fields (cleaned up next run)."""
     from sync.destinations.mailchimp import MailchimpDestination
 
-    key = "gone@example.com"
-    mailchimp_fake.add_member(key, merge_fields={"SEGMENT": "B"}, tags=["rfm:B"])
-    mailchimp_fake.forget(key)
+    key = "Gone@Example.com".lower()
+    known = PushedState(key, "G", frozenset({"rfm:A", "rfm:B"}), {"SEGMENT": "B"})
+    mailchimp_fake.add_member(key, status="archived" if case == "archived" else "subscribed",
+                              merge_fields={"SEGMENT": "B"}, tags=["rfm:A", "rfm:B"])
+    if case == "deleted":
+        mailchimp_fake.forget(key)
+    else:
+        mailchimp_fake.member_errors[key] = "Member not found in static segment"
+    member_path = f"/lists/aud1/members/{hashlib.md5(key.encode()).hexdigest()}"
+    if case == "read fails":
+        mailchimp_fake.fail(503, times=2, method="GET", path=member_path + "$")
     ledger = Ledger.connect(f"sqlite:///{tmp_path / 'ledger.db'}")
     try:
-        ledger.save_states("mc", None, [PushedState(key, "G", frozenset({"rfm:B"}), {"SEGMENT": "B"})])
+        ledger.save_states("mc", None, [known])
         client = MailchimpDestination("mc", "aud1", mailchimp_fake.api_key, api_url=mailchimp_fake.url, timeout=5,
                                       retry=RetryPolicy(attempts=2, sleep=lambda s: None, rng=random.Random(0)))
         change = ContactChange(key, key, "G", "C", False, "transactional", remove_tags=frozenset({"rfm:B"}))
-        report = execute_plan(Plan("mc", "mailchimp", (change,), (), ("rfm:B",), {}, 0), client, ledger)
-        assert report.counts["failed"] == 0 and mailchimp_fake.violations == []
-        assert key not in mailchimp_fake.lists["aud1"].members
-        assert ledger.load_state("mc")[key] == PushedState(key, "G", frozenset(), {}, False)
+        report = execute_plan(Plan("mc", "mailchimp", (change,), (), ("rfm:A", "rfm:B"), {}, 0), client, ledger)
+        assert mailchimp_fake.count("GET", member_path) == (2 if case == "read fails" else 1)
+        assert mailchimp_fake.violations == []
+        if case == "deleted":
+            assert report.counts["failed"] == 0
+            assert ledger.load_state("mc")[key] == PushedState(key, "G", frozenset(), {}, False)
+            return
+        assert report.counts["failed"] == 1
+        assert mailchimp_fake.tags_of(key) == {"rfm:A", "rfm:B"}
+        assert ledger.load_state("mc")[key] == known
+        [failure] = ledger.pending_failures("mc")
+        error = failure["last_error"]
+        assert failure["op"] == "tag-rfm:B" and "refused the removal of" in error and (
+            "failed: " in error if case == "read fails" else f"is a member (status {case})" in error)
     finally:
         ledger.close()

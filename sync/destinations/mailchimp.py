@@ -7,6 +7,7 @@ Calls, through the official SDK ``mailchimp_marketing`` 3.0.80 (``requests`` und
                      POST /lists/{id}/segments/{seg}  <= 500 members_to_add and <= 500 members_to_remove
     existing_members GET /lists/{id}/members          count=1000 pages
     read_managed     GET /lists/{id}/segments/{seg}/members
+    (a refused removal) GET /lists/{id}/members/{hash}  is the address still a member?
 
 Consent. The batch-subscribe member object (spec 3.0.55) has ``status`` but no ``status_if_new``, and
 ``update_existing`` decides whether a batch may change existing members. So an upsert is done as:
@@ -27,15 +28,17 @@ call never creates a member nor changes a status, and reports a member gone sinc
 Answers are validated before they are believed (:mod:`sync.destinations.answers`): a 2xx body is read from the
 raw response (the SDK's own decoding is skipped; it returns raw text for HTML, a bare ``requests.Response`` for
 an empty body) in one pass, decoding only the fields rfmsync reads, and checked against the documented shape
-(batch subscribe: ``new_members``, ``updated_members``, ``errors[{email_address, error, error_code}]``, with
-``total_created``/``total_updated``/``error_count``, when given, counting those lists; tag call:
-``members_added``, ``members_removed``, ``errors[{email_addresses, error}]``, with ``total_added``/
-``total_removed`` likewise; a merge field or tag create: the field (``merge_id``, the ``tag`` asked for) or
-segment (``id``) made, else it is read back, and not there is an error naming it), and every submitted address
-must be accounted for. Anything else fails the call's items with the raw answer (cut to 200 characters). A tag
-add that Mailchimp ignores or refuses because the address is not a list member reports the item ``missing``
-(a removal refused so: done, and ``missing`` too): the ledger forgets the contact, and the next run creates it
-again (consent rules apply).
+(batch subscribe: ``new_members``, ``updated_members``, ``errors[{email_address, error, error_code}]``; tag
+call: ``members_added``, ``members_removed``, ``errors[{email_addresses, error}]``; their counts,
+``total_created``/``total_updated``/``error_count``/``total_added``/``total_removed``, are not documented to
+equal the lists' lengths: the lists are believed, a count that differs is a warning (one per apply); a merge
+field or tag create: the field (``merge_id``, the ``tag`` asked for) or segment (``id``) made, else it is read
+back, and not there is an error naming it), and every submitted address must be accounted for. Anything else fails the call's items with the raw answer (cut to 200 characters). A tag
+add that Mailchimp ignores or refuses because the address is not a list member reports the item ``missing``:
+the ledger forgets the contact, and the next run creates it again (consent rules apply). A removal refused so
+(the error text is matched loosely) is checked first with ``GET /lists/{id}/members/{subscriber hash}``: a 404
+makes it done and ``missing``; a member there (any status, archived too) or a read that fails makes it a
+failed removal, and the ledger keeps the contact.
 
 Errors, retries, SDK quirks and the answer shapes live in :mod:`sync.destinations.mailchimp_api`.
 Merge field types come from the field vocabulary's kinds (:data:`FIELD_TYPES`); a merge field that
@@ -44,6 +47,7 @@ already exists keeps its type (a warning names the difference).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
@@ -62,7 +66,7 @@ from . import specs
 from .base import ClientOptions
 from .mailchimp_apply import Pipeline
 from .mailchimp_api import (BATCH_COUNTS, NOT_A_MEMBER, SEGMENT_COUNTS, BatchAnswer, BatchRejected, Created, ListInfo,
-                            MailchimpApi, MergeField, SegmentAnswer, check_counts, member_error,
+                            MailchimpApi, MemberInfo, MergeField, SegmentAnswer, count_mismatches, member_error,
                             named_members)
 from .mailchimp_bodies import batch_body, segment_body
 
@@ -116,6 +120,7 @@ class MailchimpDestination:
         self._segments: dict[str, int] | None = None  # tag name -> static segment id
         self._field_tags: dict[str, str] = {}  # config field name (or value name) -> merge tag
         self._lock = threading.Lock()
+        self._counts_warned = False  # an answer's counts differed from its lists in this apply (one warning)
 
     def __repr__(self) -> str:
         return f"MailchimpDestination(name={self.name!r}, audience={self.audience!r}, api_url={self.api_url!r})"
@@ -205,6 +210,7 @@ class MailchimpDestination:
         """Upsert (create, then update) and tag in batches; ``on_results`` after each API call. A tag call
         starts once its new contacts' upserts have answered (:mod:`sync.destinations.mailchimp_apply`)."""
         stats = {"calls": 0, "items": 0, "failed": 0}
+        self._counts_warned = False
 
         def report(results: Sequence[ItemResult]) -> None:
             stats["calls"] += 1
@@ -226,7 +232,7 @@ class MailchimpDestination:
         what = f"POST /lists/{self.audience} ({len(chunk)} {'new' if create else 'existing'} members)"
         try:
             answer = self._call(what, self._lists.batch_list_members, self.audience, body, shape=BatchAnswer)
-            check_counts(answer, BATCH_COUNTS, f"Mailchimp {what}")
+            self._check_counts(answer, BATCH_COUNTS, what)
         except (BatchRejected, BadAnswer) as exc:
             named = named_members(exc.body, len(chunk)) if resend and isinstance(exc, BatchRejected) else {}
             if not named or len(named) == len(chunk):
@@ -270,7 +276,7 @@ class MailchimpDestination:
         try:
             answer = self._call(what, self._lists.batch_segment_members, body, self.audience, str(sid),
                                 shape=SegmentAnswer)
-            check_counts(answer, SEGMENT_COUNTS, f"Mailchimp {what}")
+            self._check_counts(answer, SEGMENT_COUNTS, what)
         except (BatchRejected, BadAnswer) as exc:
             return [ItemResult(c.key, op, False, str(exc)) for c, op in _ops(tag, add, remove)], []
         if not answer["errors"]:  # the usual answer: every add made (keys are the lower-cased addresses)
@@ -287,8 +293,7 @@ class MailchimpDestination:
         for c, op in _ops(tag, add, remove):
             email = c.email.lower()
             if email in refused and op.startswith("tag-") and NOT_A_MEMBER.search(refused[email]):
-                # not in the audience: it carries no tag either (done), and the ledger forgets it (missing)
-                results.append(ItemResult(c.key, op, True, missing=True))
+                results.append(self._removal_refused(c, op, refused[email], what))
             elif email in refused:
                 results.append(ItemResult(c.key, op, False, refused[email],
                                           missing=bool(NOT_A_MEMBER.search(refused[email]))))
@@ -298,6 +303,33 @@ class MailchimpDestination:
             else:  # a removal Mailchimp does not mention: the address does not carry the tag either way
                 results.append(ItemResult(c.key, op, True))
         return results, []
+
+    def _check_counts(self, answer: Mapping[str, Any], counts: tuple[tuple[str, str], ...], what: str) -> None:
+        """A count that says otherwise than its list: the lists are believed (each address sent is accounted for
+        in them, or fails by itself); the first such answer of an apply is a warning, the others debug lines."""
+        mismatches = count_mismatches(answer, counts)
+        if mismatches:
+            level = logging.DEBUG if self._counts_warned else logging.WARNING
+            self._counts_warned = True
+            log.log(level, "mailchimp %s: %s answered counts that differ from its lists (%s); the lists are "
+                    "believed", self.name, what, "; ".join(mismatches))
+
+    def _removal_refused(self, c: ContactChange, op: str, error: str, what: str) -> ItemResult:
+        """A tag removal refused with an error that reads like "not a member" (a loose match): believed only when
+        the member read answers 404. Then the address carries no tag (done) and the ledger forgets it
+        (``missing``); a member there (any status, archived too) or a read that fails: the removal failed."""
+        subscriber = hashlib.md5(c.email.lower().encode()).hexdigest()
+        read = f"GET /lists/{self.audience}/members/{subscriber}"
+        try:
+            member = self._call(read, self._lists.get_list_member, self.audience, subscriber,
+                                fields=["email_address", "status"], shape=MemberInfo)
+        except DestinationError as exc:
+            if exc.status == 404:
+                return ItemResult(c.key, op, True, missing=True)
+            return ItemResult(c.key, op, False, f"Mailchimp {what} refused the removal of {c.email} ({error}) and "
+                              f"the read to confirm it is not a member failed: {exc}")
+        return ItemResult(c.key, op, False, f"Mailchimp {what} refused the removal of {c.email} ({error}), yet it "
+                          f"is a member (status {member.status}); sent again next run")
 
     # ------------------------------------------------------------------ prepare internals
     def _create_field(self, item: tuple[str, str]) -> None:

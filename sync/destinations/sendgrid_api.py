@@ -83,8 +83,12 @@ class Id(Shape):
 
 class JobResults(Shape):
     requested_count: int | None = None  # absent while pending; a finished job must say how many it took
-    created_count: int | None = None  # when given, created + updated + errored must be the contacts sent
+    # what became of the contacts, by kind: which kinds a job reports depends on its type, and nothing says
+    # they add up to requested_count (a contact sent unchanged is neither created nor updated): not checked
+    created_count: int | None = None
     updated_count: int | None = None
+    unmodified_count: int | None = None
+    deleted_count: int | None = None
     errored_count: int = 0
     errors_url: str | None = None
 

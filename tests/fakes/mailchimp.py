@@ -305,6 +305,11 @@ class FakeMailchimp:
             members = [self._member_view(lst, k) for k in lst.members
                        if not query.get("status") or lst.members[k]["status"] == query["status"]]
             return self._page("members", members, lst, query)
+        if sub == "/members" and item and not tail and method == "GET":  # by subscriber hash (or the address)
+            key = next((k for k in lst.members if item in (k, hashlib.md5(k.encode()).hexdigest())), None)
+            if key is None:
+                return problem(404, "Resource Not Found", "The requested resource could not be found.")
+            return Reply.json(200, self._pick(self._member_view(lst, key), query))
         if sub == "/merge-fields" and not item:
             if method == "GET":
                 return self._page("merge_fields", list(lst.merge_fields.values()), lst, query)
