@@ -1,0 +1,73 @@
+"""`rfmsync serve`'s parts killed half-way (kill -9 of a real process) and run twice at once."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from sync.config import Config, ScheduleConfig
+from sync.ledger import Ledger
+from sync.serve.scheduler import RETRY_CURSOR, Retry, Scheduler
+
+try:
+    from tests import ledger_fixtures
+except ImportError:  # tests/ itself on sys.path
+    import ledger_fixtures  # type: ignore
+
+child_killed_after = ledger_fixtures.child_killed_after
+clock, ledger_url = ledger_fixtures.clock, ledger_fixtures.ledger_url  # fixtures
+
+FIRE = datetime(2025, 3, 1, 13, 0, tzinfo=timezone.utc)
+
+# a serve process whose scheduled sync (fire time 13:00) is running, held inside the job, when it is killed
+_SCHEDULER_IN_A_RUN = """
+import threading
+from datetime import datetime, timedelta, timezone
+from sync.config import Config, ScheduleConfig
+from sync.serve.scheduler import Scheduler
+start = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+running = threading.Event()
+def job():
+    running.set()
+    threading.Event().wait()  # the sync is under way
+sched = Scheduler(Config(schedule=ScheduleConfig(every="1h")), led, None, clock=lambda: start, job=job)
+threading.Thread(target=sched.tick, args=(start + timedelta(hours=1, seconds=5),), daemon=True).start()
+assert running.wait(30)
+"""
+
+
+def test_a_scheduled_sync_killed_half_way_runs_again_when_serve_restarts(ledger_url, clock):
+    """A nightly sync killed in the middle (OOM, kill -9) is run again by the restarted serve, not a day later; a
+    run that ended leaves nothing to run again."""
+    cfg = Config(schedule=ScheduleConfig(every="1h"))
+    with child_killed_after(ledger_url, _SCHEDULER_IN_A_RUN):
+        pass  # killed while its run holds the schedule lock
+    runs: list[str] = []
+    clock.now = FIRE + timedelta(seconds=30)  # systemd restarts serve
+    with Ledger.connect(ledger_url, clock=clock) as ledger:
+        restarted = Scheduler(cfg, ledger, None, clock=clock, job=lambda: runs.append("restarted"))  # type: ignore
+        assert restarted.next_fire == FIRE + timedelta(hours=1)
+        assert restarted.retry is not None and restarted.retry.fire == FIRE and restarted.wake_at() <= clock()
+        assert restarted.tick() and runs == ["restarted"]  # the killed process's lock is taken over
+        assert ledger.get_cursor(*RETRY_CURSOR) == "" and ledger.get_cursor("schedule", "last_fire") == FIRE.isoformat()
+        again = Scheduler(cfg, ledger, None, clock=clock, job=lambda: runs.append("again"))  # type: ignore
+        assert again.retry is None and not again.tick() and runs == ["restarted"]
+
+
+def test_while_a_scheduled_sync_runs_the_ledger_names_it_and_a_second_process_skips_it(ledger_url, clock):
+    """The mark left during a run is the run itself: another serve (alive, same ledger) that reads it while the run
+    holds the schedule lock skips it, and the run clears it when it ends, failed or not."""
+    cfg = Config(schedule=ScheduleConfig(every="1h"))
+    seen: list[Retry | None] = []
+    with Ledger.connect(ledger_url, clock=clock) as ledger, Ledger.connect(ledger_url, clock=clock) as other:
+        def job():
+            seen.append(Retry.loads(ledger.get_cursor(*RETRY_CURSOR)))
+            second = Scheduler(cfg, other, None, clock=clock, job=lambda: seen.append(None))  # type: ignore
+            seen.append(second.retry)
+            seen.append(second.tick())  # the schedule lock is held: skipped
+            raise RuntimeError("a bug")
+
+        sched = Scheduler(cfg, ledger, None, clock=clock, job=job)  # type: ignore
+        clock.now = FIRE
+        assert not sched.tick()
+        assert seen == [Retry(FIRE, 1, FIRE), Retry(FIRE, 1, FIRE), False]
+        assert ledger.get_cursor(*RETRY_CURSOR) == "" and sched.retry is None  # not transient: nothing planned
