@@ -71,3 +71,50 @@ def test_while_a_scheduled_sync_runs_the_ledger_names_it_and_a_second_process_sk
         assert not sched.tick()
         assert seen == [Retry(FIRE, 1, FIRE), Retry(FIRE, 1, FIRE), False]
         assert ledger.get_cursor(*RETRY_CURSOR) == "" and sched.retry is None  # not transient: nothing planned
+
+
+def test_a_batch_waiting_for_a_long_sync_is_never_given_up(tmp_path, mailchimp_fake, monkeypatch):
+    """A cron `rfmsync sync` (another process) holds the destination for longer than the worker's retries last (a
+    first sync of a big audience): the webhook batch waits in the queue, its claims not counted as failures, and is
+    applied once the sync ends. Before, after ``max_attempts`` claims it was marked failed and its customers' move
+    waited for the next full sync, or for someone to requeue it."""
+    from sync.config import load_config
+    from sync.ledger import ledger_url as url_of, open_ledger
+    from sync.serve.resync import resync
+    from sync.serve.worker import Worker
+    from sync.settings import load_settings
+    from tests.test_worker import AS_OF, DEST, churned_contact, make_shop, queue_order, run_full_sync
+
+    path = make_shop(tmp_path / "shop", mailchimp_fake, monkeypatch, customers=60)
+    cfg, settings = load_config(path), load_settings()
+    with open_ledger(cfg, settings) as ledger:
+        run_full_sync(cfg, ledger, settings, as_of=AS_OF, kind="sync")
+        email, cid = churned_contact(ledger)
+        queue_order(ledger, "W-LONG", cid)
+        worker = Worker(cfg, ledger, settings, as_of=lambda: AS_OF, max_attempts=2,
+                        process=lambda b: resync(cfg, ledger, settings, b.orders, b.contacts, as_of=AS_OF,
+                                                 lock_wait_seconds=0.1))
+        hold = f"led.acquire_lock('sync:{DEST}', owner=default_owner(), ttl_seconds=3600)"
+        with child_killed_after(url_of(cfg, settings), hold):  # the cron sync, alive and applying
+            for _ in range(4):
+                assert worker.process_batch() == 0
+            assert ledger.event_counts()["queued"] == 1 and ledger.event_counts()["failed"] == 0
+            assert "Winback" in mailchimp_fake.tags_of(email)
+        assert worker.drain() == 1 and "Winback" not in mailchimp_fake.tags_of(email)  # the sync is gone
+        assert worker.metrics.events["failed"] == 0
+
+
+def test_a_released_claim_is_not_counted_a_failed_one_is(ledger_url):
+    with Ledger.connect(ledger_url) as ledger:
+        ledger.enqueue_event("generic", "k1", "{}")
+        for _ in range(3):  # waited for another run three times: still the first attempt
+            (ev,) = ledger.claim_events("w", limit=10)
+            assert ev.attempts == 1
+            assert ledger.release_events([ev.id], "LockBusyError: sync:x is already running") == 1
+        assert ledger.event_counts()["queued"] == 1
+        (ev,) = ledger.claim_events("w", limit=10)
+        assert ledger.fail_events([ev.id], "HTTP 503", max_attempts=2) == 1  # a real failure counts
+        (ev,) = ledger.claim_events("w", limit=10)
+        assert ev.attempts == 2 and ledger.fail_events([ev.id], "HTTP 503", max_attempts=2) == 1
+        assert ledger.event_counts()["failed"] == 1
+        assert ledger.release_events([ev.id], "late") == 0  # only events being processed go back
