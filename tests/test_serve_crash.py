@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from sync.config import Config, ScheduleConfig
 from sync.ledger import Ledger
@@ -22,6 +23,7 @@ FIRE = datetime(2025, 3, 1, 13, 0, tzinfo=timezone.utc)
 _SCHEDULER_IN_A_RUN = """
 import threading
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from sync.config import Config, ScheduleConfig
 from sync.serve.scheduler import Scheduler
 start = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -118,3 +120,33 @@ def test_a_released_claim_is_not_counted_a_failed_one_is(ledger_url):
         assert ev.attempts == 2 and ledger.fail_events([ev.id], "HTTP 503", max_attempts=2) == 1
         assert ledger.event_counts()["failed"] == 1
         assert ledger.release_events([ev.id], "late") == 0  # only events being processed go back
+
+
+_READING_IN_SCRATCH = """
+from sync.store.scratch import scratch_dir
+reading = scratch_dir()
+folder = reading.__enter__()
+(folder / "orders.utf8.csv").write_bytes(b"x" * 1_000_000)  # the UTF-8 copy of a cp1251 export, half written
+print(folder, flush=True)
+"""
+
+
+def test_the_scratch_copy_of_an_ingest_killed_half_way_is_removed_by_the_next_one(tmp_path, monkeypatch):
+    """An ingest killed while it reads (the OOM killer on a big cp1251 export, systemd restarting it in a loop) left
+    its UTF-8 copy of the export in the temp folder every time; the next ingest removes it, and nobody else's."""
+    import tempfile
+
+    from sync.store.scratch import scratch_dir
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the child's temp folder too
+    with child_killed_after(f"sqlite:///{tmp_path / 'l.db'}", _READING_IN_SCRATCH) as printed:
+        (left,) = (Path(line) for line in printed)
+        other = tmp_path / "rfmsync-not-ours"  # another version's, or another tool's: no owner noted
+        other.mkdir()
+    assert left.is_dir() and left.parent == tmp_path
+    with scratch_dir() as mine:
+        assert not left.exists() and other.is_dir()
+        with scratch_dir() as second:  # a live process's folder (this one's) stays
+            assert mine.is_dir() and second != mine
+    assert not mine.exists()

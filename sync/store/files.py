@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -54,6 +53,7 @@ from .file_lean import (LeanChange, commit_lean, drop_lean_indexes, drop_staged_
                         lean_store, stage_lean)
 from .lookup import drop_lookup_indexes
 from .merge import FileReads, merge_staged, unordered
+from .scratch import scratch_dir
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
     relisted: list[int] = []  # unchanged files read the lean way before, read again now for their tables
     counts: dict[tuple[str, Path], tuple[int, int, int]] = {}
     try:
-        with tempfile.TemporaryDirectory(prefix="rfmsync-") as tmp:
+        with scratch_dir() as tmp:
             for key in wanted:
                 if key not in keep:  # into temp tables: the store gets the rows once, or a copy (below)
                     new[key] = source.read_file(con, key[1], key[0], f"{TEMP_PREFIX}{ids[key]}", Path(tmp))
