@@ -61,6 +61,8 @@ class EventOutcomes(Protocol):
 
     def fail_events(self, ids: Iterable[int], error: str, max_attempts: int = 5) -> int: ...
 
+    def release_events(self, ids: Iterable[int], reason: str) -> int: ...
+
 
 class QueueStats(Protocol):
     """What health checks and metrics read."""
@@ -182,6 +184,12 @@ class EventQueue:
             "status": case((exhausted, "failed"), else_="queued"),
             "finished_at": case((exhausted, self._db.clock()), else_=None),
             "last_error": clip(error)})
+
+    def release_events(self, ids: Iterable[int], reason: str) -> int:
+        """Put processing events back in the queue without counting this claim (they waited for another run: a
+        busy destination or order store is no fault of theirs); returns how many were updated."""
+        return self._finish_events(list(ids), {"status": "queued", "attempts": events.c.attempts - 1,
+                                               "last_error": clip(reason)})
 
     def _finish_events(self, ids: list[int], values: dict[str, Any]) -> int:
         t = events

@@ -12,6 +12,8 @@ retries: :func:`transient`) is run again ``[schedule] retry_wait`` later (10 min
 each time, at most ``retries`` times (3), and never at or past the next fire time, which does the work anyway.
 The pending retry is a ledger cursor too (:data:`RETRY_CURSOR`), so a process started after the one that planned
 it stopped runs it; under the ``schedule`` lock, a retry runs only while the cursor still names it: once.
+While a run is under way the cursor names it as a retry due at once, so a run killed half-way (its process gone)
+is run again by the next process started, not left to the next fire time.
 """
 
 from __future__ import annotations
@@ -180,8 +182,11 @@ class Scheduler:
                 if ran:
                     self._count("skipped")
                     return False
-                log.info("scheduled sync (fire time %s%s)", fire.isoformat(),
-                         f", retry {attempt} of {self.cfg.schedule.retries}" if attempt else "")
+                log.info("scheduled sync (fire time %s%s)", fire.isoformat(), self._attempt_text(attempt))
+                # until this run ends, the ledger names it as the retry due now: a process killed here (OOM, a
+                # deploy's kill -9) leaves it, and the serve started after it runs it at once instead of
+                # waiting for the next fire time (the ``finally`` below clears it whatever else happens)
+                self.ledger.set_cursor(*RETRY_CURSOR, Retry(fire, attempt + 1, self.clock()).dumps())
                 try:
                     reports = self.job()
                     if self.metrics is not None and isinstance(reports, list):
@@ -209,6 +214,13 @@ class Scheduler:
             return False
         self._count("ok")
         return True
+
+    def _attempt_text(self, attempt: int) -> str:
+        if not attempt:
+            return ""
+        if attempt > self.cfg.schedule.retries:  # (only the re-run of a killed run goes past ``retries``)
+            return ", run again: the run before it did not finish"
+        return f", retry {attempt} of {self.cfg.schedule.retries}"
 
     def _plan_retry(self, exc: Exception, fire: datetime, attempt: int) -> str:
         """Schedule the next retry of a transient failure, counted from now (the run may have taken long); the

@@ -4,7 +4,9 @@ Any number of workers (threads, processes, hosts) may share one ledger: ``claim_
 exactly one of them (PostgreSQL ``FOR UPDATE SKIP LOCKED``; SQLite ``BEGIN IMMEDIATE``). A worker waits
 ``debounce_seconds`` after it first sees queued events, so a burst becomes one resync, then claims everything
 queued and hands it to :func:`sync.serve.resync.resync`. Events are marked done only after the resync succeeded;
-on an error they go back to the queue (up to ``max_attempts`` claims, then ``failed``). A claim is a lease of
+on an error they go back to the queue (up to ``max_attempts`` claims, then ``failed``); a batch that waited in vain
+for another run (:class:`~sync.errors.LockBusyError`: a destination or the order store busy) goes back without
+counting the claim. A claim is a lease of
 ``stale_after`` seconds that the working worker renews by heartbeat: events of a killed worker on another host
 become claimable when the lease lapses, those of a killed process on this host at once; queued events simply
 wait for the next worker, so nothing accepted is lost across a restart.
@@ -21,7 +23,7 @@ from typing import Callable
 from connectors.records import Contact, Order
 
 from ..config import Config
-from ..errors import DestinationError, GuardRefusedError
+from ..errors import DestinationError, GuardRefusedError, LockBusyError
 from ..ledger import Event, Ledger, default_owner
 from ..settings import Settings
 from .metrics import Metrics
@@ -129,6 +131,13 @@ class Worker:
         self.metrics.resync_done(seconds, None, error)
         if isinstance(failure, DestinationError):
             self.metrics.esp_error(getattr(failure, "destination", None) or "unknown")
+        if isinstance(failure, LockBusyError):
+            # another run holds the destination (a long cron sync) or the order store: the batch waits its turn,
+            # and the claim does not count towards max_attempts (it would be given up during a long sync)
+            self.ledger.release_events(ids, error)
+            self.metrics.event_outcome("retried", len(ids))
+            log.info("resync of %d events waits for another run (they stay queued): %s", len(ids), error)
+            return
         if isinstance(failure, GuardRefusedError):
             # the records are in the order store already; retrying gives the same answer: the next full
             # sync (with --allow-mass-change if the change is wanted) pushes them

@@ -10,9 +10,12 @@ webhooks upsert by order id / customer id (latest version wins). Segmentation re
 Webhook records survive a full refresh. A webhook order is usually newer than the last export, so a file
 pull that replaced everything would drop it (and move its customer back) until a later export contains it.
 ``merge_staged(..., origin="webhook")`` therefore notes the ids it merged in ``webhook_records``; a full
-refresh keeps those orders (with their line items) and those customers' contacts *unless the file has the
-same order_id / customer_id*: then the file's version wins and the note is dropped. So the store holds one
-copy of each order, and an order is never lost between its webhook and the export that catches up.
+refresh keeps those orders (with their line items) and those customers' contacts *unless a file read after the
+webhook record was merged has the same order_id / customer_id*: then the file's version wins and the note is
+dropped. A file read before it (unchanged since) is older than the webhook: its version of a refunded order or of a
+withdrawn consent must not come back because another file changed (:class:`~.merge.FileReads`; an order's file is
+the one its row is in; a contact's are the contacts files, or without any, the files of its orders). So the store
+holds one copy of each order, and an order is never lost between its webhook and the export that catches up.
 
 DuckDB allows one writing process per file. When a cron ``rfmsync sync`` and ``rfmsync serve`` meet, the second
 waits up to ``wait_seconds`` for the file, then stops with :class:`~sync.errors.LockBusyError` (exit 75). Every

@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -53,7 +52,8 @@ from .connection import store_transaction
 from .file_lean import (LeanChange, commit_lean, drop_lean_indexes, drop_staged_view, file_counts, lean_source,
                         lean_store, stage_lean)
 from .lookup import drop_lookup_indexes
-from .merge import merge_staged, unordered
+from .merge import FileReads, merge_staged, unordered
+from .scratch import scratch_dir
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
     relisted: list[int] = []  # unchanged files read the lean way before, read again now for their tables
     counts: dict[tuple[str, Path], tuple[int, int, int]] = {}
     try:
-        with tempfile.TemporaryDirectory(prefix="rfmsync-") as tmp:
+        with scratch_dir() as tmp:
             for key in wanted:
                 if key not in keep:  # into temp tables: the store gets the rows once, or a copy (below)
                     new[key] = source.read_file(con, key[1], key[0], f"{TEMP_PREFIX}{ids[key]}", Path(tmp))
@@ -276,7 +276,9 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
                 drop_lean_indexes(con, change)
                 _in_transaction(con, lambda: (commit_lean(con, change), save(con)))
             else:
-                merge_staged(con, result, max_identity_group=source.max_identity_group, before_commit=save)
+                reads = FileReads(FILES_TABLE, tuple(ids[k] for k in wanted if k[0] == "contacts"))
+                merge_staged(con, result, max_identity_group=source.max_identity_group, before_commit=save,
+                             files=reads)
     except BaseException as exc:
         _clean(con)  # the files read this run are not noted, so the next run reads them again
         if isinstance(exc, FileNotFoundError):

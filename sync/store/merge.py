@@ -40,10 +40,22 @@ class _Note:
             self.change[2] += sign * int(day)
 
 
+@dataclass(frozen=True)
+class FileReads:
+    """When the files of a file source's full refresh were read: ``catalogue`` names the table of the files read
+    before this run (``file_id``, ``read_at``; a staged file id not in it is read now) and ``contact_files`` are the
+    ids of its contacts files. A webhook record yields to the file's version only when a file that holds it was read
+    after the record was merged (see :mod:`sync.store`)."""
+
+    catalogue: str
+    contact_files: tuple[int, ...] = ()
+
+
 def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: str = "pull",
                  max_identity_group: int = DEFAULT_MAX_GROUP,
                  before_commit: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
-                 after_link: Callable[[duckdb.DuckDBPyConnection], None] | None = None) -> dict[str, int]:
+                 after_link: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+                 files: FileReads | None = None) -> dict[str, int]:
     """Move the ``staged_*`` rows into the main tables in one transaction; returns rows per table.
 
     ``pull.full_refresh``: the staged rows replace the store, except webhook records the file does not
@@ -54,6 +66,8 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
     ``after_link`` reads the staged rows as linked, before anything is merged, in the same transaction (the
     webhook server's affected customers): linking re-keys stored orders too, so it happens only here, inside the
     transaction that moves the generation on and notes both ids of every link.
+    ``files``: when a file source's files were read (:class:`FileReads`); without it, a file's version of a webhook
+    record always wins.
     """
     if origin not in ("pull", "webhook"):
         raise ValueError(f"merge_staged: origin must be 'pull' or 'webhook', not {origin!r}")
@@ -76,7 +90,7 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
         if after_link is not None:
             after_link(con)
         if pull.full_refresh and noted:
-            _keep_webhook_rows(con, present)
+            _keep_webhook_rows(con, present, files)
         # an incremental merge notes whose orders it changed and by how much (a full refresh or a large merge: not)
         note = None if pull.full_refresh or ("staged_orders" in present and con.execute(
             "SELECT count(*) FROM staged_orders").fetchall()[0][0] > NOTED_ROWS) else _Note(
@@ -142,8 +156,11 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
         deleted = con.execute(f"DELETE FROM {name} WHERE {key} IN (SELECT {key} FROM {staged}){returning}")
         if returning:
             note.add(deleted.fetchall(), -1)
+    kept_out = ""  # a full refresh: the file's rows of the webhook records kept over them stay out
+    if full_refresh and noted:
+        kept_out = f" WHERE {key} NOT IN (SELECT id FROM {'_kept_orders' if name == 'line_items' else f'_kept_{name}'})"
     if name == "line_items" or full_refresh:  # a file export's staged rows are one per key already
-        con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM {staged}")
+        con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM {staged}{kept_out}")
     else:
         # latest version wins inside the batch too
         inserted = con.execute(f"INSERT INTO {name} BY NAME SELECT * EXCLUDE (_rn) FROM "
@@ -153,19 +170,37 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
             note.add(inserted.fetchall(), 1)
     if name != "line_items":
         kind = KIND[name]
-        if origin == "webhook":
+        if origin == "webhook":  # merged now: only a file read after this yields its version (_keep_webhook_rows)
             con.execute(f"INSERT INTO {WEBHOOK_TABLE} (kind, id) SELECT DISTINCT '{kind}', {key} "
-                        f"FROM {staged} ON CONFLICT DO NOTHING")
+                        f"FROM {staged} ON CONFLICT DO UPDATE SET received_at = now()")
         elif noted:  # pulled from the source: the source's version wins from now on
             con.execute(f"DELETE FROM {WEBHOOK_TABLE} WHERE kind = '{kind}' AND id IN "
-                        f"(SELECT {key} FROM {staged})")
+                        f"(SELECT {key} FROM {staged}{kept_out})")
     return rows
 
 
-def _keep_webhook_rows(con: duckdb.DuckDBPyConnection, present: set[str]) -> None:
-    """``_kept_orders`` / ``_kept_contacts``: webhook ids the staged (file) rows do not contain (small)."""
+def _keep_webhook_rows(con: duckdb.DuckDBPyConnection, present: set[str], files: FileReads | None) -> None:
+    """``_kept_orders`` / ``_kept_contacts``: the webhook ids a full refresh keeps (small): those the staged (file)
+    rows do not contain, and, with ``files``, those whose files were all read before the webhook record was merged
+    (an unchanged file is older than the webhook: a refund or a withdrawn consent must not be undone by it). An
+    order's file is its row's; a contact's are the contacts files, or without any, its orders' files."""
+    dated = files is not None and "staged_orders" in present and bool(con.execute(
+        "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'staged_orders' AND column_name = 'file_id'"
+    ).fetchall()[0][0])
     for name in ("orders", "contacts"):
         staged = f"staged_{name}"
-        unless = f"AND id NOT IN (SELECT {KEYS[name]} FROM {staged})" if staged in present else ""
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _kept_{name} AS SELECT id FROM {WEBHOOK_TABLE} "
-                    f"WHERE kind = '{KIND[name]}' {unless}")
+        unless, params = "", []
+        if staged in present:
+            unless = f"AND id NOT IN (SELECT {KEYS[name]} FROM {staged})"
+        if unless and dated and (name == "orders" or not files.contact_files):  # type: ignore[union-attr]
+            # kept unless one of its rows is in a file read after it (a file not in the catalogue is read now)
+            unless = (f"AND NOT EXISTS (SELECT 1 FROM staged_orders s LEFT JOIN {files.catalogue} f "  # type: ignore[union-attr]
+                      f"ON f.file_id = s.file_id WHERE s.{KEYS[name]} = w.id "
+                      "AND coalesce(f.read_at, now()) > w.received_at)")
+        elif unless and dated:  # kept unless a contacts file was read after it
+            newest = con.execute(f"SELECT max(coalesce(f.read_at, now())) FROM (SELECT unnest(?::BIGINT[]) AS "
+                                 f"file_id) u LEFT JOIN {files.catalogue} f USING (file_id)",  # type: ignore[union-attr]
+                                 [list(files.contact_files)]).fetchall()[0][0]  # type: ignore[union-attr]
+            unless, params = f"AND NOT (w.received_at < ? {unless.replace('AND id NOT IN', 'AND id IN')})", [newest]
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _kept_{name} AS SELECT id FROM {WEBHOOK_TABLE} w "
+                    f"WHERE kind = '{KIND[name]}' {unless}", params)

@@ -1,0 +1,152 @@
+"""`rfmsync serve`'s parts killed half-way (kill -9 of a real process) and run twice at once."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from sync.config import Config, ScheduleConfig
+from sync.ledger import Ledger
+from sync.serve.scheduler import RETRY_CURSOR, Retry, Scheduler
+
+try:
+    from tests import ledger_fixtures
+except ImportError:  # tests/ itself on sys.path
+    import ledger_fixtures  # type: ignore
+
+child_killed_after = ledger_fixtures.child_killed_after
+clock, ledger_url = ledger_fixtures.clock, ledger_fixtures.ledger_url  # fixtures
+
+FIRE = datetime(2025, 3, 1, 13, 0, tzinfo=timezone.utc)
+
+# a serve process whose scheduled sync (fire time 13:00) is running, held inside the job, when it is killed
+_SCHEDULER_IN_A_RUN = """
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from sync.config import Config, ScheduleConfig
+from sync.serve.scheduler import Scheduler
+start = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+running = threading.Event()
+def job():
+    running.set()
+    threading.Event().wait()  # the sync is under way
+sched = Scheduler(Config(schedule=ScheduleConfig(every="1h")), led, None, clock=lambda: start, job=job)
+threading.Thread(target=sched.tick, args=(start + timedelta(hours=1, seconds=5),), daemon=True).start()
+assert running.wait(30)
+"""
+
+
+def test_a_scheduled_sync_killed_half_way_runs_again_when_serve_restarts(ledger_url, clock):
+    """A nightly sync killed in the middle (OOM, kill -9) is run again by the restarted serve, not a day later; a
+    run that ended leaves nothing to run again."""
+    cfg = Config(schedule=ScheduleConfig(every="1h"))
+    with child_killed_after(ledger_url, _SCHEDULER_IN_A_RUN):
+        pass  # killed while its run holds the schedule lock
+    runs: list[str] = []
+    clock.now = FIRE + timedelta(seconds=30)  # systemd restarts serve
+    with Ledger.connect(ledger_url, clock=clock) as ledger:
+        restarted = Scheduler(cfg, ledger, None, clock=clock, job=lambda: runs.append("restarted"))  # type: ignore
+        assert restarted.next_fire == FIRE + timedelta(hours=1)
+        assert restarted.retry is not None and restarted.retry.fire == FIRE and restarted.wake_at() <= clock()
+        assert restarted.tick() and runs == ["restarted"]  # the killed process's lock is taken over
+        assert ledger.get_cursor(*RETRY_CURSOR) == "" and ledger.get_cursor("schedule", "last_fire") == FIRE.isoformat()
+        again = Scheduler(cfg, ledger, None, clock=clock, job=lambda: runs.append("again"))  # type: ignore
+        assert again.retry is None and not again.tick() and runs == ["restarted"]
+
+
+def test_while_a_scheduled_sync_runs_the_ledger_names_it_and_a_second_process_skips_it(ledger_url, clock):
+    """The mark left during a run is the run itself: another serve (alive, same ledger) that reads it while the run
+    holds the schedule lock skips it, and the run clears it when it ends, failed or not."""
+    cfg = Config(schedule=ScheduleConfig(every="1h"))
+    seen: list[Retry | None] = []
+    with Ledger.connect(ledger_url, clock=clock) as ledger, Ledger.connect(ledger_url, clock=clock) as other:
+        def job():
+            seen.append(Retry.loads(ledger.get_cursor(*RETRY_CURSOR)))
+            second = Scheduler(cfg, other, None, clock=clock, job=lambda: seen.append(None))  # type: ignore
+            seen.append(second.retry)
+            seen.append(second.tick())  # the schedule lock is held: skipped
+            raise RuntimeError("a bug")
+
+        sched = Scheduler(cfg, ledger, None, clock=clock, job=job)  # type: ignore
+        clock.now = FIRE
+        assert not sched.tick()
+        assert seen == [Retry(FIRE, 1, FIRE), Retry(FIRE, 1, FIRE), False]
+        assert ledger.get_cursor(*RETRY_CURSOR) == "" and sched.retry is None  # not transient: nothing planned
+
+
+def test_a_batch_waiting_for_a_long_sync_is_never_given_up(tmp_path, mailchimp_fake, monkeypatch):
+    """A cron `rfmsync sync` (another process) holds the destination for longer than the worker's retries last (a
+    first sync of a big audience): the webhook batch waits in the queue, its claims not counted as failures, and is
+    applied once the sync ends. Before, after ``max_attempts`` claims it was marked failed and its customers' move
+    waited for the next full sync, or for someone to requeue it."""
+    from sync.config import load_config
+    from sync.ledger import ledger_url as url_of, open_ledger
+    from sync.serve.resync import resync
+    from sync.serve.worker import Worker
+    from sync.settings import load_settings
+    from tests.test_worker import AS_OF, DEST, churned_contact, make_shop, queue_order, run_full_sync
+
+    path = make_shop(tmp_path / "shop", mailchimp_fake, monkeypatch, customers=60)
+    cfg, settings = load_config(path), load_settings()
+    with open_ledger(cfg, settings) as ledger:
+        run_full_sync(cfg, ledger, settings, as_of=AS_OF, kind="sync")
+        email, cid = churned_contact(ledger)
+        queue_order(ledger, "W-LONG", cid)
+        worker = Worker(cfg, ledger, settings, as_of=lambda: AS_OF, max_attempts=2,
+                        process=lambda b: resync(cfg, ledger, settings, b.orders, b.contacts, as_of=AS_OF,
+                                                 lock_wait_seconds=0.1))
+        hold = f"led.acquire_lock('sync:{DEST}', owner=default_owner(), ttl_seconds=3600)"
+        with child_killed_after(url_of(cfg, settings), hold):  # the cron sync, alive and applying
+            for _ in range(4):
+                assert worker.process_batch() == 0
+            assert ledger.event_counts()["queued"] == 1 and ledger.event_counts()["failed"] == 0
+            assert "Winback" in mailchimp_fake.tags_of(email)
+        assert worker.drain() == 1 and "Winback" not in mailchimp_fake.tags_of(email)  # the sync is gone
+        assert worker.metrics.events["failed"] == 0
+
+
+def test_a_released_claim_is_not_counted_a_failed_one_is(ledger_url):
+    with Ledger.connect(ledger_url) as ledger:
+        ledger.enqueue_event("generic", "k1", "{}")
+        for _ in range(3):  # waited for another run three times: still the first attempt
+            (ev,) = ledger.claim_events("w", limit=10)
+            assert ev.attempts == 1
+            assert ledger.release_events([ev.id], "LockBusyError: sync:x is already running") == 1
+        assert ledger.event_counts()["queued"] == 1
+        (ev,) = ledger.claim_events("w", limit=10)
+        assert ledger.fail_events([ev.id], "HTTP 503", max_attempts=2) == 1  # a real failure counts
+        (ev,) = ledger.claim_events("w", limit=10)
+        assert ev.attempts == 2 and ledger.fail_events([ev.id], "HTTP 503", max_attempts=2) == 1
+        assert ledger.event_counts()["failed"] == 1
+        assert ledger.release_events([ev.id], "late") == 0  # only events being processed go back
+
+
+_READING_IN_SCRATCH = """
+from sync.store.scratch import scratch_dir
+reading = scratch_dir()
+folder = reading.__enter__()
+(folder / "orders.utf8.csv").write_bytes(b"x" * 1_000_000)  # the UTF-8 copy of a cp1251 export, half written
+print(folder, flush=True)
+"""
+
+
+def test_the_scratch_copy_of_an_ingest_killed_half_way_is_removed_by_the_next_one(tmp_path, monkeypatch):
+    """An ingest killed while it reads (the OOM killer on a big cp1251 export, systemd restarting it in a loop) left
+    its UTF-8 copy of the export in the temp folder every time; the next ingest removes it, and nobody else's."""
+    import tempfile
+
+    from sync.store.scratch import scratch_dir
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the child's temp folder too
+    with child_killed_after(f"sqlite:///{tmp_path / 'l.db'}", _READING_IN_SCRATCH) as printed:
+        (left,) = (Path(line) for line in printed)
+        other = tmp_path / "rfmsync-not-ours"  # another version's, or another tool's: no owner noted
+        other.mkdir()
+    assert left.is_dir() and left.parent == tmp_path
+    with scratch_dir() as mine:
+        assert not left.exists() and other.is_dir()
+        with scratch_dir() as second:  # a live process's folder (this one's) stays
+            assert mine.is_dir() and second != mine
+    assert not mine.exists()

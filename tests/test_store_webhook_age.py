@@ -1,0 +1,93 @@
+"""A webhook's version of a record against a file export's full refresh: the newer one stays."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import date
+from pathlib import Path
+
+from connectors.records import Consent, Contact, Order, OrderStatus
+from connectors.source import PullResult
+from connectors.tables import stage_records
+from sync.config import load_config
+from sync.ingest import segments_from_store
+from sync.ledger import open_ledger
+from sync.pipeline import store_path
+from sync.settings import load_settings
+from sync.store import merge_staged, open_store, webhook_records
+
+AS_OF = date(2025, 6, 30)
+
+
+def _shop(folder: Path) -> Path:
+    """The demo shop with its orders in a folder of daily exports (``exports/*.csv``)."""
+    from sync.demodata import generate_shop
+
+    cfg = generate_shop(folder, customers=60, seed=3, as_of=AS_OF)
+    (folder / "exports").mkdir()
+    shutil.move(folder / "orders.csv", folder / "exports" / "2025-06-29.csv")
+    text = cfg.read_text(encoding="utf-8").replace('orders = "orders.csv"', 'orders = "exports/*.csv"')
+    cfg.write_text(text, encoding="utf-8")
+    return cfg
+
+
+def _ingest(cfg) -> None:
+    settings = load_settings()
+    with open_ledger(cfg, settings) as ledger:
+        segments_from_store(cfg, ledger, settings, as_of=AS_OF).con.close()
+
+
+def _webhook(cfg, orders: list[Order], contacts: list[Contact]) -> None:
+    with open_store(store_path(cfg)) as con:
+        stage_records(con, orders, contacts)
+        merge_staged(con, PullResult(), origin="webhook")
+
+
+def _state(cfg, order_id: str, customer_id: str) -> tuple:
+    with open_store(store_path(cfg)) as con:
+        return (con.execute("SELECT status, count(*) FROM orders WHERE order_id = ? GROUP BY 1", [order_id])
+                .fetchall(),
+                con.execute("SELECT marketing_consent FROM contacts WHERE customer_id = ?", [customer_id]).fetchall())
+
+
+def _append_row(path: Path, row: str) -> None:
+    with open(path, "a", encoding="utf-8", newline="") as f:
+        f.write(row + "\n")
+
+
+def test_a_refund_and_a_withdrawn_consent_by_webhook_survive_a_refresh_by_files_read_before_them(tmp_path):
+    """The export files a record is in were read before its webhook came: a new daily file (a full refresh of the
+    store) must not bring back the old version (the order completed again, the consent given again). Once a file
+    holding the record is read after the webhook, the export has caught up and its version wins, as before."""
+    path = _shop(tmp_path / "shop")
+    cfg = load_config(path)
+    _ingest(cfg)
+    with open_store(store_path(cfg)) as con:
+        oid, cid, at, amount = con.execute("SELECT order_id, customer_id, ordered_at, amount FROM orders "
+                                           "WHERE status = 'completed' ORDER BY order_id LIMIT 1").fetchone()
+        (other,) = con.execute("SELECT customer_id FROM contacts WHERE marketing_consent = 'yes' "
+                               "ORDER BY customer_id LIMIT 1").fetchone()
+    assert _state(cfg, oid, other)[1] == [("yes",)]
+    refunded = Order(oid, cid, at, amount, status=OrderStatus.REFUNDED)
+    _webhook(cfg, [refunded], [Contact(other, marketing_consent=Consent.NO)])
+    assert _state(cfg, oid, other) == ([("refunded", 1)], [("no",)])
+
+    day1 = tmp_path / "shop" / "exports" / "2025-06-29.csv"
+    header, first = day1.read_text(encoding="utf-8-sig").splitlines()[:2]
+    new_day = tmp_path / "shop" / "exports" / "2025-06-30.csv"
+    new_day.write_text(header + "\n", encoding="utf-8-sig")
+    _append_row(new_day, first.replace(first.split(";")[0], "NEW-1", 1))  # someone else's order, the next day
+    _ingest(cfg)
+    assert _state(cfg, oid, other) == ([("refunded", 1)], [("no",)])  # the files holding them are older
+    with open_store(store_path(cfg)) as con:
+        assert webhook_records(con) == {"order": {oid}, "contact": {other}}
+        assert con.execute("SELECT count(*) FROM orders WHERE order_id = 'NEW-1'").fetchall() == [(1,)]
+
+    _append_row(day1, first.replace(first.split(";")[0], "NEW-2", 1))  # the order's own file changes: read again
+    clients = tmp_path / "shop" / "clients.csv"  # and the contacts file is exported again (the same bytes)
+    os.utime(clients, ns=(clients.stat().st_atime_ns, clients.stat().st_mtime_ns + 10**9))
+    _ingest(cfg)
+    assert _state(cfg, oid, other) == ([("completed", 1)], [("yes",)])  # the export's versions, one copy
+    with open_store(store_path(cfg)) as con:
+        assert webhook_records(con) == {"order": set(), "contact": set()}
