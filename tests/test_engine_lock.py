@@ -41,7 +41,7 @@ class Paced:
     def __init__(self, pace: float, during=lambda i: None) -> None:
         self.pace, self.during, self.answered = pace, during, 0
 
-    def prepare(self, managed_tags: Sequence[str], fields: dict) -> None:
+    def prepare(self, managed_tags: Sequence[str], fields: dict, creating=None) -> None:
         pass
 
     def apply(self, changes: Sequence[ContactChange], on_results: OnResults) -> None:
@@ -113,8 +113,8 @@ def test_a_lost_lock_still_records_the_mailchimp_calls_in_flight(ledgers, mailch
                                 retry=RetryPolicy(attempts=2, sleep=lambda s: None, rng=random.Random(0)))
 
     class StolenAfterTheFirstAnswer:
-        def prepare(self, managed_tags, fields):
-            return dest.prepare(managed_tags, fields)
+        def prepare(self, managed_tags, fields, creating=None):
+            return dest.prepare(managed_tags, fields, creating)
 
         def apply(self, changes, on_results):
             first = [True]
