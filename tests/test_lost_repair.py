@@ -16,7 +16,8 @@ from sync.errors import DestinationError
 from sync.ledger import Ledger
 from sync.ledger.schema import pushed_state
 from sync.model import PushedState
-from sync.guards import plan_stats
+from sync.config import GuardsConfig
+from sync.guards import plan_lines, plan_stats
 from sync.model import ContactChange
 from sync.planning.plan import Plan
 from tests import ledger_fixtures, test_destination_contract as contract, test_sync_e2e as e2e
@@ -193,6 +194,28 @@ def test_a_field_the_ledger_records_no_value_for_is_filled_in_not_changed():
                 {"SEG": "segment", "CODE": "rfm_code"}, 0)
     stats = plan_stats(plan, state)
     assert (stats.managed, stats.changed, stats.removed) == (4, 2, 0)
+
+
+def test_a_tag_no_ledger_contact_holds_is_filled_in_not_changed():
+    """Unisender gives every segment the shop's list and a segment tag: once the list, lost in the ESP, was
+    forgotten, adding it again to every contact is no mass change; removals and moves still are changes."""
+    def change(key: str, add=(), remove=()) -> ContactChange:
+        return ContactChange(key, key, key, "A", False, "subscribed", add_tags=frozenset(add),
+                             remove_tags=frozenset(remove))
+
+    state = {f"c{i}": PushedState(f"c{i}", f"c{i}", frozenset({"tag:champions" if i % 2 else "tag:loyal"}), {})
+             for i in range(10)}  # list:Customers forgotten for all of them
+    managed = ("list:Customers", "tag:champions", "tag:loyal", "tag:new")
+    repair = [change(f"c{i}", add={"list:Customers"}) for i in range(4, 10)]
+    plan = Plan("uni", "unisender", (change("c0", add={"list:Customers", "tag:champions"}, remove={"tag:loyal"}),
+                                     change("c1", add={"list:Customers", "tag:new"}, remove={"tag:champions"}),
+                                     change("c2", remove={"tag:loyal"}),  # removal
+                                     change("c3", add={"list:Customers", "tag:loyal"}),  # a tag others hold
+                                     *repair), (), managed, {}, 0)
+    stats = plan_stats(plan, state)
+    assert (stats.managed, stats.changed, stats.removed) == (10, 4, 1)
+    assert plan_lines(GuardsConfig(), plan_stats(Plan("uni", "unisender", tuple(repair), (), managed, {}, 0),
+                                                 state)) == []
 
 
 # ---------------------------------------------------------------------------------------------- the ledger's part
