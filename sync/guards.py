@@ -19,7 +19,9 @@ Each tripped guard is one line with the numbers and the limit, e.g.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Mapping
 
 from .config import GuardsConfig
@@ -108,13 +110,11 @@ def _same(a: object, b: object) -> bool:
 def plan_stats(plan, state: Mapping[str, PushedState]) -> PlanStats:
     """Measure ``plan`` (a :class:`sync.planning.plan.Plan`) against the ledger ``state`` of its destination."""
     managed_tags = frozenset(plan.managed_tags)
-    managed = 0
-    tag_sets: set[frozenset[str]] = set()  # few distinct ones: the managed tags some contact holds, from them
-    for s in state.values():
-        if s.tags & managed_tags:
-            managed += 1
-            tag_sets.add(s.tags)
-    held = frozenset().union(*tag_sets) & managed_tags
+    # contacts by tag set (few distinct ones, counted in C): the managed contacts, and the managed tags held
+    counts = Counter(map(attrgetter("tags"), state.values()))
+    managing = {tags: n for tags, n in counts.items() if tags & managed_tags}
+    managed = sum(managing.values())
+    held = frozenset().union(*managing) & managed_tags
     removed = changed = 0
     for c in plan.changes:
         prev = state.get(c.key)
@@ -127,8 +127,10 @@ def plan_stats(plan, state: Mapping[str, PushedState]) -> PlanStats:
         # what the ledger records nobody holds (a new mapping, or a field or tag the ESP lost and the ledger
         # forgot: sync.engine.lost_in_destination) is filled in, not changed: re-sending it must not need a
         # person; a removal, or an add of a tag others hold, still is a change
-        if before != (before - c.remove_tags) | (c.add_tags & held) or \
-                any(k in prev.fields and not _same(prev.fields[k], v) for k, v in c.set_fields.items()):
+        moved = before != after
+        if moved and not c.add_tags <= held:
+            moved = before != (before - c.remove_tags) | (c.add_tags & held)
+        if moved or any(k in prev.fields and not _same(prev.fields[k], v) for k, v in c.set_fields.items()):
             changed += 1
     return PlanStats(managed=managed, removed=removed, changed=changed)
 
