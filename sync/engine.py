@@ -27,7 +27,6 @@ from . import gc_pause, progress
 from .destinations.base import Destination
 from .errors import LockBusyError, LockLostError
 from .ledger import Ledger, Locks, owner_process_gone
-from .ledger.state import without
 from .model import CallResults, ItemResult, PushedState, failed_results
 from .outcomes import OutcomeWriter, StateFold
 from .planning.plan import Plan
@@ -104,6 +103,9 @@ class ApplyReport:
     ledger_seconds: float = 0.0
     ledger_wait_seconds: float = 0.0
     ledger_cpu_seconds: float = 0.0
+    #: what the ledger forgot because the destination had lost it, ``(kind, name)`` (:func:`lost_in_destination`):
+    #: counts kept from the ledger (a webhook's cached managed count) are stale when there is any
+    forgotten: frozenset[tuple[str, str]] = frozenset()
 
 
 #: a destination lock's time to live (refreshed every third of it while held: :class:`HeldLock`)
@@ -128,16 +130,20 @@ def _keep_copy_current(ledger: Ledger, destination: str) -> None:
 
 
 def lost_in_destination(ledger: Ledger, plan: Plan, created: Sequence[str] | None,
-                        before: Callable[[], Mapping[str, PushedState]]) -> tuple[list[str], set[tuple[str, str]]]:
-    """What the destination's ``prepare`` had to create again although the ledger says rfmsync pushed it to
-    contacts (someone deleted a managed field, tag or list in the ESP): those contacts' values are gone there.
+                        before: Callable[[], Mapping[str, PushedState]], *,
+                        lock: tuple[str, str] | None = None) -> tuple[list[str], set[tuple[str, str]]]:
+    """What the destination's ``prepare`` is about to create again although the ledger says rfmsync pushed it
+    to contacts (someone deleted a managed field, tag or list in the ESP): those contacts' values are gone there.
     The ledger forgets it for them at once, durably (:meth:`~sync.ledger.state.PushedStates.forget_lost`),
-    before this run's first call, so the next plan, made from the ledger, sends it again to those still meant
+    before the create call (whether it then succeeds or not, the values are gone in the ESP; a create that
+    succeeded before its forget would leave the ledger believing them pushed for good) and before this run's
+    first write call, so the next plan, made from the ledger, sends it again to those still meant
     to have it (the consent rules as ever: a tag is only added to contacts the ESP holds); a process killed
     meanwhile changes nothing to that. ``before``: the pushed state of the plan's contacts (read only when the
     ledger holds what was created, before it forgets it): the holders this run sends it to again, or takes it
     from, lose nothing and are not counted. One line for each field or tag lost, saying what happens next; and
-    the ``(kind, name)`` forgotten."""
+    the ``(kind, name)`` forgotten. ``lock``: the destination lock's ``(name, owner)``, confirmed in the
+    forget's transaction (:class:`LockLostError` when another run took it)."""
     names = set(created or ()) & (set(plan.fields) | set(plan.managed_tags))
     fields = [n for n in plan.fields if n in names]
     tags = [t for t in plan.managed_tags if t in names]
@@ -145,7 +151,7 @@ def lost_in_destination(ledger: Ledger, plan: Plan, created: Sequence[str] | Non
             not (tags and any(s.intersection(tags) for s in ledger.tag_set_counts(plan.destination))):
         return [], set()  # created for the first time (the usual case: nothing to wait for)
     state = before()
-    held = ledger.forget_lost(plan.destination, fields, tags)
+    held = ledger.forget_lost(plan.destination, fields, tags, lock=lock)
     forgotten = set(held)
     for c in plan.changes:  # the holders this run sends it to again, or takes it from (they lose nothing)
         prev = state.get(c.key)
@@ -167,7 +173,7 @@ def _without_lost(forgotten: set[tuple[str, str]], state: Mapping[str, PushedSta
     tags = [name for kind, name in forgotten if kind == "tag"]
     stripped = {}
     for key, prev in state.items():
-        kept = without(prev, fields, tags)
+        kept = prev.without(fields, tags)
         if kept is not prev:
             stripped[key] = kept
     return ChainMap(stripped, state) if stripped else state  # type: ignore[arg-type]
@@ -194,18 +200,32 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         counts = {**(data or {}), "planned": len(plan.changes), "skipped": len(plan.skipped), "ok": 0, "failed": 0}
         errors: list[str] = []
         lost: list[str] = []  # what the destination lost since rfmsync pushed it (lost_in_destination)
+        forgotten: set[tuple[str, str]] = set()  # and what the ledger forgot for it
         if plan.is_empty:
             ledger.finish_run(run_id, "succeeded", counts)
             return ApplyReport(plan.destination, run_id, "succeeded", counts)
         with gc_pause.paused_for(len(plan.changes)), \
                 ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"rfmsync-prepare-{plan.destination}") as early:
-            # the ESP's setup calls (reading and creating fields and tags) run while the apply gets ready
-            prepared = early.submit(client.prepare, plan.managed_tags, plan.fields)
             by_key = {c.key: c for c in plan.changes}
             # the pushed state of the contacts this plan touches, read while the first calls are out: the fold
             # needs it from the first outcome on (a read that fails fails the run there, like a crash: the
             # calls in flight are idempotent and planned again)
             loaded = early.submit(ledger.load_states, plan.destination, by_key)
+            announced: set[str] = set()
+
+            def creating(names: Sequence[str]) -> None:
+                """``prepare`` is about to create these: what the ledger holds of them is forgotten first."""
+                held.check()  # a lock lost while the destination was prepared: the ledger is not written
+                new = [n for n in names if n not in announced]
+                announced.update(new)
+                found, gone = lost_in_destination(ledger, plan, new, loaded.result, lock=(held.name, held.owner))
+                for line in found:
+                    log.warning("sync %s: %s", plan.destination, line)
+                lost.extend(found)
+                forgotten.update(gone)
+
+            # the ESP's setup calls (reading and creating fields and tags) run while the apply gets ready
+            prepared = early.submit(client.prepare, plan.managed_tags, plan.fields, creating=creating)
             writer = OutcomeWriter(ledger, plan.destination, run_id)  # the ledger writes, group-committed
             fold = StateFold({}, by_key)  # a contact's state is written once its last operation answered
             loaded_into = [False]  # the read state is the fold's
@@ -232,11 +252,9 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
 
             try:
                 try:
-                    lost, forgotten = lost_in_destination(ledger, plan, prepared.result(), loaded.result)
+                    creating(prepared.result() or ())  # created names it did not announce: forgotten now
                     if forgotten:  # the fold starts from the state the ledger now holds
                         fold.state, loaded_into[0] = _without_lost(forgotten, loaded.result()), True
-                    for line in lost:
-                        log.warning("sync %s: %s", plan.destination, line)
                     errors += lost
                     held.check()  # a lock lost while the destination was prepared: no write call starts
                     client.apply(plan.changes, on_results)
@@ -255,4 +273,5 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         log.info("sync %s: %d changes, %d ok, %d failed, %d skipped", plan.destination, len(plan.changes),
                  counts["ok"], counts["failed"], counts["skipped"])
         return ApplyReport(plan.destination, run_id, status, counts, errors, ledger_seconds=writer.busy_seconds,
-                           ledger_wait_seconds=writer.wait_seconds, ledger_cpu_seconds=writer.cpu_seconds)
+                           ledger_wait_seconds=writer.wait_seconds, ledger_cpu_seconds=writer.cpu_seconds,
+                           forgotten=frozenset(forgotten))

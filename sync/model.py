@@ -39,6 +39,16 @@ class PushedState:
     #: change's own mapping, and the ledger then stores it instead of encoding the fields again
     fields_text: str | None = field(default=None, compare=False, repr=False)
 
+    def without(self, fields: Iterable[str], tags: Iterable[str]) -> PushedState:
+        """This state without these field keys and tags (itself when it holds none of them): what the ledger
+        keeps once the ESP lost them (:meth:`sync.ledger.state.PushedStates.forget_lost`)."""
+        lost_fields = [k for k in fields if k in self.fields]
+        lost_tags = self.tags.intersection(tags)
+        if not lost_fields and not lost_tags:
+            return self
+        return PushedState(self.key, self.customer_id, self.tags - lost_tags,
+                           {k: v for k, v in self.fields.items() if k not in lost_fields}, self.exists)
+
 
 @dataclass(frozen=True, slots=True)  # a full plan holds a million of these: no per-object __dict__
 class ContactChange:

@@ -108,10 +108,10 @@ def test_the_esp_setup_runs_while_the_apply_gets_ready(mailchimp_fake, client, l
     seen = _StateReadSeen(ledger)
     original = client.prepare
 
-    def prepare(managed_tags, fields):
+    def prepare(managed_tags, fields, creating=None):
         if not seen.read.wait(5):
             raise AssertionError("prepare ran alone: the apply did not get ready meanwhile")
-        original(managed_tags, fields)
+        return original(managed_tags, fields, creating)
 
     client.prepare = prepare  # the destination object's own method, wrapped: no rfmsync internals
     report = execute_plan(plan_of([change(i) for i in range(3)]), client, seen)

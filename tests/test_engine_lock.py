@@ -41,7 +41,7 @@ class Paced:
     def __init__(self, pace: float, during=lambda i: None) -> None:
         self.pace, self.during, self.answered = pace, during, 0
 
-    def prepare(self, managed_tags: Sequence[str], fields: dict) -> None:
+    def prepare(self, managed_tags: Sequence[str], fields: dict, creating=None) -> None:
         pass
 
     def apply(self, changes: Sequence[ContactChange], on_results: OnResults) -> None:
@@ -113,8 +113,8 @@ def test_a_lost_lock_still_records_the_mailchimp_calls_in_flight(ledgers, mailch
                                 retry=RetryPolicy(attempts=2, sleep=lambda s: None, rng=random.Random(0)))
 
     class StolenAfterTheFirstAnswer:
-        def prepare(self, managed_tags, fields):
-            return dest.prepare(managed_tags, fields)
+        def prepare(self, managed_tags, fields, creating=None):
+            return dest.prepare(managed_tags, fields, creating)
 
         def apply(self, changes, on_results):
             first = [True]
@@ -142,6 +142,36 @@ def test_a_lost_lock_still_records_the_mailchimp_calls_in_flight(ledgers, mailch
     at_the_esp = {e for e in mailchimp_fake.lists["aud1"].members}
     assert 5 <= len(at_the_esp) < 60  # stopped early
     assert set(mine.load_state("dest")) == at_the_esp  # and every contact made there is in the ledger
+
+
+@pytest.mark.parametrize("seen_by_the_heartbeat", [False, True])
+def test_a_lock_taken_while_the_destination_is_prepared_leaves_the_ledger_as_it_was(ledgers, seen_by_the_heartbeat):
+    """prepare, about to create a field the ledger says was pushed (lost in the ESP), announces it; the lock was
+    taken meanwhile by another run: this run forgets nothing, starts no call and leaves the other's lock. Not yet
+    seen by the heartbeat, the forget's own transaction finds the lock row naming another owner."""
+    mine, other = ledgers
+    from sync.model import PushedState
+    mine.save_states("dest", None, [PushedState(k.key, k.customer_id, frozenset(), {"SEGMENT": "A"})
+                                    for k in changes(3)])
+    revision, before = mine.state_revision("dest"), mine.load_state("dest")
+
+    class StolenWhilePrepared:
+        def prepare(self, managed_tags, fields, creating=None):
+            other.release_lock("sync:dest", other.lock_holder("sync:dest"))
+            other.acquire_lock("sync:dest", owner="other-host:1:next", ttl_seconds=600)
+            if seen_by_the_heartbeat:
+                time.sleep(TTL / 3 + 0.3)
+            creating(["SEGMENT"])
+            return ["SEGMENT"]
+
+        def apply(self, changes, on_results):
+            raise AssertionError("no write call after the lock was lost")
+
+    plan = Plan("dest", "mailchimp", tuple(c for c in changes(3)), (), (), {"SEGMENT": "segment"}, revision)
+    with pytest.raises(LockLostError, match="sync:dest"):
+        execute_plan(plan, StolenWhilePrepared(), mine, lock_ttl=TTL)
+    assert (mine.state_revision("dest"), mine.load_state("dest")) == (revision, before)
+    assert other.lock_holder("sync:dest") == "other-host:1:next"
 
 
 def _in_another_pid_namespace(url: str, code: str, pid: int):

@@ -27,7 +27,7 @@ class RecordingDestination:
     def check(self) -> str:
         return "ok"
 
-    def prepare(self, managed_tags, fields) -> None:
+    def prepare(self, managed_tags, fields, creating=None) -> None:
         pass
 
     def apply(self, changes, on_results) -> None:

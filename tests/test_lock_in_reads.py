@@ -132,7 +132,7 @@ def test_a_lock_lost_while_the_destination_is_prepared_starts_no_call(ledgers):
     sent: list[str] = []
 
     class SlowSetup:
-        def prepare(self, managed_tags, fields):
+        def prepare(self, managed_tags, fields, creating=None):
             take_the_lock_when(other, lambda: True).join()
             time.sleep(0.8)  # the heartbeat's next refresh (every 0.5 s) finds it taken
             return []

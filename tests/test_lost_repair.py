@@ -12,10 +12,12 @@ import pytest
 from sqlalchemy import select
 
 from sync.engine import execute_plan
+from sync.errors import DestinationError
 from sync.ledger import Ledger
 from sync.ledger.schema import pushed_state
 from sync.model import PushedState
-from sync.guards import plan_stats
+from sync.config import GuardsConfig
+from sync.guards import plan_lines, plan_stats
 from sync.model import ContactChange
 from sync.planning.plan import Plan
 from tests import ledger_fixtures, test_destination_contract as contract, test_sync_e2e as e2e
@@ -109,8 +111,8 @@ class KilledAfterPrepare:
     def __init__(self, client) -> None:
         self.client = client
 
-    def prepare(self, managed_tags, fields):
-        return self.client.prepare(managed_tags, fields)
+    def prepare(self, managed_tags, fields, creating=None):
+        return self.client.prepare(managed_tags, fields, creating)
 
     def apply(self, changes, on_results):
         raise KeyboardInterrupt("killed")
@@ -127,6 +129,35 @@ def test_a_run_killed_after_the_loss_was_found_still_repairs_it_next_time(esp, r
     _, _, report = rig.sync(LATER)  # prepare finds both present now: nothing to say, but the plan sends them
     assert report.status == "succeeded" and report.errors == []
     assert_esp_holds_the_ledger(esp, rig.ledger, rig.dest.name, field, tag)
+
+
+def fail_the_second_create(esp: FakeDestination) -> None:
+    """The ESP refuses prepare's second create call (the first one, of the field or the list, went through)."""
+    if esp.type == "mailchimp":  # the field and the segment are created at once; the segment's is refused
+        esp.fake.fail(400, method="POST", path=r"/segments$")
+    elif esp.type == "sendgrid":  # fields, then lists
+        esp.fake.fail(500, method="POST", path=r"/marketing/lists$")
+    else:  # Unisender: lists, then fields
+        esp.fake.fail("unspecified", method="createField")
+
+
+def test_a_prepare_failing_after_a_create_still_has_what_it_created_pushed_again(esp, rig):
+    """The names prepare is about to create are forgotten before its create calls: a prepare (or a process)
+    that dies after the first create leaves no name the ESP holds empty while the ledger says it is pushed."""
+    rig.converge(AS_OF)
+    field = esp.field_name("Segment")
+    tag = most_held_list(rig.ledger, rig.dest.name, rig.plan(AS_OF)[0].plan.managed_tags)
+    delete_in_the_esp(esp, field, tag)
+    fail_the_second_create(esp)
+    with pytest.raises(DestinationError):
+        rig.sync(LATER)
+    assert rig.ledger.recent_runs(1)[0]["status"] == "failed"
+    for _ in range(2):  # prepare creates the other one; the values of both are sent again
+        rig.sync(LATER)
+    assert_esp_holds_the_ledger(esp, rig.ledger, rig.dest.name, field, tag)
+    _, doc, report = rig.sync(LATER)
+    assert report.status == "succeeded" and doc["changes"] == [], report.errors  # done
+    assert not esp.violations()
 
 
 def test_the_repair_is_not_refused_as_a_mass_change(demo_shop, mailchimp_fake):
@@ -163,6 +194,28 @@ def test_a_field_the_ledger_records_no_value_for_is_filled_in_not_changed():
                 {"SEG": "segment", "CODE": "rfm_code"}, 0)
     stats = plan_stats(plan, state)
     assert (stats.managed, stats.changed, stats.removed) == (4, 2, 0)
+
+
+def test_a_tag_no_ledger_contact_holds_is_filled_in_not_changed():
+    """Unisender gives every segment the shop's list and a segment tag: once the list, lost in the ESP, was
+    forgotten, adding it again to every contact is no mass change; removals and moves still are changes."""
+    def change(key: str, add=(), remove=()) -> ContactChange:
+        return ContactChange(key, key, key, "A", False, "subscribed", add_tags=frozenset(add),
+                             remove_tags=frozenset(remove))
+
+    state = {f"c{i}": PushedState(f"c{i}", f"c{i}", frozenset({"tag:champions" if i % 2 else "tag:loyal"}), {})
+             for i in range(10)}  # list:Customers forgotten for all of them
+    managed = ("list:Customers", "tag:champions", "tag:loyal", "tag:new")
+    repair = [change(f"c{i}", add={"list:Customers"}) for i in range(4, 10)]
+    plan = Plan("uni", "unisender", (change("c0", add={"list:Customers", "tag:champions"}, remove={"tag:loyal"}),
+                                     change("c1", add={"list:Customers", "tag:new"}, remove={"tag:champions"}),
+                                     change("c2", remove={"tag:loyal"}),  # removal
+                                     change("c3", add={"list:Customers", "tag:loyal"}),  # a tag others hold
+                                     *repair), (), managed, {}, 0)
+    stats = plan_stats(plan, state)
+    assert (stats.managed, stats.changed, stats.removed) == (10, 4, 1)
+    assert plan_lines(GuardsConfig(), plan_stats(Plan("uni", "unisender", tuple(repair), (), managed, {}, 0),
+                                                 state)) == []
 
 
 # ---------------------------------------------------------------------------------------------- the ledger's part

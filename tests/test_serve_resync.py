@@ -86,8 +86,12 @@ def test_a_resync_reads_rows_in_proportion_to_its_customers_not_to_the_shop(tmp_
     cfg, settings = load_config(path), load_settings()
     ids = list(churned)
     with open_ledger(cfg, settings) as ledger:
-        warm = resync(cfg, ledger, settings, orders_for(ids[:2], "WARM"), as_of=AS_OF)  # counts managed contacts
-        assert warm.indexes_built == 0 and warm.ledger_rows_read >= 60_000  # the one recount
+        # the fake holds none of the fields and tags the ledger says were pushed: the first resync creates
+        # them, the ledger forgets them (every holder), and the kept managed count is dropped ...
+        setup = resync(cfg, ledger, settings, orders_for(ids[:2], "SETUP"), as_of=AS_OF)
+        assert setup.indexes_built == 0 and setup.reports[0].forgotten
+        warm = resync(cfg, ledger, settings, orders_for(ids[:2], "WARM"), as_of=AS_OF)  # ... and counted again
+        assert warm.ledger_rows_read >= 20_000  # the one recount (the rows still holding a tag)
         report = resync(cfg, ledger, settings, orders_for(ids[2:5], "R"), as_of=AS_OF)
         batch = resync(cfg, ledger, settings, orders_for(ids[5:65], "B"), as_of=AS_OF)  # more than 50 keys
     assert report.customers == 3 and report.reports[0].counts["ok"] >= 3
@@ -165,3 +169,26 @@ def test_the_ledger_reads_a_destination_by_key_and_customer_and_counts_its_tag_s
         assert ledger.load_state_of("d") == {}
         assert ledger.tag_set_counts("d") == {frozenset({"VIP"}): 1, frozenset({"Winback"}): 2,
                                               frozenset({"VIP", "Other"}): 1}
+
+
+def test_a_resync_that_found_a_lost_tag_counts_the_managed_contacts_again(tmp_path, mailchimp_fake, monkeypatch):
+    """A resync whose setup created a lost tag again had the ledger forget it for every holder, not only for
+    its own contacts: the kept denominator is not moved by the plan's effect alone but counted again."""
+    from sync.planning.plan import all_managed
+    from sync.serve.resync import MANAGED_COUNTS
+
+    path = synced_shop(tmp_path / "shop", mailchimp_fake, monkeypatch, customers=120)
+    cfg, settings = load_config(path), load_settings()
+    managed = set(all_managed(cfg.destination(DEST)))
+    with open_ledger(cfg, settings) as ledger:
+        groups = customers_by_tag(ledger)
+        lost, holders = max(((t, ids) for t, ids in groups.items() if t in managed), key=lambda x: len(x[1]))
+        others = next(ids for t, ids in groups.items() if t != lost and len(ids) >= 3)
+        resync(cfg, ledger, settings, orders_for(others[:1], "W", amount="5000000"), as_of=AS_OF)  # counted
+        lst = mailchimp_fake.lists["aud1"]  # the tag deleted in Mailchimp's web app
+        lst.segments = {i: s for i, s in lst.segments.items() if s["name"] != lost}
+        report = resync(cfg, ledger, settings, orders_for(others[1:3], "L", amount="5000000"), as_of=AS_OF)
+        assert any(f"tag {lost!r} was missing" in line for line in report.reports[0].errors)
+        kept, _ = MANAGED_COUNTS.count(ledger, DEST, all_managed(cfg.destination(DEST)), ledger.state_revision(DEST))
+        exact = sum(c for tags, c in ledger.tag_set_counts(DEST).items() if tags & managed)
+    assert kept == exact

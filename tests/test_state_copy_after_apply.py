@@ -38,7 +38,7 @@ class AcceptingDestination:
     def check(self) -> str:
         return "ok"
 
-    def prepare(self, managed_tags, fields) -> None:
+    def prepare(self, managed_tags, fields, creating=None) -> None:
         pass
 
     def apply(self, changes, on_results) -> None:

@@ -33,6 +33,10 @@ class Action(str, enum.Enum):
     FATAL = "fatal"  # stop the run: retrying will not help
 
 
+#: ``prepare``'s call, before its create calls, with the names it is about to create
+Creating = Callable[[Sequence[str]], None]
+
+
 class Destination(Protocol):
     """One ESP audience/account. Implementations: one module per vendor in ``sync/destinations/``."""
 
@@ -49,9 +53,12 @@ class Destination(Protocol):
         Raises :class:`sync.errors.DestinationConfigError` when the key is rejected or the audience is missing,
         :class:`sync.errors.DestinationError` when the ESP cannot be reached. Writes nothing."""
 
-    def prepare(self, managed_tags: Sequence[str], fields: Mapping[str, str]) -> Sequence[str] | None:
-        """Check the audience exists; create missing fields and tags/lists rfmsync manages. Returns the names
-        (of ``fields`` and ``managed_tags``) it created."""
+    def prepare(self, managed_tags: Sequence[str], fields: Mapping[str, str],
+                creating: Creating | None = None) -> Sequence[str] | None:
+        """Check the audience exists; create missing fields and tags/lists rfmsync manages. Before its first
+        create call it calls ``creating`` with the names (of ``fields`` and ``managed_tags``) it is about to
+        create (the caller forgets what the ledger holds of them: :func:`sync.engine.lost_in_destination`; it
+        may raise, and then nothing is created). Returns the names it created."""
 
     def apply(self, changes: Sequence[ContactChange], on_results: OnResults) -> None:
         """Push changes in batches at the API maxima; call ``on_results`` after each batch. A phase that only
@@ -126,4 +133,4 @@ class DestinationSpec:
         return self.key_env.lower(), self.url_env.lower()
 
 
-__all__ = ["Builder", "ClientOptions", "Destination", "DestinationSpec"]
+__all__ = ["Builder", "ClientOptions", "Creating", "Destination", "DestinationSpec"]

@@ -63,7 +63,7 @@ from ..model import CallResults, ContactChange, ItemResult, OnResults, failed_re
 from ..planning.values import kind_of
 from .answers import BadAnswer, unaccounted
 from . import specs
-from .base import ClientOptions
+from .base import ClientOptions, Creating
 from .mailchimp_apply import Pipeline
 from .mailchimp_api import (BATCH_COUNTS, NOT_A_MEMBER, SEGMENT_COUNTS, BatchAnswer, BatchRejected, Created, ListInfo,
                             MailchimpApi, MemberInfo, MergeField, SegmentAnswer, count_mismatches, member_error,
@@ -140,8 +140,10 @@ class MailchimpDestination:
                 "to the same account", status=404, body=exc.body) from None
         return f"API key accepted, audience {info.id!r} ({info.name}) found"
 
-    def prepare(self, managed_tags: Sequence[str], fields: Mapping[str, str]) -> list[str]:
-        """Check the audience; create missing merge fields (see :func:`merge_field_type`) and managed tags.
+    def prepare(self, managed_tags: Sequence[str], fields: Mapping[str, str],
+                creating: Creating | None = None) -> list[str]:
+        """Check the audience; create missing merge fields (see :func:`merge_field_type`) and managed tags
+        (``creating`` told their names first: :meth:`sync.destinations.base.Destination.prepare`).
 
         The three reads (the audience, its merge fields, its tags) run at once, then the creates at once (up
         to ``max_connections`` calls): a first sync's dozen setup calls take two or three round trips, not
@@ -165,6 +167,9 @@ class MailchimpDestination:
             if have is not None and have.get("type") != merge_field_type(value):
                 log.warning("mailchimp %s: merge field %s is %s, rfmsync would use %s for %r; leaving it",
                             self.name, tag.upper(), have.get("type"), merge_field_type(value), value)
+        names = [arg if fn == self._create_segment else arg[0] for fn, arg in todo]
+        if todo and creating is not None:
+            creating(names)
         if todo:
             with ThreadPoolExecutor(max_workers=min(len(todo), self.max_connections),
                                     thread_name_prefix=f"mailchimp-{self.name}-prepare") as pool:
@@ -176,7 +181,7 @@ class MailchimpDestination:
                     if fn == self._create_segment:
                         self._segments[arg] = found
         self._field_tags = _field_tags(fields)
-        return [arg if fn == self._create_segment else arg[0] for fn, arg in todo]
+        return names
 
     def existing_members(self, keys: Iterable[str] | None = None) -> dict[str, str]:
         """Normalised email -> Mailchimp status for the audience's members (only ``keys`` when given)."""

@@ -30,7 +30,7 @@ from ..model import ContactChange, FieldValue, ItemResult, OnResults
 from ..planning.values import kind_of
 from .answers import BadAnswer, excerpt
 from . import specs
-from .base import ClientOptions
+from .base import ClientOptions, Creating
 from .sendgrid_api import (ExportJob, FieldDefinitions, Id, ImportJob, JobId, ListsPage, Refused, Search, SendGridApi,
                            emails_from_csv, error_text, indexed_errors, page_token, parse_errors_csv)
 
@@ -127,10 +127,12 @@ class SendGridDestination:
         fields = self._load_fields()
         return f"API key accepted, Marketing Campaigns reachable ({len(fields)} custom fields)"
 
-    def prepare(self, managed_tags: Sequence[str], fields: Mapping[str, str]) -> list[str]:
-        """Create the missing custom fields and managed lists; existing ones are left as they are. Returns the
+    def prepare(self, managed_tags: Sequence[str], fields: Mapping[str, str],
+                creating: Creating | None = None) -> list[str]:
+        """Create the missing custom fields and managed lists (``creating`` told their names first:
+        :meth:`sync.destinations.base.Destination.prepare`); existing ones are left as they are. Returns the
         names (of ``fields`` and ``managed_tags``) created."""
-        known, created_names = self._load_fields(), []
+        known, new_fields = self._load_fields(), {}
         for fname, value_name in fields.items():
             if not _FIELD_NAME.match(fname):
                 raise DestinationConfigError(f"SendGrid destination {self.name!r}: field {fname!r}: use letters, "
@@ -145,25 +147,26 @@ class SendGridDestination:
                     log.warning("SendGrid %s: custom field %s is %s, rfmsync would use %s for %r; leaving it",
                                 self.name, fname, have, ftype, value_name)
                 continue
+            new_fields[fname] = ftype
+        lists = self._load_lists()
+        new_tags = [tag for tag in dict.fromkeys(managed_tags) if self.list_name(tag) not in lists]
+        if (new_fields or new_tags) and creating is not None:
+            creating([*new_fields, *new_tags])
+        for fname, ftype in new_fields.items():
             _, created = self._request("post", ["marketing", "field_definitions"],
                                        body={"name": fname, "field_type": ftype},
                                        what=f"create field {fname!r}", idempotent=False, shape=Id)
             known[fname.lower()] = created.id
             self._field_kinds[fname.lower()] = ftype
-            created_names.append(fname)
             log.info("SendGrid %s: created custom field %s (%s)", self.name, fname, ftype)
-        lists = self._load_lists()
-        for tag in managed_tags:
+        for tag in new_tags:
             lname = self.list_name(tag)
-            if lname in lists:
-                continue
             _, created = self._request("post", ["marketing", "lists"], body={"name": lname},
                                        what=f"create list {lname!r}", idempotent=False, shape=Id)
             lists[lname] = created.id
             self._list_counts[lname] = 0
-            created_names.append(tag)
             log.info("SendGrid %s: created list %s", self.name, lname)
-        return created_names
+        return [*new_fields, *new_tags]
 
     def _list_id(self, tag: str) -> str | None:
         if self._lists is None:

@@ -46,7 +46,7 @@ from ..model import ContactChange, ItemResult, OnResults
 from ..planning.values import kind_of
 from .answers import BadAnswer
 from . import specs
-from .base import ClientOptions
+from .base import ClientOptions, Creating
 from .unisender_rows import (_Row, _hold_unconfirmed, _list_ids_of, _merged, _must_exist, _ops, _row_error, _tags_of,
                              _text, split_name)
 from .unisender_api import (Created, FieldItem, ImportResult, ListItem, Subscribed, TokenBucket, UnisenderApi,
@@ -119,31 +119,33 @@ class UnisenderDestination:
         self._fields = {x.name for x in self._api.result("getFields", FieldItem, self.call("getFields"))}
         return self._fields
 
-    def prepare(self, managed_tags: Sequence[str], fields: Mapping[str, str]) -> list[str]:
-        """Create missing lists (for ``list:`` names) and fields; tags need no creation. Returns the names (of
+    def prepare(self, managed_tags: Sequence[str], fields: Mapping[str, str],
+                creating: Creating | None = None) -> list[str]:
+        """Create missing lists (for ``list:`` names) and fields (``creating`` told their names first:
+        :meth:`sync.destinations.base.Destination.prepare`); tags need no creation. Returns the names (of
         ``fields`` and ``managed_tags``) created."""
-        created_names: list[str] = []
         for fname in fields:
             if not _FIELD_NAME.match(fname) or fname.lower() in _SYSTEM_FIELDS:
                 raise DestinationConfigError(f"Unisender destination {self.name!r}: field {fname!r}: use Latin "
                                              "letters, digits, _ or -, start with a letter, avoid system names")
         lists = self._load_lists()
-        for tag in managed_tags:
-            kind, title = split_name(tag)
-            if kind == "list" and title not in lists:
-                created = self._api.result("createList", Created,
-                                       self.call("createList", [("title", title)], idempotent=False))
-                lists[title] = str(created.id)
-                created_names.append(tag)
-                log.info("Unisender %s: created list %s", self.name, title)
+        new_lists = [tag for tag in dict.fromkeys(managed_tags)
+                     if split_name(tag)[0] == "list" and split_name(tag)[1] not in lists]
         known = self._load_fields()
-        for fname, value_name in fields.items():
-            if fname not in known:
-                self.call("createField", [("name", fname), ("type", field_type_for(value_name))], idempotent=False)
-                known.add(fname)
-                created_names.append(fname)
-                log.info("Unisender %s: created field %s", self.name, fname)
-        return created_names
+        new_fields = [fname for fname in fields if fname not in known]
+        if (new_lists or new_fields) and creating is not None:
+            creating([*new_lists, *new_fields])
+        for tag in new_lists:
+            title = split_name(tag)[1]
+            created = self._api.result("createList", Created,
+                                       self.call("createList", [("title", title)], idempotent=False))
+            lists[title] = str(created.id)
+            log.info("Unisender %s: created list %s", self.name, title)
+        for fname in new_fields:
+            self.call("createField", [("name", fname), ("type", field_type_for(fields[fname]))], idempotent=False)
+            known.add(fname)
+            log.info("Unisender %s: created field %s", self.name, fname)
+        return [*new_lists, *new_fields]
 
     def _list_id(self, title: str) -> str | None:
         if self._lists is None:

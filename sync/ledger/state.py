@@ -17,10 +17,11 @@ from sqlalchemy import case, delete, func, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from ..errors import LockLostError
 from ..model import PushedState
 from .bulk import PAGE, STATE_COLUMNS, select_state_pg, select_state_sqlite
 from .db import LedgerDB, chunks
-from .schema import pushed_state, state_revisions
+from .schema import locks, pushed_state, state_revisions
 from .state_rows import dump_fields, save_rows_pg, save_rows_sqlite
 from .statecache import Counter, StateCache, StateParts, WrittenRevisions, renewal_due, state_parts
 
@@ -54,7 +55,8 @@ class StateWriter(Protocol):
 
     def forget(self, destination: str, keys: Iterable[str]) -> int: ...
 
-    def forget_lost(self, destination: str, fields: Iterable[str], tags: Iterable[str]) -> dict[tuple[str, str], int]:
+    def forget_lost(self, destination: str, fields: Iterable[str], tags: Iterable[str],
+                    lock: tuple[str, str] | None = None) -> dict[tuple[str, str], int]:
         ...
 
 
@@ -285,19 +287,24 @@ class PushedStates:
             self._written.note(destination, revision, 0)
         return deleted
 
-    def forget_lost(self, destination: str, fields: Iterable[str], tags: Iterable[str]) -> dict[tuple[str, str], int]:
+    def forget_lost(self, destination: str, fields: Iterable[str], tags: Iterable[str],
+                    lock: tuple[str, str] | None = None) -> dict[tuple[str, str], int]:
         """Take these field keys out of the pushed fields, and these tags out of the pushed tag sets, of every
         ``destination`` contact holding them (the ESP lost them: deleted there by hand, created again empty), in
         one transaction that bumps the revision: the next plan then sends them again to the contacts still meant
         to have them, as to contacts never given them. Keys and tags match exactly (case and all); a row's
         customer, ``in_destination``, ``pushed_at`` and run stay. Returns how many contacts held each,
-        by ``("field", key)`` / ``("tag", name)`` (none held: left out)."""
+        by ``("field", key)`` / ``("tag", name)`` (none held: left out). ``lock``: ``(name, owner)`` of the lock
+        the caller holds: the transaction writes nothing and raises :class:`LockLostError` when another owner
+        holds it now."""
         fields, tags = list(dict.fromkeys(fields)), list(dict.fromkeys(tags))
         if not fields and not tags:
             return {}
         t = pushed_state
         held: dict[tuple[str, str], int] = {}
         with self._db.write() as conn:  # read and rewritten in one transaction (the destination's lock is held)
+            if lock is not None:
+                _check_lock(conn, *lock)
             find = func.strpos if conn.dialect.name == "postgresql" else func.instr
             # a cheap text match finds the candidates (the JSON of the name, as UTF-8 or escaped); the decoded
             # rows decide
@@ -363,14 +370,14 @@ class PushedStates:
             set_={"revision": state_revisions.c.revision + 1}).returning(state_revisions.c.revision)).scalar_one())
 
 
-def without(state: PushedState, fields: Iterable[str], tags: Iterable[str]) -> PushedState:
-    """``state`` without these field keys and tags (itself when it holds none of them)."""
-    lost_fields = [k for k in fields if k in state.fields]
-    lost_tags = state.tags.intersection(tags)
-    if not lost_fields and not lost_tags:
-        return state
-    return PushedState(state.key, state.customer_id, state.tags - lost_tags,
-                       {k: v for k, v in state.fields.items() if k not in lost_fields}, state.exists)
+def _check_lock(conn: Connection, name: str, owner: str) -> None:
+    """Raise :class:`LockLostError` unless ``owner`` holds the lock ``name`` (PostgreSQL: its row stays locked
+    until the transaction ends, so it cannot be taken over before the writes commit)."""
+    query = select(locks.c.owner).where(locks.c.name == name)
+    holder = conn.execute(query.with_for_update() if conn.dialect.name == "postgresql" else query).scalar()
+    if holder != owner:
+        raise LockLostError(f"{name}: the lock was taken by another holder while this run held it; stopped "
+                            "before the ledger was written, the next run plans the rest")
 
 
 def _spellings(name: str) -> set[str]:

@@ -8,6 +8,8 @@ contacts. :class:`ManagedCounts` keeps the count per destination with the ledger
 * the revision unchanged: the count is reused;
 * after a webhook resync applied a plan made at the cached revision, the count moves by the plan's own
   effect (its contacts' managed-ness before and after, read by key) and is kept for the new revision;
+* after a resync whose run had the ledger forget a field or tag the ESP lost (for every holder, not only the
+  plan's contacts: :func:`sync.engine.lost_in_destination`): dropped, counted again next time;
 * any other revision (a full sync, another process's resync) or a count older than ``recount_after`` seconds
   (a bound on any drift): counted again.
 """
@@ -55,3 +57,7 @@ class ManagedCounts:
         delta = sum(is_managed(after.get(k), key[2]) - is_managed(before.get(k), key[2])
                     for k in set(before) | set(after))
         self._cache[key] = (revision_after, hit[1] + delta, hit[2])
+
+    def drop(self, ledger: Ledger, destination: str, managed: Iterable[str]) -> None:
+        """Forget the count kept for ``destination`` (the next :meth:`count` counts again)."""
+        self._cache.pop(self._key(ledger, destination, managed), None)

@@ -291,7 +291,9 @@ def _apply(cfg: Config, planned: _Planned, ledger: Ledger, settings: Settings, a
         exc.destination = name  # type: ignore[attr-defined]  (for the worker's metrics)
         raise
     plan = final[0].plan
-    if plan.changes:
+    if applied.forgotten:  # taken from holders beyond the plan's contacts: the count is counted again
+        MANAGED_COUNTS.drop(ledger, name, plan.managed_tags)
+    elif plan.changes:
         keys = {c.key for c in plan.changes}
         after = ledger.load_state_of(name, keys)
         report.ledger_rows_read += len(after)
