@@ -228,6 +228,25 @@ def _affected_rows(con: duckdb.DuckDBPyConnection, segments: str, run: SegmentsR
     return [dict(zip(cols, row)) for row in rel.fetchall()]
 
 
+def _store_holders(cfg: Config, keys: set[str], wait_seconds: float = 60.0) -> dict[str, set[str]]:
+    """Which customers the store gives each of ``keys`` (normalised addresses) now: asked only when the ledger
+    names another customer for an address of the resync, or an affected customer left one (rare), with one scan of
+    the contacts' e-mails (no index holds them)."""
+    with STORE_LOCK:
+        con = connect_store(store_path(cfg), wait_seconds=wait_seconds)
+        try:
+            rows = con.execute("SELECT customer_id, email FROM contacts WHERE email IS NOT NULL AND "
+                               "replace(lower(trim(email)), 'ς', 'σ') IN (SELECT unnest(?))",
+                               [sorted(keys)]).fetchall()
+        finally:
+            con.close()
+    held: dict[str, set[str]] = {}
+    for customer, email in rows:
+        if (key := normalize_email(email)) in keys:
+            held.setdefault(key, set()).add(str(customer))
+    return held
+
+
 def _incremental_destination(dest: DestinationConfig) -> DestinationConfig:
     """Predictive fields need a model fitted over everyone: the webhook path leaves them to the full sync."""
     kept = {k: v for k, v in dest.fields.items() if v not in PREDICTIVE_VALUES}
@@ -258,7 +277,10 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
     keys = affected.contact_keys | {d.key for d in desired}
     revision = ledger.state_revision(dest.name)
     last = ledger.load_state_of(dest.name, keys, affected.customer_ids)  # by key: never the whole destination
-    desired, last, shared = leave_shared_to_full_sync(desired, last, affected.customer_ids)
+    desired, last, shared = leave_shared_to_full_sync(desired, last, affected.customer_ids,
+                                                      lambda keys: _store_holders(cfg, keys))
+    for note in shared:  # a resync's plan is not printed: its notes would be seen nowhere
+        log.info("webhook resync of %s: %s", dest.name, note)
     existing = None
     if dest.new_contacts == "skip" and client.reads_existing_members:
         existing = client.existing_members([d.key for d in desired])
