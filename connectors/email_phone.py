@@ -58,9 +58,6 @@ def is_plain_email(value: str) -> bool:
             and "--" not in value and value.rsplit(".", 1)[-1] not in _SPECIAL_TLDS)
 
 
-_DOTTED_I, _FINAL_SIGMA = {0x130: "i"}, {0x3C2: "\u03c3"}
-
-
 def lower_like_sql(value: str) -> str:
     """``value`` lower-cased as DuckDB's ``lower()`` does (one character → one character), with a final ς (U+03C2)
     folded into σ: Python's ``str.lower`` differs from DuckDB's only in turning İ (U+0130) into ``i`` + U+0307 and a
@@ -69,7 +66,7 @@ def lower_like_sql(value: str) -> str:
     The file exports' slow path (:func:`validate_email_value`) ends here too: the SQL and Python keys agree."""
     if value.isascii():
         return value.lower()
-    return value.translate(_DOTTED_I).lower().translate(_FINAL_SIGMA)
+    return value.replace("\u0130", "i").lower().replace("\u03c2", "\u03c3")
 
 
 def validate_email_value(value: str) -> str | None:

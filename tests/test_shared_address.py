@@ -69,15 +69,15 @@ def test_the_partial_plan_notes_the_address_it_leaves_and_takes_it_when_its_owne
             "b@x.ru": PushedState("b@x.ru", None, frozenset(), {}, True)}  # no owner recorded: planned as before
     asked = []
 
-    def store(keys):
-        asked.append(keys)
-        return {"fam@x.ru": {"A", "B"}}
+    def store(keys, among):
+        asked.append((keys, among))
+        return {"fam@x.ru": {"A"}}
 
     kept, rest, notes = leave_shared_to_full_sync(want, last, {"B", "C"}, store)
     assert [d.key for d in kept] == ["b@x.ru"] and list(rest) == ["b@x.ru"]
     assert notes == ["fam@x.ru is customer A's contact and also customer B's address: left to the full sync, "
                      "which picks the more valuable one"]
-    assert asked == [{"fam@x.ru"}]
+    assert asked == [({"fam@x.ru"}, {"A"})]  # by id: is A still giving it?
     assert leave_shared_to_full_sync(want, last, {"A", "B", "C"}, store) == (want, last, [])
     assert len(asked) == 1  # nobody else named, nothing left: the store is not asked
 
@@ -93,8 +93,7 @@ def test_an_owner_the_store_no_longer_gives_the_address_to_does_not_hold_it():
     the full sync" at every resync, naming A, and a full sync with nothing to write never changed the owner)."""
     last = {"fam@x.ru": PushedState("fam@x.ru", "A", frozenset({"VIP"}), {}, True)}
     want = [_want("fam@x.ru", "B", {"Winback"})]
-    assert leave_shared_to_full_sync(want, last, {"B"}, lambda keys: {"fam@x.ru": {"B"}}) == (want, last, [])
-    assert leave_shared_to_full_sync(want, last, {"B"}, lambda keys: {}) == (want, last, [])
+    assert leave_shared_to_full_sync(want, last, {"B"}, lambda keys, among: {}) == (want, last, [])
 
 
 def test_an_address_a_customer_left_keeps_its_tags_while_another_customer_gives_it():
@@ -104,7 +103,14 @@ def test_an_address_a_customer_left_keeps_its_tags_while_another_customer_gives_
     last = {"fam@x.ru": PushedState("fam@x.ru", "A", frozenset({"VIP"}), {}, True),
             "old@x.ru": PushedState("old@x.ru", "A", frozenset({"VIP"}), {}, True)}
     want = [_want("a@new.ru", "A", {"VIP"})]
-    kept, rest, notes = leave_shared_to_full_sync(want, last, {"A"}, lambda keys: {"fam@x.ru": {"B"}})
+    asked = []
+
+    def store(keys, among):
+        asked.append((keys, among))
+        return {"fam@x.ru": {"B"}}
+
+    kept, rest, notes = leave_shared_to_full_sync(want, last, {"A"}, store)
+    assert asked == [({"fam@x.ru", "old@x.ru"}, None)]  # by address, among everyone
     assert kept == want and list(rest) == ["old@x.ru"]
     assert notes == ["fam@x.ru is no longer customer A's address but still customer B's: left to the full sync"]
 

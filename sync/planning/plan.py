@@ -82,8 +82,9 @@ def desired_contacts(rows: Iterable[Mapping[str, Any]], dest: DestinationConfig
     return list(desired.values()), skipped
 
 
-#: the store's answer to "which customers give these addresses" (normalised key → customer ids)
-Holders = Callable[[set[str]], Mapping[str, set[str]]]
+#: the store's answer to "which customers give these addresses now" (normalised key → customer ids), asked
+#: ``holders(keys, among)``: among the customers ``among`` (read by id), or, with ``None``, among everyone
+Holders = Callable[[set[str], "set[str] | None"], Mapping[str, set[str]]]
 
 
 def leave_shared_to_full_sync(desired: Iterable[DesiredContact], last: Mapping[str, PushedState],
@@ -96,9 +97,9 @@ def leave_shared_to_full_sync(desired: Iterable[DesiredContact], last: Mapping[s
     left (a changed e-mail) that another customer still gives: his contact now, for the full sync to plan.
 
     The ledger's owner is only the last customer written (the full plan writes changed contacts only), so the
-    store decides: ``holders(keys)`` says which customers give each of those addresses now. An owner who no longer
-    gives the address (his e-mail changed, he was deleted or merged into another id) does not hold it: the
-    resync plans it. ``holders`` is called only when the ledger names another customer or a key was left.
+    store decides: an owner it no longer gives the address to (his e-mail changed, he was deleted or merged into
+    another id) does not hold it, and the resync plans it. ``holders`` is asked only when the ledger names
+    another customer (about those owners, by id) or a key was left (about everyone).
     Returns ``desired`` and ``last`` without the addresses left, and a note for each."""
     ids = {str(c) for c in customer_ids}
     desired = list(desired)
@@ -110,19 +111,18 @@ def leave_shared_to_full_sync(desired: Iterable[DesiredContact], last: Mapping[s
 
     contested = {d.key for d in desired if (o := owner(d.key)) and o != d.customer_id and o not in ids}
     departed = {k for k, s in last.items() if k not in wanted and s.customer_id in ids}
-    if not contested and not departed:
-        return desired, dict(last), []
-    held = holders(contested | departed)
+    owned = holders(contested, {str(owner(k)) for k in contested}) if contested else {}
+    still = holders(departed, None) if departed else {}
     kept, rest, notes = [], dict(last), []
     for d in desired:
-        if d.key in contested and owner(d.key) in held.get(d.key, ()):
+        if d.key in contested and owner(d.key) in owned.get(d.key, ()):
             rest.pop(d.key, None)
             notes.append(f"{d.key} is customer {owner(d.key)}'s contact and also customer {d.customer_id}'s "
                          f"address: left to the full sync, which picks the more valuable one")
             continue
         kept.append(d)
     for key in sorted(departed):
-        others = sorted(set(held.get(key, ())) - ids)
+        others = sorted(set(still.get(key, ())) - ids)
         if others:
             rest.pop(key)
             notes.append(f"{key} is no longer customer {owner(key)}'s address but still customer {others[0]}'s: "
