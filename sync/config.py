@@ -228,11 +228,16 @@ class Config(BaseModel):
     def _known_segments(self) -> "Config":
         """Every segment a destination maps (``segments``, ``tags``, ``transitions``) is one the rules give: a
         typo would be an empty audience, and its managed tag would be taken off everyone who has it."""
+        from segmentation.errors import RuleError
+
         from .planning.transitions import check_segment_keys, check_transitions, segment_names
 
         dests = [d for d in self.destinations if d.segments or d.tags or d.transitions]
         if dests:
-            names = segment_names(self)
+            try:
+                names = segment_names(self)
+            except RuleError as e:  # not a ValueError: pydantic would let it out raw, without the file's name
+                raise ValueError(f"[segmentation] {e}") from e
             for d in dests:
                 check_segment_keys(d, names)
                 if d.transitions:

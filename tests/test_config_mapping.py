@@ -64,3 +64,21 @@ def test_two_fields_whose_names_differ_only_in_case_are_a_config_error(tmp_path,
         load_config(path)
     assert ("destination 'mc': [destinations.fields] 'Recency' and 'RECENCY' differ only in case, and Mailchimp "
             "and SendGrid take them for one field" in str(exc.value))
+
+
+@pytest.mark.parametrize("segmentation, message", [
+    ('preset = "none"', '[segmentation] preset = "none" needs [[segmentation.rules]]'),
+    ("levels = 5", "[segmentation] preset 'tracks' is defined on 3 levels"),
+])
+def test_rules_that_cannot_be_built_are_a_config_error_naming_the_file_when_segments_are_mapped(
+        tmp_path, segmentation, message):
+    """Checking the mapped segment names builds the rules; a rule error there is the file's error (exit 2), as it
+    is when no segment is mapped, not a raw exception out of pydantic."""
+    path = tmp_path / "rfmsync.toml"
+    path.write_text(f'[segmentation]\n{segmentation}\n[[destinations]]\nname = "mc"\n{MC}'
+                    '[destinations.segments]\n"Churn" = "Winback"\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert str(exc.value).startswith(f"{path}: ")
+    assert message in str(exc.value)
+    assert message in run_cli("check", "--config", str(path), code=2).output

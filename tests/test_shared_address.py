@@ -4,6 +4,8 @@ it back, a flap per order (tags and fields written twice, an ESP automation on "
 
 from __future__ import annotations
 
+import logging
+
 from connectors.records import Contact
 from sync.model import DesiredContact, PushedState
 from sync.planning.plan import leave_shared_to_full_sync
@@ -17,9 +19,10 @@ from tests.test_serve_resync import AS_OF, DEST, orders_for, synced_shop
 
 
 def test_a_resync_of_the_other_customer_of_a_shared_address_leaves_it_to_the_full_sync(
-        tmp_path, mailchimp_fake, monkeypatch):
+        tmp_path, mailchimp_fake, monkeypatch, caplog):
     path = synced_shop(tmp_path / "shop", mailchimp_fake, monkeypatch, customers=120)
     cfg, settings = load_config(path), load_settings()
+    caplog.set_level(logging.INFO, logger="sync.serve.resync")
     with open_ledger(cfg, settings) as ledger:
         state = ledger.load_state(DEST)
         shared, owner = next((k, s.customer_id) for k, s in sorted(state.items()) if s.tags == {"VIP"})
@@ -29,6 +32,10 @@ def test_a_resync_of_the_other_customer_of_a_shared_address_leaves_it_to_the_ful
         assert report.customers == 1
         assert mailchimp_fake.tags_of(shared) == {"VIP"}  # still the VIP's segment ...
         assert ledger.load_state(DEST)[shared].customer_id == owner  # ... and his contact
+        assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "sync.serve.resync"
+                and "left to the full sync" in r.getMessage()] == [
+            ("INFO", f"webhook resync of {DEST}: {shared} is customer {owner}'s contact and also customer {other}'s "
+                     "address: left to the full sync, which picks the more valuable one")]
         assert mailchimp_fake.tags_of(old) == set()  # the other's old address lost rfmsync's tags (it left)
         # a small order of the other one: a resync again, still no take-over
         resync(cfg, ledger, settings, orders_for([other], "FAM", amount="100"), as_of=AS_OF)
@@ -39,6 +46,18 @@ def test_a_resync_of_the_other_customer_of_a_shared_address_leaves_it_to_the_ful
         run_full_sync(cfg, ledger, settings, as_of=AS_OF, kind="sync")
         assert mailchimp_fake.tags_of(shared) == {"VIP"}
         assert ledger.load_state(DEST)[shared].customer_id == owner
+        # the VIP's e-mail changes: the address he left is the other's contact now, its tags are not taken off
+        resync(cfg, ledger, settings, contacts=[Contact(owner, email="moved-" + shared)], as_of=AS_OF)
+        assert mailchimp_fake.tags_of("moved-" + shared) == {"VIP"}
+        assert mailchimp_fake.tags_of(shared) == {"VIP"}
+        # the other's next resync takes the contact: the ledger's owner no longer gives the address
+        resync(cfg, ledger, settings, orders_for([other], "FAM2", amount="100"), as_of=AS_OF)
+        taken = ledger.load_state(DEST)[shared]
+        assert taken.customer_id == other and mailchimp_fake.tags_of(shared) == set(taken.tags) != {"VIP"}
+        # and the full sync agrees: the other's contact, nothing moves back
+        run_full_sync(cfg, ledger, settings, as_of=AS_OF, kind="sync")
+        assert mailchimp_fake.tags_of(shared) == set(taken.tags)
+        assert ledger.load_state(DEST)[shared].customer_id == other
 
 
 def test_the_partial_plan_notes_the_address_it_leaves_and_takes_it_when_its_owner_is_resynced_too():
@@ -48,11 +67,52 @@ def test_the_partial_plan_notes_the_address_it_leaves_and_takes_it_when_its_owne
                            tags=frozenset({"Winback"}), fields={})]
     last = {"fam@x.ru": PushedState("fam@x.ru", "A", frozenset({"VIP"}), {}, True),
             "b@x.ru": PushedState("b@x.ru", None, frozenset(), {}, True)}  # no owner recorded: planned as before
-    kept, rest, notes = leave_shared_to_full_sync(want, last, {"B", "C"})
+    asked = []
+
+    def store(keys, among):
+        asked.append((keys, among))
+        return {"fam@x.ru": {"A"}}
+
+    kept, rest, notes = leave_shared_to_full_sync(want, last, {"B", "C"}, store)
     assert [d.key for d in kept] == ["b@x.ru"] and list(rest) == ["b@x.ru"]
     assert notes == ["fam@x.ru is customer A's contact and also customer B's address: left to the full sync, "
                      "which picks the more valuable one"]
-    assert leave_shared_to_full_sync(want, last, {"A", "B", "C"}) == (want, last, [])
+    assert asked == [({"fam@x.ru"}, {"A"})]  # by id: is A still giving it?
+    assert leave_shared_to_full_sync(want, last, {"A", "B", "C"}, store) == (want, last, [])
+    assert len(asked) == 1  # nobody else named, nothing left: the store is not asked
+
+
+def _want(key, customer, tags):
+    return DesiredContact(key=key, customer_id=customer, email=key, consent="yes", segment="Churn",
+                          tags=frozenset(tags), fields={})
+
+
+def test_an_owner_the_store_no_longer_gives_the_address_to_does_not_hold_it():
+    """The ledger's owner is the last customer written, not the full plan's pick: A moved to a new address, or
+    was deleted, or was a guest id since merged into B. B's resync takes the contact (before, it was left "to
+    the full sync" at every resync, naming A, and a full sync with nothing to write never changed the owner)."""
+    last = {"fam@x.ru": PushedState("fam@x.ru", "A", frozenset({"VIP"}), {}, True)}
+    want = [_want("fam@x.ru", "B", {"Winback"})]
+    assert leave_shared_to_full_sync(want, last, {"B"}, lambda keys, among: {}) == (want, last, [])
+
+
+def test_an_address_a_customer_left_keeps_its_tags_while_another_customer_gives_it():
+    """A's resync after his e-mail changed: fam@x.ru, which B still gives, is B's contact now, not an address
+    that left (whose managed tags the plan would take off): it is left to the full sync; an address nobody gives
+    any more is still planned as one that left."""
+    last = {"fam@x.ru": PushedState("fam@x.ru", "A", frozenset({"VIP"}), {}, True),
+            "old@x.ru": PushedState("old@x.ru", "A", frozenset({"VIP"}), {}, True)}
+    want = [_want("a@new.ru", "A", {"VIP"})]
+    asked = []
+
+    def store(keys, among):
+        asked.append((keys, among))
+        return {"fam@x.ru": {"B"}}
+
+    kept, rest, notes = leave_shared_to_full_sync(want, last, {"A"}, store)
+    assert asked == [({"fam@x.ru", "old@x.ru"}, None)]  # by address, among everyone
+    assert kept == want and list(rest) == ["old@x.ru"]
+    assert notes == ["fam@x.ru is no longer customer A's address but still customer B's: left to the full sync"]
 
 
 def test_a_full_plan_says_which_addresses_several_customers_share(tmp_path):

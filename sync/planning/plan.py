@@ -14,7 +14,7 @@ import json
 from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from connectors.email_phone import normalize_email
 
@@ -82,25 +82,51 @@ def desired_contacts(rows: Iterable[Mapping[str, Any]], dest: DestinationConfig
     return list(desired.values()), skipped
 
 
+#: the store's answer to "which customers give these addresses now" (normalised key → customer ids), asked
+#: ``holders(keys, among)``: among the customers ``among`` (read by id), or, with ``None``, among everyone
+Holders = Callable[[set[str], "set[str] | None"], Mapping[str, set[str]]]
+
+
 def leave_shared_to_full_sync(desired: Iterable[DesiredContact], last: Mapping[str, PushedState],
-                              customer_ids: Iterable[str]) -> tuple[list[DesiredContact], dict[str, PushedState],
-                                                                    list[str]]:
+                              customer_ids: Iterable[str], holders: Holders
+                              ) -> tuple[list[DesiredContact], dict[str, PushedState], list[str]]:
     """A partial plan (a webhook resync of ``customer_ids``) leaves alone an address the ledger holds for another
-    customer outside them (two customers sharing an address, a family account): which of them the contact
-    follows is the full plan's choice (the more valuable one), and taking it over for one resync would only
-    last until the next full sync gave it back. Returns ``desired`` and ``last`` without those addresses, and
-    a note for each."""
+    customer outside them who still gives it (two customers sharing an address, a family account): which of them
+    the contact follows is the full plan's choice (the more valuable one), and taking it over for one resync would
+    only last until the next full sync gave it back. Nor does it strip the tags of an address these customers
+    left (a changed e-mail) that another customer still gives: his contact now, for the full sync to plan.
+
+    The ledger's owner is only the last customer written (the full plan writes changed contacts only), so the
+    store decides: an owner it no longer gives the address to (his e-mail changed, he was deleted or merged into
+    another id) does not hold it, and the resync plans it. ``holders`` is asked only when the ledger names
+    another customer (about those owners, by id) or a key was left (about everyone).
+    Returns ``desired`` and ``last`` without the addresses left, and a note for each."""
     ids = {str(c) for c in customer_ids}
+    desired = list(desired)
+    wanted = {d.key for d in desired}
+
+    def owner(key: str) -> str | None:
+        prev = last.get(key)
+        return prev.customer_id if prev is not None else None
+
+    contested = {d.key for d in desired if (o := owner(d.key)) and o != d.customer_id and o not in ids}
+    departed = {k for k, s in last.items() if k not in wanted and s.customer_id in ids}
+    owned = holders(contested, {str(owner(k)) for k in contested}) if contested else {}
+    still = holders(departed, None) if departed else {}
     kept, rest, notes = [], dict(last), []
     for d in desired:
-        prev = last.get(d.key)
-        owner = prev.customer_id if prev is not None else None
-        if owner and owner != d.customer_id and owner not in ids:
+        if d.key in contested and owner(d.key) in owned.get(d.key, ()):
             rest.pop(d.key, None)
-            notes.append(f"{d.key} is customer {owner}'s contact and also customer {d.customer_id}'s address: "
-                         f"left to the full sync, which picks the more valuable one")
+            notes.append(f"{d.key} is customer {owner(d.key)}'s contact and also customer {d.customer_id}'s "
+                         f"address: left to the full sync, which picks the more valuable one")
             continue
         kept.append(d)
+    for key in sorted(departed):
+        others = sorted(set(still.get(key, ())) - ids)
+        if others:
+            rest.pop(key)
+            notes.append(f"{key} is no longer customer {owner(key)}'s address but still customer {others[0]}'s: "
+                         f"left to the full sync")
     return kept, rest, notes
 
 

@@ -228,6 +228,30 @@ def _affected_rows(con: duckdb.DuckDBPyConnection, segments: str, run: SegmentsR
     return [dict(zip(cols, row)) for row in rel.fetchall()]
 
 
+def _store_holders(cfg: Config, keys: set[str], among: set[str] | None, wait_seconds: float = 60.0
+                   ) -> dict[str, set[str]]:
+    """Which customers the store gives each of ``keys`` (normalised addresses) now, among the customers ``among``
+    (read by id through the lookup index) or, with ``None``, among everyone: one scan of the contacts' e-mails
+    (no index holds them; ILIKE keeps every spelling of a key, and its value is normalised here), made only when
+    an affected customer left an address the ledger still gives him (a changed e-mail), so rarely."""
+    if among is not None:
+        where, params = "customer_id IN (SELECT unnest(?))", [sorted(among)]
+    else:
+        where, params = "(" + " OR ".join(["email ILIKE ?"] * len(keys)) + ")", [f"%{k}%" for k in sorted(keys)]
+    with STORE_LOCK:
+        con = connect_store(store_path(cfg), wait_seconds=wait_seconds)
+        try:
+            rows = con.execute(f"SELECT customer_id, email FROM contacts WHERE email IS NOT NULL AND {where}",
+                               params).fetchall()
+        finally:
+            con.close()
+    held: dict[str, set[str]] = {}
+    for customer, email in rows:
+        if (key := normalize_email(email)) in keys:
+            held.setdefault(key, set()).add(str(customer))
+    return held
+
+
 def _incremental_destination(dest: DestinationConfig) -> DestinationConfig:
     """Predictive fields need a model fitted over everyone: the webhook path leaves them to the full sync."""
     kept = {k: v for k, v in dest.fields.items() if v not in PREDICTIVE_VALUES}
@@ -258,7 +282,10 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
     keys = affected.contact_keys | {d.key for d in desired}
     revision = ledger.state_revision(dest.name)
     last = ledger.load_state_of(dest.name, keys, affected.customer_ids)  # by key: never the whole destination
-    desired, last, shared = leave_shared_to_full_sync(desired, last, affected.customer_ids)
+    desired, last, shared = leave_shared_to_full_sync(desired, last, affected.customer_ids,
+                                                      lambda keys, among: _store_holders(cfg, keys, among))
+    for note in shared:  # a resync's plan is not printed: its notes would be seen nowhere
+        log.info("webhook resync of %s: %s", dest.name, note)
     existing = None
     if dest.new_contacts == "skip" and client.reads_existing_members:
         existing = client.existing_members([d.key for d in desired])
