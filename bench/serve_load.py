@@ -84,6 +84,11 @@ def big_store(workdir: Path, customers: int, debounce: float, orders_per_custome
         ensure_lookup_indexes(con)  # what the first webhook resync would do
     churned = {s.customer_id: s.key for s in states if s.tags == {"Winback"}}
     picked = dict(list(churned.items())[:pool])
+    if fake is not None:  # the audience as a sync left it: the fields and tags the ledger says were pushed exist
+        for name in sorted({n for s in states for n in s.fields}):
+            fake.add_merge_field(name)
+        for tag in sorted(set().union(*tags_for.values())):
+            fake.add_segment(tag)
     if fake is not None and picked:
         for email in picked.values():
             fake.add_member(email, merge_fields={"RFM_SEG": "Churn"}, tags=["Winback"])
