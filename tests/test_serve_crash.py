@@ -112,14 +112,14 @@ def test_a_released_claim_is_not_counted_a_failed_one_is(ledger_url):
         for _ in range(3):  # waited for another run three times: still the first attempt
             (ev,) = ledger.claim_events("w", limit=10)
             assert ev.attempts == 1
-            assert ledger.release_events([ev.id], "LockBusyError: sync:x is already running") == 1
+            assert ledger.release_events([ev.id], "LockBusyError: sync:x is already running", worker="w") == 1
         assert ledger.event_counts()["queued"] == 1
         (ev,) = ledger.claim_events("w", limit=10)
-        assert ledger.fail_events([ev.id], "HTTP 503", max_attempts=2) == 1  # a real failure counts
+        assert ledger.fail_events([ev.id], "HTTP 503", max_attempts=2, worker="w") == 1  # a real failure counts
         (ev,) = ledger.claim_events("w", limit=10)
-        assert ev.attempts == 2 and ledger.fail_events([ev.id], "HTTP 503", max_attempts=2) == 1
+        assert ev.attempts == 2 and ledger.fail_events([ev.id], "HTTP 503", max_attempts=2, worker="w") == 1
         assert ledger.event_counts()["failed"] == 1
-        assert ledger.release_events([ev.id], "late") == 0  # only events being processed go back
+        assert ledger.release_events([ev.id], "late", worker="w") == 0  # only events being processed go back
 
 
 _READING_IN_SCRATCH = """

@@ -91,7 +91,7 @@ class Worker:
                 orders, contacts, pull = decode_records(ev.payload)
             except ValueError as exc:
                 log.error("event %d from %s cannot be decoded, marking it failed: %s", ev.id, ev.source, exc)
-                self.ledger.fail_events([ev.id], str(exc), max_attempts=1)
+                self.ledger.fail_events([ev.id], str(exc), max_attempts=1, worker=self.name)
                 self.metrics.event_outcome("failed")
                 continue
             batch.events.append(ev)
@@ -118,7 +118,7 @@ class Worker:
         if failure is not None:
             self._failed(batch, failure, self._clock() - started)
             return 0
-        self.ledger.complete_events(ids)
+        self.ledger.complete_events(ids, worker=self.name)
         self.processed_ids += ids
         self.metrics.resync_done(self._clock() - started, report)
         self.metrics.event_outcome("done", len(ids))
@@ -134,7 +134,7 @@ class Worker:
         if isinstance(failure, LockBusyError):
             # another run holds the destination (a long cron sync) or the order store: the batch waits its turn,
             # and the claim does not count towards max_attempts (it would be given up during a long sync)
-            self.ledger.release_events(ids, error)
+            self.ledger.release_events(ids, error, worker=self.name)
             self.metrics.event_outcome("retried", len(ids))
             log.info("resync of %d events waits for another run (they stay queued): %s", len(ids), error)
             return
@@ -142,11 +142,11 @@ class Worker:
             # the records are in the order store already; retrying gives the same answer: the next full
             # sync (with --allow-mass-change if the change is wanted) pushes them
             self.metrics.guard_refused(failure.destinations)
-            self.ledger.fail_events(ids, error, max_attempts=1)
+            self.ledger.fail_events(ids, error, max_attempts=1, worker=self.name)
             self.metrics.event_outcome("failed", len(ids))
             log.error("resync of %d events refused by a guard (nothing written): %s", len(ids), error)
             return
-        self.ledger.fail_events(ids, error, max_attempts=self.max_attempts)
+        self.ledger.fail_events(ids, error, max_attempts=self.max_attempts, worker=self.name)
         exhausted = sum(ev.attempts >= self.max_attempts for ev in batch.events)
         self.metrics.event_outcome("failed", exhausted)
         self.metrics.event_outcome("retried", len(ids) - exhausted)
