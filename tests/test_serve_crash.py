@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from connectors.errors import TransientError
 from sync.config import Config, ScheduleConfig
 from sync.ledger import Ledger
+from sync.serve.metrics import Metrics
 from sync.serve.scheduler import RETRY_CURSOR, Retry, Scheduler
 
 try:
@@ -55,6 +58,67 @@ def test_a_scheduled_sync_killed_half_way_runs_again_when_serve_restarts(ledger_
         assert again.retry is None and not again.tick() and runs == ["restarted"]
 
 
+# a serve restarted after the kill above: it runs the killed sync again at once, and that run is killed too
+_SCHEDULER_RERUNS = """
+import threading
+from datetime import datetime, timedelta, timezone
+from sync.config import Config, ScheduleConfig
+from sync.serve.scheduler import Scheduler
+now = datetime(2025, 3, 1, 13, 1, tzinfo=timezone.utc)
+running = threading.Event()
+def job():
+    running.set()
+    threading.Event().wait()  # the re-run is under way (and runs out of memory again)
+sched = Scheduler(Config(schedule=ScheduleConfig(every="1h", retries=3)), led, None, clock=lambda: now, job=job)
+threading.Thread(target=sched.tick, daemon=True).start()
+assert running.wait(30)
+"""
+
+
+def test_a_scheduled_sync_that_kills_its_process_is_run_again_once_not_at_every_restart(ledger_url, clock, caplog):
+    """The OOM killer ends the sync, systemd restarts serve, which runs the sync again at once: killed again. The
+    next serve does not run it a third time (a crash loop with the webhook intake down each time): it logs an
+    ERROR, counts it, and waits for the next fire time. The re-run did not use up one of the ``retries``."""
+    with child_killed_after(ledger_url, _SCHEDULER_IN_A_RUN):
+        pass  # the fire time's run, killed
+    with Ledger.connect(ledger_url, clock=clock) as ledger:
+        assert Retry.loads(ledger.get_cursor(*RETRY_CURSOR)) == Retry(FIRE, 0, FIRE - timedelta(hours=1), killed=1)
+    with child_killed_after(ledger_url, _SCHEDULER_RERUNS):
+        pass  # its re-run, killed too
+    runs: list[str] = []
+    metrics = Metrics()
+    clock.now = FIRE + timedelta(minutes=2)  # the third start
+    cfg = Config(schedule=ScheduleConfig(every="1h", retries=3))
+    with Ledger.connect(ledger_url, clock=clock) as ledger, caplog.at_level(logging.INFO, "sync.serve.scheduler"):
+        third = Scheduler(cfg, ledger, None, clock=clock, job=lambda: runs.append("third"), metrics=metrics)  # type: ignore
+        assert not third.tick() and runs == []
+        assert metrics.scheduled["killed"] == 1 and sum(metrics.scheduled.values()) == 1
+        ours = [r for r in caplog.records if r.name == "sync.serve.scheduler"]
+        assert [r.levelname for r in ours] == ["ERROR"] and "killed half-way 2 times" in ours[0].getMessage()
+        assert ledger.get_cursor(*RETRY_CURSOR) == ""
+        fourth = Scheduler(cfg, ledger, None, clock=clock, job=lambda: runs.append("fourth"))  # type: ignore
+        assert fourth.retry is None and not fourth.tick() and runs == []
+        assert fourth.tick(FIRE + timedelta(hours=1)) and runs == ["fourth"]  # the next fire time runs
+
+
+def test_the_re_run_of_a_killed_sync_does_not_use_up_a_retry(ledger_url, clock, caplog):
+    with child_killed_after(ledger_url, _SCHEDULER_IN_A_RUN):
+        pass
+
+    def job():
+        raise TransientError("the CRM answers 503")
+
+    clock.now = FIRE + timedelta(seconds=30)
+    cfg = Config(schedule=ScheduleConfig(every="1h", retries=3, retry_wait="10m"))
+    with Ledger.connect(ledger_url, clock=clock) as ledger, caplog.at_level(logging.INFO, "sync.serve.scheduler"):
+        sched = Scheduler(cfg, ledger, None, clock=clock, job=job)  # type: ignore
+        assert not sched.tick()
+        started, failed = [r.getMessage() for r in caplog.records if r.name == "sync.serve.scheduler"]
+        assert "retry 1 of" not in started and "run again: the run before it was killed" in started
+        assert sched.retry == Retry(FIRE, 1, clock() + timedelta(minutes=10))  # the first retry is still to come
+        assert "retry 1 of 3 at" in failed
+
+
 def test_while_a_scheduled_sync_runs_the_ledger_names_it_and_a_second_process_skips_it(ledger_url, clock):
     """The mark left during a run is the run itself: another serve (alive, same ledger) that reads it while the run
     holds the schedule lock skips it, and the run clears it when it ends, failed or not."""
@@ -71,7 +135,7 @@ def test_while_a_scheduled_sync_runs_the_ledger_names_it_and_a_second_process_sk
         sched = Scheduler(cfg, ledger, None, clock=clock, job=job)  # type: ignore
         clock.now = FIRE
         assert not sched.tick()
-        assert seen == [Retry(FIRE, 1, FIRE), Retry(FIRE, 1, FIRE), False]
+        assert seen == [Retry(FIRE, 0, FIRE, killed=1), Retry(FIRE, 0, FIRE, killed=1), False]
         assert ledger.get_cursor(*RETRY_CURSOR) == "" and sched.retry is None  # not transient: nothing planned
 
 
