@@ -76,7 +76,7 @@ class Worker:
     def _resync(self, batch: Batch) -> ResyncReport:
         as_of = self._as_of() if self._as_of else None
         return resync(self.cfg, self.ledger, self.settings, batch.orders, batch.contacts, pull=batch.pull,
-                      as_of=as_of)  # type: ignore[arg-type]
+                      as_of=as_of, received_at=max(ev.received_at for ev in batch.events))  # type: ignore[arg-type]
 
     # -- one batch -----------------------------------------------------------------------
 
