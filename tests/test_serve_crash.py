@@ -7,10 +7,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from connectors.errors import TransientError
+from connectors.records import Consent, Contact
 from sync.config import Config, ScheduleConfig
+from sync.engine import destination_lock
 from sync.ledger import Ledger
+from sync.ledger.codec import encode_records
 from sync.serve.metrics import Metrics
 from sync.serve.scheduler import RETRY_CURSOR, Retry, Scheduler
+from sync.serve.worker import Worker
 
 try:
     from tests import ledger_fixtures
@@ -184,6 +188,35 @@ def test_a_released_claim_is_not_counted_a_failed_one_is(ledger_url):
         assert ev.attempts == 2 and ledger.fail_events([ev.id], "HTTP 503", max_attempts=2, worker="w") == 1
         assert ledger.event_counts()["failed"] == 1
         assert ledger.release_events([ev.id], "late", worker="w") == 0  # only events being processed go back
+
+
+def test_a_batch_waiting_for_a_lock_that_never_frees_is_given_up_naming_the_holder(ledger_url, clock, caplog):
+    """A paused `rfmsync sync` holds the destination for ever: the webhook batch is released every two minutes, a
+    WARNING every tenth time, and given up (failed, kept) once its oldest event waited the limit, naming the lock's
+    holder; it is not released for ever, invisibly."""
+    with Ledger.connect(ledger_url, clock=clock) as ledger, caplog.at_level(logging.INFO, "sync.serve.worker"):
+        ledger.acquire_lock("sync:mailchimp", owner="paused-sync:4242", ttl_seconds=10**7)
+        ledger.enqueue_event("generic", "k1", encode_records(contacts=[Contact("C1", marketing_consent=Consent.NO)]))
+
+        def process(batch):
+            with destination_lock(ledger, "sync:mailchimp"):
+                raise AssertionError("the lock is held by the paused sync")
+
+        worker = Worker(Config(), ledger, None, process=process, now=clock, stale_after=30,  # type: ignore[arg-type]
+                        give_up_waiting_after=3600)
+        for _ in range(29):  # 58 minutes: still waiting
+            clock.advance(minutes=2)
+            assert worker.process_batch() == 0
+        assert ledger.event_counts()["queued"] == 1 and worker.metrics.events.get("failed", 0) == 0
+        warnings = [r for r in caplog.records if r.name == "sync.serve.worker" and r.levelname == "WARNING"]
+        assert len(warnings) == 2 and "released 20 times" in warnings[-1].getMessage()
+        clock.advance(minutes=2)
+        assert worker.process_batch() == 0
+        assert ledger.event_counts()["failed"] == 1 and worker.metrics.events["failed"] == 1
+        (error,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert "paused-sync:4242" in error and "given up" in error
+        ledger.release_lock("sync:mailchimp", "paused-sync:4242")
+        assert ledger.requeue_failed_events() == 1  # kept: replayed once the sync is dealt with
 
 
 _READING_IN_SCRATCH = """
