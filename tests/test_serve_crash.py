@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -247,3 +248,25 @@ def test_the_scratch_copy_of_an_ingest_killed_half_way_is_removed_by_the_next_on
         with scratch_dir() as second:  # a live process's folder (this one's) stays
             assert mine.is_dir() and second != mine
     assert not mine.exists()
+
+
+def test_the_scratch_sweep_does_not_follow_or_claim_to_remove_a_link(tmp_path, caplog):
+    """A link named like a scratch folder, to a folder whose note names a dead process of this host: the sweep
+    leaves both alone, and says nothing was removed (it logged "removed" at every ingest, though nothing was)."""
+    import subprocess
+    import sys
+
+    from sync.store.scratch import _owner, sweep_scratch
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("x", encoding="utf-8")
+    pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    host, namespace = (_owner(os.getpid()) or "").split()[:2]
+    (victim / ".owner").write_text(f"{host} {namespace} {pid} 1", encoding="utf-8")  # a dead process's note
+    (tmp_path / "rfmsync-link").symlink_to(victim)
+    with caplog.at_level(logging.INFO, "sync.store.scratch"):
+        assert sweep_scratch(tmp_path) == []
+    assert "removed" not in caplog.text
+    assert (tmp_path / "rfmsync-link").is_symlink() and sorted(os.listdir(victim)) == [".owner", "keep.txt"]
