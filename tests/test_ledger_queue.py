@@ -32,7 +32,7 @@ def test_enqueue_dedupes_by_source_and_key(ledger: Ledger) -> None:
     assert ledger.enqueue_event("shopify", "order-1", '{"id": 1}') is False  # delivered twice
     assert ledger.enqueue_event("woo", "order-1", "{}") is True  # another source
     [event] = ledger.claim_events("w1", limit=1)
-    ledger.complete_events([event.id])
+    ledger.complete_events([event.id], worker="w1")
     assert ledger.enqueue_event("shopify", "order-1", '{"id": 1}') is False  # processed already
     assert ledger.event_counts() == {"queued": 1, "processing": 0, "done": 1, "failed": 0}
     assert ledger.queue_depth() == 1
@@ -49,9 +49,9 @@ def test_claim_complete_and_fail_cycle(ledger: Ledger, clock: Clock) -> None:
     assert ledger.event_counts() == {"queued": 2, "processing": 3, "done": 0, "failed": 0}
     assert ledger.queue_depth() == 5
 
-    assert ledger.complete_events([batch[0].id, batch[1].id]) == 2
-    assert ledger.fail_events([batch[2].id], "ESP down") == 1
-    assert ledger.complete_events([batch[0].id]) == 0  # already done: not processing any more
+    assert ledger.complete_events([batch[0].id, batch[1].id], worker="w1") == 2
+    assert ledger.fail_events([batch[2].id], "ESP down", worker="w1") == 1
+    assert ledger.complete_events([batch[0].id], worker="w1") == 0  # already done: not processing any more
     again = ledger.claim_events("w1", limit=10)
     assert [(e.dedupe_key, e.attempts) for e in again] == [("order-2", 2), ("order-3", 1), ("order-4", 1)]
     assert ledger.claim_events("w2") == []
@@ -62,7 +62,7 @@ def test_events_fail_for_good_after_max_attempts_and_can_be_requeued(ledger: Led
     for attempt in range(1, 4):
         [event] = ledger.claim_events("w1")
         assert event.attempts == attempt
-        ledger.fail_events([event.id], f"boom {attempt}", max_attempts=3)
+        ledger.fail_events([event.id], f"boom {attempt}", max_attempts=3, worker="w1")
     assert ledger.event_counts() == {"queued": 0, "processing": 0, "done": 0, "failed": 1}
     assert ledger.claim_events("w1") == [] and ledger.queue_depth() == 0
     assert ledger.requeue_failed_events("shopify") == 1
@@ -79,15 +79,15 @@ def test_stale_processing_events_are_reclaimed(open_ledger: OpenLedger, clock: C
     clock.advance(seconds=2)
     [again] = rescuer.claim_events("rescuer", stale_after=300)
     assert (again.id, again.attempts) == (event.id, 2)
-    assert rescuer.complete_events([again.id]) == 1
+    assert rescuer.complete_events([again.id], worker="rescuer") == 1
 
 
 def test_purge_forgets_old_done_events(ledger: Ledger, clock: Clock) -> None:
     ledger.enqueue_event("shopify", "old", "{}")
-    ledger.complete_events([e.id for e in ledger.claim_events("w")])
+    ledger.complete_events([e.id for e in ledger.claim_events("w")], worker="w")
     clock.advance(days=31)
     ledger.enqueue_event("shopify", "new", "{}")
-    ledger.complete_events([e.id for e in ledger.claim_events("w")])
+    ledger.complete_events([e.id for e in ledger.claim_events("w")], worker="w")
     assert ledger.purge_events(timedelta(days=30)) == 1
     assert ledger.enqueue_event("shopify", "old", "{}") is True
     assert ledger.enqueue_event("shopify", "new", "{}") is False
@@ -109,10 +109,10 @@ def test_concurrent_workers_never_get_the_same_event(open_ledger: OpenLedger) ->
             first = led.claim_events(name, limit=5)
             got.extend(e.id for e in first)
             holding.wait(timeout=30)  # all four hold a claimed batch at the same time here
-            led.complete_events([e.id for e in first])
+            led.complete_events([e.id for e in first], worker=name)
             while batch := led.claim_events(name, limit=5):
                 got.extend(e.id for e in batch)
-                led.complete_events([e.id for e in batch])
+                led.complete_events([e.id for e in batch], worker=name)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
             errors.append(exc)
 
@@ -250,6 +250,25 @@ def test_a_renewed_lease_is_kept_and_a_lapsed_one_is_taken_over(open_ledger: Ope
     assert slow.renew_claims("slow-worker", [event.id]) == 0  # no longer ours
 
 
+@pytest.mark.parametrize("finish", ["release", "fail", "complete"])
+def test_a_worker_whose_lease_was_taken_over_cannot_finish_the_batch(open_ledger: OpenLedger, clock: Clock,
+                                                                     finish: str) -> None:
+    stalled, other = open_ledger(), open_ledger()
+    stalled.enqueue_event("generic", "order:1", "{}")
+    [event] = stalled.claim_events("stalled", stale_after=30)
+    clock.advance(seconds=45)  # its heartbeat stalled: the lease lapsed
+    [taken] = other.claim_events("other", stale_after=30)
+    late = {"release": lambda: stalled.release_events([event.id], "LockBusyError: busy", worker="stalled"),
+            "fail": lambda: stalled.fail_events([event.id], "HTTP 503", max_attempts=1, worker="stalled"),
+            "complete": lambda: stalled.complete_events([event.id], worker="stalled")}[finish]
+    assert late() == 0  # the event is the other worker's now
+    assert other.event_counts()["processing"] == 1
+    assert other.renew_claims("other", [taken.id]) == 1
+    assert other.claim_events("stalled", stale_after=30) == []  # not handed out twice
+    assert other.complete_events([taken.id], worker="other") == 1
+    assert other.event_counts()["done"] == 1
+
+
 def test_events_of_a_killed_claimer_on_this_host_are_claimable_at_once(ledger: Ledger, ledger_url: str) -> None:
     for i in range(3):
         ledger.enqueue_event("generic", f"order:{i}", "{}")
@@ -260,7 +279,7 @@ def test_events_of_a_killed_claimer_on_this_host_are_claimable_at_once(ledger: L
     assert ledger.claimable_count(stale_after=300) == 3
     again = ledger.claim_events("rescuer", stale_after=300)  # killed: no need to wait for the lease
     assert sorted((e.dedupe_key, e.attempts) for e in again) == [(f"order:{i}", 2) for i in range(3)]
-    assert ledger.complete_events([e.id for e in again]) == 3
+    assert ledger.complete_events([e.id for e in again], worker="rescuer") == 3
 
 
 def test_runs_left_running_by_a_killed_process_become_abandoned_when_the_next_run_starts(

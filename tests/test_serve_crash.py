@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from connectors.errors import TransientError
+from connectors.records import Consent, Contact
 from sync.config import Config, ScheduleConfig
+from sync.engine import destination_lock
 from sync.ledger import Ledger
+from sync.ledger.codec import encode_records
+from sync.serve.metrics import Metrics
 from sync.serve.scheduler import RETRY_CURSOR, Retry, Scheduler
+from sync.serve.worker import Worker
 
 try:
     from tests import ledger_fixtures
@@ -55,6 +63,67 @@ def test_a_scheduled_sync_killed_half_way_runs_again_when_serve_restarts(ledger_
         assert again.retry is None and not again.tick() and runs == ["restarted"]
 
 
+# a serve restarted after the kill above: it runs the killed sync again at once, and that run is killed too
+_SCHEDULER_RERUNS = """
+import threading
+from datetime import datetime, timedelta, timezone
+from sync.config import Config, ScheduleConfig
+from sync.serve.scheduler import Scheduler
+now = datetime(2025, 3, 1, 13, 1, tzinfo=timezone.utc)
+running = threading.Event()
+def job():
+    running.set()
+    threading.Event().wait()  # the re-run is under way (and runs out of memory again)
+sched = Scheduler(Config(schedule=ScheduleConfig(every="1h", retries=3)), led, None, clock=lambda: now, job=job)
+threading.Thread(target=sched.tick, daemon=True).start()
+assert running.wait(30)
+"""
+
+
+def test_a_scheduled_sync_that_kills_its_process_is_run_again_once_not_at_every_restart(ledger_url, clock, caplog):
+    """The OOM killer ends the sync, systemd restarts serve, which runs the sync again at once: killed again. The
+    next serve does not run it a third time (a crash loop with the webhook intake down each time): it logs an
+    ERROR, counts it, and waits for the next fire time. The re-run did not use up one of the ``retries``."""
+    with child_killed_after(ledger_url, _SCHEDULER_IN_A_RUN):
+        pass  # the fire time's run, killed
+    with Ledger.connect(ledger_url, clock=clock) as ledger:
+        assert Retry.loads(ledger.get_cursor(*RETRY_CURSOR)) == Retry(FIRE, 0, FIRE - timedelta(hours=1), killed=1)
+    with child_killed_after(ledger_url, _SCHEDULER_RERUNS):
+        pass  # its re-run, killed too
+    runs: list[str] = []
+    metrics = Metrics()
+    clock.now = FIRE + timedelta(minutes=2)  # the third start
+    cfg = Config(schedule=ScheduleConfig(every="1h", retries=3))
+    with Ledger.connect(ledger_url, clock=clock) as ledger, caplog.at_level(logging.INFO, "sync.serve.scheduler"):
+        third = Scheduler(cfg, ledger, None, clock=clock, job=lambda: runs.append("third"), metrics=metrics)  # type: ignore
+        assert not third.tick() and runs == []
+        assert metrics.scheduled["killed"] == 1 and sum(metrics.scheduled.values()) == 1
+        ours = [r for r in caplog.records if r.name == "sync.serve.scheduler"]
+        assert [r.levelname for r in ours] == ["ERROR"] and "killed half-way 2 times" in ours[0].getMessage()
+        assert ledger.get_cursor(*RETRY_CURSOR) == ""
+        fourth = Scheduler(cfg, ledger, None, clock=clock, job=lambda: runs.append("fourth"))  # type: ignore
+        assert fourth.retry is None and not fourth.tick() and runs == []
+        assert fourth.tick(FIRE + timedelta(hours=1)) and runs == ["fourth"]  # the next fire time runs
+
+
+def test_the_re_run_of_a_killed_sync_does_not_use_up_a_retry(ledger_url, clock, caplog):
+    with child_killed_after(ledger_url, _SCHEDULER_IN_A_RUN):
+        pass
+
+    def job():
+        raise TransientError("the CRM answers 503")
+
+    clock.now = FIRE + timedelta(seconds=30)
+    cfg = Config(schedule=ScheduleConfig(every="1h", retries=3, retry_wait="10m"))
+    with Ledger.connect(ledger_url, clock=clock) as ledger, caplog.at_level(logging.INFO, "sync.serve.scheduler"):
+        sched = Scheduler(cfg, ledger, None, clock=clock, job=job)  # type: ignore
+        assert not sched.tick()
+        started, failed = [r.getMessage() for r in caplog.records if r.name == "sync.serve.scheduler"]
+        assert "retry 1 of" not in started and "run again: the run before it was killed" in started
+        assert sched.retry == Retry(FIRE, 1, clock() + timedelta(minutes=10))  # the first retry is still to come
+        assert "retry 1 of 3 at" in failed
+
+
 def test_while_a_scheduled_sync_runs_the_ledger_names_it_and_a_second_process_skips_it(ledger_url, clock):
     """The mark left during a run is the run itself: another serve (alive, same ledger) that reads it while the run
     holds the schedule lock skips it, and the run clears it when it ends, failed or not."""
@@ -71,7 +140,7 @@ def test_while_a_scheduled_sync_runs_the_ledger_names_it_and_a_second_process_sk
         sched = Scheduler(cfg, ledger, None, clock=clock, job=job)  # type: ignore
         clock.now = FIRE
         assert not sched.tick()
-        assert seen == [Retry(FIRE, 1, FIRE), Retry(FIRE, 1, FIRE), False]
+        assert seen == [Retry(FIRE, 0, FIRE, killed=1), Retry(FIRE, 0, FIRE, killed=1), False]
         assert ledger.get_cursor(*RETRY_CURSOR) == "" and sched.retry is None  # not transient: nothing planned
 
 
@@ -112,14 +181,43 @@ def test_a_released_claim_is_not_counted_a_failed_one_is(ledger_url):
         for _ in range(3):  # waited for another run three times: still the first attempt
             (ev,) = ledger.claim_events("w", limit=10)
             assert ev.attempts == 1
-            assert ledger.release_events([ev.id], "LockBusyError: sync:x is already running") == 1
+            assert ledger.release_events([ev.id], "LockBusyError: sync:x is already running", worker="w") == 1
         assert ledger.event_counts()["queued"] == 1
         (ev,) = ledger.claim_events("w", limit=10)
-        assert ledger.fail_events([ev.id], "HTTP 503", max_attempts=2) == 1  # a real failure counts
+        assert ledger.fail_events([ev.id], "HTTP 503", max_attempts=2, worker="w") == 1  # a real failure counts
         (ev,) = ledger.claim_events("w", limit=10)
-        assert ev.attempts == 2 and ledger.fail_events([ev.id], "HTTP 503", max_attempts=2) == 1
+        assert ev.attempts == 2 and ledger.fail_events([ev.id], "HTTP 503", max_attempts=2, worker="w") == 1
         assert ledger.event_counts()["failed"] == 1
-        assert ledger.release_events([ev.id], "late") == 0  # only events being processed go back
+        assert ledger.release_events([ev.id], "late", worker="w") == 0  # only events being processed go back
+
+
+def test_a_batch_waiting_for_a_lock_that_never_frees_is_given_up_naming_the_holder(ledger_url, clock, caplog):
+    """A paused `rfmsync sync` holds the destination for ever: the webhook batch is released every two minutes, a
+    WARNING every tenth time, and given up (failed, kept) once its oldest event waited the limit, naming the lock's
+    holder; it is not released for ever, invisibly."""
+    with Ledger.connect(ledger_url, clock=clock) as ledger, caplog.at_level(logging.INFO, "sync.serve.worker"):
+        ledger.acquire_lock("sync:mailchimp", owner="paused-sync:4242", ttl_seconds=10**7)
+        ledger.enqueue_event("generic", "k1", encode_records(contacts=[Contact("C1", marketing_consent=Consent.NO)]))
+
+        def process(batch):
+            with destination_lock(ledger, "sync:mailchimp"):
+                raise AssertionError("the lock is held by the paused sync")
+
+        worker = Worker(Config(), ledger, None, process=process, now=clock, stale_after=30,  # type: ignore[arg-type]
+                        give_up_waiting_after=3600)
+        for _ in range(29):  # 58 minutes: still waiting
+            clock.advance(minutes=2)
+            assert worker.process_batch() == 0
+        assert ledger.event_counts()["queued"] == 1 and worker.metrics.events.get("failed", 0) == 0
+        warnings = [r for r in caplog.records if r.name == "sync.serve.worker" and r.levelname == "WARNING"]
+        assert len(warnings) == 2 and "released 20 times" in warnings[-1].getMessage()
+        clock.advance(minutes=2)
+        assert worker.process_batch() == 0
+        assert ledger.event_counts()["failed"] == 1 and worker.metrics.events["failed"] == 1
+        (error,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert "paused-sync:4242" in error and "given up" in error
+        ledger.release_lock("sync:mailchimp", "paused-sync:4242")
+        assert ledger.requeue_failed_events() == 1  # kept: replayed once the sync is dealt with
 
 
 _READING_IN_SCRATCH = """
@@ -150,3 +248,25 @@ def test_the_scratch_copy_of_an_ingest_killed_half_way_is_removed_by_the_next_on
         with scratch_dir() as second:  # a live process's folder (this one's) stays
             assert mine.is_dir() and second != mine
     assert not mine.exists()
+
+
+def test_the_scratch_sweep_does_not_follow_or_claim_to_remove_a_link(tmp_path, caplog):
+    """A link named like a scratch folder, to a folder whose note names a dead process of this host: the sweep
+    leaves both alone, and says nothing was removed (it logged "removed" at every ingest, though nothing was)."""
+    import subprocess
+    import sys
+
+    from sync.store.scratch import _owner, sweep_scratch
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("x", encoding="utf-8")
+    pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    host, namespace = (_owner(os.getpid()) or "").split()[:2]
+    (victim / ".owner").write_text(f"{host} {namespace} {pid} 1", encoding="utf-8")  # a dead process's note
+    (tmp_path / "rfmsync-link").symlink_to(victim)
+    with caplog.at_level(logging.INFO, "sync.store.scratch"):
+        assert sweep_scratch(tmp_path) == []
+    assert "removed" not in caplog.text
+    assert (tmp_path / "rfmsync-link").is_symlink() and sorted(os.listdir(victim)) == [".owner", "keep.txt"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from connectors.records import Consent, Contact, Order, OrderStatus
@@ -38,10 +38,10 @@ def _ingest(cfg) -> None:
         segments_from_store(cfg, ledger, settings, as_of=AS_OF).con.close()
 
 
-def _webhook(cfg, orders: list[Order], contacts: list[Contact]) -> None:
+def _webhook(cfg, orders: list[Order], contacts: list[Contact], received_at: datetime | None = None) -> None:
     with open_store(store_path(cfg)) as con:
         stage_records(con, orders, contacts)
-        merge_staged(con, PullResult(), origin="webhook")
+        merge_staged(con, PullResult(), origin="webhook", received_at=received_at)
 
 
 def _state(cfg, order_id: str, customer_id: str) -> tuple:
@@ -91,3 +91,37 @@ def test_a_refund_and_a_withdrawn_consent_by_webhook_survive_a_refresh_by_files_
     assert _state(cfg, oid, other) == ([("completed", 1)], [("yes",)])  # the export's versions, one copy
     with open_store(store_path(cfg)) as con:
         assert webhook_records(con) == {"order": set(), "contact": set()}
+
+
+def test_a_batch_merged_again_after_a_newer_export_keeps_the_age_the_ledger_gave_it(tmp_path):
+    """The worker released a batch (a destination busy) and re-claimed it after the 03:00 export, which holds a
+    newer version of its order (refunded at 02:59, no webhook for that), was read. Merged again, the batch keeps
+    the time the ledger accepted it (02:58), not the merge time: the next daily file's full refresh restores the
+    export's version instead of keeping the stale webhook one for ever."""
+    path = _shop(tmp_path / "shop")
+    cfg = load_config(path)
+    _ingest(cfg)
+    with open_store(store_path(cfg)) as con:
+        oid, cid, at, amount = con.execute("SELECT order_id, customer_id, ordered_at, amount FROM orders "
+                                           "WHERE status = 'completed' ORDER BY order_id LIMIT 1").fetchone()
+    accepted = datetime.now(timezone.utc)  # the ledger accepted the webhook: the order paid
+    batch = [Order(oid, cid, at, amount, status=OrderStatus.COMPLETED)]
+    _webhook(cfg, batch, [], received_at=accepted)
+    _webhook(cfg, batch, [], received_at=accepted)  # merged twice before the export: its age does not move on
+    _webhook(cfg, batch, [], received_at=accepted - timedelta(hours=1))  # nor back (an older batch of it)
+    with open_store(store_path(cfg)) as con:
+        assert con.execute("SELECT received_at FROM webhook_records").fetchall() == [(accepted,)]
+    day1 = tmp_path / "shop" / "exports" / "2025-06-29.csv"
+    lines = day1.read_text(encoding="utf-8-sig").splitlines()
+    lines = [row.rsplit(";", 1)[0] + ";Возврат" if row.startswith(oid + ";") else row for row in lines]
+    day1.write_text("\n".join(lines) + "\n", encoding="utf-8-sig")  # the export: refunded since
+    _ingest(cfg)
+    assert _state(cfg, oid, cid)[0] == [("refunded", 1)]
+    _webhook(cfg, batch, [], received_at=accepted)  # the same batch, re-claimed and merged again
+    new_day = tmp_path / "shop" / "exports" / "2025-06-30.csv"
+    new_day.write_text(lines[0] + "\n" + lines[1].replace(lines[1].split(";")[0], "NEW-1", 1) + "\n",
+                       encoding="utf-8-sig")  # the next daily file: someone else's order
+    _ingest(cfg)
+    assert _state(cfg, oid, cid)[0] == [("refunded", 1)]  # the export's version: read after the webhook came
+    with open_store(store_path(cfg)) as con:
+        assert webhook_records(con)["order"] == set()

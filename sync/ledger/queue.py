@@ -57,11 +57,11 @@ class EventClaims(Protocol):
 class EventOutcomes(Protocol):
     """How a worker finishes the events it claimed."""
 
-    def complete_events(self, ids: Iterable[int]) -> int: ...
+    def complete_events(self, ids: Iterable[int], *, worker: str) -> int: ...
 
-    def fail_events(self, ids: Iterable[int], error: str, max_attempts: int = 5) -> int: ...
+    def fail_events(self, ids: Iterable[int], error: str, max_attempts: int = 5, *, worker: str) -> int: ...
 
-    def release_events(self, ids: Iterable[int], reason: str) -> int: ...
+    def release_events(self, ids: Iterable[int], reason: str, *, worker: str) -> int: ...
 
 
 class QueueStats(Protocol):
@@ -172,33 +172,35 @@ class EventQueue:
                     .values(locked_at=self._db.clock())).rowcount
         return renewed
 
-    def complete_events(self, ids: Iterable[int]) -> int:
-        """Mark processing events done (kept for dedupe); returns how many."""
-        return self._finish_events(list(ids), {"status": "done", "finished_at": self._db.clock()})
+    def complete_events(self, ids: Iterable[int], *, worker: str) -> int:
+        """Mark ``worker``'s processing events done (kept for dedupe); returns how many."""
+        return self._finish_events(list(ids), worker, {"status": "done", "finished_at": self._db.clock()})
 
-    def fail_events(self, ids: Iterable[int], error: str, max_attempts: int = 5) -> int:
-        """Put processing events back in the queue, or mark them failed once they have been
+    def fail_events(self, ids: Iterable[int], error: str, max_attempts: int = 5, *, worker: str) -> int:
+        """Put ``worker``'s processing events back in the queue, or mark them failed once they have been
         claimed ``max_attempts`` times; returns how many were updated."""
         exhausted = events.c.attempts >= max_attempts
-        return self._finish_events(list(ids), {
+        return self._finish_events(list(ids), worker, {
             "status": case((exhausted, "failed"), else_="queued"),
             "finished_at": case((exhausted, self._db.clock()), else_=None),
             "last_error": clip(error)})
 
-    def release_events(self, ids: Iterable[int], reason: str) -> int:
-        """Put processing events back in the queue without counting this claim (they waited for another run: a
-        busy destination or order store is no fault of theirs); returns how many were updated."""
-        return self._finish_events(list(ids), {"status": "queued", "attempts": events.c.attempts - 1,
+    def release_events(self, ids: Iterable[int], reason: str, *, worker: str) -> int:
+        """Put ``worker``'s processing events back in the queue without counting this claim (they waited for
+        another run: a busy destination or order store is no fault of theirs); returns how many were updated."""
+        return self._finish_events(list(ids), worker, {"status": "queued", "attempts": events.c.attempts - 1,
                                                "last_error": clip(reason)})
 
-    def _finish_events(self, ids: list[int], values: dict[str, Any]) -> int:
+    def _finish_events(self, ids: list[int], worker: str, values: dict[str, Any]) -> int:
+        """Only events still claimed by ``worker``: one whose lease lapsed and was taken over by another
+        worker is that worker's now (a stalled worker must not release, fail or complete its batch)."""
         t = events
         values = {**values, "locked_by": None, "locked_at": None}
         changed = 0
         with self._db.write() as conn:
             for chunk in chunks(ids, 1000):
-                changed += conn.execute(update(t).where(t.c.id.in_(chunk), t.c.status == "processing")
-                                        .values(**values)).rowcount
+                changed += conn.execute(update(t).where(t.c.id.in_(chunk), t.c.status == "processing",
+                                                       t.c.locked_by == worker).values(**values)).rowcount
         return changed
 
     def requeue_failed_events(self, source: str | None = None) -> int:

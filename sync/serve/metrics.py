@@ -19,7 +19,7 @@ The families (their names, types and labels are public: dashboards and alerts us
 ``rfmsync_resync_rows_read_total{part}``                counter     rows resyncs read: ``store``, ``ledger``
 ``rfmsync_esp_operations_total{destination,outcome}``   counter     contact changes pushed, ``ok``/``failed``
 ``rfmsync_esp_errors_total{destination}``               counter     resyncs and scheduled syncs it failed
-``rfmsync_scheduled_syncs_total{outcome}``              counter     ``ok``, ``error``, ``skipped``, ``refused``
+``rfmsync_scheduled_syncs_total{outcome}``              counter     ``ok``, ``error``, ``skipped``, ``refused``, ``killed``
 ``rfmsync_guard_refusals_total{destination}``           counter     runs a guard refused (nothing written)
 ======================================================  ==========  =======================================
 """

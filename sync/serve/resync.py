@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import date, datetime
 from typing import Any, Callable, Sequence
 
 import duckdb
@@ -148,7 +148,7 @@ class _Affected:
 
 def _store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Order],
                 contacts: Sequence[Contact], pull: bool, as_of: date, report: ResyncReport,
-                wait_seconds: float) -> _Affected:
+                wait_seconds: float, received_at: datetime | None = None) -> _Affected:
     with STORE_LOCK:
         con = connect_store(store_path(cfg), wait_seconds=wait_seconds)
         try:
@@ -156,7 +156,7 @@ def _store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequenc
             lookup_by_key(con)
             counted = CountingConnection(con)
             affected = _store_step_on(counted, cfg, ledger, settings, orders, contacts, pull, as_of,  # type: ignore[arg-type]
-                                      report)
+                                      report, received_at)
             report.store_rows_read = counted.rows()
             return affected
         finally:
@@ -165,7 +165,7 @@ def _store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequenc
 
 def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, settings: Settings,
                    orders: Sequence[Order], contacts: Sequence[Contact], pull: bool, as_of: date,
-                   report: ResyncReport) -> _Affected:
+                   report: ResyncReport, received_at: datetime | None = None) -> _Affected:
     stage_records(con, orders, contacts)
     _coalesce_webhook_contacts(con)
     pulled, cursor_source = (None, None)
@@ -183,7 +183,7 @@ def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, 
         report.contacts = con.execute("SELECT count(*) FROM staged_contacts").fetchall()[0][0]
 
     merge_staged(con, PullResult(), origin="webhook", max_identity_group=max_group_of(cfg.source),
-                 after_link=affected)
+                 after_link=affected, received_at=received_at)
     if pulled is not None and pulled.cursor is not None:
         ledger.set_cursor(cursor_source, "all", pulled.cursor)
     ids = {r[0] for r in con.execute(f"SELECT customer_id FROM {AFFECTED_TABLE}").fetchall()}
@@ -346,8 +346,12 @@ def _execute_waiting(plan, client, ledger: Ledger, lock_wait: float, sleep: Call
 def resync(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Order] = (),
            contacts: Sequence[Contact] = (), *, pull: bool = False, as_of: date | None = None,
            destinations: Sequence[str] | None = None, store_wait_seconds: float = 60.0,
-           lock_wait_seconds: float = 120.0, sleep: Callable[[float], None] = time.sleep) -> ResyncReport:
+           lock_wait_seconds: float = 120.0, sleep: Callable[[float], None] = time.sleep,
+           received_at: datetime | None = None) -> ResyncReport:
     """Store the records, re-segment only the affected customers and push only their changes.
+
+    ``received_at``: when the ledger accepted the records (the worker's batch: its newest event), their age
+    against the export files (:func:`sync.store.merge.merge_staged`); default: now.
 
     ``pull=True`` also pulls the configured CRM source incrementally (for deliveries that carry ids only).
     A destination being synced by another process is waited for up to ``lock_wait_seconds``.
@@ -355,7 +359,8 @@ def resync(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Ord
     started = time.monotonic()
     as_of = as_of or today_in(cfg.timezone)
     report = ResyncReport()
-    affected = _store_step(cfg, ledger, settings, orders, contacts, pull, as_of, report, store_wait_seconds)
+    affected = _store_step(cfg, ledger, settings, orders, contacts, pull, as_of, report, store_wait_seconds,
+                           received_at)
     if affected.customer_ids:
         planned = [_plan_incremental(cfg, dest, ledger, settings, affected)
                    for dest in ([cfg.destination(n) for n in destinations] if destinations else cfg.destinations)]

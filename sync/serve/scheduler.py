@@ -12,8 +12,11 @@ retries: :func:`transient`) is run again ``[schedule] retry_wait`` later (10 min
 each time, at most ``retries`` times (3), and never at or past the next fire time, which does the work anyway.
 The pending retry is a ledger cursor too (:data:`RETRY_CURSOR`), so a process started after the one that planned
 it stopped runs it; under the ``schedule`` lock, a retry runs only while the cursor still names it: once.
-While a run is under way the cursor names it as a retry due at once, so a run killed half-way (its process gone)
-is run again by the next process started, not left to the next fire time.
+While a run is under way the cursor names it as a re-run due at once (:attr:`Retry.killed`), so a run killed
+half-way (its process gone) is run again by the next process started, not left to the next fire time; once only
+(:data:`KILLED_RERUNS`): a sync that itself kills the process (the OOM killer on a big export) would otherwise run
+and die at every restart of ``serve``, for ever, taking the webhook intake down each time. A re-run of a killed run
+keeps its retry number: it does not use up a retry.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ log = logging.getLogger(__name__)
 _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 _EVERY_RE = re.compile(r"(\d+)\s*([dhms])")
 CURSOR = ("schedule", "last_fire")
-RETRY_CURSOR = ("schedule", "retry")  # the pending retry as JSON (fire, attempt, at), "" when there is none
+RETRY_CURSOR = ("schedule", "retry")  # the pending retry as JSON (fire, attempt, at, killed), "" when none
+KILLED_RERUNS = 1  # a run killed half-way is run again this many times, then left to the next fire time
 
 
 def parse_every(text: str, key: str = "every") -> timedelta:
@@ -70,19 +74,23 @@ def transient(exc: BaseException) -> bool:
 
 @dataclass(frozen=True)
 class Retry:
-    """A failed fire time to run again at ``at``; ``attempt`` counts the retries (1 for the first)."""
+    """A failed fire time to run again at ``at``; ``attempt`` counts the retries (1 for the first); ``killed``
+    counts the runs of this attempt that were killed half-way (the mark a run leaves while it is under way)."""
     fire: datetime
     attempt: int
     at: datetime
+    killed: int = 0
 
     def dumps(self) -> str:
-        return json.dumps({"fire": self.fire.isoformat(), "attempt": self.attempt, "at": self.at.isoformat()})
+        return json.dumps({"fire": self.fire.isoformat(), "attempt": self.attempt, "at": self.at.isoformat(),
+                           "killed": self.killed})
 
     @classmethod
     def loads(cls, text: str | None) -> Retry | None:
         try:
             d = json.loads(text or "null")
-            return cls(datetime.fromisoformat(d["fire"]), int(d["attempt"]), datetime.fromisoformat(d["at"]))
+            return cls(datetime.fromisoformat(d["fire"]), int(d["attempt"]), datetime.fromisoformat(d["at"]),
+                       int(d.get("killed", 0)))
         except (TypeError, ValueError, KeyError):  # none pending (""), or not ours: nothing to retry
             return None
 
@@ -162,7 +170,7 @@ class Scheduler:
             return self._run(fire, 0)
         if self.retry is not None and now >= self.retry.at:
             retry, self.retry = self.retry, None
-            return self._run(retry.fire, retry.attempt)
+            return self._run(retry.fire, retry.attempt, retry.killed)
         return False
 
     def wake_at(self) -> datetime | None:
@@ -170,23 +178,31 @@ class Scheduler:
         times = [t for t in (self.next_fire, self.retry.at if self.retry else None) if t is not None]
         return min(times) if times else None
 
-    def _run(self, fire: datetime, attempt: int) -> bool:
+    def _run(self, fire: datetime, attempt: int, killed: int = 0) -> bool:
         try:  # a lock left by a killed process of this host would block every fire time for its 6 h TTL
             with destination_lock(self.ledger, "schedule", ttl_seconds=6 * 3600):
-                if attempt:  # every run clears the retry cursor: one that no longer names this retry ran since
+                if attempt or killed:  # every run clears the retry cursor: one that no longer names it ran since
                     pending = Retry.loads(self.ledger.get_cursor(*RETRY_CURSOR))
-                    ran = pending is None or (pending.fire, pending.attempt) != (fire, attempt)
+                    ran = pending is None or (pending.fire, pending.attempt, pending.killed) != (fire, attempt, killed)
                 else:  # another process ran this fire time (or a later one)
                     last = self.ledger.get_cursor(*CURSOR)
                     ran = last is not None and datetime.fromisoformat(last) >= fire
                 if ran:
                     self._count("skipped")
                     return False
-                log.info("scheduled sync (fire time %s%s)", fire.isoformat(), self._attempt_text(attempt))
-                # until this run ends, the ledger names it as the retry due now: a process killed here (OOM, a
+                if killed > KILLED_RERUNS:  # it kills its process (OOM): running it again would only repeat that
+                    self.ledger.set_cursor(*CURSOR, fire.isoformat())
+                    self.ledger.set_cursor(*RETRY_CURSOR, "")
+                    self._count("killed")
+                    log.error("scheduled sync of %s was killed half-way %d times (out of memory?): not run again; "
+                              "the next fire time (%s) runs it", fire.isoformat(), killed,
+                              self.next_fire.isoformat() if self.next_fire else "none")
+                    return False
+                log.info("scheduled sync (fire time %s%s)", fire.isoformat(), self._attempt_text(attempt, killed))
+                # until this run ends, the ledger names it as a re-run due now: a process killed here (OOM, a
                 # deploy's kill -9) leaves it, and the serve started after it runs it at once instead of
-                # waiting for the next fire time (the ``finally`` below clears it whatever else happens)
-                self.ledger.set_cursor(*RETRY_CURSOR, Retry(fire, attempt + 1, self.clock()).dumps())
+                # waiting for the next fire time, once (the ``finally`` below clears it whatever else happens)
+                self.ledger.set_cursor(*RETRY_CURSOR, Retry(fire, attempt, self.clock(), killed + 1).dumps())
                 try:
                     reports = self.job()
                     if self.metrics is not None and isinstance(reports, list):
@@ -215,12 +231,9 @@ class Scheduler:
         self._count("ok")
         return True
 
-    def _attempt_text(self, attempt: int) -> str:
-        if not attempt:
-            return ""
-        if attempt > self.cfg.schedule.retries:  # (only the re-run of a killed run goes past ``retries``)
-            return ", run again: the run before it did not finish"
-        return f", retry {attempt} of {self.cfg.schedule.retries}"
+    def _attempt_text(self, attempt: int, killed: int) -> str:
+        retry = f", retry {attempt} of {self.cfg.schedule.retries}" if attempt else ""
+        return retry + (", run again: the run before it was killed half-way" if killed else "")
 
     def _plan_retry(self, exc: Exception, fire: datetime, attempt: int) -> str:
         """Schedule the next retry of a transient failure, counted from now (the run may have taken long); the

@@ -6,7 +6,11 @@ exactly one of them (PostgreSQL ``FOR UPDATE SKIP LOCKED``; SQLite ``BEGIN IMMED
 queued and hands it to :func:`sync.serve.resync.resync`. Events are marked done only after the resync succeeded;
 on an error they go back to the queue (up to ``max_attempts`` claims, then ``failed``); a batch that waited in vain
 for another run (:class:`~sync.errors.LockBusyError`: a destination or the order store busy) goes back without
-counting the claim. A claim is a lease of
+counting the claim, up to ``give_up_waiting_after`` (6 h) after its oldest event was accepted: a lock that never
+frees (a paused ``rfmsync sync``, a duckdb shell left open on the store) would otherwise have it released every
+minute or two for ever, unseen; it is then marked ``failed`` (kept, ``requeue_failed_events`` replays it), with an
+ERROR naming what it waited for, and a WARNING every :data:`RELEASE_WARNING_EVERY` releases before that. A claim
+is a lease of
 ``stale_after`` seconds that the working worker renews by heartbeat: events of a killed worker on another host
 become claimable when the lease lapses, those of a killed process on this host at once; queued events simply
 wait for the next worker, so nothing accepted is lost across a restart.
@@ -17,7 +21,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Callable
 
 from connectors.records import Contact, Order
@@ -31,6 +37,7 @@ from ..ledger.codec import decode_records
 from .resync import ResyncReport, resync
 
 log = logging.getLogger(__name__)
+RELEASE_WARNING_EVERY = 10  # a batch released this many times (10–20 minutes of waiting) is logged as a WARNING
 
 @dataclass
 class Batch:
@@ -55,7 +62,8 @@ class Worker:
                  debounce_seconds: float | None = None, poll_seconds: float = 0.5, batch_limit: int = 1000,
                  max_attempts: int = 5, stale_after: float = 30.0, metrics: Metrics | None = None,
                  process: ResyncFn | None = None, as_of: Callable[[], object] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, give_up_waiting_after: float = 6 * 3600,
+                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
         self.cfg, self.ledger, self.settings = cfg, ledger, settings
         self.name = name or default_owner()
         self.debounce = cfg.serve.debounce_seconds if debounce_seconds is None else debounce_seconds
@@ -66,6 +74,9 @@ class Worker:
         self._process = process or self._resync
         self._as_of = as_of
         self._clock = clock
+        self.give_up_waiting_after = give_up_waiting_after  # seconds since the batch's oldest event was accepted
+        self._now = now  # the wall clock the ledger stamps events.received_at with
+        self._releases: Counter[int] = Counter()  # event id → times this worker released it (waiting for a lock)
         self._wake = threading.Event()
         self.processed_ids: list[int] = []  # events this worker completed (observability, tests)
 
@@ -76,7 +87,7 @@ class Worker:
     def _resync(self, batch: Batch) -> ResyncReport:
         as_of = self._as_of() if self._as_of else None
         return resync(self.cfg, self.ledger, self.settings, batch.orders, batch.contacts, pull=batch.pull,
-                      as_of=as_of)  # type: ignore[arg-type]
+                      as_of=as_of, received_at=max(ev.received_at for ev in batch.events))  # type: ignore[arg-type]
 
     # -- one batch -----------------------------------------------------------------------
 
@@ -91,7 +102,7 @@ class Worker:
                 orders, contacts, pull = decode_records(ev.payload)
             except ValueError as exc:
                 log.error("event %d from %s cannot be decoded, marking it failed: %s", ev.id, ev.source, exc)
-                self.ledger.fail_events([ev.id], str(exc), max_attempts=1)
+                self.ledger.fail_events([ev.id], str(exc), max_attempts=1, worker=self.name)
                 self.metrics.event_outcome("failed")
                 continue
             batch.events.append(ev)
@@ -118,7 +129,8 @@ class Worker:
         if failure is not None:
             self._failed(batch, failure, self._clock() - started)
             return 0
-        self.ledger.complete_events(ids)
+        self._forget_releases(ids)
+        self.ledger.complete_events(ids, worker=self.name)
         self.processed_ids += ids
         self.metrics.resync_done(self._clock() - started, report)
         self.metrics.event_outcome("done", len(ids))
@@ -132,25 +144,49 @@ class Worker:
         if isinstance(failure, DestinationError):
             self.metrics.esp_error(getattr(failure, "destination", None) or "unknown")
         if isinstance(failure, LockBusyError):
-            # another run holds the destination (a long cron sync) or the order store: the batch waits its turn,
-            # and the claim does not count towards max_attempts (it would be given up during a long sync)
-            self.ledger.release_events(ids, error)
-            self.metrics.event_outcome("retried", len(ids))
-            log.info("resync of %d events waits for another run (they stay queued): %s", len(ids), error)
+            self._waited(batch, ids, error)
             return
         if isinstance(failure, GuardRefusedError):
             # the records are in the order store already; retrying gives the same answer: the next full
             # sync (with --allow-mass-change if the change is wanted) pushes them
             self.metrics.guard_refused(failure.destinations)
-            self.ledger.fail_events(ids, error, max_attempts=1)
+            self._forget_releases(ids)
+            self.ledger.fail_events(ids, error, max_attempts=1, worker=self.name)
             self.metrics.event_outcome("failed", len(ids))
             log.error("resync of %d events refused by a guard (nothing written): %s", len(ids), error)
             return
-        self.ledger.fail_events(ids, error, max_attempts=self.max_attempts)
+        self._forget_releases(ids)
+        self.ledger.fail_events(ids, error, max_attempts=self.max_attempts, worker=self.name)
         exhausted = sum(ev.attempts >= self.max_attempts for ev in batch.events)
         self.metrics.event_outcome("failed", exhausted)
         self.metrics.event_outcome("retried", len(ids) - exhausted)
         log.warning("resync of %d events failed (they stay queued, %d given up): %s", len(ids), exhausted, error)
+
+    def _waited(self, batch: Batch, ids: list[int], error: str) -> None:
+        """Another run holds the destination (a long cron sync) or the order store: the batch waits its turn, and
+        the claim does not count towards max_attempts (it would be given up during a long sync), up to
+        ``give_up_waiting_after`` since its oldest event was accepted (a lock that never frees)."""
+        waited = (self._now() - min(ev.received_at for ev in batch.events)).total_seconds()
+        if waited >= self.give_up_waiting_after:
+            self._forget_releases(ids)
+            self.ledger.fail_events(ids, f"gave up waiting for another run after {waited / 3600:.1f} h: {error}",
+                                    max_attempts=1, worker=self.name)
+            self.metrics.event_outcome("failed", len(ids))
+            log.error("resync of %d events given up (marked failed, kept): they waited %.1f h for another run that "
+                      "did not end: %s; Ledger.requeue_failed_events() replays them", len(ids), waited / 3600, error)
+            return
+        self.ledger.release_events(ids, error, worker=self.name)
+        self._releases.update(ids)
+        self.metrics.event_outcome("retried", len(ids))
+        times = max(self._releases[i] for i in ids)
+        level = logging.WARNING if times % RELEASE_WARNING_EVERY == 0 else logging.INFO
+        log.log(level, "resync of %d events waits for another run (they stay queued; released %d times, %.0f min "
+                "since accepted, given up after %.1f h): %s", len(ids), times, waited / 60,
+                self.give_up_waiting_after / 3600, error)
+
+    def _forget_releases(self, ids: list[int]) -> None:
+        for i in ids:
+            self._releases.pop(i, None)
 
     def _heartbeat(self, ids: list[int], done: threading.Event) -> None:
         """Renew the lease on a batch's events until ``done`` (the batch finished)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Callable, Iterator
 
 import duckdb
@@ -55,7 +56,7 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
                  max_identity_group: int = DEFAULT_MAX_GROUP,
                  before_commit: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
                  after_link: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
-                 files: FileReads | None = None) -> dict[str, int]:
+                 files: FileReads | None = None, received_at: datetime | None = None) -> dict[str, int]:
     """Move the ``staged_*`` rows into the main tables in one transaction; returns rows per table.
 
     ``pull.full_refresh``: the staged rows replace the store, except webhook records the file does not
@@ -68,6 +69,10 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
     transaction that moves the generation on and notes both ids of every link.
     ``files``: when a file source's files were read (:class:`FileReads`); without it, a file's version of a webhook
     record always wins.
+    ``received_at`` (``origin="webhook"``): when the ledger accepted the records (the batch's newest event), noted
+    as their age, the later of it and the age already noted; not the merge time (default: now): a batch merged again
+    (re-claimed after waiting for a busy destination) after a file that holds a newer version was read must not pass
+    for newer than that file.
     """
     if origin not in ("pull", "webhook"):
         raise ValueError(f"merge_staged: origin must be 'pull' or 'webhook', not {origin!r}")
@@ -98,7 +103,7 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
         for name in TABLES:
             if f"staged_{name}" in present:
                 counts[name] = _merge_table(con, name, full_refresh=pull.full_refresh, origin=origin, noted=noted,
-                                            note=note)
+                                            note=note, received_at=received_at)
         for name in TABLES:
             con.execute(f"DROP TABLE IF EXISTS staged_{name}")
             con.execute(f"DROP TABLE IF EXISTS _kept_{name}")
@@ -133,7 +138,7 @@ def _staged_rows(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: bool, origin: str,
-                 noted: bool, note: _Note | None = None) -> int:
+                 noted: bool, note: _Note | None = None, received_at: datetime | None = None) -> int:
     """Replace (full refresh) or upsert table ``name`` from ``staged_<name>``; returns the staged row count.
     ``note``: the orders deleted and inserted are added to it (read as they are written: no scan more)."""
     staged = f"staged_{name}"
@@ -170,9 +175,10 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
             note.add(inserted.fetchall(), 1)
     if name != "line_items":
         kind = KIND[name]
-        if origin == "webhook":  # merged now: only a file read after this yields its version (_keep_webhook_rows)
-            con.execute(f"INSERT INTO {WEBHOOK_TABLE} (kind, id) SELECT DISTINCT '{kind}', {key} "
-                        f"FROM {staged} ON CONFLICT DO UPDATE SET received_at = now()")
+        if origin == "webhook":  # only a file read after the records came yields its version (_keep_webhook_rows)
+            con.execute(f"INSERT INTO {WEBHOOK_TABLE} (kind, id, received_at) SELECT DISTINCT '{kind}', {key}, "
+                        f"coalesce(?::TIMESTAMPTZ, now()) FROM {staged} ON CONFLICT DO UPDATE SET received_at = "
+                        f"greatest({WEBHOOK_TABLE}.received_at, excluded.received_at)", [received_at])
         elif noted:  # pulled from the source: the source's version wins from now on
             con.execute(f"DELETE FROM {WEBHOOK_TABLE} WHERE kind = '{kind}' AND id IN "
                         f"(SELECT {key} FROM {staged}{kept_out})")

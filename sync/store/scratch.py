@@ -37,12 +37,17 @@ def sweep_scratch(root: Path | None = None) -> list[Path]:
     """Remove the scratch folders left by processes of this host that no longer exist; returns them."""
     removed = []
     for folder in Path(root or tempfile.gettempdir()).glob(f"{PREFIX}*"):
+        if folder.is_symlink() or not folder.is_dir():  # never ours (rmtree refuses a link anyway)
+            continue
         try:
             owner = (folder / OWNER_FILE).read_text(encoding="utf-8").strip()
         except OSError:  # not ours, another version's, or being removed
             continue
         if _gone(owner):
             shutil.rmtree(folder, ignore_errors=True)
+            if folder.exists():  # refused (permissions, a file in use): said so, not claimed removed
+                log.warning("cannot remove %s, the scratch folder of a killed rfmsync process (%s)", folder, owner)
+                continue
             log.info("removed %s, the scratch folder of a killed rfmsync process (%s)", folder, owner)
             removed.append(folder)
     return removed
