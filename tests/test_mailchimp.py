@@ -596,7 +596,7 @@ field_values = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), s
     st.sampled_from([*MERGE_TAGS, *MERGE_TAGS.values(), "Other", "zoë"]), field_values)), max_size=6),
     st.booleans())
 def test_batch_body_is_the_documented_dict_as_json_text(members, create) -> None:
-    from sync.destinations.mailchimp import _field_tags
+    from sync.destinations.mailchimp_bodies import field_tags as _field_tags
     from sync.destinations.mailchimp_bodies import batch_body
 
     changes = [change(email, status="pending", fields=fields) for email, fields in members]
@@ -612,7 +612,7 @@ def test_batch_body_of_members_with_the_same_fields_is_the_documented_dict(email
                                                                            data) -> None:
     """The usual batch (every member the same fields, each field all text or all whole numbers; written column
     by column) and its near misses (a column of mixed values, two names of one merge tag, a % in a name)."""
-    from sync.destinations.mailchimp import _field_tags
+    from sync.destinations.mailchimp_bodies import field_tags as _field_tags
     from sync.destinations.mailchimp_bodies import batch_body
 
     values = {"text": st.text(), "int": st.integers(), "mixed": field_values}

@@ -65,10 +65,10 @@ from .answers import BadAnswer, unaccounted
 from . import specs
 from .base import ClientOptions, Creating
 from .mailchimp_apply import Pipeline
-from .mailchimp_api import (BATCH_COUNTS, NOT_A_MEMBER, SEGMENT_COUNTS, BatchAnswer, BatchRejected, Created, ListInfo,
-                            MailchimpApi, MemberInfo, MergeField, SegmentAnswer, count_mismatches, member_error,
-                            named_members)
-from .mailchimp_bodies import batch_body, segment_body
+from .mailchimp_answers import (BATCH_COUNTS, SEGMENT_COUNTS, BatchAnswer, Created, ListInfo, MemberInfo, MergeField,
+                                SegmentAnswer, count_mismatches, member_error, named_members)
+from .mailchimp_api import NOT_A_MEMBER, BatchRejected, MailchimpApi
+from .mailchimp_bodies import batch_body, check_merge_tags, field_tags, segment_body, tag_ops
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,6 @@ MAX_BATCH = specs.MAILCHIMP_MAX_BATCH  # members per batch subscribe; members_to
 MAX_CONNECTIONS = 10  # Mailchimp's concurrent-connection limit per API key
 FIELD_TYPES: Mapping[str, str] = specs.MAILCHIMP_FIELD_TYPES  # merge field types (text for dates and yes/no)
 
-_MERGE_TAG = re.compile(r"[A-Z0-9_]{1,10}")
 _DATA_CENTRE = re.compile(r"[a-z]+[0-9]+")
 
 
@@ -148,7 +147,7 @@ class MailchimpDestination:
         The three reads (the audience, its merge fields, its tags) run at once, then the creates at once (up
         to ``max_connections`` calls): a first sync's dozen setup calls take two or three round trips, not
         twelve. The audience check's error, when there is one, is the one raised."""
-        _check_merge_tags(self.name, fields)
+        check_merge_tags(self.name, fields)
         with ThreadPoolExecutor(max_workers=min(3, self.max_connections),
                                 thread_name_prefix=f"mailchimp-{self.name}-prepare") as pool:
             reads = [pool.submit(self.check), pool.submit(self._merge_fields), pool.submit(self._load_segments)]
@@ -180,7 +179,7 @@ class MailchimpDestination:
                     found = future.result()  # the first failure, in the order above
                     if fn == self._create_segment:
                         self._segments[arg] = found
-        self._field_tags = _field_tags(fields)
+        self._field_tags = field_tags(fields)
         return names
 
     def existing_members(self, keys: Iterable[str] | None = None) -> dict[str, str]:
@@ -283,7 +282,7 @@ class MailchimpDestination:
                                 shape=SegmentAnswer)
             self._check_counts(answer, SEGMENT_COUNTS, what)
         except (BatchRejected, BadAnswer) as exc:
-            return [ItemResult(c.key, op, False, str(exc)) for c, op in _ops(tag, add, remove)], []
+            return [ItemResult(c.key, op, False, str(exc)) for c, op in tag_ops(tag, add, remove)], []
         if not answer["errors"]:  # the usual answer: every add made (keys are the lower-cased addresses)
             added = [m["email_address"] for m in answer["members_added"]]
             keys = [c.key for c in add]
@@ -295,7 +294,7 @@ class MailchimpDestination:
         ignored = set(unaccounted([c.email.lower() for c in add],
                                   (m["email_address"] for m in answer["members_added"]), refused))
         results = []
-        for c, op in _ops(tag, add, remove):
+        for c, op in tag_ops(tag, add, remove):
             email = c.email.lower()
             if email in refused and op.startswith("tag-") and NOT_A_MEMBER.search(refused[email]):
                 results.append(self._removal_refused(c, op, refused[email], what))
@@ -383,23 +382,6 @@ class MailchimpDestination:
         log.info("mailchimp %s: created tag %r", self.name, tag)
         return answer.id
 
-
-
-def _check_merge_tags(name: str, fields: Mapping[str, str]) -> None:
-    for tag in fields:
-        if not _MERGE_TAG.fullmatch(tag.upper()):
-            raise DestinationConfigError(f"destination {name!r}: merge tag {tag!r} in `fields` must be "
-                                         "1-10 characters, letters, digits or _ (e.g. RECENCY)")
-
-
-def _field_tags(fields: Mapping[str, str]) -> dict[str, str]:
-    """set_fields are keyed by the config's field name, whatever its case ("Recency" -> RECENCY)."""
-    return {**{value: tag.upper() for tag, value in fields.items()}, **{tag: tag.upper() for tag in fields}}
-
-
-def _ops(tag: str, add: Sequence[ContactChange], remove: Sequence[ContactChange]
-         ) -> list[tuple[ContactChange, str]]:
-    return [(c, f"tag+{tag}") for c in add] + [(c, f"tag-{tag}") for c in remove]
 
 
 def _build(dest: Any, key: Any, options: ClientOptions) -> MailchimpDestination:

@@ -9,7 +9,7 @@ only parses ``application/json``) and which carries no headers; empty-body answe
 SDK client: it is never logged, never put in an error, never shown in a repr.
 
 Answers are validated before they are believed (:mod:`sync.destinations.answers`): a 2xx body is re-read from
-the raw response and checked against the documented shape (:class:`BatchAnswer`, :class:`SegmentAnswer`, ...).
+the raw response and checked against the documented shape (:mod:`sync.destinations.mailchimp_answers`).
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ import requests
 from requests.auth import HTTPBasicAuth
 from requests.cookies import RequestsCookieJar
 from requests.structures import CaseInsensitiveDict
-from pydantic import TypeAdapter, with_config
-from typing_extensions import NotRequired, Required, TypedDict
+from pydantic import TypeAdapter
 from mailchimp_marketing.api.lists_api import ListsApi
 from mailchimp_marketing.api_client import ApiClient, ApiClientError
 
@@ -38,7 +37,8 @@ from connectors.retry import RetryPolicy, retry_after_seconds
 
 from ..errors import DestinationConfigError, DestinationError
 from .base import Action
-from .answers import STRICT, BadAnswer, Shape, decode_json, parse_answer, validate
+from .answers import BadAnswer, Shape, decode_json, parse_answer, validate
+from .mailchimp_answers import problem_document
 
 log = logging.getLogger(__name__)
 
@@ -58,89 +58,6 @@ EMPTY_BODY_ACTIONS: Mapping[int, Action] = MappingProxyType({403: Action.RETRY, 
 #: an error text meaning "this address is not in the audience" (tag calls; the update pass without a status)
 NOT_A_MEMBER = re.compile(r"not (?:a )?(?:list )?member|does not exist|doesn't exist|not found|status is required",
                            re.I)
-
-
-# The two batch answers carry 500 member objects each: their shapes are TypedDicts (validated into plain dicts,
-# about half the cost of a model instance per member); the small answers are Shape models.
-@with_config(STRICT)
-class Member(TypedDict):
-    email_address: str
-
-
-@with_config(STRICT)
-class MemberError(TypedDict, total=False):
-    email_address: Required[str]
-    error: str | None
-    error_code: str | None
-    field: str | None
-    field_message: str | None
-
-
-@with_config(STRICT)
-class _BatchAnswer(TypedDict):
-    new_members: list[Member]
-    updated_members: list[Member]
-    errors: list[MemberError]
-    total_created: NotRequired[int]
-    total_updated: NotRequired[int]
-    error_count: NotRequired[int]
-
-
-@with_config(STRICT)
-class SegmentError(TypedDict, total=False):
-    email_addresses: Required[list[str]]
-    error: str | None
-
-
-@with_config(STRICT)
-class _SegmentAnswer(TypedDict):
-    members_added: list[Member]
-    members_removed: list[Member]
-    errors: list[SegmentError]
-    total_added: NotRequired[int]
-    total_removed: NotRequired[int]
-
-
-#: ``POST /lists/{id}`` (batch subscribe), 200
-BatchAnswer: TypeAdapter[_BatchAnswer] = TypeAdapter(_BatchAnswer)
-#: ``POST /lists/{id}/segments/{seg}`` (members_to_add / members_to_remove), 200
-SegmentAnswer: TypeAdapter[_SegmentAnswer] = TypeAdapter(_SegmentAnswer)
-
-
-#: the counts of a batch (subscribe, tag call) answer and the lists they count
-BATCH_COUNTS = (("total_created", "new_members"), ("total_updated", "updated_members"), ("error_count", "errors"))
-SEGMENT_COUNTS = (("total_added", "members_added"), ("total_removed", "members_removed"))
-
-
-def count_mismatches(answer: Mapping[str, Any], counts: tuple[tuple[str, str], ...]) -> list[str]:
-    """Where a count the answer gives says otherwise than the list it counts. The spec does not say the counts
-    equal the lists' lengths (``error_count`` may count several errors for one member; a count may leave out
-    members that did not change): the per-address lists are what is believed, a mismatch is only reported."""
-    return [f"{count} {answer[count]} for {len(answer[key])} {key}" for count, key in counts
-            if answer.get(count) is not None and answer[count] != len(answer[key])]
-
-
-class MemberInfo(Shape):
-    """``GET /lists/{id}/members/{subscriber_hash}``, 200: a member, whatever its status (archived included)."""
-
-    email_address: str
-    status: str
-
-
-class ListInfo(Shape):
-    id: str
-    name: str
-
-
-class Created(Shape):
-    id: int
-
-
-class MergeField(Shape):
-    """``POST /lists/{id}/merge-fields``, 200: the Merge Field made."""
-
-    merge_id: int
-    tag: str
 
 
 def action_for(status: int, empty_body: bool = False) -> Action:
@@ -355,7 +272,7 @@ class MailchimpApi:
                 return TransientError(f"Mailchimp {what}: cannot connect ({type(text).__name__})")
             return DestinationError(f"Mailchimp {what}: {type(text).__name__}: {text}")
         body = text if isinstance(text, str) else json.dumps(text) if isinstance(text, (dict, list)) else ""
-        problem = _problem(body)
+        problem = problem_document(body)
         title = problem.get("title") or ("empty body" if not body.strip() else "error")
         detail = problem.get("detail") or ""
         field_errors = "; ".join(f"{e.get('field')}: {e.get('message')}" for e in problem.get("errors") or []
@@ -374,34 +291,3 @@ class MailchimpApi:
         if action is Action.RECORD:
             return BatchRejected(message, status=status, body=body)
         return DestinationError(message, status=status, body=body)
-
-
-def _problem(body: str) -> dict[str, Any]:
-    try:
-        data = json.loads(body) if body.strip() else {}
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-
-def member_error(error: MemberError) -> str:
-    text = f"{error.get('error_code') or 'ERROR'}: {error.get('error') or 'rejected'}"
-    if error.get("field"):
-        text += f" ({error.get('field')}: {error.get('field_message') or 'invalid'})"
-    return text
-
-
-_MEMBER_FIELD = re.compile(r"^members(?:\.|\[)(\d+)")
-
-
-def named_members(body: str | None, n: int) -> dict[int, str]:
-    """Index -> message of the members (of ``n`` sent) a 400's ``errors[{field, message}]`` names by their place
-    (``members.3.email_address``, ``members[3]``); that array is not in the spec's problem document, so an
-    answer without it names nobody."""
-    named: dict[int, str] = {}
-    for e in _problem(body or "").get("errors") or []:
-        m = _MEMBER_FIELD.match(str(e.get("field") or "")) if isinstance(e, dict) else None
-        if m and int(m.group(1)) < n:
-            named[int(m.group(1))] = f"{e.get('field')}: {e.get('message') or 'invalid'}"
-    return named

@@ -1,15 +1,21 @@
 """Mailchimp request bodies written as JSON text by rfmsync (the SDK sends a :class:`JsonText` body as it is):
 a batch-subscribe body (member by member, or column by column when every member has the same fields) and a
 static segment's members to add and remove. Each is byte for byte what :data:`_encode_body` writes for the
-documented dict (tested)."""
+documented dict (tested). Also the merge tags a body may name (:data:`MERGE_TAG`, the config's field name →
+merge tag) and a tag call's operations."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, Iterable, Mapping, Sequence
 
+from ..errors import DestinationConfigError
 from ..model import ContactChange, FieldValue
+
+#: a merge tag Mailchimp takes: 1-10 characters, upper-case letters, digits or _
+MERGE_TAG = re.compile(r"[A-Z0-9_]{1,10}")
 
 
 #: a request body as JSON, compact and without the check for reference cycles (rfmsync builds every body; a
@@ -137,3 +143,21 @@ def _members_body(changes: Sequence[ContactChange], create: bool, tags: Mapping[
                           else _encode_body(merge_value(v))) for h, v in zip(heads, fields.values())]) + "}"
         parts.append(text + "}")
     return _body(parts, create)
+
+
+def check_merge_tags(name: str, fields: Mapping[str, str]) -> None:
+    for tag in fields:
+        if not MERGE_TAG.fullmatch(tag.upper()):
+            raise DestinationConfigError(f"destination {name!r}: merge tag {tag!r} in `fields` must be "
+                                         "1-10 characters, letters, digits or _ (e.g. RECENCY)")
+
+
+def field_tags(fields: Mapping[str, str]) -> dict[str, str]:
+    """set_fields are keyed by the config's field name, whatever its case ("Recency" -> RECENCY)."""
+    return {**{value: tag.upper() for tag, value in fields.items()}, **{tag: tag.upper() for tag in fields}}
+
+
+def tag_ops(tag: str, add: Sequence[ContactChange], remove: Sequence[ContactChange]
+            ) -> list[tuple[ContactChange, str]]:
+    """A tag call's operations, as its results name them (``tag+T`` adds, ``tag-T`` removals)."""
+    return [(c, f"tag+{tag}") for c in add] + [(c, f"tag-{tag}") for c in remove]

@@ -28,22 +28,20 @@ from connectors.retry import RetryPolicy
 from ..errors import DestinationConfigError, DestinationError
 from ..model import ContactChange, FieldValue, ItemResult, OnResults
 from ..planning.values import kind_of
-from .answers import BadAnswer, excerpt
+from .answers import BadAnswer
 from . import specs
 from .base import ClientOptions, Creating
-from .sendgrid_api import (ExportJob, FieldDefinitions, Id, ImportJob, JobId, ListsPage, Refused, Search, SendGridApi,
-                           emails_from_csv, error_text, indexed_errors, page_token, parse_errors_csv)
+from .sendgrid_reads import PRESENT, SendGridReads
+from .sendgrid_api import (FieldDefinitions, Id, ImportJob, JobId, ListsPage, Refused, SendGridApi, error_text,
+                           indexed_errors, page_token, parse_errors_csv)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_API_URL = "https://api.sendgrid.com"
 MAX_UPSERT_CONTACTS = specs.SENDGRID_MAX_UPSERT_CONTACTS  # PUT /v3/marketing/contacts: "up to 30,000 contacts, or 6MB"
 MAX_UPSERT_BYTES = 6_000_000  # 6 MB of JSON (decimal MB: the conservative reading)
-MAX_SEARCH_EMAILS = 100  # POST /v3/marketing/contacts/search/emails returns up to 100 contacts
 MAX_REMOVE_IDS = 100  # DELETE /lists/{id}/contacts?contact_ids=… (cap unpublished: keep URLs short)
-PRESENT = "present"  # existing_members() status: SendGrid contacts have no subscription status
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_NOT_FOUND = re.compile(r"not found", re.I)  # search/emails' per-address miss: "contact not found"
 #: field kind -> custom field type (SendGrid has Text, Number and Date; a boolean is a yes/no Text)
 FIELD_TYPES: Mapping[str, str] = specs.SENDGRID_FIELD_TYPES
 
@@ -58,7 +56,7 @@ def _secret(value: Any) -> str:
     return str(raw or "")
 
 
-class SendGridDestination:
+class SendGridDestination(SendGridReads):
     """One SendGrid account. Managed names become lists named ``list_prefix + name``."""
 
     reads_existing_members = True
@@ -351,79 +349,6 @@ class SendGridDestination:
                 except Refused as refused:
                     msg = f"SendGrid refused the removal: {error_text({'errors': refused.errors})}"
                     on_results([ItemResult(ch.key, f"tag-{t}", False, msg) for ch, t in part])
-
-    def _contact_ids(self, emails: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
-        """email → contact id for those SendGrid knows (``search/emails``, 100 per call), and email → why it is
-        unknown for those a 200 does not account for. A 200 names every address sent: ``{"contact": {"id"…}}``
-        or ``{"error": "contact not found"}`` (a 404: none found); an address it leaves out, or names with
-        anything else, is neither known nor absent."""
-        found: dict[str, str] = {}
-        unknown: dict[str, str] = {}
-        what = "search contacts by email"
-        for start in range(0, len(emails), MAX_SEARCH_EMAILS):
-            chunk = list(emails[start:start + MAX_SEARCH_EMAILS])
-            try:
-                status, payload = self._request("post", ["marketing", "contacts", "search", "emails"],
-                                                body={"emails": chunk}, what=what, ok_404=True, shape=Search)
-            except Refused as refused:
-                raise DestinationError(f"SendGrid search by email refused: "
-                                       f"{error_text({'errors': refused.errors})}", status=refused.status) from None
-            if status == 404:
-                continue
-            answered = {str(email).lower(): entry for email, entry in payload.result.items()}
-            for email in chunk:
-                entry = answered.get(email)
-                contact = entry.get("contact") if isinstance(entry, dict) else None
-                if isinstance(contact, dict) and isinstance(contact.get("id"), str) and contact["id"]:
-                    found[email] = contact["id"]
-                elif not (isinstance(entry, dict) and contact is None and _NOT_FOUND.search(str(entry.get("error")))):
-                    unknown[email] = (f"SendGrid {what}: the 200 answer does not account for {email} "
-                                      f"({'left out' if entry is None else excerpt(entry, self._api.secrets, 80)}); "
-                                      "not believed, sent again next run")
-        return found, unknown
-
-    # ---------------------------------------------------------------- reads
-    def read_managed(self, managed_tags: Sequence[str]) -> dict[str, set[str]]:
-        """Members of each managed list, via one contact export per non-empty list."""
-        self._load_lists()
-        out: dict[str, set[str]] = {}
-        for tag in managed_tags:
-            lname = self.list_name(tag)
-            lid = (self._lists or {}).get(lname)
-            if lid is None or self._list_counts.get(lname, 1) == 0:
-                out[tag] = set()
-                continue
-            _, started = self._request("post", ["marketing", "contacts", "exports"],
-                                       body={"list_ids": [lid], "file_type": "csv"}, what=f"export list {lname!r}",
-                                       shape=Id)
-            job = self._poll(["marketing", "contacts", "exports", started.id],
-                             lambda p: p.status in ("ready", "failure"), what=f"export {started.id}",
-                             shape=ExportJob)
-            if job.status != "ready":
-                raise DestinationError(f"SendGrid export of list {lname!r} failed: {job.message or ''}")
-            members: set[str] = set()
-            for url in job.urls or []:
-                members |= emails_from_csv(self._download(url, "list export file"))
-            out[tag] = members
-        return out
-
-    def existing_members(self, keys: Iterable[str] | None = None) -> dict[str, str] | None:
-        """``{email: "present"}`` for the given keys SendGrid holds; ``None`` without keys (no cheap full read).
-
-        An address the search answer does not account for (left out, e.g. matched by an ``alternate_emails``
-        entry; an error other than "contact not found") is left out, as one not held, with a warning naming the
-        count and the first: the planner then believes the ledger for a contact it knows (``new_contacts =
-        "skip"``), and otherwise plans a creation only under the consent rules; no tag is removed for it. One
-        such address used to abort the whole ``--full-refresh`` and webhook resync."""
-        if keys is None:
-            return None
-        asked = sorted({k.lower() for k in keys})
-        found, unknown = self._contact_ids(asked)
-        if unknown:
-            first = min(unknown)
-            log.warning("SendGrid %s: search contacts by email did not account for %d of %d addresses (first: "
-                        "%s); taken as not held: %s", self.name, len(unknown), len(asked), first, unknown[first])
-        return {email: PRESENT for email in found}
 
 
 def _custom_value(value: FieldValue, kind: str) -> Any:

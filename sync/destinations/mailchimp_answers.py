@@ -1,0 +1,128 @@
+"""Mailchimp's documented answer shapes (what a 2xx must be to be believed, :mod:`sync.destinations.answers`),
+the counts they carry, and the texts of a refused member: the data side of :mod:`sync.destinations.mailchimp_api`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Mapping
+
+from pydantic import TypeAdapter, with_config
+from typing_extensions import NotRequired, Required, TypedDict
+
+from .answers import STRICT, Shape
+
+
+# The two batch answers carry 500 member objects each: their shapes are TypedDicts (validated into plain dicts,
+# about half the cost of a model instance per member); the small answers are Shape models.
+@with_config(STRICT)
+class Member(TypedDict):
+    email_address: str
+
+
+@with_config(STRICT)
+class MemberError(TypedDict, total=False):
+    email_address: Required[str]
+    error: str | None
+    error_code: str | None
+    field: str | None
+    field_message: str | None
+
+
+@with_config(STRICT)
+class _BatchAnswer(TypedDict):
+    new_members: list[Member]
+    updated_members: list[Member]
+    errors: list[MemberError]
+    total_created: NotRequired[int]
+    total_updated: NotRequired[int]
+    error_count: NotRequired[int]
+
+
+@with_config(STRICT)
+class SegmentError(TypedDict, total=False):
+    email_addresses: Required[list[str]]
+    error: str | None
+
+
+@with_config(STRICT)
+class _SegmentAnswer(TypedDict):
+    members_added: list[Member]
+    members_removed: list[Member]
+    errors: list[SegmentError]
+    total_added: NotRequired[int]
+    total_removed: NotRequired[int]
+
+
+#: ``POST /lists/{id}`` (batch subscribe), 200
+BatchAnswer: TypeAdapter[_BatchAnswer] = TypeAdapter(_BatchAnswer)
+#: ``POST /lists/{id}/segments/{seg}`` (members_to_add / members_to_remove), 200
+SegmentAnswer: TypeAdapter[_SegmentAnswer] = TypeAdapter(_SegmentAnswer)
+
+
+#: the counts of a batch (subscribe, tag call) answer and the lists they count
+BATCH_COUNTS = (("total_created", "new_members"), ("total_updated", "updated_members"), ("error_count", "errors"))
+SEGMENT_COUNTS = (("total_added", "members_added"), ("total_removed", "members_removed"))
+
+
+def count_mismatches(answer: Mapping[str, Any], counts: tuple[tuple[str, str], ...]) -> list[str]:
+    """Where a count the answer gives says otherwise than the list it counts. The spec does not say the counts
+    equal the lists' lengths (``error_count`` may count several errors for one member; a count may leave out
+    members that did not change): the per-address lists are what is believed, a mismatch is only reported."""
+    return [f"{count} {answer[count]} for {len(answer[key])} {key}" for count, key in counts
+            if answer.get(count) is not None and answer[count] != len(answer[key])]
+
+
+class MemberInfo(Shape):
+    """``GET /lists/{id}/members/{subscriber_hash}``, 200: a member, whatever its status (archived included)."""
+
+    email_address: str
+    status: str
+
+
+class ListInfo(Shape):
+    id: str
+    name: str
+
+
+class Created(Shape):
+    id: int
+
+
+class MergeField(Shape):
+    """``POST /lists/{id}/merge-fields``, 200: the Merge Field made."""
+
+    merge_id: int
+    tag: str
+
+
+def problem_document(body: str) -> dict[str, Any]:
+    try:
+        data = json.loads(body) if body.strip() else {}
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+
+def member_error(error: MemberError) -> str:
+    text = f"{error.get('error_code') or 'ERROR'}: {error.get('error') or 'rejected'}"
+    if error.get("field"):
+        text += f" ({error.get('field')}: {error.get('field_message') or 'invalid'})"
+    return text
+
+
+_MEMBER_FIELD = re.compile(r"^members(?:\.|\[)(\d+)")
+
+
+def named_members(body: str | None, n: int) -> dict[int, str]:
+    """Index -> message of the members (of ``n`` sent) a 400's ``errors[{field, message}]`` names by their place
+    (``members.3.email_address``, ``members[3]``); that array is not in the spec's problem document, so an
+    answer without it names nobody."""
+    named: dict[int, str] = {}
+    for e in problem_document(body or "").get("errors") or []:
+        m = _MEMBER_FIELD.match(str(e.get("field") or "")) if isinstance(e, dict) else None
+        if m and int(m.group(1)) < n:
+            named[int(m.group(1))] = f"{e.get('field')}: {e.get('message') or 'invalid'}"
+    return named

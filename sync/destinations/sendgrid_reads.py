@@ -1,0 +1,102 @@
+"""What SendGrid holds, read: contact ids by e-mail (``search/emails``), the members of managed lists (one
+contact export each), and which of the plan's keys are SendGrid contacts. A mixin of
+:class:`sync.destinations.sendgrid.SendGridDestination` (its requests, polls and lists)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Iterable, Sequence
+
+from ..errors import DestinationError
+from .answers import excerpt
+from .sendgrid_api import ExportJob, Id, Refused, Search, emails_from_csv, error_text
+
+log = logging.getLogger("sync.destinations.sendgrid")
+
+MAX_SEARCH_EMAILS = 100  # POST /v3/marketing/contacts/search/emails returns up to 100 contacts
+PRESENT = "present"  # existing_members() status: SendGrid contacts have no subscription status
+_NOT_FOUND = re.compile(r"not found", re.I)  # search/emails' per-address miss: "contact not found"
+
+
+class SendGridReads:
+    """The reads of :class:`~sync.destinations.sendgrid.SendGridDestination` (which provides ``_request``,
+    ``_poll``, ``_download``, ``_load_lists`` and the list names)."""
+
+    name: str
+    _api: Any
+    _lists: dict[str, str] | None
+    _list_counts: dict[str, int]
+
+    def _contact_ids(self, emails: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
+        """email → contact id for those SendGrid knows (``search/emails``, 100 per call), and email → why it is
+        unknown for those a 200 does not account for. A 200 names every address sent: ``{"contact": {"id"…}}``
+        or ``{"error": "contact not found"}`` (a 404: none found); an address it leaves out, or names with
+        anything else, is neither known nor absent."""
+        found: dict[str, str] = {}
+        unknown: dict[str, str] = {}
+        what = "search contacts by email"
+        for start in range(0, len(emails), MAX_SEARCH_EMAILS):
+            chunk = list(emails[start:start + MAX_SEARCH_EMAILS])
+            try:
+                status, payload = self._request("post", ["marketing", "contacts", "search", "emails"],
+                                                body={"emails": chunk}, what=what, ok_404=True, shape=Search)
+            except Refused as refused:
+                raise DestinationError(f"SendGrid search by email refused: "
+                                       f"{error_text({'errors': refused.errors})}", status=refused.status) from None
+            if status == 404:
+                continue
+            answered = {str(email).lower(): entry for email, entry in payload.result.items()}
+            for email in chunk:
+                entry = answered.get(email)
+                contact = entry.get("contact") if isinstance(entry, dict) else None
+                if isinstance(contact, dict) and isinstance(contact.get("id"), str) and contact["id"]:
+                    found[email] = contact["id"]
+                elif not (isinstance(entry, dict) and contact is None and _NOT_FOUND.search(str(entry.get("error")))):
+                    unknown[email] = (f"SendGrid {what}: the 200 answer does not account for {email} "
+                                      f"({'left out' if entry is None else excerpt(entry, self._api.secrets, 80)}); "
+                                      "not believed, sent again next run")
+        return found, unknown
+
+    # ---------------------------------------------------------------- reads
+    def read_managed(self, managed_tags: Sequence[str]) -> dict[str, set[str]]:
+        """Members of each managed list, via one contact export per non-empty list."""
+        self._load_lists()
+        out: dict[str, set[str]] = {}
+        for tag in managed_tags:
+            lname = self.list_name(tag)
+            lid = (self._lists or {}).get(lname)
+            if lid is None or self._list_counts.get(lname, 1) == 0:
+                out[tag] = set()
+                continue
+            _, started = self._request("post", ["marketing", "contacts", "exports"],
+                                       body={"list_ids": [lid], "file_type": "csv"}, what=f"export list {lname!r}",
+                                       shape=Id)
+            job = self._poll(["marketing", "contacts", "exports", started.id],
+                             lambda p: p.status in ("ready", "failure"), what=f"export {started.id}",
+                             shape=ExportJob)
+            if job.status != "ready":
+                raise DestinationError(f"SendGrid export of list {lname!r} failed: {job.message or ''}")
+            members: set[str] = set()
+            for url in job.urls or []:
+                members |= emails_from_csv(self._download(url, "list export file"))
+            out[tag] = members
+        return out
+
+    def existing_members(self, keys: Iterable[str] | None = None) -> dict[str, str] | None:
+        """``{email: "present"}`` for the given keys SendGrid holds; ``None`` without keys (no cheap full read).
+
+        An address the search answer does not account for (left out, e.g. matched by an ``alternate_emails``
+        entry; an error other than "contact not found") is left out, as one not held, with a warning naming the
+        count and the first: the planner then believes the ledger for a contact it knows (``new_contacts =
+        "skip"``), and otherwise plans a creation only under the consent rules; no tag is removed for it. One
+        such address used to abort the whole ``--full-refresh`` and webhook resync."""
+        if keys is None:
+            return None
+        asked = sorted({k.lower() for k in keys})
+        found, unknown = self._contact_ids(asked)
+        if unknown:
+            first = min(unknown)
+            log.warning("SendGrid %s: search contacts by email did not account for %d of %d addresses (first: "
+                        "%s); taken as not held: %s", self.name, len(unknown), len(asked), first, unknown[first])
+        return {email: PRESENT for email in found}
