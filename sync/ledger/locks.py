@@ -9,8 +9,9 @@ from datetime import timedelta
 from typing import Iterator, Protocol
 
 from sqlalchemy import delete, or_, select, update
+from sqlalchemy.engine import Connection
 
-from ..errors import LockBusyError
+from ..errors import LockBusyError, LockLostError
 from .db import LedgerDB
 from .owners import default_owner
 from .schema import locks
@@ -89,3 +90,13 @@ class LockTable:
             yield token
         finally:
             self.release_lock(name, token)
+
+
+def check_lock_held(conn: Connection, name: str, owner: str) -> None:
+    """Raise :class:`LockLostError` unless ``owner`` holds the lock ``name`` (PostgreSQL: its row stays locked
+    until the transaction ends, so it cannot be taken over before the writes commit)."""
+    query = select(locks.c.owner).where(locks.c.name == name)
+    holder = conn.execute(query.with_for_update() if conn.dialect.name == "postgresql" else query).scalar()
+    if holder != owner:
+        raise LockLostError(f"{name}: the lock was taken by another holder while this run held it; stopped "
+                            "before the ledger was written, the next run plans the rest")

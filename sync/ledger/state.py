@@ -17,11 +17,11 @@ from sqlalchemy import case, delete, func, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from ..errors import LockLostError
 from ..model import PushedState
 from .bulk import PAGE, STATE_COLUMNS, select_state_pg, select_state_sqlite
 from .db import LedgerDB, chunks
-from .schema import locks, pushed_state, state_revisions
+from .locks import check_lock_held
+from .schema import pushed_state, state_revisions
 from .state_rows import dump_fields, save_rows_pg, save_rows_sqlite
 from .statecache import Counter, StateCache, StateParts, WrittenRevisions, renewal_due, state_parts
 
@@ -304,7 +304,7 @@ class PushedStates:
         held: dict[tuple[str, str], int] = {}
         with self._db.write() as conn:  # read and rewritten in one transaction (the destination's lock is held)
             if lock is not None:
-                _check_lock(conn, *lock)
+                check_lock_held(conn, *lock)
             find = func.strpos if conn.dialect.name == "postgresql" else func.instr
             # a cheap text match finds the candidates (the JSON of the name, as UTF-8 or escaped); the decoded
             # rows decide
@@ -368,16 +368,6 @@ class PushedStates:
         return int(conn.execute(ins.on_conflict_do_update(
             index_elements=[state_revisions.c.destination],
             set_={"revision": state_revisions.c.revision + 1}).returning(state_revisions.c.revision)).scalar_one())
-
-
-def _check_lock(conn: Connection, name: str, owner: str) -> None:
-    """Raise :class:`LockLostError` unless ``owner`` holds the lock ``name`` (PostgreSQL: its row stays locked
-    until the transaction ends, so it cannot be taken over before the writes commit)."""
-    query = select(locks.c.owner).where(locks.c.name == name)
-    holder = conn.execute(query.with_for_update() if conn.dialect.name == "postgresql" else query).scalar()
-    if holder != owner:
-        raise LockLostError(f"{name}: the lock was taken by another holder while this run held it; stopped "
-                            "before the ledger was written, the next run plans the rest")
 
 
 def _spellings(name: str) -> set[str]:
