@@ -56,16 +56,21 @@ def _append_row(path: Path, row: str) -> None:
         f.write(row + "\n")
 
 
+def _ingested_shop(tmp_path):
+    """The shop's exports ingested once; its config and its first completed order (id, customer, date, amount)."""
+    cfg = load_config(_shop(tmp_path / "shop"))
+    _ingest(cfg)
+    with open_store(store_path(cfg)) as con:
+        return cfg, con.execute("SELECT order_id, customer_id, ordered_at, amount FROM orders "
+                                "WHERE status = 'completed' ORDER BY order_id LIMIT 1").fetchone()
+
+
 def test_a_refund_and_a_withdrawn_consent_by_webhook_survive_a_refresh_by_files_read_before_them(tmp_path):
     """The export files a record is in were read before its webhook came: a new daily file (a full refresh of the
     store) must not bring back the old version (the order completed again, the consent given again). Once a file
     holding the record is read after the webhook, the export has caught up and its version wins, as before."""
-    path = _shop(tmp_path / "shop")
-    cfg = load_config(path)
-    _ingest(cfg)
+    cfg, (oid, cid, at, amount) = _ingested_shop(tmp_path)
     with open_store(store_path(cfg)) as con:
-        oid, cid, at, amount = con.execute("SELECT order_id, customer_id, ordered_at, amount FROM orders "
-                                           "WHERE status = 'completed' ORDER BY order_id LIMIT 1").fetchone()
         (other,) = con.execute("SELECT customer_id FROM contacts WHERE marketing_consent = 'yes' "
                                "ORDER BY customer_id LIMIT 1").fetchone()
     assert _state(cfg, oid, other)[1] == [("yes",)]
@@ -98,12 +103,7 @@ def test_a_batch_merged_again_after_a_newer_export_keeps_the_age_the_ledger_gave
     newer version of its order (refunded at 02:59, no webhook for that), was read. Merged again, the batch keeps
     the time the ledger accepted it (02:58), not the merge time: the next daily file's full refresh restores the
     export's version instead of keeping the stale webhook one for ever."""
-    path = _shop(tmp_path / "shop")
-    cfg = load_config(path)
-    _ingest(cfg)
-    with open_store(store_path(cfg)) as con:
-        oid, cid, at, amount = con.execute("SELECT order_id, customer_id, ordered_at, amount FROM orders "
-                                           "WHERE status = 'completed' ORDER BY order_id LIMIT 1").fetchone()
+    cfg, (oid, cid, at, amount) = _ingested_shop(tmp_path)
     accepted = datetime.now(timezone.utc)  # the ledger accepted the webhook: the order paid
     batch = [Order(oid, cid, at, amount, status=OrderStatus.COMPLETED)]
     _webhook(cfg, batch, [], received_at=accepted)
