@@ -79,6 +79,20 @@ def test_prepare_refuses_bad_field_names(sendgrid_fake):
         dest.prepare([], {"9lives": "segment"})
 
 
+@pytest.mark.parametrize("path, name", [(r"/field_definitions$", "field 'recency_days'"),
+                                         (r"/marketing/lists$", "list 'RFM Winback'")])
+def test_a_create_refused_by_prepare_is_an_error_naming_what(sendgrid_fake, path, name):
+    """A 400 on a create (SendGrid's errors document: a name taken, a limit reached) stops prepare with an error
+    naming the field or list and SendGrid's reason, not a bare 'HTTP 400'."""
+    body = b'{"errors": [{"field": "name", "message": "limit of 120 custom fields reached"}]}'
+    sendgrid_fake.answer_raw(body, "application/json", status=400, method="POST", path=path)
+    dest, _, _ = make(sendgrid_fake)
+    with pytest.raises(DestinationError) as exc:
+        dest.prepare(["Winback"], {"recency_days": "recency_days"})
+    assert name in str(exc.value) and "limit of 120 custom fields reached" in str(exc.value)
+    assert exc.value.status == 400
+
+
 def test_first_apply_creates_membership_and_fields(sendgrid_fake):
     sendgrid_fake.add_list("Newsletter")
     sendgrid_fake.add_field("loyalty", "Text")

@@ -151,20 +151,28 @@ class SendGridDestination(SendGridReads):
         if (new_fields or new_tags) and creating is not None:
             creating([*new_fields, *new_tags])
         for fname, ftype in new_fields.items():
-            _, created = self._request("post", ["marketing", "field_definitions"],
-                                       body={"name": fname, "field_type": ftype},
-                                       what=f"create field {fname!r}", idempotent=False, shape=Id)
+            created = self._create(["marketing", "field_definitions"], {"name": fname, "field_type": ftype},
+                                   f"field {fname!r}")
             known[fname.lower()] = created.id
             self._field_kinds[fname.lower()] = ftype
             log.info("SendGrid %s: created custom field %s (%s)", self.name, fname, ftype)
         for tag in new_tags:
             lname = self.list_name(tag)
-            _, created = self._request("post", ["marketing", "lists"], body={"name": lname},
-                                       what=f"create list {lname!r}", idempotent=False, shape=Id)
+            created = self._create(["marketing", "lists"], {"name": lname}, f"list {lname!r}")
             lists[lname] = created.id
             self._list_counts[lname] = 0
             log.info("SendGrid %s: created list %s", self.name, lname)
         return [*new_fields, *new_tags]
+
+    def _create(self, path: list[str], body: dict[str, Any], what: str) -> Id:
+        """One create call of ``prepare`` (never retried: not idempotent); a refusal (400: a name taken, a limit
+        reached) is an error naming what and SendGrid's reason."""
+        try:
+            _, created = self._request("post", path, body=body, what=f"create {what}", idempotent=False, shape=Id)
+        except Refused as refused:
+            raise DestinationError(f"SendGrid {self.name!r} refused to create {what}: "
+                                   f"{error_text({'errors': refused.errors})}", status=refused.status) from None
+        return created
 
     def _list_id(self, tag: str) -> str | None:
         if self._lists is None:
