@@ -135,6 +135,25 @@ def test_removal_searches_then_deletes_and_never_deletes_contacts(sendgrid_fake)
     assert sendgrid_fake.forbidden_calls == []
 
 
+def test_a_removal_answered_404_fails_that_part_only_and_the_apply_goes_on(sendgrid_fake):
+    """DELETE /lists/{id}/contacts 404 ("the specified list ID does not exist or one or more contact IDs do not
+    exist", the spec): that call's removals fail (not done: sent again next run, after a fresh search), and the
+    other lists' removals still go out; before, it stopped the whole apply."""
+    for name in ("RFM Champions", "RFM Winback"):
+        sendgrid_fake.add_list(name)
+    sendgrid_fake.add_contact("a@x.com", lists=["RFM Champions", "RFM Winback"])
+    champions = sendgrid_fake.list_id("RFM Champions")
+    sendgrid_fake.answer_raw(b'{"errors": [{"message": "contact ID does not exist"}]}', "application/json",
+                             status=404, method="DELETE", path=f"/lists/{champions}/contacts$")
+    dest, _, _ = make(sendgrid_fake)
+    rec = Recorder()
+    dest.apply([change("a@x.com", remove={"Champions", "Winback"}, create=False)], rec)
+    failed = rec.items[("a@x.com", "tag-Champions")]
+    assert not failed.ok and "404" in failed.error and "sent again next run" in failed.error
+    assert rec.items[("a@x.com", "tag-Winback")].ok
+    assert sendgrid_fake.members("RFM Winback") == set()
+
+
 def test_per_contact_rejections_are_reported(sendgrid_fake):
     dest, _, _ = make(sendgrid_fake)
     dest.prepare(["Champions"], FIELDS)

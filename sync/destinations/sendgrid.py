@@ -349,8 +349,14 @@ class SendGridDestination(SendGridReads):
                 part = known[start:start + MAX_REMOVE_IDS]
                 cids = ",".join(sorted({ids[ch.email.lower()] for ch, _ in part}))
                 try:
-                    self._request("delete", ["marketing", "lists", lid, "contacts"], query={"contact_ids": cids},
-                                  what=f"remove {len(part)} contacts from a list", shape=JobId)
+                    status, _ = self._request("delete", ["marketing", "lists", lid, "contacts"],
+                                              query={"contact_ids": cids}, ok_404=True,
+                                              what=f"remove {len(part)} contacts from a list", shape=JobId)
+                    if status == 404:  # "the list ID does not exist or one or more contact IDs do not exist"
+                        msg = ("SendGrid answered 404 to the removal (the list or a contact was deleted meanwhile); "
+                               "not counted as done, sent again next run")
+                        on_results([ItemResult(ch.key, f"tag-{t}", False, msg) for ch, t in part])
+                        continue
                     on_results([ItemResult(ch.key, f"tag-{t}", True) for ch, t in part])
                 except BadAnswer as exc:
                     on_results([ItemResult(ch.key, f"tag-{t}", False, str(exc)) for ch, t in part])
