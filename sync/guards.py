@@ -9,7 +9,7 @@ Pure functions over numbers, so each rule is a table test. Two kinds:
   contacts (ledger contacts holding at least one managed tag/list) would be left without any managed tag
   (``max_removal_pct``) or would change at all: their managed tags or field values (``max_change_pct``; a new
   contact is not one of them, nor is a tag or field the ledger already records, as ``--full-refresh`` re-sends,
-  nor the add of a tag or a field value no ledger contact holds: filled in). ``--allow-mass-change`` overrides them
+  nor a field value the ledger records none of: filled in; a tag added always is). ``--allow-mass-change`` overrides them
   for one run. A destination with no managed contacts yet (its first sync) is never a mass change.
 
 Each tripped guard is one line with the numbers and the limit, e.g.
@@ -19,9 +19,7 @@ Each tripped guard is one line with the numbers and the limit, e.g.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from dataclasses import dataclass
-from operator import attrgetter
 from typing import Mapping
 
 from .config import GuardsConfig
@@ -110,11 +108,7 @@ def _same(a: object, b: object) -> bool:
 def plan_stats(plan, state: Mapping[str, PushedState]) -> PlanStats:
     """Measure ``plan`` (a :class:`sync.planning.plan.Plan`) against the ledger ``state`` of its destination."""
     managed_tags = frozenset(plan.managed_tags)
-    # contacts by tag set (few distinct ones, counted in C): the managed contacts, and the managed tags held
-    counts = Counter(map(attrgetter("tags"), state.values()))
-    managing = {tags: n for tags, n in counts.items() if tags & managed_tags}
-    managed = sum(managing.values())
-    held = frozenset().union(*managing) & managed_tags
+    managed = sum(bool(s.tags & managed_tags) for s in state.values())
     removed = changed = 0
     for c in plan.changes:
         prev = state.get(c.key)
@@ -124,13 +118,11 @@ def plan_stats(plan, state: Mapping[str, PushedState]) -> PlanStats:
             removed += 1
         if not before:  # a new contact, or one without managed tags: not one of the managed contacts
             continue
-        # what the ledger records nobody holds (a new mapping, or a field or tag the ESP lost and the ledger
-        # forgot: sync.engine.lost_in_destination) is filled in, not changed: re-sending it must not need a
-        # person; a removal, or an add of a tag others hold, still is a change
-        moved = before != after
-        if moved and not c.add_tags <= held:
-            moved = before != (before - c.remove_tags) | (c.add_tags & held)
-        if moved or any(k in prev.fields and not _same(prev.fields[k], v) for k, v in c.set_fields.items()):
+        # a field value the ledger records none of (a new field mapping, or a field the ESP lost and the ledger
+        # forgot: sync.engine.lost_in_destination) is filled in, not changed: re-sending it needs no person. A
+        # tag added is a change even then: it fires the ESP's "tag added" automations (a lost tag's repair over
+        # the limit needs --allow-mass-change)
+        if before != after or any(k in prev.fields and not _same(prev.fields[k], v) for k, v in c.set_fields.items()):
             changed += 1
     return PlanStats(managed=managed, removed=removed, changed=changed)
 
