@@ -274,3 +274,20 @@ def test_a_known_contact_carries_the_status_it_would_be_created_with(mode, yes, 
     for plan in (columnar(rows, pushed, dest), reference(rows, pushed, dest)):
         status = {c.key: (c.create, c.status_if_new) for c in plan.changes}
         assert status == {"y@shop.uz": (False, yes), "n@shop.uz": (False, no), "gone@shop.uz": (False, None)}
+
+
+@pytest.mark.parametrize("typed", ["İLHAM@Mail.az", "NIKOS.ΠΑΠΑΣ@mail.gr"])
+def test_reconcile_keys_the_esps_addresses_as_the_ledger_does(typed):
+    """What the ESP holds (``--reconcile``) meets the ledger under the key rfmsync gives the address everywhere
+    (connectors.email_phone.lower_like_sql), not Python's own lower-casing: İ and a final Σ lowered by
+    ``str.lower`` made a second contact, which the plan would then see as a member to strip."""
+    from connectors.email_phone import lower_like_sql
+
+    key = lower_like_sql(typed)
+    last = {key: PushedState(key, "c1", frozenset({"rfm:VIP"}), {"SEG": "VIP"})}
+    actual = {"rfm:Winback": {typed}}
+    assert list(reconciled(dict(last), actual, sorted(MANAGED))) == [key]
+    with scratch_con() as con:
+        stage_pushed(con, arrow_state(last))
+        reconcile_pushed(con, actual, sorted(MANAGED))
+        assert con.execute("SELECT key, tags_json FROM _plan_reconciled").fetchall() == [(key, '["rfm:Winback"]')]

@@ -24,6 +24,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import duckdb
 
+from connectors.email_phone import lower_like_sql
 from connectors.normalize import ident, lit
 
 from ..config import DestinationConfig
@@ -69,7 +70,7 @@ def reconcile_pushed(con: duckdb.DuckDBPyConnection, actual: Mapping[str, Iterab
     contact seen either way exists. Same as :func:`sync.planning.planner.reconciled`."""
     import pyarrow as pa
 
-    pairs = [(e.lower(), tag) for tag, emails in actual.items() for e in emails]
+    pairs = [(lower_like_sql(e), tag) for tag, emails in actual.items() for e in emails]
     con.register("_plan_members_arrow", pa.table({"key": pa.array([p[0] for p in pairs], pa.string()),
                                                   "tag": pa.array([p[1] for p in pairs], pa.string())}))
     try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
+from connectors.email_phone import lower_like_sql
+
 from ..config import Config, DestinationConfig
 from ..destinations.base import Destination
 from ..destinations.registry import make_destination
@@ -166,7 +168,7 @@ def reconciled(last: dict[str, PushedState], actual: dict[str, set[str]], manage
     members: dict[str, set[str]] = {}
     for tag, emails in actual.items():
         for e in emails:
-            members.setdefault(e.lower(), set()).add(tag)
+            members.setdefault(lower_like_sql(e), set()).add(tag)  # the key rfmsync gives it everywhere
     out = {}
     for key in set(last) | set(members):
         prev = last.get(key)
