@@ -59,14 +59,14 @@ def is_plain_email(value: str) -> bool:
 
 
 def lower_like_sql(value: str) -> str:
-    """``value`` lower-cased as DuckDB's ``lower()`` does (one character → one character), with a final ς (U+03C2)
-    folded into σ: Python's ``str.lower`` differs from DuckDB's only in turning İ (U+0130) into ``i`` + U+0307 and a
-    word-final Σ into ς, so an address typed so would get one key from a file export and another from a CRM or
-    webhook; and ``ΠΑΠΑΣ`` (lowered to ``παπασ``) and ``παπας`` typed in lower case are one address to a person.
-    The file exports' slow path (:func:`validate_email_value`) ends here too: the SQL and Python keys agree."""
+    """``value`` lower-cased as DuckDB's ``lower()`` does (one character → one character): Python's ``str.lower``
+    differs only in turning İ (U+0130) into ``i`` + U+0307 and a word-final Σ into ς, so an address typed so would
+    get one key from a file export and another from a CRM or webhook. A final ς typed in lower case stays ς: in a
+    domain, ς and σ are two names (IDNA 2008), and the key is the address sent. The file exports' slow path
+    (:func:`validate_email_value`) ends here too: the SQL and Python keys agree."""
     if value.isascii():
         return value.lower()
-    return value.replace("\u0130", "i").lower().replace("\u03c2", "\u03c3")
+    return "".join("i" if ch == "\u0130" else ch.lower() for ch in value)
 
 
 def validate_email_value(value: str) -> str | None:
