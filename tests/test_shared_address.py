@@ -115,6 +115,18 @@ def test_an_address_a_customer_left_keeps_its_tags_while_another_customer_gives_
     assert notes == ["fam@x.ru is no longer customer A's address but still customer B's: left to the full sync"]
 
 
+def test_an_address_left_long_ago_does_not_ask_the_store_again():
+    """An address a customer left, whose tags the plan already took off (no tags in the ledger): nothing to
+    decide, so the store is not scanned for it at every later resync of that customer."""
+    last = {"old@x.ru": PushedState("old@x.ru", "A", frozenset(), {"SEG": "VIP"}, True)}
+    want = [_want("a@new.ru", "A", {"VIP"})]
+
+    def store(keys, among):
+        raise AssertionError(f"the store was asked about {keys}")
+
+    assert leave_shared_to_full_sync(want, last, {"A"}, store) == (want, last, [])
+
+
 def test_a_full_plan_says_which_addresses_several_customers_share(tmp_path):
     """The full plan keeps the first customer of an address in planning order (the more valuable); the others'
     segments never reach the ESP, and the plan says so instead of dropping them without a word."""

@@ -99,7 +99,7 @@ def leave_shared_to_full_sync(desired: Iterable[DesiredContact], last: Mapping[s
     The ledger's owner is only the last customer written (the full plan writes changed contacts only), so the
     store decides: an owner it no longer gives the address to (his e-mail changed, he was deleted or merged into
     another id) does not hold it, and the resync plans it. ``holders`` is asked only when the ledger names
-    another customer (about those owners, by id) or a key was left (about everyone).
+    another customer (about those owners, by id) or a key still holding tags was left (about everyone).
     Returns ``desired`` and ``last`` without the addresses left, and a note for each."""
     ids = {str(c) for c in customer_ids}
     desired = list(desired)
@@ -110,7 +110,8 @@ def leave_shared_to_full_sync(desired: Iterable[DesiredContact], last: Mapping[s
         return prev.customer_id if prev is not None else None
 
     contested = {d.key for d in desired if (o := owner(d.key)) and o != d.customer_id and o not in ids}
-    departed = {k for k, s in last.items() if k not in wanted and s.customer_id in ids}
+    # an address left whose tags are off already (an earlier resync took them): nothing to decide, no store scan
+    departed = {k for k, s in last.items() if k not in wanted and s.customer_id in ids and s.tags}
     owned = holders(contested, {str(owner(k)) for k in contested}) if contested else {}
     still = holders(departed, None) if departed else {}
     kept, rest, notes = [], dict(last), []

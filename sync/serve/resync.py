@@ -233,7 +233,8 @@ def _store_holders(cfg: Config, keys: set[str], among: set[str] | None, wait_sec
     """Which customers the store gives each of ``keys`` (normalised addresses) now, among the customers ``among``
     (read by id through the lookup index) or, with ``None``, among everyone: one scan of the contacts' e-mails
     (no index holds them; ILIKE keeps every spelling of a key, and its value is normalised here), made only when
-    an affected customer left an address the ledger still gives him (a changed e-mail), so rarely."""
+    an affected customer left an address the ledger still gives him with tags (a changed e-mail; once the
+    tags are off, never again for it)."""
     if among is not None:
         where, params = "customer_id IN (SELECT unnest(?))", [sorted(among)]
     else:
