@@ -220,6 +220,28 @@ def test_a_batch_waiting_for_a_lock_that_never_frees_is_given_up_naming_the_hold
         assert ledger.requeue_failed_events() == 1  # kept: replayed once the sync is dealt with
 
 
+def test_a_waiting_batch_gives_up_only_the_events_that_waited_the_limit(ledger_url, clock):
+    """A batch re-formed at each claim takes newer events along: an event accepted a second before the oldest one
+    reached the limit is released to wait on, not failed with it."""
+    with Ledger.connect(ledger_url, clock=clock) as ledger:
+        ledger.acquire_lock("sync:mailchimp", owner="paused-sync:4242", ttl_seconds=10**7)
+
+        def process(batch):
+            with destination_lock(ledger, "sync:mailchimp"):
+                raise AssertionError("the lock is held by the paused sync")
+
+        worker = Worker(Config(), ledger, None, process=process, now=clock, stale_after=30,  # type: ignore[arg-type]
+                        give_up_waiting_after=3600)
+        ledger.enqueue_event("generic", "old", encode_records(contacts=[Contact("C1")]))
+        clock.advance(minutes=59, seconds=59)
+        ledger.enqueue_event("generic", "fresh", encode_records(contacts=[Contact("C2")]))
+        clock.advance(seconds=1)
+        assert worker.process_batch() == 0
+        assert ledger.event_counts()["failed"] == 1 and ledger.event_counts()["queued"] == 1
+        (left,) = ledger.claim_events("w", limit=10)
+        assert left.dedupe_key == "fresh"
+
+
 _READING_IN_SCRATCH = """
 from sync.store.scratch import scratch_dir
 reading = scratch_dir()

@@ -164,24 +164,31 @@ class Worker:
 
     def _waited(self, batch: Batch, ids: list[int], error: str) -> None:
         """Another run holds the destination (a long cron sync) or the order store: the batch waits its turn, and
-        the claim does not count towards max_attempts (it would be given up during a long sync), up to
-        ``give_up_waiting_after`` since its oldest event was accepted (a lock that never frees)."""
-        waited = (self._now() - min(ev.received_at for ev in batch.events)).total_seconds()
-        if waited >= self.give_up_waiting_after:
-            self._forget_releases(ids)
-            self.ledger.fail_events(ids, f"gave up waiting for another run after {waited / 3600:.1f} h: {error}",
+        the claim does not count towards max_attempts (it would be given up during a long sync). An event that
+        waited ``give_up_waiting_after`` since it was accepted (a lock that never frees) is given up, failed and
+        kept; the batch's newer events (a batch is formed again at each claim) wait on."""
+        now = self._now()
+        waited = {ev.id: (now - ev.received_at).total_seconds() for ev in batch.events}
+        old = [i for i in ids if waited[i] >= self.give_up_waiting_after]
+        if old:
+            self._forget_releases(old)
+            longest = max(waited[i] for i in old)
+            self.ledger.fail_events(old, f"gave up waiting for another run after {longest / 3600:.1f} h: {error}",
                                     max_attempts=1, worker=self.name)
-            self.metrics.event_outcome("failed", len(ids))
+            self.metrics.event_outcome("failed", len(old))
             log.error("resync of %d events given up (marked failed, kept): they waited %.1f h for another run that "
-                      "did not end: %s; Ledger.requeue_failed_events() replays them", len(ids), waited / 3600, error)
+                      "did not end: %s; Ledger.requeue_failed_events() replays them", len(old), longest / 3600,
+                      error)
+        rest = [i for i in ids if i not in set(old)]
+        if not rest:
             return
-        self.ledger.release_events(ids, error, worker=self.name)
-        self._releases.update(ids)
-        self.metrics.event_outcome("retried", len(ids))
-        times = max(self._releases[i] for i in ids)
+        self.ledger.release_events(rest, error, worker=self.name)
+        self._releases.update(rest)
+        self.metrics.event_outcome("retried", len(rest))
+        times = max(self._releases[i] for i in rest)
         level = logging.WARNING if times % RELEASE_WARNING_EVERY == 0 else logging.INFO
         log.log(level, "resync of %d events waits for another run (they stay queued; released %d times, %.0f min "
-                "since accepted, given up after %.1f h): %s", len(ids), times, waited / 60,
+                "since accepted, given up after %.1f h): %s", len(rest), times, max(waited[i] for i in rest) / 60,
                 self.give_up_waiting_after / 3600, error)
 
     def _forget_releases(self, ids: list[int]) -> None:
