@@ -40,7 +40,8 @@ the ledger forgets the contact, and the next run creates it again (consent rules
 makes it done and ``missing``; a member there (any status, archived too) or a read that fails makes it a
 failed removal, and the ledger keeps the contact.
 
-Errors, retries, SDK quirks and the answer shapes live in :mod:`sync.destinations.mailchimp_api`.
+Errors, retries and SDK quirks live in :mod:`sync.destinations.mailchimp_api`, the answer shapes in
+:mod:`sync.destinations.mailchimp_answers`, the request bodies in :mod:`sync.destinations.mailchimp_bodies`.
 Merge field types come from the field vocabulary's kinds (:data:`FIELD_TYPES`); a merge field that
 already exists keeps its type (a warning names the difference).
 """

@@ -1,4 +1,5 @@
-"""The Mailchimp API seam: one call through the retry layer, its status table, its documented answer shapes.
+"""The Mailchimp API seam: one call through the retry layer, its status table, the SDK's quirks (the documented
+answer shapes are :mod:`sync.destinations.mailchimp_answers`).
 
 Errors: :data:`STATUS_ACTIONS` (data, one table) maps HTTP statuses to an :class:`~sync.destinations.base.Action`.
 ``retry`` becomes :class:`connectors.errors.TransientError` (with ``retry_after``), which the one retry layer
