@@ -131,7 +131,9 @@ def _valid_order_rows(con: duckdb.DuckDBPyConnection, order_files: int) -> int:
 def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: list[LoadedFile],
                 contacts: list[LoadedFile], in_place: bool = False, file_ids: list[int] | None = None) -> FilePullResult:
     """Stage the files' rows (see above); ``file_ids``: one number per orders file, kept with each staged order
-    as ``staged_orders.file_id`` (the file its row, or its receipt's last line, came from)."""
+    as ``staged_orders.file_id`` (the file its row, or its receipt's last line, came from), then, optionally, one
+    per contacts file: each staged contact then has ``staged_contacts.file_id``, the file of the row it is staged
+    from (see :func:`_stage_contacts`)."""
     paths = [t.path for t in orders + contacts]
     _rows_view(con, "_fs_orows", orders, 0)
     views = [("_fs_orows", "_fs_okeyed")]
@@ -167,6 +169,7 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
     if file_ids is not None:
         con.execute("ALTER TABLE staged_orders ADD COLUMN file_id BIGINT")
         fid = f", ([{', '.join(str(int(i)) for i in file_ids)}])[_file + 1]"
+    contact_fid = fid if contacts and file_ids is not None and len(file_ids) == len(orders) + len(contacts) else ""
     if lines:
         valid = "_fs_valid"
 
@@ -202,7 +205,7 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
         con.execute(f"INSERT INTO staged_orders SELECT oid, key, ordered_at, amount, currency, status, discount{fid}"
                     " FROM _fs_valid")
     mapped = set().union(*(t.cols for t in orders + contacts))
-    issues, issue_count = _stage_contacts(con, cfg, paths, bool(contacts), mapped)
+    issues, issue_count = _stage_contacts(con, cfg, paths, bool(contacts), mapped, contact_fid)
     if "discount" in mapped:
         issues, issue_count = _discount_issues(con, paths, issues, issue_count)
     if n_orders is None:
@@ -236,10 +239,13 @@ def _too_large_receipts(con: duckdb.DuckDBPyConnection, paths: list[str]) -> tup
 
 
 def _stage_contacts(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, paths: list[str],
-                    has_file: bool, mapped: set[str]) -> tuple[list[BadRow], int]:
+                    has_file: bool, mapped: set[str], fid: str = "") -> tuple[list[BadRow], int]:
     """One contact per customer key: latest non-empty value of each field; the contacts file's
     values win over those repeated on order rows. Only mapped fields are aggregated; with none
-    mapped (an export of receipts alone) there is nothing to say about a customer: no contact rows."""
+    mapped (an export of receipts alone) there is nothing to say about a customer: no contact rows.
+    ``fid`` (``, <file ids>[_file + 1]``): ``staged_contacts.file_id`` is the file of the row whose consent wins,
+    else (no consent given or mapped) of the contact's latest row, the contacts files' rows before the orders'
+    (:mod:`sync.store.merge` keeps a webhook's contact unless that file was read after it)."""
     if not has_file and not (mapped & set(CONTACT_FIELDS)) and not any(f.startswith("attr:") for f in mapped):
         return [], 0
     src = "SELECT 0 AS _src, * FROM _fs_okeyed WHERE key IS NOT NULL"
@@ -251,6 +257,10 @@ def _stage_contacts(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, paths
             for c in ("first_name", "last_name", "created_at", "attributes")]
     aggs.append("arg_max(consent, _ord) FILTER (WHERE consent <> 'unknown') AS consent"
                 if "marketing_consent" in mapped else "NULL AS consent")
+    if fid:  # the file of the row staged: a row of the contact's consent wins over its latest row
+        latest = "arg_max(_file, _ord)"
+        aggs.append(f"coalesce(arg_max(_file, _ord) FILTER (WHERE consent <> 'unknown'), {latest}) AS _file"
+                    if "marketing_consent" in mapped else f"{latest} AS _file")
     for c in ("email", "phone"):
         aggs.append(f"arg_max({{'v': {c}_raw, 'f': _file, 'r': _row}}, _ord) FILTER (WHERE {c}_raw IS NOT NULL) AS {c}"
                     if c in mapped else f"CAST(NULL AS STRUCT(v VARCHAR, f INTEGER, r BIGINT)) AS {c}")
@@ -260,9 +270,11 @@ def _stage_contacts(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, paths
         GROUP BY key""")
     email_map(con, "SELECT email.v AS raw FROM _fs_cagg", "_fs_id_emails")
     phone_map(con, "SELECT phone.v AS raw FROM _fs_cagg", "_fs_id_phones", cfg.phone_region)
-    con.execute("""INSERT INTO staged_contacts
+    if fid:
+        con.execute("ALTER TABLE staged_contacts ADD COLUMN file_id BIGINT")
+    con.execute(f"""INSERT INTO staged_contacts
         SELECT c.key, e.norm, p.norm, c.first_name, c.last_name, COALESCE(c.consent, 'unknown'), c.created_at,
-               c.attributes FROM _fs_cagg c
+               c.attributes{fid.replace('_file', 'c._file')} FROM _fs_cagg c
         LEFT JOIN _fs_id_emails e ON e.raw = c.email.v LEFT JOIN _fs_id_phones p ON p.raw = c.phone.v""")
     issue_sql = """SELECT c.{f}.f, c.{f}.r, c.{f}.v, '{f}' FROM _fs_cagg c JOIN {t} m ON m.raw = c.{f}.v
                    WHERE m.norm IS NULL"""

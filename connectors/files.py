@@ -182,7 +182,8 @@ class FileSource:
     def stage(self, con: duckdb.DuckDBPyConnection, orders: list[LoadedFile], contacts: list[LoadedFile],
               in_place: bool = False, file_ids: list[int] | None = None) -> FilePullResult:
         """Stage the rows of the files read (every file, in :meth:`files` order) into fresh ``staged_*``;
-        ``file_ids`` (one per orders file) adds ``staged_orders.file_id``: the file each order's row came from."""
+        ``file_ids`` (one per orders file) adds ``staged_orders.file_id``: the file each order's row came from; one
+        more per contacts file adds ``staged_contacts.file_id`` (:func:`~connectors.file_staging.stage_files`)."""
         create_staging(con)
         check_orders(con, orders, self.cfg.orders)  # no data rows, most dates unreadable: stop here
         result = stage_files(con, self.cfg, orders, contacts, in_place=in_place, file_ids=file_ids)

@@ -125,3 +125,39 @@ def test_a_batch_merged_again_after_a_newer_export_keeps_the_age_the_ledger_gave
     assert _state(cfg, oid, cid)[0] == [("refunded", 1)]  # the export's version: read after the webhook came
     with open_store(store_path(cfg)) as con:
         assert webhook_records(con)["order"] == set()
+
+
+def test_a_withdrawn_consent_by_webhook_survives_a_new_daily_contacts_file_without_that_customer(tmp_path):
+    """Contacts exported in daily files (``clients*.csv``): the next day's file, read after the webhook but without
+    its customer, makes the store re-stage every file, and the customer's row still comes from the old file: the
+    webhook's "no" stays. A new file's row of that customer that gives no consent does not bring the old "yes"
+    back either; one that says "yes" again, read after the webhook, is the export catching up: it wins."""
+    folder = tmp_path / "shop"
+    cfg_path = _shop(folder)
+    cfg_path.write_text(cfg_path.read_text(encoding="utf-8").replace('contacts = "clients.csv"',
+                                                                     'contacts = "clients*.csv"'), encoding="utf-8")
+    cfg = load_config(cfg_path)
+    _ingest(cfg)
+    header, *rows = (folder / "clients.csv").read_text(encoding="utf-8-sig").splitlines()
+    row = next(r for r in rows if r.split(";")[5] == "да")
+    cid = row.split(";")[0]
+    _webhook(cfg, [], [Contact(cid, marketing_consent=Consent.NO)])
+    other = next(r for r in rows if not r.startswith(cid + ";"))
+
+    def new_file(day: str, *lines: str) -> None:
+        (folder / f"clients_{day}.csv").write_text("\n".join([header, *lines]) + "\n", encoding="utf-8-sig")
+        _ingest(cfg)
+
+    new_file("2025-06-30", other.replace(other.split(";")[0], "C09999", 1))  # tomorrow's new client only
+    assert _state(cfg, "", cid)[1] == [("no",)]
+    with open_store(store_path(cfg)) as con:
+        assert webhook_records(con)["contact"] == {cid}
+        assert con.execute("SELECT count(*) FROM contacts WHERE customer_id = 'C09999'").fetchall() == [(1,)]
+    fields = row.split(";")
+    fields[5] = ""
+    new_file("2025-07-01", ";".join(fields))  # the customer again, a new city, nothing said about consent
+    assert _state(cfg, "", cid)[1] == [("no",)]
+    new_file("2025-07-02", row)  # the export has caught up: the customer says yes again, after the webhook
+    assert _state(cfg, "", cid)[1] == [("yes",)]
+    with open_store(store_path(cfg)) as con:
+        assert webhook_records(con)["contact"] == set()

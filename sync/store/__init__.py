@@ -14,7 +14,8 @@ refresh keeps those orders (with their line items) and those customers' contacts
 webhook record was merged has the same order_id / customer_id*: then the file's version wins and the note is
 dropped. A file read before it (unchanged since) is older than the webhook: its version of a refunded order or of a
 withdrawn consent must not come back because another file changed (:class:`~.merge.FileReads`; an order's file is
-the one its row is in; a contact's are the contacts files, or without any, the files of its orders). So the store
+the one its row is in; a contact's is the file of its staged row with contacts files, else the files of its
+orders). So the store
 holds one copy of each order, and an order is never lost between its webhook and the export that catches up.
 
 DuckDB allows one writing process per file. When a cron ``rfmsync sync`` and ``rfmsync serve`` meet, the second

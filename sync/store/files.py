@@ -251,7 +251,7 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
                 order_keys = [k for k in wanted if k[0] == "orders"]
                 result = source.stage(con, [tables[k] for k in order_keys],
                                       [tables[k] for k in wanted if k[0] == "contacts"],
-                                      file_ids=[ids[k] for k in order_keys])
+                                      file_ids=[ids[k] for k in wanted])  # orders files first
         if before_merge is not None:
             before_merge(result)
 

@@ -45,8 +45,9 @@ class _Note:
 class FileReads:
     """When the files of a file source's full refresh were read: ``catalogue`` names the table of the files read
     before this run (``file_id``, ``read_at``; a staged file id not in it is read now) and ``contact_files`` are the
-    ids of its contacts files. A webhook record yields to the file's version only when a file that holds it was read
-    after the record was merged (see :mod:`sync.store`)."""
+    ids of its contacts files (a contact's file is then its staged row's, else its orders' files). A webhook record
+    yields to the file's version only when a file that holds it was read after the record was merged (see
+    :mod:`sync.store`)."""
 
     catalogue: str
     contact_files: tuple[int, ...] = ()
@@ -165,7 +166,8 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
     if full_refresh and noted:
         kept_out = f" WHERE {key} NOT IN (SELECT id FROM {'_kept_orders' if name == 'line_items' else f'_kept_{name}'})"
     if name == "line_items" or full_refresh:  # a file export's staged rows are one per key already
-        con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM {staged}{kept_out}")
+        only = " EXCLUDE (file_id)" if name == "contacts" and _has_file_id(con, staged) else ""  # orders keep theirs
+        con.execute(f"INSERT INTO {name} BY NAME SELECT *{only} FROM {staged}{kept_out}")
     else:
         # latest version wins inside the batch too
         inserted = con.execute(f"INSERT INTO {name} BY NAME SELECT * EXCLUDE (_rn) FROM "
@@ -187,26 +189,26 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
 
 def _keep_webhook_rows(con: duckdb.DuckDBPyConnection, present: set[str], files: FileReads | None) -> None:
     """``_kept_orders`` / ``_kept_contacts``: the webhook ids a full refresh keeps (small): those the staged (file)
-    rows do not contain, and, with ``files``, those whose files were all read before the webhook record was merged
-    (an unchanged file is older than the webhook: a refund or a withdrawn consent must not be undone by it). An
-    order's file is its row's; a contact's are the contacts files, or without any, its orders' files."""
-    dated = files is not None and "staged_orders" in present and bool(con.execute(
-        "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'staged_orders' AND column_name = 'file_id'"
-    ).fetchall()[0][0])
+    rows do not contain, and, with ``files``, those whose staged rows all come from files read before the webhook
+    record was merged (an unchanged file is older than the webhook: a refund or a withdrawn consent must not be
+    undone by it). An order's file is its row's; a contact's is its staged row's (``staged_contacts.file_id``, see
+    :func:`connectors.file_staging.stage_files`) when the shop has contacts files, else its orders' files."""
     for name in ("orders", "contacts"):
         staged = f"staged_{name}"
-        unless, params = "", []
+        unless = ""
         if staged in present:
             unless = f"AND id NOT IN (SELECT {KEYS[name]} FROM {staged})"
-        if unless and dated and (name == "orders" or not files.contact_files):  # type: ignore[union-attr]
+        rows = staged if name == "orders" or (files is not None and files.contact_files) else "staged_orders"
+        if unless and files is not None and rows in present and _has_file_id(con, rows):
             # kept unless one of its rows is in a file read after it (a file not in the catalogue is read now)
-            unless = (f"AND NOT EXISTS (SELECT 1 FROM staged_orders s LEFT JOIN {files.catalogue} f "  # type: ignore[union-attr]
+            unless = (f"AND NOT EXISTS (SELECT 1 FROM {rows} s LEFT JOIN {files.catalogue} f "
                       f"ON f.file_id = s.file_id WHERE s.{KEYS[name]} = w.id "
                       "AND coalesce(f.read_at, now()) > w.received_at)")
-        elif unless and dated:  # kept unless a contacts file was read after it
-            newest = con.execute(f"SELECT max(coalesce(f.read_at, now())) FROM (SELECT unnest(?::BIGINT[]) AS "
-                                 f"file_id) u LEFT JOIN {files.catalogue} f USING (file_id)",  # type: ignore[union-attr]
-                                 [list(files.contact_files)]).fetchall()[0][0]  # type: ignore[union-attr]
-            unless, params = f"AND NOT (w.received_at < ? {unless.replace('AND id NOT IN', 'AND id IN')})", [newest]
         con.execute(f"CREATE OR REPLACE TEMP TABLE _kept_{name} AS SELECT id FROM {WEBHOOK_TABLE} w "
-                    f"WHERE kind = '{KIND[name]}' {unless}", params)
+                    f"WHERE kind = '{KIND[name]}' {unless}")
+
+
+def _has_file_id(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    """Whether the staged table carries each row's file (``file_id``: a file source's full refresh)."""
+    return bool(con.execute("SELECT count(*) FROM duckdb_columns() WHERE table_name = ? AND column_name = 'file_id'",
+                            [table]).fetchall()[0][0])
