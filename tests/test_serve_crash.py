@@ -242,6 +242,29 @@ def test_a_waiting_batch_gives_up_only_the_events_that_waited_the_limit(ledger_u
         assert left.dedupe_key == "fresh"
 
 
+def test_a_batch_hands_each_record_the_time_its_own_event_was_accepted(ledger_url, clock):
+    """The age the order store notes for a webhook record (merge_staged) is its own event's, the last one holding
+    it, not the batch's newest: a newer event a re-claimed batch took along does not age the records waiting."""
+    from decimal import Decimal
+
+    from connectors.records import Order
+
+    with Ledger.connect(ledger_url, clock=clock) as ledger:
+        seen = []
+        worker = Worker(Config(), ledger, None, process=seen.append, now=clock)  # type: ignore[arg-type]
+        at = datetime(2025, 6, 1, tzinfo=timezone.utc)
+        ledger.enqueue_event("generic", "e1", encode_records(orders=[Order("O1", "C1", at, Decimal("5"))]))
+        clock.advance(minutes=30)
+        ledger.enqueue_event("generic", "e2", encode_records(orders=[Order("O2", "C2", at, Decimal("5"))],
+                                                             contacts=[Contact("C2")]))
+        clock.advance(minutes=30)
+        ledger.enqueue_event("generic", "e3", encode_records(orders=[Order("O1", "C1", at, Decimal("7"))]))
+        assert worker.process_batch() == 3
+        (e1, e2, e3), = [sorted(ev.received_at for ev in b.events) for b in seen]
+        assert seen[0].ages == {("order", "O1"): e3, ("order", "O2"): e2, ("contact", "C2"): e2}
+        assert e1 < e2 < e3
+
+
 _READING_IN_SCRATCH = """
 from sync.store.scratch import scratch_dir
 reading = scratch_dir()

@@ -127,6 +127,30 @@ def test_a_batch_merged_again_after_a_newer_export_keeps_the_age_the_ledger_gave
         assert webhook_records(con)["order"] == set()
 
 
+def test_each_record_of_a_batch_keeps_the_age_of_the_event_it_came_in(tmp_path):
+    """A batch re-claimed after the export (holding the order refunded) was read took a newer event of another
+    order along: the waiting order keeps its own event's age (before the export), not the batch's newest, so the
+    next daily file's refresh restores the export's version; the newer order keeps its webhook version."""
+    cfg, (oid, cid, at, amount) = _ingested_shop(tmp_path)
+    paid = datetime.now(timezone.utc) - timedelta(minutes=5)  # its event, accepted before the export was read
+    day1 = tmp_path / "shop" / "exports" / "2025-06-29.csv"
+    lines = day1.read_text(encoding="utf-8-sig").splitlines()
+    lines = [row.rsplit(";", 1)[0] + ";Возврат" if row.startswith(oid + ";") else row for row in lines]
+    day1.write_text("\n".join(lines) + "\n", encoding="utf-8-sig")  # the export: refunded since
+    _ingest(cfg)
+    later = datetime.now(timezone.utc) + timedelta(minutes=1)  # another order's event, after the export's read
+    batch = [Order(oid, cid, at, amount, status=OrderStatus.COMPLETED), Order("W-NEW", cid, at, amount)]
+    _webhook(cfg, batch, [], received_at={("order", oid): paid, ("order", "W-NEW"): later})
+    new_day = tmp_path / "shop" / "exports" / "2025-06-30.csv"
+    new_day.write_text(lines[0] + "\n" + lines[1].replace(lines[1].split(";")[0], "NEW-1", 1) + "\n",
+                       encoding="utf-8-sig")  # the next daily file: someone else's order
+    _ingest(cfg)
+    assert _state(cfg, oid, cid)[0] == [("refunded", 1)]  # the export's version: read after its event came
+    assert _state(cfg, "W-NEW", cid)[0] == [("completed", 1)]  # newer than every file read: kept
+    with open_store(store_path(cfg)) as con:
+        assert webhook_records(con)["order"] == {"W-NEW"}
+
+
 def test_a_withdrawn_consent_by_webhook_survives_a_new_daily_contacts_file_without_that_customer(tmp_path):
     """Contacts exported in daily files (``clients*.csv``): the next day's file, read after the webhook but without
     its customer, makes the store re-stage every file, and the customer's row still comes from the old file: the

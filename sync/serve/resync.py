@@ -57,6 +57,7 @@ from ..planning.values import PREDICTIVE_VALUES
 from ..run import refuse
 from ..settings import Settings
 from ..store import STORE_LOCK, connect_store, ensure_lookup_indexes, lookup_by_key, merge_staged
+from ..store.merge import Ages
 from .managed import ManagedCounts
 from .readcount import CountingConnection
 
@@ -148,7 +149,7 @@ class _Affected:
 
 def _store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Order],
                 contacts: Sequence[Contact], pull: bool, as_of: date, report: ResyncReport,
-                wait_seconds: float, received_at: datetime | None = None) -> _Affected:
+                wait_seconds: float, received_at: datetime | Ages | None = None) -> _Affected:
     with STORE_LOCK:
         con = connect_store(store_path(cfg), wait_seconds=wait_seconds)
         try:
@@ -165,7 +166,7 @@ def _store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequenc
 
 def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, settings: Settings,
                    orders: Sequence[Order], contacts: Sequence[Contact], pull: bool, as_of: date,
-                   report: ResyncReport, received_at: datetime | None = None) -> _Affected:
+                   report: ResyncReport, received_at: datetime | Ages | None = None) -> _Affected:
     stage_records(con, orders, contacts)
     _coalesce_webhook_contacts(con)
     pulled, cursor_source = (None, None)
@@ -348,11 +349,12 @@ def resync(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Ord
            contacts: Sequence[Contact] = (), *, pull: bool = False, as_of: date | None = None,
            destinations: Sequence[str] | None = None, store_wait_seconds: float = 60.0,
            lock_wait_seconds: float = 120.0, sleep: Callable[[float], None] = time.sleep,
-           received_at: datetime | None = None) -> ResyncReport:
+           received_at: datetime | Ages | None = None) -> ResyncReport:
     """Store the records, re-segment only the affected customers and push only their changes.
 
-    ``received_at``: when the ledger accepted the records (the worker's batch: its newest event), their age
-    against the export files (:func:`sync.store.merge.merge_staged`); default: now.
+    ``received_at``: when the ledger accepted the records (the worker's batch: each record's own event,
+    :data:`sync.store.merge.Ages`), their age against the export files (:func:`sync.store.merge.merge_staged`);
+    default: now.
 
     ``pull=True`` also pulls the configured CRM source incrementally (for deliveries that carry ids only).
     A destination being synced by another process is waited for up to ``lock_wait_seconds``.

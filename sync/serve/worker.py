@@ -47,6 +47,8 @@ class Batch:
     orders: list[Order] = field(default_factory=list)
     contacts: list[Contact] = field(default_factory=list)
     pull: bool = False
+    #: when the ledger accepted each record: ``(kind, id)`` → its event's time (:data:`sync.store.merge.Ages`)
+    ages: dict[tuple[str, str], datetime] = field(default_factory=dict)
 
 
 ResyncFn = Callable[[Batch], ResyncReport | None]
@@ -87,7 +89,7 @@ class Worker:
     def _resync(self, batch: Batch) -> ResyncReport:
         as_of = self._as_of() if self._as_of else None
         return resync(self.cfg, self.ledger, self.settings, batch.orders, batch.contacts, pull=batch.pull,
-                      as_of=as_of, received_at=max(ev.received_at for ev in batch.events))  # type: ignore[arg-type]
+                      as_of=as_of, received_at=batch.ages or max(ev.received_at for ev in batch.events))
 
     # -- one batch -----------------------------------------------------------------------
 
@@ -108,6 +110,9 @@ class Worker:
             batch.events.append(ev)
             batch.orders += orders
             batch.contacts += contacts
+            # a record's age is its own event's (the last one holding it: its version is the one staged)
+            batch.ages.update({("order", o.order_id): ev.received_at for o in orders})
+            batch.ages.update({("contact", c.customer_id): ev.received_at for c in contacts})
             batch.pull = batch.pull or pull
         if not batch.events:
             return 0

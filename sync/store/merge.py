@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping, Union
 
 import duckdb
 
@@ -18,6 +18,9 @@ from .facts import DAY_HASH, RFM_HASH
 from .generation import bump_generation, generation
 from .lookup import BULK_ROWS, drop_lookup_indexes
 from .webhooks import KIND, WEBHOOK_TABLE, create_webhook_table
+
+#: when the ledger accepted each record of a webhook batch: ``(kind, id)`` → the time of the event it came in
+Ages = Mapping[tuple[str, str], datetime]
 
 KEYS = {"orders": "order_id", "contacts": "customer_id", "line_items": "order_id"}
 #: what a noted merge reads of each order it deletes or inserts (:class:`_Note`)
@@ -57,7 +60,7 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
                  max_identity_group: int = DEFAULT_MAX_GROUP,
                  before_commit: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
                  after_link: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
-                 files: FileReads | None = None, received_at: datetime | None = None) -> dict[str, int]:
+                 files: FileReads | None = None, received_at: Union[datetime, Ages, None] = None) -> dict[str, int]:
     """Move the ``staged_*`` rows into the main tables in one transaction; returns rows per table.
 
     ``pull.full_refresh``: the staged rows replace the store, except webhook records the file does not
@@ -70,10 +73,11 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
     transaction that moves the generation on and notes both ids of every link.
     ``files``: when a file source's files were read (:class:`FileReads`); without it, a file's version of a webhook
     record always wins.
-    ``received_at`` (``origin="webhook"``): when the ledger accepted the records (the batch's newest event), noted
-    as their age, the later of it and the age already noted; not the merge time (default: now): a batch merged again
-    (re-claimed after waiting for a busy destination) after a file that holds a newer version was read must not pass
-    for newer than that file.
+    ``received_at`` (``origin="webhook"``): when the ledger accepted the records, noted as their age, the later of
+    it and the age already noted; not the merge time (default: now): a batch merged again (re-claimed after waiting
+    for a busy destination) after a file that holds a newer version was read must not pass for newer than that file.
+    One time for all, or each record's own (:data:`Ages`, the event it came in; a record not in it, e.g. a contact
+    linked under another id: the newest), so a newer event a re-claimed batch took along does not age the others.
     """
     if origin not in ("pull", "webhook"):
         raise ValueError(f"merge_staged: origin must be 'pull' or 'webhook', not {origin!r}")
@@ -139,7 +143,7 @@ def _staged_rows(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: bool, origin: str,
-                 noted: bool, note: _Note | None = None, received_at: datetime | None = None) -> int:
+                 noted: bool, note: _Note | None = None, received_at: Union[datetime, Ages, None] = None) -> int:
     """Replace (full refresh) or upsert table ``name`` from ``staged_<name>``; returns the staged row count.
     ``note``: the orders deleted and inserted are added to it (read as they are written: no scan more)."""
     staged = f"staged_{name}"
@@ -178,13 +182,28 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
     if name != "line_items":
         kind = KIND[name]
         if origin == "webhook":  # only a file read after the records came yields its version (_keep_webhook_rows)
-            con.execute(f"INSERT INTO {WEBHOOK_TABLE} (kind, id, received_at) SELECT DISTINCT '{kind}', {key}, "
-                        f"coalesce(?::TIMESTAMPTZ, now()) FROM {staged} ON CONFLICT DO UPDATE SET received_at = "
-                        f"greatest({WEBHOOK_TABLE}.received_at, excluded.received_at)", [received_at])
+            at, ages = _ages_of(con, kind, received_at)
+            con.execute(f"INSERT INTO {WEBHOOK_TABLE} (kind, id, received_at) SELECT DISTINCT '{kind}', s.{key}, "
+                        f"coalesce({'a.ts' if ages else 'NULL'}, ?::TIMESTAMPTZ, now()) FROM {staged} s "
+                        + (f"LEFT JOIN {ages} a ON a.id = s.{key} " if ages else "")
+                        + f"ON CONFLICT DO UPDATE SET received_at = "
+                        f"greatest({WEBHOOK_TABLE}.received_at, excluded.received_at)", [at])
         elif noted:  # pulled from the source: the source's version wins from now on
             con.execute(f"DELETE FROM {WEBHOOK_TABLE} WHERE kind = '{kind}' AND id IN "
                         f"(SELECT {key} FROM {staged}{kept_out})")
     return rows
+
+
+def _ages_of(con: duckdb.DuckDBPyConnection, kind: str, received_at: Union[datetime, Ages, None]
+             ) -> tuple[datetime | None, str | None]:
+    """The time for records without their own, and a temp table of ``kind``'s records' own times (or None)."""
+    if not isinstance(received_at, Mapping):
+        return received_at, None
+    rows = [(str(i), t) for (k, i), t in received_at.items() if k == kind]
+    con.execute("CREATE OR REPLACE TEMP TABLE _webhook_ages (id VARCHAR, ts TIMESTAMPTZ)")
+    if rows:
+        con.executemany("INSERT INTO _webhook_ages VALUES (?, ?)", rows)
+    return max(received_at.values(), default=None), "_webhook_ages"
 
 
 def _keep_webhook_rows(con: duckdb.DuckDBPyConnection, present: set[str], files: FileReads | None) -> None:
