@@ -222,7 +222,8 @@ def test_a_batch_waiting_for_a_lock_that_never_frees_is_given_up_naming_the_hold
 
 def test_a_waiting_batch_gives_up_only_the_events_that_waited_the_limit(ledger_url, clock):
     """A batch re-formed at each claim takes newer events along: an event accepted a second before the oldest one
-    reached the limit is released to wait on, not failed with it."""
+    reached the limit is released to wait on, not failed with it; but a newer event of the same record is given up
+    with the old one (requeued alone later, the old one would be merged after it and undo it)."""
     with Ledger.connect(ledger_url, clock=clock) as ledger:
         ledger.acquire_lock("sync:mailchimp", owner="paused-sync:4242", ttl_seconds=10**7)
 
@@ -235,9 +236,10 @@ def test_a_waiting_batch_gives_up_only_the_events_that_waited_the_limit(ledger_u
         ledger.enqueue_event("generic", "old", encode_records(contacts=[Contact("C1")]))
         clock.advance(minutes=59, seconds=59)
         ledger.enqueue_event("generic", "fresh", encode_records(contacts=[Contact("C2")]))
+        ledger.enqueue_event("generic", "same", encode_records(contacts=[Contact("C1", marketing_consent=Consent.NO)]))
         clock.advance(seconds=1)
         assert worker.process_batch() == 0
-        assert ledger.event_counts()["failed"] == 1 and ledger.event_counts()["queued"] == 1
+        assert ledger.event_counts()["failed"] == 2 and ledger.event_counts()["queued"] == 1
         (left,) = ledger.claim_events("w", limit=10)
         assert left.dedupe_key == "fresh"
 

@@ -49,6 +49,8 @@ class Batch:
     pull: bool = False
     #: when the ledger accepted each record: ``(kind, id)`` → its event's time (:data:`sync.store.merge.Ages`)
     ages: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    #: event id → the records it holds (events holding one record are given up together)
+    keys: dict[int, set[tuple[str, str]]] = field(default_factory=dict)
 
 
 ResyncFn = Callable[[Batch], ResyncReport | None]
@@ -111,8 +113,9 @@ class Worker:
             batch.orders += orders
             batch.contacts += contacts
             # a record's age is its own event's (the last one holding it: its version is the one staged)
-            batch.ages.update({("order", o.order_id): ev.received_at for o in orders})
-            batch.ages.update({("contact", c.customer_id): ev.received_at for c in contacts})
+            keys = [("order", o.order_id) for o in orders] + [("contact", c.customer_id) for c in contacts]
+            batch.ages.update(dict.fromkeys(keys, ev.received_at))
+            batch.keys[ev.id] = set(keys)
             batch.pull = batch.pull or pull
         if not batch.events:
             return 0
@@ -171,10 +174,19 @@ class Worker:
         """Another run holds the destination (a long cron sync) or the order store: the batch waits its turn, and
         the claim does not count towards max_attempts (it would be given up during a long sync). An event that
         waited ``give_up_waiting_after`` since it was accepted (a lock that never frees) is given up, failed and
-        kept; the batch's newer events (a batch is formed again at each claim) wait on."""
+        kept, with the batch's events that hold one of its records (replayed later on its own, it would undo their
+        newer version); the batch's other events (a batch is formed again at each claim) wait on."""
         now = self._now()
         waited = {ev.id: (now - ev.received_at).total_seconds() for ev in batch.events}
-        old = [i for i in ids if waited[i] >= self.give_up_waiting_after]
+        old = {i for i in ids if waited[i] >= self.give_up_waiting_after}
+        # with them, every event holding one of their records: replayed later on its own, an old event would be
+        # merged after a newer version of its record and undo it (an upsert: the last one merged wins)
+        grown = True
+        while old and grown:
+            held = set().union(*(batch.keys.get(i, set()) for i in old))
+            more = {i for i in ids if i not in old and batch.keys.get(i, set()) & held}
+            old, grown = old | more, bool(more)
+        old = [i for i in ids if i in old]
         if old:
             self._forget_releases(old)
             longest = max(waited[i] for i in old)
