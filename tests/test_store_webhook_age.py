@@ -151,6 +151,22 @@ def test_each_record_of_a_batch_keeps_the_age_of_the_event_it_came_in(tmp_path):
         assert webhook_records(con)["order"] == {"W-NEW"}
 
 
+def test_a_contact_keyed_by_its_e_mail_keeps_its_own_events_age_once_linked_to_its_customer(tmp_path):
+    """A webhook contact keyed by its e-mail is re-keyed to its customer when merged: its age is still its own
+    event's (looked up under the id it came with), not the newest of the batch."""
+    cfg, (oid, cid, at, amount) = _ingested_shop(tmp_path)
+    with open_store(store_path(cfg)) as con:
+        other, email = con.execute("SELECT customer_id, email FROM contacts WHERE email IS NOT NULL AND "
+                                   "customer_id <> ? ORDER BY customer_id LIMIT 1", [cid]).fetchone()
+    own = datetime.now(timezone.utc) - timedelta(hours=2)
+    newest = datetime.now(timezone.utc)
+    _webhook(cfg, [Order("W-NEW", cid, at, amount)], [Contact(email, email=email, marketing_consent=Consent.NO)],
+             received_at={("contact", email): own, ("order", "W-NEW"): newest})
+    with open_store(store_path(cfg)) as con:
+        ages = {(k, i): t for k, i, t in con.execute("SELECT kind, id, received_at FROM webhook_records").fetchall()}
+    assert ages == {("contact", other): own, ("order", "W-NEW"): newest}
+
+
 def test_a_withdrawn_consent_by_webhook_survives_a_new_daily_contacts_file_without_that_customer(tmp_path):
     """Contacts exported in daily files (``clients*.csv``): the next day's file, read after the webhook but without
     its customer, makes the store re-stage every file, and the customer's row still comes from the old file: the

@@ -97,6 +97,8 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
                         "WHERE s.customer_id = '' AND o.order_id = s.order_id")
         if not pull.full_refresh:  # a file export (full refresh) was resolved when it was read
             pull.identity = link_staged(con, max_identity_group)
+        moved = pull.identity.moved if pull.identity is not None else []
+        links = dict(zip(moved[::2], moved[1::2]))  # identifier → customer id, as link_staged re-keyed them
         if after_link is not None:
             after_link(con)
         if pull.full_refresh and noted:
@@ -108,7 +110,7 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
         for name in TABLES:
             if f"staged_{name}" in present:
                 counts[name] = _merge_table(con, name, full_refresh=pull.full_refresh, origin=origin, noted=noted,
-                                            note=note, received_at=received_at)
+                                            note=note, received_at=received_at, links=links)
         for name in TABLES:
             con.execute(f"DROP TABLE IF EXISTS staged_{name}")
             con.execute(f"DROP TABLE IF EXISTS _kept_{name}")
@@ -143,7 +145,8 @@ def _staged_rows(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: bool, origin: str,
-                 noted: bool, note: _Note | None = None, received_at: Union[datetime, Ages, None] = None) -> int:
+                 noted: bool, note: _Note | None = None, received_at: Union[datetime, Ages, None] = None,
+                 links: Mapping[str, str] | None = None) -> int:
     """Replace (full refresh) or upsert table ``name`` from ``staged_<name>``; returns the staged row count.
     ``note``: the orders deleted and inserted are added to it (read as they are written: no scan more)."""
     staged = f"staged_{name}"
@@ -182,7 +185,7 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
     if name != "line_items":
         kind = KIND[name]
         if origin == "webhook":  # only a file read after the records came yields its version (_keep_webhook_rows)
-            at, ages = _ages_of(con, kind, received_at)
+            at, ages = _ages_of(con, kind, received_at, links or {})
             con.execute(f"INSERT INTO {WEBHOOK_TABLE} (kind, id, received_at) SELECT DISTINCT '{kind}', s.{key}, "
                         f"coalesce({'a.ts' if ages else 'NULL'}, ?::TIMESTAMPTZ, now()) FROM {staged} s "
                         + (f"LEFT JOIN {ages} a ON a.id = s.{key} " if ages else "")
@@ -194,15 +197,21 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
     return rows
 
 
-def _ages_of(con: duckdb.DuckDBPyConnection, kind: str, received_at: Union[datetime, Ages, None]
-             ) -> tuple[datetime | None, str | None]:
-    """The time for records without their own, and a temp table of ``kind``'s records' own times (or None)."""
+def _ages_of(con: duckdb.DuckDBPyConnection, kind: str, received_at: Union[datetime, Ages, None],
+             links: Mapping[str, str]) -> tuple[datetime | None, str | None]:
+    """The time for records without their own, and a temp table of ``kind``'s records' own times (or None);
+    ``links``: the ids the merge re-keyed (identifier → customer id, :func:`connectors.identity.link_staged`)."""
     if not isinstance(received_at, Mapping):
         return received_at, None
-    rows = [(str(i), t) for (k, i), t in received_at.items() if k == kind]
+    own = {str(i): t for (k, i), t in received_at.items() if k == kind}
+    for raw, key in links.items() if kind == "contact" else ():
+        # a contact keyed by its e-mail or phone, re-keyed to its customer when linked: its own event's age under
+        # the customer's id (several: the newest, whose version won)
+        if raw in own and (key not in own or own[raw] > own[key]):
+            own[key] = own[raw]
     con.execute("CREATE OR REPLACE TEMP TABLE _webhook_ages (id VARCHAR, ts TIMESTAMPTZ)")
-    if rows:
-        con.executemany("INSERT INTO _webhook_ages VALUES (?, ?)", rows)
+    if own:
+        con.executemany("INSERT INTO _webhook_ages VALUES (?, ?)", list(own.items()))
     return max(received_at.values(), default=None), "_webhook_ages"
 
 
