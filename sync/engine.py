@@ -163,8 +163,9 @@ def lost_in_destination(ledger: Ledger, plan: Plan, created: Sequence[str] | Non
     return [f"{kind} {name!r} was missing in the destination and was created again, empty: the {n} contacts "
             f"rfmsync had pushed it to lost it there; the ledger no longer counts it as pushed to them, so the "
             f"next sync pushes it again to those still meant to have it"
-            + (" (a tag added again counts for the plan guards: over max_change_pct, run `rfmsync sync "
-               "--allow-mass-change`)" if kind == "tag" else "")
+            + (" (adding it again fires the ESP's automations on it; for contacts holding another managed tag it "
+               "counts for the plan guards: over max_change_pct, run `rfmsync sync --allow-mass-change`)"
+               if kind == "tag" else "")
             for (kind, name), n in held.items() if n > 0], forgotten
 
 
