@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 
@@ -152,6 +153,22 @@ def test_a_removal_answered_404_fails_that_part_only_and_the_apply_goes_on(sendg
     assert not failed.ok and "404" in failed.error and "sent again next run" in failed.error
     assert rec.items[("a@x.com", "tag-Winback")].ok
     assert sendgrid_fake.members("RFM Winback") == set()
+
+
+def test_a_removal_call_answered_404_for_one_stale_contact_id_is_asked_again_one_by_one(sendgrid_fake):
+    """One contact deleted in SendGrid between the search and the removal: the call for 100 ids answers 404 (the
+    spec: "one or more contact IDs do not exist"); asked again contact by contact, only his removal fails."""
+    sendgrid_fake.add_list("RFM Champions")
+    ids = {e: sendgrid_fake.add_contact(e, lists=["RFM Champions"])["id"] for e in ("a@x.com", "b@x.com")}
+    search = {"result": {"a@x.com": {"contact": {"id": "deleted-since"}},
+                         "b@x.com": {"contact": {"id": ids["b@x.com"]}}}}
+    sendgrid_fake.answer_raw(json.dumps(search).encode(), "application/json", method="POST", path="/search/emails$")
+    dest, _, _ = make(sendgrid_fake)
+    rec = Recorder()
+    dest.apply([change(e, remove={"Champions"}, create=False) for e in ("a@x.com", "b@x.com")], rec)
+    assert rec.items[("b@x.com", "tag-Champions")].ok and sendgrid_fake.members("RFM Champions") == {"a@x.com"}
+    assert not rec.items[("a@x.com", "tag-Champions")].ok
+    assert sendgrid_fake.count("DELETE", "/v3/marketing/lists/{id}/contacts") == 3
 
 
 def test_per_contact_rejections_are_reported(sendgrid_fake):

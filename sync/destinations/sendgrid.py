@@ -346,24 +346,33 @@ class SendGridDestination(SendGridReads):
                 on_results(gone)  # not a SendGrid contact: not on the list either
             known = [(ch, t) for ch, t in items if ch.email.lower() in ids]
             for start in range(0, len(known), MAX_REMOVE_IDS):
-                part = known[start:start + MAX_REMOVE_IDS]
-                cids = ",".join(sorted({ids[ch.email.lower()] for ch, _ in part}))
-                try:
-                    status, _ = self._request("delete", ["marketing", "lists", lid, "contacts"],
-                                              query={"contact_ids": cids}, ok_404=True,
-                                              what=f"remove {len(part)} contacts from a list", shape=JobId)
-                    if status == 404:  # "the list ID does not exist or one or more contact IDs do not exist"
-                        msg = ("SendGrid answered 404 to the removal (the list or a contact was deleted meanwhile); "
-                               "not counted as done, sent again next run")
-                        on_results([ItemResult(ch.key, f"tag-{t}", False, msg) for ch, t in part])
-                        continue
-                    on_results([ItemResult(ch.key, f"tag-{t}", True) for ch, t in part])
-                except BadAnswer as exc:
-                    on_results([ItemResult(ch.key, f"tag-{t}", False, str(exc)) for ch, t in part])
-                except Refused as refused:
-                    msg = f"SendGrid refused the removal: {error_text({'errors': refused.errors})}"
-                    on_results([ItemResult(ch.key, f"tag-{t}", False, msg) for ch, t in part])
+                self._delete(lid, known[start:start + MAX_REMOVE_IDS], ids, on_results)
 
+    def _delete(self, lid: str, part: list[tuple[ContactChange, str]], ids: Mapping[str, str],
+                on_results: OnResults) -> None:
+        """``DELETE /lists/{id}/contacts`` for ``part``. A 404 ("the list ID does not exist or one or more contact
+        IDs do not exist": one contact deleted since the search fails the whole call) is asked again contact by
+        contact, so only the removals it concerns fail (not done: sent again next run)."""
+        cids = ",".join(sorted({ids[ch.email.lower()] for ch, _ in part}))
+        try:
+            status, _ = self._request("delete", ["marketing", "lists", lid, "contacts"], query={"contact_ids": cids},
+                                      ok_404=True, what=f"remove {len(part)} contacts from a list", shape=JobId)
+        except BadAnswer as exc:
+            on_results([ItemResult(ch.key, f"tag-{t}", False, str(exc)) for ch, t in part])
+            return
+        except Refused as refused:
+            msg = f"SendGrid refused the removal: {error_text({'errors': refused.errors})}"
+            on_results([ItemResult(ch.key, f"tag-{t}", False, msg) for ch, t in part])
+            return
+        if status != 404:
+            on_results([ItemResult(ch.key, f"tag-{t}", True) for ch, t in part])
+        elif len(part) > 1:
+            for item in part:
+                self._delete(lid, [item], ids, on_results)
+        else:
+            msg = ("SendGrid answered 404 to the removal (the list or the contact was deleted meanwhile); not "
+                   "counted as done, sent again next run")
+            on_results([ItemResult(ch.key, f"tag-{t}", False, msg) for ch, t in part])
 
 def _custom_value(value: FieldValue, kind: str) -> Any:
     """A value as the field's actual type takes it: booleans are 1/0 in a Number field, yes/no elsewhere."""

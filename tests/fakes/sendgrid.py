@@ -5,7 +5,7 @@ Shapes follow ``/work/shared/specs/sendgrid/tsg_mc_{contacts,lists,custom_fields
 reserved), ``PUT /contacts`` → 202 ``{job_id}`` processed as an async job (``GET /contacts/imports/{id}``:
 pending for :attr:`FakeSendGrid.pending_polls` polls, then completed / errored / failed with ``results`` and
 an ``errors_url``), ``POST /contacts/search/emails`` (200 with ``result`` keyed by email, per-address
-``error`` for misses; 404 when none match), ``DELETE /lists/{id}/contacts?contact_ids=`` → 202, and contact
+``error`` for misses; 404 when none match), ``DELETE /lists/{id}/contacts?contact_ids=`` → 202 (404 when the list or one of the ids does not exist), and contact
 exports (``POST /contacts/exports`` → ``GET /contacts/exports/{id}`` → CSV ``urls``).
 
 Rules it enforces: ``Authorization: Bearer <key>``; ≤ 30 000 contacts and ≤ 6 MB of JSON per upsert (400 /
@@ -338,9 +338,10 @@ class FakeSendGrid:
         if not ids:
             return errors(400, "contact_ids is required", "contact_ids")
         by_id = {c["id"]: c for c in self.contacts.values()}
+        if any(cid not in by_id for cid in ids):  # the spec: "one or more contact IDs do not exist"
+            return errors(404, "contact ID does not exist")
         for cid in ids:
-            if cid in by_id:
-                by_id[cid]["list_ids"].discard(lid)
+            by_id[cid]["list_ids"].discard(lid)
         return Reply.json(202, {"job_id": self._next_id("job")})
 
     def _export(self, body: dict[str, Any]) -> Reply:
