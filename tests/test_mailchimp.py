@@ -689,26 +689,30 @@ def test_a_batch_answer_whose_counts_differ_from_its_complete_lists_is_believed(
     assert "counts that differ from its lists" in warning and "the lists are believed" in warning
 
 
+def _apply_answered(fake, dest, emails: list[str], answer: str) -> "Recorder":
+    """Apply an upsert of ``emails`` whose batch call is answered with ``{answer}`` (the members' JSON)."""
+    fake.answer_raw(("{" + answer + "}").encode(), "application/json", path=f"^{BATCH}$")
+    rec = Recorder()
+    dest.apply([change(e, fields={"FNAME": "M"}) for e in emails], rec)
+    return rec
+
+
 def test_a_batch_answer_that_leaves_out_an_address_fails_that_member_only(mailchimp_fake, dest, caplog) -> None:
     """Counts that agree with lists that leave out an address sent: that member fails (the answer does not
     mention it), the others are pushed."""
     emails = [f"m{i}@example.com" for i in range(3)]
-    body = (f'{{"new_members": [{", ".join(map(_member, emails[:2]))}], "updated_members": [], "errors": [], '
-            '"total_created": 2, "total_updated": 0, "error_count": 0}')
-    mailchimp_fake.answer_raw(body.encode(), "application/json", path=f"^{BATCH}$")
-    rec = Recorder()
-    dest.apply([change(e, fields={"FNAME": "M"}) for e in emails], rec)
+    rec = _apply_answered(mailchimp_fake, dest, emails, f'"new_members": [{", ".join(map(_member, emails[:2]))}], '
+                          '"updated_members": [], "errors": [], "total_created": 2, "total_updated": 0, '
+                          '"error_count": 0')
     assert [rec.results[(e, "upsert")].ok for e in emails] == [True, True, False]
     assert "does not mention m2@example.com" in rec.results[(emails[2], "upsert")].error
 
 
 def test_a_batch_answer_whose_counts_agree_is_believed(mailchimp_fake, dest, caplog) -> None:
     emails = [f"m{i}@example.com" for i in range(3)]
-    body = (f'{{"new_members": [{", ".join(map(_member, emails[:2]))}], "updated_members": [{_member(emails[2])}], '
-            '"errors": [], "total_created": 2, "total_updated": 1, "error_count": 0}')
-    mailchimp_fake.answer_raw(body.encode(), "application/json", path=f"^{BATCH}$")
-    rec = Recorder()
-    dest.apply([change(e, fields={"FNAME": "M"}) for e in emails], rec)
+    rec = _apply_answered(mailchimp_fake, dest, emails, f'"new_members": [{", ".join(map(_member, emails[:2]))}], '
+                          f'"updated_members": [{_member(emails[2])}], "errors": [], "total_created": 2, '
+                          '"total_updated": 1, "error_count": 0')
     assert all(rec.results[(e, "upsert")].ok for e in emails)
     assert _warnings(caplog) == []
 
