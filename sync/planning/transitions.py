@@ -75,8 +75,7 @@ def check_transitions(dest: "DestinationConfig", segment_names: Iterable[str], s
             raise ValueError(f"{where} {exc}") from None
         for side in (source, target):
             if side != ANY and side not in names:
-                raise ValueError(f"{where} {pattern!r}: unknown segment {side!r}{did_you_mean(side, names)}; "
-                                 f"the segments are {', '.join(names)}")
+                raise _unknown(f"{where} {pattern!r}: unknown segment {side!r}", side, names)
         if not tag.strip():
             raise ValueError(f"{where} {pattern!r}: the tag name is empty")
     clash = set(transition_managed(dest)) & set(segment_tags)
@@ -94,11 +93,15 @@ def check_segment_keys(dest: "DestinationConfig", segment_names: Iterable[str]) 
         for segment, tag in mapping.items():
             where = f"destination {dest.name!r}: [destinations.{table}] {segment!r}"
             if segment not in names:
-                raise ValueError(f"{where}: unknown segment{did_you_mean(segment, names)}; the segments are "
-                                 f"{', '.join(names)}")
+                raise _unknown(f"{where}: unknown segment", segment, names)
             if not tag.strip() or tag != tag.strip():
                 raise ValueError(f"{where}: the tag name {tag!r} is empty or has spaces around it (the ESPs "
                                  f"refuse or trim such names, and the contacts would never match the ledger)")
+
+
+def _unknown(message: str, segment: str, names: list[str]) -> ValueError:
+    """A config key naming no segment the rules give: the message, "did you mean", and the segments there are."""
+    return ValueError(f"{message}{did_you_mean(segment, names)}; the segments are {', '.join(names)}")
 
 
 def tag_name(dest: "DestinationConfig", name: str) -> str:
