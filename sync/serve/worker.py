@@ -186,7 +186,8 @@ class Worker:
             held = set().union(*(batch.keys.get(i, set()) for i in old))
             more = {i for i in ids if i not in old and batch.keys.get(i, set()) & held}
             old, grown = old | more, bool(more)
-        old = [i for i in ids if i in old]
+        gone = old
+        old = [i for i in ids if i in gone]
         if old:
             self._forget_releases(old)
             longest = max(waited[i] for i in old)
@@ -196,7 +197,7 @@ class Worker:
             log.error("resync of %d events given up (marked failed, kept): they waited %.1f h for another run that "
                       "did not end: %s; Ledger.requeue_failed_events() replays them", len(old), longest / 3600,
                       error)
-        rest = [i for i in ids if i not in set(old)]
+        rest = [i for i in ids if i not in gone]
         if not rest:
             return
         self.ledger.release_events(rest, error, worker=self.name)
