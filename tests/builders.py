@@ -93,3 +93,16 @@ def run_cli(*args: str, code: int = 0):
     result = CliRunner().invoke(main, list(args), catch_exceptions=False)
     assert result.exit_code == code, result.output
     return result
+
+
+def config_error(path) -> tuple[str, str]:
+    """A config that must not load: the :class:`ConfigError` text ``load_config`` raises, and what
+    ``rfmsync check`` prints for it (asserting its exit code 2)."""
+    import pytest
+
+    from sync.config import load_config
+    from sync.errors import ConfigError
+
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    return str(exc.value), run_cli("check", "--config", str(path), code=2).output
