@@ -295,7 +295,8 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
                             remote_checked=True,
                             notes=[f"webhook resync of {len(affected.customer_ids)} customers", *shared])
     managed, counted = MANAGED_COUNTS.count(ledger, dest.name, plan.managed_tags, revision)
-    stats = replace(plan_stats(plan, last), managed=managed)  # removed/changed need only the plan's contacts
+    lost = ledger.lost_tags(dest.name, {c.key for c in plan.changes})  # their tags the ESP lost, by key
+    stats = replace(plan_stats(plan, last, lost), managed=managed)  # removed/changed need only the plan's contacts
     return _Planned(plan, client, plan_lines(cfg.guards, stats), last, len(last) + counted)
 
 
