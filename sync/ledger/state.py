@@ -444,8 +444,8 @@ def _given_back(conn: Connection, destination: str, rows: dict[str, tuple[str, s
     """In :meth:`PushedStates.save_states`' transaction: the contacts saved holding a tag the ledger remembers
     they had lost (:meth:`PushedStates.lost_tags`) were given it back: forgotten. One indexed read, empty but
     while a lost tag waits to be given back."""
-    found = conn.execute(select(lost_tags.c.key, lost_tags.c.tag).where(
-        lost_tags.c.destination == destination)).all()
+    mark = "%s" if conn.dialect.name == "postgresql" else "?"  # the driver's own statement: no compile per save
+    found = conn.exec_driver_sql(f"SELECT key, tag FROM lost_tags WHERE destination = {mark}", (destination,)).all()
     if not found:
         return
     decoded: dict[str, frozenset[str]] = {}
