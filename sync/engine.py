@@ -202,12 +202,16 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                 log.info("sync %s: the ledger moved while waiting (revision %d → %d): planning again",
                          plan.destination, plan.ledger_revision, now)
                 plan = replan()
-        # the contacts waiting for a tag the ESP lost that this plan no longer gives them (they left its
-        # segment) wait no longer (a webhook resync's plan covers only its customers)
-        ledger.settle_lost(plan.destination, plan.ledger_revision,
-                           lambda: {c.key: c.add_tags for c in plan.changes}, whole=kind != "webhook")
         run_id = ledger.start_run(kind, plan.destination)
         counts = {**(data or {}), "planned": len(plan.changes), "skipped": len(plan.skipped), "ok": 0, "failed": 0}
+        try:  # the contacts waiting for a tag the ESP lost that this plan no longer gives them (they left its
+            # segment, or it is no longer mapped) wait no longer (a webhook resync's plan covers only its customers)
+            ledger.settle_lost(plan.destination, plan.ledger_revision,
+                               lambda: {c.key: c.add_tags for c in plan.changes}, whole=kind != "webhook",
+                               lock=(held.name, held.owner))
+        except Exception as exc:
+            ledger.finish_run(run_id, "failed", counts, error=str(exc))
+            raise
         errors: list[str] = []
         lost: list[str] = []  # what the destination lost since rfmsync pushed it (lost_in_destination)
         forgotten: set[tuple[str, str]] = set()  # and what the ledger forgot for it

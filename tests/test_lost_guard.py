@@ -211,3 +211,168 @@ def test_the_ledger_remembers_who_lost_a_tag_until_given_back_left_or_forgotten(
         assert ledger.state_revision("mc") == revision + 2  # nothing settled: no new revision
     finally:
         ledger.close()
+
+
+def waiting_ledger(url: str, holders: int = 300):
+    """A ledger whose "mc" destination lost "vip": ``holders`` contacts wait for it, 20 others hold "loyal"."""
+    from sync.ledger import Ledger
+
+    ledger = Ledger.connect(url)
+    ledger.save_states("mc", None, [PushedState(f"v{i:04d}@x", f"v{i}", frozenset({"vip"}), {})
+                                    for i in range(holders)]
+                       + [PushedState(f"l{i:04d}@x", f"l{i}", frozenset({"loyal"}), {}) for i in range(20)])
+    assert ledger.forget_lost("mc", [], ["vip"]) == {("tag", "vip"): holders}
+    return ledger
+
+
+@pytest.fixture
+def lost_rows_read():
+    """The rows every SELECT on lost_tags returns while the test runs (each run again on its connection)."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    read: list[int] = []
+
+    def note(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        if statement.lstrip().lower().startswith("select") and "lost_tags" in statement.lower():
+            again = conn.connection.cursor()
+            again.execute(statement, parameters)
+            read.append(len(again.fetchall()))
+            again.close()
+
+    event.listen(Engine, "after_cursor_execute", note)
+    yield read
+    event.remove(Engine, "after_cursor_execute", note)
+
+
+def test_a_save_reads_only_its_own_contacts_waiting_rows(ledger_url, lost_rows_read):
+    """review24 #2: a save while 300 contacts wait read all 300 rows in its write transaction (a repair in
+    500-row saves: quadratic); it reads one probe row and its own contacts' rows. Nothing waits: the probe only."""
+    ledger = waiting_ledger(ledger_url)
+    try:
+        lost_rows_read.clear()
+        ledger.save_states("mc", None, [PushedState("v0001@x", "v1", frozenset({"vip"}), {}),
+                                        PushedState("v0002@x", "v2", frozenset(), {"F": 1}),
+                                        PushedState("n0001@x", "n1", frozenset({"loyal"}), {})])
+        assert sum(lost_rows_read) <= 3, lost_rows_read  # the probe, v1's and v2's rows
+        assert len(ledger.lost_tags("mc")) == 299 and "v0001@x" not in ledger.lost_tags("mc")
+        ledger.save_states("mc", None, [PushedState(f"v{i:04d}@x", f"v{i}", frozenset({"vip"}), {})
+                                        for i in range(300)])
+        assert ledger.lost_tags("mc") == {}
+        lost_rows_read.clear()
+        ledger.save_states("mc", None, [PushedState("n0002@x", "n2", frozenset({"loyal"}), {})])
+        assert lost_rows_read == [0]  # nothing waits: one empty probe
+    finally:
+        ledger.close()
+
+
+def test_a_contact_deleted_in_the_esp_waits_no_longer(ledger_url):
+    """review24 #4: the apply saves a contact the ESP no longer holds as missing (it does not forget him): his
+    memory goes with it, so creating him again is a new contact, not a managed one given a lost tag back."""
+    ledger = waiting_ledger(ledger_url, holders=3)
+    try:
+        ledger.save_states("mc", None, [PushedState("v0000@x", "v0", frozenset(), {}, exists=False)])
+        assert set(ledger.lost_tags("mc")) == {"v0001@x", "v0002@x"}
+        state = ledger.load_state("mc")
+        again = Plan("mc", "mailchimp", (change("v0000@x", add={"vip"}),), (), ("loyal", "vip"), {}, 0)
+        stats = plan_stats(again, state, ledger.lost_tags("mc"))
+        assert (stats.changed, stats.restored, stats.managed) == (0, 0, 22)
+    finally:
+        ledger.close()
+
+
+def test_a_re_add_the_esp_refuses_ends_the_wait_a_transient_failure_does_not(ledger_url):
+    """review24 #3: a tag add the ESP refuses for good (consent withdrawn, unsubscribed) was remembered forever,
+    the guards counting the contact as changed on every run; a transient failure keeps him waiting."""
+    from sync.model import ItemResult
+    from sync.outcomes import OutcomeWriter
+
+    ledger = waiting_ledger(ledger_url, holders=4)
+    try:
+        revision = ledger.state_revision("mc")
+        writer = OutcomeWriter(ledger, "mc", ledger.start_run("sync", "mc"))
+        writer.submit([], [ItemResult("v0000@x", "tag+vip", False, "unsubscribed: not put on a list"),
+                           ItemResult("v0001@x", "tag+vip", False, "timed out", transient=True),
+                           ItemResult("v0002@x", "upsert", False, "refused"),
+                           ItemResult("l0000@x", "tag+vip", False, "refused")])
+        writer.close()
+        assert set(ledger.lost_tags("mc")) == {"v0001@x", "v0002@x", "v0003@x"}
+        assert ledger.state_revision("mc") == revision + 1  # the guards' count moved
+        assert {f["key"] for f in ledger.pending_failures("mc")} == {"v0000@x", "v0001@x", "v0002@x", "l0000@x"}
+    finally:
+        ledger.close()
+
+
+def test_settling_the_memory_confirms_the_lock(ledger_url):
+    """review24 #7: settle_lost deletes in a transaction that confirms the caller still holds the lock."""
+    from sync.errors import LockLostError
+
+    ledger = waiting_ledger(ledger_url, holders=2)
+    try:
+        ledger.acquire_lock("sync:mc", "other-run")
+        with pytest.raises(LockLostError):
+            ledger.settle_lost("mc", ledger.state_revision("mc"), lambda: {}, whole=True, lock=("sync:mc", "me"))
+        assert len(ledger.lost_tags("mc")) == 2
+        assert ledger.settle_lost("mc", ledger.state_revision("mc"), lambda: {}, whole=True,
+                                  lock=("sync:mc", "other-run")) == 2
+    finally:
+        ledger.close()
+
+
+def test_the_webhook_count_keeps_the_waiting_contacts_with_the_revision(ledger_url, lost_rows_read):
+    """review24 #1: while contacts wait for a lost tag, every webhook resync's count read all of them again; it is
+    kept with the revision and moved by the applied plan's own contacts, like the holding count."""
+    from sync.serve.managed import ManagedCounts
+
+    ledger = waiting_ledger(ledger_url, holders=30)
+    try:
+        managed, counts = ("loyal", "vip"), ManagedCounts()
+        revision = ledger.state_revision("mc")
+        assert counts.count(ledger, "mc", managed, revision) == (50, 50)  # 20 holding, 30 waiting: all read
+        lost_rows_read.clear()
+        assert counts.count(ledger, "mc", managed, revision) == (50, 0)
+        assert lost_rows_read == []  # not even the memory read again
+
+        # a resync's plan of 3 waiting contacts: one given vip back, one deleted in the ESP, one moved to loyal
+        keys = ["v0000@x", "v0001@x", "v0002@x"]
+        before, lost_before = ledger.load_states("mc", keys), ledger.lost_tags("mc", keys)
+        ledger.settle_lost("mc", revision, lambda: {"v0000@x": frozenset({"vip"}),
+                                                    "v0002@x": frozenset({"loyal"})}, whole=False)
+        ledger.save_states("mc", None, [PushedState("v0000@x", "v0", frozenset({"vip"}), {}),
+                                        PushedState("v0001@x", "v1", frozenset(), {}, exists=False),
+                                        PushedState("v0002@x", "v2", frozenset({"loyal"}), {})])
+        now = ledger.state_revision("mc")
+        counts.applied(ledger, "mc", managed, revision, before, ledger.load_states("mc", keys), now, lost_before,
+                       ledger.lost_tags("mc", keys))
+        assert counts.count(ledger, "mc", managed, now) == (49, 0)
+        assert ManagedCounts().count(ledger, "mc", managed, now)[0] == 49  # counted afresh: the same
+    finally:
+        ledger.close()
+
+
+@pytest.mark.parametrize("esp", ["unisender"], indirect=True)
+def test_holders_who_withdrew_consent_do_not_keep_the_guard_tripped(esp, make_rig, runs):
+    """review24 #3 end to end: 5 holders of the lost Unisender list withdrew consent and unsubscribed there;
+    Unisender refuses the list add for them (not an invitation) on every run. The first repair's refusal ends
+    their wait: the next plans no longer count them as managed contacts given the list back."""
+    rig = make_rig(**one_list_per_segment(esp))
+    rig.converge(AS_OF)
+    tag = most_held_list(rig.ledger, rig.dest.name, rig.plan(AS_OF)[0].plan.managed_tags)
+    delete_in_the_esp(esp, esp.field_name("Segment"), tag)
+    rig.sync(LATER)  # prepare creates the list again: the ledger forgets it and remembers its holders
+    victims = sorted(rig.ledger.lost_tags(rig.dest.name))[:5]
+    assert len(victims) == 5
+    for key in victims:
+        esp.fake.contacts[key]["status"] = "unsubscribed"
+        runs[LATER].con.execute("UPDATE contacts SET marketing_consent = 'no' WHERE lower(trim(email)) = ?", [key])
+    before = plan_stats(rig.plan(LATER)[0].plan, rig.ledger.load_state(rig.dest.name),
+                        rig.ledger.lost_tags(rig.dest.name))
+    assert before.restored >= 5
+    rig.sync(LATER)  # the repair: the others get it back, the victims' adds are refused
+    assert not set(victims) & set(rig.ledger.lost_tags(rig.dest.name))
+    plan = rig.plan(LATER)[0].plan
+    assert {c.key for c in plan.changes if tag in c.add_tags} == set(victims)  # still tried: refused again
+    stats = plan_stats(plan, rig.ledger.load_state(rig.dest.name), rig.ledger.lost_tags(rig.dest.name))
+    assert stats.restored == 0 and stats.changed == 0, stats
+    assert all(esp.managed_of(k, [tag]) == set() for k in victims)
+    assert not esp.violations()

@@ -63,7 +63,9 @@ class StateWriter(Protocol):
         ...
 
     def settle_lost(self, destination: str, revision: int, adds: Callable[[], Mapping[str, frozenset[str]]], *,
-                    whole: bool) -> int: ...
+                    whole: bool, lock: tuple[str, str] | None = None) -> int: ...
+
+    def refused_lost(self, destination: str, pairs: Iterable[tuple[str, str]]) -> int: ...
 
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
@@ -387,14 +389,16 @@ class PushedStates:
         return held
 
     def settle_lost(self, destination: str, revision: int, adds: Callable[[], Mapping[str, frozenset[str]]], *,
-                    whole: bool) -> int:
+                    whole: bool, lock: tuple[str, str] | None = None) -> int:
         """What :meth:`lost_tags` remembers, settled by a plan made at ``revision`` that is being applied (under
         the destination's lock): ``adds()``, the tags it adds by contact key (called only when there is memory to
         settle). A contact it changes without adding his lost tag back is no longer meant to have it (he left its
         segment); with ``whole`` (the plan covers every contact of the destination: not a webhook resync's), nor
         is one it leaves alone. Memory the plan could not see (made after ``revision``) stays; a tag the plan
-        adds stays until its outcome gives it back (:meth:`save_states`). Bumps the revision when it forgets
-        anything (the guards' count moved). Returns the (contact, tag) pairs forgotten."""
+        adds stays until its outcome gives it back (:meth:`save_states`) or the ESP refuses it for good
+        (:meth:`refused_lost`). Bumps the revision when it forgets anything (the guards' count moved). ``lock``:
+        ``(name, owner)`` of the lock the caller holds, confirmed in the transaction (:meth:`forget_lost`).
+        Returns the (contact, tag) pairs forgotten."""
         t = lost_tags
         query = select(t.c.key, t.c.tag).where(t.c.destination == destination, t.c.revision <= revision)
         with self._db.read() as conn:  # nothing remembered, the usual case: no write transaction
@@ -402,6 +406,8 @@ class PushedStates:
                 return 0
         plan_adds = adds()
         with self._db.write() as conn:
+            if lock is not None:
+                check_lock_held(conn, *lock)
             gone = [(key, tag) for key, tag in conn.execute(query).all()
                     if (tag not in plan_adds[key] if key in plan_adds else whole)]
             if not gone:
@@ -409,7 +415,28 @@ class PushedStates:
             _delete_lost(conn, destination, gone)
             new = self._bump_revision(conn, destination)
         self._written.note(destination, new, 0)
-        log.info("ledger: %d contacts of %s no longer wait for a tag the ESP lost (they left its segment)",
+        log.info("ledger: %d contacts of %s no longer wait for a tag the ESP lost (the plan no longer gives it "
+                 "to them)", len({key for key, _ in gone}), destination)
+        return len(gone)
+
+    def refused_lost(self, destination: str, pairs: Iterable[tuple[str, str]]) -> int:
+        """``(key, tag)``: adds of a tag an apply's outcome says the ESP refused for good (a failure that is not
+        :attr:`~sync.model.ItemResult.transient`: consent withdrawn, unsubscribed, a contact it will not take):
+        the contacts waiting to be given it back (:meth:`lost_tags`) wait no longer, or the plan guards would
+        count them as changed on every run while the ESP keeps refusing. A transient failure keeps them waiting.
+        Bumps the revision when it forgets anything. Returns the pairs forgotten."""
+        wanted = set(pairs)
+        if not wanted:
+            return 0
+        with self._db.read() as conn:  # nothing remembered, the usual case: one probe
+            gone = [p for p in _lost_of(conn, destination, sorted({key for key, _ in wanted})) if p in wanted]
+        if not gone:
+            return 0
+        with self._db.write() as conn:
+            _delete_lost(conn, destination, gone)
+            new = self._bump_revision(conn, destination)
+        self._written.note(destination, new, 0)
+        log.info("ledger: %d contacts of %s no longer wait for a tag the ESP lost (it refused to take it back)",
                  len({key for key, _ in gone}), destination)
         return len(gone)
 
@@ -440,19 +467,36 @@ def _delete_lost(conn: Connection, destination: str, pairs: list[tuple[str, str]
                          [(destination, key, tag) for key, tag in pairs])
 
 
+def _lost_of(conn: Connection, destination: str, keys: list[str]) -> list[tuple[str, str]]:
+    """The ``(key, tag)`` :meth:`PushedStates.lost_tags` remembers for these contacts of ``destination``: one
+    indexed probe, empty but while a lost tag waits to be given back (the usual case: nothing else read), then
+    only these keys' rows (chunked ``IN``; PostgreSQL: ``= ANY``), never the destination's other waiting rows.
+    The driver's own statements: no compile per save."""
+    pg = conn.dialect.name == "postgresql"
+    mark = "%s" if pg else "?"
+    if conn.exec_driver_sql(f"SELECT 1 FROM lost_tags WHERE destination = {mark} LIMIT 1",
+                            (destination,)).first() is None:
+        return []
+    query = f"SELECT key, tag FROM lost_tags WHERE destination = {mark} AND key "
+    if pg:
+        return [(key, tag) for key, tag in conn.exec_driver_sql(query + "= ANY(%s)", (destination, keys))]
+    return [(key, tag) for chunk in chunks(keys, 900)
+            for key, tag in conn.exec_driver_sql(query + f"IN ({', '.join('?' * len(chunk))})", (destination, *chunk))]
+
+
 def _given_back(conn: Connection, destination: str, rows: dict[str, tuple[str, str | None, str, Any, bool]]) -> None:
     """In :meth:`PushedStates.save_states`' transaction: the contacts saved holding a tag the ledger remembers
-    they had lost (:meth:`PushedStates.lost_tags`) were given it back: forgotten. One indexed read, empty but
-    while a lost tag waits to be given back."""
-    mark = "%s" if conn.dialect.name == "postgresql" else "?"  # the driver's own statement: no compile per save
-    found = conn.exec_driver_sql(f"SELECT key, tag FROM lost_tags WHERE destination = {mark}", (destination,)).all()
+    they had lost (:meth:`PushedStates.lost_tags`) were given it back, and those saved missing in the ESP
+    (deleted there: the next plan creates them again, a new contact) wait for nothing: forgotten."""
+    found = _lost_of(conn, destination, list(rows))
     if not found:
         return
     decoded: dict[str, frozenset[str]] = {}
     back = []
     for key, tag in found:
-        row = rows.get(key)
-        if row is None:
+        row = rows[key]
+        if not row[4]:  # not in the destination any more
+            back.append((key, tag))
             continue
         tags = decoded.get(row[2])
         if tags is None:
