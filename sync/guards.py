@@ -48,7 +48,7 @@ class DataStats:
 
 @dataclass(frozen=True)
 class PlanStats:
-    managed: int  # contacts that hold at least one managed tag/list now (ledger)
+    managed: int  # contacts that hold at least one managed tag/list now, or wait for one the ESP lost (ledger)
     removed: int  # of those, the ones the plan leaves without any managed tag/list
     changed: int  # of those, the ones the plan really changes (managed tags or field values)
     restored: int = 0  # of those changed, the ones it gives back a tag the ESP lost (the ledger remembers)
