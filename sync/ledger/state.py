@@ -374,13 +374,12 @@ class PushedStates:
                                  [(new_tags, new_fields, revision, destination, key)
                                   for new_tags, new_fields, key in out])
             # and who lost which tag, until it is given back (the plan guards count adding it back: lost_tags)
-            taken = [{"destination": destination, "key": key, "tag": tag, "revision": revision}
+            taken = [(destination, key, tag, revision)
                      for key, tag_text, _ in rows for tag in kept_tags[tag_text][1] if (key, tag) not in leaving]
-            if taken:
-                ins = self._db.insert(lost_tags)
-                conn.execute(ins.on_conflict_do_update(
-                    index_elements=[lost_tags.c.destination, lost_tags.c.key, lost_tags.c.tag],
-                    set_={"revision": ins.excluded.revision}), taken)
+            if taken:  # the driver's own statement too (SQLite and PostgreSQL spell the upsert alike)
+                conn.exec_driver_sql(f"INSERT INTO lost_tags (destination, key, tag, revision) VALUES ({mark}, "
+                                     f"{mark}, {mark}, {mark}) ON CONFLICT (destination, key, tag) DO UPDATE SET "
+                                     "revision = excluded.revision", taken)
         self._written.note(destination, revision, len(out))
         held = {what: held[what] for what in [*(("field", n) for n in fields), *(("tag", n) for n in tags)]
                 if what in held}  # fields first, in the order asked
