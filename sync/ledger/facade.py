@@ -168,6 +168,9 @@ class Ledger:
     save_states = _Via("state", PushedStates.save_states)
     forget = _Via("state", PushedStates.forget)
     forget_lost = _Via("state", PushedStates.forget_lost)
+    lost_tags = _Via("state", PushedStates.lost_tags)
+    settle_lost = _Via("state", PushedStates.settle_lost)
+    refused_lost = _Via("state", PushedStates.refused_lost)
     state_revision = _Via("state", PushedStates.state_revision)
     customer_states = _Via("state", PushedStates.customer_states)
 
