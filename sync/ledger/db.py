@@ -8,6 +8,12 @@ pysqlite's own implicit transaction handling is switched off so that SQLAlchemy 
 ``BEGIN`` itself, ``BEGIN IMMEDIATE`` for writing transactions (the write lock is taken
 up front, so two processes queue on ``busy_timeout`` instead of failing half-way).
 PostgreSQL: psycopg 3 with ``pool_pre_ping``; schema changes take an advisory lock.
+
+Bad days: a SQLite path that cannot be a ledger (a folder, not a SQLite file, another program's database) is
+refused before anything is written to it (:func:`check_sqlite_path`), as is a database holding tables of the
+ledger's names without its ``schema_version`` (:func:`migrate`); a database failure under a read or write (disk
+full, read-only, damaged, locked too long, connection lost) becomes a :class:`~sync.errors.LedgerError` naming
+the ledger and what to do (:func:`ledger_failure`), never the statement and its values.
 """
 
 from __future__ import annotations
@@ -22,16 +28,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
-from sqlalchemy import create_engine, event, insert, text
+from sqlalchemy import create_engine, event, insert, inspect, text
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.schema import Table
 
-from ..errors import ConfigError
-from .schema import LATEST_VERSION, MIGRATIONS, create_version_table, current_version, schema_version
+from ..errors import ConfigError, LedgerError
+from .schema import LATEST_VERSION, MIGRATIONS, TABLES, create_version_table, current_version, schema_version
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +98,8 @@ def build_engine(url: URL) -> Engine:
     kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}}
     if is_memory(url):
         kwargs["poolclass"] = StaticPool
-    elif url.database:
-        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    else:
+        check_sqlite_path(url)
     engine = create_engine(url, **kwargs)
     memory = is_memory(url)
 
@@ -115,6 +121,103 @@ def build_engine(url: URL) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
 
     return engine
+
+
+_WHERE = "point [ledger] url (or RFMSYNC_LEDGER_URL) at"
+
+
+def not_a_ledger(shown: str, tables: Sequence[str]) -> ConfigError:
+    listed = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+    return ConfigError(f"ledger {shown} holds tables ({listed}) but no rfmsync schema_version: it is not an "
+                       f"rfmsync ledger (another program's database?) and was left as it is; {_WHERE} a new "
+                       "file, or an empty database or schema")
+
+
+def check_sqlite_path(url: URL) -> None:
+    """Refuse a SQLite ledger path that cannot be a ledger, before the engine switches the file to WAL (a change
+    written into the file) or migrates it: a folder, a file that is not a SQLite database (or is damaged there),
+    another program's database (tables, no ``schema_version``). The folder of a new file is created."""
+    if not url.database or url.database.startswith("file:"):  # a URI filename: SQLite's own options
+        return
+    path = Path(url.database).expanduser()
+    shown = safe_url(url)
+    if path.is_dir():
+        raise ConfigError(f"ledger {shown}: {path} is a folder, not a database file; {_WHERE} a file in it, "
+                          f"e.g. sqlite:///{path / 'rfmsync.db'}")
+    if not path.exists():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"ledger {shown}: cannot create its folder {path.parent} ({exc.strerror}); "
+                              f"{_WHERE} a file in a folder rfmsync may write") from None
+        return
+    try:
+        # read-write (never created: mode=rw): a read-only connection to a WAL file leaves its -wal and -shm behind
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)
+        try:
+            tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        if getattr(exc, "sqlite_errorname", "") in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+            raise ConfigError(f"ledger {shown}: {path} is not a SQLite database, or a damaged one ({exc}); "
+                              f"restore the ledger from a backup, or {_WHERE} another file (nothing was "
+                              "written to this one)") from None
+        return  # anything else (no access, a locked file): the engine's open reports it
+    tables = [t for t in tables if not t.startswith("sqlite_")]
+    if tables and "schema_version" not in tables:
+        raise not_a_ledger(shown, tables)
+
+
+#: SQLite's result codes (``sqlite_errorname`` without its extended part) → (what to do, transient)
+_SQLITE_FAILURES: dict[str, tuple[str, bool]] = {
+    "SQLITE_FULL": ("the disk is full (or the file reached its size limit): free space, then run again", False),
+    "SQLITE_BUSY": ("another process held the ledger's write lock for longer than the busy timeout "
+                    f"({BUSY_TIMEOUT_MS // 1000} s): a long run, or a `sqlite3` shell left in a transaction; "
+                    "try again later", True),
+    "SQLITE_LOCKED": ("the database is locked: try again later", True),
+    "SQLITE_READONLY": ("rfmsync cannot write it: it needs write access to the file and to its folder (SQLite "
+                        "writes the -wal and -shm files beside it)", False),
+    "SQLITE_CANTOPEN": ("rfmsync cannot open it: it needs read and write access to the file and to its folder "
+                        "(SQLite writes the -wal and -shm files beside it)", False),
+    "SQLITE_PERM": ("access denied: rfmsync needs write access to the file and to its folder", False),
+    "SQLITE_CORRUPT": ("the file is damaged: restore it from a backup, or move it aside (a new ledger plans "
+                       "every contact as new)", False),
+    "SQLITE_NOTADB": ("the file is not a SQLite database (any more): restore it from a backup", False),
+    "SQLITE_IOERR": ("an I/O error: check the disk (a ledger on a network share is not supported)", False),
+}
+_LOST = ("the connection to the PostgreSQL server was lost (a restart or a failover): run again", True)
+#: psycopg's error classes (a failure of PostgreSQL's, not of the statement) → (what to do, transient)
+_PG_FAILURES: dict[str, tuple[str, bool]] = {
+    "AdminShutdown": _LOST, "CrashShutdown": _LOST, "CannotConnectNow": _LOST,
+    "QueryCanceled": ("a statement was cancelled (its statement_timeout, or an administrator): run again; "
+                      "if it recurs, raise the role's statement_timeout", True),
+    "DiskFull": ("the database server's disk is full: free space, then run again", False),
+    "ReadOnlySqlTransaction": ("the server only reads (a standby, or default_transaction_read_only): point "
+                               "the ledger URL at the primary", True),
+}
+
+
+def ledger_failure(exc: BaseException, url: URL) -> LedgerError | None:
+    """The :class:`LedgerError` for a database failure under a ledger operation (the database's one-line reason,
+    the ledger named with its password hidden, what to do); None for anything else (a constraint, a bug)."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    if isinstance(orig, sqlite3.Error):
+        if not isinstance(orig, sqlite3.OperationalError) and type(orig) is not sqlite3.DatabaseError:
+            return None  # IntegrityError, ProgrammingError...: the statement's fault, not the database's
+        code = str(getattr(orig, "sqlite_errorname", "") or "")
+        hint, transient = _SQLITE_FAILURES.get("_".join(code.split("_")[:2]), ("", False))
+    elif type(orig).__module__.startswith("psycopg"):
+        names = {c.__name__ for c in type(orig).__mro__}
+        found = next((_PG_FAILURES[n] for n in names if n in _PG_FAILURES), None)
+        if found is None and "OperationalError" not in names:
+            return None
+        lost = isinstance(exc, DBAPIError) and exc.connection_invalidated or "OperationalError" in names
+        hint, transient = found or (_LOST if lost else ("", False))
+    else:
+        return None
+    reason = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    return LedgerError(f"ledger {safe_url(url)}: {reason}" + (f"; {hint}" if hint else ""), transient=transient)
 
 
 def _switch_to_wal(cur: Any) -> None:
@@ -165,6 +268,9 @@ def migrate(engine: Engine, now: Callable[[], datetime], target: int | None = No
                 f"(version {LATEST_VERSION}); upgrade rfmsync"
             )
         if before == 0:
+            taken = set(inspect(conn).get_table_names()) & set(TABLES.tables)
+            if taken:  # create_all would take them as they are: another program's tables of these names
+                raise not_a_ledger(safe_url(engine.url), sorted(taken))
             create_version_table(conn)
         after = before
         for step in MIGRATIONS:
@@ -231,10 +337,21 @@ class LedgerDB:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        with self._writer, transaction(self.engine, write=True) as conn:
+        with self._failures(), self._writer, transaction(self.engine, write=True) as conn:
             yield conn
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        with transaction(self.engine, write=False) as conn:
+        with self._failures(), transaction(self.engine, write=False) as conn:
             yield conn
+
+    @contextmanager
+    def _failures(self) -> Iterator[None]:
+        """A database failure in the transaction (also at its BEGIN or COMMIT) as a :class:`LedgerError`."""
+        try:
+            yield
+        except Exception as exc:
+            failure = ledger_failure(exc, self.engine.url)
+            if failure is None:
+                raise
+            raise failure from exc

@@ -1,0 +1,231 @@
+"""The ledger's bad days: a path that cannot be a ledger, another program's database, the disk full in the middle
+of an apply, the PostgreSQL connection lost or a statement cancelled while the apply writes its outcomes.
+
+Each is refused or stopped with one clear error that names the ledger (its password hidden) and says what to do,
+never the SQL statement and its values; nothing is written into a file that is not a ledger; an apply whose
+outcomes cannot be recorded stops starting calls, records the run as failed and releases its lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import make_url
+
+from sync.cli.main import exit_code
+from sync.engine import execute_plan
+from sync.errors import ConfigError, LedgerError
+from sync.ledger import Ledger
+
+try:
+    from tests import ledger_fixtures
+    from tests.test_engine_lock import Paced, plan_of
+except ImportError:  # tests/ itself on sys.path
+    import ledger_fixtures  # type: ignore
+    from test_engine_lock import Paced, plan_of  # type: ignore
+
+ledger_url = ledger_fixtures.ledger_url  # the fixture: a SQLite file, or a PostgreSQL schema
+_pg_admin = ledger_fixtures._pg_admin
+
+
+def _folder_state(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(folder.iterdir())}
+
+
+def _ledger_file(tmp_path: Path) -> Path:
+    Ledger.connect(f"sqlite:///{tmp_path / 'ledger.db'}").close()
+    return tmp_path / "ledger.db"
+
+
+def _make_random(tmp_path: Path) -> Path:
+    (tmp_path / "random.db").write_bytes(os.urandom(8192))
+    return tmp_path / "random.db"
+
+
+def _make_truncated(tmp_path: Path) -> Path:
+    whole = _ledger_file(tmp_path).read_bytes()
+    (tmp_path / "ledger.db").unlink()
+    (tmp_path / "truncated.db").write_bytes(whole[:len(whole) // 2])
+    return tmp_path / "truncated.db"
+
+
+def _make_sqlite(tmp_path: Path, ddl: str) -> Path:
+    with sqlite3.connect(tmp_path / "other.db") as con:  # a rollback-journal file, as most programs keep
+        con.execute(ddl)
+        con.execute("INSERT INTO " + ddl.split()[2] + " DEFAULT VALUES")
+    return tmp_path / "other.db"
+
+
+def _make_in_a_file(tmp_path: Path) -> Path:
+    (tmp_path / "notes").write_text("x")
+    return tmp_path / "notes" / "rfmsync.db"
+
+
+CANNOT_BE_A_LEDGER = {
+    "a folder": (lambda tmp: (tmp / "ledger.db").mkdir() or tmp / "ledger.db", "is a folder, not a database file"),
+    "random bytes": (_make_random, "is not a SQLite database, or a damaged one"),
+    "a truncated ledger": (_make_truncated, "is not a SQLite database, or a damaged one"),
+    "another program's database": (
+        lambda tmp: _make_sqlite(tmp, "CREATE TABLE orders (id INTEGER PRIMARY KEY, total TEXT)"),
+        "holds tables (orders) but no rfmsync schema_version"),
+    "a pushed_state table of another shape": (
+        lambda tmp: _make_sqlite(tmp, "CREATE TABLE pushed_state (id INTEGER PRIMARY KEY, who TEXT)"),
+        "holds tables (pushed_state) but no rfmsync schema_version"),
+    "a folder that is a file": (_make_in_a_file, "cannot create its folder"),
+}
+
+
+@pytest.mark.parametrize("case", list(CANNOT_BE_A_LEDGER))
+def test_a_path_that_cannot_be_a_ledger_is_refused_naming_it_and_is_left_as_it_was(tmp_path: Path,
+                                                                                    case: str) -> None:
+    make, says = CANNOT_BE_A_LEDGER[case]
+    path = make(tmp_path)
+    before = _folder_state(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        Ledger.connect(f"sqlite:///{path}")
+    message = str(err.value)
+    assert str(path) in message and says in message
+    assert "point [ledger] url (or RFMSYNC_LEDGER_URL) at" in message  # what to do
+    assert "\n" not in message and "[SQL" not in message
+    assert _folder_state(tmp_path) == before  # not switched to WAL, no table added, no -wal/-shm left beside it
+
+
+def test_a_database_holding_tables_of_the_ledgers_names_but_no_schema_version_is_left_as_it_was(
+        ledger_url: str) -> None:
+    """PostgreSQL too: another program's ``runs`` table in the schema is not taken for the ledger's (the first
+    migration's CREATE would skip it and every later run would write into it)."""
+    if ledger_url.startswith("sqlite"):
+        Path(make_url(ledger_url).database).parent.mkdir()
+    other = create_engine(ledger_url)
+    with other.begin() as conn:
+        conn.execute(text("CREATE TABLE runs (id INTEGER PRIMARY KEY, job TEXT)"))
+    try:
+        with pytest.raises(ConfigError, match=r"holds tables \(runs\) but no rfmsync schema_version"):
+            Ledger.connect(ledger_url)
+        with other.connect() as conn:
+            tables = set(conn.dialect.get_table_names(conn))
+        assert tables == {"runs"}
+    finally:
+        other.dispose()
+
+
+def test_the_disk_full_in_the_middle_of_an_apply_stops_it_with_one_clear_error(tmp_path: Path) -> None:
+    """The outcome writer's save fails with SQLITE_FULL (the file may not grow: ``max_page_count`` on every
+    connection of the ledger, the size a full disk leaves it) after the ESP answered: the apply starts no further
+    call, the error names the ledger file and says what to do, the run is recorded as failed with that line, the
+    lock is released, and the ledger holds no contact the ESP did not answer (the rest are planned again)."""
+    path = tmp_path / "rfmsync.db"
+    led = Ledger.connect(f"sqlite:///{path}")
+    full_at: list[int] = []
+
+    @event.listens_for(led._engine, "checkout")
+    def _disk_size(dbapi_conn, _record, _proxy) -> None:
+        if full_at:
+            dbapi_conn.execute(f"PRAGMA max_page_count = {full_at[0]}")
+
+    def disk_fills(i: int) -> None:
+        if i == 200:
+            with sqlite3.connect(path) as con:
+                full_at.append(con.execute("PRAGMA page_count").fetchone()[0])
+
+    client = Paced(0.0005, disk_fills)
+    plan = plan_of(2000)
+    with pytest.raises(LedgerError) as err:
+        execute_plan(plan, client, led)
+    message = str(err.value)
+    assert message == (f"ledger sqlite:///{path}: database or disk is full; the disk is full (or the file reached "
+                       "its size limit): free space, then run again")
+    assert exit_code(err.value) == 74
+    assert 200 < client.answered < 1000  # stopped soon after the first write that failed
+    full_at.clear()
+    (run,) = led.recent_runs()
+    assert (run["status"], run["error"]) == ("failed", message)
+    assert led.lock_holder("sync:dest") is None
+    answered = {c.key for c in plan.changes[:client.answered]}
+    assert set(led.load_state("dest")) <= answered
+    led.close()
+
+
+def _pg_block_the_writer(ledger_url: str, then) -> None:  # noqa: ANN001 - then(admin connection)
+    """Hold ``state_revisions`` locked until the apply's next save waits on it, ``then(admin)``, release it."""
+    import psycopg
+
+    u = make_url(ledger_url)
+    with psycopg.connect(host=u.host, port=u.port, user=u.username, password=u.password, dbname=u.database,
+                         options=u.query["options"], connect_timeout=10) as blocker:
+        blocker.execute("LOCK TABLE state_revisions IN ACCESS EXCLUSIVE MODE")
+        with _pg_admin(ledger_url.split("?")[0]) as admin:
+            deadline = time.monotonic() + 20
+            while not admin.execute("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                    "AND datname = current_database() AND pid <> %s",
+                                    (blocker.info.backend_pid,)).fetchall():
+                assert time.monotonic() < deadline, "the apply's writer never waited on the lock"
+                time.sleep(0.02)
+            then(admin)
+        blocker.rollback()
+
+
+PG_FAILURES = {
+    # a failover or an administrator ends the writer's session in the middle of its transaction
+    "connection lost": ("", ("terminating connection due to administrator command",
+                             "; the connection to the PostgreSQL server was lost (a restart or a failover): run again")),
+    # the role's statement_timeout cancels the writer's statement
+    "statement timeout": (" -cstatement_timeout=300", ("canceling statement due to statement timeout",
+                                                       "; a statement was cancelled (its statement_timeout")),
+}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("case", list(PG_FAILURES))
+def test_postgresql_failing_under_the_apply_stops_it_with_one_clear_error_and_releases_the_lock(
+        ledger_url: str, case: str) -> None:
+    if not ledger_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only")
+    options, says = PG_FAILURES[case]
+    url = make_url(ledger_url)
+    url = url.update_query_dict({"options": url.query["options"] + options})
+    led = Ledger.connect(url.render_as_string(hide_password=False))
+
+    def end_the_writers_session(admin) -> None:  # noqa: ANN001
+        if not options:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                          "AND datname = current_database() AND usename = %s", (url.username,))
+        else:
+            time.sleep(0.5)  # the timeout cancels the waiting statement meanwhile
+
+    def during(i: int) -> None:  # the calls go on meanwhile: the writer has outcomes to write
+        if i == 200:
+            blocker.start()
+
+    trouble: list[BaseException] = []
+
+    def block() -> None:
+        try:
+            _pg_block_the_writer(url.render_as_string(hide_password=False), end_the_writers_session)
+        except BaseException as exc:  # noqa: BLE001 - asserted on the test's thread
+            trouble.append(exc)
+
+    blocker = threading.Thread(target=block)
+    client = Paced(0.001, during)
+    with pytest.raises(LedgerError) as err:
+        execute_plan(plan_of(4000), client, led)
+    blocker.join()
+    assert not trouble
+    message = str(err.value)
+    assert message.startswith(f"ledger {url.render_as_string(hide_password=True)}: ")
+    assert all(part in message for part in says)
+    assert url.password not in message and "[SQL" not in message and "INSERT" not in message
+    assert err.value.transient and exit_code(err.value) == 75
+    assert client.answered < 4000  # stopped at the next call's outcomes
+    (run,) = led.recent_runs()
+    assert (run["status"], run["error"]) == ("failed", message)
+    assert led.lock_holder("sync:dest") is None  # the next run is not kept out for the lock's hour
+    led.close()
