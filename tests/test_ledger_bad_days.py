@@ -98,6 +98,24 @@ def test_a_path_that_cannot_be_a_ledger_is_refused_naming_it_and_is_left_as_it_w
     assert _folder_state(tmp_path) == before  # not switched to WAL, no table added, no -wal/-shm left beside it
 
 
+def test_a_ledger_another_process_keeps_write_locked_still_opens_and_reads(tmp_path: Path) -> None:
+    """Opening a ledger that needs no migration takes no write lock: a ``sqlite3`` shell left in ``BEGIN
+    EXCLUSIVE`` (WAL: it keeps writers out, never readers) does not keep ``plan`` or ``report`` from reading.
+    On main every open took the write lock for its migration check and failed after the 30 s busy timeout."""
+    path = _ledger_file(tmp_path)
+    with Ledger.connect(f"sqlite:///{path}") as led:
+        led.set_cursor("shop", "orders", "2025-02-28")
+    shell = sqlite3.connect(path, isolation_level=None)
+    try:
+        shell.execute("BEGIN EXCLUSIVE")
+        shell.execute("UPDATE cursors SET value = 'not committed'")
+        with Ledger.connect(f"sqlite:///{path}") as led:
+            assert led.get_cursor("shop", "orders") == "2025-02-28"
+            assert led.load_state("dest") == {}
+    finally:
+        shell.close()
+
+
 def test_a_database_holding_tables_of_the_ledgers_names_but_no_schema_version_is_left_as_it_was(
         ledger_url: str) -> None:
     """PostgreSQL too: another program's ``runs`` table in the schema is not taken for the ledger's (the first
@@ -176,7 +194,7 @@ def _pg_block_the_writer(ledger_url: str, then) -> None:  # noqa: ANN001 - then(
 PG_FAILURES = {
     # a failover or an administrator ends the writer's session in the middle of its transaction
     "connection lost": ("", ("terminating connection due to administrator command",
-                             "; the connection to the PostgreSQL server was lost (a restart or a failover): run again")),
+                             "; the connection to the PostgreSQL server was lost (a restart or a failover)")),
     # the role's statement_timeout cancels the writer's statement
     "statement timeout": (" -cstatement_timeout=300", ("canceling statement due to statement timeout",
                                                        "; a statement was cancelled (its statement_timeout")),

@@ -220,6 +220,19 @@ def ledger_failure(exc: BaseException, url: URL) -> LedgerError | None:
     return LedgerError(f"ledger {safe_url(url)}: {reason}" + (f"; {hint}" if hint else ""), transient=transient)
 
 
+def open_failure(exc: DBAPIError, url: URL) -> ConfigError | LedgerError:
+    """The error for a ledger that could not be opened: a SQLite file locked by another process past the busy
+    timeout is a :class:`LedgerError` (exit 75, try later); anything else (unreachable, bad credentials, no
+    permission, read-only, damaged) a :class:`ConfigError` naming the ledger, with what to do when known."""
+    failure = ledger_failure(exc, url)
+    if failure is not None and failure.transient and isinstance(exc.orig, sqlite3.Error):
+        return failure
+    if failure is not None:
+        return ConfigError(f"cannot open {failure}")
+    reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
+    return ConfigError(f"cannot open ledger {safe_url(url)}: {reason}")
+
+
 def _switch_to_wal(cur: Any) -> None:
     """``PRAGMA journal_mode = WAL``, retried while another connection holds the file.
 
@@ -253,20 +266,22 @@ def transaction(engine: Engine, *, write: bool) -> Iterator[Connection]:
 def migrate(engine: Engine, now: Callable[[], datetime], target: int | None = None) -> tuple[int, int]:
     """Apply pending migrations up to ``target`` (default: latest) in one transaction.
 
-    Returns (version before, version after). Safe when several processes start at once:
-    SQLite serialises on BEGIN IMMEDIATE, PostgreSQL on an advisory transaction lock.
+    Returns (version before, version after). The version is read first in a read transaction: a ledger that needs
+    no step opens without the write lock (a command opening it never waits for, nor fails on, a writer of
+    another process). Safe when several processes start at once: SQLite serialises on BEGIN IMMEDIATE,
+    PostgreSQL on an advisory transaction lock, and the version is read again under them.
     """
     target = LATEST_VERSION if target is None else target
-    with transaction(engine, write=True) as conn:
+    with transaction(engine, write=False) as conn:
         if conn.dialect.name == "postgresql":
             _check_encoding(conn, engine.url)
+        before = _known_version(conn, engine.url)
+    if before and before >= target:
+        return before, before
+    with transaction(engine, write=True) as conn:
+        if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
-        before = current_version(conn)
-        if before > LATEST_VERSION:
-            raise ConfigError(
-                f"ledger schema is version {before}, newer than this rfmsync understands "
-                f"(version {LATEST_VERSION}); upgrade rfmsync"
-            )
+        before = _known_version(conn, engine.url)
         if before == 0:
             taken = set(inspect(conn).get_table_names()) & set(TABLES.tables)
             if taken:  # create_all would take them as they are: another program's tables of these names
@@ -281,6 +296,17 @@ def migrate(engine: Engine, now: Callable[[], datetime], target: int | None = No
                     version=step.version, description=step.description, applied_at=now()))
                 after = step.version
     return before, after
+
+
+def _known_version(conn: Connection, url: URL) -> int:
+    """The ledger's schema version; a ledger written by a newer rfmsync is refused, never migrated or used."""
+    version = current_version(conn)
+    if version > LATEST_VERSION:
+        raise ConfigError(
+            f"ledger {safe_url(url)}: its schema is version {version}, newer than this rfmsync understands "
+            f"(version {LATEST_VERSION}): it was written by a newer rfmsync; upgrade rfmsync (it was left as it is)"
+        )
+    return version
 
 
 def _check_encoding(conn: Connection, url: URL) -> None:
