@@ -172,23 +172,46 @@ def test_the_disk_full_in_the_middle_of_an_apply_stops_it_with_one_clear_error(t
     led.close()
 
 
-def _pg_block_the_writer(ledger_url: str, then) -> None:  # noqa: ANN001 - then(admin connection)
-    """Hold ``state_revisions`` locked until the apply's next save waits on it, ``then(admin)``, release it."""
-    import psycopg
+class PgBlock:
+    """Locks ``table`` now (a session of the test's own); a thread then waits until a session of the code under
+    test waits on it, calls ``then(admin connection)`` and lets go. ``join()`` re-raises what went wrong there."""
 
-    u = make_url(ledger_url)
-    with psycopg.connect(host=u.host, port=u.port, user=u.username, password=u.password, dbname=u.database,
-                         options=u.query["options"], connect_timeout=10) as blocker:
-        blocker.execute("LOCK TABLE state_revisions IN ACCESS EXCLUSIVE MODE")
-        with _pg_admin(ledger_url.split("?")[0]) as admin:
-            deadline = time.monotonic() + 20
-            while not admin.execute("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                    "AND datname = current_database() AND pid <> %s",
-                                    (blocker.info.backend_pid,)).fetchall():
-                assert time.monotonic() < deadline, "the apply's writer never waited on the lock"
-                time.sleep(0.02)
-            then(admin)
-        blocker.rollback()
+    def __init__(self, ledger_url: str, table: str, then) -> None:  # noqa: ANN001 - then(admin connection)
+        import psycopg
+
+        u = make_url(ledger_url)
+        self._base, self._then, self._trouble = ledger_url.split("?")[0], then, []
+        self._blocker = psycopg.connect(host=u.host, port=u.port, user=u.username, password=u.password,
+                                        dbname=u.database, options=u.query["options"], connect_timeout=10)
+        self._blocker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        self._thread = threading.Thread(target=self._run)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            with _pg_admin(self._base) as admin:
+                deadline = time.monotonic() + 20
+                while not admin.execute("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                        "AND datname = current_database() AND pid <> %s",
+                                        (self._blocker.info.backend_pid,)).fetchall():
+                    assert time.monotonic() < deadline, "nothing waited on the locked table"
+                    time.sleep(0.02)
+                self._then(admin)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by join() on the test's thread
+            self._trouble.append(exc)
+        finally:
+            self._blocker.close()
+
+    def join(self) -> None:
+        self._thread.join()
+        if self._trouble:
+            raise self._trouble[0]
+
+
+def _terminate_the_waiting_session(admin) -> None:  # noqa: ANN001
+    admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                  "AND datname = current_database() AND usename = current_user AND pid <> pg_backend_pid() "
+                  "AND query NOT LIKE 'LOCK TABLE%'")
 
 
 PG_FAILURES = {
@@ -214,29 +237,21 @@ def test_postgresql_failing_under_the_apply_stops_it_with_one_clear_error_and_re
 
     def end_the_writers_session(admin) -> None:  # noqa: ANN001
         if not options:
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                          "AND datname = current_database() AND usename = %s", (url.username,))
+            _terminate_the_waiting_session(admin)
         else:
             time.sleep(0.5)  # the timeout cancels the waiting statement meanwhile
 
+    blocks: list[PgBlock] = []
+
     def during(i: int) -> None:  # the calls go on meanwhile: the writer has outcomes to write
         if i == 200:
-            blocker.start()
+            blocks.append(PgBlock(url.render_as_string(hide_password=False), "state_revisions",
+                                  end_the_writers_session))
 
-    trouble: list[BaseException] = []
-
-    def block() -> None:
-        try:
-            _pg_block_the_writer(url.render_as_string(hide_password=False), end_the_writers_session)
-        except BaseException as exc:  # noqa: BLE001 - asserted on the test's thread
-            trouble.append(exc)
-
-    blocker = threading.Thread(target=block)
     client = Paced(0.001, during)
     with pytest.raises(LedgerError) as err:
         execute_plan(plan_of(4000), client, led)
-    blocker.join()
-    assert not trouble
+    blocks[0].join()
     message = str(err.value)
     assert message.startswith(f"ledger {url.render_as_string(hide_password=True)}: ")
     assert all(part in message for part in says)
@@ -246,4 +261,27 @@ def test_postgresql_failing_under_the_apply_stops_it_with_one_clear_error_and_re
     (run,) = led.recent_runs()
     assert (run["status"], run["error"]) == ("failed", message)
     assert led.lock_holder("sync:dest") is None  # the next run is not kept out for the lock's hour
+    led.close()
+
+
+@pytest.mark.postgres
+def test_a_connection_lost_while_the_lock_is_released_does_not_leave_it_held(ledger_url: str) -> None:
+    """The session that deletes the destination's lock row at the end of a run is terminated (a failover): the
+    release is tried again on a new connection. On main the lock stayed held for its TTL (an hour), keeping out
+    every run of that destination, and the next resyncs of a ``serve`` still alive (never taken over), and the
+    run that had succeeded ended with the connection's error, its SQL statement included."""
+    if not ledger_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only")
+    led = Ledger.connect(ledger_url)
+    blocks: list[PgBlock] = []
+
+    def during(i: int) -> None:
+        if i == 49:  # the last call: the release comes next
+            blocks.append(PgBlock(ledger_url, "locks", _terminate_the_waiting_session))
+
+    report = execute_plan(plan_of(50), Paced(0.001, during), led)
+    blocks[0].join()
+    assert report.status == "succeeded" and report.counts["ok"] == 50
+    assert led.lock_holder("sync:dest") is None
+    assert led.acquire_lock("sync:dest", owner="next-run:1:x")
     led.close()
