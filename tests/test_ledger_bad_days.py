@@ -69,6 +69,13 @@ def _make_in_a_file(tmp_path: Path) -> Path:
     return tmp_path / "notes" / "rfmsync.db"
 
 
+def _make_duckdb(tmp_path: Path) -> Path:
+    import duckdb
+
+    duckdb.connect(str(tmp_path / "rfmsync.duckdb")).close()
+    return tmp_path / "rfmsync.duckdb"
+
+
 CANNOT_BE_A_LEDGER = {
     "a folder": (lambda tmp: (tmp / "ledger.db").mkdir() or tmp / "ledger.db", "is a folder, not a database file"),
     "random bytes": (_make_random, "is not a SQLite database, or a damaged one"),
@@ -80,6 +87,7 @@ CANNOT_BE_A_LEDGER = {
         lambda tmp: _make_sqlite(tmp, "CREATE TABLE pushed_state (id INTEGER PRIMARY KEY, who TEXT)"),
         "holds tables (pushed_state) but no rfmsync schema_version"),
     "a folder that is a file": (_make_in_a_file, "cannot create its folder"),
+    "the order store": (_make_duckdb, "is a DuckDB database (the order store, [store] orders?), not the ledger"),
 }
 
 

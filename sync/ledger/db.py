@@ -160,6 +160,11 @@ def check_sqlite_path(url: URL) -> None:
             con.close()
     except sqlite3.DatabaseError as exc:
         if getattr(exc, "sqlite_errorname", "") in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+            with path.open("rb") as f:
+                if f.read(12)[8:12] == b"DUCK":  # the order store's file ([store] orders), a DuckDB database
+                    raise ConfigError(f"ledger {shown}: {path} is a DuckDB database (the order store, [store] "
+                                      f"orders?), not the ledger; {_WHERE} a SQLite file of its own, e.g. "
+                                      f"sqlite:///{path.with_name('rfmsync.db')}") from None
             raise ConfigError(f"ledger {shown}: {path} is not a SQLite database, or a damaged one ({exc}); "
                               f"restore the ledger from a backup, or {_WHERE} another file (nothing was "
                               "written to this one)") from None
