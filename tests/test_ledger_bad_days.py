@@ -293,3 +293,21 @@ def test_a_connection_lost_while_the_lock_is_released_does_not_leave_it_held(led
     assert led.lock_holder("sync:dest") is None
     assert led.acquire_lock("sync:dest", owner="next-run:1:x")
     led.close()
+
+
+def test_a_read_only_ledger_is_read_and_a_write_is_refused_saying_what_it_needs(tmp_path: Path) -> None:
+    """A ledger SQLite can only read (here opened ``mode=ro``, as a file or folder without write permission is
+    for a user who is not root): ``plan`` and ``report`` read it; the first write (a sync's lock, before any ESP
+    call) fails with one line saying what SQLite needs. On main it was an internal error (exit 70) holding the SQL
+    statement, with no word of the file or of what to do."""
+    path = _ledger_file(tmp_path)
+    with Ledger.connect(f"sqlite:///{path}") as led:
+        led.set_cursor("shop", "orders", "2025-02-28")
+    with Ledger.connect(f"sqlite:///file:{path}?mode=ro&uri=true") as led:
+        assert led.get_cursor("shop", "orders") == "2025-02-28"
+        with pytest.raises(LedgerError) as err:
+            led.acquire_lock("sync:dest")
+    assert str(path) in str(err.value) and exit_code(err.value) == 74
+    assert str(err.value).endswith("attempt to write a readonly database; rfmsync cannot write it: it needs write "
+                                   "access to the file and to its folder (SQLite writes the -wal and -shm files "
+                                   "beside it)")
