@@ -225,7 +225,7 @@ def _terminate_the_waiting_session(admin) -> None:  # noqa: ANN001
 PG_FAILURES = {
     # a failover or an administrator ends the writer's session in the middle of its transaction
     "connection lost": ("", ("terminating connection due to administrator command",
-                             "; the connection to the PostgreSQL server was lost (a restart or a failover)")),
+                             "; the connection to the PostgreSQL server was lost or refused (a restart, a failover)")),
     # the role's statement_timeout cancels the writer's statement
     "statement timeout": (" -cstatement_timeout=300", ("canceling statement due to statement timeout",
                                                        "; a statement was cancelled (its statement_timeout")),

@@ -191,7 +191,7 @@ _SQLITE_FAILURES: dict[str, tuple[str, bool]] = {
     "SQLITE_NOTADB": ("the file is not a SQLite database (any more): restore it from a backup", False),
     "SQLITE_IOERR": ("an I/O error: check the disk (a ledger on a network share is not supported)", False),
 }
-_LOST = ("the connection to the PostgreSQL server was lost (a restart or a failover): run again", True)
+_LOST = ("the connection to the PostgreSQL server was lost or refused (a restart, a failover): run again", True)
 #: psycopg's error classes (a failure of PostgreSQL's, not of the statement) → (what to do, transient)
 _PG_FAILURES: dict[str, tuple[str, bool]] = {
     "AdminShutdown": _LOST, "CrashShutdown": _LOST, "CannotConnectNow": _LOST,
@@ -217,8 +217,9 @@ def ledger_failure(exc: BaseException, url: URL) -> LedgerError | None:
         found = next((_PG_FAILURES[n] for n in names if n in _PG_FAILURES), None)
         if found is None and "OperationalError" not in names:
             return None
-        lost = isinstance(exc, DBAPIError) and exc.connection_invalidated or "OperationalError" in names
-        hint, transient = found or (_LOST if lost else ("", False))
+        state = getattr(orig, "sqlstate", None)  # None: the client's side (connecting, a closed connection)
+        lost = state is None or state.startswith("08") or isinstance(exc, DBAPIError) and exc.connection_invalidated
+        hint, transient = found or (_LOST if lost else ("", True))  # else a deadlock, too many connections...
     else:
         return None
     reason = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
