@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from sync.cli.main import exit_code
 from sync.engine import execute_plan
@@ -331,3 +332,15 @@ def test_a_read_only_ledger_is_read_and_a_write_is_refused_saying_what_it_needs(
     assert str(err.value).endswith("attempt to write a readonly database; rfmsync cannot write it: it needs write "
                                    "access to the file and to its folder (SQLite writes the -wal and -shm files "
                                    "beside it)")
+
+
+@pytest.mark.parametrize("bug", ["SELECT no_such_column FROM runs", "SELECT FROM WHERE"])
+def test_a_statement_of_ours_that_sqlite_rejects_stays_an_internal_error_not_a_ledger_failure(
+        tmp_path: Path, bug: str) -> None:
+    """SQLITE_ERROR (no such column, a syntax error) is rfmsync's bug, not the disk's: it is not dressed up as a
+    ledger failure (exit 74, "ledger ...: no such column") but stays an internal error (70, "please report")."""
+    with Ledger.connect(f"sqlite:///{tmp_path / 'rfmsync.db'}") as led:
+        with pytest.raises(DBAPIError) as err:
+            with led._write() as conn:
+                conn.execute(text(bug))
+    assert not isinstance(err.value, LedgerError) and exit_code(err.value) == 70

@@ -210,8 +210,10 @@ def ledger_failure(exc: BaseException, url: URL) -> LedgerError | None:
     if isinstance(orig, sqlite3.Error):
         if not isinstance(orig, sqlite3.OperationalError) and type(orig) is not sqlite3.DatabaseError:
             return None  # IntegrityError, ProgrammingError...: the statement's fault, not the database's
-        code = str(getattr(orig, "sqlite_errorname", "") or "")
-        hint, transient = _SQLITE_FAILURES.get("_".join(code.split("_")[:2]), ("", False))
+        code = "_".join(str(getattr(orig, "sqlite_errorname", "") or "").split("_")[:2])
+        if code not in _SQLITE_FAILURES:
+            return None  # SQLITE_ERROR (no such table or column, a syntax error...): a bug of ours, never the disk's
+        hint, transient = _SQLITE_FAILURES[code]
     elif type(orig).__module__.startswith("psycopg"):
         names = {c.__name__ for c in type(orig).__mro__}
         found = next((_PG_FAILURES[n] for n in names if n in _PG_FAILURES), None)
