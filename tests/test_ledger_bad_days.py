@@ -344,3 +344,22 @@ def test_a_statement_of_ours_that_sqlite_rejects_stays_an_internal_error_not_a_l
             with led._write() as conn:
                 conn.execute(text(bug))
     assert not isinstance(err.value, LedgerError) and exit_code(err.value) == 70
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("wrong", ["password", "database", "port"])
+def test_a_postgresql_ledger_that_cannot_be_connected_at_open_says_to_check_the_url(ledger_url: str,
+                                                                                     wrong: str) -> None:
+    """A wrong password, an unknown database or nothing listening: exit 2 and "check the URL's host, port, user,
+    password and database", never "the connection was lost (a restart, a failover): run again", which sent the
+    operator to retry a typo every night."""
+    if not ledger_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only")
+    url = make_url(ledger_url)
+    url = url.set(**{wrong: {"password": "not-the-password", "database": "no_such_ledger_db", "port": 1}[wrong]})
+    with pytest.raises(ConfigError) as err:
+        Ledger.connect(url.render_as_string(hide_password=False))
+    message = str(err.value)
+    assert message.startswith(f"cannot open ledger {url.render_as_string(hide_password=True)}: ")
+    assert message.endswith("; check the URL's host, port, user, password and database, or whether the server is up")
+    assert "lost" not in message and "not-the-password" not in message and exit_code(err.value) == 2

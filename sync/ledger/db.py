@@ -191,6 +191,8 @@ _SQLITE_FAILURES: dict[str, tuple[str, bool]] = {
     "SQLITE_NOTADB": ("the file is not a SQLite database (any more): restore it from a backup", False),
     "SQLITE_IOERR": ("an I/O error: check the disk (a ledger on a network share is not supported)", False),
 }
+#: a PostgreSQL connection that could not be made at open (no SQLSTATE: refused, unknown host, bad credentials...)
+_CONNECT = "check the URL's host, port, user, password and database, or whether the server is up"
 _LOST = ("the connection to the PostgreSQL server was lost or refused (a restart, a failover): run again", True)
 #: psycopg's error classes (a failure of PostgreSQL's, not of the statement) → (what to do, transient)
 _PG_FAILURES: dict[str, tuple[str, bool]] = {
@@ -224,21 +226,26 @@ def ledger_failure(exc: BaseException, url: URL) -> LedgerError | None:
         hint, transient = found or (_LOST if lost else ("", True))  # else a deadlock, too many connections...
     else:
         return None
-    reason = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
-    return LedgerError(f"ledger {safe_url(url)}: {reason}" + (f"; {hint}" if hint else ""), transient=transient)
+    return LedgerError(f"ledger {safe_url(url)}: {_first_line(orig)}" + (f"; {hint}" if hint else ""), transient=transient)
 
 
 def open_failure(exc: DBAPIError, url: URL) -> ConfigError | LedgerError:
     """The error for a ledger that could not be opened: a SQLite file locked by another process past the busy
     timeout is a :class:`LedgerError` (exit 75, try later); anything else (unreachable, bad credentials, no
-    permission, read-only, damaged) a :class:`ConfigError` naming the ledger, with what to do when known."""
+    permission, read-only, damaged) a :class:`ConfigError` naming the ledger, with what to do when known (a
+    PostgreSQL connection not made: check the URL, or the server; never "lost, run again")."""
     failure = ledger_failure(exc, url)
     if failure is not None and failure.transient and isinstance(exc.orig, sqlite3.Error):
         return failure
+    if type(exc.orig).__module__.startswith("psycopg") and getattr(exc.orig, "sqlstate", None) is None:
+        return ConfigError(f"cannot open ledger {safe_url(url)}: {_first_line(exc.orig)}; {_CONNECT}")
     if failure is not None:
         return ConfigError(f"cannot open {failure}")
-    reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
-    return ConfigError(f"cannot open ledger {safe_url(url)}: {reason}")
+    return ConfigError(f"cannot open ledger {safe_url(url)}: {_first_line(exc.orig or exc)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _switch_to_wal(cur: Any) -> None:
