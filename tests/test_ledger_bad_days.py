@@ -231,12 +231,20 @@ def _terminate_the_waiting_session(admin, blocker: int) -> None:  # noqa: ANN001
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
 
 
+def _set_statement_timeout(led: Ledger, ms: int) -> None:
+    """The role's ``statement_timeout`` on every connection of ``led`` from now on (set after the open: its
+    migration may queue on the server-wide migration lock behind other tests')."""
+    @event.listens_for(led._engine, "checkout")
+    def _statement_timeout(dbapi_conn, _record, _proxy) -> None:  # noqa: ANN001
+        dbapi_conn.execute(f"SET statement_timeout = {ms}")
+        dbapi_conn.commit()
+
+
 PG_FAILURES = {
     # a failover or an administrator ends the writer's session in the middle of its transaction
     "connection lost": (None, ("terminating connection due to administrator command",
                                "; the connection to the PostgreSQL server was lost or refused (a restart, a failover)")),
-    # the role's statement_timeout cancels the writer's statement (set once the ledger is open: the open's migration
-    # may queue on the server-wide migration lock behind other tests' migrations)
+    # the role's statement_timeout cancels the writer's statement
     "statement timeout": (1000, ("canceling statement due to statement timeout",
                                  "; a statement was cancelled (its statement_timeout")),
 }
@@ -251,10 +259,7 @@ def test_postgresql_failing_under_the_apply_stops_it_with_one_clear_error_and_re
     timeout_ms, says = PG_FAILURES[case]
     led = Ledger.connect(ledger_url)
     if timeout_ms is not None:
-        @event.listens_for(led._engine, "checkout")
-        def _statement_timeout(dbapi_conn, _record, _proxy) -> None:  # noqa: ANN001
-            dbapi_conn.execute(f"SET statement_timeout = {timeout_ms}")
-            dbapi_conn.commit()
+        _set_statement_timeout(led, timeout_ms)
 
     applied = threading.Event()
 
@@ -363,3 +368,33 @@ def test_a_postgresql_ledger_that_cannot_be_connected_at_open_says_to_check_the_
     assert message.startswith(f"cannot open ledger {url.render_as_string(hide_password=True)}: ")
     assert message.endswith("; check the URL's host, port, user, password and database, or whether the server is up")
     assert "lost" not in message and "not-the-password" not in message and exit_code(err.value) == 2
+
+
+READS = {"the plan's read of the pushed state": ("pushed_state", lambda led: led.state_table("dest", cached=False)),
+         "the schema version": ("schema_version", lambda led: led.schema_version())}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("case", list(READS))
+def test_a_postgresql_read_cancelled_by_its_statement_timeout_is_one_clear_ledger_error(ledger_url: str,
+                                                                                        case: str) -> None:
+    """The plan's snapshot read (``REPEATABLE READ``) and ``schema_version`` meet a cancelled statement as every
+    other read does: exit 75 and what to do, not an internal error (70) quoting the SQL."""
+    if not ledger_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only")
+    table, read = READS[case]
+    led = Ledger.connect(ledger_url)
+    _set_statement_timeout(led, 300)
+    applied = threading.Event()
+    block = PgBlock(ledger_url, table, lambda _admin, _blocker: applied.wait(60))
+    try:
+        with pytest.raises(LedgerError) as err:
+            read(led)
+    finally:
+        applied.set()
+        block.join()
+        led.close()
+    message = str(err.value)
+    assert message.startswith(f"ledger {make_url(ledger_url).render_as_string(hide_password=True)}: canceling "
+                              "statement due to statement timeout; a statement was cancelled")
+    assert "[SQL" not in message and err.value.transient and exit_code(err.value) == 75

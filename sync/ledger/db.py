@@ -387,6 +387,25 @@ class LedgerDB:
             yield conn
 
     @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A read transaction whose statements all see one state (PostgreSQL: ``REPEATABLE READ``; a SQLite read
+        transaction always does)."""
+        if self.dialect != "postgresql":
+            with self.read() as conn:
+                yield conn
+            return
+        with self._failures(), self.engine.connect() as conn:
+            conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """A connection outside any transaction (SQLite's PRAGMAs that need one), its failures as for a read."""
+        with self._failures(), self.engine.connect() as conn:
+            yield conn
+
+    @contextmanager
     def _failures(self) -> Iterator[None]:
         """A database failure in the transaction (also at its BEGIN or COMMIT) as a :class:`LedgerError`."""
         try:

@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from .cursors import CursorTable
-from .db import LedgerDB, build_engine, is_memory, migrate, open_failure, parse_url, safe_url, transaction, utcnow
+from .db import LedgerDB, build_engine, is_memory, migrate, open_failure, parse_url, safe_url, utcnow
 from .failures import FailureLog
 from .locks import LockTable
 from .queue import EventQueue
@@ -125,7 +125,7 @@ class Ledger:
         """SQLite: copy the WAL into the database file without blocking anyone (PASSIVE). Else nothing."""
         if self.dialect != "sqlite":
             return
-        with self._db.engine.connect() as conn:
+        with self._db.connection() as conn:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def __enter__(self) -> Ledger:
@@ -143,7 +143,7 @@ class Ledger:
         return self._db.dialect
 
     def schema_version(self) -> int:
-        with transaction(self._db.engine, write=False) as conn:
+        with self._db.read() as conn:
             return current_version(conn)
 
     @property
