@@ -87,6 +87,13 @@ CANNOT_BE_A_LEDGER = {
     "a pushed_state table of another shape": (
         lambda tmp: _make_sqlite(tmp, "CREATE TABLE pushed_state (id INTEGER PRIMARY KEY, who TEXT)"),
         "holds tables (pushed_state) but no rfmsync schema_version"),
+    "another program's schema_version": (
+        lambda tmp: _make_sqlite(tmp, "CREATE TABLE schema_version (version INTEGER DEFAULT 3, script TEXT)"),
+        "holds a schema_version table that is not rfmsync's"),
+    "a schema_version of rfmsync's shape, not its history": (
+        lambda tmp: _make_sqlite(tmp, "CREATE TABLE schema_version (version INTEGER DEFAULT 12, description TEXT "
+                                      "DEFAULT 'create users', applied_at TEXT DEFAULT '2020-01-01')"),
+        "holds a schema_version table that is not rfmsync's"),
     "a folder that is a file": (_make_in_a_file, "cannot create its folder"),
     "the order store": (_make_duckdb, "is a DuckDB database (the order store, [store] orders?), not the ledger"),
 }
@@ -140,6 +147,26 @@ def test_a_database_holding_tables_of_the_ledgers_names_but_no_schema_version_is
         with other.connect() as conn:
             tables = set(conn.dialect.get_table_names(conn))
         assert tables == {"runs"}
+    finally:
+        other.dispose()
+
+
+def test_another_programs_schema_version_is_neither_a_newer_nor_an_older_ledger(ledger_url: str) -> None:
+    """PostgreSQL too (SQLite's file is refused before the engine opens it): another program's ``schema_version``
+    at version 12 is not "written by a newer rfmsync; upgrade rfmsync", and at 3 not migrated from there."""
+    if ledger_url.startswith("sqlite"):
+        Path(make_url(ledger_url).database).parent.mkdir()
+    other = create_engine(ledger_url)
+    with other.begin() as conn:
+        conn.execute(text("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, description TEXT, "
+                          "applied_at TEXT)"))
+        conn.execute(text("INSERT INTO schema_version VALUES (12, 'create users', '2020-01-01')"))
+    try:
+        with pytest.raises(ConfigError, match="holds a schema_version table that is not rfmsync's") as err:
+            Ledger.connect(ledger_url)
+        assert "upgrade" not in str(err.value) and exit_code(err.value) == 2
+        with other.connect() as conn:
+            assert set(conn.dialect.get_table_names(conn)) == {"schema_version"}
     finally:
         other.dispose()
 
@@ -242,8 +269,8 @@ def _set_statement_timeout(led: Ledger, ms: int) -> None:
 
 PG_FAILURES = {
     # a failover or an administrator ends the writer's session in the middle of its transaction
-    "connection lost": (None, ("terminating connection due to administrator command",
-                               "; the connection to the PostgreSQL server was lost or refused (a restart, a failover)")),
+    "connection lost": (None, ("terminating connection due to administrator command", "; the connection to the "
+                               "PostgreSQL server was lost or refused (a restart, a failover)")),
     # the role's statement_timeout cancels the writer's statement
     "statement timeout": (1000, ("canceling statement due to statement timeout",
                                  "; a statement was cancelled (its statement_timeout")),

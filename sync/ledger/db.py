@@ -126,11 +126,22 @@ def build_engine(url: URL) -> Engine:
 _WHERE = "point [ledger] url (or RFMSYNC_LEDGER_URL) at"
 
 
-def not_a_ledger(shown: str, tables: Sequence[str]) -> ConfigError:
+def not_a_ledger(shown: str, tables: Sequence[str] = ()) -> ConfigError:
     listed = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
-    return ConfigError(f"ledger {shown} holds tables ({listed}) but no rfmsync schema_version: it is not an "
-                       f"rfmsync ledger (another program's database?) and was left as it is; {_WHERE} a new "
-                       "file, or an empty database or schema")
+    holds = f"holds tables ({listed}) but no rfmsync schema_version" if tables else \
+        "holds a schema_version table that is not rfmsync's"
+    return ConfigError(f"ledger {shown} {holds}: it is not an rfmsync ledger (another program's database?) and "
+                       f"was left as it is; {_WHERE} a new file, or an empty database or schema")
+
+
+_VERSION_COLUMNS = {"version", "description", "applied_at"}
+_FIRST_VERSION = "SELECT version, description FROM schema_version ORDER BY version LIMIT 1"
+
+
+def _version_table_is_ours(columns: set[str], first: Callable[[], Sequence[Any] | None]) -> bool:
+    """Whether a ``schema_version`` table (its columns; ``first()``: its lowest row) is rfmsync's: other programs
+    keep one of that name (Flyway before 5...); rfmsync's starts at version 1 with the first migration's name."""
+    return _VERSION_COLUMNS <= columns and ((row := first()) is None or tuple(row) == (1, MIGRATIONS[0].description))
 
 
 def check_sqlite_path(url: URL) -> None:
@@ -156,6 +167,9 @@ def check_sqlite_path(url: URL) -> None:
         con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)
         try:
             tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            if "schema_version" in tables:
+                columns = {r[1] for r in con.execute("PRAGMA table_info(schema_version)")}
+                ours = _version_table_is_ours(columns, lambda: con.execute(_FIRST_VERSION).fetchone())
         finally:
             con.close()
     except sqlite3.DatabaseError as exc:
@@ -172,6 +186,8 @@ def check_sqlite_path(url: URL) -> None:
     tables = [t for t in tables if not t.startswith("sqlite_")]
     if tables and "schema_version" not in tables:
         raise not_a_ledger(shown, tables)
+    if "schema_version" in tables and not ours:
+        raise not_a_ledger(shown)
 
 
 #: SQLite's result codes (``sqlite_errorname`` without its extended part) → (what to do, transient)
@@ -226,7 +242,8 @@ def ledger_failure(exc: BaseException, url: URL) -> LedgerError | None:
         hint, transient = found or (_LOST if lost else ("", True))  # else a deadlock, too many connections...
     else:
         return None
-    return LedgerError(f"ledger {safe_url(url)}: {_first_line(orig)}" + (f"; {hint}" if hint else ""), transient=transient)
+    return LedgerError(f"ledger {safe_url(url)}: {_first_line(orig)}" + (f"; {hint}" if hint else ""),
+                       transient=transient)
 
 
 def open_failure(exc: DBAPIError, url: URL) -> ConfigError | LedgerError:
@@ -314,7 +331,12 @@ def migrate(engine: Engine, now: Callable[[], datetime], target: int | None = No
 
 
 def _known_version(conn: Connection, url: URL) -> int:
-    """The ledger's schema version; a ledger written by a newer rfmsync is refused, never migrated or used."""
+    """The ledger's schema version; a ledger written by a newer rfmsync is refused, never migrated or used, as is
+    another program's ``schema_version`` table (never taken for a newer or an older ledger)."""
+    if conn.dialect.has_table(conn, "schema_version"):
+        columns = {c["name"] for c in inspect(conn).get_columns("schema_version")}
+        if not _version_table_is_ours(columns, lambda: conn.execute(text(_FIRST_VERSION)).first()):
+            raise not_a_ledger(safe_url(url))
     version = current_version(conn)
     if version > LATEST_VERSION:
         raise ConfigError(
