@@ -24,6 +24,7 @@ from sync.cli.main import exit_code
 from sync.engine import execute_plan
 from sync.errors import ConfigError, LedgerError
 from sync.ledger import Ledger
+from sync.ledger.locks import RELEASE_RETRY_SECONDS
 
 try:
     from tests import ledger_fixtures
@@ -215,14 +216,15 @@ class PgBlock:
     pid)`` and then lets go. ``join()`` re-raises what went wrong there. Only sessions waiting on this blocker are
     ever looked at or ended: other tests (xdist workers, other suites) share the database and its role."""
 
-    def __init__(self, ledger_url: str, table: str, then) -> None:  # noqa: ANN001 - then(admin, blocker pid)
+    def __init__(self, ledger_url: str, table: str, then,  # noqa: ANN001 - then(admin, blocker pid)
+                 mode: str = "ACCESS EXCLUSIVE") -> None:
         import psycopg
 
         u = make_url(ledger_url)
         self._base, self._then, self._trouble = ledger_url.split("?")[0], then, []
         self._blocker = psycopg.connect(host=u.host, port=u.port, user=u.username, password=u.password,
                                         dbname=u.database, options=u.query["options"], connect_timeout=10)
-        self._blocker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        self._blocker.execute(f"LOCK TABLE {table} IN {mode} MODE")
         self._thread = threading.Thread(target=self._run)
         self._thread.start()
 
@@ -334,15 +336,18 @@ def test_a_connection_lost_while_the_lock_is_released_does_not_leave_it_held(led
     if not ledger_url.startswith("postgresql"):
         pytest.skip("PostgreSQL only")
     led = Ledger.connect(ledger_url)
+    slept: list[float] = []
+    led.locks.sleep = slept.append  # the wait before the second try, recorded instead of slept
     blocks: list[PgBlock] = []
 
     def during(i: int) -> None:
-        if i == 49:  # the last call: the release comes next
-            blocks.append(PgBlock(ledger_url, "locks", _terminate_the_waiting_session))
+        if i == 49:  # the last call: the release comes next; SHARE: its DELETE waits, the writer's FOR UPDATE not
+            blocks.append(PgBlock(ledger_url, "locks", _terminate_the_waiting_session, mode="SHARE"))
 
     report = execute_plan(plan_of(50), Paced(0.001, during), led)
     blocks[0].join()
     assert report.status == "succeeded" and report.counts["ok"] == 50
+    assert slept == [RELEASE_RETRY_SECONDS]
     assert led.lock_holder("sync:dest") is None
     assert led.acquire_lock("sync:dest", owner="next-run:1:x")
     led.close()
