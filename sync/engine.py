@@ -25,7 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import gc_pause, progress
 from .destinations.base import Destination
-from .errors import LockBusyError, LockLostError
+from .errors import LedgerError, LockBusyError, LockLostError
 from .ledger import Ledger, Locks, owner_process_gone
 from .model import CallResults, ItemResult, PushedState, failed_results
 from .outcomes import OutcomeWriter, StateFold
@@ -121,7 +121,7 @@ def _keep_copy_current(ledger: Ledger, destination: str) -> None:
     what changes after it). The rows are in the ledger already: a failure costs the next plan a full read."""
     try:
         read = ledger.keep_copy_current(destination)
-    except (SQLAlchemyError, OSError) as exc:
+    except (LedgerError, SQLAlchemyError, OSError) as exc:
         log.warning("sync %s: the cached copy of the pushed state was not renewed (%s); the next plan reads "
                     "the state in full", destination, type(exc).__name__)
         return

@@ -9,6 +9,8 @@
     │   └── DestinationConfigError     exit 2: audience missing, key rejected
     ├── PlanStaleError         exit 5  the ledger changed since the saved plan was made
     ├── GuardRefusedError      exit 6  a guard refused the run before any ESP write (see docs/safety.md)
+    ├── LedgerError            exit 74 the ledger failed under a command (disk full, read-only, damaged file)
+    │                          exit 75 when ``transient``: locked too long, connection lost: try again later
     └── LockBusyError          exit 75 another sync of this destination is running (EX_TEMPFAIL)
 
 The other packages keep their own roots (they never import ``sync``); the CLI maps them too
@@ -72,6 +74,21 @@ class GuardRefusedError(RfmsyncError):
         super().__init__("\n".join(lines))
         self.lines = list(lines)
         self.destinations = list(destinations)
+
+
+class LedgerError(RfmsyncError):
+    """The ledger's database failed under a command: the disk full, the file read-only or damaged, its write lock
+    held too long by another process, the PostgreSQL connection lost. The message names the ledger (password
+    hidden), the database's one-line reason and what to do; never the statement or its values. ``transient``
+    (locked, connection lost, statement cancelled): the same command can succeed later (exit 75)."""
+
+    exit_code = 74  # EX_IOERR
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+        if transient:
+            self.exit_code = 75  # EX_TEMPFAIL
 
 
 class LockBusyError(RfmsyncError):

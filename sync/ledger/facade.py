@@ -28,9 +28,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from ..errors import ConfigError
 from .cursors import CursorTable
-from .db import LedgerDB, build_engine, is_memory, migrate, parse_url, safe_url, transaction, utcnow
+from .db import LedgerDB, build_engine, is_memory, migrate, open_failure, parse_url, safe_url, utcnow
 from .failures import FailureLog
 from .locks import LockTable
 from .queue import EventQueue
@@ -82,17 +81,17 @@ class Ledger:
         ``target_version`` stops migrating at an older version (tests and tooling only). ``state_cache``: the
         folder of the plans' cached copies of the pushed state (:mod:`sync.ledger.statecache`); by default
         ``<file>.state-cache`` beside a SQLite ledger file, none for PostgreSQL or an in-memory database.
-        Raises :class:`sync.errors.ConfigError` for a bad URL or an unreachable database.
+        Raises :class:`sync.errors.ConfigError` for a bad URL, an unreachable database or a path that is no
+        ledger; :class:`sync.errors.LedgerError` (transient) for a SQLite file another process keeps locked.
         """
         parsed = parse_url(url)
         shown = safe_url(parsed)
         engine = build_engine(parsed)
         try:
             before, after = migrate(engine, clock, target_version)
-        except DBAPIError as exc:  # unreachable, bad credentials, no permission to create tables
+        except DBAPIError as exc:  # unreachable, bad credentials, no permission, locked past the busy timeout
             engine.dispose()
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
-            raise ConfigError(f"cannot open ledger {shown}: {reason}") from None
+            raise open_failure(exc, parsed) from None
         except BaseException:
             engine.dispose()
             raise
@@ -126,7 +125,7 @@ class Ledger:
         """SQLite: copy the WAL into the database file without blocking anyone (PASSIVE). Else nothing."""
         if self.dialect != "sqlite":
             return
-        with self._db.engine.connect() as conn:
+        with self._db.connection() as conn:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def __enter__(self) -> Ledger:
@@ -144,7 +143,7 @@ class Ledger:
         return self._db.dialect
 
     def schema_version(self) -> int:
-        with transaction(self._db.engine, write=False) as conn:
+        with self._db.read() as conn:
             return current_version(conn)
 
     @property

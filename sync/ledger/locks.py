@@ -4,19 +4,25 @@ and hosts sharing the ledger. An expired lock can be taken over; the holder refr
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.engine import Connection
 
-from ..errors import LockBusyError, LockLostError
+from ..errors import LedgerError, LockBusyError, LockLostError
 from .db import LedgerDB
 from .owners import default_owner
 from .schema import locks
 
 log = logging.getLogger(__name__)
+
+#: a release that met a transient ledger failure (the connection lost mid-statement) is tried once more after this
+#: long: left in place, the lock would keep every run of its destination out for its TTL (an hour), also the next
+#: resyncs of a ``serve`` that is still alive (its own live process is never taken over)
+RELEASE_RETRY_SECONDS = 0.5
 
 
 class Locks(Protocol):
@@ -32,8 +38,9 @@ class Locks(Protocol):
 class LockTable:
     """The ``locks`` table."""
 
-    def __init__(self, db: LedgerDB) -> None:
+    def __init__(self, db: LedgerDB, sleep: Callable[[float], None] = time.sleep) -> None:
         self._db = db
+        self.sleep = sleep  #: the wait before a release is tried again (tests record it instead of waiting)
 
     def acquire_lock(self, name: str, owner: str | None = None, ttl_seconds: float = 3600) -> str:
         """Take the named lock; returns the owner token. Raises :class:`LockBusyError` if another
@@ -76,8 +83,21 @@ class LockTable:
 
     def release_lock(self, name: str, owner: str) -> bool:
         """Release the lock if ``owner`` still holds it; returns whether it did."""
-        with self._db.write() as conn:
-            released = conn.execute(delete(locks).where(locks.c.name == name, locks.c.owner == owner)).rowcount
+        stmt = delete(locks).where(locks.c.name == name, locks.c.owner == owner)
+        try:
+            with self._db.write() as conn:
+                released = conn.execute(stmt).rowcount
+        except LedgerError as exc:
+            if not exc.transient:
+                raise
+            log.warning("ledger: lock %s could not be released (%s); trying again", name, exc)
+            self.sleep(RELEASE_RETRY_SECONDS)
+            with self._db.write() as conn:
+                released = conn.execute(stmt).rowcount
+            if not released:  # the first DELETE may have committed, its answer lost with the connection
+                log.info("ledger: lock %s is not held: its first release went through, or %s no longer held it",
+                         name, owner)
+                return False
         if not released:
             log.warning("ledger: lock %s was no longer held by %s when released", name, owner)
         return bool(released)

@@ -10,8 +10,7 @@ import json
 import logging
 import sqlite3
 import uuid
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Container, Iterable, Iterator, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Container, Iterable, Mapping, Protocol
 
 from sqlalchemy import case, delete, func, or_, select
 from sqlalchemy.engine import Connection
@@ -138,7 +137,7 @@ class PushedStates:
         concatenated by the database into one blob that Arrow parses). ``cached``: through
         :meth:`state_parts`."""
         if not cached or self._cache is None:
-            with _snapshot(self._db) as conn:
+            with self._db.snapshot() as conn:
                 return _select_state(conn)(conn, destination, page)
         return self.state_parts(destination, page=page).merged()
 
@@ -146,7 +145,7 @@ class PushedStates:
         """:meth:`state_table` in two parts (:class:`~sync.ledger.statecache.StateParts`): with a cache (a
         SQLite ledger's ``.state-cache`` folder), its copy and only the rows written since it
         (:mod:`sync.ledger.statecache`), so a plan after a small change reads little; else the full read."""
-        with _snapshot(self._db) as conn:
+        with self._db.snapshot() as conn:
             select_state = _select_state(conn)
             if self._cache is None:
                 table = select_state(conn, destination, page)
@@ -165,7 +164,7 @@ class PushedStates:
         same read, checks and file. The rows read from the ledger (0: nothing to renew, or no cache)."""
         if self._cache is None:
             return 0
-        with _snapshot(self._db) as conn:
+        with self._db.snapshot() as conn:
             counter = self._counter(conn, destination)
             cached = self._cache.load(destination, counter)
             if cached is not None:
@@ -514,17 +513,3 @@ def _spellings(name: str) -> set[str]:
 
 def _select_state(conn: Connection) -> Any:
     return select_state_pg if conn.dialect.name == "postgresql" else select_state_sqlite
-
-
-@contextmanager
-def _snapshot(db: LedgerDB) -> Iterator[Connection]:
-    """A read transaction whose statements all see one state (PostgreSQL: ``REPEATABLE READ``; a SQLite read
-    transaction always does): the revision, the changed rows and the count of a cached read must agree."""
-    if db.dialect != "postgresql":
-        with db.read() as conn:
-            yield conn
-        return
-    with db.engine.connect() as conn:
-        conn.execution_options(isolation_level="REPEATABLE READ")
-        with conn.begin():
-            yield conn
