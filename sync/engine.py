@@ -28,7 +28,7 @@ from .destinations.base import Destination
 from .errors import LockBusyError, LockLostError
 from .ledger import Ledger, Locks, owner_process_gone
 from .model import CallResults, ItemResult, PushedState, failed_results
-from .outcomes import OutcomeWriter, StateFold
+from .outcomes import OutcomeWriter, StateFold, record_owners
 from .planning.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -204,6 +204,7 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         errors: list[str] = []
         lost: list[str] = []  # what the destination lost since rfmsync pushed it (lost_in_destination)
         forgotten: set[tuple[str, str]] = set()  # and what the ledger forgot for it
+        record_owners(ledger, plan.destination, plan.owners, run_id, counts, (held.name, held.owner))
         if plan.is_empty:
             ledger.finish_run(run_id, "succeeded", counts)
             return ApplyReport(plan.destination, run_id, "succeeded", counts)

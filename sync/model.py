@@ -72,6 +72,18 @@ class ContactChange:
         return self.create or bool(self.set_fields)
 
 
+@dataclass(frozen=True, slots=True)
+class OwnerChange:
+    """A contact the plan changes nothing of but its customer: an address several customers share (a family
+    account) whose first customer in planning order is now ``customer_id``, whose tags and fields are those
+    pushed for ``was``. Recorded in the ledger alone (no ESP call), so the ledger names the contact's customer
+    as the full plan picks him (the webhook resync asks it whose the address is)."""
+
+    key: str
+    customer_id: str
+    was: str
+
+
 @dataclass(frozen=True)
 class Skip:
     key: str

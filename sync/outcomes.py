@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
-from .model import CallResults, ContactChange, ItemResult, PushedState
+from .model import CallResults, ContactChange, ItemResult, OwnerChange, PushedState
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,27 @@ class OutcomeLedger(Protocol):
 LINGER_SECONDS = 0.25
 LINGER_ROWS = 25_000
 LINGER_SHARE = 0.1
+
+
+class OwnerLedger(Protocol):
+    def record_owners(self, destination: str, owners: Iterable[OwnerChange],
+                      lock: tuple[str, str] | None = None) -> int: ...
+
+    def finish_run(self, run_id: int, status: str, counts: Mapping[str, Any], error: str | None = None) -> None: ...
+
+
+def record_owners(ledger: OwnerLedger, destination: str, owners: Sequence[OwnerChange], run_id: int,
+                  counts: dict, lock: tuple[str, str]) -> None:
+    """The plan's contacts whose customer alone changed (``Plan.owners``: a shared address the full plan now
+    gives another customer with the same tags and fields) named in the ledger, no ESP call; counted as
+    ``counts["ledger_only"]``, not as changes. A failure fails the run (recorded) before any ESP call."""
+    if not owners:
+        return
+    try:
+        counts["ledger_only"] = ledger.record_owners(destination, owners, lock=lock)
+    except Exception as exc:
+        ledger.finish_run(run_id, "failed", counts, error=str(exc))
+        raise
 
 
 class OutcomeWriter:
@@ -307,4 +328,4 @@ class StateFold:
         return [self._release(key, slot) for key, slot in self._slots.items() if slot[6] == 1]
 
 
-__all__ = ["OutcomeWriter", "StateFold"]
+__all__ = ["OutcomeWriter", "StateFold", "record_owners"]

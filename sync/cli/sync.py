@@ -157,7 +157,9 @@ def _print_reports(reports) -> None:
         c = r.counts
         out.print(f"{r.destination}: run {r.run_id} {r.status} — {c.get('planned', 0)} changes, {c.get('ok', 0)} "
                   f"operations ok, {c.get('failed', 0)} failed (pending for the next run), "
-                  f"{c.get('skipped', 0)} skipped")
+                  f"{c.get('skipped', 0)} skipped"
+                  # a shared address's new customer named in the ledger alone (no ESP call): Plan.owners
+                  + (f", {c['ledger_only']} recorded in the ledger only (new owner)" if c.get("ledger_only") else ""))
         for e in r.errors[:5]:
             out.print(f"  {e}", markup=False, highlight=False)
 

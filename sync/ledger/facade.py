@@ -168,6 +168,7 @@ class Ledger:
     save_states = _Via("state", PushedStates.save_states)
     forget = _Via("state", PushedStates.forget)
     forget_lost = _Via("state", PushedStates.forget_lost)
+    record_owners = _Via("state", PushedStates.record_owners)
     state_revision = _Via("state", PushedStates.state_revision)
     customer_states = _Via("state", PushedStates.customer_states)
 
