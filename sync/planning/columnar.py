@@ -113,8 +113,8 @@ def plan_columnar(rows: CustomerRows, dest: DestinationConfig, *, revision: int 
     consents = {c for (c,) in con.execute(f"SELECT DISTINCT {CONSENT} FROM {DESIRED} d").fetchall()}
     dtypes = [(rows.columns.get(column_of(value)) or "NULL").upper() for _, value in fields]
     candidates = [OwnerChange(key, cid, was) for key, cid, was in con.execute(
-        "SELECT key, customer_id, prev_customer_id FROM _plan_diff WHERE NOT departed AND prev_customer_id IS NOT "
-        "NULL AND prev_customer_id IS DISTINCT FROM customer_id").fetchall()]
+        "SELECT key, customer_id, prev_customer_id FROM _plan_diff "
+        f"WHERE NOT departed AND {OWNER_MOVED.format(p='prev_', d='')}").fetchall()]
     changes = _changes(con, [esp for esp, _ in fields], dtypes)
     creates = sum(c.create for c in changes)
     warning = consent_warning(dest, consents, creates)
