@@ -151,7 +151,9 @@ def lost_in_destination(ledger: Ledger, plan: Plan, created: Sequence[str] | Non
             not (tags and any(s.intersection(tags) for s in ledger.tag_set_counts(plan.destination))):
         return [], set()  # created for the first time (the usual case: nothing to wait for)
     state = before()
-    held = ledger.forget_lost(plan.destination, fields, tags, lock=lock)
+    # the holders this run takes a lost tag from are not meant to have it back: not remembered as waiting for it
+    leaving = {(c.key, t) for c in plan.changes for t in c.remove_tags if t in names}
+    held = ledger.forget_lost(plan.destination, fields, tags, lock=lock, leaving=leaving)
     forgotten = set(held)
     for c in plan.changes:  # the holders this run sends it to again, or takes it from (they lose nothing)
         prev = state.get(c.key)
@@ -163,8 +165,9 @@ def lost_in_destination(ledger: Ledger, plan: Plan, created: Sequence[str] | Non
     return [f"{kind} {name!r} was missing in the destination and was created again, empty: the {n} contacts "
             f"rfmsync had pushed it to lost it there; the ledger no longer counts it as pushed to them, so the "
             f"next sync pushes it again to those still meant to have it"
-            + (" (adding it again fires the ESP's automations on it; for contacts holding another managed tag it "
-               "counts for the plan guards: over max_change_pct, run `rfmsync sync --allow-mass-change`)"
+            + (" (adding it again fires the ESP's automations on it: the ledger remembers them until it is given "
+               "back, and the plan guards count it as a change for them: over max_change_pct, run "
+               "`rfmsync sync --allow-mass-change`)"
                if kind == "tag" else "")
             for (kind, name), n in held.items() if n > 0], forgotten
 
@@ -201,6 +204,14 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                 plan = replan()
         run_id = ledger.start_run(kind, plan.destination)
         counts = {**(data or {}), "planned": len(plan.changes), "skipped": len(plan.skipped), "ok": 0, "failed": 0}
+        try:  # the contacts waiting for a tag the ESP lost that this plan no longer gives them (they left its
+            # segment, or it is no longer mapped) wait no longer (a webhook resync's plan covers only its customers)
+            ledger.settle_lost(plan.destination, plan.ledger_revision,
+                               lambda: {c.key: c.add_tags for c in plan.changes}, whole=kind != "webhook",
+                               lock=(held.name, held.owner))
+        except Exception as exc:
+            ledger.finish_run(run_id, "failed", counts, error=str(exc))
+            raise
         errors: list[str] = []
         lost: list[str] = []  # what the destination lost since rfmsync pushed it (lost_in_destination)
         forgotten: set[tuple[str, str]] = set()  # and what the ledger forgot for it

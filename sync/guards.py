@@ -6,11 +6,13 @@ Pure functions over numbers, so each rule is a table test. Two kinds:
   (``max_bad_rows_pct``), the customer count fell too far since the last successful run of a destination
   (``max_customer_drop_pct``). Nothing overrides them.
 * **plan guards** (the change looks like a mass change): too many of a destination's currently managed
-  contacts (ledger contacts holding at least one managed tag/list) would be left without any managed tag
-  (``max_removal_pct``) or would change at all: their managed tags or field values (``max_change_pct``; a new
-  contact is not one of them, nor is a tag or field the ledger already records, as ``--full-refresh`` re-sends,
-  nor a field value the ledger records none of: filled in; a tag added always is). ``--allow-mass-change`` overrides them
-  for one run. A destination with no managed contacts yet (its first sync) is never a mass change.
+  contacts (ledger contacts holding at least one managed tag/list, or waiting to be given back one the ESP lost:
+  :meth:`~sync.ledger.state.PushedStates.lost_tags`) would be left without any managed tag (``max_removal_pct``)
+  or would change at all: their managed tags or field values (``max_change_pct``; a new contact is not one of
+  them, nor is a tag or field the ledger already records, as ``--full-refresh`` re-sends, nor a field value the
+  ledger records none of: filled in; a tag added always is, a lost one added back too: it fires the ESP's "tag
+  added" automations). ``--allow-mass-change`` overrides them for one run. A destination with no managed
+  contacts yet (its first sync) is never a mass change.
 
 Each tripped guard is one line with the numbers and the limit, e.g.
 ``guard max_removal_pct: 266 of 266 managed contacts (100 %) would lose their tags; limit 10 %``.
@@ -46,9 +48,11 @@ class DataStats:
 
 @dataclass(frozen=True)
 class PlanStats:
-    managed: int  # contacts that hold at least one managed tag/list now (ledger)
+    managed: int  # contacts that hold at least one managed tag/list now, or wait for one the ESP lost (ledger)
     removed: int  # of those, the ones the plan leaves without any managed tag/list
     changed: int  # of those, the ones the plan really changes (managed tags or field values)
+    restored: int = 0  # of those changed, the ones it gives back a tag the ESP lost (the ledger remembers)
+    restored_tags: tuple[str, ...] = ()  # and those tags, sorted
 
 
 def pct(part: float, whole: float) -> float:
@@ -96,8 +100,10 @@ def plan_lines(g: GuardsConfig, stats: PlanStats) -> list[str]:
                      f"({fmt_pct(removed)} %) would lose their tags; limit {fmt_pct(g.max_removal_pct)} %")
     changed = pct(stats.changed, stats.managed)
     if changed > g.max_change_pct:
+        why = (f" ({stats.restored} would get back tags the ESP lost: {', '.join(stats.restored_tags)})"
+               if stats.restored else "")
         lines.append(f"guard max_change_pct: {stats.changed} of {stats.managed} managed contacts "
-                     f"({fmt_pct(changed)} %) would change; limit {fmt_pct(g.max_change_pct)} %")
+                     f"({fmt_pct(changed)} %) would change{why}; limit {fmt_pct(g.max_change_pct)} %")
     return lines
 
 
@@ -105,26 +111,47 @@ def _same(a: object, b: object) -> bool:
     return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
 
 
-def plan_stats(plan, state: Mapping[str, PushedState]) -> PlanStats:
-    """Measure ``plan`` (a :class:`sync.planning.plan.Plan`) against the ledger ``state`` of its destination."""
+def waiting_only(lost: Mapping[str, frozenset[str]], state: Mapping[str, PushedState],
+                 managed_tags: frozenset[str]) -> int:
+    """The managed contacts only ``lost`` makes managed: waiting to be given back a managed tag the ESP lost
+    (:meth:`~sync.ledger.state.PushedStates.lost_tags`) while ``state`` holds them no other (with one tag or
+    list per segment, every holder of the lost one)."""
+    return sum(1 for key, tags in lost.items()
+               if tags & managed_tags and not ((s := state.get(key)) is not None and s.tags & managed_tags))
+
+
+def plan_stats(plan, state: Mapping[str, PushedState],
+               lost: Mapping[str, frozenset[str]] | None = None) -> PlanStats:
+    """Measure ``plan`` (a :class:`sync.planning.plan.Plan`) against the ledger ``state`` of its destination and
+    the managed tags the ESP lost that its contacts wait to be given back (``lost``, by key:
+    :meth:`~sync.ledger.state.PushedStates.lost_tags`; for the contacts of ``state`` at least)."""
     managed_tags = frozenset(plan.managed_tags)
-    managed = sum(bool(s.tags & managed_tags) for s in state.values())
-    removed = changed = 0
+    lost = lost or {}
+    managed = sum(bool(s.tags & managed_tags) for s in state.values()) + waiting_only(lost, state, managed_tags)
+    removed = changed = restored = 0
+    restored_tags: set[str] = set()
     for c in plan.changes:
         prev = state.get(c.key)
         before = prev.tags & managed_tags if prev else frozenset()
         after = (before - c.remove_tags) | c.add_tags
+        waits = lost[c.key] & managed_tags if c.key in lost else frozenset()  # for a tag the ESP lost
+        back = (c.add_tags & waits) - before
         if before and not after:
             removed += 1
-        if not before:  # a new contact, or one without managed tags: not one of the managed contacts
+        if not before and not waits:  # a new contact, or one without managed tags: not one of the managed contacts
             continue
+        if back:  # the ESP lost it, the ledger forgot it: adding it back fires the ESP's "tag added" automations
+            restored += 1
+            restored_tags |= back
         # a field value the ledger records none of (a new field mapping, or a field the ESP lost and the ledger
         # forgot: sync.engine.lost_in_destination) is filled in, not changed: re-sending it needs no person. A
         # tag added is a change even then: it fires the ESP's "tag added" automations (a lost tag's repair over
         # the limit needs --allow-mass-change)
-        if before != after or any(k in prev.fields and not _same(prev.fields[k], v) for k, v in c.set_fields.items()):
+        if before != after or (prev is not None and any(k in prev.fields and not _same(prev.fields[k], v)
+                                                         for k, v in c.set_fields.items())):
             changed += 1
-    return PlanStats(managed=managed, removed=removed, changed=changed)
+    return PlanStats(managed=managed, removed=removed, changed=changed, restored=restored,
+                     restored_tags=tuple(sorted(restored_tags)))
 
 
 def check_source_lines(g: GuardsConfig, orders: int, bad_rows: int) -> list[str]:

@@ -29,6 +29,8 @@ class OutcomeLedger(Protocol):
 
     def record_results(self, destination: str, run_id: int | None, results: Iterable[ItemResult]) -> None: ...
 
+    def refused_lost(self, destination: str, pairs: Iterable[tuple[str, str]]) -> int: ...
+
 
 #: a small group waits this long for more outcomes before it is written: each transaction has a fixed cost (the
 #: BEGIN and revision, the commit, the failures check: ~2.8 ms of the writer's CPU in a busy apply), and a writer
@@ -145,6 +147,9 @@ class OutcomeWriter:
             if states:
                 self._ledger.save_states(self._destination, self._run_id, states.values())
             self._ledger.record_results(self._destination, self._run_id, results)
+            refused = refused_adds(results)
+            if refused:  # a tag the ESP lost that it refuses to take back: the contact waits no longer
+                self._ledger.refused_lost(self._destination, refused)
             self.transactions += 1
         except BaseException as exc:  # noqa: BLE001 - handed to the apply's thread at its next submit or close
             log.debug("outcomes of %s: write failed: %s", self._destination, exc)
@@ -152,6 +157,11 @@ class OutcomeWriter:
         finally:
             self.busy_seconds += time.perf_counter() - t0
             self.cpu_seconds += time.thread_time() - c0
+
+
+def refused_adds(results: CallResults) -> list[tuple[str, str]]:
+    """``(key, tag)`` of the tag adds that failed for good (not :attr:`~sync.model.ItemResult.transient`)."""
+    return [(r.key, r.op[4:]) for r in results.failed if r.op.startswith("tag+") and not r.transient]
 
 
 _NO_TAGS: frozenset[str] = frozenset()

@@ -174,7 +174,7 @@ def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Se
         lines += data_lines(cfg.guards, stats) + customer_drop_lines(cfg, ledger, stats, names)
     if not allow_mass_change:
         for plan in plans:
-            stats_now = plan_stats(plan, ledger.load_state(plan.destination))
+            stats_now = plan_stats(plan, ledger.load_state(plan.destination), ledger.lost_tags(plan.destination))
             lines += [f"{plan.destination}: {line}" for line in plan_lines(cfg.guards, stats_now)]
     if lines:
         raise refuse(ledger, "apply", names, lines, counts)

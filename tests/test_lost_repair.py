@@ -213,7 +213,8 @@ def test_a_lost_tag_added_again_is_a_change_the_guard_counts():
     assert (stats.managed, stats.changed, stats.removed) == (10, 10, 0)
     assert plan_lines(GuardsConfig(), stats) == [
         "guard max_change_pct: 10 of 10 managed contacts (100 %) would change; limit 50 %"]
-    # one tag per segment: a contact whose only managed tag was lost is no longer a managed contact (docs/sync.md)
+    # one tag per segment: without the ledger's memory of who lost it (lost_tags: tests/test_lost_guard.py), a
+    # contact whose only managed tag was lost would be no managed contact
     alone = {k: PushedState(k, k, frozenset(), {}) for k in state}
     assert plan_stats(repair, alone) == plan_stats(Plan("uni", "unisender", (), (), managed, {}, 0), alone)
 

@@ -35,6 +35,9 @@ class RecordingLedger:
     def record_results(self, destination, run_id, results):
         self.results.append(list(results))
 
+    def refused_lost(self, destination, pairs):
+        return 0
+
 
 def state(key: str, tag: str) -> PushedState:
     return PushedState(key, None, frozenset({tag}), {})

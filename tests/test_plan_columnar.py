@@ -18,10 +18,8 @@ from sync.planning.columnar import plan_columnar, reconcile_pushed, stage_pushed
 from sync.planning.rows import stage_dicts
 from sync.planning import plan as ref  # the pure-Python planner (the webhook resync plans with it)
 from sync.planning.planner import reconciled
-from tests import ledger_fixtures
 from tests.builders import scratch_con
-
-ledger_url = ledger_fixtures.ledger_url
+from tests.ledger_fixtures import ledger_url  # noqa: F401
 
 DEST = DestinationConfig(name="mc", type="mailchimp", audience="a1", tag_prefix="rfm:",
                          segments={"Best active": "VIP", "Churn": "Winback", "Ünï": "Uni"},
@@ -214,8 +212,8 @@ def test_extra_desired_tags_join_the_segment_tags():
 
 
 def test_the_bulk_read_gives_what_load_state_gives(ledger_url):
-    """On a fresh database each (a throwaway PostgreSQL schema: the shared database's own schema may be another
-    branch's newer version)."""
+    """On a fresh database of each backend (a throwaway PostgreSQL schema: the server's shared schema may hold a
+    ledger of another version)."""
     from sync.ledger import Ledger
 
     ledger = Ledger.connect(ledger_url)

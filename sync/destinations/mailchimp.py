@@ -283,7 +283,9 @@ class MailchimpDestination:
                                 shape=SegmentAnswer)
             self._check_counts(answer, SEGMENT_COUNTS, what)
         except (BatchRejected, BadAnswer) as exc:
-            return [ItemResult(c.key, op, False, str(exc)) for c, op in tag_ops(tag, add, remove)], []
+            # an answer not read (BadAnswer): whether it was done is unknown, the next run sends it again
+            return [ItemResult(c.key, op, False, str(exc), transient=isinstance(exc, BadAnswer))
+                    for c, op in tag_ops(tag, add, remove)], []
         if not answer["errors"]:  # the usual answer: every add made (keys are the lower-cased addresses)
             added = [m["email_address"] for m in answer["members_added"]]
             keys = [c.key for c in add]

@@ -237,7 +237,7 @@ class UnisenderDestination:
             try:
                 info = self._contact(ch.email)
             except DestinationError as exc:  # this contact's read failed: his row fails, the others go on
-                row.results += [ItemResult(ch.key, op, False, _row_error(exc)) for op in row.ops]
+                row.results += [ItemResult(ch.key, op, False, _row_error(exc), transient=exc.transient) for op in row.ops]
                 row.ops = []
                 continue
             if info is None and _must_exist(row):  # deleted in Unisender (erased on request, cleaned up by hand)
@@ -343,7 +343,7 @@ class UnisenderDestination:
             self._api.result("subscribe", Subscribed, self.call("subscribe", params, idempotent=False))
             on_results([ItemResult(ch.key, op, True) for op in ops])
         except DestinationError as exc:  # this contact's read or subscribe failed: the others go on
-            on_results([ItemResult(ch.key, op, False, _row_error(exc)) for op in ops])
+            on_results([ItemResult(ch.key, op, False, _row_error(exc), transient=exc.transient) for op in ops])
         return []
 
     # ---------------------------------------------------------------- reads

@@ -169,6 +169,9 @@ class Ledger:
     forget = _Via("state", PushedStates.forget)
     forget_lost = _Via("state", PushedStates.forget_lost)
     record_owners = _Via("state", PushedStates.record_owners)
+    lost_tags = _Via("state", PushedStates.lost_tags)
+    settle_lost = _Via("state", PushedStates.settle_lost)
+    refused_lost = _Via("state", PushedStates.refused_lost)
     state_revision = _Via("state", PushedStates.state_revision)
     customer_states = _Via("state", PushedStates.customer_states)
 

@@ -16,6 +16,8 @@ Version history::
     6  index on pushed_state (destination, customer_id): a webhook resync reads its customers' rows by key
     7  pushed_state.revision (the destination's revision that last wrote the row) and state_revisions.epoch (a
        random id per destination's revision counter): a plan reads only the rows changed since its cached copy
+    8  lost_tags: per destination, the contacts a managed tag/list the ESP lost was forgotten for (until it is
+       given back, or they leave its segment): the plan guards count adding it back as a change
 """
 
 from __future__ import annotations
@@ -145,6 +147,15 @@ state_revisions = Table(
     Column("revision", Integer, nullable=False),
     # random, set when the counter starts: a cached copy of the state names the counter it was read from
     Column("epoch", String(32)),
+)
+
+lost_tags = Table(
+    "lost_tags", metadata,
+    Column("destination", String(200), primary_key=True),
+    Column("key", String(320), primary_key=True),
+    Column("tag", String(300), primary_key=True),
+    # the destination's revision the forget made (state_revisions): a plan made at this revision or later knows
+    Column("revision", Integer, nullable=False),
 )
 
 events = Table(
@@ -294,6 +305,17 @@ def _v7(conn: Connection) -> None:
                      {"e": uuid.uuid4().hex, "d": destination})
 
 
+def _v8(conn: Connection) -> None:
+    md = MetaData()
+    Table(
+        "lost_tags", md,
+        Column("destination", String(200), primary_key=True),
+        Column("key", String(320), primary_key=True),
+        Column("tag", String(300), primary_key=True),
+        Column("revision", Integer, nullable=False),
+    ).create(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, pushed_state, cursors, locks", _v1),
     Migration(2, "failures, state_revisions", _v2),
@@ -302,6 +324,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "index on runs.status", _v5),
     Migration(6, "index on pushed_state (destination, customer_id)", _v6),
     Migration(7, "pushed_state.revision, state_revisions.epoch", _v7),
+    Migration(8, "lost_tags (tags/lists the ESP lost, by contact)", _v8),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -20,6 +20,7 @@ only through DuckDB's scan, and the Python work grows with the change.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any, Iterable, Mapping, Sequence
 
 import duckdb
@@ -28,7 +29,7 @@ from connectors.email_phone import lower_like_sql
 from connectors.normalize import ident, lit
 
 from ..config import DestinationConfig
-from ..guards import PlanStats, plan_stats
+from ..guards import PlanStats, plan_stats, waiting_only
 from ..model import ContactChange, OwnerChange, PushedState, Skip
 from .plan import NO_CONSENT_SKIP, Plan, all_managed, consent_warning, managed_tags
 from .plan import owner_changes, owners_note, status_for_new
@@ -125,17 +126,21 @@ def plan_columnar(rows: CustomerRows, dest: DestinationConfig, *, revision: int 
                 warnings=(warning,) if warning else (), owners=owners)
 
 
-def columnar_plan_stats(con: duckdb.DuckDBPyConnection, plan: Plan) -> PlanStats:
-    """:func:`sync.guards.plan_stats` of ``plan`` against the staged ledger state (``_plan_ledger``), reading
-    only the changed contacts' rows into Python."""
+def columnar_plan_stats(con: duckdb.DuckDBPyConnection, plan: Plan,
+                        lost: Mapping[str, frozenset[str]] | None = None) -> PlanStats:
+    """:func:`sync.guards.plan_stats` of ``plan`` against the staged ledger state (``_plan_ledger``) and the tags
+    the ESP lost its contacts wait for (``lost``: :meth:`~sync.ledger.state.PushedStates.lost_tags`), reading
+    only the changed and waiting contacts' rows into Python."""
     import pyarrow as pa
 
     managed = _list(plan.managed_tags)
     count = con.execute(f"""SELECT coalesce(sum(n), 0) FROM (SELECT tags_json, count(*) AS n FROM {LEDGER} GROUP BY 1)
         WHERE len(list_intersect({TAGS.format('tags_json')}, {managed})) > 0""").fetchall()[0][0]
-    if not count or not plan.changes:
+    lost = lost or {}
+    if not lost and (not count or not plan.changes):  # no removal or change to count
         return PlanStats(count, 0, 0)
-    con.register("_plan_changed_keys", pa.table({"key": pa.array([c.key for c in plan.changes], pa.string())}))
+    keys = dict.fromkeys([*(c.key for c in plan.changes), *lost])
+    con.register("_plan_changed_keys", pa.table({"key": pa.array(list(keys), pa.string())}))
     try:
         found = con.execute(f"SELECT l.key, l.customer_id, {TAGS.format('l.tags_json')}, l.fields, l.present "
                             f"FROM {LEDGER} l "
@@ -143,8 +148,8 @@ def columnar_plan_stats(con: duckdb.DuckDBPyConnection, plan: Plan) -> PlanStats
     finally:
         con.unregister("_plan_changed_keys")
     state = {k: PushedState(k, cid, frozenset(tags), json.loads(f), bool(p)) for k, cid, tags, f, p in found}
-    part = plan_stats(plan, state)
-    return PlanStats(count, part.removed, part.changed)
+    part = plan_stats(plan, state, lost)
+    return replace(part, managed=count + waiting_only(lost, state, frozenset(plan.managed_tags)))
 
 
 # --------------------------------------------------------------------------- SQL

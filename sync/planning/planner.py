@@ -139,7 +139,8 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
                          extra_tags=extra_tags)
     # a plan without changes removes and changes nothing: no plan guard can trip (and counting the managed
     # contacts is a scan of the whole pushed state)
-    lines = tuple(plan_lines(cfg.guards, columnar_plan_stats(rows.con, plan))) if plan.changes else ()
+    lines = tuple(plan_lines(cfg.guards, columnar_plan_stats(rows.con, plan, ledger.lost_tags(dest.name)))) \
+        if plan.changes else ()
     warnings = ((unchecked,) if unchecked is not None else ()) + lines
     if warnings:
         plan = replace(plan, warnings=(*plan.warnings, *warnings))

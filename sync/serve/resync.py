@@ -269,6 +269,7 @@ class _Planned:
     lines: list[str]
     last: dict[str, PushedState]
     rows_read: int  # ledger rows read to make it
+    lost: dict[str, frozenset[str]]  # the tags the ESP lost its contacts wait for (Ledger.lost_tags)
 
 
 def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, settings: Settings,
@@ -295,8 +296,9 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
                             remote_checked=True,
                             notes=[f"webhook resync of {len(affected.customer_ids)} customers", *shared])
     managed, counted = MANAGED_COUNTS.count(ledger, dest.name, plan.managed_tags, revision)
-    stats = replace(plan_stats(plan, last), managed=managed)  # removed/changed need only the plan's contacts
-    return _Planned(plan, client, plan_lines(cfg.guards, stats), last, len(last) + counted)
+    lost = ledger.lost_tags(dest.name, {c.key for c in plan.changes})  # their tags the ESP lost, by key
+    stats = replace(plan_stats(plan, last, lost), managed=managed)  # removed/changed need only the plan's contacts
+    return _Planned(plan, client, plan_lines(cfg.guards, stats), last, len(last) + counted, lost)
 
 
 def _apply(cfg: Config, planned: _Planned, ledger: Ledger, settings: Settings, affected: _Affected,
@@ -328,7 +330,7 @@ def _apply(cfg: Config, planned: _Planned, ledger: Ledger, settings: Settings, a
         report.ledger_rows_read += len(after)
         before = {k: s for k, s in final[0].last.items() if k in keys}
         MANAGED_COUNTS.applied(ledger, name, plan.managed_tags, plan.ledger_revision, before, after,
-                               ledger.state_revision(name))
+                               ledger.state_revision(name), final[0].lost, ledger.lost_tags(name, keys))
     return applied
 
 
