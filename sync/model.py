@@ -74,10 +74,11 @@ class ContactChange:
 
 @dataclass(frozen=True, slots=True)
 class OwnerChange:
-    """A contact the plan changes nothing of but its customer: an address several customers share (a family
-    account) whose first customer in planning order is now ``customer_id``, whose tags and fields are those
-    pushed for ``was``. Recorded in the ledger alone (no ESP call), so the ledger names the contact's customer
-    as the full plan picks him (the webhook resync asks it whose the address is)."""
+    """A contact whose customer id changes from ``was`` to ``customer_id``: a shared address (a family account)
+    whose first customer in planning order is another, or a customer merged into another id or renumbered.
+    Recorded in the ledger before any ESP call (the webhook resync asks it whose the address is); when the
+    plan has nothing else for the contact (its tags and fields are those pushed, or it is skipped), that is
+    all the apply does for it (no ESP call)."""
 
     key: str
     customer_id: str

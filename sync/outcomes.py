@@ -46,23 +46,28 @@ LINGER_SHARE = 0.1
 
 class OwnerLedger(Protocol):
     def record_owners(self, destination: str, owners: Iterable[OwnerChange],
-                      lock: tuple[str, str] | None = None) -> int: ...
+                      lock: tuple[str, str] | None = None) -> list[str]: ...
 
     def finish_run(self, run_id: int, status: str, counts: Mapping[str, Any], error: str | None = None) -> None: ...
 
 
-def record_owners(ledger: OwnerLedger, destination: str, owners: Sequence[OwnerChange], run_id: int,
-                  counts: dict, lock: tuple[str, str]) -> None:
-    """The plan's contacts whose customer alone changed (``Plan.owners``: a shared address the full plan now
-    gives another customer with the same tags and fields) named in the ledger, no ESP call; counted as
-    ``counts["ledger_only"]``, not as changes. A failure fails the run (recorded) before any ESP call."""
+def record_owners(ledger: OwnerLedger, destination: str, owners: Sequence[OwnerChange],
+                  changes: Sequence[ContactChange], run_id: int, counts: dict, lock: tuple[str, str]) -> None:
+    """The plan's contacts whose customer id changed (``Plan.owners``) named in the ledger before any ESP call, so
+    a change whose calls all fail still names its new customer (its tags and fields stay those pushed: the next
+    plan sends the change again); those not also in ``changes`` have nothing else to write (no ESP call) and are
+    counted as ``counts["ledger_only"]``, not as changes. A failure fails the run (recorded) before any ESP
+    call."""
     if not owners:
         return
     try:
-        counts["ledger_only"] = ledger.record_owners(destination, owners, lock=lock)
+        moved = ledger.record_owners(destination, owners, lock=lock)
     except Exception as exc:
         ledger.finish_run(run_id, "failed", counts, error=str(exc))
         raise
+    if moved:
+        changed = {c.key for c in changes}
+        counts["ledger_only"] = sum(key not in changed for key in moved)
 
 
 class OutcomeWriter:

@@ -191,6 +191,12 @@ def _taken_over(folder, fake, monkeypatch):
     return path, settings, shared, a, b, contact
 
 
+def api_segments(cfg):
+    from sync import api
+
+    return api.segments(cfg, AS_OF)
+
+
 def _pushed(ledger, customer: str, key: str) -> list:
     """When and by which run ``key`` was last pushed, as the ledger lists ``customer``'s contacts (explain)."""
     return [(s["run_id"], s["pushed_at"]) for s in ledger.customer_states(customer) if s["key"] == key]
@@ -205,11 +211,15 @@ def test_a_more_valuable_customer_with_the_same_tags_takes_the_shared_address_in
     path, settings, shared, a, b, held = _taken_over(tmp_path / "shop", mailchimp_fake, monkeypatch)
     cfg = load_config(path)
     caplog.set_level(logging.INFO, logger="sync.serve.resync")
+    caplog.set_level(logging.INFO, logger="sync.engine")
     with open_ledger(cfg, settings) as ledger:
         writes, pushed = mailchimp_fake.write_calls, _pushed(ledger, a, shared)
         [report] = run_full_sync(cfg, ledger, settings, as_of=AS_OF, kind="sync")
         assert mailchimp_fake.write_calls == writes  # B's tags and fields are A's: nothing to write
         assert report.counts["planned"] == 0 and report.counts["ledger_only"] == 1
+        # the sync's one INFO line (all a scheduled sync says) counts it too
+        assert f"sync {DEST}: 0 changes, 0 ok, 0 failed, 0 skipped, 1 recorded in the ledger only (new owner)" in [
+            r.getMessage() for r in caplog.records if r.name == "sync.engine"]
         assert ledger.load_state(DEST)[shared].customer_id == b  # ... but the contact is B's now
         assert _pushed(ledger, a, shared) == [] and _pushed(ledger, b, shared) == pushed  # pushed when it was
         # a small order of A (a churned customer buying again: another segment): his resync leaves the address
@@ -221,7 +231,7 @@ def test_a_more_valuable_customer_with_the_same_tags_takes_the_shared_address_in
                    for r in caplog.records)
         # and the next full sync has nothing to move back (A's order moved the cut points: others may move)
         [again] = run_full_sync(cfg, ledger, settings, as_of=AS_OF, kind="sync")
-        assert "ledger_only" not in again.counts and _pushed(ledger, b, shared) == pushed
+        assert again.counts["ledger_only"] == 0 and _pushed(ledger, b, shared) == pushed
         assert (mailchimp_fake.tags_of(shared),
                 dict(mailchimp_fake.lists["aud1"].members[shared]["merge_fields"])) == held
 
@@ -234,7 +244,7 @@ def test_a_saved_plan_carries_the_new_owner_and_only_its_apply_records_it(tmp_pa
     with open_ledger(cfg, settings) as ledger:
         revision = ledger.state_revision(DEST)
     shown = run_cli("plan", "--config", str(path), "--as-of", AS_OF.isoformat()).output
-    assert "recorded in the ledger only, no ESP call" in shown
+    assert "recorded in the ledger only when applied, no ESP call" in shown  # plan writes nothing
     run_cli("plan", "--config", str(path), "--as-of", AS_OF.isoformat(), "-o", str(saved))
     [plan] = json.loads(saved.read_text(encoding="utf-8"))["plans"]
     assert plan["owners"] == [{"key": shared, "customer_id": b, "was": a}]
@@ -248,6 +258,47 @@ def test_a_saved_plan_carries_the_new_owner_and_only_its_apply_records_it(tmp_pa
     with open_ledger(cfg, settings) as ledger:
         assert ledger.load_state(DEST)[shared].customer_id == b
     assert (mailchimp_fake.tags_of(shared), dict(mailchimp_fake.lists["aud1"].members[shared]["merge_fields"])) == held
+
+
+def test_the_json_document_counts_the_new_owners_per_destination_and_in_the_totals(
+        tmp_path, mailchimp_fake, monkeypatch):
+    """``sync --format json``: ``ledger_only`` in the destination's counts and in the document's totals."""
+    path, _, shared, a, b, held = _taken_over(tmp_path / "shop", mailchimp_fake, monkeypatch)
+    doc = json.loads(run_cli("sync", "--config", str(path), "--as-of", AS_OF.isoformat(), "--format", "json").stdout)
+    [dest] = doc["destinations"]
+    assert dest["counts"]["ledger_only"] == 1 and dest["counts"]["planned"] == 0
+    assert doc["counts"] == {"planned": 0, "ok": 0, "failed": 0, "skipped": 0, "ledger_only": 1}
+
+
+def test_a_change_whose_esp_calls_all_fail_still_names_its_new_customer(tmp_path, mailchimp_fake, monkeypatch):
+    """B, more valuable than A and in another segment, now gives A's address: the full plan changes the contact
+    to B's tags and fields. The ESP refuses every write; the ledger names B all the same (recorded before the ESP
+    calls; tags and fields stay A's, as pushed), so A's next resync leaves the address instead of pushing his
+    state, and the next full sync sends B's change again. Before, the ledger kept naming A until the retry."""
+    path = synced_shop(tmp_path / "shop", mailchimp_fake, monkeypatch, customers=120)
+    cfg, settings = load_config(path), load_settings()
+    run = api_segments(cfg)
+    try:
+        value = dict(run.con.execute(f"SELECT customer_id, monetary FROM {run.result.table}").fetchall())
+    finally:
+        run.close()
+    with open_ledger(cfg, settings) as ledger:
+        state = ledger.load_state(DEST)
+        ranked = sorted((value[s.customer_id], key) for key, s in state.items() if s.customer_id)
+        _, shared = ranked[0]  # the least valuable customer's address
+        a, held = state[shared].customer_id, state[shared]
+        b = next(state[key].customer_id for _, key in reversed(ranked) if state[key].tags != held.tags)
+        resync(cfg, ledger, settings, contacts=[Contact(b, email=shared)], as_of=AS_OF)
+        assert ledger.load_state(DEST)[shared].customer_id == a  # left to the full sync
+        writes = mailchimp_fake.write_calls
+        for method in ("POST", "PUT", "PATCH", "DELETE"):
+            mailchimp_fake.fail(400, times=None, fraction=1.0, method=method)
+        [report] = run_full_sync(cfg, ledger, settings, as_of=AS_OF, kind="sync")
+        assert report.counts["failed"] > 0 and report.counts["ok"] == 0
+        assert report.counts["ledger_only"] == 0  # B's contact is a change, not a new owner alone
+        assert mailchimp_fake.write_calls > writes
+        after = ledger.load_state(DEST)[shared]
+        assert after.customer_id == b and (after.tags, after.fields, after.exists) == (held.tags, held.fields, True)
 
 
 def test_the_ledger_names_the_new_owner_and_keeps_everything_else(ledger_url):
@@ -268,7 +319,7 @@ def test_the_ledger_names_the_new_owner_and_keeps_everything_else(ledger_url):
         revision = ledger.state_revision("mc")
         owners = [OwnerChange("fam@x.ru", "B", "A"), OwnerChange("two@x.ru", "D", "X"),  # not X's: left
                   OwnerChange("nobody@x.ru", "E", "A")]
-        assert ledger.record_owners("mc", owners) == 1
+        assert ledger.record_owners("mc", owners) == ["fam@x.ru"]
         assert ledger.state_revision("mc") == revision + 1
         state = ledger.load_state("mc")
         assert state["fam@x.ru"] == PushedState("fam@x.ru", "B", frozenset({"VIP"}), {"SEG": "x"}, True)
@@ -277,7 +328,7 @@ def test_the_ledger_names_the_new_owner_and_keeps_everything_else(ledger_url):
         assert moved == before[("mc", "fam@x.ru")]
         cached = ledger.state_parts("mc").merged().to_pylist()
         assert {r["key"]: r["customer_id"] for r in cached} == {"fam@x.ru": "B", "two@x.ru": "C"}
-        assert ledger.record_owners("mc", owners) == 0 and ledger.state_revision("mc") == revision + 1
+        assert ledger.record_owners("mc", owners) == [] and ledger.state_revision("mc") == revision + 1
         owner = ledger.acquire_lock("sync:mc", ttl_seconds=60)
         with pytest.raises(LockLostError):
             ledger.record_owners("mc", [OwnerChange("fam@x.ru", "A", "B")], lock=("sync:mc", owner + "-gone"))
@@ -288,9 +339,9 @@ def test_the_ledger_names_the_new_owner_and_keeps_everything_else(ledger_url):
 
 
 def test_a_contact_whose_customer_alone_changes_is_no_change_and_no_plan_guard_counts_it():
-    """The pure planner (the webhook resync's) lists the new owner apart from the changes; a contact whose tags
-    change too is a change (its apply writes the customer), not an owner change; the plan guards count neither
-    the owner change nor anything for it."""
+    """The pure planner (the webhook resync's) lists every contact whose customer id changes as an owner change
+    (the apply names the new customer before any ESP call), the one whose tags change too also as a change; the
+    note and the plan guards count only the change, not the owner change alone."""
     from sync.config import DestinationConfig
     from sync.guards import PlanStats, plan_stats
     from sync.model import OwnerChange
@@ -301,6 +352,9 @@ def test_a_contact_whose_customer_alone_changes_is_no_change_and_no_plan_guard_c
             "two@x.ru": PushedState("two@x.ru", "C", frozenset(), {}, True)}
     plan = plan_destination(dest, [_want("fam@x.ru", "B", {"Winback"}), _want("two@x.ru", "D", {"Winback"})], last)
     assert [c.key for c in plan.changes] == ["two@x.ru"] and plan.changes[0].customer_id == "D"
-    assert plan.owners == (OwnerChange("fam@x.ru", "B", "A"),)
+    assert plan.owners == (OwnerChange("fam@x.ru", "B", "A"), OwnerChange("two@x.ru", "D", "C"))
     assert plan_stats(plan, last) == PlanStats(managed=1, removed=0, changed=0)
-    assert any("recorded in the ledger only" in n for n in plan.notes)
+    [note] = [n for n in plan.notes if "recorded in the ledger only when applied" in n]
+    assert note.startswith("1 contact is now another customer's with nothing to write to the ESP (the contact's "
+                           "customer id changed: a shared address's new pick, or a merged or renumbered customer; "
+                           "fam@x.ru, customer A → B)")

@@ -63,7 +63,7 @@ class StateWriter(Protocol):
         ...
 
     def record_owners(self, destination: str, owners: Iterable[OwnerChange],
-                      lock: tuple[str, str] | None = None) -> int: ...
+                      lock: tuple[str, str] | None = None) -> list[str]: ...
 
     def settle_lost(self, destination: str, revision: int, adds: Callable[[], Mapping[str, frozenset[str]]], *,
                     whole: bool, lock: tuple[str, str] | None = None) -> int: ...
@@ -391,14 +391,15 @@ class PushedStates:
         return held
 
     def record_owners(self, destination: str, owners: Iterable[OwnerChange],
-                      lock: tuple[str, str] | None = None) -> int:
-        """Name each contact's new customer (a shared address the full plan now gives another customer, his tags
-        and fields those pushed for the one before: no ESP call) where the ledger still names ``was``, in one
-        transaction that bumps the revision when a row changes; tags, fields, ``in_destination``, ``pushed_at``
-        and run stay (nothing was pushed). Returns the rows changed. ``lock``: as for :meth:`forget_lost`."""
+                      lock: tuple[str, str] | None = None) -> list[str]:
+        """Name each contact's new customer (the plan gives the contact another customer id: a shared address's
+        new pick, a merged or renumbered customer) where the ledger still names ``was``, before any ESP call, in
+        one transaction that bumps the revision when a row changes; tags, fields, ``in_destination``,
+        ``pushed_at`` and run stay (what was pushed; a change's outcomes write the rest). Returns the keys of the
+        rows changed. ``lock``: as for :meth:`forget_lost`."""
         wanted = {o.key: o for o in owners}
         if not wanted:
-            return 0
+            return []
         t = pushed_state
         with self._db.write() as conn:
             if lock is not None:
@@ -410,7 +411,7 @@ class PushedStates:
                     if customer_id == wanted[key].was:
                         found.append((wanted[key].customer_id, key))
             if not found:
-                return 0
+                return []
             revision = self._bump_revision(conn, destination)
             mark = "%s" if conn.dialect.name == "postgresql" else "?"
             conn.exec_driver_sql(f"UPDATE pushed_state SET customer_id = {mark}, revision = {mark} "
@@ -418,7 +419,7 @@ class PushedStates:
                                  [(customer_id, revision, destination, key, wanted[key].was)
                                   for customer_id, key in found])
         self._written.note(destination, revision, len(found))
-        return len(found)
+        return [key for _, key in found]
 
     def settle_lost(self, destination: str, revision: int, adds: Callable[[], Mapping[str, frozenset[str]]], *,
                     whole: bool, lock: tuple[str, str] | None = None) -> int:

@@ -32,7 +32,7 @@ from ..config import DestinationConfig
 from ..guards import PlanStats, plan_stats, waiting_only
 from ..model import ContactChange, OwnerChange, PushedState, Skip
 from .plan import NO_CONSENT_SKIP, Plan, all_managed, consent_warning, managed_tags
-from .plan import owner_changes, owners_note, status_for_new
+from .plan import owner_changes, status_for_new
 from .canonical import INT_TYPES, double_round_sure, fields_text_sql, segment_tags_text_sql
 from .changeset import OUT, build_changes, value_columns
 from .rows import DESIRED, INVALID, CustomerRows
@@ -119,10 +119,10 @@ def plan_columnar(rows: CustomerRows, dest: DestinationConfig, *, revision: int 
     changes = _changes(con, [esp for esp, _ in fields], dtypes)
     creates = sum(c.create for c in changes)
     warning = consent_warning(dest, consents, creates)
-    owners = owner_changes(candidates, changes)
+    owners, note = owner_changes(candidates, changes)
     return Plan(destination=dest.name, type=dest.type, changes=tuple(changes), skipped=tuple(skips),
                 managed_tags=tuple(sorted(set(managed))), fields=dict(dest.fields), ledger_revision=revision,
-                remote_checked=remote_checked, notes=(*notes, *owners_note(owners)),
+                remote_checked=remote_checked, notes=(*notes, *note),
                 warnings=(warning,) if warning else (), owners=owners)
 
 
@@ -214,7 +214,7 @@ def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str
     cols = ", ".join(field_cols)
     # a contact that exists and whose pushed tags and fields are the texts the ledger would write for its desired
     # ones has nothing to change: two string comparisons, no JSON parsed (:mod:`.canonical`); the others go on,
-    # and so does one the ledger gives another customer (his new owner is recorded: OwnerChange)
+    # and so does one the ledger gives another customer (his new customer is recorded: OwnerChange)
     unchanged = ""
     if not full_refresh and join != "LEFT":  # (a left join: nothing was pushed, nobody is unchanged)
         tags_text = (f"CAST(to_json({tags_expr}) AS VARCHAR)" if extra_sel
