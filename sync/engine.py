@@ -28,7 +28,7 @@ from .destinations.base import Destination
 from .errors import LedgerError, LockBusyError, LockLostError
 from .ledger import Ledger, Locks, owner_process_gone
 from .model import CallResults, ItemResult, PushedState, failed_results
-from .outcomes import OutcomeWriter, StateFold
+from .outcomes import OutcomeWriter, StateFold, record_owners
 from .planning.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -185,6 +185,12 @@ def _without_lost(forgotten: set[tuple[str, str]], state: Mapping[str, PushedSta
     return ChainMap(stripped, state) if stripped else state  # type: ignore[arg-type]
 
 
+def _log_summary(destination: str, counts: Mapping[str, Any]) -> None:
+    """The sync's one INFO line (a scheduled sync prints nothing else)."""
+    log.info("sync %s: %d changes, %d ok, %d failed, %d skipped, %d recorded in the ledger only (new owner)",
+             destination, counts["planned"], counts["ok"], counts["failed"], counts["skipped"], counts["ledger_only"])
+
+
 def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str = "sync",
                  replan: Callable[[], Plan] | None = None, data: Mapping[str, Any] | None = None,
                  lock_ttl: float = LOCK_TTL) -> ApplyReport:
@@ -203,7 +209,8 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                          plan.destination, plan.ledger_revision, now)
                 plan = replan()
         run_id = ledger.start_run(kind, plan.destination)
-        counts = {**(data or {}), "planned": len(plan.changes), "skipped": len(plan.skipped), "ok": 0, "failed": 0}
+        counts = {**(data or {}), "planned": len(plan.changes), "skipped": len(plan.skipped), "ok": 0, "failed": 0,
+                  "ledger_only": 0}
         try:  # the contacts waiting for a tag the ESP lost that this plan no longer gives them (they left its
             # segment, or it is no longer mapped) wait no longer (a webhook resync's plan covers only its customers)
             ledger.settle_lost(plan.destination, plan.ledger_revision,
@@ -215,8 +222,10 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         errors: list[str] = []
         lost: list[str] = []  # what the destination lost since rfmsync pushed it (lost_in_destination)
         forgotten: set[tuple[str, str]] = set()  # and what the ledger forgot for it
+        record_owners(ledger, plan.destination, plan.owners, plan.changes, run_id, counts, (held.name, held.owner))
         if plan.is_empty:
             ledger.finish_run(run_id, "succeeded", counts)
+            _log_summary(plan.destination, counts)
             return ApplyReport(plan.destination, run_id, "succeeded", counts)
         with gc_pause.paused_for(len(plan.changes)), \
                 ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"rfmsync-prepare-{plan.destination}") as early:
@@ -284,8 +293,7 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         ledger.finish_run(run_id, status, counts, error="; ".join(errors[:5]) or None)
         if len(plan.changes) >= COPY_AFTER:
             _keep_copy_current(ledger, plan.destination)
-        log.info("sync %s: %d changes, %d ok, %d failed, %d skipped", plan.destination, len(plan.changes),
-                 counts["ok"], counts["failed"], counts["skipped"])
+        _log_summary(plan.destination, counts)
         return ApplyReport(plan.destination, run_id, status, counts, errors, ledger_seconds=writer.busy_seconds,
                            ledger_wait_seconds=writer.wait_seconds, ledger_cpu_seconds=writer.cpu_seconds,
                            forgotten=frozenset(forgotten))

@@ -72,6 +72,19 @@ class ContactChange:
         return self.create or bool(self.set_fields)
 
 
+@dataclass(frozen=True, slots=True)
+class OwnerChange:
+    """A contact whose customer id changes from ``was`` to ``customer_id``: a shared address (a family account)
+    whose first customer in planning order is another, or a customer merged into another id or renumbered.
+    Recorded in the ledger before any ESP call (the webhook resync asks it whose the address is); when the
+    plan has nothing else for the contact (its tags and fields are those pushed, or it is skipped), that is
+    all the apply does for it (no ESP call)."""
+
+    key: str
+    customer_id: str
+    was: str
+
+
 @dataclass(frozen=True)
 class Skip:
     key: str

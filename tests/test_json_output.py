@@ -35,6 +35,7 @@ def test_a_successful_sync_reports_each_destination(shop, mailchimp_fake):
     assert dest["destination"] == DEST and dest["status"] == "succeeded" and dest["errors"] == []
     assert dest["counts"]["ok"] > 0 and dest["counts"]["failed"] == 0
     assert doc["counts"]["ok"] == dest["counts"]["ok"]
+    assert dest["counts"]["ledger_only"] == doc["counts"]["ledger_only"] == 0  # always there (a new owner alone)
     assert len(mailchimp_fake.lists["aud1"].members) > 0
 
 

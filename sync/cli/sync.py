@@ -142,7 +142,8 @@ def _report(reports, doc=None) -> None:
     failed = sum(r.counts.get("failed", 0) for r in reports)
     if doc is not None:
         doc["destinations"] = [report_dict(r) for r in reports]
-        doc["counts"] = {k: sum(r.counts.get(k, 0) for r in reports) for k in ("planned", "ok", "failed", "skipped")}
+        totals = ("planned", "ok", "failed", "skipped", "ledger_only")  # ledger_only: Plan.owners, no ESP call
+        doc["counts"] = {k: sum(r.counts.get(k, 0) for r in reports) for k in totals}
     else:
         _print_reports(reports)
     if failed:
@@ -157,7 +158,9 @@ def _print_reports(reports) -> None:
         c = r.counts
         out.print(f"{r.destination}: run {r.run_id} {r.status} — {c.get('planned', 0)} changes, {c.get('ok', 0)} "
                   f"operations ok, {c.get('failed', 0)} failed (pending for the next run), "
-                  f"{c.get('skipped', 0)} skipped")
+                  f"{c.get('skipped', 0)} skipped"
+                  # a contact's new customer named in the ledger alone (no ESP call): Plan.owners
+                  + (f", {c['ledger_only']} recorded in the ledger only (new owner)" if c.get("ledger_only") else ""))
         for e in r.errors[:5]:
             out.print(f"  {e}", markup=False, highlight=False)
 

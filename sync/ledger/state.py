@@ -16,7 +16,7 @@ from sqlalchemy import case, delete, func, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from ..model import PushedState
+from ..model import OwnerChange, PushedState
 from .bulk import PAGE, STATE_COLUMNS, select_state_pg, select_state_sqlite
 from .db import LedgerDB, chunks
 from .locks import check_lock_held
@@ -60,6 +60,9 @@ class StateWriter(Protocol):
                     lock: tuple[str, str] | None = None, leaving: Container[tuple[str, str]] = ()
                     ) -> dict[tuple[str, str], int]:
         ...
+
+    def record_owners(self, destination: str, owners: Iterable[OwnerChange],
+                      lock: tuple[str, str] | None = None) -> list[str]: ...
 
     def settle_lost(self, destination: str, revision: int, adds: Callable[[], Mapping[str, frozenset[str]]], *,
                     whole: bool, lock: tuple[str, str] | None = None) -> int: ...
@@ -385,6 +388,37 @@ class PushedStates:
         log.info("ledger: %s forgotten for %d contacts of %s", ", ".join(f"{k} {n!r}" for k, n in held),
                  len(out), destination)
         return held
+
+    def record_owners(self, destination: str, owners: Iterable[OwnerChange],
+                      lock: tuple[str, str] | None = None) -> list[str]:
+        """Name each contact's new customer (the plan gives the contact another customer id: a shared address's
+        new pick, a merged or renumbered customer) where the ledger still names ``was``, before any ESP call, in
+        one transaction that bumps the revision when a row changes; tags, fields, ``in_destination``,
+        ``pushed_at`` and run stay (what was pushed; a change's outcomes write the rest). Returns the keys of the
+        rows changed. ``lock``: as for :meth:`forget_lost`."""
+        wanted = {o.key: o for o in owners}
+        if not wanted:
+            return []
+        t = pushed_state
+        with self._db.write() as conn:
+            if lock is not None:
+                check_lock_held(conn, *lock)
+            found: list[tuple[str, str]] = []  # the new customer, the key
+            for chunk in chunks(sorted(wanted), 900):
+                for key, customer_id in conn.execute(select(t.c.key, t.c.customer_id).where(
+                        t.c.destination == destination, t.c.key.in_(chunk))):
+                    if customer_id == wanted[key].was:
+                        found.append((wanted[key].customer_id, key))
+            if not found:
+                return []
+            revision = self._bump_revision(conn, destination)
+            mark = "%s" if conn.dialect.name == "postgresql" else "?"
+            conn.exec_driver_sql(f"UPDATE pushed_state SET customer_id = {mark}, revision = {mark} "
+                                 f"WHERE destination = {mark} AND key = {mark} AND customer_id = {mark}",
+                                 [(customer_id, revision, destination, key, wanted[key].was)
+                                  for customer_id, key in found])
+        self._written.note(destination, revision, len(found))
+        return [key for _, key in found]
 
     def settle_lost(self, destination: str, revision: int, adds: Callable[[], Mapping[str, frozenset[str]]], *,
                     whole: bool, lock: tuple[str, str] | None = None) -> int:

@@ -30,9 +30,9 @@ from connectors.normalize import ident, lit
 
 from ..config import DestinationConfig
 from ..guards import PlanStats, plan_stats, waiting_only
-from ..model import ContactChange, PushedState, Skip
+from ..model import ContactChange, OwnerChange, PushedState, Skip
 from .plan import NO_CONSENT_SKIP, Plan, all_managed, consent_warning, managed_tags
-from .plan import status_for_new
+from .plan import owner_changes, status_for_new
 from .canonical import INT_TYPES, double_round_sure, fields_text_sql, segment_tags_text_sql
 from .changeset import OUT, build_changes, value_columns
 from .rows import DESIRED, INVALID, CustomerRows
@@ -42,6 +42,8 @@ LEDGER, PUSHED = "_plan_ledger", "_plan_pushed"
 #: the pushed state's tags are kept as the ledger's JSON text (``tags_json``) and parsed only where read
 TAGS = "CAST(from_json({}, '[\"VARCHAR\"]') AS VARCHAR[])"
 CONSENT = "coalesce(NULLIF(CAST(d.marketing_consent AS VARCHAR), ''), 'unknown')"
+#: the ledger names another customer for a desired contact (``{p}customer_id`` the pushed, ``{d}`` the desired)
+OWNER_MOVED = "({p}customer_id IS NOT NULL AND {p}customer_id IS DISTINCT FROM CAST({d}customer_id AS VARCHAR))"
 
 
 def stage_pushed(con: duckdb.DuckDBPyConnection, state: Any, changed: Any = None) -> None:
@@ -111,12 +113,17 @@ def plan_columnar(rows: CustomerRows, dest: DestinationConfig, *, revision: int 
         "SELECT key, customer_id, segment FROM _plan_diff WHERE skip ORDER BY rn").fetchall()]
     consents = {c for (c,) in con.execute(f"SELECT DISTINCT {CONSENT} FROM {DESIRED} d").fetchall()}
     dtypes = [(rows.columns.get(column_of(value)) or "NULL").upper() for _, value in fields]
+    candidates = [OwnerChange(key, cid, was) for key, cid, was in con.execute(
+        "SELECT key, customer_id, prev_customer_id FROM _plan_diff "
+        f"WHERE NOT departed AND {OWNER_MOVED.format(p='prev_', d='')}").fetchall()]
     changes = _changes(con, [esp for esp, _ in fields], dtypes)
     creates = sum(c.create for c in changes)
     warning = consent_warning(dest, consents, creates)
+    owners, note = owner_changes(candidates, changes)
     return Plan(destination=dest.name, type=dest.type, changes=tuple(changes), skipped=tuple(skips),
                 managed_tags=tuple(sorted(set(managed))), fields=dict(dest.fields), ledger_revision=revision,
-                remote_checked=remote_checked, notes=tuple(notes), warnings=(warning,) if warning else ())
+                remote_checked=remote_checked, notes=(*notes, *note),
+                warnings=(warning,) if warning else (), owners=owners)
 
 
 def columnar_plan_stats(con: duckdb.DuckDBPyConnection, plan: Plan,
@@ -206,13 +213,14 @@ def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str
     m = _list(managed)
     cols = ", ".join(field_cols)
     # a contact that exists and whose pushed tags and fields are the texts the ledger would write for its desired
-    # ones has nothing to change: two string comparisons, no JSON parsed (:mod:`.canonical`); the others go on
+    # ones has nothing to change: two string comparisons, no JSON parsed (:mod:`.canonical`); the others go on,
+    # and so does one the ledger gives another customer (his new customer is recorded: OwnerChange)
     unchanged = ""
     if not full_refresh and join != "LEFT":  # (a left join: nothing was pushed, nobody is unchanged)
         tags_text = (f"CAST(to_json({tags_expr}) AS VARCHAR)" if extra_sel
                      else segment_tags_text_sql("d.segment", tags_for))
         unchanged = (f"\n            WHERE d._key IS NULL OR NOT coalesce(p.present AND p.tags_json = {tags_text} "
-                     f"AND p.fields = {fields_text_sql(texts)}, FALSE)")
+                     f"AND p.fields = {fields_text_sql(texts)}, FALSE) OR {OWNER_MOVED.format(p='p.', d='d.')}")
     return f"""
         WITH j AS (
             SELECT {'coalesce(d._key, p.key)' if join != 'LEFT' else 'd._key'} AS key, d._key IS NULL AS departed,
@@ -236,10 +244,12 @@ def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str
             SELECT *, {fields_same} AS fields_same, NOT departed AND NOT exists_ AND status IS NULL AS skip FROM k0
         )
         SELECT key, departed, rn, customer_id, prev_customer_id, segment, exists_, status, add_tags, remove_tags,
-               skip{out_cols}
+               skip, departed OR NOT exists_ OR len(add_tags) > 0 OR len(remove_tags) > 0 OR NOT fields_same AS esp
+               {out_cols}
         FROM k
         WHERE CASE WHEN departed THEN len(remove_tags) > 0
-                   ELSE skip OR NOT exists_ OR len(add_tags) > 0 OR len(remove_tags) > 0 OR NOT fields_same END"""
+                   ELSE skip OR NOT exists_ OR len(add_tags) > 0 OR len(remove_tags) > 0 OR NOT fields_same
+                        OR {OWNER_MOVED.format(p='prev_', d='')} END"""
 
 
 def _opt(value: str | None) -> str:
@@ -295,7 +305,7 @@ def _changes(con: duckdb.DuckDBPyConnection, esp_fields: list[str], dtypes: list
                to_json(remove_tags)::VARCHAR AS remove_json,
                NOT departed AND {fast} AS fast,
                CASE WHEN NOT departed AND {fast} THEN {text} END AS fields_text{', ' + values if values else ''}{verdicts}
-        FROM _plan_diff WHERE NOT skip
+        FROM _plan_diff WHERE NOT skip AND esp
         ORDER BY key""")
     con.execute("DROP TABLE _plan_diff")
     try:

@@ -20,7 +20,7 @@ from connectors.email_phone import normalize_email
 
 from ..config import DestinationConfig
 from ..errors import ConfigError
-from ..model import ContactChange, DesiredContact, FieldValue, PushedState, Skip
+from ..model import ContactChange, DesiredContact, FieldValue, OwnerChange, PushedState, Skip
 from .transitions import tags_for_row, transition_managed
 from .values import FIELD_VALUES, column_of
 
@@ -96,9 +96,10 @@ def leave_shared_to_full_sync(desired: Iterable[DesiredContact], last: Mapping[s
     only last until the next full sync gave it back. Nor does it strip the tags of an address these customers
     left (a changed e-mail) that another customer still gives: his contact now, for the full sync to plan.
 
-    The ledger's owner is only the last customer written (the full plan writes changed contacts only), so the
-    store decides: an owner it no longer gives the address to (his e-mail changed, he was deleted or merged into
-    another id) does not hold it, and the resync plans it. ``holders`` is asked only when the ledger names
+    The ledger's owner is the customer the last plan applied gave the contact (named before its ESP calls:
+    :class:`~sync.model.OwnerChange`), but the store decides: an owner it no longer gives the address to (his
+    e-mail changed, he was deleted or merged into another id) does not hold it, and the resync plans it (and
+    names its own customer in the ledger). ``holders`` is asked only when the ledger names
     another customer (about those owners, by id) or a key still holding tags was left (about everyone).
     Returns ``desired`` and ``last`` without the addresses left, and a note for each."""
     ids = {str(c) for c in customer_ids}
@@ -165,6 +166,10 @@ class Plan:
     notes: tuple[str, ...] = ()
     #: guard lines and other warnings about this destination's plan (printed, and in the JSON)
     warnings: tuple[str, ...] = ()
+    #: contacts whose customer id changes (:class:`~sync.model.OwnerChange`), by key: the apply records each new
+    #: customer in the ledger before any ESP call; those not also in ``changes`` have nothing else to write (no
+    #: ESP call for them, ``ledger_only`` in the run's counts) and are not counted by the plan guards
+    owners: tuple[OwnerChange, ...] = ()
 
     @property
     def is_empty(self) -> bool:
@@ -208,6 +213,7 @@ class Plan:
             "new_by_status": self.new_by_status(),
             "changes": [_change_json(c) for c in self.changes],
             "skipped": [asdict(s) for s in self.skipped],
+            "owners": [{"key": o.key, "customer_id": o.customer_id, "was": o.was} for o in self.owners],
         }
 
     @classmethod
@@ -222,7 +228,9 @@ class Plan:
                        skipped=tuple(Skip(**s) for s in data["skipped"]),
                        managed_tags=tuple(data["managed_tags"]), fields=dict(data["fields"]),
                        ledger_revision=int(data["ledger_revision"]), remote_checked=data.get("remote_checked", False),
-                       notes=tuple(data.get("notes", ())), warnings=tuple(data.get("warnings", ())))
+                       notes=tuple(data.get("notes", ())), warnings=tuple(data.get("warnings", ())),
+                       owners=tuple(OwnerChange(o["key"], o["customer_id"], o["was"])
+                                    for o in data.get("owners", ())))
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"not an rfmsync plan file: missing or bad {exc}") from None
 
@@ -256,10 +264,13 @@ def plan_destination(dest: DestinationConfig, desired: Iterable[DesiredContact],
     skips = list(skipped)
     seen: set[str] = set()
     consents: set[str] = set()
+    owners: list[OwnerChange] = []  # the contacts whose customer is another
     for d in desired:
         seen.add(d.key)
         consents.add(d.consent)
         prev = last.get(d.key)
+        if prev is not None and prev.customer_id is not None and prev.customer_id != d.customer_id:
+            owners.append(OwnerChange(d.key, d.customer_id, prev.customer_id))
         exists = (prev is not None and prev.exists) or (existing is not None and d.key in existing)
         if full_refresh and existing is not None:  # the ESP was read: believe it over the ledger (drift repair)
             exists = d.key in existing
@@ -289,9 +300,30 @@ def plan_destination(dest: DestinationConfig, desired: Iterable[DesiredContact],
     changes.sort(key=lambda c: c.key)
     creates = sum(c.create for c in changes)
     warning = consent_warning(dest, consents, creates)
+    owned, note = owner_changes(owners, changes)
     return Plan(destination=dest.name, type=dest.type, changes=tuple(changes), skipped=tuple(skips),
                 managed_tags=tuple(sorted(managed)), fields=dict(dest.fields), ledger_revision=revision,
-                remote_checked=remote_checked, notes=tuple(notes), warnings=(warning,) if warning else ())
+                remote_checked=remote_checked, notes=(*notes, *note),
+                warnings=(warning,) if warning else (), owners=owned)
+
+
+def owner_changes(candidates: Iterable[OwnerChange], changes: Iterable[ContactChange]
+                  ) -> tuple[tuple[OwnerChange, ...], tuple[str, ...]]:
+    """The contacts whose customer id changes, by key (all of them: the apply records each one's new customer
+    before any ESP call, :func:`sync.outcomes.record_owners`), and the plan's note on those the ESP has nothing
+    to do for (not among the changes, a skipped one too: recorded in the ledger only; none: no note)."""
+    owners = tuple(sorted(candidates, key=lambda o: o.key))
+    if not owners:
+        return owners, ()
+    changed = {c.key for c in changes}
+    alone = [o for o in owners if o.key not in changed]
+    if not alone:
+        return owners, ()
+    n, first = len(alone), alone[0]
+    return owners, (f"{n} contact{'s are' if n > 1 else ' is'} now another customer's with nothing to write to the "
+                    f"ESP (the contact's customer id changed: a shared address's new pick, or a merged or renumbered "
+                    f"customer; {first.key}, customer {first.was} → {first.customer_id}{' and more' if n > 1 else ''})"
+                    f": recorded in the ledger only when applied, no ESP call",)
 
 
 def consent_warning(dest: DestinationConfig, consents: set[str], creates: int) -> str | None:

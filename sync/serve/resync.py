@@ -324,7 +324,7 @@ def _apply(cfg: Config, planned: _Planned, ledger: Ledger, settings: Settings, a
     plan = final[0].plan
     if applied.forgotten:  # taken from holders beyond the plan's contacts: the count is counted again
         MANAGED_COUNTS.drop(ledger, name, plan.managed_tags)
-    elif plan.changes:
+    elif plan.changes or plan.owners:  # a new owner alone moves the revision, not the count
         keys = {c.key for c in plan.changes}
         after = ledger.load_state_of(name, keys)
         report.ledger_rows_read += len(after)
