@@ -7,7 +7,7 @@ import shutil
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
-from connectors.records import Consent, Contact, Order, OrderStatus
+from connectors.records import Consent, Contact, LineItem, Order, OrderStatus
 from connectors.source import PullResult
 from connectors.tables import stage_records
 from sync.config import load_config
@@ -201,3 +201,36 @@ def test_a_withdrawn_consent_by_webhook_survives_a_new_daily_contacts_file_witho
     assert _state(cfg, "", cid)[1] == [("yes",)]
     with open_store(store_path(cfg)) as con:
         assert webhook_records(con)["contact"] == set()
+
+
+def test_an_older_webhook_version_merged_after_a_newer_one_does_not_replace_it(tmp_path):
+    """Two workers, or a batch retried after a newer one went through: the batch of the order paid and the consent
+    given (accepted first) is merged after the batch of the refund and the withdrawn consent. The store keeps the
+    newer versions and their age; a version at least as new still replaces them. Per record: a batch's other,
+    newer records are merged."""
+    cfg, (oid, cid, at, amount) = _ingested_shop(tmp_path)
+    with open_store(store_path(cfg)) as con:
+        (other,) = con.execute("SELECT customer_id FROM contacts WHERE marketing_consent = 'yes' "
+                               "ORDER BY customer_id LIMIT 1").fetchone()
+    given = datetime.now(timezone.utc) - timedelta(minutes=10)
+    withdrawn = given + timedelta(minutes=5)
+    paid = ([Order(oid, cid, at, amount, status=OrderStatus.COMPLETED, items=(LineItem(sku="SKU-1", price=amount),)),
+             Order("W-OTHER", cid, at, amount)], [Contact(other, marketing_consent=Consent.YES)])
+    _webhook(cfg, [Order(oid, cid, at, amount, status=OrderStatus.REFUNDED)], [Contact(other,
+             marketing_consent=Consent.NO)], received_at=withdrawn)
+    _webhook(cfg, *paid, received_at=given)  # the older batch, merged last: one time for all
+    _webhook(cfg, *paid, received_at={("order", oid): given, ("contact", other): given,
+                                      ("order", "W-NEW"): withdrawn + timedelta(minutes=1)})  # each its own
+    assert _state(cfg, oid, other) == ([("refunded", 1)], [("no",)])
+    assert _state(cfg, "W-OTHER", cid)[0] == [("completed", 1)]  # not stored before: merged
+    with open_store(store_path(cfg)) as con:
+        assert con.execute("SELECT count(*) FROM line_items WHERE order_id = ?", [oid]).fetchall() == [(0,)]
+        assert set(con.execute("SELECT kind, id, received_at FROM webhook_records").fetchall()) == {
+            ("order", oid, withdrawn), ("contact", other, withdrawn),
+            ("order", "W-OTHER", withdrawn + timedelta(minutes=1))}  # no age of its own: the batch's newest
+    newer = ([Order(oid, cid, at, amount, status=OrderStatus.COMPLETED), Order("W-NEW", cid, at, amount)],
+             [Contact(other, marketing_consent=Consent.YES)])
+    _webhook(cfg, *newer, received_at={("order", oid): withdrawn, ("contact", other): withdrawn + timedelta(1),
+                                       ("order", "W-NEW"): given})  # as new, newer, and a record not stored yet
+    assert _state(cfg, oid, other) == ([("completed", 1)], [("yes",)])
+    assert _state(cfg, "W-NEW", cid)[0] == [("completed", 1)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -255,6 +256,40 @@ def test_two_workers_on_one_ledger_never_process_an_event_twice(ledger_url, tmp_
     finally:
         one.close()
         two.close()
+
+
+def test_a_consent_withdrawn_by_a_newer_event_another_worker_merged_first_is_not_undone(tmp_path, mailchimp_fake,
+                                                                                        monkeypatch):
+    """A new customer orders and agrees to the newsletter (event A), then withdraws his consent (event B). Worker 1
+    claims A, but worker 2, claiming B meanwhile, reaches the order store first. A merged last must not give the
+    consent back: the customer is created in Mailchimp without a subscription, and the store keeps the "no"."""
+    from connectors.records import Consent, Contact, Order
+
+    path = make_shop(tmp_path / "shop", mailchimp_fake, monkeypatch, customers=60)
+    cfg, settings = load_config(path), load_settings()
+    email = "new.buyer@example.com"
+    at = datetime(2025, 6, 29, 12, tzinfo=timezone.utc)
+    with open_ledger(cfg, settings) as ledger:
+        run_full_sync(cfg, ledger, settings, as_of=AS_OF, kind="sync")
+        ledger.enqueue_event("generic", "A", encode_records(
+            orders=[Order("N1", "NEW", at, Decimal("990000"))],
+            contacts=[Contact("NEW", email=email, marketing_consent=Consent.YES)]))
+        time.sleep(0.01)
+        ledger.enqueue_event("generic", "B", encode_records(contacts=[Contact("NEW", email=email,
+                                                                            marketing_consent=Consent.NO)]))
+        second = Worker(cfg, ledger, settings, name="w2", as_of=lambda: AS_OF)
+
+        def held_up(batch):  # worker 1, its batch (A) claimed, reaches the store after worker 2 merged B
+            assert [ev.dedupe_key for ev in batch.events] == ["A"] and second.process_batch() == 1
+            return resync(cfg, ledger, settings, batch.orders, batch.contacts, as_of=AS_OF, received_at=batch.ages)
+
+        first = Worker(cfg, ledger, settings, name="w1", batch_limit=1, process=held_up)
+        assert first.process_batch() == 1
+        assert ledger.event_counts()["done"] == 2
+        assert mailchimp_fake.member(email)["status"] != "subscribed"
+    with open_store(store_path(cfg)) as con:
+        assert con.execute("SELECT marketing_consent FROM contacts WHERE customer_id = 'NEW'").fetchall() == [("no",)]
+        assert con.execute("SELECT count(*) FROM orders WHERE order_id = 'N1'").fetchall() == [(1,)]
 
 
 def test_a_long_batch_keeps_its_lease_by_heartbeat_and_nobody_else_takes_it(ledger_url):

@@ -17,6 +17,8 @@ withdrawn consent must not come back because another file changed (:class:`~.mer
 the one its row is in; a contact's is the file of its staged row with contacts files, else the files of its
 orders). So the store
 holds one copy of each order, and an order is never lost between its webhook and the export that catches up.
+Between webhooks, the record's age (when the ledger accepted its event) decides: a webhook version older than the
+one stored is left out (a batch merged after a newer one).
 
 DuckDB allows one writing process per file. When a cron ``rfmsync sync`` and ``rfmsync serve`` meet, the second
 waits up to ``wait_seconds`` for the file, then stops with :class:`~sync.errors.LockBusyError` (exit 75). Every

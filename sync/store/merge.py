@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,6 +19,8 @@ from .facts import DAY_HASH, RFM_HASH
 from .generation import bump_generation, generation
 from .lookup import BULK_ROWS, drop_lookup_indexes
 from .webhooks import KIND, WEBHOOK_TABLE, create_webhook_table
+
+log = logging.getLogger(__name__)
 
 #: when the ledger accepted each record of a webhook batch: ``(kind, id)`` → the time of the event it came in
 Ages = Mapping[tuple[str, str], datetime]
@@ -78,6 +81,9 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
     for a busy destination) after a file that holds a newer version was read must not pass for newer than that file.
     One time for all, or each record's own (:data:`Ages`, the event it came in; a record not in it, e.g. a contact
     linked under another id: the newest), so a newer event a re-claimed batch took along does not age the others.
+    A webhook record older than the webhook version the store holds (a batch merged after a newer one: two workers,
+    or a batch retried after a newer one was merged) is left out, with its line items: a record is replaced only by
+    a version at least as new (:func:`_drop_older_versions`).
     """
     if origin not in ("pull", "webhook"):
         raise ValueError(f"merge_staged: origin must be 'pull' or 'webhook', not {origin!r}")
@@ -99,6 +105,8 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
             pull.identity = link_staged(con, max_identity_group)
         moved = pull.identity.moved if pull.identity is not None else []
         links = dict(zip(moved[::2], moved[1::2]))  # identifier → customer id, as link_staged re-keyed them
+        if origin == "webhook" and noted and not pull.full_refresh:
+            _drop_older_versions(con, present, received_at, links)
         if after_link is not None:
             after_link(con)
         if pull.full_refresh and noted:
@@ -213,6 +221,37 @@ def _ages_of(con: duckdb.DuckDBPyConnection, kind: str, received_at: Union[datet
     if own:
         con.executemany("INSERT INTO _webhook_ages VALUES (?, ?)", list(own.items()))
     return max(received_at.values(), default=None), "_webhook_ages"
+
+
+def _drop_older_versions(con: duckdb.DuckDBPyConnection, present: set[str],
+                         received_at: Union[datetime, Ages, None], links: Mapping[str, str]) -> None:
+    """Leave out of a webhook merge the staged orders (with their line items) and contacts whose own age (the one
+    time for all, or the record's entry in :data:`Ages`; a record without one, e.g. pulled from a CRM: never) is
+    older than the age the store notes for its webhook version: merged after a newer version (an older batch
+    retried, or held up, while a newer one went through), the older one would win (an order before its refund, a
+    consent given before it was withdrawn) and keep the newer age."""
+    dropped = 0
+    for name, kind in KIND.items():
+        staged, key = f"staged_{name}", KEYS[name]
+        if staged not in present:
+            continue
+        at, ages = _ages_of(con, kind, received_at, links)
+        if ages is None and at is None:  # merged now: nothing stored is newer
+            continue
+        own = (f"JOIN {ages} a ON a.id = w.id WHERE w.received_at > a.ts" if ages
+               else "WHERE w.received_at > ?::TIMESTAMPTZ")
+        older = (f"SELECT w.id FROM {WEBHOOK_TABLE} w {own} AND w.kind = '{kind}' "
+                 f"AND w.id IN (SELECT {key} FROM {staged})")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _older_{name} AS {older}", [] if ages else [at])
+        count = con.execute(f"SELECT count(*) FROM _older_{name}").fetchall()[0][0]
+        if count:
+            con.execute(f"DELETE FROM {staged} WHERE {key} IN (SELECT id FROM _older_{name})")
+            if name == "orders" and "staged_line_items" in present:
+                con.execute("DELETE FROM staged_line_items WHERE order_id IN (SELECT id FROM _older_orders)")
+            dropped += count
+        con.execute(f"DROP TABLE _older_{name}")
+    if dropped:
+        log.info("webhook merge: %d records left out, the store holds a newer webhook version of them", dropped)
 
 
 def _keep_webhook_rows(con: duckdb.DuckDBPyConnection, present: set[str], files: FileReads | None) -> None:
