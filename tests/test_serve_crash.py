@@ -124,6 +124,81 @@ def test_the_re_run_of_a_killed_sync_does_not_use_up_a_retry(ledger_url, clock, 
         assert "retry 1 of 3 at" in failed
 
 
+# a serve (no HTTP, as its worker process runs) whose scheduled sync is under way when systemd stops it (SIGTERM):
+# the same signal path as run_serve, its scheduler given a clock and a long job
+_SERVE_STOPPED_IN_A_RUN = """
+import os, sys, threading
+from datetime import datetime
+from sync.config import Config, ScheduleConfig
+from sync.ledger import Ledger
+from sync.serve.scheduler import Scheduler
+from sync.serve.service import Service
+from sync.serve.supervise import exit_cleanly_on_sigterm, wait_for_signal
+from sync.settings import load_settings
+now = [datetime.fromisoformat(t) for t in sys.argv[1:]]
+led = Ledger.connect(os.environ["RFMSYNC_TEST_LEDGER"])
+cfg = Config(schedule=ScheduleConfig(every="1h"))
+running = threading.Event()
+def job():
+    running.set()
+    threading.Event().wait()  # a long sync, under way
+service = Service(cfg, load_settings(), led, workers=0, schedule=False)
+service.scheduler = Scheduler(cfg, led, None, clock=lambda: now[0], job=job)
+now.pop(0)  # started before the fire time, which has come (or, restarted, a re-run is due)
+exit_cleanly_on_sigterm()
+try:
+    service.start()
+    assert running.wait(30)
+    print("ready", flush=True)
+    wait_for_signal()
+except KeyboardInterrupt:
+    pass
+finally:
+    service.close(timeout=0.2)  # serve waits 30 s for a sync before it exits without it
+"""
+
+
+def _serve_stopped_in_a_run(url: str, *times: datetime) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RFMSYNC_TEST_LEDGER": url}
+    proc = subprocess.Popen([sys.executable, "-c", _SERVE_STOPPED_IN_A_RUN, *(t.isoformat() for t in times)],
+                            cwd=ledger_fixtures.ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"  # type: ignore[union-attr]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0  # a clean stop
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        proc.stdout.close()  # type: ignore[union-attr]
+
+
+def test_a_scheduled_sync_under_way_when_serve_stops_cleanly_is_run_again_not_counted_as_killed(ledger_url, clock,
+                                                                                                caplog):
+    """Two deploys in a row (SIGTERM, systemd's restart) during a long scheduled sync and its re-run: the server
+    stopped cleanly both times, the sync did not kill it, so the third start runs the sync again. Before, a clean
+    stop counted as a kill and the third start gave the sync up until the next fire time ("killed half-way 2
+    times")."""
+    _serve_stopped_in_a_run(ledger_url, FIRE - timedelta(minutes=1), FIRE + timedelta(seconds=5))
+    with Ledger.connect(ledger_url, clock=clock) as ledger:
+        assert Retry.loads(ledger.get_cursor(*RETRY_CURSOR)) == Retry(FIRE, 0, FIRE + timedelta(seconds=5),
+                                                                      stopped=True)
+    _serve_stopped_in_a_run(ledger_url, FIRE + timedelta(minutes=1), FIRE + timedelta(minutes=1))  # the re-run
+    runs: list[str] = []
+    clock.now = FIRE + timedelta(minutes=2)  # the third start
+    cfg = Config(schedule=ScheduleConfig(every="1h"))
+    with Ledger.connect(ledger_url, clock=clock) as ledger, caplog.at_level(logging.INFO, "sync.serve.scheduler"):
+        third = Scheduler(cfg, ledger, None, clock=clock, job=lambda: runs.append("third"))  # type: ignore
+        assert third.tick() and runs == ["third"]
+        (started,) = [r.getMessage() for r in caplog.records if r.name == "sync.serve.scheduler"]
+        assert "run again: the server stopped during the run before it" in started
+        assert ledger.get_cursor(*RETRY_CURSOR) == "" and ledger.get_cursor("schedule", "last_fire") == FIRE.isoformat()
+
+
 def test_while_a_scheduled_sync_runs_the_ledger_names_it_and_a_second_process_skips_it(ledger_url, clock):
     """The mark left during a run is the run itself: another serve (alive, same ledger) that reads it while the run
     holds the schedule lock skips it, and the run clears it when it ends, failed or not."""
