@@ -145,6 +145,7 @@ class _Affected:
     rows: list[dict[str, Any]]  # customer rows (segment, metrics, email, consent) of the affected customers
     customer_ids: set[str]
     contact_keys: set[str]  # normalised emails of the affected customers' contacts
+    store_wait: float = 60.0  # how long a later store read of this resync waits (resync's store_wait_seconds)
 
 
 def _store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Order],
@@ -159,6 +160,7 @@ def _store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequenc
             affected = _store_step_on(counted, cfg, ledger, settings, orders, contacts, pull, as_of,  # type: ignore[arg-type]
                                       report, received_at)
             report.store_rows_read = counted.rows()
+            affected.store_wait = wait_seconds
             return affected
         finally:
             con.close()
@@ -285,7 +287,8 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
     revision = ledger.state_revision(dest.name)
     last = ledger.load_state_of(dest.name, keys, affected.customer_ids)  # by key: never the whole destination
     desired, last, shared = leave_shared_to_full_sync(desired, last, affected.customer_ids,
-                                                      lambda keys, among: _store_holders(cfg, keys, among))
+                                                      lambda keys, among: _store_holders(cfg, keys, among,
+                                                                                        affected.store_wait))
     for note in shared:  # a resync's plan is not printed: its notes would be seen nowhere
         log.info("webhook resync of %s: %s", dest.name, note)
     existing = None
