@@ -196,6 +196,33 @@ def test_a_batch_waits_out_an_esp_outage_instead_of_being_given_up_after_five_qu
         assert worker.drain() == 1 and "Winback" not in mailchimp_fake.tags_of(email)
 
 
+def test_a_storm_of_updates_to_one_order_stores_its_last_version_with_its_items_once(tmp_path, mailchimp_fake,
+                                                                                    monkeypatch):
+    """A CRM sends 300 updates of one order within the debounce window (status, payment, an item replaced): one
+    batch. The store holds the order's last version with the last version's line items, once; before, every
+    version's items were inserted (600 rows for a 2-item order, the replaced item among them), and the customer's
+    favourite category was counted from them."""
+    from connectors.records import LineItem, Order
+
+    path = make_shop(tmp_path / "shop", mailchimp_fake, monkeypatch, customers=60)
+    cfg, settings = load_config(path), load_settings()
+    at = datetime(2025, 6, 29, 12, tzinfo=timezone.utc)
+    with open_ledger(cfg, settings) as ledger:
+        run_full_sync(cfg, ledger, settings, as_of=AS_OF, kind="sync")
+        _, cid = churned_contact(ledger)
+        for n in range(300):
+            items = (LineItem(sku="A", category="shoes", price=Decimal("100")),
+                     LineItem(sku="B" if n < 299 else "C", category="bags" if n < 299 else "hats",
+                              price=Decimal("50")))
+            ledger.enqueue_event("generic", f"upd-{n}", encode_records(
+                orders=[Order("STORM-1", cid, at, Decimal("150"), items=items)]))
+        assert Worker(cfg, ledger, settings, as_of=lambda: AS_OF).drain() == 300
+    with open_store(store_path(cfg)) as con:
+        assert con.execute("SELECT line_no, sku, category FROM line_items WHERE order_id = 'STORM-1' "
+                           "ORDER BY line_no").fetchall() == [(1, "A", "shoes"), (2, "C", "hats")]
+        assert con.execute("SELECT count(*) FROM orders WHERE order_id = 'STORM-1'").fetchall() == [(1,)]
+
+
 def _append_export_row(shop: Path, order_id: str, customer_id: str, email: str) -> None:
     """The shop's next export now contains the order (same format as the demo's orders.csv)."""
     path = shop.parent / "orders.csv"
