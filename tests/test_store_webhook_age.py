@@ -234,3 +234,20 @@ def test_an_older_webhook_version_merged_after_a_newer_one_does_not_replace_it(t
                                        ("order", "W-NEW"): given})  # as new, newer, and a record not stored yet
     assert _state(cfg, oid, other) == ([("completed", 1)], [("yes",)])
     assert _state(cfg, "W-NEW", cid)[0] == [("completed", 1)]
+
+
+def test_a_webhook_batch_merged_again_after_a_crm_pull_does_not_undo_the_pulled_version():
+    """A CRM shop: the webhook batch (consent given) is merged, then waits for the destination the scheduled sync
+    holds; that sync's incremental pull brings the customer's newer version (consent withdrawn in the CRM). The
+    batch, re-claimed after the sync, is older than the pull: the store keeps "no". Before, the pull dropped the
+    webhook note and the old batch's "yes" won until the customer changed again in the CRM."""
+    accepted = datetime.now(timezone.utc) - timedelta(minutes=5)
+    given, withdrawn = (Contact("C1", email="a@example.com", marketing_consent=c) for c in (Consent.YES, Consent.NO))
+    with open_store(None) as con:
+        for contact, origin in ((given, "webhook"), (withdrawn, "pull"), (given, "webhook")):
+            stage_records(con, [], [contact])
+            merge_staged(con, PullResult(), origin=origin, received_at=accepted if origin == "webhook" else None)
+        assert con.execute("SELECT marketing_consent FROM contacts").fetchall() == [("no",)]
+        stage_records(con, [], [given])  # a webhook accepted after the pull: newer, it wins
+        merge_staged(con, PullResult(), origin="webhook", received_at=datetime.now(timezone.utc) + timedelta(1))
+        assert con.execute("SELECT marketing_consent FROM contacts").fetchall() == [("yes",)]

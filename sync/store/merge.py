@@ -199,9 +199,13 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
                         + (f"LEFT JOIN {ages} a ON a.id = s.{key} " if ages else "")
                         + f"ON CONFLICT DO UPDATE SET received_at = "
                         f"greatest({WEBHOOK_TABLE}.received_at, excluded.received_at)", [at])
-        elif noted:  # pulled from the source: the source's version wins from now on
+        elif noted and full_refresh:  # the export's version wins from now on
             con.execute(f"DELETE FROM {WEBHOOK_TABLE} WHERE kind = '{kind}' AND id IN "
                         f"(SELECT {key} FROM {staged}{kept_out})")
+        elif noted:  # an API source's pull: its version is as new as now, so an older webhook batch merged after
+            # it (re-claimed after waiting for the sync that pulled) is left out (_drop_older_versions)
+            con.execute(f"UPDATE {WEBHOOK_TABLE} SET received_at = greatest(received_at, now()) WHERE kind = "
+                        f"'{kind}' AND id IN (SELECT {key} FROM {staged})")
     return rows
 
 
