@@ -698,6 +698,34 @@ def test_a_deleted_crm_deal_leaves_the_history_when_its_webhook_also_asks_for_a_
             ("77", "cancelled", 0), ("78", "completed", 50)]
 
 
+def test_a_crm_pull_asked_by_a_webhook_is_merged_even_when_its_event_is_older_than_the_last_pull(tmp_path,
+                                                                                                   monkeypatch):
+    """A Bitrix24 webhook (ids only: a pull) is accepted, then the scheduled sync pulls the CRM before the worker
+    gets to it, then the deal changes again. The worker's pull reads the CRM now: its rows are not older than the
+    scheduled pull's, whatever the event's age, and the change is stored (a webhook's own records yield to a newer
+    version; rows pulled for it do not)."""
+    import responses
+
+    from sync.ingest import segments_from_store
+    from tests.test_bitrix24 import HOOK, T0, FakeBitrix24
+
+    (tmp_path / "rfmsync.toml").write_text('[source]\ntype = "bitrix24"\n', encoding="utf-8")
+    monkeypatch.setenv("BITRIX24_WEBHOOK_URL", HOOK)
+    cfg, settings = load_config(tmp_path / "rfmsync.toml"), load_settings()
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps, open_ledger(cfg, settings) as ledger:
+        fake = FakeBitrix24(rsps)
+        fake.put_contact(5, "ann@example.com", at=T0)
+        fake.put_order(78, 5, "50.00", at=T0)
+        resync(cfg, ledger, settings, pull=True, as_of=AS_OF)  # an earlier webhook's pull: 78 noted as a webhook's
+        ledger.enqueue_event("bitrix24", "deal-78-update", encode_records(pull=True))
+        time.sleep(0.01)
+        segments_from_store(cfg, ledger, settings, as_of=AS_OF, pull=True).con.close()  # the scheduled sync's pull
+        fake.put_order(78, 5, "60.00", at=T0 + timedelta(days=1))  # the deal changes again
+        assert Worker(cfg, ledger, settings, as_of=lambda: AS_OF).drain() == 1
+    with open_store(store_path(cfg)) as con:
+        assert con.execute("SELECT amount FROM orders WHERE order_id = '78'").fetchall() == [(60,)]
+
+
 def test_a_scheduled_sync_adds_its_contact_changes_and_failures_to_the_esp_metrics(tmp_path, clock):
     from sync.config import Config, ScheduleConfig
     from sync.engine import ApplyReport
