@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -673,19 +675,28 @@ def test_the_worker_process_metrics_are_added_to_the_intake_process_metrics():
     assert 'rfmsync_events_processed_total{outcome="done"} 0' in Metrics().render()
 
 
-def test_a_deleted_crm_deal_leaves_the_history_when_its_webhook_also_asks_for_a_pull(tmp_path, monkeypatch):
-    """Bitrix24 ONCRMDEALDELETE queues a tombstone *and* a pull: the pull must not drop the tombstone."""
+@contextmanager
+def bitrix_shop(folder: Path, monkeypatch) -> Iterator[tuple]:
+    """A Bitrix24 shop against the fake portal, with its contact 5: (cfg, settings, ledger, fake)."""
     import responses
 
-    from connectors.http import tombstone
     from tests.test_bitrix24 import HOOK, T0, FakeBitrix24
 
-    (tmp_path / "rfmsync.toml").write_text('[source]\ntype = "bitrix24"\n', encoding="utf-8")
+    (folder / "rfmsync.toml").write_text('[source]\ntype = "bitrix24"\n', encoding="utf-8")
     monkeypatch.setenv("BITRIX24_WEBHOOK_URL", HOOK)
-    cfg, settings = load_config(tmp_path / "rfmsync.toml"), load_settings()
+    cfg, settings = load_config(folder / "rfmsync.toml"), load_settings()
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps, open_ledger(cfg, settings) as ledger:
         fake = FakeBitrix24(rsps)
         fake.put_contact(5, "ann@example.com", at=T0)
+        yield cfg, settings, ledger, fake
+
+
+def test_a_deleted_crm_deal_leaves_the_history_when_its_webhook_also_asks_for_a_pull(tmp_path, monkeypatch):
+    """Bitrix24 ONCRMDEALDELETE queues a tombstone *and* a pull: the pull must not drop the tombstone."""
+    from connectors.http import tombstone
+    from tests.test_bitrix24 import T0
+
+    with bitrix_shop(tmp_path, monkeypatch) as (cfg, settings, ledger, fake):
         fake.put_order(77, 5, "100.00", at=T0)
         fake.put_order(78, 5, "50.00", at=T0)
         first = resync(cfg, ledger, settings, pull=True, as_of=AS_OF)
@@ -704,17 +715,9 @@ def test_a_crm_pull_asked_by_a_webhook_is_merged_even_when_its_event_is_older_th
     gets to it, then the deal changes again. The worker's pull reads the CRM now: its rows are not older than the
     scheduled pull's, whatever the event's age, and the change is stored (a webhook's own records yield to a newer
     version; rows pulled for it do not)."""
-    import responses
+    from tests.test_bitrix24 import T0
 
-    from sync.ingest import segments_from_store
-    from tests.test_bitrix24 import HOOK, T0, FakeBitrix24
-
-    (tmp_path / "rfmsync.toml").write_text('[source]\ntype = "bitrix24"\n', encoding="utf-8")
-    monkeypatch.setenv("BITRIX24_WEBHOOK_URL", HOOK)
-    cfg, settings = load_config(tmp_path / "rfmsync.toml"), load_settings()
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps, open_ledger(cfg, settings) as ledger:
-        fake = FakeBitrix24(rsps)
-        fake.put_contact(5, "ann@example.com", at=T0)
+    with bitrix_shop(tmp_path, monkeypatch) as (cfg, settings, ledger, fake):
         fake.put_order(78, 5, "50.00", at=T0)
         resync(cfg, ledger, settings, pull=True, as_of=AS_OF)  # an earlier webhook's pull: 78 noted as a webhook's
         ledger.enqueue_event("bitrix24", "deal-78-update", encode_records(pull=True))
