@@ -166,38 +166,6 @@ def test_a_destination_busy_with_another_sync_puts_the_batch_back_in_the_queue(s
         assert worker.drain() == 1 and "Winback" not in mailchimp_fake.tags_of(email)
 
 
-def test_a_batch_waits_out_an_esp_outage_instead_of_being_given_up_after_five_quick_claims(
-        tmp_path, mailchimp_fake, monkeypatch, caplog):
-    """Mailchimp answers 503 for a while (longer than the client's retries): the webhook batch goes back to the queue
-    without using up its attempts, and is applied when Mailchimp is back. Before, five claims (minutes into an
-    outage) marked it failed and the customer's move waited for the next full sync. A batch of an outage that
-    lasts past ``give_up_waiting_after`` is given up, kept, with an ERROR naming the ESP's error."""
-    import logging
-
-    path = make_shop(tmp_path / "shop", mailchimp_fake, monkeypatch, customers=60)
-    cfg, settings = load_config(path), load_settings()
-    with open_ledger(cfg, settings) as ledger:
-        run_full_sync(cfg, ledger, settings, as_of=AS_OF, kind="sync")
-        email, cid = churned_contact(ledger)
-        monkeypatch.setenv("RFMSYNC_HTTP_MAX_ATTEMPTS", "1")  # the client's own retries: spent at once
-        settings = load_settings()
-        queue_order(ledger, "W-OUT", cid)
-        mailchimp_fake.fail(503, times=7, method="GET", path="^/lists/aud1$")  # the outage: every claim's first call
-        worker = Worker(cfg, ledger, settings, as_of=lambda: AS_OF)
-        for _ in range(6):  # more claims than max_attempts (5)
-            assert worker.process_batch() == 0
-        assert ledger.event_counts()["queued"] == 1 and ledger.event_counts()["failed"] == 0
-        later = Worker(cfg, ledger, settings, as_of=lambda: AS_OF,  # the outage, 6 h on
-                       now=lambda: datetime.now(timezone.utc) + timedelta(hours=6))
-        with caplog.at_level(logging.ERROR, "sync.serve.worker"):
-            assert later.process_batch() == 0
-        assert ledger.event_counts()["failed"] == 1
-        (error,) = [r.getMessage() for r in caplog.records if r.name == "sync.serve.worker"]
-        assert "the ESP or CRM to answer again" in error and "HTTP 503" in error
-        assert ledger.requeue_failed_events() == 1  # kept: replayed once Mailchimp is back, as a short outage is
-        assert worker.drain() == 1 and "Winback" not in mailchimp_fake.tags_of(email)
-
-
 def test_a_storm_of_updates_to_one_order_stores_its_last_version_with_its_items_once(tmp_path, mailchimp_fake,
                                                                                     monkeypatch):
     """A CRM sends 300 updates of one order within the debounce window (status, payment, an item replaced): one

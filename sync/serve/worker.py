@@ -5,13 +5,12 @@ exactly one of them (PostgreSQL ``FOR UPDATE SKIP LOCKED``; SQLite ``BEGIN IMMED
 ``debounce_seconds`` after it first sees queued events, so a burst becomes one resync, then claims everything
 queued and hands it to :func:`sync.serve.resync.resync`. Events are marked done only after the resync succeeded;
 on an error they go back to the queue (up to ``max_attempts`` claims, then ``failed``); a batch that waited in vain
-for another run (:class:`~sync.errors.LockBusyError`: a destination or the order store busy), or whose ESP or CRM
-kept failing the retry-later way after the client's own retries (an outage: timeouts, 429, 5xx;
-:func:`sync.serve.scheduler.transient`), goes back without counting the claim, up to ``give_up_waiting_after``
-(6 h) after its oldest event was accepted: a lock that never frees (a paused ``rfmsync sync``, a duckdb shell left
-open on the store) would otherwise have it released every minute or two for ever, unseen; it is then marked
-``failed`` (kept, ``requeue_failed_events`` replays it), with an ERROR naming what it waited for, and a WARNING
-every :data:`RELEASE_WARNING_EVERY` releases before that. A claim is a lease of
+for another run (:class:`~sync.errors.LockBusyError`: a destination or the order store busy) goes back without
+counting the claim, up to ``give_up_waiting_after`` (6 h) after its oldest event was accepted: a lock that never
+frees (a paused ``rfmsync sync``, a duckdb shell left open on the store) would otherwise have it released every
+minute or two for ever, unseen; it is then marked ``failed`` (kept, ``requeue_failed_events`` replays it), with an
+ERROR naming what it waited for, and a WARNING every :data:`RELEASE_WARNING_EVERY` releases before that. A claim
+is a lease of
 ``stale_after`` seconds that the working worker renews by heartbeat: events of a killed worker on another host
 become claimable when the lease lapses, those of a killed process on this host at once; queued events simply
 wait for the next worker, so nothing accepted is lost across a restart.
@@ -36,7 +35,6 @@ from ..settings import Settings
 from .metrics import Metrics
 from ..ledger.codec import decode_records
 from .resync import ResyncReport, resync
-from .scheduler import transient
 
 log = logging.getLogger(__name__)
 RELEASE_WARNING_EVERY = 10  # a batch released this many times (10–20 minutes of waiting) is logged as a WARNING
@@ -156,9 +154,8 @@ class Worker:
         self.metrics.resync_done(seconds, None, error)
         if isinstance(failure, DestinationError):
             self.metrics.esp_error(getattr(failure, "destination", None) or "unknown")
-        if isinstance(failure, LockBusyError) or transient(failure):  # no fault of the batch: it waits its turn
-            self._waited(batch, ids, error, "another run" if isinstance(failure, LockBusyError)
-                         else "the ESP or CRM to answer again")
+        if isinstance(failure, LockBusyError):
+            self._waited(batch, ids, error)
             return
         if isinstance(failure, GuardRefusedError):
             # the records are in the order store already; retrying gives the same answer: the next full
@@ -176,10 +173,9 @@ class Worker:
         self.metrics.event_outcome("retried", len(ids) - exhausted)
         log.warning("resync of %d events failed (they stay queued, %d given up): %s", len(ids), exhausted, error)
 
-    def _waited(self, batch: Batch, ids: list[int], error: str, cause: str) -> None:
-        """Another run holds the destination (a long cron sync) or the order store, or the ESP (CRM) is down: the
-        batch waits its turn, and the claim does not count towards max_attempts (it would be given up during a
-        long sync, or an ESP outage of a few minutes, and wait for the next full sync). An event that
+    def _waited(self, batch: Batch, ids: list[int], error: str) -> None:
+        """Another run holds the destination (a long cron sync) or the order store: the batch waits its turn, and
+        the claim does not count towards max_attempts (it would be given up during a long sync). An event that
         waited ``give_up_waiting_after`` since it was accepted (a lock that never frees) is given up, failed and
         kept, with the batch's events that hold one of its records (replayed later on its own, it would undo their
         newer version); the batch's other events (a batch is formed again at each claim) wait on."""
@@ -198,11 +194,12 @@ class Worker:
         if old:
             self._forget_releases(old)
             longest = max(waited[i] for i in old)
-            self.ledger.fail_events(old, f"gave up waiting for {cause} after {longest / 3600:.1f} h: {error}",
+            self.ledger.fail_events(old, f"gave up waiting for another run after {longest / 3600:.1f} h: {error}",
                                     max_attempts=1, worker=self.name)
             self.metrics.event_outcome("failed", len(old))
-            log.error("resync of %d events given up (marked failed, kept): they waited %.1f h for %s in vain: "
-                      "%s; Ledger.requeue_failed_events() replays them", len(old), longest / 3600, cause, error)
+            log.error("resync of %d events given up (marked failed, kept): they waited %.1f h for another run that "
+                      "did not end: %s; Ledger.requeue_failed_events() replays them", len(old), longest / 3600,
+                      error)
         rest = [i for i in ids if i not in gone]
         if not rest:
             return
@@ -211,9 +208,9 @@ class Worker:
         self.metrics.event_outcome("retried", len(rest))
         times = max(self._releases[i] for i in rest)
         level = logging.WARNING if times % RELEASE_WARNING_EVERY == 0 else logging.INFO
-        log.log(level, "resync of %d events waits for %s (they stay queued; released %d times, %.0f min "
-                "since accepted, given up after %.1f h): %s", len(rest), cause, times,
-                max(waited[i] for i in rest) / 60, self.give_up_waiting_after / 3600, error)
+        log.log(level, "resync of %d events waits for another run (they stay queued; released %d times, %.0f min "
+                "since accepted, given up after %.1f h): %s", len(rest), times, max(waited[i] for i in rest) / 60,
+                self.give_up_waiting_after / 3600, error)
 
     def _forget_releases(self, ids: list[int]) -> None:
         for i in ids:
