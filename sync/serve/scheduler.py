@@ -16,10 +16,7 @@ While a run is under way the cursor names it as a re-run due at once (:attr:`Ret
 half-way (its process gone) is run again by the next process started, not left to the next fire time; once only
 (:data:`KILLED_RERUNS`): a sync that itself kills the process (the OOM killer on a big export) would otherwise run
 and die at every restart of ``serve``, for ever, taking the webhook intake down each time. A re-run of a killed run
-keeps its retry number: it does not use up a retry. A run still under way when ``serve`` stops cleanly (SIGTERM: a
-deploy, ``systemctl restart``; the process exits without waiting for a long sync) was not killed by itself: the
-stopping server names it in the ledger as stopped (:meth:`Scheduler.stopping`, :attr:`Retry.stopped`), so the next
-start runs it again without counting it towards :data:`KILLED_RERUNS`.
+keeps its retry number: it does not use up a retry.
 """
 
 from __future__ import annotations
@@ -28,7 +25,7 @@ import json
 import logging
 import re
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Callable
 from zoneinfo import ZoneInfo
@@ -48,7 +45,7 @@ log = logging.getLogger(__name__)
 _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 _EVERY_RE = re.compile(r"(\d+)\s*([dhms])")
 CURSOR = ("schedule", "last_fire")
-RETRY_CURSOR = ("schedule", "retry")  # the pending retry as JSON (fire, attempt, at, killed, stopped), "" when none
+RETRY_CURSOR = ("schedule", "retry")  # the pending retry as JSON (fire, attempt, at, killed), "" when none
 KILLED_RERUNS = 1  # a run killed half-way is run again this many times, then left to the next fire time
 #: the ``schedule`` lock's time to live, refreshed every third of it while a run holds it (:class:`HeldLock`): a
 #: holder this host cannot tell dead (another host, a renamed one, a container's new PID namespace) blocks the
@@ -82,24 +79,22 @@ def transient(exc: BaseException) -> bool:
 @dataclass(frozen=True)
 class Retry:
     """A failed fire time to run again at ``at``; ``attempt`` counts the retries (1 for the first); ``killed``
-    counts the runs of this attempt that were killed half-way (the mark a run leaves while it is under way);
-    ``stopped``: the last run of it was under way when its server stopped cleanly (not counted in ``killed``)."""
+    counts the runs of this attempt that were killed half-way (the mark a run leaves while it is under way)."""
     fire: datetime
     attempt: int
     at: datetime
     killed: int = 0
-    stopped: bool = False
 
     def dumps(self) -> str:
         return json.dumps({"fire": self.fire.isoformat(), "attempt": self.attempt, "at": self.at.isoformat(),
-                           "killed": self.killed, "stopped": self.stopped})
+                           "killed": self.killed})
 
     @classmethod
     def loads(cls, text: str | None) -> Retry | None:
         try:
             d = json.loads(text or "null")
             return cls(datetime.fromisoformat(d["fire"]), int(d["attempt"]), datetime.fromisoformat(d["at"]),
-                       int(d.get("killed", 0)), bool(d.get("stopped", False)))
+                       int(d.get("killed", 0)))
         except (TypeError, ValueError, KeyError):  # none pending (""), or not ours: nothing to retry
             return None
 
@@ -164,8 +159,6 @@ class Scheduler:
         # ledger, run by whichever process takes the schedule lock first at its time
         pending = Retry.loads(ledger.get_cursor(*RETRY_CURSOR))
         self.retry = pending if pending and (self.next_fire is None or pending.at < self.next_fire) else None
-        self._marking = threading.Lock()  # the run's mark in the ledger: written by the run, and by stopping()
-        self._under_way: Retry | None = None  # the mark of the run under way
 
     def _count(self, outcome: str) -> None:
         if self.metrics is not None:
@@ -181,7 +174,7 @@ class Scheduler:
             return self._run(fire, 0)
         if self.retry is not None and now >= self.retry.at:
             retry, self.retry = self.retry, None
-            return self._run(retry.fire, retry.attempt, retry.killed, retry.stopped)
+            return self._run(retry.fire, retry.attempt, retry.killed)
         return False
 
     def wake_at(self) -> datetime | None:
@@ -189,28 +182,10 @@ class Scheduler:
         times = [t for t in (self.next_fire, self.retry.at if self.retry else None) if t is not None]
         return min(times) if times else None
 
-    def stopping(self) -> None:
-        """The server stops cleanly (SIGTERM) and will not wait for a run under way (a full sync can take an hour):
-        the ledger names that run as stopped, no longer as killed, so the next start runs it again without using
-        up its one re-run after a kill (a deploy during a re-run would otherwise leave the sync to the next fire
-        time). A run that ends before the process exits clears the mark as usual."""
-        with self._marking:
-            run = self._under_way
-            if run is None:
-                return
-            try:
-                self.ledger.set_cursor(*RETRY_CURSOR, replace(run, killed=run.killed - 1, stopped=True).dumps())
-            except Exception as exc:  # the ledger gone: the mark stays the kill's, a re-run is still due
-                log.warning("scheduled sync of %s: cannot note that the server stopped during it: %s",
-                            run.fire.isoformat(), exc)
-                return
-        log.warning("scheduled sync of %s is still running as the server stops: the next start runs it again",
-                    run.fire.isoformat())
-
-    def _run(self, fire: datetime, attempt: int, killed: int = 0, stopped: bool = False) -> bool:
+    def _run(self, fire: datetime, attempt: int, killed: int = 0) -> bool:
         try:  # a lock left by a killed process of this host is taken over (else it blocks up to its TTL)
             with destination_lock(self.ledger, "schedule", ttl_seconds=SCHEDULE_LOCK_TTL):
-                if attempt or killed or stopped:  # every run clears the retry cursor: one that no longer names it ran
+                if attempt or killed:  # every run clears the retry cursor: one that no longer names it ran
                     pending = Retry.loads(self.ledger.get_cursor(*RETRY_CURSOR))
                     ran = pending is None or (pending.fire, pending.attempt, pending.killed) != (fire, attempt, killed)
                 else:  # another process ran this fire time (or a later one)
@@ -227,24 +202,18 @@ class Scheduler:
                               "the next fire time (%s) runs it", fire.isoformat(), killed,
                               self.next_fire.isoformat() if self.next_fire else "none")
                     return False
-                log.info("scheduled sync (fire time %s%s)", fire.isoformat(),
-                         self._attempt_text(attempt, killed, stopped))
+                log.info("scheduled sync (fire time %s%s)", fire.isoformat(), self._attempt_text(attempt, killed))
                 # until this run ends, the ledger names it as a re-run due now: a process killed here (OOM, a
                 # deploy's kill -9) leaves it, and the serve started after it runs it at once instead of
-                # waiting for the next fire time, once (the ``finally`` below clears it whatever else happens;
-                # a clean stop of the server renames it, stopping())
-                with self._marking:
-                    self._under_way = Retry(fire, attempt, self.clock(), killed + 1)
-                    self.ledger.set_cursor(*RETRY_CURSOR, self._under_way.dumps())
+                # waiting for the next fire time, once (the ``finally`` below clears it whatever else happens)
+                self.ledger.set_cursor(*RETRY_CURSOR, Retry(fire, attempt, self.clock(), killed + 1).dumps())
                 try:
                     reports = self.job()
                     if self.metrics is not None and isinstance(reports, list):
                         self.metrics.sync_reports(reports)
                 finally:
-                    with self._marking:
-                        self._under_way = None
-                        self.ledger.set_cursor(*CURSOR, fire.isoformat())
-                        self.ledger.set_cursor(*RETRY_CURSOR, "")  # done: a failure plans the next one below
+                    self.ledger.set_cursor(*CURSOR, fire.isoformat())
+                    self.ledger.set_cursor(*RETRY_CURSOR, "")  # done: a failure plans the next one below
         except GuardRefusedError as exc:  # recorded as refused runs; nothing written; the next fire time checks again
             self._count("refused")
             if self.metrics is not None:
@@ -255,7 +224,7 @@ class Scheduler:
             self._count("skipped")
             if getattr(exc, "lock_name", None) == "schedule":
                 log.info("scheduled sync of %s skipped: another process is running it%s", fire.isoformat(),
-                         self._look_again(fire, attempt, killed, stopped))
+                         self._look_again(fire, attempt, killed))
             else:  # a destination (or the store) busy with another run, a webhook resync say: try again soon
                 log.info("scheduled sync of %s not run: %s%s", fire.isoformat(), exc,
                          self._plan_retry(exc, fire, attempt))
@@ -267,13 +236,11 @@ class Scheduler:
         self._count("ok")
         return True
 
-    def _attempt_text(self, attempt: int, killed: int, stopped: bool = False) -> str:
+    def _attempt_text(self, attempt: int, killed: int) -> str:
         retry = f", retry {attempt} of {self.cfg.schedule.retries}" if attempt else ""
-        if stopped:
-            return retry + ", run again: the server stopped during the run before it"
         return retry + (", run again: the run before it was killed half-way" if killed else "")
 
-    def _look_again(self, fire: datetime, attempt: int, killed: int, stopped: bool) -> str:
+    def _look_again(self, fire: datetime, attempt: int, killed: int) -> str:
         """The ``schedule`` lock is held: by a live process running this sync (it ran when we look again: skipped
         then), or by one that died unseen (a host renamed, a container restarted in a new PID namespace: its lock
         lapses within :data:`SCHEDULE_LOCK_TTL`). Look again a third of that later (never at or past the next fire
@@ -283,7 +250,7 @@ class Scheduler:
         if self.next_fire is not None and at >= self.next_fire:
             return ""
         if self.retry is None or self.retry.at > at:
-            self.retry = Retry(fire, attempt, at, killed, stopped)
+            self.retry = Retry(fire, attempt, at, killed)
         return f"; looking again at {at.isoformat()}"
 
     def _plan_retry(self, exc: Exception, fire: datetime, attempt: int) -> str:

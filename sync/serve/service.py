@@ -54,18 +54,15 @@ class Service:
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop the background threads (a batch in progress finishes first; a scheduled sync that has not ended
-        within ``timeout`` is left to the next start, :meth:`~.scheduler.Scheduler.stopping`)."""
+        """Stop the background threads (a batch in progress finishes first)."""
         self._stop.set()
         self.wake()
-        if self.scheduler is not None:
-            self.scheduler.stopping()
         for t in self._threads:
             t.join(timeout)
         self._threads.clear()
 
-    def close(self, timeout: float = 30.0) -> None:
-        self.stop(timeout)
+    def close(self) -> None:
+        self.stop()
         if self.intake.writer is not None:
             self.intake.writer.close()
         self.ledger.close()
