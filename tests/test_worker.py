@@ -715,3 +715,41 @@ def test_a_scheduled_sync_adds_its_contact_changes_and_failures_to_the_esp_metri
     assert 'rfmsync_esp_operations_total{destination="sg",outcome="failed"} 2' in text
     assert 'rfmsync_esp_errors_total{destination="sg"} 1' in text and 'destination="mc"} 1' not in text
     assert metrics.scheduled["ok"] == 1
+
+
+def test_a_crm_pull_in_a_batch_with_an_older_webhook_copy_of_the_same_record_is_stored(tmp_path, monkeypatch):
+    """A batch holds a webhook record (an order's version accepted long ago) and asks for a pull, which reads the
+    same order's newer version from the CRM. The store notes a newer version than the webhook's (the scheduled
+    sync's pull): the webhook copy is left out, but the pulled version is stored, not left out with it while the
+    cursor moves past it. Before, every staged row of the order went: the CRM's change was lost (50 kept)."""
+    from connectors.records import Order
+    from tests.test_bitrix24 import T0
+
+    with bitrix_shop(tmp_path, monkeypatch) as (cfg, settings, ledger, fake):
+        fake.put_order(78, 5, "50.00", at=T0)
+        resync(cfg, ledger, settings, pull=True, as_of=AS_OF)  # an earlier webhook's pull: 78 noted
+        accepted = datetime.now(timezone.utc)
+        segments_from_store(cfg, ledger, settings, as_of=AS_OF, pull=True).con.close()  # the scheduled sync's pull
+        fake.put_order(78, 5, "60.00", at=T0 + timedelta(days=1))  # the deal changes again
+        old = Order("78", "5", T0, Decimal("50.00"))
+        resync(cfg, ledger, settings, [old], pull=True, as_of=AS_OF, received_at={("order", "78"): accepted})
+    with open_store(store_path(cfg)) as con:
+        assert con.execute("SELECT amount FROM orders WHERE order_id = '78'").fetchall() == [(60,)]
+
+
+def test_rows_a_crm_pull_brings_with_a_batchs_records_are_as_new_as_the_pull(tmp_path, monkeypatch):
+    """A batch holds a webhook record accepted two hours ago and asks for a pull: the pulled records are noted as
+    new as the pull, not as the batch's event (before: two hours old, so a webhook batch accepted since, merged
+    after, would pass for newer than the CRM's version read after it)."""
+    from connectors.records import Order
+    from tests.test_bitrix24 import T0
+
+    with bitrix_shop(tmp_path, monkeypatch) as (cfg, settings, ledger, fake):
+        fake.put_order(78, 5, "50.00", at=T0)
+        before = datetime.now(timezone.utc)
+        hours_ago = before - timedelta(hours=2)
+        resync(cfg, ledger, settings, [Order("90", "5", T0, Decimal("5.00"))], pull=True, as_of=AS_OF,
+               received_at={("order", "90"): hours_ago})
+    with open_store(store_path(cfg)) as con:
+        ages = dict(con.execute("SELECT id, received_at FROM webhook_records WHERE kind = 'order'").fetchall())
+    assert ages["90"] == hours_ago and ages["78"] >= before
