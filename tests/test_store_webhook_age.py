@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 
 from connectors.records import Consent, Contact, LineItem, Order, OrderStatus
@@ -118,6 +119,11 @@ def test_a_batch_merged_again_after_a_newer_export_keeps_the_age_the_ledger_gave
     _ingest(cfg)
     assert _state(cfg, oid, cid)[0] == [("refunded", 1)]
     _webhook(cfg, batch, [], received_at=accepted)  # the same batch, re-claimed and merged again
+    # the export was read after the webhook came: its version is as new as that read, the batch's is left out
+    # (before, the refresh dropped the note and the batch brought the paid order back until the next daily file)
+    assert _state(cfg, oid, cid)[0] == [("refunded", 1)]
+    _webhook(cfg, batch, [], received_at=accepted - timedelta(hours=1))  # an older batch of it: the same
+    assert _state(cfg, oid, cid)[0] == [("refunded", 1)]
     new_day = tmp_path / "shop" / "exports" / "2025-06-30.csv"
     new_day.write_text(lines[0] + "\n" + lines[1].replace(lines[1].split(";")[0], "NEW-1", 1) + "\n",
                        encoding="utf-8-sig")  # the next daily file: someone else's order
@@ -251,3 +257,36 @@ def test_a_webhook_batch_merged_again_after_a_crm_pull_does_not_undo_the_pulled_
         stage_records(con, [], [given])  # a webhook accepted after the pull: newer, it wins
         merge_staged(con, PullResult(), origin="webhook", received_at=datetime.now(timezone.utc) + timedelta(1))
         assert con.execute("SELECT marketing_consent FROM contacts").fetchall() == [("yes",)]
+
+
+def test_a_webhook_accepted_while_a_crm_pull_runs_wins_over_the_pulls_version():
+    """The scheduled sync pulls the CRM (it holds the store); a webhook (refund, consent withdrawn) is accepted
+    while it reads, and merged after the pull's merge. The pull's records are as new as the pull's start (its
+    cursor's bound), not its merge: the webhook is newer and wins. Before, it was left out and that sync pushed
+    the consent 'yes' of the pull."""
+    from sync.pipeline import pull_into
+
+    at = datetime(2025, 6, 27, tzinfo=timezone.utc)
+    paid, refunded = (Order("O1", "C1", at, Decimal("10"), status=s) for s in (OrderStatus.COMPLETED,
+                                                                               OrderStatus.REFUNDED))
+    given, withdrawn = (Contact("C1", email="a@example.com", marketing_consent=c) for c in (Consent.YES, Consent.NO))
+    accepted: list[datetime] = []
+
+    class Crm:
+        """Reads O1 paid and C1's 'yes'; meanwhile the ledger accepts the webhook."""
+        name, max_identity_group = "crm", 50
+
+        def pull(self, con, cursor, progress=None):
+            stage_records(con, [paid], [given])
+            accepted.append(datetime.now(timezone.utc))
+            return PullResult(orders=1, contacts=1, cursor="next")
+
+    with open_store(None) as con:
+        stage_records(con, [paid], [given])  # the order came by webhook before: noted
+        merge_staged(con, PullResult(), origin="webhook", received_at=datetime.now(timezone.utc) - timedelta(hours=1))
+        pull_into(con, Crm())
+        stage_records(con, [refunded], [withdrawn])
+        merge_staged(con, PullResult(), origin="webhook",
+                     received_at={("order", "O1"): accepted[0], ("contact", "C1"): accepted[0]})
+        assert con.execute("SELECT status FROM orders").fetchall() == [("refunded",)]
+        assert con.execute("SELECT marketing_consent FROM contacts").fetchall() == [("no",)]
