@@ -85,6 +85,26 @@ def test_a_sync_killed_on_a_host_since_renamed_is_run_again_once_its_lock_lapses
         assert ledger.get_cursor(*RETRY_CURSOR) == "" and ledger.get_cursor("schedule", "last_fire") == FIRE.isoformat()
 
 
+
+def test_a_second_serve_looking_again_during_a_long_run_counts_one_skip_per_fire_time(ledger_url, clock, caplog):
+    """Another serve (alive, same ledger) runs a long sync of the fire time and holds the ``schedule`` lock: this
+    one looks again every 5 minutes; the fire time is one skip in the metrics and one INFO line, not one per look
+    (before: 24 for a 2 h sync)."""
+    cfg = Config(schedule=ScheduleConfig(every="1h"))
+    metrics = Metrics()
+    with Ledger.connect(ledger_url, clock=clock) as ledger, Ledger.connect(ledger_url, clock=clock) as other, \
+            caplog.at_level(logging.INFO, "sync.serve.scheduler"):
+        sched = Scheduler(cfg, ledger, None, clock=clock, job=lambda: None, metrics=metrics)  # type: ignore
+        other.acquire_lock("schedule", owner="web2:7:serve", ttl_seconds=7200)  # the other serve's long run
+        clock.advance(hours=1)
+        for _ in range(3):
+            assert not sched.tick() and sched.retry is not None
+            clock.now = sched.retry.at
+        assert metrics.scheduled["skipped"] == 1
+        assert sum("another process is running it" in r.getMessage() for r in caplog.records
+                   if r.levelno == logging.INFO) == 1
+
+
 # a serve restarted after the kill above: it runs the killed sync again at once, and that run is killed too
 _SCHEDULER_RERUNS = """
 import threading

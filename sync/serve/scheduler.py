@@ -153,6 +153,7 @@ class Scheduler:
         self.clock = clock
         self.job = job or (lambda: run_full_sync(cfg, ledger, settings))
         self.metrics = metrics
+        self._looked_again: datetime | None = None  # the fire time whose skip for a held schedule lock is counted
         self.next_fire = self.schedule.next_after(clock())
         self.retry_wait = parse_every(cfg.schedule.retry_wait, "retry_wait")
         # a retry planned before this process started (by a process since stopped, or another one): kept in the
@@ -221,11 +222,16 @@ class Scheduler:
             log.error("scheduled sync refused by a guard (nothing written): %s", "; ".join(exc.lines))
             return False
         except LockBusyError as exc:
-            self._count("skipped")
-            if getattr(exc, "lock_name", None) == "schedule":
-                log.info("scheduled sync of %s skipped: another process is running it%s", fire.isoformat(),
-                         self._look_again(fire, attempt, killed))
-            else:  # a destination (or the store) busy with another run, a webhook resync say: try again soon
+            if getattr(exc, "lock_name", None) == "schedule":  # counted and logged at INFO once per fire time:
+                # looking again every 5 min while another serve runs a 2 h sync is one skip, not 24
+                once = self._looked_again != fire
+                self._looked_again = fire
+                if once:
+                    self._count("skipped")
+                log.log(logging.INFO if once else logging.DEBUG, "scheduled sync of %s skipped: another process "
+                        "is running it%s", fire.isoformat(), self._look_again(fire, attempt, killed))
+            else:
+                self._count("skipped")  # a destination (or the store) busy with another run, a webhook resync say: try again soon
                 log.info("scheduled sync of %s not run: %s%s", fire.isoformat(), exc,
                          self._plan_retry(exc, fire, attempt))
             return False
