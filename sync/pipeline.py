@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 from zoneinfo import ZoneInfo
@@ -100,12 +100,13 @@ def pull_into(con: duckdb.DuckDBPyConnection, source: Source, cursor: str | None
             if isinstance(source, FileSource):
                 return ingest_files(con, source, reread=reading.reread, verify=reading.verify,
                                     before_merge=before_merge, progress=_both(progress, advance)).pull
+            started = datetime.now(timezone.utc)  # what it reads is at least this new (its cursor's bound)
             result = source.pull(con, cursor, progress=_both(progress, advance))
     except SourceConfigError as exc:
         raise ConfigError(str(exc)) from None
     if before_merge is not None:
         before_merge(result)
-    merge_staged(con, result, max_identity_group=source.max_identity_group)
+    merge_staged(con, result, max_identity_group=source.max_identity_group, pulled_at=started)
     return result
 
 

@@ -63,6 +63,48 @@ def test_a_scheduled_sync_killed_half_way_runs_again_when_serve_restarts(ledger_
         assert again.retry is None and not again.tick() and runs == ["restarted"]
 
 
+def test_a_sync_killed_on_a_host_since_renamed_is_run_again_once_its_lock_lapses(ledger_url, clock, caplog):
+    """The killed serve ran under another host name (the host renamed, a container restarted in a new PID
+    namespace): the restarted serve cannot tell its holder of the ``schedule`` lock dead, and skips the re-run at
+    first. It looks again, and runs it once the lock lapsed (15 minutes, the lock refreshed while held), not 6
+    hours later: before, the re-run was dropped and the fire times of the lock's 6 h TTL skipped."""
+    renamed = "import socket\nsocket.gethostname = lambda: 'web1-before-rename'\n"  # the host's name back then
+    with child_killed_after(ledger_url, renamed + _SCHEDULER_IN_A_RUN):
+        pass
+    runs: list[str] = []
+    cfg = Config(schedule=ScheduleConfig(every="1h"))
+    now = FIRE + timedelta(seconds=30)
+    clock.now = datetime.now(timezone.utc)  # the ledger's clock (the lock's expiry), from the kill on
+    with Ledger.connect(ledger_url, clock=clock) as ledger, caplog.at_level(logging.INFO, "sync.serve.scheduler"):
+        restarted = Scheduler(cfg, ledger, None, clock=lambda: now, job=lambda: runs.append("re-run"))  # type: ignore
+        assert not restarted.tick() and runs == []  # the lock is the dead holder's
+        assert "another process is running it; looking again at" in caplog.records[-1].getMessage()
+        clock.advance(minutes=16)
+        now += timedelta(minutes=16)
+        assert restarted.tick() and runs == ["re-run"]
+        assert ledger.get_cursor(*RETRY_CURSOR) == "" and ledger.get_cursor("schedule", "last_fire") == FIRE.isoformat()
+
+
+
+def test_a_second_serve_looking_again_during_a_long_run_counts_one_skip_per_fire_time(ledger_url, clock, caplog):
+    """Another serve (alive, same ledger) runs a long sync of the fire time and holds the ``schedule`` lock: this
+    one looks again every 5 minutes; the fire time is one skip in the metrics and one INFO line, not one per look
+    (before: 24 for a 2 h sync)."""
+    cfg = Config(schedule=ScheduleConfig(every="1h"))
+    metrics = Metrics()
+    with Ledger.connect(ledger_url, clock=clock) as ledger, Ledger.connect(ledger_url, clock=clock) as other, \
+            caplog.at_level(logging.INFO, "sync.serve.scheduler"):
+        sched = Scheduler(cfg, ledger, None, clock=clock, job=lambda: None, metrics=metrics)  # type: ignore
+        other.acquire_lock("schedule", owner="web2:7:serve", ttl_seconds=7200)  # the other serve's long run
+        clock.advance(hours=1)
+        for _ in range(3):
+            assert not sched.tick() and sched.retry is not None
+            clock.now = sched.retry.at
+        assert metrics.scheduled["skipped"] == 1
+        assert sum("another process is running it" in r.getMessage() for r in caplog.records
+                   if r.levelno == logging.INFO) == 1
+
+
 # a serve restarted after the kill above: it runs the killed sync again at once, and that run is killed too
 _SCHEDULER_RERUNS = """
 import threading

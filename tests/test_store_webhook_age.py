@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 
-from connectors.records import Consent, Contact, Order, OrderStatus
+from connectors.records import Consent, Contact, LineItem, Order, OrderStatus
 from connectors.source import PullResult
 from connectors.tables import stage_records
 from sync.config import load_config
@@ -118,6 +119,11 @@ def test_a_batch_merged_again_after_a_newer_export_keeps_the_age_the_ledger_gave
     _ingest(cfg)
     assert _state(cfg, oid, cid)[0] == [("refunded", 1)]
     _webhook(cfg, batch, [], received_at=accepted)  # the same batch, re-claimed and merged again
+    # the export was read after the webhook came: its version is as new as that read, the batch's is left out
+    # (before, the refresh dropped the note and the batch brought the paid order back until the next daily file)
+    assert _state(cfg, oid, cid)[0] == [("refunded", 1)]
+    _webhook(cfg, batch, [], received_at=accepted - timedelta(hours=1))  # an older batch of it: the same
+    assert _state(cfg, oid, cid)[0] == [("refunded", 1)]
     new_day = tmp_path / "shop" / "exports" / "2025-06-30.csv"
     new_day.write_text(lines[0] + "\n" + lines[1].replace(lines[1].split(";")[0], "NEW-1", 1) + "\n",
                        encoding="utf-8-sig")  # the next daily file: someone else's order
@@ -201,3 +207,86 @@ def test_a_withdrawn_consent_by_webhook_survives_a_new_daily_contacts_file_witho
     assert _state(cfg, "", cid)[1] == [("yes",)]
     with open_store(store_path(cfg)) as con:
         assert webhook_records(con)["contact"] == set()
+
+
+def test_an_older_webhook_version_merged_after_a_newer_one_does_not_replace_it(tmp_path):
+    """Two workers, or a batch retried after a newer one went through: the batch of the order paid and the consent
+    given (accepted first) is merged after the batch of the refund and the withdrawn consent. The store keeps the
+    newer versions and their age; a version at least as new still replaces them. Per record: a batch's other,
+    newer records are merged."""
+    cfg, (oid, cid, at, amount) = _ingested_shop(tmp_path)
+    with open_store(store_path(cfg)) as con:
+        (other,) = con.execute("SELECT customer_id FROM contacts WHERE marketing_consent = 'yes' "
+                               "ORDER BY customer_id LIMIT 1").fetchone()
+    given = datetime.now(timezone.utc) - timedelta(minutes=10)
+    withdrawn = given + timedelta(minutes=5)
+    paid = ([Order(oid, cid, at, amount, status=OrderStatus.COMPLETED, items=(LineItem(sku="SKU-1", price=amount),)),
+             Order("W-OTHER", cid, at, amount)], [Contact(other, marketing_consent=Consent.YES)])
+    _webhook(cfg, [Order(oid, cid, at, amount, status=OrderStatus.REFUNDED)], [Contact(other,
+             marketing_consent=Consent.NO)], received_at=withdrawn)
+    _webhook(cfg, *paid, received_at=given)  # the older batch, merged last: one time for all
+    _webhook(cfg, *paid, received_at={("order", oid): given, ("contact", other): given,
+                                      ("order", "W-NEW"): withdrawn + timedelta(minutes=1)})  # each its own
+    assert _state(cfg, oid, other) == ([("refunded", 1)], [("no",)])
+    assert _state(cfg, "W-OTHER", cid)[0] == [("completed", 1)]  # not stored before: merged
+    with open_store(store_path(cfg)) as con:
+        assert con.execute("SELECT count(*) FROM line_items WHERE order_id = ?", [oid]).fetchall() == [(0,)]
+        assert set(con.execute("SELECT kind, id, received_at FROM webhook_records").fetchall()) == {
+            ("order", oid, withdrawn), ("contact", other, withdrawn),
+            ("order", "W-OTHER", withdrawn + timedelta(minutes=1))}  # no age of its own: the batch's newest
+    newer = ([Order(oid, cid, at, amount, status=OrderStatus.COMPLETED), Order("W-NEW", cid, at, amount)],
+             [Contact(other, marketing_consent=Consent.YES)])
+    _webhook(cfg, *newer, received_at={("order", oid): withdrawn, ("contact", other): withdrawn + timedelta(1),
+                                       ("order", "W-NEW"): given})  # as new, newer, and a record not stored yet
+    assert _state(cfg, oid, other) == ([("completed", 1)], [("yes",)])
+    assert _state(cfg, "W-NEW", cid)[0] == [("completed", 1)]
+
+
+def test_a_webhook_batch_merged_again_after_a_crm_pull_does_not_undo_the_pulled_version():
+    """A CRM shop: the webhook batch (consent given) is merged, then waits for the destination the scheduled sync
+    holds; that sync's incremental pull brings the customer's newer version (consent withdrawn in the CRM). The
+    batch, re-claimed after the sync, is older than the pull: the store keeps "no". Before, the pull dropped the
+    webhook note and the old batch's "yes" won until the customer changed again in the CRM."""
+    accepted = datetime.now(timezone.utc) - timedelta(minutes=5)
+    given, withdrawn = (Contact("C1", email="a@example.com", marketing_consent=c) for c in (Consent.YES, Consent.NO))
+    with open_store(None) as con:
+        for contact, origin in ((given, "webhook"), (withdrawn, "pull"), (given, "webhook")):
+            stage_records(con, [], [contact])
+            merge_staged(con, PullResult(), origin=origin, received_at=accepted if origin == "webhook" else None)
+        assert con.execute("SELECT marketing_consent FROM contacts").fetchall() == [("no",)]
+        stage_records(con, [], [given])  # a webhook accepted after the pull: newer, it wins
+        merge_staged(con, PullResult(), origin="webhook", received_at=datetime.now(timezone.utc) + timedelta(1))
+        assert con.execute("SELECT marketing_consent FROM contacts").fetchall() == [("yes",)]
+
+
+def test_a_webhook_accepted_while_a_crm_pull_runs_wins_over_the_pulls_version():
+    """The scheduled sync pulls the CRM (it holds the store); a webhook (refund, consent withdrawn) is accepted
+    while it reads, and merged after the pull's merge. The pull's records are as new as the pull's start (its
+    cursor's bound), not its merge: the webhook is newer and wins. Before, it was left out and that sync pushed
+    the consent 'yes' of the pull."""
+    from sync.pipeline import pull_into
+
+    at = datetime(2025, 6, 27, tzinfo=timezone.utc)
+    paid, refunded = (Order("O1", "C1", at, Decimal("10"), status=s) for s in (OrderStatus.COMPLETED,
+                                                                               OrderStatus.REFUNDED))
+    given, withdrawn = (Contact("C1", email="a@example.com", marketing_consent=c) for c in (Consent.YES, Consent.NO))
+    accepted: list[datetime] = []
+
+    class Crm:
+        """Reads O1 paid and C1's 'yes'; meanwhile the ledger accepts the webhook."""
+        name, max_identity_group = "crm", 50
+
+        def pull(self, con, cursor, progress=None):
+            stage_records(con, [paid], [given])
+            accepted.append(datetime.now(timezone.utc))
+            return PullResult(orders=1, contacts=1, cursor="next")
+
+    with open_store(None) as con:
+        stage_records(con, [paid], [given])  # the order came by webhook before: noted
+        merge_staged(con, PullResult(), origin="webhook", received_at=datetime.now(timezone.utc) - timedelta(hours=1))
+        pull_into(con, Crm())
+        stage_records(con, [refunded], [withdrawn])
+        merge_staged(con, PullResult(), origin="webhook",
+                     received_at={("order", "O1"): accepted[0], ("contact", "C1"): accepted[0]})
+        assert con.execute("SELECT status FROM orders").fetchall() == [("refunded",)]
+        assert con.execute("SELECT marketing_consent FROM contacts").fetchall() == [("no",)]

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -163,6 +166,33 @@ def test_a_destination_busy_with_another_sync_puts_the_batch_back_in_the_queue(s
         assert worker.drain() == 1 and "Winback" not in mailchimp_fake.tags_of(email)
 
 
+def test_a_storm_of_updates_to_one_order_stores_its_last_version_with_its_items_once(tmp_path, mailchimp_fake,
+                                                                                    monkeypatch):
+    """A CRM sends 300 updates of one order within the debounce window (status, payment, an item replaced): one
+    batch. The store holds the order's last version with the last version's line items, once; before, every
+    version's items were inserted (600 rows for a 2-item order, the replaced item among them), and the customer's
+    favourite category was counted from them."""
+    from connectors.records import LineItem, Order
+
+    path = make_shop(tmp_path / "shop", mailchimp_fake, monkeypatch, customers=60)
+    cfg, settings = load_config(path), load_settings()
+    at = datetime(2025, 6, 29, 12, tzinfo=timezone.utc)
+    with open_ledger(cfg, settings) as ledger:
+        run_full_sync(cfg, ledger, settings, as_of=AS_OF, kind="sync")
+        _, cid = churned_contact(ledger)
+        for n in range(300):
+            items = (LineItem(sku="A", category="shoes", price=Decimal("100")),
+                     LineItem(sku="B" if n < 299 else "C", category="bags" if n < 299 else "hats",
+                              price=Decimal("50")))
+            ledger.enqueue_event("generic", f"upd-{n}", encode_records(
+                orders=[Order("STORM-1", cid, at, Decimal("150"), items=items)]))
+        assert Worker(cfg, ledger, settings, as_of=lambda: AS_OF).drain() == 300
+    with open_store(store_path(cfg)) as con:
+        assert con.execute("SELECT line_no, sku, category FROM line_items WHERE order_id = 'STORM-1' "
+                           "ORDER BY line_no").fetchall() == [(1, "A", "shoes"), (2, "C", "hats")]
+        assert con.execute("SELECT count(*) FROM orders WHERE order_id = 'STORM-1'").fetchall() == [(1,)]
+
+
 def _append_export_row(shop: Path, order_id: str, customer_id: str, email: str) -> None:
     """The shop's next export now contains the order (same format as the demo's orders.csv)."""
     path = shop.parent / "orders.csv"
@@ -255,6 +285,40 @@ def test_two_workers_on_one_ledger_never_process_an_event_twice(ledger_url, tmp_
     finally:
         one.close()
         two.close()
+
+
+def test_a_consent_withdrawn_by_a_newer_event_another_worker_merged_first_is_not_undone(tmp_path, mailchimp_fake,
+                                                                                        monkeypatch):
+    """A new customer orders and agrees to the newsletter (event A), then withdraws his consent (event B). Worker 1
+    claims A, but worker 2, claiming B meanwhile, reaches the order store first. A merged last must not give the
+    consent back: the customer is created in Mailchimp without a subscription, and the store keeps the "no"."""
+    from connectors.records import Consent, Contact, Order
+
+    path = make_shop(tmp_path / "shop", mailchimp_fake, monkeypatch, customers=60)
+    cfg, settings = load_config(path), load_settings()
+    email = "new.buyer@example.com"
+    at = datetime(2025, 6, 29, 12, tzinfo=timezone.utc)
+    with open_ledger(cfg, settings) as ledger:
+        run_full_sync(cfg, ledger, settings, as_of=AS_OF, kind="sync")
+        ledger.enqueue_event("generic", "A", encode_records(
+            orders=[Order("N1", "NEW", at, Decimal("990000"))],
+            contacts=[Contact("NEW", email=email, marketing_consent=Consent.YES)]))
+        time.sleep(0.01)
+        ledger.enqueue_event("generic", "B", encode_records(contacts=[Contact("NEW", email=email,
+                                                                            marketing_consent=Consent.NO)]))
+        second = Worker(cfg, ledger, settings, name="w2", as_of=lambda: AS_OF)
+
+        def held_up(batch):  # worker 1, its batch (A) claimed, reaches the store after worker 2 merged B
+            assert [ev.dedupe_key for ev in batch.events] == ["A"] and second.process_batch() == 1
+            return resync(cfg, ledger, settings, batch.orders, batch.contacts, as_of=AS_OF, received_at=batch.ages)
+
+        first = Worker(cfg, ledger, settings, name="w1", batch_limit=1, process=held_up)
+        assert first.process_batch() == 1
+        assert ledger.event_counts()["done"] == 2
+        assert mailchimp_fake.member(email)["status"] != "subscribed"
+    with open_store(store_path(cfg)) as con:
+        assert con.execute("SELECT marketing_consent FROM contacts WHERE customer_id = 'NEW'").fetchall() == [("no",)]
+        assert con.execute("SELECT count(*) FROM orders WHERE order_id = 'N1'").fetchall() == [(1,)]
 
 
 def test_a_long_batch_keeps_its_lease_by_heartbeat_and_nobody_else_takes_it(ledger_url):
@@ -579,19 +643,28 @@ def test_the_worker_process_metrics_are_added_to_the_intake_process_metrics():
     assert 'rfmsync_events_processed_total{outcome="done"} 0' in Metrics().render()
 
 
-def test_a_deleted_crm_deal_leaves_the_history_when_its_webhook_also_asks_for_a_pull(tmp_path, monkeypatch):
-    """Bitrix24 ONCRMDEALDELETE queues a tombstone *and* a pull: the pull must not drop the tombstone."""
+@contextmanager
+def bitrix_shop(folder: Path, monkeypatch) -> Iterator[tuple]:
+    """A Bitrix24 shop against the fake portal, with its contact 5: (cfg, settings, ledger, fake)."""
     import responses
 
-    from connectors.http import tombstone
     from tests.test_bitrix24 import HOOK, T0, FakeBitrix24
 
-    (tmp_path / "rfmsync.toml").write_text('[source]\ntype = "bitrix24"\n', encoding="utf-8")
+    (folder / "rfmsync.toml").write_text('[source]\ntype = "bitrix24"\n', encoding="utf-8")
     monkeypatch.setenv("BITRIX24_WEBHOOK_URL", HOOK)
-    cfg, settings = load_config(tmp_path / "rfmsync.toml"), load_settings()
+    cfg, settings = load_config(folder / "rfmsync.toml"), load_settings()
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps, open_ledger(cfg, settings) as ledger:
         fake = FakeBitrix24(rsps)
         fake.put_contact(5, "ann@example.com", at=T0)
+        yield cfg, settings, ledger, fake
+
+
+def test_a_deleted_crm_deal_leaves_the_history_when_its_webhook_also_asks_for_a_pull(tmp_path, monkeypatch):
+    """Bitrix24 ONCRMDEALDELETE queues a tombstone *and* a pull: the pull must not drop the tombstone."""
+    from connectors.http import tombstone
+    from tests.test_bitrix24 import T0
+
+    with bitrix_shop(tmp_path, monkeypatch) as (cfg, settings, ledger, fake):
         fake.put_order(77, 5, "100.00", at=T0)
         fake.put_order(78, 5, "50.00", at=T0)
         first = resync(cfg, ledger, settings, pull=True, as_of=AS_OF)
@@ -602,6 +675,26 @@ def test_a_deleted_crm_deal_leaves_the_history_when_its_webhook_also_asks_for_a_
     with open_store(store_path(cfg)) as con:
         assert con.execute("SELECT order_id, status, amount FROM orders ORDER BY 1").fetchall() == [
             ("77", "cancelled", 0), ("78", "completed", 50)]
+
+
+def test_a_crm_pull_asked_by_a_webhook_is_merged_even_when_its_event_is_older_than_the_last_pull(tmp_path,
+                                                                                                   monkeypatch):
+    """A Bitrix24 webhook (ids only: a pull) is accepted, then the scheduled sync pulls the CRM before the worker
+    gets to it, then the deal changes again. The worker's pull reads the CRM now: its rows are not older than the
+    scheduled pull's, whatever the event's age, and the change is stored (a webhook's own records yield to a newer
+    version; rows pulled for it do not)."""
+    from tests.test_bitrix24 import T0
+
+    with bitrix_shop(tmp_path, monkeypatch) as (cfg, settings, ledger, fake):
+        fake.put_order(78, 5, "50.00", at=T0)
+        resync(cfg, ledger, settings, pull=True, as_of=AS_OF)  # an earlier webhook's pull: 78 noted as a webhook's
+        ledger.enqueue_event("bitrix24", "deal-78-update", encode_records(pull=True))
+        time.sleep(0.01)
+        segments_from_store(cfg, ledger, settings, as_of=AS_OF, pull=True).con.close()  # the scheduled sync's pull
+        fake.put_order(78, 5, "60.00", at=T0 + timedelta(days=1))  # the deal changes again
+        assert Worker(cfg, ledger, settings, as_of=lambda: AS_OF).drain() == 1
+    with open_store(store_path(cfg)) as con:
+        assert con.execute("SELECT amount FROM orders WHERE order_id = '78'").fetchall() == [(60,)]
 
 
 def test_a_scheduled_sync_adds_its_contact_changes_and_failures_to_the_esp_metrics(tmp_path, clock):
@@ -622,3 +715,41 @@ def test_a_scheduled_sync_adds_its_contact_changes_and_failures_to_the_esp_metri
     assert 'rfmsync_esp_operations_total{destination="sg",outcome="failed"} 2' in text
     assert 'rfmsync_esp_errors_total{destination="sg"} 1' in text and 'destination="mc"} 1' not in text
     assert metrics.scheduled["ok"] == 1
+
+
+def test_a_crm_pull_in_a_batch_with_an_older_webhook_copy_of_the_same_record_is_stored(tmp_path, monkeypatch):
+    """A batch holds a webhook record (an order's version accepted long ago) and asks for a pull, which reads the
+    same order's newer version from the CRM. The store notes a newer version than the webhook's (the scheduled
+    sync's pull): the webhook copy is left out, but the pulled version is stored, not left out with it while the
+    cursor moves past it. Before, every staged row of the order went: the CRM's change was lost (50 kept)."""
+    from connectors.records import Order
+    from tests.test_bitrix24 import T0
+
+    with bitrix_shop(tmp_path, monkeypatch) as (cfg, settings, ledger, fake):
+        fake.put_order(78, 5, "50.00", at=T0)
+        resync(cfg, ledger, settings, pull=True, as_of=AS_OF)  # an earlier webhook's pull: 78 noted
+        accepted = datetime.now(timezone.utc)
+        segments_from_store(cfg, ledger, settings, as_of=AS_OF, pull=True).con.close()  # the scheduled sync's pull
+        fake.put_order(78, 5, "60.00", at=T0 + timedelta(days=1))  # the deal changes again
+        old = Order("78", "5", T0, Decimal("50.00"))
+        resync(cfg, ledger, settings, [old], pull=True, as_of=AS_OF, received_at={("order", "78"): accepted})
+    with open_store(store_path(cfg)) as con:
+        assert con.execute("SELECT amount FROM orders WHERE order_id = '78'").fetchall() == [(60,)]
+
+
+def test_rows_a_crm_pull_brings_with_a_batchs_records_are_as_new_as_the_pull(tmp_path, monkeypatch):
+    """A batch holds a webhook record accepted two hours ago and asks for a pull: the pulled records are noted as
+    new as the pull, not as the batch's event (before: two hours old, so a webhook batch accepted since, merged
+    after, would pass for newer than the CRM's version read after it)."""
+    from connectors.records import Order
+    from tests.test_bitrix24 import T0
+
+    with bitrix_shop(tmp_path, monkeypatch) as (cfg, settings, ledger, fake):
+        fake.put_order(78, 5, "50.00", at=T0)
+        before = datetime.now(timezone.utc)
+        hours_ago = before - timedelta(hours=2)
+        resync(cfg, ledger, settings, [Order("90", "5", T0, Decimal("5.00"))], pull=True, as_of=AS_OF,
+               received_at={("order", "90"): hours_ago})
+    with open_store(store_path(cfg)) as con:
+        ages = dict(con.execute("SELECT id, received_at FROM webhook_records WHERE kind = 'order'").fetchall())
+    assert ages["90"] == hours_ago and ages["78"] >= before

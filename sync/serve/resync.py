@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from typing import Any, Callable, Sequence
 
 import duckdb
@@ -120,24 +120,39 @@ def _pull_staged(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, se
     return source.pull(con, ledger.get_cursor(kind, "all")), kind
 
 
-def _pull_after_webhook_records(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, settings: Settings
-                                ) -> tuple[PullResult, str]:
+def _pull_after_webhook_records(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, settings: Settings,
+                                received_at: datetime | Ages | None) -> tuple[PullResult, str, Ages]:
     """Pull into staging without losing the webhook records staged already (a source's pull starts from
-    fresh staging tables): they are set aside, then staged again *before* the pulled rows, so that the
-    pulled version of the same record, the fresher one, wins the merge."""
+    fresh staging tables): they are set aside, then staged again, except those the pull read too (its version,
+    the fresher one, replaces the webhook's: an order with its line items, a contact). Returns the records' ages
+    for the merge (:data:`sync.store.merge.Ages`): the webhook records' own (``received_at``), and the pull's start
+    (the bound its cursor uses) for every pulled record, so that an older webhook version noted in the store does
+    not leave the pulled one out with it, and a pulled record is as new as the pull, not as the batch's events."""
     for name in TABLES:
         con.execute(f"CREATE OR REPLACE TEMP TABLE _hook_{name} AS SELECT * FROM staged_{name}")
-    result = _pull_staged(cfg, ledger, con, settings)
+    hooked = {("order", str(r[0])) for r in con.execute("SELECT order_id FROM _hook_orders").fetchall()} | {
+        ("contact", str(r[0])) for r in con.execute("SELECT customer_id FROM _hook_contacts").fetchall()}
+    started = datetime.now(timezone.utc)
+    result, kind = _pull_staged(cfg, ledger, con, settings)
     for name in TABLES:
         con.execute(f"CREATE TEMP TABLE IF NOT EXISTS staged_{name} AS SELECT * FROM _hook_{name} LIMIT 0")
         con.execute(f"CREATE OR REPLACE TEMP TABLE _pulled_{name} AS SELECT * FROM staged_{name}")
     create_staging(con)
     for name in TABLES:
-        con.execute(f"INSERT INTO staged_{name} SELECT * FROM _hook_{name}")
+        key = "customer_id" if name == "contacts" else "order_id"
+        con.execute(f"INSERT INTO staged_{name} SELECT * FROM _hook_{name} WHERE {key} NOT IN "
+                    f"(SELECT {key} FROM _pulled_{'contacts' if name == 'contacts' else 'orders'})")
         con.execute(f"INSERT INTO staged_{name} SELECT * FROM _pulled_{name}")
+    ages: dict[tuple[str, str], datetime] = ({} if received_at is None else dict.fromkeys(hooked, received_at)
+                                             if isinstance(received_at, datetime) else dict(received_at))
+    ages.update({("order", str(r[0])): started for r in con.execute("SELECT order_id FROM _pulled_orders")
+                 .fetchall()})
+    ages.update({("contact", str(r[0])): started for r in con.execute("SELECT customer_id FROM _pulled_contacts")
+                 .fetchall()})
+    for name in TABLES:
         con.execute(f"DROP TABLE _hook_{name}")
         con.execute(f"DROP TABLE _pulled_{name}")
-    return result
+    return result, kind, ages
 
 
 @dataclass
@@ -145,6 +160,7 @@ class _Affected:
     rows: list[dict[str, Any]]  # customer rows (segment, metrics, email, consent) of the affected customers
     customer_ids: set[str]
     contact_keys: set[str]  # normalised emails of the affected customers' contacts
+    store_wait: float = 60.0  # how long a later store read of this resync waits (resync's store_wait_seconds)
 
 
 def _store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Order],
@@ -159,6 +175,7 @@ def _store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequenc
             affected = _store_step_on(counted, cfg, ledger, settings, orders, contacts, pull, as_of,  # type: ignore[arg-type]
                                       report, received_at)
             report.store_rows_read = counted.rows()
+            affected.store_wait = wait_seconds
             return affected
         finally:
             con.close()
@@ -171,7 +188,7 @@ def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, 
     _coalesce_webhook_contacts(con)
     pulled, cursor_source = (None, None)
     if pull:
-        pulled, cursor_source = _pull_after_webhook_records(cfg, ledger, con, settings)
+        pulled, cursor_source, received_at = _pull_after_webhook_records(cfg, ledger, con, settings, received_at)
     def affected(con: duckdb.DuckDBPyConnection) -> None:
         # after records keyed by an e-mail/phone joined their customer (inside the merge's transaction, which
         # notes both ids of every link), so that the affected set names that customer
@@ -286,7 +303,8 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
     revision = ledger.state_revision(dest.name)
     last = ledger.load_state_of(dest.name, keys, affected.customer_ids)  # by key: never the whole destination
     desired, last, shared = leave_shared_to_full_sync(desired, last, affected.customer_ids,
-                                                      lambda keys, among: _store_holders(cfg, keys, among))
+                                                      lambda keys, among: _store_holders(cfg, keys, among,
+                                                                                        affected.store_wait))
     for note in shared:  # a resync's plan is not printed: its notes would be seen nowhere
         log.info("webhook resync of %s: %s", dest.name, note)
     existing = None

@@ -47,6 +47,10 @@ _EVERY_RE = re.compile(r"(\d+)\s*([dhms])")
 CURSOR = ("schedule", "last_fire")
 RETRY_CURSOR = ("schedule", "retry")  # the pending retry as JSON (fire, attempt, at, killed), "" when none
 KILLED_RERUNS = 1  # a run killed half-way is run again this many times, then left to the next fire time
+#: the ``schedule`` lock's time to live, refreshed every third of it while a run holds it (:class:`HeldLock`): a
+#: holder this host cannot tell dead (another host, a renamed one, a container's new PID namespace) blocks the
+#: schedule that long at most
+SCHEDULE_LOCK_TTL = 15 * 60.0
 
 
 def parse_every(text: str, key: str = "every") -> timedelta:
@@ -149,6 +153,7 @@ class Scheduler:
         self.clock = clock
         self.job = job or (lambda: run_full_sync(cfg, ledger, settings))
         self.metrics = metrics
+        self._looked_again: datetime | None = None  # the fire time whose skip for a held schedule lock is counted
         self.next_fire = self.schedule.next_after(clock())
         self.retry_wait = parse_every(cfg.schedule.retry_wait, "retry_wait")
         # a retry planned before this process started (by a process since stopped, or another one): kept in the
@@ -179,9 +184,9 @@ class Scheduler:
         return min(times) if times else None
 
     def _run(self, fire: datetime, attempt: int, killed: int = 0) -> bool:
-        try:  # a lock left by a killed process of this host would block every fire time for its 6 h TTL
-            with destination_lock(self.ledger, "schedule", ttl_seconds=6 * 3600):
-                if attempt or killed:  # every run clears the retry cursor: one that no longer names it ran since
+        try:  # a lock left by a killed process of this host is taken over (else it blocks up to its TTL)
+            with destination_lock(self.ledger, "schedule", ttl_seconds=SCHEDULE_LOCK_TTL):
+                if attempt or killed:  # every run clears the retry cursor: one that no longer names it ran
                     pending = Retry.loads(self.ledger.get_cursor(*RETRY_CURSOR))
                     ran = pending is None or (pending.fire, pending.attempt, pending.killed) != (fire, attempt, killed)
                 else:  # another process ran this fire time (or a later one)
@@ -217,10 +222,16 @@ class Scheduler:
             log.error("scheduled sync refused by a guard (nothing written): %s", "; ".join(exc.lines))
             return False
         except LockBusyError as exc:
-            self._count("skipped")
-            if getattr(exc, "lock_name", None) == "schedule":
-                log.info("scheduled sync of %s skipped: another process is running it", fire.isoformat())
-            else:  # a destination (or the store) busy with another run, a webhook resync say: try again soon
+            if getattr(exc, "lock_name", None) == "schedule":  # counted and logged at INFO once per fire time:
+                # looking again every 5 min while another serve runs a 2 h sync is one skip, not 24
+                once = self._looked_again != fire
+                self._looked_again = fire
+                if once:
+                    self._count("skipped")
+                log.log(logging.INFO if once else logging.DEBUG, "scheduled sync of %s skipped: another process "
+                        "is running it%s", fire.isoformat(), self._look_again(fire, attempt, killed))
+            else:
+                self._count("skipped")  # a destination (or the store) busy with another run, a webhook resync say: try again soon
                 log.info("scheduled sync of %s not run: %s%s", fire.isoformat(), exc,
                          self._plan_retry(exc, fire, attempt))
             return False
@@ -234,6 +245,19 @@ class Scheduler:
     def _attempt_text(self, attempt: int, killed: int) -> str:
         retry = f", retry {attempt} of {self.cfg.schedule.retries}" if attempt else ""
         return retry + (", run again: the run before it was killed half-way" if killed else "")
+
+    def _look_again(self, fire: datetime, attempt: int, killed: int) -> str:
+        """The ``schedule`` lock is held: by a live process running this sync (it ran when we look again: skipped
+        then), or by one that died unseen (a host renamed, a container restarted in a new PID namespace: its lock
+        lapses within :data:`SCHEDULE_LOCK_TTL`). Look again a third of that later (never at or past the next fire
+        time), not only at the next fire time: the run (a re-run of a killed one, a retry, the fire time) is not
+        lost to a dead holder's lock. Kept in this process only: the ledger's cursor is the running one's."""
+        at = self.clock() + timedelta(seconds=SCHEDULE_LOCK_TTL / 3)
+        if self.next_fire is not None and at >= self.next_fire:
+            return ""
+        if self.retry is None or self.retry.at > at:
+            self.retry = Retry(fire, attempt, at, killed)
+        return f"; looking again at {at.isoformat()}"
 
     def _plan_retry(self, exc: Exception, fire: datetime, attempt: int) -> str:
         """Schedule the next retry of a transient failure, counted from now (the run may have taken long); the

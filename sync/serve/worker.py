@@ -91,7 +91,7 @@ class Worker:
     def _resync(self, batch: Batch) -> ResyncReport:
         as_of = self._as_of() if self._as_of else None
         return resync(self.cfg, self.ledger, self.settings, batch.orders, batch.contacts, pull=batch.pull,
-                      as_of=as_of, received_at=batch.ages or max(ev.received_at for ev in batch.events))
+                      as_of=as_of, received_at=batch.ages)  # rows pulled for the batch: the pull's start
 
     # -- one batch -----------------------------------------------------------------------
 
@@ -119,6 +119,9 @@ class Worker:
             batch.pull = batch.pull or pull
         if not batch.events:
             return 0
+        # an order updated many times in the debounce window (a CRM's storm of updates): its last version only, as
+        # the merge keeps (the store replaces an order's line items by those staged, every version's otherwise)
+        batch.orders = list({o.order_id: o for o in batch.orders}.values())
         ids = [ev.id for ev in batch.events]
         started = self._clock()
         beating = threading.Event()

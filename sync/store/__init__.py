@@ -12,11 +12,14 @@ pull that replaced everything would drop it (and move its customer back) until a
 ``merge_staged(..., origin="webhook")`` therefore notes the ids it merged in ``webhook_records``; a full
 refresh keeps those orders (with their line items) and those customers' contacts *unless a file read after the
 webhook record was merged has the same order_id / customer_id*: then the file's version wins and the note is
-dropped. A file read before it (unchanged since) is older than the webhook: its version of a refunded order or of a
+dropped (``file_won_records`` keeps when that file was read: the same or an older webhook batch merged again
+later is left out). A file read before it (unchanged since) is older than the webhook: its version of a refunded order or of a
 withdrawn consent must not come back because another file changed (:class:`~.merge.FileReads`; an order's file is
 the one its row is in; a contact's is the file of its staged row with contacts files, else the files of its
 orders). So the store
 holds one copy of each order, and an order is never lost between its webhook and the export that catches up.
+Between webhooks, the record's age (when the ledger accepted its event) decides: a webhook version older than the
+one stored is left out (a batch merged after a newer one).
 
 DuckDB allows one writing process per file. When a cron ``rfmsync sync`` and ``rfmsync serve`` meet, the second
 waits up to ``wait_seconds`` for the file, then stops with :class:`~sync.errors.LockBusyError` (exit 75). Every

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,7 +18,9 @@ from .appends import NOTED_ROWS, note_merged
 from .facts import DAY_HASH, RFM_HASH
 from .generation import bump_generation, generation
 from .lookup import BULK_ROWS, drop_lookup_indexes
-from .webhooks import KIND, WEBHOOK_TABLE, create_webhook_table
+from .webhooks import FILE_WON_TABLE, KIND, WEBHOOK_TABLE, create_webhook_table
+
+log = logging.getLogger(__name__)
 
 #: when the ledger accepted each record of a webhook batch: ``(kind, id)`` → the time of the event it came in
 Ages = Mapping[tuple[str, str], datetime]
@@ -60,7 +63,8 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
                  max_identity_group: int = DEFAULT_MAX_GROUP,
                  before_commit: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
                  after_link: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
-                 files: FileReads | None = None, received_at: Union[datetime, Ages, None] = None) -> dict[str, int]:
+                 files: FileReads | None = None, received_at: Union[datetime, Ages, None] = None,
+                 pulled_at: datetime | None = None) -> dict[str, int]:
     """Move the ``staged_*`` rows into the main tables in one transaction; returns rows per table.
 
     ``pull.full_refresh``: the staged rows replace the store, except webhook records the file does not
@@ -78,6 +82,13 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
     for a busy destination) after a file that holds a newer version was read must not pass for newer than that file.
     One time for all, or each record's own (:data:`Ages`, the event it came in; a record not in it, e.g. a contact
     linked under another id: the newest), so a newer event a re-claimed batch took along does not age the others.
+    A webhook record older than the webhook version the store holds (a batch merged after a newer one: two workers,
+    or a batch retried after a newer one was merged) is left out, with its line items: a record is replaced only by
+    a version at least as new (:func:`_drop_older_versions`).
+    ``pulled_at`` (an API source's pull): when the pull started, the bound its cursor uses; the webhook records it
+    brings are noted as that new (default: now), so a webhook batch accepted after it (it waited for the store the
+    pull holds) still wins. A file's full refresh notes the webhook records whose file version won as new as the
+    file's read (``files``), so the same or an older webhook batch merged again after it is left out.
     """
     if origin not in ("pull", "webhook"):
         raise ValueError(f"merge_staged: origin must be 'pull' or 'webhook', not {origin!r}")
@@ -99,6 +110,9 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
             pull.identity = link_staged(con, max_identity_group)
         moved = pull.identity.moved if pull.identity is not None else []
         links = dict(zip(moved[::2], moved[1::2]))  # identifier → customer id, as link_staged re-keyed them
+        if origin == "webhook" and not pull.full_refresh and (noted or con.execute(
+                f"SELECT count(*) FROM {FILE_WON_TABLE}").fetchall()[0][0]):
+            _drop_older_versions(con, present, received_at, links)
         if after_link is not None:
             after_link(con)
         if pull.full_refresh and noted:
@@ -110,7 +124,8 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
         for name in TABLES:
             if f"staged_{name}" in present:
                 counts[name] = _merge_table(con, name, full_refresh=pull.full_refresh, origin=origin, noted=noted,
-                                            note=note, received_at=received_at, links=links)
+                                            note=note, received_at=received_at, links=links, files=files,
+                                            pulled_at=pulled_at)
         for name in TABLES:
             con.execute(f"DROP TABLE IF EXISTS staged_{name}")
             con.execute(f"DROP TABLE IF EXISTS _kept_{name}")
@@ -146,7 +161,8 @@ def _staged_rows(con: duckdb.DuckDBPyConnection) -> int:
 
 def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: bool, origin: str,
                  noted: bool, note: _Note | None = None, received_at: Union[datetime, Ages, None] = None,
-                 links: Mapping[str, str] | None = None) -> int:
+                 links: Mapping[str, str] | None = None, files: FileReads | None = None,
+                 pulled_at: datetime | None = None) -> int:
     """Replace (full refresh) or upsert table ``name`` from ``staged_<name>``; returns the staged row count.
     ``note``: the orders deleted and inserted are added to it (read as they are written: no scan more)."""
     staged = f"staged_{name}"
@@ -191,9 +207,24 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
                         + (f"LEFT JOIN {ages} a ON a.id = s.{key} " if ages else "")
                         + f"ON CONFLICT DO UPDATE SET received_at = "
                         f"greatest({WEBHOOK_TABLE}.received_at, excluded.received_at)", [at])
-        elif noted:  # pulled from the source: the source's version wins from now on
+            # what is left of the batch is at least as new as a file's version: the note above says so now
+            con.execute(f"DELETE FROM {FILE_WON_TABLE} WHERE kind = '{kind}' AND id IN (SELECT {key} FROM {staged})")
+        elif noted and full_refresh:  # the export's version wins from now on
+            if files is not None and _has_file_id(con, staged):  # as new as the file's read (the latest of its
+                # files): the same or an older webhook batch merged again after it is left out (_drop_older_versions)
+                con.execute(f"INSERT INTO {FILE_WON_TABLE} SELECT '{kind}', s.{key}, max(coalesce(f.read_at, now())) "
+                            f"FROM {staged} s LEFT JOIN {files.catalogue} f ON f.file_id = s.file_id "
+                            f"WHERE s.{key} IN (SELECT id FROM {WEBHOOK_TABLE} WHERE kind = '{kind}') "
+                            f"AND s.{key} NOT IN (SELECT id FROM _kept_{name}) GROUP BY s.{key} "
+                            f"ON CONFLICT DO UPDATE SET read_at = greatest({FILE_WON_TABLE}.read_at, excluded.read_at)")
             con.execute(f"DELETE FROM {WEBHOOK_TABLE} WHERE kind = '{kind}' AND id IN "
                         f"(SELECT {key} FROM {staged}{kept_out})")
+        elif noted:  # an API source's pull: its version is as new as the pull's start (the cursor's bound), so
+            # an older webhook batch merged after it (re-claimed after waiting for the sync that pulled) is left
+            # out (_drop_older_versions), and one accepted while it pulled is not
+            con.execute(f"UPDATE {WEBHOOK_TABLE} SET received_at = greatest(received_at, "
+                        f"coalesce(?::TIMESTAMPTZ, now())) WHERE kind = "
+                        f"'{kind}' AND id IN (SELECT {key} FROM {staged})", [pulled_at])
     return rows
 
 
@@ -213,6 +244,41 @@ def _ages_of(con: duckdb.DuckDBPyConnection, kind: str, received_at: Union[datet
     if own:
         con.executemany("INSERT INTO _webhook_ages VALUES (?, ?)", list(own.items()))
     return max(received_at.values(), default=None), "_webhook_ages"
+
+
+def _drop_older_versions(con: duckdb.DuckDBPyConnection, present: set[str],
+                         received_at: Union[datetime, Ages, None], links: Mapping[str, str]) -> None:
+    """Leave out of a webhook merge the staged orders (with their line items) and contacts whose own age (the one
+    time for all, or the record's entry in :data:`Ages`: a record a CRM pull read for the batch has the pull's start,
+    and the batch's webhook copy of it is gone, :func:`sync.serve.resync._pull_after_webhook_records`) is older than
+    the age the store notes for its webhook version, or for the file version that replaced it
+    (``file_won_records``): merged after a newer version (an older batch
+    retried, or held up, while a newer one went through), the older one would win (an order before its refund, a
+    consent given before it was withdrawn) and keep the newer age."""
+    dropped = 0
+    for name, kind in KIND.items():
+        staged, key = f"staged_{name}", KEYS[name]
+        if staged not in present:
+            continue
+        at, ages = _ages_of(con, kind, received_at, links)
+        if ages is None and at is None:  # merged now: nothing stored is newer
+            continue
+        own = (f"JOIN {ages} a ON a.id = w.id WHERE w.received_at > a.ts" if ages
+               else "WHERE w.received_at > ?::TIMESTAMPTZ")
+        versions = (f"(SELECT kind, id, received_at FROM {WEBHOOK_TABLE} UNION ALL "
+                    f"SELECT kind, id, read_at FROM {FILE_WON_TABLE})")  # a webhook's or a file's (read after it)
+        older = (f"SELECT DISTINCT w.id FROM {versions} w {own} AND w.kind = '{kind}' "
+                 f"AND w.id IN (SELECT {key} FROM {staged})")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _older_{name} AS {older}", [] if ages else [at])
+        count = con.execute(f"SELECT count(*) FROM _older_{name}").fetchall()[0][0]
+        if count:
+            con.execute(f"DELETE FROM {staged} WHERE {key} IN (SELECT id FROM _older_{name})")
+            if name == "orders" and "staged_line_items" in present:
+                con.execute("DELETE FROM staged_line_items WHERE order_id IN (SELECT id FROM _older_orders)")
+            dropped += count
+        con.execute(f"DROP TABLE _older_{name}")
+    if dropped:
+        log.info("webhook merge: %d records left out, the store holds a newer webhook version of them", dropped)
 
 
 def _keep_webhook_rows(con: duckdb.DuckDBPyConnection, present: set[str], files: FileReads | None) -> None:

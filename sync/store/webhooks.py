@@ -6,12 +6,17 @@ from __future__ import annotations
 import duckdb
 
 WEBHOOK_TABLE = "webhook_records"  # (kind 'order' | 'contact', id): rows that came by webhook, not by a pull
+#: (kind, id, read_at): records a file's full refresh took over from their webhook version (the note dropped), as
+#: new as that file's read: the same or an older webhook batch merged again after it is left out
+FILE_WON_TABLE = "file_won_records"
 KIND = {"orders": "order", "contacts": "contact"}  # store table → webhook record kind
 
 
 def create_webhook_table(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"CREATE TABLE IF NOT EXISTS {WEBHOOK_TABLE} (kind VARCHAR NOT NULL, id VARCHAR NOT NULL, "
                 "received_at TIMESTAMPTZ DEFAULT now(), PRIMARY KEY (kind, id))")
+    con.execute(f"CREATE TABLE IF NOT EXISTS {FILE_WON_TABLE} (kind VARCHAR NOT NULL, id VARCHAR NOT NULL, "
+                "read_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (kind, id))")
 
 
 def webhook_records(con: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
