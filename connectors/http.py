@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -73,13 +74,51 @@ def action_for(status: int, table: Mapping[int, Action] = STATUS_ACTIONS) -> Act
 
 
 _SECRET_PARAMS = re.compile(r"(?i)((?:api_?key|access_token|token|auth)=)[^&\s]+")
+_known: frozenset[str] = frozenset()  # every secret a client of this process was given (see remember_secrets)
+_known_lock = threading.Lock()
+
+
+def remember_secrets(*secrets: str | None) -> None:
+    """Make :func:`redact` (and so :class:`RedactSecrets` on the HTTP libraries' loggers) mask these everywhere
+    in this process: every client calls this with the secrets it was given."""
+    global _known
+    new = {s for s in secrets if s and len(s) >= 8} - _known  # (shorter: a test's stand-in, or a word)
+    if new:
+        with _known_lock:
+            _known = _known | new
+
+
+def mask(text: str, secrets: Iterable[str] = ()) -> str:
+    """Replace every known secret (``secrets``, and all given to :func:`remember_secrets`) with ``***``; JSON
+    stays JSON (a vendor's answer is parsed after)."""
+    for secret in sorted({s for s in secrets if s and len(s) >= 4} | _known, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Replace every known secret (and secret-looking query parameters) with ``***``."""
-    for secret in sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return _SECRET_PARAMS.sub(r"\1***", text)
+    """:func:`mask`, and secret-looking query parameters (``api_key=``, ``token=``...) too."""
+    return _SECRET_PARAMS.sub(r"\1***", mask(text, secrets))
+
+
+class RedactSecrets(logging.Filter):
+    """Masks :func:`redact`'s secrets in the records of a logger rfmsync does not own: urllib3 logs every
+    request's path and query at DEBUG (``-vv``), and a Bitrix24 inbound webhook's secret is a path segment."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        safe = redact(msg)
+        if safe != msg:
+            record.msg, record.args = safe, None
+        return True
+
+
+#: loggers of the HTTP stack under rfmsync's clients that write URLs (urllib3's own)
+REDACTED_LOGGERS = ("urllib3.connectionpool", "urllib3.connection", "urllib3.util.retry", "urllib3.poolmanager")
+for _name in REDACTED_LOGGERS:
+    _logger = logging.getLogger(_name)
+    if not any(isinstance(f, RedactSecrets) for f in _logger.filters):
+        _logger.addFilter(RedactSecrets())
 
 
 class Throttle:
@@ -137,6 +176,7 @@ class HttpClient:
         if self.retry.timeout is not None and self.timeout == DEFAULT_TIMEOUT:  # [http] timeout_seconds
             self.timeout = (min(DEFAULT_TIMEOUT[0], self.retry.timeout), self.retry.timeout)
         self.status_actions = {**STATUS_ACTIONS, **self.status_actions}  # vendor overrides on top
+        remember_secrets(*self.secrets)
         self.session.headers.update(self.headers)
 
     def __repr__(self) -> str:  # never the headers, secrets or a secret-bearing URL
