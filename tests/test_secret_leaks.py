@@ -3,10 +3,15 @@ loopback fakes (the vendor answers what the path needs)."""
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 
 from connectors.bitrix24 import Bitrix24Config, Bitrix24Secrets, Bitrix24Source
 from tests.fakes.http import LoopbackServer, Reply
+from tests.test_mailchimp import BATCH, Recorder as McRecorder, change as mc_change, make as mc_make
+from tests.test_sendgrid import FIELDS, Recorder as SgRecorder, change as sg_change, make as sg_make
+from tests.test_unisender import Recorder as UniRecorder, change as uni_change, on as uni_on
 
 CODE = "sk-TESTSECRET-123"  # a Bitrix24 inbound webhook's secret: a segment of its URL's path
 
@@ -20,3 +25,45 @@ def test_urllib3_debug_lines_never_show_a_bitrix24_webhook_code(caplog) -> None:
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("urllib3")]
     assert any('"POST /rest/1/***/profile.json' in line for line in lines), lines  # the line is still there
     assert CODE not in caplog.text and all(CODE not in line for line in lines)
+
+
+def test_a_mailchimp_error_answer_echoing_the_key_keeps_it_out_of_the_failures(mailchimp_fake) -> None:
+    """A 400 problem document whose detail and field errors echo the request (the key, its basic-auth form):
+    the failure recorded for the member (the ledger's failures, ``rfmsync failures``) has them masked."""
+    key = mailchimp_fake.api_key
+    basic = base64.b64encode(f"user:{key}".encode()).decode()
+    problem = {"title": "Invalid Resource", "status": 400, "detail": f"Authorization: Basic {basic}",
+               "errors": [{"field": "apikey", "message": f"{key} is not valid here"}]}
+    mailchimp_fake.answer_raw(json.dumps(problem).encode(), "application/problem+json", status=400,
+                              path=f"^{BATCH}$")
+    rec = McRecorder()
+    mc_make(mailchimp_fake, []).apply([mc_change("a@example.com")], rec)
+    error = rec.results[("a@example.com", "upsert")].error
+    assert "HTTP 400 Invalid Resource: Authorization: Basic ***" in error and "(apikey: *** is not valid" in error
+    assert key not in error and basic not in error
+
+
+def test_a_sendgrid_error_answer_echoing_the_key_keeps_it_out_of_the_failures(sendgrid_fake) -> None:
+    dest, _, _ = sg_make(sendgrid_fake)
+    dest.prepare(["Champions"], FIELDS)
+    key = sendgrid_fake.api_key
+    sendgrid_fake.answer_raw(json.dumps({"errors": [{"field": None, "message": f"bad header Bearer {key}"}]}
+                                        ).encode(), "application/json", status=400, method="PUT")
+    rec = SgRecorder()
+    dest.apply([sg_change("a@x.com", add={"Champions"})], rec)
+    item = rec.items[("a@x.com", "upsert")]
+    assert not item.ok and "bad header Bearer ***" in item.error and key not in item.error
+
+
+def test_a_unisender_error_text_is_masked_before_it_is_cut(unisender_fake) -> None:
+    """The envelope's ``error`` is kept to 300 characters: a key echoed across that cut left its first
+    characters in the failure."""
+    unisender_fake.add_list("Champions")
+    dest, _ = uni_on(unisender_fake)
+    key = unisender_fake.api_key
+    text = "x" * 290 + f" {key}"
+    unisender_fake.answer_raw(json.dumps({"error": text, "code": "invalid_arg"}).encode(), "application/json")
+    rec = UniRecorder()
+    dest.apply([uni_change("s@x.com", add={"list:Champions"})], rec)
+    errors = [r.error for r in rec.items.values() if not r.ok]
+    assert errors and all("invalid_arg" in e and key[:8] not in e for e in errors), errors

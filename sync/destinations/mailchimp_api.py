@@ -34,6 +34,7 @@ from mailchimp_marketing.api.lists_api import ListsApi
 from mailchimp_marketing.api_client import ApiClient, ApiClientError
 
 from connectors.errors import TransientError
+from connectors.http import mask
 from connectors.retry import RetryPolicy, retry_after_seconds
 
 from ..errors import DestinationConfigError, DestinationError
@@ -278,8 +279,9 @@ class MailchimpApi:
         detail = problem.get("detail") or ""
         field_errors = "; ".join(f"{e.get('field')}: {e.get('message')}" for e in problem.get("errors") or []
                                  if isinstance(e, dict))
-        message = f"Mailchimp {what}: HTTP {status} {title}" + (f": {detail}" if detail else "") + (
-            f" ({field_errors})" if field_errors else "")
+        # masked: an answer may echo the request (the key, its basic-auth form)
+        message = mask(f"Mailchimp {what}: HTTP {status} {title}" + (f": {detail}" if detail else "") + (
+            f" ({field_errors})" if field_errors else ""), self._secrets)
         action = action_for(status, empty_body=not body.strip())
         if action is Action.RETRY:
             retry_after = retry_after_seconds(response.headers.get("Retry-After")) if response is not None else None

@@ -24,6 +24,7 @@ from python_http_client import exceptions as phc_errors
 from sendgrid import SendGridAPIClient
 
 from connectors.errors import TransientError
+from connectors.http import mask
 from connectors.retry import RetryPolicy, retry_after_seconds
 
 from ..errors import DestinationConfigError, DestinationError
@@ -203,7 +204,9 @@ class SendGridApi:
 
     def _on_http_error(self, status: int, raw: bytes, headers: Any, what: str, idempotent: bool,
                        ok_404: bool) -> tuple[int, Any]:
-        payload = decode_body(raw)
+        # an answer echoing the request (its Authorization header) keeps no secret in any error made of it
+        text = raw if isinstance(raw, str) else bytes(raw or b"").decode("utf-8", "replace")
+        payload = decode_body(mask(text, self.secrets))
         text = error_text(payload)
         if status == 404 and ok_404:
             return status, payload

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 import requests
 
 from connectors.errors import TransientError
+from connectors.http import mask
 from connectors.retry import RetryPolicy
 
 from ..errors import DestinationConfigError, DestinationError
@@ -156,7 +157,7 @@ class UnisenderApi:
         log.debug("Unisender %s -> HTTP %s", method, resp.status_code)
         if isinstance(payload, dict) and (payload.get("error") or payload.get("code")):
             code = str(payload.get("code") or "unspecified")
-            text = html.unescape(str(payload.get("error") or ""))[:300].replace(self._key, "***")
+            text = mask(html.unescape(str(payload.get("error") or "")), (self._key,))[:300]
             action = action_for(code, resp.status_code)
             msg = f"Unisender {method}: {code}: {text}"
             if action is Action.RETRY:  # a refusal: nothing was done, so even creates may retry
