@@ -7,6 +7,8 @@ import base64
 import json
 import logging
 
+import pytest
+
 from connectors.bitrix24 import Bitrix24Config, Bitrix24Secrets, Bitrix24Source
 from tests.fakes.http import LoopbackServer, Reply
 from tests.test_mailchimp import BATCH, Recorder as McRecorder, change as mc_change, make as mc_make
@@ -67,3 +69,14 @@ def test_a_unisender_error_text_is_masked_before_it_is_cut(unisender_fake) -> No
     dest.apply([uni_change("s@x.com", add={"list:Champions"})], rec)
     errors = [r.error for r in rec.items.values() if not r.ok]
     assert errors and all("invalid_arg" in e and key[:8] not in e for e in errors), errors
+
+
+def test_a_ledger_password_with_an_unencoded_at_sign_is_refused_without_showing_any_of_it(tmp_path) -> None:
+    """``user:p@ss@host``: the URL parser takes ``p`` for the password and ``ss@host`` for the host, which the
+    'cannot open ledger' line then printed (and a resolver error repeated)."""
+    from sync.errors import ConfigError
+    from sync.ledger import Ledger
+
+    with pytest.raises(ConfigError) as info:
+        Ledger.connect("postgresql+psycopg://rfmsync:sk-TEST@SECRET-9@127.0.0.1:1/rfmsync")
+    assert "%40" in str(info.value) and "TEST" not in str(info.value) and "SECRET" not in str(info.value)

@@ -65,6 +65,9 @@ def parse_url(url: str) -> URL:
             "ledger URL is not a database URL (expected sqlite:///path/rfmsync.db "
             "or postgresql+psycopg://user:password@host/db)"
         ) from None
+    if "@" in (parsed.host or ""):  # "user:p@ss@host": the rest of the password would be shown as the host
+        raise ConfigError("ledger URL: '@' in the user name or password must be written %40 "
+                          "(postgresql+psycopg://user:p%40ss@host/db)")
     backend = parsed.get_backend_name()
     if backend == "postgres":
         backend = "postgresql"
