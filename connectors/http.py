@@ -73,7 +73,9 @@ def action_for(status: int, table: Mapping[int, Action] = STATUS_ACTIONS) -> Act
     return Action.FATAL
 
 
-_SECRET_PARAMS = re.compile(r"(?i)((?:api_?key|access_token|token|auth)=)[^&\s]+")
+#: query parameters that are credentials: keys and tokens, and the signature of a pre-signed URL (S3's
+#: ``X-Amz-Signature``/``Signature``, Azure's ``sig``), which reads its file without any key
+_SECRET_PARAMS = re.compile(r"(?i)((?:api_?key|access_token|token|auth|signature|sig)=)[^&\s]+")
 _known: frozenset[str] = frozenset()  # every secret a client of this process was given (see remember_secrets)
 _known_lock = threading.Lock()
 

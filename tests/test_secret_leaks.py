@@ -80,3 +80,18 @@ def test_a_ledger_password_with_an_unencoded_at_sign_is_refused_without_showing_
     with pytest.raises(ConfigError) as info:
         Ledger.connect("postgresql+psycopg://rfmsync:sk-TEST@SECRET-9@127.0.0.1:1/rfmsync")
     assert "%40" in str(info.value) and "TEST" not in str(info.value) and "SECRET" not in str(info.value)
+
+
+def test_the_pre_signed_url_of_a_sendgrid_file_never_reaches_the_debug_log(sendgrid_fake, caplog) -> None:
+    """The import errors file (and a list's export) is fetched from a pre-signed URL: its signature reads the
+    file (addresses) without the key, and urllib3 logs the URL's query at DEBUG."""
+    dest, _, _ = sg_make(sendgrid_fake)
+    dest.prepare(["Champions"], FIELDS)
+    sendgrid_fake.reject["b@x.com"] = "invalid email"
+    rec = SgRecorder()
+    with caplog.at_level(logging.DEBUG):
+        dest.apply([sg_change(e, add={"Champions"}) for e in ("a@x.com", "b@x.com")], rec)
+    assert not rec.items[("b@x.com", "upsert")].ok and "invalid email" in rec.items[("b@x.com", "upsert")].error
+    assert any("/_files/errors/" in r.getMessage() and "X-Amz-Signature=***" in r.getMessage()
+               for r in caplog.records if r.name.startswith("urllib3"))
+    assert sendgrid_fake.url_signature not in caplog.text

@@ -24,7 +24,7 @@ from python_http_client import exceptions as phc_errors
 from sendgrid import SendGridAPIClient
 
 from connectors.errors import TransientError
-from connectors.http import mask
+from connectors.http import RedactSecrets, mask
 from connectors.retry import RetryPolicy, retry_after_seconds
 
 from ..errors import DestinationConfigError, DestinationError
@@ -137,8 +137,9 @@ class Search(Shape):
     result: dict[str, Any]
 
 
-class _RedactAuthorization(logging.Filter):
-    """python_http_client logs request headers at DEBUG, Authorization included: mask it."""
+class _RedactAuthorization(RedactSecrets):
+    """python_http_client logs request headers at DEBUG, Authorization included, and answers (a job's pre-signed
+    ``errors_url``): mask both."""
 
     _PATTERN = re.compile(r"(['\"]?Authorization['\"]?\s*:\s*['\"]?)Bearer [^'\",}]+", re.I)
 
@@ -146,7 +147,7 @@ class _RedactAuthorization(logging.Filter):
         msg = record.getMessage()
         if "uthorization" in msg:
             record.msg, record.args = self._PATTERN.sub(r"\1Bearer ***", msg), None
-        return True
+        return super().filter(record)
 
 
 _phc_logger = logging.getLogger("python_http_client.client")
