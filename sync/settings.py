@@ -10,7 +10,7 @@ import logging
 import os
 from pathlib import Path
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.suggest import closest
@@ -29,8 +29,9 @@ class Settings(BaseSettings):
 
     # rfmsync itself
     rfmsync_config: str | None = None
-    rfmsync_ledger_url: str | None = None
-    rfmsync_store_url: str | None = None  # deprecated name of RFMSYNC_LEDGER_URL (read, with a warning)
+    # a PostgreSQL URL holds its password: never in the repr (a traceback's locals, an error tracker)
+    rfmsync_ledger_url: str | None = Field(None, repr=False)
+    rfmsync_store_url: str | None = Field(None, repr=False)  # deprecated name of RFMSYNC_LEDGER_URL (read, warned)
     rfmsync_webhook_secret: SecretStr | None = None
     rfmsync_report_token: SecretStr | None = None  # GET /report of `rfmsync serve` (Bearer token); unset: no page
     # [http] overrides (tests, one-off runs): win over [http] and [destinations.http]

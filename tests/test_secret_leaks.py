@@ -95,3 +95,18 @@ def test_the_pre_signed_url_of_a_sendgrid_file_never_reaches_the_debug_log(sendg
     assert any("/_files/errors/" in r.getMessage() and "X-Amz-Signature=***" in r.getMessage()
                for r in caplog.records if r.name.startswith("urllib3"))
     assert sendgrid_fake.url_signature not in caplog.text
+
+
+def test_reprs_never_show_the_ledger_password_or_a_webhook_secret() -> None:
+    """Reprs end up in tracebacks with locals and error trackers: the settings' ledger URLs (a PostgreSQL URL
+    holds its password) and the webhook server's per-CRM secret are left out of them."""
+    from connectors.webhooks import webhook_parser
+    from sync.serve.webhooks import CrmWebhooks
+    from sync.settings import Settings
+
+    url = f"postgresql+psycopg://rfmsync:{CODE}@db.example/rfmsync"
+    settings = Settings(_env_file=None, rfmsync_ledger_url=url, rfmsync_store_url=url)
+    assert settings.rfmsync_ledger_url == url and settings.env_value("RFMSYNC_STORE_URL") == url
+    assert CODE not in repr(settings) and CODE not in str(settings)
+    hooks = CrmWebhooks("amocrm", webhook_parser("amocrm"), CODE)
+    assert hooks.key == CODE and CODE not in repr(hooks)
