@@ -45,6 +45,19 @@ def test_a_mailchimp_error_answer_echoing_the_key_keeps_it_out_of_the_failures(m
     assert key not in error and basic not in error
 
 
+def test_a_mailchimp_400_naming_a_member_keeps_the_key_out_of_that_members_failure(mailchimp_fake) -> None:
+    key = mailchimp_fake.api_key
+    problem = {"title": "Invalid Resource", "status": 400,
+               "errors": [{"field": "members.1.email_address", "message": f"not valid (apikey={key})"}]}
+    mailchimp_fake.answer_raw(json.dumps(problem).encode(), "application/problem+json", status=400,
+                              path=f"^{BATCH}$")
+    rec = McRecorder()
+    mc_make(mailchimp_fake, []).apply([mc_change(e) for e in ("a@example.com", "b@example.com")], rec)
+    bad = rec.results[("b@example.com", "upsert")]
+    assert not bad.ok and "not valid (apikey=***)" in bad.error and key not in bad.error
+    assert rec.results[("a@example.com", "upsert")].ok  # sent again without the member named
+
+
 def test_a_sendgrid_error_answer_echoing_the_key_keeps_it_out_of_the_failures(sendgrid_fake) -> None:
     dest, _, _ = sg_make(sendgrid_fake)
     dest.prepare(["Champions"], FIELDS)

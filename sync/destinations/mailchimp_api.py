@@ -274,12 +274,14 @@ class MailchimpApi:
                 return TransientError(f"Mailchimp {what}: cannot connect ({type(text).__name__})")
             return DestinationError(f"Mailchimp {what}: {type(text).__name__}: {text}")
         body = text if isinstance(text, str) else json.dumps(text) if isinstance(text, (dict, list)) else ""
+        # an answer may echo the request (the key, its basic-auth form): masked in the body the error keeps (each
+        # member a 400 names is failed with its message) and in the message (JSON escapes hid it from the first)
+        body = mask(body, self._secrets)
         problem = problem_document(body)
         title = problem.get("title") or ("empty body" if not body.strip() else "error")
         detail = problem.get("detail") or ""
         field_errors = "; ".join(f"{e.get('field')}: {e.get('message')}" for e in problem.get("errors") or []
                                  if isinstance(e, dict))
-        # masked: an answer may echo the request (the key, its basic-auth form)
         message = mask(f"Mailchimp {what}: HTTP {status} {title}" + (f": {detail}" if detail else "") + (
             f" ({field_errors})" if field_errors else ""), self._secrets)
         action = action_for(status, empty_body=not body.strip())
