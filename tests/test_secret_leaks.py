@@ -123,3 +123,16 @@ def test_reprs_never_show_the_ledger_password_or_a_webhook_secret() -> None:
     assert CODE not in repr(settings) and CODE not in str(settings)
     hooks = CrmWebhooks("amocrm", webhook_parser("amocrm"), CODE)
     assert hooks.key == CODE and CODE not in repr(hooks)
+
+
+def test_a_sendgrid_key_with_a_trailing_newline_is_refused_without_printing_it(sendgrid_fake) -> None:
+    """A key read from a file (a Kubernetes secret) often ends in a newline: the header it went into was refused
+    by http.client with a ValueError that quoted it ('Invalid header value b'Bearer SG....''), an internal
+    error printing the key."""
+    from sync.destinations.sendgrid import SendGridDestination
+    from sync.errors import DestinationConfigError
+
+    key = f"SG.{CODE}\n"
+    with pytest.raises(DestinationConfigError, match="SENDGRID_API_KEY holds a line break") as info:
+        SendGridDestination("sg", key, api_url=sendgrid_fake.url).check()
+    assert CODE not in str(info.value) and sendgrid_fake.count("GET", "/v3/marketing/lists") == 0
