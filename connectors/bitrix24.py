@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Callable, Literal, Mapping
@@ -186,14 +187,14 @@ class Bitrix24Source:
                               "(https://<portal>/rest/<user>/<code>/)")
         url = secrets.webhook_url.get_secret_value().strip()
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or "/rest/" not in parts.path:
+        code = re.search(r"/rest/[^/]+/([^/]+)", parts.path)  # the secret (a method pasted after it is not)
+        if parts.scheme not in ("http", "https") or code is None:
             raise ConfigError("bitrix24: BITRIX24_WEBHOOK_URL must look like https://<portal>/rest/<user>/<code>/")
         self.config, self.portal = config, parts.hostname or "?"
         self.clock = clock or utc_now
         retry = with_sleep(retry, sleep)
-        code = parts.path.rstrip("/").rsplit("/", 1)[-1]
         self.http = HttpClient(url.rstrip("/") + "/", vendor="Bitrix24", auth_env="BITRIX24_WEBHOOK_URL",
-                               url_env="BITRIX24_WEBHOOK_URL", secrets=(code, url), retry=retry,
+                               url_env="BITRIX24_WEBHOOK_URL", secrets=(code.group(1), url), retry=retry,
                                throttle=Throttle(config.requests_per_second, config.burst, sleep=retry.sleep),
                                inspect=_inspect)
 

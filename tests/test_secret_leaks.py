@@ -29,6 +29,19 @@ def test_urllib3_debug_lines_never_show_a_bitrix24_webhook_code(caplog) -> None:
     assert CODE not in caplog.text and all(CODE not in line for line in lines)
 
 
+def test_a_bitrix24_webhook_url_pasted_with_a_method_still_has_its_code_masked(caplog) -> None:
+    """The code is the segment after /rest/<user>/, not the URL's last segment (``.../<code>/profile.json``, as
+    Bitrix24 shows an example call, made ``profile.json`` the secret and left the code in urllib3's lines)."""
+    code = "sk-PASTEDCODE-456"  # its own: a code some test gave a client before is masked in this process anyway
+    with LoopbackServer(lambda req: Reply.json(200, {"result": {"ID": "1", "NAME": "Ann"}})) as server:
+        source = Bitrix24Source(Bitrix24Config(),
+                                Bitrix24Secrets(webhook_url=f"{server.url}/rest/1/{code}/profile.json"))
+        with caplog.at_level(logging.DEBUG):
+            source.check()
+    assert any("/rest/1/***/" in r.getMessage() for r in caplog.records if r.name.startswith("urllib3"))
+    assert code not in caplog.text
+
+
 def test_a_mailchimp_error_answer_echoing_the_key_keeps_it_out_of_the_failures(mailchimp_fake) -> None:
     """A 400 problem document whose detail and field errors echo the request (the key, its basic-auth form):
     the failure recorded for the member (the ledger's failures, ``rfmsync failures``) has them masked."""
