@@ -226,6 +226,9 @@ class HttpClient:
                                         data=kw["data"], timeout=self.timeout)
         except requests.Timeout:
             raise TransientError(f"{what}: timed out after {self.timeout[1]:g} s") from None
+        except requests.exceptions.InvalidHeader:  # a secret with a line break: no retry makes it pass
+            raise AuthError(f"{self.vendor}: {self.auth_env} holds a line break or another control character (a "
+                            "trailing newline from a file?); a header cannot carry it") from None
         except requests.RequestException as exc:
             raise TransientError(f"{what}: cannot connect ({type(exc).__name__}); check {self.url_env}") from None
         log.debug("%s -> %s in %.2fs", what, resp.status_code, time.monotonic() - started)
