@@ -165,3 +165,40 @@ def test_a_crm_token_with_a_trailing_newline_is_a_credentials_error_not_a_connec
         with pytest.raises(AuthError, match="AMOCRM_TOKEN holds a line break") as info:
             source.check()
     assert CODE not in str(info.value) and waits == []
+
+
+def test_sync_runs_and_failures_never_show_the_key_an_error_answer_echoes(tmp_path, mailchimp_fake, monkeypatch,
+                                                                          caplog) -> None:
+    """Through the CLI (``-vv``): a batch refused with a 400 whose problem document echoes the key. The key is in
+    none of the command outputs, the log records, the ledger's files or the plan file."""
+    from datetime import date
+
+    from click.testing import CliRunner
+
+    from sync.cli import main
+    from sync.demodata import generate_shop
+
+    cfg = generate_shop(tmp_path / "shop", customers=60, seed=3, as_of=date(2025, 6, 30))
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace('audience = "demo000001"', 'audience = "aud1"'),
+                   encoding="utf-8")
+    monkeypatch.setenv("MAILCHIMP_API_KEY", mailchimp_fake.api_key)
+    monkeypatch.setenv("MAILCHIMP_API_URL", mailchimp_fake.url)
+    key = mailchimp_fake.api_key
+    mailchimp_fake.answer_raw(json.dumps({"title": "Invalid Resource", "status": 400,
+                                          "detail": f"request was: apikey={key}"}).encode(),
+                              "application/problem+json", status=400, path=f"^{BATCH}$")
+    caplog.set_level(logging.DEBUG)
+
+    def run(*args: str) -> str:
+        result = CliRunner().invoke(main, [*args, "--config", str(cfg)], catch_exceptions=False)
+        return result.output
+
+    plan_file = tmp_path / "plan.json"
+    outputs = [run("-vv", "plan", "--as-of", "2025-06-30", "-o", str(plan_file), "--format", "json"),
+               run("-vv", "sync", "--as-of", "2025-06-30"), run("failures"), run("failures", "--format", "json"),
+               run("runs"), run("runs", "--format", "json")]
+    assert "request was: apikey=***" in outputs[3]  # the failure is recorded, with its reason
+    files = [p for p in cfg.parent.rglob("*") if p.is_file()] + [plan_file]
+    assert any(p.name.startswith("rfmsync.db") for p in files)
+    leaks = [o for o in outputs if key in o] + [p.name for p in files if key.encode() in p.read_bytes()]
+    assert leaks == [] and key not in caplog.text
