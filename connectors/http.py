@@ -155,6 +155,19 @@ class Throttle:
         self._tokens = max(0.0, self._tokens - 1)
 
 
+class CredentialSession(requests.Session):
+    """A session that drops every credential header on a redirect to another host: requests drops only
+    ``Authorization`` and keeps the rest (RetailCRM's ``X-API-KEY``, Shopify's ``X-Shopify-Access-Token``)."""
+
+    credential_headers: tuple[str, ...] = ()
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        super().rebuild_auth(prepared_request, response)
+        if self.should_strip_auth(response.request.url, prepared_request.url):
+            for name in self.credential_headers:
+                prepared_request.headers.pop(name, None)
+
+
 @dataclass(repr=False)
 class HttpClient:
     """One vendor's HTTP access. Errors name ``auth_env`` / ``url_env``, never a secret."""
@@ -172,7 +185,7 @@ class HttpClient:
     #: called with every response; may return an Action to override the status table
     #: (vendors that signal errors inside a 200 body, or rate-limit headers)
     inspect: Callable[[requests.Response], Action | None] | None = None
-    session: requests.Session = field(default_factory=requests.Session)
+    session: requests.Session = field(default_factory=CredentialSession)
 
     def __post_init__(self) -> None:
         if self.retry.timeout is not None and self.timeout == DEFAULT_TIMEOUT:  # [http] timeout_seconds
@@ -180,6 +193,8 @@ class HttpClient:
         self.status_actions = {**STATUS_ACTIONS, **self.status_actions}  # vendor overrides on top
         remember_secrets(*self.secrets)
         self.session.headers.update(self.headers)
+        if isinstance(self.session, CredentialSession):  # the headers given are the credentials
+            self.session.credential_headers = tuple(self.headers)
 
     def __repr__(self) -> str:  # never the headers, secrets or a secret-bearing URL
         return f"HttpClient(vendor={self.vendor!r}, base_url={self.safe(self.base_url)!r})"

@@ -16,6 +16,8 @@ import json
 import logging
 import re
 import urllib.error
+import urllib.parse
+import urllib.request
 from typing import Any, Callable, Literal, Mapping, Sequence
 
 import requests
@@ -156,6 +158,19 @@ if not any(isinstance(f, _RedactAuthorization) for f in _phc_logger.filters):
 
 
 
+class _KeyStaysHome(urllib.request.HTTPRedirectHandler):
+    """urllib follows a redirect with every header but the content ones, ``Authorization`` included, to any host:
+    not to another host."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and urllib.parse.urlsplit(newurl).hostname != urllib.parse.urlsplit(req.full_url).hostname:
+            new.headers.pop("Authorization", None)
+            new.unredirected_hdrs.pop("Authorization", None)
+        return new
+
+
+
 class SendGridApi:
     """One account's API: :meth:`request`, :meth:`download` (pre-signed job files) and :meth:`poll` (jobs)."""
 
@@ -179,6 +194,9 @@ class SendGridApi:
             node = self._sg.client
             for part in parts:
                 node = node._(part)
+            make_request = node._make_request  # the client's own opener follows a redirect with the key
+            node._make_request = lambda _opener, request, timeout=None: make_request(
+                urllib.request.build_opener(_KeyStaysHome), request, timeout)  # (as the client: one per call)
             try:
                 resp = getattr(node, method)(request_body=body, query_params=dict(query) if query else None,
                                              timeout=self.timeout)

@@ -130,8 +130,10 @@ class UnisenderApi:
         def once() -> Any:
             self.bucket.acquire()
             try:
+                # never redirected: a 307 would post the form, its api_key, again wherever it pointed
                 resp = self._session.post(f"{self.api_url}/{method}", params={"format": "json"},
-                                          data=[("api_key", self._key), *params], timeout=self.timeout)
+                                          data=[("api_key", self._key), *params], timeout=self.timeout,
+                                          allow_redirects=False)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 msg = (f"Unisender {method}: timed out after {self.timeout:g} s" if isinstance(exc, requests.Timeout)
                        else f"Unisender {method}: connection failed ({type(exc).__name__})")
