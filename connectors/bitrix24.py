@@ -39,7 +39,7 @@ import re
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Callable, Literal, Mapping
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import duckdb
 import requests
@@ -193,8 +193,10 @@ class Bitrix24Source:
         self.config, self.portal = config, parts.hostname or "?"
         self.clock = clock or utc_now
         retry = with_sleep(retry, sleep)
-        self.http = HttpClient(url.rstrip("/") + "/", vendor="Bitrix24", auth_env="BITRIX24_WEBHOOK_URL",
-                               url_env="BITRIX24_WEBHOOK_URL", secrets=(code.group(1), url), retry=retry,
+        # the base ends at the code: a method pasted after it (.../<code>/profile.json) is not part of it
+        base = urlunsplit((parts.scheme, parts.netloc, parts.path[:code.end()] + "/", "", ""))
+        self.http = HttpClient(base, vendor="Bitrix24", auth_env="BITRIX24_WEBHOOK_URL",
+                               url_env="BITRIX24_WEBHOOK_URL", secrets=(code.group(1),), retry=retry,
                                throttle=Throttle(config.requests_per_second, config.burst, sleep=retry.sleep),
                                inspect=_inspect)
 

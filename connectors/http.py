@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import Any, Callable, Iterable, Mapping
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import requests
@@ -90,6 +91,14 @@ def remember_secrets(*secrets: str | None) -> None:
             _known = _known | new
 
 
+def forget_secrets() -> None:
+    """Empty :func:`remember_secrets`' set (a test fixture: what one test's clients were given must not mask
+    another test's output)."""
+    global _known
+    with _known_lock:
+        _known = frozenset()
+
+
 def mask(text: str, secrets: Iterable[str] = ()) -> str:
     """Replace every known secret (``secrets``, and all given to :func:`remember_secrets`) with ``***``; JSON
     stays JSON (a vendor's answer is parsed after)."""
@@ -115,12 +124,26 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+def redact_logger(name: str) -> None:
+    """Put a :class:`RedactSecrets` on the logger ``name`` (once): an HTTP library's logger that writes URLs or
+    answers at DEBUG."""
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, RedactSecrets) for f in logger.filters):
+        logger.addFilter(RedactSecrets())
+
+
 #: loggers of the HTTP stack under rfmsync's clients that write URLs (urllib3's own)
 REDACTED_LOGGERS = ("urllib3.connectionpool", "urllib3.connection", "urllib3.util.retry", "urllib3.poolmanager")
 for _name in REDACTED_LOGGERS:
-    _logger = logging.getLogger(_name)
-    if not any(isinstance(f, RedactSecrets) for f in _logger.filters):
-        _logger.addFilter(RedactSecrets())
+    redact_logger(_name)
+
+_REDIRECT_RULE = requests.sessions.SessionRedirectMixin()
+
+
+def strips_credentials(old_url: str, new_url: str) -> bool:
+    """requests' rule for a redirect from ``old_url`` to ``new_url``: credentials stay only on the same host,
+    scheme and port (http → https on the default ports allowed)."""
+    return _REDIRECT_RULE.should_strip_auth(old_url, new_url)
 
 
 class Throttle:
@@ -232,6 +255,19 @@ class HttpClient:
         messages are already redacted)."""
         return self.retry.call(fn, what=what)
 
+    def _check_redirects(self, resp: requests.Response, what: str) -> None:
+        """A redirect to another host was followed without the credential headers (:class:`CredentialSession`):
+        its answer (a 401, or data nobody authorised) is not the account's. Say where it went and what to set."""
+        if not resp.history or not self.headers:
+            return
+        urls = [r.request.url or "" for r in resp.history] + [resp.request.url or resp.url]
+        for old, new in zip(urls, urls[1:]):
+            if strips_credentials(old, new):
+                parts = urlsplit(new)
+                target = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+                raise ConfigError(f"{what}: redirected to {self.safe(target)}; point {self.url_env} there "
+                                  "(credentials are not sent to another host)", status=resp.status_code)
+
     def _once(self, method: str, url: str, what: str, **kw: Any) -> Any:
         if self.throttle is not None:
             self.throttle.acquire()
@@ -241,13 +277,15 @@ class HttpClient:
                                         data=kw["data"], timeout=self.timeout)
         except requests.Timeout:
             raise TransientError(f"{what}: timed out after {self.timeout[1]:g} s") from None
-        except requests.exceptions.InvalidHeader:  # a secret with a line break: no retry makes it pass
-            raise AuthError(f"{self.vendor}: {self.auth_env} holds a line break or another control character (a "
-                            "trailing newline from a file?); a header cannot carry it") from None
+        except (requests.exceptions.InvalidHeader, UnicodeEncodeError):  # no retry makes it pass
+            raise AuthError(f"{self.vendor}: {self.auth_env} holds a line break, another control character or a "
+                            "character outside latin-1 (a trailing newline from a file? a typographic quote?); a "
+                            "header cannot carry it") from None
         except requests.RequestException as exc:
             raise TransientError(f"{what}: cannot connect ({type(exc).__name__}); check {self.url_env}") from None
         log.debug("%s -> %s in %.2fs", what, resp.status_code, time.monotonic() - started)
-        body = self.safe(resp.text[:500])
+        self._check_redirects(resp, what)
+        body = self.safe(resp.text)[:500]  # masked, then cut: a secret across the cut leaves none of it
         action = (self.inspect(resp) if self.inspect else None) or action_for(resp.status_code, self.status_actions)
         status = resp.status_code
         if action is Action.RETRY:

@@ -10,6 +10,8 @@ import logging
 import pytest
 
 from connectors.bitrix24 import Bitrix24Config, Bitrix24Secrets, Bitrix24Source
+from connectors.errors import AuthError, ConfigError, FatalError
+from connectors.http import strips_credentials
 from tests.fakes.http import LoopbackServer, Reply
 from tests.test_mailchimp import BATCH, Recorder as McRecorder, change as mc_change, make as mc_make
 from tests.test_sendgrid import FIELDS, Recorder as SgRecorder, change as sg_change, make as sg_make
@@ -29,22 +31,39 @@ def test_urllib3_debug_lines_never_show_a_bitrix24_webhook_code(caplog) -> None:
     assert CODE not in caplog.text and all(CODE not in line for line in lines)
 
 
-def test_a_bitrix24_webhook_url_pasted_with_a_method_still_has_its_code_masked(caplog) -> None:
+@pytest.mark.parametrize("pasted", ["", "profile.json"])
+def test_a_bitrix24_webhook_url_pasted_with_a_method_calls_the_methods_and_masks_only_its_code(pasted,
+                                                                                           caplog) -> None:
     """The code is the segment after /rest/<user>/, not the URL's last segment (``.../<code>/profile.json``, as
-    Bitrix24 shows an example call, made ``profile.json`` the secret and left the code in urllib3's lines)."""
-    code = "sk-PASTEDCODE-456"  # its own: a code some test gave a client before is masked in this process anyway
-    with LoopbackServer(lambda req: Reply.json(200, {"result": {"ID": "1", "NAME": "Ann"}})) as server:
+    Bitrix24 shows an example call, made ``profile.json`` the secret and left the code in urllib3's lines); the
+    calls go to /rest/<user>/<code>/<method> (not .../profile.json/<method>), and an error still names the
+    portal (only the code is masked, not the whole URL)."""
+    paths: list[str] = []
+
+    def portal(req):
+        paths.append(req.path)
+        if req.path.endswith("/crm.deal.list.json"):
+            return Reply.json(400, {"error": "INVALID_REQUEST"})
+        return Reply.json(200, {"result": {"ID": "1", "NAME": "Ann"}})
+
+    with LoopbackServer(portal) as server:
         source = Bitrix24Source(Bitrix24Config(),
-                                Bitrix24Secrets(webhook_url=f"{server.url}/rest/1/{code}/profile.json"))
+                                Bitrix24Secrets(webhook_url=f"{server.url}/rest/1/{CODE}/{pasted}"))
         with caplog.at_level(logging.DEBUG):
-            source.check()
+            assert source.check() == "127.0.0.1 (as Ann)"
+        with pytest.raises(FatalError) as info:
+            source._call("crm.deal.list", {})
+    assert paths == [f"/rest/1/{CODE}/profile.json", f"/rest/1/{CODE}/crm.deal.list.json"]
+    assert f"{server.url}/rest/1/***/crm.deal.list.json" in str(info.value) and CODE not in str(info.value)
     assert any("/rest/1/***/" in r.getMessage() for r in caplog.records if r.name.startswith("urllib3"))
-    assert code not in caplog.text
+    assert CODE not in caplog.text
 
 
-def test_a_mailchimp_error_answer_echoing_the_key_keeps_it_out_of_the_failures(mailchimp_fake) -> None:
+def test_a_mailchimp_error_answer_echoing_the_key_keeps_it_out_of_the_failures_and_the_log(mailchimp_fake,
+                                                                                          caplog) -> None:
     """A 400 problem document whose detail and field errors echo the request (the key, its basic-auth form):
-    the failure recorded for the member (the ledger's failures, ``rfmsync failures``) has them masked."""
+    the failure recorded for the member (the ledger's failures, ``rfmsync failures``) has them masked, and no
+    DEBUG line (``-vv``) shows them."""
     key = mailchimp_fake.api_key
     basic = base64.b64encode(f"user:{key}".encode()).decode()
     problem = {"title": "Invalid Resource", "status": 400, "detail": f"Authorization: Basic {basic}",
@@ -52,10 +71,12 @@ def test_a_mailchimp_error_answer_echoing_the_key_keeps_it_out_of_the_failures(m
     mailchimp_fake.answer_raw(json.dumps(problem).encode(), "application/problem+json", status=400,
                               path=f"^{BATCH}$")
     rec = McRecorder()
-    mc_make(mailchimp_fake, []).apply([mc_change("a@example.com")], rec)
+    with caplog.at_level(logging.DEBUG):
+        mc_make(mailchimp_fake, []).apply([mc_change("a@example.com")], rec)
     error = rec.results[("a@example.com", "upsert")].error
     assert "HTTP 400 Invalid Resource: Authorization: Basic ***" in error and "(apikey: *** is not valid" in error
     assert key not in error and basic not in error
+    assert key not in caplog.text and basic not in caplog.text
 
 
 def test_a_mailchimp_400_naming_a_member_keeps_the_key_out_of_that_members_failure(mailchimp_fake) -> None:
@@ -71,16 +92,33 @@ def test_a_mailchimp_400_naming_a_member_keeps_the_key_out_of_that_members_failu
     assert rec.results[("a@example.com", "upsert")].ok  # sent again without the member named
 
 
-def test_a_sendgrid_error_answer_echoing_the_key_keeps_it_out_of_the_failures(sendgrid_fake) -> None:
+def test_a_sendgrid_error_answer_echoing_the_key_keeps_it_out_of_the_failures_and_the_log(sendgrid_fake,
+                                                                                         caplog) -> None:
+    """python_http_client prints every error answer at DEBUG (``-vv``): masked there too."""
     dest, _, _ = sg_make(sendgrid_fake)
     dest.prepare(["Champions"], FIELDS)
     key = sendgrid_fake.api_key
     sendgrid_fake.answer_raw(json.dumps({"errors": [{"field": None, "message": f"bad header Bearer {key}"}]}
                                         ).encode(), "application/json", status=400, method="PUT")
     rec = SgRecorder()
-    dest.apply([sg_change("a@x.com", add={"Champions"})], rec)
+    with caplog.at_level(logging.DEBUG):
+        dest.apply([sg_change("a@x.com", add={"Champions"})], rec)
     item = rec.items[("a@x.com", "upsert")]
     assert not item.ok and "bad header Bearer ***" in item.error and key not in item.error
+    assert any("400" in r.getMessage() and "bad header Bearer ***" in r.getMessage() for r in caplog.records
+               if r.name == "python_http_client.client")  # the line is still there
+    assert key not in caplog.text
+
+
+def test_a_unisender_warning_echoing_the_key_is_masked_in_the_log(unisender_fake, caplog) -> None:
+    """Unisender's ``warnings`` are logged at DEBUG (``-vv``): one echoing the request has the key masked."""
+    dest, _ = uni_on(unisender_fake)
+    key = unisender_fake.api_key
+    unisender_fake.answer_raw(json.dumps({"result": [], "warnings": [{"warning": f"api_key={key} in a form"}]}
+                                         ).encode(), "application/json", method="getLists")
+    with caplog.at_level(logging.DEBUG):
+        assert dest.check() == "API key accepted (0 lists)"
+    assert "getLists warning: {'warning': 'api_key=*** in a form'}" in caplog.text and key not in caplog.text
 
 
 def test_a_unisender_error_text_is_masked_before_it_is_cut(unisender_fake) -> None:
@@ -242,3 +280,72 @@ def test_a_redirect_to_another_host_never_carries_a_credential(kind) -> None:
     assert seen or kind == "unisender"  # followed (Unisender's posts are not: the answer is the 307 itself)
     assert all(CODE not in value and base64.b64encode(f"user:{CODE}-us1".encode()).decode() not in value
                for fields in seen for value in fields.values())
+
+
+@pytest.mark.parametrize("kind,variable", [("shopify", "SHOPIFY_SHOP"), ("retailcrm", "RETAILCRM_URL"),
+                                           ("amocrm", "AMOCRM_SUBDOMAIN")])
+def test_a_redirect_to_another_host_is_a_config_error_naming_the_host_and_the_variable(kind, variable) -> None:
+    """A moved account or a custom domain redirects to another host, which gets no credentials: that ended in
+    'rejected the credentials; check <token>', the wrong fix. It says where the redirect went and what to set."""
+    from connectors.amocrm import AmoCrmConfig, AmoCrmSecrets, AmoCrmSource
+    from connectors.retailcrm import RetailCrmConfig, RetailCrmSecrets, RetailCrmSource
+    from connectors.shopify import ShopifyConfig, ShopifySecrets, ShopifySource
+
+    def elsewhere(req):  # the moved account: answers only with the credentials, which it never gets
+        return Reply.json(401, {"errors": "[API] Invalid API key or access token"})
+
+    with LoopbackServer(elsewhere) as other:
+        target = other.url.replace("127.0.0.1", "localhost")
+        with LoopbackServer(lambda req: Reply(301, b"", {"Location": f"{target}{req.path}"})) as api:
+            source = {"shopify": lambda: ShopifySource(ShopifyConfig(), ShopifySecrets(api_url=api.url, token=CODE)),
+                      "retailcrm": lambda: RetailCrmSource(RetailCrmConfig(),
+                                                           RetailCrmSecrets(api_url=api.url, api_key=CODE)),
+                      "amocrm": lambda: AmoCrmSource(AmoCrmConfig(), AmoCrmSecrets(api_url=api.url, token=CODE))}[kind]()
+            with pytest.raises(ConfigError) as info:
+                source.check()
+    assert not isinstance(info.value, AuthError)
+    assert f"redirected to {target}; point {variable} there" in str(info.value) and CODE not in str(info.value)
+
+
+def test_an_error_answer_is_masked_before_it_is_cut() -> None:
+    """An error keeps the answer's first 500 characters: cut first, a token echoed across the cut left its start."""
+    from connectors.amocrm import AmoCrmConfig, AmoCrmSecrets, AmoCrmSource
+
+    with LoopbackServer(lambda req: Reply(400, ("x" * 490 + f" {CODE} more").encode(), {})) as server:
+        source = AmoCrmSource(AmoCrmConfig(), AmoCrmSecrets(api_url=server.url, token=CODE))
+        with pytest.raises(FatalError) as info:
+            source.check()
+    assert info.value.body == "x" * 490 + " *** more" and CODE[:5] not in str(info.value)
+
+
+def test_a_crm_token_with_a_character_outside_latin_1_is_a_credentials_error() -> None:
+    """A typographic quote pasted into the token: requests raised UnicodeEncodeError, an internal error (exit 70)."""
+    from connectors.amocrm import AmoCrmConfig, AmoCrmSecrets, AmoCrmSource
+
+    with LoopbackServer(lambda req: Reply.json(200, {})) as server:
+        source = AmoCrmSource(AmoCrmConfig(), AmoCrmSecrets(api_url=server.url, token=f"{CODE}\u2019"))
+        with pytest.raises(AuthError, match="AMOCRM_TOKEN holds .* a character outside latin-1") as info:
+            source.check()
+    assert CODE not in str(info.value)
+
+
+def test_the_sendgrid_key_stays_off_a_redirect_to_another_port_or_scheme_on_the_same_host() -> None:
+    """The key was dropped only when the host name changed: kept on https → http and on another port. It follows
+    requests' rule (same host, scheme and port; http → https allowed)."""
+    from sync.destinations.sendgrid import SendGridDestination
+
+    seen: list[dict[str, str]] = []
+
+    def other_port(req):
+        seen.append(dict(req.headers))
+        return Reply.json(200, {"result": [], "_metadata": {}})
+
+    with LoopbackServer(other_port) as other:
+        with LoopbackServer(lambda req: Reply(302, b"", {"Location": f"{other.url}{req.path}"})) as api:
+            try:
+                SendGridDestination("sg", f"SG.{CODE}", api_url=api.url).check()
+            except Exception:  # what the other port answers does not matter here
+                pass
+    assert seen and all(CODE not in value for fields in seen for value in fields.values())
+    assert strips_credentials("https://api.example/v3", "http://api.example/v3")
+    assert not strips_credentials("http://api.example/v3", "https://api.example/v3")

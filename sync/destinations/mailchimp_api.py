@@ -34,7 +34,7 @@ from mailchimp_marketing.api.lists_api import ListsApi
 from mailchimp_marketing.api_client import ApiClient, ApiClientError
 
 from connectors.errors import TransientError
-from connectors.http import mask
+from connectors.http import mask, remember_secrets
 from connectors.retry import RetryPolicy, retry_after_seconds
 
 from ..errors import DestinationConfigError, DestinationError
@@ -200,6 +200,7 @@ class MailchimpApi:
         self._api = _ApiClient({"api_key": key, "server": "", "timeout": timeout}, api_url, connections)
         # masked in the raw answers errors keep (a page echoing the request's headers: basic auth is user:key)
         self._secrets = (key, base64.b64encode(f"user:{key}".encode()).decode())
+        remember_secrets(*self._secrets)  # and in every DEBUG line of the HTTP stack (-vv) and at the CLI's edge
         self.lists = ListsApi(self._api)
 
     def __repr__(self) -> str:

@@ -26,7 +26,7 @@ from python_http_client import exceptions as phc_errors
 from sendgrid import SendGridAPIClient
 
 from connectors.errors import TransientError
-from connectors.http import RedactSecrets, mask
+from connectors.http import RedactSecrets, mask, remember_secrets, strips_credentials
 from connectors.retry import RetryPolicy, retry_after_seconds
 
 from ..errors import DestinationConfigError, DestinationError
@@ -159,12 +159,12 @@ if not any(isinstance(f, _RedactAuthorization) for f in _phc_logger.filters):
 
 
 class _KeyStaysHome(urllib.request.HTTPRedirectHandler):
-    """urllib follows a redirect with every header but the content ones, ``Authorization`` included, to any host:
-    not to another host."""
+    """urllib follows a redirect with every header but the content ones, ``Authorization`` included, to any URL:
+    only where requests would keep it (same host, scheme and port; http → https allowed)."""
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and urllib.parse.urlsplit(newurl).hostname != urllib.parse.urlsplit(req.full_url).hostname:
+        if new is not None and strips_credentials(req.full_url, newurl):  # another host, scheme or port
             new.headers.pop("Authorization", None)
             new.unredirected_hdrs.pop("Authorization", None)
         return new
@@ -180,6 +180,7 @@ class SendGridApi:
         self.poll_interval, self.job_timeout = poll_interval, job_timeout
         self._sg = SendGridAPIClient(api_key=key, host=api_url)
         self.secrets = (key,)  # masked in the raw answers errors keep (a page echoing the request's headers)
+        remember_secrets(key)  # and in python_http_client's DEBUG lines (-vv), which print error answers
         self._sg.client.timeout = timeout
 
     def __repr__(self) -> str:

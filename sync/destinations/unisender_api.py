@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 import requests
 
 from connectors.errors import TransientError
-from connectors.http import mask
+from connectors.http import mask, remember_secrets
 from connectors.retry import RetryPolicy
 
 from ..errors import DestinationConfigError, DestinationError
@@ -121,6 +121,7 @@ class UnisenderApi:
                  session: requests.Session) -> None:
         self.name, self._key, self.api_url, self.retry, self.timeout = name, key, api_url, retry, timeout
         self.bucket, self._session = bucket, session
+        remember_secrets(key)  # masked in the HTTP libraries' DEBUG lines (-vv) too
 
     def __repr__(self) -> str:
         return f"UnisenderApi(name={self.name!r}, api_url={self.api_url!r})"
@@ -170,7 +171,7 @@ class UnisenderApi:
             raise UnisenderError(msg, code=code, status=resp.status_code, text=text)
         if isinstance(payload, dict) and "result" in payload and resp.status_code < 400:
             for w in payload.get("warnings") or []:
-                log.debug("Unisender %s warning: %s", method, w)
+                log.debug("Unisender %s warning: %s", method, mask(str(w), (self._key,)))
             return payload["result"]
         action = action_for(None, resp.status_code)
         msg = f"Unisender {method}: HTTP {resp.status_code} without a JSON envelope"
