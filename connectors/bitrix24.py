@@ -174,6 +174,15 @@ def _inspect(resp: requests.Response) -> Action | None:
     return None
 
 
+_CODE = re.compile(r"/rest/[^/]+/([^/]+)")  # the secret in a webhook URL's path (a method pasted after it is not)
+
+
+def webhook_code(url: str) -> str | None:
+    """The secret of an inbound webhook URL (``https://<portal>/rest/<user>/<code>/``): its code, or None."""
+    code = _CODE.search(urlsplit(url.strip()).path)
+    return code.group(1) if code else None
+
+
 class Bitrix24Source:
     name = NAME
     max_identity_group = DEFAULT_MAX_GROUP  # [source] max_identity_group, set by connectors.registry
@@ -187,7 +196,7 @@ class Bitrix24Source:
                               "(https://<portal>/rest/<user>/<code>/)")
         url = secrets.webhook_url.get_secret_value().strip()
         parts = urlsplit(url)
-        code = re.search(r"/rest/[^/]+/([^/]+)", parts.path)  # the secret (a method pasted after it is not)
+        code = _CODE.search(parts.path)
         if parts.scheme not in ("http", "https") or code is None:
             raise ConfigError("bitrix24: BITRIX24_WEBHOOK_URL must look like https://<portal>/rest/<user>/<code>/")
         self.config, self.portal = config, parts.hostname or "?"

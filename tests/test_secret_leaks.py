@@ -349,3 +349,65 @@ def test_the_sendgrid_key_stays_off_a_redirect_to_another_port_or_scheme_on_the_
     assert seen and all(CODE not in value for fields in seen for value in fields.values())
     assert strips_credentials("https://api.example/v3", "http://api.example/v3")
     assert not strips_credentials("http://api.example/v3", "https://api.example/v3")
+
+
+def _shop(tmp_path):
+    from datetime import date
+
+    from sync.demodata import generate_shop
+
+    return generate_shop(tmp_path / "shop", customers=20, seed=3, as_of=date(2025, 6, 30))
+
+
+def _cli(cfg, *args: str) -> str:
+    from click.testing import CliRunner
+
+    from sync.cli import main
+
+    return CliRunner().invoke(main, [*args, "--config", str(cfg)]).output
+
+
+def test_the_cli_masks_a_secret_of_its_settings_in_its_error_line_traceback_json_error_and_run_error(
+        tmp_path, monkeypatch) -> None:
+    """A last resort for an error no client masked (here the key pasted into the wrong setting, the orders file):
+    the secrets of the settings are known from the CLI's start, masked in the error line, the ``-v`` traceback,
+    the JSON error and the run's error in the ledger."""
+    cfg = _shop(tmp_path)
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace('orders = "orders.csv"', f'orders = "{CODE}.csv"'),
+                   encoding="utf-8")
+    monkeypatch.setenv("MAILCHIMP_API_KEY", CODE)
+    outputs = [_cli(cfg, "pull"), _cli(cfg, "-v", "pull"), _cli(cfg, "pull", "--format", "json"),
+               _cli(cfg, "runs", "--format", "json")]
+    assert "error: no file matches '***.csv'" in outputs[0] and "Traceback" in outputs[1]
+    assert json.loads(outputs[2][:outputs[2].rindex("}") + 1])["error"].startswith("no file matches '***.csv'")
+    assert all(CODE not in o for o in outputs), outputs
+    assert CODE.encode() not in (cfg.parent / "rfmsync.db").read_bytes()
+
+
+def test_failures_and_run_errors_stored_unmasked_print_masked(tmp_path, monkeypatch) -> None:
+    """Rows an older rfmsync stored with a key in them: ``failures`` and ``runs`` build no client, and mask them
+    with the settings' secrets."""
+    from sync.ledger import Ledger
+    from sync.model import ItemResult
+
+    cfg = _shop(tmp_path)
+    ledger = Ledger.connect(f"sqlite:///{cfg.parent / 'rfmsync.db'}")
+    run_id = ledger.start_run("sync", "mailchimp-demo")
+    ledger.record_failures("mailchimp-demo", run_id, [ItemResult("a@x.com", "upsert", False, f"apikey={CODE}")])
+    ledger.finish_run(run_id, "failed", {}, error=f"boom: {CODE}")
+    ledger.close()
+    assert CODE.encode() in (cfg.parent / "rfmsync.db").read_bytes()  # as an older rfmsync left them
+    monkeypatch.setenv("MAILCHIMP_API_KEY", CODE)
+    outputs = [_cli(cfg, *args) for args in (("failures",), ("failures", "--format", "json"), ("runs",),
+                                             ("runs", "--format", "json"))]
+    assert "apikey=***" in outputs[1] and "boom: ***" in outputs[3]
+    assert all(CODE not in o for o in outputs), outputs
+
+
+def test_the_secrets_of_the_settings_are_their_secret_values_a_webhook_code_and_the_ledger_password() -> None:
+    from sync.settings import Settings
+
+    settings = Settings(_env_file=None, sendgrid_api_key="SG.key-1",
+                        bitrix24_webhook_url=f"https://p.example/rest/1/{CODE}/",
+                        rfmsync_ledger_url="postgresql+psycopg://rfm:pa%40ss-word@db.example/rfm")
+    assert sorted(settings.secret_values()) == sorted(["SG.key-1", CODE, "pa%40ss-word", "pa@ss-word"])

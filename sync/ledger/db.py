@@ -30,6 +30,8 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.schema import Table
 
+from connectors.http import mask
+
 from ..errors import ConfigError
 from .schema import LATEST_VERSION, MIGRATIONS, create_version_table, current_version, schema_version
 
@@ -52,8 +54,9 @@ def chunks(items: Sequence[T], size: int = 5000) -> Iterator[Sequence[T]]:
 
 
 def clip(error: str | None) -> str | None:
-    """An error text cut to what the ledger's error columns keep."""
-    return None if error is None else error[:MAX_ERROR_CHARS]
+    """An error text cut to what the ledger's error columns keep, every known secret masked first (a last resort:
+    the clients mask theirs; see :func:`connectors.http.remember_secrets`)."""
+    return None if error is None else mask(error)[:MAX_ERROR_CHARS]
 
 
 def parse_url(url: str) -> URL:
