@@ -307,6 +307,20 @@ def test_a_redirect_to_another_host_is_a_config_error_naming_the_host_and_the_va
     assert f"redirected to {target}; point {variable} there" in str(info.value) and CODE not in str(info.value)
 
 
+@pytest.mark.parametrize("location", ["https://api.other.example/ru/api/getLists", "//api.other.example/x"])
+def test_a_unisender_redirect_is_a_config_error_naming_the_host_and_the_variable(location) -> None:
+    """Unisender's calls are not redirected (the key is in the posted form): a 3xx said only 'HTTP 301 without a
+    JSON envelope: <html>...'."""
+    from sync.destinations.unisender import UnisenderDestination
+    from sync.errors import DestinationConfigError
+
+    with LoopbackServer(lambda req: Reply(301, b"<html>Moved</html>", {"Location": location})) as api:
+        with pytest.raises(DestinationConfigError) as info:
+            UnisenderDestination("uni", CODE, api_url=api.url).check()
+    assert "getLists was redirected (HTTP 301) to " in str(info.value) and CODE not in str(info.value)
+    assert "api.other.example; set UNISENDER_API_URL" in str(info.value)
+
+
 def test_an_error_answer_is_masked_before_it_is_cut() -> None:
     """An error keeps the answer's first 500 characters: cut first, a token echoed across the cut left its start."""
     from connectors.amocrm import AmoCrmConfig, AmoCrmSecrets, AmoCrmSource

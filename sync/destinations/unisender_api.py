@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import logging
 import time
+import urllib.parse
 from typing import Any, Callable, Mapping, Sequence
 
 import requests
@@ -173,6 +174,12 @@ class UnisenderApi:
             for w in payload.get("warnings") or []:
                 log.debug("Unisender %s warning: %s", method, mask(str(w), (self._key,)))
             return payload["result"]
+        if 300 <= resp.status_code < 400 and resp.headers.get("Location"):  # not followed (see call)
+            where = urllib.parse.urlsplit(urllib.parse.urljoin(resp.url, resp.headers["Location"]))
+            raise DestinationConfigError(
+                f"Unisender destination {self.name!r}: {method} was redirected (HTTP {resp.status_code}) to "
+                f"{where.scheme}://{where.netloc.rpartition('@')[2]}; set UNISENDER_API_URL to that API "
+                "(calls are not redirected: the key is in the posted form)", status=resp.status_code)
         action = action_for(None, resp.status_code)
         msg = f"Unisender {method}: HTTP {resp.status_code} without a JSON envelope"
         if action is Action.RETRY and (idempotent or resp.status_code == 429):
