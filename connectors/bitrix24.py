@@ -35,7 +35,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import re
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Callable, Literal, Mapping
@@ -55,6 +54,7 @@ from .http import (Action, FieldError, HttpClient, Throttle, clean, get_field, g
 from .incremental import HighWater, PageGuard, Progress, Stager, iso, map_page, pull_by_time, utc_now
 from .records import BadRow, Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
+from .secrets import BITRIX24_CODE
 from .source import PullResult
 from .webhooks import DEFAULT_MAX_AGE, WebhookParser, is_fresh, parse_php_form, register_webhook_parser, tokens_equal
 
@@ -174,15 +174,6 @@ def _inspect(resp: requests.Response) -> Action | None:
     return None
 
 
-_CODE = re.compile(r"/rest/[^/]+/([^/]+)")  # the secret in a webhook URL's path (a method pasted after it is not)
-
-
-def webhook_code(url: str) -> str | None:
-    """The secret of an inbound webhook URL (``https://<portal>/rest/<user>/<code>/``): its code, or None."""
-    code = _CODE.search(urlsplit(url.strip()).path)
-    return code.group(1) if code else None
-
-
 class Bitrix24Source:
     name = NAME
     max_identity_group = DEFAULT_MAX_GROUP  # [source] max_identity_group, set by connectors.registry
@@ -196,7 +187,7 @@ class Bitrix24Source:
                               "(https://<portal>/rest/<user>/<code>/)")
         url = secrets.webhook_url.get_secret_value().strip()
         parts = urlsplit(url)
-        code = _CODE.search(parts.path)
+        code = BITRIX24_CODE.search(parts.path)  # the secret (a method pasted after it is not)
         if parts.scheme not in ("http", "https") or code is None:
             raise ConfigError("bitrix24: BITRIX24_WEBHOOK_URL must look like https://<portal>/rest/<user>/<code>/")
         self.config, self.portal = config, parts.hostname or "?"

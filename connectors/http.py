@@ -3,8 +3,8 @@
 * :class:`HttpClient` wraps a ``requests.Session`` with explicit timeouts, a leaky-bucket
   :class:`Throttle`, the status → action table :data:`STATUS_ACTIONS` (data, tested
   table-driven), the mapping to :mod:`connectors.errors`, retries through the one
-  :class:`connectors.retry.RetryPolicy` (idempotent calls only) and secret redaction in
-  every log line and error message.
+  :class:`connectors.retry.RetryPolicy` (idempotent calls only) and secret redaction
+  (:mod:`connectors.secrets`) in every log line and error message.
 * :class:`FieldError`, :func:`get_field` and the value parsers map vendor JSON fields, naming the
   field that cannot be mapped.
 * :func:`tombstone` is how every connector expresses a deleted order (a cancelled row, amount 0).
@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from enum import Enum
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -32,6 +30,7 @@ import requests
 from .errors import AuthError, ConfigError, FatalError, TransientError
 from .records import BadRow, Order, OrderStatus
 from .retry import RetryPolicy, retry_after_seconds
+from .secrets import redact, redact_logger, remember_secrets
 from .tables import MAX_DECIMAL
 
 log = logging.getLogger(__name__)
@@ -72,64 +71,6 @@ def action_for(status: int, table: Mapping[int, Action] = STATUS_ACTIONS) -> Act
     if status >= 500:
         return Action.RETRY
     return Action.FATAL
-
-
-#: query parameters that are credentials: keys and tokens, and the signature of a pre-signed URL (S3's
-#: ``X-Amz-Signature``/``Signature``, Azure's ``sig``), which reads its file without any key
-_SECRET_PARAMS = re.compile(r"(?i)((?:api_?key|access_token|token|auth|signature|sig)=)[^&\s]+")
-_known: frozenset[str] = frozenset()  # every secret a client of this process was given (see remember_secrets)
-_known_lock = threading.Lock()
-
-
-def remember_secrets(*secrets: str | None) -> None:
-    """Make :func:`redact` (and so :class:`RedactSecrets` on the HTTP libraries' loggers) mask these everywhere
-    in this process: every client calls this with the secrets it was given."""
-    global _known
-    new = {s for s in secrets if s and len(s) >= 8} - _known  # (shorter: a test's stand-in, or a word)
-    if new:
-        with _known_lock:
-            _known = _known | new
-
-
-def forget_secrets() -> None:
-    """Empty :func:`remember_secrets`' set (a test fixture: what one test's clients were given must not mask
-    another test's output)."""
-    global _known
-    with _known_lock:
-        _known = frozenset()
-
-
-def mask(text: str, secrets: Iterable[str] = ()) -> str:
-    """Replace every known secret (``secrets``, and all given to :func:`remember_secrets`) with ``***``; JSON
-    stays JSON (a vendor's answer is parsed after)."""
-    for secret in sorted({s for s in secrets if s and len(s) >= 4} | _known, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """:func:`mask`, and secret-looking query parameters (``api_key=``, ``token=``...) too."""
-    return _SECRET_PARAMS.sub(r"\1***", mask(text, secrets))
-
-
-class RedactSecrets(logging.Filter):
-    """Masks :func:`redact`'s secrets in the records of a logger rfmsync does not own: urllib3 logs every
-    request's path and query at DEBUG (``-vv``), and a Bitrix24 inbound webhook's secret is a path segment."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        safe = redact(msg)
-        if safe != msg:
-            record.msg, record.args = safe, None
-        return True
-
-
-def redact_logger(name: str) -> None:
-    """Put a :class:`RedactSecrets` on the logger ``name`` (once): an HTTP library's logger that writes URLs or
-    answers at DEBUG."""
-    logger = logging.getLogger(name)
-    if not any(isinstance(f, RedactSecrets) for f in logger.filters):
-        logger.addFilter(RedactSecrets())
 
 
 #: loggers of the HTTP stack under rfmsync's clients that write URLs (urllib3's own)

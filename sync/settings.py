@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from connectors.secrets import webhook_code
 from connectors.suggest import closest
 
 log = logging.getLogger(__name__)
@@ -85,8 +86,6 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         """Every secret set here (the SecretStr values, a Bitrix24 webhook URL's code, the ledger URL's password):
         what the CLI masks in its error line, its JSON error and the ledger's error columns as a last resort."""
-        from connectors.bitrix24 import webhook_code
-
         values = [v.get_secret_value() for name, v in self.__dict__.items()
                   if isinstance(v, SecretStr) and name != "bitrix24_webhook_url"]  # its code only: errors name the portal
         if self.bitrix24_webhook_url is not None:

@@ -8,7 +8,7 @@ import tempfile
 
 import pytest
 
-from connectors.http import forget_secrets
+from connectors.secrets import forget_secrets
 from tests.fakes.mailchimp import mailchimp_fake  # noqa: F401  (fixture)
 from tests.fakes.sendgrid import sendgrid_fake  # noqa: F401  (fixture)
 from tests.fakes.unisender import unisender_fake  # noqa: F401  (fixture)

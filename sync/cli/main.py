@@ -15,7 +15,7 @@ import click
 
 from connectors.errors import ConfigError as SourceConfigError
 from connectors.errors import ConnectorError
-from connectors.http import mask, remember_secrets
+from connectors.secrets import mask, remember_secrets
 from segmentation import DataRangeError, SegmentationError
 
 from ..errors import INTERNAL_EXIT, ConfigError, DataError, RfmsyncError

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from connectors.http import mask
+from connectors.secrets import mask
 
 from ..errors import ConfigError, DestinationError
 from ..store.files import file_lines

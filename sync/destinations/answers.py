@@ -16,7 +16,7 @@ from typing import Any, Iterable, TypeVar
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from connectors.http import mask
+from connectors.secrets import mask
 
 from ..errors import DestinationError
 

@@ -34,7 +34,7 @@ from mailchimp_marketing.api.lists_api import ListsApi
 from mailchimp_marketing.api_client import ApiClient, ApiClientError
 
 from connectors.errors import TransientError
-from connectors.http import mask, remember_secrets
+from connectors.secrets import mask, remember_secrets
 from connectors.retry import RetryPolicy, retry_after_seconds
 
 from ..errors import DestinationConfigError, DestinationError

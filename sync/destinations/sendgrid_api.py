@@ -26,7 +26,8 @@ from python_http_client import exceptions as phc_errors
 from sendgrid import SendGridAPIClient
 
 from connectors.errors import TransientError
-from connectors.http import RedactSecrets, mask, remember_secrets, strips_credentials
+from connectors.http import strips_credentials
+from connectors.secrets import RedactSecrets, mask, remember_secrets
 from connectors.retry import RetryPolicy, retry_after_seconds
 
 from ..errors import DestinationConfigError, DestinationError

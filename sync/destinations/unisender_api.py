@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 import requests
 
 from connectors.errors import TransientError
-from connectors.http import mask, remember_secrets
+from connectors.secrets import mask, remember_secrets
 from connectors.retry import RetryPolicy
 
 from ..errors import DestinationConfigError, DestinationError

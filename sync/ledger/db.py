@@ -30,7 +30,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.schema import Table
 
-from connectors.http import mask
+from connectors.secrets import mask
 
 from ..errors import ConfigError
 from .schema import LATEST_VERSION, MIGRATIONS, create_version_table, current_version, schema_version
@@ -55,7 +55,7 @@ def chunks(items: Sequence[T], size: int = 5000) -> Iterator[Sequence[T]]:
 
 def clip(error: str | None) -> str | None:
     """An error text cut to what the ledger's error columns keep, every known secret masked first (a last resort:
-    the clients mask theirs; see :func:`connectors.http.remember_secrets`)."""
+    the clients mask theirs; see :func:`connectors.secrets.remember_secrets`)."""
     return None if error is None else mask(error)[:MAX_ERROR_CHARS]
 
 
