@@ -38,7 +38,7 @@ import logging
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Callable, Literal, Mapping
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import duckdb
 import requests
@@ -54,6 +54,7 @@ from .http import (Action, FieldError, HttpClient, Throttle, clean, get_field, g
 from .incremental import HighWater, PageGuard, Progress, Stager, iso, map_page, pull_by_time, utc_now
 from .records import BadRow, Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
+from .secrets import BITRIX24_CODE
 from .source import PullResult
 from .webhooks import DEFAULT_MAX_AGE, WebhookParser, is_fresh, parse_php_form, register_webhook_parser, tokens_equal
 
@@ -186,14 +187,16 @@ class Bitrix24Source:
                               "(https://<portal>/rest/<user>/<code>/)")
         url = secrets.webhook_url.get_secret_value().strip()
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or "/rest/" not in parts.path:
+        code = BITRIX24_CODE.search(parts.path)  # the secret (a method pasted after it is not)
+        if parts.scheme not in ("http", "https") or code is None:
             raise ConfigError("bitrix24: BITRIX24_WEBHOOK_URL must look like https://<portal>/rest/<user>/<code>/")
         self.config, self.portal = config, parts.hostname or "?"
         self.clock = clock or utc_now
         retry = with_sleep(retry, sleep)
-        code = parts.path.rstrip("/").rsplit("/", 1)[-1]
-        self.http = HttpClient(url.rstrip("/") + "/", vendor="Bitrix24", auth_env="BITRIX24_WEBHOOK_URL",
-                               url_env="BITRIX24_WEBHOOK_URL", secrets=(code, url), retry=retry,
+        # the base ends at the code: a method pasted after it (.../<code>/profile.json) is not part of it
+        base = urlunsplit((parts.scheme, parts.netloc, parts.path[:code.end()] + "/", "", ""))
+        self.http = HttpClient(base, vendor="Bitrix24", auth_env="BITRIX24_WEBHOOK_URL",
+                               url_env="BITRIX24_WEBHOOK_URL", secrets=(code.group(1),), retry=retry,
                                throttle=Throttle(config.requests_per_second, config.burst, sleep=retry.sleep),
                                inspect=_inspect)
 

@@ -3,8 +3,8 @@
 * :class:`HttpClient` wraps a ``requests.Session`` with explicit timeouts, a leaky-bucket
   :class:`Throttle`, the status → action table :data:`STATUS_ACTIONS` (data, tested
   table-driven), the mapping to :mod:`connectors.errors`, retries through the one
-  :class:`connectors.retry.RetryPolicy` (idempotent calls only) and secret redaction in
-  every log line and error message.
+  :class:`connectors.retry.RetryPolicy` (idempotent calls only) and secret redaction
+  (:mod:`connectors.secrets`) in every log line and error message.
 * :class:`FieldError`, :func:`get_field` and the value parsers map vendor JSON fields, naming the
   field that cannot be mapped.
 * :func:`tombstone` is how every connector expresses a deleted order (a cancelled row, amount 0).
@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from enum import Enum
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import requests
@@ -30,6 +30,7 @@ import requests
 from .errors import AuthError, ConfigError, FatalError, TransientError
 from .records import BadRow, Order, OrderStatus
 from .retry import RetryPolicy, retry_after_seconds
+from .secrets import redact, redact_logger, remember_secrets
 from .tables import MAX_DECIMAL
 
 log = logging.getLogger(__name__)
@@ -72,14 +73,18 @@ def action_for(status: int, table: Mapping[int, Action] = STATUS_ACTIONS) -> Act
     return Action.FATAL
 
 
-_SECRET_PARAMS = re.compile(r"(?i)((?:api_?key|access_token|token|auth)=)[^&\s]+")
+#: loggers of the HTTP stack under rfmsync's clients that write URLs (urllib3's own)
+REDACTED_LOGGERS = ("urllib3.connectionpool", "urllib3.connection", "urllib3.util.retry", "urllib3.poolmanager")
+for _name in REDACTED_LOGGERS:
+    redact_logger(_name)
+
+_REDIRECT_RULE = requests.sessions.SessionRedirectMixin()
 
 
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Replace every known secret (and secret-looking query parameters) with ``***``."""
-    for secret in sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return _SECRET_PARAMS.sub(r"\1***", text)
+def strips_credentials(old_url: str, new_url: str) -> bool:
+    """requests' rule for a redirect from ``old_url`` to ``new_url``: credentials stay only on the same host,
+    scheme and port (http → https on the default ports allowed)."""
+    return _REDIRECT_RULE.should_strip_auth(old_url, new_url)
 
 
 class Throttle:
@@ -114,6 +119,19 @@ class Throttle:
         self._tokens = max(0.0, self._tokens - 1)
 
 
+class CredentialSession(requests.Session):
+    """A session that drops every credential header on a redirect to another host: requests drops only
+    ``Authorization`` and keeps the rest (RetailCRM's ``X-API-KEY``, Shopify's ``X-Shopify-Access-Token``)."""
+
+    credential_headers: tuple[str, ...] = ()
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        super().rebuild_auth(prepared_request, response)
+        if self.should_strip_auth(response.request.url, prepared_request.url):
+            for name in self.credential_headers:
+                prepared_request.headers.pop(name, None)
+
+
 @dataclass(repr=False)
 class HttpClient:
     """One vendor's HTTP access. Errors name ``auth_env`` / ``url_env``, never a secret."""
@@ -131,13 +149,16 @@ class HttpClient:
     #: called with every response; may return an Action to override the status table
     #: (vendors that signal errors inside a 200 body, or rate-limit headers)
     inspect: Callable[[requests.Response], Action | None] | None = None
-    session: requests.Session = field(default_factory=requests.Session)
+    session: requests.Session = field(default_factory=CredentialSession)
 
     def __post_init__(self) -> None:
         if self.retry.timeout is not None and self.timeout == DEFAULT_TIMEOUT:  # [http] timeout_seconds
             self.timeout = (min(DEFAULT_TIMEOUT[0], self.retry.timeout), self.retry.timeout)
         self.status_actions = {**STATUS_ACTIONS, **self.status_actions}  # vendor overrides on top
+        remember_secrets(*self.secrets)
         self.session.headers.update(self.headers)
+        if isinstance(self.session, CredentialSession):  # the headers given are the credentials
+            self.session.credential_headers = tuple(self.headers)
 
     def __repr__(self) -> str:  # never the headers, secrets or a secret-bearing URL
         return f"HttpClient(vendor={self.vendor!r}, base_url={self.safe(self.base_url)!r})"
@@ -175,6 +196,19 @@ class HttpClient:
         messages are already redacted)."""
         return self.retry.call(fn, what=what)
 
+    def _check_redirects(self, resp: requests.Response, what: str) -> None:
+        """A redirect to another host was followed without the credential headers (:class:`CredentialSession`):
+        its answer (a 401, or data nobody authorised) is not the account's. Say where it went and what to set."""
+        if not resp.history or not self.headers:
+            return
+        urls = [r.request.url or "" for r in resp.history] + [resp.request.url or resp.url]
+        for old, new in zip(urls, urls[1:]):
+            if strips_credentials(old, new):
+                parts = urlsplit(new)
+                target = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+                raise ConfigError(f"{what}: redirected to {self.safe(target)}; point {self.url_env} there "
+                                  "(credentials are not sent to another host)", status=resp.status_code)
+
     def _once(self, method: str, url: str, what: str, **kw: Any) -> Any:
         if self.throttle is not None:
             self.throttle.acquire()
@@ -184,10 +218,15 @@ class HttpClient:
                                         data=kw["data"], timeout=self.timeout)
         except requests.Timeout:
             raise TransientError(f"{what}: timed out after {self.timeout[1]:g} s") from None
+        except (requests.exceptions.InvalidHeader, UnicodeEncodeError):  # no retry makes it pass
+            raise AuthError(f"{self.vendor}: {self.auth_env} holds a line break, another control character or a "
+                            "character outside latin-1 (a trailing newline from a file? a typographic quote?); a "
+                            "header cannot carry it") from None
         except requests.RequestException as exc:
             raise TransientError(f"{what}: cannot connect ({type(exc).__name__}); check {self.url_env}") from None
         log.debug("%s -> %s in %.2fs", what, resp.status_code, time.monotonic() - started)
-        body = self.safe(resp.text[:500])
+        self._check_redirects(resp, what)
+        body = self.safe(resp.text)[:500]  # masked, then cut: a secret across the cut leaves none of it
         action = (self.inspect(resp) if self.inspect else None) or action_for(resp.status_code, self.status_actions)
         status = resp.status_code
         if action is Action.RETRY:

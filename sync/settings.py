@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from connectors.secrets import webhook_code
 from connectors.suggest import closest
 
 log = logging.getLogger(__name__)
@@ -29,8 +31,9 @@ class Settings(BaseSettings):
 
     # rfmsync itself
     rfmsync_config: str | None = None
-    rfmsync_ledger_url: str | None = None
-    rfmsync_store_url: str | None = None  # deprecated name of RFMSYNC_LEDGER_URL (read, with a warning)
+    # a PostgreSQL URL holds its password: never in the repr (a traceback's locals, an error tracker)
+    rfmsync_ledger_url: str | None = Field(None, repr=False)
+    rfmsync_store_url: str | None = Field(None, repr=False)  # deprecated name of RFMSYNC_LEDGER_URL (read, warned)
     rfmsync_webhook_secret: SecretStr | None = None
     rfmsync_report_token: SecretStr | None = None  # GET /report of `rfmsync serve` (Bearer token); unset: no page
     # [http] overrides (tests, one-off runs): win over [http] and [destinations.http]
@@ -78,6 +81,25 @@ class Settings(BaseSettings):
         prefix = "rfmsync_http_"
         return {name[len(prefix):]: value for name, value in self.__dict__.items()
                 if name.startswith(prefix) and value is not None}
+
+
+    def secret_values(self) -> list[str]:
+        """Every secret set here (the SecretStr values, a Bitrix24 webhook URL's code, the ledger URL's password):
+        what the CLI masks in its error line, its JSON error and the ledger's error columns as a last resort."""
+        values = [v.get_secret_value() for name, v in self.__dict__.items()
+                  if isinstance(v, SecretStr) and name != "bitrix24_webhook_url"]  # its code only: errors name the portal
+        if self.bitrix24_webhook_url is not None:
+            values.append(webhook_code(self.bitrix24_webhook_url.get_secret_value()) or "")
+        return values + url_password(self.rfmsync_ledger_url) + url_password(self.rfmsync_store_url)
+
+
+def url_password(url: str | None) -> list[str]:
+    """The password of a database URL, as written and percent-decoded (``[]`` when it has none)."""
+    try:
+        password = urlsplit(url).password if url else None
+    except ValueError:  # an unparsable URL: the ledger refuses it with its own error
+        return []
+    return [password, unquote(password)] if password else []
 
 
 def load_settings(**overrides) -> Settings:

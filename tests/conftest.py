@@ -8,6 +8,7 @@ import tempfile
 
 import pytest
 
+from connectors.secrets import forget_secrets
 from tests.fakes.mailchimp import mailchimp_fake  # noqa: F401  (fixture)
 from tests.fakes.sendgrid import sendgrid_fake  # noqa: F401  (fixture)
 from tests.fakes.unisender import unisender_fake  # noqa: F401  (fixture)
@@ -55,7 +56,9 @@ def _memory_tmp(config: pytest.Config) -> None:
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch, tmp_path):
-    """No test sees the developer's real credentials, .env or config."""
+    """No test sees the developer's real credentials, .env or config, nor the secrets an earlier test's clients
+    were given (masked process-wide: a test must show its own client masks its secret)."""
+    forget_secrets()
     for name in list(os.environ):
         if name.startswith(("RFMSYNC_", "MAILCHIMP_", "SENDGRID_", "UNISENDER_", "RETAILCRM_", "AMOCRM_",
                             "BITRIX24_", "SHOPIFY_")) and name != "RFMSYNC_TEST_PG_URL":

@@ -8,12 +8,14 @@ Errors are converted here only: one clear line on stderr, exit code by kind (see
 from __future__ import annotations
 
 import logging
+import sys
 import traceback
 
 import click
 
 from connectors.errors import ConfigError as SourceConfigError
 from connectors.errors import ConnectorError
+from connectors.secrets import mask, remember_secrets
 from segmentation import DataRangeError, SegmentationError
 
 from ..errors import INTERNAL_EXIT, ConfigError, DataError, RfmsyncError
@@ -76,7 +78,7 @@ class RfmsyncGroup(click.Group):
                 pass
             try:
                 if verbose:
-                    traceback.print_exc()
+                    sys.stderr.write(mask(traceback.format_exc()))
                 kind = "internal error" if code == INTERNAL_EXIT else "error"
                 print_error(kind, _message(exc))
                 if code == INTERNAL_EXIT and not verbose:
@@ -87,8 +89,9 @@ class RfmsyncGroup(click.Group):
 
 
 def _message(exc: BaseException) -> str:
+    """The error's one line, every known secret masked (a last resort: the clients mask theirs)."""
     try:
-        return str(exc) or type(exc).__name__
+        return mask(str(exc)) or type(exc).__name__
     except Exception:
         return type(exc).__name__
 
@@ -129,9 +132,13 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
     if verbose:
         logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.INFO,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from ..settings import warn_unknown_variables
+    from ..settings import Settings, warn_unknown_variables
 
     warn_unknown_variables()  # MAILCHIMP_KEY and the like: a warning naming the expected variable
+    try:  # masked in the error line, the JSON error, the ledger's error columns and stored rows printed
+        remember_secrets(*Settings().secret_values())
+    except Exception:  # settings that do not load: the command that reads them says why
+        pass
 
 
 def load(config_path):

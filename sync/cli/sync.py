@@ -9,6 +9,8 @@ from pathlib import Path
 import click
 from rich.table import Table
 
+from connectors.secrets import mask
+
 from ..errors import ConfigError, DestinationError
 from ..store.files import file_lines
 from .json_output import emit, format_option, report_dict, start
@@ -240,9 +242,11 @@ def _read_ledger(config_path, read):
     cfg, settings = _ctx(config_path)
     ledger = _open_ledger(cfg, settings)
     try:
-        return read(ledger)
+        rows = read(ledger)
     finally:
         ledger.close()
+    # rows stored before the secrets in them were masked (an older rfmsync): masked as they are printed
+    return [{k: mask(v) if isinstance(v, str) else v for k, v in r.items()} for r in rows]
 
 
 def _print_rows(rows, fmt, title, columns, cells) -> None:

@@ -16,6 +16,8 @@ from typing import Any, Iterable, TypeVar
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
+from connectors.secrets import mask
+
 from ..errors import DestinationError
 
 RAW_LIMIT = 200  # characters of a bad answer kept in errors and in the ledger
@@ -53,10 +55,7 @@ def excerpt(raw: Any, secrets: Iterable[str] = (), limit: int = RAW_LIMIT) -> st
             text = json.dumps(raw, ensure_ascii=False, default=str)
         except (TypeError, ValueError):
             text = repr(raw)
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text[:limit]
+    return mask(text, secrets)[:limit]
 
 
 def decode_json(raw: bytes | str | None, what: str, secrets: Iterable[str] = ()) -> Any:

@@ -34,6 +34,7 @@ from mailchimp_marketing.api.lists_api import ListsApi
 from mailchimp_marketing.api_client import ApiClient, ApiClientError
 
 from connectors.errors import TransientError
+from connectors.secrets import mask, remember_secrets
 from connectors.retry import RetryPolicy, retry_after_seconds
 
 from ..errors import DestinationConfigError, DestinationError
@@ -199,6 +200,7 @@ class MailchimpApi:
         self._api = _ApiClient({"api_key": key, "server": "", "timeout": timeout}, api_url, connections)
         # masked in the raw answers errors keep (a page echoing the request's headers: basic auth is user:key)
         self._secrets = (key, base64.b64encode(f"user:{key}".encode()).decode())
+        remember_secrets(*self._secrets)  # and in every DEBUG line of the HTTP stack (-vv) and at the CLI's edge
         self.lists = ListsApi(self._api)
 
     def __repr__(self) -> str:
@@ -273,13 +275,16 @@ class MailchimpApi:
                 return TransientError(f"Mailchimp {what}: cannot connect ({type(text).__name__})")
             return DestinationError(f"Mailchimp {what}: {type(text).__name__}: {text}")
         body = text if isinstance(text, str) else json.dumps(text) if isinstance(text, (dict, list)) else ""
+        # an answer may echo the request (the key, its basic-auth form): masked in the body the error keeps (each
+        # member a 400 names is failed with its message) and in the message (JSON escapes hid it from the first)
+        body = mask(body, self._secrets)
         problem = problem_document(body)
         title = problem.get("title") or ("empty body" if not body.strip() else "error")
         detail = problem.get("detail") or ""
         field_errors = "; ".join(f"{e.get('field')}: {e.get('message')}" for e in problem.get("errors") or []
                                  if isinstance(e, dict))
-        message = f"Mailchimp {what}: HTTP {status} {title}" + (f": {detail}" if detail else "") + (
-            f" ({field_errors})" if field_errors else "")
+        message = mask(f"Mailchimp {what}: HTTP {status} {title}" + (f": {detail}" if detail else "") + (
+            f" ({field_errors})" if field_errors else ""), self._secrets)
         action = action_for(status, empty_body=not body.strip())
         if action is Action.RETRY:
             retry_after = retry_after_seconds(response.headers.get("Retry-After")) if response is not None else None

@@ -70,6 +70,10 @@ class SendGridDestination(SendGridReads):
         key = _secret(api_key)
         if not key:
             raise DestinationConfigError(f"SendGrid destination {name!r}: no API key (set SENDGRID_API_KEY)")
+        if any(ord(c) < 32 or ord(c) == 127 for c in key):  # the HTTP layer's error would print the whole header
+            raise DestinationConfigError(f"SendGrid destination {name!r}: SENDGRID_API_KEY holds a line break or "
+                                         "another control character (a trailing newline from a file?); a header "
+                                         "cannot carry it")
         self.name = name
         self.api_url = (api_url or DEFAULT_API_URL).rstrip("/")
         self.list_prefix = list_prefix

@@ -16,6 +16,8 @@ import json
 import logging
 import re
 import urllib.error
+import urllib.parse
+import urllib.request
 from typing import Any, Callable, Literal, Mapping, Sequence
 
 import requests
@@ -24,6 +26,8 @@ from python_http_client import exceptions as phc_errors
 from sendgrid import SendGridAPIClient
 
 from connectors.errors import TransientError
+from connectors.http import strips_credentials
+from connectors.secrets import RedactSecrets, mask, remember_secrets
 from connectors.retry import RetryPolicy, retry_after_seconds
 
 from ..errors import DestinationConfigError, DestinationError
@@ -136,8 +140,9 @@ class Search(Shape):
     result: dict[str, Any]
 
 
-class _RedactAuthorization(logging.Filter):
-    """python_http_client logs request headers at DEBUG, Authorization included: mask it."""
+class _RedactAuthorization(RedactSecrets):
+    """python_http_client logs request headers at DEBUG, Authorization included, and answers (a job's pre-signed
+    ``errors_url``): mask both."""
 
     _PATTERN = re.compile(r"(['\"]?Authorization['\"]?\s*:\s*['\"]?)Bearer [^'\",}]+", re.I)
 
@@ -145,12 +150,25 @@ class _RedactAuthorization(logging.Filter):
         msg = record.getMessage()
         if "uthorization" in msg:
             record.msg, record.args = self._PATTERN.sub(r"\1Bearer ***", msg), None
-        return True
+        return super().filter(record)
 
 
 _phc_logger = logging.getLogger("python_http_client.client")
 if not any(isinstance(f, _RedactAuthorization) for f in _phc_logger.filters):
     _phc_logger.addFilter(_RedactAuthorization())
+
+
+
+class _KeyStaysHome(urllib.request.HTTPRedirectHandler):
+    """urllib follows a redirect with every header but the content ones, ``Authorization`` included, to any URL:
+    only where requests would keep it (same host, scheme and port; http → https allowed)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and strips_credentials(req.full_url, newurl):  # another host, scheme or port
+            new.headers.pop("Authorization", None)
+            new.unredirected_hdrs.pop("Authorization", None)
+        return new
 
 
 
@@ -163,6 +181,7 @@ class SendGridApi:
         self.poll_interval, self.job_timeout = poll_interval, job_timeout
         self._sg = SendGridAPIClient(api_key=key, host=api_url)
         self.secrets = (key,)  # masked in the raw answers errors keep (a page echoing the request's headers)
+        remember_secrets(key)  # and in python_http_client's DEBUG lines (-vv), which print error answers
         self._sg.client.timeout = timeout
 
     def __repr__(self) -> str:
@@ -177,6 +196,9 @@ class SendGridApi:
             node = self._sg.client
             for part in parts:
                 node = node._(part)
+            make_request = node._make_request  # the client's own opener follows a redirect with the key
+            node._make_request = lambda _opener, request, timeout=None: make_request(
+                urllib.request.build_opener(_KeyStaysHome), request, timeout)  # (as the client: one per call)
             try:
                 resp = getattr(node, method)(request_body=body, query_params=dict(query) if query else None,
                                              timeout=self.timeout)
@@ -203,7 +225,9 @@ class SendGridApi:
 
     def _on_http_error(self, status: int, raw: bytes, headers: Any, what: str, idempotent: bool,
                        ok_404: bool) -> tuple[int, Any]:
-        payload = decode_body(raw)
+        # an answer echoing the request (its Authorization header) keeps no secret in any error made of it
+        text = raw if isinstance(raw, str) else bytes(raw or b"").decode("utf-8", "replace")
+        payload = decode_body(mask(text, self.secrets))
         text = error_text(payload)
         if status == 404 and ok_404:
             return status, payload

@@ -10,11 +10,13 @@ from __future__ import annotations
 import html
 import logging
 import time
+import urllib.parse
 from typing import Any, Callable, Mapping, Sequence
 
 import requests
 
 from connectors.errors import TransientError
+from connectors.secrets import mask, remember_secrets
 from connectors.retry import RetryPolicy
 
 from ..errors import DestinationConfigError, DestinationError
@@ -120,6 +122,7 @@ class UnisenderApi:
                  session: requests.Session) -> None:
         self.name, self._key, self.api_url, self.retry, self.timeout = name, key, api_url, retry, timeout
         self.bucket, self._session = bucket, session
+        remember_secrets(key)  # masked in the HTTP libraries' DEBUG lines (-vv) too
 
     def __repr__(self) -> str:
         return f"UnisenderApi(name={self.name!r}, api_url={self.api_url!r})"
@@ -129,8 +132,10 @@ class UnisenderApi:
         def once() -> Any:
             self.bucket.acquire()
             try:
+                # never redirected: a 307 would post the form, its api_key, again wherever it pointed
                 resp = self._session.post(f"{self.api_url}/{method}", params={"format": "json"},
-                                          data=[("api_key", self._key), *params], timeout=self.timeout)
+                                          data=[("api_key", self._key), *params], timeout=self.timeout,
+                                          allow_redirects=False)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 msg = (f"Unisender {method}: timed out after {self.timeout:g} s" if isinstance(exc, requests.Timeout)
                        else f"Unisender {method}: connection failed ({type(exc).__name__})")
@@ -156,7 +161,7 @@ class UnisenderApi:
         log.debug("Unisender %s -> HTTP %s", method, resp.status_code)
         if isinstance(payload, dict) and (payload.get("error") or payload.get("code")):
             code = str(payload.get("code") or "unspecified")
-            text = html.unescape(str(payload.get("error") or ""))[:300].replace(self._key, "***")
+            text = mask(html.unescape(str(payload.get("error") or "")), (self._key,))[:300]
             action = action_for(code, resp.status_code)
             msg = f"Unisender {method}: {code}: {text}"
             if action is Action.RETRY:  # a refusal: nothing was done, so even creates may retry
@@ -167,8 +172,14 @@ class UnisenderApi:
             raise UnisenderError(msg, code=code, status=resp.status_code, text=text)
         if isinstance(payload, dict) and "result" in payload and resp.status_code < 400:
             for w in payload.get("warnings") or []:
-                log.debug("Unisender %s warning: %s", method, w)
+                log.debug("Unisender %s warning: %s", method, mask(str(w), (self._key,)))
             return payload["result"]
+        if 300 <= resp.status_code < 400 and resp.headers.get("Location"):  # not followed (see call)
+            where = urllib.parse.urlsplit(urllib.parse.urljoin(resp.url, resp.headers["Location"]))
+            raise DestinationConfigError(
+                f"Unisender destination {self.name!r}: {method} was redirected (HTTP {resp.status_code}) to "
+                f"{where.scheme}://{where.netloc.rpartition('@')[2]}; set UNISENDER_API_URL to that API "
+                "(calls are not redirected: the key is in the posted form)", status=resp.status_code)
         action = action_for(None, resp.status_code)
         msg = f"Unisender {method}: HTTP {resp.status_code} without a JSON envelope"
         if action is Action.RETRY and (idempotent or resp.status_code == 429):

@@ -36,6 +36,8 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.schema import Table
 
+from connectors.secrets import mask
+
 from ..errors import ConfigError, LedgerError
 from .schema import LATEST_VERSION, MIGRATIONS, TABLES, create_version_table, current_version, schema_version
 
@@ -58,8 +60,9 @@ def chunks(items: Sequence[T], size: int = 5000) -> Iterator[Sequence[T]]:
 
 
 def clip(error: str | None) -> str | None:
-    """An error text cut to what the ledger's error columns keep."""
-    return None if error is None else error[:MAX_ERROR_CHARS]
+    """An error text cut to what the ledger's error columns keep, every known secret masked first (a last resort:
+    the clients mask theirs; see :func:`connectors.secrets.remember_secrets`)."""
+    return None if error is None else mask(error)[:MAX_ERROR_CHARS]
 
 
 def parse_url(url: str) -> URL:
@@ -71,6 +74,9 @@ def parse_url(url: str) -> URL:
             "ledger URL is not a database URL (expected sqlite:///path/rfmsync.db "
             "or postgresql+psycopg://user:password@host/db)"
         ) from None
+    if "@" in (parsed.host or ""):  # "user:p@ss@host": the rest of the password would be shown as the host
+        raise ConfigError("ledger URL: '@' in the user name or password must be written %40 "
+                          "(postgresql+psycopg://user:p%40ss@host/db)")
     backend = parsed.get_backend_name()
     if backend == "postgres":
         backend = "postgresql"

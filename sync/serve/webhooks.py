@@ -72,7 +72,7 @@ class CrmWebhooks:
 
     kind: str
     parser: WebhookParser
-    key: str | None
+    key: str | None = field(repr=False)  # the webhook secret: never in a repr
     conf: Any = None
 
     @classmethod

@@ -65,6 +65,8 @@ class FakeSendGrid:
         self.reject: dict[str, str] = {}  # email → error message inside the import job
         self.pending_polls = 1  # a job answers "pending" this many times before it finishes
         self.errors_file_rows: int | None = None  # the errors file names at most this many (its format is unpublished)
+        #: the files' URLs are pre-signed (S3): whoever has one reads the file, so it is a secret for the logs
+        self.url_signature = "sk-TESTSIGNATURE-0123456789abcdef"
         self.calls: Counter[str] = Counter()
         self.requests: list[tuple[str, str, dict[str, str], Any]] = []
         self.forbidden_calls: list[str] = []
@@ -299,7 +301,7 @@ class FakeSendGrid:
             name = f"/_files/errors/{job_id}.csv"
             named = bad if self.errors_file_rows is None else bad[:self.errors_file_rows]
             self._files[name] = ("email,errors\n" + "".join(f"{e},{m}\n" for e, m in named)).encode()
-            results["errors_url"] = self.url + name
+            results["errors_url"] = self._signed(name)
         status = "completed" if not bad else ("failed" if len(bad) == len(contacts) else "errored")
         self._jobs[job_id] = {"id": job_id, "job_type": "upsert", "status": status, "results": results,
                               "polls_left": self.pending_polls}
@@ -344,13 +346,16 @@ class FakeSendGrid:
             by_id[cid]["list_ids"].discard(lid)
         return Reply.json(202, {"job_id": self._next_id("job")})
 
+    def _signed(self, name: str) -> str:
+        return f"{self.url}{name}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature={self.url_signature}"
+
     def _export(self, body: dict[str, Any]) -> Reply:
         lids = body.get("list_ids") or []
         exp = self._next_id("exp")
         rows = [c for c in self.contacts.values() if not lids or c["list_ids"] & set(lids)]
         name = f"/_files/exports/{exp}.csv"
         self._files[name] = ("CONTACT_ID,EMAIL,FIRST_NAME\n" + "".join(f"{c['id']},{c['email']},\n" for c in rows)).encode()
-        self._exports[exp] = [self.url + name]
+        self._exports[exp] = [self._signed(name)]
         return Reply.json(202, {"id": exp, "_metadata": {}})
 
 
