@@ -185,10 +185,25 @@ def _without_lost(forgotten: set[tuple[str, str]], state: Mapping[str, PushedSta
     return ChainMap(stripped, state) if stripped else state  # type: ignore[arg-type]
 
 
-def _log_summary(destination: str, counts: Mapping[str, Any]) -> None:
-    """The sync's one INFO line (a scheduled sync prints nothing else)."""
-    log.info("sync %s: %d changes, %d ok, %d failed, %d skipped, %d recorded in the ledger only (new owner)",
-             destination, counts["planned"], counts["ok"], counts["failed"], counts["skipped"], counts["ledger_only"])
+class _Summary:
+    """The sync's one INFO line (a scheduled sync prints nothing else), logged when the apply ends, however it
+    ends, once its run was started: ``sync <destination> <status>: …`` with the run's status (``failed`` when it
+    stopped on an error: the lock lost, the ESP or the ledger failing). A webhook resync's empty plan that
+    recorded nothing logs none (every webhook batch plans every destination: a line each would be noise)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind, self.destination, self.empty, self.status = kind, "", False, "failed"
+        self.counts: Mapping[str, Any] | None = None  # set once the run is started
+
+    def __enter__(self) -> _Summary:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        c = self.counts
+        if c is None or (self.kind == "webhook" and self.empty and not c["ledger_only"]):
+            return
+        log.info("sync %s %s: %d changes, %d ok, %d failed, %d skipped, %d recorded in the ledger only (new owner)",
+                 self.destination, self.status, c["planned"], c["ok"], c["failed"], c["skipped"], c["ledger_only"])
 
 
 def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str = "sync",
@@ -201,7 +216,7 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
     is now (or raises), so an operation is never sent twice and older state is never pushed back.
     ``data``: counts of the input (orders, bad rows, customers) recorded with the run. ``lock_ttl``: the
     destination lock's time to live, refreshed every third of it while the apply runs (:class:`HeldLock`)."""
-    with destination_lock(ledger, f"sync:{plan.destination}", lock_ttl) as held:
+    with destination_lock(ledger, f"sync:{plan.destination}", lock_ttl) as held, _Summary(kind) as summary:
         if replan is not None:
             now = ledger.state_revision(plan.destination)
             if now != plan.ledger_revision:
@@ -211,6 +226,7 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         run_id = ledger.start_run(kind, plan.destination)
         counts = {**(data or {}), "planned": len(plan.changes), "skipped": len(plan.skipped), "ok": 0, "failed": 0,
                   "ledger_only": 0}
+        summary.destination, summary.empty, summary.counts = plan.destination, plan.is_empty, counts
         try:  # the contacts waiting for a tag the ESP lost that this plan no longer gives them (they left its
             # segment, or it is no longer mapped) wait no longer (a webhook resync's plan covers only its customers)
             ledger.settle_lost(plan.destination, plan.ledger_revision,
@@ -225,7 +241,7 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         record_owners(ledger, plan.destination, plan.owners, plan.changes, run_id, counts, (held.name, held.owner))
         if plan.is_empty:
             ledger.finish_run(run_id, "succeeded", counts)
-            _log_summary(plan.destination, counts)
+            summary.status = "succeeded"
             return ApplyReport(plan.destination, run_id, "succeeded", counts)
         with gc_pause.paused_for(len(plan.changes)), \
                 ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"rfmsync-prepare-{plan.destination}") as early:
@@ -291,9 +307,9 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                 raise
         status = "succeeded" if counts["failed"] == 0 and not lost else "partial"
         ledger.finish_run(run_id, status, counts, error="; ".join(errors[:5]) or None)
+        summary.status = status
         if len(plan.changes) >= COPY_AFTER:
             _keep_copy_current(ledger, plan.destination)
-        _log_summary(plan.destination, counts)
         return ApplyReport(plan.destination, run_id, status, counts, errors, ledger_seconds=writer.busy_seconds,
                            ledger_wait_seconds=writer.wait_seconds, ledger_cpu_seconds=writer.cpu_seconds,
                            forgotten=frozenset(forgotten))

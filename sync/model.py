@@ -106,10 +106,12 @@ class ItemResult:
     #: forever. Also on a success: a removal for a contact deleted in the ESP is done (he carries nothing) and he
     #: is forgotten all the same, not kept as a member holding what was pushed before
     missing: bool = False
-    #: a failure that may not recur (a timeout, a 5xx of a call that is not retried, an answer that could not be
-    #: read): the next run tries again. Any other failure is the ESP refusing this operation for this contact
-    #: (e.g. consent withdrawn): a lost tag's re-add it refuses ends the contact's wait (Ledger.refused_lost)
-    transient: bool = False
+    #: a failure the ESP gave for THIS contact, naming him, that the next run will meet again (he unsubscribed or
+    #: awaits confirmation, his row or address rejected): a lost tag's re-add it refuses ends the contact's wait
+    #: (Ledger.refused_lost). Set only where the ESP names the contact; any other failure (a timeout, an answer
+    #: that could not be read or believed, a whole call refused, an add skipped because the upsert failed) leaves
+    #: it False: the outcome is unknown or not his, and he keeps waiting for the tag
+    refused: bool = False
 
 
 class CallResults(Sequence[ItemResult]):

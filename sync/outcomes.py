@@ -165,8 +165,9 @@ class OutcomeWriter:
 
 
 def refused_adds(results: CallResults) -> list[tuple[str, str]]:
-    """``(key, tag)`` of the tag adds that failed for good (not :attr:`~sync.model.ItemResult.transient`)."""
-    return [(r.key, r.op[4:]) for r in results.failed if r.op.startswith("tag+") and not r.transient]
+    """``(key, tag)`` of the tag adds the ESP refused that contact for good (:attr:`~sync.model.ItemResult.refused`);
+    any other failed add keeps the contact waiting."""
+    return [(r.key, r.op[4:]) for r in results.failed if r.op.startswith("tag+") and r.refused]
 
 
 _NO_TAGS: frozenset[str] = frozenset()

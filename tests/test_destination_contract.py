@@ -378,6 +378,33 @@ def test_a_2xx_answer_that_is_not_the_documented_shape_fails_its_items(esp, rig,
     assert rig.failures() == [] and esp.violations() == []
 
 
+def test_an_unreadable_answer_keeps_a_lost_tags_holders_waiting(esp, make_rig):
+    """review29 #1: a tag the ESP lost is given back; every bulk write of that run is answered 200 with a body that
+    cannot be read. Whether the re-adds were made is unknown: no ESP refused those contacts, so they keep waiting
+    for the tag (the plan guards go on counting its re-add) until a run gives it back."""
+    from tests.test_lost_guard import lose_the_most_held_tag, one_list_per_segment
+
+    rig = make_rig(**one_list_per_segment(esp))
+    tag, waiting = lose_the_most_held_tag(esp, rig)
+    for _ in range(100):  # one-shot each: every bulk write of the repair (one a batch), the rest cleared below
+        esp.answer_raw(b"<html>bad gateway</html>", "text/html")
+        if esp.type == "mailchimp":  # its tags are added by a call of their own
+            esp.fake.answer_raw(b"<html>bad gateway</html>", "text/html", path=r"/segments/\d+$")
+    try:
+        plan, _, report = rig.sync(LATER)
+    finally:
+        esp.fake._raw.clear()
+    assert waiting <= {c.key for c in plan.changes if tag in c.add_tags}  # the repair tried to give it back
+    assert report.status == "partial", report
+    failed = {f["key"] for f in rig.failures()}
+    assert waiting <= failed
+    assert set(rig.ledger.lost_tags(rig.dest.name)) == waiting  # still waiting: nobody refused for good
+
+    rig.converge(LATER)  # given back: the wait ends
+    assert rig.ledger.lost_tags(rig.dest.name) == {}
+    assert all(tag in esp.managed_of(k, [tag]) for k in waiting)
+
+
 # ---------------------------------------------------------------------------------------------------- drift
 def _drift_victim(rig: Rig, runs, need_consent: bool = True) -> str:
     """A consenting contact that gets a managed tag at AS_OF and changes tags at LATER."""

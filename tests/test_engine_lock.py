@@ -7,6 +7,7 @@ to fail with the heartbeat in place; without it, the lock expires after 1.5 s an
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Sequence
 
@@ -80,8 +81,15 @@ def test_an_apply_longer_than_its_lock_ttl_keeps_the_next_run_out(ledgers):
     assert mine.lock_holder("sync:dest") is None  # released at the end
 
 
-def test_an_apply_whose_lock_was_taken_stops_keeps_its_outcomes_and_leaves_the_new_holder(ledgers):
+def summaries(caplog) -> list[str]:
+    """The engine's INFO summary lines (``sync <destination> <status>: …``)."""
+    return [r.getMessage() for r in caplog.records if r.name == "sync.engine" and "recorded in the ledger only"
+            in r.getMessage()]
+
+
+def test_an_apply_whose_lock_was_taken_stops_keeps_its_outcomes_and_leaves_the_new_holder(ledgers, caplog):
     mine, other = ledgers
+    caplog.set_level(logging.INFO, logger="sync.engine")
 
     def taken_after_the_third(i: int) -> None:
         if i == 3:  # another holder takes the lock (as after this process stalled past the TTL)
@@ -97,6 +105,23 @@ def test_an_apply_whose_lock_was_taken_stops_keeps_its_outcomes_and_leaves_the_n
     assert other.lock_holder("sync:dest") == "other-host:1:next"  # the new holder's lock is left alone
     run = mine.recent_runs(1)[0]
     assert run["status"] == "failed" and "taken by another holder" in run["error"]
+    # review29 #4: the failed run still logs its one summary line, saying it failed and what it did
+    assert summaries(caplog) == [f"sync dest failed: 40 changes, {client.answered} ok, 0 failed, 0 skipped, "
+                                 "0 recorded in the ledger only (new owner)"]
+
+
+def test_an_empty_webhook_plan_logs_no_summary_a_sync_does(ledgers, caplog):
+    """review29 #4: every webhook batch applies every destination's plan, mostly empty: no "0 changes" line each
+    time; a scheduled or manual sync with nothing to do still says so."""
+    mine, _ = ledgers
+    caplog.set_level(logging.INFO, logger="sync.engine")
+    empty = Plan("dest", "mailchimp", (), (), (), {}, 0)
+    for _ in range(3):
+        assert execute_plan(empty, Paced(0), mine, kind="webhook").status == "succeeded"
+    assert summaries(caplog) == []
+    execute_plan(empty, Paced(0), mine, kind="sync")
+    assert summaries(caplog) == ["sync dest succeeded: 0 changes, 0 ok, 0 failed, 0 skipped, 0 recorded in the "
+                                 "ledger only (new owner)"]
 
 
 def test_a_lost_lock_still_records_the_mailchimp_calls_in_flight(ledgers, mailchimp_fake):

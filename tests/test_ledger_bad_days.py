@@ -402,6 +402,45 @@ def test_a_postgresql_ledger_that_cannot_be_connected_at_open_says_to_check_the_
     assert "lost" not in message and "not-the-password" not in message and exit_code(err.value) == 2
 
 
+
+@pytest.mark.postgres
+def test_a_postgresql_open_whose_migration_wait_is_cancelled_is_a_ledger_error_to_retry(ledger_url: str) -> None:
+    """review29 #3: a new ledger's migration waits on the server-wide migration lock (another process migrating);
+    the role's statement_timeout cancels the wait. The server answered (an SQLSTATE): nothing in the settings is
+    wrong, so exit 75 (try later), not a ConfigError (exit 2) whose text said "run again"."""
+    if not ledger_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only")
+    from sync.ledger.db import _MIGRATION_LOCK_KEY
+
+    url = make_url(ledger_url)
+    url = url.update_query_dict({"options": f"{url.query['options']} -cstatement_timeout=300"})
+    with _pg_admin(ledger_url.split("?")[0]) as holder, holder.transaction():  # another process migrating
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_KEY,))
+        with pytest.raises(LedgerError) as err:
+            Ledger.connect(url.render_as_string(hide_password=False))
+    message = str(err.value)
+    assert message.startswith(f"ledger {url.render_as_string(hide_password=True)}: canceling statement due to "
+                              "statement timeout; a statement was cancelled")
+    assert err.value.transient and exit_code(err.value) == 75
+
+
+@pytest.mark.parametrize("error,temporary", [("QueryCanceled", True), ("DeadlockDetected", True),
+                                             ("CannotConnectNow", True), ("TooManyConnections", True),
+                                             ("InvalidPassword", False), ("InvalidCatalogName", False),
+                                             ("InsufficientPrivilege", False), ("DiskFull", False)])
+def test_a_postgresql_failure_at_open_is_retried_later_only_when_temporary(error: str, temporary: bool) -> None:
+    """review29 #3: the server's answer at open (an SQLSTATE) that the next run may not meet is exit 75; a bad
+    password, an unknown database, no permission, a full disk are the operator's to fix: exit 2."""
+    import psycopg
+    from sqlalchemy.exc import OperationalError
+
+    from sync.ledger.db import open_failure, parse_url
+
+    orig = getattr(psycopg.errors, error)("the server's reason")
+    err = open_failure(OperationalError("SELECT 1", {}, orig), parse_url("postgresql+psycopg://u:pw@db/rfm"))
+    assert "the server's reason" in str(err) and "pw" not in str(err).replace("psycopg", "")
+    assert (type(err), exit_code(err)) == ((LedgerError, 75) if temporary else (ConfigError, 2))
+
 READS = {"the plan's read of the pushed state": ("pushed_state", lambda led: led.state_table("dest", cached=False)),
          "the schema version": ("schema_version", lambda led: led.schema_version())}
 

@@ -291,8 +291,8 @@ def test_a_re_add_the_esp_refuses_ends_the_wait_a_transient_failure_does_not(led
     try:
         revision = ledger.state_revision("mc")
         writer = OutcomeWriter(ledger, "mc", ledger.start_run("sync", "mc"))
-        writer.submit([], [ItemResult("v0000@x", "tag+vip", False, "unsubscribed: not put on a list"),
-                           ItemResult("v0001@x", "tag+vip", False, "timed out", transient=True),
+        writer.submit([], [ItemResult("v0000@x", "tag+vip", False, "unsubscribed: not put on a list", refused=True),
+                           ItemResult("v0001@x", "tag+vip", False, "timed out"),
                            ItemResult("v0002@x", "upsert", False, "refused"),
                            ItemResult("l0000@x", "tag+vip", False, "refused")])
         writer.close()

@@ -223,7 +223,7 @@ def test_per_member_errors_are_reported_per_key(mailchimp_fake, dest) -> None:
     rec2 = Recorder()
     dest.apply([change("tagbad@example.com", create=False, add={"rfm:B"})], rec2)
     assert rec2.results[("tagbad@example.com", "tag+rfm:B")] == ItemResult(
-        "tagbad@example.com", "tag+rfm:B", False, "Tagging refused")
+        "tagbad@example.com", "tag+rfm:B", False, "Tagging refused", refused=True)  # named: for good
 
 
 def test_a_refused_batch_fails_its_items_and_the_sync_goes_on(mailchimp_fake, dest) -> None:
@@ -522,7 +522,24 @@ def test_a_tag_call_answer_that_is_not_the_documented_shape_fails_the_tag(mailch
     dest.apply([change("a@example.com", create=False, add={"rfm:A"})], rec)  # no exception: a recorded failure
     result = rec.results[("a@example.com", "tag+rfm:A")]
     assert not result.ok and "answer not believed" in result.error and len(result.error) < 400
-    assert result.transient  # whether it was done is unknown: not Mailchimp refusing the contact
+    assert not result.refused  # whether it was done is unknown: not Mailchimp refusing the contact
+
+
+def test_only_a_member_error_naming_the_contact_refuses_his_tag_add(mailchimp_fake, dest) -> None:
+    """review29 #1: a tag add ends a lost tag's wait (ItemResult.refused) only when Mailchimp names the contact in
+    its errors; a whole tag call refused (HTTP 400) or an add skipped because the contact's upsert failed says
+    nothing about him: he keeps waiting."""
+    for email in ("a@example.com", "b@example.com"):
+        mailchimp_fake.add_member(email)
+    mailchimp_fake.member_errors["b@example.com"] = "b@example.com is in a compliance state"
+    mailchimp_fake.fail(400, path=r"/segments/\d+$")  # the first tag call: refused as a whole
+    rec = Recorder()
+    dest.apply([change("a@example.com", create=False, add={"rfm:A"})], rec)
+    dest.apply([change("b@example.com", create=False, add={"rfm:A"})], rec)
+    mailchimp_fake.member_errors["c@example.com"] = "Please provide a valid email address."
+    dest.apply([change("c@example.com", add={"rfm:A"})], rec)  # his upsert refused: his tag add skipped
+    got = {k: (r.ok, r.refused) for (k, op), r in rec.results.items() if op == "tag+rfm:A"}
+    assert got == {"a@example.com": (False, False), "b@example.com": (False, True), "c@example.com": (False, False)}
 
 
 def test_a_tag_add_mailchimp_ignores_reports_the_contact_missing(mailchimp_fake, dest) -> None:

@@ -183,6 +183,7 @@ def test_per_contact_rejections_are_reported(sendgrid_fake):
     bad = items[("bad@x.com", "upsert")]
     assert not bad.ok and "email domain blocked" in bad.error
     assert not items[("bad@x.com", "tag+Champions")].ok
+    assert items[("bad@x.com", "tag+Champions")].refused  # named in the errors file: refused for good
     assert sendgrid_fake.members("RFM Champions") == {"ok@x.com"}
 
 
@@ -198,9 +199,11 @@ def test_an_errors_file_naming_fewer_than_the_job_rejected_fails_the_unnamed_con
     assert sorted(sendgrid_fake.contacts) == ["a@x.com"]
     items = rec.items
     assert not items[("b@x.com", "tag+Champions")].ok and "blocked domain" in items[("b@x.com", "upsert")].error
-    for email in ("a@x.com", "c@x.com"):
+    assert items[("b@x.com", "tag+Champions")].refused  # named
+    for email in ("a@x.com", "c@x.com"):  # outcome unknown: no refusal (a lost list's holder keeps waiting)
         item = items[(email, "upsert")]
         assert not item.ok and "names 1 of them" in item.error and not items[(email, "tag+Champions")].ok
+        assert not items[(email, "tag+Champions")].refused
 
 
 def test_a_refused_batch_fails_its_items_not_the_run(sendgrid_fake):
@@ -211,6 +214,7 @@ def test_a_refused_batch_fails_its_items_not_the_run(sendgrid_fake):
     dest.apply([change("a@x.com", add={"Champions"})], rec)
     item = rec.items[("a@x.com", "tag+Champions")]
     assert not item.ok and "HTTP 400" in item.error
+    assert not item.refused  # the whole batch refused, no contact named: not his refusal
 
 
 def test_429_waits_for_ratelimit_reset_and_converges(sendgrid_fake):

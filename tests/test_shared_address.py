@@ -218,7 +218,7 @@ def test_a_more_valuable_customer_with_the_same_tags_takes_the_shared_address_in
         assert mailchimp_fake.write_calls == writes  # B's tags and fields are A's: nothing to write
         assert report.counts["planned"] == 0 and report.counts["ledger_only"] == 1
         # the sync's one INFO line (all a scheduled sync says) counts it too
-        assert f"sync {DEST}: 0 changes, 0 ok, 0 failed, 0 skipped, 1 recorded in the ledger only (new owner)" in [
+        assert f"sync {DEST} succeeded: 0 changes, 0 ok, 0 failed, 0 skipped, 1 recorded in the ledger only (new owner)" in [
             r.getMessage() for r in caplog.records if r.name == "sync.engine"]
         assert ledger.load_state(DEST)[shared].customer_id == b  # ... but the contact is B's now
         assert _pushed(ledger, a, shared) == [] and _pushed(ledger, b, shared) == pushed  # pushed when it was

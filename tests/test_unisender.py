@@ -371,7 +371,7 @@ def test_a_known_contact_without_consent_deleted_in_unisender_is_invited_not_imp
     b = unisender_fake.contacts["b@x.com"]  # b was there, never confirmed: updated by import, put on no list
     assert b["status"] == "invited" and b["lists"] == set() and b["fields"]["rfm_segment"] == "Loyal"
     assert "awaiting confirmation (Unisender status invited)" in rec.items[("b@x.com", "tag+list:Loyal")].error
-    assert not rec.items[("b@x.com", "tag+list:Loyal")].transient  # refused until he confirms
+    assert rec.items[("b@x.com", "tag+list:Loyal")].refused  # refused until he confirms
     assert state["a@x.com"].exists and state["a@x.com"].tags == {"list:Loyal"}
     assert state["b@x.com"].tags == set()  # asked again every night until he confirms
 
@@ -546,5 +546,5 @@ def test_one_subscribe_answered_502_fails_that_contact_only(unisender_fake):
     assert unisender_fake.members("Champions") == {"s1@x.com", "s2@x.com"}
     failed = rec.items[("p@x.com", "tag+list:Champions")]
     assert not failed.ok and "502" in failed.error and "next run tries again" in failed.error
-    assert failed.transient  # a lost list's re-add: the contact keeps waiting for it (Ledger.refused_lost)
+    assert not failed.refused  # a lost list's re-add: the contact keeps waiting for it (Ledger.refused_lost)
 

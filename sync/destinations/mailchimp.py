@@ -284,8 +284,7 @@ class MailchimpDestination:
             self._check_counts(answer, SEGMENT_COUNTS, what)
         except (BatchRejected, BadAnswer) as exc:
             # an answer not read (BadAnswer): whether it was done is unknown, the next run sends it again
-            return [ItemResult(c.key, op, False, str(exc), transient=isinstance(exc, BadAnswer))
-                    for c, op in tag_ops(tag, add, remove)], []
+            return [ItemResult(c.key, op, False, str(exc)) for c, op in tag_ops(tag, add, remove)], []
         if not answer["errors"]:  # the usual answer: every add made (keys are the lower-cased addresses)
             added = [m["email_address"] for m in answer["members_added"]]
             keys = [c.key for c in add]
@@ -301,9 +300,9 @@ class MailchimpDestination:
             email = c.email.lower()
             if email in refused and op.startswith("tag-") and NOT_A_MEMBER.search(refused[email]):
                 results.append(self._removal_refused(c, op, refused[email], what))
-            elif email in refused:
-                results.append(ItemResult(c.key, op, False, refused[email],
-                                          missing=bool(NOT_A_MEMBER.search(refused[email]))))
+            elif email in refused:  # the ESP named him: refused for good unless he is not a member (re-created)
+                missing = bool(NOT_A_MEMBER.search(refused[email]))
+                results.append(ItemResult(c.key, op, False, refused[email], missing=missing, refused=not missing))
             elif op.startswith("tag+") and email in ignored:  # "emails not on the list are ignored"
                 results.append(ItemResult(c.key, op, False, f"{c.email} is not a list member (Mailchimp ignored "
                                           "the tag); it will be created again next run", missing=True))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Container, Iterable, Iterator, Mapping, Sequence
 
 from connectors.retry import RetryPolicy
 
@@ -234,6 +234,7 @@ class SendGridDestination(SendGridReads):
     def _upsert(self, list_ids: list[str], batch: list[tuple[ContactChange, dict[str, Any]]],
                 on_results: OnResults) -> None:
         errors: dict[int, str] = {}
+        named: set[int] = set()  # contacts SendGrid rejected by name (errors file, a 400's index): for good
         pending = list(range(len(batch)))
         try:
             for attempt in range(2):  # once more without the contacts a 400 named
@@ -244,12 +245,14 @@ class SendGridDestination(SendGridReads):
                     job = self._poll(["marketing", "contacts", "imports", started.job_id],
                                      lambda p: p.status != "pending", what=f"import job {started.job_id}",
                                      shape=ImportJob)
-                    errors.update(self._job_errors(job, batch, pending))
+                    rejected, by_name = self._job_errors(job, batch, pending)
+                    errors.update(rejected)
+                    named.update(by_name)
                 except BadAnswer as exc:  # nothing in it can be believed: every contact sent fails
                     errors.update({i: str(exc) for i in pending})
                 except Refused as refused:
-                    named = indexed_errors(refused.errors)
-                    bad = {pending[i]: msg for i, msg in named.items() if i < len(pending)}
+                    bad = {pending[i]: msg for i, msg in indexed_errors(refused.errors).items() if i < len(pending)}
+                    named.update(bad)
                     if not bad or attempt == 1:
                         msg = "; ".join(str(e.get("message")) for e in refused.errors)[:300]
                         bad = {i: f"SendGrid refused the batch (HTTP {refused.status}): {msg}"
@@ -262,15 +265,15 @@ class SendGridDestination(SendGridReads):
                 break
         except DestinationError:  # the resend stopped the apply: the refusals already known are recorded first
             if errors:
-                on_results(self._batch_results(batch, errors, only=errors))
+                on_results(self._batch_results(batch, errors, named, only=errors))
             raise
         log.debug("SendGrid %s: upsert batch of %d done, %d rejected", self.name, len(batch), len(errors))
-        on_results(self._batch_results(batch, errors))
+        on_results(self._batch_results(batch, errors, named))
 
     def _batch_results(self, batch: list[tuple[ContactChange, dict[str, Any]]], errors: Mapping[int, str],
-                       only: Iterable[int] | None = None) -> list[ItemResult]:
+                       named: Container[int] = (), only: Iterable[int] | None = None) -> list[ItemResult]:
         """The upsert and list-add outcomes of a batch's contacts (``only`` these indexes): failed with their
-        error, else done."""
+        error (refused for good when SendGrid ``named`` the contact), else done."""
         results: list[ItemResult] = []
         for i in range(len(batch)) if only is None else sorted(only):
             ch, err = batch[i][0], errors.get(i)
@@ -279,17 +282,19 @@ class SendGridDestination(SendGridReads):
                 results.append(ItemResult(ch.key, "upsert", ok, err))
             for t in sorted(ch.add_tags):
                 if self._list_id(t) is not None:
-                    results.append(ItemResult(ch.key, f"tag+{t}", ok, err))
+                    results.append(ItemResult(ch.key, f"tag+{t}", ok, err, refused=i in named))
         return results
 
     def _job_errors(self, job: ImportJob, batch: list[tuple[ContactChange, dict[str, Any]]],
-                    pending: list[int]) -> dict[int, str]:
+                    pending: list[int]) -> tuple[dict[int, str], Container[int]]:
+        """The contacts the job failed (all of those sent when its answer cannot be believed) and those its
+        errors file names (refused for good)."""
         res = job.results
         if res is None or res.requested_count != len(pending):
             got = "no results" if res is None else f"requested_count {res.requested_count}"
             reason = (f"SendGrid import job {job.status}: {got} for {len(pending)} contacts sent; "
                       "the outcome cannot be believed")
-            return {i: reason for i in pending}
+            return {i: reason for i in pending}, ()
         counted = sum(n or 0 for n in (res.created_count, res.updated_count, res.unmodified_count,
                                        res.deleted_count)) + res.errored_count
         if counted > len(pending):  # the per-kind counts are not documented to add up (a contact sent unchanged
@@ -298,7 +303,7 @@ class SendGridDestination(SendGridReads):
                         "deleted %s, errored %d) for %d contacts sent", self.name, counted, res.created_count,
                         res.updated_count, res.unmodified_count, res.deleted_count, res.errored_count, len(pending))
         if job.status == "completed" and not res.errored_count:
-            return {}
+            return {}, ()
         by_email: dict[str, str] = {}
         if res.errors_url:
             try:
@@ -308,14 +313,14 @@ class SendGridDestination(SendGridReads):
         if by_email:
             named = {i: by_email[batch[i][0].email.lower()] for i in pending if batch[i][0].email.lower() in by_email}
             if len(named) >= (res.errored_count or 0):
-                return named
+                return named, named.keys()
             # the file names fewer contacts than the job rejected: which of the others it took is unknown
             reason = (f"SendGrid import job {job.status}: {res.errored_count} of {res.requested_count} contacts "
                       f"rejected, its errors file names {len(named)} of them; the others' outcome cannot be believed")
-            return {i: reason for i in pending} | named
+            return {i: reason for i in pending} | named, named.keys()
         reason = f"SendGrid import job {job.status}: {res.errored_count} of " \
                  f"{res.requested_count} contacts rejected (no per-contact details)"
-        return {i: reason for i in pending}
+        return {i: reason for i in pending}, ()
 
     def _remove(self, changes: Sequence[ContactChange], on_results: OnResults) -> None:
         by_list: dict[str, list[tuple[ContactChange, str]]] = {}

@@ -163,7 +163,7 @@ class UnisenderDestination:
             if ch.create and ch.status_if_new != "subscribed":  # only consenting new contacts are ever imported
                 msg = self._not_invitable(ch)
                 if msg:
-                    refused += [ItemResult(ch.key, op, False, msg) for op in _ops(ch)]
+                    refused += [ItemResult(ch.key, op, False, msg, refused=True) for op in _ops(ch)]
                     continue
                 held = self._subscribe(ch, on_results)
                 if ch.remove_tags:  # one row: a second one would re-send the tags read before the first's adds
@@ -237,7 +237,7 @@ class UnisenderDestination:
             try:
                 info = self._contact(ch.email)
             except DestinationError as exc:  # this contact's read failed: his row fails, the others go on
-                row.results += [ItemResult(ch.key, op, False, _row_error(exc), transient=exc.transient) for op in row.ops]
+                row.results += [ItemResult(ch.key, op, False, _row_error(exc)) for op in row.ops]
                 row.ops = []
                 continue
             if info is None and _must_exist(row):  # deleted in Unisender (erased on request, cleaned up by hand)
@@ -289,6 +289,7 @@ class UnisenderDestination:
             params += [(f"data[{i}][{j}]", v) for j, v in enumerate(values)]
         params += [("overwrite_tags", 1 if replace else 0), ("overwrite_lists", 0)]
         errors: dict[int, str] = {}
+        named: set[int] = set()  # rows Unisender's log rejects by index: refused for good; the rest unknown
         try:
             raw = self.call("importContacts", params)
             result = self._api.result("importContacts", ImportResult, raw)
@@ -299,6 +300,7 @@ class UnisenderDestination:
             for entry in result.log:
                 text = f"{entry.code or ''} {entry.message or ''}".strip()
                 errors[int(entry.index)] = f"Unisender rejected the row: {text}".strip()
+            named = set(errors)
         except UnisenderError as exc:
             if exc.fatal:  # about the whole account (not_enough_money, a rejected key): stop, as a read does
                 raise
@@ -308,7 +310,8 @@ class UnisenderDestination:
         out: list[ItemResult] = []
         for i, row in enumerate(rows):
             err = errors.get(i)
-            out += row.results + [ItemResult(row.change.key, op, err is None, err) for op in row.ops]
+            out += row.results + [ItemResult(row.change.key, op, err is None, err, refused=i in named)
+                                  for op in row.ops]
         log.debug("Unisender %s: imported %d rows, %d rejected", self.name, len(rows), len(errors))
         on_results(out)
 
@@ -343,7 +346,7 @@ class UnisenderDestination:
             self._api.result("subscribe", Subscribed, self.call("subscribe", params, idempotent=False))
             on_results([ItemResult(ch.key, op, True) for op in ops])
         except DestinationError as exc:  # this contact's read or subscribe failed: the others go on
-            on_results([ItemResult(ch.key, op, False, _row_error(exc), transient=exc.transient) for op in ops])
+            on_results([ItemResult(ch.key, op, False, _row_error(exc)) for op in ops])
         return []
 
     # ---------------------------------------------------------------- reads

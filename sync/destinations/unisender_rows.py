@@ -88,7 +88,7 @@ def _hold_unconfirmed(row: _Row, info: Any) -> None:
            "confirms")
     ch = row.change
     held = [op for op in row.ops if op.startswith("tag+") and split_name(op[4:])[0] == "list"]
-    row.results += [ItemResult(ch.key, op, False, msg) for op in held]
+    row.results += [ItemResult(ch.key, op, False, msg, refused=True) for op in held]
     row.ops = [op for op in row.ops if op not in held]
     row.add_lists = []
 

@@ -216,6 +216,11 @@ _SQLITE_FAILURES: dict[str, tuple[str, bool]] = {
 #: a PostgreSQL connection that could not be made at open (no SQLSTATE: refused, unknown host, bad credentials...)
 _CONNECT = "check the URL's host, port, user, password and database, or whether the server is up"
 _LOST = ("the connection to the PostgreSQL server was lost or refused (a restart, a failover): run again", True)
+#: SQLSTATEs (classes, or codes) of a PostgreSQL failure at open that the next run may not meet: a connection
+#: exception the server reported, a deadlock or serialization failure, too many connections, a statement
+#: cancelled or the server starting or shutting down, a lock not available. Others (a bad password 28P01, no such
+#: database 3D000, no permission 42501) are the settings' fault: exit 2
+_TEMPORARY_AT_OPEN = ("08", "40", "53", "57", "55P03")
 #: psycopg's error classes (a failure of PostgreSQL's, not of the statement) → (what to do, transient)
 _PG_FAILURES: dict[str, tuple[str, bool]] = {
     "AdminShutdown": _LOST, "CrashShutdown": _LOST, "CannotConnectNow": _LOST,
@@ -253,14 +258,19 @@ def ledger_failure(exc: BaseException, url: URL) -> LedgerError | None:
 
 
 def open_failure(exc: DBAPIError, url: URL) -> ConfigError | LedgerError:
-    """The error for a ledger that could not be opened: a SQLite file locked by another process past the busy
-    timeout is a :class:`LedgerError` (exit 75, try later); anything else (unreachable, bad credentials, no
-    permission, read-only, damaged) a :class:`ConfigError` naming the ledger, with what to do when known (a
-    PostgreSQL connection not made: check the URL, or the server; never "lost, run again")."""
+    """The error for a ledger that could not be opened: a temporary failure is a :class:`LedgerError` (exit 75,
+    try later): a SQLite file locked by another process past the busy timeout, or a PostgreSQL server that
+    answered with a temporary error of its own (an SQLSTATE: the migration's wait cancelled by statement_timeout,
+    a deadlock, starting up or shutting down). Anything else (unreachable, bad credentials, no permission,
+    read-only, damaged) is a :class:`ConfigError` naming the ledger, with what to do when known (a PostgreSQL
+    connection not made, no SQLSTATE: check the URL, or the server; never "lost, run again")."""
     failure = ledger_failure(exc, url)
-    if failure is not None and failure.transient and isinstance(exc.orig, sqlite3.Error):
+    pg = type(exc.orig).__module__.startswith("psycopg")
+    sqlstate = getattr(exc.orig, "sqlstate", None) if pg else None
+    if failure is not None and failure.transient and (
+            isinstance(exc.orig, sqlite3.Error) or str(sqlstate or "-").startswith(_TEMPORARY_AT_OPEN)):
         return failure
-    if type(exc.orig).__module__.startswith("psycopg") and getattr(exc.orig, "sqlstate", None) is None:
+    if pg and sqlstate is None:
         return ConfigError(f"cannot open ledger {safe_url(url)}: {_first_line(exc.orig)}; {_CONNECT}")
     if failure is not None:
         return ConfigError(f"cannot open {failure}")

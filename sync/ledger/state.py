@@ -452,10 +452,10 @@ class PushedStates:
         return len(gone)
 
     def refused_lost(self, destination: str, pairs: Iterable[tuple[str, str]]) -> int:
-        """``(key, tag)``: adds of a tag an apply's outcome says the ESP refused for good (a failure that is not
-        :attr:`~sync.model.ItemResult.transient`: consent withdrawn, unsubscribed, a contact it will not take):
-        the contacts waiting to be given it back (:meth:`lost_tags`) wait no longer, or the plan guards would
-        count them as changed on every run while the ESP keeps refusing. A transient failure keeps them waiting.
+        """``(key, tag)``: adds of a tag an apply's outcome says the ESP refused for good, naming the contact
+        (:attr:`~sync.model.ItemResult.refused`: unsubscribed, awaiting confirmation, his row rejected): the
+        contacts waiting to be given it back (:meth:`lost_tags`) wait no longer, or the plan guards would count
+        them as changed on every run while the ESP keeps refusing. Any other failure keeps them waiting.
         Bumps the revision when it forgets anything. Returns the pairs forgotten."""
         wanted = set(pairs)
         if not wanted:
