@@ -103,6 +103,10 @@ def test_a_second_serve_looking_again_during_a_long_run_counts_one_skip_per_fire
         assert metrics.scheduled["skipped"] == 1
         assert sum("another process is running it" in r.getMessage() for r in caplog.records
                    if r.levelno == logging.INFO) == 1
+        other.set_cursor("schedule", "last_fire", sched.retry.fire.isoformat())  # the other serve's run ends
+        assert other.release_lock("schedule", owner="web2:7:serve")
+        assert not sched.tick() and sched.retry is None  # the look-again finds it done: still the one skip
+        assert metrics.scheduled["skipped"] == 1 and not metrics.scheduled.get("ok")
 
 
 # a serve restarted after the kill above: it runs the killed sync again at once, and that run is killed too

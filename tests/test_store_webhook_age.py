@@ -290,3 +290,62 @@ def test_a_webhook_accepted_while_a_crm_pull_runs_wins_over_the_pulls_version():
                      received_at={("order", "O1"): accepted[0], ("contact", "C1"): accepted[0]})
         assert con.execute("SELECT status FROM orders").fetchall() == [("refunded",)]
         assert con.execute("SELECT marketing_consent FROM contacts").fetchall() == [("no",)]
+
+
+def test_a_webhook_accepted_while_the_export_is_read_wins_over_the_files_version(tmp_path):
+    """The nightly export is read (the run holds the store) and meanwhile the ledger accepts a refund and a consent
+    'no' by webhook; they are merged after the refresh. The files read are as new as the run's start, not its
+    merge: the webhook is newer and wins. Before, the refresh noted its merge time, the webhook was left out and
+    the same sync pushed the paid order and the 'yes'."""
+    from sync.pipeline import configured_source, pull_into
+
+    cfg, (oid, cid, at, amount) = _ingested_shop(tmp_path)
+    with open_store(store_path(cfg)) as con:
+        (other,) = con.execute("SELECT customer_id FROM contacts WHERE marketing_consent = 'yes' "
+                               "ORDER BY customer_id LIMIT 1").fetchone()
+    earlier = datetime.now(timezone.utc) - timedelta(hours=1)
+    _webhook(cfg, [Order(oid, cid, at, amount, status=OrderStatus.COMPLETED)],
+             [Contact(other, marketing_consent=Consent.YES)], received_at=earlier)  # noted by earlier webhooks
+    for path in (tmp_path / "shop" / "exports" / "2025-06-29.csv", tmp_path / "shop" / "clients.csv"):
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # exported again
+    accepted: list[datetime] = []
+    with open_store(store_path(cfg)) as con:
+        pull_into(con, configured_source(cfg), before_merge=lambda pull: accepted.append(datetime.now(timezone.utc)))
+        assert con.execute("SELECT read_at FROM ingest_files").fetchall() == [(con.execute(
+            "SELECT min(read_at) FROM file_won_records").fetchall()[0][0],)] * 2  # the run's read start
+    _webhook(cfg, [Order(oid, cid, at, amount, status=OrderStatus.REFUNDED)],
+             [Contact(other, marketing_consent=Consent.NO)], received_at=accepted[0])
+    assert _state(cfg, oid, other) == ([("refunded", 1)], [("no",)])
+
+
+def test_a_consent_batch_merged_again_after_an_orders_only_export_does_not_undo_it(tmp_path):
+    """No contacts file: the consent is a column of the order rows. A webhook 'yes' is merged, the export read
+    after it says 'no', then the same batch is re-claimed and merged again: the export's 'no' stays (its contacts
+    are as new as their orders' files). Before, the refresh dropped the webhook note without noting the file's
+    read, and the batch brought the 'yes' back."""
+    shop = tmp_path / "shop"
+    (shop / "exports").mkdir(parents=True)
+    (shop / "rfmsync.toml").write_text(
+        '[source]\ntype = "file"\norders = "exports/*.csv"\n[source.columns]\norder_id = "id"\nordered_at = "at"\n'
+        'customer_id = "cust"\nemail = "email"\namount = "amount"\nmarketing_consent = "consent"\n'
+        '[[destinations]]\nname = "m"\ntype = "mailchimp"\naudience = "x"\n', encoding="utf-8")
+    export = shop / "exports" / "day1.csv"
+
+    def write(consent: str, ns: int = 0) -> None:
+        export.write_text(f"id,at,cust,email,amount,consent\nO1,2025-06-01 10:00,C1,a@example.com,10,{consent}\n"
+                          "O2,2025-06-02 10:00,C2,b@example.com,20,yes\n", encoding="utf-8")
+        os.utime(export, ns=(export.stat().st_atime_ns, export.stat().st_mtime_ns + ns))
+
+    cfg = load_config(shop / "rfmsync.toml")
+    write("yes")
+    _ingest(cfg)
+    accepted = datetime.now(timezone.utc)
+    batch = [Contact("C1", email="a@example.com", marketing_consent=Consent.YES)]
+    _webhook(cfg, [], batch, received_at=accepted)
+    write("no", ns=10**9)  # the export read after the webhook holds the withdrawal
+    _ingest(cfg)
+    assert _state(cfg, "O1", "C1")[1] == [("no",)]
+    _webhook(cfg, [], batch, received_at=accepted)  # the same batch, re-claimed and merged again
+    assert _state(cfg, "O1", "C1")[1] == [("no",)]
+    _webhook(cfg, [], batch, received_at=accepted - timedelta(hours=1))  # an older batch of it: the same
+    assert _state(cfg, "O1", "C1")[1] == [("no",)]

@@ -192,8 +192,9 @@ class Scheduler:
                 else:  # another process ran this fire time (or a later one)
                     last = self.ledger.get_cursor(*CURSOR)
                     ran = last is not None and datetime.fromisoformat(last) >= fire
-                if ran:
-                    self._count("skipped")
+                if ran:  # (a look-again that finds it done: its skip was counted when the lock was held)
+                    if self._looked_again != fire:
+                        self._count("skipped")
                     return False
                 if killed > KILLED_RERUNS:  # it kills its process (OOM): running it again would only repeat that
                     self.ledger.set_cursor(*CURSOR, fire.isoformat())

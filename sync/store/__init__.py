@@ -12,8 +12,8 @@ pull that replaced everything would drop it (and move its customer back) until a
 ``merge_staged(..., origin="webhook")`` therefore notes the ids it merged in ``webhook_records``; a full
 refresh keeps those orders (with their line items) and those customers' contacts *unless a file read after the
 webhook record was merged has the same order_id / customer_id*: then the file's version wins and the note is
-dropped (``file_won_records`` keeps when that file was read: the same or an older webhook batch merged again
-later is left out). A file read before it (unchanged since) is older than the webhook: its version of a refunded order or of a
+dropped (``file_won_records`` keeps when that file was read, the start of the run that read it: the same or an
+older webhook batch merged again later is left out; a webhook accepted during the read wins). A file read before it (unchanged since) is older than the webhook: its version of a refunded order or of a
 withdrawn consent must not come back because another file changed (:class:`~.merge.FileReads`; an order's file is
 the one its row is in; a contact's is the file of its staged row with contacts files, else the files of its
 orders). So the store

@@ -35,6 +35,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -177,6 +178,7 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
     ``progress`` is told the rows of each file as it is read."""
     create_ingest_tables(con)
     _drop_orphans(con)
+    started = datetime.now(timezone.utc)  # the files read now are as new as this (FileReads.read_started)
     orders, contacts = source.files()
     wanted = [("orders", p) for p in orders] + [("contacts", p) for p in contacts]
     stored = {(row["role"], row["path"]): row for row in _catalogue(con)}
@@ -265,10 +267,10 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
             for key, lf in new.items():
                 fp = prints[key]
                 con.execute(f"INSERT INTO {FILES_TABLE} (file_id, role, path, size, mtime_ns, head_tail, full_hash,"
-                            " config, cols, fast, rows, no_cust, no_oid, lean)"
-                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            " config, cols, fast, rows, no_cust, no_oid, lean, read_at)"
+                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             [ids[key], key[0], str(key[1]), fp.size, fp.mtime_ns, fp.head_tail, fp.full, cfg,
-                             json.dumps(lf.cols), lf.fast, *counts[key], change is not None])
+                             json.dumps(lf.cols), lf.fast, *counts[key], change is not None, started])
             _save_report(con, result, {str(p): ids[(role, p)] for role, p in wanted})
 
         with unordered(con):
@@ -276,7 +278,7 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
                 drop_lean_indexes(con, change)
                 _in_transaction(con, lambda: (commit_lean(con, change), save(con)))
             else:
-                reads = FileReads(FILES_TABLE, tuple(ids[k] for k in wanted if k[0] == "contacts"))
+                reads = FileReads(FILES_TABLE, tuple(ids[k] for k in wanted if k[0] == "contacts"), started)
                 merge_staged(con, result, max_identity_group=source.max_identity_group, before_commit=save,
                              files=reads)
     except BaseException as exc:

@@ -57,6 +57,10 @@ class FileReads:
 
     catalogue: str
     contact_files: tuple[int, ...] = ()
+    #: when this run began reading (before the files were fingerprinted): the read time of the files read now,
+    #: which the catalogue notes too. Not the merge's time: a webhook accepted while the files were read (it waits
+    #: for the store the run holds) is newer than their version.
+    read_started: datetime | None = None
 
 
 def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: str = "pull",
@@ -210,13 +214,9 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
             # what is left of the batch is at least as new as a file's version: the note above says so now
             con.execute(f"DELETE FROM {FILE_WON_TABLE} WHERE kind = '{kind}' AND id IN (SELECT {key} FROM {staged})")
         elif noted and full_refresh:  # the export's version wins from now on
-            if files is not None and _has_file_id(con, staged):  # as new as the file's read (the latest of its
-                # files): the same or an older webhook batch merged again after it is left out (_drop_older_versions)
-                con.execute(f"INSERT INTO {FILE_WON_TABLE} SELECT '{kind}', s.{key}, max(coalesce(f.read_at, now())) "
-                            f"FROM {staged} s LEFT JOIN {files.catalogue} f ON f.file_id = s.file_id "
-                            f"WHERE s.{key} IN (SELECT id FROM {WEBHOOK_TABLE} WHERE kind = '{kind}') "
-                            f"AND s.{key} NOT IN (SELECT id FROM _kept_{name}) GROUP BY s.{key} "
-                            f"ON CONFLICT DO UPDATE SET read_at = greatest({FILE_WON_TABLE}.read_at, excluded.read_at)")
+            if files is not None:  # as new as the file's read (the latest of its files): the same or an older
+                # webhook batch merged again after it is left out (_drop_older_versions)
+                _note_file_won(con, name, files)
             con.execute(f"DELETE FROM {WEBHOOK_TABLE} WHERE kind = '{kind}' AND id IN "
                         f"(SELECT {key} FROM {staged}{kept_out})")
         elif noted:  # an API source's pull: its version is as new as the pull's start (the cursor's bound), so
@@ -292,14 +292,37 @@ def _keep_webhook_rows(con: duckdb.DuckDBPyConnection, present: set[str], files:
         unless = ""
         if staged in present:
             unless = f"AND id NOT IN (SELECT {KEYS[name]} FROM {staged})"
-        rows = staged if name == "orders" or (files is not None and files.contact_files) else "staged_orders"
-        if unless and files is not None and rows in present and _has_file_id(con, rows):
+        rows = _file_rows(con, name, files) if files is not None else None
+        if unless and rows in present and _has_file_id(con, rows):
             # kept unless one of its rows is in a file read after it (a file not in the catalogue is read now)
             unless = (f"AND NOT EXISTS (SELECT 1 FROM {rows} s LEFT JOIN {files.catalogue} f "
                       f"ON f.file_id = s.file_id WHERE s.{KEYS[name]} = w.id "
-                      "AND coalesce(f.read_at, now()) > w.received_at)")
+                      "AND coalesce(f.read_at, ?::TIMESTAMPTZ, now()) > w.received_at)")
         con.execute(f"CREATE OR REPLACE TEMP TABLE _kept_{name} AS SELECT id FROM {WEBHOOK_TABLE} w "
-                    f"WHERE kind = '{KIND[name]}' {unless}")
+                    f"WHERE kind = '{KIND[name]}' {unless}", [files.read_started] if "?" in unless else [])
+
+
+def _file_rows(con: duckdb.DuckDBPyConnection, name: str, files: FileReads) -> str:
+    """The staged rows that carry ``name``'s records' files (``file_id``; keyed by ``name``'s key, which the orders
+    hold too): its own, or, for contacts staged without theirs (no contacts file: consent on the order rows), their
+    orders'."""
+    if name == "orders" or (files.contact_files and _has_file_id(con, "staged_contacts")):
+        return f"staged_{name}"
+    return "staged_orders"
+
+
+def _note_file_won(con: duckdb.DuckDBPyConnection, name: str, files: FileReads) -> None:
+    """Note in ``file_won_records`` the webhook records of ``name`` whose file version this full refresh takes over,
+    as new as the latest read of a file that holds them (a file read this run: the run's read start)."""
+    kind, key, rows = KIND[name], KEYS[name], _file_rows(con, name, files)
+    if not _has_file_id(con, rows):  # (no file is known: read now)
+        rows = f"(SELECT {key}, NULL::BIGINT AS file_id FROM staged_{name})"
+    con.execute(f"INSERT INTO {FILE_WON_TABLE} SELECT '{kind}', s.{key}, max(coalesce(f.read_at, ?::TIMESTAMPTZ, now())) "
+                f"FROM {rows} s LEFT JOIN {files.catalogue} f ON f.file_id = s.file_id "
+                f"WHERE s.{key} IN (SELECT id FROM {WEBHOOK_TABLE} WHERE kind = '{kind}') "
+                f"AND s.{key} NOT IN (SELECT id FROM _kept_{name}) GROUP BY s.{key} "
+                f"ON CONFLICT DO UPDATE SET read_at = greatest({FILE_WON_TABLE}.read_at, excluded.read_at)",
+                [files.read_started])
 
 
 def _has_file_id(con: duckdb.DuckDBPyConnection, table: str) -> bool:
