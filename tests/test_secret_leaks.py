@@ -282,11 +282,12 @@ def test_a_redirect_to_another_host_never_carries_a_credential(kind) -> None:
                for fields in seen for value in fields.values())
 
 
-@pytest.mark.parametrize("kind,variable", [("shopify", "SHOPIFY_SHOP"), ("retailcrm", "RETAILCRM_URL"),
-                                           ("amocrm", "AMOCRM_SUBDOMAIN")])
+@pytest.mark.parametrize("kind,variable", [("shopify", "SHOPIFY_API_URL"), ("retailcrm", "RETAILCRM_API_URL"),
+                                           ("amocrm", "AMOCRM_API_URL")])
 def test_a_redirect_to_another_host_is_a_config_error_naming_the_host_and_the_variable(kind, variable) -> None:
     """A moved account or a custom domain redirects to another host, which gets no credentials: that ended in
-    'rejected the credentials; check <token>', the wrong fix. It says where the redirect went and what to set."""
+    'rejected the credentials; check <token>', the wrong fix. It says where the redirect went and what to set
+    (here the base-URL override, which is what is set)."""
     from connectors.amocrm import AmoCrmConfig, AmoCrmSecrets, AmoCrmSource
     from connectors.retailcrm import RetailCrmConfig, RetailCrmSecrets, RetailCrmSource
     from connectors.shopify import ShopifyConfig, ShopifySecrets, ShopifySource
@@ -504,6 +505,32 @@ def test_failures_and_runs_mask_their_error_columns_only(tmp_path, monkeypatch) 
     assert [(f["destination"], f["key"], f["last_error"]) for f in failures] == [
         ("mybakery-mc", "orders@mybakery.example", "secret=*** refused")]
     assert [(r["destination"], r["error"]) for r in runs] == [("mybakery-mc", "boom: ***")]
+
+
+@pytest.mark.parametrize("kind,moved_to,advice", [
+    ("amocrm", "https://shop.kommo.com", 'set [source] domain = "kommo.com"'),
+    ("amocrm", "https://other.kommo.com", 'set [source] domain = "kommo.com" and set AMOCRM_SUBDOMAIN=other'),
+    ("amocrm", "https://proxy.example:8443", "set AMOCRM_API_URL=https://proxy.example:8443"),
+    ("shopify", "https://new-shop.myshopify.com", "set SHOPIFY_SHOP=new-shop.myshopify.com"),
+    ("shopify-config", "https://new-shop.myshopify.com", 'set [source] shop = "new-shop.myshopify.com"')])
+def test_a_redirect_says_what_to_set_for_the_calls_to_go_where_it_went(kind, moved_to, advice) -> None:
+    """The advice was 'point AMOCRM_SUBDOMAIN there' with a URL: an account moved from amocrm.com to kommo.com
+    keeps its subdomain (its domain is ``[source] domain``), and SHOPIFY_SHOP takes a host, not a URL (both
+    taken literally gave ``https://https://...``). Each advice, followed, gives the host the redirect went to."""
+    from connectors.amocrm import AmoCrmConfig, AmoCrmSecrets, AmoCrmSource
+    from connectors.shopify import ShopifyConfig, ShopifySecrets, ShopifySource
+
+    source = {"amocrm": lambda: AmoCrmSource(AmoCrmConfig(domain="amocrm.com"),
+                                             AmoCrmSecrets(subdomain="shop", token=CODE)),
+              "shopify": lambda: ShopifySource(ShopifyConfig(), ShopifySecrets(shop="shop", token=CODE)),
+              "shopify-config": lambda: ShopifySource(ShopifyConfig(shop="shop"), ShopifySecrets(token=CODE))}[kind]()
+    assert source.http.redirect_advice(moved_to) == advice
+    if kind == "amocrm" and "[source]" in advice:
+        sub, _, domain = moved_to.removeprefix("https://").partition(".")
+        assert AmoCrmSource(AmoCrmConfig(domain=domain), AmoCrmSecrets(subdomain=sub, token=CODE)).http.base_url == moved_to
+    if kind == "shopify":
+        shop = advice.partition("=")[2]
+        assert ShopifySource(ShopifyConfig(), ShopifySecrets(shop=shop, token=CODE)).http.base_url.startswith(moved_to + "/")
 
 
 @pytest.mark.parametrize("url", ["https://p.bitrix24.ru/rest/1/profile.json",
