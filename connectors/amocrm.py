@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping, get_args
+from urllib.parse import urlsplit
 
 import duckdb
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -45,8 +46,8 @@ from .contacts import PhoneRegion, clean_contact
 from .email_phone import lower_like_sql
 from .errors import ConfigError, FatalError, TransientError
 from .identity import DEFAULT_MAX_GROUP
-from .http import (FieldError, HttpClient, Throttle, answer_object, clean, get_field, json_shape, parse_dt, to_decimal,
-                   tombstone, with_sleep)
+from .http import (FieldError, HttpClient, Throttle, answer_object, clean, get_field, json_shape, parse_dt, set_advice,
+                   to_decimal, tombstone, with_sleep)
 from .incremental import HighWater, PageGuard, Progress, Stager, latest, map_page, pull_by_time, utc_now
 from .records import Consent, Contact, Order, OrderStatus
 from .retry import RetryPolicy
@@ -169,10 +170,26 @@ class AmoCrmSource:
         self.clock = clock or utc_now
         token = secrets.token.get_secret_value()
         retry = with_sleep(retry, sleep)
+        self.subdomain = sub
         self.http = HttpClient(secrets.api_url or f"https://{sub}.{config.domain}", vendor="amoCRM",
-                               auth_env="AMOCRM_TOKEN", url_env="AMOCRM_SUBDOMAIN",
+                               auth_env="AMOCRM_TOKEN",
+                               url_env="AMOCRM_API_URL" if secrets.api_url else "AMOCRM_SUBDOMAIN",
                                headers={"Authorization": f"Bearer {token}"}, secrets=(token,), retry=retry,
-                               throttle=Throttle(config.requests_per_second, 1, sleep=retry.sleep))
+                               throttle=Throttle(config.requests_per_second, 1, sleep=retry.sleep),
+                               redirect_advice=None if secrets.api_url else self._redirect_advice)
+
+    def _redirect_advice(self, target: str) -> str:
+        """An account moved to another domain (``shop.amocrm.com`` → ``shop.kommo.com``) is ``[source] domain``;
+        AMOCRM_SUBDOMAIN is only the part before it."""
+        sub, _, domain = (urlsplit(target).hostname or "").partition(".")
+        if domain not in get_args(AmoCrmConfig.model_fields["domain"].annotation):
+            return f"set AMOCRM_API_URL={target}"  # (not an amoCRM/Kommo host: a proxy's, which that URL is for)
+        advice = []
+        if domain != self.config.domain:  # (a [source] setting only)
+            advice.append(set_advice("domain", domain, in_config=True, env_prefix="AMOCRM_"))
+        if sub != self.subdomain:
+            advice.append(set_advice("subdomain", sub, in_config=bool(self.config.subdomain), env_prefix="AMOCRM_"))
+        return " and ".join(advice) or f"set AMOCRM_API_URL={target}"
 
     def check(self) -> str:
         data = answer_object(self.http.get("api/v4/account"), "amoCRM api/v4/account")

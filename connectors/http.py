@@ -30,7 +30,7 @@ import requests
 from .errors import AuthError, ConfigError, FatalError, TransientError
 from .records import BadRow, Order, OrderStatus
 from .retry import RetryPolicy, retry_after_seconds
-from .secrets import redact, redact_logger, remember_secrets
+from .secrets import head_to_mask, redact, redact_logger, remember_secrets
 from .tables import MAX_DECIMAL
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,9 @@ class HttpClient:
     #: called with every response; may return an Action to override the status table
     #: (vendors that signal errors inside a 200 body, or rate-limit headers)
     inspect: Callable[[requests.Response], Action | None] | None = None
+    #: what to set so that calls go to ``target`` (``scheme://host[:port]``), a redirect to another host's advice;
+    #: default: point ``url_env`` there (a variable holding a URL)
+    redirect_advice: Callable[[str], str] | None = None
     session: requests.Session = field(default_factory=CredentialSession)
 
     def __post_init__(self) -> None:
@@ -206,7 +209,8 @@ class HttpClient:
             if strips_credentials(old, new):
                 parts = urlsplit(new)
                 target = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-                raise ConfigError(f"{what}: redirected to {self.safe(target)}; point {self.url_env} there "
+                advice = self.redirect_advice(target) if self.redirect_advice else f"point {self.url_env} there"
+                raise ConfigError(f"{what}: redirected to {self.safe(target)}; {self.safe(advice)} "
                                   "(credentials are not sent to another host)", status=resp.status_code)
 
     def _once(self, method: str, url: str, what: str, **kw: Any) -> Any:
@@ -226,9 +230,9 @@ class HttpClient:
             raise TransientError(f"{what}: cannot connect ({type(exc).__name__}); check {self.url_env}") from None
         log.debug("%s -> %s in %.2fs", what, resp.status_code, time.monotonic() - started)
         self._check_redirects(resp, what)
-        body = self.safe(resp.text)[:500]  # masked, then cut: a secret across the cut leaves none of it
         action = (self.inspect(resp) if self.inspect else None) or action_for(resp.status_code, self.status_actions)
         status = resp.status_code
+        body = "" if action is Action.OK else self._excerpt(resp)  # (a page of data is not masked: it has no use)
         if action is Action.RETRY:
             after = retry_after_seconds(resp.headers.get("Retry-After") or resp.headers.get("X-RateLimit-Reset"))
             raise TransientError(f"{what}: HTTP {status}", status=status, body=body, retry_after=after)
@@ -245,7 +249,20 @@ class HttpClient:
         try:
             return resp.json(), resp
         except ValueError:
-            raise FatalError(f"{what}: answered something that is not JSON", status=status, body=body) from None
+            raise FatalError(f"{what}: answered something that is not JSON", status=status,
+                             body=self._excerpt(resp)) from None
+
+    def _excerpt(self, resp: requests.Response, limit: int = 500) -> str:
+        """The start of an answer an error keeps, masked, then cut (a secret across the cut leaves none of it):
+        built only for an error, of the start only (a 1.4 MB page's redact() took 13 times its json.loads)."""
+        return self.safe(head_to_mask(resp.text, limit, self.secrets))[:limit]
+
+
+def set_advice(setting: str, value: str, *, in_config: bool, env_prefix: str) -> str:
+    """``set [source] <setting> = "<value>"`` when the config file holds it (it wins over the variable), else
+    ``set <PREFIX><SETTING>=<value>``: a redirect's advice for a setting that is not a URL."""
+    return (f'set [source] {setting} = "{value}"' if in_config
+            else f"set {env_prefix}{setting.upper()}={value}")
 
 
 def with_sleep(retry: RetryPolicy | None, sleep: Callable[[float], None] | None) -> RetryPolicy:

@@ -113,7 +113,8 @@ class RetailCrmSource:
         self.clock = clock or utc_now
         key = secrets.api_key.get_secret_value()
         retry = with_sleep(retry, sleep)
-        self.http = HttpClient(url, vendor="RetailCRM", auth_env="RETAILCRM_API_KEY", url_env="RETAILCRM_URL",
+        self.http = HttpClient(url, vendor="RetailCRM", auth_env="RETAILCRM_API_KEY",
+                               url_env="RETAILCRM_API_URL" if secrets.api_url else "RETAILCRM_URL",
                                headers={"X-API-KEY": key}, secrets=(key,), retry=retry,
                                throttle=Throttle(config.requests_per_second, 1, sleep=retry.sleep))
 

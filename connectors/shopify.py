@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Literal, Mapping
+from urllib.parse import urlsplit
 
 import duckdb
 import requests
@@ -40,7 +41,7 @@ from .email_phone import lower_like_sql
 from .errors import ConfigError, FatalError, RecordError
 from .identity import DEFAULT_MAX_GROUP
 from .http import (Action, FieldError, HttpClient, Throttle, answer_object, clean, get_field, get_list, get_object,
-                   json_shape, parse_dt, to_decimal, tombstone, with_sleep)
+                   json_shape, parse_dt, set_advice, to_decimal, tombstone, with_sleep)
 from .incremental import HighWater, PageGuard, Progress, Stager, iso, map_page, pull_by_time, utc_now
 from .records import Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
@@ -158,10 +159,16 @@ class ShopifySource:
         retry = with_sleep(retry, sleep)
         token = secrets.token.get_secret_value()
         self.throttle = Throttle(config.requests_per_second, 1, sleep=retry.sleep)
-        self.http = HttpClient(base, vendor="Shopify", auth_env="SHOPIFY_TOKEN", url_env="SHOPIFY_SHOP",
+        self.http = HttpClient(base, vendor="Shopify", auth_env="SHOPIFY_TOKEN",
+                               url_env="SHOPIFY_API_URL" if secrets.api_url else "SHOPIFY_SHOP",
                                headers={"X-Shopify-Access-Token": token}, secrets=(token,), retry=retry,
                                throttle=self.throttle, inspect=self._call_limit,
-                               status_actions={402: Action.CONFIG, 423: Action.CONFIG})
+                               status_actions={402: Action.CONFIG, 423: Action.CONFIG},
+                               redirect_advice=None if secrets.api_url else self._redirect_advice)
+
+    def _redirect_advice(self, target: str) -> str:
+        """SHOPIFY_SHOP is a host (``my-shop.myshopify.com``), not the URL the redirect went to."""
+        return set_advice("shop", urlsplit(target).netloc, in_config=bool(self.config.shop), env_prefix="SHOPIFY_")
 
     def _call_limit(self, resp: requests.Response) -> Action | None:
         """Pause when the REST bucket is nearly full (``X-Shopify-Shop-Api-Call-Limit: 38/40``)."""

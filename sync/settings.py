@@ -84,8 +84,9 @@ class Settings(BaseSettings):
 
 
     def secret_values(self) -> list[str]:
-        """Every secret set here (the SecretStr values, a Bitrix24 webhook URL's code, the ledger URL's password):
-        what the CLI masks in its error line, its JSON error and the ledger's error columns as a last resort."""
+        """Every secret set here (the SecretStr values, a Bitrix24 webhook URL's code, the ledger URL's
+        ``:password@``): what the CLI masks in its error line, its JSON error and the ledger's error columns as a
+        last resort."""
         values = [v.get_secret_value() for name, v in self.__dict__.items()
                   if isinstance(v, SecretStr) and name != "bitrix24_webhook_url"]  # its code only: errors name the portal
         if self.bitrix24_webhook_url is not None:
@@ -94,12 +95,14 @@ class Settings(BaseSettings):
 
 
 def url_password(url: str | None) -> list[str]:
-    """The password of a database URL, as written and percent-decoded (``[]`` when it has none)."""
+    """The password of a database URL as it stands in one, ``:<password>@``, as written and percent-decoded
+    (``[]`` when it has none): the bare password may be a word (``postgres``, ``password``) found in every
+    message, the user's name, the URL's scheme and the data."""
     try:
         password = urlsplit(url).password if url else None
     except ValueError:  # an unparsable URL: the ledger refuses it with its own error
         return []
-    return [password, unquote(password)] if password else []
+    return [f":{password}@", f":{unquote(password)}@"] if password else []
 
 
 def load_settings(**overrides) -> Settings:

@@ -282,11 +282,12 @@ def test_a_redirect_to_another_host_never_carries_a_credential(kind) -> None:
                for fields in seen for value in fields.values())
 
 
-@pytest.mark.parametrize("kind,variable", [("shopify", "SHOPIFY_SHOP"), ("retailcrm", "RETAILCRM_URL"),
-                                           ("amocrm", "AMOCRM_SUBDOMAIN")])
+@pytest.mark.parametrize("kind,variable", [("shopify", "SHOPIFY_API_URL"), ("retailcrm", "RETAILCRM_API_URL"),
+                                           ("amocrm", "AMOCRM_API_URL")])
 def test_a_redirect_to_another_host_is_a_config_error_naming_the_host_and_the_variable(kind, variable) -> None:
     """A moved account or a custom domain redirects to another host, which gets no credentials: that ended in
-    'rejected the credentials; check <token>', the wrong fix. It says where the redirect went and what to set."""
+    'rejected the credentials; check <token>', the wrong fix. It says where the redirect went and what to set
+    (here the base-URL override, which is what is set)."""
     from connectors.amocrm import AmoCrmConfig, AmoCrmSecrets, AmoCrmSource
     from connectors.retailcrm import RetailCrmConfig, RetailCrmSecrets, RetailCrmSource
     from connectors.shopify import ShopifyConfig, ShopifySecrets, ShopifySource
@@ -424,4 +425,118 @@ def test_the_secrets_of_the_settings_are_their_secret_values_a_webhook_code_and_
     settings = Settings(_env_file=None, sendgrid_api_key="SG.key-1",
                         bitrix24_webhook_url=f"https://p.example/rest/1/{CODE}/",
                         rfmsync_ledger_url="postgresql+psycopg://rfm:pa%40ss-word@db.example/rfm")
-    assert sorted(settings.secret_values()) == sorted(["SG.key-1", CODE, "pa%40ss-word", "pa@ss-word"])
+    assert sorted(settings.secret_values()) == sorted(["SG.key-1", CODE, ":pa%40ss-word@", ":pa@ss-word@"])
+
+
+def test_a_page_of_data_is_never_masked_and_an_error_answer_only_as_far_as_its_excerpt(monkeypatch) -> None:
+    """Every answer's whole text went through redact() to build an excerpt only an error keeps: a 1.4 MB page
+    took 100 ms there (13 times its json.loads), minutes of CPU in a backfill. A page is not masked at all; an
+    error answer only as far as its excerpt can reach, a secret longer than the margin a fixed one would give
+    (a 1 100-character token) still masked across the cut."""
+    import connectors.http
+    from connectors.amocrm import AmoCrmConfig, AmoCrmSecrets, AmoCrmSource
+
+    masked: list[str] = []
+    real = connectors.http.redact
+    monkeypatch.setattr(connectors.http, "redact", lambda text, secrets=(): masked.append(text) or real(text, secrets))
+    token = "t0k." + "a" * 1100
+    page = {"_embedded": {"leads": [{"id": i, "name": "n" * 300} for i in range(300)]}, "marker": "PAGE-OF-DATA"}
+    error = "x" * 450 + f" {token} " + "y" * 100_000
+    answers = iter([Reply.json(200, page), Reply(400, error.encode(), {})])
+    with LoopbackServer(lambda req: next(answers)) as server:
+        source = AmoCrmSource(AmoCrmConfig(), AmoCrmSecrets(api_url=server.url, token=token))
+        assert source.http.get("api/v4/leads")["marker"] == "PAGE-OF-DATA"
+        assert not any("PAGE-OF-DATA" in text or '"leads"' in text for text in masked)
+        with pytest.raises(FatalError) as info:
+            source.http.get("api/v4/leads")
+    assert info.value.body == "x" * 450 + " *** " + "y" * 45 and "t0k" not in str(info.value)
+    assert max(len(text) for text in masked) < 2_000  # the start of the 100 kB answer, not all of it
+
+
+def test_the_ledger_password_is_masked_in_its_url_not_where_the_word_stands_elsewhere(tmp_path, monkeypatch) -> None:
+    """The bare password was remembered at the CLI's start: ``postgres`` (docker's image, most guides) or
+    ``password`` garbled every message (``***ql+psycopg://``, ``user, *** and database``) and every error the
+    ledger stored. It is masked where it stands in a URL, ``:<password>@``, as written and percent-decoded."""
+    from connectors.secrets import mask, remember_secrets
+    from sync.settings import Settings
+
+    cfg = _shop(tmp_path)
+    monkeypatch.setenv("RFMSYNC_LEDGER_URL", "postgresql+psycopg://postgres:postgres@127.0.0.1:1/postgres")
+    out = _cli(cfg, "runs")
+    assert "ledger postgresql+psycopg://postgres:***@127.0.0.1:1/postgres" in out
+    settings = Settings(_env_file=None, rfmsync_ledger_url="postgresql+psycopg://rfm:pa%40ssword@db.example/rfm")
+    remember_secrets(*settings.secret_values())
+    assert mask("HTTP 400: Invalid Resource: pa@ssword.admin@clinic.example; the password is pa@ssword") == (
+        "HTTP 400: Invalid Resource: pa@ssword.admin@clinic.example; the password is pa@ssword")
+    assert mask("postgresql://rfm:pa%40ssword@db.example/rfm, rfm:pa@ssword@db") == (
+        "postgresql://rfm:***@db.example/rfm, rfm:***@db")
+
+
+def test_a_secret_is_masked_where_it_stands_alone_not_inside_a_longer_word() -> None:
+    """A secret that is a word (a webhook secret ``mybakery``) was replaced inside every longer word too."""
+    from connectors.secrets import mask, remember_secrets
+
+    remember_secrets("mybakery", "pw-0123456789")
+    assert mask("mybakery2 mybakerys xpw-0123456789a") == "mybakery2 mybakerys xpw-0123456789a"
+    assert mask('mybakery, "mybakery" (mybakery) key=mybakery&pw-0123456789. the_mybakery') == (
+        '***, "***" (***) key=***&***. the_***')
+    # an escape before it ends a word: masked after a percent escape, JSON's \n and \u00a0
+    assert mask(r'{"e": "a\nmybakery b\u00a0mybakery"} apikey%3Dmybakery%26') == (
+        r'{"e": "a\n*** b\u00a0***"} apikey%3D***%26')
+
+
+def test_failures_and_runs_mask_their_error_columns_only(tmp_path, monkeypatch) -> None:
+    """``failures`` and ``runs`` masked every string column: with RFMSYNC_WEBHOOK_SECRET=mybakery the contact
+    ``orders@mybakery.example`` was printed ``orders@***.example`` and the destination ``mybakery-mc``
+    ``***-mc``; the error columns are still masked."""
+    from sync.ledger import Ledger
+    from sync.model import ItemResult
+
+    cfg = _shop(tmp_path)
+    ledger = Ledger.connect(f"sqlite:///{cfg.parent / 'rfmsync.db'}")
+    run_id = ledger.start_run("sync", "mybakery-mc")
+    ledger.record_failures("mybakery-mc", run_id,
+                           [ItemResult("orders@mybakery.example", "upsert", False, "secret=mybakery refused")])
+    ledger.finish_run(run_id, "failed", {}, error="boom: mybakery")
+    ledger.close()
+    monkeypatch.setenv("RFMSYNC_WEBHOOK_SECRET", "mybakery")
+    failures = json.loads(_cli(cfg, "failures", "--format", "json"))
+    runs = json.loads(_cli(cfg, "runs", "--format", "json"))
+    assert [(f["destination"], f["key"], f["last_error"]) for f in failures] == [
+        ("mybakery-mc", "orders@mybakery.example", "secret=*** refused")]
+    assert [(r["destination"], r["error"]) for r in runs] == [("mybakery-mc", "boom: ***")]
+
+
+@pytest.mark.parametrize("kind,moved_to,advice", [
+    ("amocrm", "https://shop.kommo.com", 'set [source] domain = "kommo.com"'),
+    ("amocrm", "https://other.kommo.com", 'set [source] domain = "kommo.com" and set AMOCRM_SUBDOMAIN=other'),
+    ("amocrm", "https://proxy.example:8443", "set AMOCRM_API_URL=https://proxy.example:8443"),
+    ("shopify", "https://new-shop.myshopify.com", "set SHOPIFY_SHOP=new-shop.myshopify.com"),
+    ("shopify-config", "https://new-shop.myshopify.com", 'set [source] shop = "new-shop.myshopify.com"')])
+def test_a_redirect_says_what_to_set_for_the_calls_to_go_where_it_went(kind, moved_to, advice) -> None:
+    """The advice was 'point AMOCRM_SUBDOMAIN there' with a URL: an account moved from amocrm.com to kommo.com
+    keeps its subdomain (its domain is ``[source] domain``), and SHOPIFY_SHOP takes a host, not a URL (both
+    taken literally gave ``https://https://...``). Each advice, followed, gives the host the redirect went to."""
+    from connectors.amocrm import AmoCrmConfig, AmoCrmSecrets, AmoCrmSource
+    from connectors.shopify import ShopifyConfig, ShopifySecrets, ShopifySource
+
+    source = {"amocrm": lambda: AmoCrmSource(AmoCrmConfig(domain="amocrm.com"),
+                                             AmoCrmSecrets(subdomain="shop", token=CODE)),
+              "shopify": lambda: ShopifySource(ShopifyConfig(), ShopifySecrets(shop="shop", token=CODE)),
+              "shopify-config": lambda: ShopifySource(ShopifyConfig(shop="shop"), ShopifySecrets(token=CODE))}[kind]()
+    assert source.http.redirect_advice(moved_to) == advice
+    if kind == "amocrm" and "[source]" in advice:
+        sub, _, domain = moved_to.removeprefix("https://").partition(".")
+        assert AmoCrmSource(AmoCrmConfig(domain=domain), AmoCrmSecrets(subdomain=sub, token=CODE)).http.base_url == moved_to
+    if kind == "shopify":
+        shop = advice.partition("=")[2]
+        assert ShopifySource(ShopifyConfig(), ShopifySecrets(shop=shop, token=CODE)).http.base_url.startswith(moved_to + "/")
+
+
+@pytest.mark.parametrize("url", ["https://p.bitrix24.ru/rest/1/profile.json",
+                                 "https://p.bitrix24.ru/rest/1/crm.contact.list.json/"])
+def test_a_bitrix24_url_without_its_code_is_refused(url) -> None:
+    """A method pasted in place of the code was taken for the code: calls went to .../profile.json/<method>.json
+    and the method's name was masked as a secret."""
+    with pytest.raises(ConfigError, match="must look like https://<portal>/rest/<user>/<code>/"):
+        Bitrix24Source(Bitrix24Config(), Bitrix24Secrets(webhook_url=url))

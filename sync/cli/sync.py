@@ -245,8 +245,12 @@ def _read_ledger(config_path, read):
         rows = read(ledger)
     finally:
         ledger.close()
-    # rows stored before the secrets in them were masked (an older rfmsync): masked as they are printed
-    return [{k: mask(v) if isinstance(v, str) else v for k, v in r.items()} for r in rows]
+    # errors stored before the secrets in them were masked (an older rfmsync): masked as they are printed; the
+    # other columns are data (a contact's e-mail, a destination's name) that a secret which is a word would garble
+    return [{k: mask(v) if k in _ERROR_COLUMNS and isinstance(v, str) else v for k, v in r.items()} for r in rows]
+
+
+_ERROR_COLUMNS = frozenset({"error", "last_error"})  # of the runs and the pending failures
 
 
 def _print_rows(rows, fmt, title, columns, cells) -> None:
