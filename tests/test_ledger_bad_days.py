@@ -434,7 +434,8 @@ def test_a_postgresql_failure_at_open_is_retried_later_only_when_temporary(error
     import psycopg
     from sqlalchemy.exc import OperationalError
 
-    from sync.ledger.db import open_failure, parse_url
+    from sync.ledger.db import parse_url
+    from sync.ledger.dberrors import open_failure
 
     orig = getattr(psycopg.errors, error)("the server's reason")
     err = open_failure(OperationalError("SELECT 1", {}, orig), parse_url("postgresql+psycopg://u:pw@db/rfm"))

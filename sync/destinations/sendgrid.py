@@ -18,7 +18,6 @@ answer (cut to 200 characters); the next run retries them.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from typing import Any, Callable, Container, Iterable, Iterator, Mapping, Sequence
@@ -26,11 +25,12 @@ from typing import Any, Callable, Container, Iterable, Iterator, Mapping, Sequen
 from connectors.retry import RetryPolicy
 
 from ..errors import DestinationConfigError, DestinationError
-from ..model import ContactChange, FieldValue, ItemResult, OnResults
+from ..model import ContactChange, ItemResult, OnResults
 from ..planning.values import kind_of
 from .answers import BadAnswer
 from . import specs
 from .base import ClientOptions, Creating
+from .sendgrid_bodies import contact_body, upsert_batches
 from .sendgrid_reads import PRESENT, SendGridReads
 from .sendgrid_api import (FieldDefinitions, Id, ImportJob, JobId, ListsPage, Refused, SendGridApi, error_text,
                            indexed_errors, page_token, parse_errors_csv)
@@ -197,39 +197,18 @@ class SendGridDestination(SendGridReads):
                 on_results([ItemResult(ch.key, f"tag+{t}", False, f"SendGrid list {self.list_name(t)!r} does "
                                        "not exist (run prepare)") for t in sorted(missing)])
             ids = tuple(sorted({self._list_id(t) for t in ch.add_tags} - {None}))  # type: ignore[arg-type]
-            groups.setdefault(ids, []).append((ch, self._contactdecode_body(ch)))
+            groups.setdefault(ids, []).append((ch, self._contact_body(ch)))
         for list_ids, members in groups.items():
             for batch in self._chunks(members, list_ids):
                 self._upsert(list(list_ids), batch, on_results)
         self._remove(changes, on_results)
 
-    def _contactdecode_body(self, ch: ContactChange) -> dict[str, Any]:
-        custom: dict[str, Any] = {}
-        for fname, value in ch.set_fields.items():
-            fid = (self._fields or {}).get(fname.lower())
-            if fid is None:
-                raise DestinationConfigError(f"SendGrid destination {self.name!r}: custom field {fname!r} does "
-                                             "not exist (run prepare with it)")
-            kind = self._field_kinds.get(fname.lower(), "Text")
-            if value is None and kind != "Text":
-                continue  # SendGrid cannot clear Number/Date fields through an upsert
-            custom[fid] = _custom_value(value, kind)
-        return {"email": ch.email, **({"custom_fields": custom} if custom else {})}
+    def _contact_body(self, ch: ContactChange) -> dict[str, Any]:
+        return contact_body(ch, self._fields or {}, self._field_kinds, self.name)
 
     def _chunks(self, members: list[tuple[ContactChange, dict[str, Any]]],
                 list_ids: tuple[str, ...]) -> Iterator[list[tuple[ContactChange, dict[str, Any]]]]:
-        overhead = len(json.dumps({"list_ids": list(list_ids), "contacts": []}))
-        batch: list[tuple[ContactChange, dict[str, Any]]] = []
-        size = overhead
-        for ch, body in members:
-            item = len(json.dumps(body)) + 2
-            if batch and (len(batch) >= self.batch_size or size + item > self.max_upsert_bytes):
-                yield batch
-                batch, size = [], overhead
-            batch.append((ch, body))
-            size += item
-        if batch:
-            yield batch
+        return upsert_batches(members, list_ids, self.batch_size, self.max_upsert_bytes)
 
     def _upsert(self, list_ids: list[str], batch: list[tuple[ContactChange, dict[str, Any]]],
                 on_results: OnResults) -> None:
@@ -382,14 +361,6 @@ class SendGridDestination(SendGridReads):
             msg = ("SendGrid answered 404 to the removal (the list or the contact was deleted meanwhile); not "
                    "counted as done, sent again next run")
             on_results([ItemResult(ch.key, f"tag-{t}", False, msg) for ch, t in part])
-
-def _custom_value(value: FieldValue, kind: str) -> Any:
-    """A value as the field's actual type takes it: booleans are 1/0 in a Number field, yes/no elsewhere."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return int(value) if kind == "Number" else ("yes" if value else "no")
-    return value
 
 
 def _build(dest: Any, key: Any, options: ClientOptions) -> SendGridDestination:

@@ -29,7 +29,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from .cursors import CursorTable
-from .db import LedgerDB, build_engine, is_memory, migrate, open_failure, parse_url, safe_url, utcnow
+from .db import LedgerDB, build_engine, is_memory, migrate, parse_url, safe_url, utcnow
+from .dberrors import open_failure
 from .failures import FailureLog
 from .locks import LockTable
 from .queue import EventQueue
