@@ -49,14 +49,12 @@ class LostTagMemory:
         read by key; none: all of them). The plan guards count adding one back as a change
         (:func:`sync.guards.plan_stats`)."""
         t = lost_tags
-        query = select(t.c.key, t.c.tag).where(t.c.destination == destination)
         out: dict[str, set[str]] = {}
         with self._db.read() as conn:
             if keys is None:
-                found = conn.execute(query).all()
+                found = conn.execute(select(t.c.key, t.c.tag).where(t.c.destination == destination)).all()
             else:
-                found = [row for chunk in chunks(sorted(set(keys)), 900)
-                         for row in conn.execute(query.where(t.c.key.in_(chunk))).all()]
+                found = _lost_of(conn, destination, sorted(set(keys)))
         for key, tag in found:
             out.setdefault(key, set()).add(tag)
         return {key: frozenset(tags) for key, tags in out.items()}

@@ -33,8 +33,8 @@ def is_managed(state: PushedState | None, managed: frozenset[str]) -> bool:
 class ManagedCounts:
     def __init__(self, recount_after: float = 600.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.recount_after, self._clock = recount_after, clock
-        # → revision, contacts holding a managed tag, at, contacts only waiting for a lost one (waiting_only)
-        self._cache: dict[tuple[str, str, frozenset[str]], tuple[int, int, float, int]] = {}
+        # → revision, managed contacts (holding a managed tag, or only waiting for a lost one: waiting_only), at
+        self._cache: dict[tuple[str, str, frozenset[str]], tuple[int, int, float]] = {}
 
     def _key(self, ledger: Ledger, destination: str, managed: Iterable[str]
              ) -> tuple[str, str, frozenset[str]]:
@@ -45,13 +45,13 @@ class ManagedCounts:
         key = self._key(ledger, destination, managed)
         hit = self._cache.get(key)
         if hit is not None and hit[0] == revision and self._clock() - hit[2] < self.recount_after:
-            return hit[1] + hit[3], 0
+            return hit[1], 0
         sets = ledger.tag_set_counts(destination)
         holding = sum(c for tags, c in sets.items() if tags & key[2])
         lost = ledger.lost_tags(destination)  # none, but after the ESP lost a managed tag
         waiting = ledger.load_states(destination, lost) if lost else {}
         extra = waiting_only(lost, waiting, key[2])
-        self._cache[key] = (revision, holding, self._clock(), extra)
+        self._cache[key] = (revision, holding + extra, self._clock())
         return holding + extra, sum(sets.values()) + len(waiting)
 
     def applied(self, ledger: Ledger, destination: str, managed: Iterable[str], revision_before: int,
@@ -68,7 +68,7 @@ class ManagedCounts:
         delta = sum(is_managed(after.get(k), key[2]) - is_managed(before.get(k), key[2])
                     for k in set(before) | set(after))
         waits = waiting_only(lost_after or {}, after, key[2]) - waiting_only(lost_before or {}, before, key[2])
-        self._cache[key] = (revision_after, hit[1] + delta, hit[2], hit[3] + waits)
+        self._cache[key] = (revision_after, hit[1] + delta + waits, hit[2])
 
     def drop(self, ledger: Ledger, destination: str, managed: Iterable[str]) -> None:
         """Forget the count kept for ``destination`` (the next :meth:`count` counts again)."""

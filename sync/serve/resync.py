@@ -130,8 +130,6 @@ def _pull_after_webhook_records(cfg: Config, ledger: Ledger, con: duckdb.DuckDBP
     not leave the pulled one out with it, and a pulled record is as new as the pull, not as the batch's events."""
     for name in TABLES:
         con.execute(f"CREATE OR REPLACE TEMP TABLE _hook_{name} AS SELECT * FROM staged_{name}")
-    hooked = {("order", str(r[0])) for r in con.execute("SELECT order_id FROM _hook_orders").fetchall()} | {
-        ("contact", str(r[0])) for r in con.execute("SELECT customer_id FROM _hook_contacts").fetchall()}
     started = datetime.now(timezone.utc)
     result, kind = _pull_staged(cfg, ledger, con, settings)
     for name in TABLES:
@@ -143,16 +141,20 @@ def _pull_after_webhook_records(cfg: Config, ledger: Ledger, con: duckdb.DuckDBP
         con.execute(f"INSERT INTO staged_{name} SELECT * FROM _hook_{name} WHERE {key} NOT IN "
                     f"(SELECT {key} FROM _pulled_{'contacts' if name == 'contacts' else 'orders'})")
         con.execute(f"INSERT INTO staged_{name} SELECT * FROM _pulled_{name}")
-    ages: dict[tuple[str, str], datetime] = ({} if received_at is None else dict.fromkeys(hooked, received_at)
-                                             if isinstance(received_at, datetime) else dict(received_at))
-    ages.update({("order", str(r[0])): started for r in con.execute("SELECT order_id FROM _pulled_orders")
-                 .fetchall()})
-    ages.update({("contact", str(r[0])): started for r in con.execute("SELECT customer_id FROM _pulled_contacts")
-                 .fetchall()})
+    # one age for every webhook record staged (a worker gives each its own), the pull's start for the pulled ones
+    ages: dict[tuple[str, str], datetime] = (dict.fromkeys(_record_ids(con, "_hook"), received_at)
+                                             if isinstance(received_at, datetime) else dict(received_at or {}))
+    ages.update(dict.fromkeys(_record_ids(con, "_pulled"), started))
     for name in TABLES:
         con.execute(f"DROP TABLE _hook_{name}")
         con.execute(f"DROP TABLE _pulled_{name}")
     return result, kind, ages
+
+
+def _record_ids(con: duckdb.DuckDBPyConnection, prefix: str) -> list[tuple[str, str]]:
+    """``("order", id)`` and ``("contact", customer id)`` of the records in ``{prefix}_orders``/``_contacts``."""
+    return [("order", str(r[0])) for r in con.execute(f"SELECT order_id FROM {prefix}_orders").fetchall()] + \
+        [("contact", str(r[0])) for r in con.execute(f"SELECT customer_id FROM {prefix}_contacts").fetchall()]
 
 
 @dataclass
@@ -229,9 +231,8 @@ def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, 
 
 def _affected_rows(con: duckdb.DuckDBPyConnection, segments: str, run: SegmentsRun) -> list[dict[str, Any]]:
     """The planner's customer rows (:func:`sync.planning.rows.stage_segments`) of the re-scored customers, as
-    mappings for the Python planner, with their contacts fetched
-    by key first (joined to the whole ``contacts`` table with its e-mail filter, DuckDB would scan it), and
-    their latest segment move (the transition tags' ``moved_*`` columns)."""
+    mappings for the Python planner, with their contacts fetched by key first (joined to the whole ``contacts``
+    table with its e-mail filter, DuckDB would scan it), and their latest segment move (``moved_*`` columns)."""
     columns, join = move_join(run)
     rel = con.sql(f"""
         WITH c AS MATERIALIZED (SELECT customer_id, email, phone, marketing_consent FROM contacts
@@ -257,13 +258,9 @@ def _store_holders(cfg: Config, keys: set[str], among: set[str] | None, wait_sec
         where, params = "customer_id IN (SELECT unnest(?))", [sorted(among)]
     else:
         where, params = "(" + " OR ".join(["email ILIKE ?"] * len(keys)) + ")", [f"%{k}%" for k in sorted(keys)]
-    with STORE_LOCK:
-        con = connect_store(store_path(cfg), wait_seconds=wait_seconds)
-        try:
-            rows = con.execute(f"SELECT customer_id, email FROM contacts WHERE email IS NOT NULL AND {where}",
-                               params).fetchall()
-        finally:
-            con.close()
+    with STORE_LOCK, connect_store(store_path(cfg), wait_seconds=wait_seconds) as con:  # closed on leaving
+        rows = con.execute(f"SELECT customer_id, email FROM contacts WHERE email IS NOT NULL AND {where}",
+                           params).fetchall()
     held: dict[str, set[str]] = {}
     for customer, email in rows:
         if (key := normalize_email(email)) in keys:
@@ -344,11 +341,13 @@ def _apply(cfg: Config, planned: _Planned, ledger: Ledger, settings: Settings, a
         MANAGED_COUNTS.drop(ledger, name, plan.managed_tags)
     elif plan.changes or plan.owners:  # a new owner alone moves the revision, not the count
         keys = {c.key for c in plan.changes}
-        after = ledger.load_state_of(name, keys)
+        after = ledger.load_state_of(name, keys) if keys else {}
         report.ledger_rows_read += len(after)
         before = {k: s for k, s in final[0].last.items() if k in keys}
+        # only a forget (the branch above) adds lost tags: none waited before, none wait now
+        lost_after = ledger.lost_tags(name, keys) if final[0].lost and keys else {}
         MANAGED_COUNTS.applied(ledger, name, plan.managed_tags, plan.ledger_revision, before, after,
-                               ledger.state_revision(name), final[0].lost, ledger.lost_tags(name, keys))
+                               ledger.state_revision(name), final[0].lost, lost_after)
     return applied
 
 
