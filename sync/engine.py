@@ -28,7 +28,7 @@ from .destinations.base import Destination
 from .errors import LedgerError, LockBusyError, LockLostError
 from .ledger import Ledger, Locks, owner_process_gone
 from .model import CallResults, ItemResult, PushedState, failed_results
-from .outcomes import OutcomeWriter, StateFold, record_owners
+from .outcomes import OutcomeWriter, StateFold
 from .planning.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -227,18 +227,25 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         counts = {**(data or {}), "planned": len(plan.changes), "skipped": len(plan.skipped), "ok": 0, "failed": 0,
                   "ledger_only": 0}
         summary.destination, summary.empty, summary.counts = plan.destination, plan.is_empty, counts
-        try:  # the contacts waiting for a tag the ESP lost that this plan no longer gives them (they left its
+        try:  # the ledger's writes before any ESP call; a failure fails the run (recorded)
+            # the contacts waiting for a tag the ESP lost that this plan no longer gives them (they left its
             # segment, or it is no longer mapped) wait no longer (a webhook resync's plan covers only its customers)
             ledger.settle_lost(plan.destination, plan.ledger_revision,
                                lambda: {c.key: c.add_tags for c in plan.changes}, whole=kind != "webhook",
                                lock=(held.name, held.owner))
+            # the contacts whose customer id changed (Plan.owners) named first, so that a change whose calls all
+            # fail still names its new customer (tags and fields stay those pushed: the next plan sends the change
+            # again); those with nothing else to write (no ESP call) are counted as ledger_only, not as changes
+            moved = ledger.record_owners(plan.destination, plan.owners, lock=(held.name, held.owner)) \
+                if plan.owners else []
         except Exception as exc:
             ledger.finish_run(run_id, "failed", counts, error=str(exc))
             raise
+        changed = {c.key for c in plan.changes} if moved else set()
+        counts["ledger_only"] = sum(key not in changed for key in moved)
         errors: list[str] = []
         lost: list[str] = []  # what the destination lost since rfmsync pushed it (lost_in_destination)
         forgotten: set[tuple[str, str]] = set()  # and what the ledger forgot for it
-        record_owners(ledger, plan.destination, plan.owners, plan.changes, run_id, counts, (held.name, held.owner))
         if plan.is_empty:
             ledger.finish_run(run_id, "succeeded", counts)
             summary.status = "succeeded"

@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
-from .model import CallResults, ContactChange, ItemResult, OwnerChange, PushedState
+from .model import CallResults, ContactChange, ItemResult, PushedState
 
 log = logging.getLogger(__name__)
 
@@ -42,32 +42,6 @@ class OutcomeLedger(Protocol):
 LINGER_SECONDS = 0.25
 LINGER_ROWS = 25_000
 LINGER_SHARE = 0.1
-
-
-class OwnerLedger(Protocol):
-    def record_owners(self, destination: str, owners: Iterable[OwnerChange],
-                      lock: tuple[str, str] | None = None) -> list[str]: ...
-
-    def finish_run(self, run_id: int, status: str, counts: Mapping[str, Any], error: str | None = None) -> None: ...
-
-
-def record_owners(ledger: OwnerLedger, destination: str, owners: Sequence[OwnerChange],
-                  changes: Sequence[ContactChange], run_id: int, counts: dict, lock: tuple[str, str]) -> None:
-    """The plan's contacts whose customer id changed (``Plan.owners``) named in the ledger before any ESP call, so
-    a change whose calls all fail still names its new customer (its tags and fields stay those pushed: the next
-    plan sends the change again); those not also in ``changes`` have nothing else to write (no ESP call) and are
-    counted as ``counts["ledger_only"]``, not as changes. A failure fails the run (recorded) before any ESP
-    call."""
-    if not owners:
-        return
-    try:
-        moved = ledger.record_owners(destination, owners, lock=lock)
-    except Exception as exc:
-        ledger.finish_run(run_id, "failed", counts, error=str(exc))
-        raise
-    if moved:
-        changed = {c.key for c in changes}
-        counts["ledger_only"] = sum(key not in changed for key in moved)
 
 
 class OutcomeWriter:
@@ -344,4 +318,4 @@ class StateFold:
         return [self._release(key, slot) for key, slot in self._slots.items() if slot[6] == 1]
 
 
-__all__ = ["OutcomeWriter", "StateFold", "record_owners"]
+__all__ = ["OutcomeWriter", "StateFold"]

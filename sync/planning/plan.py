@@ -310,8 +310,9 @@ def plan_destination(dest: DestinationConfig, desired: Iterable[DesiredContact],
 def owner_changes(candidates: Iterable[OwnerChange], changes: Iterable[ContactChange]
                   ) -> tuple[tuple[OwnerChange, ...], tuple[str, ...]]:
     """The contacts whose customer id changes, by key (all of them: the apply records each one's new customer
-    before any ESP call, :func:`sync.outcomes.record_owners`), and the plan's note on those the ESP has nothing
-    to do for (not among the changes, a skipped one too: recorded in the ledger only; none: no note)."""
+    before any ESP call: :meth:`~sync.ledger.state.PushedStates.record_owners`), and the plan's note on those the
+    ESP has nothing to do for (not among the changes, a skipped one too: recorded in the ledger only; none: no
+    note)."""
     owners = tuple(sorted(candidates, key=lambda o: o.key))
     if not owners:
         return owners, ()
