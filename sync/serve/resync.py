@@ -186,7 +186,8 @@ def _store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequenc
 def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, settings: Settings,
                    orders: Sequence[Order], contacts: Sequence[Contact], pull: bool, as_of: date,
                    report: ResyncReport, received_at: datetime | Ages | None = None) -> _Affected:
-    stage_records(con, orders, contacts)
+    # one order's many versions in a batch (a storm of updates): the last only, or every version's items are kept
+    stage_records(con, list({o.order_id: o for o in orders}.values()), contacts)
     _coalesce_webhook_contacts(con)
     pulled, cursor_source = (None, None)
     if pull:

@@ -119,9 +119,6 @@ class Worker:
             batch.pull = batch.pull or pull
         if not batch.events:
             return 0
-        # an order updated many times in the debounce window (a CRM's storm of updates): its last version only, as
-        # the merge keeps (the store replaces an order's line items by those staged, every version's otherwise)
-        batch.orders = list({o.order_id: o for o in batch.orders}.values())
         ids = [ev.id for ev in batch.events]
         started = self._clock()
         beating = threading.Event()
