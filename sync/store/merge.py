@@ -240,9 +240,9 @@ def _ages_of(con: duckdb.DuckDBPyConnection, kind: str, received_at: Union[datet
         # the customer's id (several: the newest, whose version won)
         if raw in own and (key not in own or own[raw] > own[key]):
             own[key] = own[raw]
-    con.execute("CREATE OR REPLACE TEMP TABLE _webhook_ages (id VARCHAR, ts TIMESTAMPTZ)")
-    if own:
-        con.executemany("INSERT INTO _webhook_ages VALUES (?, ?)", list(own.items()))
+    # one statement with the ids and times as two lists (a row-by-row executemany cost ~120 µs a row)
+    con.execute("CREATE OR REPLACE TEMP TABLE _webhook_ages AS SELECT unnest(?::VARCHAR[]) AS id, "
+                "unnest(?::TIMESTAMPTZ[]) AS ts", [list(own), list(own.values())])
     return max(received_at.values(), default=None), "_webhook_ages"
 
 
