@@ -108,9 +108,10 @@ class ItemResult:
     missing: bool = False
     #: a failure the ESP gave for THIS contact, naming him, that the next run will meet again (he unsubscribed or
     #: awaits confirmation, his row or address rejected): a lost tag's re-add it refuses ends the contact's wait
-    #: (Ledger.refused_lost). Set only where the ESP names the contact; any other failure (a timeout, an answer
-    #: that could not be read or believed, a whole call refused, an add skipped because the upsert failed) leaves
-    #: it False: the outcome is unknown or not his, and he keeps waiting for the tag
+    #: (Ledger.refused_lost). Set only where the ESP names the contact (an add skipped because the ESP refused his
+    #: upsert or row by name too); any other failure (a timeout, an answer that could not be read or believed, a
+    #: whole call refused, an add skipped because the upsert failed so) leaves it False: the outcome is unknown or
+    #: not his, and he keeps waiting for the tag
     refused: bool = False
 
 

@@ -405,6 +405,63 @@ def test_an_unreadable_answer_keeps_a_lost_tags_holders_waiting(esp, make_rig):
     assert all(tag in esp.managed_of(k, [tag]) for k in waiting)
 
 
+class Recording:
+    """A destination client that also keeps every item result it reports (what each outcome said: refused?)."""
+
+    def __init__(self, client) -> None:
+        self.client, self.results = client, []
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def apply(self, changes, on_results) -> None:
+        def keep(results) -> None:
+            self.results.extend(results)
+            on_results(results)
+
+        self.client.apply(changes, keep)
+
+
+def test_a_new_contact_the_esp_refuses_by_name_is_refused_for_good_its_error_masked(esp, rig):
+    """esp14 #1, #2: a new contact the ESP refuses naming him in a 2xx answer (Mailchimp's errors[], SendGrid's
+    errors file, Unisender's import log) has every tag add refused for good (ItemResult.refused: a lost tag's
+    wait ends), and the vendor's text about him, which echoes the key here, is masked where it is kept; the
+    contacts beside him are done, nobody else is refused."""
+    planned, _ = rig.plan()
+    news = [c.key for c in planned.plan.changes if c.create and c.add_tags]
+    rejected = set(news[::4])
+    key = next(v for k, v in esp.env().items() if k.endswith("_API_KEY"))
+    esp.reject(rejected, message=f"address refused (request had api_key={key})")
+    client = Recording(planned.client)
+    report = execute_plan(planned.plan, client, rig.ledger)
+    assert report.status == "partial", report
+    adds = {(r.key, r.op): r for r in client.results if r.op.startswith("tag+")}
+    assert {k for k, _ in adds} >= rejected
+    for (k, op), r in adds.items():
+        assert (r.ok, r.refused) == ((False, True) if k in rejected else (True, False)), (k, op, r)
+    assert all(key not in (r.error or "") for r in client.results)
+    assert any("api_key=***" in (r.error or "") for r in client.results if r.key in rejected)
+    assert {f["key"] for f in rig.failures()} == rejected
+
+
+def test_a_lost_tags_holder_the_esp_refuses_by_name_waits_no_longer(esp, make_rig):
+    """The pair of the unreadable-answer case above: the ESP refuses three holders of a lost tag by name when it
+    is given back; they wait no longer (the plan guards stop counting them), the others got it back."""
+    from tests.test_lost_guard import lose_the_most_held_tag, one_list_per_segment
+
+    rig = make_rig(**one_list_per_segment(esp))
+    tag, waiting = lose_the_most_held_tag(esp, rig)
+    victims = set(sorted(waiting)[:3])
+    esp.reject(victims)
+    plan, _, report = rig.sync(LATER)
+    assert victims <= {c.key for c in plan.changes if tag in c.add_tags}
+    assert report.status == "partial", report
+    assert victims <= {f["key"] for f in rig.failures()}
+    assert rig.ledger.lost_tags(rig.dest.name) == {}
+    assert all(tag not in esp.managed_of(k, [tag]) for k in victims)
+    assert all(tag in esp.managed_of(k, [tag]) for k in waiting - victims)
+
+
 # ---------------------------------------------------------------------------------------------------- drift
 def _drift_victim(rig: Rig, runs, need_consent: bool = True) -> str:
     """A consenting contact that gets a managed tag at AS_OF and changes tags at LATER."""

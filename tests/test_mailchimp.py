@@ -527,8 +527,9 @@ def test_a_tag_call_answer_that_is_not_the_documented_shape_fails_the_tag(mailch
 
 def test_only_a_member_error_naming_the_contact_refuses_his_tag_add(mailchimp_fake, dest) -> None:
     """review29 #1: a tag add ends a lost tag's wait (ItemResult.refused) only when Mailchimp names the contact in
-    its errors; a whole tag call refused (HTTP 400) or an add skipped because the contact's upsert failed says
-    nothing about him: he keeps waiting."""
+    its errors: in the tag call's, or in his upsert's (esp14 #1: his add is skipped, refused with it: the wait
+    ended never, and the plan guard counted him at every run); a whole tag call refused (HTTP 400) says nothing
+    about him: he keeps waiting."""
     for email in ("a@example.com", "b@example.com"):
         mailchimp_fake.add_member(email)
     mailchimp_fake.member_errors["b@example.com"] = "b@example.com is in a compliance state"
@@ -539,7 +540,58 @@ def test_only_a_member_error_naming_the_contact_refuses_his_tag_add(mailchimp_fa
     mailchimp_fake.member_errors["c@example.com"] = "Please provide a valid email address."
     dest.apply([change("c@example.com", add={"rfm:A"})], rec)  # his upsert refused: his tag add skipped
     got = {k: (r.ok, r.refused) for (k, op), r in rec.results.items() if op == "tag+rfm:A"}
-    assert got == {"a@example.com": (False, False), "b@example.com": (False, True), "c@example.com": (False, False)}
+    assert got == {"a@example.com": (False, False), "b@example.com": (False, True), "c@example.com": (False, True)}
+    assert rec.results[("c@example.com", "upsert")].refused
+
+
+@pytest.mark.parametrize("error", ["c@example.com is in a compliance state due to unsubscribe, bounce, or "
+                                   "compliance review and cannot be subscribed.",
+                                   "c@example.com was permanently deleted and cannot be re-imported.",
+                                   "c@example.com looks fake or invalid, please enter a real email address."])
+def test_an_upsert_refused_by_name_refuses_the_new_contacts_tag_adds(mailchimp_fake, dest, error) -> None:
+    """esp14 #1: Mailchimp's batch answer names the new contact in errors[] (Member In Compliance State, a
+    forgotten email, an address that looks fake): his upsert and the tag adds skipped with it are refused for
+    good; the contact beside him is tagged."""
+    mailchimp_fake.member_errors["c@example.com"] = error
+    rec = Recorder()
+    dest.apply([change("c@example.com", add={"rfm:A", "rfm:B"}), change("d@example.com", add={"rfm:A"})], rec)
+    got = {(k, op): (r.ok, r.refused) for (k, op), r in rec.results.items()}
+    assert got == {("c@example.com", "upsert"): (False, True), ("c@example.com", "tag+rfm:A"): (False, True),
+                   ("c@example.com", "tag+rfm:B"): (False, True), ("d@example.com", "upsert"): (True, False),
+                   ("d@example.com", "tag+rfm:A"): (True, False)}
+    assert "refused" in rec.results[("c@example.com", "tag+rfm:A")].error
+
+
+@pytest.mark.parametrize("failure", ["whole-400", "unreadable", "500s"])
+def test_an_upsert_failed_as_a_whole_keeps_the_new_contacts_tag_adds_waiting(mailchimp_fake, dest, failure) -> None:
+    """fix25's rule kept: an upsert call refused as a whole (a 400 naming nobody), an answer that cannot be read,
+    or one that never came: nothing names the contact, his skipped tag adds are not refusals."""
+    if failure == "whole-400":
+        mailchimp_fake.fail(400, path=f"^{BATCH}$")
+    elif failure == "unreadable":
+        mailchimp_fake.answer_raw(b"<html>bad gateway</html>", "text/html", path=f"^{BATCH}$")
+    else:
+        mailchimp_fake.fail(503, times=None, path=f"^{BATCH}$")
+    rec = Recorder()
+    try:
+        dest.apply([change("c@example.com", add={"rfm:A"})], rec)
+    except DestinationError:
+        assert failure == "500s"  # gave up after the retries: the apply stops, nothing refused
+    assert not any(r.refused for r in rec.results.values())
+    assert failure == "500s" or not rec.results[("c@example.com", "tag+rfm:A")].ok
+
+
+def test_a_400_naming_a_new_member_refuses_him_and_his_tag_adds(mailchimp_fake, dest) -> None:
+    """A 400 whose errors[] names a member by his place (members.1.email_address) is about him: refused for good,
+    his tag adds too; the others are sent again without him and tagged."""
+    body = json.dumps({"title": "Invalid Resource", "status": 400, "detail": "bad member",
+                       "errors": [{"field": "members.1.email_address", "message": "looks fake or invalid"}]})
+    mailchimp_fake.answer_raw(body.encode(), "application/problem+json", status=400, path=f"^{BATCH}$")
+    rec = Recorder()
+    dest.apply([change("a@example.com", add={"rfm:A"}), change("b@example.com", add={"rfm:A"})], rec)
+    got = {(k, op): (r.ok, r.refused) for (k, op), r in rec.results.items()}
+    assert got == {("a@example.com", "upsert"): (True, False), ("a@example.com", "tag+rfm:A"): (True, False),
+                   ("b@example.com", "upsert"): (False, True), ("b@example.com", "tag+rfm:A"): (False, True)}
 
 
 def test_a_tag_add_mailchimp_ignores_reports_the_contact_missing(mailchimp_fake, dest) -> None:

@@ -548,3 +548,34 @@ def test_one_subscribe_answered_502_fails_that_contact_only(unisender_fake):
     assert not failed.ok and "502" in failed.error and "next run tries again" in failed.error
     assert not failed.refused  # a lost list's re-add: the contact keeps waiting for it (Ledger.refused_lost)
 
+
+
+# ------------------------------------------------------------------ esp14: refused by name, texts masked
+def test_a_subscribe_refused_naming_the_contact_is_his_refusal_another_failure_is_not(unisender_fake):
+    """esp14 #1: ``subscribe`` answered with an error naming the invited contact's address refuses his ops for
+    good (a lost list's holder waits no longer: ItemResult.refused); a subscribe refused without naming him (a
+    list gone meanwhile) or not answered says nothing about him."""
+    unisender_fake.add_list("Champions")
+    unisender_fake.reject["named@x.com"] = "the address is unsubscribed and cannot be invited"
+    dest, _ = on(unisender_fake)
+    unisender_fake.fail("invalid_arg", method="subscribe")  # the first subscribe: refused, naming nobody
+    rec = Recorder()
+    dest.apply([change("other@x.com", add={"list:Champions"}, status="pending"),
+                change("named@x.com", add={"list:Champions"}, status="pending"),
+                change("fine@x.com", add={"list:Champions"}, status="pending")], rec)
+    got = {k[0]: (r.ok, r.refused) for k, r in rec.items.items() if k[1] == "tag+list:Champions"}
+    assert got == {"other@x.com": (False, False), "named@x.com": (False, True), "fine@x.com": (True, False)}
+    assert "unsubscribed" in rec.items[("named@x.com", "tag+list:Champions")].error
+    assert unisender_fake.invitations == ["fine@x.com"]
+
+
+def test_an_import_log_text_echoing_the_key_is_masked(unisender_fake):
+    """esp14 #2: the import log's per-row message reaches the failures table masked (only that excerpt)."""
+    unisender_fake.add_list("Champions")
+    unisender_fake.reject["bad@x.com"] = f"blocked for request api_key={unisender_fake.api_key}"
+    dest, _ = on(unisender_fake)
+    rec = Recorder()
+    dest.apply([change("bad@x.com", add={"list:Champions"}), change("ok@x.com", add={"list:Champions"})], rec)
+    failed = rec.items[("bad@x.com", "tag+list:Champions")]
+    assert not failed.ok and failed.refused
+    assert unisender_fake.api_key not in failed.error and "blocked for request api_key=***" in failed.error

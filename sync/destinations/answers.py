@@ -16,7 +16,7 @@ from typing import Any, Iterable, TypeVar
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from connectors.secrets import mask
+from connectors.secrets import head_to_mask, mask
 
 from ..errors import DestinationError
 
@@ -45,7 +45,10 @@ class BadAnswer(DestinationError):
 
 
 def excerpt(raw: Any, secrets: Iterable[str] = (), limit: int = RAW_LIMIT) -> str:
-    """The raw answer as text (undecodable bytes replaced), secrets masked, cut to ``limit`` characters."""
+    """The raw answer as text (undecodable bytes replaced), secrets masked, cut to ``limit`` characters. Only
+    the start :func:`~connectors.secrets.head_to_mask` says the excerpt needs is masked, not the whole text:
+    also the one place a 2xx answer's per-member error text (Mailchimp's ``errors[]``, Unisender's import
+    ``log``, SendGrid's errors file) is made safe to store and log."""
     if isinstance(raw, (bytes, bytearray)):
         text = bytes(raw).decode("utf-8", errors="replace")
     elif isinstance(raw, str):
@@ -55,7 +58,7 @@ def excerpt(raw: Any, secrets: Iterable[str] = (), limit: int = RAW_LIMIT) -> st
             text = json.dumps(raw, ensure_ascii=False, default=str)
         except (TypeError, ValueError):
             text = repr(raw)
-    return mask(text, secrets)[:limit]
+    return mask(head_to_mask(text, limit, secrets), secrets)[:limit]
 
 
 def decode_json(raw: bytes | str | None, what: str, secrets: Iterable[str] = ()) -> Any:

@@ -62,7 +62,7 @@ from connectors.retry import RetryPolicy
 from ..errors import DestinationConfigError, DestinationError
 from ..model import CallResults, ContactChange, ItemResult, OnResults, failed_results
 from ..planning.values import kind_of
-from .answers import BadAnswer, unaccounted
+from .answers import BadAnswer, excerpt, unaccounted
 from . import specs
 from .base import ClientOptions, Creating
 from .mailchimp_apply import Pipeline
@@ -244,7 +244,7 @@ class MailchimpDestination:
                 return [ItemResult(c.key, "upsert", False, str(exc)) for c in chunk], []
             # a 400 naming members: they fail, the others are sent once more without them
             refused = [ItemResult(chunk[i].key, "upsert", False, f"Mailchimp {what}: HTTP 400 refused {chunk[i].email} "
-                                  f"({msg})") for i, msg in sorted(named.items())]
+                                  f"({msg})", refused=True) for i, msg in sorted(named.items())]
             results, spill = self._subscribe([c for i, c in enumerate(chunk) if i not in named], create, False)
             if isinstance(results, CallResults):
                 return CallResults(results.ok, [*results.other, *refused]), spill
@@ -271,7 +271,9 @@ class MailchimpDestination:
             else:
                 missing = not create and (error.get("field") == "status"
                                            or bool(NOT_A_MEMBER.search(error.get("error") or "")))
-                results.append(ItemResult(c.key, "upsert", False, member_error(error), missing=missing))
+                # named in errors[]: refused for good (his tag adds too: Pipeline), unless he is not a member
+                results.append(ItemResult(c.key, "upsert", False, excerpt(member_error(error), self._http._secrets),
+                                          missing=missing, refused=not missing))
         return results, spill
 
     def _tag_call(self, tag: str, sid: int, add: Sequence[ContactChange],
@@ -291,7 +293,8 @@ class MailchimpDestination:
             if added == [c.email for c in add] or {m.lower() for m in added}.issuperset(keys):
                 # and every removal done or moot: the results in columns
                 return CallResults(((f"tag+{tag}", keys), (f"tag-{tag}", [c.key for c in remove]))), []
-        refused = {email.lower(): e.get("error") or "refused"
+        secrets = self._http._secrets
+        refused = {email.lower(): excerpt(e.get("error") or "refused", secrets)
                    for e in answer["errors"] for email in e["email_addresses"]}
         ignored = set(unaccounted([c.email.lower() for c in add],
                                   (m["email_address"] for m in answer["members_added"]), refused))

@@ -9,7 +9,8 @@ engine records a contact's state once, when its last operation has answered: :cl
 Order kept from the phased apply: creates first; the updates (and the creates Mailchimp answered
 ``ERROR_CONTACT_EXISTS`` for, whose fields still have to be written) once every create has answered, chunked
 together; a new contact's tags (``change.create``: not known to be in the audience) only after its upsert
-answered, and not at all when the upsert failed (reported as failed: the next run retries them) or found the
+answered, and not at all when the upsert failed (reported as failed: the next run retries them; refused for good,
+:attr:`~sync.model.ItemResult.refused`, when Mailchimp refused the upsert naming the contact) or found the
 contact missing (adds reported missing, removes done: it carries no tag).
 
 The tags of a contact the ledger knows is in the audience (``create`` false: a contact that moved between
@@ -116,6 +117,7 @@ class Pipeline:
                 self.updates.append(c)
         # of the new contacts a tag call waits for (:func:`waiting_for_upserts`):
         self.failed: set[str] = set()  # upserts that failed: their tag ops are not attempted
+        self.refused: set[str] = set()  # of those, the ones Mailchimp refused naming the contact: for good
         self.missing: set[str] = set()  # upserts that found the contact missing: it carries no tag
         self.spill: list[ContactChange] = []
         # the tag calls and which upserts each waits for: made by :meth:`run` once the first upserts are out
@@ -159,6 +161,9 @@ class Pipeline:
                 if c.key in self.missing:  # not in the audience: carries no tag; adds wait for it to be created
                     skipped.append(ItemResult(c.key, f"tag{sign}{batch.tag}", sign == "-", None if sign == "-"
                                               else "skipped: not a list member", missing=sign == "+"))
+                elif c.key in self.refused:  # his refusal is his tags' too (a lost tag's wait ends)
+                    skipped.append(ItemResult(c.key, f"tag{sign}{batch.tag}", False,
+                                              "skipped: Mailchimp refused the contact's upsert", refused=True))
                 elif c.key in self.failed:
                     skipped.append(ItemResult(c.key, f"tag{sign}{batch.tag}", False, "skipped: the upsert failed"))
                 else:
@@ -178,6 +183,8 @@ class Pipeline:
                 continue
             if not r.ok:
                 self.failed.add(r.key)
+                if r.refused:
+                    self.refused.add(r.key)
             if r.missing:
                 self.missing.add(r.key)
         self.spill.extend(spill)

@@ -27,7 +27,7 @@ from connectors.retry import RetryPolicy
 from ..errors import DestinationConfigError, DestinationError
 from ..model import ContactChange, ItemResult, OnResults
 from ..planning.values import kind_of
-from .answers import BadAnswer
+from .answers import BadAnswer, excerpt
 from . import specs
 from .base import ClientOptions, Creating
 from .sendgrid_bodies import contact_body, upsert_batches
@@ -290,7 +290,9 @@ class SendGridDestination(SendGridReads):
             except DestinationError as exc:
                 log.warning("SendGrid %s: cannot read the import errors file: %s", self.name, exc)
         if by_email:
-            named = {i: by_email[batch[i][0].email.lower()] for i in pending if batch[i][0].email.lower() in by_email}
+            # only the messages kept are masked and cut (the vendor's text may echo the request), not the file
+            named = {i: excerpt(by_email[batch[i][0].email.lower()], self._api.secrets) for i in pending
+                     if batch[i][0].email.lower() in by_email}
             if len(named) >= (res.errored_count or 0):
                 return named, named.keys()
             # the file names fewer contacts than the job rejected: which of the others it took is unknown

@@ -44,11 +44,11 @@ from connectors.retry import RetryPolicy
 from ..errors import DestinationConfigError, DestinationError
 from ..model import ContactChange, ItemResult, OnResults
 from ..planning.values import kind_of
-from .answers import BadAnswer
+from .answers import BadAnswer, excerpt
 from . import specs
 from .base import ClientOptions, Creating
-from .unisender_rows import (_Row, _hold_unconfirmed, _list_ids_of, _merged, _must_exist, _ops, _row_error, _tags_of,
-                             _text, split_name)
+from .unisender_rows import (_Row, _hold_unconfirmed, _list_ids_of, _merged, _must_exist, _names_contact, _ops,
+                             _row_error, _tags_of, _text, split_name)
 from .unisender_api import (Created, FieldItem, ImportResult, ListItem, Subscribed, TokenBucket, UnisenderApi,
                             UnisenderError)
 
@@ -297,8 +297,8 @@ class UnisenderDestination:
             if str(result.total) != str(len(rows)) or not all(i.isdigit() and int(i) < len(rows) for i in indexes):
                 raise BadAnswer("Unisender importContacts", f"total {result.total} / log indexes {indexes[:5]} for "
                                 f"{len(rows)} rows sent", raw, secrets=(self._key,))
-            for entry in result.log:
-                text = f"{entry.code or ''} {entry.message or ''}".strip()
+            for entry in result.log:  # the vendor's text, masked and cut (it may echo the request)
+                text = excerpt(f"{entry.code or ''} {entry.message or ''}".strip(), (self._key,))
                 errors[int(entry.index)] = f"Unisender rejected the row: {text}".strip()
             named = set(errors)
         except UnisenderError as exc:
@@ -329,6 +329,7 @@ class UnisenderDestination:
             kind, value = split_name(name)
             (lists if kind == "list" else tags).append(self._list_id(value) if kind == "list" else value)
         ops = _ops(ch, removes=False)
+        subscribing = False
         try:
             held = _list_ids_of(self._contact(ch.email))
             on_results([])  # the lock still held after the read: the subscribe may go out
@@ -343,10 +344,13 @@ class UnisenderDestination:
             params: list[tuple[str, Any]] = [("list_ids", ",".join(lists)), ("fields[email]", ch.email)]
             params += [(f"fields[{k}]", _text(v)) for k, v in sorted(ch.set_fields.items())]
             params += [("tags", ",".join(tags)), ("double_optin", 4), ("overwrite", 2)]
+            subscribing = True
             self._api.result("subscribe", Subscribed, self.call("subscribe", params, idempotent=False))
             on_results([ItemResult(ch.key, op, True) for op in ops])
         except DestinationError as exc:  # this contact's read or subscribe failed: the others go on
-            on_results([ItemResult(ch.key, op, False, _row_error(exc)) for op in ops])
+            error = _row_error(exc)
+            refused = subscribing and _names_contact(exc, ch.email)
+            on_results([ItemResult(ch.key, op, False, error, refused=refused) for op in ops])
         return []
 
     # ---------------------------------------------------------------- reads

@@ -9,7 +9,8 @@ from typing import Any
 
 from ..errors import DestinationConfigError, DestinationError
 from ..model import ContactChange, ItemResult
-from .unisender_api import UnisenderError
+from .base import Action
+from .unisender_api import UnisenderError, action_for
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -61,6 +62,15 @@ def _row_error(exc: DestinationError) -> str:
             getattr(exc, "exhausted", False) or (type(exc) is DestinationError and not exc.transient):
         raise exc
     return f"{exc} (temporary: the next run tries again)" if exc.transient else str(exc)
+
+
+def _names_contact(exc: DestinationError, email: str) -> bool:
+    """A per-contact refusal by name: an envelope error about this call's content (not the account, not a
+    temporary one: those are raised or retried) whose message names the contact's address (``Email "x" is
+    invalid``, ``Contact "x" is unsubscribed``). Anything else (an unreadable answer, a list that does not exist,
+    no answer at all) says nothing about him: a lost tag's holder keeps waiting (fix25's rule)."""
+    return (isinstance(exc, UnisenderError) and not exc.transient and action_for(exc.code) is Action.RECORD
+            and email.lower() in exc.text.lower())
 
 
 def _email_status(info: Any) -> str | None:

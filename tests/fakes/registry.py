@@ -134,8 +134,9 @@ class FakeDestination:
         """The next ``times`` bulk writes answer only after ``seconds`` (the work is done: a late answer)."""
         raise NotImplementedError
 
-    def reject(self, emails: Iterable[str]) -> None:
-        """These contacts are refused per item (the rest of their batch goes through)."""
+    def reject(self, emails: Iterable[str], message: str | None = None) -> None:
+        """These contacts are refused per item, named in the answer with ``message`` (or the fake's own), the
+        rest of their batch goes through."""
         raise NotImplementedError
 
     def clear_rejections(self) -> None:
@@ -230,8 +231,8 @@ class MailchimpFake(FakeDestination):
     def answer_raw(self, body, content_type, *, work=False):
         self.fake.answer_raw(body, content_type, method="POST", path=rf"^/lists/{self.audience}$", work=work)
 
-    def reject(self, emails):
-        self.fake.member_errors.update({e.lower(): "Invalid Resource" for e in emails})
+    def reject(self, emails, message=None):
+        self.fake.member_errors.update({e.lower(): message or "Invalid Resource" for e in emails})
 
     def clear_rejections(self):
         self.fake.member_errors.clear()
@@ -342,8 +343,8 @@ class SendGridFake(FakeDestination):
     def answer_raw(self, body, content_type, *, work=False):
         self.fake.answer_raw(body, content_type, method="PUT", path=r"/marketing/contacts$", work=work)
 
-    def reject(self, emails):
-        self.fake.reject.update({e.lower(): "invalid contact" for e in emails})
+    def reject(self, emails, message=None):
+        self.fake.reject.update({e.lower(): message or "invalid contact" for e in emails})
 
     def clear_rejections(self):
         self.fake.reject.clear()
@@ -443,8 +444,8 @@ class UnisenderFake(FakeDestination):
     def timeout(self, seconds, times):
         self.fake.stall(seconds, times=times, method="importContacts")
 
-    def reject(self, emails):
-        self.fake.reject.update({e.lower(): "address blocked" for e in emails})
+    def reject(self, emails, message=None):
+        self.fake.reject.update({e.lower(): message or "address blocked" for e in emails})
 
     def clear_rejections(self):
         self.fake.reject.clear()

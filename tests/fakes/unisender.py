@@ -15,7 +15,8 @@ existing contact's ``email_status`` never changes through import unless it is ac
 
 Failure drills: :meth:`answer_raw` (one-shot raw body and content type for the next call of a method),
 :meth:`fail` (an envelope error code, or a bare HTTP status, for the next N calls of a method),
-:meth:`stall` (answer late = a client timeout), :attr:`reject` (email → message in the import ``log``).
+:meth:`stall` (answer late = a client timeout), :attr:`reject` (email → message in the import ``log``, or
+``subscribe``'s error naming the address).
 
 Use as the ``unisender_fake`` pytest fixture or ``with FakeUnisender() as fake: ...`` from a script.
 """
@@ -285,6 +286,8 @@ class FakeUnisender:
         lids = [x for x in form.get("list_ids", "").split(",") if x]
         if not email or not lids or any(x not in self.lists for x in lids):
             return envelope_error("subscribe needs fields[email] and existing list_ids", "invalid_arg")
+        if email in self.reject:  # refused naming the address (one contact a call)
+            return envelope_error(f'Email "{email}": {self.reject[email]}', "invalid_arg")
         c = self.contacts.get(email)
         if c is None:
             c = self.contacts[email] = {"status": "invited", "lists": set(), "excluded": set(), "tags": [],
