@@ -39,8 +39,10 @@ from typing import Any, Callable, Literal, Mapping, get_args
 from urllib.parse import urlsplit
 
 import duckdb
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .secrets import Secret
 
 from .contacts import PhoneRegion, clean_contact
 from .email_phone import lower_like_sql
@@ -77,9 +79,9 @@ class AmoCrmConfig(BaseModel):
 class AmoCrmSecrets(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AMOCRM_", extra="ignore")
     subdomain: str | None = None
-    token: SecretStr | None = None  # long-lived token of a private integration
+    token: Secret | None = None  # long-lived token of a private integration
     api_url: str | None = None  # base-URL override (tests, proxies)
-    webhook_token: SecretStr | None = None
+    webhook_token: Secret | None = None
 
 
 def _embedded(raw: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:

@@ -42,7 +42,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import duckdb
 import requests
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .contacts import PhoneRegion
@@ -54,7 +54,7 @@ from .http import (Action, FieldError, HttpClient, Throttle, clean, get_field, g
 from .incremental import HighWater, PageGuard, Progress, Stager, iso, map_page, pull_by_time, utc_now
 from .records import BadRow, Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
-from .secrets import BITRIX24_CODE
+from .secrets import BITRIX24_CODE, Secret
 from .source import PullResult
 from .webhooks import DEFAULT_MAX_AGE, WebhookParser, is_fresh, parse_php_form, register_webhook_parser, tokens_equal
 
@@ -83,8 +83,8 @@ class Bitrix24Config(BaseModel):
 
 class Bitrix24Secrets(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BITRIX24_", extra="ignore")
-    webhook_url: SecretStr | None = None  # https://portal.bitrix24.ru/rest/1/<code>/ (the code is a secret)
-    app_token: SecretStr | None = None  # application_token of the outgoing webhook / app, for events
+    webhook_url: Secret | None = None  # https://portal.bitrix24.ru/rest/1/<code>/ (the code is a secret)
+    app_token: Secret | None = None  # application_token of the outgoing webhook / app, for events
 
 
 def in_scope(raw: Mapping[str, Any], cfg: Bitrix24Config) -> bool:

@@ -43,8 +43,10 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import duckdb
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .secrets import Secret
 
 from .contacts import PhoneRegion
 from .errors import ConfigError, FatalError, TransientError
@@ -85,9 +87,9 @@ class RetailCrmConfig(BaseModel):
 class RetailCrmSecrets(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RETAILCRM_", extra="ignore")
     url: str | None = None
-    api_key: SecretStr | None = None
+    api_key: Secret | None = None
     api_url: str | None = None  # base-URL override (tests, proxies)
-    webhook_token: SecretStr | None = None
+    webhook_token: Secret | None = None
 
 
 _OBJECTS = {  # cursor key -> (list endpoint, history endpoint, response key, history entity key)

@@ -4,6 +4,9 @@ scoring run has no use for requests).
 * :func:`remember_secrets` keeps every secret a client (or the CLI, from its settings) was given, process-wide;
   :func:`mask` / :func:`redact` replace them with ``***``; :class:`RedactSecrets` does it on a library's logger.
 * :func:`webhook_code` is the secret part of a Bitrix24 inbound webhook URL (the portal stays named).
+* :data:`Secret` / :data:`SecretUrl` are how every setting holding a secret is read (the ESP keys, CRM tokens,
+  webhook secrets, the ledger URL and its password): trailing whitespace dropped, in this one place
+  (:func:`as_read`).
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from typing import Iterable
+from typing import Annotated, Any, Iterable
 from urllib.parse import urlsplit
+
+from pydantic import BeforeValidator, SecretStr
 
 #: query parameters that are credentials: keys and tokens, and the signature of a pre-signed URL (S3's
 #: ``X-Amz-Signature``/``Signature``, Azure's ``sig``), which reads its file without any key
@@ -21,6 +26,21 @@ _known: frozenset[str] = frozenset()  # every secret a client of this process wa
 _known_pattern: re.Pattern[str] | None = None  # _known as one pattern, longest first (built once, not per mask())
 _known_longest = 0
 _known_lock = threading.Lock()
+
+
+def as_read(value: Any) -> Any:
+    """A secret as read from the environment, a ``.env`` file, a secret file or the config: its trailing
+    whitespace dropped (the newline a file or ``echo`` leaves, a space pasted after it), which no key, token or
+    URL ends with and which a header cannot carry. A line break inside it is left for the client to refuse."""
+    if isinstance(value, SecretStr):
+        return SecretStr(value.get_secret_value().rstrip())
+    return value.rstrip() if isinstance(value, str) else value
+
+
+#: a setting holding a secret (``SecretStr``), read by :func:`as_read`
+Secret = Annotated[SecretStr, BeforeValidator(as_read)]
+#: a URL that may hold a secret (the ledger's ``:password@``), read by :func:`as_read`
+SecretUrl = Annotated[str, BeforeValidator(as_read)]
 
 
 def remember_secrets(*secrets: str | None) -> None:

@@ -33,8 +33,10 @@ from urllib.parse import urlsplit
 
 import duckdb
 import requests
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .secrets import Secret
 
 from .contacts import PhoneRegion, clean_contact
 from .email_phone import lower_like_sql
@@ -73,9 +75,9 @@ class ShopifyConfig(BaseModel):
 class ShopifySecrets(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SHOPIFY_", extra="ignore")
     shop: str | None = None
-    token: SecretStr | None = None
+    token: Secret | None = None
     api_url: str | None = None  # base-URL override (tests, proxies)
-    webhook_secret: SecretStr | None = None
+    webhook_secret: Secret | None = None
 
 
 def map_order(raw: Mapping[str, Any], cfg: ShopifyConfig) -> Order | None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from connectors.secrets import SecretUrl
 from connectors.suggest import did_you_mean
 from segmentation import PRESETS as SEGMENTATION_PRESETS, SegmentationConfig
 
@@ -31,7 +32,7 @@ class LedgerConfig(BaseModel):
     """``[ledger]``: the operational ledger (pushed state, runs, failures, cursors, locks, webhook queue)."""
 
     model_config = ConfigDict(extra="forbid")
-    url: str | None = None  # default sqlite:///<config dir>/rfmsync.db; $RFMSYNC_LEDGER_URL wins
+    url: SecretUrl | None = None  # default sqlite:///<config dir>/rfmsync.db; $RFMSYNC_LEDGER_URL wins
 
 
 class StoreConfig(BaseModel):
@@ -39,7 +40,7 @@ class StoreConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     orders: str | None = None  # order store: default <config dir>/rfmsync.duckdb
-    url: str | None = None  # deprecated name of [ledger] url (still read, with a warning; [ledger] url wins)
+    url: SecretUrl | None = None  # deprecated name of [ledger] url (still read, with a warning; [ledger] url wins)
 
 
 class HttpOverrides(BaseModel):

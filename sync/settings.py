@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from connectors.secrets import webhook_code
+from connectors.secrets import Secret, SecretUrl, webhook_code
 from connectors.suggest import closest
 
 log = logging.getLogger(__name__)
@@ -28,14 +28,15 @@ _warned: set[str] = set()
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # every secret is a Secret (or the ledger URL a SecretUrl): read without its trailing whitespace
 
     # rfmsync itself
     rfmsync_config: str | None = None
     # a PostgreSQL URL holds its password: never in the repr (a traceback's locals, an error tracker)
-    rfmsync_ledger_url: str | None = Field(None, repr=False)
-    rfmsync_store_url: str | None = Field(None, repr=False)  # deprecated name of RFMSYNC_LEDGER_URL (read, warned)
-    rfmsync_webhook_secret: SecretStr | None = None
-    rfmsync_report_token: SecretStr | None = None  # GET /report of `rfmsync serve` (Bearer token); unset: no page
+    rfmsync_ledger_url: SecretUrl | None = Field(None, repr=False)
+    rfmsync_store_url: SecretUrl | None = Field(None, repr=False)  # deprecated name of RFMSYNC_LEDGER_URL (warned)
+    rfmsync_webhook_secret: Secret | None = None
+    rfmsync_report_token: Secret | None = None  # GET /report of `rfmsync serve` (Bearer token); unset: no page
     # [http] overrides (tests, one-off runs): win over [http] and [destinations.http]
     rfmsync_http_timeout_seconds: float | None = None
     rfmsync_http_max_attempts: int | None = None
@@ -43,28 +44,28 @@ class Settings(BaseSettings):
     rfmsync_http_concurrency: int | None = None
     # ESPs: one key and one URL override per destination type (sync.destinations.registry names them)
     # Mailchimp
-    mailchimp_api_key: SecretStr | None = None
+    mailchimp_api_key: Secret | None = None
     mailchimp_api_url: str | None = None
     # SendGrid
-    sendgrid_api_key: SecretStr | None = None
+    sendgrid_api_key: Secret | None = None
     sendgrid_api_url: str | None = None
     # Unisender / Selzy
-    unisender_api_key: SecretStr | None = None
+    unisender_api_key: Secret | None = None
     unisender_api_url: str | None = None
     # CRM / POS sources
     retailcrm_url: str | None = None
-    retailcrm_api_key: SecretStr | None = None
+    retailcrm_api_key: Secret | None = None
     retailcrm_api_url: str | None = None
-    retailcrm_webhook_token: SecretStr | None = None
+    retailcrm_webhook_token: Secret | None = None
     amocrm_subdomain: str | None = None
-    amocrm_token: SecretStr | None = None
+    amocrm_token: Secret | None = None
     amocrm_api_url: str | None = None
-    amocrm_webhook_token: SecretStr | None = None
-    bitrix24_webhook_url: SecretStr | None = None
-    bitrix24_app_token: SecretStr | None = None
+    amocrm_webhook_token: Secret | None = None
+    bitrix24_webhook_url: Secret | None = None
+    bitrix24_app_token: Secret | None = None
     shopify_shop: str | None = None
-    shopify_token: SecretStr | None = None
-    shopify_webhook_secret: SecretStr | None = None
+    shopify_token: Secret | None = None
+    shopify_webhook_secret: Secret | None = None
     shopify_api_url: str | None = None
 
     def env_value(self, name: str):

@@ -12,6 +12,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from connectors.secrets import remember_secrets
+
 from .facade import Ledger
 
 if TYPE_CHECKING:
@@ -27,15 +29,19 @@ _warned_guard = threading.Lock()
 
 
 def ledger_url(cfg: Config, settings: Settings | None = None) -> str:
-    """$RFMSYNC_LEDGER_URL, else [ledger] url, else rfmsync.db next to the config (old names: see above)."""
-    if settings is None:
-        from ..settings import load_settings
+    """$RFMSYNC_LEDGER_URL, else [ledger] url, else rfmsync.db next to the config (old names: see above). Its
+    password, wherever it was written (the config file's too, which the CLI's start does not read), is masked
+    from here on where it stands in a URL, ``:<password>@`` (:func:`sync.settings.url_password`)."""
+    from ..settings import load_settings, url_password
 
+    if settings is None:
         settings = load_settings()
     for message in deprecated_names(cfg, settings):
         _warn_once(message, cfg)
-    return (settings.rfmsync_ledger_url or settings.rfmsync_store_url or cfg.ledger.url or cfg.store.url
-            or f"sqlite:///{cfg.base_dir / 'rfmsync.db'}")
+    url = (settings.rfmsync_ledger_url or settings.rfmsync_store_url or cfg.ledger.url or cfg.store.url
+           or f"sqlite:///{cfg.base_dir / 'rfmsync.db'}")
+    remember_secrets(*url_password(url))
+    return url
 
 
 def open_ledger(cfg: Config, settings: Settings | None = None) -> Ledger:
