@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import random
@@ -470,3 +471,56 @@ def test_an_answer_echoing_the_key_never_puts_it_in_an_error(sendgrid_fake):
     item = rec.items[("a@x.com", "upsert")]
     assert not item.ok and "answer not believed" in item.error and "Bearer ***" in item.error
     assert sendgrid_fake.api_key not in item.error
+
+
+# ---------------------------------------------------------------------------------------------- esp14 #5
+EXPIRED = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code><Message>Request has expired'
+           b'</Message><X-Amz-Expires>3600</X-Amz-Expires></Error>')
+BAD_FILES = {  # what the storage host may answer for a job's pre-signed file
+    "expired-403-xml": (403, "application/xml", EXPIRED, "HTTP 403 (the pre-signed link expired"),
+    "404": (404, "text/plain", b"", "HTTP 404 (no such file)"),
+    "truncated-gzip": (200, "text/csv", gzip.compress(b"email,errors\nbad@x.com,blocked\n" * 50)[:40],
+                       "gzip file does not decompress"),
+    "html-not-csv": (200, "text/html", b"<html><body><h1>Sign in</h1></body></html>",
+                     "not a CSV file with an e-mail column"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_an_errors_file_that_cannot_be_read_fails_the_jobs_contacts_with_why(sendgrid_fake, caplog, case):
+    """esp14 #5: the import job's errors file is an expired link, missing, a truncated gzip or HTML: a clear error
+    naming the job's file (never its signed URL) is each contact's, none recorded as pushed or refused (which of
+    them SendGrid took is unknown: all are sent again next run); never an internal error (a truncated gzip was
+    one, exit 70)."""
+    status, content_type, body, said = BAD_FILES[case]
+    caplog.set_level(logging.DEBUG)
+    dest, _, _ = make(sendgrid_fake)
+    dest.prepare(["Champions"], FIELDS)
+    sendgrid_fake.reject["bad@x.com"] = "blocked domain"
+    sendgrid_fake.answer_raw(body, content_type, status=status, method="GET", path="^/_files/errors/")
+    rec = Recorder()
+    dest.apply([change("ok@x.com", add={"Champions"}), change("bad@x.com", add={"Champions"})], rec)
+    assert sendgrid_fake.contacts.keys() == {"ok@x.com"}  # the fake took one: the file was to say which
+    for item in rec.items.values():
+        assert not item.ok and not item.refused and not item.missing, item
+        assert "errors file of import job" in item.error and said in item.error, item.error
+        assert "1 of 2 contacts rejected" in item.error
+    logged = caplog.text + "".join(i.error for i in rec.items.values())
+    assert sendgrid_fake.url_signature not in logged, logged
+    assert "/_files/" not in "".join(i.error for i in rec.items.values())
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_an_export_file_that_cannot_be_read_stops_the_read_naming_the_job(sendgrid_fake, case):
+    """A list export's file that cannot be read is an error naming the export job and list (not the URL), never
+    believed as an empty list (the reconcile would then add the tag to every holder again) nor an internal error."""
+    status, content_type, body, said = BAD_FILES[case]
+    sendgrid_fake.add_list("RFM Champions")
+    sendgrid_fake.add_contact("a@x.com", lists=["RFM Champions"])
+    dest, _, _ = make(sendgrid_fake)
+    sendgrid_fake.answer_raw(body, content_type, status=status, method="GET", path="^/_files/exports/")
+    with pytest.raises(DestinationError) as info:
+        dest.read_managed(["Champions"])
+    message = str(info.value)
+    assert "of export job" in message and "'RFM Champions'" in message and said in message, message
+    assert sendgrid_fake.url_signature not in message and "/_files/" not in message

@@ -224,7 +224,7 @@ class SendGridDestination(SendGridReads):
                     job = self._poll(["marketing", "contacts", "imports", started.job_id],
                                      lambda p: p.status != "pending", what=f"import job {started.job_id}",
                                      shape=ImportJob)
-                    rejected, by_name = self._job_errors(job, batch, pending)
+                    rejected, by_name = self._job_errors(job, started.job_id, batch, pending)
                     errors.update(rejected)
                     named.update(by_name)
                 except BadAnswer as exc:  # nothing in it can be believed: every contact sent fails
@@ -264,10 +264,10 @@ class SendGridDestination(SendGridReads):
                     results.append(ItemResult(ch.key, f"tag+{t}", ok, err, refused=i in named))
         return results
 
-    def _job_errors(self, job: ImportJob, batch: list[tuple[ContactChange, dict[str, Any]]],
+    def _job_errors(self, job: ImportJob, job_id: str, batch: list[tuple[ContactChange, dict[str, Any]]],
                     pending: list[int]) -> tuple[dict[int, str], Container[int]]:
-        """The contacts the job failed (all of those sent when its answer cannot be believed) and those its
-        errors file names (refused for good)."""
+        """The contacts the job failed (all of those sent when its answer cannot be believed, or when its errors
+        file cannot be read: why is in their error) and those its errors file names (refused for good)."""
         res = job.results
         if res is None or res.requested_count != len(pending):
             got = "no results" if res is None else f"requested_count {res.requested_count}"
@@ -284,11 +284,14 @@ class SendGridDestination(SendGridReads):
         if job.status == "completed" and not res.errored_count:
             return {}, ()
         by_email: dict[str, str] = {}
+        unread = ""
         if res.errors_url:
+            what = f"errors file of import job {job_id}"
             try:
-                by_email = parse_errors_csv(self._download(res.errors_url, "import errors file"))
-            except DestinationError as exc:
-                log.warning("SendGrid %s: cannot read the import errors file: %s", self.name, exc)
+                by_email = parse_errors_csv(self._download(res.errors_url, what), what)
+            except DestinationError as exc:  # expired link, 404, truncated gzip, HTML: the contacts fail with it
+                log.warning("SendGrid %s: cannot read the %s: %s", self.name, what, exc)
+                unread = f"; {exc}"
         if by_email:
             # only the messages kept are masked and cut (the vendor's text may echo the request), not the file
             named = {i: excerpt(by_email[batch[i][0].email.lower()], self._api.secrets) for i in pending
@@ -299,8 +302,8 @@ class SendGridDestination(SendGridReads):
             reason = (f"SendGrid import job {job.status}: {res.errored_count} of {res.requested_count} contacts "
                       f"rejected, its errors file names {len(named)} of them; the others' outcome cannot be believed")
             return {i: reason for i in pending} | named, named.keys()
-        reason = f"SendGrid import job {job.status}: {res.errored_count} of " \
-                 f"{res.requested_count} contacts rejected (no per-contact details)"
+        reason = f"SendGrid import job {job_id} {job.status}: {res.errored_count} of " \
+                 f"{res.requested_count} contacts rejected (no per-contact details{unread})"
         return {i: reason for i in pending}, ()
 
     def _remove(self, changes: Sequence[ContactChange], on_results: OnResults) -> None:

@@ -18,6 +18,7 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 from typing import Any, Callable, Literal, Mapping, Sequence
 
 import requests
@@ -32,7 +33,7 @@ from connectors.retry import RetryPolicy, retry_after_seconds
 
 from ..errors import DestinationConfigError, DestinationError
 from .base import Action
-from .answers import Shape, parse_answer
+from .answers import Shape, excerpt, parse_answer
 
 log = logging.getLogger(__name__)
 
@@ -249,18 +250,35 @@ class SendGridApi:
         raise DestinationError(msg, status=status, body=text, transient=action is Action.RETRY)
 
     def download(self, url: str, what: str) -> bytes:
-        """Fetch a job's errors/export file: a pre-signed URL, fetched WITHOUT the API key."""
+        """Fetch a job's errors/export file: a pre-signed URL, fetched WITHOUT the API key.
+
+        Every failure is a :class:`DestinationError` naming ``what`` (the job's file), never the URL (its
+        signature reads the file without any key): a connection error, a timeout, a body cut short or a 429/5xx
+        retried, then transient; an expired link (the storage host's 403, its body XML), a 404 or another 4xx;
+        a gzip file that does not decompress (truncated). Never an internal error: the caller fails the
+        contacts the file was to tell about (kept as failures, sent again next run) or stops its read."""
         def once() -> bytes:
             try:
                 resp = requests.get(url, timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                    requests.exceptions.ContentDecodingError) as exc:
                 raise TransientError(f"SendGrid {what}: download failed ({type(exc).__name__})") from None
-            if resp.status_code == 429 or resp.status_code >= 500:
-                raise TransientError(f"SendGrid {what}: download HTTP {resp.status_code}", status=resp.status_code)
-            if resp.status_code >= 400:
-                raise DestinationError(f"SendGrid {what}: download HTTP {resp.status_code}", status=resp.status_code)
+            except requests.RequestException as exc:  # an unusable URL, too many redirects: the URL not shown
+                raise DestinationError(f"SendGrid {what}: download failed ({type(exc).__name__})") from None
+            status = resp.status_code
+            if status == 429 or status >= 500:
+                raise TransientError(f"SendGrid {what}: download HTTP {status}", status=status)
+            if status >= 400:
+                why = {403: "the pre-signed link expired or was refused", 404: "no such file"}.get(status, "refused")
+                raise DestinationError(f"SendGrid {what}: download HTTP {status} ({why})", status=status)
             data = resp.content
-            return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+            if data[:2] != b"\x1f\x8b":
+                return data
+            try:
+                return gzip.decompress(data)
+            except (OSError, EOFError, zlib.error):  # BadGzipFile is an OSError; a cut stream an EOFError
+                raise DestinationError(f"SendGrid {what}: the gzip file does not decompress (truncated or "
+                                       f"damaged, {len(data)} bytes)") from None
 
         try:
             return self.retry.call(once, what=f"SendGrid {what}")
@@ -305,15 +323,25 @@ def indexed_errors(errors: Sequence[dict[str, Any]]) -> dict[int, str]:
     return out
 
 
-def _rows(data: bytes) -> list[dict[str, str]]:
+def _rows(data: bytes, what: str) -> list[dict[str, str]]:
+    """A job file's CSV rows (lower-cased column names); :class:`DestinationError` when it is not a CSV with an
+    e-mail column (an HTML or XML page in its place: believed, it would name nobody, or an empty list)."""
     text = data.decode("utf-8-sig", errors="replace")
-    return [{(k or "").strip().lower(): (v or "") for k, v in row.items()} for row in csv.DictReader(io.StringIO(text))]
+    reader = csv.DictReader(io.StringIO(text))
+    try:
+        columns = {(k or "").strip().lower() for k in reader.fieldnames or ()}
+        if not columns & {"email", "e-mail"}:
+            raise DestinationError(f"SendGrid {what}: not a CSV file with an e-mail column (it starts "
+                                   f"{excerpt(text, limit=40)!r})")
+        return [{(k or "").strip().lower(): (v or "") for k, v in row.items()} for row in reader]
+    except csv.Error as exc:
+        raise DestinationError(f"SendGrid {what}: not a readable CSV file ({exc})") from None
 
 
-def parse_errors_csv(data: bytes) -> dict[str, str]:
+def parse_errors_csv(data: bytes, what: str = "import errors file") -> dict[str, str]:
     """The import errors file (format unpublished): any e-mail column plus an error/errors/message column."""
     out: dict[str, str] = {}
-    for row in _rows(data):
+    for row in _rows(data, what):
         email = row.get("email") or row.get("e-mail") or ""
         msg = row.get("errors") or row.get("error") or row.get("message") or "rejected"
         if email:
@@ -321,7 +349,7 @@ def parse_errors_csv(data: bytes) -> dict[str, str]:
     return out
 
 
-def emails_from_csv(data: bytes) -> set[str]:
-    return {(r.get("email") or "").strip().lower() for r in _rows(data)} - {""}
+def emails_from_csv(data: bytes, what: str = "export file") -> set[str]:
+    return {(r.get("email") or r.get("e-mail") or "").strip().lower() for r in _rows(data, what)} - {""}
 
 

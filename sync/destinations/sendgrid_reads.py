@@ -78,8 +78,9 @@ class SendGridReads:
             if job.status != "ready":
                 raise DestinationError(f"SendGrid export of list {lname!r} failed: {job.message or ''}")
             members: set[str] = set()
-            for url in job.urls or []:
-                members |= emails_from_csv(self._download(url, "list export file"))
+            for n, url in enumerate(job.urls or [], 1):  # a file that cannot be read stops the read: never believed
+                what = f"file {n} of export job {started.id} (list {lname!r})"  # as an empty list (the URL unnamed)
+                members |= emails_from_csv(self._download(url, what), what)
             out[tag] = members
         return out
 

@@ -178,7 +178,10 @@ class FakeSendGrid:
 
     def _handle(self, req: Request) -> Reply:
         path = req.path.rstrip("/")
-        if path.startswith("/_files/"):
+        if path.startswith("/_files/"):  # the storage host of the pre-signed files
+            raw = take_raw(self._raw, req.method, path)
+            if raw is not None:
+                return raw.reply()
             data = self._files.get(path)
             return Reply(200, data, {"Content-Type": "text/csv"}) if data is not None else Reply(404)
         template = re.sub(r"/(list|c|e|job|exp)\d{4}-[0-9a-f]{8}(_[TND])?", "/{id}", path)
