@@ -29,9 +29,9 @@ _known_lock = threading.Lock()
 
 
 def as_read(value: Any) -> Any:
-    """A secret as read from the environment, a ``.env`` file, a secret file or the config: its trailing
-    whitespace dropped (the newline a file or ``echo`` leaves, a space pasted after it), which no key, token or
-    URL ends with and which a header cannot carry. A line break inside it is left for the client to refuse."""
+    """A secret as read from the environment, a ``.env`` file or the config: its trailing whitespace dropped (the
+    newline a mounted secret file or ``echo`` leaves, a space pasted after it), which no key, token or URL ends
+    with and which a header cannot carry. A line break inside it is left for the client to refuse."""
     if isinstance(value, SecretStr):
         return SecretStr(value.get_secret_value().rstrip())
     return value.rstrip() if isinstance(value, str) else value
