@@ -110,6 +110,10 @@ def _coalesce_webhook_contacts(con: duckdb.DuckDBPyConnection) -> None:
     """)
 
 
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
 def _pull_staged(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, settings: Settings
                  ) -> tuple[PullResult, str]:
     kind = str(cfg.source.get("type", "file"))
@@ -121,16 +125,18 @@ def _pull_staged(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, se
 
 
 def _pull_after_webhook_records(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, settings: Settings,
-                                received_at: datetime | Ages | None) -> tuple[PullResult, str, Ages]:
+                                received_at: datetime | Ages | None, now: Callable[[], datetime] = _utcnow
+                                ) -> tuple[PullResult, str, Ages]:
     """Pull into staging without losing the webhook records staged already (a source's pull starts from
     fresh staging tables): they are set aside, then staged again, except those the pull read too (its version,
     the fresher one, replaces the webhook's: an order with its line items, a contact). Returns the records' ages
     for the merge (:data:`sync.store.merge.Ages`): the webhook records' own (``received_at``), and the pull's start
     (the bound its cursor uses) for every pulled record, so that an older webhook version noted in the store does
-    not leave the pulled one out with it, and a pulled record is as new as the pull, not as the batch's events."""
+    not leave the pulled one out with it, and a pulled record is as new as the pull, not as the batch's events.
+    ``now``: the wall clock the pull's start is read from (the worker's, the one its events are dated by)."""
     for name in TABLES:
         con.execute(f"CREATE OR REPLACE TEMP TABLE _hook_{name} AS SELECT * FROM staged_{name}")
-    started = datetime.now(timezone.utc)
+    started = now()
     result, kind = _pull_staged(cfg, ledger, con, settings)
     for name in TABLES:
         con.execute(f"CREATE TEMP TABLE IF NOT EXISTS staged_{name} AS SELECT * FROM _hook_{name} LIMIT 0")
@@ -167,7 +173,8 @@ class _Affected:
 
 def _store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Order],
                 contacts: Sequence[Contact], pull: bool, as_of: date, report: ResyncReport,
-                wait_seconds: float, received_at: datetime | Ages | None = None) -> _Affected:
+                wait_seconds: float, received_at: datetime | Ages | None = None,
+                now: Callable[[], datetime] = _utcnow) -> _Affected:
     with STORE_LOCK:
         con = connect_store(store_path(cfg), wait_seconds=wait_seconds)
         try:
@@ -175,7 +182,7 @@ def _store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequenc
             lookup_by_key(con)
             counted = CountingConnection(con)
             affected = _store_step_on(counted, cfg, ledger, settings, orders, contacts, pull, as_of,  # type: ignore[arg-type]
-                                      report, received_at)
+                                      report, received_at, now)
             report.store_rows_read = counted.rows()
             affected.store_wait = wait_seconds
             return affected
@@ -185,13 +192,14 @@ def _store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequenc
 
 def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, settings: Settings,
                    orders: Sequence[Order], contacts: Sequence[Contact], pull: bool, as_of: date,
-                   report: ResyncReport, received_at: datetime | Ages | None = None) -> _Affected:
+                   report: ResyncReport, received_at: datetime | Ages | None = None,
+                   now: Callable[[], datetime] = _utcnow) -> _Affected:
     # one order's many versions in a batch (a storm of updates): the last only, or every version's items are kept
     stage_records(con, list({o.order_id: o for o in orders}.values()), contacts)
     _coalesce_webhook_contacts(con)
     pulled, cursor_source = (None, None)
     if pull:
-        pulled, cursor_source, received_at = _pull_after_webhook_records(cfg, ledger, con, settings, received_at)
+        pulled, cursor_source, received_at = _pull_after_webhook_records(cfg, ledger, con, settings, received_at, now)
     def affected(con: duckdb.DuckDBPyConnection) -> None:
         # after records keyed by an e-mail/phone joined their customer (inside the merge's transaction, which
         # notes both ids of every link), so that the affected set names that customer
@@ -369,12 +377,13 @@ def resync(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Ord
            contacts: Sequence[Contact] = (), *, pull: bool = False, as_of: date | None = None,
            destinations: Sequence[str] | None = None, store_wait_seconds: float = 60.0,
            lock_wait_seconds: float = 120.0, sleep: Callable[[float], None] = time.sleep,
-           received_at: datetime | Ages | None = None) -> ResyncReport:
+           received_at: datetime | Ages | None = None, now: Callable[[], datetime] = _utcnow) -> ResyncReport:
     """Store the records, re-segment only the affected customers and push only their changes.
 
     ``received_at``: when the ledger accepted the records (the worker's batch: each record's own event,
     :data:`sync.store.merge.Ages`), their age against the export files (:func:`sync.store.merge.merge_staged`);
-    default: now.
+    default: now. ``now``: the wall clock a pull's start is read from, the age of the records it pulls (the
+    worker passes its own, the clock its events are dated by).
 
     ``pull=True`` also pulls the configured CRM source incrementally (for deliveries that carry ids only).
     A destination being synced by another process is waited for up to ``lock_wait_seconds``.
@@ -383,7 +392,7 @@ def resync(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Ord
     as_of = as_of or today_in(cfg.timezone)
     report = ResyncReport()
     affected = _store_step(cfg, ledger, settings, orders, contacts, pull, as_of, report, store_wait_seconds,
-                           received_at)
+                           received_at, now)
     if affected.customer_ids:
         planned = [_plan_incremental(cfg, dest, ledger, settings, affected)
                    for dest in ([cfg.destination(n) for n in destinations] if destinations else cfg.destinations)]

@@ -136,7 +136,7 @@ class Worker:
     def _resync(self, batch: Batch) -> ResyncReport:
         as_of = self._as_of() if self._as_of else None
         return resync(self.cfg, self.ledger, self.settings, batch.orders, batch.contacts, pull=batch.pull,
-                      as_of=as_of, received_at=batch.ages)  # rows pulled for the batch: the pull's start
+                      as_of=as_of, received_at=batch.ages, now=self._now)  # rows pulled: the pull's start
 
     # -- one batch -----------------------------------------------------------------------
 
