@@ -182,3 +182,24 @@ def test_a_failure_of_every_event_alike_is_not_bisected_down_to_each_event(tmp_p
         assert worker.process_batch() == 0
         assert sizes == ([8, 4, 4] if isinstance(failure, RuntimeError) else [8])
         assert set(_attempts(ledger).values()) == {1}
+
+
+def test_a_worker_stopping_while_it_bisects_a_batch_leaves_the_rest_queued_uncounted(tmp_path):
+    """SIGTERM while a failed batch is being split: the resync in hand ends, no further half is tried, and the
+    events not settled go back to the queue without spending an attempt."""
+    calls = []
+    worker: Worker
+
+    def process(batch):
+        calls.append([o.order_id for o in batch.orders])
+        worker.stopping.set()  # serve is stopping while this resync runs
+        raise RuntimeError("a bug")
+
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        for oid in "ABCD":
+            order = Order(order_id=oid, customer_id="C1", ordered_at=AS_OF_DT, amount=Decimal(1))
+            ledger.enqueue_event("generic", oid, encode_records([order]))
+        worker = Worker(Config(), ledger, None, process=process, clock=Ticks())  # type: ignore[arg-type]
+        assert worker.process_batch() == 0
+        assert calls == [["A", "B", "C", "D"]]
+        assert _attempts(ledger) == {"A": 0, "B": 0, "C": 0, "D": 0}

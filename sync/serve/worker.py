@@ -34,7 +34,8 @@ from connectors.errors import ConfigError as SourceConfigError
 from connectors.records import Contact, Order
 
 from ..config import Config
-from ..errors import ConfigError, DestinationConfigError, DestinationError, GuardRefusedError, LedgerError, LockBusyError, LockLostError
+from ..errors import (ConfigError, DestinationConfigError, DestinationError, GuardRefusedError, LedgerError,
+                      LockBusyError, LockLostError, RunStopped)
 from ..ledger import Event, Ledger, default_owner
 from ..settings import Settings
 from .metrics import Metrics
@@ -52,8 +53,9 @@ def retry_later(exc: BaseException) -> bool:
     """A failure that is not the events': the ESP or the source failing the transient way after the retry layer's
     own retries (5xx, 429, timeouts, connection errors: :func:`sync.serve.scheduler.transient`, a busy destination
     included), the ledger failing (:class:`LedgerError`: locked, connection lost, and the disk full too: it is
-    about the machine, not the event), or a lock lost (:class:`LockLostError`). The batch waits, uncounted."""
-    return transient(exc) or isinstance(exc, (LedgerError, LockLostError))
+    about the machine, not the event), a lock lost (:class:`LockLostError`), or the worker stopping in the middle
+    of a batch's bisection (:class:`RunStopped`). The batch waits, uncounted."""
+    return transient(exc) or isinstance(exc, (LedgerError, LockLostError, RunStopped))
 
 
 #: settings the resync cannot work with (a key rejected, an audience missing): no event is at fault, so a batch
@@ -128,6 +130,8 @@ class Worker:
         self.retry_at: float | None = None  # (clock) no claim before this after a transient failure
         self._wake = threading.Event()
         self.processed_ids: list[int] = []  # events this worker completed (observability, tests)
+        #: set when the worker stops (``run_forever``'s stop): a batch being bisected leaves the rest to the queue
+        self.stopping = threading.Event()
 
     def wake(self) -> None:
         """New events were queued in this process: look now instead of at the next poll."""
@@ -209,7 +213,7 @@ class Worker:
         halves = [parts[:len(parts) // 2], parts[len(parts) // 2:]]
         done, failed = 0, []
         for i, half in enumerate(halves):
-            f = self._try(half)
+            f = RunStopped("the worker is stopping") if self.stopping.is_set() else self._try(half)
             if f is None:
                 done += len(half)
             elif retry_later(f):  # an outage began: what is not done waits for its end
@@ -343,6 +347,7 @@ class Worker:
     def run_forever(self, stop: threading.Event) -> None:
         """Poll the queue until ``stop`` is set; debounce from the moment queued events are first seen."""
         pending_since: float | None = None
+        self.stopping = stop
         log.info("worker %s: draining the queue (debounce %.1fs)", self.name, self.debounce)
         while not stop.is_set():
             wait = self.backing_off()
