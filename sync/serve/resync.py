@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable, Sequence
 
 import duckdb
@@ -58,6 +58,7 @@ from ..run import refuse
 from ..settings import Settings
 from ..store import STORE_LOCK, connect_store, ensure_lookup_indexes, lookup_by_key, merge_staged
 from ..store.merge import Ages
+from ..store.webhooks import FILE_WON_TABLE, prune_file_won
 from .managed import ManagedCounts
 from .readcount import CountingConnection
 
@@ -157,6 +158,23 @@ def _pull_after_webhook_records(cfg: Config, ledger: Ledger, con: duckdb.DuckDBP
     return result, kind, ages
 
 
+#: how far the ledger's clock (events' ages) and a full sync's (a file's read) may disagree: a ``file_won_records``
+#: row is kept this much longer than the oldest webhook version that can still come needs it
+CLOCK_MARGIN = timedelta(hours=1)
+
+
+def _prune_file_won(con: duckdb.DuckDBPyConnection, ledger: Ledger, now: Callable[[], datetime]) -> None:
+    """Forget the file versions' ages (:func:`sync.store.webhooks.prune_file_won`) older than every webhook
+    version that can still be merged: the ledger's oldest unsettled event (a failed one included: it can be
+    replayed), else now; less :data:`CLOCK_MARGIN`. Nothing to do (no ledger read) while the table is empty."""
+    if not con.execute(f"SELECT count(*) FROM {FILE_WON_TABLE}").fetchall()[0][0]:
+        return
+    oldest = ledger.oldest_unsettled() or now()
+    pruned = prune_file_won(con, min(oldest, now()) - CLOCK_MARGIN)
+    if pruned:
+        log.debug("resync: %d file versions' ages forgotten (no older webhook version can come)", pruned)
+
+
 def _record_ids(con: duckdb.DuckDBPyConnection, prefix: str) -> list[tuple[str, str]]:
     """``("order", id)`` and ``("contact", customer id)`` of the records in ``{prefix}_orders``/``_contacts``."""
     return [("order", str(r[0])) for r in con.execute(f"SELECT order_id FROM {prefix}_orders").fetchall()] + \
@@ -215,6 +233,7 @@ def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, 
                  after_link=affected, received_at=received_at)
     if pulled is not None and pulled.cursor is not None:
         ledger.set_cursor(cursor_source, "all", pulled.cursor)
+    _prune_file_won(con, ledger, now)
     ids = {r[0] for r in con.execute(f"SELECT customer_id FROM {AFFECTED_TABLE}").fetchall()}
     report.customers = len(ids)
     if not ids:
