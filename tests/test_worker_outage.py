@@ -37,6 +37,13 @@ class Ticks:
         return self.now
 
 
+def _enqueue_orders(ledger: Ledger, ids) -> None:
+    """One event per order id, in this order."""
+    for oid in ids:
+        order = Order(order_id=oid, customer_id="C1", ordered_at=AS_OF_DT, amount=Decimal(1))
+        ledger.enqueue_event("generic", oid, encode_records([order]))
+
+
 def _attempts(ledger: Ledger) -> dict[str, int]:
     """order id → claims counted so far, of every queued event (read by claiming them once more)."""
     from sync.ledger.codec import decode_records
@@ -106,9 +113,7 @@ def test_a_poison_event_is_isolated_so_the_rest_of_its_batch_goes_through(tmp_pa
             raise RuntimeError("cannot plan order BAD")
 
     with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
-        for oid in ["A", "B", "C", "BAD", "E", "F", "G"]:
-            order = Order(order_id=oid, customer_id="C1", ordered_at=AS_OF_DT, amount=Decimal(1))
-            ledger.enqueue_event("generic", oid, encode_records([order]))
+        _enqueue_orders(ledger, ["A", "B", "C", "BAD", "E", "F", "G"])
         worker = Worker(Config(), ledger, None, process=process, max_attempts=2)  # type: ignore[arg-type]
         assert worker.process_batch() == 6
         assert ledger.event_counts() == {"queued": 1, "processing": 0, "done": 6, "failed": 0}
@@ -130,9 +135,7 @@ def test_an_outage_met_while_isolating_a_poison_event_leaves_the_rest_waiting_un
         raise LedgerError("ledger sqlite:///l.db: database or disk is full")  # exit 74: the machine's
 
     with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
-        for oid in "ABCD":
-            order = Order(order_id=oid, customer_id="C1", ordered_at=AS_OF_DT, amount=Decimal(1))
-            ledger.enqueue_event("generic", oid, encode_records([order]))
+        _enqueue_orders(ledger, "ABCD")
         worker = Worker(Config(), ledger, None, process=process, clock=Ticks())  # type: ignore[arg-type]
         assert worker.process_batch() == 0
         assert calls == [["A", "B", "C", "D"], ["A", "B"]]  # the second half is not tried during the outage
@@ -175,9 +178,7 @@ def test_a_failure_of_every_event_alike_is_not_bisected_down_to_each_event(tmp_p
         raise failure
 
     with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
-        for oid in "ABCDEFGH":
-            order = Order(order_id=oid, customer_id="C1", ordered_at=AS_OF_DT, amount=Decimal(1))
-            ledger.enqueue_event("generic", oid, encode_records([order]))
+        _enqueue_orders(ledger, "ABCDEFGH")
         worker = Worker(Config(), ledger, None, process=process)  # type: ignore[arg-type]
         assert worker.process_batch() == 0
         assert sizes == ([8, 4, 4] if isinstance(failure, RuntimeError) else [8])
@@ -196,9 +197,7 @@ def test_a_worker_stopping_while_it_bisects_a_batch_leaves_the_rest_queued_uncou
         raise RuntimeError("a bug")
 
     with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
-        for oid in "ABCD":
-            order = Order(order_id=oid, customer_id="C1", ordered_at=AS_OF_DT, amount=Decimal(1))
-            ledger.enqueue_event("generic", oid, encode_records([order]))
+        _enqueue_orders(ledger, "ABCD")
         worker = Worker(Config(), ledger, None, process=process, clock=Ticks())  # type: ignore[arg-type]
         assert worker.process_batch() == 0
         assert calls == [["A", "B", "C", "D"]]
