@@ -241,7 +241,7 @@ class Worker:
             return
         if retry_later(failure):
             wait = self._back_off(failure)
-            self._waited(batch, ids, error, f"a transient failure (looking again in {wait:.0f}s)")
+            self._waited(batch, ids, f"{error} (looking again in {wait:.0f} s)", "the outage to end")
             return
         if isinstance(failure, GuardRefusedError):
             # the records are in the order store already; retrying gives the same answer: the next full
@@ -303,9 +303,8 @@ class Worker:
             self.ledger.fail_events(old, f"gave up waiting for {why} after {longest / 3600:.1f} h: {error}",
                                     max_attempts=1, worker=self.name)
             self.metrics.event_outcome("failed", len(old))
-            log.error("resync of %d events given up (marked failed, kept): they waited %.1f h for %s that "
-                      "did not end: %s; Ledger.requeue_failed_events() replays them", len(old), longest / 3600,
-                      why, error)
+            log.error("resync of %d events given up (marked failed, kept): they waited %.1f h for %s in vain: "
+                      "%s; Ledger.requeue_failed_events() replays them", len(old), longest / 3600, why, error)
         rest = [i for i in ids if i not in gone]
         if not rest:
             return
