@@ -18,6 +18,7 @@ import threading
 from collections import ChainMap
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -25,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import gc_pause, progress
 from .destinations.base import Destination
-from .errors import LedgerError, LockBusyError, LockLostError
+from .errors import LedgerError, LockBusyError, LockLostError, RunStopped
 from .ledger import Ledger, Locks, owner_process_gone
 from .model import CallResults, ItemResult, PushedState, failed_results
 from .outcomes import OutcomeWriter, StateFold
@@ -60,12 +61,41 @@ class HeldLock:
 
     def check(self) -> None:
         if self.lost:
-            raise LockLostError(f"{self.name}: the lock was taken by another holder while this run held it "
+            err = LockLostError(f"{self.name}: the lock was taken by another holder while this run held it "
                                 "(it could not be refreshed in time); stopped, the next run plans the rest")
+            err.lock_name = self.name  # type: ignore[attr-defined]
+            raise err
+
+    def confirm(self) -> None:
+        """Refresh the lock now, whatever the heartbeat did: :class:`LockLostError` when another holder has it (this
+        process was paused past the TTL: SIGSTOP, a suspended VM or laptop, and another took it over meanwhile)."""
+        self.check()
+        if not self.ledger.refresh_lock(self.name, self.owner, ttl_seconds=self.ttl_seconds):
+            self.lost = True
+            log.error("lock %s: taken by another holder while this run held it; stopping", self.name)
+            self.check()
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+
+
+#: what :func:`between_batches` asks every apply of this thread (context) to check between two batches
+_BETWEEN: ContextVar[Callable[[], None] | None] = ContextVar("rfmsync_between_batches", default=None)
+
+
+@contextmanager
+def between_batches(check: Callable[[], None]) -> Iterator[None]:
+    """Every :func:`execute_plan` made inside this block (in this thread) calls ``check()`` before it starts and
+    between two batches of ESP calls; ``check`` raises to stop it there (:class:`RunStopped`: a stop asked for,
+    the run recorded ``stopped``; :class:`LockLostError`: a lock of the caller's lost, recorded ``failed``). The
+    batches answered are recorded, as when a destination lock is lost: the next run plans the rest and sends
+    nothing twice. The scheduler's hook for SIGTERM and for its own ``schedule`` lock."""
+    token = _BETWEEN.set(check)
+    try:
+        yield
+    finally:
+        _BETWEEN.reset(token)
 
 
 @contextmanager
@@ -215,7 +245,15 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
     wrote this destination meanwhile) makes the plan stale; ``replan()`` gives the plan against the ledger as it
     is now (or raises), so an operation is never sent twice and older state is never pushed back.
     ``data``: counts of the input (orders, bad rows, customers) recorded with the run. ``lock_ttl``: the
-    destination lock's time to live, refreshed every third of it while the apply runs (:class:`HeldLock`)."""
+    destination lock's time to live, refreshed every third of it while the apply runs (:class:`HeldLock`).
+    Inside :func:`between_batches`, its check is made before the apply starts and between two batches."""
+    between = _BETWEEN.get()
+
+    def checkpoint() -> None:
+        held.check()
+        if between is not None:
+            between()
+
     with destination_lock(ledger, f"sync:{plan.destination}", lock_ttl) as held, _Summary(kind) as summary:
         if replan is not None:
             now = ledger.state_revision(plan.destination)
@@ -223,6 +261,8 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                 log.info("sync %s: the ledger moved while waiting (revision %d → %d): planning again",
                          plan.destination, plan.ledger_revision, now)
                 plan = replan()
+        if between is not None:
+            between()  # stopped before the run starts: nothing to record
         run_id = ledger.start_run(kind, plan.destination)
         counts = {**(data or {}), "planned": len(plan.changes), "skipped": len(plan.skipped), "ok": 0, "failed": 0,
                   "ledger_only": 0}
@@ -279,7 +319,7 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
 
             def on_results(results: Sequence[ItemResult]) -> None:
                 if not results:  # a client's long read phase asks whether to go on (between its reads)
-                    held.check()
+                    checkpoint()
                     return
                 if not loaded_into[0]:
                     fold.state, loaded_into[0] = loaded.result(), True
@@ -294,7 +334,7 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                 counts["failed"] += len(failed)
                 for r in failed[:max(0, 20 - len(errors))]:
                     errors.append(f"{r.key} {r.op}: {r.error}")
-                held.check()  # the lock lost: this call's outcomes are recorded, no further call starts
+                checkpoint()  # the lock lost, a stop asked: this call's outcomes are recorded, no further call starts
 
             try:
                 try:
@@ -302,7 +342,7 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                     if forgotten:  # the fold starts from the state the ledger now holds
                         fold.state, loaded_into[0] = _without_lost(forgotten, loaded.result()), True
                     errors += lost
-                    held.check()  # a lock lost while the destination was prepared: no write call starts
+                    checkpoint()  # a lock lost (a stop asked) while the destination was prepared: no write call
                     client.apply(plan.changes, on_results)
                 finally:
                     try:
@@ -310,7 +350,8 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                     finally:
                         writer.close()  # every outcome is in the ledger before the run is finished (or failed)
             except Exception as exc:
-                ledger.finish_run(run_id, "failed", counts, error=str(exc))
+                summary.status = "stopped" if isinstance(exc, RunStopped) else "failed"
+                ledger.finish_run(run_id, summary.status, counts, error=str(exc))
                 raise
         status = "succeeded" if counts["failed"] == 0 and not lost else "partial"
         ledger.finish_run(run_id, status, counts, error="; ".join(errors[:5]) or None)

@@ -11,7 +11,9 @@
     ├── GuardRefusedError      exit 6  a guard refused the run before any ESP write (see docs/safety.md)
     ├── LedgerError            exit 74 the ledger failed under a command (disk full, read-only, damaged file)
     │                          exit 75 when ``transient``: locked too long, connection lost: try again later
-    └── LockBusyError          exit 75 another sync of this destination is running (EX_TEMPFAIL)
+    ├── LockBusyError          exit 75 another sync of this destination is running (EX_TEMPFAIL)
+    ├── LockLostError          exit 75 a lock this run held was taken over: stopped between batches
+    └── RunStopped             exit 75 a stop was asked for (SIGTERM): stopped between batches
 
 The other packages keep their own roots (they never import ``sync``); the CLI maps them too
 (:func:`sync.cli.main.exit_code`, the one place errors become exit codes)::
@@ -98,6 +100,14 @@ class LockBusyError(RfmsyncError):
 class LockLostError(RfmsyncError):
     """A lock this run held was taken by another holder (it could not be refreshed before it expired): the run
     stops starting work, as if killed; what it recorded stays, and the next run plans the rest."""
+
+    exit_code = 75
+
+
+class RunStopped(RfmsyncError):
+    """A stop was asked for (``serve`` got SIGTERM: ``systemctl stop``, a deploy) while the run applied: it stopped
+    between two batches; what it applied is recorded (the run's status is ``stopped``), nothing is sent twice by
+    the next run, which plans the rest."""
 
     exit_code = 75
 

@@ -17,7 +17,7 @@ from . import progress as steps
 from .config import Config
 from .destinations.registry import make_destination
 from .engine import ApplyReport, execute_plan
-from .errors import ConfigError, GuardRefusedError, PlanStaleError
+from .errors import ConfigError, GuardRefusedError, PlanStaleError, RunStopped
 from .history import record_after_sync, snapshot
 from .guards import DataStats, customer_drop_line, data_lines, plan_lines, plan_stats
 from .ingest import run_stats, segments_from_store
@@ -124,6 +124,8 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
                                     replan=_guarded_replan(p, ledger, kind, allow_mass_change, stats)))
         except Exception as exc:  # recorded as a failed run by the engine (or refused by a re-plan's guard)
             failed.append(exc)
+            if isinstance(exc, RunStopped):  # a stop asked for (SIGTERM): no further destination starts
+                break
             if len(planned) > 1:  # stderr: the command's own error line names only the first failure
                 log.error("destination %r failed: %s%s", p.plan.destination, exc,
                           "; going on with the others" if i < len(planned) - 1 else "")

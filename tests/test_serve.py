@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -313,3 +314,59 @@ def test_bitrix24_application_token_delivery_is_queued_and_a_forgery_is_refused(
     assert [decode_records(e.payload)[2] for e in events] == [True, False, True]  # update: a pull hint
     (tomb,), _, _ = decode_records(events[1].payload)
     assert (tomb.order_id, tomb.status) == ("43", "cancelled")
+
+
+def test_sigterm_during_a_scheduled_sync_stops_it_between_batches_and_the_restart_finishes_it(tmp_path,
+                                                                                               mailchimp_fake,
+                                                                                               monkeypatch):
+    """``systemctl stop`` while serve's scheduled sync applies (a real process, the fake Mailchimp answering each
+    call after 0.3 s, 10 members a call): serve exits 0 within seconds, the run is recorded ``stopped`` (not killed,
+    not failed), both locks are free, and the ledger names the fire time as due again, uncounted; the restarted
+    serve runs it at once and sends no upsert or tag the stopped run had sent again."""
+    from sync.serve.scheduler import CURSOR, RETRY_CURSOR, Retry
+
+    shop = make_shop(tmp_path / "shop", mailchimp_fake, monkeypatch)
+    text = shop.read_text(encoding="utf-8").replace('audience = "aud1"', 'audience = "aud1"\nbatch_size = 10')
+    shop.write_text(text + '\n[schedule]\nevery = "1d"\n', encoding="utf-8")
+    monkeypatch.setenv("RFMSYNC_HTTP_CONCURRENCY", "1")
+    cfg = load_config(shop)
+    now = datetime.now(timezone.utc)
+    fire = now.replace(hour=0, minute=0, second=0, microsecond=0)  # today's fire time: its sync is due now
+    with open_ledger(cfg, load_settings()) as ledger:
+        ledger.set_cursor(*RETRY_CURSOR, Retry(fire, 0, now - timedelta(seconds=1)).dumps())
+    mailchimp_fake.latency = 0.3
+    port = _free_port()
+    proc = _start(shop, port)
+    try:
+        wait_for(lambda: mailchimp_fake.count("POST", "/lists/aud1") >= 3, 60, step=0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    with open_ledger(cfg, load_settings()) as ledger:
+        scheduled = [r for r in ledger.recent_runs(10) if r["kind"] == "scheduled"]
+        assert [r["status"] for r in scheduled] == ["stopped"], scheduled
+        assert ledger.lock_holder(f"sync:{DEST}") is None and ledger.lock_holder("schedule") is None
+        pending = Retry.loads(ledger.get_cursor(*RETRY_CURSOR))
+        assert pending is not None and (pending.fire, pending.attempt, pending.killed) == (fire, 0, 0)
+        applied = set(ledger.load_state(DEST))
+    assert 0 < len(applied)
+    assert "stopped between two batches" in (shop.parent / f"serve-{port}.log").read_text()
+
+    mailchimp_fake.latency = 0.0
+    proc = _start(shop, port)
+    try:
+        wait_for(lambda: any(r["kind"] == "scheduled" and r["status"] == "succeeded" for r in
+                             requests.get(f"http://127.0.0.1:{port}/runs", timeout=5).json()), 60, step=0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    with open_ledger(cfg, load_settings()) as ledger:
+        assert ledger.get_cursor(*CURSOR) == fire.isoformat() and ledger.get_cursor(*RETRY_CURSOR) == ""
+        assert len(ledger.load_state(DEST)) > len(applied)
+    # nothing is sent twice: each contact's upsert and each tag added to it went out once over both runs
+    sent = Counter((path, m["email_address"]) for method, path, _, body in mailchimp_fake.requests
+                   if method == "POST" and path == "/lists/aud1" for m in body["members"])
+    sent += Counter((path, e) for method, path, _, body in mailchimp_fake.requests
+                    if method == "POST" and "/segments/" in path for e in body.get("members_to_add", ()))
+    assert sent and max(sent.values()) == 1
+    assert any(path == "/lists/aud1" and e in applied for (path, e) in sent)

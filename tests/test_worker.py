@@ -365,7 +365,7 @@ def test_failed_batches_are_retried_then_given_up_and_undecodable_events_fail_at
         worker.process_batch()
         assert ledger.event_counts() == {"queued": 0, "processing": 0, "done": 0, "failed": 3}
         assert worker.metrics.events == {"done": 0, "retried": 2, "failed": 3}
-        assert 'rfmsync_resyncs_total{outcome="error"} 2' in worker.metrics.render()
+        assert 'rfmsync_resyncs_total{outcome="error"} 6' in worker.metrics.render()  # the pair, then each alone
 
 
 def test_the_debounce_window_turns_a_burst_into_one_batch_and_restarts_find_queued_events(tmp_path):
@@ -753,3 +753,18 @@ def test_rows_a_crm_pull_brings_with_a_batchs_records_are_as_new_as_the_pull(tmp
     with open_store(store_path(cfg)) as con:
         ages = dict(con.execute("SELECT id, received_at FROM webhook_records WHERE kind = 'order'").fetchall())
     assert ages["90"] == hours_ago and ages["78"] >= before
+
+
+def test_the_workers_clock_dates_the_rows_its_pull_brings(tmp_path, monkeypatch):
+    """The worker's injected wall clock (the one its events are dated by) is the pull's start too: the rows a
+    batch's pull brings are as new as that clock says, not as the machine's (before: the machine's clock)."""
+    from tests.test_bitrix24 import T0
+
+    pulled_at = datetime(2031, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    with bitrix_shop(tmp_path, monkeypatch) as (cfg, settings, ledger, fake):
+        fake.put_order(78, 5, "50.00", at=T0)
+        ledger.enqueue_event("bitrix24", "deal-78-update", encode_records(pull=True))
+        assert Worker(cfg, ledger, settings, as_of=lambda: AS_OF, now=lambda: pulled_at).drain() == 1
+    with open_store(store_path(cfg)) as con:
+        ages = dict(con.execute("SELECT id, received_at FROM webhook_records WHERE kind = 'order'").fetchall())
+    assert ages == {"78": pulled_at}

@@ -204,6 +204,7 @@ class Ledger:
     complete_events = _Via("queue", EventQueue.complete_events)
     fail_events = _Via("queue", EventQueue.fail_events)
     release_events = _Via("queue", EventQueue.release_events)
+    oldest_unsettled = _Via("queue", EventQueue.oldest_unsettled)
     requeue_failed_events = _Via("queue", EventQueue.requeue_failed_events)
     purge_events = _Via("queue", EventQueue.purge_events)
     queue_depth = _Via("queue", EventQueue.queue_depth)

@@ -211,6 +211,13 @@ class EventQueue:
         with self._db.write() as conn:
             return conn.execute(query.values(status="queued", attempts=0, finished_at=None)).rowcount
 
+    def oldest_unsettled(self) -> datetime | None:
+        """When the oldest event that may still be merged was accepted (queued, processing, or failed:
+        :meth:`requeue_failed_events` replays those), or None when there is none."""
+        with self._db.read() as conn:
+            return conn.execute(select(func.min(events.c.received_at)).where(
+                events.c.status.in_(("queued", "processing", "failed")))).scalar()
+
     def purge_events(self, older_than: timedelta) -> int:
         """Delete done events finished before now - ``older_than`` (their dedupe keys are forgotten)."""
         cutoff = self._db.clock() - older_than

@@ -19,7 +19,8 @@ from .schema import runs
 log = logging.getLogger(__name__)
 
 RUN_STATUSES = ("running", "succeeded", "partial", "failed", "refused", "abandoned")
-FINISHED_STATUSES = ("succeeded", "partial", "failed", "refused")  # refused: a guard stopped it, nothing written
+#: refused: a guard stopped it, nothing written; stopped: a stop asked for (SIGTERM) ended it between two batches
+FINISHED_STATUSES = ("succeeded", "partial", "failed", "refused", "stopped")
 
 
 class RunRecorder(Protocol):

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable, Sequence
 
 import duckdb
@@ -58,6 +58,7 @@ from ..run import refuse
 from ..settings import Settings
 from ..store import STORE_LOCK, connect_store, ensure_lookup_indexes, lookup_by_key, merge_staged
 from ..store.merge import Ages
+from ..store.webhooks import FILE_WON_TABLE, prune_file_won
 from .managed import ManagedCounts
 from .readcount import CountingConnection
 
@@ -110,6 +111,10 @@ def _coalesce_webhook_contacts(con: duckdb.DuckDBPyConnection) -> None:
     """)
 
 
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
 def _pull_staged(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, settings: Settings
                  ) -> tuple[PullResult, str]:
     kind = str(cfg.source.get("type", "file"))
@@ -121,16 +126,18 @@ def _pull_staged(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, se
 
 
 def _pull_after_webhook_records(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, settings: Settings,
-                                received_at: datetime | Ages | None) -> tuple[PullResult, str, Ages]:
+                                received_at: datetime | Ages | None, now: Callable[[], datetime] = _utcnow
+                                ) -> tuple[PullResult, str, Ages]:
     """Pull into staging without losing the webhook records staged already (a source's pull starts from
     fresh staging tables): they are set aside, then staged again, except those the pull read too (its version,
     the fresher one, replaces the webhook's: an order with its line items, a contact). Returns the records' ages
     for the merge (:data:`sync.store.merge.Ages`): the webhook records' own (``received_at``), and the pull's start
     (the bound its cursor uses) for every pulled record, so that an older webhook version noted in the store does
-    not leave the pulled one out with it, and a pulled record is as new as the pull, not as the batch's events."""
+    not leave the pulled one out with it, and a pulled record is as new as the pull, not as the batch's events.
+    ``now``: the wall clock the pull's start is read from (the worker's, the one its events are dated by)."""
     for name in TABLES:
         con.execute(f"CREATE OR REPLACE TEMP TABLE _hook_{name} AS SELECT * FROM staged_{name}")
-    started = datetime.now(timezone.utc)
+    started = now()
     result, kind = _pull_staged(cfg, ledger, con, settings)
     for name in TABLES:
         con.execute(f"CREATE TEMP TABLE IF NOT EXISTS staged_{name} AS SELECT * FROM _hook_{name} LIMIT 0")
@@ -151,6 +158,23 @@ def _pull_after_webhook_records(cfg: Config, ledger: Ledger, con: duckdb.DuckDBP
     return result, kind, ages
 
 
+#: how far the ledger's clock (events' ages) and a full sync's (a file's read) may disagree: a ``file_won_records``
+#: row is kept this much longer than the oldest webhook version that can still come needs it
+CLOCK_MARGIN = timedelta(hours=1)
+
+
+def _prune_file_won(con: duckdb.DuckDBPyConnection, ledger: Ledger, now: Callable[[], datetime]) -> None:
+    """Forget the file versions' ages (:func:`sync.store.webhooks.prune_file_won`) older than every webhook
+    version that can still be merged: the ledger's oldest unsettled event (a failed one included: it can be
+    replayed), else now; less :data:`CLOCK_MARGIN`. Nothing to do (no ledger read) while the table is empty."""
+    if not con.execute(f"SELECT count(*) FROM {FILE_WON_TABLE}").fetchall()[0][0]:
+        return
+    oldest = ledger.oldest_unsettled() or now()
+    pruned = prune_file_won(con, min(oldest, now()) - CLOCK_MARGIN)
+    if pruned:
+        log.debug("resync: %d file versions' ages forgotten (no older webhook version can come)", pruned)
+
+
 def _record_ids(con: duckdb.DuckDBPyConnection, prefix: str) -> list[tuple[str, str]]:
     """``("order", id)`` and ``("contact", customer id)`` of the records in ``{prefix}_orders``/``_contacts``."""
     return [("order", str(r[0])) for r in con.execute(f"SELECT order_id FROM {prefix}_orders").fetchall()] + \
@@ -167,7 +191,8 @@ class _Affected:
 
 def _store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Order],
                 contacts: Sequence[Contact], pull: bool, as_of: date, report: ResyncReport,
-                wait_seconds: float, received_at: datetime | Ages | None = None) -> _Affected:
+                wait_seconds: float, received_at: datetime | Ages | None = None,
+                now: Callable[[], datetime] = _utcnow) -> _Affected:
     with STORE_LOCK:
         con = connect_store(store_path(cfg), wait_seconds=wait_seconds)
         try:
@@ -175,7 +200,7 @@ def _store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequenc
             lookup_by_key(con)
             counted = CountingConnection(con)
             affected = _store_step_on(counted, cfg, ledger, settings, orders, contacts, pull, as_of,  # type: ignore[arg-type]
-                                      report, received_at)
+                                      report, received_at, now)
             report.store_rows_read = counted.rows()
             affected.store_wait = wait_seconds
             return affected
@@ -185,13 +210,14 @@ def _store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequenc
 
 def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, settings: Settings,
                    orders: Sequence[Order], contacts: Sequence[Contact], pull: bool, as_of: date,
-                   report: ResyncReport, received_at: datetime | Ages | None = None) -> _Affected:
+                   report: ResyncReport, received_at: datetime | Ages | None = None,
+                   now: Callable[[], datetime] = _utcnow) -> _Affected:
     # one order's many versions in a batch (a storm of updates): the last only, or every version's items are kept
     stage_records(con, list({o.order_id: o for o in orders}.values()), contacts)
     _coalesce_webhook_contacts(con)
     pulled, cursor_source = (None, None)
     if pull:
-        pulled, cursor_source, received_at = _pull_after_webhook_records(cfg, ledger, con, settings, received_at)
+        pulled, cursor_source, received_at = _pull_after_webhook_records(cfg, ledger, con, settings, received_at, now)
     def affected(con: duckdb.DuckDBPyConnection) -> None:
         # after records keyed by an e-mail/phone joined their customer (inside the merge's transaction, which
         # notes both ids of every link), so that the affected set names that customer
@@ -207,6 +233,7 @@ def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, 
                  after_link=affected, received_at=received_at)
     if pulled is not None and pulled.cursor is not None:
         ledger.set_cursor(cursor_source, "all", pulled.cursor)
+    _prune_file_won(con, ledger, now)
     ids = {r[0] for r in con.execute(f"SELECT customer_id FROM {AFFECTED_TABLE}").fetchall()}
     report.customers = len(ids)
     if not ids:
@@ -369,12 +396,13 @@ def resync(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Ord
            contacts: Sequence[Contact] = (), *, pull: bool = False, as_of: date | None = None,
            destinations: Sequence[str] | None = None, store_wait_seconds: float = 60.0,
            lock_wait_seconds: float = 120.0, sleep: Callable[[float], None] = time.sleep,
-           received_at: datetime | Ages | None = None) -> ResyncReport:
+           received_at: datetime | Ages | None = None, now: Callable[[], datetime] = _utcnow) -> ResyncReport:
     """Store the records, re-segment only the affected customers and push only their changes.
 
     ``received_at``: when the ledger accepted the records (the worker's batch: each record's own event,
     :data:`sync.store.merge.Ages`), their age against the export files (:func:`sync.store.merge.merge_staged`);
-    default: now.
+    default: now. ``now``: the wall clock a pull's start is read from, the age of the records it pulls (the
+    worker passes its own, the clock its events are dated by).
 
     ``pull=True`` also pulls the configured CRM source incrementally (for deliveries that carry ids only).
     A destination being synced by another process is waited for up to ``lock_wait_seconds``.
@@ -383,7 +411,7 @@ def resync(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Ord
     as_of = as_of or today_in(cfg.timezone)
     report = ResyncReport()
     affected = _store_step(cfg, ledger, settings, orders, contacts, pull, as_of, report, store_wait_seconds,
-                           received_at)
+                           received_at, now)
     if affected.customer_ids:
         planned = [_plan_incremental(cfg, dest, ledger, settings, affected)
                    for dest in ([cfg.destination(n) for n in destinations] if destinations else cfg.destinations)]

@@ -17,6 +17,12 @@ half-way (its process gone) is run again by the next process started, not left t
 (:data:`KILLED_RERUNS`): a sync that itself kills the process (the OOM killer on a big export) would otherwise run
 and die at every restart of ``serve``, for ever, taking the webhook intake down each time. A re-run of a killed run
 keeps its retry number: it does not use up a retry.
+
+The sync's applies check, between two batches (:func:`sync.engine.between_batches`), the scheduler's
+:attr:`Scheduler.stop` (``serve`` stopping: SIGTERM) and that the ``schedule`` lock is still this process's (refreshed
+once :data:`LOCK_CONFIRM_EVERY` passed on the wall clock: a process paused past the lock's life while another took
+it over stops there). A stopped run is recorded ``stopped`` and named again as due at once, as it was (neither a
+kill nor a retry); a run whose lock was taken leaves the cursors to the new holder.
 """
 
 from __future__ import annotations
@@ -33,8 +39,8 @@ from zoneinfo import ZoneInfo
 from connectors.errors import TransientError
 
 from ..config import Config, ScheduleConfig
-from ..engine import ApplyReport, destination_lock
-from ..errors import ConfigError, GuardRefusedError, LockBusyError
+from ..engine import ApplyReport, HeldLock, between_batches, destination_lock
+from ..errors import ConfigError, GuardRefusedError, LockBusyError, LockLostError, RunStopped
 from ..ledger import Ledger
 from ..api import run_sync
 from ..settings import Settings
@@ -51,6 +57,9 @@ KILLED_RERUNS = 1  # a run killed half-way is run again this many times, then le
 #: holder this host cannot tell dead (another host, a renamed one, a container's new PID namespace) blocks the
 #: schedule that long at most
 SCHEDULE_LOCK_TTL = 15 * 60.0
+#: between two apply batches, the ``schedule`` lock is refreshed (and found lost) when this long passed on the wall
+#: clock since it last was: a process paused longer (SIGSTOP, a suspended VM or laptop) checks before it goes on
+LOCK_CONFIRM_EVERY = timedelta(seconds=30)
 
 
 def parse_every(text: str, key: str = "every") -> timedelta:
@@ -153,6 +162,8 @@ class Scheduler:
         self.clock = clock
         self.job = job or (lambda: run_full_sync(cfg, ledger, settings))
         self.metrics = metrics
+        #: set to stop a sync under way between two apply batches (``run_forever``'s stop: SIGTERM)
+        self.stop = threading.Event()
         self._looked_again: datetime | None = None  # the fire time whose skip for a held schedule lock is counted
         self.next_fire = self.schedule.next_after(clock())
         self.retry_wait = parse_every(cfg.schedule.retry_wait, "retry_wait")
@@ -185,7 +196,7 @@ class Scheduler:
 
     def _run(self, fire: datetime, attempt: int, killed: int = 0) -> bool:
         try:  # a lock left by a killed process of this host is taken over (else it blocks up to its TTL)
-            with destination_lock(self.ledger, "schedule", ttl_seconds=SCHEDULE_LOCK_TTL):
+            with destination_lock(self.ledger, "schedule", ttl_seconds=SCHEDULE_LOCK_TTL) as held:
                 if attempt or killed:  # every run clears the retry cursor: one that no longer names it ran
                     pending = Retry.loads(self.ledger.get_cursor(*RETRY_CURSOR))
                     ran = pending is None or (pending.fire, pending.attempt, pending.killed) != (fire, attempt, killed)
@@ -209,13 +220,38 @@ class Scheduler:
                 # deploy's kill -9) leaves it, and the serve started after it runs it at once instead of
                 # waiting for the next fire time, once (the ``finally`` below clears it whatever else happens)
                 self.ledger.set_cursor(*RETRY_CURSOR, Retry(fire, attempt, self.clock(), killed + 1).dumps())
+                ended = "done"
                 try:
-                    reports = self.job()
+                    held.confirm()  # still ours: another process did not take it while this one was paused
+                    with between_batches(self._between(held, fire)):
+                        reports = self.job()
                     if self.metrics is not None and isinstance(reports, list):
                         self.metrics.sync_reports(reports)
+                except RunStopped:
+                    ended = "stopped"
+                    raise
+                except LockLostError:
+                    ended = "lost" if held.lost else ended
+                    raise
                 finally:
-                    self.ledger.set_cursor(*CURSOR, fire.isoformat())
-                    self.ledger.set_cursor(*RETRY_CURSOR, "")  # done: a failure plans the next one below
+                    if ended == "stopped":  # run again by the next start (or look) as it was: same attempt and
+                        # kills, so a deploy neither counts as a kill nor uses up a retry
+                        self.ledger.set_cursor(*RETRY_CURSOR, Retry(fire, attempt, self.clock(), killed).dumps())
+                    elif ended != "lost":  # (a lost lock: the cursors are its new holder's now)
+                        self.ledger.set_cursor(*CURSOR, fire.isoformat())
+                        self.ledger.set_cursor(*RETRY_CURSOR, "")  # done: a failure plans the next one below
+        except RunStopped:
+            self._count("stopped")
+            log.warning("scheduled sync of %s stopped between two batches (serve is stopping): what it applied is "
+                     "recorded; the next start runs it again (not counted as a retry or a kill)", fire.isoformat())
+            return False
+        except LockLostError as exc:
+            if getattr(exc, "lock_name", None) != "schedule":  # a destination's lock: a failed run as any other
+                return self._failed(exc, fire, attempt)
+            self._count("error")
+            log.error("scheduled sync of %s stopped: %s (this process was paused, or its clock is off?): another "
+                      "process runs the fire time; what this one applied is recorded", fire.isoformat(), exc)
+            return False
         except GuardRefusedError as exc:  # recorded as refused runs; nothing written; the next fire time checks again
             self._count("refused")
             if self.metrics is not None:
@@ -237,11 +273,30 @@ class Scheduler:
                          self._plan_retry(exc, fire, attempt))
             return False
         except Exception as exc:  # logged and counted; a retry or the next fire time tries again
-            self._count("error")
-            log.error("scheduled sync failed: %s%s", exc, self._plan_retry(exc, fire, attempt))
-            return False
+            return self._failed(exc, fire, attempt)
         self._count("ok")
         return True
+
+    def _failed(self, exc: Exception, fire: datetime, attempt: int) -> bool:
+        self._count("error")
+        log.error("scheduled sync failed: %s%s", exc, self._plan_retry(exc, fire, attempt))
+        return False
+
+    def _between(self, held: HeldLock, fire: datetime) -> Callable[[], None]:
+        """What the sync's applies check between two batches (:func:`sync.engine.between_batches`): a stop asked
+        for (:class:`RunStopped`), and the ``schedule`` lock still this process's (refreshed when
+        :data:`LOCK_CONFIRM_EVERY` passed on the wall clock since the last check: :class:`LockLostError`)."""
+        confirmed = [self.clock()]
+
+        def check() -> None:
+            if self.stop.is_set():
+                raise RunStopped(f"scheduled sync of {fire.isoformat()}: stopped, serve is stopping")
+            held.check()
+            if self.clock() - confirmed[0] >= LOCK_CONFIRM_EVERY:
+                held.confirm()
+                confirmed[0] = self.clock()
+
+        return check
 
     def _attempt_text(self, attempt: int, killed: int) -> str:
         retry = f", retry {attempt} of {self.cfg.schedule.retries}" if attempt else ""
@@ -274,6 +329,7 @@ class Scheduler:
         return f"; retry {attempt + 1} of {self.cfg.schedule.retries} at {at.isoformat()}"
 
     def run_forever(self, stop: threading.Event) -> None:
+        self.stop = stop  # a sync under way stops between two batches when it is set
         if not self.schedule.enabled:
             return
         log.info("scheduler: next full sync at %s", self.next_fire.isoformat() if self.next_fire else "never")

@@ -4,7 +4,10 @@ Any number of workers (threads, processes, hosts) may share one ledger: ``claim_
 exactly one of them (PostgreSQL ``FOR UPDATE SKIP LOCKED``; SQLite ``BEGIN IMMEDIATE``). A worker waits
 ``debounce_seconds`` after it first sees queued events, so a burst becomes one resync, then claims everything
 queued and hands it to :func:`sync.serve.resync.resync`. Events are marked done only after the resync succeeded;
-on an error they go back to the queue (up to ``max_attempts`` claims, then ``failed``); a batch that waited in vain
+on an error of their own they go back to the queue (up to ``max_attempts`` claims, then ``failed``), the batch
+split in halves until the event at fault is alone (:meth:`Worker._isolate`); an outage (:func:`retry_later`: the
+ESP, the source or the ledger failing the transient way, the disk full) spends no attempt, and the worker backs
+off (the vendor's Retry-After, else :data:`BACKOFF_BASE` doubling up to :data:`BACKOFF_MAX`); a batch that waited in vain
 for another run (:class:`~sync.errors.LockBusyError`: a destination or the order store busy) goes back without
 counting the claim, up to ``give_up_waiting_after`` (6 h) after its oldest event was accepted: a lock that never
 frees (a paused ``rfmsync sync``, a duckdb shell left open on the store) would otherwise have it released every
@@ -19,6 +22,7 @@ wait for the next worker, so nothing accepted is lost across a restart.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections import Counter
@@ -26,18 +30,37 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
+from connectors.errors import ConfigError as SourceConfigError
 from connectors.records import Contact, Order
 
 from ..config import Config
-from ..errors import DestinationError, GuardRefusedError, LockBusyError
+from ..errors import (ConfigError, DestinationConfigError, DestinationError, GuardRefusedError, LedgerError,
+                      LockBusyError, LockLostError, RunStopped)
 from ..ledger import Event, Ledger, default_owner
 from ..settings import Settings
 from .metrics import Metrics
 from ..ledger.codec import decode_records
 from .resync import ResyncReport, resync
+from .scheduler import transient
 
 log = logging.getLogger(__name__)
 RELEASE_WARNING_EVERY = 10  # a batch released this many times (10–20 minutes of waiting) is logged as a WARNING
+BACKOFF_BASE = 5.0  # seconds: the first wait after a transient failure, doubled with each one in a row
+BACKOFF_MAX = 300.0  # seconds: the longest (a Retry-After beyond it is cut to it)
+
+
+def retry_later(exc: BaseException) -> bool:
+    """A failure that is not the events': the ESP or the source failing the transient way after the retry layer's
+    own retries (5xx, 429, timeouts, connection errors: :func:`sync.serve.scheduler.transient`, a busy destination
+    included), the ledger failing (:class:`LedgerError`: locked, connection lost, and the disk full too: it is
+    about the machine, not the event), a lock lost (:class:`LockLostError`), or the worker stopping in the middle
+    of a batch's bisection (:class:`RunStopped`). The batch waits, uncounted."""
+    return transient(exc) or isinstance(exc, (LedgerError, LockLostError, RunStopped))
+
+
+#: settings the resync cannot work with (a key rejected, an audience missing): no event is at fault, so a batch
+#: failing so is not split to find one (each half would fail alike, calling the ESP each time)
+CONFIG_ERRORS = (ConfigError, DestinationConfigError, SourceConfigError)
 
 @dataclass
 class Batch:
@@ -54,6 +77,27 @@ class Batch:
 
 
 ResyncFn = Callable[[Batch], ResyncReport | None]
+_Part = tuple[Event, list[Order], list[Contact], bool]  # one event and its decoded records (orders, contacts, pull)
+_Later = tuple[list[_Part], Exception] | None  # events left to wait out a transient failure, and that failure
+
+
+def _text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _batch(parts: list[_Part]) -> Batch:
+    """The batch of these decoded events, in their order."""
+    batch = Batch(events=[])
+    for ev, orders, contacts, pull in parts:
+        batch.events.append(ev)
+        batch.orders += orders
+        batch.contacts += contacts
+        # a record's age is its own event's (the last one holding it: its version is the one staged)
+        keys = [("order", o.order_id) for o in orders] + [("contact", c.customer_id) for c in contacts]
+        batch.ages.update(dict.fromkeys(keys, ev.received_at))
+        batch.keys[ev.id] = set(keys)
+        batch.pull = batch.pull or pull
+    return batch
 
 
 class Worker:
@@ -81,8 +125,13 @@ class Worker:
         self.give_up_waiting_after = give_up_waiting_after  # seconds since the batch's oldest event was accepted
         self._now = now  # the wall clock the ledger stamps events.received_at with
         self._releases: Counter[int] = Counter()  # event id → times this worker released it (waiting for a lock)
+        self._outages = 0  # transient failures in a row (the back-off doubles with each)
+        self._rng = random.Random()
+        self.retry_at: float | None = None  # (clock) no claim before this after a transient failure
         self._wake = threading.Event()
         self.processed_ids: list[int] = []  # events this worker completed (observability, tests)
+        #: set when the worker stops (``run_forever``'s stop): a batch being bisected leaves the rest to the queue
+        self.stopping = threading.Event()
 
     def wake(self) -> None:
         """New events were queued in this process: look now instead of at the next poll."""
@@ -91,7 +140,7 @@ class Worker:
     def _resync(self, batch: Batch) -> ResyncReport:
         as_of = self._as_of() if self._as_of else None
         return resync(self.cfg, self.ledger, self.settings, batch.orders, batch.contacts, pull=batch.pull,
-                      as_of=as_of, received_at=batch.ages)  # rows pulled for the batch: the pull's start
+                      as_of=as_of, received_at=batch.ages, now=self._now)  # rows pulled: the pull's start
 
     # -- one batch -----------------------------------------------------------------------
 
@@ -100,59 +149,99 @@ class Worker:
         events = self.ledger.claim_events(self.name, limit=self.batch_limit, stale_after=self.stale_after)
         if not events:
             return 0
-        batch = Batch(events=[])
+        parts = []
         for ev in events:
             try:
-                orders, contacts, pull = decode_records(ev.payload)
+                parts.append((ev, *decode_records(ev.payload)))
             except ValueError as exc:
                 log.error("event %d from %s cannot be decoded, marking it failed: %s", ev.id, ev.source, exc)
                 self.ledger.fail_events([ev.id], str(exc), max_attempts=1, worker=self.name)
                 self.metrics.event_outcome("failed")
-                continue
-            batch.events.append(ev)
-            batch.orders += orders
-            batch.contacts += contacts
-            # a record's age is its own event's (the last one holding it: its version is the one staged)
-            keys = [("order", o.order_id) for o in orders] + [("contact", c.customer_id) for c in contacts]
-            batch.ages.update(dict.fromkeys(keys, ev.received_at))
-            batch.keys[ev.id] = set(keys)
-            batch.pull = batch.pull or pull
-        if not batch.events:
+        if not parts:
             return 0
-        ids = [ev.id for ev in batch.events]
-        started = self._clock()
         beating = threading.Event()
-        heart = threading.Thread(target=self._heartbeat, args=(ids, beating), name=f"{self.name}-lease",
-                                 daemon=True)
+        heart = threading.Thread(target=self._heartbeat, args=([p[0].id for p in parts], beating),
+                                 name=f"{self.name}-lease", daemon=True)
         heart.start()
         try:
-            report = self._process(batch)
-        except Exception as exc:  # any failure: the events go back to the queue
-            failure: Exception | None = exc
-        else:
-            failure = None
+            done, later = self._settle(parts)
+            if later is not None:  # a transient failure: these events wait, the claim not counted
+                self._failed(_batch(later[0]), later[1])
+            return done
         finally:
             beating.set()
             heart.join()
-        if failure is not None:
-            self._failed(batch, failure, self._clock() - started)
-            return 0
+
+    def _settle(self, parts: list[_Part]) -> tuple[int, _Later]:
+        """Resync ``parts`` (:meth:`_isolate` the events at fault when that fails). Returns the events done and,
+        after a transient failure, the events not settled (they wait, uncounted) with it."""
+        failure = self._try(parts)
+        return (len(parts), None) if failure is None else self._isolate(parts, failure)
+
+    def _try(self, parts: list[_Part]) -> Exception | None:
+        """One resync of these events: done on success; else the failure (its metrics recorded)."""
+        batch = _batch(parts)
+        ids = [ev.id for ev in batch.events]
+        started = self._clock()
+        try:
+            report = self._process(batch)
+        except Exception as exc:  # any failure: the caller sends the events back to the queue
+            self.metrics.resync_done(self._clock() - started, None, _text(exc))
+            if isinstance(exc, DestinationError):
+                self.metrics.esp_error(getattr(exc, "destination", None) or "unknown")
+            return exc
         self._forget_releases(ids)
+        self._outages = 0
         self.ledger.complete_events(ids, worker=self.name)
         self.processed_ids += ids
         self.metrics.resync_done(self._clock() - started, report)
         self.metrics.event_outcome("done", len(ids))
-        return len(ids)
+        return None
 
-    def _failed(self, batch: Batch, failure: Exception, seconds: float) -> None:
-        """The batch's events go back to the queue (a guard's refusal: they are failed at once)."""
+    def _isolate(self, parts: list[_Part], failure: Exception) -> tuple[int, _Later]:
+        """``parts`` failed together. For a reason of the events' own (not :func:`retry_later`, not a config
+        error), several events are tried in two halves (a bisection), so that one poison event does not hold the
+        queue: the good ones are done, only the bad one spends an attempt. Two halves that both fail with their
+        whole's very error (our own bug failing any batch) are not split again: each event spends its attempt."""
+        if retry_later(failure):
+            return 0, (parts, failure)
+        if len(parts) == 1 or isinstance(failure, (GuardRefusedError, *CONFIG_ERRORS)):
+            self._failed(_batch(parts), failure)
+            return 0, None
+        log.warning("resync of %d events failed (%s): resyncing them in two halves to find the events at fault",
+                    len(parts), _text(failure))
+        halves = [parts[:len(parts) // 2], parts[len(parts) // 2:]]
+        done, failed = 0, []
+        for i, half in enumerate(halves):
+            f = RunStopped("the worker is stopping") if self.stopping.is_set() else self._try(half)
+            if f is None:
+                done += len(half)
+            elif retry_later(f):  # an outage began: what is not done waits for its end
+                return done, ([p for h, _ in failed for p in h] + [p for h in halves[i:] for p in h], f)
+            else:
+                failed.append((half, f))
+        alike = len(failed) == 2 and all(_text(f) == _text(failure) for _, f in failed)
+        for j, (half, f) in enumerate(failed):
+            if alike:
+                self._failed(_batch(half), f)
+                continue
+            more, later = self._isolate(half, f)
+            done += more
+            if later is not None:
+                return done, (later[0] + [p for h, _ in failed[j + 1:] for p in h], later[1])
+        return done, None
+
+    def _failed(self, batch: Batch, failure: Exception) -> None:
+        """The batch's events go back to the queue: uncounted when the failure was not theirs
+        (:func:`retry_later`: the worker backs off first), else counted (a guard's refusal: failed at once)."""
         ids = [ev.id for ev in batch.events]
-        error = f"{type(failure).__name__}: {failure}"
-        self.metrics.resync_done(seconds, None, error)
-        if isinstance(failure, DestinationError):
-            self.metrics.esp_error(getattr(failure, "destination", None) or "unknown")
+        error = _text(failure)
         if isinstance(failure, LockBusyError):
             self._waited(batch, ids, error)
+            return
+        if retry_later(failure):
+            wait = self._back_off(failure)
+            self._waited(batch, ids, f"{error} (looking again in {wait:.0f} s)", "the outage to end")
             return
         if isinstance(failure, GuardRefusedError):
             # the records are in the order store already; retrying gives the same answer: the next full
@@ -170,9 +259,29 @@ class Worker:
         self.metrics.event_outcome("retried", len(ids) - exhausted)
         log.warning("resync of %d events failed (they stay queued, %d given up): %s", len(ids), exhausted, error)
 
-    def _waited(self, batch: Batch, ids: list[int], error: str) -> None:
-        """Another run holds the destination (a long cron sync) or the order store: the batch waits its turn, and
-        the claim does not count towards max_attempts (it would be given up during a long sync). An event that
+    def _back_off(self, failure: BaseException) -> float:
+        """Wait before the next claim after a failure of the ESP, the source or the ledger: the vendor's
+        ``Retry-After`` when it gave one (parsed by the retry layer, :func:`connectors.retry.retry_after_seconds`),
+        else an exponential back-off with jitter from :data:`BACKOFF_BASE`; both at most :data:`BACKOFF_MAX`.
+        Returns the seconds."""
+        self._outages += 1
+        told = getattr(failure, "retry_after", None)
+        if told is None:
+            ceiling = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (self._outages - 1))
+            wait = self._rng.uniform(ceiling / 2, ceiling)
+        else:
+            wait = min(max(float(told), BACKOFF_BASE), BACKOFF_MAX)
+        self.retry_at = self._clock() + wait
+        return wait
+
+    def backing_off(self) -> float:
+        """Seconds left before this worker claims again after a transient failure (0: none)."""
+        return max(0.0, self.retry_at - self._clock()) if self.retry_at is not None else 0.0
+
+    def _waited(self, batch: Batch, ids: list[int], error: str, why: str = "another run") -> None:
+        """Another run holds the destination (a long cron sync) or the order store, or (``why``) the ESP, the
+        source or the ledger failed the transient way: the batch waits its turn, and the claim does not count
+        towards max_attempts (it would be given up during a long sync or an outage). An event that
         waited ``give_up_waiting_after`` since it was accepted (a lock that never frees) is given up, failed and
         kept, with the batch's events that hold one of its records (replayed later on its own, it would undo their
         newer version); the batch's other events (a batch is formed again at each claim) wait on."""
@@ -191,12 +300,11 @@ class Worker:
         if old:
             self._forget_releases(old)
             longest = max(waited[i] for i in old)
-            self.ledger.fail_events(old, f"gave up waiting for another run after {longest / 3600:.1f} h: {error}",
+            self.ledger.fail_events(old, f"gave up waiting for {why} after {longest / 3600:.1f} h: {error}",
                                     max_attempts=1, worker=self.name)
             self.metrics.event_outcome("failed", len(old))
-            log.error("resync of %d events given up (marked failed, kept): they waited %.1f h for another run that "
-                      "did not end: %s; Ledger.requeue_failed_events() replays them", len(old), longest / 3600,
-                      error)
+            log.error("resync of %d events given up (marked failed, kept): they waited %.1f h for %s in vain: "
+                      "%s; Ledger.requeue_failed_events() replays them", len(old), longest / 3600, why, error)
         rest = [i for i in ids if i not in gone]
         if not rest:
             return
@@ -205,8 +313,8 @@ class Worker:
         self.metrics.event_outcome("retried", len(rest))
         times = max(self._releases[i] for i in rest)
         level = logging.WARNING if times % RELEASE_WARNING_EVERY == 0 else logging.INFO
-        log.log(level, "resync of %d events waits for another run (they stay queued; released %d times, %.0f min "
-                "since accepted, given up after %.1f h): %s", len(rest), times, max(waited[i] for i in rest) / 60,
+        log.log(level, "resync of %d events waits for %s (they stay queued; released %d times, %.0f min "
+                "since accepted, given up after %.1f h): %s", len(rest), why, times, max(waited[i] for i in rest) / 60,
                 self.give_up_waiting_after / 3600, error)
 
     def _forget_releases(self, ids: list[int]) -> None:
@@ -228,17 +336,23 @@ class Worker:
     # -- loop ------------------------------------------------------------------------------
 
     def drain(self) -> int:
-        """Process until nothing is queued (no debounce); returns events done."""
+        """Process until nothing is queued (no debounce) or a transient failure makes the worker back off;
+        returns events done."""
         done = 0
-        while self.ledger.claimable_count(self.stale_after):
+        while not self.backing_off() and self.ledger.claimable_count(self.stale_after):
             done += self.process_batch()
         return done
 
     def run_forever(self, stop: threading.Event) -> None:
         """Poll the queue until ``stop`` is set; debounce from the moment queued events are first seen."""
         pending_since: float | None = None
+        self.stopping = stop
         log.info("worker %s: draining the queue (debounce %.1fs)", self.name, self.debounce)
         while not stop.is_set():
+            wait = self.backing_off()
+            if wait:  # an outage (the ESP, the source, the ledger): nobody claims until it is over
+                stop.wait(wait)
+                continue
             try:
                 queued = self.ledger.claimable_count(self.stale_after)  # + events of dead claimers
             except Exception as exc:  # ledger unreachable for a moment: keep the worker alive
@@ -262,6 +376,10 @@ class Worker:
                 if self.process_batch() >= self.batch_limit:
                     pending_since = float("-inf")  # a backlog: no new debounce before the next batch
             except Exception as exc:  # never let one bad batch end the worker
+                if retry_later(exc):  # the claim itself failed (the disk full, the ledger gone): back off
+                    log.warning("worker %s: cannot claim or settle events: %s; looking again in %.0fs", self.name,
+                                exc, self._back_off(exc))
+                    continue
                 log.exception("worker %s: batch failed: %s", self.name, exc)
                 stop.wait(self.poll)
         log.info("worker %s: stopped", self.name)

@@ -3,6 +3,8 @@ a pull brings the source's own version of them (see :mod:`sync.store`)."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import duckdb
 
 WEBHOOK_TABLE = "webhook_records"  # (kind 'order' | 'contact', id): rows that came by webhook, not by a pull
@@ -17,6 +19,16 @@ def create_webhook_table(con: duckdb.DuckDBPyConnection) -> None:
                 "received_at TIMESTAMPTZ DEFAULT now(), PRIMARY KEY (kind, id))")
     con.execute(f"CREATE TABLE IF NOT EXISTS {FILE_WON_TABLE} (kind VARCHAR NOT NULL, id VARCHAR NOT NULL, "
                 "read_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (kind, id))")
+
+
+def prune_file_won(con: duckdb.DuckDBPyConnection, oldest_possible: datetime) -> int:
+    """Drop the ``file_won_records`` rows that can no longer leave anything out, returns how many: a row leaves out
+    a webhook version older than its file's read (a newer webhook version of the record removes it when merged). It
+    is useless once no webhook version older than it can come any more: ``oldest_possible`` is the age of the oldest one that still can (the ledger's oldest unsettled event, queued or
+    failed included, less a margin for the hosts' clocks: :func:`sync.serve.resync._prune_file_won`)."""
+    create_webhook_table(con)
+    return len(con.execute(f"DELETE FROM {FILE_WON_TABLE} WHERE read_at <= ?::TIMESTAMPTZ RETURNING 1",
+                           [oldest_possible]).fetchall())
 
 
 def webhook_records(con: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:

@@ -1,0 +1,101 @@
+"""A scheduled sync stopped between two apply batches: SIGTERM (a deploy), or its ``schedule`` lock lost while the
+process was paused. The apply is real (sync.engine.execute_plan) against a paced fake destination."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+
+from sync.config import Config, ScheduleConfig
+from sync.engine import execute_plan
+from sync.ledger import Ledger
+from sync.serve.metrics import Metrics
+from sync.serve.scheduler import CURSOR, RETRY_CURSOR, Retry, Scheduler
+
+try:
+    from tests import ledger_fixtures, test_engine_lock
+except ImportError:  # tests/ itself on sys.path
+    import ledger_fixtures  # type: ignore[no-redef]
+    import test_engine_lock  # type: ignore[no-redef]
+
+clock, ledger_url = ledger_fixtures.clock, ledger_fixtures.ledger_url  # fixtures
+Paced, plan_of = test_engine_lock.Paced, test_engine_lock.plan_of
+
+CFG = Config(schedule=ScheduleConfig(every="1h"))
+FIRE = datetime(2025, 3, 1, 13, 0, tzinfo=timezone.utc)  # the first fire time after the clock fixture's start
+
+
+def _job(ledger: Ledger, during, answered: list[int]):
+    """A scheduled sync's apply of 20 contacts, one per batch; ``during(i)`` runs before batch ``i``."""
+    def job():
+        client = Paced(0.0, during)
+        try:
+            return [execute_plan(plan_of(20), client, ledger, kind="scheduled")]
+        finally:
+            answered.append(client.answered)
+    return job
+
+
+def test_sigterm_stops_a_scheduled_sync_between_batches_and_the_next_start_runs_it_again_uncounted(ledger_url,
+                                                                                                   clock, caplog):
+    """A deploy stops serve (SIGTERM: the scheduler's stop set) three times in a row while the fire time's sync
+    applies: each stops after the batch in hand, records its run ``stopped`` (not failed, not killed), frees both
+    locks and keeps what it applied; the next start runs the fire time again, its retries and kills not counted,
+    so the fourth run completes it (before: each stop left the run as a kill, and the second kill gave it up)."""
+    metrics = Metrics()
+    with Ledger.connect(ledger_url, clock=clock) as ledger, caplog.at_level(logging.INFO, "sync.serve.scheduler"):
+        sched = Scheduler(CFG, ledger, None, clock=clock, metrics=metrics)  # type: ignore[arg-type]
+        clock.advance(hours=1, seconds=5)  # the fire time
+        for deploy in range(3):
+            if deploy:  # systemd started serve again
+                sched = Scheduler(CFG, ledger, None, clock=clock, metrics=metrics)  # type: ignore[arg-type]
+            answered: list[int] = []
+
+            def sigterm(i: int) -> None:
+                if i == 3:
+                    sched.stop.set()
+
+            sched.job = _job(ledger, sigterm, answered)
+            assert sched.wake_at() <= clock() and not sched.tick()
+            assert answered == [4]  # the batch in hand answered and recorded, no further call
+            run = ledger.recent_runs(1)[0]
+            assert (run["kind"], run["status"]) == ("scheduled", "stopped")
+            assert ledger.lock_holder("sync:dest") is None and ledger.lock_holder("schedule") is None
+            pending = Retry.loads(ledger.get_cursor(*RETRY_CURSOR))
+            assert pending is not None and (pending.fire, pending.attempt, pending.killed) == (FIRE, 0, 0)
+            assert ledger.get_cursor(*CURSOR) is None
+            clock.advance(seconds=30)
+        assert metrics.scheduled["stopped"] == 3 and not metrics.scheduled.get("killed")
+        assert "stopped between two batches (serve is stopping)" in caplog.text
+        answered = []
+        last = Scheduler(CFG, ledger, None, clock=clock, metrics=metrics,  # type: ignore[arg-type]
+                         job=_job(ledger, lambda i: None, answered))
+        assert last.tick() and answered == [20]
+        assert ledger.get_cursor(*CURSOR) == FIRE.isoformat() and ledger.get_cursor(*RETRY_CURSOR) == ""
+
+
+def test_a_scheduler_paused_past_its_lock_stops_when_another_process_took_the_lock(ledger_url, clock, caplog):
+    """The process is paused (SIGSTOP, a suspended VM) mid-apply longer than the ``schedule`` lock's 15 minutes,
+    and another serve takes the lock over and runs the fire time: at the next batch this one refreshes the lock,
+    finds it lost, stops with a clear ERROR and leaves the cursors to the new holder (before: it applied on)."""
+    with Ledger.connect(ledger_url, clock=clock) as ledger, Ledger.connect(ledger_url, clock=clock) as other, \
+            caplog.at_level(logging.INFO, "sync.serve.scheduler"):
+        sched = Scheduler(CFG, ledger, None, clock=clock)  # type: ignore[arg-type]
+        clock.advance(hours=1, seconds=5)
+        answered: list[int] = []
+
+        def paused(i: int) -> None:
+            if i == 3:
+                clock.advance(minutes=20)  # the pause: the lock lapsed meanwhile
+                other.acquire_lock("schedule", owner="web2:7:serve", ttl_seconds=900)
+                other.set_cursor(*RETRY_CURSOR, Retry(FIRE, 0, clock(), 1).dumps())  # the new holder's run
+
+        sched.job = _job(ledger, paused, answered)
+        assert not sched.tick()
+        assert answered == [4]  # the batch in hand, then no further call
+        assert ledger.lock_holder("schedule") is not None and "web2:7:serve" in str(ledger.lock_holder("schedule"))
+        assert ledger.lock_holder("sync:dest") is None
+        assert Retry.loads(ledger.get_cursor(*RETRY_CURSOR)) == Retry(FIRE, 0, clock(), 1)  # untouched
+        assert ledger.get_cursor(*CURSOR) is None
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert any("schedule: the lock was taken by another holder" in m and "paused" in m for m in errors)

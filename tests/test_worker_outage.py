@@ -1,0 +1,204 @@
+"""The worker on bad days: an ESP outage, a poison event in a batch, the ledger's disk full."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import pytest
+
+from connectors.records import Order
+from sync.config import Config, load_config
+from sync.errors import DestinationConfigError, LedgerError
+from sync.ledger import Ledger, open_ledger
+from sync.ledger.codec import encode_records
+from sync.serve.worker import BACKOFF_BASE, BACKOFF_MAX, Worker
+from sync.settings import load_settings
+
+try:
+    from tests import test_worker
+except ImportError:  # tests/ itself on sys.path
+    import test_worker  # type: ignore[no-redef]
+
+AS_OF, churned_contact, queue_order = test_worker.AS_OF, test_worker.churned_contact, test_worker.queue_order
+shop = test_worker.shop  # the fixture: a demo shop synced once to the fake Mailchimp
+
+
+AS_OF_DT = datetime(2025, 6, 29, 12, tzinfo=timezone.utc)
+
+
+class Ticks:
+    """The worker's monotonic clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _enqueue_orders(ledger: Ledger, ids) -> None:
+    """One event per order id, in this order."""
+    for oid in ids:
+        order = Order(order_id=oid, customer_id="C1", ordered_at=AS_OF_DT, amount=Decimal(1))
+        ledger.enqueue_event("generic", oid, encode_records([order]))
+
+
+def _attempts(ledger: Ledger) -> dict[str, int]:
+    """order id → claims counted so far, of every queued event (read by claiming them once more)."""
+    from sync.ledger.codec import decode_records
+
+    return {decode_records(ev.payload)[0][0].order_id: ev.attempts - 1 for ev in ledger.claim_events("probe")}
+
+
+def test_an_esp_outage_does_not_spend_the_events_attempts_and_honours_retry_after(shop, mailchimp_fake,
+                                                                                   monkeypatch):
+    """Mailchimp answers 503 with Retry-After: 120 to a batch's every resync, more often than max_attempts: the
+    event stays queued (no claim counted), the worker waits what the vendor asked before claiming again, and the
+    order goes through once Mailchimp is back. (Before, the fifth failure marked the event failed.)"""
+    monkeypatch.setenv("RFMSYNC_HTTP_MAX_ATTEMPTS", "1")  # the client's own retries: none (the test's speed)
+    cfg, settings = load_config(shop), load_settings()
+    ticks = Ticks()
+    with open_ledger(cfg, settings) as ledger:
+        email, cid = churned_contact(ledger)
+        queue_order(ledger, "W-2", cid)
+        worker = Worker(cfg, ledger, settings, as_of=lambda: AS_OF, clock=ticks, max_attempts=5)
+        for _ in range(7):
+            mailchimp_fake.fail(503, retry_after="120")  # its next call (each resync's first)
+            assert worker.process_batch() == 0
+            assert worker.backing_off() == 120  # the vendor's Retry-After
+            assert worker.drain() == 0  # nothing is claimed while backing off
+        assert ledger.event_counts()["failed"] == 0 and ledger.event_counts()["queued"] == 1
+        assert worker.metrics.events == {"done": 0, "retried": 7, "failed": 0}
+        assert 'rfmsync_esp_errors_total{destination="mailchimp-demo"} 7' in worker.metrics.render()
+        ticks.now += 120
+        assert worker.drain() == 1
+        assert "Winback" not in mailchimp_fake.tags_of(email)
+
+
+def test_a_retry_after_beyond_the_cap_and_none_at_all_back_off_within_bounds(tmp_path):
+    from sync.errors import DestinationError
+
+    failures = [DestinationError("HTTP 429", status=429, retry_after=86400, transient=True)] + \
+        [DestinationError("HTTP 502", status=502, transient=True)] * 8
+
+    def outage(batch):
+        raise failures.pop(0)
+
+    ticks = Ticks()
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        ledger.enqueue_event("generic", "k", encode_records())
+        worker = Worker(Config(), ledger, None, process=outage, clock=ticks)  # type: ignore[arg-type]
+        waits = []
+        while failures:
+            worker.process_batch()
+            waits.append(worker.backing_off())
+        assert waits[0] == BACKOFF_MAX  # a day's Retry-After is cut to the cap
+        for n, wait in enumerate(waits[1:], start=2):  # doubling (with jitter), capped
+            ceiling = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (n - 1))
+            assert ceiling / 2 <= wait <= ceiling
+        assert ledger.event_counts()["queued"] == 1
+
+
+
+def test_a_poison_event_is_isolated_so_the_rest_of_its_batch_goes_through(tmp_path):
+    """Seven events in one batch, one of which the resync cannot take (our own bug, a record refused): the
+    batch is bisected, the six good events are done at once, only the bad one spends attempts and ends failed."""
+    resynced: list[list[str]] = []
+
+    def process(batch):
+        ids = [o.order_id for o in batch.orders]
+        resynced.append(ids)
+        if "BAD" in ids:
+            raise RuntimeError("cannot plan order BAD")
+
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        _enqueue_orders(ledger, ["A", "B", "C", "BAD", "E", "F", "G"])
+        worker = Worker(Config(), ledger, None, process=process, max_attempts=2)  # type: ignore[arg-type]
+        assert worker.process_batch() == 6
+        assert ledger.event_counts() == {"queued": 1, "processing": 0, "done": 6, "failed": 0}
+        assert sorted(i for ids in resynced if "BAD" not in ids for i in ids) == ["A", "B", "C", "E", "F", "G"]
+        assert worker.backing_off() == 0  # the event's fault, not an outage: no wait
+        assert worker.process_batch() == 0  # alone now: its second attempt, then failed
+        assert ledger.event_counts() == {"queued": 0, "processing": 0, "done": 6, "failed": 1}
+        assert worker.metrics.events == {"done": 6, "retried": 1, "failed": 1}
+
+
+def test_an_outage_met_while_isolating_a_poison_event_leaves_the_rest_waiting_uncounted(tmp_path):
+    calls = []
+
+    def process(batch):
+        ids = [o.order_id for o in batch.orders]
+        calls.append(ids)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        raise LedgerError("ledger sqlite:///l.db: database or disk is full")  # exit 74: the machine's
+
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        _enqueue_orders(ledger, "ABCD")
+        worker = Worker(Config(), ledger, None, process=process, clock=Ticks())  # type: ignore[arg-type]
+        assert worker.process_batch() == 0
+        assert calls == [["A", "B", "C", "D"], ["A", "B"]]  # the second half is not tried during the outage
+        assert worker.backing_off() >= BACKOFF_BASE / 2
+        assert _attempts(ledger) == {"A": 0, "B": 0, "C": 0, "D": 0}
+
+
+def test_the_ledgers_disk_full_spends_no_attempt_and_the_worker_backs_off_instead_of_looping(tmp_path):
+    """A resync that fails on the ledger (disk full, exit 74) is about the machine: the events stay queued with
+    their attempts, and the worker waits (5 s, then doubling up to 5 min) instead of claiming them again at once."""
+    calls = []
+
+    def disk_full(batch):
+        calls.append(len(batch.events))
+        raise LedgerError("ledger sqlite:///l.db: database or disk is full; free space, then run again")
+
+    ticks = Ticks()
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        ledger.enqueue_event("generic", "k", encode_records())
+        worker = Worker(Config(), ledger, None, process=disk_full, clock=ticks, max_attempts=2)  # type: ignore
+        for n in range(1, 5):
+            assert worker.drain() == 0
+            assert len(calls) == n  # one claim, then the back-off: no busy loop
+            wait = worker.backing_off()
+            assert min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (n - 1)) / 2 <= wait <= BACKOFF_BASE * 2 ** (n - 1)
+            ticks.now += wait
+        assert ledger.event_counts()["queued"] == 1 and ledger.event_counts()["failed"] == 0
+        assert [ev.attempts for ev in ledger.claim_events("probe")] == [1]
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("every batch fails alike"),
+                                     DestinationConfigError("Mailchimp: API key rejected (HTTP 401)", status=401)])
+def test_a_failure_of_every_event_alike_is_not_bisected_down_to_each_event(tmp_path, failure):
+    """Our own bug that fails any batch (both halves fail with the whole's error), or a config error (no event at
+    fault): the halves are not split again (8 events: 3 resyncs, not 15) and every event spends its attempt."""
+    sizes = []
+
+    def process(batch):
+        sizes.append(len(batch.events))
+        raise failure
+
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        _enqueue_orders(ledger, "ABCDEFGH")
+        worker = Worker(Config(), ledger, None, process=process)  # type: ignore[arg-type]
+        assert worker.process_batch() == 0
+        assert sizes == ([8, 4, 4] if isinstance(failure, RuntimeError) else [8])
+        assert set(_attempts(ledger).values()) == {1}
+
+
+def test_a_worker_stopping_while_it_bisects_a_batch_leaves_the_rest_queued_uncounted(tmp_path):
+    """SIGTERM while a failed batch is being split: the resync in hand ends, no further half is tried, and the
+    events not settled go back to the queue without spending an attempt."""
+    calls = []
+    worker: Worker
+
+    def process(batch):
+        calls.append([o.order_id for o in batch.orders])
+        worker.stopping.set()  # serve is stopping while this resync runs
+        raise RuntimeError("a bug")
+
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        _enqueue_orders(ledger, "ABCD")
+        worker = Worker(Config(), ledger, None, process=process, clock=Ticks())  # type: ignore[arg-type]
+        assert worker.process_batch() == 0
+        assert calls == [["A", "B", "C", "D"]]
+        assert _attempts(ledger) == {"A": 0, "B": 0, "C": 0, "D": 0}
