@@ -30,7 +30,7 @@ import requests
 from .errors import AuthError, ConfigError, FatalError, TransientError
 from .records import BadRow, Order, OrderStatus
 from .retry import RetryPolicy, retry_after_seconds
-from .secrets import head_to_mask, redact, redact_logger, remember_secrets
+from .secrets import masked_start, redact, redact_logger, remember_secrets
 from .tables import MAX_DECIMAL
 
 log = logging.getLogger(__name__)
@@ -255,7 +255,7 @@ class HttpClient:
     def _excerpt(self, resp: requests.Response, limit: int = 500) -> str:
         """The start of an answer an error keeps, masked, then cut (a secret across the cut leaves none of it):
         built only for an error, of the start only (a 1.4 MB page's redact() took 13 times its json.loads)."""
-        return self.safe(head_to_mask(resp.text, limit, self.secrets))[:limit]
+        return self.safe(masked_start(resp.text, limit, self.secrets))
 
 
 def set_advice(setting: str, value: str, *, in_config: bool, env_prefix: str) -> str:

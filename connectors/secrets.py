@@ -47,7 +47,7 @@ def remember_secrets(*secrets: str | None) -> None:
     """Make :func:`redact` (and so :class:`RedactSecrets` on the HTTP libraries' loggers) mask these everywhere
     in this process: every client calls this with the secrets it was given."""
     global _known, _known_pattern, _known_longest
-    new = {s for s in secrets if s and len(s) >= 8} - _known  # (shorter: a test's stand-in, or a word)
+    new = {s for s in secrets if _maskable(s, 8)} - _known  # (shorter: a test's stand-in, or a word)
     if new:
         with _known_lock:
             _known = _known | new
@@ -62,19 +62,38 @@ def forget_secrets() -> None:
         _known, _known_pattern, _known_longest = frozenset(), None, 0
 
 
+def _url_password(secret: str) -> bool:
+    """A URL's password as it stands in one, ``:<password>@`` (:func:`sync.settings.url_password`)."""
+    return len(secret) > 2 and secret[0] == ":" and secret[-1] == "@"
+
+
+def _maskable(secret: str | None, minimum: int) -> bool:
+    """Long enough to be masked (shorter: a test's stand-in, a word); a URL's ``:<password>@`` is, at any length:
+    a short one only where it stands in a URL (:func:`_pattern`)."""
+    return bool(secret) and (len(secret) >= minimum or _url_password(secret))
+
+
 def _pattern(secrets: Iterable[str]) -> re.Pattern[str] | None:
     """The secrets, longest first, each matched only where no letter or digit continues it on a side where it
     begins or ends with one (a password ``postgres`` masks that word, not ``postgresql``). An escape before it
-    (``%3D``, JSON's ``\\n`` or ``\\u00a0``) ends a word: the secret after it is masked."""
+    (``%3D``, JSON's ``\\n`` or ``\\u00a0``) ends a word: the secret after it is masked. A URL's ``:<password>@``
+    shorter than 8 characters (``:ab@``) is matched only after ``//`` and a user (the ``user`` group), where it
+    is a URL's password: ``mailto:ab@x.com`` or ``Email:ab@x.ru`` stay as they are."""
     alone_before = r"(?:(?<![^\W_])|(?<=%[0-9A-Fa-f]{2})|(?<=\\[nrtbf])|(?<=\\u[0-9A-Fa-f]{4}))"
     alone_after = r"(?![^\W_])"  # no letter or digit there (an escape after it starts with % or \)
+    ordered = sorted(secrets, key=len, reverse=True)
     parts = [(alone_before if s[0].isalnum() else "") + re.escape(s) + (alone_after if s[-1].isalnum() else "")
-             for s in sorted(secrets, key=len, reverse=True)]
+             for s in ordered if len(s) >= 8 or not _url_password(s)]
+    short = [re.escape(s) for s in ordered if len(s) < 8 and _url_password(s)]
+    if short:
+        parts.append(r"(?<=//)(?P<user>[^\s/?#@:]*)(?:" + "|".join(short) + ")")
     return re.compile("|".join(parts)) if parts else None
 
 
 def _masked(match: re.Match[str]) -> str:
     found = match.group()
+    if match.re.groupindex and match.group("user") is not None:  # a short password after its URL's user
+        return match.group("user") + ":***@"
     return ":***@" if found[0] == ":" and found[-1] == "@" else "***"  # a URL's ':password@' stays a URL
 
 
@@ -82,17 +101,44 @@ def mask(text: str, secrets: Iterable[str] = ()) -> str:
     """Replace every known secret (``secrets``, and all given to :func:`remember_secrets`) with ``***``; JSON
     stays JSON (a vendor's answer is parsed after). A secret is masked where it stands alone, not inside a longer
     run of letters and digits (see :func:`_pattern`)."""
-    extra = {s for s in secrets if s and len(s) >= 4} - _known
+    pattern = _pattern_in(text, secrets)
+    return text if pattern is None else pattern.sub(_masked, text)
+
+
+def _pattern_in(text: str, secrets: Iterable[str]) -> re.Pattern[str] | None:
+    """The pattern of the known secrets and ``secrets`` (a client's own, 4 characters or more), or None when
+    none of them is in ``text`` (the usual case, and a quick one)."""
+    extra = {s for s in secrets if _maskable(s, 4)} - _known
     pattern = _pattern(_known | extra) if extra else _known_pattern
-    if pattern is None or not any(s in text for s in (*extra, *_known)):  # (the usual case, and a quick one)
-        return text
-    return pattern.sub(_masked, text)
+    if pattern is None or not any(s in text for s in (*extra, *_known)):
+        return None
+    return pattern
 
 
-def head_to_mask(text: str, limit: int, secrets: Iterable[str] = ()) -> str:
-    """The start of ``text`` that :func:`mask` needs to see to give its first ``limit`` characters right: a long
-    answer's excerpt masks this, then cuts, instead of masking all of it (a 1.4 MB page took 100 ms)."""
-    return text[:limit + max([_known_longest, *(len(s) for s in secrets if s)])]
+def masked_start(text: str, limit: int, secrets: Iterable[str] = ()) -> str:
+    """``mask(text)[:limit]``, masking only as much of the start of ``text`` as that needs: a long answer's
+    excerpt (a 1.4 MB page's mask() took 100 ms). A secret running past the start masked is cut there and left
+    unmasked, and masking an earlier one shortens the text: so what is kept of the start ends a longest secret
+    before its end (every secret over a character kept lies wholly in the start), and the start is widened
+    while that is shorter than ``limit``."""
+    secrets = tuple(secrets)
+    longest = max([_known_longest, *(len(s) for s in secrets if s)])
+    size = limit + longest
+    while size < len(text):
+        start, end = text[:size], size - max(longest - 1, 0)
+        pattern = _pattern_in(start, secrets)
+        kept, pos = [], 0
+        for match in pattern.finditer(start) if pattern is not None else ():
+            if match.start() >= end:
+                break
+            kept += [start[pos:match.start()], _masked(match)]
+            pos = match.end()
+        kept.append(start[pos:end])
+        out = "".join(kept)
+        if len(out) >= limit:
+            return out[:limit]
+        size *= 2
+    return mask(text, secrets)[:limit]
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:

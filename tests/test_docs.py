@@ -6,6 +6,7 @@
 * every command of ``rfmsync`` and every option of every command is in the CLI reference (docs/configuration.md),
   in the table row(s) of that command;
 * every variable of settings.example.env is in the environment table of docs/configuration.md;
+* Mailchimp's member refusals are the table of docs/destinations/mailchimp.md;
 * every relative link points at a file that exists, and every ``#anchor`` at a heading or ``<a id>`` in it;
 * the README walkthrough shows what rfmsync really prints for examples/billz.
 """
@@ -103,6 +104,15 @@ def test_every_setting_is_documented():
     assert listed
     for variable in listed:
         assert f"| `{variable}` |" in text, f"{variable} is not in the environment table of docs/configuration.md"
+
+
+def test_mailchimps_member_refusals_are_the_documented_table():
+    """The texts that refuse a Mailchimp member for good are the table in docs/destinations/mailchimp.md, no more,
+    no fewer (rv32 #1)."""
+    from sync.destinations.mailchimp_answers import MEMBER_REFUSALS
+
+    text = (ROOT / "docs" / "destinations" / "mailchimp.md").read_text(encoding="utf-8")
+    assert re.findall(r"^  \| `([^`]+)` \|", text, re.M) == list(MEMBER_REFUSALS)
 
 
 def slug(title: str) -> str:

@@ -219,11 +219,12 @@ def test_per_member_errors_are_reported_per_key(mailchimp_fake, dest) -> None:
     assert "valid email" in res[("bad@example.com", "upsert")].error
     assert not res[("bad@example.com", "tag+rfm:A")].ok  # no tag call for a contact whose upsert failed
     assert res[("ok@example.com", "tag+rfm:A")].ok
-    fake.member_errors["tagbad@example.com"] = "Tagging refused"
+    refusal = "tagbad@example.com was permanently deleted and cannot be re-imported."
+    fake.member_errors["tagbad@example.com"] = refusal
     rec2 = Recorder()
     dest.apply([change("tagbad@example.com", create=False, add={"rfm:B"})], rec2)
     assert rec2.results[("tagbad@example.com", "tag+rfm:B")] == ItemResult(
-        "tagbad@example.com", "tag+rfm:B", False, "Tagging refused", refused=True)  # named: for good
+        "tagbad@example.com", "tag+rfm:B", False, refusal, refused=True)  # named, about him: for good
 
 
 def test_a_refused_batch_fails_its_items_and_the_sync_goes_on(mailchimp_fake, dest) -> None:
@@ -547,7 +548,8 @@ def test_only_a_member_error_naming_the_contact_refuses_his_tag_add(mailchimp_fa
 @pytest.mark.parametrize("error", ["c@example.com is in a compliance state due to unsubscribe, bounce, or "
                                    "compliance review and cannot be subscribed.",
                                    "c@example.com was permanently deleted and cannot be re-imported.",
-                                   "c@example.com looks fake or invalid, please enter a real email address."])
+                                   "c@example.com looks fake or invalid, please enter a real email address.",
+                                   "Please provide a valid email address."])
 def test_an_upsert_refused_by_name_refuses_the_new_contacts_tag_adds(mailchimp_fake, dest, error) -> None:
     """esp14 #1: Mailchimp's batch answer names the new contact in errors[] (Member In Compliance State, a
     forgotten email, an address that looks fake): his upsert and the tag adds skipped with it are refused for
@@ -592,6 +594,80 @@ def test_a_400_naming_a_new_member_refuses_him_and_his_tag_adds(mailchimp_fake, 
     got = {(k, op): (r.ok, r.refused) for (k, op), r in rec.results.items()}
     assert got == {("a@example.com", "upsert"): (True, False), ("a@example.com", "tag+rfm:A"): (True, False),
                    ("b@example.com", "upsert"): (False, True), ("b@example.com", "tag+rfm:A"): (False, True)}
+
+
+@pytest.mark.parametrize("error", ["c@example.com has signed up to a lot of lists very recently; we're not "
+                                   "allowing more signups for now", "Your merge fields were invalid.",
+                                   "Invalid Resource", "The resource submitted could not be validated."])
+def test_an_error_that_is_not_about_the_member_fails_him_without_refusing_him(mailchimp_fake, dest, error) -> None:
+    """rv32 #1: only Mailchimp's words about the member (MEMBER_REFUSALS) refuse him for good; a temporary
+    anti-abuse limit, a list-wide merge-field error or an unknown ERROR_GENERIC fails him (sent again next run)
+    and a lost tag he holds keeps waiting."""
+    mailchimp_fake.member_errors["c@example.com"] = error
+    rec = Recorder()
+    dest.apply([change("c@example.com", add={"rfm:A"}), change("d@example.com", add={"rfm:A"})], rec)
+    got = {(k, op): (r.ok, r.refused) for (k, op), r in rec.results.items()}
+    assert got == {("c@example.com", "upsert"): (False, False), ("c@example.com", "tag+rfm:A"): (False, False),
+                   ("d@example.com", "upsert"): (True, False), ("d@example.com", "tag+rfm:A"): (True, False)}
+    mailchimp_fake.add_member("e@example.com")
+    mailchimp_fake.member_errors["e@example.com"] = error  # the same in a tag call's errors[]
+    dest.apply([change("e@example.com", create=False, add={"rfm:A"}), change("d@example.com", create=False,
+                                                                               add={"rfm:B"})], rec)
+    assert (rec.results[("e@example.com", "tag+rfm:A")].ok, rec.results[("e@example.com", "tag+rfm:A")].refused) \
+        == (False, False)
+
+
+def test_a_refusal_text_about_a_merge_field_refuses_nobody(mailchimp_fake, dest) -> None:
+    """rv32 #1: Mailchimp's words about an address count only for an error naming no field or his
+    ``email_address``: the same words about a merge field are not his refusal."""
+    answer = {"new_members": [], "updated_members": [], "errors": [
+        {"email_address": "c@example.com", "error": "Please provide a valid email address.",
+         "error_code": "ERROR_GENERIC", "field": "merge_fields.SEGMENT", "field_message": "invalid"},
+        {"email_address": "d@example.com", "error": "Please provide a valid email address.",
+         "error_code": "ERROR_GENERIC", "field": "email_address", "field_message": "invalid"}]}
+    mailchimp_fake.answer_raw(json.dumps(answer).encode(), "application/json", path=f"^{BATCH}$")
+    rec = Recorder()
+    dest.apply([change("c@example.com"), change("d@example.com")], rec)
+    assert {k: r.refused for (k, op), r in rec.results.items()} == {"c@example.com": False, "d@example.com": True}
+
+
+def test_an_error_given_to_every_member_of_a_call_refuses_nobody(mailchimp_fake, dest) -> None:
+    """rv32 #1: one error repeated for every member of a call (each naming his own address) is about the call,
+    not a member: upsert and tag call alike; the same error for one member of two refuses him."""
+    words = "{} is in a compliance state due to unsubscribe, bounce, or compliance review and cannot be subscribed."
+    for email in ("a@example.com", "b@example.com"):
+        mailchimp_fake.member_errors[email] = words.format(email)
+    rec = Recorder()
+    dest.apply([change("a@example.com", add={"rfm:A"}), change("b@example.com", add={"rfm:A"})], rec)
+    for email in ("a@example.com", "b@example.com"):
+        mailchimp_fake.add_member(email)
+    dest.apply([change("a@example.com", create=False, add={"rfm:B"}),
+                change("b@example.com", create=False, add={"rfm:B"})], rec)
+    assert {(k, op): (r.ok, r.refused) for (k, op), r in rec.results.items()} == {
+        (k, op): (False, False) for k in ("a@example.com", "b@example.com")
+        for op in ("upsert", "tag+rfm:A", "tag+rfm:B")}
+    del mailchimp_fake.member_errors["b@example.com"]
+    dest.apply([change("a@example.com", create=False, add={"rfm:B"}),
+                change("b@example.com", create=False, add={"rfm:B"})], rec)
+    assert [(r.ok, r.refused) for r in (rec.results[(k, "tag+rfm:B")] for k in ("a@example.com", "b@example.com"))] \
+        == [(False, True), (True, False)]
+
+
+def test_a_400_naming_a_member_refuses_him_only_with_words_about_him_and_keeps_its_text_short(mailchimp_fake,
+                                                                                               dest) -> None:
+    """rv32 #1, #5: a 400 naming a member's merge field fails him without refusing him (the others are sent
+    again and done); its text is kept cut to 200 characters, as every kept vendor text."""
+    body = json.dumps({"title": "Invalid Resource", "status": 400, "detail": "bad member", "errors": [
+        {"field": "members.0.merge_fields.SEGMENT", "message": "Please provide a valid email address. " * 8}]})
+    assert len(body) < 500  # (an error keeps 500 characters of a body: a longer one names nobody)
+    mailchimp_fake.answer_raw(body.encode(), "application/problem+json", status=400, path=f"^{BATCH}$")
+    rec = Recorder()
+    dest.apply([change("a@example.com", add={"rfm:A"}), change("b@example.com", add={"rfm:A"})], rec)
+    got = {(k, op): (r.ok, r.refused) for (k, op), r in rec.results.items()}
+    assert got == {("a@example.com", "upsert"): (False, False), ("a@example.com", "tag+rfm:A"): (False, False),
+                   ("b@example.com", "upsert"): (True, False), ("b@example.com", "tag+rfm:A"): (True, False)}
+    error = rec.results[("a@example.com", "upsert")].error
+    assert len(error) == 200 and error.startswith(f"Mailchimp POST {BATCH} (2 new members): HTTP 400 refused a@")
 
 
 def test_a_tag_add_mailchimp_ignores_reports_the_contact_missing(mailchimp_fake, dest) -> None:

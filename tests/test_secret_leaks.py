@@ -473,6 +473,49 @@ def test_the_ledger_password_is_masked_in_its_url_not_where_the_word_stands_else
         "postgresql://rfm:***@db.example/rfm, rfm:***@db")
 
 
+def test_a_short_ledger_password_is_masked_in_its_url_and_nowhere_else(tmp_path, monkeypatch) -> None:
+    """rv32 #4: a ledger password of 5 characters or fewer was never masked (only secrets of 8+ were remembered):
+    its ``:<password>@`` form is, at any length, where it stands in a URL (after ``//`` and a user), and only
+    there: an address after a colon (``mailto:ab@x.com``) is not a URL's password."""
+    from connectors.secrets import mask, remember_secrets
+    from sync.settings import url_password
+
+    cfg = _shop(tmp_path)
+    monkeypatch.setenv("RFMSYNC_LEDGER_URL", "postgresql+psycopg://postgres:ab1@127.0.0.1:1/postgres")
+    out = _cli(cfg, "runs")
+    assert "ledger postgresql+psycopg://postgres:***@127.0.0.1:1/postgres" in out and ":ab1@" not in out
+    for url in ("postgresql://rfm:ab@db.example/rfm", "postgresql://x%40y:a%40@db.example/rfm"):
+        remember_secrets(*url_password(url))
+    assert mask("could not connect to postgresql://rfm:ab@db, sqlite://:ab@h, postgresql://x%40y:a%40@db") == (
+        "could not connect to postgresql://rfm:***@db, sqlite://:***@h, postgresql://x%40y:***@db")
+    unchanged = "mailto:ab@x.com, Email:ab@x.ru, to:a@@b, {\"e\":ab@x} key:ab@ http:ab@x ab a%40"
+    assert mask(unchanged) == unchanged
+
+
+def test_an_excerpt_never_shows_part_of_a_secret_past_its_cut() -> None:
+    """rv32 #3: an excerpt masked only the start it needed, then cut: masking a secret there shortened the text,
+    bringing characters past the start within the cut, the unmasked beginning of a secret running past it (30 of
+    a 37-character key). Wherever a second key stands, and however much masking shortens the start, the excerpt
+    is the start of the whole text masked."""
+    from connectors.secrets import mask
+    from sync.destinations.answers import excerpt
+
+    key = "0123456789abcdef0123456789abcdef-us21"
+    for gap in range(120, 280):
+        text = f"api_key={key} " + "-" * gap + f" again={key} tail" + "-" * 300
+        assert excerpt(text, (key,)) == mask(text, (key,))[:200], gap
+    text = f"{key} " * 40 + "-" * 300  # the start masked shrinks to a fraction: widened
+    assert excerpt(text, (key,)) == mask(text, (key,))[:200] and len(excerpt(text, (key,))) == 200
+    text = f"{key} {'x' * 471} {key} more" + "y" * 100  # the second key past the start masked (537), not the cut
+    with LoopbackServer(lambda req: Reply(400, text.encode(), {})) as server:
+        from connectors.amocrm import AmoCrmConfig, AmoCrmSecrets, AmoCrmSource
+
+        source = AmoCrmSource(AmoCrmConfig(), AmoCrmSecrets(api_url=server.url, token=key))
+        with pytest.raises(FatalError) as info:
+            source.check()
+    assert info.value.body == mask(text, (key,))[:500] and key[:4] not in str(info.value)
+
+
 def test_a_secret_is_masked_where_it_stands_alone_not_inside_a_longer_word() -> None:
     """A secret that is a word (a webhook secret ``mybakery``) was replaced inside every longer word too."""
     from connectors.secrets import mask, remember_secrets

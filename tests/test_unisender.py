@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from dataclasses import replace
@@ -567,6 +568,23 @@ def test_a_subscribe_refused_naming_the_contact_is_his_refusal_another_failure_i
     assert got == {"other@x.com": (False, False), "named@x.com": (False, True), "fine@x.com": (True, False)}
     assert "unsubscribed" in rec.items[("named@x.com", "tag+list:Champions")].error
     assert unisender_fake.invitations == ["fine@x.com"]
+
+
+def test_a_subscribe_refusal_names_the_contact_only_by_his_whole_address(unisender_fake):
+    """rv32 #2: a refusal naming another address that merely ends with his (the account's unconfirmed sender
+    ``info@shop.ru`` for ``o@shop.ru``, ``aa@x.ru`` for ``a@x.ru``) is not his; his own address, in any case, is."""
+    unisender_fake.add_list("Champions")
+    for text in ('Sender address "info@shop.ru" is not confirmed', 'Email "aa@x.ru" is invalid',
+                 'Email "B@X.ru" is invalid', 'Email "c@x.ru.com" is invalid'):
+        unisender_fake.answer_raw(json.dumps({"error": text, "code": "invalid_arg"}).encode(), "application/json",
+                                  method="subscribe")
+    dest, _ = on(unisender_fake)
+    rec = Recorder()
+    dest.apply([change(e, add={"list:Champions"}, status="pending") for e in ("o@shop.ru", "a@x.ru", "b@x.ru",
+                                                                             "c@x.ru")], rec)
+    got = {k[0]: (r.ok, r.refused) for k, r in rec.items.items() if k[1] == "tag+list:Champions"}
+    assert got == {"o@shop.ru": (False, False), "a@x.ru": (False, False), "b@x.ru": (False, True),
+                   "c@x.ru": (False, False)}
 
 
 def test_an_import_log_text_echoing_the_key_is_masked(unisender_fake):

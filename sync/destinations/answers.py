@@ -16,7 +16,7 @@ from typing import Any, Iterable, TypeVar
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from connectors.secrets import head_to_mask, mask
+from connectors.secrets import masked_start
 
 from ..errors import DestinationError
 
@@ -46,7 +46,7 @@ class BadAnswer(DestinationError):
 
 def excerpt(raw: Any, secrets: Iterable[str] = (), limit: int = RAW_LIMIT) -> str:
     """The raw answer as text (undecodable bytes replaced), secrets masked, cut to ``limit`` characters. Only
-    the start :func:`~connectors.secrets.head_to_mask` says the excerpt needs is masked, not the whole text:
+    the start the excerpt needs is masked (:func:`~connectors.secrets.masked_start`), not the whole text:
     also the one place a 2xx answer's per-member error text (Mailchimp's ``errors[]``, Unisender's import
     ``log``, SendGrid's errors file) is made safe to store and log."""
     if isinstance(raw, (bytes, bytearray)):
@@ -58,7 +58,7 @@ def excerpt(raw: Any, secrets: Iterable[str] = (), limit: int = RAW_LIMIT) -> st
             text = json.dumps(raw, ensure_ascii=False, default=str)
         except (TypeError, ValueError):
             text = repr(raw)
-    return mask(head_to_mask(text, limit, secrets), secrets)[:limit]
+    return masked_start(text, limit, secrets)
 
 
 def decode_json(raw: bytes | str | None, what: str, secrets: Iterable[str] = ()) -> Any:

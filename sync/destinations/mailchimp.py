@@ -67,7 +67,8 @@ from . import specs
 from .base import ClientOptions, Creating
 from .mailchimp_apply import Pipeline
 from .mailchimp_answers import (BATCH_COUNTS, SEGMENT_COUNTS, BatchAnswer, Created, ListInfo, MemberInfo, MergeField,
-                                SegmentAnswer, count_mismatches, member_error, named_members)
+                                SegmentAnswer, call_wide, count_mismatches, member_error, named_members,
+                                refuses_member)
 from .mailchimp_api import NOT_A_MEMBER, BatchRejected, MailchimpApi
 from .mailchimp_bodies import batch_body, check_merge_tags, field_tags, segment_body, tag_ops
 
@@ -242,9 +243,11 @@ class MailchimpDestination:
             named = named_members(exc.body, len(chunk)) if resend and isinstance(exc, BatchRejected) else {}
             if not named or len(named) == len(chunk):
                 return [ItemResult(c.key, "upsert", False, str(exc)) for c in chunk], []
-            # a 400 naming members: they fail, the others are sent once more without them
-            refused = [ItemResult(chunk[i].key, "upsert", False, f"Mailchimp {what}: HTTP 400 refused {chunk[i].email} "
-                                  f"({msg})", refused=True) for i, msg in sorted(named.items())]
+            # a 400 naming members: they fail (refused for good if it says so), the others are sent again without them
+            secrets = self._http._secrets
+            refused = [ItemResult(chunk[i].key, "upsert", False, excerpt(f"Mailchimp {what}: HTTP 400 refused "
+                                                                          f"{chunk[i].email} ({msg})", secrets),
+                                  refused=his) for i, (msg, his) in sorted(named.items())]
             results, spill = self._subscribe([c for i, c in enumerate(chunk) if i not in named], create, False)
             if isinstance(results, CallResults):
                 return CallResults(results.ok, [*results.other, *refused]), spill
@@ -254,6 +257,7 @@ class MailchimpDestination:
                                      {m.lower() for m in members}.issuperset([c.key for c in chunk])):
             return CallResults((("upsert", [c.key for c in chunk]),)), []  # every contact done (in columns)
         errors = {e["email_address"].lower(): e for e in answer["errors"]}
+        wide = call_wide({email: member_error(e) for email, e in errors.items()}, len(chunk))
         done = {m.lower() for m in members}
         results: list[ItemResult] = []
         spill: list[ContactChange] = []
@@ -271,9 +275,10 @@ class MailchimpDestination:
             else:
                 missing = not create and (error.get("field") == "status"
                                            or bool(NOT_A_MEMBER.search(error.get("error") or "")))
-                # named in errors[]: refused for good (his tag adds too: Pipeline), unless he is not a member
+                # refused for good (his tag adds too: Pipeline) when the text says so of him alone
+                refused = not missing and not wide and refuses_member(error.get("error"), error.get("field"))
                 results.append(ItemResult(c.key, "upsert", False, excerpt(member_error(error), self._http._secrets),
-                                          missing=missing, refused=not missing))
+                                          missing=missing, refused=refused))
         return results, spill
 
     def _tag_call(self, tag: str, sid: int, add: Sequence[ContactChange],
@@ -296,6 +301,7 @@ class MailchimpDestination:
         secrets = self._http._secrets
         refused = {email.lower(): excerpt(e.get("error") or "refused", secrets)
                    for e in answer["errors"] for email in e["email_addresses"]}
+        wide = call_wide(refused, len(add) + len(remove))
         ignored = set(unaccounted([c.email.lower() for c in add],
                                   (m["email_address"] for m in answer["members_added"]), refused))
         results = []
@@ -303,9 +309,10 @@ class MailchimpDestination:
             email = c.email.lower()
             if email in refused and op.startswith("tag-") and NOT_A_MEMBER.search(refused[email]):
                 results.append(self._removal_refused(c, op, refused[email], what))
-            elif email in refused:  # the ESP named him: refused for good unless he is not a member (re-created)
+            elif email in refused:  # the ESP named him: refused for good if the text says so of him alone
                 missing = bool(NOT_A_MEMBER.search(refused[email]))
-                results.append(ItemResult(c.key, op, False, refused[email], missing=missing, refused=not missing))
+                results.append(ItemResult(c.key, op, False, refused[email], missing=missing,
+                                          refused=not missing and not wide and refuses_member(refused[email])))
             elif op.startswith("tag+") and email in ignored:  # "emails not on the list are ignored"
                 results.append(ItemResult(c.key, op, False, f"{c.email} is not a list member (Mailchimp ignored "
                                           "the tag); it will be created again next run", missing=True))

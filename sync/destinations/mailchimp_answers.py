@@ -113,16 +113,46 @@ def member_error(error: MemberError) -> str:
     return text
 
 
-_MEMBER_FIELD = re.compile(r"^members(?:\.|\[)(\d+)")
+#: Mailchimp's words for an address it will not take, whatever is sent (lower case, found anywhere in the error): an
+#: error about one member that says one of these, naming no field or only his ``email_address``, refuses him for
+#: good (:attr:`~sync.model.ItemResult.refused`: a lost tag's wait ends). Any other text (merge fields, a limit or
+#: throttle such as "signed up to a lot of lists very recently", an unknown ``ERROR_GENERIC``) fails him only: he
+#: is sent again next run. Listed in docs/destinations/mailchimp.md.
+MEMBER_REFUSALS = (
+    "compliance state",  # "… is in a compliance state due to unsubscribe, bounce, or compliance review …"
+    "permanently deleted",  # a forgotten address: "… was permanently deleted and cannot be re-imported …"
+    "forgotten email",  # the same, by its title ("Forgotten Email Not Subscribed")
+    "looks fake or invalid",  # "… looks fake or invalid, please enter a real email address."
+    "valid email address",  # "Please provide a valid email address."
+)
 
 
-def named_members(body: str | None, n: int) -> dict[int, str]:
-    """Index -> message of the members (of ``n`` sent) a 400's ``errors[{field, message}]`` names by their place
-    (``members.3.email_address``, ``members[3]``); that array is not in the spec's problem document, so an
-    answer without it names nobody."""
-    named: dict[int, str] = {}
+def refuses_member(text: str | None, field: str | None = None) -> bool:
+    """Whether an error about one member is his refusal for good: a :data:`MEMBER_REFUSALS` text, about no field
+    or his ``email_address``."""
+    low = (text or "").lower()
+    return field in (None, "", "email_address") and any(words in low for words in MEMBER_REFUSALS)
+
+
+def call_wide(errors: Mapping[str, str], sent: int) -> bool:
+    """Whether the errors (lower-cased address -> text) are one error given to every member of a call of two or
+    more, in the same words but for each one's address: about the call, never a member's refusal."""
+    if sent < 2 or len(errors) < sent:
+        return False
+    return len({text.lower().replace(email, "") for email, text in errors.items()}) == 1
+
+
+_MEMBER_FIELD = re.compile(r"^members(?:\.|\[)(\d+)(.*)")  # the place, then the member's field (if any)
+
+
+def named_members(body: str | None, n: int) -> dict[int, tuple[str, bool]]:
+    """Index -> (message, whether it refuses him: :func:`refuses_member`) of the members (of ``n`` sent) a 400's
+    ``errors[{field, message}]`` names by their place (``members.3.email_address``, ``members[3]``); that array
+    is not in the spec's problem document, so an answer without it names nobody."""
+    named: dict[int, tuple[str, bool]] = {}
     for e in problem_document(body or "").get("errors") or []:
         m = _MEMBER_FIELD.match(str(e.get("field") or "")) if isinstance(e, dict) else None
         if m and int(m.group(1)) < n:
-            named[int(m.group(1))] = f"{e.get('field')}: {e.get('message') or 'invalid'}"
+            message = str(e.get("message") or "invalid")
+            named[int(m.group(1))] = (f"{e.get('field')}: {message}", refuses_member(message, m.group(2).lstrip('].')))
     return named

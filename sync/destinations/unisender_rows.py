@@ -4,6 +4,7 @@ a contact without consent (:mod:`sync.destinations.unisender`)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,10 +68,11 @@ def _row_error(exc: DestinationError) -> str:
 def _names_contact(exc: DestinationError, email: str) -> bool:
     """A per-contact refusal by name: an envelope error about this call's content (not the account, not a
     temporary one: those are raised or retried) whose message names the contact's address (``Email "x" is
-    invalid``, ``Contact "x" is unsubscribed``). Anything else (an unreadable answer, a list that does not exist,
+    invalid``, ``Contact "x" is unsubscribed``), as a whole address: not inside another one (``info@shop.ru``
+    does not name ``o@shop.ru``, nor ``aa@x.ru`` ``a@x.ru``). Anything else (an unreadable answer, a list that does not exist,
     no answer at all) says nothing about him: a lost tag's holder keeps waiting (fix25's rule)."""
     return (isinstance(exc, UnisenderError) and not exc.transient and action_for(exc.code) is Action.RECORD
-            and email.lower() in exc.text.lower())
+            and re.search(rf"(?<![\w.+-]){re.escape(email)}(?![\w-]|\.\w)", exc.text, re.I) is not None)
 
 
 def _email_status(info: Any) -> str | None:

@@ -232,7 +232,11 @@ class MailchimpFake(FakeDestination):
         self.fake.answer_raw(body, content_type, method="POST", path=rf"^/lists/{self.audience}$", work=work)
 
     def reject(self, emails, message=None):
-        self.fake.member_errors.update({e.lower(): message or "Invalid Resource" for e in emails})
+        """Mailchimp's own words for an address it will not take (a refusal of him: MEMBER_REFUSALS), naming
+        him, then ``message``."""
+        refusal = "{} looks fake or invalid, please enter a real email address."
+        self.fake.member_errors.update({e.lower(): " ".join(filter(None, (refusal.format(e), message)))
+                                        for e in emails})
 
     def clear_rejections(self):
         self.fake.member_errors.clear()
