@@ -631,10 +631,18 @@ def test_a_refusal_text_about_a_merge_field_refuses_nobody(mailchimp_fake, dest)
     assert {k: r.refused for (k, op), r in rec.results.items()} == {"c@example.com": False, "d@example.com": True}
 
 
-def test_an_error_given_to_every_member_of_a_call_refuses_nobody(mailchimp_fake, dest) -> None:
-    """rv32 #1: one error repeated for every member of a call (each naming his own address) is about the call,
-    not a member: upsert and tag call alike; the same error for one member of two refuses him."""
-    words = "{} is in a compliance state due to unsubscribe, bounce, or compliance review and cannot be subscribed."
+@pytest.mark.parametrize(("words", "refused"), [
+    ("{} was permanently deleted and cannot be re-imported. The contact must re-subscribe to get back on the list.",
+     True),
+    ("{} is in a compliance state due to unsubscribe, bounce, or compliance review and cannot be subscribed.", True),
+    ("{} looks fake or invalid, please enter a real email address.", True),
+    ("Please provide a valid email address.", False)])
+def test_an_error_given_to_every_member_of_a_call_refuses_them_only_when_it_names_each(mailchimp_fake, dest, words,
+                                                                                       refused) -> None:
+    """rv32 #1, rv34 #1: a call whose every member Mailchimp refuses, each by his own address (a batch of only the
+    addresses an admin deleted for good), refuses each of them (else their lost-tag wait never ends); one text
+    naming none of them, given to every member, is about the call and refuses nobody: upsert and tag call alike.
+    The same text for one member of two refuses him."""
     for email in ("a@example.com", "b@example.com"):
         mailchimp_fake.member_errors[email] = words.format(email)
     rec = Recorder()
@@ -644,13 +652,70 @@ def test_an_error_given_to_every_member_of_a_call_refuses_nobody(mailchimp_fake,
     dest.apply([change("a@example.com", create=False, add={"rfm:B"}),
                 change("b@example.com", create=False, add={"rfm:B"})], rec)
     assert {(k, op): (r.ok, r.refused) for (k, op), r in rec.results.items()} == {
-        (k, op): (False, False) for k in ("a@example.com", "b@example.com")
+        (k, op): (False, refused) for k in ("a@example.com", "b@example.com")
         for op in ("upsert", "tag+rfm:A", "tag+rfm:B")}
     del mailchimp_fake.member_errors["b@example.com"]
     dest.apply([change("a@example.com", create=False, add={"rfm:B"}),
                 change("b@example.com", create=False, add={"rfm:B"})], rec)
     assert [(r.ok, r.refused) for r in (rec.results[(k, "tag+rfm:B")] for k in ("a@example.com", "b@example.com"))] \
         == [(False, True), (True, False)]
+
+
+@pytest.mark.parametrize("field", ["EMAIL", "email", "address", None])
+def test_a_refusal_about_a_field_mailchimp_does_not_document_still_refuses_him(mailchimp_fake, dest, field) -> None:
+    """rv34 #4: only an error naming another member field (merge_fields, interests, status …) is not about his
+    address: a field name Mailchimp does not document, given with words about a bad address, refuses him."""
+    answer = {"new_members": [{"email_address": "d@example.com"}], "updated_members": [], "errors": [
+        {"email_address": "c@example.com", "error": "c@example.com looks fake or invalid, please enter a real "
+         "email address.", "error_code": "ERROR_GENERIC", "field": field, "field_message": "invalid"}]}
+    mailchimp_fake.answer_raw(json.dumps(answer).encode(), "application/json", path=f"^{BATCH}$")
+    rec = Recorder()
+    dest.apply([change("c@example.com"), change("d@example.com")], rec)
+    assert {k: (r.ok, r.refused) for (k, op), r in rec.results.items()} == {"c@example.com": (False, True),
+                                                                           "d@example.com": (True, False)}
+
+
+@pytest.mark.parametrize("field", ["merge_fields", "interests.abc", "status", "MERGE_FIELDS.FNAME", "tags[0]"])
+def test_a_refusal_text_about_another_member_field_refuses_nobody(mailchimp_fake, dest, field) -> None:
+    """rv34 #4: the same words naming a documented member field other than his address refuse nobody."""
+    answer = {"new_members": [{"email_address": "d@example.com"}], "updated_members": [], "errors": [
+        {"email_address": "c@example.com", "error": "Please provide a valid email address.",
+         "error_code": "ERROR_GENERIC", "field": field, "field_message": "invalid"}]}
+    mailchimp_fake.answer_raw(json.dumps(answer).encode(), "application/json", path=f"^{BATCH}$")
+    rec = Recorder()
+    dest.apply([change("c@example.com"), change("d@example.com")], rec)
+    assert {k: (r.ok, r.refused) for (k, op), r in rec.results.items()} == {"c@example.com": (False, False),
+                                                                           "d@example.com": (True, False)}
+
+
+def _a_400_naming(mailchimp_fake, messages: list[str]) -> None:
+    body = json.dumps({"title": "Invalid Resource", "status": 400, "detail": "x", "errors": [
+        {"field": f"members.{i}.email_address", "message": m} for i, m in enumerate(messages)]})
+    mailchimp_fake.answer_raw(body.encode(), "application/problem+json", status=400, path=f"^{BATCH}$")
+
+
+def test_a_400_naming_every_member_refuses_each_by_the_same_rule_without_sending_again(mailchimp_fake,
+                                                                                       dest) -> None:
+    """rv34 #2: a 400 naming the only member of a batch, or every member, refuses each whose words are about him
+    (one text naming nobody, given to all, refuses nobody), and the batch is not sent again."""
+    _a_400_naming(mailchimp_fake, ["gone@example.com looks fake or invalid, please enter a real email address."])
+    rec = Recorder()
+    dest.apply([change("gone@example.com", add={"rfm:A"})], rec)
+    assert {(k, op): (r.ok, r.refused) for (k, op), r in rec.results.items()} == {
+        ("gone@example.com", "upsert"): (False, True), ("gone@example.com", "tag+rfm:A"): (False, True)}
+    assert mailchimp_fake.count("POST", BATCH) == 1
+    emails = ["a@example.com", "b@example.com"]
+    _a_400_naming(mailchimp_fake, [f"{e} was permanently deleted and cannot be re-imported." for e in emails])
+    rec = Recorder()
+    dest.apply([change(e) for e in emails], rec)
+    assert {k: (r.ok, r.refused) for (k, op), r in rec.results.items()} == {e: (False, True) for e in emails}
+    _a_400_naming(mailchimp_fake, ["Please provide a valid email address."] * 2)
+    rec = Recorder()
+    dest.apply([change(e) for e in emails], rec)
+    assert {k: (r.ok, r.refused) for (k, op), r in rec.results.items()} == {e: (False, False) for e in emails}
+    assert mailchimp_fake.count("POST", BATCH) == 3
+    assert "HTTP 400 refused a@example.com (members.0.email_address: Please provide" in \
+        rec.results[("a@example.com", "upsert")].error
 
 
 def test_a_400_naming_a_member_refuses_him_only_with_words_about_him_and_keeps_its_text_short(mailchimp_fake,

@@ -241,13 +241,17 @@ class MailchimpDestination:
             self._check_counts(answer, BATCH_COUNTS, what)
         except (BatchRejected, BadAnswer) as exc:
             named = named_members(exc.body, len(chunk)) if resend and isinstance(exc, BatchRejected) else {}
-            if not named or len(named) == len(chunk):
+            if not named:
                 return [ItemResult(c.key, "upsert", False, str(exc)) for c in chunk], []
-            # a 400 naming members: they fail (refused for good if it says so), the others are sent again without them
+            # a 400 naming members: they fail (refused for good if it says so of him alone, as in an answer's
+            # errors), the others are sent again without them
+            wide = call_wide({chunk[i].email: message for i, (_, message, _) in named.items()}, len(chunk))
             secrets = self._http._secrets
             refused = [ItemResult(chunk[i].key, "upsert", False, excerpt(f"Mailchimp {what}: HTTP 400 refused "
-                                                                          f"{chunk[i].email} ({msg})", secrets),
-                                  refused=his) for i, (msg, his) in sorted(named.items())]
+                                                                          f"{chunk[i].email} ({text})", secrets),
+                                  refused=his and not wide) for i, (text, _, his) in sorted(named.items())]
+            if len(named) == len(chunk):  # every member named: nobody left to send again
+                return refused, []
             results, spill = self._subscribe([c for i, c in enumerate(chunk) if i not in named], create, False)
             if isinstance(results, CallResults):
                 return CallResults(results.ok, [*results.other, *refused]), spill

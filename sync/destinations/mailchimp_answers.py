@@ -114,7 +114,7 @@ def member_error(error: MemberError) -> str:
 
 
 #: Mailchimp's words for an address it will not take, whatever is sent (lower case, found anywhere in the error): an
-#: error about one member that says one of these, naming no field or only his ``email_address``, refuses him for
+#: error about one member that says one of these, naming no field of :data:`OTHER_FIELDS`, refuses him for
 #: good (:attr:`~sync.model.ItemResult.refused`: a lost tag's wait ends). Any other text (merge fields, a limit or
 #: throttle such as "signed up to a lot of lists very recently", an unknown ``ERROR_GENERIC``) fails him only: he
 #: is sent again next run. Listed in docs/destinations/mailchimp.md.
@@ -127,32 +127,44 @@ MEMBER_REFUSALS = (
 )
 
 
+#: the member fields of a batch subscribe other than ``email_address`` (the spec's member body): an error naming one
+#: of these (or a part of it: ``merge_fields.SEGMENT``) is about that field, not his address. A field Mailchimp
+#: gives that is not one of these (none is documented for ``errors[]``) does not stop his refusal.
+OTHER_FIELDS = ("merge_fields", "interests", "status", "email_type", "language", "vip", "location",
+                "marketing_permissions", "ip_signup", "timestamp_signup", "ip_opt", "timestamp_opt", "tags")
+_OTHER_FIELD = re.compile(rf"^(?:{'|'.join(OTHER_FIELDS)})(?:$|[.\[])", re.I)
+
+
 def refuses_member(text: str | None, field: str | None = None) -> bool:
-    """Whether an error about one member is his refusal for good: a :data:`MEMBER_REFUSALS` text, about no field
-    or his ``email_address``."""
+    """Whether an error about one member is his refusal for good: a :data:`MEMBER_REFUSALS` text, about no
+    field of :data:`OTHER_FIELDS`."""
     low = (text or "").lower()
-    return field in (None, "", "email_address") and any(words in low for words in MEMBER_REFUSALS)
+    return not _OTHER_FIELD.match((field or "").strip()) and any(words in low for words in MEMBER_REFUSALS)
 
 
 def call_wide(errors: Mapping[str, str], sent: int) -> bool:
     """Whether the errors (lower-cased address -> text) are one error given to every member of a call of two or
-    more, in the same words but for each one's address: about the call, never a member's refusal."""
+    more: the same text for each, naming none of them ("Please provide a valid email address." for all): about
+    the call, never a member's refusal. Texts that name each one's address ("x was permanently deleted …") are
+    each member's own, even when every member of the call has one."""
     if sent < 2 or len(errors) < sent:
         return False
-    return len({text.lower().replace(email, "") for email, text in errors.items()}) == 1
+    texts = {text.lower() for text in errors.values()}
+    return len(texts) == 1 and not any(email.lower() in text for text in texts for email in errors)
 
 
 _MEMBER_FIELD = re.compile(r"^members(?:\.|\[)(\d+)(.*)")  # the place, then the member's field (if any)
 
 
-def named_members(body: str | None, n: int) -> dict[int, tuple[str, bool]]:
-    """Index -> (message, whether it refuses him: :func:`refuses_member`) of the members (of ``n`` sent) a 400's
+def named_members(body: str | None, n: int) -> dict[int, tuple[str, str, bool]]:
+    """Index -> (field and message, message, whether it refuses him: :func:`refuses_member`) of the members (of ``n`` sent) a 400's
     ``errors[{field, message}]`` names by their place (``members.3.email_address``, ``members[3]``); that array
     is not in the spec's problem document, so an answer without it names nobody."""
-    named: dict[int, tuple[str, bool]] = {}
+    named: dict[int, tuple[str, str, bool]] = {}
     for e in problem_document(body or "").get("errors") or []:
         m = _MEMBER_FIELD.match(str(e.get("field") or "")) if isinstance(e, dict) else None
         if m and int(m.group(1)) < n:
             message = str(e.get("message") or "invalid")
-            named[int(m.group(1))] = (f"{e.get('field')}: {message}", refuses_member(message, m.group(2).lstrip('].')))
+            named[int(m.group(1))] = (f"{e.get('field')}: {message}", message,
+                                      refuses_member(message, m.group(2).lstrip('].')))
     return named
