@@ -570,21 +570,25 @@ def test_a_subscribe_refused_naming_the_contact_is_his_refusal_another_failure_i
     assert unisender_fake.invitations == ["fine@x.com"]
 
 
-def test_a_subscribe_refusal_names_the_contact_only_by_his_whole_address(unisender_fake):
-    """rv32 #2: a refusal naming another address that merely ends with his (the account's unconfirmed sender
-    ``info@shop.ru`` for ``o@shop.ru``, ``aa@x.ru`` for ``a@x.ru``) is not his; his own address, in any case, is."""
+@pytest.mark.parametrize(("email", "text", "refused"), [
+    ("o@shop.ru", 'Sender address "info@shop.ru" is not confirmed', False),
+    ("a@x.ru", 'Email "aa@x.ru" is invalid', False), ("b@x.ru", 'Email "B@X.ru" is invalid', True),
+    ("c@x.ru", 'Email "c@x.ru.com" is invalid', False), ("neil@x.ru", "Email 'o'neil@x.ru' is invalid", False),
+    ("b@x.ru", 'Email "a=b@x.ru" is invalid', False), ("c@x.ru", 'Email "a~c@x.ru" is invalid', False),
+    ("d@x.ru", "Email 'd@x.ru' is invalid", True)])
+def test_a_subscribe_refusal_names_the_contact_only_by_his_whole_address(unisender_fake, email, text, refused):
+    """rv32 #2, rv34 #3: a refusal naming another address that merely ends with his (the account's unconfirmed
+    sender ``info@shop.ru`` for ``o@shop.ru``, ``aa@x.ru`` for ``a@x.ru``; after any RFC 5322 local-part
+    character: ``o'neil@x.ru`` for ``neil@x.ru``, ``a=b@x.ru`` for ``b@x.ru``) is not his; his own address, in
+    any case or in single quotes, is."""
     unisender_fake.add_list("Champions")
-    for text in ('Sender address "info@shop.ru" is not confirmed', 'Email "aa@x.ru" is invalid',
-                 'Email "B@X.ru" is invalid', 'Email "c@x.ru.com" is invalid'):
-        unisender_fake.answer_raw(json.dumps({"error": text, "code": "invalid_arg"}).encode(), "application/json",
-                                  method="subscribe")
+    unisender_fake.answer_raw(json.dumps({"error": text, "code": "invalid_arg"}).encode(), "application/json",
+                              method="subscribe")
     dest, _ = on(unisender_fake)
     rec = Recorder()
-    dest.apply([change(e, add={"list:Champions"}, status="pending") for e in ("o@shop.ru", "a@x.ru", "b@x.ru",
-                                                                             "c@x.ru")], rec)
-    got = {k[0]: (r.ok, r.refused) for k, r in rec.items.items() if k[1] == "tag+list:Champions"}
-    assert got == {"o@shop.ru": (False, False), "a@x.ru": (False, False), "b@x.ru": (False, True),
-                   "c@x.ru": (False, False)}
+    dest.apply([change(email, add={"list:Champions"}, status="pending")], rec)
+    result = rec.items[(email, "tag+list:Champions")]
+    assert (result.ok, result.refused) == (False, refused)
 
 
 def test_an_import_log_text_echoing_the_key_is_masked(unisender_fake):

@@ -69,10 +69,22 @@ def _names_contact(exc: DestinationError, email: str) -> bool:
     """A per-contact refusal by name: an envelope error about this call's content (not the account, not a
     temporary one: those are raised or retried) whose message names the contact's address (``Email "x" is
     invalid``, ``Contact "x" is unsubscribed``), as a whole address: not inside another one (``info@shop.ru``
-    does not name ``o@shop.ru``, nor ``aa@x.ru`` ``a@x.ru``). Anything else (an unreadable answer, a list that does not exist,
-    no answer at all) says nothing about him: a lost tag's holder keeps waiting (fix25's rule)."""
+    does not name ``o@shop.ru``, nor ``aa@x.ru`` ``a@x.ru``, nor ``o'neil@x.ru`` ``neil@x.ru``: :func:`_whole_address`).
+    Anything else (an unreadable answer, a list that does not exist, no answer at all) says nothing about him: a lost tag's holder keeps waiting (fix25's rule)."""
     return (isinstance(exc, UnisenderError) and not exc.transient and action_for(exc.code) is Action.RECORD
-            and re.search(rf"(?<![\w.+-]){re.escape(email)}(?![\w-]|\.\w)", exc.text, re.I) is not None)
+            and re.search(_whole_address(email), exc.text, re.I) is not None)
+
+
+#: a character of an address's local part (RFC 5322 ``atext`` and the dot): one before his address makes it
+#: the end of another address (``o'neil@x.ru``, ``a=b@x.ru``), not his
+_LOCAL = r"[\w.!#$%&'*+/=?^`{|}~-]"
+
+
+def _whole_address(email: str) -> str:
+    """The pattern of ``email`` as a whole address: no local-part character before it (but an opening quote,
+    ``'a@x.ru'``, when the address is closed by one), no more of a domain after it."""
+    e = re.escape(email)
+    return rf"(?:(?<!{_LOCAL})|(?<=(?<!{_LOCAL})')(?={e}')){e}(?![\w-]|\.\w)"
 
 
 def _email_status(info: Any) -> str | None:
