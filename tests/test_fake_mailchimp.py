@@ -19,7 +19,9 @@ email = st.sampled_from(EMAILS)
 emails = st.lists(email, max_size=4)
 name = st.sampled_from(NAMES)
 operation = st.one_of(
-    st.tuples(st.just("subscribe"), emails, st.booleans(), st.sampled_from(["x", "y", 7, ""])),
+    # merge field values: 1, 1.0 and True are equal keys but not equal JSON; an address is an object
+    st.tuples(st.just("subscribe"), emails, st.booleans(),
+              st.sampled_from(["x", "y", 7, "", 1, 1.0, True, None, float("nan"), {"addr1": "a", "zip": 1}])),
     st.tuples(st.just("segment"), name, emails, emails),
     st.tuples(st.just("add_member"), email, st.lists(name, max_size=2)),
     st.tuples(st.just("add_segment"), name, emails),
@@ -43,7 +45,8 @@ def apply(fake: FakeMailchimp, op: tuple) -> None:
     kind, *args = op
     by_name = {s["name"]: s for s in lst.segments.values()}
     if kind == "subscribe":
-        members = [{"email_address": e, "status": "subscribed", "merge_fields": {"FNAME": args[2]}} for e in args[0]]
+        members = [{"email_address": e, "status": "subscribed", "merge_fields": {"FNAME": "f", "LNAME": args[2]}}
+                   for e in args[0]]
         call(fake, "POST", "/lists/aud1", {"members": members, "update_existing": args[1]})
     elif kind == "segment" and args[0] in by_name:
         call(fake, "POST", f"/lists/aud1/segments/{by_name[args[0]]['id']}",
@@ -114,3 +117,16 @@ def answers(fake: FakeMailchimp) -> None:
                                                  "update_existing": True})
     assert [t["name"] for t in updated["updated_members"][0]["tags"]] == ["rfm:B"]
     assert updated["updated_members"][0]["tags_count"] == 1
+
+
+def test_merge_field_values_equal_in_python_stay_apart_in_json() -> None:
+    fake = FakeMailchimp()
+    try:
+        for value in (1, 1.0, True, "1"):
+            answer = call(fake, "POST", "/lists/aud1", {"members": [
+                {"email_address": "m1@example.com", "status": "subscribed", "merge_fields": {"LNAME": value}}],
+                "update_existing": True})
+            member = (answer["new_members"] or answer["updated_members"])[0]
+            assert member["merge_fields"]["LNAME"] == value and type(member["merge_fields"]["LNAME"]) is type(value)
+    finally:
+        fake.stop()

@@ -52,6 +52,7 @@ MAX_COUNT = 1000
 
 
 _str = encode_basestring_ascii  # what json.dumps gives for a str
+_SCALARS = (str, int, float, bool, type(None))
 
 
 def _refuse(value: Any) -> Any:
@@ -238,6 +239,7 @@ class FakeMailchimp:
         #: (list id, segment ids) -> the member view's JSON from its "tags_count" on (a segment's name never changes)
         self._tails: dict[tuple[str, tuple[int, ...]], str] = {}
         self._ids: dict[str, str] = {}  # lower-cased email -> member id (subscriber hash)
+        self._field_json: dict[tuple[str, type, Any], str] = {}  # (tag, type, value) -> '"TAG": value' as JSON
         self._server = LoopbackServer(self.handle)
         self.default_list = list_id
         if list_id:
@@ -461,6 +463,7 @@ class FakeMailchimp:
             return problem(400, "Invalid Resource", f"You may only add or update up to {MAX_BATCH} members at once.")
         update_existing = bool(body.get("update_existing"))
         new, updated, errors = [], [], []
+        numbers = {tag for tag, field in lst.merge_fields.items() if field["type"] == "number"}
 
         def error(email: str, message: str, code: str = "ERROR_GENERIC", field: str = "",
                   field_message: str = "") -> None:
@@ -475,7 +478,7 @@ class FakeMailchimp:
             if key in self.member_errors:
                 error(email, self.member_errors[key])
                 continue
-            bad = self._bad_merge_field(lst, item.get("merge_fields") or {})
+            bad = self._bad_merge_field(numbers, item.get("merge_fields") or {})
             if bad:
                 error(email, "Your merge fields were invalid.", field=bad, field_message="Please enter a number")
                 continue
@@ -559,10 +562,11 @@ class FakeMailchimp:
         lst.merge_fields[field["tag"]] = field
         return field
 
-    def _bad_merge_field(self, lst: FakeList, values: dict[str, Any]) -> str:
+    @staticmethod
+    def _bad_merge_field(numbers: set[str], values: dict[str, Any]) -> str:
+        """The first of ``values`` that a number merge field (``numbers``: their tags) cannot take."""
         for tag, value in values.items():
-            field = lst.merge_fields.get(tag)
-            if field and field["type"] == "number" and value not in ("", None):
+            if tag in numbers and value not in ("", None):
                 try:
                     float(value)
                 except (TypeError, ValueError):
@@ -600,16 +604,33 @@ class FakeMailchimp:
         tail = self._tails.get((lst.id, ids))
         if tail is None:
             tags = _encode([{"id": i, "name": lst.segments[i]["name"]} for i in ids])
-            tail = self._tails[(lst.id, ids)] = f'"tags_count": {len(ids)}, "tags": {tags}, "list_id": {_str(lst.id)}}}'
+            tail = self._tails[(lst.id, ids)] = \
+                f'"tags_count": {len(ids)}, "tags": {tags}, "list_id": {_str(lst.id)}}}'
         head = lst.heads.get(key)
         if head is None:
             m = lst.members[key]
             member_id = self._ids.get(key)
             if member_id is None:  # the MD5 of the lower-cased address, as Mailchimp's subscriber hash
                 member_id = self._ids[key] = hashlib.md5(key.encode()).hexdigest()
+            fields = self._fields_json(m["merge_fields"])
             head = lst.heads[key] = (f'{{"id": "{member_id}", "email_address": {_str(m["email_address"])}, '
-                                     f'"status": {_str(m["status"])}, "merge_fields": {_encode(m["merge_fields"])}, ')
+                                     f'"status": {_str(m["status"])}, "merge_fields": {fields}, ')
         return head + tail
+
+    def _fields_json(self, fields: dict[str, Any]) -> str:
+        """``_encode(fields)`` with each ``"TAG": value`` kept (a bench audience has few distinct values per field)."""
+        parts, known = [], self._field_json
+        for item in fields.items():
+            tag, value = item
+            kind = type(value)
+            if kind not in _SCALARS or type(tag) is not str:
+                return _encode(fields)
+            key = (tag, kind, value)  # the type too: 1, 1.0 and True are equal keys, not equal JSON
+            text = known.get(key)
+            if text is None:
+                text = known[key] = f"{_str(tag)}: {_encode(value)}"
+            parts.append(text)
+        return "{" + ", ".join(parts) + "}"
 
     @staticmethod
     def _list_view(lst: FakeList, stats: bool = True) -> dict[str, Any]:
