@@ -256,3 +256,13 @@ def test_a_first_outcome_in_columns_starts_from_the_pushed_state():
     (written,) = fresh(CallResults([("tag-rfm:B", ["a@x.io"]), ("tag+rfm:A", ["a@x.io"]), ("upsert", ["a@x.io"])]))
     assert written == PushedState("a@x.io", "A", frozenset({"rfm:A"}), {"R": 2}, True)
     assert written.fields is a.set_fields and fresh.done == 1 and fresh.rest() == []
+
+
+def test_a_contact_without_operations_is_done_from_the_start():
+    def change(key: str, create: bool = False, fields=None, add=(), remove=()) -> ContactChange:
+        return ContactChange(key, key, key.upper(), "seg", create, "transactional", add_tags=frozenset(add),
+                             remove_tags=frozenset(remove), set_fields=fields or {})
+
+    plan = [change("a@x.io"), change("b@x.io", remove={"rfm:A"}), change("c@x.io", add={"rfm:A"}),
+            change("d@x.io", fields={"R": 1}), change("e@x.io", create=True)]
+    assert StateFold({}, {c.key: c for c in plan}).done == 1  # a alone: nothing to send
