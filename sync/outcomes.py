@@ -198,7 +198,9 @@ class StateFold:
         self._slots: dict[str, list] = {}
         self._tag_sets: dict[tuple[frozenset[str], str], frozenset[str]] = {}
         self._failed: set[str] = set()  # contacts with a failed operation (done at their first failure)
-        self.done = sum(1 for c in changes.values() if not _operations(c))
+        self._held = 0  # slots in phase 1 (held): :meth:`rest` has nothing to look for when there are none
+        self.done = sum(1 for c in changes.values()  # _operations(c) == 0, inline (a million changes)
+                        if not (c.create or c.set_fields or c.add_tags or c.remove_tags))
 
     def _tags(self, tags: frozenset[str], op: str) -> frozenset[str]:
         found = self._tag_sets.get((tags, op))
@@ -215,6 +217,7 @@ class StateFold:
         return slot
 
     def _hold(self, key: str, slot: list) -> None:
+        self._held += 1
         if not slot[6]:
             prev = self.state.get(key)
             c = slot[1]
@@ -231,16 +234,56 @@ class StateFold:
         else:
             ready = []
             self._fold(results, ready)
-        return [self._release(key, slot) for key, slot in ready if slot[6] == 1 and not slot[0]]
+        released = []
+        for key, slot in ready:  # :meth:`_release`, inlined: a million contacts pass here
+            if slot[6] == 1 and not slot[0]:
+                slot[6] = 2
+                c, fields = slot[1], slot[4]
+                state = _new(PushedState)
+                _set(state, "__dict__", {"key": key, "customer_id": slot[2] or None, "tags": slot[3], "fields": fields,
+                                         "exists": slot[5], "fields_text": c.fields_text if c is not None and
+                                         fields is c.set_fields else None})
+                released.append(state)
+        self._held -= len(released)
+        return released
 
     def _fold_ok(self, op: str, keys: Iterable[str], ready: list[tuple[str, list]]) -> None:
-        """Successes of one operation: the loop of :meth:`_fold` with what ``op`` decides taken out of it."""
-        slots, failed = self._slots, self._failed
+        """Successes of one operation: the loop of :meth:`_fold` with what ``op`` decides taken out of it, and a
+        contact's first outcome (no slot yet: the usual case of its upsert) made into its slot at once, held."""
+        slots, failed, changes, state = self._slots, self._failed, self._changes, self.state
         upsert, add, remove = op == "upsert", op.startswith("tag+"), op.startswith("tag-")
         tags = self._tags(_NO_TAGS, op) if add or remove else _NO_TAGS  # the usual tag set after ``op``
-        done = 0
+        done = held = 0
         for key in keys:
-            slot = slots.get(key) or self._slot(key)
+            slot = slots.get(key)
+            if slot is None:
+                c = changes.get(key)
+                if c is not None:  # what _slot, _hold and the loop below do to a new slot, in one go
+                    n = (1 if c.create or c.set_fields else 0) + len(c.add_tags) + len(c.remove_tags)
+                    if n:
+                        n -= 1
+                        if not n:  # a key without a slot has no failure yet
+                            done += 1
+                    prev = state.get(key)
+                    if prev is None:
+                        tagged, fields, exists = _NO_TAGS, {}, False
+                    else:
+                        tagged, fields, exists = prev.tags, prev.fields, prev.exists
+                    if upsert:
+                        new = c.set_fields
+                        if new:
+                            fields = {**fields, **new} if fields and not fields.keys() <= new.keys() else new
+                        exists = True
+                    elif add or remove:
+                        tagged = tags if tagged is _NO_TAGS else self._tags(tagged, op)
+                        if add:
+                            exists = True
+                    slot = slots[key] = [n, c, c.customer_id, tagged, fields, exists, 1]
+                    held += 1
+                    if not n:
+                        ready.append((key, slot))
+                    continue
+                slot = self._slot(key)
             n = slot[0]
             if n:
                 slot[0] = n = n - 1
@@ -265,6 +308,7 @@ class StateFold:
             if c is not None:
                 slot[2] = c.customer_id
         self.done += done
+        self._held += held
 
     def _fold(self, results: Iterable[ItemResult], ready: list[tuple[str, list]]) -> None:
         slots, failed = self._slots, self._failed
@@ -315,7 +359,11 @@ class StateFold:
 
     def rest(self) -> list[PushedState]:
         """The states still held (a contact with operations that have no outcome yet)."""
-        return [self._release(key, slot) for key, slot in self._slots.items() if slot[6] == 1]
+        if not self._held:  # the usual end of an apply: not a look at each of a million slots
+            return []
+        rest = [self._release(key, slot) for key, slot in self._slots.items() if slot[6] == 1]
+        self._held = 0
+        return rest
 
 
 __all__ = ["OutcomeWriter", "StateFold"]

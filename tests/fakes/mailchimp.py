@@ -52,6 +52,7 @@ MAX_COUNT = 1000
 
 
 _str = encode_basestring_ascii  # what json.dumps gives for a str
+_SCALARS = (str, int, float, bool, type(None))
 
 
 def _refuse(value: Any) -> Any:
@@ -89,15 +90,132 @@ class Fault:
     path: str | None = None  # regex searched in the path after /3.0
 
 
+class _Members(set):
+    """A segment's members (lower-cased addresses): a set that keeps its list's tag index in step
+    (:meth:`FakeList.tag_ids`), whoever changes it (the fake's endpoints, or a test editing the audience by hand)."""
+
+    __slots__ = ("_lst", "_sid")
+
+    def __init__(self, lst: "FakeList", sid: int) -> None:
+        super().__init__()
+        self._lst, self._sid = lst, sid
+
+    def add(self, key: str) -> None:
+        if key not in self:
+            set.add(self, key)
+            self._lst._tagged(key, self._sid, True)
+
+    def discard(self, key: str) -> None:
+        if key in self:
+            set.discard(self, key)
+            self._lst._tagged(key, self._sid, False)
+
+    def remove(self, key: str) -> None:
+        set.remove(self, key)
+        self._lst._tagged(key, self._sid, False)
+
+    def update(self, *others: Iterable[str]) -> None:
+        for other in others:
+            for key in other:
+                self.add(key)
+
+    def _bulk(name: str) -> Any:  # noqa: N805 - any other change: the index is built again when next read
+        def change(self: "_Members", *args: Any) -> Any:
+            result = getattr(set, name)(self, *args)
+            self._lst._stale()
+            return result
+        return change
+
+    clear, pop = _bulk("clear"), _bulk("pop")
+    difference_update, intersection_update = _bulk("difference_update"), _bulk("intersection_update")
+    symmetric_difference_update = _bulk("symmetric_difference_update")
+    __ior__, __iand__, __isub__, __ixor__ = _bulk("__ior__"), _bulk("__iand__"), _bulk("__isub__"), _bulk("__ixor__")
+    del _bulk
+
+
+class _Segments(dict):
+    """A list's segments by id: any change of the mapping itself (a segment created, deleted, replaced) marks its
+    tag index stale (created segments are empty: their creation keeps it)."""
+
+    def __init__(self, lst: "FakeList", *args: Any) -> None:
+        super().__init__(*args)
+        self._lst = lst
+
+    def __setitem__(self, sid: int, seg: dict[str, Any]) -> None:
+        new = sid not in self
+        dict.__setitem__(self, sid, seg)
+        if new and not seg["members"] and self._lst._index is not None:
+            self._lst._order[sid] = len(self._lst._order)
+        else:
+            self._lst._stale()
+
+    def _bulk(name: str) -> Any:  # noqa: N805
+        def change(self: "_Segments", *args: Any, **kwargs: Any) -> Any:
+            result = getattr(dict, name)(self, *args, **kwargs)
+            self._lst._stale()
+            return result
+        return change
+
+    __delitem__, pop, popitem, clear = _bulk("__delitem__"), _bulk("pop"), _bulk("popitem"), _bulk("clear")
+    update, setdefault, __ior__ = _bulk("update"), _bulk("setdefault"), _bulk("__ior__")
+    del _bulk
+
+
 class FakeList:
     def __init__(self, list_id: str, name: str) -> None:
         self.id, self.name = list_id, name
         self.members: dict[str, dict[str, Any]] = {}  # lower-cased email -> member
         self.merge_fields: dict[str, dict[str, Any]] = {}  # TAG -> definition
-        self.segments: dict[int, dict[str, Any]] = {}  # id -> {id, name, type, members:set}
         #: lower-cased email -> the member view's JSON up to its tags (id, address, status, merge fields): a
         #: member is rendered again by every tag call; dropped by every change of those (the fake's own methods)
         self.heads: dict[str, str] = {}
+        # the tag index: lower-cased email -> ids of the segments holding it, in the segments' order (a member
+        # view's tags without scanning every segment: half of the bench's fake's CPU went into that scan); None:
+        # built again when next read. _order: segment id -> its place among the segments
+        self._index: dict[str, tuple[int, ...]] | None = {}
+        self._order: dict[int, int] = {}
+        self.segments = {}  # id -> {id, name, type, members: a set of lower-cased emails}
+
+    @property
+    def segments(self) -> dict[int, dict[str, Any]]:
+        return self._segments
+
+    @segments.setter
+    def segments(self, segments: dict[int, dict[str, Any]]) -> None:  # a test deleting a segment by hand
+        self._segments = _Segments(self, segments)
+        self._stale()
+
+    def tag_ids(self, key: str) -> tuple[int, ...]:
+        """The ids of the segments holding ``key``, in the segments' order."""
+        index = self._index
+        if index is None:
+            index, self._order = {}, {sid: i for i, sid in enumerate(self._segments)}
+            for sid, seg in self._segments.items():
+                for k in seg["members"]:
+                    index[k] = index.get(k, ()) + (sid,)
+            self._index = index
+        return index.get(key, ())
+
+    def _stale(self) -> None:
+        self._index = None
+
+    def _tagged(self, key: str, sid: int, added: bool) -> None:
+        index = self._index
+        if index is None:
+            return
+        ids = index.get(key, ())
+        if added:
+            order = self._order
+            if sid not in order:  # a segment the index does not know (not added through ``segments``)
+                return self._stale()
+            ids += (sid,)
+            if len(ids) > 1 and order[ids[-2]] > order[sid]:
+                ids = tuple(sorted(ids, key=order.__getitem__))
+            index[key] = ids
+        elif len(ids) == 1:
+            del index[key]
+        else:
+            index[key] = tuple([i for i in ids if i != sid])
 
 
 class FakeMailchimp:
@@ -118,8 +236,10 @@ class FakeMailchimp:
         self._rng = random.Random(seed)
         self._lock = threading.RLock()
         self._next_id = 1000
-        self._tags_json: dict[tuple[int, ...], str] = {}  # segment ids -> the member view's "tags" JSON
+        #: (list id, segment ids) -> the member view's JSON from its "tags_count" on (a segment's name never changes)
+        self._tails: dict[tuple[str, tuple[int, ...]], str] = {}
         self._ids: dict[str, str] = {}  # lower-cased email -> member id (subscriber hash)
+        self._field_json: dict[tuple[str, type, Any], str] = {}  # (tag, type, value) -> '"TAG": value' as JSON
         self._server = LoopbackServer(self.handle)
         self.default_list = list_id
         if list_id:
@@ -343,6 +463,7 @@ class FakeMailchimp:
             return problem(400, "Invalid Resource", f"You may only add or update up to {MAX_BATCH} members at once.")
         update_existing = bool(body.get("update_existing"))
         new, updated, errors = [], [], []
+        numbers = {tag for tag, field in lst.merge_fields.items() if field["type"] == "number"}
 
         def error(email: str, message: str, code: str = "ERROR_GENERIC", field: str = "",
                   field_message: str = "") -> None:
@@ -357,7 +478,7 @@ class FakeMailchimp:
             if key in self.member_errors:
                 error(email, self.member_errors[key])
                 continue
-            bad = self._bad_merge_field(lst, item.get("merge_fields") or {})
+            bad = self._bad_merge_field(numbers, item.get("merge_fields") or {})
             if bad:
                 error(email, "Your merge fields were invalid.", field=bad, field_message="Please enter a number")
                 continue
@@ -441,10 +562,11 @@ class FakeMailchimp:
         lst.merge_fields[field["tag"]] = field
         return field
 
-    def _bad_merge_field(self, lst: FakeList, values: dict[str, Any]) -> str:
+    @staticmethod
+    def _bad_merge_field(numbers: set[str], values: dict[str, Any]) -> str:
+        """The first of ``values`` that a number merge field (``numbers``: their tags) cannot take."""
         for tag, value in values.items():
-            field = lst.merge_fields.get(tag)
-            if field and field["type"] == "number" and value not in ("", None):
+            if tag in numbers and value not in ("", None):
                 try:
                     float(value)
                 except (TypeError, ValueError):
@@ -453,7 +575,7 @@ class FakeMailchimp:
 
     def _create_segment(self, lst: FakeList, name: str, type: str = "static") -> dict[str, Any]:
         self._next_id += 1
-        seg = {"id": self._next_id, "name": name, "type": type, "members": set()}
+        seg = {"id": self._next_id, "name": name, "type": type, "members": _Members(lst, self._next_id)}
         lst.segments[seg["id"]] = seg
         return seg
 
@@ -478,19 +600,37 @@ class FakeMailchimp:
         """:meth:`_member_view` as the JSON text ``json.dumps`` would give it, built from pre-serialised parts
         (a batch answer carries 500 of them: the bench's fake must not be slower than the client it serves). The
         part before the tags is kept per member (:attr:`FakeList.heads`): a tag call renders it again unchanged."""
-        ids = tuple([sid for sid, seg in lst.segments.items() if key in seg["members"]])
-        tags = self._tags_json.get(ids)
-        if tags is None:
-            tags = self._tags_json[ids] = _encode([{"id": i, "name": lst.segments[i]["name"]} for i in ids])
+        ids = lst.tag_ids(key)
+        tail = self._tails.get((lst.id, ids))
+        if tail is None:
+            tags = _encode([{"id": i, "name": lst.segments[i]["name"]} for i in ids])
+            tail = self._tails[(lst.id, ids)] = \
+                f'"tags_count": {len(ids)}, "tags": {tags}, "list_id": {_str(lst.id)}}}'
         head = lst.heads.get(key)
         if head is None:
             m = lst.members[key]
             member_id = self._ids.get(key)
             if member_id is None:  # the MD5 of the lower-cased address, as Mailchimp's subscriber hash
                 member_id = self._ids[key] = hashlib.md5(key.encode()).hexdigest()
+            fields = self._fields_json(m["merge_fields"])
             head = lst.heads[key] = (f'{{"id": "{member_id}", "email_address": {_str(m["email_address"])}, '
-                                     f'"status": {_str(m["status"])}, "merge_fields": {_encode(m["merge_fields"])}, ')
-        return f'{head}"tags_count": {len(ids)}, "tags": {tags}, "list_id": {_str(lst.id)}}}'
+                                     f'"status": {_str(m["status"])}, "merge_fields": {fields}, ')
+        return head + tail
+
+    def _fields_json(self, fields: dict[str, Any]) -> str:
+        """``_encode(fields)`` with each ``"TAG": value`` kept (a bench audience has few distinct values per field)."""
+        parts, known = [], self._field_json
+        for item in fields.items():
+            tag, value = item
+            kind = type(value)
+            if kind not in _SCALARS or type(tag) is not str:
+                return _encode(fields)
+            key = (tag, kind, value)  # the type too: 1, 1.0 and True are equal keys, not equal JSON
+            text = known.get(key)
+            if text is None:
+                text = known[key] = f"{_str(tag)}: {_encode(value)}"
+            parts.append(text)
+        return "{" + ", ".join(parts) + "}"
 
     @staticmethod
     def _list_view(lst: FakeList, stats: bool = True) -> dict[str, Any]:

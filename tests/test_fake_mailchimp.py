@@ -1,0 +1,132 @@
+"""The fake Mailchimp's member JSON (built from kept parts and a tag index, for the bench) is what ``json.dumps`` gives
+for the member's view (its tags found by scanning every segment), whatever changed the audience: its endpoints, its
+seeding methods, or a test editing the segments by hand."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from hypothesis import given, settings as hsettings, strategies as st
+
+from tests.fakes.http import Request
+from tests.fakes.mailchimp import FakeMailchimp
+
+EMAILS = [f"m{i}@example.com" for i in range(6)] + ["Mixed.Case@Example.com"]
+NAMES = ["rfm:A", "rfm:B", "rfm:C", "other"]
+
+email = st.sampled_from(EMAILS)
+emails = st.lists(email, max_size=4)
+name = st.sampled_from(NAMES)
+operation = st.one_of(
+    # merge field values: 1, 1.0 and True are equal keys but not equal JSON; an address is an object
+    st.tuples(st.just("subscribe"), emails, st.booleans(),
+              st.sampled_from(["x", "y", 7, "", 1, 1.0, True, None, float("nan"), {"addr1": "a", "zip": 1}])),
+    st.tuples(st.just("segment"), name, emails, emails),
+    st.tuples(st.just("add_member"), email, st.lists(name, max_size=2)),
+    st.tuples(st.just("add_segment"), name, emails),
+    st.tuples(st.just("post_segment"), name, emails),
+    st.tuples(st.just("forget"), email),
+    st.tuples(st.just("by_hand"), name, st.sampled_from(["add", "discard", "update", "ior", "isub", "clear", "pop",
+                                                         "remove"]), emails),
+    st.tuples(st.just("delete_segment"), name),
+)
+
+
+def call(fake: FakeMailchimp, method: str, path: str, body: object = None) -> dict:
+    auth = "Basic " + base64.b64encode(f"any:{fake.api_key}".encode()).decode()
+    reply = fake.handle(Request(method, "/3.0" + path, {}, {"authorization": auth},
+                                json.dumps(body).encode() if body is not None else b""))
+    return json.loads(reply.body) if reply.body else {}
+
+
+def apply(fake: FakeMailchimp, op: tuple) -> None:
+    lst = fake.lists["aud1"]
+    kind, *args = op
+    by_name = {s["name"]: s for s in lst.segments.values()}
+    if kind == "subscribe":
+        members = [{"email_address": e, "status": "subscribed", "merge_fields": {"FNAME": "f", "LNAME": args[2]}}
+                   for e in args[0]]
+        call(fake, "POST", "/lists/aud1", {"members": members, "update_existing": args[1]})
+    elif kind == "segment" and args[0] in by_name:
+        call(fake, "POST", f"/lists/aud1/segments/{by_name[args[0]]['id']}",
+             {"members_to_add": args[1], "members_to_remove": args[2]})
+    elif kind == "add_member":
+        fake.add_member(args[0], tags=args[1])
+    elif kind == "add_segment" and args[0] not in by_name:
+        fake.add_segment(args[0], args[1])
+    elif kind == "post_segment":
+        call(fake, "POST", "/lists/aud1/segments", {"name": args[0], "static_segment": args[1]})
+    elif kind == "forget":
+        fake.forget(args[0])
+    elif kind == "by_hand" and args[0] in by_name:
+        members, how, keys = by_name[args[0]]["members"], args[1], [e.lower() for e in args[2]]
+        if how == "add":
+            for k in keys:
+                members.add(k)
+        elif how == "discard":
+            for k in keys:
+                members.discard(k)
+        elif how == "update":
+            members.update(keys, keys[:1])
+        elif how == "ior":
+            members |= set(keys)
+        elif how == "isub":
+            members -= set(keys)
+        elif how == "clear":
+            members.clear()
+        elif members and how == "pop":
+            members.pop()
+        elif how == "remove" and keys and keys[0] in members:
+            members.remove(keys[0])
+    elif kind == "delete_segment":  # as deleting a tag in Mailchimp's web app (tests/test_lost_repair.py)
+        lst.segments = {i: s for i, s in lst.segments.items() if s["name"] != args[0]}
+
+
+@hsettings(max_examples=150, deadline=None)
+@given(st.lists(operation, max_size=25))
+def test_member_json_is_the_member_view_after_any_changes(ops: list[tuple]) -> None:
+    fake = FakeMailchimp()  # never started: its endpoints are called in-process
+    lst = fake.lists["aud1"]
+    try:
+        for op in ops:
+            apply(fake, op)
+            for key in lst.members:
+                assert fake._member_json(lst, key) == json.dumps(fake._member_view(lst, key)), op
+    finally:
+        fake.stop()
+
+
+def test_batch_answers_carry_the_tags_of_every_segment_holding_the_member() -> None:
+    with FakeMailchimp() as fake:
+        answers(fake)
+
+
+def answers(fake: FakeMailchimp) -> None:
+    lst = fake.lists["aud1"]
+    fake.add_segment("rfm:A", ["m1@example.com"])  # before the member exists
+    b = fake.add_segment("rfm:B")
+    created = call(fake, "POST", "/lists/aud1", {"members": [{"email_address": "m1@example.com",
+                                                              "status": "subscribed"}], "update_existing": False})
+    assert [t["name"] for t in created["new_members"][0]["tags"]] == ["rfm:A"]
+    lst.segments[b]["members"].add("m1@example.com")  # by hand
+    added = call(fake, "POST", f"/lists/aud1/segments/{b}", {"members_to_add": ["m1@example.com"]})
+    assert [t["name"] for t in added["members_added"][0]["tags"]] == ["rfm:A", "rfm:B"]
+    lst.segments = {i: s for i, s in lst.segments.items() if s["name"] != "rfm:A"}
+    updated = call(fake, "POST", "/lists/aud1", {"members": [{"email_address": "m1@example.com"}],
+                                                 "update_existing": True})
+    assert [t["name"] for t in updated["updated_members"][0]["tags"]] == ["rfm:B"]
+    assert updated["updated_members"][0]["tags_count"] == 1
+
+
+def test_merge_field_values_equal_in_python_stay_apart_in_json() -> None:
+    fake = FakeMailchimp()
+    try:
+        for value in (1, 1.0, True, "1"):
+            answer = call(fake, "POST", "/lists/aud1", {"members": [
+                {"email_address": "m1@example.com", "status": "subscribed", "merge_fields": {"LNAME": value}}],
+                "update_existing": True})
+            member = (answer["new_members"] or answer["updated_members"])[0]
+            assert member["merge_fields"]["LNAME"] == value and type(member["merge_fields"]["LNAME"]) is type(value)
+    finally:
+        fake.stop()
