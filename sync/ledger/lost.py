@@ -206,7 +206,7 @@ def _lost_of(conn: Connection, destination: str, keys: list[str]) -> list[tuple[
             for key, tag in conn.exec_driver_sql(query + f"IN ({', '.join('?' * len(chunk))})", (destination, *chunk))]
 
 
-def given_back(conn: Connection, destination: str, rows: dict[str, tuple[str, str | None, str, Any, bool]]) -> None:
+def given_back(conn: Connection, destination: str, rows: dict[str, tuple[str, str | None, str, Any, int]]) -> None:
     """In :meth:`PushedStates.save_states`' transaction: the contacts saved holding a tag the ledger remembers
     they had lost (:meth:`PushedStates.lost_tags`) were given it back, and those saved missing in the ESP
     (deleted there: the next plan creates them again, a new contact) wait for nothing: forgotten."""
