@@ -254,61 +254,64 @@ class StateFold:
         upsert, add, remove = op == "upsert", op.startswith("tag+"), op.startswith("tag-")
         tags = self._tags(_NO_TAGS, op) if add or remove else _NO_TAGS  # the usual tag set after ``op``
         done = held = 0
-        for key in keys:
-            slot = slots.get(key)
-            if slot is None:
-                c = changes.get(key)
-                if c is not None:  # what _slot, _hold and the loop below do to a new slot, in one go
-                    n = (1 if c.create or c.set_fields else 0) + len(c.add_tags) + len(c.remove_tags)
-                    if n:
-                        n -= 1
-                        if not n:  # a key without a slot has no failure yet
-                            done += 1
-                    prev = state.get(key)
-                    if prev is None:
-                        tagged, fields, exists = _NO_TAGS, {}, False
-                    else:
-                        tagged, fields, exists = prev.tags, prev.fields, prev.exists
-                    if upsert:
-                        new = c.set_fields
-                        if new:
-                            fields = {**fields, **new} if fields and not fields.keys() <= new.keys() else new
-                        exists = True
-                    elif add or remove:
-                        tagged = tags if tagged is _NO_TAGS else self._tags(tagged, op)
-                        if add:
+        try:  # counted however the loop ends (an error, a Ctrl-C): rest() looks for held slots only when
+            # the count says some are left
+            for key in keys:
+                slot = slots.get(key)
+                if slot is None:
+                    c = changes.get(key)
+                    if c is not None:  # what _slot, _hold and the loop below do to a new slot, in one go
+                        n = (1 if c.create or c.set_fields else 0) + len(c.add_tags) + len(c.remove_tags)
+                        if n:
+                            n -= 1
+                            if not n:  # a key without a slot has no failure yet
+                                done += 1
+                        prev = state.get(key)
+                        if prev is None:
+                            tagged, fields, exists = _NO_TAGS, {}, False
+                        else:
+                            tagged, fields, exists = prev.tags, prev.fields, prev.exists
+                        if upsert:
+                            new = c.set_fields
+                            if new:
+                                fields = {**fields, **new} if fields and not fields.keys() <= new.keys() else new
                             exists = True
-                    slot = slots[key] = [n, c, c.customer_id, tagged, fields, exists, 1]
-                    held += 1
-                    if not n:
-                        ready.append((key, slot))
-                    continue
-                slot = self._slot(key)
-            n = slot[0]
-            if n:
-                slot[0] = n = n - 1
-                if not n and (not failed or key not in failed):
-                    done += 1
-            if not n:
-                ready.append((key, slot))
-            if slot[6] != 1:
-                self._hold(key, slot)
-            c = slot[1]
-            if upsert:
+                        elif add or remove:
+                            tagged = tags if tagged is _NO_TAGS else self._tags(tagged, op)
+                            if add:
+                                exists = True
+                        held += 1  # before the slot: a count too high only makes rest() look
+                        slot = slots[key] = [n, c, c.customer_id, tagged, fields, exists, 1]
+                        if not n:
+                            ready.append((key, slot))
+                        continue
+                    slot = self._slot(key)
+                n = slot[0]
+                if n:
+                    slot[0] = n = n - 1
+                    if not n and (not failed or key not in failed):
+                        done += 1
+                if not n:
+                    ready.append((key, slot))
+                if slot[6] != 1:
+                    self._hold(key, slot)
+                c = slot[1]
+                if upsert:
+                    if c is not None:
+                        new = c.set_fields
+                        if new:  # merged into the fields pushed before, unless the update holds all their keys
+                            old = slot[4]
+                            slot[4] = {**old, **new} if old and not old.keys() <= new.keys() else new  # shared
+                        slot[5] = True
+                elif add or remove:
+                    slot[3] = tags if slot[3] is _NO_TAGS else self._tags(slot[3], op)
+                    if add:
+                        slot[5] = True
                 if c is not None:
-                    new = c.set_fields
-                    if new:  # merged into the fields pushed before, unless the update holds all their keys
-                        old = slot[4]
-                        slot[4] = {**old, **new} if old and not old.keys() <= new.keys() else new  # shared
-                    slot[5] = True
-            elif add or remove:
-                slot[3] = tags if slot[3] is _NO_TAGS else self._tags(slot[3], op)
-                if add:
-                    slot[5] = True
-            if c is not None:
-                slot[2] = c.customer_id
-        self.done += done
-        self._held += held
+                    slot[2] = c.customer_id
+        finally:
+            self.done += done
+            self._held += held
 
     def _fold(self, results: Iterable[ItemResult], ready: list[tuple[str, list]]) -> None:
         slots, failed = self._slots, self._failed

@@ -266,3 +266,24 @@ def test_a_contact_without_operations_is_done_from_the_start():
     plan = [change("a@x.io"), change("b@x.io", remove={"rfm:A"}), change("c@x.io", add={"rfm:A"}),
             change("d@x.io", fields={"R": 1}), change("e@x.io", create=True)]
     assert StateFold({}, {c.key: c for c in plan}).done == 1  # a alone: nothing to send
+
+
+def test_a_fold_interrupted_midway_still_gives_the_states_it_holds():
+    """An error or a Ctrl-C inside a call's fold: the contacts it took in are counted (done, held), so the apply's
+    final :meth:`StateFold.rest` writes them."""
+
+    class Interrupting(dict):  # the pushed state, read for each contact's first outcome: Ctrl-C lands at c@x.io
+        def get(self, key, default=None):
+            if key == "c@x.io":
+                raise KeyboardInterrupt
+            return dict.get(self, key, default)
+
+    tagged = {k: ContactChange(k, k, k[0].upper(), "seg", True, "transactional", add_tags=frozenset({"rfm:A"}))
+              for k in ("a@x.io", "c@x.io")}
+    only_fields = ContactChange("b@x.io", "b@x.io", "B", "seg", False, None, set_fields={"R": 1})
+    fold = StateFold(Interrupting(), {**tagged, "b@x.io": only_fields})
+    with pytest.raises(KeyboardInterrupt):
+        fold(CallResults([("upsert", ["a@x.io", "b@x.io", "c@x.io"])]))
+    assert sorted(fold.rest(), key=lambda s: s.key) == [PushedState("a@x.io", "A", frozenset(), {}, True),
+                                                        PushedState("b@x.io", "B", frozenset(), {"R": 1}, True)]
+    assert fold.done == 1  # b: its one operation answered

@@ -92,27 +92,28 @@ class Fault:
 
 class _Members(set):
     """A segment's members (lower-cased addresses): a set that keeps its list's tag index in step
-    (:meth:`FakeList.tag_ids`), whoever changes it (the fake's endpoints, or a test editing the audience by hand)."""
+    (:meth:`FakeList.tag_ids`), whoever changes it (the fake's endpoints, or a test editing the audience by hand).
+    ``_gen``: the list's index generation this set is part of (a set no longer in the list keeps an older one)."""
 
-    __slots__ = ("_lst", "_sid")
+    __slots__ = ("_lst", "_sid", "_gen")
 
     def __init__(self, lst: "FakeList", sid: int) -> None:
         super().__init__()
-        self._lst, self._sid = lst, sid
+        self._lst, self._sid, self._gen = lst, sid, -1
 
     def add(self, key: str) -> None:
         if key not in self:
             set.add(self, key)
-            self._lst._tagged(key, self._sid, True)
+            self._lst._tagged(key, self, True)
 
     def discard(self, key: str) -> None:
         if key in self:
             set.discard(self, key)
-            self._lst._tagged(key, self._sid, False)
+            self._lst._tagged(key, self, False)
 
     def remove(self, key: str) -> None:
         set.remove(self, key)
-        self._lst._tagged(key, self._sid, False)
+        self._lst._tagged(key, self, False)
 
     def update(self, *others: Iterable[str]) -> None:
         for other in others:
@@ -133,21 +134,77 @@ class _Members(set):
     del _bulk
 
 
+def _members(lst: "FakeList", sid: int, members: Iterable[str]) -> _Members:
+    """``members`` as segment ``sid`` of ``lst`` keeps them: itself when it is that segment's :class:`_Members`, else
+    a copy (a plain set put there by a test, or another segment's): the caller marks the tag index stale."""
+    if type(members) is _Members and members._lst is lst and members._sid == sid:
+        return members
+    own = _Members(lst, sid)
+    set.update(own, members)
+    return own
+
+
+class _Segment(dict):
+    """A segment (id, name, type, members): assigning its ``members`` by hand (``seg["members"] = set()``) keeps the
+    list's tag index in step (the set is copied into the segment's :class:`_Members`)."""
+
+    __slots__ = ("_lst", "_sid")
+
+    def __init__(self, lst: "FakeList", sid: int, seg: dict[str, Any]) -> None:
+        super().__init__(seg)
+        self._lst, self._sid = lst, sid
+        if "members" in self:
+            dict.__setitem__(self, "members", _members(lst, sid, self["members"]))
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key == "members":
+            value = _members(self._lst, self._sid, value)
+            self._lst._stale()
+        dict.__setitem__(self, key, value)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # dict.update does not call __setitem__
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+
 class _Segments(dict):
     """A list's segments by id: any change of the mapping itself (a segment created, deleted, replaced) marks its
-    tag index stale (created segments are empty: their creation keeps it)."""
+    tag index stale (created segments are empty: their creation keeps it). A segment put there by hand (a plain
+    dict, its members a plain set) is taken as a :class:`_Segment` of its own (a copy)."""
 
-    def __init__(self, lst: "FakeList", *args: Any) -> None:
-        super().__init__(*args)
+    def __init__(self, lst: "FakeList", segments: dict[int, dict[str, Any]]) -> None:
+        super().__init__()
         self._lst = lst
+        for sid, seg in segments.items():
+            dict.__setitem__(self, sid, self._own(sid, seg))
+
+    def _own(self, sid: int, seg: dict[str, Any]) -> _Segment:
+        if type(seg) is _Segment and seg._lst is self._lst and seg._sid == sid:
+            return seg
+        return _Segment(self._lst, sid, seg)
 
     def __setitem__(self, sid: int, seg: dict[str, Any]) -> None:
         new = sid not in self
+        seg = self._own(sid, seg)
         dict.__setitem__(self, sid, seg)
         if new and not seg["members"] and self._lst._index is not None:
             self._lst._order[sid] = len(self._lst._order)
+            seg["members"]._gen = self._lst._gen
         else:
             self._lst._stale()
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # dict.update does not call __setitem__
+        for sid, seg in dict(*args, **kwargs).items():
+            self[sid] = seg
+
+    def setdefault(self, sid: int, seg: Any = None) -> Any:
+        if sid not in self:
+            self[sid] = seg
+        return self[sid]
+
+    def __ior__(self, other: Any) -> "_Segments":
+        self.update(other)
+        return self
 
     def _bulk(name: str) -> Any:  # noqa: N805
         def change(self: "_Segments", *args: Any, **kwargs: Any) -> Any:
@@ -157,7 +214,6 @@ class _Segments(dict):
         return change
 
     __delitem__, pop, popitem, clear = _bulk("__delitem__"), _bulk("pop"), _bulk("popitem"), _bulk("clear")
-    update, setdefault, __ior__ = _bulk("update"), _bulk("setdefault"), _bulk("__ior__")
     del _bulk
 
 
@@ -174,6 +230,7 @@ class FakeList:
         # built again when next read. _order: segment id -> its place among the segments
         self._index: dict[str, tuple[int, ...]] | None = {}
         self._order: dict[int, int] = {}
+        self._gen = 0  # the index's generation (:attr:`_Members._gen`)
         self.segments = {}  # id -> {id, name, type, members: a set of lower-cased emails}
 
     @property
@@ -190,8 +247,11 @@ class FakeList:
         index = self._index
         if index is None:
             index, self._order = {}, {sid: i for i, sid in enumerate(self._segments)}
+            self._gen = gen = self._gen + 1
             for sid, seg in self._segments.items():
-                for k in seg["members"]:
+                members = seg["members"]
+                members._gen = gen
+                for k in members:
                     index[k] = index.get(k, ()) + (sid,)
             self._index = index
         return index.get(key, ())
@@ -199,10 +259,13 @@ class FakeList:
     def _stale(self) -> None:
         self._index = None
 
-    def _tagged(self, key: str, sid: int, added: bool) -> None:
+    def _tagged(self, key: str, members: _Members, added: bool) -> None:
         index = self._index
         if index is None:
             return
+        if members._gen != self._gen:  # a set a test kept of a segment deleted or replaced (each of those
+            return  # marks the index stale: its next build stamps the sets still in the list)
+        sid = members._sid
         ids = index.get(key, ())
         if added:
             order = self._order
@@ -219,6 +282,9 @@ class FakeList:
 
 
 class FakeMailchimp:
+    #: how many ``"TAG": value`` texts the fake keeps (:meth:`_fields_json`); past it they are dropped all at once
+    field_json_limit = 50_000
+
     def __init__(self, api_key: str = "fake0key0123456789-us1", list_id: str | None = "aud1",
                  seed: int = 0) -> None:
         self.api_key = api_key
@@ -575,8 +641,8 @@ class FakeMailchimp:
 
     def _create_segment(self, lst: FakeList, name: str, type: str = "static") -> dict[str, Any]:
         self._next_id += 1
-        seg = {"id": self._next_id, "name": name, "type": type, "members": _Members(lst, self._next_id)}
-        lst.segments[seg["id"]] = seg
+        seg = lst.segments[self._next_id] = _Segment(lst, self._next_id, {"id": self._next_id, "name": name,
+                                                                         "type": type, "members": ()})
         return seg
 
     @staticmethod
@@ -625,9 +691,14 @@ class FakeMailchimp:
             kind = type(value)
             if kind not in _SCALARS or type(tag) is not str:
                 return _encode(fields)
+            if kind is float and not value:  # 0.0 and -0.0: equal keys, not equal JSON
+                parts.append(f"{_str(tag)}: {_encode(value)}")
+                continue
             key = (tag, kind, value)  # the type too: 1, 1.0 and True are equal keys, not equal JSON
             text = known.get(key)
             if text is None:
+                if len(known) >= self.field_json_limit:  # mostly distinct values (money): kept, not piled up
+                    known.clear()
                 text = known[key] = f"{_str(tag)}: {_encode(value)}"
             parts.append(text)
         return "{" + ", ".join(parts) + "}"
