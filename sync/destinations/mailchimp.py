@@ -40,7 +40,8 @@ the ledger forgets the contact, and the next run creates it again (consent rules
 makes it done and ``missing``; a member there (any status, archived too) or a read that fails makes it a
 failed removal, and the ledger keeps the contact.
 
-Errors, retries and SDK quirks live in :mod:`sync.destinations.mailchimp_api`, the answer shapes in
+Errors, retries and SDK quirks live in :mod:`sync.destinations.mailchimp_api`, the check and ``prepare`` (merge
+fields, segments) in :mod:`sync.destinations.mailchimp_audience`, the answer shapes in
 :mod:`sync.destinations.mailchimp_answers`, the request bodies in :mod:`sync.destinations.mailchimp_bodies`.
 Merge field types come from the field vocabulary's kinds (:data:`FIELD_TYPES`); a merge field that
 already exists keeps its type (a warning names the difference).
@@ -52,8 +53,7 @@ import hashlib
 import logging
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor, wait
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from pydantic import SecretStr
 
@@ -61,29 +61,26 @@ from connectors.retry import RetryPolicy
 
 from ..errors import DestinationConfigError, DestinationError
 from ..model import CallResults, ContactChange, ItemResult, OnResults, failed_results
-from ..planning.values import kind_of
 from .answers import BadAnswer, excerpt, unaccounted
 from . import specs
-from .base import ClientOptions, Creating
+from .base import ClientOptions
 from .mailchimp_apply import Pipeline
-from .mailchimp_answers import (BATCH_COUNTS, SEGMENT_COUNTS, BatchAnswer, Created, ListInfo, MemberInfo, MergeField,
-                                SegmentAnswer, call_wide, count_mismatches, member_error, named_members,
+from .mailchimp_audience import FIELD_TYPES, AudienceSetup, merge_field_type
+from .mailchimp_answers import (BATCH_COUNTS, SEGMENT_COUNTS, BatchAnswer, MemberInfo, SegmentAnswer,
+                                call_wide, count_mismatches, member_error, named_members,
                                 refuses_member)
 from .mailchimp_api import NOT_A_MEMBER, BatchRejected, MailchimpApi
-from .mailchimp_bodies import batch_body, check_merge_tags, field_tags, segment_body, tag_ops
+from .mailchimp_bodies import batch_body, segment_body, tag_ops
 
 log = logging.getLogger(__name__)
 
+__all__ = ["FIELD_TYPES", "MAX_BATCH", "MAX_CONNECTIONS", "SPEC", "MailchimpDestination", "data_centre",
+           "merge_field_type"]
+
 MAX_BATCH = specs.MAILCHIMP_MAX_BATCH  # members per batch subscribe; members_to_add / _remove per segment call
 MAX_CONNECTIONS = 10  # Mailchimp's concurrent-connection limit per API key
-FIELD_TYPES: Mapping[str, str] = specs.MAILCHIMP_FIELD_TYPES  # merge field types (text for dates and yes/no)
 
 _DATA_CENTRE = re.compile(r"[a-z]+[0-9]+")
-
-
-def merge_field_type(value_name: str) -> str:
-    """Mailchimp merge-field type created for an rfmsync value (by its kind, see :data:`FIELD_TYPES`)."""
-    return FIELD_TYPES[kind_of(value_name)]
 
 
 def data_centre(api_key: str) -> str | None:
@@ -92,7 +89,7 @@ def data_centre(api_key: str) -> str | None:
     return parts[1] if len(parts) == 2 and _DATA_CENTRE.fullmatch(parts[1]) else None
 
 
-class MailchimpDestination:
+class MailchimpDestination(AudienceSetup):
     """One Mailchimp audience as a :class:`sync.destinations.base.Destination`."""
 
     reads_existing_members = True
@@ -127,63 +124,6 @@ class MailchimpDestination:
         return f"MailchimpDestination(name={self.name!r}, audience={self.audience!r}, api_url={self.api_url!r})"
 
     # ------------------------------------------------------------------ Destination protocol
-    def check(self) -> str:
-        """Read-only: the API key is accepted and the audience exists (``GET /lists/{id}``)."""
-        try:
-            info = self._call(f"GET /lists/{self.audience}", self._lists.get_list, self.audience,
-                              fields=["id", "name"], shape=ListInfo)
-        except DestinationConfigError as exc:
-            if exc.status != 404:
-                raise
-            raise DestinationConfigError(
-                f"destination {self.name!r}: Mailchimp audience {self.audience!r} not found; check `audience` "
-                "(Audience > Settings > Audience name and defaults > Audience ID) and that the API key belongs "
-                "to the same account", status=404, body=exc.body) from None
-        return f"API key accepted, audience {info.id!r} ({info.name}) found"
-
-    def prepare(self, managed_tags: Sequence[str], fields: Mapping[str, str],
-                creating: Creating | None = None) -> list[str]:
-        """Check the audience; create missing merge fields (see :func:`merge_field_type`) and managed tags
-        (``creating`` told their names first: :meth:`sync.destinations.base.Destination.prepare`).
-
-        The three reads (the audience, its merge fields, its tags) run at once, then the creates at once (up
-        to ``max_connections`` calls): a first sync's dozen setup calls take two or three round trips, not
-        twelve. The audience check's error, when there is one, is the one raised."""
-        check_merge_tags(self.name, fields)
-        with ThreadPoolExecutor(max_workers=min(3, self.max_connections),
-                                thread_name_prefix=f"mailchimp-{self.name}-prepare") as pool:
-            reads = [pool.submit(self.check), pool.submit(self._merge_fields), pool.submit(self._load_segments)]
-            wait(reads)
-            reads[0].result()  # an unknown audience or a refused key, said as such
-            existing, segments = reads[1].result(), reads[2].result()
-        with self._lock:
-            if self._segments is None:
-                self._segments = segments
-            missing = [tag for tag in dict.fromkeys(managed_tags) if tag not in self._segments]
-        todo: list[tuple[Callable[..., Any], Any]] = [*((self._create_field, item) for item in fields.items()
-                                                        if item[0].upper() not in existing),
-                                                      *((self._create_segment, tag) for tag in missing)]
-        for tag, value in fields.items():
-            have = existing.get(tag.upper())
-            if have is not None and have.get("type") != merge_field_type(value):
-                log.warning("mailchimp %s: merge field %s is %s, rfmsync would use %s for %r; leaving it",
-                            self.name, tag.upper(), have.get("type"), merge_field_type(value), value)
-        names = [arg if fn == self._create_segment else arg[0] for fn, arg in todo]
-        if todo and creating is not None:
-            creating(names)
-        if todo:
-            with ThreadPoolExecutor(max_workers=min(len(todo), self.max_connections),
-                                    thread_name_prefix=f"mailchimp-{self.name}-prepare") as pool:
-                made = [pool.submit(fn, arg) for fn, arg in todo]
-                wait(made)
-            with self._lock:
-                for (fn, arg), future in zip(todo, made):
-                    found = future.result()  # the first failure, in the order above
-                    if fn == self._create_segment:
-                        self._segments[arg] = found
-        self._field_tags = field_tags(fields)
-        return names
-
     def existing_members(self, keys: Iterable[str] | None = None) -> dict[str, str]:
         """Normalised email -> Mailchimp status for the audience's members (only ``keys`` when given)."""
         wanted = None if keys is None else {k.lower() for k in keys}
@@ -350,53 +290,6 @@ class MailchimpDestination:
                               f"the read to confirm it is not a member failed: {exc}")
         return ItemResult(c.key, op, False, f"Mailchimp {what} refused the removal of {c.email} ({error}), yet it "
                           f"is a member (status {member.status}); sent again next run")
-
-    # ------------------------------------------------------------------ prepare internals
-    def _create_field(self, item: tuple[str, str]) -> None:
-        tag, value = item[0].upper(), item[1]
-        kind = merge_field_type(value)
-        body = {"tag": tag, "name": value, "type": kind, "public": False}
-        what = f"POST /lists/{self.audience}/merge-fields ({tag})"
-        try:
-            made = self._call(what, self._lists.add_list_merge_field, self.audience, body, shape=MergeField)
-            if made.tag.upper() != tag:
-                raise BadAnswer(f"Mailchimp {what}", f"the field made is {made.tag!r}", made.model_dump())
-        except (BatchRejected, BadAnswer) as exc:  # a retried create whose first attempt landed, or an answer
-            if tag not in self._merge_fields():  # that is not the field made: fine if it now exists
-                raise DestinationError(f"Mailchimp could not create merge field {tag} in audience "
-                                       f"{self.audience!r}: {exc}", status=exc.status, body=exc.body) from None
-        log.info("mailchimp %s: created merge field %s (%s) for %r", self.name, tag, kind, value)
-
-    def _merge_fields(self) -> dict[str, dict[str, Any]]:
-        return {str(f["tag"]).upper(): f for f in self._paged(
-            "GET merge-fields", self._lists.get_list_merge_fields, (self.audience,), "merge_fields", ("tag",),
-            fields=["merge_fields.tag", "merge_fields.type", "total_items"])}
-
-    def _segment_ids(self, tags: Sequence[str], create: bool) -> dict[str, int]:
-        with self._lock:
-            if self._segments is None:
-                self._segments = self._load_segments()
-            for tag in tags:
-                if tag not in self._segments and create:
-                    self._segments[tag] = self._create_segment(tag)
-            return {t: self._segments[t] for t in tags if t in self._segments}
-
-    def _load_segments(self) -> dict[str, int]:
-        return {s["name"]: int(s["id"]) for s in self._paged(
-            "GET segments", self._lists.list_segments, (self.audience,), "segments", ("id", "name"), type="static",
-            fields=["segments.id", "segments.name", "total_items"])}
-
-    def _create_segment(self, tag: str) -> int:
-        try:
-            answer = self._call(f"POST /lists/{self.audience}/segments ({tag!r})", self._lists.create_segment,
-                                self.audience, {"name": tag, "static_segment": []}, shape=Created)
-        except (BatchRejected, BadAnswer):  # a retried create whose first attempt landed, or an unreadable
-            found = self._load_segments().get(tag)  # answer: fine if it now exists
-            if found is None:
-                raise DestinationError(f"Mailchimp could not create tag {tag!r} in audience {self.audience!r}")
-            return found
-        log.info("mailchimp %s: created tag %r", self.name, tag)
-        return answer.id
 
 
 
