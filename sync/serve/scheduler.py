@@ -233,6 +233,12 @@ class Scheduler:
                 except LockLostError:
                     ended = "lost" if held.lost else ended
                     raise
+                except Exception as exc:  # a destination failed before the stop stopped another: still a stop
+                    stop = next((e for e in getattr(exc, "other_failures", ()) if isinstance(e, RunStopped)), None)
+                    if stop is None:
+                        raise
+                    ended = "stopped"
+                    raise stop from exc
                 finally:
                     if ended == "stopped":  # run again by the next start (or look) as it was: same attempt and
                         # kills, so a deploy neither counts as a kill nor uses up a retry
@@ -240,10 +246,12 @@ class Scheduler:
                     elif ended != "lost":  # (a lost lock: the cursors are its new holder's now)
                         self.ledger.set_cursor(*CURSOR, fire.isoformat())
                         self.ledger.set_cursor(*RETRY_CURSOR, "")  # done: a failure plans the next one below
-        except RunStopped:
+        except RunStopped as exc:
             self._count("stopped")
+            first = f" (before the stop, a destination failed: {exc.__cause__})" if exc.__cause__ else ""
             log.warning("scheduled sync of %s stopped between two batches (serve is stopping): what it applied is "
-                     "recorded; the next start runs it again (not counted as a retry or a kill)", fire.isoformat())
+                        "recorded; the next start runs it again (not counted as a retry or a kill)%s",
+                        fire.isoformat(), first)
             return False
         except LockLostError as exc:
             if getattr(exc, "lock_name", None) != "schedule":  # a destination's lock: a failed run as any other
