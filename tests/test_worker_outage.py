@@ -77,10 +77,13 @@ def test_an_esp_outage_does_not_spend_the_events_attempts_and_honours_retry_afte
         assert "Winback" not in mailchimp_fake.tags_of(email)
 
 
-def test_a_retry_after_beyond_the_cap_and_none_at_all_back_off_within_bounds(tmp_path):
+def test_a_retry_after_up_to_the_give_up_and_none_at_all_back_off_within_bounds(tmp_path):
+    """A vendor's Retry-After is honoured up to the give-up (6 h; before: cut to 5 minutes, a 429 every 5 minutes
+    for a day's wait); without one, 5 s doubling (with jitter) up to 5 minutes."""
     from sync.errors import DestinationError
 
-    failures = [DestinationError("HTTP 429", status=429, retry_after=86400, transient=True)] + \
+    failures = [DestinationError("HTTP 429", status=429, retry_after=86400, transient=True),
+                DestinationError("HTTP 429", status=429, retry_after=3600, transient=True)] + \
         [DestinationError("HTTP 502", status=502, transient=True)] * 8
 
     def outage(batch):
@@ -94,8 +97,8 @@ def test_a_retry_after_beyond_the_cap_and_none_at_all_back_off_within_bounds(tmp
         while failures:
             worker.process_batch()
             waits.append(worker.backing_off())
-        assert waits[0] == BACKOFF_MAX  # a day's Retry-After is cut to the cap
-        for n, wait in enumerate(waits[1:], start=2):  # doubling (with jitter), capped
+        assert waits[:2] == [6 * 3600, 3600]  # a day's Retry-After is cut to the give-up, an hour's is waited
+        for n, wait in enumerate(waits[2:], start=3):  # doubling (with jitter), capped
             ceiling = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (n - 1))
             assert ceiling / 2 <= wait <= ceiling
         assert ledger.event_counts()["queued"] == 1

@@ -8,7 +8,7 @@ on an error of their own they go back to the queue (up to ``max_attempts`` claim
 split in halves until the event at fault is alone (:meth:`Worker._isolate`, at most ``2·⌈log2 n⌉ + 2`` resyncs a
 claim); an outage (:func:`retry_later`: the ESP, the source or the ledger failing the transient way, the disk
 full) spends no attempt, and the worker backs off (the vendor's Retry-After, else :data:`BACKOFF_BASE` doubling
-up to :data:`BACKOFF_MAX`; a 5xx after :data:`PROBE_AFTER` in a row is bisected too: one event may cause it); a
+up to :data:`BACKOFF_MAX`; a Retry-After up to ``give_up_waiting_after``; a 5xx after :data:`PROBE_AFTER` in a row is bisected too: one event may cause it); a
 batch that waited in vain for another run (:class:`~sync.errors.LockBusyError`: a destination or the order store
 busy) goes back without counting the claim, up to ``give_up_waiting_after`` (6 h) after its oldest event was
 accepted: a lock that never frees (a paused ``rfmsync sync``, a duckdb shell left open on the store) would
@@ -49,7 +49,7 @@ from .scheduler import transient
 log = logging.getLogger(__name__)
 RELEASE_WARNING_EVERY = 10  # a batch released this many times (10–20 minutes of waiting) is logged as a WARNING
 BACKOFF_BASE = 5.0  # seconds: the first wait after a transient failure, doubled with each one in a row
-BACKOFF_MAX = 300.0  # seconds: the longest (a Retry-After beyond it is cut to it)
+BACKOFF_MAX = 300.0  # seconds: the longest of our own (a vendor's Retry-After is honoured up to the give-up)
 
 
 def retry_later(exc: BaseException) -> bool:
@@ -357,7 +357,9 @@ class Worker:
     def _back_off(self, failure: BaseException) -> float:
         """Wait before the next claim after a failure of the ESP, the source or the ledger: the vendor's
         ``Retry-After`` when it gave one (parsed by the retry layer, :func:`connectors.retry.retry_after_seconds`),
-        else an exponential back-off with jitter from :data:`BACKOFF_BASE`; both at most :data:`BACKOFF_MAX`.
+        up to ``give_up_waiting_after`` (calling again before would only be refused again: a day's Retry-After cut
+        to minutes is a 429 every few minutes until the give-up), else an exponential back-off with jitter from
+        :data:`BACKOFF_BASE` up to :data:`BACKOFF_MAX`.
         Returns the seconds."""
         self._outages += 1
         told = getattr(failure, "retry_after", None)
@@ -365,7 +367,7 @@ class Worker:
             ceiling = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (self._outages - 1))
             wait = self._rng.uniform(ceiling / 2, ceiling)
         else:
-            wait = min(max(float(told), BACKOFF_BASE), BACKOFF_MAX)
+            wait = min(max(float(told), BACKOFF_BASE), max(self.give_up_waiting_after, BACKOFF_MAX))
         self.retry_at = self._clock() + wait
         return wait
 
