@@ -144,3 +144,24 @@ def test_a_stop_after_another_destination_failed_first_is_still_a_stop(ledger_ur
         assert pending is not None and (pending.fire, pending.attempt, pending.killed) == (FIRE, 0, 0)
         assert ledger.get_cursor(*CURSOR) is None
         assert metrics.scheduled["stopped"] == 1 and metrics.scheduled["error"] == 0
+
+
+def test_a_stop_before_the_first_batch_at_every_start_is_capped_as_a_kill_is(ledger_url, clock):
+    """SIGTERM at every start before the sync's first batch (a liveness probe killing serve while it pulls):
+    nothing applied, so the stop counts as a kill does: run again once, then left to the next fire time (before:
+    named due again as it was, for ever, a full pull and segmentation at every start)."""
+    metrics = Metrics()
+    runs: list[int] = []
+    with Ledger.connect(ledger_url, clock=clock) as ledger:
+        sched = Scheduler(CFG, ledger, None, clock=clock, metrics=metrics)  # type: ignore[arg-type]
+        clock.advance(hours=1, seconds=5)  # the fire time
+        for start in range(3):
+            if start:  # systemd started serve again
+                sched = Scheduler(CFG, ledger, None, clock=clock, metrics=metrics)  # type: ignore[arg-type]
+            sched.stop.set()  # SIGTERM came while it pulled: its first batch is not started
+            sched.job = _job(ledger, lambda i: None, runs)
+            assert not sched.tick()
+            clock.advance(seconds=30)
+        assert runs == [0, 0]  # run twice (the second: the re-run a kill gets), never a batch
+        assert metrics.scheduled["stopped"] == 2 and metrics.scheduled["killed"] == 1
+        assert ledger.get_cursor(*CURSOR) == FIRE.isoformat() and ledger.get_cursor(*RETRY_CURSOR) == ""
