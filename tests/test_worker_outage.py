@@ -220,7 +220,8 @@ def test_a_5xx_that_one_event_always_causes_is_isolated_once_the_back_off_grew(t
     """SendGrid answers HTTP 500 to every upsert that carries one contact (the retry layer's retries spent): an
     outage at first (no attempt spent, the worker backs off), but after PROBE_AFTER of them in a row the batch
     is tried in halves: the 49 good events are done within ``2·⌈log2 50⌉ + 2`` resyncs and only the bad one
-    spends an attempt. (Before: never split, the whole queue held 6 h, then all 50 failed.)"""
+    spends an attempt, and again when it is claimed alone (the worker found it causes its 5xx). (Before: never
+    split, the whole queue held 6 h, then all 50 failed.)"""
     from sync.errors import DestinationError
 
     sizes = []
@@ -239,8 +240,10 @@ def test_a_5xx_that_one_event_always_causes_is_isolated_once_the_back_off_grew(t
         assert sizes == [50] * PROBE_AFTER and ledger.event_counts()["done"] == 0
         assert worker.process_batch() == 49
         assert len(sizes) - PROBE_AFTER <= 2 * 6 + 2
-        assert _attempts(ledger) == {"POISON": 1}
         assert worker.backing_off() == 0
+        assert worker.process_batch() == 0  # alone now, known to cause its 5xx: counted again, no back-off
+        assert worker.backing_off() == 0
+        assert _attempts(ledger) == {"POISON": 2}
 
 
 def test_a_real_outage_fails_both_halves_and_spends_no_attempt_while_probed(tmp_path):

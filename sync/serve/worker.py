@@ -159,6 +159,7 @@ class Worker:
         self._outages = 0  # transient failures in a row (the back-off doubles with each)
         self._settled = 0  # events the claim being bisected settled so far (:meth:`_isolate`)
         self._leased: set[int] = set()  # the claimed events not settled yet, whose lease the heartbeat renews
+        self._poisons: set[int] = set()  # events a bisection found causing a 5xx (its other half went through)
         self._rng = rng or random.Random()  # the back-off's jitter, the events a bisection tries alone
         self.retry_at: float | None = None  # (clock) no claim before this after a transient failure
         self._wake = threading.Event()
@@ -225,6 +226,7 @@ class Worker:
                 self.metrics.esp_error(getattr(exc, "destination", None) or "unknown")
             return exc
         self._forget_releases(ids)
+        self._poisons.difference_update(ids)
         self._outages = 0
         self.ledger.complete_events(ids, worker=self.name)
         self.processed_ids += ids
@@ -246,7 +248,7 @@ class Worker:
         self._settled = 0  # events this claim settled (done, or failed alone): the claim made progress
         if retry_later(failure) and not (_suspect(failure) and (
                 len(parts) > 1 and self._outages >= PROBE_AFTER  # 5xx after 5xx: the batch is probed
-                or len(parts) == 1 and parts[0][0].attempts > 1)):  # failed on its own before: not an outage
+                or len(parts) == 1 and parts[0][0].id in self._poisons)):  # found so before: not an outage
             return 0, (parts, failure)
         return self._split(parts, failure, budget)
 
@@ -259,6 +261,8 @@ class Worker:
                          "the next claim's bisection (this one's made its resyncs)")
             return 0, None
         if len(parts) == 1 or isinstance(failure, (GuardRefusedError, *CONFIG_ERRORS)) or budget[0] < 2:
+            if len(parts) == 1 and _suspect(failure):  # its 5xx is its own: alone again, it is counted again
+                self._poisons.add(parts[0][0].id)
             self._counted(_batch(parts), failure)
             return 0, None
         log.warning("resync of %d events failed (%s): resyncing them in two halves to find the events at fault",
@@ -350,6 +354,7 @@ class Worker:
         self._forget_releases(ids)
         self.ledger.fail_events(ids, error, max_attempts=self.max_attempts, worker=self.name)
         exhausted = sum(ev.attempts >= self.max_attempts for ev in batch.events)
+        self._poisons.difference_update(ev.id for ev in batch.events if ev.attempts >= self.max_attempts)
         self.metrics.event_outcome("failed", exhausted)
         self.metrics.event_outcome("retried", len(ids) - exhausted)
         log.warning("resync of %d events failed (they stay queued, %d given up): %s", len(ids), exhausted, error)
