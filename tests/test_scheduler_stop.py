@@ -99,3 +99,69 @@ def test_a_scheduler_paused_past_its_lock_stops_when_another_process_took_the_lo
         assert ledger.get_cursor(*CURSOR) is None
         errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
         assert any("schedule: the lock was taken by another holder" in m and "paused" in m for m in errors)
+
+
+def test_a_stop_after_another_destination_failed_first_is_still_a_stop(ledger_url, clock):
+    """Two destinations: the first fails for its own reason (its key rejected), then SIGTERM stops the second
+    between two batches. ``full_sync`` raises the first failure with the stop among ``other_failures``: the
+    fire time stays due as it was (the stopped destination's contacts do not wait for the next day), the run is
+    counted stopped; its run row's status is one of ``RUN_STATUSES``. (Before: counted an error, the fire time
+    marked done, the retry cleared.)"""
+    from dataclasses import replace
+
+    from sync.errors import DestinationConfigError
+    from sync.ledger import RUN_STATUSES
+
+    class Rejected(Paced):
+        def apply(self, changes, on_results):
+            raise DestinationConfigError("Mailchimp 'first': API key rejected (HTTP 401)", status=401)
+
+    metrics = Metrics()
+    with Ledger.connect(ledger_url, clock=clock) as ledger:
+        sched = Scheduler(CFG, ledger, None, clock=clock, metrics=metrics)  # type: ignore[arg-type]
+
+        def sigterm(i: int) -> None:
+            if i == 3:
+                sched.stop.set()
+
+        def job():  # what sync.run.full_sync does with two destinations
+            failed = []
+            for plan, client in ((replace(plan_of(5), destination="first"), Rejected(0.0)),
+                                 (plan_of(20), Paced(0.0, sigterm))):
+                try:
+                    execute_plan(plan, client, ledger, kind="scheduled")
+                except Exception as exc:
+                    failed.append(exc)
+            failed[0].other_failures = failed[1:]
+            raise failed[0]
+
+        sched.job = job
+        clock.advance(hours=1, seconds=5)
+        assert not sched.tick()
+        statuses = {r["destination"]: r["status"] for r in ledger.recent_runs(2)}
+        assert statuses == {"first": "failed", "dest": "stopped"} and set(statuses.values()) <= set(RUN_STATUSES)
+        pending = Retry.loads(ledger.get_cursor(*RETRY_CURSOR))
+        assert pending is not None and (pending.fire, pending.attempt, pending.killed) == (FIRE, 0, 0)
+        assert ledger.get_cursor(*CURSOR) is None
+        assert metrics.scheduled["stopped"] == 1 and metrics.scheduled["error"] == 0
+
+
+def test_a_stop_before_the_first_batch_at_every_start_is_capped_as_a_kill_is(ledger_url, clock):
+    """SIGTERM at every start before the sync's first batch (a liveness probe killing serve while it pulls):
+    nothing applied, so the stop counts as a kill does: run again once, then left to the next fire time (before:
+    named due again as it was, for ever, a full pull and segmentation at every start)."""
+    metrics = Metrics()
+    runs: list[int] = []
+    with Ledger.connect(ledger_url, clock=clock) as ledger:
+        sched = Scheduler(CFG, ledger, None, clock=clock, metrics=metrics)  # type: ignore[arg-type]
+        clock.advance(hours=1, seconds=5)  # the fire time
+        for start in range(3):
+            if start:  # systemd started serve again
+                sched = Scheduler(CFG, ledger, None, clock=clock, metrics=metrics)  # type: ignore[arg-type]
+            sched.stop.set()  # SIGTERM came while it pulled: its first batch is not started
+            sched.job = _job(ledger, lambda i: None, runs)
+            assert not sched.tick()
+            clock.advance(seconds=30)
+        assert runs == [0, 0]  # run twice (the second: the re-run a kill gets), never a batch
+        assert metrics.scheduled["stopped"] == 2 and metrics.scheduled["killed"] == 1
+        assert ledger.get_cursor(*CURSOR) == FIRE.isoformat() and ledger.get_cursor(*RETRY_CURSOR) == ""

@@ -95,3 +95,50 @@ def test_the_oldest_unsettled_event_counts_queued_processing_and_failed_ones_not
         ledger.complete_events([processing.id], worker="w")
         ledger.purge_events(timedelta(0))
         assert ledger.oldest_unsettled() == times[1]
+
+
+def test_a_failed_event_holds_the_prune_for_the_requeue_window_only_and_a_held_prune_is_logged(tmp_path,
+                                                                                                    caplog):
+    """A failed event (a poison, a guard's refusal, a 6 h give-up) is never purged: it held the prune for ever.
+    Within the requeue window (7 days) it holds it, with one WARNING once it is a day old; older, it no longer does
+    (the row goes), and replaying it says so."""
+    import logging
+
+    from sync.ledger.queue import REQUEUE_WINDOW
+
+    cfg, _, _, read_at = _file_won_shop(tmp_path)
+    settings = load_settings()
+    failed_at = read_at - timedelta(days=2)
+    wall = [failed_at]
+    with Ledger.connect(f"sqlite:///{tmp_path / 'ledger.db'}", clock=lambda: wall[0]) as ledger, \
+            caplog.at_level(logging.WARNING):
+        ledger.enqueue_event("generic", "poison", "[]")
+        (ev,) = ledger.claim_events("w")
+        ledger.fail_events([ev.id], "a bug", max_attempts=1, worker="w")
+        wall[0] = read_at + CLOCK_MARGIN + timedelta(minutes=1)
+        for _ in range(2):
+            resync(cfg, ledger, settings, as_of=age.AS_OF, now=lambda: wall[0])
+        assert _rows(cfg) == 1  # two days old: it can still be replayed, the row is kept
+        assert caplog.text.count("keeps the file versions' ages read since") == 1
+        wall[0] = failed_at + REQUEUE_WINDOW + timedelta(minutes=1)
+        resync(cfg, ledger, settings, as_of=age.AS_OF, now=lambda: wall[0])
+        assert _rows(cfg) == 0  # past the requeue window: it no longer holds the prune
+        caplog.clear()
+        assert ledger.requeue_failed_events() == 1
+        assert "1 of the 1 failed events replayed were accepted more than 7 days ago" in caplog.text
+
+
+def test_the_oldest_unsettled_event_leaves_out_failed_ones_past_the_requeue_window(ledger_url, clock):
+    from sync.ledger.queue import REQUEUE_WINDOW
+
+    with Ledger.connect(ledger_url, clock=clock) as ledger:
+        first = clock()
+        ledger.enqueue_event("generic", "failed", "[]")
+        (ev,) = ledger.claim_events("w")
+        ledger.fail_events([ev.id], "bug", max_attempts=1, worker="w")
+        clock.advance(days=1)
+        queued_at = clock()
+        ledger.enqueue_event("generic", "queued", "[]")
+        assert ledger.oldest_unsettled() == first
+        clock.advance(days=REQUEUE_WINDOW.days)
+        assert ledger.oldest_unsettled() == queued_at

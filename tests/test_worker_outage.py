@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import datetime, timezone
 from decimal import Decimal
 
@@ -12,7 +13,7 @@ from sync.config import Config, load_config
 from sync.errors import DestinationConfigError, LedgerError
 from sync.ledger import Ledger, open_ledger
 from sync.ledger.codec import encode_records
-from sync.serve.worker import BACKOFF_BASE, BACKOFF_MAX, Worker
+from sync.serve.worker import BACKOFF_BASE, BACKOFF_MAX, PROBE_AFTER, Worker
 from sync.settings import load_settings
 
 try:
@@ -76,10 +77,13 @@ def test_an_esp_outage_does_not_spend_the_events_attempts_and_honours_retry_afte
         assert "Winback" not in mailchimp_fake.tags_of(email)
 
 
-def test_a_retry_after_beyond_the_cap_and_none_at_all_back_off_within_bounds(tmp_path):
+def test_a_retry_after_up_to_the_give_up_and_none_at_all_back_off_within_bounds(tmp_path):
+    """A vendor's Retry-After is honoured up to the give-up (6 h; before: cut to 5 minutes, a 429 every 5 minutes
+    for a day's wait); without one, 5 s doubling (with jitter) up to 5 minutes."""
     from sync.errors import DestinationError
 
-    failures = [DestinationError("HTTP 429", status=429, retry_after=86400, transient=True)] + \
+    failures = [DestinationError("HTTP 429", status=429, retry_after=86400, transient=True),
+                DestinationError("HTTP 429", status=429, retry_after=3600, transient=True)] + \
         [DestinationError("HTTP 502", status=502, transient=True)] * 8
 
     def outage(batch):
@@ -93,8 +97,8 @@ def test_a_retry_after_beyond_the_cap_and_none_at_all_back_off_within_bounds(tmp
         while failures:
             worker.process_batch()
             waits.append(worker.backing_off())
-        assert waits[0] == BACKOFF_MAX  # a day's Retry-After is cut to the cap
-        for n, wait in enumerate(waits[1:], start=2):  # doubling (with jitter), capped
+        assert waits[:2] == [6 * 3600, 3600]  # a day's Retry-After is cut to the give-up, an hour's is waited
+        for n, wait in enumerate(waits[2:], start=3):  # doubling (with jitter), capped
             ceiling = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (n - 1))
             assert ceiling / 2 <= wait <= ceiling
         assert ledger.event_counts()["queued"] == 1
@@ -169,8 +173,9 @@ def test_the_ledgers_disk_full_spends_no_attempt_and_the_worker_backs_off_instea
 @pytest.mark.parametrize("failure", [RuntimeError("every batch fails alike"),
                                      DestinationConfigError("Mailchimp: API key rejected (HTTP 401)", status=401)])
 def test_a_failure_of_every_event_alike_is_not_bisected_down_to_each_event(tmp_path, failure):
-    """Our own bug that fails any batch (both halves fail with the whole's error), or a config error (no event at
-    fault): the halves are not split again (8 events: 3 resyncs, not 15) and every event spends its attempt."""
+    """Our own bug that fails any batch (both halves fail with the whole's error, and one event of each alone too),
+    or a config error (no event at fault): the halves are not split again (8 events: 5 resyncs, not 15) and every
+    event spends its attempt."""
     sizes = []
 
     def process(batch):
@@ -181,7 +186,7 @@ def test_a_failure_of_every_event_alike_is_not_bisected_down_to_each_event(tmp_p
         _enqueue_orders(ledger, "ABCDEFGH")
         worker = Worker(Config(), ledger, None, process=process)  # type: ignore[arg-type]
         assert worker.process_batch() == 0
-        assert sizes == ([8, 4, 4] if isinstance(failure, RuntimeError) else [8])
+        assert sizes == ([8, 4, 4, 1, 1] if isinstance(failure, RuntimeError) else [8])  # (one of each half alone)
         assert set(_attempts(ledger).values()) == {1}
 
 
@@ -202,3 +207,148 @@ def test_a_worker_stopping_while_it_bisects_a_batch_leaves_the_rest_queued_uncou
         assert worker.process_batch() == 0
         assert calls == [["A", "B", "C", "D"]]
         assert _attempts(ledger) == {"A": 0, "B": 0, "C": 0, "D": 0}
+
+
+def _outage_claims(worker: Worker, ticks: Ticks, claims: int) -> None:
+    """``claims`` claims, each after the worker's back-off."""
+    for _ in range(claims):
+        worker.process_batch()
+        ticks.now += worker.backing_off()
+
+
+def test_a_5xx_that_one_event_always_causes_is_isolated_once_the_back_off_grew(tmp_path):
+    """SendGrid answers HTTP 500 to every upsert that carries one contact (the retry layer's retries spent): an
+    outage at first (no attempt spent, the worker backs off), but after PROBE_AFTER of them in a row the batch
+    is tried in halves: the 49 good events are done within ``2·⌈log2 50⌉ + 2`` resyncs and only the bad one
+    spends an attempt, and again when it is claimed alone (the worker found it causes its 5xx). (Before: never
+    split, the whole queue held 6 h, then all 50 failed.)"""
+    from sync.errors import DestinationError
+
+    sizes = []
+
+    def process(batch):
+        ids = [o.order_id for o in batch.orders]
+        sizes.append(len(ids))
+        if "POISON" in ids:
+            raise DestinationError(f"SendGrid upsert {len(ids)} contacts: HTTP 500", status=500, transient=True)
+
+    ticks = Ticks()
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        _enqueue_orders(ledger, [f"G{i}" for i in range(20)] + ["POISON"] + [f"H{i}" for i in range(29)])
+        worker = Worker(Config(), ledger, None, process=process, clock=ticks)  # type: ignore[arg-type]
+        _outage_claims(worker, ticks, PROBE_AFTER)
+        assert sizes == [50] * PROBE_AFTER and ledger.event_counts()["done"] == 0
+        assert worker.process_batch() == 49
+        assert len(sizes) - PROBE_AFTER <= 2 * 6 + 2
+        assert worker.backing_off() == 0
+        assert worker.process_batch() == 0  # alone now, known to cause its 5xx: counted again, no back-off
+        assert worker.backing_off() == 0
+        assert _attempts(ledger) == {"POISON": 2}
+
+
+def test_a_real_outage_fails_both_halves_and_spends_no_attempt_while_probed(tmp_path):
+    """Every batch answered 500: once probed, two more calls per claim (both halves fail: an outage), nothing
+    counted, the back-off goes on."""
+    from sync.errors import DestinationError
+
+    sizes = []
+
+    def process(batch):
+        sizes.append(len(batch.events))
+        raise DestinationError("Mailchimp: HTTP 503", status=503, transient=True)
+
+    ticks = Ticks()
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        _enqueue_orders(ledger, "ABCDEFGH")
+        worker = Worker(Config(), ledger, None, process=process, clock=ticks)  # type: ignore[arg-type]
+        _outage_claims(worker, ticks, PROBE_AFTER + 1)
+        assert worker.process_batch() == 0 and worker.backing_off() > 0
+        assert sizes == [8] * PROBE_AFTER + [8, 4, 4] * 2
+        assert set(_attempts(ledger).values()) == {0}
+
+
+def test_two_poison_events_with_one_error_text_one_in_each_half_are_still_isolated(tmp_path):
+    """Two bad events, one in each half, failing with the same error: the events tried alone (one of each half)
+    do not both fail, so the halves are split further: the good events are done, none spending an attempt (what a
+    claim could not settle within its resyncs waits uncounted for the next claim), whichever events are picked
+    (seeds), even a bad one. Before: taken for our own bug failing every batch, all 64 failed."""
+    sizes: list[int] = []
+
+    def process(batch):
+        sizes.append(len(batch.events))
+        if any(o.order_id.startswith("BAD") for o in batch.orders):
+            raise ValueError("order has no line items")
+
+    ids = [f"G{i}" for i in range(64)]
+    ids[5], ids[60] = "BAD1", "BAD2"
+    for seed in range(12):
+        with Ledger.connect(f"sqlite:///{tmp_path / f'l{seed}.db'}") as ledger:
+            _enqueue_orders(ledger, ids)
+            # one attempt each: an event that spends one is failed at once
+            worker = Worker(Config(), ledger, None, process=process, max_attempts=1,  # type: ignore[arg-type]
+                            rng=random.Random(seed))
+            for _ in range(10):
+                if not ledger.event_counts()["queued"]:
+                    break
+                worker.process_batch()
+                assert len(sizes) <= 2 * 6 + 2  # a claim's resyncs are capped
+                sizes.clear()
+            assert ledger.event_counts() == {"queued": 0, "processing": 0, "done": 62, "failed": 2}
+
+
+def test_an_error_naming_its_batch_is_alike_by_type_and_status_not_split_down_to_each_event(tmp_path):
+    """A 404 for a missing list whose text names the batch's size fails every batch: compared by type and status,
+    the halves fail alike (and one event of each alone too): 5 resyncs for 500 events, not 999."""
+    from sync.errors import DestinationError
+
+    sizes = []
+
+    def process(batch):
+        sizes.append(len(batch.events))
+        raise DestinationError(f"SendGrid upsert {len(batch.events)} contacts: HTTP 404: list not found", status=404)
+
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        _enqueue_orders(ledger, [f"G{i}" for i in range(500)])
+        worker = Worker(Config(), ledger, None, process=process)  # type: ignore[arg-type]
+        assert worker.process_batch() == 0
+        assert sizes == [500, 250, 250, 1, 1]
+        assert set(_attempts(ledger).values()) == {1}
+
+
+def test_the_order_stores_disk_full_spends_no_attempt(tmp_path):
+    """DuckDB cannot write the order store (No space left on device): about the machine, as the ledger's disk
+    full: the events wait uncounted and the worker backs off (before: counted and split, failed after 5 claims)."""
+    import duckdb
+
+    sizes = []
+
+    def process(batch):
+        sizes.append(len(batch.events))
+        raise duckdb.IOException('Could not write file "orders.duckdb.wal": No space left on device')
+
+    ticks = Ticks()
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        _enqueue_orders(ledger, "ABCD")
+        worker = Worker(Config(), ledger, None, process=process, clock=ticks)  # type: ignore[arg-type]
+        _outage_claims(worker, ticks, 6)
+        assert sizes == [4] * 6
+        assert set(_attempts(ledger).values()) == {0}
+        assert ledger.event_counts()["failed"] == 0
+
+
+def test_the_lease_heartbeat_while_a_batch_is_bisected_renews_only_the_events_not_settled(tmp_path, caplog):
+    """The heartbeat beats while halves are resynced: events already done (or sent back) are no longer renewed,
+    and are not reported as taken over by another worker (before: a false WARNING at each beat)."""
+    import logging
+    import time
+
+    def process(batch):
+        time.sleep(0.25)  # three beats of the lease (stale_after 0.3 s: one every 0.1 s)
+        if any(o.order_id == "BAD" for o in batch.orders):
+            raise RuntimeError("cannot plan order BAD")
+
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger, caplog.at_level(logging.WARNING):
+        _enqueue_orders(ledger, ["A", "B", "C", "BAD"])
+        worker = Worker(Config(), ledger, None, process=process, stale_after=0.3)  # type: ignore[arg-type]
+        assert worker.process_batch() == 3
+    assert "taken over by another worker" not in caplog.text

@@ -296,7 +296,7 @@ class SendGridApi:
             elif done(payload):
                 return payload
             if waited >= self.job_timeout:
-                raise DestinationError(f"SendGrid {what}: still pending after {waited:.0f}s")
+                raise DestinationError(f"SendGrid {what}: still pending after {waited:.0f}s", transient=True)
             self._sleep(interval)
             waited += interval
             interval = min(interval * 2, 10.0)

@@ -13,6 +13,7 @@ its events at once. ``attempts`` counts claims, so a poison event ends ``failed`
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Protocol, Sequence
@@ -24,6 +25,12 @@ from .owners import owner_process_gone
 from .schema import events
 
 EVENT_STATUSES = ("queued", "processing", "done", "failed")
+
+log = logging.getLogger(__name__)
+
+#: a failed event accepted longer ago than this no longer holds the order store's prune of the file versions'
+#: ages (:func:`sync.serve.resync._prune_file_won`): one failed event would keep them for ever
+REQUEUE_WINDOW = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -204,19 +211,32 @@ class EventQueue:
         return changed
 
     def requeue_failed_events(self, source: str | None = None) -> int:
-        """Give events that exhausted their attempts another round (attempts reset)."""
+        """Give events that exhausted their attempts another round (attempts reset). A WARNING names those
+        accepted longer than :data:`REQUEUE_WINDOW` ago: they no longer held the order store's prune, so an export
+        file read since may have a newer version of their records that their replay overwrites."""
         query = update(events).where(events.c.status == "failed")
+        old = select(func.count()).select_from(events).where(
+            events.c.status == "failed", events.c.received_at < self._db.clock() - REQUEUE_WINDOW)
         if source is not None:
             query = query.where(events.c.source == source)
+            old = old.where(events.c.source == source)
         with self._db.write() as conn:
-            return conn.execute(query.values(status="queued", attempts=0, finished_at=None)).rowcount
+            stale = int(conn.execute(old).scalar_one())
+            requeued = conn.execute(query.values(status="queued", attempts=0, finished_at=None)).rowcount
+        if stale:
+            log.warning("%d of the %d failed events replayed were accepted more than %d days ago (the requeue "
+                        "window): an export file read since then may hold a newer version of their records, which "
+                        "their replay overwrites; check them, or run a full sync after", stale, requeued,
+                        REQUEUE_WINDOW.days)
+        return requeued
 
     def oldest_unsettled(self) -> datetime | None:
-        """When the oldest event that may still be merged was accepted (queued, processing, or failed:
-        :meth:`requeue_failed_events` replays those), or None when there is none."""
+        """When the oldest event that may still be merged was accepted (queued, processing, or failed within
+        :data:`REQUEUE_WINDOW`: :meth:`requeue_failed_events` replays those), or None when there is none."""
+        replayable = and_(events.c.status == "failed", events.c.received_at >= self._db.clock() - REQUEUE_WINDOW)
         with self._db.read() as conn:
             return conn.execute(select(func.min(events.c.received_at)).where(
-                events.c.status.in_(("queued", "processing", "failed")))).scalar()
+                or_(events.c.status.in_(("queued", "processing")), replayable))).scalar()
 
     def purge_events(self, older_than: timedelta) -> int:
         """Delete done events finished before now - ``older_than`` (their dedupe keys are forgotten)."""

@@ -18,7 +18,7 @@ from .schema import runs
 
 log = logging.getLogger(__name__)
 
-RUN_STATUSES = ("running", "succeeded", "partial", "failed", "refused", "abandoned")
+RUN_STATUSES = ("running", "succeeded", "partial", "failed", "refused", "stopped", "abandoned")
 #: refused: a guard stopped it, nothing written; stopped: a stop asked for (SIGTERM) ended it between two batches
 FINISHED_STATUSES = ("succeeded", "partial", "failed", "refused", "stopped")
 

@@ -163,16 +163,28 @@ def _pull_after_webhook_records(cfg: Config, ledger: Ledger, con: duckdb.DuckDBP
 CLOCK_MARGIN = timedelta(hours=1)
 
 
+#: a prune held back this long by one unsettled event is logged (a WARNING, once per event)
+PRUNE_HELD_WARNING = timedelta(days=1)
+_held_warned: set[datetime] = set()  # the oldest events' times a held prune was logged for
+
+
 def _prune_file_won(con: duckdb.DuckDBPyConnection, ledger: Ledger, now: Callable[[], datetime]) -> None:
     """Forget the file versions' ages (:func:`sync.store.webhooks.prune_file_won`) older than every webhook
-    version that can still be merged: the ledger's oldest unsettled event (a failed one included: it can be
-    replayed), else now; less :data:`CLOCK_MARGIN`. Nothing to do (no ledger read) while the table is empty."""
+    version that can still be merged: the ledger's oldest unsettled event (a failed one included while it is in
+    the requeue window, :data:`sync.ledger.queue.REQUEUE_WINDOW`: it can be replayed), else now; less
+    :data:`CLOCK_MARGIN`. Nothing to do (no ledger read) while the table is empty. A prune held back more than
+    :data:`PRUNE_HELD_WARNING` by one event is logged once."""
     if not con.execute(f"SELECT count(*) FROM {FILE_WON_TABLE}").fetchall()[0][0]:
         return
     oldest = ledger.oldest_unsettled() or now()
     pruned = prune_file_won(con, min(oldest, now()) - CLOCK_MARGIN)
     if pruned:
         log.debug("resync: %d file versions' ages forgotten (no older webhook version can come)", pruned)
+    if now() - oldest >= PRUNE_HELD_WARNING and oldest not in _held_warned:
+        _held_warned.add(oldest)
+        log.warning("resync: the order store keeps the file versions' ages read since %s (file_won_records): an "
+                    "event accepted then is still queued or failed (failed ones hold it for the requeue window); "
+                    "settle or replay it", oldest.isoformat())
 
 
 def _record_ids(con: duckdb.DuckDBPyConnection, prefix: str) -> list[tuple[str, str]]:

@@ -22,7 +22,8 @@ The sync's applies check, between two batches (:func:`sync.engine.between_batche
 :attr:`Scheduler.stop` (``serve`` stopping: SIGTERM) and that the ``schedule`` lock is still this process's (refreshed
 once :data:`LOCK_CONFIRM_EVERY` passed on the wall clock: a process paused past the lock's life while another took
 it over stops there). A stopped run is recorded ``stopped`` and named again as due at once, as it was (neither a
-kill nor a retry); a run whose lock was taken leaves the cursors to the new holder.
+kill nor a retry; one stopped before its first batch, nothing applied, counts as a kill, as a stop in its pull
+does); a run whose lock was taken leaves the cursors to the new holder.
 """
 
 from __future__ import annotations
@@ -221,9 +222,10 @@ class Scheduler:
                 # waiting for the next fire time, once (the ``finally`` below clears it whatever else happens)
                 self.ledger.set_cursor(*RETRY_CURSOR, Retry(fire, attempt, self.clock(), killed + 1).dumps())
                 ended = "done"
+                passed: list[int] = [0]  # checks the sync's applies passed: 0 when a stop came before any batch
                 try:
                     held.confirm()  # still ours: another process did not take it while this one was paused
-                    with between_batches(self._between(held, fire)):
+                    with between_batches(self._between(held, fire, passed)):
                         reports = self.job()
                     if self.metrics is not None and isinstance(reports, list):
                         self.metrics.sync_reports(reports)
@@ -233,17 +235,28 @@ class Scheduler:
                 except LockLostError:
                     ended = "lost" if held.lost else ended
                     raise
+                except Exception as exc:  # a destination failed before the stop stopped another: still a stop
+                    stop = next((e for e in getattr(exc, "other_failures", ()) if isinstance(e, RunStopped)), None)
+                    if stop is None:
+                        raise
+                    ended = "stopped"
+                    raise stop from exc
                 finally:
                     if ended == "stopped":  # run again by the next start (or look) as it was: same attempt and
-                        # kills, so a deploy neither counts as a kill nor uses up a retry
-                        self.ledger.set_cursor(*RETRY_CURSOR, Retry(fire, attempt, self.clock(), killed).dumps())
+                        # kills, so a deploy neither counts as a kill nor uses up a retry; unless it was stopped
+                        # before its first batch: nothing applied, as a kill in its pull is (SIGTERM at every
+                        # start, a liveness probe, would otherwise run it again for ever)
+                        again = killed if passed[0] else killed + 1
+                        self.ledger.set_cursor(*RETRY_CURSOR, Retry(fire, attempt, self.clock(), again).dumps())
                     elif ended != "lost":  # (a lost lock: the cursors are its new holder's now)
                         self.ledger.set_cursor(*CURSOR, fire.isoformat())
                         self.ledger.set_cursor(*RETRY_CURSOR, "")  # done: a failure plans the next one below
-        except RunStopped:
+        except RunStopped as exc:
             self._count("stopped")
+            first = f" (before the stop, a destination failed: {exc.__cause__})" if exc.__cause__ else ""
             log.warning("scheduled sync of %s stopped between two batches (serve is stopping): what it applied is "
-                     "recorded; the next start runs it again (not counted as a retry or a kill)", fire.isoformat())
+                        "recorded; the next start runs it again (not counted as a retry or a kill)%s",
+                        fire.isoformat(), first)
             return False
         except LockLostError as exc:
             if getattr(exc, "lock_name", None) != "schedule":  # a destination's lock: a failed run as any other
@@ -282,10 +295,11 @@ class Scheduler:
         log.error("scheduled sync failed: %s%s", exc, self._plan_retry(exc, fire, attempt))
         return False
 
-    def _between(self, held: HeldLock, fire: datetime) -> Callable[[], None]:
+    def _between(self, held: HeldLock, fire: datetime, passed: list[int]) -> Callable[[], None]:
         """What the sync's applies check between two batches (:func:`sync.engine.between_batches`): a stop asked
         for (:class:`RunStopped`), and the ``schedule`` lock still this process's (refreshed when
-        :data:`LOCK_CONFIRM_EVERY` passed on the wall clock since the last check: :class:`LockLostError`)."""
+        :data:`LOCK_CONFIRM_EVERY` passed on the wall clock since the last check: :class:`LockLostError`).
+        ``passed[0]`` counts the checks passed (an apply began)."""
         confirmed = [self.clock()]
 
         def check() -> None:
@@ -295,6 +309,7 @@ class Scheduler:
             if self.clock() - confirmed[0] >= LOCK_CONFIRM_EVERY:
                 held.confirm()
                 confirmed[0] = self.clock()
+            passed[0] += 1
 
         return check
 

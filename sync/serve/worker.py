@@ -5,16 +5,17 @@ exactly one of them (PostgreSQL ``FOR UPDATE SKIP LOCKED``; SQLite ``BEGIN IMMED
 ``debounce_seconds`` after it first sees queued events, so a burst becomes one resync, then claims everything
 queued and hands it to :func:`sync.serve.resync.resync`. Events are marked done only after the resync succeeded;
 on an error of their own they go back to the queue (up to ``max_attempts`` claims, then ``failed``), the batch
-split in halves until the event at fault is alone (:meth:`Worker._isolate`); an outage (:func:`retry_later`: the
-ESP, the source or the ledger failing the transient way, the disk full) spends no attempt, and the worker backs
-off (the vendor's Retry-After, else :data:`BACKOFF_BASE` doubling up to :data:`BACKOFF_MAX`); a batch that waited in vain
-for another run (:class:`~sync.errors.LockBusyError`: a destination or the order store busy) goes back without
-counting the claim, up to ``give_up_waiting_after`` (6 h) after its oldest event was accepted: a lock that never
-frees (a paused ``rfmsync sync``, a duckdb shell left open on the store) would otherwise have it released every
-minute or two for ever, unseen; it is then marked ``failed`` (kept, ``requeue_failed_events`` replays it), with an
-ERROR naming what it waited for, and a WARNING every :data:`RELEASE_WARNING_EVERY` releases before that. A claim
-is a lease of
-``stale_after`` seconds that the working worker renews by heartbeat: events of a killed worker on another host
+split in halves until the event at fault is alone (:meth:`Worker._isolate`, at most ``2·⌈log2 n⌉ + 2`` resyncs a
+claim); an outage (:func:`retry_later`: the ESP, the source or the ledger failing the transient way, the disk
+full) spends no attempt, and the worker backs off (the vendor's Retry-After, else :data:`BACKOFF_BASE` doubling
+up to :data:`BACKOFF_MAX`; a Retry-After up to ``give_up_waiting_after``; a 5xx after :data:`PROBE_AFTER` in a row is bisected too: one event may cause it); a
+batch that waited in vain for another run (:class:`~sync.errors.LockBusyError`: a destination or the order store
+busy) goes back without counting the claim, up to ``give_up_waiting_after`` (6 h) after its oldest event was
+accepted: a lock that never frees (a paused ``rfmsync sync``, a duckdb shell left open on the store) would
+otherwise have it released every minute or two for ever, unseen; it is then marked ``failed`` (kept,
+``requeue_failed_events`` replays it), with an ERROR naming what it waited for, and a WARNING every
+:data:`RELEASE_WARNING_EVERY` releases before that. A claim is a lease of ``stale_after`` seconds that the
+working worker renews by heartbeat (the events not settled yet): events of a killed worker on another host
 become claimable when the lease lapses, those of a killed process on this host at once; queued events simply
 wait for the next worker, so nothing accepted is lost across a restart.
 """
@@ -29,6 +30,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
+
+import duckdb
 
 from connectors.errors import ConfigError as SourceConfigError
 from connectors.records import Contact, Order
@@ -46,16 +49,43 @@ from .scheduler import transient
 log = logging.getLogger(__name__)
 RELEASE_WARNING_EVERY = 10  # a batch released this many times (10–20 minutes of waiting) is logged as a WARNING
 BACKOFF_BASE = 5.0  # seconds: the first wait after a transient failure, doubled with each one in a row
-BACKOFF_MAX = 300.0  # seconds: the longest (a Retry-After beyond it is cut to it)
+BACKOFF_MAX = 300.0  # seconds: the longest of our own (a vendor's Retry-After is honoured up to the give-up)
 
 
 def retry_later(exc: BaseException) -> bool:
     """A failure that is not the events': the ESP or the source failing the transient way after the retry layer's
     own retries (5xx, 429, timeouts, connection errors: :func:`sync.serve.scheduler.transient`, a busy destination
     included), the ledger failing (:class:`LedgerError`: locked, connection lost, and the disk full too: it is
-    about the machine, not the event), a lock lost (:class:`LockLostError`), or the worker stopping in the middle
-    of a batch's bisection (:class:`RunStopped`). The batch waits, uncounted."""
-    return transient(exc) or isinstance(exc, (LedgerError, LockLostError, RunStopped))
+    about the machine, not the event), the order store failing to read or write its file
+    (``duckdb.IOException``: the disk full; its lock busy is a :class:`LockBusyError` already), a lock lost
+    (:class:`LockLostError`), or the worker stopping in the middle of a batch's bisection (:class:`RunStopped`).
+    The batch waits, uncounted (but see :data:`PROBE_AFTER`: a 5xx one event causes)."""
+    return transient(exc) or isinstance(exc, (LedgerError, LockLostError, RunStopped, duckdb.IOException))
+
+
+#: 5xx-like failures in a row (the back-off at 20 s and more) after which a batch failing so is bisected (a poison
+#: event the ESP always answers 500 to fails one half only; a real outage fails both: two more calls)
+PROBE_AFTER = 3
+
+
+def _suspect(exc: BaseException) -> bool:
+    """A transient failure one event may cause every time: an HTTP 5xx (of the ESP or the source) that the retry
+    layer's retries did not get past. Not a timeout, a connection error or an import job still pending (the
+    service slow or gone), a rate limit (429), a busy lock, the ledger or the order store."""
+    status = getattr(exc, "status", None)
+    return transient(exc) and isinstance(status, int) and 500 <= status <= 599
+
+
+def _kind(exc: BaseException) -> tuple[type, object]:
+    """What two failures must share to be "alike": their type and status (not their text: it may name the
+    batch's size or job)."""
+    return type(exc), getattr(exc, "status", None)
+
+
+def _resync_budget(n: int) -> int:
+    """The resyncs one claim of ``n`` events makes at most: ``2·⌈log2 n⌉ + 2`` (one poison event costs
+    ``2·⌈log2 n⌉ + 1``)."""
+    return 2 * max(0, n - 1).bit_length() + 2
 
 
 #: settings the resync cannot work with (a key rejected, an audience missing): no event is at fault, so a batch
@@ -111,7 +141,8 @@ class Worker:
                  max_attempts: int = 5, stale_after: float = 30.0, metrics: Metrics | None = None,
                  process: ResyncFn | None = None, as_of: Callable[[], object] | None = None,
                  clock: Callable[[], float] = time.monotonic, give_up_waiting_after: float = 6 * 3600,
-                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 rng: random.Random | None = None) -> None:
         self.cfg, self.ledger, self.settings = cfg, ledger, settings
         self.name = name or default_owner()
         self.debounce = cfg.serve.debounce_seconds if debounce_seconds is None else debounce_seconds
@@ -126,7 +157,10 @@ class Worker:
         self._now = now  # the wall clock the ledger stamps events.received_at with
         self._releases: Counter[int] = Counter()  # event id → times this worker released it (waiting for a lock)
         self._outages = 0  # transient failures in a row (the back-off doubles with each)
-        self._rng = random.Random()
+        self._settled = 0  # events the claim being bisected settled so far (:meth:`_isolate`)
+        self._leased: set[int] = set()  # the claimed events not settled yet, whose lease the heartbeat renews
+        self._poisons: set[int] = set()  # events a bisection found causing a 5xx (its other half went through)
+        self._rng = rng or random.Random()  # the back-off's jitter, the events a bisection tries alone
         self.retry_at: float | None = None  # (clock) no claim before this after a transient failure
         self._wake = threading.Event()
         self.processed_ids: list[int] = []  # events this worker completed (observability, tests)
@@ -160,7 +194,8 @@ class Worker:
         if not parts:
             return 0
         beating = threading.Event()
-        heart = threading.Thread(target=self._heartbeat, args=([p[0].id for p in parts], beating),
+        self._leased = {p[0].id for p in parts}
+        heart = threading.Thread(target=self._heartbeat, args=(beating,),
                                  name=f"{self.name}-lease", daemon=True)
         heart.start()
         try:
@@ -191,9 +226,11 @@ class Worker:
                 self.metrics.esp_error(getattr(exc, "destination", None) or "unknown")
             return exc
         self._forget_releases(ids)
+        self._poisons.difference_update(ids)
         self._outages = 0
         self.ledger.complete_events(ids, worker=self.name)
         self.processed_ids += ids
+        self._settled += len(ids)
         self.metrics.resync_done(self._clock() - started, report)
         self.metrics.event_outcome("done", len(ids))
         return None
@@ -201,35 +238,86 @@ class Worker:
     def _isolate(self, parts: list[_Part], failure: Exception) -> tuple[int, _Later]:
         """``parts`` failed together. For a reason of the events' own (not :func:`retry_later`, not a config
         error), several events are tried in two halves (a bisection), so that one poison event does not hold the
-        queue: the good ones are done, only the bad one spends an attempt. Two halves that both fail with their
-        whole's very error (our own bug failing any batch) are not split again: each event spends its attempt."""
-        if retry_later(failure):
+        queue: the good ones are done, only the bad one spends an attempt. A 5xx (:func:`_suspect`) is an outage
+        until :data:`PROBE_AFTER` of them came in a row; then it is bisected too: one event that the ESP always
+        answers 500 would otherwise hold the whole queue for ``give_up_waiting_after`` (a real outage fails both
+        halves: the batch waits). A claim makes at most ``2·⌈log2 n⌉ + 2`` resyncs (:func:`_resync_budget`); the
+        events it could not settle within them wait uncounted for the next claim when it settled some, else spend
+        their attempt (a 5xx: wait)."""
+        budget = [_resync_budget(len(parts)) - 1]  # the whole batch's resync was the first
+        self._settled = 0  # events this claim settled (done, or failed alone): the claim made progress
+        if retry_later(failure) and not (_suspect(failure) and (
+                len(parts) > 1 and self._outages >= PROBE_AFTER  # 5xx after 5xx: the batch is probed
+                or len(parts) == 1 and parts[0][0].id in self._poisons)):  # found so before: not an outage
             return 0, (parts, failure)
-        if len(parts) == 1 or isinstance(failure, (GuardRefusedError, *CONFIG_ERRORS)):
-            self._failed(_batch(parts), failure)
+        return self._split(parts, failure, budget)
+
+    def _split(self, parts: list[_Part], failure: Exception, budget: list[int]) -> tuple[int, _Later]:
+        """Bisect ``parts`` (they failed with ``failure``) within the claim's ``budget`` of resyncs."""
+        if retry_later(failure) and (not _suspect(failure) or budget[0] < 2 and len(parts) > 1):
+            return 0, (parts, failure)  # an outage (or, out of resyncs, maybe one): the events wait uncounted
+        if budget[0] < 2 and len(parts) > 1 and self._settled:  # out of resyncs, but this claim settled some:
+            self._waited(_batch(parts), [p[0].id for p in parts], _text(failure),  # the rest wait uncounted
+                         "the next claim's bisection (this one's made its resyncs)")
+            return 0, None
+        if len(parts) == 1 or isinstance(failure, (GuardRefusedError, *CONFIG_ERRORS)) or budget[0] < 2:
+            if len(parts) == 1 and _suspect(failure):  # its 5xx is its own: alone again, it is counted again
+                self._poisons.add(parts[0][0].id)
+            self._counted(_batch(parts), failure)
             return 0, None
         log.warning("resync of %d events failed (%s): resyncing them in two halves to find the events at fault",
                     len(parts), _text(failure))
         halves = [parts[:len(parts) // 2], parts[len(parts) // 2:]]
         done, failed = 0, []
         for i, half in enumerate(halves):
+            budget[0] -= 1
             f = RunStopped("the worker is stopping") if self.stopping.is_set() else self._try(half)
             if f is None:
                 done += len(half)
-            elif retry_later(f):  # an outage began: what is not done waits for its end
-                return done, ([p for h, _ in failed for p in h] + [p for h in halves[i:] for p in h], f)
+            elif retry_later(f) and not (_suspect(f) and _suspect(failure)):  # an outage began: what is not done
+                return done, ([p for h, _ in failed for p in h] + [p for h in halves[i:] for p in h], f)  # waits
             else:
                 failed.append((half, f))
-        alike = len(failed) == 2 and all(_text(f) == _text(failure) for _, f in failed)
+        if len(failed) == 2:
+            if _suspect(failure):  # both halves 5xx: an outage after all (a poison event fails one half only)
+                return done, (parts, failed[-1][1])
+            if all(_kind(f) == _kind(failure) for _, f in failed):
+                alone = self._alone(failed, budget)
+                went = [one for one, f in alone if f is None]
+                out = next((f for _, f in alone if f is not None and retry_later(f)), None)
+                if out is not None:  # an outage began (or a stop): what is not done waits for its end
+                    return done + len(went), ([p for h, _ in failed for p in h if all(p is not o for o in went)], out)
+                if all(f is not None and _kind(f) == _kind(failure) for _, f in alone):
+                    # our own bug failing any batch (an event alone of each half too): each spends its attempt
+                    for half, f in failed:
+                        self._counted(_batch(half), f)
+                    return done, None
+                for (half, _), (one, f) in zip(failed, alone):  # not every batch: each event alone is settled
+                    half.remove(one)
+                    if f is None:
+                        done += 1
+                    else:  # it failed alone: its own fault
+                        self._counted(_batch([one]), f)
+                failed = [(half, f) for half, f in failed if half]
         for j, (half, f) in enumerate(failed):
-            if alike:
-                self._failed(_batch(half), f)
-                continue
-            more, later = self._isolate(half, f)
+            more, later = self._split(half, f, budget)
             done += more
             if later is not None:
                 return done, (later[0] + [p for h, _ in failed[j + 1:] for p in h], later[1])
         return done, None
+
+    def _alone(self, failed: list[tuple[list[_Part], Exception]], budget: list[int]
+               ) -> list[tuple[_Part, Exception | None]]:
+        """Both halves failed alike: one event of each (picked at random: not always the same ones) resynced
+        alone, with its failure (None: it went through, done). Every batch fails (our own bug) only if both fail
+        alike; else the halves hold events at fault of their own (one poison event in each, say). Out of budget:
+        each half's failure, as if its event had failed alike; stopping: :class:`RunStopped`."""
+        picked = [half[self._rng.randrange(len(half))] for half, _ in failed]
+        if budget[0] < len(failed):
+            return [(one, f) for one, (_, f) in zip(picked, failed)]
+        budget[0] -= len(failed)
+        return [(one, RunStopped("the worker is stopping") if self.stopping.is_set() else self._try([one]))
+                for one in picked]
 
     def _failed(self, batch: Batch, failure: Exception) -> None:
         """The batch's events go back to the queue: uncounted when the failure was not theirs
@@ -252,9 +340,21 @@ class Worker:
             self.metrics.event_outcome("failed", len(ids))
             log.error("resync of %d events refused by a guard (nothing written): %s", len(ids), error)
             return
+        self._counted(batch, failure)
+
+    def _counted(self, batch: Batch, failure: Exception) -> None:
+        """The batch's events failed for a reason of their own: each spends an attempt (failed at the last, at
+        once after a guard's refusal)."""
+        if isinstance(failure, GuardRefusedError):
+            self._failed(batch, failure)
+            return
+        ids = [ev.id for ev in batch.events]
+        error = _text(failure)
+        self._settled += len(ids) == 1  # an event at fault, found
         self._forget_releases(ids)
         self.ledger.fail_events(ids, error, max_attempts=self.max_attempts, worker=self.name)
         exhausted = sum(ev.attempts >= self.max_attempts for ev in batch.events)
+        self._poisons.difference_update(ev.id for ev in batch.events if ev.attempts >= self.max_attempts)
         self.metrics.event_outcome("failed", exhausted)
         self.metrics.event_outcome("retried", len(ids) - exhausted)
         log.warning("resync of %d events failed (they stay queued, %d given up): %s", len(ids), exhausted, error)
@@ -262,7 +362,9 @@ class Worker:
     def _back_off(self, failure: BaseException) -> float:
         """Wait before the next claim after a failure of the ESP, the source or the ledger: the vendor's
         ``Retry-After`` when it gave one (parsed by the retry layer, :func:`connectors.retry.retry_after_seconds`),
-        else an exponential back-off with jitter from :data:`BACKOFF_BASE`; both at most :data:`BACKOFF_MAX`.
+        up to ``give_up_waiting_after`` (calling again before would only be refused again: a day's Retry-After cut
+        to minutes is a 429 every few minutes until the give-up), else an exponential back-off with jitter from
+        :data:`BACKOFF_BASE` up to :data:`BACKOFF_MAX`.
         Returns the seconds."""
         self._outages += 1
         told = getattr(failure, "retry_after", None)
@@ -270,7 +372,7 @@ class Worker:
             ceiling = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (self._outages - 1))
             wait = self._rng.uniform(ceiling / 2, ceiling)
         else:
-            wait = min(max(float(told), BACKOFF_BASE), BACKOFF_MAX)
+            wait = min(max(float(told), BACKOFF_BASE), max(self.give_up_waiting_after, BACKOFF_MAX))
         self.retry_at = self._clock() + wait
         return wait
 
@@ -309,6 +411,7 @@ class Worker:
         if not rest:
             return
         self.ledger.release_events(rest, error, worker=self.name)
+        self._leased.difference_update(rest)
         self._releases.update(rest)
         self.metrics.event_outcome("retried", len(rest))
         times = max(self._releases[i] for i in rest)
@@ -318,20 +421,25 @@ class Worker:
                 self.give_up_waiting_after / 3600, error)
 
     def _forget_releases(self, ids: list[int]) -> None:
+        """These events are settled (done, failed): no release counted, no lease renewed any more."""
+        self._leased.difference_update(ids)
         for i in ids:
             self._releases.pop(i, None)
 
-    def _heartbeat(self, ids: list[int], done: threading.Event) -> None:
-        """Renew the lease on a batch's events until ``done`` (the batch finished)."""
+    def _heartbeat(self, done: threading.Event) -> None:
+        """Renew the lease on the events of the batch in hand not settled yet (:attr:`_leased`, which shrinks
+        as a bisection settles them) until ``done`` (the batch finished)."""
         while not done.wait(self.heartbeat_seconds):
+            ids = list(self._leased)
             try:
                 kept = self.ledger.renew_claims(self.name, ids)
             except Exception as exc:  # ledger briefly unreachable: try again at the next beat
                 log.warning("worker %s: cannot renew the lease on %d events: %s", self.name, len(ids), exc)
                 continue
-            if kept < len(ids):
+            lost = len(self._leased.intersection(ids)) - kept  # (those settled meanwhile were not renewed)
+            if lost > 0:
                 log.warning("worker %s: %d of %d events were taken over by another worker (lease expired)",
-                            self.name, len(ids) - kept, len(ids))
+                            self.name, lost, len(ids))
 
     # -- loop ------------------------------------------------------------------------------
 
