@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 from typing import Any, Callable, Sequence
 
 import duckdb
@@ -39,18 +39,17 @@ from connectors.records import Contact, Order
 from connectors.email_phone import normalize_email
 from connectors.identity import max_group_of
 from connectors.source import PullResult
-from connectors.tables import TABLES, create_staging, stage_records
-from connectors.webhooks import WEBHOOK_SOURCES
+from connectors.tables import stage_records
 
 from ..config import Config, DestinationConfig
 from ..destinations.registry import make_destination
 from ..engine import ApplyReport, execute_plan
-from ..errors import ConfigError, DestinationError, LockBusyError
+from ..errors import DestinationError, LockBusyError
 from ..history import record_partial
 from ..ingest import load_cut_points, save_cut_points
 from ..ledger import Ledger
 from ..model import PushedState
-from ..pipeline import SegmentsRun, compute_segments, configured_source, store_path, today_in
+from ..pipeline import SegmentsRun, compute_segments, store_path, today_in
 from ..planning.plan import Plan, check_fields, desired_contacts, leave_shared_to_full_sync, plan_destination
 from ..planning.transitions import move_join
 from ..planning.values import PREDICTIVE_VALUES
@@ -58,11 +57,13 @@ from ..run import refuse
 from ..settings import Settings
 from ..store import STORE_LOCK, connect_store, ensure_lookup_indexes, lookup_by_key, merge_staged
 from ..store.merge import Ages
-from ..store.webhooks import FILE_WON_TABLE, prune_file_won
 from .managed import ManagedCounts
 from .readcount import CountingConnection
+from .resync_staging import (CLOCK_MARGIN, _coalesce_webhook_contacts, _prune_file_won,  # the staging side
+                             _pull_after_webhook_records, _utcnow)
 
 log = logging.getLogger(__name__)
+__all__ = ["AFFECTED_TABLE", "CLOCK_MARGIN", "MANAGED_COUNTS", "ResyncReport", "resync"]
 
 AFFECTED_TABLE = "affected_customers"
 
@@ -95,102 +96,6 @@ class ResyncReport:
     @property
     def failed_items(self) -> int:
         return sum(r.counts.get("failed", 0) for r in self.reports)
-
-
-def _coalesce_webhook_contacts(con: duckdb.DuckDBPyConnection) -> None:
-    """A webhook contact's missing fields (and an ``unknown`` consent) keep the stored values."""
-    if not con.execute("SELECT count(*) FROM staged_contacts").fetchall()[0][0]:
-        return
-    con.execute("""
-        UPDATE staged_contacts AS s SET
-            email = coalesce(s.email, c.email), phone = coalesce(s.phone, c.phone),
-            first_name = coalesce(s.first_name, c.first_name), last_name = coalesce(s.last_name, c.last_name),
-            marketing_consent = coalesce(nullif(s.marketing_consent, 'unknown'), c.marketing_consent),
-            created_at = coalesce(s.created_at, c.created_at), attributes = coalesce(s.attributes, c.attributes)
-        FROM contacts AS c WHERE s.customer_id = c.customer_id
-    """)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _pull_staged(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, settings: Settings
-                 ) -> tuple[PullResult, str]:
-    kind = str(cfg.source.get("type", "file"))
-    if kind not in WEBHOOK_SOURCES:
-        raise ConfigError(f"a pull was requested by a {kind!r} webhook, but only CRM sources can be pulled "
-                          f"incrementally ({', '.join(WEBHOOK_SOURCES)})")
-    source = configured_source(cfg, settings)
-    return source.pull(con, ledger.get_cursor(kind, "all")), kind
-
-
-def _pull_after_webhook_records(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, settings: Settings,
-                                received_at: datetime | Ages | None, now: Callable[[], datetime] = _utcnow
-                                ) -> tuple[PullResult, str, Ages]:
-    """Pull into staging without losing the webhook records staged already (a source's pull starts from
-    fresh staging tables): they are set aside, then staged again, except those the pull read too (its version,
-    the fresher one, replaces the webhook's: an order with its line items, a contact). Returns the records' ages
-    for the merge (:data:`sync.store.merge.Ages`): the webhook records' own (``received_at``), and the pull's start
-    (the bound its cursor uses) for every pulled record, so that an older webhook version noted in the store does
-    not leave the pulled one out with it, and a pulled record is as new as the pull, not as the batch's events.
-    ``now``: the wall clock the pull's start is read from (the worker's, the one its events are dated by)."""
-    for name in TABLES:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _hook_{name} AS SELECT * FROM staged_{name}")
-    started = now()
-    result, kind = _pull_staged(cfg, ledger, con, settings)
-    for name in TABLES:
-        con.execute(f"CREATE TEMP TABLE IF NOT EXISTS staged_{name} AS SELECT * FROM _hook_{name} LIMIT 0")
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _pulled_{name} AS SELECT * FROM staged_{name}")
-    create_staging(con)
-    for name in TABLES:
-        key = "customer_id" if name == "contacts" else "order_id"
-        con.execute(f"INSERT INTO staged_{name} SELECT * FROM _hook_{name} WHERE {key} NOT IN "
-                    f"(SELECT {key} FROM _pulled_{'contacts' if name == 'contacts' else 'orders'})")
-        con.execute(f"INSERT INTO staged_{name} SELECT * FROM _pulled_{name}")
-    # one age for every webhook record staged (a worker gives each its own), the pull's start for the pulled ones
-    ages: dict[tuple[str, str], datetime] = (dict.fromkeys(_record_ids(con, "_hook"), received_at)
-                                             if isinstance(received_at, datetime) else dict(received_at or {}))
-    ages.update(dict.fromkeys(_record_ids(con, "_pulled"), started))
-    for name in TABLES:
-        con.execute(f"DROP TABLE _hook_{name}")
-        con.execute(f"DROP TABLE _pulled_{name}")
-    return result, kind, ages
-
-
-#: how far the ledger's clock (events' ages) and a full sync's (a file's read) may disagree: a ``file_won_records``
-#: row is kept this much longer than the oldest webhook version that can still come needs it
-CLOCK_MARGIN = timedelta(hours=1)
-
-
-#: a prune held back this long by one unsettled event is logged (a WARNING, once per event)
-PRUNE_HELD_WARNING = timedelta(days=1)
-_held_warned: set[datetime] = set()  # the oldest events' times a held prune was logged for
-
-
-def _prune_file_won(con: duckdb.DuckDBPyConnection, ledger: Ledger, now: Callable[[], datetime]) -> None:
-    """Forget the file versions' ages (:func:`sync.store.webhooks.prune_file_won`) older than every webhook
-    version that can still be merged: the ledger's oldest unsettled event (a failed one included while it is in
-    the requeue window, :data:`sync.ledger.queue.REQUEUE_WINDOW`: it can be replayed), else now; less
-    :data:`CLOCK_MARGIN`. Nothing to do (no ledger read) while the table is empty. A prune held back more than
-    :data:`PRUNE_HELD_WARNING` by one event is logged once."""
-    if not con.execute(f"SELECT count(*) FROM {FILE_WON_TABLE}").fetchall()[0][0]:
-        return
-    oldest = ledger.oldest_unsettled() or now()
-    pruned = prune_file_won(con, min(oldest, now()) - CLOCK_MARGIN)
-    if pruned:
-        log.debug("resync: %d file versions' ages forgotten (no older webhook version can come)", pruned)
-    if now() - oldest >= PRUNE_HELD_WARNING and oldest not in _held_warned:
-        _held_warned.add(oldest)
-        log.warning("resync: the order store keeps the file versions' ages read since %s (file_won_records): an "
-                    "event accepted then is still queued or failed (failed ones hold it for the requeue window); "
-                    "settle or replay it", oldest.isoformat())
-
-
-def _record_ids(con: duckdb.DuckDBPyConnection, prefix: str) -> list[tuple[str, str]]:
-    """``("order", id)`` and ``("contact", customer id)`` of the records in ``{prefix}_orders``/``_contacts``."""
-    return [("order", str(r[0])) for r in con.execute(f"SELECT order_id FROM {prefix}_orders").fetchall()] + \
-        [("contact", str(r[0])) for r in con.execute(f"SELECT customer_id FROM {prefix}_contacts").fetchall()]
 
 
 @dataclass

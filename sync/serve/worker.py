@@ -5,7 +5,7 @@ exactly one of them (PostgreSQL ``FOR UPDATE SKIP LOCKED``; SQLite ``BEGIN IMMED
 ``debounce_seconds`` after it first sees queued events, so a burst becomes one resync, then claims everything
 queued and hands it to :func:`sync.serve.resync.resync`. Events are marked done only after the resync succeeded;
 on an error of their own they go back to the queue (up to ``max_attempts`` claims, then ``failed``), the batch
-split in halves until the event at fault is alone (:meth:`Worker._isolate`, at most ``2·⌈log2 n⌉ + 2`` resyncs a
+split in halves until the event at fault is alone (:mod:`sync.serve.isolate`, at most ``2·⌈log2 n⌉ + 2`` resyncs a
 claim); an outage (:func:`retry_later`: the ESP, the source or the ledger failing the transient way, the disk
 full) spends no attempt, and the worker backs off (the vendor's Retry-After, else :data:`BACKOFF_BASE` doubling
 up to :data:`BACKOFF_MAX`; a Retry-After up to ``give_up_waiting_after``; a 5xx after :data:`PROBE_AFTER` in a row is bisected too: one event may cause it); a
@@ -27,110 +27,28 @@ import random
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
-import duckdb
-
-from connectors.errors import ConfigError as SourceConfigError
-from connectors.records import Contact, Order
-
 from ..config import Config
-from ..errors import (ConfigError, DestinationConfigError, DestinationError, GuardRefusedError, LedgerError,
-                      LockBusyError, LockLostError, RunStopped)
-from ..ledger import Event, Ledger, default_owner
-from ..settings import Settings
-from .metrics import Metrics
+from ..errors import DestinationError, GuardRefusedError, LockBusyError
+from ..ledger import Ledger, default_owner
 from ..ledger.codec import decode_records
+from ..settings import Settings
+from .batches import (CONFIG_ERRORS, PROBE_AFTER, Batch, ResyncFn, _batch, _Later, _Part, _text,
+                      retry_later)
+from .isolate import Bisection
+from .metrics import Metrics
 from .resync import ResyncReport, resync
-from .scheduler import transient
 
 log = logging.getLogger(__name__)
+__all__ = ["BACKOFF_BASE", "BACKOFF_MAX", "CONFIG_ERRORS", "PROBE_AFTER", "Batch", "ResyncFn", "Worker", "retry_later"]
 RELEASE_WARNING_EVERY = 10  # a batch released this many times (10–20 minutes of waiting) is logged as a WARNING
 BACKOFF_BASE = 5.0  # seconds: the first wait after a transient failure, doubled with each one in a row
 BACKOFF_MAX = 300.0  # seconds: the longest of our own (a vendor's Retry-After is honoured up to the give-up)
 
 
-def retry_later(exc: BaseException) -> bool:
-    """A failure that is not the events': the ESP or the source failing the transient way after the retry layer's
-    own retries (5xx, 429, timeouts, connection errors: :func:`sync.serve.scheduler.transient`, a busy destination
-    included), the ledger failing (:class:`LedgerError`: locked, connection lost, and the disk full too: it is
-    about the machine, not the event), the order store failing to read or write its file
-    (``duckdb.IOException``: the disk full; its lock busy is a :class:`LockBusyError` already), a lock lost
-    (:class:`LockLostError`), or the worker stopping in the middle of a batch's bisection (:class:`RunStopped`).
-    The batch waits, uncounted (but see :data:`PROBE_AFTER`: a 5xx one event causes)."""
-    return transient(exc) or isinstance(exc, (LedgerError, LockLostError, RunStopped, duckdb.IOException))
-
-
-#: 5xx-like failures in a row (the back-off at 20 s and more) after which a batch failing so is bisected (a poison
-#: event the ESP always answers 500 to fails one half only; a real outage fails both: two more calls)
-PROBE_AFTER = 3
-
-
-def _suspect(exc: BaseException) -> bool:
-    """A transient failure one event may cause every time: an HTTP 5xx (of the ESP or the source) that the retry
-    layer's retries did not get past. Not a timeout, a connection error or an import job still pending (the
-    service slow or gone), a rate limit (429), a busy lock, the ledger or the order store."""
-    status = getattr(exc, "status", None)
-    return transient(exc) and isinstance(status, int) and 500 <= status <= 599
-
-
-def _kind(exc: BaseException) -> tuple[type, object]:
-    """What two failures must share to be "alike": their type and status (not their text: it may name the
-    batch's size or job)."""
-    return type(exc), getattr(exc, "status", None)
-
-
-def _resync_budget(n: int) -> int:
-    """The resyncs one claim of ``n`` events makes at most: ``2·⌈log2 n⌉ + 2`` (one poison event costs
-    ``2·⌈log2 n⌉ + 1``)."""
-    return 2 * max(0, n - 1).bit_length() + 2
-
-
-#: settings the resync cannot work with (a key rejected, an audience missing): no event is at fault, so a batch
-#: failing so is not split to find one (each half would fail alike, calling the ESP each time)
-CONFIG_ERRORS = (ConfigError, DestinationConfigError, SourceConfigError)
-
-@dataclass
-class Batch:
-    """Decoded events handed to the resync function."""
-
-    events: list[Event]
-    orders: list[Order] = field(default_factory=list)
-    contacts: list[Contact] = field(default_factory=list)
-    pull: bool = False
-    #: when the ledger accepted each record: ``(kind, id)`` → its event's time (:data:`sync.store.merge.Ages`)
-    ages: dict[tuple[str, str], datetime] = field(default_factory=dict)
-    #: event id → the records it holds (events holding one record are given up together)
-    keys: dict[int, set[tuple[str, str]]] = field(default_factory=dict)
-
-
-ResyncFn = Callable[[Batch], ResyncReport | None]
-_Part = tuple[Event, list[Order], list[Contact], bool]  # one event and its decoded records (orders, contacts, pull)
-_Later = tuple[list[_Part], Exception] | None  # events left to wait out a transient failure, and that failure
-
-
-def _text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _batch(parts: list[_Part]) -> Batch:
-    """The batch of these decoded events, in their order."""
-    batch = Batch(events=[])
-    for ev, orders, contacts, pull in parts:
-        batch.events.append(ev)
-        batch.orders += orders
-        batch.contacts += contacts
-        # a record's age is its own event's (the last one holding it: its version is the one staged)
-        keys = [("order", o.order_id) for o in orders] + [("contact", c.customer_id) for c in contacts]
-        batch.ages.update(dict.fromkeys(keys, ev.received_at))
-        batch.keys[ev.id] = set(keys)
-        batch.pull = batch.pull or pull
-    return batch
-
-
-class Worker:
+class Worker(Bisection):
     """Drains the queue. ``run_forever(stop)`` in a thread, or ``drain()`` once (tests, cron-style use).
 
     ``process`` defaults to the incremental resync of ``cfg``; pass another callable to observe batches.
@@ -234,90 +152,6 @@ class Worker:
         self.metrics.resync_done(self._clock() - started, report)
         self.metrics.event_outcome("done", len(ids))
         return None
-
-    def _isolate(self, parts: list[_Part], failure: Exception) -> tuple[int, _Later]:
-        """``parts`` failed together. For a reason of the events' own (not :func:`retry_later`, not a config
-        error), several events are tried in two halves (a bisection), so that one poison event does not hold the
-        queue: the good ones are done, only the bad one spends an attempt. A 5xx (:func:`_suspect`) is an outage
-        until :data:`PROBE_AFTER` of them came in a row; then it is bisected too: one event that the ESP always
-        answers 500 would otherwise hold the whole queue for ``give_up_waiting_after`` (a real outage fails both
-        halves: the batch waits). A claim makes at most ``2·⌈log2 n⌉ + 2`` resyncs (:func:`_resync_budget`); the
-        events it could not settle within them wait uncounted for the next claim when it settled some, else spend
-        their attempt (a 5xx: wait)."""
-        budget = [_resync_budget(len(parts)) - 1]  # the whole batch's resync was the first
-        self._settled = 0  # events this claim settled (done, or failed alone): the claim made progress
-        if retry_later(failure) and not (_suspect(failure) and (
-                len(parts) > 1 and self._outages >= PROBE_AFTER  # 5xx after 5xx: the batch is probed
-                or len(parts) == 1 and parts[0][0].id in self._poisons)):  # found so before: not an outage
-            return 0, (parts, failure)
-        return self._split(parts, failure, budget)
-
-    def _split(self, parts: list[_Part], failure: Exception, budget: list[int]) -> tuple[int, _Later]:
-        """Bisect ``parts`` (they failed with ``failure``) within the claim's ``budget`` of resyncs."""
-        if retry_later(failure) and (not _suspect(failure) or budget[0] < 2 and len(parts) > 1):
-            return 0, (parts, failure)  # an outage (or, out of resyncs, maybe one): the events wait uncounted
-        if budget[0] < 2 and len(parts) > 1 and self._settled:  # out of resyncs, but this claim settled some:
-            self._waited(_batch(parts), [p[0].id for p in parts], _text(failure),  # the rest wait uncounted
-                         "the next claim's bisection (this one's made its resyncs)")
-            return 0, None
-        if len(parts) == 1 or isinstance(failure, (GuardRefusedError, *CONFIG_ERRORS)) or budget[0] < 2:
-            if len(parts) == 1 and _suspect(failure):  # its 5xx is its own: alone again, it is counted again
-                self._poisons.add(parts[0][0].id)
-            self._counted(_batch(parts), failure)
-            return 0, None
-        log.warning("resync of %d events failed (%s): resyncing them in two halves to find the events at fault",
-                    len(parts), _text(failure))
-        halves = [parts[:len(parts) // 2], parts[len(parts) // 2:]]
-        done, failed = 0, []
-        for i, half in enumerate(halves):
-            budget[0] -= 1
-            f = RunStopped("the worker is stopping") if self.stopping.is_set() else self._try(half)
-            if f is None:
-                done += len(half)
-            elif retry_later(f) and not (_suspect(f) and _suspect(failure)):  # an outage began: what is not done
-                return done, ([p for h, _ in failed for p in h] + [p for h in halves[i:] for p in h], f)  # waits
-            else:
-                failed.append((half, f))
-        if len(failed) == 2:
-            if _suspect(failure):  # both halves 5xx: an outage after all (a poison event fails one half only)
-                return done, (parts, failed[-1][1])
-            if all(_kind(f) == _kind(failure) for _, f in failed):
-                alone = self._alone(failed, budget)
-                went = [one for one, f in alone if f is None]
-                out = next((f for _, f in alone if f is not None and retry_later(f)), None)
-                if out is not None:  # an outage began (or a stop): what is not done waits for its end
-                    return done + len(went), ([p for h, _ in failed for p in h if all(p is not o for o in went)], out)
-                if all(f is not None and _kind(f) == _kind(failure) for _, f in alone):
-                    # our own bug failing any batch (an event alone of each half too): each spends its attempt
-                    for half, f in failed:
-                        self._counted(_batch(half), f)
-                    return done, None
-                for (half, _), (one, f) in zip(failed, alone):  # not every batch: each event alone is settled
-                    half.remove(one)
-                    if f is None:
-                        done += 1
-                    else:  # it failed alone: its own fault
-                        self._counted(_batch([one]), f)
-                failed = [(half, f) for half, f in failed if half]
-        for j, (half, f) in enumerate(failed):
-            more, later = self._split(half, f, budget)
-            done += more
-            if later is not None:
-                return done, (later[0] + [p for h, _ in failed[j + 1:] for p in h], later[1])
-        return done, None
-
-    def _alone(self, failed: list[tuple[list[_Part], Exception]], budget: list[int]
-               ) -> list[tuple[_Part, Exception | None]]:
-        """Both halves failed alike: one event of each (picked at random: not always the same ones) resynced
-        alone, with its failure (None: it went through, done). Every batch fails (our own bug) only if both fail
-        alike; else the halves hold events at fault of their own (one poison event in each, say). Out of budget:
-        each half's failure, as if its event had failed alike; stopping: :class:`RunStopped`."""
-        picked = [half[self._rng.randrange(len(half))] for half, _ in failed]
-        if budget[0] < len(failed):
-            return [(one, f) for one, (_, f) in zip(picked, failed)]
-        budget[0] -= len(failed)
-        return [(one, RunStopped("the worker is stopping") if self.stopping.is_set() else self._try([one]))
-                for one in picked]
 
     def _failed(self, batch: Batch, failure: Exception) -> None:
         """The batch's events go back to the queue: uncounted when the failure was not theirs

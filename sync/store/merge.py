@@ -250,7 +250,7 @@ def _drop_older_versions(con: duckdb.DuckDBPyConnection, present: set[str],
                          received_at: Union[datetime, Ages, None], links: Mapping[str, str]) -> None:
     """Leave out of a webhook merge the staged orders (with their line items) and contacts whose own age (the one
     time for all, or the record's entry in :data:`Ages`: a record a CRM pull read for the batch has the pull's start,
-    and the batch's webhook copy of it is gone, :func:`sync.serve.resync._pull_after_webhook_records`) is older than
+    and the batch's webhook copy of it is gone, :func:`sync.serve.resync_staging._pull_after_webhook_records`) is older than
     the age the store notes for its webhook version, or for the file version that replaced it
     (``file_won_records``): merged after a newer version (an older batch
     retried, or held up, while a newer one went through), the older one would win (an order before its refund, a

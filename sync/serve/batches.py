@@ -1,0 +1,100 @@
+"""A webhook batch and how its failures are classed, for the resync worker (:mod:`sync.serve.worker`).
+
+:class:`Batch` is what the resync gets: the claimed events' decoded records with each record's age. A failure is
+an outage (:func:`retry_later`: the batch waits, uncounted), a 5xx one event may cause (:func:`_suspect`: bisected
+after :data:`PROBE_AFTER` in a row), a config error (never split: no event is at fault) or the events' own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable
+
+import duckdb
+
+from connectors.errors import ConfigError as SourceConfigError
+from connectors.records import Contact, Order
+
+from ..errors import ConfigError, DestinationConfigError, LedgerError, LockLostError, RunStopped
+from ..ledger import Event
+from .resync import ResyncReport
+from .scheduler import transient
+
+
+def retry_later(exc: BaseException) -> bool:
+    """A failure that is not the events': the ESP or the source failing the transient way after the retry layer's
+    own retries (5xx, 429, timeouts, connection errors: :func:`sync.serve.scheduler.transient`, a busy destination
+    included), the ledger failing (:class:`LedgerError`: locked, connection lost, and the disk full too: it is
+    about the machine, not the event), the order store failing to read or write its file
+    (``duckdb.IOException``: the disk full; its lock busy is a :class:`LockBusyError` already), a lock lost
+    (:class:`LockLostError`), or the worker stopping in the middle of a batch's bisection (:class:`RunStopped`).
+    The batch waits, uncounted (but see :data:`PROBE_AFTER`: a 5xx one event causes)."""
+    return transient(exc) or isinstance(exc, (LedgerError, LockLostError, RunStopped, duckdb.IOException))
+
+
+#: 5xx-like failures in a row (the back-off at 20 s and more) after which a batch failing so is bisected (a poison
+#: event the ESP always answers 500 to fails one half only; a real outage fails both: two more calls)
+PROBE_AFTER = 3
+
+
+def _suspect(exc: BaseException) -> bool:
+    """A transient failure one event may cause every time: an HTTP 5xx (of the ESP or the source) that the retry
+    layer's retries did not get past. Not a timeout, a connection error or an import job still pending (the
+    service slow or gone), a rate limit (429), a busy lock, the ledger or the order store."""
+    status = getattr(exc, "status", None)
+    return transient(exc) and isinstance(status, int) and 500 <= status <= 599
+
+
+def _kind(exc: BaseException) -> tuple[type, object]:
+    """What two failures must share to be "alike": their type and status (not their text: it may name the
+    batch's size or job)."""
+    return type(exc), getattr(exc, "status", None)
+
+
+def _resync_budget(n: int) -> int:
+    """The resyncs one claim of ``n`` events makes at most: ``2·⌈log2 n⌉ + 2`` (one poison event costs
+    ``2·⌈log2 n⌉ + 1``)."""
+    return 2 * max(0, n - 1).bit_length() + 2
+
+
+#: settings the resync cannot work with (a key rejected, an audience missing): no event is at fault, so a batch
+#: failing so is not split to find one (each half would fail alike, calling the ESP each time)
+CONFIG_ERRORS = (ConfigError, DestinationConfigError, SourceConfigError)
+
+@dataclass
+class Batch:
+    """Decoded events handed to the resync function."""
+
+    events: list[Event]
+    orders: list[Order] = field(default_factory=list)
+    contacts: list[Contact] = field(default_factory=list)
+    pull: bool = False
+    #: when the ledger accepted each record: ``(kind, id)`` → its event's time (:data:`sync.store.merge.Ages`)
+    ages: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    #: event id → the records it holds (events holding one record are given up together)
+    keys: dict[int, set[tuple[str, str]]] = field(default_factory=dict)
+
+
+ResyncFn = Callable[[Batch], ResyncReport | None]
+_Part = tuple[Event, list[Order], list[Contact], bool]  # one event and its decoded records (orders, contacts, pull)
+_Later = tuple[list[_Part], Exception] | None  # events left to wait out a transient failure, and that failure
+
+
+def _text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _batch(parts: list[_Part]) -> Batch:
+    """The batch of these decoded events, in their order."""
+    batch = Batch(events=[])
+    for ev, orders, contacts, pull in parts:
+        batch.events.append(ev)
+        batch.orders += orders
+        batch.contacts += contacts
+        # a record's age is its own event's (the last one holding it: its version is the one staged)
+        keys = [("order", o.order_id) for o in orders] + [("contact", c.customer_id) for c in contacts]
+        batch.ages.update(dict.fromkeys(keys, ev.received_at))
+        batch.keys[ev.id] = set(keys)
+        batch.pull = batch.pull or pull
+    return batch

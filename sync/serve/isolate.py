@@ -1,0 +1,124 @@
+"""Finding the events at fault in a webhook batch that failed: the resync worker's bisection
+(:class:`Bisection`, a part of :class:`sync.serve.worker.Worker`).
+
+Several events that failed together for a reason of their own are tried in two halves, so that one poison event
+does not hold the queue: the good ones are done, only the bad one spends an attempt; at most ``2·⌈log2 n⌉ + 2``
+resyncs a claim (:func:`sync.serve.batches._resync_budget`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+
+from ..errors import GuardRefusedError, RunStopped
+from .batches import (CONFIG_ERRORS, PROBE_AFTER, Batch, _batch, _kind, _Later, _Part, _resync_budget, _suspect,
+                      _text, retry_later)
+
+log = logging.getLogger("sync.serve.worker")
+
+
+class Bisection:
+    """The worker's bisection; the worker gives ``_try`` (one resync of some events: None when done, else the
+    failure), ``_counted`` (events that spend their attempt), ``_waited`` (events that wait uncounted), its
+    ``stopping`` event, ``_rng``, ``_outages`` (outages in a row), ``_poisons`` and ``_settled``."""
+
+    stopping: threading.Event
+    _rng: random.Random
+    _outages: int
+    _poisons: set[int]
+    _settled: int
+
+    def _try(self, parts: list[_Part]) -> Exception | None:
+        raise NotImplementedError
+
+    def _counted(self, batch: Batch, failure: Exception) -> None:
+        raise NotImplementedError
+
+    def _waited(self, batch: Batch, ids: list[int], error: str, why: str = "another run") -> None:
+        raise NotImplementedError
+
+    def _isolate(self, parts: list[_Part], failure: Exception) -> tuple[int, _Later]:
+        """``parts`` failed together. For a reason of the events' own (not :func:`retry_later`, not a config
+        error), several events are tried in two halves (a bisection), so that one poison event does not hold the
+        queue: the good ones are done, only the bad one spends an attempt. A 5xx (:func:`_suspect`) is an outage
+        until :data:`PROBE_AFTER` of them came in a row; then it is bisected too: one event that the ESP always
+        answers 500 would otherwise hold the whole queue for ``give_up_waiting_after`` (a real outage fails both
+        halves: the batch waits). A claim makes at most ``2·⌈log2 n⌉ + 2`` resyncs (:func:`_resync_budget`); the
+        events it could not settle within them wait uncounted for the next claim when it settled some, else spend
+        their attempt (a 5xx: wait)."""
+        budget = [_resync_budget(len(parts)) - 1]  # the whole batch's resync was the first
+        self._settled = 0  # events this claim settled (done, or failed alone): the claim made progress
+        if retry_later(failure) and not (_suspect(failure) and (
+                len(parts) > 1 and self._outages >= PROBE_AFTER  # 5xx after 5xx: the batch is probed
+                or len(parts) == 1 and parts[0][0].id in self._poisons)):  # found so before: not an outage
+            return 0, (parts, failure)
+        return self._split(parts, failure, budget)
+
+    def _split(self, parts: list[_Part], failure: Exception, budget: list[int]) -> tuple[int, _Later]:
+        """Bisect ``parts`` (they failed with ``failure``) within the claim's ``budget`` of resyncs."""
+        if retry_later(failure) and (not _suspect(failure) or budget[0] < 2 and len(parts) > 1):
+            return 0, (parts, failure)  # an outage (or, out of resyncs, maybe one): the events wait uncounted
+        if budget[0] < 2 and len(parts) > 1 and self._settled:  # out of resyncs, but this claim settled some:
+            self._waited(_batch(parts), [p[0].id for p in parts], _text(failure),  # the rest wait uncounted
+                         "the next claim's bisection (this one's made its resyncs)")
+            return 0, None
+        if len(parts) == 1 or isinstance(failure, (GuardRefusedError, *CONFIG_ERRORS)) or budget[0] < 2:
+            if len(parts) == 1 and _suspect(failure):  # its 5xx is its own: alone again, it is counted again
+                self._poisons.add(parts[0][0].id)
+            self._counted(_batch(parts), failure)
+            return 0, None
+        log.warning("resync of %d events failed (%s): resyncing them in two halves to find the events at fault",
+                    len(parts), _text(failure))
+        halves = [parts[:len(parts) // 2], parts[len(parts) // 2:]]
+        done, failed = 0, []
+        for i, half in enumerate(halves):
+            budget[0] -= 1
+            f = RunStopped("the worker is stopping") if self.stopping.is_set() else self._try(half)
+            if f is None:
+                done += len(half)
+            elif retry_later(f) and not (_suspect(f) and _suspect(failure)):  # an outage began: what is not done
+                return done, ([p for h, _ in failed for p in h] + [p for h in halves[i:] for p in h], f)  # waits
+            else:
+                failed.append((half, f))
+        if len(failed) == 2:
+            if _suspect(failure):  # both halves 5xx: an outage after all (a poison event fails one half only)
+                return done, (parts, failed[-1][1])
+            if all(_kind(f) == _kind(failure) for _, f in failed):
+                alone = self._alone(failed, budget)
+                went = [one for one, f in alone if f is None]
+                out = next((f for _, f in alone if f is not None and retry_later(f)), None)
+                if out is not None:  # an outage began (or a stop): what is not done waits for its end
+                    return done + len(went), ([p for h, _ in failed for p in h if all(p is not o for o in went)], out)
+                if all(f is not None and _kind(f) == _kind(failure) for _, f in alone):
+                    # our own bug failing any batch (an event alone of each half too): each spends its attempt
+                    for half, f in failed:
+                        self._counted(_batch(half), f)
+                    return done, None
+                for (half, _), (one, f) in zip(failed, alone):  # not every batch: each event alone is settled
+                    half.remove(one)
+                    if f is None:
+                        done += 1
+                    else:  # it failed alone: its own fault
+                        self._counted(_batch([one]), f)
+                failed = [(half, f) for half, f in failed if half]
+        for j, (half, f) in enumerate(failed):
+            more, later = self._split(half, f, budget)
+            done += more
+            if later is not None:
+                return done, (later[0] + [p for h, _ in failed[j + 1:] for p in h], later[1])
+        return done, None
+
+    def _alone(self, failed: list[tuple[list[_Part], Exception]], budget: list[int]
+               ) -> list[tuple[_Part, Exception | None]]:
+        """Both halves failed alike: one event of each (picked at random: not always the same ones) resynced
+        alone, with its failure (None: it went through, done). Every batch fails (our own bug) only if both fail
+        alike; else the halves hold events at fault of their own (one poison event in each, say). Out of budget:
+        each half's failure, as if its event had failed alike; stopping: :class:`RunStopped`."""
+        picked = [half[self._rng.randrange(len(half))] for half, _ in failed]
+        if budget[0] < len(failed):
+            return [(one, f) for one, (_, f) in zip(picked, failed)]
+        budget[0] -= len(failed)
+        return [(one, RunStopped("the worker is stopping") if self.stopping.is_set() else self._try([one]))
+                for one in picked]
