@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import codecs
 import itertools
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -152,7 +153,8 @@ def sniff_delimiter(path: Path) -> str:
 
 
 def read_xlsx(path: Path, columns: dict[str, str], sheet: str | None) -> pa.Table:
-    """The first sheet (or ``sheet``) as an all-string Arrow table plus ``_srow`` (spreadsheet row).
+    """The first sheet (or ``sheet``) as an all-string Arrow table plus ``_srow`` (spreadsheet row); its
+    schema metadata holds ``sheets`` (every sheet's name, JSON) and ``sheet`` (the one read): :func:`sheets_hint`.
 
     The header row is the first of the first 30 rows holding most of the mapped headers (1C puts
     titles above it). Dates become ISO text; numbers keep full precision; empty rows are skipped.
@@ -188,6 +190,7 @@ def _read_xlsx(path: Path, columns: dict[str, str], sheet: str | None) -> pa.Tab
         if sheet is not None and sheet not in wb.sheetnames:
             raise ConfigError(f"{path}: no sheet {sheet!r}; sheets: {', '.join(wb.sheetnames)}")
         ws = wb[sheet] if sheet else wb.worksheets[0]
+        sheets = list(wb.sheetnames)
         wanted = {h.strip().casefold() for h in columns.values()}
         rows = ws.iter_rows(values_only=True)
         head: list[tuple] = []
@@ -212,8 +215,23 @@ def _read_xlsx(path: Path, columns: dict[str, str], sheet: str | None) -> pa.Tab
                 data[i].append(_cell_text(r[i]) if i < len(r) else None)
     finally:
         wb.close()
-    return pa.table({**{name: pa.array(col, pa.string()) for name, col in zip(_dedupe(names), data)},
-                     "_srow": pa.array(srow, pa.int64())})
+    table = pa.table({**{name: pa.array(col, pa.string()) for name, col in zip(_dedupe(names), data)},
+                      "_srow": pa.array(srow, pa.int64())})
+    return table.replace_schema_metadata({"sheets": json.dumps(sheets), "sheet": ws.title})
+
+
+def sheets_hint(table: pa.Table) -> str:
+    """For a workbook of several sheets (a :func:`read_xlsx` table): the sheet read, the others and the option
+    that picks one, to add to a column error; "" for a single sheet."""
+    meta = table.schema.metadata or {}
+    sheets = json.loads(meta.get(b"sheets", b"[]"))
+    if len(sheets) < 2:
+        return ""
+    read = meta.get(b"sheet", b"").decode()
+    others = [s for s in sheets if s != read]
+    name = others[0].replace("\\", "\\\\").replace('"', '\\"') if len(others) == 1 else "<name>"
+    return (f" (sheet {read!r}; the workbook's sheets: {', '.join(map(repr, sheets))}: set [source] sheet ="
+            f' "{name}" to read another)')
 
 
 def _dedupe(names: list[str]) -> list[str]:

@@ -26,7 +26,7 @@ from .contacts import PhoneRegion
 from .diagnose import check_orders
 from .errors import BadFileError, ConfigError
 from .file_readers import (csv_error, csv_src, line_count, needs_serial_read, numbered_src, read_xlsx,
-                           record_lines, sniff_delimiter, typed_csv, utf8_copy)
+                           record_lines, sheets_hint, sniff_delimiter, typed_csv, utf8_copy)
 from .file_sql import NUMBER_FIELDS, load_table
 from .file_staging import CONTACT_FIELDS, FIELDS, FilePullResult, LoadedFile, drop_scratch, stage_files
 from .identity import DEFAULT_MAX_GROUP
@@ -231,7 +231,13 @@ class FileSource:
             except duckdb.Error as e:
                 raise csv_error(path, csv_path, e, self.cfg.encoding.lower() == "auto") from None
             row_col, kind = None, "csv"
-        cols = _match_headers(path, headers, mapping, self.cfg.attributes)
+        try:
+            cols = _match_headers(path, headers, mapping, self.cfg.attributes)
+        except ConfigError as e:
+            if kind == "xlsx":
+                con.unregister(f"{table}_src")
+                raise ConfigError(f"{e}{sheets_hint(arrow)}") from None
+            raise
         if mapping is self._contacts_map and not ({"customer_id", "email", "phone"} & set(cols)):
             raise ConfigError(f"{path}: no customer_id, email or phone column found for contacts; "
                               f"map them under [source.contact_columns]. Columns in the file: "
