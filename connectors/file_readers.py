@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import codecs
 import itertools
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -34,11 +35,23 @@ def _detect_encoding(path: Path) -> str:
         codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
         return "utf-8"
     except UnicodeDecodeError:
-        return "cp1251"
+        return cyrillic_8bit(head)
+
+
+def cyrillic_8bit(data: bytes) -> str:
+    """``cp866`` or ``cp1251``: the one whose Cyrillic letters the high bytes of ``data`` fall on.
+
+    cp1251 puts its letters at 0xC0–0xFF, where cp866 has box drawing (0xB0–0xDF) and р–я (0xE0–0xEF);
+    cp866 puts А–п at 0x80–0xAF, where cp1251 has rare punctuation. A tie (no letters) is cp1251."""
+    hist = [data.count(bytes([b])) for b in range(0x80, 0x100)]
+    in_1251 = sum(hist[0xC0 - 0x80:])
+    in_866 = sum(hist[:0xB0 - 0x80]) + sum(hist[0xE0 - 0x80:0xF0 - 0x80])
+    return "cp866" if in_866 > in_1251 else "cp1251"
 
 
 def detect_encoding(path: Path) -> str:
-    """``utf-8`` (with or without BOM), ``utf-16`` (BOM) or ``cp1251``: what ``encoding = "auto"`` reads."""
+    """``utf-8`` (with or without BOM), ``utf-16`` (BOM), ``cp1251`` or ``cp866`` (by where the letter bytes
+    fall: :func:`cyrillic_8bit`): what ``encoding = "auto"`` reads."""
     return _detect_encoding(path)
 
 
@@ -56,7 +69,7 @@ def utf8_copy(path: Path, encoding: str, tmp: Path) -> Path:
             while chunk := src.read(1 << 22):
                 dst.write(chunk)
     except UnicodeDecodeError:
-        raise encoding_error(path, enc) from None
+        raise encoding_error(path, enc, auto=encoding.lower() == "auto") from None
     log.debug("transcoded %s from %s", path, enc)
     return out
 
@@ -78,23 +91,52 @@ def first_bad_byte(path: Path, encoding: str) -> int | None:
             offset += len(chunk)
 
 
-def encoding_error(path: Path, encoding: str) -> ConfigError:
-    """A ConfigError naming the file, the first bad byte and the encodings to try instead."""
+def encoding_error(path: Path, encoding: str, auto: bool = False) -> ConfigError:
+    """A ConfigError naming the file, the first bad byte, its line (number and text, bad bytes shown as
+    U+FFFD) and what to do: set ``encoding = "auto"`` or an encoding that reads the whole file, or, when
+    ``auto`` says it is already set, fix that line (a stray byte in a file of the encoding detected)."""
     enc = codecs.lookup(encoding).name
     at = first_bad_byte(path, enc)
-    where = f" at byte {at}" if at is not None else ""
-    others = [e for e in ("cp1251", "utf-8") if e != enc and first_bad_byte(path, e) is None]
-    hint = 'encoding = "auto"' + "".join(f' or "{e}"' for e in others[:1])
-    return ConfigError(f"{path}: not valid {enc} text{where}; set {hint} in [source]")
+    where = f" at byte {at}{_line_at(path, at, enc)}" if at is not None else ""
+    if auto:  # the file's first MB read as ``enc``: a stray byte, not a file in another encoding
+        hint = "; fix that line, or set [source] encoding to the file's encoding"
+    else:
+        with open(path, "rb") as f:
+            guess = cyrillic_8bit(f.read(1 << 20))
+        others = [e for e in (guess, "utf-8") if e != enc and first_bad_byte(path, e) is None]
+        hint = '; set encoding = "auto"' + "".join(f' or "{e}"' for e in others[:1]) + " in [source]"
+    return ConfigError(f"{path}: not valid {enc} text{where}{hint}")
 
 
-def csv_error(path: Path, read: Path, exc: Exception) -> Exception:
+def _line_at(path: Path, offset: int, encoding: str) -> str:
+    """`` (line N: '…')``: the line holding byte ``offset``, counted in one chunked pass, its text quoted
+    (decoded with replacement, cut to 100 characters)."""
+    line, start = 1, 0
+    with open(path, "rb") as f:
+        pos = 0
+        while pos < offset:
+            chunk = f.read(min(1 << 22, offset - pos))
+            if not chunk:
+                break
+            line += chunk.count(b"\n")
+            last = chunk.rfind(b"\n")
+            if last >= 0:
+                start = pos + last + 1
+            pos += len(chunk)
+        f.seek(start)
+        text = f.read(offset - start + 400).split(b"\n", 1)[0].rstrip(b"\r")
+    shown = text.decode(encoding, errors="replace")
+    return f" (line {line}: {shown[:100] + '…' if len(shown) > 100 else shown!r})"
+
+
+def csv_error(path: Path, read: Path, exc: Exception, auto: bool = False) -> Exception:
     """The error to raise when DuckDB cannot read ``read`` (``path`` itself or its UTF-8 copy): text that is
-    not UTF-8 gets the encoding message, anything else a BadFileError with DuckDB's first line."""
+    not UTF-8 gets the encoding message (``auto``: ``encoding = "auto"`` is set), anything else a
+    BadFileError with DuckDB's first line."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     try:
         if "unicode" in str(exc).lower() or first_bad_byte(read, "utf-8") is not None:
-            return encoding_error(path, "utf-8")
+            return encoding_error(path, "utf-8", auto)
     except OSError:
         pass
     return BadFileError(f"{path}: cannot read as CSV: {first}")
@@ -111,7 +153,8 @@ def sniff_delimiter(path: Path) -> str:
 
 
 def read_xlsx(path: Path, columns: dict[str, str], sheet: str | None) -> pa.Table:
-    """The first sheet (or ``sheet``) as an all-string Arrow table plus ``_srow`` (spreadsheet row).
+    """The first sheet (or ``sheet``) as an all-string Arrow table plus ``_srow`` (spreadsheet row); its
+    schema metadata holds ``sheets`` (every sheet's name, JSON) and ``sheet`` (the one read): :func:`sheets_hint`.
 
     The header row is the first of the first 30 rows holding most of the mapped headers (1C puts
     titles above it). Dates become ISO text; numbers keep full precision; empty rows are skipped.
@@ -147,6 +190,7 @@ def _read_xlsx(path: Path, columns: dict[str, str], sheet: str | None) -> pa.Tab
         if sheet is not None and sheet not in wb.sheetnames:
             raise ConfigError(f"{path}: no sheet {sheet!r}; sheets: {', '.join(wb.sheetnames)}")
         ws = wb[sheet] if sheet else wb.worksheets[0]
+        sheets = list(wb.sheetnames)
         wanted = {h.strip().casefold() for h in columns.values()}
         rows = ws.iter_rows(values_only=True)
         head: list[tuple] = []
@@ -171,8 +215,23 @@ def _read_xlsx(path: Path, columns: dict[str, str], sheet: str | None) -> pa.Tab
                 data[i].append(_cell_text(r[i]) if i < len(r) else None)
     finally:
         wb.close()
-    return pa.table({**{name: pa.array(col, pa.string()) for name, col in zip(_dedupe(names), data)},
-                     "_srow": pa.array(srow, pa.int64())})
+    table = pa.table({**{name: pa.array(col, pa.string()) for name, col in zip(_dedupe(names), data)},
+                      "_srow": pa.array(srow, pa.int64())})
+    return table.replace_schema_metadata({"sheets": json.dumps(sheets), "sheet": ws.title})
+
+
+def sheets_hint(table: pa.Table) -> str:
+    """For a workbook of several sheets (a :func:`read_xlsx` table): the sheet read, the others and the option
+    that picks one, to add to a column error; "" for a single sheet."""
+    meta = table.schema.metadata or {}
+    sheets = json.loads(meta.get(b"sheets", b"[]"))
+    if len(sheets) < 2:
+        return ""
+    read = meta.get(b"sheet", b"").decode()
+    others = [s for s in sheets if s != read]
+    name = others[0].replace("\\", "\\\\").replace('"', '\\"') if len(others) == 1 else "<name>"
+    return (f" (sheet {read!r}; the workbook's sheets: {', '.join(map(repr, sheets))}: set [source] sheet ="
+            f' "{name}" to read another)')
 
 
 def _dedupe(names: list[str]) -> list[str]:
@@ -210,11 +269,13 @@ _NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT",
             "FLOAT", "DOUBLE", "DECIMAL")
 
 
-def csv_src(path: Path, delim: str, types: dict[str, str] | None = None, formats: dict[str, str] | None = None) -> str:
-    """``read_csv(...)`` over a UTF-8 file: every column VARCHAR except ``types`` (header → SQL type)."""
-    extra = ""
+def csv_src(path: Path, delim: str, types: dict[str, str] | None = None, formats: dict[str, str] | None = None,
+            parallel: bool = True) -> str:
+    """``read_csv(...)`` over a UTF-8 file: every column VARCHAR except ``types`` (header → SQL type).
+    ``parallel=False`` is for a file DuckDB's parallel scanner refuses (:func:`needs_serial_read`)."""
+    extra = "" if parallel else ", parallel=false"
     if types:
-        extra = ", types={" + ", ".join(f"{nz.lit(h)}: {nz.lit(t)}" for h, t in types.items()) + "}"
+        extra += ", types={" + ", ".join(f"{nz.lit(h)}: {nz.lit(t)}" for h, t in types.items()) + "}"
         extra += "".join(f", {k}={nz.lit(v)}" for k, v in (formats or {}).items())
     return (f"read_csv({nz.lit(str(path))}, delim={nz.lit(delim)}, header=true, all_varchar=true,"
             f" quote='\"', escape='\"', null_padding=true{extra})")
@@ -229,8 +290,14 @@ class TypedCsv:
     fields: dict[str, str]
 
 
+def needs_serial_read(e: duckdb.Error) -> bool:
+    """DuckDB's parallel CSV scanner refused the file (a line break inside a quoted field, with the
+    ``null_padding`` short rows need): read it again with ``parallel=false``, a single-threaded scan."""
+    return "parallel=false" in str(e)
+
+
 def typed_csv(con: duckdb.DuckDBPyConnection, path: Path, delim: str, cols: dict[str, str],
-              dates: list[str], numbers: dict[str, int]) -> TypedCsv | None:
+              dates: list[str], numbers: dict[str, int], parallel: bool = True) -> TypedCsv | None:
     """The typed read of ``path`` when DuckDB's sniffer types every mapped date column DATE/TIMESTAMP
     (ISO text, no offset) and every mapped number column as a number, else None.
 
@@ -238,7 +305,7 @@ def typed_csv(con: duckdb.DuckDBPyConnection, path: Path, delim: str, cols: dict
     later value in another shape (an offset, a dd.mm.yyyy date, garbage) makes the read fail rather
     than be misread; callers fall back to the text path on any error."""
     auto = (f"read_csv({nz.lit(str(path))}, delim={nz.lit(delim)}, header=true,"
-            f" quote='\"', escape='\"', null_padding=true)")
+            f" quote='\"', escape='\"', null_padding=true{'' if parallel else ', parallel=false'})")
     try:
         sniffed = {r[0]: r[1] for r in con.execute(f"DESCRIBE SELECT * FROM {auto}").fetchall()}
     except duckdb.Error:
@@ -250,8 +317,11 @@ def typed_csv(con: duckdb.DuckDBPyConnection, path: Path, delim: str, cols: dict
         h = cols[f]
         if sniffed.get(h) not in ("DATE", "TIMESTAMP"):
             return None
-        sample = con.execute(f"SELECT {nz.ident(h)} FROM {csv_src(path, delim)} WHERE {nz.ident(h)} IS NOT NULL"
-                             " LIMIT 1").fetchall()
+        try:
+            sample = con.execute(f"SELECT {nz.ident(h)} FROM {csv_src(path, delim, parallel=parallel)}"
+                                 f" WHERE {nz.ident(h)} IS NOT NULL LIMIT 1").fetchall()
+        except duckdb.Error:  # the file cannot be read as the sniffer saw it: the text path says why
+            return None
         shape = next((s for s in _ISO_SHAPES if sample and s[0].fullmatch(sample[0][0])), None)
         if shape is None:
             return None
@@ -266,4 +336,46 @@ def typed_csv(con: duckdb.DuckDBPyConnection, path: Path, delim: str, cols: dict
         types[h], fields[f] = f"DECIMAL(18,{scale})", "number"
     if not any(v == "timestamp" for v in fields.values()):
         return None
-    return TypedCsv(csv_src(path, delim, types, formats), fields)
+    return TypedCsv(csv_src(path, delim, types, formats, parallel), fields)
+
+
+# ---------------------------------------------------------------------------------------------- line numbers
+
+def line_count(path: Path) -> int:
+    """The lines in ``path`` (a last line without a line break counts), by counting ``\\n`` in chunks: when a
+    CSV holds more lines than header + rows, blank lines (DuckDB skips them) or quoted line breaks shift the
+    row numbers ``rowid + 2`` gives from the file's line numbers."""
+    n, last = 0, b"\n"
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            n, last = n + chunk.count(b"\n"), chunk[-1:]
+    return n + (last != b"\n")
+
+
+def record_lines(path: Path, delim: str) -> pa.Table | None:
+    """``rec`` (1-based data record, as DuckDB reads them) → ``line`` (the file line it starts on), from one
+    pass of Python's csv reader, which skips blank lines and follows quoted line breaks as DuckDB does;
+    None when it cannot read the file (the rows then keep record numbers)."""
+    import csv
+
+    import pyarrow as pa
+
+    starts, prev = [], 0
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f, delimiter=delim, quotechar='"', doublequote=True)
+            for rec in reader:
+                if rec:
+                    starts.append(prev + 1)
+                prev = reader.line_num
+    except (csv.Error, UnicodeDecodeError):
+        return None
+    lines = starts[1:]  # starts[0] is the header
+    return pa.table({"rec": pa.array(range(1, len(lines) + 1), pa.int64()), "line": pa.array(lines, pa.int64())})
+
+
+def numbered_src(src: str, lines: str) -> str:
+    """``src`` (a single-threaded read_csv) with ``_srow``: each record's line number from the table ``lines``
+    (:func:`record_lines`), or its record number + 1 where the two readers disagree."""
+    return (f"(SELECT c.* EXCLUDE (_rec), coalesce(m.line, c._rec + 1) AS _srow FROM "
+            f"(SELECT *, row_number() OVER () AS _rec FROM {src}) c LEFT JOIN {lines} m ON m.rec = c._rec)")

@@ -25,7 +25,8 @@ from . import normalize as nz
 from .contacts import PhoneRegion
 from .diagnose import check_orders
 from .errors import BadFileError, ConfigError
-from .file_readers import csv_error, csv_src, read_xlsx, sniff_delimiter, typed_csv, utf8_copy
+from .file_readers import (csv_error, csv_src, line_count, needs_serial_read, numbered_src, read_xlsx,
+                           record_lines, sheets_hint, sniff_delimiter, typed_csv, utf8_copy)
 from .file_sql import NUMBER_FIELDS, load_table
 from .file_staging import CONTACT_FIELDS, FIELDS, FilePullResult, LoadedFile, drop_scratch, stage_files
 from .identity import DEFAULT_MAX_GROUP
@@ -228,33 +229,89 @@ class FileSource:
             try:
                 headers = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
             except duckdb.Error as e:
-                raise csv_error(path, csv_path, e) from None
+                raise csv_error(path, csv_path, e, self.cfg.encoding.lower() == "auto") from None
             row_col, kind = None, "csv"
-        cols = _match_headers(path, headers, mapping, self.cfg.attributes)
+        try:
+            cols = _match_headers(path, headers, mapping, self.cfg.attributes)
+        except ConfigError as e:
+            if kind == "xlsx":
+                con.unregister(f"{table}_src")
+                raise ConfigError(f"{e}{sheets_hint(arrow)}") from None
+            raise
         if mapping is self._contacts_map and not ({"customer_id", "email", "phone"} & set(cols)):
             raise ConfigError(f"{path}: no customer_id, email or phone column found for contacts; "
                               f"map them under [source.contact_columns]. Columns in the file: "
                               f"{', '.join(repr(h) for h in headers)}")
         lf = LoadedFile(str(path), table, row_col or "rowid + 2", cols)
-        if kind == "csv" and not self.cfg.date_format and not self._text_only:
-            typed = typed_csv(con, csv_path, delim, cols, [f for f in ("ordered_at", "created_at") if f in cols],
-                              {f: s for f, s in NUMBER_FIELDS.items() if f in cols})
-            if typed is not None:
-                try:  # any value the typed read rejects raises: then the text path reads the file again
-                    loaded = load_table(con, lf, typed.src, kind, self.cfg, typed.fields)
-                    log.debug("%s: typed fast path", path)
-                    return replace(loaded, fast=True)
-                except duckdb.Error as e:
-                    log.debug("%s: typed read failed, using the text path: %s", path, str(e).splitlines()[0])
+        if kind == "csv":
+            return self._load_csv(con, lf, path, csv_path, delim)
         try:
             return load_table(con, lf, src, kind, self.cfg)
         except duckdb.Error as e:
-            if kind == "csv":
-                raise csv_error(path, csv_path, e) from None
             raise BadFileError(f"{path}: cannot read: {str(e).splitlines()[0]}") from None
         finally:
             if kind == "xlsx":
                 con.unregister(f"{table}_src")
+
+    def _load_csv(self, con: duckdb.DuckDBPyConnection, lf: LoadedFile, path: Path, csv_path: Path,
+                  delim: str) -> LoadedFile:
+        """Read a UTF-8 CSV with DuckDB's parallel scanner. When the file holds more lines than header + rows
+        (blank lines, which DuckDB skips, or line breaks inside quoted fields) or the parallel scanner refuses
+        it (a line break inside a quoted field), read it again single-threaded with each row numbered by its
+        line in the file (:meth:`_load_numbered`); a clean file pays one newline count."""
+        auto = self.cfg.encoding.lower() == "auto"
+        try:
+            try:
+                loaded = self._read_csv(con, lf, path, csv_path, delim, parallel=True)
+            except duckdb.Error as e:
+                if not needs_serial_read(e):
+                    raise
+                log.debug("%s: a line break inside a quoted field: reading the file single-threaded", path)
+                return self._load_numbered(con, lf, path, csv_path, delim)
+            ((rows,),) = con.execute(f"SELECT count(*) FROM {loaded.table}").fetchall()
+            if rows + 1 == line_count(csv_path):
+                return loaded
+            log.debug("%s: blank lines or quoted line breaks: numbering the rows by line", path)
+            return self._load_numbered(con, lf, path, csv_path, delim)
+        except duckdb.Error as e:
+            raise csv_error(path, csv_path, e, auto) from None
+
+    def _load_numbered(self, con: duckdb.DuckDBPyConnection, lf: LoadedFile, path: Path, csv_path: Path,
+                       delim: str) -> LoadedFile:
+        """A single-threaded read whose rows carry their line in the file as ``_srow`` (:func:`record_lines`)."""
+        lines = record_lines(csv_path, delim)
+        if lines is None:
+            return self._read_csv(con, lf, path, csv_path, delim, parallel=False)
+        name = f"{lf.table}_lines"
+        con.register(name, lines)
+        try:
+            return self._read_csv(con, replace(lf, row_sql="_srow"), path, csv_path, delim, parallel=False,
+                                  lines=name)
+        finally:
+            con.unregister(name)
+
+    def _read_csv(self, con: duckdb.DuckDBPyConnection, lf: LoadedFile, path: Path, csv_path: Path, delim: str,
+                  parallel: bool, lines: str | None = None) -> LoadedFile:
+        """The typed fast path when :func:`typed_csv` allows it and every value fits, else the text path;
+        ``lines`` (a table from :func:`record_lines`) numbers the rows by their line in the file."""
+        cols = lf.cols
+
+        def numbered(src: str) -> str:
+            return numbered_src(src, lines) if lines else src
+
+        if not self.cfg.date_format and not self._text_only:
+            typed = typed_csv(con, csv_path, delim, cols, [f for f in ("ordered_at", "created_at") if f in cols],
+                              {f: s for f, s in NUMBER_FIELDS.items() if f in cols}, parallel)
+            if typed is not None:
+                try:  # any value the typed read rejects raises: then the text path reads the file again
+                    loaded = load_table(con, lf, numbered(typed.src), "csv", self.cfg, typed.fields)
+                    log.debug("%s: typed fast path", path)
+                    return replace(loaded, fast=True)
+                except duckdb.Error as e:
+                    if needs_serial_read(e):
+                        raise
+                    log.debug("%s: typed read failed, using the text path: %s", path, str(e).splitlines()[0])
+        return load_table(con, lf, numbered(csv_src(csv_path, delim, parallel=parallel)), "csv", self.cfg)
 
 
 def _match_headers(path: Path, headers: list[str], mapping: _Mapping, attributes: dict[str, str]) -> dict[str, str]:

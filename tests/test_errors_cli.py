@@ -240,8 +240,8 @@ def test_cp1251_file_read_as_utf8_names_file_offset_and_encodings(tmp_path):
     (tmp_path / "orders.csv").write_bytes("client,date,amount\nИван,2025-01-01,10\n".encode("cp1251"))
     result = cli("check", "--config", str(cfg))
     assert_clean(result, {2})
-    assert (f'{tmp_path / "orders.csv"}: not valid utf-8 text at byte 19; set encoding = "auto" or "cp1251" '
-            f"in [source]") in result.output
+    assert (f'{tmp_path / "orders.csv"}: not valid utf-8 text at byte 19 (line 2: '
+            f"'\ufffd\ufffd\ufffd\ufffd,2025-01-01,10'); set encoding = \"auto\" or \"cp1251\" in [source]") in result.output
     assert "Invalid Input Error" not in result.output
 
 

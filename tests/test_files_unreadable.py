@@ -1,0 +1,136 @@
+"""File exports that were unreadable, garbled or misnumbered (review36): quoted line breaks, cp866, a stray byte,
+blank lines before a bad row, a workbook whose first sheet is not the orders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import openpyxl
+import pytest
+from click.testing import CliRunner
+
+from connectors.errors import ConfigError
+from connectors.files import FileSource, FileSourceConfig
+from sync.cli import main
+
+COLS = {"order_id": "Чек №", "customer_id": "Клиент", "ordered_at": "Дата", "amount": "Сумма", "status": "Статус",
+        "name": "Имя"}
+HEADER = "Чек №;Клиент;Дата;Сумма;Статус;Имя\n"
+
+
+def pull(folder: Path, orders: str = "sales.csv", **cfg):
+    con = duckdb.connect()
+    result = FileSource(FileSourceConfig(type="file", orders=orders, columns=cfg.pop("columns", COLS), **cfg),
+                        folder).pull(con)
+    return result, con
+
+
+def staged(con) -> dict[str, tuple]:
+    return {r[0]: r[1:] for r in con.execute("SELECT order_id, customer_id, status FROM staged_orders").fetchall()}
+
+
+def names(con) -> dict[str, str]:
+    return {c: f"{f} {la}" for c, f, la in con.execute("SELECT customer_id, first_name, last_name FROM staged_contacts")
+            .fetchall()}
+
+
+def bad_rows(result) -> list[tuple]:
+    return [(b.row, b.field, b.value) for b in result.bad_rows]
+
+
+# dd.mm.yyyy dates take the text path; ISO dates and plain amounts the typed fast path
+DATES = {"text": ("05.01.2024", False), "typed": ("2024-01-05 10:00:00", True)}
+
+
+@pytest.mark.parametrize("path", DATES)
+def test_a_line_break_inside_a_quoted_field_is_read_and_rows_keep_their_line_numbers(tmp_path, path):
+    day, fast = DATES[path]
+    (tmp_path / "sales.csv").write_text(
+        HEADER + f'1;"c\n1";{day};100;;\n2;;{day};200;;\n3;c3;{day};300;;"a\r\nb"\n4;;{day};5;;\n',
+        encoding="utf-8")
+    result, con = pull(tmp_path)
+    assert staged(con) == {"1": ("c\n1", "completed"), "3": ("c3", "completed")} and result.fast_path is fast
+    # line 1 header, lines 2-3 order 1, line 4 order 2, lines 5-6 order 3, line 7 order 4
+    assert bad_rows(result) == [(4, "customer_id", None), (7, "customer_id", None)]
+
+
+def test_a_quoted_line_break_is_no_internal_error_in_check(tmp_path):
+    (tmp_path / "orders.csv").write_text('client,date,amount\n"a\nb",2025-01-01,10\nc,2025-02-01,20\n',
+                                         encoding="utf-8")
+    cfg = tmp_path / "rfmsync.toml"
+    cfg.write_text('[source]\norders = "orders.csv"\n[source.columns]\ncustomer_id = "client"\nordered_at = "date"\n'
+                   'amount = "amount"\n', encoding="utf-8")
+    result = CliRunner().invoke(main, ["check", "--config", str(cfg), "--offline"])
+    assert result.exit_code == 0, result.output
+    assert "2 orders" in result.output and "internal error" not in result.output
+
+
+@pytest.mark.parametrize("path", DATES)
+def test_blank_lines_before_a_bad_row_do_not_shift_its_number(tmp_path, path):
+    day = DATES[path][0]
+    (tmp_path / "sales.csv").write_text(
+        HEADER + f"1;c1;{day};100;;\n\n2;;{day};2;;\n\n\n3;;{day};100;;\n4;c4;{day};1;;\n\n", encoding="utf-8")
+    result, con = pull(tmp_path)
+    assert set(staged(con)) == {"1", "4"} and result.fast_path is DATES[path][1]
+    assert bad_rows(result) == [(4, "customer_id", None), (7, "customer_id", None)]  # the file's lines
+
+
+def test_a_clean_file_keeps_header_plus_record_numbers(tmp_path):
+    (tmp_path / "sales.csv").write_text(HEADER + "1;c1;2024-01-05 10:00:00;100;;\n2;c2;2024-01-05 10:00:00;-;;",
+                                        encoding="utf-8")  # no line break after the last line
+    result, _ = pull(tmp_path)
+    assert bad_rows(result) == [(3, "amount", "-")]
+
+
+ROWS866 = HEADER + "1;c1;05.01.2024;100;Продажа;Петрова Анна\n2;c2;05.01.2024;200;Возврат;Шишкин Ёлкин\n"
+
+
+def test_auto_reads_cp866_by_where_its_letter_bytes_fall(tmp_path):
+    (tmp_path / "sales.csv").write_bytes(ROWS866.encode("cp866"))  # 'Ш' is 0x98: no cp1251 letter at all
+    result, con = pull(tmp_path)
+    assert result.bad_row_count == 0
+    assert staged(con) == {"1": ("c1", "completed"), "2": ("c2", "refunded")}
+    assert names(con) == {"c1": "Петрова Анна", "c2": "Шишкин Ёлкин"}
+
+
+def test_auto_still_reads_cp1251(tmp_path):
+    (tmp_path / "sales.csv").write_bytes(ROWS866.encode("cp1251"))
+    result, con = pull(tmp_path)
+    assert result.bad_row_count == 0 and staged(con)["2"] == ("c2", "refunded")
+    assert names(con) == {"c1": "Петрова Анна", "c2": "Шишкин Ёлкин"}
+
+
+def test_a_cp866_file_read_as_utf8_names_cp866(tmp_path):
+    (tmp_path / "sales.csv").write_bytes(ROWS866.encode("cp866"))
+    with pytest.raises(ConfigError) as e:
+        pull(tmp_path, encoding="utf-8")
+    assert str(e.value).endswith('; set encoding = "auto" or "cp866" in [source]')
+
+
+def test_a_stray_byte_names_and_quotes_its_line_and_no_auto_hint_when_auto_is_set(tmp_path):
+    body = "".join(f"{i};Иванов {i};05.01.2024;100;;\n" for i in range(1, 40001))  # > 1 MB of UTF-8
+    data = (HEADER + body).encode() + "40001;Щукин;05.01.2024;100;;\n".encode("cp1251") + b"40002;c;05.01.2024;1;;\n"
+    (tmp_path / "sales.csv").write_bytes(data)
+    with pytest.raises(ConfigError) as e:
+        pull(tmp_path)
+    at = len((HEADER + body).encode()) + len("40001;")
+    assert str(e.value) == (f"{tmp_path / 'sales.csv'}: not valid utf-8 text at byte {at} (line 40002: "
+                            f"'40001;\ufffd\ufffd\ufffd\ufffd\ufffd;05.01.2024;100;;'); fix that line, or set [source] "
+                            f"encoding to the file's encoding")
+
+
+def test_a_missing_column_in_a_workbook_of_several_sheets_names_the_sheets_and_the_option(tmp_path):
+    wb = openpyxl.Workbook()
+    wb.active.title = "Сводка"
+    wb.active.append(["Итого", 100])
+    sales = wb.create_sheet("Продажи")
+    sales.append(HEADER.strip().split(";"))
+    sales.append(["1", "c1", "05.01.2024", "100", "", ""])
+    wb.save(tmp_path / "sales.xlsx")
+    with pytest.raises(ConfigError) as e:
+        pull(tmp_path, orders="sales.xlsx")
+    assert str(e.value).endswith("Columns in the file: 'Итого', '100' (sheet 'Сводка'; the workbook's sheets: "
+                                 "'Сводка', 'Продажи': set [source] sheet = \"Продажи\" to read another)")
+    result, _ = pull(tmp_path, orders="sales.xlsx", sheet="Продажи")
+    assert result.orders == 1
