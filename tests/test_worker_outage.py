@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -219,31 +219,68 @@ def _outage_claims(worker: Worker, ticks: Ticks, claims: int) -> None:
 def test_a_5xx_that_one_event_always_causes_is_isolated_once_the_back_off_grew(tmp_path):
     """SendGrid answers HTTP 500 to every upsert that carries one contact (the retry layer's retries spent): an
     outage at first (no attempt spent, the worker backs off), but after PROBE_AFTER of them in a row the batch
-    is tried in halves: the 49 good events are done within ``2·⌈log2 50⌉ + 2`` resyncs and only the bad one
-    spends an attempt, and again when it is claimed alone (the worker found it causes its 5xx). (Before: never
-    split, the whole queue held 6 h, then all 50 failed.)"""
+    is tried in halves: the 49 good events are done within ``2·⌈log2 50⌉ + 2`` resyncs. The one failing 5xx alone
+    spends no attempt (a 5xx may be the ESP's own: see the next test): it is a suspect, resynced alone, apart
+    from the rest, with a back-off of its own that does not hold them, until the give-up (6 h), then failed and
+    kept. (Before: counted at each claim, failed within seconds.)"""
     from sync.errors import DestinationError
 
     sizes = []
 
     def process(batch):
         ids = [o.order_id for o in batch.orders]
-        sizes.append(len(ids))
+        sizes.append(ids if len(ids) == 1 else len(ids))
         if "POISON" in ids:
             raise DestinationError(f"SendGrid upsert {len(ids)} contacts: HTTP 500", status=500, transient=True)
 
-    ticks = Ticks()
-    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+    ticks, wall = Ticks(), [AS_OF_DT]
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}", clock=lambda: wall[0]) as ledger:
         _enqueue_orders(ledger, [f"G{i}" for i in range(20)] + ["POISON"] + [f"H{i}" for i in range(29)])
-        worker = Worker(Config(), ledger, None, process=process, clock=ticks)  # type: ignore[arg-type]
+        worker = Worker(Config(), ledger, None, process=process, clock=ticks,  # type: ignore[arg-type]
+                        now=lambda: wall[0])
         _outage_claims(worker, ticks, PROBE_AFTER)
         assert sizes == [50] * PROBE_AFTER and ledger.event_counts()["done"] == 0
         assert worker.process_batch() == 49
         assert len(sizes) - PROBE_AFTER <= 2 * 6 + 2
-        assert worker.backing_off() == 0
-        assert worker.process_batch() == 0  # alone now, known to cause its 5xx: counted again, no back-off
-        assert worker.backing_off() == 0
-        assert _attempts(ledger) == {"POISON": 2}
+        assert worker.backing_off() == 0  # the others are not held
+        _enqueue_orders(ledger, ["NEW"])
+        sizes.clear()
+        assert worker.process_batch() == 1 and sizes == [["NEW"]]  # the suspect's back-off: not called
+        ticks.now += worker.suspects_back_off()
+        assert worker.process_batch() == 0 and sizes == [["NEW"], ["POISON"]]  # alone, apart
+        assert worker.backing_off() == 0 and worker.suspects_back_off() > 0
+        assert _attempts(ledger) == {"POISON": 0}
+        wall[0] += timedelta(hours=6)
+        ticks.now += BACKOFF_MAX
+        worker.process_batch()
+        assert ledger.event_counts() == {"queued": 0, "processing": 0, "done": 50, "failed": 1}
+
+
+def test_the_one_event_needing_a_call_in_an_outage_is_not_failed(tmp_path):
+    """Mailchimp is down for an hour (every call 503), while all the queued events but one plan no call (their
+    resync succeeds with nothing to send): the probe's halves do not fail alike, the bisection walks down to the
+    one event needing a call. Alone it fails 5xx again and again: it waits uncounted and goes through when
+    Mailchimp is back. (Before: counted at each claim, failed within a minute, in an outage.)"""
+    from sync.errors import DestinationError
+
+    ticks, wall = Ticks(), [AS_OF_DT]
+    start = wall[0]
+
+    def process(batch):
+        if any(o.order_id == "CALL" for o in batch.orders) and wall[0] - start < timedelta(hours=1):
+            raise DestinationError("Mailchimp: HTTP 503", status=503, transient=True)
+
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}", clock=lambda: wall[0]) as ledger:
+        _enqueue_orders(ledger, [f"N{i}" for i in range(7)] + ["CALL"] + [f"N{i}" for i in range(7, 20)])
+        worker = Worker(Config(), ledger, None, process=process, clock=ticks,  # type: ignore[arg-type]
+                        now=lambda: wall[0])
+        while wall[0] - start < timedelta(hours=1, minutes=10):
+            worker.process_batch()
+            assert ledger.event_counts()["failed"] == 0
+            step = max(worker.backing_off(), 5.0)
+            ticks.now += step
+            wall[0] += timedelta(seconds=step)
+        assert ledger.event_counts() == {"queued": 0, "processing": 0, "done": 21, "failed": 0}
 
 
 def test_a_real_outage_fails_both_halves_and_spends_no_attempt_while_probed(tmp_path):

@@ -45,28 +45,28 @@ class Bisection:
         queue: the good ones are done, only the bad one spends an attempt. A 5xx (:func:`_suspect`) is an outage
         until :data:`PROBE_AFTER` of them came in a row; then it is bisected too: one event that the ESP always
         answers 500 would otherwise hold the whole queue for ``give_up_waiting_after`` (a real outage fails both
-        halves: the batch waits). A claim makes at most ``2·⌈log2 n⌉ + 2`` resyncs (:func:`_resync_budget`); the
+        halves: the batch waits); the event found failing 5xx alone is not counted but becomes a suspect, resynced
+        apart (:meth:`sync.serve.worker.Worker._suspects`). A claim makes at most ``2·⌈log2 n⌉ + 2`` resyncs (:func:`_resync_budget`); the
         events it could not settle within them wait uncounted for the next claim when it settled some, else spend
         their attempt (a 5xx: wait)."""
         budget = [_resync_budget(len(parts)) - 1]  # the whole batch's resync was the first
         self._settled = 0  # events this claim settled (done, or failed alone): the claim made progress
-        if retry_later(failure) and not (_suspect(failure) and (
-                len(parts) > 1 and self._outages >= PROBE_AFTER  # 5xx after 5xx: the batch is probed
-                or len(parts) == 1 and parts[0][0].id in self._poisons)):  # found so before: not an outage
-            return 0, (parts, failure)
+        if retry_later(failure) and not (_suspect(failure) and len(parts) > 1 and self._outages >= PROBE_AFTER):
+            return 0, (parts, failure)  # an outage (5xx after 5xx: the batch is probed)
         return self._split(parts, failure, budget)
 
     def _split(self, parts: list[_Part], failure: Exception, budget: list[int]) -> tuple[int, _Later]:
         """Bisect ``parts`` (they failed with ``failure``) within the claim's ``budget`` of resyncs."""
         if retry_later(failure) and (not _suspect(failure) or budget[0] < 2 and len(parts) > 1):
             return 0, (parts, failure)  # an outage (or, out of resyncs, maybe one): the events wait uncounted
+        if len(parts) == 1 and _suspect(failure):  # a 5xx alone: its own, or the ESP's while the others' went
+            self._poisons.add(parts[0][0].id)  # through (no call): a suspect, resynced apart from now on,
+            return 0, (parts, failure)  # never counted: it waits with its back-off up to the give-up
         if budget[0] < 2 and len(parts) > 1 and self._settled:  # out of resyncs, but this claim settled some:
             self._waited(_batch(parts), [p[0].id for p in parts], _text(failure),  # the rest wait uncounted
                          "the next claim's bisection (this one's made its resyncs)")
             return 0, None
         if len(parts) == 1 or isinstance(failure, (GuardRefusedError, *CONFIG_ERRORS)) or budget[0] < 2:
-            if len(parts) == 1 and _suspect(failure):  # its 5xx is its own: alone again, it is counted again
-                self._poisons.add(parts[0][0].id)
             self._counted(_batch(parts), failure)
             return 0, None
         log.warning("resync of %d events failed (%s): resyncing them in two halves to find the events at fault",

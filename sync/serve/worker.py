@@ -8,7 +8,8 @@ on an error of their own they go back to the queue (up to ``max_attempts`` claim
 split in halves until the event at fault is alone (:mod:`sync.serve.isolate`, at most ``2·⌈log2 n⌉ + 2`` resyncs a
 claim); an outage (:func:`retry_later`: the ESP, the source or the ledger failing the transient way, the disk
 full) spends no attempt, and the worker backs off (the vendor's Retry-After, else :data:`BACKOFF_BASE` doubling
-up to :data:`BACKOFF_MAX`; a Retry-After up to ``give_up_waiting_after``; a 5xx after :data:`PROBE_AFTER` in a row is bisected too: one event may cause it); a
+up to :data:`BACKOFF_MAX`; a Retry-After up to ``give_up_waiting_after``; a 5xx after :data:`PROBE_AFTER` in a row is bisected too: one event may cause it; the event
+failing 5xx alone waits uncounted, resynced apart with a back-off of its own); a
 batch that waited in vain for another run (:class:`~sync.errors.LockBusyError`: a destination or the order store
 busy) goes back without counting the claim, up to ``give_up_waiting_after`` (6 h) after its oldest event was
 accepted: a lock that never frees (a paused ``rfmsync sync``, a duckdb shell left open on the store) would
@@ -31,7 +32,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from ..config import Config
-from ..errors import DestinationError, GuardRefusedError, LockBusyError
+from ..errors import DestinationError, GuardRefusedError, LockBusyError, RunStopped
 from ..ledger import Ledger, default_owner
 from ..ledger.codec import decode_records
 from ..settings import Settings
@@ -77,7 +78,11 @@ class Worker(Bisection):
         self._outages = 0  # transient failures in a row (the back-off doubles with each)
         self._settled = 0  # events the claim being bisected settled so far (:meth:`_isolate`)
         self._leased: set[int] = set()  # the claimed events not settled yet, whose lease the heartbeat renews
-        self._poisons: set[int] = set()  # events a bisection found causing a 5xx (its other half went through)
+        #: suspects: events a bisection found failing 5xx alone while the others went through, resynced apart
+        self._poisons: set[int] = set()
+        self._suspect_fails = 0  # suspects' 5xx in a row (their own back-off doubles with each)
+        self._suspects_at = 0.0  # (clock) suspects are not resynced before this
+        self.idle = False  # the last claim held only suspects within their back-off: released with no call
         self._rng = rng or random.Random()  # the back-off's jitter, the events a bisection tries alone
         self.retry_at: float | None = None  # (clock) no claim before this after a transient failure
         self._wake = threading.Event()
@@ -109,6 +114,7 @@ class Worker(Bisection):
                 log.error("event %d from %s cannot be decoded, marking it failed: %s", ev.id, ev.source, exc)
                 self.ledger.fail_events([ev.id], str(exc), max_attempts=1, worker=self.name)
                 self.metrics.event_outcome("failed")
+        self.idle = bool(parts) and all(p[0].id in self._poisons for p in parts) and self.suspects_back_off() > 0
         if not parts:
             return 0
         beating = threading.Event()
@@ -117,7 +123,13 @@ class Worker(Bisection):
                                  name=f"{self.name}-lease", daemon=True)
         heart.start()
         try:
-            done, later = self._settle(parts)
+            suspects = [p for p in parts if p[0].id in self._poisons]
+            rest = [p for p in parts if p[0].id not in self._poisons]
+            done, later = self._settle(rest) if rest else (0, None)
+            if later is not None and all(p[0].id in self._poisons for p in later[0]):  # found now: no outage
+                self._suspects_wait(later[0], later[1])
+                later = None
+            done += self._suspects(suspects, later)
             if later is not None:  # a transient failure: these events wait, the claim not counted
                 self._failed(_batch(later[0]), later[1])
             return done
@@ -130,6 +142,49 @@ class Worker(Bisection):
         after a transient failure, the events not settled (they wait, uncounted) with it."""
         failure = self._try(parts)
         return (len(parts), None) if failure is None else self._isolate(parts, failure)
+
+    def _suspects(self, parts: list[_Part], later: _Later) -> int:
+        """Resync each suspect (an event found failing 5xx alone while the others went through) alone, apart from
+        the rest so that it does not hold them, with a back-off of its own (the worker's is not touched); a
+        suspect failing 5xx again waits uncounted up to ``give_up_waiting_after``: the ESP's outage may be all
+        the fault (a call of its own while the others needed none). ``later``: the rest met an outage, the
+        suspects wait with it (added to it). Returns the suspects done."""
+        if later is not None:
+            later[0].extend(parts)
+        if not parts or later is not None:
+            return 0
+        wait = self.suspects_back_off()
+        if wait:
+            self._waited(_batch(parts), [p[0].id for p in parts], f"a 5xx alone (tried again in {wait:.0f} s)",
+                         "its 5xx to end")
+            return 0
+        done, waiting, failure = 0, [], None
+        for part in parts:
+            f = RunStopped("the worker is stopping") if self.stopping.is_set() else self._try([part])
+            if f is None:
+                done += 1
+                continue
+            more, left = self._split([part], f, [2])  # not a 5xx: counted, or waits (an outage, a stop)
+            if left is not None:
+                waiting.append(part)
+                failure = left[1]
+        if failure is None:
+            self._suspect_fails = 0
+        else:
+            self._suspects_wait(waiting, failure)
+        return done
+
+    def _suspects_wait(self, parts: list[_Part], failure: Exception) -> None:
+        """These suspects failed (a 5xx alone): they wait uncounted with their own back-off."""
+        self._suspect_fails += 1
+        wait = self._wait_for(failure, self._suspect_fails)
+        self._suspects_at = self._clock() + wait
+        self._waited(_batch(parts), [p[0].id for p in parts], f"{_text(failure)} (alone; tried again in "
+                     f"{wait:.0f} s)", "its 5xx to end")
+
+    def suspects_back_off(self) -> float:
+        """Seconds left before suspects are resynced again (0: now)."""
+        return max(0.0, self._suspects_at - self._clock()) if self._suspect_fails else 0.0
 
     def _try(self, parts: list[_Part]) -> Exception | None:
         """One resync of these events: done on success; else the failure (its metrics recorded)."""
@@ -201,14 +256,17 @@ class Worker(Bisection):
         :data:`BACKOFF_BASE` up to :data:`BACKOFF_MAX`.
         Returns the seconds."""
         self._outages += 1
-        told = getattr(failure, "retry_after", None)
-        if told is None:
-            ceiling = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (self._outages - 1))
-            wait = self._rng.uniform(ceiling / 2, ceiling)
-        else:
-            wait = min(max(float(told), BACKOFF_BASE), max(self.give_up_waiting_after, BACKOFF_MAX))
+        wait = self._wait_for(failure, self._outages)
         self.retry_at = self._clock() + wait
         return wait
+
+    def _wait_for(self, failure: BaseException, in_a_row: int) -> float:
+        """The seconds to wait after the ``in_a_row``-th such failure (:meth:`_back_off`)."""
+        told = getattr(failure, "retry_after", None)
+        if told is None:
+            ceiling = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (in_a_row - 1))
+            return self._rng.uniform(ceiling / 2, ceiling)
+        return min(max(float(told), BACKOFF_BASE), max(self.give_up_waiting_after, BACKOFF_MAX))
 
     def backing_off(self) -> float:
         """Seconds left before this worker claims again after a transient failure (0: none)."""
@@ -283,6 +341,8 @@ class Worker(Bisection):
         done = 0
         while not self.backing_off() and self.ledger.claimable_count(self.stale_after):
             done += self.process_batch()
+            if self.idle:  # only suspects queued, within their back-off
+                break
         return done
 
     def run_forever(self, stop: threading.Event) -> None:
