@@ -174,7 +174,7 @@ def test_the_ledgers_disk_full_spends_no_attempt_and_the_worker_backs_off_instea
                                      DestinationConfigError("Mailchimp: API key rejected (HTTP 401)", status=401)])
 def test_a_failure_of_every_event_alike_is_not_bisected_down_to_each_event(tmp_path, failure):
     """Our own bug that fails any batch (both halves fail with the whole's error, and one event of each alone too),
-    or a config error (no event at fault): the halves are not split again (8 events: 5 resyncs, not 15) and every
+    or a config error (no event at fault): the halves are not split again (16 events: 5 resyncs, not 31) and every
     event spends its attempt."""
     sizes = []
 
@@ -183,10 +183,10 @@ def test_a_failure_of_every_event_alike_is_not_bisected_down_to_each_event(tmp_p
         raise failure
 
     with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
-        _enqueue_orders(ledger, "ABCDEFGH")
+        _enqueue_orders(ledger, "ABCDEFGHIJKLMNOP")
         worker = Worker(Config(), ledger, None, process=process)  # type: ignore[arg-type]
         assert worker.process_batch() == 0
-        assert sizes == ([8, 4, 4, 1, 1] if isinstance(failure, RuntimeError) else [8])  # (one of each half alone)
+        assert sizes == ([16, 8, 8, 1, 1] if isinstance(failure, RuntimeError) else [16])  # (one of each half alone)
         assert set(_attempts(ledger).values()) == {1}
 
 
@@ -389,3 +389,38 @@ def test_the_lease_heartbeat_while_a_batch_is_bisected_renews_only_the_events_no
         worker = Worker(Config(), ledger, None, process=process, stale_after=0.3)  # type: ignore[arg-type]
         assert worker.process_batch() == 3
     assert "taken over by another worker" not in caplog.text
+
+
+def _bad_ones(batch) -> None:
+    """The resync of a batch holding a BAD order fails (the event's own fault)."""
+    if any(o.order_id.startswith("BAD") for o in batch.orders):
+        raise ValueError("order has no line items")
+
+
+def _drain_all(ledger: Ledger, worker: Worker) -> dict[str, int]:
+    """Claim until nothing is queued (each claim right after the last: no back-off in these tests)."""
+    for _ in range(200):
+        if not ledger.event_counts()["queued"]:
+            break
+        worker.process_batch()
+        worker.retry_at = None
+    return ledger.event_counts()
+
+
+@pytest.mark.parametrize("ids, bad", [
+    (["BAD1", "G1", "G2", "BAD2"], 2),  # the pick of a half fails: the rest of that half was never tried alone
+    (["G0", "G1", "BAD1", "G3", "G4", "G5", "BAD2", "G7"], 2),  # halves of 4 whose middle events are both bad
+])
+def test_good_events_never_spend_an_attempt_for_bad_events_in_their_batch(tmp_path, ids, bad):
+    """Bad events spread through a batch, one attempt each (an event counted once is failed): only the bad ones
+    end failed, whatever the events tried alone were. Before: the rest of a half whose picked event failed
+    alone was counted with the half's old failure without a resync; halves of a few events whose picks were
+    both bad were taken for our own bug failing every batch (all counted). (Picks are the halves' middle events:
+    an incident can be replayed.)"""
+    for seed in range(4):
+        with Ledger.connect(f"sqlite:///{tmp_path / f'l{seed}.db'}") as ledger:
+            _enqueue_orders(ledger, ids)
+            worker = Worker(Config(), ledger, None, process=_bad_ones, max_attempts=1,  # type: ignore[arg-type]
+                            rng=random.Random(seed))
+            assert _drain_all(ledger, worker) == {"queued": 0, "processing": 0, "done": len(ids) - bad,
+                                                  "failed": bad}

@@ -8,10 +8,10 @@ on an error of their own they go back to the queue (up to ``max_attempts`` claim
 split in halves until the event at fault is alone (:mod:`sync.serve.isolate`, at most ``2·⌈log2 n⌉ + 2`` resyncs a
 claim); an outage (:func:`retry_later`: the ESP, the source or the ledger failing the transient way, the disk
 full) spends no attempt, and the worker backs off (the vendor's Retry-After, else :data:`BACKOFF_BASE` doubling
-up to :data:`BACKOFF_MAX`; a Retry-After up to ``give_up_waiting_after``; a 5xx after :data:`PROBE_AFTER` in a row is bisected too: one event may cause it; the event
-failing 5xx alone waits uncounted, resynced apart with a back-off of its own); a
-batch that waited in vain for another run (:class:`~sync.errors.LockBusyError`: a destination or the order store
-busy) goes back without counting the claim, up to ``give_up_waiting_after`` (6 h) after its oldest event was
+up to :data:`BACKOFF_MAX`; a Retry-After up to ``give_up_waiting_after``; a 5xx after :data:`PROBE_AFTER` in
+a row is bisected too: one event may cause it; the event failing 5xx alone waits uncounted, resynced apart with
+a back-off of its own); a batch that waited in vain for another run (:class:`~sync.errors.LockBusyError`: a
+destination or the order store busy) goes back without counting the claim, up to ``give_up_waiting_after`` (6 h) after its oldest event was
 accepted: a lock that never frees (a paused ``rfmsync sync``, a duckdb shell left open on the store) would
 otherwise have it released every minute or two for ever, unseen; it is then marked ``failed`` (kept,
 ``requeue_failed_events`` replays it), with an ERROR naming what it waited for, and a WARNING every
@@ -83,7 +83,7 @@ class Worker(Bisection):
         self._suspect_fails = 0  # suspects' 5xx in a row (their own back-off doubles with each)
         self._suspects_at = 0.0  # (clock) suspects are not resynced before this
         self.idle = False  # the last claim held only suspects within their back-off: released with no call
-        self._rng = rng or random.Random()  # the back-off's jitter, the events a bisection tries alone
+        self._rng = rng or random.Random()  # the back-off's jitter
         self.retry_at: float | None = None  # (clock) no claim before this after a transient failure
         self._wake = threading.Event()
         self.processed_ids: list[int] = []  # events this worker completed (observability, tests)
