@@ -3,22 +3,22 @@
 Any number of workers (threads, processes, hosts) may share one ledger: ``claim_events`` hands each event to
 exactly one of them (PostgreSQL ``FOR UPDATE SKIP LOCKED``; SQLite ``BEGIN IMMEDIATE``). A worker waits
 ``debounce_seconds`` after it first sees queued events, so a burst becomes one resync, then claims everything
-queued and hands it to :func:`sync.serve.resync.resync`. Events are marked done only after the resync succeeded;
-on an error of their own they go back to the queue (up to ``max_attempts`` claims, then ``failed``), the batch
-split in halves until the event at fault is alone (:mod:`sync.serve.isolate`, at most ``2·⌈log2 n⌉ + 2`` resyncs a
-claim); an outage (:func:`retry_later`: the ESP, the source or the ledger failing the transient way, the disk
-full) spends no attempt, and the worker backs off (the vendor's Retry-After, else :data:`BACKOFF_BASE` doubling
-up to :data:`BACKOFF_MAX`; a Retry-After up to ``give_up_waiting_after``; a 5xx after :data:`PROBE_AFTER` in
-a row is bisected too: one event may cause it; the event failing 5xx alone waits uncounted, resynced apart with
-a back-off of its own); a batch that waited in vain for another run (:class:`~sync.errors.LockBusyError`: a
-destination or the order store busy) goes back without counting the claim, up to ``give_up_waiting_after`` (6 h) after its oldest event was
-accepted: a lock that never frees (a paused ``rfmsync sync``, a duckdb shell left open on the store) would
-otherwise have it released every minute or two for ever, unseen; it is then marked ``failed`` (kept,
+queued and hands it to :func:`sync.serve.resync.resync`. Events are marked done only after the resync succeeded; on
+an error of their own they go back to the queue (up to ``max_attempts`` claims, then ``failed``), the batch split
+in halves until the event at fault is alone (:mod:`sync.serve.isolate`, at most ``2·⌈log2 n⌉ + 2`` resyncs a
+claim); an outage (:func:`retry_later`: the ESP, the source or the ledger failing the transient way, the disk full)
+spends no attempt, and the worker backs off (the vendor's Retry-After, else :data:`BACKOFF_BASE` doubling up to
+:data:`BACKOFF_MAX`; a Retry-After up to :data:`RETRY_AFTER_MAX`; a 5xx after :data:`PROBE_AFTER` in a row is
+bisected too: one event may cause it; the event failing 5xx alone waits uncounted, resynced apart with a back-off
+of its own); a batch that waited in vain for another run (:class:`~sync.errors.LockBusyError`: a destination or the
+order store busy) goes back without counting the claim, up to ``give_up_waiting_after`` (6 h) after its oldest
+event was accepted: a lock that never frees (a paused ``rfmsync sync``, a duckdb shell left open on the store)
+would otherwise have it released every minute or two for ever, unseen; it is then marked ``failed`` (kept,
 ``requeue_failed_events`` replays it), with an ERROR naming what it waited for, and a WARNING every
-:data:`RELEASE_WARNING_EVERY` releases before that. A claim is a lease of ``stale_after`` seconds that the
-working worker renews by heartbeat (the events not settled yet): events of a killed worker on another host
-become claimable when the lease lapses, those of a killed process on this host at once; queued events simply
-wait for the next worker, so nothing accepted is lost across a restart.
+:data:`RELEASE_WARNING_EVERY` releases before that. A claim is a lease of ``stale_after`` seconds that the working
+worker renews by heartbeat (the events not settled yet): events of a killed worker on another host become claimable
+when the lease lapses, those of a killed process on this host at once; queued events simply wait for the next
+worker, so nothing accepted is lost across a restart.
 """
 
 from __future__ import annotations
@@ -43,10 +43,14 @@ from .metrics import Metrics
 from .resync import ResyncReport, resync
 
 log = logging.getLogger(__name__)
-__all__ = ["BACKOFF_BASE", "BACKOFF_MAX", "CONFIG_ERRORS", "PROBE_AFTER", "Batch", "ResyncFn", "Worker", "retry_later"]
+__all__ = ["BACKOFF_BASE", "BACKOFF_MAX", "CONFIG_ERRORS", "PROBE_AFTER", "RETRY_AFTER_MAX", "Batch", "ResyncFn",
+           "Worker", "retry_later"]
 RELEASE_WARNING_EVERY = 10  # a batch released this many times (10–20 minutes of waiting) is logged as a WARNING
 BACKOFF_BASE = 5.0  # seconds: the first wait after a transient failure, doubled with each one in a row
-BACKOFF_MAX = 300.0  # seconds: the longest of our own (a vendor's Retry-After is honoured up to the give-up)
+BACKOFF_MAX = 300.0  # seconds: the longest of our own (a vendor's Retry-After is honoured up to RETRY_AFTER_MAX)
+#: seconds: the longest wait a vendor's Retry-After gets: a resync is every destination's and the CRM's, so one
+#: ESP's day-long 429 must not hold them all into the give-up (the claim after it tries again)
+RETRY_AFTER_MAX = 1800.0
 
 
 class Worker(Bisection):
@@ -218,7 +222,10 @@ class Worker(Bisection):
             return
         if retry_later(failure):
             wait = self._back_off(failure)
-            self._waited(batch, ids, f"{error} (looking again in {wait:.0f} s)", "the outage to end")
+            told = getattr(failure, "retry_after", None)
+            asked = "" if told is None else (f"{getattr(failure, 'destination', None) or 'the vendor'} asked to wait "
+                                              f"{float(told):.0f} s (at most {RETRY_AFTER_MAX:.0f} s waited); ")
+            self._waited(batch, ids, f"{error} ({asked}looking again in {wait:.0f} s)", "the outage to end")
             return
         if isinstance(failure, GuardRefusedError):
             # the records are in the order store already; retrying gives the same answer: the next full
@@ -251,10 +258,9 @@ class Worker(Bisection):
     def _back_off(self, failure: BaseException) -> float:
         """Wait before the next claim after a failure of the ESP, the source or the ledger: the vendor's
         ``Retry-After`` when it gave one (parsed by the retry layer, :func:`connectors.retry.retry_after_seconds`),
-        up to ``give_up_waiting_after`` (calling again before would only be refused again: a day's Retry-After cut
-        to minutes is a 429 every few minutes until the give-up), else an exponential back-off with jitter from
-        :data:`BACKOFF_BASE` up to :data:`BACKOFF_MAX`.
-        Returns the seconds."""
+        up to :data:`RETRY_AFTER_MAX` (a resync is every destination's: one ESP's day-long wait must not run the
+        others' events into the give-up; the call after it is one 429 more), else an exponential back-off with
+        jitter from :data:`BACKOFF_BASE` up to :data:`BACKOFF_MAX`. Returns the seconds."""
         self._outages += 1
         wait = self._wait_for(failure, self._outages)
         self.retry_at = self._clock() + wait
@@ -266,7 +272,7 @@ class Worker(Bisection):
         if told is None:
             ceiling = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (in_a_row - 1))
             return self._rng.uniform(ceiling / 2, ceiling)
-        return min(max(float(told), BACKOFF_BASE), max(self.give_up_waiting_after, BACKOFF_MAX))
+        return min(max(float(told), BACKOFF_BASE), RETRY_AFTER_MAX)
 
     def backing_off(self) -> float:
         """Seconds left before this worker claims again after a transient failure (0: none)."""
