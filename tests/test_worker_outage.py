@@ -289,9 +289,36 @@ def test_the_one_event_needing_a_call_in_an_outage_is_not_failed(tmp_path):
         assert ledger.event_counts() == {"queued": 0, "processing": 0, "done": 21, "failed": 0}
 
 
+def test_an_event_causing_a_5xx_in_each_half_is_not_taken_for_an_outage(tmp_path):
+    """Two events that SendGrid always answers 500 to, one in each half: both halves fail 5xx, so one event of
+    each is tried alone; one goes through, so it is no outage: the halves are split on, the 48 good events are
+    done within an hour, the two wait uncounted apart. (Before: taken for an outage at every probe, the queue
+    stalled 6 h, then all 50 failed.)"""
+    from sync.errors import DestinationError
+
+    def process(batch):
+        if any(o.order_id.startswith("POISON") for o in batch.orders):
+            raise DestinationError(f"SendGrid upsert {len(batch.events)}: HTTP 500", status=500, transient=True)
+
+    ticks, wall = Ticks(), [AS_OF_DT]
+    start = wall[0]
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}", clock=lambda: wall[0]) as ledger:
+        _enqueue_orders(ledger, [f"G{i}" for i in range(10)] + ["POISON1"] + [f"H{i}" for i in range(20)]
+                        + ["POISON2"] + [f"K{i}" for i in range(18)])
+        worker = Worker(Config(), ledger, None, process=process, clock=ticks,  # type: ignore[arg-type]
+                        now=lambda: wall[0])
+        while wall[0] - start < timedelta(hours=1):
+            worker.process_batch()
+            step = max(worker.backing_off(), 5.0)
+            ticks.now += step
+            wall[0] += timedelta(seconds=step)
+        assert ledger.event_counts() == {"queued": 2, "processing": 0, "done": 48, "failed": 0}
+        assert _attempts(ledger) == {"POISON1": 0, "POISON2": 0}
+
+
 def test_a_real_outage_fails_both_halves_and_spends_no_attempt_while_probed(tmp_path):
-    """Every batch answered 500: once probed, two more calls per claim (both halves fail: an outage), nothing
-    counted, the back-off goes on."""
+    """Every batch answered 500: once probed, four more calls per claim (both halves fail, and one event of each
+    alone: an outage), nothing counted, the back-off goes on."""
     from sync.errors import DestinationError
 
     sizes = []
@@ -306,7 +333,7 @@ def test_a_real_outage_fails_both_halves_and_spends_no_attempt_while_probed(tmp_
         worker = Worker(Config(), ledger, None, process=process, clock=ticks)  # type: ignore[arg-type]
         _outage_claims(worker, ticks, PROBE_AFTER + 1)
         assert worker.process_batch() == 0 and worker.backing_off() > 0
-        assert sizes == [8] * PROBE_AFTER + [8, 4, 4] * 2
+        assert sizes == [8] * PROBE_AFTER + [8, 4, 4, 1, 1] * 2
         assert set(_attempts(ledger).values()) == {0}
 
 

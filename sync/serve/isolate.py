@@ -25,8 +25,8 @@ ALIKE_MIN = 8
 class Bisection:
     """The worker's bisection; the worker gives ``_try`` (one resync of some events: None when done, else the
     failure), ``_counted`` (events that spend their attempt), ``_waited`` (events that wait uncounted),
-    ``_back_off`` (its wait before the next claim), its ``stopping`` event, ``_outages`` (outages in a row),
-    ``_poisons`` and ``_settled``."""
+    ``_back_off`` (its wait before the next claim), ``_suspects_wait`` (suspects' wait), its ``stopping``
+    event, ``_outages`` (outages in a row), ``_poisons`` and ``_settled``."""
 
     stopping: threading.Event
     _outages: int
@@ -43,6 +43,9 @@ class Bisection:
         raise NotImplementedError
 
     def _back_off(self, failure: BaseException) -> float:
+        raise NotImplementedError
+
+    def _suspects_wait(self, parts: list[_Part], failure: Exception) -> None:
         raise NotImplementedError
 
     def _isolate(self, parts: list[_Part], failure: Exception) -> tuple[int, _Later]:
@@ -88,31 +91,39 @@ class Bisection:
             else:
                 failed.append((half, f))
         untried: list[list[_Part]] = []  # halves whose failure may be that of their event that failed alone
-        if len(failed) == 2:
-            if _suspect(failure):  # both halves 5xx: an outage after all (a poison event fails one half only)
-                return done, (parts, failed[-1][1])
-            if all(_kind(f) == _kind(failure) for _, f in failed) and min(len(h) for h, _ in failed) >= ALIKE_MIN:
-                if budget[0] < len(failed):  # no resyncs left to try an event of each alone: never taken alike
-                    self._out_of_budget([p for h, _ in failed for p in h], failure)
-                    return done, None
-                alone = self._alone(failed, budget)
-                went = [one for one, f in alone if f is None]
-                out = next((f for _, f in alone if f is not None and retry_later(f)), None)
-                if out is not None:  # an outage began (or a stop): what is not done waits for its end
-                    return done + len(went), ([p for h, _ in failed for p in h if all(p is not o for o in went)], out)
-                if all(f is not None and _kind(f) == _kind(failure) for _, f in alone):
-                    # our own bug failing any batch (an event alone of each half too): each spends its attempt
-                    for half, f in failed:
-                        self._counted(_batch(half), f)
-                    return done, None
-                for (half, _), (one, f) in zip(failed, alone):  # not every batch: each event alone is settled
-                    half.remove(one)
-                    if f is None:
-                        done += 1
-                    else:  # it failed alone: its own fault
-                        self._counted(_batch([one]), f)
-                        untried.append(half)
-                failed = [(half, f) for half, f in failed if half]
+        if len(failed) == 2 and (_suspect(failure) or all(_kind(f) == _kind(failure) for _, f in failed)
+                                 and min(len(h) for h, _ in failed) >= ALIKE_MIN):
+            # both halves 5xx (an outage, or an event causing one in each half) or alike (our own bug, or bad
+            # events in each half): one event of each is tried alone
+            rest = [p for h, _ in failed for p in h]
+            if budget[0] < len(failed):  # no resyncs left for that: wait uncounted (never taken alike)
+                if _suspect(failure):  # maybe an outage
+                    return done, (rest, failed[-1][1])
+                self._out_of_budget(rest, failure)
+                return done, None
+            alone = self._alone(failed, budget)
+            went = [one for one, f in alone if f is None]
+            out = next((f for _, f in alone if f is not None and retry_later(f) and not (_suspect(f) and went)),
+                       None)
+            if out is not None:  # an outage (both 5xx), or one began (or a stop): what is not done waits
+                return done + len(went), ([p for p in rest if all(p is not o for o in went)], out)
+            if all(f is not None and _kind(f) == _kind(failure) for _, f in alone):
+                # our own bug failing any batch (an event alone of each half too): each spends its attempt
+                for half, f in failed:
+                    self._counted(_batch(half), f)
+                return done, None
+            for (half, _), (one, f) in zip(failed, alone):  # not every batch: each event alone is settled
+                half.remove(one)
+                if f is None:
+                    done += 1
+                    continue
+                if _suspect(f):  # a 5xx alone while the other went through: a suspect, waiting apart
+                    self._poisons.add(one[0].id)
+                    self._suspects_wait([one], f)
+                else:  # it failed alone: its own fault
+                    self._counted(_batch([one]), f)
+                untried.append(half)
+            failed = [(half, f) for half, f in failed if half]
         for j, (half, f) in enumerate(failed):
             if any(half is h for h in untried):  # its rest, resynced on its own first (not counted with f)
                 more, later = self._rest(half, f, budget)
