@@ -146,22 +146,30 @@ def test_a_stop_after_another_destination_failed_first_is_still_a_stop(ledger_ur
         assert metrics.scheduled["stopped"] == 1 and metrics.scheduled["error"] == 0
 
 
-def test_a_stop_before_the_first_batch_at_every_start_is_capped_as_a_kill_is(ledger_url, clock):
-    """SIGTERM at every start before the sync's first batch (a liveness probe killing serve while it pulls):
-    nothing applied, so the stop counts as a kill does: run again once, then left to the next fire time (before:
-    named due again as it was, for ever, a full pull and segmentation at every start)."""
+def test_a_stop_before_the_first_batch_at_every_start_is_capped_in_its_own_counter(ledger_url, clock, caplog):
+    """SIGTERM at every start before the sync's first batch (a liveness probe killing serve while it pulls, or
+    deploys): nothing applied; the stops count in their own counter, not as kills: run again up to 3 times in a
+    row, then left to the next fire time with an ERROR saying so; each WARNING says it stopped before its first
+    batch (before: counted as kills, given up after two runs with an ERROR blaming 'killed half-way (out of
+    memory?)', each WARNING saying 'not counted as a retry or a kill')."""
     metrics = Metrics()
     runs: list[int] = []
-    with Ledger.connect(ledger_url, clock=clock) as ledger:
+    with Ledger.connect(ledger_url, clock=clock) as ledger, caplog.at_level(logging.INFO, "sync.serve.scheduler"):
         sched = Scheduler(CFG, ledger, None, clock=clock, metrics=metrics)  # type: ignore[arg-type]
         clock.advance(hours=1, seconds=5)  # the fire time
-        for start in range(3):
+        for start in range(4):
             if start:  # systemd started serve again
                 sched = Scheduler(CFG, ledger, None, clock=clock, metrics=metrics)  # type: ignore[arg-type]
             sched.stop.set()  # SIGTERM came while it pulled: its first batch is not started
             sched.job = _job(ledger, lambda i: None, runs)
             assert not sched.tick()
             clock.advance(seconds=30)
-        assert runs == [0, 0]  # run twice (the second: the re-run a kill gets), never a batch
-        assert metrics.scheduled["stopped"] == 2 and metrics.scheduled["killed"] == 1
+        assert runs == [0, 0, 0]  # run three times, never a batch
+        assert metrics.scheduled["stopped"] == 3 and metrics.scheduled["stopped_early"] == 1
+        assert not metrics.scheduled.get("killed")
+        texts = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert sum("stopped before its first batch (serve is stopping; nothing applied)" in t for t in texts) == 3
+        assert any(r.levelno == logging.ERROR and "stopped before its first batch 3 times in a row" in r.getMessage()
+                   for r in caplog.records)
+        assert not any("kill" in t and "out of memory" in t for t in texts)
         assert ledger.get_cursor(*CURSOR) == FIRE.isoformat() and ledger.get_cursor(*RETRY_CURSOR) == ""

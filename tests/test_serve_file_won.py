@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from connectors.records import Order, OrderStatus
 from sync.ledger import Ledger
 from sync.pipeline import store_path
@@ -101,7 +103,7 @@ def test_a_failed_event_holds_the_prune_for_the_requeue_window_only_and_a_held_p
                                                                                                     caplog):
     """A failed event (a poison, a guard's refusal, a 6 h give-up) is never purged: it held the prune for ever.
     Within the requeue window (7 days) it holds it, with one WARNING once it is a day old; older, it no longer does
-    (the row goes), and replaying it says so."""
+    (the row goes), and replaying it is refused unless forced (its version would undo the newer file's)."""
     import logging
 
     from sync.ledger.queue import REQUEUE_WINDOW
@@ -124,8 +126,12 @@ def test_a_failed_event_holds_the_prune_for_the_requeue_window_only_and_a_held_p
         resync(cfg, ledger, settings, as_of=age.AS_OF, now=lambda: wall[0])
         assert _rows(cfg) == 0  # past the requeue window: it no longer holds the prune
         caplog.clear()
-        assert ledger.requeue_failed_events() == 1
-        assert "1 of the 1 failed events replayed were accepted more than 7 days ago" in caplog.text
+        with pytest.raises(ValueError, match=r"1 failed events were accepted more than 7 days ago .* nothing "
+                                             r"requeued. requeue_failed_events\(force=True\) replays them anyway"):
+            ledger.requeue_failed_events()
+        assert ledger.event_counts()["failed"] == 1
+        assert ledger.requeue_failed_events(force=True) == 1
+        assert "1 of the 1 failed events replayed (forced) were accepted more than 7 days ago" in caplog.text
 
 
 def test_the_oldest_unsettled_event_leaves_out_failed_ones_past_the_requeue_window(ledger_url, clock):

@@ -210,24 +210,28 @@ class EventQueue:
                                                        t.c.locked_by == worker).values(**values)).rowcount
         return changed
 
-    def requeue_failed_events(self, source: str | None = None) -> int:
-        """Give events that exhausted their attempts another round (attempts reset). A WARNING names those
-        accepted longer than :data:`REQUEUE_WINDOW` ago: they no longer held the order store's prune, so an export
-        file read since may have a newer version of their records that their replay overwrites."""
+    def requeue_failed_events(self, source: str | None = None, *, force: bool = False) -> int:
+        """Give events that exhausted their attempts another round (attempts reset). Refused (``ValueError``, none
+        requeued) when some were accepted longer than :data:`REQUEUE_WINDOW` ago, unless ``force``: they no
+        longer held the order store's prune, so an export file read since may hold a newer version of their
+        records that their replay would overwrite (a WARNING names them when forced; run a full sync after)."""
         query = update(events).where(events.c.status == "failed")
         old = select(func.count()).select_from(events).where(
             events.c.status == "failed", events.c.received_at < self._db.clock() - REQUEUE_WINDOW)
         if source is not None:
             query = query.where(events.c.source == source)
             old = old.where(events.c.source == source)
+        why = (f"accepted more than {REQUEUE_WINDOW.days} days ago (the requeue window): an export file read since "
+               "then may hold a newer version of their records, which their replay overwrites")
         with self._db.write() as conn:
             stale = int(conn.execute(old).scalar_one())
+            if stale and not force:
+                raise ValueError(f"{stale} failed events were {why}; nothing requeued. requeue_failed_events("
+                                 "force=True) replays them anyway (then run a full sync)")
             requeued = conn.execute(query.values(status="queued", attempts=0, finished_at=None)).rowcount
         if stale:
-            log.warning("%d of the %d failed events replayed were accepted more than %d days ago (the requeue "
-                        "window): an export file read since then may hold a newer version of their records, which "
-                        "their replay overwrites; check them, or run a full sync after", stale, requeued,
-                        REQUEUE_WINDOW.days)
+            log.warning("%d of the %d failed events replayed (forced) were %s; check them, or run a full sync after",
+                        stale, requeued, why)
         return requeued
 
     def oldest_unsettled(self) -> datetime | None:

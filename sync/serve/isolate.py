@@ -9,7 +9,6 @@ resyncs a claim (:func:`sync.serve.batches._resync_budget`).
 from __future__ import annotations
 
 import logging
-import random
 import threading
 
 from ..errors import GuardRefusedError, RunStopped
@@ -18,14 +17,18 @@ from .batches import (CONFIG_ERRORS, PROBE_AFTER, Batch, _batch, _kind, _Later, 
 
 log = logging.getLogger("sync.serve.worker")
 
+#: the "alike" shortcut (one event of each half tried alone) only for halves of this many events or more: smaller
+#: ones are split down to each event (a few resyncs more), which cannot mistake two bad events for our own bug
+ALIKE_MIN = 8
+
 
 class Bisection:
     """The worker's bisection; the worker gives ``_try`` (one resync of some events: None when done, else the
-    failure), ``_counted`` (events that spend their attempt), ``_waited`` (events that wait uncounted), its
-    ``stopping`` event, ``_rng``, ``_outages`` (outages in a row), ``_poisons`` and ``_settled``."""
+    failure), ``_counted`` (events that spend their attempt), ``_waited`` (events that wait uncounted),
+    ``_back_off`` (its wait before the next claim), ``_suspects_wait`` (suspects' wait), its ``stopping``
+    event, ``_outages`` (outages in a row), ``_poisons`` and ``_settled``."""
 
     stopping: threading.Event
-    _rng: random.Random
     _outages: int
     _poisons: set[int]
     _settled: int
@@ -39,35 +42,40 @@ class Bisection:
     def _waited(self, batch: Batch, ids: list[int], error: str, why: str = "another run") -> None:
         raise NotImplementedError
 
+    def _back_off(self, failure: BaseException) -> float:
+        raise NotImplementedError
+
+    def _suspects_wait(self, parts: list[_Part], failure: Exception) -> None:
+        raise NotImplementedError
+
     def _isolate(self, parts: list[_Part], failure: Exception) -> tuple[int, _Later]:
         """``parts`` failed together. For a reason of the events' own (not :func:`retry_later`, not a config
         error), several events are tried in two halves (a bisection), so that one poison event does not hold the
         queue: the good ones are done, only the bad one spends an attempt. A 5xx (:func:`_suspect`) is an outage
         until :data:`PROBE_AFTER` of them came in a row; then it is bisected too: one event that the ESP always
         answers 500 would otherwise hold the whole queue for ``give_up_waiting_after`` (a real outage fails both
-        halves: the batch waits). A claim makes at most ``2·⌈log2 n⌉ + 2`` resyncs (:func:`_resync_budget`); the
-        events it could not settle within them wait uncounted for the next claim when it settled some, else spend
-        their attempt (a 5xx: wait)."""
+        halves: the batch waits); the event found failing 5xx alone is not counted but becomes a suspect, resynced
+        apart (:meth:`sync.serve.worker.Worker._suspects`). A claim makes at most ``2·⌈log2 n⌉ + 2`` resyncs
+        (:func:`_resync_budget`); the events it could not settle within them wait uncounted for the next claim
+        (:meth:`_out_of_budget`)."""
         budget = [_resync_budget(len(parts)) - 1]  # the whole batch's resync was the first
         self._settled = 0  # events this claim settled (done, or failed alone): the claim made progress
-        if retry_later(failure) and not (_suspect(failure) and (
-                len(parts) > 1 and self._outages >= PROBE_AFTER  # 5xx after 5xx: the batch is probed
-                or len(parts) == 1 and parts[0][0].id in self._poisons)):  # found so before: not an outage
-            return 0, (parts, failure)
+        if retry_later(failure) and not (_suspect(failure) and len(parts) > 1 and self._outages >= PROBE_AFTER):
+            return 0, (parts, failure)  # an outage (5xx after 5xx: the batch is probed)
         return self._split(parts, failure, budget)
 
     def _split(self, parts: list[_Part], failure: Exception, budget: list[int]) -> tuple[int, _Later]:
         """Bisect ``parts`` (they failed with ``failure``) within the claim's ``budget`` of resyncs."""
         if retry_later(failure) and (not _suspect(failure) or budget[0] < 2 and len(parts) > 1):
             return 0, (parts, failure)  # an outage (or, out of resyncs, maybe one): the events wait uncounted
-        if budget[0] < 2 and len(parts) > 1 and self._settled:  # out of resyncs, but this claim settled some:
-            self._waited(_batch(parts), [p[0].id for p in parts], _text(failure),  # the rest wait uncounted
-                         "the next claim's bisection (this one's made its resyncs)")
-            return 0, None
-        if len(parts) == 1 or isinstance(failure, (GuardRefusedError, *CONFIG_ERRORS)) or budget[0] < 2:
-            if len(parts) == 1 and _suspect(failure):  # its 5xx is its own: alone again, it is counted again
-                self._poisons.add(parts[0][0].id)
+        if len(parts) == 1 and _suspect(failure):  # a 5xx alone: its own, or the ESP's while the others' went
+            self._poisons.add(parts[0][0].id)  # through (no call): a suspect, resynced apart from now on,
+            return 0, (parts, failure)  # never counted: it waits with its back-off up to the give-up
+        if len(parts) == 1 or isinstance(failure, (GuardRefusedError, *CONFIG_ERRORS)):
             self._counted(_batch(parts), failure)
+            return 0, None
+        if budget[0] < 2:  # out of resyncs: the events wait uncounted for the next claim
+            self._out_of_budget(parts, failure)
             return 0, None
         log.warning("resync of %d events failed (%s): resyncing them in two halves to find the events at fault",
                     len(parts), _text(failure))
@@ -82,43 +90,77 @@ class Bisection:
                 return done, ([p for h, _ in failed for p in h] + [p for h in halves[i:] for p in h], f)  # waits
             else:
                 failed.append((half, f))
-        if len(failed) == 2:
-            if _suspect(failure):  # both halves 5xx: an outage after all (a poison event fails one half only)
-                return done, (parts, failed[-1][1])
-            if all(_kind(f) == _kind(failure) for _, f in failed):
-                alone = self._alone(failed, budget)
-                went = [one for one, f in alone if f is None]
-                out = next((f for _, f in alone if f is not None and retry_later(f)), None)
-                if out is not None:  # an outage began (or a stop): what is not done waits for its end
-                    return done + len(went), ([p for h, _ in failed for p in h if all(p is not o for o in went)], out)
-                if all(f is not None and _kind(f) == _kind(failure) for _, f in alone):
-                    # our own bug failing any batch (an event alone of each half too): each spends its attempt
-                    for half, f in failed:
-                        self._counted(_batch(half), f)
-                    return done, None
-                for (half, _), (one, f) in zip(failed, alone):  # not every batch: each event alone is settled
-                    half.remove(one)
-                    if f is None:
-                        done += 1
-                    else:  # it failed alone: its own fault
-                        self._counted(_batch([one]), f)
-                failed = [(half, f) for half, f in failed if half]
+        untried: list[list[_Part]] = []  # halves whose failure may be that of their event that failed alone
+        if len(failed) == 2 and (_suspect(failure) or all(_kind(f) == _kind(failure) for _, f in failed)
+                                 and min(len(h) for h, _ in failed) >= ALIKE_MIN):
+            # both halves 5xx (an outage, or an event causing one in each half) or alike (our own bug, or bad
+            # events in each half): one event of each is tried alone
+            rest = [p for h, _ in failed for p in h]
+            if budget[0] < len(failed):  # no resyncs left for that: wait uncounted (never taken alike)
+                if _suspect(failure):  # maybe an outage
+                    return done, (rest, failed[-1][1])
+                self._out_of_budget(rest, failure)
+                return done, None
+            alone = self._alone(failed, budget)
+            went = [one for one, f in alone if f is None]
+            out = next((f for _, f in alone if f is not None and retry_later(f) and not (_suspect(f) and went)),
+                       None)
+            if out is not None:  # an outage (both 5xx), or one began (or a stop): what is not done waits
+                return done + len(went), ([p for p in rest if all(p is not o for o in went)], out)
+            if all(f is not None and _kind(f) == _kind(failure) for _, f in alone):
+                # our own bug failing any batch (an event alone of each half too): each spends its attempt
+                for half, f in failed:
+                    self._counted(_batch(half), f)
+                return done, None
+            for (half, _), (one, f) in zip(failed, alone):  # not every batch: each event alone is settled
+                half.remove(one)
+                if f is None:
+                    done += 1
+                    continue
+                if _suspect(f):  # a 5xx alone while the other went through: a suspect, waiting apart
+                    self._poisons.add(one[0].id)
+                    self._suspects_wait([one], f)
+                else:  # it failed alone: its own fault
+                    self._counted(_batch([one]), f)
+                untried.append(half)
+            failed = [(half, f) for half, f in failed if half]
         for j, (half, f) in enumerate(failed):
-            more, later = self._split(half, f, budget)
+            if any(half is h for h in untried):  # its rest, resynced on its own first (not counted with f)
+                more, later = self._rest(half, f, budget)
+            else:
+                more, later = self._split(half, f, budget)
             done += more
             if later is not None:
                 return done, (later[0] + [p for h, _ in failed[j + 1:] for p in h], later[1])
         return done, None
 
+    def _rest(self, parts: list[_Part], failure: Exception, budget: list[int]) -> tuple[int, _Later]:
+        """The rest of a half whose event failed alone: resynced on its own (it may hold only good events),
+        bisected if it fails; out of resyncs, it waits uncounted."""
+        if budget[0] < 1:
+            self._out_of_budget(parts, failure)
+            return 0, None
+        budget[0] -= 1
+        f = RunStopped("the worker is stopping") if self.stopping.is_set() else self._try(parts)
+        return (len(parts), None) if f is None else self._split(parts, f, budget)
+
+    def _out_of_budget(self, parts: list[_Part], failure: Exception) -> None:
+        """The claim made its resyncs: these events (not settled) wait uncounted for the next claim's bisection,
+        never counted nor taken for failing alike; after a claim that settled none, the worker backs off first
+        (no claim after claim in a loop)."""
+        error = _text(failure)
+        if not self._settled:
+            error += f" (looking again in {self._back_off(failure):.0f} s)"
+        self._waited(_batch(parts), [p[0].id for p in parts], error,
+                     "the next claim's bisection (this one's made its resyncs)")
+
     def _alone(self, failed: list[tuple[list[_Part], Exception]], budget: list[int]
                ) -> list[tuple[_Part, Exception | None]]:
-        """Both halves failed alike: one event of each (picked at random: not always the same ones) resynced
+        """Both halves failed alike: one event of each (its middle one: an incident can be replayed) resynced
         alone, with its failure (None: it went through, done). Every batch fails (our own bug) only if both fail
-        alike; else the halves hold events at fault of their own (one poison event in each, say). Out of budget:
-        each half's failure, as if its event had failed alike; stopping: :class:`RunStopped`."""
-        picked = [half[self._rng.randrange(len(half))] for half, _ in failed]
-        if budget[0] < len(failed):
-            return [(one, f) for one, (_, f) in zip(picked, failed)]
+        alike; else the halves hold events at fault of their own (one poison event in each, say). Stopping:
+        :class:`RunStopped`. The caller checked the budget."""
+        picked = [half[len(half) // 2] for half, _ in failed]
         budget[0] -= len(failed)
         return [(one, RunStopped("the worker is stopping") if self.stopping.is_set() else self._try([one]))
                 for one in picked]

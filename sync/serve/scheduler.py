@@ -22,8 +22,9 @@ The sync's applies check, between two batches (:func:`sync.engine.between_batche
 :attr:`Scheduler.stop` (``serve`` stopping: SIGTERM) and that the ``schedule`` lock is still this process's (refreshed
 once :data:`LOCK_CONFIRM_EVERY` passed on the wall clock: a process paused past the lock's life while another took
 it over stops there). A stopped run is recorded ``stopped`` and named again as due at once, as it was (neither a
-kill nor a retry; one stopped before its first batch, nothing applied, counts as a kill, as a stop in its pull
-does); a run whose lock was taken leaves the cursors to the new holder.
+kill nor a retry); one stopped before its first batch (nothing applied) counts in its own counter
+(:attr:`Retry.stops`): after :data:`EARLY_STOPS` in a row it is left to the next fire time; a run whose lock was
+taken leaves the cursors to the new holder.
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ _EVERY_RE = re.compile(r"(\d+)\s*([dhms])")
 CURSOR = ("schedule", "last_fire")
 RETRY_CURSOR = ("schedule", "retry")  # the pending retry as JSON (fire, attempt, at, killed), "" when none
 KILLED_RERUNS = 1  # a run killed half-way is run again this many times, then left to the next fire time
+#: runs stopped before their first batch in a row (SIGTERM at every start: a liveness probe, deploys during the
+#: pull) after which the fire time is left to the next one (not run again at every start for ever)
+EARLY_STOPS = 3
 #: the ``schedule`` lock's time to live, refreshed every third of it while a run holds it (:class:`HeldLock`): a
 #: holder this host cannot tell dead (another host, a renamed one, a container's new PID namespace) blocks the
 #: schedule that long at most
@@ -89,22 +93,24 @@ def transient(exc: BaseException) -> bool:
 @dataclass(frozen=True)
 class Retry:
     """A failed fire time to run again at ``at``; ``attempt`` counts the retries (1 for the first); ``killed``
-    counts the runs of this attempt that were killed half-way (the mark a run leaves while it is under way)."""
+    counts the runs of this attempt that were killed half-way (the mark a run leaves while it is under way);
+    ``stops`` the runs in a row stopped (serve stopping) before their first batch."""
     fire: datetime
     attempt: int
     at: datetime
     killed: int = 0
+    stops: int = 0
 
     def dumps(self) -> str:
         return json.dumps({"fire": self.fire.isoformat(), "attempt": self.attempt, "at": self.at.isoformat(),
-                           "killed": self.killed})
+                           "killed": self.killed, "stops": self.stops})
 
     @classmethod
     def loads(cls, text: str | None) -> Retry | None:
         try:
             d = json.loads(text or "null")
             return cls(datetime.fromisoformat(d["fire"]), int(d["attempt"]), datetime.fromisoformat(d["at"]),
-                       int(d.get("killed", 0)))
+                       int(d.get("killed", 0)), int(d.get("stops", 0)))
         except (TypeError, ValueError, KeyError):  # none pending (""), or not ours: nothing to retry
             return None
 
@@ -187,7 +193,7 @@ class Scheduler:
             return self._run(fire, 0)
         if self.retry is not None and now >= self.retry.at:
             retry, self.retry = self.retry, None
-            return self._run(retry.fire, retry.attempt, retry.killed)
+            return self._run(retry.fire, retry.attempt, retry.killed, retry.stops)
         return False
 
     def wake_at(self) -> datetime | None:
@@ -195,12 +201,14 @@ class Scheduler:
         times = [t for t in (self.next_fire, self.retry.at if self.retry else None) if t is not None]
         return min(times) if times else None
 
-    def _run(self, fire: datetime, attempt: int, killed: int = 0) -> bool:
+    def _run(self, fire: datetime, attempt: int, killed: int = 0, stops: int = 0) -> bool:
+        passed: list[int] = [0]  # checks the sync's applies passed: 0 when a stop came before any batch
         try:  # a lock left by a killed process of this host is taken over (else it blocks up to its TTL)
             with destination_lock(self.ledger, "schedule", ttl_seconds=SCHEDULE_LOCK_TTL) as held:
-                if attempt or killed:  # every run clears the retry cursor: one that no longer names it ran
+                if attempt or killed or stops:  # every run clears the retry cursor: one that no longer names it ran
                     pending = Retry.loads(self.ledger.get_cursor(*RETRY_CURSOR))
-                    ran = pending is None or (pending.fire, pending.attempt, pending.killed) != (fire, attempt, killed)
+                    ran = pending is None or (pending.fire, pending.attempt, pending.killed, pending.stops) != (
+                        fire, attempt, killed, stops)
                 else:  # another process ran this fire time (or a later one)
                     last = self.ledger.get_cursor(*CURSOR)
                     ran = last is not None and datetime.fromisoformat(last) >= fire
@@ -216,13 +224,22 @@ class Scheduler:
                               "the next fire time (%s) runs it", fire.isoformat(), killed,
                               self.next_fire.isoformat() if self.next_fire else "none")
                     return False
+                if stops >= EARLY_STOPS:  # serve stopped at every start before it applied anything
+                    self.ledger.set_cursor(*CURSOR, fire.isoformat())
+                    self.ledger.set_cursor(*RETRY_CURSOR, "")
+                    self._count("stopped_early")
+                    log.error("scheduled sync of %s was stopped before its first batch %d times in a row (serve "
+                              "stopped during its pull at each start: a liveness probe, deploys?): not run again; "
+                              "the next fire time (%s) runs it", fire.isoformat(), stops,
+                              self.next_fire.isoformat() if self.next_fire else "none")
+                    return False
                 log.info("scheduled sync (fire time %s%s)", fire.isoformat(), self._attempt_text(attempt, killed))
                 # until this run ends, the ledger names it as a re-run due now: a process killed here (OOM, a
                 # deploy's kill -9) leaves it, and the serve started after it runs it at once instead of
                 # waiting for the next fire time, once (the ``finally`` below clears it whatever else happens)
-                self.ledger.set_cursor(*RETRY_CURSOR, Retry(fire, attempt, self.clock(), killed + 1).dumps())
+                self.ledger.set_cursor(*RETRY_CURSOR,
+                                       Retry(fire, attempt, self.clock(), killed + 1, stops).dumps())
                 ended = "done"
-                passed: list[int] = [0]  # checks the sync's applies passed: 0 when a stop came before any batch
                 try:
                     held.confirm()  # still ours: another process did not take it while this one was paused
                     with between_batches(self._between(held, fire, passed)):
@@ -243,20 +260,26 @@ class Scheduler:
                     raise stop from exc
                 finally:
                     if ended == "stopped":  # run again by the next start (or look) as it was: same attempt and
-                        # kills, so a deploy neither counts as a kill nor uses up a retry; unless it was stopped
-                        # before its first batch: nothing applied, as a kill in its pull is (SIGTERM at every
-                        # start, a liveness probe, would otherwise run it again for ever)
-                        again = killed if passed[0] else killed + 1
-                        self.ledger.set_cursor(*RETRY_CURSOR, Retry(fire, attempt, self.clock(), again).dumps())
+                        # kills, so a deploy neither counts as a kill nor uses up a retry; stopped before its
+                        # first batch, nothing applied: counted in its own counter (SIGTERM at every start, a
+                        # liveness probe, would otherwise run it again for ever), reset by a batch applied
+                        again = 0 if passed[0] else stops + 1
+                        self.ledger.set_cursor(*RETRY_CURSOR, Retry(fire, attempt, self.clock(), killed, again).dumps())
                     elif ended != "lost":  # (a lost lock: the cursors are its new holder's now)
                         self.ledger.set_cursor(*CURSOR, fire.isoformat())
                         self.ledger.set_cursor(*RETRY_CURSOR, "")  # done: a failure plans the next one below
         except RunStopped as exc:
             self._count("stopped")
             first = f" (before the stop, a destination failed: {exc.__cause__})" if exc.__cause__ else ""
-            log.warning("scheduled sync of %s stopped between two batches (serve is stopping): what it applied is "
-                        "recorded; the next start runs it again (not counted as a retry or a kill)%s",
-                        fire.isoformat(), first)
+            if passed[0]:
+                log.warning("scheduled sync of %s stopped between two batches (serve is stopping): what it applied "
+                            "is recorded; the next start runs it again (not counted as a retry or a kill)%s",
+                            fire.isoformat(), first)
+            else:
+                then = "is left to the next fire time" if stops + 1 >= EARLY_STOPS else "runs it again"
+                log.warning("scheduled sync of %s stopped before its first batch (serve is stopping; nothing "
+                            "applied): the next start %s (stopped so %d times in a row, run again up to %d)%s",
+                            fire.isoformat(), then, stops + 1, EARLY_STOPS, first)
             return False
         except LockLostError as exc:
             if getattr(exc, "lock_name", None) != "schedule":  # a destination's lock: a failed run as any other

@@ -3,21 +3,22 @@
 Any number of workers (threads, processes, hosts) may share one ledger: ``claim_events`` hands each event to
 exactly one of them (PostgreSQL ``FOR UPDATE SKIP LOCKED``; SQLite ``BEGIN IMMEDIATE``). A worker waits
 ``debounce_seconds`` after it first sees queued events, so a burst becomes one resync, then claims everything
-queued and hands it to :func:`sync.serve.resync.resync`. Events are marked done only after the resync succeeded;
-on an error of their own they go back to the queue (up to ``max_attempts`` claims, then ``failed``), the batch
-split in halves until the event at fault is alone (:mod:`sync.serve.isolate`, at most ``2·⌈log2 n⌉ + 2`` resyncs a
-claim); an outage (:func:`retry_later`: the ESP, the source or the ledger failing the transient way, the disk
-full) spends no attempt, and the worker backs off (the vendor's Retry-After, else :data:`BACKOFF_BASE` doubling
-up to :data:`BACKOFF_MAX`; a Retry-After up to ``give_up_waiting_after``; a 5xx after :data:`PROBE_AFTER` in a row is bisected too: one event may cause it); a
-batch that waited in vain for another run (:class:`~sync.errors.LockBusyError`: a destination or the order store
-busy) goes back without counting the claim, up to ``give_up_waiting_after`` (6 h) after its oldest event was
-accepted: a lock that never frees (a paused ``rfmsync sync``, a duckdb shell left open on the store) would
-otherwise have it released every minute or two for ever, unseen; it is then marked ``failed`` (kept,
+queued and hands it to :func:`sync.serve.resync.resync`. Events are marked done only after the resync succeeded; on
+an error of their own they go back to the queue (up to ``max_attempts`` claims, then ``failed``), the batch split
+in halves until the event at fault is alone (:mod:`sync.serve.isolate`, at most ``2·⌈log2 n⌉ + 2`` resyncs a
+claim); an outage (:func:`retry_later`: the ESP, the source or the ledger failing the transient way, the disk full)
+spends no attempt, and the worker backs off (the vendor's Retry-After, else :data:`BACKOFF_BASE` doubling up to
+:data:`BACKOFF_MAX`; a Retry-After up to :data:`RETRY_AFTER_MAX`; a 5xx after :data:`PROBE_AFTER` in a row is
+bisected too: one event may cause it; the event failing 5xx alone waits uncounted, resynced apart with a back-off
+of its own); a batch that waited in vain for another run (:class:`~sync.errors.LockBusyError`: a destination or the
+order store busy) goes back without counting the claim, up to ``give_up_waiting_after`` (6 h) after its oldest
+event was accepted: a lock that never frees (a paused ``rfmsync sync``, a duckdb shell left open on the store)
+would otherwise have it released every minute or two for ever, unseen; it is then marked ``failed`` (kept,
 ``requeue_failed_events`` replays it), with an ERROR naming what it waited for, and a WARNING every
-:data:`RELEASE_WARNING_EVERY` releases before that. A claim is a lease of ``stale_after`` seconds that the
-working worker renews by heartbeat (the events not settled yet): events of a killed worker on another host
-become claimable when the lease lapses, those of a killed process on this host at once; queued events simply
-wait for the next worker, so nothing accepted is lost across a restart.
+:data:`RELEASE_WARNING_EVERY` releases before that. A claim is a lease of ``stale_after`` seconds that the working
+worker renews by heartbeat (the events not settled yet): events of a killed worker on another host become claimable
+when the lease lapses, those of a killed process on this host at once; queued events simply wait for the next
+worker, so nothing accepted is lost across a restart.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from ..config import Config
-from ..errors import DestinationError, GuardRefusedError, LockBusyError
+from ..errors import DestinationError, GuardRefusedError, LockBusyError, RunStopped
 from ..ledger import Ledger, default_owner
 from ..ledger.codec import decode_records
 from ..settings import Settings
@@ -42,10 +43,14 @@ from .metrics import Metrics
 from .resync import ResyncReport, resync
 
 log = logging.getLogger(__name__)
-__all__ = ["BACKOFF_BASE", "BACKOFF_MAX", "CONFIG_ERRORS", "PROBE_AFTER", "Batch", "ResyncFn", "Worker", "retry_later"]
+__all__ = ["BACKOFF_BASE", "BACKOFF_MAX", "CONFIG_ERRORS", "PROBE_AFTER", "RETRY_AFTER_MAX", "Batch", "ResyncFn",
+           "Worker", "retry_later"]
 RELEASE_WARNING_EVERY = 10  # a batch released this many times (10–20 minutes of waiting) is logged as a WARNING
 BACKOFF_BASE = 5.0  # seconds: the first wait after a transient failure, doubled with each one in a row
-BACKOFF_MAX = 300.0  # seconds: the longest of our own (a vendor's Retry-After is honoured up to the give-up)
+BACKOFF_MAX = 300.0  # seconds: the longest of our own (a vendor's Retry-After is honoured up to RETRY_AFTER_MAX)
+#: seconds: the longest wait a vendor's Retry-After gets: a resync is every destination's and the CRM's, so one
+#: ESP's day-long 429 must not hold them all into the give-up (the claim after it tries again)
+RETRY_AFTER_MAX = 1800.0
 
 
 class Worker(Bisection):
@@ -77,8 +82,12 @@ class Worker(Bisection):
         self._outages = 0  # transient failures in a row (the back-off doubles with each)
         self._settled = 0  # events the claim being bisected settled so far (:meth:`_isolate`)
         self._leased: set[int] = set()  # the claimed events not settled yet, whose lease the heartbeat renews
-        self._poisons: set[int] = set()  # events a bisection found causing a 5xx (its other half went through)
-        self._rng = rng or random.Random()  # the back-off's jitter, the events a bisection tries alone
+        #: suspects: events a bisection found failing 5xx alone while the others went through, resynced apart
+        self._poisons: set[int] = set()
+        self._suspect_fails = 0  # suspects' 5xx in a row (their own back-off doubles with each)
+        self._suspects_at = 0.0  # (clock) suspects are not resynced before this
+        self.idle = False  # the last claim held only suspects within their back-off: released with no call
+        self._rng = rng or random.Random()  # the back-off's jitter
         self.retry_at: float | None = None  # (clock) no claim before this after a transient failure
         self._wake = threading.Event()
         self.processed_ids: list[int] = []  # events this worker completed (observability, tests)
@@ -109,6 +118,7 @@ class Worker(Bisection):
                 log.error("event %d from %s cannot be decoded, marking it failed: %s", ev.id, ev.source, exc)
                 self.ledger.fail_events([ev.id], str(exc), max_attempts=1, worker=self.name)
                 self.metrics.event_outcome("failed")
+        self.idle = bool(parts) and all(p[0].id in self._poisons for p in parts) and self.suspects_back_off() > 0
         if not parts:
             return 0
         beating = threading.Event()
@@ -117,7 +127,13 @@ class Worker(Bisection):
                                  name=f"{self.name}-lease", daemon=True)
         heart.start()
         try:
-            done, later = self._settle(parts)
+            suspects = [p for p in parts if p[0].id in self._poisons]
+            rest = [p for p in parts if p[0].id not in self._poisons]
+            done, later = self._settle(rest) if rest else (0, None)
+            if later is not None and all(p[0].id in self._poisons for p in later[0]):  # found now: no outage
+                self._suspects_wait(later[0], later[1])
+                later = None
+            done += self._suspects(suspects, later)
             if later is not None:  # a transient failure: these events wait, the claim not counted
                 self._failed(_batch(later[0]), later[1])
             return done
@@ -130,6 +146,49 @@ class Worker(Bisection):
         after a transient failure, the events not settled (they wait, uncounted) with it."""
         failure = self._try(parts)
         return (len(parts), None) if failure is None else self._isolate(parts, failure)
+
+    def _suspects(self, parts: list[_Part], later: _Later) -> int:
+        """Resync each suspect (an event found failing 5xx alone while the others went through) alone, apart from
+        the rest so that it does not hold them, with a back-off of its own (the worker's is not touched); a
+        suspect failing 5xx again waits uncounted up to ``give_up_waiting_after``: the ESP's outage may be all
+        the fault (a call of its own while the others needed none). ``later``: the rest met an outage, the
+        suspects wait with it (added to it). Returns the suspects done."""
+        if later is not None:
+            later[0].extend(parts)
+        if not parts or later is not None:
+            return 0
+        wait = self.suspects_back_off()
+        if wait:
+            self._waited(_batch(parts), [p[0].id for p in parts], f"a 5xx alone (tried again in {wait:.0f} s)",
+                         "its 5xx to end")
+            return 0
+        done, waiting, failure = 0, [], None
+        for part in parts:
+            f = RunStopped("the worker is stopping") if self.stopping.is_set() else self._try([part])
+            if f is None:
+                done += 1
+                continue
+            more, left = self._split([part], f, [2])  # not a 5xx: counted, or waits (an outage, a stop)
+            if left is not None:
+                waiting.append(part)
+                failure = left[1]
+        if failure is None:
+            self._suspect_fails = 0
+        else:
+            self._suspects_wait(waiting, failure)
+        return done
+
+    def _suspects_wait(self, parts: list[_Part], failure: Exception) -> None:
+        """These suspects failed (a 5xx alone): they wait uncounted with their own back-off."""
+        self._suspect_fails += 1
+        wait = self._wait_for(failure, self._suspect_fails)
+        self._suspects_at = self._clock() + wait
+        self._waited(_batch(parts), [p[0].id for p in parts], f"{_text(failure)} (alone; tried again in "
+                     f"{wait:.0f} s)", "its 5xx to end")
+
+    def suspects_back_off(self) -> float:
+        """Seconds left before suspects are resynced again (0: now)."""
+        return max(0.0, self._suspects_at - self._clock()) if self._suspect_fails else 0.0
 
     def _try(self, parts: list[_Part]) -> Exception | None:
         """One resync of these events: done on success; else the failure (its metrics recorded)."""
@@ -163,7 +222,10 @@ class Worker(Bisection):
             return
         if retry_later(failure):
             wait = self._back_off(failure)
-            self._waited(batch, ids, f"{error} (looking again in {wait:.0f} s)", "the outage to end")
+            told = getattr(failure, "retry_after", None)
+            asked = "" if told is None else (f"{getattr(failure, 'destination', None) or 'the vendor'} asked to wait "
+                                              f"{float(told):.0f} s (at most {RETRY_AFTER_MAX:.0f} s waited); ")
+            self._waited(batch, ids, f"{error} ({asked}looking again in {wait:.0f} s)", "the outage to end")
             return
         if isinstance(failure, GuardRefusedError):
             # the records are in the order store already; retrying gives the same answer: the next full
@@ -196,19 +258,21 @@ class Worker(Bisection):
     def _back_off(self, failure: BaseException) -> float:
         """Wait before the next claim after a failure of the ESP, the source or the ledger: the vendor's
         ``Retry-After`` when it gave one (parsed by the retry layer, :func:`connectors.retry.retry_after_seconds`),
-        up to ``give_up_waiting_after`` (calling again before would only be refused again: a day's Retry-After cut
-        to minutes is a 429 every few minutes until the give-up), else an exponential back-off with jitter from
-        :data:`BACKOFF_BASE` up to :data:`BACKOFF_MAX`.
-        Returns the seconds."""
+        up to :data:`RETRY_AFTER_MAX` (a resync is every destination's: one ESP's day-long wait must not run the
+        others' events into the give-up; the call after it is one 429 more), else an exponential back-off with
+        jitter from :data:`BACKOFF_BASE` up to :data:`BACKOFF_MAX`. Returns the seconds."""
         self._outages += 1
-        told = getattr(failure, "retry_after", None)
-        if told is None:
-            ceiling = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (self._outages - 1))
-            wait = self._rng.uniform(ceiling / 2, ceiling)
-        else:
-            wait = min(max(float(told), BACKOFF_BASE), max(self.give_up_waiting_after, BACKOFF_MAX))
+        wait = self._wait_for(failure, self._outages)
         self.retry_at = self._clock() + wait
         return wait
+
+    def _wait_for(self, failure: BaseException, in_a_row: int) -> float:
+        """The seconds to wait after the ``in_a_row``-th such failure (:meth:`_back_off`)."""
+        told = getattr(failure, "retry_after", None)
+        if told is None:
+            ceiling = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (in_a_row - 1))
+            return self._rng.uniform(ceiling / 2, ceiling)
+        return min(max(float(told), BACKOFF_BASE), RETRY_AFTER_MAX)
 
     def backing_off(self) -> float:
         """Seconds left before this worker claims again after a transient failure (0: none)."""
@@ -283,6 +347,8 @@ class Worker(Bisection):
         done = 0
         while not self.backing_off() and self.ledger.claimable_count(self.stale_after):
             done += self.process_batch()
+            if self.idle:  # only suspects queued, within their back-off
+                break
         return done
 
     def run_forever(self, stop: threading.Event) -> None:
