@@ -203,9 +203,10 @@ def zoned_timestamp_sql(t: str, n: str, tz: str, date_format: str | None = None)
     (a misread year). With a ``%z`` ``date_format``, ``n`` is already UTC."""
     if _has_offset(date_format):
         return f"CASE WHEN {n} >= TIMESTAMP '{EARLIEST}' THEN timezone('UTC', {n}) END"
-    cast = f"TRY_CAST(regexp_replace({t}, {lit(_SPACE_OFFSET_RE)}, '\\1') AS TIMESTAMPTZ)"
+    spaced = f"TRY_CAST(regexp_replace({t}, {lit(_SPACE_OFFSET_RE)}, '\\1') AS TIMESTAMPTZ)"
     return (f"CASE WHEN length({t}) > 19 AND regexp_matches({t}, '{_OFFSET_RE}') THEN"
-            f" CASE WHEN {cast} >= TIMESTAMPTZ '{EARLIEST} 00:00:00+00' THEN {cast} END"
+            f" CASE WHEN substr({t}, 5, 1) = '-' AND {t} >= '{EARLIEST[:4]}'"  # a 4-digit year from 1970: the cast
+            f" THEN COALESCE(TRY_CAST({t} AS TIMESTAMPTZ), {spaced}) END"  # reads "24-01-31" as 24 AD
             f" ELSE {local_to_utc_sql(n, tz)} END")
 
 

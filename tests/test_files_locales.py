@@ -59,9 +59,11 @@ def test_xlsx_text_cells_with_two_digit_years(tmp_path):
 
 def test_an_offset_after_a_space_is_that_instant(tmp_path):
     _csv(tmp_path, [["1", "x", "2024-01-31 10:00:00 +0500", "1", ""], ["2", "x", "2024-01-31 10:00:00 +05:00", "1", ""],
-                    ["3", "x", "2024-01-31 10:00:00 -0400", "1", ""], ["4", "x", "2024-01-31 10:00:00", "1", ""]])
+                    ["3", "x", "2024-01-31 10:00:00 -0400", "1", ""], ["4", "x", "2024-01-31 10:00:00", "1", ""],
+                    ["5", "x", "24-01-31 10:00:00+05:00", "1", ""], ["6", "x", "1969-01-31 10:00:00 +0500", "1", ""]])
     result, con = pull(tmp_path, columns=COLS, timezone="Europe/Berlin")
-    assert result.bad_row_count == 0, result.bad_rows
+    assert [(b.row, b.value) for b in result.bad_rows] == [(6, "24-01-31 10:00:00+05:00"),
+                                                           (7, "1969-01-31 10:00:00 +0500")]
     assert {k: v[1] for k, v in orders(con).items()} == {
         "1": dt.datetime(2024, 1, 31, 5, tzinfo=UTC), "2": dt.datetime(2024, 1, 31, 5, tzinfo=UTC),
         "3": dt.datetime(2024, 1, 31, 14, tzinfo=UTC), "4": dt.datetime(2024, 1, 31, 9, tzinfo=UTC)}
