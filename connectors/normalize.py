@@ -95,8 +95,9 @@ _GROUPED_RE = r"[-+]?[0-9]{1,3}(,[0-9]{3}){2,}|[-+]?[0-9]{1,3}(\.[0-9]{3}){2,}"
 
 def amount_number_sql(s: str, decimal: Decimal_ = ".") -> str:
     """Step 2: one decimal mark, as ``.``. A whole number with repeated groups (``1,250,000``) has none;
-    a value holding both ``,`` and ``.`` uses the last one as its decimal mark; a single separator not followed by exactly three digits is a decimal
-    mark; only the ambiguous rest (``1,234`` / ``1.234``) follows ``decimal``, the column's mark."""
+    a value holding both ``,`` and ``.`` uses the last one as its decimal mark; a single separator not
+    followed by exactly three digits is a decimal mark; only the ambiguous rest (``1,234`` / ``1.234``)
+    follows ``decimal``, the column's mark."""
     other = "." if decimal == "," else ","
     return (f"CASE WHEN regexp_full_match({s}, {lit(_GROUPED_RE)}) THEN replace(replace({s}, ',', ''), '.', '')"
             f" WHEN contains({s}, ',') AND contains({s}, '.') THEN"
