@@ -39,8 +39,8 @@ def _normalised_select(con: duckdb.DuckDBPyConnection, lf: LoadedFile, src: str,
     """The nested SELECT over ``src``: step 0 trims the text (or takes the typed value), step 1 parses numbers,
     dates and names, step 2 puts the dates in the configured time zone."""
     has = set(col)
-    dec = {f: cfg.decimal or nz.sniff_decimal(v for (v,) in con.execute(
-        f"SELECT {col[f]} FROM {src} WHERE {col[f]} IS NOT NULL LIMIT 2000").fetchall())
+    dec = {f: cfg.decimal or nz.sniff_decimal((v for (v,) in con.execute(
+        f"SELECT {col[f]} FROM {src} WHERE {col[f]} IS NOT NULL LIMIT 2000").fetchall()), money=f != "quantity")
         for f in NUMBER_FIELDS if f in has and f not in typed}
     nums, dates = [f for f in NUMBER_FIELDS if f in has], [f for f in ("ordered_at", "created_at") if f in has]
 
@@ -57,7 +57,7 @@ def _normalised_select(con: duckdb.DuckDBPyConnection, lf: LoadedFile, src: str,
               for f in dates if f not in typed]
     step1 += [f"{nz.name_words_sql('t_name')} AS w_name"] if "name" in has else []
     step2 = [f"{nz.local_to_utc_sql('n_' + f, cfg.timezone)} AS z_{f}" if f in typed else
-             f"{nz.zoned_timestamp_sql('t_' + f, 'n_' + f, cfg.timezone)} AS z_{f}" for f in dates]
+             f"{nz.zoned_timestamp_sql('t_' + f, 'n_' + f, cfg.timezone, cfg.date_format)} AS z_{f}" for f in dates]
     sql = f"SELECT {step0} FROM {src}"
     for step in (step1, step2):
         if step:

@@ -24,11 +24,14 @@ CURRENCY_TOKENS: dict[str, str] = {
 _CURRENCY_RE = "|".join(re.escape(t) for t in sorted(CURRENCY_TOKENS, key=len, reverse=True))
 _SPACES_RE = r"[\s\x{00A0}\x{202F}\x{2009}\x{0027}]"
 
+# Two-digit years first: DuckDB's %Y also reads "24" (as the year 24 AD), while %y does not read "2024".
 DATE_FORMATS = (
-    "%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%d.%m.%Y",
     "%d.%m.%y %H:%M:%S", "%d.%m.%y %H:%M", "%d.%m.%y",
+    "%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%d.%m.%Y",
     "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d",
 )
+# Dates before this are misread years (a "24" read as 24 AD, a serial day 0), never real orders: bad rows.
+EARLIEST = "1970-01-01"
 
 STATUS_SYNONYMS: dict[str, str] = {
     **dict.fromkeys(["completed", "complete", "paid", "sale", "sold", "done", "closed", "success", "fulfilled",
@@ -79,17 +82,25 @@ def text_sql(col: str) -> str:
 # compose the steps textually, for small inputs and tests.
 
 def amount_strip_sql(t: str) -> str:
-    """Step 1: lower-case, drop currency words/symbols and spaces (incl. U+00A0, U+202F)."""
-    return (f"regexp_replace(regexp_replace(lower({t}), '{_CURRENCY_RE.replace(chr(39), chr(39) * 2)}', '', 'g'),"
+    """Step 1: lower-case, drop currency words/symbols and spaces (incl. U+00A0, U+202F); the accounting
+    negatives ``(1 234,50)``, ``1234,50-`` and ``−150`` (U+2212) become ``-1234,50`` / ``-150``."""
+    bare = (f"regexp_replace(regexp_replace(lower({t}), '{_CURRENCY_RE.replace(chr(39), chr(39) * 2)}', '', 'g'),"
             f" '{_SPACES_RE}', '', 'g')")
+    return rf"regexp_replace(replace({bare}, '−', '-'), '^\(([0-9.,]+)\)$|^([0-9.,]+)-$', '-\1\2')"
+
+
+# A whole number grouped in thousands more than once (1,250,000 / 1.250.000): the mark groups thousands.
+_GROUPED_RE = r"[-+]?[0-9]{1,3}(,[0-9]{3}){2,}|[-+]?[0-9]{1,3}(\.[0-9]{3}){2,}"
 
 
 def amount_number_sql(s: str, decimal: Decimal_ = ".") -> str:
-    """Step 2: one decimal mark, as ``.``. A value holding both ``,`` and ``.`` uses the last one
-    as its decimal mark; a single separator not followed by exactly three digits is a decimal
-    mark; only the ambiguous rest (``1,234`` / ``1.234``) follows ``decimal``, the column's mark."""
+    """Step 2: one decimal mark, as ``.``. A whole number with repeated groups (``1,250,000``) has none;
+    a value holding both ``,`` and ``.`` uses the last one as its decimal mark; a single separator not
+    followed by exactly three digits is a decimal mark; only the ambiguous rest (``1,234`` / ``1.234``)
+    follows ``decimal``, the column's mark."""
     other = "." if decimal == "," else ","
-    return (f"CASE WHEN contains({s}, ',') AND contains({s}, '.') THEN"
+    return (f"CASE WHEN regexp_full_match({s}, {lit(_GROUPED_RE)}) THEN replace(replace({s}, ',', ''), '.', '')"
+            f" WHEN contains({s}, ',') AND contains({s}, '.') THEN"
             f" CASE WHEN strpos({s}, ',') > strpos({s}, '.') AND NOT contains(substr({s}, strpos({s}, ',') + 1), '.')"
             f" THEN replace(replace({s}, '.', ''), ',', '.') ELSE replace({s}, ',', '') END"
             f" WHEN regexp_full_match({s}, '[-+]?[0-9]*[.,]([0-9]{{1,2}}|[0-9]{{4,}})') THEN replace({s}, ',', '.')"
@@ -138,30 +149,47 @@ def currency_of(value: str | None) -> str | None:
     return next((code for tok, code in sorted(CURRENCY_TOKENS.items(), key=lambda kv: -len(kv[0])) if tok in low), None)
 
 
-def sniff_decimal(values: Iterable[str | None]) -> Decimal_:
-    """The decimal mark of a number column from sample values: ``,`` when comma decimals dominate."""
-    comma = dot = 0
+def sniff_decimal(values: Iterable[str | None], money: bool = True) -> Decimal_:
+    """The decimal mark of a number column from sample values. Decisive values count first: one holding both
+    marks (the last is the decimal mark), repeated groups (``1,234,567``: the other mark is the decimal mark),
+    a mark followed by other than three digits (``12,5``). Only when no value is decisive do the ambiguous
+    ``1,234`` / ``1.234`` count: in a money column (``money``) they group thousands (amounts rarely have three
+    decimals), in a quantity they are decimals. No evidence at all: ``.``."""
+    decisive = {",": 0, ".": 0}
+    weak = {",": 0, ".": 0}
     for v in values:
-        if not v:
+        v = re.sub(r"[^0-9,.]", "", v or "").strip(",.")
+        marks = [c for c in v if c in ",."]
+        if not marks:
             continue
-        v = re.sub(r"[\s\u00a0\u202f\u2009']", "", v)
-        if re.search(r",\d{1,2}$", v) or re.search(r",\d+$", v) and "." in v.split(",")[0]:
-            comma += 1
-        elif re.search(r"\.\d{1,2}$", v) or re.search(r"\.\d+$", v) and "," in v.split(".")[0]:
-            dot += 1
-        elif re.search(r"^[-+]?\d+,\d+$", v):
-            comma += 0.5  # "1,234": thousands or decimal; weak evidence for a decimal comma
-    return "," if comma > dot else "."
+        if len(set(marks)) == 2:
+            decisive[marks[-1]] += 1
+        elif len(marks) > 1:  # 1,250,000: the mark groups thousands
+            decisive["." if marks[0] == "," else ","] += 1
+        elif len(v) - v.index(marks[0]) - 1 != 3:
+            decisive[marks[0]] += 1
+        else:  # 1,234 / 1.234
+            weak[("." if marks[0] == "," else ",") if money else marks[0]] += 1
+    votes = decisive if any(decisive.values()) else weak
+    return "," if votes[","] > votes["."] else "."
 
 
 _OFFSET_RE = r"[T ]\d\d:\d\d(:\d\d(\.\d+)?)?\s*(Z|[+-]\d\d(:?\d\d)?)$"
+_SPACE_OFFSET_RE = r"\s+([+-]\d\d(:?\d\d)?|Z)$"  # "10:00:00 +0500" (Shopify): DuckDB casts only "10:00:00+0500"
+
+
+def _has_offset(date_format: str | None) -> bool:
+    return bool(date_format) and "%z" in date_format
 
 
 def naive_timestamp_sql(t: str, formats: Iterable[str] = DATE_FORMATS, excel_serial: bool = False,
                         date_format: str | None = None) -> str:
-    """Step 1 for dates: trimmed text → naive TIMESTAMP (ISO, dd.mm.yyyy[ HH:MM[:SS]], …)."""
+    """Step 1 for dates: trimmed text → naive TIMESTAMP (ISO, dd.mm.yyyy[ HH:MM[:SS]], …). A ``date_format``
+    with ``%z`` gives the UTC time of each value (its own offset applied; see :func:`zoned_timestamp_sql`)."""
     fmts = [date_format] if date_format else list(formats)
     naive = f"try_strptime({t}, [{', '.join(lit(f) for f in fmts)}])"
+    if _has_offset(date_format):
+        return f"timezone('UTC', {naive})"
     if not date_format:
         naive = f"COALESCE(TRY_CAST({t} AS TIMESTAMP), {naive})"
     if excel_serial:
@@ -170,10 +198,16 @@ def naive_timestamp_sql(t: str, formats: Iterable[str] = DATE_FORMATS, excel_ser
     return naive
 
 
-def zoned_timestamp_sql(t: str, n: str, tz: str) -> str:
-    """Step 2: TIMESTAMPTZ from the text ``t`` (when it carries an offset) or else the naive ``n``
-    read as local time in ``tz``."""
-    return (f"CASE WHEN length({t}) > 19 AND regexp_matches({t}, '{_OFFSET_RE}') THEN TRY_CAST({t} AS TIMESTAMPTZ)"
+def zoned_timestamp_sql(t: str, n: str, tz: str, date_format: str | None = None) -> str:
+    """Step 2: TIMESTAMPTZ from the text ``t`` (when it carries an offset, also after a space:
+    ``10:00:00 +0500``) or else the naive ``n`` read as local time in ``tz``; NULL before 1970
+    (a misread year). With a ``%z`` ``date_format``, ``n`` is already UTC."""
+    if _has_offset(date_format):
+        return f"CASE WHEN {n} >= TIMESTAMP '{EARLIEST}' THEN timezone('UTC', {n}) END"
+    spaced = f"TRY_CAST(regexp_replace({t}, {lit(_SPACE_OFFSET_RE)}, '\\1') AS TIMESTAMPTZ)"
+    return (f"CASE WHEN length({t}) > 19 AND regexp_matches({t}, '{_OFFSET_RE}') THEN"
+            f" CASE WHEN substr({t}, 5, 1) = '-' AND {t} >= '{EARLIEST[:4]}'"  # a 4-digit year from 1970: the cast
+            f" THEN COALESCE(TRY_CAST({t} AS TIMESTAMPTZ), {spaced}) END"  # reads "24-01-31" as 24 AD
             f" ELSE {local_to_utc_sql(n, tz)} END")
 
 
@@ -181,7 +215,7 @@ def timestamp_sql(col: str, tz: str, formats: Iterable[str] = DATE_FORMATS, exce
                   date_format: str | None = None) -> str:
     """Date/time text → TIMESTAMPTZ (steps composed). Naive values are local times in ``tz``."""
     t = f"({text_sql(col)})"
-    return zoned_timestamp_sql(t, f"({naive_timestamp_sql(t, formats, excel_serial, date_format)})", tz)
+    return zoned_timestamp_sql(t, f"({naive_timestamp_sql(t, formats, excel_serial, date_format)})", tz, date_format)
 
 
 @functools.lru_cache(maxsize=64)
@@ -200,15 +234,17 @@ def fixed_offset_since(tz: str) -> tuple[datetime, int] | None:
 
 
 def local_to_utc_sql(naive: str, tz: str) -> str:  # ``naive``: a column reference
-    """TIMESTAMP (local wall time in ``tz``) → TIMESTAMPTZ. Since the zone's last offset change a
+    """TIMESTAMP (local wall time in ``tz``) → TIMESTAMPTZ, NULL before 1970. Since the zone's last offset change a
     constant shift is exact and ~15× faster than ``timezone()``; earlier times use ``timezone()``."""
     fixed = fixed_offset_since(tz)
+    old = f"CASE WHEN {naive} >= TIMESTAMP '{EARLIEST}' THEN timezone({lit(tz)}, {naive}) END"  # else misread
     if fixed is None:
-        return f"timezone({lit(tz)}, {naive})"
+        return old
     since, offset = fixed
+    since = max(since, datetime.fromisoformat(EARLIEST))  # before it a shift would skip the 1970 check
     n = naive
     return (f"CASE WHEN {n} >= TIMESTAMP '{since:%Y-%m-%d}' THEN make_timestamptz(epoch_us({n}) - {offset * 1_000_000})"
-            f" ELSE timezone({lit(tz)}, {n}) END")
+            f" ELSE {old} END")
 
 
 def status_sql(col: str, overrides: dict[str, str] | None = None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import duckdb
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -107,3 +108,39 @@ def test_text_sql_is_exactly_nullif_trim(values):
     finally:
         _CON.unregister("_spacey")
     assert [a for a, _ in rows] == [b for _, b in rows]
+
+
+# Money as each locale writes it, and the accounting forms of a negative amount.
+LOCALES = {
+    "en": lambda s: s,
+    "ru": lambda s: s.replace(",", "\u00a0").replace(".", ","),
+    "de": lambda s: s.replace(",", "_").replace(".", ",").replace("_", "."),
+    "plain": lambda s: s.replace(",", ""),
+}
+NEGATIVES = [lambda s: "-" + s, lambda s: f"({s})", lambda s: s + "-", lambda s: "\u2212" + s]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.decimals(min_value=0, max_value=10**11, places=2), st.integers(0, 4)),
+                min_size=1, max_size=8),
+       st.sampled_from(sorted(LOCALES)), st.booleans())
+def test_money_in_any_consistent_locale_is_read_back_exactly(items, locale, whole):
+    values = [(d.to_integral_value() if whole else d, neg) for d, neg in items]
+    texts = []
+    for d, neg in values:
+        text = LOCALES[locale](f"{d:,.0f}" if whole else f"{d:,.2f}")
+        texts.append(NEGATIVES[neg - 1](text) if neg else text)
+    mark = nz.sniff_decimal(texts)
+    got = _CON.execute("SELECT [" + ", ".join(nz.amount_sql(nz.lit(t), mark) for t in texts) + "]").fetchall()[0][0]
+    assert got == [-d if neg else d for d, neg in values], (texts, mark)
+
+
+@pytest.mark.parametrize("values,money,mark", [
+    (["1,250", "15,000", "2,400", "1,299.99"], True, "."),  # one value with both marks decides
+    (["1,250", "15,000"], True, "."), (["1.250", "85.000"], True, ","),  # money: ambiguous groups thousands
+    (["1,500"], False, ","), (["1.500"], False, "."),  # a quantity: ambiguous is a decimal
+    (["1.250.000", "150,000"], True, ","), (["1,250,000", "1.500"], True, "."),  # repeated groups decide
+    (["(1 234,50)", "1234,50-", "\u2212150,00"], True, ","), ([None, "", "12"], True, "."),
+])
+def test_sniff_decimal_weighs_decisive_values_over_ambiguous_ones(values, money, mark):
+    assert nz.sniff_decimal(values, money=money) == mark

@@ -63,7 +63,7 @@ BAD_TABLE = "ingest_bad_rows"
 SUMMARY_TABLE = "ingest_summary"
 TABLE_PREFIX = "ingest_f"
 TEMP_PREFIX = "_ingest_t"  # a file read by the lean path: temp tables, gone once its rows are in ``orders``
-FORMAT = 3  # bumped when the stored rows of a file change shape: every file is read again
+FORMAT = 4  # bumped when the stored rows of a file change shape: every file is read again
 CHUNK = 1 << 16  # the head and tail hashed by a quick fingerprint
 
 

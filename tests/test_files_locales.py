@@ -1,0 +1,113 @@
+"""Dates and money as locales write them: two-digit years, offsets after a space, thousands separators and the
+accounting forms of negative amounts are read as what they mean, or reported as bad rows, never misread."""
+
+from __future__ import annotations
+
+import datetime as dt
+import tomllib
+from decimal import Decimal
+
+import openpyxl
+import pytest
+
+from tests.builders import run_cli
+from tests.test_files import UTC, orders, pull, write_csv
+
+COLS = {"order_id": "id", "customer_id": "c", "ordered_at": "d", "amount": "a", "status": "s"}
+
+
+def _csv(tmp_path, rows, delim=";"):
+    write_csv(tmp_path / "sales.csv", [["id", "c", "d", "a", "s"], *rows], delim)
+
+
+def test_two_digit_years_are_this_century_and_dates_before_1970_are_bad_rows(tmp_path):
+    _csv(tmp_path, [["1", "x", "05.01.24", "1", ""], ["2", "x", "15.11.24 14:30", "1", ""],
+                    ["3", "x", "15.11.24 14:30:15", "1", ""], ["4", "x", "03.12.2024", "1", ""],
+                    ["5", "x", "05.01.1924", "1", ""], ["6", "x", "01.01.0024", "1", ""]])
+    result, con = pull(tmp_path, columns=COLS)
+    got = {k: v[1] for k, v in orders(con).items()}
+    assert got == {"1": dt.datetime(2024, 1, 5, tzinfo=UTC), "2": dt.datetime(2024, 11, 15, 14, 30, tzinfo=UTC),
+                   "3": dt.datetime(2024, 11, 15, 14, 30, 15, tzinfo=UTC), "4": dt.datetime(2024, 12, 3, tzinfo=UTC)}
+    assert [(b.row, b.field, b.value) for b in result.bad_rows] == [(6, "ordered_at", "05.01.1924"),
+                                                                    (7, "ordered_at", "01.01.0024")]
+
+
+@pytest.mark.parametrize("fmt,good,value,expected", [
+    ("%d/%m/%y", "06/01/24", "05/01/24", dt.datetime(2024, 1, 5, tzinfo=UTC)),
+    ("%d/%m/%y %H:%M", "06/01/24 10:00", "05/01/24 14:30", dt.datetime(2024, 1, 5, 14, 30, tzinfo=UTC)),
+    ("%d/%m/%Y", "06/01/2024", "05/01/24", None),  # DuckDB's %Y reads "24" as the year 24: a bad row instead
+])
+def test_a_date_format_never_gives_a_year_before_1970(tmp_path, fmt, good, value, expected):
+    _csv(tmp_path, [["1", "x", good, "1", ""], ["2", "x", value, "1", ""]])
+    result, con = pull(tmp_path, columns=COLS, date_format=fmt)
+    assert orders(con).get("2", (None, None))[1] == expected
+    assert [(b.row, b.value) for b in result.bad_rows] == ([] if expected else [(3, value)])
+
+
+def test_xlsx_text_cells_with_two_digit_years(tmp_path):
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["id", "c", "d", "a"])
+    ws.append([1, "x", "05.01.24", 100])
+    ws.append([2, "x", "15.11.24 14:30", 100])
+    wb.save(tmp_path / "sales.xlsx")
+    result, con = pull(tmp_path, orders="sales.xlsx", columns={k: v for k, v in COLS.items() if k != "status"})
+    assert result.bad_row_count == 0, result.bad_rows
+    assert {k: v[1] for k, v in orders(con).items()} == {"1": dt.datetime(2024, 1, 5, tzinfo=UTC),
+                                                         "2": dt.datetime(2024, 11, 15, 14, 30, tzinfo=UTC)}
+
+
+def test_an_offset_after_a_space_is_that_instant(tmp_path):
+    _csv(tmp_path, [["1", "x", "2024-01-31 10:00:00 +0500", "1", ""], ["2", "x", "2024-01-31 10:00:00 +05:00", "1", ""],
+                    ["3", "x", "2024-01-31 10:00:00 -0400", "1", ""], ["4", "x", "2024-01-31 10:00:00", "1", ""],
+                    ["5", "x", "24-01-31 10:00:00+05:00", "1", ""], ["6", "x", "1969-01-31 10:00:00 +0500", "1", ""]])
+    result, con = pull(tmp_path, columns=COLS, timezone="Europe/Berlin")
+    assert [(b.row, b.value) for b in result.bad_rows] == [(6, "24-01-31 10:00:00+05:00"),
+                                                           (7, "1969-01-31 10:00:00 +0500")]
+    assert {k: v[1] for k, v in orders(con).items()} == {
+        "1": dt.datetime(2024, 1, 31, 5, tzinfo=UTC), "2": dt.datetime(2024, 1, 31, 5, tzinfo=UTC),
+        "3": dt.datetime(2024, 1, 31, 14, tzinfo=UTC), "4": dt.datetime(2024, 1, 31, 9, tzinfo=UTC)}
+
+
+def test_a_date_format_with_an_offset_is_honoured(tmp_path):
+    _csv(tmp_path, [["1", "x", "31.01.2024 10:00 +0500", "1", ""], ["2", "x", "31.01.2024 10:00 -0400", "1", ""],
+                    ["3", "x", "31.01.2024 10:00", "1", ""]])
+    result, con = pull(tmp_path, columns=COLS, timezone="Asia/Tashkent", date_format="%d.%m.%Y %H:%M %z")
+    assert {k: v[1] for k, v in orders(con).items()} == {"1": dt.datetime(2024, 1, 31, 5, tzinfo=UTC),
+                                                         "2": dt.datetime(2024, 1, 31, 14, tzinfo=UTC)}
+    assert [(b.row, b.value) for b in result.bad_rows] == [(4, "31.01.2024 10:00")]  # no offset: not the format
+
+
+@pytest.mark.parametrize("text", ["(1 234,50)", "1234,50-", "−1 234,50", "(1 234,50 сум)"])
+def test_accounting_negatives_are_refunds_not_unreadable(tmp_path, text):
+    _csv(tmp_path, [["1", "x", "05.01.2024", text, "Возврат"], ["2", "x", "05.01.2024", text, ""],
+                    ["3", "x", "05.01.2024", "10,00", ""]])
+    result, con = pull(tmp_path, columns=COLS)
+    got = orders(con)
+    assert got["1"][2] == Decimal("1234.50") and got["1"][4] == "refunded"
+    assert [(b.row, b.field, b.reason) for b in result.bad_rows] == [
+        (3, "amount", "negative amount without a refund status")]
+
+
+@pytest.mark.parametrize("values,expected", [
+    (["1,250", "15,000", "2,400", "1,299.99"], ["1250.00", "15000.00", "2400.00", "1299.99"]),  # en, one decisive
+    (["1,250", "15,000"], ["1250.00", "15000.00"]),                  # only ambiguous: money groups thousands
+    (["150.000", "85.000", "1.250.000"], ["150000.00", "85000.00", "1250000.00"]),  # repeated dot groups
+    (["150,000", "1,250,000"], ["150000.00", "1250000.00"]),
+    (["1 234,50", "1,250"], ["1234.50", "1.25"]),                    # a decisive decimal comma wins
+])
+def test_thousands_separators_are_not_read_as_decimals(tmp_path, values, expected):
+    _csv(tmp_path, [[str(i), "x", "2024-01-05", v, ""] for i, v in enumerate(values, 1)])
+    result, con = pull(tmp_path, columns=COLS)
+    assert result.bad_row_count == 0, result.bad_rows
+    got = orders(con)
+    assert [got[str(i)][2] for i in range(1, len(values) + 1)] == [Decimal(e) for e in expected]
+
+
+def test_init_writes_a_dot_decimal_for_us_amounts_with_thousands_commas(tmp_path):
+    export = tmp_path / "us.csv"
+    export.write_text('Order,Customer,Date,Total\n1001,C00401,2024-03-01,"1,250"\n1002,C00402,2024-03-02,"15,000"\n'
+                      '1003,C00403,2024-03-03,"2,400"\n1004,C00401,2024-03-04,"1,299.99"\n', encoding="utf-8")
+    cfg = tmp_path / "rfmsync.toml"
+    run_cli("init", str(export), "-o", str(cfg))
+    assert tomllib.loads(cfg.read_text(encoding="utf-8"))["source"]["decimal"] == "."
