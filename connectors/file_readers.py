@@ -38,20 +38,21 @@ def _detect_encoding(path: Path) -> str:
         return cyrillic_8bit(head)
 
 
-def cyrillic_8bit(data: bytes) -> str:
-    """``cp866`` or ``cp1251``: the one whose Cyrillic letters the high bytes of ``data`` fall on.
+_CYRILLIC_RUN = re.compile(r"[\u0400-\u04ff]{2,}")
 
-    cp1251 puts its letters at 0xC0–0xFF, where cp866 has box drawing (0xB0–0xDF) and р–я (0xE0–0xEF);
-    cp866 puts А–п at 0x80–0xAF, where cp1251 has rare punctuation. A tie (no letters) is cp1251."""
-    hist = [data.count(bytes([b])) for b in range(0x80, 0x100)]
-    in_1251 = sum(hist[0xC0 - 0x80:])
-    in_866 = sum(hist[:0xB0 - 0x80]) + sum(hist[0xE0 - 0x80:0xF0 - 0x80])
-    return "cp866" if in_866 > in_1251 else "cp1251"
+
+def cyrillic_8bit(data: bytes) -> str:
+    """``cp866`` or ``cp1251``: the one that reads ``data`` as more Cyrillic letters in runs of two or more
+    (words, not stray symbols). Counting bytes by range would not do: cp866's letters А–п sit at 0x80–0xAF,
+    where cp1251 has its punctuation (nbsp, —, –, «», “”, …), so a cp1251 export of Latin names with a few
+    dashes would look like cp866. A tie (no Cyrillic words) is cp1251."""
+    score = {e: sum(map(len, _CYRILLIC_RUN.findall(data.decode(e, "replace")))) for e in ("cp1251", "cp866")}
+    return "cp866" if score["cp866"] > score["cp1251"] else "cp1251"
 
 
 def detect_encoding(path: Path) -> str:
-    """``utf-8`` (with or without BOM), ``utf-16`` (BOM), ``cp1251`` or ``cp866`` (by where the letter bytes
-    fall: :func:`cyrillic_8bit`): what ``encoding = "auto"`` reads."""
+    """``utf-8`` (with or without BOM), ``utf-16`` (BOM), ``cp1251`` or ``cp866`` (whichever reads more
+    Cyrillic words: :func:`cyrillic_8bit`): what ``encoding = "auto"`` reads."""
     return _detect_encoding(path)
 
 

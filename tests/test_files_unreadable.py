@@ -3,6 +3,7 @@ blank lines before a bad row, a workbook whose first sheet is not the orders."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -134,3 +135,23 @@ def test_a_missing_column_in_a_workbook_of_several_sheets_names_the_sheets_and_t
                                  "'Сводка', 'Продажи': set [source] sheet = \"Продажи\" to read another)")
     result, _ = pull(tmp_path, orders="sales.xlsx", sheet="Продажи")
     assert result.orders == 1
+
+
+LATIN_COLS = {"order_id": "id", "customer_id": "email", "ordered_at": "date", "amount": "amount", "name": "name"}
+
+
+def test_auto_reads_a_mostly_latin_cp1251_export_with_nbsp_and_dashes_as_cp1251(tmp_path):
+    """cp1251's nbsp, —, « and » sit where cp866 has the letters А–п: counting bytes by range read this as cp866."""
+    rows = "".join(f"{i};c{i}@x.ru;05.01.2024;1\xa0{i % 900 + 100},50;Smith — «Acme» №{i}\n" for i in range(1, 200))
+    (tmp_path / "sales.csv").write_bytes(("id;email;date;amount;name\n" + rows).encode("cp1251"))
+    result, con = pull(tmp_path, columns=LATIN_COLS, decimal=",")
+    assert result.orders == 199 and result.bad_row_count == 0
+    assert con.execute("SELECT amount FROM staged_orders WHERE order_id = '1'").fetchone()[0] == Decimal("1101.50")
+
+
+def test_auto_keeps_a_cp1251_name_with_a_dash_and_guillemets(tmp_path):
+    rows = "".join(f"{i};c{i}@x.ru;05.01.2024;{i}00;Smith — «Acme»\n" for i in range(1, 20))
+    (tmp_path / "sales.csv").write_bytes(("id;email;date;amount;name\n" + rows).encode("cp1251"))
+    result, con = pull(tmp_path, columns=LATIN_COLS)
+    assert result.bad_row_count == 0
+    assert names(con)["c4@x.ru"] == "Smith — «Acme»"
