@@ -343,14 +343,20 @@ def typed_csv(con: duckdb.DuckDBPyConnection, path: Path, delim: str, cols: dict
 # ---------------------------------------------------------------------------------------------- line numbers
 
 def line_count(path: Path) -> int:
-    """The lines in ``path`` (a last line without a line break counts), by counting ``\\n`` in chunks: when a
-    CSV holds more lines than header + rows, blank lines (DuckDB skips them) or quoted line breaks shift the
-    row numbers ``rowid + 2`` gives from the file's line numbers."""
-    n, last = 0, b"\n"
+    """The lines in ``path`` up to its last byte that is not a line break (blank lines at the end, which DuckDB
+    skips, do not count; a last line without a line break does), by counting ``\\n`` in chunks, or ``\\r`` in a
+    file whose first chunk has no ``\\n`` (CR-only line breaks): when a CSV holds more lines than header + rows,
+    blank lines or quoted line breaks shift the row numbers ``rowid + 2`` gives from the file's line numbers."""
+    n, tail, sep, content = 0, 0, b"", False
     with open(path, "rb") as f:
         while chunk := f.read(1 << 22):
-            n, last = n + chunk.count(b"\n"), chunk[-1:]
-    return n + (last != b"\n")
+            sep = sep or (b"\r" if b"\n" not in chunk and b"\r" in chunk else b"\n")
+            text = chunk.rstrip(b"\r\n")
+            breaks = chunk.count(sep)
+            # tail: the line breaks after the last byte that is not one (trailing blank lines)
+            tail = chunk.count(sep, len(text)) if text else tail + breaks
+            n, content = n + breaks, content or bool(text)
+    return n - tail + 1 if content else 0
 
 
 def record_lines(path: Path, delim: str) -> pa.Table | None:

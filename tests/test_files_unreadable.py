@@ -155,3 +155,16 @@ def test_auto_keeps_a_cp1251_name_with_a_dash_and_guillemets(tmp_path):
     result, con = pull(tmp_path, columns=LATIN_COLS)
     assert result.bad_row_count == 0
     assert names(con)["c4@x.ru"] == "Smith — «Acme»"
+
+
+@pytest.mark.parametrize("sep,end", [("\n", "\n"), ("\r\n", "\r\n\r\n"), ("\r", "")],
+                         ids=["blank-line-at-end", "crlf-blanks-at-end", "cr-only"])
+def test_blank_lines_at_the_end_or_cr_line_breaks_keep_the_parallel_read(tmp_path, caplog, sep, end):
+    """DuckDB skips blank lines at the end and reads CR-only line breaks: neither shifts a row from its line, so
+    neither is worth the single-threaded re-read that numbers rows by line."""
+    body = HEADER + "1;c1;05.01.2024;100;;\n2;c2;05.01.2024;x;;\n3;c3;;100;;\n"
+    (tmp_path / "sales.csv").write_bytes((body.replace("\n", sep) + end).encode())
+    with caplog.at_level("DEBUG", logger="connectors.files"):
+        result, _ = pull(tmp_path)
+    assert [(b.row, b.field) for b in result.bad_rows] == [(3, "amount"), (4, "ordered_at")]
+    assert "numbering the rows by line" not in caplog.text
