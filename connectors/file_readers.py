@@ -8,6 +8,7 @@ import itertools
 import json
 import logging
 import re
+import sys
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -361,22 +362,29 @@ def line_count(path: Path) -> int:
 
 def record_lines(path: Path, delim: str) -> pa.Table | None:
     """``rec`` (1-based data record, as DuckDB reads them) → ``line`` (the file line it starts on), from one
-    pass of Python's csv reader, which skips blank lines and follows quoted line breaks as DuckDB does;
-    None when it cannot read the file (the rows then keep record numbers)."""
+    pass of Python's csv reader, which skips blank lines and follows quoted line breaks as DuckDB does (with no
+    field-size limit, and splitting lines only at ``\\n`` when the file has one, so that a lone CR inside a
+    quoted field is not a line); None when it cannot read the file (the rows then keep record numbers)."""
     import csv
 
     import pyarrow as pa
 
+    with open(path, "rb") as f:
+        newline = "\n" if b"\n" in f.read(1 << 20) else ""
     starts, prev = [], 0
+    limit = csv.field_size_limit(sys.maxsize)
     try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
+        with open(path, encoding="utf-8-sig", newline=newline) as f:
             reader = csv.reader(f, delimiter=delim, quotechar='"', doublequote=True)
             for rec in reader:
                 if rec:
                     starts.append(prev + 1)
                 prev = reader.line_num
-    except (csv.Error, UnicodeDecodeError):
+    except (csv.Error, UnicodeDecodeError) as e:
+        log.debug("%s: cannot number the rows by line (%s): they keep record numbers", path, e)
         return None
+    finally:
+        csv.field_size_limit(limit)
     lines = starts[1:]  # starts[0] is the header
     return pa.table({"rec": pa.array(range(1, len(lines) + 1), pa.int64()), "line": pa.array(lines, pa.int64())})
 

@@ -1,8 +1,9 @@
-"""File exports that were unreadable, garbled or misnumbered (review36): quoted line breaks, cp866, a stray byte,
+"""File exports that were unreadable, garbled or misnumbered (review36, review38): quoted line breaks, cp866, a stray byte,
 blank lines before a bad row, a workbook whose first sheet is not the orders."""
 
 from __future__ import annotations
 
+import csv
 from decimal import Decimal
 from pathlib import Path
 
@@ -168,3 +169,20 @@ def test_blank_lines_at_the_end_or_cr_line_breaks_keep_the_parallel_read(tmp_pat
         result, _ = pull(tmp_path)
     assert [(b.row, b.field) for b in result.bad_rows] == [(3, "amount"), (4, "ordered_at")]
     assert "numbering the rows by line" not in caplog.text
+
+
+def test_a_field_longer_than_pythons_csv_limit_keeps_rows_numbered_by_line(tmp_path):
+    """Python's csv reader refuses a field over 131 072 characters unless told otherwise: the rows went back to
+    record numbers (row 3 here) without a word."""
+    (tmp_path / "sales.csv").write_text(HEADER + "1;c1;05.01.2024;100;;" + "z" * 140_000 + "\n\n2;c2;05.01.2024;x;;\n",
+                                        encoding="utf-8")
+    limit = csv.field_size_limit()
+    result, _ = pull(tmp_path)
+    assert [(b.row, b.field) for b in result.bad_rows] == [(4, "amount")]
+    assert csv.field_size_limit() == limit  # the process-wide limit is put back
+
+
+def test_a_lone_cr_inside_a_quoted_field_is_not_a_line(tmp_path):
+    (tmp_path / "sales.csv").write_bytes((HEADER + '1;c1;05.01.2024;100;;"a\rb"\n\n2;c2;05.01.2024;x;;\n').encode())
+    result, _ = pull(tmp_path)
+    assert [(b.row, b.field) for b in result.bad_rows] == [(4, "amount")]  # not 5: the CR is inside the quotes
