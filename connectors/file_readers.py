@@ -110,25 +110,37 @@ def encoding_error(path: Path, encoding: str, auto: bool = False) -> ConfigError
     return ConfigError(f"{path}: not valid {enc} text{where}{hint}")
 
 
+_QUOTED = 50  # characters quoted on each side of a bad byte
+_LINE_BREAK = re.compile(r"[\r\n]")
+
+
 def _line_at(path: Path, offset: int, encoding: str) -> str:
-    """`` (line N: '…')``: the line holding byte ``offset``, counted in one chunked pass, its text quoted
-    (decoded with replacement, cut to 100 characters)."""
-    line, start = 1, 0
+    """`` (line N: '…')``: the line holding byte ``offset`` (lines end at ``\\n``, or at ``\\r`` in a file whose
+    first chunk has no ``\\n``), counted in one chunked pass, and about 50 characters of it on each side of that
+    byte, read from a window of the file alone (decoded with replacement; aligned to 2 bytes in UTF-16)."""
+    line, start, sep = 1, 0, b""
     with open(path, "rb") as f:
         pos = 0
         while pos < offset:
             chunk = f.read(min(1 << 22, offset - pos))
             if not chunk:
                 break
-            line += chunk.count(b"\n")
-            last = chunk.rfind(b"\n")
+            sep = sep or (b"\r" if b"\n" not in chunk and b"\r" in chunk else b"\n")
+            line += chunk.count(sep)
+            last = chunk.rfind(sep)
             if last >= 0:
                 start = pos + last + 1
             pos += len(chunk)
-        f.seek(start)
-        text = f.read(offset - start + 400).split(b"\n", 1)[0].rstrip(b"\r")
-    shown = text.decode(encoding, errors="replace")
-    return f" (line {line}: {shown[:100] + '…' if len(shown) > 100 else shown!r})"
+        width = 2 if encoding.startswith("utf-16") else 1
+        lo = max(start, offset - 4 * _QUOTED)
+        lo += (lo - offset) % width  # a whole number of code units before the bad byte
+        f.seek(lo)
+        data = f.read(offset - lo + 4 * _QUOTED)
+    before = _LINE_BREAK.split(data[:offset - lo].decode(encoding, errors="replace"))[-1]
+    after = _LINE_BREAK.split(data[offset - lo:].decode(encoding, errors="replace"), maxsplit=1)[0]
+    shown = ("…" if len(before) > _QUOTED else "") + before[-_QUOTED:] + after[:_QUOTED] + (
+        "…" if len(after) > _QUOTED else "")
+    return f" (line {line}: {shown!r})"
 
 
 def csv_error(path: Path, read: Path, exc: Exception, auto: bool = False) -> Exception:

@@ -186,3 +186,28 @@ def test_a_lone_cr_inside_a_quoted_field_is_not_a_line(tmp_path):
     (tmp_path / "sales.csv").write_bytes((HEADER + '1;c1;05.01.2024;100;;"a\rb"\n\n2;c2;05.01.2024;x;;\n').encode())
     result, _ = pull(tmp_path)
     assert [(b.row, b.field) for b in result.bad_rows] == [(4, "amount")]  # not 5: the CR is inside the quotes
+
+
+def encoding_error_text(folder: Path, data: bytes, encoding: str) -> str:
+    (folder / "sales.csv").write_bytes(data)
+    with pytest.raises(ConfigError) as e:
+        pull(folder, encoding=encoding)
+    return str(e.value)
+
+
+def test_an_encoding_error_quotes_50_characters_each_side_of_the_bad_byte(tmp_path):
+    line = b"9;c9;05.01.2024;100;;" + b"x" * 150 + b"\xff" + b"y" * 80
+    text = encoding_error_text(tmp_path, HEADER.encode() + b"1;c1;05.01.2024;100;;\n" + line + b"\n", "utf-8")
+    assert f"(line 3: '…{'x' * 50}\ufffd{'y' * 49}…')" in text
+
+
+def test_an_encoding_error_in_a_cr_only_file_quotes_its_line_not_the_whole_file(tmp_path):
+    rows = "1;c1;05.01.2024;100;;\r2;Иванов;05.01.2024;100;;\r3;c3;05.01.2024;100;;\r"
+    text = encoding_error_text(tmp_path, HEADER.replace("\n", "\r").encode() + rows.encode("cp1251"), "utf-8")
+    assert "(line 3: '2;\ufffd\ufffd\ufffd\ufffd\ufffd\ufffd;05.01.2024;100;;')" in text
+
+
+def test_an_encoding_error_in_utf16_quotes_whole_characters(tmp_path):
+    data = "1;c1;05.01.2024;100;;\n2;c2;".encode("utf-16") + b"\x00\xd8" + "x;05.01.2024;100;;\n".encode("utf-16-le")
+    text = encoding_error_text(tmp_path, data, "utf-16")
+    assert "(line 2: '2;c2;\ufffdx;05.01.2024;100;;')" in text
