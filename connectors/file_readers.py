@@ -9,6 +9,7 @@ import json
 import logging
 import re
 import sys
+from array import array
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -379,11 +380,12 @@ def record_lines(path: Path, delim: str) -> pa.Table | None:
     quoted field is not a line); None when it cannot read the file (the rows then keep record numbers)."""
     import csv
 
+    import numpy as np
     import pyarrow as pa
 
     with open(path, "rb") as f:
         newline = "\n" if b"\n" in f.read(1 << 20) else ""
-    starts, prev = [], 0
+    starts, prev = array("q"), 0  # 8 bytes a record, not a Python int each
     limit = csv.field_size_limit(sys.maxsize)
     try:
         with open(path, encoding="utf-8-sig", newline=newline) as f:
@@ -397,8 +399,8 @@ def record_lines(path: Path, delim: str) -> pa.Table | None:
         return None
     finally:
         csv.field_size_limit(limit)
-    lines = starts[1:]  # starts[0] is the header
-    return pa.table({"rec": pa.array(range(1, len(lines) + 1), pa.int64()), "line": pa.array(lines, pa.int64())})
+    lines = np.frombuffer(starts, dtype=np.int64)[1:]  # starts[0] is the header
+    return pa.table({"rec": np.arange(1, len(lines) + 1, dtype=np.int64), "line": lines})
 
 
 def numbered_src(src: str, lines: str) -> str:
