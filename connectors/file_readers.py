@@ -8,6 +8,8 @@ import itertools
 import json
 import logging
 import re
+import sys
+from array import array
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -38,20 +40,21 @@ def _detect_encoding(path: Path) -> str:
         return cyrillic_8bit(head)
 
 
-def cyrillic_8bit(data: bytes) -> str:
-    """``cp866`` or ``cp1251``: the one whose Cyrillic letters the high bytes of ``data`` fall on.
+_CYRILLIC_RUN = re.compile(r"[\u0400-\u04ff]{2,}")
 
-    cp1251 puts its letters at 0xC0–0xFF, where cp866 has box drawing (0xB0–0xDF) and р–я (0xE0–0xEF);
-    cp866 puts А–п at 0x80–0xAF, where cp1251 has rare punctuation. A tie (no letters) is cp1251."""
-    hist = [data.count(bytes([b])) for b in range(0x80, 0x100)]
-    in_1251 = sum(hist[0xC0 - 0x80:])
-    in_866 = sum(hist[:0xB0 - 0x80]) + sum(hist[0xE0 - 0x80:0xF0 - 0x80])
-    return "cp866" if in_866 > in_1251 else "cp1251"
+
+def cyrillic_8bit(data: bytes) -> str:
+    """``cp866`` or ``cp1251``: the one that reads ``data`` as more Cyrillic letters in runs of two or more
+    (words, not stray symbols). Counting bytes by range would not do: cp866's letters А–п sit at 0x80–0xAF,
+    where cp1251 has its punctuation (nbsp, —, –, «», “”, …), so a cp1251 export of Latin names with a few
+    dashes would look like cp866. A tie (no Cyrillic words) is cp1251."""
+    score = {e: sum(map(len, _CYRILLIC_RUN.findall(data.decode(e, "replace")))) for e in ("cp1251", "cp866")}
+    return "cp866" if score["cp866"] > score["cp1251"] else "cp1251"
 
 
 def detect_encoding(path: Path) -> str:
-    """``utf-8`` (with or without BOM), ``utf-16`` (BOM), ``cp1251`` or ``cp866`` (by where the letter bytes
-    fall: :func:`cyrillic_8bit`): what ``encoding = "auto"`` reads."""
+    """``utf-8`` (with or without BOM), ``utf-16`` (BOM), ``cp1251`` or ``cp866`` (whichever reads more
+    Cyrillic words: :func:`cyrillic_8bit`): what ``encoding = "auto"`` reads."""
     return _detect_encoding(path)
 
 
@@ -108,25 +111,37 @@ def encoding_error(path: Path, encoding: str, auto: bool = False) -> ConfigError
     return ConfigError(f"{path}: not valid {enc} text{where}{hint}")
 
 
+_QUOTED = 50  # characters quoted on each side of a bad byte
+_LINE_BREAK = re.compile(r"[\r\n]")
+
+
 def _line_at(path: Path, offset: int, encoding: str) -> str:
-    """`` (line N: '…')``: the line holding byte ``offset``, counted in one chunked pass, its text quoted
-    (decoded with replacement, cut to 100 characters)."""
-    line, start = 1, 0
+    """`` (line N: '…')``: the line holding byte ``offset`` (lines end at ``\\n``, or at ``\\r`` in a file whose
+    first chunk has no ``\\n``), counted in one chunked pass, and about 50 characters of it on each side of that
+    byte, read from a window of the file alone (decoded with replacement; aligned to 2 bytes in UTF-16)."""
+    line, start, sep = 1, 0, b""
     with open(path, "rb") as f:
         pos = 0
         while pos < offset:
             chunk = f.read(min(1 << 22, offset - pos))
             if not chunk:
                 break
-            line += chunk.count(b"\n")
-            last = chunk.rfind(b"\n")
+            sep = sep or (b"\r" if b"\n" not in chunk and b"\r" in chunk else b"\n")
+            line += chunk.count(sep)
+            last = chunk.rfind(sep)
             if last >= 0:
                 start = pos + last + 1
             pos += len(chunk)
-        f.seek(start)
-        text = f.read(offset - start + 400).split(b"\n", 1)[0].rstrip(b"\r")
-    shown = text.decode(encoding, errors="replace")
-    return f" (line {line}: {shown[:100] + '…' if len(shown) > 100 else shown!r})"
+        width = 2 if encoding.startswith("utf-16") else 1
+        lo = max(start, offset - 4 * _QUOTED)
+        lo += (lo - offset) % width  # a whole number of code units before the bad byte
+        f.seek(lo)
+        data = f.read(offset - lo + 4 * _QUOTED)
+    before = _LINE_BREAK.split(data[:offset - lo].decode(encoding, errors="replace"))[-1]
+    after = _LINE_BREAK.split(data[offset - lo:].decode(encoding, errors="replace"), maxsplit=1)[0]
+    shown = ("…" if len(before) > _QUOTED else "") + before[-_QUOTED:] + after[:_QUOTED] + (
+        "…" if len(after) > _QUOTED else "")
+    return f" (line {line}: {shown!r})"
 
 
 def csv_error(path: Path, read: Path, exc: Exception, auto: bool = False) -> Exception:
@@ -342,36 +357,50 @@ def typed_csv(con: duckdb.DuckDBPyConnection, path: Path, delim: str, cols: dict
 # ---------------------------------------------------------------------------------------------- line numbers
 
 def line_count(path: Path) -> int:
-    """The lines in ``path`` (a last line without a line break counts), by counting ``\\n`` in chunks: when a
-    CSV holds more lines than header + rows, blank lines (DuckDB skips them) or quoted line breaks shift the
-    row numbers ``rowid + 2`` gives from the file's line numbers."""
-    n, last = 0, b"\n"
+    """The lines in ``path`` up to its last byte that is not a line break (blank lines at the end, which DuckDB
+    skips, do not count; a last line without a line break does), by counting ``\\n`` in chunks, or ``\\r`` in a
+    file whose first chunk has no ``\\n`` (CR-only line breaks): when a CSV holds more lines than header + rows,
+    blank lines or quoted line breaks shift the row numbers ``rowid + 2`` gives from the file's line numbers."""
+    n, tail, sep, content = 0, 0, b"", False
     with open(path, "rb") as f:
         while chunk := f.read(1 << 22):
-            n, last = n + chunk.count(b"\n"), chunk[-1:]
-    return n + (last != b"\n")
+            sep = sep or (b"\r" if b"\n" not in chunk and b"\r" in chunk else b"\n")
+            text = chunk.rstrip(b"\r\n")
+            breaks = chunk.count(sep)
+            # tail: the line breaks after the last byte that is not one (trailing blank lines)
+            tail = chunk.count(sep, len(text)) if text else tail + breaks
+            n, content = n + breaks, content or bool(text)
+    return n - tail + 1 if content else 0
 
 
 def record_lines(path: Path, delim: str) -> pa.Table | None:
     """``rec`` (1-based data record, as DuckDB reads them) → ``line`` (the file line it starts on), from one
-    pass of Python's csv reader, which skips blank lines and follows quoted line breaks as DuckDB does;
-    None when it cannot read the file (the rows then keep record numbers)."""
+    pass of Python's csv reader, which skips blank lines and follows quoted line breaks as DuckDB does (with no
+    field-size limit, and splitting lines only at ``\\n`` when the file has one, so that a lone CR inside a
+    quoted field is not a line); None when it cannot read the file (the rows then keep record numbers)."""
     import csv
 
+    import numpy as np
     import pyarrow as pa
 
-    starts, prev = [], 0
+    with open(path, "rb") as f:
+        newline = "\n" if b"\n" in f.read(1 << 20) else ""
+    starts, prev = array("q"), 0  # 8 bytes a record, not a Python int each
+    limit = csv.field_size_limit(sys.maxsize)
     try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
+        with open(path, encoding="utf-8-sig", newline=newline) as f:
             reader = csv.reader(f, delimiter=delim, quotechar='"', doublequote=True)
             for rec in reader:
                 if rec:
                     starts.append(prev + 1)
                 prev = reader.line_num
-    except (csv.Error, UnicodeDecodeError):
+    except (csv.Error, UnicodeDecodeError) as e:
+        log.debug("%s: cannot number the rows by line (%s): they keep record numbers", path, e)
         return None
-    lines = starts[1:]  # starts[0] is the header
-    return pa.table({"rec": pa.array(range(1, len(lines) + 1), pa.int64()), "line": pa.array(lines, pa.int64())})
+    finally:
+        csv.field_size_limit(limit)
+    lines = np.frombuffer(starts, dtype=np.int64)[1:]  # starts[0] is the header
+    return pa.table({"rec": np.arange(1, len(lines) + 1, dtype=np.int64), "line": lines})
 
 
 def numbered_src(src: str, lines: str) -> str:

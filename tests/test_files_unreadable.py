@@ -1,8 +1,10 @@
-"""File exports that were unreadable, garbled or misnumbered (review36): quoted line breaks, cp866, a stray byte,
+"""File exports that were unreadable, garbled or misnumbered (review36, review38): quoted line breaks, cp866, a stray byte,
 blank lines before a bad row, a workbook whose first sheet is not the orders."""
 
 from __future__ import annotations
 
+import csv
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -134,3 +136,78 @@ def test_a_missing_column_in_a_workbook_of_several_sheets_names_the_sheets_and_t
                                  "'Сводка', 'Продажи': set [source] sheet = \"Продажи\" to read another)")
     result, _ = pull(tmp_path, orders="sales.xlsx", sheet="Продажи")
     assert result.orders == 1
+
+
+LATIN_COLS = {"order_id": "id", "customer_id": "email", "ordered_at": "date", "amount": "amount", "name": "name"}
+
+
+def test_auto_reads_a_mostly_latin_cp1251_export_with_nbsp_and_dashes_as_cp1251(tmp_path):
+    """cp1251's nbsp, —, « and » sit where cp866 has the letters А–п: counting bytes by range read this as cp866."""
+    rows = "".join(f"{i};c{i}@x.ru;05.01.2024;1\xa0{i % 900 + 100},50;Smith — «Acme» №{i}\n" for i in range(1, 200))
+    (tmp_path / "sales.csv").write_bytes(("id;email;date;amount;name\n" + rows).encode("cp1251"))
+    result, con = pull(tmp_path, columns=LATIN_COLS, decimal=",")
+    assert result.orders == 199 and result.bad_row_count == 0
+    assert con.execute("SELECT amount FROM staged_orders WHERE order_id = '1'").fetchone()[0] == Decimal("1101.50")
+
+
+def test_auto_keeps_a_cp1251_name_with_a_dash_and_guillemets(tmp_path):
+    rows = "".join(f"{i};c{i}@x.ru;05.01.2024;{i}00;Smith — «Acme»\n" for i in range(1, 20))
+    (tmp_path / "sales.csv").write_bytes(("id;email;date;amount;name\n" + rows).encode("cp1251"))
+    result, con = pull(tmp_path, columns=LATIN_COLS)
+    assert result.bad_row_count == 0
+    assert names(con)["c4@x.ru"] == "Smith — «Acme»"
+
+
+@pytest.mark.parametrize("sep,end", [("\n", "\n"), ("\r\n", "\r\n\r\n"), ("\r", "")],
+                         ids=["blank-line-at-end", "crlf-blanks-at-end", "cr-only"])
+def test_blank_lines_at_the_end_or_cr_line_breaks_keep_the_parallel_read(tmp_path, caplog, sep, end):
+    """DuckDB skips blank lines at the end and reads CR-only line breaks: neither shifts a row from its line, so
+    neither is worth the single-threaded re-read that numbers rows by line."""
+    body = HEADER + "1;c1;05.01.2024;100;;\n2;c2;05.01.2024;x;;\n3;c3;;100;;\n"
+    (tmp_path / "sales.csv").write_bytes((body.replace("\n", sep) + end).encode())
+    with caplog.at_level("DEBUG", logger="connectors.files"):
+        result, _ = pull(tmp_path)
+    assert [(b.row, b.field) for b in result.bad_rows] == [(3, "amount"), (4, "ordered_at")]
+    assert "numbering the rows by line" not in caplog.text
+
+
+def test_a_field_longer_than_pythons_csv_limit_keeps_rows_numbered_by_line(tmp_path):
+    """Python's csv reader refuses a field over 131 072 characters unless told otherwise: the rows went back to
+    record numbers (row 3 here) without a word."""
+    (tmp_path / "sales.csv").write_text(HEADER + "1;c1;05.01.2024;100;;" + "z" * 140_000 + "\n\n2;c2;05.01.2024;x;;\n",
+                                        encoding="utf-8")
+    limit = csv.field_size_limit()
+    result, _ = pull(tmp_path)
+    assert [(b.row, b.field) for b in result.bad_rows] == [(4, "amount")]
+    assert csv.field_size_limit() == limit  # the process-wide limit is put back
+
+
+def test_a_lone_cr_inside_a_quoted_field_is_not_a_line(tmp_path):
+    (tmp_path / "sales.csv").write_bytes((HEADER + '1;c1;05.01.2024;100;;"a\rb"\n\n2;c2;05.01.2024;x;;\n').encode())
+    result, _ = pull(tmp_path)
+    assert [(b.row, b.field) for b in result.bad_rows] == [(4, "amount")]  # not 5: the CR is inside the quotes
+
+
+def encoding_error_text(folder: Path, data: bytes, encoding: str) -> str:
+    (folder / "sales.csv").write_bytes(data)
+    with pytest.raises(ConfigError) as e:
+        pull(folder, encoding=encoding)
+    return str(e.value)
+
+
+def test_an_encoding_error_quotes_50_characters_each_side_of_the_bad_byte(tmp_path):
+    line = b"9;c9;05.01.2024;100;;" + b"x" * 150 + b"\xff" + b"y" * 80
+    text = encoding_error_text(tmp_path, HEADER.encode() + b"1;c1;05.01.2024;100;;\n" + line + b"\n", "utf-8")
+    assert f"(line 3: '…{'x' * 50}\ufffd{'y' * 49}…')" in text
+
+
+def test_an_encoding_error_in_a_cr_only_file_quotes_its_line_not_the_whole_file(tmp_path):
+    rows = "1;c1;05.01.2024;100;;\r2;Иванов;05.01.2024;100;;\r3;c3;05.01.2024;100;;\r"
+    text = encoding_error_text(tmp_path, HEADER.replace("\n", "\r").encode() + rows.encode("cp1251"), "utf-8")
+    assert "(line 3: '2;\ufffd\ufffd\ufffd\ufffd\ufffd\ufffd;05.01.2024;100;;')" in text
+
+
+def test_an_encoding_error_in_utf16_quotes_whole_characters(tmp_path):
+    data = "1;c1;05.01.2024;100;;\n2;c2;".encode("utf-16") + b"\x00\xd8" + "x;05.01.2024;100;;\n".encode("utf-16-le")
+    text = encoding_error_text(tmp_path, data, "utf-16")
+    assert "(line 2: '2;c2;\ufffdx;05.01.2024;100;;')" in text
