@@ -96,14 +96,15 @@ _GROUPED_RE = r"[-+]?[0-9]{1,3}(,[0-9]{3}){2,}|[-+]?[0-9]{1,3}(\.[0-9]{3}){2,}"
 def amount_number_sql(s: str, decimal: Decimal_ = ".") -> str:
     """Step 2: one decimal mark, as ``.``. A whole number with repeated groups (``1,250,000``) has none;
     a value holding both ``,`` and ``.`` uses the last one as its decimal mark; a single separator not
-    followed by exactly three digits is a decimal mark; only the ambiguous rest (``1,234`` / ``1.234``)
+    followed by exactly three digits, or after a lone ``0`` (``0,500``: no thousands), is a decimal mark; only the ambiguous rest (``1,234`` / ``1.234``)
     follows ``decimal``, the column's mark."""
     other = "." if decimal == "," else ","
     return (f"CASE WHEN regexp_full_match({s}, {lit(_GROUPED_RE)}) THEN replace(replace({s}, ',', ''), '.', '')"
             f" WHEN contains({s}, ',') AND contains({s}, '.') THEN"
             f" CASE WHEN strpos({s}, ',') > strpos({s}, '.') AND NOT contains(substr({s}, strpos({s}, ',') + 1), '.')"
             f" THEN replace(replace({s}, '.', ''), ',', '.') ELSE replace({s}, ',', '') END"
-            f" WHEN regexp_full_match({s}, '[-+]?[0-9]*[.,]([0-9]{{1,2}}|[0-9]{{4,}})') THEN replace({s}, ',', '.')"
+            f" WHEN regexp_full_match({s}, '[-+]?([0-9]*[.,]([0-9]{{1,2}}|[0-9]{{4,}})|0+[.,][0-9]+)')"
+            f" THEN replace({s}, ',', '.')"
             f" ELSE replace(replace({s}, {lit(other)}, ''), ',', '.') END")
 
 
@@ -152,7 +153,7 @@ def currency_of(value: str | None) -> str | None:
 def sniff_decimal(values: Iterable[str | None], money: bool = True) -> Decimal_:
     """The decimal mark of a number column from sample values. Decisive values count first: one holding both
     marks (the last is the decimal mark), repeated groups (``1,234,567``: the other mark is the decimal mark),
-    a mark followed by other than three digits (``12,5``). Only when no value is decisive do the ambiguous
+    a mark followed by other than three digits (``12,5``) or after a lone ``0`` (``0,500``). Only when no value is decisive do the ambiguous
     ``1,234`` / ``1.234`` count: in a money column (``money``) they group thousands (amounts rarely have three
     decimals), in a quantity they are decimals. No evidence at all: ``.``."""
     decisive = {",": 0, ".": 0}
@@ -166,7 +167,7 @@ def sniff_decimal(values: Iterable[str | None], money: bool = True) -> Decimal_:
             decisive[marks[-1]] += 1
         elif len(marks) > 1:  # 1,250,000: the mark groups thousands
             decisive["." if marks[0] == "," else ","] += 1
-        elif len(v) - v.index(marks[0]) - 1 != 3:
+        elif len(v) - v.index(marks[0]) - 1 != 3 or not v[:v.index(marks[0])].strip("0"):  # 12,5 / 0,500
             decisive[marks[0]] += 1
         else:  # 1,234 / 1.234
             weak[("." if marks[0] == "," else ",") if money else marks[0]] += 1
