@@ -180,13 +180,14 @@ _SPACE_OFFSET_RE = r"\s+([+-]\d\d(:?\d\d)?|Z)$"  # "10:00:00 +0500" (Shopify): D
 
 
 def _has_offset(date_format: str | None) -> bool:
-    return bool(date_format) and "%z" in date_format
+    """Whether the format reads each value's own offset (``%z``) or zone name (``%Z``: ``UTC``, ``Europe/Berlin``)."""
+    return bool(date_format) and ("%z" in date_format or "%Z" in date_format)
 
 
 def naive_timestamp_sql(t: str, formats: Iterable[str] = DATE_FORMATS, excel_serial: bool = False,
                         date_format: str | None = None) -> str:
     """Step 1 for dates: trimmed text → naive TIMESTAMP (ISO, dd.mm.yyyy[ HH:MM[:SS]], …). A ``date_format``
-    with ``%z`` gives the UTC time of each value (its own offset applied; see :func:`zoned_timestamp_sql`)."""
+    with ``%z`` or ``%Z`` gives the UTC time of each value (its own offset or zone applied; see :func:`zoned_timestamp_sql`)."""
     fmts = [date_format] if date_format else list(formats)
     naive = f"try_strptime({t}, [{', '.join(lit(f) for f in fmts)}])"
     if _has_offset(date_format):
@@ -202,7 +203,7 @@ def naive_timestamp_sql(t: str, formats: Iterable[str] = DATE_FORMATS, excel_ser
 def zoned_timestamp_sql(t: str, n: str, tz: str, date_format: str | None = None) -> str:
     """Step 2: TIMESTAMPTZ from the text ``t`` (when it carries an offset, also after a space:
     ``10:00:00 +0500``) or else the naive ``n`` read as local time in ``tz``; NULL before 1970
-    (a misread year). With a ``%z`` ``date_format``, ``n`` is already UTC."""
+    (a misread year). With a ``%z`` / ``%Z`` ``date_format``, ``n`` is already UTC."""
     if _has_offset(date_format):
         return f"CASE WHEN {n} >= TIMESTAMP '{EARLIEST}' THEN timezone('UTC', {n}) END"
     spaced = f"TRY_CAST(regexp_replace({t}, {lit(_SPACE_OFFSET_RE)}, '\\1') AS TIMESTAMPTZ)"

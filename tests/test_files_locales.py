@@ -78,6 +78,14 @@ def test_a_date_format_with_an_offset_is_honoured(tmp_path):
     assert [(b.row, b.value) for b in result.bad_rows] == [(4, "31.01.2024 10:00")]  # no offset: not the format
 
 
+
+def test_a_date_format_with_a_zone_name_is_honoured(tmp_path):
+    _csv(tmp_path, [["1", "x", "31.01.2024 10:00 UTC", "1", ""],
+                    ["2", "x", "31.01.2024 10:00 America/New_York", "1", ""]])
+    result, con = pull(tmp_path, columns=COLS, timezone="Asia/Tashkent", date_format="%d.%m.%Y %H:%M %Z")
+    assert {k: v[1] for k, v in orders(con).items()} == {"1": dt.datetime(2024, 1, 31, 10, tzinfo=UTC),
+                                                         "2": dt.datetime(2024, 1, 31, 15, tzinfo=UTC)}
+
 @pytest.mark.parametrize("text", ["(1 234,50)", "1234,50-", "−1 234,50", "(1 234,50 сум)"])
 def test_accounting_negatives_are_refunds_not_unreadable(tmp_path, text):
     _csv(tmp_path, [["1", "x", "05.01.2024", text, "Возврат"], ["2", "x", "05.01.2024", text, ""],
