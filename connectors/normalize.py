@@ -150,12 +150,27 @@ def currency_of(value: str | None) -> str | None:
     return next((code for tok, code in sorted(CURRENCY_TOKENS.items(), key=lambda kv: -len(kv[0])) if tok in low), None)
 
 
-def sniff_decimal(values: Iterable[str | None], money: bool = True) -> Decimal_:
+def sniff_decimal(values: Iterable[str | None], money: bool = True, settled: Decimal_ | None = None) -> Decimal_:
     """The decimal mark of a number column from sample values. Decisive values count first: one holding both
     marks (the last is the decimal mark), repeated groups (``1,234,567``: the other mark is the decimal mark),
-    a mark followed by other than three digits (``12,5``) or after a lone ``0`` (``0,500``). Only when no value is decisive do the ambiguous
-    ``1,234`` / ``1.234`` count: in a money column (``money``) they group thousands (amounts rarely have three
+    a mark followed by other than three digits (``12,5``) or after a lone ``0`` (``0,500``). Only when no value is
+    decisive does ``settled`` (the mark the file's money columns settled, for a quantity) decide, and then the
+    ambiguous ``1,234`` / ``1.234``: in a money column (``money``) they group thousands (amounts rarely have three
     decimals), in a quantity they are decimals. No evidence at all: ``.``."""
+    decisive, weak = _decimal_votes(values, money)
+    if not any(decisive.values()) and settled is not None:
+        return settled
+    votes = decisive if any(decisive.values()) else weak
+    return "," if votes[","] > votes["."] else "."
+
+
+def decisive_decimal(values: Iterable[str | None]) -> Decimal_ | None:
+    """The decimal mark the decisive values of a sample settle (see :func:`sniff_decimal`), else None."""
+    decisive, _ = _decimal_votes(values, True)
+    return None if not any(decisive.values()) else "," if decisive[","] > decisive["."] else "."
+
+
+def _decimal_votes(values: Iterable[str | None], money: bool) -> tuple[dict[str, int], dict[str, int]]:
     decisive = {",": 0, ".": 0}
     weak = {",": 0, ".": 0}
     for v in values:
@@ -171,8 +186,7 @@ def sniff_decimal(values: Iterable[str | None], money: bool = True) -> Decimal_:
             decisive[marks[0]] += 1
         else:  # 1,234 / 1.234
             weak[("." if marks[0] == "," else ",") if money else marks[0]] += 1
-    votes = decisive if any(decisive.values()) else weak
-    return "," if votes[","] > votes["."] else "."
+    return decisive, weak
 
 
 _OFFSET_RE = r"[T ]\d\d:\d\d(:\d\d(\.\d+)?)?\s*(Z|[+-]\d\d(:?\d\d)?)$"

@@ -100,6 +100,16 @@ def test_iso_dates_do_not_skip_the_money_rule_or_the_decimal_setting(tmp_path, d
     assert {k: v[2] for k, v in orders(con).items()} == {"1": Decimal("150"), "2": Decimal("0.5")}
     assert result.fast_path
 
+
+def test_a_quantity_with_no_decisive_value_takes_the_mark_of_the_money(tmp_path):
+    write_csv(tmp_path / "sales.csv", [["id", "c", "d", "p", "q"], ["1", "x", "05.01.2024", "1,299.99", "1"],
+                                       ["2", "y", "05.01.2024", "0.50", "1,000"],
+                                       ["3", "z", "05.01.2024", "2.00", "1,500"]], ";")
+    result, con = pull(tmp_path, columns={"order_id": "id", "customer_id": "c", "ordered_at": "d", "price": "p",
+                                          "quantity": "q"})
+    assert {k: v[2] for k, v in orders(con).items()} == {"1": Decimal("1299.99"), "2": Decimal("500"),
+                                                         "3": Decimal("3000")}  # a thousand units, not 1.000
+
 @pytest.mark.parametrize("text", ["(1 234,50)", "1234,50-", "−1 234,50", "(1 234,50 сум)"])
 def test_accounting_negatives_are_refunds_not_unreadable(tmp_path, text):
     _csv(tmp_path, [["1", "x", "05.01.2024", text, "Возврат"], ["2", "x", "05.01.2024", text, ""],
