@@ -21,7 +21,8 @@ records) stages the new files alone and swaps rows by file id. Otherwise the fil
 of :meth:`~connectors.files.FileSource.files`, are staged exactly as a fresh read stages them (repeated order
 ids, contacts shared across files, identity and bad rows are decided over every file, as a full read does) and
 replace the store's rows (the webhook-records rule of :mod:`sync.store` holds); an unchanged file read the lean
-way is then read again, once, for its table. ``reread`` reads every file again (a file with the same fingerprint keeps its first ``read_at``).
+way is then read again, once, for its table. ``reread`` reads every file again
+(a file with the same fingerprint keeps its first ``read_at``).
 
 Crash safety: the staged rows, the new fingerprints and the bad-row report are committed in one transaction
 (:func:`~sync.store.merge.merge_staged`'s ``before_commit``, or the lean path's own). A file table written
