@@ -312,9 +312,13 @@ def needs_serial_read(e: duckdb.Error) -> bool:
 
 
 def typed_csv(con: duckdb.DuckDBPyConnection, path: Path, delim: str, cols: dict[str, str],
-              dates: list[str], numbers: dict[str, int], parallel: bool = True) -> TypedCsv | None:
+              dates: list[str], numbers: dict[str, int], parallel: bool = True,
+              decimal: nz.Decimal_ | None = None) -> TypedCsv | None:
     """The typed read of ``path`` when DuckDB's sniffer types every mapped date column DATE/TIMESTAMP
-    (ISO text, no offset) and every mapped number column as a number, else None.
+    (ISO text, no offset) and every mapped number column as a number, else None. A number column also needs
+    ``.`` as its decimal mark (``decimal``, the configured one, else sniffed from its first values as the text
+    path does): a money column of only ``150.000`` / ``85.000`` groups thousands, and with ``.`` as the mark the
+    text path reads an ambiguous ``3.333`` as the typed read does, a decimal.
 
     Date columns get a strict ``timestampformat``/``dateformat`` taken from a sample value, so a
     later value in another shape (an offset, a dd.mm.yyyy date, garbage) makes the read fail rather
@@ -347,6 +351,13 @@ def typed_csv(con: duckdb.DuckDBPyConnection, path: Path, delim: str, cols: dict
     for f, scale in numbers.items():
         h = cols[f]
         if not str(sniffed.get(h, "")).startswith(_NUMERIC):
+            return None
+        try:
+            sample = [v for (v,) in con.execute(f"SELECT {nz.ident(h)} FROM {csv_src(path, delim, parallel=parallel)}"
+                                                f" WHERE {nz.ident(h)} IS NOT NULL LIMIT 2000").fetchall()]
+        except duckdb.Error:
+            return None
+        if (decimal or nz.sniff_decimal(sample, money=f != "quantity")) != ".":  # 150.000 / 85.000: money in 1000s
             return None
         types[h], fields[f] = f"DECIMAL(18,{scale})", "number"
     if not any(v == "timestamp" for v in fields.values()):

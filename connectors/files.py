@@ -301,7 +301,7 @@ class FileSource:
 
         if not self.cfg.date_format and not self._text_only:
             typed = typed_csv(con, csv_path, delim, cols, [f for f in ("ordered_at", "created_at") if f in cols],
-                              {f: s for f, s in NUMBER_FIELDS.items() if f in cols}, parallel)
+                              {f: s for f, s in NUMBER_FIELDS.items() if f in cols}, parallel, self.cfg.decimal)
             if typed is not None:
                 try:  # any value the typed read rejects raises: then the text path reads the file again
                     loaded = load_table(con, lf, numbered(typed.src), "csv", self.cfg, typed.fields)

@@ -96,14 +96,15 @@ _GROUPED_RE = r"[-+]?[0-9]{1,3}(,[0-9]{3}){2,}|[-+]?[0-9]{1,3}(\.[0-9]{3}){2,}"
 def amount_number_sql(s: str, decimal: Decimal_ = ".") -> str:
     """Step 2: one decimal mark, as ``.``. A whole number with repeated groups (``1,250,000``) has none;
     a value holding both ``,`` and ``.`` uses the last one as its decimal mark; a single separator not
-    followed by exactly three digits is a decimal mark; only the ambiguous rest (``1,234`` / ``1.234``)
+    followed by exactly three digits, or after a lone ``0`` (``0,500``: no thousands), is a decimal mark; only the ambiguous rest (``1,234`` / ``1.234``)
     follows ``decimal``, the column's mark."""
     other = "." if decimal == "," else ","
     return (f"CASE WHEN regexp_full_match({s}, {lit(_GROUPED_RE)}) THEN replace(replace({s}, ',', ''), '.', '')"
             f" WHEN contains({s}, ',') AND contains({s}, '.') THEN"
             f" CASE WHEN strpos({s}, ',') > strpos({s}, '.') AND NOT contains(substr({s}, strpos({s}, ',') + 1), '.')"
             f" THEN replace(replace({s}, '.', ''), ',', '.') ELSE replace({s}, ',', '') END"
-            f" WHEN regexp_full_match({s}, '[-+]?[0-9]*[.,]([0-9]{{1,2}}|[0-9]{{4,}})') THEN replace({s}, ',', '.')"
+            f" WHEN regexp_full_match({s}, '[-+]?([0-9]*[.,]([0-9]{{1,2}}|[0-9]{{4,}})|0+[.,][0-9]+)')"
+            f" THEN replace({s}, ',', '.')"
             f" ELSE replace(replace({s}, {lit(other)}, ''), ',', '.') END")
 
 
@@ -149,12 +150,27 @@ def currency_of(value: str | None) -> str | None:
     return next((code for tok, code in sorted(CURRENCY_TOKENS.items(), key=lambda kv: -len(kv[0])) if tok in low), None)
 
 
-def sniff_decimal(values: Iterable[str | None], money: bool = True) -> Decimal_:
+def sniff_decimal(values: Iterable[str | None], money: bool = True, settled: Decimal_ | None = None) -> Decimal_:
     """The decimal mark of a number column from sample values. Decisive values count first: one holding both
     marks (the last is the decimal mark), repeated groups (``1,234,567``: the other mark is the decimal mark),
-    a mark followed by other than three digits (``12,5``). Only when no value is decisive do the ambiguous
-    ``1,234`` / ``1.234`` count: in a money column (``money``) they group thousands (amounts rarely have three
+    a mark followed by other than three digits (``12,5``) or after a lone ``0`` (``0,500``). Only when no value is
+    decisive does ``settled`` (the mark the file's money columns settled, for a quantity) decide, and then the
+    ambiguous ``1,234`` / ``1.234``: in a money column (``money``) they group thousands (amounts rarely have three
     decimals), in a quantity they are decimals. No evidence at all: ``.``."""
+    decisive, weak = _decimal_votes(values, money)
+    if not any(decisive.values()) and settled is not None:
+        return settled
+    votes = decisive if any(decisive.values()) else weak
+    return "," if votes[","] > votes["."] else "."
+
+
+def decisive_decimal(values: Iterable[str | None]) -> Decimal_ | None:
+    """The decimal mark the decisive values of a sample settle (see :func:`sniff_decimal`), else None."""
+    decisive, _ = _decimal_votes(values, True)
+    return None if not any(decisive.values()) else "," if decisive[","] > decisive["."] else "."
+
+
+def _decimal_votes(values: Iterable[str | None], money: bool) -> tuple[dict[str, int], dict[str, int]]:
     decisive = {",": 0, ".": 0}
     weak = {",": 0, ".": 0}
     for v in values:
@@ -166,12 +182,11 @@ def sniff_decimal(values: Iterable[str | None], money: bool = True) -> Decimal_:
             decisive[marks[-1]] += 1
         elif len(marks) > 1:  # 1,250,000: the mark groups thousands
             decisive["." if marks[0] == "," else ","] += 1
-        elif len(v) - v.index(marks[0]) - 1 != 3:
+        elif len(v) - v.index(marks[0]) - 1 != 3 or not v[:v.index(marks[0])].strip("0"):  # 12,5 / 0,500
             decisive[marks[0]] += 1
         else:  # 1,234 / 1.234
             weak[("." if marks[0] == "," else ",") if money else marks[0]] += 1
-    votes = decisive if any(decisive.values()) else weak
-    return "," if votes[","] > votes["."] else "."
+    return decisive, weak
 
 
 _OFFSET_RE = r"[T ]\d\d:\d\d(:\d\d(\.\d+)?)?\s*(Z|[+-]\d\d(:?\d\d)?)$"
@@ -179,13 +194,14 @@ _SPACE_OFFSET_RE = r"\s+([+-]\d\d(:?\d\d)?|Z)$"  # "10:00:00 +0500" (Shopify): D
 
 
 def _has_offset(date_format: str | None) -> bool:
-    return bool(date_format) and "%z" in date_format
+    """Whether the format reads each value's own offset (``%z``) or zone name (``%Z``: ``UTC``, ``Europe/Berlin``)."""
+    return bool(date_format) and ("%z" in date_format or "%Z" in date_format)
 
 
 def naive_timestamp_sql(t: str, formats: Iterable[str] = DATE_FORMATS, excel_serial: bool = False,
                         date_format: str | None = None) -> str:
     """Step 1 for dates: trimmed text → naive TIMESTAMP (ISO, dd.mm.yyyy[ HH:MM[:SS]], …). A ``date_format``
-    with ``%z`` gives the UTC time of each value (its own offset applied; see :func:`zoned_timestamp_sql`)."""
+    with ``%z`` or ``%Z`` gives the UTC time of each value (its own offset or zone applied; see :func:`zoned_timestamp_sql`)."""
     fmts = [date_format] if date_format else list(formats)
     naive = f"try_strptime({t}, [{', '.join(lit(f) for f in fmts)}])"
     if _has_offset(date_format):
@@ -201,7 +217,7 @@ def naive_timestamp_sql(t: str, formats: Iterable[str] = DATE_FORMATS, excel_ser
 def zoned_timestamp_sql(t: str, n: str, tz: str, date_format: str | None = None) -> str:
     """Step 2: TIMESTAMPTZ from the text ``t`` (when it carries an offset, also after a space:
     ``10:00:00 +0500``) or else the naive ``n`` read as local time in ``tz``; NULL before 1970
-    (a misread year). With a ``%z`` ``date_format``, ``n`` is already UTC."""
+    (a misread year). With a ``%z`` / ``%Z`` ``date_format``, ``n`` is already UTC."""
     if _has_offset(date_format):
         return f"CASE WHEN {n} >= TIMESTAMP '{EARLIEST}' THEN timezone('UTC', {n}) END"
     spaced = f"TRY_CAST(regexp_replace({t}, {lit(_SPACE_OFFSET_RE)}, '\\1') AS TIMESTAMPTZ)"

@@ -78,6 +78,38 @@ def test_a_date_format_with_an_offset_is_honoured(tmp_path):
     assert [(b.row, b.value) for b in result.bad_rows] == [(4, "31.01.2024 10:00")]  # no offset: not the format
 
 
+
+def test_a_date_format_with_a_zone_name_is_honoured(tmp_path):
+    _csv(tmp_path, [["1", "x", "31.01.2024 10:00 UTC", "1", ""],
+                    ["2", "x", "31.01.2024 10:00 America/New_York", "1", ""]])
+    result, con = pull(tmp_path, columns=COLS, timezone="Asia/Tashkent", date_format="%d.%m.%Y %H:%M %Z")
+    assert {k: v[1] for k, v in orders(con).items()} == {"1": dt.datetime(2024, 1, 31, 10, tzinfo=UTC),
+                                                         "2": dt.datetime(2024, 1, 31, 15, tzinfo=UTC)}
+
+
+@pytest.mark.parametrize("decimal,second,want", [(None, "12.500", "12500"), (",", "12.5", "12.5")])
+def test_iso_dates_do_not_skip_the_money_rule_or_the_decimal_setting(tmp_path, decimal, second, want):
+    """A file DuckDB could read typed (ISO dates, numbers it takes as DOUBLE) reads ``150.000`` as the text path
+    does (money: 150000), and honours an explicit ``decimal``; plain amounts keep the typed fast path."""
+    _csv(tmp_path, [["1", "x", "2024-01-05 10:00:00", "150.000", ""], ["2", "x", "2024-01-05 10:00:00", second, ""]])
+    result, con = pull(tmp_path, columns=COLS, **({"decimal": decimal} if decimal else {}))
+    assert {k: v[2] for k, v in orders(con).items()} == {"1": Decimal("150000"), "2": Decimal(want)}
+    assert not result.fast_path
+    _csv(tmp_path, [["1", "x", "2024-01-05 10:00:00", "150.00", ""], ["2", "x", "2024-01-05 10:00:00", "0.500", ""]])
+    result, con = pull(tmp_path, columns=COLS)
+    assert {k: v[2] for k, v in orders(con).items()} == {"1": Decimal("150"), "2": Decimal("0.5")}
+    assert result.fast_path
+
+
+def test_a_quantity_with_no_decisive_value_takes_the_mark_of_the_money(tmp_path):
+    write_csv(tmp_path / "sales.csv", [["id", "c", "d", "p", "q"], ["1", "x", "05.01.2024", "1,299.99", "1"],
+                                       ["2", "y", "05.01.2024", "0.50", "1,000"],
+                                       ["3", "z", "05.01.2024", "2.00", "1,500"]], ";")
+    result, con = pull(tmp_path, columns={"order_id": "id", "customer_id": "c", "ordered_at": "d", "price": "p",
+                                          "quantity": "q"})
+    assert {k: v[2] for k, v in orders(con).items()} == {"1": Decimal("1299.99"), "2": Decimal("500"),
+                                                         "3": Decimal("3000")}  # a thousand units, not 1.000
+
 @pytest.mark.parametrize("text", ["(1 234,50)", "1234,50-", "−1 234,50", "(1 234,50 сум)"])
 def test_accounting_negatives_are_refunds_not_unreadable(tmp_path, text):
     _csv(tmp_path, [["1", "x", "05.01.2024", text, "Возврат"], ["2", "x", "05.01.2024", text, ""],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import duckdb
 import pyarrow as pa
 import pytest
@@ -144,3 +146,16 @@ def test_money_in_any_consistent_locale_is_read_back_exactly(items, locale, whol
 ])
 def test_sniff_decimal_weighs_decisive_values_over_ambiguous_ones(values, money, mark):
     assert nz.sniff_decimal(values, money=money) == mark
+
+
+@pytest.mark.parametrize("texts,want", [
+    (["0,500", "1,000", "0,250"], ["0.50", "1.00", "0.25"]),  # a lone 0 before the mark: no thousands to group
+    (["0.500", "1.000", "-0.250"], ["0.50", "1.00", "-0.25"]),
+    (["-0,500", "(0,750)", "12,500"], ["-0.50", "-0.75", "12.50"]),
+])
+def test_a_mark_after_a_lone_zero_is_the_decimal_mark(texts, want):
+    mark = nz.sniff_decimal(texts)
+    got = _CON.execute("SELECT [" + ", ".join(nz.amount_sql(nz.lit(t), mark) for t in texts) + "]").fetchall()[0][0]
+    assert [str(d) for d in got] == want, mark
+    assert _CON.execute(f"SELECT {nz.amount_sql(nz.lit('0,500'), '.')}, {nz.amount_sql(nz.lit('0.500'), ',')}"
+                        ).fetchall() == [(Decimal("0.50"), Decimal("0.50"))]  # whatever the column's mark

@@ -349,3 +349,24 @@ def test_a_consent_batch_merged_again_after_an_orders_only_export_does_not_undo_
     assert _state(cfg, "O1", "C1")[1] == [("no",)]
     _webhook(cfg, [], batch, received_at=accepted - timedelta(hours=1))  # an older batch of it: the same
     assert _state(cfg, "O1", "C1")[1] == [("no",)]
+
+
+def test_a_refund_by_webhook_survives_every_file_read_again_with_the_same_bytes(tmp_path, monkeypatch):
+    """A new release's store format (or ``--reread``, or a ``[source]`` edit) reads every file again: a file with
+    the same bytes is as old as its first read, so the export from before the refund and the withdrawn consent
+    must not win over them."""
+    import sync.store.files as store_files
+
+    cfg, (oid, cid, at, amount) = _ingested_shop(tmp_path)
+    with open_store(store_path(cfg)) as con:
+        (other,) = con.execute("SELECT customer_id FROM contacts WHERE marketing_consent = 'yes' "
+                               "ORDER BY customer_id LIMIT 1").fetchone()
+    _webhook(cfg, [Order(oid, cid, at, amount, status=OrderStatus.REFUNDED)],
+             [Contact(other, marketing_consent=Consent.NO)])
+    with open_store(store_path(cfg)) as con:
+        (ids,) = con.execute(f"SELECT max(file_id) FROM {store_files.FILES_TABLE}").fetchone()
+    monkeypatch.setattr(store_files, "FORMAT", store_files.FORMAT + 1)  # what upgrading to a release bumping it does
+    _ingest(cfg)
+    assert _state(cfg, oid, other) == ([("refunded", 1)], [("no",)])
+    with open_store(store_path(cfg)) as con:  # (every file was read again: under new ids)
+        assert con.execute(f"SELECT min(file_id) > {ids} FROM {store_files.FILES_TABLE}").fetchall() == [(True,)]

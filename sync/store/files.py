@@ -21,7 +21,8 @@ records) stages the new files alone and swaps rows by file id. Otherwise the fil
 of :meth:`~connectors.files.FileSource.files`, are staged exactly as a fresh read stages them (repeated order
 ids, contacts shared across files, identity and bad rows are decided over every file, as a full read does) and
 replace the store's rows (the webhook-records rule of :mod:`sync.store` holds); an unchanged file read the lean
-way is then read again, once, for its table. ``reread`` reads every file again.
+way is then read again, once, for its table. ``reread`` reads every file again
+(a file with the same fingerprint keeps its first ``read_at``).
 
 Crash safety: the staged rows, the new fingerprints and the bad-row report are committed in one transaction
 (:func:`~sync.store.merge.merge_staged`'s ``before_commit``, or the lean path's own). A file table written
@@ -63,6 +64,7 @@ BAD_TABLE = "ingest_bad_rows"
 SUMMARY_TABLE = "ingest_summary"
 TABLE_PREFIX = "ingest_f"
 TEMP_PREFIX = "_ingest_t"  # a file read by the lean path: temp tables, gone once its rows are in ``orders``
+READS_TABLE = "_ingest_reads"  # temp: each file's read time for the merge, the files read this run included
 FORMAT = 4  # bumped when the stored rows of a file change shape: every file is read again
 CHUNK = 1 << 16  # the head and tail hashed by a quick fingerprint
 
@@ -203,6 +205,10 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
     for key in wanted:
         if key not in keep:
             ids[key], next_id = next_id, next_id + 1
+    # a file read again with the same fingerprint ([source] edit, FORMAT bump, --reread) is as old as its first
+    # read: its export must not now win over a webhook refund or consent accepted since
+    read_at = {key: _same_file(stored.get((key[0], str(key[1]))), prints[key]) or started
+               for key in wanted if key not in keep}
     kept_ids = {row["file_id"] for row in keep.values()}
     dropped = [row for row in stored.values() if row["file_id"] not in kept_ids]  # changed or gone
     lean = lean_source(source) and lean_store(con, list(keep.values()), summary)
@@ -270,7 +276,7 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
                             " config, cols, fast, rows, no_cust, no_oid, lean, read_at)"
                             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             [ids[key], key[0], str(key[1]), fp.size, fp.mtime_ns, fp.head_tail, fp.full, cfg,
-                             json.dumps(lf.cols), lf.fast, *counts[key], change is not None, started])
+                             json.dumps(lf.cols), lf.fast, *counts[key], change is not None, read_at[key]])
             _save_report(con, result, {str(p): ids[(role, p)] for role, p in wanted})
 
         with unordered(con):
@@ -278,7 +284,10 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
                 drop_lean_indexes(con, change)
                 _in_transaction(con, lambda: (commit_lean(con, change), save(con)))
             else:
-                reads = FileReads(FILES_TABLE, tuple(ids[k] for k in wanted if k[0] == "contacts"), started)
+                con.execute(f"CREATE OR REPLACE TEMP TABLE {READS_TABLE} AS SELECT file_id, read_at FROM {FILES_TABLE}"
+                            " UNION ALL SELECT * FROM (SELECT unnest(?::BIGINT[]) AS file_id,"
+                            " unnest(?::TIMESTAMPTZ[]) AS read_at)", [[ids[k] for k in new], [read_at[k] for k in new]])
+                reads = FileReads(READS_TABLE, tuple(ids[k] for k in wanted if k[0] == "contacts"), started)
                 merge_staged(con, result, max_identity_group=source.max_identity_group, before_commit=save,
                              files=reads)
     except BaseException as exc:
@@ -305,6 +314,7 @@ def vanished(exc: FileNotFoundError) -> TransientError:
 def _clean(con: duckdb.DuckDBPyConnection) -> None:
     drop_staged_view(con)
     drop_scratch(con)
+    con.execute(f"DROP TABLE IF EXISTS temp.{READS_TABLE}")
     for (name,) in con.execute("SELECT table_name FROM information_schema.tables WHERE table_catalog = 'temp'"
                                f" AND table_type = 'VIEW' AND table_name LIKE '{TEMP_PREFIX}%'").fetchall():
         con.execute(f"DROP VIEW IF EXISTS temp.{name}")
@@ -315,6 +325,13 @@ def _clean(con: duckdb.DuckDBPyConnection) -> None:
 def _in_transaction(con: duckdb.DuckDBPyConnection, work: Callable[[], object]) -> None:
     with store_transaction(con):
         work()
+
+
+def _same_file(row: dict | None, fp: Fingerprint) -> datetime | None:
+    """The stored read time of a file whose bytes are unchanged since (its config may differ), else None."""
+    if row is None or (row["size"], row["mtime_ns"], row["head_tail"]) != (fp.size, fp.mtime_ns, fp.head_tail):
+        return None
+    return None if row["full_hash"] and fp.full and row["full_hash"] != fp.full else row["read_at"]
 
 
 def _unchanged(row: dict | None, fp: Fingerprint, cfg: str, verify: bool) -> bool:
