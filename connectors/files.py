@@ -25,8 +25,9 @@ from . import normalize as nz
 from .contacts import PhoneRegion
 from .diagnose import check_orders
 from .errors import BadFileError, ConfigError
-from .file_readers import (csv_error, csv_src, line_count, needs_serial_read, numbered_src, read_xlsx,
-                           record_lines, sheets_hint, sniff_delimiter, typed_csv, utf8_copy)
+from .file_encoding import csv_error, utf8_copy
+from .file_readers import (csv_src, line_count, needs_serial_read, numbered_src, read_xlsx, record_lines, sheets_hint,
+                           sniff_delimiter, typed_csv)
 from .file_sql import NUMBER_FIELDS, load_table
 from .file_staging import CONTACT_FIELDS, FIELDS, FilePullResult, LoadedFile, drop_scratch, stage_files
 from .identity import DEFAULT_MAX_GROUP

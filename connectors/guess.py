@@ -17,7 +17,8 @@ from pathlib import Path
 
 from .diagnose import guess_format
 from .errors import BadFileError, ConfigError
-from .file_readers import detect_encoding, sniff_delimiter
+from .file_encoding import detect_encoding
+from .file_readers import sniff_delimiter
 from .normalize import DATE_FORMATS, sniff_decimal
 from .presets import PRESETS
 

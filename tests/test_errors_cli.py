@@ -246,7 +246,7 @@ def test_cp1251_file_read_as_utf8_names_file_offset_and_encodings(tmp_path):
 
 
 def test_first_bad_byte_is_the_file_offset_across_chunks(tmp_path):
-    from connectors.file_readers import first_bad_byte
+    from connectors.file_encoding import first_bad_byte
 
     path = tmp_path / "x.csv"
     path.write_bytes(b"a" * (1 << 22) + b"\xff\xfe" + "я".encode("utf-8"))

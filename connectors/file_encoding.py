@@ -1,0 +1,145 @@
+"""The encoding of a file export: detected (UTF-8, UTF-16 with a BOM, cp1251 or cp866 by their Cyrillic letter
+runs), transcoded to a UTF-8 copy for DuckDB, and the error for text that is not in it, naming the line and
+quoting the text around the first bad byte. A part of :mod:`connectors.file_readers`."""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import re
+from pathlib import Path
+
+from .errors import BadFileError, ConfigError
+
+log = logging.getLogger("connectors.file_readers")
+
+
+def _detect_encoding(path: Path) -> str:
+    with open(path, "rb") as f:
+        head = f.read(1 << 20)
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        return "utf-8"
+    except UnicodeDecodeError:
+        return cyrillic_8bit(head)
+
+
+_CYRILLIC_RUN = re.compile(r"[\u0400-\u04ff]{2,}")
+
+
+def cyrillic_8bit(data: bytes) -> str:
+    """``cp866`` or ``cp1251``: the one that reads ``data`` as more Cyrillic letters in runs of two or more
+    (words, not stray symbols). Counting bytes by range would not do: cp866's letters А–п sit at 0x80–0xAF,
+    where cp1251 has its punctuation (nbsp, —, –, «», “”, …), so a cp1251 export of Latin names with a few
+    dashes would look like cp866. A tie (no Cyrillic words) is cp1251."""
+    score = {e: sum(map(len, _CYRILLIC_RUN.findall(data.decode(e, "replace")))) for e in ("cp1251", "cp866")}
+    return "cp866" if score["cp866"] > score["cp1251"] else "cp1251"
+
+
+def detect_encoding(path: Path) -> str:
+    """``utf-8`` (with or without BOM), ``utf-16`` (BOM), ``cp1251`` or ``cp866`` (whichever reads more
+    Cyrillic words: :func:`cyrillic_8bit`): what ``encoding = "auto"`` reads."""
+    return _detect_encoding(path)
+
+
+def utf8_copy(path: Path, encoding: str, tmp: Path) -> Path:
+    """The file itself when it is UTF-8 (with or without BOM), else a UTF-8 copy written in chunks."""
+    enc = _detect_encoding(path) if encoding.lower() == "auto" else encoding
+    try:
+        if codecs.lookup(enc).name in ("utf-8", "utf-8-sig", "ascii"):
+            return path
+    except LookupError:
+        raise ConfigError(f"unknown encoding {encoding!r} for {path}") from None
+    out = tmp / (path.stem + ".utf8.csv")
+    try:
+        with open(path, encoding=enc, newline="") as src, open(out, "w", encoding="utf-8", newline="") as dst:
+            while chunk := src.read(1 << 22):
+                dst.write(chunk)
+    except UnicodeDecodeError:
+        raise encoding_error(path, enc, auto=encoding.lower() == "auto") from None
+    log.debug("transcoded %s from %s", path, enc)
+    return out
+
+
+def first_bad_byte(path: Path, encoding: str) -> int | None:
+    """The file offset of the first byte that is not valid ``encoding``, or None when the whole file is."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    offset = 0
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(1 << 22)
+            pending = len(decoder.getstate()[0])  # undecoded bytes carried over from the last chunk
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as e:
+                return max(offset - pending + e.start, 0)
+            if not chunk:
+                return None
+            offset += len(chunk)
+
+
+def encoding_error(path: Path, encoding: str, auto: bool = False) -> ConfigError:
+    """A ConfigError naming the file, the first bad byte, its line (number and text, bad bytes shown as
+    U+FFFD) and what to do: set ``encoding = "auto"`` or an encoding that reads the whole file, or, when
+    ``auto`` says it is already set, fix that line (a stray byte in a file of the encoding detected)."""
+    enc = codecs.lookup(encoding).name
+    at = first_bad_byte(path, enc)
+    where = f" at byte {at}{_line_at(path, at, enc)}" if at is not None else ""
+    if auto:  # the file's first MB read as ``enc``: a stray byte, not a file in another encoding
+        hint = "; fix that line, or set [source] encoding to the file's encoding"
+    else:
+        with open(path, "rb") as f:
+            guess = cyrillic_8bit(f.read(1 << 20))
+        others = [e for e in (guess, "utf-8") if e != enc and first_bad_byte(path, e) is None]
+        hint = '; set encoding = "auto"' + "".join(f' or "{e}"' for e in others[:1]) + " in [source]"
+    return ConfigError(f"{path}: not valid {enc} text{where}{hint}")
+
+
+_QUOTED = 50  # characters quoted on each side of a bad byte
+_LINE_BREAK = re.compile(r"[\r\n]")
+
+
+def _line_at(path: Path, offset: int, encoding: str) -> str:
+    """`` (line N: '…')``: the line holding byte ``offset`` (lines end at ``\\n``, or at ``\\r`` in a file whose
+    first chunk has no ``\\n``), counted in one chunked pass, and about 50 characters of it on each side of that
+    byte, read from a window of the file alone (decoded with replacement; aligned to 2 bytes in UTF-16)."""
+    line, start, sep = 1, 0, b""
+    with open(path, "rb") as f:
+        pos = 0
+        while pos < offset:
+            chunk = f.read(min(1 << 22, offset - pos))
+            if not chunk:
+                break
+            sep = sep or (b"\r" if b"\n" not in chunk and b"\r" in chunk else b"\n")
+            line += chunk.count(sep)
+            last = chunk.rfind(sep)
+            if last >= 0:
+                start = pos + last + 1
+            pos += len(chunk)
+        width = 2 if encoding.startswith("utf-16") else 1
+        lo = max(start, offset - 4 * _QUOTED)
+        lo += (lo - offset) % width  # a whole number of code units before the bad byte
+        f.seek(lo)
+        data = f.read(offset - lo + 4 * _QUOTED)
+    before = _LINE_BREAK.split(data[:offset - lo].decode(encoding, errors="replace"))[-1]
+    after = _LINE_BREAK.split(data[offset - lo:].decode(encoding, errors="replace"), maxsplit=1)[0]
+    shown = ("…" if len(before) > _QUOTED else "") + before[-_QUOTED:] + after[:_QUOTED] + (
+        "…" if len(after) > _QUOTED else "")
+    return f" (line {line}: {shown!r})"
+
+
+def csv_error(path: Path, read: Path, exc: Exception, auto: bool = False) -> Exception:
+    """The error to raise when DuckDB cannot read ``read`` (``path`` itself or its UTF-8 copy): text that is
+    not UTF-8 gets the encoding message (``auto``: ``encoding = "auto"`` is set), anything else a
+    BadFileError with DuckDB's first line."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    try:
+        if "unicode" in str(exc).lower() or first_bad_byte(read, "utf-8") is not None:
+            return encoding_error(path, "utf-8", auto)
+    except OSError:
+        pass
+    return BadFileError(f"{path}: cannot read as CSV: {first}")
