@@ -370,3 +370,30 @@ def test_a_refund_by_webhook_survives_every_file_read_again_with_the_same_bytes(
     assert _state(cfg, oid, other) == ([("refunded", 1)], [("no",)])
     with open_store(store_path(cfg)) as con:  # (every file was read again: under new ids)
         assert con.execute(f"SELECT min(file_id) > {ids} FROM {store_files.FILES_TABLE}").fetchall() == [(True,)]
+
+
+def test_a_file_changed_in_the_middle_seen_by_verify_is_read_now_and_wins_over_an_older_refund(tmp_path,
+                                                                                              monkeypatch):
+    """The other way round: a file first read without ``--verify`` (no whole-file hash stored) whose middle is
+    corrected later with size and mtime kept (``rsync -t``, ``cp -p``): ``--verify`` reads it again, and the
+    corrected export, read after the webhook refund, wins (its bytes are not known to be the first read's)."""
+    import sync.store.files as store_files
+    from sync.pipeline import Reading
+
+    monkeypatch.setattr(store_files, "CHUNK", 64)  # head and tail of a bigger export: the middle edit is unseen
+    cfg, (oid, cid, at, amount) = _ingested_shop(tmp_path)
+    _webhook(cfg, [Order(oid, cid, at, amount, status=OrderStatus.REFUNDED)], [])
+    assert _state(cfg, oid, cid)[0] == [("refunded", 1)]
+    export = next((tmp_path / "shop" / "exports").glob("*.csv"))
+    st, lines = export.stat(), export.read_text(encoding="utf-8").splitlines(keepends=True)
+    i = next(k for k, line in enumerate(lines) if line.startswith(oid + ";"))
+    parts = lines[i].split(";")
+    parts[5] = ("9" if parts[5][0] != "9" else "8") + parts[5][1:]  # the amount corrected, same length
+    lines[i] = ";".join(parts)
+    export.write_text("".join(lines), encoding="utf-8")
+    os.utime(export, ns=(st.st_atime_ns, st.st_mtime_ns))
+    settings = load_settings()
+    with open_ledger(cfg, settings) as ledger:
+        segments_from_store(cfg, ledger, settings, as_of=AS_OF, reading=Reading(verify=True)).con.close()
+    with open_store(store_path(cfg)) as con:
+        assert con.execute("SELECT status FROM orders WHERE order_id = ?", [oid]).fetchall() == [("completed",)]

@@ -328,10 +328,12 @@ def _in_transaction(con: duckdb.DuckDBPyConnection, work: Callable[[], object]) 
 
 
 def _same_file(row: dict | None, fp: Fingerprint) -> datetime | None:
-    """The stored read time of a file whose bytes are unchanged since (its config may differ), else None."""
+    """The stored read time of a file whose bytes are unchanged since (its config may differ), else None. With
+    ``--verify`` (``fp.full``) the whole-file hashes must be equal: a file first read without it has none stored,
+    so its bytes are unknown (a middle edit keeps size, mtime, head and tail) and it counts as read now."""
     if row is None or (row["size"], row["mtime_ns"], row["head_tail"]) != (fp.size, fp.mtime_ns, fp.head_tail):
         return None
-    return None if row["full_hash"] and fp.full and row["full_hash"] != fp.full else row["read_at"]
+    return None if fp.full and row["full_hash"] != fp.full else row["read_at"]
 
 
 def _unchanged(row: dict | None, fp: Fingerprint, cfg: str, verify: bool) -> bool:
