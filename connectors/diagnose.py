@@ -32,8 +32,10 @@ class LoadedFile(Protocol):
     cols: dict[str, str]
 
 
-def check_orders(con: duckdb.DuckDBPyConnection, files: Sequence[LoadedFile], pattern: str) -> None:
-    """Raise BadFileError when the orders files hold no data rows, or a file's dates mostly failed to parse."""
+def check_orders(con: duckdb.DuckDBPyConnection, files: Sequence[LoadedFile], pattern: str,
+                 date_format: str | None = None) -> None:
+    """Raise BadFileError when the orders files hold no data rows, or a file's dates mostly failed to parse
+    (``date_format``: the one ``[source]`` sets, named in the message instead of a suggestion to set one)."""
     counts = [con.execute(f"SELECT count(*), count(*) FILTER (WHERE ordered_at IS NULL) FROM {f.table}")
               .fetchall()[0] for f in files]
     if files and not any(n for n, _ in counts):
@@ -41,10 +43,11 @@ def check_orders(con: duckdb.DuckDBPyConnection, files: Sequence[LoadedFile], pa
         raise BadFileError(f"{where}: no data rows (only a header)")
     for f, (n, bad) in zip(files, counts):
         if n and bad > n * MAX_BAD_DATE_SHARE:
-            raise BadFileError(_dates_message(con, f, n, bad))
+            raise BadFileError(_dates_message(con, f, n, bad, date_format))
 
 
-def _dates_message(con: duckdb.DuckDBPyConnection, f: LoadedFile, n: int, bad: int) -> str:
+def _dates_message(con: duckdb.DuckDBPyConnection, f: LoadedFile, n: int, bad: int,
+                   date_format: str | None = None) -> str:
     sample = [v for (v,) in con.execute(f"SELECT DISTINCT ordered_at_raw FROM (SELECT ordered_at_raw FROM {f.table}"
                                         f" WHERE ordered_at_raw IS NOT NULL LIMIT 1000) LIMIT 20").fetchall()]
     header = f.cols.get("ordered_at", "ordered_at")
@@ -52,6 +55,10 @@ def _dates_message(con: duckdb.DuckDBPyConnection, f: LoadedFile, n: int, bad: i
         return f"{f.path}: {bad} of {n} rows have no date in column {header!r}; map ordered_at to the order date"
     examples = ", ".join(repr(v) for v in sample[:2])
     fmt = guess_format(sample)
+    if date_format:  # the one set does not read them: say so, and what would
+        better = f'; "{fmt}" reads them' if fmt and fmt != date_format else "; check the column mapped to ordered_at"
+        return (f"{f.path}: {bad} of {n} rows have a date in column {header!r} that [source] date_format = "
+                f'"{date_format}" cannot read (e.g. {examples}){better}')
     hint = f'date_format = "{fmt}"' if fmt else 'date_format (a strptime format such as "%m/%d/%Y")'
     return (f"{f.path}: {bad} of {n} rows have a date in column {header!r} that cannot be read "
             f"(e.g. {examples}); set [source] {hint}")

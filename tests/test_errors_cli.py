@@ -265,6 +265,21 @@ def test_mostly_unreadable_dates_suggest_date_format_with_two_examples(tmp_path)
         assert 'set [source] date_format = "%m/%d/%Y"' in result.output
 
 
+def test_mostly_unreadable_dates_name_the_date_format_that_is_set_instead_of_asking_for_one(tmp_path):
+    """A ``date_format`` set in [source] that does not read the dates: the message names it (and the format that
+    would read them), never "set [source] date_format" as if none were set."""
+    rows = [[f"c{i}", f"12/{10 + i}/2024", "10"] for i in range(10)]
+    cfg = write_shop(tmp_path, rows=rows)
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace("[source]\n", '[source]\ndate_format = "%d.%m.%Y"\n', 1),
+                   encoding="utf-8")
+    result = cli("check", "--config", str(cfg))
+    assert_clean(result, {3})
+    assert (f"{tmp_path / 'orders.csv'}: 10 of 10 rows have a date in column 'date' that [source] date_format = "
+            '"%d.%m.%Y" cannot read (e.g. \'12/') in result.output
+    assert '"%m/%d/%Y" reads them' in result.output
+    assert "set [source] date_format" not in result.output
+
+
 def test_a_few_bad_dates_stay_bad_rows(tmp_path):
     rows = [[f"c{i}", "2025-01-0" + str(1 + i % 9), "10"] for i in range(30)] + [["z", "13/13/2024", "5"]]
     result = cli("check", "--config", str(write_shop(tmp_path, rows=rows)))
