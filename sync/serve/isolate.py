@@ -48,6 +48,11 @@ class Bisection:
     def _suspects_wait(self, parts: list[_Part], failure: Exception) -> None:
         raise NotImplementedError
 
+    def _try_unless_stopping(self, parts: list[_Part]) -> Exception | None:
+        """:meth:`_try`, unless the worker is stopping: then :class:`RunStopped` without a resync (the events not
+        settled go back to the queue uncounted)."""
+        return RunStopped("the worker is stopping") if self.stopping.is_set() else self._try(parts)
+
     def _isolate(self, parts: list[_Part], failure: Exception) -> tuple[int, _Later]:
         """``parts`` failed together. For a reason of the events' own (not :func:`retry_later`, not a config
         error), several events are tried in two halves (a bisection), so that one poison event does not hold the
@@ -83,7 +88,7 @@ class Bisection:
         done, failed = 0, []
         for i, half in enumerate(halves):
             budget[0] -= 1
-            f = RunStopped("the worker is stopping") if self.stopping.is_set() else self._try(half)
+            f = self._try_unless_stopping(half)
             if f is None:
                 done += len(half)
             elif retry_later(f) and not (_suspect(f) and _suspect(failure)):  # an outage began: what is not done
@@ -141,7 +146,7 @@ class Bisection:
             self._out_of_budget(parts, failure)
             return 0, None
         budget[0] -= 1
-        f = RunStopped("the worker is stopping") if self.stopping.is_set() else self._try(parts)
+        f = self._try_unless_stopping(parts)
         return (len(parts), None) if f is None else self._split(parts, f, budget)
 
     def _out_of_budget(self, parts: list[_Part], failure: Exception) -> None:
@@ -162,5 +167,5 @@ class Bisection:
         :class:`RunStopped`. The caller checked the budget."""
         picked = [half[len(half) // 2] for half, _ in failed]
         budget[0] -= len(failed)
-        return [(one, RunStopped("the worker is stopping") if self.stopping.is_set() else self._try([one]))
+        return [(one, self._try_unless_stopping([one]))
                 for one in picked]

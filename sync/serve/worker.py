@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from ..config import Config
-from ..errors import DestinationError, GuardRefusedError, LockBusyError, RunStopped
+from ..errors import DestinationError, GuardRefusedError, LockBusyError
 from ..ledger import Ledger, default_owner
 from ..ledger.codec import decode_records
 from ..settings import Settings
@@ -164,7 +164,7 @@ class Worker(Bisection):
             return 0
         done, waiting, failure = 0, [], None
         for part in parts:
-            f = RunStopped("the worker is stopping") if self.stopping.is_set() else self._try([part])
+            f = self._try_unless_stopping([part])
             if f is None:
                 done += 1
                 continue
