@@ -190,7 +190,7 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
     except FileNotFoundError as exc:
         raise vanished(exc) from None
     keep = {key: stored[(key[0], str(key[1]))] for key in wanted
-            if not reread and _unchanged(stored.get((key[0], str(key[1]))), prints[key], cfg, verify)}
+            if not reread and _unchanged(stored.get((key[0], str(key[1]))), prints[key], cfg)}
     gone = sorted({path for role, path in stored} - {str(p) for _, p in wanted})
     rows = con.execute(f"SELECT summary FROM {SUMMARY_TABLE}").fetchall()
     summary = json.loads(rows[0][0]) if rows else None
@@ -327,20 +327,24 @@ def _in_transaction(con: duckdb.DuckDBPyConnection, work: Callable[[], object]) 
         work()
 
 
+def _same_bytes(row: dict | None, fp: Fingerprint) -> bool:
+    """The file's bytes are the stored row's: size, mtime, head and tail; with ``--verify`` (``fp.full``) the
+    whole-file hashes too (a file first read without it has none stored: its bytes are unknown, since a middle edit
+    keeps size, mtime, head and tail)."""
+    return row is not None and (row["size"], row["mtime_ns"], row["head_tail"]) == (
+        fp.size, fp.mtime_ns, fp.head_tail) and (not fp.full or row["full_hash"] == fp.full)
+
+
 def _same_file(row: dict | None, fp: Fingerprint) -> datetime | None:
-    """The stored read time of a file whose bytes are unchanged since (its config may differ), else None. With
-    ``--verify`` (``fp.full``) the whole-file hashes must be equal: a file first read without it has none stored,
-    so its bytes are unknown (a middle edit keeps size, mtime, head and tail) and it counts as read now."""
-    if row is None or (row["size"], row["mtime_ns"], row["head_tail"]) != (fp.size, fp.mtime_ns, fp.head_tail):
-        return None
-    return None if fp.full and row["full_hash"] != fp.full else row["read_at"]
+    """The stored read time of a file whose bytes are unchanged since (its config may differ,
+    :func:`_same_bytes`), else None: a file that may have changed counts as read now."""
+    return row["read_at"] if row is not None and _same_bytes(row, fp) else None
 
 
-def _unchanged(row: dict | None, fp: Fingerprint, cfg: str, verify: bool) -> bool:
-    if row is None or row["config"] != cfg:
-        return False
-    same = (row["size"], row["mtime_ns"], row["head_tail"]) == (fp.size, fp.mtime_ns, fp.head_tail)
-    return same and (not verify or (row["full_hash"] is not None and row["full_hash"] == fp.full))
+def _unchanged(row: dict | None, fp: Fingerprint, cfg: str) -> bool:
+    """Nothing to read again: the same config and the same bytes (with ``verify``, ``fp`` carries the whole-file
+    hash)."""
+    return row is not None and row["config"] == cfg and _same_bytes(row, fp)
 
 
 def _catalogue(con: duckdb.DuckDBPyConnection) -> list[dict]:
