@@ -205,9 +205,9 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
     for key in wanted:
         if key not in keep:
             ids[key], next_id = next_id, next_id + 1
-    # a file read again with the same fingerprint ([source] edit, FORMAT bump, --reread) is as old as its first
-    # read: its export must not now win over a webhook refund or consent accepted since
-    read_at = {key: _same_file(stored.get((key[0], str(key[1]))), prints[key]) or started
+    # a file read again with the same bytes ([source] edit, FORMAT bump, --reread) is as old as its first read:
+    # its export must not now win over a webhook refund or consent accepted since; one that may have changed: now
+    read_at = {key: row["read_at"] if _same_bytes(row := stored.get((key[0], str(key[1]))), prints[key]) else started
                for key in wanted if key not in keep}
     kept_ids = {row["file_id"] for row in keep.values()}
     dropped = [row for row in stored.values() if row["file_id"] not in kept_ids]  # changed or gone
@@ -333,12 +333,6 @@ def _same_bytes(row: dict | None, fp: Fingerprint) -> bool:
     keeps size, mtime, head and tail)."""
     return row is not None and (row["size"], row["mtime_ns"], row["head_tail"]) == (
         fp.size, fp.mtime_ns, fp.head_tail) and (not fp.full or row["full_hash"] == fp.full)
-
-
-def _same_file(row: dict | None, fp: Fingerprint) -> datetime | None:
-    """The stored read time of a file whose bytes are unchanged since (its config may differ,
-    :func:`_same_bytes`), else None: a file that may have changed counts as read now."""
-    return row["read_at"] if row is not None and _same_bytes(row, fp) else None
 
 
 def _unchanged(row: dict | None, fp: Fingerprint, cfg: str) -> bool:
