@@ -51,6 +51,7 @@ from connectors.records import BadRow
 from connectors.source import Progress
 
 from .connection import store_transaction
+from .file_gone import create_gone_table, first_read, remember, remembered, same_bytes
 from .file_lean import (LeanChange, commit_lean, drop_lean_indexes, drop_staged_view, file_counts, lean_source,
                         lean_store, stage_lean)
 from .lookup import drop_lookup_indexes
@@ -159,6 +160,7 @@ def create_ingest_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"""CREATE TABLE IF NOT EXISTS {BAD_TABLE} (file_id BIGINT NOT NULL, seq INTEGER NOT NULL,
         kind VARCHAR NOT NULL, row BIGINT, field VARCHAR, reason VARCHAR, value VARCHAR)""")
     con.execute(f"CREATE TABLE IF NOT EXISTS {SUMMARY_TABLE} (summary JSON)")
+    create_gone_table(con)
     if not con.execute("SELECT count(*) FROM duckdb_columns() WHERE database_name = current_database() AND "
                        "schema_name = 'main' AND table_name = 'orders' AND column_name = 'file_id'").fetchall()[0][0]:
         drop_lookup_indexes(con)  # DuckDB alters no table that has an index
@@ -207,8 +209,8 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
             ids[key], next_id = next_id, next_id + 1
     # a file read again with the same bytes ([source] edit, FORMAT bump, --reread) is as old as its first read:
     # its export must not now win over a webhook refund or consent accepted since; one that may have changed: now
-    read_at = {key: row["read_at"] if _same_bytes(row := stored.get((key[0], str(key[1]))), prints[key]) else started
-               for key in wanted if key not in keep}
+    known = [*stored.values(), *remembered(con)]  # under any path: a file moved or renamed, or back again
+    read_at = {key: first_read(known, prints[key], started) for key in wanted if key not in keep}
     kept_ids = {row["file_id"] for row in keep.values()}
     dropped = [row for row in stored.values() if row["file_id"] not in kept_ids]  # changed or gone
     lean = lean_source(source) and lean_store(con, list(keep.values()), summary)
@@ -267,6 +269,7 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
             if dropped:
                 con.execute(f"DELETE FROM {FILES_TABLE} WHERE file_id IN "
                             f"({', '.join(str(r['file_id']) for r in dropped)})")
+                remember(con, dropped, started)
             if relisted:
                 con.execute(f"UPDATE {FILES_TABLE} SET lean = false WHERE file_id IN "
                             f"({', '.join(str(i) for i in relisted)})")
@@ -327,18 +330,10 @@ def _in_transaction(con: duckdb.DuckDBPyConnection, work: Callable[[], object]) 
         work()
 
 
-def _same_bytes(row: dict | None, fp: Fingerprint) -> bool:
-    """The file's bytes are the stored row's: size, mtime, head and tail; with ``--verify`` (``fp.full``) the
-    whole-file hashes too (a file first read without it has none stored: its bytes are unknown, since a middle edit
-    keeps size, mtime, head and tail)."""
-    return row is not None and (row["size"], row["mtime_ns"], row["head_tail"]) == (
-        fp.size, fp.mtime_ns, fp.head_tail) and (not fp.full or row["full_hash"] == fp.full)
-
-
 def _unchanged(row: dict | None, fp: Fingerprint, cfg: str) -> bool:
     """Nothing to read again: the same config and the same bytes (with ``verify``, ``fp`` carries the whole-file
     hash)."""
-    return row is not None and row["config"] == cfg and _same_bytes(row, fp)
+    return row is not None and row["config"] == cfg and same_bytes(row, fp)
 
 
 def _catalogue(con: duckdb.DuckDBPyConnection) -> list[dict]:
