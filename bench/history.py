@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]  # bench/sync.py is not `sync`
-if str(ROOT) not in sys.path:
+if sys.path[0] != str(ROOT):  # first, even when PYTHONPATH names it: bench/sync.py must not hide the package
     sys.path.insert(0, str(ROOT))
 
 import duckdb  # noqa: E402

@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
+if sys.path[0] != str(ROOT):  # first, even when PYTHONPATH names it: bench/sync.py must not hide the package
     sys.path.insert(0, str(ROOT))
 
 from bench.common import emit_result, format_table, human_bytes, parse_size, run_child, size_label  # noqa: E402

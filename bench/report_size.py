@@ -20,7 +20,7 @@ from pathlib import Path
 import duckdb
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
+if sys.path[0] != str(ROOT):  # first, even when PYTHONPATH names it: bench/sync.py must not hide the package
     sys.path.insert(0, str(ROOT))
 
 from bench.common import parse_size, size_label  # noqa: E402
