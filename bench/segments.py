@@ -41,6 +41,7 @@ from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]  # bench/sync.py is not `sync`
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
