@@ -43,4 +43,4 @@ def examples(count: int, *, minimum: int = 0) -> int:
     return max(scaled, min(count, FLOOR), minimum)
 
 
-load_profile()
+LOADED = load_profile()  # the profile the suite runs under (conftest imports this module first)

@@ -49,3 +49,11 @@ def test_a_misspelt_profile_names_the_variable_and_the_choices(monkeypatch, rest
     monkeypatch.setenv(profiles.ENV, "thourough")
     with pytest.raises(ValueError, match=r"RFMSYNC_HYPOTHESIS='thourough': expected one of fast, thorough"):
         profiles.load_profile()
+
+
+def test_the_suite_runs_under_the_profile_the_variable_names():
+    """Loaded before any test module is imported (tests/conftest.py), so the counts the modules computed at import
+    are the profile's. (The variable itself is gone by now: tests/conftest.py hides every RFMSYNC_ variable.)"""
+    assert profiles.LOADED in profiles.PROFILES
+    assert settings.get_current_profile_name() == profiles.LOADED
+    assert settings.default.max_examples == profiles.PROFILES[profiles.LOADED]
