@@ -9,6 +9,7 @@ import tempfile
 import pytest
 
 from connectors.secrets import forget_secrets
+from tests import profiles  # noqa: F401  (loads the Hypothesis profile RFMSYNC_HYPOTHESIS names)
 from tests.fakes.mailchimp import mailchimp_fake  # noqa: F401  (fixture)
 from tests.fakes.sendgrid import sendgrid_fake  # noqa: F401  (fixture)
 from tests.fakes.unisender import unisender_fake  # noqa: F401  (fixture)

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -27,33 +29,36 @@ def test_a_small_sync_bench_prints_plans_rss_ledger_share_and_apply_against_idea
     assert "targets met (plan-time and RSS targets are checked from 1m)" in out
 
 
-def test_segments_named_in_russian_sync_to_every_destination_and_a_replan_is_empty(tmp_path):
+@pytest.fixture(scope="module")
+def ru_random(tmp_path_factory) -> tuple[str, Path]:
+    """One bench run for the two options' tests: ``--segment-names ru`` and ``--key-order random`` together, to
+    every destination (each option changes what the other's checks read: names, or keys and addresses)."""
+    ledger = tmp_path_factory.mktemp("bench") / "ledger.db"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "sync.py"), "--contacts", "300",
+                           "--segment-names", "ru", "--key-order", "random", "--ledger-url", f"sqlite:///{ledger}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout, ledger
+
+
+def test_segments_named_in_russian_sync_to_every_destination_and_a_replan_is_empty(ru_random):
     """``--segment-names ru``: every contact's Segment field and every list/tag name is Cyrillic text; each
     destination's full sync succeeds at the minimum of calls and the plan after the moves is empty."""
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "sync.py"), "--contacts", "300",
-                           "--segment-names", "ru", "--ledger-url", f"sqlite:///{tmp_path / 'ledger.db'}"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    out = proc.stdout
-    assert proc.returncode == 0, out + proc.stderr
+    out, _ = ru_random
     for kind in ("mailchimp", "sendgrid", "unisender"):
         assert re.search(rf"^{kind} +full \(300\) +300 +(\d+) +\1 +1\.000 .* succeeded$", out, re.M), out
         assert re.search(rf"^{kind} +no change +0 +0 +0 ", out, re.M), out
 
 
-def test_contacts_keyed_in_random_order_sync_and_a_replan_is_empty(tmp_path):
+def test_contacts_keyed_in_random_order_sync_and_a_replan_is_empty(ru_random):
     """``--key-order random``: hash-derived addresses and customer ids (not in the ledger's index order) sync at
     the minimum of calls, and the plan after the moves is empty."""
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "sync.py"), "--contacts", "300",
-                           "--destinations", "mailchimp", "--key-order", "random",
-                           "--ledger-url", f"sqlite:///{tmp_path / 'ledger.db'}"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    out = proc.stdout
-    assert proc.returncode == 0, out + proc.stderr
+    out, path = ru_random
     assert re.search(r"^mailchimp +full \(300\) +300 +(\d+) +\1 +1\.000 .* succeeded$", out, re.M), out
     assert re.search(r"^mailchimp +no change +0 +0 +0 ", out, re.M), out
     from sync.ledger import Ledger
 
-    ledger = Ledger.connect(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger = Ledger.connect(f"sqlite:///{path}")
     try:
         keys = ledger.state_table("bench-mailchimp").column("key").to_pylist()
     finally:

@@ -18,6 +18,7 @@ from sync.planning.plan import desired_contacts
 from sync.planning.rows import stage_dicts
 from sync.planning.columnar import plan_columnar, stage_pushed
 from tests.builders import scratch_con
+from tests.profiles import examples
 
 LOCAL_64 = "a" * 64 + "@mail.ru"
 TOO_LONG = [
@@ -97,7 +98,7 @@ _DOMAIN = st.sampled_from(["@Mail.Az", "@mail.az", "@ПОЧТА.РФ", "@İSTANB
                            "@Straße.de"])
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.lists(st.tuples(_LOCAL, st.sampled_from([0, 0, 0, 57, 58, 59]), _DOMAIN)
                 .map(lambda t: ("a" * t[1] + t[0] if t[1] else t[0]) + t[2]), min_size=1, max_size=20))
 def test_the_sql_and_python_twins_agree_on_every_address(values):

@@ -17,6 +17,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from sync.cli import main
 from sync.cli.output import visible
 
+from tests.profiles import examples
+
 AS_OF = "2025-03-01"
 OK_CODES = {0, 2, 3}
 
@@ -100,7 +102,7 @@ names = st.one_of(anything, st.sampled_from(NASTY), st.tuples(anything, anything
     .filter(lambda s: s.strip() and s.strip().casefold() not in ("client", "date", "amount"))
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(name=names)
 def test_any_missing_column_name_is_named_literally_by_check_segments_and_plan(name):
     with tempfile.TemporaryDirectory() as d:
@@ -117,7 +119,7 @@ table_names = st.one_of(
     lambda s: s and s not in ("Total", "Other", "Churn", "Beginners", "Best active", "Falling asleep"))
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(segment=table_names, destination=table_names)
 def test_segment_and_destination_names_appear_literally_in_segments_and_plan(segment, destination):
     extra = (f"[[segmentation.rules]]\nname = {toml_str(segment)}\nmatch = [\"R1\", \"R2\", \"R3\"]\n"
@@ -141,7 +143,7 @@ values = st.text(st.characters(blacklist_categories=("Cs",), blacklist_character
                  min_size=1, max_size=12).map(str.strip).filter(bool)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(header=values, value=values)
 def test_any_header_and_cell_text_goes_through_check_without_a_crash(header, value):
     with tempfile.TemporaryDirectory() as d:

@@ -11,6 +11,7 @@ from hypothesis import given, settings as hsettings, strategies as st
 
 from tests.fakes.http import Request
 from tests.fakes.mailchimp import FakeMailchimp
+from tests.profiles import examples
 
 EMAILS = [f"m{i}@example.com" for i in range(6)] + ["Mixed.Case@Example.com"]
 NAMES = ["rfm:A", "rfm:B", "rfm:C", "other"]
@@ -122,7 +123,7 @@ def apply(fake: FakeMailchimp, op: tuple, kept: list[set[str]]) -> None:
                     getattr(members, args[0])(e.lower())
 
 
-@hsettings(max_examples=150, deadline=None)
+@hsettings(max_examples=examples(150), deadline=None)
 @given(st.lists(operation, max_size=25))
 def test_member_json_is_the_member_view_after_any_changes(ops: list[tuple]) -> None:
     fake = FakeMailchimp()  # never started: its endpoints are called in-process

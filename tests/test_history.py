@@ -13,6 +13,7 @@ from hypothesis import given, settings as hsettings, strategies as st
 from sync.errors import DataError
 from sync.store import history
 from tests.builders import run_cli
+from tests.profiles import examples
 
 D0 = date(2025, 6, 30)
 
@@ -57,7 +58,7 @@ def expected_rows(days: list[tuple[date, dict[str, str]]], line: int = 1) -> lis
 snapshots = st.dictionaries(st.sampled_from("abcde"), st.sampled_from(["A", "B", "C"]), max_size=5)
 
 
-@hsettings(max_examples=15, deadline=None)
+@hsettings(max_examples=examples(15), deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 2), snapshots), min_size=1, max_size=6))
 def test_recording_days_with_reruns_equals_recording_each_day_once_in_order(steps):
     """A re-run for the same as-of replaces that day: any sequence of records (days repeated) leaves what the

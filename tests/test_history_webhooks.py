@@ -21,6 +21,7 @@ from sync.store import history, open_store
 
 from tests.builders import run_cli
 from tests.fakes.mailchimp import FakeMailchimp
+from tests.profiles import examples
 from tests.test_history import D0, expected_rows, rec, rows, snap, snapshots
 from tests.test_serve_resync import orders_for
 from tests.test_transitions import buy, ledger_tags, sync, tiny  # noqa: F401  (tiny: the fixture)
@@ -84,7 +85,7 @@ def test_a_resync_reads_the_history_of_its_customers_not_the_whole_history(tmp_p
     assert again.customers == 1 and again.store_rows_read <= 500, again.store_rows_read
 
 
-@hsettings(max_examples=25, deadline=None)
+@hsettings(max_examples=examples(25), deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 2), st.booleans(), snapshots), min_size=1, max_size=7))
 def test_keyed_webhook_records_leave_what_the_day_by_day_model_leaves(steps):
     """Any sequence of full and webhook records (days repeated): each day ends as its last full snapshot with the
@@ -108,7 +109,7 @@ def test_keyed_webhook_records_leave_what_the_day_by_day_model_leaves(steps):
                                                                             sorted(by_day.items())]
 
 
-@hsettings(max_examples=25, deadline=None)
+@hsettings(max_examples=examples(25), deadline=None)
 @given(st.lists(st.tuples(st.integers(1, 3), st.booleans(), snapshots), min_size=1, max_size=6), snapshots,
        st.integers(1, 8))
 def test_the_keyed_moves_of_a_few_customers_are_the_moves_the_scan_gives(steps, today, days):

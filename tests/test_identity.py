@@ -21,6 +21,8 @@ from connectors.source import PullResult
 from sync.cli import main
 from sync.store import merge_staged
 
+from tests.profiles import examples
+
 COLS = {"order_id": "id", "ordered_at": "date", "amount": "sum", "email": "email", "phone": "phone"}
 HEADER = ["id", "date", "sum", "email", "phone"]
 UTC = timezone.utc
@@ -173,7 +175,7 @@ def _receipts(draw):
     return rows
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=_receipts(), seed=st.integers(0, 10_000), files=st.integers(1, 3))
 def test_keys_do_not_depend_on_row_or_file_order(tmp_path_factory, rows, seed, files):
     base = tmp_path_factory.mktemp("a")

@@ -26,6 +26,7 @@ from sync.pipeline import Reading, configured_source, customers_relation
 from sync.store import connect_store
 from sync.store.files import ingest_files
 from tests.builders import run_cli
+from tests.profiles import examples
 
 AS_OF = date(2025, 6, 30)
 HEADER = "order_id,customer,email,date,amount,status"
@@ -108,7 +109,7 @@ def fresh(folder: Path) -> tuple:
     return outcome(cfg)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(12), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(first=rows, more=steps, contact_fields=st.booleans())
 def test_any_sequence_of_added_changed_removed_files_gives_the_fresh_results(first, more, contact_fields):
     """Both shapes of the store: contact fields mapped (a table per file), or not (the lean path while the rows
@@ -139,7 +140,7 @@ ID_ROWS = st.lists(st.tuples(st.sampled_from([str(i) for i in range(1, 40)]), st
                   min_size=1, max_size=6)
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(10), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(days=st.lists(ID_ROWS, min_size=2, max_size=4), rewrite=st.integers(0, 5))
 def test_daily_files_added_in_order_give_the_fresh_results(days, rewrite):
     """The nightly case (customer and order ids on every row, no contact fields): new files are staged alone

@@ -26,6 +26,8 @@ from sync.planning.columnar import plan_columnar, stage_pushed
 from sync.planning.plan import Plan
 from sync.planning.rows import stage_dicts
 
+from tests.profiles import examples
+
 try:
     from tests import ledger_fixtures
 except ImportError:  # tests/ itself on sys.path
@@ -87,7 +89,7 @@ values_st = st.fixed_dictionaries({
     "reorder_due": st.one_of(st.none(), st.booleans())})
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(values_st, min_size=1, max_size=12))
 def test_the_plan_s_texts_are_the_ledger_s_own_encoding_byte_for_byte(values):
     changes = first_sync_changes([row(i, v) for i, v in enumerate(values)])

@@ -19,6 +19,8 @@ from sync.ledger import Ledger
 from sync.ledger.schema import LATEST_VERSION
 from sync.model import PushedState
 
+from tests.profiles import examples
+
 try:
     from tests.ledger_fixtures import Clock, clock, ledger_url, open_ledger  # noqa: F401
 except ImportError:  # tests/ itself on sys.path
@@ -60,7 +62,7 @@ def cached_ledger(open_ledger: Callable[..., Ledger], tmp_path: Path) -> Ledger:
     return open_ledger(state_cache=tmp_path / "cache")
 
 
-@hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hsettings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=OPS)
 def test_a_read_through_the_cache_is_the_full_read_after_any_saves_and_forgets(cached_ledger: Ledger, ops) -> None:
     destination = f"d-{uuid.uuid4().hex[:8]}"  # one ledger for every example: a fresh destination each

@@ -17,6 +17,7 @@ from sync.destinations.mailchimp_api import EMPTY_BODY_ACTIONS, STATUS_ACTIONS, 
 from sync.errors import DestinationConfigError, DestinationError
 from sync.model import ContactChange, ItemResult
 from tests.fakes.mailchimp import FakeMailchimp, mailchimp_fake  # noqa: F401  (fixture)
+from tests.profiles import examples
 
 BATCH = "/lists/aud1"
 
@@ -802,7 +803,7 @@ def test_batch_bodies_sent_are_the_documented_members_byte_for_byte(sleeps) -> N
 field_values = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text())
 
 
-@hsettings(max_examples=150, deadline=None)
+@hsettings(max_examples=examples(150), deadline=None)
 @given(st.lists(st.tuples(st.text(min_size=1), st.dictionaries(
     st.sampled_from([*MERGE_TAGS, *MERGE_TAGS.values(), "Other", "zoë"]), field_values)), max_size=6),
     st.booleans())
@@ -814,7 +815,7 @@ def test_batch_body_is_the_documented_dict_as_json_text(members, create) -> None
     assert batch_body(changes, create, _field_tags(MERGE_TAGS)) == documented_body(changes, create)
 
 
-@hsettings(max_examples=150, deadline=None)
+@hsettings(max_examples=examples(150), deadline=None)
 @given(st.lists(st.text(min_size=1), max_size=40),
        st.lists(st.sampled_from([*MERGE_TAGS, *MERGE_TAGS.values(), "Other", "zoë", "50%", "%s"]), unique=True,
                 max_size=4),
@@ -832,7 +833,7 @@ def test_batch_body_of_members_with_the_same_fields_is_the_documented_dict(email
     assert batch_body(changes, create, _field_tags(MERGE_TAGS)) == documented_body(changes, create)
 
 
-@hsettings(max_examples=100, deadline=None)
+@hsettings(max_examples=examples(100), deadline=None)
 @given(st.lists(st.text(min_size=1), max_size=20), st.lists(st.text(min_size=1), max_size=20))
 def test_tag_call_body_is_the_documented_dict_as_json_text(add, remove) -> None:
     from sync.destinations.mailchimp_bodies import segment_body

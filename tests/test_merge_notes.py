@@ -33,6 +33,7 @@ from sync.store.appends import MERGES, TOUCHED, changed_since
 from sync.store.connection import connect_store
 from sync.store.generation import generation
 from sync.store.rfm_totals import TABLE, current_totals
+from tests.profiles import examples
 from tests.test_day_cache import AS_OF, _assert_as_fresh, _config, _write
 from tests.test_rfm_totals import _seen
 
@@ -128,7 +129,7 @@ def _started_shop(tmp_path_factory, tz: str):
     return folder, load_config(folder / "rfmsync.toml")
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=st.lists(STEP, min_size=1, max_size=5), tz=st.sampled_from(["UTC", "Europe/Berlin"]))
 def test_any_sequence_of_merges_files_and_runs_gives_the_fresh_results(tmp_path_factory, steps, tz):
     folder, cfg = _started_shop(tmp_path_factory, tz)

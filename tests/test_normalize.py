@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from connectors import email_phone as ep
 from connectors import normalize as nz
 
+from tests.profiles import examples
+
 CORPUS = [
     "a@example.com", "first.last+tag@sub.example.co.uk", "a..b@example.com", ".a@example.com", "a.@example.com",
     "a@-example.com", "a@example-.com", "a@example..com", "a@example", "a@localhost", "a@x.test", "a@x.local",
@@ -47,7 +49,7 @@ def test_email_fast_path_never_accepts_what_email_validator_rejects_on_the_corpu
     assert accepted["a@example.com"] and accepted["first.last+tag@sub.example.co.uk"]
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(st.lists(email_like, min_size=20, max_size=60))
 def test_email_fast_path_is_a_subset_of_email_validator(values):
     for email, ok in fast_accepts([v.lower() for v in values]).items():
@@ -72,7 +74,7 @@ phone_like = st.builds(lambda pre, body: pre + body,
                        st.text(alphabet="0123456789 -()", min_size=4, max_size=14))
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=examples(12), deadline=None)
 @given(st.lists(phone_like, min_size=1, max_size=60), st.sampled_from(["UZ", "KZ", "RU"]))
 def test_phone_map_agrees_with_phonenumbers_value_by_value(values, region):
     # Many values of one shape so the template path is taken, plus the random ones.
@@ -100,7 +102,7 @@ def test_fixed_offset_zones():
 _SPACEY = "".join(map(chr, nz.TRIMMED_SPACES)) + "\t\n\u200bаZ1-"  # every trimmed space, and look-alikes that are not
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.text(alphabet=_SPACEY, max_size=6) | st.none(), min_size=1, max_size=60))
 def test_text_sql_is_exactly_nullif_trim(values):
     """The pass-through for values without edge spaces must not change any value: same as trimming every one."""
@@ -122,7 +124,7 @@ LOCALES = {
 NEGATIVES = [lambda s: "-" + s, lambda s: f"({s})", lambda s: s + "-", lambda s: "\u2212" + s]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.lists(st.tuples(st.decimals(min_value=0, max_value=10**11, places=2), st.integers(0, 4)),
                 min_size=1, max_size=8),
        st.sampled_from(sorted(LOCALES)), st.booleans())

@@ -15,6 +15,8 @@ from sync.model import CallResults, ContactChange, ItemResult, PushedState
 from sync.outcomes import OutcomeWriter, StateFold
 from sync.planning.plan import apply_results_to_state
 
+from tests.profiles import examples
+
 
 class RecordingLedger:
     def __init__(self, fail: bool = False, gate: threading.Event | None = None) -> None:
@@ -131,7 +133,7 @@ def fold_case(draw):
     return state, changes, draw(_BATCHES)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(fold_case())
 def test_the_state_fold_ends_where_apply_results_to_state_ends(case):
     """StateFold is the apply's cheap form of apply_results_to_state: whatever the results, once every state it
@@ -165,7 +167,7 @@ def in_columns(results: list[ItemResult]) -> CallResults:
     return CallResults(list(groups.items()), [r for r in results if not (r.ok and not r.missing and not r.error)])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(fold_case())
 def test_results_in_columns_fold_like_the_same_results_one_by_one(case):
     """A call's results given as CallResults (the successes as key columns per operation) end in the states the

@@ -8,6 +8,8 @@ from sync.config import DestinationConfig
 from sync.model import DesiredContact, ItemResult, PushedState
 from sync.planning.plan import apply_results_to_state, desired_contacts, plan_destination, status_for_new
 
+from tests.profiles import examples
+
 DEST = DestinationConfig(name="mc", type="mailchimp", audience="a1", tag_prefix="rfm:",
                          segments={"Best active": "VIP", "Churn": "Winback"}, fields={"SEG": "segment", "R": "r"})
 MANAGED = {"rfm:VIP", "rfm:Winback"}
@@ -40,7 +42,7 @@ def all_ok(plan):
     return res
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(desired_st(), max_size=10, unique_by=lambda d: d.key),
        st.lists(state_st(), max_size=10, unique_by=lambda s: s.key),
        st.sampled_from(["skip", "transactional", "pending", "subscribed"]))
@@ -104,7 +106,7 @@ def test_plan_json_round_trip():
     assert plan.totals() == {"added": 1, "removed": 0, "updated": 0, "new": 1, "skipped": 0}
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.from_regex(r"[a-z0-9._+-]{1,12}@[a-z0-9.-]{1,12}\.[a-z]{1,5}", fullmatch=True))
 def test_email_fast_path_never_accepts_what_email_validator_rejects(value):
     from email_validator import EmailNotValidError, validate_email

@@ -17,6 +17,8 @@ from sync.ledger.state_rows import fields_json
 from sync.planning.canonical import fields_text_sql, value_text_sql
 from sync.planning.plan import normalise_value, same_value
 
+from tests.profiles import examples
+
 # doubles just around a rounding tie of the sixth decimal (where DuckDB's round and Python's may part), found by
 # comparing the two on 800 000 values
 TIES = [i / 2e6 for i in range(-40, 40)] + [0.0000005, 2.5e-06, 1.0000005, 123.4567895, 0.1234565, -7.0000015]
@@ -56,7 +58,7 @@ def assert_sound(dtype: str, values: list) -> list[str | None]:
     return out
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.lists(st.one_of(st.none(), st.text(st.characters(exclude_categories=["Cs"]), max_size=8),
                           st.text(st.characters(max_codepoint=127), max_size=8)), max_size=20))
 def test_text_values(values):
@@ -73,7 +75,7 @@ def test_a_text_with_a_control_character_has_no_text_and_the_others_are_python_s
     assert assert_sound("VARCHAR", others) == [json.dumps(v, ensure_ascii=False) for v in others]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.lists(st.one_of(st.none(), st.floats(width=64)), max_size=20),
        st.lists(st.one_of(st.none(), st.floats(width=32)), max_size=10))
 def test_floating_values(doubles, floats):
@@ -81,7 +83,7 @@ def test_floating_values(doubles, floats):
     assert_sound("FLOAT", floats)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.lists(st.one_of(st.none(), st.decimals(min_value=-10**15, max_value=10**15, places=2)), max_size=20),
        st.lists(st.decimals(min_value=-10**20, max_value=10**20, places=8), max_size=10),
        st.lists(st.one_of(st.none(), st.integers(-2**63, 2**63 - 1)), max_size=10))
@@ -105,7 +107,7 @@ def test_a_decimal_python_writes_otherwise_has_no_text():
         "0.0001", "-1234567890123.45", "10"]
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(st.lists(st.one_of(st.none(), st.dates()), max_size=10),
        st.lists(st.one_of(st.none(), st.datetimes()), max_size=10),
        st.lists(st.one_of(st.none(), st.booleans()), max_size=5))

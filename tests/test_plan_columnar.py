@@ -20,6 +20,7 @@ from sync.planning import plan as ref  # the pure-Python planner (the webhook re
 from sync.planning.planner import reconciled
 from tests.builders import scratch_con
 from tests.ledger_fixtures import ledger_url  # noqa: F401
+from tests.profiles import examples
 
 DEST = DestinationConfig(name="mc", type="mailchimp", audience="a1", tag_prefix="rfm:",
                          segments={"Best active": "VIP", "Churn": "Winback", "Ünï": "Uni"},
@@ -115,7 +116,7 @@ def reference(rows, last, dest, *, existing=None, full_refresh=False, actual=Non
                                 skipped=invalid)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(row_st(), max_size=8), st.lists(pushed_st(), max_size=5, unique_by=lambda s: s.key),
        st.sampled_from(["skip", "transactional", "pending", "subscribed"]),
        st.one_of(st.none(), st.frozensets(st.sampled_from(KEYS))), st.booleans(),

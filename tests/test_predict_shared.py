@@ -30,6 +30,8 @@ from segmentation.btyd import btyd_summary, simulate_bgnbd
 from segmentation.lifecycle import create_customer_totals, create_lifecycle_table
 from segmentation.purchase_days import build_purchase_days, purchase_days_query
 
+from tests.profiles import examples
+
 ICU_DAY = "CAST((ordered_at AT TIME ZONE $tz) AS DATE)"
 
 OLD_DAYS = f"""
@@ -292,7 +294,7 @@ order = st.tuples(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(orders=st.lists(order, min_size=1, max_size=40), tz=st.sampled_from(ZONES),
        as_of=st.sampled_from([date(2024, 3, 31), date(2024, 10, 27), date(2024, 11, 3), date(2024, 12, 31)]))
 def test_generated_orders_across_dst_equal_the_per_step_queries(orders, tz, as_of):

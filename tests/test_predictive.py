@@ -31,6 +31,8 @@ from segmentation import predictive as P
 from segmentation.btyd import btyd_summary, simulate_bgnbd
 from segmentation.errors import ThinDataError
 
+from tests.profiles import examples
+
 DATASETS = Path(importlib.util.find_spec("lifetimes").origin).parent / "datasets"
 CAL_END, HOLDOUT_END = date(1997, 9, 30), date(1998, 6, 30)
 PUBLISHED_BG = M.BgNbdParams(0.2425945, 4.4136019, 0.7929199, 2.4258881)  # CLVTools full-precision MLE
@@ -202,7 +204,7 @@ def test_churn_risk_buckets_follow_the_cut_points():
     assert list(got) == ["low", "low", "medium", "medium", "high", "high", None]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(x=st.integers(0, 60), rec_frac=st.floats(0, 1), T=st.floats(0.1, 500), t=st.floats(0.01, 400),
        r=st.floats(0.05, 5), alpha=st.floats(0.1, 50), a=st.floats(0.05, 5), b=st.floats(0.05, 10))
 def test_prediction_invariants(x, rec_frac, T, t, r, alpha, a, b):

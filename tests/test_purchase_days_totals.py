@@ -17,6 +17,8 @@ from segmentation.localtime import local_day_sql
 from segmentation.metrics import TOTALS_SQL, local_times_sql
 from segmentation.purchase_days import ALL_DAYS, build_customer_totals, build_purchase_days
 
+from tests.profiles import examples
+
 START = datetime(2024, 3, 28, 21, 30, tzinfo=timezone.utc)  # days around Europe/Berlin's switch to summer time
 TOTALS = "SELECT * REPLACE (list_sort(day_list) AS day_list) FROM {} ORDER BY customer_id"
 
@@ -27,7 +29,7 @@ orders_strategy = st.lists(
     min_size=1, max_size=60)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(orders=orders_strategy, tz=st.sampled_from(["UTC", "Europe/Berlin", "America/Los_Angeles"]),
        as_of=st.sampled_from([ALL_DAYS, date(2024, 4, 3), date(2024, 3, 20)]))
 def test_totals_from_the_orders_equal_the_totals_of_the_days(orders, tz, as_of):
@@ -47,7 +49,7 @@ def test_totals_from_the_orders_equal_the_totals_of_the_days(orders, tz, as_of):
     assert con.execute("DESCRIBE _of_the_orders").fetchall() == con.execute("DESCRIBE _of_the_days").fetchall()
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(orders=st.lists(st.tuples(st.sampled_from("abcdef"), st.integers(0, 12), st.integers(0, 23),
                                  st.integers(-500, 5000), st.sampled_from([None, Decimal(0), Decimal("1.50")]),
                                  st.sampled_from(["completed", "completed", "refunded", "cancelled"])),

@@ -20,6 +20,8 @@ from connectors.retailcrm import _boundary_pages
 
 from .test_retailcrm import T0, FakeRetailCrm, make_source
 
+from tests.profiles import examples
+
 RUN = T0 + timedelta(days=1)  # the source's clock: the run start
 NOW = RUN + timedelta(seconds=30)  # when the managers' changes are stamped
 
@@ -150,7 +152,7 @@ CHANGE = st.tuples(st.integers(2, 6) | st.integers(0, 16),  # the request before
                    st.integers(1, 40))  # how many times in a row
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(orders=st.integers(40, 250), page_size=st.sampled_from([20, 50, 100]), descending=st.booleans(),
        changes=st.lists(CHANGE, max_size=12))
 def test_any_interleaving_of_changes_leaves_the_crms_final_state(orders, page_size, descending, changes):

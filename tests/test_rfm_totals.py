@@ -22,6 +22,7 @@ from sync.config import load_config
 from sync.pipeline import compute_segments, configured_source, customers_relation, store_path
 from sync.store.files import ingest_files
 from sync.store.rfm_totals import TABLE, current_totals, rfm_totals
+from tests.profiles import examples
 from tests.test_day_cache import CONFIG as DAY_CACHE_CONFIG
 
 AS_OF = date(2025, 6, 30)
@@ -76,7 +77,7 @@ def _assert_as_fresh(cfg, as_of: date) -> None:
         run.close()
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(15), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(first=DAY, steps=st.lists(STEP, min_size=1, max_size=4), tz=st.sampled_from(["UTC", "Europe/Berlin"]))
 def test_any_sequence_of_daily_files_and_runs_gives_the_fresh_results(tmp_path_factory, first, steps, tz):
     folder = tmp_path_factory.mktemp("shop")

@@ -13,6 +13,8 @@ from segmentation import SegmentationConfig, run_segmentation
 
 from .builders import AS_OF, con_with, con_with_customers, customer_orders
 
+from tests.profiles import examples
+
 
 def scores(con):
     return {cid: (r, f, m) for cid, r, f, m in con.execute("SELECT customer_id, r, f, m FROM customer_segments").fetchall()}
@@ -68,7 +70,7 @@ def test_local_date_uses_the_shop_time_zone():
 customer = st.tuples(st.integers(0, 400), st.integers(1, 12), st.integers(1, 5000))
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(st.lists(customer, min_size=1, max_size=40), st.sampled_from(["tracks", "crm-4", "classic-5"]),
        st.randoms(use_true_random=False))
 def test_properties_range_one_segment_order_independent_and_cut_points(custs, preset, rnd):

@@ -30,6 +30,8 @@ from connectors.incremental import Stager, map_page
 
 from . import test_amocrm, test_bitrix24, test_retailcrm, test_shopify
 
+from tests.profiles import examples
+
 T0 = datetime(2026, 1, 10, 9, 0, tzinfo=timezone.utc)
 DAY = timedelta(days=1)
 
@@ -387,7 +389,7 @@ def test_a_vendor_record_of_any_shape_is_staged_or_a_bad_row_never_a_crash(name,
     stager = Stager(duckdb.connect(), name)
     mapped: tuple[list, list] = ([], [])
 
-    @hsettings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @hsettings(max_examples=examples(100), deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(VENDOR_ROWS)
     @example(dict(WRONG_SHAPES, id=1, ID="1"))  # found by this test at random before (AttributeError, TypeError)
     @example({"id": 2, "ID": "2", "financial_status": "paid", "total_price": "1", "created_at": "2026-01-01",

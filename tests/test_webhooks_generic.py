@@ -30,6 +30,8 @@ from sync.serve.generic import BadRequest, parse_generic, sign_generic, verify_g
 from sync.serve.webhooks import Intake, events_for
 from sync.settings import Settings
 
+from tests.profiles import examples
+
 SECRET = "whsec-test-0123456789"
 NOW = 1_750_000_000
 
@@ -304,6 +306,10 @@ bodies = st.one_of(st.binary(max_size=200), scalars.map(lambda v: json.dumps(v).
                    st.lists(order_like, max_size=3).map(lambda v: json.dumps(v).encode()),
                    valid_orders.map(lambda v: json.dumps(v).encode()))
 
+# The fuzz tests' names promise a thousand deliveries, and every vendor must be seen accepting, refusing and
+# rejecting some: at least 1000 under every profile (more when thorough).
+FUZZ_EXAMPLES = examples(1000, minimum=1000)
+
 
 class AsgiClient:
     """Calls the ASGI app in-process (httpx's ASGI transport on one event loop): fast enough for fuzzing."""
@@ -330,7 +336,7 @@ def test_a_thousand_random_bodies_signed_and_unsigned_never_give_a_5xx(ledger):
     client = AsgiClient(app)
     seen: dict[int, int] = {}
 
-    @hsettings(max_examples=1000, deadline=None, database=None,
+    @hsettings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(body=bodies, signed=st.booleans(), path=st.sampled_from(["/webhooks/generic", "/webhooks/file"]))
     def check(body, signed, path):
@@ -342,7 +348,7 @@ def test_a_thousand_random_bodies_signed_and_unsigned_never_give_a_5xx(ledger):
         check()
     finally:
         client.close()
-    assert sum(seen.values()) == 1000 and {202, 400, 401} <= set(seen)
+    assert sum(seen.values()) == FUZZ_EXAMPLES and {202, 400, 401} <= set(seen)
     with live_server(app) as base:  # and the same app still serves over real HTTP afterwards
         live = Client(base)
         body = json.dumps(order("after-fuzz")).encode()
@@ -510,7 +516,7 @@ def test_a_thousand_random_crm_deliveries_with_real_and_forged_auth_never_give_a
     seen: dict[tuple[str, int], int] = {}
     shapes = {"valid": None, "form": form_pairs, "json": crm_json, "binary": st.binary(max_size=100)}
 
-    @hsettings(max_examples=1000, deadline=None, database=None,
+    @hsettings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(kind=st.sampled_from(sorted(CRM_TOKENS)), authentic=st.booleans(),
            shape=st.sampled_from(["valid", "form", "form", "json", "json", "binary"]), data=st.data())
@@ -531,6 +537,6 @@ def test_a_thousand_random_crm_deliveries_with_real_and_forged_auth_never_give_a
     finally:
         for client in clients.values():
             client.close()
-    assert sum(seen.values()) == 1000
+    assert sum(seen.values()) == FUZZ_EXAMPLES
     for kind in CRM_TOKENS:  # every vendor accepted, refused and rejected deliveries
         assert {(kind, 202), (kind, 400), (kind, 401)} <= set(seen), seen
