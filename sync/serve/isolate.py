@@ -12,15 +12,10 @@ import logging
 import threading
 
 from ..errors import GuardRefusedError, RunStopped
-from .batches import (CONFIG_ERRORS, PROBE_AFTER, Batch, _batch, _kind, _Later, _Part, _resync_budget, _suspect,
+from .batches import (CONFIG_ERRORS, PROBE_AFTER, Batch, _batch, _Later, _Part, _resync_budget, _suspect,
                       _text, retry_later)
 
 log = logging.getLogger("sync.serve.worker")
-
-#: the "alike" shortcut (one event of each half tried alone) only for halves of this many events or more: smaller
-#: ones are split down to each event (a few resyncs more), which cannot mistake two bad events for our own bug
-ALIKE_MIN = 8
-
 
 class Bisection:
     """The worker's bisection; the worker gives ``_try`` (one resync of some events: None when done, else the
@@ -62,7 +57,10 @@ class Bisection:
         halves: the batch waits); the event found failing 5xx alone is not counted but becomes a suspect, resynced
         apart (:meth:`sync.serve.worker.Worker._suspects`). A claim makes at most ``2·⌈log2 n⌉ + 2`` resyncs
         (:func:`_resync_budget`); the events it could not settle within them wait uncounted for the next claim
-        (:meth:`_out_of_budget`)."""
+        (:meth:`_out_of_budget`). An event spends an attempt only for a failure it met alone (a guard's refusal
+        and a config error aside: every event of the batch): a failing group of several says that one of them
+        at least is bad, not which, so many bad events in a batch (or our own bug failing every batch) never
+        count the good ones."""
         budget = [_resync_budget(len(parts)) - 1]  # the whole batch's resync was the first
         self._settled = 0  # events this claim settled (done, or failed alone): the claim made progress
         if retry_later(failure) and not (_suspect(failure) and len(parts) > 1 and self._outages >= PROBE_AFTER):
@@ -96,27 +94,17 @@ class Bisection:
             else:
                 failed.append((half, f))
         untried: list[list[_Part]] = []  # halves whose failure may be that of their event that failed alone
-        if len(failed) == 2 and (_suspect(failure) or all(_kind(f) == _kind(failure) for _, f in failed)
-                                 and min(len(h) for h, _ in failed) >= ALIKE_MIN):
-            # both halves 5xx (an outage, or an event causing one in each half) or alike (our own bug, or bad
-            # events in each half): one event of each is tried alone
+        if len(failed) == 2 and _suspect(failure):
+            # both halves 5xx (an outage, or an event causing one in each half): one event of each is tried alone
             rest = [p for h, _ in failed for p in h]
-            if budget[0] < len(failed):  # no resyncs left for that: wait uncounted (never taken alike)
-                if _suspect(failure):  # maybe an outage
-                    return done, (rest, failed[-1][1])
-                self._out_of_budget(rest, failure)
-                return done, None
+            if budget[0] < len(failed):  # no resyncs left for that: maybe an outage, wait uncounted
+                return done, (rest, failed[-1][1])
             alone = self._alone(failed, budget)
             went = [one for one, f in alone if f is None]
             out = next((f for _, f in alone if f is not None and retry_later(f) and not (_suspect(f) and went)),
                        None)
             if out is not None:  # an outage (both 5xx), or one began (or a stop): what is not done waits
                 return done + len(went), ([p for p in rest if all(p is not o for o in went)], out)
-            if all(f is not None and _kind(f) == _kind(failure) for _, f in alone):
-                # our own bug failing any batch (an event alone of each half too): each spends its attempt
-                for half, f in failed:
-                    self._counted(_batch(half), f)
-                return done, None
             for (half, _), (one, f) in zip(failed, alone):  # not every batch: each event alone is settled
                 half.remove(one)
                 if f is None:
@@ -151,7 +139,7 @@ class Bisection:
 
     def _out_of_budget(self, parts: list[_Part], failure: Exception) -> None:
         """The claim made its resyncs: these events (not settled) wait uncounted for the next claim's bisection,
-        never counted nor taken for failing alike; after a claim that settled none, the worker backs off first
+        never counted (none failed alone); after a claim that settled none, the worker backs off first
         (no claim after claim in a loop)."""
         error = _text(failure)
         if not self._settled:
@@ -161,10 +149,10 @@ class Bisection:
 
     def _alone(self, failed: list[tuple[list[_Part], Exception]], budget: list[int]
                ) -> list[tuple[_Part, Exception | None]]:
-        """Both halves failed alike: one event of each (its middle one: an incident can be replayed) resynced
-        alone, with its failure (None: it went through, done). Every batch fails (our own bug) only if both fail
-        alike; else the halves hold events at fault of their own (one poison event in each, say). Stopping:
-        :class:`RunStopped`. The caller checked the budget."""
+        """Both halves failed 5xx: one event of each (its middle one: an incident can be replayed) resynced
+        alone, with its failure (None: it went through, done). An outage fails both; else the halves hold events
+        at fault of their own (one event causing a 5xx in each, say). Stopping: :class:`RunStopped`. The caller
+        checked the budget."""
         picked = [half[len(half) // 2] for half, _ in failed]
         budget[0] -= len(failed)
         return [(one, self._try_unless_stopping([one]))
