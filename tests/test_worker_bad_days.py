@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import random
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
@@ -67,3 +69,44 @@ def test_good_events_end_synced_when_a_batch_holds_many_bad_events(tmp_path, see
         assert {i: f for i, (status, f) in finished.items() if status == "failed"} == {
             i: f"ValueError: order {i} has no line items" for i in ids if i.startswith("BAD")}
         assert worker.metrics.events["failed"] == len(bad)
+
+
+def test_a_suspect_is_not_claimed_nor_logged_at_every_debounce_while_its_back_off_lasts(tmp_path, caplog):
+    """A suspect (an event failing 5xx alone, here with Retry-After: 600) waits its back-off unclaimed: 30 debounce
+    cycles (2 s each) within it make no resync, no claim and no log line (before: claimed and released at each,
+    an INFO line each time: a log flood on a long back-off); once it is over, the suspect is resynced alone."""
+    from sync.errors import DestinationError
+    from sync.serve.worker import PROBE_AFTER
+
+    sizes: list = []
+
+    def process(batch):
+        ids = [o.order_id for o in batch.orders]
+        sizes.append(ids if len(ids) == 1 else len(ids))
+        if "POISON" in ids:
+            raise DestinationError("SendGrid: HTTP 503", status=503, retry_after=600, transient=True)
+
+    ticks, wall = Ticks(), [outage.AS_OF_DT]
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}", clock=lambda: wall[0]) as ledger:
+        enqueue_orders(ledger, [f"G{i}" for i in range(10)] + ["POISON"] + [f"H{i}" for i in range(9)])
+        worker = Worker(Config(), ledger, None, process=process, clock=ticks,  # type: ignore[arg-type]
+                        now=lambda: wall[0])
+        for _ in range(PROBE_AFTER):  # an outage at first, then probed: the 19 others are done
+            worker.process_batch()
+            ticks.now += worker.backing_off()
+            wall[0] += timedelta(seconds=worker.backing_off())
+        assert worker.process_batch() == 19 and worker.suspects_back_off() == 600
+        sizes.clear()
+        caplog.clear()
+        caplog.set_level(logging.DEBUG, "sync.serve.worker")
+        for _ in range(30):  # what run_forever does at each debounce: look, claim what is claimable
+            ticks.now += 2
+            wall[0] += timedelta(seconds=2)
+            assert ledger.claimable_count() == 0
+            worker.drain()
+        assert sizes == [] and caplog.records == []
+        assert ledger.event_counts()["queued"] == 1
+        ticks.now += 600
+        wall[0] += timedelta(seconds=600)
+        worker.drain()
+        assert sizes == [["POISON"]]

@@ -47,10 +47,15 @@ def _enqueue_orders(ledger: Ledger, ids) -> None:
 
 
 def _attempts(ledger: Ledger) -> dict[str, int]:
-    """order id → claims counted so far, of every queued event (read by claiming them once more)."""
-    from sync.ledger.codec import decode_records
+    """order id → claims counted so far, of every queued event (a released one waiting its back-off too)."""
+    from sqlalchemy import select
 
-    return {decode_records(ev.payload)[0][0].order_id: ev.attempts - 1 for ev in ledger.claim_events("probe")}
+    from sync.ledger.codec import decode_records
+    from sync.ledger.schema import events
+
+    with ledger._engine.connect() as conn:
+        rows = conn.execute(select(events.c.payload, events.c.attempts).where(events.c.status == "queued")).all()
+    return {decode_records(payload)[0][0].order_id: attempts for payload, attempts in rows}
 
 
 def test_an_esp_outage_does_not_spend_the_events_attempts_and_honours_retry_after(shop, mailchimp_fake,
@@ -257,6 +262,7 @@ def test_a_5xx_that_one_event_always_causes_is_isolated_once_the_back_off_grew(t
         _enqueue_orders(ledger, ["NEW"])
         sizes.clear()
         assert worker.process_batch() == 1 and sizes == [["NEW"]]  # the suspect's back-off: not called
+        wall[0] += timedelta(seconds=worker.suspects_back_off())  # (not claimed before)
         ticks.now += worker.suspects_back_off()
         assert worker.process_batch() == 0 and sizes == [["NEW"], ["POISON"]]  # alone, apart
         assert worker.backing_off() == 0 and worker.suspects_back_off() > 0

@@ -34,7 +34,8 @@ class Bisection:
     def _counted(self, batch: Batch, failure: Exception) -> None:
         raise NotImplementedError
 
-    def _waited(self, batch: Batch, ids: list[int], error: str, why: str = "another run") -> None:
+    def _waited(self, batch: Batch, ids: list[int], error: str, why: str = "another run",
+                wait: float | None = None) -> None:
         raise NotImplementedError
 
     def _back_off(self, failure: BaseException) -> float:

@@ -160,7 +160,7 @@ class Worker(Bisection):
         wait = self.suspects_back_off()
         if wait:
             self._waited(_batch(parts), [p[0].id for p in parts], f"a 5xx alone (tried again in {wait:.0f} s)",
-                         "its 5xx to end")
+                         "its 5xx to end", wait)
             return 0
         done, waiting, failure = 0, [], None
         for part in parts:
@@ -184,7 +184,7 @@ class Worker(Bisection):
         wait = self._wait_for(failure, self._suspect_fails)
         self._suspects_at = self._clock() + wait
         self._waited(_batch(parts), [p[0].id for p in parts], f"{_text(failure)} (alone; tried again in "
-                     f"{wait:.0f} s)", "its 5xx to end")
+                     f"{wait:.0f} s)", "its 5xx to end", wait)
 
     def suspects_back_off(self) -> float:
         """Seconds left before suspects are resynced again (0: now)."""
@@ -278,13 +278,16 @@ class Worker(Bisection):
         """Seconds left before this worker claims again after a transient failure (0: none)."""
         return max(0.0, self.retry_at - self._clock()) if self.retry_at is not None else 0.0
 
-    def _waited(self, batch: Batch, ids: list[int], error: str, why: str = "another run") -> None:
+    def _waited(self, batch: Batch, ids: list[int], error: str, why: str = "another run",
+                wait: float | None = None) -> None:
         """Another run holds the destination (a long cron sync) or the order store, or (``why``) the ESP, the
         source or the ledger failed the transient way: the batch waits its turn, and the claim does not count
-        towards max_attempts (it would be given up during a long sync or an outage). An event that
-        waited ``give_up_waiting_after`` since it was accepted (a lock that never frees) is given up, failed and
-        kept, with the batch's events that hold one of its records (replayed later on its own, it would undo their
-        newer version); the batch's other events (a batch is formed again at each claim) wait on."""
+        towards max_attempts (it would be given up during a long sync or an outage). ``wait``: seconds nobody
+        claims them (a back-off of their own, the worker's not touched: no claim, release and log line at every
+        debounce while it lasts). An event that waited ``give_up_waiting_after`` since it was accepted (a lock
+        that never frees) is given up, failed and kept, with the batch's events that hold one of its records
+        (replayed later on its own, it would undo their newer version); the batch's other events (a batch is
+        formed again at each claim) wait on."""
         now = self._now()
         waited = {ev.id: (now - ev.received_at).total_seconds() for ev in batch.events}
         old = {i for i in ids if waited[i] >= self.give_up_waiting_after}
@@ -308,7 +311,7 @@ class Worker(Bisection):
         rest = [i for i in ids if i not in gone]
         if not rest:
             return
-        self.ledger.release_events(rest, error, worker=self.name)
+        self.ledger.release_events(rest, error, worker=self.name, wait_seconds=wait)
         self._leased.difference_update(rest)
         self._releases.update(rest)
         self.metrics.event_outcome("retried", len(rest))
