@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import select
@@ -20,6 +20,13 @@ try:
     from tests import test_worker_outage as outage
 except ImportError:  # tests/ itself on sys.path
     import test_worker_outage as outage  # type: ignore[no-redef]
+
+try:
+    from tests import test_worker
+    from tests.test_history_webhooks import SECOND
+except ImportError:  # tests/ itself on sys.path
+    import test_worker  # type: ignore[no-redef]
+    from test_history_webhooks import SECOND  # type: ignore[no-redef]
 
 Ticks, enqueue_orders = outage.Ticks, outage._enqueue_orders
 
@@ -110,3 +117,82 @@ def test_a_suspect_is_not_claimed_nor_logged_at_every_debounce_while_its_back_of
         wall[0] += timedelta(seconds=600)
         worker.drain()
         assert sizes == [["POISON"]]
+
+
+@pytest.fixture
+def two_audiences(tmp_path, mailchimp_fake, monkeypatch):
+    """The demo shop synced to two destinations: mailchimp-demo (audience aud1) and mc2 (aud2), both on the fake
+    Mailchimp; the client's own retries off (a 429's Retry-After is the worker's to honour)."""
+    from sync.config import load_config
+    from sync.ledger import open_ledger
+    from sync.serve.scheduler import run_full_sync
+    from sync.settings import load_settings
+
+    path = test_worker.make_shop(tmp_path / "shop", mailchimp_fake, monkeypatch)
+    path.write_text(path.read_text(encoding="utf-8") + SECOND, encoding="utf-8")
+    mailchimp_fake.add_list("aud2")
+    cfg, settings = load_config(path), load_settings()
+    with open_ledger(cfg, settings) as ledger:
+        run_full_sync(cfg, ledger, settings, as_of=test_worker.AS_OF, kind="sync")
+    monkeypatch.setenv("RFMSYNC_HTTP_MAX_ATTEMPTS", "1")
+    return cfg, load_settings()
+
+
+def test_one_esps_retry_after_pauses_only_its_own_work(two_audiences, mailchimp_fake, caplog):
+    """aud1's Mailchimp answers 429 with Retry-After: 600 to every call, aud2's works: the worker does not pause
+    (before: nobody's events moved for 10 minutes); the order reaches aud2 at once, and so does a later one; aud1
+    gets nothing, its work waits unclaimed (no claim at each debounce) and goes through once its 600 s are over
+    and it answers again. The events are done then, none counted."""
+    from sync.ledger import Ledger, ledger_url
+
+    cfg, settings = two_audiences
+    ticks, wall = Ticks(), [datetime.now(timezone.utc)]
+    with Ledger.connect(ledger_url(cfg, settings), clock=lambda: wall[0]) as ledger:
+        (email, cid), (email2, cid2) = _churned(ledger, 2)
+        assert all(mailchimp_fake.tags_of(e, aud) == {"Winback"} for e in (email, email2) for aud in ("aud1", "aud2"))
+        mailchimp_fake.fail(429, None, fraction=1.0, retry_after="600", path="/lists/aud1")
+        worker = Worker(cfg, ledger, settings, as_of=lambda: test_worker.AS_OF, clock=ticks, now=lambda: wall[0])
+        test_worker.queue_order(ledger, "W-2", cid)
+        caplog.set_level(logging.INFO, "sync.serve.worker")
+        worker.drain()
+        assert worker.backing_off() == 0
+        assert "Winback" not in mailchimp_fake.tags_of(email, "aud2")
+        assert mailchimp_fake.tags_of(email, "aud1") == {"Winback"}
+        assert "mailchimp-demo is rate limited (it asked to wait 600 s): its work waits 600 s" in caplog.text
+        ticks.now += 60
+        wall[0] += timedelta(seconds=60)
+        test_worker.queue_order(ledger, "W-3", cid2)  # a minute later: aud2 still gets it at once
+        worker.drain()
+        assert "Winback" not in mailchimp_fake.tags_of(email2, "aud2")
+        assert mailchimp_fake.tags_of(email2, "aud1") == {"Winback"}
+        assert ledger.claimable_count() == 0 and ledger.event_counts()["queued"] == 2
+        mailchimp_fake._faults.clear()  # aud1 answers again
+        ticks.now += 600
+        wall[0] += timedelta(seconds=600)
+        worker.drain()
+        assert "Winback" not in mailchimp_fake.tags_of(email, "aud1") | mailchimp_fake.tags_of(email2, "aud1")
+        assert ledger.event_counts() == {"queued": 0, "processing": 0, "done": 2, "failed": 0}
+        assert worker.metrics.events["done"] == 2 and worker.metrics.events["failed"] == 0
+        assert 'rfmsync_esp_errors_total{destination="mailchimp-demo"} 1' in worker.metrics.render()
+
+
+def _churned(ledger: Ledger, n: int) -> list[tuple[str, str]]:
+    """(email, customer_id) of ``n`` synced customers in the Churn segment (tag "Winback")."""
+    state = ledger.load_state(test_worker.DEST)
+    return [(k, s.customer_id) for k, s in sorted(state.items()) if s.tags == {"Winback"}][:n]
+
+
+@pytest.mark.parametrize("status, retry_after, named, paused", [
+    (429, 600, True, True), (429, None, True, True), (503, 120, True, True),
+    (503, None, True, False),  # a 5xx without Retry-After: an outage (or a suspect), the worker's back-off
+    (429, 600, False, False),  # not a destination's (the CRM's, or the plan's reads): the worker's back-off
+])
+def test_only_a_named_destinations_rate_limit_pauses_it_alone(status, retry_after, named, paused):
+    from sync.errors import DestinationError
+    from sync.serve.pauses import rate_limited
+
+    exc = DestinationError(f"HTTP {status}", status=status, retry_after=retry_after, transient=True)
+    if named:
+        exc.destination = "mc"  # type: ignore[attr-defined]  (as the resync names it)
+    assert rate_limited(exc) == ("mc" if paused else None)
+    assert rate_limited(DestinationError("HTTP 401", status=401)) is None

@@ -68,6 +68,8 @@ class Batch:
     ages: dict[tuple[str, str], datetime] = field(default_factory=dict)
     #: event id → the records it holds (events holding one record are given up together)
     keys: dict[int, set[tuple[str, str]]] = field(default_factory=dict)
+    #: the destinations to resync (None: every one; others paused, :mod:`sync.serve.pauses`)
+    destinations: list[str] | None = None
 
 
 ResyncFn = Callable[[Batch], ResyncReport | None]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Callable
 
 from ..errors import GuardRefusedError, RunStopped
 from .batches import (CONFIG_ERRORS, PROBE_AFTER, Batch, _batch, _Later, _Part, _resync_budget, _suspect,
@@ -27,6 +28,7 @@ class Bisection:
     _outages: int
     _poisons: set[int]
     _settled: int
+    _suspects_wait: Callable[[list[_Part], Exception], None]  # (the worker's suspects')
 
     def _try(self, parts: list[_Part]) -> Exception | None:
         raise NotImplementedError
@@ -41,8 +43,6 @@ class Bisection:
     def _back_off(self, failure: BaseException) -> float:
         raise NotImplementedError
 
-    def _suspects_wait(self, parts: list[_Part], failure: Exception) -> None:
-        raise NotImplementedError
 
     def _try_unless_stopping(self, parts: list[_Part]) -> Exception | None:
         """:meth:`_try`, unless the worker is stopping: then :class:`RunStopped` without a resync (the events not
