@@ -196,3 +196,43 @@ def test_only_a_named_destinations_rate_limit_pauses_it_alone(status, retry_afte
         exc.destination = "mc"  # type: ignore[attr-defined]  (as the resync names it)
     assert rate_limited(exc) == ("mc" if paused else None)
     assert rate_limited(DestinationError("HTTP 401", status=401)) is None
+
+
+def test_events_resynced_without_a_paused_destination_are_never_done_before_it_had_them(tmp_path):
+    """mc is rate limited (429, Retry-After: 60) and mc2 is not: the batch is resynced for mc2 at once; if mc's
+    pause ends while that resync runs, the events still go back to the queue (claimable at once) instead of done,
+    and the next claim resyncs them for every destination; a rate limit met while a batch is split (here the
+    first half) pauses mc too, the events released at once for the next claim, the worker not backing off."""
+    from sync.errors import DestinationError
+
+    cfg = Config(destinations=[{"name": n, "type": "mailchimp", "audience": a, "segments": {"Churn": "W"}}
+                               for n, a in (("mc", "aud1"), ("mc2", "aud2"))])
+    calls: list[tuple[int, list[str] | None]] = []
+    ticks = Ticks()
+    answers = ["429", "ok+60", "ok", "bad", "429", "ok", "ok"]
+
+    def process(batch):
+        calls.append((len(batch.events), batch.destinations))
+        answer = answers.pop(0)
+        if answer == "ok+60":
+            ticks.now += 60  # mc's pause is over meanwhile
+        if answer == "429":
+            exc = DestinationError("Mailchimp: HTTP 429", status=429, retry_after=60, transient=True)
+            exc.destination = "mc"  # type: ignore[attr-defined]  (as the resync names it)
+            raise exc
+        if answer == "bad":
+            raise ValueError("order has no line items")
+
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        enqueue_orders(ledger, ["A", "B"])
+        worker = Worker(cfg, ledger, None, process=process, clock=ticks)  # type: ignore[arg-type]
+        assert worker.process_batch() == 2 and ledger.event_counts()["done"] == 0
+        assert calls == [(2, None), (2, ["mc2"])] and ledger.claimable_count() == 2
+        assert worker.process_batch() == 2 and ledger.event_counts()["done"] == 2
+        assert calls[2] == (2, None)
+        enqueue_orders(ledger, ["C", "D"])
+        worker.process_batch()  # the batch fails (its own fault), its first half meets mc's 429
+        assert calls[3:] == [(2, None), (1, None)] and worker.backing_off() == 0
+        assert worker.paused() == {"mc": 60} and ledger.claimable_count() == 2
+        worker.process_batch()
+        assert calls[5:] == [(2, ["mc2"])]

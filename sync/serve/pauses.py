@@ -86,15 +86,17 @@ class Pauses:
         return True
 
     def _went_through(self, batch: Batch, ids: list[int]) -> bool:
-        """A resync of ``batch`` succeeded: its destinations' rate limits in a row are over. With destinations
-        paused, its events wait for them uncounted (released, not claimed before the first pause is over):
-        returns True; False when they are done."""
+        """A resync of ``batch`` succeeded: its destinations' rate limits in a row are over. When it left paused
+        destinations out, its events wait for them uncounted (released, not claimed before the first of those
+        pauses is over; at once if it ended meanwhile): returns True; False when they are done."""
         for name in self.only if self.only is not None else list(self._limits):
             self._limits.pop(name, None)
-        paused = self.paused() if self.only is not None else {}
-        if not paused:
+        if self.only is None:
             return False
-        names = ", ".join(sorted(paused))
-        self._waited(batch, ids, f"synced to {', '.join(self.only or [])}; {names} paused (rate limited)",
-                     f"{names} (rate limited)", min(paused.values()))
+        left = [d.name for d in self.cfg.destinations if d.name not in self.only]
+        paused = self.paused()
+        wait = min((paused[name] for name in left if name in paused), default=None)
+        names = ", ".join(left)
+        self._waited(batch, ids, f"synced to {', '.join(self.only)}; {names} paused (rate limited)",
+                     f"{names} (rate limited)", wait)
         return True
