@@ -236,3 +236,45 @@ def test_events_resynced_without_a_paused_destination_are_never_done_before_it_h
         assert worker.paused() == {"mc": 60} and ledger.claimable_count() == 2
         worker.process_batch()
         assert calls[5:] == [(2, ["mc2"])]
+
+
+def test_our_own_bug_failing_every_batch_backs_the_worker_off(tmp_path, caplog):
+    """Our own bug fails every resync, whatever the events (a KeyError in the plan, a 404 'missing list'): each
+    claim's bisection fails one to three events alone, which is no progress, so the worker backs off (5 s doubling
+    up to 300 s) instead of claiming again at the next debounce: hour after hour at most 30 claims (the waits
+    reach 150–300 s after 7), their resyncs and log lines capped with them, the halving logged once a claim; every
+    event ends failed, with its own error or, after 6 h, the give-up error. Before: a failed lone event counted as
+    progress, no back-off: 65 claims, 635 resyncs and 635 log lines in the first 6 minutes."""
+    calls: list[int] = []
+
+    def process(batch):
+        calls.append(len(batch.events))
+        raise ValueError("KeyError in our plan code: 'segment'")
+
+    ticks, wall = Ticks(), [outage.AS_OF_DT]
+    hours: list[tuple[int, int, int, int]] = []  # per simulated hour: claims, resyncs, log lines, halvings
+    caplog.set_level(logging.INFO, "sync")
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}", clock=lambda: wall[0]) as ledger:
+        enqueue_orders(ledger, [f"O{i}" for i in range(40)])
+        worker = Worker(Config(), ledger, None, process=process, clock=ticks,  # type: ignore[arg-type]
+                        now=lambda: wall[0], rng=random.Random(7))
+        for hour in range(7):
+            claims, resyncs = 0, len(calls)
+            caplog.clear()
+            while ticks.now < 1000 + 3600 * (hour + 1) and ledger.event_counts()["queued"]:
+                step = 5.0 + worker.backing_off()  # what run_forever waits: its back-off, then the debounce
+                ticks.now += step
+                wall[0] += timedelta(seconds=step)
+                if ledger.claimable_count():
+                    worker.process_batch()
+                    claims += 1
+            halvings = sum("resyncing them in halves" in r.getMessage() for r in caplog.records)
+            hours.append((claims, len(calls) - resyncs, len(caplog.records), halvings))
+        assert ledger.event_counts()["queued"] == 0 and ledger.event_counts()["failed"] == 40
+        errors = {error for status, error in _finished(ledger).values()}
+    own = "ValueError: KeyError in our plan code: 'segment'"
+    assert own in errors and all(e == own or e.startswith("gave up waiting for") and e.endswith(own) for e in errors)
+    for claims, resyncs, lines, halvings in hours:
+        assert claims <= 30 and resyncs <= claims * _resync_budget(40) and lines <= claims * 6
+        assert halvings <= claims
+

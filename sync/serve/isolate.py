@@ -22,12 +22,14 @@ class Bisection:
     """The worker's bisection; the worker gives ``_try`` (one resync of some events: None when done, else the
     failure), ``_counted`` (events that spend their attempt), ``_waited`` (events that wait uncounted),
     ``_back_off`` (its wait before the next claim), ``_suspects_wait`` (suspects' wait), its ``stopping``
-    event, ``_outages`` (outages in a row), ``_poisons`` and ``_settled``."""
+    event, ``_outages`` (outages in a row), ``_poisons`` and ``_synced``."""
 
     stopping: threading.Event
     _outages: int
     _poisons: set[int]
-    _settled: int
+    _synced: int  # events whose resync went through in the claim being bisected (:meth:`_try`)
+    _halved: bool  # this claim's bisection was logged (once a claim, not once a level)
+    _unsettled: list[tuple[list[_Part], Exception]]  # what this claim's resyncs could not settle, and why
     _suspects_wait: Callable[[list[_Part], Exception], None]  # (the worker's suspects')
 
     def _try(self, parts: list[_Part]) -> Exception | None:
@@ -58,15 +60,20 @@ class Bisection:
         halves: the batch waits); the event found failing 5xx alone is not counted but becomes a suspect, resynced
         apart (:meth:`sync.serve.worker.Worker._suspects`). A claim makes at most ``2·⌈log2 n⌉ + 2`` resyncs
         (:func:`_resync_budget`); the events it could not settle within them wait uncounted for the next claim
-        (:meth:`_out_of_budget`). An event spends an attempt only for a failure it met alone (a guard's refusal
+        (:meth:`_out_of_budget`: released together at the claim's end; a claim none of whose resyncs went through
+        backs the worker off first, failing lone events is no progress: our own bug failing every batch would
+        otherwise claim in a loop). An event spends an attempt only for a failure it met alone (a guard's refusal
         and a config error aside: every event of the batch): a failing group of several says that one of them
         at least is bad, not which, so many bad events in a batch (or our own bug failing every batch) never
         count the good ones."""
         budget = [_resync_budget(len(parts)) - 1]  # the whole batch's resync was the first
-        self._settled = 0  # events this claim settled (done, or failed alone): the claim made progress
+        self._synced, self._halved, self._unsettled = 0, False, []
         if retry_later(failure) and not (_suspect(failure) and len(parts) > 1 and self._outages >= PROBE_AFTER):
             return 0, (parts, failure)  # an outage (5xx after 5xx: the batch is probed)
-        return self._split(parts, failure, budget)
+        done, later = self._split(parts, failure, budget)
+        if self._unsettled:
+            self._out_of_budget(back_off=later is None)  # (an outage met: the caller backs off for it)
+        return done, later
 
     def _split(self, parts: list[_Part], failure: Exception, budget: list[int]) -> tuple[int, _Later]:
         """Bisect ``parts`` (they failed with ``failure``) within the claim's ``budget`` of resyncs."""
@@ -79,10 +86,12 @@ class Bisection:
             self._counted(_batch(parts), failure)
             return 0, None
         if budget[0] < 2:  # out of resyncs: the events wait uncounted for the next claim
-            self._out_of_budget(parts, failure)
+            self._unsettled.append((parts, failure))
             return 0, None
-        log.warning("resync of %d events failed (%s): resyncing them in two halves to find the events at fault",
-                    len(parts), _text(failure))
+        if not self._halved:  # once a claim
+            self._halved = True
+            log.warning("resync of %d events failed (%s): resyncing them in halves to find the events at fault "
+                        "(at most %d resyncs more)", len(parts), _text(failure), budget[0])
         halves = [parts[:len(parts) // 2], parts[len(parts) // 2:]]
         done, failed = 0, []
         for i, half in enumerate(halves):
@@ -132,18 +141,22 @@ class Bisection:
         """The rest of a half whose event failed alone: resynced on its own (it may hold only good events),
         bisected if it fails; out of resyncs, it waits uncounted."""
         if budget[0] < 1:
-            self._out_of_budget(parts, failure)
+            self._unsettled.append((parts, failure))
             return 0, None
         budget[0] -= 1
         f = self._try_unless_stopping(parts)
         return (len(parts), None) if f is None else self._split(parts, f, budget)
 
-    def _out_of_budget(self, parts: list[_Part], failure: Exception) -> None:
-        """The claim made its resyncs: these events (not settled) wait uncounted for the next claim's bisection,
-        never counted (none failed alone); after a claim that settled none, the worker backs off first
-        (no claim after claim in a loop)."""
+    def _out_of_budget(self, back_off: bool) -> None:
+        """The claim made its resyncs: the events they did not settle (:attr:`_unsettled`) wait uncounted for
+        the next claim's bisection, never counted (none failed alone), released together (one line). When no
+        resync of the claim went through (``back_off``: no outage met), the worker backs off first, its
+        exponential back-off: events failing alone are no progress (our own bug failing every batch fails one
+        or two alone a claim), claim after claim in a loop would resync the batch hundreds of times an hour."""
+        parts = [p for group, _ in self._unsettled for p in group]
+        failure = self._unsettled[0][1]
         error = _text(failure)
-        if not self._settled:
+        if back_off and not self._synced:
             error += f" (looking again in {self._back_off(failure):.0f} s)"
         self._waited(_batch(parts), [p[0].id for p in parts], error,
                      "the next claim's bisection (this one's made its resyncs)")

@@ -83,7 +83,7 @@ class Worker(Bisection, Suspects, Pauses):
         self._now = now  # the wall clock the ledger stamps events.received_at with
         self._releases: Counter[int] = Counter()  # event id → times this worker released it (waiting for a lock)
         self._outages = 0  # transient failures in a row (the back-off doubles with each)
-        self._settled = 0  # events the claim being bisected settled so far (:meth:`_isolate`)
+        self._synced = 0  # events whose resync went through in the claim being bisected (:meth:`_isolate`)
         self._leased: set[int] = set()  # the claimed events not settled yet, whose lease the heartbeat renews
         #: suspects: events a bisection found failing 5xx alone while the others went through, resynced apart
         self._poisons: set[int] = set()
@@ -168,9 +168,9 @@ class Worker(Bisection, Suspects, Pauses):
             if isinstance(exc, DestinationError):
                 self.metrics.esp_error(getattr(exc, "destination", None) or "unknown")
             return exc
+        self._synced += len(ids)
         self._poisons.difference_update(ids)
         self._outages = 0
-        self._settled += len(ids)
         self.metrics.resync_done(self._clock() - started, report)
         if self._went_through(batch, ids):  # done for the destinations not paused: they wait for the others
             return None
@@ -217,7 +217,6 @@ class Worker(Bisection, Suspects, Pauses):
             return
         ids = [ev.id for ev in batch.events]
         error = _text(failure)
-        self._settled += len(ids) == 1  # an event at fault, found
         self._forget_releases(ids)
         self.ledger.fail_events(ids, error, max_attempts=self.max_attempts, worker=self.name)
         exhausted = sum(ev.attempts >= self.max_attempts for ev in batch.events)
