@@ -226,8 +226,9 @@ def test_events_resynced_without_a_paused_destination_are_never_done_before_it_h
     with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
         enqueue_orders(ledger, ["A", "B"])
         worker = Worker(cfg, ledger, None, process=process, clock=ticks)  # type: ignore[arg-type]
-        assert worker.process_batch() == 2 and ledger.event_counts()["done"] == 0
+        assert worker.process_batch() == 0 and ledger.event_counts()["done"] == 0  # released: none completed
         assert calls == [(2, None), (2, ["mc2"])] and ledger.claimable_count() == 2
+        assert worker.processed_ids == [] and worker.metrics.events["done"] == 0
         assert worker.process_batch() == 2 and ledger.event_counts()["done"] == 2
         assert calls[2] == (2, None)
         enqueue_orders(ledger, ["C", "D"])

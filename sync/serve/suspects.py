@@ -31,7 +31,7 @@ class Suspects:
         the rest so that it does not hold them, with a back-off of its own (the worker's is not touched); a
         suspect failing 5xx again waits uncounted up to ``give_up_waiting_after``: the ESP's outage may be all
         the fault (a call of its own while the others needed none). ``later``: the rest met an outage, the
-        suspects wait with it (added to it). Returns the suspects done."""
+        suspects wait with it (added to it). Returns the suspects whose resync went through."""
         if later is not None:
             later[0].extend(parts)
         if not parts or later is not None:

@@ -111,7 +111,9 @@ class Worker(Bisection, Suspects, Pauses):
     # -- one batch -----------------------------------------------------------------------
 
     def process_batch(self) -> int:
-        """Claim every queued event (up to ``batch_limit``) and resync them together; returns events done."""
+        """Claim every queued event (up to ``batch_limit``) and resync them together; returns the events completed
+        (marked done: not those resynced without a paused destination, released to wait for it)."""
+        completed = len(self.processed_ids)
         events = self.ledger.claim_events(self.name, limit=self.batch_limit, stale_after=self.stale_after)
         if not events:
             return 0
@@ -135,21 +137,22 @@ class Worker(Bisection, Suspects, Pauses):
         try:
             suspects = [p for p in parts if p[0].id in self._poisons]
             rest = [p for p in parts if p[0].id not in self._poisons]
-            done, later = self._settle(rest) if rest else (0, None)
+            later = self._settle(rest)[1] if rest else None
             if later is not None and all(p[0].id in self._poisons for p in later[0]):  # found now: no outage
                 self._suspects_wait(later[0], later[1])
                 later = None
-            done += self._suspects(suspects, later)
+            self._suspects(suspects, later)
             if later is not None:  # a transient failure: these events wait, the claim not counted
                 self._failed(_batch(later[0]), later[1])
-            return done
+            return len(self.processed_ids) - completed
         finally:
             beating.set()
             heart.join()
 
     def _settle(self, parts: list[_Part]) -> tuple[int, _Later]:
-        """Resync ``parts`` (:meth:`_isolate` the events at fault when that fails). Returns the events done and,
-        after a transient failure, the events not settled (they wait, uncounted) with it."""
+        """Resync ``parts`` (:meth:`_isolate` the events at fault when that fails). Returns the events whose
+        resync went through (done, or released for a paused destination) and, after a transient failure, the
+        events not settled (they wait, uncounted) with it."""
         failure = self._try(parts)
         while failure is not None and self._pause(failure):  # one destination rate limited: the others' now
             failure = self._try(parts)
@@ -316,7 +319,7 @@ class Worker(Bisection, Suspects, Pauses):
 
     def drain(self) -> int:
         """Process until nothing is queued (no debounce) or a transient failure makes the worker back off;
-        returns events done."""
+        returns the events completed (marked done)."""
         done = 0
         while not self.backing_off() and self.ledger.claimable_count(self.stale_after):
             done += self.process_batch()
