@@ -279,3 +279,52 @@ def test_our_own_bug_failing_every_batch_backs_the_worker_off(tmp_path, caplog):
         assert claims <= 30 and resyncs <= claims * _resync_budget(40) and lines <= claims * 6
         assert halvings <= claims
 
+
+def test_a_resync_leaving_a_paused_destination_out_keeps_its_suspect(tmp_path):
+    """POISON makes mc answer 500 (a suspect, resynced apart); mc is then rate limited (429) and POISON resynced
+    for mc2 only, which goes through: that says nothing of mc's 500, POISON stays a suspect. Once mc's pause is
+    over, the next claim resyncs N1 without it (done) and POISON alone (it waits again, uncounted); the worker
+    does not back off. Before: the resync without mc cleared POISON and the outage count, it rejoined the batch,
+    which failed with the 500, taken for an outage: nothing done, the worker backing off."""
+    from sync.errors import DestinationError
+    from sync.serve.worker import PROBE_AFTER
+
+    cfg = Config(destinations=[{"name": n, "type": "mailchimp", "audience": a, "segments": {"Churn": "W"}}
+                               for n, a in (("mc", "aud1"), ("mc2", "aud2"))])
+    limited, calls = [False], []
+
+    def process(batch):
+        ids = [o.order_id for o in batch.orders]
+        calls.append(ids if len(ids) == 1 else len(ids))
+        if batch.destinations is None and (limited[0] or "POISON" in ids):  # mc's answers; mc2 is fine
+            exc = DestinationError(f"Mailchimp: HTTP {429 if limited[0] else 500}", status=429 if limited[0] else
+                                   500, retry_after=60 if limited[0] else None, transient=True)
+            exc.destination = "mc"  # type: ignore[attr-defined]  (as the resync names it)
+            raise exc
+
+    ticks, wall = Ticks(), [outage.AS_OF_DT]
+
+    def advance(seconds: float) -> None:
+        ticks.now += seconds
+        wall[0] += timedelta(seconds=seconds)
+
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}", clock=lambda: wall[0]) as ledger:
+        enqueue_orders(ledger, [f"G{i}" for i in range(8)] + ["POISON"])
+        worker = Worker(cfg, ledger, None, process=process, clock=ticks,  # type: ignore[arg-type]
+                        now=lambda: wall[0], rng=random.Random(1))
+        for _ in range(PROBE_AFTER + 1):  # an outage at first, then probed: the 8 others are done
+            worker.process_batch()
+            advance(worker.backing_off() + worker.suspects_back_off())
+        assert ledger.event_counts()["done"] == 8 and calls[-1] == ["POISON"]
+        limited[0] = True
+        enqueue_orders(ledger, ["N1"])
+        assert worker.process_batch() == 0  # mc paused: N1 and POISON resynced for mc2, released for mc
+        assert worker.paused() == {"mc": 60} and calls[-3:] == [["N1"], ["N1"], ["POISON"]]
+        limited[0] = False
+        advance(60)
+        del calls[:]
+        assert worker.process_batch() == 1 and worker.backing_off() == 0
+        assert calls == [["N1"], ["POISON"]]
+        finished = _finished(ledger)
+        assert finished["N1"][0] == "done" and finished["POISON"][0] == "queued"
+        assert finished["POISON"][1].startswith("DestinationError: Mailchimp: HTTP 500 (alone; tried again in")

@@ -25,6 +25,7 @@ class Suspects:
     _split: Callable[[list[_Part], Exception, list[int]], tuple[int, _Later]]
     _waited: Callable[..., None]
     _wait_for: Callable[[BaseException, int], float]
+    only: list[str] | None  # the destinations this claim resyncs (None: every one)
 
     def _suspects(self, parts: list[_Part], later: _Later) -> int:
         """Resync each suspect (an event found failing 5xx alone while the others went through) alone, apart from
@@ -52,7 +53,8 @@ class Suspects:
                 waiting.append(part)
                 failure = left[1]
         if failure is None:
-            self._suspect_fails = 0
+            if self.only is None:  # (a paused destination left out says nothing of its 5xx)
+                self._suspect_fails = 0
         else:
             self._suspects_wait(waiting, failure)
         return done

@@ -172,8 +172,9 @@ class Worker(Bisection, Suspects, Pauses):
                 self.metrics.esp_error(getattr(exc, "destination", None) or "unknown")
             return exc
         self._synced += len(ids)
-        self._poisons.difference_update(ids)
-        self._outages = 0
+        if batch.destinations is None:  # (a paused destination left out says nothing of its 5xx, its outage)
+            self._poisons.difference_update(ids)
+            self._outages = 0
         self.metrics.resync_done(self._clock() - started, report)
         if self._went_through(batch, ids):  # done for the destinations not paused: they wait for the others
             return None
