@@ -70,6 +70,26 @@ def test_events_fail_for_good_after_max_attempts_and_can_be_requeued(ledger: Led
     assert event.attempts == 1
 
 
+def test_an_event_released_with_a_wait_is_not_claimed_before_it_is_over(ledger: Ledger, clock: Clock) -> None:
+    """A release with ``wait_seconds`` (a suspect's back-off, a destination's Retry-After): the event stays queued
+    (in the depth) but nobody claims it, nor counts it claimable, before the wait is over; its claim is not
+    counted; a release without a wait, or a failure, makes it claimable at once again."""
+    ledger.enqueue_events([("shopify", "a", "{}"), ("shopify", "b", "{}")])
+    first, second = ledger.claim_events("w1")
+    assert ledger.release_events([first.id], "503 alone", worker="w1", wait_seconds=600) == 1
+    ledger.fail_events([second.id], "bad", worker="w1")
+    assert ledger.claimable_count() == 1 and ledger.queue_depth() == 2
+    [b] = ledger.claim_events("w2")
+    assert b.dedupe_key == "b" and ledger.complete_events([b.id], worker="w2") == 1
+    clock.advance(seconds=599)
+    assert ledger.claim_events("w2") == [] and ledger.claimable_count() == 0
+    clock.advance(seconds=1)
+    [again] = ledger.claim_events("w2")
+    assert (again.id, again.attempts) == (first.id, 1)
+    ledger.release_events([again.id], "busy", worker="w2")  # no wait: claimable at once
+    assert [e.id for e in ledger.claim_events("w3")] == [first.id]
+
+
 def test_stale_processing_events_are_reclaimed(open_ledger: OpenLedger, clock: Clock) -> None:
     crashed, rescuer = open_ledger(), open_ledger()
     crashed.enqueue_event("shopify", "order-1", "{}")

@@ -47,10 +47,15 @@ def _enqueue_orders(ledger: Ledger, ids) -> None:
 
 
 def _attempts(ledger: Ledger) -> dict[str, int]:
-    """order id → claims counted so far, of every queued event (read by claiming them once more)."""
-    from sync.ledger.codec import decode_records
+    """order id → claims counted so far, of every queued event (a released one waiting its back-off too)."""
+    from sqlalchemy import select
 
-    return {decode_records(ev.payload)[0][0].order_id: ev.attempts - 1 for ev in ledger.claim_events("probe")}
+    from sync.ledger.codec import decode_records
+    from sync.ledger.schema import events
+
+    with ledger._engine.connect() as conn:
+        rows = conn.execute(select(events.c.payload, events.c.attempts).where(events.c.status == "queued")).all()
+    return {decode_records(payload)[0][0].order_id: attempts for payload, attempts in rows}
 
 
 def test_an_esp_outage_does_not_spend_the_events_attempts_and_honours_retry_after(shop, mailchimp_fake,
@@ -178,10 +183,11 @@ def test_the_ledgers_disk_full_spends_no_attempt_and_the_worker_backs_off_instea
 
 @pytest.mark.parametrize("failure", [RuntimeError("every batch fails alike"),
                                      DestinationConfigError("Mailchimp: API key rejected (HTTP 401)", status=401)])
-def test_a_failure_of_every_event_alike_is_not_bisected_down_to_each_event(tmp_path, failure):
-    """Our own bug that fails any batch (both halves fail with the whole's error, and one event of each alone too),
-    or a config error (no event at fault): the halves are not split again (16 events: 5 resyncs, not 31) and every
-    event spends its attempt."""
+def test_a_failure_of_every_event_alike_counts_only_the_events_that_failed_alone(tmp_path, failure):
+    """Our own bug that fails any batch: the batch is split within its ``2·⌈log2 16⌉ + 2`` resyncs, and only the
+    events that failed alone spend their attempt (the others wait uncounted for the next claim; before, every
+    event spent one as soon as one event of each half failed alone too, and many bad events were taken for such
+    a bug). A config error (no event at fault) is not split: every event spends its attempt."""
     sizes = []
 
     def process(batch):
@@ -192,8 +198,12 @@ def test_a_failure_of_every_event_alike_is_not_bisected_down_to_each_event(tmp_p
         _enqueue_orders(ledger, "ABCDEFGHIJKLMNOP")
         worker = Worker(Config(), ledger, None, process=process)  # type: ignore[arg-type]
         assert worker.process_batch() == 0
-        assert sizes == ([16, 8, 8, 1, 1] if isinstance(failure, RuntimeError) else [16])  # (one of each half alone)
-        assert set(_attempts(ledger).values()) == {1}
+        if isinstance(failure, RuntimeError):
+            assert sizes == [16, 8, 8, 4, 4, 2, 2, 1, 1]  # the last resync left is not enough for a pair
+            assert _attempts(ledger) == {**dict.fromkeys("ABCDEFGHIJKLMNOP", 0), "A": 1, "B": 1}
+        else:
+            assert sizes == [16]
+            assert set(_attempts(ledger).values()) == {1}
 
 
 def test_a_worker_stopping_while_it_bisects_a_batch_leaves_the_rest_queued_uncounted(tmp_path):
@@ -252,6 +262,7 @@ def test_a_5xx_that_one_event_always_causes_is_isolated_once_the_back_off_grew(t
         _enqueue_orders(ledger, ["NEW"])
         sizes.clear()
         assert worker.process_batch() == 1 and sizes == [["NEW"]]  # the suspect's back-off: not called
+        wall[0] += timedelta(seconds=worker.suspects_back_off())  # (not claimed before)
         ticks.now += worker.suspects_back_off()
         assert worker.process_batch() == 0 and sizes == [["NEW"], ["POISON"]]  # alone, apart
         assert worker.backing_off() == 0 and worker.suspects_back_off() > 0
@@ -366,9 +377,9 @@ def test_two_poison_events_with_one_error_text_one_in_each_half_are_still_isolat
             assert ledger.event_counts() == {"queued": 0, "processing": 0, "done": 62, "failed": 2}
 
 
-def test_an_error_naming_its_batch_is_alike_by_type_and_status_not_split_down_to_each_event(tmp_path):
-    """A 404 for a missing list whose text names the batch's size fails every batch: compared by type and status,
-    the halves fail alike (and one event of each alone too): 5 resyncs for 500 events, not 999."""
+def test_an_error_naming_its_batch_is_split_within_the_budget_and_counts_only_events_alone(tmp_path):
+    """A 404 for a missing list whose text names the batch's size fails every batch: 500 events are split within
+    ``2·⌈log2 500⌉ + 2`` resyncs (not 999), and only the events that failed alone spend an attempt."""
     from sync.errors import DestinationError
 
     sizes = []
@@ -381,8 +392,9 @@ def test_an_error_naming_its_batch_is_alike_by_type_and_status_not_split_down_to
         _enqueue_orders(ledger, [f"G{i}" for i in range(500)])
         worker = Worker(Config(), ledger, None, process=process)  # type: ignore[arg-type]
         assert worker.process_batch() == 0
-        assert sizes == [500, 250, 250, 1, 1]
-        assert set(_attempts(ledger).values()) == {1}
+        assert len(sizes) <= 2 * 9 + 2
+        attempts = _attempts(ledger)
+        assert sizes.count(1) == sum(attempts.values()) >= 1 and set(attempts.values()) == {0, 1}
 
 
 def test_the_order_stores_disk_full_spends_no_attempt(tmp_path):

@@ -8,7 +8,8 @@ A claim is a *lease*: the worker renews it (:meth:`EventQueue.renew_claims`) whi
 works, and a ``processing`` event whose lease was not renewed for ``stale_after`` seconds
 is claimable again (its worker died, or its host did). A claimer on *this* host whose
 process no longer exists (``host:pid:token`` names, see :func:`sync.ledger.owners.owner_process_gone`) loses
-its events at once. ``attempts`` counts claims, so a poison event ends ``failed``.
+its events at once. ``attempts`` counts claims, so a poison event ends ``failed``. An event released with a
+wait (:meth:`EventQueue.release_events`) is not claimed before its ``not_before``.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ class EventOutcomes(Protocol):
 
     def fail_events(self, ids: Iterable[int], error: str, max_attempts: int = 5, *, worker: str) -> int: ...
 
-    def release_events(self, ids: Iterable[int], reason: str, *, worker: str) -> int: ...
+    def release_events(self, ids: Iterable[int], reason: str, *, worker: str,
+                       wait_seconds: float | None = None) -> int: ...
 
 
 class QueueStats(Protocol):
@@ -77,6 +79,11 @@ class QueueStats(Protocol):
     def queue_depth(self) -> int: ...
 
     def event_counts(self) -> dict[str, int]: ...
+
+
+def _due(now: datetime) -> Any:
+    """A queued event whose wait (if it was released with one) is over."""
+    return or_(events.c.not_before.is_(None), events.c.not_before <= now)
 
 
 class EventQueue:
@@ -123,7 +130,7 @@ class EventQueue:
         now = self._db.clock()
         t = events
         dead = self._dead_claimers()
-        claimable = or_(t.c.status == "queued",
+        claimable = or_(and_(t.c.status == "queued", _due(now)),
                         and_(t.c.status == "processing", t.c.locked_at < now - timedelta(seconds=stale_after)))
         if dead:
             claimable = or_(claimable, and_(t.c.status == "processing", t.c.locked_by.in_(dead)))
@@ -143,11 +150,13 @@ class EventQueue:
         return [Event(*row) for row in rows]
 
     def claimable_count(self, stale_after: float = 300) -> int:
-        """Events :meth:`claim_events` would hand out now: queued ones plus processing ones whose lease
-        lapsed or whose claimer (on this host) was killed. Cheap when nothing is processing."""
+        """Events :meth:`claim_events` would hand out now: queued ones (their wait over) plus processing ones
+        whose lease lapsed or whose claimer (on this host) was killed. Cheap when nothing is processing."""
+        due = _due(self._db.clock())
         with self._db.read() as conn:  # the unfinished events only (indexed by status), not the whole history
             counts = dict(conn.execute(select(events.c.status, func.count()).where(
-                events.c.status.in_(("queued", "processing"))).group_by(events.c.status)).all())
+                or_(and_(events.c.status == "queued", due), events.c.status == "processing"))
+                .group_by(events.c.status)).all())
         if not counts.get("processing"):
             return counts.get("queued", 0)
         t = events
@@ -188,15 +197,19 @@ class EventQueue:
         claimed ``max_attempts`` times; returns how many were updated."""
         exhausted = events.c.attempts >= max_attempts
         return self._finish_events(list(ids), worker, {
-            "status": case((exhausted, "failed"), else_="queued"),
+            "status": case((exhausted, "failed"), else_="queued"), "not_before": None,
             "finished_at": case((exhausted, self._db.clock()), else_=None),
             "last_error": clip(error)})
 
-    def release_events(self, ids: Iterable[int], reason: str, *, worker: str) -> int:
+    def release_events(self, ids: Iterable[int], reason: str, *, worker: str,
+                       wait_seconds: float | None = None) -> int:
         """Put ``worker``'s processing events back in the queue without counting this claim (they waited for
-        another run: a busy destination or order store is no fault of theirs); returns how many were updated."""
+        another run: a busy destination or order store is no fault of theirs); with ``wait_seconds``, nobody
+        claims them before that many seconds from now (a back-off of their own: no claim and release of them at
+        every debounce while it lasts). Returns how many were updated."""
+        not_before = None if not wait_seconds else self._db.clock() + timedelta(seconds=wait_seconds)
         return self._finish_events(list(ids), worker, {"status": "queued", "attempts": events.c.attempts - 1,
-                                               "last_error": clip(reason)})
+                                                       "last_error": clip(reason), "not_before": not_before})
 
     def _finish_events(self, ids: list[int], worker: str, values: dict[str, Any]) -> int:
         """Only events still claimed by ``worker``: one whose lease lapsed and was taken over by another
@@ -228,7 +241,8 @@ class EventQueue:
             if stale and not force:
                 raise ValueError(f"{stale} failed events were {why}; nothing requeued. requeue_failed_events("
                                  "force=True) replays them anyway (then run a full sync)")
-            requeued = conn.execute(query.values(status="queued", attempts=0, finished_at=None)).rowcount
+            requeued = conn.execute(query.values(status="queued", attempts=0, finished_at=None, not_before=None)
+                                    ).rowcount
         if stale:
             log.warning("%d of the %d failed events replayed (forced) were %s; check them, or run a full sync after",
                         stale, requeued, why)

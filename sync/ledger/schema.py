@@ -18,6 +18,8 @@ Version history::
        random id per destination's revision counter): a plan reads only the rows changed since its cached copy
     8  lost_tags: per destination, the contacts a managed tag/list the ESP lost was forgotten for (until it is
        given back, or they leave its segment): the plan guards count adding it back as a change
+    9  events.not_before: a released event is not claimed before this (a suspect's back-off, a destination's
+       Retry-After)
 """
 
 from __future__ import annotations
@@ -171,6 +173,7 @@ events = Table(
     Column("locked_at", UTCDateTime),
     Column("finished_at", UTCDateTime),
     Column("last_error", Text),
+    Column("not_before", UTCDateTime),
     UniqueConstraint("source", "dedupe_key", name="uq_events_source_dedupe"),
     Index("ix_events_status_id", "status", "id"),
     sqlite_autoincrement=True,
@@ -316,6 +319,11 @@ def _v8(conn: Connection) -> None:
     ).create(conn)
 
 
+def _v9(conn: Connection) -> None:
+    kind = UTCDateTime().compile(dialect=conn.dialect)  # timestamptz; SQLite: DATETIME (UTC text)
+    conn.execute(text(f"ALTER TABLE events ADD COLUMN not_before {kind}"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, pushed_state, cursors, locks", _v1),
     Migration(2, "failures, state_revisions", _v2),
@@ -325,6 +333,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "index on pushed_state (destination, customer_id)", _v6),
     Migration(7, "pushed_state.revision, state_revisions.epoch", _v7),
     Migration(8, "lost_tags (tags/lists the ESP lost, by contact)", _v8),
+    Migration(9, "events.not_before (a released event waits its back-off)", _v9),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -46,12 +46,6 @@ def _suspect(exc: BaseException) -> bool:
     return transient(exc) and isinstance(status, int) and 500 <= status <= 599
 
 
-def _kind(exc: BaseException) -> tuple[type, object]:
-    """What two failures must share to be "alike": their type and status (not their text: it may name the
-    batch's size or job)."""
-    return type(exc), getattr(exc, "status", None)
-
-
 def _resync_budget(n: int) -> int:
     """The resyncs one claim of ``n`` events makes at most: ``2·⌈log2 n⌉ + 2`` (one poison event costs
     ``2·⌈log2 n⌉ + 1``)."""
@@ -74,6 +68,8 @@ class Batch:
     ages: dict[tuple[str, str], datetime] = field(default_factory=dict)
     #: event id → the records it holds (events holding one record are given up together)
     keys: dict[int, set[tuple[str, str]]] = field(default_factory=dict)
+    #: the destinations to resync (None: every one; others paused, :mod:`sync.serve.pauses`)
+    destinations: list[str] | None = None
 
 
 ResyncFn = Callable[[Batch], ResyncReport | None]

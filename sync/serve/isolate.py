@@ -10,28 +10,27 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Callable
 
 from ..errors import GuardRefusedError, RunStopped
-from .batches import (CONFIG_ERRORS, PROBE_AFTER, Batch, _batch, _kind, _Later, _Part, _resync_budget, _suspect,
+from .batches import (CONFIG_ERRORS, PROBE_AFTER, Batch, _batch, _Later, _Part, _resync_budget, _suspect,
                       _text, retry_later)
 
 log = logging.getLogger("sync.serve.worker")
-
-#: the "alike" shortcut (one event of each half tried alone) only for halves of this many events or more: smaller
-#: ones are split down to each event (a few resyncs more), which cannot mistake two bad events for our own bug
-ALIKE_MIN = 8
-
 
 class Bisection:
     """The worker's bisection; the worker gives ``_try`` (one resync of some events: None when done, else the
     failure), ``_counted`` (events that spend their attempt), ``_waited`` (events that wait uncounted),
     ``_back_off`` (its wait before the next claim), ``_suspects_wait`` (suspects' wait), its ``stopping``
-    event, ``_outages`` (outages in a row), ``_poisons`` and ``_settled``."""
+    event, ``_outages`` (outages in a row), ``_poisons`` and ``_synced``."""
 
     stopping: threading.Event
     _outages: int
     _poisons: set[int]
-    _settled: int
+    _synced: int  # events whose resync went through in the claim being bisected (:meth:`_try`)
+    _halved: bool  # this claim's bisection was logged (once a claim, not once a level)
+    _unsettled: list[tuple[list[_Part], Exception]]  # what this claim's resyncs could not settle, and why
+    _suspects_wait: Callable[[list[_Part], Exception], None]  # (the worker's suspects')
 
     def _try(self, parts: list[_Part]) -> Exception | None:
         raise NotImplementedError
@@ -39,14 +38,13 @@ class Bisection:
     def _counted(self, batch: Batch, failure: Exception) -> None:
         raise NotImplementedError
 
-    def _waited(self, batch: Batch, ids: list[int], error: str, why: str = "another run") -> None:
+    def _waited(self, batch: Batch, ids: list[int], error: str, why: str = "another run",
+                wait: float | None = None) -> None:
         raise NotImplementedError
 
     def _back_off(self, failure: BaseException) -> float:
         raise NotImplementedError
 
-    def _suspects_wait(self, parts: list[_Part], failure: Exception) -> None:
-        raise NotImplementedError
 
     def _try_unless_stopping(self, parts: list[_Part]) -> Exception | None:
         """:meth:`_try`, unless the worker is stopping: then :class:`RunStopped` without a resync (the events not
@@ -62,12 +60,20 @@ class Bisection:
         halves: the batch waits); the event found failing 5xx alone is not counted but becomes a suspect, resynced
         apart (:meth:`sync.serve.worker.Worker._suspects`). A claim makes at most ``2·⌈log2 n⌉ + 2`` resyncs
         (:func:`_resync_budget`); the events it could not settle within them wait uncounted for the next claim
-        (:meth:`_out_of_budget`)."""
+        (:meth:`_out_of_budget`: released together at the claim's end; a claim none of whose resyncs went through
+        backs the worker off first, failing lone events is no progress: our own bug failing every batch would
+        otherwise claim in a loop). An event spends an attempt only for a failure it met alone (a guard's refusal
+        and a config error aside: every event of the batch): a failing group of several says that one of them
+        at least is bad, not which, so many bad events in a batch (or our own bug failing every batch) never
+        count the good ones."""
         budget = [_resync_budget(len(parts)) - 1]  # the whole batch's resync was the first
-        self._settled = 0  # events this claim settled (done, or failed alone): the claim made progress
+        self._synced, self._halved, self._unsettled = 0, False, []
         if retry_later(failure) and not (_suspect(failure) and len(parts) > 1 and self._outages >= PROBE_AFTER):
             return 0, (parts, failure)  # an outage (5xx after 5xx: the batch is probed)
-        return self._split(parts, failure, budget)
+        done, later = self._split(parts, failure, budget)
+        if self._unsettled:
+            self._out_of_budget(back_off=later is None)  # (an outage met: the caller backs off for it)
+        return done, later
 
     def _split(self, parts: list[_Part], failure: Exception, budget: list[int]) -> tuple[int, _Later]:
         """Bisect ``parts`` (they failed with ``failure``) within the claim's ``budget`` of resyncs."""
@@ -80,10 +86,12 @@ class Bisection:
             self._counted(_batch(parts), failure)
             return 0, None
         if budget[0] < 2:  # out of resyncs: the events wait uncounted for the next claim
-            self._out_of_budget(parts, failure)
+            self._unsettled.append((parts, failure))
             return 0, None
-        log.warning("resync of %d events failed (%s): resyncing them in two halves to find the events at fault",
-                    len(parts), _text(failure))
+        if not self._halved:  # once a claim
+            self._halved = True
+            log.warning("resync of %d events failed (%s): resyncing them in halves to find the events at fault "
+                        "(at most %d resyncs more)", len(parts), _text(failure), budget[0])
         halves = [parts[:len(parts) // 2], parts[len(parts) // 2:]]
         done, failed = 0, []
         for i, half in enumerate(halves):
@@ -96,27 +104,17 @@ class Bisection:
             else:
                 failed.append((half, f))
         untried: list[list[_Part]] = []  # halves whose failure may be that of their event that failed alone
-        if len(failed) == 2 and (_suspect(failure) or all(_kind(f) == _kind(failure) for _, f in failed)
-                                 and min(len(h) for h, _ in failed) >= ALIKE_MIN):
-            # both halves 5xx (an outage, or an event causing one in each half) or alike (our own bug, or bad
-            # events in each half): one event of each is tried alone
+        if len(failed) == 2 and _suspect(failure):
+            # both halves 5xx (an outage, or an event causing one in each half): one event of each is tried alone
             rest = [p for h, _ in failed for p in h]
-            if budget[0] < len(failed):  # no resyncs left for that: wait uncounted (never taken alike)
-                if _suspect(failure):  # maybe an outage
-                    return done, (rest, failed[-1][1])
-                self._out_of_budget(rest, failure)
-                return done, None
+            if budget[0] < len(failed):  # no resyncs left for that: maybe an outage, wait uncounted
+                return done, (rest, failed[-1][1])
             alone = self._alone(failed, budget)
             went = [one for one, f in alone if f is None]
             out = next((f for _, f in alone if f is not None and retry_later(f) and not (_suspect(f) and went)),
                        None)
             if out is not None:  # an outage (both 5xx), or one began (or a stop): what is not done waits
                 return done + len(went), ([p for p in rest if all(p is not o for o in went)], out)
-            if all(f is not None and _kind(f) == _kind(failure) for _, f in alone):
-                # our own bug failing any batch (an event alone of each half too): each spends its attempt
-                for half, f in failed:
-                    self._counted(_batch(half), f)
-                return done, None
             for (half, _), (one, f) in zip(failed, alone):  # not every batch: each event alone is settled
                 half.remove(one)
                 if f is None:
@@ -143,28 +141,32 @@ class Bisection:
         """The rest of a half whose event failed alone: resynced on its own (it may hold only good events),
         bisected if it fails; out of resyncs, it waits uncounted."""
         if budget[0] < 1:
-            self._out_of_budget(parts, failure)
+            self._unsettled.append((parts, failure))
             return 0, None
         budget[0] -= 1
         f = self._try_unless_stopping(parts)
         return (len(parts), None) if f is None else self._split(parts, f, budget)
 
-    def _out_of_budget(self, parts: list[_Part], failure: Exception) -> None:
-        """The claim made its resyncs: these events (not settled) wait uncounted for the next claim's bisection,
-        never counted nor taken for failing alike; after a claim that settled none, the worker backs off first
-        (no claim after claim in a loop)."""
+    def _out_of_budget(self, back_off: bool) -> None:
+        """The claim made its resyncs: the events they did not settle (:attr:`_unsettled`) wait uncounted for
+        the next claim's bisection, never counted (none failed alone), released together (one line). When no
+        resync of the claim went through (``back_off``: no outage met), the worker backs off first, its
+        exponential back-off: events failing alone are no progress (our own bug failing every batch fails one
+        or two alone a claim), claim after claim in a loop would resync the batch hundreds of times an hour."""
+        parts = [p for group, _ in self._unsettled for p in group]
+        failure = self._unsettled[0][1]
         error = _text(failure)
-        if not self._settled:
+        if back_off and not self._synced:
             error += f" (looking again in {self._back_off(failure):.0f} s)"
         self._waited(_batch(parts), [p[0].id for p in parts], error,
                      "the next claim's bisection (this one's made its resyncs)")
 
     def _alone(self, failed: list[tuple[list[_Part], Exception]], budget: list[int]
                ) -> list[tuple[_Part, Exception | None]]:
-        """Both halves failed alike: one event of each (its middle one: an incident can be replayed) resynced
-        alone, with its failure (None: it went through, done). Every batch fails (our own bug) only if both fail
-        alike; else the halves hold events at fault of their own (one poison event in each, say). Stopping:
-        :class:`RunStopped`. The caller checked the budget."""
+        """Both halves failed 5xx: one event of each (its middle one: an incident can be replayed) resynced
+        alone, with its failure (None: it went through, done). An outage fails both; else the halves hold events
+        at fault of their own (one event causing a 5xx in each, say). Stopping: :class:`RunStopped`. The caller
+        checked the budget."""
         picked = [half[len(half) // 2] for half, _ in failed]
         budget[0] -= len(failed)
         return [(one, self._try_unless_stopping([one]))

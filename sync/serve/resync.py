@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import duckdb
 
@@ -261,6 +262,23 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
     return _Planned(plan, client, plan_lines(cfg.guards, stats), last, len(last) + counted, lost)
 
 
+@contextmanager
+def _named(destination: str) -> Iterator[None]:
+    """A destination's error names it (``exc.destination``): the worker's metrics, and its pause of a rate
+    limited destination alone (:mod:`sync.serve.pauses`)."""
+    try:
+        yield
+    except DestinationError as exc:
+        exc.destination = destination  # type: ignore[attr-defined]
+        raise
+
+
+def _planned(cfg: Config, dest: DestinationConfig, ledger: Ledger, settings: Settings,
+             affected: _Affected) -> _Planned:
+    with _named(dest.name):  # (its reads: the members a "skip" destination holds)
+        return _plan_incremental(cfg, dest, ledger, settings, affected)
+
+
 def _apply(cfg: Config, planned: _Planned, ledger: Ledger, settings: Settings, affected: _Affected,
            report: ResyncReport, lock_wait: float, sleep: Callable[[float], None]) -> ApplyReport:
     """Apply one destination's plan; planned again under the lock (guards included) when another run moved
@@ -276,11 +294,8 @@ def _apply(cfg: Config, planned: _Planned, ledger: Ledger, settings: Settings, a
         final[0] = again
         return again.plan
 
-    try:
+    with _named(name):
         applied = _execute_waiting(planned.plan, planned.client, ledger, lock_wait, sleep, replan=replan)
-    except DestinationError as exc:
-        exc.destination = name  # type: ignore[attr-defined]  (for the worker's metrics)
-        raise
     plan = final[0].plan
     if applied.forgotten:  # taken from holders beyond the plan's contacts: the count is counted again
         MANAGED_COUNTS.drop(ledger, name, plan.managed_tags)
@@ -330,7 +345,7 @@ def resync(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Ord
     affected = _store_step(cfg, ledger, settings, orders, contacts, pull, as_of, report, store_wait_seconds,
                            received_at, now)
     if affected.customer_ids:
-        planned = [_plan_incremental(cfg, dest, ledger, settings, affected)
+        planned = [_planned(cfg, dest, ledger, settings, affected)
                    for dest in ([cfg.destination(n) for n in destinations] if destinations else cfg.destinations)]
         report.ledger_rows_read += sum(p.rows_read for p in planned)
         lines = [f"{p.plan.destination}: {line}" for p in planned for line in p.lines]

@@ -8,7 +8,8 @@ an error of their own they go back to the queue (up to ``max_attempts`` claims, 
 in halves until the event at fault is alone (:mod:`sync.serve.isolate`, at most ``2·⌈log2 n⌉ + 2`` resyncs a
 claim); an outage (:func:`retry_later`: the ESP, the source or the ledger failing the transient way, the disk full)
 spends no attempt, and the worker backs off (the vendor's Retry-After, else :data:`BACKOFF_BASE` doubling up to
-:data:`BACKOFF_MAX`; a Retry-After up to :data:`RETRY_AFTER_MAX`; a 5xx after :data:`PROBE_AFTER` in a row is
+:data:`BACKOFF_MAX`; a Retry-After up to :data:`RETRY_AFTER_MAX`; one destination rate limited while there are
+others pauses that destination's work alone, :mod:`sync.serve.pauses`; a 5xx after :data:`PROBE_AFTER` in a row is
 bisected too: one event may cause it; the event failing 5xx alone waits uncounted, resynced apart with a back-off
 of its own); a batch that waited in vain for another run (:class:`~sync.errors.LockBusyError`: a destination or the
 order store busy) goes back without counting the claim, up to ``give_up_waiting_after`` (6 h) after its oldest
@@ -40,7 +41,9 @@ from .batches import (CONFIG_ERRORS, PROBE_AFTER, Batch, ResyncFn, _batch, _Late
                       retry_later)
 from .isolate import Bisection
 from .metrics import Metrics
+from .pauses import Pauses
 from .resync import ResyncReport, resync
+from .suspects import Suspects
 
 log = logging.getLogger(__name__)
 __all__ = ["BACKOFF_BASE", "BACKOFF_MAX", "CONFIG_ERRORS", "PROBE_AFTER", "RETRY_AFTER_MAX", "Batch", "ResyncFn",
@@ -53,7 +56,7 @@ BACKOFF_MAX = 300.0  # seconds: the longest of our own (a vendor's Retry-After i
 RETRY_AFTER_MAX = 1800.0
 
 
-class Worker(Bisection):
+class Worker(Bisection, Suspects, Pauses):
     """Drains the queue. ``run_forever(stop)`` in a thread, or ``drain()`` once (tests, cron-style use).
 
     ``process`` defaults to the incremental resync of ``cfg``; pass another callable to observe batches.
@@ -80,7 +83,7 @@ class Worker(Bisection):
         self._now = now  # the wall clock the ledger stamps events.received_at with
         self._releases: Counter[int] = Counter()  # event id → times this worker released it (waiting for a lock)
         self._outages = 0  # transient failures in a row (the back-off doubles with each)
-        self._settled = 0  # events the claim being bisected settled so far (:meth:`_isolate`)
+        self._synced = 0  # events whose resync went through in the claim being bisected (:meth:`_isolate`)
         self._leased: set[int] = set()  # the claimed events not settled yet, whose lease the heartbeat renews
         #: suspects: events a bisection found failing 5xx alone while the others went through, resynced apart
         self._poisons: set[int] = set()
@@ -89,6 +92,7 @@ class Worker(Bisection):
         self.idle = False  # the last claim held only suspects within their back-off: released with no call
         self._rng = rng or random.Random()  # the back-off's jitter
         self.retry_at: float | None = None  # (clock) no claim before this after a transient failure
+        self._init_pauses()  # destinations rate limited: their work alone waits (:mod:`sync.serve.pauses`)
         self._wake = threading.Event()
         self.processed_ids: list[int] = []  # events this worker completed (observability, tests)
         #: set when the worker stops (``run_forever``'s stop): a batch being bisected leaves the rest to the queue
@@ -101,12 +105,15 @@ class Worker(Bisection):
     def _resync(self, batch: Batch) -> ResyncReport:
         as_of = self._as_of() if self._as_of else None
         return resync(self.cfg, self.ledger, self.settings, batch.orders, batch.contacts, pull=batch.pull,
-                      as_of=as_of, received_at=batch.ages, now=self._now)  # rows pulled: the pull's start
+                      as_of=as_of, received_at=batch.ages, now=self._now,  # rows pulled: the pull's start
+                      destinations=batch.destinations)
 
     # -- one batch -----------------------------------------------------------------------
 
     def process_batch(self) -> int:
-        """Claim every queued event (up to ``batch_limit``) and resync them together; returns events done."""
+        """Claim every queued event (up to ``batch_limit``) and resync them together; returns the events completed
+        (marked done: not those resynced without a paused destination, released to wait for it)."""
+        completed = len(self.processed_ids)
         events = self.ledger.claim_events(self.name, limit=self.batch_limit, stale_after=self.stale_after)
         if not events:
             return 0
@@ -121,6 +128,7 @@ class Worker(Bisection):
         self.idle = bool(parts) and all(p[0].id in self._poisons for p in parts) and self.suspects_back_off() > 0
         if not parts:
             return 0
+        self._claim_destinations()
         beating = threading.Event()
         self._leased = {p[0].id for p in parts}
         heart = threading.Thread(target=self._heartbeat, args=(beating,),
@@ -129,70 +137,31 @@ class Worker(Bisection):
         try:
             suspects = [p for p in parts if p[0].id in self._poisons]
             rest = [p for p in parts if p[0].id not in self._poisons]
-            done, later = self._settle(rest) if rest else (0, None)
+            later = self._settle(rest)[1] if rest else None
             if later is not None and all(p[0].id in self._poisons for p in later[0]):  # found now: no outage
                 self._suspects_wait(later[0], later[1])
                 later = None
-            done += self._suspects(suspects, later)
+            self._suspects(suspects, later)
             if later is not None:  # a transient failure: these events wait, the claim not counted
                 self._failed(_batch(later[0]), later[1])
-            return done
+            return len(self.processed_ids) - completed
         finally:
             beating.set()
             heart.join()
 
     def _settle(self, parts: list[_Part]) -> tuple[int, _Later]:
-        """Resync ``parts`` (:meth:`_isolate` the events at fault when that fails). Returns the events done and,
-        after a transient failure, the events not settled (they wait, uncounted) with it."""
+        """Resync ``parts`` (:meth:`_isolate` the events at fault when that fails). Returns the events whose
+        resync went through (done, or released for a paused destination) and, after a transient failure, the
+        events not settled (they wait, uncounted) with it."""
         failure = self._try(parts)
+        while failure is not None and self._pause(failure):  # one destination rate limited: the others' now
+            failure = self._try(parts)
         return (len(parts), None) if failure is None else self._isolate(parts, failure)
-
-    def _suspects(self, parts: list[_Part], later: _Later) -> int:
-        """Resync each suspect (an event found failing 5xx alone while the others went through) alone, apart from
-        the rest so that it does not hold them, with a back-off of its own (the worker's is not touched); a
-        suspect failing 5xx again waits uncounted up to ``give_up_waiting_after``: the ESP's outage may be all
-        the fault (a call of its own while the others needed none). ``later``: the rest met an outage, the
-        suspects wait with it (added to it). Returns the suspects done."""
-        if later is not None:
-            later[0].extend(parts)
-        if not parts or later is not None:
-            return 0
-        wait = self.suspects_back_off()
-        if wait:
-            self._waited(_batch(parts), [p[0].id for p in parts], f"a 5xx alone (tried again in {wait:.0f} s)",
-                         "its 5xx to end")
-            return 0
-        done, waiting, failure = 0, [], None
-        for part in parts:
-            f = self._try_unless_stopping([part])
-            if f is None:
-                done += 1
-                continue
-            more, left = self._split([part], f, [2])  # not a 5xx: counted, or waits (an outage, a stop)
-            if left is not None:
-                waiting.append(part)
-                failure = left[1]
-        if failure is None:
-            self._suspect_fails = 0
-        else:
-            self._suspects_wait(waiting, failure)
-        return done
-
-    def _suspects_wait(self, parts: list[_Part], failure: Exception) -> None:
-        """These suspects failed (a 5xx alone): they wait uncounted with their own back-off."""
-        self._suspect_fails += 1
-        wait = self._wait_for(failure, self._suspect_fails)
-        self._suspects_at = self._clock() + wait
-        self._waited(_batch(parts), [p[0].id for p in parts], f"{_text(failure)} (alone; tried again in "
-                     f"{wait:.0f} s)", "its 5xx to end")
-
-    def suspects_back_off(self) -> float:
-        """Seconds left before suspects are resynced again (0: now)."""
-        return max(0.0, self._suspects_at - self._clock()) if self._suspect_fails else 0.0
 
     def _try(self, parts: list[_Part]) -> Exception | None:
         """One resync of these events: done on success; else the failure (its metrics recorded)."""
         batch = _batch(parts)
+        batch.destinations = self.only
         ids = [ev.id for ev in batch.events]
         started = self._clock()
         try:
@@ -202,13 +171,16 @@ class Worker(Bisection):
             if isinstance(exc, DestinationError):
                 self.metrics.esp_error(getattr(exc, "destination", None) or "unknown")
             return exc
+        self._synced += len(ids)
+        if batch.destinations is None:  # (a paused destination left out says nothing of its 5xx, its outage)
+            self._poisons.difference_update(ids)
+            self._outages = 0
+        self.metrics.resync_done(self._clock() - started, report)
+        if self._went_through(batch, ids):  # done for the destinations not paused: they wait for the others
+            return None
         self._forget_releases(ids)
-        self._poisons.difference_update(ids)
-        self._outages = 0
         self.ledger.complete_events(ids, worker=self.name)
         self.processed_ids += ids
-        self._settled += len(ids)
-        self.metrics.resync_done(self._clock() - started, report)
         self.metrics.event_outcome("done", len(ids))
         return None
 
@@ -219,6 +191,9 @@ class Worker(Bisection):
         error = _text(failure)
         if isinstance(failure, LockBusyError):
             self._waited(batch, ids, error)
+            return
+        if self._pause(failure):  # one destination rate limited: the next claim resyncs for the others
+            self._waited(batch, ids, error, "the other destinations (one rate limited)")
             return
         if retry_later(failure):
             wait = self._back_off(failure)
@@ -246,7 +221,6 @@ class Worker(Bisection):
             return
         ids = [ev.id for ev in batch.events]
         error = _text(failure)
-        self._settled += len(ids) == 1  # an event at fault, found
         self._forget_releases(ids)
         self.ledger.fail_events(ids, error, max_attempts=self.max_attempts, worker=self.name)
         exhausted = sum(ev.attempts >= self.max_attempts for ev in batch.events)
@@ -278,13 +252,16 @@ class Worker(Bisection):
         """Seconds left before this worker claims again after a transient failure (0: none)."""
         return max(0.0, self.retry_at - self._clock()) if self.retry_at is not None else 0.0
 
-    def _waited(self, batch: Batch, ids: list[int], error: str, why: str = "another run") -> None:
+    def _waited(self, batch: Batch, ids: list[int], error: str, why: str = "another run",
+                wait: float | None = None) -> None:
         """Another run holds the destination (a long cron sync) or the order store, or (``why``) the ESP, the
         source or the ledger failed the transient way: the batch waits its turn, and the claim does not count
-        towards max_attempts (it would be given up during a long sync or an outage). An event that
-        waited ``give_up_waiting_after`` since it was accepted (a lock that never frees) is given up, failed and
-        kept, with the batch's events that hold one of its records (replayed later on its own, it would undo their
-        newer version); the batch's other events (a batch is formed again at each claim) wait on."""
+        towards max_attempts (it would be given up during a long sync or an outage). ``wait``: seconds nobody
+        claims them (a back-off of their own, the worker's not touched: no claim, release and log line at every
+        debounce while it lasts). An event that waited ``give_up_waiting_after`` since it was accepted (a lock
+        that never frees) is given up, failed and kept, with the batch's events that hold one of its records
+        (replayed later on its own, it would undo their newer version); the batch's other events (a batch is
+        formed again at each claim) wait on."""
         now = self._now()
         waited = {ev.id: (now - ev.received_at).total_seconds() for ev in batch.events}
         old = {i for i in ids if waited[i] >= self.give_up_waiting_after}
@@ -308,7 +285,7 @@ class Worker(Bisection):
         rest = [i for i in ids if i not in gone]
         if not rest:
             return
-        self.ledger.release_events(rest, error, worker=self.name)
+        self.ledger.release_events(rest, error, worker=self.name, wait_seconds=wait)
         self._leased.difference_update(rest)
         self._releases.update(rest)
         self.metrics.event_outcome("retried", len(rest))
@@ -343,7 +320,7 @@ class Worker(Bisection):
 
     def drain(self) -> int:
         """Process until nothing is queued (no debounce) or a transient failure makes the worker back off;
-        returns events done."""
+        returns the events completed (marked done)."""
         done = 0
         while not self.backing_off() and self.ledger.claimable_count(self.stale_after):
             done += self.process_batch()
