@@ -12,8 +12,10 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 import duckdb
 
@@ -64,11 +66,15 @@ _BAD = [  # (condition, field, reason, value) in the order they are checked
      "its only email/phone is shared by more customers than [source] max_identity_group", "_shared"),
     ("key IS NULL", "customer_id", "no customer id, valid email or phone", "NULL"),
     ("ordered_at IS NULL", "ordered_at", "unparseable or empty date", "ordered_at_raw"),
+    ("ordered_at > {latest}", "ordered_at", "a date in the future (after {latest}, a day after the file was read):"
+     " a day and month swapped, or a mistyped year?", "strftime(timezone({tz}, ordered_at), '%Y-%m-%d %H:%M:%S')"),
     ("amount IS NULL", "amount", "unparseable or empty amount", "amount_raw"),
     ("status IS NULL", "status", "unknown status (map it under [source.statuses])", "status_raw"),
     ("amount < 0 AND status <> 'refunded'", "amount", "negative amount without a refund status", "amount_raw"),
     ("quantity_raw IS NOT NULL", "quantity", "unparseable quantity", "quantity_raw"),
 ]
+#: how far past the time a file is read an order date may be (time zones, a clock set wrong) before it is a bad row
+FUTURE_TOLERANCE = timedelta(days=1)
 #: a discount given but not a number ("5%", "n/a") keeps its order, without the discount: an issue, not a bad row
 DISCOUNT_ISSUE = "unparseable discount; the order is kept without it"
 _NO_AMOUNT = next(i for i, (c, *_) in enumerate(_BAD) if c == "amount IS NULL")
@@ -128,12 +134,24 @@ def _valid_order_rows(con: duckdb.DuckDBPyConnection, order_files: int) -> int:
                        f" WHERE _file < {order_files})").fetchall()[0][0]
 
 
+def _bad_rules(cfg: FileSourceConfig, now: datetime) -> list[tuple[str, str, str, str]]:
+    """:data:`_BAD` for a read at ``now``: an order date later than ``now`` + :data:`FUTURE_TOLERANCE` is a bad row
+    (its reason names that time, and its value is the date as read, in the source's time zone)."""
+    latest = now.astimezone(timezone.utc) + FUTURE_TOLERANCE
+    shown = f"{latest.astimezone(ZoneInfo(cfg.timezone)):%Y-%m-%d %H:%M} {cfg.timezone}"
+    sql = {"latest": f"TIMESTAMPTZ '{latest:%Y-%m-%d %H:%M:%S.%f}+00'", "tz": nz.lit(cfg.timezone)}
+    return [(c.format(**sql), f, r.format(latest=shown) if "{latest}" in r else r, v.format(**sql) if "{" in v else v)
+            for c, f, r, v in _BAD]
+
+
 def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: list[LoadedFile],
-                contacts: list[LoadedFile], in_place: bool = False, file_ids: list[int] | None = None) -> FilePullResult:
+                contacts: list[LoadedFile], in_place: bool = False, file_ids: list[int] | None = None,
+                now: datetime | None = None) -> FilePullResult:
     """Stage the files' rows (see above); ``file_ids``: one number per orders file, kept with each staged order
     as ``staged_orders.file_id`` (the file its row, or its receipt's last line, came from), then, optionally, one
     per contacts file: each staged contact then has ``staged_contacts.file_id``, the file of the row it is staged
-    from (see :func:`_stage_contacts`)."""
+    from (see :func:`_stage_contacts`). ``now`` (default: the current time) is the time the files are read: an
+    order dated more than :data:`FUTURE_TOLERANCE` after it is a bad row."""
     paths = [t.path for t in orders + contacts]
     _rows_view(con, "_fs_orows", orders, 0)
     views = [("_fs_orows", "_fs_okeyed")]
@@ -141,11 +159,12 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
         _rows_view(con, "_fs_crows", contacts, len(orders))
         views.append(("_fs_crows", "_fs_ckeyed"))
     identity = _keyed(con, views, cfg)
-    bad_case = " ".join(f"WHEN {c} THEN {i}" for i, (c, *_) in enumerate(_BAD))
+    rules = _bad_rules(cfg, now or datetime.now(timezone.utc))
+    bad_case = " ".join(f"WHEN {c} THEN {i}" for i, (c, *_) in enumerate(rules))
     status = _status_case(con, cfg, "_fs_orows")
     con.execute(f"CREATE OR REPLACE TEMP VIEW _fs_oclass AS SELECT *, CASE {bad_case} END AS _bad,"
                 f" _file::BIGINT * 4294967296 + _row AS _ord FROM (SELECT *, {status} AS status FROM _fs_okeyed)")
-    value = " ".join(f"WHEN {i} THEN {v}" for i, (_, _, _, v) in enumerate(_BAD))
+    value = " ".join(f"WHEN {i} THEN {v}" for i, (_, _, _, v) in enumerate(rules))
     bad_sql = [f"SELECT _file, _row, _bad, CASE _bad {value} END AS value FROM _fs_oclass WHERE _bad IS NOT NULL"]
     if contacts:
         bad_sql.append("SELECT _file, _row, CASE WHEN _shared IS NULL THEN 1 ELSE 0 END AS _bad, _shared AS value"
@@ -154,7 +173,7 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
     bad_count = con.execute("SELECT count(*) FROM _fs_bad").fetchall()[0][0]
     listed = con.execute(f"SELECT *, _bad = {_NO_AMOUNT} AND {nz.too_big_amount_sql('value')} FROM (SELECT *"
                          f" FROM _fs_bad ORDER BY _file, _row LIMIT {MAX_BAD_ROWS}) ORDER BY _file, _row").fetchall()
-    bad_rows = [BadRow(source=paths[f], row=r, reason=TOO_BIG_AMOUNT if big else _BAD[b][2], field=_BAD[b][1],
+    bad_rows = [BadRow(source=paths[f], row=r, reason=TOO_BIG_AMOUNT if big else rules[b][2], field=rules[b][1],
                        value=v) for f, r, b, v, big in listed]
 
     # Orders: receipt lines grouped by order id, else one row per order (last duplicate wins).

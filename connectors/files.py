@@ -14,8 +14,9 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
@@ -108,9 +109,10 @@ class FileSource:
 
     name = "file"
 
-    def __init__(self, cfg: FileSourceConfig, base_dir: Path) -> None:
+    def __init__(self, cfg: FileSourceConfig, base_dir: Path, clock: Callable[[], datetime] | None = None) -> None:
         from .presets import PRESETS
         self.cfg = cfg
+        self.clock = clock or (lambda: datetime.now(timezone.utc))  # the time files are read: a later order date is a bad row (tests inject it)
         self.base_dir = Path(base_dir)
         preset = PRESETS.get(cfg.preset or "", {})
         optional = set(preset) - set(cfg.columns)
@@ -188,7 +190,7 @@ class FileSource:
         more per contacts file adds ``staged_contacts.file_id`` (:func:`~connectors.file_staging.stage_files`)."""
         create_staging(con)
         check_orders(con, orders, self.cfg.orders, self.cfg.date_format)  # no rows, most dates unreadable: stop
-        result = stage_files(con, self.cfg, orders, contacts, in_place=in_place, file_ids=file_ids)
+        result = stage_files(con, self.cfg, orders, contacts, in_place=in_place, file_ids=file_ids, now=self.clock())
         result.fast_path = all(t.fast for t in orders)
         log.info("file source: %d orders, %d contacts, %d bad rows, %d cleaned values, %d duplicate order ids",
                  result.orders, result.contacts, result.bad_row_count, result.issue_count, result.duplicate_orders)

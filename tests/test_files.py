@@ -582,3 +582,26 @@ def test_a_quantity_or_discount_that_is_not_a_number_is_a_bad_row_and_a_return_l
     assert sorted(orders(con)) == ["C", "D"]
     assert con.execute("SELECT order_id, amount, discount FROM staged_orders ORDER BY 1").fetchall() == [
         ("C", Decimal("10.00"), None), ("D", Decimal("15.00"), Decimal("1.00"))]
+
+
+def test_an_order_dated_after_the_read_is_a_bad_row_naming_its_date(tmp_path):
+    """A date in the future (a day/month swap, a mistyped year) is not an order; a day's margin is allowed."""
+    write_csv(tmp_path / "sales.csv", [
+        HEADER,
+        ["1", "c1", "04.12.2026 10:00", "100", "", "", ""],   # row 2: yesterday
+        ["2", "c1", "06.12.2026 11:59", "100", "", "", ""],   # row 3: within a day of the read (time zones)
+        ["3", "c2", "04.03.2027", "100", "", "", ""],         # row 4: 3 April 2026 with day and month swapped?
+        ["4", "c2", "05.12.2062", "100", "", "", ""],         # row 5: a mistyped year
+        ["5", "c2", "06.12.2026 13:00", "100", "", "", ""],   # row 6: just past the margin
+    ])
+    read_at = dt.datetime(2026, 12, 5, 12, 0, tzinfo=dt.timezone.utc)
+    con = duckdb.connect()
+    source = FileSource(FileSourceConfig(type="file", orders="sales.csv", columns=COLS, timezone="UTC"), tmp_path,
+                        clock=lambda: read_at)
+    result = source.pull(con)
+    assert [(b.row, b.field, b.value) for b in result.bad_rows] == [
+        (4, "ordered_at", "2027-03-04 00:00:00"), (5, "ordered_at", "2062-12-05 00:00:00"),
+        (6, "ordered_at", "2026-12-06 13:00:00")]
+    assert result.bad_rows[0].source == str(tmp_path / "sales.csv")
+    assert "in the future (after 2026-12-06 12:00 UTC" in result.bad_rows[0].reason
+    assert set(orders(con)) == {"1", "2"}
