@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from . import normalize as nz
+from .file_decimal import column_decimals
 from .file_staging import LoadedFile
 
 if TYPE_CHECKING:
@@ -39,14 +40,9 @@ def _normalised_select(con: duckdb.DuckDBPyConnection, lf: LoadedFile, src: str,
     """The nested SELECT over ``src``: step 0 trims the text (or takes the typed value), step 1 parses numbers,
     dates and names, step 2 puts the dates in the configured time zone."""
     has = set(col)
-    samples = {f: [v for (v,) in con.execute(f"SELECT {col[f]} FROM {src} WHERE {col[f]} IS NOT NULL LIMIT 2000")
-                   .fetchall()] for f in NUMBER_FIELDS if f in has and f not in typed and not cfg.decimal}
-    money = [m for f, vs in samples.items() if f != "quantity" and (m := nz.decisive_decimal(vs)) is not None]
-    settled = ("," if money.count(",") > money.count(".") else ".") if money else None  # a quantity of 1,000 only:
-    # the money's mark decides (1,299.99 → a thousand units), not the quantity rule (1.000 units)
-    dec = {f: cfg.decimal or nz.sniff_decimal(samples[f], money=f != "quantity", settled=settled if f == "quantity"
-                                              else None)
-           for f in NUMBER_FIELDS if f in has and f not in typed}
+    text_nums = [f for f in NUMBER_FIELDS if f in has and f not in typed]
+    dec = {f: cfg.decimal for f in text_nums} if cfg.decimal else column_decimals(con, lf.path, src, col, lf.cols,
+                                                                                  text_nums)
     nums, dates = [f for f in NUMBER_FIELDS if f in has], [f for f in ("ordered_at", "created_at") if f in has]
 
     def step0_of(f: str) -> str:  # step 0: trimmed text, or the typed value
