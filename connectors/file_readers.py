@@ -141,6 +141,53 @@ def _cell_text(v: object) -> str | None:
     return str(v)
 
 
+# ---------------------------------------------------------------------------------------------- title lines
+
+#: the first lines of a CSV looked at for its header when title lines stand above it
+TITLE_SCAN = 10
+
+
+def title_lines(path: Path, headers: list[str]) -> tuple[int, tuple[int, str] | None]:
+    """``(k, above)`` for a UTF-8 CSV whose header may not be its first line (1C and BILLZ put a title such as
+    "Отчёт о продажах за ноябрь 2026" above it): the header is the first of the first :data:`TITLE_SCAN` lines
+    holding the most of the mapped ``headers`` (two at least, or all of them when fewer are mapped), read with
+    that line's own delimiter; ``k`` lines stand above it. ``above`` is None when each of them holds at most one
+    non-empty cell (a title, safe to skip), else the first that holds more: (its line number, its text)."""
+    import csv
+
+    wanted = {h.strip().casefold() for h in headers}
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
+        lines = [line.rstrip("\r\n") for line in itertools.islice(f, TITLE_SCAN)]
+
+    def cells(line: str, delim: str) -> list[str]:
+        try:
+            return next(csv.reader([line], delimiter=delim, quotechar='"'), [])
+        except csv.Error:  # a field past Python's csv limit (no header holds one)
+            return line.split(delim)
+
+    scores = [max((sum(c.strip().casefold() in wanted for c in cells(line, d)), d) for d in (";", "\t", ",", "|"))
+              for line in lines]
+    best = max(range(len(scores)), key=lambda i: (scores[i][0], -i), default=0)
+    if not best or scores[best][0] < min(2, len(wanted)):
+        return 0, None
+    delim = scores[best][1]
+    above = next(((i + 1, line) for i, line in enumerate(lines[:best])
+                  if sum(bool(c.strip()) for c in cells(line, delim)) > 1), None)
+    return best, above
+
+
+def without_lines(path: Path, k: int, tmp: Path) -> Path:
+    """A copy of ``path`` in ``tmp`` without its first ``k`` lines."""
+    import shutil
+
+    out = tmp / (path.stem + ".body.csv")
+    with open(path, "rb") as src, open(out, "wb") as dst:
+        for _ in range(k):
+            src.readline()
+        shutil.copyfileobj(src, dst, 1 << 22)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- typed CSV
 
 _ISO_SHAPES = (  # (shape of a sample value, strict strptime format, DuckDB type)
@@ -253,11 +300,12 @@ def line_count(path: Path) -> int:
     return n - tail + 1 if content else 0
 
 
-def record_lines(path: Path, delim: str) -> pa.Table | None:
+def record_lines(path: Path, delim: str, offset: int = 0) -> pa.Table | None:
     """``rec`` (1-based data record, as DuckDB reads them) → ``line`` (the file line it starts on), from one
     pass of Python's csv reader, which skips blank lines and follows quoted line breaks as DuckDB does (with no
     field-size limit, and splitting lines only at ``\\n`` when the file has one, so that a lone CR inside a
-    quoted field is not a line); None when it cannot read the file (the rows then keep record numbers)."""
+    quoted field is not a line); None when it cannot read the file (the rows then keep record numbers).
+    ``offset``: the lines of the original file above ``path`` (title lines :func:`without_lines` left out)."""
     import csv
 
     import numpy as np
@@ -280,7 +328,7 @@ def record_lines(path: Path, delim: str) -> pa.Table | None:
     finally:
         csv.field_size_limit(limit)
     lines = np.frombuffer(starts, dtype=np.int64)[1:]  # starts[0] is the header
-    return pa.table({"rec": np.arange(1, len(lines) + 1, dtype=np.int64), "line": lines})
+    return pa.table({"rec": np.arange(1, len(lines) + 1, dtype=np.int64), "line": lines + offset})
 
 
 def numbered_src(src: str, lines: str) -> str:

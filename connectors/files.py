@@ -28,7 +28,7 @@ from .diagnose import check_orders
 from .errors import BadFileError, ConfigError
 from .file_encoding import csv_error, utf8_copy
 from .file_readers import (csv_src, line_count, needs_serial_read, numbered_src, read_xlsx, record_lines, sheets_hint,
-                           sniff_delimiter, typed_csv)
+                           sniff_delimiter, title_lines, typed_csv, without_lines)
 from .file_sql import NUMBER_FIELDS, load_table
 from .file_staging import CONTACT_FIELDS, FIELDS, FilePullResult, LoadedFile, drop_scratch, stage_files
 from .identity import DEFAULT_MAX_GROUP
@@ -60,6 +60,7 @@ class FileSourceConfig(BaseModel):
     decimal: Literal[",", "."] | None = None
     date_format: str | None = None
     sheet: str | None = None
+    skip_lines: int | None = Field(None, ge=0)  # CSV lines above the header (a title); None: title lines detected
     max_identity_group: int = Field(DEFAULT_MAX_GROUP, ge=1)
 
     @field_validator("columns", "contact_columns")
@@ -227,6 +228,9 @@ class FileSource:
             row_col, kind = None, "parquet"
         else:
             csv_path = utf8_copy(path, self.cfg.encoding, tmp)
+            skip = self._title_lines(path, csv_path, mapping)
+            if skip:
+                csv_path = without_lines(csv_path, skip, tmp)
             delim = self.cfg.delimiter or sniff_delimiter(csv_path)
             src = csv_src(csv_path, delim)
             try:
@@ -247,6 +251,8 @@ class FileSource:
                               f"{', '.join(repr(h) for h in headers)}")
         lf = LoadedFile(str(path), table, row_col or "rowid + 2", cols)
         if kind == "csv":
+            if skip:  # rows numbered by their line in the file, below the lines left out
+                return self._load_numbered(con, lf, path, csv_path, delim, offset=skip)
             return self._load_csv(con, lf, path, csv_path, delim)
         try:
             return load_table(con, lf, src, kind, self.cfg)
@@ -255,6 +261,21 @@ class FileSource:
         finally:
             if kind == "xlsx":
                 con.unregister(f"{table}_src")
+
+    def _title_lines(self, path: Path, csv_path: Path, mapping: _Mapping) -> int:
+        """The lines above a CSV's header: ``skip_lines``, else the title lines :func:`title_lines` finds (skipped
+        with a warning); a line above the header holding more than a title stops the read, asking for
+        ``skip_lines``."""
+        if self.cfg.skip_lines is not None:
+            return self.cfg.skip_lines
+        k, above = title_lines(csv_path, [*mapping.columns.values(), *self.cfg.attributes.values()])
+        if above is not None:
+            raise ConfigError(f"{path}: the header is on line {k + 1}, and line {above[0]} above it is not a title "
+                              f"({above[1][:80]!r}); set [source] skip_lines = {k} to skip the lines above the header")
+        if k:
+            log.warning("%s: %s above the header (line %d) skipped as a title; [source] skip_lines = %d says so",
+                        path, "line 1" if k == 1 else f"lines 1-{k}", k + 1, k)
+        return k
 
     def _load_csv(self, con: duckdb.DuckDBPyConnection, lf: LoadedFile, path: Path, csv_path: Path,
                   delim: str) -> LoadedFile:
@@ -280,9 +301,10 @@ class FileSource:
             raise csv_error(path, csv_path, e, auto) from None
 
     def _load_numbered(self, con: duckdb.DuckDBPyConnection, lf: LoadedFile, path: Path, csv_path: Path,
-                       delim: str) -> LoadedFile:
-        """A single-threaded read whose rows carry their line in the file as ``_srow`` (:func:`record_lines`)."""
-        lines = record_lines(csv_path, delim)
+                       delim: str, offset: int = 0) -> LoadedFile:
+        """A single-threaded read whose rows carry their line in the file as ``_srow`` (:func:`record_lines`;
+        ``offset``: the title lines above ``csv_path``'s first line)."""
+        lines = record_lines(csv_path, delim, offset)
         if lines is None:
             return self._read_csv(con, lf, path, csv_path, delim, parallel=False)
         name = f"{lf.table}_lines"

@@ -605,3 +605,27 @@ def test_an_order_dated_after_the_read_is_a_bad_row_naming_its_date(tmp_path):
     assert result.bad_rows[0].source == str(tmp_path / "sales.csv")
     assert "in the future (after 2026-12-06 12:00 UTC" in result.bad_rows[0].reason
     assert set(orders(con)) == {"1", "2"}
+
+
+def test_title_lines_above_a_csv_header_are_skipped_with_a_warning_and_rows_keep_their_file_lines(tmp_path, caplog):
+    """1C/BILLZ put a report title (one cell) above the header; the rows' numbers stay the file's lines."""
+    lines = ["Отчёт о продажах за ноябрь 2026;;;;;;", "", ";".join(HEADER),
+             "1;c1;02.11.2026;100;;;", "2;c1;сегодня;100;;;", "3;c2;03.11.2026;200;;;"]
+    (tmp_path / "sales.csv").write_bytes("\n".join(lines).encode("cp1251") + b"\n")
+    result, con = pull(tmp_path)
+    assert set(orders(con)) == {"1", "3"}
+    assert [(b.row, b.field, b.value) for b in result.bad_rows] == [(5, "ordered_at", "сегодня")]
+    assert f"{tmp_path / 'sales.csv'}: lines 1-2 above the header (line 3) skipped as a title" in caplog.text
+
+
+def test_a_line_above_the_header_that_is_not_a_title_stops_naming_it_and_skip_lines_reads_the_file(tmp_path):
+    write_csv(tmp_path / "sales.csv", [["Магазин", "Ташкент"], HEADER, ["1", "c1", "02.11.2026", "100", "", "", ""]])
+    with pytest.raises(ConfigError) as e:
+        pull(tmp_path)
+    assert str(e.value).startswith(f"{tmp_path / 'sales.csv'}: the header is on line 2, and line 1 above it is not "
+                                   "a title ('Магазин;Ташкент'); set [source] skip_lines = 1")
+    result, con = pull(tmp_path, skip_lines=1)
+    assert set(orders(con)) == {"1"} and result.bad_row_count == 0
+    write_csv(tmp_path / "sales.csv", [["Магазин", "Ташкент"], HEADER, ["1", "c1", "02.11.2026", "100", "", "", ""],
+                                       ["2", "c1", "02.11.2026", "сто", "", "", ""]])
+    assert [b.row for b in pull(tmp_path, skip_lines=1)[0].bad_rows] == [4]
