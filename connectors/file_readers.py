@@ -101,7 +101,13 @@ def _read_xlsx(path: Path, columns: dict[str, str], sheet: str | None) -> pa.Tab
         wb.close()
     table = pa.table({**{name: pa.array(col, pa.string()) for name, col in zip(_dedupe(names), data)},
                       "_srow": pa.array(srow, pa.int64())})
-    return table.replace_schema_metadata({"sheets": json.dumps(sheets), "sheet": ws.title})
+    return table.replace_schema_metadata({"sheets": json.dumps(sheets), "sheet": ws.title,
+                                          "headers": json.dumps(names)})
+
+
+def xlsx_headers(table: pa.Table) -> list[str]:
+    """The header row of a :func:`read_xlsx` table as written (its columns repeat no name: ``Сумма_2``)."""
+    return json.loads((table.schema.metadata or {}).get(b"headers", b"[]"))
 
 
 def sheets_hint(table: pa.Table) -> str:
@@ -153,27 +159,36 @@ def title_lines(path: Path, headers: list[str]) -> tuple[int, tuple[int, str] | 
     holding the most of the mapped ``headers`` (two at least, or all of them when fewer are mapped), read with
     that line's own delimiter; ``k`` lines stand above it. ``above`` is None when each of them holds at most one
     non-empty cell (a title, safe to skip), else the first that holds more: (its line number, its text)."""
-    import csv
-
     wanted = {h.strip().casefold() for h in headers}
-    with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
-        lines = [line.rstrip("\r\n") for line in itertools.islice(f, TITLE_SCAN)]
-
-    def cells(line: str, delim: str) -> list[str]:
-        try:
-            return next(csv.reader([line], delimiter=delim, quotechar='"'), [])
-        except csv.Error:  # a field past Python's csv limit (no header holds one)
-            return line.split(delim)
-
-    scores = [max((sum(c.strip().casefold() in wanted for c in cells(line, d)), d) for d in (";", "\t", ",", "|"))
+    lines = _first_lines(path, TITLE_SCAN)
+    scores = [max((sum(c.strip().casefold() in wanted for c in _cells(line, d)), d) for d in (";", "\t", ",", "|"))
               for line in lines]
     best = max(range(len(scores)), key=lambda i: (scores[i][0], -i), default=0)
     if not best or scores[best][0] < min(2, len(wanted)):
         return 0, None
     delim = scores[best][1]
     above = next(((i + 1, line) for i, line in enumerate(lines[:best])
-                  if sum(bool(c.strip()) for c in cells(line, delim)) > 1), None)
+                  if sum(bool(c.strip()) for c in _cells(line, delim)) > 1), None)
     return best, above
+
+
+def header_cells(path: Path, delim: str) -> list[str]:
+    """The cells of a UTF-8 CSV's first line, as written (DuckDB renames a repeated header ``Сумма_1``)."""
+    return _cells(next(iter(_first_lines(path, 1)), ""), delim)
+
+
+def _first_lines(path: Path, n: int) -> list[str]:
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
+        return [line.rstrip("\r\n") for line in itertools.islice(f, n)]
+
+
+def _cells(line: str, delim: str) -> list[str]:
+    import csv
+
+    try:
+        return next(csv.reader([line], delimiter=delim, quotechar='"'), [])
+    except csv.Error:  # a field past Python's csv limit (no header holds one)
+        return line.split(delim)
 
 
 def without_lines(path: Path, k: int, tmp: Path) -> Path:

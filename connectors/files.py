@@ -27,8 +27,8 @@ from .contacts import PhoneRegion
 from .diagnose import check_orders
 from .errors import BadFileError, ConfigError
 from .file_encoding import csv_error, utf8_copy
-from .file_readers import (csv_src, line_count, needs_serial_read, numbered_src, read_xlsx, record_lines, sheets_hint,
-                           sniff_delimiter, title_lines, typed_csv, without_lines)
+from .file_readers import (csv_src, header_cells, line_count, needs_serial_read, numbered_src, read_xlsx, record_lines,
+                           sheets_hint, sniff_delimiter, title_lines, typed_csv, without_lines, xlsx_headers)
 from .file_sql import NUMBER_FIELDS, load_table
 from .file_staging import CONTACT_FIELDS, FIELDS, FilePullResult, LoadedFile, drop_scratch, stage_files
 from .identity import DEFAULT_MAX_GROUP
@@ -215,6 +215,7 @@ class FileSource:
             raise BadFileError(f"{path}: the file is empty (0 bytes)")
         if suffix in (".xlsx", ".xlsm"):
             arrow = read_xlsx(path, mapping.columns, self.cfg.sheet)
+            _repeated_headers(path, xlsx_headers(arrow), mapping, self.cfg.attributes)
             con.register(f"{table}_src", arrow)
             headers = [c for c in arrow.column_names if c != "_srow"]
             src, row_col, kind = f"{table}_src", "_srow", "xlsx"
@@ -232,6 +233,7 @@ class FileSource:
             if skip:
                 csv_path = without_lines(csv_path, skip, tmp)
             delim = self.cfg.delimiter or sniff_delimiter(csv_path)
+            _repeated_headers(path, header_cells(csv_path, delim), mapping, self.cfg.attributes)
             src = csv_src(csv_path, delim)
             try:
                 headers = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
@@ -356,6 +358,21 @@ def _match_headers(path: Path, headers: list[str], mapping: _Mapping, attributes
         raise ConfigError(f"{path}: mapped column(s) not found: {'; '.join(missing)}. "
                           f"Columns in the file: {', '.join(repr(h) for h in headers)}")
     return out
+
+
+def _repeated_headers(path: Path, written: list[str], mapping: _Mapping, attributes: dict[str, str]) -> None:
+    """ConfigError naming a mapped header the file's header holds twice (or more), and where: which of them is
+    meant cannot be told (two ``Сумма``: the sum with and without the discount)."""
+    wanted = {h.strip().casefold() for h in [*mapping.columns.values(), *attributes.values()]}
+    at: dict[str, list[int]] = {}
+    for i, h in enumerate(written, start=1):
+        if h.strip().casefold() in wanted:
+            at.setdefault(h.strip().casefold(), []).append(i)
+    for key, places in at.items():
+        if len(places) > 1:
+            where = ", ".join(map(str, places[:-1])) + f" and {places[-1]}"
+            raise ConfigError(f"{path}: the header {written[places[0] - 1].strip()!r} is in columns {where}: which "
+                              f"one is meant cannot be told; rename one of them in the file (or in its export)")
 
 
 def _closest_header(header: str, headers: list[str]) -> str:

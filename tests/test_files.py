@@ -629,3 +629,28 @@ def test_a_line_above_the_header_that_is_not_a_title_stops_naming_it_and_skip_li
     write_csv(tmp_path / "sales.csv", [["Магазин", "Ташкент"], HEADER, ["1", "c1", "02.11.2026", "100", "", "", ""],
                                        ["2", "c1", "02.11.2026", "сто", "", "", ""]])
     assert [b.row for b in pull(tmp_path, skip_lines=1)[0].bad_rows] == [4]
+
+
+@pytest.mark.parametrize("kind", ["csv", "xlsx"])
+def test_a_mapped_header_written_twice_stops_naming_it_and_both_columns(tmp_path, kind):
+    """Two `Сумма` (with and without the discount): which one is the amount cannot be told."""
+    header = ["Чек №", "Клиент", "Дата", "Сумма", "Скидка", "сумма ", "Примечание", "Примечание"]
+    row = ["1", "c1", "02.11.2026", "100", "10", "90", "", ""]
+    if kind == "csv":
+        write_csv(tmp_path / "sales.csv", [header, row])
+    else:
+        wb = openpyxl.Workbook()
+        wb.active.append(header)
+        wb.active.append(row)
+        wb.save(tmp_path / "sales.xlsx")
+    cols = {"order_id": "Чек №", "customer_id": "Клиент", "ordered_at": "Дата", "amount": "Сумма"}
+    with pytest.raises(ConfigError) as e:
+        pull(tmp_path, orders=f"sales.{kind}", columns=cols)
+    assert str(e.value).startswith(f"{tmp_path / f'sales.{kind}'}: the header 'Сумма' is in columns 4 and 6: ")
+    header[5] = "Сумма без скидки"  # a repeated header nothing maps (Примечание) is no problem
+    if kind == "csv":
+        write_csv(tmp_path / "sales.csv", [header, row])
+    else:
+        wb.active["F1"] = header[5]
+        wb.save(tmp_path / "sales.xlsx")
+    assert orders(pull(tmp_path, orders=f"sales.{kind}", columns=cols)[1])["1"][2] == Decimal("100.00")
