@@ -30,7 +30,11 @@ def sniff_delimiter(path: Path) -> str:
     with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
         sample = f.read(1 << 16)
     # The header line decides: headers hold no decimal commas (which fool csv.Sniffer on ";" files).
-    header = sample.splitlines()[0] if sample else ""
+    return line_delimiter(sample.splitlines()[0] if sample else "")
+
+
+def line_delimiter(header: str) -> str:
+    """The delimiter of a header line: the most frequent of ``; tab , |`` in it (ties in that order), else ``,``."""
     counts = {d: header.count(d) for d in (";", "\t", ",", "|")}
     best = max(counts, key=counts.get)  # ties keep this order
     return best if counts[best] else ","
