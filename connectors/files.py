@@ -113,7 +113,8 @@ class FileSource:
     def __init__(self, cfg: FileSourceConfig, base_dir: Path, clock: Callable[[], datetime] | None = None) -> None:
         from .presets import PRESETS
         self.cfg = cfg
-        self.clock = clock or (lambda: datetime.now(timezone.utc))  # the time files are read: a later order date is a bad row (tests inject it)
+        # the time files are read: an order dated later is a bad row (tests inject a clock)
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.base_dir = Path(base_dir)
         preset = PRESETS.get(cfg.preset or "", {})
         optional = set(preset) - set(cfg.columns)
