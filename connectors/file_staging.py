@@ -47,6 +47,7 @@ class FilePullResult(PullResult):
     fast_path: bool = False  # every orders file was a clean CSV read with typed columns (no text parsing)
     gone_files: list[str] = field(default_factory=list)  # files read before, gone now (sync.store.files)
     copied_files: list[tuple[str, str]] = field(default_factory=list)  # (earlier, later): the same bytes (idem)
+    future: dict[str, datetime] = field(default_factory=dict)  # file → its earliest order date bad as future
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ FUTURE_TOLERANCE = timedelta(days=1)
 #: a discount given but not a number ("5%", "n/a") keeps its order, without the discount: an issue, not a bad row
 DISCOUNT_ISSUE = "unparseable discount; the order is kept without it"
 _NO_AMOUNT = next(i for i, (c, *_) in enumerate(_BAD) if c == "amount IS NULL")
+_FUTURE = next(i for i, (c, *_) in enumerate(_BAD) if c.startswith("ordered_at >"))
 #: the reason of a listed "amount IS NULL" row whose text is a number too long for DECIMAL(18,2) (an id or a phone
 #: mapped as the amount), as the API sources word it: told apart among the listed rows only, so that classifying
 #: every row costs nothing more
@@ -165,14 +167,19 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
     con.execute(f"CREATE OR REPLACE TEMP VIEW _fs_oclass AS SELECT *, CASE {bad_case} END AS _bad,"
                 f" _file::BIGINT * 4294967296 + _row AS _ord FROM (SELECT *, {status} AS status FROM _fs_okeyed)")
     value = " ".join(f"WHEN {i} THEN {v}" for i, (_, _, _, v) in enumerate(rules))
-    bad_sql = [f"SELECT _file, _row, _bad, CASE _bad {value} END AS value FROM _fs_oclass WHERE _bad IS NOT NULL"]
+    bad_sql = [f"SELECT _file, _row, _bad, CASE _bad {value} END AS value,"
+               f" CASE WHEN _bad = {_FUTURE} THEN ordered_at END AS _fut FROM _fs_oclass WHERE _bad IS NOT NULL"]
     if contacts:
-        bad_sql.append("SELECT _file, _row, CASE WHEN _shared IS NULL THEN 1 ELSE 0 END AS _bad, _shared AS value"
-                       " FROM _fs_ckeyed WHERE key IS NULL")
+        bad_sql.append("SELECT _file, _row, CASE WHEN _shared IS NULL THEN 1 ELSE 0 END AS _bad, _shared AS value,"
+                       " NULL AS _fut FROM _fs_ckeyed WHERE key IS NULL")
     con.execute(f"CREATE OR REPLACE TEMP TABLE _fs_bad AS {' UNION ALL '.join(bad_sql)}")
     bad_count = con.execute("SELECT count(*) FROM _fs_bad").fetchall()[0][0]
-    listed = con.execute(f"SELECT *, _bad = {_NO_AMOUNT} AND {nz.too_big_amount_sql('value')} FROM (SELECT *"
-                         f" FROM _fs_bad ORDER BY _file, _row LIMIT {MAX_BAD_ROWS}) ORDER BY _file, _row").fetchall()
+    # a file whose rows are bad as future until a date: read again once it has passed (sync.store.files)
+    future = {paths[f]: at for f, at in con.execute("SELECT _file, min(_fut) FROM _fs_bad WHERE _fut IS NOT NULL"
+                                                     " GROUP BY _file").fetchall()} if bad_count else {}
+    listed = con.execute(f"SELECT * EXCLUDE (_fut), _bad = {_NO_AMOUNT} AND {nz.too_big_amount_sql('value')} FROM"
+                         f" (SELECT * FROM _fs_bad ORDER BY _file, _row LIMIT {MAX_BAD_ROWS}) ORDER BY _file, _row"
+                         ).fetchall()
     bad_rows = [BadRow(source=paths[f], row=r, reason=TOO_BIG_AMOUNT if big else rules[b][2], field=rules[b][1],
                        value=v) for f, r, b, v, big in listed]
 
@@ -232,7 +239,7 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
     n_contacts = con.execute("SELECT count(*) FROM staged_contacts").fetchall()[0][0]
     return FilePullResult(orders=n_orders, contacts=n_contacts, bad_rows=bad_rows, bad_row_count=bad_count,
                           full_refresh=True, issues=issues, issue_count=issue_count, duplicate_orders=duplicates,
-                          identity=identity)
+                          identity=identity, future=future)
 
 
 def _too_large_receipts(con: duckdb.DuckDBPyConnection, paths: list[str]) -> tuple[list[BadRow], int]:
