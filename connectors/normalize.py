@@ -197,14 +197,14 @@ def decimal_vote(value: str | None) -> tuple[Decimal_, bool] | None:
 
 
 def decimal_vote_sql(col: str) -> str:
-    """:func:`decimal_vote` in SQL over a column reference: ``','`` / ``'.'`` for a value read one way only, ``'w'``
-    for an ambiguous one, NULL without a mark (it costs a few regular expressions a value: run it on few rows)."""
+    """:func:`decimal_vote` in SQL over a column reference: ``','`` / ``'.'`` for a value read one way only, ``'w,'``
+    / ``'w.'`` for an ambiguous one (its mark), NULL without a mark (it costs a few regular expressions a value: run it on few rows)."""
     n = f"trim(regexp_replace({col}, '[^0-9,.]', '', 'g'), ',.')"
     marks = f"regexp_replace({n}, '[0-9]', '', 'g')"
     return (f"CASE WHEN {marks} = '' THEN NULL"
             f" WHEN contains({marks}, ',') AND contains({marks}, '.') THEN right({marks}, 1)"
             f" WHEN length({marks}) > 1 THEN CASE WHEN starts_with({marks}, ',') THEN '.' ELSE ',' END"
-            f" WHEN regexp_full_match({n}, '[0-9]*[1-9][0-9]*[.,][0-9]{{3}}') THEN 'w' ELSE {marks} END")
+            f" WHEN regexp_full_match({n}, '[0-9]*[1-9][0-9]*[.,][0-9]{{3}}') THEN 'w' || {marks} ELSE {marks} END")
 
 
 _OFFSET_RE = r"[T ]\d\d:\d\d(:\d\d(\.\d+)?)?\s*(Z|[+-]\d\d(:?\d\d)?)$"

@@ -68,17 +68,47 @@ _TEXT = st.text(alphabet="0123456789,.  р$-", max_size=12)
 @given(values=st.lists(st.one_of(_TEXT, st.none()), max_size=30))
 def test_the_whole_column_count_agrees_with_the_python_votes_whatever_the_first_guess(values):
     """The one-scan count (most values never classified) equals classifying every value with the Python twin."""
-    expected = {",": 0, ".": 0, "w": 0}
+    expected = {",": 0, ".": 0, "w": 0, "w,": 0, "w.": 0}
     for v in values:
         vote = nz.decimal_vote(v)
         if vote is not None:
             expected[vote[0] if vote[1] else "w"] += 1
+            expected["w" + vote[0]] += not vote[1]
     con = duckdb.connect()
     con.execute("CREATE TABLE t AS SELECT unnest(?::VARCHAR[]) AS v", [values])
     for guess in (",", "."):
         assert _whole_column(con, "t", {"amount": "v"}, {"amount": guess})["amount"] == expected
         for v in values:  # the SQL twin of one value
             vote = nz.decimal_vote(v)
-            want = None if vote is None else vote[0] if vote[1] else "w"
+            want = None if vote is None else vote[0] if vote[1] else "w" + vote[0]
             assert con.execute(f"SELECT {nz.decimal_vote_sql('x')} FROM (SELECT ?::VARCHAR AS x)", [v]).fetchone()[0] \
                 == want, v
+
+
+def test_one_decisive_value_does_not_read_thousands_of_ambiguous_amounts_as_decimals(tmp_path):
+    """3 100 UZS amounts `150.000` (alone: thousands) and one `12.5` late in the column: the one value may not
+    make them all 150.00; the read stops naming the column and the key."""
+    _csv(tmp_path, ["150.000", "85.000", "320.000"] * 1000 + ["12.5"] + ["150.000"] * 100)
+    with pytest.raises(BadFileError) as e:
+        pull(tmp_path, columns=COLS)
+    msg = str(e.value)
+    assert msg.startswith(f"{tmp_path / 'sales.csv'}: column 'a' mixes decimal marks: 1 value read with '.'")
+    assert "'12.5'" in msg and "3100 values such as '150.000'" in msg and "[source] decimal" in msg
+    _, con = pull(tmp_path, columns=COLS, decimal=",")
+    assert orders(con)["1"][2] == Decimal("150000.00")
+
+
+def test_a_few_decisive_values_decide_as_few_ambiguous_ones(tmp_path):
+    """`0,500` and `1 200,50` (a decimal comma only) next to two ambiguous `1,250`, `2,000`: read as decimals."""
+    _csv(tmp_path, ["0,500", "1,250", "2,000", "1 200,50"])
+    _, con = pull(tmp_path, columns=COLS)
+    assert [orders(con)[str(i)][2] for i in (1, 2, 3, 4)] == [Decimal(v) for v in ("0.50", "1.25", "2.00", "1200.50")]
+
+
+def test_a_stray_in_a_small_file_is_no_conflict(tmp_path):
+    """A small day file: 19 × `1 200,50`, 5 × `1.500`, one `0.500` (5 % of the decisive values, but one value):
+    no conflict, and `1.500` stays 1500."""
+    _csv(tmp_path, ["1 200,50"] * 19 + ["1.500"] * 5 + ["0.500"])
+    _, con = pull(tmp_path, columns=COLS)
+    got = orders(con)
+    assert got["1"][2] == Decimal("1200.50") and got["20"][2] == Decimal("1500.00") and got["25"][2] == Decimal("0.50")
