@@ -91,9 +91,9 @@ def _clean_re(mark: nz.Decimal_) -> str:
 
 
 def _vote_sql(v: str, mark: nz.Decimal_) -> str:
-    """What the value ``v`` says of the column: ``','``, ``'.'``, ``'w,'``, ``'w.'`` or NULL. Values of the first guess's
-    usual shape (``mark``: :func:`_clean_re`) cost one regular expression; only the others are classified
-    (:func:`connectors.normalize.decimal_vote_sql`)."""
+    """What the value ``v`` says of the column: ``','``, ``'.'``, ``'w,'``, ``'w.'`` (ambiguous) or NULL. Values of
+    the first guess's usual shape (``mark``: :func:`_clean_re`) cost one regular expression; only the others are
+    classified (:func:`connectors.normalize.decimal_vote_sql`)."""
     return (f"CASE WHEN regexp_full_match({v}, {nz.lit(_clean_re(mark))}) THEN '{mark}'"
             f" WHEN contains({v}, ',') OR contains({v}, '.') THEN {nz.decimal_vote_sql(v)} END")
 

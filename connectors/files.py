@@ -216,9 +216,9 @@ class FileSource:
             raise BadFileError(f"{path}: the file is empty (0 bytes)")
         if suffix in (".xlsx", ".xlsm"):
             arrow = read_xlsx(path, mapping.columns, self.cfg.sheet)
-            _repeated_headers(path, xlsx_headers(arrow), mapping, self.cfg.attributes)
-            con.register(f"{table}_src", arrow)
             headers = [c for c in arrow.column_names if c != "_srow"]
+            _repeated_headers(path, xlsx_headers(arrow), headers, mapping, self.cfg.attributes)
+            con.register(f"{table}_src", arrow)
             src, row_col, kind = f"{table}_src", "_srow", "xlsx"
         elif suffix in (".parquet", ".pq"):
             src = f"read_parquet({nz.lit(str(path))})"
@@ -234,12 +234,12 @@ class FileSource:
             if skip:
                 csv_path = without_lines(csv_path, skip, tmp)
             delim = self.cfg.delimiter or sniff_delimiter(csv_path)
-            _repeated_headers(path, header_cells(csv_path, delim), mapping, self.cfg.attributes)
             src = csv_src(csv_path, delim)
             try:
                 headers = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
             except duckdb.Error as e:
                 raise csv_error(path, csv_path, e, self.cfg.encoding.lower() == "auto") from None
+            _repeated_headers(path, header_cells(csv_path, delim), headers, mapping, self.cfg.attributes)
             row_col, kind = None, "csv"
         try:
             cols = _match_headers(path, headers, mapping, self.cfg.attributes)
@@ -361,19 +361,26 @@ def _match_headers(path: Path, headers: list[str], mapping: _Mapping, attributes
     return out
 
 
-def _repeated_headers(path: Path, written: list[str], mapping: _Mapping, attributes: dict[str, str]) -> None:
+def _repeated_headers(path: Path, written: list[str], read: list[str], mapping: _Mapping,
+                      attributes: dict[str, str]) -> None:
     """ConfigError naming a mapped header the file's header holds twice (or more), and where: which of them is
-    meant cannot be told (two ``Сумма``: the sum with and without the discount)."""
+    meant cannot be told (two ``Сумма``: the sum with and without the discount), unless the mapping also names a
+    later one by the name the reader gives it (``read``, by position: DuckDB's ``Сумма_1``, the XLSX reader's
+    ``Сумма_2``): then each is mapped by its own name."""
     wanted = {h.strip().casefold() for h in [*mapping.columns.values(), *attributes.values()]}
     at: dict[str, list[int]] = {}
     for i, h in enumerate(written, start=1):
         if h.strip().casefold() in wanted:
             at.setdefault(h.strip().casefold(), []).append(i)
     for key, places in at.items():
-        if len(places) > 1:
+        renamed = [read[i - 1] for i in places[1:] if i <= len(read) and read[i - 1].strip().casefold() != key]
+        if len(places) > 1 and not {r.strip().casefold() for r in renamed} & wanted:
             where = ", ".join(map(str, places[:-1])) + f" and {places[-1]}"
+            second = (f"; or map the second one as {renamed[0]!r} (the reader's name for that column: naming it"
+                      " picks it)") if renamed else ""
             raise ConfigError(f"{path}: the header {written[places[0] - 1].strip()!r} is in columns {where}: which "
-                              f"one is meant cannot be told; rename one of them in the file (or in its export)")
+                              f"one is meant cannot be told; rename one of them in the file (or in its export)"
+                              f"{second}")
 
 
 def _closest_header(header: str, headers: list[str]) -> str:

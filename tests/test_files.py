@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -654,3 +655,24 @@ def test_a_mapped_header_written_twice_stops_naming_it_and_both_columns(tmp_path
         wb.active["F1"] = header[5]
         wb.save(tmp_path / "sales.xlsx")
     assert orders(pull(tmp_path, orders=f"sales.{kind}", columns=cols)[1])["1"][2] == Decimal("100.00")
+
+
+@pytest.mark.parametrize("kind", ["csv", "xlsx"])
+def test_a_repeated_header_mapped_by_the_readers_name_of_the_second_reads_each(tmp_path, kind):
+    """Two `Сумма`: the message names the second one as the reader names it, and a mapping naming both so reads
+    each column (a config that main read right keeps working)."""
+    header, row = ["Чек", "Клиент", "Дата", "Сумма", "Сумма"], ["1", "c1", "02.11.2026", "100", "90"]
+    if kind == "csv":
+        write_csv(tmp_path / "sales.csv", [header, row])
+    else:
+        wb = openpyxl.Workbook()
+        wb.active.append(header)
+        wb.active.append(row)
+        wb.save(tmp_path / "sales.xlsx")
+    cols = {"order_id": "Чек", "customer_id": "Клиент", "ordered_at": "Дата", "amount": "Сумма"}
+    with pytest.raises(ConfigError) as e:
+        pull(tmp_path, orders=f"sales.{kind}", columns=cols)
+    second = re.search(r"or map the second one as '([^']+)' \(the reader's name for that column: naming it picks it\)$", str(e.value))
+    assert second and second[1] != "Сумма"
+    got = orders(pull(tmp_path, orders=f"sales.{kind}", columns={**cols, "price": "Сумма", "amount": second[1]})[1])
+    assert got["1"][2] == Decimal("90.00")
