@@ -163,17 +163,28 @@ def title_lines(path: Path, headers: list[str]) -> tuple[int, tuple[int, str] | 
     holding the most of the mapped ``headers`` (two at least, or all of them when fewer are mapped), read with
     that line's own delimiter; ``k`` lines stand above it. ``above`` is None when each of them holds at most one
     non-empty cell (a title, safe to skip), else the first that holds more: (its line number, its text)."""
-    wanted = {h.strip().casefold() for h in headers}
     lines = _first_lines(path, TITLE_SCAN)
-    scores = [max((sum(c.strip().casefold() in wanted for c in _cells(line, d)), d) for d in (";", "\t", ",", "|"))
-              for line in lines]
-    best = max(range(len(scores)), key=lambda i: (scores[i][0], -i), default=0)
-    if not best or scores[best][0] < min(2, len(wanted)):
-        return 0, None
-    delim = scores[best][1]
+    best, delim = header_line(lines, headers)
     above = next(((i + 1, line) for i, line in enumerate(lines[:best])
                   if sum(bool(c.strip()) for c in _cells(line, delim)) > 1), None)
     return best, above
+
+
+def header_line(lines: list[str], headers: list[str] | None = None) -> tuple[int, str]:
+    """(index, delimiter) of the header among a CSV's first lines (the reader's :func:`title_lines` and
+    ``rfmsync init`` share it): each line read with the delimiter that gives it the most cells that count (one of
+    the mapped ``headers``; without them, a non-empty cell), the first line with the most of them; ``(0, …)``
+    when it holds fewer than two (or than all of the fewer ``headers``)."""
+    wanted = {h.strip().casefold() for h in headers} if headers is not None else None
+
+    def counted(cell: str) -> bool:
+        return cell.strip().casefold() in wanted if wanted is not None else bool(cell.strip())
+    scores = [max((sum(map(counted, _cells(line.rstrip("\r\n"), d))), d) for d in (";", "\t", ",", "|"))
+              for line in lines]
+    best = max(range(len(scores)), key=lambda i: (scores[i][0], -i), default=0)
+    if not best or scores[best][0] < min(2, len(wanted) if wanted is not None else 2):
+        return 0, scores[0][1] if scores else ","
+    return best, scores[best][1]
 
 
 def header_cells(path: Path, delim: str) -> list[str]:

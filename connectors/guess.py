@@ -18,7 +18,7 @@ from pathlib import Path
 from .diagnose import guess_format
 from .errors import BadFileError, ConfigError
 from .file_encoding import detect_encoding
-from .file_readers import TITLE_SCAN, line_delimiter
+from .file_readers import TITLE_SCAN, header_line, line_delimiter
 from .normalize import DATE_FORMATS, sniff_decimal
 from .presets import PRESETS
 
@@ -103,21 +103,12 @@ def read_sample(path: Path, rows: int = SAMPLE_ROWS) -> Sample:
     if not head.strip():
         raise BadFileError(f"{path}: empty file")
     lines = head.splitlines(keepends=True)
-    skip = _title_lines(lines[:TITLE_SCAN])
+    skip, _ = header_line(lines[:TITLE_SCAN])  # a title and blank lines above the header (as the reader skips)
     delimiter = line_delimiter(lines[skip])  # the header line decides; its delimiters are ASCII in any encoding
     reader = csv.reader(io.StringIO("".join(lines[skip:])), delimiter=delimiter)
     headers = [h.strip() for h in next(reader)]
     data = [dict(zip(headers, r)) for r in reader if any(c.strip() for c in r)]
     return Sample(path, "csv", headers, data, encoding, delimiter, skip)
-
-
-def _title_lines(lines: list[str]) -> int:
-    """The lines above a CSV's header: a title and blank lines (at most one non-empty cell each, 1C and BILLZ
-    reports) before the first line of several cells; 0 when none is, or the first line is."""
-    def filled(line: str) -> int:
-        return sum(bool(c.strip()) for c in next(csv.reader([line.rstrip("\r\n")],
-                                                             delimiter=line_delimiter(line)), []))
-    return next((i for i, line in enumerate(lines) if filled(line) > 1), 0)
 
 
 def _xlsx_sample(path: Path, rows: int) -> Sample:
