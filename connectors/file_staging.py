@@ -15,7 +15,6 @@ import logging
 from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo
 
 import duckdb
 
@@ -60,6 +59,7 @@ class LoadedFile:
     cols: dict[str, str]  # canonical field (or attr:<name>) → header
     fast: bool = False  # read by the typed CSV fast path
     view: str = ""  # the view's columns over ``<table>_data`` after ``_srow`` (connectors.file_sql)
+    first_line: int = 2  # the line of the first data row of a table numbered by rowid (title lines skipped: more)
 
 
 _BAD = [  # (condition, field, reason, value) in the order they are checked
@@ -67,7 +67,7 @@ _BAD = [  # (condition, field, reason, value) in the order they are checked
      "its only email/phone is shared by more customers than [source] max_identity_group", "_shared"),
     ("key IS NULL", "customer_id", "no customer id, valid email or phone", "NULL"),
     ("ordered_at IS NULL", "ordered_at", "unparseable or empty date", "ordered_at_raw"),
-    ("ordered_at > {latest}", "ordered_at", "a date in the future (after {latest}, a day after the file was read):"
+    ("ordered_at > {latest}", "ordered_at", "a date in the future (more than {days} after the file was read):"
      " a day and month swapped, or a mistyped year?", "strftime(timezone({tz}, ordered_at), '%Y-%m-%d %H:%M:%S')"),
     ("amount IS NULL", "amount", "unparseable or empty amount", "amount_raw"),
     ("status IS NULL", "status", "unknown status (map it under [source.statuses])", "status_raw"),
@@ -138,11 +138,11 @@ def _valid_order_rows(con: duckdb.DuckDBPyConnection, order_files: int) -> int:
 
 def _bad_rules(cfg: FileSourceConfig, now: datetime) -> list[tuple[str, str, str, str]]:
     """:data:`_BAD` for a read at ``now``: an order date later than ``now`` + :data:`FUTURE_TOLERANCE` is a bad row
-    (its reason names that time, and its value is the date as read, in the source's time zone)."""
+    (its reason names the tolerance, not the time, so a warm run's report is the fresh one; its value is the date as
+    read, in the source's time zone)."""
     latest = now.astimezone(timezone.utc) + FUTURE_TOLERANCE
-    shown = f"{latest.astimezone(ZoneInfo(cfg.timezone)):%Y-%m-%d %H:%M} {cfg.timezone}"
     sql = {"latest": f"TIMESTAMPTZ '{latest:%Y-%m-%d %H:%M:%S.%f}+00'", "tz": nz.lit(cfg.timezone)}
-    return [(c.format(**sql), f, r.format(latest=shown) if "{latest}" in r else r, v.format(**sql) if "{" in v else v)
+    return [(c.format(**sql), f, r.format(days="a day") if "{days}" in r else r, v.format(**sql) if "{" in v else v)
             for c, f, r, v in _BAD]
 
 
