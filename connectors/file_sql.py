@@ -135,7 +135,7 @@ def _store(con: duckdb.DuckDBPyConnection, lf: LoadedFile, sql: str, out: list[t
     derived = {"amount_raw": "CASE WHEN amount IS NULL OR amount < 0 THEN CAST(amount AS VARCHAR) END"} \
         if typed.get("amount") == "number" else {}
     stored = [f"{e} AS {n}" for n, e in out if not _is_constant(e) and n not in derived]
-    srow = "_srow" if lf.row_sql == "_srow" else "rowid + 2"
+    srow = "_srow" if lf.row_sql == "_srow" else f"rowid + {lf.first_line}"
     con.execute(f"CREATE OR REPLACE TEMP TABLE {lf.table}_data AS SELECT "
                 f"{'_srow, ' if lf.row_sql == '_srow' else ''}{', '.join(stored)} FROM ({sql})")
     view = ", ".join(f"{derived.get(n, e)} AS {n}" if _is_constant(e) or n in derived else n for n, e in out)
@@ -158,7 +158,7 @@ def persist_loaded(con: duckdb.DuckDBPyConnection, lf: LoadedFile, table: str) -
     ``<table>`` over it; the temp ones are dropped."""
     data = f"temp.{lf.table}_data"
     numbered = "_srow" in {r[0] for r in con.execute(f"DESCRIBE {data}").fetchall()}  # XLSX: its sheet rows
-    row = "" if numbered else "(rowid + 2)::BIGINT AS _srow, "
+    row = "" if numbered else f"(rowid + {lf.first_line})::BIGINT AS _srow, "
     con.execute(f"CREATE OR REPLACE TABLE {table}_data AS SELECT {row}* FROM {data}")
     con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT _srow::BIGINT AS _srow, {lf.view} FROM {table}_data")
     con.execute(f"DROP VIEW IF EXISTS temp.{lf.table}")

@@ -253,10 +253,8 @@ class FileSource:
                               f"map them under [source.contact_columns]. Columns in the file: "
                               f"{', '.join(repr(h) for h in headers)}")
         lf = LoadedFile(str(path), table, row_col or "rowid + 2", cols)
-        if kind == "csv":
-            if skip:  # rows numbered by their line in the file, below the lines left out
-                return self._load_numbered(con, lf, path, csv_path, delim, offset=skip)
-            return self._load_csv(con, lf, path, csv_path, delim)
+        if kind == "csv":  # rows numbered by their line in the file, below the lines left out (``skip``)
+            return self._load_csv(con, replace(lf, first_line=2 + skip), path, csv_path, delim, skip)
         try:
             return load_table(con, lf, src, kind, self.cfg)
         except duckdb.Error as e:
@@ -281,11 +279,12 @@ class FileSource:
         return k
 
     def _load_csv(self, con: duckdb.DuckDBPyConnection, lf: LoadedFile, path: Path, csv_path: Path,
-                  delim: str) -> LoadedFile:
+                  delim: str, offset: int = 0) -> LoadedFile:
         """Read a UTF-8 CSV with DuckDB's parallel scanner. When the file holds more lines than header + rows
         (blank lines, which DuckDB skips, or line breaks inside quoted fields) or the parallel scanner refuses
         it (a line break inside a quoted field), read it again single-threaded with each row numbered by its
-        line in the file (:meth:`_load_numbered`); a clean file pays one newline count."""
+        line in the file (:meth:`_load_numbered`); a clean file pays one newline count. ``offset``: the title
+        lines above ``csv_path``'s first line (``lf.first_line`` counts them)."""
         auto = self.cfg.encoding.lower() == "auto"
         try:
             try:
@@ -294,12 +293,12 @@ class FileSource:
                 if not needs_serial_read(e):
                     raise
                 log.debug("%s: a line break inside a quoted field: reading the file single-threaded", path)
-                return self._load_numbered(con, lf, path, csv_path, delim)
+                return self._load_numbered(con, lf, path, csv_path, delim, offset)
             ((rows,),) = con.execute(f"SELECT count(*) FROM {loaded.table}").fetchall()
             if rows + 1 == line_count(csv_path):
                 return loaded
             log.debug("%s: blank lines or quoted line breaks: numbering the rows by line", path)
-            return self._load_numbered(con, lf, path, csv_path, delim)
+            return self._load_numbered(con, lf, path, csv_path, delim, offset)
         except duckdb.Error as e:
             raise csv_error(path, csv_path, e, auto) from None
 

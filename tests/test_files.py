@@ -604,7 +604,7 @@ def test_an_order_dated_after_the_read_is_a_bad_row_naming_its_date(tmp_path):
         (4, "ordered_at", "2027-03-04 00:00:00"), (5, "ordered_at", "2062-12-05 00:00:00"),
         (6, "ordered_at", "2026-12-06 13:00:00")]
     assert result.bad_rows[0].source == str(tmp_path / "sales.csv")
-    assert "in the future (after 2026-12-06 12:00 UTC" in result.bad_rows[0].reason
+    assert "in the future (more than a day after the file was read)" in result.bad_rows[0].reason
     assert set(orders(con)) == {"1", "2"}
 
 
@@ -676,3 +676,24 @@ def test_a_repeated_header_mapped_by_the_readers_name_of_the_second_reads_each(t
     assert second and second[1] != "Сумма"
     got = orders(pull(tmp_path, orders=f"sales.{kind}", columns={**cols, "price": "Сумма", "amount": second[1]})[1])
     assert got["1"][2] == Decimal("90.00")
+
+
+@pytest.mark.parametrize("blank", [False, True])
+def test_rows_below_a_title_keep_their_file_lines_in_the_order_store_too(tmp_path, blank):
+    """A title line read by the parallel scanner (or, with a blank line among the rows, the numbered read): the
+    bad rows name the file's lines, also when the store keeps the file's rows (a contact field is mapped)."""
+    from sync.store import connect_store
+    from sync.store.files import ingest_files
+
+    rows = ["Отчёт о продажах, магазин №1", ";".join(HEADER), "1;c1;02.11.2026;100;;a@example.com;",
+            *([""] if blank else []), "2;c1;сегодня;100;;;", "3;c2;03.11.2026;200;;;"]
+    (tmp_path / "sales.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    line = 5 if blank else 4
+    assert [b.row for b in pull(tmp_path)[0].bad_rows] == [line]
+    con = connect_store(tmp_path / "store.duckdb")
+    source = FileSource(FileSourceConfig(type="file", orders="*.csv", columns=COLS), tmp_path)
+    assert [b.row for b in ingest_files(con, source).pull.bad_rows] == [line]
+    (tmp_path / "more.csv").write_text(";".join(HEADER) + "\n4;c3;01.11.2026;1;;;\n5;c3;01.11.2026;x;;;\n",
+                                       encoding="utf-8")
+    assert [(Path(b.source).name, b.row) for b in ingest_files(con, source).pull.bad_rows] == [
+        ("more.csv", 3), ("sales.csv", line)]  # the kept file's rows, staged again from the store's table
