@@ -74,8 +74,14 @@ _BAD = [  # (condition, field, reason, value) in the order they are checked
     ("amount < 0 AND status <> 'refunded'", "amount", "negative amount without a refund status", "amount_raw"),
     ("quantity_raw IS NOT NULL", "quantity", "unparseable quantity", "quantity_raw"),
 ]
-#: how far past the time a file is read an order date may be (time zones, a clock set wrong) before it is a bad row
-FUTURE_TOLERANCE = timedelta(days=1)
+
+
+def future_tolerance(cfg: FileSourceConfig) -> timedelta:
+    """How far past the time a file is read an order date may be (time zones, a clock set wrong; scheduled orders:
+    ``[source] max_days_ahead``) before it is a bad row."""
+    return timedelta(days=cfg.max_days_ahead)
+
+
 #: a discount given but not a number ("5%", "n/a") keeps its order, without the discount: an issue, not a bad row
 DISCOUNT_ISSUE = "unparseable discount; the order is kept without it"
 _NO_AMOUNT = next(i for i, (c, *_) in enumerate(_BAD) if c == "amount IS NULL")
@@ -137,12 +143,13 @@ def _valid_order_rows(con: duckdb.DuckDBPyConnection, order_files: int) -> int:
 
 
 def _bad_rules(cfg: FileSourceConfig, now: datetime) -> list[tuple[str, str, str, str]]:
-    """:data:`_BAD` for a read at ``now``: an order date later than ``now`` + :data:`FUTURE_TOLERANCE` is a bad row
+    """:data:`_BAD` for a read at ``now``: an order date later than ``now`` + :func:`future_tolerance` is a bad row
     (its reason names the tolerance, not the time, so a warm run's report is the fresh one; its value is the date as
     read, in the source's time zone)."""
-    latest = now.astimezone(timezone.utc) + FUTURE_TOLERANCE
+    latest = now.astimezone(timezone.utc) + future_tolerance(cfg)
     sql = {"latest": f"TIMESTAMPTZ '{latest:%Y-%m-%d %H:%M:%S.%f}+00'", "tz": nz.lit(cfg.timezone)}
-    return [(c.format(**sql), f, r.format(days="a day") if "{days}" in r else r, v.format(**sql) if "{" in v else v)
+    days = "a day" if cfg.max_days_ahead == 1 else f"{cfg.max_days_ahead} days"
+    return [(c.format(**sql), f, r.format(days=days) if "{days}" in r else r, v.format(**sql) if "{" in v else v)
             for c, f, r, v in _BAD]
 
 
@@ -153,7 +160,7 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
     as ``staged_orders.file_id`` (the file its row, or its receipt's last line, came from), then, optionally, one
     per contacts file: each staged contact then has ``staged_contacts.file_id``, the file of the row it is staged
     from (see :func:`_stage_contacts`). ``now`` (default: the current time) is the time the files are read: an
-    order dated more than :data:`FUTURE_TOLERANCE` after it is a bad row."""
+    order dated more than :func:`future_tolerance` after it is a bad row."""
     paths = [t.path for t in orders + contacts]
     _rows_view(con, "_fs_orows", orders, 0)
     views = [("_fs_orows", "_fs_okeyed")]

@@ -61,6 +61,7 @@ class FileSourceConfig(BaseModel):
     date_format: str | None = None
     sheet: str | None = None
     skip_lines: int | None = Field(None, ge=0)  # CSV lines above the header (a title); None: title lines detected
+    max_days_ahead: int = Field(1, ge=0)  # an order dated more days after the file is read is a bad row
     max_identity_group: int = Field(DEFAULT_MAX_GROUP, ge=1)
 
     @field_validator("columns", "contact_columns")
@@ -214,6 +215,9 @@ class FileSource:
         suffix = path.suffix.lower()
         if path.stat().st_size == 0:
             raise BadFileError(f"{path}: the file is empty (0 bytes)")
+        if self.cfg.skip_lines and suffix in (".xlsx", ".xlsm", ".parquet", ".pq"):
+            raise ConfigError(f"{path}: [source] skip_lines = {self.cfg.skip_lines} applies to CSV files only (a "
+                              f"workbook's header is its sheet's first row): remove it, or export the file as CSV")
         if suffix in (".xlsx", ".xlsm"):
             arrow = read_xlsx(path, mapping.columns, self.cfg.sheet)
             headers = [c for c in arrow.column_names if c != "_srow"]

@@ -697,3 +697,24 @@ def test_rows_below_a_title_keep_their_file_lines_in_the_order_store_too(tmp_pat
                                        encoding="utf-8")
     assert [(Path(b.source).name, b.row) for b in ingest_files(con, source).pull.bad_rows] == [
         ("more.csv", 3), ("sales.csv", line)]  # the kept file's rows, staged again from the store's table
+
+
+def test_max_days_ahead_lets_scheduled_orders_count_and_skip_lines_is_refused_for_a_workbook(tmp_path):
+    """Pre-orders 10 days ahead: bad rows by default, orders with `max_days_ahead = 14`."""
+    write_csv(tmp_path / "sales.csv", [HEADER, ["1", "c1", "15.12.2026", "100", "", "", ""],
+                                       ["2", "c1", "20.12.2026", "100", "", "", ""]])
+    cfg = {"type": "file", "orders": "sales.csv", "columns": COLS, "timezone": "UTC"}
+    at = dt.datetime(2026, 12, 5, 12, tzinfo=dt.timezone.utc)
+    result = FileSource(FileSourceConfig(**cfg), tmp_path, clock=lambda: at).pull(duckdb.connect())
+    ahead = "a date in the future (more than a day after the file was read)"
+    assert [(b.row, b.reason.split(":")[0]) for b in result.bad_rows] == [(2, ahead), (3, ahead)]
+    con = duckdb.connect()
+    result = FileSource(FileSourceConfig(**cfg, max_days_ahead=14), tmp_path, clock=lambda: at).pull(con)
+    assert set(orders(con)) == {"1"} and [(b.row, b.reason.split(":")[0]) for b in result.bad_rows] == [
+        (3, "a date in the future (more than 14 days after the file was read)")]
+    wb = openpyxl.Workbook()
+    wb.active.append(HEADER)
+    wb.active.append(["1", "c1", "01.12.2026", "100", "", "", ""])
+    wb.save(tmp_path / "sales.xlsx")
+    with pytest.raises(ConfigError, match=r"sales\.xlsx: \[source\] skip_lines = 1 applies to CSV files only"):
+        pull(tmp_path, orders="sales.xlsx", skip_lines=1)

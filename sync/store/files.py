@@ -45,7 +45,7 @@ from typing import Callable
 import duckdb
 
 from connectors.file_sql import persist_loaded
-from connectors.file_staging import FUTURE_TOLERANCE, FilePullResult, LoadedFile, drop_scratch
+from connectors.file_staging import FilePullResult, LoadedFile, drop_scratch, future_tolerance
 from connectors.files import FileSource
 from connectors.errors import TransientError
 from connectors.source import Progress
@@ -189,7 +189,7 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
         prints = {key: fingerprint(key[1], full=verify) for key in wanted}
     except FileNotFoundError as exc:
         raise vanished(exc) from None
-    latest = source.clock() + FUTURE_TOLERANCE  # a row dated up to this is no longer in the future
+    latest = source.clock() + future_tolerance(source.cfg)  # a row dated up to this is no longer in the future
     keep = {key: stored[(key[0], str(key[1]))] for key in wanted
             if not reread and _unchanged(stored.get((key[0], str(key[1]))), prints[key], cfg, latest)}
     gone = sorted({path for role, path in stored} - {str(p) for _, p in wanted})
