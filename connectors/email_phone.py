@@ -69,16 +69,31 @@ def lower_like_sql(value: str) -> str:
     return "".join("i" if ch == "\u0130" else ch.lower() for ch in value)
 
 
+_LATIN = re.compile(r"[a-zA-Z\u00c0-\u024f]")
+_CYRILLIC = re.compile(r"[\u0400-\u052f]")
+
+
+def mixed_script(address: str) -> bool:
+    """Whether a label of the address (a part between dots, on either side of the @) mixes Latin and Cyrillic
+    letters: ``ivаn@mail.ru`` typed with a Cyrillic ``а`` is a typo that no mailbox answers to, while a fully
+    Cyrillic ``иван@почта.рф`` is a real address."""
+    return any(_LATIN.search(label) and _CYRILLIC.search(label) for label in re.split(r"[.@]", address))
+
+
 def validate_email_value(value: str) -> str | None:
     """email-validator's normalised, lower-cased address, or None when invalid (also when more than
-    :data:`LOCAL_PART_MAX` characters come before the @: the ESPs refuse it, so it would fail every run)."""
+    :data:`LOCAL_PART_MAX` characters come before the @: the ESPs refuse it, so it would fail every run; and when
+    a label mixes Latin and Cyrillic letters: :func:`mixed_script`). Every address that is not plain ASCII,
+    from a file (:func:`email_map`) or one value (:func:`normalize_email`), is decided here."""
     from email_validator import EmailNotValidError, validate_email
 
     try:
         found = validate_email(value, check_deliverability=False)
     except EmailNotValidError:
         return None
-    return lower_like_sql(found.normalized) if len(found.local_part) <= LOCAL_PART_MAX else None
+    if len(found.local_part) > LOCAL_PART_MAX or mixed_script(found.normalized):
+        return None
+    return lower_like_sql(found.normalized)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,11 @@ def sniff_delimiter(path: Path) -> str:
     with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
         sample = f.read(1 << 16)
     # The header line decides: headers hold no decimal commas (which fool csv.Sniffer on ";" files).
-    header = sample.splitlines()[0] if sample else ""
+    return line_delimiter(sample.splitlines()[0] if sample else "")
+
+
+def line_delimiter(header: str) -> str:
+    """The delimiter of a header line: the most frequent of ``; tab , |`` in it (ties in that order), else ``,``."""
     counts = {d: header.count(d) for d in (";", "\t", ",", "|")}
     best = max(counts, key=counts.get)  # ties keep this order
     return best if counts[best] else ","
@@ -101,7 +105,13 @@ def _read_xlsx(path: Path, columns: dict[str, str], sheet: str | None) -> pa.Tab
         wb.close()
     table = pa.table({**{name: pa.array(col, pa.string()) for name, col in zip(_dedupe(names), data)},
                       "_srow": pa.array(srow, pa.int64())})
-    return table.replace_schema_metadata({"sheets": json.dumps(sheets), "sheet": ws.title})
+    return table.replace_schema_metadata({"sheets": json.dumps(sheets), "sheet": ws.title,
+                                          "headers": json.dumps(names)})
+
+
+def xlsx_headers(table: pa.Table) -> list[str]:
+    """The header row of a :func:`read_xlsx` table as written (its columns repeat no name: ``Сумма_2``)."""
+    return json.loads((table.schema.metadata or {}).get(b"headers", b"[]"))
 
 
 def sheets_hint(table: pa.Table) -> str:
@@ -139,6 +149,73 @@ def _cell_text(v: object) -> str | None:
     if isinstance(v, float):
         return str(int(v)) if v.is_integer() else repr(v)
     return str(v)
+
+
+# ---------------------------------------------------------------------------------------------- title lines
+
+#: the first lines of a CSV looked at for its header when title lines stand above it
+TITLE_SCAN = 10
+
+
+def title_lines(path: Path, headers: list[str]) -> tuple[int, tuple[int, str] | None]:
+    """``(k, above)`` for a UTF-8 CSV whose header may not be its first line (1C and BILLZ put a title such as
+    "Отчёт о продажах за ноябрь 2026" above it): the header is the first of the first :data:`TITLE_SCAN` lines
+    holding the most of the mapped ``headers`` (two at least, or all of them when fewer are mapped), read with
+    that line's own delimiter; ``k`` lines stand above it. ``above`` is None when each of them holds at most one
+    non-empty cell (a title, safe to skip), else the first that holds more: (its line number, its text)."""
+    lines = _first_lines(path, TITLE_SCAN)
+    best, delim = header_line(lines, headers)
+    above = next(((i + 1, line) for i, line in enumerate(lines[:best])
+                  if sum(bool(c.strip()) for c in _cells(line, delim)) > 1), None)
+    return best, above
+
+
+def header_line(lines: list[str], headers: list[str] | None = None) -> tuple[int, str]:
+    """(index, delimiter) of the header among a CSV's first lines (the reader's :func:`title_lines` and
+    ``rfmsync init`` share it): each line read with the delimiter that gives it the most cells that count (one of
+    the mapped ``headers``; without them, a non-empty cell), the first line with the most of them; ``(0, …)``
+    when it holds fewer than two (or than all of the fewer ``headers``)."""
+    wanted = {h.strip().casefold() for h in headers} if headers is not None else None
+
+    def counted(cell: str) -> bool:
+        return cell.strip().casefold() in wanted if wanted is not None else bool(cell.strip())
+    scores = [max((sum(map(counted, _cells(line.rstrip("\r\n"), d))), d) for d in (";", "\t", ",", "|"))
+              for line in lines]
+    best = max(range(len(scores)), key=lambda i: (scores[i][0], -i), default=0)
+    if not best or scores[best][0] < min(2, len(wanted) if wanted is not None else 2):
+        return 0, scores[0][1] if scores else ","
+    return best, scores[best][1]
+
+
+def header_cells(path: Path, delim: str) -> list[str]:
+    """The cells of a UTF-8 CSV's first line, as written (DuckDB renames a repeated header ``Сумма_1``)."""
+    return _cells(next(iter(_first_lines(path, 1)), ""), delim)
+
+
+def _first_lines(path: Path, n: int) -> list[str]:
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
+        return [line.rstrip("\r\n") for line in itertools.islice(f, n)]
+
+
+def _cells(line: str, delim: str) -> list[str]:
+    import csv
+
+    try:
+        return next(csv.reader([line], delimiter=delim, quotechar='"'), [])
+    except csv.Error:  # a field past Python's csv limit (no header holds one)
+        return line.split(delim)
+
+
+def without_lines(path: Path, k: int, tmp: Path) -> Path:
+    """A copy of ``path`` in ``tmp`` without its first ``k`` lines."""
+    import shutil
+
+    out = tmp / (path.stem + ".body.csv")
+    with open(path, "rb") as src, open(out, "wb") as dst:
+        for _ in range(k):
+            src.readline()
+        shutil.copyfileobj(src, dst, 1 << 22)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- typed CSV
@@ -253,11 +330,12 @@ def line_count(path: Path) -> int:
     return n - tail + 1 if content else 0
 
 
-def record_lines(path: Path, delim: str) -> pa.Table | None:
+def record_lines(path: Path, delim: str, offset: int = 0) -> pa.Table | None:
     """``rec`` (1-based data record, as DuckDB reads them) → ``line`` (the file line it starts on), from one
     pass of Python's csv reader, which skips blank lines and follows quoted line breaks as DuckDB does (with no
     field-size limit, and splitting lines only at ``\\n`` when the file has one, so that a lone CR inside a
-    quoted field is not a line); None when it cannot read the file (the rows then keep record numbers)."""
+    quoted field is not a line); None when it cannot read the file (the rows then keep record numbers).
+    ``offset``: the lines of the original file above ``path`` (title lines :func:`without_lines` left out)."""
     import csv
 
     import numpy as np
@@ -280,7 +358,7 @@ def record_lines(path: Path, delim: str) -> pa.Table | None:
     finally:
         csv.field_size_limit(limit)
     lines = np.frombuffer(starts, dtype=np.int64)[1:]  # starts[0] is the header
-    return pa.table({"rec": np.arange(1, len(lines) + 1, dtype=np.int64), "line": lines})
+    return pa.table({"rec": np.arange(1, len(lines) + 1, dtype=np.int64), "line": lines + offset})
 
 
 def numbered_src(src: str, lines: str) -> str:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from . import normalize as nz
+from .file_decimal import column_decimals
 from .file_staging import LoadedFile
 
 if TYPE_CHECKING:
@@ -39,14 +40,9 @@ def _normalised_select(con: duckdb.DuckDBPyConnection, lf: LoadedFile, src: str,
     """The nested SELECT over ``src``: step 0 trims the text (or takes the typed value), step 1 parses numbers,
     dates and names, step 2 puts the dates in the configured time zone."""
     has = set(col)
-    samples = {f: [v for (v,) in con.execute(f"SELECT {col[f]} FROM {src} WHERE {col[f]} IS NOT NULL LIMIT 2000")
-                   .fetchall()] for f in NUMBER_FIELDS if f in has and f not in typed and not cfg.decimal}
-    money = [m for f, vs in samples.items() if f != "quantity" and (m := nz.decisive_decimal(vs)) is not None]
-    settled = ("," if money.count(",") > money.count(".") else ".") if money else None  # a quantity of 1,000 only:
-    # the money's mark decides (1,299.99 → a thousand units), not the quantity rule (1.000 units)
-    dec = {f: cfg.decimal or nz.sniff_decimal(samples[f], money=f != "quantity", settled=settled if f == "quantity"
-                                              else None)
-           for f in NUMBER_FIELDS if f in has and f not in typed}
+    text_nums = [f for f in NUMBER_FIELDS if f in has and f not in typed]
+    dec = {f: cfg.decimal for f in text_nums} if cfg.decimal else column_decimals(con, lf.path, src, col, lf.cols,
+                                                                                  text_nums)
     nums, dates = [f for f in NUMBER_FIELDS if f in has], [f for f in ("ordered_at", "created_at") if f in has]
 
     def step0_of(f: str) -> str:  # step 0: trimmed text, or the typed value
@@ -139,7 +135,7 @@ def _store(con: duckdb.DuckDBPyConnection, lf: LoadedFile, sql: str, out: list[t
     derived = {"amount_raw": "CASE WHEN amount IS NULL OR amount < 0 THEN CAST(amount AS VARCHAR) END"} \
         if typed.get("amount") == "number" else {}
     stored = [f"{e} AS {n}" for n, e in out if not _is_constant(e) and n not in derived]
-    srow = "_srow" if lf.row_sql == "_srow" else "rowid + 2"
+    srow = "_srow" if lf.row_sql == "_srow" else f"rowid + {lf.first_line}"
     con.execute(f"CREATE OR REPLACE TEMP TABLE {lf.table}_data AS SELECT "
                 f"{'_srow, ' if lf.row_sql == '_srow' else ''}{', '.join(stored)} FROM ({sql})")
     view = ", ".join(f"{derived.get(n, e)} AS {n}" if _is_constant(e) or n in derived else n for n, e in out)
@@ -162,7 +158,7 @@ def persist_loaded(con: duckdb.DuckDBPyConnection, lf: LoadedFile, table: str) -
     ``<table>`` over it; the temp ones are dropped."""
     data = f"temp.{lf.table}_data"
     numbered = "_srow" in {r[0] for r in con.execute(f"DESCRIBE {data}").fetchall()}  # XLSX: its sheet rows
-    row = "" if numbered else "(rowid + 2)::BIGINT AS _srow, "
+    row = "" if numbered else f"(rowid + {lf.first_line})::BIGINT AS _srow, "
     con.execute(f"CREATE OR REPLACE TABLE {table}_data AS SELECT {row}* FROM {data}")
     con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT _srow::BIGINT AS _srow, {lf.view} FROM {table}_data")
     con.execute(f"DROP VIEW IF EXISTS temp.{lf.table}")

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -45,6 +46,7 @@ class FilePullResult(PullResult):
     fast_path: bool = False  # every orders file was a clean CSV read with typed columns (no text parsing)
     gone_files: list[str] = field(default_factory=list)  # files read before, gone now (sync.store.files)
     copied_files: list[tuple[str, str]] = field(default_factory=list)  # (earlier, later): the same bytes (idem)
+    future: dict[str, datetime] = field(default_factory=dict)  # file → its earliest order date bad as future
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class LoadedFile:
     cols: dict[str, str]  # canonical field (or attr:<name>) → header
     fast: bool = False  # read by the typed CSV fast path
     view: str = ""  # the view's columns over ``<table>_data`` after ``_srow`` (connectors.file_sql)
+    first_line: int = 2  # the line of the first data row of a table numbered by rowid (title lines skipped: more)
 
 
 _BAD = [  # (condition, field, reason, value) in the order they are checked
@@ -64,14 +67,25 @@ _BAD = [  # (condition, field, reason, value) in the order they are checked
      "its only email/phone is shared by more customers than [source] max_identity_group", "_shared"),
     ("key IS NULL", "customer_id", "no customer id, valid email or phone", "NULL"),
     ("ordered_at IS NULL", "ordered_at", "unparseable or empty date", "ordered_at_raw"),
+    ("ordered_at > {latest}", "ordered_at", "a date in the future (more than {days} after the file was read):"
+     " a day and month swapped, or a mistyped year?", "strftime(timezone({tz}, ordered_at), '%Y-%m-%d %H:%M:%S')"),
     ("amount IS NULL", "amount", "unparseable or empty amount", "amount_raw"),
     ("status IS NULL", "status", "unknown status (map it under [source.statuses])", "status_raw"),
     ("amount < 0 AND status <> 'refunded'", "amount", "negative amount without a refund status", "amount_raw"),
     ("quantity_raw IS NOT NULL", "quantity", "unparseable quantity", "quantity_raw"),
 ]
+
+
+def future_tolerance(cfg: FileSourceConfig) -> timedelta:
+    """How far past the time a file is read an order date may be (time zones, a clock set wrong; scheduled orders:
+    ``[source] max_days_ahead``) before it is a bad row."""
+    return timedelta(days=cfg.max_days_ahead)
+
+
 #: a discount given but not a number ("5%", "n/a") keeps its order, without the discount: an issue, not a bad row
 DISCOUNT_ISSUE = "unparseable discount; the order is kept without it"
 _NO_AMOUNT = next(i for i, (c, *_) in enumerate(_BAD) if c == "amount IS NULL")
+_FUTURE = next(i for i, (c, *_) in enumerate(_BAD) if c.startswith("ordered_at >"))
 #: the reason of a listed "amount IS NULL" row whose text is a number too long for DECIMAL(18,2) (an id or a phone
 #: mapped as the amount), as the API sources word it: told apart among the listed rows only, so that classifying
 #: every row costs nothing more
@@ -128,12 +142,25 @@ def _valid_order_rows(con: duckdb.DuckDBPyConnection, order_files: int) -> int:
                        f" WHERE _file < {order_files})").fetchall()[0][0]
 
 
+def _bad_rules(cfg: FileSourceConfig, now: datetime) -> list[tuple[str, str, str, str]]:
+    """:data:`_BAD` for a read at ``now``: an order date later than ``now`` + :func:`future_tolerance` is a bad row
+    (its reason names the tolerance, not the time, so a warm run's report is the fresh one; its value is the date as
+    read, in the source's time zone)."""
+    latest = now.astimezone(timezone.utc) + future_tolerance(cfg)
+    sql = {"latest": f"TIMESTAMPTZ '{latest:%Y-%m-%d %H:%M:%S.%f}+00'", "tz": nz.lit(cfg.timezone)}
+    days = "a day" if cfg.max_days_ahead == 1 else f"{cfg.max_days_ahead} days"
+    return [(c.format(**sql), f, r.format(days=days) if "{days}" in r else r, v.format(**sql) if "{" in v else v)
+            for c, f, r, v in _BAD]
+
+
 def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: list[LoadedFile],
-                contacts: list[LoadedFile], in_place: bool = False, file_ids: list[int] | None = None) -> FilePullResult:
+                contacts: list[LoadedFile], in_place: bool = False, file_ids: list[int] | None = None,
+                now: datetime | None = None) -> FilePullResult:
     """Stage the files' rows (see above); ``file_ids``: one number per orders file, kept with each staged order
     as ``staged_orders.file_id`` (the file its row, or its receipt's last line, came from), then, optionally, one
     per contacts file: each staged contact then has ``staged_contacts.file_id``, the file of the row it is staged
-    from (see :func:`_stage_contacts`)."""
+    from (see :func:`_stage_contacts`). ``now`` (default: the current time) is the time the files are read: an
+    order dated more than :func:`future_tolerance` after it is a bad row."""
     paths = [t.path for t in orders + contacts]
     _rows_view(con, "_fs_orows", orders, 0)
     views = [("_fs_orows", "_fs_okeyed")]
@@ -141,20 +168,26 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
         _rows_view(con, "_fs_crows", contacts, len(orders))
         views.append(("_fs_crows", "_fs_ckeyed"))
     identity = _keyed(con, views, cfg)
-    bad_case = " ".join(f"WHEN {c} THEN {i}" for i, (c, *_) in enumerate(_BAD))
+    rules = _bad_rules(cfg, now or datetime.now(timezone.utc))
+    bad_case = " ".join(f"WHEN {c} THEN {i}" for i, (c, *_) in enumerate(rules))
     status = _status_case(con, cfg, "_fs_orows")
     con.execute(f"CREATE OR REPLACE TEMP VIEW _fs_oclass AS SELECT *, CASE {bad_case} END AS _bad,"
                 f" _file::BIGINT * 4294967296 + _row AS _ord FROM (SELECT *, {status} AS status FROM _fs_okeyed)")
-    value = " ".join(f"WHEN {i} THEN {v}" for i, (_, _, _, v) in enumerate(_BAD))
-    bad_sql = [f"SELECT _file, _row, _bad, CASE _bad {value} END AS value FROM _fs_oclass WHERE _bad IS NOT NULL"]
+    value = " ".join(f"WHEN {i} THEN {v}" for i, (_, _, _, v) in enumerate(rules))
+    bad_sql = [f"SELECT _file, _row, _bad, CASE _bad {value} END AS value,"
+               f" CASE WHEN _bad = {_FUTURE} THEN ordered_at END AS _fut FROM _fs_oclass WHERE _bad IS NOT NULL"]
     if contacts:
-        bad_sql.append("SELECT _file, _row, CASE WHEN _shared IS NULL THEN 1 ELSE 0 END AS _bad, _shared AS value"
-                       " FROM _fs_ckeyed WHERE key IS NULL")
+        bad_sql.append("SELECT _file, _row, CASE WHEN _shared IS NULL THEN 1 ELSE 0 END AS _bad, _shared AS value,"
+                       " NULL AS _fut FROM _fs_ckeyed WHERE key IS NULL")
     con.execute(f"CREATE OR REPLACE TEMP TABLE _fs_bad AS {' UNION ALL '.join(bad_sql)}")
     bad_count = con.execute("SELECT count(*) FROM _fs_bad").fetchall()[0][0]
-    listed = con.execute(f"SELECT *, _bad = {_NO_AMOUNT} AND {nz.too_big_amount_sql('value')} FROM (SELECT *"
-                         f" FROM _fs_bad ORDER BY _file, _row LIMIT {MAX_BAD_ROWS}) ORDER BY _file, _row").fetchall()
-    bad_rows = [BadRow(source=paths[f], row=r, reason=TOO_BIG_AMOUNT if big else _BAD[b][2], field=_BAD[b][1],
+    # a file whose rows are bad as future until a date: read again once it has passed (sync.store.files)
+    future = {paths[f]: at for f, at in con.execute("SELECT _file, min(_fut) FROM _fs_bad WHERE _fut IS NOT NULL"
+                                                     " GROUP BY _file").fetchall()} if bad_count else {}
+    listed = con.execute(f"SELECT * EXCLUDE (_fut), _bad = {_NO_AMOUNT} AND {nz.too_big_amount_sql('value')} FROM"
+                         f" (SELECT * FROM _fs_bad ORDER BY _file, _row LIMIT {MAX_BAD_ROWS}) ORDER BY _file, _row"
+                         ).fetchall()
+    bad_rows = [BadRow(source=paths[f], row=r, reason=TOO_BIG_AMOUNT if big else rules[b][2], field=rules[b][1],
                        value=v) for f, r, b, v, big in listed]
 
     # Orders: receipt lines grouped by order id, else one row per order (last duplicate wins).
@@ -213,7 +246,7 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
     n_contacts = con.execute("SELECT count(*) FROM staged_contacts").fetchall()[0][0]
     return FilePullResult(orders=n_orders, contacts=n_contacts, bad_rows=bad_rows, bad_row_count=bad_count,
                           full_refresh=True, issues=issues, issue_count=issue_count, duplicate_orders=duplicates,
-                          identity=identity)
+                          identity=identity, future=future)
 
 
 def _too_large_receipts(con: duckdb.DuckDBPyConnection, paths: list[str]) -> tuple[list[BadRow], int]:

@@ -14,8 +14,9 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
@@ -26,8 +27,8 @@ from .contacts import PhoneRegion
 from .diagnose import check_orders
 from .errors import BadFileError, ConfigError
 from .file_encoding import csv_error, utf8_copy
-from .file_readers import (csv_src, line_count, needs_serial_read, numbered_src, read_xlsx, record_lines, sheets_hint,
-                           sniff_delimiter, typed_csv)
+from .file_readers import (csv_src, header_cells, line_count, needs_serial_read, numbered_src, read_xlsx, record_lines,
+                           sheets_hint, sniff_delimiter, title_lines, typed_csv, without_lines, xlsx_headers)
 from .file_sql import NUMBER_FIELDS, load_table
 from .file_staging import CONTACT_FIELDS, FIELDS, FilePullResult, LoadedFile, drop_scratch, stage_files
 from .identity import DEFAULT_MAX_GROUP
@@ -59,6 +60,8 @@ class FileSourceConfig(BaseModel):
     decimal: Literal[",", "."] | None = None
     date_format: str | None = None
     sheet: str | None = None
+    skip_lines: int | None = Field(None, ge=0)  # CSV lines above the header (a title); None: title lines detected
+    max_days_ahead: int = Field(1, ge=0)  # an order dated more days after the file is read is a bad row
     max_identity_group: int = Field(DEFAULT_MAX_GROUP, ge=1)
 
     @field_validator("columns", "contact_columns")
@@ -108,9 +111,11 @@ class FileSource:
 
     name = "file"
 
-    def __init__(self, cfg: FileSourceConfig, base_dir: Path) -> None:
+    def __init__(self, cfg: FileSourceConfig, base_dir: Path, clock: Callable[[], datetime] | None = None) -> None:
         from .presets import PRESETS
         self.cfg = cfg
+        # the time files are read: an order dated later is a bad row (tests inject a clock)
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.base_dir = Path(base_dir)
         preset = PRESETS.get(cfg.preset or "", {})
         optional = set(preset) - set(cfg.columns)
@@ -188,7 +193,7 @@ class FileSource:
         more per contacts file adds ``staged_contacts.file_id`` (:func:`~connectors.file_staging.stage_files`)."""
         create_staging(con)
         check_orders(con, orders, self.cfg.orders, self.cfg.date_format)  # no rows, most dates unreadable: stop
-        result = stage_files(con, self.cfg, orders, contacts, in_place=in_place, file_ids=file_ids)
+        result = stage_files(con, self.cfg, orders, contacts, in_place=in_place, file_ids=file_ids, now=self.clock())
         result.fast_path = all(t.fast for t in orders)
         log.info("file source: %d orders, %d contacts, %d bad rows, %d cleaned values, %d duplicate order ids",
                  result.orders, result.contacts, result.bad_row_count, result.issue_count, result.duplicate_orders)
@@ -210,10 +215,14 @@ class FileSource:
         suffix = path.suffix.lower()
         if path.stat().st_size == 0:
             raise BadFileError(f"{path}: the file is empty (0 bytes)")
+        if self.cfg.skip_lines and suffix in (".xlsx", ".xlsm", ".parquet", ".pq"):
+            raise ConfigError(f"{path}: [source] skip_lines = {self.cfg.skip_lines} applies to CSV files only (a "
+                              f"workbook's header is its sheet's first row): remove it, or export the file as CSV")
         if suffix in (".xlsx", ".xlsm"):
             arrow = read_xlsx(path, mapping.columns, self.cfg.sheet)
-            con.register(f"{table}_src", arrow)
             headers = [c for c in arrow.column_names if c != "_srow"]
+            _repeated_headers(path, xlsx_headers(arrow), headers, mapping, self.cfg.attributes)
+            con.register(f"{table}_src", arrow)
             src, row_col, kind = f"{table}_src", "_srow", "xlsx"
         elif suffix in (".parquet", ".pq"):
             src = f"read_parquet({nz.lit(str(path))})"
@@ -225,12 +234,16 @@ class FileSource:
             row_col, kind = None, "parquet"
         else:
             csv_path = utf8_copy(path, self.cfg.encoding, tmp)
+            skip = self._title_lines(path, csv_path, mapping)
+            if skip:
+                csv_path = without_lines(csv_path, skip, tmp)
             delim = self.cfg.delimiter or sniff_delimiter(csv_path)
             src = csv_src(csv_path, delim)
             try:
                 headers = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
             except duckdb.Error as e:
                 raise csv_error(path, csv_path, e, self.cfg.encoding.lower() == "auto") from None
+            _repeated_headers(path, header_cells(csv_path, delim), headers, mapping, self.cfg.attributes)
             row_col, kind = None, "csv"
         try:
             cols = _match_headers(path, headers, mapping, self.cfg.attributes)
@@ -244,8 +257,8 @@ class FileSource:
                               f"map them under [source.contact_columns]. Columns in the file: "
                               f"{', '.join(repr(h) for h in headers)}")
         lf = LoadedFile(str(path), table, row_col or "rowid + 2", cols)
-        if kind == "csv":
-            return self._load_csv(con, lf, path, csv_path, delim)
+        if kind == "csv":  # rows numbered by their line in the file, below the lines left out (``skip``)
+            return self._load_csv(con, replace(lf, first_line=2 + skip), path, csv_path, delim, skip)
         try:
             return load_table(con, lf, src, kind, self.cfg)
         except duckdb.Error as e:
@@ -254,12 +267,28 @@ class FileSource:
             if kind == "xlsx":
                 con.unregister(f"{table}_src")
 
+    def _title_lines(self, path: Path, csv_path: Path, mapping: _Mapping) -> int:
+        """The lines above a CSV's header: ``skip_lines``, else the title lines :func:`title_lines` finds (skipped
+        with a warning); a line above the header holding more than a title stops the read, asking for
+        ``skip_lines``."""
+        if self.cfg.skip_lines is not None:
+            return self.cfg.skip_lines
+        k, above = title_lines(csv_path, [*mapping.columns.values(), *self.cfg.attributes.values()])
+        if above is not None:
+            raise ConfigError(f"{path}: the header is on line {k + 1}, and line {above[0]} above it is not a title "
+                              f"({above[1][:80]!r}); set [source] skip_lines = {k} to skip the lines above the header")
+        if k:
+            log.warning("%s: %s above the header (line %d) skipped as a title; [source] skip_lines = %d says so",
+                        path, "line 1" if k == 1 else f"lines 1-{k}", k + 1, k)
+        return k
+
     def _load_csv(self, con: duckdb.DuckDBPyConnection, lf: LoadedFile, path: Path, csv_path: Path,
-                  delim: str) -> LoadedFile:
+                  delim: str, offset: int = 0) -> LoadedFile:
         """Read a UTF-8 CSV with DuckDB's parallel scanner. When the file holds more lines than header + rows
         (blank lines, which DuckDB skips, or line breaks inside quoted fields) or the parallel scanner refuses
         it (a line break inside a quoted field), read it again single-threaded with each row numbered by its
-        line in the file (:meth:`_load_numbered`); a clean file pays one newline count."""
+        line in the file (:meth:`_load_numbered`); a clean file pays one newline count. ``offset``: the title
+        lines above ``csv_path``'s first line (``lf.first_line`` counts them)."""
         auto = self.cfg.encoding.lower() == "auto"
         try:
             try:
@@ -268,19 +297,20 @@ class FileSource:
                 if not needs_serial_read(e):
                     raise
                 log.debug("%s: a line break inside a quoted field: reading the file single-threaded", path)
-                return self._load_numbered(con, lf, path, csv_path, delim)
+                return self._load_numbered(con, lf, path, csv_path, delim, offset)
             ((rows,),) = con.execute(f"SELECT count(*) FROM {loaded.table}").fetchall()
             if rows + 1 == line_count(csv_path):
                 return loaded
             log.debug("%s: blank lines or quoted line breaks: numbering the rows by line", path)
-            return self._load_numbered(con, lf, path, csv_path, delim)
+            return self._load_numbered(con, lf, path, csv_path, delim, offset)
         except duckdb.Error as e:
             raise csv_error(path, csv_path, e, auto) from None
 
     def _load_numbered(self, con: duckdb.DuckDBPyConnection, lf: LoadedFile, path: Path, csv_path: Path,
-                       delim: str) -> LoadedFile:
-        """A single-threaded read whose rows carry their line in the file as ``_srow`` (:func:`record_lines`)."""
-        lines = record_lines(csv_path, delim)
+                       delim: str, offset: int = 0) -> LoadedFile:
+        """A single-threaded read whose rows carry their line in the file as ``_srow`` (:func:`record_lines`;
+        ``offset``: the title lines above ``csv_path``'s first line)."""
+        lines = record_lines(csv_path, delim, offset)
         if lines is None:
             return self._read_csv(con, lf, path, csv_path, delim, parallel=False)
         name = f"{lf.table}_lines"
@@ -332,6 +362,28 @@ def _match_headers(path: Path, headers: list[str], mapping: _Mapping, attributes
         raise ConfigError(f"{path}: mapped column(s) not found: {'; '.join(missing)}. "
                           f"Columns in the file: {', '.join(repr(h) for h in headers)}")
     return out
+
+
+def _repeated_headers(path: Path, written: list[str], read: list[str], mapping: _Mapping,
+                      attributes: dict[str, str]) -> None:
+    """ConfigError naming a mapped header the file's header holds twice (or more), and where: which of them is
+    meant cannot be told (two ``Сумма``: the sum with and without the discount), unless the mapping also names a
+    later one by the name the reader gives it (``read``, by position: DuckDB's ``Сумма_1``, the XLSX reader's
+    ``Сумма_2``): then each is mapped by its own name."""
+    wanted = {h.strip().casefold() for h in [*mapping.columns.values(), *attributes.values()]}
+    at: dict[str, list[int]] = {}
+    for i, h in enumerate(written, start=1):
+        if h.strip().casefold() in wanted:
+            at.setdefault(h.strip().casefold(), []).append(i)
+    for key, places in at.items():
+        renamed = [read[i - 1] for i in places[1:] if i <= len(read) and read[i - 1].strip().casefold() != key]
+        if len(places) > 1 and not {r.strip().casefold() for r in renamed} & wanted:
+            where = ", ".join(map(str, places[:-1])) + f" and {places[-1]}"
+            second = (f"; or map the second one as {renamed[0]!r} (the reader's name for that column: naming it"
+                      " picks it)") if renamed else ""
+            raise ConfigError(f"{path}: the header {written[places[0] - 1].strip()!r} is in columns {where}: which "
+                              f"one is meant cannot be told; rename one of them in the file (or in its export)"
+                              f"{second}")
 
 
 def _closest_header(header: str, headers: list[str]) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 from .diagnose import guess_format
 from .errors import BadFileError, ConfigError
 from .file_encoding import detect_encoding
-from .file_readers import sniff_delimiter
+from .file_readers import TITLE_SCAN, header_line, line_delimiter
 from .normalize import DATE_FORMATS, sniff_decimal
 from .presets import PRESETS
 
@@ -66,6 +66,7 @@ class Sample:
     rows: list[dict[str, str]]
     encoding: str | None = None
     delimiter: str | None = None
+    skip: int = 0  # title lines above a CSV's header
 
 
 @dataclass
@@ -101,11 +102,13 @@ def read_sample(path: Path, rows: int = SAMPLE_ROWS) -> Sample:
         head = "".join(line for _, line in zip(range(rows + 1), f))
     if not head.strip():
         raise BadFileError(f"{path}: empty file")
-    delimiter = sniff_delimiter(path)  # the header line decides; its delimiters are ASCII in any encoding
-    reader = csv.reader(io.StringIO(head), delimiter=delimiter)
+    lines = head.splitlines(keepends=True)
+    skip, _ = header_line(lines[:TITLE_SCAN])  # a title and blank lines above the header (as the reader skips)
+    delimiter = line_delimiter(lines[skip])  # the header line decides; its delimiters are ASCII in any encoding
+    reader = csv.reader(io.StringIO("".join(lines[skip:])), delimiter=delimiter)
     headers = [h.strip() for h in next(reader)]
     data = [dict(zip(headers, r)) for r in reader if any(c.strip() for c in r)]
-    return Sample(path, "csv", headers, data, encoding, delimiter)
+    return Sample(path, "csv", headers, data, encoding, delimiter, skip)
 
 
 def _xlsx_sample(path: Path, rows: int) -> Sample:
@@ -192,6 +195,8 @@ def _settings(g: Guess, cols: dict[str, str]) -> None:
     amounts = [r.get(cols.get("amount") or cols.get("price")) for r in rows]
     if g.sample.kind == "csv":
         g.settings["decimal"] = (sniff_decimal(amounts), "guessed: check")
+    if g.sample.skip:
+        g.settings["skip_lines"] = (g.sample.skip, "detected: a title above the header")
     dates = [v for r in rows if (v := r.get(cols["ordered_at"])) and v.strip()]
     if dates and not _reads_all(dates, DATE_FORMATS):
         fmt = guess_format(dates)

@@ -164,29 +164,47 @@ def sniff_decimal(values: Iterable[str | None], money: bool = True, settled: Dec
     return "," if votes[","] > votes["."] else "."
 
 
-def decisive_decimal(values: Iterable[str | None]) -> Decimal_ | None:
-    """The decimal mark the decisive values of a sample settle (see :func:`sniff_decimal`), else None."""
-    decisive, _ = _decimal_votes(values, True)
-    return None if not any(decisive.values()) else "," if decisive[","] > decisive["."] else "."
-
-
 def _decimal_votes(values: Iterable[str | None], money: bool) -> tuple[dict[str, int], dict[str, int]]:
     decisive = {",": 0, ".": 0}
     weak = {",": 0, ".": 0}
     for v in values:
-        v = re.sub(r"[^0-9,.]", "", v or "").strip(",.")
-        marks = [c for c in v if c in ",."]
-        if not marks:
+        vote = decimal_vote(v)
+        if vote is None:
             continue
-        if len(set(marks)) == 2:
-            decisive[marks[-1]] += 1
-        elif len(marks) > 1:  # 1,250,000: the mark groups thousands
-            decisive["." if marks[0] == "," else ","] += 1
-        elif len(v) - v.index(marks[0]) - 1 != 3 or not v[:v.index(marks[0])].strip("0"):  # 12,5 / 0,500
-            decisive[marks[0]] += 1
+        mark, sure = vote
+        if sure:
+            decisive[mark] += 1
         else:  # 1,234 / 1.234
-            weak[("." if marks[0] == "," else ",") if money else marks[0]] += 1
+            weak[("." if mark == "," else ",") if money else mark] += 1
     return decisive, weak
+
+
+def decimal_vote(value: str | None) -> tuple[Decimal_, bool] | None:
+    """What one number text says of its column's decimal mark: ``(mark, True)`` when it can be read one way only
+    (both marks: the last one; repeated groups ``1,250,000``: the other one; a mark followed by other than three
+    digits ``12,5``, or after a lone ``0`` ``0,500``: that one), ``(mark, False)`` for the ambiguous ``1,234`` /
+    ``1.234``, None without a mark. :func:`decimal_vote_sql` is its SQL twin."""
+    v = re.sub(r"[^0-9,.]", "", value or "").strip(",.")
+    marks = [c for c in v if c in ",."]
+    if not marks:
+        return None
+    if len(set(marks)) == 2:
+        return marks[-1], True  # type: ignore[return-value]
+    if len(marks) > 1:  # 1,250,000: the mark groups thousands
+        return ("." if marks[0] == "," else ","), True
+    at = v.index(marks[0])
+    return marks[0], len(v) - at - 1 != 3 or not v[:at].strip("0")  # type: ignore[return-value]
+
+
+def decimal_vote_sql(col: str) -> str:
+    """:func:`decimal_vote` in SQL over a column reference: ``','`` / ``'.'`` for a value read one way only, ``'w,'``
+    / ``'w.'`` for an ambiguous one (its mark), NULL without a mark (it costs a few regular expressions a value: run it on few rows)."""
+    n = f"trim(regexp_replace({col}, '[^0-9,.]', '', 'g'), ',.')"
+    marks = f"regexp_replace({n}, '[0-9]', '', 'g')"
+    return (f"CASE WHEN {marks} = '' THEN NULL"
+            f" WHEN contains({marks}, ',') AND contains({marks}, '.') THEN right({marks}, 1)"
+            f" WHEN length({marks}) > 1 THEN CASE WHEN starts_with({marks}, ',') THEN '.' ELSE ',' END"
+            f" WHEN regexp_full_match({n}, '[0-9]*[1-9][0-9]*[.,][0-9]{{3}}') THEN 'w' || {marks} ELSE {marks} END")
 
 
 _OFFSET_RE = r"[T ]\d\d:\d\d(:\d\d(\.\d+)?)?\s*(Z|[+-]\d\d(:?\d\d)?)$"

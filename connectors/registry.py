@@ -83,7 +83,7 @@ def build_source(section: Mapping[str, Any], *, base_dir: Path | None = None, se
     model, factory = SOURCES[kind]
     if kind == "file":
         config = model.model_validate(dict(section))
-        return factory(config, base_dir=base_dir if base_dir is not None else Path("."))
+        return factory(config, base_dir=base_dir if base_dir is not None else Path("."), clock=runtime.get("clock"))
     # keys every API source shares (connectors.identity): taken out before the vendor's own model sees the table
     from .identity import max_group_of
 

@@ -163,3 +163,36 @@ def test_invisible_characters_around_an_address_are_trimmed_in_both_paths(typed)
         staged = stage_dicts([{"customer_id": "1", "email": typed, "segment": "Churn"}], c)
         assert staged.desired_keys() == ["ivan@mail.ru"]
     assert normalize_email("iv\u200ban@mail.ru") is None  # inside the address it is no blank: still invalid
+
+
+LOOK_ALIKES = ["ivаn@mail.ru",  # a Cyrillic а in a Latin name
+               "ivan@mаil.ru",  # ... in the domain
+               "IVАN.petrov@mail.ru",  # upper case, one label of two
+               "ivan@почтa.рф"]  # a Latin a in a Cyrillic domain
+REAL = ["иван@почта.рф", "иван.petrov@mail.ru", "ivan@почта.рф", "ü@exämple.de"]
+
+
+def test_a_label_mixing_latin_and_cyrillic_letters_is_invalid_in_sql_and_in_python():
+    """A Cyrillic look-alike letter typed into a Latin address is a typo no mailbox answers to; fully Cyrillic
+    (IDN) addresses, and labels each in one script, stay valid."""
+    assert [normalize_email(v) for v in LOOK_ALIKES] == [None] * 4
+    assert [normalize_email(v) for v in REAL] == ["иван@почта.рф", "иван.petrov@mail.ru", "ivan@почта.рф",
+                                                  "ü@exämple.de"]
+    con = duckdb.connect()
+    con.register("v", pa.table({"raw": LOOK_ALIKES + REAL}))
+    m = email_map(con, "SELECT raw FROM v", "m")
+    got = dict(con.execute("SELECT raw, norm FROM m").fetchall())
+    assert got == {v: normalize_email(v) for v in LOOK_ALIKES + REAL}
+    assert m.invalid == 4
+
+
+def test_a_file_row_with_a_look_alike_address_is_reported_as_an_invalid_email(tmp_path):
+    from tests.test_files import HEADER, pull, write_csv
+
+    write_csv(tmp_path / "sales.csv", [HEADER, ["1", "c1", "02.01.2024", "100", "", "ivаn@mail.ru", ""],
+                                       ["2", "c2", "02.01.2024", "100", "", "иван@почта.рф", ""]])
+    result, con = pull(tmp_path)
+    assert [(i.row, i.field, i.value, i.reason) for i in result.issues] == [
+        (2, "email", "ivаn@mail.ru", "invalid email; the contact is kept without it")]
+    assert dict(con.execute("SELECT customer_id, email FROM staged_contacts").fetchall()) == {
+        "c1": None, "c2": "иван@почта.рф"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -582,3 +583,138 @@ def test_a_quantity_or_discount_that_is_not_a_number_is_a_bad_row_and_a_return_l
     assert sorted(orders(con)) == ["C", "D"]
     assert con.execute("SELECT order_id, amount, discount FROM staged_orders ORDER BY 1").fetchall() == [
         ("C", Decimal("10.00"), None), ("D", Decimal("15.00"), Decimal("1.00"))]
+
+
+def test_an_order_dated_after_the_read_is_a_bad_row_naming_its_date(tmp_path):
+    """A date in the future (a day/month swap, a mistyped year) is not an order; a day's margin is allowed."""
+    write_csv(tmp_path / "sales.csv", [
+        HEADER,
+        ["1", "c1", "04.12.2026 10:00", "100", "", "", ""],   # row 2: yesterday
+        ["2", "c1", "06.12.2026 11:59", "100", "", "", ""],   # row 3: within a day of the read (time zones)
+        ["3", "c2", "04.03.2027", "100", "", "", ""],         # row 4: 3 April 2026 with day and month swapped?
+        ["4", "c2", "05.12.2062", "100", "", "", ""],         # row 5: a mistyped year
+        ["5", "c2", "06.12.2026 13:00", "100", "", "", ""],   # row 6: just past the margin
+    ])
+    read_at = dt.datetime(2026, 12, 5, 12, 0, tzinfo=dt.timezone.utc)
+    con = duckdb.connect()
+    source = FileSource(FileSourceConfig(type="file", orders="sales.csv", columns=COLS, timezone="UTC"), tmp_path,
+                        clock=lambda: read_at)
+    result = source.pull(con)
+    assert [(b.row, b.field, b.value) for b in result.bad_rows] == [
+        (4, "ordered_at", "2027-03-04 00:00:00"), (5, "ordered_at", "2062-12-05 00:00:00"),
+        (6, "ordered_at", "2026-12-06 13:00:00")]
+    assert result.bad_rows[0].source == str(tmp_path / "sales.csv")
+    assert "in the future (more than a day after the file was read)" in result.bad_rows[0].reason
+    assert set(orders(con)) == {"1", "2"}
+
+
+def test_title_lines_above_a_csv_header_are_skipped_with_a_warning_and_rows_keep_their_file_lines(tmp_path, caplog):
+    """1C/BILLZ put a report title (one cell) above the header; the rows' numbers stay the file's lines."""
+    lines = ["Отчёт о продажах за ноябрь 2026;;;;;;", "", ";".join(HEADER),
+             "1;c1;02.11.2026;100;;;", "2;c1;сегодня;100;;;", "3;c2;03.11.2026;200;;;"]
+    (tmp_path / "sales.csv").write_bytes("\n".join(lines).encode("cp1251") + b"\n")
+    result, con = pull(tmp_path)
+    assert set(orders(con)) == {"1", "3"}
+    assert [(b.row, b.field, b.value) for b in result.bad_rows] == [(5, "ordered_at", "сегодня")]
+    assert f"{tmp_path / 'sales.csv'}: lines 1-2 above the header (line 3) skipped as a title" in caplog.text
+
+
+def test_a_line_above_the_header_that_is_not_a_title_stops_naming_it_and_skip_lines_reads_the_file(tmp_path):
+    write_csv(tmp_path / "sales.csv", [["Магазин", "Ташкент"], HEADER, ["1", "c1", "02.11.2026", "100", "", "", ""]])
+    with pytest.raises(ConfigError) as e:
+        pull(tmp_path)
+    assert str(e.value).startswith(f"{tmp_path / 'sales.csv'}: the header is on line 2, and line 1 above it is not "
+                                   "a title ('Магазин;Ташкент'); set [source] skip_lines = 1")
+    result, con = pull(tmp_path, skip_lines=1)
+    assert set(orders(con)) == {"1"} and result.bad_row_count == 0
+    write_csv(tmp_path / "sales.csv", [["Магазин", "Ташкент"], HEADER, ["1", "c1", "02.11.2026", "100", "", "", ""],
+                                       ["2", "c1", "02.11.2026", "сто", "", "", ""]])
+    assert [b.row for b in pull(tmp_path, skip_lines=1)[0].bad_rows] == [4]
+
+
+@pytest.mark.parametrize("kind", ["csv", "xlsx"])
+def test_a_mapped_header_written_twice_stops_naming_it_and_both_columns(tmp_path, kind):
+    """Two `Сумма` (with and without the discount): which one is the amount cannot be told."""
+    header = ["Чек №", "Клиент", "Дата", "Сумма", "Скидка", "сумма ", "Примечание", "Примечание"]
+    row = ["1", "c1", "02.11.2026", "100", "10", "90", "", ""]
+    if kind == "csv":
+        write_csv(tmp_path / "sales.csv", [header, row])
+    else:
+        wb = openpyxl.Workbook()
+        wb.active.append(header)
+        wb.active.append(row)
+        wb.save(tmp_path / "sales.xlsx")
+    cols = {"order_id": "Чек №", "customer_id": "Клиент", "ordered_at": "Дата", "amount": "Сумма"}
+    with pytest.raises(ConfigError) as e:
+        pull(tmp_path, orders=f"sales.{kind}", columns=cols)
+    assert str(e.value).startswith(f"{tmp_path / f'sales.{kind}'}: the header 'Сумма' is in columns 4 and 6: ")
+    header[5] = "Сумма без скидки"  # a repeated header nothing maps (Примечание) is no problem
+    if kind == "csv":
+        write_csv(tmp_path / "sales.csv", [header, row])
+    else:
+        wb.active["F1"] = header[5]
+        wb.save(tmp_path / "sales.xlsx")
+    assert orders(pull(tmp_path, orders=f"sales.{kind}", columns=cols)[1])["1"][2] == Decimal("100.00")
+
+
+@pytest.mark.parametrize("kind", ["csv", "xlsx"])
+def test_a_repeated_header_mapped_by_the_readers_name_of_the_second_reads_each(tmp_path, kind):
+    """Two `Сумма`: the message names the second one as the reader names it, and a mapping naming both so reads
+    each column (a config that main read right keeps working)."""
+    header, row = ["Чек", "Клиент", "Дата", "Сумма", "Сумма"], ["1", "c1", "02.11.2026", "100", "90"]
+    if kind == "csv":
+        write_csv(tmp_path / "sales.csv", [header, row])
+    else:
+        wb = openpyxl.Workbook()
+        wb.active.append(header)
+        wb.active.append(row)
+        wb.save(tmp_path / "sales.xlsx")
+    cols = {"order_id": "Чек", "customer_id": "Клиент", "ordered_at": "Дата", "amount": "Сумма"}
+    with pytest.raises(ConfigError) as e:
+        pull(tmp_path, orders=f"sales.{kind}", columns=cols)
+    second = re.search(r"or map the second one as '([^']+)' \(the reader's name for that column: naming it picks it\)$", str(e.value))
+    assert second and second[1] != "Сумма"
+    got = orders(pull(tmp_path, orders=f"sales.{kind}", columns={**cols, "price": "Сумма", "amount": second[1]})[1])
+    assert got["1"][2] == Decimal("90.00")
+
+
+@pytest.mark.parametrize("blank", [False, True])
+def test_rows_below_a_title_keep_their_file_lines_in_the_order_store_too(tmp_path, blank):
+    """A title line read by the parallel scanner (or, with a blank line among the rows, the numbered read): the
+    bad rows name the file's lines, also when the store keeps the file's rows (a contact field is mapped)."""
+    from sync.store import connect_store
+    from sync.store.files import ingest_files
+
+    rows = ["Отчёт о продажах, магазин №1", ";".join(HEADER), "1;c1;02.11.2026;100;;a@example.com;",
+            *([""] if blank else []), "2;c1;сегодня;100;;;", "3;c2;03.11.2026;200;;;"]
+    (tmp_path / "sales.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    line = 5 if blank else 4
+    assert [b.row for b in pull(tmp_path)[0].bad_rows] == [line]
+    con = connect_store(tmp_path / "store.duckdb")
+    source = FileSource(FileSourceConfig(type="file", orders="*.csv", columns=COLS), tmp_path)
+    assert [b.row for b in ingest_files(con, source).pull.bad_rows] == [line]
+    (tmp_path / "more.csv").write_text(";".join(HEADER) + "\n4;c3;01.11.2026;1;;;\n5;c3;01.11.2026;x;;;\n",
+                                       encoding="utf-8")
+    assert [(Path(b.source).name, b.row) for b in ingest_files(con, source).pull.bad_rows] == [
+        ("more.csv", 3), ("sales.csv", line)]  # the kept file's rows, staged again from the store's table
+
+
+def test_max_days_ahead_lets_scheduled_orders_count_and_skip_lines_is_refused_for_a_workbook(tmp_path):
+    """Pre-orders 10 days ahead: bad rows by default, orders with `max_days_ahead = 14`."""
+    write_csv(tmp_path / "sales.csv", [HEADER, ["1", "c1", "15.12.2026", "100", "", "", ""],
+                                       ["2", "c1", "20.12.2026", "100", "", "", ""]])
+    cfg = {"type": "file", "orders": "sales.csv", "columns": COLS, "timezone": "UTC"}
+    at = dt.datetime(2026, 12, 5, 12, tzinfo=dt.timezone.utc)
+    result = FileSource(FileSourceConfig(**cfg), tmp_path, clock=lambda: at).pull(duckdb.connect())
+    ahead = "a date in the future (more than a day after the file was read)"
+    assert [(b.row, b.reason.split(":")[0]) for b in result.bad_rows] == [(2, ahead), (3, ahead)]
+    con = duckdb.connect()
+    result = FileSource(FileSourceConfig(**cfg, max_days_ahead=14), tmp_path, clock=lambda: at).pull(con)
+    assert set(orders(con)) == {"1"} and [(b.row, b.reason.split(":")[0]) for b in result.bad_rows] == [
+        (3, "a date in the future (more than 14 days after the file was read)")]
+    wb = openpyxl.Workbook()
+    wb.active.append(HEADER)
+    wb.active.append(["1", "c1", "01.12.2026", "100", "", "", ""])
+    wb.save(tmp_path / "sales.xlsx")
+    with pytest.raises(ConfigError, match=r"sales\.xlsx: \[source\] skip_lines = 1 applies to CSV files only"):
+        pull(tmp_path, orders="sales.xlsx", skip_lines=1)

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from sync import api
 from sync.config import load_config
 from connectors.errors import ConnectorError
+from connectors.files import FileSource, FileSourceConfig
 from sync.errors import RfmsyncError
 from sync.pipeline import Reading, configured_source, customers_relation
 from sync.store import connect_store
@@ -613,3 +614,57 @@ def test_a_file_removed_while_the_folder_is_read_is_named_and_nothing_is_stored(
             ingest_files(con, configured_source(load_config(cfg)), progress=lambda rows: day3.unlink())
     (tmp_path / "exports" / "day2.csv").unlink()
     assert outcome(cfg) == before  # nothing of the failed run stayed
+
+
+NOW = datetime(2025, 6, 29, 12, tzinfo=timezone.utc)
+SOON = ["2025-06-29", "2025-07-01", "2025-07-02 10:00", "2025-07-05", "2025-08-01"]  # future once NOW + a day
+
+
+def stored_now(folder: Path, store: str, contact_fields: bool, at: datetime) -> tuple:
+    """The store's orders and bad-row report after reading the exports at ``at`` (a brand-new ``store``: fresh)."""
+    cfg = load_config(folder / "rfmsync.toml")
+    source = FileSource(FileSourceConfig.model_validate(cfg.source), folder, clock=lambda: at)
+    con = connect_store(folder / store)
+    try:
+        pull = ingest_files(con, source).pull
+        return (con.execute("SELECT o.* EXCLUDE (file_id), f.path FROM orders o LEFT JOIN ingest_files f"
+                            " USING (file_id) ORDER BY ALL").fetchall(),
+                [str(b) for b in pull.bad_rows], pull.bad_row_count, pull.orders)
+    except ConnectorError as exc:
+        return ("error", str(exc))
+    finally:
+        con.close()
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(days=st.lists(st.tuples(st.booleans(), st.lists(st.tuples(
+           st.sampled_from(["1", "2", "3"]), st.sampled_from(CUSTOMERS[:3]), st.just(""), st.sampled_from(SOON),
+           st.sampled_from(AMOUNTS[:3]), st.just("")), min_size=1, max_size=4), st.integers(0, 40)),
+           min_size=1, max_size=3),
+       contact_fields=st.booleans())
+def test_a_row_dated_in_the_future_counts_once_the_clock_has_passed_its_date(days, contact_fields):
+    """The clock moves on between runs: a file unchanged since a run that found rows dated in the future is
+    read again once their date is no longer in the future, so the warm store is the fresh one."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        shop(folder, contact_fields)
+        at = NOW
+        for i, (write, data, days_later) in enumerate(days):
+            if write or not i:
+                write_export(folder, f"day{i}.csv", data)
+            at += timedelta(days=days_later)
+            warm = stored_now(folder, "rfmsync.duckdb", contact_fields, at)
+            (folder / "fresh.duckdb").unlink(missing_ok=True)
+            assert warm == stored_now(folder, "fresh.duckdb", contact_fields, at)
+            assert stored_now(folder, "rfmsync.duckdb", contact_fields, at) == warm  # and the warm run again
+
+
+def test_a_future_order_counts_on_the_warm_run_once_its_date_has_passed(tmp_path):
+    write_export(tmp_path, "day0.csv", [("1", "c1", "", "2025-06-01", "10.00", ""),
+                                        ("2", "c2", "", "2025-07-05", "20.00", "")])
+    shop(tmp_path, contact_fields=False)
+    first = stored_now(tmp_path, "rfmsync.duckdb", False, NOW)
+    assert [r[0] for r in first[0]] == ["1"] and first[2] == 1
+    assert stored_now(tmp_path, "rfmsync.duckdb", False, NOW + timedelta(days=4))[2] == 1  # 2025-07-04 12:00 + 1 day
+    later = stored_now(tmp_path, "rfmsync.duckdb", False, NOW + timedelta(days=5))
+    assert [r[0] for r in later[0]] == ["1", "2"] and later[1:] == ([], 0, 2)

@@ -121,3 +121,30 @@ def test_never_prompts(tmp_path, stdin):
     result = CliRunner().invoke(main, ["init", str(ROOT / "examples/billz/sales-report.csv"), "-o", str(cfg)],
                                 input=stdin, catch_exceptions=False)
     assert result.exit_code == 0, result.output
+
+
+def test_a_title_above_the_header_is_skipped_and_written_as_skip_lines(tmp_path):
+    """A 1C-style report: a title line and a blank line above the header."""
+    export = tmp_path / "report.csv"
+    rows = ["Отчёт о продажах за ноябрь 2026;;;", ";;;", "Чек №;Клиент;Дата;Сумма",
+            *(f"{i};C{i % 7};{1 + i % 28:02d}.11.2026;{100 + i},50" for i in range(1, 40))]
+    export.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    cfg = tmp_path / "rfmsync.toml"
+    out = init(export, cfg).output
+    src = source(cfg)
+    assert src["skip_lines"] == 2 and src["delimiter"] == ";" and src["decimal"] == ","
+    assert src["columns"]["ordered_at"] == "Дата" and src["columns"]["amount"] == "Сумма"
+    assert "source file: 39 orders" in out
+
+
+def test_init_finds_the_header_the_reader_finds_below_a_title_with_a_comma(tmp_path):
+    """`Отчёт о продажах, магазин №1` above a `;` header: two cells read with ',', yet a title (one detector)."""
+    export = tmp_path / "report.csv"
+    rows = ["Отчёт о продажах, магазин №1", "Чек №;Клиент;Дата;Сумма",
+            *(f"{i};C{i % 7};{1 + i % 28:02d}.11.2026;{100 + i},50" for i in range(1, 40))]
+    export.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    cfg = tmp_path / "rfmsync.toml"
+    out = init(export, cfg).output
+    src = source(cfg)
+    assert src["skip_lines"] == 1 and src["delimiter"] == ";" and src["columns"]["amount"] == "Сумма"
+    assert "source file: 39 orders" in out

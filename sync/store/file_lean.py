@@ -110,7 +110,8 @@ def stage_lean(con: duckdb.DuckDBPyConnection, source: FileSource, change: LeanC
         if change.dropped else 0
     return FilePullResult(orders=(before.orders if before else 0) - gone + added.orders, contacts=0, bad_rows=bad_rows,
                           bad_row_count=bad_count, full_refresh=True, identity=IdentityReport(),
-                          fast_path=added.fast_path and change.kept_fast and all(lf.fast for lf in change.new))
+                          fast_path=added.fast_path and change.kept_fast and all(lf.fast for lf in change.new),
+                          future=added.future)
 
 
 def _bad_rows(change: LeanChange, before: FilePullResult | None, added: FilePullResult) -> tuple[list, int] | None:

@@ -13,6 +13,8 @@ On the next run a file whose fingerprint is unchanged is not read again:
   ``ingest_bad_rows`` (per file and row);
 * a file new or changed: only that file is read; a changed file's rows are replaced (its old rows go);
 * a file gone: its rows leave the store, and the run says so (:func:`gone_lines`);
+* a file with rows bad as dated in the future (``ingest_files.future_at``: the earliest) is read again, as
+  changed, once that date is no longer past the run's clock + the tolerance, so a warm run is a fresh one;
 * an orders file with rows without an order id and the same bytes as another (a copy under a new name): every
   run names it (:func:`file_lines`), since those rows count twice.
 
@@ -43,26 +45,22 @@ from typing import Callable
 import duckdb
 
 from connectors.file_sql import persist_loaded
-from connectors.file_staging import FilePullResult, LoadedFile, drop_scratch
+from connectors.file_staging import FilePullResult, LoadedFile, drop_scratch, future_tolerance
 from connectors.files import FileSource
 from connectors.errors import TransientError
-from connectors.identity import IdentityReport, SharedIdentifier
-from connectors.records import BadRow
 from connectors.source import Progress
 
 from .connection import store_transaction
 from .file_gone import create_gone_table, first_read, remember, remembered, same_bytes
 from .file_lean import (LeanChange, commit_lean, drop_lean_indexes, drop_staged_view, file_counts, lean_source,
                         lean_store, stage_lean)
+from .file_report import BAD_TABLE, FILES_TABLE, SUMMARY_TABLE, read_back, save_report
 from .lookup import drop_lookup_indexes
 from .merge import FileReads, merge_staged, unordered
 from .scratch import scratch_dir
 
 log = logging.getLogger(__name__)
 
-FILES_TABLE = "ingest_files"
-BAD_TABLE = "ingest_bad_rows"
-SUMMARY_TABLE = "ingest_summary"
 TABLE_PREFIX = "ingest_f"
 TEMP_PREFIX = "_ingest_t"  # a file read by the lean path: temp tables, gone once its rows are in ``orders``
 READS_TABLE = "_ingest_reads"  # temp: each file's read time for the merge, the files read this run included
@@ -157,6 +155,8 @@ def create_ingest_tables(con: duckdb.DuckDBPyConnection) -> None:
         config VARCHAR, cols JSON, fast BOOLEAN, rows BIGINT, no_cust BIGINT, no_oid BIGINT,
         read_at TIMESTAMPTZ DEFAULT now(), lean BOOLEAN DEFAULT false)""")
     con.execute(f"ALTER TABLE {FILES_TABLE} ADD COLUMN IF NOT EXISTS lean BOOLEAN DEFAULT false")
+    # the file's earliest order date that was a bad row as a date in the future: read again once it is not
+    con.execute(f"ALTER TABLE {FILES_TABLE} ADD COLUMN IF NOT EXISTS future_at TIMESTAMPTZ")
     con.execute(f"""CREATE TABLE IF NOT EXISTS {BAD_TABLE} (file_id BIGINT NOT NULL, seq INTEGER NOT NULL,
         kind VARCHAR NOT NULL, row BIGINT, field VARCHAR, reason VARCHAR, value VARCHAR)""")
     con.execute(f"CREATE TABLE IF NOT EXISTS {SUMMARY_TABLE} (summary JSON)")
@@ -191,17 +191,18 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
         prints = {key: fingerprint(key[1], full=verify) for key in wanted}
     except FileNotFoundError as exc:
         raise vanished(exc) from None
+    latest = source.clock() + future_tolerance(source.cfg)  # a row dated up to this is no longer in the future
     keep = {key: stored[(key[0], str(key[1]))] for key in wanted
-            if not reread and _unchanged(stored.get((key[0], str(key[1]))), prints[key], cfg)}
+            if not reread and _unchanged(stored.get((key[0], str(key[1]))), prints[key], cfg, latest)}
     gone = sorted({path for role, path in stored} - {str(p) for _, p in wanted})
     rows = con.execute(f"SELECT summary FROM {SUMMARY_TABLE}").fetchall()
     summary = json.loads(rows[0][0]) if rows else None
     if len(keep) == len(wanted) and len(stored) == len(keep) and summary is not None:
-        pull = _read_back(con, summary)
+        pull = read_back(con, summary)
         pull.copied_files = copied_files(prints, {key: row["no_oid"] for key, row in keep.items()})
         return Ingested(pull)
 
-    before = _read_back(con, summary) if summary is not None else None
+    before = read_back(con, summary) if summary is not None else None
     next_id = con.execute(f"SELECT COALESCE(max(file_id), 0) + 1 FROM {FILES_TABLE}").fetchall()[0][0]
     ids = {key: row["file_id"] for key, row in keep.items()}
     for key in wanted:
@@ -276,11 +277,12 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
             for key, lf in new.items():
                 fp = prints[key]
                 con.execute(f"INSERT INTO {FILES_TABLE} (file_id, role, path, size, mtime_ns, head_tail, full_hash,"
-                            " config, cols, fast, rows, no_cust, no_oid, lean, read_at)"
-                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            " config, cols, fast, rows, no_cust, no_oid, lean, read_at, future_at)"
+                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             [ids[key], key[0], str(key[1]), fp.size, fp.mtime_ns, fp.head_tail, fp.full, cfg,
-                             json.dumps(lf.cols), lf.fast, *counts[key], change is not None, read_at[key]])
-            _save_report(con, result, {str(p): ids[(role, p)] for role, p in wanted})
+                             json.dumps(lf.cols), lf.fast, *counts[key], change is not None, read_at[key],
+                             result.future.get(str(key[1]))])
+            save_report(con, result, {str(p): ids[(role, p)] for role, p in wanted})
 
         with unordered(con):
             if change is not None:
@@ -330,10 +332,11 @@ def _in_transaction(con: duckdb.DuckDBPyConnection, work: Callable[[], object]) 
         work()
 
 
-def _unchanged(row: dict | None, fp: Fingerprint, cfg: str) -> bool:
+def _unchanged(row: dict | None, fp: Fingerprint, cfg: str, latest: datetime) -> bool:
     """Nothing to read again: the same config and the same bytes (with ``verify``, ``fp`` carries the whole-file
-    hash)."""
-    return row is not None and row["config"] == cfg and same_bytes(row, fp)
+    hash), and no row bad as dated in the future that ``latest`` (now + the tolerance) has reached."""
+    return row is not None and row["config"] == cfg and same_bytes(row, fp) and (
+        row["future_at"] is None or row["future_at"] > latest)
 
 
 def _catalogue(con: duckdb.DuckDBPyConnection) -> list[dict]:
@@ -359,35 +362,3 @@ def _drop_orphans(con: duckdb.DuckDBPyConnection) -> None:
             base = name.removesuffix("_data")
             if typ == kind and base[len(TABLE_PREFIX):].isdigit() and base not in known:
                 con.execute(f"DROP {'VIEW' if kind == 'VIEW' else 'TABLE'} IF EXISTS {name}")
-
-
-def _save_report(con: duckdb.DuckDBPyConnection, result: FilePullResult, ids: dict[str, int]) -> None:
-    """The staging's bad rows and cleaned values, per file and row, and its counts (read back by a warm run)."""
-    con.execute(f"DELETE FROM {BAD_TABLE}")
-    rows = [(ids[b.source], seq, kind, b.row, b.field, b.reason, b.value)
-            for kind, items in (("bad", result.bad_rows), ("issue", result.issues)) for seq, b in enumerate(items)]
-    if rows:
-        con.executemany(f"INSERT INTO {BAD_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-    ident = result.identity or IdentityReport()
-    summary = {"orders": result.orders, "contacts": result.contacts, "bad_row_count": result.bad_row_count,
-               "issue_count": result.issue_count, "duplicate_orders": result.duplicate_orders,
-               "fast_path": result.fast_path,
-               "identity": {**ident.to_json(), "ignored_count": ident.ignored_count}}
-    con.execute(f"DELETE FROM {SUMMARY_TABLE}")
-    con.execute(f"INSERT INTO {SUMMARY_TABLE} VALUES (?)", [json.dumps(summary)])
-
-
-def _read_back(con: duckdb.DuckDBPyConnection, summary: dict) -> FilePullResult:
-    """The last staging's result, as the warm run reports it."""
-    rows = con.execute(f"""SELECT b.kind, f.path, b.row, b.field, b.reason, b.value FROM {BAD_TABLE} b
-                           JOIN {FILES_TABLE} f USING (file_id) ORDER BY b.seq""").fetchall()
-    found = {"bad": [], "issue": []}
-    for kind, path, row, fld, reason, value in rows:
-        found[kind].append(BadRow(source=path, row=row, reason=reason, field=fld, value=value))
-    ident = summary["identity"]
-    identity = IdentityReport(ident["linked_rows"], ident["merged_customers"],
-                              [SharedIdentifier(**s) for s in ident["ignored_identifiers"]], ident["ignored_count"])
-    return FilePullResult(orders=summary["orders"], contacts=summary["contacts"], bad_rows=found["bad"],
-                          bad_row_count=summary["bad_row_count"], full_refresh=True, identity=identity,
-                          issues=found["issue"], issue_count=summary["issue_count"],
-                          duplicate_orders=summary["duplicate_orders"], fast_path=summary["fast_path"])

@@ -1,0 +1,114 @@
+"""A number column's decimal mark is decided over the whole column by the values that can be read one way only:
+a stray value or a first 2 000 ambiguous values do not decide it, and truly mixed marks stop the read."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import duckdb
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from connectors import normalize as nz
+from connectors.errors import BadFileError
+from connectors.file_decimal import _whole_column
+from tests.test_files import orders, pull, write_csv
+
+COLS = {"order_id": "id", "customer_id": "c", "ordered_at": "d", "amount": "a", "status": "s"}
+
+
+def _csv(tmp_path, amounts: list[str]) -> None:
+    write_csv(tmp_path / "sales.csv", [["id", "c", "d", "a", "s"],
+                                       *([str(i), "x", "05.01.2024", a, ""] for i, a in enumerate(amounts, 1))])
+
+
+def test_ambiguous_first_values_follow_the_marks_decided_later_in_the_column(tmp_path):
+    """The first 2 000 amounts are all `1,500` (alone: thousands); the later `2,75` values say ',' is the mark."""
+    _csv(tmp_path, ["1,500"] * 2000 + ["2,75"] * 50)
+    result, con = pull(tmp_path, columns=COLS)
+    got = orders(con)
+    assert result.bad_row_count == 0
+    assert got["1"][2] == Decimal("1.50") and got["2050"][2] == Decimal("2.75")
+
+
+def test_one_stray_value_among_the_first_does_not_flip_the_column(tmp_path):
+    """`0.500` (read one way only: a decimal point) among ambiguous `1.500` thousands, with the column's
+    `1 200,50` amounts after the first 2 000 values: the majority (',') decides, so `1.500` stays 1500."""
+    _csv(tmp_path, ["0.500"] + ["1.500"] * 1999 + ["1 200,50"] * 300)
+    _, con = pull(tmp_path, columns=COLS)
+    got = orders(con)
+    assert got["1"][2] == Decimal("0.50")  # the stray value itself is read as it can only be read
+    assert got["2"][2] == Decimal("1500.00") and got["2300"][2] == Decimal("1200.50")
+
+
+def test_truly_mixed_marks_with_ambiguous_values_stop_naming_the_column_and_the_key(tmp_path):
+    _csv(tmp_path, ["12,50"] * 30 + ["7.25"] * 20 + ["1.234"])
+    with pytest.raises(BadFileError) as e:
+        pull(tmp_path, columns=COLS)
+    msg = str(e.value)
+    assert msg.startswith(f"{tmp_path / 'sales.csv'}: column 'a' mixes decimal marks: 30 values read with ','")
+    assert "'12,50'" in msg and "'7.25'" in msg and "'1.234'" in msg and '[source] decimal = ","' in msg
+    _, con = pull(tmp_path, columns=COLS, decimal=".")  # the key the message names reads the file
+    assert orders(con)["51"][2] == Decimal("1.23")
+
+
+def test_mixed_marks_without_an_ambiguous_value_read_every_value(tmp_path):
+    """Each of `12,50` and `7.25` can be read one way only: the column's mark changes nothing, so no error."""
+    _csv(tmp_path, ["12,50"] * 30 + ["7.25"] * 20)
+    result, con = pull(tmp_path, columns=COLS)
+    got = orders(con)
+    assert result.bad_row_count == 0 and got["1"][2] == Decimal("12.50") and got["50"][2] == Decimal("7.25")
+
+
+_TEXT = st.text(alphabet="0123456789,.  р$-", max_size=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=st.lists(st.one_of(_TEXT, st.none()), max_size=30))
+def test_the_whole_column_count_agrees_with_the_python_votes_whatever_the_first_guess(values):
+    """The one-scan count (most values never classified) equals classifying every value with the Python twin."""
+    expected = {",": 0, ".": 0, "w": 0, "w,": 0, "w.": 0}
+    for v in values:
+        vote = nz.decimal_vote(v)
+        if vote is not None:
+            expected[vote[0] if vote[1] else "w"] += 1
+            expected["w" + vote[0]] += not vote[1]
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT unnest(?::VARCHAR[]) AS v", [values])
+    for guess in (",", "."):
+        assert _whole_column(con, "t", {"amount": "v"}, {"amount": guess})["amount"] == expected
+        for v in values:  # the SQL twin of one value
+            vote = nz.decimal_vote(v)
+            want = None if vote is None else vote[0] if vote[1] else "w" + vote[0]
+            assert con.execute(f"SELECT {nz.decimal_vote_sql('x')} FROM (SELECT ?::VARCHAR AS x)", [v]).fetchone()[0] \
+                == want, v
+
+
+def test_one_decisive_value_does_not_read_thousands_of_ambiguous_amounts_as_decimals(tmp_path):
+    """3 100 UZS amounts `150.000` (alone: thousands) and one `12.5` late in the column: the one value may not
+    make them all 150.00; the read stops naming the column and the key."""
+    _csv(tmp_path, ["150.000", "85.000", "320.000"] * 1000 + ["12.5"] + ["150.000"] * 100)
+    with pytest.raises(BadFileError) as e:
+        pull(tmp_path, columns=COLS)
+    msg = str(e.value)
+    assert msg.startswith(f"{tmp_path / 'sales.csv'}: column 'a' mixes decimal marks: 1 value read with '.'")
+    assert "'12.5'" in msg and "3100 values such as '150.000'" in msg and "[source] decimal" in msg
+    _, con = pull(tmp_path, columns=COLS, decimal=",")
+    assert orders(con)["1"][2] == Decimal("150000.00")
+
+
+def test_a_few_decisive_values_decide_as_few_ambiguous_ones(tmp_path):
+    """`0,500` and `1 200,50` (a decimal comma only) next to two ambiguous `1,250`, `2,000`: read as decimals."""
+    _csv(tmp_path, ["0,500", "1,250", "2,000", "1 200,50"])
+    _, con = pull(tmp_path, columns=COLS)
+    assert [orders(con)[str(i)][2] for i in (1, 2, 3, 4)] == [Decimal(v) for v in ("0.50", "1.25", "2.00", "1200.50")]
+
+
+def test_a_stray_in_a_small_file_is_no_conflict(tmp_path):
+    """A small day file: 19 × `1 200,50`, 5 × `1.500`, one `0.500` (5 % of the decisive values, but one value):
+    no conflict, and `1.500` stays 1500."""
+    _csv(tmp_path, ["1 200,50"] * 19 + ["1.500"] * 5 + ["0.500"])
+    _, con = pull(tmp_path, columns=COLS)
+    got = orders(con)
+    assert got["1"][2] == Decimal("1200.50") and got["20"][2] == Decimal("1500.00") and got["25"][2] == Decimal("0.50")
