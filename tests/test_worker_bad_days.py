@@ -45,37 +45,62 @@ def _own_fault(batch) -> None:
         raise ValueError(f"order {bad[0]} has no line items")
 
 
-@pytest.mark.parametrize("seed", range(8))
-def test_good_events_end_synced_when_a_batch_holds_many_bad_events(tmp_path, seed):
-    """40 events, 10 to 20 of them bad, spread at random (seeds): claim after claim (each within its
-    ``2·⌈log2 40⌉ + 2`` resyncs) every good event ends done, none failed nor counted, and each bad event ends
-    failed with its own error. Before: when the two events tried alone (one of each half) were both bad, every
-    event of the batch spent an attempt, and after 5 such claims good events were failed for good."""
+def _bad_day(tmp_path, n: int, n_bad: int, seed: int) -> tuple[dict[str, tuple[str, str | None]], float]:
+    """``n`` events, ``n_bad`` of them bad (each failing with an error naming itself), spread at random; one
+    worker claims through simulated time as ``run_forever`` waits (its back-off, then the 5 s debounce), the
+    wall clock (events' ages, their ``not_before``, the 6 h give-up) moving with it, until nothing is queued
+    (at most 8 h). Every claim stays within its ``2·⌈log2 n⌉ + 2`` resyncs. Returns every event's (status,
+    error) and the hours it took."""
     rng = random.Random(seed)
-    bad = set(rng.sample(range(40), rng.randint(10, 20)))
-    ids = [f"BAD{i}" if i in bad else f"G{i}" for i in range(40)]
+    bad = set(rng.sample(range(n), n_bad))
+    ids = [f"BAD{i}" if i in bad else f"G{i}" for i in range(n)]
     sizes: list[int] = []
 
     def process(batch):
         sizes.append(len(batch.events))
         _own_fault(batch)
 
-    ticks = Ticks()
-    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+    ticks, wall = Ticks(), [outage.AS_OF_DT]
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}", clock=lambda: wall[0]) as ledger:
         enqueue_orders(ledger, ids)
-        worker = Worker(Config(), ledger, None, process=process, clock=ticks)  # type: ignore[arg-type]
-        for _ in range(200):
-            if not ledger.event_counts()["queued"]:
-                break
-            sizes.clear()
-            worker.process_batch()
-            assert len(sizes) <= _resync_budget(40) == 14  # a claim's resyncs stay capped
-            ticks.now += worker.backing_off()
-        finished = _finished(ledger)
-        assert {i for i, (status, _) in finished.items() if status == "done"} == {i for i in ids if i[0] == "G"}
-        assert {i: f for i, (status, f) in finished.items() if status == "failed"} == {
-            i: f"ValueError: order {i} has no line items" for i in ids if i.startswith("BAD")}
-        assert worker.metrics.events["failed"] == len(bad)
+        worker = Worker(Config(), ledger, None, process=process, clock=ticks,  # type: ignore[arg-type]
+                        now=lambda: wall[0], rng=random.Random(seed))
+        while ledger.event_counts()["queued"] and wall[0] - outage.AS_OF_DT < timedelta(hours=8):
+            step = 5.0 + worker.backing_off()
+            ticks.now += step
+            wall[0] += timedelta(seconds=step)
+            if ledger.claimable_count():
+                sizes.clear()
+                worker.process_batch()
+                assert len(sizes) <= _resync_budget(len(ids))  # a claim's resyncs stay capped
+        assert worker.metrics.events["failed"] == n_bad
+        return _finished(ledger), (wall[0] - outage.AS_OF_DT).total_seconds() / 3600
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_good_events_end_synced_when_a_batch_holds_many_bad_events(tmp_path, seed):
+    """40 events, 10 to 20 of them bad, spread at random (seeds): claim after claim every good event ends
+    done, none failed nor counted, and each bad event ends failed with its own error. Before: when the two
+    events tried alone (one of each half) were both bad, every event of the batch spent an attempt, and after
+    5 such claims good events were failed for good."""
+    n_bad = random.Random(seed).randint(10, 20)
+    finished, _ = _bad_day(tmp_path, 40, n_bad, seed)
+    assert {i for i, (status, _) in finished.items() if status == "done"} == {i for i in finished if i[0] == "G"}
+    assert {i: f for i, (status, f) in finished.items() if status == "failed"} == {
+        i: f"ValueError: order {i} has no line items" for i in finished if i.startswith("BAD")}
+
+
+def test_good_events_end_synced_when_a_batch_is_mostly_bad_events(tmp_path):
+    """200 events, 180 of them bad, each naming itself in its error: a claim failing lone events with errors
+    of their own (not the one that failed the batch) makes progress, so the worker does not back off claim
+    after claim; every good event ends done well within the 6 h give-up (0.4 h), each bad one failed with its
+    own error. Before: such claims backed off (5 s doubling to 300 s) as if our own bug failed every batch: after
+    6 h, 4 good events and 75 bad ones were given up (and 200 events with 140 bad took 4.4 h)."""
+    finished, hours = _bad_day(tmp_path, 200, 180, 7)
+    assert not {i: f for i, (status, f) in finished.items() if i[0] == "G" and status != "done"}
+    assert {i: f for i, (status, f) in finished.items() if status == "failed"} == {
+        i: f"ValueError: order {i} has no line items" for i in finished if i.startswith("BAD")}
+    assert hours < 2
 
 
 def test_a_suspect_is_not_claimed_nor_logged_at_every_debounce_while_its_back_off_lasts(tmp_path, caplog):
@@ -328,3 +353,36 @@ def test_a_resync_leaving_a_paused_destination_out_keeps_its_suspect(tmp_path):
         finished = _finished(ledger)
         assert finished["N1"][0] == "done" and finished["POISON"][0] == "queued"
         assert finished["POISON"][1].startswith("DestinationError: Mailchimp: HTTP 500 (alone; tried again in")
+
+
+def test_our_own_bug_backs_off_every_worker_sharing_the_ledger(tmp_path):
+    """Two workers on one ledger (threads of ``[serve] workers``, or hosts), our own bug failing every resync: a
+    claim that backs its worker off leaves its events unclaimable for as long (``events.not_before``), those it
+    counted too, so the other worker does not claim them at its next debounce: the claims an hour of both stay
+    within one worker's bound. Before: released with no wait, the other worker claimed them at once (4 workers
+    made 84 claims an hour instead of 20)."""
+    calls: list[int] = []
+
+    def process(batch):
+        calls.append(len(batch.events))
+        raise ValueError("KeyError in our plan code: 'segment'")
+
+    ticks, wall = Ticks(), [outage.AS_OF_DT]
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}", clock=lambda: wall[0]) as ledger:
+        enqueue_orders(ledger, [f"O{i}" for i in range(40)])
+        workers = [Worker(Config(), ledger, None, name=f"w{i}", process=process, clock=ticks,  # type: ignore[arg-type]
+                          now=lambda: wall[0], rng=random.Random(i)) for i in range(2)]
+        workers[0].process_batch()
+        assert workers[0].backing_off() > 0 and ledger.event_counts()["queued"] == 40
+        assert ledger.claimable_count() == 0  # nobody's until the back-off is over
+        resyncs = len(calls)
+        assert workers[1].process_batch() == 0 and len(calls) == resyncs
+        hours = [0, 0, 0]
+        while ticks.now + 5 < 1000 + 3 * 3600 and ledger.event_counts()["queued"]:
+            ticks.now += 5.0  # each worker: its back-off, then the 5 s debounce
+            wall[0] += timedelta(seconds=5.0)
+            for worker in workers:
+                if not worker.backing_off() and ledger.claimable_count():
+                    worker.process_batch()
+                    hours[int((ticks.now - 1000) // 3600)] += 1
+    assert all(claims <= 30 for claims in hours), hours

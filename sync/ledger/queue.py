@@ -67,7 +67,8 @@ class EventOutcomes(Protocol):
 
     def complete_events(self, ids: Iterable[int], *, worker: str) -> int: ...
 
-    def fail_events(self, ids: Iterable[int], error: str, max_attempts: int = 5, *, worker: str) -> int: ...
+    def fail_events(self, ids: Iterable[int], error: str, max_attempts: int = 5, *, worker: str,
+                    wait_seconds: float | None = None) -> int: ...
 
     def release_events(self, ids: Iterable[int], reason: str, *, worker: str,
                        wait_seconds: float | None = None) -> int: ...
@@ -192,12 +193,15 @@ class EventQueue:
         """Mark ``worker``'s processing events done (kept for dedupe); returns how many."""
         return self._finish_events(list(ids), worker, {"status": "done", "finished_at": self._db.clock()})
 
-    def fail_events(self, ids: Iterable[int], error: str, max_attempts: int = 5, *, worker: str) -> int:
+    def fail_events(self, ids: Iterable[int], error: str, max_attempts: int = 5, *, worker: str,
+                    wait_seconds: float | None = None) -> int:
         """Put ``worker``'s processing events back in the queue, or mark them failed once they have been
-        claimed ``max_attempts`` times; returns how many were updated."""
+        claimed ``max_attempts`` times; returns how many were updated. ``wait_seconds``: those put back are not
+        claimed before that many seconds from now (as :meth:`release_events`)."""
         exhausted = events.c.attempts >= max_attempts
+        not_before = None if not wait_seconds else self._db.clock() + timedelta(seconds=wait_seconds)
         return self._finish_events(list(ids), worker, {
-            "status": case((exhausted, "failed"), else_="queued"), "not_before": None,
+            "status": case((exhausted, "failed"), else_="queued"), "not_before": not_before,
             "finished_at": case((exhausted, self._db.clock()), else_=None),
             "last_error": clip(error)})
 

@@ -28,6 +28,10 @@ class Bisection:
     _outages: int
     _poisons: set[int]
     _synced: int  # events whose resync went through in the claim being bisected (:meth:`_try`)
+    _first: str  # the text of the failure that started the claim's bisection
+    _named: bool  # an event of the claim failed alone with an error of its own (not :attr:`_first`'s text)
+    #: events failed alone with :attr:`_first`'s text, counted at the claim's end (None: no claim being bisected)
+    _same: list[tuple[list[_Part], Exception]] | None = None
     _halved: bool  # this claim's bisection was logged (once a claim, not once a level)
     _unsettled: list[tuple[list[_Part], Exception]]  # what this claim's resyncs could not settle, and why
     _suspects_wait: Callable[[list[_Part], Exception], None]  # (the worker's suspects')
@@ -35,7 +39,7 @@ class Bisection:
     def _try(self, parts: list[_Part]) -> Exception | None:
         raise NotImplementedError
 
-    def _counted(self, batch: Batch, failure: Exception) -> None:
+    def _counted(self, batch: Batch, failure: Exception, wait: float | None = None) -> None:
         raise NotImplementedError
 
     def _waited(self, batch: Batch, ids: list[int], error: str, why: str = "another run",
@@ -61,18 +65,21 @@ class Bisection:
         apart (:meth:`sync.serve.worker.Worker._suspects`). A claim makes at most ``2·⌈log2 n⌉ + 2`` resyncs
         (:func:`_resync_budget`); the events it could not settle within them wait uncounted for the next claim
         (:meth:`_out_of_budget`: released together at the claim's end; a claim none of whose resyncs went through
-        backs the worker off first, failing lone events is no progress: our own bug failing every batch would
-        otherwise claim in a loop). An event spends an attempt only for a failure it met alone (a guard's refusal
-        and a config error aside: every event of the batch): a failing group of several says that one of them
-        at least is bad, not which, so many bad events in a batch (or our own bug failing every batch) never
-        count the good ones."""
+        backs the worker off first, failing lone events with the claim's one error is no progress: our own bug
+        failing every batch would otherwise claim in a loop). An event spends an attempt only for a failure it
+        met alone (a guard's refusal and a config error aside: every event of the batch): a failing group of
+        several says that one of them at least is bad, not which, so many bad events in a batch (or our own bug
+        failing every batch) never count the good ones."""
         budget = [_resync_budget(len(parts)) - 1]  # the whole batch's resync was the first
         self._synced, self._halved, self._unsettled = 0, False, []
+        self._first, self._named, self._same = _text(failure), False, []
         if retry_later(failure) and not (_suspect(failure) and len(parts) > 1 and self._outages >= PROBE_AFTER):
             return 0, (parts, failure)  # an outage (5xx after 5xx: the batch is probed)
         done, later = self._split(parts, failure, budget)
-        if self._unsettled:
-            self._out_of_budget(back_off=later is None)  # (an outage met: the caller backs off for it)
+        wait = self._out_of_budget(back_off=later is None) if self._unsettled else None  # (an outage met: the
+        same, self._same = self._same, None  # caller backs off for it)
+        for lone, f in same:
+            self._counted(_batch(lone), f, wait)
         return done, later
 
     def _split(self, parts: list[_Part], failure: Exception, budget: list[int]) -> tuple[int, _Later]:
@@ -83,7 +90,7 @@ class Bisection:
             self._poisons.add(parts[0][0].id)  # through (no call): a suspect, resynced apart from now on,
             return 0, (parts, failure)  # never counted: it waits with its back-off up to the give-up
         if len(parts) == 1 or isinstance(failure, (GuardRefusedError, *CONFIG_ERRORS)):
-            self._counted(_batch(parts), failure)
+            self._lone_failed(parts, failure)
             return 0, None
         if budget[0] < 2:  # out of resyncs: the events wait uncounted for the next claim
             self._unsettled.append((parts, failure))
@@ -124,7 +131,7 @@ class Bisection:
                     self._poisons.add(one[0].id)
                     self._suspects_wait([one], f)
                 else:  # it failed alone: its own fault
-                    self._counted(_batch([one]), f)
+                    self._lone_failed([one], f)
                 untried.append(half)
             failed = [(half, f) for half, f in failed if half]
         for j, (half, f) in enumerate(failed):
@@ -147,19 +154,38 @@ class Bisection:
         f = self._try_unless_stopping(parts)
         return (len(parts), None) if f is None else self._split(parts, f, budget)
 
-    def _out_of_budget(self, back_off: bool) -> None:
+    def _lone_failed(self, parts: list[_Part], failure: Exception) -> None:
+        """An event failed alone (or a guard's refusal, a config error: every event of ``parts``): counted.
+        Progress for :meth:`_out_of_budget` when its error is not the one that started the claim
+        (:attr:`_first`): our own bug fails every group with one same error; poison events usually name
+        themselves (their order, their field), so a batch dense with them is not taken for our bug and backed
+        off claim after claim (its good events would be given up at the 6 h). One failing with that same error
+        is counted at the claim's end (:meth:`_isolate`), waiting out the back-off if the claim makes one (no
+        other worker claims it at once)."""
+        if self._same is None or len(parts) > 1 or _text(failure) != self._first:
+            self._named = self._named or len(parts) == 1
+            self._counted(_batch(parts), failure)
+        else:
+            self._same.append((parts, failure))
+
+    def _out_of_budget(self, back_off: bool) -> float | None:
         """The claim made its resyncs: the events they did not settle (:attr:`_unsettled`) wait uncounted for
-        the next claim's bisection, never counted (none failed alone), released together (one line). When no
-        resync of the claim went through (``back_off``: no outage met), the worker backs off first, its
-        exponential back-off: events failing alone are no progress (our own bug failing every batch fails one
-        or two alone a claim), claim after claim in a loop would resync the batch hundreds of times an hour."""
+        the next claim's bisection, never counted (none failed alone), released together (one line). When the
+        claim made no progress (``back_off``: no outage met; no resync went through, no event failed alone with an
+        error of its own, :meth:`_lone_failed`), the worker backs off first, its exponential back-off, and the
+        events wait it out unclaimed (``events.not_before``: no other worker thread or host claims them at once):
+        events failing alone with the claim's one error are no progress (our own bug failing every batch fails
+        one or two alone a claim), claim after claim in a loop would resync the batch hundreds of times an hour.
+        Returns the back-off's seconds (None: none)."""
         parts = [p for group, _ in self._unsettled for p in group]
         failure = self._unsettled[0][1]
-        error = _text(failure)
-        if back_off and not self._synced:
-            error += f" (looking again in {self._back_off(failure):.0f} s)"
+        error, wait = _text(failure), None
+        if back_off and not self._synced and not self._named:
+            wait = self._back_off(failure)
+            error += f" (looking again in {wait:.0f} s)"
         self._waited(_batch(parts), [p[0].id for p in parts], error,
-                     "the next claim's bisection (this one's made its resyncs)")
+                     "the next claim's bisection (this one's made its resyncs)", wait)
+        return wait
 
     def _alone(self, failed: list[tuple[list[_Part], Exception]], budget: list[int]
                ) -> list[tuple[_Part, Exception | None]]:

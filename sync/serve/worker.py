@@ -213,16 +213,17 @@ class Worker(Bisection, Suspects, Pauses):
             return
         self._counted(batch, failure)
 
-    def _counted(self, batch: Batch, failure: Exception) -> None:
+    def _counted(self, batch: Batch, failure: Exception, wait: float | None = None) -> None:
         """The batch's events failed for a reason of their own: each spends an attempt (failed at the last, at
-        once after a guard's refusal)."""
+        once after a guard's refusal); ``wait``: seconds nobody claims those still queued (the worker's
+        back-off after a claim that made no progress, :meth:`Bisection._out_of_budget`)."""
         if isinstance(failure, GuardRefusedError):
             self._failed(batch, failure)
             return
         ids = [ev.id for ev in batch.events]
         error = _text(failure)
         self._forget_releases(ids)
-        self.ledger.fail_events(ids, error, max_attempts=self.max_attempts, worker=self.name)
+        self.ledger.fail_events(ids, error, max_attempts=self.max_attempts, worker=self.name, wait_seconds=wait)
         exhausted = sum(ev.attempts >= self.max_attempts for ev in batch.events)
         self._poisons.difference_update(ev.id for ev in batch.events if ev.attempts >= self.max_attempts)
         self.metrics.event_outcome("failed", exhausted)
