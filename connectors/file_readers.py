@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from . import normalize as nz
+from .file_decimal import sample_outweighed
 from .errors import BadFileError, ConfigError
 
 if TYPE_CHECKING:
@@ -305,6 +306,8 @@ def typed_csv(con: duckdb.DuckDBPyConnection, path: Path, delim: str, cols: dict
             return None
         if (decimal or nz.sniff_decimal(sample, money=f != "quantity")) != ".":  # 150.000 / 85.000: money in 1000s
             return None
+        if not decimal and sample_outweighed(sample, ".", money=f != "quantity"):
+            return None  # one 12.5 among 150.000s: the text path weighs the whole column
         types[h], fields[f] = f"DECIMAL(18,{scale})", "number"
     if not any(v == "timestamp" for v in fields.values()):
         return None
