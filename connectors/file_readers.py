@@ -175,13 +175,22 @@ def header_line(lines: list[str], headers: list[str] | None = None) -> tuple[int
     """(index, delimiter) of the header among a CSV's first lines (the reader's :func:`title_lines` and
     ``rfmsync init`` share it): each line read with the delimiter that gives it the most cells that count (one of
     the mapped ``headers``; without them, a non-empty cell), the first line with the most of them; ``(0, …)``
-    when it holds fewer than two (or than all of the fewer ``headers``)."""
+    when it holds fewer than two (or than all of the fewer ``headers``). Without ``headers``, the first line with
+    two non-empty cells or more whose field count (empty cells too: ``,id,date`` from pandas, 1C's unnamed ``№``)
+    is the next non-blank line's, read with the same delimiter, comes first (a data row has more non-empty cells
+    than such a header)."""
     wanted = {h.strip().casefold() for h in headers} if headers is not None else None
 
     def counted(cell: str) -> bool:
         return cell.strip().casefold() in wanted if wanted is not None else bool(cell.strip())
-    scores = [max((sum(map(counted, _cells(line.rstrip("\r\n"), d))), d) for d in (";", "\t", ",", "|"))
-              for line in lines]
+    lines = [line.rstrip("\r\n") for line in lines]
+    scores = [max((sum(map(counted, _cells(line, d))), d) for d in (";", "\t", ",", "|")) for line in lines]
+    if wanted is None:
+        rows = [i for i, line in enumerate(lines) if line.strip()]
+        first = next((i for i, j in zip(rows, rows[1:]) if scores[i][0] >= 2
+                      and len(_cells(lines[i], scores[i][1])) == len(_cells(lines[j], scores[i][1]))), None)
+        if first is not None:
+            return first, scores[first][1]
     best = max(range(len(scores)), key=lambda i: (scores[i][0], -i), default=0)
     if not best or scores[best][0] < min(2, len(wanted) if wanted is not None else 2):
         return 0, scores[0][1] if scores else ","
