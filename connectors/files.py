@@ -38,6 +38,9 @@ from .tables import create_staging
 
 log = logging.getLogger(__name__)
 
+#: the most days ``[source] max_days_ahead`` may allow (ten years: a larger one overflows the date arithmetic)
+MAX_DAYS_AHEAD = 3660
+
 
 class FileSourceConfig(BaseModel):
     """``[source]`` for ``type = "file"``; paths are relative to the config file's folder."""
@@ -61,7 +64,7 @@ class FileSourceConfig(BaseModel):
     date_format: str | None = None
     sheet: str | None = None
     skip_lines: int | None = Field(None, ge=0)  # CSV lines above the header (a title); None: title lines detected
-    max_days_ahead: int = Field(1, ge=0)  # an order dated more days after the file is read is a bad row
+    max_days_ahead: int = Field(1, ge=0, le=MAX_DAYS_AHEAD)  # an order dated more days after the file is read: bad
     max_identity_group: int = Field(DEFAULT_MAX_GROUP, ge=1)
 
     @field_validator("columns", "contact_columns")

@@ -20,6 +20,7 @@ from connectors.file_staging import FilePullResult
 from connectors.files import FileSource, FileSourceConfig
 from connectors.http import to_decimal
 from connectors.presets import PRESETS
+from tests.builders import run_cli
 
 UTC = dt.timezone.utc
 COLS = {"order_id": "Чек №", "customer_id": "Клиент", "ordered_at": "Дата", "amount": "Сумма",
@@ -718,3 +719,15 @@ def test_max_days_ahead_lets_scheduled_orders_count_and_skip_lines_is_refused_fo
     wb.save(tmp_path / "sales.xlsx")
     with pytest.raises(ConfigError, match=r"sales\.xlsx: \[source\] skip_lines = 1 applies to CSV files only"):
         pull(tmp_path, orders="sales.xlsx", skip_lines=1)
+
+
+def test_a_huge_max_days_ahead_is_a_config_error_naming_the_key(tmp_path):
+    """`max_days_ahead = 3000000` overflowed the date arithmetic at run time; it is refused when the config loads."""
+    write_csv(tmp_path / "sales.csv", [HEADER, ["1", "c1", "01.11.2026", "100", "", "", ""]])
+    for days, code in ((3660, 0), (3_000_000, 2), (10**9, 2)):
+        (tmp_path / "rfmsync.toml").write_text(
+            f'[source]\ntype = "file"\norders = "sales.csv"\ntimezone = "UTC"\nmax_days_ahead = {days}\n'
+            "[source.columns]\n" + "".join(f'{k} = "{v}"\n' for k, v in COLS.items()), encoding="utf-8")
+        out = run_cli("pull", "--config", str(tmp_path / "rfmsync.toml"), code=code).output
+        if code:
+            assert "source.max_days_ahead: Input should be less than or equal to 3660" in out
