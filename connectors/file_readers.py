@@ -41,11 +41,15 @@ def line_delimiter(header: str) -> str:
     return best if counts[best] else ","
 
 
+#: the first rows of a sheet looked at for its header (titles may stand above it)
+XLSX_HEADER_SCAN = 30
+
+
 def read_xlsx(path: Path, columns: dict[str, str], sheet: str | None) -> pa.Table:
     """The first sheet (or ``sheet``) as an all-string Arrow table plus ``_srow`` (spreadsheet row); its
     schema metadata holds ``sheets`` (every sheet's name, JSON) and ``sheet`` (the one read): :func:`sheets_hint`.
 
-    The header row is the first of the first 30 rows holding most of the mapped headers (1C puts
+    The header row is the first of the first :data:`XLSX_HEADER_SCAN` rows holding most of the mapped headers (1C puts
     titles above it). Dates become ISO text; numbers keep full precision; empty rows are skipped.
     """
     try:
@@ -83,7 +87,7 @@ def _read_xlsx(path: Path, columns: dict[str, str], sheet: str | None) -> pa.Tab
         wanted = {h.strip().casefold() for h in columns.values()}
         rows = ws.iter_rows(values_only=True)
         head: list[tuple] = []
-        for _ in range(30):
+        for _ in range(XLSX_HEADER_SCAN):
             try:
                 head.append(next(rows))
             except StopIteration:
