@@ -65,6 +65,18 @@ def column_decimals(con: duckdb.DuckDBPyConnection, path: str, src: str, col: di
     return out
 
 
+def sample_outweighed(values: list[str], mark: nz.Decimal_, money: bool) -> bool:
+    """Whether the decisive values of a column's sample are too few to read its ambiguous ones with ``mark``
+    (:func:`_outweighed` over :func:`connectors.normalize.decimal_vote`): the typed fast path then leaves the
+    column to :func:`column_decimals`, which decides over the whole column or stops with the conflict error."""
+    votes = {",": 0, ".": 0, "w,": 0, "w.": 0}
+    for v in values:
+        if (vote := nz.decimal_vote(v)) is not None:
+            votes[vote[0] if vote[1] else "w" + vote[0]] += 1
+    votes["w"] = votes["w,"] + votes["w."]
+    return _outweighed(votes, mark, money)
+
+
 def _majority(votes: dict[str, int]) -> nz.Decimal_:
     return "," if votes[","] > votes["."] else "."
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from . import normalize as nz
+from .file_decimal import sample_outweighed
 from .errors import BadFileError, ConfigError
 
 if TYPE_CHECKING:
@@ -40,11 +41,15 @@ def line_delimiter(header: str) -> str:
     return best if counts[best] else ","
 
 
+#: the first rows of a sheet looked at for its header (titles may stand above it)
+XLSX_HEADER_SCAN = 30
+
+
 def read_xlsx(path: Path, columns: dict[str, str], sheet: str | None) -> pa.Table:
     """The first sheet (or ``sheet``) as an all-string Arrow table plus ``_srow`` (spreadsheet row); its
     schema metadata holds ``sheets`` (every sheet's name, JSON) and ``sheet`` (the one read): :func:`sheets_hint`.
 
-    The header row is the first of the first 30 rows holding most of the mapped headers (1C puts
+    The header row is the first of the first :data:`XLSX_HEADER_SCAN` rows holding most of the mapped headers (1C puts
     titles above it). Dates become ISO text; numbers keep full precision; empty rows are skipped.
     """
     try:
@@ -82,7 +87,7 @@ def _read_xlsx(path: Path, columns: dict[str, str], sheet: str | None) -> pa.Tab
         wanted = {h.strip().casefold() for h in columns.values()}
         rows = ws.iter_rows(values_only=True)
         head: list[tuple] = []
-        for _ in range(30):
+        for _ in range(XLSX_HEADER_SCAN):
             try:
                 head.append(next(rows))
             except StopIteration:
@@ -174,13 +179,22 @@ def header_line(lines: list[str], headers: list[str] | None = None) -> tuple[int
     """(index, delimiter) of the header among a CSV's first lines (the reader's :func:`title_lines` and
     ``rfmsync init`` share it): each line read with the delimiter that gives it the most cells that count (one of
     the mapped ``headers``; without them, a non-empty cell), the first line with the most of them; ``(0, …)``
-    when it holds fewer than two (or than all of the fewer ``headers``)."""
+    when it holds fewer than two (or than all of the fewer ``headers``). Without ``headers``, the first line with
+    two non-empty cells or more whose field count (empty cells too: ``,id,date`` from pandas, 1C's unnamed ``№``)
+    is the next non-blank line's, read with the same delimiter, comes first (a data row has more non-empty cells
+    than such a header)."""
     wanted = {h.strip().casefold() for h in headers} if headers is not None else None
 
     def counted(cell: str) -> bool:
         return cell.strip().casefold() in wanted if wanted is not None else bool(cell.strip())
-    scores = [max((sum(map(counted, _cells(line.rstrip("\r\n"), d))), d) for d in (";", "\t", ",", "|"))
-              for line in lines]
+    lines = [line.rstrip("\r\n") for line in lines]
+    scores = [max((sum(map(counted, _cells(line, d))), d) for d in (";", "\t", ",", "|")) for line in lines]
+    if wanted is None:
+        rows = [i for i, line in enumerate(lines) if line.strip()]
+        first = next((i for i, j in zip(rows, rows[1:]) if scores[i][0] >= 2
+                      and len(_cells(lines[i], scores[i][1])) == len(_cells(lines[j], scores[i][1]))), None)
+        if first is not None:
+            return first, scores[first][1]
     best = max(range(len(scores)), key=lambda i: (scores[i][0], -i), default=0)
     if not best or scores[best][0] < min(2, len(wanted) if wanted is not None else 2):
         return 0, scores[0][1] if scores else ","
@@ -305,6 +319,8 @@ def typed_csv(con: duckdb.DuckDBPyConnection, path: Path, delim: str, cols: dict
             return None
         if (decimal or nz.sniff_decimal(sample, money=f != "quantity")) != ".":  # 150.000 / 85.000: money in 1000s
             return None
+        if not decimal and sample_outweighed(sample, ".", money=f != "quantity"):
+            return None  # one 12.5 among 150.000s: the text path weighs the whole column
         types[h], fields[f] = f"DECIMAL(18,{scale})", "number"
     if not any(v == "timestamp" for v in fields.values()):
         return None

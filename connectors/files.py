@@ -27,8 +27,9 @@ from .contacts import PhoneRegion
 from .diagnose import check_orders
 from .errors import BadFileError, ConfigError
 from .file_encoding import csv_error, utf8_copy
-from .file_readers import (csv_src, header_cells, line_count, needs_serial_read, numbered_src, read_xlsx, record_lines,
-                           sheets_hint, sniff_delimiter, title_lines, typed_csv, without_lines, xlsx_headers)
+from .file_readers import (XLSX_HEADER_SCAN, csv_src, header_cells, line_count, needs_serial_read, numbered_src,
+                           read_xlsx, record_lines, sheets_hint, sniff_delimiter, title_lines, typed_csv, without_lines,
+                           xlsx_headers)
 from .file_sql import NUMBER_FIELDS, load_table
 from .file_staging import CONTACT_FIELDS, FIELDS, FilePullResult, LoadedFile, drop_scratch, stage_files
 from .identity import DEFAULT_MAX_GROUP
@@ -37,6 +38,9 @@ from .source import Progress
 from .tables import create_staging
 
 log = logging.getLogger(__name__)
+
+#: the most days ``[source] max_days_ahead`` may allow (ten years: a larger one overflows the date arithmetic)
+MAX_DAYS_AHEAD = 3660
 
 
 class FileSourceConfig(BaseModel):
@@ -61,7 +65,7 @@ class FileSourceConfig(BaseModel):
     date_format: str | None = None
     sheet: str | None = None
     skip_lines: int | None = Field(None, ge=0)  # CSV lines above the header (a title); None: title lines detected
-    max_days_ahead: int = Field(1, ge=0)  # an order dated more days after the file is read is a bad row
+    max_days_ahead: int = Field(1, ge=0, le=MAX_DAYS_AHEAD)  # an order dated more days after the file is read: bad
     max_identity_group: int = Field(DEFAULT_MAX_GROUP, ge=1)
 
     @field_validator("columns", "contact_columns")
@@ -216,8 +220,10 @@ class FileSource:
         if path.stat().st_size == 0:
             raise BadFileError(f"{path}: the file is empty (0 bytes)")
         if self.cfg.skip_lines and suffix in (".xlsx", ".xlsm", ".parquet", ".pq"):
-            raise ConfigError(f"{path}: [source] skip_lines = {self.cfg.skip_lines} applies to CSV files only (a "
-                              f"workbook's header is its sheet's first row): remove it, or export the file as CSV")
+            why = (f"an XLSX file's header is found among its sheet's first {XLSX_HEADER_SCAN} rows, title rows "
+                   f"above it skipped" if suffix in (".xlsx", ".xlsm") else "a Parquet file names its columns itself")
+            raise ConfigError(f"{path}: [source] skip_lines = {self.cfg.skip_lines} applies to CSV files only "
+                              f"({why}): remove it")
         if suffix in (".xlsx", ".xlsm"):
             arrow = read_xlsx(path, mapping.columns, self.cfg.sheet)
             headers = [c for c in arrow.column_names if c != "_srow"]

@@ -20,6 +20,7 @@ from connectors.file_staging import FilePullResult
 from connectors.files import FileSource, FileSourceConfig
 from connectors.http import to_decimal
 from connectors.presets import PRESETS
+from tests.builders import run_cli
 
 UTC = dt.timezone.utc
 COLS = {"order_id": "Чек №", "customer_id": "Клиент", "ordered_at": "Дата", "amount": "Сумма",
@@ -699,7 +700,7 @@ def test_rows_below_a_title_keep_their_file_lines_in_the_order_store_too(tmp_pat
         ("more.csv", 3), ("sales.csv", line)]  # the kept file's rows, staged again from the store's table
 
 
-def test_max_days_ahead_lets_scheduled_orders_count_and_skip_lines_is_refused_for_a_workbook(tmp_path):
+def test_max_days_ahead_lets_scheduled_orders_count_and_skip_lines_is_refused_for_xlsx_and_parquet(tmp_path):
     """Pre-orders 10 days ahead: bad rows by default, orders with `max_days_ahead = 14`."""
     write_csv(tmp_path / "sales.csv", [HEADER, ["1", "c1", "15.12.2026", "100", "", "", ""],
                                        ["2", "c1", "20.12.2026", "100", "", "", ""]])
@@ -716,5 +717,25 @@ def test_max_days_ahead_lets_scheduled_orders_count_and_skip_lines_is_refused_fo
     wb.active.append(HEADER)
     wb.active.append(["1", "c1", "01.12.2026", "100", "", "", ""])
     wb.save(tmp_path / "sales.xlsx")
-    with pytest.raises(ConfigError, match=r"sales\.xlsx: \[source\] skip_lines = 1 applies to CSV files only"):
+    with pytest.raises(ConfigError) as e:
         pull(tmp_path, orders="sales.xlsx", skip_lines=1)
+    assert str(e.value) == (f"{tmp_path / 'sales.xlsx'}: [source] skip_lines = 1 applies to CSV files only (an XLSX "
+                            "file's header is found among its sheet's first 30 rows, title rows above it skipped): "
+                            "remove it")
+    pq.write_table(pa.table({h: ["1"] for h in HEADER}), tmp_path / "sales.parquet")
+    with pytest.raises(ConfigError) as e:
+        pull(tmp_path, orders="sales.parquet", skip_lines=1)
+    assert str(e.value).endswith("skip_lines = 1 applies to CSV files only (a Parquet file names its columns "
+                                 "itself): remove it")
+
+
+def test_a_huge_max_days_ahead_is_a_config_error_naming_the_key(tmp_path):
+    """`max_days_ahead = 3000000` overflowed the date arithmetic at run time; it is refused when the config loads."""
+    write_csv(tmp_path / "sales.csv", [HEADER, ["1", "c1", "01.11.2026", "100", "", "", ""]])
+    for days, code in ((3660, 0), (3_000_000, 2), (10**9, 2)):
+        (tmp_path / "rfmsync.toml").write_text(
+            f'[source]\ntype = "file"\norders = "sales.csv"\ntimezone = "UTC"\nmax_days_ahead = {days}\n'
+            "[source.columns]\n" + "".join(f'{k} = "{v}"\n' for k, v in COLS.items()), encoding="utf-8")
+        out = run_cli("pull", "--config", str(tmp_path / "rfmsync.toml"), code=code).output
+        if code:
+            assert "source.max_days_ahead: Input should be less than or equal to 3660" in out

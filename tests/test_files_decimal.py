@@ -112,3 +112,18 @@ def test_a_stray_in_a_small_file_is_no_conflict(tmp_path):
     _, con = pull(tmp_path, columns=COLS)
     got = orders(con)
     assert got["1"][2] == Decimal("1200.50") and got["20"][2] == Decimal("1500.00") and got["25"][2] == Decimal("0.50")
+
+
+def test_the_typed_fast_path_weighs_a_decisive_value_among_the_first_rows(tmp_path):
+    """ISO dates (the typed fast path) and the one `12.5` among the first 2 000 amounts: the sample's one decisive
+    `.` may not read 3 100 `150.000` as 150.00 either; the read stops as on the text path."""
+    amounts = ["150.000"] * 3100
+    amounts.insert(1000, "12.5")
+    write_csv(tmp_path / "sales.csv", [["id", "c", "d", "a"],
+                                       *([str(i), "x", "2026-11-01", a] for i, a in enumerate(amounts, 1))])
+    cols = {"order_id": "id", "customer_id": "c", "ordered_at": "d", "amount": "a"}
+    with pytest.raises(BadFileError) as e:
+        pull(tmp_path, columns=cols, timezone="UTC")
+    assert "column 'a' mixes decimal marks" in str(e.value) and "'12.5'" in str(e.value)
+    _, con = pull(tmp_path, columns=cols, timezone="UTC", decimal=",")
+    assert orders(con)["1"][2] == Decimal("150000.00") and orders(con)["1001"][2] == Decimal("12.50")

@@ -148,3 +148,18 @@ def test_init_finds_the_header_the_reader_finds_below_a_title_with_a_comma(tmp_p
     src = source(cfg)
     assert src["skip_lines"] == 1 and src["delimiter"] == ";" and src["columns"]["amount"] == "Сумма"
     assert "source file: 39 orders" in out
+
+
+def test_init_takes_a_header_with_an_empty_cell_not_the_first_data_row(tmp_path):
+    """1C's unnamed `№` column (a pandas `to_csv` header starts `,` too) below a title: the header holds fewer
+    non-empty cells than each data row, yet it is the header (its field count is the rows')."""
+    export = tmp_path / "report.csv"
+    rows = ["Отчёт о продажах", ";Чек;Клиент;Дата;Сумма",
+            *(f"{i};{500 + i};C{i % 7};{1 + i % 28:02d}.11.2026;{100 + i},50" for i in range(1, 40))]
+    export.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    cfg = tmp_path / "rfmsync.toml"
+    out = init(export, cfg).output
+    src = source(cfg)
+    assert src["skip_lines"] == 1 and src["delimiter"] == ";"
+    assert src["columns"]["ordered_at"] == "Дата" and src["columns"]["amount"] == "Сумма"
+    assert "source file: 39 orders" in out

@@ -4,11 +4,15 @@ received by webhook while it was away (:mod:`sync.store.file_gone`)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 
+from connectors.files import FileSource, FileSourceConfig
 from connectors.records import Consent, Contact, Order, OrderStatus
 from sync.pipeline import store_path
-from sync.store import open_store
+from sync.store import connect_store, open_store
+from sync.store.file_gone import GONE_TABLE
+from sync.store.files import ingest_files
 from tests.test_store_webhook_age import _ingest, _ingested_shop, _state, _webhook
 
 
@@ -82,3 +86,26 @@ def test_the_remembered_files_are_bounded(tmp_path, monkeypatch):
         sizes = con.execute(f"SELECT size FROM {gone.GONE_TABLE} ORDER BY size").fetchall()
     assert len(sizes) == 2 and sizes == sorted(sizes)
     assert export.stat().st_size > sizes[-1][0]  # the newest versions before the current one
+
+
+def test_a_file_read_again_as_its_future_date_came_is_not_remembered_as_gone(tmp_path):
+    """A future-dated row makes the unchanged file be read again once its date has come: still there, its bytes
+    are not a gone file's (the gone table does not grow at each such read) and it keeps its first read time."""
+    (tmp_path / "a.csv").write_text("order_id,customer,date,amount\n1,c1,2026-12-01,10\n2,c2,2026-12-09,20\n"
+                                    "3,c3,2026-12-20,5\n", encoding="utf-8")
+    cfg = FileSourceConfig(type="file", orders="*.csv", timezone="UTC", columns={
+        "order_id": "order_id", "customer_id": "customer", "ordered_at": "date", "amount": "amount"})
+    con = connect_store(tmp_path / "store.duckdb")
+    seen = []
+    for day in (5, 10, 25):
+        clock = dt.datetime(2026, 12, day, tzinfo=dt.timezone.utc)
+        ingest_files(con, FileSource(cfg, tmp_path, clock=lambda clock=clock: clock))
+        seen.append((con.execute("SELECT read_at FROM ingest_files").fetchall(),
+                     con.execute(f"SELECT count(*) FROM {GONE_TABLE}").fetchone()[0],
+                     con.execute("SELECT count(*) FROM orders").fetchone()[0]))
+    assert [(gone, n) for _, gone, n in seen] == [(0, 1), (0, 2), (0, 3)]
+    assert len({tuple(read) for read, _, _ in seen}) == 1
+    (tmp_path / "a.csv").unlink()
+    (tmp_path / "b.csv").write_text("order_id,customer,date,amount\n4,c4,2026-12-01,10\n", encoding="utf-8")
+    ingest_files(con, FileSource(cfg, tmp_path, clock=lambda: dt.datetime(2026, 12, 26, tzinfo=dt.timezone.utc)))
+    assert con.execute(f"SELECT count(*) FROM {GONE_TABLE}").fetchone()[0] == 1  # a gone file still is remembered

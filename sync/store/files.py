@@ -270,7 +270,9 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
             if dropped:
                 con.execute(f"DELETE FROM {FILES_TABLE} WHERE file_id IN "
                             f"({', '.join(str(r['file_id']) for r in dropped)})")
-                remember(con, dropped, started)
+                # the gone ones: a file read again with the same bytes (its future date came, [source] edited)
+                # keeps its first read in its new catalogue row
+                remember(con, [r for r in dropped if not any(same_bytes(r, fp) for fp in prints.values())], started)
             if relisted:
                 con.execute(f"UPDATE {FILES_TABLE} SET lean = false WHERE file_id IN "
                             f"({', '.join(str(i) for i in relisted)})")
