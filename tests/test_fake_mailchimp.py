@@ -208,3 +208,21 @@ def test_member_json_follows_segments_and_sets_put_in_by_hand() -> None:
         assert fake.tags_of("m0@example.com") == {"rfm:A", "x", "y"}
     finally:
         fake.stop()
+
+
+def test_a_segment_id_back_under_another_name_or_renamed_by_hand_is_named_so_in_member_views() -> None:
+    """Found by the property test above: a segment deleted by hand and another put there under its id (or a
+    segment renamed by hand) must not keep the old name in the member views' tags."""
+    fake = FakeMailchimp()
+    lst = fake.lists["aud1"]
+    try:
+        lst.members["m0"] = {"email_address": "m0", "status": "subscribed", "merge_fields": {}}
+        lst.segments[9000] = {"id": 9000, "name": "rfm:B", "type": "static", "members": {"m0"}}
+        assert '"rfm:B"' in fake._member_json(lst, "m0")
+        lst.segments = {i: s for i, s in lst.segments.items() if s["name"] != "rfm:B"}
+        lst.segments[9000] = {"id": 9000, "name": "rfm:A", "type": "static", "members": {"m0"}}
+        assert fake._member_json(lst, "m0") == json.dumps(fake._member_view(lst, "m0"))
+        lst.segments[9000]["name"] = "rfm:C"
+        assert fake._member_json(lst, "m0") == json.dumps(fake._member_view(lst, "m0"))
+    finally:
+        fake.stop()

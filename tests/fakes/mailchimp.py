@@ -160,6 +160,8 @@ class _Segment(dict):
         if key == "members":
             value = _members(self._lst, self._sid, value)
             self._lst._stale()
+        elif key == "name":  # renamed by hand: the member views' tags name it
+            self._lst.tails.clear()
         dict.__setitem__(self, key, value)
 
     def update(self, *args: Any, **kwargs: Any) -> None:  # dict.update does not call __setitem__
@@ -231,6 +233,9 @@ class FakeList:
         self._index: dict[str, tuple[int, ...]] | None = {}
         self._order: dict[int, int] = {}
         self._gen = 0  # the index's generation (:attr:`_Members._gen`)
+        #: segment ids -> the member view's JSON from its "tags_count" on; dropped with the index (a segment
+        #: deleted or replaced by hand: its id may come back under another name)
+        self.tails: dict[tuple[int, ...], str] = {}
         self.segments = {}  # id -> {id, name, type, members: a set of lower-cased emails}
 
     @property
@@ -258,6 +263,7 @@ class FakeList:
 
     def _stale(self) -> None:
         self._index = None
+        self.tails.clear()
 
     def _tagged(self, key: str, members: _Members, added: bool) -> None:
         index = self._index
@@ -302,8 +308,6 @@ class FakeMailchimp:
         self._rng = random.Random(seed)
         self._lock = threading.RLock()
         self._next_id = 1000
-        #: (list id, segment ids) -> the member view's JSON from its "tags_count" on (a segment's name never changes)
-        self._tails: dict[tuple[str, tuple[int, ...]], str] = {}
         self._ids: dict[str, str] = {}  # lower-cased email -> member id (subscriber hash)
         self._field_json: dict[tuple[str, type, Any], str] = {}  # (tag, type, value) -> '"TAG": value' as JSON
         self._server = LoopbackServer(self.handle)
@@ -667,11 +671,10 @@ class FakeMailchimp:
         (a batch answer carries 500 of them: the bench's fake must not be slower than the client it serves). The
         part before the tags is kept per member (:attr:`FakeList.heads`): a tag call renders it again unchanged."""
         ids = lst.tag_ids(key)
-        tail = self._tails.get((lst.id, ids))
+        tail = lst.tails.get(ids)
         if tail is None:
             tags = _encode([{"id": i, "name": lst.segments[i]["name"]} for i in ids])
-            tail = self._tails[(lst.id, ids)] = \
-                f'"tags_count": {len(ids)}, "tags": {tags}, "list_id": {_str(lst.id)}}}'
+            tail = lst.tails[ids] = f'"tags_count": {len(ids)}, "tags": {tags}, "list_id": {_str(lst.id)}}}'
         head = lst.heads.get(key)
         if head is None:
             m = lst.members[key]
