@@ -264,7 +264,15 @@ def test_events_resynced_without_a_paused_destination_are_never_done_before_it_h
         assert calls[5:] == [(2, ["mc2"])]
 
 
-def test_our_own_bug_failing_every_batch_backs_the_worker_off(tmp_path, caplog):
+OWN_BUGS = {"one text": lambda batch: "KeyError in our plan code: 'segment'",
+            # fix42: our bug's message naming the record it fails on, or the batch's size, differs event by event:
+            # it is still no progress (no resync of the worker went through lately), not poison events
+            "naming the order": lambda batch: f"KeyError: {batch.orders[0].order_id!r}",
+            "naming the size": lambda batch: f"planned {len(batch.events)} contacts, the plan holds one less"}
+
+
+@pytest.mark.parametrize("bug", list(OWN_BUGS))
+def test_our_own_bug_failing_every_batch_backs_the_worker_off(tmp_path, caplog, bug):
     """Our own bug fails every resync, whatever the events (a KeyError in the plan, a 404 'missing list'): each
     claim's bisection fails one to three events alone, which is no progress, so the worker backs off (5 s doubling
     up to 300 s) instead of claiming again at the next debounce: hour after hour at most 30 claims (the waits
@@ -275,7 +283,7 @@ def test_our_own_bug_failing_every_batch_backs_the_worker_off(tmp_path, caplog):
 
     def process(batch):
         calls.append(len(batch.events))
-        raise ValueError("KeyError in our plan code: 'segment'")
+        raise ValueError(OWN_BUGS[bug](batch))
 
     ticks, wall = Ticks(), [outage.AS_OF_DT]
     hours: list[tuple[int, int, int, int]] = []  # per simulated hour: claims, resyncs, log lines, halvings
@@ -299,7 +307,9 @@ def test_our_own_bug_failing_every_batch_backs_the_worker_off(tmp_path, caplog):
         assert ledger.event_counts()["queued"] == 0 and ledger.event_counts()["failed"] == 40
         errors = {error for status, error in _finished(ledger).values()}
     own = "ValueError: KeyError in our plan code: 'segment'"
-    assert own in errors and all(e == own or e.startswith("gave up waiting for") and e.endswith(own) for e in errors)
+    if bug == "one text":
+        assert own in errors and all(e == own or e.startswith("gave up waiting for") and e.endswith(own)
+                                     for e in errors)
     for claims, resyncs, lines, halvings in hours:
         assert claims <= 30 and resyncs <= claims * _resync_budget(40) and lines <= claims * 6
         assert halvings <= claims
@@ -365,7 +375,7 @@ def test_our_own_bug_backs_off_every_worker_sharing_the_ledger(tmp_path):
 
     def process(batch):
         calls.append(len(batch.events))
-        raise ValueError("KeyError in our plan code: 'segment'")
+        raise ValueError(OWN_BUGS[bug](batch))
 
     ticks, wall = Ticks(), [outage.AS_OF_DT]
     with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}", clock=lambda: wall[0]) as ledger:

@@ -17,6 +17,9 @@ from .batches import (CONFIG_ERRORS, PROBE_AFTER, Batch, _batch, _Later, _Part, 
                       _text, retry_later)
 
 log = logging.getLogger("sync.serve.worker")
+#: seconds: lone failures with errors of their own are progress (poison events) only when one of the worker's
+#: resyncs went through within this long (:meth:`Bisection._went_lately`)
+LATELY = 3600.0
 
 class Bisection:
     """The worker's bisection; the worker gives ``_try`` (one resync of some events: None when done, else the
@@ -28,6 +31,8 @@ class Bisection:
     _outages: int
     _poisons: set[int]
     _synced: int  # events whose resync went through in the claim being bisected (:meth:`_try`)
+    _went_at: float | None  # (clock) the worker's last resync that went through
+    _clock: Callable[[], float]
     _first: str  # the text of the failure that started the claim's bisection
     _named: bool  # an event of the claim failed alone with an error of its own (not :attr:`_first`'s text)
     #: events failed alone with :attr:`_first`'s text, counted at the claim's end (None: no claim being bisected)
@@ -75,9 +80,11 @@ class Bisection:
         self._first, self._named, self._same = _text(failure), False, []
         if retry_later(failure) and not (_suspect(failure) and len(parts) > 1 and self._outages >= PROBE_AFTER):
             return 0, (parts, failure)  # an outage (5xx after 5xx: the batch is probed)
-        done, later = self._split(parts, failure, budget)
-        wait = self._out_of_budget(back_off=later is None) if self._unsettled else None  # (an outage met: the
-        same, self._same = self._same, None  # caller backs off for it)
+        try:
+            done, later = self._split(parts, failure, budget)
+            wait = self._out_of_budget(back_off=later is None) if self._unsettled else None  # (an outage met:
+        finally:  # (a claim that raised leaves no list behind for a suspect's lone resync) the caller backs off)
+            same, self._same = self._same, None
         for lone, f in same:
             self._counted(_batch(lone), f, wait)
         return done, later
@@ -180,12 +187,18 @@ class Bisection:
         parts = [p for group, _ in self._unsettled for p in group]
         failure = self._unsettled[0][1]
         error, wait = _text(failure), None
-        if back_off and not self._synced and not self._named:
+        if back_off and not self._synced and not (self._named and self._went_lately()):
             wait = self._back_off(failure)
             error += f" (looking again in {wait:.0f} s)"
         self._waited(_batch(parts), [p[0].id for p in parts], error,
                      "the next claim's bisection (this one's made its resyncs)", wait)
         return wait
+
+    def _went_lately(self) -> bool:
+        """A resync of this worker went through within :data:`LATELY` seconds: lone failures with errors of their
+        own are then poison events (progress), not our own bug, whose error may name the record it fails on
+        (``KeyError: 'O123'``) but which lets no resync through."""
+        return self._went_at is not None and self._clock() - self._went_at < LATELY
 
     def _alone(self, failed: list[tuple[list[_Part], Exception]], budget: list[int]
                ) -> list[tuple[_Part, Exception | None]]:

@@ -84,6 +84,7 @@ class Worker(Bisection, Suspects, Pauses):
         self._releases: Counter[int] = Counter()  # event id → times this worker released it (waiting for a lock)
         self._outages = 0  # transient failures in a row (the back-off doubles with each)
         self._synced = 0  # events whose resync went through in the claim being bisected (:meth:`_isolate`)
+        self._went_at: float | None = None  # (clock) this worker's last resync that went through
         self._leased: set[int] = set()  # the claimed events not settled yet, whose lease the heartbeat renews
         #: suspects: events a bisection found failing 5xx alone while the others went through, resynced apart
         self._poisons: set[int] = set()
@@ -172,6 +173,7 @@ class Worker(Bisection, Suspects, Pauses):
                 self.metrics.esp_error(getattr(exc, "destination", None) or "unknown")
             return exc
         self._synced += len(ids)
+        self._went_at = self._clock()
         if batch.destinations is None:  # (a paused destination left out says nothing of its 5xx, its outage)
             self._poisons.difference_update(ids)
             self._outages = 0
