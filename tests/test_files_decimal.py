@@ -127,3 +127,37 @@ def test_the_typed_fast_path_weighs_a_decisive_value_among_the_first_rows(tmp_pa
     assert "column 'a' mixes decimal marks" in str(e.value) and "'12.5'" in str(e.value)
     _, con = pull(tmp_path, columns=cols, timezone="UTC", decimal=",")
     assert orders(con)["1"][2] == Decimal("150000.00") and orders(con)["1001"][2] == Decimal("12.50")
+
+
+def _prices3(n_ambiguous: int, n_below_one: int) -> list[str]:
+    """Prices printed with 3 decimals: ``12.345``-style (alone: thousands) and a few below 1 (``0.523``: decimals)."""
+    return [f"{1 + i % 59}.{(37 * i) % 1000:03d}" for i in range(n_ambiguous)] + \
+        [f"0.{500 + i % 499:03d}" for i in range(n_below_one)]
+
+
+def test_decisive_values_need_not_grow_past_a_cap_with_the_ambiguous_ones(tmp_path):
+    """The shape of a million 3-decimal prices 0.5–60 (0.8 % below 1, decisive): 60 prices below 1 among 5 000
+    `12.345` are under 2 % of them, yet far more than a stray; they read the column as prices (12.345)."""
+    amounts = _prices3(5000, 60)
+    _csv(tmp_path, amounts)
+    result, con = pull(tmp_path, columns=COLS)
+    got = orders(con)
+    assert result.bad_row_count == 0 and got["1"][2] == Decimal("1.00") and got["5001"][2] == Decimal("0.50")
+    assert got["2"][2] == Decimal("2.04")  # `2.037`: NUMERIC(…, 2) of a price with 3 decimals
+    assert amounts[1] == "2.037"
+
+
+def test_the_capped_weight_still_stops_below_the_cap(tmp_path):
+    """40 decisive values (fewer than the cap and than 2 % of 5 000) still may not read 5 000 `12.345` as 12."""
+    _csv(tmp_path, _prices3(5000, 40))
+    with pytest.raises(BadFileError, match="column 'a' mixes decimal marks: 40 values read with '.'"):
+        pull(tmp_path, columns=COLS)
+
+
+def test_capped_weight_on_the_typed_fast_path(tmp_path):
+    """ISO dates (the typed fast path): the same 3-decimal prices read as prices, not stopped."""
+    write_csv(tmp_path / "sales.csv", [["id", "c", "d", "a"], *([str(i), "x", "2026-11-01", a]
+                                                                for i, a in enumerate(_prices3(5000, 60), 1))])
+    _, con = pull(tmp_path, columns={"order_id": "id", "customer_id": "c", "ordered_at": "d", "amount": "a"},
+                  timezone="UTC")
+    assert orders(con)["2"][2] == Decimal("2.04") and orders(con)["5001"][2] == Decimal("0.50")
