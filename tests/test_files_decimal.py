@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import duckdb
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from connectors import normalize as nz
@@ -66,6 +66,7 @@ _TEXT = st.text(alphabet="0123456789,.  р$-", max_size=12)
 
 @settings(max_examples=60, deadline=None)
 @given(values=st.lists(st.one_of(_TEXT, st.none()), max_size=30))
+@example(values=["1037.000", "-1037,000", "01037.000", "12 345.678", "999.000", "0000.500", "1,037.000"])
 def test_the_whole_column_count_agrees_with_the_python_votes_whatever_the_first_guess(values):
     """The one-scan count (most values never classified) equals classifying every value with the Python twin."""
     expected = {",": 0, ".": 0, "w": 0, "w,": 0, "w.": 0}
@@ -161,3 +162,30 @@ def test_capped_weight_on_the_typed_fast_path(tmp_path):
     _, con = pull(tmp_path, columns={"order_id": "id", "customer_id": "c", "ordered_at": "d", "amount": "a"},
                   timezone="UTC")
     assert orders(con)["2"][2] == Decimal("2.04") and orders(con)["5001"][2] == Decimal("0.50")
+
+
+@pytest.mark.parametrize("value, vote", [("1037.000", (".", True)), ("-1037,000", (",", True)),
+                                         ("12 345.678", (".", True)), ("999.000", (".", False)),
+                                         ("+999,000", (",", False)), ("0.500", (".", True))])
+def test_a_mark_after_more_than_three_digits_is_decisive(value, vote):
+    """A thousands group cannot follow four digits: `1037.000` has a decimal point; `999.000` stays ambiguous."""
+    assert nz.decimal_vote(value) == vote
+
+
+def test_amounts_of_four_digits_with_three_decimals_are_not_read_as_thousands(tmp_path):
+    """Every amount `1037.000`-style (>= 1000, printed with 3 decimals): read as 1037, not 1 037 000 (so was main);
+    in a column whose decimal mark is ',' a `1037.000` is read as it can only be read, like the vote says."""
+    _csv(tmp_path, [f"{1000 + 37 * i}.000" for i in range(1, 300)])
+    _, con = pull(tmp_path, columns=COLS)
+    assert orders(con)["1"][2] == Decimal("1037.00") and orders(con)["299"][2] == Decimal("12063.00")
+    _csv(tmp_path, ["12,50"] * 30 + ["1037.000"])
+    _, con = pull(tmp_path, columns=COLS, decimal=",")
+    assert orders(con)["31"][2] == Decimal("1037.00") and orders(con)["1"][2] == Decimal("12.50")
+
+
+def test_four_digit_amounts_with_three_decimals_on_the_typed_fast_path(tmp_path):
+    write_csv(tmp_path / "sales.csv", [["id", "c", "d", "a"], *([str(i), "x", "2026-11-01", f"{1000 + 37 * i}.000"]
+                                                                for i in range(1, 3000))])
+    _, con = pull(tmp_path, columns={"order_id": "id", "customer_id": "c", "ordered_at": "d", "amount": "a"},
+                  timezone="UTC")
+    assert orders(con)["1"][2] == Decimal("1037.00") and orders(con)["2999"][2] == Decimal("111963.00")
