@@ -10,9 +10,10 @@ classifying only the few values that might contradict the guess, so a clean colu
   values or more) and the column holds ambiguous values whose number depends on the mark, the read stops with an
   error naming the file, the column, one value of each reading and one ambiguous value, and ``[source] decimal``;
 * a majority that would read ambiguous values against the column's default (money: ``1.234`` is a thousand;
-  a quantity: a decimal) must weigh: :data:`WEIGHT_SHARE` of those ambiguous values and :data:`MIN_SIDE` values
-  (or as many as those, when fewer) or more (one ``12.5`` does not make 3 000 ``150.000`` read as 150), else the
-  same error;
+  a quantity: a decimal) must weigh: :data:`WEIGHT_SHARE` of those ambiguous values (:data:`WEIGHT_CAP` values
+  at most) and :data:`MIN_SIDE` values (or as many as those, when fewer) or more (one ``12.5`` does not make
+  3 000 ``150.000`` read as 150; 8 000 prices below 1 such as ``0.523`` make a million ``12.345`` read as
+  prices), else the same error;
 * a column without such values keeps the first guess (money: ``1,234`` groups thousands; a quantity takes the
   mark the money columns settled, else reads it as a decimal).
 """
@@ -34,6 +35,8 @@ CONFLICT_SHARE = 0.05
 MIN_SIDE = 3
 #: the least share of the ambiguous values it reads against the default that a deciding side must have
 WEIGHT_SHARE = 0.02
+#: the most values read one way only a deciding side needs, however many ambiguous values it reads
+WEIGHT_CAP = 50
 SAMPLE = 2000
 
 
@@ -91,7 +94,7 @@ def _outweighed(votes: dict[str, int], mark: nz.Decimal_, money: bool) -> bool:
     """The values that decide ``mark`` are too few for the ambiguous values it reads against the default (money:
     those with ``mark`` itself become decimals; a quantity: those with the other mark become thousands)."""
     against = votes["w" + mark] if money else votes["w"] - votes["w" + mark]
-    return bool(against) and votes[mark] < max(min(MIN_SIDE, against), WEIGHT_SHARE * against)
+    return bool(against) and votes[mark] < max(min(MIN_SIDE, against), min(WEIGHT_SHARE * against, WEIGHT_CAP))
 
 
 def _clean_re(mark: nz.Decimal_) -> str:

@@ -180,9 +180,9 @@ def header_line(lines: list[str], headers: list[str] | None = None) -> tuple[int
     ``rfmsync init`` share it): each line read with the delimiter that gives it the most cells that count (one of
     the mapped ``headers``; without them, a non-empty cell), the first line with the most of them; ``(0, …)``
     when it holds fewer than two (or than all of the fewer ``headers``). Without ``headers``, the first line with
-    two non-empty cells or more whose field count (empty cells too: ``,id,date`` from pandas, 1C's unnamed ``№``)
-    is the next non-blank line's, read with the same delimiter, comes first (a data row has more non-empty cells
-    than such a header)."""
+    two non-empty cells or more and at most one fewer than the fullest line (an Excel title padded with ``;`` holds
+    fewer; a header with an empty cell, 1C's unnamed ``№`` or pandas' ``,id,date``, one fewer) and not mostly
+    numbers or dates (a data row; ``Период:;01.11.2026 - 30.11.2026``) comes first."""
     wanted = {h.strip().casefold() for h in headers} if headers is not None else None
 
     def counted(cell: str) -> bool:
@@ -190,15 +190,23 @@ def header_line(lines: list[str], headers: list[str] | None = None) -> tuple[int
     lines = [line.rstrip("\r\n") for line in lines]
     scores = [max((sum(map(counted, _cells(line, d))), d) for d in (";", "\t", ",", "|")) for line in lines]
     if wanted is None:
-        rows = [i for i, line in enumerate(lines) if line.strip()]
-        first = next((i for i, j in zip(rows, rows[1:]) if scores[i][0] >= 2
-                      and len(_cells(lines[i], scores[i][1])) == len(_cells(lines[j], scores[i][1]))), None)
+        top = max((n for n, _ in scores), default=0)
+        first = next((i for i, (n, d) in enumerate(scores) if n >= max(2, top - 1) and not _mostly_values(
+            [c for c in _cells(lines[i], d) if c.strip()])), None)
         if first is not None:
             return first, scores[first][1]
     best = max(range(len(scores)), key=lambda i: (scores[i][0], -i), default=0)
     if not best or scores[best][0] < min(2, len(wanted) if wanted is not None else 2):
         return 0, scores[0][1] if scores else ","
     return best, scores[best][1]
+
+
+def _mostly_values(cells: list[str]) -> bool:
+    """Whether at least half of the non-empty ``cells`` are numbers or dates (a data row's, not a header's)."""
+    return 2 * sum(bool(_VALUE_RE.fullmatch(c.strip())) for c in cells) >= len(cells)
+
+
+_VALUE_RE = re.compile(r"[-+−]?[\d\s.,:/−-]*\d[\d\s.,:/−-]*")
 
 
 def header_cells(path: Path, delim: str) -> list[str]:

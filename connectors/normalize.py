@@ -96,14 +96,15 @@ _GROUPED_RE = r"[-+]?[0-9]{1,3}(,[0-9]{3}){2,}|[-+]?[0-9]{1,3}(\.[0-9]{3}){2,}"
 def amount_number_sql(s: str, decimal: Decimal_ = ".") -> str:
     """Step 2: one decimal mark, as ``.``. A whole number with repeated groups (``1,250,000``) has none;
     a value holding both ``,`` and ``.`` uses the last one as its decimal mark; a single separator not
-    followed by exactly three digits, or after a lone ``0`` (``0,500``: no thousands), is a decimal mark; only the ambiguous rest (``1,234`` / ``1.234``)
-    follows ``decimal``, the column's mark."""
+    followed by exactly three digits, or after a lone ``0`` (``0,500``: no thousands) or more than three digits
+    (``1037.000``: a thousands group cannot follow four digits), is a decimal mark; only the ambiguous rest
+    (``1,234`` / ``1.234``) follows ``decimal``, the column's mark."""
     other = "." if decimal == "," else ","
     return (f"CASE WHEN regexp_full_match({s}, {lit(_GROUPED_RE)}) THEN replace(replace({s}, ',', ''), '.', '')"
             f" WHEN contains({s}, ',') AND contains({s}, '.') THEN"
             f" CASE WHEN strpos({s}, ',') > strpos({s}, '.') AND NOT contains(substr({s}, strpos({s}, ',') + 1), '.')"
             f" THEN replace(replace({s}, '.', ''), ',', '.') ELSE replace({s}, ',', '') END"
-            f" WHEN regexp_full_match({s}, '[-+]?([0-9]*[.,]([0-9]{{1,2}}|[0-9]{{4,}})|0+[.,][0-9]+)')"
+            f" WHEN regexp_full_match({s}, '[-+]?([0-9]*[.,]([0-9]{{1,2}}|[0-9]{{4,}})|0+[.,][0-9]+|[0-9]{{4,}}[.,][0-9]+)')"
             f" THEN replace({s}, ',', '.')"
             f" ELSE replace(replace({s}, {lit(other)}, ''), ',', '.') END")
 
@@ -182,7 +183,7 @@ def _decimal_votes(values: Iterable[str | None], money: bool) -> tuple[dict[str,
 def decimal_vote(value: str | None) -> tuple[Decimal_, bool] | None:
     """What one number text says of its column's decimal mark: ``(mark, True)`` when it can be read one way only
     (both marks: the last one; repeated groups ``1,250,000``: the other one; a mark followed by other than three
-    digits ``12,5``, or after a lone ``0`` ``0,500``: that one), ``(mark, False)`` for the ambiguous ``1,234`` /
+    digits ``12,5``, after a lone ``0`` ``0,500`` or after more than three digits ``1037.000``: that one), ``(mark, False)`` for the ambiguous ``1,234`` /
     ``1.234``, None without a mark. :func:`decimal_vote_sql` is its SQL twin."""
     v = re.sub(r"[^0-9,.]", "", value or "").strip(",.")
     marks = [c for c in v if c in ",."]
@@ -193,7 +194,7 @@ def decimal_vote(value: str | None) -> tuple[Decimal_, bool] | None:
     if len(marks) > 1:  # 1,250,000: the mark groups thousands
         return ("." if marks[0] == "," else ","), True
     at = v.index(marks[0])
-    return marks[0], len(v) - at - 1 != 3 or not v[:at].strip("0")  # type: ignore[return-value]
+    return marks[0], len(v) - at - 1 != 3 or not v[:at].strip("0") or at > 3  # type: ignore[return-value]
 
 
 def decimal_vote_sql(col: str) -> str:
@@ -204,7 +205,8 @@ def decimal_vote_sql(col: str) -> str:
     return (f"CASE WHEN {marks} = '' THEN NULL"
             f" WHEN contains({marks}, ',') AND contains({marks}, '.') THEN right({marks}, 1)"
             f" WHEN length({marks}) > 1 THEN CASE WHEN starts_with({marks}, ',') THEN '.' ELSE ',' END"
-            f" WHEN regexp_full_match({n}, '[0-9]*[1-9][0-9]*[.,][0-9]{{3}}') THEN 'w' || {marks} ELSE {marks} END")
+            f" WHEN length({n}) <= 7 AND regexp_full_match({n}, '[0-9]*[1-9][0-9]*[.,][0-9]{{3}}') THEN 'w' || {marks}"
+            f" ELSE {marks} END")
 
 
 _OFFSET_RE = r"[T ]\d\d:\d\d(:\d\d(\.\d+)?)?\s*(Z|[+-]\d\d(:?\d\d)?)$"

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import duckdb
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from connectors import normalize as nz
@@ -66,6 +66,7 @@ _TEXT = st.text(alphabet="0123456789,.  р$-", max_size=12)
 
 @settings(max_examples=60, deadline=None)
 @given(values=st.lists(st.one_of(_TEXT, st.none()), max_size=30))
+@example(values=["1037.000", "-1037,000", "01037.000", "12 345.678", "999.000", "0000.500", "1,037.000"])
 def test_the_whole_column_count_agrees_with_the_python_votes_whatever_the_first_guess(values):
     """The one-scan count (most values never classified) equals classifying every value with the Python twin."""
     expected = {",": 0, ".": 0, "w": 0, "w,": 0, "w.": 0}
@@ -127,3 +128,64 @@ def test_the_typed_fast_path_weighs_a_decisive_value_among_the_first_rows(tmp_pa
     assert "column 'a' mixes decimal marks" in str(e.value) and "'12.5'" in str(e.value)
     _, con = pull(tmp_path, columns=cols, timezone="UTC", decimal=",")
     assert orders(con)["1"][2] == Decimal("150000.00") and orders(con)["1001"][2] == Decimal("12.50")
+
+
+def _prices3(n_ambiguous: int, n_below_one: int) -> list[str]:
+    """Prices printed with 3 decimals: ``12.345``-style (alone: thousands) and a few below 1 (``0.523``: decimals)."""
+    return [f"{1 + i % 59}.{(37 * i) % 1000:03d}" for i in range(n_ambiguous)] + \
+        [f"0.{500 + i % 499:03d}" for i in range(n_below_one)]
+
+
+def test_decisive_values_need_not_grow_past_a_cap_with_the_ambiguous_ones(tmp_path):
+    """The shape of a million 3-decimal prices 0.5–60 (0.8 % below 1, decisive): 60 prices below 1 among 5 000
+    `12.345` are under 2 % of them, yet far more than a stray; they read the column as prices (12.345)."""
+    amounts = _prices3(5000, 60)
+    _csv(tmp_path, amounts)
+    result, con = pull(tmp_path, columns=COLS)
+    got = orders(con)
+    assert result.bad_row_count == 0 and got["1"][2] == Decimal("1.00") and got["5001"][2] == Decimal("0.50")
+    assert got["2"][2] == Decimal("2.04")  # `2.037`: NUMERIC(…, 2) of a price with 3 decimals
+    assert amounts[1] == "2.037"
+
+
+def test_the_capped_weight_still_stops_below_the_cap(tmp_path):
+    """40 decisive values (fewer than the cap and than 2 % of 5 000) still may not read 5 000 `12.345` as 12."""
+    _csv(tmp_path, _prices3(5000, 40))
+    with pytest.raises(BadFileError, match="column 'a' mixes decimal marks: 40 values read with '.'"):
+        pull(tmp_path, columns=COLS)
+
+
+def test_capped_weight_on_the_typed_fast_path(tmp_path):
+    """ISO dates (the typed fast path): the same 3-decimal prices read as prices, not stopped."""
+    write_csv(tmp_path / "sales.csv", [["id", "c", "d", "a"], *([str(i), "x", "2026-11-01", a]
+                                                                for i, a in enumerate(_prices3(5000, 60), 1))])
+    _, con = pull(tmp_path, columns={"order_id": "id", "customer_id": "c", "ordered_at": "d", "amount": "a"},
+                  timezone="UTC")
+    assert orders(con)["2"][2] == Decimal("2.04") and orders(con)["5001"][2] == Decimal("0.50")
+
+
+@pytest.mark.parametrize("value, vote", [("1037.000", (".", True)), ("-1037,000", (",", True)),
+                                         ("12 345.678", (".", True)), ("999.000", (".", False)),
+                                         ("+999,000", (",", False)), ("0.500", (".", True))])
+def test_a_mark_after_more_than_three_digits_is_decisive(value, vote):
+    """A thousands group cannot follow four digits: `1037.000` has a decimal point; `999.000` stays ambiguous."""
+    assert nz.decimal_vote(value) == vote
+
+
+def test_amounts_of_four_digits_with_three_decimals_are_not_read_as_thousands(tmp_path):
+    """Every amount `1037.000`-style (>= 1000, printed with 3 decimals): read as 1037, not 1 037 000 (so was main);
+    in a column whose decimal mark is ',' a `1037.000` is read as it can only be read, like the vote says."""
+    _csv(tmp_path, [f"{1000 + 37 * i}.000" for i in range(1, 300)])
+    _, con = pull(tmp_path, columns=COLS)
+    assert orders(con)["1"][2] == Decimal("1037.00") and orders(con)["299"][2] == Decimal("12063.00")
+    _csv(tmp_path, ["12,50"] * 30 + ["1037.000"])
+    _, con = pull(tmp_path, columns=COLS, decimal=",")
+    assert orders(con)["31"][2] == Decimal("1037.00") and orders(con)["1"][2] == Decimal("12.50")
+
+
+def test_four_digit_amounts_with_three_decimals_on_the_typed_fast_path(tmp_path):
+    write_csv(tmp_path / "sales.csv", [["id", "c", "d", "a"], *([str(i), "x", "2026-11-01", f"{1000 + 37 * i}.000"]
+                                                                for i in range(1, 3000))])
+    _, con = pull(tmp_path, columns={"order_id": "id", "customer_id": "c", "ordered_at": "d", "amount": "a"},
+                  timezone="UTC")
+    assert orders(con)["1"][2] == Decimal("1037.00") and orders(con)["2999"][2] == Decimal("111963.00")

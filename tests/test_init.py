@@ -163,3 +163,43 @@ def test_init_takes_a_header_with_an_empty_cell_not_the_first_data_row(tmp_path)
     assert src["skip_lines"] == 1 and src["delimiter"] == ";"
     assert src["columns"]["ordered_at"] == "Дата" and src["columns"]["amount"] == "Сумма"
     assert "source file: 39 orders" in out
+
+
+_ROWS = "".join(f"{i};0{i}.11.2026;c{i};{i}00,50;2\n" for i in range(1, 6))
+_HEADER = ["Номер", "Дата", "Клиент", "Сумма", "Кол"]
+
+
+@pytest.mark.parametrize("text, skip, headers", [
+    ("№;Дата;Клиент;Сумма;Кол\n" + _ROWS, 0, ["№", *_HEADER[1:]]),
+    (";Дата;Клиент;Сумма;Кол\n" + _ROWS, 0, ["", *_HEADER[1:]]),
+    (",id,date,customer,amount\n" + "".join(f"{i},{i},2026-11-0{i + 1},c{i},1{i}.5\n" for i in range(5)), 0,
+     ["", "id", "date", "customer", "amount"]),
+    ("Отчёт о продажах;;;;\n;;;;\nНомер;Дата;Клиент;Сумма;Кол\n" + _ROWS, 2, _HEADER),
+    ("Период:;01.11.2026 - 30.11.2026;;;\nНомер;Дата;Клиент;Сумма;Кол\n" + _ROWS, 1, _HEADER),
+    ("Отчёт о продажах;;;;\nОрганизация:;ООО Ромашка;;;\n;;;;\nНомер;Дата;Клиент;Сумма;Кол\n" + _ROWS, 3, _HEADER),
+    ("Номер;Дата;Клиент;Сумма;Кол\n" + _ROWS.replace("\n", ";\n"), 0, _HEADER),
+    ("Отчёт\nНомер;Дата;Клиент;Сумма;Кол\n" + _ROWS.replace("\n", ";\n"), 1, _HEADER),
+    ("Период:;01.11.2026 - 30.11.2026;\nНомер;Дата;Сумма\n" + "".join(f"{i};0{i}.11.2026;{i}00,50\n"
+                                                                      for i in range(1, 6)), 1, ["Номер", "Дата", "Сумма"]),
+], ids=["1c-numbered", "1c-unnamed-column", "pandas-index", "title-padded", "period-title-padded",
+        "two-titles-padded", "rows-trailing-delimiter", "title-and-rows-trailing-delimiter", "period-above-3-columns"])
+def test_init_header_below_padded_titles_and_above_rows_ending_in_the_delimiter(tmp_path, text, skip, headers):
+    """Excel titles padded with `;` hold fewer cells than the header; data rows ending in `;` hold an empty cell
+    more than a header that does not; a 2-cell title of a period (mostly a date) above a 3-column table."""
+    from connectors.guess import read_sample
+    export = tmp_path / "s.csv"
+    export.write_text(text, encoding="utf-8")
+    sample = read_sample(export)
+    assert (sample.skip, sample.headers) == (skip, headers)
+
+
+def test_init_skips_a_padded_period_title(tmp_path):
+    export = tmp_path / "report.csv"
+    rows = ["Период:;01.11.2026 - 30.11.2026;;", "Чек №;Клиент;Дата;Сумма",
+            *(f"{i};C{i % 7};{1 + i % 28:02d}.11.2026;{100 + i},50" for i in range(1, 40))]
+    export.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    cfg = tmp_path / "rfmsync.toml"
+    out = init(export, cfg).output
+    src = source(cfg)
+    assert src["skip_lines"] == 1 and src["columns"]["amount"] == "Сумма"
+    assert "source file: 39 orders" in out
