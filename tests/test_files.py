@@ -633,18 +633,24 @@ def test_a_line_above_the_header_that_is_not_a_title_stops_naming_it_and_skip_li
     assert [b.row for b in pull(tmp_path, skip_lines=1)[0].bad_rows] == [4]
 
 
+def _sales(tmp_path, kind: str, header: list[str], row: list[str]):
+    """``sales.csv`` or ``sales.xlsx`` of one header and one row; the workbook (None for a CSV)."""
+    if kind == "csv":
+        write_csv(tmp_path / "sales.csv", [header, row])
+        return None
+    wb = openpyxl.Workbook()
+    wb.active.append(header)
+    wb.active.append(row)
+    wb.save(tmp_path / "sales.xlsx")
+    return wb
+
+
 @pytest.mark.parametrize("kind", ["csv", "xlsx"])
 def test_a_mapped_header_written_twice_stops_naming_it_and_both_columns(tmp_path, kind):
     """Two `Сумма` (with and without the discount): which one is the amount cannot be told."""
     header = ["Чек №", "Клиент", "Дата", "Сумма", "Скидка", "сумма ", "Примечание", "Примечание"]
     row = ["1", "c1", "02.11.2026", "100", "10", "90", "", ""]
-    if kind == "csv":
-        write_csv(tmp_path / "sales.csv", [header, row])
-    else:
-        wb = openpyxl.Workbook()
-        wb.active.append(header)
-        wb.active.append(row)
-        wb.save(tmp_path / "sales.xlsx")
+    wb = _sales(tmp_path, kind, header, row)
     cols = {"order_id": "Чек №", "customer_id": "Клиент", "ordered_at": "Дата", "amount": "Сумма"}
     with pytest.raises(ConfigError) as e:
         pull(tmp_path, orders=f"sales.{kind}", columns=cols)
@@ -663,13 +669,7 @@ def test_a_repeated_header_mapped_by_the_readers_name_of_the_second_reads_each(t
     """Two `Сумма`: the message names the second one as the reader names it, and a mapping naming both so reads
     each column (a config that main read right keeps working)."""
     header, row = ["Чек", "Клиент", "Дата", "Сумма", "Сумма"], ["1", "c1", "02.11.2026", "100", "90"]
-    if kind == "csv":
-        write_csv(tmp_path / "sales.csv", [header, row])
-    else:
-        wb = openpyxl.Workbook()
-        wb.active.append(header)
-        wb.active.append(row)
-        wb.save(tmp_path / "sales.xlsx")
+    _sales(tmp_path, kind, header, row)
     cols = {"order_id": "Чек", "customer_id": "Клиент", "ordered_at": "Дата", "amount": "Сумма"}
     with pytest.raises(ConfigError) as e:
         pull(tmp_path, orders=f"sales.{kind}", columns=cols)

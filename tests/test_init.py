@@ -123,15 +123,18 @@ def test_never_prompts(tmp_path, stdin):
     assert result.exit_code == 0, result.output
 
 
+def _init_rows(tmp_path, rows: list[str]) -> tuple[dict, str]:
+    """`rfmsync init` on ``report.csv`` of these lines: the written [source] table and the command's output."""
+    export, cfg = tmp_path / "report.csv", tmp_path / "rfmsync.toml"
+    export.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    out = init(export, cfg).output
+    return source(cfg), out
+
+
 def test_a_title_above_the_header_is_skipped_and_written_as_skip_lines(tmp_path):
     """A 1C-style report: a title line and a blank line above the header."""
-    export = tmp_path / "report.csv"
-    rows = ["Отчёт о продажах за ноябрь 2026;;;", ";;;", "Чек №;Клиент;Дата;Сумма",
-            *(f"{i};C{i % 7};{1 + i % 28:02d}.11.2026;{100 + i},50" for i in range(1, 40))]
-    export.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    cfg = tmp_path / "rfmsync.toml"
-    out = init(export, cfg).output
-    src = source(cfg)
+    src, out = _init_rows(tmp_path, ["Отчёт о продажах за ноябрь 2026;;;", ";;;", "Чек №;Клиент;Дата;Сумма",
+            *(f"{i};C{i % 7};{1 + i % 28:02d}.11.2026;{100 + i},50" for i in range(1, 40))])
     assert src["skip_lines"] == 2 and src["delimiter"] == ";" and src["decimal"] == ","
     assert src["columns"]["ordered_at"] == "Дата" and src["columns"]["amount"] == "Сумма"
     assert "source file: 39 orders" in out
@@ -139,13 +142,8 @@ def test_a_title_above_the_header_is_skipped_and_written_as_skip_lines(tmp_path)
 
 def test_init_finds_the_header_the_reader_finds_below_a_title_with_a_comma(tmp_path):
     """`Отчёт о продажах, магазин №1` above a `;` header: two cells read with ',', yet a title (one detector)."""
-    export = tmp_path / "report.csv"
-    rows = ["Отчёт о продажах, магазин №1", "Чек №;Клиент;Дата;Сумма",
-            *(f"{i};C{i % 7};{1 + i % 28:02d}.11.2026;{100 + i},50" for i in range(1, 40))]
-    export.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    cfg = tmp_path / "rfmsync.toml"
-    out = init(export, cfg).output
-    src = source(cfg)
+    src, out = _init_rows(tmp_path, ["Отчёт о продажах, магазин №1", "Чек №;Клиент;Дата;Сумма",
+            *(f"{i};C{i % 7};{1 + i % 28:02d}.11.2026;{100 + i},50" for i in range(1, 40))])
     assert src["skip_lines"] == 1 and src["delimiter"] == ";" and src["columns"]["amount"] == "Сумма"
     assert "source file: 39 orders" in out
 
@@ -153,13 +151,8 @@ def test_init_finds_the_header_the_reader_finds_below_a_title_with_a_comma(tmp_p
 def test_init_takes_a_header_with_an_empty_cell_not_the_first_data_row(tmp_path):
     """1C's unnamed `№` column (a pandas `to_csv` header starts `,` too) below a title: the header holds fewer
     non-empty cells than each data row, yet it is the header (its field count is the rows')."""
-    export = tmp_path / "report.csv"
-    rows = ["Отчёт о продажах", ";Чек;Клиент;Дата;Сумма",
-            *(f"{i};{500 + i};C{i % 7};{1 + i % 28:02d}.11.2026;{100 + i},50" for i in range(1, 40))]
-    export.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    cfg = tmp_path / "rfmsync.toml"
-    out = init(export, cfg).output
-    src = source(cfg)
+    src, out = _init_rows(tmp_path, ["Отчёт о продажах", ";Чек;Клиент;Дата;Сумма",
+            *(f"{i};{500 + i};C{i % 7};{1 + i % 28:02d}.11.2026;{100 + i},50" for i in range(1, 40))])
     assert src["skip_lines"] == 1 and src["delimiter"] == ";"
     assert src["columns"]["ordered_at"] == "Дата" and src["columns"]["amount"] == "Сумма"
     assert "source file: 39 orders" in out
@@ -194,12 +187,7 @@ def test_init_header_below_padded_titles_and_above_rows_ending_in_the_delimiter(
 
 
 def test_init_skips_a_padded_period_title(tmp_path):
-    export = tmp_path / "report.csv"
-    rows = ["Период:;01.11.2026 - 30.11.2026;;", "Чек №;Клиент;Дата;Сумма",
-            *(f"{i};C{i % 7};{1 + i % 28:02d}.11.2026;{100 + i},50" for i in range(1, 40))]
-    export.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    cfg = tmp_path / "rfmsync.toml"
-    out = init(export, cfg).output
-    src = source(cfg)
+    src, out = _init_rows(tmp_path, ["Период:;01.11.2026 - 30.11.2026;;", "Чек №;Клиент;Дата;Сумма",
+            *(f"{i};C{i % 7};{1 + i % 28:02d}.11.2026;{100 + i},50" for i in range(1, 40))])
     assert src["skip_lines"] == 1 and src["columns"]["amount"] == "Сумма"
     assert "source file: 39 orders" in out
