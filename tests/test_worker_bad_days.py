@@ -253,7 +253,7 @@ def test_events_resynced_without_a_paused_destination_are_never_done_before_it_h
         worker = Worker(cfg, ledger, None, process=process, clock=ticks)  # type: ignore[arg-type]
         assert worker.process_batch() == 0 and ledger.event_counts()["done"] == 0  # released: none completed
         assert calls == [(2, None), (2, ["mc2"])] and ledger.claimable_count() == 2
-        assert worker.processed_ids == [] and worker.metrics.events["done"] == 0
+        assert not worker.processed_ids and worker.metrics.events["done"] == 0
         assert worker.process_batch() == 2 and ledger.event_counts()["done"] == 2
         assert calls[2] == (2, None)
         enqueue_orders(ledger, ["C", "D"])
@@ -396,3 +396,15 @@ def test_our_own_bug_backs_off_every_worker_sharing_the_ledger(tmp_path):
                     worker.process_batch()
                     hours[int((ticks.now - 1000) // 3600)] += 1
     assert all(claims <= 30 for claims in hours), hours
+
+
+def test_a_worker_running_for_months_keeps_a_bounded_list_of_the_events_it_completed(tmp_path, monkeypatch):
+    """``processed_ids`` kept every id a worker ever completed: one per event for as long as serve runs (millions
+    in a month at 50 orders a second). It keeps the latest ``processed_keep``; the count of all is ``completed``,
+    and ``drain()`` still returns the events completed."""
+    monkeypatch.setattr(Worker, "processed_keep", 3)
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        worker = Worker(Config(), ledger, None, process=lambda batch: None, batch_limit=2)  # type: ignore[arg-type]
+        enqueue_orders(ledger, [f"O{i}" for i in range(7)])
+        assert worker.drain() == 7 and worker.completed == 7
+        assert len(worker.processed_ids) == 3 and ledger.event_counts()["done"] == 7

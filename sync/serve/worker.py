@@ -28,7 +28,7 @@ import logging
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -61,6 +61,8 @@ class Worker(Bisection, Suspects, Pauses):
 
     ``process`` defaults to the incremental resync of ``cfg``; pass another callable to observe batches.
     """
+
+    processed_keep = 10_000  # how many of the latest completed event ids :attr:`processed_ids` keeps
 
     def __init__(self, cfg: Config, ledger: Ledger, settings: Settings, *, name: str | None = None,
                  debounce_seconds: float | None = None, poll_seconds: float = 0.5, batch_limit: int = 1000,
@@ -95,7 +97,10 @@ class Worker(Bisection, Suspects, Pauses):
         self.retry_at: float | None = None  # (clock) no claim before this after a transient failure
         self._init_pauses()  # destinations rate limited: their work alone waits (:mod:`sync.serve.pauses`)
         self._wake = threading.Event()
-        self.processed_ids: list[int] = []  # events this worker completed (observability, tests)
+        #: the latest events this worker completed (observability, tests): the last :attr:`processed_keep` only, a
+        #: worker runs for months; ``completed`` counts them all
+        self.processed_ids: deque[int] = deque(maxlen=self.processed_keep)
+        self.completed = 0
         #: set when the worker stops (``run_forever``'s stop): a batch being bisected leaves the rest to the queue
         self.stopping = threading.Event()
 
@@ -114,7 +119,7 @@ class Worker(Bisection, Suspects, Pauses):
     def process_batch(self) -> int:
         """Claim every queued event (up to ``batch_limit``) and resync them together; returns the events completed
         (marked done: not those resynced without a paused destination, released to wait for it)."""
-        completed = len(self.processed_ids)
+        completed = self.completed
         events = self.ledger.claim_events(self.name, limit=self.batch_limit, stale_after=self.stale_after)
         if not events:
             return 0
@@ -145,7 +150,7 @@ class Worker(Bisection, Suspects, Pauses):
             self._suspects(suspects, later)
             if later is not None:  # a transient failure: these events wait, the claim not counted
                 self._failed(_batch(later[0]), later[1])
-            return len(self.processed_ids) - completed
+            return self.completed - completed
         finally:
             beating.set()
             heart.join()
@@ -182,7 +187,8 @@ class Worker(Bisection, Suspects, Pauses):
             return None
         self._forget_releases(ids)
         self.ledger.complete_events(ids, worker=self.name)
-        self.processed_ids += ids
+        self.processed_ids.extend(ids)
+        self.completed += len(ids)
         self.metrics.event_outcome("done", len(ids))
         return None
 
