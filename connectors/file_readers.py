@@ -180,18 +180,20 @@ def header_line(lines: list[str], headers: list[str] | None = None) -> tuple[int
     ``rfmsync init`` share it): each line read with the delimiter that gives it the most cells that count (one of
     the mapped ``headers``; without them, a non-empty cell), the first line with the most of them; ``(0, …)``
     when it holds fewer than two (or than all of the fewer ``headers``). Without ``headers``, the first line with
-    two non-empty cells or more and at most one fewer than the fullest line (an Excel title padded with ``;`` holds
-    fewer; a header with an empty cell, 1C's unnamed ``№`` or pandas' ``,id,date``, one fewer) and not mostly
-    numbers or dates (a data row; ``Период:;01.11.2026 - 30.11.2026``) comes first."""
+    two non-empty cells or more whose last non-empty cell is at most one short of the widest line's (an Excel title
+    padded with ``;`` ends early; a header with empty cells, 1C's unnamed ``№`` or pandas' ``,,id,date``, does not)
+    and not mostly numbers or dates (a data row; ``Период:;01.11.2026 - 30.11.2026``) comes first."""
     wanted = {h.strip().casefold() for h in headers} if headers is not None else None
 
     def counted(cell: str) -> bool:
         return cell.strip().casefold() in wanted if wanted is not None else bool(cell.strip())
     lines = [line.rstrip("\r\n") for line in lines]
     scores = [max((sum(map(counted, _cells(line, d))), d) for d in (";", "\t", ",", "|")) for line in lines]
-    if wanted is None:
-        top = max((n for n, _ in scores), default=0)
-        first = next((i for i, (n, d) in enumerate(scores) if n >= max(2, top - 1) and not _mostly_values(
+    if wanted is None:  # a line's span: up to its last non-empty cell (a padded title's ends early)
+        spans = [max((i + 1 for i, c in enumerate(_cells(line, d)) if c.strip()), default=0)
+                 for line, (_, d) in zip(lines, scores)]
+        top = max(spans, default=0)
+        first = next((i for i, (n, d) in enumerate(scores) if n >= 2 and spans[i] >= top - 1 and not _mostly_values(
             [c for c in _cells(lines[i], d) if c.strip()])), None)
         if first is not None:
             return first, scores[first][1]

@@ -174,8 +174,14 @@ _HEADER = ["Номер", "Дата", "Клиент", "Сумма", "Кол"]
     ("Отчёт\nНомер;Дата;Клиент;Сумма;Кол\n" + _ROWS.replace("\n", ";\n"), 1, _HEADER),
     ("Период:;01.11.2026 - 30.11.2026;\nНомер;Дата;Сумма\n" + "".join(f"{i};0{i}.11.2026;{i}00,50\n"
                                                                       for i in range(1, 6)), 1, ["Номер", "Дата", "Сумма"]),
+    (",,order_id,email,amount\n" + "".join(f"{i},x{i},O{i},c{i}@example.com,1{i}.5\n" for i in range(5)), 0,
+     ["", "", "order_id", "email", "amount"]),
+    ("Отчёт о продажах;;;;;\nЗаказ;Дата;;Клиент;;Сумма\n" + "".join(f"O{i};0{i}.11.2026;;c{i};;{i}00\n"
+                                                                   for i in range(1, 6)), 1,
+     ["Заказ", "Дата", "", "Клиент", "", "Сумма"]),
 ], ids=["1c-numbered", "1c-unnamed-column", "pandas-index", "title-padded", "period-title-padded",
-        "two-titles-padded", "rows-trailing-delimiter", "title-and-rows-trailing-delimiter", "period-above-3-columns"])
+        "two-titles-padded", "rows-trailing-delimiter", "title-and-rows-trailing-delimiter", "period-above-3-columns",
+        "two-unnamed-columns", "title-above-a-header-with-two-empty-cells"])
 def test_init_header_below_padded_titles_and_above_rows_ending_in_the_delimiter(tmp_path, text, skip, headers):
     """Excel titles padded with `;` hold fewer cells than the header; data rows ending in `;` hold an empty cell
     more than a header that does not; a 2-cell title of a period (mostly a date) above a 3-column table."""
