@@ -183,11 +183,13 @@ def test_the_ledgers_disk_full_spends_no_attempt_and_the_worker_backs_off_instea
 
 @pytest.mark.parametrize("failure", [RuntimeError("every batch fails alike"),
                                      DestinationConfigError("Mailchimp: API key rejected (HTTP 401)", status=401)])
-def test_a_failure_of_every_event_alike_counts_only_the_events_that_failed_alone(tmp_path, failure):
+def test_a_failure_of_every_event_alike_counts_only_the_events_that_failed_alone(tmp_path, failure, caplog):
     """Our own bug that fails any batch: the batch is split within its ``2·⌈log2 16⌉ + 2`` resyncs, and only the
     events that failed alone spend their attempt (the others wait uncounted for the next claim; before, every
     event spent one as soon as one event of each half failed alone too, and many bad events were taken for such
-    a bug). A config error (no event at fault) is not split: every event spends its attempt."""
+    a bug). A config error (a key rejected or rotated: no event at fault) is not split and spends no attempt: the
+    batch waits with the back-off, logged as an ERROR, for the config to be fixed (before: every event spent its
+    attempt, and five claims in half a minute failed the whole queue)."""
     sizes = []
 
     def process(batch):
@@ -203,7 +205,15 @@ def test_a_failure_of_every_event_alike_counts_only_the_events_that_failed_alone
             assert _attempts(ledger) == {**dict.fromkeys("ABCDEFGHIJKLMNOP", 0), "A": 1, "B": 1}
         else:
             assert sizes == [16]
-            assert set(_attempts(ledger).values()) == {1}
+            assert set(_attempts(ledger).values()) == {0} and worker.backing_off() > 0
+            for _ in range(5):  # five more claims (each after its back-off): still nothing failed
+                worker.retry_at = None
+                worker.process_batch()
+            counts = ledger.event_counts()
+            assert (counts["queued"], counts["failed"]) == (16, 0)
+            errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+            assert len(errors) == 6 and all("waits for the config to be fixed" in e and "API key rejected" in e
+                                            for e in errors)
 
 
 def test_a_worker_stopping_while_it_bisects_a_batch_leaves_the_rest_queued_uncounted(tmp_path):

@@ -28,9 +28,12 @@ def retry_later(exc: BaseException) -> bool:
     included), the ledger failing (:class:`LedgerError`: locked, connection lost, and the disk full too: it is
     about the machine, not the event), the order store failing to read or write its file
     (``duckdb.IOException``: the disk full; its lock busy is a :class:`LockBusyError` already), a lock lost
-    (:class:`LockLostError`), or the worker stopping in the middle of a batch's bisection (:class:`RunStopped`).
-    The batch waits, uncounted (but see :data:`PROBE_AFTER`: a 5xx one event causes)."""
-    return transient(exc) or isinstance(exc, (LedgerError, LockLostError, RunStopped, duckdb.IOException))
+    (:class:`LockLostError`), the worker stopping in the middle of a batch's bisection (:class:`RunStopped`), or
+    settings the resync cannot work with (:data:`CONFIG_ERRORS`: a key rejected or rotated, an audience missing:
+    no event is at fault, so none spends an attempt; the batch waits with the back-off for the config to be
+    fixed, up to the give-up). The batch waits, uncounted (but see :data:`PROBE_AFTER`: a 5xx one event causes)."""
+    return transient(exc) or isinstance(exc, (LedgerError, LockLostError, RunStopped, duckdb.IOException,
+                                              *CONFIG_ERRORS))
 
 
 #: 5xx-like failures in a row (the back-off at 20 s and more) after which a batch failing so is bisected (a poison

@@ -54,6 +54,7 @@ BACKOFF_MAX = 300.0  # seconds: the longest of our own (a vendor's Retry-After i
 #: seconds: the longest wait a vendor's Retry-After gets: a resync is every destination's and the CRM's, so one
 #: ESP's day-long 429 must not hold them all into the give-up (the claim after it tries again)
 RETRY_AFTER_MAX = 1800.0
+CONFIG_WAIT = "the config to be fixed"  # what a batch failing with a config error waits for (logged as an ERROR)
 
 
 class Worker(Bisection, Suspects, Pauses):
@@ -208,7 +209,8 @@ class Worker(Bisection, Suspects, Pauses):
             told = getattr(failure, "retry_after", None)
             asked = "" if told is None else (f"{getattr(failure, 'destination', None) or 'the vendor'} asked to wait "
                                               f"{float(told):.0f} s (at most {RETRY_AFTER_MAX:.0f} s waited); ")
-            self._waited(batch, ids, f"{error} ({asked}looking again in {wait:.0f} s)", "the outage to end")
+            self._waited(batch, ids, f"{error} ({asked}looking again in {wait:.0f} s)",
+                         CONFIG_WAIT if isinstance(failure, CONFIG_ERRORS) else "the outage to end")
             return
         if isinstance(failure, GuardRefusedError):
             # the records are in the order store already; retrying gives the same answer: the next full
@@ -299,7 +301,8 @@ class Worker(Bisection, Suspects, Pauses):
         self._releases.update(rest)
         self.metrics.event_outcome("retried", len(rest))
         times = max(self._releases[i] for i in rest)
-        level = logging.WARNING if times % RELEASE_WARNING_EVERY == 0 else logging.INFO
+        level = logging.ERROR if why == CONFIG_WAIT else \
+            logging.WARNING if times % RELEASE_WARNING_EVERY == 0 else logging.INFO
         log.log(level, "resync of %d events waits for %s (they stay queued; released %d times, %.0f min "
                 "since accepted, given up after %.1f h): %s", len(rest), why, times, max(waited[i] for i in rest) / 60,
                 self.give_up_waiting_after / 3600, error)
