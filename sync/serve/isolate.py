@@ -60,7 +60,7 @@ class Bisection:
         settled go back to the queue uncounted)."""
         return RunStopped("the worker is stopping") if self.stopping.is_set() else self._try(parts)
 
-    def _isolate(self, parts: list[_Part], failure: Exception) -> tuple[int, _Later]:
+    def _isolate(self, parts: list[_Part], failure: Exception) -> _Later:
         """``parts`` failed together. For a reason of the events' own (not :func:`retry_later`, not a config
         error), several events are tried in two halves (a bisection), so that one poison event does not hold the
         queue: the good ones are done, only the bad one spends an attempt. A 5xx (:func:`_suspect`) is an outage
@@ -79,60 +79,58 @@ class Bisection:
         self._synced, self._halved, self._unsettled = 0, False, []
         self._first, self._named, self._same = _text(failure), False, []
         if retry_later(failure) and not (_suspect(failure) and len(parts) > 1 and self._outages >= PROBE_AFTER):
-            return 0, (parts, failure)  # an outage (5xx after 5xx: the batch is probed)
+            return parts, failure  # an outage (5xx after 5xx: the batch is probed)
         try:
-            done, later = self._split(parts, failure, budget)
+            later = self._split(parts, failure, budget)
             wait = self._out_of_budget(back_off=later is None) if self._unsettled else None  # (an outage met:
         finally:  # (a claim that raised leaves no list behind for a suspect's lone resync) the caller backs off)
             same, self._same = self._same, None
         for lone, f in same:
             self._counted(_batch(lone), f, wait)
-        return done, later
+        return later
 
-    def _split(self, parts: list[_Part], failure: Exception, budget: list[int]) -> tuple[int, _Later]:
+    def _split(self, parts: list[_Part], failure: Exception, budget: list[int]) -> _Later:
         """Bisect ``parts`` (they failed with ``failure``) within the claim's ``budget`` of resyncs."""
         if retry_later(failure) and (not _suspect(failure) or budget[0] < 2 and len(parts) > 1):
-            return 0, (parts, failure)  # an outage (or, out of resyncs, maybe one): the events wait uncounted
+            return parts, failure  # an outage (or, out of resyncs, maybe one): the events wait uncounted
         if len(parts) == 1 and _suspect(failure):  # a 5xx alone: its own, or the ESP's while the others' went
             self._poisons.add(parts[0][0].id)  # through (no call): a suspect, resynced apart from now on,
-            return 0, (parts, failure)  # never counted: it waits with its back-off up to the give-up
+            return parts, failure  # never counted: it waits with its back-off up to the give-up
         if len(parts) == 1 or isinstance(failure, (GuardRefusedError, *CONFIG_ERRORS)):
             self._lone_failed(parts, failure)
-            return 0, None
+            return None
         if budget[0] < 2:  # out of resyncs: the events wait uncounted for the next claim
             self._unsettled.append((parts, failure))
-            return 0, None
+            return None
         if not self._halved:  # once a claim
             self._halved = True
             log.warning("resync of %d events failed (%s): resyncing them in halves to find the events at fault "
                         "(at most %d resyncs more)", len(parts), _text(failure), budget[0])
         halves = [parts[:len(parts) // 2], parts[len(parts) // 2:]]
-        done, failed = 0, []
+        failed = []
         for i, half in enumerate(halves):
             budget[0] -= 1
             f = self._try_unless_stopping(half)
             if f is None:
-                done += len(half)
-            elif retry_later(f) and not (_suspect(f) and _suspect(failure)):  # an outage began: what is not done
-                return done, ([p for h, _ in failed for p in h] + [p for h in halves[i:] for p in h], f)  # waits
-            else:
-                failed.append((half, f))
+                continue
+            if retry_later(f) and not (_suspect(f) and _suspect(failure)):  # an outage began: what is not done
+                return [p for h, _ in failed for p in h] + [p for h in halves[i:] for p in h], f  # waits
+            failed.append((half, f))
         untried: list[list[_Part]] = []  # halves whose failure may be that of their event that failed alone
         if len(failed) == 2 and _suspect(failure):
             # both halves 5xx (an outage, or an event causing one in each half): one event of each is tried alone
             rest = [p for h, _ in failed for p in h]
             if budget[0] < len(failed):  # no resyncs left for that: maybe an outage, wait uncounted
-                return done, (rest, failed[-1][1])
+                return rest, failed[-1][1]
             alone = self._alone(failed, budget)
             went = [one for one, f in alone if f is None]
             out = next((f for _, f in alone if f is not None and retry_later(f) and not (_suspect(f) and went)),
                        None)
             if out is not None:  # an outage (both 5xx), or one began (or a stop): what is not done waits
-                return done + len(went), ([p for p in rest if all(p is not o for o in went)], out)
+                return [p for p in rest if all(p is not o for o in went)], out
             for (half, _), (one, f) in zip(failed, alone):  # not every batch: each event alone is settled
                 half.remove(one)
                 if f is None:
-                    done += 1
                     continue
                 if _suspect(f):  # a 5xx alone while the other went through: a suspect, waiting apart
                     self._poisons.add(one[0].id)
@@ -143,23 +141,22 @@ class Bisection:
             failed = [(half, f) for half, f in failed if half]
         for j, (half, f) in enumerate(failed):
             if any(half is h for h in untried):  # its rest, resynced on its own first (not counted with f)
-                more, later = self._rest(half, f, budget)
+                later = self._rest(half, f, budget)
             else:
-                more, later = self._split(half, f, budget)
-            done += more
+                later = self._split(half, f, budget)
             if later is not None:
-                return done, (later[0] + [p for h, _ in failed[j + 1:] for p in h], later[1])
-        return done, None
+                return later[0] + [p for h, _ in failed[j + 1:] for p in h], later[1]
+        return None
 
-    def _rest(self, parts: list[_Part], failure: Exception, budget: list[int]) -> tuple[int, _Later]:
+    def _rest(self, parts: list[_Part], failure: Exception, budget: list[int]) -> _Later:
         """The rest of a half whose event failed alone: resynced on its own (it may hold only good events),
         bisected if it fails; out of resyncs, it waits uncounted."""
         if budget[0] < 1:
             self._unsettled.append((parts, failure))
-            return 0, None
+            return None
         budget[0] -= 1
         f = self._try_unless_stopping(parts)
-        return (len(parts), None) if f is None else self._split(parts, f, budget)
+        return None if f is None else self._split(parts, f, budget)
 
     def _lone_failed(self, parts: list[_Part], failure: Exception) -> None:
         """An event failed alone (or a guard's refusal, a config error: every event of ``parts``): counted.

@@ -22,33 +22,32 @@ class Suspects:
     _suspects_at: float
     # (annotations only: the worker's own, and its bisection's, are the ones called)
     _try_unless_stopping: Callable[[list[_Part]], Exception | None]
-    _split: Callable[[list[_Part], Exception, list[int]], tuple[int, _Later]]
+    _split: Callable[[list[_Part], Exception, list[int]], _Later]
     _waited: Callable[..., None]
     _wait_for: Callable[[BaseException, int], float]
     only: list[str] | None  # the destinations this claim resyncs (None: every one)
 
-    def _suspects(self, parts: list[_Part], later: _Later) -> int:
+    def _suspects(self, parts: list[_Part], later: _Later) -> None:
         """Resync each suspect (an event found failing 5xx alone while the others went through) alone, apart from
         the rest so that it does not hold them, with a back-off of its own (the worker's is not touched); a
         suspect failing 5xx again waits uncounted up to ``give_up_waiting_after``: the ESP's outage may be all
         the fault (a call of its own while the others needed none). ``later``: the rest met an outage, the
-        suspects wait with it (added to it). Returns the suspects whose resync went through."""
+        suspects wait with it (added to it)."""
         if later is not None:
             later[0].extend(parts)
         if not parts or later is not None:
-            return 0
+            return
         wait = self.suspects_back_off()
         if wait:
             self._waited(_batch(parts), [p[0].id for p in parts], f"a 5xx alone (tried again in {wait:.0f} s)",
                          "its 5xx to end", wait)
-            return 0
-        done, waiting, failure = 0, [], None
+            return
+        waiting, failure = [], None
         for part in parts:
             f = self._try_unless_stopping([part])
             if f is None:
-                done += 1
                 continue
-            more, left = self._split([part], f, [2])  # not a 5xx: counted, or waits (an outage, a stop)
+            left = self._split([part], f, [2])  # not a 5xx: counted, or waits (an outage, a stop)
             if left is not None:
                 waiting.append(part)
                 failure = left[1]
@@ -57,7 +56,6 @@ class Suspects:
                 self._suspect_fails = 0
         else:
             self._suspects_wait(waiting, failure)
-        return done
 
     def _suspects_wait(self, parts: list[_Part], failure: Exception) -> None:
         """These suspects failed (a 5xx alone): they wait uncounted with their own back-off."""

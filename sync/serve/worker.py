@@ -144,7 +144,7 @@ class Worker(Bisection, Suspects, Pauses):
         try:
             suspects = [p for p in parts if p[0].id in self._poisons]
             rest = [p for p in parts if p[0].id not in self._poisons]
-            later = self._settle(rest)[1] if rest else None
+            later = self._settle(rest) if rest else None
             if later is not None and all(p[0].id in self._poisons for p in later[0]):  # found now: no outage
                 self._suspects_wait(later[0], later[1])
                 later = None
@@ -156,14 +156,13 @@ class Worker(Bisection, Suspects, Pauses):
             beating.set()
             heart.join()
 
-    def _settle(self, parts: list[_Part]) -> tuple[int, _Later]:
-        """Resync ``parts`` (:meth:`_isolate` the events at fault when that fails). Returns the events whose
-        resync went through (done, or released for a paused destination) and, after a transient failure, the
-        events not settled (they wait, uncounted) with it."""
+    def _settle(self, parts: list[_Part]) -> _Later:
+        """Resync ``parts`` (:meth:`_isolate` the events at fault when that fails). Returns, after a transient
+        failure, the events not settled (they wait, uncounted) with it; None when nothing waits for one."""
         failure = self._try(parts)
         while failure is not None and self._pause(failure):  # one destination rate limited: the others' now
             failure = self._try(parts)
-        return (len(parts), None) if failure is None else self._isolate(parts, failure)
+        return None if failure is None else self._isolate(parts, failure)
 
     def _try(self, parts: list[_Part]) -> Exception | None:
         """One resync of these events: done on success; else the failure (its metrics recorded)."""
