@@ -199,9 +199,8 @@ class EventQueue:
         claimed ``max_attempts`` times; returns how many were updated. ``wait_seconds``: those put back are not
         claimed before that many seconds from now (as :meth:`release_events`)."""
         exhausted = events.c.attempts >= max_attempts
-        not_before = None if not wait_seconds else self._db.clock() + timedelta(seconds=wait_seconds)
         return self._finish_events(list(ids), worker, {
-            "status": case((exhausted, "failed"), else_="queued"), "not_before": not_before,
+            "status": case((exhausted, "failed"), else_="queued"), "not_before": self._not_before(wait_seconds),
             "finished_at": case((exhausted, self._db.clock()), else_=None),
             "last_error": clip(error)})
 
@@ -211,9 +210,13 @@ class EventQueue:
         another run: a busy destination or order store is no fault of theirs); with ``wait_seconds``, nobody
         claims them before that many seconds from now (a back-off of their own: no claim and release of them at
         every debounce while it lasts). Returns how many were updated."""
-        not_before = None if not wait_seconds else self._db.clock() + timedelta(seconds=wait_seconds)
         return self._finish_events(list(ids), worker, {"status": "queued", "attempts": events.c.attempts - 1,
-                                                       "last_error": clip(reason), "not_before": not_before})
+                                                       "last_error": clip(reason),
+                                                       "not_before": self._not_before(wait_seconds)})
+
+    def _not_before(self, wait_seconds: float | None) -> datetime | None:
+        """When events put back with a wait of ``wait_seconds`` may be claimed again (None: at once)."""
+        return None if not wait_seconds else self._db.clock() + timedelta(seconds=wait_seconds)
 
     def _finish_events(self, ids: list[int], worker: str, values: dict[str, Any]) -> int:
         """Only events still claimed by ``worker``: one whose lease lapsed and was taken over by another
