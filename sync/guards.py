@@ -10,9 +10,11 @@ Pure functions over numbers, so each rule is a table test. Two kinds:
   :meth:`~sync.ledger.state.PushedStates.lost_tags`) would be left without any managed tag (``max_removal_pct``)
   or would change at all: their managed tags or field values (``max_change_pct``; a new contact is not one of
   them, nor is a tag or field the ledger already records, as ``--full-refresh`` re-sends, nor a field value the
-  ledger records none of: filled in; a tag added always is, a lost one added back too: it fires the ESP's "tag
-  added" automations). ``--allow-mass-change`` overrides them for one run. A destination with no managed
-  contacts yet (its first sync) is never a mass change.
+  ledger records none of: filled in, nor a new value of a field mapped to a value that drifts for everyone by
+  itself, day after day: ``recency_days`` and the models' numbers, :data:`~sync.planning.values.DRIFTING_VALUES`;
+  a tag added always is, a lost one added back too: it fires the ESP's "tag added" automations).
+  ``--allow-mass-change`` overrides them for one run. A destination with no managed contacts yet (its first sync)
+  is never a mass change.
 
 Each tripped guard is one line with the numbers and the limit, e.g.
 ``guard max_removal_pct: 266 of 266 managed contacts (100 %) would lose their tags; limit 10 %``.
@@ -26,6 +28,7 @@ from typing import Mapping
 
 from .config import GuardsConfig
 from .model import PushedState
+from .planning.values import DRIFTING_VALUES
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,10 @@ def plan_stats(plan, state: Mapping[str, PushedState],
     managed = sum(bool(s.tags & managed_tags) for s in state.values()) + waiting_only(lost, state, managed_tags)
     removed = changed = restored = 0
     restored_tags: set[str] = set()
+    # a field whose value moves by itself (recency_days grows by one a day for everyone; the models' numbers move
+    # with the day and each refit): its new value says nothing of the input, and counted it would trip
+    # max_change_pct on every daily sync once the destination has managed contacts
+    drifting = {esp for esp, value in plan.fields.items() if value in DRIFTING_VALUES}
     for c in plan.changes:
         prev = state.get(c.key)
         before = prev.tags & managed_tags if prev else frozenset()
@@ -147,7 +154,8 @@ def plan_stats(plan, state: Mapping[str, PushedState],
         # forgot: sync.engine.lost_in_destination) is filled in, not changed: re-sending it needs no person. A
         # tag added is a change even then: it fires the ESP's "tag added" automations (a lost tag's repair over
         # the limit needs --allow-mass-change)
-        if before != after or (prev is not None and any(k in prev.fields and not _same(prev.fields[k], v)
+        if before != after or (prev is not None and any(k in prev.fields and k not in drifting
+                                                         and not _same(prev.fields[k], v)
                                                          for k, v in c.set_fields.items())):
             changed += 1
     return PlanStats(managed=managed, removed=removed, changed=changed, restored=restored,
