@@ -38,10 +38,43 @@ def ledger_url(cfg: Config, settings: Settings | None = None) -> str:
         settings = load_settings()
     for message in deprecated_names(cfg, settings):
         _warn_once(message, cfg)
-    url = (settings.rfmsync_ledger_url or settings.rfmsync_store_url or cfg.ledger.url or cfg.store.url
-           or f"sqlite:///{cfg.base_dir / 'rfmsync.db'}")
+    url = settings.rfmsync_ledger_url or settings.rfmsync_store_url
+    if not url:
+        url = config_relative(cfg.ledger.url or cfg.store.url, cfg) or f"sqlite:///{cfg.base_dir / 'rfmsync.db'}"
     remember_secrets(*url_password(url))
     return url
+
+
+def config_relative(url: str | None, cfg: Config) -> str | None:
+    """A SQLite URL written in the config file with a relative path (``sqlite:///rfmsync.db``) names a file in the
+    config's folder, as every relative path in the file does, not one in whichever folder rfmsync runs from (a
+    cron job's home, a service's ``/``: each would have opened a ledger of its own, empty, so its first sync
+    re-sent everything with no plan guard). A ledger left in the working folder by an older version is a config
+    error naming both paths, never a second, empty ledger. Other URLs are returned as they are (and so is the
+    environment's URL, which the caller does not pass here: a relative path there is the working folder's)."""
+    if not url or not url.startswith("sqlite"):
+        return url
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url  # Ledger.connect says what is wrong with it
+    name = parsed.database
+    if not name or name == ":memory:" or name.startswith("file:") or Path(name).is_absolute():
+        return url
+    path = cfg.base_dir / name
+    here = Path.cwd() / name
+    if not path.exists() and here.exists() and here.resolve() != path.resolve():
+        from ..errors import ConfigError
+
+        where = f"{cfg.path}: " if cfg.path else ""
+        raise ConfigError(f"{where}[ledger] url names the relative path {name!r}, which is {path} (relative paths "
+                          f"in the config are relative to its folder); a ledger is at {here}, where earlier "
+                          f"versions put it when run from {Path.cwd()}: move that file (with its -wal and -shm "
+                          f"files) to {path}, or write its absolute path in the url")
+    return parsed.set(database=str(path)).render_as_string(hide_password=False)
 
 
 def open_ledger(cfg: Config, settings: Settings | None = None) -> Ledger:
