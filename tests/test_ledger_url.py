@@ -137,3 +137,29 @@ def test_a_ledger_an_older_version_left_in_the_working_folder_is_named_not_repla
     assert result.returncode == 2, result.stderr
     assert f"a ledger is at {elsewhere / 'rfm.db'}" in result.stderr and str(tmp_path / "rfm.db") in result.stderr
     assert not (tmp_path / "rfm.db").exists()
+
+
+def test_planning_reads_a_sqlite_ledger_whose_url_has_a_query(write_config, tmp_path) -> None:
+    """`plan`, `sync --dry-run`, `report` and `explain` open the ledger only if its file exists (planning creates
+    none); a URL with a query (``?timeout=30``) was taken for a file named with it, never there: they planned
+    against an empty ledger, every contact new."""
+    from sync.api import existing_ledger
+    from sync.ledger import open_ledger
+
+    path = write_config('[ledger]\nurl = "sqlite:///rfmsync.db?timeout=30"\n')
+    cfg, settings = load_config(path), load_settings()
+    with open_ledger(cfg, settings) as ledger:
+        ledger.finish_run(ledger.start_run("sync", "mc"), "succeeded", {"customers": 3})
+    assert (tmp_path / "rfmsync.db").is_file()
+    ledger = existing_ledger(cfg, settings)
+    try:
+        assert [(r["destination"], r["status"]) for r in ledger.recent_runs()] == [("mc", "succeeded")]
+    finally:
+        ledger.close()
+    assert not (tmp_path / "other.db").exists()
+    missing = existing_ledger(load_config(write_config('[ledger]\nurl = "sqlite:///other.db?timeout=30"\n')),
+                              settings)
+    try:
+        assert missing.recent_runs() == [] and not (tmp_path / "other.db").exists()  # still creates no file
+    finally:
+        missing.close()

@@ -52,17 +52,8 @@ def config_relative(url: str | None, cfg: Config) -> str | None:
     re-sent everything with no plan guard). A ledger left in the working folder by an older version is a config
     error naming both paths, never a second, empty ledger. Other URLs are returned as they are (and so is the
     environment's URL, which the caller does not pass here: a relative path there is the working folder's)."""
-    if not url or not url.startswith("sqlite"):
-        return url
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return url  # Ledger.connect says what is wrong with it
-    name = parsed.database
-    if not name or name == ":memory:" or name.startswith("file:") or Path(name).is_absolute():
+    name = sqlite_file(url)
+    if url is None or name is None or Path(name).is_absolute():
         return url
     path = cfg.base_dir / name
     here = Path.cwd() / name
@@ -74,7 +65,24 @@ def config_relative(url: str | None, cfg: Config) -> str | None:
                           f"in the config are relative to its folder); a ledger is at {here}, where earlier "
                           f"versions put it when run from {Path.cwd()}: move that file (with its -wal and -shm "
                           f"files) to {path}, or write its absolute path in the url")
-    return parsed.set(database=str(path)).render_as_string(hide_password=False)
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(database=str(path)).render_as_string(hide_password=False)
+
+
+def sqlite_file(url: str | None) -> str | None:
+    """The file a SQLite URL names, without its query (``sqlite:///data/l.db?timeout=30`` → ``data/l.db``); None
+    for another database, an in-memory one or a URL that does not parse (Ledger.connect says what is wrong)."""
+    if not url or not url.startswith("sqlite"):
+        return None
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        name = make_url(url).database
+    except ArgumentError:
+        return None
+    return None if not name or name == ":memory:" or name.startswith("file:") else name
 
 
 def open_ledger(cfg: Config, settings: Settings | None = None) -> Ledger:
