@@ -11,10 +11,11 @@ Pure functions over numbers, so each rule is a table test. Two kinds:
   or would change at all: their managed tags or field values (``max_change_pct``; a new contact is not one of
   them, nor is a tag or field the ledger already records, as ``--full-refresh`` re-sends, nor a field value the
   ledger records none of: filled in, nor a new value of a field mapped to a value that drifts for everyone by
-  itself, day after day: ``recency_days`` and the models' numbers, :data:`~sync.planning.values.DRIFTING_VALUES`;
-  a tag added always is, a lost one added back too: it fires the ESP's "tag added" automations).
-  ``--allow-mass-change`` overrides them for one run. A destination with no managed contacts yet (its first sync)
-  is never a mass change.
+  itself, day after day: ``recency_days`` and the models' numbers
+  (:data:`~sync.planning.values.DRIFTING_VALUES`), unless it empties the field: a drift never does, a model
+  that was not fitted does; a tag added always is, a lost one added back too: it fires the ESP's "tag added"
+  automations). ``--allow-mass-change`` overrides them for one run. A destination with no managed contacts yet
+  (its first sync) is never a mass change.
 
 Each tripped guard is one line with the numbers and the limit, e.g.
 ``guard max_removal_pct: 266 of 266 managed contacts (100 %) would lose their tags; limit 10 %``.
@@ -114,6 +115,22 @@ def _same(a: object, b: object) -> bool:
     return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
 
 
+def _empty(value: object) -> bool:
+    return value is None or value == ""
+
+
+def _changes(recorded: Mapping[str, object], key: str, value: object, drifts: bool) -> bool:
+    """Whether setting field ``key`` to ``value`` changes what the ledger records (``recorded``). A value the
+    ledger records none of is filled in, not changed. A drifting field's new value is no change, but emptying it
+    is: a drift never empties a field, a failed or skipped model fit (no spend model: clv and expected_aov NULL
+    for everyone) does."""
+    if key not in recorded:
+        return False
+    if drifts:
+        return _empty(value) and not _empty(recorded[key])
+    return not _same(recorded[key], value)
+
+
 def waiting_only(lost: Mapping[str, frozenset[str]], state: Mapping[str, PushedState],
                  managed_tags: frozenset[str]) -> int:
     """The managed contacts only ``lost`` makes managed: waiting to be given back a managed tag the ESP lost
@@ -135,7 +152,7 @@ def plan_stats(plan, state: Mapping[str, PushedState],
     restored_tags: set[str] = set()
     # a field whose value moves by itself (recency_days grows by one a day for everyone; the models' numbers move
     # with the day and each refit): its new value says nothing of the input, and counted it would trip
-    # max_change_pct on every daily sync once the destination has managed contacts
+    # max_change_pct on every daily sync once the destination has managed contacts; emptying it still counts
     drifting = {esp for esp, value in plan.fields.items() if value in DRIFTING_VALUES}
     for c in plan.changes:
         prev = state.get(c.key)
@@ -154,8 +171,7 @@ def plan_stats(plan, state: Mapping[str, PushedState],
         # forgot: sync.engine.lost_in_destination) is filled in, not changed: re-sending it needs no person. A
         # tag added is a change even then: it fires the ESP's "tag added" automations (a lost tag's repair over
         # the limit needs --allow-mass-change)
-        if before != after or (prev is not None and any(k in prev.fields and k not in drifting
-                                                         and not _same(prev.fields[k], v)
+        if before != after or (prev is not None and any(_changes(prev.fields, k, v, k in drifting)
                                                          for k, v in c.set_fields.items())):
             changed += 1
     return PlanStats(managed=managed, removed=removed, changed=changed, restored=restored,

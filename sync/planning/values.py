@@ -45,7 +45,8 @@ VALUES: Mapping[str, Value] = _values(
     Value("customer_id", TEXT),
     _predictive("p_alive", NUMBER, drifts=True), _predictive("expected_purchases", NUMBER, drifts=True),
     _predictive("churn_probability", NUMBER, drifts=True), _predictive("churn_risk", TEXT),
-    _predictive("expected_aov", NUMBER, drifts=True), _predictive("clv", NUMBER, drifts=True), _predictive("next_order_date", DATE), _predictive("reorder_due", BOOL),
+    _predictive("expected_aov", NUMBER, drifts=True), _predictive("clv", NUMBER, drifts=True),
+    _predictive("next_order_date", DATE), _predictive("reorder_due", BOOL),
     _predictive("avg_days_between_orders", NUMBER), _predictive("discount_share", NUMBER),
     _predictive("discount_hunter", BOOL), _predictive("favourite_category", TEXT),
     _predictive("favourite_brand", TEXT),
@@ -69,5 +70,5 @@ def column_of(name: str) -> str:
     return (value.column or value.name) if value is not None else name
 
 
-__all__ = ["BOOL", "DATE", "DRIFTING_VALUES", "FIELD_VALUES", "Value", "KINDS", "NUMBER", "PREDICTIVE_VALUES", "TEXT", "VALUES",
-           "column_of", "kind_of"]
+__all__ = ["BOOL", "DATE", "DRIFTING_VALUES", "FIELD_VALUES", "Value", "KINDS", "NUMBER", "PREDICTIVE_VALUES",
+           "TEXT", "VALUES", "column_of", "kind_of"]
