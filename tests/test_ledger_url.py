@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sync.config import load_config
-from sync.ledger import ledger_url
+from sync.ledger import Ledger, ledger_url, open_ledger
 from sync.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,13 +94,14 @@ def cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
 
 def test_cli_warns_once_on_stderr_and_opens_the_ledger_the_names_point_at(write_config, tmp_path) -> None:
     path = write_config('[store]\nurl = "sqlite:///old/rfmsync.db"\n')
+    with Ledger.connect(f"sqlite:///{tmp_path / 'new.db'}") as ledger:
+        ledger.finish_run(ledger.start_run("sync", "mc"), "succeeded", {})
     result = cli("runs", "--config", str(path), "--format", "json", cwd=tmp_path,
                  RFMSYNC_STORE_URL="sqlite:///old.db", RFMSYNC_LEDGER_URL="sqlite:///new.db")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == []
+    assert [(r["kind"], r["destination"]) for r in json.loads(result.stdout)] == [("sync", "mc")]
     assert result.stderr.splitlines() == [f"{OLD_ENV}; RFMSYNC_LEDGER_URL is set and wins",
                                           f"{path.resolve()}: {OLD_KEY}"]
-    assert (tmp_path / "new.db").is_file()
     assert not (tmp_path / "old.db").exists() and not (tmp_path / "old").exists()
 
 
@@ -120,10 +121,13 @@ def test_a_relative_sqlite_path_in_the_file_is_in_the_config_folder_wherever_rfm
     assert resolve(path, caplog)[0] == "sqlite:///env.db"
     monkeypatch.delenv("RFMSYNC_LEDGER_URL")
     path = write_config('[ledger]\nurl = "sqlite:///data/ledger.db?timeout=5"\n')
-    # through the CLI, from the other folder: the run is recorded in the config folder's ledger
+    # through the CLI, from the other folder: the runs are read from the config folder's ledger
     (tmp_path / "data").mkdir()
+    with open_ledger(load_config(path), load_settings()) as ledger:
+        ledger.finish_run(ledger.start_run("pull"), "succeeded", {})
     result = cli("runs", "--config", str(path), "--format", "json", cwd=elsewhere)
     assert result.returncode == 0, result.stderr
+    assert [r["kind"] for r in json.loads(result.stdout)] == ["pull"]
     assert (tmp_path / "data" / "ledger.db").is_file() and not (elsewhere / "data").exists()
 
 
@@ -144,7 +148,6 @@ def test_planning_reads_a_sqlite_ledger_whose_url_has_a_query(write_config, tmp_
     none); a URL with a query (``?timeout=30``) was taken for a file named with it, never there: they planned
     against an empty ledger, every contact new."""
     from sync.api import existing_ledger
-    from sync.ledger import open_ledger
 
     path = write_config('[ledger]\nurl = "sqlite:///rfmsync.db?timeout=30"\n')
     cfg, settings = load_config(path), load_settings()

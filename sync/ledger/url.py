@@ -40,34 +40,65 @@ def ledger_url(cfg: Config, settings: Settings | None = None) -> str:
         _warn_once(message, cfg)
     url = settings.rfmsync_ledger_url or settings.rfmsync_store_url
     if not url:
-        url = config_relative(cfg.ledger.url or cfg.store.url, cfg) or f"sqlite:///{cfg.base_dir / 'rfmsync.db'}"
+        setting = "[ledger] url" if cfg.ledger.url or not cfg.store.url else "[store] url"  # for its error
+        url = (config_relative(cfg.ledger.url or cfg.store.url, cfg, setting)
+               or f"sqlite:///{cfg.base_dir / 'rfmsync.db'}")
     remember_secrets(*url_password(url))
     return url
 
 
-def config_relative(url: str | None, cfg: Config) -> str | None:
-    """A SQLite URL written in the config file with a relative path (``sqlite:///rfmsync.db``) names a file in the
-    config's folder, as every relative path in the file does, not one in whichever folder rfmsync runs from (a
-    cron job's home, a service's ``/``: each would have opened a ledger of its own, empty, so its first sync
-    re-sent everything with no plan guard). A ledger left in the working folder by an older version is a config
-    error naming both paths, never a second, empty ledger. Other URLs are returned as they are (and so is the
-    environment's URL, which the caller does not pass here: a relative path there is the working folder's)."""
+def config_relative(url: str | None, cfg: Config, setting: str = "[ledger] url") -> str | None:
+    """A SQLite URL written in the config file (``setting``) with a relative path (``sqlite:///rfmsync.db``) names
+    a file in the config's folder, as every relative path in the file does, not one in whichever folder rfmsync
+    runs from (a cron job's home, a service's ``/``: each would have opened a ledger of its own, empty, so its
+    first sync re-sent everything with no plan guard). A ledger left in the working folder by an older version is
+    a config error naming both paths, never a second, empty ledger: when the config's folder has none, and also
+    when the one there holds less (:func:`_used`: no pushed state where the working folder's has some, or nothing
+    at all where it has runs), as one that a command run from the config's folder since the upgrade created.
+    Other URLs are returned as they are (and so is the environment's URL, which the caller does not pass here: a
+    relative path there is the working folder's)."""
     name = sqlite_file(url)
     if url is None or name is None or Path(name).is_absolute():
         return url
     path = cfg.base_dir / name
     here = Path.cwd() / name
-    if not path.exists() and here.exists() and here.resolve() != path.resolve():
+    if here.exists() and here.resolve() != path.resolve() and (not path.exists() or _used(here) > _used(path)):
         from ..errors import ConfigError
 
         where = f"{cfg.path}: " if cfg.path else ""
-        raise ConfigError(f"{where}[ledger] url names the relative path {name!r}, which is {path} (relative paths "
+        there = f", and the one at {path} holds {_what(_used(path))}" if path.exists() else ""
+        raise ConfigError(f"{where}{setting} names the relative path {name!r}, which is {path} (relative paths "
                           f"in the config are relative to its folder); a ledger is at {here}, where earlier "
-                          f"versions put it when run from {Path.cwd()}: move that file (with its -wal and -shm "
-                          f"files) to {path}, or write its absolute path in the url")
+                          f"versions put it when run from {Path.cwd()}, holding {_what(_used(here))}{there}: "
+                          f"move that file (with its -wal and -shm files) to {path}"
+                          f"{' in place of the one there' if path.exists() else ''}, or write its absolute path "
+                          f"in the url")
     from sqlalchemy.engine import make_url
 
     return make_url(url).set(database=str(path)).render_as_string(hide_password=False)
+
+
+def _used(file: Path) -> tuple[bool, bool]:
+    """(holds pushed state, holds runs) of a SQLite ledger file, read without writing to it or beside it (without a
+    ``-wal`` file, as immutable: a read-only connection to a WAL database would leave ``-wal`` and ``-shm`` files);
+    (True, True) when it cannot be read: never taken for an empty one."""
+    import sqlite3
+
+    wal = file.with_name(file.name + "-wal").exists()
+    try:
+        con = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro{'' if wal else '&immutable=1'}", uri=True)
+        try:
+            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            return tuple(table in tables and con.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None
+                         for table in ("pushed_state", "runs"))  # type: ignore[return-value]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return True, True
+
+
+def _what(used: tuple[bool, bool]) -> str:
+    return "pushed contacts" if used[0] else "runs but no pushed contacts" if used[1] else "no runs and no pushed contacts"
 
 
 def sqlite_file(url: str | None) -> str | None:
