@@ -98,7 +98,8 @@ def _used(file: Path) -> tuple[bool, bool]:
 
 
 def _what(used: tuple[bool, bool]) -> str:
-    return "pushed contacts" if used[0] else "runs but no pushed contacts" if used[1] else "no runs and no pushed contacts"
+    pushed, runs = used
+    return "pushed contacts" if pushed else "runs but no pushed contacts" if runs else "no runs and no pushed contacts"
 
 
 def sqlite_file(url: str | None) -> str | None:
