@@ -12,9 +12,9 @@ Pure functions over numbers, so each rule is a table test. Two kinds:
   them, nor is a tag or field the ledger already records, as ``--full-refresh`` re-sends, nor a field value the
   ledger records none of: filled in, nor a new value of a field mapped to a value that drifts for everyone by
   itself, day after day: ``recency_days`` and the models' numbers
-  (:data:`~sync.planning.values.DRIFTING_VALUES`), unless it empties the field: a drift never does, a model
-  that was not fitted does; a tag added always is, a lost one added back too: it fires the ESP's "tag added"
-  automations). ``--allow-mass-change`` overrides them for one run. A destination with no managed contacts yet
+  (:data:`~sync.planning.values.DRIFTING_VALUES`), unless it empties the field or jumps (:func:`_jumps`): a drift
+  never does, a model that was not fitted or amounts exported in minor units do; a tag added always is, a lost
+  one added back too: it fires the ESP's "tag added" automations). ``--allow-mass-change`` overrides them for one run. A destination with no managed contacts yet
   (its first sync) is never a mass change.
 
 Each tripped guard is one line with the numbers and the limit, e.g.
@@ -119,16 +119,53 @@ def _empty(value: object) -> bool:
     return value is None or value == ""
 
 
-def _changes(recorded: Mapping[str, object], key: str, value: object, drifts: bool) -> bool:
+def _number(value: object) -> float | None:
+    """A field's value as a number (``12.5``, ``"1 200,50"``, ``"1,200.50"``), None when it is none."""
+    text = "".join(str(value).split())
+    text = text.replace(",", "") if "." in text else text.replace(",", ".")
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+#: how far a drifting value may move between two syncs before the move counts for max_change_pct (docs/safety.md):
+#: a probability by more than half its range; a model's amount or count to over 3x or under 1/3 of what the ESP holds
+PROBABILITIES = frozenset({"p_alive", "churn_probability"})
+RATIO = 3.0
+
+
+def _jumps(name: str, old: float, new: float) -> bool:
+    """Whether a drifting value ``name`` moving from ``old`` to ``new`` is more than a drift: recency_days going
+    down (a new order does that, for the few who ordered; every customer at once is a broken date), a probability
+    moving by more than 0.5, an amount or count of the models (clv, expected_aov, expected_purchases) scaled by
+    over 3 either way (amounts exported in minor units: x100 for everyone) or falling to zero; rising from zero is
+    filled in (the model's first non-zero value for someone, as from empty)."""
+    if name == "recency_days":
+        return new < old
+    if name in PROBABILITIES:
+        return abs(new - old) > 0.5
+    if old == 0:
+        return False
+    return new == 0 or not 1 / RATIO <= new / old <= RATIO
+
+
+def _changes(recorded: Mapping[str, object], key: str, value: object, drifts: str | None) -> bool:
     """Whether setting field ``key`` to ``value`` changes what the ledger records (``recorded``). A value the
-    ledger records none of is filled in, not changed. A drifting field's new value is no change, but emptying it
-    is: a drift never empties a field, a failed or skipped model fit (no spend model: clv and expected_aov NULL
-    for everyone) does."""
+    ledger records none of is filled in, not changed. A field mapped to a drifting value (``drifts``: its name) is
+    no change when it moves as that value drifts, but is when it empties (a failed or skipped model fit: no spend
+    model, clv and expected_aov NULL for everyone) or jumps (:func:`_jumps`)."""
     if key not in recorded:
         return False
-    if drifts:
-        return _empty(value) and not _empty(recorded[key])
-    return not _same(recorded[key], value)
+    old = recorded[key]
+    if drifts is None:
+        return not _same(old, value)
+    if _empty(value) or _empty(old):
+        return _empty(value) and not _empty(old)
+    a, b = _number(old), _number(value)
+    if a is None or b is None:
+        return not _same(old, value)
+    return _jumps(drifts, a, b)
 
 
 def waiting_only(lost: Mapping[str, frozenset[str]], state: Mapping[str, PushedState],
@@ -152,8 +189,8 @@ def plan_stats(plan, state: Mapping[str, PushedState],
     restored_tags: set[str] = set()
     # a field whose value moves by itself (recency_days grows by one a day for everyone; the models' numbers move
     # with the day and each refit): its new value says nothing of the input, and counted it would trip
-    # max_change_pct on every daily sync once the destination has managed contacts; emptying it still counts
-    drifting = {esp for esp, value in plan.fields.items() if value in DRIFTING_VALUES}
+    # max_change_pct on every daily sync once the destination has managed contacts; emptying it or a jump counts
+    drifting = {esp: value for esp, value in plan.fields.items() if value in DRIFTING_VALUES}
     for c in plan.changes:
         prev = state.get(c.key)
         before = prev.tags & managed_tags if prev else frozenset()
@@ -171,7 +208,7 @@ def plan_stats(plan, state: Mapping[str, PushedState],
         # forgot: sync.engine.lost_in_destination) is filled in, not changed: re-sending it needs no person. A
         # tag added is a change even then: it fires the ESP's "tag added" automations (a lost tag's repair over
         # the limit needs --allow-mass-change)
-        if before != after or (prev is not None and any(_changes(prev.fields, k, v, k in drifting)
+        if before != after or (prev is not None and any(_changes(prev.fields, k, v, drifting.get(k))
                                                          for k, v in c.set_fields.items())):
             changed += 1
     return PlanStats(managed=managed, removed=removed, changed=changed, restored=restored,
