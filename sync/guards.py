@@ -14,8 +14,8 @@ Pure functions over numbers, so each rule is a table test. Two kinds:
   itself, day after day: ``recency_days`` and the models' numbers
   (:data:`~sync.planning.values.DRIFTING_VALUES`), unless it empties the field or jumps (:func:`_jumps`): a drift
   never does, a model that was not fitted or amounts exported in minor units do; a tag added always is, a lost
-  one added back too: it fires the ESP's "tag added" automations). ``--allow-mass-change`` overrides them for one run. A destination with no managed contacts yet
-  (its first sync) is never a mass change.
+  one added back too: it fires the ESP's "tag added" automations). ``--allow-mass-change`` overrides them for one
+  run. A destination with no managed contacts yet (its first sync) is never a mass change.
 
 Each tripped guard is one line with the numbers and the limit, e.g.
 ``guard max_removal_pct: 266 of 266 managed contacts (100 %) would lose their tags; limit 10 %``.
