@@ -16,12 +16,12 @@ from sync.settings import load_settings
 from tests.test_ledger_url import cli, write_config  # noqa: F401 (a fixture)
 
 
-def old_ledger(file: Path, *, pushed: bool) -> None:
+def old_ledger(file: Path, *, pushed: bool, destination: str = "mc") -> None:
     """A ledger as an older version left it: a sync run, and the contacts it pushed when ``pushed``."""
     with Ledger.connect(f"sqlite:///{file}") as ledger:
-        run = ledger.start_run("sync", "mc")
+        run = ledger.start_run("sync", destination)
         if pushed:
-            ledger.save_states("mc", run, [PushedState("a@x.org", "1", frozenset({"VIP"}), {"SEG": "Best"})])
+            ledger.save_states(destination, run, [PushedState("a@x.org", "1", frozenset({"VIP"}), {"SEG": "Best"})])
         ledger.finish_run(run, "succeeded", {"customers": 1})
 
 
@@ -89,6 +89,7 @@ def test_a_ledger_next_to_the_config_that_holds_less_does_not_hide_the_older_one
     message = str(error.value)
     assert f"{path}: [ledger] url names the relative path 'ledger.db', which is {tmp_path / 'ledger.db'}" in message
     assert f"is at {cron / 'ledger.db'}" in message and "in place of the one there" in message
+    assert "unless it is another config's ledger: then leave it" in message  # never move shop A's to shop B
     assert not list(cron.glob("ledger.db-*")), "reading the old ledger left files beside it"
 
 
@@ -98,3 +99,31 @@ def test_the_stop_names_the_deprecated_setting_the_url_came_from(write_config, c
     monkeypatch.chdir(cron)
     with pytest.raises(ConfigError, match=r"\[store\] url names the relative path 'ledger.db'"):
         ledger_url(load_config(path), load_settings())
+
+
+MC = '[ledger]\nurl = "sqlite:///ledger.db"\n\n[[destinations]]\nname = "mc"\ntype = "mailchimp"\naudience = "aud1"\n'
+
+
+@pytest.mark.parametrize("newer, theirs_destination, stops", [
+    ("theirs", "mc", True),  # the review's case: the cron job kept syncing mc in its folder; ours is an old copy
+    ("ours", "mc", False),  # the old one left behind after a copy: ours was used since
+    ("theirs", "other", False),  # two configs, each its own ledger and destinations, naming the same file
+])
+def test_both_ledgers_hold_pushed_contacts_the_one_used_later_for_this_configs_destinations_wins(
+        write_config, tmp_path, cron, monkeypatch, newer, theirs_destination, stops):
+    path = write_config(MC)
+    made = [lambda: old_ledger(tmp_path / "ledger.db", pushed=True),
+            lambda: old_ledger(cron / "ledger.db", pushed=True, destination=theirs_destination)]
+    for make in made if newer == "theirs" else made[::-1]:
+        make()
+    monkeypatch.chdir(cron)
+    if not stops:
+        assert ledger_url(load_config(path), load_settings()) == f"sqlite:///{tmp_path / 'ledger.db'}"
+        return
+    with pytest.raises(ConfigError) as error:
+        ledger_url(load_config(path), load_settings())
+    message = str(error.value)
+    assert f"is at {cron / 'ledger.db'}" in message and "in place of the one there" in message
+    assert ("unless it is another config's ledger: then leave it and write this config's one in [ledger] url as an "
+            f"absolute path (sqlite:///{tmp_path.resolve() / 'ledger.db'})") in message
+    assert not list(cron.glob("ledger.db-*")) and not list(tmp_path.glob("ledger.db-*"))

@@ -54,7 +54,11 @@ def config_relative(url: str | None, cfg: Config, setting: str = "[ledger] url")
     first sync re-sent everything with no plan guard). A ledger left in the working folder by an older version is
     a config error naming both paths, never a second, empty ledger: when the config's folder has none, and also
     when the one there holds less (:func:`_used`: no pushed state where the working folder's has some, or nothing
-    at all where it has runs), as one that a command run from the config's folder since the upgrade created.
+    at all where it has runs), as one that a command run from the config's folder since the upgrade created, or
+    when the working folder's was used later for this config's destinations (a run started or a contact pushed:
+    the cron job kept syncing there while the one next to the config is an old copy or a test's). A ledger that
+    holds only other destinations (another config's, which names the same file) does not stop this one when its
+    own is in place.
     Other URLs are returned as they are (and so is the environment's URL, which the caller does not pass here: a
     relative path there is the working folder's)."""
     name = sqlite_file(url)
@@ -62,26 +66,39 @@ def config_relative(url: str | None, cfg: Config, setting: str = "[ledger] url")
         return url
     path = cfg.base_dir / name
     here = Path.cwd() / name
-    if here.exists() and here.resolve() != path.resolve() and (not path.exists() or _used(here) > _used(path)):
-        from ..errors import ConfigError
-
-        where = f"{cfg.path}: " if cfg.path else ""
-        there = f", and the one at {path} holds {_what(_used(path))}" if path.exists() else ""
-        raise ConfigError(f"{where}{setting} names the relative path {name!r}, which is {path} (relative paths "
-                          f"in the config are relative to its folder); a ledger is at {here}, where earlier "
-                          f"versions put it when run from {Path.cwd()}, holding {_what(_used(here))}{there}: "
-                          f"move that file (with its -wal and -shm files) to {path}"
-                          f"{' in place of the one there' if path.exists() else ''}, or write its absolute path "
-                          f"in the url")
+    if here.exists() and here.resolve() != path.resolve():
+        ours = tuple(d.name for d in cfg.destinations)
+        theirs, mine = _used(here, ours), _used(path, ours) if path.exists() else None
+        newer = theirs[2] is not None and (mine is None or mine[2] is None or theirs[2] > mine[2])
+        if mine is None or theirs[:2] > mine[:2] or newer:
+            raise _stop(cfg, setting, name, path, here, theirs, mine)
     from sqlalchemy.engine import make_url
 
     return make_url(url).set(database=str(path)).render_as_string(hide_password=False)
 
 
-def _used(file: Path) -> tuple[bool, bool]:
-    """(holds pushed state, holds runs) of a SQLite ledger file, read without writing to it or beside it (without a
-    ``-wal`` file, as immutable: a read-only connection to a WAL database would leave ``-wal`` and ``-shm`` files);
-    (True, True) when it cannot be read: never taken for an empty one."""
+def _stop(cfg: Config, setting: str, name: str, path: Path, here: Path, theirs: Used, mine: Used | None):
+    from ..errors import ConfigError
+
+    where = f"{cfg.path}: " if cfg.path else ""
+    there = f", and the one at {path} holds {_what(mine)}" if mine is not None else ""
+    return ConfigError(f"{where}{setting} names the relative path {name!r}, which is {path} (relative paths in the "
+                       f"config are relative to its folder); a ledger is at {here}, where earlier versions put it "
+                       f"when run from {Path.cwd()}, holding {_what(theirs)}{there}: move that file (with its -wal "
+                       f"and -shm files) to {path}{' in place of the one there' if mine is not None else ''}, or "
+                       f"write its absolute path in {setting}; unless it is another config's ledger: then leave it "
+                       f"and write this config's one in {setting} as an absolute path "
+                       f"(sqlite:///{path.resolve()})")
+
+
+#: (holds pushed state, holds runs, the newest run start or push of the config's destinations: None when none)
+Used = tuple[bool, bool, str | None]
+
+
+def _used(file: Path, destinations: tuple[str, ...] = ()) -> Used:
+    """What a SQLite ledger file holds (:data:`Used`), read without writing to it or beside it (without a ``-wal``
+    file, as immutable: a read-only connection to a WAL database would leave ``-wal`` and ``-shm`` files);
+    (True, True, None) when it cannot be read: never taken for an empty one."""
     import sqlite3
 
     wal = file.with_name(file.name + "-wal").exists()
@@ -89,17 +106,24 @@ def _used(file: Path) -> tuple[bool, bool]:
         con = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro{'' if wal else '&immutable=1'}", uri=True)
         try:
             tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            return tuple(table in tables and con.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None
-                         for table in ("pushed_state", "runs"))  # type: ignore[return-value]
+            pushed, runs = (table in tables and con.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None
+                            for table in ("pushed_state", "runs"))
+            marks = ", ".join("?" * len(destinations))
+            newest = [con.execute(f"SELECT max({column}) FROM {table} WHERE destination IN ({marks})",
+                                  destinations).fetchone()[0]
+                      for table, column, held in (("runs", "started_at", runs), ("pushed_state", "pushed_at", pushed))
+                      if held and destinations]
+            return pushed, runs, max((str(t) for t in newest if t is not None), default=None)
         finally:
             con.close()
     except sqlite3.Error:
-        return True, True
+        return True, True, None
 
 
-def _what(used: tuple[bool, bool]) -> str:
-    pushed, runs = used
-    return "pushed contacts" if pushed else "runs but no pushed contacts" if runs else "no runs and no pushed contacts"
+def _what(used: Used) -> str:
+    pushed, runs, newest = used
+    what = "pushed contacts" if pushed else "runs but no pushed contacts" if runs else "no runs and no pushed contacts"
+    return f"{what} (this config's destinations last run or pushed {newest[:19]})" if newest else what
 
 
 def sqlite_file(url: str | None) -> str | None:
