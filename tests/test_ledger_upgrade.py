@@ -127,3 +127,28 @@ def test_both_ledgers_hold_pushed_contacts_the_one_used_later_for_this_configs_d
     assert ("unless it is another config's ledger: then leave it and write this config's one in [ledger] url as an "
             f"absolute path (sqlite:///{tmp_path.resolve() / 'ledger.db'})") in message
     assert not list(cron.glob("ledger.db-*")) and not list(tmp_path.glob("ledger.db-*"))
+
+
+def test_a_ledger_whose_writer_died_is_read_whole_and_nothing_is_created_beside_it(tmp_path):
+    """A -wal without its -shm (the writer killed, the -shm removed): the stop's reading sees the rows only the -wal
+    holds and creates no -shm beside the file (fix43 did: SQLite makes one to read the -wal)."""
+    import shutil
+    import sqlite3
+
+    from sync.ledger.url import _used
+
+    old_ledger(tmp_path / "live.db", pushed=False)
+    dead = tmp_path / "dead"
+    dead.mkdir()
+    writer = sqlite3.connect(tmp_path / "live.db")
+    try:
+        writer.execute("PRAGMA journal_mode=WAL")
+        writer.execute("PRAGMA wal_autocheckpoint=0")
+        writer.execute("INSERT INTO pushed_state VALUES ('mc', 'a@x.org', '1', '[]', '{}', 1, '2030-01-01', NULL, 0)")
+        writer.commit()
+        for name in ("live.db", "live.db-wal"):  # as the writer left them, but no -shm
+            shutil.copyfile(tmp_path / name, dead / name.replace("live", "ledger"))
+    finally:
+        writer.close()
+    assert _used(dead / "ledger.db", ("mc",)) == (True, True, "2030-01-01")
+    assert sorted(p.name for p in dead.iterdir()) == ["ledger.db", "ledger.db-wal"]

@@ -96,14 +96,35 @@ Used = tuple[bool, bool, str | None]
 
 
 def _used(file: Path, destinations: tuple[str, ...] = ()) -> Used:
-    """What a SQLite ledger file holds (:data:`Used`), read without writing to it or beside it (without a ``-wal``
-    file, as immutable: a read-only connection to a WAL database would leave ``-wal`` and ``-shm`` files);
-    (True, True, None) when it cannot be read: never taken for an empty one."""
+    """What a SQLite ledger file holds (:data:`Used`), read without creating any file beside it: without a ``-wal``
+    file as immutable (a read-only connection to a WAL database would leave ``-wal`` and ``-shm`` files); with
+    ``-wal`` and ``-shm`` read only, as any reader of a live ledger (which marks what it reads in the ``-shm``); with
+    a ``-wal`` but no ``-shm`` (a writer killed, its ``-shm`` removed) from a copy of both in a temporary folder:
+    SQLite would create the ``-shm`` to read the ``-wal``, whose rows immutable would miss. (True, True, None)
+    when it cannot be read: never taken for an empty one."""
+    import shutil
+    import tempfile
+
+    wal = file.with_name(file.name + "-wal")
+    if not wal.exists():
+        return _read(f"{file.resolve().as_uri()}?mode=ro&immutable=1", destinations)
+    if file.with_name(file.name + "-shm").exists():
+        return _read(f"{file.resolve().as_uri()}?mode=ro", destinations)
+    with tempfile.TemporaryDirectory(prefix="rfmsync-ledger-") as folder:
+        copy = Path(folder) / file.name
+        try:
+            shutil.copyfile(file, copy)
+            shutil.copyfile(wal, copy.with_name(copy.name + "-wal"))
+        except OSError:
+            return True, True, None
+        return _read(copy.as_uri(), destinations)
+
+
+def _read(uri: str, destinations: tuple[str, ...]) -> Used:
     import sqlite3
 
-    wal = file.with_name(file.name + "-wal").exists()
     try:
-        con = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro{'' if wal else '&immutable=1'}", uri=True)
+        con = sqlite3.connect(uri, uri=True)
         try:
             tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             pushed, runs = (table in tables and con.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None
