@@ -120,7 +120,7 @@ def _empty(value: object) -> bool:
 
 
 def _number(value: object) -> float | None:
-    """A field's value as a number (``12.5``, ``"1 200,50"``, ``"1,200.50"``), None when it is none."""
+    """A field's value as a number (``12.5``, ``"1 200,50"``, ``"1,200.50"``); None for text that is not one."""
     text = "".join(str(value).split())
     text = text.replace(",", "") if "." in text else text.replace(",", ".")
     try:
