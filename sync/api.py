@@ -54,9 +54,11 @@ def as_of_date(cfg: Config, as_of: date | datetime | None = None) -> date:
 def existing_ledger(cfg: Config, settings: Settings) -> Ledger:
     """The ledger if it exists, else an empty in-memory one: planning must not create files."""
     from .ledger import Ledger, ledger_url, state_cache_folder
+    from .ledger.url import sqlite_file
 
     url = ledger_url(cfg, settings)
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+    path = sqlite_file(url)  # without the URL's query (?timeout=30): the file itself
+    if path is not None and not Path(path).exists():
         return Ledger.connect("sqlite://")
     return Ledger.connect(url, state_cache=state_cache_folder(cfg, url))
 

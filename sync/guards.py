@@ -10,9 +10,12 @@ Pure functions over numbers, so each rule is a table test. Two kinds:
   :meth:`~sync.ledger.state.PushedStates.lost_tags`) would be left without any managed tag (``max_removal_pct``)
   or would change at all: their managed tags or field values (``max_change_pct``; a new contact is not one of
   them, nor is a tag or field the ledger already records, as ``--full-refresh`` re-sends, nor a field value the
-  ledger records none of: filled in; a tag added always is, a lost one added back too: it fires the ESP's "tag
-  added" automations). ``--allow-mass-change`` overrides them for one run. A destination with no managed
-  contacts yet (its first sync) is never a mass change.
+  ledger records none of: filled in, nor a new value of a field mapped to a value that drifts for everyone by
+  itself, day after day: ``recency_days`` and the models' numbers
+  (:data:`~sync.planning.values.DRIFTING_VALUES`), unless it empties the field or jumps (:func:`_jumps`): a drift
+  never does, a model that was not fitted or amounts exported in minor units do; a tag added always is, a lost
+  one added back too: it fires the ESP's "tag added" automations). ``--allow-mass-change`` overrides them for one
+  run. A destination with no managed contacts yet (its first sync) is never a mass change.
 
 Each tripped guard is one line with the numbers and the limit, e.g.
 ``guard max_removal_pct: 266 of 266 managed contacts (100 %) would lose their tags; limit 10 %``.
@@ -26,6 +29,7 @@ from typing import Mapping
 
 from .config import GuardsConfig
 from .model import PushedState
+from .planning.values import DRIFTING_VALUES
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,59 @@ def _same(a: object, b: object) -> bool:
     return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
 
 
+def _empty(value: object) -> bool:
+    return value is None or value == ""
+
+
+def _number(value: object) -> float | None:
+    """A field's value as a number (``12.5``, ``"1 200,50"``, ``"1,200.50"``); None for text that is not one."""
+    text = "".join(str(value).split())
+    text = text.replace(",", "") if "." in text else text.replace(",", ".")
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+#: how far a drifting value may move between two syncs before the move counts for max_change_pct (docs/safety.md):
+#: a probability by more than half its range; a model's amount or count to over 3x or under 1/3 of what the ESP holds
+PROBABILITIES = frozenset({"p_alive", "churn_probability"})
+RATIO = 3.0
+
+
+def _jumps(name: str, old: float, new: float) -> bool:
+    """Whether a drifting value ``name`` moving from ``old`` to ``new`` is more than a drift: recency_days going
+    down (a new order does that, for the few who ordered; every customer at once is a broken date), a probability
+    moving by more than 0.5, an amount or count of the models (clv, expected_aov, expected_purchases) scaled by
+    over 3 either way (amounts exported in minor units: x100 for everyone) or falling to zero; rising from zero is
+    filled in (the model's first non-zero value for someone, as from empty)."""
+    if name == "recency_days":
+        return new < old
+    if name in PROBABILITIES:
+        return abs(new - old) > 0.5
+    if old == 0:
+        return False
+    return new == 0 or not 1 / RATIO <= new / old <= RATIO
+
+
+def _changes(recorded: Mapping[str, object], key: str, value: object, drifts: str | None) -> bool:
+    """Whether setting field ``key`` to ``value`` changes what the ledger records (``recorded``). A value the
+    ledger records none of is filled in, not changed. A field mapped to a drifting value (``drifts``: its name) is
+    no change when it moves as that value drifts, but is when it empties (a failed or skipped model fit: no spend
+    model, clv and expected_aov NULL for everyone) or jumps (:func:`_jumps`)."""
+    if key not in recorded:
+        return False
+    old = recorded[key]
+    if drifts is None:
+        return not _same(old, value)
+    if _empty(value) or _empty(old):
+        return _empty(value) and not _empty(old)
+    a, b = _number(old), _number(value)
+    if a is None or b is None:
+        return not _same(old, value)
+    return _jumps(drifts, a, b)
+
+
 def waiting_only(lost: Mapping[str, frozenset[str]], state: Mapping[str, PushedState],
                  managed_tags: frozenset[str]) -> int:
     """The managed contacts only ``lost`` makes managed: waiting to be given back a managed tag the ESP lost
@@ -130,6 +187,10 @@ def plan_stats(plan, state: Mapping[str, PushedState],
     managed = sum(bool(s.tags & managed_tags) for s in state.values()) + waiting_only(lost, state, managed_tags)
     removed = changed = restored = 0
     restored_tags: set[str] = set()
+    # a field whose value moves by itself (recency_days grows by one a day for everyone; the models' numbers move
+    # with the day and each refit): its new value says nothing of the input, and counted it would trip
+    # max_change_pct on every daily sync once the destination has managed contacts; emptying it or a jump counts
+    drifting = {esp: value for esp, value in plan.fields.items() if value in DRIFTING_VALUES}
     for c in plan.changes:
         prev = state.get(c.key)
         before = prev.tags & managed_tags if prev else frozenset()
@@ -147,7 +208,7 @@ def plan_stats(plan, state: Mapping[str, PushedState],
         # forgot: sync.engine.lost_in_destination) is filled in, not changed: re-sending it needs no person. A
         # tag added is a change even then: it fires the ESP's "tag added" automations (a lost tag's repair over
         # the limit needs --allow-mass-change)
-        if before != after or (prev is not None and any(k in prev.fields and not _same(prev.fields[k], v)
+        if before != after or (prev is not None and any(_changes(prev.fields, k, v, drifting.get(k))
                                                          for k, v in c.set_fields.items())):
             changed += 1
     return PlanStats(managed=managed, removed=removed, changed=changed, restored=restored,

@@ -22,6 +22,7 @@ from sync.errors import ConfigError, GuardRefusedError
 from sync.guards import DataStats, PlanStats, customer_drop_line, data_lines, plan_lines, plan_stats
 from sync.model import ContactChange, PushedState
 from sync.planning.plan import Plan
+from sync.planning.values import DRIFTING_VALUES
 from sync.serve.resync import resync
 from sync.run import require_destinations
 from sync.serve.scheduler import Schedule, Scheduler, run_full_sync
@@ -101,6 +102,20 @@ def test_plan_stats_counts_what_really_changes_for_managed_contacts():
         ContactChange("n", "n", "n", "VIP", True, "transactional", add_tags=frozenset({"VIP"})),  # new contact
     )
     assert plan_stats(plan, state) == PlanStats(managed=4, removed=1, changed=2)
+
+
+def test_a_field_that_drifts_by_itself_is_not_a_change_but_the_others_are():
+    """recency_days grows by one a day for every customer, the models' numbers move with the day and each refit:
+    their new values alone do not count towards max_change_pct; a field of another value still does."""
+    fields = {"SEG": "segment", "DAYS": "recency_days", "ALIVE": "p_alive", "CLV": "clv"}
+    state = {k: _state(k, {"VIP"}, SEG="Best", DAYS=10, ALIVE=0.91, CLV="120.00") for k in "abc"}
+    plan = Plan(destination="mc", type="mailchimp", managed_tags=("VIP", "Winback"), fields=fields,
+                ledger_revision=1, skipped=(), changes=(
+                    ContactChange("a", "a", "a", "VIP", False, None,
+                                  set_fields={"DAYS": 11, "ALIVE": 0.9, "CLV": "119.50"}),  # a day later
+                    ContactChange("b", "b", "b", "VIP", False, None, set_fields={"DAYS": 11, "SEG": "Other"}),
+                ))
+    assert plan_stats(plan, state) == PlanStats(managed=3, removed=0, changed=1)
 
 
 # ------------------------------------------------------------------------------------------- end to end
@@ -351,5 +366,30 @@ def test_guards_are_documented():
     for key in GuardsConfig.model_fields:
         assert key in readme and key in example, key
     assert "--allow-mass-change" in readme and "| 6 |" in readme
+    uncounted = readme[readme.index("nor a new value of a field mapped to"):][:300]
+    assert all(f"`{name}`" in uncounted for name in DRIFTING_VALUES), uncounted
     for command in ("sync", "apply"):
         assert "--allow-mass-change" in CliRunner().invoke(main, [command, "--help"]).output
+
+
+def test_a_daily_sync_of_fields_that_drift_is_not_refused(tmp_path, mailchimp_fake, monkeypatch):
+    """Fields mapped to recency_days and the models' numbers change for every customer every day: the next day's
+    sync, and a scheduled one (never overridden), go through instead of being refused every day from then on."""
+    path = make_shop(tmp_path / "shop", mailchimp_fake, monkeypatch)
+    path.write_text(path.read_text(encoding="utf-8").replace(
+        'RFM_CODE = "rfm"', 'RFM_CODE = "rfm"\nRECENCY = "recency_days"\nALIVE = "p_alive"\nCLV = "clv"\n'
+                            'CHURNP = "churn_probability"\nEXPP = "expected_purchases"\nAOV = "expected_aov"'),
+        encoding="utf-8")
+    run_cli("sync", "--config", str(path), "--as-of", AS_OF.isoformat())
+    members = mailchimp_fake.lists["aud1"].members.values()
+    days = {m["email_address"]: int(m["merge_fields"]["RECENCY"]) for m in members}
+    next_day = AS_OF + timedelta(days=1)
+    run_cli("sync", "--config", str(path), "--as-of", next_day.isoformat())
+    assert {m["email_address"]: int(m["merge_fields"]["RECENCY"]) for m in members} == {
+        k: d + 1 for k, d in days.items()}
+    assert next(r for r in runs_of(path) if r["kind"] == "sync")["status"] == "succeeded"
+    cfg, settings = load_config(path), load_settings()
+    with open_ledger(cfg, settings) as ledger:
+        run_full_sync(cfg, ledger, settings, as_of=next_day + timedelta(days=1))  # kind "scheduled"
+    assert {m["email_address"]: int(m["merge_fields"]["RECENCY"]) for m in members} == {
+        k: d + 2 for k, d in days.items()}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sync.config import load_config
-from sync.ledger import ledger_url
+from sync.ledger import Ledger, ledger_url, open_ledger
 from sync.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,14 +47,14 @@ def test_default_is_rfmsync_db_next_to_the_config(write_config, caplog) -> None:
 
 def test_the_new_names_work_without_a_warning_and_the_environment_wins(write_config, monkeypatch, caplog) -> None:
     path = write_config('[ledger]\nurl = "sqlite:///from-file.db"\n')
-    assert resolve(path, caplog) == ("sqlite:///from-file.db", [])
+    assert resolve(path, caplog) == (f"sqlite:///{path.parent / 'from-file.db'}", [])
     monkeypatch.setenv("RFMSYNC_LEDGER_URL", "sqlite:///from-env.db")
     assert resolve(path, caplog) == ("sqlite:///from-env.db", [])
 
 
 def test_the_old_names_still_work_and_warn(write_config, monkeypatch, caplog) -> None:
     path = write_config('[store]\nurl = "sqlite:///old-key.db"\norders = "orders.duckdb"\n')
-    assert resolve(path, caplog) == ("sqlite:///old-key.db", [f"{path.resolve()}: {OLD_KEY}"])
+    assert resolve(path, caplog) == (f"sqlite:///{path.parent / 'old-key.db'}", [f"{path.resolve()}: {OLD_KEY}"])
     monkeypatch.setenv("RFMSYNC_STORE_URL", "sqlite:///old-env.db")
     url, warnings = resolve(write_config(), caplog)
     assert (url, warnings) == ("sqlite:///old-env.db", [OLD_ENV])
@@ -62,7 +62,7 @@ def test_the_old_names_still_work_and_warn(write_config, monkeypatch, caplog) ->
 
 def test_the_new_names_win_when_both_are_set(write_config, monkeypatch, caplog) -> None:
     path = write_config('[ledger]\nurl = "sqlite:///new-key.db"\n[store]\nurl = "sqlite:///old-key.db"\n')
-    assert resolve(path, caplog) == ("sqlite:///new-key.db",
+    assert resolve(path, caplog) == (f"sqlite:///{path.parent / 'new-key.db'}",
                                      [f"{path.resolve()}: {OLD_KEY}; [ledger] url is set and wins"])
     monkeypatch.setenv("RFMSYNC_STORE_URL", "sqlite:///old-env.db")
     monkeypatch.setenv("RFMSYNC_LEDGER_URL", "sqlite:///new-env.db")
@@ -94,11 +94,75 @@ def cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
 
 def test_cli_warns_once_on_stderr_and_opens_the_ledger_the_names_point_at(write_config, tmp_path) -> None:
     path = write_config('[store]\nurl = "sqlite:///old/rfmsync.db"\n')
+    with Ledger.connect(f"sqlite:///{tmp_path / 'new.db'}") as ledger:
+        ledger.finish_run(ledger.start_run("sync", "mc"), "succeeded", {})
     result = cli("runs", "--config", str(path), "--format", "json", cwd=tmp_path,
                  RFMSYNC_STORE_URL="sqlite:///old.db", RFMSYNC_LEDGER_URL="sqlite:///new.db")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == []
+    assert [(r["kind"], r["destination"]) for r in json.loads(result.stdout)] == [("sync", "mc")]
     assert result.stderr.splitlines() == [f"{OLD_ENV}; RFMSYNC_LEDGER_URL is set and wins",
                                           f"{path.resolve()}: {OLD_KEY}"]
-    assert (tmp_path / "new.db").is_file()
     assert not (tmp_path / "old.db").exists() and not (tmp_path / "old").exists()
+
+
+def test_a_relative_sqlite_path_in_the_file_is_in_the_config_folder_wherever_rfmsync_runs(write_config, tmp_path,
+                                                                                         monkeypatch, caplog) -> None:
+    """A cron job or a service runs from another folder: the ledger the config names is still the one next to it,
+    not a new, empty one in the working folder (whose first sync would re-send everything with no plan guard)."""
+    path = write_config('[ledger]\nurl = "sqlite:///data/ledger.db?timeout=5"\n')
+    elsewhere = tmp_path / "cron-home"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert resolve(path, caplog) == (f"sqlite:///{tmp_path / 'data' / 'ledger.db'}?timeout=5", [])
+    for url in ("sqlite://", "sqlite:///:memory:", f"sqlite:///{tmp_path / 'abs.db'}",
+                "postgresql+psycopg://rfm:pw@db/rfmsync"):
+        assert resolve(write_config(f'[ledger]\nurl = "{url}"\n'), caplog)[0] == url
+    monkeypatch.setenv("RFMSYNC_LEDGER_URL", "sqlite:///env.db")  # the environment's: the working folder's
+    assert resolve(path, caplog)[0] == "sqlite:///env.db"
+    monkeypatch.delenv("RFMSYNC_LEDGER_URL")
+    path = write_config('[ledger]\nurl = "sqlite:///data/ledger.db?timeout=5"\n')
+    # through the CLI, from the other folder: the runs are read from the config folder's ledger
+    (tmp_path / "data").mkdir()
+    with open_ledger(load_config(path), load_settings()) as ledger:
+        ledger.finish_run(ledger.start_run("pull"), "succeeded", {})
+    result = cli("runs", "--config", str(path), "--format", "json", cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert [r["kind"] for r in json.loads(result.stdout)] == ["pull"]
+    assert (tmp_path / "data" / "ledger.db").is_file() and not (elsewhere / "data").exists()
+
+
+def test_a_ledger_an_older_version_left_in_the_working_folder_is_named_not_replaced(write_config, tmp_path,
+                                                                                    monkeypatch) -> None:
+    path = write_config('[ledger]\nurl = "sqlite:///rfm.db"\n')
+    elsewhere = tmp_path / "cron-home"
+    elsewhere.mkdir()
+    (elsewhere / "rfm.db").write_bytes(b"")  # where an older version put it when run from there
+    result = cli("runs", "--config", str(path), cwd=elsewhere)
+    assert result.returncode == 2, result.stderr
+    assert f"a ledger is at {elsewhere / 'rfm.db'}" in result.stderr and str(tmp_path / "rfm.db") in result.stderr
+    assert not (tmp_path / "rfm.db").exists()
+
+
+def test_planning_reads_a_sqlite_ledger_whose_url_has_a_query(write_config, tmp_path) -> None:
+    """`plan`, `sync --dry-run`, `report` and `explain` open the ledger only if its file exists (planning creates
+    none); a URL with a query (``?timeout=30``) was taken for a file named with it, never there: they planned
+    against an empty ledger, every contact new."""
+    from sync.api import existing_ledger
+
+    path = write_config('[ledger]\nurl = "sqlite:///rfmsync.db?timeout=30"\n')
+    cfg, settings = load_config(path), load_settings()
+    with open_ledger(cfg, settings) as ledger:
+        ledger.finish_run(ledger.start_run("sync", "mc"), "succeeded", {"customers": 3})
+    assert (tmp_path / "rfmsync.db").is_file()
+    ledger = existing_ledger(cfg, settings)
+    try:
+        assert [(r["destination"], r["status"]) for r in ledger.recent_runs()] == [("mc", "succeeded")]
+    finally:
+        ledger.close()
+    assert not (tmp_path / "other.db").exists()
+    missing = existing_ledger(load_config(write_config('[ledger]\nurl = "sqlite:///other.db?timeout=30"\n')),
+                              settings)
+    try:
+        assert missing.recent_runs() == [] and not (tmp_path / "other.db").exists()  # still creates no file
+    finally:
+        missing.close()

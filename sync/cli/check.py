@@ -24,11 +24,14 @@ def check(config_path, limit, strict, offline, fmt):
     from connectors.tables import create_tables
 
     from ..guards import check_source_lines
+    from ..ledger import ledger_url
     from ..pipeline import configured_source
+    from ..settings import load_settings
 
     doc = start(fmt, "check")
     say = out.print if doc is None else (lambda *a, **k: None)  # JSON: the document only, printed last
     cfg = load(config_path)
+    ledger_url(cfg, load_settings())  # where sync would stop (exit 2): an older version's ledger elsewhere
     source = configured_source(cfg)
     say(f"config {cfg.path}: ok")
     account = source.check()  # an API source names its account; a file export is checked by reading it

@@ -239,8 +239,13 @@ def failures(config_path, destination, fmt):
 
 
 def _read_ledger(config_path, read):
+    """``read`` of the ledger as it is, opened without creating a file (an empty one when there is none yet): a
+    ledger the first read-only command created next to the config would hide an older version's one
+    (sync.ledger.url.config_relative)."""
+    from .. import api
+
     cfg, settings = _ctx(config_path)
-    ledger = _open_ledger(cfg, settings)
+    ledger = api.existing_ledger(cfg, settings)
     try:
         rows = read(ledger)
     finally:

@@ -38,10 +38,128 @@ def ledger_url(cfg: Config, settings: Settings | None = None) -> str:
         settings = load_settings()
     for message in deprecated_names(cfg, settings):
         _warn_once(message, cfg)
-    url = (settings.rfmsync_ledger_url or settings.rfmsync_store_url or cfg.ledger.url or cfg.store.url
-           or f"sqlite:///{cfg.base_dir / 'rfmsync.db'}")
+    url = settings.rfmsync_ledger_url or settings.rfmsync_store_url
+    if not url:
+        setting = "[ledger] url" if cfg.ledger.url or not cfg.store.url else "[store] url"  # for its error
+        url = (config_relative(cfg.ledger.url or cfg.store.url, cfg, setting)
+               or f"sqlite:///{cfg.base_dir / 'rfmsync.db'}")
     remember_secrets(*url_password(url))
     return url
+
+
+def config_relative(url: str | None, cfg: Config, setting: str = "[ledger] url") -> str | None:
+    """A SQLite URL written in the config file (``setting``) with a relative path (``sqlite:///rfmsync.db``) names
+    a file in the config's folder, as every relative path in the file does, not one in whichever folder rfmsync
+    runs from (a cron job's home, a service's ``/``: each would have opened a ledger of its own, empty, so its
+    first sync re-sent everything with no plan guard). A ledger left in the working folder by an older version is
+    a config error naming both paths, never a second, empty ledger: when the config's folder has none, and also
+    when the one there holds less (:func:`_used`: no pushed state where the working folder's has some, or nothing
+    at all where it has runs), as one that a command run from the config's folder since the upgrade created, or
+    when the working folder's was used later for this config's destinations (a run started or a contact pushed:
+    the cron job kept syncing there while the one next to the config is an old copy or a test's). A ledger that
+    holds only other destinations (another config's, which names the same file) does not stop this one when its
+    own is in place.
+    Other URLs are returned as they are (and so is the environment's URL, which the caller does not pass here: a
+    relative path there is the working folder's)."""
+    name = sqlite_file(url)
+    if url is None or name is None or Path(name).is_absolute():
+        return url
+    path = cfg.base_dir / name
+    here = Path.cwd() / name
+    if here.exists() and here.resolve() != path.resolve():
+        ours = tuple(d.name for d in cfg.destinations)
+        theirs, mine = _used(here, ours), _used(path, ours) if path.exists() else None
+        newer = theirs[2] is not None and (mine is None or mine[2] is None or theirs[2] > mine[2])
+        if mine is None or theirs[:2] > mine[:2] or newer:
+            raise _stop(cfg, setting, name, path, here, theirs, mine)
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(database=str(path)).render_as_string(hide_password=False)
+
+
+def _stop(cfg: Config, setting: str, name: str, path: Path, here: Path, theirs: Used, mine: Used | None):
+    from ..errors import ConfigError
+
+    where = f"{cfg.path}: " if cfg.path else ""
+    there = f", and the one at {path} holds {_what(mine)}" if mine is not None else ""
+    return ConfigError(f"{where}{setting} names the relative path {name!r}, which is {path} (relative paths in the "
+                       f"config are relative to its folder); a ledger is at {here}, where earlier versions put it "
+                       f"when run from {Path.cwd()}, holding {_what(theirs)}{there}: move that file (with its -wal "
+                       f"and -shm files) to {path}{' in place of the one there' if mine is not None else ''}, or "
+                       f"write its absolute path in {setting}; unless it is another config's ledger: then leave it "
+                       f"and write this config's one in {setting} as an absolute path "
+                       f"(sqlite:///{path.resolve()})")
+
+
+#: (holds pushed state, holds runs, the newest run start or push of the config's destinations: None when none)
+Used = tuple[bool, bool, str | None]
+
+
+def _used(file: Path, destinations: tuple[str, ...] = ()) -> Used:
+    """What a SQLite ledger file holds (:data:`Used`), read without creating any file beside it: without a ``-wal``
+    file as immutable (a read-only connection to a WAL database would leave ``-wal`` and ``-shm`` files); with
+    ``-wal`` and ``-shm`` read only, as any reader of a live ledger (which marks what it reads in the ``-shm``); with
+    a ``-wal`` but no ``-shm`` (a writer killed, its ``-shm`` removed) from a copy of both in a temporary folder:
+    SQLite would create the ``-shm`` to read the ``-wal``, whose rows immutable would miss. (True, True, None)
+    when it cannot be read: never taken for an empty one."""
+    import shutil
+    import tempfile
+
+    wal = file.with_name(file.name + "-wal")
+    if not wal.exists():
+        return _read(f"{file.resolve().as_uri()}?mode=ro&immutable=1", destinations)
+    if file.with_name(file.name + "-shm").exists():
+        return _read(f"{file.resolve().as_uri()}?mode=ro", destinations)
+    with tempfile.TemporaryDirectory(prefix="rfmsync-ledger-") as folder:
+        copy = Path(folder) / file.name
+        try:
+            shutil.copyfile(file, copy)
+            shutil.copyfile(wal, copy.with_name(copy.name + "-wal"))
+        except OSError:
+            return True, True, None
+        return _read(copy.as_uri(), destinations)
+
+
+def _read(uri: str, destinations: tuple[str, ...]) -> Used:
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(uri, uri=True)
+        try:
+            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            pushed, runs = (table in tables and con.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None
+                            for table in ("pushed_state", "runs"))
+            marks = ", ".join("?" * len(destinations))
+            newest = [con.execute(f"SELECT max({column}) FROM {table} WHERE destination IN ({marks})",
+                                  destinations).fetchone()[0]
+                      for table, column, held in (("runs", "started_at", runs), ("pushed_state", "pushed_at", pushed))
+                      if held and destinations]
+            return pushed, runs, max((str(t) for t in newest if t is not None), default=None)
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return True, True, None
+
+
+def _what(used: Used) -> str:
+    pushed, runs, newest = used
+    what = "pushed contacts" if pushed else "runs but no pushed contacts" if runs else "no runs and no pushed contacts"
+    return f"{what} (this config's destinations last run or pushed {newest[:19]})" if newest else what
+
+
+def sqlite_file(url: str | None) -> str | None:
+    """The file a SQLite URL names, without its query (``sqlite:///data/l.db?timeout=30`` → ``data/l.db``); None
+    for another database, an in-memory one or a URL that does not parse (Ledger.connect says what is wrong)."""
+    if not url or not url.startswith("sqlite"):
+        return None
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        name = make_url(url).database
+    except ArgumentError:
+        return None
+    return None if not name or name == ":memory:" or name.startswith("file:") else name
 
 
 def open_ledger(cfg: Config, settings: Settings | None = None) -> Ledger:

@@ -32,7 +32,7 @@ from ..config import DestinationConfig
 from ..guards import PlanStats, plan_stats, waiting_only
 from ..model import ContactChange, OwnerChange, PushedState, Skip
 from .plan import NO_CONSENT_SKIP, Plan, all_managed, consent_warning, managed_tags
-from .plan import owner_changes, status_for_new
+from .plan import owner_changes, refused_consent, status_for_new
 from .canonical import INT_TYPES, double_round_sure, fields_text_sql, segment_tags_text_sql
 from .changeset import OUT, build_changes, value_columns
 from .rows import DESIRED, INVALID, CustomerRows
@@ -185,6 +185,9 @@ def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str
         extra_sel = ", coalesce(x.xtags, []::VARCHAR[])"
     # the segment's tags are literal lists already sorted and distinct: list work only with extra tags
     tags_expr = f"list_sort(list_distinct(list_concat({seg_tags}{extra_sel})))" if extra_sel else seg_tags
+    refused = f"{CONSENT} = 'no'" if refused_consent("no", dest.new_contacts) else None  # plan.refused_consent
+    if refused:
+        tags_expr = f"CASE WHEN {refused} THEN []::VARCHAR[] ELSE {tags_expr} END"
     field_cols, verdicts, texts = [], [], []
     exact = {"VARCHAR", "BOOLEAN", "NULL"} | INT_TYPES  # where SQL's "not the same" is as sure as its "the same"
     for i, (esp, value) in enumerate(dest.fields.items()):
@@ -219,6 +222,8 @@ def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str
     if not full_refresh and join != "LEFT":  # (a left join: nothing was pushed, nobody is unchanged)
         tags_text = (f"CAST(to_json({tags_expr}) AS VARCHAR)" if extra_sel
                      else segment_tags_text_sql("d.segment", tags_for))
+        if refused and not extra_sel:
+            tags_text = f"CASE WHEN {refused} THEN '[]' ELSE {tags_text} END"
         unchanged = (f"\n            WHERE d._key IS NULL OR NOT coalesce(p.present AND p.tags_json = {tags_text} "
                      f"AND p.fields = {fields_text_sql(texts)}, FALSE) OR {OWNER_MOVED.format(p='p.', d='d.')}")
     return f"""

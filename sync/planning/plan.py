@@ -72,10 +72,11 @@ def desired_contacts(rows: Iterable[Mapping[str, Any]], dest: DestinationConfig
             skipped.append(Skip(str(raw), str(row["customer_id"]), row["segment"], "invalid email"))
             continue
         fields = {esp: normalise_value(row.get(column_of(v))) for esp, v in dest.fields.items()}
-        contact = DesiredContact(key=key, customer_id=str(row["customer_id"]), email=key,
-                                 consent=str(row.get("marketing_consent") or "unknown"), segment=row["segment"],
-                                 tags=frozenset(tags_for.get(row["segment"], ())) | tags_for_row(dest, row),
-                                 fields=fields)
+        consent = str(row.get("marketing_consent") or "unknown")
+        tags = frozenset() if refused_consent(consent, dest.new_contacts) else \
+            frozenset(tags_for.get(row["segment"], ())) | tags_for_row(dest, row)
+        contact = DesiredContact(key=key, customer_id=str(row["customer_id"]), email=key, consent=consent,
+                                 segment=row["segment"], tags=tags, fields=fields)
         if key in desired:  # two customers share an address: the more recent/valuable row came first
             continue
         desired[key] = contact
@@ -134,6 +135,15 @@ def leave_shared_to_full_sync(desired: Iterable[DesiredContact], last: Mapping[s
 
 NO_CONSENT_SKIP = "no marketing consent (new_contacts = skip)"
 NEW_STATUSES = ("subscribed", "transactional", "pending", "skipped")
+
+
+def refused_consent(consent: str, new_contacts: str) -> bool:
+    """Under ``skip``, a contact whose source says *no* to marketing (refused, or withdrawn since he was synced)
+    carries no managed tag or list at all, also one the ESP holds already: ``skip`` leaves customers without
+    consent out, and a SendGrid or Unisender list is what a campaign is sent to. His managed tags and lists are
+    taken off; his fields are kept up to date; an ``unknown`` consent (the source does not say) changes nothing
+    for a contact the ESP holds. The columnar planner's twin: ``sync.planning.columnar._diff_sql``."""
+    return new_contacts == "skip" and consent == "no"
 
 
 def status_for_new(consent: str, new_contacts: str) -> str | None:
