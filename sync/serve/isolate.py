@@ -69,7 +69,7 @@ class Bisection:
         halves: the batch waits); the event found failing 5xx alone is not counted but becomes a suspect, resynced
         apart (:meth:`sync.serve.worker.Worker._suspects`). A claim makes at most ``2·⌈log2 n⌉ + 2`` resyncs
         (:func:`_resync_budget`); the events it could not settle within them wait uncounted for the next claim
-        (:meth:`_out_of_budget`: released together at the claim's end; a claim none of whose resyncs went through
+        (:meth:`_claim_end`: released together at the claim's end; a claim none of whose resyncs went through
         backs the worker off first, failing lone events with the claim's one error is no progress: our own bug
         failing every batch would otherwise claim in a loop). An event spends an attempt only for a failure it
         met alone (a guard's refusal and a config error aside: every event of the batch): a failing group of
@@ -82,8 +82,8 @@ class Bisection:
             return parts, failure  # an outage (5xx after 5xx: the batch is probed)
         try:
             later = self._split(parts, failure, budget)
-            wait = self._out_of_budget(back_off=later is None) if self._unsettled else None  # (an outage met:
-        finally:  # (a claim that raised leaves no list behind for a suspect's lone resync) the caller backs off)
+            wait = self._claim_end(failure, back_off=later is None)  # (an outage met: the caller backs off)
+        finally:  # (a claim that raised leaves no list behind for a suspect's lone resync)
             same, self._same = self._same, None
         for lone, f in same:
             self._counted(_batch(lone), f, wait)
@@ -160,35 +160,38 @@ class Bisection:
 
     def _lone_failed(self, parts: list[_Part], failure: Exception) -> None:
         """An event failed alone (or a guard's refusal, a config error: every event of ``parts``): counted.
-        Progress for :meth:`_out_of_budget` when its error is not the one that started the claim
+        Progress for :meth:`_claim_end` when its error is not the one that started the claim
         (:attr:`_first`): our own bug fails every group with one same error; poison events usually name
         themselves (their order, their field), so a batch dense with them is not taken for our bug and backed
         off claim after claim (its good events would be given up at the 6 h). One failing with that same error
         is counted at the claim's end (:meth:`_isolate`), waiting out the back-off if the claim makes one (no
         other worker claims it at once)."""
-        if self._same is None or len(parts) > 1 or _text(failure) != self._first:
+        if self._same is None or len(parts) > 1 or _text(failure) != self._first \
+                or isinstance(failure, GuardRefusedError):  # (failed at once: no attempt to wait for)
             self._named = self._named or len(parts) == 1
             self._counted(_batch(parts), failure)
         else:
             self._same.append((parts, failure))
 
-    def _out_of_budget(self, back_off: bool) -> float | None:
-        """The claim made its resyncs: the events they did not settle (:attr:`_unsettled`) wait uncounted for
-        the next claim's bisection, never counted (none failed alone), released together (one line). When the
-        claim made no progress (``back_off``: no outage met; no resync went through, no event failed alone with an
-        error of its own, :meth:`_lone_failed`), the worker backs off first, its exponential back-off, and the
-        events wait it out unclaimed (``events.not_before``: no other worker thread or host claims them at once):
-        events failing alone with the claim's one error are no progress (our own bug failing every batch fails
-        one or two alone a claim), claim after claim in a loop would resync the batch hundreds of times an hour.
-        Returns the back-off's seconds (None: none)."""
-        parts = [p for group, _ in self._unsettled for p in group]
-        failure = self._unsettled[0][1]
-        error, wait = _text(failure), None
-        if back_off and not self._synced and not (self._named and self._went_lately()):
+    def _claim_end(self, failure: Exception, back_off: bool) -> float | None:
+        """The claim made its resyncs. When it made no progress (``back_off``: no outage met; no resync went
+        through, no event failed alone with an error of its own, :meth:`_lone_failed`) while events failed alone
+        or were left unsettled, the worker backs off first, its exponential back-off, and the claim's events wait
+        it out unclaimed (``events.not_before``: no other worker thread or host claims them at once): events failing
+        alone with the claim's one error are no progress (our own bug failing every batch fails one to three alone
+        a claim, a batch of up to 4 events every one of them), claim after claim in a loop would resync the batch
+        hundreds of times an hour. The events the resyncs did not settle (:attr:`_unsettled`) wait uncounted for
+        the next claim's bisection (none failed alone), released together (one line). Returns the back-off's
+        seconds (None: none)."""
+        wait = None
+        stuck = bool(self._unsettled or self._same)
+        if back_off and stuck and not self._synced and not (self._named and self._went_lately()):
             wait = self._back_off(failure)
-            error += f" (looking again in {wait:.0f} s)"
-        self._waited(_batch(parts), [p[0].id for p in parts], error,
-                     "the next claim's bisection (this one's made its resyncs)", wait)
+        if self._unsettled:
+            parts = [p for group, _ in self._unsettled for p in group]
+            error = _text(self._unsettled[0][1]) + ("" if wait is None else f" (looking again in {wait:.0f} s)")
+            self._waited(_batch(parts), [p[0].id for p in parts], error,
+                         "the next claim's bisection (this one's made its resyncs)", wait)
         return wait
 
     def _went_lately(self) -> bool:

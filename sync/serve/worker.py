@@ -225,7 +225,7 @@ class Worker(Bisection, Suspects, Pauses):
     def _counted(self, batch: Batch, failure: Exception, wait: float | None = None) -> None:
         """The batch's events failed for a reason of their own: each spends an attempt (failed at the last, at
         once after a guard's refusal); ``wait``: seconds nobody claims those still queued (the worker's
-        back-off after a claim that made no progress, :meth:`Bisection._out_of_budget`)."""
+        back-off after a claim that made no progress, :meth:`Bisection._claim_end`)."""
         if isinstance(failure, GuardRefusedError):
             self._failed(batch, failure)
             return
