@@ -96,8 +96,8 @@ def test_good_events_end_synced_when_a_batch_holds_many_bad_events(tmp_path, see
 def test_good_events_end_synced_when_a_batch_is_mostly_bad_events(tmp_path):
     """200 events, 180 of them bad, each naming itself in its error: a claim failing lone events with errors
     of their own (not the one that failed the batch) makes progress, so the worker does not back off claim
-    after claim; every good event ends done well within the 6 h give-up (0.1 h; 0.4 h before those failed alone were resynced apart), each bad one failed with its
-    own error. Before: such claims backed off (5 s doubling to 300 s) as if our own bug failed every batch: after
+    after claim; every good event ends done well within the 6 h give-up (0.1 h; 0.4 h before the events that
+    failed alone were resynced apart), each bad one failed with its own error. Before: such claims backed off (5 s doubling to 300 s) as if our own bug failed every batch: after
     6 h, 4 good events and 75 bad ones were given up (and 200 events with 140 bad took 4.4 h)."""
     finished, hours, _ = _bad_day(tmp_path, 200, 180, 7)
     assert not {i: f for i, (status, f) in finished.items() if i[0] == "G" and status != "done"}
@@ -378,7 +378,7 @@ def test_our_own_bug_backs_off_every_worker_sharing_the_ledger(tmp_path):
 
     def process(batch):
         calls.append(len(batch.events))
-        raise ValueError(OWN_BUGS[bug](batch))
+        raise ValueError(OWN_BUGS["one text"](batch))
 
     ticks, wall = Ticks(), [outage.AS_OF_DT]
     with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}", clock=lambda: wall[0]) as ledger:
