@@ -32,6 +32,8 @@ from collections import Counter, deque
 from datetime import datetime, timezone
 from typing import Callable
 
+from connectors.secrets import redact
+
 from ..config import Config
 from ..errors import DestinationError, GuardRefusedError, LockBusyError
 from ..ledger import Ledger, default_owner
@@ -186,6 +188,7 @@ class Worker(Bisection, Apart, Suspects, Pauses):
         if batch.destinations is None:  # (a paused destination left out says nothing of its 5xx, its outage)
             self._poisons.difference_update(ids)
             self._outages = 0
+            self.metrics.config_fixed(self.name)  # (a config wait, if any, is over)
         self.metrics.resync_done(self._clock() - started, report)
         if self._went_through(batch, ids):  # done for the destinations not paused: they wait for the others
             return None
@@ -212,8 +215,12 @@ class Worker(Bisection, Apart, Suspects, Pauses):
             told = getattr(failure, "retry_after", None)
             asked = "" if told is None else (f"{getattr(failure, 'destination', None) or 'the vendor'} asked to wait "
                                               f"{float(told):.0f} s (at most {RETRY_AFTER_MAX:.0f} s waited); ")
+            config = isinstance(failure, CONFIG_ERRORS)
+            if config:  # shown by GET /healthz and the metrics until a resync goes through (secrets masked)
+                secrets = self.settings.secret_values() if self.settings is not None else []
+                self.metrics.config_wait(self.name, redact(error, secrets), self._now().timestamp())
             self._waited(batch, ids, f"{error} ({asked}looking again in {wait:.0f} s)",
-                         CONFIG_WAIT if isinstance(failure, CONFIG_ERRORS) else "the outage to end")
+                         CONFIG_WAIT if config else "the outage to end")
             return
         if isinstance(failure, GuardRefusedError):
             # the records are in the order store already; retrying gives the same answer: the next full

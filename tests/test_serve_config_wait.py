@@ -1,0 +1,97 @@
+"""``GET /healthz`` and ``GET /metrics`` show a worker waiting for the config to be fixed, never a secret."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+from prometheus_client.utils import floatToGoString
+
+from sync.config import Config
+from sync.errors import DestinationConfigError
+from sync.ledger import Ledger
+from sync.serve.app import create_app
+from sync.serve.metrics import Metrics
+from sync.serve.webhooks import Intake
+from sync.serve.worker import Worker
+from sync.settings import Settings
+
+try:
+    from tests import test_worker_outage as outage
+    from tests.test_webhooks_generic import AsgiClient
+except ImportError:  # tests/ itself on sys.path
+    import test_worker_outage as outage  # type: ignore[no-redef]
+    from test_webhooks_generic import AsgiClient  # type: ignore[no-redef]
+
+KEY = "0123456789abcdef0123456789abcdef-us21"  # the Mailchimp key the ESP rejects (a rotated one)
+
+
+def _get(client: AsgiClient, path: str):
+    return client.loop.run_until_complete(client.client.get(path))
+
+
+def test_healthz_and_metrics_show_a_config_wait_and_when_it_began_without_the_rejected_key(tmp_path):
+    """Mailchimp rejects the key (a 401, its message quoting the key): the worker waits for the config to be fixed.
+    ``GET /healthz`` keeps its fields and adds ``config_wait`` (since when, which error, how many workers), and
+    ``GET /metrics`` the time it began (``rfmsync_config_wait_since_seconds``), so an operator sees it without
+    reading the logs; the key is masked in both. Once the key is fixed and a resync goes through, both say no
+    worker waits (null, 0)."""
+    broken = [True]
+
+    def process(batch):
+        if broken[0]:
+            raise DestinationConfigError(f"Mailchimp: API key {KEY} is invalid or was revoked (HTTP 401)",
+                                         status=401)
+
+    ticks, wall = outage.Ticks(), [outage.AS_OF_DT]
+    settings = Settings(_env_file=None, mailchimp_api_key=KEY)
+    metrics = Metrics()
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}", clock=lambda: wall[0]) as ledger:
+        client = AsgiClient(create_app(Intake(Config(), ledger, settings, metrics)))
+        try:
+            health = _get(client, "/healthz").json()
+            assert health["config_wait"] is None and "rfmsync_config_wait_since_seconds 0.0" in _get(
+                client, "/metrics").text
+            outage._enqueue_orders(ledger, ["A", "B"])
+            worker = Worker(Config(), ledger, settings, metrics=metrics, process=process, clock=ticks,
+                            now=lambda: wall[0], rng=random.Random(1))
+            began = wall[0]
+            for _ in range(3):  # three waits: since when is the first one's time
+                worker.process_batch()
+                step = worker.backing_off()
+                ticks.now += step
+                wall[0] += timedelta(seconds=step)
+            health = _get(client, "/healthz")
+            page = _get(client, "/metrics").text
+            assert health.status_code == 200 and KEY not in health.text and KEY not in page
+            body = health.json()
+            assert {k: body[k] for k in ("status", "queue_depth", "events")} == {
+                "status": "ok", "queue_depth": 2, "events": {"queued": 2, "processing": 0, "done": 0, "failed": 0}}
+            assert body["config_wait"] == {
+                "since": began.isoformat(), "workers": 1,
+                "error": "DestinationConfigError: Mailchimp: API key *** is invalid or was revoked (HTTP 401)"}
+            assert f"rfmsync_config_wait_since_seconds {floatToGoString(began.timestamp())}" in page
+            broken[0] = False  # the key fixed
+            assert worker.process_batch() == 2
+            assert _get(client, "/healthz").json()["config_wait"] is None
+            assert "rfmsync_config_wait_since_seconds 0.0" in _get(client, "/metrics").text
+        finally:
+            client.close()
+
+
+def test_a_config_wait_in_the_worker_process_reaches_the_intake_processs_healthz(tmp_path):
+    """By default the workers run in a child process, which sends its metrics to the intake process (the one
+    answering HTTP) once a second: its config wait is in that snapshot, so the intake's ``/healthz`` shows it."""
+    child, parent = Metrics(), Metrics()
+    child.config_wait("host:12:w1", "DestinationConfigError: Mailchimp: audience 'aud9' not found", 1_750_000_000.0)
+    child.config_wait("host:12:w1", "DestinationConfigError: Mailchimp: audience 'aud9' not found", 1_750_000_300.0)
+    parent.set_remote([child.snapshot()])
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        client = AsgiClient(create_app(Intake(Config(), ledger, Settings(_env_file=None), parent)))
+        try:
+            assert _get(client, "/healthz").json()["config_wait"] == {
+                "since": "2025-06-15T15:06:40+00:00", "workers": 1,
+                "error": "DestinationConfigError: Mailchimp: audience 'aud9' not found"}
+            assert "rfmsync_config_wait_since_seconds 1.75e+09" in _get(client, "/metrics").text
+        finally:
+            client.close()
