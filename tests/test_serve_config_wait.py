@@ -5,23 +5,29 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
+import requests
 from prometheus_client.utils import floatToGoString
 
-from sync.config import Config
+from sync.config import Config, load_config
 from sync.errors import DestinationConfigError
-from sync.ledger import Ledger
+from sync.ledger import Ledger, open_ledger
 from sync.serve.app import create_app
 from sync.serve.metrics import Metrics
+from sync.serve.service import Service
 from sync.serve.webhooks import Intake
 from sync.serve.worker import Worker
-from sync.settings import Settings
+from sync.settings import Settings, load_settings
 
 try:
     from tests import test_worker_outage as outage
-    from tests.test_webhooks_generic import AsgiClient
+    from tests.test_serve import order_body, signed_post, wait_for
+    from tests.test_webhooks_generic import AsgiClient, live_server
+    from tests.test_worker import AS_OF, churned_contact, shop  # noqa: F401  (fixture)
 except ImportError:  # tests/ itself on sys.path
     import test_worker_outage as outage  # type: ignore[no-redef]
-    from test_webhooks_generic import AsgiClient  # type: ignore[no-redef]
+    from test_serve import order_body, signed_post, wait_for  # type: ignore[no-redef]
+    from test_webhooks_generic import AsgiClient, live_server  # type: ignore[no-redef]
+    from test_worker import AS_OF, churned_contact, shop  # type: ignore[no-redef] # noqa: F401
 
 KEY = "0123456789abcdef0123456789abcdef-us21"  # the Mailchimp key the ESP rejects (a rotated one)
 
@@ -95,3 +101,33 @@ def test_a_config_wait_in_the_worker_process_reaches_the_intake_processs_healthz
             assert "rfmsync_config_wait_since_seconds 1.75e+09" in _get(client, "/metrics").text
         finally:
             client.close()
+
+
+def test_a_key_mailchimp_rejects_shows_in_healthz_end_to_end_without_the_key(shop, mailchimp_fake):
+    """End to end: the server's worker resyncs a webhook's order and the fake Mailchimp answers 401 to every call
+    (the key revoked): ``GET /healthz`` soon says the worker waits for the config to be fixed, naming the
+    destination's error, and neither it nor ``/metrics`` holds the key."""
+    cfg, settings = load_config(shop), load_settings()
+    ledger = open_ledger(cfg, settings)
+    service = Service(cfg, settings, ledger, as_of=lambda: AS_OF, poll_seconds=0.05).start()
+    try:
+        _, cid = churned_contact(ledger)
+        mailchimp_fake.fail(401, None, fraction=1.0)
+        with live_server(service.app) as base:
+            assert signed_post(base, order_body("L-401", cid)).status_code == 202
+
+            def waiting() -> dict | None:
+                return requests.get(f"{base}/healthz", timeout=10).json()["config_wait"]
+
+            wait_for(lambda: waiting() is not None, 30)
+            health = requests.get(f"{base}/healthz", timeout=10)
+            page = requests.get(f"{base}/metrics", timeout=10).text
+            key = mailchimp_fake.api_key
+            assert key not in health.text and key not in page
+            wait = health.json()["config_wait"]
+            assert wait["workers"] == 1 and wait["error"].startswith("DestinationConfigError: ") and "401" in \
+                wait["error"], wait
+            assert "rfmsync_config_wait_since_seconds 0.0" not in page
+            assert ledger.event_counts()["failed"] == 0
+    finally:
+        service.close()
