@@ -163,8 +163,8 @@ class Worker(Bisection, Apart, Suspects, Pauses):
         """Resync ``parts`` (:meth:`_isolate` the events at fault when that fails). Returns, after a transient
         failure, the events not settled (they wait, uncounted) with it; None when nothing waits for one."""
         self._synced = 0
-        known = [p for p in parts if p[0].attempts > 1]  # failed alone before: resynced apart (:mod:`.apart`)
-        parts = [p for p in parts if p[0].attempts <= 1]
+        known = [p for p in parts if p[0].fails]  # failed alone before: resynced apart (:mod:`.apart`)
+        parts = [p for p in parts if not p[0].fails]
         failure = self._try(parts) if parts else None
         while failure is not None and self._pause(failure):  # one destination rate limited: the others' now
             failure = self._try(parts)
