@@ -44,6 +44,7 @@ class Bisection:
     _suspects_wait: Callable[[list[_Part], Exception], None]  # (the worker's suspects')
     _apart: Callable[[list[_Part], list[_Part], list[int]], _Later]  # (:mod:`sync.serve.apart`)
     _singles: Callable[[list[_Part], Exception, list[int]], _Later]
+    _one_failed: Callable[[_Part, Exception, list[_Part], list[int]], tuple[bool, list[_Part]]]
 
     def _try(self, parts: list[_Part]) -> Exception | None:
         raise NotImplementedError
@@ -146,8 +147,16 @@ class Bisection:
         if len(failed) == 2 and _suspect(failure):
             # both halves 5xx (an outage, or an event causing one in each half): one event of each is tried alone
             rest = [p for h, _ in failed for p in h]
+            if all(len(half) == 1 for half, _ in failed):  # each failed alone already: settled so (a 5xx while
+                # nothing went through: an outage, waiting uncounted), not resynced again
+                waiting = [(half, f) for half, f in failed if self._one_failed(half[0], f, [], budget)[0]]
+                return ([p for half, _ in waiting for p in half], waiting[0][1]) if waiting else None
             if budget[0] < len(failed):  # no resyncs left for that: maybe an outage, wait uncounted
-                return rest, failed[-1][1]
+                out = next((f for _, f in failed if retry_later(f)), None)  # (not a half's error of its own)
+                if out is None:  # each half failed with an error of its own: no outage, the next claim's
+                    self._unsettled.append((rest, failed[0][1]))
+                    return None
+                return rest, out
             alone = self._alone(failed, budget)
             went = [one for one, f in alone if f is None]
             out = next((f for _, f in alone if f is not None and retry_later(f) and not (_suspect(f) and went)),
