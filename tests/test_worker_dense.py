@@ -117,3 +117,38 @@ def test_our_own_bug_with_one_text_fails_a_few_events_a_claim_and_the_others_wai
                 worker.process_batch()
         counts = ledger.event_counts()
     assert 0 < counts["failed"] <= 15 and counts["queued"] == 40 - counts["failed"], counts
+
+
+def test_a_warm_worker_does_not_back_off_after_lone_bad_events(tmp_path):
+    """A worker whose resyncs go through (warm) in a quiet queue: 6 bad events (each naming itself) arrive one every
+    20 s, each claimed alone, then a good one. Each lone bad event's claim fails it alone with its own error:
+    progress, no back-off, so the good event is resynced at the next debounce (5 s). Before: a claim of one event
+    never counted as an error of its own, the warm worker backed off after each (5 s doubling: 80–160 s after the
+    sixth), the good event waiting for it (15 s here)."""
+    done_at: dict[str, float] = {}
+    ticks, wall = Ticks(), [outage.AS_OF_DT]
+
+    def process(batch):
+        bad_days._own_fault(batch)
+        for o in batch.orders:
+            done_at.setdefault(o.order_id, ticks.now)
+
+    arrivals = [(20 * i, f"BAD{i}") for i in range(1, 7)] + [(125, "G")]
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}", clock=lambda: wall[0]) as ledger:
+        worker = Worker(Config(), ledger, None, process=process, clock=ticks,  # type: ignore[arg-type]
+                        now=lambda: wall[0], rng=random.Random(1))
+        enqueue_orders(ledger, ["W"])
+        assert worker.process_batch() == 1  # warm: a resync went through
+        start, accepted = ticks.now, {}
+        while "G" not in done_at and ticks.now < start + 600:
+            step = 5.0 + worker.backing_off()  # what run_forever waits: its back-off, then the debounce
+            ticks.now += step
+            wall[0] += timedelta(seconds=step)
+            for at, oid in arrivals:
+                if oid not in accepted and ticks.now - start >= at:
+                    enqueue_orders(ledger, [oid])
+                    accepted[oid] = start + at
+            if ledger.claimable_count():
+                worker.process_batch()
+        assert done_at["G"] - accepted["G"] == 0  # claimed at the first look after it came (every 5 s here)
+        assert bad_days._finished(ledger)["BAD6"][1] == "ValueError: order BAD6 has no line items"  # its own

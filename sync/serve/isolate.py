@@ -36,6 +36,7 @@ class Bisection:
     _first: str | None  # the text of the claim's first failure (of its events together, or of one alone)
     _first_exc: Exception | None  # that failure
     _named: bool  # an event of the claim failed alone with an error of its own (not :attr:`_first`'s text)
+    _single: bool  # the claim holds one event: its first failure is that event's alone, its own error
     #: events failed alone, counted at the claim's end (:meth:`_count_lone`; None: no claim being bisected)
     _lone: list[tuple[list[_Part], Exception]] | None = None
     _halved: bool  # this claim's bisection was logged (once a claim, not once a level)
@@ -87,6 +88,7 @@ class Bisection:
         self._halved, self._unsettled = False, []
         self._first, self._first_exc = (None, None) if failure is None else (_text(failure), failure)
         self._named, self._lone = False, []
+        self._single = len(parts) + len(known) == 1
         if failure is not None and retry_later(failure) and not (
                 _suspect(failure) and len(parts) > 1 and self._outages >= PROBE_AFTER):
             return parts + known, failure  # an outage (5xx after 5xx: the batch is probed)
@@ -199,13 +201,14 @@ class Bisection:
         it at once). Progress for :meth:`_claim_end` when its error is not the claim's first (:attr:`_first`): our
         own bug fails every group with one same error; poison events usually name themselves (their order, their
         field), so a batch dense with them is not taken for our bug and backed off claim after claim (its good
-        events would be given up at the 6 h)."""
+        events would be given up at the 6 h). A claim of one event fails it alone at once: its error is its own
+        (else a warm worker would back off after every lone bad event, holding the good ones that follow)."""
         if self._lone is None or len(parts) > 1 or isinstance(failure, GuardRefusedError):  # (failed at once)
             self._counted(_batch(parts), failure)
             return
         if self._first is None:
             self._first, self._first_exc = _text(failure), failure
-        self._named = self._named or _text(failure) != self._first
+        self._named = self._named or self._single or _text(failure) != self._first
         self._lone.append((parts, failure))
 
     def _claim_end(self, back_off: bool) -> float | None:
