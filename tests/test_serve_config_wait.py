@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from datetime import timedelta
 
@@ -131,3 +132,57 @@ def test_a_key_mailchimp_rejects_shows_in_healthz_end_to_end_without_the_key(sho
             assert ledger.event_counts()["failed"] == 0
     finally:
         service.close()
+
+
+def test_a_resync_that_goes_through_clears_every_workers_config_wait_of_its_process(tmp_path):
+    """Two worker threads share the process's metrics ([serve] workers = 2); both met the config error (an audience
+    missing). The audience is created (the config fixed, no restart): worker a's next resync goes through, every
+    event is done, and ``/healthz`` says no worker waits, though worker b made no resync since. Before: b's entry
+    stayed (``"workers": 1``) for as long as b made no resync that went through."""
+    broken = [True]
+
+    def process(batch):
+        if broken[0]:
+            raise DestinationConfigError("destination 'mc': Mailchimp audience 'abc' not found", status=404)
+
+    ticks, wall = outage.Ticks(), [outage.AS_OF_DT]
+    metrics = Metrics()
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}", clock=lambda: wall[0]) as ledger:
+        a, b = (Worker(Config(), ledger, None, name=name, metrics=metrics, process=process,  # type: ignore[arg-type]
+                       clock=ticks, now=lambda: wall[0], rng=random.Random(1)) for name in ("a", "b"))
+        outage._enqueue_orders(ledger, ["O1"])
+        a.process_batch()
+        ticks.now += 600
+        wall[0] += timedelta(seconds=600)
+        b.process_batch()
+        assert metrics.waiting_for_config()["workers"] == 2
+        broken[0] = False
+        ticks.now += 600
+        wall[0] += timedelta(seconds=600)
+        outage._enqueue_orders(ledger, ["O2"])
+        assert a.process_batch() == 2 and ledger.event_counts()["done"] == 2
+        client = AsgiClient(create_app(Intake(Config(), ledger, Settings(_env_file=None), metrics)))
+        try:
+            assert _get(client, "/healthz").json()["config_wait"] is None
+            assert "rfmsync_config_wait_since_seconds 0.0" in _get(client, "/metrics").text
+        finally:
+            client.close()
+
+
+def test_the_config_waits_error_line_and_the_events_last_error_mask_the_key(tmp_path, caplog):
+    """Mailchimp's 401 quotes the rejected key: the ERROR line of the wait (``waits for the config to be fixed``)
+    and the events' last error mask it, as ``/healthz`` does. Before: logged, and kept in the ledger, as is."""
+    def process(batch):
+        raise DestinationConfigError(f"Mailchimp: API key {KEY} is invalid or was revoked (HTTP 401)", status=401)
+
+    caplog.set_level(logging.INFO, "sync")
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        outage._enqueue_orders(ledger, ["A"])
+        worker = Worker(Config(), ledger, Settings(_env_file=None, mailchimp_api_key=KEY), process=process,
+                        rng=random.Random(1))
+        worker.process_batch()
+        [line] = [r for r in caplog.records if "waits for the config to be fixed" in r.getMessage()]
+        assert line.levelno == logging.ERROR
+        assert "API key *** is invalid" in line.getMessage() and KEY not in caplog.text
+        assert outage._statuses(ledger)["A"] == ("queued", "DestinationConfigError: Mailchimp: API key *** is "
+                                                 "invalid or was revoked (HTTP 401) (looking again in 3 s)")

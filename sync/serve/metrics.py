@@ -175,10 +175,12 @@ class Metrics:
             first = self.config_waits.get(worker)
             self.config_waits[worker] = [error[:CONFIG_ERROR_CHARS], first[1] if first else since]
 
-    def config_fixed(self, worker: str) -> None:
-        """``worker``'s resync went through: it waits for the config no more."""
+    def config_fixed(self) -> None:
+        """A resync of a worker of this process went through: the config (the process's one) is fixed, none of its
+        workers waits for it any more (another one that met the error would otherwise show a wait until its own
+        next resync went through, for as long as it made none)."""
         with self._lock:
-            self.config_waits.pop(worker, None)
+            self.config_waits.clear()
 
     def waiting_for_config(self) -> dict[str, Any] | None:
         """This server's longest wait for the config to be fixed (its workers here and in the worker process):

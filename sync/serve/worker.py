@@ -188,7 +188,7 @@ class Worker(Bisection, Apart, Suspects, Pauses):
         if batch.destinations is None:  # (a paused destination left out says nothing of its 5xx, its outage)
             self._poisons.difference_update(ids)
             self._outages = 0
-            self.metrics.config_fixed(self.name)  # (a config wait, if any, is over)
+            self.metrics.config_fixed()  # (a config wait, if any, is over: every worker's of this process)
         self.metrics.resync_done(self._clock() - started, report)
         if self._went_through(batch, ids):  # done for the destinations not paused: they wait for the others
             return None
@@ -216,9 +216,10 @@ class Worker(Bisection, Apart, Suspects, Pauses):
             asked = "" if told is None else (f"{getattr(failure, 'destination', None) or 'the vendor'} asked to wait "
                                               f"{float(told):.0f} s (at most {RETRY_AFTER_MAX:.0f} s waited); ")
             config = isinstance(failure, CONFIG_ERRORS)
-            if config:  # shown by GET /healthz and the metrics until a resync goes through (secrets masked)
-                secrets = self.settings.secret_values() if self.settings is not None else []
-                self.metrics.config_wait(self.name, redact(error, secrets), self._now().timestamp())
+            if config:  # shown by GET /healthz and the metrics until a resync goes through; logged, kept as the
+                # events' last error: the settings' secrets masked in all (a vendor's message may quote the key)
+                error = redact(error, self.settings.secret_values() if self.settings is not None else [])
+                self.metrics.config_wait(self.name, error, self._now().timestamp())
             self._waited(batch, ids, f"{error} ({asked}looking again in {wait:.0f} s)",
                          CONFIG_WAIT if config else "the outage to end")
             return
