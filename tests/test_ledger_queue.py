@@ -70,6 +70,25 @@ def test_events_fail_for_good_after_max_attempts_and_can_be_requeued(ledger: Led
     assert event.attempts == 1
 
 
+def test_fails_counts_the_failures_recorded_not_the_claims(ledger: Ledger, clock: Clock) -> None:
+    """``attempts`` counts claims; ``fails`` only what :meth:`fail_events` recorded: a claim released (a wait of no
+    fault of the event's) or left unsettled by a worker whose lease lapsed (killed) adds none; a requeue resets it."""
+    ledger.enqueue_events([("shopify", "bad", "{}"), ("shopify", "good", "{}")])
+    bad, good = ledger.claim_events("w1")
+    assert (bad.attempts, bad.fails) == (1, 0)
+    ledger.fail_events([bad.id], "bad alone", worker="w1")
+    ledger.release_events([good.id], "the ESP down", worker="w1")
+    bad, good = ledger.claim_events("dead", stale_after=30)  # then killed: its lease lapses
+    assert [(e.attempts, e.fails) for e in (bad, good)] == [(2, 1), (1, 0)]
+    clock.advance(seconds=60)
+    bad, good = ledger.claim_events("w2", stale_after=30)
+    assert [(e.attempts, e.fails) for e in (bad, good)] == [(3, 1), (2, 0)]
+    ledger.fail_events([bad.id], "bad alone", max_attempts=3, worker="w2")
+    assert ledger.requeue_failed_events() == 1
+    [bad] = ledger.claim_events("w3")
+    assert (bad.attempts, bad.fails) == (1, 0)
+
+
 def test_an_event_released_with_a_wait_is_not_claimed_before_it_is_over(ledger: Ledger, clock: Clock) -> None:
     """A release with ``wait_seconds`` (a suspect's back-off, a destination's Retry-After): the event stays queued
     (in the depth) but nobody claims it, nor counts it claimable, before the wait is over; its claim is not

@@ -27,6 +27,7 @@ FAMILIES = {
     "rfmsync_esp_errors_total": ("counter", {"destination"}),
     "rfmsync_scheduled_syncs_total": ("counter", {"outcome"}),
     "rfmsync_guard_refusals_total": ("counter", {"destination"}),
+    "rfmsync_config_wait_since_seconds": ("gauge", set()),
 }
 ODD = 'we"ird\\dest\nname'  # a destination name that needs every escape of the text format
 
@@ -52,6 +53,7 @@ def busy_metrics() -> Metrics:
     worker.sync_reports([ApplyReport(ODD, 2, "failed", {"planned": 1, "ok": 0, "failed": 1})])
     worker.scheduled_run("refused")
     worker.guard_refused(["mc"])
+    worker.config_wait("host:1:w", "DestinationConfigError: Mailchimp: audience 'aud9' not found", 1_750_000_000.0)
     intake.set_remote([worker.snapshot()])
     return intake
 
@@ -83,6 +85,7 @@ def test_the_page_parses_and_keeps_every_family_type_and_label():
     assert value("rfmsync_esp_errors_total", destination=ODD) == 2  # the resync's and the scheduled sync's
     assert value("rfmsync_scheduled_syncs_total", outcome="refused") == 1
     assert value("rfmsync_guard_refusals_total", destination="mc") == 1
+    assert value("rfmsync_config_wait_since_seconds") == 1_750_000_000.0
 
 
 def test_every_metric_the_docs_list_is_on_the_page():

@@ -83,7 +83,8 @@ def test_a_signed_webhook_reaches_the_esp_by_a_webhook_run_and_forgeries_do_not(
             assert datetime.fromisoformat(runs[0]["started_at"]).tzinfo is not None
             health = requests.get(f"{base}/healthz", timeout=10).json()
             assert health == {"status": "ok", "queue_depth": 0, "events": {"queued": 0, "processing": 0,
-                                                                             "done": 1, "failed": 0}}
+                                                                             "done": 1, "failed": 0},
+                              "config_wait": None}  # (no worker waits for the config to be fixed)
             metrics = requests.get(f"{base}/metrics", timeout=10)
             assert metrics.headers["content-type"].startswith("text/plain")
             for line in ("rfmsync_queue_depth 0", 'rfmsync_events_processed_total{outcome="done"} 1',

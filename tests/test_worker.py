@@ -352,20 +352,29 @@ def test_a_long_batch_keeps_its_lease_by_heartbeat_and_nobody_else_takes_it(ledg
 def test_failed_batches_are_retried_then_given_up_and_undecodable_events_fail_at_once(tmp_path):
     from sync.config import Config
 
-    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+    wall, ticks = [datetime.now(timezone.utc)], [1000.0]
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}", clock=lambda: wall[0]) as ledger:
         _enqueue(ledger, 2)
         ledger.enqueue_event("generic", "junk", "{not json")
 
         def boom(batch):
             raise RuntimeError("ESP exploded")
 
-        worker = Worker(Config(), ledger, None, process=boom, max_attempts=2)  # type: ignore[arg-type]
+        worker = Worker(Config(), ledger, None, process=boom, max_attempts=2,  # type: ignore[arg-type]
+                        clock=lambda: ticks[0], now=lambda: wall[0])
         assert worker.process_batch() == 0
         assert ledger.event_counts() == {"queued": 2, "processing": 0, "done": 0, "failed": 1}
+        # each failed alone with the claim's one error: no progress (our own bug?), the worker backs off and the
+        # events wait it out unclaimed
+        wait = worker.backing_off()
+        assert wait > 0 and ledger.claimable_count() == 0
+        ticks[0] += wait
+        wall[0] += timedelta(seconds=wait)
         worker.process_batch()
         assert ledger.event_counts() == {"queued": 0, "processing": 0, "done": 0, "failed": 3}
         assert worker.metrics.events == {"done": 0, "retried": 2, "failed": 3}
-        assert 'rfmsync_resyncs_total{outcome="error"} 6' in worker.metrics.render()  # the pair, then each alone
+        # the pair, then each alone; at the next claim each alone again (they failed alone: resynced apart)
+        assert 'rfmsync_resyncs_total{outcome="error"} 5' in worker.metrics.render()
 
 
 def test_the_debounce_window_turns_a_burst_into_one_batch_and_restarts_find_queued_events(tmp_path):

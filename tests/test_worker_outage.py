@@ -46,6 +46,18 @@ def _enqueue_orders(ledger: Ledger, ids) -> None:
         ledger.enqueue_event("generic", oid, encode_records([order]))
 
 
+def _statuses(ledger: Ledger) -> dict[str, tuple[str, str | None]]:
+    """order id → (status, last error) of every event."""
+    from sqlalchemy import select
+
+    from sync.ledger.codec import decode_records
+    from sync.ledger.schema import events
+
+    with ledger._engine.connect() as conn:
+        rows = conn.execute(select(events.c.payload, events.c.status, events.c.last_error)).all()
+    return {decode_records(payload)[0][0].order_id: (status, error) for payload, status, error in rows}
+
+
 def _attempts(ledger: Ledger) -> dict[str, int]:
     """order id → claims counted so far, of every queued event (a released one waiting its back-off too)."""
     from sqlalchemy import select
@@ -479,3 +491,39 @@ def test_good_events_never_spend_an_attempt_for_bad_events_in_their_batch(tmp_pa
                             rng=random.Random(seed))
             assert _drain_all(ledger, worker) == {"queued": 0, "processing": 0, "done": len(ids) - bad,
                                                   "failed": bad}
+
+
+def test_a_half_failing_with_its_own_error_is_not_taken_for_an_outage_nor_charged_to_the_others(tmp_path):
+    """The ESP answers 500 to any call carrying P1, and N2 cannot be resynced (its own error); the batch is probed
+    once the back-off grew (:data:`PROBE_AFTER`): G0 goes through, then the half [P1, N2] fails and so does each of
+    them alone. Each failed alone is settled so: N2 spends an attempt with its own error, P1 (a 5xx while G0 went
+    through) waits as a suspect, uncounted. Before: the claim's resyncs spent, the last half's error (N2's
+    ``ValueError``) was handed back as if it were an outage, and every event left (P1 too) was charged with it."""
+    from sync.errors import DestinationError
+
+    calls: list[list[str]] = []
+    down = [True]
+
+    def process(batch):
+        ids = [o.order_id for o in batch.orders]
+        calls.append(ids)
+        if down[0] or "P1" in ids:
+            raise DestinationError("Mailchimp: HTTP 500", status=500, transient=True)
+        if "N2" in ids:
+            raise ValueError("order N2 has no line items")
+
+    ticks, wall = Ticks(), [AS_OF_DT]
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}", clock=lambda: wall[0]) as ledger:
+        _enqueue_orders(ledger, ["G0", "P1", "N2"])
+        worker = Worker(Config(), ledger, None, process=process, clock=ticks,  # type: ignore[arg-type]
+                        now=lambda: wall[0])
+        _outage_claims(worker, ticks, PROBE_AFTER)  # the whole ESP down: an outage, nothing counted
+        down[0] = False
+        calls.clear()
+        assert worker.process_batch() == 1
+        assert calls == [["G0", "P1", "N2"], ["G0"], ["P1", "N2"], ["P1"], ["N2"]]
+        status = _statuses(ledger)
+        assert status["G0"][0] == "done"
+        assert status["N2"] == ("queued", "ValueError: order N2 has no line items")
+        assert status["P1"][0] == "queued" and "HTTP 500" in status["P1"][1]
+        assert _attempts(ledger) == {"P1": 0, "N2": 1}  # only N2 spent one, for its own error

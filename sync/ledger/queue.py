@@ -8,8 +8,10 @@ A claim is a *lease*: the worker renews it (:meth:`EventQueue.renew_claims`) whi
 works, and a ``processing`` event whose lease was not renewed for ``stale_after`` seconds
 is claimable again (its worker died, or its host did). A claimer on *this* host whose
 process no longer exists (``host:pid:token`` names, see :func:`sync.ledger.owners.owner_process_gone`) loses
-its events at once. ``attempts`` counts claims, so a poison event ends ``failed``. An event released with a
-wait (:meth:`EventQueue.release_events`) is not claimed before its ``not_before``.
+its events at once. ``attempts`` counts claims, so a poison event ends ``failed`` (even one that kills its
+worker); ``fails`` counts only the failures :meth:`EventQueue.fail_events` recorded (a worker killed mid-claim
+leaves ``attempts`` one higher, ``fails`` as it was). An event released with a wait
+(:meth:`EventQueue.release_events`) is not claimed before its ``not_before``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ REQUEUE_WINDOW = timedelta(days=7)
 
 @dataclass(frozen=True)
 class Event:
-    """A queued webhook delivery. ``attempts`` counts claims, this one included."""
+    """A queued webhook delivery. ``attempts`` counts claims, this one included; ``fails`` the failures of its
+    own recorded before this claim (:meth:`EventQueue.fail_events`: not a claim its worker never settled)."""
 
     id: int
     source: str
@@ -44,6 +47,7 @@ class Event:
     payload: str
     received_at: datetime
     attempts: int
+    fails: int = 0
 
 
 class EventIntake(Protocol):
@@ -146,7 +150,7 @@ class EventQueue:
         # intake included) is held only for the claim itself
         with self._db.read() as conn:
             rows = conn.execute(select(t.c.id, t.c.source, t.c.dedupe_key, t.c.payload, t.c.received_at,
-                                       t.c.attempts).where(t.c.id.in_(ids), t.c.locked_by == worker)
+                                       t.c.attempts, t.c.fails).where(t.c.id.in_(ids), t.c.locked_by == worker)
                                 .order_by(t.c.id)).all()
         return [Event(*row) for row in rows]
 
@@ -196,10 +200,11 @@ class EventQueue:
     def fail_events(self, ids: Iterable[int], error: str, max_attempts: int = 5, *, worker: str,
                     wait_seconds: float | None = None) -> int:
         """Put ``worker``'s processing events back in the queue, or mark them failed once they have been
-        claimed ``max_attempts`` times; returns how many were updated. ``wait_seconds``: those put back are not
-        claimed before that many seconds from now (as :meth:`release_events`)."""
+        claimed ``max_attempts`` times; returns how many were updated. Each spends a failure (``fails``: known bad
+        for the next claim). ``wait_seconds``: those put back are not claimed before that many seconds from now
+        (as :meth:`release_events`)."""
         exhausted = events.c.attempts >= max_attempts
-        return self._finish_events(list(ids), worker, {
+        return self._finish_events(list(ids), worker, {"fails": events.c.fails + 1,
             "status": case((exhausted, "failed"), else_="queued"), "not_before": self._not_before(wait_seconds),
             "finished_at": case((exhausted, self._db.clock()), else_=None),
             "last_error": clip(error)})
@@ -248,7 +253,8 @@ class EventQueue:
             if stale and not force:
                 raise ValueError(f"{stale} failed events were {why}; nothing requeued. requeue_failed_events("
                                  "force=True) replays them anyway (then run a full sync)")
-            requeued = conn.execute(query.values(status="queued", attempts=0, finished_at=None, not_before=None)
+            requeued = conn.execute(query.values(status="queued", attempts=0, fails=0, finished_at=None,
+                                                 not_before=None)
                                     ).rowcount
         if stale:
             log.warning("%d of the %d failed events replayed (forced) were %s; check them, or run a full sync after",

@@ -20,6 +20,8 @@ Version history::
        given back, or they leave its segment): the plan guards count adding it back as a change
     9  events.not_before: a released event is not claimed before this (a suspect's back-off, a destination's
        Retry-After)
+    10 events.fails: the failures counted against the event (``fail_events``), not its claims: a worker killed
+       mid-claim leaves ``attempts`` one higher but no failure (the worker resyncs apart only events that failed)
 """
 
 from __future__ import annotations
@@ -174,6 +176,7 @@ events = Table(
     Column("finished_at", UTCDateTime),
     Column("last_error", Text),
     Column("not_before", UTCDateTime),
+    Column("fails", Integer, nullable=False, server_default=text("0")),
     UniqueConstraint("source", "dedupe_key", name="uq_events_source_dedupe"),
     Index("ix_events_status_id", "status", "id"),
     sqlite_autoincrement=True,
@@ -324,6 +327,10 @@ def _v9(conn: Connection) -> None:
     conn.execute(text(f"ALTER TABLE events ADD COLUMN not_before {kind}"))
 
 
+def _v10(conn: Connection) -> None:
+    conn.execute(text("ALTER TABLE events ADD COLUMN fails INTEGER NOT NULL DEFAULT 0"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, pushed_state, cursors, locks", _v1),
     Migration(2, "failures, state_revisions", _v2),
@@ -334,6 +341,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "pushed_state.revision, state_revisions.epoch", _v7),
     Migration(8, "lost_tags (tags/lists the ESP lost, by contact)", _v8),
     Migration(9, "events.not_before (a released event waits its back-off)", _v9),
+    Migration(10, "events.fails (failures counted, not claims)", _v10),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

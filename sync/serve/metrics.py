@@ -21,6 +21,8 @@ The families (their names, types and labels are public: dashboards and alerts us
 ``rfmsync_esp_errors_total{destination}``               counter     resyncs and scheduled syncs it failed
 ``rfmsync_scheduled_syncs_total{outcome}``              counter     ``ok``, ``error``, ``skipped``, ``refused``, ``killed``
 ``rfmsync_guard_refusals_total{destination}``           counter     runs a guard refused (nothing written)
+``rfmsync_config_wait_since_seconds``                   gauge       Unix time since when the worker waits for
+                                                                    the config to be fixed (0: it does not)
 ======================================================  ==========  =======================================
 """
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 import bisect
 import json
 import threading
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
 
 #: The media type of :meth:`Metrics.render` (the classic text format, which is what it writes).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CONFIG_ERROR_CHARS = 500  # the longest config error /healthz shows
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 #: Counters with one label (snapshot key → family, help, label), before and after the ESP families.
 _RESYNC_COUNTERS = {
@@ -75,6 +79,8 @@ class Metrics:
         self.latency_sum = 0.0
         self.scheduled: dict[str, int] = {"ok": 0, "error": 0, "skipped": 0, "refused": 0}
         self.refused: dict[str, int] = {}  # destination → runs a guard refused (scheduled, webhook)
+        #: worker → [error (secrets masked), since (Unix time)]: workers waiting for the config to be fixed
+        self.config_waits: dict[str, list] = {}
         self._remote: list[dict] = []  # snapshots of other processes of this server (the worker process)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(CountersCollector(self))
@@ -96,8 +102,10 @@ class Metrics:
         with self._lock:
             snaps = [self._snapshot_unlocked(), *self._remote]
             out: dict[str, Any] = {"webhooks": {}, "esp_ops": {}, **{name: {} for name in _DICTS},
-                                   "latency_counts": [0] * len(self.latency_counts), "latency_sum": 0.0}
+                                   "latency_counts": [0] * len(self.latency_counts), "latency_sum": 0.0,
+                                   "config_waits": {}}
             for snap in snaps:
+                out["config_waits"].update(snap.get("config_waits", {}))  # (workers' names are unique)
                 for key in ("webhooks", "esp_ops"):
                     for a, b, n in snap.get(key, ()):
                         out[key][(a, b)] = out[key].get((a, b), 0) + n
@@ -113,7 +121,8 @@ class Metrics:
         return {"webhooks": [[s, c, n] for (s, c), n in self.webhooks.items()], "events": self.events,
                 "resyncs": self.resyncs, "rows_read": self.rows_read, "esp_ops": [[d, o, n] for (d, o), n in self.esp_ops.items()],
                 "esp_errors": self.esp_errors, "latency_counts": self.latency_counts,
-                "latency_sum": self.latency_sum, "scheduled": self.scheduled, "refused": self.refused}
+                "latency_sum": self.latency_sum, "scheduled": self.scheduled, "refused": self.refused,
+                "config_waits": self.config_waits}
 
     # -- counting ------------------------------------------------------------------------------
 
@@ -158,6 +167,30 @@ class Metrics:
         with self._lock:
             for d in destinations or ("(none)",):
                 self.refused[d] = self.refused.get(d, 0) + 1
+
+    def config_wait(self, worker: str, error: str, since: float) -> None:
+        """``worker`` waits for the config to be fixed (``error``: its secrets masked by the caller, clipped here),
+        since ``since`` (Unix time) or since its first such wait in a row."""
+        with self._lock:
+            first = self.config_waits.get(worker)
+            self.config_waits[worker] = [error[:CONFIG_ERROR_CHARS], first[1] if first else since]
+
+    def config_fixed(self) -> None:
+        """A resync of a worker of this process went through: the config (the process's one) is fixed, none of its
+        workers waits for it any more (another one that met the error would otherwise show a wait until its own
+        next resync went through, for as long as it made none)."""
+        with self._lock:
+            self.config_waits.clear()
+
+    def waiting_for_config(self) -> dict[str, Any] | None:
+        """This server's longest wait for the config to be fixed (its workers here and in the worker process):
+        ``{"since": ISO 8601, "error": text, "workers": n}``, or None when no worker waits."""
+        waits = self.merged()["config_waits"]
+        if not waits:
+            return None
+        error, since = min(waits.values(), key=lambda w: w[1])
+        return {"since": datetime.fromtimestamp(since, timezone.utc).isoformat(), "error": error,
+                "workers": len(waits)}
 
     def scheduled_run(self, outcome: str) -> None:
         with self._lock:
@@ -219,6 +252,10 @@ class CountersCollector(Collector):
         yield ops
         for key, (name, help_, label) in _RUN_COUNTERS.items():
             yield _by_label(name, help_, label, snap[key])
+        yield GaugeMetricFamily("rfmsync_config_wait_since_seconds",
+                                "Unix time since when a webhook worker waits for the config to be fixed (a key "
+                                "rejected, an audience missing); 0 when none does.",
+                                value=min((w[1] for w in snap["config_waits"].values()), default=0))
 
 
 class QueueCollector(Collector):

@@ -6,7 +6,7 @@ exactly one of them (PostgreSQL ``FOR UPDATE SKIP LOCKED``; SQLite ``BEGIN IMMED
 queued and hands it to :func:`sync.serve.resync.resync`. Events are marked done only after the resync succeeded; on
 an error of their own they go back to the queue (up to ``max_attempts`` claims, then ``failed``), the batch split
 in halves until the event at fault is alone (:mod:`sync.serve.isolate`, at most ``2·⌈log2 n⌉ + 2`` resyncs a
-claim); an outage (:func:`retry_later`: the ESP, the source or the ledger failing the transient way, the disk full)
+claim; an event that failed alone before is resynced apart, :mod:`sync.serve.apart`); an outage (:func:`retry_later`: the ESP, the source or the ledger failing the transient way, the disk full)
 spends no attempt, and the worker backs off (the vendor's Retry-After, else :data:`BACKOFF_BASE` doubling up to
 :data:`BACKOFF_MAX`; a Retry-After up to :data:`RETRY_AFTER_MAX`; one destination rate limited while there are
 others pauses that destination's work alone, :mod:`sync.serve.pauses`; a 5xx after :data:`PROBE_AFTER` in a row is
@@ -32,6 +32,8 @@ from collections import Counter, deque
 from datetime import datetime, timezone
 from typing import Callable
 
+from connectors.secrets import redact
+
 from ..config import Config
 from ..errors import DestinationError, GuardRefusedError, LockBusyError
 from ..ledger import Ledger, default_owner
@@ -39,6 +41,7 @@ from ..ledger.codec import decode_records
 from ..settings import Settings
 from .batches import (CONFIG_ERRORS, PROBE_AFTER, Batch, ResyncFn, _batch, _Later, _Part, _text,
                       retry_later)
+from .apart import Apart
 from .isolate import Bisection
 from .metrics import Metrics
 from .pauses import Pauses
@@ -57,7 +60,7 @@ RETRY_AFTER_MAX = 1800.0
 CONFIG_WAIT = "the config to be fixed"  # what a batch failing with a config error waits for (logged as an ERROR)
 
 
-class Worker(Bisection, Suspects, Pauses):
+class Worker(Bisection, Apart, Suspects, Pauses):
     """Drains the queue. ``run_forever(stop)`` in a thread, or ``drain()`` once (tests, cron-style use).
 
     ``process`` defaults to the incremental resync of ``cfg``; pass another callable to observe batches.
@@ -159,10 +162,13 @@ class Worker(Bisection, Suspects, Pauses):
     def _settle(self, parts: list[_Part]) -> _Later:
         """Resync ``parts`` (:meth:`_isolate` the events at fault when that fails). Returns, after a transient
         failure, the events not settled (they wait, uncounted) with it; None when nothing waits for one."""
-        failure = self._try(parts)
+        self._synced = 0
+        known = [p for p in parts if p[0].fails]  # failed alone before: resynced apart (:mod:`.apart`)
+        parts = [p for p in parts if not p[0].fails]
+        failure = self._try(parts) if parts else None
         while failure is not None and self._pause(failure):  # one destination rate limited: the others' now
             failure = self._try(parts)
-        return None if failure is None else self._isolate(parts, failure)
+        return None if failure is None and not known else self._isolate(parts, failure, known)
 
     def _try(self, parts: list[_Part]) -> Exception | None:
         """One resync of these events: done on success; else the failure (its metrics recorded)."""
@@ -182,6 +188,7 @@ class Worker(Bisection, Suspects, Pauses):
         if batch.destinations is None:  # (a paused destination left out says nothing of its 5xx, its outage)
             self._poisons.difference_update(ids)
             self._outages = 0
+            self.metrics.config_fixed()  # (a config wait, if any, is over: every worker's of this process)
         self.metrics.resync_done(self._clock() - started, report)
         if self._went_through(batch, ids):  # done for the destinations not paused: they wait for the others
             return None
@@ -208,8 +215,13 @@ class Worker(Bisection, Suspects, Pauses):
             told = getattr(failure, "retry_after", None)
             asked = "" if told is None else (f"{getattr(failure, 'destination', None) or 'the vendor'} asked to wait "
                                               f"{float(told):.0f} s (at most {RETRY_AFTER_MAX:.0f} s waited); ")
+            config = isinstance(failure, CONFIG_ERRORS)
+            if config:  # shown by GET /healthz and the metrics until a resync goes through; logged, kept as the
+                # events' last error: the settings' secrets masked in all (a vendor's message may quote the key)
+                error = redact(error, self.settings.secret_values() if self.settings is not None else [])
+                self.metrics.config_wait(self.name, error, self._now().timestamp())
             self._waited(batch, ids, f"{error} ({asked}looking again in {wait:.0f} s)",
-                         CONFIG_WAIT if isinstance(failure, CONFIG_ERRORS) else "the outage to end")
+                         CONFIG_WAIT if config else "the outage to end")
             return
         if isinstance(failure, GuardRefusedError):
             # the records are in the order store already; retrying gives the same answer: the next full
@@ -222,13 +234,14 @@ class Worker(Bisection, Suspects, Pauses):
             return
         self._counted(batch, failure)
 
-    def _counted(self, batch: Batch, failure: Exception, wait: float | None = None) -> None:
+    def _counted(self, batch: Batch, failure: Exception, wait: float | None = None, quiet: bool = False) -> int:
         """The batch's events failed for a reason of their own: each spends an attempt (failed at the last, at
         once after a guard's refusal); ``wait``: seconds nobody claims those still queued (the worker's
-        back-off after a claim that made no progress, :meth:`Bisection._out_of_budget`)."""
+        back-off after a claim that made no progress, :meth:`Bisection._claim_end`). ``quiet``: the caller logs.
+        Returns the events given up."""
         if isinstance(failure, GuardRefusedError):
             self._failed(batch, failure)
-            return
+            return len(batch.events)
         ids = [ev.id for ev in batch.events]
         error = _text(failure)
         self._forget_releases(ids)
@@ -237,7 +250,9 @@ class Worker(Bisection, Suspects, Pauses):
         self._poisons.difference_update(ev.id for ev in batch.events if ev.attempts >= self.max_attempts)
         self.metrics.event_outcome("failed", exhausted)
         self.metrics.event_outcome("retried", len(ids) - exhausted)
-        log.warning("resync of %d events failed (they stay queued, %d given up): %s", len(ids), exhausted, error)
+        if not quiet:
+            log.warning("resync of %d events failed (they stay queued, %d given up): %s", len(ids), exhausted, error)
+        return exhausted
 
     def _back_off(self, failure: BaseException) -> float:
         """Wait before the next claim after a failure of the ESP, the source or the ledger: the vendor's
