@@ -152,3 +152,40 @@ def test_a_warm_worker_does_not_back_off_after_lone_bad_events(tmp_path):
                 worker.process_batch()
         assert done_at["G"] - accepted["G"] == 0  # claimed at the first look after it came (every 5 s here)
         assert bad_days._finished(ledger)["BAD6"][1] == "ValueError: order BAD6 has no line items"  # its own
+
+
+def test_a_warm_worker_backs_off_from_our_own_bug_meeting_events_one_at_a_time(tmp_path):
+    """A resync went through (the worker is warm), then our own bug fails every resync with one same text while
+    events arrive one a minute for an hour, each claimed alone. A lone event failing with another's same text is no
+    error of its own: the worker backs off (5 s doubling): 42 claims in the hour (an event failing again alone with
+    its own same text is counted as its own failure, as a poison event's, so a little more than a cold worker's 24),
+    14 events failed and 46 still waiting for the fix. Before: every one-event claim counted as its own error, so
+    the warm worker never backed off: 300 claims an hour (every 5 s debounce), all 60 events failed ~25 s after
+    each came."""
+    ticks, wall = Ticks(), [outage.AS_OF_DT]
+    bug = [False]
+
+    def process(batch):
+        if bug[0]:
+            raise KeyError("total")
+
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}", clock=lambda: wall[0]) as ledger:
+        worker = Worker(Config(), ledger, None, process=process, clock=ticks,  # type: ignore[arg-type]
+                        now=lambda: wall[0], rng=random.Random(1))
+        enqueue_orders(ledger, ["W"])
+        assert worker.process_batch() == 1  # warm
+        bug[0] = True
+        start, claims, n = ticks.now, 0, 0
+        while ticks.now < start + 3600:
+            step = 5.0 + worker.backing_off()
+            ticks.now += step
+            wall[0] += timedelta(seconds=step)
+            while ticks.now - start >= 60 * n and n < 60:
+                enqueue_orders(ledger, [f"E{n}"])
+                n += 1
+            if ledger.claimable_count():
+                worker.process_batch()
+                claims += 1
+        counts = ledger.event_counts()
+    assert claims <= 60, claims  # (42; an event failing again alone with its same text is its own failure)
+    assert counts["failed"] < 20 and counts["queued"] + counts.get("processing", 0) > 40, counts

@@ -527,3 +527,38 @@ def test_a_half_failing_with_its_own_error_is_not_taken_for_an_outage_nor_charge
         assert status["N2"] == ("queued", "ValueError: order N2 has no line items")
         assert status["P1"][0] == "queued" and "HTTP 500" in status["P1"][1]
         assert _attempts(ledger) == {"P1": 0, "N2": 1}  # only N2 spent one, for its own error
+
+
+def test_a_5xx_alone_beside_an_error_of_its_own_is_a_suspect_not_an_outage(tmp_path):
+    """No outage at all: the ESP answers 500 to any call carrying P0 or P1, N2 and N4 cannot be resynced (each its
+    own error), G3 and G5 are good. The halves [P0 P1 N2] (500) and [G3 N4 G5] (N4's error) fail; P1 alone gets a
+    500, N4 alone its own error: the ESP answered, so P1 is a suspect and N4 spends its attempt. Before: nothing had
+    gone through, so P1's 500 was taken for an outage every claim: all six events, the good ones too, were given up
+    at 6 h ("gave up waiting for the outage")."""
+    from sync.errors import DestinationError
+
+    def process(batch):
+        ids = [o.order_id for o in batch.orders]
+        if any(i.startswith("P") for i in ids):
+            raise DestinationError("Mailchimp: HTTP 500", status=500, transient=True)
+        named = [i for i in ids if i.startswith("N")]
+        if named:
+            raise ValueError(f"order {named[0]} has no line items")
+
+    ticks, wall = Ticks(), [AS_OF_DT]
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}", clock=lambda: wall[0]) as ledger:
+        _enqueue_orders(ledger, ["P0", "P1", "N2", "G3", "N4", "G5"])
+        worker = Worker(Config(), ledger, None, process=process, clock=ticks,  # type: ignore[arg-type]
+                        now=lambda: wall[0], rng=random.Random(1))
+        start = ticks.now
+        while ticks.now < start + 3600 and ledger.claimable_count() + ledger.event_counts()["processing"]:
+            step = 5.0 + worker.backing_off()
+            ticks.now += step
+            wall[0] += timedelta(seconds=step)
+            if ledger.claimable_count():
+                worker.process_batch()
+        status = _statuses(ledger)
+        assert status["G3"][0] == status["G5"][0] == "done"  # within the hour
+        assert status["N2"] == ("failed", "ValueError: order N2 has no line items")
+        assert status["N4"] == ("failed", "ValueError: order N4 has no line items")
+        assert all(status[p][0] != "done" and "HTTP 500" in status[p][1] for p in ("P0", "P1"))

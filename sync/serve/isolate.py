@@ -36,7 +36,10 @@ class Bisection:
     _first: str | None  # the text of the claim's first failure (of its events together, or of one alone)
     _first_exc: Exception | None  # that failure
     _named: bool  # an event of the claim failed alone with an error of its own (not :attr:`_first`'s text)
-    _single: bool  # the claim holds one event: its first failure is that event's alone, its own error
+    _single: bool  # the claim holds one event: its first failure is that event's alone
+    #: the event and text of the last failure of a claim holding one event: another event's failure is its own
+    #: error only when its text differs (our own bug meets events one at a time with one same text)
+    _last_single: tuple[int, str] | None = None
     #: events failed alone, counted at the claim's end (:meth:`_count_lone`; None: no claim being bisected)
     _lone: list[tuple[list[_Part], Exception]] | None = None
     _halved: bool  # this claim's bisection was logged (once a claim, not once a level)
@@ -161,7 +164,10 @@ class Bisection:
                 return rest, out
             alone = self._alone(failed, budget)
             went = [one for one, f in alone if f is None]
-            out = next((f for _, f in alone if f is not None and retry_later(f) and not (_suspect(f) and went)),
+            # the ESP answered one of them (it went through, or failed with an error of its own): a 5xx of the
+            # other is its own event's (a suspect), not an outage
+            answered = went or [one for one, f in alone if f is not None and not retry_later(f)]
+            out = next((f for _, f in alone if f is not None and retry_later(f) and not (_suspect(f) and answered)),
                        None)
             if out is not None:  # an outage (both 5xx), or one began (or a stop): what is not done waits
                 return [p for p in rest if all(p is not o for o in went)], out
@@ -202,13 +208,19 @@ class Bisection:
         own bug fails every group with one same error; poison events usually name themselves (their order, their
         field), so a batch dense with them is not taken for our bug and backed off claim after claim (its good
         events would be given up at the 6 h). A claim of one event fails it alone at once: its error is its own
-        (else a warm worker would back off after every lone bad event, holding the good ones that follow)."""
+        (else a warm worker would back off after every lone bad event, holding the good ones that follow) unless
+        another event's one-event claim failed with its same text (our own bug meeting events one at a time)."""
         if self._lone is None or len(parts) > 1 or isinstance(failure, GuardRefusedError):  # (failed at once)
             self._counted(_batch(parts), failure)
             return
+        text = _text(failure)
         if self._first is None:
-            self._first, self._first_exc = _text(failure), failure
-        self._named = self._named or self._single or _text(failure) != self._first
+            self._first, self._first_exc = text, failure
+        own = False
+        if self._single:  # its own error unless another event's one-event claim failed with this same text
+            last, self._last_single = self._last_single, (parts[0][0].id, text)
+            own = last is None or last[1] != text or last[0] == parts[0][0].id
+        self._named = self._named or own or text != self._first
         self._lone.append((parts, failure))
 
     def _claim_end(self, back_off: bool) -> float | None:
