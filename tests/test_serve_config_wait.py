@@ -6,11 +6,12 @@ import logging
 import random
 from datetime import timedelta
 
+import pytest
 import requests
 from prometheus_client.utils import floatToGoString
 
 from sync.config import Config, load_config
-from sync.errors import DestinationConfigError
+from sync.errors import DestinationConfigError, DestinationError
 from sync.ledger import Ledger, open_ledger
 from sync.serve.app import create_app
 from sync.serve.metrics import Metrics
@@ -186,3 +187,26 @@ def test_the_config_waits_error_line_and_the_events_last_error_mask_the_key(tmp_
         assert "API key *** is invalid" in line.getMessage() and KEY not in caplog.text
         assert outage._statuses(ledger)["A"] == ("queued", "DestinationConfigError: Mailchimp: API key *** is "
                                                  "invalid or was revoked (HTTP 401) (looking again in 3 s)")
+
+
+@pytest.mark.parametrize("kind", ["own error", "5xx"])
+def test_every_failure_the_worker_logs_or_keeps_masks_the_settings_secrets(tmp_path, caplog, kind):
+    """Not only a config wait: an event's own error or an ESP's 5xx whose text quotes a key of the settings is
+    masked in every log line and in the events' last error. Before: only the config wait's text was masked (a
+    key of its own for this test: the CLI remembers every secret of the settings, a worker given them did not)."""
+    key = f"fedcba9876543210fedcba9876543210-{kind[:3].strip()}9"
+
+    def process(batch):
+        if kind == "5xx":
+            raise DestinationError(f"Mailchimp: HTTP 503 for key {key}", status=503, transient=True)
+        raise ValueError(f"order A: field X refused for key {key}")
+
+    caplog.set_level(logging.DEBUG)
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        outage._enqueue_orders(ledger, ["A"])
+        worker = Worker(Config(), ledger, Settings(_env_file=None, sendgrid_api_key=key), process=process,
+                        rng=random.Random(1))
+        worker.process_batch()
+        status, error = outage._statuses(ledger)["A"]
+        assert status == "queued" and "***" in error and key not in error
+        assert "***" in caplog.text and key not in caplog.text

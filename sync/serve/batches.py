@@ -14,6 +14,7 @@ from typing import Callable
 import duckdb
 
 from connectors.errors import ConfigError as SourceConfigError
+from connectors.secrets import redact
 from connectors.records import Contact, Order
 
 from ..errors import ConfigError, DestinationConfigError, LedgerError, LockLostError, RunStopped
@@ -81,7 +82,9 @@ _Later = tuple[list[_Part], Exception] | None  # events left to wait out a trans
 
 
 def _text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    """A failure's text as the worker logs it and the ledger keeps it: every known secret masked (a vendor's or our
+    own message may quote a key: :func:`connectors.secrets.remember_secrets`, and ``api_key=``-like parameters)."""
+    return redact(f"{type(exc).__name__}: {exc}")
 
 
 def _batch(parts: list[_Part]) -> Batch:

@@ -32,7 +32,7 @@ from collections import Counter, deque
 from datetime import datetime, timezone
 from typing import Callable
 
-from connectors.secrets import redact
+from connectors.secrets import redact, remember_secrets
 
 from ..config import Config
 from ..errors import DestinationError, GuardRefusedError, LockBusyError
@@ -76,6 +76,7 @@ class Worker(Bisection, Apart, Suspects, Pauses):
                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
                  rng: random.Random | None = None) -> None:
         self.cfg, self.ledger, self.settings = cfg, ledger, settings
+        remember_secrets(*(settings.secret_values() if settings is not None else ()))  # masked in every error text
         self.name = name or default_owner()
         self.debounce = cfg.serve.debounce_seconds if debounce_seconds is None else debounce_seconds
         self.poll = poll_seconds
