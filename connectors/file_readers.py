@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from . import normalize as nz
-from .file_decimal import sample_outweighed
+from .file_decimal import SAMPLE, sample_undecided
 from .errors import BadFileError, ConfigError
 
 if TYPE_CHECKING:
@@ -287,8 +287,9 @@ def typed_csv(con: duckdb.DuckDBPyConnection, path: Path, delim: str, cols: dict
     """The typed read of ``path`` when DuckDB's sniffer types every mapped date column DATE/TIMESTAMP
     (ISO text, no offset) and every mapped number column as a number, else None. A number column also needs
     ``.`` as its decimal mark (``decimal``, the configured one, else sniffed from its first values as the text
-    path does): a money column of only ``150.000`` / ``85.000`` groups thousands, and with ``.`` as the mark the
-    text path reads an ambiguous ``3.333`` as the typed read does, a decimal.
+    path does): a money column of only ``150.000`` / ``85.000`` groups thousands. With ``.`` as the mark the text
+    path reads an ambiguous ``3.333`` as the typed read does, a decimal, unless the sample cannot tell that the
+    whole column would (:func:`connectors.file_decimal.sample_undecided`): then the text path weighs it.
 
     Date columns get a strict ``timestampformat``/``dateformat`` taken from a sample value, so a
     later value in another shape (an offset, a dd.mm.yyyy date, garbage) makes the read fail rather
@@ -324,13 +325,13 @@ def typed_csv(con: duckdb.DuckDBPyConnection, path: Path, delim: str, cols: dict
             return None
         try:
             sample = [v for (v,) in con.execute(f"SELECT {nz.ident(h)} FROM {csv_src(path, delim, parallel=parallel)}"
-                                                f" WHERE {nz.ident(h)} IS NOT NULL LIMIT 2000").fetchall()]
+                                                f" WHERE {nz.ident(h)} IS NOT NULL LIMIT {SAMPLE}").fetchall()]
         except duckdb.Error:
             return None
         if (decimal or nz.sniff_decimal(sample, money=f != "quantity")) != ".":  # 150.000 / 85.000: money in 1000s
             return None
-        if not decimal and sample_outweighed(sample, ".", money=f != "quantity"):
-            return None  # one 12.5 among 150.000s: the text path weighs the whole column
+        if not decimal and sample_undecided(sample, ".", money=f != "quantity"):
+            return None  # 150.000 next to a 12.5 (3 decimals or thousands?): the text path weighs the whole column
         types[h], fields[f] = f"DECIMAL(18,{scale})", "number"
     if not any(v == "timestamp" for v in fields.values()):
         return None

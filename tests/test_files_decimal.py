@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from connectors import normalize as nz
 from connectors.errors import BadFileError
-from connectors.file_decimal import _whole_column
+from connectors.file_decimal import _whole_column, vote_key, voted_sql
 from tests.test_files import orders, pull, write_csv
 
 COLS = {"order_id": "id", "customer_id": "c", "ordered_at": "d", "amount": "a", "status": "s"}
@@ -67,23 +67,31 @@ _TEXT = st.text(alphabet="0123456789,.  р$-", max_size=12)
 @settings(max_examples=60, deadline=None)
 @given(values=st.lists(st.one_of(_TEXT, st.none()), max_size=30))
 @example(values=["1037.000", "-1037,000", "01037.000", "12 345.678", "999.000", "0000.500", "1,037.000"])
+@example(values=["1.234,5", "1.234.567", ",1.50", "1,5 кг.", "0.523", "12.5", "1 234,567", "2,50", ".5,250"])
 def test_the_whole_column_count_agrees_with_the_python_votes_whatever_the_first_guess(values):
-    """The one-scan count (most values never classified) equals classifying every value with the Python twin."""
-    expected = {",": 0, ".": 0, "w": 0, "w,": 0, "w.": 0}
-    for v in values:
-        vote = nz.decimal_vote(v)
-        if vote is not None:
-            expected[vote[0] if vote[1] else "w"] += 1
-            expected["w" + vote[0]] += not vote[1]
+    """The one-scan count (most values never classified) equals classifying every value with the Python twin,
+    in a money column and in a quantity (whose shaped values differ)."""
     con = duckdb.connect()
     con.execute("CREATE TABLE t AS SELECT unnest(?::VARCHAR[]) AS v", [values])
-    for guess in (",", "."):
-        assert _whole_column(con, "t", {"amount": "v"}, {"amount": guess})["amount"] == expected
-        for v in values:  # the SQL twin of one value
-            vote = nz.decimal_vote(v)
-            want = None if vote is None else vote[0] if vote[1] else "w" + vote[0]
-            assert con.execute(f"SELECT {nz.decimal_vote_sql('x')} FROM (SELECT ?::VARCHAR AS x)", [v]).fetchone()[0] \
-                == want, v
+    for field in ("amount", "quantity"):
+        expected = {",": 0, ".": 0, "w": 0, "w,": 0, "w.": 0, "s,": 0, "s.": 0}
+        for v in values:
+            vote, key = nz.decimal_vote(v), vote_key(v, money=field == "amount")
+            if vote is not None:
+                expected[vote[0] if vote[1] else "w"] += 1
+                expected["w" + vote[0]] += not vote[1]
+                expected["s" + vote[0]] += key == "s" + vote[0]
+                assert (key == vote[0] or key == "s" + vote[0]) if vote[1] else key == "w" + vote[0]
+        for guess in (",", "."):
+            assert _whole_column(con, "t", {field: "v"}, {field: guess})[field] == expected
+            for v in values:  # the SQL twin, value by value
+                sql = f"SELECT vote FROM {voted_sql('(SELECT ?::VARCHAR AS x)', 'x', guess, field == 'amount')}"
+                assert con.execute(sql, [v]).fetchone()[0] == vote_key(v, field == "amount"), v
+    for v in values:  # decimal_vote's SQL twin
+        vote = nz.decimal_vote(v)
+        want = None if vote is None else vote[0] if vote[1] else "w" + vote[0]
+        assert con.execute(f"SELECT {nz.decimal_vote_sql('x')} FROM (SELECT ?::VARCHAR AS x)", [v]).fetchone()[0] \
+            == want, v
 
 
 def test_one_decisive_value_does_not_read_thousands_of_ambiguous_amounts_as_decimals(tmp_path):
@@ -189,3 +197,52 @@ def test_four_digit_amounts_with_three_decimals_on_the_typed_fast_path(tmp_path)
     _, con = pull(tmp_path, columns={"order_id": "id", "customer_id": "c", "ordered_at": "d", "amount": "a"},
                   timezone="UTC")
     assert orders(con)["1"][2] == Decimal("1037.00") and orders(con)["2999"][2] == Decimal("111963.00")
+
+
+def _thousands(n: int) -> list[str]:
+    """UZS amounts written with `.` grouping thousands and no decimals: `10.000` … `999.900` (alone: thousands)."""
+    return [f"{10 + i % 990}.{i % 10}00" for i in range(n)]
+
+
+def test_a_tiny_side_of_short_decimals_does_not_read_many_three_digit_amounts_as_decimals(tmp_path):
+    """20 000 amounts `150.000`-shaped and 50 stray `12.5` (the weight cap, 0.25 % of them): `12.5` says which mark
+    is a decimal one, not that the amounts have three decimals; the read stops instead of making them 1000x too
+    small (on main they read as 150.00 without a word)."""
+    amounts = _thousands(20000)
+    for i in range(50):
+        amounts.insert(2500 + 300 * i, "12.5")
+    _csv(tmp_path, amounts)
+    with pytest.raises(BadFileError) as e:
+        pull(tmp_path, columns=COLS)
+    msg = str(e.value)
+    assert msg.startswith(f"{tmp_path / 'sales.csv'}: column 'a' mixes decimal marks: 50 values read with '.'")
+    assert "'12.5'" in msg and "20000 values such as '10.000'" in msg and "[source] decimal" in msg
+    _, con = pull(tmp_path, columns=COLS, decimal=",")
+    assert orders(con)["1"][2] == Decimal("10000.00") and orders(con)["2501"][2] == Decimal("12.50")
+
+
+def test_a_tiny_side_of_short_decimals_on_the_typed_fast_path(tmp_path):
+    """The same column with ISO dates and the strays among the first 2 000 values: the sample rule stops it too."""
+    amounts = _thousands(20000)
+    for i in range(50):
+        amounts.insert(20 * i, "12.5")
+    write_csv(tmp_path / "sales.csv", [["id", "c", "d", "a"],
+                                       *([str(i), "x", "2026-11-01", a] for i, a in enumerate(amounts, 1))])
+    cols = {"order_id": "id", "customer_id": "c", "ordered_at": "d", "amount": "a"}
+    with pytest.raises(BadFileError, match="column 'a' mixes decimal marks: 50 values read with '.'"):
+        pull(tmp_path, columns=cols, timezone="UTC")
+
+
+def test_a_tiny_side_of_quantities_does_not_read_many_three_digit_quantities_as_thousands(tmp_path):
+    """A quantity column of 20 000 `1.000`-shaped weights (alone: decimals) and 50 stray `2,5`: the strays may
+    not make them all thousands of units; a side that shows `.` grouping thousands (`1.234,5`) may."""
+    qty = [f"{1 + i % 9}.{i % 7}00" for i in range(20000)]
+    rows = [["id", "c", "d", "a", "q"], *([str(i), "x", "05.01.2024", "10", q] for i, q in enumerate(qty, 1))]
+    cols = {**COLS, "quantity": "q"}
+    cols.pop("status")
+    write_csv(tmp_path / "sales.csv", rows + [[f"s{i}", "x", "05.01.2024", "10", "2,5"] for i in range(50)])
+    with pytest.raises(BadFileError, match="column 'q' mixes decimal marks: 50 values read with ','"):
+        pull(tmp_path, columns=cols)
+    write_csv(tmp_path / "sales.csv", rows + [[f"s{i}", "x", "05.01.2024", "10", "1.234,5"] for i in range(50)])
+    _, con = pull(tmp_path, columns=cols)
+    assert con.execute("SELECT quantity FROM staged_line_items WHERE order_id = '2'").fetchone()[0] == Decimal("2100")
