@@ -21,8 +21,9 @@ log = logging.getLogger("connectors.file_readers")
 
 # ---------------------------------------------------------------------------------------------- title lines
 
-#: the first lines of a CSV looked at for its header when title lines stand above it
-TITLE_SCAN = 10
+#: the first lines of a CSV looked at for its header when title lines stand above it (a 1C report's title block
+#: of company, period, filters and blank lines runs to 12-20)
+TITLE_SCAN = 50
 
 
 def title_lines(path: Path, headers: list[str]) -> tuple[int, tuple[int, str] | None]:

@@ -197,3 +197,11 @@ def test_init_skips_a_padded_period_title(tmp_path):
             *(f"{i};C{i % 7};{1 + i % 28:02d}.11.2026;{100 + i},50" for i in range(1, 40))])
     assert src["skip_lines"] == 1 and src["columns"]["amount"] == "Сумма"
     assert "source file: 39 orders" in out
+
+
+def test_init_skips_a_1c_title_block_of_16_lines(tmp_path):
+    from tests.test_files import TITLE_BLOCK
+    src, out = _init_rows(tmp_path, [*TITLE_BLOCK, "Чек №;Клиент;Дата;Сумма",
+            *(f"{i};C{i % 7};{1 + i % 28:02d}.11.2026;{100 + i},50" for i in range(1, 40))])
+    assert src["skip_lines"] == 16 and src["columns"]["amount"] == "Сумма"
+    assert "source file: 39 orders" in out
