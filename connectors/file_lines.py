@@ -46,7 +46,9 @@ def header_line(lines: list[str], headers: list[str] | None = None) -> tuple[int
     when it holds fewer than two (or than all of the fewer ``headers``). Without ``headers``, the first line with
     two non-empty cells or more whose last non-empty cell is at most one short of the widest line's (an Excel title
     padded with ``;`` ends early; a header with empty cells, 1C's unnamed ``№`` or pandas' ``,,id,date``, does not)
-    and not mostly numbers or dates (a data row; ``Период:;01.11.2026 - 30.11.2026``) comes first."""
+    and not mostly numbers or dates (a data row; ``Период:;01.11.2026 - 30.11.2026``) comes first, unless it is one
+    short and the next non-blank line spans more, with two cells or more and no number or date (the header below a
+    2-cell title ``Организация:;ООО Ромашка`` of a 3-column table; a header one short of its rows has rows below)."""
     wanted = {h.strip().casefold() for h in headers} if headers is not None else None
 
     def counted(cell: str) -> bool:
@@ -57,8 +59,13 @@ def header_line(lines: list[str], headers: list[str] | None = None) -> tuple[int
         spans = [max((i + 1 for i, c in enumerate(_cells(line, d)) if c.strip()), default=0)
                  for line, (_, d) in zip(lines, scores)]
         top = max(spans, default=0)
+        filled = [[c for c in _cells(line, d) if c.strip()] for line, (_, d) in zip(lines, scores)]
         first = next((i for i, (n, d) in enumerate(scores) if n >= 2 and spans[i] >= top - 1 and not _mostly_values(
-            [c for c in _cells(lines[i], d) if c.strip()])), None)
+            filled[i])), None)
+        after = next((j for j in range(first + 1, len(lines)) if filled[j]), None) if first is not None else None
+        if after is not None and spans[first] < spans[after] and len(filled[after]) >= 2 and not any(
+                _VALUE_RE.fullmatch(c.strip()) for c in filled[after]):
+            first = after  # a 2-cell title above a 3-column table's header, whose next line holds no value either
         if first is not None:
             return first, scores[first][1]
     best = max(range(len(scores)), key=lambda i: (scores[i][0], -i), default=0)

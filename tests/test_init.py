@@ -179,9 +179,15 @@ _HEADER = ["Номер", "Дата", "Клиент", "Сумма", "Кол"]
     ("Отчёт о продажах;;;;;\nЗаказ;Дата;;Клиент;;Сумма\n" + "".join(f"O{i};0{i}.11.2026;;c{i};;{i}00\n"
                                                                    for i in range(1, 6)), 1,
      ["Заказ", "Дата", "", "Клиент", "", "Сумма"]),
+    ("Организация:;ООО Ромашка\nНомер;Дата;Сумма\n" + "".join(f"{i};0{i}.11.2026;{i}00,50\n" for i in range(1, 6)),
+     1, ["Номер", "Дата", "Сумма"]),
+    ("Отчёт о продажах;магазин №1\n\nНомер;Дата;Сумма\n" + "".join(f"{i};0{i}.11.2026;{i}00,50\n" for i in range(1, 6)),
+     2, ["Номер", "Дата", "Сумма"]),
+    ("Номер;Дата;Сумма\n" + "".join(f"{i};0{i}.11.2026;{i}00,50;x\n" for i in range(1, 6)), 0, ["Номер", "Дата", "Сумма"]),
 ], ids=["1c-numbered", "1c-unnamed-column", "pandas-index", "title-padded", "period-title-padded",
         "two-titles-padded", "rows-trailing-delimiter", "title-and-rows-trailing-delimiter", "period-above-3-columns",
-        "two-unnamed-columns", "title-above-a-header-with-two-empty-cells"])
+        "two-unnamed-columns", "title-above-a-header-with-two-empty-cells", "2-cell-title-above-3-columns",
+        "2-cell-title-and-blank-above-3-columns", "header-one-short-of-its-rows"])
 def test_init_header_below_padded_titles_and_above_rows_ending_in_the_delimiter(tmp_path, text, skip, headers):
     """Excel titles padded with `;` hold fewer cells than the header; data rows ending in `;` hold an empty cell
     more than a header that does not; a 2-cell title of a period (mostly a date) above a 3-column table."""
