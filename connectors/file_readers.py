@@ -155,6 +155,20 @@ def _cell_text(v: object) -> str | None:
     return str(v)
 
 
+def refuse_int96(con: duckdb.DuckDBPyConnection, path: str, cols: dict[str, str]) -> None:
+    """BadFileError naming a mapped date column (``cols``: field → header) of a Parquet file stored as INT96:
+    Parquet's legacy timestamp says nothing of its zone, and writers differ (Spark stores UTC instants, Impala
+    local times), so a read as UTC or as local time (DuckDB's TIMESTAMP) may be hours off without a word."""
+    dates = {cols[f]: f for f in ("ordered_at", "created_at") if f in cols}
+    for (name,) in con.execute("SELECT name FROM parquet_schema(?) WHERE type = 'INT96'", [path]).fetchall():
+        if name in dates:
+            raise BadFileError(
+                f"{path}: column {name!r} ({dates[name]}) holds INT96 timestamps, Parquet's legacy type, which does "
+                f"not say whether they are UTC instants or local times (writers differ); write the file with INT64 "
+                f"timestamps (Spark: spark.sql.parquet.outputTimestampType = TIMESTAMP_MICROS; pyarrow: without "
+                f"use_deprecated_int96_timestamps) or the dates as text")
+
+
 # ---------------------------------------------------------------------------------------------- typed CSV
 
 _ISO_SHAPES = (  # (shape of a sample value, strict strptime format, DuckDB type)
