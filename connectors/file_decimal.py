@@ -41,6 +41,9 @@ WEIGHT_SHARE = 0.02
 #: the most *shaped* values (:func:`_shaped`) a deciding side needs, however many ambiguous values it reads
 WEIGHT_CAP = 50
 SAMPLE = 2000
+#: how many times over the deciding values of the slices the typed fast path reads must clear the weight rule
+#: for it to read their column without the whole column's vote (:func:`typed_reads_as_text`)
+MARGIN = 5
 
 
 def column_decimals(con: duckdb.DuckDBPyConnection, path: str, src: str, col: dict[str, str],
@@ -72,21 +75,43 @@ def column_decimals(con: duckdb.DuckDBPyConnection, path: str, src: str, col: di
     return out
 
 
-def sample_undecided(values: list[str], mark: nz.Decimal_, money: bool) -> bool:
-    """Whether a column's first :data:`SAMPLE` values (``values``) cannot tell how the whole column reads its
-    ambiguous values with ``mark`` against the default (money: ``150.000`` as a decimal; a quantity: ``1,000`` as a
-    thousand): the typed fast path then leaves the column to :func:`column_decimals`. They can when they hold no
-    such value, when they are the whole column (fewer than :data:`SAMPLE`: :func:`_outweighed` decides), or when
-    they hold :data:`WEIGHT_CAP` shaped values or more (the most the whole column asks); not from a ratio in a part
-    of the column (50 ``12.5`` among the first 2 000 values are 2.5 %, yet 0.25 % of 20 000 ``150.000``)."""
+def typed_reads_as_text(con: duckdb.DuckDBPyConnection, src: str, field: str, v: str, values: list[str],
+                        spread: list[str], mark: nz.Decimal_) -> bool:
+    """Whether the typed fast path, reading ``field`` (``v``: its VARCHAR SQL over ``src``) with ``mark`` as the
+    decimal mark, reads its ambiguous values as :func:`column_decimals` (the text path) would, not stopping.
+    ``values``: the column's first :data:`SAMPLE` values; ``spread``: values from slices across the file
+    (:func:`connectors.file_lines.spread_cells`). Decided without a scan when the first values are the whole
+    column; when neither they nor the slices hold an ambiguous value read against the default; when they show the
+    capped weight (:func:`_outweighed`: counts in a part are at most the whole column's); or when the slices'
+    deciding values clear :data:`WEIGHT_SHARE` of their ambiguous ones :data:`MARGIN` times over. Else the whole
+    column is voted on as the text path votes (a ratio in the first values says little: 2 000 ``979.17`` then
+    200 000 ``150.000``)."""
+    money = field != "quantity"
+    first, sliced = _counts(values, money), _counts(spread, money)
+    if len(values) < SAMPLE:
+        return not _outweighed(first, mark, money)
+    if not (_against(first, mark, money) or _against(sliced, mark, money)):
+        return True
+    if max(first["s" + mark], sliced["s" + mark]) >= MIN_SIDE and max(first[mark], sliced[mark]) >= WEIGHT_CAP:
+        return True
+    if sliced[mark] >= max(MIN_SIDE, MARGIN * WEIGHT_SHARE * _against(sliced, mark, money)):
+        return True
+    votes = _whole_column(con, src, {field: v}, {field: mark})[field]
+    return _majority(votes) == mark and not (votes["w"] and (_conflicts(votes) or _outweighed(votes, mark, money)))
+
+
+def _counts(values: list[str], money: bool) -> dict[str, int]:
+    """:func:`_totals` of ``values`` counted in Python (:func:`vote_key`)."""
     keys = {",": 0, "s,": 0, "w,": 0, ".": 0, "s.": 0, "w.": 0}
     for v in values:
         if (key := vote_key(v, money)) is not None:
             keys[key] += 1
-    votes = _totals(keys)
-    if not (votes["w" + mark] if money else votes["w"] - votes["w" + mark]):
-        return False
-    return _outweighed(votes, mark, money) if len(values) < SAMPLE else votes["s" + mark] < WEIGHT_CAP
+    return _totals(keys)
+
+
+def _against(votes: dict[str, int], mark: nz.Decimal_, money: bool) -> int:
+    """The ambiguous values ``mark`` reads against the column's default (:func:`_outweighed`)."""
+    return votes["w" + mark] if money else votes["w"] - votes["w" + mark]
 
 
 def vote_key(value: str | None, money: bool) -> str | None:
@@ -127,11 +152,13 @@ def _conflicts(votes: dict[str, int]) -> bool:
 def _outweighed(votes: dict[str, int], mark: nz.Decimal_, money: bool) -> bool:
     """The values that decide ``mark`` are too few for the ambiguous values it reads against the default (money:
     those with ``mark`` itself become decimals; a quantity: those with the other mark become thousands): fewer
-    than :data:`WEIGHT_SHARE` of them, and fewer shaped ones than that share capped at :data:`WEIGHT_CAP`."""
-    against = votes["w" + mark] if money else votes["w"] - votes["w" + mark]
+    than :data:`WEIGHT_SHARE` of them, or, once :data:`MIN_SIDE` of them are shaped, fewer than that share capped
+    at :data:`WEIGHT_CAP` (30 ``1 105,000`` and 120 ``12,5`` read 10 000 ``99,900`` as prices; 50 ``12.5`` alone
+    do not read 20 000 ``150.000`` as 150)."""
+    against = _against(votes, mark, money)
     least = min(MIN_SIDE, against)
-    return bool(against) and votes[mark] < max(least, WEIGHT_SHARE * against) and \
-        votes["s" + mark] < max(least, min(WEIGHT_SHARE * against, WEIGHT_CAP))
+    need = WEIGHT_SHARE * against if votes["s" + mark] < MIN_SIDE else min(WEIGHT_SHARE * against, WEIGHT_CAP)
+    return bool(against) and votes[mark] < max(least, need)
 
 
 def _clean_re(mark: nz.Decimal_, money: bool) -> str:

@@ -109,6 +109,30 @@ def _cells(line: str, delim: str) -> list[str]:
         return line.split(delim)
 
 
+#: the slices :func:`spread_cells` reads across a file, and the lines it reads from each
+SLICES, SLICE_LINES = 64, 32
+
+
+def spread_cells(path: Path, delim: str, header: str) -> list[str]:
+    """The cells under ``header`` in :data:`SLICES` slices of up to :data:`SLICE_LINES` lines read from offsets
+    spread evenly across a UTF-8 CSV (the first at its start), a sample of the whole file without reading it: each
+    slice skips the (partial) line it starts in and its last, unfinished one; a line that does not split into as
+    many cells as the header (one inside a quoted field) is left out. ``[]`` when no header cell is ``header``."""
+    head = header_cells(path, delim)
+    if header not in head:
+        return []
+    at, width, sep = head.index(header), len(head), b"\n" if newline_of(path) == "\n" else b"\r"
+    size, out = path.stat().st_size, []
+    with open(path, "rb") as f:
+        for k in range(SLICES):
+            f.seek(size * k // SLICES)
+            for line in f.read(1 << 13).split(sep)[1:-1][:SLICE_LINES]:
+                cells = _cells(line.rstrip(b"\r").decode("utf-8", "replace"), delim)
+                if len(cells) == width:
+                    out.append(cells[at])
+    return out
+
+
 def without_lines(path: Path, k: int, tmp: Path) -> Path:
     """A copy of ``path`` (UTF-8) in ``tmp`` without its first ``k`` lines, as :func:`_first_lines` splits them
     (a CR-only file's too)."""

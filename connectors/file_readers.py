@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from . import normalize as nz
-from .file_decimal import SAMPLE, sample_undecided
+from .file_decimal import SAMPLE, typed_reads_as_text
 from .errors import BadFileError, ConfigError
+from .file_lines import spread_cells
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -216,7 +217,7 @@ def typed_csv(con: duckdb.DuckDBPyConnection, path: Path, delim: str, cols: dict
     ``.`` as its decimal mark (``decimal``, the configured one, else sniffed from its first values as the text
     path does): a money column of only ``150.000`` / ``85.000`` groups thousands. With ``.`` as the mark the text
     path reads an ambiguous ``3.333`` as the typed read does, a decimal, unless the sample cannot tell that the
-    whole column would (:func:`connectors.file_decimal.sample_undecided`): then the text path weighs it.
+    whole column would not (:func:`connectors.file_decimal.typed_reads_as_text`): then the text path stops.
 
     Date columns get a strict ``timestampformat``/``dateformat`` taken from a sample value, so a
     later value in another shape (an offset, a dd.mm.yyyy date, garbage) makes the read fail rather
@@ -257,8 +258,9 @@ def typed_csv(con: duckdb.DuckDBPyConnection, path: Path, delim: str, cols: dict
             return None
         if (decimal or nz.sniff_decimal(sample, money=f != "quantity")) != ".":  # 150.000 / 85.000: money in 1000s
             return None
-        if not decimal and sample_undecided(sample, ".", money=f != "quantity"):
-            return None  # 150.000 next to a 12.5 (3 decimals or thousands?): the text path weighs the whole column
+        if not decimal and not typed_reads_as_text(con, csv_src(path, delim, parallel=parallel), f, nz.ident(h),
+                                                   sample, spread_cells(path, delim, h), "."):
+            return None  # 150.000 next to too few 12.5 (3 decimals or thousands?): the text path stops
         types[h], fields[f] = f"DECIMAL(18,{scale})", "number"
     if not any(v == "timestamp" for v in fields.values()):
         return None

@@ -246,3 +246,62 @@ def test_a_tiny_side_of_quantities_does_not_read_many_three_digit_quantities_as_
     write_csv(tmp_path / "sales.csv", rows + [[f"s{i}", "x", "05.01.2024", "10", "1.234,5"] for i in range(50)])
     _, con = pull(tmp_path, columns=cols)
     assert con.execute("SELECT quantity FROM staged_line_items WHERE order_id = '2'").fetchone()[0] == Decimal("2100")
+
+
+def _iso_csv(tmp_path, amounts: list[str]) -> dict[str, str]:
+    """ISO dates: the typed fast path's file; the columns to map."""
+    write_csv(tmp_path / "sales.csv", [["id", "c", "d", "a"],
+                                       *([str(i), "x", "2026-11-01", a] for i, a in enumerate(amounts, 1))])
+    return {"order_id": "id", "customer_id": "c", "ordered_at": "d", "amount": "a"}
+
+
+def test_the_typed_fast_path_stops_where_the_text_path_does_after_a_clean_first_sample(tmp_path):
+    """2 000 amounts (1 990 whole, 10 `979.17`), then 3 000 UZS amounts `150.000`: the first 2 000 values hold no
+    ambiguous one, yet the typed fast path may not read the rest as 150.00 (10 deciding values are under 2 % of
+    them); it stops as the text path does (dd.mm.yyyy dates)."""
+    amounts = [str(100 + i) for i in range(1990)] + ["979.17"] * 10 + _thousands(3000)
+    cols = _iso_csv(tmp_path, amounts)
+    with pytest.raises(BadFileError, match="column 'a' mixes decimal marks: 10 values read with '.'"):
+        pull(tmp_path, columns=cols, timezone="UTC")
+    _csv(tmp_path, amounts)
+    with pytest.raises(BadFileError, match="column 'a' mixes decimal marks: 10 values read with '.'"):
+        pull(tmp_path, columns=COLS)
+
+
+def test_a_few_three_decimal_amounts_keep_the_typed_fast_path(tmp_path):
+    """2-decimal amounts with every 300th printed with three decimals (`301.400`, weighed goods): the values of
+    slices across the file clear the weight rule, so the column stays on the fast path and reads as decimals."""
+    amounts = [f"{1 + i % 9999}.{i % 100:02d}" for i in range(30000)]
+    for i in range(0, 30000, 300):
+        amounts[i] = f"{1 + i % 999}.400"
+    result, con = pull(tmp_path, columns=_iso_csv(tmp_path, amounts), timezone="UTC")
+    assert result.fast_path and result.bad_row_count == 0
+    assert orders(con)["301"][2] == Decimal("301.40") and orders(con)["2"][2] == Decimal("2.01")
+
+
+def test_spread_cells_read_whole_lines_from_slices_across_the_file(tmp_path):
+    """Each slice skips the line it starts in and its unfinished last one; a line inside a quoted field (fewer
+    cells than the header) is left out; every cell is a whole value of the column."""
+    from connectors.file_lines import spread_cells
+
+    rows = [["id", "note", "a"], *([str(i), f'"line {i}\nmore, {i}.5"' if i % 7 == 0 else "n", f"{i}.25"]
+                                   for i in range(1, 20001))]
+    write_csv(tmp_path / "s.csv", rows, delim=",")
+    cells = spread_cells(tmp_path / "s.csv", ",", "a")
+    assert len(cells) > 1000 and all(c.endswith(".25") for c in cells)
+    assert int(cells[-1][:-3]) > 19000 and spread_cells(tmp_path / "s.csv", ",", "nope") == []
+
+
+def test_shaped_values_let_the_cap_weigh_every_deciding_value(tmp_path):
+    """1C prices printed with three decimals: 10 000 `99,900`, 30 `1 105,000` (decisive and shaped) and 120 `12,5`
+    typed by hand: 150 deciding values, 3 of them shaped or more, are enough whatever the ambiguous ones' number
+    (the cap); the prices read as prices. 50 `12.5` without a shaped one still stop 20 000 `150.000` (above)."""
+    amounts = [f"{1 + i % 999},{(37 * i) % 1000:03d}" for i in range(10000)] + ["1 105,000"] * 30 + ["12,5"] * 120
+    _csv(tmp_path, amounts)
+    result, con = pull(tmp_path, columns=COLS)
+    got = orders(con)
+    assert result.bad_row_count == 0 and got["2"][2] == Decimal("2.04") and got["10001"][2] == Decimal("1105.00")
+    assert got["10031"][2] == Decimal("12.50")
+    _csv(tmp_path, amounts[:10000] + ["1 105,000"] * 2 + ["12,5"] * 120)
+    with pytest.raises(BadFileError, match="column 'a' mixes decimal marks: 122 values read with ','"):
+        pull(tmp_path, columns=COLS)
