@@ -44,11 +44,13 @@ def header_line(lines: list[str], headers: list[str] | None = None) -> tuple[int
     ``rfmsync init`` share it): each line read with the delimiter that gives it the most cells that count (one of
     the mapped ``headers``; without them, a non-empty cell), the first line with the most of them; ``(0, …)``
     when it holds fewer than two (or than all of the fewer ``headers``). Without ``headers``, the first line with
-    two non-empty cells or more whose last non-empty cell is at most one short of the widest line's (an Excel title
-    padded with ``;`` ends early; a header with empty cells, 1C's unnamed ``№`` or pandas' ``,,id,date``, does not)
-    and not mostly numbers or dates (a data row; ``Период:;01.11.2026 - 30.11.2026``) comes first, unless it is one
+    two non-empty cells or more whose last non-empty cell is at most one short of the widest line's that is not
+    mostly numbers or dates (an Excel title padded with ``;`` ends early; a header with empty cells, 1C's unnamed
+    ``№`` or pandas' ``,,id,date``, does not; a data row with a note beside the table is no measure) and not
+    mostly numbers or dates itself (a data row; ``Период:;01.11.2026 - 30.11.2026``) comes first, unless it is one
     short and the next non-blank line spans more, with two cells or more and no number or date (the header below a
-    2-cell title ``Организация:;ООО Ромашка`` of a 3-column table; a header one short of its rows has rows below)."""
+    2-cell title ``Организация:;ООО Ромашка`` of a 3-column table; a header one short of its rows has rows below).
+    Else, as with ``headers``, the line with the most cells that count, never one mostly of values."""
     wanted = {h.strip().casefold() for h in headers} if headers is not None else None
 
     def counted(cell: str) -> bool:
@@ -58,16 +60,17 @@ def header_line(lines: list[str], headers: list[str] | None = None) -> tuple[int
     if wanted is None:  # a line's span: up to its last non-empty cell (a padded title's ends early)
         spans = [max((i + 1 for i, c in enumerate(_cells(line, d)) if c.strip()), default=0)
                  for line, (_, d) in zip(lines, scores)]
-        top = max(spans, default=0)
         filled = [[c for c in _cells(line, d) if c.strip()] for line, (_, d) in zip(lines, scores)]
-        first = next((i for i, (n, d) in enumerate(scores) if n >= 2 and spans[i] >= top - 1 and not _mostly_values(
-            filled[i])), None)
+        rows = [_mostly_values(cells) for cells in filled]  # data rows (and blank lines): no header, no title
+        top = max((n for n, row in zip(spans, rows) if not row), default=0)  # not a row's with a note beside it
+        first = next((i for i, (n, d) in enumerate(scores) if n >= 2 and spans[i] >= top - 1 and not rows[i]), None)
         after = next((j for j in range(first + 1, len(lines)) if filled[j]), None) if first is not None else None
         if after is not None and spans[first] < spans[after] and len(filled[after]) >= 2 and not any(
                 _VALUE_RE.fullmatch(c.strip()) for c in filled[after]):
             first = after  # a 2-cell title above a 3-column table's header, whose next line holds no value either
         if first is not None:
             return first, scores[first][1]
+        scores = [(0, d) if row else (n, d) for (n, d), row in zip(scores, rows)]  # a data row is never the header
     best = max(range(len(scores)), key=lambda i: (scores[i][0], -i), default=0)
     if not best or scores[best][0] < min(2, len(wanted) if wanted is not None else 2):
         return 0, scores[0][1] if scores else ","

@@ -211,3 +211,20 @@ def test_init_skips_a_1c_title_block_of_16_lines(tmp_path):
             *(f"{i};C{i % 7};{1 + i % 28:02d}.11.2026;{100 + i},50" for i in range(1, 40))])
     assert src["skip_lines"] == 16 and src["columns"]["amount"] == "Сумма"
     assert "source file: 39 orders" in out
+
+
+@pytest.mark.parametrize("header", [["Номер;Клиент;Дата;Сумма;;"], []], ids=["header", "no-header"])
+@pytest.mark.parametrize("at", [5, 30])
+def test_init_header_is_no_data_row_with_a_note_beside_the_table(tmp_path, header, at):
+    """A note typed two columns right of the table on one data row (Excel pads every row to the used range): that
+    row spans furthest, yet is mostly values, so it neither sets the width a header must reach nor is taken as
+    the header when no line reaches it; without a header line nothing is skipped."""
+    from connectors.guess import read_sample
+    rows = [f"{i};C{i % 7};{1 + i % 28:02d}.11.2026;{100 + i},50;;" for i in range(1, 41)]
+    rows[at - 1] += "проверить"
+    export = tmp_path / "s.csv"
+    export.write_text("\n".join([*header, *rows]) + "\n", encoding="utf-8")
+    sample = read_sample(export)
+    assert sample.skip == 0
+    if header:
+        assert sample.headers == ["Номер", "Клиент", "Дата", "Сумма", "", ""]
