@@ -84,7 +84,8 @@ def first_bad_byte(path: Path, encoding: str) -> int | None:
 
 def encoding_error(path: Path, encoding: str, auto: bool = False) -> ConfigError:
     """A ConfigError naming the file, the first bad byte, its line (number and text, bad bytes shown as
-    U+FFFD) and what to do: set ``encoding = "auto"`` or an encoding that reads the whole file, or, when
+    U+FFFD) and what to do: set ``encoding = "auto"`` or an encoding that reads the whole file (``"utf-16"`` for a
+    file with a UTF-16 BOM, whatever encoding is set), or, when
     ``auto`` says it is already set or the file is UTF-16 (its BOM), fix that line (a stray byte in a file of the
     encoding detected)."""
     enc = codecs.lookup(encoding).name
@@ -97,8 +98,10 @@ def encoding_error(path: Path, encoding: str, auto: bool = False) -> ConfigError
         hint = "; fix that line, or set [source] encoding to the file's encoding"
     else:
         with open(path, "rb") as f:
-            guess = cyrillic_8bit(f.read(1 << 20))
-        others = [e for e in (guess, "utf-8") if e != enc and first_bad_byte(path, e) is None]
+            head = f.read(1 << 20)
+        bom = head[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)  # Excel's "Unicode text": no 8-bit guess
+        others = [e for e in (("utf-16",) if bom else (cyrillic_8bit(head), "utf-8"))
+                  if e != enc and first_bad_byte(path, e) is None]
         hint = '; set encoding = "auto"' + "".join(f' or "{e}"' for e in others[:1]) + " in [source]"
     return ConfigError(f"{path}: not valid {enc} text{where}{hint}")
 

@@ -226,6 +226,15 @@ def test_an_encoding_error_in_utf16_names_the_real_line_and_no_8_bit_encoding(tm
     assert "(line 251: " in encoding_error_text(tmp_path, be + b"\xdc\x00", "auto")
 
 
+def test_a_utf16_file_read_as_utf8_is_told_to_set_utf16_not_cp1251(tmp_path):
+    """Excel's "Unicode text" (UTF-16 LE, BOM) with `encoding = "utf-8"` set: the error offers "utf-16", not an
+    8-bit encoding that "reads" any bytes (cp1251 then fails to find the file's columns)."""
+    data = "\ufeff".encode("utf-16-le") + HEADER.replace("\n", "\r\n").encode("utf-16-le") + \
+        "".join(f"{i};Иван{i};05.01.2024;100;;\r\n" for i in range(1, 50)).encode("utf-16-le")
+    text = encoding_error_text(tmp_path, data, "utf-8")
+    assert text.endswith('set encoding = "auto" or "utf-16" in [source]') and "cp1251" not in text
+
+
 def test_a_utf16_tsv_with_quoted_line_breaks_names_a_late_bad_rows_real_line(tmp_path):
     """Excel's "Unicode text": UTF-16 LE with a BOM, tabs, CRLF rows, LF inside quoted cells (a regression guard:
     main numbers these right too)."""
