@@ -12,10 +12,11 @@ classifying only the few values that might contradict the guess, so a clean colu
 * a majority that would read ambiguous values against the column's default (money: ``1.234`` is a thousand;
   a quantity: a decimal) must weigh: :data:`WEIGHT_SHARE` of those ambiguous values and :data:`MIN_SIDE` values
   (or as many as those, when fewer) or more, else the same error. :data:`WEIGHT_CAP` values are enough, however
-  many the ambiguous ones, when they show the reading they give them (*shaped*): in money, three digits after the
-  mark (8 000 prices below 1 such as ``0.523``, or ``1037.000``, make a million ``12.345`` read as prices); in a
-  quantity, the other mark grouping thousands (``1.234,5``). A value such as ``12.5`` says only which mark is the
-  decimal one, not that ``150.000`` has three decimals: 50 of them among 100 000 ``150.000`` stop the read;
+  many the ambiguous ones, once :data:`MIN_SIDE` of them show the reading they give them (*shaped*): in money,
+  three digits after the mark (8 000 prices below 1 such as ``0.523``, or ``1037.000``, make a million ``12.345``
+  read as prices); in a quantity, the other mark grouping thousands (``1.234,5``). A value such as ``12.5`` says
+  only which mark is the decimal one, not that ``150.000`` has three decimals: 50 of them alone among 100 000
+  ``150.000`` stop the read;
 * a column without such values keeps the first guess (money: ``1,234`` groups thousands; a quantity takes the
   mark the money columns settled, else reads it as a decimal).
 """
