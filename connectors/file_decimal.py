@@ -82,20 +82,22 @@ def typed_reads_as_text(con: duckdb.DuckDBPyConnection, src: str, field: str, v:
     decimal mark, reads its ambiguous values as :func:`column_decimals` (the text path) would, not stopping.
     ``values``: the column's first :data:`SAMPLE` values; ``spread``: values from slices across the file
     (:func:`connectors.file_lines.spread_cells`). Decided without a scan when the first values are the whole
-    column; when neither they nor the slices hold an ambiguous value read against the default; when they show the
-    capped weight (:func:`_outweighed`: counts in a part are at most the whole column's); or when the slices'
-    deciding values clear :data:`WEIGHT_SHARE` of their ambiguous ones :data:`MARGIN` times over. Else the whole
+    column; when neither they nor the slices (some) hold an ambiguous value read against the default; when they
+    show the capped weight (:func:`_outweighed`: counts in a part are at most the whole column's); or when the
+    slices' deciding values clear :data:`WEIGHT_SHARE` of the ambiguous ones in the slices or the first values
+    (the more) :data:`MARGIN` times over. Else the whole
     column is voted on as the text path votes (a ratio in the first values says little: 2 000 ``979.17`` then
     200 000 ``150.000``)."""
     money = field != "quantity"
     first, sliced = _counts(values, money), _counts(spread, money)
     if len(values) < SAMPLE:
         return not _outweighed(first, mark, money)
-    if not (_against(first, mark, money) or _against(sliced, mark, money)):
-        return True
+    if spread and not (_against(first, mark, money) or _against(sliced, mark, money)):
+        return True  # no slice (a header DuckDB renamed, Сумма_1): the whole column is voted on
     if max(first["s" + mark], sliced["s" + mark]) >= MIN_SIDE and max(first[mark], sliced[mark]) >= WEIGHT_CAP:
         return True
-    if sliced[mark] >= max(MIN_SIDE, MARGIN * WEIGHT_SHARE * _against(sliced, mark, money)):
+    against = max(_against(first, mark, money), _against(sliced, mark, money))  # the first values' block too
+    if sliced[mark] >= max(MIN_SIDE, MARGIN * WEIGHT_SHARE * against):
         return True
     votes = _whole_column(con, src, {field: v}, {field: mark})[field]
     return _majority(votes) == mark and not (votes["w"] and (_conflicts(votes) or _outweighed(votes, mark, money)))
