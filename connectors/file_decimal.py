@@ -82,18 +82,17 @@ def typed_reads_as_text(con: duckdb.DuckDBPyConnection, src: str, field: str, v:
     decimal mark, reads its ambiguous values as :func:`column_decimals` (the text path) would, not stopping.
     ``values``: the column's first :data:`SAMPLE` values; ``spread``: values from slices across the file
     (:func:`connectors.file_lines.spread_cells`). Decided without a scan when the first values are the whole
-    column; when neither they nor the slices (some) hold an ambiguous value read against the default; when they
-    show the capped weight (:func:`_outweighed`: counts in a part are at most the whole column's); or when the
-    slices' deciding values clear :data:`WEIGHT_SHARE` of the ambiguous ones in the slices or the first values
-    (the more) :data:`MARGIN` times over. Else the whole
-    column is voted on as the text path votes (a ratio in the first values says little: 2 000 ``979.17`` then
-    200 000 ``150.000``)."""
+    column; when neither they nor the slices (some that stand for the file: ``[]`` else) hold an ambiguous value
+    read against the default; when they show the capped weight (:func:`_outweighed`: counts in a part are at most
+    the whole column's); or when the slices' deciding values clear :data:`WEIGHT_SHARE` of the ambiguous ones in
+    the slices or the first values (the more) :data:`MARGIN` times over. Else the whole column is voted on as the
+    text path votes (a ratio in the first values says little: 2 000 ``979.17`` then 200 000 ``150.000``)."""
     money = field != "quantity"
-    first, sliced = _counts(values, money), _counts(spread, money)
+    first, sliced = _counts(values, money, mark), _counts(spread, money, mark)
     if len(values) < SAMPLE:
         return not _outweighed(first, mark, money)
     if spread and not (_against(first, mark, money) or _against(sliced, mark, money)):
-        return True  # no slice (a header DuckDB renamed, Сумма_1): the whole column is voted on
+        return True  # spread is [] when no slices stand for the file (Сумма_1 renamed, too few values)
     if max(first["s" + mark], sliced["s" + mark]) >= MIN_SIDE and max(first[mark], sliced[mark]) >= WEIGHT_CAP:
         return True
     against = max(_against(first, mark, money), _against(sliced, mark, money))  # the first values' block too
@@ -103,11 +102,15 @@ def typed_reads_as_text(con: duckdb.DuckDBPyConnection, src: str, field: str, v:
     return _majority(votes) == mark and not (votes["w"] and (_conflicts(votes) or _outweighed(votes, mark, money)))
 
 
-def _counts(values: list[str], money: bool) -> dict[str, int]:
-    """:func:`_totals` of ``values`` counted in Python (:func:`vote_key`)."""
+def _counts(values: list[str], money: bool, mark: nz.Decimal_ | None = None) -> dict[str, int]:
+    """:func:`_totals` of ``values`` counted in Python (:func:`vote_key`; with ``mark``, a value of its usual shape,
+    :func:`_clean_re`, is counted without classifying it, as the whole column's vote does)."""
     keys = {",": 0, "s,": 0, "w,": 0, ".": 0, "s.": 0, "w.": 0}
+    clean = re.compile(_clean_re(mark, money)).fullmatch if mark else None
     for v in values:
-        if (key := vote_key(v, money)) is not None:
+        if clean is not None and clean(v):
+            keys[mark] += 1  # type: ignore[index]
+        elif (key := vote_key(v, money)) is not None:
             keys[key] += 1
     return _totals(keys)
 

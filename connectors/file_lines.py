@@ -112,28 +112,50 @@ def _cells(line: str, delim: str) -> list[str]:
         return line.split(delim)
 
 
-#: the slices :func:`spread_cells` reads across a file, and the lines it reads from each
-SLICES, SLICE_LINES = 64, 32
+#: the slices :func:`spread_cells` reads across a file, and the bytes it reads from each (every whole line in them,
+#: so a slice samples as many lines as the file holds there: a block of long lines is not oversampled)
+SLICES, SLICE_BYTES = 64, 1 << 12
+#: the least share of the slices that must yield a value, and the fewest values, for the slices to stand for the
+#: file: rows with a quoted line break (an address) never split into the header's cells, so a file of such rows
+#: gives values from a few slices only; below ~1 000 values (lines of 260 bytes or more on average) the slices
+#: are too few to say a column holds no ambiguous value (3/1 000 rows could)
+TRUST_SLICES, TRUST_VALUES = 0.75, 1000
 
 
 def spread_cells(path: Path, delim: str, header: str) -> list[str]:
-    """The cells under ``header`` in :data:`SLICES` slices of up to :data:`SLICE_LINES` lines read from offsets
-    spread evenly across a UTF-8 CSV (the first at its start), a sample of the whole file without reading it: each
-    slice skips the (partial) line it starts in and its last, unfinished one; a line that does not split into as
-    many cells as the header (one inside a quoted field) is left out. ``[]`` when no header cell is ``header``."""
+    """The cells under ``header`` in the whole lines within :data:`SLICES` windows of :data:`SLICE_BYTES` read from
+    offsets spread evenly across a UTF-8 CSV (the first at its start), a sample of the whole file without reading
+    it: each slice skips the (partial) line it starts in and its last, unfinished one; a line that does not split
+    into the header's cells (trailing empty cells aside; a line inside a quoted field) is left out. ``[]`` when no
+    header cell is ``header``, or when the slices do not stand for the file (:data:`TRUST_SLICES`,
+    :data:`TRUST_VALUES`)."""
     head = header_cells(path, delim)
     if header not in head:
         return []
-    at, width, sep = head.index(header), len(head), b"\n" if newline_of(path) == "\n" else b"\r"
-    size, out = path.stat().st_size, []
+    at, sep = head.index(header), "\n" if newline_of(path) == "\n" else "\r"
+    size, out, yielded = path.stat().st_size, [], 0
     with open(path, "rb") as f:
         for k in range(SLICES):
             f.seek(size * k // SLICES)
-            for line in f.read(1 << 13).split(sep)[1:-1][:SLICE_LINES]:
-                cells = _cells(line.rstrip(b"\r").decode("utf-8", "replace"), delim)
-                if len(cells) == width:
+            before = len(out)
+            for line in f.read(SLICE_BYTES).decode("utf-8", "replace").split(sep)[1:-1]:
+                line = line.rstrip("\r")  # a line without a quote splits as the csv module splits it, faster
+                cells = line.split(delim) if '"' not in line else _cells(line, delim)
+                if _fits(cells, head):
                     out.append(cells[at])
+            yielded += len(out) > before
+    if yielded < TRUST_SLICES * SLICES or len(out) < TRUST_VALUES:
+        log.debug("%s: %d of %d slices gave %d values under %r: too few to stand for the file", path, yielded,
+                  SLICES, len(out), header)
+        return []
     return out
+
+
+def _fits(cells: list[str], head: list[str]) -> bool:
+    """Whether a line's ``cells`` are a row under the header's ``head``: as many, but for empty cells at the end of
+    the longer (a row ending in a delimiter the header lacks, or the reverse)."""
+    short, long = sorted((cells, head), key=len)
+    return not any(c.strip() for c in long[len(short):])
 
 
 def without_lines(path: Path, k: int, tmp: Path) -> Path:

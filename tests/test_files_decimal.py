@@ -292,6 +292,48 @@ def test_spread_cells_read_whole_lines_from_slices_across_the_file(tmp_path):
     assert int(cells[-1][:-3]) > 19000 and spread_cells(tmp_path / "s.csv", ",", "nope") == []
 
 
+def test_spread_cells_count_rows_ending_in_a_delimiter_and_give_none_when_few_slices_yield(tmp_path):
+    """A row ending in a delimiter the header lacks (an empty cell at the end) is a row; a file whose rows mostly
+    hold a quoted line break (an address) gives values from few slices, too few to stand for it: none."""
+    from connectors.file_lines import spread_cells
+
+    write_csv(tmp_path / "t.csv", [["id", "a"], *([str(i), f"{i}.25", ""] for i in range(20000))], delim=",")
+    assert len(spread_cells(tmp_path / "t.csv", ",", "a")) > 1000
+    rows = [["id", "addr", "a"], *([str(i), "", f"{i}.25"] for i in range(500)),
+            *([str(i), f'"Ташкент, Чиланзар 5\nкв. {i}"', f"{i}.25"] for i in range(500, 20000))]
+    write_csv(tmp_path / "m.csv", rows, delim=",")
+    assert spread_cells(tmp_path / "m.csv", ",", "a") == []
+
+
+def test_the_typed_fast_path_stops_on_rows_whose_address_holds_a_line_break(tmp_path):
+    """1 990 whole amounts and 10 `979.17`, then 3 000 UZS `150.000` on delivery rows whose quoted address holds a
+    line break: the slices see none of those rows, so they may not say the column holds no ambiguous value; the
+    typed fast path stops as the text path does."""
+    amounts = [str(100 + i) for i in range(1990)] + ["979.17"] * 10 + _thousands(3000)
+    write_csv(tmp_path / "sales.csv", [["id", "c", "d", "addr", "a"], *(
+        [str(i), "x", "2026-11-01", '"Ташкент, Чиланзар 5\nкв. 7"' if i > 2000 else "", a]
+        for i, a in enumerate(amounts, 1))])
+    cols = {"order_id": "id", "customer_id": "c", "ordered_at": "d", "amount": "a"}
+    with pytest.raises(BadFileError, match="column 'a' mixes decimal marks: 10 values read with '.'"):
+        pull(tmp_path, columns=cols, timezone="UTC")
+
+
+def test_the_typed_fast_path_does_not_oversample_a_block_of_long_lines(tmp_path):
+    """2 000 whole amounts, then 20 000 UZS `150.000` on short rows and, mid-file, 350 prices `12.34` on long rows
+    (an address): 1.75 % of the ambiguous values decide, too few, so the text path stops. Slices reading 32 lines
+    each took 223 long rows among 1 665 ambiguous values (13 %, over the 10 % the margin asks); slices reading a
+    fixed number of bytes take lines as the file holds them, and the typed fast path stops too."""
+    amounts = [str(100 + i) for i in range(2000)] + _thousands(20000)
+    at = len(amounts) // 2
+    rows = [[str(i), "x", "2026-11-01", "", a] for i, a in enumerate(amounts, 1)]
+    rows[at:at] = [[f"p{i}", "x", "2026-11-01", "Tashkent Chilonzor district street house flat " * 4,
+                    f"{1 + i % 99}.{10 + i % 89}"] for i in range(350)]
+    write_csv(tmp_path / "sales.csv", [["id", "c", "d", "addr", "a"], *rows])
+    cols = {"order_id": "id", "customer_id": "c", "ordered_at": "d", "amount": "a"}
+    with pytest.raises(BadFileError, match="column 'a' mixes decimal marks: 350 values read with '.'"):
+        pull(tmp_path, columns=cols, timezone="UTC")
+
+
 def test_shaped_values_let_the_cap_weigh_every_deciding_value(tmp_path):
     """1C prices printed with three decimals: 10 000 `99,900`, 30 `1 105,000` (decisive and shaped) and 120 `12,5`
     typed by hand: 150 deciding values, 3 of them shaped or more, are enough whatever the ambiguous ones' number
