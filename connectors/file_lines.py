@@ -10,6 +10,7 @@ import logging
 import re
 import sys
 from array import array
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,9 +45,9 @@ def header_line(lines: list[str], headers: list[str] | None = None) -> tuple[int
     ``rfmsync init`` share it): each line read with the delimiter that gives it the most cells that count (one of
     the mapped ``headers``; without them, a non-empty cell), the first line with the most of them; ``(0, …)``
     when it holds fewer than two (or than all of the fewer ``headers``). Without ``headers``, the first line with
-    two non-empty cells or more whose last non-empty cell is at most one short of the widest line's that is not
-    mostly numbers or dates (an Excel title padded with ``;`` ends early; a header with empty cells, 1C's unnamed
-    ``№`` or pandas' ``,,id,date``, does not; a data row with a note beside the table is no measure) and not
+    two non-empty cells or more whose last non-empty cell is at most one short of the most common span of the
+    non-blank lines below it (an Excel title padded with ``;`` ends early; a header with empty cells, 1C's
+    unnamed ``№`` or pandas' ``,,id,date``, does not; one data row with a note beside the table is no measure) and not
     mostly numbers or dates itself (a data row; ``Период:;01.11.2026 - 30.11.2026``) comes first, unless it is one
     short and the next non-blank line spans more, with two cells or more and no number or date (the header below a
     2-cell title ``Организация:;ООО Ромашка`` of a 3-column table; a header one short of its rows has rows below).
@@ -62,8 +63,12 @@ def header_line(lines: list[str], headers: list[str] | None = None) -> tuple[int
                  for line, (_, d) in zip(lines, scores)]
         filled = [[c for c in _cells(line, d) if c.strip()] for line, (_, d) in zip(lines, scores)]
         rows = [_mostly_values(cells) for cells in filled]  # data rows (and blank lines): no header, no title
-        top = max((n for n, row in zip(spans, rows) if not row), default=0)  # not a row's with a note beside it
-        first = next((i for i, (n, d) in enumerate(scores) if n >= 2 and spans[i] >= top - 1 and not rows[i]), None)
+
+        def table(i: int) -> int:  # the most common span below line i (not a row's with a note beside it)
+            below = Counter(spans[j] for j in range(i + 1, len(lines)) if filled[j])
+            return max(below, key=lambda n: (below[n], n), default=0)
+        first = next((i for i, (n, d) in enumerate(scores) if n >= 2 and not rows[i] and spans[i] >= table(i) - 1),
+                     None)
         after = next((j for j in range(first + 1, len(lines)) if filled[j]), None) if first is not None else None
         if after is not None and spans[first] < spans[after] and len(filled[after]) >= 2 and not any(
                 _VALUE_RE.fullmatch(c.strip()) for c in filled[after]):

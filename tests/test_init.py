@@ -213,18 +213,38 @@ def test_init_skips_a_1c_title_block_of_16_lines(tmp_path):
     assert "source file: 39 orders" in out
 
 
-@pytest.mark.parametrize("header", [["Номер;Клиент;Дата;Сумма;;"], []], ids=["header", "no-header"])
+_CASHIERS = ["Азиз", "Дилноза", "Бобур", "Севара"]
+_NOTE_TABLES = {  # above the rows; the rows; the note typed beside one; the lines skipped; the header's cells
+    "header": (["Номер;Клиент;Дата;Сумма;;"], [f"{i};C{i % 7};{1 + i % 28:02d}.11.2026;{100 + i},50;;"
+                                               for i in range(1, 41)], "проверить", 0,
+               ["Номер", "Клиент", "Дата", "Сумма", "", ""]),
+    "no-header": ([], [f"{i};C{i % 7};{1 + i % 28:02d}.11.2026;{100 + i},50;;" for i in range(1, 41)], "проверить",
+                  0, None),
+    # BILLZ: half of each row is text (shop, cashier, product), so the row with the note is not mostly values
+    "billz": (["Чек;Дата;Магазин;Кассир;Товар;Сумма"],
+              [f"{1000 + i};{1 + i % 28:02d}.11.2026 14:03;Chilonzor;{_CASHIERS[i % 4]};Coca-Cola 1.5L;{12000 + i}"
+               for i in range(1, 41)], ";;возврат", 0, ["Чек", "Дата", "Магазин", "Кассир", "Товар", "Сумма"]),
+    # 1C: a title block above document rows of text
+    "1c": (["Продажи за ноябрь 2026", "Организация:;ООО Ромашка", "", "Документ;Контрагент;Склад;Сумма"],
+           [f"Реализация товаров {i:06d} от {1 + i % 28:02d}.11.2026;Иванов И.И.;Основной склад;{100 + i},50"
+            for i in range(1, 41)], ";;см. претензию", 3, ["Документ", "Контрагент", "Склад", "Сумма"]),
+}
+
+
+@pytest.mark.parametrize("table", list(_NOTE_TABLES))
 @pytest.mark.parametrize("at", [5, 30])
-def test_init_header_is_no_data_row_with_a_note_beside_the_table(tmp_path, header, at):
+def test_init_header_is_no_data_row_with_a_note_beside_the_table(tmp_path, table, at):
     """A note typed two columns right of the table on one data row (Excel pads every row to the used range): that
-    row spans furthest, yet is mostly values, so it neither sets the width a header must reach nor is taken as
-    the header when no line reaches it; without a header line nothing is skipped."""
+    row spans furthest, yet it neither sets the width a header must reach (the most common span of the lines
+    below does), even when its cells are mostly text (BILLZ, 1C documents), nor is taken as the header when no
+    line reaches it; without a header line nothing is skipped."""
     from connectors.guess import read_sample
-    rows = [f"{i};C{i % 7};{1 + i % 28:02d}.11.2026;{100 + i},50;;" for i in range(1, 41)]
-    rows[at - 1] += "проверить"
+    above, rows, note, skip, headers = _NOTE_TABLES[table]
+    rows = list(rows)
+    rows[at - 1] += note
     export = tmp_path / "s.csv"
-    export.write_text("\n".join([*header, *rows]) + "\n", encoding="utf-8")
+    export.write_text("\n".join([*above, *rows]) + "\n", encoding="utf-8")
     sample = read_sample(export)
-    assert sample.skip == 0
-    if header:
-        assert sample.headers == ["Номер", "Клиент", "Дата", "Сумма", "", ""]
+    assert sample.skip == skip
+    if headers:
+        assert sample.headers == headers
