@@ -10,10 +10,13 @@ classifying only the few values that might contradict the guess, so a clean colu
   values or more) and the column holds ambiguous values whose number depends on the mark, the read stops with an
   error naming the file, the column, one value of each reading and one ambiguous value, and ``[source] decimal``;
 * a majority that would read ambiguous values against the column's default (money: ``1.234`` is a thousand;
-  a quantity: a decimal) must weigh: :data:`WEIGHT_SHARE` of those ambiguous values (:data:`WEIGHT_CAP` values
-  at most) and :data:`MIN_SIDE` values (or as many as those, when fewer) or more (one ``12.5`` does not make
-  3 000 ``150.000`` read as 150; 8 000 prices below 1 such as ``0.523`` make a million ``12.345`` read as
-  prices), else the same error;
+  a quantity: a decimal) must weigh: :data:`WEIGHT_SHARE` of those ambiguous values and :data:`MIN_SIDE` values
+  (or as many as those, when fewer) or more, else the same error. :data:`WEIGHT_CAP` values are enough, however
+  many the ambiguous ones, once :data:`MIN_SIDE` of them show the reading they give them (*shaped*): in money,
+  three digits after the mark (8 000 prices below 1 such as ``0.523``, or ``1037.000``, make a million ``12.345``
+  read as prices); in a quantity, the other mark grouping thousands (``1.234,5``). A value such as ``12.5`` says
+  only which mark is the decimal one, not that ``150.000`` has three decimals: 50 of them alone among 100 000
+  ``150.000`` stop the read;
 * a column without such values keeps the first guess (money: ``1,234`` groups thousands; a quantity takes the
   mark the money columns settled, else reads it as a decimal).
 """
@@ -21,6 +24,7 @@ classifying only the few values that might contradict the guess, so a clean colu
 from __future__ import annotations
 
 import logging
+import re
 
 import duckdb
 
@@ -35,9 +39,12 @@ CONFLICT_SHARE = 0.05
 MIN_SIDE = 3
 #: the least share of the ambiguous values it reads against the default that a deciding side must have
 WEIGHT_SHARE = 0.02
-#: the most values read one way only a deciding side needs, however many ambiguous values it reads
+#: the most *shaped* values (:func:`_shaped`) a deciding side needs, however many ambiguous values it reads
 WEIGHT_CAP = 50
 SAMPLE = 2000
+#: how many times over the deciding values of the slices the typed fast path reads must clear the weight rule
+#: for it to read their column without the whole column's vote (:func:`typed_reads_as_text`)
+MARGIN = 5
 
 
 def column_decimals(con: duckdb.DuckDBPyConnection, path: str, src: str, col: dict[str, str],
@@ -61,23 +68,81 @@ def column_decimals(con: duckdb.DuckDBPyConnection, path: str, src: str, col: di
             continue
         out[f] = _majority(v)
         if v["w"] and (_conflicts(v) or _outweighed(v, out[f], money=f != "quantity")):
-            raise BadFileError(_conflict(con, path, src, col[f], headers[f], guess[f], v, not _conflicts(v)))
+            raise BadFileError(_conflict(con, path, src, col[f], headers[f], guess[f], v, f != "quantity",
+                                         not _conflicts(v)))
         if out[f] != guess[f]:
             log.debug("%s: column %r: the whole column reads %r as the decimal mark, its first values %r",
                       path, headers[f], out[f], guess[f])
     return out
 
 
-def sample_outweighed(values: list[str], mark: nz.Decimal_, money: bool) -> bool:
-    """Whether the decisive values of a column's sample are too few to read its ambiguous ones with ``mark``
-    (:func:`_outweighed` over :func:`connectors.normalize.decimal_vote`): the typed fast path then leaves the
-    column to :func:`column_decimals`, which decides over the whole column or stops with the conflict error."""
-    votes = {",": 0, ".": 0, "w,": 0, "w.": 0}
+def typed_reads_as_text(con: duckdb.DuckDBPyConnection, src: str, field: str, v: str, values: list[str],
+                        spread: list[str], mark: nz.Decimal_) -> bool:
+    """Whether the typed fast path, reading ``field`` (``v``: its VARCHAR SQL over ``src``) with ``mark`` as the
+    decimal mark, reads its ambiguous values as :func:`column_decimals` (the text path) would, not stopping.
+    ``values``: the column's first :data:`SAMPLE` values; ``spread``: values from slices across the file
+    (:func:`connectors.file_lines.spread_cells`). Decided without a scan when the first values are the whole
+    column; when neither they nor the slices (some that stand for the file: ``[]`` else) hold an ambiguous value
+    read against the default; when they show the capped weight (:func:`_outweighed`: counts in a part are at most
+    the whole column's); or when the slices' deciding values clear :data:`WEIGHT_SHARE` of the ambiguous ones in
+    the slices or the first values (the more) :data:`MARGIN` times over. Else the whole column is voted on as the
+    text path votes (a ratio in the first values says little: 2 000 ``979.17`` then 200 000 ``150.000``)."""
+    money = field != "quantity"
+    first, sliced = _counts(values, money, mark), _counts(spread, money, mark)
+    if len(values) < SAMPLE:
+        return not _outweighed(first, mark, money)
+    if spread and not (_against(first, mark, money) or _against(sliced, mark, money)):
+        return True  # spread is [] when no slices stand for the file (Сумма_1 renamed, too few values)
+    if max(first["s" + mark], sliced["s" + mark]) >= MIN_SIDE and max(first[mark], sliced[mark]) >= WEIGHT_CAP:
+        return True
+    against = max(_against(first, mark, money), _against(sliced, mark, money))  # the first values' block too
+    if sliced[mark] >= max(MIN_SIDE, MARGIN * WEIGHT_SHARE * against):
+        return True
+    votes = _whole_column(con, src, {field: v}, {field: mark})[field]
+    return _majority(votes) == mark and not (votes["w"] and (_conflicts(votes) or _outweighed(votes, mark, money)))
+
+
+def _counts(values: list[str], money: bool, mark: nz.Decimal_ | None = None) -> dict[str, int]:
+    """:func:`_totals` of ``values`` counted in Python (:func:`vote_key`; with ``mark``, a value of its usual shape,
+    :func:`_clean_re`, is counted without classifying it, as the whole column's vote does)."""
+    keys = {",": 0, "s,": 0, "w,": 0, ".": 0, "s.": 0, "w.": 0}
+    clean = re.compile(_clean_re(mark, money)).fullmatch if mark else None
     for v in values:
-        if (vote := nz.decimal_vote(v)) is not None:
-            votes[vote[0] if vote[1] else "w" + vote[0]] += 1
-    votes["w"] = votes["w,"] + votes["w."]
-    return _outweighed(votes, mark, money)
+        if clean is not None and clean(v):
+            keys[mark] += 1  # type: ignore[index]
+        elif (key := vote_key(v, money)) is not None:
+            keys[key] += 1
+    return _totals(keys)
+
+
+def _against(votes: dict[str, int], mark: nz.Decimal_, money: bool) -> int:
+    """The ambiguous values ``mark`` reads against the column's default (:func:`_outweighed`)."""
+    return votes["w" + mark] if money else votes["w"] - votes["w" + mark]
+
+
+def vote_key(value: str | None, money: bool) -> str | None:
+    """What one value says of its column (:func:`_vote_sql` is its SQL twin): ``','`` / ``'.'`` read one way only,
+    ``'s,'`` / ``'s.'`` read one way only and *shaped* (:func:`_shaped`), ``'w,'`` / ``'w.'`` ambiguous, or None."""
+    if (vote := nz.decimal_vote(value)) is None:
+        return None
+    mark, sure = vote
+    if not sure:
+        return "w" + mark
+    n = re.sub(r"[^0-9,.]", "", value or "").strip(",.")
+    return "s" + mark if _shaped(n, mark, money) else mark
+
+
+def _shaped(n: str, mark: nz.Decimal_, money: bool) -> bool:
+    """Whether ``n`` (a value's digits and marks), read one way only with ``mark``, shows the reading ``mark``
+    gives the column's ambiguous values: in money, its mark followed by three digits (``0.523``, ``1037.000``: the
+    column prints three decimals); in a quantity, the other mark grouping thousands (``1.234,5``, ``1.234.567``)."""
+    return bool(re.fullmatch(rf".*[{mark}][0-9]{{3}}", n)) if money else ("." if mark == "," else ",") in n
+
+
+def _totals(keys: dict[str, int]) -> dict[str, int]:
+    """The counts the rules read from the counts by :func:`vote_key`: ``','`` and ``'.'`` (shaped ones included),
+    ``'s,'``, ``'s.'``, ``'w,'``, ``'w.'`` and ``'w'`` (every ambiguous value)."""
+    return {**keys, ",": keys[","] + keys["s,"], ".": keys["."] + keys["s."], "w": keys["w,"] + keys["w."]}
 
 
 def _majority(votes: dict[str, int]) -> nz.Decimal_:
@@ -92,25 +157,47 @@ def _conflicts(votes: dict[str, int]) -> bool:
 
 def _outweighed(votes: dict[str, int], mark: nz.Decimal_, money: bool) -> bool:
     """The values that decide ``mark`` are too few for the ambiguous values it reads against the default (money:
-    those with ``mark`` itself become decimals; a quantity: those with the other mark become thousands)."""
-    against = votes["w" + mark] if money else votes["w"] - votes["w" + mark]
-    return bool(against) and votes[mark] < max(min(MIN_SIDE, against), min(WEIGHT_SHARE * against, WEIGHT_CAP))
+    those with ``mark`` itself become decimals; a quantity: those with the other mark become thousands): fewer
+    than :data:`WEIGHT_SHARE` of them, or, once :data:`MIN_SIDE` of them are shaped, fewer than that share capped
+    at :data:`WEIGHT_CAP` (30 ``1 105,000`` and 120 ``12,5`` read 10 000 ``99,900`` as prices; 50 ``12.5`` alone
+    do not read 20 000 ``150.000`` as 150)."""
+    against = _against(votes, mark, money)
+    least = min(MIN_SIDE, against)
+    need = WEIGHT_SHARE * against if votes["s" + mark] < MIN_SIDE else min(WEIGHT_SHARE * against, WEIGHT_CAP)
+    return bool(against) and votes[mark] < max(least, need)
 
 
-def _clean_re(mark: nz.Decimal_) -> str:
-    """A value :func:`connectors.normalize.decimal_vote` reads as decisive for ``mark`` without classifying it:
-    one ``mark``, a digit before it (the other mark and other characters may be there too: ``1.234,50 сум``) and
-    one, two or four and more digits after it (and other characters, no mark)."""
-    after = "[^0-9,.]*"
-    return f"[^0-9{mark}]*[0-9][^{mark}]*[{mark}]{after}(([0-9]{after}){{1,2}}|([0-9]{after}){{4,}})"
+def _clean_re(mark: nz.Decimal_, money: bool) -> str:
+    """A value :func:`vote_key` reads as decisive for ``mark`` and not shaped without classifying it: one ``mark``,
+    a digit before it (in money the other mark and other characters may be there too: ``1.234,50 сум``; in a
+    quantity, where the other mark makes it shaped, other characters only) and one, two or four and more digits
+    after it (and other characters, no mark)."""
+    after, marks = "[^0-9,.]*", mark if money else ",."
+    return f"[^0-9{marks}]*[0-9][^{marks}]*[{mark}]{after}(([0-9]{after}){{1,2}}|([0-9]{after}){{4,}})"
 
 
-def _vote_sql(v: str, mark: nz.Decimal_) -> str:
-    """What the value ``v`` says of the column: ``','``, ``'.'``, ``'w,'``, ``'w.'`` (ambiguous) or NULL. Values of
-    the first guess's usual shape (``mark``: :func:`_clean_re`) cost one regular expression; only the others are
-    classified (:func:`connectors.normalize.decimal_vote_sql`)."""
-    return (f"CASE WHEN regexp_full_match({v}, {nz.lit(_clean_re(mark))}) THEN '{mark}'"
-            f" WHEN contains({v}, ',') OR contains({v}, '.') THEN {nz.decimal_vote_sql(v)} END")
+def _raw_vote_sql(v: str, mark: nz.Decimal_, money: bool) -> str:
+    """The first step of :func:`vote_key` in SQL: ``mark`` for a value of the first guess's usual shape (one regular
+    expression: :func:`_clean_re`), else ``'k'`` and what :func:`connectors.normalize.decimal_vote_sql` says
+    (``'k,'``, ``'kw.'``, …), NULL without a mark."""
+    return (f"CASE WHEN regexp_full_match({v}, {nz.lit(_clean_re(mark, money))}) THEN '{mark}'"
+            f" WHEN contains({v}, ',') OR contains({v}, '.') THEN 'k' || {nz.decimal_vote_sql(v)} END")
+
+
+def _vote_sql(r: str, v: str, money: bool) -> str:
+    """:func:`vote_key` in SQL from ``r``, the :func:`_raw_vote_sql` of the value ``v`` (computed once, in an inner
+    query): only a classified value read one way only is looked at again (:func:`_shaped`)."""
+    n = f"trim(regexp_replace({v}, '[^0-9,.]', '', 'g'), ',.')"
+    shaped = {m: f"regexp_full_match({n}, '.*[{m}][0-9]{{3}}')" if money else f"contains({n}, '{o}')"
+              for m, o in ((",", "."), (".", ","))}
+    return ("CASE" + "".join(f" WHEN {r} = 'k{m}' THEN CASE WHEN {shaped[m]} THEN 's{m}' ELSE '{m}' END"
+                             for m in ",.") + f" WHEN starts_with({r}, 'k') THEN substr({r}, 2) ELSE {r} END")
+
+
+def voted_sql(src: str, v: str, mark: nz.Decimal_, money: bool) -> str:
+    """``(SELECT v, vote FROM …)``: each value ``v`` of ``src`` (an SQL expression over it), its :func:`vote_key`."""
+    return (f"(SELECT v, {_vote_sql('r', 'v', money)} AS vote FROM"
+            f" (SELECT v, {_raw_vote_sql('v', mark, money)} AS r FROM (SELECT {v} AS v FROM {src})))")
 
 
 def _whole_column(con: duckdb.DuckDBPyConnection, src: str, col: dict[str, str],
@@ -118,19 +205,21 @@ def _whole_column(con: duckdb.DuckDBPyConnection, src: str, col: dict[str, str],
     """field → {',': n, '.': n, 'w': n, 'w,': n, 'w.': n}: the values of the column read one way only with each
     mark, and the ambiguous ones (all, and those with each mark), in one scan of ``src``."""
     text = ", ".join(f"{col[f]} AS c{i}" for i, f in enumerate(guess))
-    votes = ", ".join(f"{_vote_sql(f'c{i}', mark)} AS vote{i}" for i, mark in enumerate(guess.values()))
-    keys = (",", "w,", ".", "w.")
+    raw = ", ".join(f"c{i}, {_raw_vote_sql(f'c{i}', mark, f != 'quantity')} AS r{i}"
+                    for i, (f, mark) in enumerate(guess.items()))
+    votes = ", ".join(f"{_vote_sql(f'r{i}', f'c{i}', f != 'quantity')} AS vote{i}" for i, f in enumerate(guess))
+    keys = (",", "s,", "w,", ".", "s.", "w.")
     aggs = ", ".join(f"count(*) FILTER (WHERE vote{i} = '{m}')" for i in range(len(guess)) for m in keys)
-    row = con.execute(f"SELECT {aggs} FROM (SELECT {votes} FROM (SELECT {text} FROM {src}))").fetchall()[0]
-    out = {f: dict(zip(keys, row[4 * i:4 * i + 4])) for i, f in enumerate(guess)}
-    return {f: {**v, "w": v["w,"] + v["w."]} for f, v in out.items()}
+    row = con.execute(f"SELECT {aggs} FROM (SELECT {votes} FROM (SELECT {raw} FROM (SELECT {text} FROM {src})))"
+                      ).fetchall()[0]
+    return {f: _totals(dict(zip(keys, row[6 * i:6 * i + 6]))) for i, f in enumerate(guess)}
 
 
 def _conflict(con: duckdb.DuckDBPyConnection, path: str, src: str, v: str, header: str, guess: nz.Decimal_,
-              votes: dict[str, int], few: bool = False) -> str:
+              votes: dict[str, int], money: bool, few: bool = False) -> str:
     """The error of a column whose readings conflict, naming the smallest value of each kind."""
-    first = dict(con.execute(f"SELECT left(vote, 1), min(v) FROM (SELECT v, {_vote_sql('v', guess)} AS vote FROM"
-                             f" (SELECT {v} AS v FROM {src})) WHERE vote IS NOT NULL GROUP BY 1").fetchall())
+    first = dict(con.execute(f"SELECT CASE WHEN vote LIKE 'w%' THEN 'w' ELSE right(vote, 1) END, min(v) FROM"
+                             f" {voted_sql(src, v, guess, money)} WHERE vote IS NOT NULL GROUP BY 1").fetchall())
     sides = " and ".join(f"{votes[m]} {'values' if votes[m] != 1 else 'value'} read with {m!r} as the decimal mark"
                          f" only (e.g. {first.get(m)!r})" for m in (",", ".") if votes[m])
     return (f"{path}: column {header!r} mixes decimal marks: {sides}, and {votes['w']} values such as "

@@ -84,17 +84,24 @@ def first_bad_byte(path: Path, encoding: str) -> int | None:
 
 def encoding_error(path: Path, encoding: str, auto: bool = False) -> ConfigError:
     """A ConfigError naming the file, the first bad byte, its line (number and text, bad bytes shown as
-    U+FFFD) and what to do: set ``encoding = "auto"`` or an encoding that reads the whole file, or, when
-    ``auto`` says it is already set, fix that line (a stray byte in a file of the encoding detected)."""
+    U+FFFD) and what to do: set ``encoding = "auto"`` or an encoding that reads the whole file (``"utf-16"`` for a
+    file with a UTF-16 BOM, whatever encoding is set), or, when
+    ``auto`` says it is already set or the file is UTF-16 (its BOM), fix that line (a stray byte in a file of the
+    encoding detected)."""
     enc = codecs.lookup(encoding).name
+    if enc.startswith("utf-16"):  # a UTF-16 file (BOM) with a bad code unit: an 8-bit encoding "reads" any bytes
+        with open(path, "rb") as f:
+            auto = auto or f.read(2) in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
     at = first_bad_byte(path, enc)
     where = f" at byte {at}{_line_at(path, at, enc)}" if at is not None else ""
     if auto:  # the file's first MB read as ``enc``: a stray byte, not a file in another encoding
         hint = "; fix that line, or set [source] encoding to the file's encoding"
     else:
         with open(path, "rb") as f:
-            guess = cyrillic_8bit(f.read(1 << 20))
-        others = [e for e in (guess, "utf-8") if e != enc and first_bad_byte(path, e) is None]
+            head = f.read(1 << 20)
+        bom = head[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)  # Excel's "Unicode text": no 8-bit guess
+        others = [e for e in (("utf-16",) if bom else (cyrillic_8bit(head), "utf-8"))
+                  if e != enc and first_bad_byte(path, e) is None]
         hint = '; set encoding = "auto"' + "".join(f' or "{e}"' for e in others[:1]) + " in [source]"
     return ConfigError(f"{path}: not valid {enc} text{where}{hint}")
 
@@ -105,22 +112,29 @@ _LINE_BREAK = re.compile(r"[\r\n]")
 
 def _line_at(path: Path, offset: int, encoding: str) -> str:
     """`` (line N: '…')``: the line holding byte ``offset`` (lines end at ``\\n``, or at ``\\r`` in a file whose
-    first chunk has no ``\\n``), counted in one chunked pass, and about 50 characters of it on each side of that
-    byte, read from a window of the file alone (decoded with replacement; aligned to 2 bytes in UTF-16)."""
-    line, start, sep = 1, 0, b""
+    first chunk has no ``\\n``; in UTF-16, at those code units, not at bytes of that value: ``上`` is ``0A 4E``),
+    counted in one chunked pass, and about 50 characters of it on each side of that byte, read from a window of the
+    file alone (decoded with replacement; aligned to 2 bytes in UTF-16)."""
+    import numpy as np
+
+    width = 2 if encoding.startswith("utf-16") else 1
+    line, start, sep = 1, 0, 0
     with open(path, "rb") as f:
+        units = ">u2" if encoding == "utf-16-be" or (width == 2 and f.read(2) == codecs.BOM_UTF16_BE) else "<u2"
+        f.seek(0)
         pos = 0
         while pos < offset:
             chunk = f.read(min(1 << 22, offset - pos))
             if not chunk:
                 break
-            sep = sep or (b"\r" if b"\n" not in chunk and b"\r" in chunk else b"\n")
-            line += chunk.count(sep)
-            last = chunk.rfind(sep)
-            if last >= 0:
-                start = pos + last + 1
+            # the line-break code units' places in the chunk (a UTF-16 chunk's odd last byte is no code unit)
+            codes = np.frombuffer(chunk[:len(chunk) - len(chunk) % width], units if width == 2 else np.uint8)
+            sep = sep or (13 if not (codes == 10).any() and (codes == 13).any() else 10)
+            breaks = np.flatnonzero(codes == sep)
+            line += len(breaks)
+            if len(breaks):
+                start = pos + width * (int(breaks[-1]) + 1)
             pos += len(chunk)
-        width = 2 if encoding.startswith("utf-16") else 1
         lo = max(start, offset - 4 * _QUOTED)
         lo += (lo - offset) % width  # a whole number of code units before the bad byte
         f.seek(lo)

@@ -1,6 +1,7 @@
-"""Readers for file exports: delimiter sniffing, XLSX → Arrow, the typed-CSV sniff that decides whether a clean
-CSV can skip text normalisation, and rows numbered by their file lines. The encoding side (detection, the UTF-8
-copy, the error naming the line) is :mod:`connectors.file_encoding`."""
+"""Readers for file exports: delimiter sniffing, XLSX → Arrow and the typed-CSV sniff that decides whether a clean
+CSV can skip text normalisation. The encoding side (detection, the UTF-8 copy, the error naming the line) is
+:mod:`connectors.file_encoding`; a CSV's lines (title lines above its header, rows numbered by their file line)
+are :mod:`connectors.file_lines`."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ import itertools
 import json
 import logging
 import re
-import sys
-from array import array
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -18,8 +17,9 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from . import normalize as nz
-from .file_decimal import sample_outweighed
+from .file_decimal import SAMPLE, typed_reads_as_text
 from .errors import BadFileError, ConfigError
+from .file_lines import spread_cells
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -156,90 +156,18 @@ def _cell_text(v: object) -> str | None:
     return str(v)
 
 
-# ---------------------------------------------------------------------------------------------- title lines
-
-#: the first lines of a CSV looked at for its header when title lines stand above it
-TITLE_SCAN = 10
-
-
-def title_lines(path: Path, headers: list[str]) -> tuple[int, tuple[int, str] | None]:
-    """``(k, above)`` for a UTF-8 CSV whose header may not be its first line (1C and BILLZ put a title such as
-    "Отчёт о продажах за ноябрь 2026" above it): the header is the first of the first :data:`TITLE_SCAN` lines
-    holding the most of the mapped ``headers`` (two at least, or all of them when fewer are mapped), read with
-    that line's own delimiter; ``k`` lines stand above it. ``above`` is None when each of them holds at most one
-    non-empty cell (a title, safe to skip), else the first that holds more: (its line number, its text)."""
-    lines = _first_lines(path, TITLE_SCAN)
-    best, delim = header_line(lines, headers)
-    above = next(((i + 1, line) for i, line in enumerate(lines[:best])
-                  if sum(bool(c.strip()) for c in _cells(line, delim)) > 1), None)
-    return best, above
-
-
-def header_line(lines: list[str], headers: list[str] | None = None) -> tuple[int, str]:
-    """(index, delimiter) of the header among a CSV's first lines (the reader's :func:`title_lines` and
-    ``rfmsync init`` share it): each line read with the delimiter that gives it the most cells that count (one of
-    the mapped ``headers``; without them, a non-empty cell), the first line with the most of them; ``(0, …)``
-    when it holds fewer than two (or than all of the fewer ``headers``). Without ``headers``, the first line with
-    two non-empty cells or more whose last non-empty cell is at most one short of the widest line's (an Excel title
-    padded with ``;`` ends early; a header with empty cells, 1C's unnamed ``№`` or pandas' ``,,id,date``, does not)
-    and not mostly numbers or dates (a data row; ``Период:;01.11.2026 - 30.11.2026``) comes first."""
-    wanted = {h.strip().casefold() for h in headers} if headers is not None else None
-
-    def counted(cell: str) -> bool:
-        return cell.strip().casefold() in wanted if wanted is not None else bool(cell.strip())
-    lines = [line.rstrip("\r\n") for line in lines]
-    scores = [max((sum(map(counted, _cells(line, d))), d) for d in (";", "\t", ",", "|")) for line in lines]
-    if wanted is None:  # a line's span: up to its last non-empty cell (a padded title's ends early)
-        spans = [max((i + 1 for i, c in enumerate(_cells(line, d)) if c.strip()), default=0)
-                 for line, (_, d) in zip(lines, scores)]
-        top = max(spans, default=0)
-        first = next((i for i, (n, d) in enumerate(scores) if n >= 2 and spans[i] >= top - 1 and not _mostly_values(
-            [c for c in _cells(lines[i], d) if c.strip()])), None)
-        if first is not None:
-            return first, scores[first][1]
-    best = max(range(len(scores)), key=lambda i: (scores[i][0], -i), default=0)
-    if not best or scores[best][0] < min(2, len(wanted) if wanted is not None else 2):
-        return 0, scores[0][1] if scores else ","
-    return best, scores[best][1]
-
-
-def _mostly_values(cells: list[str]) -> bool:
-    """Whether at least half of the non-empty ``cells`` are numbers or dates (a data row's, not a header's)."""
-    return 2 * sum(bool(_VALUE_RE.fullmatch(c.strip())) for c in cells) >= len(cells)
-
-
-_VALUE_RE = re.compile(r"[-+−]?[\d\s.,:/−-]*\d[\d\s.,:/−-]*")
-
-
-def header_cells(path: Path, delim: str) -> list[str]:
-    """The cells of a UTF-8 CSV's first line, as written (DuckDB renames a repeated header ``Сумма_1``)."""
-    return _cells(next(iter(_first_lines(path, 1)), ""), delim)
-
-
-def _first_lines(path: Path, n: int) -> list[str]:
-    with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
-        return [line.rstrip("\r\n") for line in itertools.islice(f, n)]
-
-
-def _cells(line: str, delim: str) -> list[str]:
-    import csv
-
-    try:
-        return next(csv.reader([line], delimiter=delim, quotechar='"'), [])
-    except csv.Error:  # a field past Python's csv limit (no header holds one)
-        return line.split(delim)
-
-
-def without_lines(path: Path, k: int, tmp: Path) -> Path:
-    """A copy of ``path`` in ``tmp`` without its first ``k`` lines."""
-    import shutil
-
-    out = tmp / (path.stem + ".body.csv")
-    with open(path, "rb") as src, open(out, "wb") as dst:
-        for _ in range(k):
-            src.readline()
-        shutil.copyfileobj(src, dst, 1 << 22)
-    return out
+def refuse_int96(con: duckdb.DuckDBPyConnection, path: str, cols: dict[str, str]) -> None:
+    """BadFileError naming a mapped date column (``cols``: field → header) of a Parquet file stored as INT96:
+    Parquet's legacy timestamp says nothing of its zone, and writers differ (Spark stores UTC instants, Impala
+    local times), so a read as UTC or as local time (DuckDB's TIMESTAMP) may be hours off without a word."""
+    dates = {cols[f]: f for f in ("ordered_at", "created_at") if f in cols}
+    for (name,) in con.execute("SELECT name FROM parquet_schema(?) WHERE type = 'INT96'", [path]).fetchall():
+        if name in dates:
+            raise BadFileError(
+                f"{path}: column {name!r} ({dates[name]}) holds INT96 timestamps, Parquet's legacy type, which does "
+                f"not say whether they are UTC instants or local times (writers differ); write the file with INT64 "
+                f"timestamps (Spark: spark.sql.parquet.outputTimestampType = TIMESTAMP_MICROS; pyarrow: without "
+                f"use_deprecated_int96_timestamps) or the dates as text")
 
 
 # ---------------------------------------------------------------------------------------------- typed CSV
@@ -287,8 +215,9 @@ def typed_csv(con: duckdb.DuckDBPyConnection, path: Path, delim: str, cols: dict
     """The typed read of ``path`` when DuckDB's sniffer types every mapped date column DATE/TIMESTAMP
     (ISO text, no offset) and every mapped number column as a number, else None. A number column also needs
     ``.`` as its decimal mark (``decimal``, the configured one, else sniffed from its first values as the text
-    path does): a money column of only ``150.000`` / ``85.000`` groups thousands, and with ``.`` as the mark the
-    text path reads an ambiguous ``3.333`` as the typed read does, a decimal.
+    path does): a money column of only ``150.000`` / ``85.000`` groups thousands. With ``.`` as the mark the text
+    path reads an ambiguous ``3.333`` as the typed read does, a decimal, unless the sample cannot tell that the
+    whole column would not (:func:`connectors.file_decimal.typed_reads_as_text`): then the text path stops.
 
     Date columns get a strict ``timestampformat``/``dateformat`` taken from a sample value, so a
     later value in another shape (an offset, a dd.mm.yyyy date, garbage) makes the read fail rather
@@ -324,71 +253,18 @@ def typed_csv(con: duckdb.DuckDBPyConnection, path: Path, delim: str, cols: dict
             return None
         try:
             sample = [v for (v,) in con.execute(f"SELECT {nz.ident(h)} FROM {csv_src(path, delim, parallel=parallel)}"
-                                                f" WHERE {nz.ident(h)} IS NOT NULL LIMIT 2000").fetchall()]
+                                                f" WHERE {nz.ident(h)} IS NOT NULL LIMIT {SAMPLE}").fetchall()]
         except duckdb.Error:
             return None
         if (decimal or nz.sniff_decimal(sample, money=f != "quantity")) != ".":  # 150.000 / 85.000: money in 1000s
             return None
-        if not decimal and sample_outweighed(sample, ".", money=f != "quantity"):
-            return None  # one 12.5 among 150.000s: the text path weighs the whole column
+        try:
+            if not decimal and not typed_reads_as_text(con, csv_src(path, delim, parallel=parallel), f, nz.ident(h),
+                                                       sample, spread_cells(path, delim, h), "."):
+                return None  # 150.000 next to too few 12.5 (3 decimals or thousands?): the text path stops
+        except duckdb.Error:  # the whole column's vote could not read the file: the text path says why
+            return None
         types[h], fields[f] = f"DECIMAL(18,{scale})", "number"
     if not any(v == "timestamp" for v in fields.values()):
         return None
     return TypedCsv(csv_src(path, delim, types, formats, parallel), fields)
-
-
-# ---------------------------------------------------------------------------------------------- line numbers
-
-def line_count(path: Path) -> int:
-    """The lines in ``path`` up to its last byte that is not a line break (blank lines at the end, which DuckDB
-    skips, do not count; a last line without a line break does), by counting ``\\n`` in chunks, or ``\\r`` in a
-    file whose first chunk has no ``\\n`` (CR-only line breaks): when a CSV holds more lines than header + rows,
-    blank lines or quoted line breaks shift the row numbers ``rowid + 2`` gives from the file's line numbers."""
-    n, tail, sep, content = 0, 0, b"", False
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            sep = sep or (b"\r" if b"\n" not in chunk and b"\r" in chunk else b"\n")
-            text = chunk.rstrip(b"\r\n")
-            breaks = chunk.count(sep)
-            # tail: the line breaks after the last byte that is not one (trailing blank lines)
-            tail = chunk.count(sep, len(text)) if text else tail + breaks
-            n, content = n + breaks, content or bool(text)
-    return n - tail + 1 if content else 0
-
-
-def record_lines(path: Path, delim: str, offset: int = 0) -> pa.Table | None:
-    """``rec`` (1-based data record, as DuckDB reads them) → ``line`` (the file line it starts on), from one
-    pass of Python's csv reader, which skips blank lines and follows quoted line breaks as DuckDB does (with no
-    field-size limit, and splitting lines only at ``\\n`` when the file has one, so that a lone CR inside a
-    quoted field is not a line); None when it cannot read the file (the rows then keep record numbers).
-    ``offset``: the lines of the original file above ``path`` (title lines :func:`without_lines` left out)."""
-    import csv
-
-    import numpy as np
-    import pyarrow as pa
-
-    with open(path, "rb") as f:
-        newline = "\n" if b"\n" in f.read(1 << 20) else ""
-    starts, prev = array("q"), 0  # 8 bytes a record, not a Python int each
-    limit = csv.field_size_limit(sys.maxsize)
-    try:
-        with open(path, encoding="utf-8-sig", newline=newline) as f:
-            reader = csv.reader(f, delimiter=delim, quotechar='"', doublequote=True)
-            for rec in reader:
-                if rec:
-                    starts.append(prev + 1)
-                prev = reader.line_num
-    except (csv.Error, UnicodeDecodeError) as e:
-        log.debug("%s: cannot number the rows by line (%s): they keep record numbers", path, e)
-        return None
-    finally:
-        csv.field_size_limit(limit)
-    lines = np.frombuffer(starts, dtype=np.int64)[1:]  # starts[0] is the header
-    return pa.table({"rec": np.arange(1, len(lines) + 1, dtype=np.int64), "line": lines + offset})
-
-
-def numbered_src(src: str, lines: str) -> str:
-    """``src`` (a single-threaded read_csv) with ``_srow``: each record's line number from the table ``lines``
-    (:func:`record_lines`), or its record number + 1 where the two readers disagree."""
-    return (f"(SELECT c.* EXCLUDE (_rec), coalesce(m.line, c._rec + 1) AS _srow FROM "
-            f"(SELECT *, row_number() OVER () AS _rec FROM {src}) c LEFT JOIN {lines} m ON m.rec = c._rec)")

@@ -15,6 +15,7 @@ import duckdb
 
 from . import normalize as nz
 from .file_decimal import column_decimals
+from .file_readers import refuse_int96
 from .file_staging import LoadedFile
 
 if TYPE_CHECKING:
@@ -29,6 +30,8 @@ def load_table(con: duckdb.DuckDBPyConnection, lf: LoadedFile, src: str, kind: s
     kept only where parsing failed (for the bad-row report). Each nested SELECT is one step.
     ``typed`` fields (the CSV fast path) arrive as TIMESTAMP / DECIMAL and skip text parsing."""
     typed = typed or {}
+    if kind == "parquet":
+        refuse_int96(con, lf.path, lf.cols)
     col = {f: f"CAST({nz.ident(h)} AS VARCHAR)" for f, h in lf.cols.items()}
     a = {f: f"a{i}" for i, f in enumerate(f for f in lf.cols if f.startswith("attr:"))}
     sql = _normalised_select(con, lf, src, kind, cfg, typed, col, a)

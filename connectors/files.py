@@ -27,9 +27,9 @@ from .contacts import PhoneRegion
 from .diagnose import check_orders
 from .errors import BadFileError, ConfigError
 from .file_encoding import csv_error, utf8_copy
-from .file_readers import (XLSX_HEADER_SCAN, csv_src, header_cells, line_count, needs_serial_read, numbered_src,
-                           read_xlsx, record_lines, sheets_hint, sniff_delimiter, title_lines, typed_csv, without_lines,
-                           xlsx_headers)
+from .file_lines import header_cells, line_count, numbered_src, record_lines, title_lines, without_lines
+from .file_readers import (XLSX_HEADER_SCAN, csv_src, needs_serial_read, read_xlsx, sheets_hint, sniff_delimiter,
+                           typed_csv, xlsx_headers)
 from .file_sql import NUMBER_FIELDS, load_table
 from .file_staging import CONTACT_FIELDS, FIELDS, FilePullResult, LoadedFile, drop_scratch, stage_files
 from .identity import DEFAULT_MAX_GROUP

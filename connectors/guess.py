@@ -18,7 +18,8 @@ from pathlib import Path
 from .diagnose import guess_format
 from .errors import BadFileError, ConfigError
 from .file_encoding import detect_encoding
-from .file_readers import TITLE_SCAN, header_line, line_delimiter
+from .file_lines import TITLE_SCAN, header_line
+from .file_readers import line_delimiter
 from .normalize import DATE_FORMATS, sniff_decimal
 from .presets import PRESETS
 

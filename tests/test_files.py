@@ -620,6 +620,22 @@ def test_title_lines_above_a_csv_header_are_skipped_with_a_warning_and_rows_keep
     assert f"{tmp_path / 'sales.csv'}: lines 1-2 above the header (line 3) skipped as a title" in caplog.text
 
 
+#: a 1C report's title block: company, period, filters, blank lines (16 lines, each one cell at most)
+TITLE_BLOCK = ["Отчёт о продажах;;;;;;", "", 'ООО "Ромашка";;;;;;', "", "Период: 01.11.2026 - 30.11.2026;;;;;;", "",
+               "Отбор: Склад = Основной;;;;;;", "Отбор: Контрагент = все;;;;;;", "", "Группировка: Документ;;;;;;",
+               "", "Валюта: сум;;;;;;", "", "Сформирован: 01.12.2026 10:00;;;;;;", "", ""]
+
+
+def test_a_1c_title_block_of_16_lines_is_skipped_with_a_warning(tmp_path, caplog):
+    """The header on line 17 (main looked at the first 10 lines only and read the title as the header)."""
+    lines = [*TITLE_BLOCK, ";".join(HEADER), "1;c1;02.11.2026;100;;;", "2;c1;сегодня;100;;;", "3;c2;03.11.2026;200;;;"]
+    (tmp_path / "sales.csv").write_bytes("\n".join(lines).encode("cp1251") + b"\n")
+    result, con = pull(tmp_path)
+    assert set(orders(con)) == {"1", "3"}
+    assert [(b.row, b.field, b.value) for b in result.bad_rows] == [(19, "ordered_at", "сегодня")]
+    assert f"{tmp_path / 'sales.csv'}: lines 1-16 above the header (line 17) skipped as a title" in caplog.text
+
+
 def test_a_line_above_the_header_that_is_not_a_title_stops_naming_it_and_skip_lines_reads_the_file(tmp_path):
     write_csv(tmp_path / "sales.csv", [["Магазин", "Ташкент"], HEADER, ["1", "c1", "02.11.2026", "100", "", "", ""]])
     with pytest.raises(ConfigError) as e:

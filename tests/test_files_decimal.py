@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from connectors import normalize as nz
 from connectors.errors import BadFileError
-from connectors.file_decimal import _whole_column
+from connectors.file_decimal import _whole_column, vote_key, voted_sql
 from tests.test_files import orders, pull, write_csv
 
 COLS = {"order_id": "id", "customer_id": "c", "ordered_at": "d", "amount": "a", "status": "s"}
@@ -67,23 +67,31 @@ _TEXT = st.text(alphabet="0123456789,.  р$-", max_size=12)
 @settings(max_examples=60, deadline=None)
 @given(values=st.lists(st.one_of(_TEXT, st.none()), max_size=30))
 @example(values=["1037.000", "-1037,000", "01037.000", "12 345.678", "999.000", "0000.500", "1,037.000"])
+@example(values=["1.234,5", "1.234.567", ",1.50", "1,5 кг.", "0.523", "12.5", "1 234,567", "2,50", ".5,250"])
 def test_the_whole_column_count_agrees_with_the_python_votes_whatever_the_first_guess(values):
-    """The one-scan count (most values never classified) equals classifying every value with the Python twin."""
-    expected = {",": 0, ".": 0, "w": 0, "w,": 0, "w.": 0}
-    for v in values:
-        vote = nz.decimal_vote(v)
-        if vote is not None:
-            expected[vote[0] if vote[1] else "w"] += 1
-            expected["w" + vote[0]] += not vote[1]
+    """The one-scan count (most values never classified) equals classifying every value with the Python twin,
+    in a money column and in a quantity (whose shaped values differ)."""
     con = duckdb.connect()
     con.execute("CREATE TABLE t AS SELECT unnest(?::VARCHAR[]) AS v", [values])
-    for guess in (",", "."):
-        assert _whole_column(con, "t", {"amount": "v"}, {"amount": guess})["amount"] == expected
-        for v in values:  # the SQL twin of one value
-            vote = nz.decimal_vote(v)
-            want = None if vote is None else vote[0] if vote[1] else "w" + vote[0]
-            assert con.execute(f"SELECT {nz.decimal_vote_sql('x')} FROM (SELECT ?::VARCHAR AS x)", [v]).fetchone()[0] \
-                == want, v
+    for field in ("amount", "quantity"):
+        expected = {",": 0, ".": 0, "w": 0, "w,": 0, "w.": 0, "s,": 0, "s.": 0}
+        for v in values:
+            vote, key = nz.decimal_vote(v), vote_key(v, money=field == "amount")
+            if vote is not None:
+                expected[vote[0] if vote[1] else "w"] += 1
+                expected["w" + vote[0]] += not vote[1]
+                expected["s" + vote[0]] += key == "s" + vote[0]
+                assert (key == vote[0] or key == "s" + vote[0]) if vote[1] else key == "w" + vote[0]
+        for guess in (",", "."):
+            assert _whole_column(con, "t", {field: "v"}, {field: guess})[field] == expected
+            for v in values:  # the SQL twin, value by value
+                sql = f"SELECT vote FROM {voted_sql('(SELECT ?::VARCHAR AS x)', 'x', guess, field == 'amount')}"
+                assert con.execute(sql, [v]).fetchone()[0] == vote_key(v, field == "amount"), v
+    for v in values:  # decimal_vote's SQL twin
+        vote = nz.decimal_vote(v)
+        want = None if vote is None else vote[0] if vote[1] else "w" + vote[0]
+        assert con.execute(f"SELECT {nz.decimal_vote_sql('x')} FROM (SELECT ?::VARCHAR AS x)", [v]).fetchone()[0] \
+            == want, v
 
 
 def test_one_decisive_value_does_not_read_thousands_of_ambiguous_amounts_as_decimals(tmp_path):
@@ -189,3 +197,153 @@ def test_four_digit_amounts_with_three_decimals_on_the_typed_fast_path(tmp_path)
     _, con = pull(tmp_path, columns={"order_id": "id", "customer_id": "c", "ordered_at": "d", "amount": "a"},
                   timezone="UTC")
     assert orders(con)["1"][2] == Decimal("1037.00") and orders(con)["2999"][2] == Decimal("111963.00")
+
+
+def _thousands(n: int) -> list[str]:
+    """UZS amounts written with `.` grouping thousands and no decimals: `10.000` … `999.900` (alone: thousands)."""
+    return [f"{10 + i % 990}.{i % 10}00" for i in range(n)]
+
+
+def test_a_tiny_side_of_short_decimals_does_not_read_many_three_digit_amounts_as_decimals(tmp_path):
+    """20 000 amounts `150.000`-shaped and 50 stray `12.5` (the weight cap, 0.25 % of them): `12.5` says which mark
+    is a decimal one, not that the amounts have three decimals; the read stops instead of making them 1000x too
+    small (on main they read as 150.00 without a word)."""
+    amounts = _thousands(20000)
+    for i in range(50):
+        amounts.insert(2500 + 300 * i, "12.5")
+    _csv(tmp_path, amounts)
+    with pytest.raises(BadFileError) as e:
+        pull(tmp_path, columns=COLS)
+    msg = str(e.value)
+    assert msg.startswith(f"{tmp_path / 'sales.csv'}: column 'a' mixes decimal marks: 50 values read with '.'")
+    assert "'12.5'" in msg and "20000 values such as '10.000'" in msg and "[source] decimal" in msg
+    _, con = pull(tmp_path, columns=COLS, decimal=",")
+    assert orders(con)["1"][2] == Decimal("10000.00") and orders(con)["2501"][2] == Decimal("12.50")
+
+
+def test_a_tiny_side_of_short_decimals_on_the_typed_fast_path(tmp_path):
+    """The same column with ISO dates and the strays among the first 2 000 values: the sample rule stops it too."""
+    amounts = _thousands(20000)
+    for i in range(50):
+        amounts.insert(20 * i, "12.5")
+    write_csv(tmp_path / "sales.csv", [["id", "c", "d", "a"],
+                                       *([str(i), "x", "2026-11-01", a] for i, a in enumerate(amounts, 1))])
+    cols = {"order_id": "id", "customer_id": "c", "ordered_at": "d", "amount": "a"}
+    with pytest.raises(BadFileError, match="column 'a' mixes decimal marks: 50 values read with '.'"):
+        pull(tmp_path, columns=cols, timezone="UTC")
+
+
+def test_a_tiny_side_of_quantities_does_not_read_many_three_digit_quantities_as_thousands(tmp_path):
+    """A quantity column of 20 000 `1.000`-shaped weights (alone: decimals) and 50 stray `2,5`: the strays may
+    not make them all thousands of units; a side that shows `.` grouping thousands (`1.234,5`) may."""
+    qty = [f"{1 + i % 9}.{i % 7}00" for i in range(20000)]
+    rows = [["id", "c", "d", "a", "q"], *([str(i), "x", "05.01.2024", "10", q] for i, q in enumerate(qty, 1))]
+    cols = {**COLS, "quantity": "q"}
+    cols.pop("status")
+    write_csv(tmp_path / "sales.csv", rows + [[f"s{i}", "x", "05.01.2024", "10", "2,5"] for i in range(50)])
+    with pytest.raises(BadFileError, match="column 'q' mixes decimal marks: 50 values read with ','"):
+        pull(tmp_path, columns=cols)
+    write_csv(tmp_path / "sales.csv", rows + [[f"s{i}", "x", "05.01.2024", "10", "1.234,5"] for i in range(50)])
+    _, con = pull(tmp_path, columns=cols)
+    assert con.execute("SELECT quantity FROM staged_line_items WHERE order_id = '2'").fetchone()[0] == Decimal("2100")
+
+
+def _iso_csv(tmp_path, amounts: list[str]) -> dict[str, str]:
+    """ISO dates: the typed fast path's file; the columns to map."""
+    write_csv(tmp_path / "sales.csv", [["id", "c", "d", "a"],
+                                       *([str(i), "x", "2026-11-01", a] for i, a in enumerate(amounts, 1))])
+    return {"order_id": "id", "customer_id": "c", "ordered_at": "d", "amount": "a"}
+
+
+def test_the_typed_fast_path_stops_where_the_text_path_does_after_a_clean_first_sample(tmp_path):
+    """2 000 amounts (1 990 whole, 10 `979.17`), then 3 000 UZS amounts `150.000`: the first 2 000 values hold no
+    ambiguous one, yet the typed fast path may not read the rest as 150.00 (10 deciding values are under 2 % of
+    them); it stops as the text path does (dd.mm.yyyy dates)."""
+    amounts = [str(100 + i) for i in range(1990)] + ["979.17"] * 10 + _thousands(3000)
+    cols = _iso_csv(tmp_path, amounts)
+    with pytest.raises(BadFileError, match="column 'a' mixes decimal marks: 10 values read with '.'"):
+        pull(tmp_path, columns=cols, timezone="UTC")
+    _csv(tmp_path, amounts)
+    with pytest.raises(BadFileError, match="column 'a' mixes decimal marks: 10 values read with '.'"):
+        pull(tmp_path, columns=COLS)
+
+
+def test_a_few_three_decimal_amounts_keep_the_typed_fast_path(tmp_path):
+    """2-decimal amounts with every 300th printed with three decimals (`301.400`, weighed goods): the values of
+    slices across the file clear the weight rule, so the column stays on the fast path and reads as decimals."""
+    amounts = [f"{1 + i % 9999}.{i % 100:02d}" for i in range(30000)]
+    for i in range(0, 30000, 300):
+        amounts[i] = f"{1 + i % 999}.400"
+    result, con = pull(tmp_path, columns=_iso_csv(tmp_path, amounts), timezone="UTC")
+    assert result.fast_path and result.bad_row_count == 0
+    assert orders(con)["301"][2] == Decimal("301.40") and orders(con)["2"][2] == Decimal("2.01")
+
+
+def test_spread_cells_read_whole_lines_from_slices_across_the_file(tmp_path):
+    """Each slice skips the line it starts in and its unfinished last one; a line inside a quoted field (fewer
+    cells than the header) is left out; every cell is a whole value of the column."""
+    from connectors.file_lines import spread_cells
+
+    rows = [["id", "note", "a"], *([str(i), f'"line {i}\nmore, {i}.5"' if i % 7 == 0 else "n", f"{i}.25"]
+                                   for i in range(1, 20001))]
+    write_csv(tmp_path / "s.csv", rows, delim=",")
+    cells = spread_cells(tmp_path / "s.csv", ",", "a")
+    assert len(cells) > 1000 and all(c.endswith(".25") for c in cells)
+    assert int(cells[-1][:-3]) > 19000 and spread_cells(tmp_path / "s.csv", ",", "nope") == []
+
+
+def test_spread_cells_count_rows_ending_in_a_delimiter_and_give_none_when_few_slices_yield(tmp_path):
+    """A row ending in a delimiter the header lacks (an empty cell at the end) is a row; a file whose rows mostly
+    hold a quoted line break (an address) gives values from few slices, too few to stand for it: none."""
+    from connectors.file_lines import spread_cells
+
+    write_csv(tmp_path / "t.csv", [["id", "a"], *([str(i), f"{i}.25", ""] for i in range(20000))], delim=",")
+    assert len(spread_cells(tmp_path / "t.csv", ",", "a")) > 1000
+    rows = [["id", "addr", "a"], *([str(i), "", f"{i}.25"] for i in range(500)),
+            *([str(i), f'"Ташкент, Чиланзар 5\nкв. {i}"', f"{i}.25"] for i in range(500, 20000))]
+    write_csv(tmp_path / "m.csv", rows, delim=",")
+    assert spread_cells(tmp_path / "m.csv", ",", "a") == []
+
+
+def test_the_typed_fast_path_stops_on_rows_whose_address_holds_a_line_break(tmp_path):
+    """1 990 whole amounts and 10 `979.17`, then 3 000 UZS `150.000` on delivery rows whose quoted address holds a
+    line break: the slices see none of those rows, so they may not say the column holds no ambiguous value; the
+    typed fast path stops as the text path does."""
+    amounts = [str(100 + i) for i in range(1990)] + ["979.17"] * 10 + _thousands(3000)
+    write_csv(tmp_path / "sales.csv", [["id", "c", "d", "addr", "a"], *(
+        [str(i), "x", "2026-11-01", '"Ташкент, Чиланзар 5\nкв. 7"' if i > 2000 else "", a]
+        for i, a in enumerate(amounts, 1))])
+    cols = {"order_id": "id", "customer_id": "c", "ordered_at": "d", "amount": "a"}
+    with pytest.raises(BadFileError, match="column 'a' mixes decimal marks: 10 values read with '.'"):
+        pull(tmp_path, columns=cols, timezone="UTC")
+
+
+def test_the_typed_fast_path_does_not_oversample_a_block_of_long_lines(tmp_path):
+    """2 000 whole amounts, then 20 000 UZS `150.000` on short rows and, mid-file, 350 prices `12.34` on long rows
+    (an address): 1.75 % of the ambiguous values decide, too few, so the text path stops. Slices reading 32 lines
+    each took 223 long rows among 1 665 ambiguous values (13 %, over the 10 % the margin asks); slices reading a
+    fixed number of bytes take lines as the file holds them, and the typed fast path stops too."""
+    amounts = [str(100 + i) for i in range(2000)] + _thousands(20000)
+    at = len(amounts) // 2
+    rows = [[str(i), "x", "2026-11-01", "", a] for i, a in enumerate(amounts, 1)]
+    rows[at:at] = [[f"p{i}", "x", "2026-11-01", "Tashkent Chilonzor district street house flat " * 4,
+                    f"{1 + i % 99}.{10 + i % 89}"] for i in range(350)]
+    write_csv(tmp_path / "sales.csv", [["id", "c", "d", "addr", "a"], *rows])
+    cols = {"order_id": "id", "customer_id": "c", "ordered_at": "d", "amount": "a"}
+    with pytest.raises(BadFileError, match="column 'a' mixes decimal marks: 350 values read with '.'"):
+        pull(tmp_path, columns=cols, timezone="UTC")
+
+
+def test_shaped_values_let_the_cap_weigh_every_deciding_value(tmp_path):
+    """1C prices printed with three decimals: 10 000 `99,900`, 30 `1 105,000` (decisive and shaped) and 120 `12,5`
+    typed by hand: 150 deciding values, 3 of them shaped or more, are enough whatever the ambiguous ones' number
+    (the cap); the prices read as prices. 50 `12.5` without a shaped one still stop 20 000 `150.000` (above)."""
+    amounts = [f"{1 + i % 999},{(37 * i) % 1000:03d}" for i in range(10000)] + ["1 105,000"] * 30 + ["12,5"] * 120
+    _csv(tmp_path, amounts)
+    result, con = pull(tmp_path, columns=COLS)
+    got = orders(con)
+    assert result.bad_row_count == 0 and got["2"][2] == Decimal("2.04") and got["10001"][2] == Decimal("1105.00")
+    assert got["10031"][2] == Decimal("12.50")
+    _csv(tmp_path, amounts[:10000] + ["1 105,000"] * 2 + ["12,5"] * 120)
+    with pytest.raises(BadFileError, match="column 'a' mixes decimal marks: 122 values read with ','"):
+        pull(tmp_path, columns=COLS)

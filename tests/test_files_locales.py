@@ -10,6 +10,8 @@ from decimal import Decimal
 import openpyxl
 import pytest
 
+from connectors.errors import BadFileError
+
 from tests.builders import run_cli
 from tests.test_files import UTC, orders, pull, write_csv
 
@@ -143,3 +145,26 @@ def test_init_writes_a_dot_decimal_for_us_amounts_with_thousands_commas(tmp_path
     cfg = tmp_path / "rfmsync.toml"
     run_cli("init", str(export), "-o", str(cfg))
     assert tomllib.loads(cfg.read_text(encoding="utf-8"))["source"]["decimal"] == "."
+
+
+def test_parquet_int96_dates_stop_naming_the_column_and_int64_ones_read(tmp_path):
+    """INT96 (Spark's and Impala's legacy timestamp) says nothing of its zone: main read Spark's UTC instants as
+    local times, 5 hours off in Tashkent, without a word. An INT96 column not mapped as a date is no problem."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    at = pa.array([dt.datetime(2024, 1, 5, 10, tzinfo=UTC)], pa.timestamp("us", tz="UTC"))
+    table = pa.table({"id": ["1"], "c": ["x"], "a": ["10.50"], "d": at, "seen": at})
+    cols = {"order_id": "id", "customer_id": "c", "ordered_at": "d", "amount": "a"}
+    pq.write_table(table, tmp_path / "sales.parquet", use_deprecated_int96_timestamps=True)
+    with pytest.raises(BadFileError) as e:
+        pull(tmp_path, orders="sales.parquet", columns=cols, timezone="Asia/Tashkent")
+    assert str(e.value).startswith(f"{tmp_path / 'sales.parquet'}: column 'd' (ordered_at) holds INT96 timestamps")
+    pq.write_table(table.set_column(3, "d", pa.array(["2024-01-05 15:00:00"])), tmp_path / "sales.parquet",
+                   use_deprecated_int96_timestamps=True)
+    result, _ = pull(tmp_path, orders="sales.parquet", columns=cols, attributes={"seen": "seen"},
+                     timezone="Asia/Tashkent")
+    assert result.orders == 1 and result.bad_row_count == 0  # the INT96 attribute is read as its text
+    pq.write_table(table, tmp_path / "sales.parquet")  # INT64 with isAdjustedToUTC: the instant itself
+    _, con = pull(tmp_path, orders="sales.parquet", columns=cols, timezone="Asia/Tashkent")
+    assert orders(con)["1"][1] == dt.datetime(2024, 1, 5, 10, tzinfo=UTC)

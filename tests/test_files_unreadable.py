@@ -211,3 +211,47 @@ def test_an_encoding_error_in_utf16_quotes_whole_characters(tmp_path):
     data = "1;c1;05.01.2024;100;;\n2;c2;".encode("utf-16") + b"\x00\xd8" + "x;05.01.2024;100;;\n".encode("utf-16-le")
     text = encoding_error_text(tmp_path, data, "utf-16")
     assert "(line 2: '2;c2;\ufffdx;05.01.2024;100;;')" in text
+
+
+def test_an_encoding_error_in_utf16_names_the_real_line_and_no_8_bit_encoding(tmp_path):
+    """UTF-16 LE: `上` is the bytes 0A 4E and `Њ` 0A 04, not line breaks (main named line 749, not 251), and a
+    UTF-16 file (its BOM) with a bad code unit is not offered cp1251, which "reads" any bytes."""
+    rows = "".join(f"{i};Њикола上{i};05.01.2024;100;;\r\n" for i in range(1, 250))
+    data = "\ufeff".encode("utf-16-le") + (HEADER.replace("\n", "\r\n") + rows).encode("utf-16-le")
+    text = encoding_error_text(tmp_path, data + b"\x00\xd8" + "250;x;05.01.2024;100;;\r\n".encode("utf-16-le"),
+                               "utf-16")
+    assert "(line 251: '\ufffd250;x;05.01.2024;100;;')" in text
+    assert text.endswith("fix that line, or set [source] encoding to the file's encoding") and "cp1251" not in text
+    be = "\ufeff".encode("utf-16-be") + (HEADER + rows.replace("\r\n", "\n")).encode("utf-16-be")
+    assert "(line 251: " in encoding_error_text(tmp_path, be + b"\xdc\x00", "auto")
+
+
+def test_a_utf16_file_read_as_utf8_is_told_to_set_utf16_not_cp1251(tmp_path):
+    """Excel's "Unicode text" (UTF-16 LE, BOM) with `encoding = "utf-8"` set: the error offers "utf-16", not an
+    8-bit encoding that "reads" any bytes (cp1251 then fails to find the file's columns)."""
+    data = "\ufeff".encode("utf-16-le") + HEADER.replace("\n", "\r\n").encode("utf-16-le") + \
+        "".join(f"{i};Иван{i};05.01.2024;100;;\r\n" for i in range(1, 50)).encode("utf-16-le")
+    text = encoding_error_text(tmp_path, data, "utf-8")
+    assert text.endswith('set encoding = "auto" or "utf-16" in [source]') and "cp1251" not in text
+
+
+def test_a_utf16_tsv_with_quoted_line_breaks_names_a_late_bad_rows_real_line(tmp_path):
+    """Excel's "Unicode text": UTF-16 LE with a BOM, tabs, CRLF rows, LF inside quoted cells (a regression guard:
+    main numbers these right too)."""
+    name = {True: '"Иван\nПетров"', False: "Иван"}
+    lines = ["Чек №\tКлиент\tДата\tСумма\tСтатус\tИмя"] + [
+        f"{i}\tc{i}\t{'31.02.2024' if i == 2950 else '05.01.2024'}\t100\t\t{name[i % 7 == 0]}" for i in range(1, 3000)]
+    (tmp_path / "sales.csv").write_bytes(b"\xff\xfe" + ("\r\n".join(lines) + "\r\n").encode("utf-16-le"))
+    result, _ = pull(tmp_path)
+    assert bad_rows(result) == [(2950 + 1 + 2949 // 7, "ordered_at", "31.02.2024")]  # a line more per quoted break
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
+def test_title_lines_above_the_header_of_a_cr_only_file_are_skipped(tmp_path, encoding):
+    """CR-only line breaks (old Mac exports): the title lines are skipped as lines, not the whole file (main read
+    past the file's end looking for a line feed and found no header), and rows keep their lines."""
+    rows = ["Отчёт о продажах", "", HEADER.strip(), *(f"{i};c{i};05.01.2024;{'x' if i == 90 else 100};;"
+                                                   for i in range(1, 100))]
+    (tmp_path / "sales.csv").write_bytes(("\r".join(rows) + "\r").encode(encoding))
+    result, _ = pull(tmp_path)
+    assert result.orders == 98 and bad_rows(result) == [(93, "amount", "x")]

@@ -179,9 +179,15 @@ _HEADER = ["Номер", "Дата", "Клиент", "Сумма", "Кол"]
     ("Отчёт о продажах;;;;;\nЗаказ;Дата;;Клиент;;Сумма\n" + "".join(f"O{i};0{i}.11.2026;;c{i};;{i}00\n"
                                                                    for i in range(1, 6)), 1,
      ["Заказ", "Дата", "", "Клиент", "", "Сумма"]),
+    ("Организация:;ООО Ромашка\nНомер;Дата;Сумма\n" + "".join(f"{i};0{i}.11.2026;{i}00,50\n" for i in range(1, 6)),
+     1, ["Номер", "Дата", "Сумма"]),
+    ("Отчёт о продажах;магазин №1\n\nНомер;Дата;Сумма\n" + "".join(f"{i};0{i}.11.2026;{i}00,50\n" for i in range(1, 6)),
+     2, ["Номер", "Дата", "Сумма"]),
+    ("Номер;Дата;Сумма\n" + "".join(f"{i};0{i}.11.2026;{i}00,50;x\n" for i in range(1, 6)), 0, ["Номер", "Дата", "Сумма"]),
 ], ids=["1c-numbered", "1c-unnamed-column", "pandas-index", "title-padded", "period-title-padded",
         "two-titles-padded", "rows-trailing-delimiter", "title-and-rows-trailing-delimiter", "period-above-3-columns",
-        "two-unnamed-columns", "title-above-a-header-with-two-empty-cells"])
+        "two-unnamed-columns", "title-above-a-header-with-two-empty-cells", "2-cell-title-above-3-columns",
+        "2-cell-title-and-blank-above-3-columns", "header-one-short-of-its-rows"])
 def test_init_header_below_padded_titles_and_above_rows_ending_in_the_delimiter(tmp_path, text, skip, headers):
     """Excel titles padded with `;` hold fewer cells than the header; data rows ending in `;` hold an empty cell
     more than a header that does not; a 2-cell title of a period (mostly a date) above a 3-column table."""
@@ -197,3 +203,48 @@ def test_init_skips_a_padded_period_title(tmp_path):
             *(f"{i};C{i % 7};{1 + i % 28:02d}.11.2026;{100 + i},50" for i in range(1, 40))])
     assert src["skip_lines"] == 1 and src["columns"]["amount"] == "Сумма"
     assert "source file: 39 orders" in out
+
+
+def test_init_skips_a_1c_title_block_of_16_lines(tmp_path):
+    from tests.test_files import TITLE_BLOCK
+    src, out = _init_rows(tmp_path, [*TITLE_BLOCK, "Чек №;Клиент;Дата;Сумма",
+            *(f"{i};C{i % 7};{1 + i % 28:02d}.11.2026;{100 + i},50" for i in range(1, 40))])
+    assert src["skip_lines"] == 16 and src["columns"]["amount"] == "Сумма"
+    assert "source file: 39 orders" in out
+
+
+_CASHIERS = ["Азиз", "Дилноза", "Бобур", "Севара"]
+_NOTE_TABLES = {  # above the rows; the rows; the note typed beside one; the lines skipped; the header's cells
+    "header": (["Номер;Клиент;Дата;Сумма;;"], [f"{i};C{i % 7};{1 + i % 28:02d}.11.2026;{100 + i},50;;"
+                                               for i in range(1, 41)], "проверить", 0,
+               ["Номер", "Клиент", "Дата", "Сумма", "", ""]),
+    "no-header": ([], [f"{i};C{i % 7};{1 + i % 28:02d}.11.2026;{100 + i},50;;" for i in range(1, 41)], "проверить",
+                  0, None),
+    # BILLZ: half of each row is text (shop, cashier, product), so the row with the note is not mostly values
+    "billz": (["Чек;Дата;Магазин;Кассир;Товар;Сумма"],
+              [f"{1000 + i};{1 + i % 28:02d}.11.2026 14:03;Chilonzor;{_CASHIERS[i % 4]};Coca-Cola 1.5L;{12000 + i}"
+               for i in range(1, 41)], ";;возврат", 0, ["Чек", "Дата", "Магазин", "Кассир", "Товар", "Сумма"]),
+    # 1C: a title block above document rows of text
+    "1c": (["Продажи за ноябрь 2026", "Организация:;ООО Ромашка", "", "Документ;Контрагент;Склад;Сумма"],
+           [f"Реализация товаров {i:06d} от {1 + i % 28:02d}.11.2026;Иванов И.И.;Основной склад;{100 + i},50"
+            for i in range(1, 41)], ";;см. претензию", 3, ["Документ", "Контрагент", "Склад", "Сумма"]),
+}
+
+
+@pytest.mark.parametrize("table", list(_NOTE_TABLES))
+@pytest.mark.parametrize("at", [5, 30])
+def test_init_header_is_no_data_row_with_a_note_beside_the_table(tmp_path, table, at):
+    """A note typed two columns right of the table on one data row (Excel pads every row to the used range): that
+    row spans furthest, yet it neither sets the width a header must reach (the most common span of the lines
+    below does), even when its cells are mostly text (BILLZ, 1C documents), nor is taken as the header when no
+    line reaches it; without a header line nothing is skipped."""
+    from connectors.guess import read_sample
+    above, rows, note, skip, headers = _NOTE_TABLES[table]
+    rows = list(rows)
+    rows[at - 1] += note
+    export = tmp_path / "s.csv"
+    export.write_text("\n".join([*above, *rows]) + "\n", encoding="utf-8")
+    sample = read_sample(export)
+    assert sample.skip == skip
+    if headers:
+        assert sample.headers == headers
