@@ -164,7 +164,7 @@ class Bisection:
                 return rest, out
             alone = self._alone(failed, budget)
             went = [one for one, f in alone if f is None]
-            # the ESP answered one of them (it went through, or failed with an error of its own): a 5xx of the
+            # another event settled (it went through, or failed with an error of its own): a 5xx of the
             # other is its own event's (a suspect), not an outage
             answered = went or [one for one, f in alone if f is not None and not retry_later(f)]
             out = next((f for _, f in alone if f is not None and retry_later(f) and not (_suspect(f) and answered)),

@@ -185,7 +185,7 @@ class Worker(Bisection, Apart, Suspects, Pauses):
                 self.metrics.esp_error(getattr(exc, "destination", None) or "unknown")
             return exc
         self._synced += len(ids)
-        self._went_at = self._clock()
+        self._went_at, self._last_single = self._clock(), None  # (a lone failure after it: its own again)
         if batch.destinations is None:  # (a paused destination left out says nothing of its 5xx, its outage)
             self._poisons.difference_update(ids)
             self._outages = 0
