@@ -65,7 +65,7 @@ def header_line(lines: list[str], headers: list[str] | None = None) -> tuple[int
         rows = [_mostly_values(cells) for cells in filled]  # data rows (and blank lines): no header, no title
 
         def table(i: int) -> int:  # the most common span below line i (not a row's with a note beside it)
-            below = Counter(spans[j] for j in range(i + 1, len(lines)) if filled[j])
+            below = Counter(spans[j] for j in range(i + 1, len(lines)) if len(filled[j]) >= 3)
             return max(below, key=lambda n: (below[n], n), default=0)
         first = next((i for i, (n, d) in enumerate(scores) if n >= 2 and not rows[i] and spans[i] >= table(i) - 1),
                      None)
@@ -138,7 +138,7 @@ def spread_cells(path: Path, delim: str, header: str) -> list[str]:
     if header not in head:
         return []
     at, sep = head.index(header), "\n" if newline_of(path) == "\n" else "\r"
-    size, out, yielded = path.stat().st_size, [], 0
+    size, out, yielded, misfit = path.stat().st_size, [], 0, 0
     with open(path, "rb") as f:
         for k in range(SLICES):
             f.seek(size * k // SLICES)
@@ -148,8 +148,10 @@ def spread_cells(path: Path, delim: str, header: str) -> list[str]:
                 cells = line.split(delim) if '"' not in line else _cells(line, delim)
                 if _fits(cells, head):
                     out.append(cells[at])
+                else:
+                    misfit += 1
             yielded += len(out) > before
-    if yielded < TRUST_SLICES * SLICES or len(out) < TRUST_VALUES:
+    if yielded < TRUST_SLICES * SLICES or len(out) < TRUST_VALUES or misfit > 0.01 * (misfit + len(out)):
         log.debug("%s: %d of %d slices gave %d values under %r: too few to stand for the file", path, yielded,
                   SLICES, len(out), header)
         return []

@@ -281,10 +281,11 @@ def test_a_few_three_decimal_amounts_keep_the_typed_fast_path(tmp_path):
 
 def test_spread_cells_read_whole_lines_from_slices_across_the_file(tmp_path):
     """Each slice skips the line it starts in and its unfinished last one; a line inside a quoted field (fewer
-    cells than the header) is left out; every cell is a whole value of the column."""
+    cells than the header; one row in 400 here: more than 1 % of the lines read would give none) is left out;
+    every cell is a whole value of the column."""
     from connectors.file_lines import spread_cells
 
-    rows = [["id", "note", "a"], *([str(i), f'"line {i}\nmore, {i}.5"' if i % 7 == 0 else "n", f"{i}.25"]
+    rows = [["id", "note", "a"], *([str(i), f'"line {i}\nmore, {i}.5"' if i % 400 == 0 else "n", f"{i}.25"]
                                    for i in range(1, 20001))]
     write_csv(tmp_path / "s.csv", rows, delim=",")
     cells = spread_cells(tmp_path / "s.csv", ",", "a")
@@ -315,6 +316,22 @@ def test_the_typed_fast_path_stops_on_rows_whose_address_holds_a_line_break(tmp_
         for i, a in enumerate(amounts, 1))])
     cols = {"order_id": "id", "customer_id": "c", "ordered_at": "d", "amount": "a"}
     with pytest.raises(BadFileError, match="column 'a' mixes decimal marks: 10 values read with '.'"):
+        pull(tmp_path, columns=cols, timezone="UTC")
+
+
+def test_the_typed_fast_path_stops_when_only_the_rows_with_a_line_break_hold_the_ambiguous_amounts(tmp_path):
+    """One-line rows (whole amounts) and rows whose quoted address holds a line break (UZS `150.000`) alternate:
+    every slice yields values, all from the one-line rows, so they may not say the column holds no ambiguous value
+    (the lines that do not fit the header are more than 1 % of those read); the typed fast path stops as the text
+    path does. Before: the slices' 48-of-64 rule passed, and `150.000` read as 150.00 without a word."""
+    amounts = [f"{100 + i}.{10 + i % 89}" for i in range(30)] + [str(100 + i) for i in range(1970)]
+    rows = [[str(i), "x", "2026-11-01", "", a] for i, a in enumerate(amounts, 1)]
+    for i in range(3000):
+        rows.append([f"w{i}", "x", "2026-11-01", "", str(10 + i % 900)])
+        rows.append([f"m{i}", "x", "2026-11-01", '"Ташкент, Чиланзар 5\nкв. 7"', f"{10 + i % 900}.{1 + i % 9}00"])
+    write_csv(tmp_path / "sales.csv", [["id", "c", "d", "addr", "a"], *rows])
+    cols = {"order_id": "id", "customer_id": "c", "ordered_at": "d", "amount": "a"}
+    with pytest.raises(BadFileError, match="column 'a' mixes decimal marks: 30 values read with '.'"):
         pull(tmp_path, columns=cols, timezone="UTC")
 
 

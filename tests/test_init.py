@@ -248,3 +248,23 @@ def test_init_header_is_no_data_row_with_a_note_beside_the_table(tmp_path, table
     assert sample.skip == skip
     if headers:
         assert sample.headers == headers
+
+
+@pytest.mark.parametrize("lines, skip, headers", [
+    (["Отчет по продажам;", "Период:;01.11.2026 - 30.11.2026", "Склад:;Основной", "Менеджер:;Петров",
+      "Дата;Клиент;Сумма;Скидка;Итого", "01.11.2026;Иван;100;0;100", "02.11.2026;Анна;50;5;45",
+      "03.11.2026;Олег;70;0;70", "Итого:;220", "Подпись:;____", "Главбух:;____", "Дата печати:;30.11.2026"],
+     4, ["Дата", "Клиент", "Сумма", "Скидка", "Итого"]),
+    (["Организация:;ООО Ромашка", "Склад:;Основной", "Контрагент:;Все", "Валюта:;UZS", "",
+      "Дата;Документ;Клиент;Сумма;Менеджер", "01.11.2026;Реализация 1;Иван;150.000;Петров"],
+     5, ["Дата", "Документ", "Клиент", "Сумма", "Менеджер"]),
+])
+def test_init_header_of_a_small_report_is_not_a_two_cell_title_or_footer_line(tmp_path, lines, skip, headers):
+    """A small 1C report: a title block of 2-cell lines (`Склад:;Основной`) and a signature footer outnumber its
+    few table rows; they do not set the width a header must reach (only lines of 3 cells or more do), so the
+    table's header is found, not a title line (before: skip 0 or 2, `Организация:`/`Склад:` taken as headers)."""
+    from connectors.guess import read_sample
+    export = tmp_path / "s.csv"
+    export.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    sample = read_sample(export)
+    assert sample.skip == skip and sample.headers[:5] == headers

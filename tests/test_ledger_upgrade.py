@@ -81,12 +81,9 @@ def test_a_ledger_next_to_the_config_that_holds_less_does_not_hide_the_older_one
         old_ledger(tmp_path / "ledger.db", pushed=True)
     old_ledger(cron / "ledger.db", pushed=theirs == "pushed")
     monkeypatch.chdir(cron)
-    if not stops:
-        assert ledger_url(load_config(path), load_settings()) == f"sqlite:///{tmp_path / 'ledger.db'}"
+    message = _stop_message(path, tmp_path, stops)
+    if message is None:
         return
-    with pytest.raises(ConfigError) as error:
-        ledger_url(load_config(path), load_settings())
-    message = str(error.value)
     assert f"{path}: [ledger] url names the relative path 'ledger.db', which is {tmp_path / 'ledger.db'}" in message
     assert f"is at {cron / 'ledger.db'}" in message and "in place of the one there" in message
     assert "unless it is another config's ledger: then leave it" in message  # never move shop A's to shop B
@@ -117,12 +114,9 @@ def test_both_ledgers_hold_pushed_contacts_the_one_used_later_for_this_configs_d
     for make in made if newer == "theirs" else made[::-1]:
         make()
     monkeypatch.chdir(cron)
-    if not stops:
-        assert ledger_url(load_config(path), load_settings()) == f"sqlite:///{tmp_path / 'ledger.db'}"
+    message = _stop_message(path, tmp_path, stops)
+    if message is None:
         return
-    with pytest.raises(ConfigError) as error:
-        ledger_url(load_config(path), load_settings())
-    message = str(error.value)
     assert f"is at {cron / 'ledger.db'}" in message and "in place of the one there" in message
     assert ("unless it is another config's ledger: then leave it and write this config's one in [ledger] url as an "
             f"absolute path (sqlite:///{tmp_path.resolve() / 'ledger.db'})") in message
@@ -152,3 +146,13 @@ def test_a_ledger_whose_writer_died_is_read_whole_and_nothing_is_created_beside_
         writer.close()
     assert _used(dead / "ledger.db", ("mc",)) == (True, True, "2030-01-01")
     assert sorted(p.name for p in dead.iterdir()) == ["ledger.db", "ledger.db-wal"]
+
+
+def _stop_message(path, tmp_path, stops: bool) -> str | None:
+    """The config's ledger URL when rfmsync goes on (None), else the stop's message."""
+    if not stops:
+        assert ledger_url(load_config(path), load_settings()) == f"sqlite:///{tmp_path / 'ledger.db'}"
+        return None
+    with pytest.raises(ConfigError) as error:
+        ledger_url(load_config(path), load_settings())
+    return str(error.value)
