@@ -13,6 +13,7 @@ from array import array
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
+from .normalize import decimal_vote
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -133,12 +134,13 @@ def spread_cells(path: Path, delim: str, header: str) -> list[str]:
     it: each slice skips the (partial) line it starts in and its last, unfinished one; a line that does not split
     into the header's cells (trailing empty cells aside; a line inside a quoted field) is left out. ``[]`` when no
     header cell is ``header``, or when the slices do not stand for the file (:data:`TRUST_SLICES`,
-    :data:`TRUST_VALUES`)."""
+    :data:`TRUST_VALUES`), or when a line that does not fit holds an ambiguous number (``150.000``: a row with a
+    quoted line break may hold the column's ambiguous values, which the slices would not see as its)."""
     head = header_cells(path, delim)
     if header not in head:
         return []
     at, sep = head.index(header), "\n" if newline_of(path) == "\n" else "\r"
-    size, out, yielded, misfit = path.stat().st_size, [], 0, 0
+    size, out, yielded, hidden = path.stat().st_size, [], 0, False
     with open(path, "rb") as f:
         for k in range(SLICES):
             f.seek(size * k // SLICES)
@@ -148,10 +150,10 @@ def spread_cells(path: Path, delim: str, header: str) -> list[str]:
                 cells = line.split(delim) if '"' not in line else _cells(line, delim)
                 if _fits(cells, head):
                     out.append(cells[at])
-                else:
-                    misfit += 1
+                elif not hidden:  # a piece of a row with a quoted line break: its amount is not seen as one
+                    hidden = any((vote := decimal_vote(c)) is not None and not vote[1] for c in cells)
             yielded += len(out) > before
-    if yielded < TRUST_SLICES * SLICES or len(out) < TRUST_VALUES or misfit > 0.01 * (misfit + len(out)):
+    if yielded < TRUST_SLICES * SLICES or len(out) < TRUST_VALUES or hidden:
         log.debug("%s: %d of %d slices gave %d values under %r: too few to stand for the file", path, yielded,
                   SLICES, len(out), header)
         return []
