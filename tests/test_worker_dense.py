@@ -189,3 +189,26 @@ def test_a_warm_worker_backs_off_from_our_own_bug_meeting_events_one_at_a_time(t
         counts = ledger.event_counts()
     assert claims <= 60, claims  # (42; an event failing again alone with its same text is its own failure)
     assert counts["failed"] < 20 and counts["queued"] + counts.get("processing", 0) > 40, counts
+
+
+def test_a_resync_going_through_makes_the_next_lone_failure_with_an_earlier_text_its_own_again(tmp_path):
+    """A warm worker: bad event A fails alone with a text naming no order; a good event goes through; then bad
+    event B fails alone with that same text. A resync went through in between, so B's failure is its own (no
+    back-off, the next event is claimed at once); C failing alone with it right after B, nothing through between,
+    is our own bug's sign: the worker backs off. Before: B's failure counted against A's text, a back-off."""
+    bad = {"A", "B", "C"}
+
+    def process(batch):
+        if any(o.order_id in bad for o in batch.orders):
+            raise ValueError("order has no line items")
+
+    ticks, wall = Ticks(), [outage.AS_OF_DT]
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}", clock=lambda: wall[0]) as ledger:
+        worker = Worker(Config(), ledger, None, process=process, clock=ticks,  # type: ignore[arg-type]
+                        now=lambda: wall[0], rng=random.Random(1), max_attempts=1)
+        for oid, expect_back_off in [("W", False), ("A", False), ("G", False), ("B", False), ("C", True)]:
+            enqueue_orders(ledger, [oid])
+            worker.process_batch()
+            assert (worker.backing_off() > 0) is expect_back_off, oid
+            ticks.now += 5.0 + worker.backing_off()
+            wall[0] += timedelta(seconds=5.0)
