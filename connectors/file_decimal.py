@@ -88,14 +88,16 @@ def typed_reads_as_text(con: duckdb.DuckDBPyConnection, src: str, field: str, v:
     the slices or the first values (the more) :data:`MARGIN` times over. Else the whole column is voted on as the
     text path votes (a ratio in the first values says little: 2 000 ``979.17`` then 200 000 ``150.000``)."""
     money = field != "quantity"
-    first, sliced = _counts(values, money, mark), _counts(spread, money, mark)
+    first = _counts(values, money, mark)
     if len(values) < SAMPLE:
         return not _outweighed(first, mark, money)
-    if spread and not (_against(first, mark, money) or _against(sliced, mark, money)):
+    sliced = _counts(spread, money, mark)
+    against_first, against_sliced = _against(first, mark, money), _against(sliced, mark, money)
+    if spread and not (against_first or against_sliced):
         return True  # spread is [] when no slices stand for the file (Сумма_1 renamed, too few values)
     if max(first["s" + mark], sliced["s" + mark]) >= MIN_SIDE and max(first[mark], sliced[mark]) >= WEIGHT_CAP:
         return True
-    against = max(_against(first, mark, money), _against(sliced, mark, money))  # the first values' block too
+    against = max(against_first, against_sliced)  # the first values' block too
     if sliced[mark] >= max(MIN_SIDE, MARGIN * WEIGHT_SHARE * against):
         return True
     votes = _whole_column(con, src, {field: v}, {field: mark})[field]

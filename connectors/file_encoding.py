@@ -89,17 +89,16 @@ def encoding_error(path: Path, encoding: str, auto: bool = False) -> ConfigError
     ``auto`` says it is already set or the file is UTF-16 (its BOM), fix that line (a stray byte in a file of the
     encoding detected)."""
     enc = codecs.lookup(encoding).name
-    if enc.startswith("utf-16"):  # a UTF-16 file (BOM) with a bad code unit: an 8-bit encoding "reads" any bytes
-        with open(path, "rb") as f:
-            auto = auto or f.read(2) in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+    with open(path, "rb") as f:
+        head = f.read(1 << 20)
+    bom = head[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)  # Excel's "Unicode text": no 8-bit guess
+    # a UTF-16 file (BOM) with a bad code unit: an 8-bit encoding "reads" any bytes
+    auto = auto or (enc.startswith("utf-16") and bom)
     at = first_bad_byte(path, enc)
     where = f" at byte {at}{_line_at(path, at, enc)}" if at is not None else ""
     if auto:  # the file's first MB read as ``enc``: a stray byte, not a file in another encoding
         hint = "; fix that line, or set [source] encoding to the file's encoding"
     else:
-        with open(path, "rb") as f:
-            head = f.read(1 << 20)
-        bom = head[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)  # Excel's "Unicode text": no 8-bit guess
         others = [e for e in (("utf-16",) if bom else (cyrillic_8bit(head), "utf-8"))
                   if e != enc and first_bad_byte(path, e) is None]
         hint = '; set encoding = "auto"' + "".join(f' or "{e}"' for e in others[:1]) + " in [source]"

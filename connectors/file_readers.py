@@ -258,9 +258,10 @@ def typed_csv(con: duckdb.DuckDBPyConnection, path: Path, delim: str, cols: dict
             return None
         if (decimal or nz.sniff_decimal(sample, money=f != "quantity")) != ".":  # 150.000 / 85.000: money in 1000s
             return None
+        spread = spread_cells(path, delim, h) if not decimal and len(sample) >= SAMPLE else []  # (whole: none)
         try:
             if not decimal and not typed_reads_as_text(con, csv_src(path, delim, parallel=parallel), f, nz.ident(h),
-                                                       sample, spread_cells(path, delim, h), "."):
+                                                       sample, spread, "."):
                 return None  # 150.000 next to too few 12.5 (3 decimals or thousands?): the text path stops
         except duckdb.Error:  # the whole column's vote could not read the file: the text path says why
             return None
