@@ -251,6 +251,9 @@ class Config(BaseModel):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"destination names must be unique: {', '.join(sorted(dup))}")
+        from .destinations.overlap import check_shared_audiences
+
+        check_shared_audiences(self.destinations)  # two destinations managing one tag would undo each other
         for d in self.destinations:
             d._base_http = self.http
         return self
