@@ -2,7 +2,8 @@
 scoring run has no use for requests).
 
 * :func:`remember_secrets` keeps every secret a client (or the CLI, from its settings) was given, process-wide;
-  :func:`mask` / :func:`redact` replace them with ``***``; :class:`RedactSecrets` does it on a library's logger.
+  :func:`mask` / :func:`redact` replace them with ``***``; :class:`RedactSecrets` does it on a library's logger,
+  :class:`MaskLogRecords` (:func:`mask_log_handlers`) on the CLI's log handlers, exception text included.
 * :func:`webhook_code` is the secret part of a Bitrix24 inbound webhook URL (the portal stays named).
 * :data:`Secret` / :data:`SecretUrl` are how every setting holding a secret is read (the ESP keys, CRM tokens,
   webhook secrets, the ledger URL and its password): trailing whitespace dropped, in this one place
@@ -156,6 +157,32 @@ class RedactSecrets(logging.Filter):
         if safe != msg:
             record.msg, record.args = safe, None
         return True
+
+
+class MaskLogRecords(RedactSecrets):
+    """On a handler: every record it writes with :func:`redact`'s secrets masked, its message and also the text of
+    its exception and stack (a ``batch failed`` traceback whose exception a vendor's answer or a database URL
+    filled with a key or password). A logger's own filter sees only the records made on it, not its children's:
+    a handler sees them all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        super().filter(record)
+        if record.exc_info and not record.exc_text:  # the formatters use exc_text when it is set
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+def mask_log_handlers() -> None:
+    """Put a :class:`MaskLogRecords` on every handler of the root logger and on :data:`logging.lastResort` (what
+    writes WARNING and above when no handler is configured, e.g. ``rfmsync serve`` without ``-v``), once each:
+    called by the CLI, the application, after it configured logging (the library configures no handler)."""
+    for handler in [*logging.getLogger().handlers, logging.lastResort]:
+        if handler is not None and not any(isinstance(f, MaskLogRecords) for f in handler.filters):
+            handler.addFilter(MaskLogRecords())
 
 
 def redact_logger(name: str) -> None:
