@@ -166,3 +166,51 @@ def test_planning_reads_a_sqlite_ledger_whose_url_has_a_query(write_config, tmp_
         assert missing.recent_runs() == [] and not (tmp_path / "other.db").exists()  # still creates no file
     finally:
         missing.close()
+
+
+@pytest.mark.parametrize("url, file", [
+    ("sqlite:///file:x?mode=memory&uri=true", None),  # in memory, as the ledger's engine decides (db.is_memory)
+    ("sqlite:///x.db?mode=memory&uri=true", None),
+    ("sqlite://", None), ("sqlite:///:memory:", None), ("postgresql+psycopg://u:p@db/x", None),
+    ("sqlite:///file:data/l.db?uri=true", "data/l.db"),  # a URI filename names a file
+    ("sqlite:///file:///srv/l.db?uri=true&mode=rw", "/srv/l.db"),
+    ("sqlite:///file:x.db", "file:x.db"),  # without uri=true SQLite takes the name as it is
+    ("sqlite:///data/l.db?timeout=30", "data/l.db"),
+])
+def test_sqlite_file_says_memory_or_file_as_the_ledger_does(url, file) -> None:
+    from sqlalchemy.engine import make_url
+
+    from sync.ledger.db import is_memory
+    from sync.ledger.url import sqlite_file
+
+    assert sqlite_file(url) == file
+    if url.startswith("sqlite"):
+        assert (file is None) == is_memory(make_url(url))
+
+
+def test_an_in_memory_uri_ledger_is_no_file_and_a_uri_filename_is_in_the_config_folder(write_config, tmp_path,
+                                                                                       monkeypatch, caplog) -> None:
+    """The ledger-location upgrade check and ``existing_ledger`` ask whether the URL names a file: an in-memory URI
+    (``?mode=memory&uri=true``) was taken for a file named ``x.db``, moved into the config folder, and a stray
+    ``x.db`` in the working folder stopped the run as "a ledger an older version left"; a URI filename was left
+    to the working folder, and planning created it."""
+    from sqlalchemy.engine import make_url
+
+    from sync.api import existing_ledger
+
+    elsewhere = tmp_path / "cron-home"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    (elsewhere / "x.db").write_bytes(b"")
+    memory = "sqlite:///x.db?mode=memory&uri=true"
+    assert resolve(write_config(f'[ledger]\nurl = "{memory}"\n'), caplog)[0] == memory
+    path = write_config('[ledger]\nurl = "sqlite:///file:data/l.db?uri=true"\n')
+    resolved = make_url(resolve(path, caplog)[0])
+    assert (resolved.database, dict(resolved.query)) == (f"file:{tmp_path / 'data' / 'l.db'}", {"uri": "true"})
+    (tmp_path / "data").mkdir()
+    ledger = existing_ledger(load_config(path), load_settings())
+    ledger.close()
+    assert not (tmp_path / "data" / "l.db").exists() and not (elsewhere / "data").exists()  # planning: no file
+    with open_ledger(load_config(path), load_settings()) as ledger:
+        ledger.finish_run(ledger.start_run("pull"), "succeeded", {})
+    assert (tmp_path / "data" / "l.db").is_file() and not (elsewhere / "data").exists()
