@@ -4,7 +4,8 @@ Each destination keeps its own pushed state in the ledger and takes a managed ta
 that its own desired state does not give it. Two destinations writing the same tag of the same audience (a
 Mailchimp audience id given twice; SendGrid and Unisender lists, which live in the account the one API key of the
 type opens) would undo each other at every run (A adds ``rfm:vip``, B, whose segments or consent differ, removes
-it) while both ledgers say all is well. Names are compared whatever their case (a trap either way: an ESP that
+it) while both ledgers say all is well; a tag one retires (``retire_tags``) and the other gives, likewise. Names
+are compared whatever their case (a trap either way: an ESP that
 tells ``VIP`` from ``vip`` and two destinations one letter apart).
 
 Within one destination a tag given by several mappings is a union, not a fight (the contact keeps it while any of
@@ -25,23 +26,33 @@ def audience_of(dest: "DestinationConfig") -> tuple[str, str]:
     return dest.type, (dest.audience or "").strip() if dest.spec.needs_audience else ""
 
 
-def managed_names(dest: "DestinationConfig") -> list[str]:
-    """Every tag/list the destination manages (segment and transition tags), as the ESP names them."""
-    from ..planning.transitions import transition_managed
-
-    return sorted({t for tags in dest.spec.managed_tags(dest).values() for t in tags} | set(transition_managed(dest)))
-
-
 def check_shared_audiences(destinations: Iterable["DestinationConfig"]) -> None:
     """ValueError naming both destinations, the audience and the tag/list when two destinations of one audience
-    manage a tag/list of the same name."""
+    manage a tag/list of the same name (a retired one too: it is taken off contacts), and for a tag a destination
+    both retires and gives."""
+    from ..planning.plan import all_managed
+
     owner: dict[tuple[str, str, str], tuple[str, str]] = {}  # (type, audience, name folded) → (destination, name)
     for dest in destinations:
+        check_retired(dest)
         kind, audience = audience_of(dest)
-        for name in managed_names(dest):
+        for name in all_managed(dest):
             first = owner.setdefault((kind, audience, name.casefold()), (dest.name, name))
             if first[0] != dest.name:
                 raise ValueError(_fight(dest, first, name, audience))
+
+
+def check_retired(dest: "DestinationConfig") -> None:
+    """ValueError for a ``retire_tags`` name the destination still gives (a mapping or a transition), or empty."""
+    from ..planning.plan import all_managed
+
+    given = set(all_managed(dest.model_copy(update={"retire_tags": []})))
+    for name in dest.retire_tags:
+        if not name.strip() or name in given:
+            why = "is empty" if not name.strip() else "is still given by a mapping of this destination"
+            raise ValueError(f"destination {dest.name!r}: retire_tags: {name!r} {why}; retire_tags lists the "
+                             f"tags/lists rfmsync pushed that no mapping gives any more, named as the ESP has them "
+                             f"(as the plan's warning names them)")
 
 
 def _fight(dest: "DestinationConfig", first: tuple[str, str], name: str, audience: str) -> str:

@@ -1,0 +1,52 @@
+"""Tags rfmsync pushed that the config no longer maps: said in the plan, and taken off when the user says so.
+
+A mapping removed or renamed (``"Best active" = "VIP"`` → ``"rfm:vip"``) leaves its old tag on every contact
+rfmsync gave it: rfmsync manages only the mapped tags, so nothing takes it off, and a campaign aimed at ``VIP``
+goes on reaching people who left the segment long ago. The ledger knows which contacts rfmsync put it on (their
+pushed tags): :func:`left_behind` counts them per tag, and :func:`left_behind_warning` is the plan's warning.
+``retire_tags = ["VIP"]`` in the destination makes the tag a managed one that no segment gives
+(:func:`sync.planning.plan.all_managed`): both planners then take it off those contacts, and only those (never
+a contact the ledger does not say rfmsync tagged; ``--reconcile`` does not read its members), the removals
+counted by the plan guards (``max_removal_pct``) like any other.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from ..config import DestinationConfig
+from .plan import all_managed
+
+#: at most this many tags named in the warning (the rest counted)
+SHOWN = 10
+
+
+def left_behind(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, ledger: str) -> list[tuple[str, int]]:
+    """``(tag, contacts)`` of every tag/list the staged pushed state (the view ``ledger``, tags as the ledger's
+    JSON text) holds that ``dest`` no longer manages, by tag. The texts are grouped first: a ledger has few
+    distinct tag sets, so its JSON is parsed once per set, not per contact."""
+    from connectors.normalize import lit
+
+    managed = ", ".join(lit(t) for t in all_managed(dest))
+    keep = f"NOT list_contains([{managed}], tag)" if managed else "TRUE"
+    return [(tag, int(n)) for tag, n in con.execute(f"""
+        WITH sets AS (SELECT tags_json, count(*) AS n FROM {ledger} GROUP BY tags_json),
+             tags AS (SELECT unnest(CAST(from_json(tags_json, '["VARCHAR"]') AS VARCHAR[])) AS tag, n FROM sets)
+        SELECT tag, sum(n) FROM tags WHERE tag IS NOT NULL AND {keep} GROUP BY tag ORDER BY tag""").fetchall()]
+
+
+def left_behind_warning(dest: DestinationConfig, found: list[tuple[str, int]]) -> str | None:
+    """The plan's warning for :func:`left_behind`'s tags, saying how to act; None when there is none."""
+    if not found:
+        return None
+    shown = ", ".join(f"{tag!r} ({n} contact{'s' if n != 1 else ''})" for tag, n in found[:SHOWN])
+    more = f" and {len(found) - SHOWN} more" if len(found) > SHOWN else ""
+    names = ", ".join(f'"{tag}"' for tag, _ in found)
+    return (f"tags/lists rfmsync pushed that no mapping of this destination gives any more stay on their "
+            f"contacts: {shown}{more}; campaigns aimed at them still reach people who may have left those segments. "
+            f"To have rfmsync take them off the contacts it put them on (and only those), add "
+            f"retire_tags = [{names}] to destination {dest.name!r} (the plan guards apply: max_removal_pct); "
+            f"or map them again")
+
+
+__all__ = ["left_behind", "left_behind_warning"]
