@@ -18,7 +18,7 @@ from ..destinations.registry import make_destination
 from ..errors import DestinationError
 from ..guards import plan_lines
 from ..model import PushedState
-from .columnar import LEDGER, columnar_plan_stats, plan_columnar, reconcile_pushed, stage_pushed
+from .columnar import columnar_plan_stats, plan_columnar, reconcile_pushed, stage_pushed
 from .plan import Plan, all_managed, check_fields
 from .retired import left_behind, left_behind_warning
 from .rows import CustomerRows, stage_dicts, stage_segments
@@ -133,7 +133,7 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
             existing = client.existing_members(rows.desired_keys())  # full refresh: repairs drift
     elif client is None:
         notes.append("planned against the ledger alone (no credentials set): the ESP was not read")
-    behind = left_behind_warning(dest, left_behind(rows.con, dest, LEDGER))
+    behind = left_behind_warning(dest, left_behind(rows.con, dest))
     shared = rows.shared_note()
     if shared is not None:
         notes.append(shared)

@@ -14,24 +14,25 @@ from __future__ import annotations
 
 import duckdb
 
+from connectors.normalize import lit
+
 from ..config import DestinationConfig
+from .columnar import LEDGER, TAGS
 from .plan import all_managed
 
 #: at most this many tags named in the warning (the rest counted)
 SHOWN = 10
 
 
-def left_behind(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, ledger: str) -> list[tuple[str, int]]:
-    """``(tag, contacts)`` of every tag/list the staged pushed state (the view ``ledger``, tags as the ledger's
-    JSON text) holds that ``dest`` no longer manages, by tag. The texts are grouped first: a ledger has few
-    distinct tag sets, so its JSON is parsed once per set, not per contact."""
-    from connectors.normalize import lit
-
+def left_behind(con: duckdb.DuckDBPyConnection, dest: DestinationConfig) -> list[tuple[str, int]]:
+    """``(tag, contacts)`` of every tag/list the staged pushed state (:func:`~.columnar.stage_pushed`: the
+    ledger's rows, before any ``--reconcile``) holds that ``dest`` no longer manages, by tag. The tag texts are
+    grouped first: a ledger has few distinct tag sets, so its JSON is parsed once per set, not per contact."""
     managed = ", ".join(lit(t) for t in all_managed(dest))
     keep = f"NOT list_contains([{managed}], tag)" if managed else "TRUE"
     return [(tag, int(n)) for tag, n in con.execute(f"""
-        WITH sets AS (SELECT tags_json, count(*) AS n FROM {ledger} GROUP BY tags_json),
-             tags AS (SELECT unnest(CAST(from_json(tags_json, '["VARCHAR"]') AS VARCHAR[])) AS tag, n FROM sets)
+        WITH sets AS (SELECT tags_json, count(*) AS n FROM {LEDGER} GROUP BY tags_json),
+             tags AS (SELECT unnest({TAGS.format('tags_json')}) AS tag, n FROM sets)
         SELECT tag, sum(n) FROM tags WHERE tag IS NOT NULL AND {keep} GROUP BY tag ORDER BY tag""").fetchall()]
 
 
