@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 
 LEDGER_ENV = "RFMSYNC_LEDGER_URL"
 OLD_LEDGER_ENV = "RFMSYNC_STORE_URL"  # deprecated
-URI_SCHEME = "file:"  # a SQLite URI filename (with ?uri=true): sqlite:///file:data/l.db?uri=true
 _warned: set[tuple[str, str]] = set()
 _warned_guard = threading.Lock()
 
@@ -75,8 +74,10 @@ def config_relative(url: str | None, cfg: Config, setting: str = "[ledger] url")
             raise _stop(cfg, setting, name, path, here, theirs, mine)
     from sqlalchemy.engine import make_url
 
+    from .db import URI_SCHEME, uri_path
+
     parsed = make_url(url)
-    uri = URI_SCHEME if uri_filename(parsed) else ""  # a URI filename stays one
+    uri = URI_SCHEME if uri_path(parsed) is not None else ""  # a URI filename stays one
     return parsed.set(database=uri + str(path)).render_as_string(hide_password=False)
 
 
@@ -153,33 +154,21 @@ def _what(used: Used) -> str:
 def sqlite_file(url: str | None) -> str | None:
     """The file a SQLite URL names, without its query (``sqlite:///data/l.db?timeout=30`` → ``data/l.db``; a URI
     filename ``sqlite:///file:data/l.db?uri=true`` → ``data/l.db``); None for another database, an in-memory one
-    (decided as the ledger's engine decides it, :func:`sync.ledger.db.is_memory`: ``?mode=memory&uri=true`` too)
-    or a URL that does not parse (Ledger.connect says what is wrong)."""
+    (decided as the ledger's engine decides it, :func:`sync.ledger.db.is_memory`: ``file::memory:`` and
+    ``?mode=memory`` in a URI filename) or a URL the ledger refuses (Ledger.connect says what is wrong)."""
     if not url or not url.startswith("sqlite"):
         return None
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    from .db import is_memory
+    from ..errors import ConfigError
+    from .db import is_memory, parse_url, uri_path
 
     try:
-        parsed = make_url(url)
-    except ArgumentError:
+        parsed = parse_url(url)
+    except ConfigError:
         return None
-    name = parsed.database
-    if not name or is_memory(parsed):
+    if not parsed.database or is_memory(parsed):
         return None
-    if not uri_filename(parsed):
-        return name
-    path = name[len(URI_SCHEME):]  # file:data/l.db, file:/abs/l.db, file:///abs/l.db (an empty or local authority)
-    return "/" + path[2:].partition("/")[2] if path.startswith("//") else path
-
-
-def uri_filename(parsed) -> bool:
-    """A SQLAlchemy SQLite URL whose database is a SQLite URI filename (``file:...`` with ``?uri=true``)."""
-    from sqlalchemy.util import asbool
-
-    return (parsed.database or "").startswith(URI_SCHEME) and asbool(parsed.query.get("uri", False))
+    path = uri_path(parsed)
+    return parsed.database if path is None else path
 
 
 def open_ledger(cfg: Config, settings: Settings | None = None) -> Ledger:
