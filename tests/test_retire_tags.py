@@ -100,6 +100,12 @@ def write(tmp_path: Path, dest: str) -> Path:
     ('tag_prefix = "rfm:"\nretire_tags = ["rfm:vip"]\n[destinations.transitions]\n"* -> Churn" = "vip"',
      "retire_tags: 'rfm:vip' is still given by a mapping"),
     ('retire_tags = [" "]', "retire_tags: ' ' is empty"),
+    # a case-only rename: add vip / remove VIP for one contact, and an ESP that folds case leaves him untagged
+    ('retire_tags = ["VIP"]\n[destinations.segments]\n"Best active" = "vip"',
+     "retire_tags: 'VIP' is the tag/list 'vip' that a mapping of this destination gives, but for case or spaces"),
+    ('retire_tags = ["vip "]\n[destinations.segments]\n"Best active" = "vip"', "'vip ' is the tag/list 'vip'"),
+    ('tag_prefix = "rfm:"\nretire_tags = ["RFM:Vip"]\n[destinations.transitions]\n"* -> Churn" = "vip"',
+     "'RFM:Vip' is the tag/list 'rfm:vip'"),
 ])
 def test_a_retired_tag_still_given_is_a_config_error(tmp_path, dest, message):
     error, out = config_error(write(tmp_path, dest))
@@ -130,3 +136,18 @@ def test_the_row_planner_of_the_webhook_resync_retires_as_the_columnar_one():
     for plan in (plan_destination(dest, desired, last), columnar_plan(rows, last, dest)):
         assert [(c.key, sorted(c.add_tags), sorted(c.remove_tags)) for c in plan.changes] == [
             ("a@shop.uz", [], ["VIP"]), ("gone@shop.uz", [], ["VIP"])]
+
+
+def test_the_warning_after_a_case_only_rename_offers_no_retire_tags_line_for_it():
+    """``retire_tags`` refuses a case variant of a mapped tag (see above), so the warning must not tell the user
+    to write one; a tag really left behind is still offered."""
+    from sync.config import DestinationConfig
+    from sync.planning.retired import left_behind_warning
+
+    dest = DestinationConfig(name="mc", type="mailchimp", audience="a1", segments={"Champions": "vip"})
+    warning = left_behind_warning(dest, [("VIP", 3), ("Old", 1)])
+    assert "'VIP' (3 contacts), 'Old' (1 contact)" in warning
+    assert 'add retire_tags = ["Old"] to destination \'mc\'' in warning
+    assert "'VIP' is 'vip' but for case or spaces" in warning and "map it under its old name" in warning
+    only = left_behind_warning(dest, [("VIP", 3)])
+    assert "retire_tags =" not in only and "'VIP' is 'vip' but for case" in only

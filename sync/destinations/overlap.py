@@ -43,16 +43,30 @@ def check_shared_audiences(destinations: Iterable["DestinationConfig"]) -> None:
 
 
 def check_retired(dest: "DestinationConfig") -> None:
-    """ValueError for a ``retire_tags`` name the destination still gives (a mapping or a transition), or empty."""
+    """ValueError for a ``retire_tags`` name that is empty or that the destination still gives (a mapping or a
+    transition), compared as the cross-destination check compares names: whatever the case, spaces around it
+    stripped. ``retire_tags = ["VIP"]`` beside a mapping to ``vip`` (a case-only rename) would plan ``add vip,
+    remove VIP`` for one contact: an ESP that holds them as one tag leaves him untagged while the ledger says
+    ``vip``."""
     from ..planning.plan import all_managed
 
-    given = set(all_managed(dest.model_copy(update={"retire_tags": []})))
+    given = {name.strip().casefold(): name for name in all_managed(dest.model_copy(update={"retire_tags": []}))}
     for name in dest.retire_tags:
-        if not name.strip() or name in given:
-            why = "is empty" if not name.strip() else "is still given by a mapping of this destination"
-            raise ValueError(f"destination {dest.name!r}: retire_tags: {name!r} {why}; retire_tags lists the "
-                             f"tags/lists rfmsync pushed that no mapping gives any more, named as the ESP has them "
-                             f"(as the plan's warning names them)")
+        same = given.get(name.strip().casefold())
+        if not name.strip():
+            why = "is empty"
+        elif same == name:
+            why = "is still given by a mapping of this destination"
+        elif same is not None:
+            why = (f"is the tag/list {same!r} that a mapping of this destination gives, but for case or spaces: an "
+                   f"ESP that holds them as one tag (Mailchimp's tags) would lose it from the contacts the mapping "
+                   f"gives it to; rfmsync cannot retire one spelling without the other (to keep such a tag, map "
+                   f"it under the name the ESP has)")
+        else:
+            continue
+        raise ValueError(f"destination {dest.name!r}: retire_tags: {name!r} {why}; retire_tags lists the "
+                         f"tags/lists rfmsync pushed that no mapping gives any more, named as the ESP has them "
+                         f"(as the plan's warning names them)")
 
 
 def _fight(dest: "DestinationConfig", first: tuple[str, str], name: str, audience: str) -> str:

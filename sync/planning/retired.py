@@ -37,17 +37,32 @@ def left_behind(con: duckdb.DuckDBPyConnection, dest: DestinationConfig) -> list
 
 
 def left_behind_warning(dest: DestinationConfig, found: list[tuple[str, int]]) -> str | None:
-    """The plan's warning for :func:`left_behind`'s tags, saying how to act; None when there is none."""
+    """The plan's warning for :func:`left_behind`'s tags, saying how to act; None when there is none. A tag that
+    differs from a managed one only in case or spaces (a case-only rename, ``VIP`` → ``vip``) is not offered to
+    ``retire_tags``, which refuses it (:func:`sync.destinations.overlap.check_retired`): an ESP that folds case
+    holds both as one tag, the one the mapping gives."""
     if not found:
         return None
+    managed = {t.strip().casefold(): t for t in all_managed(dest)}
     shown = ", ".join(f"{tag!r} ({n} contact{'s' if n != 1 else ''})" for tag, n in found[:SHOWN])
     more = f" and {len(found) - SHOWN} more" if len(found) > SHOWN else ""
-    names = ", ".join(f'"{tag}"' for tag, _ in found)
+    retire = [tag for tag, _ in found if tag.strip().casefold() not in managed]
+    renamed = [(tag, managed[tag.strip().casefold()]) for tag, _ in found if tag not in retire]
+    act = []
+    if retire:
+        names = ", ".join(f'"{tag}"' for tag in retire)
+        act.append(f"to have rfmsync take {'them' if len(retire) > 1 else 'it'} off the contacts it put "
+                   f"{'them' if len(retire) > 1 else 'it'} on (and only those), add retire_tags = [{names}] to "
+                   f"destination {dest.name!r} (the plan guards apply: max_removal_pct); or map "
+                   f"{'them' if len(retire) > 1 else 'it'} again")
+    if renamed:
+        pairs = ", ".join(f"{old!r} is {new!r}" for old, new in renamed)
+        act.append(f"{pairs} but for case or spaces: an ESP that folds case (Mailchimp's tags) holds them as one "
+                   f"tag, so they cannot be retired; to have rfmsync manage such a tag again on every contact it "
+                   f"put it on, map it under its old name, as the ESP has it")
     return (f"tags/lists rfmsync pushed that no mapping of this destination gives any more stay on their "
             f"contacts: {shown}{more}; campaigns aimed at them still reach people who may have left those segments. "
-            f"To have rfmsync take them off the contacts it put them on (and only those), add "
-            f"retire_tags = [{names}] to destination {dest.name!r} (the plan guards apply: max_removal_pct); "
-            f"or map them again")
+            + "; ".join(a[0].upper() + a[1:] for a in act))
 
 
 __all__ = ["left_behind", "left_behind_warning"]
