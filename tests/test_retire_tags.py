@@ -151,3 +151,21 @@ def test_the_warning_after_a_case_only_rename_offers_no_retire_tags_line_for_it(
     assert "'VIP' is 'vip' but for case or spaces" in warning and "map it under its old name" in warning
     only = left_behind_warning(dest, [("VIP", 3)])
     assert "retire_tags =" not in only and "'VIP' is 'vip' but for case" in only
+
+
+def test_the_warning_s_retire_tags_line_is_valid_toml_for_any_tag_name():
+    """The suggested line is pasted into the config: a tag holding ``"`` or ``\\`` was quoted as f'"{tag}"', which
+    TOML reads as another string or not at all."""
+    import re
+    import tomllib
+
+    from sync.config import DestinationConfig
+    from sync.planning.retired import left_behind_warning
+
+    tags = ['say "hi"', "C:\\old", "ВИП\x7f", "plain"]
+    dest = DestinationConfig(name="mc", type="mailchimp", audience="a1", segments={"Champions": "vip"})
+    warning = left_behind_warning(dest, [(tag, 1) for tag in tags])
+    line = re.search(r"add (retire_tags = \[.*\]) to destination 'mc'", warning).group(1)
+    assert tomllib.loads(line) == {"retire_tags": tags}
+    DestinationConfig(name="mc", type="mailchimp", audience="a1", segments={"Champions": "vip"},
+                      **tomllib.loads(line))  # and the config takes it

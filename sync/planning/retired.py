@@ -12,6 +12,8 @@ counted by the plan guards (``max_removal_pct``) like any other.
 
 from __future__ import annotations
 
+import json
+
 import duckdb
 
 from connectors.normalize import lit
@@ -50,7 +52,7 @@ def left_behind_warning(dest: DestinationConfig, found: list[tuple[str, int]]) -
     renamed = [(tag, managed[tag.strip().casefold()]) for tag, _ in found if tag not in retire]
     act = []
     if retire:
-        names = ", ".join(f'"{tag}"' for tag in retire)
+        names = ", ".join(toml_string(tag) for tag in retire)
         act.append(f"to have rfmsync take {'them' if len(retire) > 1 else 'it'} off the contacts it put "
                    f"{'them' if len(retire) > 1 else 'it'} on (and only those), add retire_tags = [{names}] to "
                    f"destination {dest.name!r} (the plan guards apply: max_removal_pct); or map "
@@ -65,4 +67,10 @@ def left_behind_warning(dest: DestinationConfig, found: list[tuple[str, int]]) -
             + "; ".join(a[0].upper() + a[1:] for a in act))
 
 
-__all__ = ["left_behind", "left_behind_warning"]
+def toml_string(text: str) -> str:
+    """``text`` as a TOML basic string, to be pasted into the config: JSON's escapes (``\\"``, ``\\\\``, ``\\n``,
+    ``\\uXXXX``) are TOML's, and DEL, which JSON leaves as it is and TOML does not, is escaped too."""
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+__all__ = ["left_behind", "left_behind_warning", "toml_string"]
