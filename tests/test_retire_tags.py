@@ -119,7 +119,7 @@ def test_a_tag_one_destination_retires_and_another_of_the_audience_manages_is_a_
     assert "destinations 'mc' and 'mc2' both manage the tag/list 'VIP' in Mailchimp audience 'a1'" in error
 
 
-def test_the_row_planner_of_the_webhook_resync_retires_as_the_columnar_one():
+def test_the_row_planner_retires_as_the_columnar_one():
     from sync.config import DestinationConfig
     from sync.model import PushedState
     from sync.planning.plan import desired_contacts, plan_destination
