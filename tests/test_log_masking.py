@@ -105,3 +105,63 @@ def test_the_cli_masks_what_the_last_resort_handler_writes(tmp_path):
     assert "worker w1: batch failed: lease lost: ***" in done.stderr
     assert "RuntimeError: lease lost: ***" in done.stderr
     assert SECRET not in done.stderr
+
+
+def test_a_formatter_that_formats_exc_info_itself_gets_no_secret():
+    """A handler's formatter reading ``record.exc_info`` (as python-json-logger's does: exc_info first, exc_text
+    only without it) formatted the unmasked exception again; the stdlib one still prints the masked text."""
+    import json
+
+    class JsonFormatter(logging.Formatter):
+        def format(self, record):
+            out = {"message": record.getMessage()}
+            if record.exc_info:
+                out["exc_info"] = self.formatException(record.exc_info)
+            elif record.exc_text:
+                out["exc_info"] = record.exc_text
+            return json.dumps(out)
+
+    remember_secrets(SECRET)
+    streams = {kind: io.StringIO() for kind in ("json", "plain")}
+    logger = logging.getLogger("sync.serve.test_json")
+    logger.propagate = False
+    for kind, formatter in (("json", JsonFormatter()), ("plain", logging.Formatter("%(message)s"))):
+        handler = logging.StreamHandler(streams[kind])
+        handler.setFormatter(formatter)
+        handler.addFilter(MaskLogRecords())
+        logger.addHandler(handler)
+    try:
+        try:
+            raise RuntimeError(f"lease lost: postgresql://rfm:{SECRET}@db/rfm")
+        except RuntimeError:
+            logger.exception("worker w1: batch failed")
+    finally:
+        logger.handlers.clear()
+        logger.propagate = True
+    line = json.loads(streams["json"].getvalue())
+    assert "RuntimeError: lease lost: postgresql://rfm:***@db/rfm" in line["exc_info"]
+    plain = streams["plain"].getvalue()
+    assert "Traceback (most recent call last)" in plain and "lease lost: postgresql://rfm:***@db/rfm" in plain
+    assert SECRET not in streams["json"].getvalue() + plain
+
+
+def test_an_uncaught_exception_of_a_thread_or_of_the_main_thread_is_written_masked(tmp_path):
+    """Python writes an exception nothing caught itself (``threading.excepthook``, ``sys.excepthook``), not
+    through logging: a ``serve`` background thread's traceback quoting a database URL showed its password."""
+    script = (
+        "import sys, threading\n"
+        "from connectors.secrets import mask_log_handlers, remember_secrets\n"
+        "mask_log_handlers()\n"
+        f"remember_secrets({SECRET!r})\n"
+        "def beat():\n"
+        f"    raise RuntimeError('heartbeat lost: postgresql://rfm:' + {SECRET!r} + '@db/rfm')\n"
+        "t = threading.Thread(target=beat, name='rfmsync-bg-0')\n"
+        "t.start(); t.join()\n"
+        "threading.Thread(target=sys.exit).start()\n"  # SystemExit in a thread: nothing, as Python does
+        f"raise ValueError('bad key ' + {SECRET!r})\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert "Exception in thread rfmsync-bg-0:\nTraceback (most recent call last)" in done.stderr
+    assert "RuntimeError: heartbeat lost: postgresql://rfm:***@db/rfm" in done.stderr
+    assert done.stderr.count("Exception in thread") == 1
+    assert "ValueError: bad key ***" in done.stderr and done.returncode == 1
+    assert SECRET not in done.stderr
