@@ -2,7 +2,8 @@
 scoring run has no use for requests).
 
 * :func:`remember_secrets` keeps every secret a client (or the CLI, from its settings) was given, process-wide;
-  :func:`mask` / :func:`redact` replace them with ``***``; :class:`RedactSecrets` does it on a library's logger.
+  :func:`mask` / :func:`redact` replace them with ``***``; :class:`RedactSecrets` does it on a library's logger,
+  :class:`MaskLogRecords` (:func:`mask_log_handlers`) on the CLI's log handlers, exception text included.
 * :func:`webhook_code` is the secret part of a Bitrix24 inbound webhook URL (the portal stays named).
 * :data:`Secret` / :data:`SecretUrl` are how every setting holding a secret is read (the ESP keys, CRM tokens,
   webhook secrets, the ledger URL and its password): trailing whitespace dropped, in this one place
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import threading
+from types import TracebackType
 from typing import Annotated, Any, Iterable
 from urllib.parse import urlsplit
 
@@ -156,6 +159,58 @@ class RedactSecrets(logging.Filter):
         if safe != msg:
             record.msg, record.args = safe, None
         return True
+
+
+class MaskLogRecords(RedactSecrets):
+    """On a handler: every record it writes with :func:`redact`'s secrets masked, its message and also the text of
+    its exception and stack (a ``batch failed`` traceback whose exception a vendor's answer or a database URL
+    filled with a key or password). A logger's own filter sees only the records made on it, not its children's:
+    a handler sees them all. The exception's masked text (``exc_text``) then stands for it: ``exc_info`` is
+    cleared, so a formatter that formats ``exc_info`` itself (a JSON formatter's) cannot print the secret; the
+    standard formatters print ``exc_text`` whether ``exc_info`` is set or not."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        super().filter(record)
+        if record.exc_info:
+            if not record.exc_text:  # the formatters use exc_text when it is set
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+def mask_log_handlers() -> None:
+    """Put a :class:`MaskLogRecords` on every handler of the root logger and on :data:`logging.lastResort` (what
+    writes WARNING and above when no handler is configured, e.g. ``rfmsync serve`` without ``-v``), once each,
+    and mask what Python writes itself of an exception nothing caught (:func:`masked_excepthook`: a thread's, as
+    ``serve``'s background threads, or the main thread's): called by the CLI, the application, after it
+    configured logging (the library configures no handler)."""
+    for handler in [*logging.getLogger().handlers, logging.lastResort]:
+        if handler is not None and not any(isinstance(f, MaskLogRecords) for f in handler.filters):
+            handler.addFilter(MaskLogRecords())
+    threading.excepthook = masked_thread_excepthook
+    sys.excepthook = masked_excepthook
+
+
+def masked_excepthook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None,
+                      heading: str = "") -> None:
+    """What :data:`sys.excepthook` writes (the traceback of an exception nothing caught, to stderr), masked."""
+    import traceback
+
+    if sys.stderr is not None:
+        sys.stderr.write(heading + redact("".join(traceback.format_exception(exc_type, exc, tb))))
+        sys.stderr.flush()
+
+
+def masked_thread_excepthook(args: threading.ExceptHookArgs) -> None:
+    """What :data:`threading.excepthook` writes of a thread's uncaught exception, masked (SystemExit: nothing)."""
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else threading.get_ident()
+    masked_excepthook(args.exc_type, args.exc_value, args.exc_traceback, f"Exception in thread {name}:\n")
 
 
 def redact_logger(name: str) -> None:

@@ -114,6 +114,8 @@ class DestinationConfig(BaseModel):
     # "FROM -> TO" (a segment or *) → tag/list given for transition_days after the move (sync.planning.transitions)
     transitions: dict[str, str] = Field(default_factory=dict)
     transition_days: int = Field(default=7, ge=1)
+    # tags/lists rfmsync pushed that no mapping gives any more: taken off the contacts it put them on (the ledger's)
+    retire_tags: list[str] = Field(default_factory=list)
     batch_size: int | None = None  # override the API maximum (never above it)
     http: HttpOverrides | None = None  # [destinations.http]: this destination's [http] overrides
     _base_http: HttpConfig = PrivateAttr(default_factory=lambda: HttpConfig())
@@ -251,6 +253,9 @@ class Config(BaseModel):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"destination names must be unique: {', '.join(sorted(dup))}")
+        from .destinations.overlap import check_shared_audiences
+
+        check_shared_audiences(self.destinations)  # two destinations managing one tag would undo each other
         for d in self.destinations:
             d._base_http = self.http
         return self

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from sync.config import load_config
+from sync.errors import ConfigError
 from sync.ledger import Ledger, ledger_url, open_ledger
 from sync.settings import load_settings
 
@@ -166,3 +168,82 @@ def test_planning_reads_a_sqlite_ledger_whose_url_has_a_query(write_config, tmp_
         assert missing.recent_runs() == [] and not (tmp_path / "other.db").exists()  # still creates no file
     finally:
         missing.close()
+
+
+@pytest.mark.parametrize("url, file", [
+    ("sqlite:///file:x?mode=memory&uri=true", None),  # in memory, as the ledger's engine decides (db.is_memory)
+    ("sqlite:///file::memory:?uri=true", None),  # SQLite's own in-memory URI, not a file named ':memory:'
+    ("sqlite:///file::memory:?uri=true&cache=shared", None), ("sqlite:///file:%3Amemory%3A?uri=true", None),
+    ("sqlite:///file:///:memory:?uri=true", "/:memory:"),  # a path /:memory: is a file to SQLite
+    ("sqlite:///file:x.db?mode=MEMORY&uri=true", "x.db"),  # SQLite's modes are lower case: an error, not memory
+    ("sqlite://", None), ("sqlite:///:memory:", None), ("postgresql+psycopg://u:p@db/x", None),
+    ("sqlite:///file:data/l.db?uri=true", "data/l.db"),  # a URI filename names a file
+    ("sqlite:///file:///srv/l.db?uri=true&mode=rw", "/srv/l.db"),
+    ("sqlite:///file:x.db", "file:x.db"),  # without uri=true SQLite takes the name as it is
+    ("sqlite:///data/l.db?timeout=30", "data/l.db"),
+])
+def test_sqlite_file_says_memory_or_file_as_the_ledger_does(url, file) -> None:
+    from sqlalchemy.engine import make_url
+
+    from sync.ledger.db import is_memory
+    from sync.ledger.url import sqlite_file
+
+    assert sqlite_file(url) == file
+    if url.startswith("sqlite"):
+        assert (file is None) == is_memory(make_url(url))
+
+
+def test_an_in_memory_uri_ledger_is_no_file_and_a_uri_filename_is_in_the_config_folder(write_config, tmp_path,
+                                                                                       monkeypatch, caplog) -> None:
+    """The ledger-location upgrade check and ``existing_ledger`` ask whether the URL names a file: an in-memory URI
+    (``?mode=memory&uri=true``) was taken for a file named ``x.db``, moved into the config folder, and a stray
+    ``x.db`` in the working folder stopped the run as "a ledger an older version left"; a URI filename was left
+    to the working folder, and planning created it."""
+    from sqlalchemy.engine import make_url
+
+    from sync.api import existing_ledger
+
+    elsewhere = tmp_path / "cron-home"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    (elsewhere / "x.db").write_bytes(b"")
+    memory = "sqlite:///file:x.db?mode=memory&uri=true"
+    assert resolve(write_config(f'[ledger]\nurl = "{memory}"\n'), caplog)[0] == memory
+    path = write_config('[ledger]\nurl = "sqlite:///file:data/l.db?uri=true"\n')
+    resolved = make_url(resolve(path, caplog)[0])
+    assert (resolved.database, dict(resolved.query)) == (f"file:{tmp_path / 'data' / 'l.db'}", {"uri": "true"})
+    (tmp_path / "data").mkdir()
+    ledger = existing_ledger(load_config(path), load_settings())
+    ledger.close()
+    assert not (tmp_path / "data" / "l.db").exists() and not (elsewhere / "data").exists()  # planning: no file
+    with open_ledger(load_config(path), load_settings()) as ledger:
+        ledger.finish_run(ledger.start_run("pull"), "succeeded", {})
+    assert (tmp_path / "data" / "l.db").is_file() and not (elsewhere / "data").exists()
+
+
+@pytest.mark.parametrize("url", ["sqlite:///file::memory:?uri=true", "sqlite:///file:l.db?mode=memory&uri=true"])
+def test_an_in_memory_uri_ledger_keeps_nothing_on_disk(write_config, tmp_path, monkeypatch, caplog, url) -> None:
+    """``file::memory:`` (SQLite's in-memory URI) was taken for a file named ``:memory:`` in the config folder: the
+    ledger persisted there, and a second process saw the first one's runs."""
+    monkeypatch.chdir(tmp_path)
+    path = write_config(f'[ledger]\nurl = "{url}"\n')
+    assert resolve(path, caplog)[0] == url
+    for _ in range(2):
+        with open_ledger(load_config(path), load_settings()) as ledger:
+            assert ledger.recent_runs() == []  # the previous one's run is gone with it
+            ledger.finish_run(ledger.start_run("pull"), "succeeded", {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+@pytest.mark.parametrize("url, said", [
+    ("sqlite:///file:l.db?mode=MEMORY&uri=true", "no such access mode: MEMORY"),  # SQLite's modes are lower case
+    ("sqlite:///l.db?mode=memory&uri=true", "mode=memory only in a URI filename"),  # SQLite: a file 'l.db?mode=memory'
+    ("sqlite:///l.db?mode=memory", "mode=memory only in a URI filename"),  # pysqlite ignores mode: a file l.db
+])
+def test_a_memory_mode_sqlite_does_not_take_is_refused_not_a_file(write_config, tmp_path, monkeypatch, url,
+                                                                   said) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = write_config(f'[ledger]\nurl = "{url}"\n')
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        open_ledger(load_config(path), load_settings())
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]

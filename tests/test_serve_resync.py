@@ -12,6 +12,7 @@ import pytest
 from connectors.records import Order
 from segmentation import run_segmentation
 from sync.config import load_config
+from sync.errors import GuardRefusedError
 from sync.ingest import load_cut_points
 from sync.ledger import open_ledger
 from sync.api import run_sync
@@ -192,3 +193,28 @@ def test_a_resync_that_found_a_lost_tag_counts_the_managed_contacts_again(tmp_pa
         # and the holders the ledger took the tag from, waiting to be given it back (their only managed tag)
         waiting = waiting_only(ledger.lost_tags(DEST), ledger.load_state(DEST), frozenset(managed))
     assert waiting and kept == exact + waiting
+
+
+def test_a_resync_leaves_retired_tags_to_the_full_sync_whose_guard_sees_them_all(tmp_path, mailchimp_fake,
+                                                                                 monkeypatch):
+    """A retired tag (``retire_tags``) came off the few contacts of each webhook with no guard line, while the
+    full sync taking it off everyone is refused (``max_removal_pct``): a mistaken entry dribbled out. The resync
+    leaves it (on the contact and in the ledger) for the full sync."""
+    path = synced_shop(tmp_path / "shop", mailchimp_fake, monkeypatch, customers=120)
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace('"Best active" = "VIP"\n', '').replace(
+        'new_contacts = "transactional"', 'new_contacts = "transactional"\nretire_tags = ["VIP"]'), encoding="utf-8")
+    cfg, settings = load_config(path), load_settings()
+    assert cfg.destination(DEST).retire_tags == ["VIP"]
+    with open_ledger(cfg, settings) as ledger:
+        vip = {k: s.customer_id for k, s in ledger.load_state(DEST).items() if "VIP" in s.tags}
+        assert len(vip) >= 3
+        picked = dict(list(vip.items())[:3])
+        report = resync(cfg, ledger, settings, orders_for(list(picked.values()), "R"), as_of=AS_OF)
+        assert report.customers == 3
+        state = ledger.load_state(DEST)
+        assert all("VIP" in state[k].tags for k in picked)  # the ledger still says rfmsync put it there
+        assert all("VIP" in mailchimp_fake.tags_of(k) for k in picked)  # and the ESP still holds it
+        with pytest.raises(GuardRefusedError, match="max_removal_pct"):
+            run_full_sync(cfg, ledger, settings, as_of=AS_OF, kind="sync")
+    assert all("VIP" in mailchimp_fake.tags_of(k) for k in vip)

@@ -15,7 +15,7 @@ import click
 
 from connectors.errors import ConfigError as SourceConfigError
 from connectors.errors import ConnectorError
-from connectors.secrets import mask, remember_secrets
+from connectors.secrets import mask, mask_log_handlers, remember_secrets
 from segmentation import DataRangeError, SegmentationError
 
 from ..errors import INTERNAL_EXIT, ConfigError, DataError, RfmsyncError
@@ -132,6 +132,7 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
     if verbose:
         logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.INFO,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    mask_log_handlers()  # every record written masked, a traceback's text too (the secrets: remembered below)
     from ..settings import Settings, warn_unknown_variables
 
     warn_unknown_variables()  # MAILCHIMP_KEY and the like: a warning naming the expected variable

@@ -85,12 +85,41 @@ def parse_url(url: str) -> URL:
     if backend == "sqlite":
         if parsed.drivername != "sqlite":
             raise ConfigError(f"ledger URL: SQLite driver {parsed.drivername!r} is not supported; use sqlite:///path")
+        if "mode" in parsed.query and uri_path(parsed) is None:  # SQLite would open a file, not what mode says
+            raise ConfigError(f"ledger URL: SQLite reads mode={parsed.query['mode']} only in a URI filename: write "
+                              f"sqlite:///file:{parsed.database or ':memory:'}?mode=...&uri=true (file: and "
+                              "uri=true both), or leave mode out")
         return parsed
     raise ConfigError(f"ledger URL: unsupported database {backend!r}; use sqlite:///path or postgresql+psycopg://...")
 
 
+URI_SCHEME = "file:"  # a SQLite URI filename (with ?uri=true): sqlite:///file:data/l.db?uri=true
+
+
+def uri_path(url: URL) -> str | None:
+    """The path of a SQLite URI filename (``sqlite:///file:data/l.db?uri=true`` → ``data/l.db``, ``file:///abs/l.db``
+    → ``/abs/l.db``: an empty or local authority); None when the database is no URI filename (no ``file:``, or no
+    ``uri=true``: SQLite then takes the name as it is)."""
+    from sqlalchemy.util import asbool
+
+    name = url.database or ""
+    if not name.startswith(URI_SCHEME) or not asbool(url.query.get("uri", False)):
+        return None
+    path = name[len(URI_SCHEME):]
+    return "/" + path[2:].partition("/")[2] if path.startswith("//") else path
+
+
 def is_memory(url: URL) -> bool:
-    return url.database in (None, "", ":memory:") or str(url.query.get("mode", "")) == "memory"
+    """Whether SQLite opens this URL's database in memory, as SQLite decides it: no name or ``:memory:``; in a URI
+    filename the path ``:memory:`` (``file::memory:``, percent-encoded too) or ``mode=memory`` (SQLite's modes are
+    lower case: ``mode=MEMORY`` is an error, never a file). ``mode`` outside a URI filename is refused by
+    :func:`parse_url` (SQLite would open a file of that name)."""
+    from urllib.parse import unquote
+
+    path = uri_path(url)
+    if path is None:
+        return url.database in (None, "", ":memory:")
+    return unquote(path) == ":memory:" or url.query.get("mode") == "memory"
 
 
 def build_engine(url: URL) -> Engine:

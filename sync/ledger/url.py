@@ -74,7 +74,11 @@ def config_relative(url: str | None, cfg: Config, setting: str = "[ledger] url")
             raise _stop(cfg, setting, name, path, here, theirs, mine)
     from sqlalchemy.engine import make_url
 
-    return make_url(url).set(database=str(path)).render_as_string(hide_password=False)
+    from .db import URI_SCHEME, uri_path
+
+    parsed = make_url(url)
+    uri = URI_SCHEME if uri_path(parsed) is not None else ""  # a URI filename stays one
+    return parsed.set(database=uri + str(path)).render_as_string(hide_password=False)
 
 
 def _stop(cfg: Config, setting: str, name: str, path: Path, here: Path, theirs: Used, mine: Used | None):
@@ -148,18 +152,23 @@ def _what(used: Used) -> str:
 
 
 def sqlite_file(url: str | None) -> str | None:
-    """The file a SQLite URL names, without its query (``sqlite:///data/l.db?timeout=30`` → ``data/l.db``); None
-    for another database, an in-memory one or a URL that does not parse (Ledger.connect says what is wrong)."""
+    """The file a SQLite URL names, without its query (``sqlite:///data/l.db?timeout=30`` → ``data/l.db``; a URI
+    filename ``sqlite:///file:data/l.db?uri=true`` → ``data/l.db``); None for another database, an in-memory one
+    (decided as the ledger's engine decides it, :func:`sync.ledger.db.is_memory`: ``file::memory:`` and
+    ``?mode=memory`` in a URI filename) or a URL the ledger refuses (Ledger.connect says what is wrong)."""
     if not url or not url.startswith("sqlite"):
         return None
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    from ..errors import ConfigError
+    from .db import is_memory, parse_url, uri_path
 
     try:
-        name = make_url(url).database
-    except ArgumentError:
+        parsed = parse_url(url)
+    except ConfigError:
         return None
-    return None if not name or name == ":memory:" or name.startswith("file:") else name
+    if not parsed.database or is_memory(parsed):
+        return None
+    path = uri_path(parsed)
+    return parsed.database if path is None else path
 
 
 def open_ledger(cfg: Config, settings: Settings | None = None) -> Ledger:

@@ -31,8 +31,10 @@ def managed_tags(dest: DestinationConfig) -> dict[str, list[str]]:
 
 
 def all_managed(dest: DestinationConfig) -> list[str]:
-    """Every tag/list rfmsync manages in this destination: the segments' and the transitions'."""
-    return sorted({t for tags in managed_tags(dest).values() for t in tags} | set(transition_managed(dest)))
+    """Every tag/list rfmsync manages in this destination: the segments', the transitions' and the retired ones
+    (``retire_tags``: given to nobody, so taken off every contact the ledger says rfmsync put them on)."""
+    return sorted({t for tags in managed_tags(dest).values() for t in tags} | set(transition_managed(dest))
+                  | set(dest.retire_tags))
 
 
 def check_fields(dest: DestinationConfig) -> None:

@@ -20,6 +20,7 @@ from ..guards import plan_lines
 from ..model import PushedState
 from .columnar import columnar_plan_stats, plan_columnar, reconcile_pushed, stage_pushed
 from .plan import Plan, all_managed, check_fields
+from .retired import left_behind, left_behind_warning
 from .rows import CustomerRows, stage_dicts, stage_segments
 from .transitions import moves_sql, transition_tags_sql
 from .values import PREDICTIVE_VALUES, column_of
@@ -126,11 +127,13 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
             if not client.reconciles:
                 raise DestinationError(f"destination {dest.name!r}: --reconcile is not supported for "
                                        f"{dest.spec.label} (it cannot list the members of a tag or list)")
-            reconcile_pushed(rows.con, client.read_managed(all_managed(dest)), all_managed(dest))
+            read = reconciled_tags(dest)  # not the retired: only the ledger says whom rfmsync gave them to
+            reconcile_pushed(rows.con, client.read_managed(read), read)
         if (dest.new_contacts == "skip" or full_refresh) and client.reads_existing_members:
             existing = client.existing_members(rows.desired_keys())  # full refresh: repairs drift
     elif client is None:
         notes.append("planned against the ledger alone (no credentials set): the ESP was not read")
+    behind = left_behind_warning(dest, left_behind(rows.con, dest))
     shared = rows.shared_note()
     if shared is not None:
         notes.append(shared)
@@ -141,7 +144,7 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
     # contacts is a scan of the whole pushed state)
     lines = tuple(plan_lines(cfg.guards, columnar_plan_stats(rows.con, plan, ledger.lost_tags(dest.name)))) \
         if plan.changes else ()
-    warnings = ((unchecked,) if unchecked is not None else ()) + lines
+    warnings = ((unchecked,) if unchecked is not None else ()) + ((behind,) if behind else ()) + lines
     if warnings:
         plan = replace(plan, warnings=(*plan.warnings, *warnings))
     return PlannedDestination(plan, client, lines, replan=lambda: plan_one(
@@ -163,6 +166,12 @@ def remote_unchecked(client: Destination | None, require_remote: bool) -> str | 
     return None
 
 
+def reconciled_tags(dest: DestinationConfig) -> list[str]:
+    """The tags ``--reconcile`` reads the members of: the managed ones but the retired (``retire_tags``), whose
+    members the ESP lists whoever tagged them."""
+    return [t for t in all_managed(dest) if t not in set(dest.retire_tags)]
+
+
 def reconciled(last: dict[str, PushedState], actual: dict[str, set[str]], managed: Sequence[str]
                ) -> dict[str, PushedState]:
     """Replace the ledger's view of managed tags with what the ESP really holds (repairs drift)."""
@@ -181,4 +190,4 @@ def reconciled(last: dict[str, PushedState], actual: dict[str, set[str]], manage
 
 
 __all__ = ["ExtraTags", "PlannedDestination", "field_columns", "staged_rows", "needs_predictions", "plan_all",
-           "plan_one", "reconciled", "remote_unchecked", "selected_destinations"]
+           "plan_one", "reconciled", "reconciled_tags", "remote_unchecked", "selected_destinations"]

@@ -1,0 +1,78 @@
+"""Two destinations that would manage one tag or list of one audience: refused when the config loads.
+
+Each destination keeps its own pushed state in the ledger and takes a managed tag off every contact it pushed it to
+that its own desired state does not give it. Two destinations writing the same tag of the same audience (a
+Mailchimp audience id given twice; SendGrid and Unisender lists, which live in the account the one API key of the
+type opens) would undo each other at every run (A adds ``rfm:vip``, B, whose segments or consent differ, removes
+it) while both ledgers say all is well; a tag one retires (``retire_tags``) and the other gives, likewise. Names
+are compared whatever their case (a trap either way: an ESP that
+tells ``VIP`` from ``vip`` and two destinations one letter apart).
+
+Within one destination a tag given by several mappings is a union, not a fight (the contact keeps it while any of
+them gives it; a segment tag that is also a transition tag is refused by :mod:`sync.planning.transitions`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable
+
+if TYPE_CHECKING:
+    from ..config import DestinationConfig
+
+
+def audience_of(dest: "DestinationConfig") -> tuple[str, str]:
+    """Where a destination's managed tags/lists live: its type and its audience (Mailchimp's list id; SendGrid and
+    Unisender: the account of the type's one API key, so every destination of the type shares it)."""
+    return dest.type, (dest.audience or "").strip() if dest.spec.needs_audience else ""
+
+
+def check_shared_audiences(destinations: Iterable["DestinationConfig"]) -> None:
+    """ValueError naming both destinations, the audience and the tag/list when two destinations of one audience
+    manage a tag/list of the same name (a retired one too: it is taken off contacts), and for a tag a destination
+    both retires and gives."""
+    from ..planning.plan import all_managed
+
+    owner: dict[tuple[str, str, str], tuple[str, str]] = {}  # (type, audience, name folded) → (destination, name)
+    for dest in destinations:
+        check_retired(dest)
+        kind, audience = audience_of(dest)
+        for name in all_managed(dest):
+            first = owner.setdefault((kind, audience, name.casefold()), (dest.name, name))
+            if first[0] != dest.name:
+                raise ValueError(_fight(dest, first, name, audience))
+
+
+def check_retired(dest: "DestinationConfig") -> None:
+    """ValueError for a ``retire_tags`` name that is empty or that the destination still gives (a mapping or a
+    transition), compared as the cross-destination check compares names: whatever the case, spaces around it
+    stripped. ``retire_tags = ["VIP"]`` beside a mapping to ``vip`` (a case-only rename) would plan ``add vip,
+    remove VIP`` for one contact: an ESP that holds them as one tag leaves him untagged while the ledger says
+    ``vip``."""
+    from ..planning.plan import all_managed
+
+    given = {name.strip().casefold(): name for name in all_managed(dest.model_copy(update={"retire_tags": []}))}
+    for name in dest.retire_tags:
+        same = given.get(name.strip().casefold())
+        if not name.strip():
+            why = "is empty"
+        elif same == name:
+            why = "is still given by a mapping of this destination"
+        elif same is not None:
+            why = (f"is the tag/list {same!r} that a mapping of this destination gives, but for case or spaces: an "
+                   f"ESP that holds them as one tag (Mailchimp's tags) would lose it from the contacts the mapping "
+                   f"gives it to; rfmsync cannot retire one spelling without the other (to keep such a tag, map "
+                   f"it under the name the ESP has)")
+        else:
+            continue
+        raise ValueError(f"destination {dest.name!r}: retire_tags: {name!r} {why}; retire_tags lists the "
+                         f"tags/lists rfmsync pushed that no mapping gives any more, named as the ESP has them "
+                         f"(as the plan's warning names them)")
+
+
+def _fight(dest: "DestinationConfig", first: tuple[str, str], name: str, audience: str) -> str:
+    where = (f"{dest.spec.label} audience {audience!r}" if audience
+             else f"the {dest.spec.label} account ({dest.spec.key_env})")
+    names = repr(name) if first[1] == name else f"{first[1]!r} and {name!r} (one name whatever the case)"
+    return (f"destinations {first[0]!r} and {dest.name!r} both manage the tag/list {names} in {where}: each sync "
+            f"would undo the other's (one adds it, the other takes it off); give each destination its own names "
+            f"(tag_prefix / list_prefix, or other tag names), or map the segments in one destination")

@@ -1,0 +1,76 @@
+"""Tags rfmsync pushed that the config no longer maps: said in the plan, and taken off when the user says so.
+
+A mapping removed or renamed (``"Best active" = "VIP"`` → ``"rfm:vip"``) leaves its old tag on every contact
+rfmsync gave it: rfmsync manages only the mapped tags, so nothing takes it off, and a campaign aimed at ``VIP``
+goes on reaching people who left the segment long ago. The ledger knows which contacts rfmsync put it on (their
+pushed tags): :func:`left_behind` counts them per tag, and :func:`left_behind_warning` is the plan's warning.
+``retire_tags = ["VIP"]`` in the destination makes the tag a managed one that no segment gives
+(:func:`sync.planning.plan.all_managed`): both planners then take it off those contacts, and only those (never
+a contact the ledger does not say rfmsync tagged; ``--reconcile`` does not read its members), the removals
+counted by the plan guards (``max_removal_pct``) like any other.
+"""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+
+from connectors.normalize import lit
+
+from ..config import DestinationConfig
+from .columnar import LEDGER, TAGS
+from .plan import all_managed
+
+#: at most this many tags named in the warning (the rest counted)
+SHOWN = 10
+
+
+def left_behind(con: duckdb.DuckDBPyConnection, dest: DestinationConfig) -> list[tuple[str, int]]:
+    """``(tag, contacts)`` of every tag/list the staged pushed state (:func:`~.columnar.stage_pushed`: the
+    ledger's rows, before any ``--reconcile``) holds that ``dest`` no longer manages, by tag. The tag texts are
+    grouped first: a ledger has few distinct tag sets, so its JSON is parsed once per set, not per contact."""
+    managed = ", ".join(lit(t) for t in all_managed(dest))
+    keep = f"NOT list_contains([{managed}], tag)" if managed else "TRUE"
+    return [(tag, int(n)) for tag, n in con.execute(f"""
+        WITH sets AS (SELECT tags_json, count(*) AS n FROM {LEDGER} GROUP BY tags_json),
+             tags AS (SELECT unnest({TAGS.format('tags_json')}) AS tag, n FROM sets)
+        SELECT tag, sum(n) FROM tags WHERE tag IS NOT NULL AND {keep} GROUP BY tag ORDER BY tag""").fetchall()]
+
+
+def left_behind_warning(dest: DestinationConfig, found: list[tuple[str, int]]) -> str | None:
+    """The plan's warning for :func:`left_behind`'s tags, saying how to act; None when there is none. A tag that
+    differs from a managed one only in case or spaces (a case-only rename, ``VIP`` → ``vip``) is not offered to
+    ``retire_tags``, which refuses it (:func:`sync.destinations.overlap.check_retired`): an ESP that folds case
+    holds both as one tag, the one the mapping gives."""
+    if not found:
+        return None
+    managed = {t.strip().casefold(): t for t in all_managed(dest)}
+    shown = ", ".join(f"{tag!r} ({n} contact{'s' if n != 1 else ''})" for tag, n in found[:SHOWN])
+    more = f" and {len(found) - SHOWN} more" if len(found) > SHOWN else ""
+    retire = [tag for tag, _ in found if tag.strip().casefold() not in managed]
+    renamed = [(tag, managed[tag.strip().casefold()]) for tag, _ in found if tag not in retire]
+    act = []
+    if retire:
+        names = ", ".join(toml_string(tag) for tag in retire)
+        act.append(f"to have rfmsync take {'them' if len(retire) > 1 else 'it'} off the contacts it put "
+                   f"{'them' if len(retire) > 1 else 'it'} on (and only those), add retire_tags = [{names}] to "
+                   f"destination {dest.name!r} (the plan guards apply: max_removal_pct); or map "
+                   f"{'them' if len(retire) > 1 else 'it'} again")
+    if renamed:
+        pairs = ", ".join(f"{old!r} is {new!r}" for old, new in renamed)
+        act.append(f"{pairs} but for case or spaces: an ESP that folds case (Mailchimp's tags) holds them as one "
+                   f"tag, so they cannot be retired; to have rfmsync manage such a tag again on every contact it "
+                   f"put it on, map it under its old name, as the ESP has it")
+    return (f"tags/lists rfmsync pushed that no mapping of this destination gives any more stay on their "
+            f"contacts: {shown}{more}; campaigns aimed at them still reach people who may have left those segments. "
+            + "; ".join(a[0].upper() + a[1:] for a in act))
+
+
+def toml_string(text: str) -> str:
+    """``text`` as a TOML basic string, to be pasted into the config: JSON's escapes (``\\"``, ``\\\\``, ``\\n``,
+    ``\\uXXXX``) are TOML's, and DEL, which JSON leaves as it is and TOML does not, is escaped too."""
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+__all__ = ["left_behind", "left_behind_warning", "toml_string"]
