@@ -433,6 +433,28 @@ def test_cron_in_the_shop_timezone_and_every_aligned_to_the_epoch_the_earlier_wi
         Schedule.from_config(ScheduleConfig(cron="0 3 * *"))
 
 
+@pytest.mark.parametrize("zone, cron, start, local_fires", [
+    # the clocks go back at 02:00 EDT: 01:30 comes twice (05:30 and 06:30 UTC); the nightly sync runs once
+    ("America/New_York", "30 1 * * *", datetime(2026, 10, 31, 12, 0), ["11-01 01:30", "11-02 01:30", "11-03 01:30"]),
+    # serve started in the repeated hour, after the first 01:30: the second is no fire time either
+    ("America/New_York", "30 1 * * *", datetime(2026, 11, 1, 6, 0), ["11-02 01:30", "11-03 01:30"]),
+    # hourly: the repeated 02:00 (CET) is not run again, 03:00 is
+    ("Europe/Berlin", "0 * * * *", datetime(2026, 10, 24, 23, 30), ["10-25 02:00", "10-25 03:00", "10-25 04:00"]),
+    # the clocks go forward at 02:00: 02:30 does not exist that night and fires at 03:00, once
+    ("Europe/Berlin", "30 2 * * *", datetime(2026, 3, 28, 12, 0), ["03-29 03:00", "03-30 02:30"]),
+])
+def test_a_cron_fires_once_per_local_time_across_daylight_saving_changes(zone, cron, start, local_fires):
+    from sync.config import ScheduleConfig
+    from zoneinfo import ZoneInfo
+
+    schedule = Schedule.from_config(ScheduleConfig(cron=cron), zone)
+    at, fires = start.replace(tzinfo=timezone.utc), []
+    while len(fires) < len(local_fires):
+        at = schedule.next_after(at)
+        fires.append(at.astimezone(ZoneInfo(zone)).strftime("%m-%d %H:%M"))
+    assert fires == local_fires
+
+
 def test_two_serve_processes_run_each_fire_time_once(ledger_url, clock):
     from sync.config import Config, ScheduleConfig
 

@@ -1,7 +1,8 @@
 """Scheduled full syncs for ``rfmsync serve``: ``[schedule] cron = "0 3 * * *"`` and/or ``every = "6h"``.
 
 Fire times are deterministic, so several serve processes agree on them: cron is evaluated in the config's
-timezone (``[source] timezone``, default UTC); ``every`` slots are aligned to the Unix epoch (``6h`` fires at
+timezone (``[source] timezone``, default UTC), once per local time (a time of the hour repeated when the clocks go
+back fires once); ``every`` slots are aligned to the Unix epoch (``6h`` fires at
 00:00, 06:00, 12:00, 18:00 UTC). When both are set, the earlier next time wins. At a fire time, one process
 takes the ledger lock ``schedule`` and runs the same path as ``rfmsync sync`` (pull, segment, plan, guards,
 apply: :func:`sync.api.run_sync`; a scheduled run never overrides a guard);
@@ -140,15 +141,26 @@ class Schedule:
         """The first fire time strictly after ``now`` (aware, UTC), or None when nothing is scheduled."""
         candidates = []
         if self.cron:
-            from croniter import croniter
-
-            local = now.astimezone(ZoneInfo(self.tz))
-            candidates.append(croniter(self.cron, local).get_next(datetime).astimezone(timezone.utc))
+            candidates.append(self._cron_after(now))
         if self.every:
             step = int(self.every.total_seconds())
             ts = int(now.timestamp()) // step * step + step
             candidates.append(datetime.fromtimestamp(ts, timezone.utc))
         return min(candidates) if candidates else None
+
+
+    def _cron_after(self, now: datetime) -> datetime:
+        """The cron's first fire time after ``now``, once per local wall time: on the night the clocks go back, a
+        time of the repeated hour (its second occurrence, ``fold`` 1) is not a fire time again, as in cron(8); a
+        time the clocks skip (02:30 on the night they go forward) fires at the first local time after it."""
+        from croniter import croniter
+
+        zone = ZoneInfo(self.tz)
+        fire = now
+        while True:
+            fire = croniter(self.cron, fire.astimezone(zone)).get_next(datetime).astimezone(timezone.utc)
+            if not fire.astimezone(zone).fold:
+                return fire
 
 
 def run_full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, as_of: date | None = None,
