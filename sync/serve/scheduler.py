@@ -32,27 +32,24 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Callable
-from zoneinfo import ZoneInfo
 
 from connectors.errors import TransientError
 
-from ..config import Config, ScheduleConfig
+from ..config import Config
 from ..engine import ApplyReport, HeldLock, between_batches, destination_lock
-from ..errors import ConfigError, GuardRefusedError, LockBusyError, LockLostError, RunStopped
+from ..errors import GuardRefusedError, LockBusyError, LockLostError, RunStopped
 from ..ledger import Ledger
 from ..api import run_sync
 from ..settings import Settings
 from .metrics import Metrics
+from .schedule_times import Schedule, parse_every
 
 log = logging.getLogger(__name__)
 
-_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
-_EVERY_RE = re.compile(r"(\d+)\s*([dhms])")
 CURSOR = ("schedule", "last_fire")
 RETRY_CURSOR = ("schedule", "retry")  # the pending retry as JSON (fire, attempt, at, killed), "" when none
 KILLED_RERUNS = 1  # a run killed half-way is run again this many times, then left to the next fire time
@@ -66,18 +63,6 @@ SCHEDULE_LOCK_TTL = 15 * 60.0
 #: between two apply batches, the ``schedule`` lock is refreshed (and found lost) when this long passed on the wall
 #: clock since it last was: a process paused longer (SIGSTOP, a suspended VM or laptop) checks before it goes on
 LOCK_CONFIRM_EVERY = timedelta(seconds=30)
-
-
-def parse_every(text: str, key: str = "every") -> timedelta:
-    """``"6h"``, ``"30m"``, ``"1h30m"``, ``"1d"``, ``"90s"`` → timedelta; ConfigError naming the key otherwise."""
-    compact = text.strip().lower().replace(" ", "")
-    parts = _EVERY_RE.findall(compact)
-    if not compact or "".join(n + u for n, u in parts) != compact:
-        raise ConfigError(f"[schedule] {key} = {text!r}: use a duration like \"6h\", \"30m\", \"1h30m\" or \"1d\"")
-    seconds = sum(int(n) * _UNITS[u] for n, u in parts)
-    if seconds < 60:
-        raise ConfigError(f"[schedule] {key} = {text!r}: the shortest interval is 1 minute")
-    return timedelta(seconds=seconds)
 
 
 def transient(exc: BaseException) -> bool:
@@ -114,53 +99,6 @@ class Retry:
                        int(d.get("killed", 0)), int(d.get("stops", 0)))
         except (TypeError, ValueError, KeyError):  # none pending (""), or not ours: nothing to retry
             return None
-
-
-@dataclass(frozen=True)
-class Schedule:
-    cron: str | None = None
-    every: timedelta | None = None
-    tz: str = "UTC"
-
-    @classmethod
-    def from_config(cls, sched: ScheduleConfig, tz: str = "UTC") -> Schedule:
-        cron = sched.cron.strip() if sched.cron else None
-        if cron:
-            from croniter import croniter
-
-            if not croniter.is_valid(cron):
-                raise ConfigError(f"[schedule] cron = {sched.cron!r} is not a valid cron expression "
-                                  f"(five fields: minute hour day month weekday, e.g. \"0 3 * * *\")")
-        return cls(cron=cron, every=parse_every(sched.every) if sched.every else None, tz=tz)
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.cron or self.every)
-
-    def next_after(self, now: datetime) -> datetime | None:
-        """The first fire time strictly after ``now`` (aware, UTC), or None when nothing is scheduled."""
-        candidates = []
-        if self.cron:
-            candidates.append(self._cron_after(now))
-        if self.every:
-            step = int(self.every.total_seconds())
-            ts = int(now.timestamp()) // step * step + step
-            candidates.append(datetime.fromtimestamp(ts, timezone.utc))
-        return min(candidates) if candidates else None
-
-
-    def _cron_after(self, now: datetime) -> datetime:
-        """The cron's first fire time after ``now``, once per local wall time: on the night the clocks go back, a
-        time of the repeated hour (its second occurrence, ``fold`` 1) is not a fire time again, as in cron(8); a
-        time the clocks skip (02:30 on the night they go forward) fires at the first local time after it."""
-        from croniter import croniter
-
-        zone = ZoneInfo(self.tz)
-        fire = now
-        while True:
-            fire = croniter(self.cron, fire.astimezone(zone)).get_next(datetime).astimezone(timezone.utc)
-            if not fire.astimezone(zone).fold:
-                return fire
 
 
 def run_full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, as_of: date | None = None,
