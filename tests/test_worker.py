@@ -21,7 +21,7 @@ from sync.ledger.codec import encode_records
 from sync.pipeline import store_path
 from sync.serve.generic import parse_generic
 from sync.serve.resync import resync
-from sync.serve.scheduler import Retry, Schedule, Scheduler, parse_every, run_full_sync
+from sync.serve.scheduler import CURSOR, Retry, Schedule, Scheduler, parse_every, run_full_sync
 from sync.serve.webhooks import events_for
 from sync.serve.worker import Worker
 from sync.settings import load_settings
@@ -453,6 +453,49 @@ def test_a_cron_fires_once_per_local_time_across_daylight_saving_changes(zone, c
         at = schedule.next_after(at)
         fires.append(at.astimezone(ZoneInfo(zone)).strftime("%m-%d %H:%M"))
     assert fires == local_fires
+
+
+def test_the_last_fire_time_is_one_next_after_would_give():
+    from sync.config import ScheduleConfig
+
+    ny = Schedule.from_config(ScheduleConfig(cron="30 1 * * *"), "America/New_York")
+    # 06:40 UTC on the night the clocks go back: 01:30 EST (06:30 UTC) is the repeated 01:30, no fire time
+    assert ny.last_at_or_before(datetime(2026, 11, 1, 6, 40, tzinfo=timezone.utc)) == datetime(
+        2026, 11, 1, 5, 30, tzinfo=timezone.utc)
+    fire = datetime(2026, 11, 2, 6, 30, tzinfo=timezone.utc)
+    assert ny.last_at_or_before(fire) == fire and ny.next_after(ny.last_at_or_before(fire)) > fire
+    both = Schedule.from_config(ScheduleConfig(cron="0 3 * * *", every="6h"), "Asia/Tashkent")  # 22:00 UTC
+    assert both.last_at_or_before(datetime(2025, 3, 1, 23, 0, tzinfo=timezone.utc)) == datetime(
+        2025, 3, 1, 22, 0, tzinfo=timezone.utc)
+    assert both.last_at_or_before(datetime(2025, 3, 2, 0, 5, tzinfo=timezone.utc)) == datetime(
+        2025, 3, 2, 0, 0, tzinfo=timezone.utc)
+    assert Schedule.from_config(ScheduleConfig()).last_at_or_before(fire) is None
+
+
+def test_a_fire_time_missed_while_no_serve_ran_is_run_once_at_the_next_start(tmp_path, clock):
+    """The nightly 03:00 sync ran yesterday; serve was down from 02:55 (a deploy, a reboot) and starts at 03:10:
+    today's sync runs at the start, once, instead of waiting a day. Not on a first start, and not when the start
+    is nearer to the next fire time than to the missed one."""
+    from sync.config import Config, ScheduleConfig
+
+    cfg = Config(schedule=ScheduleConfig(cron="0 3 * * *"))
+    runs: list[str] = []
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        clock.now = datetime(2025, 3, 2, 3, 10, tzinfo=timezone.utc)
+        first = Scheduler(cfg, ledger, None, clock=clock, job=lambda: runs.append("first"))  # type: ignore
+        assert not first.tick() and runs == []  # a first start: nothing ran before, nothing was missed
+        ledger.set_cursor(*CURSOR, "2025-03-01T03:00:00+00:00")  # yesterday's ran
+        started = Scheduler(cfg, ledger, None, clock=clock, job=lambda: runs.append("missed"))  # type: ignore
+        assert started.wake_at() == clock.now
+        assert started.tick() and runs == ["missed"]
+        assert ledger.get_cursor(*CURSOR) == "2025-03-02T03:00:00+00:00"
+        assert not started.tick() and runs == ["missed"]  # once
+        again = Scheduler(cfg, ledger, None, clock=clock, job=lambda: runs.append("again"))  # type: ignore
+        assert not again.tick() and runs == ["missed"]  # another start (or process): it ran
+        clock.now = datetime(2025, 3, 3, 20, 0, tzinfo=timezone.utc)  # down all day: 7 h before the next one
+        late = Scheduler(cfg, ledger, None, clock=clock, job=lambda: runs.append("late"))  # type: ignore
+        assert not late.tick() and late.wake_at() == datetime(2025, 3, 4, 3, 0, tzinfo=timezone.utc)
+        assert runs == ["missed"]
 
 
 def test_two_serve_processes_run_each_fire_time_once(ledger_url, clock):

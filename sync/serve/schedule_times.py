@@ -60,6 +60,24 @@ class Schedule:
         return min(candidates) if candidates else None
 
 
+    def last_at_or_before(self, now: datetime) -> datetime | None:
+        """The latest fire time at or before ``now`` (aware, UTC), or None when nothing is scheduled."""
+        candidates = []
+        if self.cron:
+            from croniter import croniter
+
+            zone = ZoneInfo(self.tz)
+            fire = now + timedelta(seconds=1)  # (croniter's previous time is strictly before its start)
+            while True:  # the same local times as next_after: a repeated hour's second time is none
+                fire = croniter(self.cron, fire.astimezone(zone)).get_prev(datetime).astimezone(timezone.utc)
+                if not fire.astimezone(zone).fold:
+                    break
+            candidates.append(fire)
+        if self.every:
+            step = int(self.every.total_seconds())
+            candidates.append(datetime.fromtimestamp(int(now.timestamp()) // step * step, timezone.utc))
+        return max(candidates) if candidates else None
+
     def _cron_after(self, now: datetime) -> datetime:
         """The cron's first fire time after ``now``, once per local wall time: on the night the clocks go back, a
         time of the repeated hour (its second occurrence, ``fold`` 1) is not a fire time again, as in cron(8); a

@@ -7,6 +7,8 @@ back fires once); ``every`` slots are aligned to the Unix epoch (``6h`` fires at
 takes the ledger lock ``schedule`` and runs the same path as ``rfmsync sync`` (pull, segment, plan, guards,
 apply: :func:`sync.api.run_sync`; a scheduled run never overrides a guard);
 the fire time is then stored as a ledger cursor so another process that wakes up late does not run it again.
+A fire time that passed while no process ran (the cursor names an earlier one) is due at the next start, once,
+when that start is nearer to it than to the next fire time (:meth:`Scheduler._missed`).
 
 A run that fails the retry-later way (a CRM or ESP still timing out or answering 429/5xx after the client's own
 retries: :func:`transient`) is run again ``[schedule] retry_wait`` later (10 minutes), doubling
@@ -128,6 +130,20 @@ class Scheduler:
         # ledger, run by whichever process takes the schedule lock first at its time
         pending = Retry.loads(ledger.get_cursor(*RETRY_CURSOR))
         self.retry = pending if pending and (self.next_fire is None or pending.at < self.next_fire) else None
+        if self.retry is None:
+            self.retry = self._missed(clock())
+
+    def _missed(self, now: datetime) -> Retry | None:
+        """The last fire time before this process started, when no process ran it (none was running then: a
+        deploy, a reboot, a crash loop): due at once, run once, as cron's anacron does, when the start is nearer to
+        it than to the next fire time (which does the work anyway). Not on a first start (no fire time ran yet)."""
+        last, missed = self.ledger.get_cursor(*CURSOR), self.schedule.last_at_or_before(now)
+        if not last or missed is None or datetime.fromisoformat(last) >= missed or (
+                self.next_fire is not None and now - missed >= self.next_fire - now):
+            return None
+        log.warning("scheduled sync of %s did not run (no serve was running at its time, the last one ran %s): "
+                    "running it now", missed.isoformat(), last)
+        return Retry(missed, 0, now)
 
     def _count(self, outcome: str) -> None:
         if self.metrics is not None:
