@@ -438,8 +438,15 @@ def test_cron_in_the_shop_timezone_and_every_aligned_to_the_epoch_the_earlier_wi
     ("America/New_York", "30 1 * * *", datetime(2026, 10, 31, 12, 0), ["11-01 01:30", "11-02 01:30", "11-03 01:30"]),
     # serve started in the repeated hour, after the first 01:30: the second is no fire time either
     ("America/New_York", "30 1 * * *", datetime(2026, 11, 1, 6, 0), ["11-02 01:30", "11-03 01:30"]),
-    # hourly: the repeated 02:00 (CET) is not run again, 03:00 is
-    ("Europe/Berlin", "0 * * * *", datetime(2026, 10, 24, 23, 30), ["10-25 02:00", "10-25 03:00", "10-25 04:00"]),
+    # a fixed list of hours: the repeated 01:00 is not run again either
+    ("America/New_York", "0 1,2 * * *", datetime(2026, 11, 1, 4, 0), ["11-01 01:00", "11-01 02:00", "11-02 01:00"]),
+    # hourly (a wildcard hour, as Vixie cron tells them apart): runs as the clock reads, the repeated 02:00 too
+    ("Europe/Berlin", "0 * * * *", datetime(2026, 10, 24, 23, 30),
+     ["10-25 02:00", "10-25 02:00", "10-25 03:00", "10-25 04:00"]),
+    # every 15 minutes: the repeated hour runs every 15 minutes too (not 70 minutes without a sync)
+    ("America/New_York", "*/15 * * * *", datetime(2026, 11, 1, 5, 40),
+     ["11-01 01:45", "11-01 01:00", "11-01 01:15", "11-01 01:30", "11-01 01:45", "11-01 02:00"]),
+    ("America/New_York", "@hourly", datetime(2026, 11, 1, 5, 30), ["11-01 01:00", "11-01 02:00"]),
     # the clocks go forward at 02:00: 02:30 does not exist that night and fires at 03:00, once
     ("Europe/Berlin", "30 2 * * *", datetime(2026, 3, 28, 12, 0), ["03-29 03:00", "03-30 02:30"]),
 ])
@@ -470,6 +477,18 @@ def test_the_last_fire_time_is_one_next_after_would_give():
     assert both.last_at_or_before(datetime(2025, 3, 2, 0, 5, tzinfo=timezone.utc)) == datetime(
         2025, 3, 2, 0, 0, tzinfo=timezone.utc)
     assert Schedule.from_config(ScheduleConfig()).last_at_or_before(fire) is None
+    # November's Sundays at 01:30: on the night the clocks go back, the first 01:30 (05:30 UTC), from within
+    # the repeated hour and after it; before, croniter's previous time from the second pass was last year's
+    sunday = Schedule.from_config(ScheduleConfig(cron="30 1 * 11 0"), "America/New_York")
+    for now in (datetime(2026, 11, 1, 6, 10), datetime(2026, 11, 1, 12, 0)):
+        assert sunday.last_at_or_before(now.replace(tzinfo=timezone.utc)) == datetime(
+            2026, 11, 1, 5, 30, tzinfo=timezone.utc)
+    # a wildcard job's last time in the repeated hour is its second pass's
+    quarter = Schedule.from_config(ScheduleConfig(cron="*/15 * * * *"), "America/New_York")
+    assert quarter.last_at_or_before(datetime(2026, 11, 1, 6, 20, tzinfo=timezone.utc)) == datetime(
+        2026, 11, 1, 6, 15, tzinfo=timezone.utc)
+    assert quarter.last_at_or_before(datetime(2026, 11, 1, 6, 50, tzinfo=timezone.utc)) == datetime(
+        2026, 11, 1, 6, 45, tzinfo=timezone.utc)
 
 
 def test_a_fire_time_missed_while_no_serve_ran_is_run_once_at_the_next_start(tmp_path, clock):

@@ -11,6 +11,9 @@ from zoneinfo import ZoneInfo
 from ..config import ScheduleConfig
 from ..errors import ConfigError
 
+#: croniter's named schedules, as the five fields Vixie cron reads them as
+_ALIASES = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *", "@weekly": "0 0 * * 0",
+            "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *"}
 _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 _EVERY_RE = re.compile(r"(\d+)\s*([dhms])")
 
@@ -67,26 +70,42 @@ class Schedule:
             from croniter import croniter
 
             zone = ZoneInfo(self.tz)
-            fire = now + timedelta(seconds=1)  # (croniter's previous time is strictly before its start)
-            while True:  # the same local times as next_after: a repeated hour's second time is none
-                fire = croniter(self.cron, fire.astimezone(zone)).get_prev(datetime).astimezone(timezone.utc)
-                if not fire.astimezone(zone).fold:
+            at = now.astimezone(timezone.utc).replace(second=0, microsecond=0)  # fire times are whole minutes
+            fire = None
+            while at.astimezone(zone).fold:  # the repeated hour's second pass: croniter, from a time in it,
+                if not self.once_per_wall_time and croniter.match(self.cron, at.astimezone(zone)):  # skips the
+                    fire = at  # first pass's times (last year's instead): its minutes are looked at one by one
                     break
+                at -= timedelta(minutes=1)
+            if fire is None:  # (croniter's previous time is strictly before its start)
+                local = croniter(self.cron, (at + timedelta(seconds=1)).astimezone(zone)).get_prev(datetime)
+                local = local.astimezone(zone)
+                fire = (local.replace(fold=0) if self.once_per_wall_time else local).astimezone(timezone.utc)
             candidates.append(fire)
         if self.every:
             step = int(self.every.total_seconds())
             candidates.append(datetime.fromtimestamp(int(now.timestamp()) // step * step, timezone.utc))
         return max(candidates) if candidates else None
 
+    @property
+    def once_per_wall_time(self) -> bool:
+        """The cron fires at fixed local times (neither its minute nor its hour field a wildcard or a step, as
+        Vixie cron tells its "wildcard" jobs apart): on the night the clocks go back, such a time in the repeated
+        hour fires once. A wildcard job (``*/15 * * * *``, ``0 * * * *``) runs through the repeated hour as the
+        clock reads it, both times."""
+        fields = _ALIASES.get(self.cron or "", self.cron or "").split()
+        return len(fields) >= 2 and not (fields[0].startswith("*") or fields[1].startswith("*"))
+
     def _cron_after(self, now: datetime) -> datetime:
-        """The cron's first fire time after ``now``, once per local wall time: on the night the clocks go back, a
-        time of the repeated hour (its second occurrence, ``fold`` 1) is not a fire time again, as in cron(8); a
-        time the clocks skip (02:30 on the night they go forward) fires at the first local time after it."""
+        """The cron's first fire time after ``now``. On the night the clocks go back, a fixed time
+        (:attr:`once_per_wall_time`) in the repeated hour fires on its first occurrence only (``fold`` 0), as in
+        Vixie cron; a wildcard job's times in that hour fire both times. A time the clocks skip (02:30 on the night
+        they go forward) fires at the first local time after it."""
         from croniter import croniter
 
         zone = ZoneInfo(self.tz)
         fire = now
         while True:
             fire = croniter(self.cron, fire.astimezone(zone)).get_next(datetime).astimezone(timezone.utc)
-            if not fire.astimezone(zone).fold:
+            if not (fire.astimezone(zone).fold and self.once_per_wall_time):
                 return fire

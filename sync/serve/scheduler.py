@@ -1,8 +1,9 @@
 """Scheduled full syncs for ``rfmsync serve``: ``[schedule] cron = "0 3 * * *"`` and/or ``every = "6h"``.
 
 Fire times are deterministic, so several serve processes agree on them: cron is evaluated in the config's
-timezone (``[source] timezone``, default UTC), once per local time (a time of the hour repeated when the clocks go
-back fires once); ``every`` slots are aligned to the Unix epoch (``6h`` fires at
+timezone (``[source] timezone``, default UTC), as Vixie cron does across daylight saving changes (a fixed time in
+the hour repeated when the clocks go back fires once, a wildcard job through both passes: :class:`Schedule`);
+``every`` slots are aligned to the Unix epoch (``6h`` fires at
 00:00, 06:00, 12:00, 18:00 UTC). When both are set, the earlier next time wins. At a fire time, one process
 takes the ledger lock ``schedule`` and runs the same path as ``rfmsync sync`` (pull, segment, plan, guards,
 apply: :func:`sync.api.run_sync`; a scheduled run never overrides a guard);
