@@ -517,6 +517,48 @@ def test_a_fire_time_missed_while_no_serve_ran_is_run_once_at_the_next_start(tmp
         assert runs == ["missed"]
 
 
+def test_a_start_catches_up_nothing_a_sync_by_hand_did_or_another_schedule_missed(ledger_url, clock):
+    """The catch-up at a start runs only what was missed: not when ``rfmsync sync`` of every destination started
+    after the missed time (one destination synced by hand is not enough), and not when ``[schedule]`` changed since
+    the last fire time ran (``0 3`` moved to ``0 9`` at 10:00, or to ``every``): that time was never due. Once the
+    new schedule ran a fire time, a start catches up its missed ones again."""
+    from sync.config import Config, DestinationConfig, ScheduleConfig
+
+    dests = [DestinationConfig(name=name, type="mailchimp", audience="a") for name in ("mc", "mc2")]
+    runs: list[datetime] = []
+    with Ledger.connect(ledger_url, clock=clock) as ledger:
+
+        def start(at: datetime, **schedule: str) -> Scheduler:
+            clock.now = at
+            cfg = Config(schedule=ScheduleConfig(**schedule), destinations=dests)
+            return Scheduler(cfg, ledger, None, clock=clock, job=lambda: runs.append(clock.now))  # type: ignore
+
+        def by_hand(at: datetime, *names: str) -> None:
+            clock.now = at
+            for name in names:
+                ledger.finish_run(ledger.start_run("sync", name), "succeeded", {})
+
+        def day(d: int, hour: int, minute: int = 0) -> datetime:
+            return datetime(2025, 3, d, hour, minute, tzinfo=timezone.utc)
+
+        nightly = start(day(1, 2, 59), cron="0 3 * * *")
+        clock.now = day(1, 3)
+        assert nightly.tick() and runs == [day(1, 3)]
+        by_hand(day(2, 3, 5), "mc")  # serve down across 03:00; one destination synced by hand: mc2 was not
+        assert start(day(2, 3, 20), cron="0 3 * * *").tick() and runs[-1] == day(2, 3, 20)
+        by_hand(day(3, 3, 5), "mc", "mc2")  # the next night, both by hand: nothing left to catch up
+        assert not start(day(3, 3, 20), cron="0 3 * * *").tick() and len(runs) == 2
+        nightly = start(day(4, 2, 59), cron="0 3 * * *")
+        clock.now = day(4, 3)
+        assert nightly.tick() and len(runs) == 3
+        assert not start(day(4, 10), cron="0 9 * * *").tick() and len(runs) == 3  # 09:00 was never due
+        assert not start(day(4, 13), every="6h").tick() and len(runs) == 3  # nor 12:00
+        later = start(day(5, 8, 59), cron="0 9 * * *")
+        clock.now = day(5, 9)
+        assert later.tick() and len(runs) == 4  # the new schedule ran a fire time: its missed ones are caught up
+        assert start(day(6, 9, 10), cron="0 9 * * *").tick() and runs[-1] == day(6, 9, 10)
+
+
 def test_two_serve_processes_run_each_fire_time_once(ledger_url, clock):
     from sync.config import Config, ScheduleConfig
 

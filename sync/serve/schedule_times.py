@@ -3,6 +3,7 @@ timezone, ``every`` aligned to the Unix epoch, and the durations of ``every`` an
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -46,6 +47,11 @@ class Schedule:
                 raise ConfigError(f"[schedule] cron = {sched.cron!r} is not a valid cron expression "
                                   f"(five fields: minute hour day month weekday, e.g. \"0 3 * * *\")")
         return cls(cron=cron, every=parse_every(sched.every) if sched.every else None, tz=tz)
+
+    def identity(self) -> str:
+        """What the fire times depend on, as JSON (stored with the last fire time run: :mod:`.scheduler`)."""
+        return json.dumps({"cron": self.cron, "every": int(self.every.total_seconds()) if self.every else None,
+                           "timezone": self.tz}, sort_keys=True)
 
     @property
     def enabled(self) -> bool:

@@ -54,7 +54,12 @@ from .schedule_times import Schedule, parse_every
 log = logging.getLogger(__name__)
 
 CURSOR = ("schedule", "last_fire")
+#: the schedule (cron, every, timezone) whose fire time :data:`CURSOR` names: a start with another one catches up
+#: nothing (its own last fire time was never due: ``0 3`` moved to ``0 9`` at 10:00)
+IDENTITY_CURSOR = ("schedule", "identity")
 RETRY_CURSOR = ("schedule", "retry")  # the pending retry as JSON (fire, attempt, at, killed), "" when none
+#: the ledger's runs looked at for a full sync since a missed fire time (:meth:`Scheduler._synced_since`)
+RUNS_LOOKED_AT = 500
 KILLED_RERUNS = 1  # a run killed half-way is run again this many times, then left to the next fire time
 #: runs stopped before their first batch in a row (SIGTERM at every start: a liveness probe, deploys during the
 #: pull) after which the fire time is left to the next one (not run again at every start for ever)
@@ -137,14 +142,39 @@ class Scheduler:
     def _missed(self, now: datetime) -> Retry | None:
         """The last fire time before this process started, when no process ran it (none was running then: a
         deploy, a reboot, a crash loop): due at once, run once, as cron's anacron does, when the start is nearer to
-        it than to the next fire time (which does the work anyway). Not on a first start (no fire time ran yet)."""
+        it than to the next fire time (which does the work anyway). Not on a first start (no fire time ran yet),
+        not when ``[schedule]`` changed since the last fire time ran (it was never this schedule's), and not when a
+        full sync of every destination started since the missed time (the operator ran ``rfmsync sync``)."""
         last, missed = self.ledger.get_cursor(*CURSOR), self.schedule.last_at_or_before(now)
         if not last or missed is None or datetime.fromisoformat(last) >= missed or (
                 self.next_fire is not None and now - missed >= self.next_fire - now):
             return None
+        known = self.ledger.get_cursor(*IDENTITY_CURSOR)
+        if known and known != self.schedule.identity():
+            log.info("scheduled sync of %s not run at the start: [schedule] changed since the last one ran (%s)",
+                     missed.isoformat(), last)
+            return None
+        if self._synced_since(missed):
+            log.info("scheduled sync of %s not run at the start: a full sync of every destination started since "
+                     "(rfmsync sync)", missed.isoformat())
+            return None
         log.warning("scheduled sync of %s did not run (no serve was running at its time, the last one ran %s): "
                     "running it now", missed.isoformat(), last)
         return Retry(missed, 0, now)
+
+    def _synced_since(self, since: datetime) -> bool:
+        """A full sync (``rfmsync sync`` or a scheduled one) of every configured destination started at or after
+        ``since`` and applied (succeeded or partial), in the ledger's last :data:`RUNS_LOOKED_AT` runs."""
+        done = {r["destination"] for r in self.ledger.recent_runs(RUNS_LOOKED_AT)
+                if r["kind"] in ("sync", "scheduled") and r["status"] in ("succeeded", "partial")
+                and r["started_at"] >= since}
+        names = [d.name for d in self.cfg.destinations]
+        return all(name in done for name in names) if names else bool(done)
+
+    def _done(self, fire: datetime) -> None:
+        """The cursor names ``fire`` as run (or given up), by this schedule."""
+        self.ledger.set_cursor(*CURSOR, fire.isoformat())
+        self.ledger.set_cursor(*IDENTITY_CURSOR, self.schedule.identity())
 
     def _count(self, outcome: str) -> None:
         if self.metrics is not None:
@@ -184,7 +214,7 @@ class Scheduler:
                         self._count("skipped")
                     return False
                 if killed > KILLED_RERUNS:  # it kills its process (OOM): running it again would only repeat that
-                    self.ledger.set_cursor(*CURSOR, fire.isoformat())
+                    self._done(fire)
                     self.ledger.set_cursor(*RETRY_CURSOR, "")
                     self._count("killed")
                     log.error("scheduled sync of %s was killed half-way %d times (out of memory?): not run again; "
@@ -192,7 +222,7 @@ class Scheduler:
                               self.next_fire.isoformat() if self.next_fire else "none")
                     return False
                 if stops >= EARLY_STOPS:  # serve stopped at every start before it applied anything
-                    self.ledger.set_cursor(*CURSOR, fire.isoformat())
+                    self._done(fire)
                     self.ledger.set_cursor(*RETRY_CURSOR, "")
                     self._count("stopped_early")
                     log.error("scheduled sync of %s was stopped before its first batch %d times in a row (serve "
@@ -233,7 +263,7 @@ class Scheduler:
                         again = 0 if passed[0] else stops + 1
                         self.ledger.set_cursor(*RETRY_CURSOR, Retry(fire, attempt, self.clock(), killed, again).dumps())
                     elif ended != "lost":  # (a lost lock: the cursors are its new holder's now)
-                        self.ledger.set_cursor(*CURSOR, fire.isoformat())
+                        self._done(fire)
                         self.ledger.set_cursor(*RETRY_CURSOR, "")  # done: a failure plans the next one below
         except RunStopped as exc:
             self._count("stopped")
