@@ -271,7 +271,8 @@ def currency_warning(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str)
     """A warning when the sales and refunds up to the local day ``as_of`` are in several currencies: monetary, the M
     score and the revenue columns add their amounts as one number (100 USD and 100 000 UZS make 100 100), so the
     customers of the smaller unit all look like small spenders. The usual one currency is told by the column's
-    least and greatest value (DuckDB's statistics: 0.7 ms on 2 M orders, where the count by currency scans them)."""
+    least and greatest value, which DuckDB answers from its statistics where the count by currency scans every
+    order: 0.7 ms on 2 M orders of a checkpointed store, 44 ms right after an ingest of them (not checkpointed yet)."""
     least, most = con.execute("SELECT min(currency), max(currency) FROM orders").fetchall()[0]
     if least == most:
         return None

@@ -219,6 +219,20 @@ def test_orders_in_several_currencies_warn_that_monetary_adds_them_up(tmp_path):
     assert warning_lines(cli("segments", "--config", str(cfg), "--as-of", "2023-12-03")) == []
 
 
+@pytest.mark.parametrize("currencies", [["RUB", "руб", "₽"], ["RUB", "руб.", " rub "], ["USD", "usd", "$"]])
+def test_one_currency_spelled_several_ways_is_one_currency(tmp_path, currencies):
+    """A currency column's spellings of one currency (the export's symbol on some rows, the code on others) are
+    one currency: no 'several currencies' warning (before, RUB and ₽ were two)."""
+    cfg = currency_shop(tmp_path / "one", currencies)
+    assert warning_lines(cli("segments", "--config", str(cfg), "--as-of", "2024-02-01")) == []
+
+
+def test_several_currencies_are_named_by_their_codes(tmp_path):
+    cfg = currency_shop(tmp_path / "mixed", ["RUB", "₽", "gbp"])
+    [line] = warning_lines(cli("segments", "--config", str(cfg), "--as-of", "2024-02-01"))
+    assert line.startswith("warning: orders in several currencies (orders of each: RUB 40, GBP 20): ")
+
+
 def test_one_currency_gives_no_currency_warning(tmp_path):
     cfg = currency_shop(tmp_path / "one", ["UZS"])
     assert warning_lines(cli("segments", "--config", str(cfg), "--as-of", "2024-02-01")) == []
