@@ -11,13 +11,21 @@ from .errors import ConfigError, TransientError
 from .suggest import did_you_mean
 
 
+class NothingMatches(ConfigError):
+    """A pattern that matches no file (``pattern``: as configured)."""
+
+    def __init__(self, message: str, pattern: str) -> None:
+        super().__init__(message)
+        self.pattern = pattern
+
+
 def matching_files(pattern: str, base_dir: Path) -> list[Path]:
     """The files ``pattern`` (relative to ``base_dir``, or absolute) matches, sorted. A link that leads nowhere,
     matched by the pattern or by one of its folder levels (``exports/*`` of ``exports/*/orders.csv``: a month's
     folder linked to a network share not mounted), stops the read, naming it: skipping it would leave its orders
     out, or remove the rows read from it before, without a word. A link whose target is missing is a retry-later
     error; a link loop or a target that cannot be reached (no permission, a file used as a folder) a ConfigError.
-    Matching nothing: ConfigError."""
+    Matching nothing: :class:`NothingMatches`."""
     full = pattern if os.path.isabs(pattern) else str(base_dir / pattern)
     _check_links(full, 0 if os.path.isabs(pattern) else len(base_dir.parts))
     matched = glob.glob(full)
@@ -25,7 +33,7 @@ def matching_files(pattern: str, base_dir: Path) -> list[Path]:
     if not found:
         near = [p.name for p in Path(full).parent.glob("*") if p.is_file()] if Path(full).parent.is_dir() else []
         hint = did_you_mean(Path(pattern).name, near) if not glob.has_magic(pattern) else ""
-        raise ConfigError(f"no file matches {pattern!r} (looked in {base_dir}){hint}")
+        raise NothingMatches(f"no file matches {pattern!r} (looked in {base_dir}){hint}", pattern)
     return found
 
 

@@ -71,17 +71,24 @@ def test_the_whole_export_folder_a_link_to_a_share_not_mounted_is_retried_later(
 
 
 def test_a_share_mounted_empty_matches_nothing_and_removes_nothing(tmp_path):
-    """The mount point is there but empty (the share itself missing): the pattern matches nothing, which stops the
-    run (exit 2) before the store is touched; no file is 'gone', no order removed, the next run as before."""
+    """The mount point is there but empty (the share itself missing): the pattern matches nothing where the store
+    holds files read before, a retry-later error (exit 3, so ``serve`` runs it again soon) before the store is
+    touched: no file is 'gone', no order removed, the next run as before. On a first read it is the config's
+    (exit 2): a wrong pattern."""
     cfg = shop(tmp_path)
+    (tmp_path / "exports").mkdir()
+    result = run_cli("segments", "--config", str(cfg), "--as-of", AS_OF.isoformat(), code=2)
+    assert result.output.startswith("error: no file matches 'exports/*.csv'")
     write_export(tmp_path, "day1.csv", [("1", "c1", "a@example.com", "2025-06-01", "10.00", "")])
     write_export(tmp_path, "day2.csv", [("2", "c2", "b@example.com", "2025-06-02", "20.00", "")])
     before = outcome(cfg)
     files = stored_files(tmp_path)
     shutil.move(tmp_path / "exports", tmp_path / "away")
     (tmp_path / "exports").mkdir()
-    result = run_cli("segments", "--config", str(cfg), "--as-of", AS_OF.isoformat(), code=2)
-    assert "error: no file matches 'exports/*.csv'" in result.output and "gone" not in result.output
+    result = run_cli("segments", "--config", str(cfg), "--as-of", AS_OF.isoformat(), code=3)
+    assert f"error: no file matches 'exports/*.csv' (looked in {tmp_path}), where 2 file(s) were read before (the " \
+           "export folder or its network share not there?); nothing was read or removed: run again once they are " \
+           "back, or fix the pattern" in result.output and "gone" not in result.output
     assert stored_files(tmp_path) == files
     (tmp_path / "exports").rmdir()
     shutil.move(tmp_path / "away", tmp_path / "exports")
