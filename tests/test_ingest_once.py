@@ -132,8 +132,13 @@ def test_any_sequence_of_added_changed_removed_files_gives_the_fresh_results(fir
             finally:
                 con.close()
         expected = fresh(folder)  # a brand-new store each time: one is enough for both runs
-        assert outcome(cfg) == expected
-        assert outcome(cfg) == expected  # the warm run: nothing read, the same report
+        got = outcome(cfg)
+        if expected[:2] == ("error", "ConfigError") and expected[2].startswith("no file matches"):
+            # every file removed: a store holding files read before says so the retry-later way, removing nothing
+            assert got[:2] == ("error", "TransientError") and got[2].startswith(f"{expected[2]}, where ")
+        else:
+            assert got == expected
+        assert outcome(cfg) == got  # the warm run: nothing read, the same report
 
 
 ID_ROWS = st.lists(st.tuples(st.sampled_from([str(i) for i in range(1, 40)]), st.sampled_from(CUSTOMERS[:3]),
