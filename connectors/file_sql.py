@@ -88,9 +88,9 @@ def _output_columns(con: duckdb.DuckDBPyConnection, src: str, cfg: FileSourceCon
         # a bad row's: the total (as the amount column would show it), or the price
         amount_raw = f"COALESCE(CAST(CAST({wide} AS DECIMAL(38,2)) AS VARCHAR), {get('t', 'price')})"
     if "currency" in has:
-        currency = "upper(t_currency)"
+        currency = nz.currency_code_sql("t_currency")  # one code per currency: RUB, руб and ₽ are one
     elif cfg.currency:
-        currency = nz.lit(cfg.currency.upper())
+        currency = nz.lit(nz.currency_code(cfg.currency))
     elif "amount" in has and "amount" not in typed and any(nz.currency_of(v) for (v,) in con.execute(
             f"SELECT {col['amount']} FROM {src} LIMIT 2000").fetchall()):
         currency = nz.currency_sql("t_amount")  # symbols/words in the amounts (₸, сум, $…)

@@ -9,9 +9,7 @@ header = 1, first data row = 2), never dropped silently. Each pull is a full ref
 
 from __future__ import annotations
 
-import glob
 import logging
-import os
 import tempfile
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -28,6 +26,7 @@ from .diagnose import check_orders
 from .errors import BadFileError, ConfigError
 from .file_encoding import csv_error, utf8_copy
 from .file_lines import header_cells, line_count, numbered_src, record_lines, title_lines, without_lines
+from .file_paths import matching_files
 from .file_readers import (XLSX_HEADER_SCAN, csv_src, needs_serial_read, read_xlsx, sheets_hint, sniff_delimiter,
                            typed_csv, xlsx_headers)
 from .file_sql import NUMBER_FIELDS, load_table
@@ -182,7 +181,8 @@ class FileSource:
     def files(self) -> tuple[list[Path], list[Path]]:
         """The files matching ``orders`` and ``contacts``, each list sorted: the order their rows are read in
         (a later file's row wins a repeated order id or contact field)."""
-        return self._resolve(self.cfg.orders), self._resolve(self.cfg.contacts) if self.cfg.contacts else []
+        return (matching_files(self.cfg.orders, self.base_dir),
+                matching_files(self.cfg.contacts, self.base_dir) if self.cfg.contacts else [])
 
     def read_file(self, con: duckdb.DuckDBPyConnection, path: Path, role: Literal["orders", "contacts"],
                   table: str, tmp: Path) -> LoadedFile:
@@ -204,15 +204,6 @@ class FileSource:
         return result
 
     # ------------------------------------------------------------------------------------------ reading
-
-    def _resolve(self, pattern: str) -> list[Path]:
-        full = pattern if os.path.isabs(pattern) else str(self.base_dir / pattern)
-        found = sorted(Path(p) for p in glob.glob(full) if os.path.isfile(p))
-        if not found:
-            near = [p.name for p in Path(full).parent.glob("*") if p.is_file()] if Path(full).parent.is_dir() else []
-            hint = did_you_mean(Path(pattern).name, near) if not glob.has_magic(pattern) else ""
-            raise ConfigError(f"no file matches {pattern!r} (looked in {self.base_dir}){hint}")
-        return found
 
     def _load(self, con: duckdb.DuckDBPyConnection, path: Path, mapping: _Mapping, table: str,
               tmp: Path) -> LoadedFile:

@@ -145,6 +145,18 @@ def currency_sql(col: str) -> str:
     return f"CASE {cases} END"
 
 
+def currency_code_sql(col: str) -> str:
+    """A currency column's value as one code per currency: a known spelling (``руб``, ``₽``, ``usd``, ``$``) its
+    ISO 4217 code, any other value trimmed and upper-cased (``gbp`` → ``GBP``), an empty one NULL."""
+    cases = " ".join(f"WHEN {lit(tok)} THEN {lit(code)}" for tok, code in CURRENCY_TOKENS.items())
+    return f"CASE lower(trim({col})) {cases} ELSE NULLIF(upper(trim({col})), '') END"
+
+
+def currency_code(value: str) -> str:
+    """Python twin of :func:`currency_code_sql` for one value (``currency`` of a file source's config)."""
+    return CURRENCY_TOKENS.get(value.strip().lower(), value.strip().upper())
+
+
 def currency_of(value: str | None) -> str | None:
     """Python twin of :func:`currency_sql` for one value."""
     low = (value or "").lower()

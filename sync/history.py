@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
@@ -115,7 +116,7 @@ def customer_segments(run: "SegmentsRun", customer_id: str) -> list[dict]:
     con, close = run.con, False
     if not history.has_history(con):
         path = store_path(run.config)
-        if not path.exists():
+        if not path.exists() or _is_file(con, path):  # the store itself, with nothing recorded yet
             return []
         try:
             con, close = duckdb.connect(str(path), read_only=True), True
@@ -130,6 +131,12 @@ def customer_segments(run: "SegmentsRun", customer_id: str) -> list[dict]:
             con.close()
     return [{**r, "valid_from": r["valid_from"].isoformat(),
              "valid_to": r["valid_to"].isoformat() if r["valid_to"] else None} for r in rows]
+
+
+def _is_file(con: duckdb.DuckDBPyConnection, path: Path) -> bool:
+    """Whether ``con``'s database is the file ``path`` (a second connection to it in this process would fail)."""
+    [(db,)] = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()
+    return db is not None and Path(db).resolve() == path.resolve()
 
 
 def history_report(cfg: "Config", *, since: date | None = None, matrix: bool = False,

@@ -244,7 +244,8 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
         segment(days)
     result = segmented[0]
     warnings = file_lines(pull)
-    warnings += [w for w in [stale_warning(con, as_of, cfg.timezone, cfg.guards.stale_days)] if w]
+    warnings += [w for w in [stale_warning(con, as_of, cfg.timezone, cfg.guards.stale_days),
+                             currency_warning(con, as_of, cfg.timezone)] if w]
     warnings += list(report.warnings) if report is not None else []
     return SegmentsRun(con=con, result=result, pull=pull, config=cfg, predictions=report, warnings=warnings)
 
@@ -264,6 +265,28 @@ def stale_warning(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str, st
     return (f"stale data: the newest order is {age} days old ({newest}) but the segments are computed as of "
             f"{as_of}, so every customer looks {age} days less recent than they are; if this is an old export, "
             f"run with --as-of {newest} ([guards] stale_days = {stale_days})")
+
+
+def currency_warning(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str) -> str | None:
+    """A warning when the sales and refunds up to the local day ``as_of`` are in several currencies: monetary, the M
+    score and the revenue columns add their amounts as one number (100 USD and 100 000 UZS make 100 100), so the
+    customers of the smaller unit all look like small spenders. The usual one currency is told by the column's
+    least and greatest value, which DuckDB answers from its statistics where the count by currency scans every
+    order: 0.7 ms on 2 M orders of a checkpointed store, 44 ms right after an ingest of them (not checkpointed yet)."""
+    least, most = con.execute("SELECT min(currency), max(currency) FROM orders").fetchall()[0]
+    if least == most:
+        return None
+    rows = con.execute("""SELECT currency, count(*) FROM orders
+                          WHERE status IN ('completed', 'refunded') AND currency IS NOT NULL
+                            AND ordered_at < CAST($as_of::DATE + 1 AS TIMESTAMP) AT TIME ZONE $tz
+                          GROUP BY currency ORDER BY count(*) DESC, currency LIMIT 6""",
+                       {"tz": timezone, "as_of": as_of}).fetchall()
+    if len(rows) < 2:
+        return None
+    names = ", ".join(f"{cur} {n:,}".replace(",", " ") for cur, n in rows[:5]) + (", …" if len(rows) > 5 else "")
+    return (f"orders in several currencies (orders of each: {names}): monetary, the M score and the revenue "
+            "columns add the amounts as if they were one currency, so the customers who pay in the smaller unit "
+            "look like small spenders; export the orders converted to one currency (or one config per currency)")
 
 
 def customers_relation(run: SegmentsRun) -> duckdb.DuckDBPyRelation:

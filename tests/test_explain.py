@@ -204,3 +204,14 @@ def test_segment_without_predictions_has_no_churn_risk_and_cannot_sort_by_clv(sh
     assert rows and all(r["churn_risk"] is None and r["next_order_date"] is None for r in rows)
     assert "--sort clv needs the predictive fields" in seg(shop, "--segment", "Churn", "--no-predict", "--sort", "clv",
                                                           code=2).output
+
+
+def test_explain_before_any_sync_has_no_history_and_does_not_call_the_store_in_use(tmp_path, caplog):
+    """Nothing recorded yet: the history is empty, and no warning says the store is in use (explain's own
+    connection to it was taken for another process's)."""
+    cfg = generate_shop(tmp_path / "shop", customers=60, seed=5, as_of=date.fromisoformat(AS_OF))
+    who = next(r["customer_id"] for r in customers_csv(cfg))
+    result = explain(cfg, who, "--format", "json")
+    assert json.loads(result.stdout)["history"] == []
+    said = result.stderr + "\n".join(r.getMessage() for r in caplog.records)
+    assert "in use" not in said and "segment history left out" not in said

@@ -184,3 +184,55 @@ def test_short_history_names_the_setting(tmp_path):
                    encoding="utf-8")
     [line] = warning_lines(cli("predict", "--config", str(cfg), "--as-of", "2024-02-01"))
     assert "too little history; export at least 200 days of orders or lower [predict] min_history_days" in line
+
+
+# --------------------------------------------------------------------------- several currencies
+
+def currency_shop(folder: Path, currencies: list[str]) -> Path:
+    """60 customers with one order each, customer i paying in ``currencies[i % len]``: 1 000 000 in UZS, 100 in any
+    other currency (about the same money); a customer in a later currency is a bigger spender."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [["order_id", "ordered_at", "customer_id", "email", "amount", "currency"]]
+    for i in range(60):
+        cur = currencies[i % len(currencies)]
+        amount = 1_000_000 + i if cur == "UZS" else 100 + i
+        rows.append([f"o{i}", (NEWEST - timedelta(days=i)).isoformat(), f"c{i}", f"c{i}@example.org", str(amount), cur])
+    with (folder / "orders.csv").open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(rows)
+    mapping = "\n".join(f'{c} = "{c}"' for c in rows[0])
+    cfg = folder / "rfmsync.toml"
+    cfg.write_text(f'[source]\ntype = "file"\norders = "orders.csv"\n[source.columns]\n{mapping}\n{mailchimp()}',
+                   encoding="utf-8")
+    return cfg
+
+
+def test_orders_in_several_currencies_warn_that_monetary_adds_them_up(tmp_path):
+    cfg = currency_shop(tmp_path / "mixed", ["UZS", "USD"])
+    seg = cli("segments", "--config", str(cfg), "--as-of", "2024-02-01", "--format", "json")
+    [line] = warning_lines(seg)
+    assert line.startswith("warning: orders in several currencies (orders of each: USD 30, UZS 30): monetary, "
+                           "the M score and the revenue columns add the amounts as if they were one currency")
+    assert json.loads(seg.stdout)["warnings"] == [line.removeprefix("warning: ")]
+    plan = cli("plan", "--config", str(cfg), "--as-of", "2024-02-01", "--format", "json")
+    assert line in warning_lines(plan) and line.removeprefix("warning: ") in json.loads(plan.stdout)["warnings"]
+    # only the orders up to the as-of day count: on the day of the first order (c59's, in USD) there is one currency
+    assert warning_lines(cli("segments", "--config", str(cfg), "--as-of", "2023-12-03")) == []
+
+
+@pytest.mark.parametrize("currencies", [["RUB", "руб", "₽"], ["RUB", "руб.", " rub "], ["USD", "usd", "$"]])
+def test_one_currency_spelled_several_ways_is_one_currency(tmp_path, currencies):
+    """A currency column's spellings of one currency (the export's symbol on some rows, the code on others) are
+    one currency: no 'several currencies' warning (before, RUB and ₽ were two)."""
+    cfg = currency_shop(tmp_path / "one", currencies)
+    assert warning_lines(cli("segments", "--config", str(cfg), "--as-of", "2024-02-01")) == []
+
+
+def test_several_currencies_are_named_by_their_codes(tmp_path):
+    cfg = currency_shop(tmp_path / "mixed", ["RUB", "₽", "gbp"])
+    [line] = warning_lines(cli("segments", "--config", str(cfg), "--as-of", "2024-02-01"))
+    assert line.startswith("warning: orders in several currencies (orders of each: RUB 40, GBP 20): ")
+
+
+def test_one_currency_gives_no_currency_warning(tmp_path):
+    cfg = currency_shop(tmp_path / "one", ["UZS"])
+    assert warning_lines(cli("segments", "--config", str(cfg), "--as-of", "2024-02-01")) == []

@@ -21,7 +21,7 @@ from sync.ledger.codec import encode_records
 from sync.pipeline import store_path
 from sync.serve.generic import parse_generic
 from sync.serve.resync import resync
-from sync.serve.scheduler import Retry, Schedule, Scheduler, parse_every, run_full_sync
+from sync.serve.scheduler import CURSOR, Retry, Schedule, Scheduler, parse_every, run_full_sync
 from sync.serve.webhooks import events_for
 from sync.serve.worker import Worker
 from sync.settings import load_settings
@@ -431,6 +431,132 @@ def test_cron_in_the_shop_timezone_and_every_aligned_to_the_epoch_the_earlier_wi
     assert Schedule.from_config(ScheduleConfig()).next_after(now) is None
     with pytest.raises(ConfigError, match="not a valid cron expression"):
         Schedule.from_config(ScheduleConfig(cron="0 3 * *"))
+
+
+@pytest.mark.parametrize("zone, cron, start, local_fires", [
+    # the clocks go back at 02:00 EDT: 01:30 comes twice (05:30 and 06:30 UTC); the nightly sync runs once
+    ("America/New_York", "30 1 * * *", datetime(2026, 10, 31, 12, 0), ["11-01 01:30", "11-02 01:30", "11-03 01:30"]),
+    # serve started in the repeated hour, after the first 01:30: the second is no fire time either
+    ("America/New_York", "30 1 * * *", datetime(2026, 11, 1, 6, 0), ["11-02 01:30", "11-03 01:30"]),
+    # a fixed list of hours: the repeated 01:00 is not run again either
+    ("America/New_York", "0 1,2 * * *", datetime(2026, 11, 1, 4, 0), ["11-01 01:00", "11-01 02:00", "11-02 01:00"]),
+    # hourly (a wildcard hour, as Vixie cron tells them apart): runs as the clock reads, the repeated 02:00 too
+    ("Europe/Berlin", "0 * * * *", datetime(2026, 10, 24, 23, 30),
+     ["10-25 02:00", "10-25 02:00", "10-25 03:00", "10-25 04:00"]),
+    # every 15 minutes: the repeated hour runs every 15 minutes too (not 70 minutes without a sync)
+    ("America/New_York", "*/15 * * * *", datetime(2026, 11, 1, 5, 40),
+     ["11-01 01:45", "11-01 01:00", "11-01 01:15", "11-01 01:30", "11-01 01:45", "11-01 02:00"]),
+    ("America/New_York", "@hourly", datetime(2026, 11, 1, 5, 30), ["11-01 01:00", "11-01 02:00"]),
+    # the clocks go forward at 02:00: 02:30 does not exist that night and fires at 03:00, once
+    ("Europe/Berlin", "30 2 * * *", datetime(2026, 3, 28, 12, 0), ["03-29 03:00", "03-30 02:30"]),
+])
+def test_a_cron_fires_once_per_local_time_across_daylight_saving_changes(zone, cron, start, local_fires):
+    from sync.config import ScheduleConfig
+    from zoneinfo import ZoneInfo
+
+    schedule = Schedule.from_config(ScheduleConfig(cron=cron), zone)
+    at, fires = start.replace(tzinfo=timezone.utc), []
+    while len(fires) < len(local_fires):
+        at = schedule.next_after(at)
+        fires.append(at.astimezone(ZoneInfo(zone)).strftime("%m-%d %H:%M"))
+    assert fires == local_fires
+
+
+def test_the_last_fire_time_is_one_next_after_would_give():
+    from sync.config import ScheduleConfig
+
+    ny = Schedule.from_config(ScheduleConfig(cron="30 1 * * *"), "America/New_York")
+    # 06:40 UTC on the night the clocks go back: 01:30 EST (06:30 UTC) is the repeated 01:30, no fire time
+    assert ny.last_at_or_before(datetime(2026, 11, 1, 6, 40, tzinfo=timezone.utc)) == datetime(
+        2026, 11, 1, 5, 30, tzinfo=timezone.utc)
+    fire = datetime(2026, 11, 2, 6, 30, tzinfo=timezone.utc)
+    assert ny.last_at_or_before(fire) == fire and ny.next_after(ny.last_at_or_before(fire)) > fire
+    both = Schedule.from_config(ScheduleConfig(cron="0 3 * * *", every="6h"), "Asia/Tashkent")  # 22:00 UTC
+    assert both.last_at_or_before(datetime(2025, 3, 1, 23, 0, tzinfo=timezone.utc)) == datetime(
+        2025, 3, 1, 22, 0, tzinfo=timezone.utc)
+    assert both.last_at_or_before(datetime(2025, 3, 2, 0, 5, tzinfo=timezone.utc)) == datetime(
+        2025, 3, 2, 0, 0, tzinfo=timezone.utc)
+    assert Schedule.from_config(ScheduleConfig()).last_at_or_before(fire) is None
+    # November's Sundays at 01:30: on the night the clocks go back, the first 01:30 (05:30 UTC), from within
+    # the repeated hour and after it; before, croniter's previous time from the second pass was last year's
+    sunday = Schedule.from_config(ScheduleConfig(cron="30 1 * 11 0"), "America/New_York")
+    for now in (datetime(2026, 11, 1, 6, 10), datetime(2026, 11, 1, 12, 0)):
+        assert sunday.last_at_or_before(now.replace(tzinfo=timezone.utc)) == datetime(
+            2026, 11, 1, 5, 30, tzinfo=timezone.utc)
+    # a wildcard job's last time in the repeated hour is its second pass's
+    quarter = Schedule.from_config(ScheduleConfig(cron="*/15 * * * *"), "America/New_York")
+    assert quarter.last_at_or_before(datetime(2026, 11, 1, 6, 20, tzinfo=timezone.utc)) == datetime(
+        2026, 11, 1, 6, 15, tzinfo=timezone.utc)
+    assert quarter.last_at_or_before(datetime(2026, 11, 1, 6, 50, tzinfo=timezone.utc)) == datetime(
+        2026, 11, 1, 6, 45, tzinfo=timezone.utc)
+
+
+def test_a_fire_time_missed_while_no_serve_ran_is_run_once_at_the_next_start(tmp_path, clock):
+    """The nightly 03:00 sync ran yesterday; serve was down from 02:55 (a deploy, a reboot) and starts at 03:10:
+    today's sync runs at the start, once, instead of waiting a day. Not on a first start, and not when the start
+    is nearer to the next fire time than to the missed one."""
+    from sync.config import Config, ScheduleConfig
+
+    cfg = Config(schedule=ScheduleConfig(cron="0 3 * * *"))
+    runs: list[str] = []
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        clock.now = datetime(2025, 3, 2, 3, 10, tzinfo=timezone.utc)
+        first = Scheduler(cfg, ledger, None, clock=clock, job=lambda: runs.append("first"))  # type: ignore
+        assert not first.tick() and runs == []  # a first start: nothing ran before, nothing was missed
+        ledger.set_cursor(*CURSOR, "2025-03-01T03:00:00+00:00")  # yesterday's ran
+        started = Scheduler(cfg, ledger, None, clock=clock, job=lambda: runs.append("missed"))  # type: ignore
+        assert started.wake_at() == clock.now
+        assert started.tick() and runs == ["missed"]
+        assert ledger.get_cursor(*CURSOR) == "2025-03-02T03:00:00+00:00"
+        assert not started.tick() and runs == ["missed"]  # once
+        again = Scheduler(cfg, ledger, None, clock=clock, job=lambda: runs.append("again"))  # type: ignore
+        assert not again.tick() and runs == ["missed"]  # another start (or process): it ran
+        clock.now = datetime(2025, 3, 3, 20, 0, tzinfo=timezone.utc)  # down all day: 7 h before the next one
+        late = Scheduler(cfg, ledger, None, clock=clock, job=lambda: runs.append("late"))  # type: ignore
+        assert not late.tick() and late.wake_at() == datetime(2025, 3, 4, 3, 0, tzinfo=timezone.utc)
+        assert runs == ["missed"]
+
+
+def test_a_start_catches_up_nothing_a_sync_by_hand_did_or_another_schedule_missed(ledger_url, clock):
+    """The catch-up at a start runs only what was missed: not when ``rfmsync sync`` of every destination started
+    after the missed time (one destination synced by hand is not enough), and not when ``[schedule]`` changed since
+    the last fire time ran (``0 3`` moved to ``0 9`` at 10:00, or to ``every``): that time was never due. Once the
+    new schedule ran a fire time, a start catches up its missed ones again."""
+    from sync.config import Config, DestinationConfig, ScheduleConfig
+
+    dests = [DestinationConfig(name=name, type="mailchimp", audience="a") for name in ("mc", "mc2")]
+    runs: list[datetime] = []
+    with Ledger.connect(ledger_url, clock=clock) as ledger:
+
+        def start(at: datetime, **schedule: str) -> Scheduler:
+            clock.now = at
+            cfg = Config(schedule=ScheduleConfig(**schedule), destinations=dests)
+            return Scheduler(cfg, ledger, None, clock=clock, job=lambda: runs.append(clock.now))  # type: ignore
+
+        def by_hand(at: datetime, *names: str) -> None:
+            clock.now = at
+            for name in names:
+                ledger.finish_run(ledger.start_run("sync", name), "succeeded", {})
+
+        def day(d: int, hour: int, minute: int = 0) -> datetime:
+            return datetime(2025, 3, d, hour, minute, tzinfo=timezone.utc)
+
+        nightly = start(day(1, 2, 59), cron="0 3 * * *")
+        clock.now = day(1, 3)
+        assert nightly.tick() and runs == [day(1, 3)]
+        by_hand(day(2, 3, 5), "mc")  # serve down across 03:00; one destination synced by hand: mc2 was not
+        assert start(day(2, 3, 20), cron="0 3 * * *").tick() and runs[-1] == day(2, 3, 20)
+        by_hand(day(3, 3, 5), "mc", "mc2")  # the next night, both by hand: nothing left to catch up
+        assert not start(day(3, 3, 20), cron="0 3 * * *").tick() and len(runs) == 2
+        nightly = start(day(4, 2, 59), cron="0 3 * * *")
+        clock.now = day(4, 3)
+        assert nightly.tick() and len(runs) == 3
+        assert not start(day(4, 10), cron="0 9 * * *").tick() and len(runs) == 3  # 09:00 was never due
+        assert not start(day(4, 13), every="6h").tick() and len(runs) == 3  # nor 12:00
+        later = start(day(5, 8, 59), cron="0 9 * * *")
+        clock.now = day(5, 9)
+        assert later.tick() and len(runs) == 4  # the new schedule ran a fire time: its missed ones are caught up
+        assert start(day(6, 9, 10), cron="0 9 * * *").tick() and runs[-1] == day(6, 9, 10)
 
 
 def test_two_serve_processes_run_each_fire_time_once(ledger_url, clock):

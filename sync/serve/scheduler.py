@@ -1,11 +1,15 @@
 """Scheduled full syncs for ``rfmsync serve``: ``[schedule] cron = "0 3 * * *"`` and/or ``every = "6h"``.
 
 Fire times are deterministic, so several serve processes agree on them: cron is evaluated in the config's
-timezone (``[source] timezone``, default UTC); ``every`` slots are aligned to the Unix epoch (``6h`` fires at
+timezone (``[source] timezone``, default UTC), as Vixie cron does across daylight saving changes (a fixed time in
+the hour repeated when the clocks go back fires once, a wildcard job through both passes: :class:`Schedule`);
+``every`` slots are aligned to the Unix epoch (``6h`` fires at
 00:00, 06:00, 12:00, 18:00 UTC). When both are set, the earlier next time wins. At a fire time, one process
 takes the ledger lock ``schedule`` and runs the same path as ``rfmsync sync`` (pull, segment, plan, guards,
 apply: :func:`sync.api.run_sync`; a scheduled run never overrides a guard);
 the fire time is then stored as a ledger cursor so another process that wakes up late does not run it again.
+A fire time that passed while no process ran (the cursor names an earlier one) is due at the next start, once,
+when that start is nearer to it than to the next fire time (:meth:`Scheduler._missed`).
 
 A run that fails the retry-later way (a CRM or ESP still timing out or answering 429/5xx after the client's own
 retries: :func:`transient`) is run again ``[schedule] retry_wait`` later (10 minutes), doubling
@@ -31,29 +35,31 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Callable
-from zoneinfo import ZoneInfo
 
 from connectors.errors import TransientError
 
-from ..config import Config, ScheduleConfig
+from ..config import Config
 from ..engine import ApplyReport, HeldLock, between_batches, destination_lock
-from ..errors import ConfigError, GuardRefusedError, LockBusyError, LockLostError, RunStopped
+from ..errors import GuardRefusedError, LockBusyError, LockLostError, RunStopped
 from ..ledger import Ledger
 from ..api import run_sync
 from ..settings import Settings
 from .metrics import Metrics
+from .schedule_times import Schedule, parse_every
 
 log = logging.getLogger(__name__)
 
-_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
-_EVERY_RE = re.compile(r"(\d+)\s*([dhms])")
 CURSOR = ("schedule", "last_fire")
+#: the schedule (cron, every, timezone) whose fire time :data:`CURSOR` names: a start with another one catches up
+#: nothing (its own last fire time was never due: ``0 3`` moved to ``0 9`` at 10:00)
+IDENTITY_CURSOR = ("schedule", "identity")
 RETRY_CURSOR = ("schedule", "retry")  # the pending retry as JSON (fire, attempt, at, killed), "" when none
+#: the ledger's runs looked at for a full sync since a missed fire time (:meth:`Scheduler._synced_since`)
+RUNS_LOOKED_AT = 500
 KILLED_RERUNS = 1  # a run killed half-way is run again this many times, then left to the next fire time
 #: runs stopped before their first batch in a row (SIGTERM at every start: a liveness probe, deploys during the
 #: pull) after which the fire time is left to the next one (not run again at every start for ever)
@@ -65,18 +71,6 @@ SCHEDULE_LOCK_TTL = 15 * 60.0
 #: between two apply batches, the ``schedule`` lock is refreshed (and found lost) when this long passed on the wall
 #: clock since it last was: a process paused longer (SIGSTOP, a suspended VM or laptop) checks before it goes on
 LOCK_CONFIRM_EVERY = timedelta(seconds=30)
-
-
-def parse_every(text: str, key: str = "every") -> timedelta:
-    """``"6h"``, ``"30m"``, ``"1h30m"``, ``"1d"``, ``"90s"`` → timedelta; ConfigError naming the key otherwise."""
-    compact = text.strip().lower().replace(" ", "")
-    parts = _EVERY_RE.findall(compact)
-    if not compact or "".join(n + u for n, u in parts) != compact:
-        raise ConfigError(f"[schedule] {key} = {text!r}: use a duration like \"6h\", \"30m\", \"1h30m\" or \"1d\"")
-    seconds = sum(int(n) * _UNITS[u] for n, u in parts)
-    if seconds < 60:
-        raise ConfigError(f"[schedule] {key} = {text!r}: the shortest interval is 1 minute")
-    return timedelta(seconds=seconds)
 
 
 def transient(exc: BaseException) -> bool:
@@ -115,42 +109,6 @@ class Retry:
             return None
 
 
-@dataclass(frozen=True)
-class Schedule:
-    cron: str | None = None
-    every: timedelta | None = None
-    tz: str = "UTC"
-
-    @classmethod
-    def from_config(cls, sched: ScheduleConfig, tz: str = "UTC") -> Schedule:
-        cron = sched.cron.strip() if sched.cron else None
-        if cron:
-            from croniter import croniter
-
-            if not croniter.is_valid(cron):
-                raise ConfigError(f"[schedule] cron = {sched.cron!r} is not a valid cron expression "
-                                  f"(five fields: minute hour day month weekday, e.g. \"0 3 * * *\")")
-        return cls(cron=cron, every=parse_every(sched.every) if sched.every else None, tz=tz)
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.cron or self.every)
-
-    def next_after(self, now: datetime) -> datetime | None:
-        """The first fire time strictly after ``now`` (aware, UTC), or None when nothing is scheduled."""
-        candidates = []
-        if self.cron:
-            from croniter import croniter
-
-            local = now.astimezone(ZoneInfo(self.tz))
-            candidates.append(croniter(self.cron, local).get_next(datetime).astimezone(timezone.utc))
-        if self.every:
-            step = int(self.every.total_seconds())
-            ts = int(now.timestamp()) // step * step + step
-            candidates.append(datetime.fromtimestamp(ts, timezone.utc))
-        return min(candidates) if candidates else None
-
-
 def run_full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, as_of: date | None = None,
                   kind: str = "scheduled") -> list[ApplyReport]:
     """Exactly what ``rfmsync sync`` does (:func:`sync.api.run_sync`), guards included and never
@@ -178,6 +136,45 @@ class Scheduler:
         # ledger, run by whichever process takes the schedule lock first at its time
         pending = Retry.loads(ledger.get_cursor(*RETRY_CURSOR))
         self.retry = pending if pending and (self.next_fire is None or pending.at < self.next_fire) else None
+        if self.retry is None:
+            self.retry = self._missed(clock())
+
+    def _missed(self, now: datetime) -> Retry | None:
+        """The last fire time before this process started, when no process ran it (none was running then: a
+        deploy, a reboot, a crash loop): due at once, run once, as cron's anacron does, when the start is nearer to
+        it than to the next fire time (which does the work anyway). Not on a first start (no fire time ran yet),
+        not when ``[schedule]`` changed since the last fire time ran (it was never this schedule's), and not when a
+        full sync of every destination started since the missed time (the operator ran ``rfmsync sync``)."""
+        last, missed = self.ledger.get_cursor(*CURSOR), self.schedule.last_at_or_before(now)
+        if not last or missed is None or datetime.fromisoformat(last) >= missed or (
+                self.next_fire is not None and now - missed >= self.next_fire - now):
+            return None
+        known = self.ledger.get_cursor(*IDENTITY_CURSOR)
+        if known and known != self.schedule.identity():
+            log.info("scheduled sync of %s not run at the start: [schedule] changed since the last one ran (%s)",
+                     missed.isoformat(), last)
+            return None
+        if self._synced_since(missed):
+            log.info("scheduled sync of %s not run at the start: a full sync of every destination started since "
+                     "(rfmsync sync)", missed.isoformat())
+            return None
+        log.warning("scheduled sync of %s did not run (no serve was running at its time, the last one ran %s): "
+                    "running it now", missed.isoformat(), last)
+        return Retry(missed, 0, now)
+
+    def _synced_since(self, since: datetime) -> bool:
+        """A full sync (``rfmsync sync`` or a scheduled one) of every configured destination started at or after
+        ``since`` and applied (succeeded or partial), in the ledger's last :data:`RUNS_LOOKED_AT` runs."""
+        done = {r["destination"] for r in self.ledger.recent_runs(RUNS_LOOKED_AT)
+                if r["kind"] in ("sync", "scheduled") and r["status"] in ("succeeded", "partial")
+                and r["started_at"] >= since}
+        names = [d.name for d in self.cfg.destinations]
+        return all(name in done for name in names) if names else bool(done)
+
+    def _done(self, fire: datetime) -> None:
+        """The cursor names ``fire`` as run (or given up), by this schedule."""
+        self.ledger.set_cursor(*CURSOR, fire.isoformat())
+        self.ledger.set_cursor(*IDENTITY_CURSOR, self.schedule.identity())
 
     def _count(self, outcome: str) -> None:
         if self.metrics is not None:
@@ -217,7 +214,7 @@ class Scheduler:
                         self._count("skipped")
                     return False
                 if killed > KILLED_RERUNS:  # it kills its process (OOM): running it again would only repeat that
-                    self.ledger.set_cursor(*CURSOR, fire.isoformat())
+                    self._done(fire)
                     self.ledger.set_cursor(*RETRY_CURSOR, "")
                     self._count("killed")
                     log.error("scheduled sync of %s was killed half-way %d times (out of memory?): not run again; "
@@ -225,7 +222,7 @@ class Scheduler:
                               self.next_fire.isoformat() if self.next_fire else "none")
                     return False
                 if stops >= EARLY_STOPS:  # serve stopped at every start before it applied anything
-                    self.ledger.set_cursor(*CURSOR, fire.isoformat())
+                    self._done(fire)
                     self.ledger.set_cursor(*RETRY_CURSOR, "")
                     self._count("stopped_early")
                     log.error("scheduled sync of %s was stopped before its first batch %d times in a row (serve "
@@ -266,7 +263,7 @@ class Scheduler:
                         again = 0 if passed[0] else stops + 1
                         self.ledger.set_cursor(*RETRY_CURSOR, Retry(fire, attempt, self.clock(), killed, again).dumps())
                     elif ended != "lost":  # (a lost lock: the cursors are its new holder's now)
-                        self.ledger.set_cursor(*CURSOR, fire.isoformat())
+                        self._done(fire)
                         self.ledger.set_cursor(*RETRY_CURSOR, "")  # done: a failure plans the next one below
         except RunStopped as exc:
             self._count("stopped")

@@ -47,7 +47,8 @@ import duckdb
 from connectors.file_sql import persist_loaded
 from connectors.file_staging import FilePullResult, LoadedFile, drop_scratch, future_tolerance
 from connectors.files import FileSource
-from connectors.errors import TransientError
+from connectors.errors import ConnectorError, TransientError
+from connectors.file_paths import NothingMatches
 from connectors.source import Progress
 
 from .connection import store_transaction
@@ -64,7 +65,7 @@ log = logging.getLogger(__name__)
 TABLE_PREFIX = "ingest_f"
 TEMP_PREFIX = "_ingest_t"  # a file read by the lean path: temp tables, gone once its rows are in ``orders``
 READS_TABLE = "_ingest_reads"  # temp: each file's read time for the merge, the files read this run included
-FORMAT = 4  # bumped when the stored rows of a file change shape: every file is read again
+FORMAT = 5  # bumped when the stored rows of a file change shape: every file is read again
 CHUNK = 1 << 16  # the head and tail hashed by a quick fingerprint
 
 
@@ -183,7 +184,10 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
     create_ingest_tables(con)
     _drop_orphans(con)
     started = datetime.now(timezone.utc)  # the files read now are as new as this (FileReads.read_started)
-    orders, contacts = source.files()
+    try:
+        orders, contacts = source.files()
+    except NothingMatches as exc:
+        raise matched_before(exc, len(_catalogue(con))) from None
     wanted = [("orders", p) for p in orders] + [("contacts", p) for p in contacts]
     stored = {(row["role"], row["path"]): row for row in _catalogue(con)}
     cfg = config_hash(source)
@@ -310,6 +314,15 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
     result.copied_files = copied_files(prints, {**{key: row["no_oid"] for key, row in keep.items()},
                                                 **{key: n[2] for key, n in counts.items()}})
     return Ingested(result, read, gone, lean=change is not None)
+
+
+def matched_before(exc: NothingMatches, stored: int) -> ConnectorError:
+    """A pattern matching nothing where the store holds files read before: the export folder or the share it is
+    on not there (not mounted, being copied), a retry-later error, nothing removed; on a first read, the config's."""
+    if not stored:
+        return exc
+    return TransientError(f"{exc}, where {stored} file(s) were read before (the export folder or its network share "
+                          "not there?); nothing was read or removed: run again once they are back, or fix the pattern")
 
 
 def vanished(exc: FileNotFoundError) -> TransientError:

@@ -1,0 +1,63 @@
+"""The files a file source's pattern (``orders``, ``contacts``) matches, or a clear error naming what is wrong."""
+
+from __future__ import annotations
+
+import errno
+import glob
+import os
+from pathlib import Path
+
+from .errors import ConfigError, TransientError
+from .suggest import did_you_mean
+
+
+class NothingMatches(ConfigError):
+    """A pattern that matches no file (``pattern``: as configured)."""
+
+    def __init__(self, message: str, pattern: str) -> None:
+        super().__init__(message)
+        self.pattern = pattern
+
+
+def matching_files(pattern: str, base_dir: Path) -> list[Path]:
+    """The files ``pattern`` (relative to ``base_dir``, or absolute) matches, sorted. A link that leads nowhere,
+    matched by the pattern or by one of its folder levels (``exports/*`` of ``exports/*/orders.csv``: a month's
+    folder linked to a network share not mounted), stops the read, naming it: skipping it would leave its orders
+    out, or remove the rows read from it before, without a word. A link whose target is missing is a retry-later
+    error; a link loop or a target that cannot be reached (no permission, a file used as a folder) a ConfigError.
+    Matching nothing: :class:`NothingMatches`."""
+    full = pattern if os.path.isabs(pattern) else str(base_dir / pattern)
+    _check_links(full, 0 if os.path.isabs(pattern) else len(base_dir.parts))
+    matched = glob.glob(full)
+    found = sorted(Path(p) for p in matched if os.path.isfile(p))
+    if not found:
+        near = [p.name for p in Path(full).parent.glob("*") if p.is_file()] if Path(full).parent.is_dir() else []
+        hint = did_you_mean(Path(pattern).name, near) if not glob.has_magic(pattern) else ""
+        raise NothingMatches(f"no file matches {pattern!r} (looked in {base_dir}){hint}", pattern)
+    return found
+
+
+def _check_links(full: str, first: int) -> None:
+    """Every link matched by a level of the pattern ``full`` past its ``first`` parts (the folder it is relative
+    to is not the pattern's) that leads nowhere: a ConfigError for the first one that cannot lead anywhere, else
+    a TransientError naming them."""
+    parts = Path(full).parts
+    missing: list[str] = []
+    for level in range(max(first, 1), len(parts)):
+        for path in sorted(glob.glob(str(Path(*parts[:level + 1])))):
+            if not os.path.islink(path):
+                continue
+            try:
+                os.stat(path)
+            except FileNotFoundError:
+                missing.append(path)
+            except OSError as exc:
+                why = "a link loop" if exc.errno == errno.ELOOP else exc.strerror or type(exc).__name__
+                raise ConfigError(f"{path}: a link to {os.readlink(path)}, which cannot be read ({why}): fix the "
+                                  "link or its target's permissions, or remove the link") from None
+        if missing:
+            break  # the levels below a missing folder cannot be listed
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise TransientError(f"{missing[0]}{more}: a link to {os.readlink(missing[0])}, which is not there (a "
+                             "network share not mounted?); nothing was read: run again once it is, or remove the link")

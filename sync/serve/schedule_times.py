@@ -1,0 +1,117 @@
+"""When ``rfmsync serve``'s scheduler fires (:mod:`sync.serve.scheduler`): ``[schedule] cron`` in the config's
+timezone, ``every`` aligned to the Unix epoch, and the durations of ``every`` and ``retry_wait``."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+from ..config import ScheduleConfig
+from ..errors import ConfigError
+
+#: croniter's named schedules, as the five fields Vixie cron reads them as
+_ALIASES = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *", "@weekly": "0 0 * * 0",
+            "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *"}
+_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+_EVERY_RE = re.compile(r"(\d+)\s*([dhms])")
+
+
+def parse_every(text: str, key: str = "every") -> timedelta:
+    """``"6h"``, ``"30m"``, ``"1h30m"``, ``"1d"``, ``"90s"`` → timedelta; ConfigError naming the key otherwise."""
+    compact = text.strip().lower().replace(" ", "")
+    parts = _EVERY_RE.findall(compact)
+    if not compact or "".join(n + u for n, u in parts) != compact:
+        raise ConfigError(f"[schedule] {key} = {text!r}: use a duration like \"6h\", \"30m\", \"1h30m\" or \"1d\"")
+    seconds = sum(int(n) * _UNITS[u] for n, u in parts)
+    if seconds < 60:
+        raise ConfigError(f"[schedule] {key} = {text!r}: the shortest interval is 1 minute")
+    return timedelta(seconds=seconds)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    cron: str | None = None
+    every: timedelta | None = None
+    tz: str = "UTC"
+
+    @classmethod
+    def from_config(cls, sched: ScheduleConfig, tz: str = "UTC") -> Schedule:
+        cron = sched.cron.strip() if sched.cron else None
+        if cron:
+            from croniter import croniter
+
+            if not croniter.is_valid(cron):
+                raise ConfigError(f"[schedule] cron = {sched.cron!r} is not a valid cron expression "
+                                  f"(five fields: minute hour day month weekday, e.g. \"0 3 * * *\")")
+        return cls(cron=cron, every=parse_every(sched.every) if sched.every else None, tz=tz)
+
+    def identity(self) -> str:
+        """What the fire times depend on, as JSON (stored with the last fire time run: :mod:`.scheduler`)."""
+        return json.dumps({"cron": self.cron, "every": int(self.every.total_seconds()) if self.every else None,
+                           "timezone": self.tz}, sort_keys=True)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cron or self.every)
+
+    def next_after(self, now: datetime) -> datetime | None:
+        """The first fire time strictly after ``now`` (aware, UTC), or None when nothing is scheduled."""
+        candidates = []
+        if self.cron:
+            candidates.append(self._cron_after(now))
+        if self.every:
+            step = int(self.every.total_seconds())
+            ts = int(now.timestamp()) // step * step + step
+            candidates.append(datetime.fromtimestamp(ts, timezone.utc))
+        return min(candidates) if candidates else None
+
+
+    def last_at_or_before(self, now: datetime) -> datetime | None:
+        """The latest fire time at or before ``now`` (aware, UTC), or None when nothing is scheduled."""
+        candidates = []
+        if self.cron:
+            from croniter import croniter
+
+            zone = ZoneInfo(self.tz)
+            at = now.astimezone(timezone.utc).replace(second=0, microsecond=0)  # fire times are whole minutes
+            fire = None
+            while at.astimezone(zone).fold:  # the repeated hour's second pass: croniter, from a time in it,
+                if not self.once_per_wall_time and croniter.match(self.cron, at.astimezone(zone)):  # skips the
+                    fire = at  # first pass's times (last year's instead): its minutes are looked at one by one
+                    break
+                at -= timedelta(minutes=1)
+            if fire is None:  # (croniter's previous time is strictly before its start)
+                local = croniter(self.cron, (at + timedelta(seconds=1)).astimezone(zone)).get_prev(datetime)
+                local = local.astimezone(zone)
+                fire = (local.replace(fold=0) if self.once_per_wall_time else local).astimezone(timezone.utc)
+            candidates.append(fire)
+        if self.every:
+            step = int(self.every.total_seconds())
+            candidates.append(datetime.fromtimestamp(int(now.timestamp()) // step * step, timezone.utc))
+        return max(candidates) if candidates else None
+
+    @property
+    def once_per_wall_time(self) -> bool:
+        """The cron fires at fixed local times (neither its minute nor its hour field a wildcard or a step, as
+        Vixie cron tells its "wildcard" jobs apart): on the night the clocks go back, such a time in the repeated
+        hour fires once. A wildcard job (``*/15 * * * *``, ``0 * * * *``) runs through the repeated hour as the
+        clock reads it, both times."""
+        fields = _ALIASES.get(self.cron or "", self.cron or "").split()
+        return len(fields) >= 2 and not (fields[0].startswith("*") or fields[1].startswith("*"))
+
+    def _cron_after(self, now: datetime) -> datetime:
+        """The cron's first fire time after ``now``. On the night the clocks go back, a fixed time
+        (:attr:`once_per_wall_time`) in the repeated hour fires on its first occurrence only (``fold`` 0), as in
+        Vixie cron; a wildcard job's times in that hour fire both times. A time the clocks skip (02:30 on the night
+        they go forward) fires at the first local time after it."""
+        from croniter import croniter
+
+        zone = ZoneInfo(self.tz)
+        fire = now
+        while True:
+            fire = croniter(self.cron, fire.astimezone(zone)).get_next(datetime).astimezone(timezone.utc)
+            if not (fire.astimezone(zone).fold and self.once_per_wall_time):
+                return fire
