@@ -16,6 +16,8 @@ Pure functions over numbers, so each rule is a table test. Two kinds:
   never does, a model that was not fitted or amounts exported in minor units do; a tag added always is, a lost
   one added back too: it fires the ESP's "tag added" automations). ``--allow-mass-change`` overrides them for one
   run. A destination with no managed contacts yet (its first sync) is never a mass change.
+* the **scoring guard** ``recency_scores`` (quantile scores that put the newest buyers among the lost:
+  :func:`~segmentation.scoring.recency_collapse`), also on a first sync; ``--allow-mass-change`` overrides it too.
 
 Each tripped guard is one line with the numbers and the limit, e.g.
 ``guard max_removal_pct: 266 of 266 managed contacts (100 %) would lose their tags; limit 10 %``.
@@ -25,7 +27,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
+
+from segmentation.scoring import RecencyCollapse
 
 from .config import GuardsConfig
 from .model import PushedState
@@ -41,13 +45,32 @@ class DataStats:
     rows: int
     bad_rows: int
     customers: int | None = None
+    recency: RecencyCollapse | None = None  # the segments' recency scores collapsed (a quantile run)
 
     def counts(self) -> dict[str, int]:
-        """For a run's counts (the next run compares its customer count with this one)."""
+        """For a run's counts (the next run compares its customer count with this one) and a saved plan's
+        ``data`` (``apply`` judges them again); a collapse of the recency scores adds its numbers."""
         out = {"orders": self.orders, "bad_rows": self.bad_rows}
         if self.customers is not None:
             out["customers"] = self.customers
+        if self.recency is not None:
+            c = self.recency
+            out |= {"recency_best_customers": c.customers, "recency_best_days": c.days, "recency_best_r": c.score,
+                    "levels": c.levels}
         return out
+
+    @classmethod
+    def from_counts(cls, data: Mapping[str, Any]) -> "DataStats":
+        """The stats a saved plan's ``data`` holds (:meth:`counts` with ``rows``)."""
+        customers = data.get("customers")
+        recency = None
+        if "recency_best_customers" in data:
+            recency = RecencyCollapse(customers=data["recency_best_customers"],
+                                      total=customers or data["recency_best_customers"],
+                                      days=data.get("recency_best_days", 0), score=data.get("recency_best_r", 1),
+                                      levels=data.get("levels", 5))
+        return cls(orders=data.get("orders", 0), rows=data.get("rows", data.get("orders", 0)),
+                   bad_rows=data.get("bad_rows", 0), customers=customers, recency=recency)
 
 
 @dataclass(frozen=True)
@@ -80,6 +103,27 @@ def data_lines(g: GuardsConfig, stats: DataStats) -> list[str]:
         lines.append(f"guard max_bad_rows_pct: {stats.bad_rows} of {total} rows ({fmt_pct(share)} %) are bad; "
                      f"limit {fmt_pct(g.max_bad_rows_pct)} %")
     return lines
+
+
+def recency_collapse_text(c: RecencyCollapse) -> str:
+    """What a collapse of the recency scores is, in numbers (the warning's and the guard's middle part)."""
+    where = "the score of the least recent customers" if c.score == 1 else "in the lower half of the scores"
+    return (f"{c.customers} of {c.total} customers ({fmt_pct(pct(c.customers, c.total))} %) share the best recency "
+            f"({c.days} days) yet score R = {c.score} of {c.levels}, {where}")
+
+
+#: what to do about collapsed recency scores (the warning and the guard)
+RECENCY_ADVICE = ('set [segmentation] method = "thresholds", check that the ordered_at column is the order\'s date '
+                  "(not the export's), or wait for more history")
+
+
+def scoring_lines(stats: DataStats) -> list[str]:
+    """The scoring guard ``recency_scores``: quantile scores that tag the newest buyers as lost (Churn, win-back),
+    also on a first sync (the plan guards see nothing there). ``--allow-mass-change`` lifts it."""
+    if stats.recency is None:
+        return []
+    return [f"guard recency_scores: {recency_collapse_text(stats.recency)}: the sync would tag the newest buyers "
+            f"as lost; {RECENCY_ADVICE}, or sync anyway with --allow-mass-change"]
 
 
 def customer_drop_line(g: GuardsConfig, customers: int, previous: int | None, destination: str) -> str | None:

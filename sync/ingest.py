@@ -75,7 +75,8 @@ def run_stats(run: SegmentsRun) -> DataStats:
     """The data-guard numbers of a segmented run (orders it segmented, rows read, customers)."""
     orders = run.con.execute("SELECT count(*) FROM orders").fetchall()[0][0]
     rows = run.pull.orders if run.pull is not None else orders
-    return DataStats(orders=orders, rows=rows, bad_rows=run.bad_row_count, customers=run.result.customers)
+    return DataStats(orders=orders, rows=rows, bad_rows=run.bad_row_count, customers=run.result.customers,
+                     recency=run.result.recency_collapse)
 
 
 def segments_from_store(cfg: Config, ledger: Ledger, settings: Settings, *, as_of: date | None = None,
