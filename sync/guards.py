@@ -1,6 +1,6 @@
 """Guards: the checks made before the first ESP write of a run (docs/safety.md, ``[guards]``).
 
-Pure functions over numbers, so each rule is a table test. Two kinds:
+Pure functions over numbers, so each rule is a table test. Three kinds:
 
 * **data guards** (the input looks broken): too few valid orders (``min_orders``), too many bad rows
   (``max_bad_rows_pct``), the customer count fell too far since the last successful run of a destination

@@ -122,6 +122,9 @@ def test_a_young_shop_warns_and_its_first_sync_is_refused_unless_allowed(tmp_pat
 
     refused = cli("sync", "--config", str(cfg), "--as-of", SHOP_AS_OF, code=6)
     assert GUARD in refused.output and "--allow-mass-change" in refused.output
+    documented = (Path(__file__).resolve().parents[1] / "docs" / "safety.md").read_text(encoding="utf-8")
+    [error] = [line for line in refused.output.splitlines() if line.startswith("error: ")]
+    assert f"      {error}\n" in documented  # the line docs/safety.md shows
     assert fake.write_calls == 0 and not fake.lists["aud1"].members, "a refused first sync wrote to the ESP"
     [run] = runs(cfg)
     assert run["status"] == "refused" and run["destination"] == "mc" and GUARD in run["error"]
