@@ -56,7 +56,7 @@ class DataStats:
         if self.recency is not None:
             c = self.recency
             out |= {"recency_best_customers": c.customers, "recency_best_days": c.days, "recency_best_r": c.score,
-                    "levels": c.levels}
+                    "recency_levels": c.levels}
         return out
 
     @classmethod
@@ -68,7 +68,7 @@ class DataStats:
             recency = RecencyCollapse(customers=data["recency_best_customers"],
                                       total=customers or data["recency_best_customers"],
                                       days=data.get("recency_best_days", 0), score=data.get("recency_best_r", 1),
-                                      levels=data.get("levels", 5))
+                                      levels=data.get("recency_levels", 5))
         return cls(orders=data.get("orders", 0), rows=data.get("rows", data.get("orders", 0)),
                    bad_rows=data.get("bad_rows", 0), customers=customers, recency=recency)
 
