@@ -57,6 +57,8 @@ class DataStats:
             c = self.recency
             out |= {"recency_best_customers": c.customers, "recency_best_days": c.days, "recency_best_r": c.score,
                     "recency_levels": c.levels}
+            if c.within is not None:
+                out["recency_within_days"] = c.within
         return out
 
     @classmethod
@@ -68,7 +70,7 @@ class DataStats:
             recency = RecencyCollapse(customers=data["recency_best_customers"],
                                       total=customers or data["recency_best_customers"],
                                       days=data.get("recency_best_days", 0), score=data.get("recency_best_r", 1),
-                                      levels=data.get("recency_levels", 5))
+                                      levels=data.get("recency_levels", 5), within=data.get("recency_within_days"))
         return cls(orders=data.get("orders", 0), rows=data.get("rows", data.get("orders", 0)),
                    bad_rows=data.get("bad_rows", 0), customers=customers, recency=recency)
 
@@ -108,8 +110,11 @@ def data_lines(g: GuardsConfig, stats: DataStats) -> list[str]:
 def recency_collapse_text(c: RecencyCollapse) -> str:
     """What a collapse of the recency scores is, in numbers (the warning's and the guard's middle part)."""
     where = "the score of the least recent customers" if c.score == 1 else "in the lower half of the scores"
-    return (f"{c.customers} of {c.total} customers ({fmt_pct(pct(c.customers, c.total))} %) share the best recency "
-            f"({c.days} days) yet score R = {c.score} of {c.levels}, {where}")
+    share = f"{c.customers} of {c.total} customers ({fmt_pct(pct(c.customers, c.total))} %)"
+    if c.within is not None:
+        return (f"{share} bought within the last {c.within} days (the newest {c.days} days ago) yet score "
+                f"R = {c.score} of {c.levels}, {where}")
+    return f"{share} share the best recency ({c.days} days) yet score R = {c.score} of {c.levels}, {where}"
 
 
 #: what to do about collapsed recency scores (the warning and the guard)
@@ -120,10 +125,16 @@ RECENCY_ADVICE = ('set [segmentation] method = "thresholds", check that the orde
 def scoring_lines(stats: DataStats) -> list[str]:
     """The scoring guard ``recency_scores``: quantile scores that tag the newest buyers as lost (Churn, win-back),
     also on a first sync (the plan guards see nothing there). ``--allow-mass-change`` lifts it."""
-    if stats.recency is None:
-        return []
-    return [f"guard recency_scores: {recency_collapse_text(stats.recency)}: the sync would tag the newest buyers "
-            f"as lost; {RECENCY_ADVICE}, or sync anyway with --allow-mass-change"]
+    return [recency_scores_line(stats.recency)] if stats.recency is not None else []
+
+
+def recency_scores_line(c: RecencyCollapse, *, webhook: bool = False) -> str:
+    """The ``recency_scores`` guard's line; a webhook resync's (refused when the last full run's scores collapsed,
+    its cut points would score the newest buyers as lost) cannot be overridden, a full run's can."""
+    way_out = ("webhook resyncs wait for a full sync whose scores do not collapse" if webhook
+               else "or sync anyway with --allow-mass-change")
+    return (f"guard recency_scores: {recency_collapse_text(c)}: the sync would tag the newest buyers as lost; "
+            f"{RECENCY_ADVICE}, {way_out}")
 
 
 def customer_drop_line(g: GuardsConfig, customers: int, previous: int | None, destination: str) -> str | None:

@@ -295,8 +295,8 @@ def currency_warning(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str)
 def recency_warning(collapse: RecencyCollapse) -> str:
     """A warning when the quantile recency scores collapsed (:func:`~segmentation.scoring.recency_collapse`)."""
     return (f"recency scores collapsed: {recency_collapse_text(collapse)}: quantile scores rank customers against "
-            "each other, so when most of them share the newest day (a shop with a day or two of history, or a date "
-            "column holding the export's date) the newest buyers land in Churn and the win-back segments; "
+            "each other, so when most of them bought on the newest days (a shop with a week or two of history, or "
+            "a date column holding the export's date) the newest buyers land in Churn and the win-back segments; "
             f"{RECENCY_ADVICE}")
 
 

@@ -64,6 +64,41 @@ def test_one_time_buyers_and_one_spend_do_not_trip_it():
     assert collapse_of({f"c{i:03d}": (i + 1, 1, 10.0) for i in range(100)}) is None
 
 
+def two_day_shop(best: int) -> dict[str, tuple[int, int, float]]:
+    """100 customers: ``best`` bought today, the rest yesterday."""
+    return {f"c{i:03d}": (0 if i < best else 1, 1, 10.0) for i in range(100)}
+
+
+@pytest.mark.parametrize("preset, best", [("tracks", 50), ("tracks", 55), ("tracks", 66), ("crm-4", 50),
+                                          ("classic-5", 55), ("classic-5", 60)])
+def test_a_two_day_shop_whose_best_recency_scores_high_still_collapses(preset, best):
+    # today's buyers score in the upper half, yesterday's R = 1: the buyers of the last week scored as lost
+    c = collapse_of(two_day_shop(best), preset)
+    assert (c.customers, c.total, c.days, c.score, c.within) == (100 - best, 100, 1, 1, 7)
+
+
+@pytest.mark.parametrize("days", [30, 90, 365])
+@pytest.mark.parametrize("preset", ["tracks", "crm-4", "classic-5"])
+def test_a_shop_of_a_month_or_more_of_history_does_not_collapse(days, preset):
+    # last orders spread over the shop's history: R = 1 starts at two thirds of it or later
+    assert collapse_of({f"c{i:03d}": (i * days // 100, 1 + i % 2, 10.0 + i) for i in range(100)}, preset) is None
+
+
+def test_the_demo_shop_does_not_collapse(tmp_path):
+    from sync import api
+    from sync.cli.demo import _demo_as_of
+    from sync.config import load_config
+    from sync.demodata import generate_shop
+
+    cfg = load_config(generate_shop(tmp_path / "demo", customers=3000, seed=42))
+    run = api.segments(cfg, _demo_as_of(cfg))
+    try:
+        assert run.result.customers > 1000 and run.result.recency_collapse is None
+        assert not [w for w in run.warnings if "recency" in w]
+    finally:
+        run.close()
+
+
 # ------------------------------------------------------------------------------------------- end to end
 
 
@@ -171,3 +206,19 @@ def test_thresholds_scoring_of_a_young_shop_is_not_a_collapse(tmp_path, fake):
     assert {s["segment"]: s["customers"] for s in json.loads(seg.stdout)["segments"]}["Churn"] == 0
     cli("sync", "--config", str(cfg), "--as-of", SHOP_AS_OF)
     assert len(fake.lists["aud1"].members) == 200
+
+
+def test_a_two_day_shop_split_55_45_is_refused(tmp_path, fake):
+    cfg = write_orders(tmp_path / "split", lambda i: [0] if i % 20 < 11 else [1])
+    collapse = ("90 of 200 customers (45 %) bought within the last 7 days (the newest 1 days ago) yet score R = 1 "
+                "of 3, the score of the least recent customers")
+    seg = cli("segments", "--config", str(cfg), "--as-of", SHOP_AS_OF, "--format", "json")
+    assert warning_lines(seg)[0].startswith(f"warning: recency scores collapsed: {collapse}")
+    assert {s["segment"]: s["customers"] for s in json.loads(seg.stdout)["segments"]}["Churn"] == 90
+    assert f"guard recency_scores: {collapse}" in cli("sync", "--config", str(cfg), "--as-of", SHOP_AS_OF,
+                                                      code=6).output
+    assert fake.write_calls == 0
+    saved = tmp_path / "plan.json"
+    cli("plan", "--config", str(cfg), "--as-of", SHOP_AS_OF, "-o", str(saved))
+    assert json.loads(saved.read_text())["data"]["recency_within_days"] == 7
+    assert f"guard recency_scores: {collapse}" in cli("apply", "--config", str(cfg), str(saved), code=6).output
