@@ -13,7 +13,7 @@ from .errors import RuleError
 from .metrics import build_customer_metrics
 from .purchase_days import PurchaseDays
 from .rules import PRESETS, CompiledRules, compile_rules
-from .scoring import derive_cut_points, score_sql
+from .scoring import RecencyCollapse, derive_cut_points, recency_collapse, score_sql
 from .summary import summarise
 
 SCORE_TABLE = "customer_segments"
@@ -32,6 +32,8 @@ class SegmentationResult:
     cut_points: Thresholds
     boundary: dict = field(default_factory=dict)
     table: str = SCORE_TABLE
+    #: a quantile run whose most recent buyers scored among the lost (:func:`~segmentation.scoring.recency_collapse`)
+    recency_collapse: RecencyCollapse | None = None
 
     def to_json(self, bad_rows: int = 0) -> dict:
         return {
@@ -116,8 +118,9 @@ def run_segmentation(con: duckdb.DuckDBPyConnection, cfg: SegmentationConfig, as
     """)
     derived = cut_points if cut_points is not None else derive_cut_points(con, SCORE_TABLE, levels)
     summary = summarise(con, SCORE_TABLE, compiled.names)
+    collapse = recency_collapse(con, SCORE_TABLE, levels) if method == "quantile" and n else None
     boundary = (falling_asleep_boundary(con, as_of, timezone, cfg.boundary, cfg.reminder_lead_days, orders,
                                         customers=n, days=purchase_days) if with_boundary else {})
     return SegmentationResult(as_of=as_of, preset=cfg.preset, method=method, levels=levels, customers=n,
                               segment_names=compiled.names, summary=summary, cut_points=derived,
-                              boundary=boundary)
+                              boundary=boundary, recency_collapse=collapse)

@@ -9,6 +9,14 @@ being spread over F = 1..3 by row order (the ``rank(method="first")`` bug).
 
 **Thresholds rule.** Explicit ascending cut points, N−1 per metric (see :class:`~segmentation.config.Thresholds`).
 
+**Its one wrong answer.** The best value scores ``1 + floor(N × w / n)`` too, ``w`` being everyone else: when most
+customers share the best *recency* (a shop with a day or two of history; a date column holding the export's
+date) the most recent buyers score R = 1, the worst recency's score, and land in the lost segments.
+:func:`recency_collapse` tells such a run, and one that scores buyers of the last week R = 1 (a two-day shop split
+55/45: the best recency's score is in the upper half, yet yesterday's buyers are "lost"). Frequency's big tie is its *worst* value (one-time buyers, F = 1: right);
+monetary's best value is rarely shared, and when everybody spends the same, M = 1 for all says "no difference",
+which no recency-driven segment (Churn, lost, win-back) reads as lost.
+
 Every quantile run also yields the equivalent cut points (:func:`derive_cut_points`); applying them as thresholds
 reproduces the same scores. Incremental re-scoring of a few customers uses them so that one new order does not
 reshuffle everybody's quantiles.
@@ -16,6 +24,7 @@ reshuffle everybody's quantiles.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 
 import duckdb
@@ -69,6 +78,50 @@ def _literal(value: object) -> str:
     if isinstance(value, int):
         return str(value)
     raise TypeError(f"quantile step {value!r}: a metric must be an integer or a DECIMAL, not {type(value).__name__}")
+
+
+#: a customer who bought within this many days is a recent buyer: scored R = 1, he is a collapse of the scores
+RECENT_DAYS = 7
+
+
+@dataclass(frozen=True)
+class RecencyCollapse:
+    """A quantile run that scored recent buyers among the lost: ``customers`` of ``total`` share the best recency
+    (``days``) and all score R = ``score`` of ``levels``; or, with ``within`` set (:data:`RECENT_DAYS`),
+    ``customers`` of ``total`` bought within ``within`` days (the newest ``days`` days ago) yet score R = 1."""
+
+    customers: int
+    total: int
+    days: int
+    score: int
+    levels: int
+    within: int | None = None
+
+
+def recency_collapse(con: duckdb.DuckDBPyConnection, table: str, levels: int) -> RecencyCollapse | None:
+    """The collapse of a quantile run's recency scores in ``table`` (recency_days, r), or None. Two ways:
+
+    * the customers with the best recency rank first, so their score should be the top one; the rule gives them
+      ``1 + floor(N × (n − b) / n)`` when ``b`` of ``n`` share it, which is in the lower half (2 × R ≤ N: R = 1 or 2
+      of 4 or 5, R = 1 of 3) once ``b`` passes 1 − 2/N of the customers (60 % of 5 levels, 50 % of 4, 67 % of 3);
+    * customers who bought within :data:`RECENT_DAYS` days score R = 1, the lost customers' score: the rule puts a
+      customer at R = 1 when fewer than n/N customers bought longer ago than he did, so this happens only when
+      more than 1 − 1/N of the customers (80 % of 5 levels, 75 % of 4, 67 % of 3) bought within the window: a
+      shop of a week or two (a two-day shop split 55/45 puts yesterday's buyers in Churn); never a shop with a
+      month of customers behind it, nor one of one-time buyers spread over the year."""
+    row = con.execute(f"SELECT recency_days, max(r), count(*), sum(count(*)) OVER () FROM {table} "
+                      f"GROUP BY recency_days ORDER BY recency_days LIMIT 1").fetchall()
+    if not row:
+        return None
+    days, score, customers, total = row[0]
+    if 2 * score <= levels:
+        return RecencyCollapse(customers=customers, total=int(total), days=int(days), score=score, levels=levels)
+    recent = con.execute(f"SELECT count(*), min(recency_days) FROM {table} "
+                         f"WHERE r = 1 AND recency_days <= {RECENT_DAYS}").fetchall()[0]
+    if not recent[0]:
+        return None
+    return RecencyCollapse(customers=recent[0], total=int(total), days=int(recent[1]), score=1, levels=levels,
+                           within=RECENT_DAYS)
 
 
 def _threshold_sql(col: str, cuts: list[float], levels: int, lower_is_better: bool) -> str:

@@ -1,6 +1,6 @@
 """Guards: the checks made before the first ESP write of a run (docs/safety.md, ``[guards]``).
 
-Pure functions over numbers, so each rule is a table test. Two kinds:
+Pure functions over numbers, so each rule is a table test. Three kinds:
 
 * **data guards** (the input looks broken): too few valid orders (``min_orders``), too many bad rows
   (``max_bad_rows_pct``), the customer count fell too far since the last successful run of a destination
@@ -16,6 +16,8 @@ Pure functions over numbers, so each rule is a table test. Two kinds:
   never does, a model that was not fitted or amounts exported in minor units do; a tag added always is, a lost
   one added back too: it fires the ESP's "tag added" automations). ``--allow-mass-change`` overrides them for one
   run. A destination with no managed contacts yet (its first sync) is never a mass change.
+* the **scoring guard** ``recency_scores`` (quantile scores that put the newest buyers among the lost:
+  :func:`~segmentation.scoring.recency_collapse`), also on a first sync; ``--allow-mass-change`` overrides it too.
 
 Each tripped guard is one line with the numbers and the limit, e.g.
 ``guard max_removal_pct: 266 of 266 managed contacts (100 %) would lose their tags; limit 10 %``.
@@ -25,7 +27,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
+
+from segmentation.scoring import RecencyCollapse
 
 from .config import GuardsConfig
 from .model import PushedState
@@ -41,13 +45,34 @@ class DataStats:
     rows: int
     bad_rows: int
     customers: int | None = None
+    recency: RecencyCollapse | None = None  # the segments' recency scores collapsed (a quantile run)
 
     def counts(self) -> dict[str, int]:
-        """For a run's counts (the next run compares its customer count with this one)."""
+        """For a run's counts (the next run compares its customer count with this one) and a saved plan's
+        ``data`` (``apply`` judges them again); a collapse of the recency scores adds its numbers."""
         out = {"orders": self.orders, "bad_rows": self.bad_rows}
         if self.customers is not None:
             out["customers"] = self.customers
+        if self.recency is not None:
+            c = self.recency
+            out |= {"recency_best_customers": c.customers, "recency_best_days": c.days, "recency_best_r": c.score,
+                    "recency_levels": c.levels}
+            if c.within is not None:
+                out["recency_within_days"] = c.within
         return out
+
+    @classmethod
+    def from_counts(cls, data: Mapping[str, Any]) -> "DataStats":
+        """The stats a saved plan's ``data`` holds (:meth:`counts` with ``rows``)."""
+        customers = data.get("customers")
+        recency = None
+        if "recency_best_customers" in data:
+            recency = RecencyCollapse(customers=data["recency_best_customers"],
+                                      total=customers or data["recency_best_customers"],
+                                      days=data.get("recency_best_days", 0), score=data.get("recency_best_r", 1),
+                                      levels=data.get("recency_levels", 5), within=data.get("recency_within_days"))
+        return cls(orders=data.get("orders", 0), rows=data.get("rows", data.get("orders", 0)),
+                   bad_rows=data.get("bad_rows", 0), customers=customers, recency=recency)
 
 
 @dataclass(frozen=True)
@@ -80,6 +105,36 @@ def data_lines(g: GuardsConfig, stats: DataStats) -> list[str]:
         lines.append(f"guard max_bad_rows_pct: {stats.bad_rows} of {total} rows ({fmt_pct(share)} %) are bad; "
                      f"limit {fmt_pct(g.max_bad_rows_pct)} %")
     return lines
+
+
+def recency_collapse_text(c: RecencyCollapse) -> str:
+    """What a collapse of the recency scores is, in numbers (the warning's and the guard's middle part)."""
+    where = "the score of the least recent customers" if c.score == 1 else "in the lower half of the scores"
+    share = f"{c.customers} of {c.total} customers ({fmt_pct(pct(c.customers, c.total))} %)"
+    if c.within is not None:
+        return (f"{share} bought within the last {c.within} days (the newest {c.days} days ago) yet score "
+                f"R = {c.score} of {c.levels}, {where}")
+    return f"{share} share the best recency ({c.days} days) yet score R = {c.score} of {c.levels}, {where}"
+
+
+#: what to do about collapsed recency scores (the warning and the guard)
+RECENCY_ADVICE = ('set [segmentation] method = "thresholds", check that the ordered_at column is the order\'s date '
+                  "(not the export's), or wait for more history")
+
+
+def scoring_lines(stats: DataStats) -> list[str]:
+    """The scoring guard ``recency_scores``: quantile scores that tag the newest buyers as lost (Churn, win-back),
+    also on a first sync (the plan guards see nothing there). ``--allow-mass-change`` lifts it."""
+    return [recency_scores_line(stats.recency)] if stats.recency is not None else []
+
+
+def recency_scores_line(c: RecencyCollapse, *, webhook: bool = False) -> str:
+    """The ``recency_scores`` guard's line; a webhook resync's (refused when the last full run's scores collapsed,
+    its cut points would score the newest buyers as lost) cannot be overridden, a full run's can."""
+    way_out = ("webhook resyncs wait for a full sync whose scores do not collapse" if webhook
+               else "or sync anyway with --allow-mass-change")
+    return (f"guard recency_scores: {recency_collapse_text(c)}: the sync would tag the newest buyers as lost; "
+            f"{RECENCY_ADVICE}, {way_out}")
 
 
 def customer_drop_line(g: GuardsConfig, customers: int, previous: int | None, destination: str) -> str | None:

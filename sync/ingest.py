@@ -9,12 +9,15 @@ for the webhook re-scoring (:mod:`sync.serve.resync`).
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from datetime import date
 from typing import Sequence
 
 import duckdb
 
 from connectors.source import Progress, PullResult
+from segmentation import Thresholds
+from segmentation.scoring import RecencyCollapse
 
 from .config import Config
 from .errors import GuardRefusedError
@@ -75,7 +78,8 @@ def run_stats(run: SegmentsRun) -> DataStats:
     """The data-guard numbers of a segmented run (orders it segmented, rows read, customers)."""
     orders = run.con.execute("SELECT count(*) FROM orders").fetchall()[0][0]
     rows = run.pull.orders if run.pull is not None else orders
-    return DataStats(orders=orders, rows=rows, bad_rows=run.bad_row_count, customers=run.result.customers)
+    return DataStats(orders=orders, rows=rows, bad_rows=run.bad_row_count, customers=run.result.customers,
+                     recency=run.result.recency_collapse)
 
 
 def segments_from_store(cfg: Config, ledger: Ledger, settings: Settings, *, as_of: date | None = None,
@@ -97,20 +101,36 @@ def segments_from_store(cfg: Config, ledger: Ledger, settings: Settings, *, as_o
 
 
 def save_cut_points(con: duckdb.DuckDBPyConnection, run: SegmentsRun) -> None:
-    """Remember the last full run's score cut points in the store, for incremental (webhook) re-scoring."""
+    """Remember the last full run's score cut points in the store, for incremental (webhook) re-scoring, with
+    the collapse of its recency scores (:func:`~segmentation.scoring.recency_collapse`), which refuses a resync."""
     res = run.result
     con.execute("CREATE TABLE IF NOT EXISTS segmentation_runs (as_of DATE, preset VARCHAR, levels INTEGER, "
                 "cut_points JSON, customers BIGINT, created_at TIMESTAMPTZ DEFAULT now())")
-    con.execute("INSERT INTO segmentation_runs (as_of, preset, levels, cut_points, customers) VALUES (?, ?, ?, ?, ?)",
-                [res.as_of, res.preset, res.levels, json.dumps(res.cut_points.model_dump()), res.customers])
+    con.execute("ALTER TABLE segmentation_runs ADD COLUMN IF NOT EXISTS recency_collapse JSON")  # older stores
+    collapse = json.dumps(asdict(res.recency_collapse)) if res.recency_collapse is not None else None
+    con.execute("INSERT INTO segmentation_runs (as_of, preset, levels, cut_points, customers, recency_collapse) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [res.as_of, res.preset, res.levels, json.dumps(res.cut_points.model_dump()), res.customers, collapse])
 
 
 def load_cut_points(con: duckdb.DuckDBPyConnection):
     """The cut points of the last full run, or None when there was none."""
-    from segmentation import Thresholds
+    last = load_last_full_run(con)
+    return last[0] if last is not None else None
 
+
+def load_last_full_run(con: duckdb.DuckDBPyConnection) -> tuple[Thresholds, RecencyCollapse | None] | None:
+    """The last full run's cut points and the collapse of its recency scores (None: they did not collapse, or
+    the run was saved by an rfmsync that did not record it), or None when there was no full run."""
     exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'segmentation_runs'").fetchall()
     if not exists[0][0]:
         return None
-    row = con.execute("SELECT cut_points FROM segmentation_runs ORDER BY created_at DESC LIMIT 1").fetchall()
-    return Thresholds(**json.loads(row[0][0])) if row else None
+    columns = {c for (c,) in con.execute("SELECT column_name FROM duckdb_columns() "
+                                         "WHERE table_name = 'segmentation_runs'").fetchall()}
+    collapse = "recency_collapse" if "recency_collapse" in columns else "NULL"
+    row = con.execute(f"SELECT cut_points, {collapse} FROM segmentation_runs ORDER BY created_at DESC LIMIT 1"
+                      ).fetchall()
+    if not row:
+        return None
+    cut_points, recency = row[0]
+    return Thresholds(**json.loads(cut_points)), RecencyCollapse(**json.loads(recency)) if recency else None

@@ -23,11 +23,13 @@ from connectors.records import BadRow
 from connectors.source import PullResult, Source
 from segmentation import SegmentationConfig, SegmentationResult, run_segmentation
 from segmentation.purchase_days import PurchaseDays
+from segmentation.scoring import RecencyCollapse
 from segmentation.warmup import MODEL_MODULES, PREDICTION_MODULES, import_in_background
 
 from . import progress as steps
 from .config import Config, format_validation_error
 from .errors import ConfigError
+from .guards import RECENCY_ADVICE, recency_collapse_text
 from .planning.values import PREDICTIVE_VALUES
 from .store import connect_store, merge_staged
 from .store.day_cache import cached_purchase_days, stored_key, valid_purchase_days
@@ -247,6 +249,8 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
     warnings += [w for w in [stale_warning(con, as_of, cfg.timezone, cfg.guards.stale_days),
                              currency_warning(con, as_of, cfg.timezone)] if w]
     warnings += list(report.warnings) if report is not None else []
+    if result.recency_collapse is not None:
+        warnings.append(recency_warning(result.recency_collapse))
     return SegmentsRun(con=con, result=result, pull=pull, config=cfg, predictions=report, warnings=warnings)
 
 
@@ -287,6 +291,14 @@ def currency_warning(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str)
     return (f"orders in several currencies (orders of each: {names}): monetary, the M score and the revenue "
             "columns add the amounts as if they were one currency, so the customers who pay in the smaller unit "
             "look like small spenders; export the orders converted to one currency (or one config per currency)")
+
+
+def recency_warning(collapse: RecencyCollapse) -> str:
+    """A warning when the quantile recency scores collapsed (:func:`~segmentation.scoring.recency_collapse`)."""
+    return (f"recency scores collapsed: {recency_collapse_text(collapse)}: quantile scores rank customers against "
+            "each other, so when most of them bought on the newest days (a shop with a week or two of history, or "
+            "a date column holding the export's date) the newest buyers land in Churn and the win-back segments; "
+            f"{RECENCY_ADVICE}")
 
 
 def customers_relation(run: SegmentsRun) -> duckdb.DuckDBPyRelation:

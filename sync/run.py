@@ -19,7 +19,7 @@ from .destinations.registry import make_destination
 from .engine import ApplyReport, execute_plan
 from .errors import ConfigError, GuardRefusedError, PlanStaleError, RunStopped
 from .history import record_after_sync, snapshot
-from .guards import DataStats, customer_drop_line, data_lines, plan_lines, plan_stats
+from .guards import DataStats, customer_drop_line, data_lines, plan_lines, plan_stats, scoring_lines
 from .ingest import run_stats, segments_from_store
 from .ledger import Ledger, RunHistory, RunRecorder
 from .pipeline import Reading, today_in
@@ -60,9 +60,9 @@ def customer_drop_lines(cfg: Config, ledger: RunHistory, stats: DataStats, desti
 
 
 def guard_warnings(cfg: Config, ledger: Ledger, stats: DataStats, destinations: Sequence[str]) -> list[str]:
-    """The data guards a run would trip, as warnings (``plan``, ``sync --dry-run``); the plan guards are in
-    each plan's own warnings."""
-    return data_lines(cfg.guards, stats) + customer_drop_lines(cfg, ledger, stats, destinations)
+    """The data and scoring guards a run would trip, as warnings (``plan``, ``sync --dry-run``); the plan guards
+    are in each plan's own warnings."""
+    return data_lines(cfg.guards, stats) + customer_drop_lines(cfg, ledger, stats, destinations) + scoring_lines(stats)
 
 
 def _plan_guard_lines(planned: Sequence[PlannedDestination]) -> list[str]:
@@ -114,7 +114,7 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
             for w in warnings:
                 log.warning("%s", w)
     if not allow_mass_change:
-        lines += _plan_guard_lines(planned)
+        lines += scoring_lines(stats) + _plan_guard_lines(planned)
     if lines:
         raise refuse(ledger, kind, names, lines, stats.counts())
     reports, failed = [], []
@@ -171,9 +171,10 @@ def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Se
     lines: list[str] = []
     counts: dict[str, int] = dict(data or {})
     if data:
-        stats = DataStats(orders=data.get("orders", 0), rows=data.get("rows", data.get("orders", 0)),
-                          bad_rows=data.get("bad_rows", 0), customers=data.get("customers"))
+        stats = DataStats.from_counts(data)
         lines += data_lines(cfg.guards, stats) + customer_drop_lines(cfg, ledger, stats, names)
+        if not allow_mass_change:
+            lines += scoring_lines(stats)
     if not allow_mass_change:
         for plan in plans:
             stats_now = plan_stats(plan, ledger.load_state(plan.destination), ledger.lost_tags(plan.destination))

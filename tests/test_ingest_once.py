@@ -592,7 +592,8 @@ def test_a_file_copied_under_another_name_is_named_by_every_run(tmp_path, contac
 def test_a_big_file_of_the_same_size_head_and_tail_is_no_copy(tmp_path):
     """Past 128 KiB the quick fingerprint sees the head and tail: the copy is confirmed by hashing both files."""
     cfg = shop(tmp_path, contact_fields=False)
-    rows = [("", f"c{i % 7}", "", "2025-06-01", "10.00", "") for i in range(1, 9001)]  # no order ids
+    rows = [("", f"c{i % 7}", "", f"2025-06-0{1 + i % 7}", "10.00", "") for i in range(1, 9001)]  # no order ids
+    # (each customer on a day of its own: seven customers on one day would warn that their recency scores collapsed)
     write_export(tmp_path, "day1.csv", rows)
     rows[4500] = (*rows[4500][:4], "12.00", "")  # the same size, another amount in the middle
     write_export(tmp_path, "day2.csv", rows)

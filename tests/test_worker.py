@@ -141,6 +141,9 @@ def test_without_a_full_run_the_first_resync_segments_everyone_once_and_saves_cu
                                           b'"2025-06-20T10:00:00Z", "amount": "100"}]')]
     contact = Contact("NEW", email="new.buyer@example.com", marketing_consent=Consent.YES)
     with open_ledger(cfg, settings) as ledger:
+        from sync.api import pull
+
+        pull(cfg, ledger, settings)  # the shop in the store (one customer alone is a collapse: recency_scores)
         report = resync(cfg, ledger, settings, orders, [contact], as_of=AS_OF)
         assert report.full_segmentation and report.customers == 1
         with open_store(store_path(cfg)) as con:

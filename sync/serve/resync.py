@@ -47,7 +47,8 @@ from ..destinations.registry import make_destination
 from ..engine import ApplyReport, execute_plan
 from ..errors import DestinationError, LockBusyError
 from ..history import record_partial
-from ..ingest import load_cut_points, save_cut_points
+from ..guards import recency_scores_line
+from ..ingest import load_last_full_run, save_cut_points
 from ..ledger import Ledger
 from ..model import PushedState
 from ..pipeline import SegmentsRun, compute_segments, store_path, today_in
@@ -105,6 +106,7 @@ class _Affected:
     customer_ids: set[str]
     contact_keys: set[str]  # normalised emails of the affected customers' contacts
     store_wait: float = 60.0  # how long a later store read of this resync waits (resync's store_wait_seconds)
+    collapse: Any = None  # the last full run's recency scores collapsed: the resync is refused (recency_scores)
 
 
 def _store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Order],
@@ -156,12 +158,12 @@ def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, 
     report.customers = len(ids)
     if not ids:
         return _Affected([], set(), set())
-    cut_points = load_cut_points(con)
+    cut_points, collapse = load_last_full_run(con) or (None, None)
     if cut_points is None:
         log.info("resync: no full run yet: segmenting every customer once to fix the score cut points")
         full = compute_segments(cfg, as_of, con=con, settings=settings)
         save_cut_points(con, full)
-        cut_points = full.result.cut_points
+        cut_points, collapse = full.result.cut_points, full.result.recency_collapse
         report.full_segmentation = True
     from segmentation import run_segmentation
 
@@ -172,7 +174,7 @@ def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, 
     emails = con.execute(f"SELECT email FROM contacts WHERE customer_id IN (SELECT customer_id FROM "
                          f"{AFFECTED_TABLE}) AND email IS NOT NULL").fetchall()
     keys = {k for (e,) in emails if (k := normalize_email(e))}
-    return _Affected(rows, ids, keys)
+    return _Affected(rows, ids, keys, collapse=collapse)
 
 
 def _affected_rows(con: duckdb.DuckDBPyConnection, segments: str, run: SegmentsRun) -> list[dict[str, Any]]:
@@ -350,6 +352,9 @@ def resync(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Ord
     report = ResyncReport()
     affected = _store_step(cfg, ledger, settings, orders, contacts, pull, as_of, report, store_wait_seconds,
                            received_at, now)
+    if affected.customer_ids and affected.collapse is not None:  # a webhook run never overrides a guard either
+        raise refuse(ledger, "webhook", destinations or [d.name for d in cfg.destinations],
+                     [recency_scores_line(affected.collapse, webhook=True)])
     if affected.customer_ids:
         planned = [_planned(cfg, dest, ledger, settings, affected)
                    for dest in ([cfg.destination(n) for n in destinations] if destinations else cfg.destinations)]
