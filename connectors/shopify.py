@@ -27,6 +27,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Literal, Mapping
 from urllib.parse import urlsplit
@@ -48,7 +49,7 @@ from .incremental import HighWater, PageGuard, Progress, Stager, iso, map_page, 
 from .records import Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import PullResult
-from .webhooks import (DEFAULT_MAX_AGE, ReplayGuard, WebhookParser, header, hmac_sha256_base64, is_fresh,
+from .webhooks import (DEFAULT_MAX_AGE, ReplayGuard, WebhookParser, header, hmac_sha256_base64, is_fresh, versioned,
                        json_object, register_webhook_parser, tokens_equal)
 
 log = logging.getLogger(__name__)
@@ -274,6 +275,8 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
       ``orders/updated`` delivery or the next pull (the refund moves the order's ``updated_at``) brings
       the new net amount and ``financial_status``.
     * ``customers/delete`` maps to nothing (the customer's orders stay; consent is unchanged).
+    * An order's or customer's ``updated_at`` (a tombstone: ``X-Shopify-Triggered-At``) is the version's time
+      (:func:`connectors.webhooks.versioned`): Shopify retries a failed delivery for hours, after newer ones.
     """
     topic = header(headers, "X-Shopify-Topic") or ""
     payload = json_object(body, f"shopify webhook {topic or '?'}: body")
@@ -285,7 +288,7 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
             at = parse_dt(triggered) if triggered else datetime.now(timezone.utc)
         except ValueError:
             raise ValueError(f"shopify webhook {topic}: X-Shopify-Triggered-At is not a date") from None
-        return [tombstone(oid, at)], []
+        return [replace(tombstone(oid, at), updated_at=at)], []  # deleted when it was triggered
     if kind == "refunds":
         _payload_id(payload, "order_id", topic)
         return [], []
@@ -294,13 +297,13 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
     try:
         if kind == "orders":
             order = map_order(payload, config or ShopifyConfig())
-            return ([order] if order else []), []
+            return ([versioned(order, payload)] if order else []), []
         if kind == "customers":
             contact, issues = clean_contact(map_customer(payload), (config or ShopifyConfig()).phone_region,
                                             f"{NAME}:webhook {topic}")
             for issue in issues:
                 log.warning("shopify webhook: %s", issue)
-            return [], [contact]
+            return [], [versioned(contact, payload)]
     except FieldError as exc:
         raise RecordError(exc.bad_row(f"{NAME}:webhook {topic}", payload.get("id"))) from None
     raise ValueError(f"shopify webhook: unsupported topic {topic!r}")

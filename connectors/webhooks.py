@@ -20,12 +20,15 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 from urllib.parse import parse_qsl
 
+from .http import get_field, parse_dt
 from .records import Contact, Order
+
+R = TypeVar("R", Order, Contact)
 
 #: Deliveries older than this are refused as stale (Shopify retries for 4 h).
 DEFAULT_MAX_AGE = timedelta(hours=5)
@@ -173,6 +176,16 @@ def parse_php_form(body: bytes) -> dict[str, Any]:
             raise ValueError(f"webhook field {key} is both a value and a group")
         node[path[-1]] = value
     return root
+
+
+def versioned(record: R, payload: Mapping[str, Any], key: str = "updated_at") -> R:
+    """``record`` with the vendor's modification time of this version (the payload's ``key``: ISO 8601 or Unix
+    seconds), when the payload has one: the server then orders the record's versions by it, not by when it accepted
+    each delivery (a delivery retried after a newer one is stale). Raises :class:`~connectors.http.FieldError`
+    naming the field when it is there but not a date."""
+    if payload.get(key) in (None, ""):
+        return record
+    return replace(record, updated_at=get_field(payload, key, parse_dt))
 
 
 def as_list(node: Any) -> list[Any]:

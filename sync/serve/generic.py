@@ -117,6 +117,7 @@ class ContactIn(_In):
     last_name: str | None = None
     marketing_consent: Literal["yes", "no", "unknown"] = "unknown"
     created_at: datetime | None = None
+    updated_at: datetime | None = None  # when the sender's system last changed the contact (orders its versions)
 
     @field_validator("marketing_consent", mode="before")
     @classmethod
@@ -136,6 +137,7 @@ class OrderIn(_In):
     discount: Money | None = None
     items: list[ItemIn] = Field(default_factory=list, max_length=1000)
     contact: ContactIn | None = None
+    updated_at: datetime | None = None  # when the sender's system last changed the order (orders its versions)
 
     @field_validator("status", mode="before")
     @classmethod
@@ -212,7 +214,8 @@ def parse_generic(body: bytes, tz: str = "UTC", phone_region: str | None = None)
                       ordered_at=_aware(o.ordered_at, tz, f"{where}: ordered_at"), amount=abs(o.amount),
                       currency=o.currency, status=OrderStatus(o.status), discount=o.discount,
                       items=tuple(LineItem(sku=it.sku, name=it.name, category=it.category, brand=it.brand,
-                                           quantity=it.quantity, price=it.price) for it in o.items))
+                                           quantity=it.quantity, price=it.price) for it in o.items),
+                      updated_at=_aware(o.updated_at, tz, f"{where}: updated_at") if o.updated_at else None)
         contact = None
         if o.contact is not None:
             c = o.contact
@@ -220,7 +223,8 @@ def parse_generic(body: bytes, tz: str = "UTC", phone_region: str | None = None)
                 customer_id=o.customer_id, email=c.email or None, phone=c.phone or None,
                 first_name=c.first_name or None, last_name=c.last_name or None,
                 marketing_consent=Consent(c.marketing_consent),
-                created_at=_aware(c.created_at, tz, f"{where}: contact.created_at") if c.created_at else None),
+                created_at=_aware(c.created_at, tz, f"{where}: contact.created_at") if c.created_at else None,
+                updated_at=_aware(c.updated_at, tz, f"{where}: contact.updated_at") if c.updated_at else None),
                 phone_region, "generic:webhook")
             for issue in issues:
                 log.warning("generic webhook: %s", issue)

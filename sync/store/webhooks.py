@@ -7,7 +7,10 @@ from datetime import datetime
 
 import duckdb
 
-WEBHOOK_TABLE = "webhook_records"  # (kind 'order' | 'contact', id): rows that came by webhook, not by a pull
+#: (kind 'order' | 'contact', id): rows that came by webhook, not by a pull; ``received_at``: when the ledger
+#: accepted the stored version (the latest of the versions merged, or the start of a pull that read it since),
+#: ``updated_at``: when the vendor modified it (the latest vendor time merged, or that pull's start; NULL: none known)
+WEBHOOK_TABLE = "webhook_records"
 #: (kind, id, read_at): records a file's full refresh took over from their webhook version (the note dropped), as
 #: new as that file's read: the same or an older webhook batch merged again after it is left out
 FILE_WON_TABLE = "file_won_records"
@@ -16,7 +19,9 @@ KIND = {"orders": "order", "contacts": "contact"}  # store table → webhook rec
 
 def create_webhook_table(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"CREATE TABLE IF NOT EXISTS {WEBHOOK_TABLE} (kind VARCHAR NOT NULL, id VARCHAR NOT NULL, "
-                "received_at TIMESTAMPTZ DEFAULT now(), PRIMARY KEY (kind, id))")
+                "received_at TIMESTAMPTZ DEFAULT now(), updated_at TIMESTAMPTZ, PRIMARY KEY (kind, id))")
+    # a store written before the vendor's times were kept: its versions have none (ordered by acceptance)
+    con.execute(f"ALTER TABLE {WEBHOOK_TABLE} ADD COLUMN IF NOT EXISTS updated_at TIMESTAMPTZ")
     con.execute(f"CREATE TABLE IF NOT EXISTS {FILE_WON_TABLE} (kind VARCHAR NOT NULL, id VARCHAR NOT NULL, "
                 "read_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (kind, id))")
 
