@@ -151,3 +151,4 @@ def test_a_shopify_order_refunded_then_its_older_paid_delivery_stays_refunded(sk
             ("refunded", 0)]
     assert mailchimp_fake.tags_of(email) == {"Winback"}
     assert metrics.snapshot()["stale"]["order"] == 1
+    assert 'rfmsync_webhook_stale_versions_total{kind="order"} 1' in metrics.render()
