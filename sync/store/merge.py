@@ -97,8 +97,8 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
     retried after a newer one is left out however late it was accepted; equal times: by acceptance), else their
     acceptance does. The records left out are counted in the returned ``stale_orders`` / ``stale_contacts``.
     ``pulled_at`` (an API source's pull): when the pull started, the bound its cursor uses; the webhook records it
-    brings are noted as that new (default: now), by the ledger's clock and by the vendor's, so a webhook batch accepted after it (it waited for the store the
-    pull holds) still wins. A file's full refresh notes the webhook records whose file version won as new as the
+    brings are noted as that new (default: now), by the ledger's clock and by the vendor's, so a webhook batch
+    accepted after it (it waited for the store the pull holds) still wins. A file's full refresh notes the webhook records whose file version won as new as the
     file's read (``files``), so the same or an older webhook batch merged again after it is left out.
     """
     if origin not in ("pull", "webhook"):
