@@ -95,10 +95,11 @@ def test_an_order_store_written_before_the_vendor_times_were_kept_gets_the_colum
             ("O-1", T + timedelta(minutes=1), T)]
 
 
-def test_a_crm_pull_is_as_new_as_its_start_by_the_vendors_clock_too(tmp_path, monkeypatch):
+def test_a_crm_pull_leaves_no_vendor_time_acceptance_orders_the_next_version(tmp_path, monkeypatch):
     """A webhook version (the vendor's 10 minutes ago) is stored, then the scheduled sync pulls the CRM, which holds
-    the deal changed since. A delivery the vendor made before the pull started (retried, accepted after it) is older
-    than the pulled version and left out; one the vendor made after the pull started is applied."""
+    the deal changed since. The pull's start (this host's clock) is not a vendor time: the stored one is cleared, and
+    a delivery accepted after the pull is applied whatever its vendor time (acceptance order), as one accepted
+    before the pull and merged after it is left out."""
     from tests.test_bitrix24 import T0
 
     with bitrix_shop(tmp_path, monkeypatch) as (cfg, settings, ledger, fake):
@@ -107,16 +108,17 @@ def test_a_crm_pull_is_as_new_as_its_start_by_the_vendors_clock_too(tmp_path, mo
         resync(cfg, ledger, settings, [early], as_of=AS_OF, received_at={("order", "78"): now - timedelta(minutes=9)})
         fake.put_order(78, 5, "70.00", at=T0)  # changed on the portal since
         segments_from_store(cfg, ledger, settings, as_of=AS_OF, pull=True).con.close()  # the scheduled pull
+        with open_store(store_path(cfg)) as con:
+            assert con.execute("SELECT updated_at FROM webhook_records WHERE id = '78'").fetchall() == [(None,)]
+        held = Order("78", "5", T0, Decimal("55.00"), updated_at=now - timedelta(minutes=1))
+        report = resync(cfg, ledger, settings, [held], as_of=AS_OF, received_at={("order", "78"): now})
+        assert report.stale == {"order": 1, "contact": 0}  # accepted before the pull: older by acceptance
         late = datetime.now(timezone.utc) + timedelta(seconds=1)
         retried = Order("78", "5", T0, Decimal("60.00"), updated_at=now - timedelta(minutes=5))
         report = resync(cfg, ledger, settings, [retried], as_of=AS_OF, received_at={("order", "78"): late})
-        assert report.stale == {"order": 1, "contact": 0}
-        with open_store(store_path(cfg)) as con:
-            assert con.execute("SELECT amount FROM orders WHERE order_id = '78'").fetchall() == [(70,)]
-        newer = Order("78", "5", T0, Decimal("80.00"), updated_at=late)
-        resync(cfg, ledger, settings, [newer], as_of=AS_OF, received_at={("order", "78"): late})
+        assert report.stale == {"order": 0, "contact": 0}
     with open_store(store_path(cfg)) as con:
-        assert con.execute("SELECT amount FROM orders WHERE order_id = '78'").fetchall() == [(80,)]
+        assert con.execute("SELECT amount FROM orders WHERE order_id = '78'").fetchall() == [(60,)]
 
 
 def test_the_codec_carries_updated_at_and_leaves_the_payload_of_a_record_without_one_as_it_was():

@@ -65,7 +65,8 @@ def _pull_after_webhook_records(cfg: Config, ledger: Ledger, con: duckdb.DuckDBP
     not leave the pulled one out with it, and a pulled record is as new as the pull, not as the batch's events.
     ``now``: the wall clock the pull's start is read from (the worker's, the one its events are dated by).
     Also returns the records' vendor times (:data:`sync.store.merge.Versions`): the webhook records' own
-    (``versions``), and the pull's start for every pulled record (it read every change made before it started)."""
+    (``versions``), and None for every pulled record (its version has no vendor time: the pull's start is this
+    host's clock, not the vendor's, and a pull does not say when the vendor changed each record)."""
     for name in TABLES:
         con.execute(f"CREATE OR REPLACE TEMP TABLE _hook_{name} AS SELECT * FROM staged_{name}")
     started = now()
@@ -84,7 +85,7 @@ def _pull_after_webhook_records(cfg: Config, ledger: Ledger, con: duckdb.DuckDBP
                                              if isinstance(received_at, datetime) else dict(received_at or {}))
     pulled = _record_ids(con, "_pulled")
     ages.update(dict.fromkeys(pulled, started))
-    vendor = {**(versions or {}), **dict.fromkeys(pulled, started)}
+    vendor: dict[tuple[str, str], datetime | None] = {**(versions or {}), **dict.fromkeys(pulled)}
     for name in TABLES:
         con.execute(f"DROP TABLE _hook_{name}")
         con.execute(f"DROP TABLE _pulled_{name}")

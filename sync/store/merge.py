@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 #: when the ledger accepted each record of a webhook batch: ``(kind, id)`` → the time of the event it came in
 Ages = Mapping[tuple[str, str], datetime]
 #: when the vendor modified each record of a webhook batch that says (its payload's ``updated_at``): ``(kind, id)``
-#: → that time; a record pulled for the batch: the pull's start
-Versions = Mapping[tuple[str, str], datetime]
+#: → that time; a record pulled for the batch: None (a pull's version has no vendor time: the stored one is cleared)
+Versions = Mapping[tuple[str, str], Union[datetime, None]]
 
 KEYS = {"orders": "order_id", "contacts": "customer_id", "line_items": "order_id"}
 #: what a noted merge reads of each order it deletes or inserts (:class:`_Note`)
@@ -97,8 +97,9 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
     retried after a newer one is left out however late it was accepted; equal times: by acceptance), else their
     acceptance does. The records left out are counted in the returned ``stale_orders`` / ``stale_contacts``.
     ``pulled_at`` (an API source's pull): when the pull started, the bound its cursor uses; the webhook records it
-    brings are noted as that new (default: now), by the ledger's clock and by the vendor's, so a webhook batch
-    accepted after it (it waited for the store the pull holds) still wins. A file's full refresh notes the webhook records whose file version won as new as the
+    brings are noted as that new (default: now) by the ledger's clock, and their vendor time is cleared (the host's
+    clock is never compared with the vendor's), so a webhook batch accepted after it (it waited for the store the
+    pull holds) still wins, whatever its vendor time. A file's full refresh notes the webhook records whose file version won as new as the
     file's read (``files``), so the same or an older webhook batch merged again after it is left out.
     """
     if origin not in ("pull", "webhook"):
@@ -222,6 +223,10 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
                         + f"ON CONFLICT DO UPDATE SET received_at = "
                         f"greatest({WEBHOOK_TABLE}.received_at, excluded.received_at), updated_at = "
                         f"greatest({WEBHOOK_TABLE}.updated_at, excluded.updated_at)", [at])
+            untimed = [str(i) for (k, i), t in (versions or {}).items() if k == kind and t is None]
+            if untimed:  # pulled for the batch (None): no vendor time, as a pull's (below)
+                con.execute(f"UPDATE {WEBHOOK_TABLE} SET updated_at = NULL WHERE kind = '{kind}' "
+                            "AND id IN (SELECT unnest(?::VARCHAR[]))", [untimed])
             # what is left of the batch is at least as new as a file's version: the note above says so now
             con.execute(f"DELETE FROM {FILE_WON_TABLE} WHERE kind = '{kind}' AND id IN (SELECT {key} FROM {staged})")
         elif noted and full_refresh:  # the export's version wins from now on
@@ -232,13 +237,12 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
                         f"(SELECT {key} FROM {staged}{kept_out})")
         elif noted:  # an API source's pull: its version is as new as the pull's start (the cursor's bound), so
             # an older webhook batch merged after it (re-claimed after waiting for the sync that pulled) is left
-            # out (_drop_older_versions), and one accepted while it pulled is not
-            # by the vendor's clock too: the pull read every change made before it started, so a delivery the
-            # vendor made before then (retried late) is older than the pulled version
+            # out (_drop_older_versions), and one accepted while it pulled is not. It has no vendor time: the
+            # pull's start is the host's clock, never compared with the vendor's (a withdrawal the vendor dated a
+            # second before it, accepted after it, is newer), so acceptance orders the next version
             con.execute(f"UPDATE {WEBHOOK_TABLE} SET received_at = greatest(received_at, "
-                        f"coalesce(?::TIMESTAMPTZ, now())), updated_at = greatest(updated_at, "
-                        f"coalesce(?::TIMESTAMPTZ, now())) WHERE kind = "
-                        f"'{kind}' AND id IN (SELECT {key} FROM {staged})", [pulled_at, pulled_at])
+                        f"coalesce(?::TIMESTAMPTZ, now())), updated_at = NULL WHERE kind = "
+                        f"'{kind}' AND id IN (SELECT {key} FROM {staged})", [pulled_at])
     return rows
 
 
@@ -259,7 +263,7 @@ def _ages_of(con: duckdb.DuckDBPyConnection, kind: str, received_at: Union[datet
     """The time for records without their own, and a temp table of ``kind``'s records' own times (``id``, ``ts``:
     accepted, NULL when not its own; ``vt``: the vendor's, NULL when unknown), or None when no record has either."""
     ages = _own(received_at, kind, links) if isinstance(received_at, Mapping) else {}
-    vendor = _own(versions, kind, links)
+    vendor = _own({k: t for k, t in versions.items() if t is not None}, kind, links)
     if not isinstance(received_at, Mapping) and not vendor:
         return received_at, None
     ids = list(ages.keys() | vendor.keys())

@@ -9,7 +9,7 @@ import duckdb
 
 #: (kind 'order' | 'contact', id): rows that came by webhook, not by a pull; ``received_at``: when the ledger
 #: accepted the stored version (the latest of the versions merged, or the start of a pull that read it since),
-#: ``updated_at``: when the vendor modified it (the latest vendor time merged, or that pull's start; NULL: none known)
+#: ``updated_at``: when the vendor modified it (the latest vendor time merged; NULL: none known, or a pull read it since)
 WEBHOOK_TABLE = "webhook_records"
 #: (kind, id, read_at): records a file's full refresh took over from their webhook version (the note dropped), as
 #: new as that file's read: the same or an older webhook batch merged again after it is left out
