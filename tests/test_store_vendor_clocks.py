@@ -1,13 +1,17 @@
 """The vendor's clock against the hosts': a pull's start is never taken for a vendor time (a withdrawal the vendor
-dated before it, accepted after it, is applied)."""
+dated before it, accepted after it, is applied), and a vendor time in the future is not taken for the version's."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
+
+import pytest
 
 from connectors.records import Consent, Contact
 from connectors.source import PullResult
 from connectors.tables import stage_records
+from sync.serve.generic import BadRequest, parse_generic
 from sync.store import merge_staged, open_store
 from tests.test_store_webhook_versions import _merge
 
@@ -45,3 +49,41 @@ def test_a_withdrawal_from_a_vendor_clock_behind_the_hosts_is_applied():
         _merge(con, contacts=[Contact("C-1", marketing_consent=Consent.NO, updated_at=T - 20 * S)],
                accepted=T + 11 * S)
         assert _consent(con) == "no"
+
+
+def test_a_vendor_time_in_the_future_does_not_freeze_the_record(caplog):
+    """A sender's clock a year ahead: its version is ordered by acceptance (logged), so the withdrawal that follows
+    (timed correctly) is applied."""
+    with open_store(None) as con:
+        _merge(con, contacts=[Contact("C-1", marketing_consent=Consent.YES, updated_at=T + timedelta(days=365))],
+               accepted=T)
+        assert con.execute("SELECT updated_at FROM webhook_records").fetchall() == [(None,)]
+        assert "later than its acceptance: ignored" in caplog.text
+        _merge(con, contacts=[Contact("C-1", marketing_consent=Consent.NO, updated_at=T + 2 * S)], accepted=T + 3 * S)
+        assert _consent(con) == "no"
+        _merge(con, contacts=[Contact("C-1", marketing_consent=Consent.YES, updated_at=T + 4 * 60 * S)],
+               accepted=T)  # a few minutes ahead of its acceptance: within the margin, taken
+        assert _consent(con) == "yes"
+
+
+def test_the_generic_payload_refuses_an_updated_at_in_the_future_naming_the_field():
+    body = {"order_id": "O-1", "customer_id": "C-1", "ordered_at": "2025-06-01T10:00:00Z", "amount": "10",
+            "contact": {"marketing_consent": "no"}}
+    ahead = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+    for bad in ({**body, "updated_at": ahead}, {**body, "contact": {"marketing_consent": "no", "updated_at": ahead}}):
+        with pytest.raises(BadRequest, match=r"updated_at: .* is in the future") as refused:
+            parse_generic(json.dumps(bad).encode())
+        assert refused.value.status == 400
+    soon = (datetime.now(timezone.utc) + timedelta(minutes=1)).isoformat()  # a clock a minute fast: accepted
+    [(order, _)] = parse_generic(json.dumps({**body, "updated_at": soon}).encode())
+    assert order.updated_at == datetime.fromisoformat(soon)
+
+
+def test_a_vendor_delivery_with_a_time_in_the_future_is_taken_untimed_and_logged(caplog):
+    from connectors.shopify import parse_webhook as shopify_parse
+
+    ahead = (datetime.now(timezone.utc) + timedelta(days=2)).isoformat()
+    _, [customer] = shopify_parse({"X-Shopify-Topic": "customers/update"},
+                                  json.dumps({"id": 7, "updated_at": ahead}).encode())
+    assert customer.customer_id == "7" and customer.updated_at is None
+    assert "is in the future: ignored" in caplog.text

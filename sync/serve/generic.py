@@ -21,6 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from connectors.contacts import clean_contact
 from connectors.records import Consent, Contact, LineItem, Order, OrderStatus
+from connectors.webhooks import FUTURE_MARGIN, too_far_ahead
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,19 @@ def _aware(value: datetime, tz: str, where: str) -> datetime:
     return value
 
 
+def _version(value: datetime | None, tz: str, where: str) -> datetime | None:
+    """An ``updated_at`` (the sender's modification time), refused when later than now by more than
+    :data:`connectors.webhooks.FUTURE_MARGIN` (a wrong clock or offset: it would hold back every later version)."""
+    if value is None:
+        return None
+    at = _aware(value, tz, where)
+    if too_far_ahead(at):
+        raise BadRequest(400, f"{where}: {at.isoformat()} is in the future (more than "
+                              f"{int(FUTURE_MARGIN.total_seconds() // 60)} minutes ahead of this server's clock): "
+                              "check the sender's clock and time zone offset")
+    return at
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number rfmsync accepts")
 
@@ -215,7 +229,7 @@ def parse_generic(body: bytes, tz: str = "UTC", phone_region: str | None = None)
                       currency=o.currency, status=OrderStatus(o.status), discount=o.discount,
                       items=tuple(LineItem(sku=it.sku, name=it.name, category=it.category, brand=it.brand,
                                            quantity=it.quantity, price=it.price) for it in o.items),
-                      updated_at=_aware(o.updated_at, tz, f"{where}: updated_at") if o.updated_at else None)
+                      updated_at=_version(o.updated_at, tz, f"{where}: updated_at"))
         contact = None
         if o.contact is not None:
             c = o.contact
@@ -224,7 +238,7 @@ def parse_generic(body: bytes, tz: str = "UTC", phone_region: str | None = None)
                 first_name=c.first_name or None, last_name=c.last_name or None,
                 marketing_consent=Consent(c.marketing_consent),
                 created_at=_aware(c.created_at, tz, f"{where}: contact.created_at") if c.created_at else None,
-                updated_at=_aware(c.updated_at, tz, f"{where}: contact.updated_at") if c.updated_at else None),
+                updated_at=_version(c.updated_at, tz, f"{where}: contact.updated_at")),
                 phone_region, "generic:webhook")
             for issue in issues:
                 log.warning("generic webhook: %s", issue)

@@ -18,7 +18,7 @@ from .appends import NOTED_ROWS, note_merged
 from .facts import DAY_HASH, RFM_HASH
 from .generation import bump_generation, generation
 from .lookup import BULK_ROWS, drop_lookup_indexes
-from .webhooks import FILE_WON_TABLE, KIND, WEBHOOK_TABLE, create_webhook_table
+from .webhooks import FILE_WON_TABLE, KIND, WEBHOOK_TABLE, create_webhook_table, plausible_versions
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,9 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
     ``versions`` (``origin="webhook"``): when the vendor modified the records that say (:data:`Versions`). When the
     stored webhook version and the staged one both have a vendor time, that time orders them (an older delivery
     retried after a newer one is left out however late it was accepted; equal times: by acceptance), else their
-    acceptance does. The records left out are counted in the returned ``stale_orders`` / ``stale_contacts``.
+    acceptance does. The records left out are counted in the returned ``stale_orders`` / ``stale_contacts``. A
+    vendor time later than the record's acceptance by more than :data:`connectors.webhooks.FUTURE_MARGIN` is
+    ignored (logged): the version is ordered by acceptance.
     ``pulled_at`` (an API source's pull): when the pull started, the bound its cursor uses; the webhook records it
     brings are noted as that new (default: now) by the ledger's clock, and their vendor time is cleared (the host's
     clock is never compared with the vendor's), so a webhook batch accepted after it (it waited for the store the
@@ -105,6 +107,7 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
     if origin not in ("pull", "webhook"):
         raise ValueError(f"merge_staged: origin must be 'pull' or 'webhook', not {origin!r}")
     counts = {}
+    versions = plausible_versions(versions or {}, received_at)  # a vendor time in the future: ignored, logged
     if pull.full_refresh or _staged_rows(con) > BULK_ROWS:
         drop_lookup_indexes(con)  # DuckDB maintains them row by row: a bulk write is far faster without
     con.execute("BEGIN TRANSACTION")

@@ -3,9 +3,15 @@ a pull brings the source's own version of them (see :mod:`sync.store`)."""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
+from typing import Mapping, Union
 
 import duckdb
+
+from connectors.webhooks import too_far_ahead
+
+log = logging.getLogger(__name__)
 
 #: (kind 'order' | 'contact', id): rows that came by webhook, not by a pull; ``received_at``: when the ledger
 #: accepted the stored version (the latest of the versions merged, or the start of a pull that read it since),
@@ -42,4 +48,23 @@ def webhook_records(con: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {"order": set(), "contact": set()}
     for kind, id_ in con.execute(f"SELECT kind, id FROM {WEBHOOK_TABLE}").fetchall():
         out.setdefault(kind, set()).add(id_)
+    return out
+
+
+def plausible_versions(versions: Mapping[tuple[str, str], datetime | None],
+                       received_at: Union[datetime, Mapping[tuple[str, str], datetime], None]
+                       ) -> dict[tuple[str, str], datetime | None]:
+    """``versions`` without the vendor times later than their record's acceptance (its own in ``received_at``, else
+    the latest there, else now) by more than :data:`connectors.webhooks.FUTURE_MARGIN`, each logged: a wrong clock
+    or offset, not the version's time (kept, every later timed version of the record, a withdrawal included, would
+    look older until that time came). Such a version is ordered by acceptance."""
+    own = received_at if isinstance(received_at, Mapping) else {}
+    default = max(own.values(), default=None) if own else received_at
+    out: dict[tuple[str, str], datetime | None] = {}
+    for key, at in versions.items():
+        if at is not None and too_far_ahead(at, own.get(key) or default):  # type: ignore[arg-type]
+            log.warning("webhook merge: %s %s's vendor time %s is later than its acceptance: ignored (ordered by "
+                        "acceptance)", key[0], key[1] if key[0] == "order" else "(contact)", at.isoformat())
+            continue
+        out[key] = at
     return out
