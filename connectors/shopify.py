@@ -122,6 +122,19 @@ def _item(raw: Any) -> LineItem:
                     price=get_field(raw, "price", lambda v: None if v is None else to_decimal(v), "line_items.price"))
 
 
+def _customer_version(contact: Contact, payload: Mapping[str, Any]) -> Contact:
+    """``contact`` with its version's time: the later of the customer's ``updated_at`` and its
+    ``email_marketing_consent.consent_updated_at`` (either may be missing or null)."""
+    timed = versioned(contact, payload)
+    consent = payload.get("email_marketing_consent")
+    if not isinstance(consent, Mapping):
+        return timed
+    by_consent = versioned(replace(contact, updated_at=None), consent, "consent_updated_at")
+    if by_consent.updated_at is not None and (timed.updated_at is None or by_consent.updated_at > timed.updated_at):
+        return by_consent
+    return timed
+
+
 def map_customer(raw: Mapping[str, Any]) -> Contact:
     cid = get_field(raw, "id", lambda v: str(int(v)))
     consent = get_object(raw, "email_marketing_consent").get("state")
@@ -275,7 +288,8 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
       ``orders/updated`` delivery or the next pull (the refund moves the order's ``updated_at``) brings
       the new net amount and ``financial_status``.
     * ``customers/delete`` maps to nothing (the customer's orders stay; consent is unchanged).
-    * An order's or customer's ``updated_at`` (a tombstone: ``X-Shopify-Triggered-At``) is the version's time
+    * An order's or customer's ``updated_at`` (a tombstone: ``X-Shopify-Triggered-At``; a customer: the later of it
+      and ``email_marketing_consent.consent_updated_at``) is the version's time
       (:func:`connectors.webhooks.versioned`): Shopify retries a failed delivery for hours, after newer ones.
     """
     topic = header(headers, "X-Shopify-Topic") or ""
@@ -303,7 +317,7 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
                                             f"{NAME}:webhook {topic}")
             for issue in issues:
                 log.warning("shopify webhook: %s", issue)
-            return [], [versioned(contact, payload)]
+            return [], [_customer_version(contact, payload)]
     except FieldError as exc:
         raise RecordError(exc.bad_row(f"{NAME}:webhook {topic}", payload.get("id"))) from None
     raise ValueError(f"shopify webhook: unsupported topic {topic!r}")

@@ -11,6 +11,9 @@ import pytest
 from connectors.records import Consent, Contact
 from connectors.source import PullResult
 from connectors.tables import stage_records
+from sync.ledger.codec import encode_records
+from sync.ledger.queue import Event
+from sync.serve.batches import _batch
 from sync.serve.generic import BadRequest, parse_generic
 from sync.store import merge_staged, open_store
 from tests.test_store_webhook_versions import _merge
@@ -87,3 +90,53 @@ def test_a_vendor_delivery_with_a_time_in_the_future_is_taken_untimed_and_logged
                                   json.dumps({"id": 7, "updated_at": ahead}).encode())
     assert customer.customer_id == "7" and customer.updated_at is None
     assert "is in the future: ignored" in caplog.text
+
+
+def test_equal_vendor_times_keep_a_contacts_withdrawal_whichever_was_accepted_first():
+    """Two edits in one second: a `yes` retried after the `no` does not give the consent back; a `no` merged after
+    the `yes` it was accepted before (a re-claimed batch) still withdraws it."""
+    with open_store(None) as con:
+        _merge(con, contacts=[Contact("C-1", marketing_consent=Consent.NO, updated_at=T)], accepted=T + S)
+        left = _merge(con, contacts=[Contact("C-1", marketing_consent=Consent.YES, updated_at=T)], accepted=T + 2 * S)
+        assert _consent(con) == "no" and left["stale_contacts"] == 1
+    with open_store(None) as con:
+        _merge(con, contacts=[Contact("C-1", marketing_consent=Consent.YES, updated_at=T)], accepted=T + 2 * S)
+        _merge(con, contacts=[Contact("C-1", marketing_consent=Consent.NO, updated_at=T)], accepted=T + S)
+        assert _consent(con) == "no"
+        _merge(con, contacts=[Contact("C-1", marketing_consent=Consent.YES, updated_at=T + S)], accepted=T + 3 * S)
+        assert _consent(con) == "yes"  # a later edit: applied
+
+
+def _parts(versions):
+    return [(Event(i, "generic", f"k{i}", encode_records((), [c]), T + i * S, 1), [], [c], False)
+            for i, c in enumerate(versions)]
+
+
+def test_equal_vendor_times_in_one_batch_keep_the_withdrawal():
+    batch = _batch(_parts([Contact("C-1", marketing_consent=Consent.NO, updated_at=T),
+                           Contact("C-1", marketing_consent=Consent.YES, updated_at=T)]))
+    assert [c.marketing_consent for c in batch.contacts] == [Consent.NO] and batch.stale == {"contact": 1}
+
+
+def test_a_shopify_customer_is_versioned_by_the_later_of_updated_at_and_its_consent_time():
+    from connectors.shopify import parse_webhook as shopify_parse
+
+    def parse(payload):
+        return shopify_parse({"X-Shopify-Topic": "customers/update"}, json.dumps({"id": 7, **payload}).encode())[1][0]
+
+    consent = {"state": "unsubscribed", "opt_in_level": None, "consent_updated_at": "2025-06-29T10:00:07Z"}
+    later = parse({"updated_at": "2025-06-29T10:00:05Z", "email_marketing_consent": consent})
+    assert later.updated_at == T + 7 * S and later.marketing_consent is Consent.NO
+    assert parse({"updated_at": "2025-06-29T10:00:09Z", "email_marketing_consent": consent}).updated_at == T + 9 * S
+    unset = {**consent, "consent_updated_at": None}
+    assert parse({"updated_at": "2025-06-29T10:00:05Z", "email_marketing_consent": unset}).updated_at == T + 5 * S
+
+
+def test_in_one_batch_an_untimed_version_takes_the_time_of_the_timed_one_it_replaces():
+    """`yes`@10:05, `no` (untimed, accepted after), `yes`@10:00 retried: as across batches, the untimed `no` counts
+    as at least as new as 10:05, so the retried `yes` is left out (and the `no` is staged with that time)."""
+    batch = _batch(_parts([Contact("C-1", marketing_consent=Consent.YES, updated_at=T + 300 * S),
+                           Contact("C-1", marketing_consent=Consent.NO),
+                           Contact("C-1", marketing_consent=Consent.YES, updated_at=T)]))
+    assert [(c.marketing_consent, c.updated_at) for c in batch.contacts] == [(Consent.NO, T + 300 * S)]
+    assert batch.stale == {"contact": 1}

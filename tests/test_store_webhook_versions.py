@@ -71,14 +71,14 @@ def test_a_version_the_vendor_made_later_wins_whatever_the_order_rfmsync_accepte
 
 
 def test_equal_vendor_times_keep_the_acceptance_order():
+    """(A contact's withdrawal against another consent at an equal time: tests/test_store_vendor_clocks.py.)"""
     with open_store(None) as con:
-        _merge(con, contacts=[Contact("C-1", marketing_consent=Consent.NO, updated_at=T)], accepted=T)
-        left = _merge(con, contacts=[Contact("C-1", marketing_consent=Consent.YES, updated_at=T)],
+        _merge(con, [_order(OrderStatus.COMPLETED, T)], accepted=T)
+        left = _merge(con, [_order(OrderStatus.REFUNDED, T)],
                       accepted=T - timedelta(seconds=1))  # accepted before the stored one: left out
-        assert left["stale_contacts"] == 1
-        _merge(con, contacts=[Contact("C-1", marketing_consent=Consent.YES, updated_at=T)],
-               accepted=T + timedelta(seconds=1))  # accepted after it: applied
-        assert con.execute("SELECT marketing_consent FROM contacts").fetchall() == [("yes",)]
+        assert left["stale_orders"] == 1 and _status(con) == "completed"
+        _merge(con, [_order(OrderStatus.REFUNDED, T)], accepted=T + timedelta(seconds=1))  # accepted after it: applied
+        assert _status(con) == "refunded"
 
 
 def test_an_order_store_written_before_the_vendor_times_were_kept_gets_the_column(tmp_path):

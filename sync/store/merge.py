@@ -94,8 +94,8 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
     a version at least as new (:func:`_drop_older_versions`).
     ``versions`` (``origin="webhook"``): when the vendor modified the records that say (:data:`Versions`). When the
     stored webhook version and the staged one both have a vendor time, that time orders them (an older delivery
-    retried after a newer one is left out however late it was accepted; equal times: by acceptance), else their
-    acceptance does. The records left out are counted in the returned ``stale_orders`` / ``stale_contacts``. A
+    retried after a newer one is left out however late it was accepted; equal times: by acceptance, but a contact's
+    withdrawal is the newer), else their acceptance does. The records left out are counted in the returned ``stale_orders`` / ``stale_contacts``. A
     vendor time later than the record's acceptance by more than :data:`connectors.webhooks.FUTURE_MARGIN` is
     ignored (logged): the version is ordered by acceptance.
     ``pulled_at`` (an API source's pull): when the pull started, the bound its cursor uses; the webhook records it
@@ -286,7 +286,7 @@ def _drop_older_versions(con: duckdb.DuckDBPyConnection, present: set[str],
     merged after a newer version (an older batch retried, or held up, while a newer one went through; a vendor's
     older delivery retried after a newer one), the older one would win (an order before its refund, a consent given
     before it was withdrawn). Older: by the vendor's modification times when both versions have one and they
-    differ (:data:`Versions`; a file version has none), else by acceptance: the record's own age (the one time for
+    differ (:data:`Versions`; equal, a contact's: its withdrawal, :data:`_EQUAL_CONSENT`), else by acceptance: the record's own age (the one time for
     all, or its entry in :data:`Ages`: a record a CRM pull read for the batch has the pull's start, and the batch's
     webhook copy of it is gone, :func:`sync.serve.resync_staging._pull_after_webhook_records`) against the stored
     one. Returns how many were left out: ``stale_orders``, ``stale_contacts``."""
@@ -301,7 +301,12 @@ def _drop_older_versions(con: duckdb.DuckDBPyConnection, present: set[str],
             continue
         joined = f"LEFT JOIN {ages} a ON a.id = w.id" if ages else "CROSS JOIN (SELECT NULL AS ts, NULL AS vt) a"
         newer = ("CASE WHEN w.vt IS NOT NULL AND a.vt IS NOT NULL AND w.vt <> a.vt THEN w.vt > a.vt "
-                 "ELSE w.received_at > coalesce(a.ts, ?::TIMESTAMPTZ) END")
+                 + (_EQUAL_CONSENT if name == "contacts" else "")
+                 + "ELSE w.received_at > coalesce(a.ts, ?::TIMESTAMPTZ) END")
+        if name == "contacts":  # the stored consent and the staged one (its last row)
+            joined += (" LEFT JOIN contacts c ON c.customer_id = w.id LEFT JOIN (SELECT customer_id, "
+                       "arg_max(marketing_consent, rowid) AS marketing_consent FROM staged_contacts "
+                       "GROUP BY customer_id) s ON s.customer_id = w.id")
         versions_ = (f"(SELECT kind, id, received_at, updated_at AS vt FROM {WEBHOOK_TABLE} UNION ALL "
                      f"SELECT kind, id, read_at, NULL FROM {FILE_WON_TABLE})")  # a webhook's or a file's (read after)
         older = (f"SELECT DISTINCT w.id FROM {versions_} w {joined} WHERE w.kind = '{kind}' "
@@ -320,6 +325,12 @@ def _drop_older_versions(con: duckdb.DuckDBPyConnection, present: set[str],
                      count, name, f" (e.g. {', '.join(ids)})" if ids else "")
         con.execute(f"DROP TABLE _older_{name}")
     return dropped
+
+
+#: a contact's stored and staged versions with equal vendor times (two edits in one second), one a withdrawal:
+#: the withdrawal is the newer one (the safe side), whichever was accepted first
+_EQUAL_CONSENT = ("WHEN w.vt IS NOT NULL AND w.vt = a.vt AND (c.marketing_consent = 'no') <> "
+                  "(s.marketing_consent = 'no') THEN c.marketing_consent = 'no' ")
 
 
 def _keep_webhook_rows(con: duckdb.DuckDBPyConnection, present: set[str], files: FileReads | None) -> None:
