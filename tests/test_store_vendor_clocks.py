@@ -8,14 +8,16 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from connectors.records import Consent, Contact
+from connectors.records import Consent, Contact, Order, OrderStatus
 from connectors.source import PullResult
 from connectors.tables import stage_records
 from sync.ledger.codec import encode_records
 from sync.ledger.queue import Event
 from sync.serve.batches import _batch
 from sync.serve.generic import BadRequest, parse_generic
+from sync.pipeline import store_path
 from sync.store import merge_staged, open_store
+from tests import test_store_webhook_age as age
 from tests.test_store_webhook_versions import _merge
 
 T = datetime(2025, 6, 29, 10, 0, tzinfo=timezone.utc)
@@ -140,3 +142,46 @@ def test_in_one_batch_an_untimed_version_takes_the_time_of_the_timed_one_it_repl
                            Contact("C-1", marketing_consent=Consent.YES, updated_at=T)]))
     assert [(c.marketing_consent, c.updated_at) for c in batch.contacts] == [(Consent.NO, T + 300 * S)]
     assert batch.stale == {"contact": 1}
+
+
+def _hook(cfg, order: Order, accepted: datetime) -> dict[str, int]:
+    with open_store(store_path(cfg)) as con:
+        stage_records(con, [order], [])
+        return merge_staged(con, PullResult(), origin="webhook", received_at={("order", order.order_id): accepted},
+                            versions={("order", order.order_id): order.updated_at})
+
+
+def test_an_export_file_taking_a_record_over_keeps_its_webhook_versions_vendor_time(tmp_path):
+    """A webhook refund (vendor time 3 h ago) is stored; the next export, read after it, holds it refunded too and
+    takes it over. The 'paid' delivery the vendor made before the refund, retried and accepted after that read, is
+    older than the version the file replaced: left out. One the vendor made later but accepted before the read is
+    older than the file (read after it): left out too."""
+    cfg, (oid, cid, at, amount) = age._ingested_shop(tmp_path)
+    now = datetime.now(timezone.utc)
+    _hook(cfg, Order(oid, cid, at, amount, status=OrderStatus.REFUNDED, updated_at=now - timedelta(hours=3)),
+          now - timedelta(hours=3))
+    day1 = tmp_path / "shop" / "exports" / "2025-06-29.csv"
+    lines = [r.rsplit(";", 1)[0] + ";Возврат" if r.startswith(oid + ";") else r
+             for r in day1.read_text(encoding="utf-8-sig").splitlines()]
+    day1.write_text("\n".join(lines) + "\n", encoding="utf-8-sig")
+    age._ingest(cfg)
+    assert age._state(cfg, oid, cid)[0] == [("refunded", 1)]
+    paid = Order(oid, cid, at, amount, status=OrderStatus.COMPLETED, updated_at=now - timedelta(hours=4))
+    assert _hook(cfg, paid, datetime.now(timezone.utc))["stale_orders"] == 1
+    held_up = Order(oid, cid, at, amount, status=OrderStatus.COMPLETED, updated_at=now - timedelta(hours=2))
+    assert _hook(cfg, held_up, now - timedelta(hours=1))["stale_orders"] == 1
+    assert age._state(cfg, oid, cid)[0] == [("refunded", 1)]
+
+
+def test_an_order_store_written_before_file_won_records_kept_a_vendor_time_gets_the_column(tmp_path):
+    import duckdb
+
+    path = tmp_path / "old.duckdb"
+    with duckdb.connect(str(path)) as con:  # the table as released before
+        con.execute("CREATE TABLE file_won_records (kind VARCHAR NOT NULL, id VARCHAR NOT NULL, "
+                    "read_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (kind, id))")
+        con.execute("INSERT INTO file_won_records VALUES ('contact', 'C-1', ?)", [T])
+    with open_store(path) as con:
+        left = _merge(con, contacts=[Contact("C-1", marketing_consent=Consent.YES, updated_at=T)], accepted=T - S)
+        assert left["stale_contacts"] == 1  # older than the file's read
+        assert con.execute("SELECT id, read_at, updated_at FROM file_won_records").fetchall() == [("C-1", T, None)]

@@ -286,7 +286,8 @@ def _drop_older_versions(con: duckdb.DuckDBPyConnection, present: set[str],
     merged after a newer version (an older batch retried, or held up, while a newer one went through; a vendor's
     older delivery retried after a newer one), the older one would win (an order before its refund, a consent given
     before it was withdrawn). Older: by the vendor's modification times when both versions have one and they
-    differ (:data:`Versions`; equal, a contact's: its withdrawal, :data:`_EQUAL_CONSENT`), else by acceptance: the record's own age (the one time for
+    differ (:data:`Versions`; equal, a contact's: its withdrawal, :data:`_EQUAL_CONSENT`; a file version: the vendor
+    time of the webhook version it replaced), else by acceptance: the record's own age (the one time for
     all, or its entry in :data:`Ages`: a record a CRM pull read for the batch has the pull's start, and the batch's
     webhook copy of it is gone, :func:`sync.serve.resync_staging._pull_after_webhook_records`) against the stored
     one. Returns how many were left out: ``stale_orders``, ``stale_contacts``."""
@@ -300,15 +301,18 @@ def _drop_older_versions(con: duckdb.DuckDBPyConnection, present: set[str],
         if ages is None and single is None:  # merged now, no vendor time: nothing stored is newer
             continue
         joined = f"LEFT JOIN {ages} a ON a.id = w.id" if ages else "CROSS JOIN (SELECT NULL AS ts, NULL AS vt) a"
-        newer = ("CASE WHEN w.vt IS NOT NULL AND a.vt IS NOT NULL AND w.vt <> a.vt THEN w.vt > a.vt "
+        # a file's version is at least as new as the webhook version it replaced (its vt) and as its read: a
+        # delivery older than either is older (a later vt is not newer than the file: the file may hold a later one)
+        newer = ("CASE WHEN w.vt IS NOT NULL AND a.vt IS NOT NULL AND w.vt <> a.vt AND (NOT w.file OR w.vt > a.vt) "
+                 "THEN w.vt > a.vt "
                  + (_EQUAL_CONSENT if name == "contacts" else "")
                  + "ELSE w.received_at > coalesce(a.ts, ?::TIMESTAMPTZ) END")
         if name == "contacts":  # the stored consent and the staged one (its last row)
             joined += (" LEFT JOIN contacts c ON c.customer_id = w.id LEFT JOIN (SELECT customer_id, "
                        "arg_max(marketing_consent, rowid) AS marketing_consent FROM staged_contacts "
                        "GROUP BY customer_id) s ON s.customer_id = w.id")
-        versions_ = (f"(SELECT kind, id, received_at, updated_at AS vt FROM {WEBHOOK_TABLE} UNION ALL "
-                     f"SELECT kind, id, read_at, NULL FROM {FILE_WON_TABLE})")  # a webhook's or a file's (read after)
+        versions_ = (f"(SELECT kind, id, received_at, updated_at AS vt, false AS file FROM {WEBHOOK_TABLE} UNION "
+                     f"ALL SELECT kind, id, read_at, updated_at, true FROM {FILE_WON_TABLE})")  # a webhook's or a file's
         older = (f"SELECT DISTINCT w.id FROM {versions_} w {joined} WHERE w.kind = '{kind}' "
                  f"AND w.id IN (SELECT {key} FROM {staged}) AND {newer}")
         con.execute(f"CREATE OR REPLACE TEMP TABLE _older_{name} AS {older}", [single])
@@ -365,16 +369,19 @@ def _file_rows(con: duckdb.DuckDBPyConnection, name: str, files: FileReads) -> s
 
 def _note_file_won(con: duckdb.DuckDBPyConnection, name: str, files: FileReads) -> None:
     """Note in ``file_won_records`` the webhook records of ``name`` whose file version this full refresh takes over,
-    as new as the latest read of a file that holds them (a file read this run: the run's read start)."""
+    as new as the latest read of a file that holds them (a file read this run: the run's read start), and with the
+    vendor time of the webhook version it replaces (the file's version is at least as new: an older delivery retried
+    after the read is left out by it, as it would have been by that webhook version)."""
     kind, key, rows = KIND[name], KEYS[name], _file_rows(con, name, files)
     if not _has_file_id(con, rows):  # (no file is known: read now)
         rows = f"(SELECT {key}, NULL::BIGINT AS file_id FROM staged_{name})"
-    con.execute(f"INSERT INTO {FILE_WON_TABLE} SELECT '{kind}', s.{key}, max(coalesce(f.read_at, ?::TIMESTAMPTZ, now())) "
+    con.execute(f"INSERT INTO {FILE_WON_TABLE} (kind, id, read_at, updated_at) SELECT '{kind}', s.{key}, "
+                f"max(coalesce(f.read_at, ?::TIMESTAMPTZ, now())), any_value(w.updated_at) "
                 f"FROM {rows} s LEFT JOIN {files.catalogue} f ON f.file_id = s.file_id "
-                f"WHERE s.{key} IN (SELECT id FROM {WEBHOOK_TABLE} WHERE kind = '{kind}') "
-                f"AND s.{key} NOT IN (SELECT id FROM _kept_{name}) GROUP BY s.{key} "
-                f"ON CONFLICT DO UPDATE SET read_at = greatest({FILE_WON_TABLE}.read_at, excluded.read_at)",
-                [files.read_started])
+                f"JOIN {WEBHOOK_TABLE} w ON w.kind = '{kind}' AND w.id = s.{key} "
+                f"WHERE s.{key} NOT IN (SELECT id FROM _kept_{name}) GROUP BY s.{key} "
+                f"ON CONFLICT DO UPDATE SET read_at = greatest({FILE_WON_TABLE}.read_at, excluded.read_at), "
+                f"updated_at = greatest({FILE_WON_TABLE}.updated_at, excluded.updated_at)", [files.read_started])
 
 
 def _has_file_id(con: duckdb.DuckDBPyConnection, table: str) -> bool:

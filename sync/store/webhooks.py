@@ -17,8 +17,9 @@ log = logging.getLogger(__name__)
 #: accepted the stored version (the latest of the versions merged, or the start of a pull that read it since),
 #: ``updated_at``: when the vendor modified it (the latest vendor time merged; NULL: none known, or a pull read it since)
 WEBHOOK_TABLE = "webhook_records"
-#: (kind, id, read_at): records a file's full refresh took over from their webhook version (the note dropped), as
-#: new as that file's read: the same or an older webhook batch merged again after it is left out
+#: (kind, id, read_at, updated_at): records a file's full refresh took over from their webhook version (the note
+#: dropped), as new as that file's read, and at least as new as the vendor time of the webhook version it replaced
+#: (NULL: none): the same or an older webhook batch merged again after it is left out
 FILE_WON_TABLE = "file_won_records"
 KIND = {"orders": "order", "contacts": "contact"}  # store table → webhook record kind
 
@@ -29,7 +30,8 @@ def create_webhook_table(con: duckdb.DuckDBPyConnection) -> None:
     # a store written before the vendor's times were kept: its versions have none (ordered by acceptance)
     con.execute(f"ALTER TABLE {WEBHOOK_TABLE} ADD COLUMN IF NOT EXISTS updated_at TIMESTAMPTZ")
     con.execute(f"CREATE TABLE IF NOT EXISTS {FILE_WON_TABLE} (kind VARCHAR NOT NULL, id VARCHAR NOT NULL, "
-                "read_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (kind, id))")
+                "read_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ, PRIMARY KEY (kind, id))")
+    con.execute(f"ALTER TABLE {FILE_WON_TABLE} ADD COLUMN IF NOT EXISTS updated_at TIMESTAMPTZ")
 
 
 def prune_file_won(con: duckdb.DuckDBPyConnection, oldest_possible: datetime) -> int:
