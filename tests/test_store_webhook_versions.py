@@ -10,7 +10,7 @@ from decimal import Decimal
 import duckdb
 import pytest
 
-from connectors.records import Consent, Contact, Order, OrderStatus
+from connectors.records import Contact, Order, OrderStatus
 from connectors.source import PullResult
 from connectors.tables import stage_records
 from sync.ingest import segments_from_store
