@@ -54,7 +54,8 @@ from .incremental import HighWater, PageGuard, Progress, Stager, latest, map_pag
 from .records import Consent, Contact, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import PullResult
-from .webhooks import WebhookParser, as_list, body_digest, parse_php_form, register_webhook_parser, tokens_equal
+from .webhooks import (WebhookParser, as_list, body_digest, parse_php_form, register_webhook_parser, tokens_equal,
+                       versioned)
 
 log = logging.getLogger(__name__)
 NAME = "amocrm"
@@ -345,8 +346,9 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
         for item in as_list(group):
             item = item if isinstance(item, dict) else {}
             try:
-                contact, issues = clean_contact(map_contact(item), (config or AmoCrmConfig()).phone_region,
-                                                f"{NAME}:webhook")
+                # updated_at: when amoCRM changed the contact (Unix seconds): orders its deliveries
+                contact, issues = clean_contact(versioned(map_contact(item), item),
+                                                (config or AmoCrmConfig()).phone_region, f"{NAME}:webhook")
             except FieldError as exc:
                 raise RecordError(exc.bad_row(f"{NAME}:webhook contacts[{action}]", item.get("id"))) from None
             contacts.append(contact)

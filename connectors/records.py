@@ -47,10 +47,15 @@ class Order:
     status: OrderStatus = OrderStatus.COMPLETED
     discount: Decimal | None = None
     items: tuple[LineItem, ...] = ()
+    #: when the vendor last modified this version (a webhook payload's own ``updated_at``): orders a webhook's
+    #: versions of the order delivered out of order (:func:`sync.store.merge.merge_staged`); not stored
+    updated_at: datetime | None = None
 
     def __post_init__(self) -> None:
         if self.ordered_at.tzinfo is None:
             raise ValueError(f"order {self.order_id}: ordered_at must be timezone-aware")
+        if self.updated_at is not None and self.updated_at.tzinfo is None:
+            raise ValueError(f"order {self.order_id}: updated_at must be timezone-aware")
         if not isinstance(self.amount, Decimal):
             raise TypeError(f"order {self.order_id}: amount must be Decimal, got {type(self.amount).__name__}")
 
@@ -65,6 +70,12 @@ class Contact:
     marketing_consent: Consent = Consent.UNKNOWN
     created_at: datetime | None = None
     attributes: Mapping[str, str] = field(default_factory=dict)
+    #: when the vendor last modified this version, as :attr:`Order.updated_at`
+    updated_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.updated_at is not None and self.updated_at.tzinfo is None:
+            raise ValueError(f"contact {self.customer_id}: updated_at must be timezone-aware")
 
 
 @dataclass(frozen=True)

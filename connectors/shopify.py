@@ -27,6 +27,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Literal, Mapping
 from urllib.parse import urlsplit
@@ -48,7 +49,7 @@ from .incremental import HighWater, PageGuard, Progress, Stager, iso, map_page, 
 from .records import Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import PullResult
-from .webhooks import (DEFAULT_MAX_AGE, ReplayGuard, WebhookParser, header, hmac_sha256_base64, is_fresh,
+from .webhooks import (DEFAULT_MAX_AGE, ReplayGuard, WebhookParser, header, hmac_sha256_base64, is_fresh, versioned,
                        json_object, register_webhook_parser, tokens_equal)
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,19 @@ def _item(raw: Any) -> LineItem:
                     brand=clean(raw.get("vendor")),
                     quantity=get_field(raw, "quantity", to_decimal, "line_items.quantity"),
                     price=get_field(raw, "price", lambda v: None if v is None else to_decimal(v), "line_items.price"))
+
+
+def _customer_version(contact: Contact, payload: Mapping[str, Any]) -> Contact:
+    """``contact`` with its version's time: the later of the customer's ``updated_at`` and its
+    ``email_marketing_consent.consent_updated_at`` (either may be missing or null)."""
+    timed = versioned(contact, payload)
+    consent = payload.get("email_marketing_consent")
+    if not isinstance(consent, Mapping):
+        return timed
+    by_consent = versioned(replace(contact, updated_at=None), consent, "consent_updated_at")
+    if by_consent.updated_at is not None and (timed.updated_at is None or by_consent.updated_at > timed.updated_at):
+        return by_consent
+    return timed
 
 
 def map_customer(raw: Mapping[str, Any]) -> Contact:
@@ -274,6 +288,9 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
       ``orders/updated`` delivery or the next pull (the refund moves the order's ``updated_at``) brings
       the new net amount and ``financial_status``.
     * ``customers/delete`` maps to nothing (the customer's orders stay; consent is unchanged).
+    * An order's or customer's ``updated_at`` (a tombstone: ``X-Shopify-Triggered-At``; a customer: the later of it
+      and ``email_marketing_consent.consent_updated_at``) is the version's time
+      (:func:`connectors.webhooks.versioned`): Shopify retries a failed delivery for hours, after newer ones.
     """
     topic = header(headers, "X-Shopify-Topic") or ""
     payload = json_object(body, f"shopify webhook {topic or '?'}: body")
@@ -285,7 +302,7 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
             at = parse_dt(triggered) if triggered else datetime.now(timezone.utc)
         except ValueError:
             raise ValueError(f"shopify webhook {topic}: X-Shopify-Triggered-At is not a date") from None
-        return [tombstone(oid, at)], []
+        return [replace(tombstone(oid, at), updated_at=at)], []  # deleted when it was triggered
     if kind == "refunds":
         _payload_id(payload, "order_id", topic)
         return [], []
@@ -294,13 +311,13 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
     try:
         if kind == "orders":
             order = map_order(payload, config or ShopifyConfig())
-            return ([order] if order else []), []
+            return ([versioned(order, payload)] if order else []), []
         if kind == "customers":
             contact, issues = clean_contact(map_customer(payload), (config or ShopifyConfig()).phone_region,
                                             f"{NAME}:webhook {topic}")
             for issue in issues:
                 log.warning("shopify webhook: %s", issue)
-            return [], [contact]
+            return [], [_customer_version(contact, payload)]
     except FieldError as exc:
         raise RecordError(exc.bad_row(f"{NAME}:webhook {topic}", payload.get("id"))) from None
     raise ValueError(f"shopify webhook: unsupported topic {topic!r}")

@@ -17,15 +17,30 @@ import hashlib
 import hmac
 import importlib
 import json
+import logging
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 from urllib.parse import parse_qsl
 
+from .http import get_field, parse_dt
 from .records import Contact, Order
+
+R = TypeVar("R", Order, Contact)
+log = logging.getLogger(__name__)
+
+#: how far a vendor's modification time may be ahead of when the delivery was accepted (hosts' clocks disagree a
+#: little); a later one is a wrong clock or offset, not the version's time: taken, it would make every later
+#: version of the record (a withdrawal included) look older, until that time came
+FUTURE_MARGIN = timedelta(minutes=5)
+
+
+def too_far_ahead(at: datetime, accepted: datetime | None = None) -> bool:
+    """Whether the vendor time ``at`` is later than ``accepted`` (default: now) plus :data:`FUTURE_MARGIN`."""
+    return at > (accepted or datetime.now(timezone.utc)) + FUTURE_MARGIN
 
 #: Deliveries older than this are refused as stale (Shopify retries for 4 h).
 DEFAULT_MAX_AGE = timedelta(hours=5)
@@ -173,6 +188,24 @@ def parse_php_form(body: bytes) -> dict[str, Any]:
             raise ValueError(f"webhook field {key} is both a value and a group")
         node[path[-1]] = value
     return root
+
+
+def versioned(record: R, payload: Mapping[str, Any], key: str = "updated_at") -> R:
+    """``record`` with the vendor's modification time of this version (the payload's ``key``: ISO 8601 or Unix
+    seconds), when the payload has one: the server then orders the record's versions by it, not by when it accepted
+    each delivery (a delivery retried after a newer one is stale). Raises :class:`~connectors.http.FieldError`
+    naming the field when it is there but not a date. A time later than now by more than :data:`FUTURE_MARGIN` (the
+    vendor's clock or offset wrong) is not taken: the version is untimed (ordered by acceptance), and it is logged;
+    the delivery is not refused for it."""
+    if payload.get(key) in (None, ""):
+        return record
+    at = get_field(payload, key, parse_dt)
+    if too_far_ahead(at):
+        log.warning("webhook: %s's %s %s is in the future: ignored (the version is ordered by acceptance); "
+                    "check the vendor's clock or time zone",
+                    f"order {record.order_id}" if isinstance(record, Order) else "a contact", key, at.isoformat())
+        return record
+    return replace(record, updated_at=at)
 
 
 def as_list(node: Any) -> list[Any]:

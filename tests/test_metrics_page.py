@@ -22,6 +22,7 @@ FAMILIES = {
     "rfmsync_events_processed_total": ("counter", {"outcome"}),
     "rfmsync_resyncs_total": ("counter", {"outcome"}),
     "rfmsync_resync_rows_read_total": ("counter", {"part"}),
+    "rfmsync_webhook_stale_versions_total": ("counter", {"kind"}),
     "rfmsync_resync_seconds": ("histogram", set()),
     "rfmsync_esp_operations_total": ("counter", {"destination", "outcome"}),
     "rfmsync_esp_errors_total": ("counter", {"destination"}),

@@ -22,17 +22,25 @@ def _dec(value: Decimal | None) -> str | None:
     return str(value) if value is not None else None
 
 
+def _version(doc: dict[str, Any], updated_at: datetime | None) -> dict[str, Any]:
+    """``doc`` with the vendor's modification time, when the record has one (a record without one encodes as it
+    did before the field existed: its dedupe key is unchanged)."""
+    if updated_at is not None:
+        doc["updated_at"] = updated_at.isoformat()
+    return doc
+
+
 def order_json(o: Order) -> dict[str, Any]:
-    return {"order_id": o.order_id, "customer_id": o.customer_id, "ordered_at": _dt(o.ordered_at),
+    return _version({"order_id": o.order_id, "customer_id": o.customer_id, "ordered_at": _dt(o.ordered_at),
             "amount": _dec(o.amount), "currency": o.currency, "status": str(o.status), "discount": _dec(o.discount),
             "items": [{"sku": i.sku, "name": i.name, "category": i.category, "brand": i.brand,
-                       "quantity": _dec(i.quantity), "price": _dec(i.price)} for i in o.items]}
+                       "quantity": _dec(i.quantity), "price": _dec(i.price)} for i in o.items]}, o.updated_at)
 
 
 def contact_json(c: Contact) -> dict[str, Any]:
-    return {"customer_id": c.customer_id, "email": c.email, "phone": c.phone, "first_name": c.first_name,
+    return _version({"customer_id": c.customer_id, "email": c.email, "phone": c.phone, "first_name": c.first_name,
             "last_name": c.last_name, "marketing_consent": str(c.marketing_consent),
-            "created_at": _dt(c.created_at), "attributes": dict(c.attributes)}
+            "created_at": _dt(c.created_at), "attributes": dict(c.attributes)}, c.updated_at)
 
 
 def encode_records(orders: Iterable[Order] = (), contacts: Iterable[Contact] = (), *, pull: bool = False) -> str:
@@ -61,12 +69,14 @@ def decode_records(payload: str) -> tuple[list[Order], list[Contact], bool]:
                         discount=_opt_dec(o.get("discount")),
                         items=tuple(LineItem(sku=i.get("sku"), name=i.get("name"), category=i.get("category"),
                                              brand=i.get("brand"), quantity=Decimal(i.get("quantity") or 1),
-                                             price=_opt_dec(i.get("price"))) for i in o.get("items", ())))
+                                             price=_opt_dec(i.get("price"))) for i in o.get("items", ())),
+                        updated_at=_opt_dt(o.get("updated_at")))
                   for o in doc.get("orders", ())]
         contacts = [Contact(customer_id=c["customer_id"], email=c.get("email"), phone=c.get("phone"),
                             first_name=c.get("first_name"), last_name=c.get("last_name"),
                             marketing_consent=Consent(c.get("marketing_consent", "unknown")),
-                            created_at=_opt_dt(c.get("created_at")), attributes=dict(c.get("attributes") or {}))
+                            created_at=_opt_dt(c.get("created_at")), attributes=dict(c.get("attributes") or {}),
+                            updated_at=_opt_dt(c.get("updated_at")))
                     for c in doc.get("contacts", ())]
         return orders, contacts, bool(doc.get("pull"))
     except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError) as exc:

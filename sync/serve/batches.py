@@ -7,7 +7,8 @@ after :data:`PROBE_AFTER` in a row), a config error (never split: no event is at
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Callable
 
@@ -15,12 +16,14 @@ import duckdb
 
 from connectors.errors import ConfigError as SourceConfigError
 from connectors.secrets import redact
-from connectors.records import Contact, Order
+from connectors.records import Consent, Contact, Order
 
 from ..errors import ConfigError, DestinationConfigError, LedgerError, LockLostError, RunStopped
 from ..ledger import Event
 from .resync import ResyncReport
 from .scheduler import transient
+
+log = logging.getLogger(__name__)
 
 
 def retry_later(exc: BaseException) -> bool:
@@ -70,10 +73,21 @@ class Batch:
     pull: bool = False
     #: when the ledger accepted each record: ``(kind, id)`` → its event's time (:data:`sync.store.merge.Ages`)
     ages: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    #: versions left out because the batch holds a newer one of the record (by the vendor's times): per kind
+    stale: dict[str, int] = field(default_factory=dict)
     #: event id → the records it holds (events holding one record are given up together)
     keys: dict[int, set[tuple[str, str]]] = field(default_factory=dict)
     #: the destinations to resync (None: every one; others paused, :mod:`sync.serve.pauses`)
     destinations: list[str] | None = None
+
+
+def count_stale(batch: Batch, report: ResyncReport) -> ResyncReport:
+    """``report`` with the versions ``batch`` left out as stale (:attr:`Batch.stale`) added to its own, logged."""
+    for kind, n in batch.stale.items():
+        report.stale[kind] = report.stale.get(kind, 0) + n
+        log.info("webhook batch: %d %s versions left out as stale: the batch holds a newer one (by the vendor's "
+                 "updated_at)", n, kind)
+    return report
 
 
 ResyncFn = Callable[[Batch], ResyncReport | None]
@@ -88,15 +102,41 @@ def _text(exc: BaseException) -> str:
 
 
 def _batch(parts: list[_Part]) -> Batch:
-    """The batch of these decoded events, in their order."""
+    """The batch of these decoded events, in their order. Of one record's versions the last one accepted is
+    staged, unless an earlier one is newer by the vendor's times (both have one: an older delivery retried after a
+    newer one; that older one is counted in :attr:`Batch.stale`), as the store orders them
+    (:func:`sync.store.merge.merge_staged`): a version without a time that replaces one with a time takes that time
+    (it is at least as new), and of a contact's versions with equal times the withdrawal (``no``) is kept."""
     batch = Batch(events=[])
+    kept: dict[tuple[str, str], Order | Contact] = {}
     for ev, orders, contacts, pull in parts:
         batch.events.append(ev)
-        batch.orders += orders
-        batch.contacts += contacts
-        # a record's age is its own event's (the last one holding it: its version is the one staged)
-        keys = [("order", o.order_id) for o in orders] + [("contact", c.customer_id) for c in contacts]
-        batch.ages.update(dict.fromkeys(keys, ev.received_at))
+        keys = []
+        for key, record in [*((("order", o.order_id), o) for o in orders),
+                            *((("contact", c.customer_id), c) for c in contacts)]:
+            keys.append(key)
+            held = kept.get(key)
+            if held is not None and _older(record, held):
+                batch.stale[key[0]] = batch.stale.get(key[0], 0) + 1
+                continue
+            if held is not None and held.updated_at is not None and record.updated_at is None:
+                record = replace(record, updated_at=held.updated_at)  # its effective time: as new as the held one
+            # a record's age is its own event's (the one holding the version staged)
+            kept.pop(key, None)  # (in the batch's order: the latest version last)
+            kept[key] = record
+            batch.ages[key] = ev.received_at
         batch.keys[ev.id] = set(keys)
         batch.pull = batch.pull or pull
+    batch.orders = [r for (kind, _), r in kept.items() if kind == "order"]  # type: ignore[misc]
+    batch.contacts = [r for (kind, _), r in kept.items() if kind == "contact"]  # type: ignore[misc]
     return batch
+
+
+def _older(record: Order | Contact, held: Order | Contact) -> bool:
+    """Whether ``record``, accepted after ``held``, is an older version by the vendor's times: earlier, or, for a
+    contact, equal with ``held`` a withdrawal and ``record`` not (two edits in one second: the safe side)."""
+    if held.updated_at is None or record.updated_at is None:
+        return False
+    if record.updated_at == held.updated_at and isinstance(record, Contact) and isinstance(held, Contact):
+        return held.marketing_consent is Consent.NO and record.marketing_consent is not Consent.NO
+    return record.updated_at < held.updated_at

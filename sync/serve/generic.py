@@ -21,6 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from connectors.contacts import clean_contact
 from connectors.records import Consent, Contact, LineItem, Order, OrderStatus
+from connectors.webhooks import FUTURE_MARGIN, too_far_ahead
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ class ContactIn(_In):
     last_name: str | None = None
     marketing_consent: Literal["yes", "no", "unknown"] = "unknown"
     created_at: datetime | None = None
+    updated_at: datetime | None = None  # when the sender's system last changed the contact (orders its versions)
 
     @field_validator("marketing_consent", mode="before")
     @classmethod
@@ -136,6 +138,7 @@ class OrderIn(_In):
     discount: Money | None = None
     items: list[ItemIn] = Field(default_factory=list, max_length=1000)
     contact: ContactIn | None = None
+    updated_at: datetime | None = None  # when the sender's system last changed the order (orders its versions)
 
     @field_validator("status", mode="before")
     @classmethod
@@ -152,6 +155,19 @@ def _aware(value: datetime, tz: str, where: str) -> datetime:
     if not in_range:
         raise BadRequest(400, f"{where}: date {value.isoformat()} is out of range (1970-2200)")
     return value
+
+
+def _version(value: datetime | None, tz: str, where: str) -> datetime | None:
+    """An ``updated_at`` (the sender's modification time), refused when later than now by more than
+    :data:`connectors.webhooks.FUTURE_MARGIN` (a wrong clock or offset: it would hold back every later version)."""
+    if value is None:
+        return None
+    at = _aware(value, tz, where)
+    if too_far_ahead(at):
+        raise BadRequest(400, f"{where}: {at.isoformat()} is in the future (more than "
+                              f"{int(FUTURE_MARGIN.total_seconds() // 60)} minutes ahead of this server's clock): "
+                              "check the sender's clock and time zone offset")
+    return at
 
 
 def _reject_constant(name: str) -> Any:
@@ -212,7 +228,8 @@ def parse_generic(body: bytes, tz: str = "UTC", phone_region: str | None = None)
                       ordered_at=_aware(o.ordered_at, tz, f"{where}: ordered_at"), amount=abs(o.amount),
                       currency=o.currency, status=OrderStatus(o.status), discount=o.discount,
                       items=tuple(LineItem(sku=it.sku, name=it.name, category=it.category, brand=it.brand,
-                                           quantity=it.quantity, price=it.price) for it in o.items))
+                                           quantity=it.quantity, price=it.price) for it in o.items),
+                      updated_at=_version(o.updated_at, tz, f"{where}: updated_at"))
         contact = None
         if o.contact is not None:
             c = o.contact
@@ -220,7 +237,8 @@ def parse_generic(body: bytes, tz: str = "UTC", phone_region: str | None = None)
                 customer_id=o.customer_id, email=c.email or None, phone=c.phone or None,
                 first_name=c.first_name or None, last_name=c.last_name or None,
                 marketing_consent=Consent(c.marketing_consent),
-                created_at=_aware(c.created_at, tz, f"{where}: contact.created_at") if c.created_at else None),
+                created_at=_aware(c.created_at, tz, f"{where}: contact.created_at") if c.created_at else None,
+                updated_at=_version(c.updated_at, tz, f"{where}: contact.updated_at")),
                 phone_region, "generic:webhook")
             for issue in issues:
                 log.warning("generic webhook: %s", issue)

@@ -17,6 +17,8 @@ The families (their names, types and labels are public: dashboards and alerts us
 ``rfmsync_resyncs_total{outcome}``                      counter     ``ok``, ``error``
 ``rfmsync_resync_seconds``                              histogram   time of one incremental resync
 ``rfmsync_resync_rows_read_total{part}``                counter     rows resyncs read: ``store``, ``ledger``
+``rfmsync_webhook_stale_versions_total{kind}``          counter     ``order``/``contact`` versions left out:
+                                                                    the store or the batch held a newer one
 ``rfmsync_esp_operations_total{destination,outcome}``   counter     contact changes pushed, ``ok``/``failed``
 ``rfmsync_esp_errors_total{destination}``               counter     resyncs and scheduled syncs it failed
 ``rfmsync_scheduled_syncs_total{outcome}``              counter     ``ok``, ``error``, ``skipped``, ``refused``, ``killed``
@@ -52,6 +54,8 @@ _RESYNC_COUNTERS = {
     "resyncs": ("rfmsync_resyncs", "Incremental resyncs by outcome.", "outcome"),
     "rows_read": ("rfmsync_resync_rows_read",
                   "Rows incremental resyncs read: order store rows scanned, ledger rows read.", "part"),
+    "stale": ("rfmsync_webhook_stale_versions",
+              "Webhook versions of an order or contact left out as older than the version held.", "kind"),
 }
 _RUN_COUNTERS = {
     "esp_errors": ("rfmsync_esp_errors", "Resyncs and scheduled syncs a destination failed (after retries).",
@@ -61,7 +65,7 @@ _RUN_COUNTERS = {
                 "Runs a guard refused before any ESP write (scheduled syncs, webhook resyncs) by destination.",
                 "destination"),
 }
-_DICTS = ("events", "resyncs", "rows_read", "esp_errors", "scheduled", "refused")
+_DICTS = ("events", "resyncs", "rows_read", "stale", "esp_errors", "scheduled", "refused")
 
 
 class Metrics:
@@ -73,6 +77,7 @@ class Metrics:
         self.events: dict[str, int] = {"done": 0, "retried": 0, "failed": 0}
         self.resyncs: dict[str, int] = {"ok": 0, "error": 0}
         self.rows_read: dict[str, int] = {"store": 0, "ledger": 0}
+        self.stale: dict[str, int] = {"order": 0, "contact": 0}  # kind → versions left out as stale
         self.esp_ops: dict[tuple[str, str], int] = {}  # (destination, ok|failed) → operations
         self.esp_errors: dict[str, int] = {}  # destination → resyncs that failed at the ESP
         self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
@@ -119,7 +124,7 @@ class Metrics:
 
     def _snapshot_unlocked(self) -> dict:
         return {"webhooks": [[s, c, n] for (s, c), n in self.webhooks.items()], "events": self.events,
-                "resyncs": self.resyncs, "rows_read": self.rows_read, "esp_ops": [[d, o, n] for (d, o), n in self.esp_ops.items()],
+                "resyncs": self.resyncs, "rows_read": self.rows_read, "stale": self.stale, "esp_ops": [[d, o, n] for (d, o), n in self.esp_ops.items()],
                 "esp_errors": self.esp_errors, "latency_counts": self.latency_counts,
                 "latency_sum": self.latency_sum, "scheduled": self.scheduled, "refused": self.refused,
                 "config_waits": self.config_waits}
@@ -142,6 +147,8 @@ class Metrics:
             if report is not None:
                 self.rows_read["store"] += report.store_rows_read
                 self.rows_read["ledger"] += report.ledger_rows_read
+                for kind, n in report.stale.items():
+                    self.stale[kind] = self.stale.get(kind, 0) + n
             self._add_reports(report.reports if report else ())
 
     def sync_reports(self, reports: Sequence[Any]) -> None:

@@ -89,6 +89,9 @@ class ResyncReport:
     ledger_rows_read: int = 0  # pushed-state rows read from the ledger
     reports: list[ApplyReport] = field(default_factory=list)
     seconds: float = 0.0
+    #: versions left out as stale, per kind (``order``, ``contact``): the store (or the batch) held a newer version
+    #: of the record, by the vendor's modification times or by acceptance (:func:`sync.store.merge.merge_staged`)
+    stale: dict[str, int] = field(default_factory=dict)
 
     @property
     def rows_read(self) -> int:
@@ -135,9 +138,17 @@ def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, 
     # one order's many versions in a batch (a storm of updates): the last only, or every version's items are kept
     stage_records(con, list({o.order_id: o for o in orders}.values()), contacts)
     _coalesce_webhook_contacts(con)
+    # the vendor's modification times of the versions staged (the last of each record's), where the payload says
+    versions: dict[tuple[str, str], datetime] = {}
+    for key, record in [*((("order", o.order_id), o) for o in orders), *((("contact", c.customer_id), c)
+                                                                        for c in contacts)]:
+        versions.pop(key, None)
+        if record.updated_at is not None:
+            versions[key] = record.updated_at
     pulled, cursor_source = (None, None)
     if pull:
-        pulled, cursor_source, received_at = _pull_after_webhook_records(cfg, ledger, con, settings, received_at, now)
+        pulled, cursor_source, received_at, versions = _pull_after_webhook_records(  # type: ignore[assignment]
+            cfg, ledger, con, settings, received_at, now, versions)
     def affected(con: duckdb.DuckDBPyConnection) -> None:
         # after records keyed by an e-mail/phone joined their customer (inside the merge's transaction, which
         # notes both ids of every link), so that the affected set names that customer
@@ -149,8 +160,10 @@ def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, 
         report.orders = con.execute("SELECT count(*) FROM staged_orders").fetchall()[0][0]
         report.contacts = con.execute("SELECT count(*) FROM staged_contacts").fetchall()[0][0]
 
-    merge_staged(con, PullResult(), origin="webhook", max_identity_group=max_group_of(cfg.source),
-                 after_link=affected, received_at=received_at)
+    merged = merge_staged(con, PullResult(), origin="webhook", max_identity_group=max_group_of(cfg.source),
+                          after_link=affected, received_at=received_at, versions=versions)
+    for kind, name in (("order", "stale_orders"), ("contact", "stale_contacts")):
+        report.stale[kind] = report.stale.get(kind, 0) + merged.get(name, 0)
     if pulled is not None and pulled.cursor is not None:
         ledger.set_cursor(cursor_source, "all", pulled.cursor)
     _prune_file_won(con, ledger, now)
@@ -365,7 +378,9 @@ def resync(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Ord
         for p in planned:
             report.reports.append(_apply(cfg, p, ledger, settings, affected, report, lock_wait_seconds, sleep))
     report.seconds = time.monotonic() - started
-    log.info("webhook resync: %d orders, %d contacts, %d customers, %d changes, %d rows read in %.2fs",
+    stale = sum(report.stale.values())
+    log.info("webhook resync: %d orders, %d contacts, %d customers, %d changes, %d rows read in %.2fs%s",
              report.orders, report.contacts, report.customers,
-             sum(r.counts.get("planned", 0) for r in report.reports), report.rows_read, report.seconds)
+             sum(r.counts.get("planned", 0) for r in report.reports), report.rows_read, report.seconds,
+             f" ({stale} stale versions left out)" if stale else "")
     return report

@@ -20,7 +20,7 @@ from ..errors import ConfigError
 from ..ledger import Ledger
 from ..pipeline import configured_source
 from ..settings import Settings
-from ..store.merge import Ages
+from ..store.merge import Ages, Versions
 from ..store.webhooks import FILE_WON_TABLE, prune_file_won
 
 log = logging.getLogger("sync.serve.resync")
@@ -55,15 +55,18 @@ def _pull_staged(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, se
 
 
 def _pull_after_webhook_records(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, settings: Settings,
-                                received_at: datetime | Ages | None, now: Callable[[], datetime] = _utcnow
-                                ) -> tuple[PullResult, str, Ages]:
+                                received_at: datetime | Ages | None, now: Callable[[], datetime] = _utcnow,
+                                versions: Versions | None = None) -> tuple[PullResult, str, Ages, Versions]:
     """Pull into staging without losing the webhook records staged already (a source's pull starts from
     fresh staging tables): they are set aside, then staged again, except those the pull read too (its version,
     the fresher one, replaces the webhook's: an order with its line items, a contact). Returns the records' ages
     for the merge (:data:`sync.store.merge.Ages`): the webhook records' own (``received_at``), and the pull's start
     (the bound its cursor uses) for every pulled record, so that an older webhook version noted in the store does
     not leave the pulled one out with it, and a pulled record is as new as the pull, not as the batch's events.
-    ``now``: the wall clock the pull's start is read from (the worker's, the one its events are dated by)."""
+    ``now``: the wall clock the pull's start is read from (the worker's, the one its events are dated by).
+    Also returns the records' vendor times (:data:`sync.store.merge.Versions`): the webhook records' own
+    (``versions``), and None for every pulled record (its version has no vendor time: the pull's start is this
+    host's clock, not the vendor's, and a pull does not say when the vendor changed each record)."""
     for name in TABLES:
         con.execute(f"CREATE OR REPLACE TEMP TABLE _hook_{name} AS SELECT * FROM staged_{name}")
     started = now()
@@ -80,11 +83,13 @@ def _pull_after_webhook_records(cfg: Config, ledger: Ledger, con: duckdb.DuckDBP
     # one age for every webhook record staged (a worker gives each its own), the pull's start for the pulled ones
     ages: dict[tuple[str, str], datetime] = (dict.fromkeys(_record_ids(con, "_hook"), received_at)
                                              if isinstance(received_at, datetime) else dict(received_at or {}))
-    ages.update(dict.fromkeys(_record_ids(con, "_pulled"), started))
+    pulled = _record_ids(con, "_pulled")
+    ages.update(dict.fromkeys(pulled, started))
+    vendor: dict[tuple[str, str], datetime | None] = {**(versions or {}), **dict.fromkeys(pulled)}
     for name in TABLES:
         con.execute(f"DROP TABLE _hook_{name}")
         con.execute(f"DROP TABLE _pulled_{name}")
-    return result, kind, ages
+    return result, kind, ages, vendor
 
 
 #: how far the ledger's clock (events' ages) and a full sync's (a file's read) may disagree: a ``file_won_records``

@@ -39,7 +39,7 @@ from ..errors import DestinationError, GuardRefusedError, LockBusyError
 from ..ledger import Ledger, default_owner
 from ..ledger.codec import decode_records
 from ..settings import Settings
-from .batches import (CONFIG_ERRORS, PROBE_AFTER, Batch, ResyncFn, _batch, _Later, _Part, _text,
+from .batches import (CONFIG_ERRORS, PROBE_AFTER, Batch, ResyncFn, _batch, _Later, _Part, _text, count_stale,
                       retry_later)
 from .apart import Apart
 from .isolate import Bisection
@@ -115,9 +115,9 @@ class Worker(Bisection, Apart, Suspects, Pauses):
 
     def _resync(self, batch: Batch) -> ResyncReport:
         as_of = self._as_of() if self._as_of else None
-        return resync(self.cfg, self.ledger, self.settings, batch.orders, batch.contacts, pull=batch.pull,
-                      as_of=as_of, received_at=batch.ages, now=self._now,  # rows pulled: the pull's start
-                      destinations=batch.destinations)
+        return count_stale(batch, resync(self.cfg, self.ledger, self.settings, batch.orders, batch.contacts,
+                                         pull=batch.pull, as_of=as_of, received_at=batch.ages,
+                                         now=self._now, destinations=batch.destinations))  # now: a pull's start
 
     # -- one batch -----------------------------------------------------------------------
 

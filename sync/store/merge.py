@@ -18,12 +18,15 @@ from .appends import NOTED_ROWS, note_merged
 from .facts import DAY_HASH, RFM_HASH
 from .generation import bump_generation, generation
 from .lookup import BULK_ROWS, drop_lookup_indexes
-from .webhooks import FILE_WON_TABLE, KIND, WEBHOOK_TABLE, create_webhook_table
+from .webhooks import FILE_WON_TABLE, KIND, WEBHOOK_TABLE, create_webhook_table, plausible_versions
 
 log = logging.getLogger(__name__)
 
 #: when the ledger accepted each record of a webhook batch: ``(kind, id)`` → the time of the event it came in
 Ages = Mapping[tuple[str, str], datetime]
+#: when the vendor modified each record of a webhook batch that says (its payload's ``updated_at``): ``(kind, id)``
+#: → that time; a record pulled for the batch: None (a pull's version has no vendor time: the stored one is cleared)
+Versions = Mapping[tuple[str, str], Union[datetime, None]]
 
 KEYS = {"orders": "order_id", "contacts": "customer_id", "line_items": "order_id"}
 #: what a noted merge reads of each order it deletes or inserts (:class:`_Note`)
@@ -68,7 +71,7 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
                  before_commit: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
                  after_link: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
                  files: FileReads | None = None, received_at: Union[datetime, Ages, None] = None,
-                 pulled_at: datetime | None = None) -> dict[str, int]:
+                 pulled_at: datetime | None = None, versions: Versions | None = None) -> dict[str, int]:
     """Move the ``staged_*`` rows into the main tables in one transaction; returns rows per table.
 
     ``pull.full_refresh``: the staged rows replace the store, except webhook records the file does not
@@ -89,14 +92,22 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
     A webhook record older than the webhook version the store holds (a batch merged after a newer one: two workers,
     or a batch retried after a newer one was merged) is left out, with its line items: a record is replaced only by
     a version at least as new (:func:`_drop_older_versions`).
+    ``versions`` (``origin="webhook"``): when the vendor modified the records that say (:data:`Versions`). When the
+    stored webhook version and the staged one both have a vendor time, that time orders them (an older delivery
+    retried after a newer one is left out however late it was accepted; equal times: by acceptance, but a contact's
+    withdrawal is the newer), else their acceptance does. The records left out are counted in the returned ``stale_orders`` / ``stale_contacts``. A
+    vendor time later than the record's acceptance by more than :data:`connectors.webhooks.FUTURE_MARGIN` is
+    ignored (logged): the version is ordered by acceptance.
     ``pulled_at`` (an API source's pull): when the pull started, the bound its cursor uses; the webhook records it
-    brings are noted as that new (default: now), so a webhook batch accepted after it (it waited for the store the
-    pull holds) still wins. A file's full refresh notes the webhook records whose file version won as new as the
+    brings are noted as that new (default: now) by the ledger's clock, and their vendor time is cleared (the host's
+    clock is never compared with the vendor's), so a webhook batch accepted after it (it waited for the store the
+    pull holds) still wins, whatever its vendor time. A file's full refresh notes the webhook records whose file version won as new as the
     file's read (``files``), so the same or an older webhook batch merged again after it is left out.
     """
     if origin not in ("pull", "webhook"):
         raise ValueError(f"merge_staged: origin must be 'pull' or 'webhook', not {origin!r}")
     counts = {}
+    versions = plausible_versions(versions or {}, received_at)  # a vendor time in the future: ignored, logged
     if pull.full_refresh or _staged_rows(con) > BULK_ROWS:
         drop_lookup_indexes(con)  # DuckDB maintains them row by row: a bulk write is far faster without
     con.execute("BEGIN TRANSACTION")
@@ -116,7 +127,7 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
         links = dict(zip(moved[::2], moved[1::2]))  # identifier → customer id, as link_staged re-keyed them
         if origin == "webhook" and not pull.full_refresh and (noted or con.execute(
                 f"SELECT count(*) FROM {FILE_WON_TABLE}").fetchall()[0][0]):
-            _drop_older_versions(con, present, received_at, links)
+            counts.update(_drop_older_versions(con, present, received_at, links, versions or {}))
         if after_link is not None:
             after_link(con)
         if pull.full_refresh and noted:
@@ -129,7 +140,7 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
             if f"staged_{name}" in present:
                 counts[name] = _merge_table(con, name, full_refresh=pull.full_refresh, origin=origin, noted=noted,
                                             note=note, received_at=received_at, links=links, files=files,
-                                            pulled_at=pulled_at)
+                                            pulled_at=pulled_at, versions=versions or {})
         for name in TABLES:
             con.execute(f"DROP TABLE IF EXISTS staged_{name}")
             con.execute(f"DROP TABLE IF EXISTS _kept_{name}")
@@ -166,7 +177,7 @@ def _staged_rows(con: duckdb.DuckDBPyConnection) -> int:
 def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: bool, origin: str,
                  noted: bool, note: _Note | None = None, received_at: Union[datetime, Ages, None] = None,
                  links: Mapping[str, str] | None = None, files: FileReads | None = None,
-                 pulled_at: datetime | None = None) -> int:
+                 pulled_at: datetime | None = None, versions: Versions | None = None) -> int:
     """Replace (full refresh) or upsert table ``name`` from ``staged_<name>``; returns the staged row count.
     ``note``: the orders deleted and inserted are added to it (read as they are written: no scan more)."""
     staged = f"staged_{name}"
@@ -205,12 +216,20 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
     if name != "line_items":
         kind = KIND[name]
         if origin == "webhook":  # only a file read after the records came yields its version (_keep_webhook_rows)
-            at, ages = _ages_of(con, kind, received_at, links or {})
-            con.execute(f"INSERT INTO {WEBHOOK_TABLE} (kind, id, received_at) SELECT DISTINCT '{kind}', s.{key}, "
-                        f"coalesce({'a.ts' if ages else 'NULL'}, ?::TIMESTAMPTZ, now()) FROM {staged} s "
+            at, ages = _ages_of(con, kind, received_at, links or {}, versions or {})
+            # both ages the later of the stored one and this version's (a version without a vendor time keeps the
+            # stored one: it replaced that version, so it is at least as new)
+            con.execute(f"INSERT INTO {WEBHOOK_TABLE} (kind, id, received_at, updated_at) SELECT DISTINCT '{kind}', "
+                        f"s.{key}, coalesce({'a.ts' if ages else 'NULL'}, ?::TIMESTAMPTZ, now()), "
+                        f"{'a.vt' if ages else 'NULL'} FROM {staged} s "
                         + (f"LEFT JOIN {ages} a ON a.id = s.{key} " if ages else "")
                         + f"ON CONFLICT DO UPDATE SET received_at = "
-                        f"greatest({WEBHOOK_TABLE}.received_at, excluded.received_at)", [at])
+                        f"greatest({WEBHOOK_TABLE}.received_at, excluded.received_at), updated_at = "
+                        f"greatest({WEBHOOK_TABLE}.updated_at, excluded.updated_at)", [at])
+            untimed = [str(i) for (k, i), t in (versions or {}).items() if k == kind and t is None]
+            if untimed:  # pulled for the batch (None): no vendor time, as a pull's (below)
+                con.execute(f"UPDATE {WEBHOOK_TABLE} SET updated_at = NULL WHERE kind = '{kind}' "
+                            "AND id IN (SELECT unnest(?::VARCHAR[]))", [untimed])
             # what is left of the batch is at least as new as a file's version: the note above says so now
             con.execute(f"DELETE FROM {FILE_WON_TABLE} WHERE kind = '{kind}' AND id IN (SELECT {key} FROM {staged})")
         elif noted and full_refresh:  # the export's version wins from now on
@@ -221,64 +240,101 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
                         f"(SELECT {key} FROM {staged}{kept_out})")
         elif noted:  # an API source's pull: its version is as new as the pull's start (the cursor's bound), so
             # an older webhook batch merged after it (re-claimed after waiting for the sync that pulled) is left
-            # out (_drop_older_versions), and one accepted while it pulled is not
+            # out (_drop_older_versions), and one accepted while it pulled is not. It has no vendor time: the
+            # pull's start is the host's clock, never compared with the vendor's (a withdrawal the vendor dated a
+            # second before it, accepted after it, is newer), so acceptance orders the next version
             con.execute(f"UPDATE {WEBHOOK_TABLE} SET received_at = greatest(received_at, "
-                        f"coalesce(?::TIMESTAMPTZ, now())) WHERE kind = "
+                        f"coalesce(?::TIMESTAMPTZ, now())), updated_at = NULL WHERE kind = "
                         f"'{kind}' AND id IN (SELECT {key} FROM {staged})", [pulled_at])
     return rows
 
 
-def _ages_of(con: duckdb.DuckDBPyConnection, kind: str, received_at: Union[datetime, Ages, None],
-             links: Mapping[str, str]) -> tuple[datetime | None, str | None]:
-    """The time for records without their own, and a temp table of ``kind``'s records' own times (or None);
-    ``links``: the ids the merge re-keyed (identifier → customer id, :func:`connectors.identity.link_staged`)."""
-    if not isinstance(received_at, Mapping):
-        return received_at, None
-    own = {str(i): t for (k, i), t in received_at.items() if k == kind}
+def _own(times: Mapping[tuple[str, str], datetime], kind: str, links: Mapping[str, str]) -> dict[str, datetime]:
+    """``kind``'s records' own times by id; ``links``: the ids the merge re-keyed (identifier → customer id,
+    :func:`connectors.identity.link_staged`)."""
+    own = {str(i): t for (k, i), t in times.items() if k == kind}
     for raw, key in links.items() if kind == "contact" else ():
-        # a contact keyed by its e-mail or phone, re-keyed to its customer when linked: its own event's age under
-        # the customer's id (several: the newest, whose version won)
+        # a contact keyed by its e-mail or phone, re-keyed to its customer when linked: its own time under the
+        # customer's id (several: the newest, whose version won)
         if raw in own and (key not in own or own[raw] > own[key]):
             own[key] = own[raw]
-    # one statement with the ids and times as two lists (a row-by-row executemany cost ~120 µs a row)
+    return own
+
+
+def _ages_of(con: duckdb.DuckDBPyConnection, kind: str, received_at: Union[datetime, Ages, None],
+             links: Mapping[str, str], versions: Versions) -> tuple[datetime | None, str | None]:
+    """The time for records without their own, and a temp table of ``kind``'s records' own times (``id``, ``ts``:
+    accepted, NULL when not its own; ``vt``: the vendor's, NULL when unknown), or None when no record has either."""
+    ages = _own(received_at, kind, links) if isinstance(received_at, Mapping) else {}
+    vendor = _own({k: t for k, t in versions.items() if t is not None}, kind, links)
+    if not isinstance(received_at, Mapping) and not vendor:
+        return received_at, None
+    ids = list(ages.keys() | vendor.keys())
+    # one statement with the ids and times as lists (a row-by-row executemany cost ~120 µs a row)
     con.execute("CREATE OR REPLACE TEMP TABLE _webhook_ages AS SELECT unnest(?::VARCHAR[]) AS id, "
-                "unnest(?::TIMESTAMPTZ[]) AS ts", [list(own), list(own.values())])
-    return max(received_at.values(), default=None), "_webhook_ages"
+                "unnest(?::TIMESTAMPTZ[]) AS ts, unnest(?::TIMESTAMPTZ[]) AS vt",
+                [ids, [ages.get(i) for i in ids], [vendor.get(i) for i in ids]])
+    at = max(received_at.values(), default=None) if isinstance(received_at, Mapping) else received_at
+    return at, "_webhook_ages"
 
 
 def _drop_older_versions(con: duckdb.DuckDBPyConnection, present: set[str],
-                         received_at: Union[datetime, Ages, None], links: Mapping[str, str]) -> None:
-    """Leave out of a webhook merge the staged orders (with their line items) and contacts whose own age (the one
-    time for all, or the record's entry in :data:`Ages`: a record a CRM pull read for the batch has the pull's start,
-    and the batch's webhook copy of it is gone, :func:`sync.serve.resync_staging._pull_after_webhook_records`) is older than
-    the age the store notes for its webhook version, or for the file version that replaced it
-    (``file_won_records``): merged after a newer version (an older batch
-    retried, or held up, while a newer one went through), the older one would win (an order before its refund, a
-    consent given before it was withdrawn) and keep the newer age."""
-    dropped = 0
+                         received_at: Union[datetime, Ages, None], links: Mapping[str, str],
+                         versions: Versions) -> dict[str, int]:
+    """Leave out of a webhook merge the staged orders (with their line items) and contacts older than the version
+    the store notes for their webhook version, or for the file version that replaced it (``file_won_records``):
+    merged after a newer version (an older batch retried, or held up, while a newer one went through; a vendor's
+    older delivery retried after a newer one), the older one would win (an order before its refund, a consent given
+    before it was withdrawn). Older: by the vendor's modification times when both versions have one and they
+    differ (:data:`Versions`; equal, a contact's: its withdrawal, :data:`_EQUAL_CONSENT`; a file version: the vendor
+    time of the webhook version it replaced), else by acceptance: the record's own age (the one time for
+    all, or its entry in :data:`Ages`: a record a CRM pull read for the batch has the pull's start, and the batch's
+    webhook copy of it is gone, :func:`sync.serve.resync_staging._pull_after_webhook_records`) against the stored
+    one. Returns how many were left out: ``stale_orders``, ``stale_contacts``."""
+    dropped: dict[str, int] = {}
     for name, kind in KIND.items():
         staged, key = f"staged_{name}", KEYS[name]
         if staged not in present:
             continue
-        at, ages = _ages_of(con, kind, received_at, links)
-        if ages is None and at is None:  # merged now: nothing stored is newer
+        _, ages = _ages_of(con, kind, received_at, links, versions)
+        single = None if isinstance(received_at, Mapping) else received_at  # a record not in Ages: not compared
+        if ages is None and single is None:  # merged now, no vendor time: nothing stored is newer
             continue
-        own = (f"JOIN {ages} a ON a.id = w.id WHERE w.received_at > a.ts" if ages
-               else "WHERE w.received_at > ?::TIMESTAMPTZ")
-        versions = (f"(SELECT kind, id, received_at FROM {WEBHOOK_TABLE} UNION ALL "
-                    f"SELECT kind, id, read_at FROM {FILE_WON_TABLE})")  # a webhook's or a file's (read after it)
-        older = (f"SELECT DISTINCT w.id FROM {versions} w {own} AND w.kind = '{kind}' "
-                 f"AND w.id IN (SELECT {key} FROM {staged})")
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _older_{name} AS {older}", [] if ages else [at])
+        joined = f"LEFT JOIN {ages} a ON a.id = w.id" if ages else "CROSS JOIN (SELECT NULL AS ts, NULL AS vt) a"
+        # a file's version is at least as new as the webhook version it replaced (its vt) and as its read: a
+        # delivery older than either is older (a later vt is not newer than the file: the file may hold a later one)
+        newer = ("CASE WHEN w.vt IS NOT NULL AND a.vt IS NOT NULL AND w.vt <> a.vt AND (NOT w.file OR w.vt > a.vt) "
+                 "THEN w.vt > a.vt "
+                 + (_EQUAL_CONSENT if name == "contacts" else "")
+                 + "ELSE w.received_at > coalesce(a.ts, ?::TIMESTAMPTZ) END")
+        if name == "contacts":  # the stored consent and the staged one (its last row)
+            joined += (" LEFT JOIN contacts c ON c.customer_id = w.id LEFT JOIN (SELECT customer_id, "
+                       "arg_max(marketing_consent, rowid) AS marketing_consent FROM staged_contacts "
+                       "GROUP BY customer_id) s ON s.customer_id = w.id")
+        versions_ = (f"(SELECT kind, id, received_at, updated_at AS vt, false AS file FROM {WEBHOOK_TABLE} UNION "
+                     f"ALL SELECT kind, id, read_at, updated_at, true FROM {FILE_WON_TABLE})")  # a webhook's or a file's
+        older = (f"SELECT DISTINCT w.id FROM {versions_} w {joined} WHERE w.kind = '{kind}' "
+                 f"AND w.id IN (SELECT {key} FROM {staged}) AND {newer}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _older_{name} AS {older}", [single])
         count = con.execute(f"SELECT count(*) FROM _older_{name}").fetchall()[0][0]
         if count:
+            # the orders' ids (not a contact's: it may be its e-mail)
+            ids = [r[0] for r in con.execute("SELECT id FROM _older_orders ORDER BY id LIMIT 5").fetchall()
+                   ] if name == "orders" else []
             con.execute(f"DELETE FROM {staged} WHERE {key} IN (SELECT id FROM _older_{name})")
             if name == "orders" and "staged_line_items" in present:
                 con.execute("DELETE FROM staged_line_items WHERE order_id IN (SELECT id FROM _older_orders)")
-            dropped += count
+            dropped[f"stale_{name}"] = count
+            log.info("webhook merge: %d %s left out as stale%s: the store holds a newer version of them",
+                     count, name, f" (e.g. {', '.join(ids)})" if ids else "")
         con.execute(f"DROP TABLE _older_{name}")
-    if dropped:
-        log.info("webhook merge: %d records left out, the store holds a newer webhook version of them", dropped)
+    return dropped
+
+
+#: a contact's stored and staged versions with equal vendor times (two edits in one second), one a withdrawal:
+#: the withdrawal is the newer one (the safe side), whichever was accepted first
+_EQUAL_CONSENT = ("WHEN w.vt IS NOT NULL AND w.vt = a.vt AND (c.marketing_consent = 'no') <> "
+                  "(s.marketing_consent = 'no') THEN c.marketing_consent = 'no' ")
 
 
 def _keep_webhook_rows(con: duckdb.DuckDBPyConnection, present: set[str], files: FileReads | None) -> None:
@@ -313,16 +369,19 @@ def _file_rows(con: duckdb.DuckDBPyConnection, name: str, files: FileReads) -> s
 
 def _note_file_won(con: duckdb.DuckDBPyConnection, name: str, files: FileReads) -> None:
     """Note in ``file_won_records`` the webhook records of ``name`` whose file version this full refresh takes over,
-    as new as the latest read of a file that holds them (a file read this run: the run's read start)."""
+    as new as the latest read of a file that holds them (a file read this run: the run's read start), and with the
+    vendor time of the webhook version it replaces (the file's version is at least as new: an older delivery retried
+    after the read is left out by it, as it would have been by that webhook version)."""
     kind, key, rows = KIND[name], KEYS[name], _file_rows(con, name, files)
     if not _has_file_id(con, rows):  # (no file is known: read now)
         rows = f"(SELECT {key}, NULL::BIGINT AS file_id FROM staged_{name})"
-    con.execute(f"INSERT INTO {FILE_WON_TABLE} SELECT '{kind}', s.{key}, max(coalesce(f.read_at, ?::TIMESTAMPTZ, now())) "
+    con.execute(f"INSERT INTO {FILE_WON_TABLE} (kind, id, read_at, updated_at) SELECT '{kind}', s.{key}, "
+                f"max(coalesce(f.read_at, ?::TIMESTAMPTZ, now())), any_value(w.updated_at) "
                 f"FROM {rows} s LEFT JOIN {files.catalogue} f ON f.file_id = s.file_id "
-                f"WHERE s.{key} IN (SELECT id FROM {WEBHOOK_TABLE} WHERE kind = '{kind}') "
-                f"AND s.{key} NOT IN (SELECT id FROM _kept_{name}) GROUP BY s.{key} "
-                f"ON CONFLICT DO UPDATE SET read_at = greatest({FILE_WON_TABLE}.read_at, excluded.read_at)",
-                [files.read_started])
+                f"JOIN {WEBHOOK_TABLE} w ON w.kind = '{kind}' AND w.id = s.{key} "
+                f"WHERE s.{key} NOT IN (SELECT id FROM _kept_{name}) GROUP BY s.{key} "
+                f"ON CONFLICT DO UPDATE SET read_at = greatest({FILE_WON_TABLE}.read_at, excluded.read_at), "
+                f"updated_at = greatest({FILE_WON_TABLE}.updated_at, excluded.updated_at)", [files.read_started])
 
 
 def _has_file_id(con: duckdb.DuckDBPyConnection, table: str) -> bool:

@@ -3,22 +3,35 @@ a pull brings the source's own version of them (see :mod:`sync.store`)."""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
+from typing import Mapping, Union
 
 import duckdb
 
-WEBHOOK_TABLE = "webhook_records"  # (kind 'order' | 'contact', id): rows that came by webhook, not by a pull
-#: (kind, id, read_at): records a file's full refresh took over from their webhook version (the note dropped), as
-#: new as that file's read: the same or an older webhook batch merged again after it is left out
+from connectors.webhooks import too_far_ahead
+
+log = logging.getLogger(__name__)
+
+#: (kind 'order' | 'contact', id): rows that came by webhook, not by a pull; ``received_at``: when the ledger
+#: accepted the stored version (the latest of the versions merged, or the start of a pull that read it since),
+#: ``updated_at``: when the vendor modified it (the latest vendor time merged; NULL: none known, or a pull read it since)
+WEBHOOK_TABLE = "webhook_records"
+#: (kind, id, read_at, updated_at): records a file's full refresh took over from their webhook version (the note
+#: dropped), as new as that file's read, and at least as new as the vendor time of the webhook version it replaced
+#: (NULL: none): the same or an older webhook batch merged again after it is left out
 FILE_WON_TABLE = "file_won_records"
 KIND = {"orders": "order", "contacts": "contact"}  # store table → webhook record kind
 
 
 def create_webhook_table(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"CREATE TABLE IF NOT EXISTS {WEBHOOK_TABLE} (kind VARCHAR NOT NULL, id VARCHAR NOT NULL, "
-                "received_at TIMESTAMPTZ DEFAULT now(), PRIMARY KEY (kind, id))")
+                "received_at TIMESTAMPTZ DEFAULT now(), updated_at TIMESTAMPTZ, PRIMARY KEY (kind, id))")
+    # a store written before the vendor's times were kept: its versions have none (ordered by acceptance)
+    con.execute(f"ALTER TABLE {WEBHOOK_TABLE} ADD COLUMN IF NOT EXISTS updated_at TIMESTAMPTZ")
     con.execute(f"CREATE TABLE IF NOT EXISTS {FILE_WON_TABLE} (kind VARCHAR NOT NULL, id VARCHAR NOT NULL, "
-                "read_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (kind, id))")
+                "read_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ, PRIMARY KEY (kind, id))")
+    con.execute(f"ALTER TABLE {FILE_WON_TABLE} ADD COLUMN IF NOT EXISTS updated_at TIMESTAMPTZ")
 
 
 def prune_file_won(con: duckdb.DuckDBPyConnection, oldest_possible: datetime) -> int:
@@ -37,4 +50,23 @@ def webhook_records(con: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {"order": set(), "contact": set()}
     for kind, id_ in con.execute(f"SELECT kind, id FROM {WEBHOOK_TABLE}").fetchall():
         out.setdefault(kind, set()).add(id_)
+    return out
+
+
+def plausible_versions(versions: Mapping[tuple[str, str], datetime | None],
+                       received_at: Union[datetime, Mapping[tuple[str, str], datetime], None]
+                       ) -> dict[tuple[str, str], datetime | None]:
+    """``versions`` without the vendor times later than their record's acceptance (its own in ``received_at``, else
+    the latest there, else now) by more than :data:`connectors.webhooks.FUTURE_MARGIN`, each logged: a wrong clock
+    or offset, not the version's time (kept, every later timed version of the record, a withdrawal included, would
+    look older until that time came). Such a version is ordered by acceptance."""
+    own = received_at if isinstance(received_at, Mapping) else {}
+    default = max(own.values(), default=None) if own else received_at
+    out: dict[tuple[str, str], datetime | None] = {}
+    for key, at in versions.items():
+        if at is not None and too_far_ahead(at, own.get(key) or default):  # type: ignore[arg-type]
+            log.warning("webhook merge: %s %s's vendor time %s is later than its acceptance: ignored (ordered by "
+                        "acceptance)", key[0], key[1] if key[0] == "order" else "(contact)", at.isoformat())
+            continue
+        out[key] = at
     return out
