@@ -54,6 +54,7 @@ from .incremental import HighWater, PageGuard, Progress, Stager, latest, map_pag
 from .records import Consent, Contact, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import PullResult
+from .zones import TimeZone
 from .webhooks import WebhookParser, as_list, body_digest, parse_php_form, register_webhook_parser, tokens_equal
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class AmoCrmConfig(BaseModel):
     lookback_minutes: int = Field(10, ge=0)
     requests_per_second: float = Field(7.0, gt=0)
     phone_region: PhoneRegion = None  # default country of phones written without one, e.g. "RU"
+    timezone: TimeZone = "UTC"  # the shop's zone: purchases are counted per local day in it
 
 
 class AmoCrmSecrets(BaseSettings):

@@ -56,6 +56,7 @@ from .records import BadRow, Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
 from .secrets import BITRIX24_CODE, Secret
 from .source import PullResult
+from .zones import TimeZone
 from .webhooks import DEFAULT_MAX_AGE, WebhookParser, is_fresh, parse_php_form, register_webhook_parser, tokens_equal
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class Bitrix24Config(BaseModel):
     burst: int = Field(50, ge=1)
     line_items: bool = True  # read product rows of won deals (one batch call per page of deals)
     phone_region: PhoneRegion = None  # default country of phones written without one, e.g. "RU"
+    timezone: TimeZone = "UTC"  # the portal's zone: purchases are counted per local day in it
 
 
 class Bitrix24Secrets(BaseSettings):

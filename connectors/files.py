@@ -17,7 +17,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -34,6 +33,7 @@ from .file_sql import NUMBER_FIELDS, load_table
 from .file_staging import CONTACT_FIELDS, FIELDS, FilePullResult, LoadedFile, drop_scratch, stage_files
 from .identity import DEFAULT_MAX_GROUP
 from .suggest import closest, did_you_mean
+from .zones import TimeZone
 from .source import Progress
 from .tables import create_staging
 
@@ -52,7 +52,7 @@ class FileSourceConfig(BaseModel):
     orders: str
     contacts: str | None = None
     encoding: str = "auto"
-    timezone: str = "UTC"
+    timezone: TimeZone = "UTC"
     phone_region: PhoneRegion = None  # default country of phones written without one, e.g. "UZ"
     currency: str | None = None
     preset: str | None = None
@@ -76,15 +76,6 @@ class FileSourceConfig(BaseModel):
             named = ", ".join(f"{u!r}{did_you_mean(u, FIELDS)}" for u in unknown)
             raise ValueError(f"unknown canonical field(s) {named}; known: {', '.join(FIELDS)} "
                              "(put other columns under [source.attributes])")
-        return v
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {v!r} (use an IANA name such as 'Asia/Tashkent')") from None
         return v
 
     @field_validator("delimiter")
