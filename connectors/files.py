@@ -33,9 +33,9 @@ from .file_sql import NUMBER_FIELDS, load_table
 from .file_staging import CONTACT_FIELDS, FIELDS, FilePullResult, LoadedFile, drop_scratch, stage_files
 from .identity import DEFAULT_MAX_GROUP
 from .suggest import closest, did_you_mean
-from .zones import TimeZone
 from .source import Progress
 from .tables import create_staging
+from .zones import TimeZone
 
 log = logging.getLogger(__name__)
 
