@@ -6,21 +6,64 @@ today in it (``sync.config.Config.timezone``); a file export's and RetailCRM's n
 
 from __future__ import annotations
 
-from typing import Annotated
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import date, datetime, time, timezone
+from functools import lru_cache
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
+import duckdb
 from pydantic import AfterValidator
+
+from segmentation.localtime import check_timezone
+
+from .http import parse_dt
+
+
+@lru_cache(maxsize=64)
+def _icu_knows(value: str) -> bool:
+    """DuckDB's ICU, which counts the local days, knows ``value`` (it refuses some names the tz database
+    has, such as ``localtime``, ``posixrules`` and ``right/UTC``)."""
+    con = duckdb.connect()
+    try:
+        con.execute("SELECT timezone(?, TIMESTAMPTZ '2026-01-05 20:00:00+00')", [value]).fetchone()
+    except duckdb.Error:
+        return False
+    finally:
+        con.close()
+    return True
 
 
 def _zone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value!r} (use an IANA name such as 'Asia/Tashkent')") from None
+    check_timezone(value)
+    if not _icu_knows(value):
+        raise ValueError(f"time zone {value!r} is not one DuckDB can count days in: use an IANA name such as "
+                         "'Asia/Tashkent'")
     return value
 
 
 #: ``timezone`` of a source config: an IANA name such as ``Asia/Tashkent`` (an unknown one is a config error)
 TimeZone = Annotated[str, AfterValidator(_zone)]
 
-__all__ = ["TimeZone"]
+
+def day_at_noon(value: Any, zone: str) -> datetime:
+    """A date field that an API writes as an instant → noon of its calendar day in ``zone`` (aware, UTC), so
+    its local day is that date in any zone.
+
+    Bitrix24's ``CLOSEDATE`` example is ``2024-09-09T02:00:00+02:00``: midnight UTC in the portal's offset.
+    Read as an instant, such a day moves to the day before in a zone west of the one it was written in.
+    The day is the value's first 10 characters (a local midnight ``…T00:00:00+03:00`` and a bare date read
+    the same), except at midnight UTC, where it is the UTC date (``2024-09-08T19:00:00-05:00`` is the 9th).
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"not a date: {value!r}")
+    try:
+        day = date.fromisoformat(value[:10])
+        at = parse_dt(value) if len(value) > 10 else None
+    except ValueError:
+        raise ValueError(f"not a date: {value[:40]!r}") from None
+    if at is not None and at.time() == time(0):
+        day = at.date()
+    return datetime.combine(day, time(12), ZoneInfo(zone)).astimezone(timezone.utc)
+
+
+__all__ = ["TimeZone", "day_at_noon"]

@@ -16,6 +16,7 @@ import pytest
 import responses
 from click.testing import CliRunner
 
+from connectors.zones import day_at_noon
 from sync import api
 from sync.cli import main
 from sync.config import load_config
@@ -80,7 +81,9 @@ def customer_one(path: Path) -> tuple:
 def test_two_orders_on_one_local_day_are_one_purchase_day_in_the_shops_zone(kind, zone, rsps, tmp_path,
                                                                              monkeypatch):
     path = shop(tmp_path, monkeypatch, kind, f'timezone = "{zone}"\n' if zone else "")
-    seed(VENDORS[kind][0](rsps))
+    fake = VENDORS[kind][0](rsps)
+    fake.close_dates = False  # Bitrix24: deals without CLOSEDATE (a date field), dated by DATE_CREATE's time
+    seed(fake)
     pulled = CliRunner().invoke(main, ["pull", "--config", str(path)])
     assert pulled.exit_code == 0, pulled.output
     assert "pulled 4 orders and 3 contacts" in pulled.output
@@ -99,8 +102,55 @@ def test_an_unknown_zone_is_a_config_error_naming_the_key(kind, tmp_path, monkey
     path = shop(tmp_path, monkeypatch, kind, 'timezone = "Asia/Tashkand"\n')
     result = CliRunner().invoke(main, ["check", "--config", str(path), "--offline"])
     assert result.exit_code == 2, result.output
-    assert "source.timezone: unknown time zone 'Asia/Tashkand' (use an IANA name such as 'Asia/Tashkent')" \
+    assert "source.timezone: unknown time zone 'Asia/Tashkand': use an IANA name such as 'Europe/Berlin'" \
         in result.output
+
+
+@pytest.mark.parametrize("name", ["localtime", "posixrules", "right/UTC"])
+def test_a_zone_the_tz_database_has_but_duckdb_refuses_is_a_config_error(name, tmp_path, monkeypatch):
+    ZoneInfo(name)  # Python takes it; DuckDB's ICU, which counts the days, does not
+    path = shop(tmp_path, monkeypatch, "amocrm", f'timezone = "{name}"\n')
+    result = CliRunner().invoke(main, ["check", "--config", str(path), "--offline"])
+    assert result.exit_code == 2, result.output
+    assert (f"source.timezone: time zone '{name}' is not one DuckDB can count days in: use an IANA name such as "
+            "'Asia/Tashkent'") in result.output
+
+
+@pytest.mark.parametrize("zone", ["America/New_York", "UTC", "Asia/Tashkent"])
+def test_a_bitrix24_closedate_is_its_calendar_day_in_any_zone(zone, rsps, tmp_path, monkeypatch):
+    """CLOSEDATE is a date, sent as midnight UTC in the portal's +03:00 (``2026-01-05T03:00:00+03:00``): read
+    as an instant it is the 4th in New York."""
+    path = shop(tmp_path, monkeypatch, "bitrix24", f'timezone = "{zone}"\n')
+    fake = test_bitrix24.FakeBitrix24(rsps)
+    seed(fake)
+    moscow = ZoneInfo("Europe/Moscow")
+    fake.put_order(1, 1, "100", at=datetime(2026, 1, 5, 12, 0, tzinfo=moscow))
+    fake.put_order(2, 1, "50", at=datetime(2026, 1, 7, 12, 0, tzinfo=moscow))
+    assert fake.deals[1]["CLOSEDATE"] == "2026-01-05T03:00:00+03:00"
+    pulled = CliRunner().invoke(main, ["pull", "--config", str(path)])
+    assert pulled.exit_code == 0, pulled.output
+    frequency, gaps, orders = customer_one(path)
+    assert (frequency, gaps) == (2, 1)  # two purchase days
+    assert (orders["first_order"], orders["last_order"]) == ("2026-01-05", "2026-01-07")
+
+
+@pytest.mark.parametrize("value, day", [
+    ("2024-09-09T02:00:00+02:00", "2024-09-09"),  # the vendor's crm.deal.get example (midnight UTC, +02:00)
+    ("2024-09-08T19:00:00-05:00", "2024-09-09"),  # midnight UTC written west of Greenwich
+    ("2024-09-09T00:00:00+03:00", "2024-09-09"),  # a local midnight
+    ("2024-09-09T00:00:00-05:00", "2024-09-09"),
+    ("2024-09-09", "2024-09-09"),
+])
+@pytest.mark.parametrize("zone", ["America/Los_Angeles", "UTC", "Pacific/Kiritimati", "Asia/Kolkata"])
+def test_day_at_noon_keeps_the_calendar_day_in_every_zone(value, day, zone):
+    local = day_at_noon(value, zone).astimezone(ZoneInfo(zone))
+    assert (local.date().isoformat(), local.time().isoformat()) == (day, "12:00:00")
+
+
+@pytest.mark.parametrize("value", ["", "05.01.2026", None, 20260105, "2026-13-01T00:00:00+03:00"])
+def test_day_at_noon_refuses_what_is_not_a_date(value):
+    with pytest.raises(ValueError, match="not a date"):
+        day_at_noon(value, "UTC")
 
 
 def test_check_warns_when_the_shopify_shop_is_in_another_zone(rsps, tmp_path, monkeypatch):
