@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from connectors.registry import SOURCES
 from connectors.secrets import SecretUrl
 from connectors.suggest import did_you_mean
 from segmentation import PRESETS as SEGMENTATION_PRESETS, SegmentationConfig
@@ -261,7 +262,13 @@ class Config(BaseModel):
 
     @property
     def timezone(self) -> str:
-        return str(self.source.get("timezone") or "UTC")
+        """``[source] timezone``, else the source's own default: the zone its naive times are read in
+        (RetailCRM: Europe/Moscow), so days are counted where the times were read; UTC for the others."""
+        if self.source.get("timezone"):
+            return str(self.source["timezone"])
+        kind = self.source.get("type", "file")
+        field = SOURCES[kind][0].model_fields.get("timezone") if kind in SOURCES else None
+        return str(field.default) if field is not None and field.default else "UTC"
 
     def destination(self, name: str) -> DestinationConfig:
         for d in self.destinations:

@@ -20,7 +20,7 @@ from connectors.zones import day_at_noon
 from sync import api
 from sync.cli import main
 from sync.config import load_config
-from tests import test_amocrm, test_bitrix24, test_shopify
+from tests import test_amocrm, test_bitrix24, test_retailcrm, test_shopify
 
 TASHKENT = ZoneInfo("Asia/Tashkent")  # UTC+5, no daylight saving
 #: one customer's two orders on one local day in Tashkent (2026-01-05), on two UTC days (the 4th and the 5th)
@@ -170,3 +170,41 @@ def test_check_warns_when_the_shopify_shop_is_in_another_zone(rsps, tmp_path, mo
     path.write_text('[source]\ntype = "shopify"\ntimezone = "Asia/Tashkent"\n', encoding="utf-8")
     same = CliRunner().invoke(main, ["check", "--config", str(path), "--offline", "--format", "json"])
     assert same.exit_code == 0 and json.loads(same.stdout)["warnings"] == [], same.output
+
+
+def test_retailcrm_without_timezone_counts_moscow_days_and_rebuilds_the_utc_caches(tmp_path, monkeypatch):
+    """RetailCRM's API times are read as Moscow (its default ``timezone``): days are counted there too, and a
+    store whose caches were built under UTC (a config that said UTC, or an earlier version) is recounted."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("RFMSYNC_STORE_URL", "RFMSYNC_LEDGER_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RETAILCRM_URL", test_retailcrm.BASE)
+    monkeypatch.setenv("RETAILCRM_API_KEY", test_retailcrm.KEY)
+    path = tmp_path / "rfmsync.toml"
+    path.write_text('[source]\ntype = "retailcrm"\n', encoding="utf-8")
+    moscow = ZoneInfo("Europe/Moscow")
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        fake = test_retailcrm.FakeRetailCrm(rsps)
+        for cid in (1, 2, 3):
+            fake.put_contact(cid, f"c{cid}@example.com", at=datetime(2026, 1, 5, 12, 0, tzinfo=moscow))
+        fake.put_order(1, 1, "100", at=datetime(2026, 1, 5, 1, 30, tzinfo=moscow))  # 22:30 UTC on the 4th
+        fake.put_order(2, 1, "50", at=datetime(2026, 1, 5, 20, 0, tzinfo=moscow))
+        fake.put_order(3, 2, "70", at=datetime(2026, 1, 3, 12, 0, tzinfo=moscow))
+        fake.put_order(4, 3, "90", at=datetime(2026, 1, 8, 12, 0, tzinfo=moscow))
+        pulled = CliRunner().invoke(main, ["pull", "--config", str(path)])
+        assert pulled.exit_code == 0, pulled.output
+    path.write_text('[source]\ntype = "retailcrm"\ntimezone = "UTC"\n', encoding="utf-8")  # the old days
+    _, utc_gaps, utc_orders = customer_one(path)  # builds the day caches under UTC, from the same stored times
+    assert (utc_gaps, utc_orders["first_order"], utc_orders["last_order"]) == (1, "2026-01-04", "2026-01-05")
+
+    path.write_text('[source]\ntype = "retailcrm"\n', encoding="utf-8")  # timezone left out: RetailCRM's own
+    assert load_config(path).timezone == "Europe/Moscow"
+    _, gaps, orders = customer_one(path)
+    assert (gaps, orders["first_order"], orders["last_order"]) == (0, "2026-01-05", "2026-01-05")
+
+
+def test_the_other_sources_still_default_to_utc(tmp_path, monkeypatch):
+    for kind in ("file", *VENDORS):
+        path = tmp_path / f"{kind}.toml"
+        path.write_text(f'[source]\ntype = "{kind}"\n', encoding="utf-8")
+        assert load_config(path).timezone == "UTC"
