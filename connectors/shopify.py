@@ -48,7 +48,7 @@ from .incremental import HighWater, PageGuard, Progress, Stager, iso, map_page, 
 from .records import Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import Account, PullResult
-from .zones import TimeZone
+from .zones import TimeZone, same_rules
 from .webhooks import (DEFAULT_MAX_AGE, ReplayGuard, WebhookParser, header, hmac_sha256_base64, is_fresh,
                        json_object, register_webhook_parser, tokens_equal)
 
@@ -231,9 +231,9 @@ class ShopifySource:
 
 
 def zone_warnings(shop_zone: str | None, configured: str) -> tuple[str, ...]:
-    """One line when the shop's ``iana_timezone`` and ``[source] timezone`` differ (none when Shopify did
-    not say)."""
-    if not shop_zone or shop_zone == configured:
+    """One line when the shop's ``iana_timezone`` and ``[source] timezone`` count different days (none when
+    Shopify did not say, nor for two names of one zone such as ``Europe/Kiev`` and ``Europe/Kyiv``)."""
+    if not shop_zone or same_rules(shop_zone, configured):
         return ()
     return (f"the shop's time zone is {shop_zone} but [source] timezone is {configured!r}: purchase days and "
             f"the as-of date are counted in {configured}; set timezone = {shop_zone!r} to count them in the "

@@ -6,7 +6,7 @@ today in it (``sync.config.Config.timezone``); a file export's and RetailCRM's n
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from functools import lru_cache
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
@@ -66,4 +66,22 @@ def day_at_noon(value: Any, zone: str) -> datetime:
     return datetime.combine(day, time(12), ZoneInfo(zone)).astimezone(timezone.utc)
 
 
-__all__ = ["TimeZone", "day_at_noon"]
+def same_rules(a: str, b: str) -> bool:
+    """``a`` and ``b`` count the same days (``Europe/Kiev`` and ``Europe/Kyiv``, ``Asia/Calcutta`` and
+    ``Asia/Kolkata``): the same UTC offset every 6 hours from 2000 to 2060. False when either is unknown."""
+    if a == b:
+        return True
+    try:
+        za, zb = ZoneInfo(a), ZoneInfo(b)
+    except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
+        return False
+    at, end, step = datetime(2000, 1, 1, tzinfo=timezone.utc), datetime(2060, 1, 1, tzinfo=timezone.utc), \
+        timedelta(hours=6)
+    while at < end:
+        if at.astimezone(za).utcoffset() != at.astimezone(zb).utcoffset():
+            return False
+        at += step
+    return True
+
+
+__all__ = ["TimeZone", "day_at_noon", "same_rules"]

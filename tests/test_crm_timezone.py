@@ -16,7 +16,7 @@ import pytest
 import responses
 from click.testing import CliRunner
 
-from connectors.zones import day_at_noon
+from connectors.zones import day_at_noon, same_rules
 from sync import api
 from sync.cli import main
 from sync.config import load_config
@@ -208,3 +208,22 @@ def test_the_other_sources_still_default_to_utc(tmp_path, monkeypatch):
         path = tmp_path / f"{kind}.toml"
         path.write_text(f'[source]\ntype = "{kind}"\n', encoding="utf-8")
         assert load_config(path).timezone == "UTC"
+
+
+@pytest.mark.parametrize("shop_zone, configured", [("Europe/Kiev", "Europe/Kyiv"), ("Asia/Calcutta", "Asia/Kolkata"),
+                                                   ("Asia/Kolkata", "Asia/Calcutta")])
+def test_check_does_not_warn_about_two_names_of_one_zone(shop_zone, configured, rsps, tmp_path, monkeypatch):
+    path = shop(tmp_path, monkeypatch, "shopify", f'timezone = "{configured}"\n')
+    test_shopify.FakeShopify(rsps, pull=False, check=True).iana_timezone = shop_zone
+    result = CliRunner().invoke(main, ["check", "--config", str(path), "--offline", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["warnings"] == [] and "warning" not in result.stderr
+
+
+@pytest.mark.parametrize("a, b, same", [
+    ("Europe/Kiev", "Europe/Kyiv", True), ("Asia/Calcutta", "Asia/Kolkata", True), ("UTC", "Etc/UTC", True),
+    ("Europe/Moscow", "Europe/Minsk", False),  # one offset since 2014, not before
+    ("America/New_York", "America/Chicago", False), ("Asia/Tashkent", "UTC", False), ("Asia/Tashkand", "UTC", False),
+])
+def test_same_rules_compares_offsets_not_names(a, b, same):
+    assert same_rules(a, b) is same and same_rules(b, a) is same
