@@ -16,7 +16,13 @@ from pydantic import AfterValidator
 
 from segmentation.localtime import check_timezone
 
-from .http import parse_dt
+#: a source's ``timezone`` when its config has none (the rest: UTC). Read by ``sync.config.Config.timezone``
+#: without importing the connector (and its HTTP client): days are counted where the naive times are read.
+DEFAULT_ZONES = {"retailcrm": "Europe/Moscow"}
+
+
+def default_zone(kind: str) -> str:
+    return DEFAULT_ZONES.get(kind, "UTC")
 
 
 @lru_cache(maxsize=64)
@@ -58,11 +64,11 @@ def day_at_noon(value: Any, zone: str) -> datetime:
         raise ValueError(f"not a date: {value!r}")
     try:
         day = date.fromisoformat(value[:10])
-        at = parse_dt(value) if len(value) > 10 else None
+        at = datetime.fromisoformat(value.replace("Z", "+00:00")) if len(value) > 10 else None
     except ValueError:
         raise ValueError(f"not a date: {value[:40]!r}") from None
-    if at is not None and at.time() == time(0):
-        day = at.date()
+    if at is not None and at.tzinfo is not None and at.astimezone(timezone.utc).time() == time(0):
+        day = at.astimezone(timezone.utc).date()
     return datetime.combine(day, time(12), ZoneInfo(zone)).astimezone(timezone.utc)
 
 
@@ -84,4 +90,4 @@ def same_rules(a: str, b: str) -> bool:
     return True
 
 
-__all__ = ["TimeZone", "day_at_noon", "same_rules"]
+__all__ = ["DEFAULT_ZONES", "TimeZone", "day_at_noon", "default_zone", "same_rules"]

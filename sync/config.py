@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from connectors.registry import SOURCES
 from connectors.secrets import SecretUrl
 from connectors.suggest import did_you_mean
+from connectors.zones import default_zone
 from segmentation import PRESETS as SEGMENTATION_PRESETS, SegmentationConfig
 
 from .errors import ConfigError
@@ -266,9 +266,7 @@ class Config(BaseModel):
         (RetailCRM: Europe/Moscow), so days are counted where the times were read; UTC for the others."""
         if self.source.get("timezone"):
             return str(self.source["timezone"])
-        kind = self.source.get("type", "file")
-        field = SOURCES[kind][0].model_fields.get("timezone") if kind in SOURCES else None
-        return str(field.default) if field is not None and field.default else "UTC"
+        return default_zone(str(self.source.get("type", "file")))
 
     def destination(self, name: str) -> DestinationConfig:
         for d in self.destinations:
@@ -311,8 +309,7 @@ def _model_named(title: str) -> type[BaseModel] | None:
 
     models: list[Any] = [Config, PredictConfig]
     try:
-        from connectors.registry import SOURCES
-
+        
         models += [SOURCES[kind][0] for kind in SOURCES]
     except Exception:  # a connector that cannot import only loses its suggestions
         pass
