@@ -56,6 +56,7 @@ from .retry import RetryPolicy
 from .source import PullResult
 from .webhooks import (WebhookParser, as_list, body_digest, parse_php_form, register_webhook_parser, tokens_equal,
                        versioned)
+from .zones import TimeZone
 
 log = logging.getLogger(__name__)
 NAME = "amocrm"
@@ -75,6 +76,7 @@ class AmoCrmConfig(BaseModel):
     lookback_minutes: int = Field(10, ge=0)
     requests_per_second: float = Field(7.0, gt=0)
     phone_region: PhoneRegion = None  # default country of phones written without one, e.g. "RU"
+    timezone: TimeZone = "UTC"  # the shop's zone: purchases are counted per local day in it
 
 
 class AmoCrmSecrets(BaseSettings):

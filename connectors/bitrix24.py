@@ -8,7 +8,8 @@
   success) or whose ``STAGE_ID`` is in ``won_stage_ids``, optionally only in ``category_ids``
   (pipelines); other deals are staged as cancelled when they can be mapped. Amount =
   ``OPPORTUNITY`` in ``CURRENCY_ID``; date = ``CLOSEDATE`` (else ``DATE_CREATE``); customer =
-  ``CONTACT_ID``.
+  ``CONTACT_ID``. ``CLOSEDATE`` is a date field, written as an instant (the vendor's example:
+  ``2024-09-09T02:00:00+02:00``): its calendar day is stored at noon in ``timezone`` (:func:`day_at_noon`).
 * Line items: for the won deals of each page, ``crm.deal.productrows.get`` runs inside one
   ``batch`` call (up to 50 sub-calls, counted as one request against the 2/s bucket): ``PRODUCT_ID``
   → sku (none for a free-form row, id 0), ``PRODUCT_NAME`` → name, ``QUANTITY``, ``PRICE`` (the final
@@ -56,6 +57,7 @@ from .records import BadRow, Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
 from .secrets import BITRIX24_CODE, Secret
 from .source import PullResult
+from .zones import TimeZone, day_at_noon
 from .webhooks import DEFAULT_MAX_AGE, WebhookParser, is_fresh, parse_php_form, register_webhook_parser, tokens_equal
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,7 @@ class Bitrix24Config(BaseModel):
     burst: int = Field(50, ge=1)
     line_items: bool = True  # read product rows of won deals (one batch call per page of deals)
     phone_region: PhoneRegion = None  # default country of phones written without one, e.g. "RU"
+    timezone: TimeZone = "UTC"  # the portal's zone: purchases are counted per local day in it
 
 
 class Bitrix24Secrets(BaseSettings):
@@ -104,7 +107,8 @@ def map_deal(raw: Mapping[str, Any], cfg: Bitrix24Config) -> Order | None:
         if customer in (None, "0"):
             raise FieldError("CONTACT_ID", "deal has no contact")
         return Order(order_id=oid, customer_id=customer,
-                     ordered_at=get_field(raw, "CLOSEDATE" if raw.get("CLOSEDATE") else "DATE_CREATE", parse_dt),
+                     ordered_at=get_field(raw, "CLOSEDATE", lambda v: day_at_noon(v, cfg.timezone))
+                     if raw.get("CLOSEDATE") else get_field(raw, "DATE_CREATE", parse_dt),
                      amount=get_field(raw, "OPPORTUNITY", to_decimal),
                      currency=clean(raw.get("CURRENCY_ID")) or cfg.currency,
                      status=OrderStatus.COMPLETED if won else OrderStatus.CANCELLED)

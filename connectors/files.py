@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -35,6 +34,7 @@ from .identity import DEFAULT_MAX_GROUP
 from .suggest import closest, did_you_mean
 from .source import Progress
 from .tables import create_staging
+from .zones import TimeZone
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class FileSourceConfig(BaseModel):
     orders: str
     contacts: str | None = None
     encoding: str = "auto"
-    timezone: str = "UTC"
+    timezone: TimeZone = "UTC"
     phone_region: PhoneRegion = None  # default country of phones written without one, e.g. "UZ"
     currency: str | None = None
     preset: str | None = None
@@ -75,15 +75,6 @@ class FileSourceConfig(BaseModel):
             named = ", ".join(f"{u!r}{did_you_mean(u, FIELDS)}" for u in unknown)
             raise ValueError(f"unknown canonical field(s) {named}; known: {', '.join(FIELDS)} "
                              "(put other columns under [source.attributes])")
-        return v
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {v!r} (use an IANA name such as 'Asia/Tashkent')") from None
         return v
 
     @field_validator("delimiter")

@@ -60,6 +60,7 @@ from .retailcrm_paging import (MAX_COUNTS, MAX_REREADS, _Backfill, _boundary_pag
                                page_rows)
 from .retry import RetryPolicy
 from .source import PullResult
+from .zones import TimeZone, default_zone
 from .retailcrm_webhooks import parse_webhook, verify_webhook
 from .webhooks import WebhookParser, register_webhook_parser
 
@@ -77,7 +78,7 @@ class RetailCrmConfig(BaseModel):
     completed_statuses: list[str] = Field(default_factory=lambda: ["complete"])
     refunded_statuses: list[str] = Field(default_factory=list)
     currency: str | None = None  # used when an order carries no currency
-    timezone: str = "Europe/Moscow"  # the account's zone; API dates have no offset
+    timezone: TimeZone = default_zone("retailcrm")  # Moscow: the account's zone; dates have no offset
     page_size: Literal[20, 50, 100] = 100
     lookback_minutes: int = Field(10, ge=0)
     requests_per_second: float = Field(10.0, gt=0)

@@ -48,9 +48,10 @@ from .http import (Action, FieldError, HttpClient, Throttle, answer_object, clea
 from .incremental import HighWater, PageGuard, Progress, Stager, iso, map_page, pull_by_time, utc_now
 from .records import Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
-from .source import PullResult
+from .source import Account, PullResult
 from .webhooks import (DEFAULT_MAX_AGE, ReplayGuard, WebhookParser, header, hmac_sha256_base64, is_fresh, versioned,
                        json_object, register_webhook_parser, tokens_equal)
+from .zones import TimeZone, same_rules
 
 log = logging.getLogger(__name__)
 NAME = "shopify"
@@ -71,6 +72,7 @@ class ShopifyConfig(BaseModel):
     requests_per_second: float = Field(2.0, gt=0)
     call_limit_headroom: int = Field(5, ge=0)
     phone_region: PhoneRegion = None  # default country of phones written without one, e.g. "UZ"
+    timezone: TimeZone = "UTC"  # the shop's zone (shop.json iana_timezone): purchases counted per local day
 
 
 class ShopifySecrets(BaseSettings):
@@ -197,10 +199,13 @@ class ShopifySource:
                 self.throttle.pause((over + 1) / LEAK_PER_SECOND)
         return None
 
-    def check(self) -> str:
+    def check(self) -> Account:
+        """The shop's name and domain; a warning when the shop's own time zone (``iana_timezone``) is not
+        ``[source] timezone``: the setting is kept (days are counted in it), the user decides."""
         shop = answer_object(answer_object(self.http.get("shop.json"), "Shopify shop.json").get("shop"),
                              "Shopify shop.json's shop")
-        return f"{shop.get('name') or self.host} ({shop.get('myshopify_domain') or self.host})"
+        name = f"{shop.get('name') or self.host} ({shop.get('myshopify_domain') or self.host})"
+        return Account(name, zone_warnings(clean(shop.get("iana_timezone")), self.config.timezone))
 
     def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None,
              progress: Progress = None) -> PullResult:
@@ -237,6 +242,16 @@ class ShopifySource:
             return stager.contact(map_customer(raw), self.config.phone_region)
 
         stager.stage(*map_page(stager, f"{NAME}:{obj}", rows, one))
+
+
+def zone_warnings(shop_zone: str | None, configured: str) -> tuple[str, ...]:
+    """One line when the shop's ``iana_timezone`` and ``[source] timezone`` count different days (none when
+    Shopify did not say, nor for two names of one zone such as ``Europe/Kiev`` and ``Europe/Kyiv``)."""
+    if not shop_zone or same_rules(shop_zone, configured):
+        return ()
+    return (f"the shop's time zone is {shop_zone} but [source] timezone is {configured!r}: purchase days and "
+            f"the as-of date are counted in {configured}; set timezone = {shop_zone!r} to count them in the "
+            "shop's days",)
 
 
 # ---------------------------------------------------------------- webhooks

@@ -25,6 +25,18 @@ class PullResult:
     identity: IdentityReport | None = None
 
 
+@dataclass(frozen=True)
+class Account:
+    """What a source's ``check()`` found: the account's name, and what the user should be told about the config
+    (e.g. a Shopify shop whose own time zone is not ``[source] timezone``). ``str()`` is the name."""
+
+    name: str
+    warnings: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return self.name
+
+
 #: called with the number of records each page of an API read brought (a progress bar's advance)
 Progress = Callable[[int], None] | None
 
@@ -36,9 +48,9 @@ class Source(Protocol):
 
     * ``pull(con, cursor, *, progress=None)``: ``progress`` is called with the records of each page read
       (an API source reads pages; a file source has none and ignores it);
-    * ``check()``: one cheap authenticated read that names the account (API sources), or ``None`` when the
-      source can only be checked by reading it (a file export: ``rfmsync check`` pulls it and lists its
-      bad rows).
+    * ``check()``: one cheap authenticated read that names the account (API sources: a ``str``, or an
+      :class:`Account` with warnings about the config), or ``None`` when the source can only be checked by
+      reading it (a file export: ``rfmsync check`` pulls it and lists its bad rows).
 
     ``max_identity_group`` is the ``[source]`` key of that name (default 5): an e-mail or phone shared by more
     customers links nobody when records are merged into the order store (:mod:`connectors.identity`).
@@ -47,7 +59,7 @@ class Source(Protocol):
     name: str
     max_identity_group: int
 
-    def check(self) -> str | None: ...
+    def check(self) -> str | Account | None: ...
 
     def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None, *,
              progress: Progress = None) -> PullResult: ...

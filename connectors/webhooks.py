@@ -26,7 +26,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 from urllib.parse import parse_qsl
 
-from .http import get_field, parse_dt
 from .records import Contact, Order
 
 R = TypeVar("R", Order, Contact)
@@ -197,6 +196,8 @@ def versioned(record: R, payload: Mapping[str, Any], key: str = "updated_at") ->
     naming the field when it is there but not a date. A time later than now by more than :data:`FUTURE_MARGIN` (the
     vendor's clock or offset wrong) is not taken: the version is untimed (ordered by acceptance), and it is logged;
     the delivery is not refused for it."""
+    from .http import get_field, parse_dt  # here: the store imports this module, and a scoring run no HTTP client
+
     if payload.get(key) in (None, ""):
         return record
     at = get_field(payload, key, parse_dt)

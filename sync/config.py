@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from connectors.secrets import SecretUrl
 from connectors.suggest import did_you_mean
+from connectors.zones import default_zone
 from segmentation import PRESETS as SEGMENTATION_PRESETS, SegmentationConfig
 
 from .errors import ConfigError
@@ -266,7 +267,11 @@ class Config(BaseModel):
 
     @property
     def timezone(self) -> str:
-        return str(self.source.get("timezone") or "UTC")
+        """``[source] timezone``, else the source's own default: the zone its naive times are read in
+        (RetailCRM: Europe/Moscow), so days are counted where the times were read; UTC for the others."""
+        if self.source.get("timezone"):
+            return str(self.source["timezone"])
+        return default_zone(str(self.source.get("type", "file")))
 
     def destination(self, name: str) -> DestinationConfig:
         for d in self.destinations:
@@ -309,8 +314,7 @@ def _model_named(title: str) -> type[BaseModel] | None:
 
     models: list[Any] = [Config, PredictConfig]
     try:
-        from connectors.registry import SOURCES
-
+        
         models += [SOURCES[kind][0] for kind in SOURCES]
     except Exception:  # a connector that cannot import only loses its suggestions
         pass

@@ -1,6 +1,7 @@
 """The import contracts in pyproject.toml (``[tool.importlinter]``) hold, and they bite.
 
-``sync`` imports ``segmentation`` and ``connectors``, never the other way; ``segmentation`` knows no vendor;
+``sync`` imports ``segmentation`` and ``connectors``, never the other way; ``segmentation`` knows no vendor and
+``connectors`` no analytics;
 ``sync``'s packages are layered (cli, serve, api, then planning, destinations, ledger and store). The
 suite runs the real ``lint-imports`` CLI; the second test proves each contract breaks when a forbidden
 import is added (to a copy of the tree, never to the checkout).
@@ -49,6 +50,7 @@ def tree(tmp_path: Path) -> Path:
     ("connectors/records.py", "from sync import errors", "connectors is not allowed to import sync"),
     ("segmentation/rules.py", "import connectors.records", "segmentation is not allowed to import connectors"),
     ("segmentation/metrics.py", "import requests", "segmentation is not allowed to import requests"),
+    ("connectors/zones.py", "import segmentation.localtime", "connectors is not allowed to import segmentation"),
     ("sync/store/merge.py", "import sync.cli", "sync.store is not allowed to import sync.cli"),
 ])
 def test_a_forbidden_import_breaks_its_contract(tree: Path, module: str, line: str, refusal: str):

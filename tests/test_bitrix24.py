@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
 from urllib.parse import parse_qsl, urlencode
 
@@ -20,14 +20,22 @@ CODE = "k3yc0de9x7secret"
 HOOK = f"https://demo.bitrix24.ru/rest/1/{CODE}/"
 T0 = datetime(2026, 1, 10, 9, 0, tzinfo=timezone.utc)
 MSK = timezone(timedelta(hours=3))
+NOON = datetime(2026, 1, 10, 12, 0, tzinfo=timezone.utc)  # a CLOSEDATE of T0's day, stored under timezone = "UTC"
 
 
 def b24(at: datetime) -> str:
     return at.astimezone(MSK).isoformat()
 
 
+def b24_date(at: datetime) -> str:
+    """A date field (``CLOSEDATE``) as the portal writes it: its day at midnight UTC, in the portal's offset
+    (the vendor's crm.deal.get example: ``2024-09-09T02:00:00+02:00``)."""
+    return datetime.combine(at.astimezone(MSK).date(), time(0), timezone.utc).astimezone(MSK).isoformat()
+
+
 class FakeBitrix24:
     auth_env = "BITRIX24_WEBHOOK_URL"
+    close_dates = True  # False: deals put have no CLOSEDATE ("", as the portal sends an empty date field)
 
     def __init__(self, rsps: responses.RequestsMock, *, pull: bool = True, check: bool = False) -> None:
         self.deals: dict[int, dict] = {}
@@ -63,7 +71,8 @@ class FakeBitrix24:
                            "STAGE_ID": {"S": "WON", "F": "LOSE", "P": "NEW"}[semantic], "STAGE_SEMANTIC_ID": semantic,
                            "CATEGORY_ID": "0", "CURRENCY_ID": "RUB", "OPPORTUNITY": "n/a" if bad else amount,
                            "CONTACT_ID": str(cid), "CLOSED": "Y" if semantic != "P" else "N",
-                           "DATE_CREATE": b24(at), "DATE_MODIFY": b24(at), "CLOSEDATE": b24(at)}
+                           "DATE_CREATE": b24(at), "DATE_MODIFY": b24(at),
+                           "CLOSEDATE": b24_date(at) if self.close_dates else ""}
         self.product_rows[oid] = [product_row(oid, 450, "Товар #2", price=0 if bad else float(amount))]
 
     def order_ids(self) -> set[int]:
@@ -169,8 +178,8 @@ def test_won_deals_are_orders_and_keyset_pages_end(rsps):
     assert fake.batches == [["crm.deal.productrows.get?id=1"]]
     assert con.execute("SELECT order_id, customer_id, amount, currency, status, ordered_at FROM staged_orders "
                        "ORDER BY 1").fetchall() == [
-        ("1", "1", Decimal("1500.00"), "RUB", "completed", T0), ("2", "1", Decimal("99.00"), "RUB", "cancelled", T0),
-        ("3", "1", Decimal("50.00"), "RUB", "cancelled", T0)]
+        ("1", "1", Decimal("1500.00"), "RUB", "completed", NOON), ("2", "1", Decimal("99.00"), "RUB", "cancelled", NOON),
+        ("3", "1", Decimal("50.00"), "RUB", "cancelled", NOON)]  # CLOSEDATE: T0's day, at noon in the zone (UTC)
     row = con.execute("SELECT email, phone, first_name, attributes FROM staged_contacts WHERE customer_id = '7'"
                       ).fetchone()
     assert row[:3] == ("c7@example.com", "+79161234567", "Ann")

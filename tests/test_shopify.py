@@ -40,11 +40,13 @@ class FakeShopify:
         self.call_limit = call_limit
         self.loop_page_info = False
         self.between_pages = None  # called once, after the first page of orders is served
+        self.iana_timezone = "Asia/Tashkent"  # shop.json's: the shop's own zone (its admin's "Time zone")
         for res in ("orders", "customers") if pull else ():
             rsps.add_callback("GET", re.compile(rf"{BASE}/{res}\.json(\?.*)?$"), self._guard(self._list(res)))
         if check:
             rsps.add_callback("GET", f"{BASE}/shop.json", self._guard(lambda q: ({"shop": {
-                "name": "Demo Shop", "myshopify_domain": f"{SHOP}.myshopify.com"}}, {})))
+                "name": "Demo Shop", "myshopify_domain": f"{SHOP}.myshopify.com", "timezone": "(GMT+05:00) Tashkent",
+                "iana_timezone": self.iana_timezone, "currency": "UZS"}}, {})))
 
     def put_contact(self, cid: int, email: str, *, at: datetime, **fields) -> None:
         self.customers[cid] = {"id": cid, "email": email, "first_name": "Ann", "last_name": f"C{cid}",
@@ -230,11 +232,22 @@ def test_repeated_page_info_is_fatal(rsps):
 
 def test_check_names_the_shop_and_auth_error_names_the_env(rsps):
     fake = FakeShopify(rsps, pull=False, check=True)
-    assert make_source().check() == f"Demo Shop ({SHOP}.myshopify.com)"
+    assert str(make_source(timezone="Asia/Tashkent").check()) == f"Demo Shop ({SHOP}.myshopify.com)"
     fake.bad_key = True
     with pytest.raises(AuthError) as err:
         make_source().check()
     assert "SHOPIFY_TOKEN" in str(err.value) and TOKEN not in str(err.value) and TOKEN not in (err.value.body or "")
+
+
+def test_check_warns_when_the_shop_counts_days_in_another_zone_and_keeps_the_setting(rsps):
+    FakeShopify(rsps, pull=False, check=True)
+    same = make_source(timezone="Asia/Tashkent").check()
+    assert same.warnings == ()
+    other = make_source().check()  # [source] timezone left at its default, UTC
+    assert str(other) == f"Demo Shop ({SHOP}.myshopify.com)"
+    assert other.warnings == ("the shop's time zone is Asia/Tashkent but [source] timezone is 'UTC': purchase "
+                              "days and the as-of date are counted in UTC; set timezone = 'Asia/Tashkent' to count "
+                              "them in the shop's days",)
 
 
 def test_missing_settings_are_config_errors(monkeypatch):

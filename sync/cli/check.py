@@ -7,7 +7,7 @@ import click
 from ..errors import ConfigError, DataError
 from .json_output import emit, format_option, start
 from .main import config_option, load
-from .output import out, status
+from .output import out, print_warnings, status
 
 
 @click.command()
@@ -41,6 +41,7 @@ def check(config_path, limit, strict, offline, fmt):
         say(f"source {cfg.source.get('type')}: {account}")
         if doc is not None:
             doc["source"]["account"] = str(account)
+        _source_warnings(cfg, account, doc)
         _check_destinations(cfg, offline, say, doc)
         _done(doc)
         return
@@ -70,6 +71,18 @@ def check(config_path, limit, strict, offline, fmt):
             doc["guards"] = guard_lines
         raise DataError("\n".join(guard_lines))
     _done(doc)
+
+
+def _source_warnings(cfg, account, doc) -> None:
+    """What the source's check found about the config (a Shopify shop in another time zone): ``warning:``
+    lines on stderr, and the JSON document's ``warnings``."""
+    from connectors.source import Account
+
+    lines = [f"source {cfg.source.get('type')}: {w}" for w in account.warnings] \
+        if isinstance(account, Account) else []
+    print_warnings(lines)
+    if doc is not None:
+        doc["warnings"].extend(lines)
 
 
 def _done(doc) -> None:
