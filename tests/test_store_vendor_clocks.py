@@ -15,6 +15,7 @@ from sync.ledger.codec import encode_records
 from sync.ledger.queue import Event
 from sync.serve.batches import _batch
 from sync.serve.generic import BadRequest, parse_generic
+from sync.serve.resync_staging import _coalesce_webhook_contacts
 from sync.pipeline import store_path
 from sync.store import merge_staged, open_store
 from tests import test_store_webhook_age as age
@@ -134,14 +135,58 @@ def test_a_shopify_customer_is_versioned_by_the_later_of_updated_at_and_its_cons
     assert parse({"updated_at": "2025-06-29T10:00:05Z", "email_marketing_consent": unset}).updated_at == T + 5 * S
 
 
-def test_in_one_batch_an_untimed_version_takes_the_time_of_the_timed_one_it_replaces():
+def test_in_one_batch_an_untimed_version_is_as_new_as_the_timed_one_it_replaces_but_is_staged_untimed():
     """`yes`@10:05, `no` (untimed, accepted after), `yes`@10:00 retried: as across batches, the untimed `no` counts
-    as at least as new as 10:05, so the retried `yes` is left out (and the `no` is staged with that time)."""
+    as at least as new as 10:05, so the retried `yes` is left out; the `no` is staged without a time, so the store
+    orders it by its acceptance (given 10:05, it lost to a stored `yes` of 10:05: the next test)."""
     batch = _batch(_parts([Contact("C-1", marketing_consent=Consent.YES, updated_at=T + 300 * S),
                            Contact("C-1", marketing_consent=Consent.NO),
                            Contact("C-1", marketing_consent=Consent.YES, updated_at=T)]))
-    assert [(c.marketing_consent, c.updated_at) for c in batch.contacts] == [(Consent.NO, T + 300 * S)]
+    assert [(c.marketing_consent, c.updated_at) for c in batch.contacts] == [(Consent.NO, None)]
     assert batch.stale == {"contact": 1}
+
+
+def _worker_merge(con, versions_accepted):
+    """A worker's batch of these (contact, accepted) events, staged and merged as the resync's store step does."""
+    parts = [(Event(i, "generic", f"k{i}", encode_records((), [c]), at, 1), [], [c], False)
+             for i, (c, at) in enumerate(versions_accepted)]
+    batch = _batch(parts)
+    stage_records(con, (), batch.contacts)
+    _coalesce_webhook_contacts(con)
+    versions = {("contact", c.customer_id): c.updated_at for c in batch.contacts if c.updated_at}
+    return merge_staged(con, PullResult(), origin="webhook", received_at=dict(batch.ages), versions=versions)
+
+
+def _consent(con) -> str:
+    return con.execute("SELECT marketing_consent FROM contacts").fetchall()[0][0]
+
+
+def test_an_untimed_withdrawal_accepted_last_in_a_batch_with_an_old_retry_is_applied():
+    """Stored: `yes`@10:05. One batch: an old `yes`@10:00 retried, then a `no` without a vendor time (a generic
+    payload without updated_at, or a vendor time past the future margin) accepted last: `no`, as in a batch of its
+    own (the review of fix52: the `no` took 10:00 from the retry in the batch and lost to the stored 10:05)."""
+    with open_store(None) as con:
+        _worker_merge(con, [(Contact("C-1", marketing_consent=Consent.YES, updated_at=T + 300 * S), T + 301 * S)])
+        _worker_merge(con, [(Contact("C-1", marketing_consent=Consent.YES, updated_at=T), T + 400 * S),
+                            (Contact("C-1", marketing_consent=Consent.NO), T + 401 * S)])
+        assert _consent(con) == "no"
+
+
+@pytest.mark.parametrize("one_batch", [False, True])
+def test_a_later_edit_that_says_nothing_of_consent_does_not_hide_an_older_withdrawal(one_batch):
+    """Stored `yes`@10:00. The sender withdraws at 10:00:02 and edits the name at 10:00:03 (no marketing_consent:
+    keep the stored one); the edit is delivered first, the withdrawal after (a retry). The withdrawal is stale by
+    the vendor's time, yet it still withdraws: `no` (never subscribe on a doubt), in separate batches and in one."""
+    edit, withdrawal = (Contact("C-1", first_name="Ann", updated_at=T + 3 * S), T + 4 * S), \
+        (Contact("C-1", marketing_consent=Consent.NO, updated_at=T + 2 * S), T + 9 * S)
+    with open_store(None) as con:
+        _worker_merge(con, [(Contact("C-1", marketing_consent=Consent.YES, updated_at=T), T + S)])
+        counts = [_worker_merge(con, [edit, withdrawal])] if one_batch else [_worker_merge(con, [edit]),
+                                                                            _worker_merge(con, [withdrawal])]
+        assert _consent(con) == "no"
+        assert con.execute("SELECT first_name FROM contacts").fetchall()[0][0] == "Ann"  # the edit is kept
+        if not one_batch:
+            assert counts[-1].get("stale_contacts") == 1
 
 
 def _hook(cfg, order: Order, accepted: datetime) -> dict[str, int]:

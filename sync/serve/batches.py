@@ -105,10 +105,15 @@ def _batch(parts: list[_Part]) -> Batch:
     """The batch of these decoded events, in their order. Of one record's versions the last one accepted is
     staged, unless an earlier one is newer by the vendor's times (both have one: an older delivery retried after a
     newer one; that older one is counted in :attr:`Batch.stale`), as the store orders them
-    (:func:`sync.store.merge.merge_staged`): a version without a time that replaces one with a time takes that time
-    (it is at least as new), and of a contact's versions with equal times the withdrawal (``no``) is kept."""
+    (:func:`sync.store.merge.merge_staged`): a version without a time that replaces one with a time is at least as
+    new as that time within the batch, and is staged without a time (the store then orders it by acceptance, as it
+    was: given the held time, an untimed withdrawal accepted last lost to a newer stored ``yes``); of a contact's
+    versions with equal times the withdrawal (``no``) is kept; and a contact's stale version that withdraws consent
+    still withdraws it from the version kept (a later edit that said nothing of consent, or gave it, must not hide
+    a withdrawal: never subscribe on a doubt)."""
     batch = Batch(events=[])
     kept: dict[tuple[str, str], Order | Contact] = {}
+    times: dict[tuple[str, str], datetime | None] = {}  # each kept version's effective vendor time in the batch
     for ev, orders, contacts, pull in parts:
         batch.events.append(ev)
         keys = []
@@ -116,11 +121,13 @@ def _batch(parts: list[_Part]) -> Batch:
                             *((("contact", c.customer_id), c) for c in contacts)]:
             keys.append(key)
             held = kept.get(key)
-            if held is not None and _older(record, held):
+            if held is not None and _older(record, held, times[key]):
                 batch.stale[key[0]] = batch.stale.get(key[0], 0) + 1
+                if _withdraws(record, held):
+                    kept[key] = replace(held, marketing_consent=Consent.NO)  # type: ignore[arg-type]
                 continue
-            if held is not None and held.updated_at is not None and record.updated_at is None:
-                record = replace(record, updated_at=held.updated_at)  # its effective time: as new as the held one
+            # an untimed version is as new as the held one (its time, for the batch's comparisons only)
+            times[key] = record.updated_at if record.updated_at is not None or held is None else times[key]
             # a record's age is its own event's (the one holding the version staged)
             kept.pop(key, None)  # (in the batch's order: the latest version last)
             kept[key] = record
@@ -132,11 +139,18 @@ def _batch(parts: list[_Part]) -> Batch:
     return batch
 
 
-def _older(record: Order | Contact, held: Order | Contact) -> bool:
-    """Whether ``record``, accepted after ``held``, is an older version by the vendor's times: earlier, or, for a
-    contact, equal with ``held`` a withdrawal and ``record`` not (two edits in one second: the safe side)."""
-    if held.updated_at is None or record.updated_at is None:
+def _older(record: Order | Contact, held: Order | Contact, held_at: datetime | None) -> bool:
+    """Whether ``record``, accepted after ``held`` (whose time in the batch is ``held_at``), is an older version by
+    the vendor's times: earlier, or, for a contact, equal with ``held`` a withdrawal and ``record`` not (two edits
+    in one second: the safe side)."""
+    if held_at is None or record.updated_at is None:
         return False
-    if record.updated_at == held.updated_at and isinstance(record, Contact) and isinstance(held, Contact):
+    if record.updated_at == held_at and isinstance(record, Contact) and isinstance(held, Contact):
         return held.marketing_consent is Consent.NO and record.marketing_consent is not Consent.NO
-    return record.updated_at < held.updated_at
+    return record.updated_at < held_at
+
+
+def _withdraws(record: Order | Contact, held: Order | Contact) -> bool:
+    """A stale contact version withdrawing a consent the kept one does not withdraw."""
+    return (isinstance(record, Contact) and record.marketing_consent is Consent.NO
+            and held.marketing_consent is not Consent.NO)
