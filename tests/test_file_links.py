@@ -70,6 +70,34 @@ def test_the_whole_export_folder_a_link_to_a_share_not_mounted_is_retried_later(
     assert outcome(cfg) == before
 
 
+@pytest.mark.parametrize("code", ["ENOTCONN", "ESTALE", "EIO", "ETIMEDOUT"])
+def test_a_folder_linked_to_a_share_disconnected_is_retried_later(tmp_path, monkeypatch, code):
+    """A link into a dropped sshfs/rclone mount or a stale NFS handle: stat answers ENOTCONN, ESTALE, EIO or a
+    timeout, not 'not found'. Waiting fixes it as it fixes a share not mounted: a retry-later error (exit 3), not a
+    config error (exit 2, never retried); nothing read or removed. (No mount can be dropped here: ``os.stat`` of
+    the link answers what the kernel does for one.)"""
+    import errno
+
+    cfg = monthly_shop(tmp_path)
+    before = outcome(cfg)
+    files = stored_files(tmp_path)
+    link, real_stat = tmp_path / "exports" / "2025-05", os.stat
+    number = getattr(errno, code)
+
+    def stat(path, *args, **kwargs):
+        if os.fspath(path) == str(link) and kwargs.get("follow_symlinks", True):
+            raise OSError(number, os.strerror(number), os.fspath(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    result = run_cli("segments", "--config", str(cfg), "--as-of", AS_OF.isoformat(), code=3)
+    assert f"error: {link}: a link to {tmp_path / 'share' / 'exports'}, which cannot be reached now " \
+           f"({os.strerror(number)}: a network share disconnected?); nothing was read" in result.output
+    assert "gone" not in result.output and stored_files(tmp_path) == files
+    monkeypatch.undo()
+    assert outcome(cfg) == before
+
+
 def test_a_share_mounted_empty_matches_nothing_and_removes_nothing(tmp_path):
     """The mount point is there but empty (the share itself missing): the pattern matches nothing where the store
     holds files read before, a retry-later error (exit 3, so ``serve`` runs it again soon) before the store is
