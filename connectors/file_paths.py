@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import fnmatch
 import glob
 import os
 from pathlib import Path
@@ -14,9 +15,10 @@ from .suggest import did_you_mean
 class NothingMatches(ConfigError):
     """A pattern that matches no file (``pattern``: as configured)."""
 
-    def __init__(self, message: str, pattern: str) -> None:
+    def __init__(self, message: str, pattern: str, full: str | None = None) -> None:
         super().__init__(message)
         self.pattern = pattern
+        self.full = full or pattern  # the pattern as matched: made absolute against the folder it is relative to
 
 
 #: the errors of a link's target that waiting cannot fix (a ConfigError); any other (the target missing, a mount
@@ -39,8 +41,24 @@ def matching_files(pattern: str, base_dir: Path) -> list[Path]:
     if not found:
         near = [p.name for p in Path(full).parent.glob("*") if p.is_file()] if Path(full).parent.is_dir() else []
         hint = did_you_mean(Path(pattern).name, near) if not glob.has_magic(pattern) else ""
-        raise NothingMatches(f"no file matches {pattern!r} (looked in {base_dir}){hint}", pattern)
+        raise NothingMatches(f"no file matches {pattern!r} (looked in {base_dir}){hint}", pattern, full)
     return found
+
+
+def pattern_matches(full: str, path: str) -> bool:
+    """Whether :func:`matching_files`' glob of the pattern ``full`` (as matched, see :class:`NothingMatches`) would
+    give ``path``, by name only (the file need not exist): level by level, a wildcard never crosses a folder
+    (``*`` is one level, as ``**`` is without ``recursive``), and a wildcard matches no hidden name."""
+    levels, names = Path(full).parts, Path(path).parts
+    if len(levels) != len(names):
+        return False
+    for level, name in zip(levels, names):
+        if not glob.has_magic(level):
+            if level != name:
+                return False
+        elif (name.startswith(".") and not level.startswith(".")) or not fnmatch.fnmatchcase(name, level):
+            return False
+    return True
 
 
 def _check_links(full: str, first: int) -> None:
