@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import fnmatch
 import glob
 import os
 from pathlib import Path
@@ -14,18 +15,25 @@ from .suggest import did_you_mean
 class NothingMatches(ConfigError):
     """A pattern that matches no file (``pattern``: as configured)."""
 
-    def __init__(self, message: str, pattern: str) -> None:
+    def __init__(self, message: str, pattern: str, full: str | None = None) -> None:
         super().__init__(message)
         self.pattern = pattern
+        self.full = full or pattern  # the pattern as matched: made absolute against the folder it is relative to
+
+
+#: the errors of a link's target that waiting cannot fix (a ConfigError); any other (the target missing, a mount
+#: disconnected or stale, an I/O error, a timeout) is a retry-later error
+LINK_CONFIG_ERRORS = frozenset({errno.ELOOP, errno.EACCES, errno.EPERM, errno.ENOTDIR})
 
 
 def matching_files(pattern: str, base_dir: Path) -> list[Path]:
     """The files ``pattern`` (relative to ``base_dir``, or absolute) matches, sorted. A link that leads nowhere,
     matched by the pattern or by one of its folder levels (``exports/*`` of ``exports/*/orders.csv``: a month's
     folder linked to a network share not mounted), stops the read, naming it: skipping it would leave its orders
-    out, or remove the rows read from it before, without a word. A link whose target is missing is a retry-later
-    error; a link loop or a target that cannot be reached (no permission, a file used as a folder) a ConfigError.
-    Matching nothing: :class:`NothingMatches`."""
+    out, or remove the rows read from it before, without a word. A link whose target is missing, or cannot be
+    reached now (a share disconnected: ENOTCONN, ESTALE, EIO, a timeout...) is a retry-later error; a link that
+    can never lead anywhere as it is (:data:`LINK_CONFIG_ERRORS`: a loop, no permission, a file used as a folder)
+    a ConfigError. Matching nothing: :class:`NothingMatches`."""
     full = pattern if os.path.isabs(pattern) else str(base_dir / pattern)
     _check_links(full, 0 if os.path.isabs(pattern) else len(base_dir.parts))
     matched = glob.glob(full)
@@ -33,8 +41,24 @@ def matching_files(pattern: str, base_dir: Path) -> list[Path]:
     if not found:
         near = [p.name for p in Path(full).parent.glob("*") if p.is_file()] if Path(full).parent.is_dir() else []
         hint = did_you_mean(Path(pattern).name, near) if not glob.has_magic(pattern) else ""
-        raise NothingMatches(f"no file matches {pattern!r} (looked in {base_dir}){hint}", pattern)
+        raise NothingMatches(f"no file matches {pattern!r} (looked in {base_dir}){hint}", pattern, full)
     return found
+
+
+def pattern_matches(full: str, path: str) -> bool:
+    """Whether :func:`matching_files`' glob of the pattern ``full`` (as matched, see :class:`NothingMatches`) would
+    give ``path``, by name only (the file need not exist): level by level, a wildcard never crosses a folder
+    (``*`` is one level, as ``**`` is without ``recursive``), and a wildcard matches no hidden name."""
+    levels, names = Path(full).parts, Path(path).parts
+    if len(levels) != len(names):
+        return False
+    for level, name in zip(levels, names):
+        if not glob.has_magic(level):
+            if level != name:
+                return False
+        elif (name.startswith(".") and not level.startswith(".")) or not fnmatch.fnmatchcase(name, level):
+            return False
+    return True
 
 
 def _check_links(full: str, first: int) -> None:
@@ -42,7 +66,7 @@ def _check_links(full: str, first: int) -> None:
     to is not the pattern's) that leads nowhere: a ConfigError for the first one that cannot lead anywhere, else
     a TransientError naming them."""
     parts = Path(full).parts
-    missing: list[str] = []
+    missing: list[tuple[str, str]] = []  # (link, why its target cannot be read now)
     for level in range(max(first, 1), len(parts)):
         for path in sorted(glob.glob(str(Path(*parts[:level + 1])))):
             if not os.path.islink(path):
@@ -50,14 +74,18 @@ def _check_links(full: str, first: int) -> None:
             try:
                 os.stat(path)
             except FileNotFoundError:
-                missing.append(path)
+                missing.append((path, "which is not there (a network share not mounted?)"))
             except OSError as exc:
                 why = "a link loop" if exc.errno == errno.ELOOP else exc.strerror or type(exc).__name__
+                if exc.errno not in LINK_CONFIG_ERRORS:  # a share disconnected, a stale handle, a timeout...
+                    missing.append((path, f"which cannot be reached now ({why}: a network share disconnected?)"))
+                    continue
                 raise ConfigError(f"{path}: a link to {os.readlink(path)}, which cannot be read ({why}): fix the "
                                   "link or its target's permissions, or remove the link") from None
         if missing:
             break  # the levels below a missing folder cannot be listed
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise TransientError(f"{missing[0]}{more}: a link to {os.readlink(missing[0])}, which is not there (a "
-                             "network share not mounted?); nothing was read: run again once it is, or remove the link")
+        path, why = missing[0]
+        raise TransientError(f"{path}{more}: a link to {os.readlink(path)}, {why}; nothing was read: run again once "
+                             "it is, or remove the link")

@@ -184,13 +184,18 @@ class MaskLogRecords(RedactSecrets):
 
 def mask_log_handlers() -> None:
     """Put a :class:`MaskLogRecords` on every handler of the root logger and on :data:`logging.lastResort` (what
-    writes WARNING and above when no handler is configured, e.g. ``rfmsync serve`` without ``-v``), once each,
-    and mask what Python writes itself of an exception nothing caught (:func:`masked_excepthook`: a thread's, as
-    ``serve``'s background threads, or the main thread's): called by the CLI, the application, after it
-    configured logging (the library configures no handler)."""
+    writes WARNING and above when no handler is configured, e.g. ``rfmsync serve`` without ``-v``), once each:
+    called by the CLI, the application, after it configured logging (the library configures no handler)."""
     for handler in [*logging.getLogger().handlers, logging.lastResort]:
         if handler is not None and not any(isinstance(f, MaskLogRecords) for f in handler.filters):
             handler.addFilter(MaskLogRecords())
+
+
+def install_masked_excepthooks() -> None:
+    """Mask what Python writes itself of an exception nothing caught (:func:`masked_excepthook`: a thread's, as
+    ``serve``'s background threads, or the main thread's). The hooks are the process's: installed by the
+    program's entry point only (the ``rfmsync`` script, ``python -m sync``), never by a command run in-process
+    (a test runner's own hooks, such as pytest's check for crashed threads, stay)."""
     threading.excepthook = masked_thread_excepthook
     sys.excepthook = masked_excepthook
 

@@ -118,8 +118,10 @@ def recency_collapse_text(c: RecencyCollapse) -> str:
 
 
 #: what to do about collapsed recency scores (the warning and the guard)
-RECENCY_ADVICE = ('set [segmentation] method = "thresholds", check that the ordered_at column is the order\'s date '
-                  "(not the export's), or wait for more history")
+RECENCY_ADVICE = ('set [segmentation] method = "thresholds" (for good in a shop whose customers buy every week, by '
+                  "subscription or regular reorders: quantiles put last week's buyers in Churn), check that the "
+                  "ordered_at column is the order's date (not the export's), or, in a young shop, wait for more "
+                  "history")
 
 
 def scoring_lines(stats: DataStats) -> list[str]:

@@ -3,7 +3,7 @@
 
 ``sync`` records after its apply (:func:`snapshot` before the run closes, :func:`record_snapshot` after);
 ``segments --record`` records at once (:func:`record_run`); the webhook resync records its affected customers
-on the store connection it already holds (:func:`record_partial`).
+once its guards passed and its apply ran (:func:`record_partial`): a refused resync records nothing.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class Snapshot:
     orders than this snapshot did."""
 
     segments: pyarrow.Table
-    mark: int
+    mark: int | None  # None: a webhook's partial record (the mark matters to full records only)
 
 
 def snapshot(run: "SegmentsRun") -> Snapshot:
@@ -68,31 +68,37 @@ def record_run(cfg: "Config", run: "SegmentsRun", *, source: str = "segments") -
     return record_snapshot(cfg, snapshot(run), run.result.as_of, source=source)
 
 
-def record_after_sync(cfg: "Config", snap: Snapshot, as_of: date) -> history.RecordResult | None:
-    """``sync`` records once its apply ran; a history problem never fails a sync that wrote its ESPs (logged)."""
+def _record_logged(cfg: "Config", snap: Snapshot, as_of: date, source: str, wait_seconds: float,
+                   what: str) -> history.RecordResult | None:
+    """:func:`record_snapshot`, a history problem logged: it never fails a run that wrote its ESPs."""
     from .errors import LockBusyError
 
     try:
-        result = record_snapshot(cfg, snap, as_of, source="sync")
+        return record_snapshot(cfg, snap, as_of, source=source, wait_seconds=wait_seconds)
     except (history.HistoryOrderError, LockBusyError, duckdb.Error) as exc:  # e.g. a store with a foreign table
-        log.warning("segment history not recorded: %s", str(exc).splitlines()[0])
+        log.warning("%s: %s", what, str(exc).splitlines()[0])
+        return None
+
+
+def record_after_sync(cfg: "Config", snap: Snapshot, as_of: date) -> history.RecordResult | None:
+    """``sync`` records once its apply ran; a history problem never fails a sync that wrote its ESPs (logged)."""
+    result = _record_logged(cfg, snap, as_of, "sync", 30.0, "segment history not recorded")
+    if result is None:
         return None
     if result.new_line:
         log.info("segment history: line %d started on %s (preset %s)", result.line, as_of, cfg.segmentation.preset)
     return result
 
 
-def record_partial(con: duckdb.DuckDBPyConnection, cfg: "Config", segments_table: str,
-                   as_of: date) -> history.RecordResult | None:
-    """The webhook resync's record of its affected customers (a partial record, see :mod:`sync.store.history`),
-    on the store connection it holds; never fails the resync (logged)."""
-    try:
-        result = history.record(con, segments_table, as_of=as_of, preset=cfg.segmentation.preset,
-                                rules_hash=history.rules_hash(cfg.segmentation), source="webhook")
-    except history.HistoryOrderError as exc:
-        log.warning("webhook resync: %s: not recorded", exc)
-        return None
-    if result.skipped:
+def record_partial(cfg: "Config", segments: pyarrow.Table, as_of: date,
+                   wait_seconds: float = 60.0) -> history.RecordResult | None:
+    """The webhook resync's record of its affected customers' (customer_id, segment) (a partial record, see
+    :mod:`sync.store.history`), made once the resync's guards passed and its apply ran, as ``sync`` records after
+    its apply: a refused resync's scores (collapsed recency scores, a plan refused) never enter the history,
+    whose moves give the next syncs' transition tags. Never fails the resync (logged)."""
+    result = _record_logged(cfg, Snapshot(segments, None), as_of, "webhook", wait_seconds,
+                            "webhook resync: segment history not recorded")
+    if result is not None and result.skipped:
         log.info("webhook resync: segment history not recorded: %s", result.skipped)
     return result
 

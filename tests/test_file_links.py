@@ -70,6 +70,34 @@ def test_the_whole_export_folder_a_link_to_a_share_not_mounted_is_retried_later(
     assert outcome(cfg) == before
 
 
+@pytest.mark.parametrize("code", ["ENOTCONN", "ESTALE", "EIO", "ETIMEDOUT"])
+def test_a_folder_linked_to_a_share_disconnected_is_retried_later(tmp_path, monkeypatch, code):
+    """A link into a dropped sshfs/rclone mount or a stale NFS handle: stat answers ENOTCONN, ESTALE, EIO or a
+    timeout, not 'not found'. Waiting fixes it as it fixes a share not mounted: a retry-later error (exit 3), not a
+    config error (exit 2, never retried); nothing read or removed. (No mount can be dropped here: ``os.stat`` of
+    the link answers what the kernel does for one.)"""
+    import errno
+
+    cfg = monthly_shop(tmp_path)
+    before = outcome(cfg)
+    files = stored_files(tmp_path)
+    link, real_stat = tmp_path / "exports" / "2025-05", os.stat
+    number = getattr(errno, code)
+
+    def stat(path, *args, **kwargs):
+        if os.fspath(path) == str(link) and kwargs.get("follow_symlinks", True):
+            raise OSError(number, os.strerror(number), os.fspath(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    result = run_cli("segments", "--config", str(cfg), "--as-of", AS_OF.isoformat(), code=3)
+    assert f"error: {link}: a link to {tmp_path / 'share' / 'exports'}, which cannot be reached now " \
+           f"({os.strerror(number)}: a network share disconnected?); nothing was read" in result.output
+    assert "gone" not in result.output and stored_files(tmp_path) == files
+    monkeypatch.undo()
+    assert outcome(cfg) == before
+
+
 def test_a_share_mounted_empty_matches_nothing_and_removes_nothing(tmp_path):
     """The mount point is there but empty (the share itself missing): the pattern matches nothing where the store
     holds files read before, a retry-later error (exit 3, so ``serve`` runs it again soon) before the store is
@@ -135,3 +163,47 @@ def test_a_link_into_a_folder_without_permission_is_a_config_error_naming_it(tmp
     finally:
         (tmp_path / "closed").chmod(0o755)
     assert "which cannot be read (Permission denied)" in result.output
+
+
+@pytest.mark.parametrize("edit, pattern", [
+    (lambda text: text.replace('orders = "exports/*.csv"', 'orders = "exports/*.csv"\ncontacts = "contacts/*.csv"'),
+     "contacts/*.csv"),  # a contacts pattern added, its files not there yet: no contacts file was ever read
+    (lambda text: text.replace('"exports/*.csv"', '"exprots/*.csv"'), "exprots/*.csv"),  # a typo in an edit
+    (lambda text: text.replace('"exports/*.csv"', '"exports/*.tsv"'), "exports/*.tsv"),  # matches no file read
+])
+def test_a_pattern_matching_none_of_the_files_read_before_is_a_config_error(tmp_path, edit, pattern):
+    """Files read before make 'matches nothing' a retry-later error only when they are the pattern's own (its role,
+    matched by it): a pattern just added or mistyped would be retried for ever (exit 3); it is the config's (exit 2)."""
+    cfg = shop(tmp_path)
+    write_export(tmp_path, "day1.csv", [("1", "c1", "a@example.com", "2025-06-01", "10.00", "")])
+    before = outcome(cfg)
+    files = stored_files(tmp_path)
+    cfg.write_text(edit(cfg.read_text(encoding="utf-8")), encoding="utf-8")
+    result = run_cli("segments", "--config", str(cfg), "--as-of", AS_OF.isoformat(), code=2)
+    assert f"error: no file matches {pattern!r} (looked in {tmp_path})" in result.output
+    assert "read before" not in result.output and stored_files(tmp_path) == files
+    cfg.write_text(shop(tmp_path).read_text(encoding="utf-8"), encoding="utf-8")
+    assert outcome(cfg) == before
+
+
+def test_a_narrowed_pattern_still_matching_files_read_before_is_retried_later(tmp_path):
+    cfg = shop(tmp_path)
+    write_export(tmp_path, "day1.csv", [("1", "c1", "a@example.com", "2025-06-01", "10.00", "")])
+    write_export(tmp_path, "week.csv", [("2", "c2", "b@example.com", "2025-06-02", "20.00", "")])
+    outcome(cfg)
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace('"exports/*.csv"', '"exports/day*.csv"'), encoding="utf-8")
+    shutil.move(tmp_path / "exports", tmp_path / "away")
+    (tmp_path / "exports").mkdir()
+    result = run_cli("segments", "--config", str(cfg), "--as-of", AS_OF.isoformat(), code=3)
+    assert "where 1 file(s) were read before" in result.output
+
+
+def test_pattern_matches_is_the_glob_of_the_pattern_by_name():
+    from connectors.file_paths import pattern_matches
+
+    assert pattern_matches("/s/exports/*/orders.csv", "/s/exports/2025-06/orders.csv")
+    assert not pattern_matches("/s/exports/*.csv", "/s/exports/2025-06/orders.csv")  # * is one level
+    assert not pattern_matches("/s/exports/**/*.csv", "/s/exports/a/b/orders.csv")  # not recursive
+    assert not pattern_matches("/s/exports/*.csv", "/s/exports/.hidden.csv")
+    assert pattern_matches("/s/exports/day[0-9].csv", "/s/exports/day1.csv")
+    assert not pattern_matches("/s/exports/Day1.csv", "/s/exports/day1.csv")

@@ -129,9 +129,11 @@ def test_the_keyed_moves_of_a_few_customers_are_the_moves_the_scan_gives(steps, 
 
 
 def test_a_full_sync_keeps_a_webhook_move_recorded_for_the_same_day_while_it_applied(tiny, mailchimp_fake):
-    """The sync of d1 segments the store, then applies; meanwhile a webhook order moves x out of Churn and its
-    resync records that move for d1. The sync's record of d1 (from its earlier snapshot, x still in Churn) keeps
-    the webhook's move: x left Churn on d1, and its move tag counts from d1."""
+    """The sync of d1 segments the store, then applies; meanwhile a webhook order moves x out of Churn, but its
+    resync finds the destination held by the sync: not applied, it records nothing (a resync records once it
+    applied). The worker's retry applies and records x's move for d1 (the day the sync recorded too): x left
+    Churn on d1, and its move tag counts from d1. (A webhook that applied between a sync's snapshot and its
+    record keeps its move: test_a_full_record_keeps_only_the_webhook_records_made_after_its_snapshot.)"""
     from connectors.records import Order
     from sync.errors import LockBusyError
     from sync.history import open_history
@@ -153,18 +155,21 @@ def test_a_full_sync_keeps_a_webhook_move_recorded_for_the_same_day_while_it_app
 
     mailchimp_fake.before_write = webhook_during_the_apply
     sync(tiny, d1)
-    assert seen == ["busy"]  # the webhook ran (and recorded) while the sync applied
-    con = open_history(cfg)
-    try:
-        x_rows = [(r["segment"], r["valid_from"]) for r in history.customer_history(con, "x")]
-        v_rows = [(r["segment"], r["valid_from"]) for r in history.customer_history(con, "v")]
-        assert history.records(con)[-1] == {"line": 1, "as_of": d1, "source": "sync", "customers": 4}
-    finally:
-        con.close()
-    assert x_rows == [("Churn", D0), ("Best active", d1)]  # not put back in Churn by the older snapshot
-    assert v_rows == [("Churn", D0), ("Beginners", d1)]  # the sync's own moves are recorded as ever
+    assert seen == ["busy"]  # the webhook ran while the sync applied, and was not applied
+
+    def rows_of(customer: str) -> list[tuple]:
+        con = open_history(cfg)
+        try:
+            assert history.records(con)[-1] == {"line": 1, "as_of": d1, "source": "sync", "customers": 4}
+            return [(r["segment"], r["valid_from"]) for r in history.customer_history(con, customer)]
+        finally:
+            con.close()
+
+    assert rows_of("x") == [("Churn", D0)]  # the resync not applied recorded nothing
+    assert rows_of("v") == [("Churn", D0), ("Beginners", d1)]  # the sync's own moves are recorded as ever
     with open_ledger(cfg, settings) as ledger:  # the worker's retry of the batch pushes x's move
         resync(cfg, ledger, settings, webhook, as_of=d1)
+    assert rows_of("x") == [("Churn", D0), ("Best active", d1)]  # recorded once applied
     assert {"VIP", "rfm-back"} <= ledger_tags(tiny, "x@example.org")
     sync(tiny, d1 + timedelta(days=6))
     assert "rfm-back" in mailchimp_fake.tags_of("x@example.org")  # still within its 7 days from d1
@@ -255,9 +260,9 @@ def test_a_run_refused_by_a_data_guard_records_no_history(tiny, mailchimp_fake):
 def test_a_batch_refused_by_a_guard_is_failed_at_once_and_the_next_full_sync_pushes_it(tmp_path, mailchimp_fake,
                                                                                        monkeypatch):
     """A webhook batch that a plan guard refuses is not retried (the same records would give the same plan and
-    the same refusal on every claim): its events are failed after one claim. Its records are in the order store
-    and its moves in the segment history, so the next full sync the guard lets through pushes them, with the
-    move dated when it happened."""
+    the same refusal on every claim): its events are failed after one claim. Its records are in the order store,
+    so the next full sync the guard lets through pushes them; its moves are not in the segment history (a refused
+    resync records nothing, like a refused sync): that sync records the move, dated that day."""
     from sync.serve.scheduler import run_full_sync
     from sync.serve.worker import Worker
     from tests.test_guards import set_guards
@@ -282,10 +287,12 @@ def test_a_batch_refused_by_a_guard_is_failed_at_once_and_the_next_full_sync_pus
         assert ledger.recent_runs(1)[0]["status"] == "refused"
     assert "Winback" in mailchimp_fake.tags_of(email)  # nothing written
     with open_store(store_path(cfg)) as con:
-        assert [r["valid_from"] for r in history.customer_history(con, cid)][-1] == d1  # the move is recorded
+        assert [r["valid_from"] for r in history.customer_history(con, cid)][-1] < d1  # the move is not recorded
     path.write_text(path.read_text(encoding="utf-8").replace("max_change_pct = 0", "max_change_pct = 100"),
                     encoding="utf-8")
     cfg = load_config(path)
     with open_ledger(cfg, settings) as ledger:
         run_full_sync(cfg, ledger, settings, as_of=d1 + timedelta(days=1), kind="sync")
     assert "Winback" not in mailchimp_fake.tags_of(email) and "rfm-back" in mailchimp_fake.tags_of(email)
+    with open_store(store_path(cfg)) as con:
+        assert [r["valid_from"] for r in history.customer_history(con, cid)][-1] == d1 + timedelta(days=1)

@@ -150,8 +150,8 @@ def test_an_uncaught_exception_of_a_thread_or_of_the_main_thread_is_written_mask
     through logging: a ``serve`` background thread's traceback quoting a database URL showed its password."""
     script = (
         "import sys, threading\n"
-        "from connectors.secrets import mask_log_handlers, remember_secrets\n"
-        "mask_log_handlers()\n"
+        "from connectors.secrets import install_masked_excepthooks, mask_log_handlers, remember_secrets\n"
+        "mask_log_handlers(); install_masked_excepthooks()\n"
         f"remember_secrets({SECRET!r})\n"
         "def beat():\n"
         f"    raise RuntimeError('heartbeat lost: postgresql://rfm:' + {SECRET!r} + '@db/rfm')\n"
@@ -165,3 +165,23 @@ def test_an_uncaught_exception_of_a_thread_or_of_the_main_thread_is_written_mask
     assert done.stderr.count("Exception in thread") == 1
     assert "ValueError: bad key ***" in done.stderr and done.returncode == 1
     assert SECRET not in done.stderr
+
+
+def test_the_entry_point_installs_the_masked_exception_hooks_and_an_in_process_command_does_not(tmp_path):
+    """The hooks are the process's: the ``rfmsync`` script (``main()``) installs them; a command run in-process
+    (CliRunner, as every test does) leaves the test runner's own (pytest's check for crashed threads)."""
+    from click.testing import CliRunner
+
+    from sync.cli import main
+
+    hooks = (threading.excepthook, sys.excepthook)
+    result = CliRunner().invoke(main, ["runs", "--config", str(tmp_path / "none.toml")])
+    assert result.exit_code != 0 and "none.toml" in result.output  # the group's callback ran
+    assert (threading.excepthook, sys.excepthook) == hooks
+    script = ("import sys, threading\n"
+              "from sync.cli import main\n"
+              "try:\n    main(['--version'])\n"
+              "except SystemExit:\n    pass\n"
+              "print(threading.excepthook.__name__, sys.excepthook.__name__)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split()[-2:] == ["masked_thread_excepthook", "masked_excepthook"], done.stderr

@@ -222,3 +222,22 @@ def test_a_two_day_shop_split_55_45_is_refused(tmp_path, fake):
     cli("plan", "--config", str(cfg), "--as-of", SHOP_AS_OF, "-o", str(saved))
     assert json.loads(saved.read_text())["data"]["recency_within_days"] == 7
     assert f"guard recency_scores: {collapse}" in cli("apply", "--config", str(cfg), str(saved), code=6).output
+
+
+def test_an_established_shop_of_weekly_buyers_is_refused_and_pointed_to_thresholds_for_good(tmp_path, fake):
+    """A subscription shop: 85 % of its customers order every week (20 weeks of history), 15 % lapsed months ago.
+    Quantiles rank last week's buyers last (R = 1: Churn); waiting never helps, thresholds do."""
+    weekly = write_orders(tmp_path / "weekly", lambda i: [i % 7 + 7 * k for k in range(20)] if i < 170
+                          else [90 + i, 200 + i])
+    seg = cli("segments", "--config", str(weekly), "--as-of", SHOP_AS_OF, "--format", "json")
+    [warning] = [w for w in warning_lines(seg) if "recency" in w]
+    assert "bought within the last 7 days" in warning
+    advice = "for good in a shop whose customers buy every week, by subscription or regular reorders"
+    assert advice in warning and "in a young shop, wait for more history" in warning
+    assert advice in cli("sync", "--config", str(weekly), "--as-of", SHOP_AS_OF, code=6).output
+    method = ('method = "thresholds"\n[segmentation.thresholds]\nrecency_days = [14, 60]\nfrequency = [2, 10]\n'
+              "monetary = [50, 150]")
+    write_orders(tmp_path / "weekly", lambda i: [i % 7 + 7 * k for k in range(20)] if i < 170 else [90 + i, 200 + i],
+                 method=method)
+    cli("sync", "--config", str(weekly), "--as-of", SHOP_AS_OF)
+    assert len(fake.lists["aud1"].members) == 200

@@ -6,7 +6,7 @@ saved with the cut points in the store; the resync's own first full segmentation
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import duckdb
@@ -93,3 +93,42 @@ def test_a_store_saved_by_an_older_version_loads_with_no_collapse(tmp_path):
     save_cut_points(con, SimpleNamespace(result=SimpleNamespace(as_of=AS_OF, preset="tracks", levels=3, customers=10,
                                                                 cut_points=cuts, recency_collapse=collapse)))
     assert load_last_full_run(con) == (cuts, collapse)
+
+
+def _with_won_back(cfg_path):
+    cfg_path.write_text(cfg_path.read_text() + '\n[destinations.transitions]\n"Churn -> *" = "won-back"\n')
+    return cfg_path
+
+
+def test_a_refused_resync_records_no_segment_history_and_no_transition_follows(tmp_path, fake):
+    # the refused resync's scores are the collapsed ones (c3 in Churn): recorded, the next sync would read a
+    # "Churn -> ..." move of a buyer who never churned and push it "won-back"
+    cfg = _with_won_back(write_orders(tmp_path / "shop", lambda i: [i, i + 40, i + 80]))
+    cli("sync", "--config", str(cfg), "--as-of", (AS_OF - timedelta(days=1)).isoformat())
+    _with_won_back(write_orders(tmp_path / "shop", lambda i: [0, 0, 0]))  # the export date in the date column
+    cli("sync", "--config", str(cfg), "--as-of", SHOP_AS_OF, code=6)  # refused; its cut points saved collapsed
+    assert GUARD.split(":")[0] in resync_refused(cfg)
+    con = duckdb.connect(str(tmp_path / "shop" / "rfmsync.duckdb"), read_only=True)
+    try:
+        rows = con.execute("SELECT segment, valid_from FROM segment_history WHERE customer_id = 'c3'").fetchall()
+        records = con.execute("SELECT source FROM segment_history_records").fetchall()
+    finally:
+        con.close()
+    assert len(rows) == 1 and records == [("sync",)], f"the refused resync recorded c3's scores: {rows}, {records}"
+    _with_won_back(write_orders(tmp_path / "shop", lambda i: [i, i + 40, i + 80]))  # the export fixed
+    cli("sync", "--config", str(cfg), "--as-of", (AS_OF + timedelta(days=1)).isoformat())
+    assert fake.tags_of("c3@example.org") and "won-back" not in fake.tags_of("c3@example.org")
+
+
+def test_an_applied_resync_records_its_customers_in_the_segment_history(tmp_path, fake):
+    cfg = write_orders(tmp_path / "shop", lambda i: [i, i + 40, i + 80])
+    cli("sync", "--config", str(cfg), "--as-of", (AS_OF - timedelta(days=1)).isoformat())
+    cfg_, settings = load_config(cfg), load_settings()
+    with open_ledger(cfg_, settings) as ledger:
+        resync(cfg_, ledger, settings, ONE_ORDER, as_of=AS_OF)
+    con = duckdb.connect(str(tmp_path / "shop" / "rfmsync.duckdb"), read_only=True)
+    try:
+        records = con.execute("SELECT as_of, source, customers FROM segment_history_records ORDER BY as_of").fetchall()
+    finally:
+        con.close()
+    assert records[-1][:2] == (AS_OF, "webhook")

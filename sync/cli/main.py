@@ -15,7 +15,7 @@ import click
 
 from connectors.errors import ConfigError as SourceConfigError
 from connectors.errors import ConnectorError
-from connectors.secrets import mask, mask_log_handlers, remember_secrets
+from connectors.secrets import install_masked_excepthooks, mask, mask_log_handlers, remember_secrets
 from segmentation import DataRangeError, SegmentationError
 
 from ..errors import INTERNAL_EXIT, ConfigError, DataError, RfmsyncError
@@ -64,6 +64,12 @@ def exit_code(exc: BaseException) -> int:
 
 
 class RfmsyncGroup(click.Group):
+    def __call__(self, *args, **kwargs):
+        """The program's entry point (the ``rfmsync`` script and ``python -m sync`` call ``main()``; a test's
+        CliRunner calls ``main.main()``): the process's exception hooks, masked, are installed here only."""
+        install_masked_excepthooks()
+        return super().__call__(*args, **kwargs)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)

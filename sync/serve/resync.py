@@ -5,7 +5,7 @@ The path of one webhook batch (see :func:`resync`):
 1. stage the records (and, for CRM "pull" hints, an incremental pull) and merge them into the order store
    (one short DuckDB connection; the store is a single-writer file);
 2. re-score only the affected customers against the score cut points of the last *full* run
-   (:func:`sync.engine.load_cut_points`). Quantile cut points recomputed from a handful of customers would be
+   (:func:`sync.ingest.load_cut_points`). Quantile cut points recomputed from a handful of customers would be
    meaningless, and recomputing them over everyone would let a single order reshuffle other customers'
    scores; so when no full run exists yet, a full segmentation is run and saved first;
 3. plan every destination for those customers only: the pushed state handed to the planner (``last``) is
@@ -13,7 +13,9 @@ The path of one webhook batch (see :func:`resync`):
    get a removal and a million-contact destination is not read;
 4. check the plan guards (:mod:`sync.guards`; a webhook run never overrides them: a refusal records ``refused``
    runs and writes nothing), then apply with :func:`sync.engine.execute_plan`, recorded as a run of kind
-   ``webhook``; a destination whose ledger moved while waiting for its lock is planned again first.
+   ``webhook``; a destination whose ledger moved while waiting for its lock is planned again first. Only then are
+   the customers' segments recorded in the segment history (:func:`sync.history.record_partial`): a refused resync
+   records nothing.
 
 Work is proportional to the affected customers, not to the shop: the store is read through its lookup
 indexes (:mod:`sync.store.lookup`, built by the first resync after a bulk load), the segment history too (the
@@ -110,6 +112,7 @@ class _Affected:
     contact_keys: set[str]  # normalised emails of the affected customers' contacts
     store_wait: float = 60.0  # how long a later store read of this resync waits (resync's store_wait_seconds)
     collapse: Any = None  # the last full run's recency scores collapsed: the resync is refused (recency_scores)
+    segments: Any = None  # their (customer_id, segment), recorded in the segment history once the resync applied
 
 
 def _store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Order],
@@ -182,12 +185,12 @@ def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, 
 
     result = run_segmentation(con, cfg.segmentation, as_of, cfg.timezone, cut_points=cut_points,
                               customers=AFFECTED_TABLE, with_boundary=False)
-    record_partial(con, cfg, result.table, as_of)  # the affected customers' moves, in the segment history
     rows = _affected_rows(con, result.table, SegmentsRun(con=con, result=result, pull=None, config=cfg))
     emails = con.execute(f"SELECT email FROM contacts WHERE customer_id IN (SELECT customer_id FROM "
                          f"{AFFECTED_TABLE}) AND email IS NOT NULL").fetchall()
     keys = {k for (e,) in emails if (k := normalize_email(e))}
-    return _Affected(rows, ids, keys, collapse=collapse)
+    segments = con.sql(f"SELECT customer_id, segment FROM {result.table}").to_arrow_table()
+    return _Affected(rows, ids, keys, collapse=collapse, segments=segments)
 
 
 def _affected_rows(con: duckdb.DuckDBPyConnection, segments: str, run: SegmentsRun) -> list[dict[str, Any]]:
@@ -377,6 +380,7 @@ def resync(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Ord
             raise refuse(ledger, "webhook", [p.plan.destination for p in planned], lines)
         for p in planned:
             report.reports.append(_apply(cfg, p, ledger, settings, affected, report, lock_wait_seconds, sleep))
+        record_partial(cfg, affected.segments, as_of, store_wait_seconds)  # after the guards and the apply only
     report.seconds = time.monotonic() - started
     stale = sum(report.stale.values())
     log.info("webhook resync: %d orders, %d contacts, %d customers, %d changes, %d rows read in %.2fs%s",

@@ -48,7 +48,7 @@ from connectors.file_sql import persist_loaded
 from connectors.file_staging import FilePullResult, LoadedFile, drop_scratch, future_tolerance
 from connectors.files import FileSource
 from connectors.errors import ConnectorError, TransientError
-from connectors.file_paths import NothingMatches
+from connectors.file_paths import NothingMatches, pattern_matches
 from connectors.source import Progress
 
 from .connection import store_transaction
@@ -187,7 +187,7 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
     try:
         orders, contacts = source.files()
     except NothingMatches as exc:
-        raise matched_before(exc, len(_catalogue(con))) from None
+        raise matched_before(exc, source, _catalogue(con)) from None
     wanted = [("orders", p) for p in orders] + [("contacts", p) for p in contacts]
     stored = {(row["role"], row["path"]): row for row in _catalogue(con)}
     cfg = config_hash(source)
@@ -316,9 +316,13 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
     return Ingested(result, read, gone, lean=change is not None)
 
 
-def matched_before(exc: NothingMatches, stored: int) -> ConnectorError:
-    """A pattern matching nothing where the store holds files read before: the export folder or the share it is
-    on not there (not mounted, being copied), a retry-later error, nothing removed; on a first read, the config's."""
+def matched_before(exc: NothingMatches, source: FileSource, catalogue: list[dict]) -> ConnectorError:
+    """A pattern matching nothing where the store holds files of its role (``orders``, ``contacts``) that it
+    matches, read before: the export folder or the share it is on not there (not mounted, being copied), a
+    retry-later error, nothing removed. Else (a first read, a pattern just added or edited that matches none of
+    the files read before: a typo) the config error: waiting would never fix it."""
+    role = "orders" if exc.pattern == source.cfg.orders else "contacts"  # (orders are matched first)
+    stored = sum(1 for row in catalogue if row["role"] == role and pattern_matches(exc.full, row["path"]))
     if not stored:
         return exc
     return TransientError(f"{exc}, where {stored} file(s) were read before (the export folder or its network share "
