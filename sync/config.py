@@ -314,7 +314,8 @@ def _model_named(title: str) -> type[BaseModel] | None:
 
     models: list[Any] = [Config, PredictConfig]
     try:
-        
+        from connectors.registry import SOURCES
+
         models += [SOURCES[kind][0] for kind in SOURCES]
     except Exception:  # a connector that cannot import only loses its suggestions
         pass
