@@ -317,7 +317,7 @@ def _model_named(title: str) -> type[BaseModel] | None:
         from connectors.registry import SOURCES
 
         models += [SOURCES[kind][0] for kind in SOURCES]
-    except Exception:  # a connector that cannot import only loses its suggestions
+    except ImportError:  # a connector that cannot import only loses its suggestions (not a bug here: see it)
         pass
     return next((m for m in models if m.__name__ == title), None)
 
