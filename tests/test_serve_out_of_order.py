@@ -152,3 +152,55 @@ def test_a_shopify_order_refunded_then_its_older_paid_delivery_stays_refunded(sk
     assert mailchimp_fake.tags_of(email) == {"Winback"}
     assert metrics.snapshot()["stale"]["order"] == 1
     assert 'rfmsync_webhook_stale_versions_total{kind="order"} 1' in metrics.render()
+
+
+def _customer(consent: str | None, updated_at: str, **fields) -> dict:
+    payload = {"id": 7700, "email": "late.news@example.com", "updated_at": updated_at, **fields}
+    if consent is not None:
+        payload["email_marketing_consent"] = {"state": consent, "consent_updated_at": updated_at}
+    return payload
+
+
+def test_a_withdrawal_delivered_after_a_newer_edit_without_consent_takes_the_tags_off_in_that_resync(
+        skip_shop, mailchimp_fake):
+    """A Shopify customer: subscribed at 10:00 (created and tagged), a name edit at 10:03 that says nothing of
+    consent, and the unsubscription of 10:02, retried, accepted last. It is stale by Shopify's times, yet it
+    withdraws (a later edit without consent does not hide it), and the same resync takes the managed tags off in the
+    ESP: before (the review of fix52), the store said "no" but the resync planned nobody (the delivery's only record
+    was left out), and the ESP kept him tagged until the next full sync."""
+    cfg = load_config(skip_shop).model_copy(update={"source": {"type": "shopify", "shop": "demo"}})
+    settings, email = load_settings(), "late.news@example.com"
+    with open_ledger(cfg, settings) as ledger:
+        worker = Worker(cfg, ledger, settings, as_of=lambda: AS_OF)
+        with live_server(create_app(Intake(cfg, ledger, settings))) as base:
+            assert _shopify(base, "orders/paid", _shopify_order(9100, "7700", "paid", "2025-06-29T10:00:00Z")
+                            ).status_code == 202
+            assert _shopify(base, "customers/update", _customer("subscribed", "2025-06-29T10:00:00Z")
+                            ).status_code == 202
+            assert worker.drain() == 2 and mailchimp_fake.tags_of(email), "subscribed and tagged first"
+            assert _shopify(base, "customers/update", _customer(None, "2025-06-29T10:03:00Z", first_name="Late")
+                            ).status_code == 202
+            assert worker.drain() == 1
+            assert _shopify(base, "customers/update", _customer("unsubscribed", "2025-06-29T10:02:00Z")
+                            ).status_code == 202
+            assert worker.drain() == 1
+    assert _consent(cfg, "7700") == "no"
+    assert mailchimp_fake.tags_of(email) == set()  # the managed tags taken off by that resync
+
+
+def test_in_one_batch_a_withdrawal_then_an_edit_without_consent_stays_a_withdrawal(skip_shop, mailchimp_fake):
+    """Stored "yes"; one batch holds the withdrawal (10:02) and a later edit that says nothing of consent (10:03):
+    the edit keeps the batch's withdrawal as the store keeps a stored value (before: it took the stored "yes")."""
+    cfg, settings = load_config(skip_shop), load_settings()
+    with open_ledger(cfg, settings) as ledger:
+        worker = Worker(cfg, ledger, settings, as_of=lambda: AS_OF)
+        with live_server(create_app(Intake(cfg, ledger, settings))) as base:
+            assert _generic(base, _new_customer_order("yes", "2025-06-29T10:00:00+00:00")).status_code == 202
+            assert worker.drain() == 1
+            edit = _new_customer_order("yes", "2025-06-29T10:03:00+00:00")
+            del edit["contact"]["marketing_consent"]
+            assert _generic(base, _new_customer_order("no", "2025-06-29T10:02:00+00:00")).status_code == 202
+            assert _generic(base, edit).status_code == 202
+            assert worker.drain() == 2
+    assert _consent(cfg, "NEW-7") == "no"
+    assert mailchimp_fake.tags_of("late.news@example.com") == set()

@@ -128,6 +128,8 @@ def _batch(parts: list[_Part]) -> Batch:
                 continue
             # an untimed version is as new as the held one (its time, for the batch's comparisons only)
             times[key] = record.updated_at if record.updated_at is not None or held is None else times[key]
+            if isinstance(record, Contact) and isinstance(held, Contact):
+                record = _carried(record, held)
             # a record's age is its own event's (the one holding the version staged)
             kept.pop(key, None)  # (in the batch's order: the latest version last)
             kept[key] = record
@@ -148,6 +150,21 @@ def _older(record: Order | Contact, held: Order | Contact, held_at: datetime | N
     if record.updated_at == held_at and isinstance(record, Contact) and isinstance(held, Contact):
         return held.marketing_consent is Consent.NO and record.marketing_consent is not Consent.NO
     return record.updated_at < held_at
+
+
+def _carried(record: Contact, held: Contact) -> Contact:
+    """``record`` keeping what the batch's earlier version ``held`` said and it leaves out (an ``unknown`` consent,
+    an empty field), as the store keeps the stored values (``_coalesce_webhook_contacts``): a withdrawal, then an
+    edit that says nothing of consent, in one batch, stays a withdrawal (it became the stored ``yes``)."""
+    changes: dict[str, object] = {f: getattr(held, f) for f in _CARRIED if getattr(record, f) is None}
+    if record.marketing_consent is Consent.UNKNOWN:
+        changes["marketing_consent"] = held.marketing_consent
+    if not record.attributes and held.attributes:
+        changes["attributes"] = held.attributes
+    return replace(record, **changes)  # type: ignore[arg-type]
+
+
+_CARRIED = ("email", "phone", "first_name", "last_name", "created_at")
 
 
 def _withdraws(record: Order | Contact, held: Order | Contact) -> bool:

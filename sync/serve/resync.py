@@ -61,6 +61,7 @@ from ..run import refuse
 from ..settings import Settings
 from ..store import STORE_LOCK, connect_store, ensure_lookup_indexes, lookup_by_key, merge_staged
 from ..store.merge import Ages
+from ..store.webhooks import add_late_withdrawals
 from .managed import ManagedCounts
 from .readcount import CountingConnection
 from .resync_staging import (CLOCK_MARGIN, _coalesce_webhook_contacts, _prune_file_won,  # the staging side
@@ -170,6 +171,7 @@ def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, 
     if pulled is not None and pulled.cursor is not None:
         ledger.set_cursor(cursor_source, "all", pulled.cursor)
     _prune_file_won(con, ledger, now)
+    add_late_withdrawals(con, AFFECTED_TABLE)  # a stale version's withdrawal: pushed now, not at the next full sync
     ids = {r[0] for r in con.execute(f"SELECT customer_id FROM {AFFECTED_TABLE}").fetchall()}
     report.customers = len(ids)
     if not ids:

@@ -18,7 +18,8 @@ from .appends import NOTED_ROWS, note_merged
 from .facts import DAY_HASH, RFM_HASH
 from .generation import bump_generation, generation
 from .lookup import BULK_ROWS, drop_lookup_indexes
-from .webhooks import FILE_WON_TABLE, KIND, WEBHOOK_TABLE, create_webhook_table, plausible_versions
+from .webhooks import (FILE_WON_TABLE, KIND, WEBHOOK_TABLE, create_webhook_table, plausible_versions,
+                       withdraw_late)
 
 log = logging.getLogger(__name__)
 
@@ -322,9 +323,7 @@ def _drop_older_versions(con: duckdb.DuckDBPyConnection, present: set[str],
             ids = [r[0] for r in con.execute("SELECT id FROM _older_orders ORDER BY id LIMIT 5").fetchall()
                    ] if name == "orders" else []
             if name == "contacts":  # a stale withdrawal still withdraws (a newer edit may have said nothing of it)
-                con.execute("UPDATE contacts SET marketing_consent = 'no' WHERE marketing_consent <> 'no' AND "
-                            "customer_id IN (SELECT id FROM _older_contacts) AND customer_id IN (SELECT customer_id "
-                            "FROM staged_contacts GROUP BY ALL HAVING arg_max(marketing_consent, rowid) = 'no')")
+                withdraw_late(con, "_older_contacts")
             con.execute(f"DELETE FROM {staged} WHERE {key} IN (SELECT id FROM _older_{name})")
             if name == "orders" and "staged_line_items" in present:
                 con.execute("DELETE FROM staged_line_items WHERE order_id IN (SELECT id FROM _older_orders)")

@@ -70,3 +70,29 @@ def plausible_versions(versions: Mapping[tuple[str, str], datetime | None],
             continue
         out[key] = at
     return out
+
+
+#: the customers whose consent a stale webhook version withdrew (:func:`withdraw_late`), for the resync to push
+LATE_WITHDRAWALS = "_late_withdrawals"
+
+
+def withdraw_late(con: duckdb.DuckDBPyConnection, older: str) -> None:
+    """A contact's stale version (its id in the table ``older``) that withdraws consent still withdraws it, from
+    the stored contact (consent only: a newer edit may have said nothing of consent, or given it again: never
+    subscribe on a doubt); its customer is kept in :data:`LATE_WITHDRAWALS` (:func:`late_withdrawals`)."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {LATE_WITHDRAWALS} AS SELECT customer_id FROM contacts "
+                f"WHERE marketing_consent <> 'no' AND customer_id IN (SELECT id FROM {older}) AND customer_id IN "
+                "(SELECT customer_id FROM staged_contacts GROUP BY ALL "
+                "HAVING arg_max(marketing_consent, rowid) = 'no')")
+    con.execute(f"UPDATE contacts SET marketing_consent = 'no' WHERE customer_id IN "
+                f"(SELECT customer_id FROM {LATE_WITHDRAWALS})")
+
+
+def add_late_withdrawals(con: duckdb.DuckDBPyConnection, customers: str) -> None:
+    """Add to the table ``customers`` (one ``customer_id`` column) those the last merge on ``con`` withdrew consent
+    of by a stale version (then forgotten): the resync plans them too, or the ESPs would hear of the withdrawal
+    only at the next full sync."""
+    if con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = ? AND temporary", [LATE_WITHDRAWALS]).fetchall():
+        con.execute(f"INSERT INTO {customers} SELECT customer_id FROM {LATE_WITHDRAWALS} "
+                    f"EXCEPT SELECT customer_id FROM {customers}")
+        con.execute(f"DROP TABLE {LATE_WITHDRAWALS}")
