@@ -89,3 +89,18 @@ def _check_links(full: str, first: int) -> None:
         path, why = missing[0]
         raise TransientError(f"{path}{more}: a link to {os.readlink(path)}, {why}; nothing was read: run again once "
                              "it is, or remove the link")
+
+
+def check_gone(paths: list[str]) -> None:
+    """Files read before that the pattern no longer matches are gone (their rows leave the store) only when the
+    system says so (no such file or folder, or it is there but no longer matched); any other error reaching one
+    (a mount point under the pattern disconnected or stale: ENOTCONN, ESTALE, EIO; glob swallows those) is a
+    TransientError naming it: nothing is removed, the run is retried."""
+    for path in paths:
+        try:
+            os.lstat(path)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+                raise TransientError(f"{path}: read before, it cannot be reached now ({exc.strerror}: a network "
+                                     "share disconnected?); nothing was read or removed: run again once it is "
+                                     "back") from None

@@ -98,6 +98,40 @@ def test_a_folder_linked_to_a_share_disconnected_is_retried_later(tmp_path, monk
     assert outcome(cfg) == before
 
 
+def test_a_month_folder_that_is_a_mount_point_disconnected_is_retried_later(tmp_path, monkeypatch):
+    """``exports/2025-05`` is itself a network mount (no link) that dropped: the folder is still listed, but
+    everything under it answers ENOTCONN, which glob swallows: May's file was 'gone' and its orders removed (exit
+    0, the review of fix53). Now the file read before is checked: not 'no such file', so a retry-later error (exit
+    3) naming it, nothing removed. (No mount can be dropped here: the OS calls under that folder answer what the
+    kernel does for one.)"""
+    import errno
+
+    cfg = monthly_shop(tmp_path)
+    (tmp_path / "exports" / "2025-05").unlink()
+    shutil.copytree(tmp_path / "share" / "exports", tmp_path / "exports" / "2025-05")  # a plain folder (the mount)
+    before = outcome(cfg)
+    files = stored_files(tmp_path)
+    mount = str(tmp_path / "exports" / "2025-05")
+    real = {name: getattr(os, name) for name in ("stat", "lstat", "scandir")}
+
+    def dropped(name):
+        def call(path=".", *args, **kwargs):
+            p = os.fsdecode(path) if not isinstance(path, int) else ""
+            if p.startswith(mount + os.sep) or (p == mount and name != "lstat"):  # its own entry is still listed
+                raise OSError(errno.ENOTCONN, os.strerror(errno.ENOTCONN), p)
+            return real[name](path, *args, **kwargs)
+        return call
+
+    for name in real:
+        monkeypatch.setattr(os, name, dropped(name))
+    result = run_cli("segments", "--config", str(cfg), "--as-of", AS_OF.isoformat(), code=3)
+    assert f"error: {mount}{os.sep}orders.csv: read before, it cannot be reached now ({os.strerror(errno.ENOTCONN)}" \
+           in result.output
+    assert "gone" not in result.output
+    monkeypatch.undo()
+    assert stored_files(tmp_path) == files and outcome(cfg) == before
+
+
 def test_a_share_mounted_empty_matches_nothing_and_removes_nothing(tmp_path):
     """The mount point is there but empty (the share itself missing): the pattern matches nothing where the store
     holds files read before, a retry-later error (exit 3, so ``serve`` runs it again soon) before the store is

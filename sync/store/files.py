@@ -48,7 +48,7 @@ from connectors.file_sql import persist_loaded
 from connectors.file_staging import FilePullResult, LoadedFile, drop_scratch, future_tolerance
 from connectors.files import FileSource
 from connectors.errors import ConnectorError, TransientError
-from connectors.file_paths import NothingMatches, pattern_matches
+from connectors.file_paths import NothingMatches, check_gone, pattern_matches
 from connectors.source import Progress
 
 from .connection import store_transaction
@@ -199,6 +199,7 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
     keep = {key: stored[(key[0], str(key[1]))] for key in wanted
             if not reread and _unchanged(stored.get((key[0], str(key[1]))), prints[key], cfg, latest)}
     gone = sorted({path for role, path in stored} - {str(p) for _, p in wanted})
+    check_gone(gone)  # a mount point disconnected under the pattern: not gone, retried
     rows = con.execute(f"SELECT summary FROM {SUMMARY_TABLE}").fetchall()
     summary = json.loads(rows[0][0]) if rows else None
     if len(keep) == len(wanted) and len(stored) == len(keep) and summary is not None:
