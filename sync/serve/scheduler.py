@@ -172,9 +172,11 @@ class Scheduler:
         return all(name in done for name in names) if names else bool(done)
 
     def _done(self, fire: datetime) -> None:
-        """The cursor names ``fire`` as run (or given up), by this schedule."""
+        """The cursor names ``fire`` as run (or given up), by this schedule; no retry of it is pending (a failure
+        plans the next one after this)."""
         self.ledger.set_cursor(*CURSOR, fire.isoformat())
         self.ledger.set_cursor(*IDENTITY_CURSOR, self.schedule.identity())
+        self.ledger.set_cursor(*RETRY_CURSOR, "")
 
     def _count(self, outcome: str) -> None:
         if self.metrics is not None:
@@ -215,7 +217,6 @@ class Scheduler:
                     return False
                 if killed > KILLED_RERUNS:  # it kills its process (OOM): running it again would only repeat that
                     self._done(fire)
-                    self.ledger.set_cursor(*RETRY_CURSOR, "")
                     self._count("killed")
                     log.error("scheduled sync of %s was killed half-way %d times (out of memory?): not run again; "
                               "the next fire time (%s) runs it", fire.isoformat(), killed,
@@ -223,7 +224,6 @@ class Scheduler:
                     return False
                 if stops >= EARLY_STOPS:  # serve stopped at every start before it applied anything
                     self._done(fire)
-                    self.ledger.set_cursor(*RETRY_CURSOR, "")
                     self._count("stopped_early")
                     log.error("scheduled sync of %s was stopped before its first batch %d times in a row (serve "
                               "stopped during its pull at each start: a liveness probe, deploys?): not run again; "
@@ -263,8 +263,7 @@ class Scheduler:
                         again = 0 if passed[0] else stops + 1
                         self.ledger.set_cursor(*RETRY_CURSOR, Retry(fire, attempt, self.clock(), killed, again).dumps())
                     elif ended != "lost":  # (a lost lock: the cursors are its new holder's now)
-                        self._done(fire)
-                        self.ledger.set_cursor(*RETRY_CURSOR, "")  # done: a failure plans the next one below
+                        self._done(fire)  # (a failure plans the next retry below)
         except RunStopped as exc:
             self._count("stopped")
             first = f" (before the stop, a destination failed: {exc.__cause__})" if exc.__cause__ else ""
