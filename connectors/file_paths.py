@@ -35,8 +35,7 @@ def matching_files(pattern: str, base_dir: Path) -> list[Path]:
     can never lead anywhere as it is (:data:`LINK_CONFIG_ERRORS`: a loop, no permission, a file used as a folder)
     a ConfigError. Matching nothing: :class:`NothingMatches`."""
     full = pattern if os.path.isabs(pattern) else str(base_dir / pattern)
-    _check_links(full, 0 if os.path.isabs(pattern) else len(base_dir.parts))
-    matched = glob.glob(full)
+    matched = _check_links(full, 0 if os.path.isabs(pattern) else len(base_dir.parts))
     found = sorted(Path(p) for p in matched if os.path.isfile(p))
     if not found:
         near = [p.name for p in Path(full).parent.glob("*") if p.is_file()] if Path(full).parent.is_dir() else []
@@ -61,14 +60,18 @@ def pattern_matches(full: str, path: str) -> bool:
     return True
 
 
-def _check_links(full: str, first: int) -> None:
+def _check_links(full: str, first: int) -> list[str]:
     """Every link matched by a level of the pattern ``full`` past its ``first`` parts (the folder it is relative
     to is not the pattern's) that leads nowhere: a ConfigError for the first one that cannot lead anywhere, else
-    a TransientError naming them."""
+    a TransientError naming them. Returns what the whole pattern matches (``glob(full)``, listed once), unsorted."""
     parts = Path(full).parts
     missing: list[tuple[str, str]] = []  # (link, why its target cannot be read now)
-    for level in range(max(first, 1), len(parts)):
-        for path in sorted(glob.glob(str(Path(*parts[:level + 1])))):
+    levels = range(max(first, 1), len(parts))
+    matched = [] if levels else glob.glob(full)
+    for level in levels:
+        # the last level is the pattern as given: its matches keep the pattern's spelling (a file's identity)
+        matched = glob.glob(full if level == len(parts) - 1 else str(Path(*parts[:level + 1])))
+        for path in sorted(matched):
             if not os.path.islink(path):
                 continue
             try:
@@ -89,6 +92,7 @@ def _check_links(full: str, first: int) -> None:
         path, why = missing[0]
         raise TransientError(f"{path}{more}: a link to {os.readlink(path)}, {why}; nothing was read: run again once "
                              "it is, or remove the link")
+    return matched
 
 
 def check_gone(paths: list[str]) -> None:
