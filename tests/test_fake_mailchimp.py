@@ -1,6 +1,6 @@
 """The fake Mailchimp's member JSON (built from kept parts and a tag index, for the bench) is what ``json.dumps`` gives
 for the member's view (its tags found by scanning every segment), whatever changed the audience: its endpoints, its
-seeding methods, or a test editing the segments by hand."""
+seeding methods, or a test editing the segments by hand; and its latency (the bench's) counts from the call's arrival."""
 
 from __future__ import annotations
 
@@ -226,3 +226,30 @@ def test_a_segment_id_back_under_another_name_or_renamed_by_hand_is_named_so_in_
         assert fake._member_json(lst, "m0") == json.dumps(fake._member_view(lst, "m0"))
     finally:
         fake.stop()
+
+
+def test_the_latency_counts_from_when_the_call_reached_the_fake_not_from_after_its_body_was_read() -> None:
+    """``bench/sync.py --latency-ms``'s fake answers ``latency`` after the call arrived, as a vendor's answer time
+    is measured: a body that was slow to come in is part of that time, not added to it (the bench's ideal is
+    calls × latency / connections)."""
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    with FakeMailchimp() as fake:
+        fake.latency = 0.6
+        where = urlsplit(fake.url)
+        body = json.dumps({"members": [], "update_existing": True}).encode()
+        auth = base64.b64encode(f"any:{fake.api_key}".encode()).decode()
+        head = (f"POST /3.0/lists/aud1 HTTP/1.1\r\nHost: {where.netloc}\r\nAuthorization: Basic {auth}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+        with socket.create_connection((where.hostname, where.port), timeout=5) as sock:
+            sock.sendall(head)
+            time.sleep(0.4)  # the body comes 0.4 s after the request line and headers
+            sent = time.monotonic()
+            sock.sendall(body)
+            answer = sock.recv(65536)
+            waited = time.monotonic() - sent
+    assert answer.startswith(b"HTTP/1.1 200")
+    # answered ~0.2 s after the body (0.6 s after the call arrived); counted from the body's end it was 0.6 s
+    assert waited < 0.45, waited

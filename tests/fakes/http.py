@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
@@ -26,6 +27,9 @@ class Request:
     query: dict[str, str]  # last value wins; comma lists stay as sent
     headers: dict[str, str]  # lower-cased names
     body: bytes
+    #: when the call reached the server (its request line and headers read, before its body: a fake's latency
+    #: counts from here, as a vendor's answer time does); 0: not served over HTTP (a test calling handle())
+    arrived: float = 0.0
 
     def json(self) -> Any:
         return json.loads(self.body or b"null")
@@ -104,12 +108,13 @@ class LoopbackServer:
             disable_nagle_algorithm = True
 
             def _serve(self) -> None:
+                arrived = time.monotonic()
                 parts = urlsplit(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
                 request = Request(self.command, parts.path, query,
-                                  {k.lower(): v for k, v in self.headers.items()}, body)
+                                  {k.lower(): v for k, v in self.headers.items()}, body, arrived)
                 try:
                     reply = outer._handler(request)
                 except Exception as exc:  # a bug in the fake: answer 500 with the reason, keep serving

@@ -307,6 +307,7 @@ class FakeMailchimp:
         self._raw: list[RawAnswer] = []
         self._rng = random.Random(seed)
         self._lock = threading.RLock()
+        self._count_lock = threading.Lock()
         self._next_id = 1000
         self._ids: dict[str, str] = {}  # lower-cased email -> member id (subscriber hash)
         self._field_json: dict[tuple[str, type, Any], str] = {}  # (tag, type, value) -> '"TAG": value' as JSON
@@ -422,18 +423,21 @@ class FakeMailchimp:
 
     # ----------------------------------------------------------------- HTTP entry point
     def handle(self, req: Request) -> Reply:
-        with self._lock:
+        # the calls in flight have a lock of their own: counting one must not wait for another call's work
+        with self._count_lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        arrived = time.monotonic()
+        arrived = req.arrived or time.monotonic()
         try:
             with self._lock:
                 reply = self._handle(req)
-            if self.latency:  # answered `latency` after the call arrived (the work done meanwhile counts)
+            # answered `latency` after the call reached the server (reading its body and the work done meanwhile
+            # count, as they do in a vendor's answer time)
+            if self.latency:
                 time.sleep(max(0.0, arrived + self.latency - time.monotonic()))
             return reply
         finally:
-            with self._lock:
+            with self._count_lock:
                 self.in_flight -= 1
 
     def _handle(self, req: Request) -> Reply:
