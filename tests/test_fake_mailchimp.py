@@ -1,6 +1,7 @@
 """The fake Mailchimp's member JSON (built from kept parts and a tag index, for the bench) is what ``json.dumps`` gives
 for the member's view (its tags found by scanning every segment), whatever changed the audience: its endpoints, its
-seeding methods, or a test editing the segments by hand; and its latency (the bench's) counts from the call's arrival."""
+seeding methods, or a test editing the segments by hand; and its latency (the bench's) counts from the call's
+arrival."""
 
 from __future__ import annotations
 
