@@ -15,7 +15,13 @@ Pure functions over numbers, so each rule is a table test. Three kinds:
   (:data:`~sync.planning.values.DRIFTING_VALUES`), unless it empties the field or jumps (:func:`_jumps`): a drift
   never does, a model that was not fitted or amounts exported in minor units do; a tag added always is, a lost
   one added back too: it fires the ESP's "tag added" automations). ``--allow-mass-change`` overrides them for one
-  run. A destination with no managed contacts yet (its first sync) is never a mass change.
+  run. A destination with no managed contacts yet (its first sync) is never a mass change. A **withdrawal** (a
+  managed contact whose tags come off because the source says his marketing consent is ``no``, under
+  ``new_contacts = "skip"``: :attr:`sync.planning.plan.Plan.withdrawn`) is counted apart, by
+  ``max_withdrawal_pct`` alone: the other two do not count it, so one person withdrawing never holds a sync
+  back, while most of the list saying ``no`` at once (a mis-mapped consent column) is refused. Fewer contacts
+  than ``min_mass_change`` (removed, withdrawn or changed) never trip these three: in a small shop one contact is
+  a large share.
 * the **scoring guard** ``recency_scores`` (quantile scores that put the newest buyers among the lost:
   :func:`~segmentation.scoring.recency_collapse`), also on a first sync; ``--allow-mass-change`` overrides it too.
 
@@ -78,10 +84,18 @@ class DataStats:
 @dataclass(frozen=True)
 class PlanStats:
     managed: int  # contacts that hold at least one managed tag/list now, or wait for one the ESP lost (ledger)
-    removed: int  # of those, the ones the plan leaves without any managed tag/list
-    changed: int  # of those, the ones the plan really changes (managed tags or field values)
+    removed: int  # of those, the ones the plan leaves without any managed tag/list, but the withdrawn
+    changed: int  # of those, the ones the plan really changes (managed tags or field values), but the withdrawn
     restored: int = 0  # of those changed, the ones it gives back a tag the ESP lost (the ledger remembers)
     restored_tags: tuple[str, ...] = ()  # and those tags, sorted
+    #: of the managed, the ones whose managed tags come off for a consent withdrawn in the source (Plan.withdrawn):
+    #: judged by max_withdrawal_pct alone, counted in neither ``removed`` nor ``changed``
+    withdrawn: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        """What the plan guards judged (a plan's ``guard`` in ``plan --format json``)."""
+        return {"managed": self.managed, "withdrawn": self.withdrawn, "removed": self.removed,
+                "changed": self.changed, "restored": self.restored}
 
 
 def pct(part: float, whole: float) -> float:
@@ -151,20 +165,28 @@ def customer_drop_line(g: GuardsConfig, customers: int, previous: int | None, de
 
 
 def plan_lines(g: GuardsConfig, stats: PlanStats) -> list[str]:
-    """The plan guards; none for a destination without managed contacts (its first sync)."""
+    """The plan guards; none for a destination without managed contacts (its first sync), nor for fewer
+    contacts than ``min_mass_change`` (each guard its own count)."""
     if stats.managed <= 0:
         return []
+
+    def over(count: int, limit: float) -> str | None:  # the share, when it trips
+        share = pct(count, stats.managed)
+        return fmt_pct(share) if count >= g.min_mass_change and share > limit else None
+
     lines = []
-    removed = pct(stats.removed, stats.managed)
-    if removed > g.max_removal_pct:
+    if (share := over(stats.withdrawn, g.max_withdrawal_pct)) is not None:
+        lines.append(f"guard max_withdrawal_pct: {stats.withdrawn} of {stats.managed} managed contacts ({share} %) "
+                     f"would lose their tags for a marketing consent the source says is no; limit "
+                     f"{fmt_pct(g.max_withdrawal_pct)} %: is [source] marketing_consent mapped to the consent column?")
+    if (share := over(stats.removed, g.max_removal_pct)) is not None:
         lines.append(f"guard max_removal_pct: {stats.removed} of {stats.managed} managed contacts "
-                     f"({fmt_pct(removed)} %) would lose their tags; limit {fmt_pct(g.max_removal_pct)} %")
-    changed = pct(stats.changed, stats.managed)
-    if changed > g.max_change_pct:
+                     f"({share} %) would lose their tags; limit {fmt_pct(g.max_removal_pct)} %")
+    if (share := over(stats.changed, g.max_change_pct)) is not None:
         why = (f" ({stats.restored} would get back tags the ESP lost: {', '.join(stats.restored_tags)})"
                if stats.restored else "")
         lines.append(f"guard max_change_pct: {stats.changed} of {stats.managed} managed contacts "
-                     f"({fmt_pct(changed)} %) would change{why}; limit {fmt_pct(g.max_change_pct)} %")
+                     f"({share} %) would change{why}; limit {fmt_pct(g.max_change_pct)} %")
     return lines
 
 
@@ -242,7 +264,8 @@ def plan_stats(plan, state: Mapping[str, PushedState],
     managed_tags = frozenset(plan.managed_tags)
     lost = lost or {}
     managed = sum(bool(s.tags & managed_tags) for s in state.values()) + waiting_only(lost, state, managed_tags)
-    removed = changed = restored = 0
+    removed = changed = restored = withdrawn = 0
+    withdrawals = frozenset(plan.withdrawn)  # (a plan saved by an rfmsync that did not tell them apart: none)
     restored_tags: set[str] = set()
     # a field whose value moves by itself (recency_days grows by one a day for everyone; the models' numbers move
     # with the day and each refit): its new value says nothing of the input, and counted it would trip
@@ -255,6 +278,9 @@ def plan_stats(plan, state: Mapping[str, PushedState],
         waits = lost[c.key] & managed_tags if c.key in lost else frozenset()  # for a tag the ESP lost
         back = (c.add_tags & waits) - before
         if before and not after:
+            if c.key in withdrawals:  # his consent, not the input: judged apart (max_withdrawal_pct)
+                withdrawn += 1
+                continue
             removed += 1
         if not before and not waits:  # a new contact, or one without managed tags: not one of the managed contacts
             continue
@@ -269,7 +295,7 @@ def plan_stats(plan, state: Mapping[str, PushedState],
                                                          for k, v in c.set_fields.items())):
             changed += 1
     return PlanStats(managed=managed, removed=removed, changed=changed, restored=restored,
-                     restored_tags=tuple(sorted(restored_tags)))
+                     restored_tags=tuple(sorted(restored_tags)), withdrawn=withdrawn)
 
 
 def check_source_lines(g: GuardsConfig, orders: int, bad_rows: int) -> list[str]:
