@@ -189,7 +189,7 @@ class Plan:
     #: ``no`` (:func:`refused_consent`), sorted: the plan guards judge them apart (``max_withdrawal_pct``)
     withdrawn: tuple[str, ...] = ()
     #: what the plan guards judged when it was made (None: it changes nothing, there was nothing to judge)
-    guard: "PlanStats | None" = None
+    guard: PlanStats | None = None
 
     @property
     def is_empty(self) -> bool:
