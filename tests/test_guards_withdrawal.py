@@ -37,10 +37,11 @@ MANAGED = {"VIP", "Winback soft", "Winback", "Welcome"}
      ["guard max_withdrawal_pct: 150 of 200 managed contacts (75 %) would lose their tags for a marketing consent "
       "the source says is no; limit 25 %: is [source] marketing_consent mapped to the consent column?"]),
     # withdrawals count in neither of the other two, which judge the rest as before
-    (PlanStats(managed=100, removed=11, changed=11, withdrawn=20),
+    (PlanStats(managed=100, removed=11, changed=11, withdrawn=10),
      ["guard max_removal_pct: 11 of 100 managed contacts (11 %) would lose their tags; limit 10 %"]),
-    # fewer than min_mass_change (5) contacts never trip a percentage plan guard
-    (PlanStats(managed=6, removed=1, changed=4, withdrawn=4), []),
+    # fewer than min_mass_change (5) contacts never trip a percentage plan guard while they are a minority
+    (PlanStats(managed=8, removed=0, changed=4, withdrawn=4), []),
+    (PlanStats(managed=20, removed=1, changed=4, withdrawn=3), []),
     (PlanStats(managed=6, removed=5, changed=5, withdrawn=0),
      ["guard max_removal_pct: 5 of 6 managed contacts (83.3 %) would lose their tags; limit 10 %",
       "guard max_change_pct: 5 of 6 managed contacts (83.3 %) would change; limit 50 %"]),
@@ -61,6 +62,7 @@ def test_the_floor_is_configurable_and_zero_judges_every_contact():
     ("min_mass_changes = 3", "did you mean 'min_mass_change'"),
     ("max_withdrawal_pct = 101", "max_withdrawal_pct"),
     ("min_mass_change = -1", "min_mass_change"),
+    ("min_mass_change = 101", "min_mass_change"),
 ])
 def test_the_new_keys_are_validated(tmp_path, mailchimp_fake, monkeypatch, text, message):
     path = make_shop(tmp_path / "shop", mailchimp_fake, monkeypatch, customers=20)

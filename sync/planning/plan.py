@@ -185,8 +185,8 @@ class Plan:
     #: customer in the ledger before any ESP call; those not also in ``changes`` have nothing else to write (no
     #: ESP call for them, ``ledger_only`` in the run's counts) and are not counted by the plan guards
     owners: tuple[OwnerChange, ...] = ()
-    #: the contacts whose managed tags this plan takes off because the source says their marketing consent is
-    #: ``no`` (:func:`refused_consent`), sorted: the plan guards judge them apart (``max_withdrawal_pct``)
+    #: the contacts whose tags come off for a consent of ``no`` (:func:`refused_consent`), sorted: judged apart by
+    #: the plan guards (``max_withdrawal_pct``); a saved plan's as :func:`sync.guards.saved_withdrawals` believes
     withdrawn: tuple[str, ...] = ()
     #: what the plan guards judged when it was made (None: it changes nothing, there was nothing to judge)
     guard: PlanStats | None = None
@@ -203,9 +203,8 @@ class Plan:
             rem = sum(tag in c.remove_tags for c in self.changes)
             out.append({"destination": self.destination, "target": tag, "added": add, "removed": rem,
                         "updated": 0, "new": 0, "skipped": 0})
-        out.append({"destination": self.destination, "target": "(fields)", "added": 0, "removed": 0,
-                    "updated": sum(bool(c.set_fields) and not c.create for c in self.changes), "new": 0,
-                    "skipped": 0})
+        out.append({"destination": self.destination, "target": "(fields)", "added": 0, "removed": 0, "new": 0,
+                    "updated": sum(bool(c.set_fields) and not c.create for c in self.changes), "skipped": 0})
         out.append({"destination": self.destination, "target": "(contacts)", "added": 0, "removed": 0, "updated": 0,
                     "new": sum(c.create for c in self.changes), "skipped": len(self.skipped)})
         return out
@@ -230,8 +229,7 @@ class Plan:
             "remote_checked": self.remote_checked, "notes": list(self.notes), "warnings": list(self.warnings),
             "managed_tags": list(self.managed_tags), "fields": dict(self.fields),
             "summary": self.rows(), "totals": self.totals() | {"new_by_status": self.new_by_status()},
-            "new_by_status": self.new_by_status(),
-            "changes": [_change_json(c) for c in self.changes],
+            "new_by_status": self.new_by_status(), "changes": [_change_json(c) for c in self.changes],
             "skipped": [asdict(s) for s in self.skipped],
             "owners": [{"key": o.key, "customer_id": o.customer_id, "was": o.was} for o in self.owners],
             "withdrawn": list(self.withdrawn), "guard": self.guard.to_json() if self.guard is not None else None,
@@ -240,6 +238,9 @@ class Plan:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Plan":
         try:
+            withdrawn = data.get("withdrawn", [])  # (a plan saved before it was: none; apply judges each key)
+            if not isinstance(withdrawn, list) or not all(isinstance(k, str) for k in withdrawn):
+                raise ValueError(f"\"withdrawn\" of destination {data.get('destination')!r} (a list of contact keys)")
             changes = tuple(ContactChange(
                 key=c["key"], email=c["email"], customer_id=c["customer_id"], segment=c["segment"],
                 create=c["create"], status_if_new=c["status_if_new"], add_tags=frozenset(c["add_tags"]),
@@ -252,7 +253,7 @@ class Plan:
                        notes=tuple(data.get("notes", ())), warnings=tuple(data.get("warnings", ())),
                        owners=tuple(OwnerChange(o["key"], o["customer_id"], o["was"])
                                     for o in data.get("owners", ())),
-                       withdrawn=tuple(data.get("withdrawn", ())))
+                       withdrawn=tuple(withdrawn))
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"not an rfmsync plan file: missing or bad {exc}") from None
 
