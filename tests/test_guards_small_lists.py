@@ -6,16 +6,20 @@ fake Mailchimp, and the rules as table tests."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from sync.config import GuardsConfig
 from sync.guards import PlanStats, plan_lines, saved_withdrawals
-from sync.planning.plan import Plan
+from sync.planning.plan import Plan, plan_destination
+from tests.profiles import examples
 from tests.test_guards import run_cli, runs_of
 from tests.test_guards_withdrawal import (MANAGED, managed_contacts, more_guards, plan_doc,  # noqa: F401
                                           set_consent, small_shop)
+from tests.test_plan import DEST, desired_st, state_st
 from tests.test_worker import AS_OF, audience
 
 WITHDRAWN_4_OF_7 = ("guard max_withdrawal_pct: 4 of 7 managed contacts (57.1 %) would lose their tags for a "
@@ -80,6 +84,24 @@ def test_emptying_every_managed_contact_always_trips():
             removed = managed - withdrawn
             stats = PlanStats(managed=managed, removed=removed, changed=removed, withdrawn=withdrawn)
             assert plan_lines(GuardsConfig(), stats), stats
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(st.lists(desired_st(), max_size=10, unique_by=lambda d: d.key),
+       st.lists(state_st(), max_size=10, unique_by=lambda s: s.key), st.booleans())
+def test_apply_believes_the_withdrawals_the_planner_makes_and_no_other_change(desired, last, full_refresh):
+    """``saved_withdrawals`` (apply's test) keeps every withdrawal the planner lists under ``skip``, none under
+    another mode, and takes no other change of a contact whose consent the source gives (yes or no: a contact of
+    unknown consent leaving every segment looks like a withdrawal to a saved plan; it is judged with the
+    removals by the rule of the two together) for one, nor a contact who left the customer base."""
+    desired = [replace(d, tags=frozenset()) if d.consent == "no" else d for d in desired]  # as desired_contacts
+    plan = plan_destination(DEST.model_copy(update={"new_contacts": "skip"}), desired, {s.key: s for s in last},
+                            full_refresh=full_refresh)
+    assert saved_withdrawals(plan, "skip") == plan.withdrawn
+    assert saved_withdrawals(plan, "transactional") == ()
+    unknown = {d.key for d in desired if d.consent == "unknown"}
+    every = replace(plan, withdrawn=tuple(c.key for c in plan.changes))
+    assert set(saved_withdrawals(every, "skip")) - unknown == set(plan.withdrawn)
 
 
 # ------------------------------------------------------------------------------------------- end to end

@@ -238,7 +238,7 @@ class Plan:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Plan":
         try:
-            withdrawn = data.get("withdrawn", [])  # (a plan saved before it was: none; apply judges each key)
+            withdrawn = data.get("withdrawn", [])  # (none in a plan saved before the rule; apply judges each key)
             if not isinstance(withdrawn, list) or not all(isinstance(k, str) for k in withdrawn):
                 raise ValueError(f"\"withdrawn\" of destination {data.get('destination')!r} (a list of contact keys)")
             changes = tuple(ContactChange(
