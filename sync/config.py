@@ -183,6 +183,13 @@ class GuardsConfig(BaseModel):
     max_customer_drop_pct: float = Field(default=20.0, ge=0, le=100)  # vs the last successful run of a destination
     max_removal_pct: float = Field(default=10.0, ge=0, le=100)  # managed contacts losing their managed tags
     max_change_pct: float = Field(default=50.0, ge=0, le=100)  # managed contacts changed at all
+    #: managed contacts losing their managed tags for a consent withdrawn in the source (new_contacts = "skip"):
+    #: judged apart from the other removals and changes, as a share of the managed contacts; and the withdrawals
+    #: and other removals together (against the larger of this and max_removal_pct)
+    max_withdrawal_pct: float = Field(default=25.0, ge=0, le=100)
+    #: fewer contacts than this (or than a majority of the managed contacts, when that is fewer) never trip the
+    #: three above, nor their sum (withdrawn + removed); at most 100: the floor is for small shops, not a switch
+    min_mass_change: int = Field(default=5, ge=0, le=100)
     stale_days: int = Field(default=30, ge=0)  # warn when the newest valid order is older than this
 
 

@@ -15,7 +15,15 @@ Pure functions over numbers, so each rule is a table test. Three kinds:
   (:data:`~sync.planning.values.DRIFTING_VALUES`), unless it empties the field or jumps (:func:`_jumps`): a drift
   never does, a model that was not fitted or amounts exported in minor units do; a tag added always is, a lost
   one added back too: it fires the ESP's "tag added" automations). ``--allow-mass-change`` overrides them for one
-  run. A destination with no managed contacts yet (its first sync) is never a mass change.
+  run. A destination with no managed contacts yet (its first sync) is never a mass change. A **withdrawal** (a
+  managed contact whose tags come off because the source says his marketing consent is ``no``, under
+  ``new_contacts = "skip"``: :attr:`sync.planning.plan.Plan.withdrawn`) is counted apart, by
+  ``max_withdrawal_pct`` alone: the other two do not count it, so one person withdrawing never holds a sync
+  back, while most of the list saying ``no`` at once (a mis-mapped consent column) is refused; the withdrawals
+  and the other removals are also judged together (against the larger of the two limits), so that a plan
+  emptying most of the list for both reasons at once is refused too. Fewer contacts than ``min_mass_change``
+  (removed, withdrawn, both, or changed) never trip these, unless they are a majority of the managed contacts
+  (:func:`mass_floor`): in a small shop one contact is a large share, but most of it is a broken input.
 * the **scoring guard** ``recency_scores`` (quantile scores that put the newest buyers among the lost:
   :func:`~segmentation.scoring.recency_collapse`), also on a first sync; ``--allow-mass-change`` overrides it too.
 
@@ -32,7 +40,8 @@ from typing import Any, Mapping
 from segmentation.scoring import RecencyCollapse
 
 from .config import GuardsConfig
-from .model import PushedState
+from .model import ContactChange, PushedState
+from .planning.plan import refused_consent, status_for_new
 from .planning.values import DRIFTING_VALUES
 
 
@@ -78,10 +87,18 @@ class DataStats:
 @dataclass(frozen=True)
 class PlanStats:
     managed: int  # contacts that hold at least one managed tag/list now, or wait for one the ESP lost (ledger)
-    removed: int  # of those, the ones the plan leaves without any managed tag/list
-    changed: int  # of those, the ones the plan really changes (managed tags or field values)
+    removed: int  # of those, the ones the plan leaves without any managed tag/list, but the withdrawn
+    changed: int  # of those, the ones the plan really changes (managed tags or field values), but the withdrawn
     restored: int = 0  # of those changed, the ones it gives back a tag the ESP lost (the ledger remembers)
     restored_tags: tuple[str, ...] = ()  # and those tags, sorted
+    #: of the managed, the ones whose managed tags come off for a consent withdrawn in the source (Plan.withdrawn):
+    #: judged by max_withdrawal_pct alone, counted in neither ``removed`` nor ``changed``
+    withdrawn: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        """What the plan guards judged (a plan's ``guard`` in ``plan --format json``)."""
+        return {"managed": self.managed, "withdrawn": self.withdrawn, "removed": self.removed,
+                "changed": self.changed, "restored": self.restored}
 
 
 def pct(part: float, whole: float) -> float:
@@ -150,21 +167,43 @@ def customer_drop_line(g: GuardsConfig, customers: int, previous: int | None, de
             f"{destination} ({fmt_pct(drop)} % fewer); limit {fmt_pct(g.max_customer_drop_pct)} %")
 
 
+def mass_floor(g: GuardsConfig, managed: int) -> int:
+    """The fewest contacts a percentage plan guard counts before it may trip: ``min_mass_change``, but never more
+    than a majority of the ``managed`` contacts, so that the floor lets a few contacts of a small shop through,
+    never most of them (4 of 7 saying no, 4 of 4 losing every tag: a broken input however small the shop)."""
+    return min(g.min_mass_change, managed // 2 + 1)
+
+
 def plan_lines(g: GuardsConfig, stats: PlanStats) -> list[str]:
-    """The plan guards; none for a destination without managed contacts (its first sync)."""
+    """The plan guards; none for a destination without managed contacts (its first sync), nor for fewer
+    contacts than :func:`mass_floor` (each guard its own count). The withdrawals and the other removals are also
+    judged together (both leave contacts without any managed tag), against the larger of their two limits."""
     if stats.managed <= 0:
         return []
+    floor = mass_floor(g, stats.managed)
+
+    def over(count: int, limit: float) -> str | None:  # the share, when it trips
+        share = pct(count, stats.managed)
+        return fmt_pct(share) if count >= floor and share > limit else None
+
     lines = []
-    removed = pct(stats.removed, stats.managed)
-    if removed > g.max_removal_pct:
+    if (share := over(stats.withdrawn, g.max_withdrawal_pct)) is not None:
+        lines.append(f"guard max_withdrawal_pct: {stats.withdrawn} of {stats.managed} managed contacts ({share} %) "
+                     f"would lose their tags for a marketing consent the source says is no; limit "
+                     f"{fmt_pct(g.max_withdrawal_pct)} %: is [source] marketing_consent mapped to the consent column?")
+    if (share := over(stats.removed, g.max_removal_pct)) is not None:
         lines.append(f"guard max_removal_pct: {stats.removed} of {stats.managed} managed contacts "
-                     f"({fmt_pct(removed)} %) would lose their tags; limit {fmt_pct(g.max_removal_pct)} %")
-    changed = pct(stats.changed, stats.managed)
-    if changed > g.max_change_pct:
+                     f"({share} %) would lose their tags; limit {fmt_pct(g.max_removal_pct)} %")
+    both, limit = stats.withdrawn + stats.removed, max(g.max_withdrawal_pct, g.max_removal_pct)
+    if stats.withdrawn and stats.removed and (share := over(both, limit)) is not None:
+        lines.append(f"guard max_withdrawal_pct (withdrawals and removals together): {both} of {stats.managed} "
+                     f"managed contacts ({share} %) would lose their tags, {stats.withdrawn} for a marketing consent "
+                     f"the source says is no and {stats.removed} for other reasons; limit {fmt_pct(limit)} %")
+    if (share := over(stats.changed, g.max_change_pct)) is not None:
         why = (f" ({stats.restored} would get back tags the ESP lost: {', '.join(stats.restored_tags)})"
                if stats.restored else "")
         lines.append(f"guard max_change_pct: {stats.changed} of {stats.managed} managed contacts "
-                     f"({fmt_pct(changed)} %) would change{why}; limit {fmt_pct(g.max_change_pct)} %")
+                     f"({share} %) would change{why}; limit {fmt_pct(g.max_change_pct)} %")
     return lines
 
 
@@ -234,6 +273,25 @@ def waiting_only(lost: Mapping[str, frozenset[str]], state: Mapping[str, PushedS
                if tags & managed_tags and not ((s := state.get(key)) is not None and s.tags & managed_tags))
 
 
+def withdrawal_change(c: ContactChange, new_contacts: str) -> bool:
+    """Whether change ``c`` is what the planners make for a contact whose source consent is ``no`` under
+    ``new_contacts`` (:func:`~sync.planning.plan.refused_consent`), as far as the change alone can tell: an
+    existing contact of the customer base (not created, not one who left it: segment ``""``) with the status a
+    consent of ``no`` would get if created (none, under ``skip``), managed tags taken off and none added
+    (:func:`plan_stats` adds: and none left). ``apply`` judges a saved plan's ``withdrawn`` by it
+    (:func:`saved_withdrawals`): a key listed there by hand, or under a destination no longer ``skip``, is a
+    removal."""
+    return (refused_consent("no", new_contacts) and not c.create and c.segment != ""
+            and c.status_if_new == status_for_new("no", new_contacts) and not c.add_tags and bool(c.remove_tags))
+
+
+def saved_withdrawals(plan, new_contacts: str) -> tuple[str, ...]:
+    """The keys of a saved ``plan``'s ``withdrawn`` that :func:`withdrawal_change` believes under the
+    destination's ``new_contacts`` now; the others count as removals."""
+    listed = frozenset(plan.withdrawn)
+    return tuple(sorted(c.key for c in plan.changes if c.key in listed and withdrawal_change(c, new_contacts)))
+
+
 def plan_stats(plan, state: Mapping[str, PushedState],
                lost: Mapping[str, frozenset[str]] | None = None) -> PlanStats:
     """Measure ``plan`` (a :class:`sync.planning.plan.Plan`) against the ledger ``state`` of its destination and
@@ -242,7 +300,8 @@ def plan_stats(plan, state: Mapping[str, PushedState],
     managed_tags = frozenset(plan.managed_tags)
     lost = lost or {}
     managed = sum(bool(s.tags & managed_tags) for s in state.values()) + waiting_only(lost, state, managed_tags)
-    removed = changed = restored = 0
+    removed = changed = restored = withdrawn = 0
+    withdrawals = frozenset(plan.withdrawn)  # (a plan saved by an rfmsync that did not tell them apart: none)
     restored_tags: set[str] = set()
     # a field whose value moves by itself (recency_days grows by one a day for everyone; the models' numbers move
     # with the day and each refit): its new value says nothing of the input, and counted it would trip
@@ -255,6 +314,9 @@ def plan_stats(plan, state: Mapping[str, PushedState],
         waits = lost[c.key] & managed_tags if c.key in lost else frozenset()  # for a tag the ESP lost
         back = (c.add_tags & waits) - before
         if before and not after:
+            if c.key in withdrawals:  # his consent, not the input: judged apart (max_withdrawal_pct)
+                withdrawn += 1
+                continue
             removed += 1
         if not before and not waits:  # a new contact, or one without managed tags: not one of the managed contacts
             continue
@@ -269,7 +331,7 @@ def plan_stats(plan, state: Mapping[str, PushedState],
                                                          for k, v in c.set_fields.items())):
             changed += 1
     return PlanStats(managed=managed, removed=removed, changed=changed, restored=restored,
-                     restored_tags=tuple(sorted(restored_tags)))
+                     restored_tags=tuple(sorted(restored_tags)), withdrawn=withdrawn)
 
 
 def check_source_lines(g: GuardsConfig, orders: int, bad_rows: int) -> list[str]:

@@ -47,4 +47,7 @@ def load_plan_file(path: str | os.PathLike) -> SavedPlan:
     counts = data.get("data") or {}
     if not isinstance(counts, dict) or not all(isinstance(v, int) for v in counts.values()):
         raise ConfigError(f"{path}: not an rfmsync plan file (bad \"data\")")
-    return SavedPlan([Plan.from_json(p) for p in data.get("plans", [])], counts)
+    try:
+        return SavedPlan([Plan.from_json(p) for p in data.get("plans", [])], counts)
+    except ConfigError as exc:  # (which file: apply may be given several over time)
+        raise ConfigError(f"{path}: {exc}") from None

@@ -8,6 +8,7 @@ per destination (the reason as its error) and raises :class:`sync.errors.GuardRe
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import date
 from typing import Any, Callable, Mapping, Sequence
 
@@ -19,7 +20,8 @@ from .destinations.registry import make_destination
 from .engine import ApplyReport, execute_plan
 from .errors import ConfigError, GuardRefusedError, PlanStaleError, RunStopped
 from .history import record_after_sync, snapshot
-from .guards import DataStats, customer_drop_line, data_lines, plan_lines, plan_stats, scoring_lines
+from .guards import (DataStats, customer_drop_line, data_lines, plan_lines, plan_stats, saved_withdrawals,
+                     scoring_lines)
 from .ingest import run_stats, segments_from_store
 from .ledger import Ledger, RunHistory, RunRecorder
 from .pipeline import Reading, today_in
@@ -177,7 +179,10 @@ def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Se
             lines += scoring_lines(stats)
     if not allow_mass_change:
         for plan in plans:
-            stats_now = plan_stats(plan, ledger.load_state(plan.destination), ledger.lost_tags(plan.destination))
+            # a withdrawal only when the plan's change is one, by the planners' test, under the destination's
+            # new_contacts now (a key added to "withdrawn" by hand, or a destination switched from skip: a removal)
+            judged = replace(plan, withdrawn=saved_withdrawals(plan, cfg.destination(plan.destination).new_contacts))
+            stats_now = plan_stats(judged, ledger.load_state(plan.destination), ledger.lost_tags(plan.destination))
             lines += [f"{plan.destination}: {line}" for line in plan_lines(cfg.guards, stats_now)]
     if lines:
         raise refuse(ledger, "apply", names, lines, counts)

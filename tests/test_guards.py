@@ -346,7 +346,7 @@ def test_a_webhook_resync_never_overrides(shop, mailchimp_fake):
 
     from connectors.records import Order
 
-    set_guards(shop, max_change_pct=0)  # any change to a managed contact is a mass change here
+    set_guards(shop, max_change_pct=0, min_mass_change=1)  # any change to a managed contact is a mass change here
     cfg, settings = load_config(shop), load_settings()
     before, writes = audience(mailchimp_fake), mailchimp_fake.write_calls
     with open_ledger(cfg, settings) as ledger:

@@ -276,7 +276,7 @@ def test_a_batch_refused_by_a_guard_is_failed_at_once_and_the_next_full_sync_pus
     with open_ledger(cfg, settings) as ledger:
         run_full_sync(cfg, ledger, settings, as_of=AS_OF, kind="sync")
         email, cid = churned_contact(ledger)
-    set_guards(path, max_change_pct=0)  # any change to a managed contact is a mass change
+    set_guards(path, max_change_pct=0, min_mass_change=1)  # any change to a managed contact is a mass change
     cfg = load_config(path)
     with open_ledger(cfg, settings) as ledger:
         queue_order(ledger, "G-1", cid, day=d1.isoformat())

@@ -160,7 +160,8 @@ def test_a_webhook_resync_giving_a_lost_tag_back_is_judged_the_same_way(tmp_path
         assert len(ledger.lost_tags(DEST)) == len(holders)
 
         touch = [Contact(customer_id=holders[0])]  # a contact update: his segment stays, the tag comes back
-        strict = cfg.model_copy(update={"guards": cfg.guards.model_copy(update={"max_change_pct": 0.5})})
+        strict = cfg.model_copy(update={"guards": cfg.guards.model_copy(update={"max_change_pct": 0.5,
+                                                                                  "min_mass_change": 1})})
         with pytest.raises(GuardRefusedError) as refused:
             resync(strict, ledger, settings, contacts=touch, as_of=HOOK_DAY)
         assert f"would change (1 would get back tags the ESP lost: {lost}); limit 0.5 %" in str(refused.value.lines)

@@ -112,9 +112,29 @@ def print_plans(plans: Sequence[Plan], console, title: str = "Plan (dry run: not
     table.add_row("Total", "", *(str(totals[k]) for k in ("added", "removed", "updated", "new", "skipped")),
                   style="bold")
     console.print(table)
+    _print_guard_counts(plans, console)
     for plan in plans:
         for note in plan.notes:
             console.print(visible(f"{plan.destination}: {note}"), markup=False, highlight=False)
+
+
+def _print_guard_counts(plans: Sequence[Plan], console) -> None:
+    """What the plan guards judged, per destination with managed contacts (``guard`` in the JSON): the
+    withdrawals (max_withdrawal_pct) apart from the other removals (max_removal_pct) and changes (max_change_pct),
+    each with its share of the managed contacts. None printed when no plan has managed contacts to judge."""
+    from ..guards import fmt_pct, pct
+
+    judged = [p for p in plans if p.guard is not None and p.guard.managed > 0]
+    if not judged:
+        return
+    table = Table(title="Plan guards (shares of the managed contacts)")
+    for col in ("Destination", "managed", "consent withdrawn", "other removals", "changed"):
+        table.add_column(col, justify="left" if col == "Destination" else "right")
+    for p in judged:
+        g = p.guard
+        table.add_row(visible(p.destination), str(g.managed),
+                      *(f"{n} ({fmt_pct(pct(n, g.managed))} %)" for n in (g.withdrawn, g.removed, g.changed)))
+    console.print(table)
 
 
 def _add_new_by_status(table: Table, plan: Plan) -> None:

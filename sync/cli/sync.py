@@ -19,8 +19,8 @@ from .output import out, print_plans, print_warnings
 
 mass_change_option = click.option(
     "--allow-mass-change", is_flag=True,
-    help="Override the plan guards (max_removal_pct, max_change_pct) and the scoring guard (recency_scores) "
-         "for this run; the data guards still hold.")
+    help="Override the plan guards (max_removal_pct, max_change_pct, max_withdrawal_pct) and the scoring guard "
+         "(recency_scores) for this run; the data guards still hold.")
 
 
 def _ctx(config_path):

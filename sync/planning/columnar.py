@@ -116,6 +116,7 @@ def plan_columnar(rows: CustomerRows, dest: DestinationConfig, *, revision: int 
     candidates = [OwnerChange(key, cid, was) for key, cid, was in con.execute(
         "SELECT key, customer_id, prev_customer_id FROM _plan_diff "
         f"WHERE NOT departed AND {OWNER_MOVED.format(p='prev_', d='')}").fetchall()]
+    withdrawn = tuple(k for (k,) in con.execute("SELECT key FROM _plan_diff WHERE withdrawn ORDER BY key").fetchall())
     changes = _changes(con, [esp for esp, _ in fields], dtypes)
     creates = sum(c.create for c in changes)
     warning = consent_warning(dest, consents, creates)
@@ -123,7 +124,7 @@ def plan_columnar(rows: CustomerRows, dest: DestinationConfig, *, revision: int 
     return Plan(destination=dest.name, type=dest.type, changes=tuple(changes), skipped=tuple(skips),
                 managed_tags=tuple(sorted(set(managed))), fields=dict(dest.fields), ledger_revision=revision,
                 remote_checked=remote_checked, notes=(*notes, *note),
-                warnings=(warning,) if warning else (), owners=owners)
+                warnings=(warning,) if warning else (), owners=owners, withdrawn=withdrawn)
 
 
 def columnar_plan_stats(con: duckdb.DuckDBPyConnection, plan: Plan,
@@ -218,6 +219,7 @@ def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str
     # a contact that exists and whose pushed tags and fields are the texts the ledger would write for its desired
     # ones has nothing to change: two string comparisons, no JSON parsed (:mod:`.canonical`); the others go on,
     # and so does one the ledger gives another customer (his new customer is recorded: OwnerChange)
+    withdrawn = "consent = 'no'" if refused else "FALSE"  # Plan.withdrawn: tags off for a consent of no
     unchanged = ""
     if not full_refresh and join != "LEFT":  # (a left join: nothing was pushed, nobody is unchanged)
         tags_text = (f"CAST(to_json({tags_expr}) AS VARCHAR)" if extra_sel
@@ -249,8 +251,8 @@ def _diff_sql(rows: CustomerRows, dest: DestinationConfig, managed: Sequence[str
             SELECT *, {fields_same} AS fields_same, NOT departed AND NOT exists_ AND status IS NULL AS skip FROM k0
         )
         SELECT key, departed, rn, customer_id, prev_customer_id, segment, exists_, status, add_tags, remove_tags,
-               skip, departed OR NOT exists_ OR len(add_tags) > 0 OR len(remove_tags) > 0 OR NOT fields_same AS esp
-               {out_cols}
+               skip, departed OR NOT exists_ OR len(add_tags) > 0 OR len(remove_tags) > 0 OR NOT fields_same AS esp,
+               {withdrawn} AND NOT departed AND NOT skip AND len(remove_tags) > 0 AS withdrawn{out_cols}
         FROM k
         WHERE CASE WHEN departed THEN len(remove_tags) > 0
                    ELSE skip OR NOT exists_ OR len(add_tags) > 0 OR len(remove_tags) > 0 OR NOT fields_same

@@ -14,7 +14,7 @@ import json
 from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from connectors.email_phone import normalize_email
 
@@ -23,6 +23,9 @@ from ..errors import ConfigError
 from ..model import ContactChange, DesiredContact, FieldValue, OwnerChange, PushedState, Skip
 from .transitions import tags_for_row, transition_managed
 from .values import FIELD_VALUES, column_of
+
+if TYPE_CHECKING:
+    from ..guards import PlanStats
 
 
 def managed_tags(dest: DestinationConfig) -> dict[str, list[str]]:
@@ -182,6 +185,11 @@ class Plan:
     #: customer in the ledger before any ESP call; those not also in ``changes`` have nothing else to write (no
     #: ESP call for them, ``ledger_only`` in the run's counts) and are not counted by the plan guards
     owners: tuple[OwnerChange, ...] = ()
+    #: the contacts whose tags come off for a consent of ``no`` (:func:`refused_consent`), sorted: judged apart by
+    #: the plan guards (``max_withdrawal_pct``); a saved plan's as :func:`sync.guards.saved_withdrawals` believes
+    withdrawn: tuple[str, ...] = ()
+    #: what the plan guards judged when it was made (None: it changes nothing, there was nothing to judge)
+    guard: PlanStats | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -195,9 +203,8 @@ class Plan:
             rem = sum(tag in c.remove_tags for c in self.changes)
             out.append({"destination": self.destination, "target": tag, "added": add, "removed": rem,
                         "updated": 0, "new": 0, "skipped": 0})
-        out.append({"destination": self.destination, "target": "(fields)", "added": 0, "removed": 0,
-                    "updated": sum(bool(c.set_fields) and not c.create for c in self.changes), "new": 0,
-                    "skipped": 0})
+        out.append({"destination": self.destination, "target": "(fields)", "added": 0, "removed": 0, "new": 0,
+                    "updated": sum(bool(c.set_fields) and not c.create for c in self.changes), "skipped": 0})
         out.append({"destination": self.destination, "target": "(contacts)", "added": 0, "removed": 0, "updated": 0,
                     "new": sum(c.create for c in self.changes), "skipped": len(self.skipped)})
         return out
@@ -222,15 +229,18 @@ class Plan:
             "remote_checked": self.remote_checked, "notes": list(self.notes), "warnings": list(self.warnings),
             "managed_tags": list(self.managed_tags), "fields": dict(self.fields),
             "summary": self.rows(), "totals": self.totals() | {"new_by_status": self.new_by_status()},
-            "new_by_status": self.new_by_status(),
-            "changes": [_change_json(c) for c in self.changes],
+            "new_by_status": self.new_by_status(), "changes": [_change_json(c) for c in self.changes],
             "skipped": [asdict(s) for s in self.skipped],
             "owners": [{"key": o.key, "customer_id": o.customer_id, "was": o.was} for o in self.owners],
+            "withdrawn": list(self.withdrawn), "guard": self.guard.to_json() if self.guard is not None else None,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Plan":
         try:
+            withdrawn = data.get("withdrawn", [])  # (none in a plan saved before the rule; apply judges each key)
+            if not isinstance(withdrawn, list) or not all(isinstance(k, str) for k in withdrawn):
+                raise ValueError(f"\"withdrawn\" of destination {data.get('destination')!r} (a list of contact keys)")
             changes = tuple(ContactChange(
                 key=c["key"], email=c["email"], customer_id=c["customer_id"], segment=c["segment"],
                 create=c["create"], status_if_new=c["status_if_new"], add_tags=frozenset(c["add_tags"]),
@@ -242,7 +252,8 @@ class Plan:
                        ledger_revision=int(data["ledger_revision"]), remote_checked=data.get("remote_checked", False),
                        notes=tuple(data.get("notes", ())), warnings=tuple(data.get("warnings", ())),
                        owners=tuple(OwnerChange(o["key"], o["customer_id"], o["was"])
-                                    for o in data.get("owners", ())))
+                                    for o in data.get("owners", ())),
+                       withdrawn=tuple(withdrawn))
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"not an rfmsync plan file: missing or bad {exc}") from None
 
@@ -277,6 +288,7 @@ def plan_destination(dest: DestinationConfig, desired: Iterable[DesiredContact],
     seen: set[str] = set()
     consents: set[str] = set()
     owners: list[OwnerChange] = []  # the contacts whose customer is another
+    withdrawn: list[str] = []  # the contacts whose managed tags come off for a consent of no (Plan.withdrawn)
     for d in desired:
         seen.add(d.key)
         consents.add(d.consent)
@@ -297,6 +309,8 @@ def plan_destination(dest: DestinationConfig, desired: Iterable[DesiredContact],
         add = d.tags if full_refresh else d.tags - prev_tags
         remove = prev_tags - d.tags
         set_fields = {k: v for k, v in d.fields.items() if k not in prev_fields or not _same(prev_fields[k], v)}
+        if remove and refused_consent(d.consent, dest.new_contacts):
+            withdrawn.append(d.key)
         if not exists or add or remove or set_fields:
             changes.append(ContactChange(key=d.key, email=d.email, customer_id=d.customer_id, segment=d.segment,
                                          create=not exists, status_if_new=status, add_tags=frozenset(add),
@@ -316,7 +330,7 @@ def plan_destination(dest: DestinationConfig, desired: Iterable[DesiredContact],
     return Plan(destination=dest.name, type=dest.type, changes=tuple(changes), skipped=tuple(skips),
                 managed_tags=tuple(sorted(managed)), fields=dict(dest.fields), ledger_revision=revision,
                 remote_checked=remote_checked, notes=(*notes, *note),
-                warnings=(warning,) if warning else (), owners=owned)
+                warnings=(warning,) if warning else (), owners=owned, withdrawn=tuple(sorted(withdrawn)))
 
 
 def owner_changes(candidates: Iterable[OwnerChange], changes: Iterable[ContactChange]

@@ -142,11 +142,10 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
                          extra_tags=extra_tags)
     # a plan without changes removes and changes nothing: no plan guard can trip (and counting the managed
     # contacts is a scan of the whole pushed state)
-    lines = tuple(plan_lines(cfg.guards, columnar_plan_stats(rows.con, plan, ledger.lost_tags(dest.name)))) \
-        if plan.changes else ()
+    stats = columnar_plan_stats(rows.con, plan, ledger.lost_tags(dest.name)) if plan.changes else None
+    lines = tuple(plan_lines(cfg.guards, stats)) if stats is not None else ()
     warnings = ((unchecked,) if unchecked is not None else ()) + ((behind,) if behind else ()) + lines
-    if warnings:
-        plan = replace(plan, warnings=(*plan.warnings, *warnings))
+    plan = replace(plan, warnings=(*plan.warnings, *warnings), guard=stats)
     return PlannedDestination(plan, client, lines, replan=lambda: plan_one(
         cfg, dest, rows, ledger, client, unchecked, full_refresh=full_refresh, reconcile=reconcile,
         extra_tags=extra_tags))

@@ -237,8 +237,10 @@ def _store_holders(cfg: Config, keys: set[str], among: set[str] | None, wait_sec
 def _incremental_destination(dest: DestinationConfig) -> DestinationConfig:
     """Predictive fields need a model fitted over everyone: the webhook path leaves them to the full sync. So
     are retired tags (``retire_tags``): their removals are the full sync's, whose plan guards see all of them at
-    once (a mistaken entry takes the tag off everyone: refused there), not a few contacts per webhook, each below
-    any limit; the ledger keeps them on the resynced contacts for the full sync to take off."""
+    once (a mistaken entry takes the tag off everyone: refused there when its holders trip them, i.e. at least
+    ``min_mass_change`` of them or most of the managed contacts: :func:`sync.guards.mass_floor`), not a few
+    contacts per webhook, each below any limit; the ledger keeps them on the resynced contacts for the full sync
+    to take off."""
     kept = {k: v for k, v in dest.fields.items() if v not in PREDICTIVE_VALUES}
     update: dict[str, Any] = {"fields": kept} if kept != dest.fields else {}
     if dest.retire_tags:
