@@ -37,7 +37,7 @@ from .errors import ConfigError, FatalError
 from .http import FieldError
 from .records import BadRow, Contact, Order
 from .source import PullResult
-from .tables import create_staging, stage_records
+from .tables import STAGED_VERSIONS, create_staged_versions, create_staging, stage_records, stage_versions
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,9 @@ class PageGuard:
 
 
 class Stager:
-    """Stages pages of records; a later version of the same id replaces the earlier one."""
+    """Stages pages of records; a later version of the same id replaces the earlier one. A record's vendor time
+    (``updated_at``, set by the sources whose webhooks carry one of the same clock: Shopify, amoCRM) is staged in
+    :data:`connectors.tables.STAGED_VERSIONS` for the store to note (:mod:`sync.store`)."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, source: str, progress: Progress = None,
                  max_bad_rows: int = 1000) -> None:
@@ -134,6 +136,7 @@ class Stager:
         self.bad_rows: list[BadRow] = []
         self.bad_row_count = 0
         create_staging(con)
+        create_staged_versions(con)
 
     def bad(self, row: BadRow) -> None:
         self.bad_row_count += 1
@@ -153,17 +156,20 @@ class Stager:
         contacts_by_id = {c.customer_id: c for c in contacts}
         if orders_by_id:
             self._drop("order_id", list(orders_by_id), ("staged_orders", "staged_line_items"))
+            self._drop("id", list(orders_by_id), (STAGED_VERSIONS,), "kind = 'order' AND ")
         if contacts_by_id:
             self._drop("customer_id", list(contacts_by_id), ("staged_contacts",))
+            self._drop("id", list(contacts_by_id), (STAGED_VERSIONS,), "kind = 'contact' AND ")
         stage_records(self.con, orders_by_id.values(), contacts_by_id.values())
+        stage_versions(self.con, orders_by_id.values(), contacts_by_id.values())
         if self.progress is not None and (orders_by_id or contacts_by_id):
             self.progress(len(orders_by_id) + len(contacts_by_id))
 
-    def _drop(self, column: str, ids: list[str], tables: tuple[str, ...]) -> None:
+    def _drop(self, column: str, ids: list[str], tables: tuple[str, ...], where: str = "") -> None:
         self.con.register("_stage_ids", pa.table({"id": ids}))
         try:
             for table in tables:
-                self.con.execute(f"DELETE FROM {table} WHERE {column} IN (SELECT id FROM _stage_ids)")
+                self.con.execute(f"DELETE FROM {table} WHERE {where}{column} IN (SELECT id FROM _stage_ids)")
         finally:
             self.con.unregister("_stage_ids")
 

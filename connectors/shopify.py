@@ -124,14 +124,15 @@ def _item(raw: Any) -> LineItem:
                     price=get_field(raw, "price", lambda v: None if v is None else to_decimal(v), "line_items.price"))
 
 
-def _customer_version(contact: Contact, payload: Mapping[str, Any]) -> Contact:
+def _customer_version(contact: Contact, payload: Mapping[str, Any], what: str = "webhook") -> Contact:
     """``contact`` with its version's time: the later of the customer's ``updated_at`` and its
-    ``email_marketing_consent.consent_updated_at`` (either may be missing or null)."""
-    timed = versioned(contact, payload)
+    ``email_marketing_consent.consent_updated_at`` (either may be missing or null); a delivery's or a pulled
+    row's alike (``what``: the log's prefix)."""
+    timed = versioned(contact, payload, what=what)
     consent = payload.get("email_marketing_consent")
     if not isinstance(consent, Mapping):
         return timed
-    by_consent = versioned(replace(contact, updated_at=None), consent, "consent_updated_at")
+    by_consent = versioned(replace(contact, updated_at=None), consent, "consent_updated_at", what)
     if by_consent.updated_at is not None and (timed.updated_at is None or by_consent.updated_at > timed.updated_at):
         return by_consent
     return timed
@@ -237,9 +238,11 @@ class ShopifySource:
         def one(raw: Any) -> Order | Contact | None:
             if raw.get("updated_at"):
                 high.see(get_field(raw, "updated_at", parse_dt))
+            # the version's time, as its webhook's (a later delivery older than it is left out by the store)
             if obj == "orders":
-                return map_order(raw, self.config)
-            return stager.contact(map_customer(raw), self.config.phone_region)
+                order = map_order(raw, self.config)
+                return versioned(order, raw, what=f"{NAME} pull") if order is not None else None
+            return stager.contact(_customer_version(map_customer(raw), raw, f"{NAME} pull"), self.config.phone_region)
 
         stager.stage(*map_page(stager, f"{NAME}:{obj}", rows, one))
 

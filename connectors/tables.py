@@ -106,6 +106,37 @@ def _cast_sql(con: duckdb.DuckDBPyConnection, source: str, columns: list[str], w
     return f"SELECT {', '.join(casts.get(c, c) for c in columns)} FROM {source}"
 
 
+#: the vendor's modification time of each record an API pull staged that has one (``kind`` 'order' | 'contact',
+#: ``id``, ``updated_at``): :class:`connectors.incremental.Stager` writes it, the store's merge of the pull notes it
+#: (:mod:`sync.store`). Not ``staged_*``: it is no store table.
+STAGED_VERSIONS = "_staged_versions"
+
+
+def create_staged_versions(con: duckdb.DuckDBPyConnection) -> None:
+    """A fresh, empty :data:`STAGED_VERSIONS` table."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {STAGED_VERSIONS} (kind VARCHAR NOT NULL, id VARCHAR NOT NULL, "
+                "updated_at TIMESTAMPTZ NOT NULL)")
+
+
+def stage_versions(con: duckdb.DuckDBPyConnection, orders: Iterable[Order], contacts: Iterable[Contact]) -> None:
+    """Append the vendor times of the records that have one to :data:`STAGED_VERSIONS` (created when missing)."""
+    import pyarrow as pa
+
+    rows = [("order", o.order_id, o.updated_at) for o in orders if o.updated_at is not None] + \
+        [("contact", c.customer_id, c.updated_at) for c in contacts if c.updated_at is not None]
+    if not rows:
+        return
+    con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {STAGED_VERSIONS} (kind VARCHAR NOT NULL, id VARCHAR NOT NULL, "
+                "updated_at TIMESTAMPTZ NOT NULL)")
+    con.register("_stage_versions", pa.table({
+        "kind": [k for k, _, _ in rows], "id": [i for _, i, _ in rows],
+        "updated_at": pa.array([t for _, _, t in rows], type=pa.timestamp("us", tz="UTC"))}))
+    try:
+        con.execute(f"INSERT INTO {STAGED_VERSIONS} SELECT * FROM _stage_versions")
+    finally:
+        con.unregister("_stage_versions")
+
+
 def stage_records(con: duckdb.DuckDBPyConnection, orders: Iterable[Order] = (),
                   contacts: Iterable[Contact] = ()) -> tuple[int, int]:
     """Append records (from an API page or a webhook) to the staging tables.

@@ -12,14 +12,15 @@ import duckdb
 
 from connectors.identity import DEFAULT_MAX_GROUP, link_staged
 from connectors.source import PullResult
-from connectors.tables import TABLES
+from connectors.tables import STAGED_VERSIONS, TABLES
 
 from .appends import NOTED_ROWS, note_merged
 from .facts import DAY_HASH, RFM_HASH
 from .generation import bump_generation, generation
 from .lookup import BULK_ROWS, drop_lookup_indexes
-from .webhooks import (FILE_WON_TABLE, KIND, WEBHOOK_TABLE, create_webhook_table, plausible_versions,
-                       withdraw_late)
+from .pulled import drop_older_pulled, note_pulled, pulled_any, timed_pull
+from .webhooks import (CONSENTS, EQUAL_CONSENT, FILE_WON_TABLE, KIND, PULLED_TABLE, WEBHOOK_TABLE,
+                       create_webhook_table, leave_out, plausible_versions)
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +128,11 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
         moved = pull.identity.moved if pull.identity is not None else []
         links = dict(zip(moved[::2], moved[1::2]))  # identifier → customer id, as link_staged re-keyed them
         if origin == "webhook" and not pull.full_refresh and (noted or con.execute(
-                f"SELECT count(*) FROM {FILE_WON_TABLE}").fetchall()[0][0]):
+                f"SELECT count(*) FROM {FILE_WON_TABLE}").fetchall()[0][0] or pulled_any(con)):
             counts.update(_drop_older_versions(con, present, received_at, links, versions or {}))
+        timed = origin == "pull" and not pull.full_refresh and timed_pull(con)  # the pull staged vendor times
+        if timed and noted:  # a version older than the webhook version held (a backfill's page read before it)
+            counts.update(drop_older_pulled(con, present))
         if after_link is not None:
             after_link(con)
         if pull.full_refresh and noted:
@@ -142,9 +146,12 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
                 counts[name] = _merge_table(con, name, full_refresh=pull.full_refresh, origin=origin, noted=noted,
                                             note=note, received_at=received_at, links=links, files=files,
                                             pulled_at=pulled_at, versions=versions or {})
+        if timed:
+            note_pulled(con, present)
         for name in TABLES:
             con.execute(f"DROP TABLE IF EXISTS staged_{name}")
             con.execute(f"DROP TABLE IF EXISTS _kept_{name}")
+        con.execute(f"DROP TABLE IF EXISTS {STAGED_VERSIONS}")
         bump_generation(con)  # what the store keeps of its orders (the purchase-day cache) may be stale now
         if note is not None:
             note_merged(con, generation(con), sorted(note.customers), tuple(note.change))
@@ -287,7 +294,7 @@ def _drop_older_versions(con: duckdb.DuckDBPyConnection, present: set[str],
     merged after a newer version (an older batch retried, or held up, while a newer one went through; a vendor's
     older delivery retried after a newer one), the older one would win (an order before its refund, a consent given
     before it was withdrawn). Older: by the vendor's modification times when both versions have one and they
-    differ (:data:`Versions`; equal, a contact's: its withdrawal, :data:`_EQUAL_CONSENT`; a file version: the vendor
+    differ (:data:`Versions`; equal, a contact's: its withdrawal, :data:`~.webhooks.EQUAL_CONSENT`; a file version: the vendor
     time of the webhook version it replaced), else by acceptance: the record's own age (the one time for
     all, or its entry in :data:`Ages`: a record a CRM pull read for the batch has the pull's start, and the batch's
     webhook copy of it is gone, :func:`sync.serve.resync_staging._pull_after_webhook_records`) against the stored
@@ -306,38 +313,21 @@ def _drop_older_versions(con: duckdb.DuckDBPyConnection, present: set[str],
         # delivery older than either is older (a later vt is not newer than the file: the file may hold a later one)
         newer = ("CASE WHEN w.vt IS NOT NULL AND a.vt IS NOT NULL AND w.vt <> a.vt AND (NOT w.file OR w.vt > a.vt) "
                  "THEN w.vt > a.vt "
-                 + (_EQUAL_CONSENT if name == "contacts" else "")
+                 + (EQUAL_CONSENT if name == "contacts" else "")
                  + "ELSE w.received_at > coalesce(a.ts, ?::TIMESTAMPTZ) END")
         if name == "contacts":  # the stored consent and the staged one (its last row)
-            joined += (" LEFT JOIN contacts c ON c.customer_id = w.id LEFT JOIN (SELECT customer_id, "
-                       "arg_max(marketing_consent, rowid) AS marketing_consent FROM staged_contacts "
-                       "GROUP BY customer_id) s ON s.customer_id = w.id")
+            joined += CONSENTS
+        # a webhook's version, a file's, or a pull's (no acceptance: by the vendor's times only)
         versions_ = (f"(SELECT kind, id, received_at, updated_at AS vt, false AS file FROM {WEBHOOK_TABLE} UNION "
-                     f"ALL SELECT kind, id, read_at, updated_at, true FROM {FILE_WON_TABLE})")  # a webhook's or a file's
+                     f"ALL SELECT kind, id, read_at, updated_at, true FROM {FILE_WON_TABLE} UNION ALL "
+                     f"SELECT kind, id, NULL::TIMESTAMPTZ, updated_at, false FROM {PULLED_TABLE})")
         older = (f"SELECT DISTINCT w.id FROM {versions_} w {joined} WHERE w.kind = '{kind}' "
                  f"AND w.id IN (SELECT {key} FROM {staged}) AND {newer}")
         con.execute(f"CREATE OR REPLACE TEMP TABLE _older_{name} AS {older}", [single])
-        count = con.execute(f"SELECT count(*) FROM _older_{name}").fetchall()[0][0]
+        count = leave_out(con, name, present, f"_older_{name}", "webhook")
         if count:
-            # the orders' ids (not a contact's: it may be its e-mail)
-            ids = [r[0] for r in con.execute("SELECT id FROM _older_orders ORDER BY id LIMIT 5").fetchall()
-                   ] if name == "orders" else []
-            if name == "contacts":  # a stale withdrawal still withdraws (a newer edit may have said nothing of it)
-                withdraw_late(con, "_older_contacts")
-            con.execute(f"DELETE FROM {staged} WHERE {key} IN (SELECT id FROM _older_{name})")
-            if name == "orders" and "staged_line_items" in present:
-                con.execute("DELETE FROM staged_line_items WHERE order_id IN (SELECT id FROM _older_orders)")
             dropped[f"stale_{name}"] = count
-            log.info("webhook merge: %d %s left out as stale%s: the store holds a newer version of them",
-                     count, name, f" (e.g. {', '.join(ids)})" if ids else "")
-        con.execute(f"DROP TABLE _older_{name}")
     return dropped
-
-
-#: a contact's stored and staged versions with equal vendor times (two edits in one second), one a withdrawal:
-#: the withdrawal is the newer one (the safe side), whichever was accepted first
-_EQUAL_CONSENT = ("WHEN w.vt IS NOT NULL AND w.vt = a.vt AND (c.marketing_consent = 'no') <> "
-                  "(s.marketing_consent = 'no') THEN c.marketing_consent = 'no' ")
 
 
 def _keep_webhook_rows(con: duckdb.DuckDBPyConnection, present: set[str], files: FileReads | None) -> None:

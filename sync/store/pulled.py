@@ -1,0 +1,69 @@
+"""The vendor's time of the version a CRM pull stored of each record (``pulled_versions``).
+
+Shopify's and amoCRM's pulls read each record's ``updated_at``, the clock their webhooks' versions are dated by
+(:class:`connectors.incremental.Stager` stages it). The merge of a pull notes it per record, a later pull's
+overwriting it (a pull without a time for the record leaves the last one: its version is at least that new). A
+webhook version older than it by the vendor's times (a delivery the vendor retried after the pull, made before the
+change the pull read: an order before its refund, a consent before its withdrawal) is then left out as a stale
+webhook version is (:func:`sync.store.merge._drop_older_versions`); a newer one wins; equal times: applied, except
+that a contact's withdrawal is kept. The host's clock is never compared with these times: an untimed delivery is
+applied (by its acceptance, after the pull) as before. And the other way: a pull's version older than the webhook
+version the store holds (a backfill's page read before the edit the webhook brought) is left out of the pull
+(:func:`drop_older_pulled`), so the webhook's newer version stays."""
+
+from __future__ import annotations
+
+import duckdb
+
+from connectors.tables import STAGED_VERSIONS
+
+from .webhooks import CONSENTS, EQUAL_CONSENT, KEY_OF, KIND, PULLED_TABLE, WEBHOOK_TABLE, leave_out
+
+
+def timed_pull(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the staged pull carries its records' vendor times (:data:`connectors.tables.STAGED_VERSIONS`)."""
+    return bool(con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = ? AND temporary",
+                            [STAGED_VERSIONS]).fetchall())
+
+
+def pulled_any(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the store notes any pulled version's time (a webhook merge then compares its versions with them)."""
+    return bool(con.execute(f"SELECT 1 FROM {PULLED_TABLE} LIMIT 1").fetchall())
+
+
+def drop_older_pulled(con: duckdb.DuckDBPyConnection, present: set[str]) -> dict[str, int]:
+    """Leave out of a pull's merge the staged orders (with their line items) and contacts whose vendor time is older
+    than the one of the webhook version the store holds (equal, a contact's: the withdrawal is kept, as between
+    webhook versions): the page was read before the change that webhook brought (a backfill paging while the record
+    was edited). A stale pulled contact that withdraws consent still withdraws it. Returns ``stale_pulled_orders``
+    / ``stale_pulled_contacts``."""
+    dropped: dict[str, int] = {}
+    for name, kind in KIND.items():
+        staged = f"staged_{name}"
+        if staged not in present:
+            continue
+        joined = (f"JOIN (SELECT kind, id, updated_at AS vt FROM {STAGED_VERSIONS}) a ON a.kind = w.kind AND a.id = w.id"
+                  + (CONSENTS if name == "contacts" else ""))
+        newer = ("CASE WHEN w.vt > a.vt THEN true "
+                 + (EQUAL_CONSENT if name == "contacts" else "") + "ELSE false END")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _older_{name} AS SELECT DISTINCT w.id FROM (SELECT kind, id, "
+                    f"updated_at AS vt FROM {WEBHOOK_TABLE} WHERE kind = '{kind}' AND updated_at IS NOT NULL) w "
+                    f"{joined} "
+                    f"WHERE w.id IN (SELECT {KEY_OF[name]} FROM {staged}) AND {newer}")
+        count = leave_out(con, name, present, f"_older_{name}", "pull")
+        if count:
+            dropped[f"stale_pulled_{name}"] = count
+    return dropped
+
+
+def note_pulled(con: duckdb.DuckDBPyConnection, present: set[str]) -> None:
+    """Note the vendor times of the records the pull merged (those it left out: not), replacing the ones noted."""
+    for name, kind in KIND.items():
+        if f"staged_{name}" not in present:
+            continue
+        merged = (f"SELECT id, max(updated_at) AS updated_at FROM {STAGED_VERSIONS} WHERE kind = '{kind}' AND id IN "
+                  f"(SELECT {KEY_OF[name]} FROM staged_{name}) GROUP BY id")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _pulled_now AS {merged}")
+        con.execute(f"DELETE FROM {PULLED_TABLE} WHERE kind = '{kind}' AND id IN (SELECT id FROM _pulled_now)")
+        con.execute(f"INSERT INTO {PULLED_TABLE} SELECT '{kind}', id, updated_at FROM _pulled_now")
+        con.execute("DROP TABLE _pulled_now")
