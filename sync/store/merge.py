@@ -103,7 +103,10 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
     ``pulled_at`` (an API source's pull): when the pull started, the bound its cursor uses; the webhook records it
     brings are noted as that new (default: now) by the ledger's clock, and their vendor time is cleared (the host's
     clock is never compared with the vendor's), so a webhook batch accepted after it (it waited for the store the
-    pull holds) still wins, whatever its vendor time. A file's full refresh notes the webhook records whose file version won as new as the
+    pull holds) still wins, whatever its vendor time. A pull that staged its records' vendor times (Shopify,
+    amoCRM: :data:`connectors.tables.STAGED_VERSIONS`) has them noted (:mod:`.pulled`): a later webhook version
+    older than its version is left out, and its own versions older than the webhook version held are left out of it
+    (``stale_pulled_orders`` / ``stale_pulled_contacts``). A file's full refresh notes the webhook records whose file version won as new as the
     file's read (``files``), so the same or an older webhook batch merged again after it is left out.
     """
     if origin not in ("pull", "webhook"):
@@ -248,9 +251,9 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
                         f"(SELECT {key} FROM {staged}{kept_out})")
         elif noted:  # an API source's pull: its version is as new as the pull's start (the cursor's bound), so
             # an older webhook batch merged after it (re-claimed after waiting for the sync that pulled) is left
-            # out (_drop_older_versions), and one accepted while it pulled is not. It has no vendor time: the
-            # pull's start is the host's clock, never compared with the vendor's (a withdrawal the vendor dated a
-            # second before it, accepted after it, is newer), so acceptance orders the next version
+            # out (_drop_older_versions), and one accepted while it pulled is not. Its start is no vendor time: the
+            # host's clock, never compared with the vendor's (a withdrawal the vendor dated a second before it,
+            # accepted after it, is newer); the vendor's time the pull read, if any, is in pulled_versions
             con.execute(f"UPDATE {WEBHOOK_TABLE} SET received_at = greatest(received_at, "
                         f"coalesce(?::TIMESTAMPTZ, now())), updated_at = NULL WHERE kind = "
                         f"'{kind}' AND id IN (SELECT {key} FROM {staged})", [pulled_at])
