@@ -220,3 +220,18 @@ def test_a_pulled_vendor_time_in_the_future_is_ignored_and_logged(tmp_path, monk
         _pull(cfg, ledger, settings)
         assert _row(cfg, "SELECT count(*) FROM pulled_versions WHERE kind = 'order'") == (0,)
         assert "shopify pull: order 77's updated_at" in caplog.text and "is in the future: ignored" in caplog.text
+
+
+def test_an_amocrm_pull_for_a_lead_event_keeps_the_contacts_vendor_time(tmp_path, monkeypatch):
+    """A lead event makes the worker pull amoCRM: the contact it reads (its new e-mail, 10:05) keeps its vendor time,
+    so the contacts[update] delivery of 10:01 (the old e-mail), retried after that pull, is left out."""
+    with crm_shop(tmp_path, monkeypatch, "amocrm") as (cfg, settings, ledger, fake):
+        first = Contact("5", email="first@example.com", updated_at=T0)
+        resync(cfg, ledger, settings, (), [first], as_of=AS_OF)
+        fake.put_contact(5, "new@example.com", at=T0 + 300 * S)
+        resync(cfg, ledger, settings, pull=True, as_of=AS_OF)  # the pull a leads[status] delivery queues
+        assert _row(cfg, "SELECT email FROM contacts WHERE customer_id = '5'") == ("new@example.com",)
+        retried = Contact("5", email="old@example.com", updated_at=T0 + 60 * S)
+        report = resync(cfg, ledger, settings, (), [retried], as_of=AS_OF)
+        assert report.stale == {"order": 0, "contact": 1}
+        assert _row(cfg, "SELECT email FROM contacts WHERE customer_id = '5'") == ("new@example.com",)

@@ -13,6 +13,8 @@ version the store holds (a backfill's page read before the edit the webhook brou
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import duckdb
 
 from connectors.tables import STAGED_VERSIONS
@@ -24,6 +26,13 @@ def timed_pull(con: duckdb.DuckDBPyConnection) -> bool:
     """Whether the staged pull carries its records' vendor times (:data:`connectors.tables.STAGED_VERSIONS`)."""
     return bool(con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = ? AND temporary",
                             [STAGED_VERSIONS]).fetchall())
+
+
+def staged_times(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], datetime]:
+    """The vendor times the last pull staged, by ``(kind, id)`` (none when it staged none)."""
+    if not timed_pull(con):
+        return {}
+    return {(k, i): t for k, i, t in con.execute(f"SELECT kind, id, updated_at FROM {STAGED_VERSIONS}").fetchall()}
 
 
 def pulled_any(con: duckdb.DuckDBPyConnection) -> bool:
