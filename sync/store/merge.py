@@ -150,7 +150,7 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
                                             note=note, received_at=received_at, links=links, files=files,
                                             pulled_at=pulled_at, versions=versions or {})
         if timed:
-            note_pulled(con, present)
+            note_pulled(con)
         for name in TABLES:
             con.execute(f"DROP TABLE IF EXISTS staged_{name}")
             con.execute(f"DROP TABLE IF EXISTS _kept_{name}")

@@ -59,20 +59,17 @@ def drop_older_pulled(con: duckdb.DuckDBPyConnection, present: set[str]) -> dict
                     f"updated_at AS vt FROM {WEBHOOK_TABLE} WHERE kind = '{kind}' AND updated_at IS NOT NULL) w "
                     f"{joined} "
                     f"WHERE w.id IN (SELECT {KEY_OF[name]} FROM {staged}) AND {newer}")
+        con.execute(f"DELETE FROM {STAGED_VERSIONS} WHERE kind = '{kind}' AND id IN (SELECT id FROM _older_{name})")
         count = leave_out(con, name, present, f"_older_{name}", "pull")
         if count:
             dropped[f"stale_pulled_{name}"] = count
     return dropped
 
 
-def note_pulled(con: duckdb.DuckDBPyConnection, present: set[str]) -> None:
-    """Note the vendor times of the records the pull merged (those it left out: not), replacing the ones noted."""
-    for name, kind in KIND.items():
-        if f"staged_{name}" not in present:
-            continue
-        merged = (f"SELECT id, max(updated_at) AS updated_at FROM {STAGED_VERSIONS} WHERE kind = '{kind}' AND id IN "
-                  f"(SELECT {KEY_OF[name]} FROM staged_{name}) GROUP BY id")
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _pulled_now AS {merged}")
-        con.execute(f"DELETE FROM {PULLED_TABLE} WHERE kind = '{kind}' AND id IN (SELECT id FROM _pulled_now)")
-        con.execute(f"INSERT INTO {PULLED_TABLE} SELECT '{kind}', id, updated_at FROM _pulled_now")
-        con.execute("DROP TABLE _pulled_now")
+def note_pulled(con: duckdb.DuckDBPyConnection) -> None:
+    """Note the vendor times of the records the pull merged (those it left out are no longer staged with theirs:
+    :func:`drop_older_pulled`), replacing the ones noted. The stager keeps one time per record."""
+    if con.execute(f"SELECT 1 FROM {PULLED_TABLE} LIMIT 1").fetchall():
+        con.execute(f"DELETE FROM {PULLED_TABLE} p WHERE EXISTS (SELECT 1 FROM {STAGED_VERSIONS} v "
+                    "WHERE v.kind = p.kind AND v.id = p.id)")
+    con.execute(f"INSERT INTO {PULLED_TABLE} SELECT kind, id, updated_at FROM {STAGED_VERSIONS}")
