@@ -235,3 +235,17 @@ def test_an_amocrm_pull_for_a_lead_event_keeps_the_contacts_vendor_time(tmp_path
         report = resync(cfg, ledger, settings, (), [retried], as_of=AS_OF)
         assert report.stale == {"order": 0, "contact": 1}
         assert _row(cfg, "SELECT email FROM contacts WHERE customer_id = '5'") == ("new@example.com",)
+
+
+def test_a_pull_older_than_the_delivery_held_keeps_its_withdrawal_and_on_equal_times_the_withdrawal():
+    """The pull's side: a pulled `yes` with the time of the `no` the store holds leaves it `no`; a pulled `no` older
+    than the `yes` held (a page lagging behind the re-subscription) still withdraws, as a stale delivery's does."""
+    with open_store(None) as con:
+        _hook(con, contacts=[Contact("7", first_name="Ann", marketing_consent=Consent.NO, updated_at=T0)])
+        assert _pulled(con, contacts=[Contact("7", first_name="Anna", marketing_consent=Consent.YES,
+                                              updated_at=T0)])["stale_pulled_contacts"] == 1
+        assert _consent(con) == "no"
+    with open_store(None) as con:
+        _hook(con, contacts=[Contact("7", first_name="Ann", marketing_consent=Consent.YES, updated_at=T0 + 300 * S)])
+        _pulled(con, contacts=[Contact("7", first_name="Anna", marketing_consent=Consent.NO, updated_at=T0)])
+        assert con.execute("SELECT first_name, marketing_consent FROM contacts").fetchall() == [("Ann", "no")]
