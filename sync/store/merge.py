@@ -106,8 +106,9 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
     pull holds) still wins, whatever its vendor time. A pull that staged its records' vendor times (Shopify,
     amoCRM: :data:`connectors.tables.STAGED_VERSIONS`) has them noted (:mod:`.pulled`): a later webhook version
     older than its version is left out, and its own versions older than the webhook version held are left out of it
-    (``stale_pulled_orders`` / ``stale_pulled_contacts``). A file's full refresh notes the webhook records whose file version won as new as the
-    file's read (``files``), so the same or an older webhook batch merged again after it is left out.
+    (``stale_pulled_orders`` / ``stale_pulled_contacts``). A file's full refresh notes the webhook records whose
+    file version won as new as the file's read (``files``), so the same or an older webhook batch merged again after
+    it is left out.
     """
     if origin not in ("pull", "webhook"):
         raise ValueError(f"merge_staged: origin must be 'pull' or 'webhook', not {origin!r}")
@@ -292,16 +293,17 @@ def _ages_of(con: duckdb.DuckDBPyConnection, kind: str, received_at: Union[datet
 def _drop_older_versions(con: duckdb.DuckDBPyConnection, present: set[str],
                          received_at: Union[datetime, Ages, None], links: Mapping[str, str],
                          versions: Versions) -> dict[str, int]:
-    """Leave out of a webhook merge the staged orders (with their line items) and contacts older than the version
-    the store notes for their webhook version, or for the file version that replaced it (``file_won_records``):
-    merged after a newer version (an older batch retried, or held up, while a newer one went through; a vendor's
-    older delivery retried after a newer one), the older one would win (an order before its refund, a consent given
-    before it was withdrawn). Older: by the vendor's modification times when both versions have one and they
-    differ (:data:`Versions`; equal, a contact's: its withdrawal, :data:`~.webhooks.EQUAL_CONSENT`; a file version: the vendor
-    time of the webhook version it replaced), else by acceptance: the record's own age (the one time for
-    all, or its entry in :data:`Ages`: a record a CRM pull read for the batch has the pull's start, and the batch's
-    webhook copy of it is gone, :func:`sync.serve.resync_staging._pull_after_webhook_records`) against the stored
-    one. Returns how many were left out: ``stale_orders``, ``stale_contacts``."""
+    """Leave out of a webhook merge the staged orders (with their line items) and contacts older than the version the
+    store notes for their webhook version, or for the file version that replaced it (``file_won_records``), or for
+    the version a pull stored (``pulled_versions``, by the vendor's time only): merged after a newer version (an
+    older batch retried, or held up, while a newer one went through; a vendor's older delivery retried after a newer
+    one), the older one would win (an order before its refund, a consent given before it was withdrawn). Older: by
+    the vendor's modification times when both versions have one and they differ (:data:`Versions`; equal, a
+    contact's: its withdrawal, :data:`~.webhooks.EQUAL_CONSENT`; a file version: the vendor time of the webhook
+    version it replaced; a pulled version: :mod:`.pulled`), else by acceptance: the record's own age (the one time
+    for all, or its entry in :data:`Ages`: a record a CRM pull read for the batch has the pull's start, and the
+    batch's webhook copy of it is gone, :func:`sync.serve.resync_staging._pull_after_webhook_records`) against the
+    stored one. Returns how many were left out: ``stale_orders``, ``stale_contacts``."""
     dropped: dict[str, int] = {}
     for name, kind in KIND.items():
         staged, key = f"staged_{name}", KEYS[name]

@@ -51,14 +51,13 @@ def drop_older_pulled(con: duckdb.DuckDBPyConnection, present: set[str]) -> dict
         staged = f"staged_{name}"
         if staged not in present:
             continue
-        joined = (f"JOIN (SELECT kind, id, updated_at AS vt FROM {STAGED_VERSIONS}) a ON a.kind = w.kind AND a.id = w.id"
-                  + (CONSENTS if name == "contacts" else ""))
+        joined = (f"JOIN (SELECT kind, id, updated_at AS vt FROM {STAGED_VERSIONS}) a "
+                  "ON a.kind = w.kind AND a.id = w.id" + (CONSENTS if name == "contacts" else ""))
         newer = ("CASE WHEN w.vt > a.vt THEN true "
                  + (EQUAL_CONSENT if name == "contacts" else "") + "ELSE false END")
         con.execute(f"CREATE OR REPLACE TEMP TABLE _older_{name} AS SELECT DISTINCT w.id FROM (SELECT kind, id, "
                     f"updated_at AS vt FROM {WEBHOOK_TABLE} WHERE kind = '{kind}' AND updated_at IS NOT NULL) w "
-                    f"{joined} "
-                    f"WHERE w.id IN (SELECT {KEY_OF[name]} FROM {staged}) AND {newer}")
+                    f"{joined} WHERE w.id IN (SELECT {KEY_OF[name]} FROM {staged}) AND {newer}")
         con.execute(f"DELETE FROM {STAGED_VERSIONS} WHERE kind = '{kind}' AND id IN (SELECT id FROM _older_{name})")
         count = leave_out(con, name, present, f"_older_{name}", "pull")
         if count:
@@ -69,7 +68,7 @@ def drop_older_pulled(con: duckdb.DuckDBPyConnection, present: set[str]) -> dict
 def note_pulled(con: duckdb.DuckDBPyConnection) -> None:
     """Note the vendor times of the records the pull merged (those it left out are no longer staged with theirs:
     :func:`drop_older_pulled`), replacing the ones noted. The stager keeps one time per record."""
-    if con.execute(f"SELECT 1 FROM {PULLED_TABLE} LIMIT 1").fetchall():
+    if pulled_any(con):
         con.execute(f"DELETE FROM {PULLED_TABLE} p WHERE EXISTS (SELECT 1 FROM {STAGED_VERSIONS} v "
                     "WHERE v.kind = p.kind AND v.id = p.id)")
     con.execute(f"INSERT INTO {PULLED_TABLE} SELECT kind, id, updated_at FROM {STAGED_VERSIONS}")
