@@ -306,8 +306,8 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
       ``orders/updated`` delivery or the next pull (the refund moves the order's ``updated_at``) brings
       the new net amount and ``financial_status``.
     * ``customers/delete`` maps to nothing (the customer's orders stay; consent is unchanged).
-    * An order's or customer's ``updated_at`` (a tombstone: ``X-Shopify-Triggered-At``; a customer: the later of it
-      and ``email_marketing_consent.consent_updated_at``) is the version's time
+    * An order's or customer's ``updated_at`` (a tombstone: ``X-Shopify-Triggered-At``, none without that header;
+      a customer: the later of it and ``email_marketing_consent.consent_updated_at``) is the version's time
       (:func:`connectors.webhooks.versioned`): Shopify retries a failed delivery for hours, after newer ones.
     """
     topic = header(headers, "X-Shopify-Topic") or ""
@@ -316,8 +316,10 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
     if kind == "orders" and action == "delete":
         oid = _payload_id(payload, "id", topic)
         triggered = header(headers, "X-Shopify-Triggered-At")
+        if not triggered:  # untimed: this host's clock is never a version's time (the store orders it by acceptance)
+            return [tombstone(oid, datetime.now(timezone.utc))], []
         try:
-            at = parse_dt(triggered) if triggered else datetime.now(timezone.utc)
+            at = parse_dt(triggered)
         except ValueError:
             raise ValueError(f"shopify webhook {topic}: X-Shopify-Triggered-At is not a date") from None
         return [replace(tombstone(oid, at), updated_at=at)], []  # deleted when it was triggered
