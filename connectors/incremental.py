@@ -37,7 +37,7 @@ from .errors import ConfigError, FatalError
 from .http import FieldError
 from .records import BadRow, Contact, Order
 from .source import PullResult
-from .tables import STAGED_VERSIONS, create_staged_versions, create_staging, stage_records, stage_versions
+from .tables import create_staged_versions, create_staging, stage_records, stage_versions
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,7 @@ class Stager:
         self.bad_row_count = 0
         create_staging(con)
         create_staged_versions(con)
+        self.timed = False  # whether a page staged a vendor time
 
     def bad(self, row: BadRow) -> None:
         self.bad_row_count += 1
@@ -156,20 +157,20 @@ class Stager:
         contacts_by_id = {c.customer_id: c for c in contacts}
         if orders_by_id:
             self._drop("order_id", list(orders_by_id), ("staged_orders", "staged_line_items"))
-            self._drop("id", list(orders_by_id), (STAGED_VERSIONS,), "kind = 'order' AND ")
         if contacts_by_id:
             self._drop("customer_id", list(contacts_by_id), ("staged_contacts",))
-            self._drop("id", list(contacts_by_id), (STAGED_VERSIONS,), "kind = 'contact' AND ")
         stage_records(self.con, orders_by_id.values(), contacts_by_id.values())
-        stage_versions(self.con, orders_by_id.values(), contacts_by_id.values())
+        # appended, not replaced (the store reads each record's last row); once a time was staged, the untimed
+        # versions too: a later page's version without one replaces the earlier page's time
+        self.timed = stage_versions(self.con, orders_by_id.values(), contacts_by_id.values(), self.timed) or self.timed
         if self.progress is not None and (orders_by_id or contacts_by_id):
             self.progress(len(orders_by_id) + len(contacts_by_id))
 
-    def _drop(self, column: str, ids: list[str], tables: tuple[str, ...], where: str = "") -> None:
+    def _drop(self, column: str, ids: list[str], tables: tuple[str, ...]) -> None:
         self.con.register("_stage_ids", pa.table({"id": ids}))
         try:
             for table in tables:
-                self.con.execute(f"DELETE FROM {table} WHERE {where}{column} IN (SELECT id FROM _stage_ids)")
+                self.con.execute(f"DELETE FROM {table} WHERE {column} IN (SELECT id FROM _stage_ids)")
         finally:
             self.con.unregister("_stage_ids")
 

@@ -112,22 +112,26 @@ def _cast_sql(con: duckdb.DuckDBPyConnection, source: str, columns: list[str], w
 STAGED_VERSIONS = "_staged_versions"
 
 
-def create_staged_versions(con: duckdb.DuckDBPyConnection) -> None:
-    """A fresh, empty :data:`STAGED_VERSIONS` table."""
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {STAGED_VERSIONS} (kind VARCHAR NOT NULL, id VARCHAR NOT NULL, "
-                "updated_at TIMESTAMPTZ NOT NULL)")
+def create_staged_versions(con: duckdb.DuckDBPyConnection, replace: bool = True) -> None:
+    """A fresh, empty :data:`STAGED_VERSIONS` table (``replace=False``: unless there is one)."""
+    con.execute(f"CREATE {'OR REPLACE ' if replace else ''}TEMP TABLE {'' if replace else 'IF NOT EXISTS '}"
+                f"{STAGED_VERSIONS} (kind VARCHAR NOT NULL, id VARCHAR NOT NULL, updated_at TIMESTAMPTZ)")
 
 
-def stage_versions(con: duckdb.DuckDBPyConnection, orders: Iterable[Order], contacts: Iterable[Contact]) -> None:
-    """Append the vendor times of the records that have one to :data:`STAGED_VERSIONS` (created when missing)."""
+def stage_versions(con: duckdb.DuckDBPyConnection, orders: Iterable[Order], contacts: Iterable[Contact],
+                   untimed: bool = False) -> bool:
+    """Append the vendor times of the records that have one to :data:`STAGED_VERSIONS` (created when missing);
+    ``untimed``: the others too, with none (a later page's version of a record without a time replaces the time an
+    earlier page staged of it). Nothing is deleted: a record's last row is its time (:mod:`sync.store.pulled` reads
+    the last row of each). Returns whether a time was staged."""
     import pyarrow as pa
 
-    rows = [("order", o.order_id, o.updated_at) for o in orders if o.updated_at is not None] + \
-        [("contact", c.customer_id, c.updated_at) for c in contacts if c.updated_at is not None]
-    if not rows:
-        return
-    con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {STAGED_VERSIONS} (kind VARCHAR NOT NULL, id VARCHAR NOT NULL, "
-                "updated_at TIMESTAMPTZ NOT NULL)")
+    rows = [("order", o.order_id, o.updated_at) for o in orders if untimed or o.updated_at is not None] + \
+        [("contact", c.customer_id, c.updated_at) for c in contacts if untimed or c.updated_at is not None]
+    timed = any(t is not None for _, _, t in rows)
+    if not rows or not (timed or untimed):
+        return False
+    create_staged_versions(con, replace=False)
     con.register("_stage_versions", pa.table({
         "kind": [k for k, _, _ in rows], "id": [i for _, i, _ in rows],
         "updated_at": pa.array([t for _, _, t in rows], type=pa.timestamp("us", tz="UTC"))}))
@@ -135,6 +139,7 @@ def stage_versions(con: duckdb.DuckDBPyConnection, orders: Iterable[Order], cont
         con.execute(f"INSERT INTO {STAGED_VERSIONS} SELECT * FROM _stage_versions")
     finally:
         con.unregister("_stage_versions")
+    return timed
 
 
 def stage_records(con: duckdb.DuckDBPyConnection, orders: Iterable[Order] = (),

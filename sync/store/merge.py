@@ -18,7 +18,8 @@ from .appends import NOTED_ROWS, note_merged
 from .facts import DAY_HASH, RFM_HASH
 from .generation import bump_generation, generation
 from .lookup import BULK_ROWS, drop_lookup_indexes
-from .pulled import drop_older_pulled, note_pulled, pulled_any, timed_pull
+from .pulled import (drop_older_pulled, forget_replaced, forget_superseded, note_pulled, pulled_for,
+                     settle_staged, timed_pull)
 from .webhooks import (CONSENTS, EQUAL_CONSENT, FILE_WON_TABLE, KIND, PULLED_TABLE, WEBHOOK_TABLE,
                        create_webhook_table, leave_out, plausible_versions)
 
@@ -131,16 +132,21 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
             pull.identity = link_staged(con, max_identity_group)
         moved = pull.identity.moved if pull.identity is not None else []
         links = dict(zip(moved[::2], moved[1::2]))  # identifier → customer id, as link_staged re-keyed them
-        if origin == "webhook" and not pull.full_refresh and (noted or con.execute(
-                f"SELECT count(*) FROM {FILE_WON_TABLE}").fetchall()[0][0] or pulled_any(con)):
+        pulled = origin == "webhook" and pulled_for(con, present)  # a staged record has a pulled time
+        if origin == "webhook" and not pull.full_refresh and (noted or pulled or con.execute(
+                f"SELECT count(*) FROM {FILE_WON_TABLE}").fetchall()[0][0]):
             counts.update(_drop_older_versions(con, present, received_at, links, versions or {}))
         timed = origin == "pull" and not pull.full_refresh and timed_pull(con)  # the pull staged vendor times
+        if timed:
+            settle_staged(con)  # one row per record: its last page's
         if timed and noted:  # a version older than the webhook version held (a backfill's page read before it)
             counts.update(drop_older_pulled(con, present))
         if after_link is not None:
             after_link(con)
         if pull.full_refresh and noted:
             _keep_webhook_rows(con, present, files)
+        if pull.full_refresh:
+            forget_replaced(con, noted)
         # an incremental merge notes whose orders it changed and by how much (a full refresh or a large merge: not)
         note = None if pull.full_refresh or ("staged_orders" in present and con.execute(
             "SELECT count(*) FROM staged_orders").fetchall()[0][0] > NOTED_ROWS) else _Note(
@@ -152,6 +158,9 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
                                             pulled_at=pulled_at, versions=versions or {})
         if timed:
             note_pulled(con)
+        for name, kind in KIND.items() if pulled else ():  # a timed webhook version now orders them alone
+            if f"staged_{name}" in present:
+                forget_superseded(con, kind, f"staged_{name}", KEYS[name])
         for name in TABLES:
             con.execute(f"DROP TABLE IF EXISTS staged_{name}")
             con.execute(f"DROP TABLE IF EXISTS _kept_{name}")

@@ -28,16 +28,47 @@ def timed_pull(con: duckdb.DuckDBPyConnection) -> bool:
                             [STAGED_VERSIONS]).fetchall())
 
 
+def settle_staged(con: duckdb.DuckDBPyConnection) -> None:
+    """Keep of :data:`~connectors.tables.STAGED_VERSIONS` (appended page by page) each record's last row, and only
+    when it has a time (a later page's version without one has none)."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _settled_versions AS SELECT kind, id, updated_at FROM (SELECT kind, "
+                f"id, arg_max_null(updated_at, rowid) AS updated_at FROM {STAGED_VERSIONS} GROUP BY kind, id) "
+                "WHERE updated_at IS NOT NULL")
+    con.execute(f"DROP TABLE {STAGED_VERSIONS}")
+    con.execute(f"ALTER TABLE _settled_versions RENAME TO {STAGED_VERSIONS}")
+
+
 def staged_times(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], datetime]:
     """The vendor times the last pull staged, by ``(kind, id)`` (none when it staged none)."""
     if not timed_pull(con):
         return {}
+    settle_staged(con)
     return {(k, i): t for k, i, t in con.execute(f"SELECT kind, id, updated_at FROM {STAGED_VERSIONS}").fetchall()}
 
 
-def pulled_any(con: duckdb.DuckDBPyConnection) -> bool:
-    """Whether the store notes any pulled version's time (a webhook merge then compares its versions with them)."""
-    return bool(con.execute(f"SELECT 1 FROM {PULLED_TABLE} LIMIT 1").fetchall())
+def pulled_for(con: duckdb.DuckDBPyConnection, present: set[str]) -> bool:
+    """Whether the store notes a pulled version's time of a staged record (a webhook merge then compares its
+    versions with them; nothing to compare: no work)."""
+    return any(con.execute(f"SELECT 1 FROM {PULLED_TABLE} WHERE kind = '{kind}' AND id IN (SELECT {KEY_OF[name]} "
+                           f"FROM staged_{name}) LIMIT 1").fetchall()
+               for name, kind in KIND.items() if f"staged_{name}" in present)
+
+
+def forget_superseded(con: duckdb.DuckDBPyConnection, kind: str, staged: str, key: str) -> None:
+    """After a webhook merge: drop the pulled times of the staged records whose webhook version now has a vendor
+    time. It is at least as new as the pulled one (an older delivery was left out), so it orders what comes next
+    alone; a deleted Shopify order's tombstone, for one, keeps no pulled row."""
+    con.execute(f"DELETE FROM {PULLED_TABLE} WHERE kind = '{kind}' AND id IN (SELECT id FROM {WEBHOOK_TABLE} "
+                f"WHERE kind = '{kind}' AND updated_at IS NOT NULL AND id IN (SELECT {key} FROM {staged}))")
+
+
+def forget_replaced(con: duckdb.DuckDBPyConnection, kept: bool) -> None:
+    """A full refresh (a file source's): drop the pulled times of the records it replaced (all but the webhook
+    records it keeps, ``_kept_*`` when ``kept``): the store no longer holds those versions, and a later delivery
+    must not be left out against one of them."""
+    for name, kind in KIND.items():
+        con.execute(f"DELETE FROM {PULLED_TABLE} WHERE kind = '{kind}'"
+                    + (f" AND id NOT IN (SELECT id FROM _kept_{name})" if kept else ""))
 
 
 def drop_older_pulled(con: duckdb.DuckDBPyConnection, present: set[str]) -> dict[str, int]:
@@ -67,8 +98,6 @@ def drop_older_pulled(con: duckdb.DuckDBPyConnection, present: set[str]) -> dict
 
 def note_pulled(con: duckdb.DuckDBPyConnection) -> None:
     """Note the vendor times of the records the pull merged (those it left out are no longer staged with theirs:
-    :func:`drop_older_pulled`), replacing the ones noted. The stager keeps one time per record."""
-    if pulled_any(con):
-        con.execute(f"DELETE FROM {PULLED_TABLE} p WHERE EXISTS (SELECT 1 FROM {STAGED_VERSIONS} v "
-                    "WHERE v.kind = p.kind AND v.id = p.id)")
-    con.execute(f"INSERT INTO {PULLED_TABLE} SELECT kind, id, updated_at FROM {STAGED_VERSIONS}")
+    :func:`drop_older_pulled`), replacing the ones noted (one row per record). Needs :func:`settle_staged`."""
+    con.execute(f"INSERT INTO {PULLED_TABLE} SELECT kind, id, updated_at FROM {STAGED_VERSIONS} "
+                "ON CONFLICT DO UPDATE SET updated_at = excluded.updated_at")

@@ -39,7 +39,7 @@ def create_webhook_table(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"ALTER TABLE {FILE_WON_TABLE} ADD COLUMN IF NOT EXISTS updated_at TIMESTAMPTZ")
     # a store written before pulls noted their vendor times has none: its pulled records are ordered as before
     con.execute(f"CREATE TABLE IF NOT EXISTS {PULLED_TABLE} (kind VARCHAR NOT NULL, id VARCHAR NOT NULL, "
-                "updated_at TIMESTAMPTZ NOT NULL)")
+                "updated_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (kind, id))")
 
 
 def prune_file_won(con: duckdb.DuckDBPyConnection, oldest_possible: datetime) -> int:
