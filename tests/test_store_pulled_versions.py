@@ -74,7 +74,6 @@ def test_a_shopify_orders_paid_retried_after_the_pull_read_the_refund_is_left_ou
         fake.put_order(77, 7, "100.00", at=T0, financial_status="refunded", updated_at=test_shopify.z(T0 + 300 * S))
         _pull(cfg, ledger, settings)
         assert _row(cfg, "SELECT status FROM orders WHERE order_id = '77'") == ("refunded",)
-        assert _row(cfg, "SELECT updated_at FROM pulled_versions WHERE id = '77'") == (T0 + 300 * S,)
         orders, _ = _shopify("orders/paid", paid, cfg)
         report = resync(cfg, ledger, settings, orders, as_of=AS_OF)
         assert report.stale == {"order": 1, "contact": 0}
@@ -108,17 +107,17 @@ def test_an_amocrm_contact_update_retried_after_the_pull_is_left_out(tmp_path, m
         fake.put_contact(5, "new@example.com", at=T0 + 300 * S)
         fake.put_order(70, 5, "100", at=T0)
         _pull(cfg, ledger, settings)
-        assert _row(cfg, "SELECT count(*) FROM pulled_versions WHERE kind = 'order' AND id = '70' "
-                    "AND updated_at = ?", T0) == (1,)
         old = {"contacts[update][0][id]": "5", "contacts[update][0][name]": "Ann C5",
                "contacts[update][0][updated_at]": str(int(T0.timestamp())),
                "contacts[update][0][custom_fields][0][code]": "EMAIL",
                "contacts[update][0][custom_fields][0][values][0][value]": "old@example.com",
                "account[subdomain]": test_amocrm.SUB}
         _, contacts = amo_parse({}, urlencode(old).encode())
-        report = resync(cfg, ledger, settings, (), contacts, as_of=AS_OF)
-        assert report.stale == {"order": 0, "contact": 1}
+        lead = Order("70", "5", T0, Decimal(1), updated_at=T0 - 60 * S)  # a version of the lead older than the pull's
+        report = resync(cfg, ledger, settings, [lead], contacts, as_of=AS_OF)
+        assert report.stale == {"order": 1, "contact": 1}
         assert _row(cfg, "SELECT email FROM contacts WHERE customer_id = '5'") == ("new@example.com",)
+        assert _row(cfg, "SELECT amount FROM orders WHERE order_id = '70'") == (100,)
 
 
 def test_a_backfill_page_older_than_the_webhook_version_held_is_left_out_of_the_pull(tmp_path, monkeypatch, caplog):
@@ -135,11 +134,12 @@ def test_a_backfill_page_older_than_the_webhook_version_held_is_left_out_of_the_
         _pull(cfg, ledger, settings)
         assert _row(cfg, "SELECT status FROM orders WHERE order_id = '77'") == ("refunded",)
         assert "pull merge: 1 orders left out as stale (e.g. 77)" in caplog.text
-        assert _row(cfg, "SELECT count(*) FROM pulled_versions WHERE id = '77'") == (0,)
         fake.put_order(77, 7, "90.00", at=T0, updated_at=test_shopify.z(T0 + 600 * S))
         _pull(cfg, ledger, settings)
         assert _row(cfg, "SELECT status, amount FROM orders WHERE order_id = '77'") == ("completed", 90)
-        assert _row(cfg, "SELECT updated_at FROM pulled_versions WHERE id = '77'") == (T0 + 600 * S,)
+        late = {**refund, "updated_at": test_shopify.z(T0 + 480 * S)}  # 10:08, retried after that pull (10:10)
+        assert resync(cfg, ledger, settings, _shopify("orders/updated", late, cfg)[0], as_of=AS_OF).stale["order"] == 1
+        assert _row(cfg, "SELECT status, amount FROM orders WHERE order_id = '77'") == ("completed", 90)
 
 
 # ---------------------------------------------------------------- the rules, at the store's merge
@@ -191,10 +191,8 @@ def test_a_pull_without_a_time_for_the_record_keeps_the_last_pulled_time_and_a_l
     with open_store(None) as con:
         _pulled(con, orders=[_order("100", T0 + 300 * S)])
         _pulled(con, orders=[_order("90", None)])  # no updated_at: its version is at least as new as 10:05
-        assert con.execute("SELECT updated_at FROM pulled_versions").fetchall() == [(T0 + 300 * S,)]
         assert _hook(con, orders=[_order("50", T0)])["stale_orders"] == 1
         _pulled(con, orders=[_order("80", T0 + 100 * S)])  # the vendor's current version says 10:01:40
-        assert con.execute("SELECT updated_at FROM pulled_versions").fetchall() == [(T0 + 100 * S,)]
         assert "stale_orders" not in _hook(con, orders=[_order("70", T0 + 200 * S)])
         assert con.execute("SELECT amount FROM orders").fetchall() == [(70,)]
 
@@ -208,7 +206,8 @@ def test_a_store_written_before_pulls_noted_times_orders_by_acceptance_as_before
         con.execute("DROP TABLE pulled_versions")
         assert "stale_orders" not in _hook(con, orders=[_order("50", T0)])
         assert con.execute("SELECT amount FROM orders").fetchall() == [(50,)]
-        assert con.execute("SELECT count(*) FROM pulled_versions").fetchall() == [(0,)]
+        _pulled(con, orders=[_order("80", T0 + 300 * S)], pulled_at=T0 + 7300 * S)  # the table is there again
+        assert _hook(con, orders=[_order("60", T0 + 60 * S)], accepted=T0 + 7400 * S)["stale_orders"] == 1
 
 
 def test_a_pulled_vendor_time_in_the_future_is_ignored_and_logged(tmp_path, monkeypatch, caplog):
@@ -218,7 +217,10 @@ def test_a_pulled_vendor_time_in_the_future_is_ignored_and_logged(tmp_path, monk
         fake.put_order(77, 7, "100.00", at=T0,
                        updated_at=test_shopify.z(datetime.now(timezone.utc) + timedelta(days=2)))
         _pull(cfg, ledger, settings)
-        assert _row(cfg, "SELECT count(*) FROM pulled_versions WHERE kind = 'order'") == (0,)
+        delivery = {**fake.orders[77], "current_total_price": "60.00", "updated_at": test_shopify.z(T0 + 60 * S)}
+        assert resync(cfg, ledger, settings, _shopify("orders/updated", delivery, cfg)[0], as_of=AS_OF).stale == {
+            "order": 0, "contact": 0}  # not older than a time in the future: ordered by acceptance, applied
+        assert _row(cfg, "SELECT amount FROM orders WHERE order_id = '77'") == (60,)
         assert "shopify pull: order 77's updated_at" in caplog.text and "is in the future: ignored" in caplog.text
 
 
