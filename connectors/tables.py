@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from decimal import Decimal
 from typing import Iterable
 
@@ -122,15 +123,22 @@ def stage_versions(con: duckdb.DuckDBPyConnection, orders: Iterable[Order], cont
                    untimed: bool = False) -> bool:
     """Append the vendor times of the records that have one to :data:`STAGED_VERSIONS` (created when missing);
     ``untimed``: the others too, with none (a later page's version of a record without a time replaces the time an
-    earlier page staged of it). Nothing is deleted: a record's last row is its time (:mod:`sync.store.pulled` reads
-    the last row of each). Returns whether a time was staged."""
-    import pyarrow as pa
-
+    earlier page staged of it). Returns whether a time was staged."""
     rows = [("order", o.order_id, o.updated_at) for o in orders if untimed or o.updated_at is not None] + \
         [("contact", c.customer_id, c.updated_at) for c in contacts if untimed or c.updated_at is not None]
     timed = any(t is not None for _, _, t in rows)
-    if not rows or not (timed or untimed):
-        return False
+    if timed or untimed:
+        append_versions(con, rows)
+    return timed
+
+
+def append_versions(con: duckdb.DuckDBPyConnection, rows: list[tuple[str, str, datetime | None]]) -> None:
+    """Append ``(kind, id, updated_at or None)`` rows to :data:`STAGED_VERSIONS` (created when missing). Nothing is
+    deleted: a record's last row is its time (:func:`sync.store.pulled.settle_staged` reads the last of each)."""
+    import pyarrow as pa
+
+    if not rows:
+        return
     create_staged_versions(con, replace=False)
     con.register("_stage_versions", pa.table({
         "kind": [k for k, _, _ in rows], "id": [i for _, i, _ in rows],
@@ -139,7 +147,6 @@ def stage_versions(con: duckdb.DuckDBPyConnection, orders: Iterable[Order], cont
         con.execute(f"INSERT INTO {STAGED_VERSIONS} SELECT * FROM _stage_versions")
     finally:
         con.unregister("_stage_versions")
-    return timed
 
 
 def stage_records(con: duckdb.DuckDBPyConnection, orders: Iterable[Order] = (),

@@ -67,6 +67,7 @@ def _staged_pull(con: duckdb.DuckDBPyConnection, *pages: list[Order]) -> None:
     stager = Stager(con, "shopify")
     for page in pages:
         stager.stage(page, [])
+    stager.result("")
     merge_staged(con, PullResult(), origin="pull", pulled_at=T0 + 3600 * S)
 
 
