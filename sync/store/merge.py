@@ -18,9 +18,9 @@ from .appends import NOTED_ROWS, note_merged
 from .facts import DAY_HASH, RFM_HASH
 from .generation import bump_generation, generation
 from .lookup import BULK_ROWS, drop_lookup_indexes
-from .pulled import (drop_older_pulled, forget_replaced, forget_superseded, note_pulled, pulled_for,
-                     settle_staged, timed_pull)
-from .webhooks import (CONSENTS, EQUAL_CONSENT, FILE_WON_TABLE, KIND, PULLED_TABLE, WEBHOOK_TABLE,
+from .pulled import (PULLED_STAGED, drop_older_pulled, forget_replaced, forget_superseded, note_pulled,
+                     pulled_for, settle_staged, timed_pull)
+from .webhooks import (CONSENTS, EQUAL_CONSENT, FILE_WON_TABLE, KIND, WEBHOOK_TABLE,
                        create_webhook_table, leave_out, plausible_versions)
 
 log = logging.getLogger(__name__)
@@ -158,13 +158,13 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
                                             pulled_at=pulled_at, versions=versions or {})
         if timed:
             note_pulled(con)
-        for name, kind in KIND.items() if pulled else ():  # a timed webhook version now orders them alone
-            if f"staged_{name}" in present:
-                forget_superseded(con, kind, f"staged_{name}", KEYS[name])
+        if pulled:  # a timed webhook version now orders them alone
+            forget_superseded(con)
         for name in TABLES:
             con.execute(f"DROP TABLE IF EXISTS staged_{name}")
             con.execute(f"DROP TABLE IF EXISTS _kept_{name}")
         con.execute(f"DROP TABLE IF EXISTS {STAGED_VERSIONS}")
+        con.execute(f"DROP TABLE IF EXISTS {PULLED_STAGED}")
         bump_generation(con)  # what the store keeps of its orders (the purchase-day cache) may be stale now
         if note is not None:
             note_merged(con, generation(con), sorted(note.customers), tuple(note.change))
@@ -334,7 +334,7 @@ def _drop_older_versions(con: duckdb.DuckDBPyConnection, present: set[str],
         # a webhook's version, a file's, or a pull's (no acceptance: by the vendor's times only)
         versions_ = (f"(SELECT kind, id, received_at, updated_at AS vt, false AS file FROM {WEBHOOK_TABLE} UNION "
                      f"ALL SELECT kind, id, read_at, updated_at, true FROM {FILE_WON_TABLE} UNION ALL "
-                     f"SELECT kind, id, NULL::TIMESTAMPTZ, updated_at, false FROM {PULLED_TABLE})")
+                     f"SELECT kind, id, NULL::TIMESTAMPTZ, updated_at, false FROM {PULLED_STAGED})")
         older = (f"SELECT DISTINCT w.id FROM {versions_} w {joined} WHERE w.kind = '{kind}' "
                  f"AND w.id IN (SELECT {key} FROM {staged}) AND {newer}")
         con.execute(f"CREATE OR REPLACE TEMP TABLE _older_{name} AS {older}", [single])
