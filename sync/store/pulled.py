@@ -54,7 +54,8 @@ def pulled_for(con: duckdb.DuckDBPyConnection, present: set[str]) -> bool:
     """Whether the store notes a pulled version's time of a staged record (a webhook merge then compares its
     versions with them; nothing to compare: no work). Reads them into :data:`PULLED_STAGED` (one scan)."""
     staged = [f"SELECT rowid AS rid, kind, id, updated_at FROM {PULLED_TABLE} WHERE kind = '{kind}' AND id IN "
-              f"(SELECT {KEY_OF[name]} FROM staged_{name})" for name, kind in KIND.items() if f"staged_{name}" in present]
+              f"(SELECT {KEY_OF[name]} FROM staged_{name})"
+              for name, kind in KIND.items() if f"staged_{name}" in present]
     # a UNION, not an OR of the two (that made DuckDB test each row against both: ~10x slower)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {PULLED_STAGED} AS "
                 + (" UNION ALL ".join(staged) or f"SELECT rowid AS rid, * FROM {PULLED_TABLE} LIMIT 0"))
