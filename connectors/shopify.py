@@ -124,14 +124,15 @@ def _item(raw: Any) -> LineItem:
                     price=get_field(raw, "price", lambda v: None if v is None else to_decimal(v), "line_items.price"))
 
 
-def _customer_version(contact: Contact, payload: Mapping[str, Any]) -> Contact:
+def _customer_version(contact: Contact, payload: Mapping[str, Any], what: str = "webhook") -> Contact:
     """``contact`` with its version's time: the later of the customer's ``updated_at`` and its
-    ``email_marketing_consent.consent_updated_at`` (either may be missing or null)."""
-    timed = versioned(contact, payload)
+    ``email_marketing_consent.consent_updated_at`` (either may be missing or null); a delivery's or a pulled
+    row's alike (``what``: the log's prefix)."""
+    timed = versioned(contact, payload, what=what)
     consent = payload.get("email_marketing_consent")
     if not isinstance(consent, Mapping):
         return timed
-    by_consent = versioned(replace(contact, updated_at=None), consent, "consent_updated_at")
+    by_consent = versioned(replace(contact, updated_at=None), consent, "consent_updated_at", what)
     if by_consent.updated_at is not None and (timed.updated_at is None or by_consent.updated_at > timed.updated_at):
         return by_consent
     return timed
@@ -237,9 +238,11 @@ class ShopifySource:
         def one(raw: Any) -> Order | Contact | None:
             if raw.get("updated_at"):
                 high.see(get_field(raw, "updated_at", parse_dt))
+            # the version's time, as its webhook's (a later delivery older than it is left out by the store)
             if obj == "orders":
-                return map_order(raw, self.config)
-            return stager.contact(map_customer(raw), self.config.phone_region)
+                order = map_order(raw, self.config)
+                return versioned(order, raw, what=f"{NAME} pull") if order is not None else None
+            return stager.contact(_customer_version(map_customer(raw), raw, f"{NAME} pull"), self.config.phone_region)
 
         stager.stage(*map_page(stager, f"{NAME}:{obj}", rows, one))
 
@@ -303,8 +306,8 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
       ``orders/updated`` delivery or the next pull (the refund moves the order's ``updated_at``) brings
       the new net amount and ``financial_status``.
     * ``customers/delete`` maps to nothing (the customer's orders stay; consent is unchanged).
-    * An order's or customer's ``updated_at`` (a tombstone: ``X-Shopify-Triggered-At``; a customer: the later of it
-      and ``email_marketing_consent.consent_updated_at``) is the version's time
+    * An order's or customer's ``updated_at`` (a tombstone: ``X-Shopify-Triggered-At``, none without that header;
+      a customer: the later of it and ``email_marketing_consent.consent_updated_at``) is the version's time
       (:func:`connectors.webhooks.versioned`): Shopify retries a failed delivery for hours, after newer ones.
     """
     topic = header(headers, "X-Shopify-Topic") or ""
@@ -313,8 +316,10 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
     if kind == "orders" and action == "delete":
         oid = _payload_id(payload, "id", topic)
         triggered = header(headers, "X-Shopify-Triggered-At")
+        if not triggered:  # untimed: this host's clock is never a version's time (the store orders it by acceptance)
+            return [tombstone(oid, datetime.now(timezone.utc))], []
         try:
-            at = parse_dt(triggered) if triggered else datetime.now(timezone.utc)
+            at = parse_dt(triggered)
         except ValueError:
             raise ValueError(f"shopify webhook {topic}: X-Shopify-Triggered-At is not a date") from None
         return [replace(tombstone(oid, at), updated_at=at)], []  # deleted when it was triggered

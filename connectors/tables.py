@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from decimal import Decimal
 from typing import Iterable
 
@@ -104,6 +105,48 @@ def _cast_sql(con: duckdb.DuckDBPyConnection, source: str, columns: list[str], w
     if found:
         raise ValueError("; ".join(text for (text,) in found))
     return f"SELECT {', '.join(casts.get(c, c) for c in columns)} FROM {source}"
+
+
+#: the vendor's modification time of each record an API pull staged that has one (``kind`` 'order' | 'contact',
+#: ``id``, ``updated_at``): :class:`connectors.incremental.Stager` writes it, the store's merge of the pull notes it
+#: (:mod:`sync.store`). Not ``staged_*``: it is no store table.
+STAGED_VERSIONS = "_staged_versions"
+
+
+def create_staged_versions(con: duckdb.DuckDBPyConnection, replace: bool = True) -> None:
+    """A fresh, empty :data:`STAGED_VERSIONS` table (``replace=False``: unless there is one)."""
+    con.execute(f"CREATE {'OR REPLACE ' if replace else ''}TEMP TABLE {'' if replace else 'IF NOT EXISTS '}"
+                f"{STAGED_VERSIONS} (kind VARCHAR NOT NULL, id VARCHAR NOT NULL, updated_at TIMESTAMPTZ)")
+
+
+def stage_versions(con: duckdb.DuckDBPyConnection, orders: Iterable[Order], contacts: Iterable[Contact],
+                   untimed: bool = False) -> bool:
+    """Append the vendor times of the records that have one to :data:`STAGED_VERSIONS` (created when missing);
+    ``untimed``: the others too, with none (a later page's version of a record without a time replaces the time an
+    earlier page staged of it). Returns whether a time was staged."""
+    rows = [("order", o.order_id, o.updated_at) for o in orders if untimed or o.updated_at is not None] + \
+        [("contact", c.customer_id, c.updated_at) for c in contacts if untimed or c.updated_at is not None]
+    timed = any(t is not None for _, _, t in rows)
+    if timed or untimed:
+        append_versions(con, rows)
+    return timed
+
+
+def append_versions(con: duckdb.DuckDBPyConnection, rows: list[tuple[str, str, datetime | None]]) -> None:
+    """Append ``(kind, id, updated_at or None)`` rows to :data:`STAGED_VERSIONS` (created when missing). Nothing is
+    deleted: a record's last row is its time (:func:`sync.store.pulled.settle_staged` reads the last of each)."""
+    import pyarrow as pa
+
+    if not rows:
+        return
+    create_staged_versions(con, replace=False)
+    con.register("_stage_versions", pa.table({
+        "kind": [k for k, _, _ in rows], "id": [i for _, i, _ in rows],
+        "updated_at": pa.array([t for _, _, t in rows], type=pa.timestamp("us", tz="UTC"))}))
+    try:
+        con.execute(f"INSERT INTO {STAGED_VERSIONS} SELECT * FROM _stage_versions")
+    finally:
+        con.unregister("_stage_versions")
 
 
 def stage_records(con: duckdb.DuckDBPyConnection, orders: Iterable[Order] = (),

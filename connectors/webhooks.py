@@ -189,21 +189,22 @@ def parse_php_form(body: bytes) -> dict[str, Any]:
     return root
 
 
-def versioned(record: R, payload: Mapping[str, Any], key: str = "updated_at") -> R:
+def versioned(record: R, payload: Mapping[str, Any], key: str = "updated_at", what: str = "webhook") -> R:
     """``record`` with the vendor's modification time of this version (the payload's ``key``: ISO 8601 or Unix
     seconds), when the payload has one: the server then orders the record's versions by it, not by when it accepted
     each delivery (a delivery retried after a newer one is stale). Raises :class:`~connectors.http.FieldError`
     naming the field when it is there but not a date. A time later than now by more than :data:`FUTURE_MARGIN` (the
     vendor's clock or offset wrong) is not taken: the version is untimed (ordered by acceptance), and it is logged;
-    the delivery is not refused for it."""
+    the delivery is not refused for it. A CRM pull stamps its records the same way (``what``: the log's prefix):
+    the store then leaves out a later delivery older than the pulled version (:mod:`sync.store`)."""
     from .http import get_field, parse_dt  # here: the store imports this module, and a scoring run no HTTP client
 
     if payload.get(key) in (None, ""):
         return record
     at = get_field(payload, key, parse_dt)
     if too_far_ahead(at):
-        log.warning("webhook: %s's %s %s is in the future: ignored (the version is ordered by acceptance); "
-                    "check the vendor's clock or time zone",
+        log.warning("%s: %s's %s %s is in the future: ignored (the version is ordered by acceptance); "
+                    "check the vendor's clock or time zone", what,
                     f"order {record.order_id}" if isinstance(record, Order) else "a contact", key, at.isoformat())
         return record
     return replace(record, updated_at=at)

@@ -21,6 +21,7 @@ from ..ledger import Ledger
 from ..pipeline import configured_source
 from ..settings import Settings
 from ..store.merge import Ages, Versions
+from ..store.pulled import staged_times
 from ..store.webhooks import FILE_WON_TABLE, prune_file_won
 
 log = logging.getLogger("sync.serve.resync")
@@ -65,8 +66,8 @@ def _pull_after_webhook_records(cfg: Config, ledger: Ledger, con: duckdb.DuckDBP
     not leave the pulled one out with it, and a pulled record is as new as the pull, not as the batch's events.
     ``now``: the wall clock the pull's start is read from (the worker's, the one its events are dated by).
     Also returns the records' vendor times (:data:`sync.store.merge.Versions`): the webhook records' own
-    (``versions``), and None for every pulled record (its version has no vendor time: the pull's start is this
-    host's clock, not the vendor's, and a pull does not say when the vendor changed each record)."""
+    (``versions``), and for every pulled record the vendor's time the pull read of it (Shopify, amoCRM:
+    :mod:`sync.store.pulled`), else None (the pull's start is this host's clock, never taken for the vendor's)."""
     for name in TABLES:
         con.execute(f"CREATE OR REPLACE TEMP TABLE _hook_{name} AS SELECT * FROM staged_{name}")
     started = now()
@@ -85,7 +86,8 @@ def _pull_after_webhook_records(cfg: Config, ledger: Ledger, con: duckdb.DuckDBP
                                              if isinstance(received_at, datetime) else dict(received_at or {}))
     pulled = _record_ids(con, "_pulled")
     ages.update(dict.fromkeys(pulled, started))
-    vendor: dict[tuple[str, str], datetime | None] = {**(versions or {}), **dict.fromkeys(pulled)}
+    timed = staged_times(con)  # what the pull read of the vendor's own times (Shopify, amoCRM), else None
+    vendor: dict[tuple[str, str], datetime | None] = {**(versions or {}), **{key: timed.get(key) for key in pulled}}
     for name in TABLES:
         con.execute(f"DROP TABLE _hook_{name}")
         con.execute(f"DROP TABLE _pulled_{name}")

@@ -20,7 +20,10 @@ orders). So the store
 holds one copy of each order, and an order is never lost between its webhook and the export that catches up.
 Between webhooks, the record's age (when the ledger accepted its event) decides: a webhook version older than the
 one stored is left out (a batch merged after a newer one); when both versions carry the vendor's modification time
-(``updated_at``), that time decides instead (a delivery the vendor retried after a newer one is left out).
+(``updated_at``), that time decides instead (a delivery the vendor retried after a newer one is left out). A
+Shopify or amoCRM pull notes the vendor's time of each record it read (``pulled.py``): a delivery older than the
+pulled version is left out the same way, and a pulled version older than the webhook version held is left out of
+the pull.
 
 DuckDB allows one writing process per file. When a cron ``rfmsync sync`` and ``rfmsync serve`` meet, the second
 waits up to ``wait_seconds`` for the file, then stops with :class:`~sync.errors.LockBusyError` (exit 75). Every

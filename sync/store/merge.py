@@ -12,14 +12,16 @@ import duckdb
 
 from connectors.identity import DEFAULT_MAX_GROUP, link_staged
 from connectors.source import PullResult
-from connectors.tables import TABLES
+from connectors.tables import STAGED_VERSIONS, TABLES
 
 from .appends import NOTED_ROWS, note_merged
 from .facts import DAY_HASH, RFM_HASH
 from .generation import bump_generation, generation
 from .lookup import BULK_ROWS, drop_lookup_indexes
-from .webhooks import (FILE_WON_TABLE, KIND, WEBHOOK_TABLE, create_webhook_table, plausible_versions,
-                       withdraw_late)
+from .pulled import (PULLED_STAGED, drop_older_pulled, forget_replaced, forget_superseded, note_pulled,
+                     pulled_for, settle_staged, timed_pull)
+from .webhooks import (CONSENTS, EQUAL_CONSENT, FILE_WON_TABLE, KIND, WEBHOOK_TABLE,
+                       create_webhook_table, leave_out, plausible_versions)
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +104,12 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
     ``pulled_at`` (an API source's pull): when the pull started, the bound its cursor uses; the webhook records it
     brings are noted as that new (default: now) by the ledger's clock, and their vendor time is cleared (the host's
     clock is never compared with the vendor's), so a webhook batch accepted after it (it waited for the store the
-    pull holds) still wins, whatever its vendor time. A file's full refresh notes the webhook records whose file version won as new as the
-    file's read (``files``), so the same or an older webhook batch merged again after it is left out.
+    pull holds) still wins, whatever its vendor time. A pull that staged its records' vendor times (Shopify,
+    amoCRM: :data:`connectors.tables.STAGED_VERSIONS`) has them noted (:mod:`.pulled`): a later webhook version
+    older than its version is left out, and its own versions older than the webhook version held are left out of it
+    (``stale_pulled_orders`` / ``stale_pulled_contacts``). A file's full refresh notes the webhook records whose
+    file version won as new as the file's read (``files``), so the same or an older webhook batch merged again after
+    it is left out.
     """
     if origin not in ("pull", "webhook"):
         raise ValueError(f"merge_staged: origin must be 'pull' or 'webhook', not {origin!r}")
@@ -126,13 +132,21 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
             pull.identity = link_staged(con, max_identity_group)
         moved = pull.identity.moved if pull.identity is not None else []
         links = dict(zip(moved[::2], moved[1::2]))  # identifier → customer id, as link_staged re-keyed them
-        if origin == "webhook" and not pull.full_refresh and (noted or con.execute(
+        pulled = origin == "webhook" and pulled_for(con, present)  # a staged record has a pulled time
+        if origin == "webhook" and not pull.full_refresh and (noted or pulled or con.execute(
                 f"SELECT count(*) FROM {FILE_WON_TABLE}").fetchall()[0][0]):
             counts.update(_drop_older_versions(con, present, received_at, links, versions or {}))
+        timed = origin == "pull" and not pull.full_refresh and timed_pull(con)  # the pull staged vendor times
+        if timed:
+            settle_staged(con)  # one row per record: its last page's
+        if timed and noted:  # a version older than the webhook version held (a backfill's page read before it)
+            counts.update(drop_older_pulled(con, present))
         if after_link is not None:
             after_link(con)
         if pull.full_refresh and noted:
             _keep_webhook_rows(con, present, files)
+        if pull.full_refresh:
+            forget_replaced(con, noted)
         # an incremental merge notes whose orders it changed and by how much (a full refresh or a large merge: not)
         note = None if pull.full_refresh or ("staged_orders" in present and con.execute(
             "SELECT count(*) FROM staged_orders").fetchall()[0][0] > NOTED_ROWS) else _Note(
@@ -142,9 +156,15 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
                 counts[name] = _merge_table(con, name, full_refresh=pull.full_refresh, origin=origin, noted=noted,
                                             note=note, received_at=received_at, links=links, files=files,
                                             pulled_at=pulled_at, versions=versions or {})
+        if timed:
+            note_pulled(con)
+        if pulled:  # a timed webhook version now orders them alone
+            forget_superseded(con)
         for name in TABLES:
             con.execute(f"DROP TABLE IF EXISTS staged_{name}")
             con.execute(f"DROP TABLE IF EXISTS _kept_{name}")
+        con.execute(f"DROP TABLE IF EXISTS {STAGED_VERSIONS}")
+        con.execute(f"DROP TABLE IF EXISTS {PULLED_STAGED}")
         bump_generation(con)  # what the store keeps of its orders (the purchase-day cache) may be stale now
         if note is not None:
             note_merged(con, generation(con), sorted(note.customers), tuple(note.change))
@@ -241,9 +261,9 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
                         f"(SELECT {key} FROM {staged}{kept_out})")
         elif noted:  # an API source's pull: its version is as new as the pull's start (the cursor's bound), so
             # an older webhook batch merged after it (re-claimed after waiting for the sync that pulled) is left
-            # out (_drop_older_versions), and one accepted while it pulled is not. It has no vendor time: the
-            # pull's start is the host's clock, never compared with the vendor's (a withdrawal the vendor dated a
-            # second before it, accepted after it, is newer), so acceptance orders the next version
+            # out (_drop_older_versions), and one accepted while it pulled is not. Its start is no vendor time: the
+            # host's clock, never compared with the vendor's (a withdrawal the vendor dated a second before it,
+            # accepted after it, is newer); the vendor's time the pull read, if any, is in pulled_versions
             con.execute(f"UPDATE {WEBHOOK_TABLE} SET received_at = greatest(received_at, "
                         f"coalesce(?::TIMESTAMPTZ, now())), updated_at = NULL WHERE kind = "
                         f"'{kind}' AND id IN (SELECT {key} FROM {staged})", [pulled_at])
@@ -282,16 +302,17 @@ def _ages_of(con: duckdb.DuckDBPyConnection, kind: str, received_at: Union[datet
 def _drop_older_versions(con: duckdb.DuckDBPyConnection, present: set[str],
                          received_at: Union[datetime, Ages, None], links: Mapping[str, str],
                          versions: Versions) -> dict[str, int]:
-    """Leave out of a webhook merge the staged orders (with their line items) and contacts older than the version
-    the store notes for their webhook version, or for the file version that replaced it (``file_won_records``):
-    merged after a newer version (an older batch retried, or held up, while a newer one went through; a vendor's
-    older delivery retried after a newer one), the older one would win (an order before its refund, a consent given
-    before it was withdrawn). Older: by the vendor's modification times when both versions have one and they
-    differ (:data:`Versions`; equal, a contact's: its withdrawal, :data:`_EQUAL_CONSENT`; a file version: the vendor
-    time of the webhook version it replaced), else by acceptance: the record's own age (the one time for
-    all, or its entry in :data:`Ages`: a record a CRM pull read for the batch has the pull's start, and the batch's
-    webhook copy of it is gone, :func:`sync.serve.resync_staging._pull_after_webhook_records`) against the stored
-    one. Returns how many were left out: ``stale_orders``, ``stale_contacts``."""
+    """Leave out of a webhook merge the staged orders (with their line items) and contacts older than the version the
+    store notes for their webhook version, or for the file version that replaced it (``file_won_records``), or for
+    the version a pull stored (``pulled_versions``, by the vendor's time only): merged after a newer version (an
+    older batch retried, or held up, while a newer one went through; a vendor's older delivery retried after a newer
+    one), the older one would win (an order before its refund, a consent given before it was withdrawn). Older: by
+    the vendor's modification times when both versions have one and they differ (:data:`Versions`; equal, a
+    contact's: its withdrawal, :data:`~.webhooks.EQUAL_CONSENT`; a file version: the vendor time of the webhook
+    version it replaced; a pulled version: :mod:`.pulled`), else by acceptance: the record's own age (the one time
+    for all, or its entry in :data:`Ages`: a record a CRM pull read for the batch has the pull's start, and the
+    batch's webhook copy of it is gone, :func:`sync.serve.resync_staging._pull_after_webhook_records`) against the
+    stored one. Returns how many were left out: ``stale_orders``, ``stale_contacts``."""
     dropped: dict[str, int] = {}
     for name, kind in KIND.items():
         staged, key = f"staged_{name}", KEYS[name]
@@ -306,38 +327,21 @@ def _drop_older_versions(con: duckdb.DuckDBPyConnection, present: set[str],
         # delivery older than either is older (a later vt is not newer than the file: the file may hold a later one)
         newer = ("CASE WHEN w.vt IS NOT NULL AND a.vt IS NOT NULL AND w.vt <> a.vt AND (NOT w.file OR w.vt > a.vt) "
                  "THEN w.vt > a.vt "
-                 + (_EQUAL_CONSENT if name == "contacts" else "")
+                 + (EQUAL_CONSENT if name == "contacts" else "")
                  + "ELSE w.received_at > coalesce(a.ts, ?::TIMESTAMPTZ) END")
         if name == "contacts":  # the stored consent and the staged one (its last row)
-            joined += (" LEFT JOIN contacts c ON c.customer_id = w.id LEFT JOIN (SELECT customer_id, "
-                       "arg_max(marketing_consent, rowid) AS marketing_consent FROM staged_contacts "
-                       "GROUP BY customer_id) s ON s.customer_id = w.id")
+            joined += CONSENTS
+        # a webhook's version, a file's, or a pull's (no acceptance: by the vendor's times only)
         versions_ = (f"(SELECT kind, id, received_at, updated_at AS vt, false AS file FROM {WEBHOOK_TABLE} UNION "
-                     f"ALL SELECT kind, id, read_at, updated_at, true FROM {FILE_WON_TABLE})")  # a webhook's or a file's
+                     f"ALL SELECT kind, id, read_at, updated_at, true FROM {FILE_WON_TABLE} UNION ALL "
+                     f"SELECT kind, id, NULL::TIMESTAMPTZ, updated_at, false FROM {PULLED_STAGED})")
         older = (f"SELECT DISTINCT w.id FROM {versions_} w {joined} WHERE w.kind = '{kind}' "
                  f"AND w.id IN (SELECT {key} FROM {staged}) AND {newer}")
         con.execute(f"CREATE OR REPLACE TEMP TABLE _older_{name} AS {older}", [single])
-        count = con.execute(f"SELECT count(*) FROM _older_{name}").fetchall()[0][0]
+        count = leave_out(con, name, present, f"_older_{name}", "webhook")
         if count:
-            # the orders' ids (not a contact's: it may be its e-mail)
-            ids = [r[0] for r in con.execute("SELECT id FROM _older_orders ORDER BY id LIMIT 5").fetchall()
-                   ] if name == "orders" else []
-            if name == "contacts":  # a stale withdrawal still withdraws (a newer edit may have said nothing of it)
-                withdraw_late(con, "_older_contacts")
-            con.execute(f"DELETE FROM {staged} WHERE {key} IN (SELECT id FROM _older_{name})")
-            if name == "orders" and "staged_line_items" in present:
-                con.execute("DELETE FROM staged_line_items WHERE order_id IN (SELECT id FROM _older_orders)")
             dropped[f"stale_{name}"] = count
-            log.info("webhook merge: %d %s left out as stale%s: the store holds a newer version of them",
-                     count, name, f" (e.g. {', '.join(ids)})" if ids else "")
-        con.execute(f"DROP TABLE _older_{name}")
     return dropped
-
-
-#: a contact's stored and staged versions with equal vendor times (two edits in one second), one a withdrawal:
-#: the withdrawal is the newer one (the safe side), whichever was accepted first
-_EQUAL_CONSENT = ("WHEN w.vt IS NOT NULL AND w.vt = a.vt AND (c.marketing_consent = 'no') <> "
-                  "(s.marketing_consent = 'no') THEN c.marketing_consent = 'no' ")
 
 
 def _keep_webhook_rows(con: duckdb.DuckDBPyConnection, present: set[str], files: FileReads | None) -> None:
