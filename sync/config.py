@@ -187,8 +187,9 @@ class GuardsConfig(BaseModel):
     #: judged apart from the other removals and changes, as a share of the managed contacts; and the withdrawals
     #: and other removals together (against the larger of this and max_removal_pct)
     max_withdrawal_pct: float = Field(default=25.0, ge=0, le=100)
-    #: fewer contacts than this (or than a majority of the managed contacts, when that is fewer) never trip the
-    #: three above, nor their sum (withdrawn + removed); at most 100: the floor is for small shops, not a switch
+    #: fewer contacts than this never trip the three above, nor their sum (withdrawn + removed), unless contacts
+    #: losing their tags are a majority of the managed contacts (one withdrawal alone never trips: the person
+    #: asked); at most 100: the floor is for small shops, not a switch
     min_mass_change: int = Field(default=5, ge=0, le=100)
     stale_days: int = Field(default=30, ge=0)  # warn when the newest valid order is older than this
 

@@ -22,8 +22,9 @@ Pure functions over numbers, so each rule is a table test. Three kinds:
   back, while most of the list saying ``no`` at once (a mis-mapped consent column) is refused; the withdrawals
   and the other removals are also judged together (against the larger of the two limits), so that a plan
   emptying most of the list for both reasons at once is refused too. Fewer contacts than ``min_mass_change``
-  (removed, withdrawn, both, or changed) never trip these, unless they are a majority of the managed contacts
-  (:func:`mass_floor`): in a small shop one contact is a large share, but most of it is a broken input.
+  (removed, withdrawn, both, or changed) never trip these; removed, withdrawn or both do when they are a
+  majority of the managed contacts (:func:`mass_floor`): in a small shop one contact is a large share, but most
+  of it is a broken input. A single withdrawal never trips (also of a list of one or two).
 * the **scoring guard** ``recency_scores`` (quantile scores that put the newest buyers among the lost:
   :func:`~segmentation.scoring.recency_collapse`), also on a first sync; ``--allow-mass-change`` overrides it too.
 
@@ -181,13 +182,16 @@ def plan_lines(g: GuardsConfig, stats: PlanStats) -> list[str]:
     if stats.managed <= 0:
         return []
     floor = mass_floor(g, stats.managed)
+    # one person withdrawing never holds a sync back, even when he is the whole list (or half of it): the rules that
+    # count withdrawals need two contacts at least; the change guard, whose contacts keep their tags, the plain floor
+    alone, change_floor = max(2, floor), g.min_mass_change
 
-    def over(count: int, limit: float) -> str | None:  # the share, when it trips
+    def over(count: int, limit: float, least: int = floor) -> str | None:  # the share, when it trips
         share = pct(count, stats.managed)
-        return fmt_pct(share) if count >= floor and share > limit else None
+        return fmt_pct(share) if count >= least and share > limit else None
 
     lines = []
-    if (share := over(stats.withdrawn, g.max_withdrawal_pct)) is not None:
+    if (share := over(stats.withdrawn, g.max_withdrawal_pct, alone)) is not None:
         lines.append(f"guard max_withdrawal_pct: {stats.withdrawn} of {stats.managed} managed contacts ({share} %) "
                      f"would lose their tags for a marketing consent the source says is no; limit "
                      f"{fmt_pct(g.max_withdrawal_pct)} %: is [source] marketing_consent mapped to the consent column?")
@@ -195,11 +199,12 @@ def plan_lines(g: GuardsConfig, stats: PlanStats) -> list[str]:
         lines.append(f"guard max_removal_pct: {stats.removed} of {stats.managed} managed contacts "
                      f"({share} %) would lose their tags; limit {fmt_pct(g.max_removal_pct)} %")
     both, limit = stats.withdrawn + stats.removed, max(g.max_withdrawal_pct, g.max_removal_pct)
-    if stats.withdrawn and stats.removed and (share := over(both, limit)) is not None:
-        lines.append(f"guard max_withdrawal_pct (withdrawals and removals together): {both} of {stats.managed} "
+    key = "max_withdrawal_pct" if g.max_withdrawal_pct >= g.max_removal_pct else "max_removal_pct"  # the limit's
+    if stats.withdrawn and stats.removed and (share := over(both, limit, alone)) is not None:
+        lines.append(f"guard {key} (withdrawals and removals together): {both} of {stats.managed} "
                      f"managed contacts ({share} %) would lose their tags, {stats.withdrawn} for a marketing consent "
                      f"the source says is no and {stats.removed} for other reasons; limit {fmt_pct(limit)} %")
-    if (share := over(stats.changed, g.max_change_pct)) is not None:
+    if (share := over(stats.changed, g.max_change_pct, change_floor)) is not None:
         why = (f" ({stats.restored} would get back tags the ESP lost: {', '.join(stats.restored_tags)})"
                if stats.restored else "")
         lines.append(f"guard max_change_pct: {stats.changed} of {stats.managed} managed contacts "

@@ -26,8 +26,9 @@ WITHDRAWN_4_OF_7 = ("guard max_withdrawal_pct: 4 of 7 managed contacts (57.1 %) 
                     "marketing consent the source says is no; limit 25 %")
 
 
-def together(both: int, managed: int, share: str, withdrawn: int, removed: int, limit: str = "25") -> str:
-    return (f"guard max_withdrawal_pct (withdrawals and removals together): {both} of {managed} managed contacts "
+def together(both: int, managed: int, share: str, withdrawn: int, removed: int, limit: str = "25",
+             key: str = "max_withdrawal_pct") -> str:
+    return (f"guard {key} (withdrawals and removals together): {both} of {managed} managed contacts "
             f"({share} %) would lose their tags, {withdrawn} for a marketing consent the source says is no and "
             f"{removed} for other reasons; limit {limit} %")
 
@@ -36,13 +37,17 @@ def together(both: int, managed: int, share: str, withdrawn: int, removed: int, 
 
 
 @pytest.mark.parametrize("stats, expected", [
-    # every tag off 4 of 4 contacts: under min_mass_change (5), but all of them
+    # every tag off 4 of 4 contacts: under min_mass_change (5), but all of them (the changes, contacts who keep
+    # managed tags in general, only from min_mass_change on)
     (PlanStats(managed=4, removed=4, changed=4),
-     ["guard max_removal_pct: 4 of 4 managed contacts (100 %) would lose their tags; limit 10 %",
-      "guard max_change_pct: 4 of 4 managed contacts (100 %) would change; limit 50 %"]),
+     ["guard max_removal_pct: 4 of 4 managed contacts (100 %) would lose their tags; limit 10 %"]),
     (PlanStats(managed=1, removed=1, changed=1),  # the floor at all of the managed contacts: one of one
-     ["guard max_removal_pct: 1 of 1 managed contacts (100 %) would lose their tags; limit 10 %",
-      "guard max_change_pct: 1 of 1 managed contacts (100 %) would change; limit 50 %"]),
+     ["guard max_removal_pct: 1 of 1 managed contacts (100 %) would lose their tags; limit 10 %"]),
+    (PlanStats(managed=1, removed=0, changed=0, withdrawn=1), []),  # the one person asking: never held back
+    # a small shop's quantile segments reshuffle on one order: 3 of 4 moving keep managed tags, under the floor
+    (PlanStats(managed=4, removed=0, changed=3), []),
+    (PlanStats(managed=5, removed=0, changed=5),
+     ["guard max_change_pct: 5 of 5 managed contacts (100 %) would change; limit 50 %"]),
     # 4 of 7 saying no (a mis-mapped consent column in a small shop): most of the list
     (PlanStats(managed=7, removed=0, changed=0, withdrawn=4),
      [WITHDRAWN_4_OF_7 + ": is [source] marketing_consent mapped to the consent column?"]),
@@ -72,18 +77,19 @@ def test_a_large_floor_still_refuses_most_of_the_list():
     # a removal limit set above the withdrawals' is the limit of the two together: one withdrawal does not tip it
     ({"max_removal_pct": 40}, PlanStats(managed=100, removed=30, changed=30, withdrawn=1), []),
     ({"max_removal_pct": 40}, PlanStats(managed=100, removed=30, changed=30, withdrawn=11),
-     [together(41, 100, "41", 11, 30, "40")]),
+     [together(41, 100, "41", 11, 30, "40", key="max_removal_pct")]),  # the line names the limit's key
 ])
 def test_withdrawals_and_removals_are_also_judged_together(guards, stats, expected):
     assert plan_lines(GuardsConfig(**guards), stats) == expected
 
 
 def test_emptying_every_managed_contact_always_trips():
+    """… but for the one person of a list of one withdrawing (he asked; nothing else moved)."""
     for managed in range(1, 41):
         for withdrawn in range(managed + 1):
             removed = managed - withdrawn
             stats = PlanStats(managed=managed, removed=removed, changed=removed, withdrawn=withdrawn)
-            assert plan_lines(GuardsConfig(), stats), stats
+            assert bool(plan_lines(GuardsConfig(), stats)) is (stats != PlanStats(1, 0, 0, withdrawn=1)), stats
 
 
 @settings(max_examples=examples(200), deadline=None)
@@ -211,3 +217,15 @@ def test_a_saved_plan_whose_withdrawn_is_not_a_list_of_keys_is_an_error(small_sh
     edit(to, saved_plan(small_shop, to), withdrawn=withdrawn)
     out = run_cli("apply", "--config", str(small_shop), str(to), code=2).output
     assert str(to) in out and '"withdrawn" of destination \'mailchimp-demo\' (a list of contact keys)' in out, out
+
+
+@pytest.mark.parametrize("entry", [1, "mailchimp-demo", None, [1]])
+def test_a_saved_plan_whose_entry_is_not_an_object_is_an_error_naming_the_file(small_shop, mailchimp_fake, tmp_path,
+                                                                              entry):
+    """A plan entry that is not a JSON object is a clear error naming the plan file (exit 2), not a traceback."""
+    to = tmp_path / "plan.json"
+    doc = saved_plan(small_shop, to)
+    doc["plans"] = [entry]
+    to.write_text(json.dumps(doc), encoding="utf-8")
+    out = run_cli("apply", "--config", str(small_shop), str(to), code=2).output
+    assert str(to) in out and "not an rfmsync plan file" in out, out

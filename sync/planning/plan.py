@@ -254,7 +254,7 @@ class Plan:
                        owners=tuple(OwnerChange(o["key"], o["customer_id"], o["was"])
                                     for o in data.get("owners", ())),
                        withdrawn=tuple(withdrawn))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # AttributeError: an entry not an object
             raise ConfigError(f"not an rfmsync plan file: missing or bad {exc}") from None
 
 
