@@ -119,19 +119,6 @@ def create_staged_versions(con: duckdb.DuckDBPyConnection, replace: bool = True)
                 f"{STAGED_VERSIONS} (kind VARCHAR NOT NULL, id VARCHAR NOT NULL, updated_at TIMESTAMPTZ)")
 
 
-def stage_versions(con: duckdb.DuckDBPyConnection, orders: Iterable[Order], contacts: Iterable[Contact],
-                   untimed: bool = False) -> bool:
-    """Append the vendor times of the records that have one to :data:`STAGED_VERSIONS` (created when missing);
-    ``untimed``: the others too, with none (a later page's version of a record without a time replaces the time an
-    earlier page staged of it). Returns whether a time was staged."""
-    rows = [("order", o.order_id, o.updated_at) for o in orders if untimed or o.updated_at is not None] + \
-        [("contact", c.customer_id, c.updated_at) for c in contacts if untimed or c.updated_at is not None]
-    timed = any(t is not None for _, _, t in rows)
-    if timed or untimed:
-        append_versions(con, rows)
-    return timed
-
-
 def append_versions(con: duckdb.DuckDBPyConnection, rows: list[tuple[str, str, datetime | None]]) -> None:
     """Append ``(kind, id, updated_at or None)`` rows to :data:`STAGED_VERSIONS` (created when missing). Nothing is
     deleted: a record's last row is its time (:func:`sync.store.pulled.settle_staged` reads the last of each)."""

@@ -17,10 +17,11 @@ from urllib.parse import urlencode
 import responses
 
 from connectors.amocrm import parse_webhook as amo_parse
+from connectors.incremental import Stager
 from connectors.records import Consent, Contact, Order
 from connectors.shopify import parse_webhook as shopify_parse
 from connectors.source import PullResult
-from connectors.tables import stage_records, stage_versions
+from connectors.tables import stage_records
 from sync.config import load_config
 from sync.ingest import segments_from_store
 from sync.ledger import open_ledger
@@ -146,9 +147,9 @@ def test_a_backfill_page_older_than_the_webhook_version_held_is_left_out_of_the_
 
 
 def _pulled(con, *, orders=(), contacts=(), pulled_at: datetime = T0 + 3600 * S) -> dict[str, int]:
-    stage_records(con, orders, contacts)
-    stage_versions(con, orders, contacts)
-    return merge_staged(con, PullResult(), origin="pull", pulled_at=pulled_at)
+    stager = Stager(con, "test pull")  # as a CRM pull stages its pages and their vendor times
+    stager.stage(orders, contacts)
+    return merge_staged(con, stager.result(cursor=""), origin="pull", pulled_at=pulled_at)
 
 
 def _hook(con, *, orders=(), contacts=(), accepted: datetime = T0 + 7200 * S) -> dict[str, int]:
