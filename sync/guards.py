@@ -1,6 +1,7 @@
 """Guards: the checks made before the first ESP write of a run (docs/safety.md, ``[guards]``).
 
-Pure functions over numbers, so each rule is a table test. Three kinds:
+The rules are functions over numbers, so each is a table test (``plan_stats`` and the saved-plan checks count a
+plan's changes into those numbers). Three kinds:
 
 * **data guards** (the input looks broken): too few valid orders (``min_orders``), too many bad rows
   (``max_bad_rows_pct``), the customer count fell too far since the last successful run of a destination
@@ -169,16 +170,19 @@ def customer_drop_line(g: GuardsConfig, customers: int, previous: int | None, de
 
 
 def mass_floor(g: GuardsConfig, managed: int) -> int:
-    """The fewest contacts a percentage plan guard counts before it may trip: ``min_mass_change``, but never more
-    than a majority of the ``managed`` contacts, so that the floor lets a few contacts of a small shop through,
-    never most of them (4 of 7 saying no, 4 of 4 losing every tag: a broken input however small the shop)."""
+    """The fewest contacts losing their tags (removed; withdrawn or both, two at least: :func:`plan_lines`) before
+    a percentage plan guard may trip: ``min_mass_change``, but never more than a majority of the ``managed``
+    contacts, so that the floor lets a few contacts of a small shop through, never most of them (4 of 7 saying
+    no, 4 of 4 losing every tag: a broken input however small the shop). Changes use ``min_mass_change`` alone."""
     return min(g.min_mass_change, managed // 2 + 1)
 
 
 def plan_lines(g: GuardsConfig, stats: PlanStats) -> list[str]:
-    """The plan guards; none for a destination without managed contacts (its first sync), nor for fewer
-    contacts than :func:`mass_floor` (each guard its own count). The withdrawals and the other removals are also
-    judged together (both leave contacts without any managed tag), against the larger of their two limits."""
+    """The plan guards; none for a destination without managed contacts (its first sync), nor for fewer contacts
+    (each guard its own count) than :func:`mass_floor` (removals), it and 2 (withdrawals, and withdrawals and
+    removals together: one person withdrawing never trips) or ``min_mass_change`` (changes). The withdrawals and
+    the other removals are also judged together (both leave contacts without any managed tag), against the
+    larger of their two limits."""
     if stats.managed <= 0:
         return []
     floor = mass_floor(g, stats.managed)

@@ -188,7 +188,7 @@ class Plan:
     #: the contacts whose tags come off for a consent of ``no`` (:func:`refused_consent`), sorted: judged apart by
     #: the plan guards (``max_withdrawal_pct``); a saved plan's as :func:`sync.guards.saved_withdrawals` believes
     withdrawn: tuple[str, ...] = ()
-    #: what the plan guards judged when it was made (None: it changes nothing, there was nothing to judge)
+    #: what the plan guards judged when it was made (None: not judged: no change, a saved plan, a webhook resync)
     guard: PlanStats | None = None
 
     @property
