@@ -20,7 +20,7 @@ from .generation import bump_generation, generation
 from .lookup import BULK_ROWS, drop_lookup_indexes
 from .pulled import (PULLED_STAGED, drop_older_pulled, forget_replaced, forget_superseded, note_pulled,
                      pulled_for, settle_staged, timed_pull)
-from .webhooks import (CONSENTS, EQUAL_CONSENT, FILE_WON_TABLE, KIND, WEBHOOK_TABLE,
+from .webhooks import (CONSENTS, EQUAL_CONSENT, FILE_WON_TABLE, KEY_OF, KIND, WEBHOOK_TABLE,
                        create_webhook_table, leave_out, plausible_versions)
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ Ages = Mapping[tuple[str, str], datetime]
 #: → that time; a record pulled for the batch: None (a pull's version has no vendor time: the stored one is cleared)
 Versions = Mapping[tuple[str, str], Union[datetime, None]]
 
-KEYS = {"orders": "order_id", "contacts": "customer_id", "line_items": "order_id"}
+KEYS = {**KEY_OF, "line_items": "order_id"}  # store table → its records' key (webhooks.KEY_OF's and line items)
 #: what a noted merge reads of each order it deletes or inserts (:class:`_Note`)
 _RETURNING = f" RETURNING customer_id, {RFM_HASH}, {DAY_HASH}"
 
@@ -98,8 +98,8 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
     ``versions`` (``origin="webhook"``): when the vendor modified the records that say (:data:`Versions`). When the
     stored webhook version and the staged one both have a vendor time, that time orders them (an older delivery
     retried after a newer one is left out however late it was accepted; equal times: by acceptance, but a contact's
-    withdrawal is the newer), else their acceptance does. The records left out are counted in the returned ``stale_orders`` / ``stale_contacts``. A
-    vendor time later than the record's acceptance by more than :data:`connectors.webhooks.FUTURE_MARGIN` is
+    withdrawal is the newer), else their acceptance does. The records left out are counted in the returned
+    ``stale_orders`` / ``stale_contacts``. A vendor time later than the record's acceptance by more than :data:`connectors.webhooks.FUTURE_MARGIN` is
     ignored (logged): the version is ordered by acceptance.
     ``pulled_at`` (an API source's pull): when the pull started, the bound its cursor uses; the webhook records it
     brings are noted as that new (default: now) by the ledger's clock, and their vendor time is cleared (the host's
