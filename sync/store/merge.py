@@ -99,8 +99,8 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
     stored webhook version and the staged one both have a vendor time, that time orders them (an older delivery
     retried after a newer one is left out however late it was accepted; equal times: by acceptance, but a contact's
     withdrawal is the newer), else their acceptance does. The records left out are counted in the returned
-    ``stale_orders`` / ``stale_contacts``. A vendor time later than the record's acceptance by more than :data:`connectors.webhooks.FUTURE_MARGIN` is
-    ignored (logged): the version is ordered by acceptance.
+    ``stale_orders`` / ``stale_contacts``. A vendor time later than the record's acceptance by more than
+    :data:`connectors.webhooks.FUTURE_MARGIN` is ignored (logged): the version is ordered by acceptance.
     ``pulled_at`` (an API source's pull): when the pull started, the bound its cursor uses; the webhook records it
     brings are noted as that new (default: now) by the ledger's clock, and their vendor time is cleared (the host's
     clock is never compared with the vendor's), so a webhook batch accepted after it (it waited for the store the
