@@ -280,12 +280,11 @@ class AmoCrmSource:
 
     def _stage(self, obj: str, rows: list[Any], stager: Stager, high: HighWater) -> None:
         def one(raw: Any) -> Order | Contact | None:
-            updated = high.see(get_field(raw, "updated_at", parse_dt))
-            record = _pulled(obj, raw, updated)
+            record = mapped(raw, high.see(get_field(raw, "updated_at", parse_dt)))
             # the version's time, as a contact's webhook says it (a later delivery older than it is left out)
             return None if record is None else versioned(record, raw, what=f"{NAME} pull")
 
-        def _pulled(obj: str, raw: Any, updated: datetime) -> Order | Contact | None:
+        def mapped(raw: Any, updated: datetime) -> Order | Contact | None:
             if obj == "contacts":
                 return stager.contact(map_contact(raw), self.config.phone_region)
             if raw.get("is_deleted"):

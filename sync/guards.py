@@ -202,8 +202,8 @@ def plan_lines(g: GuardsConfig, stats: PlanStats) -> list[str]:
     if (share := over(stats.removed, g.max_removal_pct)) is not None:
         lines.append(f"guard max_removal_pct: {stats.removed} of {stats.managed} managed contacts "
                      f"({share} %) would lose their tags; limit {fmt_pct(g.max_removal_pct)} %")
-    both, limit = stats.withdrawn + stats.removed, max(g.max_withdrawal_pct, g.max_removal_pct)
-    key = "max_withdrawal_pct" if g.max_withdrawal_pct >= g.max_removal_pct else "max_removal_pct"  # the limit's
+    both = stats.withdrawn + stats.removed  # against the larger limit, named by its key (withdrawals' on a tie)
+    limit, key = max((g.max_withdrawal_pct, "max_withdrawal_pct"), (g.max_removal_pct, "max_removal_pct"))
     if stats.withdrawn and stats.removed and (share := over(both, limit, alone)) is not None:
         lines.append(f"guard {key} (withdrawals and removals together): {both} of {stats.managed} "
                      f"managed contacts ({share} %) would lose their tags, {stats.withdrawn} for a marketing consent "

@@ -23,9 +23,11 @@ from .webhooks import CONSENTS, EQUAL_CONSENT, KEY_OF, KIND, PULLED_TABLE, WEBHO
 
 
 def timed_pull(con: duckdb.DuckDBPyConnection) -> bool:
-    """Whether the staged pull carries its records' vendor times (:data:`connectors.tables.STAGED_VERSIONS`)."""
+    """Whether the staged pull carries vendor times of its records (:data:`connectors.tables.STAGED_VERSIONS` has a
+    row: every API pull's stager makes the table, a RetailCRM or Bitrix24 pull leaves it empty, nothing to note)."""
     return bool(con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = ? AND temporary",
-                            [STAGED_VERSIONS]).fetchall())
+                            [STAGED_VERSIONS]).fetchall()) and bool(
+        con.execute(f"SELECT 1 FROM {STAGED_VERSIONS} LIMIT 1").fetchall())
 
 
 def settle_staged(con: duckdb.DuckDBPyConnection) -> None:
