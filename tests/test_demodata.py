@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import re
-import time
 import tomllib
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -168,12 +167,6 @@ def test_config_is_ready_to_use(shop: Path) -> None:
 
     loaded = load_config(shop)
     assert loaded.timezone == "Asia/Tashkent" and loaded.destinations[0].name == "mailchimp-demo"
-
-
-def test_fast(tmp_path: Path) -> None:
-    t0 = time.perf_counter()
-    generate_shop(tmp_path, customers=3000, seed=1, as_of=AS_OF)
-    assert time.perf_counter() - t0 < 1.0
 
 
 @pytest.fixture(scope="module")
