@@ -15,6 +15,7 @@ from connectors.source import PullResult
 from connectors.tables import STAGED_VERSIONS, TABLES
 
 from .appends import NOTED_ROWS, note_merged
+from .deletes import create_deleted_table, forget_deleted, leave_out_deleted, note_deleted
 from .facts import DAY_HASH, RFM_HASH
 from .generation import bump_generation, generation
 from .lookup import BULK_ROWS, drop_lookup_indexes
@@ -101,7 +102,9 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
     pull holds) still wins, whatever its vendor time. A pull that staged its records' vendor times (Shopify,
     amoCRM: :data:`connectors.tables.STAGED_VERSIONS`) has them noted (:mod:`.pulled`): a later webhook version
     older than its version is left out, and its own versions older than the webhook version held are left out of it
-    (``stale_pulled_orders`` / ``stale_pulled_contacts``). A file's full refresh notes the webhook records whose
+    (``stale_pulled_orders`` / ``stale_pulled_contacts``). A later version of an order the vendor deleted for good
+    (a final tombstone: Shopify's) is left out of any incremental merge, whatever its time (:mod:`.deletes`), counted
+    with the stale ones. A file's full refresh notes the webhook records whose
     file version won as new as the file's read (``files``), so the same or an older webhook batch merged again after
     it is left out.
     """
@@ -114,6 +117,7 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
     con.execute("BEGIN TRANSACTION")
     try:
         create_webhook_table(con)
+        create_deleted_table(con)
         present = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name LIKE "
                                              "'staged_%'").fetchall()}
         noted = con.execute(f"SELECT count(*) FROM {WEBHOOK_TABLE}").fetchall()[0][0] > 0
@@ -122,25 +126,29 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
             # a deleted order's tombstone often no longer says whose it was: it stays the same customer's
             con.execute("UPDATE staged_orders AS s SET customer_id = o.customer_id FROM orders AS o "
                         "WHERE s.customer_id = '' AND o.order_id = s.order_id")
-        if not pull.full_refresh:  # a file export (full refresh) was resolved when it was read
-            pull.identity = link_staged(con, max_identity_group)
+        if not pull.full_refresh:  # a later version of an order deleted for good (files have no deletes): left out
+            left = leave_out_deleted(con, present, origin)  # before linking: nothing of it is merged
+            _add(counts, {"stale_pulled_orders" if origin == "pull" else "stale_orders": left})
+            pull.identity = link_staged(con, max_identity_group)  # (a file export was resolved when it was read)
         moved = pull.identity.moved if pull.identity is not None else []
         links = dict(zip(moved[::2], moved[1::2]))  # identifier → customer id, as link_staged re-keyed them
         pulled = origin == "webhook" and pulled_for(con, present)  # a staged record has a pulled time
         if origin == "webhook" and not pull.full_refresh and (noted or pulled or con.execute(
                 f"SELECT count(*) FROM {FILE_WON_TABLE}").fetchall()[0][0]):
-            counts.update(drop_older_versions(con, present, received_at, links, versions or {}))
+            _add(counts, drop_older_versions(con, present, received_at, links, versions or {}))
         timed = origin == "pull" and not pull.full_refresh and timed_pull(con)  # the pull staged vendor times
         if timed:
             settle_staged(con)  # one row per record: its last page's
         if timed and noted:  # a version older than the webhook version held (a backfill's page read before it)
-            counts.update(drop_older_pulled(con, present))
+            _add(counts, drop_older_pulled(con, present))
         if after_link is not None:
             after_link(con)
         if pull.full_refresh and noted:
             _keep_webhook_rows(con, present, files)
         if pull.full_refresh:
             forget_replaced(con, noted)
+            forget_deleted(con, noted)
+        note_deleted(con, present)  # a final tombstone: noted, and stored cancelled
         # an incremental merge notes whose orders it changed and by how much (a full refresh or a large merge: not)
         note = None if pull.full_refresh or ("staged_orders" in present and con.execute(
             "SELECT count(*) FROM staged_orders").fetchall()[0][0] > NOTED_ROWS) else _Note(
@@ -181,6 +189,13 @@ def unordered(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
         yield
     finally:
         con.execute("RESET preserve_insertion_order")
+
+
+def _add(counts: dict[str, int], more: dict[str, int]) -> None:
+    """Add ``more``'s counts to ``counts`` (none of 0: a count left out is absent)."""
+    for key, n in more.items():
+        if n:
+            counts[key] = counts.get(key, 0) + n
 
 
 def _staged_rows(con: duckdb.DuckDBPyConnection) -> int:

@@ -8,6 +8,7 @@ from typing import Mapping, Union
 
 import duckdb
 
+from .deletes import FINAL_STAGED
 from .pulled import PULLED_STAGED
 from .webhooks import CONSENTS, EQUAL_CONSENT, FILE_WON_TABLE, KEY_OF, KIND, WEBHOOK_TABLE, leave_out
 
@@ -60,7 +61,8 @@ def drop_older_versions(con: duckdb.DuckDBPyConnection, present: set[str],
     version it replaced; a pulled version: :mod:`.pulled`), else by acceptance: the record's own age (the one time
     for all, or its entry in :data:`Ages`: a record a CRM pull read for the batch has the pull's start, and the
     batch's webhook copy of it is gone, :func:`sync.serve.resync_staging._pull_after_webhook_records`) against the
-    stored one. Returns how many were left out: ``stale_orders``, ``stale_contacts``."""
+    stored one. A final delete is never older (:mod:`.deletes`). Returns how many were left out: ``stale_orders``,
+    ``stale_contacts``."""
     dropped: dict[str, int] = {}
     for name, kind in KIND.items():
         staged, key = f"staged_{name}", KEY_OF[name]
@@ -83,8 +85,9 @@ def drop_older_versions(con: duckdb.DuckDBPyConnection, present: set[str],
         versions_ = (f"(SELECT kind, id, received_at, updated_at AS vt, false AS file FROM {WEBHOOK_TABLE} UNION "
                      f"ALL SELECT kind, id, read_at, updated_at, true FROM {FILE_WON_TABLE} UNION ALL "
                      f"SELECT kind, id, NULL::TIMESTAMPTZ, updated_at, false FROM {PULLED_STAGED})")
+        final = f" AND w.id NOT IN ({FINAL_STAGED})" if name == "orders" else ""  # a delete for good: the newest
         older = (f"SELECT DISTINCT w.id FROM {versions_} w {joined} WHERE w.kind = '{kind}' "
-                 f"AND w.id IN (SELECT {key} FROM {staged}) AND {newer}")
+                 f"AND w.id IN (SELECT {key} FROM {staged}){final} AND {newer}")
         con.execute(f"CREATE OR REPLACE TEMP TABLE _older_{name} AS {older}", [single])
         count = leave_out(con, name, present, f"_older_{name}", "webhook")
         if count:
