@@ -16,7 +16,7 @@ import duckdb
 
 from connectors.errors import ConfigError as SourceConfigError
 from connectors.secrets import redact
-from connectors.records import Consent, Contact, Order
+from connectors.records import Consent, Contact, Order, OrderStatus
 
 from ..errors import ConfigError, DestinationConfigError, LedgerError, LockLostError, RunStopped
 from ..ledger import Event
@@ -108,7 +108,8 @@ def _batch(parts: list[_Part]) -> Batch:
     (:func:`sync.store.merge.merge_staged`): a version without a time that replaces one with a time is at least as
     new as that time within the batch, and is staged without a time (the store then orders it by acceptance, as it
     was: given the held time, an untimed withdrawal accepted last lost to a newer stored ``yes``); of a contact's
-    versions with equal times the withdrawal (``no``) is kept; and a contact's stale version that withdraws consent
+    versions with equal times the withdrawal (``no``) is kept; an order's delete for good is kept over any other
+    version of it, before or after it (:func:`_older`); and a contact's stale version that withdraws consent
     still withdraws it from the version kept (a later edit that said nothing of consent, or gave it, must not hide
     a withdrawal: never subscribe on a doubt)."""
     batch = Batch(events=[])
@@ -144,12 +145,21 @@ def _batch(parts: list[_Part]) -> Batch:
 def _older(record: Order | Contact, held: Order | Contact, held_at: datetime | None) -> bool:
     """Whether ``record``, accepted after ``held`` (whose time in the batch is ``held_at``), is an older version by
     the vendor's times: earlier, or, for a contact, equal with ``held`` a withdrawal and ``record`` not (two edits
-    in one second: the safe side)."""
+    in one second: the safe side). An order's delete for good (:attr:`OrderStatus.DELETED`, a Shopify order's) is
+    its last version, whatever the times: any other version is older than it, it is older than none
+    (:mod:`sync.store.deletes`)."""
+    if _final(record) or _final(held):
+        return not _final(record)
     if held_at is None or record.updated_at is None:
         return False
     if record.updated_at == held_at and isinstance(record, Contact) and isinstance(held, Contact):
         return held.marketing_consent is Consent.NO and record.marketing_consent is not Consent.NO
     return record.updated_at < held_at
+
+
+def _final(record: Order | Contact) -> bool:
+    """An order's tombstone for good (the vendor never brings the order back)."""
+    return isinstance(record, Order) and record.status is OrderStatus.DELETED
 
 
 def _carried(record: Contact, held: Contact) -> Contact:
