@@ -386,7 +386,7 @@ def tombstone(order_id: str, at: datetime, customer_id: str | None = None, *, fi
     vendor's delete is final (the order never comes back, its id is never reused: Shopify's): the tombstone is
     :attr:`~connectors.records.OrderStatus.DELETED`, stored as ``cancelled``, and the store leaves out any later
     version of the order (a delivery retried after the delete, a page read before it: :mod:`sync.store.deletes`).
-    A delete that can be undone (amoCRM's trash, a deal out of scope) is not final.
+    A delete that can be undone or is not known to be final (amoCRM's trash, Bitrix24, a lead out of scope) is not.
     """
     return Order(order_id=order_id, customer_id=customer_id or "", ordered_at=at, amount=Decimal(0),
                  status=OrderStatus.DELETED if final else OrderStatus.CANCELLED)
