@@ -20,8 +20,8 @@
   ``call_limit_headroom`` calls remain; 429 honours ``Retry-After``.
 * Only the last 60 days of orders are readable without the ``read_all_orders`` scope.
 * Deleted orders never come back from ``orders.json``; the ``orders/delete`` webhook is turned into a
-  final tombstone (:func:`parse_webhook`): stored cancelled, no later version of the order is applied. Refunds need no row of their own: the order's
-  ``current_total_price`` is already net of them.
+  final tombstone (:func:`parse_webhook`): stored cancelled, no later version of the order is applied. Refunds
+  need no row of their own: the order's ``current_total_price`` is already net of them.
 """
 
 from __future__ import annotations

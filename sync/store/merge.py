@@ -270,9 +270,9 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
                         f"(SELECT {key} FROM {staged}{kept_out})")
         elif noted:  # an API source's pull: its version is as new as the pull's start (the cursor's bound), so
             # an older webhook batch merged after it (re-claimed after waiting for the sync that pulled) is left
-            # out (ordering.drop_older_versions), and one accepted while it pulled is not. Its start is no vendor time: the
-            # host's clock, never compared with the vendor's (a withdrawal the vendor dated a second before it,
-            # accepted after it, is newer); the vendor's time the pull read, if any, is in pulled_versions
+            # out (ordering.drop_older_versions), and one accepted while it pulled is not. Its start is no vendor
+            # time: the host's clock, never compared with the vendor's (a withdrawal the vendor dated a second before
+            # it, accepted after it, is newer); the vendor's time the pull read, if any, is in pulled_versions
             con.execute(f"UPDATE {WEBHOOK_TABLE} SET received_at = greatest(received_at, "
                         f"coalesce(?::TIMESTAMPTZ, now())), updated_at = NULL WHERE kind = "
                         f"'{kind}' AND id IN (SELECT {key} FROM {staged})", [pulled_at])
