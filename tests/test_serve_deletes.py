@@ -126,3 +126,33 @@ def test_in_a_batch_a_delete_is_the_orders_last_version_whatever_the_times():
         assert [(o.status, batch.stale) for o in batch.orders] == [(OrderStatus.DELETED, {})]
         batch = _batch([part(1, delete), part(2, *update), part(3, Order("77", "7", T0, gone.amount))])
         assert [(o.status, batch.stale) for o in batch.orders] == [(OrderStatus.DELETED, {"order": 2})]
+
+
+def test_a_batch_logs_why_it_left_a_version_out_a_delete_for_good_or_a_newer_time(caplog):
+    """One batch: an order's delete (timed, at 10:09:50), then its orders/updated retried after it (updated_at
+    10:10, later than the delete: not older by any time), and a contact's delivery older by its updated_at than the
+    batch's other one. Each reason is logged with its own count; both are counted as stale. Before: the order's line
+    said "the batch holds a newer one (by the vendor's updated_at)", which the delete (older by its time) is not."""
+    from connectors.shopify import parse_webhook
+    from sync.ledger.queue import Event
+    from sync.serve.batches import _batch, count_stale
+    from sync.serve.resync import ResyncReport
+
+    def part(n: int, orders: list, contacts: list) -> tuple:
+        return Event(n, "shopify", f"k{n}", "{}", T0 + n * S, 1), orders, contacts, False
+
+    caplog.set_level("INFO", logger="sync.serve.batches")
+    update = _shopify("orders/updated", _shopify_order(77, "7", "paid", test_shopify.z(T0 + 600 * S)), None)[0]
+    gone, _ = parse_webhook({"X-Shopify-Topic": "orders/delete",
+                             "X-Shopify-Triggered-At": test_shopify.z(T0 + 590 * S)}, b'{"id": 77}')
+    _, newer = _shopify("customers/update", {"id": 7, "updated_at": test_shopify.z(T0 + 600 * S)}, None)
+    _, older = _shopify("customers/update", {"id": 7, "updated_at": test_shopify.z(T0 + 500 * S)}, None)
+    batch = _batch([part(1, gone, newer), part(2, update, older)])
+    report = count_stale(batch, ResyncReport())
+    assert report.stale == {"order": 1, "contact": 1}
+    lines = sorted(r.getMessage() for r in caplog.records)
+    assert lines == ["webhook batch: 1 contact versions left out as stale: the batch holds a newer one (by the "
+                     "vendor's updated_at)",
+                     "webhook batch: 1 order versions left out as stale: the order was deleted for good"]
+    assert ("# HELP rfmsync_webhook_stale_versions_total Webhook versions of an order or contact left out as older "
+            "than the version held, or deleted for good.") in Metrics().render()  # what the counter counts
