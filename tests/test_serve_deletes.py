@@ -27,7 +27,8 @@ from sync.serve.worker import Worker
 from sync.settings import load_settings
 from sync.store import open_store
 from tests import test_shopify
-from tests.test_serve_out_of_order import SHOPIFY_SECRET, _shopify_order, skip_shop  # noqa: F401 (a fixture)
+from tests.test_serve_out_of_order import (SHOPIFY_SECRET, _generic, _shopify_order,  # noqa: F401 (a fixture)
+                                           skip_shop)
 from tests.test_store_pulled_versions import S, T0, _pull, _row, _shopify, crm_shop
 from tests.test_webhooks_generic import live_server
 from tests.test_worker import AS_OF, churned_contact
@@ -156,3 +157,26 @@ def test_a_batch_logs_why_it_left_a_version_out_a_delete_for_good_or_a_newer_tim
                      "webhook batch: 1 order versions left out as stale: the order was deleted for good"]
     assert ("# HELP rfmsync_webhook_stale_versions_total Webhook versions of an order or contact left out as older "
             "than the version held, or deleted for good.") in Metrics().render()  # what the counter counts
+
+
+def test_a_generic_order_reusing_a_deleted_shopify_orders_id_is_left_out_as_deleted(skip_shop, mailchimp_fake, caplog):
+    """The store keys orders by order_id alone (docs/serve.md, Generic webhooks): after Shopify's delete of 9001, a
+    generic delivery of an order 9001 (accepted later) is left out as deleted and counted, the order stays cancelled."""
+    caplog.set_level("INFO", logger="sync.store")
+    cfg = load_config(skip_shop).model_copy(update={"source": {"type": "shopify", "shop": "demo"}})
+    settings, metrics = load_settings(), Metrics()
+    with open_ledger(cfg, settings) as ledger:
+        _, cid = churned_contact(ledger)
+        worker = Worker(cfg, ledger, settings, as_of=lambda: AS_OF, metrics=metrics)
+        with live_server(create_app(Intake(cfg, ledger, settings))) as base:
+            _post(base, "orders/delete", {"id": 9001})
+            assert worker.drain() == 1
+            reply = _generic(base, {"order_id": "9001", "customer_id": cid, "amount": "500",
+                                    "ordered_at": datetime.now(timezone.utc).isoformat()})
+            assert reply.status_code == 202, reply.text
+            assert worker.drain() == 1
+    with open_store(store_path(cfg)) as con:
+        assert con.execute("SELECT status, amount FROM orders WHERE order_id = '9001'").fetchall() == [
+            ("cancelled", 0)]
+    assert "webhook merge: 1 orders left out as stale (e.g. 9001): the order was deleted for good" in caplog.text
+    assert metrics.snapshot()["stale"]["order"] == 1
