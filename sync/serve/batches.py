@@ -73,7 +73,8 @@ class Batch:
     pull: bool = False
     #: when the ledger accepted each record: ``(kind, id)`` → its event's time (:data:`sync.store.merge.Ages`)
     ages: dict[tuple[str, str], datetime] = field(default_factory=dict)
-    #: versions left out because the batch holds a newer one of the record (by the vendor's times): per kind
+    #: versions left out because the batch holds a newer one of the record (by the vendor's times, or the order's
+    #: delete for good): per kind
     stale: dict[str, int] = field(default_factory=dict)
     #: of :attr:`stale`'s orders, those left out because the batch holds the order's delete for good
     deleted: int = 0
