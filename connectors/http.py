@@ -378,11 +378,15 @@ def clean(value: Any) -> str | None:
     return text or None
 
 
-def tombstone(order_id: str, at: datetime, customer_id: str | None = None) -> Order:
+def tombstone(order_id: str, at: datetime, customer_id: str | None = None, *, final: bool = False) -> Order:
     """A deleted order as a ``cancelled`` row with amount 0.
 
     The order store replaces orders by ``order_id``, so staging this makes a deleted order leave the
-    RFM history. ``customer_id`` is ``""`` when the vendor no longer says whose order it was.
+    RFM history. ``customer_id`` is ``""`` when the vendor no longer says whose order it was. ``final``: the
+    vendor's delete is final (the order never comes back, its id is never reused: Shopify's): the tombstone is
+    :attr:`~connectors.records.OrderStatus.DELETED`, stored as ``cancelled``, and the store leaves out any later
+    version of the order (a delivery retried after the delete, a page read before it: :mod:`sync.store.deletes`).
+    A delete that can be undone or is not known to be final (amoCRM's trash, Bitrix24, a lead out of scope) is not.
     """
     return Order(order_id=order_id, customer_id=customer_id or "", ordered_at=at, amount=Decimal(0),
-                 status=OrderStatus.CANCELLED)
+                 status=OrderStatus.DELETED if final else OrderStatus.CANCELLED)

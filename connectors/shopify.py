@@ -20,8 +20,8 @@
   ``call_limit_headroom`` calls remain; 429 honours ``Retry-After``.
 * Only the last 60 days of orders are readable without the ``read_all_orders`` scope.
 * Deleted orders never come back from ``orders.json``; the ``orders/delete`` webhook is turned into a
-  cancelled tombstone (:func:`parse_webhook`). Refunds need no row of their own: the order's
-  ``current_total_price`` is already net of them.
+  final tombstone (:func:`parse_webhook`): stored cancelled, no later version of the order is applied. Refunds
+  need no row of their own: the order's ``current_total_price`` is already net of them.
 """
 
 from __future__ import annotations
@@ -296,9 +296,11 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
                   config: ShopifyConfig | None = None) -> tuple[list[Order], list[Contact]]:
     """Map an ``orders/*`` or ``customers/*`` delivery (REST resource JSON) to records.
 
-    * ``orders/delete`` carries only ``{"id": …}``: it becomes a cancelled tombstone (amount 0, customer
+    * ``orders/delete`` carries only ``{"id": …}``: it becomes a final tombstone (amount 0, customer
       unknown, dated ``X-Shopify-Triggered-At``), which replaces the stored order so it leaves the
-      history. Deleted orders are invisible to a pull, so this delivery is the only way to learn of one.
+      history. Deleted orders are invisible to a pull, so this delivery is the only way to learn of one. Shopify
+      never brings a deleted order back nor reuses its id, so the delete is final: the store leaves out any later
+      version of the order, whatever its time (:func:`connectors.http.tombstone`).
     * ``refunds/create`` carries the refund (``order_id``, ``transactions``, ``refund_line_items``) but not
       the order's customer or its total, and the order row already holds the net amount
       (``current_total_price``) that Shopify updates with every refund: a refund row would count it
@@ -316,13 +318,14 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
     if kind == "orders" and action == "delete":
         oid = _payload_id(payload, "id", topic)
         triggered = header(headers, "X-Shopify-Triggered-At")
-        if not triggered:  # untimed: this host's clock is never a version's time (the store orders it by acceptance)
-            return [tombstone(oid, datetime.now(timezone.utc))], []
+        # final: a deleted Shopify order never comes back and its id is never reused (the store keeps it deleted)
+        if not triggered:  # untimed: this host's clock is never a version's time (none is needed: it is final)
+            return [tombstone(oid, datetime.now(timezone.utc), final=True)], []
         try:
             at = parse_dt(triggered)
         except ValueError:
             raise ValueError(f"shopify webhook {topic}: X-Shopify-Triggered-At is not a date") from None
-        return [replace(tombstone(oid, at), updated_at=at)], []  # deleted when it was triggered
+        return [replace(tombstone(oid, at, final=True), updated_at=at)], []  # deleted when it was triggered
     if kind == "refunds":
         _payload_id(payload, "order_id", topic)
         return [], []

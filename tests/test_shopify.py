@@ -352,7 +352,7 @@ def test_orders_delete_webhook_takes_the_order_out_of_the_history():
     (gone,), contacts = parse_webhook(headers, body)
     assert contacts == []
     assert (gone.order_id, gone.status, gone.amount, gone.ordered_at, gone.items) == (
-        "820982911946154508", OrderStatus.CANCELLED, Decimal(0), T0, ())
+        "820982911946154508", OrderStatus.DELETED, Decimal(0), T0, ())  # final: Shopify never brings it back
     merge(con, [gone])
     assert con.execute("SELECT order_id, status, amount FROM orders").fetchall() == [
         ("820982911946154508", "cancelled", Decimal("0.00"))]

@@ -2,6 +2,12 @@
 
 The intake encodes what a delivery carried (:func:`encode_records`, also hashed for dedupe); a worker decodes
 it (:func:`decode_records`) after claiming the event. Decimals and datetimes travel as strings, exactly.
+
+Servers of two versions may share a ledger (an upgrade under way), so a payload stays readable by the decoder
+before it: a field is added only where it says something (``updated_at``, ``final``) and a value an older decoder
+refuses is never written. An order deleted for good (:attr:`OrderStatus.DELETED`: a Shopify ``orders/delete``)
+travels as the ``cancelled`` tombstone it was before, with ``"final": true``: an older worker merges it as that
+plain cancel (it ignores the flag), this one as a final delete (:mod:`sync.store.deletes`).
 """
 
 from __future__ import annotations
@@ -31,10 +37,15 @@ def _version(doc: dict[str, Any], updated_at: datetime | None) -> dict[str, Any]
 
 
 def order_json(o: Order) -> dict[str, Any]:
-    return _version({"order_id": o.order_id, "customer_id": o.customer_id, "ordered_at": _dt(o.ordered_at),
-            "amount": _dec(o.amount), "currency": o.currency, "status": str(o.status), "discount": _dec(o.discount),
-            "items": [{"sku": i.sku, "name": i.name, "category": i.category, "brand": i.brand,
-                       "quantity": _dec(i.quantity), "price": _dec(i.price)} for i in o.items]}, o.updated_at)
+    final = o.status is OrderStatus.DELETED  # a cancel with a flag: what an older decoder reads (see the module)
+    doc = _version({"order_id": o.order_id, "customer_id": o.customer_id, "ordered_at": _dt(o.ordered_at),
+                    "amount": _dec(o.amount), "currency": o.currency,
+                    "status": str(OrderStatus.CANCELLED if final else o.status), "discount": _dec(o.discount),
+                    "items": [{"sku": i.sku, "name": i.name, "category": i.category, "brand": i.brand,
+                               "quantity": _dec(i.quantity), "price": _dec(i.price)} for i in o.items]}, o.updated_at)
+    if final:
+        doc["final"] = True
+    return doc
 
 
 def contact_json(c: Contact) -> dict[str, Any]:
@@ -59,13 +70,25 @@ def _opt_dt(value: Any) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
+def _status(o: dict[str, Any]) -> OrderStatus:
+    """An order's status; ``"final": true`` on a ``cancelled`` one: deleted for good (:func:`order_json`)."""
+    status = OrderStatus(o.get("status", "completed"))
+    final = o.get("final", False)
+    if final is False:
+        return status
+    if final is not True or status is not OrderStatus.CANCELLED:
+        raise ValueError(f"order {o.get('order_id')!r}: final must be true and only on a cancelled order, got "
+                         f"final={final!r} status={status}")
+    return OrderStatus.DELETED
+
+
 def decode_records(payload: str) -> tuple[list[Order], list[Contact], bool]:
     """Inverse of :func:`encode_records`: (orders, contacts, pull requested). ValueError when it is not one."""
     try:
         doc = json.loads(payload)
         orders = [Order(order_id=o["order_id"], customer_id=o["customer_id"],
                         ordered_at=datetime.fromisoformat(o["ordered_at"]), amount=Decimal(o["amount"]),
-                        currency=o.get("currency"), status=OrderStatus(o.get("status", "completed")),
+                        currency=o.get("currency"), status=_status(o),
                         discount=_opt_dec(o.get("discount")),
                         items=tuple(LineItem(sku=i.get("sku"), name=i.get("name"), category=i.get("category"),
                                              brand=i.get("brand"), quantity=Decimal(i.get("quantity") or 1),

@@ -16,7 +16,7 @@ import duckdb
 
 from connectors.errors import ConfigError as SourceConfigError
 from connectors.secrets import redact
-from connectors.records import Consent, Contact, Order
+from connectors.records import Consent, Contact, Order, OrderStatus
 
 from ..errors import ConfigError, DestinationConfigError, LedgerError, LockLostError, RunStopped
 from ..ledger import Event
@@ -73,8 +73,11 @@ class Batch:
     pull: bool = False
     #: when the ledger accepted each record: ``(kind, id)`` → its event's time (:data:`sync.store.merge.Ages`)
     ages: dict[tuple[str, str], datetime] = field(default_factory=dict)
-    #: versions left out because the batch holds a newer one of the record (by the vendor's times): per kind
+    #: versions left out because the batch holds a newer one of the record (by the vendor's times, or the order's
+    #: delete for good): per kind
     stale: dict[str, int] = field(default_factory=dict)
+    #: of :attr:`stale`'s orders, those left out because the batch holds the order's delete for good
+    deleted: int = 0
     #: event id → the records it holds (events holding one record are given up together)
     keys: dict[int, set[tuple[str, str]]] = field(default_factory=dict)
     #: the destinations to resync (None: every one; others paused, :mod:`sync.serve.pauses`)
@@ -85,8 +88,12 @@ def count_stale(batch: Batch, report: ResyncReport) -> ResyncReport:
     """``report`` with the versions ``batch`` left out as stale (:attr:`Batch.stale`) added to its own, logged."""
     for kind, n in batch.stale.items():
         report.stale[kind] = report.stale.get(kind, 0) + n
-        log.info("webhook batch: %d %s versions left out as stale: the batch holds a newer one (by the vendor's "
-                 "updated_at)", n, kind)
+        gone = batch.deleted if kind == "order" else 0
+        if n > gone:
+            log.info("webhook batch: %d %s versions left out as stale: the batch holds a newer one (by the vendor's "
+                     "updated_at)", n - gone, kind)
+        if gone:
+            log.info("webhook batch: %d order versions left out as stale: the order was deleted for good", gone)
     return report
 
 
@@ -108,7 +115,8 @@ def _batch(parts: list[_Part]) -> Batch:
     (:func:`sync.store.merge.merge_staged`): a version without a time that replaces one with a time is at least as
     new as that time within the batch, and is staged without a time (the store then orders it by acceptance, as it
     was: given the held time, an untimed withdrawal accepted last lost to a newer stored ``yes``); of a contact's
-    versions with equal times the withdrawal (``no``) is kept; and a contact's stale version that withdraws consent
+    versions with equal times the withdrawal (``no``) is kept; an order's delete for good is kept over any other
+    version of it, before or after it (:func:`_older`); and a contact's stale version that withdraws consent
     still withdraws it from the version kept (a later edit that said nothing of consent, or gave it, must not hide
     a withdrawal: never subscribe on a doubt)."""
     batch = Batch(events=[])
@@ -123,6 +131,8 @@ def _batch(parts: list[_Part]) -> Batch:
             held = kept.get(key)
             if held is not None and _older(record, held, times[key]):
                 batch.stale[key[0]] = batch.stale.get(key[0], 0) + 1
+                if _final(held):  # the order's delete for good: the reason logged
+                    batch.deleted += 1
                 if _withdraws(record, held):
                     kept[key] = replace(held, marketing_consent=Consent.NO)  # type: ignore[arg-type]
                 continue
@@ -144,12 +154,21 @@ def _batch(parts: list[_Part]) -> Batch:
 def _older(record: Order | Contact, held: Order | Contact, held_at: datetime | None) -> bool:
     """Whether ``record``, accepted after ``held`` (whose time in the batch is ``held_at``), is an older version by
     the vendor's times: earlier, or, for a contact, equal with ``held`` a withdrawal and ``record`` not (two edits
-    in one second: the safe side)."""
+    in one second: the safe side). An order's delete for good (:attr:`OrderStatus.DELETED`, a Shopify order's) is
+    its last version, whatever the times: any other version is older than it, it is older than none
+    (:mod:`sync.store.deletes`)."""
+    if _final(record) or _final(held):
+        return not _final(record)
     if held_at is None or record.updated_at is None:
         return False
     if record.updated_at == held_at and isinstance(record, Contact) and isinstance(held, Contact):
         return held.marketing_consent is Consent.NO and record.marketing_consent is not Consent.NO
     return record.updated_at < held_at
+
+
+def _final(record: Order | Contact) -> bool:
+    """An order's tombstone for good (the vendor never brings the order back)."""
+    return isinstance(record, Order) and record.status is OrderStatus.DELETED
 
 
 def _carried(record: Contact, held: Contact) -> Contact:

@@ -55,7 +55,8 @@ _RESYNC_COUNTERS = {
     "rows_read": ("rfmsync_resync_rows_read",
                   "Rows incremental resyncs read: order store rows scanned, ledger rows read.", "part"),
     "stale": ("rfmsync_webhook_stale_versions",
-              "Webhook versions of an order or contact left out as older than the version held.", "kind"),
+              "Webhook versions of an order or contact left out as older than the version held, or deleted for good.",
+              "kind"),
 }
 _RUN_COUNTERS = {
     "esp_errors": ("rfmsync_esp_errors", "Resyncs and scheduled syncs a destination failed (after retries).",

@@ -23,7 +23,8 @@ one stored is left out (a batch merged after a newer one); when both versions ca
 (``updated_at``), that time decides instead (a delivery the vendor retried after a newer one is left out). A
 Shopify or amoCRM pull notes the vendor's time of each record it read (``pulled.py``): a delivery older than the
 pulled version is left out the same way, and a pulled version older than the webhook version held is left out of
-the pull.
+the pull. An order the vendor deleted for good (a Shopify order, ``deletes.py``) keeps its delete: no later version
+of it is merged.
 
 DuckDB allows one writing process per file. When a cron ``rfmsync sync`` and ``rfmsync serve`` meet, the second
 waits up to ``wait_seconds`` for the file, then stops with :class:`~sync.errors.LockBusyError` (exit 75). Every

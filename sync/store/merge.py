@@ -15,21 +15,16 @@ from connectors.source import PullResult
 from connectors.tables import STAGED_VERSIONS, TABLES
 
 from .appends import NOTED_ROWS, note_merged
+from .deletes import create_deleted_table, forget_deleted, leave_out_deleted, note_deleted
 from .facts import DAY_HASH, RFM_HASH
 from .generation import bump_generation, generation
 from .lookup import BULK_ROWS, drop_lookup_indexes
 from .pulled import (PULLED_STAGED, drop_older_pulled, forget_replaced, forget_superseded, note_pulled,
                      pulled_for, settle_staged, timed_pull)
-from .webhooks import (CONSENTS, EQUAL_CONSENT, FILE_WON_TABLE, KEY_OF, KIND, WEBHOOK_TABLE,
-                       create_webhook_table, leave_out, plausible_versions)
+from .ordering import Ages, Versions, ages_of, drop_older_versions
+from .webhooks import FILE_WON_TABLE, KEY_OF, KIND, WEBHOOK_TABLE, create_webhook_table, plausible_versions
 
 log = logging.getLogger(__name__)
-
-#: when the ledger accepted each record of a webhook batch: ``(kind, id)`` → the time of the event it came in
-Ages = Mapping[tuple[str, str], datetime]
-#: when the vendor modified each record of a webhook batch that says (its payload's ``updated_at``): ``(kind, id)``
-#: → that time; a record pulled for the batch: None (a pull's version has no vendor time: the stored one is cleared)
-Versions = Mapping[tuple[str, str], Union[datetime, None]]
 
 KEYS = {**KEY_OF, "line_items": "order_id"}  # store table → its records' key (webhooks.KEY_OF's and line items)
 #: what a noted merge reads of each order it deletes or inserts (:class:`_Note`)
@@ -94,7 +89,7 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
     linked under another id: the newest), so a newer event a re-claimed batch took along does not age the others.
     A webhook record older than the webhook version the store holds (a batch merged after a newer one: two workers,
     or a batch retried after a newer one was merged) is left out, with its line items: a record is replaced only by
-    a version at least as new (:func:`_drop_older_versions`).
+    a version at least as new (:func:`.ordering.drop_older_versions`).
     ``versions`` (``origin="webhook"``): when the vendor modified the records that say (:data:`Versions`). When the
     stored webhook version and the staged one both have a vendor time, that time orders them (an older delivery
     retried after a newer one is left out however late it was accepted; equal times: by acceptance, but a contact's
@@ -107,7 +102,9 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
     pull holds) still wins, whatever its vendor time. A pull that staged its records' vendor times (Shopify,
     amoCRM: :data:`connectors.tables.STAGED_VERSIONS`) has them noted (:mod:`.pulled`): a later webhook version
     older than its version is left out, and its own versions older than the webhook version held are left out of it
-    (``stale_pulled_orders`` / ``stale_pulled_contacts``). A file's full refresh notes the webhook records whose
+    (``stale_pulled_orders`` / ``stale_pulled_contacts``). A later version of an order the vendor deleted for good
+    (a final tombstone: Shopify's) is left out of any incremental merge, whatever its time (:mod:`.deletes`), counted
+    with the stale ones. A file's full refresh notes the webhook records whose
     file version won as new as the file's read (``files``), so the same or an older webhook batch merged again after
     it is left out.
     """
@@ -120,6 +117,7 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
     con.execute("BEGIN TRANSACTION")
     try:
         create_webhook_table(con)
+        create_deleted_table(con)
         present = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name LIKE "
                                              "'staged_%'").fetchall()}
         noted = con.execute(f"SELECT count(*) FROM {WEBHOOK_TABLE}").fetchall()[0][0] > 0
@@ -128,25 +126,29 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
             # a deleted order's tombstone often no longer says whose it was: it stays the same customer's
             con.execute("UPDATE staged_orders AS s SET customer_id = o.customer_id FROM orders AS o "
                         "WHERE s.customer_id = '' AND o.order_id = s.order_id")
-        if not pull.full_refresh:  # a file export (full refresh) was resolved when it was read
-            pull.identity = link_staged(con, max_identity_group)
+        if not pull.full_refresh:  # a later version of an order deleted for good (files have no deletes): left out
+            left = leave_out_deleted(con, present, origin)  # before linking: nothing of it is merged
+            _add(counts, {"stale_pulled_orders" if origin == "pull" else "stale_orders": left})
+            pull.identity = link_staged(con, max_identity_group)  # (a file export was resolved when it was read)
         moved = pull.identity.moved if pull.identity is not None else []
         links = dict(zip(moved[::2], moved[1::2]))  # identifier → customer id, as link_staged re-keyed them
         pulled = origin == "webhook" and pulled_for(con, present)  # a staged record has a pulled time
         if origin == "webhook" and not pull.full_refresh and (noted or pulled or con.execute(
                 f"SELECT count(*) FROM {FILE_WON_TABLE}").fetchall()[0][0]):
-            counts.update(_drop_older_versions(con, present, received_at, links, versions or {}))
+            _add(counts, drop_older_versions(con, present, received_at, links, versions or {}))
         timed = origin == "pull" and not pull.full_refresh and timed_pull(con)  # the pull staged vendor times
         if timed:
             settle_staged(con)  # one row per record: its last page's
         if timed and noted:  # a version older than the webhook version held (a backfill's page read before it)
-            counts.update(drop_older_pulled(con, present))
+            _add(counts, drop_older_pulled(con, present))
         if after_link is not None:
             after_link(con)
         if pull.full_refresh and noted:
             _keep_webhook_rows(con, present, files)
         if pull.full_refresh:
             forget_replaced(con, noted)
+            forget_deleted(con, noted)
+        note_deleted(con, present)  # a final tombstone: noted, and stored cancelled
         # an incremental merge notes whose orders it changed and by how much (a full refresh or a large merge: not)
         note = None if pull.full_refresh or ("staged_orders" in present and con.execute(
             "SELECT count(*) FROM staged_orders").fetchall()[0][0] > NOTED_ROWS) else _Note(
@@ -187,6 +189,13 @@ def unordered(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
         yield
     finally:
         con.execute("RESET preserve_insertion_order")
+
+
+def _add(counts: dict[str, int], more: dict[str, int]) -> None:
+    """Add ``more``'s counts to ``counts`` (none of 0: a count left out is absent)."""
+    for key, n in more.items():
+        if n:
+            counts[key] = counts.get(key, 0) + n
 
 
 def _staged_rows(con: duckdb.DuckDBPyConnection) -> int:
@@ -237,7 +246,7 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
     if name != "line_items":
         kind = KIND[name]
         if origin == "webhook":  # only a file read after the records came yields its version (_keep_webhook_rows)
-            at, ages = _ages_of(con, kind, received_at, links or {}, versions or {})
+            at, ages = ages_of(con, kind, received_at, links or {}, versions or {})
             # both ages the later of the stored one and this version's (a version without a vendor time keeps the
             # stored one: it replaced that version, so it is at least as new)
             con.execute(f"INSERT INTO {WEBHOOK_TABLE} (kind, id, received_at, updated_at) SELECT DISTINCT '{kind}', "
@@ -255,93 +264,19 @@ def _merge_table(con: duckdb.DuckDBPyConnection, name: str, *, full_refresh: boo
             con.execute(f"DELETE FROM {FILE_WON_TABLE} WHERE kind = '{kind}' AND id IN (SELECT {key} FROM {staged})")
         elif noted and full_refresh:  # the export's version wins from now on
             if files is not None:  # as new as the file's read (the latest of its files): the same or an older
-                # webhook batch merged again after it is left out (_drop_older_versions)
+                # webhook batch merged again after it is left out (ordering.drop_older_versions)
                 _note_file_won(con, name, files)
             con.execute(f"DELETE FROM {WEBHOOK_TABLE} WHERE kind = '{kind}' AND id IN "
                         f"(SELECT {key} FROM {staged}{kept_out})")
         elif noted:  # an API source's pull: its version is as new as the pull's start (the cursor's bound), so
             # an older webhook batch merged after it (re-claimed after waiting for the sync that pulled) is left
-            # out (_drop_older_versions), and one accepted while it pulled is not. Its start is no vendor time: the
-            # host's clock, never compared with the vendor's (a withdrawal the vendor dated a second before it,
-            # accepted after it, is newer); the vendor's time the pull read, if any, is in pulled_versions
+            # out (ordering.drop_older_versions), and one accepted while it pulled is not. Its start is no vendor
+            # time: the host's clock, never compared with the vendor's (a withdrawal the vendor dated a second before
+            # it, accepted after it, is newer); the vendor's time the pull read, if any, is in pulled_versions
             con.execute(f"UPDATE {WEBHOOK_TABLE} SET received_at = greatest(received_at, "
                         f"coalesce(?::TIMESTAMPTZ, now())), updated_at = NULL WHERE kind = "
                         f"'{kind}' AND id IN (SELECT {key} FROM {staged})", [pulled_at])
     return rows
-
-
-def _own(times: Mapping[tuple[str, str], datetime], kind: str, links: Mapping[str, str]) -> dict[str, datetime]:
-    """``kind``'s records' own times by id; ``links``: the ids the merge re-keyed (identifier → customer id,
-    :func:`connectors.identity.link_staged`)."""
-    own = {str(i): t for (k, i), t in times.items() if k == kind}
-    for raw, key in links.items() if kind == "contact" else ():
-        # a contact keyed by its e-mail or phone, re-keyed to its customer when linked: its own time under the
-        # customer's id (several: the newest, whose version won)
-        if raw in own and (key not in own or own[raw] > own[key]):
-            own[key] = own[raw]
-    return own
-
-
-def _ages_of(con: duckdb.DuckDBPyConnection, kind: str, received_at: Union[datetime, Ages, None],
-             links: Mapping[str, str], versions: Versions) -> tuple[datetime | None, str | None]:
-    """The time for records without their own, and a temp table of ``kind``'s records' own times (``id``, ``ts``:
-    accepted, NULL when not its own; ``vt``: the vendor's, NULL when unknown), or None when no record has either."""
-    ages = _own(received_at, kind, links) if isinstance(received_at, Mapping) else {}
-    vendor = _own({k: t for k, t in versions.items() if t is not None}, kind, links)
-    if not isinstance(received_at, Mapping) and not vendor:
-        return received_at, None
-    ids = list(ages.keys() | vendor.keys())
-    # one statement with the ids and times as lists (a row-by-row executemany cost ~120 µs a row)
-    con.execute("CREATE OR REPLACE TEMP TABLE _webhook_ages AS SELECT unnest(?::VARCHAR[]) AS id, "
-                "unnest(?::TIMESTAMPTZ[]) AS ts, unnest(?::TIMESTAMPTZ[]) AS vt",
-                [ids, [ages.get(i) for i in ids], [vendor.get(i) for i in ids]])
-    at = max(received_at.values(), default=None) if isinstance(received_at, Mapping) else received_at
-    return at, "_webhook_ages"
-
-
-def _drop_older_versions(con: duckdb.DuckDBPyConnection, present: set[str],
-                         received_at: Union[datetime, Ages, None], links: Mapping[str, str],
-                         versions: Versions) -> dict[str, int]:
-    """Leave out of a webhook merge the staged orders (with their line items) and contacts older than the version the
-    store notes for their webhook version, or for the file version that replaced it (``file_won_records``), or for
-    the version a pull stored (``pulled_versions``, by the vendor's time only): merged after a newer version (an
-    older batch retried, or held up, while a newer one went through; a vendor's older delivery retried after a newer
-    one), the older one would win (an order before its refund, a consent given before it was withdrawn). Older: by
-    the vendor's modification times when both versions have one and they differ (:data:`Versions`; equal, a
-    contact's: its withdrawal, :data:`~.webhooks.EQUAL_CONSENT`; a file version: the vendor time of the webhook
-    version it replaced; a pulled version: :mod:`.pulled`), else by acceptance: the record's own age (the one time
-    for all, or its entry in :data:`Ages`: a record a CRM pull read for the batch has the pull's start, and the
-    batch's webhook copy of it is gone, :func:`sync.serve.resync_staging._pull_after_webhook_records`) against the
-    stored one. Returns how many were left out: ``stale_orders``, ``stale_contacts``."""
-    dropped: dict[str, int] = {}
-    for name, kind in KIND.items():
-        staged, key = f"staged_{name}", KEYS[name]
-        if staged not in present:
-            continue
-        _, ages = _ages_of(con, kind, received_at, links, versions)
-        single = None if isinstance(received_at, Mapping) else received_at  # a record not in Ages: not compared
-        if ages is None and single is None:  # merged now, no vendor time: nothing stored is newer
-            continue
-        joined = f"LEFT JOIN {ages} a ON a.id = w.id" if ages else "CROSS JOIN (SELECT NULL AS ts, NULL AS vt) a"
-        # a file's version is at least as new as the webhook version it replaced (its vt) and as its read: a
-        # delivery older than either is older (a later vt is not newer than the file: the file may hold a later one)
-        newer = ("CASE WHEN w.vt IS NOT NULL AND a.vt IS NOT NULL AND w.vt <> a.vt AND (NOT w.file OR w.vt > a.vt) "
-                 "THEN w.vt > a.vt "
-                 + (EQUAL_CONSENT if name == "contacts" else "")
-                 + "ELSE w.received_at > coalesce(a.ts, ?::TIMESTAMPTZ) END")
-        if name == "contacts":  # the stored consent and the staged one (its last row)
-            joined += CONSENTS
-        # a webhook's version, a file's, or a pull's (no acceptance: by the vendor's times only)
-        versions_ = (f"(SELECT kind, id, received_at, updated_at AS vt, false AS file FROM {WEBHOOK_TABLE} UNION "
-                     f"ALL SELECT kind, id, read_at, updated_at, true FROM {FILE_WON_TABLE} UNION ALL "
-                     f"SELECT kind, id, NULL::TIMESTAMPTZ, updated_at, false FROM {PULLED_STAGED})")
-        older = (f"SELECT DISTINCT w.id FROM {versions_} w {joined} WHERE w.kind = '{kind}' "
-                 f"AND w.id IN (SELECT {key} FROM {staged}) AND {newer}")
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _older_{name} AS {older}", [single])
-        count = leave_out(con, name, present, f"_older_{name}", "webhook")
-        if count:
-            dropped[f"stale_{name}"] = count
-    return dropped
 
 
 def _keep_webhook_rows(con: duckdb.DuckDBPyConnection, present: set[str], files: FileReads | None) -> None:

@@ -5,7 +5,7 @@ Shopify's and amoCRM's pulls read each record's ``updated_at``, the clock their 
 overwriting it (a pull without a time for the record leaves the last one: its version is at least that new). A
 webhook version older than it by the vendor's times (a delivery the vendor retried after the pull, made before the
 change the pull read: an order before its refund, a consent before its withdrawal) is then left out as a stale
-webhook version is (:func:`sync.store.merge._drop_older_versions`); a newer one wins; equal times: applied, except
+webhook version is (:func:`sync.store.ordering.drop_older_versions`); a newer one wins; equal times: applied, except
 that a contact's withdrawal is kept. The host's clock is never compared with these times: an untimed delivery is
 applied (by its acceptance, after the pull) as before. And the other way: a pull's version older than the webhook
 version the store holds (a backfill's page read before the edit the webhook brought) is left out of the pull

@@ -118,9 +118,11 @@ CONSENTS = (" LEFT JOIN contacts c ON c.customer_id = w.id LEFT JOIN (SELECT cus
             "GROUP BY customer_id) s ON s.customer_id = w.id")
 
 
-def leave_out(con: duckdb.DuckDBPyConnection, name: str, present: set[str], older: str, what: str) -> int:
+def leave_out(con: duckdb.DuckDBPyConnection, name: str, present: set[str], older: str, what: str, unless: str = "",
+              why: str = "the store holds a newer version of them") -> int:
     """Leave out of the merge the staged ``name`` records (orders with their line items, contacts) whose ids are in
-    the table ``older`` (dropped), logged; returns how many. A stale contact version that withdraws consent still
+    the table ``older`` (dropped), logged (``why``); returns how many. ``unless``: a condition (``AND …``) on the
+    staged rows that keeps them (a delete: :mod:`.deletes`). A stale contact version that withdraws consent still
     withdraws it (:func:`withdraw_late`: a newer edit may have said nothing of it)."""
     count = con.execute(f"SELECT count(*) FROM {older}").fetchall()[0][0]
     if count:
@@ -129,10 +131,10 @@ def leave_out(con: duckdb.DuckDBPyConnection, name: str, present: set[str], olde
                ] if name == "orders" else []
         if name == "contacts":
             withdraw_late(con, older)
-        con.execute(f"DELETE FROM staged_{name} WHERE {KEY_OF[name]} IN (SELECT id FROM {older})")
-        if name == "orders" and "staged_line_items" in present:
+        con.execute(f"DELETE FROM staged_{name} WHERE {KEY_OF[name]} IN (SELECT id FROM {older}) {unless}")
+        if name == "orders" and "staged_line_items" in present:  # (a kept delete has none)
             con.execute(f"DELETE FROM staged_line_items WHERE order_id IN (SELECT id FROM {older})")
-        log.info("%s merge: %d %s left out as stale%s: the store holds a newer version of them",
-                 what, count, name, f" (e.g. {', '.join(ids)})" if ids else "")
+        log.info("%s merge: %d %s left out as stale%s: %s",
+                 what, count, name, f" (e.g. {', '.join(ids)})" if ids else "", why)
     con.execute(f"DROP TABLE {older}")
     return count

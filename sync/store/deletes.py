@@ -1,0 +1,73 @@
+"""Orders the vendor deleted for good (``deleted_orders``): no later version of one is merged.
+
+A deleted Shopify order never comes back and its id is never reused, so its ``orders/delete`` delivery is a final
+tombstone (:attr:`connectors.records.OrderStatus.DELETED`, :func:`connectors.http.tombstone`). The merge stores it
+as a ``cancelled`` row, as any tombstone, and notes its id here in the same transaction (:func:`note_deleted`).
+From then on a staged version of that order that is not a delete is left out of every incremental merge, whatever
+its vendor time or its acceptance, counted and logged as a stale version (:func:`leave_out_deleted`): an
+``orders/updated`` made before the delete and retried after it (Shopify retries for hours with the original
+payload, timed or not), an ``orders/create`` accepted after a delete that came first, a pull's page read before the
+delete (a list lagging behind it). A delete staged with a later version of the order (one batch) leaves that version
+out too; and a delete is never left out as older than a version the store holds (:data:`FINAL_STAGED`): nothing of
+the order can be newer. No clock is compared with another.
+
+A delete that can be undone, or is not known to be final (an amoCRM lead in the trash can be restored; a Bitrix24
+deal; a lead or deal moved out of scope) stays a ``cancelled`` tombstone, ordered as any version. A file's full
+refresh (files have no deletes) is as before: a webhook record whose file version it takes takes its note with it
+(:func:`forget_deleted`). A store written by an older rfmsync has no notes: its tombstones are ordered as before
+(no re-read could note them: a pull never lists a deleted order). Its size: one short row per order deleted for good.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from connectors.records import OrderStatus
+from connectors.tables import STAGED_VERSIONS
+
+from .webhooks import PULLED_TABLE, leave_out
+
+DELETED_TABLE = "deleted_orders"
+#: the staged orders' ids a final tombstone is staged for: never left out as older than a stored version
+FINAL_STAGED = f"SELECT order_id FROM staged_orders WHERE status = '{OrderStatus.DELETED}'"
+
+
+def create_deleted_table(con: duckdb.DuckDBPyConnection) -> None:
+    """``deleted_orders`` (``order_id``, one row each; no index: a merge reads it whole), created in a store written
+    before it."""
+    con.execute(f"CREATE TABLE IF NOT EXISTS {DELETED_TABLE} (order_id VARCHAR NOT NULL)")
+
+
+def leave_out_deleted(con: duckdb.DuckDBPyConnection, present: set[str], what: str) -> int:
+    """Leave out of an incremental merge the staged versions (with their line items) of the orders deleted for good,
+    noted before or by a final tombstone staged with them, and the vendor times a pull staged of them (they are not
+    noted: :mod:`.pulled`); logged as stale (``what``: the merge's origin). Returns how many orders."""
+    if "staged_orders" not in present or not con.execute(
+            f"SELECT 1 FROM (SELECT order_id FROM {DELETED_TABLE} UNION ALL {FINAL_STAGED}) LIMIT 1").fetchall():
+        return 0  # nothing deleted for good (the common case: one short scan)
+    con.execute("CREATE OR REPLACE TEMP TABLE _older_deleted AS SELECT DISTINCT order_id AS id FROM staged_orders "
+                f"WHERE status <> '{OrderStatus.DELETED}' AND order_id IN "
+                f"(SELECT order_id FROM {DELETED_TABLE} UNION ALL {FINAL_STAGED})")
+    if con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = ? AND temporary", [STAGED_VERSIONS]).fetchall():
+        con.execute(f"DELETE FROM {STAGED_VERSIONS} WHERE kind = 'order' AND id IN (SELECT id FROM _older_deleted)")
+    return leave_out(con, "orders", present, "_older_deleted", what, f"AND status <> '{OrderStatus.DELETED}'",
+                     "the order was deleted for good")
+
+
+def note_deleted(con: duckdb.DuckDBPyConnection, present: set[str]) -> None:
+    """Note the orders a final tombstone is staged for (once each), forget their pulled vendor times (the delete
+    orders what comes next alone), and stage those tombstones as ``cancelled``, the status every tombstone is stored
+    with."""
+    if "staged_orders" not in present or not con.execute(f"{FINAL_STAGED} LIMIT 1").fetchall():
+        return
+    con.execute(f"INSERT INTO {DELETED_TABLE} SELECT DISTINCT order_id FROM staged_orders WHERE status = "
+                f"'{OrderStatus.DELETED}' EXCEPT SELECT order_id FROM {DELETED_TABLE}")
+    con.execute(f"DELETE FROM {PULLED_TABLE} WHERE kind = 'order' AND id IN ({FINAL_STAGED})")
+    con.execute(f"UPDATE staged_orders SET status = '{OrderStatus.CANCELLED}' WHERE status = '{OrderStatus.DELETED}'")
+
+
+def forget_deleted(con: duckdb.DuckDBPyConnection, kept: bool) -> None:
+    """A full refresh (a file source's): forget the deletes of the orders it replaced (all but the webhook records
+    it keeps, ``_kept_orders`` when ``kept``): the file's version is the store's now (files have no deletes)."""
+    con.execute(f"DELETE FROM {DELETED_TABLE}" + (" WHERE order_id NOT IN (SELECT id FROM _kept_orders)" if kept
+                                                  else ""))
