@@ -43,7 +43,7 @@ from segmentation.scoring import RecencyCollapse
 
 from .config import GuardsConfig
 from .model import ContactChange, PushedState
-from .planning.plan import refused_consent, status_for_new
+from .planning.consent import refused_consent, status_for_new
 from .planning.values import DRIFTING_VALUES
 
 
