@@ -183,6 +183,18 @@ def plan_lines(g: GuardsConfig, stats: PlanStats) -> list[str]:
     removals together: one person withdrawing never trips) or ``min_mass_change`` (changes). The withdrawals and
     the other removals are also judged together (both leave contacts without any managed tag), against the
     larger of their two limits."""
+    return [line for line, _ in _judged(g, stats)]
+
+
+def withdrawal_lines(g: GuardsConfig, stats: PlanStats) -> list[str]:
+    """Of :func:`plan_lines`, the rules that judge the withdrawals: ``max_withdrawal_pct`` and the withdrawals and
+    removals together. While none of them trips (anywhere in a run) the withdrawals go out alone when another
+    plan guard holds the plan (:func:`sync.run.withdraw_alone`)."""
+    return [line for line, withdrawals in _judged(g, stats) if withdrawals]
+
+
+def _judged(g: GuardsConfig, stats: PlanStats) -> list[tuple[str, bool]]:
+    """The tripped plan guards' lines, each with whether it judges the withdrawals."""
     if stats.managed <= 0:
         return []
     floor = mass_floor(g, stats.managed)
@@ -196,23 +208,25 @@ def plan_lines(g: GuardsConfig, stats: PlanStats) -> list[str]:
 
     lines = []
     if (share := over(stats.withdrawn, g.max_withdrawal_pct, alone)) is not None:
-        lines.append(f"guard max_withdrawal_pct: {stats.withdrawn} of {stats.managed} managed contacts ({share} %) "
-                     f"would lose their tags for a marketing consent the source says is no; limit "
-                     f"{fmt_pct(g.max_withdrawal_pct)} %: is [source] marketing_consent mapped to the consent column?")
+        lines.append((f"guard max_withdrawal_pct: {stats.withdrawn} of {stats.managed} managed contacts ({share} %) "
+                      f"would lose their tags for a marketing consent the source says is no; limit "
+                      f"{fmt_pct(g.max_withdrawal_pct)} %: is [source] marketing_consent mapped to the consent "
+                      f"column?", True))
     if (share := over(stats.removed, g.max_removal_pct)) is not None:
-        lines.append(f"guard max_removal_pct: {stats.removed} of {stats.managed} managed contacts "
-                     f"({share} %) would lose their tags; limit {fmt_pct(g.max_removal_pct)} %")
+        lines.append((f"guard max_removal_pct: {stats.removed} of {stats.managed} managed contacts "
+                      f"({share} %) would lose their tags; limit {fmt_pct(g.max_removal_pct)} %", False))
     both = stats.withdrawn + stats.removed  # against the larger limit, named by its key (withdrawals' on a tie)
     limit, key = max((g.max_withdrawal_pct, "max_withdrawal_pct"), (g.max_removal_pct, "max_removal_pct"))
     if stats.withdrawn and stats.removed and (share := over(both, limit, alone)) is not None:
-        lines.append(f"guard {key} (withdrawals and removals together): {both} of {stats.managed} "
-                     f"managed contacts ({share} %) would lose their tags, {stats.withdrawn} for a marketing consent "
-                     f"the source says is no and {stats.removed} for other reasons; limit {fmt_pct(limit)} %")
+        lines.append((f"guard {key} (withdrawals and removals together): {both} of {stats.managed} "
+                      f"managed contacts ({share} %) would lose their tags, {stats.withdrawn} for a marketing "
+                      f"consent the source says is no and {stats.removed} for other reasons; limit {fmt_pct(limit)} %",
+                      True))
     if (share := over(stats.changed, g.max_change_pct, change_floor)) is not None:
         why = (f" ({stats.restored} would get back tags the ESP lost: {', '.join(stats.restored_tags)})"
                if stats.restored else "")
-        lines.append(f"guard max_change_pct: {stats.changed} of {stats.managed} managed contacts "
-                     f"({share} %) would change{why}; limit {fmt_pct(g.max_change_pct)} %")
+        lines.append((f"guard max_change_pct: {stats.changed} of {stats.managed} managed contacts "
+                      f"({share} %) would change{why}; limit {fmt_pct(g.max_change_pct)} %", False))
     return lines
 
 

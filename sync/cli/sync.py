@@ -122,7 +122,8 @@ def apply(config_path, allow_mass_change, fmt, plan_file):
     """Apply exactly a saved plan (refused if the ledger changed since it was made, exit 5).
 
     The guards are checked again first (exit 6): the data guards on the counts saved in the plan, the plan
-    guards against the ledger as it is now."""
+    guards against the ledger as it is now; a plan held by max_removal_pct or max_change_pct alone still sends its
+    consent withdrawals (the ledger then moved: make a new plan for the rest)."""
     from .. import api
     from ..plan_file import load_plan_file
     from ..run import require_destinations
@@ -184,7 +185,8 @@ def sync_cmd(config_path, destinations, as_of, dry_run, full_refresh, reconcile,
     """Pull → segment → plan → guards → apply → record, for every (or the named) destination.
 
     A guard that trips stops the run before any ESP write: exit 6, one line per guard, the run recorded as
-    `refused` (see docs/safety.md)."""
+    `refused`; when only max_removal_pct or max_change_pct trip, the consent withdrawals (max_withdrawal_pct not
+    tripped) still go out alone, and a last line says how many (see docs/safety.md)."""
     from .. import api
     from ..run import require_destinations
 

@@ -284,11 +284,13 @@ class Scheduler:
             log.error("scheduled sync of %s stopped: %s (this process was paused, or its clock is off?): another "
                       "process runs the fire time; what this one applied is recorded", fire.isoformat(), exc)
             return False
-        except GuardRefusedError as exc:  # recorded as refused runs; nothing written; the next fire time checks again
-            self._count("refused")
+        except GuardRefusedError as exc:  # recorded as refused runs; nothing written but consent withdrawals alone
+            self._count("refused")  # (said by the error's last line); the next fire time checks again
             if self.metrics is not None:
                 self.metrics.guard_refused(exc.destinations)
-            log.error("scheduled sync refused by a guard (nothing written): %s", "; ".join(exc.lines))
+            log.error("scheduled sync refused by a guard (%s): %s",
+                      "only consent withdrawals written" if exc.applied else "nothing written",
+                      "; ".join(str(exc).splitlines()))
             return False
         except LockBusyError as exc:
             if getattr(exc, "lock_name", None) == "schedule":  # counted and logged at INFO once per fire time:
