@@ -22,7 +22,9 @@ plan's changes into those numbers). Three kinds:
   ``max_withdrawal_pct`` alone: the other two do not count it, so one person withdrawing never holds a sync
   back, while most of the list saying ``no`` at once (a mis-mapped consent column) is refused; the withdrawals
   and the other removals are also judged together (against the larger of the two limits), so that a plan
-  emptying most of the list for both reasons at once is refused too. Fewer contacts than ``min_mass_change``
+  emptying most of the list for both reasons at once is refused too. While neither of these two withdrawal rules
+  trips (:func:`withdrawal_lines`), a plan held by the other two still sends its withdrawals alone
+  (:func:`sync.run.refuse_after_withdrawals`). Fewer contacts than ``min_mass_change``
   (removed, withdrawn, both, or changed) never trip these; removed, withdrawn or both do when they are a
   majority of the managed contacts (:func:`mass_floor`): in a small shop one contact is a large share, but most
   of it is a broken input. A single withdrawal never trips (also of a list of one or two).
@@ -189,7 +191,7 @@ def plan_lines(g: GuardsConfig, stats: PlanStats) -> list[str]:
 def withdrawal_lines(g: GuardsConfig, stats: PlanStats) -> list[str]:
     """Of :func:`plan_lines`, the rules that judge the withdrawals: ``max_withdrawal_pct`` and the withdrawals and
     removals together. While none of them trips (anywhere in a run) the withdrawals go out alone when another
-    plan guard holds the plan (:func:`sync.run.withdraw_alone`)."""
+    plan guard holds the plan (:func:`sync.run.refuse_after_withdrawals`)."""
     return [line for line, withdrawals in _judged(g, stats) if withdrawals]
 
 

@@ -2,7 +2,9 @@
 
 :func:`full_sync` is :func:`sync.api.run_sync` (``rfmsync sync``, the scheduler of ``rfmsync serve``);
 :func:`apply_saved` is :func:`sync.api.apply` (``rfmsync apply``). Every guard is checked before the first ESP write: a refusal records one ``refused`` run
-per destination (the reason as its error) and raises :class:`sync.errors.GuardRefusedError` (exit 6).
+per destination (the reason as its error) and raises :class:`sync.errors.GuardRefusedError` (exit 6); when only
+plan guards other than the withdrawal rules refused, the consent withdrawals go out alone first
+(:func:`refuse_after_withdrawals`).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -24,9 +25,13 @@ from pathlib import Path
 import pytest
 
 from connectors.records import Consent, Contact, Order
-from sync.config import load_config
+from sync.config import GuardsConfig, load_config
 from sync.errors import GuardRefusedError
+from sync.guards import PlanStats, plan_lines, withdrawal_lines
 from sync.ledger import open_ledger
+from sync.model import ContactChange, OwnerChange
+from sync.planning.plan import Plan
+from sync.planning.withdrawals import withdrawals_alone
 from sync.serve.resync import resync
 from sync.serve.scheduler import run_full_sync
 from sync.settings import load_settings
@@ -271,3 +276,42 @@ def test_apply_believes_a_saved_plan_s_withdrawn_only_as_before(shop, mailchimp_
     out = json.loads(result.stdout)
     assert out["guards"] == [REMOVAL] and [r["counts"]["planned"] for r in out["withdrawals_applied"]] == [1]
     assert changed(before, audience(mailchimp_fake)) == {key}
+
+
+# ------------------------------------------------------------------------------------------- the parts
+
+
+@pytest.mark.parametrize("stats, held", [
+    (PlanStats(managed=100, removed=15, changed=0, withdrawn=1), []),  # a mass removal: the withdrawal goes
+    # a larger one empties more than max_withdrawal_pct together with it: the combined line holds everything
+    (PlanStats(managed=100, removed=40, changed=0, withdrawn=1),
+     ["guard max_withdrawal_pct (withdrawals and removals together): 41 of 100"]),
+    (PlanStats(managed=100, removed=0, changed=90, withdrawn=3), []),  # a reshuffle
+    (PlanStats(managed=200, removed=0, changed=0, withdrawn=150), ["guard max_withdrawal_pct: 150 of 200"]),
+    (PlanStats(managed=100, removed=20, changed=0, withdrawn=20),
+     ["guard max_withdrawal_pct (withdrawals and removals together): 40 of 100"]),
+])
+def test_withdrawal_lines_are_the_withdrawal_rules_of_plan_lines(stats, held):
+    lines = withdrawal_lines(GuardsConfig(), stats)
+    assert [line[:len(h)] for line, h in zip(lines, held)] == held and len(lines) == len(held)
+    assert set(lines) <= set(plan_lines(GuardsConfig(), stats))
+
+
+def test_withdrawals_alone_keeps_only_the_withdrawn_contacts_managed_removals():
+    def change(key, **kw):
+        base = dict(key=key, email=key, customer_id="c-" + key, segment="Churn", create=False, status_if_new=None)
+        return ContactChange(**(base | kw))
+
+    plan = Plan(destination="mc", type="mailchimp", managed_tags=("VIP", "Winback"), fields={"SEG": "segment"},
+                ledger_revision=3, skipped=(), withdrawn=("a@x.uz", "b@x.uz"),
+                owners=(OwnerChange("b@x.uz", "c-b@x.uz", "old-b"),),
+                changes=(change("a@x.uz", remove_tags=frozenset({"VIP"}), set_fields={"SEG": "Churn"}),
+                         change("b@x.uz", remove_tags=frozenset({"Winback"})),
+                         change("c@x.uz", remove_tags=frozenset({"VIP"}), add_tags=frozenset({"Winback"})),
+                         change("d@x.uz", create=True, status_if_new="subscribed", add_tags=frozenset({"VIP"}))))
+    alone = withdrawals_alone(plan)
+    assert [(c.key, c.remove_tags, c.add_tags, dict(c.set_fields), c.create, c.customer_id) for c in alone.changes] == [
+        ("a@x.uz", {"VIP"}, frozenset(), {}, False, "c-a@x.uz"),
+        ("b@x.uz", {"Winback"}, frozenset(), {}, False, "old-b")]  # his new owner waits with the plan
+    assert alone.owners == () and alone.withdrawn == ("a@x.uz", "b@x.uz") and alone.ledger_revision == 3
+    assert withdrawals_alone(replace(plan, withdrawn=())).is_empty
