@@ -21,7 +21,7 @@ from connectors.email_phone import normalize_email
 from ..config import DestinationConfig
 from ..errors import ConfigError
 from ..model import ContactChange, DesiredContact, FieldValue, OwnerChange, PushedState, Skip
-from .consent import NEW_STATUSES, NO_CONSENT_SKIP, consent_warning, refused_consent, status_for_new  # noqa: F401
+from .consent import NEW_STATUSES, NO_CONSENT_SKIP, consent_warning, refused_consent, status_for_new
 from .transitions import tags_for_row, transition_managed
 from .values import FIELD_VALUES, column_of
 

@@ -13,10 +13,10 @@ The path of one webhook batch (see :func:`resync`):
    get a removal and a million-contact destination is not read;
 4. check the plan guards (:mod:`sync.guards`; a webhook run never overrides them: a refusal records ``refused``
    runs and writes nothing but, when no withdrawal rule tripped, the consent withdrawals alone:
-   :func:`sync.run.refuse_after_withdrawals`), then apply with :func:`sync.engine.execute_plan`, recorded as a run of kind
-   ``webhook``; a destination whose ledger moved while waiting for its lock is planned again first. Only then are
-   the customers' segments recorded in the segment history (:func:`sync.history.record_partial`): a refused resync
-   records nothing.
+   :func:`sync.run.refuse_after_withdrawals`), then apply with :func:`sync.engine.execute_plan`, recorded as a
+   run of kind ``webhook``; a destination whose ledger moved while waiting for its lock is planned again first.
+   Only then are the customers' segments recorded in the segment history (:func:`sync.history.record_partial`):
+   a refused resync records nothing.
 
 Work is proportional to the affected customers, not to the shop: the store is read through its lookup
 indexes (:mod:`sync.store.lookup`, built by the first resync after a bulk load), the segment history too (the
