@@ -8,7 +8,7 @@
     ├── DestinationError       exit 4  an ESP refused or failed after retries
     │   └── DestinationConfigError     exit 2: audience missing, key rejected
     ├── PlanStaleError         exit 5  the ledger changed since the saved plan was made
-    ├── GuardRefusedError      exit 6  a guard refused the run before any ESP write (see docs/safety.md)
+    ├── GuardRefusedError      exit 6  a guard refused the run before any ESP write but withdrawals (docs/safety.md)
     ├── LedgerError            exit 74 the ledger failed under a command (disk full, read-only, damaged file)
     │                          exit 75 when ``transient``: locked too long, connection lost: try again later
     ├── LockBusyError          exit 75 another sync of this destination is running (EX_TEMPFAIL)
