@@ -241,7 +241,7 @@ def test_an_apply_killed_after_the_withdrawals_went_out_then_run_again(shop, mai
     key, gone, _ = bad_day(shop)
     saved = tmp_path / "plan.json"
     run_cli("plan", "--config", str(shop), "--as-of", DAY, "-o", str(saved))
-    mailchimp_fake.latency = 0.3  # slow calls: the kill lands while the run is under way
+    mailchimp_fake.latency = 0.1  # slower calls: the kill lands while the run is under way
     env = dict(os.environ, MAILCHIMP_API_KEY=mailchimp_fake.api_key, MAILCHIMP_API_URL=mailchimp_fake.url)
     proc = subprocess.Popen([sys.executable, "-m", "sync", "apply", "--config", str(shop), str(saved)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
