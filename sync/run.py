@@ -22,14 +22,14 @@ from .destinations.registry import make_destination
 from .engine import ApplyReport, execute_plan
 from .errors import ConfigError, GuardRefusedError, PlanStaleError, RunStopped
 from .history import record_after_sync, snapshot
-from .guards import (DataStats, customer_drop_line, data_lines, plan_lines, plan_stats, saved_withdrawals,
-                     scoring_lines, withdrawal_lines)
+from .guards import (DataStats, counted_withdrawals, customer_drop_line, data_lines, plan_lines, plan_stats,
+                     saved_withdrawals, scoring_lines, withdrawal_lines)
 from .ingest import run_stats, segments_from_store
 from .ledger import Ledger, RunHistory, RunRecorder
 from .pipeline import Reading, today_in
 from .planning.plan import Plan
 from .planning.planner import PlannedDestination, plan_all, selected_destinations
-from .planning.withdrawals import withdrawals_alone
+from .planning.withdrawals import ALONE, withdrawals_alone
 from .store import STORE_LOCK
 from .settings import Settings
 
@@ -53,6 +53,17 @@ def refuse(ledger: RunRecorder, kind: str, destinations: Sequence[str], lines: S
     written = "only consent withdrawals written" if applied else "nothing written"
     log.warning("refused by a guard (%s to %s): %s", written, ", ".join(destinations), error)
     return GuardRefusedError(list(lines), destinations, applied=applied, note=note)
+
+
+class HeldAgain(Exception):
+    """A re-plan under the destination's lock (the ledger moved while the apply waited for it) trips plan guards
+    other than the withdrawal rules: nothing applied yet; the caller sends the re-plan's withdrawals alone and
+    refuses the rest (:func:`refuse_after_withdrawals`), as it would have for the first plan. ``planned``: the
+    re-plan; ``lines``: its guard lines, named by destination."""
+
+    def __init__(self, planned: Any, lines: Sequence[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.planned, self.lines = planned, list(lines)
 
 
 #: one destination's withdrawals applied alone (:func:`sync.planning.withdrawals.withdrawals_alone`): its name and
@@ -98,7 +109,8 @@ def withdrawal_note(applied: Sequence[ApplyReport], failed: Sequence[str]) -> st
 
 
 def customer_drop_lines(cfg: Config, ledger: RunHistory, stats: DataStats, destinations: Sequence[str]) -> list[str]:
-    """``max_customer_drop_pct`` for each destination, against its last successful run's customer count."""
+    """``max_customer_drop_pct`` for each destination, against its last successful run's customer count (a run
+    that sent withdrawals alone records none: :data:`sync.planning.withdrawals.ALONE`)."""
     if stats.customers is None:
         return []
     lines = []
@@ -170,13 +182,18 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
         suspect = suspect or bool(scoring) or any(p.withdrawal_lines for p in planned)
         lines += scoring + _plan_guard_lines(planned)
     if lines:  # only plan guards but the withdrawal rules: the withdrawals go out alone, the rest is held
-        withdraw = [] if suspect else [(p.plan.destination, _withdraw(p, ledger, kind, stats)) for p in planned]
+        withdraw = [] if suspect else [(p.plan.destination, _withdraw(p, ledger, kind)) for p in planned]
         raise refuse_after_withdrawals(ledger, kind, names, lines, withdraw, stats.counts())
     reports, failed = [], []
     for i, p in enumerate(planned):  # one destination failing (a vendor down, a revoked key) keeps no other stale
         try:
-            reports.append(_execute(p.plan, p.client, ledger, kind=kind, data=stats.counts(),
-                                    replan=_guarded_replan(p, ledger, kind, allow_mass_change, stats)))
+            try:
+                reports.append(_execute(p.plan, p.client, ledger, kind=kind, data=stats.counts(),
+                                        replan=_guarded_replan(p, ledger, kind, allow_mass_change, stats)))
+            except HeldAgain as held:  # the re-plan's withdrawals alone, the rest refused
+                raise refuse_after_withdrawals(ledger, kind, [p.plan.destination], held.lines,
+                                               [(p.plan.destination, _withdraw(held.planned, ledger, kind))],
+                                               stats.counts()) from None
         except Exception as exc:  # recorded as a failed run by the engine (or refused by a re-plan's guard)
             failed.append(exc)
             if isinstance(exc, RunStopped):  # a stop asked for (SIGTERM): no further destination starts
@@ -202,20 +219,23 @@ def _execute(plan: Plan, client: Any, ledger: Ledger, **options: Any) -> ApplyRe
 
 def _guarded_replan(planned: PlannedDestination, ledger: Ledger, kind: str, allow_mass_change: bool,
                     stats: DataStats):
-    """The re-plan under the lock, held to the plan guards like the first plan."""
+    """The re-plan under the lock, held to the plan guards like the first plan: refused whole when a withdrawal
+    rule trips, else (other plan guards alone) :class:`HeldAgain`: its withdrawals go out alone."""
     def again() -> Plan:
         fresh = planned.replan()
         if fresh.guard_lines and not allow_mass_change:
-            raise refuse(ledger, kind, [fresh.plan.destination], _plan_guard_lines([fresh]), stats.counts())
+            if fresh.withdrawal_lines:
+                raise refuse(ledger, kind, [fresh.plan.destination], _plan_guard_lines([fresh]), stats.counts())
+            raise HeldAgain(fresh, _plan_guard_lines([fresh]))
         return fresh.plan
 
     return again if planned.replan is not None else None
 
 
-def _withdraw(planned: PlannedDestination, ledger: Ledger, kind: str, stats: DataStats
-              ) -> Callable[[], ApplyReport] | None:
+def _withdraw(planned: PlannedDestination, ledger: Ledger, kind: str) -> Callable[[], ApplyReport] | None:
     """The apply of ``planned``'s withdrawals alone (None: it has none); a re-plan under the lock (the ledger
-    moved while it waited) is held by the withdrawal rules alone, and sends the new plan's withdrawals alone."""
+    moved while it waited) is held by the withdrawal rules alone, and sends the new plan's withdrawals alone. The
+    run records no input counts (it is no full sync: :data:`~sync.planning.withdrawals.ALONE`)."""
     plan = withdrawals_alone(planned.plan)
     if plan.is_empty:
         return None
@@ -226,8 +246,7 @@ def _withdraw(planned: PlannedDestination, ledger: Ledger, kind: str, stats: Dat
             raise GuardRefusedError(_plan_guard_lines([fresh]), [plan.destination])
         return withdrawals_alone(fresh.plan)
 
-    return lambda: _execute(plan, planned.client, ledger, kind=kind,
-                            data={**stats.counts(), "withdrawals_alone": len(plan.changes)},
+    return lambda: _execute(plan, planned.client, ledger, kind=kind, data={ALONE: len(plan.changes)}, alone=True,
                             replan=again if planned.replan is not None else None)
 
 
@@ -253,14 +272,17 @@ def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Se
     if not allow_mass_change:
         for plan in plans:
             # a withdrawal only when the plan's change is one, by the planners' test, under the destination's
-            # new_contacts now (a key added to "withdrawn" by hand, or a destination switched from skip: a removal)
+            # new_contacts now (a key added to "withdrawn" by hand, or a destination switched from skip: a removal),
+            # and one the stats count as such (managed tags before, none after): the only keys sent alone
             judged = replace(plan, withdrawn=saved_withdrawals(plan, cfg.destination(plan.destination).new_contacts))
-            stats_now = plan_stats(judged, ledger.load_state(plan.destination), ledger.lost_tags(plan.destination))
+            state = ledger.load_state(plan.destination)
+            judged = replace(judged, withdrawn=counted_withdrawals(judged, state))
+            stats_now = plan_stats(judged, state, ledger.lost_tags(plan.destination))
             lines += [f"{plan.destination}: {line}" for line in plan_lines(cfg.guards, stats_now)]
             suspect = suspect or bool(withdrawal_lines(cfg.guards, stats_now))
             judged_plans.append(judged)
     if lines:  # only plan guards but the withdrawal rules: the believed withdrawals go out alone
-        withdraw = [] if suspect else [(j.destination, _withdraw_saved(cfg, j, ledger, settings, counts))
+        withdraw = [] if suspect else [(j.destination, _withdraw_saved(cfg, j, ledger, settings))
                                        for j in judged_plans]
         raise refuse_after_withdrawals(ledger, "apply", names, lines, withdraw, counts)
     reports = []
@@ -271,14 +293,14 @@ def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Se
     return reports
 
 
-def _withdraw_saved(cfg: Config, judged: Plan, ledger: Ledger, settings: Settings, counts: Mapping[str, int]
+def _withdraw_saved(cfg: Config, judged: Plan, ledger: Ledger, settings: Settings
                     ) -> Callable[[], ApplyReport] | None:
     """The apply of a saved plan's believed withdrawals alone (None: it has none); stale if the ledger moved."""
     plan = withdrawals_alone(judged)
     if plan.is_empty:
         return None
     return lambda: _execute(plan, make_destination(cfg.destination(plan.destination), settings, required=True),
-                            ledger, kind="apply", data={**counts, "withdrawals_alone": len(plan.changes)},
+                            ledger, kind="apply", data={ALONE: len(plan.changes)}, alone=True,
                             replan=lambda: _raise_stale(judged, ledger))
 
 

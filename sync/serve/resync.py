@@ -57,8 +57,8 @@ from ..model import PushedState
 from ..pipeline import SegmentsRun, compute_segments, store_path, today_in
 from ..planning.plan import Plan, check_fields, desired_contacts, leave_shared_to_full_sync, plan_destination
 from ..planning.transitions import move_join
-from ..planning.withdrawals import withdrawals_alone
-from ..run import refuse, refuse_after_withdrawals
+from ..planning.withdrawals import ALONE, withdrawals_alone
+from ..run import HeldAgain, refuse, refuse_after_withdrawals
 from ..settings import Settings
 from ..store import STORE_LOCK, connect_store, ensure_lookup_indexes, lookup_by_key, merge_staged
 from ..store.merge import Ages
@@ -277,33 +277,39 @@ def _planned(cfg: Config, dest: DestinationConfig, ledger: Ledger, settings: Set
 
 
 def _apply(cfg: Config, planned: _Planned, ledger: Ledger, settings: Settings, affected: _Affected,
-           report: ResyncReport, lock_wait: float, sleep: Callable[[float], None], alone: bool = False
-           ) -> ApplyReport:
+           report: ResyncReport, lock_wait: float, sleep: Callable[[float], None], alone: bool = False,
+           managed_tags: Sequence[str] = ()) -> ApplyReport:
     """Apply one destination's plan; planned again under the lock (guards included) when another run moved
     the ledger while it waited. Then the managed-contact count moves by what the plan did. ``alone``: the plan is
     its withdrawals alone (the guards hold the rest: :func:`sync.run.refuse_after_withdrawals`), and so is a
-    re-plan's, held by the withdrawal rules alone."""
+    re-plan's, held by the withdrawal rules alone; its managed contacts are counted by ``managed``, the held plan's
+    tags (the alone plan's are only those it takes off). A re-plan that trips other plan guards alone raises
+    :class:`~sync.run.HeldAgain` (its withdrawals go out alone: :func:`resync`)."""
     name = planned.plan.destination
-    final = [planned]
+    final, managed = [planned], [managed_tags if alone else planned.plan.managed_tags]
 
     def replan() -> Plan:
         again = _plan_incremental(cfg, cfg.destination(name), ledger, settings, affected)
         report.ledger_rows_read += again.rows_read
+        lines = [f"{name}: {line}" for line in again.lines]
         if alone and again.held:  # not applied; the refusal that follows records the run
-            raise GuardRefusedError([f"{name}: {line}" for line in again.lines], [name])
+            raise GuardRefusedError(lines, [name])
         if alone:
+            managed[0] = again.plan.managed_tags
             again = replace(again, plan=withdrawals_alone(again.plan))
+        elif again.held:
+            raise refuse(ledger, "webhook", [name], lines)
         elif again.lines:
-            raise refuse(ledger, "webhook", [name], [f"{name}: {line}" for line in again.lines])
+            raise HeldAgain(again, lines)
         final[0] = again
         return again.plan
 
     with _named(name):
         applied = _execute_waiting(planned.plan, planned.client, ledger, lock_wait, sleep, replan=replan,
-                                   data={"withdrawals_alone": len(planned.plan.changes)} if alone else None)
+                                   data={ALONE: len(planned.plan.changes)} if alone else None, alone=alone)
     plan = final[0].plan
     if applied.forgotten:  # taken from holders beyond the plan's contacts: the count is counted again
-        MANAGED_COUNTS.drop(ledger, name, plan.managed_tags)
+        MANAGED_COUNTS.drop(ledger, name, managed[0])
     elif plan.changes or plan.owners:  # a new owner alone moves the revision, not the count
         keys = {c.key for c in plan.changes}
         after = ledger.load_state_of(name, keys) if keys else {}
@@ -311,7 +317,7 @@ def _apply(cfg: Config, planned: _Planned, ledger: Ledger, settings: Settings, a
         before = {k: s for k, s in final[0].last.items() if k in keys}
         # only a forget (the branch above) adds lost tags: none waited before, none wait now
         lost_after = ledger.lost_tags(name, keys) if final[0].lost and keys else {}
-        MANAGED_COUNTS.applied(ledger, name, plan.managed_tags, plan.ledger_revision, before, after,
+        MANAGED_COUNTS.applied(ledger, name, managed[0], plan.ledger_revision, before, after,
                                ledger.state_revision(name), final[0].lost, lost_after)
     return applied
 
@@ -321,15 +327,17 @@ def _alone(cfg: Config, planned: _Planned, ledger: Ledger, settings: Settings, a
     """The apply of ``planned``'s withdrawals alone (None: it has none)."""
     plan = withdrawals_alone(planned.plan)
     return None if plan.is_empty else lambda: _apply(cfg, replace(planned, plan=plan), ledger, settings, affected,
-                                                     report, lock_wait, sleep, alone=True)
+                                                     report, lock_wait, sleep, alone=True,
+                                                     managed_tags=planned.plan.managed_tags)
 
 
 def _execute_waiting(plan, client, ledger: Ledger, lock_wait: float, sleep: Callable[[float], None],
-                     replan: Callable[[], Plan] | None = None, data: dict[str, int] | None = None) -> ApplyReport:
+                     replan: Callable[[], Plan] | None = None, data: dict[str, int] | None = None,
+                     alone: bool = False) -> ApplyReport:
     deadline = time.monotonic() + lock_wait
     while True:
         try:
-            return execute_plan(plan, client, ledger, kind="webhook", replan=replan, data=data)
+            return execute_plan(plan, client, ledger, kind="webhook", replan=replan, data=data, alone=alone)
         except LockBusyError:
             if time.monotonic() >= deadline:
                 raise
@@ -371,7 +379,12 @@ def resync(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Ord
                                                                     lock_wait_seconds, sleep)) for p in planned]
             raise refuse_after_withdrawals(ledger, "webhook", [p.plan.destination for p in planned], lines, withdraw)
         for p in planned:
-            report.reports.append(_apply(cfg, p, ledger, settings, affected, report, lock_wait_seconds, sleep))
+            try:
+                report.reports.append(_apply(cfg, p, ledger, settings, affected, report, lock_wait_seconds, sleep))
+            except HeldAgain as held:  # the ledger moved meanwhile: by the same rule, the withdrawals alone
+                name = p.plan.destination
+                raise refuse_after_withdrawals(ledger, "webhook", [name], held.lines, [(name, _alone(
+                    cfg, held.planned, ledger, settings, affected, report, lock_wait_seconds, sleep))]) from None
         record_partial(cfg, affected.segments, as_of, store_wait_seconds)  # after the guards and the apply only
     report.seconds = time.monotonic() - started
     stale = sum(report.stale.values())
