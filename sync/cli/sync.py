@@ -219,12 +219,16 @@ def sync_cmd(config_path, destinations, as_of, dry_run, full_refresh, reconcile,
 @click.option("--limit", default=20, show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def runs(config_path, limit, fmt):
-    """Recent runs with counts, duration and errors."""
+    """Recent runs with counts, duration and errors. A run that sent a refused plan's consent withdrawals alone
+    shows its status as `succeeded (withdrawals alone)` (JSON: `withdrawals_alone` in its counts)."""
+    from ..planning.withdrawals import alone_run
+
     rows = _read_ledger(config_path, lambda ledger: ledger.recent_runs(limit))
     _print_rows(rows, fmt, "Recent runs", ("id", "kind", "destination", "started", "duration s", "status", "counts",
                                            "error"),
                 lambda r: (str(r["id"]), r["kind"], r.get("destination") or "", str(r["started_at"])[:19],
-                           f"{r['duration_s']:.1f}" if r.get("duration_s") is not None else "", r["status"],
+                           f"{r['duration_s']:.1f}" if r.get("duration_s") is not None else "",
+                           r["status"] + (" (withdrawals alone)" if alone_run(r) else ""),
                            json.dumps(r.get("counts") or {}), (r.get("error") or "")[:80]))
 
 

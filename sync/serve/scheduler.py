@@ -46,6 +46,7 @@ from ..config import Config
 from ..engine import ApplyReport, HeldLock, between_batches, destination_lock
 from ..errors import GuardRefusedError, LockBusyError, LockLostError, RunStopped
 from ..ledger import Ledger
+from ..planning.withdrawals import alone_run
 from ..api import run_sync
 from ..settings import Settings
 from .metrics import Metrics
@@ -165,10 +166,11 @@ class Scheduler:
 
     def _synced_since(self, since: datetime) -> bool:
         """A full sync (``rfmsync sync`` or a scheduled one) of every configured destination started at or after
-        ``since`` and applied (succeeded or partial), in the ledger's last :data:`RUNS_LOOKED_AT` runs."""
+        ``since`` and applied (succeeded or partial), in the ledger's last :data:`RUNS_LOOKED_AT` runs; a run that
+        sent a refused plan's consent withdrawals alone is none (:func:`~sync.planning.withdrawals.alone_run`)."""
         done = {r["destination"] for r in self.ledger.recent_runs(RUNS_LOOKED_AT)
                 if r["kind"] in ("sync", "scheduled") and r["status"] in ("succeeded", "partial")
-                and r["started_at"] >= since}
+                and r["started_at"] >= since and not alone_run(r)}
         names = [d.name for d in self.cfg.destinations]
         return all(name in done for name in names) if names else bool(done)
 
