@@ -238,7 +238,7 @@ class _Summary:
 
 def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str = "sync",
                  replan: Callable[[], Plan] | None = None, data: Mapping[str, Any] | None = None,
-                 lock_ttl: float = LOCK_TTL) -> ApplyReport:
+                 lock_ttl: float = LOCK_TTL, alone: bool = False) -> ApplyReport:
     """Apply one destination's plan under its ledger lock, recording each call's outcome as it completes.
 
     With ``replan``: once the lock is held, a ledger revision that moved since the plan was made (another run
@@ -246,7 +246,9 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
     is now (or raises), so an operation is never sent twice and older state is never pushed back.
     ``data``: counts of the input (orders, bad rows, customers) recorded with the run. ``lock_ttl``: the
     destination lock's time to live, refreshed every third of it while the apply runs (:class:`HeldLock`).
-    Inside :func:`between_batches`, its check is made before the apply starts and between two batches."""
+    Inside :func:`between_batches`, its check is made before the apply starts and between two batches.
+    ``alone``: the plan is a held plan's consent withdrawals alone (:mod:`sync.planning.withdrawals`): it settles
+    the lost-tag memory of its own contacts only, never of the contacts it leaves to the held plan."""
     between = _BETWEEN.get()
 
     def checkpoint() -> None:
@@ -269,9 +271,11 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         summary.destination, summary.empty, summary.counts = plan.destination, plan.is_empty, counts
         try:  # the ledger's writes before any ESP call; a failure fails the run (recorded)
             # the contacts waiting for a tag the ESP lost that this plan no longer gives them (they left its
-            # segment, or it is no longer mapped) wait no longer (a webhook resync's plan covers only its customers)
+            # segment, or it is no longer mapped) wait no longer (a webhook resync's plan covers only its customers,
+            # a withdrawals-alone plan only the withdrawn: the held plan gives the others their lost tags back)
             ledger.settle_lost(plan.destination, plan.ledger_revision,
-                               lambda: {c.key: c.add_tags for c in plan.changes}, whole=kind != "webhook",
+                               lambda: {c.key: c.add_tags for c in plan.changes},
+                               whole=kind != "webhook" and not alone,
                                lock=(held.name, held.owner))
             # the contacts whose customer id changed (Plan.owners) named first, so that a change whose calls all
             # fail still names its new customer (tags and fields stay those pushed: the next plan sends the change

@@ -8,7 +8,7 @@
     ├── DestinationError       exit 4  an ESP refused or failed after retries
     │   └── DestinationConfigError     exit 2: audience missing, key rejected
     ├── PlanStaleError         exit 5  the ledger changed since the saved plan was made
-    ├── GuardRefusedError      exit 6  a guard refused the run before any ESP write (see docs/safety.md)
+    ├── GuardRefusedError      exit 6  a guard refused the run before any ESP write but withdrawals (docs/safety.md)
     ├── LedgerError            exit 74 the ledger failed under a command (disk full, read-only, damaged file)
     │                          exit 75 when ``transient``: locked too long, connection lost: try again later
     ├── LockBusyError          exit 75 another sync of this destination is running (EX_TEMPFAIL)
@@ -67,15 +67,21 @@ class PlanStaleError(RfmsyncError):
 
 
 class GuardRefusedError(RfmsyncError):
-    """A guard tripped: nothing was written to any ESP. ``lines`` holds one line per tripped guard;
-    ``destinations`` the destinations whose runs were recorded as ``refused``."""
+    """A guard tripped: nothing was written to any ESP but, when only plan guards other than the withdrawal rules
+    tripped, the consent withdrawals (docs/safety.md). ``lines`` holds one line per tripped guard;
+    ``destinations`` the destinations whose runs were recorded as ``refused``; ``applied`` the
+    :class:`~sync.engine.ApplyReport` of each destination whose withdrawals went out alone, and ``note`` the line
+    saying so (the message's last line)."""
 
     exit_code = 6
 
-    def __init__(self, lines: list[str], destinations: list[str] | tuple[str, ...] = ()) -> None:
-        super().__init__("\n".join(lines))
+    def __init__(self, lines: list[str], destinations: list[str] | tuple[str, ...] = (), *,
+                 applied: list | tuple = (), note: str | None = None) -> None:
+        super().__init__("\n".join([*lines, *([note] if note else [])]))
         self.lines = list(lines)
         self.destinations = list(destinations)
+        self.applied = list(applied)
+        self.note = note
 
 
 class LedgerError(RfmsyncError):

@@ -22,7 +22,10 @@ plan's changes into those numbers). Three kinds:
   ``max_withdrawal_pct`` alone: the other two do not count it, so one person withdrawing never holds a sync
   back, while most of the list saying ``no`` at once (a mis-mapped consent column) is refused; the withdrawals
   and the other removals are also judged together (against the larger of the two limits), so that a plan
-  emptying most of the list for both reasons at once is refused too. Fewer contacts than ``min_mass_change``
+  emptying most of the list for both reasons at once is refused too. While neither of these two withdrawal rules
+  trips (the second one counts as one only when the removals alone would not trip it: :func:`withdrawal_lines`),
+  a plan held by the other two still sends its withdrawals alone (:func:`sync.run.refuse_after_withdrawals`).
+  Fewer contacts than ``min_mass_change``
   (removed, withdrawn, both, or changed) never trip these; removed, withdrawn or both do when they are a
   majority of the managed contacts (:func:`mass_floor`): in a small shop one contact is a large share, but most
   of it is a broken input. A single withdrawal never trips (also of a list of one or two).
@@ -43,7 +46,7 @@ from segmentation.scoring import RecencyCollapse
 
 from .config import GuardsConfig
 from .model import ContactChange, PushedState
-from .planning.plan import refused_consent, status_for_new
+from .planning.consent import refused_consent, status_for_new
 from .planning.values import DRIFTING_VALUES
 
 
@@ -183,6 +186,19 @@ def plan_lines(g: GuardsConfig, stats: PlanStats) -> list[str]:
     removals together: one person withdrawing never trips) or ``min_mass_change`` (changes). The withdrawals and
     the other removals are also judged together (both leave contacts without any managed tag), against the
     larger of their two limits."""
+    return [line for line, _ in _judged(g, stats)]
+
+
+def withdrawal_lines(g: GuardsConfig, stats: PlanStats) -> list[str]:
+    """Of :func:`plan_lines`, the rules that judge the withdrawals: ``max_withdrawal_pct``, and the withdrawals and
+    removals together when the withdrawals made the difference (the removals alone would not trip that line; a
+    mass removal plus one withdrawal is the removals' matter). While none of them trips (anywhere in a run) the
+    withdrawals go out alone when another plan guard holds the plan (:func:`sync.run.refuse_after_withdrawals`)."""
+    return [line for line, withdrawals in _judged(g, stats) if withdrawals]
+
+
+def _judged(g: GuardsConfig, stats: PlanStats) -> list[tuple[str, bool]]:
+    """The tripped plan guards' lines, each with whether it judges the withdrawals."""
     if stats.managed <= 0:
         return []
     floor = mass_floor(g, stats.managed)
@@ -196,23 +212,27 @@ def plan_lines(g: GuardsConfig, stats: PlanStats) -> list[str]:
 
     lines = []
     if (share := over(stats.withdrawn, g.max_withdrawal_pct, alone)) is not None:
-        lines.append(f"guard max_withdrawal_pct: {stats.withdrawn} of {stats.managed} managed contacts ({share} %) "
-                     f"would lose their tags for a marketing consent the source says is no; limit "
-                     f"{fmt_pct(g.max_withdrawal_pct)} %: is [source] marketing_consent mapped to the consent column?")
+        lines.append((f"guard max_withdrawal_pct: {stats.withdrawn} of {stats.managed} managed contacts ({share} %) "
+                      f"would lose their tags for a marketing consent the source says is no; limit "
+                      f"{fmt_pct(g.max_withdrawal_pct)} %: is [source] marketing_consent mapped to the consent "
+                      f"column?", True))
     if (share := over(stats.removed, g.max_removal_pct)) is not None:
-        lines.append(f"guard max_removal_pct: {stats.removed} of {stats.managed} managed contacts "
-                     f"({share} %) would lose their tags; limit {fmt_pct(g.max_removal_pct)} %")
+        lines.append((f"guard max_removal_pct: {stats.removed} of {stats.managed} managed contacts "
+                      f"({share} %) would lose their tags; limit {fmt_pct(g.max_removal_pct)} %", False))
     both = stats.withdrawn + stats.removed  # against the larger limit, named by its key (withdrawals' on a tie)
     limit, key = max((g.max_withdrawal_pct, "max_withdrawal_pct"), (g.max_removal_pct, "max_removal_pct"))
     if stats.withdrawn and stats.removed and (share := over(both, limit, alone)) is not None:
-        lines.append(f"guard {key} (withdrawals and removals together): {both} of {stats.managed} "
-                     f"managed contacts ({share} %) would lose their tags, {stats.withdrawn} for a marketing consent "
-                     f"the source says is no and {stats.removed} for other reasons; limit {fmt_pct(limit)} %")
+        # it holds the withdrawals only when they made the difference: the removals alone would not trip it (a
+        # mass removal with one withdrawal is the removal's line: the withdrawal goes out alone)
+        lines.append((f"guard {key} (withdrawals and removals together): {both} of {stats.managed} "
+                      f"managed contacts ({share} %) would lose their tags, {stats.withdrawn} for a marketing "
+                      f"consent the source says is no and {stats.removed} for other reasons; limit {fmt_pct(limit)} %",
+                      over(stats.removed, limit, alone) is None))
     if (share := over(stats.changed, g.max_change_pct, change_floor)) is not None:
         why = (f" ({stats.restored} would get back tags the ESP lost: {', '.join(stats.restored_tags)})"
                if stats.restored else "")
-        lines.append(f"guard max_change_pct: {stats.changed} of {stats.managed} managed contacts "
-                     f"({share} %) would change{why}; limit {fmt_pct(g.max_change_pct)} %")
+        lines.append((f"guard max_change_pct: {stats.changed} of {stats.managed} managed contacts "
+                      f"({share} %) would change{why}; limit {fmt_pct(g.max_change_pct)} %", False))
     return lines
 
 
@@ -301,6 +321,24 @@ def saved_withdrawals(plan, new_contacts: str) -> tuple[str, ...]:
     return tuple(sorted(c.key for c in plan.changes if c.key in listed and withdrawal_change(c, new_contacts)))
 
 
+def counted_withdrawals(plan, state: Mapping[str, PushedState]) -> tuple[str, ...]:
+    """The keys of ``plan.withdrawn`` that :func:`plan_stats` counts as withdrawn against ``state``: contacts
+    holding managed tags the change leaves them none of. ``apply`` sends a saved plan's withdrawals alone for
+    these only (a listed key whose change keeps a managed tag is judged as a change, and held with it)."""
+    managed_tags, listed = frozenset(plan.managed_tags), frozenset(plan.withdrawn)
+    return tuple(c.key for c in plan.changes
+                 if c.key in listed and _leaves_none(c, state.get(c.key), managed_tags)[0])
+
+
+def _leaves_none(c: ContactChange, prev: PushedState | None, managed_tags: frozenset[str]
+                 ) -> tuple[bool, frozenset[str], frozenset[str]]:
+    """Whether change ``c`` leaves a contact holding managed tags (``prev``) none; his managed tags before and
+    after."""
+    before = prev.tags & managed_tags if prev else frozenset()
+    after = (before - c.remove_tags) | c.add_tags
+    return bool(before and not after), before, after
+
+
 def plan_stats(plan, state: Mapping[str, PushedState],
                lost: Mapping[str, frozenset[str]] | None = None) -> PlanStats:
     """Measure ``plan`` (a :class:`sync.planning.plan.Plan`) against the ledger ``state`` of its destination and
@@ -318,11 +356,10 @@ def plan_stats(plan, state: Mapping[str, PushedState],
     drifting = {esp: value for esp, value in plan.fields.items() if value in DRIFTING_VALUES}
     for c in plan.changes:
         prev = state.get(c.key)
-        before = prev.tags & managed_tags if prev else frozenset()
-        after = (before - c.remove_tags) | c.add_tags
+        none_left, before, after = _leaves_none(c, prev, managed_tags)
         waits = lost[c.key] & managed_tags if c.key in lost else frozenset()  # for a tag the ESP lost
         back = (c.add_tags & waits) - before
-        if before and not after:
+        if none_left:
             if c.key in withdrawals:  # his consent, not the input: judged apart (max_withdrawal_pct)
                 withdrawn += 1
                 continue

@@ -2,7 +2,9 @@
 
 :func:`full_sync` is :func:`sync.api.run_sync` (``rfmsync sync``, the scheduler of ``rfmsync serve``);
 :func:`apply_saved` is :func:`sync.api.apply` (``rfmsync apply``). Every guard is checked before the first ESP write: a refusal records one ``refused`` run
-per destination (the reason as its error) and raises :class:`sync.errors.GuardRefusedError` (exit 6).
+per destination (the reason as its error) and raises :class:`sync.errors.GuardRefusedError` (exit 6); when only
+plan guards other than the withdrawal rules refused, the consent withdrawals go out alone first
+(:func:`refuse_after_withdrawals`).
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ from .destinations.registry import make_destination
 from .engine import ApplyReport, execute_plan
 from .errors import ConfigError, GuardRefusedError, PlanStaleError, RunStopped
 from .history import record_after_sync, snapshot
-from .guards import (DataStats, customer_drop_line, data_lines, plan_lines, plan_stats, saved_withdrawals,
-                     scoring_lines)
+from .guards import (DataStats, counted_withdrawals, customer_drop_line, data_lines, plan_lines, plan_stats,
+                     saved_withdrawals, scoring_lines, withdrawal_lines)
 from .ingest import run_stats, segments_from_store
 from .ledger import Ledger, RunHistory, RunRecorder
 from .pipeline import Reading, today_in
 from .planning.plan import Plan
 from .planning.planner import PlannedDestination, plan_all, selected_destinations
+from .planning.withdrawals import ALONE, withdrawals_alone
 from .store import STORE_LOCK
 from .settings import Settings
 
@@ -39,17 +42,75 @@ def require_destinations(cfg: Config) -> None:
 
 
 def refuse(ledger: RunRecorder, kind: str, destinations: Sequence[str], lines: Sequence[str],
-           counts: Mapping[str, Any] | None = None) -> GuardRefusedError:
-    """Record a ``refused`` run per destination (nothing was written) and return the error to raise."""
+           counts: Mapping[str, Any] | None = None, *, applied: Sequence[ApplyReport] = (),
+           note: str | None = None) -> GuardRefusedError:
+    """Record a ``refused`` run per destination (nothing else written, but the withdrawals ``applied`` alone,
+    which ``note`` tells) and return the error to raise."""
+    error = "; ".join([*lines, *([note] if note else [])])
     for name in destinations:
         run_id = ledger.start_run(kind, name)
-        ledger.finish_run(run_id, "refused", dict(counts or {}), error="; ".join(lines))
-    log.warning("refused by a guard (nothing written to %s): %s", ", ".join(destinations), "; ".join(lines))
-    return GuardRefusedError(list(lines), destinations)
+        ledger.finish_run(run_id, "refused", dict(counts or {}), error=error)
+    written = "only consent withdrawals written" if applied else "nothing written"
+    log.warning("refused by a guard (%s to %s): %s", written, ", ".join(destinations), error)
+    return GuardRefusedError(list(lines), destinations, applied=applied, note=note)
+
+
+class HeldAgain(Exception):
+    """A re-plan under the destination's lock (the ledger moved while the apply waited for it) trips plan guards
+    other than the withdrawal rules: nothing applied yet; the caller sends the re-plan's withdrawals alone and
+    refuses the rest (:func:`refuse_after_withdrawals`), as it would have for the first plan. ``planned``: the
+    re-plan; ``lines``: its guard lines, named by destination."""
+
+    def __init__(self, planned: Any, lines: Sequence[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.planned, self.lines = planned, list(lines)
+
+
+#: one destination's withdrawals applied alone (:func:`sync.planning.withdrawals.withdrawals_alone`): its name and
+#: the call that applies them (None: it has none)
+Withdraw = tuple[str, "Callable[[], ApplyReport] | None"]
+
+
+def refuse_after_withdrawals(ledger: RunRecorder, kind: str, destinations: Sequence[str], lines: Sequence[str],
+                             withdraw: Sequence[Withdraw], counts: Mapping[str, Any] | None = None
+                             ) -> GuardRefusedError:
+    """A refusal by plan guards other than the withdrawal rules (:func:`sync.guards.withdrawal_lines`): each
+    destination's consent withdrawals go out alone first (only the withdrawn contacts' managed tags/lists come
+    off), then the rest is refused as :func:`refuse` (exit 6) with one more line: how many went out, the rest held.
+    A destination whose withdrawals could not be applied (its ESP down, a re-plan tripping a withdrawal rule) is
+    named on that line; the others still go out. A stop asked for (SIGTERM) stops at once (nothing refused)."""
+    applied, failed = [], []
+    for name, apply in withdraw:
+        if apply is None:
+            continue
+        try:
+            applied.append(apply())
+        except RunStopped:
+            raise
+        except Exception as exc:  # a failed apply is recorded by the engine (failed run, pending items)
+            failed.append(f"{name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    return refuse(ledger, kind, destinations, lines, counts, applied=applied, note=withdrawal_note(applied, failed))
+
+
+def withdrawal_note(applied: Sequence[ApplyReport], failed: Sequence[str]) -> str | None:
+    """The refusal's line on the withdrawals that went out alone (None: there were none to send)."""
+    if not applied and not failed:
+        return None
+    n = sum(r.counts.get("planned", 0) for r in applied)
+    where = ", ".join(f"{r.destination} {r.counts.get('planned', 0)}" for r in applied)
+    text = (f"{n} consent withdrawal{'s' if n != 1 else ''} went out alone{f' ({where})' if where else ''}: only the "
+            f"withdrawn contacts' managed tags/lists were taken off; the rest of the plan is held")
+    ops = sum(r.counts.get("failed", 0) for r in applied)
+    if ops:
+        text += f"; {ops} of their operations failed (recorded, retried by the next run: `rfmsync failures`)"
+    if failed:
+        text += f"; not applied: {'; '.join(failed)}"
+    return text
 
 
 def customer_drop_lines(cfg: Config, ledger: RunHistory, stats: DataStats, destinations: Sequence[str]) -> list[str]:
-    """``max_customer_drop_pct`` for each destination, against its last successful run's customer count."""
+    """``max_customer_drop_pct`` for each destination, against its last successful run's customer count (a run
+    that sent withdrawals alone records none: :data:`sync.planning.withdrawals.ALONE`)."""
     if stats.customers is None:
         return []
     lines = []
@@ -115,15 +176,24 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
         else:
             for w in warnings:
                 log.warning("%s", w)
+    suspect = bool(lines)  # a data guard: the source itself is suspect, its withdrawals too
     if not allow_mass_change:
-        lines += scoring_lines(stats) + _plan_guard_lines(planned)
-    if lines:
-        raise refuse(ledger, kind, names, lines, stats.counts())
+        scoring = scoring_lines(stats)
+        suspect = suspect or bool(scoring) or any(p.withdrawal_lines for p in planned)
+        lines += scoring + _plan_guard_lines(planned)
+    if lines:  # only plan guards but the withdrawal rules: the withdrawals go out alone, the rest is held
+        withdraw = [] if suspect else [(p.plan.destination, _withdraw(p, ledger, kind)) for p in planned]
+        raise refuse_after_withdrawals(ledger, kind, names, lines, withdraw, stats.counts())
     reports, failed = [], []
     for i, p in enumerate(planned):  # one destination failing (a vendor down, a revoked key) keeps no other stale
         try:
-            reports.append(_execute(p.plan, p.client, ledger, kind=kind, data=stats.counts(),
-                                    replan=_guarded_replan(p, ledger, kind, allow_mass_change, stats)))
+            try:
+                reports.append(_execute(p.plan, p.client, ledger, kind=kind, data=stats.counts(),
+                                        replan=_guarded_replan(p, ledger, kind, allow_mass_change, stats)))
+            except HeldAgain as held:  # the re-plan's withdrawals alone, the rest refused
+                raise refuse_after_withdrawals(ledger, kind, [p.plan.destination], held.lines,
+                                               [(p.plan.destination, _withdraw(held.planned, ledger, kind))],
+                                               stats.counts()) from None
         except Exception as exc:  # recorded as a failed run by the engine (or refused by a re-plan's guard)
             failed.append(exc)
             if isinstance(exc, RunStopped):  # a stop asked for (SIGTERM): no further destination starts
@@ -149,14 +219,35 @@ def _execute(plan: Plan, client: Any, ledger: Ledger, **options: Any) -> ApplyRe
 
 def _guarded_replan(planned: PlannedDestination, ledger: Ledger, kind: str, allow_mass_change: bool,
                     stats: DataStats):
-    """The re-plan under the lock, held to the plan guards like the first plan."""
+    """The re-plan under the lock, held to the plan guards like the first plan: refused whole when a withdrawal
+    rule trips, else (other plan guards alone) :class:`HeldAgain`: its withdrawals go out alone."""
     def again() -> Plan:
         fresh = planned.replan()
         if fresh.guard_lines and not allow_mass_change:
-            raise refuse(ledger, kind, [fresh.plan.destination], _plan_guard_lines([fresh]), stats.counts())
+            if fresh.withdrawal_lines:
+                raise refuse(ledger, kind, [fresh.plan.destination], _plan_guard_lines([fresh]), stats.counts())
+            raise HeldAgain(fresh, _plan_guard_lines([fresh]))
         return fresh.plan
 
     return again if planned.replan is not None else None
+
+
+def _withdraw(planned: PlannedDestination, ledger: Ledger, kind: str) -> Callable[[], ApplyReport] | None:
+    """The apply of ``planned``'s withdrawals alone (None: it has none); a re-plan under the lock (the ledger
+    moved while it waited) is held by the withdrawal rules alone, and sends the new plan's withdrawals alone. The
+    run records no input counts (it is no full sync: :data:`~sync.planning.withdrawals.ALONE`)."""
+    plan = withdrawals_alone(planned.plan)
+    if plan.is_empty:
+        return None
+
+    def again() -> Plan:
+        fresh = planned.replan()  # type: ignore[misc]
+        if fresh.withdrawal_lines:  # not applied; the refusal that follows records the run
+            raise GuardRefusedError(_plan_guard_lines([fresh]), [plan.destination])
+        return withdrawals_alone(fresh.plan)
+
+    return lambda: _execute(plan, planned.client, ledger, kind=kind, data={ALONE: len(plan.changes)}, alone=True,
+                            replan=again if planned.replan is not None else None)
 
 
 def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Settings, *,
@@ -177,21 +268,40 @@ def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Se
         lines += data_lines(cfg.guards, stats) + customer_drop_lines(cfg, ledger, stats, names)
         if not allow_mass_change:
             lines += scoring_lines(stats)
+    suspect, judged_plans = bool(lines), []  # a data or scoring guard holds everything
     if not allow_mass_change:
         for plan in plans:
             # a withdrawal only when the plan's change is one, by the planners' test, under the destination's
-            # new_contacts now (a key added to "withdrawn" by hand, or a destination switched from skip: a removal)
+            # new_contacts now (a key added to "withdrawn" by hand, or a destination switched from skip: a removal),
+            # and one the stats count as such (managed tags before, none after): the only keys sent alone
             judged = replace(plan, withdrawn=saved_withdrawals(plan, cfg.destination(plan.destination).new_contacts))
-            stats_now = plan_stats(judged, ledger.load_state(plan.destination), ledger.lost_tags(plan.destination))
+            state = ledger.load_state(plan.destination)
+            judged = replace(judged, withdrawn=counted_withdrawals(judged, state))
+            stats_now = plan_stats(judged, state, ledger.lost_tags(plan.destination))
             lines += [f"{plan.destination}: {line}" for line in plan_lines(cfg.guards, stats_now)]
-    if lines:
-        raise refuse(ledger, "apply", names, lines, counts)
+            suspect = suspect or bool(withdrawal_lines(cfg.guards, stats_now))
+            judged_plans.append(judged)
+    if lines:  # only plan guards but the withdrawal rules: the believed withdrawals go out alone
+        withdraw = [] if suspect else [(j.destination, _withdraw_saved(cfg, j, ledger, settings))
+                                       for j in judged_plans]
+        raise refuse_after_withdrawals(ledger, "apply", names, lines, withdraw, counts)
     reports = []
     for plan in plans:
         client = make_destination(cfg.destination(plan.destination), settings, required=True)
         reports.append(_execute(plan, client, ledger, kind="apply", data=counts,
                                 replan=lambda plan=plan: _raise_stale(plan, ledger)))
     return reports
+
+
+def _withdraw_saved(cfg: Config, judged: Plan, ledger: Ledger, settings: Settings
+                    ) -> Callable[[], ApplyReport] | None:
+    """The apply of a saved plan's believed withdrawals alone (None: it has none); stale if the ledger moved."""
+    plan = withdrawals_alone(judged)
+    if plan.is_empty:
+        return None
+    return lambda: _execute(plan, make_destination(cfg.destination(plan.destination), settings, required=True),
+                            ledger, kind="apply", data={ALONE: len(plan.changes)}, alone=True,
+                            replan=lambda: _raise_stale(judged, ledger))
 
 
 def _stale(plan: Plan, now: int) -> PlanStaleError:

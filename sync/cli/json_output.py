@@ -3,7 +3,8 @@
 A command asked for JSON starts its document with :func:`start` (kept on the click context), fills it as it
 goes (counts, warnings, per destination results) and prints it last with :func:`emit`. When the command fails,
 the error printer in :mod:`.main` prints the same document with ``exit_code`` and ``error`` instead (and
-``guards``, one line per tripped guard, when a guard refused the run), so stdout is one JSON object in every case.
+``guards``, one line per tripped guard, and ``withdrawals_applied``, the runs that sent the consent withdrawals alone,
+when a guard refused the run), so stdout is one JSON object in every case.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def emit_error(ctx: click.Context, code: int, message: str, exc: BaseException) 
     lines = getattr(exc, "lines", None)
     if isinstance(lines, list):  # GuardRefusedError: one line per tripped guard
         doc["guards"] = lines
+        # and the destinations whose consent withdrawals went out alone while the guards held the rest
+        doc["withdrawals_applied"] = [report_dict(r) for r in getattr(exc, "applied", ())]
     emit(doc)
     return True
 

@@ -122,7 +122,8 @@ def apply(config_path, allow_mass_change, fmt, plan_file):
     """Apply exactly a saved plan (refused if the ledger changed since it was made, exit 5).
 
     The guards are checked again first (exit 6): the data guards on the counts saved in the plan, the plan
-    guards against the ledger as it is now."""
+    guards against the ledger as it is now; a plan held by max_removal_pct or max_change_pct alone still sends its
+    consent withdrawals (the ledger then moved: make a new plan for the rest)."""
     from .. import api
     from ..plan_file import load_plan_file
     from ..run import require_destinations
@@ -184,7 +185,8 @@ def sync_cmd(config_path, destinations, as_of, dry_run, full_refresh, reconcile,
     """Pull → segment → plan → guards → apply → record, for every (or the named) destination.
 
     A guard that trips stops the run before any ESP write: exit 6, one line per guard, the run recorded as
-    `refused` (see docs/safety.md)."""
+    `refused`; when only max_removal_pct or max_change_pct trip, the consent withdrawals (max_withdrawal_pct not
+    tripped) still go out alone, and a last line says how many (see docs/safety.md)."""
     from .. import api
     from ..run import require_destinations
 
@@ -217,12 +219,16 @@ def sync_cmd(config_path, destinations, as_of, dry_run, full_refresh, reconcile,
 @click.option("--limit", default=20, show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def runs(config_path, limit, fmt):
-    """Recent runs with counts, duration and errors."""
+    """Recent runs with counts, duration and errors. A run that sent a refused plan's consent withdrawals alone
+    shows its status as `succeeded (withdrawals alone)` (JSON: `withdrawals_alone` in its counts)."""
+    from ..planning.withdrawals import alone_run
+
     rows = _read_ledger(config_path, lambda ledger: ledger.recent_runs(limit))
     _print_rows(rows, fmt, "Recent runs", ("id", "kind", "destination", "started", "duration s", "status", "counts",
                                            "error"),
                 lambda r: (str(r["id"]), r["kind"], r.get("destination") or "", str(r["started_at"])[:19],
-                           f"{r['duration_s']:.1f}" if r.get("duration_s") is not None else "", r["status"],
+                           f"{r['duration_s']:.1f}" if r.get("duration_s") is not None else "",
+                           r["status"] + (" (withdrawals alone)" if alone_run(r) else ""),
                            json.dumps(r.get("counts") or {}), (r.get("error") or "")[:80]))
 
 

@@ -31,8 +31,8 @@ from connectors.normalize import ident, lit
 from ..config import DestinationConfig
 from ..guards import PlanStats, plan_stats, waiting_only
 from ..model import ContactChange, OwnerChange, PushedState, Skip
-from .plan import NO_CONSENT_SKIP, Plan, all_managed, consent_warning, managed_tags
-from .plan import owner_changes, refused_consent, status_for_new
+from .consent import NO_CONSENT_SKIP, consent_warning, refused_consent, status_for_new
+from .plan import Plan, all_managed, managed_tags, owner_changes
 from .canonical import INT_TYPES, double_round_sure, fields_text_sql, segment_tags_text_sql
 from .changeset import OUT, build_changes, value_columns
 from .rows import DESIRED, INVALID, CustomerRows

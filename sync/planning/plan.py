@@ -21,6 +21,7 @@ from connectors.email_phone import normalize_email
 from ..config import DestinationConfig
 from ..errors import ConfigError
 from ..model import ContactChange, DesiredContact, FieldValue, OwnerChange, PushedState, Skip
+from .consent import NEW_STATUSES, NO_CONSENT_SKIP, consent_warning, refused_consent, status_for_new
 from .transitions import tags_for_row, transition_managed
 from .values import FIELD_VALUES, column_of
 
@@ -136,36 +137,6 @@ def leave_shared_to_full_sync(desired: Iterable[DesiredContact], last: Mapping[s
             notes.append(f"{key} is no longer customer {owner(key)}'s address but still customer {others[0]}'s: "
                          f"left to the full sync")
     return kept, rest, notes
-
-
-NO_CONSENT_SKIP = "no marketing consent (new_contacts = skip)"
-NEW_STATUSES = ("subscribed", "transactional", "pending", "skipped")
-
-
-def refused_consent(consent: str, new_contacts: str) -> bool:
-    """Under ``skip``, a contact whose source says *no* to marketing (refused, or withdrawn since he was synced)
-    carries no managed tag or list at all, also one the ESP holds already: ``skip`` leaves customers without
-    consent out, and a SendGrid or Unisender list is what a campaign is sent to. His managed tags and lists are
-    taken off; his fields are kept up to date; an ``unknown`` consent (the source does not say) changes nothing
-    for a contact the ESP holds. The columnar planner's twin: ``sync.planning.columnar._diff_sql``."""
-    return new_contacts == "skip" and consent == "no"
-
-
-def status_for_new(consent: str, new_contacts: str) -> str | None:
-    """The ESP status a contact gets if it has to be created; None → do not create (skip).
-
-    | consent  | skip       | transactional | pending | subscribed    |
-    |----------|------------|---------------|---------|---------------|
-    | yes      | subscribed | subscribed    | pending | subscribed    |
-    | no / unknown | —      | transactional | pending | transactional |
-
-    Nobody is ever subscribed without consent; existing contacts keep whatever status they have.
-    """
-    if consent == "yes":
-        return "pending" if new_contacts == "pending" else "subscribed"
-    if new_contacts == "skip":
-        return None
-    return "pending" if new_contacts == "pending" else "transactional"
 
 
 @dataclass(frozen=True)
@@ -351,22 +322,6 @@ def owner_changes(candidates: Iterable[OwnerChange], changes: Iterable[ContactCh
                     f"ESP (the contact's customer id changed: a shared address's new pick, or a merged or renumbered "
                     f"customer; {first.key}, customer {first.was} → {first.customer_id}{' and more' if n > 1 else ''})"
                     f": recorded in the ledger only when applied, no ESP call",)
-
-
-def consent_warning(dest: DestinationConfig, consents: set[str], creates: int) -> str | None:
-    """A warning when the destination would create contacts (``creates`` > 0, or ``new_contacts`` is not
-    ``skip``) and the source gives no marketing consent for any of its contacts: a file source that maps no
-    ``marketing_consent`` column, a CRM without a consent field (amoCRM), or a mapped column that is empty
-    throughout. Every new contact then gets the status of an ``unknown`` consent."""
-    if not consents or consents != {"unknown"} or (creates == 0 and dest.new_contacts == "skip"):
-        return None
-    status = status_for_new("unknown", dest.new_contacts or "skip") or "skipped"
-    asked = f" (not {dest.new_contacts}: nobody is subscribed without consent)" \
-        if dest.new_contacts == "subscribed" else ""
-    return (f"no consent column: the source gives no marketing_consent for any contact, so the {creates} contacts "
-            f"this plan creates get status {status}{asked}, and so will every new contact later; map "
-            f"marketing_consent in [source.columns] (or use a CRM field that carries consent) so those who agreed "
-            f"are subscribed")
 
 
 def apply_results_to_state(state: dict[str, PushedState], changes: Mapping[str, ContactChange],

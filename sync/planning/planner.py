@@ -16,13 +16,14 @@ from ..config import Config, DestinationConfig
 from ..destinations.base import Destination
 from ..destinations.registry import make_destination
 from ..errors import DestinationError
-from ..guards import plan_lines
+from ..guards import plan_lines, withdrawal_lines
 from ..model import PushedState
 from .columnar import columnar_plan_stats, plan_columnar, reconcile_pushed, stage_pushed
 from .plan import Plan, all_managed, check_fields
 from .retired import left_behind, left_behind_warning
 from .rows import CustomerRows, stage_dicts, stage_segments
 from .transitions import moves_sql, transition_tags_sql
+from .withdrawals import alone_note
 from .values import PREDICTIVE_VALUES, column_of
 
 if TYPE_CHECKING:
@@ -68,6 +69,9 @@ class PlannedDestination:
     #: plan this destination again from the same segments against the ledger as it is now (sync re-plans
     #: under the destination's lock when another run moved the ledger while it waited)
     replan: Callable[[], "PlannedDestination"] | None = None
+    #: of ``guard_lines``, the withdrawal rules' (:func:`sync.guards.withdrawal_lines`): while none trips in a run,
+    #: a run refused by the other plan guards still takes the withdrawn contacts' managed tags off
+    withdrawal_lines: tuple[str, ...] = ()
 
 
 def plan_all(cfg: Config, run: "SegmentsRun", ledger: "Ledger", settings: "Settings", *,
@@ -144,11 +148,13 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
     # contacts is a scan of the whole pushed state)
     stats = columnar_plan_stats(rows.con, plan, ledger.lost_tags(dest.name)) if plan.changes else None
     lines = tuple(plan_lines(cfg.guards, stats)) if stats is not None else ()
+    held = tuple(withdrawal_lines(cfg.guards, stats)) if stats is not None else ()
     warnings = ((unchecked,) if unchecked is not None else ()) + ((behind,) if behind else ()) + lines
-    plan = replace(plan, warnings=(*plan.warnings, *warnings), guard=stats)
+    alone = (alone_note(plan),) if lines and not held and plan.withdrawn else ()  # what a refused sync still sends
+    plan = replace(plan, warnings=(*plan.warnings, *warnings), guard=stats, notes=(*plan.notes, *alone))
     return PlannedDestination(plan, client, lines, replan=lambda: plan_one(
         cfg, dest, rows, ledger, client, unchecked, full_refresh=full_refresh, reconcile=reconcile,
-        extra_tags=extra_tags))
+        extra_tags=extra_tags), withdrawal_lines=held)
 
 
 def remote_unchecked(client: Destination | None, require_remote: bool) -> str | None:

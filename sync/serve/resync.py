@@ -12,10 +12,11 @@ The path of one webhook batch (see :func:`resync`):
    their ledger rows, read by key (:meth:`~sync.ledger.state.PushedStates.load_state_of`), so nobody else can
    get a removal and a million-contact destination is not read;
 4. check the plan guards (:mod:`sync.guards`; a webhook run never overrides them: a refusal records ``refused``
-   runs and writes nothing), then apply with :func:`sync.engine.execute_plan`, recorded as a run of kind
-   ``webhook``; a destination whose ledger moved while waiting for its lock is planned again first. Only then are
-   the customers' segments recorded in the segment history (:func:`sync.history.record_partial`): a refused resync
-   records nothing.
+   runs and writes nothing but, when no withdrawal rule tripped, the consent withdrawals alone:
+   :func:`sync.run.refuse_after_withdrawals`), then apply with :func:`sync.engine.execute_plan`, recorded as a
+   run of kind ``webhook``; a destination whose ledger moved while waiting for its lock is planned again first.
+   Only then are the customers' segments recorded in the segment history (:func:`sync.history.record_partial`):
+   a refused resync records nothing.
 
 Work is proportional to the affected customers, not to the shop: the store is read through its lookup
 indexes (:mod:`sync.store.lookup`, built by the first resync after a bulk load), the segment history too (the
@@ -47,7 +48,7 @@ from connectors.tables import stage_records
 from ..config import Config, DestinationConfig
 from ..destinations.registry import make_destination
 from ..engine import ApplyReport, execute_plan
-from ..errors import DestinationError, LockBusyError
+from ..errors import DestinationError, GuardRefusedError, LockBusyError
 from ..history import record_partial
 from ..guards import recency_scores_line
 from ..ingest import load_last_full_run, save_cut_points
@@ -56,14 +57,15 @@ from ..model import PushedState
 from ..pipeline import SegmentsRun, compute_segments, store_path, today_in
 from ..planning.plan import Plan, check_fields, desired_contacts, leave_shared_to_full_sync, plan_destination
 from ..planning.transitions import move_join
-from ..planning.values import PREDICTIVE_VALUES
-from ..run import refuse
+from ..planning.withdrawals import ALONE, withdrawals_alone
+from ..run import HeldAgain, refuse, refuse_after_withdrawals
 from ..settings import Settings
 from ..store import STORE_LOCK, connect_store, ensure_lookup_indexes, lookup_by_key, merge_staged
 from ..store.merge import Ages
 from ..store.webhooks import add_late_withdrawals
 from .managed import ManagedCounts
 from .readcount import CountingConnection
+from .resync_scope import _incremental_destination, _store_holders  # what a resync plans
 from .resync_staging import (CLOCK_MARGIN, _coalesce_webhook_contacts, _prune_file_won,  # the staging side
                              _pull_after_webhook_records, _utcnow)
 
@@ -213,41 +215,6 @@ def _affected_rows(con: duckdb.DuckDBPyConnection, segments: str, run: SegmentsR
     return [dict(zip(cols, row)) for row in rel.fetchall()]
 
 
-def _store_holders(cfg: Config, keys: set[str], among: set[str] | None, wait_seconds: float = 60.0
-                   ) -> dict[str, set[str]]:
-    """Which customers the store gives each of ``keys`` (normalised addresses) now, among the customers ``among``
-    (read by id through the lookup index) or, with ``None``, among everyone: one scan of the contacts' e-mails
-    (no index holds them; ILIKE keeps every spelling of a key, and its value is normalised here), made only when
-    an affected customer left an address the ledger still gives him with tags (a changed e-mail; once the
-    tags are off, never again for it)."""
-    if among is not None:
-        where, params = "customer_id IN (SELECT unnest(?))", [sorted(among)]
-    else:
-        where, params = "(" + " OR ".join(["email ILIKE ?"] * len(keys)) + ")", [f"%{k}%" for k in sorted(keys)]
-    with STORE_LOCK, connect_store(store_path(cfg), wait_seconds=wait_seconds) as con:  # closed on leaving
-        rows = con.execute(f"SELECT customer_id, email FROM contacts WHERE email IS NOT NULL AND {where}",
-                           params).fetchall()
-    held: dict[str, set[str]] = {}
-    for customer, email in rows:
-        if (key := normalize_email(email)) in keys:
-            held.setdefault(key, set()).add(str(customer))
-    return held
-
-
-def _incremental_destination(dest: DestinationConfig) -> DestinationConfig:
-    """Predictive fields need a model fitted over everyone: the webhook path leaves them to the full sync. So
-    are retired tags (``retire_tags``): their removals are the full sync's, whose plan guards see all of them at
-    once (a mistaken entry takes the tag off everyone: refused there when its holders trip them, i.e. at least
-    ``min_mass_change`` of them or most of the managed contacts: :func:`sync.guards.mass_floor`), not a few
-    contacts per webhook, each below any limit; the ledger keeps them on the resynced contacts for the full sync
-    to take off."""
-    kept = {k: v for k, v in dest.fields.items() if v not in PREDICTIVE_VALUES}
-    update: dict[str, Any] = {"fields": kept} if kept != dest.fields else {}
-    if dest.retire_tags:
-        update["retire_tags"] = []
-    return dest.model_copy(update=update) if update else dest
-
-
 @dataclass
 class _Planned:
     """One destination's incremental plan, the guard lines it trips, and the ledger rows it was made from."""
@@ -258,13 +225,14 @@ class _Planned:
     last: dict[str, PushedState]
     rows_read: int  # ledger rows read to make it
     lost: dict[str, frozenset[str]]  # the tags the ESP lost its contacts wait for (Ledger.lost_tags)
+    held: bool = False  # a withdrawal rule tripped (sync.guards.withdrawal_lines): its withdrawals wait too
 
 
 def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, settings: Settings,
                       affected: _Affected) -> _Planned:
     """The plan of ``dest`` for the affected customers only, and the plan guards it trips (against all of the
     destination's managed contacts, a count kept between resyncs: :mod:`sync.serve.managed`)."""
-    from ..guards import plan_lines, plan_stats
+    from ..guards import plan_lines, plan_stats, withdrawal_lines
 
     dest = _incremental_destination(dest)
     check_fields(dest)
@@ -287,7 +255,8 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
     managed, counted = MANAGED_COUNTS.count(ledger, dest.name, plan.managed_tags, revision)
     lost = ledger.lost_tags(dest.name, {c.key for c in plan.changes})  # their tags the ESP lost, by key
     stats = replace(plan_stats(plan, last, lost), managed=managed)  # removed/changed need only the plan's contacts
-    return _Planned(plan, client, plan_lines(cfg.guards, stats), last, len(last) + counted, lost)
+    return _Planned(plan, client, plan_lines(cfg.guards, stats), last, len(last) + counted, lost,
+                    held=bool(withdrawal_lines(cfg.guards, stats)))
 
 
 @contextmanager
@@ -308,25 +277,39 @@ def _planned(cfg: Config, dest: DestinationConfig, ledger: Ledger, settings: Set
 
 
 def _apply(cfg: Config, planned: _Planned, ledger: Ledger, settings: Settings, affected: _Affected,
-           report: ResyncReport, lock_wait: float, sleep: Callable[[float], None]) -> ApplyReport:
+           report: ResyncReport, lock_wait: float, sleep: Callable[[float], None], alone: bool = False,
+           managed_tags: Sequence[str] = ()) -> ApplyReport:
     """Apply one destination's plan; planned again under the lock (guards included) when another run moved
-    the ledger while it waited. Then the managed-contact count moves by what the plan did."""
+    the ledger while it waited. Then the managed-contact count moves by what the plan did. ``alone``: the plan is
+    its withdrawals alone (the guards hold the rest: :func:`sync.run.refuse_after_withdrawals`), and so is a
+    re-plan's, held by the withdrawal rules alone; its managed contacts are counted by ``managed``, the held plan's
+    tags (the alone plan's are only those it takes off). A re-plan that trips other plan guards alone raises
+    :class:`~sync.run.HeldAgain` (its withdrawals go out alone: :func:`resync`)."""
     name = planned.plan.destination
-    final = [planned]
+    final, managed = [planned], [managed_tags if alone else planned.plan.managed_tags]
 
     def replan() -> Plan:
         again = _plan_incremental(cfg, cfg.destination(name), ledger, settings, affected)
         report.ledger_rows_read += again.rows_read
-        if again.lines:
-            raise refuse(ledger, "webhook", [name], [f"{name}: {line}" for line in again.lines])
+        lines = [f"{name}: {line}" for line in again.lines]
+        if alone and again.held:  # not applied; the refusal that follows records the run
+            raise GuardRefusedError(lines, [name])
+        if alone:
+            managed[0] = again.plan.managed_tags
+            again = replace(again, plan=withdrawals_alone(again.plan))
+        elif again.held:
+            raise refuse(ledger, "webhook", [name], lines)
+        elif again.lines:
+            raise HeldAgain(again, lines)
         final[0] = again
         return again.plan
 
     with _named(name):
-        applied = _execute_waiting(planned.plan, planned.client, ledger, lock_wait, sleep, replan=replan)
+        applied = _execute_waiting(planned.plan, planned.client, ledger, lock_wait, sleep, replan=replan,
+                                   data={ALONE: len(planned.plan.changes)} if alone else None, alone=alone)
     plan = final[0].plan
     if applied.forgotten:  # taken from holders beyond the plan's contacts: the count is counted again
-        MANAGED_COUNTS.drop(ledger, name, plan.managed_tags)
+        MANAGED_COUNTS.drop(ledger, name, managed[0])
     elif plan.changes or plan.owners:  # a new owner alone moves the revision, not the count
         keys = {c.key for c in plan.changes}
         after = ledger.load_state_of(name, keys) if keys else {}
@@ -334,17 +317,27 @@ def _apply(cfg: Config, planned: _Planned, ledger: Ledger, settings: Settings, a
         before = {k: s for k, s in final[0].last.items() if k in keys}
         # only a forget (the branch above) adds lost tags: none waited before, none wait now
         lost_after = ledger.lost_tags(name, keys) if final[0].lost and keys else {}
-        MANAGED_COUNTS.applied(ledger, name, plan.managed_tags, plan.ledger_revision, before, after,
+        MANAGED_COUNTS.applied(ledger, name, managed[0], plan.ledger_revision, before, after,
                                ledger.state_revision(name), final[0].lost, lost_after)
     return applied
 
 
+def _alone(cfg: Config, planned: _Planned, ledger: Ledger, settings: Settings, affected: _Affected,
+           report: ResyncReport, lock_wait: float, sleep: Callable[[float], None]) -> Callable[[], ApplyReport] | None:
+    """The apply of ``planned``'s withdrawals alone (None: it has none)."""
+    plan = withdrawals_alone(planned.plan)
+    return None if plan.is_empty else lambda: _apply(cfg, replace(planned, plan=plan), ledger, settings, affected,
+                                                     report, lock_wait, sleep, alone=True,
+                                                     managed_tags=planned.plan.managed_tags)
+
+
 def _execute_waiting(plan, client, ledger: Ledger, lock_wait: float, sleep: Callable[[float], None],
-                     replan: Callable[[], Plan] | None = None) -> ApplyReport:
+                     replan: Callable[[], Plan] | None = None, data: dict[str, int] | None = None,
+                     alone: bool = False) -> ApplyReport:
     deadline = time.monotonic() + lock_wait
     while True:
         try:
-            return execute_plan(plan, client, ledger, kind="webhook", replan=replan)
+            return execute_plan(plan, client, ledger, kind="webhook", replan=replan, data=data, alone=alone)
         except LockBusyError:
             if time.monotonic() >= deadline:
                 raise
@@ -380,10 +373,18 @@ def resync(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Ord
                    for dest in ([cfg.destination(n) for n in destinations] if destinations else cfg.destinations)]
         report.ledger_rows_read += sum(p.rows_read for p in planned)
         lines = [f"{p.plan.destination}: {line}" for p in planned for line in p.lines]
-        if lines:  # a webhook run never overrides a guard: nothing is written, the run is recorded refused
-            raise refuse(ledger, "webhook", [p.plan.destination for p in planned], lines)
+        if lines:  # a webhook run never overrides a guard: the run is recorded refused, only withdrawals written
+            held = any(p.held for p in planned)  # a withdrawal rule tripped somewhere: everything waits
+            withdraw = [] if held else [(p.plan.destination, _alone(cfg, p, ledger, settings, affected, report,
+                                                                    lock_wait_seconds, sleep)) for p in planned]
+            raise refuse_after_withdrawals(ledger, "webhook", [p.plan.destination for p in planned], lines, withdraw)
         for p in planned:
-            report.reports.append(_apply(cfg, p, ledger, settings, affected, report, lock_wait_seconds, sleep))
+            try:
+                report.reports.append(_apply(cfg, p, ledger, settings, affected, report, lock_wait_seconds, sleep))
+            except HeldAgain as held:  # the ledger moved meanwhile: by the same rule, the withdrawals alone
+                name = p.plan.destination
+                raise refuse_after_withdrawals(ledger, "webhook", [name], held.lines, [(name, _alone(
+                    cfg, held.planned, ledger, settings, affected, report, lock_wait_seconds, sleep))]) from None
         record_partial(cfg, affected.segments, as_of, store_wait_seconds)  # after the guards and the apply only
     report.seconds = time.monotonic() - started
     stale = sum(report.stale.values())

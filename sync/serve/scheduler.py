@@ -46,6 +46,7 @@ from ..config import Config
 from ..engine import ApplyReport, HeldLock, between_batches, destination_lock
 from ..errors import GuardRefusedError, LockBusyError, LockLostError, RunStopped
 from ..ledger import Ledger
+from ..planning.withdrawals import alone_run
 from ..api import run_sync
 from ..settings import Settings
 from .metrics import Metrics
@@ -112,7 +113,8 @@ class Retry:
 def run_full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, as_of: date | None = None,
                   kind: str = "scheduled") -> list[ApplyReport]:
     """Exactly what ``rfmsync sync`` does (:func:`sync.api.run_sync`), guards included and never
-    overridden: a refused run raises :class:`GuardRefusedError` and writes nothing."""
+    overridden: a refused run raises :class:`GuardRefusedError` and writes nothing but the consent withdrawals
+    that go out alone (:func:`sync.run.refuse_after_withdrawals`)."""
     return run_sync(cfg, ledger, settings, as_of=as_of, kind=kind)
 
 
@@ -164,10 +166,11 @@ class Scheduler:
 
     def _synced_since(self, since: datetime) -> bool:
         """A full sync (``rfmsync sync`` or a scheduled one) of every configured destination started at or after
-        ``since`` and applied (succeeded or partial), in the ledger's last :data:`RUNS_LOOKED_AT` runs."""
+        ``since`` and applied (succeeded or partial), in the ledger's last :data:`RUNS_LOOKED_AT` runs; a run that
+        sent a refused plan's consent withdrawals alone is none (:func:`~sync.planning.withdrawals.alone_run`)."""
         done = {r["destination"] for r in self.ledger.recent_runs(RUNS_LOOKED_AT)
                 if r["kind"] in ("sync", "scheduled") and r["status"] in ("succeeded", "partial")
-                and r["started_at"] >= since}
+                and r["started_at"] >= since and not alone_run(r)}
         names = [d.name for d in self.cfg.destinations]
         return all(name in done for name in names) if names else bool(done)
 
@@ -284,11 +287,13 @@ class Scheduler:
             log.error("scheduled sync of %s stopped: %s (this process was paused, or its clock is off?): another "
                       "process runs the fire time; what this one applied is recorded", fire.isoformat(), exc)
             return False
-        except GuardRefusedError as exc:  # recorded as refused runs; nothing written; the next fire time checks again
-            self._count("refused")
+        except GuardRefusedError as exc:  # recorded as refused runs; nothing written but consent withdrawals alone
+            self._count("refused")  # (said by the error's last line); the next fire time checks again
             if self.metrics is not None:
                 self.metrics.guard_refused(exc.destinations)
-            log.error("scheduled sync refused by a guard (nothing written): %s", "; ".join(exc.lines))
+            log.error("scheduled sync refused by a guard (%s): %s",
+                      "only consent withdrawals written" if exc.applied else "nothing written",
+                      "; ".join(str(exc).splitlines()))
             return False
         except LockBusyError as exc:
             if getattr(exc, "lock_name", None) == "schedule":  # counted and logged at INFO once per fire time:

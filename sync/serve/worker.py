@@ -231,7 +231,8 @@ class Worker(Bisection, Apart, Suspects, Pauses):
             self._forget_releases(ids)
             self.ledger.fail_events(ids, error, max_attempts=1, worker=self.name)
             self.metrics.event_outcome("failed", len(ids))
-            log.error("resync of %d events refused by a guard (nothing written): %s", len(ids), error)
+            log.error("resync of %d events refused by a guard (%s): %s", len(ids),
+                      "only consent withdrawals written" if failure.applied else "nothing written", error)
             return
         self._counted(batch, failure)
 

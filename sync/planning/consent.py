@@ -1,0 +1,52 @@
+"""Consent: who may be created in a destination and with which status, and who carries no managed tag (the
+``new_contacts`` rules of docs/sync.md#consent), shared by both planners and the guards."""
+
+from __future__ import annotations
+
+from ..config import DestinationConfig
+
+
+NO_CONSENT_SKIP = "no marketing consent (new_contacts = skip)"
+NEW_STATUSES = ("subscribed", "transactional", "pending", "skipped")
+
+
+def refused_consent(consent: str, new_contacts: str) -> bool:
+    """Under ``skip``, a contact whose source says *no* to marketing (refused, or withdrawn since he was synced)
+    carries no managed tag or list at all, also one the ESP holds already: ``skip`` leaves customers without
+    consent out, and a SendGrid or Unisender list is what a campaign is sent to. His managed tags and lists are
+    taken off; his fields are kept up to date; an ``unknown`` consent (the source does not say) changes nothing
+    for a contact the ESP holds. The columnar planner's twin: ``sync.planning.columnar._diff_sql``."""
+    return new_contacts == "skip" and consent == "no"
+
+
+def status_for_new(consent: str, new_contacts: str) -> str | None:
+    """The ESP status a contact gets if it has to be created; None → do not create (skip).
+
+    | consent  | skip       | transactional | pending | subscribed    |
+    |----------|------------|---------------|---------|---------------|
+    | yes      | subscribed | subscribed    | pending | subscribed    |
+    | no / unknown | —      | transactional | pending | transactional |
+
+    Nobody is ever subscribed without consent; existing contacts keep whatever status they have.
+    """
+    if consent == "yes":
+        return "pending" if new_contacts == "pending" else "subscribed"
+    if new_contacts == "skip":
+        return None
+    return "pending" if new_contacts == "pending" else "transactional"
+
+
+def consent_warning(dest: DestinationConfig, consents: set[str], creates: int) -> str | None:
+    """A warning when the destination would create contacts (``creates`` > 0, or ``new_contacts`` is not
+    ``skip``) and the source gives no marketing consent for any of its contacts: a file source that maps no
+    ``marketing_consent`` column, a CRM without a consent field (amoCRM), or a mapped column that is empty
+    throughout. Every new contact then gets the status of an ``unknown`` consent."""
+    if not consents or consents != {"unknown"} or (creates == 0 and dest.new_contacts == "skip"):
+        return None
+    status = status_for_new("unknown", dest.new_contacts or "skip") or "skipped"
+    asked = f" (not {dest.new_contacts}: nobody is subscribed without consent)" \
+        if dest.new_contacts == "subscribed" else ""
+    return (f"no consent column: the source gives no marketing_consent for any contact, so the {creates} contacts "
+            f"this plan creates get status {status}{asked}, and so will every new contact later; map "
+            f"marketing_consent in [source.columns] (or use a CRM field that carries consent) so those who agreed "
+            f"are subscribed")
