@@ -222,12 +222,13 @@ def _judged(g: GuardsConfig, stats: PlanStats) -> list[tuple[str, bool]]:
     both = stats.withdrawn + stats.removed  # against the larger limit, named by its key (withdrawals' on a tie)
     limit, key = max((g.max_withdrawal_pct, "max_withdrawal_pct"), (g.max_removal_pct, "max_removal_pct"))
     if stats.withdrawn and stats.removed and (share := over(both, limit, alone)) is not None:
-        # it holds the withdrawals only when they made the difference: the removals alone would not trip it (a
-        # mass removal with one withdrawal is the removal's line: the withdrawal goes out alone)
+        # it holds the withdrawals only when they made the difference: as many as the withdrawal rule's own floor
+        # (a few never hold a sync back, even when they tip a mass removal over the limit) and the removals alone
+        # would not trip it (a mass removal with a withdrawal is the removals' line: the withdrawals go out alone)
         lines.append((f"guard {key} (withdrawals and removals together): {both} of {stats.managed} "
                       f"managed contacts ({share} %) would lose their tags, {stats.withdrawn} for a marketing "
                       f"consent the source says is no and {stats.removed} for other reasons; limit {fmt_pct(limit)} %",
-                      over(stats.removed, limit, alone) is None))
+                      stats.withdrawn >= alone and over(stats.removed, limit, alone) is None))
     if (share := over(stats.changed, g.max_change_pct, change_floor)) is not None:
         why = (f" ({stats.restored} would get back tags the ESP lost: {', '.join(stats.restored_tags)})"
                if stats.restored else "")

@@ -257,6 +257,10 @@ def test_apply_believes_a_saved_plan_s_withdrawn_only_as_before(shop, mailchimp_
     (PlanStats(managed=100, removed=20, changed=0, withdrawn=10),
      ["guard max_withdrawal_pct (withdrawals and removals together): 30 of 100"]),
     (PlanStats(managed=100, removed=0, changed=90, withdrawn=3), []),  # a reshuffle
+    # removals exactly at the limit (25 %: they trip max_removal_pct, not the line of the two together) and one
+    # withdrawal tipping that line over: fewer withdrawals than the rule's floor never hold a sync back
+    (PlanStats(managed=20, removed=5, changed=0, withdrawn=1), []),
+    (PlanStats(managed=100, removed=24, changed=0, withdrawn=2), []),
     (PlanStats(managed=200, removed=0, changed=0, withdrawn=150), ["guard max_withdrawal_pct: 150 of 200"]),
     (PlanStats(managed=100, removed=20, changed=0, withdrawn=20),
      ["guard max_withdrawal_pct (withdrawals and removals together): 40 of 100"]),
