@@ -108,3 +108,20 @@ def check_gone(paths: list[str]) -> None:
                 raise TransientError(f"{path}: read before, it cannot be reached now ({exc.strerror}: a network "
                                      "share disconnected?); nothing was read or removed: run again once it is "
                                      "back") from None
+
+
+#: how many times a file that changes while it is read is read again before the run stops (retry later)
+READ_ATTEMPTS = 3
+
+
+def file_state(path: Path) -> tuple[int, int, int, int]:
+    """What a write, an append or a replacement of ``path`` changes: its device, inode, size and mtime."""
+    st = path.stat()
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def being_written(path: Path) -> TransientError:
+    """A file that changed during each of its :data:`READ_ATTEMPTS` reads: still being written or copied."""
+    return TransientError(f"{path}: the file changed while it was read, {READ_ATTEMPTS} times in a row (still being "
+                          "written or copied?); nothing was stored: run again once it is complete (an export "
+                          "written under another name and renamed when done is never read half-written)")

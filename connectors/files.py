@@ -22,10 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from . import normalize as nz
 from .contacts import PhoneRegion
 from .diagnose import check_orders
-from .errors import BadFileError, ConfigError
+from .errors import BadFileError, ConfigError, ConnectorError
 from .file_encoding import csv_error, utf8_copy
 from .file_lines import header_cells, line_count, numbered_src, record_lines, title_lines, without_lines
-from .file_paths import matching_files
+from .file_paths import READ_ATTEMPTS, being_written, file_state, matching_files
 from .file_readers import (XLSX_HEADER_SCAN, csv_src, needs_serial_read, read_xlsx, sheets_hint, sniff_delimiter,
                            typed_csv, xlsx_headers)
 from .file_sql import NUMBER_FIELDS, load_table
@@ -178,8 +178,21 @@ class FileSource:
     def read_file(self, con: duckdb.DuckDBPyConnection, path: Path, role: Literal["orders", "contacts"],
                   table: str, tmp: Path) -> LoadedFile:
         """Read and normalise one file into the temp view ``table`` over the temp table ``<table>_data``
-        (:func:`connectors.file_sql.persist_loaded` copies it into the connection's database)."""
-        return self._load(con, path, self._orders_map if role == "orders" else self._contacts_map, table, tmp)
+        (:func:`connectors.file_sql.persist_loaded` copies it into the connection's database). A file that changed
+        while it was read (a POS still writing it, a copy onto the share under way) is read again, and after
+        :data:`~connectors.file_paths.READ_ATTEMPTS` such reads the run stops, a retry-later error naming it."""
+        mapping = self._orders_map if role == "orders" else self._contacts_map
+        for _ in range(READ_ATTEMPTS):
+            before = file_state(path)
+            try:
+                loaded = self._load(con, path, mapping, table, tmp)
+            except ConnectorError:  # a half-written XLSX or Parquet file, a truncated row's column...
+                if file_state(path) == before:
+                    raise
+                continue
+            if file_state(path) == before:
+                return loaded
+        raise being_written(path)
 
     def stage(self, con: duckdb.DuckDBPyConnection, orders: list[LoadedFile], contacts: list[LoadedFile],
               in_place: bool = False, file_ids: list[int] | None = None) -> FilePullResult:
