@@ -125,3 +125,10 @@ def being_written(path: Path) -> TransientError:
     return TransientError(f"{path}: the file changed while it was read, {READ_ATTEMPTS} times in a row (still being "
                           "written or copied?); nothing was stored: run again once it is complete (an export "
                           "written under another name and renamed when done is never read half-written)")
+
+
+def vanished(path: str | Path | None) -> TransientError:
+    """A file listed by the source's pattern and removed or renamed before or while it was read (moved into an
+    archive folder, replaced): the run stops, nothing stored, a retry-later error naming it."""
+    return TransientError(f"{path}: the file was removed or renamed while the export folder was being read; "
+                          "nothing was stored: run again")

@@ -25,7 +25,7 @@ from .diagnose import check_orders
 from .errors import BadFileError, ConfigError, ConnectorError
 from .file_encoding import csv_error, utf8_copy
 from .file_lines import header_cells, line_count, numbered_src, record_lines, title_lines, without_lines
-from .file_paths import READ_ATTEMPTS, being_written, file_state, matching_files
+from .file_paths import READ_ATTEMPTS, being_written, file_state, matching_files, vanished
 from .file_readers import (XLSX_HEADER_SCAN, csv_src, needs_serial_read, read_xlsx, sheets_hint, sniff_delimiter,
                            typed_csv, xlsx_headers)
 from .file_sql import NUMBER_FIELDS, load_table
@@ -182,16 +182,19 @@ class FileSource:
         while it was read (a POS still writing it, a copy onto the share under way) is read again, and after
         :data:`~connectors.file_paths.READ_ATTEMPTS` such reads the run stops, a retry-later error naming it."""
         mapping = self._orders_map if role == "orders" else self._contacts_map
-        for _ in range(READ_ATTEMPTS):
-            before = file_state(path)
-            try:
-                loaded = self._load(con, path, mapping, table, tmp)
-            except ConnectorError:  # a half-written XLSX or Parquet file, a truncated row's column...
+        try:
+            for _ in range(READ_ATTEMPTS):
+                before = file_state(path)
+                try:
+                    loaded = self._load(con, path, mapping, table, tmp)
+                except ConnectorError:  # a half-written XLSX or Parquet file, a truncated row's column...
+                    if file_state(path) == before:
+                        raise
+                    continue
                 if file_state(path) == before:
-                    raise
-                continue
-            if file_state(path) == before:
-                return loaded
+                    return loaded
+        except FileNotFoundError:  # moved into an archive folder, removed: before, during or right after a read
+            raise vanished(path) from None
         raise being_written(path)
 
     def stage(self, con: duckdb.DuckDBPyConnection, orders: list[LoadedFile], contacts: list[LoadedFile],

@@ -4,13 +4,14 @@ the next run reads the finished file whole (connectors.files.FileSource.read_fil
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import json
-import threading
 from pathlib import Path
 
+import duckdb
+
+from connectors.files import FileSource, FileSourceConfig
 from tests.builders import run_cli
+from tests.fakes.file_writer import appending, line, on_open
 
 CONFIG = """\
 [source]
@@ -23,37 +24,12 @@ customer_id = "customer"
 ordered_at = "date"
 amount = "amount"
 """
+HEAD = "order_id,customer,date,amount\n"
+ROWS = 60_000  # a read long enough for the writer to change the file during each of them
 
 
-def line(i: int) -> str:
-    return f"{i},c{i % 97},2025-06-{1 + i % 28:02d},{100 + i}.50\n"
-
-
-@contextlib.contextmanager
-def being_written(path: Path, first: int):
-    """A writer appending rows from order id ``first`` on, each in two writes (the file often ends half-way
-    through a line, as a copy's does), until the block ends; yields once the file has grown."""
-    stop, grown = threading.Event(), threading.Event()
-
-    def write() -> None:
-        with open(path, "a", encoding="utf-8") as f:
-            for i in itertools.count(first):
-                text = line(i)
-                for part in (text[:9], text[9:]):
-                    f.write(part)
-                    f.flush()
-                grown.set()
-                if stop.wait(0.001):
-                    return
-
-    writer = threading.Thread(target=write)
-    writer.start()
-    try:
-        assert grown.wait(10)
-        yield
-    finally:
-        stop.set()
-        writer.join()
+def write_rows(path: Path, first: int, last: int) -> None:
+    path.write_text(HEAD + "".join(map(line, range(first, last + 1))), encoding="utf-8")
 
 
 def stored_orders(cfg: Path) -> int:
@@ -65,18 +41,17 @@ def test_a_file_written_while_it_is_read_stops_the_run_and_the_next_run_reads_it
     cfg.write_text(CONFIG, encoding="utf-8")
     exports = tmp_path / "exports"
     exports.mkdir()
-    (exports / "day1.csv").write_text("order_id,customer,date,amount\n" + "".join(map(line, range(1, 51))),
-                                      encoding="utf-8")
+    write_rows(exports / "day1.csv", 1, 50)
     assert stored_orders(cfg) == 50
     day2 = exports / "day2.csv"
-    day2.write_text("order_id,customer,date,amount\n" + "".join(map(line, range(1000, 1500))), encoding="utf-8")
-    with being_written(day2, 1500):
+    write_rows(day2, 1000, 999 + ROWS)
+    with appending(day2, 1000 + ROWS):
         result = run_cli("pull", "--config", str(cfg), code=3)
     assert f"{day2}: the file changed while it was read, 3 times in a row (still being written or copied?)" \
         in result.output
     assert "nothing was stored: run again once it is complete" in result.output
     written = day2.read_text(encoding="utf-8").count("\n") - 1
-    assert written > 500
+    assert written > ROWS
     # day1's rows stayed through the refused run; the finished file is read whole, no row short or left out
     assert stored_orders(cfg) == 50 + written
 
@@ -86,8 +61,69 @@ def test_check_names_a_file_being_written(tmp_path):
     cfg.write_text(CONFIG, encoding="utf-8")
     (tmp_path / "exports").mkdir()
     sales = tmp_path / "exports" / "sales.csv"
-    sales.write_text("order_id,customer,date,amount\n" + "".join(map(line, range(1, 300))), encoding="utf-8")
-    with being_written(sales, 300):
+    write_rows(sales, 1, ROWS)
+    with appending(sales, ROWS + 1):
         result = run_cli("check", "--config", str(cfg), code=3)
     assert f"{sales}: the file changed while it was read" in result.output
+    run_cli("check", "--config", str(cfg))
+
+
+def staged(folder: Path) -> tuple[int, str]:
+    """Pull ``folder``'s ``exports/*.csv`` with the file source: the orders staged and the last order's amount."""
+    con = duckdb.connect()
+    cols = {"order_id": "order_id", "customer_id": "customer", "ordered_at": "date", "amount": "amount"}
+    FileSource(FileSourceConfig(type="file", orders="exports/*.csv", columns=cols), folder).pull(con)
+    return con.execute("SELECT count(*), max_by(amount, order_id::INT)::VARCHAR FROM staged_orders").fetchone()
+
+
+def test_a_file_appended_to_during_its_first_read_is_read_again_whole(tmp_path):
+    (tmp_path / "exports").mkdir()
+    day = tmp_path / "exports" / "day.csv"
+    write_rows(day, 1, ROWS)
+    with on_open(day, "append", str(ROWS + 1)) as done:
+        assert staged(tmp_path) == (ROWS + 1, f"{100 + ROWS + 1}.50")  # the row appended mid-read included
+        assert done()
+
+
+def test_a_file_replaced_by_one_of_the_same_size_during_its_first_read_is_read_again(tmp_path):
+    (tmp_path / "exports").mkdir()
+    day = tmp_path / "exports" / "day.csv"
+    write_rows(day, 1, ROWS)
+    new = tmp_path / "exports" / "day.new"  # the same rows but the last order's amount: same size, another inode
+    new.write_text(day.read_text(encoding="utf-8").replace(f",{100 + ROWS}.50\n", ",77777.77\n"), encoding="utf-8")
+    assert new.stat().st_size == day.stat().st_size
+    with on_open(day, "replace", str(new)) as done:
+        assert staged(tmp_path) == (ROWS, "77777.77")
+        assert done()
+
+
+def test_check_names_a_file_moved_away_while_it_is_read(tmp_path):
+    cfg = tmp_path / "rfmsync.toml"
+    cfg.write_text(CONFIG, encoding="utf-8")
+    (tmp_path / "exports").mkdir()
+    (tmp_path / "archive").mkdir()
+    day = tmp_path / "exports" / "day.csv"
+    write_rows(day, 1, ROWS)
+    with on_open(day, "move", str(tmp_path / "archive" / "day.csv")) as done:
+        result = run_cli("check", "--config", str(cfg), code=3)  # a retry-later error, not an internal one (70)
+        assert done()
+    assert f"{day}: the file was removed or renamed while the export folder was being read; nothing was stored" \
+        in result.output
+
+
+def test_a_utf8_file_cut_inside_its_last_character_is_retried_later(tmp_path):
+    cfg = tmp_path / "rfmsync.toml"
+    cfg.write_text(CONFIG, encoding="utf-8")
+    (tmp_path / "exports").mkdir()
+    day = tmp_path / "exports" / "day.csv"
+    full = "order_id,date,amount,customer\n1,2025-06-01,10.50,Пётр\n2,2025-06-02,11.50,Иван".encode()
+    euro = full + "€".encode()  # 3 bytes
+    for data in (full[:-1], euro[:-1], euro[:-2]):  # the file ends 1 or 2 bytes into a 2- or 3-byte character
+        day.write_bytes(data)
+        result = run_cli("check", "--config", str(cfg), code=3)
+        assert f"{day}: the file ends inside a character (cut short: still being written or copied?)" \
+            in result.output
+    day.write_bytes(full[:-3] + b"\xff\n")  # a bad byte, not a character cut short: the encoding error (exit 2)
+    assert "not valid" in run_cli("check", "--config", str(cfg), code=2).output
+    day.write_bytes(full)
     run_cli("check", "--config", str(cfg))
