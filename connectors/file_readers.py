@@ -154,7 +154,11 @@ def _has_zero_padded_format(path: Path) -> bool:
             styles = z.read("xl/styles.xml")
         except KeyError:
             return False
-    return re.search(rb'formatCode="00+"', styles) is not None
+    return _ZERO_FORMAT.search(styles) is not None
+
+
+#: a ``numFmt`` of zeros only in ``xl/styles.xml``, its attribute in either quotes, spaces around ``=`` (valid XML)
+_ZERO_FORMAT = re.compile(rb"""\bformatCode\s*=\s*(["'])00+\1""")
 
 
 def _shown_values(cells: tuple) -> tuple:

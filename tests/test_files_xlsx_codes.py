@@ -44,3 +44,27 @@ def test_codes_formatted_with_leading_zeros_match_the_clients_file(tmp_path):
     assert con.execute("SELECT customer_id, email FROM staged_contacts WHERE email IS NOT NULL ORDER BY 1"
                        ).fetchall() == [("000120", "a@mail.ru"), ("000121", "b@mail.ru")]
     assert con.execute("SELECT count(*) FROM staged_contacts").fetchall() == [(5,)]
+
+
+def test_a_zero_format_written_in_single_quotes_is_found(tmp_path):
+    """``formatCode='000000'`` (and spaces around ``=``) is as valid XML as Excel's double quotes."""
+    import re
+    import zipfile
+
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["Чек", "Код клиента", "Дата", "Сумма"])
+    ws.append([1, 120, "2026-11-05", 400.5])
+    ws.cell(2, 2).number_format = "000000"
+    wb.save(tmp_path / "excel.xlsx")
+    with zipfile.ZipFile(tmp_path / "excel.xlsx") as zin, \
+            zipfile.ZipFile(tmp_path / "orders.xlsx", "w", zipfile.ZIP_DEFLATED) as zout:
+        for item in zin.infolist():
+            data = zin.read(item)
+            if item.filename == "xl/styles.xml":
+                data, n = re.subn(rb'formatCode="([^"]*)"', rb"formatCode = '\1'", data)
+                assert n
+            zout.writestr(item, data)
+    assert openpyxl.load_workbook(tmp_path / "orders.xlsx", read_only=True).active["B2"].number_format == "000000"
+    _, con = pull(tmp_path, orders="orders.xlsx")
+    assert con.execute("SELECT customer_id FROM staged_orders").fetchall() == [("000120",)]
