@@ -6,6 +6,9 @@ reading, with no patching of the reader.
     appends orders :func:`line` ``FIRST``, ``FIRST + 1``… to ``PATH``, each in two writes (the file often ends
     half-way through a line, as a copy's does), without pause but a yield every few rows, until the file ``STOP``
     exists; it stops after a whole line.
+``python -m tests.fakes.file_writer rewrite PATH FIRST STOP``
+    the same, but each time writing the whole file anew under another name and renaming it onto ``PATH``
+    (``os.replace``: another inode each time, as an export tool writing it again every few ms does).
 ``python -m tests.fakes.file_writer on-open PID PATH READY DONE ACTION [ARG]``
     writes ``READY``, waits until process ``PID`` has ``PATH`` open (``/proc/PID/fd``: a read begun), then does
     ``ACTION`` once and writes ``DONE``: ``append`` (order ``ARG``'s line), ``replace`` (``os.replace`` the file
@@ -54,11 +57,12 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def appending(path: Path, first: int):
-    """A writer appending orders from ``first`` on to ``path`` until the block ends; yields once it has."""
+def appending(path: Path, first: int, mode: str = "append"):
+    """A writer appending orders from ``first`` on to ``path`` (``mode``: ``append`` or ``rewrite``, see the module)
+    until the block ends; yields once it has."""
     stop = path.with_name(path.name + ".stop")
     size = path.stat().st_size
-    proc = _spawn("append", str(path), str(first), str(stop))
+    proc = _spawn(mode, str(path), str(first), str(stop))
     try:
         deadline = time.monotonic() + 30
         while path.stat().st_size == size:
@@ -99,6 +103,16 @@ def _append(path: Path, first: int, stop: Path) -> None:
             time.sleep(0.0005)  # the reader's process gets the CPU, the file keeps growing all through its read
 
 
+def _rewrite(path: Path, first: int, stop: Path) -> None:
+    text, part = path.read_text(encoding="utf-8"), path.with_name(path.name + ".part")
+    i = first
+    while not stop.exists():
+        text += line(i)
+        part.write_text(text, encoding="utf-8")
+        os.replace(part, path)
+        i += 1
+
+
 def _is_open(pid: str, target: str) -> bool:
     fds = f"/proc/{pid}/fd"
     for fd in os.listdir(fds):
@@ -127,7 +141,7 @@ def _on_open(pid: str, path: Path, ready: Path, done: Path, action: str, arg: st
 
 if __name__ == "__main__":
     mode, *rest = sys.argv[1:]
-    if mode == "append":
-        _append(Path(rest[0]), int(rest[1]), Path(rest[2]))
+    if mode in ("append", "rewrite"):
+        (_append if mode == "append" else _rewrite)(Path(rest[0]), int(rest[1]), Path(rest[2]))
     else:
         _on_open(rest[0], Path(rest[1]), Path(rest[2]), Path(rest[3]), rest[4], rest[5] if len(rest) > 5 else "")
