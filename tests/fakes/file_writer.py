@@ -6,9 +6,11 @@ reading, with no patching of the reader.
     appends orders :func:`line` ``FIRST``, ``FIRST + 1``… to ``PATH``, each in two writes (the file often ends
     half-way through a line, as a copy's does), without pause but a yield every few rows, until the file ``STOP``
     exists; it stops after a whole line.
-``python -m tests.fakes.file_writer rewrite PATH FIRST STOP``
-    the same, but each time writing the whole file anew under another name and renaming it onto ``PATH``
-    (``os.replace``: another inode each time, as an export tool writing it again every few ms does).
+``python -m tests.fakes.file_writer rewrite PATH STOP``
+    writes ``PATH`` anew again and again until ``STOP`` exists: each time under another name, renamed onto it
+    (``os.replace``), the same size but its last amount ``.50`` and ``.51`` in turn, each with a new mtime (an
+    export tool writing it again and again; two versions written once are linked in turn: no data written, so
+    no disk throttles the writer).
 ``python -m tests.fakes.file_writer on-open PID PATH READY DONE ACTION [ARG]``
     writes ``READY``, waits until process ``PID`` has ``PATH`` open (``/proc/PID/fd``: a read begun), then does
     ``ACTION`` once and writes ``DONE``: ``append`` (order ``ARG``'s line), ``replace`` (``os.replace`` the file
@@ -57,15 +59,27 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def appending(path: Path, first: int, mode: str = "append"):
-    """A writer appending orders from ``first`` on to ``path`` (``mode``: ``append`` or ``rewrite``, see the module)
-    until the block ends; yields once it has."""
+def appending(path: Path, first: int):
+    """A writer appending orders from ``first`` on to ``path`` until the block ends; yields once it has."""
+    with _writing(path, "append", str(first)):
+        yield
+
+
+@contextlib.contextmanager
+def rewriting(path: Path):
+    """A writer writing ``path`` anew (see the module) until the block ends; yields once it has."""
+    with _writing(path, "rewrite"):
+        yield
+
+
+@contextlib.contextmanager
+def _writing(path: Path, mode: str, *args: str):
     stop = path.with_name(path.name + ".stop")
-    size = path.stat().st_size
-    proc = _spawn(mode, str(path), str(first), str(stop))
+    state = path.stat()
+    proc = _spawn(mode, str(path), *args, str(stop))
     try:
         deadline = time.monotonic() + 30
-        while path.stat().st_size == size:
+        while path.stat() == state:
             assert proc.poll() is None and time.monotonic() < deadline, "the writer never wrote"
             time.sleep(0.002)
         yield
@@ -103,12 +117,17 @@ def _append(path: Path, first: int, stop: Path) -> None:
             time.sleep(0.0005)  # the reader's process gets the CPU, the file keeps growing all through its read
 
 
-def _rewrite(path: Path, first: int, stop: Path) -> None:
-    text, part = path.read_text(encoding="utf-8"), path.with_name(path.name + ".part")
-    i = first
-    while not stop.exists():
-        text += line(i)
-        part.write_text(text, encoding="utf-8")
+def _rewrite(path: Path, stop: Path) -> None:
+    data, part = path.read_bytes(), path.with_name(path.name + ".part")
+    assert data.endswith(b".50\n")
+    versions = [path.with_name(f"{path.name}.v{k}") for k in (0, 1)]  # written once: no data written in the loop
+    versions[0].write_bytes(data[:-3] + b"51\n")
+    versions[1].write_bytes(data)
+    i = mtime = 0
+    while not stop.exists():  # each time another file (inode), its mtime new: a change every few µs
+        os.link(versions[i % 2], part)
+        mtime = max(mtime + 1, time.time_ns())
+        os.utime(part, ns=(mtime, mtime))
         os.replace(part, path)
         i += 1
 
@@ -141,7 +160,9 @@ def _on_open(pid: str, path: Path, ready: Path, done: Path, action: str, arg: st
 
 if __name__ == "__main__":
     mode, *rest = sys.argv[1:]
-    if mode in ("append", "rewrite"):
-        (_append if mode == "append" else _rewrite)(Path(rest[0]), int(rest[1]), Path(rest[2]))
+    if mode == "append":
+        _append(Path(rest[0]), int(rest[1]), Path(rest[2]))
+    elif mode == "rewrite":
+        _rewrite(Path(rest[0]), Path(rest[1]))
     else:
         _on_open(rest[0], Path(rest[1]), Path(rest[2]), Path(rest[3]), rest[4], rest[5] if len(rest) > 5 else "")
