@@ -9,7 +9,7 @@ import logging
 import re
 from pathlib import Path
 
-from .errors import BadFileError, ConfigError
+from .errors import BadFileError, ConfigError, ConnectorError, TransientError
 
 log = logging.getLogger("connectors.file_readers")
 
@@ -82,13 +82,17 @@ def first_bad_byte(path: Path, encoding: str) -> int | None:
             offset += len(chunk)
 
 
-def encoding_error(path: Path, encoding: str, auto: bool = False) -> ConfigError:
+def encoding_error(path: Path, encoding: str, auto: bool = False) -> ConnectorError:
     """A ConfigError naming the file, the first bad byte, its line (number and text, bad bytes shown as
     U+FFFD) and what to do: set ``encoding = "auto"`` or an encoding that reads the whole file (``"utf-16"`` for a
     file with a UTF-16 BOM, whatever encoding is set), or, when
     ``auto`` says it is already set or the file is UTF-16 (its BOM), fix that line (a stray byte in a file of the
-    encoding detected)."""
+    encoding detected). A UTF-8 file whose only bad bytes are the start of a character at its very end is cut
+    short (a copy under way): a retry-later error (:func:`cut_inside_character`)."""
     enc = codecs.lookup(encoding).name
+    if enc == "utf-8" and cut_inside_character(path):
+        return TransientError(f"{path}: the file ends inside a character (cut short: still being written or "
+                              "copied?); nothing was stored: run again once it is complete")
     with open(path, "rb") as f:
         head = f.read(1 << 20)
     bom = head[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)  # Excel's "Unicode text": no 8-bit guess
@@ -103,6 +107,22 @@ def encoding_error(path: Path, encoding: str, auto: bool = False) -> ConfigError
                   if e != enc and first_bad_byte(path, e) is None]
         hint = '; set encoding = "auto"' + "".join(f' or "{e}"' for e in others[:1]) + " in [source]"
     return ConfigError(f"{path}: not valid {enc} text{where}{hint}")
+
+
+def cut_inside_character(path: Path) -> bool:
+    """Whether ``path`` is valid UTF-8 (a BOM allowed) but for its last 1-3 bytes, which begin a multi-byte
+    character that the file ends before finishing: a file cut short, not one in another encoding."""
+    at = first_bad_byte(path, "utf-8")
+    size = path.stat().st_size
+    if at is None or size - at > 3:
+        return False
+    with open(path, "rb") as f:
+        f.seek(at)
+        tail = f.read()
+    try:  # an incomplete sequence is held back, not refused
+        return codecs.getincrementaldecoder("utf-8")().decode(tail, final=False) == ""
+    except UnicodeDecodeError:
+        return False
 
 
 _QUOTED = 50  # characters quoted on each side of a bad byte

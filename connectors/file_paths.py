@@ -5,11 +5,15 @@ from __future__ import annotations
 import errno
 import fnmatch
 import glob
+import logging
 import os
+import tempfile
 from pathlib import Path
 
 from .errors import ConfigError, TransientError
 from .suggest import did_you_mean
+
+log = logging.getLogger(__name__)
 
 
 class NothingMatches(ConfigError):
@@ -108,3 +112,57 @@ def check_gone(paths: list[str]) -> None:
                 raise TransientError(f"{path}: read before, it cannot be reached now ({exc.strerror}: a network "
                                      "share disconnected?); nothing was read or removed: run again once it is "
                                      "back") from None
+
+
+#: how many times a file that changes while it is read is read again before the run stops (retry later)
+READ_ATTEMPTS = 3
+
+
+def file_state(path: Path) -> tuple[int, int, int, int]:
+    """What a write, an append or a replacement of ``path`` changes: its device, inode, size and mtime."""
+    st = path.stat()
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def being_written(path: Path) -> TransientError:
+    """A file that changed during each of its :data:`READ_ATTEMPTS` reads: still being written or copied."""
+    return TransientError(f"{path}: the file changed while it was read, {READ_ATTEMPTS} times in a row (still being "
+                          "written or copied?); nothing was stored: run again once it is complete (an export "
+                          "written under another name and renamed when done is never read half-written)")
+
+
+def vanished(path: str | Path | None) -> TransientError:
+    """A file listed by the source's pattern and removed or renamed before or while it was read (moved into an
+    archive folder, replaced): the run stops, nothing stored, a retry-later error naming it."""
+    return TransientError(f"{path}: the file was removed or renamed while the export folder was being read; "
+                          "nothing was stored: run again")
+
+
+BINARY = (".xlsx", ".xlsm", ".parquet", ".pq")  # a workbook or Parquet file is no text to cut at a line break
+
+
+def appended_lines(path: Path, before: tuple[int, int, int, int], after: tuple[int, int, int, int],
+                   tmp: Path) -> Path | None:
+    """A text export that only grew during a read (same device and inode, larger: a POS appending its receipts, a
+    copy onto the share under way): a copy, in a new folder of ``tmp`` under its name, of its first ``after`` size
+    bytes up to their last line break, the rows it held whole, to read instead (the next run, finding the file
+    changed, reads it whole again). None for another change (replaced, shrunk), a workbook or Parquet file, a
+    UTF-16 one (a line break is two bytes there) or bytes with no line break: such a file is read again whole."""
+    if before[:2] != after[:2] or after[2] <= before[2] or path.suffix.lower() in BINARY:
+        return None
+    copy = Path(tempfile.mkdtemp(dir=tmp)) / path.name
+    end = done = 0
+    with open(path, "rb") as src, open(copy, "wb") as dst:
+        while done < after[2] and (chunk := src.read(min(after[2] - done, 1 << 22))):
+            if not done and chunk[:2] in (b"\xff\xfe", b"\xfe\xff"):
+                break
+            dst.write(chunk)
+            if (i := chunk.rfind(b"\n")) >= 0:
+                end = done + i + 1
+            done += len(chunk)
+        dst.truncate(end)
+    if not end:
+        return None
+    log.warning("%s: the file grew while it was read (still being written?): its first %d bytes read, up to their "
+                "last line break; the next run reads it again", path, end)
+    return copy

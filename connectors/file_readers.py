@@ -78,6 +78,7 @@ def _read_xlsx(path: Path, columns: dict[str, str], sheet: str | None) -> pa.Tab
     import openpyxl  # only XLSX exports need it (a slow import)
     import pyarrow as pa
 
+    padded = _has_zero_padded_format(path)
     wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
     try:
         if sheet is not None and sheet not in wb.sheetnames:
@@ -85,7 +86,8 @@ def _read_xlsx(path: Path, columns: dict[str, str], sheet: str | None) -> pa.Tab
         ws = wb[sheet] if sheet else wb.worksheets[0]
         sheets = list(wb.sheetnames)
         wanted = {h.strip().casefold() for h in columns.values()}
-        rows = ws.iter_rows(values_only=True)
+        rows = (map(_shown_values, ws.iter_rows()) if padded  # cells: their formats (slower: only when needed)
+                else ws.iter_rows(values_only=True))
         head: list[tuple] = []
         for _ in range(XLSX_HEADER_SCAN):
             try:
@@ -140,6 +142,38 @@ def _dedupe(names: list[str]) -> list[str]:
         seen[n] = seen.get(n, 0) + 1
         out.append(n if seen[n] == 1 else f"{n}_{seen[n]}")
     return out
+
+
+def _has_zero_padded_format(path: Path) -> bool:
+    """Whether the workbook's styles define a number format of zeros only (``000000``: a code shown with its
+    leading zeros, :func:`_shown_values`); a workbook without one is read by values alone, the fast way."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        try:
+            styles = z.read("xl/styles.xml")
+        except KeyError:
+            return False
+    return _ZERO_FORMAT.search(styles) is not None
+
+
+#: a ``numFmt`` of zeros only in ``xl/styles.xml``, its attribute in either quotes, spaces around ``=`` (valid XML)
+_ZERO_FORMAT = re.compile(rb"""\bformatCode\s*=\s*(["'])00+\1""")
+
+
+def _shown_values(cells: tuple) -> tuple:
+    """A row's values, a whole number in a cell formatted with zeros only (``000000``) as the sheet shows it:
+    ``000123``, as Excel saves it to CSV and as a clients file or a CRM writes the code (read as 123, the
+    customer would be another than the one of the same code elsewhere)."""
+    out = []
+    for c in cells:
+        v = c.value
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 and float(v).is_integer():
+            fmt = getattr(c, "number_format", None) or ""
+            if len(fmt) > 1 and not fmt.strip("0"):
+                v = str(int(v)).zfill(len(fmt))
+        out.append(v)
+    return tuple(out)
 
 
 def _cell_text(v: object) -> str | None:

@@ -22,10 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from . import normalize as nz
 from .contacts import PhoneRegion
 from .diagnose import check_orders
-from .errors import BadFileError, ConfigError
+from .errors import BadFileError, ConfigError, ConnectorError
 from .file_encoding import csv_error, utf8_copy
 from .file_lines import header_cells, line_count, numbered_src, record_lines, title_lines, without_lines
-from .file_paths import matching_files
+from .file_paths import READ_ATTEMPTS, appended_lines, being_written, file_state, matching_files, vanished
 from .file_readers import (XLSX_HEADER_SCAN, csv_src, needs_serial_read, read_xlsx, sheets_hint, sniff_delimiter,
                            typed_csv, xlsx_headers)
 from .file_sql import NUMBER_FIELDS, load_table
@@ -178,8 +178,27 @@ class FileSource:
     def read_file(self, con: duckdb.DuckDBPyConnection, path: Path, role: Literal["orders", "contacts"],
                   table: str, tmp: Path) -> LoadedFile:
         """Read and normalise one file into the temp view ``table`` over the temp table ``<table>_data``
-        (:func:`connectors.file_sql.persist_loaded` copies it into the connection's database)."""
-        return self._load(con, path, self._orders_map if role == "orders" else self._contacts_map, table, tmp)
+        (:func:`connectors.file_sql.persist_loaded` copies it into the connection's database). A file that changed
+        while it was read is read again (one that only grew, a POS appending: its whole lines then, ``appended_lines``),
+        and after :data:`~connectors.file_paths.READ_ATTEMPTS` such reads the run stops, a retry-later error."""
+        mapping = self._orders_map if role == "orders" else self._contacts_map
+        data = None  # a copy of the whole lines of a file that only grew during a read (appended_lines)
+        try:
+            for _ in range(READ_ATTEMPTS):
+                before, failed = file_state(path), None
+                try:
+                    loaded = self._load(con, path, mapping, table, tmp, data)
+                except ConnectorError as e:  # a half-written XLSX or Parquet file, a truncated row's column...
+                    failed = e
+                after = file_state(path)
+                if after == before or data is not None:
+                    if failed is not None:
+                        raise failed
+                    return loaded
+                data = appended_lines(path, before, after, tmp)
+        except FileNotFoundError:  # moved into an archive folder, removed: before, during or right after a read
+            raise vanished(path) from None
+        raise being_written(path)
 
     def stage(self, con: duckdb.DuckDBPyConnection, orders: list[LoadedFile], contacts: list[LoadedFile],
               in_place: bool = False, file_ids: list[int] | None = None) -> FilePullResult:
@@ -197,7 +216,7 @@ class FileSource:
     # ------------------------------------------------------------------------------------------ reading
 
     def _load(self, con: duckdb.DuckDBPyConnection, path: Path, mapping: _Mapping, table: str,
-              tmp: Path) -> LoadedFile:
+              tmp: Path, data: Path | None = None) -> LoadedFile:  # data: a copy of a CSV's whole lines to read
         suffix = path.suffix.lower()
         if path.stat().st_size == 0:
             raise BadFileError(f"{path}: the file is empty (0 bytes)")
@@ -221,7 +240,7 @@ class FileSource:
                                    f"{str(e).splitlines()[0]}") from None
             row_col, kind = None, "parquet"
         else:
-            csv_path = utf8_copy(path, self.cfg.encoding, tmp)
+            csv_path = utf8_copy(data or path, self.cfg.encoding, tmp)
             skip = self._title_lines(path, csv_path, mapping)
             if skip:
                 csv_path = without_lines(csv_path, skip, tmp)

@@ -48,7 +48,7 @@ from connectors.file_sql import persist_loaded
 from connectors.file_staging import FilePullResult, LoadedFile, drop_scratch, future_tolerance
 from connectors.files import FileSource
 from connectors.errors import ConnectorError, TransientError
-from connectors.file_paths import NothingMatches, check_gone, pattern_matches
+from connectors.file_paths import NothingMatches, check_gone, pattern_matches, vanished
 from connectors.source import Progress
 
 from .connection import store_transaction
@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 TABLE_PREFIX = "ingest_f"
 TEMP_PREFIX = "_ingest_t"  # a file read by the lean path: temp tables, gone once its rows are in ``orders``
 READS_TABLE = "_ingest_reads"  # temp: each file's read time for the merge, the files read this run included
-FORMAT = 5  # bumped when the stored rows of a file change shape: every file is read again
+FORMAT = 6  # bumped when the stored rows of a file change shape: every file is read again (6: XLSX 000000 codes)
 CHUNK = 1 << 16  # the head and tail hashed by a quick fingerprint
 
 
@@ -194,7 +194,7 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
     try:
         prints = {key: fingerprint(key[1], full=verify) for key in wanted}
     except FileNotFoundError as exc:
-        raise vanished(exc) from None
+        raise vanished(exc.filename) from None
     latest = source.clock() + future_tolerance(source.cfg)  # a row dated up to this is no longer in the future
     keep = {key: stored[(key[0], str(key[1]))] for key in wanted
             if not reread and _unchanged(stored.get((key[0], str(key[1]))), prints[key], cfg, latest)}
@@ -305,7 +305,7 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
     except BaseException as exc:
         _clean(con)  # the files read this run are not noted, so the next run reads them again
         if isinstance(exc, FileNotFoundError):
-            raise vanished(exc) from None
+            raise vanished(exc.filename) from None
         raise
     _clean(con)  # and the replaced and removed files' tables
     read = [str(p) for _, p in new]
@@ -328,12 +328,6 @@ def matched_before(exc: NothingMatches, source: FileSource, catalogue: list[dict
         return exc
     return TransientError(f"{exc}, where {stored} file(s) were read before (the export folder or its network share "
                           "not there?); nothing was read or removed: run again once they are back, or fix the pattern")
-
-
-def vanished(exc: FileNotFoundError) -> TransientError:
-    """A file listed by the source's pattern and gone before it was read: the run stops, nothing stored."""
-    return TransientError(f"{exc.filename}: the file was removed or renamed while the export folder was being "
-                          "read; nothing was stored: run again")
 
 
 def _clean(con: duckdb.DuckDBPyConnection) -> None:

@@ -1,0 +1,150 @@
+"""An export changed while a run reads it (connectors.files.FileSource.read_file): one appended to (a POS adding its
+receipts, a copy onto the share under way) gives the rows it held whole, and the next run reads it again; one
+written anew again and again stops the run with a retry-later error naming it, nothing stored, the rows read
+before kept, and the next run reads the finished file whole; one changed during a single read is read again; one
+moved away is a retry-later error. The changes come from another process (tests.fakes.file_writer)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+
+from connectors.files import FileSource, FileSourceConfig
+from tests.builders import run_cli
+from tests.fakes.file_writer import appending, line, on_open, rewriting
+
+CONFIG = """\
+[source]
+type = "file"
+orders = "exports/*.csv"
+
+[source.columns]
+order_id = "order_id"
+customer_id = "customer"
+ordered_at = "date"
+amount = "amount"
+"""
+HEAD = "order_id,customer,date,amount\n"
+COLS = {"order_id": "order_id", "customer_id": "customer", "ordered_at": "date", "amount": "amount"}
+ROWS = 60_000  # a read long enough for the writer to change the file during each of them
+
+
+def write_rows(path: Path, first: int, last: int) -> None:
+    path.write_text(HEAD + "".join(map(line, range(first, last + 1))), encoding="utf-8")
+
+
+def stored_orders(cfg: Path) -> int:
+    return json.loads(run_cli("pull", "--config", str(cfg), "--format", "json").stdout)["counts"]["stored_orders"]
+
+
+def test_a_file_written_again_while_it_is_read_stops_the_run_and_the_next_run_reads_it_whole(tmp_path):
+    cfg = tmp_path / "rfmsync.toml"
+    cfg.write_text(CONFIG, encoding="utf-8")
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    write_rows(exports / "day1.csv", 1, 50)
+    assert stored_orders(cfg) == 50
+    day2 = exports / "day2.csv"
+    write_rows(day2, 1000, 999 + ROWS)
+    with rewriting(day2):  # not appended to: no rows of it can be kept
+        result = run_cli("pull", "--config", str(cfg), code=3)
+    assert f"{day2}: the file changed while it was read, 3 times in a row (still being written or copied?)" \
+        in result.output
+    assert "nothing was stored: run again once it is complete" in result.output
+    # day1's rows stayed through the refused run; the finished file is read whole
+    assert stored_orders(cfg) == 50 + ROWS
+
+
+def test_check_names_a_file_being_written(tmp_path):
+    cfg = tmp_path / "rfmsync.toml"
+    cfg.write_text(CONFIG, encoding="utf-8")
+    (tmp_path / "exports").mkdir()
+    sales = tmp_path / "exports" / "sales.csv"
+    write_rows(sales, 1, ROWS)
+    with rewriting(sales):
+        result = run_cli("check", "--config", str(cfg), code=3)
+    assert f"{sales}: the file changed while it was read" in result.output
+    run_cli("check", "--config", str(cfg))
+
+
+def test_a_file_appended_to_all_through_its_reads_keeps_its_whole_lines_and_the_next_run_reads_the_rest(tmp_path):
+    """A POS appending its receipts all day: each run stores the rows the file held whole (not exit 3 every hour)."""
+    cfg = tmp_path / "rfmsync.toml"
+    cfg.write_text(CONFIG, encoding="utf-8")
+    (tmp_path / "exports").mkdir()
+    day = tmp_path / "exports" / "day.csv"
+    write_rows(day, 1, ROWS)
+    with appending(day, ROWS + 1):  # each line in two writes: the file often ends half-way through one
+        first = stored_orders(cfg)
+        con = duckdb.connect()
+        pulled = FileSource(FileSourceConfig(type="file", orders="exports/*.csv", columns=COLS), tmp_path).pull(con)
+        # orders 1..n, each whole (a line cut short would hold another amount, or be a bad row)
+        n, top, cut = con.execute("SELECT count(*), max(order_id::INT), count(*) FILTER (WHERE amount <> "
+                                  "order_id::INT + 100.50) FROM staged_orders").fetchone()
+        assert (top, cut) == (n, 0)
+        assert pulled.bad_row_count == 0
+    written = day.read_text(encoding="utf-8").count("\n") - 1
+    assert ROWS <= first < written and ROWS <= n < written
+    assert stored_orders(cfg) == written  # the file changed since: read again, whole
+
+
+def staged(folder: Path) -> tuple[int, str]:
+    """Pull ``folder``'s ``exports/*.csv`` with the file source: the orders staged and the last order's amount."""
+    con = duckdb.connect()
+    FileSource(FileSourceConfig(type="file", orders="exports/*.csv", columns=COLS), folder).pull(con)
+    return con.execute("SELECT count(*), max_by(amount, order_id::INT)::VARCHAR FROM staged_orders").fetchone()
+
+
+def test_a_file_appended_to_during_its_first_read_is_read_again_whole(tmp_path):
+    (tmp_path / "exports").mkdir()
+    day = tmp_path / "exports" / "day.csv"
+    write_rows(day, 1, ROWS)
+    with on_open(day, "append", str(ROWS + 1)) as done:
+        assert staged(tmp_path) == (ROWS + 1, f"{100 + ROWS + 1}.50")  # the row appended mid-read included
+        assert done()
+
+
+def test_a_file_replaced_by_one_of_the_same_size_during_its_first_read_is_read_again(tmp_path):
+    (tmp_path / "exports").mkdir()
+    day = tmp_path / "exports" / "day.csv"
+    write_rows(day, 1, ROWS)
+    new = tmp_path / "exports" / "day.new"  # the same rows but the last order's amount: same size, another inode
+    new.write_text(day.read_text(encoding="utf-8").replace(f",{100 + ROWS}.50\n", ",77777.77\n"), encoding="utf-8")
+    assert new.stat().st_size == day.stat().st_size
+    with on_open(day, "replace", str(new)) as done:
+        assert staged(tmp_path) == (ROWS, "77777.77")
+        assert done()
+
+
+def test_check_names_a_file_moved_away_while_it_is_read(tmp_path):
+    cfg = tmp_path / "rfmsync.toml"
+    cfg.write_text(CONFIG, encoding="utf-8")
+    (tmp_path / "exports").mkdir()
+    (tmp_path / "archive").mkdir()
+    day = tmp_path / "exports" / "day.csv"
+    write_rows(day, 1, ROWS)
+    with on_open(day, "move", str(tmp_path / "archive" / "day.csv")) as done:
+        result = run_cli("check", "--config", str(cfg), code=3)  # a retry-later error, not an internal one (70)
+        assert done()
+    assert f"{day}: the file was removed or renamed while the export folder was being read; nothing was stored" \
+        in result.output
+
+
+def test_a_utf8_file_cut_inside_its_last_character_is_retried_later(tmp_path):
+    cfg = tmp_path / "rfmsync.toml"
+    cfg.write_text(CONFIG, encoding="utf-8")
+    (tmp_path / "exports").mkdir()
+    day = tmp_path / "exports" / "day.csv"
+    full = "order_id,date,amount,customer\n1,2025-06-01,10.50,Пётр\n2,2025-06-02,11.50,Иван".encode()
+    euro = full + "€".encode()  # 3 bytes
+    for data in (full[:-1], euro[:-1], euro[:-2]):  # the file ends 1 or 2 bytes into a 2- or 3-byte character
+        day.write_bytes(data)
+        result = run_cli("check", "--config", str(cfg), code=3)
+        assert f"{day}: the file ends inside a character (cut short: still being written or copied?)" \
+            in result.output
+    day.write_bytes(full[:-3] + b"\xff\n")  # a bad byte, not a character cut short: the encoding error (exit 2)
+    assert "not valid" in run_cli("check", "--config", str(cfg), code=2).output
+    day.write_bytes(full)
+    run_cli("check", "--config", str(cfg))
