@@ -5,15 +5,11 @@ from __future__ import annotations
 import errno
 import fnmatch
 import glob
-import logging
 import os
-import tempfile
 from pathlib import Path
 
 from .errors import ConfigError, TransientError
 from .suggest import did_you_mean
-
-log = logging.getLogger(__name__)
 
 
 class NothingMatches(ConfigError):
@@ -136,33 +132,3 @@ def vanished(path: str | Path | None) -> TransientError:
     archive folder, replaced): the run stops, nothing stored, a retry-later error naming it."""
     return TransientError(f"{path}: the file was removed or renamed while the export folder was being read; "
                           "nothing was stored: run again")
-
-
-BINARY = (".xlsx", ".xlsm", ".parquet", ".pq")  # a workbook or Parquet file is no text to cut at a line break
-
-
-def appended_lines(path: Path, before: tuple[int, int, int, int], after: tuple[int, int, int, int],
-                   tmp: Path) -> Path | None:
-    """A text export that only grew during a read (same device and inode, larger: a POS appending its receipts, a
-    copy onto the share under way): a copy, in a new folder of ``tmp`` under its name, of its first ``after`` size
-    bytes up to their last line break, the rows it held whole, to read instead (the next run, finding the file
-    changed, reads it whole again). None for another change (replaced, shrunk), a workbook or Parquet file, a
-    UTF-16 one (a line break is two bytes there) or bytes with no line break: such a file is read again whole."""
-    if before[:2] != after[:2] or after[2] <= before[2] or path.suffix.lower() in BINARY:
-        return None
-    copy = Path(tempfile.mkdtemp(dir=tmp)) / path.name
-    end = done = 0
-    with open(path, "rb") as src, open(copy, "wb") as dst:
-        while done < after[2] and (chunk := src.read(min(after[2] - done, 1 << 22))):
-            if not done and chunk[:2] in (b"\xff\xfe", b"\xfe\xff"):
-                break
-            dst.write(chunk)
-            if (i := chunk.rfind(b"\n")) >= 0:
-                end = done + i + 1
-            done += len(chunk)
-        dst.truncate(end)
-    if not end:
-        return None
-    log.warning("%s: the file grew while it was read (still being written?): its first %d bytes read, up to their "
-                "last line break; the next run reads it again", path, end)
-    return copy

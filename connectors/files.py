@@ -25,7 +25,7 @@ from .diagnose import check_orders
 from .errors import BadFileError, ConfigError, ConnectorError
 from .file_encoding import csv_error, utf8_copy
 from .file_lines import header_cells, line_count, numbered_src, record_lines, title_lines, without_lines
-from .file_paths import READ_ATTEMPTS, appended_lines, being_written, file_state, matching_files, vanished
+from .file_paths import READ_ATTEMPTS, being_written, file_state, matching_files, vanished
 from .file_readers import (XLSX_HEADER_SCAN, csv_src, needs_serial_read, read_xlsx, sheets_hint, sniff_delimiter,
                            typed_csv, xlsx_headers)
 from .file_sql import NUMBER_FIELDS, load_table
@@ -179,23 +179,20 @@ class FileSource:
                   table: str, tmp: Path) -> LoadedFile:
         """Read and normalise one file into the temp view ``table`` over the temp table ``<table>_data``
         (:func:`connectors.file_sql.persist_loaded` copies it into the connection's database). A file that changed
-        while it was read is read again (one that only grew, a POS appending: its whole lines then, ``appended_lines``),
-        and after :data:`~connectors.file_paths.READ_ATTEMPTS` such reads the run stops, a retry-later error."""
+        while it was read (a POS still writing it, a copy onto the share under way) is read again, and after
+        :data:`~connectors.file_paths.READ_ATTEMPTS` such reads the run stops, a retry-later error naming it."""
         mapping = self._orders_map if role == "orders" else self._contacts_map
-        data = None  # a copy of the whole lines of a file that only grew during a read (appended_lines)
         try:
             for _ in range(READ_ATTEMPTS):
-                before, failed = file_state(path), None
+                before = file_state(path)
                 try:
-                    loaded = self._load(con, path, mapping, table, tmp, data)
-                except ConnectorError as e:  # a half-written XLSX or Parquet file, a truncated row's column...
-                    failed = e
-                after = file_state(path)
-                if after == before or data is not None:
-                    if failed is not None:
-                        raise failed
+                    loaded = self._load(con, path, mapping, table, tmp)
+                except ConnectorError:  # a half-written XLSX or Parquet file, a truncated row's column...
+                    if file_state(path) == before:
+                        raise
+                    continue
+                if file_state(path) == before:
                     return loaded
-                data = appended_lines(path, before, after, tmp)
         except FileNotFoundError:  # moved into an archive folder, removed: before, during or right after a read
             raise vanished(path) from None
         raise being_written(path)
@@ -216,7 +213,7 @@ class FileSource:
     # ------------------------------------------------------------------------------------------ reading
 
     def _load(self, con: duckdb.DuckDBPyConnection, path: Path, mapping: _Mapping, table: str,
-              tmp: Path, data: Path | None = None) -> LoadedFile:  # data: a copy of a CSV's whole lines to read
+              tmp: Path) -> LoadedFile:
         suffix = path.suffix.lower()
         if path.stat().st_size == 0:
             raise BadFileError(f"{path}: the file is empty (0 bytes)")
@@ -240,7 +237,7 @@ class FileSource:
                                    f"{str(e).splitlines()[0]}") from None
             row_col, kind = None, "parquet"
         else:
-            csv_path = utf8_copy(data or path, self.cfg.encoding, tmp)
+            csv_path = utf8_copy(path, self.cfg.encoding, tmp)
             skip = self._title_lines(path, csv_path, mapping)
             if skip:
                 csv_path = without_lines(csv_path, skip, tmp)
