@@ -87,15 +87,18 @@ def refuse_after_withdrawals(ledger: RunRecorder, kind: str, destinations: Seque
             applied.append(apply())
         except RunStopped:
             raise
+        except GuardRefusedError as exc:  # a re-plan under the lock tripped a withdrawal rule: its lines
+            failed.append(f"{name}: {'; '.join(exc.lines)}")
         except Exception as exc:  # a failed apply is recorded by the engine (failed run, pending items)
             failed.append(f"{name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
     return refuse(ledger, kind, destinations, lines, counts, applied=applied, note=withdrawal_note(applied, failed))
 
 
 def withdrawal_note(applied: Sequence[ApplyReport], failed: Sequence[str]) -> str | None:
-    """The refusal's line on the withdrawals that went out alone (None: there were none to send)."""
-    if not applied and not failed:
-        return None
+    """The refusal's line on the withdrawals that went out alone (None: there were none to send); when none went
+    out, only those that could not (``failed``: each destination's reason, named once)."""
+    if not applied:
+        return f"consent withdrawals not applied: {'; '.join(failed)}" if failed else None
     n = sum(r.counts.get("planned", 0) for r in applied)
     where = ", ".join(f"{r.destination} {r.counts.get('planned', 0)}" for r in applied)
     text = (f"{n} consent withdrawal{'s' if n != 1 else ''} went out alone{f' ({where})' if where else ''}: only the "
@@ -242,8 +245,8 @@ def _withdraw(planned: PlannedDestination, ledger: Ledger, kind: str) -> Callabl
 
     def again() -> Plan:
         fresh = planned.replan()  # type: ignore[misc]
-        if fresh.withdrawal_lines:  # not applied; the refusal that follows records the run
-            raise GuardRefusedError(_plan_guard_lines([fresh]), [plan.destination])
+        if fresh.withdrawal_lines:  # not applied; the refusal that follows records the run (and names it)
+            raise GuardRefusedError(list(fresh.withdrawal_lines), [plan.destination])
         return withdrawals_alone(fresh.plan)
 
     return lambda: _execute(plan, planned.client, ledger, kind=kind, data={ALONE: len(plan.changes)}, alone=True,

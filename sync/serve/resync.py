@@ -225,7 +225,8 @@ class _Planned:
     last: dict[str, PushedState]
     rows_read: int  # ledger rows read to make it
     lost: dict[str, frozenset[str]]  # the tags the ESP lost its contacts wait for (Ledger.lost_tags)
-    held: bool = False  # a withdrawal rule tripped (sync.guards.withdrawal_lines): its withdrawals wait too
+    #: of ``lines``, the withdrawal rules' (sync.guards.withdrawal_lines): when any trips, its withdrawals wait too
+    withdrawal_lines: tuple[str, ...] = ()
 
 
 def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, settings: Settings,
@@ -256,7 +257,7 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
     lost = ledger.lost_tags(dest.name, {c.key for c in plan.changes})  # their tags the ESP lost, by key
     stats = replace(plan_stats(plan, last, lost), managed=managed)  # removed/changed need only the plan's contacts
     return _Planned(plan, client, plan_lines(cfg.guards, stats), last, len(last) + counted, lost,
-                    held=bool(withdrawal_lines(cfg.guards, stats)))
+                    withdrawal_lines=tuple(withdrawal_lines(cfg.guards, stats)))
 
 
 @contextmanager
@@ -292,12 +293,12 @@ def _apply(cfg: Config, planned: _Planned, ledger: Ledger, settings: Settings, a
         again = _plan_incremental(cfg, cfg.destination(name), ledger, settings, affected)
         report.ledger_rows_read += again.rows_read
         lines = [f"{name}: {line}" for line in again.lines]
-        if alone and again.held:  # not applied; the refusal that follows records the run
-            raise GuardRefusedError(lines, [name])
+        if alone and again.withdrawal_lines:  # not applied; the refusal that follows records the run (and names it)
+            raise GuardRefusedError(list(again.withdrawal_lines), [name])
         if alone:
             managed[0] = again.plan.managed_tags
             again = replace(again, plan=withdrawals_alone(again.plan))
-        elif again.held:
+        elif again.withdrawal_lines:
             raise refuse(ledger, "webhook", [name], lines)
         elif again.lines:
             raise HeldAgain(again, lines)
@@ -374,7 +375,7 @@ def resync(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Ord
         report.ledger_rows_read += sum(p.rows_read for p in planned)
         lines = [f"{p.plan.destination}: {line}" for p in planned for line in p.lines]
         if lines:  # a webhook run never overrides a guard: the run is recorded refused, only withdrawals written
-            held = any(p.held for p in planned)  # a withdrawal rule tripped somewhere: everything waits
+            held = any(p.withdrawal_lines for p in planned)  # a withdrawal rule tripped somewhere: everything waits
             withdraw = [] if held else [(p.plan.destination, _alone(cfg, p, ledger, settings, affected, report,
                                                                     lock_wait_seconds, sleep)) for p in planned]
             raise refuse_after_withdrawals(ledger, "webhook", [p.plan.destination for p in planned], lines, withdraw)
