@@ -24,7 +24,7 @@ plan's changes into those numbers). Three kinds:
   and the other removals are also judged together (against the larger of the two limits), so that a plan
   emptying most of the list for both reasons at once is refused too. While neither of these two withdrawal rules
   trips (the second one counts as one only when the removals alone would not trip it: :func:`withdrawal_lines`),
-  a plan held by the other two still sends its withdrawals alone (:func:`sync.run.refuse_after_withdrawals`).
+  a plan held by the other two still sends its withdrawals alone (:func:`sync.refusals.refuse_after_withdrawals`).
   Fewer contacts than ``min_mass_change``
   (removed, withdrawn, both, or changed) never trip these; removed, withdrawn or both do when they are a
   majority of the managed contacts (:func:`mass_floor`): in a small shop one contact is a large share, but most
@@ -193,7 +193,7 @@ def withdrawal_lines(g: GuardsConfig, stats: PlanStats) -> list[str]:
     """Of :func:`plan_lines`, the rules that judge the withdrawals: ``max_withdrawal_pct``, and the withdrawals and
     removals together when the withdrawals made the difference (the removals alone would not trip that line; a
     mass removal plus one withdrawal is the removals' matter). While none of them trips (anywhere in a run) the
-    withdrawals go out alone when another plan guard holds the plan (:func:`sync.run.refuse_after_withdrawals`)."""
+    withdrawals go out alone when another plan guard holds the plan (:func:`sync.refusals.refuse_after_withdrawals`)."""
     return [line for line, withdrawals in _judged(g, stats) if withdrawals]
 
 

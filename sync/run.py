@@ -4,7 +4,7 @@
 :func:`apply_saved` is :func:`sync.api.apply` (``rfmsync apply``). Every guard is checked before the first ESP write: a refusal records one ``refused`` run
 per destination (the reason as its error) and raises :class:`sync.errors.GuardRefusedError` (exit 6); when only
 plan guards other than the withdrawal rules refused, the consent withdrawals go out alone first
-(:func:`refuse_after_withdrawals`).
+(:func:`sync.refusals.refuse_after_withdrawals`).
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ from .history import record_after_sync, snapshot
 from .guards import (DataStats, counted_withdrawals, customer_drop_line, data_lines, plan_lines, plan_stats,
                      saved_withdrawals, scoring_lines, withdrawal_lines)
 from .ingest import run_stats, segments_from_store
-from .ledger import Ledger, RunHistory, RunRecorder
+from .ledger import Ledger, RunHistory
 from .pipeline import Reading, today_in
 from .planning.plan import Plan
 from .planning.planner import PlannedDestination, plan_all, selected_destinations
 from .planning.withdrawals import ALONE, withdrawals_alone
+from .refusals import HeldAgain, refuse, refuse_after_withdrawals
 from .store import STORE_LOCK
 from .settings import Settings
 
@@ -39,76 +40,6 @@ def require_destinations(cfg: Config) -> None:
     """``sync``, ``plan`` and ``apply`` need somewhere to sync to."""
     if not cfg.destinations:
         raise ConfigError(f"no [[destinations]] in {cfg.path or 'the config'}")
-
-
-def refuse(ledger: RunRecorder, kind: str, destinations: Sequence[str], lines: Sequence[str],
-           counts: Mapping[str, Any] | None = None, *, applied: Sequence[ApplyReport] = (),
-           note: str | None = None) -> GuardRefusedError:
-    """Record a ``refused`` run per destination (nothing else written, but the withdrawals ``applied`` alone,
-    which ``note`` tells) and return the error to raise."""
-    error = "; ".join([*lines, *([note] if note else [])])
-    for name in destinations:
-        run_id = ledger.start_run(kind, name)
-        ledger.finish_run(run_id, "refused", dict(counts or {}), error=error)
-    written = "only consent withdrawals written" if applied else "nothing written"
-    log.warning("refused by a guard (%s to %s): %s", written, ", ".join(destinations), error)
-    return GuardRefusedError(list(lines), destinations, applied=applied, note=note)
-
-
-class HeldAgain(Exception):
-    """A re-plan under the destination's lock (the ledger moved while the apply waited for it) trips plan guards
-    other than the withdrawal rules: nothing applied yet; the caller sends the re-plan's withdrawals alone and
-    refuses the rest (:func:`refuse_after_withdrawals`), as it would have for the first plan. ``planned``: the
-    re-plan; ``lines``: its guard lines, named by destination."""
-
-    def __init__(self, planned: Any, lines: Sequence[str]) -> None:
-        super().__init__("\n".join(lines))
-        self.planned, self.lines = planned, list(lines)
-
-
-#: one destination's withdrawals applied alone (:func:`sync.planning.withdrawals.withdrawals_alone`): its name and
-#: the call that applies them (None: it has none)
-Withdraw = tuple[str, "Callable[[], ApplyReport] | None"]
-
-
-def refuse_after_withdrawals(ledger: RunRecorder, kind: str, destinations: Sequence[str], lines: Sequence[str],
-                             withdraw: Sequence[Withdraw], counts: Mapping[str, Any] | None = None
-                             ) -> GuardRefusedError:
-    """A refusal by plan guards other than the withdrawal rules (:func:`sync.guards.withdrawal_lines`): each
-    destination's consent withdrawals go out alone first (only the withdrawn contacts' managed tags/lists come
-    off), then the rest is refused as :func:`refuse` (exit 6) with one more line: how many went out, the rest held.
-    A destination whose withdrawals could not be applied (its ESP down, a re-plan tripping a withdrawal rule) is
-    named on that line; the others still go out. A stop asked for (SIGTERM) stops at once (nothing refused)."""
-    applied, failed = [], []
-    for name, apply in withdraw:
-        if apply is None:
-            continue
-        try:
-            applied.append(apply())
-        except RunStopped:
-            raise
-        except GuardRefusedError as exc:  # a re-plan under the lock tripped a withdrawal rule: its lines
-            failed.append(f"{name}: {'; '.join(exc.lines)}")
-        except Exception as exc:  # a failed apply is recorded by the engine (failed run, pending items)
-            failed.append(f"{name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
-    return refuse(ledger, kind, destinations, lines, counts, applied=applied, note=withdrawal_note(applied, failed))
-
-
-def withdrawal_note(applied: Sequence[ApplyReport], failed: Sequence[str]) -> str | None:
-    """The refusal's line on the withdrawals that went out alone (None: there were none to send); when none went
-    out, only those that could not (``failed``: each destination's reason, named once)."""
-    if not applied:
-        return f"consent withdrawals not applied: {'; '.join(failed)}" if failed else None
-    n = sum(r.counts.get("planned", 0) for r in applied)
-    where = ", ".join(f"{r.destination} {r.counts.get('planned', 0)}" for r in applied)
-    text = (f"{n} consent withdrawal{'s' if n != 1 else ''} went out alone{f' ({where})' if where else ''}: only the "
-            f"withdrawn contacts' managed tags/lists were taken off; the rest of the plan is held")
-    ops = sum(r.counts.get("failed", 0) for r in applied)
-    if ops:
-        text += f"; {ops} of their operations failed (recorded, retried by the next run: `rfmsync failures`)"
-    if failed:
-        text += f"; not applied: {'; '.join(failed)}"
-    return text
 
 
 def customer_drop_lines(cfg: Config, ledger: RunHistory, stats: DataStats, destinations: Sequence[str]) -> list[str]:

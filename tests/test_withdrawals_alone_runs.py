@@ -131,13 +131,13 @@ def test_apply_sends_alone_only_the_withdrawals_the_guards_counted(shop, mailchi
 
 DRIVER = """
 import os, signal, sys
-import sync.run
+import sync.refusals
 from sync.cli import main
 
 def killed(*args, **kwargs):  # the process dies right after the withdrawals' run, before the refused run
     os.kill(os.getpid(), signal.SIGKILL)
 
-sync.run.refuse = killed
+sync.refusals.refuse = killed
 main(sys.argv[1:])
 """
 

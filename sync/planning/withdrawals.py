@@ -1,5 +1,5 @@
 """The consent withdrawals of a plan, alone: what goes out when a plan guard other than the withdrawal rules holds
-the plan (docs/safety.md, "Consent withdrawals"; :func:`sync.run.refuse_after_withdrawals`).
+the plan (docs/safety.md, "Consent withdrawals"; :func:`sync.refusals.refuse_after_withdrawals`).
 
 A person who withdrew his consent must stop getting segment campaigns even on a day the rest of the plan waits for
 a person (a mass removal, a segment reshuffle): his managed tags and lists come off, and nothing else of the plan

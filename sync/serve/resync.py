@@ -13,7 +13,7 @@ The path of one webhook batch (see :func:`resync`):
    get a removal and a million-contact destination is not read;
 4. check the plan guards (:mod:`sync.guards`; a webhook run never overrides them: a refusal records ``refused``
    runs and writes nothing but, when no withdrawal rule tripped, the consent withdrawals alone:
-   :func:`sync.run.refuse_after_withdrawals`), then apply with :func:`sync.engine.execute_plan`, recorded as a
+   :func:`sync.refusals.refuse_after_withdrawals`), then apply with :func:`sync.engine.execute_plan`, recorded as a
    run of kind ``webhook``; a destination whose ledger moved while waiting for its lock is planned again first.
    Only then are the customers' segments recorded in the segment history (:func:`sync.history.record_partial`):
    a refused resync records nothing.
@@ -58,7 +58,7 @@ from ..pipeline import SegmentsRun, compute_segments, store_path, today_in
 from ..planning.plan import Plan, check_fields, desired_contacts, leave_shared_to_full_sync, plan_destination
 from ..planning.transitions import move_join
 from ..planning.withdrawals import ALONE, withdrawals_alone
-from ..run import HeldAgain, refuse, refuse_after_withdrawals
+from ..refusals import HeldAgain, refuse, refuse_after_withdrawals
 from ..settings import Settings
 from ..store import STORE_LOCK, connect_store, ensure_lookup_indexes, lookup_by_key, merge_staged
 from ..store.merge import Ages
@@ -282,10 +282,10 @@ def _apply(cfg: Config, planned: _Planned, ledger: Ledger, settings: Settings, a
            managed_tags: Sequence[str] = ()) -> ApplyReport:
     """Apply one destination's plan; planned again under the lock (guards included) when another run moved
     the ledger while it waited. Then the managed-contact count moves by what the plan did. ``alone``: the plan is
-    its withdrawals alone (the guards hold the rest: :func:`sync.run.refuse_after_withdrawals`), and so is a
+    its withdrawals alone (the guards hold the rest: :func:`sync.refusals.refuse_after_withdrawals`), and so is a
     re-plan's, held by the withdrawal rules alone; its managed contacts are counted by ``managed``, the held plan's
     tags (the alone plan's are only those it takes off). A re-plan that trips other plan guards alone raises
-    :class:`~sync.run.HeldAgain` (its withdrawals go out alone: :func:`resync`)."""
+    :class:`~sync.refusals.HeldAgain` (its withdrawals go out alone: :func:`resync`)."""
     name = planned.plan.destination
     final, managed = [planned], [managed_tags if alone else planned.plan.managed_tags]
 
