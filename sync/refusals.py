@@ -11,6 +11,8 @@ from typing import Any, Callable, Mapping, Sequence
 from .engine import ApplyReport
 from .errors import GuardRefusedError, RunStopped
 from .ledger import RunRecorder
+from .planning.plan import Plan
+from .planning.withdrawals import ALONE, withdrawals_alone
 
 log = logging.getLogger(__name__)
 
@@ -83,3 +85,32 @@ def withdrawal_note(applied: Sequence[ApplyReport], failed: Sequence[str]) -> st
     if failed:
         text += f"; not applied: {'; '.join(failed)}"
     return text
+
+
+def apply_alone(plan: Plan, execute: Callable[..., ApplyReport]) -> Callable[[], ApplyReport] | None:
+    """The apply of ``plan``'s consent withdrawals alone (None: it has none): ``execute`` called with the cut plan
+    and the run's options (``data``: :data:`~sync.planning.withdrawals.ALONE`, no input counts; ``alone=True``)."""
+    cut = withdrawals_alone(plan)
+    if cut.is_empty:
+        return None
+    return lambda: execute(cut, data={ALONE: len(cut.changes)}, alone=True)
+
+
+def judge_replan(planned: Any, plan: Plan, lines: Sequence[str], withdrawal_lines: Sequence[str], *, alone: bool,
+                 ledger: RunRecorder, kind: str, counts: Mapping[str, Any] | None = None) -> Plan:
+    """The plan to apply of a re-plan under the destination's lock (the ledger moved while the apply waited for it),
+    held to the plan guards like the first plan: ``planned`` the re-plan, ``plan`` its plan, ``lines`` its guard
+    lines (named by destination; none when the run overrides them), ``withdrawal_lines`` those of the withdrawal
+    rules (unnamed). Sending withdrawals ``alone``: its withdrawals alone, or (a withdrawal rule tripped) a
+    :class:`GuardRefusedError` with those lines, not applied, which the refusal that follows records and names. A
+    whole plan: refused whole (:func:`refuse`) when a withdrawal rule trips, :class:`HeldAgain` when other plan
+    guards alone do (its withdrawals go out alone), else ``plan``."""
+    if alone:
+        if withdrawal_lines:
+            raise GuardRefusedError(list(withdrawal_lines), [plan.destination])
+        return withdrawals_alone(plan)
+    if withdrawal_lines:
+        raise refuse(ledger, kind, [plan.destination], lines, counts)
+    if lines:
+        raise HeldAgain(planned, lines)
+    return plan

@@ -29,8 +29,7 @@ from .ledger import Ledger, RunHistory
 from .pipeline import Reading, today_in
 from .planning.plan import Plan
 from .planning.planner import PlannedDestination, plan_all, selected_destinations
-from .planning.withdrawals import ALONE, withdrawals_alone
-from .refusals import HeldAgain, refuse, refuse_after_withdrawals
+from .refusals import HeldAgain, apply_alone, judge_replan, refuse, refuse_after_withdrawals
 from .store import STORE_LOCK
 from .settings import Settings
 
@@ -116,7 +115,7 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
         suspect = suspect or bool(scoring) or any(p.withdrawal_lines for p in planned)
         lines += scoring + _plan_guard_lines(planned)
     if lines:  # only plan guards but the withdrawal rules: the withdrawals go out alone, the rest is held
-        withdraw = [] if suspect else [(p.plan.destination, _withdraw(p, ledger, kind)) for p in planned]
+        withdraw = [] if suspect else [(p.plan.destination, _withdraw(p, ledger, kind, stats)) for p in planned]
         raise refuse_after_withdrawals(ledger, kind, names, lines, withdraw, stats.counts())
     reports, failed = [], []
     for i, p in enumerate(planned):  # one destination failing (a vendor down, a revoked key) keeps no other stale
@@ -126,7 +125,7 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
                                         replan=_guarded_replan(p, ledger, kind, allow_mass_change, stats)))
             except HeldAgain as held:  # the re-plan's withdrawals alone, the rest refused
                 raise refuse_after_withdrawals(ledger, kind, [p.plan.destination], held.lines,
-                                               [(p.plan.destination, _withdraw(held.planned, ledger, kind))],
+                                               [(p.plan.destination, _withdraw(held.planned, ledger, kind, stats))],
                                                stats.counts()) from None
         except Exception as exc:  # recorded as a failed run by the engine (or refused by a re-plan's guard)
             failed.append(exc)
@@ -152,36 +151,25 @@ def _execute(plan: Plan, client: Any, ledger: Ledger, **options: Any) -> ApplyRe
 
 
 def _guarded_replan(planned: PlannedDestination, ledger: Ledger, kind: str, allow_mass_change: bool,
-                    stats: DataStats):
-    """The re-plan under the lock, held to the plan guards like the first plan: refused whole when a withdrawal
-    rule trips, else (other plan guards alone) :class:`HeldAgain`: its withdrawals go out alone."""
+                    stats: DataStats, *, alone: bool = False) -> Callable[[], Plan] | None:
+    """The re-plan under the lock, held to the plan guards like the first plan (:func:`judge_replan`)."""
     def again() -> Plan:
-        fresh = planned.replan()
-        if fresh.guard_lines and not allow_mass_change:
-            if fresh.withdrawal_lines:
-                raise refuse(ledger, kind, [fresh.plan.destination], _plan_guard_lines([fresh]), stats.counts())
-            raise HeldAgain(fresh, _plan_guard_lines([fresh]))
-        return fresh.plan
+        fresh = planned.replan()  # type: ignore[misc]
+        held = not allow_mass_change
+        return judge_replan(fresh, fresh.plan, _plan_guard_lines([fresh]) if held else (),
+                            fresh.withdrawal_lines if held else (), alone=alone, ledger=ledger, kind=kind,
+                            counts=stats.counts())
 
     return again if planned.replan is not None else None
 
 
-def _withdraw(planned: PlannedDestination, ledger: Ledger, kind: str) -> Callable[[], ApplyReport] | None:
+def _withdraw(planned: PlannedDestination, ledger: Ledger, kind: str, stats: DataStats
+              ) -> Callable[[], ApplyReport] | None:
     """The apply of ``planned``'s withdrawals alone (None: it has none); a re-plan under the lock (the ledger
-    moved while it waited) is held by the withdrawal rules alone, and sends the new plan's withdrawals alone. The
-    run records no input counts (it is no full sync: :data:`~sync.planning.withdrawals.ALONE`)."""
-    plan = withdrawals_alone(planned.plan)
-    if plan.is_empty:
-        return None
-
-    def again() -> Plan:
-        fresh = planned.replan()  # type: ignore[misc]
-        if fresh.withdrawal_lines:  # not applied; the refusal that follows records the run (and names it)
-            raise GuardRefusedError(list(fresh.withdrawal_lines), [plan.destination])
-        return withdrawals_alone(fresh.plan)
-
-    return lambda: _execute(plan, planned.client, ledger, kind=kind, data={ALONE: len(plan.changes)}, alone=True,
-                            replan=again if planned.replan is not None else None)
+    moved while it waited) is held by the withdrawal rules alone, and sends the new plan's withdrawals alone."""
+    replan = _guarded_replan(planned, ledger, kind, False, stats, alone=True)
+    return apply_alone(planned.plan, lambda plan, **alone: _execute(plan, planned.client, ledger, kind=kind,
+                                                                     replan=replan, **alone))
 
 
 def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Settings, *,
@@ -230,12 +218,9 @@ def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Se
 def _withdraw_saved(cfg: Config, judged: Plan, ledger: Ledger, settings: Settings
                     ) -> Callable[[], ApplyReport] | None:
     """The apply of a saved plan's believed withdrawals alone (None: it has none); stale if the ledger moved."""
-    plan = withdrawals_alone(judged)
-    if plan.is_empty:
-        return None
-    return lambda: _execute(plan, make_destination(cfg.destination(plan.destination), settings, required=True),
-                            ledger, kind="apply", data={ALONE: len(plan.changes)}, alone=True,
-                            replan=lambda: _raise_stale(judged, ledger))
+    return apply_alone(judged, lambda plan, **alone: _execute(
+        plan, make_destination(cfg.destination(plan.destination), settings, required=True), ledger, kind="apply",
+        replan=lambda: _raise_stale(judged, ledger), **alone))
 
 
 def _stale(plan: Plan, now: int) -> PlanStaleError:

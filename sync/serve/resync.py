@@ -48,7 +48,7 @@ from connectors.tables import stage_records
 from ..config import Config, DestinationConfig
 from ..destinations.registry import make_destination
 from ..engine import ApplyReport, execute_plan
-from ..errors import DestinationError, GuardRefusedError, LockBusyError
+from ..errors import DestinationError, LockBusyError
 from ..history import record_partial
 from ..guards import recency_scores_line
 from ..ingest import load_last_full_run, save_cut_points
@@ -57,8 +57,7 @@ from ..model import PushedState
 from ..pipeline import SegmentsRun, compute_segments, store_path, today_in
 from ..planning.plan import Plan, check_fields, desired_contacts, leave_shared_to_full_sync, plan_destination
 from ..planning.transitions import move_join
-from ..planning.withdrawals import ALONE, withdrawals_alone
-from ..refusals import HeldAgain, refuse, refuse_after_withdrawals
+from ..refusals import HeldAgain, apply_alone, judge_replan, refuse, refuse_after_withdrawals
 from ..settings import Settings
 from ..store import STORE_LOCK, connect_store, ensure_lookup_indexes, lookup_by_key, merge_staged
 from ..store.merge import Ages
@@ -278,8 +277,8 @@ def _planned(cfg: Config, dest: DestinationConfig, ledger: Ledger, settings: Set
 
 
 def _apply(cfg: Config, planned: _Planned, ledger: Ledger, settings: Settings, affected: _Affected,
-           report: ResyncReport, lock_wait: float, sleep: Callable[[float], None], alone: bool = False,
-           managed_tags: Sequence[str] = ()) -> ApplyReport:
+           report: ResyncReport, lock_wait: float, sleep: Callable[[float], None], *,
+           data: dict[str, int] | None = None, alone: bool = False, managed_tags: Sequence[str] = ()) -> ApplyReport:
     """Apply one destination's plan; planned again under the lock (guards included) when another run moved
     the ledger while it waited. Then the managed-contact count moves by what the plan did. ``alone``: the plan is
     its withdrawals alone (the guards hold the rest: :func:`sync.refusals.refuse_after_withdrawals`), and so is a
@@ -292,22 +291,16 @@ def _apply(cfg: Config, planned: _Planned, ledger: Ledger, settings: Settings, a
     def replan() -> Plan:
         again = _plan_incremental(cfg, cfg.destination(name), ledger, settings, affected)
         report.ledger_rows_read += again.rows_read
-        lines = [f"{name}: {line}" for line in again.lines]
-        if alone and again.withdrawal_lines:  # not applied; the refusal that follows records the run (and names it)
-            raise GuardRefusedError(list(again.withdrawal_lines), [name])
+        plan = judge_replan(again, again.plan, [f"{name}: {line}" for line in again.lines], again.withdrawal_lines,
+                            alone=alone, ledger=ledger, kind="webhook")
         if alone:
             managed[0] = again.plan.managed_tags
-            again = replace(again, plan=withdrawals_alone(again.plan))
-        elif again.withdrawal_lines:
-            raise refuse(ledger, "webhook", [name], lines)
-        elif again.lines:
-            raise HeldAgain(again, lines)
-        final[0] = again
-        return again.plan
+        final[0] = replace(again, plan=plan)
+        return plan
 
     with _named(name):
         applied = _execute_waiting(planned.plan, planned.client, ledger, lock_wait, sleep, replan=replan,
-                                   data={ALONE: len(planned.plan.changes)} if alone else None, alone=alone)
+                                   data=data, alone=alone)
     plan = final[0].plan
     if applied.forgotten:  # taken from holders beyond the plan's contacts: the count is counted again
         MANAGED_COUNTS.drop(ledger, name, managed[0])
@@ -326,10 +319,9 @@ def _apply(cfg: Config, planned: _Planned, ledger: Ledger, settings: Settings, a
 def _alone(cfg: Config, planned: _Planned, ledger: Ledger, settings: Settings, affected: _Affected,
            report: ResyncReport, lock_wait: float, sleep: Callable[[float], None]) -> Callable[[], ApplyReport] | None:
     """The apply of ``planned``'s withdrawals alone (None: it has none)."""
-    plan = withdrawals_alone(planned.plan)
-    return None if plan.is_empty else lambda: _apply(cfg, replace(planned, plan=plan), ledger, settings, affected,
-                                                     report, lock_wait, sleep, alone=True,
-                                                     managed_tags=planned.plan.managed_tags)
+    return apply_alone(planned.plan, lambda plan, **alone: _apply(
+        cfg, replace(planned, plan=plan), ledger, settings, affected, report, lock_wait, sleep,
+        managed_tags=planned.plan.managed_tags, **alone))
 
 
 def _execute_waiting(plan, client, ledger: Ledger, lock_wait: float, sleep: Callable[[float], None],
