@@ -123,9 +123,9 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
             try:
                 reports.append(_execute(p.plan, p.client, ledger, kind=kind, data=stats.counts(),
                                         replan=_guarded_replan(p, ledger, kind, allow_mass_change, stats)))
-            except HeldAgain as held:  # the re-plan's withdrawals alone, the rest refused
-                raise refuse_after_withdrawals(ledger, kind, [p.plan.destination], held.lines,
-                                               [(p.plan.destination, _withdraw(held.planned, ledger, kind, stats))],
+            except HeldAgain as again:  # the re-plan's withdrawals alone, the rest refused
+                raise refuse_after_withdrawals(ledger, kind, [p.plan.destination], again.lines,
+                                               [(p.plan.destination, _withdraw(again.planned, ledger, kind, stats))],
                                                stats.counts()) from None
         except Exception as exc:  # recorded as a failed run by the engine (or refused by a re-plan's guard)
             failed.append(exc)
@@ -155,9 +155,9 @@ def _guarded_replan(planned: PlannedDestination, ledger: Ledger, kind: str, allo
     """The re-plan under the lock, held to the plan guards like the first plan (:func:`judge_replan`)."""
     def again() -> Plan:
         fresh = planned.replan()  # type: ignore[misc]
-        held = not allow_mass_change
-        return judge_replan(fresh, fresh.plan, _plan_guard_lines([fresh]) if held else (),
-                            fresh.withdrawal_lines if held else (), alone=alone, ledger=ledger, kind=kind,
+        guarded = not allow_mass_change
+        return judge_replan(fresh, fresh.plan, _plan_guard_lines([fresh]) if guarded else (),
+                            fresh.withdrawal_lines if guarded else (), alone=alone, ledger=ledger, kind=kind,
                             counts=stats.counts())
 
     return again if planned.replan is not None else None

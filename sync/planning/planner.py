@@ -148,13 +148,13 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
     # contacts is a scan of the whole pushed state)
     stats = columnar_plan_stats(rows.con, plan, ledger.lost_tags(dest.name)) if plan.changes else None
     lines = tuple(plan_lines(cfg.guards, stats)) if stats is not None else ()
-    held = tuple(withdrawal_lines(cfg.guards, stats)) if stats is not None else ()
+    withdrawals = tuple(withdrawal_lines(cfg.guards, stats)) if stats is not None else ()
     warnings = ((unchecked,) if unchecked is not None else ()) + ((behind,) if behind else ()) + lines
-    alone = (alone_note(plan),) if lines and not held and plan.withdrawn else ()  # what a refused sync still sends
+    alone = (alone_note(plan),) if lines and not withdrawals and plan.withdrawn else ()  # what a refused sync still sends
     plan = replace(plan, warnings=(*plan.warnings, *warnings), guard=stats, notes=(*plan.notes, *alone))
     return PlannedDestination(plan, client, lines, replan=lambda: plan_one(
         cfg, dest, rows, ledger, client, unchecked, full_refresh=full_refresh, reconcile=reconcile,
-        extra_tags=extra_tags), withdrawal_lines=held)
+        extra_tags=extra_tags), withdrawal_lines=withdrawals)
 
 
 def remote_unchecked(client: Destination | None, require_remote: bool) -> str | None:

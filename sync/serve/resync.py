@@ -367,17 +367,17 @@ def resync(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Ord
         report.ledger_rows_read += sum(p.rows_read for p in planned)
         lines = [f"{p.plan.destination}: {line}" for p in planned for line in p.lines]
         if lines:  # a webhook run never overrides a guard: the run is recorded refused, only withdrawals written
-            held = any(p.withdrawal_lines for p in planned)  # a withdrawal rule tripped somewhere: everything waits
-            withdraw = [] if held else [(p.plan.destination, _alone(cfg, p, ledger, settings, affected, report,
+            withdrawals_held = any(p.withdrawal_lines for p in planned)  # a withdrawal rule tripped: all wait
+            withdraw = [] if withdrawals_held else [(p.plan.destination, _alone(cfg, p, ledger, settings, affected, report,
                                                                     lock_wait_seconds, sleep)) for p in planned]
             raise refuse_after_withdrawals(ledger, "webhook", [p.plan.destination for p in planned], lines, withdraw)
         for p in planned:
             try:
                 report.reports.append(_apply(cfg, p, ledger, settings, affected, report, lock_wait_seconds, sleep))
-            except HeldAgain as held:  # the ledger moved meanwhile: by the same rule, the withdrawals alone
+            except HeldAgain as again:  # the ledger moved meanwhile: by the same rule, the withdrawals alone
                 name = p.plan.destination
-                raise refuse_after_withdrawals(ledger, "webhook", [name], held.lines, [(name, _alone(
-                    cfg, held.planned, ledger, settings, affected, report, lock_wait_seconds, sleep))]) from None
+                raise refuse_after_withdrawals(ledger, "webhook", [name], again.lines, [(name, _alone(
+                    cfg, again.planned, ledger, settings, affected, report, lock_wait_seconds, sleep))]) from None
         record_partial(cfg, affected.segments, as_of, store_wait_seconds)  # after the guards and the apply only
     report.seconds = time.monotonic() - started
     stale = sum(report.stale.values())
