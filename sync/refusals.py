@@ -50,7 +50,7 @@ Withdraw = tuple[str, "Callable[[], ApplyReport] | None"]
 def refuse_after_withdrawals(ledger: RunRecorder, kind: str, destinations: Sequence[str], lines: Sequence[str],
                              withdraw: Sequence[Withdraw], counts: Mapping[str, Any] | None = None
                              ) -> GuardRefusedError:
-    """A refusal by plan guards other than the withdrawal rules (:func:`sync.guards.withdrawal_lines`): each
+    """A refusal by plan guards other than the withdrawal rules (:class:`sync.guards.PlanVerdict`): each
     destination's consent withdrawals go out alone first (only the withdrawn contacts' managed tags/lists come
     off), then the rest is refused as :func:`refuse` (exit 6) with one more line: how many went out, the rest held.
     A destination whose withdrawals could not be applied (its ESP down, a re-plan tripping a withdrawal rule) is

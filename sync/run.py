@@ -22,8 +22,8 @@ from .destinations.registry import make_destination
 from .engine import ApplyReport, execute_plan
 from .errors import ConfigError, GuardRefusedError, PlanStaleError, RunStopped
 from .history import record_after_sync, snapshot
-from .guards import (DataStats, counted_withdrawals, customer_drop_line, data_lines, plan_lines, plan_stats,
-                     saved_withdrawals, scoring_lines, withdrawal_lines)
+from .guards import (DataStats, believed_withdrawals, customer_drop_line, data_lines, judge_plan, plan_stats,
+                     scoring_lines)
 from .ingest import run_stats, segments_from_store
 from .ledger import Ledger, RunHistory
 from .pipeline import Reading, today_in
@@ -196,12 +196,12 @@ def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Se
             # a withdrawal only when the plan's change is one, by the planners' test, under the destination's
             # new_contacts now (a key added to "withdrawn" by hand, or a destination switched from skip: a removal),
             # and one the stats count as such (managed tags before, none after): the only keys sent alone
-            judged = replace(plan, withdrawn=saved_withdrawals(plan, cfg.destination(plan.destination).new_contacts))
             state = ledger.load_state(plan.destination)
-            judged = replace(judged, withdrawn=counted_withdrawals(judged, state))
-            stats_now = plan_stats(judged, state, ledger.lost_tags(plan.destination))
-            lines += [f"{plan.destination}: {line}" for line in plan_lines(cfg.guards, stats_now)]
-            suspect = suspect or bool(withdrawal_lines(cfg.guards, stats_now))
+            judged = replace(plan, withdrawn=believed_withdrawals(
+                plan, cfg.destination(plan.destination).new_contacts, state))
+            verdict = judge_plan(cfg.guards, plan_stats(judged, state, ledger.lost_tags(plan.destination)))
+            lines += [f"{plan.destination}: {line}" for line in verdict.lines]
+            suspect = suspect or bool(verdict.withdrawal_lines)
             judged_plans.append(judged)
     if lines:  # only plan guards but the withdrawal rules: the believed withdrawals go out alone
         withdraw = [] if suspect else [(j.destination, _withdraw_saved(cfg, j, ledger, settings))

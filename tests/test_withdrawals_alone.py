@@ -22,7 +22,7 @@ import pytest
 from connectors.records import Consent, Contact, Order
 from sync.config import GuardsConfig, load_config
 from sync.errors import GuardRefusedError
-from sync.guards import PlanStats, plan_lines, withdrawal_lines
+from sync.guards import PlanStats, judge_plan, plan_lines
 from sync.ledger import open_ledger
 from sync.model import ContactChange, OwnerChange
 from sync.planning.plan import Plan
@@ -266,7 +266,7 @@ def test_apply_believes_a_saved_plan_s_withdrawn_only_as_before(shop, mailchimp_
      ["guard max_withdrawal_pct (withdrawals and removals together): 40 of 100"]),
 ])
 def test_withdrawal_lines_are_the_withdrawal_rules_of_plan_lines(stats, held):
-    lines = withdrawal_lines(GuardsConfig(), stats)
+    lines = list(judge_plan(GuardsConfig(), stats).withdrawal_lines)
     assert [line[:len(h)] for line, h in zip(lines, held)] == held and len(lines) == len(held)
     assert set(lines) <= set(plan_lines(GuardsConfig(), stats))
 
@@ -278,7 +278,7 @@ def test_a_mass_removal_over_the_combined_limit_lets_one_withdrawal_out():
     lines = plan_lines(GuardsConfig(), stats)
     assert [line.split(":")[0] for line in lines] == [
         "guard max_removal_pct", "guard max_withdrawal_pct (withdrawals and removals together)"]
-    assert withdrawal_lines(GuardsConfig(), stats) == []
+    assert list(judge_plan(GuardsConfig(), stats).withdrawal_lines) == []
 
 
 def test_withdrawals_alone_keeps_only_the_withdrawn_contacts_managed_removals():

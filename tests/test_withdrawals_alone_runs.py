@@ -354,7 +354,7 @@ def test_counted_withdrawals_are_the_listed_keys_the_stats_count():
     """A saved plan lists 6 of 10 contacts as withdrawn whose change takes Welcome off and leaves VIP: each passes
     the planners' test of a withdrawal change, none is a withdrawal by the stats (a change): none is sent alone."""
     from sync.config import GuardsConfig
-    from sync.guards import counted_withdrawals, plan_lines, plan_stats, saved_withdrawals, withdrawal_lines
+    from sync.guards import believed_withdrawals, judge_plan, plan_lines, plan_stats, saved_withdrawals
     from sync.model import ContactChange
     from sync.planning.plan import Plan
     from sync.planning.withdrawals import withdrawals_alone
@@ -367,10 +367,10 @@ def test_counted_withdrawals_are_the_listed_keys_the_stats_count():
                 withdrawn=(*(c.key for c in changes), "k9"))
     believed = replace(plan, withdrawn=saved_withdrawals(plan, "skip"))
     assert len(believed.withdrawn) == 7
-    judged = replace(believed, withdrawn=counted_withdrawals(believed, state))
+    judged = replace(plan, withdrawn=believed_withdrawals(plan, "skip", state))
     assert judged.withdrawn == ("k9",)
     stats = plan_stats(judged, state)
     assert stats == plan_stats(believed, state) and (stats.withdrawn, stats.changed) == (1, 6)
     g = GuardsConfig(min_mass_change=1, max_change_pct=10)
-    assert plan_lines(g, stats) and not withdrawal_lines(g, stats)
+    assert plan_lines(g, stats) and not list(judge_plan(g, stats).withdrawal_lines)
     assert [c.key for c in withdrawals_alone(judged).changes] == ["k9"]

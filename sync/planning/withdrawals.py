@@ -30,7 +30,7 @@ def alone_run(run: Mapping[str, Any]) -> bool:
 
 def withdrawals_alone(plan: Plan) -> Plan:
     """``plan`` cut down to the managed tags/lists it takes off the contacts it lists as withdrawn
-    (``plan.withdrawn``: for a saved plan, the keys :func:`sync.guards.counted_withdrawals` counts): one change per
+    (``plan.withdrawn``: for a saved plan, the keys :func:`sync.guards.believed_withdrawals`): one change per
     withdrawn contact that exists in the ESP, its ``remove_tags`` of the managed tags alone. A contact whose
     customer changes keeps the customer the ledger names (his new owner is the held plan's). Its ``managed_tags``
     are the tags/lists it takes off and it has no ``fields``: the ESP's ``prepare`` creates nothing of the held

@@ -224,7 +224,7 @@ class _Planned:
     last: dict[str, PushedState]
     rows_read: int  # ledger rows read to make it
     lost: dict[str, frozenset[str]]  # the tags the ESP lost its contacts wait for (Ledger.lost_tags)
-    #: of ``lines``, the withdrawal rules' (sync.guards.withdrawal_lines): when any trips, its withdrawals wait too
+    #: of ``lines``, the withdrawal rules' (sync.guards.PlanVerdict): when any trips, its withdrawals wait too
     withdrawal_lines: tuple[str, ...] = ()
 
 
@@ -232,7 +232,7 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
                       affected: _Affected) -> _Planned:
     """The plan of ``dest`` for the affected customers only, and the plan guards it trips (against all of the
     destination's managed contacts, a count kept between resyncs: :mod:`sync.serve.managed`)."""
-    from ..guards import plan_lines, plan_stats, withdrawal_lines
+    from ..guards import judge_plan, plan_stats
 
     dest = _incremental_destination(dest)
     check_fields(dest)
@@ -255,8 +255,9 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
     managed, counted = MANAGED_COUNTS.count(ledger, dest.name, plan.managed_tags, revision)
     lost = ledger.lost_tags(dest.name, {c.key for c in plan.changes})  # their tags the ESP lost, by key
     stats = replace(plan_stats(plan, last, lost), managed=managed)  # removed/changed need only the plan's contacts
-    return _Planned(plan, client, plan_lines(cfg.guards, stats), last, len(last) + counted, lost,
-                    withdrawal_lines=tuple(withdrawal_lines(cfg.guards, stats)))
+    verdict = judge_plan(cfg.guards, stats)
+    return _Planned(plan, client, list(verdict.lines), last, len(last) + counted, lost,
+                    withdrawal_lines=verdict.withdrawal_lines)
 
 
 @contextmanager
