@@ -44,7 +44,7 @@ class HeldAgain(Exception):
 
 #: one destination's withdrawals applied alone (:func:`sync.planning.withdrawals.withdrawals_alone`): its name and
 #: the call that applies them (None: it has none)
-Withdraw = tuple[str, "Callable[[], ApplyReport] | None"]
+Withdraw = tuple[str, Callable[[], ApplyReport] | None]
 
 
 def refuse_after_withdrawals(ledger: RunRecorder, kind: str, destinations: Sequence[str], lines: Sequence[str],

@@ -71,7 +71,7 @@ class Batch:
     orders: list[Order] = field(default_factory=list)
     contacts: list[Contact] = field(default_factory=list)
     pull: bool = False
-    #: when the ledger accepted each record: ``(kind, id)`` → its event's time (:data:`sync.store.merge.Ages`)
+    #: when the ledger accepted each record: ``(kind, id)`` → its event's time (:data:`sync.store.ordering.Ages`)
     ages: dict[tuple[str, str], datetime] = field(default_factory=dict)
     #: versions left out because the batch holds a newer one of the record (by the vendor's times, or the order's
     #: delete for good): per kind

@@ -60,11 +60,11 @@ from ..planning.transitions import move_join
 from ..refusals import HeldAgain, apply_alone, judge_replan, refuse, refuse_after_withdrawals
 from ..settings import Settings
 from ..store import STORE_LOCK, connect_store, ensure_lookup_indexes, lookup_by_key, merge_staged
-from ..store.merge import Ages
+from ..store.ordering import Ages
 from ..store.webhooks import add_late_withdrawals
 from .managed import ManagedCounts
 from .readcount import CountingConnection
-from .resync_scope import _incremental_destination, _store_holders  # what a resync plans
+from .resync_scope import incremental_destination, store_holders  # what a resync plans
 from .resync_staging import (CLOCK_MARGIN, _coalesce_webhook_contacts, _prune_file_won,  # the staging side
                              _pull_after_webhook_records, _utcnow)
 
@@ -234,7 +234,7 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
     destination's managed contacts, a count kept between resyncs: :mod:`sync.serve.managed`)."""
     from ..guards import judge_plan, plan_stats
 
-    dest = _incremental_destination(dest)
+    dest = incremental_destination(dest)
     check_fields(dest)
     client = make_destination(dest, settings, required=True)
     desired, invalid = desired_contacts(affected.rows, dest)
@@ -242,8 +242,8 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
     revision = ledger.state_revision(dest.name)
     last = ledger.load_state_of(dest.name, keys, affected.customer_ids)  # by key: never the whole destination
     desired, last, shared = leave_shared_to_full_sync(desired, last, affected.customer_ids,
-                                                      lambda keys, among: _store_holders(cfg, keys, among,
-                                                                                        affected.store_wait))
+                                                      lambda keys, among: store_holders(cfg, keys, among,
+                                                                                       affected.store_wait))
     for note in shared:  # a resync's plan is not printed: its notes would be seen nowhere
         log.info("webhook resync of %s: %s", dest.name, note)
     existing = None
@@ -347,7 +347,7 @@ def resync(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Ord
     """Store the records, re-segment only the affected customers and push only their changes.
 
     ``received_at``: when the ledger accepted the records (the worker's batch: each record's own event,
-    :data:`sync.store.merge.Ages`), their age against the export files (:func:`sync.store.merge.merge_staged`);
+    :data:`sync.store.ordering.Ages`), their age against the export files (:func:`sync.store.merge.merge_staged`);
     default: now. ``now``: the wall clock a pull's start is read from, the age of the records it pulls (the
     worker passes its own, the clock its events are dated by).
 
