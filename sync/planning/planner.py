@@ -150,7 +150,8 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
     verdict = judge_plan(cfg.guards, stats) if stats is not None else PlanVerdict()
     lines, withdrawals = verdict.lines, verdict.withdrawal_lines
     warnings = ((unchecked,) if unchecked is not None else ()) + ((behind,) if behind else ()) + lines
-    alone = (alone_note(plan),) if lines and not withdrawals and plan.withdrawn else ()  # what a refused sync still sends
+    note = alone_note(plan) if lines and not withdrawals else None  # what a refused sync still sends
+    alone = (note,) if note else ()
     plan = replace(plan, warnings=(*plan.warnings, *warnings), guard=stats, notes=(*plan.notes, *alone))
     return PlannedDestination(plan, client, lines, replan=lambda: plan_one(
         cfg, dest, rows, ledger, client, unchecked, full_refresh=full_refresh, reconcile=reconcile,

@@ -48,10 +48,11 @@ def withdrawals_alone(plan: Plan) -> Plan:
                    managed_tags=tuple(t for t in plan.managed_tags if t in removed), fields={})
 
 
-def alone_note(plan: Plan) -> str:
-    """The note of a plan whose own guards hold it but not its withdrawals (``plan``, ``sync --dry-run``)."""
+def alone_note(plan: Plan) -> str | None:
+    """The note of a plan whose own guards hold it but not its withdrawals (``plan``, ``sync --dry-run``); None
+    when none would go out alone."""
     n = len(withdrawals_alone(plan).changes)
-    return (f"{n} consent withdrawal{'s' if n != 1 else ''} would go out alone (only {'their' if n != 1 else 'his'} "
+    return None if not n else (f"{n} consent withdrawal{'s' if n != 1 else ''} would go out alone (only {'their' if n != 1 else 'his'} "
             f"managed tags/lists taken off) while the guards hold the rest of this plan, unless a data or scoring "
             f"guard, or a withdrawal rule of another destination, holds the whole run")
 
