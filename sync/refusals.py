@@ -22,13 +22,14 @@ def refuse(ledger: RunRecorder, kind: str, destinations: Sequence[str], lines: S
            note: str | None = None) -> GuardRefusedError:
     """Record a ``refused`` run per destination (nothing else written, but the withdrawals ``applied`` alone,
     which ``note`` tells) and return the error to raise."""
-    error = "; ".join([*lines, *([note] if note else [])])
+    refused = GuardRefusedError(list(lines), destinations, applied=applied, note=note)
+    error = "; ".join(refused.message_lines)
     for name in destinations:
         run_id = ledger.start_run(kind, name)
         ledger.finish_run(run_id, "refused", dict(counts or {}), error=error)
     written = "only consent withdrawals written" if applied else "nothing written"
     log.warning("refused by a guard (%s to %s): %s", written, ", ".join(destinations), error)
-    return GuardRefusedError(list(lines), destinations, applied=applied, note=note)
+    return refused
 
 
 class HeldAgain(Exception):
@@ -64,7 +65,7 @@ def refuse_after_withdrawals(ledger: RunRecorder, kind: str, destinations: Seque
         except RunStopped:
             raise
         except GuardRefusedError as exc:  # a re-plan under the lock tripped a withdrawal rule: its lines
-            failed.append(f"{name}: {'; '.join(exc.lines)}")
+            failed.append(f"{name}: {'; '.join(exc.message_lines)}")
         except Exception as exc:  # a failed apply is recorded by the engine (failed run, pending items)
             failed.append(f"{name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
     return refuse(ledger, kind, destinations, lines, counts, applied=applied, note=withdrawal_note(applied, failed))

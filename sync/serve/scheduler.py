@@ -293,7 +293,7 @@ class Scheduler:
                 self.metrics.guard_refused(exc.destinations)
             log.error("scheduled sync refused by a guard (%s): %s",
                       "only consent withdrawals written" if exc.applied else "nothing written",
-                      "; ".join(str(exc).splitlines()))
+                      "; ".join(exc.message_lines))
             return False
         except LockBusyError as exc:
             if getattr(exc, "lock_name", None) == "schedule":  # counted and logged at INFO once per fire time:
