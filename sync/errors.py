@@ -77,11 +77,16 @@ class GuardRefusedError(RfmsyncError):
 
     def __init__(self, lines: list[str], destinations: list[str] | tuple[str, ...] = (), *,
                  applied: list | tuple = (), note: str | None = None) -> None:
-        super().__init__("\n".join([*lines, *([note] if note else [])]))
         self.lines = list(lines)
         self.destinations = list(destinations)
         self.applied = list(applied)
         self.note = note
+        super().__init__("\n".join(self.message_lines))
+
+    @property
+    def message_lines(self) -> list[str]:
+        """The guards' lines, then the note if any: the message, one line each."""
+        return [*self.lines, *([self.note] if self.note else [])]
 
 
 class LedgerError(RfmsyncError):

@@ -23,12 +23,11 @@ plan's changes into those numbers). Three kinds:
   back, while most of the list saying ``no`` at once (a mis-mapped consent column) is refused; the withdrawals
   and the other removals are also judged together (against the larger of the two limits), so that a plan
   emptying most of the list for both reasons at once is refused too. While neither of these two withdrawal rules
-  trips (the second one counts as one only when the removals alone would not trip it: :func:`withdrawal_lines`),
-  a plan held by the other two still sends its withdrawals alone (:func:`sync.run.refuse_after_withdrawals`).
-  Fewer contacts than ``min_mass_change``
-  (removed, withdrawn, both, or changed) never trip these; removed, withdrawn or both do when they are a
-  majority of the managed contacts (:func:`mass_floor`): in a small shop one contact is a large share, but most
-  of it is a broken input. A single withdrawal never trips (also of a list of one or two).
+  trips (the second one counts as one only when the removals alone would not trip it: :class:`PlanVerdict`), a plan
+  held by the other two still sends its withdrawals alone (:func:`sync.refusals.refuse_after_withdrawals`). Fewer
+  contacts than ``min_mass_change`` (removed, withdrawn, both, or changed) never trip these; removed, withdrawn or
+  both do when they are a majority of the managed contacts (:func:`mass_floor`): in a small shop one contact is a
+  large share, but most of it is a broken input. A single withdrawal never trips (also of a list of one or two).
 * the **scoring guard** ``recency_scores`` (quantile scores that put the newest buyers among the lost:
   :func:`~segmentation.scoring.recency_collapse`), also on a first sync; ``--allow-mass-change`` overrides it too.
 
@@ -180,21 +179,31 @@ def mass_floor(g: GuardsConfig, managed: int) -> int:
     return min(g.min_mass_change, managed // 2 + 1)
 
 
+@dataclass(frozen=True)
+class PlanVerdict:
+    """The plan guards a plan trips (:func:`judge_plan`): ``lines`` (:func:`plan_lines`), and of them the
+    ``withdrawal_lines``, the rules that judge the withdrawals: ``max_withdrawal_pct``, and the withdrawals and
+    removals together when the withdrawals made the difference (the removals alone would not trip that line; a
+    mass removal plus one withdrawal is the removals' matter). While none of them trips (anywhere in a run) the
+    withdrawals go out alone when another plan guard holds the plan (:func:`sync.refusals.refuse_after_withdrawals`)."""
+
+    lines: tuple[str, ...] = ()
+    withdrawal_lines: tuple[str, ...] = ()
+
+
+def judge_plan(g: GuardsConfig, stats: PlanStats) -> PlanVerdict:
+    """The plan guards' lines and, of them, the withdrawal rules' (:class:`PlanVerdict`), judged once."""
+    judged = _judged(g, stats)
+    return PlanVerdict(tuple(line for line, _ in judged), tuple(line for line, withdrawals in judged if withdrawals))
+
+
 def plan_lines(g: GuardsConfig, stats: PlanStats) -> list[str]:
     """The plan guards; none for a destination without managed contacts (its first sync), nor for fewer contacts
     (each guard its own count) than :func:`mass_floor` (removals), it and 2 (withdrawals, and withdrawals and
     removals together: one person withdrawing never trips) or ``min_mass_change`` (changes). The withdrawals and
     the other removals are also judged together (both leave contacts without any managed tag), against the
     larger of their two limits."""
-    return [line for line, _ in _judged(g, stats)]
-
-
-def withdrawal_lines(g: GuardsConfig, stats: PlanStats) -> list[str]:
-    """Of :func:`plan_lines`, the rules that judge the withdrawals: ``max_withdrawal_pct``, and the withdrawals and
-    removals together when the withdrawals made the difference (the removals alone would not trip that line; a
-    mass removal plus one withdrawal is the removals' matter). While none of them trips (anywhere in a run) the
-    withdrawals go out alone when another plan guard holds the plan (:func:`sync.run.refuse_after_withdrawals`)."""
-    return [line for line, withdrawals in _judged(g, stats) if withdrawals]
+    return list(judge_plan(g, stats).lines)
 
 
 def _judged(g: GuardsConfig, stats: PlanStats) -> list[tuple[str, bool]]:
@@ -322,22 +331,24 @@ def saved_withdrawals(plan, new_contacts: str) -> tuple[str, ...]:
     return tuple(sorted(c.key for c in plan.changes if c.key in listed and withdrawal_change(c, new_contacts)))
 
 
-def counted_withdrawals(plan, state: Mapping[str, PushedState]) -> tuple[str, ...]:
-    """The keys of ``plan.withdrawn`` that :func:`plan_stats` counts as withdrawn against ``state``: contacts
-    holding managed tags the change leaves them none of. ``apply`` sends a saved plan's withdrawals alone for
-    these only (a listed key whose change keeps a managed tag is judged as a change, and held with it)."""
-    managed_tags, listed = frozenset(plan.managed_tags), frozenset(plan.withdrawn)
+def believed_withdrawals(plan, new_contacts: str, state: Mapping[str, PushedState]) -> tuple[str, ...]:
+    """The keys of a saved ``plan``'s ``withdrawn`` that ``apply`` judges and sends alone as withdrawals: those
+    :func:`saved_withdrawals` believes under ``new_contacts`` now and :func:`plan_stats` counts as withdrawn against
+    ``state`` (a listed key whose change keeps a managed tag is judged as a change, and held with it)."""
+    managed_tags, believed = frozenset(plan.managed_tags), frozenset(saved_withdrawals(plan, new_contacts))
     return tuple(c.key for c in plan.changes
-                 if c.key in listed and _leaves_none(c, state.get(c.key), managed_tags)[0])
+                 if c.key in believed and _leaves_none(*_managed_tags_of(c, state.get(c.key), managed_tags)))
 
 
-def _leaves_none(c: ContactChange, prev: PushedState | None, managed_tags: frozenset[str]
-                 ) -> tuple[bool, frozenset[str], frozenset[str]]:
-    """Whether change ``c`` leaves a contact holding managed tags (``prev``) none; his managed tags before and
-    after."""
+def _managed_tags_of(c: ContactChange, prev: PushedState | None, managed_tags: frozenset[str]
+                     ) -> tuple[frozenset[str], frozenset[str]]:
+    """A contact's managed tags before change ``c`` (``prev``: his ledger row) and after it."""
     before = prev.tags & managed_tags if prev else frozenset()
-    after = (before - c.remove_tags) | c.add_tags
-    return bool(before and not after), before, after
+    return before, (before - c.remove_tags) | c.add_tags
+
+
+def _leaves_none(before: frozenset[str], after: frozenset[str]) -> bool:  # held managed tags, holds none
+    return bool(before and not after)
 
 
 def plan_stats(plan, state: Mapping[str, PushedState],
@@ -357,10 +368,10 @@ def plan_stats(plan, state: Mapping[str, PushedState],
     drifting = {esp: value for esp, value in plan.fields.items() if value in DRIFTING_VALUES}
     for c in plan.changes:
         prev = state.get(c.key)
-        none_left, before, after = _leaves_none(c, prev, managed_tags)
+        before, after = _managed_tags_of(c, prev, managed_tags)
         waits = lost[c.key] & managed_tags if c.key in lost else frozenset()  # for a tag the ESP lost
         back = (c.add_tags & waits) - before
-        if none_left:
+        if _leaves_none(before, after):
             if c.key in withdrawals:  # his consent, not the input: judged apart (max_withdrawal_pct)
                 withdrawn += 1
                 continue

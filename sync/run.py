@@ -4,7 +4,7 @@
 :func:`apply_saved` is :func:`sync.api.apply` (``rfmsync apply``). Every guard is checked before the first ESP write: a refusal records one ``refused`` run
 per destination (the reason as its error) and raises :class:`sync.errors.GuardRefusedError` (exit 6); when only
 plan guards other than the withdrawal rules refused, the consent withdrawals go out alone first
-(:func:`refuse_after_withdrawals`).
+(:func:`sync.refusals.refuse_after_withdrawals`).
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ from .destinations.registry import make_destination
 from .engine import ApplyReport, execute_plan
 from .errors import ConfigError, GuardRefusedError, PlanStaleError, RunStopped
 from .history import record_after_sync, snapshot
-from .guards import (DataStats, counted_withdrawals, customer_drop_line, data_lines, plan_lines, plan_stats,
-                     saved_withdrawals, scoring_lines, withdrawal_lines)
+from .guards import (DataStats, believed_withdrawals, customer_drop_line, data_lines, judge_plan, plan_stats,
+                     scoring_lines)
 from .ingest import run_stats, segments_from_store
-from .ledger import Ledger, RunHistory, RunRecorder
+from .ledger import Ledger, RunHistory
 from .pipeline import Reading, today_in
 from .planning.plan import Plan
 from .planning.planner import PlannedDestination, plan_all, selected_destinations
-from .planning.withdrawals import ALONE, withdrawals_alone
+from .refusals import HeldAgain, apply_alone, judge_replan, refuse, refuse_after_withdrawals
 from .store import STORE_LOCK
 from .settings import Settings
 
@@ -39,73 +39,6 @@ def require_destinations(cfg: Config) -> None:
     """``sync``, ``plan`` and ``apply`` need somewhere to sync to."""
     if not cfg.destinations:
         raise ConfigError(f"no [[destinations]] in {cfg.path or 'the config'}")
-
-
-def refuse(ledger: RunRecorder, kind: str, destinations: Sequence[str], lines: Sequence[str],
-           counts: Mapping[str, Any] | None = None, *, applied: Sequence[ApplyReport] = (),
-           note: str | None = None) -> GuardRefusedError:
-    """Record a ``refused`` run per destination (nothing else written, but the withdrawals ``applied`` alone,
-    which ``note`` tells) and return the error to raise."""
-    error = "; ".join([*lines, *([note] if note else [])])
-    for name in destinations:
-        run_id = ledger.start_run(kind, name)
-        ledger.finish_run(run_id, "refused", dict(counts or {}), error=error)
-    written = "only consent withdrawals written" if applied else "nothing written"
-    log.warning("refused by a guard (%s to %s): %s", written, ", ".join(destinations), error)
-    return GuardRefusedError(list(lines), destinations, applied=applied, note=note)
-
-
-class HeldAgain(Exception):
-    """A re-plan under the destination's lock (the ledger moved while the apply waited for it) trips plan guards
-    other than the withdrawal rules: nothing applied yet; the caller sends the re-plan's withdrawals alone and
-    refuses the rest (:func:`refuse_after_withdrawals`), as it would have for the first plan. ``planned``: the
-    re-plan; ``lines``: its guard lines, named by destination."""
-
-    def __init__(self, planned: Any, lines: Sequence[str]) -> None:
-        super().__init__("\n".join(lines))
-        self.planned, self.lines = planned, list(lines)
-
-
-#: one destination's withdrawals applied alone (:func:`sync.planning.withdrawals.withdrawals_alone`): its name and
-#: the call that applies them (None: it has none)
-Withdraw = tuple[str, "Callable[[], ApplyReport] | None"]
-
-
-def refuse_after_withdrawals(ledger: RunRecorder, kind: str, destinations: Sequence[str], lines: Sequence[str],
-                             withdraw: Sequence[Withdraw], counts: Mapping[str, Any] | None = None
-                             ) -> GuardRefusedError:
-    """A refusal by plan guards other than the withdrawal rules (:func:`sync.guards.withdrawal_lines`): each
-    destination's consent withdrawals go out alone first (only the withdrawn contacts' managed tags/lists come
-    off), then the rest is refused as :func:`refuse` (exit 6) with one more line: how many went out, the rest held.
-    A destination whose withdrawals could not be applied (its ESP down, a re-plan tripping a withdrawal rule) is
-    named on that line; the others still go out. A stop asked for (SIGTERM) stops at once (nothing refused)."""
-    applied, failed = [], []
-    for name, apply in withdraw:
-        if apply is None:
-            continue
-        try:
-            applied.append(apply())
-        except RunStopped:
-            raise
-        except Exception as exc:  # a failed apply is recorded by the engine (failed run, pending items)
-            failed.append(f"{name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
-    return refuse(ledger, kind, destinations, lines, counts, applied=applied, note=withdrawal_note(applied, failed))
-
-
-def withdrawal_note(applied: Sequence[ApplyReport], failed: Sequence[str]) -> str | None:
-    """The refusal's line on the withdrawals that went out alone (None: there were none to send)."""
-    if not applied and not failed:
-        return None
-    n = sum(r.counts.get("planned", 0) for r in applied)
-    where = ", ".join(f"{r.destination} {r.counts.get('planned', 0)}" for r in applied)
-    text = (f"{n} consent withdrawal{'s' if n != 1 else ''} went out alone{f' ({where})' if where else ''}: only the "
-            f"withdrawn contacts' managed tags/lists were taken off; the rest of the plan is held")
-    ops = sum(r.counts.get("failed", 0) for r in applied)
-    if ops:
-        text += f"; {ops} of their operations failed (recorded, retried by the next run: `rfmsync failures`)"
-    if failed:
-        text += f"; not applied: {'; '.join(failed)}"
-    return text
 
 
 def customer_drop_lines(cfg: Config, ledger: RunHistory, stats: DataStats, destinations: Sequence[str]) -> list[str]:
@@ -182,7 +115,7 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
         suspect = suspect or bool(scoring) or any(p.withdrawal_lines for p in planned)
         lines += scoring + _plan_guard_lines(planned)
     if lines:  # only plan guards but the withdrawal rules: the withdrawals go out alone, the rest is held
-        withdraw = [] if suspect else [(p.plan.destination, _withdraw(p, ledger, kind)) for p in planned]
+        withdraw = [] if suspect else [(p.plan.destination, _withdraw(p, ledger, kind, stats)) for p in planned]
         raise refuse_after_withdrawals(ledger, kind, names, lines, withdraw, stats.counts())
     reports, failed = [], []
     for i, p in enumerate(planned):  # one destination failing (a vendor down, a revoked key) keeps no other stale
@@ -190,9 +123,9 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
             try:
                 reports.append(_execute(p.plan, p.client, ledger, kind=kind, data=stats.counts(),
                                         replan=_guarded_replan(p, ledger, kind, allow_mass_change, stats)))
-            except HeldAgain as held:  # the re-plan's withdrawals alone, the rest refused
-                raise refuse_after_withdrawals(ledger, kind, [p.plan.destination], held.lines,
-                                               [(p.plan.destination, _withdraw(held.planned, ledger, kind))],
+            except HeldAgain as again:  # the re-plan's withdrawals alone, the rest refused
+                raise refuse_after_withdrawals(ledger, kind, [p.plan.destination], again.lines,
+                                               [(p.plan.destination, _withdraw(again.planned, ledger, kind, stats))],
                                                stats.counts()) from None
         except Exception as exc:  # recorded as a failed run by the engine (or refused by a re-plan's guard)
             failed.append(exc)
@@ -218,36 +151,25 @@ def _execute(plan: Plan, client: Any, ledger: Ledger, **options: Any) -> ApplyRe
 
 
 def _guarded_replan(planned: PlannedDestination, ledger: Ledger, kind: str, allow_mass_change: bool,
-                    stats: DataStats):
-    """The re-plan under the lock, held to the plan guards like the first plan: refused whole when a withdrawal
-    rule trips, else (other plan guards alone) :class:`HeldAgain`: its withdrawals go out alone."""
+                    stats: DataStats, *, alone: bool = False) -> Callable[[], Plan] | None:
+    """The re-plan under the lock, held to the plan guards like the first plan (:func:`judge_replan`)."""
     def again() -> Plan:
-        fresh = planned.replan()
-        if fresh.guard_lines and not allow_mass_change:
-            if fresh.withdrawal_lines:
-                raise refuse(ledger, kind, [fresh.plan.destination], _plan_guard_lines([fresh]), stats.counts())
-            raise HeldAgain(fresh, _plan_guard_lines([fresh]))
-        return fresh.plan
+        fresh = planned.replan()  # type: ignore[misc]
+        guarded = not allow_mass_change
+        return judge_replan(fresh, fresh.plan, _plan_guard_lines([fresh]) if guarded else (),
+                            fresh.withdrawal_lines if guarded else (), alone=alone, ledger=ledger, kind=kind,
+                            counts=stats.counts())
 
     return again if planned.replan is not None else None
 
 
-def _withdraw(planned: PlannedDestination, ledger: Ledger, kind: str) -> Callable[[], ApplyReport] | None:
+def _withdraw(planned: PlannedDestination, ledger: Ledger, kind: str, stats: DataStats
+              ) -> Callable[[], ApplyReport] | None:
     """The apply of ``planned``'s withdrawals alone (None: it has none); a re-plan under the lock (the ledger
-    moved while it waited) is held by the withdrawal rules alone, and sends the new plan's withdrawals alone. The
-    run records no input counts (it is no full sync: :data:`~sync.planning.withdrawals.ALONE`)."""
-    plan = withdrawals_alone(planned.plan)
-    if plan.is_empty:
-        return None
-
-    def again() -> Plan:
-        fresh = planned.replan()  # type: ignore[misc]
-        if fresh.withdrawal_lines:  # not applied; the refusal that follows records the run
-            raise GuardRefusedError(_plan_guard_lines([fresh]), [plan.destination])
-        return withdrawals_alone(fresh.plan)
-
-    return lambda: _execute(plan, planned.client, ledger, kind=kind, data={ALONE: len(plan.changes)}, alone=True,
-                            replan=again if planned.replan is not None else None)
+    moved while it waited) is held by the withdrawal rules alone, and sends the new plan's withdrawals alone."""
+    replan = _guarded_replan(planned, ledger, kind, False, stats, alone=True)
+    return apply_alone(planned.plan, lambda plan, **alone: _execute(plan, planned.client, ledger, kind=kind,
+                                                                     replan=replan, **alone))
 
 
 def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Settings, *,
@@ -274,12 +196,12 @@ def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Se
             # a withdrawal only when the plan's change is one, by the planners' test, under the destination's
             # new_contacts now (a key added to "withdrawn" by hand, or a destination switched from skip: a removal),
             # and one the stats count as such (managed tags before, none after): the only keys sent alone
-            judged = replace(plan, withdrawn=saved_withdrawals(plan, cfg.destination(plan.destination).new_contacts))
             state = ledger.load_state(plan.destination)
-            judged = replace(judged, withdrawn=counted_withdrawals(judged, state))
-            stats_now = plan_stats(judged, state, ledger.lost_tags(plan.destination))
-            lines += [f"{plan.destination}: {line}" for line in plan_lines(cfg.guards, stats_now)]
-            suspect = suspect or bool(withdrawal_lines(cfg.guards, stats_now))
+            judged = replace(plan, withdrawn=believed_withdrawals(
+                plan, cfg.destination(plan.destination).new_contacts, state))
+            verdict = judge_plan(cfg.guards, plan_stats(judged, state, ledger.lost_tags(plan.destination)))
+            lines += [f"{plan.destination}: {line}" for line in verdict.lines]
+            suspect = suspect or bool(verdict.withdrawal_lines)
             judged_plans.append(judged)
     if lines:  # only plan guards but the withdrawal rules: the believed withdrawals go out alone
         withdraw = [] if suspect else [(j.destination, _withdraw_saved(cfg, j, ledger, settings))
@@ -296,12 +218,9 @@ def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Se
 def _withdraw_saved(cfg: Config, judged: Plan, ledger: Ledger, settings: Settings
                     ) -> Callable[[], ApplyReport] | None:
     """The apply of a saved plan's believed withdrawals alone (None: it has none); stale if the ledger moved."""
-    plan = withdrawals_alone(judged)
-    if plan.is_empty:
-        return None
-    return lambda: _execute(plan, make_destination(cfg.destination(plan.destination), settings, required=True),
-                            ledger, kind="apply", data={ALONE: len(plan.changes)}, alone=True,
-                            replan=lambda: _raise_stale(judged, ledger))
+    return apply_alone(judged, lambda plan, **alone: _execute(
+        plan, make_destination(cfg.destination(plan.destination), settings, required=True), ledger, kind="apply",
+        replan=lambda: _raise_stale(judged, ledger), **alone))
 
 
 def _stale(plan: Plan, now: int) -> PlanStaleError:

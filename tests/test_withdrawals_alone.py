@@ -22,11 +22,11 @@ import pytest
 from connectors.records import Consent, Contact, Order
 from sync.config import GuardsConfig, load_config
 from sync.errors import GuardRefusedError
-from sync.guards import PlanStats, plan_lines, withdrawal_lines
+from sync.guards import PlanStats, judge_plan, plan_lines
 from sync.ledger import open_ledger
 from sync.model import ContactChange, OwnerChange
 from sync.planning.plan import Plan
-from sync.planning.withdrawals import withdrawals_alone
+from sync.planning.withdrawals import alone_note, withdrawals_alone
 from sync.serve.resync import resync
 from sync.serve.scheduler import run_full_sync
 from sync.settings import load_settings
@@ -266,7 +266,7 @@ def test_apply_believes_a_saved_plan_s_withdrawn_only_as_before(shop, mailchimp_
      ["guard max_withdrawal_pct (withdrawals and removals together): 40 of 100"]),
 ])
 def test_withdrawal_lines_are_the_withdrawal_rules_of_plan_lines(stats, held):
-    lines = withdrawal_lines(GuardsConfig(), stats)
+    lines = list(judge_plan(GuardsConfig(), stats).withdrawal_lines)
     assert [line[:len(h)] for line, h in zip(lines, held)] == held and len(lines) == len(held)
     assert set(lines) <= set(plan_lines(GuardsConfig(), stats))
 
@@ -278,7 +278,7 @@ def test_a_mass_removal_over_the_combined_limit_lets_one_withdrawal_out():
     lines = plan_lines(GuardsConfig(), stats)
     assert [line.split(":")[0] for line in lines] == [
         "guard max_removal_pct", "guard max_withdrawal_pct (withdrawals and removals together)"]
-    assert withdrawal_lines(GuardsConfig(), stats) == []
+    assert list(judge_plan(GuardsConfig(), stats).withdrawal_lines) == []
 
 
 def test_withdrawals_alone_keeps_only_the_withdrawn_contacts_managed_removals():
@@ -299,3 +299,14 @@ def test_withdrawals_alone_keeps_only_the_withdrawn_contacts_managed_removals():
         ("b@x.uz", {"Winback"}, frozenset(), {}, False, "old-b")]  # his new owner waits with the plan
     assert alone.owners == () and alone.withdrawn == ("a@x.uz", "b@x.uz") and alone.ledger_revision == 3
     assert withdrawals_alone(replace(plan, withdrawn=())).is_empty
+
+
+def test_the_plans_alone_note_counts_what_goes_out_and_says_nothing_at_none():
+    """``plan``'s note on the withdrawals a refused sync still sends counts those that would go out (the cut plan's
+    changes), and is left off when none would: a withdrawn contact not yet in the ESP (a create) sends nothing (before:
+    "0 consent withdrawals would go out alone")."""
+    out = ContactChange("k1", "k1", "c1", "Best", False, None, remove_tags=frozenset({"VIP"}))
+    new = ContactChange("k2", "k2", "c2", "Best", True, None)
+    plan = Plan("mc", "mailchimp", (out, new), (), ("VIP",), {}, 0, withdrawn=("k1", "k2"))
+    assert alone_note(plan).startswith("1 consent withdrawal would go out alone (only his managed tags/lists")
+    assert alone_note(replace(plan, changes=(new,), withdrawn=("k2",))) is None

@@ -131,13 +131,13 @@ def test_apply_sends_alone_only_the_withdrawals_the_guards_counted(shop, mailchi
 
 DRIVER = """
 import os, signal, sys
-import sync.run
+import sync.refusals
 from sync.cli import main
 
 def killed(*args, **kwargs):  # the process dies right after the withdrawals' run, before the refused run
     os.kill(os.getpid(), signal.SIGKILL)
 
-sync.run.refuse = killed
+sync.refusals.refuse = killed
 main(sys.argv[1:])
 """
 
@@ -254,6 +254,77 @@ def test_a_webhook_resync_replanned_under_the_lock_sends_the_withdrawals_alone(s
         f"{DEST}: guard max_change_pct: 1 of 6 managed contacts (16.7 %) would change; limit 10 %"]
 
 
+class _StripsTheLedger(_MovesTheLedger):
+    """Another run records one managed contact without any managed tag (the managed contacts one fewer)."""
+
+    def start(self, label, total=None, unit=""):
+        if label == f"applying {DEST}" and not self.moved:
+            self.moved = 1
+            prev = self.ledger.load_state(DEST)[self.key]
+            self.ledger.save_states(DEST, None, [PushedState(prev.key, prev.customer_id, prev.tags - MANAGED,
+                                                             prev.fields, True)])
+        return progress.SILENT.start(label, total, unit)
+
+
+def test_withdrawals_replanned_into_a_withdrawal_rule_say_only_that_rule(shop, mailchimp_fake):
+    """A change trips max_change_pct, the two withdrawals (2 of 7, under max_withdrawal_pct = 30) go out alone;
+    while they wait for the lock another run leaves 6 managed contacts: the re-plan trips max_withdrawal_pct and
+    nothing goes out. The note names that rule, the destination once, and claims nothing went out alone (before:
+    "0 consent withdrawals went out alone: …; not applied: mc: mc: guard max_change_pct: …")."""
+    shop.write_text(shop.read_text(encoding="utf-8").replace("max_withdrawal_pct = 50", "max_withdrawal_pct = 30")
+                    + "max_change_pct = 10\n", encoding="utf-8")
+    (_, a), (_, b), (_, mover_id), (third, _) = list(managed_contacts(shop).items())[:4]
+    set_consent(shop, "нет", {a, b})
+    add_order(shop, mover_id)
+    cfg, settings = load_config(shop), load_settings()
+    before = audience(mailchimp_fake)
+    with open_ledger(cfg, settings) as ledger, pytest.raises(GuardRefusedError) as refused:
+        with progress.reporting(_StripsTheLedger(ledger, third, "")):
+            full_sync(cfg, ledger, settings, as_of=AS_OF)
+    assert refused.value.lines == [
+        f"{DEST}: guard max_change_pct: 1 of 7 managed contacts (14.3 %) would change; limit 10 %"]
+    assert refused.value.applied == []
+    assert refused.value.note == (
+        f"consent withdrawals not applied: {DEST}: guard max_withdrawal_pct: 2 of 6 managed contacts (33.3 %) would "
+        "lose their tags for a marketing consent the source says is no; limit 30 %: is [source] marketing_consent "
+        "mapped to the consent column?")
+    assert audience(mailchimp_fake) == before
+
+
+def test_webhook_withdrawals_replanned_into_a_withdrawal_rule_say_only_that_rule(shop, mailchimp_fake):
+    """The same in a webhook batch: the two withdrawals' apply waits for the lock, another run leaves 6 managed
+    contacts meanwhile; the note names max_withdrawal_pct and the destination once. (The change: the ledger says
+    one more managed tag for a contact of the batch than the ESP holds.)"""
+    shop.write_text(shop.read_text(encoding="utf-8").replace("max_withdrawal_pct = 50", "max_withdrawal_pct = 30")
+                    + "max_change_pct = 10\n", encoding="utf-8")
+    (a, a_id), (b, b_id), (mover, mover_id), (third, _) = list(managed_contacts(shop).items())[:4]
+    cfg, settings = load_config(shop), load_settings()
+    before = audience(mailchimp_fake)
+    with open_ledger(cfg, settings) as ledger:
+        _MovesTheLedger(ledger, mover, sorted(MANAGED - set(mailchimp_fake.tags_of(mover)))[0]).start(
+            f"applying {DEST}")
+        owner = ledger.acquire_lock(f"sync:{DEST}", ttl_seconds=600)
+        strip = _StripsTheLedger(ledger, third, "")
+
+        def wait(_seconds: float) -> None:  # the other run writes the ledger, then lets go of the lock
+            strip.start(f"applying {DEST}")
+            ledger.release_lock(f"sync:{DEST}", owner)
+
+        with pytest.raises(GuardRefusedError) as refused:
+            resync(cfg, ledger, settings, contacts=[Contact(a_id, email=a, marketing_consent=Consent.NO),
+                                                    Contact(b_id, email=b, marketing_consent=Consent.NO),
+                                                    Contact(mover_id, email=mover, marketing_consent=Consent.YES)],
+                   as_of=AS_OF, pull=False, sleep=wait)
+    assert strip.moved and refused.value.applied == []
+    assert refused.value.lines == [
+        f"{DEST}: guard max_change_pct: 1 of 7 managed contacts (14.3 %) would change; limit 10 %"]
+    assert refused.value.note == (
+        f"consent withdrawals not applied: {DEST}: guard max_withdrawal_pct: 2 of 6 managed contacts (33.3 %) would "
+        "lose their tags for a marketing consent the source says is no; limit 30 %: is [source] marketing_consent "
+        "mapped to the consent column?")
+    assert audience(mailchimp_fake) == before
+
+
 def test_the_catch_up_at_a_start_counts_no_withdrawals_alone_run(tmp_path, clock):
     """The nightly 03:00 sync was missed; a sync that only sent a refused plan's withdrawals (its run `succeeded`,
     `withdrawals_alone` in its counts) started after it: the start still catches the fire time up. A whole
@@ -283,7 +354,7 @@ def test_counted_withdrawals_are_the_listed_keys_the_stats_count():
     """A saved plan lists 6 of 10 contacts as withdrawn whose change takes Welcome off and leaves VIP: each passes
     the planners' test of a withdrawal change, none is a withdrawal by the stats (a change): none is sent alone."""
     from sync.config import GuardsConfig
-    from sync.guards import counted_withdrawals, plan_lines, plan_stats, saved_withdrawals, withdrawal_lines
+    from sync.guards import believed_withdrawals, judge_plan, plan_lines, plan_stats, saved_withdrawals
     from sync.model import ContactChange
     from sync.planning.plan import Plan
     from sync.planning.withdrawals import withdrawals_alone
@@ -296,10 +367,10 @@ def test_counted_withdrawals_are_the_listed_keys_the_stats_count():
                 withdrawn=(*(c.key for c in changes), "k9"))
     believed = replace(plan, withdrawn=saved_withdrawals(plan, "skip"))
     assert len(believed.withdrawn) == 7
-    judged = replace(believed, withdrawn=counted_withdrawals(believed, state))
+    judged = replace(plan, withdrawn=believed_withdrawals(plan, "skip", state))
     assert judged.withdrawn == ("k9",)
     stats = plan_stats(judged, state)
     assert stats == plan_stats(believed, state) and (stats.withdrawn, stats.changed) == (1, 6)
     g = GuardsConfig(min_mass_change=1, max_change_pct=10)
-    assert plan_lines(g, stats) and not withdrawal_lines(g, stats)
+    assert plan_lines(g, stats) and not list(judge_plan(g, stats).withdrawal_lines)
     assert [c.key for c in withdrawals_alone(judged).changes] == ["k9"]

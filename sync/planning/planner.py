@@ -16,7 +16,7 @@ from ..config import Config, DestinationConfig
 from ..destinations.base import Destination
 from ..destinations.registry import make_destination
 from ..errors import DestinationError
-from ..guards import plan_lines, withdrawal_lines
+from ..guards import PlanVerdict, judge_plan
 from ..model import PushedState
 from .columnar import columnar_plan_stats, plan_columnar, reconcile_pushed, stage_pushed
 from .plan import Plan, all_managed, check_fields
@@ -69,7 +69,7 @@ class PlannedDestination:
     #: plan this destination again from the same segments against the ledger as it is now (sync re-plans
     #: under the destination's lock when another run moved the ledger while it waited)
     replan: Callable[[], "PlannedDestination"] | None = None
-    #: of ``guard_lines``, the withdrawal rules' (:func:`sync.guards.withdrawal_lines`): while none trips in a run,
+    #: of ``guard_lines``, the withdrawal rules' (:class:`sync.guards.PlanVerdict`): while none trips in a run,
     #: a run refused by the other plan guards still takes the withdrawn contacts' managed tags off
     withdrawal_lines: tuple[str, ...] = ()
 
@@ -147,14 +147,15 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
     # a plan without changes removes and changes nothing: no plan guard can trip (and counting the managed
     # contacts is a scan of the whole pushed state)
     stats = columnar_plan_stats(rows.con, plan, ledger.lost_tags(dest.name)) if plan.changes else None
-    lines = tuple(plan_lines(cfg.guards, stats)) if stats is not None else ()
-    held = tuple(withdrawal_lines(cfg.guards, stats)) if stats is not None else ()
+    verdict = judge_plan(cfg.guards, stats) if stats is not None else PlanVerdict()
+    lines, withdrawals = verdict.lines, verdict.withdrawal_lines
     warnings = ((unchecked,) if unchecked is not None else ()) + ((behind,) if behind else ()) + lines
-    alone = (alone_note(plan),) if lines and not held and plan.withdrawn else ()  # what a refused sync still sends
+    note = alone_note(plan) if lines and not withdrawals else None  # what a refused sync still sends
+    alone = (note,) if note else ()
     plan = replace(plan, warnings=(*plan.warnings, *warnings), guard=stats, notes=(*plan.notes, *alone))
     return PlannedDestination(plan, client, lines, replan=lambda: plan_one(
         cfg, dest, rows, ledger, client, unchecked, full_refresh=full_refresh, reconcile=reconcile,
-        extra_tags=extra_tags), withdrawal_lines=held)
+        extra_tags=extra_tags), withdrawal_lines=withdrawals)
 
 
 def remote_unchecked(client: Destination | None, require_remote: bool) -> str | None:

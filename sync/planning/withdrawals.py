@@ -1,5 +1,5 @@
 """The consent withdrawals of a plan, alone: what goes out when a plan guard other than the withdrawal rules holds
-the plan (docs/safety.md, "Consent withdrawals"; :func:`sync.run.refuse_after_withdrawals`).
+the plan (docs/safety.md, "Consent withdrawals"; :func:`sync.refusals.refuse_after_withdrawals`).
 
 A person who withdrew his consent must stop getting segment campaigns even on a day the rest of the plan waits for
 a person (a mass removal, a segment reshuffle): his managed tags and lists come off, and nothing else of the plan
@@ -30,7 +30,7 @@ def alone_run(run: Mapping[str, Any]) -> bool:
 
 def withdrawals_alone(plan: Plan) -> Plan:
     """``plan`` cut down to the managed tags/lists it takes off the contacts it lists as withdrawn
-    (``plan.withdrawn``: for a saved plan, the keys :func:`sync.guards.counted_withdrawals` counts): one change per
+    (``plan.withdrawn``: for a saved plan, the keys :func:`sync.guards.believed_withdrawals`): one change per
     withdrawn contact that exists in the ESP, its ``remove_tags`` of the managed tags alone. A contact whose
     customer changes keeps the customer the ledger names (his new owner is the held plan's). Its ``managed_tags``
     are the tags/lists it takes off and it has no ``fields``: the ESP's ``prepare`` creates nothing of the held
@@ -48,10 +48,11 @@ def withdrawals_alone(plan: Plan) -> Plan:
                    managed_tags=tuple(t for t in plan.managed_tags if t in removed), fields={})
 
 
-def alone_note(plan: Plan) -> str:
-    """The note of a plan whose own guards hold it but not its withdrawals (``plan``, ``sync --dry-run``)."""
+def alone_note(plan: Plan) -> str | None:
+    """The note of a plan whose own guards hold it but not its withdrawals (``plan``, ``sync --dry-run``); None
+    when none would go out alone."""
     n = len(withdrawals_alone(plan).changes)
-    return (f"{n} consent withdrawal{'s' if n != 1 else ''} would go out alone (only {'their' if n != 1 else 'his'} "
+    return None if not n else (f"{n} consent withdrawal{'s' if n != 1 else ''} would go out alone (only {'their' if n != 1 else 'his'} "
             f"managed tags/lists taken off) while the guards hold the rest of this plan, unless a data or scoring "
             f"guard, or a withdrawal rule of another destination, holds the whole run")
 

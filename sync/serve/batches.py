@@ -71,13 +71,13 @@ class Batch:
     orders: list[Order] = field(default_factory=list)
     contacts: list[Contact] = field(default_factory=list)
     pull: bool = False
-    #: when the ledger accepted each record: ``(kind, id)`` → its event's time (:data:`sync.store.merge.Ages`)
+    #: when the ledger accepted each record: ``(kind, id)`` → its event's time (:data:`sync.store.ordering.Ages`)
     ages: dict[tuple[str, str], datetime] = field(default_factory=dict)
     #: versions left out because the batch holds a newer one of the record (by the vendor's times, or the order's
     #: delete for good): per kind
     stale: dict[str, int] = field(default_factory=dict)
     #: of :attr:`stale`'s orders, those left out because the batch holds the order's delete for good
-    deleted: int = 0
+    stale_deleted: int = 0
     #: event id → the records it holds (events holding one record are given up together)
     keys: dict[int, set[tuple[str, str]]] = field(default_factory=dict)
     #: the destinations to resync (None: every one; others paused, :mod:`sync.serve.pauses`)
@@ -88,7 +88,7 @@ def count_stale(batch: Batch, report: ResyncReport) -> ResyncReport:
     """``report`` with the versions ``batch`` left out as stale (:attr:`Batch.stale`) added to its own, logged."""
     for kind, n in batch.stale.items():
         report.stale[kind] = report.stale.get(kind, 0) + n
-        gone = batch.deleted if kind == "order" else 0
+        gone = batch.stale_deleted if kind == "order" else 0
         if n > gone:
             log.info("webhook batch: %d %s versions left out as stale: the batch holds a newer one (by the vendor's "
                      "updated_at)", n - gone, kind)
@@ -132,7 +132,7 @@ def _batch(parts: list[_Part]) -> Batch:
             if held is not None and _older(record, held, times[key]):
                 batch.stale[key[0]] = batch.stale.get(key[0], 0) + 1
                 if _final(held):  # the order's delete for good: the reason logged
-                    batch.deleted += 1
+                    batch.stale_deleted += 1
                 if _withdraws(record, held):
                     kept[key] = replace(held, marketing_consent=Consent.NO)  # type: ignore[arg-type]
                 continue

@@ -13,7 +13,7 @@ The path of one webhook batch (see :func:`resync`):
    get a removal and a million-contact destination is not read;
 4. check the plan guards (:mod:`sync.guards`; a webhook run never overrides them: a refusal records ``refused``
    runs and writes nothing but, when no withdrawal rule tripped, the consent withdrawals alone:
-   :func:`sync.run.refuse_after_withdrawals`), then apply with :func:`sync.engine.execute_plan`, recorded as a
+   :func:`sync.refusals.refuse_after_withdrawals`), then apply with :func:`sync.engine.execute_plan`, recorded as a
    run of kind ``webhook``; a destination whose ledger moved while waiting for its lock is planned again first.
    Only then are the customers' segments recorded in the segment history (:func:`sync.history.record_partial`):
    a refused resync records nothing.
@@ -48,7 +48,7 @@ from connectors.tables import stage_records
 from ..config import Config, DestinationConfig
 from ..destinations.registry import make_destination
 from ..engine import ApplyReport, execute_plan
-from ..errors import DestinationError, GuardRefusedError, LockBusyError
+from ..errors import DestinationError, LockBusyError
 from ..history import record_partial
 from ..guards import recency_scores_line
 from ..ingest import load_last_full_run, save_cut_points
@@ -57,15 +57,14 @@ from ..model import PushedState
 from ..pipeline import SegmentsRun, compute_segments, store_path, today_in
 from ..planning.plan import Plan, check_fields, desired_contacts, leave_shared_to_full_sync, plan_destination
 from ..planning.transitions import move_join
-from ..planning.withdrawals import ALONE, withdrawals_alone
-from ..run import HeldAgain, refuse, refuse_after_withdrawals
+from ..refusals import HeldAgain, apply_alone, judge_replan, refuse, refuse_after_withdrawals
 from ..settings import Settings
 from ..store import STORE_LOCK, connect_store, ensure_lookup_indexes, lookup_by_key, merge_staged
-from ..store.merge import Ages
+from ..store.ordering import Ages
 from ..store.webhooks import add_late_withdrawals
 from .managed import ManagedCounts
 from .readcount import CountingConnection
-from .resync_scope import _incremental_destination, _store_holders  # what a resync plans
+from .resync_scope import incremental_destination, store_holders  # what a resync plans
 from .resync_staging import (CLOCK_MARGIN, _coalesce_webhook_contacts, _prune_file_won,  # the staging side
                              _pull_after_webhook_records, _utcnow)
 
@@ -225,16 +224,17 @@ class _Planned:
     last: dict[str, PushedState]
     rows_read: int  # ledger rows read to make it
     lost: dict[str, frozenset[str]]  # the tags the ESP lost its contacts wait for (Ledger.lost_tags)
-    held: bool = False  # a withdrawal rule tripped (sync.guards.withdrawal_lines): its withdrawals wait too
+    #: of ``lines``, the withdrawal rules' (sync.guards.PlanVerdict): when any trips, its withdrawals wait too
+    withdrawal_lines: tuple[str, ...] = ()
 
 
 def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, settings: Settings,
                       affected: _Affected) -> _Planned:
     """The plan of ``dest`` for the affected customers only, and the plan guards it trips (against all of the
     destination's managed contacts, a count kept between resyncs: :mod:`sync.serve.managed`)."""
-    from ..guards import plan_lines, plan_stats, withdrawal_lines
+    from ..guards import judge_plan, plan_stats
 
-    dest = _incremental_destination(dest)
+    dest = incremental_destination(dest)
     check_fields(dest)
     client = make_destination(dest, settings, required=True)
     desired, invalid = desired_contacts(affected.rows, dest)
@@ -242,8 +242,8 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
     revision = ledger.state_revision(dest.name)
     last = ledger.load_state_of(dest.name, keys, affected.customer_ids)  # by key: never the whole destination
     desired, last, shared = leave_shared_to_full_sync(desired, last, affected.customer_ids,
-                                                      lambda keys, among: _store_holders(cfg, keys, among,
-                                                                                        affected.store_wait))
+                                                      lambda keys, among: store_holders(cfg, keys, among,
+                                                                                       affected.store_wait))
     for note in shared:  # a resync's plan is not printed: its notes would be seen nowhere
         log.info("webhook resync of %s: %s", dest.name, note)
     existing = None
@@ -255,8 +255,9 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
     managed, counted = MANAGED_COUNTS.count(ledger, dest.name, plan.managed_tags, revision)
     lost = ledger.lost_tags(dest.name, {c.key for c in plan.changes})  # their tags the ESP lost, by key
     stats = replace(plan_stats(plan, last, lost), managed=managed)  # removed/changed need only the plan's contacts
-    return _Planned(plan, client, plan_lines(cfg.guards, stats), last, len(last) + counted, lost,
-                    held=bool(withdrawal_lines(cfg.guards, stats)))
+    verdict = judge_plan(cfg.guards, stats)
+    return _Planned(plan, client, list(verdict.lines), last, len(last) + counted, lost,
+                    withdrawal_lines=verdict.withdrawal_lines)
 
 
 @contextmanager
@@ -277,36 +278,30 @@ def _planned(cfg: Config, dest: DestinationConfig, ledger: Ledger, settings: Set
 
 
 def _apply(cfg: Config, planned: _Planned, ledger: Ledger, settings: Settings, affected: _Affected,
-           report: ResyncReport, lock_wait: float, sleep: Callable[[float], None], alone: bool = False,
-           managed_tags: Sequence[str] = ()) -> ApplyReport:
+           report: ResyncReport, lock_wait: float, sleep: Callable[[float], None], *,
+           data: dict[str, int] | None = None, alone: bool = False, managed_tags: Sequence[str] = ()) -> ApplyReport:
     """Apply one destination's plan; planned again under the lock (guards included) when another run moved
     the ledger while it waited. Then the managed-contact count moves by what the plan did. ``alone``: the plan is
-    its withdrawals alone (the guards hold the rest: :func:`sync.run.refuse_after_withdrawals`), and so is a
+    its withdrawals alone (the guards hold the rest: :func:`sync.refusals.refuse_after_withdrawals`), and so is a
     re-plan's, held by the withdrawal rules alone; its managed contacts are counted by ``managed``, the held plan's
     tags (the alone plan's are only those it takes off). A re-plan that trips other plan guards alone raises
-    :class:`~sync.run.HeldAgain` (its withdrawals go out alone: :func:`resync`)."""
+    :class:`~sync.refusals.HeldAgain` (its withdrawals go out alone: :func:`resync`)."""
     name = planned.plan.destination
     final, managed = [planned], [managed_tags if alone else planned.plan.managed_tags]
 
     def replan() -> Plan:
         again = _plan_incremental(cfg, cfg.destination(name), ledger, settings, affected)
         report.ledger_rows_read += again.rows_read
-        lines = [f"{name}: {line}" for line in again.lines]
-        if alone and again.held:  # not applied; the refusal that follows records the run
-            raise GuardRefusedError(lines, [name])
+        plan = judge_replan(again, again.plan, [f"{name}: {line}" for line in again.lines], again.withdrawal_lines,
+                            alone=alone, ledger=ledger, kind="webhook")
         if alone:
             managed[0] = again.plan.managed_tags
-            again = replace(again, plan=withdrawals_alone(again.plan))
-        elif again.held:
-            raise refuse(ledger, "webhook", [name], lines)
-        elif again.lines:
-            raise HeldAgain(again, lines)
-        final[0] = again
-        return again.plan
+        final[0] = replace(again, plan=plan)
+        return plan
 
     with _named(name):
         applied = _execute_waiting(planned.plan, planned.client, ledger, lock_wait, sleep, replan=replan,
-                                   data={ALONE: len(planned.plan.changes)} if alone else None, alone=alone)
+                                   data=data, alone=alone)
     plan = final[0].plan
     if applied.forgotten:  # taken from holders beyond the plan's contacts: the count is counted again
         MANAGED_COUNTS.drop(ledger, name, managed[0])
@@ -325,10 +320,9 @@ def _apply(cfg: Config, planned: _Planned, ledger: Ledger, settings: Settings, a
 def _alone(cfg: Config, planned: _Planned, ledger: Ledger, settings: Settings, affected: _Affected,
            report: ResyncReport, lock_wait: float, sleep: Callable[[float], None]) -> Callable[[], ApplyReport] | None:
     """The apply of ``planned``'s withdrawals alone (None: it has none)."""
-    plan = withdrawals_alone(planned.plan)
-    return None if plan.is_empty else lambda: _apply(cfg, replace(planned, plan=plan), ledger, settings, affected,
-                                                     report, lock_wait, sleep, alone=True,
-                                                     managed_tags=planned.plan.managed_tags)
+    return apply_alone(planned.plan, lambda plan, **alone: _apply(
+        cfg, replace(planned, plan=plan), ledger, settings, affected, report, lock_wait, sleep,
+        managed_tags=planned.plan.managed_tags, **alone))
 
 
 def _execute_waiting(plan, client, ledger: Ledger, lock_wait: float, sleep: Callable[[float], None],
@@ -353,7 +347,7 @@ def resync(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Ord
     """Store the records, re-segment only the affected customers and push only their changes.
 
     ``received_at``: when the ledger accepted the records (the worker's batch: each record's own event,
-    :data:`sync.store.merge.Ages`), their age against the export files (:func:`sync.store.merge.merge_staged`);
+    :data:`sync.store.ordering.Ages`), their age against the export files (:func:`sync.store.merge.merge_staged`);
     default: now. ``now``: the wall clock a pull's start is read from, the age of the records it pulls (the
     worker passes its own, the clock its events are dated by).
 
@@ -374,17 +368,17 @@ def resync(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Ord
         report.ledger_rows_read += sum(p.rows_read for p in planned)
         lines = [f"{p.plan.destination}: {line}" for p in planned for line in p.lines]
         if lines:  # a webhook run never overrides a guard: the run is recorded refused, only withdrawals written
-            held = any(p.held for p in planned)  # a withdrawal rule tripped somewhere: everything waits
-            withdraw = [] if held else [(p.plan.destination, _alone(cfg, p, ledger, settings, affected, report,
+            withdrawals_held = any(p.withdrawal_lines for p in planned)  # a withdrawal rule tripped: all wait
+            withdraw = [] if withdrawals_held else [(p.plan.destination, _alone(cfg, p, ledger, settings, affected, report,
                                                                     lock_wait_seconds, sleep)) for p in planned]
             raise refuse_after_withdrawals(ledger, "webhook", [p.plan.destination for p in planned], lines, withdraw)
         for p in planned:
             try:
                 report.reports.append(_apply(cfg, p, ledger, settings, affected, report, lock_wait_seconds, sleep))
-            except HeldAgain as held:  # the ledger moved meanwhile: by the same rule, the withdrawals alone
+            except HeldAgain as again:  # the ledger moved meanwhile: by the same rule, the withdrawals alone
                 name = p.plan.destination
-                raise refuse_after_withdrawals(ledger, "webhook", [name], held.lines, [(name, _alone(
-                    cfg, held.planned, ledger, settings, affected, report, lock_wait_seconds, sleep))]) from None
+                raise refuse_after_withdrawals(ledger, "webhook", [name], again.lines, [(name, _alone(
+                    cfg, again.planned, ledger, settings, affected, report, lock_wait_seconds, sleep))]) from None
         record_partial(cfg, affected.segments, as_of, store_wait_seconds)  # after the guards and the apply only
     report.seconds = time.monotonic() - started
     stale = sum(report.stale.values())

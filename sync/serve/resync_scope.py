@@ -14,7 +14,7 @@ from ..planning.values import PREDICTIVE_VALUES
 from ..store import STORE_LOCK, connect_store
 
 
-def _store_holders(cfg: Config, keys: set[str], among: set[str] | None, wait_seconds: float = 60.0
+def store_holders(cfg: Config, keys: set[str], among: set[str] | None, wait_seconds: float = 60.0
                    ) -> dict[str, set[str]]:
     """Which customers the store gives each of ``keys`` (normalised addresses) now, among the customers ``among``
     (read by id through the lookup index) or, with ``None``, among everyone: one scan of the contacts' e-mails
@@ -35,7 +35,7 @@ def _store_holders(cfg: Config, keys: set[str], among: set[str] | None, wait_sec
     return held
 
 
-def _incremental_destination(dest: DestinationConfig) -> DestinationConfig:
+def incremental_destination(dest: DestinationConfig) -> DestinationConfig:
     """Predictive fields need a model fitted over everyone: the webhook path leaves them to the full sync. So
     are retired tags (``retire_tags``): their removals are the full sync's, whose plan guards see all of them at
     once (a mistaken entry takes the tag off everyone: refused there when its holders trip them, i.e. at least

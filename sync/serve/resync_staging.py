@@ -20,7 +20,7 @@ from ..errors import ConfigError
 from ..ledger import Ledger
 from ..pipeline import configured_source
 from ..settings import Settings
-from ..store.merge import Ages, Versions
+from ..store.ordering import Ages, Versions
 from ..store.pulled import staged_times
 from ..store.webhooks import FILE_WON_TABLE, prune_file_won
 
@@ -61,11 +61,11 @@ def _pull_after_webhook_records(cfg: Config, ledger: Ledger, con: duckdb.DuckDBP
     """Pull into staging without losing the webhook records staged already (a source's pull starts from
     fresh staging tables): they are set aside, then staged again, except those the pull read too (its version,
     the fresher one, replaces the webhook's: an order with its line items, a contact). Returns the records' ages
-    for the merge (:data:`sync.store.merge.Ages`): the webhook records' own (``received_at``), and the pull's start
+    for the merge (:data:`sync.store.ordering.Ages`): the webhook records' own (``received_at``), and the pull's start
     (the bound its cursor uses) for every pulled record, so that an older webhook version noted in the store does
     not leave the pulled one out with it, and a pulled record is as new as the pull, not as the batch's events.
     ``now``: the wall clock the pull's start is read from (the worker's, the one its events are dated by).
-    Also returns the records' vendor times (:data:`sync.store.merge.Versions`): the webhook records' own
+    Also returns the records' vendor times (:data:`sync.store.ordering.Versions`): the webhook records' own
     (``versions``), and for every pulled record the vendor's time the pull read of it (Shopify, amoCRM:
     :mod:`sync.store.pulled`), else None (the pull's start is this host's clock, never taken for the vendor's)."""
     for name in TABLES:

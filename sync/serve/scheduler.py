@@ -114,7 +114,7 @@ def run_full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, as_of: dat
                   kind: str = "scheduled") -> list[ApplyReport]:
     """Exactly what ``rfmsync sync`` does (:func:`sync.api.run_sync`), guards included and never
     overridden: a refused run raises :class:`GuardRefusedError` and writes nothing but the consent withdrawals
-    that go out alone (:func:`sync.run.refuse_after_withdrawals`)."""
+    that go out alone (:func:`sync.refusals.refuse_after_withdrawals`)."""
     return run_sync(cfg, ledger, settings, as_of=as_of, kind=kind)
 
 
@@ -293,7 +293,7 @@ class Scheduler:
                 self.metrics.guard_refused(exc.destinations)
             log.error("scheduled sync refused by a guard (%s): %s",
                       "only consent withdrawals written" if exc.applied else "nothing written",
-                      "; ".join(str(exc).splitlines()))
+                      "; ".join(exc.message_lines))
             return False
         except LockBusyError as exc:
             if getattr(exc, "lock_name", None) == "schedule":  # counted and logged at INFO once per fire time:

@@ -30,6 +30,8 @@ from .webhooks import PULLED_TABLE, leave_out
 DELETED_TABLE = "deleted_orders"
 #: the staged orders' ids a final tombstone is staged for: never left out as older than a stored version
 FINAL_STAGED = f"SELECT order_id FROM staged_orders WHERE status = '{OrderStatus.DELETED}'"
+#: the orders deleted for good: noted before, or by a final tombstone staged now
+DELETED_OR_FINAL = f"SELECT order_id FROM {DELETED_TABLE} UNION ALL {FINAL_STAGED}"
 
 
 def create_deleted_table(con: duckdb.DuckDBPyConnection) -> None:
@@ -43,11 +45,10 @@ def leave_out_deleted(con: duckdb.DuckDBPyConnection, present: set[str], what: s
     noted before or by a final tombstone staged with them, and the vendor times a pull staged of them (they are not
     noted: :mod:`.pulled`); logged as stale (``what``: the merge's origin). Returns how many orders."""
     if "staged_orders" not in present or not con.execute(
-            f"SELECT 1 FROM (SELECT order_id FROM {DELETED_TABLE} UNION ALL {FINAL_STAGED}) LIMIT 1").fetchall():
+            f"SELECT 1 FROM ({DELETED_OR_FINAL}) LIMIT 1").fetchall():
         return 0  # nothing deleted for good (the common case: one short scan)
     con.execute("CREATE OR REPLACE TEMP TABLE _older_deleted AS SELECT DISTINCT order_id AS id FROM staged_orders "
-                f"WHERE status <> '{OrderStatus.DELETED}' AND order_id IN "
-                f"(SELECT order_id FROM {DELETED_TABLE} UNION ALL {FINAL_STAGED})")
+                f"WHERE status <> '{OrderStatus.DELETED}' AND order_id IN ({DELETED_OR_FINAL})")
     if con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = ? AND temporary", [STAGED_VERSIONS]).fetchall():
         con.execute(f"DELETE FROM {STAGED_VERSIONS} WHERE kind = 'order' AND id IN (SELECT id FROM _older_deleted)")
     return leave_out(con, "orders", present, "_older_deleted", what, f"AND status <> '{OrderStatus.DELETED}'",
@@ -60,8 +61,8 @@ def note_deleted(con: duckdb.DuckDBPyConnection, present: set[str]) -> None:
     with."""
     if "staged_orders" not in present or not con.execute(f"{FINAL_STAGED} LIMIT 1").fetchall():
         return
-    con.execute(f"INSERT INTO {DELETED_TABLE} SELECT DISTINCT order_id FROM staged_orders WHERE status = "
-                f"'{OrderStatus.DELETED}' EXCEPT SELECT order_id FROM {DELETED_TABLE}")
+    con.execute(f"INSERT INTO {DELETED_TABLE} SELECT DISTINCT order_id FROM ({FINAL_STAGED}) "
+                f"EXCEPT SELECT order_id FROM {DELETED_TABLE}")
     con.execute(f"DELETE FROM {PULLED_TABLE} WHERE kind = 'order' AND id IN ({FINAL_STAGED})")
     con.execute(f"UPDATE staged_orders SET status = '{OrderStatus.CANCELLED}' WHERE status = '{OrderStatus.DELETED}'")
 

@@ -49,8 +49,8 @@ def ages_of(con: duckdb.DuckDBPyConnection, kind: str, received_at: Union[dateti
 
 
 def drop_older_versions(con: duckdb.DuckDBPyConnection, present: set[str],
-                         received_at: Union[datetime, Ages, None], links: Mapping[str, str],
-                         versions: Versions) -> dict[str, int]:
+                        received_at: Union[datetime, Ages, None], links: Mapping[str, str],
+                        versions: Versions) -> dict[str, int]:
     """Leave out of a webhook merge the staged orders (with their line items) and contacts older than the version the
     store notes for their webhook version, or for the file version that replaced it (``file_won_records``), or for
     the version a pull stored (``pulled_versions``, by the vendor's time only): merged after a newer version (an
