@@ -38,11 +38,13 @@ def emit_error(ctx: click.Context, code: int, message: str, exc: BaseException) 
         return False
     doc["exit_code"] = code
     doc["error"] = message
-    lines = getattr(exc, "lines", None)
-    if isinstance(lines, list):  # GuardRefusedError: one line per tripped guard
-        doc["guards"] = lines
+    # a GuardRefusedError (one line per tripped guard): the command's own, or another destination's when a sync's
+    # first failure was something else (a vendor down) and a later destination's re-plan was refused
+    refused = [e for e in (exc, *getattr(exc, "other_failures", ())) if isinstance(getattr(e, "lines", None), list)]
+    if refused:
+        doc["guards"] = [line for e in refused for line in e.lines]
         # and the destinations whose consent withdrawals went out alone while the guards held the rest
-        doc["withdrawals_applied"] = [report_dict(r) for r in getattr(exc, "applied", ())]
+        doc["withdrawals_applied"] = [report_dict(r) for e in refused for r in getattr(e, "applied", ())]
     emit(doc)
     return True
 
