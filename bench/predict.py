@@ -9,8 +9,9 @@ boundary and computes none). It prints each one's seconds and peak RSS and check
 keeps the purchase-day table and the model fits between runs (``sync.store.day_cache``, ``fit_cache``) and the
 per-customer RFM totals (``sync.store.rfm_totals``), so each command is timed warm (everything current: a second
 command on the same orders) and cold (the kept tables dropped first: the run builds and fits what it reads, as the
-first run after the export changed does), and the targets are judged on both, each against the ``--no-predict``
-run in the same state ("× same state"; warm ``--no-predict`` runs twice and the faster counts). The "× no-predict"
+first run after the export changed does) and from the export (no order store at all: the shop's first run ingests
+the export, then builds and fits), and the targets are judged on all three, each against the ``--no-predict`` run
+in the same state ("× same state"; warm ``--no-predict`` runs twice and the faster counts). The "× no-predict"
 column divides every run by the warm ``--no-predict`` run (until 2026-12-04 the only baseline: the cold runs then
 dropped the day cache only and were judged against it). A last pair of runs adds one new daily file of orders
 each (``--no-predict``, then with the predictive fields: the cache replaces only its customers' rows). CPU
@@ -90,14 +91,16 @@ def _command_child(args: argparse.Namespace) -> int:
 #: purchase-day table (sync.store.day_cache) and the RFM totals (sync.store.rfm_totals) between runs: "cold" runs
 #: start without them (and build them), "warm" ones find them current, "new file" ones find one more daily file
 #: of orders next to the export (ingested by the run; the cache replaces its customers' rows). The no-predict run
-#: never reads the day cache. Warm, it runs twice and the ratios are to the faster: the first run after the
-#: untimed ingest was up to 2× slower than the same run later (the store's pages not yet read back), which
-#: flattered every ratio to it.
+#: never reads the day cache. "export" runs find no order store at all (the first run on a shop: it ingests the
+#: export, then builds and fits what it reads). Warm, it runs twice and the ratios are to the faster: the first
+#: run after the untimed ingest was up to 2× slower than the same run later (the store's pages not yet read back),
+#: which flattered every ratio to it.
 RUNS = [("no-predict", "—", "no-predict"), ("no-predict", "—", "no-predict-again"),
         ("no-predict", "cold", "no-predict-cold"), ("predict-fields", "cold", "fields-cold"),
         ("predict-fields", "warm", "fields-warm"), ("predict", "cold", "predict-cold"),
-        ("predict", "warm", "predict-warm"), ("no-predict", "new file", "no-predict-new-file"),
-        ("predict-fields", "new file", "fields-new-file")]
+        ("predict", "warm", "predict-warm"), ("no-predict", "export", "no-predict-export"),
+        ("predict-fields", "export", "fields-export"), ("predict", "export", "predict-export"),
+        ("no-predict", "new file", "no-predict-new-file"), ("predict-fields", "new file", "fields-new-file")]
 
 
 def _drop_kept(store: Path) -> None:
@@ -148,7 +151,7 @@ def _shop(args: argparse.Namespace) -> tuple[int, Path, Path, Path]:
 def commands(args: argparse.Namespace) -> int:
     """Time the commands on ``--orders`` orders, with the store's purchase-day cache cold and warm; print
     seconds, peak RSS, ratios and the targets (judged on both)."""
-    from bench.segments import store_of
+    from bench.segments import clear_store, store_of
 
     orders, csv_path, cfg, out = _shop(args)
     res: dict[str, dict] = {}
@@ -161,6 +164,8 @@ def commands(args: argparse.Namespace) -> int:
     for name, cache, label in RUNS:
         if cache == "cold":
             _drop_kept(store_of(csv_path))
+        if cache == "export":
+            clear_store(csv_path)
         if cache == "new file":  # one more daily file: ingested by the run, the cache brought up to date
             daily.append(_daily_file(csv_path, orders, len(daily) + 1))
         argv = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--config", str(cfg),
@@ -174,6 +179,7 @@ def commands(args: argparse.Namespace) -> int:
     base = min(res["no-predict"]["seconds"], res["no-predict-again"]["seconds"])
     cpu_base = min(res["no-predict"]["cpu"], res["no-predict-again"]["cpu"])
     same = {"warm": base, "—": base, "cold": res["no-predict-cold"]["seconds"],
+            "export": res["no-predict-export"]["seconds"],
             "new file": res["no-predict-new-file"]["seconds"]}
     rows = [{"command": f"rfmsync {COMMANDS[r['command']][0]}", "cache": r["cache"], "seconds": f"{r['seconds']:.2f}",
              "process": f"{r['process_seconds']:.2f}", "cpu": f"{r['cpu']:.2f}", "rss": human_bytes(r["peak_rss"]),
@@ -185,16 +191,17 @@ def commands(args: argparse.Namespace) -> int:
                               ("process", "process s"), ("cpu", "CPU s"), ("rss", "peak RSS"),
                               ("ratio", "× no-predict"), ("cpu_ratio", "CPU ×"), ("same", "× same state")]))
     print("× no-predict: to the faster of the two warm --no-predict runs; × same state: to the --no-predict run "
-          "in the same state (warm, cold, new file), what the targets are judged on. "
+          "in the same state (warm, cold, export, new file), what the targets are judged on. "
           "kept: the order store's purchase days and model fits (sync.store.day_cache, fit_cache) and RFM totals "
           "(sync.store.rfm_totals); cold = dropped before the run, which builds what it reads and fits; warm = "
-          "current (built by the run before, same orders and command). "
+          "current (built by the run before, same orders and command); export = no order store (the shop's first "
+          "run: the export ingested, then everything built and fitted). "
           "The targets are judged on seconds; CPU s (the process's own, DuckDB's threads included) is the figure to "
           "compare on a busy machine")
     new_base, new = res["no-predict-new-file"]["seconds"], res["fields-new-file"]["seconds"]
     print(f"INFO  one new daily file each: segments --customers {new:.2f} s (its customers' purchase days replaced "
           f"in the cache) = {new / new_base:.2f}× --no-predict {new_base:.2f} s (both ingest their file)")
-    for state in ("warm", "cold"):
+    for state in ("warm", "cold", "export"):
         fields, pred, ref = res[f"fields-{state}"], res[f"predict-{state}"], same[state]
         for ok, text in ((fields["seconds"] <= TARGET_FIELDS_RATIO * ref,
                           f"segments --customers with predictions ≤ {TARGET_FIELDS_RATIO:.0f}× --no-predict, both "
