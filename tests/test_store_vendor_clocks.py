@@ -15,7 +15,7 @@ from sync.ledger.codec import encode_records
 from sync.ledger.queue import Event
 from sync.serve.batches import _batch
 from sync.serve.generic import BadRequest, parse_generic
-from sync.serve.resync_staging import _coalesce_webhook_contacts
+from sync.serve.resync_staging import coalesce_webhook_contacts
 from sync.pipeline import store_path
 from sync.store import merge_staged, open_store
 from tests import test_store_webhook_age as age
@@ -152,7 +152,7 @@ def _worker_merge(con, versions_accepted):
              for i, (c, at) in enumerate(versions_accepted)]
     batch = _batch(parts)
     stage_records(con, (), batch.contacts)
-    _coalesce_webhook_contacts(con)
+    coalesce_webhook_contacts(con)
     versions = {("contact", c.customer_id): c.updated_at for c in batch.contacts if c.updated_at}
     return merge_staged(con, PullResult(), origin="webhook", received_at=dict(batch.ages), versions=versions)
 

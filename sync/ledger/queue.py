@@ -32,7 +32,7 @@ EVENT_STATUSES = ("queued", "processing", "done", "failed")
 log = logging.getLogger(__name__)
 
 #: a failed event accepted longer ago than this no longer holds the order store's prune of the file versions'
-#: ages (:func:`sync.serve.resync_staging._prune_file_won`): one failed event would keep them for ever
+#: ages (:func:`sync.serve.resync_staging.prune_file_won_ages`): one failed event would keep them for ever
 REQUEUE_WINDOW = timedelta(days=7)
 
 

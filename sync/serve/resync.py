@@ -65,8 +65,8 @@ from ..store.webhooks import add_late_withdrawals
 from .managed import ManagedCounts
 from .readcount import CountingConnection
 from .resync_scope import incremental_destination, store_holders  # what a resync plans
-from .resync_staging import (CLOCK_MARGIN, _coalesce_webhook_contacts, _prune_file_won,  # the staging side
-                             _pull_after_webhook_records, _utcnow)
+from .resync_staging import (CLOCK_MARGIN, coalesce_webhook_contacts, prune_file_won_ages,  # the staging side
+                             pull_after_webhook_records, utcnow)
 
 log = logging.getLogger(__name__)
 __all__ = ["AFFECTED_TABLE", "CLOCK_MARGIN", "MANAGED_COUNTS", "ResyncReport", "resync"]
@@ -120,7 +120,7 @@ class _Affected:
 def _store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Order],
                 contacts: Sequence[Contact], pull: bool, as_of: date, report: ResyncReport,
                 wait_seconds: float, received_at: datetime | Ages | None = None,
-                now: Callable[[], datetime] = _utcnow) -> _Affected:
+                now: Callable[[], datetime] = utcnow) -> _Affected:
     with STORE_LOCK:
         con = connect_store(store_path(cfg), wait_seconds=wait_seconds)
         try:
@@ -139,10 +139,10 @@ def _store_step(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequenc
 def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, settings: Settings,
                    orders: Sequence[Order], contacts: Sequence[Contact], pull: bool, as_of: date,
                    report: ResyncReport, received_at: datetime | Ages | None = None,
-                   now: Callable[[], datetime] = _utcnow) -> _Affected:
+                   now: Callable[[], datetime] = utcnow) -> _Affected:
     # one order's many versions in a batch (a storm of updates): the last only, or every version's items are kept
     stage_records(con, list({o.order_id: o for o in orders}.values()), contacts)
-    _coalesce_webhook_contacts(con)
+    coalesce_webhook_contacts(con)
     # the vendor's modification times of the versions staged (the last of each record's), where the payload says
     versions: dict[tuple[str, str], datetime] = {}
     for key, record in [*((("order", o.order_id), o) for o in orders), *((("contact", c.customer_id), c)
@@ -152,7 +152,7 @@ def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, 
             versions[key] = record.updated_at
     pulled, cursor_source = (None, None)
     if pull:
-        pulled, cursor_source, received_at, versions = _pull_after_webhook_records(  # type: ignore[assignment]
+        pulled, cursor_source, received_at, versions = pull_after_webhook_records(  # type: ignore[assignment]
             cfg, ledger, con, settings, received_at, now, versions)
     def affected(con: duckdb.DuckDBPyConnection) -> None:
         # after records keyed by an e-mail/phone joined their customer (inside the merge's transaction, which
@@ -171,7 +171,7 @@ def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, 
         report.stale[kind] = report.stale.get(kind, 0) + merged.get(name, 0)
     if pulled is not None and pulled.cursor is not None:
         ledger.set_cursor(cursor_source, "all", pulled.cursor)
-    _prune_file_won(con, ledger, now)
+    prune_file_won_ages(con, ledger, now)
     add_late_withdrawals(con, AFFECTED_TABLE)  # a stale version's withdrawal: pushed now, not at the next full sync
     ids = {r[0] for r in con.execute(f"SELECT customer_id FROM {AFFECTED_TABLE}").fetchall()}
     report.customers = len(ids)
@@ -343,7 +343,7 @@ def resync(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Ord
            contacts: Sequence[Contact] = (), *, pull: bool = False, as_of: date | None = None,
            destinations: Sequence[str] | None = None, store_wait_seconds: float = 60.0,
            lock_wait_seconds: float = 120.0, sleep: Callable[[float], None] = time.sleep,
-           received_at: datetime | Ages | None = None, now: Callable[[], datetime] = _utcnow) -> ResyncReport:
+           received_at: datetime | Ages | None = None, now: Callable[[], datetime] = utcnow) -> ResyncReport:
     """Store the records, re-segment only the affected customers and push only their changes.
 
     ``received_at``: when the ledger accepted the records (the worker's batch: each record's own event,

@@ -27,7 +27,7 @@ from ..store.webhooks import FILE_WON_TABLE, prune_file_won
 log = logging.getLogger("sync.serve.resync")
 
 
-def _coalesce_webhook_contacts(con: duckdb.DuckDBPyConnection) -> None:
+def coalesce_webhook_contacts(con: duckdb.DuckDBPyConnection) -> None:
     """A webhook contact's missing fields (and an ``unknown`` consent) keep the stored values."""
     if not con.execute("SELECT count(*) FROM staged_contacts").fetchall()[0][0]:
         return
@@ -41,7 +41,7 @@ def _coalesce_webhook_contacts(con: duckdb.DuckDBPyConnection) -> None:
     """)
 
 
-def _utcnow() -> datetime:
+def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
@@ -55,8 +55,8 @@ def _pull_staged(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, se
     return source.pull(con, ledger.get_cursor(kind, "all")), kind
 
 
-def _pull_after_webhook_records(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, settings: Settings,
-                                received_at: datetime | Ages | None, now: Callable[[], datetime] = _utcnow,
+def pull_after_webhook_records(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, settings: Settings,
+                                received_at: datetime | Ages | None, now: Callable[[], datetime] = utcnow,
                                 versions: Versions | None = None) -> tuple[PullResult, str, Ages, Versions]:
     """Pull into staging without losing the webhook records staged already (a source's pull starts from
     fresh staging tables): they are set aside, then staged again, except those the pull read too (its version,
@@ -104,7 +104,7 @@ PRUNE_HELD_WARNING = timedelta(days=1)
 _held_warned: set[datetime] = set()  # the oldest events' times a held prune was logged for
 
 
-def _prune_file_won(con: duckdb.DuckDBPyConnection, ledger: Ledger, now: Callable[[], datetime]) -> None:
+def prune_file_won_ages(con: duckdb.DuckDBPyConnection, ledger: Ledger, now: Callable[[], datetime]) -> None:
     """Forget the file versions' ages (:func:`sync.store.webhooks.prune_file_won`) older than every webhook
     version that can still be merged: the ledger's oldest unsettled event (a failed one included while it is in
     the requeue window, :data:`sync.ledger.queue.REQUEUE_WINDOW`: it can be replayed), else now; less

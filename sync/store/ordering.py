@@ -60,7 +60,7 @@ def drop_older_versions(con: duckdb.DuckDBPyConnection, present: set[str],
     contact's: its withdrawal, :data:`~.webhooks.EQUAL_CONSENT`; a file version: the vendor time of the webhook
     version it replaced; a pulled version: :mod:`.pulled`), else by acceptance: the record's own age (the one time
     for all, or its entry in :data:`Ages`: a record a CRM pull read for the batch has the pull's start, and the
-    batch's webhook copy of it is gone, :func:`sync.serve.resync_staging._pull_after_webhook_records`) against the
+    batch's webhook copy of it is gone, :func:`sync.serve.resync_staging.pull_after_webhook_records`) against the
     stored one. A final delete is never older (:mod:`.deletes`). Returns how many were left out: ``stale_orders``,
     ``stale_contacts``."""
     dropped: dict[str, int] = {}

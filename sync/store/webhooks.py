@@ -47,7 +47,7 @@ def prune_file_won(con: duckdb.DuckDBPyConnection, oldest_possible: datetime) ->
     """Drop the ``file_won_records`` rows that can no longer leave anything out, returns how many: a row leaves out
     a webhook version older than its file's read (a newer webhook version of the record removes it when merged). It
     is useless once no webhook version older than it can come any more: ``oldest_possible`` is the age of the oldest one that still can (the ledger's oldest unsettled event, queued or
-    failed included, less a margin for the hosts' clocks: :func:`sync.serve.resync_staging._prune_file_won`)."""
+    failed included, less a margin for the hosts' clocks: :func:`sync.serve.resync_staging.prune_file_won_ages`)."""
     create_webhook_table(con)
     return len(con.execute(f"DELETE FROM {FILE_WON_TABLE} WHERE read_at <= ?::TIMESTAMPTZ RETURNING 1",
                            [oldest_possible]).fetchall())
