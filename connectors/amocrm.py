@@ -50,7 +50,7 @@ from .errors import ConfigError, FatalError, TransientError
 from .identity import DEFAULT_MAX_GROUP
 from .http import (FieldError, HttpClient, Throttle, answer_object, clean, get_field, json_shape, parse_dt, set_advice,
                    to_decimal, tombstone, with_sleep)
-from .incremental import HighWater, PageGuard, Progress, Stager, latest, map_page, pull_by_time, utc_now
+from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, latest, map_page, pull_by_time, utc_now
 from .records import Consent, Contact, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import PullResult
@@ -202,7 +202,7 @@ class AmoCrmSource:
 
     def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None,
              progress: Progress = None) -> PullResult:
-        return pull_by_time(con, NAME, cursor, progress, run_start=self.clock(),
+        return pull_by_time(con, NAME, cursor, progress, run_start=RunStart.of(self.http, self.clock(), NAME),
                             lookback=timedelta(minutes=self.config.lookback_minutes), read=self._read)
 
     def _read(self, obj: str, since: datetime | None, stager: Stager) -> datetime | None:

@@ -153,6 +153,8 @@ class HttpClient:
     #: default: point ``url_env`` there (a variable holding a URL)
     redirect_advice: Callable[[str], str] | None = None
     session: requests.Session = field(default_factory=CredentialSession)
+    #: called with every answer's ``Date`` header: the vendor's clock (:class:`connectors.incremental.RunStart`)
+    on_date: Callable[[str | None], None] | None = None
 
     def __post_init__(self) -> None:
         if self.retry.timeout is not None and self.timeout == DEFAULT_TIMEOUT:  # [http] timeout_seconds
@@ -229,6 +231,8 @@ class HttpClient:
         except requests.RequestException as exc:
             raise TransientError(f"{what}: cannot connect ({type(exc).__name__}); check {self.url_env}") from None
         log.debug("%s -> %s in %.2fs", what, resp.status_code, time.monotonic() - started)
+        if self.on_date is not None:
+            self.on_date(resp.headers.get("Date"))
         self._check_redirects(resp, what)
         action = (self.inspect(resp) if self.inspect else None) or action_for(resp.status_code, self.status_actions)
         status = resp.status_code
