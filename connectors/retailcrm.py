@@ -1,18 +1,18 @@
 """RetailCRM (Simla) API v5 source.
 
 * Backfill (first run, no cursor for an object): page through ``GET /api/v5/orders`` and ``GET /api/v5/customers``
-  (``page``/``limit``, stop at ``totalPageCount`` or an empty page). The list has no id range filter nor a sort key
-  to keyset on, so page numbers are used and made safe: right after the backfill the history feed is read from the
-  backfill's start − ``lookback_minutes`` (edits, creations and deletions made while it ran; each named record is
-  re-fetched by id). A record deleted or created meanwhile shifts the later ones, so a record the feed does not name
-  may have crossed a page boundary onto a page already read. If the feed named any record, the backfill is checked:
-  the list's ``totalCount`` (read between two history reads that saw nothing created or deleted) must equal the
-  number of records read and not deleted since. While it does not, the rows near each page boundary are read again,
-  de-duplicated by id (from ``moved`` rows before it to as many rows after it as records were created; ``moved`` =
-  the records created or deleted since the backfill started; later rounds read twice as wide), and the count is
-  checked again; after ``MAX_REREADS`` rounds (or ``MAX_COUNTS`` counts that were never quiet) the pull stops with a
-  TransientError: nothing is saved and the next pull (a scheduled sync retries within minutes) backfills again. So
-  any number of deletions is safe, and a backfill that nothing touched costs no extra request.
+  (``page``/``limit``, stop at ``totalPageCount``; an empty page before it is an error). The list has no id range
+  filter nor a sort key to keyset on, so page numbers are used and made safe: right after the backfill the history
+  feed is read from the backfill's start − ``lookback_minutes`` (edits, creations and deletions made while it ran;
+  each named record is re-fetched by id). A record deleted or created meanwhile shifts the later ones, so a record the
+  feed does not name may have crossed a page boundary onto a page already read. If the feed named any record, the
+  backfill is checked: the list's ``totalCount`` (read between two history reads that saw nothing created or deleted)
+  must equal the number of records read and not deleted since. While it does not, the rows near each page boundary are
+  read again, de-duplicated by id (from ``moved`` rows before it to as many rows after it as records were created;
+  ``moved`` = the records created or deleted since the backfill started; later rounds read twice as wide), and the
+  count is checked again; after ``MAX_REREADS`` rounds (or ``MAX_COUNTS`` counts that were never quiet) the pull stops
+  with a TransientError: nothing is saved and the next pull (a scheduled sync retries within minutes) backfills again.
+  So any number of deletions is safe, and a backfill that nothing touched costs no extra request.
 * Scope: with ``site`` set, ``filter[sites][]`` goes with every list read (backfill and the re-read by
   ids), and each record's own ``site`` is checked (history snapshots and webhooks too): a record of
   another store is never stored.
@@ -172,8 +172,11 @@ class RetailCrmSource:
             rows = page_rows(data, key, f"RetailCRM {path}: page {page}")
             total = page_count(data, "totalPageCount", f"RetailCRM {path}: page {page}")
             backfill.pages.append(self._stage(obj, rows, stager))
-            if not rows or page >= total:
+            if page >= total:
                 return backfill
+            if not rows:  # (taken as the end, the pages after it were never read, nor proven read by _settle)
+                raise TransientError(f"RetailCRM {path}: page {page} has no rows though its answer counts {total} "
+                                     "pages; nothing was saved: run the pull again")
             page += 1
 
     def _settle(self, obj: str, backfill: _Backfill, feed: _Feed, run_start: RunStart, stager: Stager) -> None:

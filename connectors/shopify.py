@@ -229,7 +229,7 @@ class ShopifySource:
                 raise FatalError(f"Shopify {resource}.json: answered {json_shape(data)}, not a {resource!r} list")
             self._stage(obj, rows, stager, high)
             nxt = resp.links.get("next", {}).get("url")
-            if not rows or not nxt:
+            if not nxt:  # (an empty page that names a next one is not the end: the guard stops a loop)
                 return high.value
             guard.next(requests.utils.urlparse(nxt).query)
             url, params = nxt, None
