@@ -10,7 +10,8 @@ the HTTP level on every answer of each vendor-shaped fake).
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+import re
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from email.utils import format_datetime
 
@@ -21,6 +22,7 @@ import responses
 from connectors.incremental import RunStart, server_date
 from connectors.records import OrderStatus
 
+from .test_cli_pull import rsps, run, seeded, shop  # noqa: F401  (fixtures)
 from .test_source_contract import API_SOURCES, CASES, DAY, T0, merge, seed
 
 HOST_AHEAD = timedelta(minutes=30)
@@ -124,3 +126,23 @@ def test_a_retailcrm_cursor_taken_when_the_history_was_quiet_is_the_vendor_s_tim
         vendor.now += timedelta(minutes=40)
         CASES["retailcrm"].source(clock=lambda: host_start + timedelta(minutes=10)).pull(con, first.cursor)
         assert "7" in {r[0] for r in con.execute("SELECT customer_id FROM staged_contacts").fetchall()}
+
+
+def test_rfmsync_pull_by_a_host_clock_ahead_stores_the_customer_created_after_a_quiet_pull(rsps, shop, caplog):
+    """End to end (``rfmsync pull`` twice, RetailCRM): the customer created 5 minutes (vendor's time) after a pull
+    that saw no change is in the order store after the next pull, and the pull warns of the host's clock."""
+    fake = seeded(rsps)
+    vendor = VendorClock(rsps, datetime.now(timezone.utc) - HOST_AHEAD)
+    with caplog.at_level(logging.WARNING, logger="connectors.incremental"):
+        first = run("pull", "--config", str(shop))
+    assert first.exit_code == 0, first.output
+    assert re.search(r"retailcrm: this host's clock is (29|30) minutes ahead of the vendor's", caplog.text)
+    fake.put_contact(12, "late@example.com", at=vendor.now + timedelta(minutes=5))
+    vendor.now += timedelta(minutes=10)
+    second = run("pull", "--config", str(shop))
+    assert second.exit_code == 0 and "pulled 0 orders and 1 contacts" in second.output, second.output
+    con = duckdb.connect(str(shop.parent / "rfmsync.duckdb"), read_only=True)
+    try:
+        assert con.execute("SELECT email FROM contacts WHERE customer_id = '12'").fetchall() == [("late@example.com",)]
+    finally:
+        con.close()
