@@ -1,15 +1,15 @@
 """amoCRM / Kommo API v4 source: won leads (deals) become orders, contacts become contacts.
 
 * Pull (backfill and incremental alike): a keyset on ``updated_at``. Each request is
-  ``GET /api/v4/{leads,contacts}?limit=250&order[updated_at]=asc&filter[updated_at][from]=<unix>``
-  (leads ``with=contacts``) with ``from`` = the highest ``updated_at`` of the page before (inclusive,
-  so the rows of that second are read again and de-duplicated by id); stop at a short page, a page
-  without ``_links.next`` or HTTP 204. Page numbers are never walked over a moving list: a lead edited
-  while the backfill runs moves to the end and is read there, a deleted one shifts nothing. When a whole
-  page shares one second (bulk robot edits), that second alone is paged by number with ``order[id]=asc``
-  and ``filter[updated_at][to]`` = the same second, then the keyset goes on from the next second. A lead
-  edited or deleted meanwhile leaves that second and shifts the rest, so the second is paged again
-  until a pass finds every lead the pass before it read (:meth:`AmoCrmSource._one_second`).
+  ``GET /api/v4/{leads,contacts}?limit=250&order[updated_at]=asc&filter[updated_at][from]=<unix>`` (leads
+  ``with=contacts``) with ``from`` = the highest ``updated_at`` of the page before (inclusive, so the rows of that
+  second are read again and de-duplicated by id); stop at an empty page, a page without ``_links.next`` (a short
+  page with one goes on) or HTTP 204. Page numbers are never walked over a moving list: a lead edited while the
+  backfill runs moves to the end and is read there, a deleted one shifts nothing. When a whole page shares one
+  second (bulk robot edits), that second alone is paged by number with ``order[id]=asc`` and
+  ``filter[updated_at][to]`` = the same second, then the keyset goes on from the next second. A lead edited or
+  deleted meanwhile leaves that second and shifts the rest, so the second is paged again until a pass finds every
+  lead the pass before it read (:meth:`AmoCrmSource._one_second`).
 * After the backfill, the same read runs again from the backfill's start − ``lookback_minutes``, and the
   trash (below) from the same time: what changed or was deleted while it ran is caught at once.
 * What counts: leads whose ``status_id`` is in ``won_status_ids`` (default 142 "Успешно
@@ -228,9 +228,9 @@ class AmoCrmSource:
             if not more:
                 return high.value
             if high.value is None:
-                raise FatalError(f"amoCRM {entity}: a full page without a usable updated_at")
+                raise FatalError(f"amoCRM {entity}: a page with a next link without a usable updated_at")
             top = int(high.value.timestamp())
-            if start is not None and top <= start:  # a full page of one second: page through that second
+            if start is not None and top <= start:  # a page of one second: page through that second
                 self._one_second(obj, entity, params, top, stager, high)
                 top += 1
             start = top
@@ -279,8 +279,9 @@ class AmoCrmSource:
             # would never be read, the pass after a backfill moving the bookmark past them)
             raise TransientError(f"amoCRM {entity}: a page of no {entity} with a next link, not the end of the list; "
                                  "nothing was saved: run the pull again")
-        more = bool(rows) and len(rows) >= self.config.page_size and bool(links.get("next"))
-        return rows, more
+        # (a short page with a next link is not the end either: the keyset goes on from its last second, which
+        # only ever moves forward, so a vendor that links past its last page costs a request or two, no loop)
+        return rows, bool(rows) and bool(links.get("next"))
 
     def _stage(self, obj: str, rows: list[Any], stager: Stager, high: HighWater) -> None:
         def one(raw: Any) -> Order | Contact | None:
