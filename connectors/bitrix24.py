@@ -224,7 +224,7 @@ class Bitrix24Source:
                 raise FatalError(f"{what}: answered {json_shape(data)}, not one with a 'result'")
             _raise_for_codes({code}, what, method)
             about = self.http.safe(str(clean(data.get("error_description")) or ""))[:200]
-            raise FatalError(f"{what}: answered the error {code[:60]}" + (f" ({about})" if about else ""))
+            raise FatalError(f"{what}: answered the error {self.http.safe(code)[:60]}" + (about and f" ({about})"))
         return self.http.retrying(once, what=what)  # (retried as a whole: a rate limit's 200 too)
 
     def check(self) -> str:

@@ -301,7 +301,10 @@ def test_an_error_envelope_answered_with_http_200_is_that_error(rsps):
     with pytest.raises(FatalError, match=r"Bitrix24 crm\.contact\.list: answered the error ERROR_CORE \(Internal "
                                          r"error at /rest/1/\*\*\*/\)") as fatal:
         make_source().pull(duckdb.connect())
-    assert CODE not in str(err.value) + str(fatal.value)
+    fake.failures = [envelope(f"/rest/1/{CODE}/ not found", "")]  # the code itself quoting the webhook URL
+    with pytest.raises(FatalError, match=r"list: answered the error /rest/1/\*\*\*/ not found$") as code:
+        make_source().pull(duckdb.connect())
+    assert CODE not in str(err.value) + str(fatal.value) + str(code.value)
 
 
 def test_check_and_the_webhook_code_never_leaks(rsps):
