@@ -105,11 +105,11 @@ def server_date(value: str | None) -> datetime | None:
     an HTTP date with its zone (``GMT``)."""
     if not value:
         return None
-    try:
+    try:  # (OverflowError: a zone that moves the date past year 9999, e.g. "Fri, 31 Dec 9999 23:59:59 -0100")
         date = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        return date.astimezone(timezone.utc) if date.tzinfo is not None else None
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return date.astimezone(timezone.utc) if date.tzinfo is not None else None
 
 
 class RunStart:

@@ -106,6 +106,7 @@ def test_the_run_start_is_the_earlier_clock_and_a_dateless_or_garbled_answer_kee
     ("Sun, 11 Jan 2026 08:30:00 GMT", T0 + DAY - HOST_AHEAD),
     ("Sunday, 11-Jan-26 08:30:00 GMT", T0 + DAY - HOST_AHEAD),  # the obsolete RFC 850 form
     (None, None), ("", None), ("yesterday", None), ("Sun, 11 Jan 2026 08:30:00", None),  # no zone: not trusted
+    ("Fri, 31 Dec 9999 23:59:59 -0100", None),  # in UTC past datetime's last year (was an OverflowError)
 ])
 def test_server_date_reads_the_date_header(header, expected):
     assert server_date(header) == expected
