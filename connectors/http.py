@@ -153,7 +153,8 @@ class HttpClient:
     #: default: point ``url_env`` there (a variable holding a URL)
     redirect_advice: Callable[[str], str] | None = None
     session: requests.Session = field(default_factory=CredentialSession)
-    #: called with every answer's ``Date`` header: the vendor's clock (:class:`connectors.incremental.RunStart`)
+    #: called with the ``Date`` header of every answer the status checks accept: the vendor's clock
+    #: (:class:`connectors.incremental.RunStart`)
     on_date: Callable[[str | None], None] | None = None
 
     def __post_init__(self) -> None:
@@ -231,8 +232,6 @@ class HttpClient:
         except requests.RequestException as exc:
             raise TransientError(f"{what}: cannot connect ({type(exc).__name__}); check {self.url_env}") from None
         log.debug("%s -> %s in %.2fs", what, resp.status_code, time.monotonic() - started)
-        if self.on_date is not None:
-            self.on_date(resp.headers.get("Date"))
         self._check_redirects(resp, what)
         action = (self.inspect(resp) if self.inspect else None) or action_for(resp.status_code, self.status_actions)
         status = resp.status_code
@@ -248,6 +247,8 @@ class HttpClient:
                               status=status, body=body)
         if action is Action.FATAL:
             raise FatalError(f"{what}: HTTP {status}: {body[:200]}", status=status, body=body)
+        if self.on_date is not None:  # (only now: a proxy's 504 or an error page dates its own clock, not the vendor's)
+            self.on_date(resp.headers.get("Date"))
         if not resp.content:
             return None, resp
         try:

@@ -15,8 +15,8 @@ object of per-object strings (:func:`load_cursor` / :func:`dump_cursor`), e.g.
    caller saves it only after the pull has been stored.
 
 The run start (:class:`RunStart`) is the earlier of the host's clock and the vendor's (the ``Date`` header of the
-pull's first answer): a host clock running ahead would start step 2 and cap step 3 past edits the vendor stamped
-earlier.
+pull's first accepted answer, unless a day or more old): a host clock running ahead would start step 2 and cap
+step 3 past edits the vendor stamped earlier.
 
 A read reports the highest time it saw through a :class:`HighWater`. Records read twice (the lookback
 window, the pass after a backfill, a page read again) are deduplicated by id when staged: :class:`Stager`
@@ -112,19 +112,28 @@ def server_date(value: str | None) -> datetime | None:
         return None
 
 
+#: How far behind the host's clock an answer's ``Date`` may be and still be taken for the vendor's clock. A host
+#: clock runs ahead by seconds or minutes (drift), or by hours when a time zone is set wrong (at most 14: UTC+14);
+#: a Date more than a day behind is not a clock running slow but a header that does not tell the time now (a
+#: cached answer, an appliance whose clock was never set, the epoch). Believed, it would pull the run start and
+#: the saved bookmark back to it, and every later pull would read everything again.
+MAX_VENDOR_LAG = timedelta(days=1)
+
+
 class RunStart:
     """When a pull began: the host's clock, or the vendor's when the host's runs ahead of it.
 
-    The vendor's clock is the first ``Date`` header the pull's answers carry (:meth:`answered`, a little after the
-    pull began: the round trip of its first request, which the lookback covers). Calling the object gives the
-    earlier of the two. A host clock ahead of the vendor's would start the pass after a backfill, and cap the
-    bookmark, past edits the vendor stamped before it: edits on pages already read, lost for good. A host clock
+    The vendor's clock is the first ``Date`` header the pull's accepted answers carry (:meth:`answered`, a little
+    after the pull began: the round trip of its first request, which the lookback covers), unless it is more than
+    :data:`MAX_VENDOR_LAG` behind the host's (not used, logged once as a warning naming it). Calling the object
+    gives the earlier of the two. A host clock ahead of the vendor's would start the pass after a backfill, and cap
+    the bookmark, past edits the vendor stamped before it: edits on pages already read, lost for good. A host clock
     behind only reads a little more again. A host ahead by a minute or more is logged once as a warning."""
 
     def __init__(self, host: datetime, source: str = "source") -> None:
         self.host, self.source = host, source
         self.vendor: datetime | None = None
-        self._told = False
+        self._told = self._doubted = False
 
     @classmethod
     def of(cls, http: HttpClient, host: datetime, source: str) -> "RunStart":
@@ -134,8 +143,15 @@ class RunStart:
         return start
 
     def answered(self, date: datetime | None) -> None:
-        if self.vendor is None:
+        if self.vendor is not None or date is None:
+            return
+        if self.host - date <= MAX_VENDOR_LAG:
             self.vendor = date
+        elif not self._doubted:
+            self._doubted = True
+            log.warning("%s: an answer's Date header says %s, more than a day behind this host's clock (%s): not "
+                        "used as the vendor's clock (a stale header from a cache or a proxy, or a clock set wrong); "
+                        "the pull starts by this host's clock", self.source, date.isoformat(), self.host.isoformat())
 
     @property
     def skew(self) -> timedelta | None:
@@ -326,5 +342,5 @@ def latest(times: Iterable[datetime | None]) -> datetime | None:
 
 
 __all__ = ["OBJECTS", "Progress", "load_cursor", "dump_cursor", "parse_time_cursor", "bookmark", "iso", "utc_now",
-           "server_date", "RunStart", "HighWater", "PageGuard", "Stager", "record_id", "map_page", "pull_objects",
-           "pull_by_time", "latest"]
+           "server_date", "MAX_VENDOR_LAG", "RunStart", "HighWater", "PageGuard", "Stager", "record_id", "map_page",
+           "pull_objects", "pull_by_time", "latest"]

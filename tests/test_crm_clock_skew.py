@@ -9,6 +9,7 @@ the HTTP level on every answer of each vendor-shaped fake).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from datetime import datetime, timedelta, timezone
@@ -29,7 +30,8 @@ HOST_AHEAD = timedelta(minutes=30)
 
 
 class VendorClock:
-    """Adds the vendor's ``Date`` header (RFC 9110 IMF-fixdate, whole seconds) to every answer of the fake."""
+    """Adds the vendor's ``Date`` header (RFC 9110 IMF-fixdate, whole seconds) to every answer of the fake that has
+    none (a failure the fake answers may carry its own)."""
 
     def __init__(self, rsps: responses.RequestsMock, now: datetime) -> None:
         self.now = now
@@ -42,7 +44,7 @@ class VendorClock:
             if isinstance(answer, Exception):
                 return answer
             status, headers, body = answer
-            return status, {**headers, "Date": format_datetime(self.now, usegmt=True)}, body
+            return status, {"Date": format_datetime(self.now, usegmt=True), **headers}, body  # (a failure's own)
         return callback
 
 
@@ -100,6 +102,56 @@ def test_the_run_start_is_the_earlier_clock_and_a_dateless_or_garbled_answer_kee
     behind.answered(host - HOST_AHEAD)
     assert behind() == host - HOST_AHEAD
     assert behind.skew == HOST_AHEAD
+
+
+def time_cursors(cursor: str) -> list[datetime]:
+    """The bookmarks of a pull's cursor that are times (RetailCRM's are history ids once its feed has entries)."""
+    return [datetime.fromisoformat(v) for v in json.loads(cursor).values() if not v.isdigit()]
+
+
+def test_a_gateway_error_s_date_is_not_the_vendor_s_clock(case, caplog):
+    """The pull's first answer is a proxy's 504 (retried) whose Date is its own clock, two hours behind; every answer
+    after it is the vendor's, on the host's time. The run start and the bookmarks stay on the host's clock, and no
+    warning blames it (on hunt22: the run start went two hours back, and the bookmarks with it)."""
+    name, c, fake, rsps = case
+    seed(fake, orders=6)
+    host = T0 + timedelta(minutes=10)
+    VendorClock(rsps, host)
+    fake.failures = [(504, {"Date": format_datetime(host - timedelta(hours=2), usegmt=True),
+                            "Content-Type": "text/html"}, "<html>gateway timeout</html>")]
+    with caplog.at_level(logging.WARNING, logger="connectors.incremental"):
+        result = c.source(sleep=lambda s: None, clock=lambda: host).pull(duckdb.connect())
+    assert not fake.failures and result.orders == 6
+    assert all(t >= T0 for t in time_cursors(result.cursor)), result.cursor  # (the orders were changed at T0)
+    assert "ahead" not in caplog.text and "Date header" not in caplog.text
+
+
+def test_a_date_header_stuck_far_in_the_past_is_not_used(case, caplog):
+    """Every answer says 1 January 1970 (a vendor front whose Date never moves): believed, it was the run start and
+    the bookmark of every pull, each pull read everything again, and the warning told of a host clock 29 million
+    minutes ahead. It is not used, with a warning naming it; the next pull reads only the lookback again."""
+    name, c, fake, rsps = case
+    seed(fake, orders=6, stagger=True)
+    VendorClock(rsps, datetime(1970, 1, 1, tzinfo=timezone.utc))
+    con = duckdb.connect()
+    with caplog.at_level(logging.WARNING, logger="connectors.incremental"):
+        first = c.source(clock=lambda: T0 + DAY).pull(con)
+        second = c.source(clock=lambda: T0 + 2 * DAY).pull(con, first.cursor)
+    assert first.orders == 6 and second.orders <= 1, (first.cursor, second.cursor)
+    assert all(t.year == 2026 for t in time_cursors(first.cursor) + time_cursors(second.cursor))
+    warned = [r.getMessage() for r in caplog.records if "Date header" in r.getMessage()]
+    assert len(warned) == 2 and f"{name}: an answer's Date header says 1970-01-01T00:00:00+00:00, more than a day " \
+        "behind this host's clock" in warned[0] and "not used" in warned[0], warned
+    assert "ahead" not in caplog.text
+
+
+def test_a_vendor_clock_more_than_a_day_behind_is_not_used_and_a_later_one_is():
+    host = T0 + DAY
+    start = RunStart(host)
+    start.answered(host - DAY - timedelta(seconds=1))  # a stale header: waits for one that tells the time
+    assert start() == host and start.skew is None
+    start.answered(host - DAY)  # a day behind: still a clock (a host whose zone is set 14 hours wrong, and more)
+    assert start() == host - DAY
 
 
 @pytest.mark.parametrize("header, expected", [
