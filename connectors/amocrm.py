@@ -241,7 +241,10 @@ class AmoCrmSource:
         second (edited: it moves on to the end of the keyset; deleted: to the trash), and each one that
         leaves during a pass shifts the rest up, so the pass may skip the lead after a page boundary. Such a
         pass read a lead that the next pass no longer finds; the second is paged again until a pass finds
-        every lead the pass before it read (at most :data:`MAX_SECOND_PASSES`, else a TransientError)."""
+        every lead the pass before it read (at most :data:`MAX_SECOND_PASSES`, else a TransientError). A pass
+        ends without a next link, or at a page that brings no lead the pass had not read: paged in id order, that
+        is a vendor answering a page number past the end with its last page, linking a next one (paging on, our
+        own page numbers never repeat: it never ended)."""
         params = {k: v for k, v in params.items() if not k.startswith("order[")}
         params.update({"order[id]": "asc", "filter[updated_at][from]": second, "filter[updated_at][to]": second})
         before: set[str] | None = None
@@ -251,8 +254,9 @@ class AmoCrmSource:
                 guard.next(page)
                 rows, more = self._page(entity, {**params, "page": page})
                 self._stage(obj, rows, stager, high)
-                ids.update(str(r.get("id")) for r in rows if isinstance(r, Mapping))
-                if not more:
+                new = {str(r.get("id")) for r in rows if isinstance(r, Mapping)} - ids
+                ids |= new
+                if not more or not new:
                     break
                 page += 1
             if before is not None and before <= ids:

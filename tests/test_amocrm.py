@@ -279,6 +279,43 @@ def test_a_next_link_on_every_page_even_the_last_still_ends_the_pull(rsps):
     assert sorted(staged) == list(range(1, 11)) and len(rsps.calls) < 40
 
 
+def test_a_portal_answering_past_the_end_with_its_last_page_ends_a_crowded_second(rsps):
+    """A crowded second is paged by number. A portal that answers a page number past the end with its last page
+    (instead of 204), and links a next page from it, paged that second without end once a short page with a next
+    link went on: the pass ends at a page that brings no lead it had not read, every lead read."""
+    fake = FakeAmo(rsps)
+    fake.put_contact(1, "c1@example.com", at=T0)
+    for oid in range(1, 7):  # 6 leads of one second, pages of 4: the keyset's 2nd page is all that second
+        fake.put_order(oid, 1, "10", at=T0)
+    served: list[int] = []
+
+    def clamped(inner):
+        def callback(request):
+            if len(served) >= 100:
+                raise RuntimeError("100 requests: the pull does not end")
+            query = dict(parse_qsl(urlsplit(request.url).query))
+            page = int(query.get("page", 1))
+            status, headers, body = inner(request)
+            while status == 204 and page > 1:  # past the end: the last page again
+                page -= 1
+                request.url = f"{request.url.split('?')[0]}?{urlencode({**query, 'page': page})}"
+                status, headers, body = inner(request)
+            if status == 200:
+                answer = json.loads(body)
+                answer["_links"]["next"] = {"href": f"{BASE}/api/v4/leads?page={page + 1}"}
+                body = json.dumps(answer)
+            served.append(page)
+            return status, headers, body
+        return callback
+
+    for match in rsps.registered():
+        match.callback = clamped(match.callback)
+    con = duckdb.connect()
+    make_source().pull(con)
+    staged = [int(r[0]) for r in con.execute("SELECT order_id FROM staged_orders").fetchall()]
+    assert sorted(staged) == list(range(1, 7)) and len(served) < 40
+
+
 def test_a_lead_dated_past_any_clock_is_a_bad_row_and_the_pull_goes_on(rsps):
     fake = FakeAmo(rsps)
     fake.put_contact(10, "a@example.com", at=T0)
