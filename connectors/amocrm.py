@@ -1,15 +1,15 @@
 """amoCRM / Kommo API v4 source: won leads (deals) become orders, contacts become contacts.
 
 * Pull (backfill and incremental alike): a keyset on ``updated_at``. Each request is
-  ``GET /api/v4/{leads,contacts}?limit=250&order[updated_at]=asc&filter[updated_at][from]=<unix>``
-  (leads ``with=contacts``) with ``from`` = the highest ``updated_at`` of the page before (inclusive,
-  so the rows of that second are read again and de-duplicated by id); stop at a short page, a page
-  without ``_links.next`` or HTTP 204. Page numbers are never walked over a moving list: a lead edited
-  while the backfill runs moves to the end and is read there, a deleted one shifts nothing. When a whole
-  page shares one second (bulk robot edits), that second alone is paged by number with ``order[id]=asc``
-  and ``filter[updated_at][to]`` = the same second, then the keyset goes on from the next second. A lead
-  edited or deleted meanwhile leaves that second and shifts the rest, so the second is paged again
-  until a pass finds every lead the pass before it read (:meth:`AmoCrmSource._one_second`).
+  ``GET /api/v4/{leads,contacts}?limit=250&order[updated_at]=asc&filter[updated_at][from]=<unix>`` (leads
+  ``with=contacts``) with ``from`` = the highest ``updated_at`` of the page before (inclusive, so the rows of that
+  second are read again and de-duplicated by id); stop at an empty page, a page without ``_links.next`` (a short
+  page with one goes on) or HTTP 204. Page numbers are never walked over a moving list: a lead edited while the
+  backfill runs moves to the end and is read there, a deleted one shifts nothing. When a whole page shares one
+  second (bulk robot edits), that second alone is paged by number with ``order[id]=asc`` and
+  ``filter[updated_at][to]`` = the same second, then the keyset goes on from the next second. A lead edited or
+  deleted meanwhile leaves that second and shifts the rest, so the second is paged again until a pass finds every
+  lead the pass before it read (:meth:`AmoCrmSource._one_second`).
 * After the backfill, the same read runs again from the backfill's start − ``lookback_minutes``, and the
   trash (below) from the same time: what changed or was deleted while it ran is caught at once.
 * What counts: leads whose ``status_id`` is in ``won_status_ids`` (default 142 "Успешно
@@ -50,7 +50,7 @@ from .errors import ConfigError, FatalError, TransientError
 from .identity import DEFAULT_MAX_GROUP
 from .http import (FieldError, HttpClient, Throttle, answer_object, clean, get_field, json_shape, parse_dt, set_advice,
                    to_decimal, tombstone, with_sleep)
-from .incremental import HighWater, PageGuard, Progress, Stager, latest, map_page, pull_by_time, utc_now
+from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, latest, map_page, pull_by_time, utc_now
 from .records import Consent, Contact, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import PullResult
@@ -202,7 +202,7 @@ class AmoCrmSource:
 
     def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None,
              progress: Progress = None) -> PullResult:
-        return pull_by_time(con, NAME, cursor, progress, run_start=self.clock(),
+        return pull_by_time(con, NAME, cursor, progress, run_start=RunStart.of(self.http, self.clock(), NAME),
                             lookback=timedelta(minutes=self.config.lookback_minutes), read=self._read)
 
     def _read(self, obj: str, since: datetime | None, stager: Stager) -> datetime | None:
@@ -228,9 +228,9 @@ class AmoCrmSource:
             if not more:
                 return high.value
             if high.value is None:
-                raise FatalError(f"amoCRM {entity}: a full page without a usable updated_at")
+                raise FatalError(f"amoCRM {entity}: a page with a next link without a usable updated_at")
             top = int(high.value.timestamp())
-            if start is not None and top <= start:  # a full page of one second: page through that second
+            if start is not None and top <= start:  # a page of one second: page through that second
                 self._one_second(obj, entity, params, top, stager, high)
                 top += 1
             start = top
@@ -241,7 +241,10 @@ class AmoCrmSource:
         second (edited: it moves on to the end of the keyset; deleted: to the trash), and each one that
         leaves during a pass shifts the rest up, so the pass may skip the lead after a page boundary. Such a
         pass read a lead that the next pass no longer finds; the second is paged again until a pass finds
-        every lead the pass before it read (at most :data:`MAX_SECOND_PASSES`, else a TransientError)."""
+        every lead the pass before it read (at most :data:`MAX_SECOND_PASSES`, else a TransientError). A pass
+        ends without a next link, or at a page that brings no lead the pass had not read: paged in id order, that
+        is a vendor answering a page number past the end with its last page, linking a next one (paging on, our
+        own page numbers never repeat: it never ended)."""
         params = {k: v for k, v in params.items() if not k.startswith("order[")}
         params.update({"order[id]": "asc", "filter[updated_at][from]": second, "filter[updated_at][to]": second})
         before: set[str] | None = None
@@ -251,8 +254,9 @@ class AmoCrmSource:
                 guard.next(page)
                 rows, more = self._page(entity, {**params, "page": page})
                 self._stage(obj, rows, stager, high)
-                ids.update(str(r.get("id")) for r in rows if isinstance(r, Mapping))
-                if not more:
+                new = {str(r.get("id")) for r in rows if isinstance(r, Mapping)} - ids
+                ids |= new
+                if not more or not new:
                     break
                 page += 1
             if before is not None and before <= ids:
@@ -275,8 +279,13 @@ class AmoCrmSource:
         if not isinstance(rows, list) or not isinstance(links, Mapping):
             raise FatalError(f"amoCRM {entity}: HTTP {resp.status_code} answered {json_shape(data)}, not a page "
                              f"with an _embedded.{entity} list; nothing was saved: run the pull again")
-        more = bool(rows) and len(rows) >= self.config.page_size and bool(links.get("next"))
-        return rows, more
+        if not rows and links.get("next"):  # (amoCRM answers 204 past the end: taken as the end, the leads after it
+            # would never be read, the pass after a backfill moving the bookmark past them)
+            raise TransientError(f"amoCRM {entity}: a page of no {entity} with a next link, not the end of the list; "
+                                 "nothing was saved: run the pull again")
+        # (a short page with a next link is not the end either: the keyset goes on from its last second, which
+        # only ever moves forward, so a vendor that links past its last page costs a request or two, no loop)
+        return rows, bool(rows) and bool(links.get("next"))
 
     def _stage(self, obj: str, rows: list[Any], stager: Stager, high: HighWater) -> None:
         def one(raw: Any) -> Order | Contact | None:

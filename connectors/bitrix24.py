@@ -1,34 +1,31 @@
 """Bitrix24 REST source (inbound webhook URL): won deals become orders, CRM contacts become contacts.
 
-* Pull: ``POST {webhook}/crm.deal.list.json`` and ``crm.contact.list.json`` with
-  ``filter{">=DATE_MODIFY": cursor − lookback, ">ID": last id}``, ``order{"ID": "ASC"}``,
-  ``start=-1`` (the vendor's ID-keyset recipe for large pulls: no ``total`` count); pages are a
-  fixed 50 rows; stop at a short page; an ID that does not advance is fatal.
-* What counts: deals whose ``STAGE_SEMANTIC_ID`` is in ``won_semantics`` (default ``S`` =
-  success) or whose ``STAGE_ID`` is in ``won_stage_ids``, optionally only in ``category_ids``
-  (pipelines); other deals are staged as cancelled when they can be mapped. Amount =
-  ``OPPORTUNITY`` in ``CURRENCY_ID``; date = ``CLOSEDATE`` (else ``DATE_CREATE``); customer =
-  ``CONTACT_ID``. ``CLOSEDATE`` is a date field, written as an instant (the vendor's example:
-  ``2024-09-09T02:00:00+02:00``): its calendar day is stored at noon in ``timezone`` (:func:`day_at_noon`).
-* Line items: for the won deals of each page, ``crm.deal.productrows.get`` runs inside one
-  ``batch`` call (up to 50 sub-calls, counted as one request against the 2/s bucket): ``PRODUCT_ID``
-  → sku (none for a free-form row, id 0), ``PRODUCT_NAME`` → name, ``QUANTITY``, ``PRICE`` (the final
-  unit price after discount and tax) → price; the deal's discount is Σ ``DISCOUNT_SUM`` × ``QUANTITY``.
-  A sub-call that fails for one deal (``Access denied``, ``Not found``, a row that cannot be mapped)
-  keeps the deal without items and reports a bad row naming it; ``QUERY_LIMIT_EXCEEDED`` inside the
-  batch retries the whole (read-only) batch; an auth error in it is the credentials error.
-* Backfill: the same ID keyset from ID 0. It cannot skip or repeat a record while the portal changes:
-  a deal edited after its page was read keeps its ID and is read again by the pass that follows the
-  backfill (the same read with ``>=DATE_MODIFY`` = the backfill's start − ``lookback_minutes``); a new
-  deal has a higher ID; a deletion shifts nothing.
-* Scope: a deal outside ``category_ids`` (when set) is never stored: it is staged only as a tombstone
-  (id, no customer, amount 0) so that a deal moved to another pipeline leaves the history. Contacts go
-  through :func:`connectors.contacts.clean_contact` with ``phone_region``.
-* Deletions: deals the portal deleted are not listed any more; the ``ONCRMDEALDELETE`` event is
-  parsed into a cancelled tombstone (see :func:`parse_webhook`).
-* Cursor: ``{"orders": ISO, "contacts": ISO}`` of the highest ``DATE_MODIFY`` seen (capped at
-  the run start). Limits: leaky bucket 2 requests/s, burst 50; 503 ``QUERY_LIMIT_EXCEEDED``
-  and 429 (method operating-time limit) are retried.
+* Pull: ``POST {webhook}/crm.deal.list.json`` and ``crm.contact.list.json`` with ``filter{">=DATE_MODIFY": cursor −
+  lookback, ">ID": last id}``, ``order{"ID": "ASC"}``, ``start=-1`` (the vendor's ID-keyset recipe for large pulls: no
+  ``total`` count); pages are a fixed 50 rows; stop at a short page; an ID that does not advance is fatal.
+* What counts: deals whose ``STAGE_SEMANTIC_ID`` is in ``won_semantics`` (default ``S`` = success) or whose
+  ``STAGE_ID`` is in ``won_stage_ids``, optionally only in ``category_ids`` (pipelines); other deals are staged as
+  cancelled when they can be mapped. Amount = ``OPPORTUNITY`` in ``CURRENCY_ID``; date = ``CLOSEDATE`` (else
+  ``DATE_CREATE``); customer = ``CONTACT_ID``. ``CLOSEDATE`` is a date field, written as an instant (the vendor's
+  example: ``2024-09-09T02:00:00+02:00``): its calendar day is stored at noon in ``timezone`` (:func:`day_at_noon`).
+* Line items: for the won deals of each page, ``crm.deal.productrows.get`` runs inside one ``batch`` call (up to 50
+  sub-calls, counted as one request against the 2/s bucket): ``PRODUCT_ID`` → sku (none for a free-form row, id 0),
+  ``PRODUCT_NAME`` → name, ``QUANTITY``, ``PRICE`` (the final unit price after discount and tax) → price; the deal's
+  discount is Σ ``DISCOUNT_SUM`` × ``QUANTITY``. A sub-call that fails for one deal (``Access denied``, ``Not found``,
+  a row that cannot be mapped) keeps the deal without items and reports a bad row naming it; ``QUERY_LIMIT_EXCEEDED``
+  inside the batch retries the whole (read-only) batch; an auth error in it is the credentials error.
+* Backfill: the same ID keyset from ID 0. It cannot skip or repeat a record while the portal changes: a deal edited
+  after its page was read keeps its ID and is read again by the pass that follows the backfill (the same read with
+  ``>=DATE_MODIFY`` = the backfill's start − ``lookback_minutes``); a new deal has a higher ID; a deletion shifts
+  nothing.
+* Scope: a deal outside ``category_ids`` (when set) is never stored: it is staged only as a tombstone (id, no
+  customer, amount 0) so that a deal moved to another pipeline leaves the history. Contacts go through
+  :func:`connectors.contacts.clean_contact` with ``phone_region``.
+* Deletions: deals the portal deleted are not listed any more; the ``ONCRMDEALDELETE`` event is parsed into a
+  cancelled tombstone (see :func:`parse_webhook`).
+* Cursor: ``{"orders": ISO, "contacts": ISO}`` of the highest ``DATE_MODIFY`` seen (capped at the run start). Limits:
+  leaky bucket 2 requests/s, burst 50; 503 ``QUERY_LIMIT_EXCEEDED`` and 429 (method operating-time limit) are retried,
+  and so is such an error answered with HTTP 200.
 """
 
 from __future__ import annotations
@@ -50,9 +47,9 @@ from .contacts import PhoneRegion
 from .email_phone import lower_like_sql
 from .errors import AuthError, ConfigError, FatalError, TransientError
 from .identity import DEFAULT_MAX_GROUP
-from .http import (Action, FieldError, HttpClient, Throttle, clean, get_field, get_list, parse_dt, to_decimal,
-                   tombstone, with_sleep)
-from .incremental import HighWater, PageGuard, Progress, Stager, iso, map_page, pull_by_time, utc_now
+from .http import (Action, FieldError, HttpClient, Throttle, clean, get_field, get_list, json_shape, parse_dt,
+                   to_decimal, tombstone, with_sleep)
+from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, iso, map_page, pull_by_time, utc_now
 from .records import BadRow, Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
 from .secrets import BITRIX24_CODE, Secret
@@ -178,6 +175,15 @@ def _inspect(resp: requests.Response) -> Action | None:
     return None
 
 
+def _raise_for_codes(codes: set[str], what: str, refused: str) -> None:
+    """Error codes answered with HTTP 200 (a batch's sub-calls, a method's): a rate limit retries, auth stops."""
+    if codes & _RETRY_ERRORS:
+        raise TransientError(f"{what}: {sorted(codes & _RETRY_ERRORS)[0]}")
+    if codes & _AUTH_ERRORS:
+        raise AuthError(f"Bitrix24 refused {refused} ({sorted(codes & _AUTH_ERRORS)[0]}); check "
+                        f"BITRIX24_WEBHOOK_URL and its crm scope")
+
+
 class Bitrix24Source:
     name = NAME
     max_identity_group = DEFAULT_MAX_GROUP  # [source] max_identity_group, set by connectors.registry
@@ -205,10 +211,21 @@ class Bitrix24Source:
                                inspect=_inspect)
 
     def _call(self, method: str, body: Mapping[str, Any]) -> Any:
-        data = self.http.request("POST", f"{method}.json", json_body=dict(body), idempotent=True)
-        if not isinstance(data, dict) or "result" not in data:
-            raise FatalError(f"Bitrix24 {method}: answer has no 'result'")
-        return data["result"]
+        """A read-only method's ``result``; an error envelope answered with HTTP 200 is that error (a rate limit
+        retries, an auth code is the credentials error, any other stops the pull naming it)."""
+        what = f"Bitrix24 {method}"
+
+        def once() -> Any:
+            data = self.http.request("POST", f"{method}.json", json_body=dict(body), idempotent=False)
+            if isinstance(data, dict) and "result" in data:
+                return data["result"]
+            code = clean(data.get("error")) if isinstance(data, dict) else None
+            if code is None:
+                raise FatalError(f"{what}: answered {json_shape(data)}, not one with a 'result'")
+            _raise_for_codes({code}, what, method)
+            about = self.http.safe(str(clean(data.get("error_description")) or ""))[:200]
+            raise FatalError(f"{what}: answered the error {self.http.safe(code)[:60]}" + (about and f" ({about})"))
+        return self.http.retrying(once, what=what)  # (retried as a whole: a rate limit's 200 too)
 
     def check(self) -> str:
         user = self._call("profile", {}) or {}
@@ -217,7 +234,7 @@ class Bitrix24Source:
 
     def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None,
              progress: Progress = None) -> PullResult:
-        return pull_by_time(con, NAME, cursor, progress, run_start=self.clock(),
+        return pull_by_time(con, NAME, cursor, progress, run_start=RunStart.of(self.http, self.clock(), NAME),
                             lookback=timedelta(minutes=self.config.lookback_minutes), read=self._read)
 
     def _read(self, obj: str, since: datetime | None, stager: Stager) -> datetime | None:
@@ -298,11 +315,7 @@ class Bitrix24Source:
             ok = result.get("result") if isinstance(result.get("result"), dict) else {}  # PHP: [] when empty
             errors = result.get("result_error") if isinstance(result.get("result_error"), dict) else {}
             codes = {str(e.get("error")) for e in errors.values() if isinstance(e, dict)}
-            if codes & _RETRY_ERRORS:
-                raise TransientError(f"{what}: {sorted(codes & _RETRY_ERRORS)[0]} inside the batch")
-            if codes & _AUTH_ERRORS:
-                raise AuthError(f"Bitrix24 refused product rows ({sorted(codes & _AUTH_ERRORS)[0]}); check "
-                                f"BITRIX24_WEBHOOK_URL and its crm scope")
+            _raise_for_codes(codes, f"{what}: inside the batch", "product rows")
             return ok, errors
 
         return self.http.retrying(once, what=what)

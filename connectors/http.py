@@ -153,6 +153,9 @@ class HttpClient:
     #: default: point ``url_env`` there (a variable holding a URL)
     redirect_advice: Callable[[str], str] | None = None
     session: requests.Session = field(default_factory=CredentialSession)
+    #: called with the ``Date`` header of every answer the status checks accept: the vendor's clock
+    #: (:class:`connectors.incremental.RunStart`)
+    on_date: Callable[[str | None], None] | None = None
 
     def __post_init__(self) -> None:
         if self.retry.timeout is not None and self.timeout == DEFAULT_TIMEOUT:  # [http] timeout_seconds
@@ -244,6 +247,8 @@ class HttpClient:
                               status=status, body=body)
         if action is Action.FATAL:
             raise FatalError(f"{what}: HTTP {status}: {body[:200]}", status=status, body=body)
+        if self.on_date is not None:  # (only now: a proxy's 504 or an error page dates its own clock, not the vendor's)
+            self.on_date(resp.headers.get("Date"))
         if not resp.content:
             return None, resp
         try:

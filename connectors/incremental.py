@@ -14,6 +14,10 @@ object of per-object strings (:func:`load_cursor` / :func:`dump_cursor`), e.g.
 3. new bookmark = min(highest time seen, run start), never behind the previous one (:func:`bookmark`); the
    caller saves it only after the pull has been stored.
 
+The run start (:class:`RunStart`) is the earlier of the host's clock and the vendor's (the ``Date`` header of the
+pull's first accepted answer, unless a day or more old): a host clock running ahead would start step 2 and cap
+step 3 past edits the vendor stamped earlier.
+
 A read reports the highest time it saw through a :class:`HighWater`. Records read twice (the lookback
 window, the pass after a backfill, a page read again) are deduplicated by id when staged: :class:`Stager`
 keeps the latest version of each id. :class:`PageGuard` makes every pagination unable to loop.
@@ -27,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Iterable, Mapping
 
 import duckdb
@@ -34,7 +39,7 @@ import pyarrow as pa
 
 from .contacts import clean_contact
 from .errors import ConfigError, FatalError
-from .http import FieldError
+from .http import FieldError, HttpClient
 from .records import BadRow, Contact, Order
 from .source import PullResult
 from .tables import append_versions, create_staged_versions, create_staging, stage_records
@@ -93,6 +98,76 @@ def iso(dt: datetime | None) -> str | None:
 def utc_now() -> datetime:
     """The default clock of a source (tests inject their own)."""
     return datetime.now(timezone.utc)
+
+
+def server_date(value: str | None) -> datetime | None:
+    """An answer's ``Date`` header (the server's clock, whole seconds) in UTC; None when there is none or it is not
+    an HTTP date with its zone (``GMT``)."""
+    if not value:
+        return None
+    try:  # (OverflowError: a zone that moves the date past year 9999, e.g. "Fri, 31 Dec 9999 23:59:59 -0100")
+        date = parsedate_to_datetime(value)
+        return date.astimezone(timezone.utc) if date.tzinfo is not None else None
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+#: How far behind the host's clock an answer's ``Date`` may be and still be taken for the vendor's clock. A host
+#: clock runs ahead by seconds or minutes (drift), or by hours when a time zone is set wrong (at most 14: UTC+14);
+#: a Date more than a day behind is not a clock running slow but a header that does not tell the time now (a
+#: cached answer, an appliance whose clock was never set, the epoch). Believed, it would pull the run start and
+#: the saved bookmark back to it, and every later pull would read everything again.
+MAX_VENDOR_LAG = timedelta(days=1)
+
+
+class RunStart:
+    """When a pull began: the host's clock, or the vendor's when the host's runs ahead of it.
+
+    The vendor's clock is the first ``Date`` header the pull's accepted answers carry (:meth:`answered`, a little
+    after the pull began: the round trip of its first request, which the lookback covers), unless it is more than
+    :data:`MAX_VENDOR_LAG` behind the host's (not used, logged once as a warning naming it). Calling the object
+    gives the earlier of the two. A host clock ahead of the vendor's would start the pass after a backfill, and cap
+    the bookmark, past edits the vendor stamped before it: edits on pages already read, lost for good. A host clock
+    behind only reads a little more again. A host ahead by a minute or more is logged once as a warning."""
+
+    def __init__(self, host: datetime, source: str = "source") -> None:
+        self.host, self.source = host, source
+        self.vendor: datetime | None = None
+        self._told = self._doubted = False
+
+    @classmethod
+    def of(cls, http: HttpClient, host: datetime, source: str) -> "RunStart":
+        """A run start listening to ``http``'s answers (from now on, for this pull)."""
+        start = cls(host, source)
+        http.on_date = lambda header: start.answered(server_date(header))
+        return start
+
+    def answered(self, date: datetime | None) -> None:
+        if self.vendor is not None or date is None:
+            return
+        if self.host - date <= MAX_VENDOR_LAG:
+            self.vendor = date
+        elif not self._doubted:
+            self._doubted = True
+            log.warning("%s: an answer's Date header says %s, more than a day behind this host's clock (%s): not "
+                        "used as the vendor's clock (a stale header from a cache or a proxy, or a clock set wrong); "
+                        "the pull starts by this host's clock", self.source, date.isoformat(), self.host.isoformat())
+
+    @property
+    def skew(self) -> timedelta | None:
+        """How far the host's clock is ahead of the vendor's (negative: behind); None before a dated answer."""
+        return None if self.vendor is None else self.host - self.vendor
+
+    def __call__(self) -> datetime:
+        if self.vendor is None or self.vendor >= self.host:
+            return self.host
+        skew = self.host - self.vendor
+        if skew >= timedelta(minutes=1) and not self._told:
+            self._told = True
+            log.warning("%s: this host's clock is %d minutes ahead of the vendor's (the Date of its answers): the "
+                        "pull starts by the vendor's clock; set this host's clock right (NTP)", self.source,
+                        skew // timedelta(minutes=1))
+        return self.vendor
 
 
 class HighWater:
@@ -241,20 +316,22 @@ def pull_objects(con: duckdb.DuckDBPyConnection, source: str, cursor: str | None
 
 
 def pull_by_time(con: duckdb.DuckDBPyConnection, source: str, cursor: str | None, progress: Progress, *,
-                 run_start: datetime, lookback: timedelta,
+                 run_start: datetime | Callable[[], datetime], lookback: timedelta,
                  read: Callable[[str, datetime | None, Stager], datetime | None]) -> PullResult:
     """The loop of a source keyed on a modification time (see the module doc).
 
     ``read(object, since, stager)`` stages what changed at or after ``since`` (everything when None) and
-    returns the highest time it saw (None when it saw nothing).
+    returns the highest time it saw (None when it saw nothing). ``run_start``: a time, or a :class:`RunStart`
+    (asked after each object's first read, when the vendor's answers have told its clock).
     """
 
     def read_object(obj: str, saved: str | None, stager: Stager) -> str | None:
         previous = parse_time_cursor(source, obj, saved) if saved else None
         seen = [read(obj, None if previous is None else previous - lookback, stager)]
+        start = run_start() if callable(run_start) else run_start
         if previous is None:  # after a backfill: what changed while it ran
-            seen.append(read(obj, run_start - lookback, stager))
-        return iso(bookmark(latest(seen), run_start, previous))
+            seen.append(read(obj, start - lookback, stager))
+        return iso(bookmark(latest(seen), start, previous))
 
     return pull_objects(con, source, cursor, progress, read_object)
 
@@ -265,4 +342,5 @@ def latest(times: Iterable[datetime | None]) -> datetime | None:
 
 
 __all__ = ["OBJECTS", "Progress", "load_cursor", "dump_cursor", "parse_time_cursor", "bookmark", "iso", "utc_now",
-           "HighWater", "PageGuard", "Stager", "record_id", "map_page", "pull_objects", "pull_by_time", "latest"]
+           "server_date", "MAX_VENDOR_LAG", "RunStart", "HighWater", "PageGuard", "Stager", "record_id", "map_page",
+           "pull_objects", "pull_by_time", "latest"]

@@ -1,18 +1,18 @@
 """RetailCRM (Simla) API v5 source.
 
 * Backfill (first run, no cursor for an object): page through ``GET /api/v5/orders`` and ``GET /api/v5/customers``
-  (``page``/``limit``, stop at ``totalPageCount`` or an empty page). The list has no id range filter nor a sort key
-  to keyset on, so page numbers are used and made safe: right after the backfill the history feed is read from the
-  backfill's start − ``lookback_minutes`` (edits, creations and deletions made while it ran; each named record is
-  re-fetched by id). A record deleted or created meanwhile shifts the later ones, so a record the feed does not name
-  may have crossed a page boundary onto a page already read. If the feed named any record, the backfill is checked:
-  the list's ``totalCount`` (read between two history reads that saw nothing created or deleted) must equal the
-  number of records read and not deleted since. While it does not, the rows near each page boundary are read again,
-  de-duplicated by id (from ``moved`` rows before it to as many rows after it as records were created; ``moved`` =
-  the records created or deleted since the backfill started; later rounds read twice as wide), and the count is
-  checked again; after ``MAX_REREADS`` rounds (or ``MAX_COUNTS`` counts that were never quiet) the pull stops with a
-  TransientError: nothing is saved and the next pull (a scheduled sync retries within minutes) backfills again. So
-  any number of deletions is safe, and a backfill that nothing touched costs no extra request.
+  (``page``/``limit``, stop at ``totalPageCount``; an empty page before it is an error). The list has no id range
+  filter nor a sort key to keyset on, so page numbers are used and made safe: right after the backfill the history
+  feed is read from the backfill's start − ``lookback_minutes`` (edits, creations and deletions made while it ran;
+  each named record is re-fetched by id). A record deleted or created meanwhile shifts the later ones, so a record the
+  feed does not name may have crossed a page boundary onto a page already read. If the feed named any record, the
+  backfill is checked: the list's ``totalCount`` (read between two history reads that saw nothing created or deleted)
+  must equal the number of records read and not deleted since. While it does not, the rows near each page boundary are
+  read again, de-duplicated by id (from ``moved`` rows before it to as many rows after it as records were created;
+  ``moved`` = the records created or deleted since the backfill started; later rounds read twice as wide), and the
+  count is checked again; after ``MAX_REREADS`` rounds (or ``MAX_COUNTS`` counts that were never quiet) the pull stops
+  with a TransientError: nothing is saved and the next pull (a scheduled sync retries within minutes) backfills again.
+  So any number of deletions is safe, and a backfill that nothing touched costs no extra request.
 * Scope: with ``site`` set, ``filter[sites][]`` goes with every list read (backfill and the re-read by
   ids), and each record's own ``site`` is checked (history snapshots and webhooks too): a record of
   another store is never stored.
@@ -53,7 +53,7 @@ from .errors import ConfigError, FatalError, TransientError
 from .identity import DEFAULT_MAX_GROUP
 from .http import (HttpClient, Throttle, answer_object, clean, get_field, json_shape, parse_dt, tombstone,
                    with_sleep)
-from .incremental import PageGuard, Progress, Stager, map_page, parse_time_cursor, pull_objects, utc_now
+from .incremental import PageGuard, Progress, RunStart, Stager, map_page, parse_time_cursor, pull_objects, utc_now
 from .records import Contact, Order
 from .retailcrm_mapping import deleted_customer, in_scope, map_customer, map_order, snapshot
 from .retailcrm_paging import (MAX_COUNTS, MAX_REREADS, _Backfill, _boundary_pages, _Feed, history_entry, page_count,
@@ -140,17 +140,17 @@ class RetailCrmSource:
 
     def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None,
              progress: Progress = None) -> PullResult:
-        run_start = self.clock()
+        run_start = RunStart.of(self.http, self.clock(), NAME)  # the vendor's clock when the host's runs ahead
         return pull_objects(con, NAME, cursor, progress,
                             lambda obj, saved, stager: self._read_object(obj, saved, stager, run_start))
 
-    def _read_object(self, obj: str, previous: str | None, stager: Stager, run_start: datetime) -> str:
+    def _read_object(self, obj: str, previous: str | None, stager: Stager, run_start: RunStart) -> str:
         """Backfill (no cursor) then the history feed; return the object's new cursor."""
         lookback = timedelta(minutes=self.config.lookback_minutes)
         backfill: _Backfill | None = None
         if previous is None:
             backfill = self._backfill(obj, stager)
-            since: int | datetime = run_start - lookback
+            since: int | datetime = run_start() - lookback
         elif previous.isdigit():
             since = int(previous)
         else:
@@ -159,7 +159,7 @@ class RetailCrmSource:
         self._history(obj, since, run_start, stager, feed)
         if backfill is not None:
             self._settle(obj, backfill, feed, run_start, stager)
-        return str(feed.head) if feed.head is not None else (previous or run_start.isoformat())
+        return str(feed.head) if feed.head is not None else (previous or run_start().isoformat())
 
     def _backfill(self, obj: str, stager: Stager) -> _Backfill:
         """Read every page; keep the ids of each page, in order (see :meth:`_settle`)."""
@@ -172,11 +172,14 @@ class RetailCrmSource:
             rows = page_rows(data, key, f"RetailCRM {path}: page {page}")
             total = page_count(data, "totalPageCount", f"RetailCRM {path}: page {page}")
             backfill.pages.append(self._stage(obj, rows, stager))
-            if not rows or page >= total:
+            if page >= total:
                 return backfill
+            if not rows:  # (taken as the end, the pages after it were never read, nor proven read by _settle)
+                raise TransientError(f"RetailCRM {path}: page {page} has no rows though its answer counts {total} "
+                                     "pages; nothing was saved: run the pull again")
             page += 1
 
-    def _settle(self, obj: str, backfill: _Backfill, feed: _Feed, run_start: datetime, stager: Stager) -> None:
+    def _settle(self, obj: str, backfill: _Backfill, feed: _Feed, run_start: RunStart, stager: Stager) -> None:
         """Make sure the backfill skipped nothing, however many records were created or deleted while it paged.
 
         Page numbers are positions in a list that moves: a record deleted (or created) before a page
@@ -224,7 +227,7 @@ class RetailCrmSource:
                 backfill.read.update(self._stage(obj, page_rows(data, key, f"RetailCRM {path}"), stager))
             self._history(obj, feed.last, run_start, stager, feed)
 
-    def _quiet_count(self, obj: str, backfill: _Backfill, feed: _Feed, run_start: datetime,
+    def _quiet_count(self, obj: str, backfill: _Backfill, feed: _Feed, run_start: RunStart,
                      stager: Stager) -> int:
         """The list's ``totalCount``, read between two history reads that saw no record created or deleted
         (else the count and the records read would not describe the same list)."""
@@ -243,7 +246,7 @@ class RetailCrmSource:
                              "reads of the list's count; the CRM changed faster than it could be read. Nothing "
                              "was saved: run the pull again")
 
-    def _history(self, obj: str, since: int | datetime, run_start: datetime, stager: Stager,
+    def _history(self, obj: str, since: int | datetime, run_start: RunStart, stager: Stager,
                  feed: _Feed) -> None:
         """Read the history feed after ``since`` (an entry id or a time); re-fetch
         changed records; note the bookmark head, the last entry id, and the ids deleted (or merged away)
@@ -259,6 +262,7 @@ class RetailCrmSource:
             guard.next(params)
             data = self._get(path, params + [("limit", 100)])
             entries = page_rows(data, "history", f"RetailCRM {path}")
+            start = run_start()  # (after an answer: by the vendor's clock when the host's runs ahead)
             changed: dict[str, None] = {}
             deleted: list[Mapping[str, Any]] = []
             last = since if isinstance(since, int) else 0
@@ -277,8 +281,8 @@ class RetailCrmSource:
                 try:
                     at = parse_dt(entry.get("createdAt"), tz)
                 except ValueError:
-                    at = run_start
-                if at <= run_start:
+                    at = start
+                if at <= start:
                     feed.head = max(feed.head or 0, eid)
             for entry in deleted:  # gone: nothing to re-fetch
                 rid = str((entry.get(entity) or {}).get("id"))

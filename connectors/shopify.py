@@ -45,7 +45,7 @@ from .errors import ConfigError, FatalError, RecordError
 from .identity import DEFAULT_MAX_GROUP
 from .http import (Action, FieldError, HttpClient, Throttle, answer_object, clean, get_field, get_list, get_object,
                    json_shape, parse_dt, set_advice, to_decimal, tombstone, with_sleep)
-from .incremental import HighWater, PageGuard, Progress, Stager, iso, map_page, pull_by_time, utc_now
+from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, iso, map_page, pull_by_time, utc_now
 from .records import Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import Account, PullResult
@@ -210,7 +210,7 @@ class ShopifySource:
 
     def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None,
              progress: Progress = None) -> PullResult:
-        return pull_by_time(con, NAME, cursor, progress, run_start=self.clock(),
+        return pull_by_time(con, NAME, cursor, progress, run_start=RunStart.of(self.http, self.clock(), NAME),
                             lookback=timedelta(minutes=self.config.lookback_minutes), read=self._read)
 
     def _read(self, obj: str, since: datetime | None, stager: Stager) -> datetime | None:
@@ -229,7 +229,7 @@ class ShopifySource:
                 raise FatalError(f"Shopify {resource}.json: answered {json_shape(data)}, not a {resource!r} list")
             self._stage(obj, rows, stager, high)
             nxt = resp.links.get("next", {}).get("url")
-            if not rows or not nxt:
+            if not nxt:  # (an empty page that names a next one is not the end: the guard stops a loop)
                 return high.value
             guard.next(requests.utils.urlparse(nxt).query)
             url, params = nxt, None

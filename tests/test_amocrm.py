@@ -227,6 +227,95 @@ def test_a_200_with_an_empty_body_mid_backfill_is_an_error_not_the_end_of_the_li
     assert not fake.failures
 
 
+def test_a_short_page_with_a_next_link_is_not_the_end_of_the_list(rsps):
+    """A page of fewer leads than the page size that still has ``_links.next`` (the docs promise paging stops only
+    without one) was taken as the end: the backfill stopped, the pass after it saw a lead edited meanwhile and moved
+    the bookmark to the run's start, and the leads after the short page were never read. The keyset goes on from
+    the short page's last second."""
+    fake = FakeAmo(rsps)
+    fake.put_contact(1, "c1@example.com", at=T0)
+    for oid in range(1, 11):  # lead 10 oldest: pages of 4 in updated_at order
+        fake.put_order(oid, 1, "10", at=T0 - timedelta(hours=oid))
+    run_start = T0 + timedelta(days=1)
+
+    def change() -> None:
+        fake.leads[1]["updated_at"] = int((run_start - timedelta(minutes=1)).timestamp())  # edited while it ran
+        short = [fake.leads[7], fake.leads[6]]  # 2 of the 4 leads from lead 7's second on, and a next link
+        nxt = {"href": f"{BASE}/api/v4/leads?page=2"}
+        fake.failures = [(200, {"Content-Type": "application/hal+json"}, json.dumps(
+            {"_page": 1, "_links": {"self": nxt, "next": nxt}, "_embedded": {"leads": short}}))]
+
+    on_page(fake, 0, change)
+    con = duckdb.connect()
+    make_source(clock=lambda: run_start).pull(con)
+    assert not fake.failures
+    staged = {int(r[0]) for r in con.execute("SELECT order_id FROM staged_orders").fetchall()}
+    assert staged == set(range(1, 11))
+
+
+def test_a_next_link_on_every_page_even_the_last_still_ends_the_pull(rsps):
+    """Were amoCRM to link a next page from its last one, the keyset (which only moves forward) still ends: a few
+    requests more, no loop, every lead read once."""
+    fake = FakeAmo(rsps)
+    fake.put_contact(1, "c1@example.com", at=T0)
+    for oid in range(1, 11):
+        fake.put_order(oid, 1, "10", at=T0 - timedelta(hours=oid // 3))  # seconds shared by up to 3 leads
+
+    def linked(inner):
+        def callback(request):
+            status, headers, body = inner(request)
+            page = json.loads(body) if status == 200 and body else None
+            if isinstance(page, dict) and "_links" in page:
+                page["_links"]["next"] = {"href": f"{BASE}/api/v4/leads?page=99"}
+                body = json.dumps(page)
+            return status, headers, body
+        return callback
+
+    for match in rsps.registered():
+        match.callback = linked(match.callback)
+    con = duckdb.connect()
+    make_source().pull(con)
+    staged = [int(r[0]) for r in con.execute("SELECT order_id FROM staged_orders").fetchall()]
+    assert sorted(staged) == list(range(1, 11)) and len(rsps.calls) < 40
+
+
+def test_a_portal_answering_past_the_end_with_its_last_page_ends_a_crowded_second(rsps):
+    """A crowded second is paged by number. A portal that answers a page number past the end with its last page
+    (instead of 204), and links a next page from it, paged that second without end once a short page with a next
+    link went on: the pass ends at a page that brings no lead it had not read, every lead read."""
+    fake = FakeAmo(rsps)
+    fake.put_contact(1, "c1@example.com", at=T0)
+    for oid in range(1, 7):  # 6 leads of one second, pages of 4: the keyset's 2nd page is all that second
+        fake.put_order(oid, 1, "10", at=T0)
+    served: list[int] = []
+
+    def clamped(inner):
+        def callback(request):
+            if len(served) >= 100:
+                raise RuntimeError("100 requests: the pull does not end")
+            query = dict(parse_qsl(urlsplit(request.url).query))
+            page = int(query.get("page", 1))
+            status, headers, body = inner(request)
+            while status == 204 and page > 1:  # past the end: the last page again
+                page -= 1
+                request.url = f"{request.url.split('?')[0]}?{urlencode({**query, 'page': page})}"
+                status, headers, body = inner(request)
+            if status == 200:
+                answer = json.loads(body)
+                answer["_links"]["next"] = {"href": f"{BASE}/api/v4/leads?page={page + 1}"}
+                body = json.dumps(answer)
+            served.append(page)
+            return status, headers, body
+        return callback
+
+    for match in rsps.registered():
+        match.callback = clamped(match.callback)
+    con = duckdb.connect()
+    make_source().pull(con)
+    staged = [int(r[0]) for r in con.execute("SELECT order_id FROM staged_orders").fetchall()]
+    assert sorted(staged) == list(range(1, 7)) and len(served) < 40
+
+
 def test_a_lead_dated_past_any_clock_is_a_bad_row_and_the_pull_goes_on(rsps):
     fake = FakeAmo(rsps)
     fake.put_contact(10, "a@example.com", at=T0)

@@ -276,6 +276,37 @@ def test_a_portal_that_ignores_the_id_filter_cannot_loop(rsps):
         make_source().pull(duckdb.connect())
 
 
+def envelope(code: str, description: str) -> tuple[int, dict, str]:
+    """Bitrix24's error envelope answered with HTTP 200 (a box portal, a proxy in front of it)."""
+    return 200, {"Content-Type": "application/json"}, json.dumps({"error": code, "error_description": description})
+
+
+def test_an_error_envelope_answered_with_http_200_is_that_error(rsps):
+    """A rate limit answered 200 is retried like the 503 it stands for; an expired code is the credentials error
+    naming the variable; any other code stops the pull naming it and its description (was: "answer has no
+    'result'" for all three, and a rate limit failed the pull at once)."""
+    fake = FakeBitrix24(rsps)
+    fake.put_contact(1, "a@example.com", at=T0)
+    fake.put_order(1, 1, "10", at=T0)
+    fake.failures = [envelope("QUERY_LIMIT_EXCEEDED", "Too many requests")]
+    waits: list[float] = []
+    con = duckdb.connect()
+    result = make_source(sleep=waits.append).pull(con)
+    assert (result.orders, result.contacts) == (1, 1) and len(waits) == 1
+    fake.failures = [envelope("expired_token", "The access token provided has expired.")]
+    with pytest.raises(AuthError, match=r"Bitrix24 refused crm\.contact\.list \(expired_token\); check "
+                                        r"BITRIX24_WEBHOOK_URL") as err:
+        make_source().pull(duckdb.connect())
+    fake.failures = [envelope("ERROR_CORE", f"Internal error at /rest/1/{CODE}/")]
+    with pytest.raises(FatalError, match=r"Bitrix24 crm\.contact\.list: answered the error ERROR_CORE \(Internal "
+                                         r"error at /rest/1/\*\*\*/\)") as fatal:
+        make_source().pull(duckdb.connect())
+    fake.failures = [envelope(f"/rest/1/{CODE}/ not found", "")]  # the code itself quoting the webhook URL
+    with pytest.raises(FatalError, match=r"list: answered the error /rest/1/\*\*\*/ not found$") as code:
+        make_source().pull(duckdb.connect())
+    assert CODE not in str(err.value) + str(fatal.value) + str(code.value)
+
+
 def test_check_and_the_webhook_code_never_leaks(rsps):
     fake = FakeBitrix24(rsps, pull=False, check=True)
     assert make_source().check() == "demo.bitrix24.ru (as Ann Admin)"
