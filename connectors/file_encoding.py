@@ -7,6 +7,7 @@ from __future__ import annotations
 import codecs
 import logging
 import re
+import time
 from pathlib import Path
 
 from .errors import BadFileError, ConfigError, ConnectorError, TransientError
@@ -47,13 +48,19 @@ def detect_encoding(path: Path) -> str:
 
 
 def utf8_copy(path: Path, encoding: str, tmp: Path) -> Path:
-    """The file itself when it is UTF-8 (with or without BOM), else a UTF-8 copy written in chunks."""
-    enc = _detect_encoding(path) if encoding.lower() == "auto" else encoding
+    """The file itself when it is UTF-8 (with or without BOM), else a UTF-8 copy written in chunks. Under
+    ``auto``, a UTF-8 file that ends inside a character is cut short or in an 8-bit encoding:
+    :func:`cut_or_8bit` decides."""
+    auto = encoding.lower() == "auto"
+    enc = _detect_encoding(path) if auto else encoding
     try:
-        if codecs.lookup(enc).name in ("utf-8", "utf-8-sig", "ascii"):
-            return path
+        utf8 = codecs.lookup(enc).name in ("utf-8", "utf-8-sig", "ascii")
     except LookupError:
         raise ConfigError(f"unknown encoding {encoding!r} for {path}") from None
+    if utf8 and not (auto and _ends_inside_character(path)):
+        return path
+    if utf8:
+        enc = cut_or_8bit(path)
     out = tmp / (path.stem + ".utf8.csv")
     try:
         with open(path, encoding=enc, newline="") as src, open(out, "w", encoding="utf-8", newline="") as dst:
@@ -87,12 +94,12 @@ def encoding_error(path: Path, encoding: str, auto: bool = False) -> ConnectorEr
     U+FFFD) and what to do: set ``encoding = "auto"`` or an encoding that reads the whole file (``"utf-16"`` for a
     file with a UTF-16 BOM, whatever encoding is set), or, when
     ``auto`` says it is already set or the file is UTF-16 (its BOM), fix that line (a stray byte in a file of the
-    encoding detected). A UTF-8 file whose only bad bytes are the start of a character at its very end is cut
-    short (a copy under way): a retry-later error (:func:`cut_inside_character`)."""
+    encoding detected). A UTF-8 file whose only bad bytes are the start of a character at its very end, modified
+    in the last :data:`SETTLED_SECONDS`, is cut short (a copy under way): a retry-later error
+    (:func:`cut_inside_character`); one unchanged since is not valid UTF-8 like any other."""
     enc = codecs.lookup(encoding).name
-    if enc == "utf-8" and cut_inside_character(path):
-        return TransientError(f"{path}: the file ends inside a character (cut short: still being written or "
-                              "copied?); nothing was stored: run again once it is complete")
+    if enc == "utf-8" and not settled(path) and cut_inside_character(path):
+        return cut_short(path)
     with open(path, "rb") as f:
         head = f.read(1 << 20)
     bom = head[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)  # Excel's "Unicode text": no 8-bit guess
@@ -123,6 +130,63 @@ def cut_inside_character(path: Path) -> bool:
         return codecs.getincrementaldecoder("utf-8")().decode(tail, final=False) == ""
     except UnicodeDecodeError:
         return False
+
+
+#: a file not modified for this many seconds is not being written or copied (:func:`settled`)
+SETTLED_SECONDS = 60
+
+
+def settled(path: Path) -> bool:
+    """Whether ``path`` has not been modified for :data:`SETTLED_SECONDS` (its mtime, by this machine's clock: a
+    share's clock ahead of it only delays the decision)."""
+    return time.time() - path.stat().st_mtime >= SETTLED_SECONDS
+
+
+def cut_short(path: Path) -> TransientError:
+    return TransientError(f"{path}: the file ends inside a character (cut short: still being written or copied?); "
+                          f"nothing was stored: run again once it is complete (a file unchanged for "
+                          f"{SETTLED_SECONDS} s is taken as complete)")
+
+
+def _ends_inside_character(path: Path) -> bool:
+    """Whether the file's last 1-3 bytes begin a UTF-8 character that it ends before finishing (its last 4 bytes
+    read, whatever its size)."""
+    with open(path, "rb") as f:
+        f.seek(max(path.stat().st_size - 4, 0))
+        tail = f.read()
+    start = len(tail) - 1
+    while start > 0 and 0x80 <= tail[start] <= 0xBF:  # continuation bytes: back to the character's first byte
+        start -= 1
+    try:  # an incomplete sequence is held back, not refused
+        return bool(tail[start:]) and codecs.getincrementaldecoder("utf-8")().decode(tail[start:], final=False) == ""
+    except UnicodeDecodeError:
+        return False
+
+
+def cut_or_8bit(path: Path) -> str:
+    """The encoding to read ``path`` with, whose first MB reads as UTF-8 but which ends inside a character
+    (:func:`_ends_inside_character`) under ``encoding = "auto"``: cut short, or an 8-bit file whose last letter is a
+    byte UTF-8 starts a character with (cp1251 ``Ш`` is 0xD8). Modified in the last :data:`SETTLED_SECONDS`: a
+    retry-later error (still being written or copied?). Unchanged since: ASCII but for those last bytes, it is an
+    8-bit file (:func:`cyrillic_8bit`, cp1251 when that one byte cannot tell), read as that with a warning; with
+    other non-ASCII text before them (UTF-8 characters) it is a UTF-8 file cut short that will not be finished: a
+    BadFileError naming the byte and its line."""
+    if not settled(path):
+        raise cut_short(path)
+    at = first_bad_byte(path, "utf-8") or 0
+    with open(path, "rb") as f:
+        ascii_before = all(f.read(min(1 << 22, at - pos)).isascii() for pos in range(0, at, 1 << 22))
+        last = f.read()
+    if ascii_before:
+        enc = cyrillic_8bit(last)
+        log.warning("%s: ASCII text but for its last byte(s) (%s), which begin a UTF-8 character it does not finish; "
+                    "unchanged for %d s, so it is no file cut short: read as %s (set [source] encoding to say which)",
+                    path, last.hex(" "), SETTLED_SECONDS, enc)
+        return enc
+    raise BadFileError(f"{path}: the file ends inside a character at byte {at}{_line_at(path, at, 'utf-8')}, "
+                       f"and has not changed for {SETTLED_SECONDS} s: it was cut short (an export or copy that "
+                       f"stopped?); nothing was stored: export it again (or, if it is not UTF-8, set [source] "
+                       f"encoding to its encoding)")
 
 
 _QUOTED = 50  # characters quoted on each side of a bad byte
