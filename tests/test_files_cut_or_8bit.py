@@ -70,7 +70,8 @@ def test_a_utf8_file_cut_inside_its_last_character_and_left_so_is_an_error_namin
     assert CUT in run_cli("check", "--config", str(tmp_path / "rfmsync.toml"), code=3).output
     export(tmp_path, data, age=SETTLED_SECONDS + 5)
     out = run_cli("check", "--config", str(tmp_path / "rfmsync.toml"), code=3).output
-    assert f"{day}: the file ends inside a character at byte {len(data) - 1} (line 3: '2,2025-06-03,102.50,Ива�'" in out
+    at = f"at byte {len(data) - 1} (line 3: '2,2025-06-03,102.50,Ива�'"
+    assert f"{day}: the file ends inside a character {at}" in out
     assert f"and has not changed for {SETTLED_SECONDS} s: it was cut short" in out and CUT not in out
 
 
