@@ -161,3 +161,39 @@ def test_a_mark_after_a_lone_zero_is_the_decimal_mark(texts, want):
     assert [str(d) for d in got] == want, mark
     assert _CON.execute(f"SELECT {nz.amount_sql(nz.lit('0,500'), '.')}, {nz.amount_sql(nz.lit('0.500'), ',')}"
                         ).fetchall() == [(Decimal("0.50"), Decimal("0.50"))]  # whatever the column's mark
+
+
+@pytest.mark.parametrize("raw, region, e164", [
+    ("00998901234567", "RU", "+998901234567"),  # 00 dials out from a Russian mobile, not 8 10: before +700998901234567
+    ("00 998 90 123-45-67", "RU", "+998901234567"),
+    ("00 7 916 123 45 67", "RU", "+79161234567"),  # before: invalid
+    ("810998901234567", "RU", "+998901234567"),  # Russia's own 8 10 (phonenumbers knows it)
+    ("8 10 998 90 123 45 67", "RU", "+998901234567"),
+    ("00998901234567", "KZ", "+998901234567"),
+    ("00998901234567", "US", "+998901234567"),  # before: invalid
+    ("00998901234567", None, "+998901234567"),  # before: invalid (no region)
+    ("00998901234567", "UZ", "+998901234567"),  # 00 is Uzbekistan's own prefix: as before
+    ("0049301234567", "DE", "+49301234567"),
+    ("89161234567", "RU", "+79161234567"),  # a national number: as before
+    ("00990 1234 5678", "RU", None),  # no such country code: as before
+])
+def test_a_number_typed_with_the_00_international_prefix_is_the_international_number(raw, region, e164):
+    assert ep.normalize_phone(raw, region) == e164
+    con = duckdb.connect()
+    con.register("p", pa.table({"raw": [raw]}))
+    ep.phone_map(con, "SELECT raw FROM p", "pm", region)
+    assert con.execute("SELECT norm FROM pm").fetchall() == [(e164,)]
+
+
+@pytest.mark.parametrize("region", ["RU", "KZ", "UZ", "US"])
+def test_a_shape_of_numbers_typed_with_00_agrees_with_the_value_by_value_path(region):
+    """Enough values of one shape (00, 14 digits, 0099) for the template path, one of them with no country behind
+    it: the file path and the one-value path agree (before, under RU the template gave them all +7 00998…)."""
+    values = [f"00998 90 {i:03d} {i % 100:02d} {i % 97:02d}"[:18] for i in range(12)] + [
+        f"00996 555 {i:03d} {i:03d}" for i in range(10)] + ["00997 123 456 789", "00 380 44 123 4567"]
+    con = duckdb.connect()
+    con.register("p", pa.table({"raw": values}))
+    ep.phone_map(con, "SELECT raw FROM p", "pm", region)
+    got = dict(con.execute("SELECT raw, norm FROM pm").fetchall())
+    assert got == {v: ep.normalize_phone(v, region) for v in values}
+    assert got["00998 90 001 01 01"] == "+998900010101" and got["00996 555 003 003"] == "+996555003003"
