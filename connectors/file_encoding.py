@@ -173,7 +173,9 @@ def cut_or_8bit(path: Path) -> str:
     BadFileError naming the byte and its line."""
     if not settled(path):
         raise cut_short(path)
-    at = first_bad_byte(path, "utf-8") or 0
+    at = first_bad_byte(path, "utf-8")
+    if at is None:  # finished since it was found cut: UTF-8 after all
+        return "utf-8"
     with open(path, "rb") as f:
         ascii_before = all(f.read(min(1 << 22, at - pos)).isascii() for pos in range(0, at, 1 << 22))
         last = f.read()
