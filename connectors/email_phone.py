@@ -6,11 +6,11 @@ each with a fast path:
 * emails: a conservative SQL regex accepts the plain-ASCII common case; everything else goes through
   ``email-validator`` (``check_deliverability=False``). The regex accepts a strict subset of what
   email-validator accepts (checked against a corpus in the tests).
-* phones: values are reduced to ``[+]digits``; values sharing a *shape* (leading ``+`` or ``00``, length, the
-  first four digits after it: a whole country code) are parsed the same way by ``phonenumbers``, so two
-  representatives of each shape are parsed and, when both agree, the rest of the shape is rewritten in SQL.
-  Shapes that disagree, small shapes, and ``00`` shapes where ``00`` is not the region's international prefix
-  (:func:`phone_e164` decides those by validity) are parsed value by value.
+* phones: values are reduced to ``[+]digits``; values sharing a *shape* (a lead: ``+``, the region's international
+  prefix or ``00``; length; the first four digits after the lead: a whole country code) are parsed the same way by
+  ``phonenumbers``, so two representatives of each shape are parsed and, when both agree, the rest of the shape is
+  rewritten in SQL. Shapes that disagree, small shapes, and ``00`` typed where ``00`` is not the region's
+  international prefix (:func:`phone_e164` decides those by validity) are parsed value by value.
 
 :func:`normalize_email` and :func:`normalize_phone` do the same for one value (API and webhook contacts).
 The other columns of a file export are normalised by the SQL builders of :mod:`connectors.normalize`.
@@ -169,10 +169,18 @@ def phone_e164(value: str, region: str | None) -> str | None:
 def dials_out_with_00(region: str | None) -> bool:
     """Whether ``00`` is ``region``'s international prefix (phonenumbers then reads it so itself): UZ, KG, DE, …;
     not RU, KZ, BY, TJ (``8 10``), the US (``011``), JP (``010``)."""
+    idd = international_prefix(region)
+    return bool(idd and re.fullmatch(idd, "00"))
+
+
+@functools.cache
+def international_prefix(region: str | None) -> str | None:
+    """The regular expression of ``region``'s international prefix in phonenumbers' metadata (``810``, ``011``,
+    ``00(?:4(?:[14]4|56)|[579])``), or None."""
     from phonenumbers import PhoneMetadata
 
     meta = PhoneMetadata.metadata_for_region(region) if region else None
-    return bool(meta and meta.international_prefix and re.fullmatch(meta.international_prefix, "00"))
+    return meta.international_prefix if meta and meta.international_prefix else None
 
 
 _SHAPE_MIN = 8  # shapes with fewer distinct values are parsed value by value
@@ -191,20 +199,27 @@ def _template(digits: str, e164: str | None) -> tuple[str, int] | None:
 
 
 def phone_map(con: duckdb.DuckDBPyConnection, values_sql: str, table: str, region: str | None) -> ValueMap:
-    """Like :func:`email_map` for phones: each new distinct raw → E.164 (NULL when invalid)."""
+    """Like :func:`email_map` for phones: each new distinct raw → E.164 (NULL when invalid). A shape's lead is
+    ``+``; else the region's international prefix as phonenumbers strips it (the first match, when no ``0`` follows:
+    ``810`` under RU, ``011`` under US, ``005`` under CO), so that the four digits after it hold a whole country
+    code as after ``+``; else ``00`` (typed, not read as a prefix); else nothing."""
+    idd = international_prefix(region)
+    used = (f"nullif(regexp_extract(d, {lit('^(' + idd + ')')}, 1), '')" if idd else "NULL")
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _phone_new AS
-        SELECT raw, d, CAST(NULL AS VARCHAR) AS norm,
-               regexp_extract(d, '^(\\+|00)?') || ':' || length(d) || ':'
-                   || left(regexp_replace(d, '^(\\+|00)', ''), 4) AS shape
-        FROM (SELECT raw, regexp_replace(trim(raw), '[\\s\\x{{00A0}}\\x{{202F}}().\\-/]', '', 'g') AS d
-              FROM ({_new_values(con, values_sql, table)}))""")
+        SELECT raw, d, norm, lead || ':' || length(d) || ':' || left(substr(d, length(lead) + 1), 4) AS shape
+        FROM (SELECT raw, d, CAST(NULL AS VARCHAR) AS norm,
+                     CASE WHEN starts_with(d, '+') THEN '+'
+                          WHEN substr(d, length({used}) + 1, 1) NOT IN ('', '0') THEN {used}
+                          WHEN starts_with(d, '00') THEN '00' ELSE '' END AS lead
+              FROM (SELECT raw, regexp_replace(trim(raw), '[\\s\\x{{00A0}}\\x{{202F}}().\\-/]', '', 'g') AS d
+                    FROM ({_new_values(con, values_sql, table)})))""")
     # Per shape, parse the smallest and largest value; when both follow the same template, apply it.
     shapes = con.execute("""SELECT shape, count(*), min(d), max(d) FROM _phone_new
                             WHERE regexp_full_match(d, '\\+?[0-9]{5,17}') GROUP BY shape""").fetchall()
     rules: list[tuple[str, str, int]] = []
     for shape, n, lo, hi in shapes:
         if n < _SHAPE_MIN or shape.startswith("00:") and not dials_out_with_00(region):
-            continue  # few values; or 00 typed where it is no international prefix: phone_e164 decides each value
+            continue  # few values; or 00 typed and not read as a prefix: phone_e164 decides each value
         t_lo = _template(lo.lstrip("+"), phone_e164(lo, region))
         if t_lo is not None and t_lo == _template(hi.lstrip("+"), phone_e164(hi, region)):
             rules.append((shape, t_lo[0], t_lo[1]))

@@ -197,3 +197,27 @@ def test_a_shape_of_numbers_typed_with_00_agrees_with_the_value_by_value_path(re
     got = dict(con.execute("SELECT raw, norm FROM pm").fetchall())
     assert got == {v: ep.normalize_phone(v, region) for v in values}
     assert got["00998 90 001 01 01"] == "+998900010101" and got["00996 555 003 003"] == "+996555003003"
+
+
+# one shape before (no +, 15 digits, first four digits alike): numbers of eleven countries behind one prefix
+_BEHIND_PREFIX = ["380 44 123 45 60", "380 67 123 45 69", "375 29 123 45 67", "380 50 765 43 21", "374 0 1234 5678",
+                  "386 0 4123 4567", "30 210 123 4567", "39 312 345 6789", "372 5123 45678", "381 60 1234567",
+                  "385 91 1234567"]
+
+
+@pytest.mark.parametrize("prefix, region", [("8 10", "RU"), ("810", "KZ"), ("8 10", "BY"), ("8 10", "TJ"),
+                                            ("011", "US"), ("010", "JP"), ("0011", "AU")])
+def test_numbers_of_several_countries_behind_the_regions_international_prefix_agree_with_the_value_path(
+        prefix, region):
+    """The file path's shape holds the whole country code after the region's own international prefix, as after +
+    (before, under RU the shape 8103 took one template for Armenia, Estonia and Slovenia: 8 10 374 0 1234 5678 was
+    +374012345678, its value +37412345678; 8 10 372 5123 45678 +372512345678, its value invalid)."""
+    values = [f"{prefix} {v}" for v in _BEHIND_PREFIX]
+    con = duckdb.connect()
+    con.register("p", pa.table({"raw": values}))
+    ep.phone_map(con, "SELECT raw FROM p", "pm", region)
+    got = dict(con.execute("SELECT raw, norm FROM pm").fetchall())
+    assert got == {v: ep.normalize_phone(v, region) for v in values}
+    assert got[f"{prefix} 374 0 1234 5678"] == "+37412345678" and got[f"{prefix} 372 5123 45678"] is None
+    assert got[f"{prefix} 380 44 123 45 60"] == "+380441234560" and got[f"{prefix} 39 312 345 6789"] == "+393123456789"
+
