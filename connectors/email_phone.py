@@ -145,19 +145,23 @@ def phone_e164(value: str, region: str | None) -> str | None:
     with ``00``, the international prefix of most of the world, where ``region`` dials out otherwise (Russia's and
     Kazakhstan's ``8 10``, the US ``011``; or no region) is the international number (``00998901234567`` under RU:
     +998901234567, not +700998901234567) when that is a possible number, unless ``region`` reads it as a valid
-    number of its own (Japan's ``0077…``)."""
+    number of its own (Japan's ``0077…``) or read it through its own international prefix, 00 and a carrier code
+    (Colombia's ``005``: ``00556144572981`` is +56144572981)."""
     import phonenumbers
 
     def parse(text: str, default: str | None):
         try:
-            return phonenumbers.parse(text, default)
+            return phonenumbers.parse(text, default, keep_raw_input=True)
         except phonenumbers.NumberParseException:
             return None
 
     num = parse(value, region)
     digits = re.sub(r"[^\d+]", "", value)
-    if digits.startswith("00") and not dials_out_with_00(region) and (
-            num is None or not phonenumbers.is_valid_number(num)):
+    # only a number the library read as a national one: one it read through the region's own international prefix
+    # (Colombia's 005, Korea's 001: 00 and a carrier digit) is already the international number
+    if digits.startswith("00") and not dials_out_with_00(region) and (num is None or (
+            num.country_code_source == phonenumbers.CountryCodeSource.FROM_DEFAULT_COUNTRY
+            and not phonenumbers.is_valid_number(num))):
         plus = parse("+" + digits[2:], None)
         num = plus if plus is not None and phonenumbers.is_possible_number(plus) else num
     if num is None or not phonenumbers.is_possible_number(num):

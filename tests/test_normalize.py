@@ -221,3 +221,17 @@ def test_numbers_of_several_countries_behind_the_regions_international_prefix_ag
     assert got[f"{prefix} 374 0 1234 5678"] == "+37412345678" and got[f"{prefix} 372 5123 45678"] is None
     assert got[f"{prefix} 380 44 123 45 60"] == "+380441234560" and got[f"{prefix} 39 312 345 6789"] == "+393123456789"
 
+
+@pytest.mark.parametrize("raw, region, e164", [
+    ("00556144572981", "CO", "+56144572981"),  # Colombia's prefix 005 (00 and a carrier code): before +556144572981
+    ("007 56 1445 72981", "CO", "+56144572981"),
+    ("0021 56 1445 72981", "BR", "+56144572981"),
+    ("0046 8 123 456 78", "CO", "+46812345678"),  # 004 is no Colombian prefix: 00 read as the international one
+])
+def test_a_number_read_through_the_regions_own_prefix_of_00_and_a_carrier_code_is_not_read_again(raw, region, e164):
+    assert ep.normalize_phone(raw, region) == e164
+    con = duckdb.connect()
+    con.register("p", pa.table({"raw": [raw[:-1] + str(i) for i in range(10)]}))
+    ep.phone_map(con, "SELECT raw FROM p", "pm", region)
+    got = dict(con.execute("SELECT raw, norm FROM pm").fetchall())
+    assert got[raw] == e164 and got == {v: ep.normalize_phone(v, region) for v in got}
