@@ -120,14 +120,23 @@ def cut_inside_character(path: Path) -> bool:
     """Whether ``path`` is valid UTF-8 (a BOM allowed) but for its last 1-3 bytes, which begin a multi-byte
     character that the file ends before finishing: a file cut short, not one in another encoding."""
     at = first_bad_byte(path, "utf-8")
-    size = path.stat().st_size
-    if at is None or size - at > 3:
+    return at is not None and _cut_at(path, at)
+
+
+def _cut_at(path: Path, at: int) -> bool:
+    """Whether the bytes from ``at`` (the first that is not UTF-8) are the file's last 1-3 and begin a character it
+    ends before finishing."""
+    if path.stat().st_size - at > 3:
         return False
     with open(path, "rb") as f:
         f.seek(at)
-        tail = f.read()
-    try:  # an incomplete sequence is held back, not refused
-        return codecs.getincrementaldecoder("utf-8")().decode(tail, final=False) == ""
+        return _unfinished(f.read())
+
+
+def _unfinished(tail: bytes) -> bool:
+    """Whether ``tail`` is the start of one UTF-8 character, unfinished: the decoder holds it back, not refuses it."""
+    try:
+        return bool(tail) and codecs.getincrementaldecoder("utf-8")().decode(tail, final=False) == ""
     except UnicodeDecodeError:
         return False
 
@@ -157,10 +166,7 @@ def _ends_inside_character(path: Path) -> bool:
     start = len(tail) - 1
     while start > 0 and 0x80 <= tail[start] <= 0xBF:  # continuation bytes: back to the character's first byte
         start -= 1
-    try:  # an incomplete sequence is held back, not refused
-        return bool(tail[start:]) and codecs.getincrementaldecoder("utf-8")().decode(tail[start:], final=False) == ""
-    except UnicodeDecodeError:
-        return False
+    return _unfinished(tail[start:])
 
 
 def cut_or_8bit(path: Path) -> str:
@@ -170,15 +176,18 @@ def cut_or_8bit(path: Path) -> str:
     retry-later error (still being written or copied?). Unchanged since: ASCII but for those last bytes, it is an
     8-bit file (:func:`cyrillic_8bit`, cp1251 when that one byte cannot tell), read as that with a warning; with
     other non-ASCII text before them (UTF-8 characters) it is a UTF-8 file cut short that will not be finished: a
-    BadFileError naming the byte and its line."""
-    if not settled(path):
-        raise cut_short(path)
+    BadFileError naming the byte and its line. A file whose first bad byte comes before its last 1-3 is neither:
+    the encoding error (:func:`encoding_error`), fresh or not."""
     at = first_bad_byte(path, "utf-8")
     if at is None:  # finished since it was found cut: UTF-8 after all
         return "utf-8"
+    if not _cut_at(path, at):  # a bad byte before the end (a UTF-8 first MB, cp1251 after it): not this case
+        raise encoding_error(path, "utf-8", auto=True)
+    if not settled(path):
+        raise cut_short(path)
     with open(path, "rb") as f:
         ascii_before = all(f.read(min(1 << 22, at - pos)).isascii() for pos in range(0, at, 1 << 22))
-        last = f.read()
+        last = f.read()  # the 1-3 bytes from ``at``
     if ascii_before:
         enc = cyrillic_8bit(last)
         log.warning("%s: ASCII text but for its last byte(s) (%s), which begin a UTF-8 character it does not finish; "

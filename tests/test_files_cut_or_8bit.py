@@ -84,3 +84,18 @@ def test_an_ascii_file_ending_inside_a_character_with_utf8_set_is_the_encoding_e
     day = export(tmp_path, data, age=SETTLED_SECONDS + 5, encoding="utf-8")
     out = run_cli("check", "--config", str(tmp_path / "rfmsync.toml"), code=2).output
     assert f"{day}: not valid utf-8 text at byte {len(data) - 1}" in out and '"cp1251"' in out
+
+
+@pytest.mark.parametrize("age", [0, SETTLED_SECONDS + 5])
+def test_a_file_utf8_in_its_first_mb_and_8bit_after_is_the_encoding_error_not_a_cut_file(tmp_path, age, caplog):
+    """Its first bad byte long before the end (ASCII rows past the encoding sniff's first MB, cp1251 rows after,
+    the last ending in «Д»): the encoding error naming that byte's line, fresh or not, as for any such file; not a
+    retry-later error, nor a warning quoting megabytes in hex as if it were "ASCII but for its last byte(s)"."""
+    ascii_rows = "".join(row(i, f"c{i}") + "\n" for i in range(1, 40_000))
+    text = HEAD + ascii_rows + row(40_000, "Иванов") + "\n" + row(40_001, "Д")
+    day = export(tmp_path, text.encode("cp1251"), age=age)
+    with caplog.at_level(logging.WARNING):
+        out = run_cli("check", "--config", str(tmp_path / "rfmsync.toml"), code=2).output
+    at = len((HEAD + ascii_rows + row(40_000, "")).encode())
+    assert f"{day}: not valid utf-8 text at byte {at} (line 40001: " in out and CUT not in out
+    assert "ASCII text but for" not in caplog.text and len(caplog.text) < 2000
