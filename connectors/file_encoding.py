@@ -8,6 +8,7 @@ import codecs
 import logging
 import re
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import BadFileError, ConfigError, ConnectorError, TransientError
@@ -141,20 +142,35 @@ def _unfinished(tail: bytes) -> bool:
         return False
 
 
-#: a file not modified for this many seconds is not being written or copied (:func:`settled`)
-SETTLED_SECONDS = 60
+#: a file not modified for this many seconds is not being written or copied (:func:`settled`). Nothing in the bytes
+#: tells a cp1251 file ending in «Р» (0xD0) from a UTF-8 file cut after the first byte of «Ж» (0xD0 0x96): only time
+#: does, so the quiet period must make a writer that is still at work implausible. A minute is not enough (an export
+#: or a copy over a slow share pausing for a minute, then stored as cp1251: its last letter wrong, the rest of the
+#: file lost); an hour is. The cost: an 8-bit file that ends so waits an hour (with runs every 10 minutes, it is read
+#: within about 70 minutes), with a retry-later error until then.
+SETTLED_SECONDS = 3600
+_SETTLED = f"{SETTLED_SECONDS // 60} minutes"
 
 
 def settled(path: Path) -> bool:
-    """Whether ``path`` has not been modified for :data:`SETTLED_SECONDS` (its mtime, by this machine's clock: a
-    share's clock ahead of it only delays the decision)."""
+    """Whether ``path`` has not been modified for :data:`SETTLED_SECONDS` (its mtime, by this machine's clock: an
+    mtime ahead of it delays the decision, and :func:`cut_short` says so)."""
     return time.time() - path.stat().st_mtime >= SETTLED_SECONDS
 
 
 def cut_short(path: Path) -> TransientError:
+    """The retry-later error of a file that ends inside a character and is not :func:`settled`; one whose mtime is
+    ahead of this machine's clock (the writer's clock wrong) names that time and what to do."""
+    mtime = path.stat().st_mtime
+    ahead = ""
+    if mtime > time.time():
+        when = datetime.fromtimestamp(mtime, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        ahead = (f"; its modification time, {when}, is ahead of this machine's clock (the clock of the device or "
+                 f"share that wrote it is wrong?), so it is taken as complete only {_SETTLED} after that: set that "
+                 f"clock right and save the file again, or set [source] encoding to the file's encoding")
     return TransientError(f"{path}: the file ends inside a character (cut short: still being written or copied?); "
-                          f"nothing was stored: run again once it is complete (a file unchanged for "
-                          f"{SETTLED_SECONDS} s is taken as complete)")
+                          f"nothing was stored: run again once it is complete (a file unchanged for {_SETTLED} is "
+                          f"taken as complete){ahead}")
 
 
 def _ends_inside_character(path: Path) -> bool:
@@ -191,11 +207,11 @@ def cut_or_8bit(path: Path) -> str:
     if ascii_before:
         enc = cyrillic_8bit(last)
         log.warning("%s: ASCII text but for its last byte(s) (%s), which begin a UTF-8 character it does not finish; "
-                    "unchanged for %d s, so it is no file cut short: read as %s (set [source] encoding to say which)",
-                    path, last.hex(" "), SETTLED_SECONDS, enc)
+                    "unchanged for %s, so it is no file cut short: read as %s (set [source] encoding to say which)",
+                    path, last.hex(" "), _SETTLED, enc)
         return enc
     raise BadFileError(f"{path}: the file ends inside a character at byte {at}{_line_at(path, at, 'utf-8')}, "
-                       f"and has not changed for {SETTLED_SECONDS} s: it was cut short (an export or copy that "
+                       f"and has not changed for {_SETTLED}: it was cut short (an export or copy that "
                        f"stopped?); nothing was stored: export it again (or, if it is not UTF-8, set [source] "
                        f"encoding to its encoding)")
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 import os
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
 import pytest
 
+from connectors.errors import TransientError
 from connectors.file_encoding import SETTLED_SECONDS
 from connectors.files import FileSource, FileSourceConfig
 from tests.builders import run_cli
@@ -72,7 +74,7 @@ def test_a_utf8_file_cut_inside_its_last_character_and_left_so_is_an_error_namin
     out = run_cli("check", "--config", str(tmp_path / "rfmsync.toml"), code=3).output
     at = f"at byte {len(data) - 1} (line 3: '2,2025-06-03,102.50,Ива�'"
     assert f"{day}: the file ends inside a character {at}" in out
-    assert f"and has not changed for {SETTLED_SECONDS} s: it was cut short" in out and CUT not in out
+    assert f"and has not changed for {SETTLED_SECONDS // 60} minutes: it was cut short" in out and CUT not in out
 
 
 def test_an_ascii_file_ending_inside_a_character_with_utf8_set_is_the_encoding_error_once_unchanged(tmp_path):
@@ -99,3 +101,32 @@ def test_a_file_utf8_in_its_first_mb_and_8bit_after_is_the_encoding_error_not_a_
     at = len((HEAD + ascii_rows + row(40_000, "")).encode())
     assert f"{day}: not valid utf-8 text at byte {at} (line 40001: " in out and CUT not in out
     assert "ASCII text but for" not in caplog.text and len(caplog.text) < 2000
+
+
+@pytest.mark.parametrize("minutes", [2, 20, 59])
+def test_a_writer_paused_for_minutes_is_still_a_file_cut_short(tmp_path, minutes):
+    """A UTF-8 export of Latin codes whose writer stopped inside «Ж» of the 50th row's customer (0xD0, also cp1251
+    «Р») and has been quiet for minutes: still a retry-later error, nothing stored. Before (a 60 s quiet period),
+    after a minute 50 rows were stored as cp1251, the last customer 'Р', and row 51 was lost."""
+    full = (HEAD + "".join(row(i, f"c{i}") + "\n" for i in range(1, 50)) + row(50, "Жанна") + "\n").encode()
+    day = export(tmp_path, full[:full.index("Жанна".encode()) + 1], age=minutes * 60)
+    assert f"{day}: {CUT}" in run_cli("check", "--config", str(tmp_path / "rfmsync.toml"), code=3).output
+    with pytest.raises(TransientError, match="a file unchanged for 60 minutes is taken as complete"):
+        customers(tmp_path)
+    export(tmp_path, full, age=minutes * 60)  # the writer finishes
+    assert customers(tmp_path)[-1] == "Жанна"
+
+
+def test_a_file_cut_short_whose_mtime_is_ahead_of_the_clock_says_so_and_what_to_do(tmp_path):
+    """A device or share whose clock is a day ahead: the retry-later error names the file's modification time and
+    what to do, not only 'run again' (it would say so for a day and an hour)."""
+    data = (HEAD + row(1, "A-17Д")).encode("cp1251")
+    day = export(tmp_path, data, age=-86_400)
+    when = datetime.fromtimestamp(day.stat().st_mtime, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    out = run_cli("check", "--config", str(tmp_path / "rfmsync.toml"), code=3).output
+    assert f"{day}: {CUT}" in out
+    assert (f"its modification time, {when}, is ahead of this machine's clock (the clock of the device or share that "
+            f"wrote it is wrong?), so it is taken as complete only 60 minutes after that: set that clock right and "
+            f"save the file again, or set [source] encoding to the file's encoding") in " ".join(out.split())
+    day = export(tmp_path, data, age=5)  # a file of now: no such words
+    assert "ahead of" not in run_cli("check", "--config", str(tmp_path / "rfmsync.toml"), code=3).output
