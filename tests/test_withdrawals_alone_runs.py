@@ -417,3 +417,8 @@ def test_counted_withdrawals_are_the_listed_keys_the_stats_count():
     g = GuardsConfig(min_mass_change=1, max_change_pct=10)
     assert plan_lines(g, stats) and not list(judge_plan(g, stats).withdrawal_lines)
     assert [c.key for c in withdrawals_alone(judged).changes] == ["k9"]
+
+
+def test_runs_help_names_both_statuses_of_a_withdrawals_alone_run():
+    shown = " ".join(run_cli("runs", "--help").output.split())
+    assert "`succeeded (withdrawals alone)`" in shown and "`abandoned (withdrawals alone)`" in shown
