@@ -6,10 +6,11 @@ each with a fast path:
 * emails: a conservative SQL regex accepts the plain-ASCII common case; everything else goes through
   ``email-validator`` (``check_deliverability=False``). The regex accepts a strict subset of what
   email-validator accepts (checked against a corpus in the tests).
-* phones: values are reduced to ``[+]digits``; values sharing a *shape* (leading ``+``, length, first
-  four digits) are parsed the same way by ``phonenumbers``, so two representatives of each shape are
-  parsed and, when both agree, the rest of the shape is rewritten in SQL. Shapes that disagree, and
-  small shapes, are parsed value by value.
+* phones: values are reduced to ``[+]digits``; values sharing a *shape* (a lead: ``+``, the region's international
+  prefix or ``00``; length; the first four digits after the lead: a whole country code) are parsed the same way by
+  ``phonenumbers``, so two representatives of each shape are parsed and, when both agree, the rest of the shape is
+  rewritten in SQL. Shapes that disagree, small shapes, and ``00`` typed where ``00`` is not the region's
+  international prefix (:func:`phone_e164` decides those by validity) are parsed value by value.
 
 :func:`normalize_email` and :func:`normalize_phone` do the same for one value (API and webhook contacts).
 The other columns of a file export are normalised by the SQL builders of :mod:`connectors.normalize`.
@@ -17,6 +18,7 @@ The other columns of a file export are normalised by the SQL builders of :mod:`c
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -139,16 +141,50 @@ def email_map(con: duckdb.DuckDBPyConnection, values_sql: str, table: str) -> Va
 # ---------------------------------------------------------------------------------------------- phones
 
 def phone_e164(value: str, region: str | None) -> str | None:
-    """E.164 form of a phone number, or None when it cannot be parsed or is not a possible number."""
+    """E.164 form of a phone number, or None when it cannot be parsed or is not a possible number. A number typed
+    with ``00``, the international prefix of most of the world, where ``region`` dials out otherwise (Russia's and
+    Kazakhstan's ``8 10``, the US ``011``; or no region) is the international number (``00998901234567`` under RU:
+    +998901234567, not +700998901234567) when that is a possible number, unless ``region`` reads it as a valid
+    number of its own (Japan's ``0077…``) or read it through its own international prefix, 00 and a carrier code
+    (Colombia's ``005``: ``00556144572981`` is +56144572981)."""
     import phonenumbers
 
-    try:
-        num = phonenumbers.parse(value, region)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_possible_number(num):
+    def parse(text: str, default: str | None):
+        try:
+            return phonenumbers.parse(text, default, keep_raw_input=True)
+        except phonenumbers.NumberParseException:
+            return None
+
+    num = parse(value, region)
+    digits = re.sub(r"[^\d+]", "", value)
+    # only a number the library read as a national one: one it read through the region's own international prefix
+    # (Colombia's 005, Korea's 001: 00 and a carrier digit) is already the international number
+    if digits.startswith("00") and not dials_out_with_00(region) and (num is None or (
+            num.country_code_source == phonenumbers.CountryCodeSource.FROM_DEFAULT_COUNTRY
+            and not phonenumbers.is_valid_number(num))):
+        plus = parse("+" + digits[2:], None)
+        num = plus if plus is not None and phonenumbers.is_possible_number(plus) else num
+    if num is None or not phonenumbers.is_possible_number(num):
         return None
     return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+
+
+@functools.cache
+def dials_out_with_00(region: str | None) -> bool:
+    """Whether ``00`` is ``region``'s international prefix (phonenumbers then reads it so itself): UZ, KG, DE, …;
+    not RU, KZ, BY, TJ (``8 10``), the US (``011``), JP (``010``)."""
+    idd = international_prefix(region)
+    return bool(idd and re.fullmatch(idd, "00"))
+
+
+@functools.cache
+def international_prefix(region: str | None) -> str | None:
+    """The regular expression of ``region``'s international prefix in phonenumbers' metadata (``810``, ``011``,
+    ``00(?:4(?:[14]4|56)|[579])``), or None."""
+    from phonenumbers import PhoneMetadata
+
+    meta = PhoneMetadata.metadata_for_region(region) if region else None
+    return meta.international_prefix if meta and meta.international_prefix else None
 
 
 _SHAPE_MIN = 8  # shapes with fewer distinct values are parsed value by value
@@ -167,19 +203,27 @@ def _template(digits: str, e164: str | None) -> tuple[str, int] | None:
 
 
 def phone_map(con: duckdb.DuckDBPyConnection, values_sql: str, table: str, region: str | None) -> ValueMap:
-    """Like :func:`email_map` for phones: each new distinct raw → E.164 (NULL when invalid)."""
+    """Like :func:`email_map` for phones: each new distinct raw → E.164 (NULL when invalid). A shape's lead is
+    ``+``; else the region's international prefix as phonenumbers strips it (the first match, when no ``0`` follows:
+    ``810`` under RU, ``011`` under US, ``005`` under CO), so that the four digits after it hold a whole country
+    code as after ``+``; else ``00`` (typed, not read as a prefix); else nothing."""
+    idd = international_prefix(region)
+    used = (f"nullif(regexp_extract(d, {lit('^(' + idd + ')')}, 1), '')" if idd else "NULL")
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _phone_new AS
-        SELECT raw, d, CAST(NULL AS VARCHAR) AS norm,
-               (starts_with(d, '+') OR starts_with(d, '00'))::INT || ':' || length(d) || ':' || left(ltrim(d, '+'), 4) AS shape
-        FROM (SELECT raw, regexp_replace(trim(raw), '[\\s\\x{{00A0}}\\x{{202F}}().\\-/]', '', 'g') AS d
-              FROM ({_new_values(con, values_sql, table)}))""")
+        SELECT raw, d, norm, lead || ':' || length(d) || ':' || left(substr(d, length(lead) + 1), 4) AS shape
+        FROM (SELECT raw, d, CAST(NULL AS VARCHAR) AS norm,
+                     CASE WHEN starts_with(d, '+') THEN '+'
+                          WHEN substr(d, length({used}) + 1, 1) NOT IN ('', '0') THEN {used}
+                          WHEN starts_with(d, '00') THEN '00' ELSE '' END AS lead
+              FROM (SELECT raw, regexp_replace(trim(raw), '[\\s\\x{{00A0}}\\x{{202F}}().\\-/]', '', 'g') AS d
+                    FROM ({_new_values(con, values_sql, table)})))""")
     # Per shape, parse the smallest and largest value; when both follow the same template, apply it.
     shapes = con.execute("""SELECT shape, count(*), min(d), max(d) FROM _phone_new
                             WHERE regexp_full_match(d, '\\+?[0-9]{5,17}') GROUP BY shape""").fetchall()
     rules: list[tuple[str, str, int]] = []
     for shape, n, lo, hi in shapes:
-        if n < _SHAPE_MIN:
-            continue
+        if n < _SHAPE_MIN or shape.startswith("00:") and not dials_out_with_00(region):
+            continue  # few values; or 00 typed and not read as a prefix: phone_e164 decides each value
         t_lo = _template(lo.lstrip("+"), phone_e164(lo, region))
         if t_lo is not None and t_lo == _template(hi.lstrip("+"), phone_e164(hi, region)):
             rules.append((shape, t_lo[0], t_lo[1]))

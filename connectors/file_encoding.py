@@ -7,6 +7,8 @@ from __future__ import annotations
 import codecs
 import logging
 import re
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import BadFileError, ConfigError, ConnectorError, TransientError
@@ -47,13 +49,19 @@ def detect_encoding(path: Path) -> str:
 
 
 def utf8_copy(path: Path, encoding: str, tmp: Path) -> Path:
-    """The file itself when it is UTF-8 (with or without BOM), else a UTF-8 copy written in chunks."""
-    enc = _detect_encoding(path) if encoding.lower() == "auto" else encoding
+    """The file itself when it is UTF-8 (with or without BOM), else a UTF-8 copy written in chunks. Under
+    ``auto``, a UTF-8 file that ends inside a character is cut short or in an 8-bit encoding:
+    :func:`cut_or_8bit` decides."""
+    auto = encoding.lower() == "auto"
+    enc = _detect_encoding(path) if auto else encoding
     try:
-        if codecs.lookup(enc).name in ("utf-8", "utf-8-sig", "ascii"):
-            return path
+        utf8 = codecs.lookup(enc).name in ("utf-8", "utf-8-sig", "ascii")
     except LookupError:
         raise ConfigError(f"unknown encoding {encoding!r} for {path}") from None
+    if utf8 and not (auto and _ends_inside_character(path)):
+        return path
+    if utf8:
+        enc = cut_or_8bit(path)
     out = tmp / (path.stem + ".utf8.csv")
     try:
         with open(path, encoding=enc, newline="") as src, open(out, "w", encoding="utf-8", newline="") as dst:
@@ -87,12 +95,12 @@ def encoding_error(path: Path, encoding: str, auto: bool = False) -> ConnectorEr
     U+FFFD) and what to do: set ``encoding = "auto"`` or an encoding that reads the whole file (``"utf-16"`` for a
     file with a UTF-16 BOM, whatever encoding is set), or, when
     ``auto`` says it is already set or the file is UTF-16 (its BOM), fix that line (a stray byte in a file of the
-    encoding detected). A UTF-8 file whose only bad bytes are the start of a character at its very end is cut
-    short (a copy under way): a retry-later error (:func:`cut_inside_character`)."""
+    encoding detected). A UTF-8 file whose only bad bytes are the start of a character at its very end, modified
+    in the last :data:`SETTLED_SECONDS`, is cut short (a copy under way): a retry-later error
+    (:func:`cut_inside_character`); one unchanged since is not valid UTF-8 like any other."""
     enc = codecs.lookup(encoding).name
-    if enc == "utf-8" and cut_inside_character(path):
-        return TransientError(f"{path}: the file ends inside a character (cut short: still being written or "
-                              "copied?); nothing was stored: run again once it is complete")
+    if enc == "utf-8" and not settled(path) and cut_inside_character(path):
+        return cut_short(path)
     with open(path, "rb") as f:
         head = f.read(1 << 20)
     bom = head[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)  # Excel's "Unicode text": no 8-bit guess
@@ -113,16 +121,99 @@ def cut_inside_character(path: Path) -> bool:
     """Whether ``path`` is valid UTF-8 (a BOM allowed) but for its last 1-3 bytes, which begin a multi-byte
     character that the file ends before finishing: a file cut short, not one in another encoding."""
     at = first_bad_byte(path, "utf-8")
-    size = path.stat().st_size
-    if at is None or size - at > 3:
+    return at is not None and _cut_at(path, at)
+
+
+def _cut_at(path: Path, at: int) -> bool:
+    """Whether the bytes from ``at`` (the first that is not UTF-8) are the file's last 1-3 and begin a character it
+    ends before finishing."""
+    if path.stat().st_size - at > 3:
         return False
     with open(path, "rb") as f:
         f.seek(at)
-        tail = f.read()
-    try:  # an incomplete sequence is held back, not refused
-        return codecs.getincrementaldecoder("utf-8")().decode(tail, final=False) == ""
+        return _unfinished(f.read())
+
+
+def _unfinished(tail: bytes) -> bool:
+    """Whether ``tail`` is the start of one UTF-8 character, unfinished: the decoder holds it back, not refuses it."""
+    try:
+        return bool(tail) and codecs.getincrementaldecoder("utf-8")().decode(tail, final=False) == ""
     except UnicodeDecodeError:
         return False
+
+
+#: a file not modified for this many seconds is not being written or copied (:func:`settled`). Nothing in the bytes
+#: tells a cp1251 file ending in «Р» (0xD0) from a UTF-8 file cut after the first byte of «Ж» (0xD0 0x96): only time
+#: does, so the quiet period must make a writer that is still at work implausible. A minute is not enough (an export
+#: or a copy over a slow share pausing for a minute, then stored as cp1251: its last letter wrong, the rest of the
+#: file lost); an hour is. The cost: an 8-bit file that ends so waits an hour (with runs every 10 minutes, it is read
+#: within about 70 minutes), with a retry-later error until then.
+SETTLED_SECONDS = 3600
+_SETTLED = f"{SETTLED_SECONDS // 60} minutes"
+
+
+def settled(path: Path) -> bool:
+    """Whether ``path`` has not been modified for :data:`SETTLED_SECONDS` (its mtime, by this machine's clock: an
+    mtime ahead of it delays the decision, and :func:`cut_short` says so)."""
+    return time.time() - path.stat().st_mtime >= SETTLED_SECONDS
+
+
+def cut_short(path: Path) -> TransientError:
+    """The retry-later error of a file that ends inside a character and is not :func:`settled`; one whose mtime is
+    ahead of this machine's clock (the writer's clock wrong) names that time and what to do."""
+    mtime = path.stat().st_mtime
+    ahead = ""
+    if mtime > time.time():
+        when = datetime.fromtimestamp(mtime, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        ahead = (f"; its modification time, {when}, is ahead of this machine's clock (the clock of the device or "
+                 f"share that wrote it is wrong?), so it is taken as complete only {_SETTLED} after that: set that "
+                 f"clock right and save the file again, or set [source] encoding to the file's encoding")
+    return TransientError(f"{path}: the file ends inside a character (cut short: still being written or copied?); "
+                          f"nothing was stored: run again once it is complete (a file unchanged for {_SETTLED} is "
+                          f"taken as complete){ahead}")
+
+
+def _ends_inside_character(path: Path) -> bool:
+    """Whether the file's last 1-3 bytes begin a UTF-8 character that it ends before finishing (its last 4 bytes
+    read, whatever its size)."""
+    with open(path, "rb") as f:
+        f.seek(max(path.stat().st_size - 4, 0))
+        tail = f.read()
+    start = len(tail) - 1
+    while start > 0 and 0x80 <= tail[start] <= 0xBF:  # continuation bytes: back to the character's first byte
+        start -= 1
+    return _unfinished(tail[start:])
+
+
+def cut_or_8bit(path: Path) -> str:
+    """The encoding to read ``path`` with, whose first MB reads as UTF-8 but which ends inside a character
+    (:func:`_ends_inside_character`) under ``encoding = "auto"``: cut short, or an 8-bit file whose last letter is a
+    byte UTF-8 starts a character with (cp1251 ``Ш`` is 0xD8). Modified in the last :data:`SETTLED_SECONDS`: a
+    retry-later error (still being written or copied?). Unchanged since: ASCII but for those last bytes, it is an
+    8-bit file (:func:`cyrillic_8bit`, cp1251 when that one byte cannot tell), read as that with a warning; with
+    other non-ASCII text before them (UTF-8 characters) it is a UTF-8 file cut short that will not be finished: a
+    BadFileError naming the byte and its line. A file whose first bad byte comes before its last 1-3 is neither:
+    the encoding error (:func:`encoding_error`), fresh or not."""
+    at = first_bad_byte(path, "utf-8")
+    if at is None:  # finished since it was found cut: UTF-8 after all
+        return "utf-8"
+    if not _cut_at(path, at):  # a bad byte before the end (a UTF-8 first MB, cp1251 after it): not this case
+        raise encoding_error(path, "utf-8", auto=True)
+    if not settled(path):
+        raise cut_short(path)
+    with open(path, "rb") as f:
+        ascii_before = all(f.read(min(1 << 22, at - pos)).isascii() for pos in range(0, at, 1 << 22))
+        last = f.read()  # the 1-3 bytes from ``at``
+    if ascii_before:
+        enc = cyrillic_8bit(last)
+        log.warning("%s: ASCII text but for its last byte(s) (%s), which begin a UTF-8 character it does not finish; "
+                    "unchanged for %s, so it is no file cut short: read as %s (set [source] encoding to say which)",
+                    path, last.hex(" "), _SETTLED, enc)
+        return enc
+    raise BadFileError(f"{path}: the file ends inside a character at byte {at}{_line_at(path, at, 'utf-8')}, "
+                       f"and has not changed for {_SETTLED}: it was cut short (an export or copy that "
+                       f"stopped?); nothing was stored: export it again (or, if it is not UTF-8, set [source] "
+                       f"encoding to its encoding)")
 
 
 _QUOTED = 50  # characters quoted on each side of a bad byte

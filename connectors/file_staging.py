@@ -110,6 +110,35 @@ def _keyed(con: duckdb.DuckDBPyConnection, views: list[tuple[str, str]], cfg: Fi
     return resolve_rows(con, views, cfg.phone_region, cfg.max_identity_group, prefix="_fs_id")
 
 
+def _zeros_lost(con: duckdb.DuckDBPyConnection, views: list[str], paths: list[str]) -> None:
+    """Warn when customer ids of digits match others only once their leading zeros are dropped (``000123`` in a
+    clients CSV, ``123`` in an XLSX whose cell Excel formatted General): they are read as other customers, and a
+    contact's e-mail never meets the orders. Names the files of the pair with the most such ids, and counts all."""
+    rows = " UNION ALL ".join(f"SELECT _file, cust FROM {v}" for v in views)
+    zero, digit = "cust >= '0' AND cust < '1'", "cust >= '1' AND cust < ':'"  # led by a zero; by 1-9
+    # one pass first, no DISTINCT: a code without its zeros is shorter than one with them, so most exports (no
+    # code led by a zero, or codes of one width: 000123 and 123456) cannot hold such a pair
+    if not con.execute(f"SELECT min(length(cust)) FILTER ({digit}) < max(length(cust)) FILTER ({zero}) "
+                       f"FROM ({rows})").fetchall()[0][0]:
+        return
+    found = con.execute(f"""WITH ids AS (SELECT DISTINCT _file, cust AS id FROM ({rows})
+                                         WHERE ({zero} OR {digit}) AND regexp_full_match(cust, '[0-9]+')),
+        pairs AS (SELECT z._file AS zf, p._file AS pf, z.id AS zid, p.id AS pid FROM ids z JOIN ids p
+                  ON p.id = ltrim(z.id, '0') WHERE starts_with(z.id, '0'))
+        SELECT zf, pf, count(DISTINCT zid) AS n, min(zid), arg_min(pid, zid),
+               (SELECT count(DISTINCT zid) FROM pairs) FROM pairs GROUP BY zf, pf ORDER BY n DESC, zf, pf LIMIT 1
+        """).fetchall()
+    if not found:
+        return
+    zf, pf, n, zid, pid, total = found[0]
+    other = "other ids in it" if zf == pf else f"ids in {paths[pf]}"
+    more = f" ({total} in all files)" if total > n else ""
+    log.warning("%d customer id(s) in %s (%r, …) match %s (%r, …) only once their leading zeros are dropped%s: they "
+                "are read as other customers, whose e-mails and orders do not meet. A code that Excel turned into a "
+                "number (cell format General) lost its zeros: format that column as text (or 000000) and export it "
+                "again, or write the codes the same way in every file", n, paths[zf], zid, other, pid, more)
+
+
 def _status_case(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, rows: str) -> str:
     """A CASE over the few distinct raw statuses (mapped once by :func:`nz.status_sql`)."""
     pairs = con.execute(f"SELECT raw, {nz.status_sql('raw', cfg.statuses)} FROM "
@@ -168,6 +197,7 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
         _rows_view(con, "_fs_crows", contacts, len(orders))
         views.append(("_fs_crows", "_fs_ckeyed"))
     identity = _keyed(con, views, cfg)
+    _zeros_lost(con, [rows for rows, _ in views], paths)
     rules = _bad_rules(cfg, now or datetime.now(timezone.utc))
     bad_case = " ".join(f"WHEN {c} THEN {i}" for i, (c, *_) in enumerate(rules))
     status = _status_case(con, cfg, "_fs_orows")

@@ -265,7 +265,7 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                 plan = replan()
         if between is not None:
             between()  # stopped before the run starts: nothing to record
-        run_id = ledger.start_run(kind, plan.destination)
+        run_id = ledger.start_run(kind, plan.destination, data)  # a run killed: abandoned with its input counts
         counts = {**(data or {}), "planned": len(plan.changes), "skipped": len(plan.skipped), "ok": 0, "failed": 0,
                   "ledger_only": 0}
         summary.destination, summary.empty, summary.counts = plan.destination, plan.is_empty, counts

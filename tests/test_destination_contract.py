@@ -78,12 +78,17 @@ def write_config(shop: Path, folder: Path, dest: dict) -> Path:
                         + "\n".join(f"{k} = {v}" for k, v in CUTS.model_dump().items()))
     for name in ("orders.csv", "clients.csv"):
         head = head.replace(f'"{name}"', _toml(str(shop.parent / name)))
+    path = folder / "rfmsync.toml"
+    path.write_text(head + destination_table(dest), encoding="utf-8")
+    return path
+
+
+def destination_table(dest: dict) -> str:
+    """A ``[[destinations]]`` table in TOML (its dict values as sub-tables)."""
     lines = ["[[destinations]]"] + [f"{k} = {_toml(v)}" for k, v in dest.items() if not isinstance(v, dict)]
     for table, mapping in ((k, v) for k, v in dest.items() if isinstance(v, dict)):
         lines += ["", f"[destinations.{table}]"] + [f"{_toml(k)} = {_toml(v)}" for k, v in mapping.items()]
-    path = folder / "rfmsync.toml"
-    path.write_text(head + "\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return "\n".join(lines) + "\n"
 
 
 class Rig:

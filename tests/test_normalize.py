@@ -161,3 +161,77 @@ def test_a_mark_after_a_lone_zero_is_the_decimal_mark(texts, want):
     assert [str(d) for d in got] == want, mark
     assert _CON.execute(f"SELECT {nz.amount_sql(nz.lit('0,500'), '.')}, {nz.amount_sql(nz.lit('0.500'), ',')}"
                         ).fetchall() == [(Decimal("0.50"), Decimal("0.50"))]  # whatever the column's mark
+
+
+@pytest.mark.parametrize("raw, region, e164", [
+    ("00998901234567", "RU", "+998901234567"),  # 00 dials out from a Russian mobile, not 8 10: before +700998901234567
+    ("00 998 90 123-45-67", "RU", "+998901234567"),
+    ("00 7 916 123 45 67", "RU", "+79161234567"),  # before: invalid
+    ("810998901234567", "RU", "+998901234567"),  # Russia's own 8 10 (phonenumbers knows it)
+    ("8 10 998 90 123 45 67", "RU", "+998901234567"),
+    ("00998901234567", "KZ", "+998901234567"),
+    ("00998901234567", "US", "+998901234567"),  # before: invalid
+    ("00998901234567", None, "+998901234567"),  # before: invalid (no region)
+    ("00998901234567", "UZ", "+998901234567"),  # 00 is Uzbekistan's own prefix: as before
+    ("0049301234567", "DE", "+49301234567"),
+    ("89161234567", "RU", "+79161234567"),  # a national number: as before
+    ("00990 1234 5678", "RU", None),  # no such country code: as before
+])
+def test_a_number_typed_with_the_00_international_prefix_is_the_international_number(raw, region, e164):
+    assert ep.normalize_phone(raw, region) == e164
+    con = duckdb.connect()
+    con.register("p", pa.table({"raw": [raw]}))
+    ep.phone_map(con, "SELECT raw FROM p", "pm", region)
+    assert con.execute("SELECT norm FROM pm").fetchall() == [(e164,)]
+
+
+@pytest.mark.parametrize("region", ["RU", "KZ", "UZ", "US"])
+def test_a_shape_of_numbers_typed_with_00_agrees_with_the_value_by_value_path(region):
+    """Enough values of one shape (00, 14 digits, 0099) for the template path, one of them with no country behind
+    it: the file path and the one-value path agree (before, under RU the template gave them all +7 00998…)."""
+    values = [f"00998 90 {i:03d} {i % 100:02d} {i % 97:02d}"[:18] for i in range(12)] + [
+        f"00996 555 {i:03d} {i:03d}" for i in range(10)] + ["00997 123 456 789", "00 380 44 123 4567"]
+    con = duckdb.connect()
+    con.register("p", pa.table({"raw": values}))
+    ep.phone_map(con, "SELECT raw FROM p", "pm", region)
+    got = dict(con.execute("SELECT raw, norm FROM pm").fetchall())
+    assert got == {v: ep.normalize_phone(v, region) for v in values}
+    assert got["00998 90 001 01 01"] == "+998900010101" and got["00996 555 003 003"] == "+996555003003"
+
+
+# one shape before (no +, 15 digits, first four digits alike): numbers of eleven countries behind one prefix
+_BEHIND_PREFIX = ["380 44 123 45 60", "380 67 123 45 69", "375 29 123 45 67", "380 50 765 43 21", "374 0 1234 5678",
+                  "386 0 4123 4567", "30 210 123 4567", "39 312 345 6789", "372 5123 45678", "381 60 1234567",
+                  "385 91 1234567"]
+
+
+@pytest.mark.parametrize("prefix, region", [("8 10", "RU"), ("810", "KZ"), ("8 10", "BY"), ("8 10", "TJ"),
+                                            ("011", "US"), ("010", "JP"), ("0011", "AU")])
+def test_numbers_of_several_countries_behind_the_regions_international_prefix_agree_with_the_value_path(
+        prefix, region):
+    """The file path's shape holds the whole country code after the region's own international prefix, as after +
+    (before, under RU the shape 8103 took one template for Armenia, Estonia and Slovenia: 8 10 374 0 1234 5678 was
+    +374012345678, its value +37412345678; 8 10 372 5123 45678 +372512345678, its value invalid)."""
+    values = [f"{prefix} {v}" for v in _BEHIND_PREFIX]
+    con = duckdb.connect()
+    con.register("p", pa.table({"raw": values}))
+    ep.phone_map(con, "SELECT raw FROM p", "pm", region)
+    got = dict(con.execute("SELECT raw, norm FROM pm").fetchall())
+    assert got == {v: ep.normalize_phone(v, region) for v in values}
+    assert got[f"{prefix} 374 0 1234 5678"] == "+37412345678" and got[f"{prefix} 372 5123 45678"] is None
+    assert got[f"{prefix} 380 44 123 45 60"] == "+380441234560" and got[f"{prefix} 39 312 345 6789"] == "+393123456789"
+
+
+@pytest.mark.parametrize("raw, region, e164", [
+    ("00556144572981", "CO", "+56144572981"),  # Colombia's prefix 005 (00 and a carrier code): before +556144572981
+    ("007 56 1445 72981", "CO", "+56144572981"),
+    ("0021 56 1445 72981", "BR", "+56144572981"),
+    ("0046 8 123 456 78", "CO", "+46812345678"),  # 004 is no Colombian prefix: 00 read as the international one
+])
+def test_a_number_read_through_the_regions_own_prefix_of_00_and_a_carrier_code_is_not_read_again(raw, region, e164):
+    assert ep.normalize_phone(raw, region) == e164
+    con = duckdb.connect()
+    con.register("p", pa.table({"raw": [raw[:-1] + str(i) for i in range(10)]}))
+    ep.phone_map(con, "SELECT raw FROM p", "pm", region)
+    got = dict(con.execute("SELECT raw, norm FROM pm").fetchall())
+    assert got[raw] == e164 and got == {v: ep.normalize_phone(v, region) for v in got}

@@ -173,6 +173,49 @@ def test_a_process_killed_between_the_alone_run_and_the_refusal(shop, mailchimp_
     assert "went out" not in result.output and mailchimp_fake.write_calls == writes
 
 
+KILLED_IN_APPLY = """
+import os, signal, sys
+from sync.cli import main
+from sync.destinations.mailchimp import MailchimpDestination
+
+def killed(*args, **kwargs):  # the process dies as the withdrawals' calls go out (the run recorded running)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+MailchimpDestination.apply = killed
+main(sys.argv[1:])
+"""
+
+
+def test_a_withdrawals_alone_run_killed_half_way_is_shown_as_one(shop, mailchimp_fake, tmp_path, monkeypatch):
+    """`rfmsync sync` dies (SIGKILL) inside the withdrawals' run: the next run marks it `abandoned`, and `rfmsync
+    runs` says it was the withdrawals alone (before: a bare `abandoned` sync with no counts, as if a whole sync had
+    died half-way). It is not the customer-drop baseline (nor a sync for the catch-up: not succeeded); the next sync
+    sends the withdrawal once and refuses the rest."""
+    shop.write_text(shop.read_text(encoding="utf-8") + "max_customer_drop_pct = 10\n", encoding="utf-8")
+    key, gone, _ = bad_day(shop)
+    driver = tmp_path / "driver.py"
+    driver.write_text(KILLED_IN_APPLY, encoding="utf-8")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(sys.path))
+    proc = subprocess.run([sys.executable, str(driver), "sync", "--config", str(shop), "--as-of", DAY],
+                          capture_output=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr.decode()
+    writes = mailchimp_fake.write_calls
+    result = run_cli("sync", "--config", str(shop), "--as-of", DAY, code=6)  # marks the killed run abandoned
+    assert WENT_OUT in result.output and "max_customer_drop_pct" not in result.output
+    assert not mailchimp_fake.tags_of(key) & MANAGED and mailchimp_fake.tags_of(gone) & MANAGED
+    assert mailchimp_fake.write_calls == writes + 1  # the withdrawal sent once: the killed run sent nothing
+    first, *_, killed, alone, refused = [r for r in reversed(runs_of(shop)) if r["kind"] == "sync"]
+    assert (refused["status"], alone["status"], alone["counts"]["withdrawals_alone"]) == ("refused", "succeeded", 1)
+    assert (killed["status"], killed["counts"]) == ("abandoned", {"withdrawals_alone": 1})
+    shown = run_cli("runs", "--config", str(shop)).output
+    cells = [line.split("│") for line in shown.splitlines() if line.count("│") > 6]
+    at = next(i for i, c in enumerate(cells) if c[1].strip() == str(killed["id"]))
+    end = next((i for i in range(at + 1, len(cells)) if cells[i][1].strip()), len(cells))
+    assert " ".join(c[6].strip() for c in cells[at:end]).split() == ["abandoned", "(withdrawals", "alone)"], shown
+    with open_ledger(load_config(shop), load_settings()) as ledger:  # the baseline: still the first sync's
+        assert ledger.last_run_counts(DEST, "customers") == first["counts"]
+
+
 class _MovesTheLedger:
     """A progress reporter that, when the apply of ``DEST`` starts (before it takes the destination's lock), has
     "another run" write the ledger: one managed contact recorded with one more managed tag than the ESP holds."""
@@ -374,3 +417,8 @@ def test_counted_withdrawals_are_the_listed_keys_the_stats_count():
     g = GuardsConfig(min_mass_change=1, max_change_pct=10)
     assert plan_lines(g, stats) and not list(judge_plan(g, stats).withdrawal_lines)
     assert [c.key for c in withdrawals_alone(judged).changes] == ["k9"]
+
+
+def test_runs_help_names_both_statuses_of_a_withdrawals_alone_run():
+    shown = " ".join(run_cli("runs", "--help").output.split())
+    assert "`succeeded (withdrawals alone)`" in shown and "`abandoned (withdrawals alone)`" in shown

@@ -220,7 +220,8 @@ def sync_cmd(config_path, destinations, as_of, dry_run, full_refresh, reconcile,
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def runs(config_path, limit, fmt):
     """Recent runs with counts, duration and errors. A run that sent a refused plan's consent withdrawals alone
-    shows its status as `succeeded (withdrawals alone)` (JSON: `withdrawals_alone` in its counts)."""
+    shows its status as `succeeded (withdrawals alone)` (JSON: `withdrawals_alone` in its counts), or as `abandoned
+    (withdrawals alone)` when its process died during it."""
     from ..planning.withdrawals import alone_run
 
     rows = _read_ledger(config_path, lambda ledger: ledger.recent_runs(limit))

@@ -26,7 +26,8 @@ FINISHED_STATUSES = ("succeeded", "partial", "failed", "refused", "stopped")
 class RunRecorder(Protocol):
     """Records a run: start it, then finish it with a status and counts."""
 
-    def start_run(self, kind: str, destination: str | None = None) -> int: ...
+    def start_run(self, kind: str, destination: str | None = None,
+                  counts: Mapping[str, Any] | None = None) -> int: ...
 
     def finish_run(self, run_id: int, status: str, counts: Mapping[str, Any], error: str | None = None) -> None: ...
 
@@ -48,8 +49,9 @@ class RunLog:
     def __init__(self, db: LedgerDB) -> None:
         self._db = db
 
-    def start_run(self, kind: str, destination: str | None = None) -> int:
-        """Record a run as ``running`` (owned by this process); returns its id.
+    def start_run(self, kind: str, destination: str | None = None, counts: Mapping[str, Any] | None = None) -> int:
+        """Record a run as ``running`` (owned by this process) with ``counts`` known at its start (the input's, a
+        withdrawals-alone run's mark: an abandoned run keeps them); returns its id.
 
         Runs left ``running`` by a killed process of this host are marked ``abandoned`` first
         (see :meth:`abandon_dead_runs`), so every sync, scheduled or webhook run cleans up after a crash.
@@ -58,7 +60,8 @@ class RunLog:
         with self._db.write() as conn:
             run_id = conn.execute(runs.insert().values(
                 kind=kind, destination=destination, status="running", started_at=self._db.clock(),
-                counts="{}", owner=process_owner()).returning(runs.c.id)).scalar_one()
+                counts=json.dumps(dict(counts or {}), sort_keys=True), owner=process_owner()
+            ).returning(runs.c.id)).scalar_one()
         log.debug("ledger: run %d started (%s %s)", run_id, kind, destination or "")
         return int(run_id)
 
