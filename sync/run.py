@@ -29,6 +29,7 @@ from .ledger import Ledger, RunHistory
 from .pipeline import Reading, today_in
 from .planning.plan import Plan
 from .planning.planner import PlannedDestination, plan_all, selected_destinations
+from .planning.target import check_saved_target
 from .refusals import HeldAgain, apply_alone, judge_replan, refuse, refuse_after_withdrawals
 from .store import STORE_LOCK
 from .settings import Settings
@@ -178,7 +179,8 @@ def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Se
     trips: the data guards on the counts saved with the plan, the plan guards against the ledger as it is now."""
     require_destinations(cfg)
     for plan in plans:
-        cfg.destination(plan.destination)  # an unknown destination is a config error before anything else
+        # an unknown destination is a config error before anything else, and so is one pointed elsewhere since
+        check_saved_target(ledger, cfg.destination(plan.destination), plan.pushed_to)
         now = ledger.state_revision(plan.destination)
         if now != plan.ledger_revision:
             raise _stale(plan, now)

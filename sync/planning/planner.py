@@ -22,6 +22,7 @@ from .columnar import columnar_plan_stats, plan_columnar, reconcile_pushed, stag
 from .plan import Plan, all_managed, check_fields
 from .retired import left_behind, left_behind_warning
 from .rows import CustomerRows, stage_dicts, stage_segments
+from .target import check_target
 from .transitions import moves_sql, transition_tags_sql
 from .withdrawals import alone_note
 from .values import PREDICTIVE_VALUES, column_of
@@ -122,6 +123,7 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
     if not isinstance(rows, CustomerRows):
         rows = stage_dicts(rows)
     notes = []
+    target = check_target(ledger, dest, full_refresh=full_refresh)  # the ledger's state is of this audience
     revision = ledger.state_revision(dest.name)  # read before the state: a later write only makes it stale
     state = ledger.state_parts(dest.name)  # a cached copy and the rows written since (or the full read)
     stage_pushed(rows.con, state.base, state.changed)
@@ -152,7 +154,8 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
     warnings = ((unchecked,) if unchecked is not None else ()) + ((behind,) if behind else ()) + lines
     note = alone_note(plan) if lines and not withdrawals else None  # what a refused sync still sends
     alone = (note,) if note else ()
-    plan = replace(plan, warnings=(*plan.warnings, *warnings), guard=stats, notes=(*plan.notes, *alone))
+    plan = replace(plan, warnings=(*plan.warnings, *warnings), guard=stats, notes=(*plan.notes, *alone),
+                   pushed_to=target)
     return PlannedDestination(plan, client, lines, replan=lambda: plan_one(
         cfg, dest, rows, ledger, client, unchecked, full_refresh=full_refresh, reconcile=reconcile,
         extra_tags=extra_tags), withdrawal_lines=withdrawals)

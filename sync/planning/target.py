@@ -1,0 +1,95 @@
+"""Where a destination's ledger state was pushed: its type and (Mailchimp) audience, kept in the ledger.
+
+The pushed state (:mod:`sync.ledger.state`) is keyed by the destination's name. A config edited to point that name
+at another audience (``audience = "aud2"``) or another type would be planned from what rfmsync pushed to the old
+one: every contact believed in the new audience already, nobody pushed, exit 0. So the ledger remembers the
+destination's target (a cursor, as the schedule's identity is kept), and a plan against another target is a
+configuration error naming the key, unless ``--full-refresh`` (which reads who the ESP holds and pushes every tag
+and field again) moves the destination there; that apply, once every change was tried, records the new target.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..config import DestinationConfig
+    from ..ledger.cursors import Cursors
+
+#: the ledger cursor (source, destination name) holding a destination's target
+TARGET_CURSOR = "destination target"
+
+
+def target_of(dest: "DestinationConfig") -> str:
+    """``mailchimp:aud1`` for a destination that needs an audience, else its type (``sendgrid``: the API key,
+    which rfmsync never stores, is the account)."""
+    return f"{dest.type}:{dest.audience}" if dest.spec.needs_audience else dest.type
+
+
+def known_target(ledger: "Cursors", name: str) -> str | None:
+    """The target the ledger's pushed state of destination ``name`` describes (None: none recorded yet)."""
+    return ledger.get_cursor(TARGET_CURSOR, name)
+
+
+def record_target(ledger: "Cursors", name: str, target: str | None) -> None:
+    """Record ``target`` as the one the pushed state of ``name`` describes (nothing for None or no change)."""
+    if target is not None and known_target(ledger, name) != target:
+        ledger.set_cursor(TARGET_CURSOR, name, target)
+
+
+def check_target(ledger: "Cursors", dest: "DestinationConfig", *, full_refresh: bool = False) -> str:
+    """``dest``'s target; a :class:`ConfigError` when the ledger's pushed state is of another one and the plan is
+    not a full refresh (which moves the destination to the new target)."""
+    now, then = target_of(dest), known_target(ledger, dest.name)
+    if then is None or then == now or full_refresh:
+        return now
+    raise ConfigError(moved_message(dest, then))
+
+
+def check_saved_target(ledger: "Cursors", dest: "DestinationConfig", planned: str | None) -> None:
+    """A saved plan is applied only to the target it was made for (``planned``: the plan file's ``pushed_to``;
+    None in a file written before it, then the ledger's target must be the config's)."""
+    now = target_of(dest)
+    if planned is None:
+        check_target(ledger, dest)
+    elif planned != now:
+        raise ConfigError(f"destination {dest.name!r}: this plan was made for {describe(planned)}, but the config "
+                          f"now points the destination at {describe(now)} ({_key(planned, now)} changed): applied "
+                          f"there, its changes (made from what rfmsync pushed to the first) would be wrong; make "
+                          f"a new plan")
+
+
+def moved_message(dest: "DestinationConfig", then: str) -> str:
+    """The refusal of a plan against another target than the ledger's (``then``)."""
+    now = target_of(dest)
+    return (f"destination {dest.name!r}: {_setting(now, then)} in the config now, but its ledger holds what rfmsync "
+            f"pushed to {describe(then)}; planned from it, every contact would be taken for one {describe(now)} holds "
+            f"already and nobody would be pushed there. To move the destination there, run 'rfmsync sync "
+            f"--full-refresh' once (it reads which contacts {describe(now)} holds and pushes every tag and field; "
+            f"rfmsync's tags stay as they are on the contacts of {describe(then)}); to keep syncing "
+            f"{describe(then)}, set {_setting(then, now)} again")
+
+
+def describe(target: str) -> str:
+    """``mailchimp:aud1`` → ``mailchimp audience "aud1"``; ``sendgrid`` → ``sendgrid``."""
+    kind, _, audience = target.partition(":")
+    return f'{kind} audience "{audience}"' if audience else kind
+
+
+def _key(then: str, now: str) -> str:
+    """The config key that differs between two targets."""
+    return "audience" if then.partition(":")[0] == now.partition(":")[0] else "type"
+
+
+def _setting(target: str, other: str) -> str:
+    """The config line(s) of ``target`` that differ from ``other``: ``audience = "aud1"``."""
+    kind, _, audience = target.partition(":")
+    if _key(target, other) == "audience":
+        return f'audience = "{audience}"'
+    return f'type = "{kind}"' + (f' (audience = "{audience}")' if audience else "")
+
+
+__all__ = ["TARGET_CURSOR", "check_saved_target", "check_target", "describe", "known_target", "moved_message",
+           "record_target", "target_of"]

@@ -1,0 +1,137 @@
+"""The config edited between two runs: a destination pointed at another audience or type keeps no ledger state of
+the old one (docs/sync.md#another-audience), through the CLI against the stateful fake Mailchimp."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sync.cli import main
+from sync.demodata import generate_shop
+
+AS_OF = "2025-06-30"
+
+
+@pytest.fixture
+def shop(tmp_path, mailchimp_fake, monkeypatch):
+    mailchimp_fake.add_list("aud2", "Second shop audience")
+    cfg = generate_shop(tmp_path / "shop", customers=80, seed=5, as_of=date.fromisoformat(AS_OF))
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace('audience = "demo000001"', 'audience = "aud1"'),
+                   encoding="utf-8")
+    monkeypatch.setenv("MAILCHIMP_API_KEY", mailchimp_fake.api_key)
+    monkeypatch.setenv("MAILCHIMP_API_URL", mailchimp_fake.url)
+    return cfg
+
+
+def cli(*args: str, code: int = 0):
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == code, result.output
+    return result
+
+
+def point_at(cfg: Path, old: str, new: str) -> None:
+    text = cfg.read_text(encoding="utf-8")
+    assert old in text
+    cfg.write_text(text.replace(old, new), encoding="utf-8")
+
+
+def audience(fake, list_id: str) -> dict[str, tuple[set[str], dict]]:
+    """Every member of the audience: its tags and merge fields."""
+    return {key: (fake.tags_of(key, list_id), fake.member(key, list_id)["merge_fields"])
+            for key in fake.lists[list_id].members}
+
+
+def test_a_destination_pointed_at_another_audience_is_refused_until_a_full_refresh_moves_it(shop, mailchimp_fake):
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)
+    first = audience(mailchimp_fake, "aud1")
+    assert first and any(tags for tags, _ in first.values())
+    point_at(shop, 'audience = "aud1"', 'audience = "aud2"')
+    writes = mailchimp_fake.write_calls
+
+    # planned from aud1's ledger, every contact would be believed in aud2 already: nothing pushed, exit 0
+    for command in ("plan", "sync"):
+        refused = cli(command, "--config", str(shop), "--as-of", AS_OF, code=2).output
+        assert "destination 'mailchimp-demo': audience = \"aud2\" in the config now" in refused
+        assert 'pushed to mailchimp audience "aud1"' in refused and "--full-refresh" in refused
+    assert mailchimp_fake.write_calls == writes and not mailchimp_fake.lists["aud2"].members
+
+    cli("sync", "--config", str(shop), "--as-of", AS_OF, "--full-refresh")
+    assert audience(mailchimp_fake, "aud2") == first  # every contact, its tags and fields
+    assert audience(mailchimp_fake, "aud1") == first  # the old audience is left as it was
+    writes = mailchimp_fake.write_calls
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)  # the ledger is aud2's now
+    assert mailchimp_fake.write_calls == writes
+
+    point_at(shop, 'audience = "aud2"', 'audience = "aud1"')  # and back: aud1 did not follow meanwhile
+    back = cli("sync", "--config", str(shop), "--as-of", AS_OF, code=2).output
+    assert 'audience = "aud1" in the config now' in back and 'set audience = "aud2" again' in back
+
+
+def test_a_full_refresh_that_did_not_finish_does_not_move_the_destination(shop, mailchimp_fake):
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)
+    point_at(shop, 'audience = "aud1"', 'audience = "aud2"')
+    rejected = sorted(mailchimp_fake.lists["aud1"].members)[0]
+    mailchimp_fake.member_errors[rejected] = "Invalid Resource"
+    cli("sync", "--config", str(shop), "--as-of", AS_OF, "--full-refresh", code=4)  # one contact failed
+    # his ledger row is still what aud1 holds: a plain run would never push him to aud2
+    assert "pushed to mailchimp audience \"aud1\"" in cli("sync", "--config", str(shop), "--as-of", AS_OF,
+                                                           code=2).output
+    mailchimp_fake.member_errors.clear()
+    cli("sync", "--config", str(shop), "--as-of", AS_OF, "--full-refresh")
+    assert audience(mailchimp_fake, "aud2") == audience(mailchimp_fake, "aud1")
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)
+
+
+def test_a_saved_plan_is_not_applied_to_the_audience_the_config_points_at_since(shop, mailchimp_fake, tmp_path):
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)
+    saved = tmp_path / "again.json"
+    cli("plan", "--config", str(shop), "--as-of", AS_OF, "--full-refresh", "-o", str(saved))
+    point_at(shop, 'audience = "aud1"', 'audience = "aud2"')
+    writes = mailchimp_fake.write_calls
+
+    refused = cli("apply", "--config", str(shop), str(saved), code=2).output
+    assert 'this plan was made for mailchimp audience "aud1"' in refused and "make a new plan" in refused
+    plan = json.loads(saved.read_text())["plans"][0]
+    assert plan["pushed_to"] == "mailchimp:aud1" and plan["changes"]
+    # a plan file written before plans named their audience: the ledger's audience decides
+    del plan["pushed_to"]
+    saved.write_text(json.dumps({**json.loads(saved.read_text()), "plans": [plan]}))
+    assert 'audience = "aud2" in the config now' in cli("apply", "--config", str(shop), str(saved), code=2).output
+    assert mailchimp_fake.write_calls == writes and not mailchimp_fake.lists["aud2"].members
+
+    point_at(shop, 'audience = "aud2"', 'audience = "aud1"')  # back where it was made for: applied
+    cli("apply", "--config", str(shop), str(saved))
+    assert mailchimp_fake.write_calls > writes
+
+
+def test_a_destination_given_another_type_under_its_name_is_refused(shop, mailchimp_fake):
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)
+    point_at(shop, 'type = "mailchimp"\naudience = "aud1"', 'type = "sendgrid"')
+    refused = cli("plan", "--config", str(shop), "--as-of", AS_OF, code=2).output
+    assert "destination 'mailchimp-demo': type = \"sendgrid\" in the config now" in refused
+    assert 'set type = "mailchimp" (audience = "aud1") again' in refused
+
+
+def test_a_webhook_resync_waits_for_the_full_refresh_of_a_destination_pointed_elsewhere(tmp_path, mailchimp_fake,
+                                                                                       monkeypatch):
+    from sync.config import load_config
+    from sync.errors import ConfigError
+    from sync.ledger import open_ledger
+    from sync.serve.resync import resync
+    from sync.settings import load_settings
+    from tests.test_serve_resync import AS_OF as SYNCED, orders_for, synced_shop
+
+    mailchimp_fake.add_list("aud2", "Second shop audience")
+    path = synced_shop(tmp_path / "shop", mailchimp_fake, monkeypatch, customers=60)
+    point_at(path, 'audience = "aud1"', 'audience = "aud2"')
+    cfg, settings = load_config(path), load_settings()
+    with open_ledger(cfg, settings) as ledger:
+        someone = next(s.customer_id for s in ledger.load_state("mailchimp-demo").values() if s.customer_id)
+        writes = mailchimp_fake.write_calls
+        with pytest.raises(ConfigError, match='audience = "aud2" in the config now'):
+            resync(cfg, ledger, settings, orders_for([someone], "W"), as_of=SYNCED)
+    assert mailchimp_fake.write_calls == writes and not mailchimp_fake.lists["aud2"].members
