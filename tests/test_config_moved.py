@@ -13,6 +13,8 @@ from click.testing import CliRunner
 from sync.cli import main
 from sync.demodata import generate_shop
 
+from tests.ledger_fixtures import ledger_url  # noqa: F401
+
 AS_OF = "2025-06-30"
 
 
@@ -135,3 +137,65 @@ def test_a_webhook_resync_waits_for_the_full_refresh_of_a_destination_pointed_el
         with pytest.raises(ConfigError, match='audience = "aud2" in the config now'):
             resync(cfg, ledger, settings, orders_for([someone], "W"), as_of=SYNCED)
     assert mailchimp_fake.write_calls == writes and not mailchimp_fake.lists["aud2"].members
+
+
+SECOND = '''
+[[destinations]]
+name = "second"
+type = "mailchimp"
+audience = "aud2"
+'''
+
+
+def plan_warnings(cfg: Path) -> list[str]:
+    return json.loads(cli("plan", "--config", str(cfg), "--as-of", AS_OF, "--format", "json").stdout)["warnings"]
+
+
+def test_a_destination_removed_from_the_config_is_said_until_its_tags_are_taken_off(shop, mailchimp_fake):
+    text = shop.read_text(encoding="utf-8")
+    shop.write_text(text + SECOND + '[destinations.segments]\n"Churn" = "Lost"\n', encoding="utf-8")
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)
+    lost = {k for k in mailchimp_fake.lists["aud2"].members if mailchimp_fake.tags_of(k, "aud2") == {"Lost"}}
+    assert lost
+
+    shop.write_text(text, encoding="utf-8")  # the second destination's table removed
+    said = [w for w in plan_warnings(shop) if "'second'" in w]
+    assert len(said) == 1 and said[0].startswith(
+        f"destination 'second' is no longer in the config, but the tags/lists rfmsync gave the contacts of "
+        f"mailchimp audience \"aud2\" stay on them: 'Lost' ({len(lost)} contacts)")
+    assert 'retire_tags = ["Lost"]' in said[0]
+    writes = mailchimp_fake.write_calls
+    sync = cli("sync", "--config", str(shop), "--as-of", AS_OF).output
+    assert "destination 'second' is no longer in the config" in sync and mailchimp_fake.write_calls == writes
+
+    # what the warning says to do takes them off, and the warning goes with them
+    shop.write_text(text + SECOND + 'retire_tags = ["Lost"]\n', encoding="utf-8")
+    cli("sync", "--config", str(shop), "--as-of", AS_OF, "--allow-mass-change")
+    assert not any(mailchimp_fake.tags_of(k, "aud2") for k in mailchimp_fake.lists["aud2"].members)
+    shop.write_text(text, encoding="utf-8")
+    assert not [w for w in plan_warnings(shop) if "no longer in the config" in w]
+
+
+def test_a_renamed_destination_leaves_behind_only_the_tags_it_no_longer_manages(shop, mailchimp_fake):
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)
+    point_at(shop, 'name = "mailchimp-demo"', 'name = "mc-main"')  # same audience, same tags: nothing left behind
+    assert not [w for w in plan_warnings(shop) if "no longer in the config" in w]
+    vip = sum("VIP" in mailchimp_fake.tags_of(k) for k in mailchimp_fake.lists["aud1"].members)
+    point_at(shop, '"Best active" = "VIP"', '"Best active" = "rfm:vip"')  # and its tag renamed too
+    said = [w for w in plan_warnings(shop) if "no longer in the config" in w]
+    assert len(said) == 1 and f"stay on them: 'VIP' ({vip} contacts);" in said[0]
+
+
+def test_the_ledger_lists_the_destinations_it_holds_state_of_and_their_targets(ledger_url):  # noqa: F811
+    from sync.ledger import Ledger
+    from sync.model import PushedState
+    from sync.planning.target import known_target, record_target
+
+    with Ledger.connect(ledger_url) as ledger:
+        assert ledger.state_destinations() == []
+        for name in ("mc-b", "mc-a"):
+            ledger.save_states(name, None, [PushedState("a@x.io", "1", frozenset({"VIP"}), {}, True)])
+        record_target(ledger, "mc-a", "mailchimp:aud1")
+        assert ledger.state_destinations() == ["mc-a", "mc-b"]
+        assert (known_target(ledger, "mc-a"), known_target(ledger, "mc-b")) == ("mailchimp:aud1", None)
+        assert ledger.tag_set_counts("mc-b") == {frozenset({"VIP"}): 1}

@@ -335,6 +335,11 @@ class PushedStates(LostTagMemory):
         self._written.note(destination, revision, len(found))
         return [key for _, key in found]
 
+    def state_destinations(self) -> list[str]:
+        """The destinations whose pushed state was ever written (one counter each: no scan of the state), sorted."""
+        with self._db.read() as conn:
+            return sorted(conn.execute(select(state_revisions.c.destination)).scalars())
+
     def state_revision(self, destination: str) -> int:
         """Counter bumped by every save/forget that changed ``destination``'s state (0 if never)."""
         with self._db.read() as conn:
