@@ -94,6 +94,7 @@ class PushedStates(LostTagMemory):
         self._db = db
         self._cache = cache
         self._written = WrittenRevisions()  # the revisions this object's saves and forgets made
+        self._checked: set[str] = set()  # the destinations whose cached copy a first save checked
 
     def close(self) -> None:
         """Wait for the cached copies still being written (:meth:`state_parts` writes them on a thread)."""
@@ -356,9 +357,13 @@ class PushedStates(LostTagMemory):
         """The destination's next revision (a new counter gets a random epoch). Taken before the rows are
         written, so on PostgreSQL concurrent writers of one destination commit in revision order."""
         ins = self._db.insert(state_revisions).values(destination=destination, revision=1, epoch=uuid.uuid4().hex)
-        return int(conn.execute(ins.on_conflict_do_update(
-            index_elements=[state_revisions.c.destination],
-            set_={"revision": state_revisions.c.revision + 1}).returning(state_revisions.c.revision)).scalar_one())
+        revision, epoch = conn.execute(ins.on_conflict_do_update(
+            index_elements=[state_revisions.c.destination], set_={"revision": state_revisions.c.revision + 1}
+        ).returning(state_revisions.c.revision, state_revisions.c.epoch)).one()
+        if self._cache is not None and destination not in self._checked:  # once a process: a copy ahead of the
+            self._checked.add(destination)  # ledger is of a history a restore undid (statecache.drop_if_ahead)
+            self._cache.drop_if_ahead(destination, Counter(int(revision) - 1, epoch))
+        return int(revision)
 
 
 def _select_state(conn: Connection) -> Any:
