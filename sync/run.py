@@ -30,7 +30,7 @@ from .pipeline import Reading, today_in
 from .planning.plan import Plan
 from .planning.planner import PlannedDestination, plan_all, selected_destinations
 from .planning.retired import removed_destinations
-from .planning.target import check_saved_target
+from .planning.target import check_saved
 from .refusals import HeldAgain, apply_alone, judge_replan, refuse, refuse_after_withdrawals
 from .store import STORE_LOCK
 from .settings import Settings
@@ -181,7 +181,7 @@ def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Se
     require_destinations(cfg)
     for plan in plans:
         # an unknown destination is a config error before anything else, and so is one pointed elsewhere since
-        check_saved_target(ledger, cfg.destination(plan.destination), plan.pushed_to)
+        check_saved(ledger, cfg.destination(plan.destination), plan)
         now = ledger.state_revision(plan.destination)
         if now != plan.ledger_revision:
             raise _stale(plan, now)

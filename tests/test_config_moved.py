@@ -199,3 +199,20 @@ def test_the_ledger_lists_the_destinations_it_holds_state_of_and_their_targets(l
         assert ledger.state_destinations() == ["mc-a", "mc-b"]
         assert (known_target(ledger, "mc-a"), known_target(ledger, "mc-b")) == ("mailchimp:aud1", None)
         assert ledger.tag_set_counts("mc-b") == {frozenset({"VIP"}): 1}
+
+
+def test_a_saved_plan_creates_nobody_with_a_status_new_contacts_no_longer_gives(shop, mailchimp_fake, tmp_path):
+    point_at(shop, 'new_contacts = "transactional"', 'new_contacts = "pending"')
+    saved = tmp_path / "invite.json"
+    cli("plan", "--config", str(shop), "--as-of", AS_OF, "-o", str(saved))
+    creates = sum(c["create"] for c in json.loads(saved.read_text())["plans"][0]["changes"])
+    assert creates
+    for now in ("skip", "transactional"):  # the shop stops inviting: an old plan's invitations would go out
+        point_at(shop, 'new_contacts = "pending"', f'new_contacts = "{now}"')
+        refused = cli("apply", "--config", str(shop), str(saved), code=2).output
+        assert (f"destination 'mailchimp-demo': this plan creates contacts ({creates} as pending) with a status "
+                f"new_contacts = \"{now}\" in the config now gives no one") in refused
+        point_at(shop, f'new_contacts = "{now}"', 'new_contacts = "pending"')
+    assert mailchimp_fake.write_calls == 0 and not mailchimp_fake.lists["aud1"].members
+    cli("apply", "--config", str(shop), str(saved))
+    assert {m["status"] for m in mailchimp_fake.lists["aud1"].members.values()} == {"pending"}

@@ -5,11 +5,15 @@ at another audience (``audience = "aud2"``) or another type would be planned fro
 one: every contact believed in the new audience already, nobody pushed, exit 0. So the ledger remembers the
 destination's target (a cursor, as the schedule's identity is kept), and a plan against another target is a
 configuration error naming the key, unless ``--full-refresh`` (which reads who the ESP holds and pushes every tag
-and field again) moves the destination there; that apply, once every change was tried, records the new target.
+and field again) moves the destination there; that apply, once every change succeeded, records the new target.
+
+A saved plan (``plan -o``, ``apply``) names its target (``pushed_to``) and is applied only there, and only while
+the contacts it creates get a status the destination's ``new_contacts`` gives now (:func:`check_saved`).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
@@ -17,6 +21,7 @@ from ..errors import ConfigError
 if TYPE_CHECKING:
     from ..config import DestinationConfig
     from ..ledger.cursors import Cursors
+    from .plan import Plan
 
 #: the ledger cursor (source, destination name) holding a destination's target
 TARGET_CURSOR = "destination target"
@@ -48,17 +53,28 @@ def check_target(ledger: "Cursors", dest: "DestinationConfig", *, full_refresh: 
     raise ConfigError(moved_message(dest, then))
 
 
-def check_saved_target(ledger: "Cursors", dest: "DestinationConfig", planned: str | None) -> None:
-    """A saved plan is applied only to the target it was made for (``planned``: the plan file's ``pushed_to``;
-    None in a file written before it, then the ledger's target must be the config's)."""
+def check_saved(ledger: "Cursors", dest: "DestinationConfig", plan: "Plan") -> None:
+    """A saved plan is applied only to the target it was made for (its ``pushed_to``; None in a file written
+    before it, then the ledger's target must be the config's), and creates contacts only with a status the
+    destination's ``new_contacts`` gives now (a plan made under ``pending`` applied after a switch to ``skip``
+    would invite contacts who never agreed); else a :class:`ConfigError`."""
+    from .consent import status_for_new
+
     now = target_of(dest)
-    if planned is None:
+    if plan.pushed_to is None:
         check_target(ledger, dest)
-    elif planned != now:
-        raise ConfigError(f"destination {dest.name!r}: this plan was made for {describe(planned)}, but the config "
-                          f"now points the destination at {describe(now)} ({_key(planned, now)} changed): applied "
-                          f"there, its changes (made from what rfmsync pushed to the first) would be wrong; make "
-                          f"a new plan")
+    elif plan.pushed_to != now:
+        raise ConfigError(f"destination {dest.name!r}: this plan was made for {describe(plan.pushed_to)}, but the "
+                          f"config now points the destination at {describe(now)} ({_key(plan.pushed_to, now)} "
+                          f"changed): applied there, its changes (made from what rfmsync pushed to the first) would "
+                          f"be wrong; make a new plan")
+    given = {status_for_new(consent, dest.new_contacts or "skip") for consent in ("yes", "no", "unknown")}
+    refused = Counter(c.status_if_new for c in plan.changes if c.create and c.status_if_new not in given)
+    if refused:
+        counts = " and ".join(f"{n} as {status}" for status, n in sorted(refused.items()))
+        raise ConfigError(f"destination {dest.name!r}: this plan creates contacts ({counts}) with a status "
+                          f"new_contacts = \"{dest.new_contacts}\" in the config now gives no one (it changed since "
+                          f"the plan was made): make a new plan")
 
 
 def moved_message(dest: "DestinationConfig", then: str) -> str:
@@ -91,5 +107,5 @@ def _setting(target: str, other: str) -> str:
     return f'type = "{kind}"' + (f' (audience = "{audience}")' if audience else "")
 
 
-__all__ = ["TARGET_CURSOR", "check_saved_target", "check_target", "describe", "known_target", "moved_message",
+__all__ = ["TARGET_CURSOR", "check_saved", "check_target", "describe", "known_target", "moved_message",
            "record_target", "target_of"]
