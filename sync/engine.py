@@ -31,7 +31,7 @@ from .ledger import Ledger, Locks, owner_process_gone
 from .model import CallResults, ItemResult, PushedState, failed_results
 from .outcomes import OutcomeWriter, StateFold
 from .planning.plan import Plan
-from .planning.target import known_target, record_target
+from .planning.target import move_if_planned
 
 log = logging.getLogger(__name__)
 
@@ -266,8 +266,8 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                 plan = replan()
         if between is not None:
             between()  # stopped before the run starts: nothing to record
-        if known_target(ledger, plan.destination) is None:  # a first apply (or a ledger older than targets)
-            record_target(ledger, plan.destination, plan.pushed_to)
+        # a full refresh's move: the ledger forgets the old audience's state (a first apply: records its target)
+        move_if_planned(ledger, plan.destination, plan.pushed_to, (held.name, held.owner))
         run_id = ledger.start_run(kind, plan.destination)
         counts = {**(data or {}), "planned": len(plan.changes), "skipped": len(plan.skipped), "ok": 0, "failed": 0,
                   "ledger_only": 0}
@@ -294,8 +294,6 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         lost: list[str] = []  # what the destination lost since rfmsync pushed it (lost_in_destination)
         forgotten: set[tuple[str, str]] = set()  # and what the ledger forgot for it
         if plan.is_empty:
-            if not alone:  # a full refresh that found nothing to do moved the destination all the same
-                record_target(ledger, plan.destination, plan.pushed_to)
             ledger.finish_run(run_id, "succeeded", counts)
             summary.status = "succeeded"
             return ApplyReport(plan.destination, run_id, "succeeded", counts)
@@ -363,8 +361,6 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                 ledger.finish_run(run_id, summary.status, counts, error=str(exc))
                 raise
         status = "succeeded" if counts["failed"] == 0 and not lost else "partial"
-        if status == "succeeded" and not alone:  # every change done: the ledger is of the plan's target now (a
-            record_target(ledger, plan.destination, plan.pushed_to)  # failed one's row is still the old target's)
         ledger.finish_run(run_id, status, counts, error="; ".join(errors[:5]) or None)
         summary.status = status
         if len(plan.changes) >= COPY_AFTER:

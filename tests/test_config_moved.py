@@ -3,6 +3,7 @@ the old one (docs/sync.md#another-audience), through the CLI against the statefu
 
 from __future__ import annotations
 
+import csv
 import json
 from datetime import date
 from pathlib import Path
@@ -58,7 +59,9 @@ def test_a_destination_pointed_at_another_audience_is_refused_until_a_full_refre
     for command in ("plan", "sync"):
         refused = cli(command, "--config", str(shop), "--as-of", AS_OF, code=2).output
         assert "destination 'mailchimp-demo': audience = \"aud2\" in the config now" in refused
-        assert 'pushed to mailchimp audience "aud1"' in refused and "--full-refresh" in refused
+        assert 'pushed to mailchimp audience "aud1"' in refused
+        assert "run 'rfmsync sync --destination mailchimp-demo --full-refresh' once" in refused
+        assert "The other destinations wait until then" in refused
     assert mailchimp_fake.write_calls == writes and not mailchimp_fake.lists["aud2"].members
 
     cli("sync", "--config", str(shop), "--as-of", AS_OF, "--full-refresh")
@@ -73,19 +76,34 @@ def test_a_destination_pointed_at_another_audience_is_refused_until_a_full_refre
     assert 'audience = "aud1" in the config now' in back and 'set audience = "aud2" again' in back
 
 
-def test_a_full_refresh_that_did_not_finish_does_not_move_the_destination(shop, mailchimp_fake):
+def test_a_move_stopped_half_way_is_finished_by_the_next_sync_and_going_back_is_another_move(shop, mailchimp_fake):
     cli("sync", "--config", str(shop), "--as-of", AS_OF)
     point_at(shop, 'audience = "aud1"', 'audience = "aud2"')
     rejected = sorted(mailchimp_fake.lists["aud1"].members)[0]
     mailchimp_fake.member_errors[rejected] = "Invalid Resource"
+    said = cli("plan", "--config", str(shop), "--as-of", AS_OF, "--full-refresh").output
+    assert 'moves the destination from mailchimp audience "aud1" to mailchimp audience "aud2"' in said
     cli("sync", "--config", str(shop), "--as-of", AS_OF, "--full-refresh", code=4)  # one contact failed
-    # his ledger row is still what aud1 holds: a plain run would never push him to aud2
-    assert "pushed to mailchimp audience \"aud1\"" in cli("sync", "--config", str(shop), "--as-of", AS_OF,
-                                                           code=2).output
+    assert rejected not in mailchimp_fake.lists["aud2"].members
+    # the move was recorded as it started: the ledger holds only what was pushed to aud2, and a plain run
+    # finishes it (the failed contact pushed), no refusal
     mailchimp_fake.member_errors.clear()
-    cli("sync", "--config", str(shop), "--as-of", AS_OF, "--full-refresh")
-    assert audience(mailchimp_fake, "aud2") == audience(mailchimp_fake, "aud1")
     cli("sync", "--config", str(shop), "--as-of", AS_OF)
+    assert audience(mailchimp_fake, "aud2") == audience(mailchimp_fake, "aud1")
+
+    point_at(shop, '"Best active" = "VIP"\n"Falling asleep" = "Winback soft"',
+             '"Best active" = "Winback soft"\n"Falling asleep" = "VIP"')  # aud2 follows the mapping
+    cli("sync", "--config", str(shop), "--as-of", AS_OF, "--allow-mass-change")
+    point_at(shop, 'audience = "aud2"', 'audience = "aud1"')  # and back: aud1 did not follow meanwhile
+    back = cli("sync", "--config", str(shop), "--as-of", AS_OF, code=2).output
+    assert 'set audience = "aud2" again' in back
+    # a move again, planned against nothing known: --reconcile reads who holds the managed tags in aud1
+    cli("sync", "--config", str(shop), "--as-of", AS_OF, "--full-refresh", "--reconcile", "--allow-mass-change")
+    now, then = audience(mailchimp_fake, "aud1"), audience(mailchimp_fake, "aud2")
+    assert {k: now[k] for k in then} == then  # every field and tag as the config says now, no VIP left stale
+    writes = mailchimp_fake.write_calls
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)
+    assert mailchimp_fake.write_calls == writes
 
 
 def test_a_saved_plan_is_not_applied_to_the_audience_the_config_points_at_since(shop, mailchimp_fake, tmp_path):
@@ -186,6 +204,29 @@ def test_a_renamed_destination_leaves_behind_only_the_tags_it_no_longer_manages(
     assert len(said) == 1 and f"stay on them: 'VIP' ({vip} contacts);" in said[0]
 
 
+def test_a_move_forgets_the_old_audience_s_state_and_records_the_new_one_at_once(ledger_url):  # noqa: F811
+    from sync.ledger import Ledger
+    from sync.model import ItemResult, PushedState
+    from sync.planning.target import TARGET_CURSOR, known_target, move_if_planned
+
+    with Ledger.connect(ledger_url) as ledger:
+        run = ledger.start_run("sync", "mc")
+        ledger.save_states("mc", run, [PushedState(f"{i}@x.io", str(i), frozenset({"VIP"}), {}, True)
+                                       for i in range(3)])
+        ledger.save_states("other", run, [PushedState("0@x.io", "0", frozenset({"VIP"}), {}, True)])
+        ledger.record_results("mc", run, [ItemResult("1@x.io", "upsert", False, "Invalid Resource")])
+        move_if_planned(ledger, "mc", "mailchimp:aud1", ("sync:mc", "me"))  # a first apply: recorded
+        assert known_target(ledger, "mc") == "mailchimp:aud1" and len(ledger.load_state("mc")) == 3
+        revision = ledger.state_revision("mc")
+        assert ledger.acquire_lock("sync:mc", "me", 60)
+        move_if_planned(ledger, "mc", "mailchimp:aud2", ("sync:mc", "me"))
+        assert known_target(ledger, "mc") == "mailchimp:aud2"
+        assert ledger.load_state("mc") == {} and ledger.pending_failures("mc") == []
+        assert ledger.state_revision("mc") > revision  # a plan made before is stale
+        assert list(ledger.load_state("other")) == ["0@x.io"]  # another destination's state is kept
+        assert ledger.get_cursor(TARGET_CURSOR, "mc") == "mailchimp:aud2"
+
+
 def test_the_ledger_lists_the_destinations_it_holds_state_of_and_their_targets(ledger_url):  # noqa: F811
     from sync.ledger import Ledger
     from sync.model import PushedState
@@ -216,3 +257,38 @@ def test_a_saved_plan_creates_nobody_with_a_status_new_contacts_no_longer_gives(
     assert mailchimp_fake.write_calls == 0 and not mailchimp_fake.lists["aud1"].members
     cli("apply", "--config", str(shop), str(saved))
     assert {m["status"] for m in mailchimp_fake.lists["aud1"].members.values()} == {"pending"}
+
+
+def set_consent(folder: Path, emails: set[str], value: str) -> None:
+    """The shop's clients.csv with these customers' consent column set to ``value``."""
+    path = folder / "clients.csv"
+    rows = list(csv.reader(path.open(encoding="utf-8-sig"), delimiter=";"))
+    for row in rows[1:]:
+        if row[4] in emails:
+            row[5] = value
+    with path.open("w", encoding="utf-8", newline="") as f:
+        f.write("\ufeff")
+        csv.writer(f, delimiter=";").writerows(rows)
+
+
+def test_under_skip_one_full_refresh_moves_the_destination_and_the_next_syncs_go_on(shop, mailchimp_fake):
+    point_at(shop, 'new_contacts = "transactional"', 'new_contacts = "skip"')
+    rows = list(csv.reader((shop.parent / "clients.csv").open(encoding="utf-8-sig"), delimiter=";"))
+    theirs = {r[4] for r in rows[1:] if r[5] != "да" and r[4]}
+    assert theirs
+    for email in theirs:  # the shop's own members of aud1, whose consent rfmsync's source does not know
+        mailchimp_fake.add_member(email, status="transactional", list_id="aud1")
+    set_consent(shop.parent, theirs, "")
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)
+    who = sorted(theirs)[0].lower()
+    assert mailchimp_fake.tags_of(who, "aud1")  # tagged in aud1, never created anywhere
+
+    point_at(shop, 'audience = "aud1"', 'audience = "aud2"')
+    cli("sync", "--config", str(shop), "--as-of", AS_OF, "--full-refresh", "--allow-mass-change")  # exit 0: moved
+    assert who not in mailchimp_fake.lists["aud2"].members  # skip: not created without consent
+    writes = mailchimp_fake.write_calls
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)  # the ledger is aud2's: nothing more to do
+    assert mailchimp_fake.write_calls == writes
+    set_consent(shop.parent, {e for e in theirs if e.lower() == who}, "да")  # he agreed since
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)
+    assert mailchimp_fake.member(who, "aud2")["status"] == "subscribed" and mailchimp_fake.tags_of(who, "aud2")

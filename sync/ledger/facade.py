@@ -169,6 +169,7 @@ class Ledger:
     save_states = _Via("state", PushedStates.save_states)
     forget = _Via("state", PushedStates.forget)
     forget_lost = _Via("state", PushedStates.forget_lost)
+    move_state = _Via("state", PushedStates.move_state)
     record_owners = _Via("state", PushedStates.record_owners)
     lost_tags = _Via("state", PushedStates.lost_tags)
     settle_lost = _Via("state", PushedStates.settle_lost)

@@ -21,6 +21,7 @@ from .bulk import PAGE, STATE_COLUMNS, select_state_pg, select_state_sqlite
 from .db import LedgerDB, chunks
 from .locks import check_lock_held
 from .lost import LostTagMemory, given_back, spellings
+from .moves import StateMoves
 from .schema import lost_tags, pushed_state, state_revisions
 from .state_rows import dump_fields, save_rows_pg, save_rows_sqlite
 from .statecache import Counter, StateCache, StateParts, WrittenRevisions, renewal_due, state_parts
@@ -87,7 +88,7 @@ def _states(rows: Iterable[Any]) -> dict[str, PushedState]:
     return state
 
 
-class PushedStates(LostTagMemory):
+class PushedStates(LostTagMemory, StateMoves):
     """The ``pushed_state`` and ``state_revisions`` tables."""
 
     def __init__(self, db: LedgerDB, cache: StateCache | None = None) -> None:

@@ -100,6 +100,13 @@ class StateCache:
                 path.unlink()
         return ahead
 
+    def drop(self, destination: str) -> None:
+        """Delete ``destination``'s copy (its pushed state was forgotten: a destination moved elsewhere)."""
+        path = self.path(destination)
+        self._join(path)
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+
     def _reader(self, destination: str, counter: Counter) -> "pa.ipc.RecordBatchFileReader | None":
         """The copy of ``destination`` of ``counter``'s epoch (its footer read, not its rows); None if none."""
         import pyarrow as pa

@@ -4,8 +4,11 @@ The pushed state (:mod:`sync.ledger.state`) is keyed by the destination's name. 
 at another audience (``audience = "aud2"``) or another type would be planned from what rfmsync pushed to the old
 one: every contact believed in the new audience already, nobody pushed, exit 0. So the ledger remembers the
 destination's target (a cursor, as the schedule's identity is kept), and a plan against another target is a
-configuration error naming the key, unless ``--full-refresh`` (which reads who the ESP holds and pushes every tag
-and field again) moves the destination there; that apply, once every change succeeded, records the new target.
+configuration error naming the key, unless ``--full-refresh`` moves the destination there: planned against nothing
+known (as a new destination is: it reads who the ESP holds and pushes every tag and field), and applied after one
+ledger transaction that records the new target and forgets what the ledger held of the old one
+(:func:`move_if_planned`). A move stopped half-way leaves only what it pushed to the new target, which the next
+plain sync finishes; going back is another move.
 
 A saved plan (``plan -o``, ``apply``) names its target (``pushed_to``) and is applied only there, and only while
 the contacts it creates get a status the destination's ``new_contacts`` gives now (:func:`check_saved`).
@@ -13,6 +16,7 @@ the contacts it creates get a status the destination's ``new_contacts`` gives no
 
 from __future__ import annotations
 
+import shlex
 from collections import Counter
 from typing import TYPE_CHECKING
 
@@ -20,6 +24,7 @@ from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from ..config import DestinationConfig
+    from ..ledger import Ledger
     from ..ledger.cursors import Cursors
     from .plan import Plan
 
@@ -42,6 +47,34 @@ def record_target(ledger: "Cursors", name: str, target: str | None) -> None:
     """Record ``target`` as the one the pushed state of ``name`` describes (nothing for None or no change)."""
     if target is not None and known_target(ledger, name) != target:
         ledger.set_cursor(TARGET_CURSOR, name, target)
+
+
+def moving_from(ledger: "Cursors", dest: "DestinationConfig") -> str | None:
+    """The target ``dest`` is moved from by a full refresh (the ledger's, when the config's is another); None
+    when it is not moved (the same target, or none recorded yet)."""
+    then = known_target(ledger, dest.name)
+    return then if then is not None and then != target_of(dest) else None
+
+
+def moved_note(dest: "DestinationConfig", then: str) -> str:
+    """The note of a full refresh that moves ``dest`` from the target ``then`` to the config's."""
+    return (f"moves the destination from {describe(then)} to {describe(target_of(dest))}: planned as for a new "
+            f"destination; applied, the ledger forgets what rfmsync pushed to {describe(then)}, whose contacts keep "
+            f"rfmsync's tags (retire_tags can no longer take them off)")
+
+
+def move_if_planned(ledger: "Ledger", name: str, target: str | None, lock: tuple[str, str]) -> None:
+    """Before an apply of ``name``'s plan for ``target`` (its ``pushed_to``): record the target when the ledger has
+    none yet (a first apply, or a ledger older than targets); when it has another, the plan is a move's (only a
+    full refresh plans one, against nothing known; a plan made before the ledger moved is stale by its revision)
+    and the ledger forgets the old target's state as it records the new one, in one transaction."""
+    then = known_target(ledger, name)
+    if target is None or then == target:
+        return
+    if then is None:
+        record_target(ledger, name, target)
+    else:
+        ledger.move_state(name, (TARGET_CURSOR, name), target, lock=lock)
 
 
 def check_target(ledger: "Cursors", dest: "DestinationConfig", *, full_refresh: bool = False) -> str:
@@ -83,9 +116,11 @@ def moved_message(dest: "DestinationConfig", then: str) -> str:
     return (f"destination {dest.name!r}: {_setting(now, then)} in the config now, but its ledger holds what rfmsync "
             f"pushed to {describe(then)}; planned from it, every contact would be taken for one {describe(now)} holds "
             f"already and nobody would be pushed there. To move the destination there, run 'rfmsync sync "
-            f"--full-refresh' once (it reads which contacts {describe(now)} holds and pushes every tag and field; "
-            f"rfmsync's tags stay as they are on the contacts of {describe(then)}); to keep syncing "
-            f"{describe(then)}, set {_setting(then, now)} again")
+            f"--destination {shlex.quote(dest.name)} --full-refresh' once (it reads which contacts {describe(now)} "
+            f"holds and pushes every tag and field; the ledger forgets what rfmsync pushed to {describe(then)}, whose "
+            f"contacts keep rfmsync's tags: to have them taken off, set {_setting(then, now)} again, retire them "
+            f"(retire_tags) and sync first); to keep syncing {describe(then)}, set {_setting(then, now)} again. "
+            f"The other destinations wait until then (or sync them with --destination)")
 
 
 def describe(target: str) -> str:
@@ -107,5 +142,5 @@ def _setting(target: str, other: str) -> str:
     return f'type = "{kind}"' + (f' (audience = "{audience}")' if audience else "")
 
 
-__all__ = ["TARGET_CURSOR", "check_saved", "check_target", "describe", "known_target", "moved_message",
-           "record_target", "target_of"]
+__all__ = ["TARGET_CURSOR", "check_saved", "check_target", "describe", "known_target", "move_if_planned",
+           "moved_message", "moved_note", "moving_from", "record_target", "target_of"]
