@@ -164,6 +164,7 @@ class Ledger:
     load_states = _Via("state", PushedStates.load_states)
     load_state_of = _Via("state", PushedStates.load_state_of)
     tag_set_counts = _Via("state", PushedStates.tag_set_counts)
+    tag_sets_beside = _Via("state", PushedStates.tag_sets_beside)
     state_destinations = _Via("state", PushedStates.state_destinations)
     field_holders = _Via("state", PushedStates.field_holders)
     save_states = _Via("state", PushedStates.save_states)

@@ -10,9 +10,9 @@ import json
 import logging
 import sqlite3
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, Container, Iterable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Container, Iterable, Mapping, Protocol, Sequence
 
-from sqlalchemy import case, delete, func, or_, select
+from sqlalchemy import and_, case, delete, func, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -217,6 +217,26 @@ class PushedStates(LostTagMemory, StateMoves):
         out: dict[frozenset[str], int] = {}
         for tags, n in rows:
             key = frozenset(_decode(tags))
+            out[key] = out.get(key, 0) + n
+        return out
+
+    def tag_sets_beside(self, destination: str, others: Sequence[str] = ()
+                        ) -> dict[tuple[frozenset[str], ...], int]:
+        """:meth:`tag_set_counts` of ``destination``'s contacts, grouped with the tag sets the rows of ``others``
+        hold for the same contacts (empty when they hold none): ``(own, *others') → count``, in one query, each
+        row of ``others`` read by its primary key (a destination removed from the config beside one renamed)."""
+        t, aliases = pushed_state, [pushed_state.alias(f"beside{i}") for i in range(len(others))]
+        joined: Any = t
+        for alias, name in zip(aliases, others):
+            joined = joined.outerjoin(alias, and_(alias.c.destination == name, alias.c.key == t.c.key))
+        sets = (t.c.tags, *(a.c.tags for a in aliases))
+        query = select(*sets, func.count()).select_from(joined).where(t.c.destination == destination,
+                                                                      t.c.tags != "[]").group_by(*sets)
+        with self._db.read() as conn:
+            rows = conn.execute(query).all()
+        out: dict[tuple[frozenset[str], ...], int] = {}
+        for *texts, n in rows:
+            key = tuple(frozenset(_decode(text)) if text else frozenset() for text in texts)
             out[key] = out.get(key, 0) + n
         return out
 

@@ -13,7 +13,7 @@ counted by the plan guards (``max_removal_pct``) like any other.
 from __future__ import annotations
 
 import json
-from typing import Protocol
+from typing import Protocol, Sequence
 
 import duckdb
 
@@ -31,7 +31,8 @@ class RemovedStates(Cursors, Protocol):
 
     def state_destinations(self) -> list[str]: ...
 
-    def tag_set_counts(self, destination: str) -> dict[frozenset[str], int]: ...
+    def tag_sets_beside(self, destination: str, others: Sequence[str] = ()
+                        ) -> dict[tuple[frozenset[str], ...], int]: ...
 
 #: at most this many tags named in the warning (the rest counted)
 SHOWN = 10
@@ -81,21 +82,22 @@ def left_behind_warning(dest: DestinationConfig, found: list[tuple[str, int]]) -
 def removed_destinations(cfg: Config, ledger: "RemovedStates") -> list[str]:
     """A warning for each destination the ledger holds pushed state of that the config no longer has (its
     ``[[destinations]]`` table removed, or renamed): the tags/lists rfmsync gave its contacts stay on them, and no
-    plan of the config says so (:func:`left_behind` reads a configured destination's rows). A tag a configured
-    destination of the same audience manages (whatever its case: a destination renamed with its mapping) is not
-    left behind: that one takes it off whom it leaves."""
+    plan of the config says so (:func:`left_behind` reads a configured destination's rows). A contact's tag is not
+    left behind when a configured destination of the same recorded audience holds it for him in its own ledger
+    rows (whatever its case: a destination renamed with its mapping, once synced): that one takes it off him when
+    he leaves its segment. With no audience recorded (a ledger older than that), nothing is excused."""
     names = {d.name for d in cfg.destinations}
     out = []
     for name in ledger.state_destinations():
         if name in names:
             continue
         target = known_target(ledger, name)
-        managed = {t.strip().casefold() for d in cfg.destinations if target is None or target_of(d) == target
-                   for t in all_managed(d)}
+        beside = [d.name for d in cfg.destinations if target is not None and target_of(d) == target]
         counts: dict[str, int] = {}
-        for tags, n in ledger.tag_set_counts(name).items():
+        for (tags, *theirs), n in ledger.tag_sets_beside(name, beside).items():
+            held = {t.strip().casefold() for other in theirs for t in other}
             for tag in tags:
-                if tag.strip().casefold() not in managed:
+                if tag.strip().casefold() not in held:
                     counts[tag] = counts.get(tag, 0) + n
         if counts:
             out.append(_removed_warning(name, target, sorted(counts.items())))
