@@ -125,6 +125,7 @@ def plan(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: Seque
     ``sync --dry-run``). The ESPs are read (read-only) when their credentials are set and ``remote``."""
     from .ingest import run_stats
     from .planning.planner import needs_predictions, plan_all, selected_destinations
+    from .planning.retired import removed_destinations
     from .run import guard_warnings, require_destinations
 
     require_destinations(cfg)
@@ -134,7 +135,7 @@ def plan(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: Seque
     try:
         stats = run_stats(run)
         names = [d.name for d in selected_destinations(cfg, destinations)]
-        warnings = [*run.warnings, *guard_warnings(cfg, ledger, stats, names)]
+        warnings = [*run.warnings, *guard_warnings(cfg, ledger, stats, names), *removed_destinations(cfg, ledger)]
         with steps.step("planning"):
             planned = plan_all(cfg, run, ledger, settings, destinations=destinations, full_refresh=full_refresh,
                                reconcile=reconcile, remote=remote)

@@ -31,6 +31,7 @@ from .ledger import Ledger, Locks, owner_process_gone
 from .model import CallResults, ItemResult, PushedState, failed_results
 from .outcomes import OutcomeWriter, StateFold
 from .planning.plan import Plan
+from .planning.target import move_if_planned
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +266,8 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
                 plan = replan()
         if between is not None:
             between()  # stopped before the run starts: nothing to record
+        # a full refresh's move: the ledger forgets the old audience's state (a first apply: records its target)
+        move_if_planned(ledger, plan.destination, plan.pushed_to, (held.name, held.owner))
         run_id = ledger.start_run(kind, plan.destination, data)  # a run killed: abandoned with its input counts
         counts = {**(data or {}), "planned": len(plan.changes), "skipped": len(plan.skipped), "ok": 0, "failed": 0,
                   "ledger_only": 0}

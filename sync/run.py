@@ -29,6 +29,8 @@ from .ledger import Ledger, RunHistory
 from .pipeline import Reading, today_in
 from .planning.plan import Plan
 from .planning.planner import PlannedDestination, plan_all, selected_destinations
+from .planning.retired import removed_destinations
+from .planning.target import check_saved
 from .refusals import HeldAgain, apply_alone, judge_replan, refuse, refuse_after_withdrawals
 from .store import STORE_LOCK
 from .settings import Settings
@@ -99,7 +101,7 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
                 planned = plan_all(cfg, run, ledger, settings, destinations=destinations, full_refresh=full_refresh,
                                    reconcile=reconcile, remote=True, require_remote=True)
             warnings = [*run.warnings, *(f"{p.plan.destination}: {w}" for p in planned for w in p.plan.warnings
-                                         if not w.startswith("guard "))]
+                                         if not w.startswith("guard ")), *removed_destinations(cfg, ledger)]
             segments_now = snapshot(run)  # recorded in the segment history once the apply ran
         finally:
             run.close()
@@ -178,7 +180,8 @@ def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Se
     trips: the data guards on the counts saved with the plan, the plan guards against the ledger as it is now."""
     require_destinations(cfg)
     for plan in plans:
-        cfg.destination(plan.destination)  # an unknown destination is a config error before anything else
+        # an unknown destination is a config error before anything else, and so is one pointed elsewhere since
+        check_saved(ledger, cfg.destination(plan.destination), plan)
         now = ledger.state_revision(plan.destination)
         if now != plan.ledger_revision:
             raise _stale(plan, now)

@@ -116,6 +116,31 @@ def test_a_ledger_restored_to_an_older_revision_is_read_in_full(tmp_path: Path) 
         assert through_cache == full and through_cache["a@x.io"].fields == {"N": 1}
 
 
+def test_a_restored_ledger_written_past_its_copy_before_any_plan_is_not_read_from_it(tmp_path: Path,
+                                                                                      caplog) -> None:
+    """Restored, then written again (webhook resyncs save without reading the whole state) up to the copy's
+    revision and past it: the copy, of the history the restore undid, would pass for the state at its revision."""
+    path, backup = tmp_path / "rfmsync.db", tmp_path / "backup.db"
+    folder = tmp_path / "cache"
+    with Ledger.connect(f"sqlite:///{path}", state_cache=folder) as ledger:
+        ledger.save_states(DEST, None, [state(k, 1) for k in KEYS[:3]])
+        ledger.checkpoint()
+        shutil.copy(path, backup)
+        for n in (2, 3):
+            ledger.save_states(DEST, None, [state(k, n) for k in KEYS[:3]])
+        assert read_both(ledger, DEST)[0]["a@x.io"].fields == {"N": 3}  # the copy, at revision 3
+    for saves in (2, 3):  # up to the copy's revision (3), and past it (4)
+        shutil.copy(backup, path)  # the older file back (revision 1)
+        caplog.clear()
+        with Ledger.connect(f"sqlite:///{path}", state_cache=folder) as ledger:
+            for n in range(saves):
+                ledger.save_states(DEST, None, [state(KEYS[0], 7 + n)])
+            through_cache, full = read_both(ledger, DEST)
+            assert through_cache == full and through_cache["c@x.io"].fields == {"N": 1}
+            assert ledger.state_revision(DEST) == 1 + saves
+        assert "behind its cached copy (revision 3)" in caplog.text and "--full-refresh" in caplog.text
+
+
 def test_a_copy_that_does_not_read_means_the_full_read(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'rfmsync.db'}"
     with Ledger.connect(url) as ledger:

@@ -174,7 +174,8 @@ def _print_reports(reports) -> None:
 @dest_option
 @as_of_option
 @click.option("--dry-run", is_flag=True, help="Only show the plan (same as `rfmsync plan`).")
-@click.option("--full-refresh", is_flag=True, help="Push every field and tag again, whatever the ledger says.")
+@click.option("--full-refresh", is_flag=True, help="Push every field and tag again, whatever the ledger says; moves a destination whose "
+              "audience or type was changed (with --destination NAME: that one only).")
 @click.option("--reconcile", is_flag=True, help="Read managed tags/lists from the ESP and repair drift.")
 @click.option("--full", "full_pull", is_flag=True, help="Pull the whole history, ignoring the source cursor.")
 @reading_options

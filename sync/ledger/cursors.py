@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from sqlalchemy import select
+from sqlalchemy.engine import Connection
 
 from .db import LedgerDB
 from .schema import cursors
@@ -33,8 +34,13 @@ class CursorTable:
     def set_cursor(self, source: str, obj: str, value: str) -> None:
         if not isinstance(value, str):
             raise TypeError(f"cursor value for {source}/{obj} must be a str, not {type(value).__name__}")
-        ins = self._db.insert(cursors).values(source=source, obj=obj, value=value, updated_at=self._db.clock())
         with self._db.write() as conn:
-            conn.execute(ins.on_conflict_do_update(
-                index_elements=[cursors.c.source, cursors.c.obj],
-                set_={"value": ins.excluded.value, "updated_at": ins.excluded.updated_at}))
+            write_cursor(self._db, conn, source, obj, value)
+
+
+def write_cursor(db: LedgerDB, conn: Connection, source: str, obj: str, value: str) -> None:
+    """Save a cursor inside ``conn``'s transaction (with the writes it belongs with)."""
+    ins = db.insert(cursors).values(source=source, obj=obj, value=value, updated_at=db.clock())
+    conn.execute(ins.on_conflict_do_update(
+        index_elements=[cursors.c.source, cursors.c.obj],
+        set_={"value": ins.excluded.value, "updated_at": ins.excluded.updated_at}))

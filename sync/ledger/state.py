@@ -10,9 +10,9 @@ import json
 import logging
 import sqlite3
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, Container, Iterable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Container, Iterable, Mapping, Protocol, Sequence
 
-from sqlalchemy import case, delete, func, or_, select
+from sqlalchemy import and_, case, delete, func, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -21,6 +21,7 @@ from .bulk import PAGE, STATE_COLUMNS, select_state_pg, select_state_sqlite
 from .db import LedgerDB, chunks
 from .locks import check_lock_held
 from .lost import LostTagMemory, given_back, spellings
+from .moves import StateMoves
 from .schema import lost_tags, pushed_state, state_revisions
 from .state_rows import dump_fields, save_rows_pg, save_rows_sqlite
 from .statecache import Counter, StateCache, StateParts, WrittenRevisions, renewal_due, state_parts
@@ -87,13 +88,14 @@ def _states(rows: Iterable[Any]) -> dict[str, PushedState]:
     return state
 
 
-class PushedStates(LostTagMemory):
+class PushedStates(LostTagMemory, StateMoves):
     """The ``pushed_state`` and ``state_revisions`` tables."""
 
     def __init__(self, db: LedgerDB, cache: StateCache | None = None) -> None:
         self._db = db
         self._cache = cache
         self._written = WrittenRevisions()  # the revisions this object's saves and forgets made
+        self._checked: set[str] = set()  # the destinations whose cached copy a first save checked
 
     def close(self) -> None:
         """Wait for the cached copies still being written (:meth:`state_parts` writes them on a thread)."""
@@ -218,6 +220,26 @@ class PushedStates(LostTagMemory):
             out[key] = out.get(key, 0) + n
         return out
 
+    def tag_sets_beside(self, destination: str, others: Sequence[str] = ()
+                        ) -> dict[tuple[frozenset[str], ...], int]:
+        """:meth:`tag_set_counts` of ``destination``'s contacts, grouped with the tag sets the rows of ``others``
+        hold for the same contacts (empty when they hold none): ``(own, *others') → count``, in one query, each
+        row of ``others`` read by its primary key (a destination removed from the config beside one renamed)."""
+        t, aliases = pushed_state, [pushed_state.alias(f"beside{i}") for i in range(len(others))]
+        joined: Any = t
+        for alias, name in zip(aliases, others):
+            joined = joined.outerjoin(alias, and_(alias.c.destination == name, alias.c.key == t.c.key))
+        sets = (t.c.tags, *(a.c.tags for a in aliases))
+        query = select(*sets, func.count()).select_from(joined).where(t.c.destination == destination,
+                                                                      t.c.tags != "[]").group_by(*sets)
+        with self._db.read() as conn:
+            rows = conn.execute(query).all()
+        out: dict[tuple[frozenset[str], ...], int] = {}
+        for *texts, n in rows:
+            key = tuple(frozenset(_decode(text)) if text else frozenset() for text in texts)
+            out[key] = out.get(key, 0) + n
+        return out
+
     def field_holders(self, destination: str, names: Iterable[str]) -> dict[str, int]:
         """How many of ``destination``'s contacts hold each field of ``names`` in their pushed fields (names none
         holds left out): one scan, a count per name over the fields' text, matching the key as the ledger
@@ -335,6 +357,11 @@ class PushedStates(LostTagMemory):
         self._written.note(destination, revision, len(found))
         return [key for _, key in found]
 
+    def state_destinations(self) -> list[str]:
+        """The destinations whose pushed state was ever written (one counter each: no scan of the state), sorted."""
+        with self._db.read() as conn:
+            return sorted(conn.execute(select(state_revisions.c.destination)).scalars())
+
     def state_revision(self, destination: str) -> int:
         """Counter bumped by every save/forget that changed ``destination``'s state (0 if never)."""
         with self._db.read() as conn:
@@ -351,9 +378,13 @@ class PushedStates(LostTagMemory):
         """The destination's next revision (a new counter gets a random epoch). Taken before the rows are
         written, so on PostgreSQL concurrent writers of one destination commit in revision order."""
         ins = self._db.insert(state_revisions).values(destination=destination, revision=1, epoch=uuid.uuid4().hex)
-        return int(conn.execute(ins.on_conflict_do_update(
-            index_elements=[state_revisions.c.destination],
-            set_={"revision": state_revisions.c.revision + 1}).returning(state_revisions.c.revision)).scalar_one())
+        revision, epoch = conn.execute(ins.on_conflict_do_update(
+            index_elements=[state_revisions.c.destination], set_={"revision": state_revisions.c.revision + 1}
+        ).returning(state_revisions.c.revision, state_revisions.c.epoch)).one()
+        if self._cache is not None and destination not in self._checked:  # once a process: a copy ahead of the
+            self._checked.add(destination)  # ledger is of a history a restore undid (statecache.drop_if_ahead)
+            self._cache.drop_if_ahead(destination, Counter(int(revision) - 1, epoch))
+        return int(revision)
 
 
 def _select_state(conn: Connection) -> Any:

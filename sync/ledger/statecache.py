@@ -68,19 +68,58 @@ class StateCache:
 
         path = self.path(destination)
         self._join(path)
-        if counter.epoch is None or not path.exists():
-            return None
         try:
-            reader = pa.ipc.open_file(pa.memory_map(str(path)))
-            meta = reader.schema.metadata or {}
-            revision = int(meta.get(b"revision", b"-1"))
-            if (meta.get(b"format") != FORMAT or meta.get(b"destination") != destination.encode()
-                    or meta.get(b"epoch") != counter.epoch.encode() or not 0 <= revision <= counter.revision):
+            reader = self._reader(destination, counter)
+            if reader is None:
+                return None
+            revision = int(reader.schema.metadata[b"revision"])
+            if revision > counter.revision:
+                _went_back(destination, counter, revision)
                 return None
             return reader.read_all().replace_schema_metadata(None), revision
         except (OSError, ValueError, pa.ArrowException) as exc:
             log.debug("ledger: state cache %s not used: %s", path, exc)
             return None
+
+    def drop_if_ahead(self, destination: str, counter: Counter) -> bool:
+        """Delete ``destination``'s copy when it is of ``counter``'s epoch and ahead of its revision: the ledger
+        went back (restored from an older copy of its file), and the revisions it now writes again would make
+        that copy, of another history, look current to the next plan. Whether it was deleted."""
+        import pyarrow as pa
+
+        path = self.path(destination)
+        self._join(path)
+        try:
+            reader = self._reader(destination, counter)
+            ahead = reader is not None and int(reader.schema.metadata[b"revision"]) > counter.revision
+        except (OSError, ValueError, pa.ArrowException):
+            return False  # (one that does not read is not used)
+        if ahead:
+            _went_back(destination, counter, int(reader.schema.metadata[b"revision"]))  # type: ignore[union-attr]
+            with contextlib.suppress(OSError):
+                path.unlink()
+        return ahead
+
+    def drop(self, destination: str) -> None:
+        """Delete ``destination``'s copy (its pushed state was forgotten: a destination moved elsewhere)."""
+        path = self.path(destination)
+        self._join(path)
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+
+    def _reader(self, destination: str, counter: Counter) -> "pa.ipc.RecordBatchFileReader | None":
+        """The copy of ``destination`` of ``counter``'s epoch (its footer read, not its rows); None if none."""
+        import pyarrow as pa
+
+        path = self.path(destination)
+        if counter.epoch is None or not path.exists():
+            return None
+        reader = pa.ipc.open_file(pa.memory_map(str(path)))
+        meta = reader.schema.metadata or {}
+        if (meta.get(b"format") != FORMAT or meta.get(b"destination") != destination.encode()
+                or meta.get(b"epoch") != counter.epoch.encode() or int(meta.get(b"revision", b"-1")) < 0):
+            return None
+        return reader
 
     def store(self, destination: str, counter: Counter, table: "pa.Table") -> None:
         """Keep ``table`` as ``destination``'s state at ``counter``: written on a thread of its own (the plan
@@ -119,6 +158,14 @@ class StateCache:
                         path, exc)
             with contextlib.suppress(OSError):  # no folder, or not one: there is no temp file either
                 temp.unlink(missing_ok=True)
+
+
+def _went_back(destination: str, counter: Counter, copy: int) -> None:
+    log.warning("ledger: the pushed state of destination %r is at revision %d, behind its cached copy (revision "
+                "%d): the ledger was restored from an older copy of its file? What rfmsync pushed after that copy "
+                "is not in it, so the ESP may hold tags and fields it does not know of; run 'rfmsync sync "
+                "--full-refresh' once (docs/ledger.md#restored-ledger)", destination,
+                counter.revision, copy)
 
 
 def cache_for(engine: "Engine", folder: Path | None = None) -> StateCache | None:

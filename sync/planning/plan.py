@@ -161,6 +161,9 @@ class Plan:
     withdrawn: tuple[str, ...] = ()
     #: what the plan guards judged when it was made (None: not judged: no change, a saved plan, a webhook resync)
     guard: PlanStats | None = None
+    #: the destination's target the plan was made for (:mod:`sync.planning.target`: ``mailchimp:aud1``); its apply
+    #: records it in the ledger, and a saved plan is applied only while the config points there
+    pushed_to: str | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -204,6 +207,7 @@ class Plan:
             "skipped": [asdict(s) for s in self.skipped],
             "owners": [{"key": o.key, "customer_id": o.customer_id, "was": o.was} for o in self.owners],
             "withdrawn": list(self.withdrawn), "guard": self.guard.to_json() if self.guard is not None else None,
+            "pushed_to": self.pushed_to,
         }
 
     @classmethod
@@ -224,9 +228,16 @@ class Plan:
                        notes=tuple(data.get("notes", ())), warnings=tuple(data.get("warnings", ())),
                        owners=tuple(OwnerChange(o["key"], o["customer_id"], o["was"])
                                     for o in data.get("owners", ())),
-                       withdrawn=tuple(withdrawn))
+                       withdrawn=tuple(withdrawn), pushed_to=_optional_str(data, "pushed_to"))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:  # AttributeError: an entry not an object
             raise ConfigError(f"not an rfmsync plan file: missing or bad {exc}") from None
+
+
+def _optional_str(data: Mapping[str, Any], key: str) -> str | None:
+    value = data.get(key)  # (none in a plan saved before it)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"\"{key}\" of destination {data.get('destination')!r} (a text)")
+    return value
 
 
 def _change_json(c: ContactChange) -> dict:

@@ -17,11 +17,13 @@ from ..destinations.base import Destination
 from ..destinations.registry import make_destination
 from ..errors import DestinationError
 from ..guards import PlanVerdict, judge_plan
+from ..ledger.bulk import state_schema
 from ..model import PushedState
 from .columnar import columnar_plan_stats, plan_columnar, reconcile_pushed, stage_pushed
 from .plan import Plan, all_managed, check_fields
 from .retired import left_behind, left_behind_warning
 from .rows import CustomerRows, stage_dicts, stage_segments
+from .target import check_target, moved_note, moving_from
 from .transitions import moves_sql, transition_tags_sql
 from .withdrawals import alone_note
 from .values import PREDICTIVE_VALUES, column_of
@@ -122,9 +124,15 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
     if not isinstance(rows, CustomerRows):
         rows = stage_dicts(rows)
     notes = []
+    target = check_target(ledger, dest, full_refresh=full_refresh)  # the ledger's state is of this audience
+    moved_from = moving_from(ledger, dest)  # a full refresh to another audience: planned as for a new destination
     revision = ledger.state_revision(dest.name)  # read before the state: a later write only makes it stale
-    state = ledger.state_parts(dest.name)  # a cached copy and the rows written since (or the full read)
-    stage_pushed(rows.con, state.base, state.changed)
+    if moved_from is None:
+        state = ledger.state_parts(dest.name)  # a cached copy and the rows written since (or the full read)
+        stage_pushed(rows.con, state.base, state.changed)
+    else:
+        stage_pushed(rows.con, state_schema().empty_table())
+        notes.append(moved_note(dest, moved_from))
     existing = None
     if client is not None and unchecked is None:
         if reconcile:
@@ -146,13 +154,15 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
                          extra_tags=extra_tags)
     # a plan without changes removes and changes nothing: no plan guard can trip (and counting the managed
     # contacts is a scan of the whole pushed state)
-    stats = columnar_plan_stats(rows.con, plan, ledger.lost_tags(dest.name)) if plan.changes else None
+    lost = ledger.lost_tags(dest.name) if moved_from is None else {}  # (a move forgets the old audience's)
+    stats = columnar_plan_stats(rows.con, plan, lost) if plan.changes else None
     verdict = judge_plan(cfg.guards, stats) if stats is not None else PlanVerdict()
     lines, withdrawals = verdict.lines, verdict.withdrawal_lines
     warnings = ((unchecked,) if unchecked is not None else ()) + ((behind,) if behind else ()) + lines
     note = alone_note(plan) if lines and not withdrawals else None  # what a refused sync still sends
     alone = (note,) if note else ()
-    plan = replace(plan, warnings=(*plan.warnings, *warnings), guard=stats, notes=(*plan.notes, *alone))
+    plan = replace(plan, warnings=(*plan.warnings, *warnings), guard=stats, notes=(*plan.notes, *alone),
+                   pushed_to=target)
     return PlannedDestination(plan, client, lines, replan=lambda: plan_one(
         cfg, dest, rows, ledger, client, unchecked, full_refresh=full_refresh, reconcile=reconcile,
         extra_tags=extra_tags), withdrawal_lines=withdrawals)

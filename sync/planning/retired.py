@@ -13,14 +13,26 @@ counted by the plan guards (``max_removal_pct``) like any other.
 from __future__ import annotations
 
 import json
+from typing import Protocol, Sequence
 
 import duckdb
 
 from connectors.normalize import lit
 
-from ..config import DestinationConfig
+from ..config import Config, DestinationConfig
+from ..ledger.cursors import Cursors
 from .columnar import LEDGER, TAGS
 from .plan import all_managed
+from .target import describe, known_target, target_of
+
+
+class RemovedStates(Cursors, Protocol):
+    """What :func:`removed_destinations` reads of the ledger."""
+
+    def state_destinations(self) -> list[str]: ...
+
+    def tag_sets_beside(self, destination: str, others: Sequence[str] = ()
+                        ) -> dict[tuple[frozenset[str], ...], int]: ...
 
 #: at most this many tags named in the warning (the rest counted)
 SHOWN = 10
@@ -67,10 +79,48 @@ def left_behind_warning(dest: DestinationConfig, found: list[tuple[str, int]]) -
             + "; ".join(a[0].upper() + a[1:] for a in act))
 
 
+def removed_destinations(cfg: Config, ledger: "RemovedStates") -> list[str]:
+    """A warning for each destination the ledger holds pushed state of that the config no longer has (its
+    ``[[destinations]]`` table removed, or renamed): the tags/lists rfmsync gave its contacts stay on them, and no
+    plan of the config says so (:func:`left_behind` reads a configured destination's rows). A contact's tag is not
+    left behind when a configured destination of the same recorded audience holds it for him in its own ledger
+    rows (whatever its case: a destination renamed with its mapping, once synced): that one takes it off him when
+    he leaves its segment. With no audience recorded (a ledger older than that), nothing is excused."""
+    names = {d.name for d in cfg.destinations}
+    out = []
+    for name in ledger.state_destinations():
+        if name in names:
+            continue
+        target = known_target(ledger, name)
+        beside = [d.name for d in cfg.destinations if target is not None and target_of(d) == target]
+        counts: dict[str, int] = {}
+        for (tags, *theirs), n in ledger.tag_sets_beside(name, beside).items():
+            held = {t.strip().casefold() for other in theirs for t in other}
+            for tag in tags:
+                if tag.strip().casefold() not in held:
+                    counts[tag] = counts.get(tag, 0) + n
+        if counts:
+            out.append(_removed_warning(name, target, sorted(counts.items())))
+    return out
+
+
+def _removed_warning(name: str, target: str | None, found: list[tuple[str, int]]) -> str:
+    shown = ", ".join(f"{tag!r} ({n} contact{'s' if n != 1 else ''})" for tag, n in found[:SHOWN])
+    more = f" and {len(found) - SHOWN} more" if len(found) > SHOWN else ""
+    where = f" of {describe(target)}" if target is not None else ""
+    names = ", ".join(toml_string(tag) for tag, _ in found)
+    return (f"destination {name!r} is no longer in the config, but the tags/lists rfmsync gave the contacts{where} "
+            f"stay on them: {shown}{more}; campaigns aimed at them still reach people who may have left those "
+            f"segments. To have rfmsync take them off the contacts it put them on (and only those), put the "
+            f"destination back under the name {toml_string(name)}, with its type and audience, no "
+            f"[destinations.segments] and retire_tags = [{names}], and sync once (the plan guards apply: "
+            f"max_removal_pct, 'rfmsync sync --allow-mass-change'); then remove it: this warning goes with the tags")
+
+
 def toml_string(text: str) -> str:
     """``text`` as a TOML basic string, to be pasted into the config: JSON's escapes (``\\"``, ``\\\\``, ``\\n``,
     ``\\uXXXX``) are TOML's, and DEL, which JSON leaves as it is and TOML does not, is escaped too."""
     return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
-__all__ = ["left_behind", "left_behind_warning", "toml_string"]
+__all__ = ["RemovedStates", "left_behind", "left_behind_warning", "removed_destinations", "toml_string"]

@@ -56,6 +56,7 @@ from ..ledger import Ledger
 from ..model import PushedState
 from ..pipeline import SegmentsRun, compute_segments, store_path, today_in
 from ..planning.plan import Plan, check_fields, desired_contacts, leave_shared_to_full_sync, plan_destination
+from ..planning.target import check_target
 from ..planning.transitions import move_join
 from ..refusals import HeldAgain, apply_alone, judge_replan, refuse, refuse_after_withdrawals
 from ..settings import Settings
@@ -239,6 +240,7 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
     client = make_destination(dest, settings, required=True)
     desired, invalid = desired_contacts(affected.rows, dest)
     keys = affected.contact_keys | {d.key for d in desired}
+    target = check_target(ledger, dest)  # a config pointed at another audience waits for a full refresh
     revision = ledger.state_revision(dest.name)
     last = ledger.load_state_of(dest.name, keys, affected.customer_ids)  # by key: never the whole destination
     desired, last, shared = leave_shared_to_full_sync(desired, last, affected.customer_ids,
@@ -252,6 +254,7 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
     plan = plan_destination(dest, desired, last, revision=revision, existing=existing, skipped=invalid,
                             remote_checked=True,
                             notes=[f"webhook resync of {len(affected.customer_ids)} customers", *shared])
+    plan = replace(plan, pushed_to=target)
     managed, counted = MANAGED_COUNTS.count(ledger, dest.name, plan.managed_tags, revision)
     lost = ledger.lost_tags(dest.name, {c.key for c in plan.changes})  # their tags the ESP lost, by key
     stats = replace(plan_stats(plan, last, lost), managed=managed)  # removed/changed need only the plan's contacts
