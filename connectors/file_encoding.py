@@ -150,6 +150,8 @@ def _unfinished(tail: bytes) -> bool:
 #: within about 70 minutes), with a retry-later error until then.
 SETTLED_SECONDS = 3600
 _SETTLED = f"{SETTLED_SECONDS // 60} minutes"
+#: an mtime ahead of this machine's clock by more than this is called a wrong clock in :func:`cut_short`
+CLOCK_SLACK = 300
 
 
 def settled(path: Path) -> bool:
@@ -163,7 +165,7 @@ def cut_short(path: Path) -> TransientError:
     ahead of this machine's clock (the writer's clock wrong) names that time and what to do."""
     mtime = path.stat().st_mtime
     ahead = ""
-    if mtime > time.time():
+    if mtime > time.time() + CLOCK_SLACK:  # a share's clock seconds ahead of ours is not worth a word
         when = datetime.fromtimestamp(mtime, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
         ahead = (f"; its modification time, {when}, is ahead of this machine's clock (the clock of the device or "
                  f"share that wrote it is wrong?), so it is taken as complete only {_SETTLED} after that: set that "
