@@ -6,7 +6,8 @@ instead of a silent table of zeros or thousands of bad rows:
 * no data rows in any orders file (a header-only export);
 * more than half of a file's rows without a usable order date (dates in another format than the reader
   understands, e.g. month-first): the message shows two of the raw values and suggests ``date_format``,
-  naming a format that reads them when one of the usual ones does.
+  naming a format that reads them when one of the usual ones does, or, when that format reads them all as
+  dates before ``normalize.EARLIEST`` (an export on the epoch's day, 1970-01-01), says so instead.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Protocol, Sequence
 import duckdb
 
 from .errors import BadFileError
+from .normalize import DATE_FORMATS, EARLIEST
 
 #: share of a file's rows whose date may fail before the file counts as misread
 MAX_BAD_DATE_SHARE = 0.5
@@ -54,6 +56,10 @@ def _dates_message(con: duckdb.DuckDBPyConnection, f: LoadedFile, n: int, bad: i
     if not sample:
         return f"{f.path}: {bad} of {n} rows have no date in column {header!r}; map ordered_at to the order date"
     examples = ", ".join(repr(v) for v in sample[:2])
+    if all(_early(v) for v in sample):
+        return (f"{f.path}: {bad} of {n} rows have a date in column {header!r} before {EARLIEST} (e.g. {examples}):"
+                " the Unix epoch's day is what a POS writes for a date it never set, earlier ones are misread"
+                " years; export the orders' real dates, or map ordered_at to the column that holds them")
     fmt = guess_format(sample)
     if date_format:  # the one set does not read them: say so, and what would
         better = f'; "{fmt}" reads them' if fmt and fmt != date_format else "; check the column mapped to ordered_at"
@@ -62,6 +68,20 @@ def _dates_message(con: duckdb.DuckDBPyConnection, f: LoadedFile, n: int, bad: i
     hint = f'date_format = "{fmt}"' if fmt else 'date_format (a strptime format such as "%m/%d/%Y")'
     return (f"{f.path}: {bad} of {n} rows have a date in column {header!r} that cannot be read "
             f"(e.g. {examples}); set [source] {hint}")
+
+
+def _early(value: str) -> bool:
+    """Whether ``value`` reads, in the reader's own formats or ISO, as a date before :data:`EARLIEST`."""
+    text = value.strip()
+    for fmt in DATE_FORMATS:
+        try:
+            return datetime.strptime(text, fmt) < datetime.fromisoformat(EARLIEST)
+        except ValueError:
+            continue
+    try:
+        return datetime.fromisoformat(text).replace(tzinfo=None) < datetime.fromisoformat(EARLIEST)
+    except ValueError:
+        return False
 
 
 def guess_format(values: Sequence[str]) -> str | None:

@@ -30,8 +30,10 @@ DATE_FORMATS = (
     "%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%d.%m.%Y",
     "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d",
 )
-# Dates before this are misread years (a "24" read as 24 AD, a serial day 0), never real orders: bad rows.
-EARLIEST = "1970-01-01"
+# Dates before this are misread years (a "24" read as 24 AD, a serial day 0), never real orders: bad rows. So is
+# 1970-01-01 itself: the Unix epoch's day is what a POS writes for a date it never set (time 0), and taken as an
+# order it made its customer 20 000 days silent, his next order due decades ahead and moved every model's fit.
+EARLIEST = "1970-01-02"
 
 STATUS_SYNONYMS: dict[str, str] = {
     **dict.fromkeys(["completed", "complete", "paid", "sale", "sold", "done", "closed", "success", "fulfilled",
@@ -248,13 +250,13 @@ def naive_timestamp_sql(t: str, formats: Iterable[str] = DATE_FORMATS, excel_ser
 
 def zoned_timestamp_sql(t: str, n: str, tz: str, date_format: str | None = None) -> str:
     """Step 2: TIMESTAMPTZ from the text ``t`` (when it carries an offset, also after a space:
-    ``10:00:00 +0500``) or else the naive ``n`` read as local time in ``tz``; NULL before 1970
-    (a misread year). With a ``%z`` / ``%Z`` ``date_format``, ``n`` is already UTC."""
+    ``10:00:00 +0500``) or else the naive ``n`` read as local time in ``tz``; NULL before :data:`EARLIEST`
+    (a misread year, or the epoch's day). With a ``%z`` / ``%Z`` ``date_format``, ``n`` is already UTC."""
     if _has_offset(date_format):
         return f"CASE WHEN {n} >= TIMESTAMP '{EARLIEST}' THEN timezone('UTC', {n}) END"
     spaced = f"TRY_CAST(regexp_replace({t}, {lit(_SPACE_OFFSET_RE)}, '\\1') AS TIMESTAMPTZ)"
     return (f"CASE WHEN length({t}) > 19 AND regexp_matches({t}, '{_OFFSET_RE}') THEN"
-            f" CASE WHEN substr({t}, 5, 1) = '-' AND {t} >= '{EARLIEST[:4]}'"  # a 4-digit year from 1970: the cast
+            f" CASE WHEN substr({t}, 5, 1) = '-' AND {t} >= '{EARLIEST}'"  # a 4-digit year, from EARLIEST: the cast
             f" THEN COALESCE(TRY_CAST({t} AS TIMESTAMPTZ), {spaced}) END"  # reads "24-01-31" as 24 AD
             f" ELSE {local_to_utc_sql(n, tz)} END")
 
@@ -282,14 +284,14 @@ def fixed_offset_since(tz: str) -> tuple[datetime, int] | None:
 
 
 def local_to_utc_sql(naive: str, tz: str) -> str:  # ``naive``: a column reference
-    """TIMESTAMP (local wall time in ``tz``) → TIMESTAMPTZ, NULL before 1970. Since the zone's last offset change a
-    constant shift is exact and ~15× faster than ``timezone()``; earlier times use ``timezone()``."""
+    """TIMESTAMP (local wall time in ``tz``) → TIMESTAMPTZ, NULL before :data:`EARLIEST`. Since the zone's last
+    offset change a constant shift is exact and ~15× faster than ``timezone()``; earlier times use ``timezone()``."""
     fixed = fixed_offset_since(tz)
     old = f"CASE WHEN {naive} >= TIMESTAMP '{EARLIEST}' THEN timezone({lit(tz)}, {naive}) END"  # else misread
     if fixed is None:
         return old
     since, offset = fixed
-    since = max(since, datetime.fromisoformat(EARLIEST))  # before it a shift would skip the 1970 check
+    since = max(since, datetime.fromisoformat(EARLIEST))  # before it a shift would skip the EARLIEST check
     n = naive
     return (f"CASE WHEN {n} >= TIMESTAMP '{since:%Y-%m-%d}' THEN make_timestamptz(epoch_us({n}) - {offset * 1_000_000})"
             f" ELSE {old} END")

@@ -34,6 +34,44 @@ def test_two_digit_years_are_this_century_and_dates_before_1970_are_bad_rows(tmp
                                                                     (7, "ordered_at", "01.01.0024")]
 
 
+@pytest.mark.parametrize("timezone", ["UTC", "Asia/Tashkent", "Europe/Moscow"])
+def test_the_epochs_day_is_a_bad_row_not_an_order(tmp_path, timezone):
+    """1970-01-01 is what a POS writes for a date it never set (Unix time 0, shown in the shop's zone): taken as
+    an order it made its customer 20 000 days silent, due to reorder decades ahead, and moved every fit."""
+    epoch = ["01.01.1970", "01.01.1970 00:00", "01.01.1970 05:00:00", "1970-01-01", "1970-01-01 00:00:00",
+             "1970-01-01T00:00:00Z", "1970-01-01 05:00:00 +0500", "01.01.70"]
+    good = [[str(i), "x", f"{i:02d}.01.2024", "1", ""] for i in range(2, 12)]
+    _csv(tmp_path, [["1", "x", "02.01.1970 00:00", "1", ""], *good,
+                    *[[str(20 + i), "x", value, "1", ""] for i, value in enumerate(epoch)]])
+    result, con = pull(tmp_path, columns=COLS, timezone=timezone)
+    assert sorted(orders(con), key=int) == [str(i) for i in range(1, 12)]
+    assert [(b.row, b.field, b.value) for b in result.bad_rows] == [
+        (13 + i, "ordered_at", value) for i, value in enumerate(epoch)]
+
+
+def test_a_file_dated_on_the_epoch_says_so(tmp_path):
+    """A whole export on 1970-01-01 (the POS never set its dates) is refused as such, not with a suggestion to
+    set the very date_format that reads them."""
+    _csv(tmp_path, [[str(i), "x", "01.01.1970 00:00", "1", ""] for i in range(5)] + [["9", "x", "05.01.2024", "1", ""]])
+    with pytest.raises(BadFileError) as exc:
+        pull(tmp_path, columns=COLS)
+    msg = str(exc.value)
+    assert "sales.csv: 5 of 6 rows have a date in column 'd' before 1970-01-02 (e.g. '01.01.1970 00:00')" in msg
+    assert "date_format" not in msg
+
+
+def test_an_excel_serial_day_of_the_epoch_is_a_bad_row(tmp_path):
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["id", "c", "d", "a"])
+    ws.append([1, "x", 25569, 100])  # 1970-01-01
+    ws.append([2, "x", 25570, 100])  # 1970-01-02
+    wb.save(tmp_path / "sales.xlsx")
+    result, con = pull(tmp_path, orders="sales.xlsx", columns={k: v for k, v in COLS.items() if k != "status"})
+    assert list(orders(con)) == ["2"]
+    assert [(b.row, b.field) for b in result.bad_rows] == [(2, "ordered_at")]
+
+
 @pytest.mark.parametrize("fmt,good,value,expected", [
     ("%d/%m/%y", "06/01/24", "05/01/24", dt.datetime(2024, 1, 5, tzinfo=UTC)),
     ("%d/%m/%y %H:%M", "06/01/24 10:00", "05/01/24 14:30", dt.datetime(2024, 1, 5, 14, 30, tzinfo=UTC)),
