@@ -10,7 +10,7 @@ import duckdb
 from .boundary import falling_asleep_boundary
 from .config import SegmentationConfig, Thresholds
 from .errors import RuleError
-from .metrics import build_customer_metrics
+from .metrics import NegativeRevenue, build_customer_metrics, negative_revenue
 from .purchase_days import PurchaseDays
 from .rules import PRESETS, CompiledRules, check_rules, compile_rules, unreachable
 from .scoring import RecencyCollapse, derive_cut_points, recency_collapse, score_sql
@@ -34,6 +34,8 @@ class SegmentationResult:
     table: str = SCORE_TABLE
     #: a quantile run whose most recent buyers scored among the lost (:func:`~segmentation.scoring.recency_collapse`)
     recency_collapse: RecencyCollapse | None = None
+    #: customers whose refunds exceed their sales (:func:`~segmentation.metrics.negative_revenue`)
+    negative_revenue: NegativeRevenue | None = None
 
     def to_json(self, bad_rows: int = 0) -> dict:
         return {
@@ -146,4 +148,5 @@ def run_segmentation(con: duckdb.DuckDBPyConnection, cfg: SegmentationConfig, as
                                         customers=n, days=purchase_days) if with_boundary else {})
     return SegmentationResult(as_of=as_of, preset=cfg.preset, method=method, levels=levels, customers=n,
                               segment_names=compiled.names, summary=summary, cut_points=derived,
-                              boundary=boundary, recency_collapse=collapse)
+                              boundary=boundary, recency_collapse=collapse,
+                              negative_revenue=negative_revenue(con, SCORE_TABLE) if n else None)
