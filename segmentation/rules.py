@@ -11,6 +11,7 @@ Pattern forms (a rule matches when any of its patterns matches; first matching r
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from itertools import product
@@ -194,8 +195,16 @@ def unreachable(rules: list[tuple[str, tuple[str, ...]]], levels: int) -> dict[s
     """Segment → the earlier segments that take every score it matches, for each segment no customer can reach:
     every score (R, F, M) its patterns match is taken first by earlier rules (``"XXX"`` before it, ``"R1"`` before
     ``"R1F3"``). Only a score pattern takes a score for sure; one with a field condition may not match."""
-    cells = list(product(range(1, levels + 1), repeat=3))
-    taken: dict[tuple[int, int, int], str] = {}
+    return {name: list(by) for name, by in _unreachable(tuple(rules), levels)}
+
+
+@functools.lru_cache(maxsize=32)
+def _unreachable(rules: tuple[tuple[str, tuple[str, ...]], ...],
+                 levels: int) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """:func:`unreachable` of a hashable rule list, kept: the config's load and each run ask for the same rules."""
+    cells = [{"R": r, "F": f, "M": m, "FM": int((f + m) / 2 + 0.5)}
+             for r, f, m in product(range(1, levels + 1), repeat=3)]
+    taken: dict[int, str] = {}  # a cell's index → the segment that takes it for sure
     reached: set[str] = set()
     takers: dict[str, dict[str, None]] = {}
     for name, patterns in rules:
@@ -203,19 +212,14 @@ def unreachable(rules: list[tuple[str, tuple[str, ...]]], levels: int) -> dict[s
         for p in patterns:
             parts = [_score_ranges(part.strip(), levels, f"segment {name!r}, pattern {p!r}") for part in p.split("&")]
             ranges = [r for r in parts if r is not None]
-            matched = [c for c in cells if all(_holds(r, c) for r in ranges)]
+            matched = [i for i, score in enumerate(cells)
+                       if all(lo <= score[k] <= hi for r in ranges for k, (lo, hi) in r.items())]
             reached.update(name for c in matched if c not in taken)
             takers.setdefault(name, {}).update(dict.fromkeys(taken[c] for c in matched if c in taken))
             if len(ranges) == len(parts):
                 sure += matched
         taken.update((c, name) for c in sure if c not in taken)
-    return {name: list(by) for name, by in takers.items() if name not in reached}
-
-
-def _holds(ranges: dict[str, tuple[int, int]], cell: tuple[int, int, int]) -> bool:
-    r, f, m = cell
-    score = {"R": r, "F": f, "M": m, "FM": int((f + m) / 2 + 0.5)}
-    return all(lo <= score[k] <= hi for k, (lo, hi) in ranges.items())
+    return tuple((name, tuple(by)) for name, by in takers.items() if name not in reached)
 
 
 @dataclass(frozen=True)
