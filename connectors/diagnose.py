@@ -6,13 +6,16 @@ instead of a silent table of zeros or thousands of bad rows:
 * no data rows in any orders file (a header-only export);
 * more than half of a file's rows without a usable order date (dates in another format than the reader
   understands, e.g. month-first): the message shows two of the raw values and suggests ``date_format``,
-  naming a format that reads them when one of the usual ones does, or, when that format reads them all as
-  dates before ``normalize.EARLIEST`` (an export on the epoch's day, 1970-01-01), says so instead.
+  naming a format that reads them when one of the usual ones does, or, when they all read as dates before
+  ``normalize.EARLIEST`` (an export on the epoch's day, 1970-01-01; in the configured ``date_format`` first, or as
+  Excel serial days in a spreadsheet), says so instead.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol, Sequence
 
 import duckdb
@@ -20,6 +23,8 @@ import duckdb
 from .errors import BadFileError
 from .normalize import DATE_FORMATS, EARLIEST
 
+#: the Excel serial day of :data:`EARLIEST` (day 0 is 1899-12-30)
+_EXCEL_EARLIEST = (datetime.fromisoformat(EARLIEST) - datetime(1899, 12, 30)).days
 #: share of a file's rows whose date may fail before the file counts as misread
 MAX_BAD_DATE_SHARE = 0.5
 
@@ -56,7 +61,8 @@ def _dates_message(con: duckdb.DuckDBPyConnection, f: LoadedFile, n: int, bad: i
     if not sample:
         return f"{f.path}: {bad} of {n} rows have no date in column {header!r}; map ordered_at to the order date"
     examples = ", ".join(repr(v) for v in sample[:2])
-    if all(_early(v) for v in sample):
+    excel = Path(f.path).suffix.lower() in (".xlsx", ".xlsm")
+    if all(_early(v, date_format, excel) for v in sample):
         return (f"{f.path}: {bad} of {n} rows have a date in column {header!r} before {EARLIEST} (e.g. {examples}):"
                 " the Unix epoch's day is what a POS writes for a date it never set, earlier ones are misread"
                 " years; export the orders' real dates, or map ordered_at to the column that holds them")
@@ -70,16 +76,21 @@ def _dates_message(con: duckdb.DuckDBPyConnection, f: LoadedFile, n: int, bad: i
             f"(e.g. {examples}); set [source] {hint}")
 
 
-def _early(value: str) -> bool:
-    """Whether ``value`` reads, in the reader's own formats or ISO, as a date before :data:`EARLIEST`."""
+def _early(value: str, date_format: str | None = None, excel: bool = False) -> bool:
+    """Whether ``value`` reads as a date before :data:`EARLIEST`: in ``date_format`` (the one ``[source]`` sets,
+    tried first; with an offset, the value's own day), the reader's own formats or ISO, or, in an Excel file
+    (``excel``), as a serial day number (25569 is 1970-01-01)."""
     text = value.strip()
-    for fmt in DATE_FORMATS:
+    earliest = datetime.fromisoformat(EARLIEST)
+    for fmt in ([date_format] if date_format else []) + list(DATE_FORMATS):
         try:
-            return datetime.strptime(text, fmt) < datetime.fromisoformat(EARLIEST)
+            return datetime.strptime(text, fmt).replace(tzinfo=None) < earliest
         except ValueError:
             continue
+    if excel and re.fullmatch(r"[0-9]{1,6}(\.[0-9]+)?", text):
+        return float(text) < _EXCEL_EARLIEST
     try:
-        return datetime.fromisoformat(text).replace(tzinfo=None) < datetime.fromisoformat(EARLIEST)
+        return datetime.fromisoformat(text).replace(tzinfo=None) < earliest
     except ValueError:
         return False
 

@@ -60,6 +60,31 @@ def test_a_file_dated_on_the_epoch_says_so(tmp_path):
     assert "date_format" not in msg
 
 
+def test_a_file_dated_on_the_epoch_in_the_configured_date_format_says_so(tmp_path):
+    """The configured date_format reads the dates as 1970-01-01: refused as such, not as a format that cannot read them."""
+    _csv(tmp_path, [[str(i), "x", "01/01/1970 00:00", "1", ""] for i in range(5)] + [["9", "x", "12/03/2024 10:00", "1", ""]])
+    with pytest.raises(BadFileError) as exc:
+        pull(tmp_path, columns=COLS, date_format="%m/%d/%Y %H:%M")
+    msg = str(exc.value)
+    assert "sales.csv: 5 of 6 rows have a date in column 'd' before 1970-01-02 (e.g. '01/01/1970 00:00')" in msg
+    assert "cannot read" not in msg and "date_format" not in msg
+
+
+def test_an_excel_file_of_serial_days_of_the_epoch_says_so(tmp_path):
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["id", "c", "d", "a"])
+    for i in range(5):
+        ws.append([i, "x", 25569, 100])  # 1970-01-01
+    ws.append([9, "x", 45600, 100])
+    wb.save(tmp_path / "sales.xlsx")
+    with pytest.raises(BadFileError) as exc:
+        pull(tmp_path, orders="sales.xlsx", columns={k: v for k, v in COLS.items() if k != "status"})
+    msg = str(exc.value)
+    assert "sales.xlsx: 5 of 6 rows have a date in column 'd' before 1970-01-02 (e.g. '25569')" in msg
+    assert "cannot be read" not in msg and "date_format" not in msg
+
+
 def test_an_excel_serial_day_of_the_epoch_is_a_bad_row(tmp_path):
     wb = openpyxl.Workbook()
     ws = wb.active
