@@ -21,8 +21,10 @@ from typing import Protocol, Sequence
 import duckdb
 
 from .errors import BadFileError
-from .normalize import DATE_FORMATS, EARLIEST
+from .normalize import DATE_FORMATS, EARLIEST, SPACE_OFFSET_RE
 
+#: the bad-row reason of an order date that reads, but as a day before :data:`EARLIEST`
+EARLY_DATE = "a date on or before 1970-01-01: a POS default or a misread year"
 #: the Excel serial day of :data:`EARLIEST` (day 0 is 1899-12-30)
 _EXCEL_EARLIEST = (datetime.fromisoformat(EARLIEST) - datetime(1899, 12, 30)).days
 #: share of a file's rows whose date may fail before the file counts as misread
@@ -61,8 +63,7 @@ def _dates_message(con: duckdb.DuckDBPyConnection, f: LoadedFile, n: int, bad: i
     if not sample:
         return f"{f.path}: {bad} of {n} rows have no date in column {header!r}; map ordered_at to the order date"
     examples = ", ".join(repr(v) for v in sample[:2])
-    excel = Path(f.path).suffix.lower() in (".xlsx", ".xlsm")
-    if all(_early(v, date_format, excel) for v in sample):
+    if all(early_date(v, date_format, is_excel(f.path)) for v in sample):
         return (f"{f.path}: {bad} of {n} rows have a date in column {header!r} before {EARLIEST} (e.g. {examples}):"
                 " the Unix epoch's day is what a POS writes for a date it never set, earlier ones are misread"
                 " years; export the orders' real dates, or map ordered_at to the column that holds them")
@@ -76,7 +77,7 @@ def _dates_message(con: duckdb.DuckDBPyConnection, f: LoadedFile, n: int, bad: i
             f"(e.g. {examples}); set [source] {hint}")
 
 
-def _early(value: str, date_format: str | None = None, excel: bool = False) -> bool:
+def early_date(value: str, date_format: str | None = None, excel: bool = False) -> bool:
     """Whether ``value`` reads as a date before :data:`EARLIEST`: in ``date_format`` (the one ``[source]`` sets,
     tried first; with an offset, the value's own day), the reader's own formats or ISO, or, in an Excel file
     (``excel``), as a serial day number (25569 is 1970-01-01)."""
@@ -90,9 +91,14 @@ def _early(value: str, date_format: str | None = None, excel: bool = False) -> b
     if excel and re.fullmatch(r"[0-9]{1,6}(\.[0-9]+)?", text):
         return float(text) < _EXCEL_EARLIEST
     try:
-        return datetime.fromisoformat(text).replace(tzinfo=None) < earliest
+        return datetime.fromisoformat(re.sub(SPACE_OFFSET_RE, r"\1", text)).replace(tzinfo=None) < earliest
     except ValueError:
         return False
+
+
+def is_excel(path: str) -> bool:
+    """Whether ``path`` is a spreadsheet, whose numbers in a date column are serial days."""
+    return Path(path).suffix.lower() in (".xlsx", ".xlsm")
 
 
 def guess_format(values: Sequence[str]) -> str | None:

@@ -224,7 +224,7 @@ def decimal_vote_sql(col: str) -> str:
 
 
 _OFFSET_RE = r"[T ]\d\d:\d\d(:\d\d(\.\d+)?)?\s*(Z|[+-]\d\d(:?\d\d)?)$"
-_SPACE_OFFSET_RE = r"\s+([+-]\d\d(:?\d\d)?|Z)$"  # "10:00:00 +0500" (Shopify): DuckDB casts only "10:00:00+0500"
+SPACE_OFFSET_RE = r"\s+([+-]\d\d(:?\d\d)?|Z)$"  # "10:00:00 +0500" (Shopify): DuckDB casts only "10:00:00+0500"
 
 
 def _has_offset(date_format: str | None) -> bool:
@@ -254,7 +254,7 @@ def zoned_timestamp_sql(t: str, n: str, tz: str, date_format: str | None = None)
     (a misread year, or the epoch's day). With a ``%z`` / ``%Z`` ``date_format``, ``n`` is already UTC."""
     if _has_offset(date_format):
         return f"CASE WHEN {n} >= TIMESTAMP '{EARLIEST}' THEN timezone('UTC', {n}) END"
-    spaced = f"TRY_CAST(regexp_replace({t}, {lit(_SPACE_OFFSET_RE)}, '\\1') AS TIMESTAMPTZ)"
+    spaced = f"TRY_CAST(regexp_replace({t}, {lit(SPACE_OFFSET_RE)}, '\\1') AS TIMESTAMPTZ)"
     return (f"CASE WHEN length({t}) > 19 AND regexp_matches({t}, '{_OFFSET_RE}') THEN"
             f" CASE WHEN substr({t}, 5, 1) = '-' AND {t} >= '{EARLIEST}'"  # a 4-digit year, from EARLIEST: the cast
             f" THEN COALESCE(TRY_CAST({t} AS TIMESTAMPTZ), {spaced}) END"  # reads "24-01-31" as 24 AD

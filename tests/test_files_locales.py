@@ -10,6 +10,7 @@ from decimal import Decimal
 import openpyxl
 import pytest
 
+from connectors.diagnose import EARLY_DATE
 from connectors.errors import BadFileError
 
 from tests.builders import run_cli
@@ -30,8 +31,8 @@ def test_two_digit_years_are_this_century_and_dates_before_1970_are_bad_rows(tmp
     got = {k: v[1] for k, v in orders(con).items()}
     assert got == {"1": dt.datetime(2024, 1, 5, tzinfo=UTC), "2": dt.datetime(2024, 11, 15, 14, 30, tzinfo=UTC),
                    "3": dt.datetime(2024, 11, 15, 14, 30, 15, tzinfo=UTC), "4": dt.datetime(2024, 12, 3, tzinfo=UTC)}
-    assert [(b.row, b.field, b.value) for b in result.bad_rows] == [(6, "ordered_at", "05.01.1924"),
-                                                                    (7, "ordered_at", "01.01.0024")]
+    assert [(b.row, b.field, b.value, b.reason) for b in result.bad_rows] == [
+        (6, "ordered_at", "05.01.1924", EARLY_DATE), (7, "ordered_at", "01.01.0024", EARLY_DATE)]
 
 
 @pytest.mark.parametrize("timezone", ["UTC", "Asia/Tashkent", "Europe/Moscow"])
@@ -45,8 +46,9 @@ def test_the_epochs_day_is_a_bad_row_not_an_order(tmp_path, timezone):
                     *[[str(20 + i), "x", value, "1", ""] for i, value in enumerate(epoch)]])
     result, con = pull(tmp_path, columns=COLS, timezone=timezone)
     assert sorted(orders(con), key=int) == [str(i) for i in range(1, 12)]
-    assert [(b.row, b.field, b.value) for b in result.bad_rows] == [
-        (13 + i, "ordered_at", value) for i, value in enumerate(epoch)]
+    assert [(b.row, b.field, b.value, b.reason) for b in result.bad_rows] == [
+        (13 + i, "ordered_at", value, EARLY_DATE) for i, value in enumerate(epoch)]
+    assert EARLY_DATE == "a date on or before 1970-01-01: a POS default or a misread year"
 
 
 def test_a_file_dated_on_the_epoch_says_so(tmp_path):
@@ -94,7 +96,7 @@ def test_an_excel_serial_day_of_the_epoch_is_a_bad_row(tmp_path):
     wb.save(tmp_path / "sales.xlsx")
     result, con = pull(tmp_path, orders="sales.xlsx", columns={k: v for k, v in COLS.items() if k != "status"})
     assert list(orders(con)) == ["2"]
-    assert [(b.row, b.field) for b in result.bad_rows] == [(2, "ordered_at")]
+    assert [(b.row, b.field, b.reason) for b in result.bad_rows] == [(2, "ordered_at", EARLY_DATE)]
 
 
 @pytest.mark.parametrize("fmt,good,value,expected", [
