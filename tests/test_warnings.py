@@ -262,9 +262,9 @@ def test_refunds_exceeding_a_customers_sales_warn_naming_the_customer(tmp_path):
     [line] = warning_lines(seg)
     assert line == ("warning: refunds exceed sales: 2 customers' refunds up to 2024-02-01 exceed their sales (the "
                     "lowest: customer 'c5', net revenue -953.50): their monetary and avg_check are below zero, in "
-                    "the segments and in any destination field mapped to them, and they score M = 1; refunds of "
-                    "sales made before the export's first day (export those sales too) or a refund's amount "
-                    "mistyped?")
+                    "the segments and in any destination field mapped to them, and they get the lowest M scores; "
+                    "refunds of sales made before the export's first day (export those sales too) or a refund's "
+                    "amount mistyped?")
     assert json.loads(seg.stdout)["warnings"] == [line.removeprefix("warning: ")]
     plan = cli("plan", "--config", str(cfg), "--as-of", "2024-02-01", "--format", "json")
     assert line.removeprefix("warning: ") in json.loads(plan.stdout)["warnings"]
