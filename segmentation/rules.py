@@ -185,7 +185,10 @@ def check_rules(rules: list[tuple[str, tuple[str, ...]]], default: str, levels: 
 
 
 def unreachable_message(name: str, takers: list[str]) -> str:
-    """Why segment ``name`` is never given, and what to do."""
+    """Why segment ``name`` is never given, and what to do (``takers`` empty: its patterns match no score at all)."""
+    if not takers:
+        return (f"segment {name!r} can never be given: its patterns match no score (R, F, M) at all; fix "
+                f"its patterns or drop it")
     return (f"segment {name!r} can never be given: every score its patterns match is taken first by "
             f"{', '.join(map(repr, takers))} (the first matching rule wins); put its rule before theirs, narrow "
             f"theirs, or drop it")

@@ -66,6 +66,9 @@ def test_thresholds_that_cannot_score_are_a_config_error_at_check(tmp_path, segm
     ('[[segmentation.rules]]\nname = "Lapsed"\nmatch = ["R1", "R2F1"]\n'
      '[[segmentation.rules]]\nname = "Lapsed big"\nmatch = ["R1M3", "R2F1M3 & discount_hunter"]',
      "segment 'Lapsed big' can never be given: every score its patterns match is taken first by 'Lapsed'"),
+    ('[[segmentation.rules]]\nname = "Nobody"\nmatch = ["R1 & R2"]',
+     "[segmentation] segment 'Nobody' can never be given: its patterns match no score (R, F, M) at all; fix its "
+     "patterns or drop it"),
 ])
 def test_segment_names_and_rules_that_give_a_wrong_segment_are_a_config_error_at_check(
         tmp_path, segmentation, message):
