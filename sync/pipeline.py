@@ -301,9 +301,9 @@ def refunds_warning(negative: NegativeRevenue, as_of: date) -> str:
     value = f"{negative.monetary:,.2f}".replace(",", " ")
     return (f"refunds exceed sales: {negative.customers} customers' refunds up to {as_of} exceed their sales (the "
             f"lowest: customer {negative.customer_id!r}, net revenue {value}): their monetary and avg_check are "
-            "below zero, in the segments and in any destination field mapped to them, and they get the lowest M scores; "
-            "refunds of sales made before the export's first day (export those sales too) or a refund's amount "
-            "mistyped?")
+            "below zero, in the segments and in any destination field mapped to them, and they get the lowest M "
+            "scores; refunds of sales made before the export's first day (export those sales too) or a refund's "
+            "amount mistyped?")
 
 
 def recency_warning(collapse: RecencyCollapse) -> str:
