@@ -248,12 +248,25 @@ def naive_timestamp_sql(t: str, formats: Iterable[str] = DATE_FORMATS, excel_ser
     return naive
 
 
+def _own_time_sql(t: str, date_format: str) -> str:
+    """The wall time of ``t`` in its own offset or zone (``date_format`` ending in ``%z`` / ``%Z``), as a naive
+    TIMESTAMP: the offset read as ``+00:00``, the zone name as ``UTC``; NULL when the format ends otherwise."""
+    if not date_format.rstrip().endswith(("%z", "%Z")):
+        return "NULL::TIMESTAMP"
+    pattern, zero = (r"[+-]\d\d(:?\d\d)?$", "+00:00") if date_format.rstrip().endswith("%z") else \
+        (r"[A-Za-z][A-Za-z0-9_/+-]*$", "UTC")
+    return f"timezone('UTC', try_strptime(regexp_replace({t}, {lit(pattern)}, {lit(zero)}), {lit(date_format)}))"
+
+
 def zoned_timestamp_sql(t: str, n: str, tz: str, date_format: str | None = None) -> str:
     """Step 2: TIMESTAMPTZ from the text ``t`` (when it carries an offset, also after a space:
     ``10:00:00 +0500``) or else the naive ``n`` read as local time in ``tz``; NULL before :data:`EARLIEST`
-    (a misread year, or the epoch's day). With a ``%z`` / ``%Z`` ``date_format``, ``n`` is already UTC."""
-    if _has_offset(date_format):
-        return f"CASE WHEN {n} >= TIMESTAMP '{EARLIEST}' THEN timezone('UTC', {n}) END"
+    (a misread year, or the epoch's day). With a ``%z`` / ``%Z`` ``date_format``, ``n`` is already UTC, and the
+    epoch's day is the value's own (:func:`_own_time_sql`), as with an offset in the text."""
+    if _has_offset(date_format):  # near EARLIEST (offsets span -12 to +14 hours), the value's own day decides
+        own = f"COALESCE({_own_time_sql(t, date_format or '')}, {n})"
+        return (f"CASE WHEN {n} >= TIMESTAMP '{EARLIEST}' + INTERVAL 14 HOUR OR ({n} >= TIMESTAMP '{EARLIEST}'"
+                f" - INTERVAL 14 HOUR AND {own} >= TIMESTAMP '{EARLIEST}') THEN timezone('UTC', {n}) END")
     spaced = f"TRY_CAST(regexp_replace({t}, {lit(SPACE_OFFSET_RE)}, '\\1') AS TIMESTAMPTZ)"
     return (f"CASE WHEN length({t}) > 19 AND regexp_matches({t}, '{_OFFSET_RE}') THEN"
             f" CASE WHEN substr({t}, 5, 1) = '-' AND {t} >= '{EARLIEST}'"  # a 4-digit year, from EARLIEST: the cast

@@ -63,8 +63,10 @@ def test_a_file_dated_on_the_epoch_says_so(tmp_path):
 
 
 def test_a_file_dated_on_the_epoch_in_the_configured_date_format_says_so(tmp_path):
-    """The configured date_format reads the dates as 1970-01-01: refused as such, not as a format that cannot read them."""
-    _csv(tmp_path, [[str(i), "x", "01/01/1970 00:00", "1", ""] for i in range(5)] + [["9", "x", "12/03/2024 10:00", "1", ""]])
+    """The configured date_format reads the dates as 1970-01-01: refused as such, not as a format that cannot
+    read them."""
+    _csv(tmp_path, [[str(i), "x", "01/01/1970 00:00", "1", ""] for i in range(5)]
+         + [["9", "x", "12/03/2024 10:00", "1", ""]])
     with pytest.raises(BadFileError) as exc:
         pull(tmp_path, columns=COLS, date_format="%m/%d/%Y %H:%M")
     msg = str(exc.value)
@@ -152,6 +154,24 @@ def test_a_date_format_with_a_zone_name_is_honoured(tmp_path):
     result, con = pull(tmp_path, columns=COLS, timezone="Asia/Tashkent", date_format="%d.%m.%Y %H:%M %Z")
     assert {k: v[1] for k, v in orders(con).items()} == {"1": dt.datetime(2024, 1, 31, 10, tzinfo=UTC),
                                                          "2": dt.datetime(2024, 1, 31, 15, tzinfo=UTC)}
+
+
+@pytest.mark.parametrize("fmt,zone,epoch,next_day", [
+    ("%Y-%m-%d %H:%M:%S%z", "+0000", ["1970-01-01 23:00:00-0300", "1970-01-01 23:00:00-03:00",
+                                       "1969-12-31 21:00:00-0300", "1970-01-01 00:00:00+0000"],
+     ("1970-01-02 03:00:00+0500", dt.datetime(1970, 1, 1, 22))),
+    ("%Y-%m-%d %H:%M:%S %Z", " UTC", ["1970-01-01 23:00:00 America/New_York", "1970-01-01 23:00:00 UTC"],
+     ("1970-01-02 03:00:00 Asia/Tashkent", dt.datetime(1970, 1, 1, 21))),
+])
+def test_with_an_offset_in_the_date_format_the_epochs_day_is_the_values_own(tmp_path, fmt, zone, epoch, next_day):
+    """As without a date_format: any time of 1970-01-01 with its offset is a bad row (23:00 at -03:00 is 02:00 UTC
+    the next day), and 1970-01-02 with its offset is an order (03:00 at +05:00 is 22:00 UTC the day before)."""
+    good = [[str(i), "x", f"2024-01-{i:02d} 10:00:00{zone}", "1", ""] for i in range(10, 25)]
+    _csv(tmp_path, [*good, ["n", "x", next_day[0], "1", ""],
+                    *[[f"e{i}", "x", v, "1", ""] for i, v in enumerate(epoch)]])
+    result, con = pull(tmp_path, columns=COLS, date_format=fmt)
+    assert {k: v[1] for k, v in orders(con).items() if not k.isdigit()} == {"n": next_day[1].replace(tzinfo=UTC)}
+    assert [(b.row, b.value) for b in result.bad_rows] == [(18 + i, v) for i, v in enumerate(epoch)]
 
 
 @pytest.mark.parametrize("decimal,second,want", [(None, "12.500", "12500"), (",", "12.5", "12.5")])
