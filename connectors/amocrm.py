@@ -48,8 +48,8 @@ from .contacts import PhoneRegion, clean_contact
 from .email_phone import lower_like_sql
 from .errors import ConfigError, FatalError, TransientError
 from .identity import DEFAULT_MAX_GROUP
-from .http import (FieldError, HttpClient, Throttle, answer_object, clean, get_field, json_shape, parse_dt, set_advice,
-                   to_decimal, tombstone, with_sleep)
+from .http import (FieldError, HttpClient, Throttle, answer_object, clean, get_field, json_shape, order_dt, parse_dt,
+                   set_advice, to_decimal, tombstone, with_sleep)
 from .incremental import HighWater, PageGuard, Progress, Stager, latest, map_page, pull_by_time, utc_now
 from .records import Consent, Contact, Order, OrderStatus
 from .retry import RetryPolicy
@@ -119,7 +119,7 @@ def map_lead(raw: Mapping[str, Any], cfg: AmoCrmConfig) -> Order | None:
         if customer_id is None:
             raise FieldError("_embedded.contacts", "lead has no linked contact")
         when = "closed_at" if raw.get("closed_at") else "updated_at"
-        return Order(order_id=oid, customer_id=customer_id, ordered_at=get_field(raw, when, parse_dt),
+        return Order(order_id=oid, customer_id=customer_id, ordered_at=get_field(raw, when, order_dt),
                      amount=get_field(raw, "price", to_decimal), currency=cfg.currency,
                      status=OrderStatus.COMPLETED if won else OrderStatus.CANCELLED)
     except FieldError:

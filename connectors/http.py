@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 
 import requests
 
+from .diagnose import EARLY_DATE, EARLIEST
 from .errors import AuthError, ConfigError, FatalError, TransientError
 from .records import BadRow, Order, OrderStatus
 from .retry import RetryPolicy, retry_after_seconds
@@ -354,6 +355,13 @@ def parse_dt(value: Any, tz: str | ZoneInfo = "UTC") -> datetime:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=zone)
     return dt.astimezone(timezone.utc)
+
+
+def order_dt(value: Any, tz: str = "UTC") -> datetime:
+    """:func:`parse_dt` of an order's date; one on or before 1970-01-01 in ``tz`` (Unix time 0: never set) is none."""
+    if (at := parse_dt(value, tz)) < datetime.fromisoformat(EARLIEST).replace(tzinfo=ZoneInfo(tz)):
+        raise ValueError(f"{EARLY_DATE} ({at.astimezone(ZoneInfo(tz)):%Y-%m-%d %H:%M:%S})")
+    return at
 
 
 def to_decimal(value: Any) -> Decimal:
