@@ -291,8 +291,9 @@ def bench_config(harness, kind: str):
     from sync.config import Config, DestinationConfig
 
     dest = DestinationConfig(**harness.destination(f"bench-{kind}", SEGMENTS, FIELDS, tags=TAGS))
-    # the bench writes its segments itself; the config names them as rules, as a shop mapping them would
-    rules = [{"name": name, "match": ["R1"]} for name in _NAMES]
+    # the bench writes its segments itself; the config names them as rules, as a shop mapping them would (a field
+    # condition each: rules that all matched "R1" would leave all but the first unreachable, a config error)
+    rules = [{"name": name, "match": ["frequency >= 1"]} for name in _NAMES]
     return Config(segmentation={"rules": rules}, destinations=[dest]), dest
 
 

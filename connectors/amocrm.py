@@ -46,6 +46,7 @@ from .secrets import Secret
 
 from .contacts import PhoneRegion, clean_contact
 from .email_phone import lower_like_sql
+from .diagnose import order_dt
 from .errors import ConfigError, FatalError, TransientError
 from .identity import DEFAULT_MAX_GROUP
 from .http import (FieldError, HttpClient, Throttle, answer_object, clean, get_field, json_shape, parse_dt, set_advice,
@@ -119,7 +120,7 @@ def map_lead(raw: Mapping[str, Any], cfg: AmoCrmConfig) -> Order | None:
         if customer_id is None:
             raise FieldError("_embedded.contacts", "lead has no linked contact")
         when = "closed_at" if raw.get("closed_at") else "updated_at"
-        return Order(order_id=oid, customer_id=customer_id, ordered_at=get_field(raw, when, parse_dt),
+        return Order(order_id=oid, customer_id=customer_id, ordered_at=get_field(raw, when, order_dt),
                      amount=get_field(raw, "price", to_decimal), currency=cfg.currency,
                      status=OrderStatus.COMPLETED if won else OrderStatus.CANCELLED)
     except FieldError:

@@ -6,18 +6,29 @@ instead of a silent table of zeros or thousands of bad rows:
 * no data rows in any orders file (a header-only export);
 * more than half of a file's rows without a usable order date (dates in another format than the reader
   understands, e.g. month-first): the message shows two of the raw values and suggests ``date_format``,
-  naming a format that reads them when one of the usual ones does.
+  naming a format that reads them when one of the usual ones does, or, when they all read as dates before
+  ``normalize.EARLIEST`` (an export on the epoch's day, 1970-01-01; in the configured ``date_format`` first, or as
+  Excel serial days in a spreadsheet), says so instead.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Protocol, Sequence
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+from zoneinfo import ZoneInfo
 
 import duckdb
 
 from .errors import BadFileError
+from .http import parse_dt
+from .normalize import DATE_FORMATS, EARLIEST, SPACE_OFFSET_RE
 
+#: the bad-row reason of an order date that reads, but as a day before :data:`EARLIEST`
+EARLY_DATE = "a date on or before 1970-01-01: a POS default or a misread year"
+#: the Excel serial day of :data:`EARLIEST` (day 0 is 1899-12-30)
+_EXCEL_EARLIEST = (datetime.fromisoformat(EARLIEST) - datetime(1899, 12, 30)).days
 #: share of a file's rows whose date may fail before the file counts as misread
 MAX_BAD_DATE_SHARE = 0.5
 
@@ -54,6 +65,10 @@ def _dates_message(con: duckdb.DuckDBPyConnection, f: LoadedFile, n: int, bad: i
     if not sample:
         return f"{f.path}: {bad} of {n} rows have no date in column {header!r}; map ordered_at to the order date"
     examples = ", ".join(repr(v) for v in sample[:2])
+    if all(early_date(v, date_format, is_excel(f.path)) for v in sample):
+        return (f"{f.path}: {bad} of {n} rows have a date in column {header!r} before {EARLIEST} (e.g. {examples}):"
+                " the Unix epoch's day is what a POS writes for a date it never set, earlier ones are misread"
+                " years; export the orders' real dates, or map ordered_at to the column that holds them")
     fmt = guess_format(sample)
     if date_format:  # the one set does not read them: say so, and what would
         better = f'; "{fmt}" reads them' if fmt and fmt != date_format else "; check the column mapped to ordered_at"
@@ -62,6 +77,30 @@ def _dates_message(con: duckdb.DuckDBPyConnection, f: LoadedFile, n: int, bad: i
     hint = f'date_format = "{fmt}"' if fmt else 'date_format (a strptime format such as "%m/%d/%Y")'
     return (f"{f.path}: {bad} of {n} rows have a date in column {header!r} that cannot be read "
             f"(e.g. {examples}); set [source] {hint}")
+
+
+def early_date(value: str, date_format: str | None = None, excel: bool = False) -> bool:
+    """Whether ``value`` reads as a date before :data:`EARLIEST`: in ``date_format`` (the one ``[source]`` sets,
+    tried first; with an offset, the value's own day), the reader's own formats or ISO, or, in an Excel file
+    (``excel``), as a serial day number (25569 is 1970-01-01)."""
+    text = value.strip()
+    earliest = datetime.fromisoformat(EARLIEST)
+    for fmt in ([date_format] if date_format else []) + list(DATE_FORMATS):
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=None) < earliest
+        except ValueError:
+            continue
+    if excel and re.fullmatch(r"[0-9]{1,6}(\.[0-9]+)?", text):
+        return float(text) < _EXCEL_EARLIEST
+    try:
+        return datetime.fromisoformat(re.sub(SPACE_OFFSET_RE, r"\1", text)).replace(tzinfo=None) < earliest
+    except ValueError:
+        return False
+
+
+def is_excel(path: str) -> bool:
+    """Whether ``path`` is a spreadsheet, whose numbers in a date column are serial days."""
+    return Path(path).suffix.lower() in (".xlsx", ".xlsm")
 
 
 def guess_format(values: Sequence[str]) -> str | None:
@@ -74,3 +113,10 @@ def guess_format(values: Sequence[str]) -> str | None:
             continue
         return fmt
     return None
+
+
+def order_dt(value: Any, tz: str = "UTC") -> datetime:
+    """:func:`parse_dt` of an order's date; one on or before 1970-01-01 in ``tz`` (Unix time 0: never set) is none."""
+    if (at := parse_dt(value, tz)) < datetime.fromisoformat(EARLIEST).replace(tzinfo=ZoneInfo(tz)):
+        raise ValueError(f"{EARLY_DATE} ({at.astimezone(ZoneInfo(tz)):%Y-%m-%d %H:%M:%S})")
+    return at

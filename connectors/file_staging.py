@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from . import normalize as nz
+from .diagnose import EARLY_DATE, early_date, is_excel
 from .email_phone import email_map, phone_map
 from .identity import IdentityReport, resolve_rows
 from .records import BadRow
@@ -85,6 +86,7 @@ def future_tolerance(cfg: FileSourceConfig) -> timedelta:
 #: a discount given but not a number ("5%", "n/a") keeps its order, without the discount: an issue, not a bad row
 DISCOUNT_ISSUE = "unparseable discount; the order is kept without it"
 _NO_AMOUNT = next(i for i, (c, *_) in enumerate(_BAD) if c == "amount IS NULL")
+_NO_DATE = next(i for i, (c, *_) in enumerate(_BAD) if c == "ordered_at IS NULL")
 _FUTURE = next(i for i, (c, *_) in enumerate(_BAD) if c.startswith("ordered_at >"))
 #: the reason of a listed "amount IS NULL" row whose text is a number too long for DECIMAL(18,2) (an id or a phone
 #: mapped as the amount), as the API sources word it: told apart among the listed rows only, so that classifying
@@ -217,7 +219,8 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
     listed = con.execute(f"SELECT * EXCLUDE (_fut), _bad = {_NO_AMOUNT} AND {nz.too_big_amount_sql('value')} FROM"
                          f" (SELECT * FROM _fs_bad ORDER BY _file, _row LIMIT {MAX_BAD_ROWS}) ORDER BY _file, _row"
                          ).fetchall()
-    bad_rows = [BadRow(source=paths[f], row=r, reason=TOO_BIG_AMOUNT if big else rules[b][2], field=rules[b][1],
+    bad_rows = [BadRow(source=paths[f], row=r, reason=TOO_BIG_AMOUNT if big else EARLY_DATE if b == _NO_DATE and v
+                       and early_date(v, cfg.date_format, is_excel(paths[f])) else rules[b][2], field=rules[b][1],
                        value=v) for f, r, b, v, big in listed]
 
     # Orders: receipt lines grouped by order id, else one row per order (last duplicate wins).

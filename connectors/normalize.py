@@ -30,8 +30,10 @@ DATE_FORMATS = (
     "%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%d.%m.%Y",
     "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d",
 )
-# Dates before this are misread years (a "24" read as 24 AD, a serial day 0), never real orders: bad rows.
-EARLIEST = "1970-01-01"
+# Dates before this are misread years (a "24" read as 24 AD, a serial day 0), never real orders: bad rows. So is
+# 1970-01-01 itself: the Unix epoch's day is what a POS writes for a date it never set (time 0), and taken as an
+# order it made its customer 20 000 days silent, his next order due decades ahead and moved every model's fit.
+EARLIEST = "1970-01-02"
 
 STATUS_SYNONYMS: dict[str, str] = {
     **dict.fromkeys(["completed", "complete", "paid", "sale", "sold", "done", "closed", "success", "fulfilled",
@@ -222,7 +224,7 @@ def decimal_vote_sql(col: str) -> str:
 
 
 _OFFSET_RE = r"[T ]\d\d:\d\d(:\d\d(\.\d+)?)?\s*(Z|[+-]\d\d(:?\d\d)?)$"
-_SPACE_OFFSET_RE = r"\s+([+-]\d\d(:?\d\d)?|Z)$"  # "10:00:00 +0500" (Shopify): DuckDB casts only "10:00:00+0500"
+SPACE_OFFSET_RE = r"\s+([+-]\d\d(:?\d\d)?|Z)$"  # "10:00:00 +0500" (Shopify): DuckDB casts only "10:00:00+0500"
 
 
 def _has_offset(date_format: str | None) -> bool:
@@ -246,15 +248,28 @@ def naive_timestamp_sql(t: str, formats: Iterable[str] = DATE_FORMATS, excel_ser
     return naive
 
 
+def _own_time_sql(t: str, date_format: str) -> str:
+    """The wall time of ``t`` in its own offset or zone (``date_format`` ending in ``%z`` / ``%Z``), as a naive
+    TIMESTAMP: the offset read as ``+00:00``, the zone name as ``UTC``; NULL when the format ends otherwise."""
+    if not date_format.rstrip().endswith(("%z", "%Z")):
+        return "NULL::TIMESTAMP"
+    pattern, zero = (r"[+-]\d\d(:?\d\d)?$", "+00:00") if date_format.rstrip().endswith("%z") else \
+        (r"[A-Za-z][A-Za-z0-9_/+-]*$", "UTC")
+    return f"timezone('UTC', try_strptime(regexp_replace({t}, {lit(pattern)}, {lit(zero)}), {lit(date_format)}))"
+
+
 def zoned_timestamp_sql(t: str, n: str, tz: str, date_format: str | None = None) -> str:
     """Step 2: TIMESTAMPTZ from the text ``t`` (when it carries an offset, also after a space:
-    ``10:00:00 +0500``) or else the naive ``n`` read as local time in ``tz``; NULL before 1970
-    (a misread year). With a ``%z`` / ``%Z`` ``date_format``, ``n`` is already UTC."""
-    if _has_offset(date_format):
-        return f"CASE WHEN {n} >= TIMESTAMP '{EARLIEST}' THEN timezone('UTC', {n}) END"
-    spaced = f"TRY_CAST(regexp_replace({t}, {lit(_SPACE_OFFSET_RE)}, '\\1') AS TIMESTAMPTZ)"
+    ``10:00:00 +0500``) or else the naive ``n`` read as local time in ``tz``; NULL before :data:`EARLIEST`
+    (a misread year, or the epoch's day). With a ``%z`` / ``%Z`` ``date_format``, ``n`` is already UTC, and the
+    epoch's day is the value's own (:func:`_own_time_sql`), as with an offset in the text."""
+    if _has_offset(date_format):  # near EARLIEST (offsets span -12 to +14 hours), the value's own day decides
+        own = f"COALESCE({_own_time_sql(t, date_format or '')}, {n})"
+        return (f"CASE WHEN {n} >= TIMESTAMP '{EARLIEST}' + INTERVAL 14 HOUR OR ({n} >= TIMESTAMP '{EARLIEST}'"
+                f" - INTERVAL 14 HOUR AND {own} >= TIMESTAMP '{EARLIEST}') THEN timezone('UTC', {n}) END")
+    spaced = f"TRY_CAST(regexp_replace({t}, {lit(SPACE_OFFSET_RE)}, '\\1') AS TIMESTAMPTZ)"
     return (f"CASE WHEN length({t}) > 19 AND regexp_matches({t}, '{_OFFSET_RE}') THEN"
-            f" CASE WHEN substr({t}, 5, 1) = '-' AND {t} >= '{EARLIEST[:4]}'"  # a 4-digit year from 1970: the cast
+            f" CASE WHEN substr({t}, 5, 1) = '-' AND {t} >= '{EARLIEST}'"  # a 4-digit year, from EARLIEST: the cast
             f" THEN COALESCE(TRY_CAST({t} AS TIMESTAMPTZ), {spaced}) END"  # reads "24-01-31" as 24 AD
             f" ELSE {local_to_utc_sql(n, tz)} END")
 
@@ -282,14 +297,14 @@ def fixed_offset_since(tz: str) -> tuple[datetime, int] | None:
 
 
 def local_to_utc_sql(naive: str, tz: str) -> str:  # ``naive``: a column reference
-    """TIMESTAMP (local wall time in ``tz``) → TIMESTAMPTZ, NULL before 1970. Since the zone's last offset change a
-    constant shift is exact and ~15× faster than ``timezone()``; earlier times use ``timezone()``."""
+    """TIMESTAMP (local wall time in ``tz``) → TIMESTAMPTZ, NULL before :data:`EARLIEST`. Since the zone's last
+    offset change a constant shift is exact and ~15× faster than ``timezone()``; earlier times use ``timezone()``."""
     fixed = fixed_offset_since(tz)
     old = f"CASE WHEN {naive} >= TIMESTAMP '{EARLIEST}' THEN timezone({lit(tz)}, {naive}) END"  # else misread
     if fixed is None:
         return old
     since, offset = fixed
-    since = max(since, datetime.fromisoformat(EARLIEST))  # before it a shift would skip the 1970 check
+    since = max(since, datetime.fromisoformat(EARLIEST))  # before it a shift would skip the EARLIEST check
     n = naive
     return (f"CASE WHEN {n} >= TIMESTAMP '{since:%Y-%m-%d}' THEN make_timestamptz(epoch_us({n}) - {offset * 1_000_000})"
             f" ELSE {old} END")

@@ -18,9 +18,9 @@ from __future__ import annotations
 import logging
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Mapping
-from zoneinfo import ZoneInfo
 
 from .email_phone import lower_like_sql
+from .diagnose import order_dt
 from .http import FieldError, clean, get_field, get_list, get_object, parse_dt, to_decimal
 from .records import Consent, Contact, LineItem, Order, OrderStatus
 
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 
 def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = False) -> Order | None:
     """A RetailCRM order → Order; None for a non-purchase that cannot be mapped."""
-    tz = ZoneInfo(cfg.timezone)
     oid = get_field(raw, "id", lambda v: str(int(v)))
     status = clean(raw.get("status"))
     if deleted:
@@ -55,7 +54,7 @@ def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = F
         discount += sum((it_disc for it_disc in (_item_discount(it) for it in raw.get("items") or ())), Decimal(0))
         return Order(
             order_id=oid, customer_id=customer_id,
-            ordered_at=get_field(raw, "createdAt", lambda v: parse_dt(v, tz)),
+            ordered_at=get_field(raw, "createdAt", lambda v: order_dt(v, cfg.timezone)),
             amount=get_field(raw, "totalSumm", to_decimal),
             currency=clean(raw.get("currency")) or cfg.currency, status=kind,
             discount=discount or None, items=items)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -23,6 +24,8 @@ class Thresholds(BaseModel):
     def _ascending(self) -> "Thresholds":
         for name in ("recency_days", "frequency", "monetary"):
             cuts = getattr(self, name)
+            if not all(math.isfinite(c) for c in cuts):  # nan and inf are TOML floats; no score is ever past them
+                raise ValueError(f"segmentation.thresholds.{name} must be finite numbers, got {cuts}")
             if any(b <= a for a, b in zip(cuts, cuts[1:])):
                 raise ValueError(f"segmentation.thresholds.{name} must be strictly ascending, got {cuts}")
         return self

@@ -10,9 +10,9 @@ import duckdb
 from .boundary import falling_asleep_boundary
 from .config import SegmentationConfig, Thresholds
 from .errors import RuleError
-from .metrics import build_customer_metrics
+from .metrics import NegativeRevenue, build_customer_metrics, negative_revenue
 from .purchase_days import PurchaseDays
-from .rules import PRESETS, CompiledRules, compile_rules
+from .rules import PRESETS, CompiledRules, check_rules, compile_rules, unreachable
 from .scoring import RecencyCollapse, derive_cut_points, recency_collapse, score_sql
 from .summary import summarise
 
@@ -34,6 +34,8 @@ class SegmentationResult:
     table: str = SCORE_TABLE
     #: a quantile run whose most recent buyers scored among the lost (:func:`~segmentation.scoring.recency_collapse`)
     recency_collapse: RecencyCollapse | None = None
+    #: customers whose refunds exceed their sales (:func:`~segmentation.metrics.negative_revenue`)
+    negative_revenue: NegativeRevenue | None = None
 
     def to_json(self, bad_rows: int = 0) -> dict:
         return {
@@ -70,8 +72,31 @@ def configured_rules(cfg: SegmentationConfig) -> tuple[list[tuple[str, tuple[str
                         f"or use preset = \"none\" with your own rules")
     if cfg.preset == "none" and not cfg.rules:
         raise RuleError('preset = "none" needs [[segmentation.rules]]')
+    if cfg.method == "thresholds":
+        _check_thresholds(cfg.thresholds, levels)
     rules = [(r.name, tuple(r.match)) for r in cfg.rules] + list(preset.rules)
-    return rules, cfg.default_segment or preset.default, levels
+    default = cfg.default_segment or preset.default
+    check_rules(rules, default, levels, custom=len(cfg.rules))
+    return rules, default, levels
+
+
+def unreachable_segments(cfg: SegmentationConfig) -> dict[str, list[str]]:
+    """The segments of the config's rules that no customer can reach, each with the segments taking its scores
+    first (:func:`~segmentation.rules.unreachable`): a preset's segment the custom rules took over wholly."""
+    rules, _, levels = configured_rules(cfg)
+    return unreachable(rules, levels)
+
+
+def _check_thresholds(thresholds: Thresholds | None, levels: int) -> None:
+    """``method = "thresholds"`` has its table, with N − 1 cut points per metric for the N levels."""
+    if thresholds is None:
+        raise RuleError(f'method = "thresholds" needs a [segmentation.thresholds] table: {levels - 1} ascending '
+                        f"cut points for each of recency_days, frequency and monetary ({levels} levels)")
+    for name in ("recency_days", "frequency", "monetary"):
+        cuts = getattr(thresholds, name)
+        if len(cuts) != levels - 1:
+            raise RuleError(f"segmentation.thresholds.{name}: {levels} levels need {levels - 1} cut points, got "
+                            f"{len(cuts)} ({cuts})")
 
 
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
@@ -123,4 +148,5 @@ def run_segmentation(con: duckdb.DuckDBPyConnection, cfg: SegmentationConfig, as
                                         customers=n, days=purchase_days) if with_boundary else {})
     return SegmentationResult(as_of=as_of, preset=cfg.preset, method=method, levels=levels, customers=n,
                               segment_names=compiled.names, summary=summary, cut_points=derived,
-                              boundary=boundary, recency_collapse=collapse)
+                              boundary=boundary, recency_collapse=collapse,
+                              negative_revenue=negative_revenue(con, SCORE_TABLE) if n else None)

@@ -12,7 +12,9 @@ Customers with no completed order up to ``as_of`` are not scored.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import duckdb
@@ -97,3 +99,21 @@ def _too_large(con: duckdb.DuckDBPyConnection, source: str) -> None:
         cid, monetary = found[0]
         raise DataRangeError(f"customer {cid!r}: net revenue {monetary} has more than 16 digits before the decimal "
                              "point; is the [source] amount column an amount (not an id or a phone number)?")
+
+
+@dataclass(frozen=True)
+class NegativeRevenue:
+    """Customers whose refunds up to the as-of exceed their sales: how many, and the one with the lowest net."""
+
+    customers: int
+    customer_id: str
+    monetary: Decimal
+
+
+def negative_revenue(con: duckdb.DuckDBPyConnection, table: str) -> NegativeRevenue | None:
+    """The customers of ``table`` (customer_id, monetary) whose net revenue is below zero, or None: refunds of
+    sales the data does not hold (made before the export's first day) or a mistyped refund. Their monetary and
+    avg_check are negative figures, in the segments and in any destination field mapped to them."""
+    row = con.execute(f"SELECT customer_id, monetary, count(*) OVER () FROM {table} WHERE monetary < 0 "
+                      "ORDER BY monetary, customer_id LIMIT 1").fetchall()
+    return NegativeRevenue(customers=row[0][2], customer_id=row[0][0], monetary=row[0][1]) if row else None

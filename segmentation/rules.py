@@ -11,8 +11,10 @@ Pattern forms (a rule matches when any of its patterns matches; first matching r
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
+from itertools import product
 
 from .errors import RuleError
 
@@ -68,16 +70,6 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def _score_condition(letter: str, lo: int, hi: int, levels: int, where: str) -> str:
-    for v in (lo, hi):
-        if not 1 <= v <= levels:
-            raise RuleError(f"{where}: score {v} is outside 1..{levels}")
-    if lo > hi:
-        raise RuleError(f"{where}: range {lo}-{hi} is reversed")
-    col = _SCORE_SQL[letter]
-    return f"{col} = {lo}" if lo == hi else f"{col} BETWEEN {lo} AND {hi}"
-
-
 def _sql_literal(raw: str) -> str:
     raw = raw.strip()
     if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":
@@ -100,27 +92,38 @@ def compile_pattern(pattern: str, levels: int, fields: set[str], where: str = "r
     return " AND ".join(f"({_compile_one(p, levels, fields, where)})" for p in parts)
 
 
-def _compile_one(p: str, levels: int, fields: set[str], where: str) -> str:
-    where = f"{where}, pattern {p!r}"
+def _score_ranges(p: str, levels: int, where: str) -> dict[str, tuple[int, int]] | None:
+    """A score pattern (``444``, ``4XX``, ``R3F3M3``, ``F1-F2``, ``R5FM4``) as {letter: (low, high)}; None when
+    ``p`` is not one (a field condition)."""
     if _DIGIT_CODE.match(p):
-        conds = [f"{col} = {ch}" for col, ch in zip("rfm", p) if ch not in WILDCARDS]
         for ch in p:
             if ch not in WILDCARDS and not 1 <= int(ch) <= levels:
                 raise RuleError(f"{where}: score {ch} is outside 1..{levels}")
-        return " AND ".join(conds) or "TRUE"
+        return {letter: (int(ch), int(ch)) for letter, ch in zip("RFM", p) if ch not in WILDCARDS}
     up = p.upper()
-    pos, conds, seen = 0, [], set()
+    pos, ranges = 0, {}
     for m in _LETTER_TOKEN.finditer(up):
         if m.start() != pos:
             break
         letter, lo, hi = m.group(1), int(m.group(2)), int(m.group(3) or m.group(2))
-        if letter in seen:
+        if letter in ranges:
             raise RuleError(f"{where}: {letter} appears twice")
-        seen.add(letter)
-        conds.append(_score_condition(letter, lo, hi, levels, where))
+        for v in (lo, hi):
+            if not 1 <= v <= levels:
+                raise RuleError(f"{where}: score {v} is outside 1..{levels}")
+        if lo > hi:
+            raise RuleError(f"{where}: range {lo}-{hi} is reversed")
+        ranges[letter] = (lo, hi)
         pos = m.end()
-    if conds and pos == len(up):
-        return " AND ".join(conds)
+    return ranges if ranges and pos == len(up) else None
+
+
+def _compile_one(p: str, levels: int, fields: set[str], where: str) -> str:
+    where = f"{where}, pattern {p!r}"
+    ranges = _score_ranges(p, levels, where)
+    if ranges is not None:
+        return " AND ".join(f"{_SCORE_SQL[k]} = {lo}" if lo == hi else f"{_SCORE_SQL[k]} BETWEEN {lo} AND {hi}"
+                            for k, (lo, hi) in ranges.items()) or "TRUE"
     m = _CONDITION.match(p)
     if not m:
         raise RuleError(f"{where}: not an RFM code (444, 4XX, R3F3M3, F1-F2) nor a field condition")
@@ -158,6 +161,68 @@ def compile_rules(rules: list[tuple[str, tuple[str, ...]]], default: str, levels
     case = "CASE " + " ".join(whens) + f" ELSE '{default.replace(chr(39), chr(39) * 2)}' END" if whens \
         else f"'{default.replace(chr(39), chr(39) * 2)}'"
     return CompiledRules(levels, tuple(names), case)
+
+
+def check_rules(rules: list[tuple[str, tuple[str, ...]]], default: str, levels: int, custom: int) -> None:
+    """Raise RuleError for rules that would put customers in a wrong segment without a word: an empty segment
+    name or one with spaces around it, two names that differ only in case (``"churn"`` meant to add to the
+    preset's ``"Churn"`` is a segment of its own that no mapping names), or a custom rule (the first ``custom``
+    of ``rules``) no customer can reach (:func:`unreachable`). A preset's segment that custom rules take over
+    wholly is a choice (a renamed segment), unless a destination maps it (``sync.config`` checks that)."""
+    seen: dict[str, str] = {}
+    for name in [n for n, _ in rules] + [default]:
+        if not name.strip() or name != name.strip():
+            raise RuleError(f"segment name {name!r} is empty or has spaces around it")
+        twin = seen.setdefault(name.casefold(), name)
+        if twin != name:
+            raise RuleError(f"segment names {twin!r} and {name!r} differ only in case: they are two segments (and "
+                            f"two tags or field values in the ESP); spell them the same to make one segment")
+    own = {name for name, _ in rules[:custom]}
+    for name, takers in unreachable(rules, levels).items():
+        if name not in own:
+            continue
+        raise RuleError(unreachable_message(name, takers))
+
+
+def unreachable_message(name: str, takers: list[str]) -> str:
+    """Why segment ``name`` is never given, and what to do (``takers`` empty: its patterns match no score at all)."""
+    if not takers:
+        return (f"segment {name!r} can never be given: its patterns match no score (R, F, M) at all; fix "
+                f"its patterns or drop it")
+    return (f"segment {name!r} can never be given: every score its patterns match is taken first by "
+            f"{', '.join(map(repr, takers))} (the first matching rule wins); put its rule before theirs, narrow "
+            f"theirs, or drop it")
+
+
+def unreachable(rules: list[tuple[str, tuple[str, ...]]], levels: int) -> dict[str, list[str]]:
+    """Segment → the earlier segments that take every score it matches, for each segment no customer can reach:
+    every score (R, F, M) its patterns match is taken first by earlier rules (``"XXX"`` before it, ``"R1"`` before
+    ``"R1F3"``). Only a score pattern takes a score for sure; one with a field condition may not match."""
+    return {name: list(by) for name, by in _unreachable(tuple(rules), levels)}
+
+
+@functools.lru_cache(maxsize=32)
+def _unreachable(rules: tuple[tuple[str, tuple[str, ...]], ...],
+                 levels: int) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """:func:`unreachable` of a hashable rule list, kept: the config's load and each run ask for the same rules."""
+    cells = [{"R": r, "F": f, "M": m, "FM": int((f + m) / 2 + 0.5)}
+             for r, f, m in product(range(1, levels + 1), repeat=3)]
+    taken: dict[int, str] = {}  # a cell's index → the segment that takes it for sure
+    reached: set[str] = set()
+    takers: dict[str, dict[str, None]] = {}
+    for name, patterns in rules:
+        sure = []
+        for p in patterns:
+            parts = [_score_ranges(part.strip(), levels, f"segment {name!r}, pattern {p!r}") for part in p.split("&")]
+            ranges = [r for r in parts if r is not None]
+            matched = [i for i, score in enumerate(cells)
+                       if all(lo <= score[k] <= hi for r in ranges for k, (lo, hi) in r.items())]
+            reached.update(name for c in matched if c not in taken)
+            takers.setdefault(name, {}).update(dict.fromkeys(taken[c] for c in matched if c in taken))
+            if len(ranges) == len(parts):
+                sure += matched
+        taken.update((c, name) for c in sure if c not in taken)
+    return tuple((name, tuple(by)) for name, by in takers.items() if name not in reached)
 
 
 @dataclass(frozen=True)

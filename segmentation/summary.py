@@ -10,7 +10,8 @@ import duckdb
 def summarise(con: duckdb.DuckDBPyConnection, table: str, segment_names: tuple[str, ...]) -> list[dict]:
     """One row per segment (in rule order, empty ones included) and a final ``Total`` row.
 
-    ``avg_check`` = segment revenue / its completed orders; ``avg_repeat_purchases`` = mean of (frequency − 1).
+    ``avg_check`` = segment revenue / its completed orders; ``avg_repeat_purchases`` = mean of (frequency − 1);
+    ``revenue_pct`` = the share of the total revenue, 0 when the total is not above zero.
     """
     rows = con.execute(f"""
         SELECT segment, count(*) AS customers, sum(monetary) AS revenue, sum(frequency) AS orders,
@@ -29,7 +30,8 @@ def summarise(con: duckdb.DuckDBPyConnection, table: str, segment_names: tuple[s
             "customers": customers,
             "customers_pct": round(100.0 * customers / total_customers, 2) if total_customers else 0.0,
             "revenue": float(round(revenue, 2)),
-            "revenue_pct": round(100.0 * float(revenue) / float(total_revenue), 2) if total_revenue else 0.0,
+            # a share of a total at or below zero means nothing (a shop of refunds): 0, never -0.0 or a flipped sign
+            "revenue_pct": round(100.0 * float(revenue) / float(total_revenue), 2) + 0.0 if total_revenue > 0 else 0.0,
             "avg_check": float(round(revenue / orders, 2)) if orders else 0.0,
             "avg_repeat_purchases": round(float(avg_repeat), 3) if avg_repeat is not None else 0.0,
         }

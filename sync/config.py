@@ -238,22 +238,30 @@ class Config(BaseModel):
 
     @model_validator(mode="after")
     def _known_segments(self) -> "Config":
-        """Every segment a destination maps (``segments``, ``tags``, ``transitions``) is one the rules give: a
-        typo would be an empty audience, and its managed tag would be taken off everyone who has it."""
+        """The segment rules hold (:func:`segmentation.engine.configured_rules`: at load, so ``check`` says it),
+        and every segment a destination maps (``segments``, ``tags``, ``transitions``) is one the rules give and
+        a customer can reach: a typo, or a preset's segment custom rules took over, would be an empty audience,
+        and its managed tag would be taken off everyone who has it."""
+        from segmentation.engine import unreachable_segments
         from segmentation.errors import RuleError
+        from segmentation.rules import unreachable_message
 
         from .planning.transitions import check_segment_keys, check_transitions, segment_names
 
-        dests = [d for d in self.destinations if d.segments or d.tags or d.transitions]
-        if dests:
-            try:
-                names = segment_names(self)
-            except RuleError as e:  # not a ValueError: pydantic would let it out raw, without the file's name
-                raise ValueError(f"[segmentation] {e}") from e
-            for d in dests:
-                check_segment_keys(d, names)
-                if d.transitions:
-                    check_transitions(d, names, [t for tags in d.spec.managed_tags(d).values() for t in tags])
+        try:
+            names = segment_names(self)
+            never = unreachable_segments(self.segmentation)
+        except RuleError as e:  # not a ValueError: pydantic would let it out raw, without the file's name
+            raise ValueError(f"[segmentation] {e}") from e
+        for d in self.destinations:
+            check_segment_keys(d, names)
+            for table, mapping in (("segments", d.segments), ("tags", d.tags)):
+                for segment in mapping:
+                    if segment in never:
+                        raise ValueError(f"destination {d.name!r}: [destinations.{table}] {segment!r}: "
+                                         f"{unreachable_message(segment, never[segment])}")
+            if d.transitions:
+                check_transitions(d, names, [t for tags in d.spec.managed_tags(d).values() for t in tags])
         return self
 
     @model_validator(mode="after")

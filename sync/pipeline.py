@@ -23,6 +23,7 @@ from connectors.records import BadRow
 from connectors.source import PullResult, Source
 from segmentation import SegmentationConfig, SegmentationResult, run_segmentation
 from segmentation.purchase_days import PurchaseDays
+from segmentation.metrics import NegativeRevenue
 from segmentation.scoring import RecencyCollapse
 from segmentation.warmup import MODEL_MODULES, PREDICTION_MODULES, import_in_background
 
@@ -251,6 +252,8 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
     warnings += list(report.warnings) if report is not None else []
     if result.recency_collapse is not None:
         warnings.append(recency_warning(result.recency_collapse))
+    if result.negative_revenue is not None:
+        warnings.append(refunds_warning(result.negative_revenue, as_of))
     return SegmentsRun(con=con, result=result, pull=pull, config=cfg, predictions=report, warnings=warnings)
 
 
@@ -291,6 +294,16 @@ def currency_warning(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str)
     return (f"orders in several currencies (orders of each: {names}): monetary, the M score and the revenue "
             "columns add the amounts as if they were one currency, so the customers who pay in the smaller unit "
             "look like small spenders; export the orders converted to one currency (or one config per currency)")
+
+
+def refunds_warning(negative: NegativeRevenue, as_of: date) -> str:
+    """A warning when customers' refunds exceed their sales (:func:`~segmentation.metrics.negative_revenue`)."""
+    value = f"{negative.monetary:,.2f}".replace(",", " ")
+    return (f"refunds exceed sales: {negative.customers} customers' refunds up to {as_of} exceed their sales (the "
+            f"lowest: customer {negative.customer_id!r}, net revenue {value}): their monetary and avg_check are "
+            "below zero, in the segments and in any destination field mapped to them, and they get the lowest M "
+            "scores; refunds of sales made before the export's first day (export those sales too) or a refund's "
+            "amount mistyped?")
 
 
 def recency_warning(collapse: RecencyCollapse) -> str:

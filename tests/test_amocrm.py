@@ -14,6 +14,7 @@ import responses
 
 from connectors.amocrm import (AmoCrmConfig, AmoCrmSecrets, AmoCrmSource, parse_webhook, verify_webhook,
                                webhook_refs)
+from connectors.diagnose import EARLY_DATE
 from connectors.errors import AuthError, FatalError, RecordError, TransientError
 
 SUB = "demoshop"
@@ -325,6 +326,20 @@ def test_a_lead_dated_past_any_clock_is_a_bad_row_and_the_pull_goes_on(rsps):
     con = duckdb.connect()
     result = make_source().pull(con)
     assert [(b.row, b.field) for b in result.bad_rows] == [("2", "closed_at")]
+    assert con.execute("SELECT order_id FROM staged_orders").fetchall() == [("1",)]
+
+
+def test_a_lead_closed_at_unix_time_0_is_a_bad_row_not_a_1970_order(rsps):
+    """A date never set (Unix time 0, a second after it) was a 1970 order: 20 000 days of recency to the ESP."""
+    fake = FakeAmo(rsps)
+    fake.put_contact(10, "a@example.com", at=T0)
+    fake.put_order(1, 10, "15000", at=T0)
+    fake.put_order(2, 10, "700", at=T0)
+    fake.leads[2]["closed_at"] = 1
+    con = duckdb.connect()
+    result = make_source().pull(con)
+    assert [(b.row, b.field, b.reason) for b in result.bad_rows] == [
+        ("2", "closed_at", f"{EARLY_DATE} (1970-01-01 00:00:01)")]
     assert con.execute("SELECT order_id FROM staged_orders").fetchall() == [("1",)]
 
 

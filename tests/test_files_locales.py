@@ -10,6 +10,7 @@ from decimal import Decimal
 import openpyxl
 import pytest
 
+from connectors.diagnose import EARLY_DATE
 from connectors.errors import BadFileError
 
 from tests.builders import run_cli
@@ -30,8 +31,74 @@ def test_two_digit_years_are_this_century_and_dates_before_1970_are_bad_rows(tmp
     got = {k: v[1] for k, v in orders(con).items()}
     assert got == {"1": dt.datetime(2024, 1, 5, tzinfo=UTC), "2": dt.datetime(2024, 11, 15, 14, 30, tzinfo=UTC),
                    "3": dt.datetime(2024, 11, 15, 14, 30, 15, tzinfo=UTC), "4": dt.datetime(2024, 12, 3, tzinfo=UTC)}
-    assert [(b.row, b.field, b.value) for b in result.bad_rows] == [(6, "ordered_at", "05.01.1924"),
-                                                                    (7, "ordered_at", "01.01.0024")]
+    assert [(b.row, b.field, b.value, b.reason) for b in result.bad_rows] == [
+        (6, "ordered_at", "05.01.1924", EARLY_DATE), (7, "ordered_at", "01.01.0024", EARLY_DATE)]
+
+
+@pytest.mark.parametrize("timezone", ["UTC", "Asia/Tashkent", "Europe/Moscow"])
+def test_the_epochs_day_is_a_bad_row_not_an_order(tmp_path, timezone):
+    """1970-01-01 is what a POS writes for a date it never set (Unix time 0, shown in the shop's zone): taken as
+    an order it made its customer 20 000 days silent, due to reorder decades ahead, and moved every fit."""
+    epoch = ["01.01.1970", "01.01.1970 00:00", "01.01.1970 05:00:00", "1970-01-01", "1970-01-01 00:00:00",
+             "1970-01-01T00:00:00Z", "1970-01-01 05:00:00 +0500", "01.01.70"]
+    good = [[str(i), "x", f"{i:02d}.01.2024", "1", ""] for i in range(2, 12)]
+    _csv(tmp_path, [["1", "x", "02.01.1970 00:00", "1", ""], *good,
+                    *[[str(20 + i), "x", value, "1", ""] for i, value in enumerate(epoch)]])
+    result, con = pull(tmp_path, columns=COLS, timezone=timezone)
+    assert sorted(orders(con), key=int) == [str(i) for i in range(1, 12)]
+    assert [(b.row, b.field, b.value, b.reason) for b in result.bad_rows] == [
+        (13 + i, "ordered_at", value, EARLY_DATE) for i, value in enumerate(epoch)]
+    assert EARLY_DATE == "a date on or before 1970-01-01: a POS default or a misread year"
+
+
+def test_a_file_dated_on_the_epoch_says_so(tmp_path):
+    """A whole export on 1970-01-01 (the POS never set its dates) is refused as such, not with a suggestion to
+    set the very date_format that reads them."""
+    _csv(tmp_path, [[str(i), "x", "01.01.1970 00:00", "1", ""] for i in range(5)] + [["9", "x", "05.01.2024", "1", ""]])
+    with pytest.raises(BadFileError) as exc:
+        pull(tmp_path, columns=COLS)
+    msg = str(exc.value)
+    assert "sales.csv: 5 of 6 rows have a date in column 'd' before 1970-01-02 (e.g. '01.01.1970 00:00')" in msg
+    assert "date_format" not in msg
+
+
+def test_a_file_dated_on_the_epoch_in_the_configured_date_format_says_so(tmp_path):
+    """The configured date_format reads the dates as 1970-01-01: refused as such, not as a format that cannot
+    read them."""
+    _csv(tmp_path, [[str(i), "x", "01/01/1970 00:00", "1", ""] for i in range(5)]
+         + [["9", "x", "12/03/2024 10:00", "1", ""]])
+    with pytest.raises(BadFileError) as exc:
+        pull(tmp_path, columns=COLS, date_format="%m/%d/%Y %H:%M")
+    msg = str(exc.value)
+    assert "sales.csv: 5 of 6 rows have a date in column 'd' before 1970-01-02 (e.g. '01/01/1970 00:00')" in msg
+    assert "cannot read" not in msg and "date_format" not in msg
+
+
+def test_an_excel_file_of_serial_days_of_the_epoch_says_so(tmp_path):
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["id", "c", "d", "a"])
+    for i in range(5):
+        ws.append([i, "x", 25569, 100])  # 1970-01-01
+    ws.append([9, "x", 45600, 100])
+    wb.save(tmp_path / "sales.xlsx")
+    with pytest.raises(BadFileError) as exc:
+        pull(tmp_path, orders="sales.xlsx", columns={k: v for k, v in COLS.items() if k != "status"})
+    msg = str(exc.value)
+    assert "sales.xlsx: 5 of 6 rows have a date in column 'd' before 1970-01-02 (e.g. '25569')" in msg
+    assert "cannot be read" not in msg and "date_format" not in msg
+
+
+def test_an_excel_serial_day_of_the_epoch_is_a_bad_row(tmp_path):
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["id", "c", "d", "a"])
+    ws.append([1, "x", 25569, 100])  # 1970-01-01
+    ws.append([2, "x", 25570, 100])  # 1970-01-02
+    wb.save(tmp_path / "sales.xlsx")
+    result, con = pull(tmp_path, orders="sales.xlsx", columns={k: v for k, v in COLS.items() if k != "status"})
+    assert list(orders(con)) == ["2"]
+    assert [(b.row, b.field, b.reason) for b in result.bad_rows] == [(2, "ordered_at", EARLY_DATE)]
 
 
 @pytest.mark.parametrize("fmt,good,value,expected", [
@@ -87,6 +154,24 @@ def test_a_date_format_with_a_zone_name_is_honoured(tmp_path):
     result, con = pull(tmp_path, columns=COLS, timezone="Asia/Tashkent", date_format="%d.%m.%Y %H:%M %Z")
     assert {k: v[1] for k, v in orders(con).items()} == {"1": dt.datetime(2024, 1, 31, 10, tzinfo=UTC),
                                                          "2": dt.datetime(2024, 1, 31, 15, tzinfo=UTC)}
+
+
+@pytest.mark.parametrize("fmt,zone,epoch,next_day", [
+    ("%Y-%m-%d %H:%M:%S%z", "+0000", ["1970-01-01 23:00:00-0300", "1970-01-01 23:00:00-03:00",
+                                       "1969-12-31 21:00:00-0300", "1970-01-01 00:00:00+0000"],
+     ("1970-01-02 03:00:00+0500", dt.datetime(1970, 1, 1, 22))),
+    ("%Y-%m-%d %H:%M:%S %Z", " UTC", ["1970-01-01 23:00:00 America/New_York", "1970-01-01 23:00:00 UTC"],
+     ("1970-01-02 03:00:00 Asia/Tashkent", dt.datetime(1970, 1, 1, 21))),
+])
+def test_with_an_offset_in_the_date_format_the_epochs_day_is_the_values_own(tmp_path, fmt, zone, epoch, next_day):
+    """As without a date_format: any time of 1970-01-01 with its offset is a bad row (23:00 at -03:00 is 02:00 UTC
+    the next day), and 1970-01-02 with its offset is an order (03:00 at +05:00 is 22:00 UTC the day before)."""
+    good = [[str(i), "x", f"2024-01-{i:02d} 10:00:00{zone}", "1", ""] for i in range(10, 25)]
+    _csv(tmp_path, [*good, ["n", "x", next_day[0], "1", ""],
+                    *[[f"e{i}", "x", v, "1", ""] for i, v in enumerate(epoch)]])
+    result, con = pull(tmp_path, columns=COLS, date_format=fmt)
+    assert {k: v[1] for k, v in orders(con).items() if not k.isdigit()} == {"n": next_day[1].replace(tzinfo=UTC)}
+    assert [(b.row, b.value) for b in result.bad_rows] == [(18 + i, v) for i, v in enumerate(epoch)]
 
 
 @pytest.mark.parametrize("decimal,second,want", [(None, "12.500", "12500"), (",", "12.5", "12.5")])

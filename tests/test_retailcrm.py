@@ -375,6 +375,9 @@ def test_webhook_bad_payloads_raise_clear_errors():
     with pytest.raises(RecordError, match="retailcrm:webhook, row 7: totalSumm"):
         parse_webhook({}, json.dumps({"order": {"id": 7, "status": "complete", "createdAt": "2026-01-10 12:00:00",
                                                  "totalSumm": "x", "customer": {"id": 3}}}).encode())
+    with pytest.raises(RecordError, match=r"retailcrm:webhook, row 7: createdAt: a date on or before 1970-01-01"):
+        parse_webhook({}, json.dumps({"order": {"id": 7, "status": "complete", "createdAt": "1970-01-01 05:00:00",
+                                                 "totalSumm": 100, "customer": {"id": 3}}}).encode())
     with pytest.raises(ValueError, match="neither"):
         parse_webhook({}, b'{"hello": 1}')
     with pytest.raises(ValueError, match="not valid JSON"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from decimal import Decimal
 
@@ -113,3 +114,17 @@ def test_a_quantile_step_of_another_type_is_refused_not_rounded():
     assert (_literal(Decimal("12.50")), _literal(7)) == ("12.50", "7")
     with pytest.raises(TypeError, match="quantile step 1.5"):  # int() would have made it a step at 1
         _literal(1.5)
+
+
+def test_revenue_shares_of_a_total_below_zero_are_zero_not_flipped():
+    """A shop whose refunds outweigh its sales (every sale at 0, refunds of older sales): a segment's share of a
+    negative total was positive for a loss and -0.0 for nothing; they are 0 (and the JSON never says -0.0)."""
+    orders = customer_orders("a", 5, 3, 0) + customer_orders("b", 300, 1, 0) + [
+        Order(order_id="r", customer_id="b", ordered_at=customer_orders("b", 200, 1, 0)[0].ordered_at,
+              amount=Decimal("50"), status=OrderStatus.REFUNDED)]
+    res = run_segmentation(con_with(orders), SegmentationConfig(), AS_OF, with_boundary=False)
+    rows = {r["segment"]: r for r in res.summary}
+    assert rows["Total"]["revenue"] == -50.0
+    assert sorted((r["revenue"], r["revenue_pct"]) for s, r in rows.items() if r["customers"] and s != "Total") == [
+        (-50.0, 0.0), (0.0, 0.0)]
+    assert "-0.0" not in json.dumps(res.summary)

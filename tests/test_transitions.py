@@ -49,7 +49,7 @@ def test_a_bad_transition_is_a_config_error_naming_the_file_destination_and_patt
 def test_custom_rule_names_are_segment_names_and_transition_days_defaults_to_7(tmp_path):
     path = config(tmp_path, '"* -> Reorder due" = "rfm-reorder"')
     path.write_text(path.read_text(encoding="utf-8").replace(
-        '[[destinations]]', '[[segmentation.rules]]\nname = "Reorder due"\nmatch = ["R1"]\n[[destinations]]'),
+        '[[destinations]]', '[[segmentation.rules]]\nname = "Reorder due"\nmatch = ["R1F1"]\n[[destinations]]'),
         encoding="utf-8")
     dest = load_config(path).destinations[0]
     assert dest.transition_days == 7 and tr.transition_managed(dest) == ["rfm-reorder"]
@@ -231,8 +231,10 @@ def test_a_history_that_cannot_be_recorded_never_fails_a_sync_that_wrote_its_esp
 def test_a_changed_preset_starts_a_new_line_and_gives_nobody_a_move_tag(tiny, mailchimp_fake):
     sync(tiny, D0)
     text = tiny.read_text(encoding="utf-8")
+    # a condition every customer meets (a score pattern taking every score would leave the mapped segments
+    # unreachable: a config error)
     tiny.write_text(text.replace('[segmentation.thresholds]', '[[segmentation.rules]]\nname = "Anyone"\n'
-                                 'match = ["R1-3"]\n[segmentation.thresholds]')
+                                 'match = ["frequency >= 1"]\n[segmentation.thresholds]')
                     .replace('"Churn -> *" = "rfm-back"', '"* -> Anyone" = "rfm-any"'), encoding="utf-8")
     sync(tiny, D0 + timedelta(days=1))  # every customer now "Anyone": new rules, not a flood of moves
     assert not any("rfm-any" in mailchimp_fake.tags_of(f"{c}@example.org") for c in "xvyw")

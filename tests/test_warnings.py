@@ -238,3 +238,37 @@ def test_several_currencies_are_named_by_their_codes(tmp_path):
 def test_one_currency_gives_no_currency_warning(tmp_path):
     cfg = currency_shop(tmp_path / "one", ["UZS"])
     assert warning_lines(cli("segments", "--config", str(cfg), "--as-of", "2024-02-01")) == []
+
+
+# --------------------------------------------------------------------------- refunds exceeding sales
+
+def test_refunds_exceeding_a_customers_sales_warn_naming_the_customer(tmp_path):
+    """A customer whose refunds exceed his sales (the refunded sale made before the export's first day, or a
+    refund typed with a wrong amount) has a negative monetary and avg_check, which reached the ESP's fields without
+    a word; the warning names how many and the lowest, and the figures stay what they are (net revenue)."""
+    cfg = write_shop(tmp_path / "shop", destination=mailchimp() + '[destinations.fields]\nMON = "monetary"\n')
+    text = cfg.read_text(encoding="utf-8")
+    cfg.write_text(text.replace("[source.columns]\n", '[source.columns]\nstatus = "status"\n'), encoding="utf-8")
+    orders = tmp_path / "shop" / "orders.csv"
+    rows = list(csv.reader(orders.open(encoding="utf-8")))
+    rows[0].append("status")
+    rows = [rows[0]] + [r + ["completed"] for r in rows[1:]]
+    rows += [["r1", "2024-01-20", "c3", "c3@example.org", "900.00", "refunded"],
+             ["r2", "2024-01-21", "c5", "c5@example.org", "1000.00", "refunded"],
+             ["r3", "2024-01-22", "c7", "c7@example.org", "10.00", "refunded"]]  # under c7's sales: no warning
+    with orders.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(rows)
+    seg = cli("segments", "--config", str(cfg), "--as-of", "2024-02-01", "--format", "json")
+    [line] = warning_lines(seg)
+    assert line == ("warning: refunds exceed sales: 2 customers' refunds up to 2024-02-01 exceed their sales (the "
+                    "lowest: customer 'c5', net revenue -953.50): their monetary and avg_check are below zero, in "
+                    "the segments and in any destination field mapped to them, and they get the lowest M scores; "
+                    "refunds of sales made before the export's first day (export those sales too) or a refund's "
+                    "amount mistyped?")
+    assert json.loads(seg.stdout)["warnings"] == [line.removeprefix("warning: ")]
+    plan = cli("plan", "--config", str(cfg), "--as-of", "2024-02-01", "--format", "json")
+    assert line.removeprefix("warning: ") in json.loads(plan.stdout)["warnings"]
+    fields = {c["customer_id"]: c["set_fields"]["MON"] for p in json.loads(plan.stdout)["plans"] for c in p["changes"]}
+    assert fields["c5"] == -953.5 and fields["c3"] == -859.5 and fields["c7"] == 21.5
+    # before the refunds' day nothing is below zero
+    assert warning_lines(cli("segments", "--config", str(cfg), "--as-of", "2024-01-19")) == []
