@@ -287,8 +287,8 @@ class Bitrix24Source:
             if oid in failed or (oid in won and not isinstance(rows.get(oid), list)):
                 err = failed.get(oid) if isinstance(failed.get(oid), dict) else {}
                 reason = clean(err.get("error_description")) or clean(err.get("error")) or "no answer"
-                stager.bad(BadRow(f"{NAME}:orders", oid, f"line items not read ({reason}); the deal is kept "
-                                  f"without them", field="productrows"))
+                stager.bad(BadRow(f"{NAME}:orders", oid, f"line items not read ({self.http.safe(reason)[:200]}); the "
+                                  "deal is kept without them", field="productrows"))
             elif oid in rows:
                 try:
                     order = with_product_rows(order, rows[oid])
