@@ -202,7 +202,7 @@ class AmoCrmSource:
 
     def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None,
              progress: Progress = None) -> PullResult:
-        return pull_by_time(con, NAME, cursor, progress, run_start=RunStart.of(self.http, self.clock(), NAME),
+        return pull_by_time(con, NAME, cursor, progress, run_start=RunStart.of(self.http, self.clock, NAME),
                             lookback=timedelta(minutes=self.config.lookback_minutes), read=self._read)
 
     def _read(self, obj: str, since: datetime | None, stager: Stager) -> datetime | None:
@@ -220,7 +220,7 @@ class AmoCrmSource:
         if obj == "orders":
             params["with"] = "only_deleted" if deleted else "contacts"
         start = None if since is None else int(since.timestamp())
-        guard, high = PageGuard(f"amoCRM {entity}"), HighWater()
+        guard, high = PageGuard(f"amoCRM {entity}"), HighWater(stager)
         while True:
             guard.next(start)
             rows, more = self._page(entity, params if start is None else {**params, "filter[updated_at][from]": start})
