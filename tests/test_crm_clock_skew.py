@@ -20,6 +20,8 @@ import duckdb
 import pytest
 import responses
 
+from connectors.errors import FatalError
+from connectors.http import HttpClient
 from connectors.incremental import RunStart, Stager, server_date
 from connectors.records import OrderStatus
 
@@ -177,6 +179,24 @@ def test_a_date_earlier_than_a_time_the_vendor_stamped_is_not_used_however_near_
         in caplog.text and "not used" in caplog.text
     start.answered(host - timedelta(minutes=3))
     assert start() == host - timedelta(minutes=3)
+
+
+def test_the_date_of_a_200_answer_that_is_not_json_is_not_the_vendor_s_clock():
+    """A 200 HTML page (a captive portal, a proxy's login page) dates its sender's clock: its Date is not told to the
+    run start; that of the vendor's JSON answer is."""
+    client = HttpClient(base_url="https://crm.example", vendor="CRM", auth_env="CRM_TOKEN", url_env="CRM_URL")
+    dates: list[str | None] = []
+    client.on_date = dates.append
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.GET, "https://crm.example/page", body="<html>sign in</html>", content_type="text/html",
+                 headers={"Date": "Sun, 11 Jan 2026 06:30:00 GMT"})
+        rsps.add(responses.GET, "https://crm.example/page", json={"rows": []},
+                 headers={"Date": "Sun, 11 Jan 2026 08:30:00 GMT"})
+        with pytest.raises(FatalError, match="not JSON"):
+            client.fetch("GET", "page")
+        assert dates == []
+        assert client.fetch("GET", "page")[0] == {"rows": []}
+    assert dates == ["Sun, 11 Jan 2026 08:30:00 GMT"]
 
 
 def time_cursors(cursor: str) -> list[datetime]:
