@@ -117,6 +117,10 @@ def server_date(value: str | None) -> datetime | None:
 #: (drift), or by hours when a time zone is set wrong (at most 14: UTC+14); a Date more than a day behind is then
 #: taken for a header that does not tell the time now (a cached answer, an appliance whose clock was never set).
 MAX_VENDOR_LAG = timedelta(days=1)
+#: How far a ``Date`` may be behind the newest time the vendor stamped and still be believed: the vendor's servers
+#: (the one stamping records, the front dating answers) keep clocks a few seconds apart; a Date that much too early
+#: only reads a little more again, while a stale or stuck header is hours or years behind.
+STAMP_SLACK = timedelta(minutes=1)
 
 
 class RunStart:
@@ -130,9 +134,10 @@ class RunStart:
 
     A Date is judged by the times the vendor itself stamped that the pull knew when the next answer came (or the
     run start was asked): the previous bookmark and the modification times read (:meth:`Stager.saw`), all stamped
-    before that Date. A Date earlier than those cannot be the vendor's clock (a stale header from a cache, a stuck
-    or unset clock): not used, logged once as a warning. However far the host is ahead, a Date after them is
-    believed. Only with no such time yet is a Date more than :data:`MAX_VENDOR_LAG` behind the host's not used."""
+    before that Date. A Date earlier than those (by more than :data:`STAMP_SLACK`) cannot be the vendor's clock
+    (a stale header from a cache, a stuck or unset clock): not used, logged once as a warning. However far the
+    host is ahead, a Date after them is believed. Only with no such time yet is a Date more than
+    :data:`MAX_VENDOR_LAG` behind the host's not used."""
 
     def __init__(self, host: datetime, source: str = "source", clock: Callable[[], datetime] | None = None,
                  stager: "Stager | None" = None) -> None:
@@ -159,7 +164,7 @@ class RunStart:
             return
         (date, skew), self._pending = self._pending, None
         stamped = self.stager.newest if self.stager is not None else None
-        if (date >= stamped) if stamped is not None else skew <= MAX_VENDOR_LAG:
+        if (date >= stamped - STAMP_SLACK) if stamped is not None else skew <= MAX_VENDOR_LAG:
             self.skew = skew if self.skew is None else max(self.skew, skew)
         elif not self._doubted:
             self._doubted = True
@@ -367,5 +372,5 @@ def latest(times: Iterable[datetime | None]) -> datetime | None:
 
 
 __all__ = ["OBJECTS", "Progress", "load_cursor", "dump_cursor", "parse_time_cursor", "bookmark", "iso", "utc_now",
-           "server_date", "MAX_VENDOR_LAG", "RunStart", "HighWater", "PageGuard", "Stager", "record_id", "map_page",
-           "pull_objects", "pull_by_time", "latest"]
+           "server_date", "MAX_VENDOR_LAG", "STAMP_SLACK", "RunStart", "HighWater", "PageGuard", "Stager", "record_id",
+           "map_page", "pull_objects", "pull_by_time", "latest"]

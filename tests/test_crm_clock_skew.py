@@ -179,6 +179,12 @@ def test_a_date_earlier_than_a_time_the_vendor_stamped_is_not_used_however_near_
         in caplog.text and "not used" in caplog.text
     start.answered(host - timedelta(minutes=3))
     assert start() == host - timedelta(minutes=3)
+    near = RunStart(host, "src", stager=stager)  # 50 s before the bookmark: servers' clocks a little apart
+    near.answered(host - timedelta(minutes=5, seconds=50))
+    assert near() == host - timedelta(minutes=5, seconds=50)
+    stale = RunStart(host, "src", stager=stager)  # 2 minutes before it: a stale header
+    stale.answered(host - timedelta(minutes=7))
+    assert stale() == host
 
 
 def test_the_date_of_a_200_answer_that_is_not_json_is_not_the_vendor_s_clock():
