@@ -203,7 +203,7 @@ class AmoCrmSource:
 
     def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None,
              progress: Progress = None) -> PullResult:
-        return pull_by_time(con, NAME, cursor, progress, run_start=RunStart.of(self.http, self.clock(), NAME),
+        return pull_by_time(con, NAME, cursor, progress, run_start=RunStart.of(self.http, self.clock, NAME),
                             lookback=timedelta(minutes=self.config.lookback_minutes), read=self._read)
 
     def _read(self, obj: str, since: datetime | None, stager: Stager) -> datetime | None:
@@ -221,7 +221,7 @@ class AmoCrmSource:
         if obj == "orders":
             params["with"] = "only_deleted" if deleted else "contacts"
         start = None if since is None else int(since.timestamp())
-        guard, high = PageGuard(f"amoCRM {entity}"), HighWater()
+        guard, high = PageGuard(f"amoCRM {entity}"), HighWater(stager)
         while True:
             guard.next(start)
             rows, more = self._page(entity, params if start is None else {**params, "filter[updated_at][from]": start})
@@ -243,9 +243,9 @@ class AmoCrmSource:
         leaves during a pass shifts the rest up, so the pass may skip the lead after a page boundary. Such a
         pass read a lead that the next pass no longer finds; the second is paged again until a pass finds
         every lead the pass before it read (at most :data:`MAX_SECOND_PASSES`, else a TransientError). A pass
-        ends without a next link, or at a page that brings no lead the pass had not read: paged in id order, that
+        ends without a next link, or at a page whose ids were all read in that pass already: paged in id order, that
         is a vendor answering a page number past the end with its last page, linking a next one (paging on, our
-        own page numbers never repeat: it never ended)."""
+        own page numbers never repeat: it never ended). A non-empty page with no readable id is a TransientError."""
         params = {k: v for k, v in params.items() if not k.startswith("order[")}
         params.update({"order[id]": "asc", "filter[updated_at][from]": second, "filter[updated_at][to]": second})
         before: set[str] | None = None
@@ -254,10 +254,13 @@ class AmoCrmSource:
             while True:
                 guard.next(page)
                 rows, more = self._page(entity, {**params, "page": page})
+                read = {str(r["id"]) for r in rows if isinstance(r, Mapping) and r.get("id") not in (None, "")}
+                if rows and not read:  # no "no new lead" stop: the leads after it would never be read
+                    raise TransientError(f"amoCRM {entity}: page {page} of second {second} has no lead with a "
+                                         "readable id; nothing was saved: run the pull again")
                 self._stage(obj, rows, stager, high)
-                new = {str(r.get("id")) for r in rows if isinstance(r, Mapping)} - ids
-                ids |= new
-                if not more or not new:
+                old, ids = ids, ids | read
+                if not more or read <= old:
                     break
                 page += 1
             if before is not None and before <= ids:

@@ -234,7 +234,7 @@ class Bitrix24Source:
 
     def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None,
              progress: Progress = None) -> PullResult:
-        return pull_by_time(con, NAME, cursor, progress, run_start=RunStart.of(self.http, self.clock(), NAME),
+        return pull_by_time(con, NAME, cursor, progress, run_start=RunStart.of(self.http, self.clock, NAME),
                             lookback=timedelta(minutes=self.config.lookback_minutes), read=self._read)
 
     def _read(self, obj: str, since: datetime | None, stager: Stager) -> datetime | None:
@@ -242,7 +242,7 @@ class Bitrix24Source:
         flt: dict[str, Any] = {}
         if since is not None:
             flt[">=DATE_MODIFY"] = iso(since)
-        guard, last_id, high = PageGuard(f"Bitrix24 {method}"), 0, HighWater()
+        guard, last_id, high = PageGuard(f"Bitrix24 {method}"), 0, HighWater(stager)
         while True:
             guard.next(last_id)
             rows = self._call(method, {"filter": {**flt, ">ID": last_id}, "order": {"ID": "ASC"},
@@ -287,8 +287,8 @@ class Bitrix24Source:
             if oid in failed or (oid in won and not isinstance(rows.get(oid), list)):
                 err = failed.get(oid) if isinstance(failed.get(oid), dict) else {}
                 reason = clean(err.get("error_description")) or clean(err.get("error")) or "no answer"
-                stager.bad(BadRow(f"{NAME}:orders", oid, f"line items not read ({reason}); the deal is kept "
-                                  f"without them", field="productrows"))
+                stager.bad(BadRow(f"{NAME}:orders", oid, f"line items not read ({self.http.safe(reason)[:200]}); the "
+                                  "deal is kept without them", field="productrows"))
             elif oid in rows:
                 try:
                     order = with_product_rows(order, rows[oid])

@@ -153,8 +153,8 @@ class HttpClient:
     #: default: point ``url_env`` there (a variable holding a URL)
     redirect_advice: Callable[[str], str] | None = None
     session: requests.Session = field(default_factory=CredentialSession)
-    #: called with the ``Date`` header of every answer the status checks accept: the vendor's clock
-    #: (:class:`connectors.incremental.RunStart`)
+    #: called with the ``Date`` header of every answer the status checks accept and that is JSON or empty: the vendor's
+    #: clock (:class:`connectors.incremental.RunStart`)
     on_date: Callable[[str | None], None] | None = None
 
     def __post_init__(self) -> None:
@@ -247,15 +247,14 @@ class HttpClient:
                               status=status, body=body)
         if action is Action.FATAL:
             raise FatalError(f"{what}: HTTP {status}: {body[:200]}", status=status, body=body)
-        if self.on_date is not None:  # (only now: a proxy's 504 or an error page dates its own clock, not the vendor's)
-            self.on_date(resp.headers.get("Date"))
-        if not resp.content:
-            return None, resp
         try:
-            return resp.json(), resp
+            data = resp.json() if resp.content else None
         except ValueError:
             raise FatalError(f"{what}: answered something that is not JSON", status=status,
                              body=self._excerpt(resp)) from None
+        if self.on_date is not None:  # (only now: a proxy's 504 or an HTML page dates its own clock, not the vendor's)
+            self.on_date(resp.headers.get("Date"))
+        return data, resp
 
     def _excerpt(self, resp: requests.Response, limit: int = 500) -> str:
         """The start of an answer an error keeps, masked, then cut (a secret across the cut leaves none of it):

@@ -14,9 +14,9 @@ object of per-object strings (:func:`load_cursor` / :func:`dump_cursor`), e.g.
 3. new bookmark = min(highest time seen, run start), never behind the previous one (:func:`bookmark`); the
    caller saves it only after the pull has been stored.
 
-The run start (:class:`RunStart`) is the earlier of the host's clock and the vendor's (the ``Date`` header of the
-pull's first accepted answer, unless a day or more old): a host clock running ahead would start step 2 and cap
-step 3 past edits the vendor stamped earlier.
+The run start (:class:`RunStart`) is the host's start moved back by as far as the host's clock was seen ahead of
+the vendor's (the ``Date`` headers of the accepted answers, each judged by the times the vendor stamped): a host
+clock running ahead would start step 2 and cap step 3 past edits the vendor stamped earlier.
 
 A read reports the highest time it saw through a :class:`HighWater`. Records read twice (the lookback
 window, the pass after a backfill, a page read again) are deduplicated by id when staged: :class:`Stager`
@@ -112,73 +112,93 @@ def server_date(value: str | None) -> datetime | None:
         return None
 
 
-#: How far behind the host's clock an answer's ``Date`` may be and still be taken for the vendor's clock. A host
-#: clock runs ahead by seconds or minutes (drift), or by hours when a time zone is set wrong (at most 14: UTC+14);
-#: a Date more than a day behind is not a clock running slow but a header that does not tell the time now (a
-#: cached answer, an appliance whose clock was never set, the epoch). Believed, it would pull the run start and
-#: the saved bookmark back to it, and every later pull would read everything again.
+#: How far behind the host's clock an answer's ``Date`` may be and still be taken for the vendor's clock when the pull
+#: has no time the vendor stamped to judge it by (:class:`RunStart`): a host clock runs ahead by seconds or minutes
+#: (drift), or by hours when a time zone is set wrong (at most 14: UTC+14); a Date more than a day behind is then
+#: taken for a header that does not tell the time now (a cached answer, an appliance whose clock was never set).
 MAX_VENDOR_LAG = timedelta(days=1)
+#: How far a ``Date`` may be behind the newest time the vendor stamped and still be believed: the vendor's servers
+#: (the one stamping records, the front dating answers) keep clocks a few seconds apart; a Date that much too early
+#: only reads a little more again, while a stale or stuck header is hours or years behind.
+STAMP_SLACK = timedelta(minutes=1)
 
 
 class RunStart:
-    """When a pull began: the host's clock, or the vendor's when the host's runs ahead of it.
+    """When a pull began: the host's clock, or earlier by as far as the host's clock runs ahead of the vendor's.
 
-    The vendor's clock is the first ``Date`` header the pull's accepted answers carry (:meth:`answered`, a little
-    after the pull began: the round trip of its first request, which the lookback covers), unless it is more than
-    :data:`MAX_VENDOR_LAG` behind the host's (not used, logged once as a warning naming it). Calling the object
-    gives the earlier of the two. A host clock ahead of the vendor's would start the pass after a backfill, and cap
-    the bookmark, past edits the vendor stamped before it: edits on pages already read, lost for good. A host clock
-    behind only reads a little more again. A host ahead by a minute or more is logged once as a warning."""
+    Each accepted answer's ``Date`` header (:meth:`answered`) gives a skew: the host's time then − the Date. The run
+    start is the host's start − the largest skew seen (only ever earlier; the host's start when no skew is
+    positive). A host clock ahead of the vendor's would start the pass after a backfill, and cap the bookmark, past
+    edits the vendor stamped before it: edits on pages already read, lost for good. A host clock behind only reads
+    a little more again. A host ahead by a minute or more is logged once as a warning.
 
-    def __init__(self, host: datetime, source: str = "source") -> None:
-        self.host, self.source = host, source
-        self.vendor: datetime | None = None
+    A Date is judged by the times the vendor itself stamped that the pull knew when the next answer came (or the
+    run start was asked): the previous bookmark and the modification times read (:meth:`Stager.saw`), all stamped
+    before that Date. A Date earlier than those (by more than :data:`STAMP_SLACK`) cannot be the vendor's clock
+    (a stale header from a cache, a stuck or unset clock): not used, logged once as a warning. However far the
+    host is ahead, a Date after them is believed. Only with no such time yet is a Date more than
+    :data:`MAX_VENDOR_LAG` behind the host's not used."""
+
+    def __init__(self, host: datetime, source: str = "source", clock: Callable[[], datetime] | None = None,
+                 stager: "Stager | None" = None) -> None:
+        self.host, self.source, self.stager = host, source, stager
+        self.clock = clock or (lambda: host)  # the host's time now
+        self.skew: timedelta | None = None  # the largest skew of a believed Date; None before one
+        self._pending: tuple[datetime, timedelta] | None = None  # the last Date and its skew, not judged yet
         self._told = self._doubted = False
 
     @classmethod
-    def of(cls, http: HttpClient, host: datetime, source: str) -> "RunStart":
-        """A run start listening to ``http``'s answers (from now on, for this pull)."""
-        start = cls(host, source)
+    def of(cls, http: HttpClient, clock: Callable[[], datetime], source: str) -> "RunStart":
+        """A run start listening to ``http``'s answers (from now on, for this pull), by the host's ``clock``."""
+        start = cls(clock(), source, clock)
         http.on_date = lambda header: start.answered(server_date(header))
         return start
 
     def answered(self, date: datetime | None) -> None:
-        if self.vendor is not None or date is None:
+        if date is not None:
+            self._judge()  # the Date before it, now that the pages of its answer were read
+            self._pending = (date, self.clock() - date)
+
+    def _judge(self) -> None:
+        if self._pending is None:
             return
-        if self.host - date <= MAX_VENDOR_LAG:
-            self.vendor = date
+        (date, skew), self._pending = self._pending, None
+        stamped = self.stager.newest if self.stager is not None else None
+        if (date >= stamped - STAMP_SLACK) if stamped is not None else skew <= MAX_VENDOR_LAG:
+            self.skew = skew if self.skew is None else max(self.skew, skew)
         elif not self._doubted:
             self._doubted = True
-            log.warning("%s: an answer's Date header says %s, more than a day behind this host's clock (%s): not "
-                        "used as the vendor's clock (a stale header from a cache or a proxy, or a clock set wrong); "
-                        "the pull starts by this host's clock", self.source, date.isoformat(), self.host.isoformat())
-
-    @property
-    def skew(self) -> timedelta | None:
-        """How far the host's clock is ahead of the vendor's (negative: behind); None before a dated answer."""
-        return None if self.vendor is None else self.host - self.vendor
+            why = (f"earlier than {stamped.isoformat()}, a time the vendor stamped (a bookmark, a record read)"
+                   if stamped is not None else f"more than a day behind this host's clock ({self.host.isoformat()})")
+            log.warning("%s: an answer's Date header says %s, %s: not used as the vendor's clock (a stale header "
+                        "from a cache or a proxy, or a clock set wrong); the pull starts by this host's clock, and "
+                        "if this host's clock is the wrong one, edits made during the pull may be missed",
+                        self.source, date.isoformat(), why)
 
     def __call__(self) -> datetime:
-        if self.vendor is None or self.vendor >= self.host:
+        self._judge()
+        if self.skew is None or self.skew <= timedelta(0):
             return self.host
-        skew = self.host - self.vendor
-        if skew >= timedelta(minutes=1) and not self._told:
+        if self.skew >= timedelta(minutes=1) and not self._told:
             self._told = True
             log.warning("%s: this host's clock is %d minutes ahead of the vendor's (the Date of its answers): the "
                         "pull starts by the vendor's clock; set this host's clock right (NTP)", self.source,
-                        skew // timedelta(minutes=1))
-        return self.vendor
+                        self.skew // timedelta(minutes=1))
+        return self.host - self.skew
 
 
 class HighWater:
-    """The highest cursor value (e.g. ``updated_at``) seen on the pages of one read."""
+    """The highest cursor value (e.g. ``updated_at``) seen on the pages of one read (also told to ``stager``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, stager: "Stager | None" = None) -> None:
         self.value: datetime | None = None
+        self.stager = stager
 
     def see(self, value: datetime) -> datetime:
         if self.value is None or value > self.value:
             self.value = value
+        if self.stager is not None:
+            self.stager.saw(value)
         return value
 
 
@@ -215,7 +235,13 @@ class Stager:
         create_staging(con)
         create_staged_versions(con)
         self.timed = False  # whether a page staged a vendor time
+        self.newest: datetime | None = None  # the newest time the vendor stamped that this pull knows (:meth:`saw`)
         self._versions: list[tuple[str, str, datetime | None]] = []  # not appended yet (:meth:`_version`)
+
+    def saw(self, stamped: datetime | None) -> None:
+        """A time the vendor stamped (a bookmark, a modification time read): :class:`RunStart` judges Dates by it."""
+        if stamped is not None and (self.newest is None or stamped > self.newest):
+            self.newest = stamped
 
     def bad(self, row: BadRow) -> None:
         self.bad_row_count += 1
@@ -307,10 +333,13 @@ def map_page(stager: Stager, what: str, rows: Iterable[Any], map_row: Callable[[
 
 
 def pull_objects(con: duckdb.DuckDBPyConnection, source: str, cursor: str | None, progress: Progress,
-                 read_object: Callable[[str, str | None, Stager], str | None]) -> PullResult:
-    """``read_object(object, its saved cursor or None, stager) -> its new cursor`` for each of :data:`OBJECTS`."""
+                 read_object: Callable[[str, str | None, Stager], str | None], run_start: object = None) -> PullResult:
+    """``read_object(object, its saved cursor or None, stager) -> its new cursor`` for each of :data:`OBJECTS`
+    (a :class:`RunStart` ``run_start`` judges Dates by the stager's times)."""
     saved = load_cursor(cursor, source)
     stager = Stager(con, source, progress)
+    if isinstance(run_start, RunStart):
+        run_start.stager = stager
     new = {obj: read_object(obj, saved.get(obj), stager) for obj in OBJECTS}
     return stager.result(dump_cursor(new))
 
@@ -327,13 +356,14 @@ def pull_by_time(con: duckdb.DuckDBPyConnection, source: str, cursor: str | None
 
     def read_object(obj: str, saved: str | None, stager: Stager) -> str | None:
         previous = parse_time_cursor(source, obj, saved) if saved else None
+        stager.saw(previous)
         seen = [read(obj, None if previous is None else previous - lookback, stager)]
         start = run_start() if callable(run_start) else run_start
         if previous is None:  # after a backfill: what changed while it ran
             seen.append(read(obj, start - lookback, stager))
         return iso(bookmark(latest(seen), start, previous))
 
-    return pull_objects(con, source, cursor, progress, read_object)
+    return pull_objects(con, source, cursor, progress, read_object, run_start)
 
 
 def latest(times: Iterable[datetime | None]) -> datetime | None:
@@ -342,5 +372,5 @@ def latest(times: Iterable[datetime | None]) -> datetime | None:
 
 
 __all__ = ["OBJECTS", "Progress", "load_cursor", "dump_cursor", "parse_time_cursor", "bookmark", "iso", "utc_now",
-           "server_date", "MAX_VENDOR_LAG", "RunStart", "HighWater", "PageGuard", "Stager", "record_id", "map_page",
-           "pull_objects", "pull_by_time", "latest"]
+           "server_date", "MAX_VENDOR_LAG", "STAMP_SLACK", "RunStart", "HighWater", "PageGuard", "Stager", "record_id",
+           "map_page", "pull_objects", "pull_by_time", "latest"]

@@ -140,9 +140,9 @@ class RetailCrmSource:
 
     def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None,
              progress: Progress = None) -> PullResult:
-        run_start = RunStart.of(self.http, self.clock(), NAME)  # the vendor's clock when the host's runs ahead
+        run_start = RunStart.of(self.http, self.clock, NAME)  # the vendor's clock when the host's runs ahead
         return pull_objects(con, NAME, cursor, progress,
-                            lambda obj, saved, stager: self._read_object(obj, saved, stager, run_start))
+                            lambda obj, saved, stager: self._read_object(obj, saved, stager, run_start), run_start)
 
     def _read_object(self, obj: str, previous: str | None, stager: Stager, run_start: RunStart) -> str:
         """Backfill (no cursor) then the history feed; return the object's new cursor."""
@@ -154,7 +154,8 @@ class RetailCrmSource:
         elif previous.isdigit():
             since = int(previous)
         else:
-            since = parse_time_cursor(NAME, obj, previous) - lookback
+            stager.saw(since := parse_time_cursor(NAME, obj, previous))
+            since -= lookback
         feed = _Feed(head=since if isinstance(since, int) else None)
         self._history(obj, since, run_start, stager, feed)
         if backfill is not None:
@@ -280,6 +281,7 @@ class RetailCrmSource:
                 last = max(last, eid)
                 try:
                     at = parse_dt(entry.get("createdAt"), tz)
+                    stager.saw(at)
                 except ValueError:
                     at = start
                 if at <= start:
@@ -318,7 +320,10 @@ class RetailCrmSource:
                 return map_order(raw, self.config)
             return stager.contact(map_customer(raw, self.config), self.config.phone_region)
 
-        stager.stage(*map_page(stager, f"{NAME}:{obj}", rows, one))
+        orders, contacts = map_page(stager, f"{NAME}:{obj}", rows, one)
+        for stamped in [o.ordered_at for o in orders] + [c.created_at for c in contacts]:  # (createdAt: vendor's)
+            stager.saw(stamped)
+        stager.stage(orders, contacts)
         return [str(r.get("id")) for r in rows if isinstance(r, Mapping) and r.get("id") is not None]
 
     def _stage_gone(self, obj: str, entries: list[Mapping[str, Any]], stager: Stager) -> None:

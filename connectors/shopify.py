@@ -210,7 +210,7 @@ class ShopifySource:
 
     def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None,
              progress: Progress = None) -> PullResult:
-        return pull_by_time(con, NAME, cursor, progress, run_start=RunStart.of(self.http, self.clock(), NAME),
+        return pull_by_time(con, NAME, cursor, progress, run_start=RunStart.of(self.http, self.clock, NAME),
                             lookback=timedelta(minutes=self.config.lookback_minutes), read=self._read)
 
     def _read(self, obj: str, since: datetime | None, stager: Stager) -> datetime | None:
@@ -220,7 +220,7 @@ class ShopifySource:
             params["status"] = "any"
         if since is not None:
             params["updated_at_min"] = iso(since)
-        guard, high = PageGuard(f"Shopify {resource}.json"), HighWater()
+        guard, high = PageGuard(f"Shopify {resource}.json"), HighWater(stager)
         url = f"{resource}.json"
         while True:
             data, resp = self.http.fetch("GET", url, params=params)

@@ -317,6 +317,32 @@ def test_a_portal_answering_past_the_end_with_its_last_page_ends_a_crowded_secon
     assert sorted(staged) == list(range(1, 7)) and len(served) < 40
 
 
+def test_a_page_of_a_crowded_second_with_no_readable_id_is_an_error_not_the_end_of_the_pass(rsps):
+    """A page of the crowded second whose rows are all nulls brought "no new lead" and ended the pass: both passes
+    agreed, the leads on the pages after it (9-13 of 13) were never read and the pull succeeded."""
+    fake = FakeAmo(rsps)
+    fake.put_contact(1, "c1@example.com", at=T0)
+    for oid in range(1, 14):  # 13 leads of one second, pages of 4
+        fake.put_order(oid, 1, "10", at=T0)
+
+    def nulls(inner):
+        def callback(request):
+            query = dict(parse_qsl(urlsplit(request.url).query))
+            status, headers, body = inner(request)
+            if status == 200 and query.get("order[id]") and query.get("page") == "2":
+                answer = json.loads(body)
+                answer["_embedded"]["leads"] = [None] * len(answer["_embedded"]["leads"])
+                body = json.dumps(answer)
+            return status, headers, body
+        return callback
+
+    for match in rsps.registered():
+        match.callback = nulls(match.callback)
+    with pytest.raises(TransientError, match=rf"^amoCRM leads: page 2 of second {int(T0.timestamp())} has no "
+                                             r"lead with a readable id; nothing was saved: run the pull again$"):
+        make_source().pull(duckdb.connect())
+
+
 def test_a_lead_dated_past_any_clock_is_a_bad_row_and_the_pull_goes_on(rsps):
     fake = FakeAmo(rsps)
     fake.put_contact(10, "a@example.com", at=T0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
 from urllib.parse import parse_qsl, urlencode
@@ -227,6 +228,21 @@ def test_a_failed_product_row_sub_call_keeps_the_deal_and_reports_it(rsps):
     assert set(bad) == {"2", "3"} and result.bad_row_count == 2
     assert bad["2"].field == "productrows" and "Access denied" in bad["2"].reason
     assert (bad["3"].field, bad["3"].value) == ("productrows.QUANTITY", "lots")
+
+
+def test_a_failed_product_row_sub_call_quoting_the_webhook_code_is_masked_in_the_bad_row_and_the_log(rsps, caplog):
+    """A sub-call's error text went into the bad row's reason as the portal wrote it; bad-row reasons are logged
+    and are the report's bad_row_reasons (the reason strings of the pull's bad rows)."""
+    fake = FakeBitrix24(rsps)
+    fake.put_contact(1, "a@example.com", at=T0)
+    fake.put_order(1, 1, "10", at=T0)
+    fake.row_errors[1] = {"error": "ERROR_CORE", "error_description": f"Internal error at /rest/1/{CODE}/ " + "x" * 300}
+    with caplog.at_level(logging.WARNING):
+        result = make_source().pull(duckdb.connect())
+    [bad] = result.bad_rows
+    assert bad.field == "productrows" and bad.reason.startswith("line items not read (Internal error at /rest/1/")
+    assert CODE not in bad.reason + str(bad) + caplog.text and "x" * 300 not in bad.reason
+    assert "Internal error at /rest/1/" in caplog.text
 
 
 def test_rate_limit_inside_a_batch_retries_the_batch_and_auth_errors_stop(rsps):
