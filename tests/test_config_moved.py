@@ -222,7 +222,7 @@ def test_a_move_forgets_the_old_audience_s_state_and_records_the_new_one_at_once
         assert known_target(ledger, "mc") == "mailchimp:aud1" and len(ledger.load_state("mc")) == 3
         revision = ledger.state_revision("mc")
         assert ledger.acquire_lock("sync:mc", "me", 60)
-        move_if_planned(ledger, "mc", "mailchimp:aud2", ("sync:mc", "me"))
+        move_if_planned(ledger, "mc", "mailchimp:aud2", ("sync:mc", "me"), moves_from="mailchimp:aud1")
         assert known_target(ledger, "mc") == "mailchimp:aud2"
         assert ledger.load_state("mc") == {} and ledger.pending_failures("mc") == []
         assert ledger.state_revision("mc") > revision  # a plan made before is stale
@@ -295,3 +295,25 @@ def test_under_skip_one_full_refresh_moves_the_destination_and_the_next_syncs_go
     set_consent(shop.parent, {e for e in theirs if e.lower() == who}, "да")  # he agreed since
     cli("sync", "--config", str(shop), "--as-of", AS_OF)
     assert mailchimp_fake.member(who, "aud2")["status"] == "subscribed" and mailchimp_fake.tags_of(who, "aud2")
+
+
+def test_a_plain_plan_is_stale_when_another_run_recorded_another_target_since(ledger_url):  # noqa: F811
+    # a diff plan made while the ledger had no target (a ledger older than targets, a first sync), applied after
+    # another run recorded another one (which does not move the revision): refused, nothing forgotten
+    from sync.errors import PlanStaleError
+    from sync.ledger import Ledger
+    from sync.model import PushedState
+    from sync.planning.target import known_target, move_if_planned, record_target
+
+    with Ledger.connect(ledger_url) as ledger:
+        ledger.save_states("mc", None, [PushedState(f"{i}@x.io", str(i), frozenset({"VIP"}), {}, True)
+                                        for i in range(3)])
+        planned_at = ledger.state_revision("mc")  # run A (config aud1) plans a plain sync here
+        record_target(ledger, "mc", "mailchimp:aud2")  # run B (config aud2): an empty apply records its target
+        assert ledger.state_revision("mc") == planned_at and ledger.acquire_lock("sync:mc", "A", 60)
+        with pytest.raises(PlanStaleError, match="make a new plan"):
+            move_if_planned(ledger, "mc", "mailchimp:aud1", ("sync:mc", "A"))  # A's apply
+        # nor a move's plan made from another target than the ledger's now
+        with pytest.raises(PlanStaleError):
+            move_if_planned(ledger, "mc", "mailchimp:aud1", ("sync:mc", "A"), moves_from="mailchimp:aud3")
+        assert len(ledger.load_state("mc")) == 3 and known_target(ledger, "mc") == "mailchimp:aud2"
