@@ -317,3 +317,27 @@ def test_a_plain_plan_is_stale_when_another_run_recorded_another_target_since(le
         with pytest.raises(PlanStaleError):
             move_if_planned(ledger, "mc", "mailchimp:aud1", ("sync:mc", "A"), moves_from="mailchimp:aud3")
         assert len(ledger.load_state("mc")) == 3 and known_target(ledger, "mc") == "mailchimp:aud2"
+
+
+def test_a_renamed_destination_takes_over_the_old_name_s_rows_in_one_transaction(ledger_url):  # noqa: F811
+    from sync.ledger import Ledger
+    from sync.model import ItemResult, PushedState
+    from sync.planning.target import TARGET_CURSOR, known_target, record_target
+
+    with Ledger.connect(ledger_url) as ledger:
+        run = ledger.start_run("sync", "old")
+        ledger.save_states("old", run, [PushedState("a@x.io", "1", frozenset({"VIP", "Lost"}), {"F": "1"}, True),
+                                        PushedState("b@x.io", "2", frozenset({"VIP"}), {}, True)])
+        ledger.record_results("old", run, [ItemResult("b@x.io", "upsert", False, "Invalid Resource")])
+        ledger.save_states("new", run, [PushedState("a@x.io", "1", frozenset({"vip"}), {"F": "2"}, True)])
+        for name in ("old", "new"):
+            record_target(ledger, name, "mailchimp:aud1")
+        revision = ledger.state_revision("new")
+        assert ledger.acquire_lock("sync:new", "me", 60)
+        assert ledger.take_over("old", "new", (TARGET_CURSOR, "old"), lock=("sync:new", "me")) == 2
+        state = ledger.load_state("new")
+        # a: new's row, with the tag only old's held (VIP is vip but for case); b: old's row
+        assert state["a@x.io"].tags == {"vip", "Lost"} and state["a@x.io"].fields == {"F": "2"}
+        assert state["b@x.io"].tags == {"VIP"} and ledger.state_revision("new") > revision
+        assert ledger.load_state("old") == {} and ledger.state_destinations() == ["new"]
+        assert known_target(ledger, "old") is None and ledger.pending_failures("old") == []
