@@ -61,4 +61,38 @@ def take_over_removed(cfg: "Config", ledger: "Ledger", reports: Iterable["ApplyR
                  taken)
 
 
-__all__ = ["successor", "take_over_removed"]
+def retires_only(dest: "DestinationConfig") -> bool:
+    """``dest`` gives no contact anything (no segment, tag, transition or field mapped) and retires tags: a
+    removed destination put back to take its tags off (docs/sync.md#removed-destination)."""
+    return bool(dest.retire_tags) and not (dest.segments or dest.tags or dest.transitions or dest.fields)
+
+
+def end_retired(cfg: "Config", ledger: "Ledger", reports: Iterable["ApplyReport"]) -> None:
+    """After applies: a destination that only retires tags (:func:`retires_only`), once an apply of it succeeded
+    and no row of it holds a tag any more, has nothing left to do: the ledger forgets it (its rows kept with no
+    tag would be read by every plan's removed-destination check once it is removed from the config), with an
+    info line."""
+    done = {r.destination for r in reports if r.status == "succeeded"}
+    for dest in cfg.destinations:
+        if dest.name not in done or not retires_only(dest):
+            continue
+        try:
+            with destination_lock(ledger, f"sync:{dest.name}", 600) as held:
+                deleted = ledger.forget_destination(dest.name, (TARGET_CURSOR, dest.name),
+                                                    lock=(held.name, held.owner))
+        except LockBusyError as exc:
+            log.info("destination %r: forgetting its ledger waits for the next run (%s)", dest.name, exc)
+            continue
+        if deleted >= 0:
+            log.info("destination %r only retires tags and every one is off the contacts rfmsync put it on: the "
+                     "ledger forgets its %d contacts (remove it from the config)", dest.name, deleted)
+
+
+def after_applies(cfg: "Config", ledger: "Ledger", reports: Iterable["ApplyReport"]) -> None:
+    """What the ledger settles once ``reports`` are in: :func:`take_over_removed`, then :func:`end_retired`."""
+    reports = list(reports)
+    take_over_removed(cfg, ledger, reports)
+    end_retired(cfg, ledger, reports)
+
+
+__all__ = ["after_applies", "end_retired", "retires_only", "successor", "take_over_removed"]

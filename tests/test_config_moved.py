@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sqlite3
 from datetime import date
 from pathlib import Path
 
@@ -190,6 +191,11 @@ def test_a_destination_removed_from_the_config_is_said_until_its_tags_are_taken_
     shop.write_text(text + SECOND + 'retire_tags = ["Lost"]\n', encoding="utf-8")
     cli("sync", "--config", str(shop), "--as-of", AS_OF, "--allow-mass-change")
     assert not any(mailchimp_fake.tags_of(k, "aud2") for k in mailchimp_fake.lists["aud2"].members)
+    # and the ledger forgets it, so that no plan reads its rows again
+    with sqlite3.connect(next(shop.parent.glob("*.db"))) as db:
+        held = db.execute("SELECT count(*) FROM pushed_state WHERE destination = 'second'").fetchone()[0]
+        counters = db.execute("SELECT count(*) FROM state_revisions WHERE destination = 'second'").fetchone()[0]
+    assert (held, counters) == (0, 0)
     shop.write_text(text, encoding="utf-8")
     assert not [w for w in plan_warnings(shop) if "no longer in the config" in w]
 
@@ -341,3 +347,20 @@ def test_a_renamed_destination_takes_over_the_old_name_s_rows_in_one_transaction
         assert state["b@x.io"].tags == {"VIP"} and ledger.state_revision("new") > revision
         assert ledger.load_state("old") == {} and ledger.state_destinations() == ["new"]
         assert known_target(ledger, "old") is None and ledger.pending_failures("old") == []
+
+
+def test_a_destination_is_forgotten_only_while_none_of_its_rows_holds_a_tag(ledger_url):  # noqa: F811
+    from sync.ledger import Ledger
+    from sync.model import PushedState
+    from sync.planning.target import TARGET_CURSOR, known_target, record_target
+
+    with Ledger.connect(ledger_url) as ledger:
+        ledger.save_states("second", None, [PushedState("a@x.io", "1", frozenset(), {}, True),
+                                           PushedState("b@x.io", "2", frozenset({"Lost"}), {}, True)])
+        record_target(ledger, "second", "mailchimp:aud2")
+        assert ledger.forget_destination("second", (TARGET_CURSOR, "second")) == -1  # b still holds Lost
+        assert len(ledger.load_state("second")) == 2 and known_target(ledger, "second") == "mailchimp:aud2"
+        ledger.save_states("second", None, [PushedState("b@x.io", "2", frozenset(), {}, True)])
+        assert ledger.forget_destination("second", (TARGET_CURSOR, "second")) == 2
+        assert ledger.load_state("second") == {} and ledger.state_destinations() == []
+        assert known_target(ledger, "second") is None

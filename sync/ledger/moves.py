@@ -88,6 +88,24 @@ class StateMoves:
             self._cache.drop(old)
         return int(taken)
 
+    def forget_destination(self, name: str, cursor: tuple[str, str], lock: tuple[str, str] | None = None,
+                           *, untagged: bool = True) -> int:
+        """Delete everything the ledger holds under destination ``name`` (its rows, lost tags, failures, revision
+        counter, cached copy and the cursor ``cursor``: its target), in one transaction; with ``untagged``, only
+        while none of its rows holds a tag (else nothing, and -1). The rows deleted. ``lock``: (name, owner) that
+        must still hold ``name``'s lock."""
+        with self._db.write() as conn:
+            if lock is not None:
+                check_lock_held(conn, *lock)
+            if untagged and conn.execute(select(pushed_state.c.key).where(
+                    pushed_state.c.destination == name, pushed_state.c.tags != "[]").limit(1)).first() is not None:
+                return -1
+            deleted = conn.execute(select(func.count()).where(pushed_state.c.destination == name)).scalar() or 0
+            self._forget_name(conn, name, cursor)
+        if self._cache is not None:
+            self._cache.drop(name)
+        return int(deleted)
+
     def _forget_name(self, conn: "Connection", name: str, cursor: tuple[str, str]) -> None:
         """Delete everything the ledger holds under destination ``name``, in ``conn``'s transaction."""
         for table in (pushed_state, lost_tags, failures, state_revisions):
