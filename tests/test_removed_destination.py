@@ -81,7 +81,7 @@ def test_the_rename_s_warning_does_not_come_back_once_the_new_name_took_a_tag_of
     assert not [w for w in plan_warnings(shop) if "no longer in the config" in w]
 
 
-def test_a_removed_destination_s_remedy_names_no_tag_a_destination_of_its_audience_manages(shop, mailchimp_fake):  # noqa: F811,E501
+def test_the_remedy_names_no_tag_a_destination_of_the_same_audience_manages(shop, mailchimp_fake):  # noqa: F811
     text = two_audiences(shop)
     mapping = shop.read_text(encoding="utf-8")[len(text) + len(SECOND):]
     # "second" (aud2) removed; two destinations point at aud2 now: no successor, and 'x' manages its tags, so
