@@ -30,6 +30,7 @@ from .pipeline import Reading, today_in
 from .planning.plan import Plan
 from .planning.planner import PlannedDestination, plan_all, selected_destinations
 from .planning.retired import removed_destinations
+from .takeover import after_applies
 from .planning.target import check_saved
 from .refusals import HeldAgain, apply_alone, judge_replan, refuse, refuse_after_withdrawals
 from .store import STORE_LOCK
@@ -136,6 +137,7 @@ def full_sync(cfg: Config, ledger: Ledger, settings: Settings, *, destinations: 
             if len(planned) > 1:  # stderr: the command's own error line names only the first failure
                 log.error("destination %r failed: %s%s", p.plan.destination, exc,
                           "; going on with the others" if i < len(planned) - 1 else "")
+    after_applies(cfg, ledger, reports)  # a renamed destination takes over its old name's rows; a retired one ends
     # the guards accepted the data: its segments are a fact about the shop whatever a destination did (a failed
     # destination's move tags are planned again next run, while their transition_days last)
     record_after_sync(cfg, segments_now, as_of)
@@ -215,6 +217,7 @@ def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Se
         client = make_destination(cfg.destination(plan.destination), settings, required=True)
         reports.append(_execute(plan, client, ledger, kind="apply", data=counts,
                                 replan=lambda plan=plan: _raise_stale(plan, ledger)))
+    after_applies(cfg, ledger, reports)
     return reports
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sqlite3
 from datetime import date
 from pathlib import Path
 
@@ -190,6 +191,11 @@ def test_a_destination_removed_from_the_config_is_said_until_its_tags_are_taken_
     shop.write_text(text + SECOND + 'retire_tags = ["Lost"]\n', encoding="utf-8")
     cli("sync", "--config", str(shop), "--as-of", AS_OF, "--allow-mass-change")
     assert not any(mailchimp_fake.tags_of(k, "aud2") for k in mailchimp_fake.lists["aud2"].members)
+    # and the ledger forgets it, so that no plan reads its rows again
+    with sqlite3.connect(next(shop.parent.glob("*.db"))) as db:
+        held = db.execute("SELECT count(*) FROM pushed_state WHERE destination = 'second'").fetchone()[0]
+        counters = db.execute("SELECT count(*) FROM state_revisions WHERE destination = 'second'").fetchone()[0]
+    assert (held, counters) == (0, 0)
     shop.write_text(text, encoding="utf-8")
     assert not [w for w in plan_warnings(shop) if "no longer in the config" in w]
 
@@ -222,7 +228,7 @@ def test_a_move_forgets_the_old_audience_s_state_and_records_the_new_one_at_once
         assert known_target(ledger, "mc") == "mailchimp:aud1" and len(ledger.load_state("mc")) == 3
         revision = ledger.state_revision("mc")
         assert ledger.acquire_lock("sync:mc", "me", 60)
-        move_if_planned(ledger, "mc", "mailchimp:aud2", ("sync:mc", "me"))
+        move_if_planned(ledger, "mc", "mailchimp:aud2", ("sync:mc", "me"), moves_from="mailchimp:aud1")
         assert known_target(ledger, "mc") == "mailchimp:aud2"
         assert ledger.load_state("mc") == {} and ledger.pending_failures("mc") == []
         assert ledger.state_revision("mc") > revision  # a plan made before is stale
@@ -295,3 +301,66 @@ def test_under_skip_one_full_refresh_moves_the_destination_and_the_next_syncs_go
     set_consent(shop.parent, {e for e in theirs if e.lower() == who}, "да")  # he agreed since
     cli("sync", "--config", str(shop), "--as-of", AS_OF)
     assert mailchimp_fake.member(who, "aud2")["status"] == "subscribed" and mailchimp_fake.tags_of(who, "aud2")
+
+
+def test_a_plain_plan_is_stale_when_another_run_recorded_another_target_since(ledger_url):  # noqa: F811
+    # a diff plan made while the ledger had no target (a ledger older than targets, a first sync), applied after
+    # another run recorded another one (which does not move the revision): refused, nothing forgotten
+    from sync.errors import PlanStaleError
+    from sync.ledger import Ledger
+    from sync.model import PushedState
+    from sync.planning.target import known_target, move_if_planned, record_target
+
+    with Ledger.connect(ledger_url) as ledger:
+        ledger.save_states("mc", None, [PushedState(f"{i}@x.io", str(i), frozenset({"VIP"}), {}, True)
+                                        for i in range(3)])
+        planned_at = ledger.state_revision("mc")  # run A (config aud1) plans a plain sync here
+        record_target(ledger, "mc", "mailchimp:aud2")  # run B (config aud2): an empty apply records its target
+        assert ledger.state_revision("mc") == planned_at and ledger.acquire_lock("sync:mc", "A", 60)
+        with pytest.raises(PlanStaleError, match="make a new plan"):
+            move_if_planned(ledger, "mc", "mailchimp:aud1", ("sync:mc", "A"))  # A's apply
+        # nor a move's plan made from another target than the ledger's now
+        with pytest.raises(PlanStaleError):
+            move_if_planned(ledger, "mc", "mailchimp:aud1", ("sync:mc", "A"), moves_from="mailchimp:aud3")
+        assert len(ledger.load_state("mc")) == 3 and known_target(ledger, "mc") == "mailchimp:aud2"
+
+
+def test_a_renamed_destination_takes_over_the_old_name_s_rows_in_one_transaction(ledger_url):  # noqa: F811
+    from sync.ledger import Ledger
+    from sync.model import ItemResult, PushedState
+    from sync.planning.target import TARGET_CURSOR, known_target, record_target
+
+    with Ledger.connect(ledger_url) as ledger:
+        run = ledger.start_run("sync", "old")
+        ledger.save_states("old", run, [PushedState("a@x.io", "1", frozenset({"VIP", "Lost"}), {"F": "1"}, True),
+                                        PushedState("b@x.io", "2", frozenset({"VIP"}), {}, True)])
+        ledger.record_results("old", run, [ItemResult("b@x.io", "upsert", False, "Invalid Resource")])
+        ledger.save_states("new", run, [PushedState("a@x.io", "1", frozenset({"vip"}), {"F": "2"}, True)])
+        for name in ("old", "new"):
+            record_target(ledger, name, "mailchimp:aud1")
+        revision = ledger.state_revision("new")
+        assert ledger.acquire_lock("sync:new", "me", 60)
+        assert ledger.take_over("old", "new", (TARGET_CURSOR, "old"), lock=("sync:new", "me")) == 2
+        state = ledger.load_state("new")
+        # a: new's row, with the tag only old's held (VIP is vip but for case); b: old's row
+        assert state["a@x.io"].tags == {"vip", "Lost"} and state["a@x.io"].fields == {"F": "2"}
+        assert state["b@x.io"].tags == {"VIP"} and ledger.state_revision("new") > revision
+        assert ledger.load_state("old") == {} and ledger.state_destinations() == ["new"]
+        assert known_target(ledger, "old") is None and ledger.pending_failures("old") == []
+
+
+def test_a_destination_is_forgotten_only_while_none_of_its_rows_holds_a_tag(ledger_url):  # noqa: F811
+    from sync.ledger import Ledger
+    from sync.model import PushedState
+    from sync.planning.target import TARGET_CURSOR, known_target, record_target
+
+    with Ledger.connect(ledger_url) as ledger:
+        ledger.save_states("second", None, [PushedState("a@x.io", "1", frozenset(), {}, True),
+                                           PushedState("b@x.io", "2", frozenset({"Lost"}), {}, True)])
+        record_target(ledger, "second", "mailchimp:aud2")
+        assert ledger.forget_destination("second", (TARGET_CURSOR, "second")) == -1  # b still holds Lost
+        assert len(ledger.load_state("second")) == 2 and known_target(ledger, "second") == "mailchimp:aud2"
+        ledger.save_states("second", None, [PushedState("b@x.io", "2", frozenset(), {}, True)])
+        assert ledger.forget_destination("second", (TARGET_CURSOR, "second")) == 2
+        assert ledger.load_state("second") == {} and ledger.state_destinations() == []
+        assert known_target(ledger, "second") is None

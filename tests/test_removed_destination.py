@@ -50,14 +50,44 @@ def drop_customer(folder: Path, email: str) -> None:
     orders.write_text("\ufeff" + "".join(line for line in lines if f";{customer};" not in line), encoding="utf-8")
 
 
-def test_a_renamed_destination_excuses_only_the_tags_its_own_rows_hold(shop, mailchimp_fake):  # noqa: F811
+def state_names(shop: Path) -> list[str]:
+    with sqlite3.connect(next(shop.parent.glob("*.db"))) as db:
+        return sorted(n for (n,) in db.execute("SELECT DISTINCT destination FROM pushed_state"))
+
+
+def test_a_renamed_destination_takes_over_the_old_name_s_rows_once_synced(shop, mailchimp_fake):  # noqa: F811
     cli("sync", "--config", str(shop), "--as-of", AS_OF)
     vip = sorted(k for k in mailchimp_fake.lists["aud1"].members if "VIP" in mailchimp_fake.tags_of(k, "aud1"))[0]
     drop_customer(shop.parent, mailchimp_fake.member(vip, "aud1")["email_address"])
     point_at(shop, 'name = "mailchimp-demo"', 'name = "mc-main"')  # renamed, same audience and mapping
+    said = removed(shop, "mailchimp-demo")  # before it synced: said, with no remedy the config check refuses
+    assert len(said) == 1 and "Destination 'mc-main' pushes there too" in said[0] and "retire_tags" not in said[0]
     cli("sync", "--config", str(shop), "--as-of", AS_OF, "--allow-mass-change")
-    # the new name never pushed VIP to him, so it will not take it off: the old name's tag is said, for him alone
-    # (and the tags of those whose segment moved with him gone: the new name did not push them either)
-    assert "VIP" in mailchimp_fake.tags_of(vip, "aud1")
-    said = removed(shop, "mailchimp-demo")
-    assert len(said) == 1 and "stay on them: 'VIP' (1 contact)," in said[0]
+    # the new name never pushed VIP to him: it holds the old name's row for him now, and nothing is warned of
+    assert "VIP" in mailchimp_fake.tags_of(vip, "aud1") and state_names(shop) == ["mc-main"]
+    assert not [w for w in plan_warnings(shop) if "no longer in the config" in w]
+    cli("sync", "--config", str(shop), "--as-of", AS_OF, "--allow-mass-change")  # he left: VIP comes off him
+    assert "VIP" not in mailchimp_fake.tags_of(vip, "aud1")
+
+
+def test_the_rename_s_warning_does_not_come_back_once_the_new_name_took_a_tag_off(shop, mailchimp_fake):  # noqa: F811
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)
+    point_at(shop, 'name = "mailchimp-demo"', 'name = "mc-main"')
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)
+    vip = sorted(k for k in mailchimp_fake.lists["aud1"].members if "VIP" in mailchimp_fake.tags_of(k, "aud1"))[0]
+    drop_customer(shop.parent, mailchimp_fake.member(vip, "aud1")["email_address"])
+    cli("sync", "--config", str(shop), "--as-of", AS_OF, "--allow-mass-change")  # mc-main takes VIP off him
+    assert "VIP" not in mailchimp_fake.tags_of(vip, "aud1")
+    assert not [w for w in plan_warnings(shop) if "no longer in the config" in w]
+
+
+def test_the_remedy_names_no_tag_a_destination_of_the_same_audience_manages(shop, mailchimp_fake):  # noqa: F811
+    text = two_audiences(shop)
+    mapping = shop.read_text(encoding="utf-8")[len(text) + len(SECOND):]
+    # "second" (aud2) removed; two destinations point at aud2 now: no successor, and 'x' manages its tags, so
+    # putting "second" back with retire_tags (refused: two destinations would manage them there) is not offered
+    shop.write_text(text + SECOND.replace('"second"', '"x"') + mapping + SECOND.replace('"second"', '"y"'),
+                    encoding="utf-8")
+    said = removed(shop, "second")
+    assert len(said) == 1 and "retire_tags = [" not in said[0], said
+    assert "Destination 'x' of the same audience manages 'VIP'" in said[0] and "--destination x --reconcile" in said[0]

@@ -171,6 +171,8 @@ class Ledger:
     forget = _Via("state", PushedStates.forget)
     forget_lost = _Via("state", PushedStates.forget_lost)
     move_state = _Via("state", PushedStates.move_state)
+    take_over = _Via("state", PushedStates.take_over)
+    forget_destination = _Via("state", PushedStates.forget_destination)
     record_owners = _Via("state", PushedStates.record_owners)
     lost_tags = _Via("state", PushedStates.lost_tags)
     settle_lost = _Via("state", PushedStates.settle_lost)

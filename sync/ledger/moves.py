@@ -1,15 +1,19 @@
 """A destination moved to another audience or type (docs/sync.md#another-audience): what the ledger knew of the
-old one is forgotten and the new target recorded, in one transaction, before the move's first ESP call."""
+old one is forgotten and the new target recorded, in one transaction, before the move's first ESP call. And a
+destination renamed (docs/sync.md#removed-destination): the new name takes over what the ledger holds under the
+old one (:meth:`StateMoves.take_over`)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-from sqlalchemy import delete
+import json
+
+from sqlalchemy import and_, delete, func, insert, literal, select
 
 from .cursors import write_cursor
 from .locks import check_lock_held
-from .schema import failures, lost_tags, pushed_state
+from .schema import cursors, failures, lost_tags, pushed_state, state_revisions
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -45,6 +49,68 @@ class StateMoves:
         if self._cache is not None:
             self._cache.drop(destination)
         return int(deleted)
+
+    def take_over(self, old: str, new: str, cursor: tuple[str, str], lock: tuple[str, str] | None = None) -> int:
+        """Destination ``new`` (a rename of ``old``, pushing to the same target) takes over ``old``'s ledger rows,
+        in one transaction that bumps ``new``'s revision: a contact only ``old`` holds gets ``old``'s row under
+        ``new`` (``new`` then plans from what was pushed him: the managed tags of a customer who left come off
+        him, the others are named by its left-behind warning); one both hold keeps ``new``'s row, with the tags
+        only ``old``'s row holds added (whatever their case: a tag still on him that ``new`` did not push him).
+        Then ``old``'s rows, lost tags, failures, revision counter, cached copy and cursor ``cursor`` (source,
+        object: its target) are deleted. The rows of ``old`` taken over (0: it held none). ``lock``: (name,
+        owner) that must still hold ``new``'s lock."""
+        o, n = pushed_state.alias("old"), pushed_state.alias("new")
+        both = and_(n.c.destination == new, n.c.key == o.c.key)
+        with self._db.write() as conn:
+            if lock is not None:
+                check_lock_held(conn, *lock)
+            taken = conn.execute(select(func.count()).where(o.c.destination == old)).scalar() or 0
+            if not taken:
+                self._forget_name(conn, old, cursor)
+                return 0
+            revision = self._bump_revision(conn, new)
+            cols = ("key", "customer_id", "tags", "fields", "in_destination", "pushed_at", "run_id")
+            only_old = select(literal(new), *(o.c[c] for c in cols), literal(revision)).where(
+                o.c.destination == old, ~select(n.c.key).where(both).exists())
+            conn.execute(insert(pushed_state).from_select(["destination", *cols, "revision"], only_old))
+            for key, theirs, ours in conn.execute(select(o.c.key, o.c.tags, n.c.tags).select_from(
+                    o.join(n, both)).where(o.c.destination == old, o.c.tags != n.c.tags, o.c.tags != "[]")).all():
+                mine = set(json.loads(ours))
+                held = {t.strip().casefold() for t in mine}
+                added = {t for t in json.loads(theirs) if t.strip().casefold() not in held}
+                if added:
+                    conn.execute(pushed_state.update().where(
+                        pushed_state.c.destination == new, pushed_state.c.key == key).values(
+                        tags=json.dumps(sorted(mine | added), separators=(",", ":")), revision=revision))
+            self._forget_name(conn, old, cursor)
+        self._written.note(new, revision, int(taken))
+        if self._cache is not None:
+            self._cache.drop(old)
+        return int(taken)
+
+    def forget_destination(self, name: str, cursor: tuple[str, str], lock: tuple[str, str] | None = None,
+                           *, untagged: bool = True) -> int:
+        """Delete everything the ledger holds under destination ``name`` (its rows, lost tags, failures, revision
+        counter, cached copy and the cursor ``cursor``: its target), in one transaction; with ``untagged``, only
+        while none of its rows holds a tag (else nothing, and -1). The rows deleted. ``lock``: (name, owner) that
+        must still hold ``name``'s lock."""
+        with self._db.write() as conn:
+            if lock is not None:
+                check_lock_held(conn, *lock)
+            if untagged and conn.execute(select(pushed_state.c.key).where(
+                    pushed_state.c.destination == name, pushed_state.c.tags != "[]").limit(1)).first() is not None:
+                return -1
+            deleted = conn.execute(select(func.count()).where(pushed_state.c.destination == name)).scalar() or 0
+            self._forget_name(conn, name, cursor)
+        if self._cache is not None:
+            self._cache.drop(name)
+        return int(deleted)
+
+    def _forget_name(self, conn: "Connection", name: str, cursor: tuple[str, str]) -> None:
+        """Delete everything the ledger holds under destination ``name``, in ``conn``'s transaction."""
+        for table in (pushed_state, lost_tags, failures, state_revisions):
+            conn.execute(delete(table).where(table.c.destination == name))
+        conn.execute(delete(cursors).where(cursors.c.source == cursor[0], cursors.c.obj == cursor[1]))
 
 
 __all__ = ["StateMoves"]

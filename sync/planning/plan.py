@@ -164,6 +164,9 @@ class Plan:
     #: the destination's target the plan was made for (:mod:`sync.planning.target`: ``mailchimp:aud1``); its apply
     #: records it in the ledger, and a saved plan is applied only while the config points there
     pushed_to: str | None = None
+    #: the target a full refresh's plan moves the destination from (the ledger's when it was made; None: not a
+    #: move): its apply forgets the ledger's state only while the ledger's target is still that one
+    moves_from: str | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -207,7 +210,7 @@ class Plan:
             "skipped": [asdict(s) for s in self.skipped],
             "owners": [{"key": o.key, "customer_id": o.customer_id, "was": o.was} for o in self.owners],
             "withdrawn": list(self.withdrawn), "guard": self.guard.to_json() if self.guard is not None else None,
-            "pushed_to": self.pushed_to,
+            "pushed_to": self.pushed_to, "moves_from": self.moves_from,
         }
 
     @classmethod
@@ -228,7 +231,8 @@ class Plan:
                        notes=tuple(data.get("notes", ())), warnings=tuple(data.get("warnings", ())),
                        owners=tuple(OwnerChange(o["key"], o["customer_id"], o["was"])
                                     for o in data.get("owners", ())),
-                       withdrawn=tuple(withdrawn), pushed_to=_optional_str(data, "pushed_to"))
+                       withdrawn=tuple(withdrawn), pushed_to=_optional_str(data, "pushed_to"),
+                       moves_from=_optional_str(data, "moves_from"))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:  # AttributeError: an entry not an object
             raise ConfigError(f"not an rfmsync plan file: missing or bad {exc}") from None
 

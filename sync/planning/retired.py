@@ -100,21 +100,42 @@ def removed_destinations(cfg: Config, ledger: "RemovedStates") -> list[str]:
                 if tag.strip().casefold() not in held:
                     counts[tag] = counts.get(tag, 0) + n
         if counts:
-            out.append(_removed_warning(name, target, sorted(counts.items())))
+            managed = {t.strip().casefold(): d.name for d in cfg.destinations if d.name in beside
+                       for t in all_managed(d)}
+            out.append(_removed_warning(name, target, sorted(counts.items()), beside, managed))
     return out
 
 
-def _removed_warning(name: str, target: str | None, found: list[tuple[str, int]]) -> str:
+def _removed_warning(name: str, target: str | None, found: list[tuple[str, int]], beside: list[str],
+                     managed: dict[str, str]) -> str:
+    """The warning of a removed destination ``name``: with one configured destination of its target (``beside``:
+    a rename), that one takes its rows over once it synced (:mod:`sync.takeover`); else the remedy, putting the
+    destination back to retire its tags, offered for the tags no destination of the same target manages (the
+    config check refuses two destinations managing one tag of an audience: ``managed``, by folded tag)."""
     shown = ", ".join(f"{tag!r} ({n} contact{'s' if n != 1 else ''})" for tag, n in found[:SHOWN])
     more = f" and {len(found) - SHOWN} more" if len(found) > SHOWN else ""
     where = f" of {describe(target)}" if target is not None else ""
-    names = ", ".join(toml_string(tag) for tag, _ in found)
-    return (f"destination {name!r} is no longer in the config, but the tags/lists rfmsync gave the contacts{where} "
+    said = (f"destination {name!r} is no longer in the config, but the tags/lists rfmsync gave the contacts{where} "
             f"stay on them: {shown}{more}; campaigns aimed at them still reach people who may have left those "
-            f"segments. To have rfmsync take them off the contacts it put them on (and only those), put the "
-            f"destination back under the name {toml_string(name)}, with its type and audience, no "
-            f"[destinations.segments] and retire_tags = [{names}], and sync once (the plan guards apply: "
-            f"max_removal_pct, 'rfmsync sync --allow-mass-change'); then remove it: this warning goes with the tags")
+            f"segments. ")
+    if len(beside) == 1:
+        return said + (f"Destination {beside[0]!r} pushes there too (a rename?): once it has synced successfully, "
+                       f"it takes over what the ledger holds under {toml_string(name)} (the tags it manages come "
+                       f"off those who left its segments; its own warning names the others) and this warning goes")
+    retire = [tag for tag, _ in found if tag.strip().casefold() not in managed]
+    held = "; ".join(f"destination {owner!r} of the same audience manages "
+                     + ", ".join(repr(t) for t, _ in found if managed.get(t.strip().casefold()) == owner)
+                     + f" ('rfmsync sync --destination {owner} --reconcile' takes such a tag off whoever holds it "
+                       f"outside its segments; retire_tags cannot name it in another destination there)"
+                     for owner in sorted({managed[t.strip().casefold()] for t, _ in found if t not in retire}))
+    if not retire:
+        return said + held[0].upper() + held[1:]
+    names = ", ".join(toml_string(tag) for tag in retire)
+    return said + (f"To have rfmsync take them off the contacts it put them on (and only those), put the "
+                   f"destination back under the name {toml_string(name)}, with its type and audience, no "
+                   f"[destinations.segments] and retire_tags = [{names}], and sync once (the plan guards apply: "
+                   f"max_removal_pct, 'rfmsync sync --allow-mass-change'); then remove it: this warning goes with "
+                   f"the tags" + (f". {held[0].upper()}{held[1:]}" if held else ""))
 
 
 def toml_string(text: str) -> str:

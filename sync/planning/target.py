@@ -20,7 +20,7 @@ import shlex
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigError
+from ..errors import ConfigError, PlanStaleError
 
 if TYPE_CHECKING:
     from ..config import DestinationConfig
@@ -63,18 +63,25 @@ def moved_note(dest: "DestinationConfig", then: str) -> str:
             f"rfmsync's tags (retire_tags can no longer take them off)")
 
 
-def move_if_planned(ledger: "Ledger", name: str, target: str | None, lock: tuple[str, str]) -> None:
-    """Before an apply of ``name``'s plan for ``target`` (its ``pushed_to``): record the target when the ledger has
-    none yet (a first apply, or a ledger older than targets); when it has another, the plan is a move's (only a
-    full refresh plans one, against nothing known; a plan made before the ledger moved is stale by its revision)
-    and the ledger forgets the old target's state as it records the new one, in one transaction."""
+def move_if_planned(ledger: "Ledger", name: str, target: str | None, lock: tuple[str, str], *,
+                    moves_from: str | None = None) -> None:
+    """Before an apply of ``name``'s plan for ``target`` (its ``pushed_to``; ``moves_from``: its ``moves_from``):
+    record the target when the ledger has none yet (a first apply, or a ledger older than targets); when it has
+    another, only a full refresh's plan made while the ledger's target was that one (``moves_from``: planned
+    against nothing known) moves the destination: the ledger forgets the old target's state as it records the new
+    one, in one transaction. Any other plan (a plain plan made before another run recorded another target, which
+    does not move the revision) is stale: a :class:`~sync.errors.PlanStaleError`, and nothing is forgotten."""
     then = known_target(ledger, name)
     if target is None or then == target:
         return
     if then is None:
         record_target(ledger, name, target)
-    else:
+    elif moves_from == then:
         ledger.move_state(name, (TARGET_CURSOR, name), target, lock=lock)
+    else:
+        raise PlanStaleError(f"the ledger of destination {name!r} now holds what rfmsync pushed to {describe(then)} "
+                             f"(another run recorded it since this plan for {describe(target)} was made): applied, "
+                             f"the plan would forget that state and push only its own changes; make a new plan")
 
 
 def check_target(ledger: "Cursors", dest: "DestinationConfig", *, full_refresh: bool = False) -> str:

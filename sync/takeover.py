@@ -1,0 +1,98 @@
+"""A destination renamed (its ``name`` changed, its type and audience kept; docs/sync.md#removed-destination): once
+the new name applied successfully, it takes over what the ledger holds under the old one
+(:meth:`sync.ledger.Ledger.take_over`), so that its plans take the old rows' managed tags off the contacts who
+left its segments, its left-behind warning names the others, and the old name's rows, which nothing writes any
+more, are neither warned of nor read again.
+
+The successor of a destination the config no longer has is the one configured destination pushing to its recorded
+target (:func:`successor`); with none (a true removal), or several, nothing is taken over and
+:func:`sync.planning.retired.removed_destinations` warns of its tags.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Iterable
+
+from .engine import destination_lock
+from .errors import LockBusyError
+from .planning.target import TARGET_CURSOR, describe, known_target, target_of
+
+if TYPE_CHECKING:
+    from .config import Config, DestinationConfig
+    from .engine import ApplyReport
+    from .ledger import Ledger
+    from .ledger.cursors import Cursors
+
+log = logging.getLogger(__name__)
+
+
+def successor(cfg: "Config", ledger: "Cursors", name: str) -> "DestinationConfig | None":
+    """The destination of ``cfg`` that takes over destination ``name``, which the config no longer has: the only
+    one pushing to ``name``'s recorded target (None: ``name`` is configured, has no target recorded, or no or
+    several destinations push there)."""
+    if any(d.name == name for d in cfg.destinations):
+        return None
+    target = known_target(ledger, name)
+    same = [d for d in cfg.destinations if target is not None and target_of(d) == target]
+    return same[0] if len(same) == 1 else None
+
+
+def take_over_removed(cfg: "Config", ledger: "Ledger", reports: Iterable["ApplyReport"]) -> None:
+    """After applies: each destination whose ``reports`` say it applied successfully, to the target the ledger
+    records for it, takes over the rows of each removed destination it succeeds, under both names' locks (one
+    busy: left for the next run), with an info line."""
+    done = {r.destination for r in reports if r.status == "succeeded"}
+    if not done:
+        return
+    for name in ledger.state_destinations():
+        dest = successor(cfg, ledger, name)
+        if dest is None or dest.name not in done or known_target(ledger, dest.name) != target_of(dest):
+            continue
+        try:
+            with destination_lock(ledger, f"sync:{dest.name}", 600) as held, \
+                    destination_lock(ledger, f"sync:{name}", 600):
+                taken = ledger.take_over(name, dest.name, (TARGET_CURSOR, name), lock=(held.name, held.owner))
+        except LockBusyError as exc:
+            log.info("destination %r: taking over the ledger of %r waits for the next run (%s)", dest.name, name, exc)
+            continue
+        log.info("destination %r takes over what rfmsync pushed to %s under the name %r, no longer in the config "
+                 "(%d contacts): the ledger no longer holds that name", dest.name, describe(target_of(dest)), name,
+                 taken)
+
+
+def retires_only(dest: "DestinationConfig") -> bool:
+    """``dest`` gives no contact anything (no segment, tag, transition or field mapped) and retires tags: a
+    removed destination put back to take its tags off (docs/sync.md#removed-destination)."""
+    return bool(dest.retire_tags) and not (dest.segments or dest.tags or dest.transitions or dest.fields)
+
+
+def end_retired(cfg: "Config", ledger: "Ledger", reports: Iterable["ApplyReport"]) -> None:
+    """After applies: a destination that only retires tags (:func:`retires_only`), once an apply of it succeeded
+    and no row of it holds a tag any more, has nothing left to do: the ledger forgets it (its rows kept with no
+    tag would be read by every plan's removed-destination check once it is removed from the config), with an
+    info line."""
+    done = {r.destination for r in reports if r.status == "succeeded"}
+    for dest in cfg.destinations:
+        if dest.name not in done or not retires_only(dest):
+            continue
+        try:
+            with destination_lock(ledger, f"sync:{dest.name}", 600) as held:
+                deleted = ledger.forget_destination(dest.name, (TARGET_CURSOR, dest.name),
+                                                    lock=(held.name, held.owner))
+        except LockBusyError as exc:
+            log.info("destination %r: forgetting its ledger waits for the next run (%s)", dest.name, exc)
+            continue
+        if deleted >= 0:
+            log.info("destination %r only retires tags and every one is off the contacts rfmsync put it on: the "
+                     "ledger forgets its %d contacts (remove it from the config)", dest.name, deleted)
+
+
+def after_applies(cfg: "Config", ledger: "Ledger", reports: Iterable["ApplyReport"]) -> None:
+    """What the ledger settles once ``reports`` are in: :func:`take_over_removed`, then :func:`end_retired`."""
+    reports = list(reports)
+    take_over_removed(cfg, ledger, reports)
+    end_retired(cfg, ledger, reports)
+
+
+__all__ = ["after_applies", "end_retired", "retires_only", "successor", "take_over_removed"]
