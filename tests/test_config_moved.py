@@ -10,11 +10,10 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from sync.cli import main
 from sync.demodata import generate_shop
 
+from tests.builders import run_cli as cli
 from tests.ledger_fixtures import ledger_url  # noqa: F401
 
 AS_OF = "2025-06-30"
@@ -29,12 +28,6 @@ def shop(tmp_path, mailchimp_fake, monkeypatch):
     monkeypatch.setenv("MAILCHIMP_API_KEY", mailchimp_fake.api_key)
     monkeypatch.setenv("MAILCHIMP_API_URL", mailchimp_fake.url)
     return cfg
-
-
-def cli(*args: str, code: int = 0):
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    assert result.exit_code == code, result.output
-    return result
 
 
 def point_at(cfg: Path, old: str, new: str) -> None:

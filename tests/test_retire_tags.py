@@ -10,11 +10,9 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from sync.cli import main
 from sync.demodata import generate_shop
-from tests.builders import config_error
+from tests.builders import config_error, run_cli as cli
 
 AS_OF = "2025-06-30"
 
@@ -27,12 +25,6 @@ def shop(tmp_path, mailchimp_fake, monkeypatch):
     monkeypatch.setenv("MAILCHIMP_API_KEY", mailchimp_fake.api_key)
     monkeypatch.setenv("MAILCHIMP_API_URL", mailchimp_fake.url)
     return cfg
-
-
-def cli(*args: str, code: int = 0):
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    assert result.exit_code == code, result.output
-    return result
 
 
 def plan_json(cfg: Path) -> dict:
