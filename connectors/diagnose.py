@@ -22,7 +22,6 @@ from zoneinfo import ZoneInfo
 import duckdb
 
 from .errors import BadFileError
-from .http import parse_dt
 from .normalize import DATE_FORMATS, EARLIEST, SPACE_OFFSET_RE
 
 #: the bad-row reason of an order date that reads, but as a day before :data:`EARLIEST`
@@ -116,7 +115,10 @@ def guess_format(values: Sequence[str]) -> str | None:
 
 
 def order_dt(value: Any, tz: str = "UTC") -> datetime:
-    """:func:`parse_dt` of an order's date; one on or before 1970-01-01 in ``tz`` (Unix time 0: never set) is none."""
+    """:func:`parse_dt` of an order's date; one on or before 1970-01-01 in ``tz`` (Unix time 0: never set) is none.
+    (Here beside the file rule, for the CRM clients: imported when called, so a file run imports no ``requests``.)"""
+    from .http import parse_dt
+
     if (at := parse_dt(value, tz)) < datetime.fromisoformat(EARLIEST).replace(tzinfo=ZoneInfo(tz)):
         raise ValueError(f"{EARLY_DATE} ({at.astimezone(ZoneInfo(tz)):%Y-%m-%d %H:%M:%S})")
     return at
