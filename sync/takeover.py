@@ -1,12 +1,14 @@
-"""A destination renamed (its ``name`` changed, its type and audience kept; docs/sync.md#removed-destination): once
-the new name applied successfully, it takes over what the ledger holds under the old one
-(:meth:`sync.ledger.Ledger.take_over`), so that its plans take the old rows' managed tags off the contacts who
-left its segments, its left-behind warning names the others, and the old name's rows, which nothing writes any
-more, are neither warned of nor read again.
+"""A destination renamed (its ``name`` changed, its type and audience kept, and ``renamed_from = "OLD"`` set;
+docs/sync.md#removed-destination): once the new name applied successfully, it takes over what the ledger holds
+under the old one (:meth:`sync.ledger.Ledger.take_over`), so that its plans take the old rows' managed tags off the
+contacts who left its segments, its left-behind warning names the others, and the old name's rows, which nothing
+writes any more, are neither warned of nor read again.
 
-The successor of a destination the config no longer has is the one configured destination pushing to its recorded
-target (:func:`successor`); with none (a true removal), or several, nothing is taken over and
-:func:`sync.planning.retired.removed_destinations` warns of its tags.
+Only the user can say a destination is a rename: one on the same audience may be another config sharing the ledger,
+or one commented out for a while, and a SendGrid or Unisender target names no account (another account's contacts
+would be believed pushed). So the successor of a destination the config no longer has is the configured one whose
+``renamed_from`` names it, of the same recorded target when one is recorded (:func:`successor`); with none, nothing
+is taken over and :func:`sync.planning.retired.removed_destinations` warns of its tags.
 """
 
 from __future__ import annotations
@@ -28,13 +30,13 @@ log = logging.getLogger(__name__)
 
 
 def successor(cfg: "Config", ledger: "Cursors", name: str) -> "DestinationConfig | None":
-    """The destination of ``cfg`` that takes over destination ``name``, which the config no longer has: the only
-    one pushing to ``name``'s recorded target (None: ``name`` is configured, has no target recorded, or no or
-    several destinations push there)."""
+    """The destination of ``cfg`` that takes over destination ``name``, which the config no longer has: the one
+    whose ``renamed_from`` is ``name``, pushing to ``name``'s recorded target if one is recorded (None: ``name`` is
+    configured, or no destination says it was renamed from it)."""
     if any(d.name == name for d in cfg.destinations):
         return None
     target = known_target(ledger, name)
-    same = [d for d in cfg.destinations if target is not None and target_of(d) == target]
+    same = [d for d in cfg.destinations if d.renamed_from == name and (target is None or target_of(d) == target)]
     return same[0] if len(same) == 1 else None
 
 
@@ -83,7 +85,7 @@ def end_retired(cfg: "Config", ledger: "Ledger", reports: Iterable["ApplyReport"
         except LockBusyError as exc:
             log.info("destination %r: forgetting its ledger waits for the next run (%s)", dest.name, exc)
             continue
-        if deleted >= 0:
+        if deleted > 0:
             log.info("destination %r only retires tags and every one is off the contacts rfmsync put it on: the "
                      "ledger forgets its %d contacts (remove it from the config)", dest.name, deleted)
 

@@ -195,7 +195,7 @@ def test_a_destination_removed_from_the_config_is_said_until_its_tags_are_taken_
 
 def test_a_renamed_destination_leaves_behind_only_the_tags_it_no_longer_manages(shop, mailchimp_fake):
     cli("sync", "--config", str(shop), "--as-of", AS_OF)
-    point_at(shop, 'name = "mailchimp-demo"', 'name = "mc-main"')  # same audience, same tags
+    point_at(shop, 'name = "mailchimp-demo"', 'name = "mc-main"\nrenamed_from = "mailchimp-demo"')  # same tags
     assert [w for w in plan_warnings(shop) if "'mailchimp-demo' is no longer" in w]  # until it synced once
     cli("sync", "--config", str(shop), "--as-of", AS_OF)  # its rows hold the tags: it takes them off now
     assert not [w for w in plan_warnings(shop) if "no longer in the config" in w]

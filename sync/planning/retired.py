@@ -102,14 +102,16 @@ def removed_destinations(cfg: Config, ledger: "RemovedStates") -> list[str]:
         if counts:
             managed = {t.strip().casefold(): d.name for d in cfg.destinations if d.name in beside
                        for t in all_managed(d)}
-            out.append(_removed_warning(name, target, sorted(counts.items()), beside, managed))
+            heir = [d.name for d in cfg.destinations if d.renamed_from == name]
+            out.append(_removed_warning(name, target, sorted(counts.items()), beside, managed, bool(heir)))
     return out
 
 
 def _removed_warning(name: str, target: str | None, found: list[tuple[str, int]], beside: list[str],
-                     managed: dict[str, str]) -> str:
+                     managed: dict[str, str], heir: bool = False) -> str:
     """The warning of a removed destination ``name``: with one configured destination of its target (``beside``:
-    a rename), that one takes its rows over once it synced (:mod:`sync.takeover`); else the remedy, putting the
+    a rename?), that one takes its rows over once it synced if its ``renamed_from`` names ``name`` (``heir``;
+    :mod:`sync.takeover`), which the warning asks for otherwise; else the remedy, putting the
     destination back to retire its tags, offered for the tags no destination of the same target manages (the
     config check refuses two destinations managing one tag of an audience: ``managed``, by folded tag)."""
     shown = ", ".join(f"{tag!r} ({n} contact{'s' if n != 1 else ''})" for tag, n in found[:SHOWN])
@@ -119,7 +121,8 @@ def _removed_warning(name: str, target: str | None, found: list[tuple[str, int]]
             f"stay on them: {shown}{more}; campaigns aimed at them still reach people who may have left those "
             f"segments. ")
     if len(beside) == 1:
-        return said + (f"Destination {beside[0]!r} pushes there too (a rename?): once it has synced successfully, "
+        ask = "" if heir else f"if it is this destination renamed, add renamed_from = {toml_string(name)} to it: "
+        return said + (f"Destination {beside[0]!r} pushes there too: {ask}once it has synced successfully, "
                        f"it takes over what the ledger holds under {toml_string(name)} (the tags it manages come "
                        f"off those who left its segments; its own warning names the others) and this warning goes")
     retire = [tag for tag, _ in found if tag.strip().casefold() not in managed]
