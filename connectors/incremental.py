@@ -164,6 +164,8 @@ class RunStart:
             return
         (date, skew), self._pending = self._pending, None
         stamped = self.stager.newest if self.stager is not None else None
+        if stamped is not None and stamped > date + skew + STAMP_SLACK:  # after this host's clock at the answer:
+            stamped = None  # a record dated in the future (set through the API), not a time the vendor has reached
         if (date >= stamped - STAMP_SLACK) if stamped is not None else skew <= MAX_VENDOR_LAG:
             self.skew = skew if self.skew is None else max(self.skew, skew)
         elif not self._doubted:

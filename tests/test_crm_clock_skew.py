@@ -187,6 +187,18 @@ def test_a_date_earlier_than_a_time_the_vendor_stamped_is_not_used_however_near_
     assert stale() == host
 
 
+def test_a_record_dated_in_the_future_does_not_turn_the_vendor_s_clock_off():
+    """A lead whose updated_at an integration set to 2030 is read on every pull: a time later than this host's clock
+    is not one the vendor has reached, so the Date of its answers is still judged and believed (the host 10 minutes
+    ahead: the run starts 10 minutes earlier)."""
+    host = T0 + DAY
+    stager = Stager(duckdb.connect(), "src")
+    start = RunStart(host, "src", stager=stager)
+    stager.saw(host + timedelta(days=4 * 365))
+    start.answered(host - timedelta(minutes=10))
+    assert start() == host - timedelta(minutes=10)
+
+
 def test_the_date_of_a_200_answer_that_is_not_json_is_not_the_vendor_s_clock():
     """A 200 HTML page (a captive portal, a proxy's login page) dates its sender's clock: its Date is not told to the
     run start; that of the vendor's JSON answer is."""

@@ -105,3 +105,14 @@ def test_the_remedy_names_no_tag_a_destination_of_the_same_audience_manages(shop
     said = removed(shop, "second")
     assert len(said) == 1 and "retire_tags = [" not in said[0], said
     assert "Destination 'x' of the same audience manages 'VIP'" in said[0] and "--destination x --reconcile" in said[0]
+
+
+def test_the_warning_names_no_heir_of_another_audience(shop, mailchimp_fake):  # noqa: F811
+    """'renamed_from' on a destination of another audience makes it no heir (it takes nothing over there): the one
+    destination beside the removed one is still asked to say whether it is a rename."""
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)
+    point_at(shop, 'name = "mailchimp-demo"', 'name = "mc-main"')
+    shop.write_text(shop.read_text(encoding="utf-8") + SECOND + 'renamed_from = "mailchimp-demo"\n', encoding="utf-8")
+    said = removed(shop, "mailchimp-demo")
+    assert len(said) == 1 and "Destination 'mc-main' pushes there too: if it is this destination renamed, add " \
+        'renamed_from = "mailchimp-demo" to it' in said[0], said

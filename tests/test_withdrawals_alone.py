@@ -299,6 +299,8 @@ def test_withdrawals_alone_keeps_only_the_withdrawn_contacts_managed_removals():
         ("b@x.uz", {"Winback"}, frozenset(), {}, False, "old-b")]  # his new owner waits with the plan
     assert alone.owners == () and alone.withdrawn == ("a@x.uz", "b@x.uz") and alone.ledger_revision == 3
     assert withdrawals_alone(replace(plan, withdrawn=())).is_empty
+    # a move's withdrawals never go out alone: its apply would forget the old audience's state, refused or not
+    assert withdrawals_alone(replace(plan, pushed_to="mailchimp:aud2", moves_from="mailchimp:aud1")).is_empty
 
 
 def test_the_plans_alone_note_counts_what_goes_out_and_says_nothing_at_none():

@@ -102,8 +102,8 @@ def removed_destinations(cfg: Config, ledger: "RemovedStates") -> list[str]:
         if counts:
             managed = {t.strip().casefold(): d.name for d in cfg.destinations if d.name in beside
                        for t in all_managed(d)}
-            heir = [d.name for d in cfg.destinations if d.renamed_from == name]
-            out.append(_removed_warning(name, target, sorted(counts.items()), beside, managed, bool(heir)))
+            heir = len(beside) == 1 and any(d.name == beside[0] and d.renamed_from == name for d in cfg.destinations)
+            out.append(_removed_warning(name, target, sorted(counts.items()), beside, managed, heir))
     return out
 
 

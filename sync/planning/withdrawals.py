@@ -35,8 +35,10 @@ def withdrawals_alone(plan: Plan) -> Plan:
     customer changes keeps the customer the ledger names (his new owner is the held plan's). Its ``managed_tags``
     are the tags/lists it takes off and it has no ``fields``: the ESP's ``prepare`` creates nothing of the held
     plan (a new field or tag waits with it); whoever counts managed contacts by the plan's tags uses the held
-    plan's."""
-    keys, managed = frozenset(plan.withdrawn), frozenset(plan.managed_tags)
+    plan's. A move to another audience (``plan.moves_from``) sends none alone: its apply forgets the old audience's
+    state, which only the whole plan may do."""
+    keys = frozenset(plan.withdrawn) if plan.moves_from is None else frozenset()
+    managed = frozenset(plan.managed_tags)
     was = {o.key: o.was for o in plan.owners}
     changes = tuple(ContactChange(key=c.key, email=c.email, customer_id=was.get(c.key) or c.customer_id,
                                   segment=c.segment, create=False, status_if_new=c.status_if_new,
