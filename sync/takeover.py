@@ -14,7 +14,8 @@ is taken over and :func:`sync.planning.retired.removed_destinations` warns of it
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Iterable
+from contextlib import ExitStack
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from .engine import destination_lock
 from .errors import LockBusyError
@@ -28,6 +29,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: the destinations' locks a takeover or a forgetting holds (one ledger transaction: seconds at most)
+LOCK_TTL = 600
+
+
+def _under_locks(ledger: "Ledger", names: list[str], what: str, do: Callable[[tuple[str, str]], int]) -> int | None:
+    """``do`` (given the first lock's ``(name, owner)``) under the sync locks of the destinations ``names``; None,
+    with an info line, when one is busy (left for the next run)."""
+    try:
+        with ExitStack() as stack:
+            held = [stack.enter_context(destination_lock(ledger, f"sync:{n}", LOCK_TTL)) for n in names]
+            return do((held[0].name, held[0].owner))
+    except LockBusyError as exc:
+        log.info("destination %r: %s waits for the next run (%s)", names[0], what, exc)
+        return None
+
 
 def successor(cfg: "Config", ledger: "Cursors", name: str) -> "DestinationConfig | None":
     """The destination of ``cfg`` that takes over destination ``name``, which the config no longer has: the one
@@ -40,27 +56,22 @@ def successor(cfg: "Config", ledger: "Cursors", name: str) -> "DestinationConfig
     return same[0] if len(same) == 1 else None
 
 
-def take_over_removed(cfg: "Config", ledger: "Ledger", reports: Iterable["ApplyReport"]) -> None:
-    """After applies: each destination whose ``reports`` say it applied successfully, to the target the ledger
-    records for it, takes over the rows of each removed destination it succeeds, under both names' locks (one
-    busy: left for the next run), with an info line."""
-    done = {r.destination for r in reports if r.status == "succeeded"}
+def take_over_removed(cfg: "Config", ledger: "Ledger", done: set[str]) -> None:
+    """After applies: each destination ``done`` (applied successfully), to the target the ledger records for it,
+    takes over the rows of each removed destination it succeeds, under both names' locks (one busy: left for the
+    next run), with an info line."""
     if not done:
         return
     for name in ledger.state_destinations():
         dest = successor(cfg, ledger, name)
         if dest is None or dest.name not in done or known_target(ledger, dest.name) != target_of(dest):
             continue
-        try:
-            with destination_lock(ledger, f"sync:{dest.name}", 600) as held, \
-                    destination_lock(ledger, f"sync:{name}", 600):
-                taken = ledger.take_over(name, dest.name, (TARGET_CURSOR, name), lock=(held.name, held.owner))
-        except LockBusyError as exc:
-            log.info("destination %r: taking over the ledger of %r waits for the next run (%s)", dest.name, name, exc)
-            continue
-        log.info("destination %r takes over what rfmsync pushed to %s under the name %r, no longer in the config "
-                 "(%d contacts): the ledger no longer holds that name", dest.name, describe(target_of(dest)), name,
-                 taken)
+        taken = _under_locks(ledger, [dest.name, name], f"taking over the ledger of {name!r}",
+                             lambda lock: ledger.take_over(name, dest.name, (TARGET_CURSOR, name), lock=lock))
+        if taken is not None:
+            log.info("destination %r takes over what rfmsync pushed to %s under the name %r, no longer in the "
+                     "config (%d contacts): the ledger no longer holds that name", dest.name,
+                     describe(target_of(dest)), name, taken)
 
 
 def retires_only(dest: "DestinationConfig") -> bool:
@@ -69,32 +80,28 @@ def retires_only(dest: "DestinationConfig") -> bool:
     return bool(dest.retire_tags) and not (dest.segments or dest.tags or dest.transitions or dest.fields)
 
 
-def end_retired(cfg: "Config", ledger: "Ledger", reports: Iterable["ApplyReport"]) -> None:
+def end_retired(cfg: "Config", ledger: "Ledger", done: set[str]) -> None:
     """After applies: a destination that only retires tags (:func:`retires_only`), once an apply of it succeeded
-    and no row of it holds a tag any more, has nothing left to do: the ledger forgets it (its rows kept with no
-    tag would be read by every plan's removed-destination check once it is removed from the config), with an
-    info line."""
-    done = {r.destination for r in reports if r.status == "succeeded"}
+    (``done``) and no row of it holds a tag any more, has nothing left to do: the ledger forgets it (its rows kept
+    with no tag would be read by every plan's removed-destination check once it is removed from the config), with
+    an info line."""
     for dest in cfg.destinations:
         if dest.name not in done or not retires_only(dest):
             continue
-        try:
-            with destination_lock(ledger, f"sync:{dest.name}", 600) as held:
-                deleted = ledger.forget_destination(dest.name, (TARGET_CURSOR, dest.name),
-                                                    lock=(held.name, held.owner))
-        except LockBusyError as exc:
-            log.info("destination %r: forgetting its ledger waits for the next run (%s)", dest.name, exc)
-            continue
-        if deleted > 0:
+        deleted = _under_locks(ledger, [dest.name], "forgetting its ledger",
+                               lambda lock: ledger.forget_destination(dest.name, (TARGET_CURSOR, dest.name),
+                                                                      lock=lock))
+        if deleted is not None and deleted > 0:
             log.info("destination %r only retires tags and every one is off the contacts rfmsync put it on: the "
                      "ledger forgets its %d contacts (remove it from the config)", dest.name, deleted)
 
 
 def after_applies(cfg: "Config", ledger: "Ledger", reports: Iterable["ApplyReport"]) -> None:
-    """What the ledger settles once ``reports`` are in: :func:`take_over_removed`, then :func:`end_retired`."""
-    reports = list(reports)
-    take_over_removed(cfg, ledger, reports)
-    end_retired(cfg, ledger, reports)
+    """What the ledger settles once ``reports`` are in: :func:`take_over_removed`, then :func:`end_retired`, for the
+    destinations that applied successfully."""
+    done = {r.destination for r in reports if r.status == "succeeded"}
+    take_over_removed(cfg, ledger, done)
+    end_retired(cfg, ledger, done)
 
 
 __all__ = ["after_applies", "end_retired", "retires_only", "successor", "take_over_removed"]
