@@ -62,6 +62,8 @@ def utf8_copy(path: Path, encoding: str, tmp: Path) -> Path:
         return path
     if utf8:
         enc = cut_or_8bit(path)
+        if enc == "utf-8":  # finished since it was found cut: UTF-8 whole, read as it is
+            return path
     out = tmp / (path.stem + ".utf8.csv")
     try:
         with open(path, encoding=enc, newline="") as src, open(out, "w", encoding="utf-8", newline="") as dst:
