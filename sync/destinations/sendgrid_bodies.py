@@ -16,6 +16,8 @@ def contact_body(ch: ContactChange, fields: Mapping[str, str], kinds: Mapping[st
     custom: dict[str, Any] = {}
     for fname, value in ch.set_fields.items():
         fid = fields.get(fname.lower())
+        if fid is None and value is None:
+            continue  # a field the account no longer has (retire_fields after its deletion): nothing to clear
         if fid is None:
             raise DestinationConfigError(f"SendGrid destination {name!r}: custom field {fname!r} does "
                                          "not exist (run prepare with it)")
