@@ -155,3 +155,38 @@ def test_a_retired_field_is_cleared_under_its_merge_tag_and_skipped_where_the_ac
                         set_fields={"churn": None, "seg": "A"})
     assert json.loads(batch_body([one, two], False, {}))["members"][1]["merge_fields"] == {"CHURN": "", "SEG": "A"}
     assert contact_body(one, {"seg": "e1_T"}, {"seg": "Text"}, "sg") == {"email": "a@shop.uz"}
+
+
+@pytest.fixture
+def sendgrid_shop(tmp_path, monkeypatch, sendgrid_fake):
+    env, dest = _sendgrid(sendgrid_fake)
+    cfg = generate_shop(tmp_path / "shop", customers=120, seed=5, as_of=date.fromisoformat(AS_OF))
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace('type = "mailchimp"\naudience = "demo000001"', dest)
+                   .replace('RFM_CODE = "rfm"\n', 'RFM_CODE = "rfm"\nRECENCY = "recency_days"\n'), encoding="utf-8")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return cfg
+
+
+def test_a_sendgrid_number_field_retired_is_refused_before_any_write_until_deleted_in_sendgrid(sendgrid_shop,
+                                                                                                 sendgrid_fake):
+    """SendGrid refuses null in a Number custom field and has no other empty value: the upsert would leave it out
+    and the ledger would believe it cleared. Refused, naming the field and the remedy that works (delete the field
+    in SendGrid: its values go with it), after which the retirement is recorded and the warning goes."""
+    cfg = sendgrid_shop
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF)
+    fid = next(i for i, (n, t) in sendgrid_fake.fields.items() if n == "RECENCY")
+    assert sendgrid_fake.fields[fid][1] == "Number"
+    holders = [e for e, c in sendgrid_fake.contacts.items() if c["custom_fields"].get(fid) is not None]
+    assert holders
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace('RECENCY = "recency_days"\n', "").replace(
+        'name = "mailchimp-demo"\n', 'name = "mailchimp-demo"\nretire_fields = ["RECENCY"]\n'), encoding="utf-8")
+    writes = sendgrid_fake.write_calls
+    refused = cli("sync", "--config", str(cfg), "--as-of", AS_OF, "--allow-mass-change", code=2).output
+    assert "retire_fields: 'RECENCY' is a Number custom field" in refused and "delete the field in SendGrid" in refused
+    assert sendgrid_fake.write_calls == writes  # nothing written
+    assert len(plan_json(cfg)["plans"][0]["changes"]) == len(holders)  # the ledger still says they hold it
+    del sendgrid_fake.fields[fid]  # deleted in SendGrid: its values with it
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF, "--allow-mass-change")
+    doc = plan_json(cfg)
+    assert doc["plans"][0]["changes"] == [] and not any(WARNED in w for w in doc["warnings"])

@@ -8,7 +8,8 @@ update): :func:`left_fields` counts them per field and :func:`left_fields_warnin
 an empty value sent to those contacts, and only those (never a contact the ledger does not say rfmsync wrote it
 for, never a field rfmsync never wrote); the ledger then holds the field empty and the warning goes. How each ESP
 takes an empty value: Mailchimp ``""`` (clears the merge field), Unisender an empty cell, SendGrid ``""`` for a
-Text field; SendGrid cannot clear a Number or Date custom field through its contacts upsert (docs/sync.md).
+Text field; SendGrid refuses an empty Number or Date custom field: its sync stops before any write
+(:func:`sync.destinations.sendgrid_bodies.check_clearable`) until the field is deleted there (docs/sync.md).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def left_fields_warning(dest: DestinationConfig, found: list[tuple[str, int]]) -
     names = ", ".join(toml_string(f) for f, _ in found)
     them = "them" if len(found) > 1 else "it"
     sendgrid = (" (SendGrid clears a Text custom field so; a Number or Date one it cannot: delete that field in "
-                "SendGrid instead, its values go with it)" if dest.type == "sendgrid" else "")
+                "SendGrid, its values go with it, and sync once with retire_fields)" if dest.type == "sendgrid" else "")
     return (f"fields rfmsync wrote that [destinations.fields] no longer maps keep their last values: "
             f"{counted(found)}; ESP automations and segments reading them act on values rfmsync no longer updates. "
             f"To have rfmsync clear {them} on the contacts it wrote {them} for (and only those), add "
