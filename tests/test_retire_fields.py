@@ -106,7 +106,8 @@ def test_a_removed_field_is_warned_of_and_retire_fields_clears_only_what_rfmsync
     assert _value(esp, fake, hand, field) == "by hand"  # never rfmsync's: untouched
     assert all(_value(esp, fake, e, "RFM_SEG") for e in emails)  # the mapped field kept
     doc = plan_json(cfg)
-    assert doc["plans"][0]["changes"] == [] and not any(WARNED in w for w in doc["warnings"])  # done: nothing left to clear or say
+    # done: nothing left to clear or say
+    assert doc["plans"][0]["changes"] == [] and not any(WARNED in w for w in doc["warnings"])
 
 
 def _ours(fake, esp: str) -> list[str]:

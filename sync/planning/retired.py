@@ -131,8 +131,10 @@ def _removed_warning(name: str, target: str | None, found: list[tuple[str, int]]
                      + f" ('rfmsync sync --destination {owner} --reconcile' takes such a tag off whoever holds it "
                        f"outside its segments; retire_tags cannot name it in another destination there)"
                      for owner in sorted({managed[t.strip().casefold()] for t, _ in found if t not in retire}))
+    forget = (f"; once they are off, 'rfmsync forget --destination {name} --yes' makes the ledger forget {name!r} "
+              f"and this warning goes")
     if not retire:
-        return said + held[0].upper() + held[1:]
+        return said + held[0].upper() + held[1:] + forget
     names = ", ".join(toml_string(tag) for tag in retire)
     return said + (f"To have rfmsync take them off the contacts it put them on (and only those), put the "
                    f"destination back under the name {toml_string(name)}, with its type and audience, no "
