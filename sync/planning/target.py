@@ -64,13 +64,14 @@ def moved_note(dest: "DestinationConfig", then: str) -> str:
 
 
 def move_if_planned(ledger: "Ledger", name: str, target: str | None, lock: tuple[str, str], *,
-                    moves_from: str | None = None) -> None:
+                    moves_from: str | None = None, moves_unknown: bool = False) -> None:
     """Before an apply of ``name``'s plan for ``target`` (its ``pushed_to``; ``moves_from``: its ``moves_from``):
     record the target when the ledger has none yet (a first apply, or a ledger older than targets); when it has
     another, only a full refresh's plan made while the ledger's target was that one (``moves_from``: planned
     against nothing known) moves the destination: the ledger forgets the old target's state as it records the new
     one, in one transaction. Any other plan (a plain plan made before another run recorded another target, which
-    does not move the revision) is stale: a :class:`~sync.errors.PlanStaleError`, and nothing is forgotten."""
+    does not move the revision) is stale: a :class:`~sync.errors.PlanStaleError`, and nothing is forgotten; so is a
+    plan saved by an rfmsync older than ``moves_from`` (``moves_unknown``: whether it moves is not known), said so."""
     then = known_target(ledger, name)
     if target is None or then == target:
         return
@@ -78,6 +79,12 @@ def move_if_planned(ledger: "Ledger", name: str, target: str | None, lock: tuple
         record_target(ledger, name, target)
     elif moves_from == then:
         ledger.move_state(name, (TARGET_CURSOR, name), target, lock=lock)
+    elif moves_unknown:
+        raise PlanStaleError(f"this plan for destination {name!r} was made by an older rfmsync, which did not record "
+                             f"whether it moves the destination from {describe(then)} (what its ledger holds) to "
+                             f"{describe(target)}: applied, the ledger could mix what rfmsync pushed to both; "
+                             f"make a new plan ('rfmsync plan --destination {shlex.quote(name)} --full-refresh -o "
+                             f"FILE' to move it)")
     else:
         raise PlanStaleError(f"the ledger of destination {name!r} now holds what rfmsync pushed to {describe(then)} "
                              f"(another run recorded it since this plan for {describe(target)} was made): applied, "
