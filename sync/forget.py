@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError
-from .planning.retired_fields import counted
+from .planning.retired import counted
 from .planning.target import TARGET_CURSOR, describe, known_target
 
 if TYPE_CHECKING:

@@ -174,3 +174,9 @@ def ok_pairs(results: Iterable[ItemResult]) -> Iterator[tuple[str, str]]:
 
 
 OnResults = Callable[[Sequence[ItemResult]], None]
+
+
+def fold(name: str) -> str:
+    """A tag/list or field name as rfmsync compares names (an ESP that folds case holds ``VIP`` and ``vip `` as
+    one): spaces around it stripped, case folded."""
+    return name.strip().casefold()

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable
 
+from ..model import fold
+
 if TYPE_CHECKING:
     from ..config import DestinationConfig
 
@@ -52,9 +54,9 @@ def check_retired(dest: "DestinationConfig") -> None:
     ``vip``."""
     from ..planning.plan import all_managed
 
-    given = {name.strip().casefold(): name for name in all_managed(dest.model_copy(update={"retire_tags": []}))}
+    given = {fold(name): name for name in all_managed(dest.model_copy(update={"retire_tags": []}))}
     for name in dest.retire_tags:
-        same = given.get(name.strip().casefold())
+        same = given.get(fold(name))
         if not name.strip():
             why = "is empty"
         elif same == name:
@@ -75,10 +77,10 @@ def check_retired_fields(dest: "DestinationConfig", destinations: Iterable["Dest
     """ValueError for a ``retire_fields`` name that is empty, that this destination still maps (whatever the case:
     Mailchimp and SendGrid hold one field for both spellings) or that another destination of the same audience
     maps: clearing it would undo that one's values at every run."""
-    mapped = {name.casefold(): (other.name, name) for other in destinations if audience_of(other) == audience_of(dest)
+    mapped = {fold(name): (other.name, name) for other in destinations if audience_of(other) == audience_of(dest)
               for name in other.fields}
     for name in dest.retire_fields:
-        owner = mapped.get(name.strip().casefold())
+        owner = mapped.get(fold(name))
         if not name.strip():
             why = "is empty"
         elif owner is not None and owner[0] == dest.name:

@@ -11,6 +11,7 @@ import json
 
 from sqlalchemy import and_, delete, func, insert, literal, select
 
+from ..model import fold
 from .cursors import write_cursor
 from .locks import check_lock_held
 from .schema import cursors, failures, lost_tags, pushed_state, state_revisions
@@ -76,8 +77,8 @@ class StateMoves:
             for key, theirs, ours in conn.execute(select(o.c.key, o.c.tags, n.c.tags).select_from(
                     o.join(n, both)).where(o.c.destination == old, o.c.tags != n.c.tags, o.c.tags != "[]")).all():
                 mine = set(json.loads(ours))
-                held = {t.strip().casefold() for t in mine}
-                added = {t for t in json.loads(theirs) if t.strip().casefold() not in held}
+                held = {fold(t) for t in mine}
+                added = {t for t in json.loads(theirs) if fold(t) not in held}
                 if added:
                     conn.execute(pushed_state.update().where(
                         pushed_state.c.destination == new, pushed_state.c.key == key).values(

@@ -24,7 +24,7 @@ from .plan import Plan, all_managed, check_fields
 from .retired import left_behind, left_behind_warning
 from .retired_fields import clear_retired, left_fields, left_fields_warning
 from .rows import CustomerRows, stage_dicts, stage_segments
-from .target import check_target, moved_note, moving_from
+from .target import moved_note, planned_target
 from .transitions import moves_sql, transition_tags_sql
 from .withdrawals import alone_note
 from .values import PREDICTIVE_VALUES, column_of
@@ -125,8 +125,9 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
     if not isinstance(rows, CustomerRows):
         rows = stage_dicts(rows)
     notes = []
-    target = check_target(ledger, dest, full_refresh=full_refresh)  # the ledger's state is of this audience
-    moved_from = moving_from(ledger, dest)  # a full refresh to another audience: planned as for a new destination
+    # the ledger's state is of this audience; or a full refresh moves it here from ``moved_from``: planned as for a
+    # new destination
+    target, moved_from = planned_target(ledger, dest, full_refresh=full_refresh)
     revision = ledger.state_revision(dest.name)  # read before the state: a later write only makes it stale
     if moved_from is None:
         state = ledger.state_parts(dest.name)  # a cached copy and the rows written since (or the full read)

@@ -22,10 +22,10 @@ import duckdb
 from connectors.normalize import lit
 
 from ..config import DestinationConfig
-from ..model import ContactChange
+from ..model import ContactChange, fold
 from .columnar import LEDGER
 from .plan import Plan
-from .retired import SHOWN, toml_string
+from .retired import counted, toml_string
 from .rows import DESIRED
 
 #: a JSON pointer to the field named by the SQL text ``{}`` (``~`` and ``/`` escaped, as the planner's paths)
@@ -35,7 +35,7 @@ _HELD = "coalesce(json_extract_string({f}, " + _POINTER.format("{k}") + "), '') 
 
 
 def _folded(names: Sequence[str]) -> str:
-    items = ", ".join(lit(n.strip().casefold()) for n in names)
+    items = ", ".join(lit(fold(n)) for n in names)
     return f"[{items}]::VARCHAR[]" if items else "[]::VARCHAR[]"
 
 
@@ -44,10 +44,10 @@ def left_fields(con: duckdb.DuckDBPyConnection, dest: DestinationConfig) -> list
     of for contacts in the destination that ``dest`` neither maps (whatever the case: Mailchimp and SendGrid hold
     one field for both spellings, and the mapping writes it) nor retires, by field name. The field names are read
     first (one parse of each row's keys: 0.2 CPU s at 1 M rows); the values only of fields found unmapped."""
-    skip = {n.strip().casefold() for n in (*dest.fields, *dest.retire_fields)}
+    skip = {fold(n) for n in (*dest.fields, *dest.retire_fields)}
     names = [k for (k,) in con.execute(f"SELECT DISTINCT unnest(json_keys(fields)) FROM {LEDGER} "
                                        f"WHERE present AND fields <> '{{}}' AND json_valid(fields)").fetchall()
-             if k.strip().casefold() not in skip]
+             if fold(k) not in skip]
     if not names:
         return []
     names.sort()
@@ -68,12 +68,6 @@ def left_fields_warning(dest: DestinationConfig, found: list[tuple[str, int]]) -
             f"{counted(found)}; ESP automations and segments reading them act on values rfmsync no longer updates. "
             f"To have rfmsync clear {them} on the contacts it wrote {them} for (and only those), add "
             f"retire_fields = [{names}] to destination {dest.name!r}{sendgrid}; or map {them} again")
-
-
-def counted(found: list[tuple[str, int]]) -> str:
-    """``'A' (3 contacts), 'B' (1 contact)``: the first :data:`~.retired.SHOWN`, the rest counted."""
-    shown = ", ".join(f"{name!r} ({n} contact{'s' if n != 1 else ''})" for name, n in found[:SHOWN])
-    return shown + (f" and {len(found) - SHOWN} more" if len(found) > SHOWN else "")
 
 
 def clear_retired(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan: Plan) -> Plan:
@@ -101,4 +95,4 @@ def clear_retired(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan:
     return replace(plan, changes=tuple(changes))
 
 
-__all__ = ["clear_retired", "counted", "left_fields", "left_fields_warning"]
+__all__ = ["clear_retired", "left_fields", "left_fields_warning"]

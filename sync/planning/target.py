@@ -49,13 +49,6 @@ def record_target(ledger: "Cursors", name: str, target: str | None) -> None:
         ledger.set_cursor(TARGET_CURSOR, name, target)
 
 
-def moving_from(ledger: "Cursors", dest: "DestinationConfig") -> str | None:
-    """The target ``dest`` is moved from by a full refresh (the ledger's, when the config's is another); None
-    when it is not moved (the same target, or none recorded yet)."""
-    then = known_target(ledger, dest.name)
-    return then if then is not None and then != target_of(dest) else None
-
-
 def moved_note(dest: "DestinationConfig", then: str) -> str:
     """The note of a full refresh that moves ``dest`` from the target ``then`` to the config's."""
     return (f"moves the destination from {describe(then)} to {describe(target_of(dest))}: planned as for a new "
@@ -94,9 +87,19 @@ def move_if_planned(ledger: "Ledger", name: str, target: str | None, lock: tuple
 def check_target(ledger: "Cursors", dest: "DestinationConfig", *, full_refresh: bool = False) -> str:
     """``dest``'s target; a :class:`ConfigError` when the ledger's pushed state is of another one and the plan is
     not a full refresh (which moves the destination to the new target)."""
+    return planned_target(ledger, dest, full_refresh=full_refresh)[0]
+
+
+def planned_target(ledger: "Cursors", dest: "DestinationConfig", *, full_refresh: bool = False
+                   ) -> tuple[str, str | None]:
+    """:func:`check_target`'s target, and the one a full refresh moves ``dest`` from (the ledger's, when the
+    config's is another; None when it is not moved: the same target, or none recorded yet), the ledger's cursor
+    read once."""
     now, then = target_of(dest), known_target(ledger, dest.name)
-    if then is None or then == now or full_refresh:
-        return now
+    if then is None or then == now:
+        return now, None
+    if full_refresh:
+        return now, then
     raise ConfigError(moved_message(dest, then))
 
 
@@ -157,4 +160,4 @@ def _setting(target: str, other: str) -> str:
 
 
 __all__ = ["TARGET_CURSOR", "check_saved", "check_target", "describe", "known_target", "move_if_planned",
-           "moved_message", "moved_note", "moving_from", "record_target", "target_of"]
+           "moved_message", "moved_note", "planned_target", "record_target", "target_of"]
