@@ -136,7 +136,8 @@ def _members_body(changes: Sequence[ContactChange], create: bool, tags: Mapping[
             if heads is False:
                 heads = keys[names] = _merge_heads(names, tags)
             if heads is None:  # two keys for one merge tag (the dict keeps the last value): as a dict
-                text += ',"merge_fields":' + _encode_body({tags.get(k, k.upper()): merge_value(v) for k, v in fields.items()})
+                text += ',"merge_fields":' + _encode_body({tags.get(k, k.upper()): merge_value(v)
+                                                           for k, v in fields.items()})
             else:
                 text += ',"merge_fields":{' + ",".join(
                     [h + (_encode_str(v) if type(v) is str else int.__repr__(v) if type(v) is int
