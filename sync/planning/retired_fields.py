@@ -79,19 +79,20 @@ def clear_retired(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan:
     wanted = _folded(dest.retire_fields)
     held = con.execute(f"""
         WITH keyed AS (SELECT key, customer_id, unnest(json_keys(fields)) AS k, fields FROM {LEDGER}
-                       WHERE present AND fields <> '{{}}' AND json_valid(fields))
-        SELECT key, any_value(customer_id), list(k ORDER BY k) FROM keyed
-        WHERE list_contains({wanted}, lower(k)) AND {_HELD.format(f='fields', k='k')}
-        GROUP BY key ORDER BY key""").fetchall()
+                       WHERE present AND fields <> '{{}}' AND json_valid(fields)),
+             held AS (SELECT key, any_value(customer_id) AS customer_id, list(k ORDER BY k) AS names FROM keyed
+                      WHERE list_contains({wanted}, lower(trim(k))) AND {_HELD.format(f='fields', k='k')}
+                      GROUP BY key)
+        SELECT h.key, h.customer_id, h.names, d.segment FROM held h
+        LEFT JOIN (SELECT _key, any_value(segment) AS segment FROM {DESIRED} GROUP BY _key) d ON d._key = h.key
+        ORDER BY h.key""").fetchall()
     if not held:
         return plan
-    clears = {key: (cid, dict.fromkeys(names)) for key, cid, names in held}
-    segments = dict(con.execute(f"SELECT _key, any_value(segment) FROM {DESIRED} "
-                                f"WHERE _key IN (SELECT unnest(?)) GROUP BY _key", [list(clears)]).fetchall())
+    clears = {key: (cid, dict.fromkeys(names), segment) for key, cid, names, segment in held}
     changes = [replace(c, set_fields={**c.set_fields, **clears.pop(c.key)[1]}, fields_text=None)
                if c.key in clears else c for c in plan.changes]
-    changes += [ContactChange(key, key, cid or "", str(segments.get(key) or ""), False, None, set_fields=fields)
-                for key, (cid, fields) in clears.items()]
+    changes += [ContactChange(key, key, cid or "", str(segment or ""), False, None, set_fields=fields)
+                for key, (cid, fields, segment) in clears.items()]
     return replace(plan, changes=tuple(changes))
 
 
