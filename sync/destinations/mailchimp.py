@@ -221,6 +221,9 @@ class MailchimpDestination(AudienceSetup):
                                            or bool(NOT_A_MEMBER.search(error.get("error") or "")))
                 # refused for good (his tag adds too: Pipeline) when the text says so of him alone
                 refused = not missing and not wide and refuses_member(error.get("error"), error.get("field"))
+                if missing and c.clears_only:  # a clear for an address no longer on the list: done, forgotten
+                    results.append(ItemResult(c.key, "upsert", True, missing=True))
+                    continue
                 results.append(ItemResult(c.key, "upsert", False, excerpt(member_error(error), self._http._secrets),
                                           missing=missing, refused=refused))
         return results, spill

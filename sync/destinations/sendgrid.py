@@ -192,6 +192,7 @@ class SendGridDestination(SendGridReads):
             self._load_fields()
         if self._mapped is not None:
             check_clearable(changes, self._mapped, self._field_kinds, self.name)
+        changes = self._held_only(changes, on_results)
         groups: dict[tuple[str, ...], list[tuple[ContactChange, dict[str, Any]]]] = {}
         for ch in changes:
             if not (ch.needs_upsert or ch.add_tags):

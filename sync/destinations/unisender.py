@@ -246,7 +246,8 @@ class UnisenderDestination:
                 # rules (pending: through subscribe; no consent: not at all)
                 gone = (f"{ch.email} is not in Unisender (deleted there): not re-created without consent; the "
                         "next run adds him again only under the consent rules (new_contacts)")
-                row.results += [ItemResult(ch.key, op, True, missing=not ch.create) if op.startswith("tag-") else
+                done = ch.clears_only  # a clear too: he holds nothing
+                row.results += [ItemResult(ch.key, op, True, missing=not ch.create) if op.startswith("tag-") or done else
                                 ItemResult(ch.key, op, False, gone, missing=True) for op in row.ops]
                 row.ops = []
                 continue

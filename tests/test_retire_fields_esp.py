@@ -1,0 +1,60 @@
+"""``retire_fields`` against each ESP's own rules, on the stateful fakes: a clear never creates a contact deleted in
+the ESP since (an erasure), a field the account no longer has is recorded cleared, field names compared as the ESP
+compares them, and what a clear costs in calls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.builders import run_cli as cli
+from tests.ledger_fixtures import ledger_url  # noqa: F401
+from tests.test_retire_fields import AS_OF, WARNED, _ours, _value, plan_json, shop  # noqa: F401
+
+RETIRE = 'name = "mailchimp-demo"\nretire_fields = ["RFM_CODE"]\n'
+
+
+def _retire(cfg: Path) -> None:
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace('RFM_CODE = "rfm"\n', "").replace(
+        'name = "mailchimp-demo"\n', RETIRE), encoding="utf-8")
+
+
+def _withdraw_consent(cfg: Path, email: str) -> None:
+    """The customer's consent is now "нет" in the shop's export (he asked to be erased)."""
+    csv = cfg.parent / "clients.csv"
+    lines = csv.read_text(encoding="utf-8-sig").splitlines()
+    lines = [line.replace(";да;", ";нет;") if email in line.lower() else line for line in lines]
+    assert any(email in line.lower() and ";нет;" in line for line in lines)
+    csv.write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _erase(esp: str, fake, email: str) -> None:
+    if esp == "mailchimp":
+        del fake.lists["aud1"].members[email]
+    else:
+        del fake.contacts[email]
+
+
+def test_a_clear_never_creates_a_contact_deleted_in_the_esp(shop):
+    """A contact rfmsync wrote the field for, deleted in the ESP since (an erasure by hand) and without consent
+    now: the clear leaves him out (SendGrid: searched first; Mailchimp: an update never creates; Unisender: read
+    first), and the ledger forgets him, so no plan clears or creates him again."""
+    esp, fake, cfg = shop
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF)
+    holders = sorted(e for e in _ours(fake, esp) if _value(esp, fake, e, "RFM_CODE"))
+    gone = next(e for e in holders if _consents(cfg, e))
+    _erase(esp, fake, gone)
+    _withdraw_consent(cfg, gone)
+    _retire(cfg)
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF, "--allow-mass-change")
+    assert gone not in _ours(fake, esp), f"{gone} re-created in {esp} by the clear"
+    assert not any(_value(esp, fake, e, "RFM_CODE") for e in holders if e != gone)  # the others cleared
+    doc = plan_json(cfg)
+    assert not any(WARNED in w for w in doc["warnings"])
+    # forgotten: nothing left to clear; only a create under the consent rules (Mailchimp's transactional here)
+    assert all(c["key"] == gone and c["create"] and c["status_if_new"] == "transactional" and not c["set_fields"]
+               .get("RFM_CODE") for c in doc["plans"][0]["changes"]), doc["plans"][0]["changes"]
+
+
+def _consents(cfg: Path, email: str) -> bool:
+    lines = (cfg.parent / "clients.csv").read_text(encoding="utf-8-sig").splitlines()
+    return any(email in line.lower() and ";да;" in line for line in lines)
