@@ -58,3 +58,37 @@ def test_a_clear_never_creates_a_contact_deleted_in_the_esp(shop):
 def _consents(cfg: Path, email: str) -> bool:
     lines = (cfg.parent / "clients.csv").read_text(encoding="utf-8-sig").splitlines()
     return any(email in line.lower() and ";да;" in line for line in lines)
+
+
+def test_a_unisender_field_deleted_there_is_recorded_cleared_and_the_tag_changes_still_go(tmp_path, monkeypatch,
+                                                                                           unisender_fake):
+    """A retired field deleted in Unisender (its values with it): importContacts refuses a whole call naming an
+    unknown column, so the empty value is left out, the field recorded cleared, and a tag change of the same
+    contacts still goes."""
+    from tests.test_retire_fields import _unisender
+    from sync.demodata import generate_shop
+    from datetime import date
+
+    env, dest = _unisender(unisender_fake)
+    cfg = generate_shop(tmp_path / "shop", customers=120, seed=5, as_of=date.fromisoformat(AS_OF))
+    text = cfg.read_text(encoding="utf-8").replace('type = "mailchimp"\naudience = "demo000001"', dest)
+    cfg.write_text(text.replace('new_contacts = "transactional"\n', ""), encoding="utf-8")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF)
+    holders = [e for e, c in unisender_fake.contacts.items() if c["fields"].get("RFM_CODE")]
+    assert holders
+    _retire(cfg)
+    del unisender_fake.fields["RFM_CODE"]  # deleted in Unisender: its values go with it
+    for c in unisender_fake.contacts.values():
+        c["fields"].pop("RFM_CODE", None)
+    # and a list the Beginners move to in the same sync: their clear and list change are one change each
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace('"Beginners" = "Welcome"', '"Beginners" = "Hello"'),
+                   encoding="utf-8")
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF, "--allow-mass-change")
+    doc = plan_json(cfg)
+    assert doc["plans"][0]["changes"] == [] and not any(WARNED in w for w in doc["warnings"])
+    assert "RFM_CODE" not in unisender_fake.fields  # never created again
+    hello = next(i for i, t in unisender_fake.lists.items() if t == "Hello")
+    moved = [e for e in holders if hello in unisender_fake.contacts[e]["lists"]]
+    assert moved  # the list adds of contacts whose field was cleared went

@@ -48,7 +48,7 @@ from .answers import BadAnswer, excerpt
 from . import specs
 from .base import ClientOptions, Creating
 from .unisender_rows import (_Row, _hold_unconfirmed, _list_ids_of, _merged, _must_exist, _names_contact, _ops,
-                             _row_error, _tags_of, _text, split_name)
+                             _row_error, _tags_of, _text, split_name, without_lost_fields)
 from .unisender_api import (Created, FieldItem, ImportResult, ListItem, Subscribed, TokenBucket, UnisenderApi,
                             UnisenderError)
 
@@ -157,7 +157,9 @@ class UnisenderDestination:
         """Refuse new contacts that cannot be imported with consent, invite ``pending`` ones (``subscribe``),
         check that known contacts still exist where an import could re-create them, import the rest in batches
         of 500."""
-        refused: list[ItemResult] = []
+        refused: list[ItemResult] = []  # and the upserts left with nothing to send (done)
+        if any(v is None for ch in changes for v in ch.set_fields.values()):
+            changes, refused = without_lost_fields(changes, self._fields or self._load_fields())
         rows: list[_Row] = []
         for ch in changes:
             if ch.create and ch.status_if_new != "subscribed":  # only consenting new contacts are ever imported
