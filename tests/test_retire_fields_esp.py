@@ -92,3 +92,35 @@ def test_a_unisender_field_deleted_there_is_recorded_cleared_and_the_tag_changes
     hello = next(i for i, t in unisender_fake.lists.items() if t == "Hello")
     moved = [e for e in holders if hello in unisender_fake.contacts[e]["lists"]]
     assert moved  # the list adds of contacts whose field was cleared went
+
+
+def test_a_unisender_field_renamed_only_in_case_is_warned_of_and_can_be_retired(tmp_path, monkeypatch,
+                                                                                 unisender_fake):
+    """Unisender's field names are case-sensitive (createField makes ``rfm_code`` beside ``RFM_CODE``): a mapping
+    renamed only in case leaves the old field's values, warned of, and ``retire_fields`` clears them."""
+    from datetime import date
+
+    from sync.demodata import generate_shop
+    from tests.test_retire_fields import _unisender
+
+    env, dest = _unisender(unisender_fake)
+    cfg = generate_shop(tmp_path / "shop", customers=120, seed=5, as_of=date.fromisoformat(AS_OF))
+    text = cfg.read_text(encoding="utf-8").replace('type = "mailchimp"\naudience = "demo000001"', dest)
+    cfg.write_text(text.replace('new_contacts = "transactional"\n', ""), encoding="utf-8")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF)
+    holders = sorted(e for e, c in unisender_fake.contacts.items() if c["fields"].get("RFM_CODE"))
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace('RFM_CODE = "rfm"\n', 'rfm_code = "rfm"\n'),
+                   encoding="utf-8")
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF, "--allow-mass-change")
+    assert {"RFM_CODE", "rfm_code"} <= set(unisender_fake.fields)
+    warning = next(w for w in plan_json(cfg)["warnings"] if WARNED in w)
+    assert f"'RFM_CODE' ({len(holders)} contacts)" in warning
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace(
+        'name = "mailchimp-demo"\n', 'name = "mailchimp-demo"\nretire_fields = [" RFM_CODE "]\n'), encoding="utf-8")
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF, "--allow-mass-change")
+    assert not any(unisender_fake.contacts[e]["fields"].get("RFM_CODE") for e in holders)
+    assert all(unisender_fake.contacts[e]["fields"].get("rfm_code") for e in holders)  # the mapped one kept
+    doc = plan_json(cfg)
+    assert doc["plans"][0]["changes"] == [] and not any(WARNED in w for w in doc["warnings"])

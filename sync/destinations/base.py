@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Protocol, Sequence
 
-from ..model import ContactChange, OnResults
+from ..model import ContactChange, OnResults, fold
 from ..planning.values import KINDS, kind_of
 
 if TYPE_CHECKING:
@@ -106,6 +106,9 @@ class DestinationSpec:
     default_new_contacts: str = "transactional"
     #: ``new_contacts`` values the vendor cannot honour → the config error's sentence
     refused_new_contacts: Mapping[str, str] = field(default_factory=dict)
+    #: the vendor holds one field for ``RFM_CODE`` and ``rfm_code`` (Mailchimp's merge tags, SendGrid's custom
+    #: fields); False: field names are case-sensitive (Unisender's), two spellings are two fields
+    fields_fold_case: bool = True
 
     def __post_init__(self) -> None:
         missing = set(KINDS) - set(self.field_types)
@@ -113,6 +116,11 @@ class DestinationSpec:
             raise ValueError(f"destination type {self.type!r}: no field type for kind(s) {', '.join(sorted(missing))}")
         object.__setattr__(self, "field_types", MappingProxyType(dict(self.field_types)))
         object.__setattr__(self, "refused_new_contacts", MappingProxyType(dict(self.refused_new_contacts)))
+
+    def field_key(self, name: str) -> str:
+        """A field name as the vendor compares them: spaces around it stripped, and case folded where the vendor
+        folds it (:attr:`fields_fold_case`)."""
+        return fold(name) if self.fields_fold_case else name.strip()
 
     def field_type(self, value_name: str) -> str:
         """The vendor field type created for an rfmsync value (through the value's kind)."""

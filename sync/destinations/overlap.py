@@ -74,13 +74,15 @@ def check_retired(dest: "DestinationConfig") -> None:
 
 
 def check_retired_fields(dest: "DestinationConfig", destinations: Iterable["DestinationConfig"]) -> None:
-    """ValueError for a ``retire_fields`` name that is empty, that this destination still maps (whatever the case:
-    Mailchimp and SendGrid hold one field for both spellings) or that another destination of the same audience
-    maps: clearing it would undo that one's values at every run."""
-    mapped = {fold(name): (other.name, name) for other in destinations if audience_of(other) == audience_of(dest)
+    """ValueError for a ``retire_fields`` name that is empty, that this destination still maps (whatever the case
+    on Mailchimp and SendGrid, which hold one field for both spellings; as spelled on Unisender, whose names are
+    case-sensitive) or that another destination of the same audience maps: clearing it would undo that one's
+    values at every run."""
+    key = dest.spec.field_key  # Unisender's names are case-sensitive: the others fold case
+    mapped = {key(name): (other.name, name) for other in destinations if audience_of(other) == audience_of(dest)
               for name in other.fields}
     for name in dest.retire_fields:
-        owner = mapped.get(fold(name))
+        owner = mapped.get(key(name))
         if not name.strip():
             why = "is empty"
         elif owner is not None and owner[0] == dest.name:

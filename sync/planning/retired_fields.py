@@ -15,14 +15,13 @@ Text field; SendGrid refuses an empty Number or Date custom field: its sync stop
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Sequence
 
 import duckdb
 
 from connectors.normalize import lit
 
 from ..config import DestinationConfig
-from ..model import ContactChange, fold
+from ..model import ContactChange
 from .columnar import LEDGER
 from .plan import Plan
 from .retired import counted, toml_string
@@ -34,20 +33,21 @@ _POINTER = "'/' || replace(replace({}, '~', '~0'), '/', '~1')"
 _HELD = "coalesce(json_extract_string({f}, " + _POINTER.format("{k}") + "), '') <> ''"
 
 
-def _folded(names: Sequence[str]) -> str:
-    items = ", ".join(lit(fold(n)) for n in names)
+def _folded(dest: DestinationConfig) -> str:
+    items = ", ".join(lit(dest.spec.field_key(n)) for n in dest.retire_fields)
     return f"[{items}]::VARCHAR[]" if items else "[]::VARCHAR[]"
 
 
 def left_fields(con: duckdb.DuckDBPyConnection, dest: DestinationConfig) -> list[tuple[str, int]]:
     """``(field, contacts)`` of every field the staged pushed state (:func:`~.columnar.stage_pushed`) holds a value
-    of for contacts in the destination that ``dest`` neither maps (whatever the case: Mailchimp and SendGrid hold
-    one field for both spellings, and the mapping writes it) nor retires, by field name. The field names are read
+    of for contacts in the destination that ``dest`` neither maps nor retires, by field name as the ESP compares
+    them (``spec.field_key``: whatever the case on Mailchimp and SendGrid, which hold one field for both spellings
+    and the mapping writes it; as spelled on Unisender, where ``RFM_CODE`` and ``rfm_code`` are two fields). The field names are read
     first (one parse of each row's keys: 0.2 CPU s at 1 M rows); the values only of fields found unmapped."""
-    skip = {fold(n) for n in (*dest.fields, *dest.retire_fields)}
+    skip = {dest.spec.field_key(n) for n in (*dest.fields, *dest.retire_fields)}
     names = [k for (k,) in con.execute(f"SELECT DISTINCT unnest(json_keys(fields)) FROM {LEDGER} "
                                        f"WHERE present AND fields <> '{{}}' AND json_valid(fields)").fetchall()
-             if fold(k) not in skip]
+             if dest.spec.field_key(k) not in skip]
     if not names:
         return []
     names.sort()
@@ -76,12 +76,13 @@ def clear_retired(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan:
     own (the contact exists: nothing is created, no tag touched)."""
     if not dest.retire_fields:
         return plan
-    wanted = _folded(dest.retire_fields)
+    wanted = _folded(dest)
+    key = "lower(trim(k))" if dest.spec.fields_fold_case else "trim(k)"  # as field_key
     held = con.execute(f"""
         WITH keyed AS (SELECT key, customer_id, unnest(json_keys(fields)) AS k, fields FROM {LEDGER}
                        WHERE present AND fields <> '{{}}' AND json_valid(fields)),
              held AS (SELECT key, any_value(customer_id) AS customer_id, list(k ORDER BY k) AS names FROM keyed
-                      WHERE list_contains({wanted}, lower(trim(k))) AND {_HELD.format(f='fields', k='k')}
+                      WHERE list_contains({wanted}, {key}) AND {_HELD.format(f='fields', k='k')}
                       GROUP BY key)
         SELECT h.key, h.customer_id, h.names, d.segment FROM held h
         LEFT JOIN (SELECT _key, any_value(segment) AS segment FROM {DESIRED} GROUP BY _key) d ON d._key = h.key
