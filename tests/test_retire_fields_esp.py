@@ -124,3 +124,30 @@ def test_a_unisender_field_renamed_only_in_case_is_warned_of_and_can_be_retired(
     assert all(unisender_fake.contacts[e]["fields"].get("rfm_code") for e in holders)  # the mapped one kept
     doc = plan_json(cfg)
     assert doc["plans"][0]["changes"] == [] and not any(WARNED in w for w in doc["warnings"])
+
+
+def test_unisender_reads_only_the_cleared_contacts_an_import_could_create_without_consent(tmp_path, monkeypatch,
+                                                                                         unisender_fake):
+    """A clear costs a ``getContact`` (one call a contact, 1200 a minute) only where an import could create the
+    contact without consent: not for a consenting contact, whose clear goes as any field update of his."""
+    from datetime import date
+
+    from sync.demodata import generate_shop
+    from tests.test_retire_fields import _unisender
+
+    env, dest = _unisender(unisender_fake)
+    cfg = generate_shop(tmp_path / "shop", customers=120, seed=5, as_of=date.fromisoformat(AS_OF))
+    text = cfg.read_text(encoding="utf-8").replace('type = "mailchimp"\naudience = "demo000001"', dest)
+    cfg.write_text(text.replace('new_contacts = "transactional"\n', ""), encoding="utf-8")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF)
+    holders = sorted(e for e, c in unisender_fake.contacts.items() if c["fields"].get("RFM_CODE"))
+    _withdraw_consent(cfg, holders[0])  # no consent now: his clear is imported only once he is found
+    _retire(cfg)
+    clears = [c for c in plan_json(cfg)["plans"][0]["changes"] if "RFM_CODE" in c["set_fields"]]
+    assert len(clears) == len(holders) == 50
+    before = unisender_fake.calls["getContact"]
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF, "--allow-mass-change")
+    assert unisender_fake.calls["getContact"] - before == 1  # 50 before the fix
+    assert not any(unisender_fake.contacts[e]["fields"].get("RFM_CODE") for e in holders)

@@ -22,7 +22,8 @@ from connectors.normalize import lit
 
 from ..config import DestinationConfig
 from ..model import ContactChange
-from .columnar import LEDGER
+from .columnar import CONSENT, LEDGER
+from .consent import status_for_new
 from .plan import Plan
 from .retired import counted, toml_string
 from .rows import DESIRED
@@ -73,7 +74,7 @@ def left_fields_warning(dest: DestinationConfig, found: list[tuple[str, int]]) -
 def clear_retired(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan: Plan) -> Plan:
     """``plan`` with every retired field (``retire_fields``) a contact in the destination holds a value of in the
     staged ledger state set to None (the ESP's empty value): added to the contact's change, or a change of its
-    own (the contact exists: nothing is created, no tag touched)."""
+    own (not a create, no tag touched; a destination never creates anyone for it: :attr:`ContactChange.clears_only`)."""
     if not dest.retire_fields:
         return plan
     wanted = _folded(dest)
@@ -84,16 +85,20 @@ def clear_retired(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan:
              held AS (SELECT key, any_value(customer_id) AS customer_id, list(k ORDER BY k) AS names FROM keyed
                       WHERE list_contains({wanted}, {key}) AND {_HELD.format(f='fields', k='k')}
                       GROUP BY key)
-        SELECT h.key, h.customer_id, h.names, d.segment FROM held h
-        LEFT JOIN (SELECT _key, any_value(segment) AS segment FROM {DESIRED} GROUP BY _key) d ON d._key = h.key
+        SELECT h.key, h.customer_id, h.names, d.segment, d.consent FROM held h
+        LEFT JOIN (SELECT d._key, any_value(d.segment) AS segment, any_value({CONSENT}) AS consent FROM {DESIRED} d
+                   GROUP BY d._key) d ON d._key = h.key
         ORDER BY h.key""").fetchall()
     if not held:
         return plan
-    clears = {key: (cid, dict.fromkeys(names), segment) for key, cid, names, segment in held}
+    clears = {key: (cid, dict.fromkeys(names), segment, consent) for key, cid, names, segment, consent in held}
     changes = [replace(c, set_fields={**c.set_fields, **clears.pop(c.key)[1]}, fields_text=None)
                if c.key in clears else c for c in plan.changes]
-    changes += [ContactChange(key, key, cid or "", str(segment or ""), False, None, set_fields=fields)
-                for key, (cid, fields, segment) in clears.items()]
+    # the status a field update of the contact carries (None: out of the export, or no consent under skip), so a
+    # destination reads him first only where an upsert could create him without consent (Unisender's getContact)
+    changes += [ContactChange(key, key, cid or "", str(segment or ""), False,
+                              status_for_new(consent, dest.new_contacts) if consent else None, set_fields=fields)
+                for key, (cid, fields, segment, consent) in clears.items()]
     return replace(plan, changes=tuple(changes))
 
 
