@@ -151,3 +151,59 @@ def test_unisender_reads_only_the_cleared_contacts_an_import_could_create_withou
     cli("sync", "--config", str(cfg), "--as-of", AS_OF, "--allow-mass-change")
     assert unisender_fake.calls["getContact"] - before == 1  # 50 before the fix
     assert not any(unisender_fake.contacts[e]["fields"].get("RFM_CODE") for e in holders)
+
+
+def _mailchimp_shop(tmp_path, monkeypatch, fake) -> Path:
+    from datetime import date
+
+    from sync.demodata import generate_shop
+    from tests.test_retire_fields import _mailchimp
+
+    env, dest = _mailchimp(fake)
+    cfg = generate_shop(tmp_path / "shop", customers=120, seed=5, as_of=date.fromisoformat(AS_OF))
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace('type = "mailchimp"\naudience = "demo000001"', dest),
+                   encoding="utf-8")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF)
+    return cfg
+
+
+def test_a_mailchimp_merge_field_deleted_there_is_recorded_cleared_and_the_tag_changes_still_go(
+        tmp_path, monkeypatch, mailchimp_fake):
+    """Mailchimp refuses a member whose merge_fields name a merge field the audience lacks: a retired one deleted
+    in Mailchimp is left out, recorded cleared, and the same contacts' tag changes go."""
+    cfg = _mailchimp_shop(tmp_path, monkeypatch, mailchimp_fake)
+    audience = mailchimp_fake.lists["aud1"]
+    holders = [e for e, m in audience.members.items() if m["merge_fields"].get("RFM_CODE")]
+    _retire(cfg)
+    del audience.merge_fields["RFM_CODE"]  # deleted in Mailchimp: its values go with it
+    for m in audience.members.values():
+        m["merge_fields"].pop("RFM_CODE", None)
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace('"Beginners" = "Welcome"', '"Beginners" = "Hello"'),
+                   encoding="utf-8")
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF, "--allow-mass-change")
+    doc = plan_json(cfg)
+    assert doc["plans"][0]["changes"] == [] and not any(WARNED in w for w in doc["warnings"])
+    assert "RFM_CODE" not in audience.merge_fields  # never created again
+    hello = next(s for s in audience.segments.values() if s["name"] == "Hello")
+    assert set(hello["members"]) & set(holders)  # the tag adds of contacts whose field was cleared went
+
+
+def test_a_required_mailchimp_merge_field_retired_stops_before_any_write(tmp_path, monkeypatch, mailchimp_fake):
+    """Mailchimp refuses an empty value of a required merge field: the sync stops before any write, naming the
+    field and what to do; once it is optional there, the clear goes."""
+    cfg = _mailchimp_shop(tmp_path, monkeypatch, mailchimp_fake)
+    audience = mailchimp_fake.lists["aud1"]
+    holders = [e for e, m in audience.members.items() if m["merge_fields"].get("RFM_CODE")]
+    _retire(cfg)
+    audience.merge_fields["RFM_CODE"]["required"] = True
+    writes = mailchimp_fake.write_calls
+    refused = cli("sync", "--config", str(cfg), "--as-of", AS_OF, "--allow-mass-change", code=2).output
+    assert "retire_fields: merge field 'RFM_CODE' is required in audience 'aud1'" in refused
+    assert "make it optional in Mailchimp" in refused
+    assert mailchimp_fake.write_calls == writes and all(audience.members[e]["merge_fields"]["RFM_CODE"]
+                                                        for e in holders)
+    audience.merge_fields["RFM_CODE"]["required"] = False
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF, "--allow-mass-change")
+    assert not any(audience.members[e]["merge_fields"].get("RFM_CODE") for e in holders)

@@ -46,9 +46,9 @@ from ..model import ContactChange, ItemResult, OnResults
 from ..planning.values import kind_of
 from .answers import BadAnswer, excerpt
 from . import specs
-from .base import ClientOptions, Creating
+from .base import ClientOptions, Creating, without_lost_fields
 from .unisender_rows import (_Row, _hold_unconfirmed, _list_ids_of, _merged, _must_exist, _names_contact, _ops,
-                             _row_error, _tags_of, _text, split_name, without_lost_fields)
+                             _row_error, _tags_of, _text, split_name)
 from .unisender_api import (Created, FieldItem, ImportResult, ListItem, Subscribed, TokenBucket, UnisenderApi,
                             UnisenderError)
 

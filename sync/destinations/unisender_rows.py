@@ -5,8 +5,8 @@ a contact without consent (:mod:`sync.destinations.unisender`)."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
-from typing import Any, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import DestinationConfigError, DestinationError
 from ..model import ContactChange, ItemResult
@@ -31,28 +31,6 @@ class _Row:
     replace_tags: bool = False
     results: list[ItemResult] = field(default_factory=list)  # decided before the call (ok or not)
     ops: list[str] = field(default_factory=list)  # ops whose outcome is the import's
-
-
-def without_lost_fields(changes: Sequence[ContactChange], known: Collection[str]
-                        ) -> tuple[list[ContactChange], list[ItemResult]]:
-    """``changes`` without the empty value of a field the account no longer has (names as Unisender holds them,
-    case-sensitive: ``known``), e.g. one retired after its deletion in Unisender (its values went with it):
-    ``importContacts`` refuses the whole call for an unknown column ("Unknown field"), every row's tags and lists
-    with it. A contact left with no field to send has his upsert done (he holds nothing there: the ledger records
-    the field cleared); his tag changes still go. Also the results so decided."""
-    kept: list[ContactChange] = []
-    done: list[ItemResult] = []
-    for ch in changes:
-        lost = [n for n, v in ch.set_fields.items() if v is None and n not in known]
-        if not lost:
-            kept.append(ch)
-            continue
-        rest = {n: v for n, v in ch.set_fields.items() if n not in lost}
-        if not rest and not ch.create:
-            done.append(ItemResult(ch.key, "upsert", True))
-        if rest or ch.create or ch.add_tags or ch.remove_tags:
-            kept.append(replace(ch, set_fields=rest, fields_text=None))
-    return kept, done
 
 
 def _ops(ch: ContactChange, removes: bool = True) -> list[str]:
