@@ -37,12 +37,16 @@ class Forgotten:
     contacts: int
     tags: list[tuple[str, int]]
     done: bool
+    failures: int = 0  # its operations recorded failed (`rfmsync failures`), forgotten with it
 
     def text(self) -> str:
         where = f" of {describe(self.target)}" if self.target is not None else ""
         tags = (f"; it says rfmsync gave them tags/lists: {counted(self.tags)}, which stay on them in the ESP "
                 f"(rfmsync will no longer know it gave them)" if self.tags else "")
-        held = f"{self.contacts} contact{'s' if self.contacts != 1 else ''}{where}{tags}"
+        failed = (f"; {self.failures} failed operation{'s' if self.failures != 1 else ''} recorded "
+                  f"(rfmsync failures), never retried once forgotten" if self.failures else "")
+        target = "; its recorded target" if self.target is not None and not self.contacts else ""
+        held = f"{self.contacts} contact{'s' if self.contacts != 1 else ''}{where}{tags}{failed}{target}"
         if self.done:
             return f"the ledger forgot destination {self.destination!r}: {held}"
         return (f"the ledger holds under destination {self.destination!r}, no longer in the config: {held}. "
@@ -64,28 +68,30 @@ def forget_destination(cfg: "Config", ledger: "Ledger", name: str, *, yes: bool 
         raise ConfigError(f"destination {heir!r} has renamed_from = {name!r}: it takes over what the ledger holds "
                           f"under {name!r} once it has synced successfully; to forget it instead, remove "
                           f"renamed_from first")
-    held = ledger.state_destinations()
+    held = ledger.held_destinations(TARGET_CURSOR)  # its contacts, or only failures or a recorded target left
     if name not in held:
         removed = [n for n in held if all(d.name != n for d in cfg.destinations)]
         listed = ", ".join(repr(n) for n in removed) if removed else "none"
         raise ConfigError(f"the ledger holds nothing under destination {name!r} (destinations it holds that the "
                           f"config no longer has: {listed})")
 
-    def look() -> tuple[int, list[tuple[str, int]]]:
+    def look() -> tuple[int, list[tuple[str, int]], int]:
         counts: dict[str, int] = {}
         for tags, n in ledger.tag_set_counts(name).items():
             for tag in tags:
                 counts[tag] = counts.get(tag, 0) + n
-        return ledger.state_table(name, cached=False).num_rows, sorted(counts.items())
+        return (ledger.state_table(name, cached=False).num_rows, sorted(counts.items()),
+                len(ledger.pending_failures(name)))
 
     target = known_target(ledger, name)
     if not yes:
-        return Forgotten(name, target, *look(), done=False)
+        contacts, tags, failed = look()
+        return Forgotten(name, target, contacts, tags, done=False, failures=failed)
     with destination_lock(ledger, f"sync:{name}", LOCK_TTL) as lock:
-        _, tags = look()
+        _, tags, failed = look()
         contacts = ledger.forget_destination(name, (TARGET_CURSOR, name), lock=(lock.name, lock.owner),
                                              untagged=False)
-    return Forgotten(name, target, contacts, tags, done=True)
+    return Forgotten(name, target, contacts, tags, done=True, failures=failed)
 
 
 __all__ = ["Forgotten", "forget_destination"]

@@ -85,3 +85,31 @@ def test_forgetting_waits_for_no_sync_of_the_destination(ledger_url):  # noqa: F
         assert list(ledger.load_state("kept")) == ["0@x.io"]
         with pytest.raises(ConfigError, match="holds nothing under destination 'gone'"):
             forget_destination(cfg, ledger, "gone", yes=True)
+
+
+def test_a_name_with_only_failures_or_a_recorded_target_left_is_seen_and_forgotten(ledger_url):  # noqa: F811
+    """A destination whose rows are gone but whose failures (an upsert that never went) or recorded target remain
+    is not said to hold nothing: it is shown with what is left, and forgotten with it."""
+    from sync.config import Config
+    from sync.forget import forget_destination
+    from sync.ledger import Ledger
+    from sync.model import ItemResult
+    from sync.planning.target import known_target, record_target
+
+    cfg = Config.model_validate({"segmentation": {"preset": "tracks"}, "destinations": [
+        {"name": "kept", "type": "mailchimp", "audience": "aud1"}]})
+    with Ledger.connect(ledger_url) as ledger:
+        run = ledger.start_run("sync", "failed")
+        ledger.record_results("failed", run, [ItemResult("1@x.io", "upsert", False, "Invalid Resource"),
+                                              ItemResult("2@x.io", "upsert", False, "Invalid Resource")])
+        record_target(ledger, "aimed", "mailchimp:aud9")
+        said = forget_destination(cfg, ledger, "failed")
+        assert (said.done, said.contacts, said.failures) == (False, 0, 2)
+        assert "0 contacts; 2 failed operations recorded (rfmsync failures)" in said.text()
+        aimed = forget_destination(cfg, ledger, "aimed")
+        assert aimed.target == "mailchimp:aud9" and "its recorded target" in aimed.text()
+        assert forget_destination(cfg, ledger, "failed", yes=True).done
+        assert forget_destination(cfg, ledger, "aimed", yes=True).done
+        assert ledger.pending_failures("failed") == [] and known_target(ledger, "aimed") is None
+        with pytest.raises(ConfigError, match="holds nothing under destination 'failed'"):
+            forget_destination(cfg, ledger, "failed", yes=True)

@@ -107,6 +107,16 @@ class StateMoves:
             self._cache.drop(name)
         return int(deleted)
 
+    def held_destinations(self, cursor_source: str) -> list[str]:
+        """Every destination name the ledger holds anything under, sorted: pushed state (its revision counter),
+        failures, lost tags, or a cursor of ``cursor_source`` (its recorded target): what :meth:`forget_destination`
+        deletes."""
+        with self._db.read() as conn:
+            names = {n for table in (state_revisions, failures, lost_tags)
+                     for n in conn.execute(select(table.c.destination).distinct()).scalars()}
+            names.update(conn.execute(select(cursors.c.obj).where(cursors.c.source == cursor_source)).scalars())
+        return sorted(names)
+
     def _forget_name(self, conn: "Connection", name: str, cursor: tuple[str, str]) -> None:
         """Delete everything the ledger holds under destination ``name``, in ``conn``'s transaction."""
         for table in (pushed_state, lost_tags, failures, state_revisions):
