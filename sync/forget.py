@@ -40,12 +40,13 @@ class Forgotten:
     failures: int = 0  # its operations recorded failed (`rfmsync failures`), forgotten with it
 
     def text(self) -> str:
-        where = f" of {describe(self.target)}" if self.target is not None else ""
+        where = f" of {describe(self.target)}" if self.target is not None and self.contacts else ""
         tags = (f"; it says rfmsync gave them tags/lists: {counted(self.tags)}, which stay on them in the ESP "
                 f"(rfmsync will no longer know it gave them)" if self.tags else "")
         failed = (f"; {self.failures} failed operation{'s' if self.failures != 1 else ''} recorded "
                   f"(rfmsync failures), never retried once forgotten" if self.failures else "")
-        target = "; its recorded target" if self.target is not None and not self.contacts else ""
+        target = (f"; its recorded target, {describe(self.target)}" if self.target is not None and not self.contacts
+                  else "")
         held = f"{self.contacts} contact{'s' if self.contacts != 1 else ''}{where}{tags}{failed}{target}"
         if self.done:
             return f"the ledger forgot destination {self.destination!r}: {held}"

@@ -14,10 +14,10 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import DestinationConfigError, DestinationError
+from ..model import ContactChange, OnResults
 from ..planning.values import kind_of
 from . import specs
 from .answers import BadAnswer
-from ..model import ContactChange, OnResults
 from .base import Creating, without_lost_fields
 from .mailchimp_answers import Created, ListInfo, MergeField
 from .mailchimp_api import BatchRejected

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Iterable, Sequence
-
 from dataclasses import replace
+from typing import Any, Iterable, Sequence
 
 from ..errors import DestinationError
 from ..model import ContactChange, ItemResult, OnResults

@@ -249,7 +249,8 @@ class UnisenderDestination:
                 gone = (f"{ch.email} is not in Unisender (deleted there): not re-created without consent; the "
                         "next run adds him again only under the consent rules (new_contacts)")
                 done = ch.clears_only  # a clear too: he holds nothing
-                row.results += [ItemResult(ch.key, op, True, missing=not ch.create) if op.startswith("tag-") or done else
+                row.results += [ItemResult(ch.key, op, True, missing=not ch.create)
+                                if op.startswith("tag-") or done else
                                 ItemResult(ch.key, op, False, gone, missing=True) for op in row.ops]
                 row.ops = []
                 continue

@@ -43,8 +43,9 @@ def left_fields(con: duckdb.DuckDBPyConnection, dest: DestinationConfig) -> list
     """``(field, contacts)`` of every field the staged pushed state (:func:`~.columnar.stage_pushed`) holds a value
     of for contacts in the destination that ``dest`` neither maps nor retires, by field name as the ESP compares
     them (``spec.field_key``: whatever the case on Mailchimp and SendGrid, which hold one field for both spellings
-    and the mapping writes it; as spelled on Unisender, where ``RFM_CODE`` and ``rfm_code`` are two fields). The field names are read
-    first (one parse of each row's keys: 0.2 CPU s at 1 M rows); the values only of fields found unmapped."""
+    and the mapping writes it; as spelled on Unisender, where ``RFM_CODE`` and ``rfm_code`` are two fields). The
+    field names are read first (one parse of each row's keys: 0.2 CPU s at 1 M rows); the values only of fields
+    found unmapped."""
     skip = {dest.spec.field_key(n) for n in (*dest.fields, *dest.retire_fields)}
     names = [k for (k,) in con.execute(f"SELECT DISTINCT unnest(json_keys(fields)) FROM {LEDGER} "
                                        f"WHERE present AND fields <> '{{}}' AND json_valid(fields)").fetchall()
