@@ -214,6 +214,19 @@ def prune_history(cfg: Config, before: date) -> dict[str, int]:
     return prune(cfg, before)
 
 
+def forget(cfg: Config, settings: Settings, destination: str, *, yes: bool = False):
+    """What the ledger holds under a destination the config no longer has, forgotten with ``yes`` (``rfmsync
+    forget``); a :class:`sync.forget.Forgotten`. Without ``yes`` nothing is written (no ledger file created)."""
+    from .forget import forget_destination
+    from .ledger import open_ledger
+
+    ledger = open_ledger(cfg, settings) if yes else existing_ledger(cfg, settings)
+    try:
+        return forget_destination(cfg, ledger, destination, yes=yes)
+    finally:
+        ledger.close()
+
+
 def init_config(export_file: Path, output: Path, *, force: bool = False):
     """Write a commented config guessed from an export (``rfmsync init``); returns the
     :class:`connectors.guess.Guess`. An existing ``output`` is a ConfigError unless ``force``."""

@@ -117,6 +117,7 @@ class DestinationConfig(BaseModel):
     transition_days: int = Field(default=7, ge=1)
     # tags/lists rfmsync pushed that no mapping gives any more: taken off the contacts it put them on (the ledger's)
     retire_tags: list[str] = Field(default_factory=list)
+    retire_fields: list[str] = Field(default_factory=list)  # fields no longer mapped: the values rfmsync wrote cleared
     renamed_from: str | None = None  # the name this destination had: it takes over what the ledger holds under it
     batch_size: int | None = None  # override the API maximum (never above it)
     http: HttpOverrides | None = None  # [destinations.http]: this destination's [http] overrides

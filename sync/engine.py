@@ -268,7 +268,7 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
             between()  # stopped before the run starts: nothing to record
         # a full refresh's move: the ledger forgets the old audience's state (a first apply: records its target)
         move_if_planned(ledger, plan.destination, plan.pushed_to, (held.name, held.owner),
-                        moves_from=plan.moves_from)
+                        moves_from=plan.moves_from, moves_unknown=plan.moves_unknown)
         run_id = ledger.start_run(kind, plan.destination, data)  # a run killed: abandoned with its input counts
         counts = {**(data or {}), "planned": len(plan.changes), "skipped": len(plan.skipped), "ok": 0, "failed": 0,
                   "ledger_only": 0}

@@ -71,6 +71,13 @@ class ContactChange:
     def needs_upsert(self) -> bool:
         return self.create or bool(self.set_fields)
 
+    @property
+    def clears_only(self) -> bool:
+        """Nothing but fields emptied on a contact the ledger holds (``retire_fields``' clear): never a reason to
+        create him, so a destination whose upsert creates any address it lacks sends it only where he is."""
+        return (not self.create and not self.add_tags and bool(self.set_fields)
+                and all(v is None for v in self.set_fields.values()))
+
 
 @dataclass(frozen=True, slots=True)
 class OwnerChange:
@@ -174,3 +181,9 @@ def ok_pairs(results: Iterable[ItemResult]) -> Iterator[tuple[str, str]]:
 
 
 OnResults = Callable[[Sequence[ItemResult]], None]
+
+
+def fold(name: str) -> str:
+    """A tag/list or field name as rfmsync compares names (an ESP that folds case holds ``VIP`` and ``vip `` as
+    one): spaces around it stripped, case folded."""
+    return name.strip().casefold()

@@ -751,7 +751,9 @@ MERGE_TAGS = {"RECENCY": "recency_days", "SEGMENT": "segment", "SCORE": "rfm"}
 
 
 def documented_body(changes, create: bool) -> str:
-    """The batch-subscribe body as the documented dict, encoded by ``json.dumps`` (compact): the reference."""
+    """The batch-subscribe body as the documented dict, encoded by ``json.dumps`` (compact): the reference. A field
+    the mapping does not name (a retired one, ``retire_fields``) goes under its name upper-cased, as prepare makes
+    every merge tag."""
     tag_of = {**{value: tag for tag, value in MERGE_TAGS.items()}, **{tag: tag for tag in MERGE_TAGS}}
 
     def value(v):
@@ -760,7 +762,7 @@ def documented_body(changes, create: bool) -> str:
         return ("yes" if v else "no") if isinstance(v, bool) else v
 
     members = [{"email_address": c.email, **({"status": c.status_if_new} if create else {}),
-                **({"merge_fields": {tag_of.get(k, k): value(v) for k, v in c.set_fields.items()}}
+                **({"merge_fields": {tag_of.get(k, k.upper()): value(v) for k, v in c.set_fields.items()}}
                    if c.set_fields else {})} for c in changes]
     return json.dumps({"members": members, "update_existing": not create}, separators=(",", ":"))
 

@@ -11,11 +11,11 @@ vocabulary (:mod:`sync.planning.values`) maps to its own field types, and its ba
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Collection, Iterable, Mapping, Protocol, Sequence
 
-from ..model import ContactChange, OnResults
+from ..model import ContactChange, ItemResult, OnResults, fold
 from ..planning.values import KINDS, kind_of
 
 if TYPE_CHECKING:
@@ -106,6 +106,9 @@ class DestinationSpec:
     default_new_contacts: str = "transactional"
     #: ``new_contacts`` values the vendor cannot honour → the config error's sentence
     refused_new_contacts: Mapping[str, str] = field(default_factory=dict)
+    #: the vendor holds one field for ``RFM_CODE`` and ``rfm_code`` (Mailchimp's merge tags, SendGrid's custom
+    #: fields); False: field names are case-sensitive (Unisender's), two spellings are two fields
+    fields_fold_case: bool = True
 
     def __post_init__(self) -> None:
         missing = set(KINDS) - set(self.field_types)
@@ -113,6 +116,11 @@ class DestinationSpec:
             raise ValueError(f"destination type {self.type!r}: no field type for kind(s) {', '.join(sorted(missing))}")
         object.__setattr__(self, "field_types", MappingProxyType(dict(self.field_types)))
         object.__setattr__(self, "refused_new_contacts", MappingProxyType(dict(self.refused_new_contacts)))
+
+    def field_key(self, name: str) -> str:
+        """A field name as the vendor compares them: spaces around it stripped, and case folded where the vendor
+        folds it (:attr:`fields_fold_case`)."""
+        return fold(name) if self.fields_fold_case else name.strip()
 
     def field_type(self, value_name: str) -> str:
         """The vendor field type created for an rfmsync value (through the value's kind)."""
@@ -133,4 +141,27 @@ class DestinationSpec:
         return self.key_env.lower(), self.url_env.lower()
 
 
-__all__ = ["Builder", "ClientOptions", "Creating", "Destination", "DestinationSpec"]
+def without_lost_fields(changes: Sequence[ContactChange], known: Collection[str],
+                        key: Callable[[str], str] = str) -> tuple[list[ContactChange], list[ItemResult]]:
+    """``changes`` without the empty value of a field the account no longer has (``known``: its field names as
+    ``key`` spells them), e.g. one retired after its deletion in the ESP (its values went with it): Unisender's
+    ``importContacts`` refuses the whole call for an unknown column ("Unknown field"), Mailchimp a member's
+    unknown merge field, every tag and list change sent with it. A contact left with no field to send has his
+    upsert done (he holds nothing there: the ledger records the field cleared); his tag changes still go. Also
+    the results so decided."""
+    kept: list[ContactChange] = []
+    done: list[ItemResult] = []
+    for ch in changes:
+        lost = [n for n, v in ch.set_fields.items() if v is None and key(n) not in known]
+        if not lost:
+            kept.append(ch)
+            continue
+        rest = {n: v for n, v in ch.set_fields.items() if n not in lost}
+        if not rest and not ch.create:
+            done.append(ItemResult(ch.key, "upsert", True))
+        if rest or ch.create or ch.add_tags or ch.remove_tags:
+            kept.append(replace(ch, set_fields=rest, fields_text=None))
+    return kept, done
+
+
+__all__ = ["Builder", "ClientOptions", "Creating", "Destination", "DestinationSpec", "without_lost_fields"]

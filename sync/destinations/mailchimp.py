@@ -117,6 +117,7 @@ class MailchimpDestination(AudienceSetup):
         self._call, self._paged, self._lists = self._http.call, self._http.paged, self._http.lists
         self._segments: dict[str, int] | None = None  # tag name -> static segment id
         self._field_tags: dict[str, str] = {}  # config field name (or value name) -> merge tag
+        self._merge_known: dict[str, bool] | None = None  # merge tag -> required, as prepare read them
         self._lock = threading.Lock()
         self._counts_warned = False  # an answer's counts differed from its lists in this apply (one warning)
 
@@ -164,6 +165,7 @@ class MailchimpDestination(AudienceSetup):
             stats["failed"] += len(failed_results(results))
             on_results(results)
 
+        changes = self._retired_checked(changes, on_results)
         Pipeline(self, changes, report, on_results).run()
         log.info("mailchimp %s: %d changes -> %d item results (%d failed) in %d calls", self.name, len(changes),
                  stats["items"], stats["failed"], stats["calls"])
@@ -221,6 +223,9 @@ class MailchimpDestination(AudienceSetup):
                                            or bool(NOT_A_MEMBER.search(error.get("error") or "")))
                 # refused for good (his tag adds too: Pipeline) when the text says so of him alone
                 refused = not missing and not wide and refuses_member(error.get("error"), error.get("field"))
+                if missing and c.clears_only:  # a clear for an address no longer on the list: done, forgotten
+                    results.append(ItemResult(c.key, "upsert", True, missing=True))
+                    continue
                 results.append(ItemResult(c.key, "upsert", False, excerpt(member_error(error), self._http._secrets),
                                           missing=missing, refused=refused))
         return results, spill

@@ -14,10 +14,11 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import DestinationConfigError, DestinationError
+from ..model import ContactChange, OnResults
 from ..planning.values import kind_of
 from . import specs
 from .answers import BadAnswer
-from .base import Creating
+from .base import Creating, without_lost_fields
 from .mailchimp_answers import Created, ListInfo, MergeField
 from .mailchimp_api import BatchRejected
 from .mailchimp_bodies import check_merge_tags, field_tags
@@ -45,6 +46,7 @@ class AudienceSetup:
     _lock: threading.Lock
     _segments: dict[str, int] | None
     _field_tags: dict[str, str]
+    _merge_known: dict[str, bool] | None  # the audience's merge tags as prepare read them → required
 
     def check(self) -> str:
         """Read-only: the API key is accepted and the audience exists (``GET /lists/{id}``)."""
@@ -101,7 +103,31 @@ class AudienceSetup:
                     if fn == self._create_segment:
                         self._segments[arg] = found
         self._field_tags = field_tags(fields)
+        self._merge_known = {**{tag: bool(f.get("required")) for tag, f in existing.items()},
+                             **{tag.upper(): False for tag in fields if tag.upper() not in existing}}
         return names
+
+    def _retired_checked(self, changes: Sequence[ContactChange], on_results: OnResults) -> Sequence[ContactChange]:
+        """``changes`` as they may go, for fields a change clears that the mapping does not name (``retire_fields``),
+        by what :meth:`prepare` read of the audience's merge fields: a merge field deleted in Mailchimp (its values
+        with it) is left out and recorded cleared (Mailchimp refuses a member with an unknown merge field, his tag
+        changes with him); one marked required there (Mailchimp refuses its empty value) stops the apply before
+        any write, naming it and the remedy."""
+        known = self._merge_known
+        if known is None or not any(v is None for ch in changes for v in ch.set_fields.values()):
+            return changes
+        tags = self._field_tags
+        for name in sorted({n for ch in changes for n, v in ch.set_fields.items() if v is None and n not in tags}):
+            if known.get(name.upper()):
+                raise DestinationConfigError(
+                    f"Mailchimp destination {self.name!r}: retire_fields: merge field {name.upper()!r} is required "
+                    f"in audience {self.audience!r}, and Mailchimp refuses an empty value there: make it optional "
+                    f"in Mailchimp (Audience fields and *|MERGE|* tags: untick Required) and sync again, or delete "
+                    f"the merge field there (its values go with it), or take it out of retire_fields")
+        kept, done = without_lost_fields(changes, known, key=lambda n: tags.get(n, n.upper()))
+        if done:
+            on_results(done)
+        return kept
 
     # ------------------------------------------------------------------ prepare internals
     def _create_field(self, item: tuple[str, str]) -> None:
@@ -122,7 +148,7 @@ class AudienceSetup:
     def _merge_fields(self) -> dict[str, dict[str, Any]]:
         return {str(f["tag"]).upper(): f for f in self._paged(
             "GET merge-fields", self._lists.get_list_merge_fields, (self.audience,), "merge_fields", ("tag",),
-            fields=["merge_fields.tag", "merge_fields.type", "total_items"])}
+            fields=["merge_fields.tag", "merge_fields.type", "merge_fields.required", "total_items"])}
 
     def _segment_ids(self, tags: Sequence[str], create: bool) -> dict[str, int]:
         with self._lock:

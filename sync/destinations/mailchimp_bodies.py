@@ -75,7 +75,7 @@ def _body(members: Iterable[str], create: bool) -> JsonText:
 def _merge_heads(names: tuple[str, ...], tags: Mapping[str, str]) -> list[str] | None:
     """'"TAG":' for each of ``names`` (merge tags by :data:`tags`), or None when two name one merge tag (the
     dict keeps the last value) or a tag is not text."""
-    tags_ = [tags.get(k, k) for k in names]
+    tags_ = [tags.get(k, k.upper()) for k in names]
     if len(set(tags_)) < len(tags_) or any(type(t) is not str for t in tags_):
         return None
     return [_encode_str(t) + ":" for t in tags_]
@@ -136,7 +136,8 @@ def _members_body(changes: Sequence[ContactChange], create: bool, tags: Mapping[
             if heads is False:
                 heads = keys[names] = _merge_heads(names, tags)
             if heads is None:  # two keys for one merge tag (the dict keeps the last value): as a dict
-                text += ',"merge_fields":' + _encode_body({tags.get(k, k): merge_value(v) for k, v in fields.items()})
+                text += ',"merge_fields":' + _encode_body({tags.get(k, k.upper()): merge_value(v)
+                                                           for k, v in fields.items()})
             else:
                 text += ',"merge_fields":{' + ",".join(
                     [h + (_encode_str(v) if type(v) is str else int.__repr__(v) if type(v) is int

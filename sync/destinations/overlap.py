@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable
 
+from ..model import fold
+
 if TYPE_CHECKING:
     from ..config import DestinationConfig
 
@@ -33,8 +35,10 @@ def check_shared_audiences(destinations: Iterable["DestinationConfig"]) -> None:
     from ..planning.plan import all_managed
 
     owner: dict[tuple[str, str, str], tuple[str, str]] = {}  # (type, audience, name folded) → (destination, name)
+    destinations = list(destinations)
     for dest in destinations:
         check_retired(dest)
+        check_retired_fields(dest, destinations)
         kind, audience = audience_of(dest)
         for name in all_managed(dest):
             first = owner.setdefault((kind, audience, name.casefold()), (dest.name, name))
@@ -50,9 +54,9 @@ def check_retired(dest: "DestinationConfig") -> None:
     ``vip``."""
     from ..planning.plan import all_managed
 
-    given = {name.strip().casefold(): name for name in all_managed(dest.model_copy(update={"retire_tags": []}))}
+    given = {fold(name): name for name in all_managed(dest.model_copy(update={"retire_tags": []}))}
     for name in dest.retire_tags:
-        same = given.get(name.strip().casefold())
+        same = given.get(fold(name))
         if not name.strip():
             why = "is empty"
         elif same == name:
@@ -67,6 +71,30 @@ def check_retired(dest: "DestinationConfig") -> None:
         raise ValueError(f"destination {dest.name!r}: retire_tags: {name!r} {why}; retire_tags lists the "
                          f"tags/lists rfmsync pushed that no mapping gives any more, named as the ESP has them "
                          f"(as the plan's warning names them)")
+
+
+def check_retired_fields(dest: "DestinationConfig", destinations: Iterable["DestinationConfig"]) -> None:
+    """ValueError for a ``retire_fields`` name that is empty, that this destination still maps (whatever the case
+    on Mailchimp and SendGrid, which hold one field for both spellings; as spelled on Unisender, whose names are
+    case-sensitive) or that another destination of the same audience maps: clearing it would undo that one's
+    values at every run."""
+    key = dest.spec.field_key  # Unisender's names are case-sensitive: the others fold case
+    mapped = {key(name): (other.name, name) for other in destinations if audience_of(other) == audience_of(dest)
+              for name in other.fields}
+    for name in dest.retire_fields:
+        owner = mapped.get(key(name))
+        if not name.strip():
+            why = "is empty"
+        elif owner is not None and owner[0] == dest.name:
+            why = f"is still mapped in [destinations.fields] (as {owner[1]!r})"
+        elif owner is not None:
+            why = (f"is mapped by destination {owner[0]!r} of the same audience (as {owner[1]!r}): each sync "
+                   f"would clear what the other writes")
+        else:
+            continue
+        raise ValueError(f"destination {dest.name!r}: retire_fields: {name!r} {why}; retire_fields lists the "
+                         f"fields rfmsync wrote that [destinations.fields] no longer maps, named as the plan's "
+                         f"warning names them")
 
 
 def _fight(dest: "DestinationConfig", first: tuple[str, str], name: str, audience: str) -> str:

@@ -30,7 +30,7 @@ from ..planning.values import kind_of
 from .answers import BadAnswer, excerpt
 from . import specs
 from .base import ClientOptions, Creating
-from .sendgrid_bodies import contact_body, upsert_batches
+from .sendgrid_bodies import check_clearable, contact_body, upsert_batches
 from .sendgrid_reads import PRESENT, SendGridReads
 from .sendgrid_api import (FieldDefinitions, Id, ImportJob, JobId, ListsPage, Refused, SendGridApi, error_text,
                            indexed_errors, page_token, parse_errors_csv)
@@ -90,6 +90,7 @@ class SendGridDestination(SendGridReads):
         self._fields: dict[str, str] | None = None  # lower-cased custom field name → id
         self._field_kinds: dict[str, str] = {}  # lower-cased name → Text | Number | Date
         self._reserved: set[str] = set()
+        self._mapped: set[str] | None = None  # lower-cased names of the fields prepare was given (the mapped ones)
 
     def __repr__(self) -> str:
         return f"SendGridDestination(name={self.name!r}, api_url={self.api_url!r})"
@@ -135,6 +136,7 @@ class SendGridDestination(SendGridReads):
         :meth:`sync.destinations.base.Destination.prepare`); existing ones are left as they are. Returns the
         names (of ``fields`` and ``managed_tags``) created."""
         known, new_fields = self._load_fields(), {}
+        self._mapped = {f.lower() for f in fields}
         for fname, value_name in fields.items():
             if not _FIELD_NAME.match(fname):
                 raise DestinationConfigError(f"SendGrid destination {self.name!r}: field {fname!r}: use letters, "
@@ -188,6 +190,9 @@ class SendGridDestination(SendGridReads):
         """Upsert (with list adds) in batches at the API maxima, then remove list memberships."""
         if self._fields is None:
             self._load_fields()
+        if self._mapped is not None:
+            check_clearable(changes, self._mapped, self._field_kinds, self.name)
+        changes = self._held_only(changes, on_results)
         groups: dict[tuple[str, ...], list[tuple[ContactChange, dict[str, Any]]]] = {}
         for ch in changes:
             if not (ch.needs_upsert or ch.add_tags):

@@ -4,7 +4,7 @@ as the field's type takes it) and the batches they are sent in ("up to 30,000 co
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator, Mapping
+from typing import Any, Container, Iterator, Mapping, Sequence
 
 from ..errors import DestinationConfigError
 from ..model import ContactChange, FieldValue
@@ -16,6 +16,8 @@ def contact_body(ch: ContactChange, fields: Mapping[str, str], kinds: Mapping[st
     custom: dict[str, Any] = {}
     for fname, value in ch.set_fields.items():
         fid = fields.get(fname.lower())
+        if fid is None and value is None:
+            continue  # a field the account no longer has (retire_fields after its deletion): nothing to clear
         if fid is None:
             raise DestinationConfigError(f"SendGrid destination {name!r}: custom field {fname!r} does "
                                          "not exist (run prepare with it)")
@@ -24,6 +26,22 @@ def contact_body(ch: ContactChange, fields: Mapping[str, str], kinds: Mapping[st
             continue  # SendGrid cannot clear Number/Date fields through an upsert
         custom[fid] = _custom_value(value, kind)
     return {"email": ch.email, **({"custom_fields": custom} if custom else {})}
+
+
+def check_clearable(changes: Sequence[ContactChange], mapped: Container[str], kinds: Mapping[str, str],
+                    name: str) -> None:
+    """DestinationConfigError, before any write, for a field a change clears (``retire_fields``: a None of a field
+    the mapping does not name) that is a Number or Date custom field of the account: SendGrid refuses null there
+    ("custom field cannot be null") and has no other empty value, so :func:`contact_body` would leave it out and
+    the ledger would believe it cleared. Deleting the field in SendGrid takes its values with it."""
+    for ch in changes:
+        for fname, value in ch.set_fields.items():
+            kind = kinds.get(fname.lower())
+            if value is None and kind not in (None, "Text") and fname.lower() not in mapped:
+                raise DestinationConfigError(
+                    f"SendGrid destination {name!r}: retire_fields: {fname!r} is a {kind} custom field, which "
+                    f"SendGrid cannot clear through its contacts API (it refuses an empty value there): delete "
+                    f"the field in SendGrid (its values go with it) and sync again, or take it out of retire_fields")
 
 
 def upsert_batches(members: list[tuple[ContactChange, dict[str, Any]]], list_ids: tuple[str, ...], batch_size: int,

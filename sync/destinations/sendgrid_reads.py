@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import replace
 from typing import Any, Iterable, Sequence
 
 from ..errors import DestinationError
-from .answers import excerpt
+from ..model import ContactChange, ItemResult, OnResults
+from .answers import BadAnswer, excerpt
 from .sendgrid_api import ExportJob, Id, Refused, Search, emails_from_csv, error_text
 
 log = logging.getLogger("sync.destinations.sendgrid")
@@ -57,6 +59,39 @@ class SendGridReads:
                                       f"({'left out' if entry is None else excerpt(entry, self._api.secrets, 80)}); "
                                       "not believed, sent again next run")
         return found, unknown
+
+    def _held_only(self, changes: Sequence[ContactChange], on_results: OnResults) -> list[ContactChange]:
+        """``changes`` without the upsert of a change that must not create anyone (a clear of ``retire_fields``,
+        or a known contact with no status to be created with) for an address SendGrid does not hold
+        (``search/emails``, 100 a call): a ``PUT /marketing/contacts`` creates any address it lacks, and one
+        deleted there (an erasure) is not brought back. Those upserts are reported ``missing`` (the ledger forgets
+        the contact; the next plan adds him only under the consent rules; a clear is done: he holds nothing), one
+        the search cannot account for fails (sent again next run); the change's removals still go."""
+        must = sorted({ch.email.lower() for ch in changes if ch.needs_upsert and not ch.create
+                       and (ch.status_if_new is None or ch.clears_only)})
+        if not must:
+            return list(changes)
+        try:
+            ids, unknown = self._contact_ids(must)
+        except BadAnswer as exc:
+            ids, unknown = {}, dict.fromkeys(must, str(exc))
+        kept: list[ContactChange] = []
+        results: list[ItemResult] = []
+        asked = set(must)
+        for ch in changes:
+            email = ch.email.lower()
+            if email not in asked or email in ids:
+                kept.append(ch)
+                continue
+            why = unknown.get(email) or (f"{ch.email} is not a SendGrid contact (deleted there): not re-created "
+                                         "by a field update; the next run adds him only under the consent rules")
+            done = ch.clears_only and email not in unknown  # nothing to clear on a contact SendGrid lacks
+            results += [ItemResult(ch.key, op, done, None if done else why, missing=email not in unknown)
+                        for op in ["upsert", *(f"tag+{t}" for t in sorted(ch.add_tags))]]
+            kept.append(replace(ch, set_fields={}, add_tags=frozenset(), fields_text=None))
+        if results:
+            on_results(results)
+        return kept
 
     # ---------------------------------------------------------------- reads
     def read_managed(self, managed_tags: Sequence[str]) -> dict[str, set[str]]:

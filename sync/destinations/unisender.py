@@ -46,7 +46,7 @@ from ..model import ContactChange, ItemResult, OnResults
 from ..planning.values import kind_of
 from .answers import BadAnswer, excerpt
 from . import specs
-from .base import ClientOptions, Creating
+from .base import ClientOptions, Creating, without_lost_fields
 from .unisender_rows import (_Row, _hold_unconfirmed, _list_ids_of, _merged, _must_exist, _names_contact, _ops,
                              _row_error, _tags_of, _text, split_name)
 from .unisender_api import (Created, FieldItem, ImportResult, ListItem, Subscribed, TokenBucket, UnisenderApi,
@@ -157,7 +157,9 @@ class UnisenderDestination:
         """Refuse new contacts that cannot be imported with consent, invite ``pending`` ones (``subscribe``),
         check that known contacts still exist where an import could re-create them, import the rest in batches
         of 500."""
-        refused: list[ItemResult] = []
+        refused: list[ItemResult] = []  # and the upserts left with nothing to send (done)
+        if any(v is None for ch in changes for v in ch.set_fields.values()):
+            changes, refused = without_lost_fields(changes, self._fields or self._load_fields())
         rows: list[_Row] = []
         for ch in changes:
             if ch.create and ch.status_if_new != "subscribed":  # only consenting new contacts are ever imported
@@ -246,7 +248,9 @@ class UnisenderDestination:
                 # rules (pending: through subscribe; no consent: not at all)
                 gone = (f"{ch.email} is not in Unisender (deleted there): not re-created without consent; the "
                         "next run adds him again only under the consent rules (new_contacts)")
-                row.results += [ItemResult(ch.key, op, True, missing=not ch.create) if op.startswith("tag-") else
+                done = ch.clears_only  # a clear too: he holds nothing
+                row.results += [ItemResult(ch.key, op, True, missing=not ch.create)
+                                if op.startswith("tag-") or done else
                                 ItemResult(ch.key, op, False, gone, missing=True) for op in row.ops]
                 row.ops = []
                 continue

@@ -173,6 +173,7 @@ class Ledger:
     move_state = _Via("state", PushedStates.move_state)
     take_over = _Via("state", PushedStates.take_over)
     forget_destination = _Via("state", PushedStates.forget_destination)
+    held_destinations = _Via("state", PushedStates.held_destinations)
     record_owners = _Via("state", PushedStates.record_owners)
     lost_tags = _Via("state", PushedStates.lost_tags)
     settle_lost = _Via("state", PushedStates.settle_lost)

@@ -11,6 +11,7 @@ import json
 
 from sqlalchemy import and_, delete, func, insert, literal, select
 
+from ..model import fold
 from .cursors import write_cursor
 from .locks import check_lock_held
 from .schema import cursors, failures, lost_tags, pushed_state, state_revisions
@@ -76,8 +77,8 @@ class StateMoves:
             for key, theirs, ours in conn.execute(select(o.c.key, o.c.tags, n.c.tags).select_from(
                     o.join(n, both)).where(o.c.destination == old, o.c.tags != n.c.tags, o.c.tags != "[]")).all():
                 mine = set(json.loads(ours))
-                held = {t.strip().casefold() for t in mine}
-                added = {t for t in json.loads(theirs) if t.strip().casefold() not in held}
+                held = {fold(t) for t in mine}
+                added = {t for t in json.loads(theirs) if fold(t) not in held}
                 if added:
                     conn.execute(pushed_state.update().where(
                         pushed_state.c.destination == new, pushed_state.c.key == key).values(
@@ -105,6 +106,16 @@ class StateMoves:
         if self._cache is not None:
             self._cache.drop(name)
         return int(deleted)
+
+    def held_destinations(self, cursor_source: str) -> list[str]:
+        """Every destination name the ledger holds anything under, sorted: pushed state (its revision counter),
+        failures, lost tags, or a cursor of ``cursor_source`` (its recorded target): what :meth:`forget_destination`
+        deletes."""
+        with self._db.read() as conn:
+            names = {n for table in (state_revisions, failures, lost_tags)
+                     for n in conn.execute(select(table.c.destination).distinct()).scalars()}
+            names.update(conn.execute(select(cursors.c.obj).where(cursors.c.source == cursor_source)).scalars())
+        return sorted(names)
 
     def _forget_name(self, conn: "Connection", name: str, cursor: tuple[str, str]) -> None:
         """Delete everything the ledger holds under destination ``name``, in ``conn``'s transaction."""

@@ -91,14 +91,15 @@ class StateCache:
         self._join(path)
         try:
             reader = self._reader(destination, counter)
-            ahead = reader is not None and int(reader.schema.metadata[b"revision"]) > counter.revision
+            copied = int(reader.schema.metadata[b"revision"]) if reader is not None else None
         except (OSError, ValueError, pa.ArrowException):
             return False  # (one that does not read is not used)
-        if ahead:
-            _went_back(destination, counter, int(reader.schema.metadata[b"revision"]))  # type: ignore[union-attr]
-            with contextlib.suppress(OSError):
-                path.unlink()
-        return ahead
+        if copied is None or copied <= counter.revision:
+            return False
+        _went_back(destination, counter, copied)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return True
 
     def drop(self, destination: str) -> None:
         """Delete ``destination``'s copy (its pushed state was forgotten: a destination moved elsewhere)."""

@@ -167,6 +167,8 @@ class Plan:
     #: the target a full refresh's plan moves the destination from (the ledger's when it was made; None: not a
     #: move): its apply forgets the ledger's state only while the ledger's target is still that one
     moves_from: str | None = None
+    #: read from a plan file written before plans recorded ``moves_from`` (whether it is a move is not known)
+    moves_unknown: bool = False
 
     @property
     def is_empty(self) -> bool:
@@ -232,7 +234,7 @@ class Plan:
                        owners=tuple(OwnerChange(o["key"], o["customer_id"], o["was"])
                                     for o in data.get("owners", ())),
                        withdrawn=tuple(withdrawn), pushed_to=_optional_str(data, "pushed_to"),
-                       moves_from=_optional_str(data, "moves_from"))
+                       moves_from=_optional_str(data, "moves_from"), moves_unknown="moves_from" not in data)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:  # AttributeError: an entry not an object
             raise ConfigError(f"not an rfmsync plan file: missing or bad {exc}") from None
 

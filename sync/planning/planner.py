@@ -22,8 +22,9 @@ from ..model import PushedState
 from .columnar import columnar_plan_stats, plan_columnar, reconcile_pushed, stage_pushed
 from .plan import Plan, all_managed, check_fields
 from .retired import left_behind, left_behind_warning
+from .retired_fields import clear_retired, left_fields, left_fields_warning
 from .rows import CustomerRows, stage_dicts, stage_segments
-from .target import check_target, moved_note, moving_from
+from .target import moved_note, planned_target
 from .transitions import moves_sql, transition_tags_sql
 from .withdrawals import alone_note
 from .values import PREDICTIVE_VALUES, column_of
@@ -124,8 +125,9 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
     if not isinstance(rows, CustomerRows):
         rows = stage_dicts(rows)
     notes = []
-    target = check_target(ledger, dest, full_refresh=full_refresh)  # the ledger's state is of this audience
-    moved_from = moving_from(ledger, dest)  # a full refresh to another audience: planned as for a new destination
+    # the ledger's state is of this audience; or a full refresh moves it here from ``moved_from``: planned as for a
+    # new destination
+    target, moved_from = planned_target(ledger, dest, full_refresh=full_refresh)
     revision = ledger.state_revision(dest.name)  # read before the state: a later write only makes it stale
     if moved_from is None:
         state = ledger.state_parts(dest.name)  # a cached copy and the rows written since (or the full read)
@@ -145,20 +147,22 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
             existing = client.existing_members(rows.desired_keys())  # full refresh: repairs drift
     elif client is None:
         notes.append("planned against the ledger alone (no credentials set): the ESP was not read")
-    behind = left_behind_warning(dest, left_behind(rows.con, dest))
+    behind = tuple(w for w in (left_behind_warning(dest, left_behind(rows.con, dest)),
+                               left_fields_warning(dest, left_fields(rows.con, dest))) if w)
     shared = rows.shared_note()
     if shared is not None:
         notes.append(shared)
     plan = plan_columnar(rows, dest, revision=revision, existing=existing, full_refresh=full_refresh,
                          remote_checked=client is not None and unchecked is None, notes=notes,
                          extra_tags=extra_tags)
+    plan = clear_retired(rows.con, dest, plan)  # retire_fields: the values rfmsync wrote there, cleared
     # a plan without changes removes and changes nothing: no plan guard can trip (and counting the managed
     # contacts is a scan of the whole pushed state)
     lost = ledger.lost_tags(dest.name) if moved_from is None else {}  # (a move forgets the old audience's)
     stats = columnar_plan_stats(rows.con, plan, lost) if plan.changes else None
     verdict = judge_plan(cfg.guards, stats) if stats is not None else PlanVerdict()
     lines, withdrawals = verdict.lines, verdict.withdrawal_lines
-    warnings = ((unchecked,) if unchecked is not None else ()) + ((behind,) if behind else ()) + lines
+    warnings = ((unchecked,) if unchecked is not None else ()) + behind + lines
     note = alone_note(plan) if lines and not withdrawals else None  # what a refused sync still sends
     alone = (note,) if note else ()
     plan = replace(plan, warnings=(*plan.warnings, *warnings), guard=stats, notes=(*plan.notes, *alone),

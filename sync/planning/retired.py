@@ -21,6 +21,7 @@ from connectors.normalize import lit
 
 from ..config import Config, DestinationConfig
 from ..ledger.cursors import Cursors
+from ..model import fold
 from .columnar import LEDGER, TAGS
 from .plan import all_managed
 from .target import describe, known_target, target_of
@@ -57,11 +58,9 @@ def left_behind_warning(dest: DestinationConfig, found: list[tuple[str, int]]) -
     holds both as one tag, the one the mapping gives."""
     if not found:
         return None
-    managed = {t.strip().casefold(): t for t in all_managed(dest)}
-    shown = ", ".join(f"{tag!r} ({n} contact{'s' if n != 1 else ''})" for tag, n in found[:SHOWN])
-    more = f" and {len(found) - SHOWN} more" if len(found) > SHOWN else ""
-    retire = [tag for tag, _ in found if tag.strip().casefold() not in managed]
-    renamed = [(tag, managed[tag.strip().casefold()]) for tag, _ in found if tag not in retire]
+    managed = {fold(t): t for t in all_managed(dest)}
+    retire = [tag for tag, _ in found if fold(tag) not in managed]
+    renamed = [(tag, managed[fold(tag)]) for tag, _ in found if tag not in retire]
     act = []
     if retire:
         names = ", ".join(toml_string(tag) for tag in retire)
@@ -75,7 +74,7 @@ def left_behind_warning(dest: DestinationConfig, found: list[tuple[str, int]]) -
                    f"tag, so they cannot be retired; to have rfmsync manage such a tag again on every contact it "
                    f"put it on, map it under its old name, as the ESP has it")
     return (f"tags/lists rfmsync pushed that no mapping of this destination gives any more stay on their "
-            f"contacts: {shown}{more}; campaigns aimed at them still reach people who may have left those segments. "
+            f"contacts: {counted(found)}; campaigns aimed at them still reach people who may have left those segments. "
             + "; ".join(a[0].upper() + a[1:] for a in act))
 
 
@@ -95,12 +94,12 @@ def removed_destinations(cfg: Config, ledger: "RemovedStates") -> list[str]:
         beside = [d.name for d in cfg.destinations if target is not None and target_of(d) == target]
         counts: dict[str, int] = {}
         for (tags, *theirs), n in ledger.tag_sets_beside(name, beside).items():
-            held = {t.strip().casefold() for other in theirs for t in other}
+            held = {fold(t) for other in theirs for t in other}
             for tag in tags:
-                if tag.strip().casefold() not in held:
+                if fold(tag) not in held:
                     counts[tag] = counts.get(tag, 0) + n
         if counts:
-            managed = {t.strip().casefold(): d.name for d in cfg.destinations if d.name in beside
+            managed = {fold(t): d.name for d in cfg.destinations if d.name in beside
                        for t in all_managed(d)}
             heir = len(beside) == 1 and any(d.name == beside[0] and d.renamed_from == name for d in cfg.destinations)
             out.append(_removed_warning(name, target, sorted(counts.items()), beside, managed, heir))
@@ -114,25 +113,25 @@ def _removed_warning(name: str, target: str | None, found: list[tuple[str, int]]
     :mod:`sync.takeover`), which the warning asks for otherwise; else the remedy, putting the
     destination back to retire its tags, offered for the tags no destination of the same target manages (the
     config check refuses two destinations managing one tag of an audience: ``managed``, by folded tag)."""
-    shown = ", ".join(f"{tag!r} ({n} contact{'s' if n != 1 else ''})" for tag, n in found[:SHOWN])
-    more = f" and {len(found) - SHOWN} more" if len(found) > SHOWN else ""
     where = f" of {describe(target)}" if target is not None else ""
     said = (f"destination {name!r} is no longer in the config, but the tags/lists rfmsync gave the contacts{where} "
-            f"stay on them: {shown}{more}; campaigns aimed at them still reach people who may have left those "
+            f"stay on them: {counted(found)}; campaigns aimed at them still reach people who may have left those "
             f"segments. ")
     if len(beside) == 1:
         ask = "" if heir else f"if it is this destination renamed, add renamed_from = {toml_string(name)} to it: "
         return said + (f"Destination {beside[0]!r} pushes there too: {ask}once it has synced successfully, "
                        f"it takes over what the ledger holds under {toml_string(name)} (the tags it manages come "
                        f"off those who left its segments; its own warning names the others) and this warning goes")
-    retire = [tag for tag, _ in found if tag.strip().casefold() not in managed]
+    retire = [tag for tag, _ in found if fold(tag) not in managed]
     held = "; ".join(f"destination {owner!r} of the same audience manages "
-                     + ", ".join(repr(t) for t, _ in found if managed.get(t.strip().casefold()) == owner)
+                     + ", ".join(repr(t) for t, _ in found if managed.get(fold(t)) == owner)
                      + f" ('rfmsync sync --destination {owner} --reconcile' takes such a tag off whoever holds it "
                        f"outside its segments; retire_tags cannot name it in another destination there)"
-                     for owner in sorted({managed[t.strip().casefold()] for t, _ in found if t not in retire}))
+                     for owner in sorted({managed[fold(t)] for t, _ in found if t not in retire}))
+    forget = (f"; once they are off, 'rfmsync forget --destination {name} --yes' makes the ledger forget {name!r} "
+              f"and this warning goes")
     if not retire:
-        return said + held[0].upper() + held[1:]
+        return said + held[0].upper() + held[1:] + forget
     names = ", ".join(toml_string(tag) for tag in retire)
     return said + (f"To have rfmsync take them off the contacts it put them on (and only those), put the "
                    f"destination back under the name {toml_string(name)}, with its type and audience, no "
@@ -141,10 +140,16 @@ def _removed_warning(name: str, target: str | None, found: list[tuple[str, int]]
                    f"the tags" + (f". {held[0].upper()}{held[1:]}" if held else ""))
 
 
+def counted(found: list[tuple[str, int]]) -> str:
+    """``'A' (3 contacts), 'B' (1 contact)``: the first :data:`SHOWN` names with their contacts, the rest counted."""
+    shown = ", ".join(f"{name!r} ({n} contact{'s' if n != 1 else ''})" for name, n in found[:SHOWN])
+    return shown + (f" and {len(found) - SHOWN} more" if len(found) > SHOWN else "")
+
+
 def toml_string(text: str) -> str:
     """``text`` as a TOML basic string, to be pasted into the config: JSON's escapes (``\\"``, ``\\\\``, ``\\n``,
     ``\\uXXXX``) are TOML's, and DEL, which JSON leaves as it is and TOML does not, is escaped too."""
     return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
-__all__ = ["RemovedStates", "left_behind", "left_behind_warning", "removed_destinations", "toml_string"]
+__all__ = ["RemovedStates", "counted", "left_behind", "left_behind_warning", "removed_destinations", "toml_string"]

@@ -49,13 +49,6 @@ def record_target(ledger: "Cursors", name: str, target: str | None) -> None:
         ledger.set_cursor(TARGET_CURSOR, name, target)
 
 
-def moving_from(ledger: "Cursors", dest: "DestinationConfig") -> str | None:
-    """The target ``dest`` is moved from by a full refresh (the ledger's, when the config's is another); None
-    when it is not moved (the same target, or none recorded yet)."""
-    then = known_target(ledger, dest.name)
-    return then if then is not None and then != target_of(dest) else None
-
-
 def moved_note(dest: "DestinationConfig", then: str) -> str:
     """The note of a full refresh that moves ``dest`` from the target ``then`` to the config's."""
     return (f"moves the destination from {describe(then)} to {describe(target_of(dest))}: planned as for a new "
@@ -64,13 +57,14 @@ def moved_note(dest: "DestinationConfig", then: str) -> str:
 
 
 def move_if_planned(ledger: "Ledger", name: str, target: str | None, lock: tuple[str, str], *,
-                    moves_from: str | None = None) -> None:
+                    moves_from: str | None = None, moves_unknown: bool = False) -> None:
     """Before an apply of ``name``'s plan for ``target`` (its ``pushed_to``; ``moves_from``: its ``moves_from``):
     record the target when the ledger has none yet (a first apply, or a ledger older than targets); when it has
     another, only a full refresh's plan made while the ledger's target was that one (``moves_from``: planned
     against nothing known) moves the destination: the ledger forgets the old target's state as it records the new
     one, in one transaction. Any other plan (a plain plan made before another run recorded another target, which
-    does not move the revision) is stale: a :class:`~sync.errors.PlanStaleError`, and nothing is forgotten."""
+    does not move the revision) is stale: a :class:`~sync.errors.PlanStaleError`, and nothing is forgotten; so is a
+    plan saved by an rfmsync older than ``moves_from`` (``moves_unknown``: whether it moves is not known), said so."""
     then = known_target(ledger, name)
     if target is None or then == target:
         return
@@ -78,6 +72,12 @@ def move_if_planned(ledger: "Ledger", name: str, target: str | None, lock: tuple
         record_target(ledger, name, target)
     elif moves_from == then:
         ledger.move_state(name, (TARGET_CURSOR, name), target, lock=lock)
+    elif moves_unknown:
+        raise PlanStaleError(f"this plan for destination {name!r} was made by an older rfmsync, which did not record "
+                             f"whether it moves the destination from {describe(then)} (what its ledger holds) to "
+                             f"{describe(target)}: applied, the ledger could mix what rfmsync pushed to both; "
+                             f"make a new plan ('rfmsync plan --destination {shlex.quote(name)} --full-refresh -o "
+                             f"FILE' to move it)")
     else:
         raise PlanStaleError(f"the ledger of destination {name!r} now holds what rfmsync pushed to {describe(then)} "
                              f"(another run recorded it since this plan for {describe(target)} was made): applied, "
@@ -87,9 +87,19 @@ def move_if_planned(ledger: "Ledger", name: str, target: str | None, lock: tuple
 def check_target(ledger: "Cursors", dest: "DestinationConfig", *, full_refresh: bool = False) -> str:
     """``dest``'s target; a :class:`ConfigError` when the ledger's pushed state is of another one and the plan is
     not a full refresh (which moves the destination to the new target)."""
+    return planned_target(ledger, dest, full_refresh=full_refresh)[0]
+
+
+def planned_target(ledger: "Cursors", dest: "DestinationConfig", *, full_refresh: bool = False
+                   ) -> tuple[str, str | None]:
+    """:func:`check_target`'s target, and the one a full refresh moves ``dest`` from (the ledger's, when the
+    config's is another; None when it is not moved: the same target, or none recorded yet), the ledger's cursor
+    read once."""
     now, then = target_of(dest), known_target(ledger, dest.name)
-    if then is None or then == now or full_refresh:
-        return now
+    if then is None or then == now:
+        return now, None
+    if full_refresh:
+        return now, then
     raise ConfigError(moved_message(dest, then))
 
 
@@ -150,4 +160,4 @@ def _setting(target: str, other: str) -> str:
 
 
 __all__ = ["TARGET_CURSOR", "check_saved", "check_target", "describe", "known_target", "move_if_planned",
-           "moved_message", "moved_note", "moving_from", "record_target", "target_of"]
+           "moved_message", "moved_note", "planned_target", "record_target", "target_of"]

@@ -9,7 +9,9 @@ merge fields, paged members, segment members (cleaned / transactional / unsubscr
 
 Rules it enforces: HTTP Basic auth with the configured key (any user name); at most 500 members per batch
 and 500 adds / 500 removes per segment call, ``count`` ≤ 1000 (400 otherwise); a batch with
-``update_existing=false`` leaves existing members alone (``ERROR_CONTACT_EXISTS``); a batch ``status`` that
+``update_existing=false`` leaves existing members alone (``ERROR_CONTACT_EXISTS``); a member with a merge field the
+audience does not have, or an empty value of a required one, is refused ("Your merge fields were invalid."); a
+batch ``status`` that
 would change an existing member's status is recorded in :attr:`FakeMailchimp.violations` (and refused for
 unsubscribed/cleaned members, "Member In Compliance State"). Member keys the spec does not list (e.g.
 ``status_if_new`` in a batch) are ignored, and recorded in :attr:`ignored_fields`.
@@ -556,6 +558,10 @@ class FakeMailchimp:
             if bad:
                 error(email, "Your merge fields were invalid.", field=bad, field_message="Please enter a number")
                 continue
+            bad, why = self._invalid_merge_field(lst, item.get("merge_fields") or {})
+            if bad:  # the member refused, as real Mailchimp does (no skip_merge_validation)
+                error(email, "Your merge fields were invalid.", field=bad, field_message=why)
+                continue
             existing = lst.members.get(key)
             status = item.get("status")
             if existing is None:
@@ -635,6 +641,17 @@ class FakeMailchimp:
                  "options": body.get("options", {}), "help_text": body.get("help_text", ""), "list_id": lst.id}
         lst.merge_fields[field["tag"]] = field
         return field
+
+    @staticmethod
+    def _invalid_merge_field(lst: FakeList, values: dict[str, Any]) -> tuple[str, str]:
+        """The first of ``values`` the audience has no merge field for, or an empty value of a required one."""
+        for tag, value in values.items():
+            field = lst.merge_fields.get(tag)
+            if field is None:
+                return tag, f"{tag} is not a merge field of this audience"
+            if field.get("required") and value in ("", None):
+                return tag, "Please enter a value"
+        return "", ""
 
     @staticmethod
     def _bad_merge_field(numbers: set[str], values: dict[str, Any]) -> str:

@@ -1,0 +1,115 @@
+"""``rfmsync forget --destination NAME``: a destination removed from the config whose warning has no other way out
+(two destinations on its audience, no heir: the other one's ``--reconcile`` took its tags off, its rows stay) is
+forgotten by the ledger when the user says so, never while it is in the config or a sync of it runs, and nothing
+in the ESP is touched (docs/ledger.md#forget)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sync.errors import ConfigError, LockBusyError
+from tests.ledger_fixtures import ledger_url  # noqa: F401
+from tests.test_config_moved import AS_OF, SECOND, cli, shop  # noqa: F401
+from tests.test_removed_destination import removed, state_names, two_audiences
+
+
+def test_a_removed_destination_is_forgotten_only_with_yes_and_its_warning_goes(shop, mailchimp_fake):  # noqa: F811
+    text = two_audiences(shop)
+    mapping = shop.read_text(encoding="utf-8")[len(text) + len(SECOND):]
+    vip = sum("VIP" in mailchimp_fake.tags_of(k, "aud2") for k in mailchimp_fake.lists["aud2"].members)
+    contacts = len(mailchimp_fake.lists["aud2"].members)
+    # "second" removed; two destinations on aud2 now: no heir, and its warning would stay for good
+    shop.write_text(text + SECOND.replace('"second"', '"x"') + mapping + SECOND.replace('"second"', '"y"'),
+                    encoding="utf-8")
+    warning = removed(shop, "second")[0]  # x manages its tags: the way out once x's --reconcile took them off
+    assert "'rfmsync forget --destination second --yes' makes the ledger forget 'second'" in warning
+    said = cli("forget", "--config", str(shop), "--destination", "second").output  # a dry run by default
+    assert f"the ledger holds under destination 'second', no longer in the config: {contacts} contacts of " \
+           f"mailchimp audience" in said and f"'VIP' ({vip} contacts)" in said and "run again with --yes" in said
+    assert "second" in state_names(shop) and removed(shop, "second")  # nothing forgotten
+    doc = json.loads(cli("forget", "--config", str(shop), "--destination", "second", "--format", "json").stdout)
+    assert doc["forgotten"] is False and doc["contacts"] == contacts and doc["tags"]["VIP"] == vip
+
+    refused = cli("forget", "--config", str(shop), "--destination", "x", "--yes", code=2).output
+    assert "destination 'x' is in the config" in refused
+    refused = cli("forget", "--config", str(shop), "--destination", "nope", "--yes", code=2).output
+    assert "holds nothing under destination 'nope'" in refused and "no longer has: 'second'" in refused
+
+    writes = mailchimp_fake.write_calls
+    said = cli("forget", "--config", str(shop), "--destination", "second", "--yes").output
+    assert f"the ledger forgot destination 'second': {contacts} contacts" in said
+    assert "second" not in state_names(shop) and not removed(shop, "second")
+    assert mailchimp_fake.write_calls == writes  # the ESP untouched: the tags stay where they are
+    assert sum("VIP" in mailchimp_fake.tags_of(k, "aud2") for k in mailchimp_fake.lists["aud2"].members) == vip
+
+
+def test_a_destination_a_renamed_from_names_is_not_forgotten(shop, mailchimp_fake):  # noqa: F811
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)
+    text = shop.read_text(encoding="utf-8").replace('name = "mailchimp-demo"', 'name = "mc-main"\n'
+                                                    'renamed_from = "mailchimp-demo"')
+    shop.write_text(text, encoding="utf-8")
+    refused = cli("forget", "--config", str(shop), "--destination", "mailchimp-demo", "--yes", code=2).output
+    assert "destination 'mc-main' has renamed_from = 'mailchimp-demo'" in refused
+    assert "mailchimp-demo" in state_names(shop)
+
+
+def test_forgetting_waits_for_no_sync_of_the_destination(ledger_url):  # noqa: F811
+    """Under ``sync:NAME``'s lock: while a sync of the name holds it, nothing is forgotten (exit 75); then all of
+    it, in one transaction (rows, failures, revision, recorded target), another destination's kept."""
+    from sync.config import Config
+    from sync.forget import forget_destination
+    from sync.ledger import Ledger
+    from sync.model import ItemResult, PushedState
+    from sync.planning.target import known_target, record_target
+
+    cfg = Config.model_validate({"segmentation": {"preset": "tracks"}, "destinations": [
+        {"name": "kept", "type": "mailchimp", "audience": "aud1"}]})
+    with Ledger.connect(ledger_url) as ledger, Ledger.connect(ledger_url) as other:
+        run = ledger.start_run("sync", "gone")
+        ledger.save_states("gone", run, [PushedState(f"{i}@x.io", str(i), frozenset({"VIP"} if i else ()), {}, True)
+                                         for i in range(3)])
+        ledger.save_states("kept", run, [PushedState("0@x.io", "0", frozenset({"VIP"}), {}, True)])
+        ledger.record_results("gone", run, [ItemResult("1@x.io", "upsert", False, "Invalid Resource")])
+        record_target(ledger, "gone", "mailchimp:aud1")
+        owner = other.acquire_lock("sync:gone", ttl_seconds=60)  # a sync of it runs
+        with pytest.raises(LockBusyError):
+            forget_destination(cfg, ledger, "gone", yes=True)
+        assert len(ledger.load_state("gone")) == 3
+        other.release_lock("sync:gone", owner)
+        done = forget_destination(cfg, ledger, "gone", yes=True)
+        assert (done.done, done.contacts, done.tags) == (True, 3, [("VIP", 2)])
+        assert ledger.load_state("gone") == {} and ledger.pending_failures("gone") == []
+        assert ledger.state_destinations() == ["kept"] and known_target(ledger, "gone") is None
+        assert list(ledger.load_state("kept")) == ["0@x.io"]
+        with pytest.raises(ConfigError, match="holds nothing under destination 'gone'"):
+            forget_destination(cfg, ledger, "gone", yes=True)
+
+
+def test_a_name_with_only_failures_or_a_recorded_target_left_is_seen_and_forgotten(ledger_url):  # noqa: F811
+    """A destination whose rows are gone but whose failures (an upsert that never went) or recorded target remain
+    is not said to hold nothing: it is shown with what is left, and forgotten with it."""
+    from sync.config import Config
+    from sync.forget import forget_destination
+    from sync.ledger import Ledger
+    from sync.model import ItemResult
+    from sync.planning.target import known_target, record_target
+
+    cfg = Config.model_validate({"segmentation": {"preset": "tracks"}, "destinations": [
+        {"name": "kept", "type": "mailchimp", "audience": "aud1"}]})
+    with Ledger.connect(ledger_url) as ledger:
+        run = ledger.start_run("sync", "failed")
+        ledger.record_results("failed", run, [ItemResult("1@x.io", "upsert", False, "Invalid Resource"),
+                                              ItemResult("2@x.io", "upsert", False, "Invalid Resource")])
+        record_target(ledger, "aimed", "mailchimp:aud9")
+        said = forget_destination(cfg, ledger, "failed")
+        assert (said.done, said.contacts, said.failures) == (False, 0, 2)
+        assert "0 contacts; 2 failed operations recorded (rfmsync failures)" in said.text()
+        aimed = forget_destination(cfg, ledger, "aimed")
+        assert aimed.target == "mailchimp:aud9" and "its recorded target" in aimed.text()
+        assert forget_destination(cfg, ledger, "failed", yes=True).done
+        assert forget_destination(cfg, ledger, "aimed", yes=True).done
+        assert ledger.pending_failures("failed") == [] and known_target(ledger, "aimed") is None
+        with pytest.raises(ConfigError, match="holds nothing under destination 'failed'"):
+            forget_destination(cfg, ledger, "failed", yes=True)

@@ -1,0 +1,191 @@
+"""A field removed from ``[destinations.fields]`` keeps the last values rfmsync wrote in the ESP: the plan says so
+(the destination, the field, how many contacts hold a value rfmsync put there, how to act), and
+``retire_fields`` clears it on exactly those contacts (never a value rfmsync did not write, never a field it never
+managed). End to end, through the CLI, against the stateful fakes of Mailchimp, SendGrid and Unisender."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from sync.demodata import generate_shop
+from tests.builders import config_error, run_cli as cli
+from tests.ledger_fixtures import ledger_url  # noqa: F401
+
+AS_OF = "2025-06-30"
+WARNED = "fields rfmsync wrote that [destinations.fields] no longer maps"
+
+
+def _mailchimp(fake):
+    return {"MAILCHIMP_API_KEY": fake.api_key, "MAILCHIMP_API_URL": fake.url}, 'type = "mailchimp"\naudience = "aud1"'
+
+
+def _sendgrid(fake):
+    return {"SENDGRID_API_KEY": fake.api_key, "SENDGRID_API_URL": fake.url}, 'type = "sendgrid"'
+
+
+def _unisender(fake):
+    return ({"UNISENDER_API_KEY": fake.api_key, "UNISENDER_API_URL": fake.api_url},
+            'type = "unisender"\nnew_contacts = "skip"')
+
+
+def _value(esp: str, fake, email: str, field: str):
+    if esp == "mailchimp":
+        return fake.lists["aud1"].members[email]["merge_fields"].get(field)
+    if esp == "sendgrid":
+        return fake.field_value(email, field)
+    return fake.contacts[email]["fields"].get(field)
+
+
+def _seed(esp: str, fake, email: str, field: str, value: str) -> None:
+    """A value put in the field by someone else, on a contact rfmsync never wrote it for."""
+    if esp == "mailchimp":
+        fake.add_member(email, merge_fields={field: value})
+    else:  # SendGrid's and Unisender's fakes take the field by name alike
+        fake.add_contact(email, **{field: value})
+
+
+@pytest.fixture(params=["mailchimp", "sendgrid", "unisender"])
+def shop(request, tmp_path, monkeypatch, ledger_url):  # noqa: F811
+    esp = request.param
+    fake = request.getfixturevalue(f"{esp}_fake")
+    env, dest = {"mailchimp": _mailchimp, "sendgrid": _sendgrid, "unisender": _unisender}[esp](fake)
+    cfg = generate_shop(tmp_path / "shop", customers=120, seed=5, as_of=date.fromisoformat(AS_OF))
+    text = cfg.read_text(encoding="utf-8").replace('type = "mailchimp"\naudience = "demo000001"', dest)
+    if esp == "unisender":
+        text = text.replace('new_contacts = "transactional"\n', "")
+    cfg.write_text(text, encoding="utf-8")
+    for k, v in {**env, "RFMSYNC_LEDGER_URL": ledger_url}.items():
+        monkeypatch.setenv(k, v)
+    return esp, fake, cfg
+
+
+def plan_json(cfg: Path) -> dict:
+    return json.loads(cli("plan", "--config", str(cfg), "--as-of", AS_OF, "--format", "json").stdout)
+
+
+def test_a_removed_field_is_warned_of_and_retire_fields_clears_only_what_rfmsync_wrote(shop):
+    esp, fake, cfg = shop
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF)
+    written = plan_json(cfg)  # nothing to do, nothing to say
+    assert written["plans"][0]["changes"] == [] and not any(WARNED in w for w in written["warnings"])
+    field = "RFM_CODE"
+    emails = sorted(e for e in _ours(fake, esp) if _value(esp, fake, e, field))
+    assert emails
+    name = json.loads(json.dumps(written["plans"][0]["destination"]))
+    # the field removed from the mapping: its values stay, and the plan says so
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace('RFM_CODE = "rfm"\n', ""), encoding="utf-8")
+    hand = "someone@elsewhere.example"
+    _seed(esp, fake, hand, field, "by hand")
+    doc = plan_json(cfg)
+    warning = next(w for w in doc["warnings"] if WARNED in w)
+    assert warning.startswith(f"{name}: ") and f"'RFM_CODE' ({len(emails)} contacts)" in warning
+    assert f"add retire_fields = [\"RFM_CODE\"] to destination {name!r}" in warning
+    assert doc["plans"][0]["changes"] == []
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF)
+    assert all(_value(esp, fake, e, field) for e in emails)  # removing the mapping alone cleared nothing
+
+    # retired: cleared on the contacts rfmsync wrote it for, and only those
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace(
+        'name = "mailchimp-demo"\n', 'name = "mailchimp-demo"\nretire_fields = ["RFM_CODE"]\n'), encoding="utf-8")
+    doc = plan_json(cfg)
+    assert not any(WARNED in w for w in doc["warnings"])
+    cleared = {c["key"] for c in doc["plans"][0]["changes"] if field in c.get("set_fields", {})}
+    assert cleared == set(emails)
+    assert all(c["set_fields"] == {field: None} and not c["add_tags"] and not c["remove_tags"]
+               for c in doc["plans"][0]["changes"])
+    refused = cli("sync", "--config", str(cfg), "--as-of", AS_OF, code=6).output  # the plan guards count them
+    assert "guard max_change_pct" in refused and all(_value(esp, fake, e, field) for e in emails)
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF, "--allow-mass-change")
+    assert not any(_value(esp, fake, e, field) for e in emails)
+    assert _value(esp, fake, hand, field) == "by hand"  # never rfmsync's: untouched
+    assert all(_value(esp, fake, e, "RFM_SEG") for e in emails)  # the mapped field kept
+    doc = plan_json(cfg)
+    # done: nothing left to clear or say
+    assert doc["plans"][0]["changes"] == [] and not any(WARNED in w for w in doc["warnings"])
+
+
+def _ours(fake, esp: str) -> list[str]:
+    if esp == "mailchimp":
+        return list(fake.lists["aud1"].members)
+    return list(fake.contacts)
+
+
+def write(tmp_path: Path, dest: str) -> Path:
+    path = tmp_path / "rfmsync.toml"
+    path.write_text(f'[segmentation]\npreset = "tracks"\n[[destinations]]\nname = "mc"\ntype = "mailchimp"\n'
+                    f'audience = "a1"\n{dest}\n', encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("dest, message", [
+    ('retire_fields = ["churn"]\n[destinations.fields]\nCHURN = "segment"',
+     "destination 'mc': retire_fields: 'churn' is still mapped in [destinations.fields] (as 'CHURN')"),
+    ('retire_fields = [" "]', "retire_fields: ' ' is empty"),
+    ('retire_fields = ["CHURN"]\n[[destinations]]\nname = "mc2"\ntype = "mailchimp"\naudience = "a1"\n'
+     '[destinations.fields]\nCHURN = "segment"',
+     "retire_fields: 'CHURN' is mapped by destination 'mc2' of the same audience"),
+])
+def test_a_retired_field_still_mapped_is_a_config_error(tmp_path, dest, message):
+    error, _ = config_error(write(tmp_path, dest))
+    assert message in error
+
+
+def test_a_field_of_the_same_name_in_another_audience_may_be_retired(tmp_path):
+    from sync.config import load_config
+
+    load_config(write(tmp_path, 'retire_fields = ["CHURN"]\n[[destinations]]\nname = "mc2"\ntype = "mailchimp"\n'
+                                'audience = "a2"\n[destinations.fields]\nCHURN = "segment"'))
+
+
+def test_a_retired_field_is_cleared_under_its_merge_tag_and_skipped_where_the_account_lost_it():
+    """The ledger names a field as the config did (``churn``): Mailchimp's merge tag is ``CHURN``, which the
+    mapping no longer gives the apply; a SendGrid field deleted in the account holds nothing left to clear."""
+    from sync.destinations.mailchimp_bodies import batch_body
+    from sync.destinations.sendgrid_bodies import contact_body
+    from sync.model import ContactChange
+
+    one = ContactChange("a@shop.uz", "a@shop.uz", "1", "Champions", False, None, set_fields={"churn": None})
+    assert json.loads(batch_body([one], False, {}))["members"][0]["merge_fields"] == {"CHURN": ""}
+    two = ContactChange("b@shop.uz", "b@shop.uz", "2", "Champions", False, None,
+                        set_fields={"churn": None, "seg": "A"})
+    assert json.loads(batch_body([one, two], False, {}))["members"][1]["merge_fields"] == {"CHURN": "", "SEG": "A"}
+    assert contact_body(one, {"seg": "e1_T"}, {"seg": "Text"}, "sg") == {"email": "a@shop.uz"}
+
+
+@pytest.fixture
+def sendgrid_shop(tmp_path, monkeypatch, sendgrid_fake):
+    env, dest = _sendgrid(sendgrid_fake)
+    cfg = generate_shop(tmp_path / "shop", customers=120, seed=5, as_of=date.fromisoformat(AS_OF))
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace('type = "mailchimp"\naudience = "demo000001"', dest)
+                   .replace('RFM_CODE = "rfm"\n', 'RFM_CODE = "rfm"\nRECENCY = "recency_days"\n'), encoding="utf-8")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return cfg
+
+
+def test_a_sendgrid_number_field_retired_is_refused_before_any_write_until_deleted_in_sendgrid(sendgrid_shop,
+                                                                                                 sendgrid_fake):
+    """SendGrid refuses null in a Number custom field and has no other empty value: the upsert would leave it out
+    and the ledger would believe it cleared. Refused, naming the field and the remedy that works (delete the field
+    in SendGrid: its values go with it), after which the retirement is recorded and the warning goes."""
+    cfg = sendgrid_shop
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF)
+    fid = next(i for i, (n, t) in sendgrid_fake.fields.items() if n == "RECENCY")
+    assert sendgrid_fake.fields[fid][1] == "Number"
+    holders = [e for e, c in sendgrid_fake.contacts.items() if c["custom_fields"].get(fid) is not None]
+    assert holders
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace('RECENCY = "recency_days"\n', "").replace(
+        'name = "mailchimp-demo"\n', 'name = "mailchimp-demo"\nretire_fields = ["RECENCY"]\n'), encoding="utf-8")
+    writes = sendgrid_fake.write_calls
+    refused = cli("sync", "--config", str(cfg), "--as-of", AS_OF, "--allow-mass-change", code=2).output
+    assert "retire_fields: 'RECENCY' is a Number custom field" in refused and "delete the field in SendGrid" in refused
+    assert sendgrid_fake.write_calls == writes  # nothing written
+    assert len(plan_json(cfg)["plans"][0]["changes"]) == len(holders)  # the ledger still says they hold it
+    del sendgrid_fake.fields[fid]  # deleted in SendGrid: its values with it
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF, "--allow-mass-change")
+    doc = plan_json(cfg)
+    assert doc["plans"][0]["changes"] == [] and not any(WARNED in w for w in doc["warnings"])
