@@ -29,7 +29,7 @@ import requests
 
 from .errors import AuthError, ConfigError, FatalError, TransientError
 from .records import BadRow, Order, OrderStatus
-from .retry import RetryPolicy, retry_after_seconds
+from .retry import RetryPolicy, retry_after_from
 from .secrets import masked_start, redact, redact_logger, remember_secrets
 from .tables import MAX_DECIMAL
 
@@ -237,7 +237,7 @@ class HttpClient:
         status = resp.status_code
         body = "" if action is Action.OK else self._excerpt(resp)  # (a page of data is not masked: it has no use)
         if action is Action.RETRY:
-            after = retry_after_seconds(resp.headers.get("Retry-After") or resp.headers.get("X-RateLimit-Reset"))
+            after = retry_after_from(resp.headers, "Retry-After", "X-RateLimit-Reset")
             raise TransientError(f"{what}: HTTP {status}", status=status, body=body, retry_after=after)
         if action is Action.AUTH:
             raise AuthError(f"{self.vendor} rejected the credentials (HTTP {status}); check {self.auth_env}",

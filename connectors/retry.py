@@ -1,8 +1,8 @@
 """The one retry layer, built on tenacity, shared by every CRM connector and ESP client.
 
 Retries :class:`~connectors.errors.TransientError` (connection errors, timeouts, 429, 5xx
-as mapped by each client), honouring the server's ``retry_after`` (capped), otherwise
-exponential backoff with full jitter. Stops on attempts *and* on a deadline, re-raises
+as mapped by each client) with exponential backoff and full jitter, or the server's ``retry_after`` when it
+asks for longer (capped; a "retry now" never shortens the back-off). Stops on attempts *and* on a deadline, re-raises
 the last error. ``sleep`` is injectable so tests assert waits without sleeping.
 
 Two optional hooks tell a progress display what happens (the CLI wires them in
@@ -20,7 +20,9 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Callable, TypeVar
+from datetime import timezone
+from email.utils import parsedate_to_datetime
+from typing import Callable, Mapping, TypeVar
 
 import tenacity
 
@@ -74,12 +76,17 @@ class RetryPolicy:
     on_wait: Callable[[RetryWait], None] | None = None
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
+        """The back-off of this attempt (exponential, full jitter), or the server's ``retry_after`` when it is
+        longer, capped at ``max_wait``: a ``Retry-After: 0``, a negative value or a date already past ("retry now")
+        never makes a wait shorter than our own back-off (six calls at once would hit a rate limit again, and amoCRM
+        blocks the address of a client that keeps at it)."""
         exc = state.outcome.exception() if state.outcome else None
-        retry_after = getattr(exc, "retry_after", None)
-        if retry_after is not None:
-            return max(0.0, min(float(retry_after), self.max_wait))
         ceiling = min(self.max_wait, self.base * 2 ** (state.attempt_number - 1))
-        return self.rng.uniform(ceiling / 2, ceiling)
+        backoff = self.rng.uniform(ceiling / 2, ceiling)
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is None:
+            return backoff
+        return min(max(float(retry_after), backoff), self.max_wait)
 
     def call(self, fn: Callable[[], T], *, what: str = "call", vendor: str | None = None) -> T:
         """Run ``fn`` with retries on TransientError; other errors pass straight through. When it gives up
@@ -120,20 +127,48 @@ class RetryPolicy:
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """Parse ``Retry-After`` (seconds or HTTP date) or an epoch ``X-RateLimit-Reset``."""
+    """Parse ``Retry-After`` (seconds or HTTP date) or an epoch ``X-RateLimit-Reset``: the seconds to wait from
+    ``now`` (a date or epoch; default: this host's clock), at least 0 (the caller's back-off decides then)."""
     if not value:
         return None
     value = value.strip()
     try:
         num = float(value)
     except ValueError:
-        from email.utils import parsedate_to_datetime
-
         try:
             dt = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             return None
-        return max(0.0, dt.timestamp() - (now if now is not None else time.time()))
+        if dt.tzinfo is None:  # (an HTTP date is GMT; "-0000" parses naive)
+            dt = dt.replace(tzinfo=timezone.utc)
+        try:
+            stamp = dt.timestamp()
+        except (OverflowError, ValueError):
+            return None
+        return max(0.0, stamp - (now if now is not None else time.time()))
+    if not math.isfinite(num):
+        return None
     if num > 1_000_000_000:  # an epoch timestamp (X-RateLimit-Reset)
         return max(0.0, num - (now if now is not None else time.time()))
     return max(0.0, num)
+
+
+def retry_after_from(headers: Mapping[str, str] | None, *names: str) -> float | None:
+    """The seconds the first of the headers ``names`` that parses asks to wait (:func:`retry_after_seconds`). A date
+    or an epoch is measured from the answer's own ``Date`` when it has one (the server's clock: a host clock an hour
+    off would read the server's "in 30 s" as an hour or as "now"), else from this host's clock."""
+    if not headers:
+        return None
+    date = headers.get("Date")
+    now: float | None = None
+    if date:
+        try:
+            sent = parsedate_to_datetime(date)
+            now = sent.timestamp() if sent.tzinfo is not None else None
+        except (TypeError, ValueError, IndexError, OverflowError):
+            now = None
+    for name in names:
+        wait = retry_after_seconds(headers.get(name), now)
+        if wait is not None:
+            return wait
+    return None

@@ -102,12 +102,13 @@ def test_pull_with_a_wrong_source_name_is_a_clear_configuration_error(shop):
     assert not (shop.parent / "rfmsync.db").exists()  # refused before anything was opened
 
 
-def test_a_failed_pull_leaves_the_saved_cursor_unchanged(rsps, shop):
+def test_a_failed_pull_leaves_the_saved_cursor_unchanged(rsps, shop, monkeypatch):
     fake = seeded(rsps)
     assert run("pull", "--config", str(shop)).exit_code == 0
     before = cursor(shop)
     fake.put_order(3, 10, "10", at=datetime.now(timezone.utc))
     fake.failures = [(503, {"Retry-After": "0"})] * 6  # every attempt of the retry layer: a persistent outage
+    monkeypatch.setenv("RFMSYNC_HTTP_MAX_WAIT_SECONDS", "0")  # (a "retry now" still waits the back-off: none here)
     result = run("pull", "--config", str(shop))
     assert result.exit_code == 3, result.output  # a connector error: the source's exit code
     assert "HTTP 503; gave up after 6 attempts" in result.output and KEY not in result.output

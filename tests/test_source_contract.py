@@ -12,6 +12,7 @@ import json
 from decimal import Decimal
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 from typing import Any, Callable
 
 import duckdb
@@ -210,6 +211,52 @@ def test_rate_limits_and_server_errors_are_retried_without_sleeping(case):
     result = c.source(sleep=waits.append, clock=lambda: T0 + DAY).pull(duckdb.connect())
     assert result.orders == 2 and not fake.failures
     assert 3.0 in waits
+
+
+#: the shortest wait of the default policy's back-off before attempts 2, 3, 4, 5 (0.5 s doubled, full jitter down to half)
+BACKOFF_FLOORS = [0.25, 0.5, 1.0, 2.0]
+
+
+def retry_waits(caplog) -> list[float]:
+    """The seconds each retry of the shared layer waited (its log line's argument; the sleep is the throttle's too)."""
+    return [r.args[3] for r in caplog.records if r.name == "connectors.retry" and r.msg.startswith("retrying")]
+
+
+def http_date(at: datetime) -> str:
+    return format_datetime(at.astimezone(timezone.utc), usegmt=True)
+
+
+def test_a_retry_now_never_makes_a_wait_shorter_than_the_back_off(case, caplog):
+    """``Retry-After: 0``, a negative one, a date already past, an ``X-RateLimit-Reset`` already past (a proxy's
+    HTML 504 among them): each wait is still the policy's own back-off (six calls at once got the IP blocked)."""
+    name, c, fake, rsps = case
+    seed(fake, orders=2)
+    now = datetime.now(timezone.utc)
+    fake.failures = [(429, {"Retry-After": "0"}), (429, {"Retry-After": "-5"}),
+                     (504, {"Retry-After": http_date(now - DAY), "Content-Type": "text/html"}, "<html>Gateway</html>"),
+                     (429, {"X-RateLimit-Reset": str(int(now.timestamp()) - 60)})]
+    caplog.set_level("DEBUG")
+    result = c.source(sleep=lambda s: None, clock=lambda: T0 + DAY).pull(duckdb.connect())
+    assert result.orders == 2 and not fake.failures
+    waits = retry_waits(caplog)
+    assert len(waits) == 4 and all(w >= floor for w, floor in zip(waits, BACKOFF_FLOORS)), waits
+    assert c.secret not in caplog.text
+
+
+def test_a_retry_after_date_is_read_by_the_answer_s_own_clock(case, caplog):
+    """A ``Retry-After`` date means the server's clock: an answer dated an hour before this host's clock asking for
+    20 s waits 20 s (read by the host's clock, it was an hour past: "retry now"); a Date of year 9999 or none at
+    all falls back to the host's clock, a huge ask is capped."""
+    name, c, fake, rsps = case
+    seed(fake, orders=2)
+    server = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=1)
+    fake.failures = [(429, {"Date": http_date(server), "Retry-After": http_date(server + timedelta(seconds=20))}),
+                     (429, {"Date": "Fri, 31 Dec 9999 23:59:59 GMT", "Retry-After": "7"}),
+                     (503, {"Retry-After": http_date(datetime.now(timezone.utc) + 10 * DAY)})]
+    caplog.set_level("INFO", logger="connectors.retry")
+    result = c.source(sleep=lambda s: None, clock=lambda: T0 + DAY).pull(duckdb.connect())
+    assert result.orders == 2 and not fake.failures
+    assert retry_waits(caplog) == [20.0, 7.0, 30.0]  # the last: ten days asked, max_wait (30 s) waited
 
 
 TRANSPORT_ERRORS = {  # what requests raises when the vendor cannot be reached, or stops answering
