@@ -156,6 +156,8 @@ class HttpClient:
     #: called with the ``Date`` header of every answer the status checks accept and that is JSON or empty: the vendor's
     #: clock (:class:`connectors.incremental.RunStart`)
     on_date: Callable[[str | None], None] | None = None
+    #: said after "check <auth_env>" when the credentials are refused: why a working one stops, what to do
+    auth_advice: str = ""
 
     def __post_init__(self) -> None:
         if self.retry.timeout is not None and self.timeout == DEFAULT_TIMEOUT:  # [http] timeout_seconds
@@ -240,7 +242,8 @@ class HttpClient:
             after = retry_after_from(resp.headers, "Retry-After", "X-RateLimit-Reset")
             raise TransientError(f"{what}: HTTP {status}", status=status, body=body, retry_after=after)
         if action is Action.AUTH:
-            raise AuthError(f"{self.vendor} rejected the credentials (HTTP {status}); check {self.auth_env}",
+            raise AuthError(f"{self.vendor} rejected the credentials (HTTP {status}); check {self.auth_env}"
+                            + (f": {self.auth_advice}" if self.auth_advice else ""),
                             status=status, body=body)
         if action is Action.CONFIG:
             raise ConfigError(f"{what}: HTTP {status}; check {self.url_env} and the account settings",

@@ -38,7 +38,7 @@ import duckdb
 import pyarrow as pa
 
 from .contacts import clean_contact
-from .errors import ConfigError, FatalError
+from .errors import AuthError, ConfigError, FatalError
 from .http import FieldError, HttpClient
 from .records import BadRow, Contact, Order
 from .source import PullResult
@@ -337,12 +337,23 @@ def map_page(stager: Stager, what: str, rows: Iterable[Any], map_row: Callable[[
 def pull_objects(con: duckdb.DuckDBPyConnection, source: str, cursor: str | None, progress: Progress,
                  read_object: Callable[[str, str | None, Stager], str | None], run_start: object = None) -> PullResult:
     """``read_object(object, its saved cursor or None, stager) -> its new cursor`` for each of :data:`OBJECTS`
-    (a :class:`RunStart` ``run_start`` judges Dates by the stager's times)."""
+    (a :class:`RunStart` ``run_start`` judges Dates by the stager's times).
+
+    Credentials refused part-way (a token expired or revoked during a backfill) keep nothing of the pull: the
+    store holds only whole pulls (segments, a webhook's resync, a plan never see half an order history) and the
+    cursor moves only with them, so the next pull reads again from the last saved cursor, the whole backfill when
+    none finished (docs/sources/common.md#credentials-refused-part-way); the error says so."""
     saved = load_cursor(cursor, source)
     stager = Stager(con, source, progress)
     if isinstance(run_start, RunStart):
         run_start.stager = stager
-    new = {obj: read_object(obj, saved.get(obj), stager) for obj in OBJECTS}
+    try:
+        new = {obj: read_object(obj, saved.get(obj), stager) for obj in OBJECTS}
+    except AuthError as exc:
+        again = "the next pull reads again from the last saved cursor" if saved else (
+            "no pull has finished yet, so the next one reads everything again (the whole backfill)")
+        exc.args = (f"{exc}; nothing this pull read was kept: {again}", *exc.args[1:])
+        raise
     return stager.result(dump_cursor(new))
 
 

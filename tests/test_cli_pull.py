@@ -121,6 +121,32 @@ def test_a_failed_pull_leaves_the_saved_cursor_unchanged(rsps, shop, monkeypatch
     assert again.exit_code == 0 and "pulled 1 orders" in again.output
 
 
+def test_a_key_refused_mid_backfill_stores_nothing_and_the_next_pull_stores_each_order_once(rsps, shop):
+    """The key is deleted after the first page of the orders backfill (an order of that page edited meanwhile):
+    exit 2 naming the variable and that the whole backfill is read again, no order stored, no cursor; with the
+    key back, the next pull stores every order once, the edited one in its new version."""
+    fake = seeded(rsps)
+    rsps.assert_all_requests_are_fired = False
+    for oid in range(3, 45):
+        fake.put_order(oid, 10, "10", at=T0)
+
+    def deleted_key() -> None:
+        fake.put_order(1, 10, "99", at=datetime.now(timezone.utc))
+        fake.bad_key = True
+
+    fake.between_pages = deleted_key
+    result = run("pull", "--config", str(shop))
+    assert result.exit_code == 2, result.output
+    assert "RetailCRM rejected the credentials (HTTP 401); check RETAILCRM_API_KEY" in result.output
+    assert "no pull has finished yet, so the next one reads everything again (the whole backfill)" in result.output
+    assert KEY not in result.output and fake.between_pages is None
+    assert cursor(shop) is None and stored(shop) == []
+    fake.bad_key = False
+    assert run("pull", "--config", str(shop)).exit_code == 0
+    orders = stored(shop)
+    assert [int(o[0]) for o in orders] == sorted(range(1, 45), key=str) and orders[0][2] == Decimal("99")
+
+
 def test_check_on_a_crm_source_does_one_cheap_read_and_reports_bad_credentials_as_exit_2(rsps, shop):
     fake = FakeRetailCrm(rsps, pull=False, check=True)
     ok = run("check", "--config", str(shop))

@@ -317,6 +317,53 @@ def test_bad_credentials_raise_one_auth_error_naming_the_variable(case):
     assert len(rsps.calls) == 1  # not retried
 
 
+def test_credentials_refused_mid_backfill_keep_nothing_and_the_next_pull_reads_everything_once(case, caplog):
+    """The token expires (or is revoked) after the first page of orders, while a manager edits an order read on
+    it: the pull stops with the credentials error naming the CRM's variable, what to do and that nothing was
+    kept (the whole backfill is read again), never the secret; with the credential renewed, the next pull reads
+    every record once, the edited one in its new version."""
+    name, c, fake, rsps = case
+    rsps.assert_all_requests_are_fired = False
+    seed(fake, orders=60)
+    now = T0 + DAY + timedelta(minutes=1)
+
+    def expire() -> None:
+        fake.put_order(1, 2, "99", at=now)
+        fake.bad_key = True
+
+    fake.between_pages = expire
+    caplog.set_level("DEBUG")
+    con = duckdb.connect()
+    with pytest.raises(AuthError) as err:
+        c.source(clock=lambda: T0 + DAY).pull(con)
+    message = str(err.value)
+    assert fake.auth_env in message and message.lower().startswith(name)
+    if name == "amocrm":  # a long-lived token's term ends; rfmsync renews nothing (no OAuth refresh)
+        assert "make a new long-lived token in the account's private integration and set AMOCRM_TOKEN" in message
+    assert message.endswith("nothing this pull read was kept: no pull has finished yet, so the next one reads "
+                            "everything again (the whole backfill)"), message
+    assert c.secret not in message and c.secret not in caplog.text and c.secret not in repr(err.value.__dict__)
+    fake.bad_key = False
+    con, store = duckdb.connect(), {"orders": {}, "contacts": {}}
+    c.source(clock=lambda: T0 + DAY + timedelta(hours=1)).pull(con)
+    rows = con.execute("SELECT order_id FROM staged_orders").fetchall()
+    assert len(rows) == len(set(rows)) == 60
+    merge(con, store)
+    assert store["orders"]["1"] == (Decimal("99"), OrderStatus.COMPLETED)
+
+
+def test_credentials_refused_on_an_incremental_pull_say_it_reads_again_from_the_saved_cursor(case):
+    name, c, fake, rsps = case
+    rsps.assert_all_requests_are_fired = False
+    seed(fake, orders=2)
+    first = c.source(clock=lambda: T0 + DAY).pull(duckdb.connect())
+    fake.bad_key = True
+    with pytest.raises(AuthError) as err:
+        c.source(clock=lambda: T0 + 2 * DAY).pull(duckdb.connect(), first.cursor)
+    assert str(err.value).endswith("nothing this pull read was kept: the next pull reads again from the last "
+                                   "saved cursor"), str(err.value)
+
+
 def test_a_bad_record_is_reported_with_its_id_and_the_rest_staged(case):
     name, c, fake, rsps = case
     seed(fake, orders=3)
