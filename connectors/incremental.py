@@ -246,9 +246,9 @@ def map_page(stager: Stager, what: str, rows: Iterable[Any], map_row: Callable[[
 
 
 def pull_objects(con: duckdb.DuckDBPyConnection, source: str, cursor: str | None, progress: Progress,
-                 read_object: Callable[[str, str | None, Stager], str | None], run_start: object = None) -> PullResult:
+                 read_object: Callable[[str, str | None, Stager], str | None], run_start: RunStart) -> PullResult:
     """``read_object(object, its saved cursor or None, stager) -> its new cursor`` for each of :data:`OBJECTS`
-    (a :class:`RunStart` ``run_start`` judges Dates by the stager's times).
+    (``run_start`` judges Dates by the stager's times, and stops listening to the client when the pull ends).
 
     Credentials refused part-way (a token expired or revoked during a backfill) keep nothing of the pull: the
     store holds only whole pulls (segments, a webhook's resync, a plan never see half an order history) and the
@@ -256,8 +256,7 @@ def pull_objects(con: duckdb.DuckDBPyConnection, source: str, cursor: str | None
     none finished (docs/sources/common.md#credentials-refused-part-way); the error says so."""
     saved = load_cursor(cursor, source)
     stager = Stager(con, source, progress)
-    if isinstance(run_start, RunStart):
-        run_start.stager = stager
+    run_start.stager = stager
     try:
         new = {obj: read_object(obj, saved.get(obj), stager) for obj in OBJECTS}
     except AuthError as exc:
@@ -266,26 +265,25 @@ def pull_objects(con: duckdb.DuckDBPyConnection, source: str, cursor: str | None
         exc.args = (f"{exc}; nothing this pull read was kept: {again}", *exc.args[1:])
         raise
     finally:
-        if isinstance(run_start, RunStart):
-            run_start.close()
+        run_start.close()
     return stager.result(dump_cursor(new))
 
 
 def pull_by_time(con: duckdb.DuckDBPyConnection, source: str, cursor: str | None, progress: Progress, *,
-                 run_start: datetime | Callable[[], datetime], lookback: timedelta,
+                 run_start: RunStart, lookback: timedelta,
                  read: Callable[[str, datetime | None, Stager], datetime | None]) -> PullResult:
     """The loop of a source keyed on a modification time (see the module doc).
 
     ``read(object, since, stager)`` stages what changed at or after ``since`` (everything when None) and
-    returns the highest time it saw (None when it saw nothing). ``run_start``: a time, or a :class:`RunStart`
-    (asked after each object's first read, when the vendor's answers have told its clock).
+    returns the highest time it saw (None when it saw nothing). ``run_start`` is asked after each object's first
+    read, when the vendor's answers have told its clock.
     """
 
     def read_object(obj: str, saved: str | None, stager: Stager) -> str | None:
         previous = parse_time_cursor(source, obj, saved) if saved else None
         stager.saw(previous)
         seen = [read(obj, None if previous is None else previous - lookback, stager)]
-        start = run_start() if callable(run_start) else run_start
+        start = run_start()
         if previous is None:  # after a backfill: what changed while it ran
             seen.append(read(obj, start - lookback, stager))
         return iso(bookmark(latest(seen), start, previous))
