@@ -317,6 +317,13 @@ def test_bad_credentials_raise_one_auth_error_naming_the_variable(case):
     assert len(rsps.calls) == 1  # not retried
 
 
+#: what each CRM's credentials error says to do (amoCRM: a long-lived token's term ends; rfmsync renews nothing)
+AUTH_ADVICE = {"amocrm": "make a new long-lived token in the account's private integration and set AMOCRM_TOKEN",
+               "bitrix24": "needs the crm scope: make a new one and set BITRIX24_WEBHOOK_URL",
+               "retailcrm": "check it in RetailCRM's API keys settings",
+               "shopify": "set the app's current Admin API access token"}
+
+
 def test_credentials_refused_mid_backfill_keep_nothing_and_the_next_pull_reads_everything_once(case, caplog):
     """The token expires (or is revoked) after the first page of orders, while a manager edits an order read on
     it: the pull stops with the credentials error naming the CRM's variable, what to do and that nothing was
@@ -338,8 +345,7 @@ def test_credentials_refused_mid_backfill_keep_nothing_and_the_next_pull_reads_e
         c.source(clock=lambda: T0 + DAY).pull(con)
     message = str(err.value)
     assert fake.auth_env in message and message.lower().startswith(name)
-    if name == "amocrm":  # a long-lived token's term ends; rfmsync renews nothing (no OAuth refresh)
-        assert "make a new long-lived token in the account's private integration and set AMOCRM_TOKEN" in message
+    assert AUTH_ADVICE[name] in message
     assert message.endswith("nothing this pull read was kept: no pull has finished yet, so the next one reads "
                             "everything again (the whole backfill)"), message
     assert c.secret not in message and c.secret not in caplog.text and c.secret not in repr(err.value.__dict__)
