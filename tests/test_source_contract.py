@@ -259,6 +259,20 @@ def test_a_retry_after_date_is_read_by_the_answer_s_own_clock(case, caplog):
     assert retry_waits(caplog) == [20.0, 7.0, 30.0]  # the last: ten days asked, max_wait (30 s) waited
 
 
+def test_an_html_200_carrying_retry_after_is_not_a_rate_limit(case, caplog):
+    """A proxy's or captive portal's HTML page with HTTP 200 and ``Retry-After: 0`` is not the vendor's page and not a
+    rate limit: one call, one error naming the source, no retry (six calls at once to a page that never changes)."""
+    name, c, fake, rsps = case
+    rsps.assert_all_requests_are_fired = False
+    seed(fake, orders=2)
+    fake.failures = [(200, {"Content-Type": "text/html", "Retry-After": "0"}, "<html>Please wait</html>")] * 6
+    caplog.set_level("INFO", logger="connectors.retry")
+    with pytest.raises(ConnectorError) as err:
+        c.source(sleep=lambda s: None, clock=lambda: T0 + DAY).pull(duckdb.connect())
+    assert not isinstance(err.value, TransientError) and len(fake.failures) == 5 and retry_waits(caplog) == []
+    assert "not JSON" in str(err.value) and c.secret not in str(err.value)
+
+
 TRANSPORT_ERRORS = {  # what requests raises when the vendor cannot be reached, or stops answering
     "connection-error": (lambda: requests.exceptions.ConnectionError("[Errno 111] Connection refused"),
                          "cannot connect"),
