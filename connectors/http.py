@@ -154,7 +154,7 @@ class HttpClient:
     redirect_advice: Callable[[str], str] | None = None
     session: requests.Session = field(default_factory=CredentialSession)
     #: called with the ``Date`` header of every answer the status checks accept and that is JSON or empty: the vendor's
-    #: clock (:class:`connectors.incremental.RunStart`)
+    #: clock (:class:`connectors.runstart.RunStart`)
     on_date: Callable[[str | None], None] | None = None
     #: said after "check <auth_env>" when the credentials are refused: why a working one stops, what to do
     auth_advice: str = ""
