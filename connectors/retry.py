@@ -30,6 +30,10 @@ from .errors import TransientError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: The longest wait a ``Retry-After`` or ``X-RateLimit-Reset`` is read as (one day): a vendor asking for more (a
+#: ``Retry-After: 1e15``, a date in year 9999) is taken at a day. The retry layer waits at most ``max_wait`` anyway;
+#: the scheduler and the webhook worker schedule by it, and a time that far ahead overflowed their clocks.
+MAX_RETRY_AFTER = 86400.0
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,8 @@ class RetryPolicy:
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
     """Parse ``Retry-After`` (seconds or HTTP date) or an epoch ``X-RateLimit-Reset``: the seconds to wait from
-    ``now`` (a date or epoch; default: this host's clock), at least 0 (the caller's back-off decides then)."""
+    ``now`` (a date or epoch; default: this host's clock), at least 0 (the caller's back-off decides then), at most
+    :data:`MAX_RETRY_AFTER`."""
     if not value:
         return None
     value = value.strip()
@@ -142,15 +147,15 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
         if dt.tzinfo is None:  # (an HTTP date is GMT; "-0000" parses naive)
             dt = dt.replace(tzinfo=timezone.utc)
         try:
-            stamp = dt.timestamp()
+            num = dt.timestamp()
         except (OverflowError, ValueError):
             return None
-        return max(0.0, stamp - (now if now is not None else time.time()))
-    if not math.isfinite(num):
-        return None
-    if num > 1_000_000_000:  # an epoch timestamp (X-RateLimit-Reset)
-        return max(0.0, num - (now if now is not None else time.time()))
-    return max(0.0, num)
+    else:
+        if not math.isfinite(num):
+            return None
+        if num <= 1_000_000_000:  # seconds; more is an epoch timestamp (X-RateLimit-Reset)
+            return min(max(0.0, num), MAX_RETRY_AFTER)
+    return min(max(0.0, num - (now if now is not None else time.time())), MAX_RETRY_AFTER)
 
 
 def retry_after_from(headers: Mapping[str, str] | None, *names: str) -> float | None:
