@@ -27,6 +27,7 @@ from typing import Callable, Mapping, TypeVar
 import tenacity
 
 from .errors import TransientError
+from .runstart import MAX_VENDOR_LAG, server_date
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -160,18 +161,15 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
 
 def retry_after_from(headers: Mapping[str, str] | None, *names: str) -> float | None:
     """The seconds the first of the headers ``names`` that parses asks to wait (:func:`retry_after_seconds`). A date
-    or an epoch is measured from the answer's own ``Date`` when it has one (the server's clock: a host clock an hour
-    off would read the server's "in 30 s" as an hour or as "now"), else from this host's clock."""
+    or an epoch is measured from the answer's own ``Date`` when it is believable, within
+    :data:`~connectors.runstart.MAX_VENDOR_LAG` (a day) of this host's clock either way: the server's clock (a host
+    clock an hour off would read the server's "in 30 s" as an hour or as "now"). Else (none, a clock stuck in 1970 or
+    in year 9999, a cached answer days old) from this host's clock."""
     if not headers:
         return None
-    date = headers.get("Date")
-    now: float | None = None
-    if date:
-        try:
-            sent = parsedate_to_datetime(date)
-            now = sent.timestamp() if sent.tzinfo is not None else None
-        except (TypeError, ValueError, IndexError, OverflowError):
-            now = None
+    now, sent = time.time(), server_date(headers.get("Date"))
+    if sent is not None and abs(sent.timestamp() - now) <= MAX_VENDOR_LAG.total_seconds():
+        now = sent.timestamp()
     for name in names:
         wait = retry_after_seconds(headers.get(name), now)
         if wait is not None:

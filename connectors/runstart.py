@@ -9,9 +9,8 @@ from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Callable
 
-from .http import HttpClient
-
-if TYPE_CHECKING:  # (the stager's module imports this one)
+if TYPE_CHECKING:  # (the stager's module imports this one; the client's imports the retry layer, which imports this)
+    from .http import HttpClient
     from .incremental import Stager
 
 log = logging.getLogger(__name__)

@@ -94,3 +94,30 @@ def test_the_scheduler_caps_any_retry_after_it_is_handed(ledger_url, clock, aske
             assert sched.retry is not None and sched.retry.at == clock() + timedelta(minutes=1)
         else:
             assert sched.retry is None
+
+
+def in_20_s() -> datetime:
+    return datetime.now(timezone.utc) + timedelta(seconds=20)
+
+
+STALE = http_date(datetime.now(timezone.utc) - timedelta(days=3))  # an answer a cache kept for three days
+
+
+@pytest.mark.parametrize("date", [EPOCH_DATE, FAR_DATE, STALE], ids=["1970", "9999", "cached-3-days"])
+@pytest.mark.parametrize("ask", ["date", "epoch"])
+def test_a_date_or_epoch_is_read_by_this_host_s_clock_when_the_answer_s_date_is_not_believable(date, ask):
+    """The vendor asks for 20 s as a ``Retry-After`` date or an epoch ``X-RateLimit-Reset`` (right by this host's
+    clock) in an answer whose ``Date`` is more than a day off it: the wait is 20 s, not "now" (the back-off, a
+    Date ahead) nor the most it may be (a Date behind)."""
+    at = in_20_s()
+    asked = {"Retry-After": http_date(at)} if ask == "date" else {"X-RateLimit-Reset": str(int(at.timestamp()))}
+    exc, waits = refused({"Date": date, **asked})
+    assert 15.0 <= exc.retry_after <= 20.0 and 15.0 <= waits[0] <= 20.0, (exc.retry_after, waits)
+
+
+def test_a_believable_date_still_decides():
+    """A Date an hour behind this host's clock (the host's clock is the wrong one) is the server's: its "Date + 20 s"
+    is waited as 20 s."""
+    server = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=1)
+    exc, waits = refused({"Date": http_date(server), "X-RateLimit-Reset": str(int(server.timestamp()) + 20)})
+    assert exc.retry_after == 20.0 and waits == [20.0]
