@@ -253,15 +253,16 @@ def pull_objects(con: duckdb.DuckDBPyConnection, source: str, cursor: str | None
     Credentials refused part-way (a token expired or revoked during a backfill) keep nothing of the pull: the
     store holds only whole pulls (segments, a webhook's resync, a plan never see half an order history) and the
     cursor moves only with them, so the next pull reads again from the last saved cursor, the whole backfill when
-    none finished (docs/sources/common.md#credentials-refused-part-way); the error says so."""
+    none is saved (docs/sources/common.md#credentials-refused-part-way); the error says so."""
     saved = load_cursor(cursor, source)
     stager = Stager(con, source, progress)
     run_start.stager = stager
     try:
         new = {obj: read_object(obj, saved.get(obj), stager) for obj in OBJECTS}
     except AuthError as exc:
+        # (no cursor here: a first pull, or a --full one while a cursor stays saved; this pull cannot tell which)
         again = "the next pull reads again from the last saved cursor" if saved else (
-            "no pull has finished yet, so the next one reads everything again (the whole backfill)")
+            "the next pull reads again from the saved cursor, everything (the whole backfill) when none is saved")
         exc.args = (f"{exc}; nothing this pull read was kept: {again}", *exc.args[1:])
         raise
     finally:

@@ -138,13 +138,33 @@ def test_a_key_refused_mid_backfill_stores_nothing_and_the_next_pull_stores_each
     result = run("pull", "--config", str(shop))
     assert result.exit_code == 2, result.output
     assert "RetailCRM rejected the credentials (HTTP 401); check RETAILCRM_API_KEY" in result.output
-    assert "no pull has finished yet, so the next one reads everything again (the whole backfill)" in result.output
+    assert ("the next pull reads again from the saved cursor, everything (the whole backfill) when none is saved"
+            in result.output)
     assert KEY not in result.output and fake.between_pages is None
     assert cursor(shop) is None and stored(shop) == []
     fake.bad_key = False
     assert run("pull", "--config", str(shop)).exit_code == 0
     orders = stored(shop)
     assert [int(o[0]) for o in orders] == sorted(range(1, 45), key=str) and orders[0][2] == Decimal("99")
+
+
+def test_a_key_refused_during_pull_full_does_not_say_no_pull_finished_and_the_saved_cursor_stays(rsps, shop):
+    """`pull --full` ignores the saved cursor (the source is handed none) but a pull finished before: refused
+    part-way, the error must not claim that none did; the cursor stays, and the next plain pull reads from it."""
+    fake = seeded(rsps)
+    rsps.assert_all_requests_are_fired = False
+    assert run("pull", "--config", str(shop)).exit_code == 0
+    saved = cursor(shop)
+    fake.bad_key = True
+    result = run("pull", "--full", "--config", str(shop))
+    assert result.exit_code == 2, result.output
+    assert "no pull has finished" not in result.output and "reads everything again" not in result.output
+    assert ("nothing this pull read was kept: the next pull reads again from the saved cursor, everything (the "
+            "whole backfill) when none is saved") in " ".join(result.output.split())
+    assert saved and cursor(shop) == saved and KEY not in result.output
+    fake.bad_key = False
+    again = run("pull", "--config", str(shop))
+    assert again.exit_code == 0 and "pulled 0 orders and 0 contacts" in again.output  # from the saved cursor
 
 
 def test_check_on_a_crm_source_does_one_cheap_read_and_reports_bad_credentials_as_exit_2(rsps, shop):

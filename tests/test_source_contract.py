@@ -360,8 +360,8 @@ def test_credentials_refused_mid_backfill_keep_nothing_and_the_next_pull_reads_e
     message = str(err.value)
     assert fake.auth_env in message and message.lower().startswith(name)
     assert AUTH_ADVICE[name] in message
-    assert message.endswith("nothing this pull read was kept: no pull has finished yet, so the next one reads "
-                            "everything again (the whole backfill)"), message
+    assert message.endswith("nothing this pull read was kept: the next pull reads again from the saved cursor, "
+                            "everything (the whole backfill) when none is saved"), message
     assert c.secret not in message and c.secret not in caplog.text and c.secret not in repr(err.value.__dict__)
     fake.bad_key = False
     con, store = duckdb.connect(), {"orders": {}, "contacts": {}}
