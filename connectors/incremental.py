@@ -254,10 +254,11 @@ def pull_objects(con: duckdb.DuckDBPyConnection, source: str, cursor: str | None
     store holds only whole pulls (segments, a webhook's resync, a plan never see half an order history) and the
     cursor moves only with them, so the next pull reads again from the last saved cursor, the whole backfill when
     none is saved (docs/sources/common.md#credentials-refused-part-way); the error says so."""
-    saved = load_cursor(cursor, source)
-    stager = Stager(con, source, progress)
-    run_start.stager = stager
-    try:
+    saved: dict[str, str] = {}
+    try:  # (a garbled cursor, a stager that cannot open: the run start stops listening all the same)
+        saved = load_cursor(cursor, source)
+        stager = Stager(con, source, progress)
+        run_start.stager = stager
         new = {obj: read_object(obj, saved.get(obj), stager) for obj in OBJECTS}
     except AuthError as exc:
         # (no cursor here: a first pull, or a --full one while a cursor stays saved; this pull cannot tell which)

@@ -20,7 +20,7 @@ import duckdb
 import pytest
 import responses
 
-from connectors.errors import AuthError, FatalError
+from connectors.errors import AuthError, ConfigError, FatalError
 from connectors.http import HttpClient
 from connectors.incremental import RunStart, Stager, server_date
 from connectors.records import OrderStatus
@@ -331,6 +331,27 @@ def test_a_finished_pull_stops_listening_to_the_client_s_answers(case, caplog):
     assert source.http.on_date is None
     fake.bad_key = False
     source.pull(duckdb.connect())
+    vendor.now = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    first = rsps.calls[0].request
+    with caplog.at_level(logging.WARNING, logger="connectors.runstart"):
+        for _ in range(2):
+            source.http.fetch(first.method, first.url, json_body=json.loads(first.body) if first.body else None)
+    assert "Date header" not in caplog.text
+
+
+def test_a_pull_that_fails_on_its_saved_cursor_stops_listening_too(case, caplog):
+    """A garbled saved cursor fails the pull before it reads anything (a ConfigError): its run start, already
+    listening to the client, must stop too, or the client's next answers (a webhook's fetch, whose Date is stuck in
+    1970) are judged as that failed pull's and warned of."""
+    name, c, fake, rsps = case
+    rsps.assert_all_requests_are_fired = False
+    seed(fake, orders=3)
+    vendor = VendorClock(rsps, T0 + DAY)
+    source = c.source(clock=lambda: T0 + DAY)
+    source.pull(duckdb.connect())
+    with pytest.raises(ConfigError, match="cursor"):
+        source.pull(duckdb.connect(), "not json")
+    assert source.http.on_date is None
     vendor.now = datetime(1970, 1, 1, tzinfo=timezone.utc)
     first = rsps.calls[0].request
     with caplog.at_level(logging.WARNING, logger="connectors.runstart"):
