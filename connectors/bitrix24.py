@@ -175,13 +175,18 @@ def _inspect(resp: requests.Response) -> Action | None:
     return None
 
 
+#: What to do when Bitrix24 refuses the inbound webhook, an HTTP error or an auth code answered with 200 alike
+AUTH_ADVICE = ("an inbound webhook stops working once past its expiry date (when it was given one), deleted or its "
+               "user deactivated, and needs the crm scope: make a new one and set BITRIX24_WEBHOOK_URL")
+
+
 def _raise_for_codes(codes: set[str], what: str, refused: str) -> None:
     """Error codes answered with HTTP 200 (a batch's sub-calls, a method's): a rate limit retries, auth stops."""
     if codes & _RETRY_ERRORS:
         raise TransientError(f"{what}: {sorted(codes & _RETRY_ERRORS)[0]}")
     if codes & _AUTH_ERRORS:
         raise AuthError(f"Bitrix24 refused {refused} ({sorted(codes & _AUTH_ERRORS)[0]}); check "
-                        f"BITRIX24_WEBHOOK_URL and its crm scope")
+                        f"BITRIX24_WEBHOOK_URL: {AUTH_ADVICE}")
 
 
 class Bitrix24Source:
@@ -208,8 +213,7 @@ class Bitrix24Source:
         self.http = HttpClient(base, vendor="Bitrix24", auth_env="BITRIX24_WEBHOOK_URL",
                                url_env="BITRIX24_WEBHOOK_URL", secrets=(code.group(1),), retry=retry,
                                throttle=Throttle(config.requests_per_second, config.burst, sleep=retry.sleep),
-                               inspect=_inspect, auth_advice="an inbound webhook stops working once deleted or its "
-                               "user deactivated, and needs the crm scope: make a new one and set BITRIX24_WEBHOOK_URL")
+                               inspect=_inspect, auth_advice=AUTH_ADVICE)
 
     def _call(self, method: str, body: Mapping[str, Any]) -> Any:
         """A read-only method's ``result``; an error envelope answered with HTTP 200 is that error (a rate limit

@@ -333,7 +333,8 @@ def test_bad_credentials_raise_one_auth_error_naming_the_variable(case):
 
 #: what each CRM's credentials error says to do (amoCRM: a long-lived token's term ends; rfmsync renews nothing)
 AUTH_ADVICE = {"amocrm": "make a new long-lived token in the account's private integration and set AMOCRM_TOKEN",
-               "bitrix24": "needs the crm scope: make a new one and set BITRIX24_WEBHOOK_URL",
+               "bitrix24": "once past its expiry date (when it was given one), deleted or its user deactivated, "
+                           "and needs the crm scope: make a new one and set BITRIX24_WEBHOOK_URL",
                "retailcrm": "check it in RetailCRM's API keys settings",
                "shopify": "set the app's current Admin API access token"}
 
