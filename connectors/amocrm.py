@@ -182,7 +182,11 @@ class AmoCrmSource:
                                url_env="AMOCRM_API_URL" if secrets.api_url else "AMOCRM_SUBDOMAIN",
                                headers={"Authorization": f"Bearer {token}"}, secrets=(token,), retry=retry,
                                throttle=Throttle(config.requests_per_second, 1, sleep=retry.sleep),
-                               redirect_advice=None if secrets.api_url else self._redirect_advice)
+                               redirect_advice=None if secrets.api_url else self._redirect_advice,
+                               auth_advice="a long-lived token ends with the term chosen when it was made (1 day to "
+                               "5 years) or once revoked, and rfmsync does not renew tokens: make a new long-lived "
+                               "token in the account's private integration and set AMOCRM_TOKEN (a 403 may also be "
+                               "this address blocked for too many requests: then wait before the next pull)")
 
     def _redirect_advice(self, target: str) -> str:
         """An account moved to another domain (``shop.amocrm.com`` → ``shop.kommo.com``) is ``[source] domain``;

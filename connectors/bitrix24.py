@@ -22,7 +22,7 @@
   customer, amount 0) so that a deal moved to another pipeline leaves the history. Contacts go through
   :func:`connectors.contacts.clean_contact` with ``phone_region``.
 * Deletions: deals the portal deleted are not listed any more; the ``ONCRMDEALDELETE`` event is parsed into a
-  cancelled tombstone (see :func:`parse_webhook`).
+  cancelled tombstone (see :func:`connectors.bitrix24_webhooks.parse_webhook`).
 * Cursor: ``{"orders": ISO, "contacts": ISO}`` of the highest ``DATE_MODIFY`` seen (capped at the run start). Limits:
   leaky bucket 2 requests/s, burst 50; 503 ``QUERY_LIMIT_EXCEEDED`` and 429 (method operating-time limit) are retried,
   and so is such an error answered with HTTP 200.
@@ -31,7 +31,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -55,7 +54,8 @@ from .retry import RetryPolicy
 from .secrets import BITRIX24_CODE, Secret
 from .source import PullResult
 from .zones import TimeZone, day_at_noon
-from .webhooks import DEFAULT_MAX_AGE, WebhookParser, is_fresh, parse_php_form, register_webhook_parser, tokens_equal
+from .bitrix24_webhooks import parse_webhook, verify_webhook, webhook_pull_key, webhook_refs  # noqa: F401 (re-exported)
+from .webhooks import WebhookParser, register_webhook_parser
 
 log = logging.getLogger(__name__)
 NAME = "bitrix24"
@@ -175,13 +175,18 @@ def _inspect(resp: requests.Response) -> Action | None:
     return None
 
 
+#: What to do when Bitrix24 refuses the inbound webhook, an HTTP error or an auth code answered with 200 alike
+AUTH_ADVICE = ("an inbound webhook stops working once past its expiry date (when it was given one), deleted or its "
+               "user deactivated, and needs the crm scope: make a new one and set BITRIX24_WEBHOOK_URL")
+
+
 def _raise_for_codes(codes: set[str], what: str, refused: str) -> None:
     """Error codes answered with HTTP 200 (a batch's sub-calls, a method's): a rate limit retries, auth stops."""
     if codes & _RETRY_ERRORS:
         raise TransientError(f"{what}: {sorted(codes & _RETRY_ERRORS)[0]}")
     if codes & _AUTH_ERRORS:
         raise AuthError(f"Bitrix24 refused {refused} ({sorted(codes & _AUTH_ERRORS)[0]}); check "
-                        f"BITRIX24_WEBHOOK_URL and its crm scope")
+                        f"BITRIX24_WEBHOOK_URL: {AUTH_ADVICE}")
 
 
 class Bitrix24Source:
@@ -208,7 +213,7 @@ class Bitrix24Source:
         self.http = HttpClient(base, vendor="Bitrix24", auth_env="BITRIX24_WEBHOOK_URL",
                                url_env="BITRIX24_WEBHOOK_URL", secrets=(code.group(1),), retry=retry,
                                throttle=Throttle(config.requests_per_second, config.burst, sleep=retry.sleep),
-                               inspect=_inspect)
+                               inspect=_inspect, auth_advice=AUTH_ADVICE)
 
     def _call(self, method: str, body: Mapping[str, Any]) -> Any:
         """A read-only method's ``result``; an error envelope answered with HTTP 200 is that error (a rate limit
@@ -319,80 +324,6 @@ class Bitrix24Source:
             return ok, errors
 
         return self.http.retrying(once, what=what)
-
-
-# ---------------------------------------------------------------- webhooks (outgoing events)
-
-
-def _event(body: bytes) -> dict[str, Any]:
-    text = body.lstrip()
-    if text.startswith(b"{"):
-        try:
-            data = json.loads(text)
-        except ValueError:
-            raise ValueError("bitrix24 event: body is not valid JSON") from None
-        return data if isinstance(data, dict) else {}
-    return parse_php_form(body)
-
-
-def verify_webhook(headers: Mapping[str, str], body: bytes, secret: str, path_token: str | None = None, *,
-                   now: datetime | None = None, max_age: timedelta = DEFAULT_MAX_AGE) -> bool:
-    """``auth[application_token]`` must equal the stored token (constant time); ``ts`` must be fresh."""
-    try:
-        event = _event(body)
-    except ValueError:
-        return False
-    auth = event.get("auth") if isinstance(event.get("auth"), dict) else {}
-    if not tokens_equal(auth.get("application_token"), secret):
-        return False
-    ts = event.get("ts")
-    if ts is not None:
-        try:
-            return is_fresh(parse_dt(ts), now, max_age)
-        except ValueError:
-            return False
-    return True
-
-
-def webhook_refs(body: bytes) -> list[tuple[str, str, str]]:
-    """``(event, id, delivery key)``: events carry only the id, so re-pull (the lookback catches it)."""
-    event = _event(body)
-    name = clean(event.get("event"))
-    fields = ((event.get("data") or {}).get("FIELDS") or {}) if isinstance(event.get("data"), dict) else {}
-    rid = clean(fields.get("ID")) if isinstance(fields, dict) else None
-    if not name or not rid:
-        raise ValueError("bitrix24 event: missing event name or data[FIELDS][ID]")
-    return [(name, rid, f"{event.get('event_handler_id', '')}:{event.get('ts', '')}:{rid}")]
-
-
-def parse_webhook(headers: Mapping[str, str], body: bytes) -> tuple[list[Order], list[Contact]]:
-    """Bitrix24 events hold ids only, never a full deal or contact.
-
-    ``ONCRMDEALDELETE`` → one cancelled tombstone (amount 0, customer unknown) so the deleted deal leaves
-    the history: a pull cannot see it any more. Every other ``ONCRM*`` event → ``([], [])`` (re-pull,
-    see :func:`webhook_refs`). ValueError for anything else.
-    """
-    refs = webhook_refs(body)
-    name, rid, _ = refs[0]
-    if not name.upper().startswith("ONCRM"):
-        raise ValueError(f"bitrix24 event: unsupported event {name!r}")
-    if name.upper() == "ONCRMDEALDELETE":
-        ts = _event(body).get("ts")
-        try:
-            at = parse_dt(ts) if ts not in (None, "") else datetime.now(timezone.utc)
-        except ValueError:
-            raise ValueError(f"bitrix24 event: ts is not a Unix time: {str(ts)[:40]!r}") from None
-        try:
-            oid = str(int(rid))
-        except ValueError:
-            raise ValueError(f"bitrix24 event: data[FIELDS][ID] is not a deal id: {rid[:40]!r}") from None
-        return [tombstone(oid, at)], []
-    return [], []
-
-
-def webhook_pull_key(body: bytes) -> str:
-    """Every event carries ids only: each delivery asks the server for an incremental pull, keyed by delivery."""
-    return webhook_refs(body)[0][2]
 
 
 register_webhook_parser(NAME, WebhookParser(verify=verify_webhook, parse=parse_webhook, secret_field="app_token",

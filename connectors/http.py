@@ -29,7 +29,7 @@ import requests
 
 from .errors import AuthError, ConfigError, FatalError, TransientError
 from .records import BadRow, Order, OrderStatus
-from .retry import RetryPolicy, retry_after_seconds
+from .retry import RetryPolicy, retry_after_from
 from .secrets import masked_start, redact, redact_logger, remember_secrets
 from .tables import MAX_DECIMAL
 
@@ -154,8 +154,10 @@ class HttpClient:
     redirect_advice: Callable[[str], str] | None = None
     session: requests.Session = field(default_factory=CredentialSession)
     #: called with the ``Date`` header of every answer the status checks accept and that is JSON or empty: the vendor's
-    #: clock (:class:`connectors.incremental.RunStart`)
+    #: clock (:class:`connectors.runstart.RunStart`)
     on_date: Callable[[str | None], None] | None = None
+    #: said after "check <auth_env>" when the credentials are refused: why a working one stops, what to do
+    auth_advice: str = ""
 
     def __post_init__(self) -> None:
         if self.retry.timeout is not None and self.timeout == DEFAULT_TIMEOUT:  # [http] timeout_seconds
@@ -237,10 +239,11 @@ class HttpClient:
         status = resp.status_code
         body = "" if action is Action.OK else self._excerpt(resp)  # (a page of data is not masked: it has no use)
         if action is Action.RETRY:
-            after = retry_after_seconds(resp.headers.get("Retry-After") or resp.headers.get("X-RateLimit-Reset"))
+            after = retry_after_from(resp.headers, "Retry-After", "X-RateLimit-Reset")
             raise TransientError(f"{what}: HTTP {status}", status=status, body=body, retry_after=after)
         if action is Action.AUTH:
-            raise AuthError(f"{self.vendor} rejected the credentials (HTTP {status}); check {self.auth_env}",
+            raise AuthError(f"{self.vendor} rejected the credentials (HTTP {status}); check {self.auth_env}"
+                            + (f": {self.auth_advice}" if self.auth_advice else ""),
                             status=status, body=body)
         if action is Action.CONFIG:
             raise ConfigError(f"{what}: HTTP {status}; check {self.url_env} and the account settings",

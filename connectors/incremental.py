@@ -14,7 +14,7 @@ object of per-object strings (:func:`load_cursor` / :func:`dump_cursor`), e.g.
 3. new bookmark = min(highest time seen, run start), never behind the previous one (:func:`bookmark`); the
    caller saves it only after the pull has been stored.
 
-The run start (:class:`RunStart`) is the host's start moved back by as far as the host's clock was seen ahead of
+The run start (:class:`connectors.runstart.RunStart`) is the host's start moved back by as far as the host's clock was seen ahead of
 the vendor's (the ``Date`` headers of the accepted answers, each judged by the times the vendor stamped): a host
 clock running ahead would start step 2 and cap step 3 past edits the vendor stamped earlier.
 
@@ -31,16 +31,16 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime, timedelta, timezone
-from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Iterable, Mapping
 
 import duckdb
 import pyarrow as pa
 
 from .contacts import clean_contact
-from .errors import ConfigError, FatalError
-from .http import FieldError, HttpClient
+from .errors import AuthError, ConfigError, FatalError
+from .http import FieldError
 from .records import BadRow, Contact, Order
+from .runstart import MAX_VENDOR_LAG, STAMP_SLACK, RunStart, server_date  # (re-exported: the sources' import)
 from .source import PullResult
 from .tables import append_versions, create_staged_versions, create_staging, stage_records
 
@@ -98,95 +98,6 @@ def iso(dt: datetime | None) -> str | None:
 def utc_now() -> datetime:
     """The default clock of a source (tests inject their own)."""
     return datetime.now(timezone.utc)
-
-
-def server_date(value: str | None) -> datetime | None:
-    """An answer's ``Date`` header (the server's clock, whole seconds) in UTC; None when there is none or it is not
-    an HTTP date with its zone (``GMT``)."""
-    if not value:
-        return None
-    try:  # (OverflowError: a zone that moves the date past year 9999, e.g. "Fri, 31 Dec 9999 23:59:59 -0100")
-        date = parsedate_to_datetime(value)
-        return date.astimezone(timezone.utc) if date.tzinfo is not None else None
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-
-
-#: How far behind the host's clock an answer's ``Date`` may be and still be taken for the vendor's clock when the pull
-#: has no time the vendor stamped to judge it by (:class:`RunStart`): a host clock runs ahead by seconds or minutes
-#: (drift), or by hours when a time zone is set wrong (at most 14: UTC+14); a Date more than a day behind is then
-#: taken for a header that does not tell the time now (a cached answer, an appliance whose clock was never set).
-MAX_VENDOR_LAG = timedelta(days=1)
-#: How far a ``Date`` may be behind the newest time the vendor stamped and still be believed: the vendor's servers
-#: (the one stamping records, the front dating answers) keep clocks a few seconds apart; a Date that much too early
-#: only reads a little more again, while a stale or stuck header is hours or years behind.
-STAMP_SLACK = timedelta(minutes=1)
-
-
-class RunStart:
-    """When a pull began: the host's clock, or earlier by as far as the host's clock runs ahead of the vendor's.
-
-    Each accepted answer's ``Date`` header (:meth:`answered`) gives a skew: the host's time then − the Date. The run
-    start is the host's start − the largest skew seen (only ever earlier; the host's start when no skew is
-    positive). A host clock ahead of the vendor's would start the pass after a backfill, and cap the bookmark, past
-    edits the vendor stamped before it: edits on pages already read, lost for good. A host clock behind only reads
-    a little more again. A host ahead by a minute or more is logged once as a warning.
-
-    A Date is judged by the times the vendor itself stamped that the pull knew when the next answer came (or the
-    run start was asked): the previous bookmark and the modification times read (:meth:`Stager.saw`), all stamped
-    before that Date. A Date earlier than those (by more than :data:`STAMP_SLACK`) cannot be the vendor's clock
-    (a stale header from a cache, a stuck or unset clock): not used, logged once as a warning. However far the
-    host is ahead, a Date after them is believed. Only with no such time yet is a Date more than
-    :data:`MAX_VENDOR_LAG` behind the host's not used."""
-
-    def __init__(self, host: datetime, source: str = "source", clock: Callable[[], datetime] | None = None,
-                 stager: "Stager | None" = None) -> None:
-        self.host, self.source, self.stager = host, source, stager
-        self.clock = clock or (lambda: host)  # the host's time now
-        self.skew: timedelta | None = None  # the largest skew of a believed Date; None before one
-        self._pending: tuple[datetime, timedelta] | None = None  # the last Date and its skew, not judged yet
-        self._told = self._doubted = False
-
-    @classmethod
-    def of(cls, http: HttpClient, clock: Callable[[], datetime], source: str) -> "RunStart":
-        """A run start listening to ``http``'s answers (from now on, for this pull), by the host's ``clock``."""
-        start = cls(clock(), source, clock)
-        http.on_date = lambda header: start.answered(server_date(header))
-        return start
-
-    def answered(self, date: datetime | None) -> None:
-        if date is not None:
-            self._judge()  # the Date before it, now that the pages of its answer were read
-            self._pending = (date, self.clock() - date)
-
-    def _judge(self) -> None:
-        if self._pending is None:
-            return
-        (date, skew), self._pending = self._pending, None
-        stamped = self.stager.newest if self.stager is not None else None
-        if stamped is not None and stamped > date + skew + STAMP_SLACK:  # after this host's clock at the answer:
-            stamped = None  # a record dated in the future (set through the API), not a time the vendor has reached
-        if (date >= stamped - STAMP_SLACK) if stamped is not None else skew <= MAX_VENDOR_LAG:
-            self.skew = skew if self.skew is None else max(self.skew, skew)
-        elif not self._doubted:
-            self._doubted = True
-            why = (f"earlier than {stamped.isoformat()}, a time the vendor stamped (a bookmark, a record read)"
-                   if stamped is not None else f"more than a day behind this host's clock ({self.host.isoformat()})")
-            log.warning("%s: an answer's Date header says %s, %s: not used as the vendor's clock (a stale header "
-                        "from a cache or a proxy, or a clock set wrong); the pull starts by this host's clock, and "
-                        "if this host's clock is the wrong one, edits made during the pull may be missed",
-                        self.source, date.isoformat(), why)
-
-    def __call__(self) -> datetime:
-        self._judge()
-        if self.skew is None or self.skew <= timedelta(0):
-            return self.host
-        if self.skew >= timedelta(minutes=1) and not self._told:
-            self._told = True
-            log.warning("%s: this host's clock is %d minutes ahead of the vendor's (the Date of its answers): the "
-                        "pull starts by the vendor's clock; set this host's clock right (NTP)", self.source,
-                        self.skew // timedelta(minutes=1))
-        return self.host - self.skew
 
 
 class HighWater:
@@ -335,32 +246,46 @@ def map_page(stager: Stager, what: str, rows: Iterable[Any], map_row: Callable[[
 
 
 def pull_objects(con: duckdb.DuckDBPyConnection, source: str, cursor: str | None, progress: Progress,
-                 read_object: Callable[[str, str | None, Stager], str | None], run_start: object = None) -> PullResult:
+                 read_object: Callable[[str, str | None, Stager], str | None], run_start: RunStart) -> PullResult:
     """``read_object(object, its saved cursor or None, stager) -> its new cursor`` for each of :data:`OBJECTS`
-    (a :class:`RunStart` ``run_start`` judges Dates by the stager's times)."""
-    saved = load_cursor(cursor, source)
-    stager = Stager(con, source, progress)
-    if isinstance(run_start, RunStart):
+    (``run_start`` judges Dates by the stager's times, and stops listening to the client when the pull ends).
+
+    Credentials refused part-way (a token expired or revoked during a backfill) keep nothing of the pull: the
+    store holds only whole pulls (segments, a webhook's resync, a plan never see half an order history) and the
+    cursor moves only with them, so the next pull reads again from the last saved cursor, the whole backfill when
+    none is saved (docs/sources/common.md#credentials-refused-part-way); the error says so."""
+    saved: dict[str, str] = {}
+    try:  # (a garbled cursor, a stager that cannot open: the run start stops listening all the same)
+        saved = load_cursor(cursor, source)
+        stager = Stager(con, source, progress)
         run_start.stager = stager
-    new = {obj: read_object(obj, saved.get(obj), stager) for obj in OBJECTS}
+        new = {obj: read_object(obj, saved.get(obj), stager) for obj in OBJECTS}
+    except AuthError as exc:
+        # (no cursor here: a first pull, or a --full one while a cursor stays saved; this pull cannot tell which)
+        again = "the next pull reads again from the last saved cursor" if saved else (
+            "the next pull reads again from the saved cursor, everything (the whole backfill) when none is saved")
+        exc.args = (f"{exc}; nothing this pull read was kept: {again}", *exc.args[1:])
+        raise
+    finally:
+        run_start.close()
     return stager.result(dump_cursor(new))
 
 
 def pull_by_time(con: duckdb.DuckDBPyConnection, source: str, cursor: str | None, progress: Progress, *,
-                 run_start: datetime | Callable[[], datetime], lookback: timedelta,
+                 run_start: RunStart, lookback: timedelta,
                  read: Callable[[str, datetime | None, Stager], datetime | None]) -> PullResult:
     """The loop of a source keyed on a modification time (see the module doc).
 
     ``read(object, since, stager)`` stages what changed at or after ``since`` (everything when None) and
-    returns the highest time it saw (None when it saw nothing). ``run_start``: a time, or a :class:`RunStart`
-    (asked after each object's first read, when the vendor's answers have told its clock).
+    returns the highest time it saw (None when it saw nothing). ``run_start`` is asked after each object's first
+    read, when the vendor's answers have told its clock.
     """
 
     def read_object(obj: str, saved: str | None, stager: Stager) -> str | None:
         previous = parse_time_cursor(source, obj, saved) if saved else None
         stager.saw(previous)
         seen = [read(obj, None if previous is None else previous - lookback, stager)]
-        start = run_start() if callable(run_start) else run_start
+        start = run_start()
         if previous is None:  # after a backfill: what changed while it ran
             seen.append(read(obj, start - lookback, stager))
         return iso(bookmark(latest(seen), start, previous))

@@ -119,7 +119,9 @@ class RetailCrmSource:
         self.http = HttpClient(url, vendor="RetailCRM", auth_env="RETAILCRM_API_KEY",
                                url_env="RETAILCRM_API_URL" if secrets.api_url else "RETAILCRM_URL",
                                headers={"X-API-KEY": key}, secrets=(key,), retry=retry,
-                               throttle=Throttle(config.requests_per_second, 1, sleep=retry.sleep))
+                               throttle=Throttle(config.requests_per_second, 1, sleep=retry.sleep),
+                               auth_advice="a key stops working once deleted or deactivated, and needs access to the "
+                               "orders, customers and history methods: check it in RetailCRM's API keys settings")
 
     def _get(self, path: str, params: Any = None) -> Mapping[str, Any]:
         data = answer_object(self.http.get(path, params), f"RetailCRM {path}")

@@ -1,8 +1,8 @@
 """The one retry layer, built on tenacity, shared by every CRM connector and ESP client.
 
 Retries :class:`~connectors.errors.TransientError` (connection errors, timeouts, 429, 5xx
-as mapped by each client), honouring the server's ``retry_after`` (capped), otherwise
-exponential backoff with full jitter. Stops on attempts *and* on a deadline, re-raises
+as mapped by each client) with exponential backoff and full jitter, or the server's ``retry_after`` when it
+asks for longer (capped; a "retry now" never shortens the back-off). Stops on attempts *and* on a deadline, re-raises
 the last error. ``sleep`` is injectable so tests assert waits without sleeping.
 
 Two optional hooks tell a progress display what happens (the CLI wires them in
@@ -20,14 +20,21 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Callable, TypeVar
+from datetime import timezone
+from email.utils import parsedate_to_datetime
+from typing import Callable, Mapping, TypeVar
 
 import tenacity
 
 from .errors import TransientError
+from .runstart import MAX_VENDOR_LAG, server_date
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: The longest wait a ``Retry-After`` or ``X-RateLimit-Reset`` is read as (one day): a vendor asking for more (a
+#: ``Retry-After: 1e15``, a date in year 9999) is taken at a day. The retry layer waits at most ``max_wait`` anyway;
+#: the scheduler and the webhook worker schedule by it, and a time that far ahead overflowed their clocks.
+MAX_RETRY_AFTER = 86400.0
 
 
 @dataclass(frozen=True)
@@ -74,12 +81,17 @@ class RetryPolicy:
     on_wait: Callable[[RetryWait], None] | None = None
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
+        """The back-off of this attempt (exponential, full jitter), or the server's ``retry_after`` when it is
+        longer, capped at ``max_wait``: a ``Retry-After: 0``, a negative value or a date already past ("retry now")
+        never makes a wait shorter than our own back-off (six calls at once would hit a rate limit again, and amoCRM
+        blocks the address of a client that keeps at it)."""
         exc = state.outcome.exception() if state.outcome else None
-        retry_after = getattr(exc, "retry_after", None)
-        if retry_after is not None:
-            return max(0.0, min(float(retry_after), self.max_wait))
         ceiling = min(self.max_wait, self.base * 2 ** (state.attempt_number - 1))
-        return self.rng.uniform(ceiling / 2, ceiling)
+        backoff = self.rng.uniform(ceiling / 2, ceiling)
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is None:
+            return backoff
+        return min(max(float(retry_after), backoff), self.max_wait)
 
     def call(self, fn: Callable[[], T], *, what: str = "call", vendor: str | None = None) -> T:
         """Run ``fn`` with retries on TransientError; other errors pass straight through. When it gives up
@@ -120,20 +132,46 @@ class RetryPolicy:
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """Parse ``Retry-After`` (seconds or HTTP date) or an epoch ``X-RateLimit-Reset``."""
+    """Parse ``Retry-After`` (seconds or HTTP date) or an epoch ``X-RateLimit-Reset``: the seconds to wait from
+    ``now`` (a date or epoch; default: this host's clock), at least 0 (the caller's back-off decides then), at most
+    :data:`MAX_RETRY_AFTER`."""
     if not value:
         return None
     value = value.strip()
     try:
         num = float(value)
     except ValueError:
-        from email.utils import parsedate_to_datetime
-
         try:
             dt = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             return None
-        return max(0.0, dt.timestamp() - (now if now is not None else time.time()))
-    if num > 1_000_000_000:  # an epoch timestamp (X-RateLimit-Reset)
-        return max(0.0, num - (now if now is not None else time.time()))
-    return max(0.0, num)
+        if dt.tzinfo is None:  # (an HTTP date is GMT; "-0000" parses naive)
+            dt = dt.replace(tzinfo=timezone.utc)
+        try:
+            num = dt.timestamp()
+        except (OverflowError, ValueError):
+            return None
+    else:
+        if not math.isfinite(num):
+            return None
+        if num <= 1_000_000_000:  # seconds; more is an epoch timestamp (X-RateLimit-Reset)
+            return min(max(0.0, num), MAX_RETRY_AFTER)
+    return min(max(0.0, num - (now if now is not None else time.time())), MAX_RETRY_AFTER)
+
+
+def retry_after_from(headers: Mapping[str, str] | None, *names: str) -> float | None:
+    """The seconds the first of the headers ``names`` that parses asks to wait (:func:`retry_after_seconds`). A date
+    or an epoch is measured from the answer's own ``Date`` when it is believable, within
+    :data:`~connectors.runstart.MAX_VENDOR_LAG` (a day) of this host's clock either way: the server's clock (a host
+    clock an hour off would read the server's "in 30 s" as an hour or as "now"). Else (none, a clock stuck in 1970 or
+    in year 9999, a cached answer days old) from this host's clock."""
+    if not headers:
+        return None
+    now, sent = time.time(), server_date(headers.get("Date"))
+    if sent is not None and abs(sent.timestamp() - now) <= MAX_VENDOR_LAG.total_seconds():
+        now = sent.timestamp()
+    for name in names:
+        wait = retry_after_seconds(headers.get(name), now)
+        if wait is not None:
+            return wait
+    return None

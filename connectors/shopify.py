@@ -183,6 +183,9 @@ class ShopifySource:
                                headers={"X-Shopify-Access-Token": token}, secrets=(token,), retry=retry,
                                throttle=self.throttle, inspect=self._call_limit,
                                status_actions={402: Action.CONFIG, 423: Action.CONFIG},
+                               auth_advice="a token stops working once the app is uninstalled or its token rotated, "
+                               "and needs the read_customers and read_orders scopes: set the app's current Admin API "
+                               "access token",
                                redirect_advice=None if secrets.api_url else self._redirect_advice)
 
     def _redirect_advice(self, target: str) -> str:

@@ -258,7 +258,7 @@ def test_rate_limit_inside_a_batch_retries_the_batch_and_auth_errors_stop(rsps):
     fake.batch_failures = ["insufficient_scope"]
     with pytest.raises(AuthError, match="BITRIX24_WEBHOOK_URL") as err:
         make_source().pull(duckdb.connect())
-    assert CODE not in str(err.value)
+    assert CODE not in str(err.value) and AUTH_ADVICE in str(err.value)  # what to do, as for an HTTP 401
 
 
 def test_line_items_can_be_switched_off(rsps):
@@ -292,6 +292,11 @@ def test_a_portal_that_ignores_the_id_filter_cannot_loop(rsps):
         make_source().pull(duckdb.connect())
 
 
+#: what the credentials error says to do (sources.md §3.1: an inbound webhook can have an expiry date)
+AUTH_ADVICE = ("an inbound webhook stops working once past its expiry date (when it was given one), deleted or its "
+               "user deactivated, and needs the crm scope: make a new one and set BITRIX24_WEBHOOK_URL")
+
+
 def envelope(code: str, description: str) -> tuple[int, dict, str]:
     """Bitrix24's error envelope answered with HTTP 200 (a box portal, a proxy in front of it)."""
     return 200, {"Content-Type": "application/json"}, json.dumps({"error": code, "error_description": description})
@@ -313,6 +318,7 @@ def test_an_error_envelope_answered_with_http_200_is_that_error(rsps):
     with pytest.raises(AuthError, match=r"Bitrix24 refused crm\.contact\.list \(expired_token\); check "
                                         r"BITRIX24_WEBHOOK_URL") as err:
         make_source().pull(duckdb.connect())
+    assert AUTH_ADVICE in str(err.value)  # what to do, as for an HTTP 401
     fake.failures = [envelope("ERROR_CORE", f"Internal error at /rest/1/{CODE}/")]
     with pytest.raises(FatalError, match=r"Bitrix24 crm\.contact\.list: answered the error ERROR_CORE \(Internal "
                                          r"error at /rest/1/\*\*\*/\)") as fatal:

@@ -102,12 +102,13 @@ def test_pull_with_a_wrong_source_name_is_a_clear_configuration_error(shop):
     assert not (shop.parent / "rfmsync.db").exists()  # refused before anything was opened
 
 
-def test_a_failed_pull_leaves_the_saved_cursor_unchanged(rsps, shop):
+def test_a_failed_pull_leaves_the_saved_cursor_unchanged(rsps, shop, monkeypatch):
     fake = seeded(rsps)
     assert run("pull", "--config", str(shop)).exit_code == 0
     before = cursor(shop)
     fake.put_order(3, 10, "10", at=datetime.now(timezone.utc))
     fake.failures = [(503, {"Retry-After": "0"})] * 6  # every attempt of the retry layer: a persistent outage
+    monkeypatch.setenv("RFMSYNC_HTTP_MAX_WAIT_SECONDS", "0")  # (a "retry now" still waits the back-off: none here)
     result = run("pull", "--config", str(shop))
     assert result.exit_code == 3, result.output  # a connector error: the source's exit code
     assert "HTTP 503; gave up after 6 attempts" in result.output and KEY not in result.output
@@ -118,6 +119,52 @@ def test_a_failed_pull_leaves_the_saved_cursor_unchanged(rsps, shop):
     # the next pull resumes from the unchanged cursor and picks the order up
     again = run("pull", "--config", str(shop))
     assert again.exit_code == 0 and "pulled 1 orders" in again.output
+
+
+def test_a_key_refused_mid_backfill_stores_nothing_and_the_next_pull_stores_each_order_once(rsps, shop):
+    """The key is deleted after the first page of the orders backfill (an order of that page edited meanwhile):
+    exit 2 naming the variable and that the whole backfill is read again, no order stored, no cursor; with the
+    key back, the next pull stores every order once, the edited one in its new version."""
+    fake = seeded(rsps)
+    rsps.assert_all_requests_are_fired = False
+    for oid in range(3, 45):
+        fake.put_order(oid, 10, "10", at=T0)
+
+    def deleted_key() -> None:
+        fake.put_order(1, 10, "99", at=datetime.now(timezone.utc))
+        fake.bad_key = True
+
+    fake.between_pages = deleted_key
+    result = run("pull", "--config", str(shop))
+    assert result.exit_code == 2, result.output
+    assert "RetailCRM rejected the credentials (HTTP 401); check RETAILCRM_API_KEY" in result.output
+    assert ("the next pull reads again from the saved cursor, everything (the whole backfill) when none is saved"
+            in result.output)
+    assert KEY not in result.output and fake.between_pages is None
+    assert cursor(shop) is None and stored(shop) == []
+    fake.bad_key = False
+    assert run("pull", "--config", str(shop)).exit_code == 0
+    orders = stored(shop)
+    assert [int(o[0]) for o in orders] == sorted(range(1, 45), key=str) and orders[0][2] == Decimal("99")
+
+
+def test_a_key_refused_during_pull_full_does_not_say_no_pull_finished_and_the_saved_cursor_stays(rsps, shop):
+    """`pull --full` ignores the saved cursor (the source is handed none) but a pull finished before: refused
+    part-way, the error must not claim that none did; the cursor stays, and the next plain pull reads from it."""
+    fake = seeded(rsps)
+    rsps.assert_all_requests_are_fired = False
+    assert run("pull", "--config", str(shop)).exit_code == 0
+    saved = cursor(shop)
+    fake.bad_key = True
+    result = run("pull", "--full", "--config", str(shop))
+    assert result.exit_code == 2, result.output
+    assert "no pull has finished" not in result.output and "reads everything again" not in result.output
+    assert ("nothing this pull read was kept: the next pull reads again from the saved cursor, everything (the "
+            "whole backfill) when none is saved") in " ".join(result.output.split())
+    assert saved and cursor(shop) == saved and KEY not in result.output
+    fake.bad_key = False
+    again = run("pull", "--config", str(shop))
+    assert again.exit_code == 0 and "pulled 0 orders and 0 contacts" in again.output  # from the saved cursor
 
 
 def test_check_on_a_crm_source_does_one_cheap_read_and_reports_bad_credentials_as_exit_2(rsps, shop):

@@ -20,7 +20,7 @@ import duckdb
 import pytest
 import responses
 
-from connectors.errors import FatalError
+from connectors.errors import AuthError, ConfigError, FatalError
 from connectors.http import HttpClient
 from connectors.incremental import RunStart, Stager, server_date
 from connectors.records import OrderStatus
@@ -78,7 +78,7 @@ def test_an_edit_during_a_backfill_by_a_host_clock_ahead_of_the_vendor_is_not_lo
 
     fake.between_pages = live_edits
     con, store = duckdb.connect(), {"orders": {}, "contacts": {}}
-    with caplog.at_level(logging.WARNING, logger="connectors.incremental"):
+    with caplog.at_level(logging.WARNING, logger="connectors.runstart"):
         first = c.source(clock=lambda: host_start).pull(con)
     assert fake.between_pages is None, "the edits did not happen mid-backfill"
     merge(con, store)
@@ -125,7 +125,7 @@ def test_a_host_clock_more_than_a_day_ahead_still_starts_the_pull_by_the_vendor_
     name, c, fake, rsps = case
     host_start = T0 + 3 * DAY
     vendor = VendorClock(rsps, host_start - timedelta(hours=25))
-    with caplog.at_level(logging.WARNING, logger="connectors.incremental"):
+    with caplog.at_level(logging.WARNING, logger="connectors.runstart"):
         completed = backfill_with_live_edits(c, fake, vendor, lambda: host_start)
     assert completed["1"] == Decimal("99") and "2" not in completed
     assert f"{name}: this host's clock is 1500 minutes ahead of the vendor's" in caplog.text
@@ -172,7 +172,7 @@ def test_a_date_earlier_than_a_time_the_vendor_stamped_is_not_used_however_near_
     stager = Stager(duckdb.connect(), "src")
     start = RunStart(host, "src", stager=stager)
     stager.saw(host - timedelta(minutes=5))  # the previous bookmark
-    with caplog.at_level(logging.WARNING, logger="connectors.incremental"):
+    with caplog.at_level(logging.WARNING, logger="connectors.runstart"):
         start.answered(host - timedelta(hours=2))
         assert start() == host
     assert "src: an answer's Date header says 2026-01-11T07:00:00+00:00, earlier than 2026-01-11T08:55:00+00:00" \
@@ -232,7 +232,7 @@ def test_a_gateway_error_s_date_is_not_the_vendor_s_clock(case, caplog):
     VendorClock(rsps, host)
     fake.failures = [(504, {"Date": format_datetime(host - timedelta(hours=2), usegmt=True),
                             "Content-Type": "text/html"}, "<html>gateway timeout</html>")]
-    with caplog.at_level(logging.WARNING, logger="connectors.incremental"):
+    with caplog.at_level(logging.WARNING, logger="connectors.runstart"):
         result = c.source(sleep=lambda s: None, clock=lambda: host).pull(duckdb.connect())
     assert not fake.failures and result.orders == 6
     assert all(t >= T0 for t in time_cursors(result.cursor)), result.cursor  # (the orders were changed at T0)
@@ -247,7 +247,7 @@ def test_a_date_header_stuck_far_in_the_past_is_not_used(case, caplog):
     seed(fake, orders=6, stagger=True)
     VendorClock(rsps, datetime(1970, 1, 1, tzinfo=timezone.utc))
     con = duckdb.connect()
-    with caplog.at_level(logging.WARNING, logger="connectors.incremental"):
+    with caplog.at_level(logging.WARNING, logger="connectors.runstart"):
         first = c.source(clock=lambda: T0 + DAY).pull(con)
         second = c.source(clock=lambda: T0 + 2 * DAY).pull(con, first.cursor)
     assert first.orders == 6 and second.orders <= 1, (first.cursor, second.cursor)
@@ -299,7 +299,7 @@ def test_rfmsync_pull_by_a_host_clock_ahead_stores_the_customer_created_after_a_
     that saw no change is in the order store after the next pull, and the pull warns of the host's clock."""
     fake = seeded(rsps)
     vendor = VendorClock(rsps, datetime.now(timezone.utc) - HOST_AHEAD)
-    with caplog.at_level(logging.WARNING, logger="connectors.incremental"):
+    with caplog.at_level(logging.WARNING, logger="connectors.runstart"):
         first = run("pull", "--config", str(shop))
     assert first.exit_code == 0, first.output
     assert re.search(r"retailcrm: this host's clock is (29|30) minutes ahead of the vendor's", caplog.text)
@@ -312,3 +312,49 @@ def test_rfmsync_pull_by_a_host_clock_ahead_stores_the_customer_created_after_a_
         assert con.execute("SELECT email FROM contacts WHERE customer_id = '12'").fetchall() == [("late@example.com",)]
     finally:
         con.close()
+
+
+def test_a_finished_pull_stops_listening_to_the_client_s_answers(case, caplog):
+    """After a pull, done or failed, the same client is used again (a ``check``, a webhook's fetch) while the vendor's
+    front answers a Date stuck in 1970: those answers are no pull's. While the finished pull's run start still
+    listened, it judged them against the pull's records and warned of a stale header in a pull that had ended."""
+    name, c, fake, rsps = case
+    rsps.assert_all_requests_are_fired = False
+    seed(fake, orders=3)
+    vendor = VendorClock(rsps, T0 + DAY)
+    source = c.source(clock=lambda: T0 + DAY)
+    source.pull(duckdb.connect())
+    assert source.http.on_date is None
+    fake.bad_key = True  # a pull that fails stops listening too
+    with pytest.raises(AuthError):
+        source.pull(duckdb.connect())
+    assert source.http.on_date is None
+    fake.bad_key = False
+    source.pull(duckdb.connect())
+    vendor.now = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    first = rsps.calls[0].request
+    with caplog.at_level(logging.WARNING, logger="connectors.runstart"):
+        for _ in range(2):
+            source.http.fetch(first.method, first.url, json_body=json.loads(first.body) if first.body else None)
+    assert "Date header" not in caplog.text
+
+
+def test_a_pull_that_fails_on_its_saved_cursor_stops_listening_too(case, caplog):
+    """A garbled saved cursor fails the pull before it reads anything (a ConfigError): its run start, already
+    listening to the client, must stop too, or the client's next answers (a webhook's fetch, whose Date is stuck in
+    1970) are judged as that failed pull's and warned of."""
+    name, c, fake, rsps = case
+    rsps.assert_all_requests_are_fired = False
+    seed(fake, orders=3)
+    vendor = VendorClock(rsps, T0 + DAY)
+    source = c.source(clock=lambda: T0 + DAY)
+    source.pull(duckdb.connect())
+    with pytest.raises(ConfigError, match="cursor"):
+        source.pull(duckdb.connect(), "not json")
+    assert source.http.on_date is None
+    vendor.now = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    first = rsps.calls[0].request
+    with caplog.at_level(logging.WARNING, logger="connectors.runstart"):
+        for _ in range(2):
+            source.http.fetch(first.method, first.url, json_body=json.loads(first.body) if first.body else None)
+    assert "Date header" not in caplog.text

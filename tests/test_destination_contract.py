@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from connectors.email_phone import normalize_email
-from connectors.retry import RetryPolicy
+from connectors.retry import RetryPolicy, RetryWait
 from sync.cli import main
 from sync.config import load_config
 from sync.engine import execute_plan
@@ -246,6 +246,19 @@ def test_throttling_and_server_errors_are_retried_within_the_run(esp, rig):
     assert_applied(esp, doc, exact=True)
     assert esp.write_calls >= esp.setup_writes([], {}) + 2  # the refused calls were made, and retried
     assert rig.plan()[1]["changes"] == []
+
+
+def test_a_rate_limit_saying_retry_now_still_waits_the_back_off(esp, rig):
+    """Mailchimp's ``Retry-After: 0``, SendGrid's ``X-RateLimit-Reset`` of this second (already past when read),
+    Unisender's limit envelope (no header): each wait is at least the policy's own back-off for that attempt."""
+    waits: list[RetryWait] = []
+    policy = RetryPolicy(sleep=lambda s: None, on_wait=waits.append, rng=random.Random(1))
+    esp.throttle(3)  # (three calls in a row, or three calls once each: the writes go out in parallel)
+    _, doc, report = rig.sync(client=esp.client(rig.dest, retry=policy, timeout=10))
+    assert report.status == "succeeded", report.errors
+    assert_applied(esp, doc, exact=True)
+    floors = [policy.base * 2 ** (w.attempt - 2) / 2 for w in waits]  # half the ceiling of that attempt's back-off
+    assert len(waits) == 3 and all(w.seconds >= floor for w, floor in zip(waits, floors)), waits
 
 
 def test_timeouts_converge_over_two_runs(esp, rig):

@@ -16,7 +16,8 @@ import pytest
 
 from connectors.errors import ConfigError, FatalError
 from connectors.http import FieldError, get_field, parse_dt
-from connectors.incremental import HighWater, PageGuard, Stager, latest, map_page, pull_by_time, pull_objects
+from connectors.incremental import (HighWater, PageGuard, RunStart, Stager, latest, map_page, pull_by_time,
+                                    pull_objects)
 from connectors.records import Contact, Order, OrderStatus
 
 T0 = datetime(2026, 1, 10, 9, 0, tzinfo=timezone.utc)
@@ -43,7 +44,7 @@ class Vendor:
 
 
 def pull(vendor: Vendor, cursor: str | None = None, progress=None, con=None):
-    return pull_by_time(con or duckdb.connect(), "vendor", cursor, progress, run_start=START, lookback=LOOKBACK,
+    return pull_by_time(con or duckdb.connect(), "vendor", cursor, progress, run_start=RunStart(START), lookback=LOOKBACK,
                         read=vendor.read)
 
 
@@ -136,7 +137,7 @@ def test_pull_objects_hands_each_object_its_own_saved_cursor():
         seen.append((obj, saved))
         return None if obj == "contacts" else "42"
 
-    result = pull_objects(duckdb.connect(), "vendor", '{"orders": "41"}', None, read_object)
+    result = pull_objects(duckdb.connect(), "vendor", '{"orders": "41"}', None, read_object, RunStart(START))
     assert seen == [("contacts", None), ("orders", "41")] and json.loads(result.cursor) == {"orders": "42"}
 
 

@@ -12,6 +12,7 @@ import json
 from decimal import Decimal
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 from typing import Any, Callable
 
 import duckdb
@@ -212,6 +213,66 @@ def test_rate_limits_and_server_errors_are_retried_without_sleeping(case):
     assert 3.0 in waits
 
 
+#: the shortest wait of the default policy's back-off before attempts 2, 3, 4, 5 (0.5 s doubled, full jitter down to half)
+BACKOFF_FLOORS = [0.25, 0.5, 1.0, 2.0]
+
+
+def retry_waits(caplog) -> list[float]:
+    """The seconds each retry of the shared layer waited (its log line's argument; the sleep is the throttle's too)."""
+    return [r.args[3] for r in caplog.records if r.name == "connectors.retry" and r.msg.startswith("retrying")]
+
+
+def http_date(at: datetime) -> str:
+    return format_datetime(at.astimezone(timezone.utc), usegmt=True)
+
+
+def test_a_retry_now_never_makes_a_wait_shorter_than_the_back_off(case, caplog):
+    """``Retry-After: 0``, a negative one, a date already past, an ``X-RateLimit-Reset`` already past (a proxy's
+    HTML 504 among them): each wait is still the policy's own back-off (six calls at once got the IP blocked)."""
+    name, c, fake, rsps = case
+    seed(fake, orders=2)
+    now = datetime.now(timezone.utc)
+    fake.failures = [(429, {"Retry-After": "0"}), (429, {"Retry-After": "-5"}),
+                     (504, {"Retry-After": http_date(now - DAY), "Content-Type": "text/html"}, "<html>Gateway</html>"),
+                     (429, {"X-RateLimit-Reset": str(int(now.timestamp()) - 60)})]
+    caplog.set_level("DEBUG")
+    result = c.source(sleep=lambda s: None, clock=lambda: T0 + DAY).pull(duckdb.connect())
+    assert result.orders == 2 and not fake.failures
+    waits = retry_waits(caplog)
+    assert len(waits) == 4 and all(w >= floor for w, floor in zip(waits, BACKOFF_FLOORS)), waits
+    assert c.secret not in caplog.text
+
+
+def test_a_retry_after_date_is_read_by_the_answer_s_own_clock(case, caplog):
+    """A ``Retry-After`` date means the server's clock: an answer dated an hour before this host's clock asking for
+    20 s waits 20 s (read by the host's clock, it was an hour past: "retry now"); a Date of year 9999 or none at
+    all falls back to the host's clock, a huge ask is capped."""
+    name, c, fake, rsps = case
+    seed(fake, orders=2)
+    server = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=1)
+    fake.failures = [(429, {"Date": http_date(server), "Retry-After": http_date(server + timedelta(seconds=20))}),
+                     (429, {"Date": "Fri, 31 Dec 9999 23:59:59 GMT", "Retry-After": "7"}),
+                     (503, {"Retry-After": http_date(datetime.now(timezone.utc) + 10 * DAY)})]
+    caplog.set_level("INFO", logger="connectors.retry")
+    result = c.source(sleep=lambda s: None, clock=lambda: T0 + DAY).pull(duckdb.connect())
+    assert result.orders == 2 and not fake.failures
+    assert retry_waits(caplog) == [20.0, 7.0, 30.0]  # the last: ten days asked, max_wait (30 s) waited
+
+
+def test_an_html_200_carrying_retry_after_is_not_a_rate_limit(case, caplog):
+    """A proxy's or captive portal's HTML page with HTTP 200 and ``Retry-After: 0`` is not the vendor's page and not a
+    rate limit: one call, one error naming the source, no retry (six calls at once to a page that never changes)."""
+    name, c, fake, rsps = case
+    rsps.assert_all_requests_are_fired = False
+    seed(fake, orders=2)
+    fake.failures = [(200, {"Content-Type": "text/html", "Retry-After": "0"}, "<html>Please wait</html>")] * 6
+    caplog.set_level("INFO", logger="connectors.retry")
+    with pytest.raises(ConnectorError) as err:
+        c.source(sleep=lambda s: None, clock=lambda: T0 + DAY).pull(duckdb.connect())
+    assert not isinstance(err.value, TransientError) and len(fake.failures) == 5 and retry_waits(caplog) == []
+    assert "not JSON" in str(err.value) and c.secret not in str(err.value)
+
+
 TRANSPORT_ERRORS = {  # what requests raises when the vendor cannot be reached, or stops answering
     "connection-error": (lambda: requests.exceptions.ConnectionError("[Errno 111] Connection refused"),
                          "cannot connect"),
@@ -268,6 +329,60 @@ def test_bad_credentials_raise_one_auth_error_naming_the_variable(case):
     source = c.source()
     assert c.secret not in repr(source.http) and c.secret not in repr(vars(source))
     assert len(rsps.calls) == 1  # not retried
+
+
+#: what each CRM's credentials error says to do (amoCRM: a long-lived token's term ends; rfmsync renews nothing)
+AUTH_ADVICE = {"amocrm": "make a new long-lived token in the account's private integration and set AMOCRM_TOKEN",
+               "bitrix24": "once past its expiry date (when it was given one), deleted or its user deactivated, "
+                           "and needs the crm scope: make a new one and set BITRIX24_WEBHOOK_URL",
+               "retailcrm": "check it in RetailCRM's API keys settings",
+               "shopify": "set the app's current Admin API access token"}
+
+
+def test_credentials_refused_mid_backfill_keep_nothing_and_the_next_pull_reads_everything_once(case, caplog):
+    """The token expires (or is revoked) after the first page of orders, while a manager edits an order read on
+    it: the pull stops with the credentials error naming the CRM's variable, what to do and that nothing was
+    kept (the whole backfill is read again), never the secret; with the credential renewed, the next pull reads
+    every record once, the edited one in its new version."""
+    name, c, fake, rsps = case
+    rsps.assert_all_requests_are_fired = False
+    seed(fake, orders=60)
+    now = T0 + DAY + timedelta(minutes=1)
+
+    def expire() -> None:
+        fake.put_order(1, 2, "99", at=now)
+        fake.bad_key = True
+
+    fake.between_pages = expire
+    caplog.set_level("DEBUG")
+    con = duckdb.connect()
+    with pytest.raises(AuthError) as err:
+        c.source(clock=lambda: T0 + DAY).pull(con)
+    message = str(err.value)
+    assert fake.auth_env in message and message.lower().startswith(name)
+    assert AUTH_ADVICE[name] in message
+    assert message.endswith("nothing this pull read was kept: the next pull reads again from the saved cursor, "
+                            "everything (the whole backfill) when none is saved"), message
+    assert c.secret not in message and c.secret not in caplog.text and c.secret not in repr(err.value.__dict__)
+    fake.bad_key = False
+    con, store = duckdb.connect(), {"orders": {}, "contacts": {}}
+    c.source(clock=lambda: T0 + DAY + timedelta(hours=1)).pull(con)
+    rows = con.execute("SELECT order_id FROM staged_orders").fetchall()
+    assert len(rows) == len(set(rows)) == 60
+    merge(con, store)
+    assert store["orders"]["1"] == (Decimal("99"), OrderStatus.COMPLETED)
+
+
+def test_credentials_refused_on_an_incremental_pull_say_it_reads_again_from_the_saved_cursor(case):
+    name, c, fake, rsps = case
+    rsps.assert_all_requests_are_fired = False
+    seed(fake, orders=2)
+    first = c.source(clock=lambda: T0 + DAY).pull(duckdb.connect())
+    fake.bad_key = True
+    with pytest.raises(AuthError) as err:
+        c.source(clock=lambda: T0 + 2 * DAY).pull(duckdb.connect(), first.cursor)
+    assert str(err.value).endswith("nothing this pull read was kept: the next pull reads again from the last "
+                                   "saved cursor"), str(err.value)
 
 
 def test_a_bad_record_is_reported_with_its_id_and_the_rest_staged(case):

@@ -88,13 +88,14 @@ def test_plan_writes_nothing_then_sync_creates_exactly_the_plan_and_rerun_writes
     assert [r["status"] for r in runs if r["kind"] == "sync"] == ["succeeded", "succeeded"]
 
 
-def test_per_member_errors_are_recorded_and_retried_until_convergence(shop, mailchimp_fake, tmp_path):
+def test_per_member_errors_are_recorded_and_retried_until_convergence(shop, mailchimp_fake, tmp_path, monkeypatch):
     plan = planned(shop, tmp_path)
     keys = [c["key"] for c in plan["changes"]]
     bad = set(keys[::3])  # ~30 % of contacts fail on the first run
     for k in bad:
         mailchimp_fake.member_errors[k] = "Invalid Resource"
     mailchimp_fake.fail(429, times=3, retry_after="0")  # and some throttling on top
+    monkeypatch.setenv("RFMSYNC_HTTP_MAX_WAIT_SECONDS", "0")  # (a "retry now" still waits the back-off: none here)
 
     first = cli("sync", "--config", str(shop), "--as-of", AS_OF, ok=False)
     assert first.exit_code == 4

@@ -35,7 +35,7 @@ from mailchimp_marketing.api_client import ApiClient, ApiClientError
 
 from connectors.errors import TransientError
 from connectors.secrets import mask, remember_secrets
-from connectors.retry import RetryPolicy, retry_after_seconds
+from connectors.retry import RetryPolicy, retry_after_from
 
 from ..errors import DestinationConfigError, DestinationError
 from .base import Action
@@ -287,7 +287,7 @@ class MailchimpApi:
             f" ({field_errors})" if field_errors else ""), self._secrets)
         action = action_for(status, empty_body=not body.strip())
         if action is Action.RETRY:
-            retry_after = retry_after_seconds(response.headers.get("Retry-After")) if response is not None else None
+            retry_after = retry_after_from(response.headers, "Retry-After") if response is not None else None
             return TransientError(message, status=status, body=body, retry_after=retry_after)
         if action is Action.CONFIG:
             hint = (f"; audience {self.audience!r} (or a tag deleted since prepare) not found" if status == 404 else

@@ -29,7 +29,7 @@ from sendgrid import SendGridAPIClient
 from connectors.errors import TransientError
 from connectors.http import strips_credentials
 from connectors.secrets import RedactSecrets, mask, remember_secrets
-from connectors.retry import RetryPolicy, retry_after_seconds
+from connectors.retry import RetryPolicy, retry_after_from
 
 from ..errors import DestinationConfigError, DestinationError
 from .base import Action
@@ -235,11 +235,7 @@ class SendGridApi:
         action = action_for_status(status)
         msg = f"SendGrid {what}: HTTP {status}" + (f": {text}" if text else "")
         if action is Action.RETRY and (idempotent or status == 429):
-            wait = None
-            if status == 429:
-                wait = retry_after_seconds(headers.get("X-RateLimit-Reset") if headers else None)
-                if wait is None:
-                    wait = retry_after_seconds(headers.get("Retry-After") if headers else None)
+            wait = retry_after_from(headers, "X-RateLimit-Reset", "Retry-After") if status == 429 else None
             raise TransientError(msg, status=status, body=text, retry_after=wait)
         if action is Action.CONFIG:
             raise DestinationConfigError(f"SendGrid destination {self.name!r}: the API key was rejected or lacks "

@@ -1,0 +1,123 @@
+"""A vendor's ``Retry-After`` / ``X-RateLimit-Reset`` on a bad day: a huge ask (``1e15``, a date in year 9999) is
+read as a day at most, and the scheduler's retry of a failed scheduled sync stays on its clock (it overflowed, the
+scheduler's thread died and scheduled syncs stopped silently); a date or an epoch is measured by the answer's
+``Date`` only when that Date is believable (within a day of this host's clock), else by this host's clock. Faked at
+the HTTP level (``responses``) through the CRM client, and through the scheduler with a real ledger."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+
+import pytest
+import responses
+
+from connectors.errors import TransientError
+from connectors.http import HttpClient
+from connectors.retry import MAX_RETRY_AFTER, RetryPolicy
+from sync.config import Config, ScheduleConfig
+from sync.ledger import Ledger
+from sync.serve.scheduler import Scheduler
+
+try:
+    from tests import ledger_fixtures
+except ImportError:  # tests/ itself on sys.path
+    import ledger_fixtures  # type: ignore[no-redef]
+
+clock, ledger_url = ledger_fixtures.clock, ledger_fixtures.ledger_url  # fixtures
+
+URL = "https://shop.retailcrm.ru/api/v5/orders"
+EPOCH_DATE = "Thu, 01 Jan 1970 00:00:00 GMT"  # a clock never set
+FAR_DATE = "Fri, 31 Dec 9999 23:59:59 GMT"
+
+
+def http_date(at: datetime) -> str:
+    return format_datetime(at.astimezone(timezone.utc), usegmt=True)
+
+
+def refused(headers: dict[str, str]) -> tuple[TransientError, list[float]]:
+    """The CRM client's error after a 429 carrying ``headers`` twice (the policy's two attempts), and its waits."""
+    waits: list[float] = []
+    client = HttpClient("https://shop.retailcrm.ru/", vendor="RetailCRM", auth_env="RETAILCRM_API_KEY",
+                        url_env="RETAILCRM_URL", retry=RetryPolicy(attempts=2, sleep=waits.append, max_wait=60.0))
+    with responses.RequestsMock() as rsps:
+        rsps.get(URL, status=429, json={}, headers=headers)
+        with pytest.raises(TransientError) as err:
+            client.get("api/v5/orders")
+    return err.value, waits
+
+
+def scheduled(ledger: Ledger, clock, failure: Exception) -> tuple[Scheduler, list[int]]:
+    """A scheduler (every hour, retry_wait 1 minute) whose first scheduled sync fails with ``failure``."""
+    failures, ran = [failure], []
+
+    def job():
+        ran.append(1)
+        if failures:
+            raise failures.pop(0)
+        return []
+    cfg = Config(schedule=ScheduleConfig(every="1h", retry_wait="1m"))
+    return Scheduler(cfg, ledger, None, clock=clock, job=job), ran  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("headers", [{"Retry-After": "1e15"}, {"Date": EPOCH_DATE, "Retry-After": FAR_DATE},
+                                     {"X-RateLimit-Reset": "1e15"}], ids=["1e15", "1970-9999", "reset-1e15"])
+def test_a_huge_retry_after_is_a_day_at_most_and_the_scheduler_goes_on(ledger_url, clock, caplog, headers):
+    """The scheduled sync fails on a 429 asking for 1e15 s (or, by a Date of 1970, until year 9999): the failure is
+    logged, its retry would come after the next fire time (not retried), and the next fire time runs the sync."""
+    exc, waits = refused(headers)
+    assert exc.retry_after == MAX_RETRY_AFTER == 86400.0 and waits == [60.0]
+    with Ledger.connect(ledger_url, clock=clock) as ledger:
+        sched, ran = scheduled(ledger, clock, exc)
+        clock.advance(hours=1)
+        with caplog.at_level(logging.ERROR, logger="sync.serve.scheduler"):
+            sched.tick()
+        assert ran == [1] and sched.retry is None
+        assert "HTTP 429" in caplog.text and "not retried: the next fire time comes first" in caplog.text
+        clock.advance(hours=1)
+        sched.tick()
+        assert ran == [1, 1]
+
+
+@pytest.mark.parametrize("asked", [1e15, float("inf"), float("nan")])
+def test_the_scheduler_caps_any_retry_after_it_is_handed(ledger_url, clock, asked):
+    """Whatever a client put in ``retry_after`` (not only the CRM client's parsed headers), the retry is planned on
+    the scheduler's clock: a day at most (here past the next fire time: not retried), a NaN is no ask at all."""
+    exc = TransientError("Unisender: HTTP 429", status=429, retry_after=asked)
+    with Ledger.connect(ledger_url, clock=clock) as ledger:
+        sched, ran = scheduled(ledger, clock, exc)
+        clock.advance(hours=1)
+        sched.tick()
+        assert ran == [1]
+        if asked != asked:  # NaN: the scheduler's own retry_wait
+            assert sched.retry is not None and sched.retry.at == clock() + timedelta(minutes=1)
+        else:
+            assert sched.retry is None
+
+
+def in_20_s() -> datetime:
+    return datetime.now(timezone.utc) + timedelta(seconds=20)
+
+
+STALE = http_date(datetime.now(timezone.utc) - timedelta(days=3))  # an answer a cache kept for three days
+
+
+@pytest.mark.parametrize("date", [EPOCH_DATE, FAR_DATE, STALE], ids=["1970", "9999", "cached-3-days"])
+@pytest.mark.parametrize("ask", ["date", "epoch"])
+def test_a_date_or_epoch_is_read_by_this_host_s_clock_when_the_answer_s_date_is_not_believable(date, ask):
+    """The vendor asks for 20 s as a ``Retry-After`` date or an epoch ``X-RateLimit-Reset`` (right by this host's
+    clock) in an answer whose ``Date`` is more than a day off it: the wait is 20 s, not "now" (the back-off, a
+    Date ahead) nor the most it may be (a Date behind)."""
+    at = in_20_s()
+    asked = {"Retry-After": http_date(at)} if ask == "date" else {"X-RateLimit-Reset": str(int(at.timestamp()))}
+    exc, waits = refused({"Date": date, **asked})
+    assert 15.0 <= exc.retry_after <= 20.0 and 15.0 <= waits[0] <= 20.0, (exc.retry_after, waits)
+
+
+def test_a_believable_date_still_decides():
+    """A Date an hour behind this host's clock (the host's clock is the wrong one) is the server's: its "Date + 20 s"
+    is waited as 20 s."""
+    server = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=1)
+    exc, waits = refused({"Date": http_date(server), "X-RateLimit-Reset": str(int(server.timestamp()) + 20)})
+    assert exc.retry_after == 20.0 and waits == [20.0]
