@@ -24,6 +24,7 @@ from connectors.source import PullResult, Source
 from segmentation import SegmentationConfig, SegmentationResult, run_segmentation
 from segmentation.purchase_days import PurchaseDays
 from segmentation.metrics import NegativeRevenue
+from segmentation.outliers import outlier_amounts, outlier_line
 from segmentation.scoring import RecencyCollapse
 from segmentation.warmup import MODEL_MODULES, PREDICTION_MODULES, import_in_background
 
@@ -35,6 +36,7 @@ from .planning.values import PREDICTIVE_VALUES
 from .store import connect_store, merge_staged
 from .store.day_cache import cached_purchase_days, stored_key, valid_purchase_days
 from .store.facts import order_facts
+from .store.file_report import order_files
 from .store.fit_cache import StoreFits, StoreNumbers
 from .store.rfm_totals import rfm_totals
 from .store.files import file_lines, ingest_files
@@ -207,6 +209,7 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
     # one scan of the orders for both kept tables' checks (the purchase days' and the RFM totals')
     facts = order_facts(con, days=predicting or boundary) if own_store else None
     segmented: list[SegmentationResult] = []
+    outliers = outlier_amounts(con, as_of, cfg.timezone)  # amounts far beyond the usual check (the spend fit's too)
 
     def segment(days: PurchaseDays | None) -> None:
         with steps.step("segmenting"):
@@ -238,6 +241,7 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
                                        fits=StoreFits(con) if own_store else None, view=not joined,
                                        # a warm run's numbers: those of the last run on the same orders and config
                                        numbers=StoreNumbers(con, stored_key(con)) if own_store else None,
+                                       outliers=outliers,
                                        meanwhile=None if joined or boundary else lambda: segment(None))
         extra = "customer_predictions" if joined else None
     if not segmented:
@@ -254,6 +258,9 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
         warnings.append(recency_warning(result.recency_collapse))
     if result.negative_revenue is not None:
         warnings.append(refunds_warning(result.negative_revenue, as_of))
+    if outliers:
+        warnings.append(outlier_line(outliers, cfg.timezone, order_files(con, [o.order_id for o in outliers.shown]),
+                                     predicted=report is not None and report.gamma_gamma is not None))
     return SegmentsRun(con=con, result=result, pull=pull, config=cfg, predictions=report, warnings=warnings)
 
 

@@ -1,0 +1,200 @@
+"""Amounts far beyond the shop's usual check (a barcode pasted into the amount column): warned of, naming the
+customer, the order, its file and the typical check, and left out of the spend model's fit, which then equals the
+fit on the orders without them; a real large order, or a second currency, is no outlier."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from collections import Counter
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+from click.testing import CliRunner
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from connectors.tables import create_tables
+from segmentation import predictive as P
+from segmentation.outliers import OUTLIER_RATIO, outlier_amounts
+from sync.cli import main
+from sync.demodata import generate_orders_csv, generate_shop
+from tests.test_predictive import DATASETS, HOLDOUT_END
+
+BARCODE = Decimal("4600000000000.00")  # an EAN-13 in the amount column
+CFG = P.PredictConfig(holdout_days=0)
+
+
+def cdnow(extra: list[tuple[str, str, str, Decimal]] = ()) -> duckdb.DuckDBPyConnection:
+    """The CDNOW sample as orders (2 357 customers, the median order about 26, the largest 506.97) and ``extra``
+    orders (order_id, customer_id, ISO day, amount)."""
+    rows = [line.split() for line in (DATASETS / "CDNOW_sample.txt").read_text().splitlines() if line.strip()]
+    rows = [(f"o{i}", str(int(r[1])), datetime.strptime(r[2], "%Y%m%d").date(), Decimal(r[4]))
+            for i, r in enumerate(rows)] + [(o, c, date.fromisoformat(d), a) for o, c, d, a in extra]
+    con = duckdb.connect()
+    create_tables(con)
+    con.register("_raw", pa.table({"o": [r[0] for r in rows], "c": [r[1] for r in rows],
+                                   "d": pa.array([r[2] for r in rows], pa.date32()),
+                                   "a": pa.array([r[3] for r in rows], pa.decimal128(18, 2))}))
+    con.execute("INSERT INTO orders SELECT o, c, d::TIMESTAMPTZ, a, 'USD', 'completed', NULL FROM _raw")
+    con.unregister("_raw")
+    return con
+
+
+def median_check(con: duckdb.DuckDBPyConnection, as_of: date) -> Decimal:
+    amounts = [a for (a,) in con.execute("SELECT amount FROM orders WHERE amount > 0 AND ordered_at < ?",
+                                         [as_of + timedelta(days=1)]).fetchall()]
+    return statistics.median(amounts).quantize(Decimal("0.01"))
+
+
+#: a customer of three purchase days, the second with two orders
+REGULAR = [("t1", "typo", "1997-01-10", Decimal("20.00")), ("t2", "typo", "1997-03-01", Decimal("15.00")),
+           ("t3", "typo", "1997-03-01", Decimal("12.00")), ("t4", "typo", "1997-06-01", Decimal("30.00"))]
+
+
+def _predict(con: duckdb.DuckDBPyConnection) -> tuple[P.PredictReport, dict[str, tuple]]:
+    report = P.predict_customers(con, HOLDOUT_END, CFG)
+    rows = con.execute("SELECT customer_id, expected_aov, clv FROM customer_predictions WHERE customer_id <> 'typo'")
+    return report, {c: (aov, clv) for c, aov, clv in rows.fetchall()}
+
+
+@pytest.mark.parametrize("typo", ["t4", "t3", "t1"], ids=["a repeat day of its own", "a day with another order",
+                                                          "the first day"])
+def test_a_barcode_in_an_order_is_left_out_of_the_spend_fit_which_equals_the_fit_without_it(typo):
+    """One order of 4.6·10¹² (10¹¹ times the median check) moved every CDNOW customer's CLV by a few per cent (the
+    Gamma-Gamma fit); left out, the spend fit and every other customer's expected_aov are those of the shop without
+    that order, whatever day of the customer's it falls on (the first day's spend counts in no mean, but without it
+    the second day is the first). The purchase itself still counts for BG/NBD: where it shares its day with
+    another order, the purchase days are those without it, and so is every other customer's clv."""
+    orders = [(o, c, d, BARCODE if o == typo else a) for o, c, d, a in REGULAR]
+    con = cdnow(orders)
+    found = outlier_amounts(con, HOLDOUT_END)
+    assert (found.orders, found.customers) == (1, 1)
+    [o] = found.shown
+    assert (o.customer_id, o.order_id, o.amount, o.currency) == ("typo", typo, BARCODE, "USD")
+    assert o.typical == median_check(con, HOLDOUT_END)
+    report, numbers = _predict(con)
+    without, numbers_without = _predict(cdnow([row for row in REGULAR if row[0] != typo]))
+    assert report.gamma_gamma == without.gamma_gamma and report.gamma_gamma_corr == without.gamma_gamma_corr
+    assert report.to_json()["gamma_gamma"]["left_out_orders"] == 1
+    assert without.to_json()["gamma_gamma"]["left_out_orders"] == 0
+    assert {c: aov for c, (aov, _) in numbers.items()} == {c: aov for c, (aov, _) in numbers_without.items()}
+    assert (report.bgnbd == without.bgnbd) == (typo == "t3")
+    if typo == "t3":
+        assert numbers == numbers_without
+
+
+def test_the_orders_after_the_as_of_are_not_judged():
+    con = cdnow([("late", "1", "1998-07-01", BARCODE)])
+    assert not outlier_amounts(con, HOLDOUT_END)
+    assert outlier_amounts(con, date(1998, 7, 1)).orders == 1
+
+
+def test_large_real_orders_are_no_outliers():
+    """A shop's largest real orders are tens of times its median check: CDNOW's 19×; a VIP's order of 1 000 times
+    the median is not one either (the rule is 10 000 times)."""
+    con = cdnow([("vip", "1", "1997-05-01", Decimal("26130.00")), ("vip2", "1", "1997-05-02", Decimal("261299.99"))])
+    assert not outlier_amounts(con, HOLDOUT_END)
+    assert con.execute("SELECT max(amount) / median(amount) FROM orders WHERE order_id LIKE 'o%'").fetchall()[0][0] < 20
+    con.execute("INSERT INTO orders VALUES ('edge', '1', '1997-05-03', 261300.00, 'USD', 'completed', NULL)")
+    assert outlier_amounts(con, HOLDOUT_END).orders == 1  # exactly 10 000 times the median: one
+
+
+def test_the_benchmarks_generated_shop_has_none(tmp_path):
+    path = generate_orders_csv(tmp_path / "orders.csv", orders=200_000, customers=20_000)
+    con = duckdb.connect()
+    create_tables(con)
+    con.execute(f"INSERT INTO orders SELECT order_id, customer_id, ordered_at::TIMESTAMPTZ, amount, NULL, status, "
+                f"NULL FROM read_csv('{path}')")
+    assert not outlier_amounts(con, date(2026, 1, 1))
+
+
+def test_each_currency_has_its_own_typical_check():
+    """100 USD and 1 200 000 UZS are the same check: a shop in two currencies (warned of already) has no outliers
+    from the larger unit's orders; a barcode among the UZS orders is judged against the UZS median."""
+    con = duckdb.connect()
+    create_tables(con)
+    con.execute("""INSERT INTO orders SELECT 'o' || i, 'c' || (i % 40), TIMESTAMPTZ '2025-01-01' + i * INTERVAL 1 HOUR,
+                   CASE WHEN i % 3 = 0 THEN (50 + i % 100) * 12000 ELSE 50 + i % 100 END,
+                   CASE WHEN i % 3 = 0 THEN 'UZS' ELSE 'USD' END, 'completed', NULL FROM range(600) t(i)""")
+    assert not outlier_amounts(con, date(2025, 3, 1))
+    con.execute("UPDATE orders SET amount = 4600000000000 WHERE order_id IN ('o3', 'o4')")
+    found = outlier_amounts(con, date(2025, 3, 1))
+    assert found.orders == 2 and {(o.order_id, o.currency) for o in found.shown} == {("o3", "UZS"), ("o4", "USD")}
+    medians = {cur: statistics.median(a for c, a in con.execute("SELECT currency, amount FROM orders").fetchall()
+                                      if c == cur) for cur in ("UZS", "USD")}
+    assert {o.currency: o.typical for o in found.shown} == medians
+
+
+@settings(max_examples=60, deadline=None)
+@example([1, 1, 6], [50_000])  # an even count: the lower middle alone under 50 000 / 10 000, the median 3.5
+@given(st.lists(st.integers(1, 50), min_size=1, max_size=25),
+       st.lists(st.integers(1, 10_000_000), min_size=0, max_size=4))
+def test_the_outliers_are_exactly_those_of_the_rule(small, large):
+    """Whatever the amounts (ties, an even count, no outlier, outliers half the orders), the orders found are those
+    of at least 10 000 times the median (the shortcut that skips the median when the largest amount cannot be one
+    gives the same answer)."""
+    amounts = small + large
+    con = duckdb.connect()
+    create_tables(con)
+    con.execute("INSERT INTO orders SELECT 'o' || row_number() OVER (), 'c', TIMESTAMPTZ '2025-01-01', a, NULL, "
+                "'completed', NULL FROM (SELECT unnest(?::BIGINT[]) AS a)", [amounts])
+    median = statistics.median(Decimal(a) for a in amounts)  # (integers: a median of .5 at most, exact)
+    expected = sum(1 for a in amounts if a >= OUTLIER_RATIO * median)
+    assert outlier_amounts(con, date(2025, 1, 1)).orders == expected
+
+
+# --------------------------------------------------------------------------- the warning, through the CLI
+
+def _cli(*args: str):
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def _demo(folder: Path) -> tuple[Path, date]:
+    as_of = date(2026, 1, 15)
+    return generate_shop(folder, customers=600, seed=7, as_of=as_of), as_of
+
+
+def _amounts_warnings(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if "far beyond the usual check" in line]
+
+
+def test_the_demo_shop_has_none_and_a_pasted_barcode_is_named_with_its_file(tmp_path):
+    cfg, as_of = _demo(tmp_path / "shop")
+    args = ("--config", str(cfg), "--as-of", as_of.isoformat(), "--format", "json")
+    assert _amounts_warnings(_cli("predict", *args)) == []
+
+    orders = cfg.parent / "orders.csv"
+    rows = list(csv.reader(orders.open(encoding="utf-8-sig"), delimiter=";"))
+    sales = Counter(r[2] for r in rows[1:] if r[7] == "Продажа")
+    customer = min(c for c, n in sales.items() if n >= 3)
+    last = max(i for i, r in enumerate(rows) if i and r[2] == customer and r[7] == "Продажа")
+    rows[last][5] = "4600000000000,00"
+    with orders.open("w", encoding="utf-8-sig", newline="") as f:
+        csv.writer(f, delimiter=";").writerows(rows)
+    day = datetime.strptime(rows[last][1], "%d.%m.%Y %H:%M").date()
+
+    seg = _cli("segments", *args)
+    [line] = _amounts_warnings(seg)
+    assert line.startswith(f"warning: an amount far beyond the usual check (the median order; the rule: 10 000 "
+                           f"times): customer {customer!r}, order {rows[last][0]!r} of {day} (file {orders}): "
+                           "4 600 000 000 000.00 UZS, ")
+    assert "times the typical check of " in line and "; it counts in the customer's monetary, M score and " \
+           "segment; a barcode or an id pasted into the amount column? Fix the amount in the export" in line
+    assert line.removeprefix("warning: ") in json.loads(seg.stdout)["warnings"]
+
+    predict = _cli("predict", *args)
+    [line] = _amounts_warnings(predict)
+    assert "it counts in the customer's monetary, M score, segment, expected_aov and clv; the spend model's fit " \
+           "leaves it out: other customers' expected_aov and clv are as without it; a barcode" in line
+    assert json.loads(predict.stdout)["gamma_gamma"]["left_out_orders"] == 1
+    # before that order's day there is nothing to say
+    before = (day - timedelta(days=1)).isoformat()
+    assert _amounts_warnings(_cli("segments", "--config", str(cfg), "--as-of", before)) == []
