@@ -22,6 +22,7 @@ from connectors.errors import ConfigError as SourceConfigError
 from connectors.records import BadRow
 from connectors.source import PullResult, Source
 from segmentation import SegmentationConfig, SegmentationResult, run_segmentation
+from segmentation.as_of import future_line
 from segmentation.purchase_days import PurchaseDays
 from segmentation.metrics import NegativeRevenue
 from segmentation.outliers import outlier_amounts, outlier_line
@@ -251,7 +252,9 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
         segment(days)
     result = segmented[0]
     warnings = file_lines(pull)
-    warnings += [w for w in [stale_warning(con, as_of, cfg.timezone, cfg.guards.stale_days),
+    # an as-of in the future: its own line (not "stale data": the export is not old, the as-of is ahead)
+    ahead = future_line(as_of, today_in(cfg.timezone), cfg.timezone)
+    warnings += [w for w in [ahead or stale_warning(con, as_of, cfg.timezone, cfg.guards.stale_days),
                              currency_warning(con, as_of, cfg.timezone)] if w]
     warnings += list(report.warnings) if report is not None else []
     if result.recency_collapse is not None:
