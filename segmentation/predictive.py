@@ -142,6 +142,14 @@ def _repeat_spend(con: duckdb.DuckDBPyConnection, days: PurchaseDays, as_of: dat
     return got["x"].astype(np.float64), got["monetary"].astype(np.float64)
 
 
+def _correlation(x: np.ndarray, m: np.ndarray) -> float | None:
+    """corr(x, m), or None when either is the same for everyone (every repeat buyer bought on two days): there is
+    no correlation then, and numpy's NaN (with a RuntimeWarning on stderr) was written as ``NaN`` into the JSON."""
+    if np.ptp(x) == 0 or np.ptp(m) == 0:
+        return None
+    return float(np.corrcoef(x, m)[0, 1])
+
+
 SUMMARY_SQL = """
     SELECT purchase_days - 1 AS x, last_day - first_day AS recency_days, $as_of::DATE - first_day AS t_days,
            count(*) AS customers
@@ -349,7 +357,7 @@ def _model_numbers(con: duckdb.DuckDBPyConnection, cfg: PredictConfig, days: Pur
                 currencies = _currencies(con, days, as_of)
             gg, gg_why = fit_gamma_gamma_guarded(cfg, currencies, spend_x, spend_m, fits)
             if gg is not None:  # the model assumes spend independent of frequency: reported
-                corr = float(np.corrcoef(spend_x, spend_m)[0, 1])
+                corr = _correlation(spend_x, spend_m)
         if gg_why:
             reasons.append(f"Gamma-Gamma not fitted: {gg_why}")
         numbers = pool.submit(_model_table, s, cfg, bg, gg)  # (no fit runs beside them: the fits are done)
