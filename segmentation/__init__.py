@@ -5,8 +5,8 @@ This package knows no vendor: it reads the canonical ``orders`` table of a DuckD
 
 from .config import BoundaryConfig, Rule, SegmentationConfig, Thresholds
 from .engine import CUSTOMER_COLUMNS, SegmentationResult, run_segmentation
-from .errors import AsOfError, DataRangeError, RuleError, SegmentationError, ThinDataError
+from .errors import DataRangeError, RuleError, SegmentationError, ThinDataError
 from .rules import PRESETS
 
 __all__ = ["BoundaryConfig", "Rule", "SegmentationConfig", "Thresholds", "CUSTOMER_COLUMNS",
-           "SegmentationResult", "run_segmentation", "AsOfError", "DataRangeError", "RuleError", "SegmentationError", "ThinDataError", "PRESETS"]
+           "SegmentationResult", "run_segmentation", "DataRangeError", "RuleError", "SegmentationError", "ThinDataError", "PRESETS"]

@@ -1,5 +1,5 @@
-"""An as-of date that does not fit the orders: before every completed order (nothing to score: an error), or in
-the future (every customer looks less recent than today: a warning line).
+"""An as-of date that does not fit the orders: before every completed order (nobody to score), or in the future
+(every customer looks less recent than today): a warning line each.
 
 Orders after the as-of never count (:mod:`segmentation.metrics` keeps those ordered before the day after it
 starts in the shop's time zone), so no recency is ever negative: an as-of before the first order scored nobody
@@ -13,24 +13,23 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 
-from .errors import AsOfError
 
-
-def check_orders_by(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str, orders: str = "orders") -> None:
-    """Raise :class:`AsOfError` when ``orders`` has completed orders but none on or before the local day ``as_of``
-    (for a run that scored nobody: one aggregate, only then), naming the as-of and the orders' first and last
-    local days."""
+def before_orders_line(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str,
+                       orders: str = "orders") -> str | None:
+    """A warning when ``orders`` has completed orders but none on or before the local day ``as_of`` (for a run that
+    scored nobody: one aggregate, only then), naming the as-of and the orders' first and last local days; else
+    None. A warning, not an error: a webhook resync or a scheduled sync as of today goes on (nobody to score)."""
     first, last = con.execute(f"SELECT min(ordered_at), max(ordered_at) FROM {orders} "
                               "WHERE status = 'completed'").fetchall()[0]
     if first is None:
-        return
+        return None
     zone = ZoneInfo(timezone)
     first_day, last_day = first.astimezone(zone).date(), last.astimezone(zone).date()
     if first_day <= as_of:
-        return
-    raise AsOfError(f"the as-of {as_of} is before every completed order: the first is of {first_day} (the orders "
-                    f"run to {last_day}, days in {timezone}), so no customer has bought by then and there is nothing "
-                    f"to score; compute as of {first_day} or later (or leave --as-of out: today)")
+        return None
+    return (f"the as-of {as_of} is before every completed order: the first is of {first_day} (the orders run to "
+            f"{last_day}, days in {timezone}), so no customer has bought by then and every segment is empty; "
+            f"compute as of {first_day} or later (or leave --as-of out: today)")
 
 
 def future_line(as_of: date, today: date, timezone: str) -> str | None:

@@ -7,7 +7,6 @@ from datetime import date
 
 import duckdb
 
-from .as_of import check_orders_by
 from .boundary import falling_asleep_boundary
 from .config import SegmentationConfig, Thresholds
 from .errors import RuleError
@@ -118,11 +117,8 @@ def run_segmentation(con: duckdb.DuckDBPyConnection, cfg: SegmentationConfig, as
     ``purchase_days``: the run's purchase-day table (built by the predictions), which the boundary then reuses.
     ``totals``: per-customer totals of every order before the as-of's cut-off, read instead of the orders
     (:func:`~segmentation.metrics.build_customer_metrics`).
-    An as-of before every completed order of ``orders`` raises :class:`~segmentation.errors.AsOfError`.
     """
     n = build_customer_metrics(con, as_of, timezone, orders=orders, customers=customers, totals=totals)
-    if not n and customers is None:  # nobody scored: an as-of before every order is an error, not a table of zeros
-        check_orders_by(con, as_of, timezone, orders)
     fields = set(_columns(con, "customer_metrics"))
     join = ""
     if extra_fields:

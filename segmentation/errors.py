@@ -5,7 +5,6 @@
     SegmentationError          root
     ├── RuleError              a segment rule or preset is invalid (fix the config)
     ├── ThinDataError          not enough data for what was asked (a result field stays empty)
-    ├── AsOfError              the as-of is before every completed order: nothing to score (fix the as-of)
     └── DataRangeError         a customer's figure does not fit its column (fix the data or its mapping)
 """
 
@@ -19,10 +18,6 @@ class RuleError(SegmentationError):
 
 
 class ThinDataError(SegmentationError):
-    pass
-
-
-class AsOfError(SegmentationError):
     pass
 
 

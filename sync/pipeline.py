@@ -22,7 +22,7 @@ from connectors.errors import ConfigError as SourceConfigError
 from connectors.records import BadRow
 from connectors.source import PullResult, Source
 from segmentation import SegmentationConfig, SegmentationResult, run_segmentation
-from segmentation.as_of import future_line
+from segmentation.as_of import before_orders_line, future_line
 from segmentation.purchase_days import PurchaseDays
 from segmentation.metrics import NegativeRevenue
 from segmentation.outliers import outlier_amounts, outlier_line
@@ -257,6 +257,8 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
     warnings += [w for w in [ahead or stale_warning(con, as_of, cfg.timezone, cfg.guards.stale_days),
                              currency_warning(con, as_of, cfg.timezone)] if w]
     warnings += list(report.warnings) if report is not None else []
+    if not result.customers:  # nobody scored: an as-of before every order says so (it printed a table of zeros)
+        warnings += [w for w in [before_orders_line(con, as_of, cfg.timezone)] if w]
     if result.recency_collapse is not None:
         warnings.append(recency_warning(result.recency_collapse))
     if result.negative_revenue is not None:
