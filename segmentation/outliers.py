@@ -6,14 +6,21 @@ moved the median customer's CLV 5 % on CDNOW, some customers' by 29 %). The rule
 one currency when there is only one):
 
     a completed order is an *outlier* when its amount is at least :data:`OUTLIER_RATIO` (10 000) times the
-    median amount of the completed orders with an amount above 0 ordered up to the as-of (the typical check).
+    median amount of the completed orders with an amount above 0 ordered up to the as-of (the typical check),
+    and at least :data:`GAP_RATIO` (100) times the largest amount of those orders below that line (the top of
+    the shop's other orders).
 
 A real large order does not come near it: a shop's largest orders are tens of times its median check (CDNOW
 19×, the demo shop 25×, the benchmarks' generated shop of 10 M orders 69×), a typed-in barcode 10⁶–10⁹ times. The
-median is the check half the orders are below, so a handful of outliers cannot move it.
+median is the check half the orders are below, so a handful of outliers cannot move it. The second test is for
+shops whose median is not their check: a subscription shop whose orders are mostly 1 ₽ trials with plans at 399
+and 12 000 ₽, a café of 2.50 checks with a wholesale client's 800 and 30 000, a currency redenominated 10 000:1
+(the old orders are 10 000 times the new): their large orders sit within 100 times the orders below them, a
+barcode is far above the top of everything else.
 
 :func:`outlier_amounts` finds them in DuckDB (a shop without any costs two aggregates the column statistics
-mostly answer: the median is computed only when the largest amount could be one). The run warns of them
+mostly answer: the median is computed only when the largest amount could be one, the top of the other orders
+only when it is 10 000 times the median). The run warns of them
 (:func:`outlier_line`); the spend model leaves them out of its fit (:func:`spend_rows_sql`): the fit equals the
 fit on the orders without them. The customer's own figures keep the amount as recorded: fix it in the export.
 """
@@ -35,6 +42,8 @@ from .purchase_days import DAY_ROWS_SQL
 
 #: an amount at least this many times the typical check (the median) is an outlier
 OUTLIER_RATIO = 10_000
+#: ... and at least this many times the largest amount below that line (the top of the shop's other orders)
+GAP_RATIO = 100
 #: the TEMP table of every outlier order of the last :func:`outlier_amounts` (order_id, customer_id)
 TABLE = "_rfmsync_outlier_orders"
 #: outlier orders named in the warning (the largest first); the others are counted
@@ -77,21 +86,27 @@ def outlier_amounts(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str =
     group = "currency" if several else "NULL"
     largest = con.execute(f"SELECT {group} AS currency, max(amount), count(*) FROM {orders} WHERE {_WHERE}"
                           + (" GROUP BY currency" if several else ""), params).fetchall()
-    typical: list[tuple[str | None, Decimal]] = []
+    typical: list[tuple[str | None, Decimal, Decimal]] = []  # (currency, median, the least outlier amount)
     for currency, most_amount, n in largest:
         if not n:
             continue
         match = "currency IS NOT DISTINCT FROM $currency" if several else "true"
         # the median is at most largest / ratio only when the lower middle order is: count those first
+        which = params | ({"currency": currency} if several else {})
         low = con.execute(f"SELECT count(*) FROM {orders} WHERE {_WHERE} AND {match} AND amount <= $bound",
-                          params | {"bound": most_amount / OUTLIER_RATIO}
-                          | ({"currency": currency} if several else {})).fetchall()[0][0]
+                          which | {"bound": most_amount / OUTLIER_RATIO}).fetchall()[0][0]
         if low < (n - 1) // 2 + 1:
             continue
         median = con.execute(f"SELECT median(amount) FROM {orders} WHERE {_WHERE} AND {match}",
-                             params | ({"currency": currency} if several else {})).fetchall()[0][0]
-        if median * OUTLIER_RATIO < _DECIMAL_LIMIT:
-            typical.append((currency, median))
+                             which).fetchall()[0][0]
+        if median * OUTLIER_RATIO >= _DECIMAL_LIMIT or most_amount < median * OUTLIER_RATIO:
+            continue
+        # the first test trips: is the largest amount also far above the top of the other orders?
+        top = con.execute(f"SELECT max(amount) FROM {orders} WHERE {_WHERE} AND {match} AND amount < $line",
+                          which | {"line": median * OUTLIER_RATIO}).fetchall()[0][0]
+        threshold = max(median * OUTLIER_RATIO, top * GAP_RATIO)
+        if most_amount >= threshold:
+            typical.append((currency, median, threshold))
     con.execute(f"DROP TABLE IF EXISTS temp.main.{TABLE}")
     if not typical:
         return OutlierAmounts()
@@ -99,8 +114,8 @@ def outlier_amounts(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str =
     parts = [f"SELECT order_id, customer_id, ordered_at, amount, currency, $typical{i}::DECIMAL(18, 2) AS typical "
              f"FROM {orders} WHERE {_WHERE} AND amount >= $threshold{i}"
              + (f" AND currency IS NOT DISTINCT FROM $cur{i}" if several else "") for i in range(len(typical))]
-    values = {k: v for i, (cur, median) in enumerate(typical)
-              for k, v in ((f"typical{i}", median), (f"threshold{i}", median * OUTLIER_RATIO))
+    values = {k: v for i, (cur, median, threshold) in enumerate(typical)
+              for k, v in ((f"typical{i}", median), (f"threshold{i}", threshold))
               + (((f"cur{i}", cur),) if several else ())}
     con.execute(f"CREATE TEMP TABLE {TABLE} AS " + " UNION ALL ".join(parts), params | values)
     counts = con.execute(f"SELECT count(*), count(DISTINCT customer_id) FROM {TABLE}").fetchall()[0]
@@ -145,7 +160,8 @@ def outlier_line(found: OutlierAmounts, timezone: str, files: Mapping[str, str] 
                      f"{_money(o.amount / o.typical, 0)} times the typical check of {_money(o.typical)}{cur}")
     one = found.orders == 1
     more = found.orders - len(found.shown)
-    rule = f"(the median order; the rule: {_money(OUTLIER_RATIO, 0)} times)"
+    rule = (f"(the median order; the rule: {_money(OUTLIER_RATIO, 0)} times it and {GAP_RATIO} times the largest "
+            "order below that)")
     head = (f"an amount far beyond the usual check {rule}: " if one else
             f"{found.orders} amounts of {found.customers} customer{'s' if found.customers > 1 else ''} far beyond "
             f"the usual check {rule}: ")

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from connectors.tables import create_tables
 from segmentation import predictive as P
-from segmentation.outliers import OUTLIER_RATIO, outlier_amounts
+from segmentation.outliers import GAP_RATIO, OUTLIER_RATIO, outlier_amounts
 from sync.cli import main
 from sync.demodata import generate_orders_csv, generate_shop
 from tests.test_predictive import DATASETS, HOLDOUT_END
@@ -102,7 +102,66 @@ def test_large_real_orders_are_no_outliers():
     assert not outlier_amounts(con, HOLDOUT_END)
     assert con.execute("SELECT max(amount) / median(amount) FROM orders WHERE order_id LIKE 'o%'").fetchall()[0][0] < 20
     con.execute("INSERT INTO orders VALUES ('edge', '1', '1997-05-03', 261300.00, 'USD', 'completed', NULL)")
-    assert outlier_amounts(con, HOLDOUT_END).orders == 1  # exactly 10 000 times the median: one
+    # exactly 10 000 times the median, but within 100 times the largest order below that line (vip2): none
+    assert not outlier_amounts(con, HOLDOUT_END)
+    con.execute("DELETE FROM orders WHERE order_id = 'vip2'")
+    # the largest order below the line is 26 130, a hundredth of it is 2 613 000: still none
+    assert not outlier_amounts(con, HOLDOUT_END)
+    con.execute("DELETE FROM orders WHERE order_id = 'vip'")
+    assert outlier_amounts(con, HOLDOUT_END).orders == 1  # CDNOW's top is 506.97: 261 300 is 515 times it
+
+
+def _shop(sql: str) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    create_tables(con)
+    con.execute(sql)
+    return con
+
+
+#: a subscription shop: most completed orders are 1 ₽ trials, the plans 399 ₽ a month and 12 000 ₽ a year
+TRIALS = """INSERT INTO orders SELECT 'o' || i, 'c' || (i % 300),
+            TIMESTAMPTZ '2025-01-01' + i * INTERVAL 3 HOUR + (hash(i) % 7) * INTERVAL 1 DAY,
+            CASE WHEN hash(i) % 5 < 3 THEN 1.00 WHEN hash(i) % 5 = 3 THEN 399 ELSE 12000 END, 'RUB', 'completed', NULL
+            FROM range(3000) t(i)"""
+
+
+def test_a_subscription_shop_of_one_ruble_trials_keeps_its_yearly_plans_in_the_spend_fit():
+    """The median order of a shop of 1 ₽ trials is 1 ₽: its 12 000 ₽ yearly plans are 12 000 times it, but only 30
+    times its 399 ₽ monthly plans; left out, the fitted mean spend fell from 2 544 to 99 and every customer's CLV
+    with it. They are no outliers: the fit is the fit on every order."""
+    con = _shop(TRIALS)
+    assert con.execute("SELECT median(amount), max(amount) FROM orders").fetchall()[0] == (1, 12000)
+    assert not outlier_amounts(con, date(2026, 1, 1))
+    report = P.predict_customers(con, date(2026, 1, 1), CFG)
+    g = report.gamma_gamma
+    assert report.to_json()["gamma_gamma"]["left_out_orders"] == 0
+    assert g.p * g.gamma / (g.q - 1) == pytest.approx(2544, rel=0.01)  # the fitted population mean spend
+    # a barcode pasted among them is still found, against the same median
+    con.execute("UPDATE orders SET amount = 4600000000000 WHERE order_id = 'o7'")
+    found = outlier_amounts(con, date(2026, 1, 1))
+    assert [(o.order_id, o.typical) for o in found.shown] == [("o7", 1)] and found.orders == 1
+
+
+def test_a_cafe_with_a_wholesale_client_and_a_redenominated_currency_have_none():
+    """A café of 2.00–3.00 checks with a catering client's 800 and 30 000 (12 000 times the median, 37 times the
+    800), and a currency redenominated 10 000:1 (the old orders, 40 % of them, are 10 000 times the new): no
+    outlier; a barcode among them is."""
+    cafe = _shop("""INSERT INTO orders SELECT 'o' || i, 'c' || (i % 500), TIMESTAMPTZ '2025-01-01' + i * INTERVAL 1 HOUR,
+                    2.00 + (i % 3) * 0.5, 'EUR', 'completed', NULL FROM range(5000) t(i);
+                    INSERT INTO orders VALUES
+                    ('w1', 'wholesale', TIMESTAMPTZ '2025-03-01', 30000, 'EUR', 'completed', NULL),
+                    ('w2', 'wholesale', TIMESTAMPTZ '2025-04-01', 800, 'EUR', 'completed', NULL)""")
+    redenominated = _shop("""INSERT INTO orders SELECT 'o' || i, 'c' || (i % 400),
+                             TIMESTAMPTZ '2014-01-01' + i * INTERVAL 6 HOUR,
+                             CASE WHEN i < 4000 THEN (30 + i % 50) * 10000 ELSE 30 + i % 50 END, NULL, 'completed',
+                             NULL FROM range(10000) t(i)""")
+    for con in (cafe, redenominated):
+        assert con.execute("SELECT max(amount) / median(amount) FROM orders").fetchall()[0][0] >= OUTLIER_RATIO
+        assert not outlier_amounts(con, date(2026, 1, 1))
+        con.execute("UPDATE orders SET amount = 4600000000000 WHERE order_id = 'o9'")
+        found = outlier_amounts(con, date(2026, 1, 1))
+        assert [(o.order_id, o.typical) for o in found.shown] == [("o9", median_check(con, date(2026, 1, 1)))]
+        assert found.orders == 1
 
 
 def test_the_benchmarks_generated_shop_has_none(tmp_path):
@@ -133,19 +192,21 @@ def test_each_currency_has_its_own_typical_check():
 
 @settings(max_examples=60, deadline=None)
 @example([1, 1, 6], [50_000])  # an even count: the lower middle alone under 50 000 / 10 000, the median 3.5
+@example([1, 1, 1], [10_000, 1_000_000])  # 10 000 times the median, but only 100 times ... and 1 000 000 is
 @given(st.lists(st.integers(1, 50), min_size=1, max_size=25),
        st.lists(st.integers(1, 10_000_000), min_size=0, max_size=4))
 def test_the_outliers_are_exactly_those_of_the_rule(small, large):
     """Whatever the amounts (ties, an even count, no outlier, outliers half the orders), the orders found are those
-    of at least 10 000 times the median (the shortcut that skips the median when the largest amount cannot be one
-    gives the same answer)."""
+    of at least 10 000 times the median and 100 times the largest order below that (the shortcut that skips the
+    median when the largest amount cannot be one gives the same answer)."""
     amounts = small + large
     con = duckdb.connect()
     create_tables(con)
     con.execute("INSERT INTO orders SELECT 'o' || row_number() OVER (), 'c', TIMESTAMPTZ '2025-01-01', a, NULL, "
                 "'completed', NULL FROM (SELECT unnest(?::BIGINT[]) AS a)", [amounts])
     median = statistics.median(Decimal(a) for a in amounts)  # (integers: a median of .5 at most, exact)
-    expected = sum(1 for a in amounts if a >= OUTLIER_RATIO * median)
+    top = max(a for a in amounts if a < OUTLIER_RATIO * median)  # the largest order below the line
+    expected = sum(1 for a in amounts if a >= OUTLIER_RATIO * median and a >= GAP_RATIO * top)
     assert outlier_amounts(con, date(2025, 1, 1)).orders == expected
 
 
@@ -184,7 +245,7 @@ def test_the_demo_shop_has_none_and_a_pasted_barcode_is_named_with_its_file(tmp_
     seg = _cli("segments", *args)
     [line] = _amounts_warnings(seg)
     assert line.startswith(f"warning: an amount far beyond the usual check (the median order; the rule: 10 000 "
-                           f"times): customer {customer!r}, order {rows[last][0]!r} of {day} (file {orders}): "
+                           f"times it and 100 times the largest order below that): customer {customer!r}, order {rows[last][0]!r} of {day} (file {orders}): "
                            "4 600 000 000 000.00 UZS, ")
     assert "times the typical check of " in line and "; it counts in the customer's monetary, M score and " \
            "segment; a barcode or an id pasted into the amount column? Fix the amount in the export" in line
