@@ -252,9 +252,10 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
         segment(days)
     result = segmented[0]
     warnings = file_lines(pull)
-    # an as-of in the future: its own line (not "stale data": the export is not old, the as-of is ahead)
-    ahead = future_line(as_of, today_in(cfg.timezone), cfg.timezone)
-    warnings += [w for w in [ahead or stale_warning(con, as_of, cfg.timezone, cfg.guards.stale_days),
+    # an as-of in the future: its own line; the data are stale only if the newest order is old as of today
+    today = today_in(cfg.timezone)
+    warnings += [w for w in [future_line(as_of, today, cfg.timezone),
+                             stale_warning(con, as_of, cfg.timezone, cfg.guards.stale_days, today),
                              currency_warning(con, as_of, cfg.timezone)] if w]
     warnings += list(report.warnings) if report is not None else []
     if not result.customers:  # nobody scored: an as-of before every order says so (it printed a table of zeros)
@@ -269,20 +270,24 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
     return SegmentsRun(con=con, result=result, pull=pull, config=cfg, predictions=report, warnings=warnings)
 
 
-def stale_warning(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str, stale_days: int) -> str | None:
+def stale_warning(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str, stale_days: int,
+                  today: date | None = None) -> str | None:
     """A warning when the newest order (any status) on or before the local day ``as_of`` is more than
-    ``stale_days`` days older than ``as_of`` (``[guards] stale_days``; 0 turns it off): the data are an old
-    export scored as of today, so every customer looks that much less recent. One aggregate in DuckDB."""
+    ``stale_days`` days older than ``as_of``, or than ``today`` when the as-of is after it (``[guards]
+    stale_days``; 0 turns it off): the data are an old export scored as of today, so every customer looks that much
+    less recent. An as-of in the future has its own line (:func:`segmentation.as_of.future_line`): an export
+    100 days old run as of tomorrow gets both. One aggregate in DuckDB."""
     if stale_days <= 0:
         return None
     newest = con.execute("""SELECT CAST(max(ordered_at) AT TIME ZONE $tz AS DATE) FROM orders
                              WHERE ordered_at < CAST($as_of::DATE + 1 AS TIMESTAMP) AT TIME ZONE $tz""",
                          {"tz": timezone, "as_of": as_of}).fetchall()[0][0]
-    if newest is None or (as_of - newest).days <= stale_days:
+    age = None if newest is None else (min(as_of, today or as_of) - newest).days
+    if age is None or age <= stale_days:
         return None
-    age = (as_of - newest).days
+    behind = (as_of - newest).days
     return (f"stale data: the newest order is {age} days old ({newest}) but the segments are computed as of "
-            f"{as_of}, so every customer looks {age} days less recent than they are; if this is an old export, "
+            f"{as_of}, so every customer looks {behind} days less recent than they are; if this is an old export, "
             f"run with --as-of {newest} ([guards] stale_days = {stale_days})")
 
 

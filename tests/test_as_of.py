@@ -75,6 +75,26 @@ def test_an_as_of_in_the_future_warns_instead_of_calling_the_data_stale(tmp_path
     assert warning_lines(run("segments", "--config", str(cfg))) == []
 
 
+def test_an_old_export_run_as_of_tomorrow_still_says_the_data_are_stale(tmp_path):
+    """An export 100 days old run with --as-of tomorrow (a cron in a zone ahead of the config's) said only that
+    customers look "at least 1 day less recent": the stale line, about the 100 days, was hidden by it."""
+    today = today_in("UTC")
+    newest = today - timedelta(days=100)
+    cfg = write_shop(tmp_path / "shop", newest=newest)
+    tomorrow = today + timedelta(days=1)
+    result = run("segments", "--config", str(cfg), "--as-of", tomorrow.isoformat(), "--format", "json")
+    future, stale = warning_lines(result)
+    assert future.startswith(f"warning: the as-of {tomorrow} is in the future: today is {today} in UTC, 1 day ")
+    assert stale == (f"warning: stale data: the newest order is 100 days old ({newest}) but the segments are computed "
+                     f"as of {tomorrow}, so every customer looks 101 days less recent than they are; if this is an old "
+                     f"export, run with --as-of {newest} ([guards] stale_days = 30)")
+    assert json.loads(result.stdout)["warnings"] == [future.removeprefix("warning: "), stale.removeprefix("warning: ")]
+    # as of today: the same stale line, 100 days
+    [line] = warning_lines(run("segments", "--config", str(cfg), "--as-of", today.isoformat()))
+    assert line.startswith(f"warning: stale data: the newest order is 100 days old ({newest}) but the segments are "
+                           f"computed as of {today}, so every customer looks 100 days less recent")
+
+
 def test_no_recency_is_negative_orders_after_the_as_of_do_not_count(tmp_path):
     cfg = write_shop(tmp_path / "shop")
     mid = NEWEST - timedelta(days=60)
