@@ -141,6 +141,21 @@ def spend_rows_sql(orders: str, day_sql: str) -> str:
         WHERE x > 0 AND monetary > 0 ORDER BY x, monetary"""
 
 
+def left_out_count(con: duckdb.DuckDBPyConnection, orders: str, day_sql: str) -> int:
+    """How many outlier orders of :data:`TABLE` the spend fit really left out: those that were in its rows with
+    them (:func:`spend_rows_sql`): of a repeat buyer with spend (``customer_lifecycle``), on a repeat purchase day,
+    or alone on the customer's first day (without it, the next day is the first). A one-time buyer's only order,
+    or one that shares the first day with another order (the first day's spend counts in no mean), was never in."""
+    return con.execute(f"""
+        WITH outliers AS (SELECT customer_id, order_id, {day_sql} AS day FROM {TABLE}),
+        others AS (SELECT customer_id, {day_sql} AS day FROM {orders} WHERE status = 'completed'
+                   AND customer_id IN (SELECT customer_id FROM {TABLE})
+                   AND order_id NOT IN (SELECT order_id FROM {TABLE}))
+        SELECT count(*) FROM outliers o JOIN customer_lifecycle l USING (customer_id)
+        WHERE l.purchase_days > 1 AND l.monetary > 0 AND (o.day > l.first_day OR NOT EXISTS (
+            SELECT 1 FROM others x WHERE x.customer_id = o.customer_id AND x.day = o.day))""").fetchall()[0][0]
+
+
 def _money(value: Decimal | float, places: int = 2) -> str:
     return f"{value:,.{places}f}".replace(",", " ")
 

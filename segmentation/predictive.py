@@ -29,7 +29,7 @@ from .fit_cache import FitStore, NumberStore, numbers_key
 from .guarded_fits import fit_bgnbd_guarded, fit_gamma_gamma_guarded
 from .lifecycle import create_lifecycle_table, create_predictions_table
 from .localtime import check_timezone
-from .outliers import OutlierAmounts, outlier_amounts, spend_rows_sql
+from .outliers import OutlierAmounts, left_out_count, outlier_amounts, spend_rows_sql
 from .purchase_days import PurchaseDays, build_purchase_days, purchase_days_for, purchase_days_query
 from .warmup import MODEL_MODULES, import_in_background
 
@@ -373,5 +373,5 @@ def _model_numbers(con: duckdb.DuckDBPyConnection, cfg: PredictConfig, days: Pur
                "gamma_gamma": None if gg is None else [gg.p, gg.q, gg.gamma, gg.log_likelihood],
                "gamma_gamma_corr": corr, "holdout": hold, "holdout_groups": list(hold_groups),
                "reason": "; ".join(reasons) or None, "warnings": list(warn), "beyond": beyond,
-               "left_out": outliers.orders if gg is not None else 0}
+               "left_out": left_out_count(con, days.orders, days.day_sql) if gg is not None and outliers else 0}
     return figures, table

@@ -89,6 +89,21 @@ def test_a_barcode_in_an_order_is_left_out_of_the_spend_fit_which_equals_the_fit
         assert numbers == numbers_without
 
 
+@pytest.mark.parametrize("extra, left_out", [
+    ([("b1", "once", "1997-04-01", BARCODE)], 0),  # a one-time buyer's only order: never in the fit
+    (REGULAR + [("b1", "typo", "1997-01-10", BARCODE)], 0),  # beside another order of the first day: in no mean
+    (REGULAR + [("b1", "typo", "1997-01-10", BARCODE), ("b2", "typo", "1997-06-01", BARCODE)], 1),
+    ([("b1", "twice", "1997-02-01", BARCODE), ("b2", "twice", "1997-05-01", Decimal("20.00"))], 1),  # alone, 1st day
+], ids=["a one-time buyer", "the first day with another order", "one of two", "alone on the first day"])
+def test_left_out_orders_counts_only_the_orders_the_spend_fit_really_left_out(extra, left_out):
+    """``left_out_orders`` counted every outlier, also a one-time buyer's only order, which was never in the spend
+    fit (the fit was that of the shop without it, left out or not): only those that were in it count."""
+    report, _ = _predict(cdnow(extra))
+    without, _ = _predict(cdnow([row for row in extra if row[3] != BARCODE]))
+    assert report.gamma_gamma == without.gamma_gamma
+    assert report.to_json()["gamma_gamma"]["left_out_orders"] == left_out
+
+
 def test_the_orders_after_the_as_of_are_not_judged():
     con = cdnow([("late", "1", "1998-07-01", BARCODE)])
     assert not outlier_amounts(con, HOLDOUT_END)
