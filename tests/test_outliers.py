@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from connectors.tables import create_tables
 from segmentation import predictive as P
+from segmentation.metrics import build_customer_metrics, negative_revenue
 from segmentation.outliers import GAP_RATIO, OUTLIER_RATIO, outlier_amounts
 from sync.cli import main
 from sync.demodata import generate_orders_csv, generate_shop
@@ -102,6 +103,23 @@ def test_left_out_orders_counts_only_the_orders_the_spend_fit_really_left_out(ex
     without, _ = _predict(cdnow([row for row in extra if row[3] != BARCODE]))
     assert report.gamma_gamma == without.gamma_gamma
     assert report.to_json()["gamma_gamma"]["left_out_orders"] == left_out
+
+
+def test_a_barcode_typed_as_a_refund_is_the_refunds_warnings_and_two_orders_cannot_be_judged():
+    """What the rule does not see (docs/predictions.md says so): a barcode in a refund, or in a negative completed
+    amount, is no order above 0: the customer's refunds exceed his sales and the refunds warning names him; in a shop
+    of two orders the median is half the barcode, so it is never 10 000 times it (three orders are enough)."""
+    con = cdnow([("neg", "1", "1997-02-20", -BARCODE)])
+    con.execute("INSERT INTO orders VALUES ('ref', '2', '1997-02-20', 4600000000000, 'USD', 'refunded', NULL)")
+    assert not outlier_amounts(con, HOLDOUT_END)
+    build_customer_metrics(con, HOLDOUT_END)
+    found = negative_revenue(con, "customer_metrics")
+    assert found.customers == 2 and found.monetary < -BARCODE + 10_000
+    two = _shop("INSERT INTO orders VALUES ('a', 'c', '2025-01-01', 20, NULL, 'completed', NULL), "
+                "('b', 'c', '2025-02-01', 4600000000000, NULL, 'completed', NULL)")
+    assert not outlier_amounts(two, date(2026, 1, 1))
+    two.execute("INSERT INTO orders VALUES ('c', 'd', '2025-03-01', 30, NULL, 'completed', NULL)")
+    assert outlier_amounts(two, date(2026, 1, 1)).orders == 1
 
 
 def test_the_orders_after_the_as_of_are_not_judged():
