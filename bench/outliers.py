@@ -4,8 +4,10 @@ A shop of ``--orders`` orders (the segments benchmark's export, :func:`bench.seg
 DuckDB file in ``--workdir`` once, in two layouts: as the export comes (in time order, as the order store
 holds a file source's rows) and shuffled (no zone map of ``ordered_at`` or ``amount`` narrows a scan: the worst
 case). Each is timed as it is (no outlier: the median is not computed), with one order's amount replaced by a
-barcode (the median and the outliers' table are computed), and as of a day mid-history. Process CPU seconds (all
-threads), the best of ``--repeat`` runs, and the outliers found (none in the generated shop).
+barcode (the median and the outliers' table are computed), with an order of 10 000 times the median beside one of
+200 times it (the first test trips, the second does not: the top of the other orders is computed), and as of a day
+mid-history. Process CPU seconds (all threads), the best of ``--repeat`` runs, and the outliers found (none in the
+generated shop).
 
     python bench/outliers.py                      # 10 M orders
     python bench/outliers.py --orders 1m --repeat 5
@@ -63,18 +65,22 @@ def measure(path: Path, repeat: int) -> list[dict]:
     rows = []
     con = duckdb.connect(str(path))
     try:
-        cases = [("as it is", AS_OF, None), ("as of mid-history", MID, None), ("one barcode", AS_OF, BARCODE)]
-        for name, as_of, amount in cases:
-            if amount is not None:
+        median = con.execute("SELECT median(amount) FROM orders WHERE amount > 0").fetchall()[0][0]
+        cases = [("as it is", AS_OF, None), ("as of mid-history", MID, None), ("one barcode", AS_OF, (BARCODE,)),
+                 # 10 000 times the median, within 100 times an order of 200 times it: the second test, no outlier
+                 ("10 000x median, 50x top", AS_OF, (median * 10_000, median * 200))]
+        for name, as_of, amounts in cases:
+            if amounts is not None:
                 con.execute("BEGIN")
-                con.execute("UPDATE orders SET amount = ? WHERE order_id = (SELECT min(order_id) FROM orders)",
-                            [amount])
+                for i, amount in enumerate(amounts):
+                    con.execute(f"UPDATE orders SET amount = ? WHERE order_id = (SELECT {('min', 'max')[i]}"
+                                "(order_id) FROM orders)", [amount])
             best, found = float("inf"), None
             for _ in range(repeat):
                 start = _cpu()
                 found = outlier_amounts(con, as_of, "UTC")
                 best = min(best, _cpu() - start)
-            if amount is not None:
+            if amounts is not None:
                 con.execute("ROLLBACK")
             rows.append({"store": path.name, "case": name, "cpu_s": f"{best:.3f}", "outliers": found.orders})
     finally:
