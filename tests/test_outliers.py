@@ -179,8 +179,8 @@ def test_a_cafe_with_a_wholesale_client_and_a_redenominated_currency_have_none()
     """A café of 2.00–3.00 checks with a catering client's 800 and 30 000 (12 000 times the median, 37 times the
     800), and a currency redenominated 10 000:1 (the old orders, 40 % of them, are 10 000 times the new): no
     outlier; a barcode among them is."""
-    cafe = _shop("""INSERT INTO orders SELECT 'o' || i, 'c' || (i % 500), TIMESTAMPTZ '2025-01-01' + i * INTERVAL 1 HOUR,
-                    2.00 + (i % 3) * 0.5, 'EUR', 'completed', NULL FROM range(5000) t(i);
+    cafe = _shop("""INSERT INTO orders SELECT 'o' || i, 'c' || (i % 500),
+                    TIMESTAMPTZ '2025-01-01' + i * INTERVAL 1 HOUR, 2.00 + (i % 3) * 0.5, 'EUR', 'completed', NULL FROM range(5000) t(i);
                     INSERT INTO orders VALUES
                     ('w1', 'wholesale', TIMESTAMPTZ '2025-03-01', 30000, 'EUR', 'completed', NULL),
                     ('w2', 'wholesale', TIMESTAMPTZ '2025-04-01', 800, 'EUR', 'completed', NULL)""")
@@ -278,7 +278,8 @@ def test_the_demo_shop_has_none_and_a_pasted_barcode_is_named_with_its_file(tmp_
     seg = _cli("segments", *args)
     [line] = _amounts_warnings(seg)
     assert line.startswith(f"warning: an amount far beyond the usual check (the median order; the rule: 10 000 "
-                           f"times it and 100 times the largest order below that): customer {customer!r}, order {rows[last][0]!r} of {day} (file {orders}): "
+                           f"times it and 100 times the largest order below that): customer {customer!r}, "
+                           f"order {rows[last][0]!r} of {day} (file {orders}): "
                            "4 600 000 000 000.00 UZS, ")
     assert "times the typical check of " in line and "; it counts in the customer's monetary, M score and " \
            "segment; a barcode or an id pasted into the amount column? Fix the amount in the export" in line
