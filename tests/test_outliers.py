@@ -180,7 +180,8 @@ def test_a_cafe_with_a_wholesale_client_and_a_redenominated_currency_have_none()
     800), and a currency redenominated 10 000:1 (the old orders, 40 % of them, are 10 000 times the new): no
     outlier; a barcode among them is."""
     cafe = _shop("""INSERT INTO orders SELECT 'o' || i, 'c' || (i % 500),
-                    TIMESTAMPTZ '2025-01-01' + i * INTERVAL 1 HOUR, 2.00 + (i % 3) * 0.5, 'EUR', 'completed', NULL FROM range(5000) t(i);
+                    TIMESTAMPTZ '2025-01-01' + i * INTERVAL 1 HOUR, 2.00 + (i % 3) * 0.5, 'EUR', 'completed', NULL
+                    FROM range(5000) t(i);
                     INSERT INTO orders VALUES
                     ('w1', 'wholesale', TIMESTAMPTZ '2025-03-01', 30000, 'EUR', 'completed', NULL),
                     ('w2', 'wholesale', TIMESTAMPTZ '2025-04-01', 800, 'EUR', 'completed', NULL)""")
