@@ -45,7 +45,10 @@ def few_repeat_buyers(n: int, need: int, what: str = "repeat customers") -> Unfi
 
 
 def from_fit_error(message: str) -> Unfitted:
-    """A :class:`~segmentation.btyd_models.FitError` raised by an optimizer or a consistency check."""
+    """A :class:`~segmentation.btyd_models.FitError` raised by an optimizer or a consistency check (the spend
+    model's that did not converge: :func:`spend_did_not_converge`)."""
+    if message.startswith("Gamma-Gamma") and ("converge" in message or "boundary" in message):
+        return spend_did_not_converge(message)
     if "converge" in message or "boundary" in message:
         return Unfitted(message, "the model did not converge on this data; export a longer history (more repeat "
                                  "purchases), or try [predict] time_unit = \"days\" instead of \"weeks\" (or back)",
@@ -56,6 +59,37 @@ def from_fit_error(message: str) -> Unfitted:
     if "repeat buyer" in message:
         return few_repeat_buyers(0, 2)
     return Unfitted(message, "check the export's dates and statuses (only completed orders count)", "fit")
+
+
+def spend_did_not_converge(message: str, spend: SpendSpread | None = None) -> Unfitted:
+    """The spend model (Gamma-Gamma) did not converge: it learns how the repeat buyers' mean spend per purchase
+    day (``spend``, when known) varies between customers, so alike spends leave it nothing to learn (no time unit
+    plays a part: it reads no times)."""
+    if spend is None:
+        seen = "the repeat buyers' mean spends per purchase day are too much alike"
+    elif spend.low == spend.high:
+        seen = f"every repeat buyer's mean spend per purchase day is {_num(spend.low)}"
+    else:
+        seen = (f"the repeat buyers' mean spend per purchase day runs from {_num(spend.low)} to {_num(spend.high)}, "
+                f"{spend.share * 100:.0f} % of them exactly {_num(spend.common)}")
+    return Unfitted(message, f"the spend model learns how mean spend varies between customers, and {seen}: one "
+                             "price for everything (a subscription box, a fixed fee) leaves it nothing to learn "
+                             "(expected_aov would be that price); check that the [source] amount column holds each "
+                             "order's amount, or export a longer history (more repeat buyers)", "did_not_converge")
+
+
+@dataclass(frozen=True)
+class SpendSpread:
+    """The repeat buyers' mean spends per purchase day: least, greatest, most common and its share of them."""
+
+    low: float
+    high: float
+    common: float
+    share: float
+
+
+def _num(value: float) -> str:
+    return f"{value:,.2f}".replace(",", " ")
 
 
 def several_currencies(n: int, names: str) -> Unfitted:

@@ -43,15 +43,18 @@ CALIBRATION_SQL = """,
                count(*) FILTER (WHERE day > $cal_end)             AS cal_later"""
 CALIBRATION_COLUMNS = ", d.cal_x, d.cal_recency_days, d.cal_t_days, d.cal_later"
 
+#: the BTYD mean spend of a customer's repeat purchase days (the first day's amount left out), over rows of
+#: ``day`` and ``day_amount`` grouped by customer
+MONETARY_SQL = """CASE WHEN count(*) > 1
+                    THEN CAST((sum(day_amount) - arg_min(day_amount, day)) / (count(*) - 1) AS DOUBLE)
+                    ELSE 0.0 END"""
 #: the per-customer aggregates of the purchase days up to $as_of (also kept over every day in the order store:
 #: :func:`create_customer_totals`)
 PER_CUSTOMER_SQL = """
         SELECT customer_id, min(day) AS first_day, max(day) AS last_day, count(*) AS purchase_days,
                {gaps},
                CAST(sum(orders) AS BIGINT) AS orders, sum(discounted) / sum(orders) AS discount_share,
-               CASE WHEN count(*) > 1
-                    THEN CAST((sum(day_amount) - arg_min(day_amount, day)) / (count(*) - 1) AS DOUBLE)
-                    ELSE 0.0 END AS monetary{calibration}
+               """ + MONETARY_SQL + """ AS monetary{calibration}
         FROM {days} WHERE day <= $as_of GROUP BY customer_id
 """
 GAPS_SQL = "count(gap) AS gaps, median(gap) AS median_gap_days"

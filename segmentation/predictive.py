@@ -29,6 +29,7 @@ from .fit_cache import FitStore, NumberStore, numbers_key
 from .guarded_fits import fit_bgnbd_guarded, fit_gamma_gamma_guarded
 from .lifecycle import create_lifecycle_table, create_predictions_table
 from .localtime import check_timezone
+from .outliers import OutlierAmounts, left_out_count, outlier_amounts, spend_rows_sql
 from .purchase_days import PurchaseDays, build_purchase_days, purchase_days_for, purchase_days_query
 from .warmup import MODEL_MODULES, import_in_background
 
@@ -88,6 +89,8 @@ class PredictReport:
     next_order_beyond_horizon: int = 0
     #: the run's purchase-day table, for the falling-asleep boundary to reuse (not part of the JSON)
     purchase_days: PurchaseDays | None = field(default=None, repr=False, compare=False)
+    #: outlier orders (:mod:`segmentation.outliers`) the spend model's fit left out
+    spend_left_out: int = 0
 
     def to_json(self) -> dict[str, Any]:
         bg, gg = self.bgnbd, self.gamma_gamma
@@ -95,7 +98,8 @@ class PredictReport:
             "as_of": self.as_of.isoformat(),
             "bgnbd": _params_json(bg, ("r", "alpha", "a", "b", "log_likelihood")) | {"time_unit": self.time_unit},
             "gamma_gamma": _params_json(gg, ("p", "q", "gamma", "log_likelihood"),
-                                        corr_frequency_spend=self.gamma_gamma_corr),
+                                        corr_frequency_spend=self.gamma_gamma_corr)
+            | {"left_out_orders": self.spend_left_out},
             "customers": self.customers,
             "repeat_customers": self.repeat_customers,
             "horizon_days": self.horizon_days,
@@ -125,12 +129,25 @@ def _currencies(con: duckdb.DuckDBPyConnection, days: PurchaseDays, as_of: date)
                        [as_of]).fetchall()
 
 
-def _repeat_spend(con: duckdb.DuckDBPyConnection) -> tuple[np.ndarray, np.ndarray]:
+def _repeat_spend(con: duckdb.DuckDBPyConnection, days: PurchaseDays, as_of: date,
+                  outliers: OutlierAmounts) -> tuple[np.ndarray, np.ndarray]:
     """(frequency, mean repeat spend) of the repeat buyers with spend, from ``customer_lifecycle``; sorted by
-    value, so that the fit's sums do not depend on the order DuckDB's threads return the rows in."""
-    got = con.execute("SELECT purchase_days - 1 AS x, monetary FROM customer_lifecycle "
-                      "WHERE purchase_days > 1 AND monetary > 0 ORDER BY x, monetary").fetchnumpy()
+    value, so that the fit's sums do not depend on the order DuckDB's threads return the rows in. The ``outliers``'
+    customers are counted without those orders (:func:`segmentation.outliers.spend_rows_sql`)."""
+    if outliers:
+        got = con.execute(spend_rows_sql(days.orders, days.day_sql), {"as_of": as_of}).fetchnumpy()
+    else:
+        got = con.execute("SELECT purchase_days - 1 AS x, monetary FROM customer_lifecycle "
+                          "WHERE purchase_days > 1 AND monetary > 0 ORDER BY x, monetary").fetchnumpy()
     return got["x"].astype(np.float64), got["monetary"].astype(np.float64)
+
+
+def _correlation(x: np.ndarray, m: np.ndarray) -> float | None:
+    """corr(x, m), or None when either is the same for everyone (every repeat buyer bought on two days): there is
+    no correlation then, and numpy's NaN (with a RuntimeWarning on stderr) was written as ``NaN`` into the JSON."""
+    if np.ptp(x) == 0 or np.ptp(m) == 0:
+        return None
+    return float(np.corrcoef(x, m)[0, 1])
 
 
 SUMMARY_SQL = """
@@ -235,7 +252,7 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
                       timezone: str = "UTC", *, keep_days: bool = True,
                       days: PurchaseDays | None = None, fits: FitStore | None = None,
                       view: bool = False, meanwhile: Callable[[], object] | None = None,
-                      numbers: NumberStore | None = None) -> PredictReport:
+                      numbers: NumberStore | None = None, outliers: OutlierAmounts | None = None) -> PredictReport:
     """Fit BG/NBD + Gamma-Gamma on ``orders`` and (re)create ``customer_predictions`` (a TEMP table, or with
     ``view`` a TEMP VIEW).
 
@@ -257,6 +274,8 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
     ``meanwhile``: the caller's work that reads none of the predictions (the segmenting of a run that keeps them
     out of its segments table: DuckDB's queries), run on this thread while the model's numbers for every
     distinct summary are computed on a worker thread; its exceptions propagate.
+    ``outliers``: the outlier orders up to ``as_of`` (:func:`segmentation.outliers.outlier_amounts` on this
+    connection's ``orders``, its table still there), left out of the spend model's fit; None: found here.
     """
     check_timezone(timezone)
     # once per run: the lifecycle fields, the BTYD summary and the holdout's calibration summary come from one
@@ -281,7 +300,9 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
             meanwhile()
     else:  # (scipy's special functions, not needed to read the kept numbers: imported during the summaries' queries)
         import_in_background(*MODEL_MODULES)
-        figures, table = _model_numbers(con, cfg, days, as_of, cal_end, fits, meanwhile, currencies)
+        if outliers is None:
+            outliers = outlier_amounts(con, as_of, timezone, days.orders)
+        figures, table = _model_numbers(con, cfg, days, as_of, cal_end, fits, meanwhile, currencies, outliers)
         if key is not None:
             numbers.put(key, figures, table)
     bg = BgNbdParams(*figures["bgnbd"]) if figures["bgnbd"] is not None else None
@@ -305,7 +326,8 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
         churn_risk_cut_points=tuple(cfg.churn_risk_cut_points), bgnbd=bg, gamma_gamma=gg,
         holdout=figures["holdout"], holdout_groups=tuple(figures["holdout_groups"]),
         reason=figures["reason"], gamma_gamma_corr=figures["gamma_gamma_corr"], warnings=tuple(figures["warnings"]),
-        next_order_beyond_horizon=figures["beyond"], purchase_days=days if keep_days else None)
+        next_order_beyond_horizon=figures["beyond"], purchase_days=days if keep_days else None,
+        spend_left_out=figures["left_out"])
     logger.info("predictions as of %s: %d customers, %d repeat, bgnbd=%s, gamma_gamma=%s%s", as_of,
                 report.customers, report.repeat_customers, "fitted" if bg else "no", "fitted" if gg else "no",
                 f" ({report.reason})" if report.reason else "")
@@ -314,10 +336,12 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
 
 def _model_numbers(con: duckdb.DuckDBPyConnection, cfg: PredictConfig, days: PurchaseDays, as_of: date,
                    cal_end: date | None, fits: FitStore | None, meanwhile: Callable[[], object] | None,
-                   currencies: list[tuple[str]] | None) -> tuple[dict[str, Any], pa.Table]:
+                   currencies: list[tuple[str]] | None,
+                   outliers: OutlierAmounts) -> tuple[dict[str, Any], pa.Table]:
     """The fits, the holdout check and the model's numbers per distinct summary of ``customer_lifecycle``: the
     report's figures (JSON-able: what :class:`PredictReport` is made of) and the numbers' table
-    (:func:`_model_table`). ``currencies``: :func:`_currencies`, when the caller has them."""
+    (:func:`_model_table`). ``currencies``: :func:`_currencies`, when the caller has them; ``outliers``: the
+    orders the spend fit leaves out."""
     s = _summary(con, as_of, cfg.time_unit)
     reasons = []
     bg, bg_why = fit_bgnbd_guarded(s, cfg, fits=fits)
@@ -328,12 +352,12 @@ def _model_numbers(con: duckdb.DuckDBPyConnection, cfg: PredictConfig, days: Pur
             reasons.append(f"BG/NBD not fitted: {bg_why}")
         gg = gg_why = corr = None
         if bg is not None:
-            spend_x, spend_m = _repeat_spend(con)
+            spend_x, spend_m = _repeat_spend(con, days, as_of, outliers)
             if currencies is None:
                 currencies = _currencies(con, days, as_of)
             gg, gg_why = fit_gamma_gamma_guarded(cfg, currencies, spend_x, spend_m, fits)
             if gg is not None:  # the model assumes spend independent of frequency: reported
-                corr = float(np.corrcoef(spend_x, spend_m)[0, 1])
+                corr = _correlation(spend_x, spend_m)
         if gg_why:
             reasons.append(f"Gamma-Gamma not fitted: {gg_why}")
         numbers = pool.submit(_model_table, s, cfg, bg, gg)  # (no fit runs beside them: the fits are done)
@@ -348,5 +372,6 @@ def _model_numbers(con: duckdb.DuckDBPyConnection, cfg: PredictConfig, days: Pur
                "bgnbd": None if bg is None else [bg.r, bg.alpha, bg.a, bg.b, bg.log_likelihood],
                "gamma_gamma": None if gg is None else [gg.p, gg.q, gg.gamma, gg.log_likelihood],
                "gamma_gamma_corr": corr, "holdout": hold, "holdout_groups": list(hold_groups),
-               "reason": "; ".join(reasons) or None, "warnings": list(warn), "beyond": beyond}
+               "reason": "; ".join(reasons) or None, "warnings": list(warn), "beyond": beyond,
+               "left_out": left_out_count(con, days.orders, days.day_sql) if gg is not None and outliers else 0}
     return figures, table

@@ -22,8 +22,10 @@ from connectors.errors import ConfigError as SourceConfigError
 from connectors.records import BadRow
 from connectors.source import PullResult, Source
 from segmentation import SegmentationConfig, SegmentationResult, run_segmentation
+from segmentation.as_of import before_orders_line, future_line
 from segmentation.purchase_days import PurchaseDays
 from segmentation.metrics import NegativeRevenue
+from segmentation.outliers import outlier_amounts, outlier_line
 from segmentation.scoring import RecencyCollapse
 from segmentation.warmup import MODEL_MODULES, PREDICTION_MODULES, import_in_background
 
@@ -35,6 +37,7 @@ from .planning.values import PREDICTIVE_VALUES
 from .store import connect_store, merge_staged
 from .store.day_cache import cached_purchase_days, stored_key, valid_purchase_days
 from .store.facts import order_facts
+from .store.file_report import order_files
 from .store.fit_cache import StoreFits, StoreNumbers
 from .store.rfm_totals import rfm_totals
 from .store.files import file_lines, ingest_files
@@ -207,6 +210,7 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
     # one scan of the orders for both kept tables' checks (the purchase days' and the RFM totals')
     facts = order_facts(con, days=predicting or boundary) if own_store else None
     segmented: list[SegmentationResult] = []
+    outliers = outlier_amounts(con, as_of, cfg.timezone)  # amounts far beyond the usual check (the spend fit's too)
 
     def segment(days: PurchaseDays | None) -> None:
         with steps.step("segmenting"):
@@ -238,6 +242,7 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
                                        fits=StoreFits(con) if own_store else None, view=not joined,
                                        # a warm run's numbers: those of the last run on the same orders and config
                                        numbers=StoreNumbers(con, stored_key(con)) if own_store else None,
+                                       outliers=outliers,
                                        meanwhile=None if joined or boundary else lambda: segment(None))
         extra = "customer_predictions" if joined else None
     if not segmented:
@@ -247,30 +252,42 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
         segment(days)
     result = segmented[0]
     warnings = file_lines(pull)
-    warnings += [w for w in [stale_warning(con, as_of, cfg.timezone, cfg.guards.stale_days),
+    # an as-of in the future: its own line; the data are stale only if the newest order is old as of today
+    today = today_in(cfg.timezone)
+    warnings += [w for w in [future_line(as_of, today, cfg.timezone),
+                             stale_warning(con, as_of, cfg.timezone, cfg.guards.stale_days, today),
                              currency_warning(con, as_of, cfg.timezone)] if w]
     warnings += list(report.warnings) if report is not None else []
+    if not result.customers:  # nobody scored: an as-of before every order says so (it printed a table of zeros)
+        warnings += [w for w in [before_orders_line(con, as_of, cfg.timezone)] if w]
     if result.recency_collapse is not None:
         warnings.append(recency_warning(result.recency_collapse))
     if result.negative_revenue is not None:
         warnings.append(refunds_warning(result.negative_revenue, as_of))
+    if outliers:
+        warnings.append(outlier_line(outliers, cfg.timezone, order_files(con, [o.order_id for o in outliers.shown]),
+                                     predicted=report is not None and report.gamma_gamma is not None))
     return SegmentsRun(con=con, result=result, pull=pull, config=cfg, predictions=report, warnings=warnings)
 
 
-def stale_warning(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str, stale_days: int) -> str | None:
+def stale_warning(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str, stale_days: int,
+                  today: date | None = None) -> str | None:
     """A warning when the newest order (any status) on or before the local day ``as_of`` is more than
-    ``stale_days`` days older than ``as_of`` (``[guards] stale_days``; 0 turns it off): the data are an old
-    export scored as of today, so every customer looks that much less recent. One aggregate in DuckDB."""
+    ``stale_days`` days older than ``as_of``, or than ``today`` when the as-of is after it (``[guards]
+    stale_days``; 0 turns it off): the data are an old export scored as of today, so every customer looks that much
+    less recent. An as-of in the future has its own line (:func:`segmentation.as_of.future_line`): an export
+    100 days old run as of tomorrow gets both. One aggregate in DuckDB."""
     if stale_days <= 0:
         return None
     newest = con.execute("""SELECT CAST(max(ordered_at) AT TIME ZONE $tz AS DATE) FROM orders
                              WHERE ordered_at < CAST($as_of::DATE + 1 AS TIMESTAMP) AT TIME ZONE $tz""",
                          {"tz": timezone, "as_of": as_of}).fetchall()[0][0]
-    if newest is None or (as_of - newest).days <= stale_days:
+    age = None if newest is None else (min(as_of, today or as_of) - newest).days
+    if age is None or age <= stale_days:
         return None
-    age = (as_of - newest).days
+    behind = (as_of - newest).days
     return (f"stale data: the newest order is {age} days old ({newest}) but the segments are computed as of "
-            f"{as_of}, so every customer looks {age} days less recent than they are; if this is an old export, "
+            f"{as_of}, so every customer looks {behind} days less recent than they are; if this is an old export, "
             f"run with --as-of {newest} ([guards] stale_days = {stale_days})")
 
 

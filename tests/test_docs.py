@@ -7,6 +7,7 @@
   in the table row(s) of that command;
 * every variable of settings.example.env is in the environment table of docs/configuration.md;
 * Mailchimp's member refusals are the table of docs/destinations/mailchimp.md;
+* every class-like name (``PullResult``, ``PredictConfig``) in CONTRIBUTING.md's layout is defined in the code;
 * every relative link points at a file that exists, and every ``#anchor`` at a heading or ``<a id>`` in it;
 * the README walkthrough shows what rfmsync really prints for examples/billz.
 """
@@ -170,3 +171,20 @@ def test_the_walkthrough_shows_real_output(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     totals = json.loads(result.stdout)["plans"][0]["totals"]
     assert re.search(rf"│ Total +│ +│ +{totals['added']} │ .* │ +{totals['new']} │", readme), totals
+
+
+#: names in CONTRIBUTING.md's layout that are products or other libraries' classes, not rfmsync's
+NOT_OURS = {"DuckDB", "FastAPI", "PostgreSQL", "RetailCRM", "SendGrid", "SecretStr"}
+
+
+def test_contributing_layout_names_only_classes_that_exist():
+    """The layout named ``AsOfError`` (an as-of before every order became a warning) and ``ContactTally`` (dropped)
+    after the code lost them: every class-like name in it is a class, function or name defined in the code."""
+    text = (ROOT / "CONTRIBUTING.md").read_text(encoding="utf-8")
+    layout = text[text.index("## Layout"):text.index("## ", text.index("## Layout") + 3)]
+    names = set(re.findall(r"\b[A-Z][a-z]+[A-Z][A-Za-z]*\b", layout)) - NOT_OURS
+    code = "\n".join(p.read_text(encoding="utf-8") for package in ("connectors", "segmentation", "sync")
+                     for p in (ROOT / package).rglob("*.py"))
+    defined = set(re.findall(r"^\s*(?:class|def) ([A-Za-z_]\w*)|^([A-Za-z_]\w*)\s*[:=]", code, re.M))
+    defined = {a or b for a, b in defined}
+    assert len(names) > 20 and sorted(names - defined) == []

@@ -513,6 +513,34 @@ def test_fit_errors_map_to_advice():
         assert note.kind == "did_not_converge" and str(note) == message
         assert "did not converge" in note.advice and 'time_unit = "days"' in note.advice
     assert from_fit_error("Gamma-Gamma q = 0.800 ≤ 1: expected spend is undefined").kind == "spend"
+    for message in ("Gamma-Gamma optimizer did not converge: ABNORMAL", "Gamma-Gamma parameters ran off to a "
+                                                                       "boundary (the data do not identify the model)"):
+        note = from_fit_error(message)
+        assert note.kind == "did_not_converge" and "time_unit" not in note.advice
+        assert "the spend model learns how mean spend varies between customers" in note.advice
+
+
+def test_a_spend_model_that_does_not_converge_gets_advice_true_for_it():
+    """A shop of one price (every order 100.00: a subscription box) leaves the spend model nothing to learn and it
+    runs off to a boundary; the advice named [predict] time_unit, which the spend model does not read (changing it
+    changes nothing), and now says what it saw and what to check."""
+    con = _synthetic_shop(300)
+    con.execute("UPDATE orders SET amount = 100")
+    report = P.predict_customers(con, date(2025, 2, 4), P.PredictConfig(holdout_days=0))
+    assert report.bgnbd is not None and report.gamma_gamma is None
+    [line] = report.warnings
+    assert "time_unit" not in line
+    single = con.execute("SELECT count(*) FILTER (WHERE monetary = 100) / count(*) FROM customer_lifecycle "
+                         "WHERE purchase_days > 1").fetchall()[0][0]
+    assert line.startswith("spend predictions not computed (expected_aov, clv stay empty): Gamma-Gamma parameters "
+                           "ran off to a boundary (the data do not identify the model); the spend model learns how "
+                           "mean spend varies between customers, and the repeat buyers' mean spend per purchase day "
+                           f"runs from 100.00 to 200.00, {single * 100:.0f} % of them exactly 100.00: one price for "
+                           "everything (a subscription box, a fixed fee) leaves it nothing to learn")
+    assert line.endswith("check that the [source] amount column holds each order's amount, or export a longer "
+                         "history (more repeat buyers)")
+    in_days = P.predict_customers(con, date(2025, 2, 4), P.PredictConfig(holdout_days=0, time_unit="days"))
+    assert in_days.gamma_gamma is None  # (the advice it gave: changing time_unit does not help)
 
 
 @pytest.mark.parametrize("case", ["sorted", "sorted by x only", "sorted with a NaN", "sorted but the last row"])

@@ -46,3 +46,14 @@ def read_back(con: duckdb.DuckDBPyConnection, summary: dict) -> FilePullResult:
                           bad_row_count=summary["bad_row_count"], full_refresh=True, identity=identity,
                           issues=found["issue"], issue_count=summary["issue_count"],
                           duplicate_orders=summary["duplicate_orders"], fast_path=summary["fast_path"])
+
+
+def order_files(con: duckdb.DuckDBPyConnection, order_ids: list[str]) -> dict[str, str]:
+    """The file each of ``order_ids`` was read from (its path as the source names it), for the orders a file source
+    stored (``orders.file_id``); an order of a CRM pull or a webhook is not in it."""
+    has_files = con.execute("SELECT count(*) FROM duckdb_columns() WHERE schema_name = 'main' AND table_name = "
+                            "'orders' AND column_name = 'file_id'").fetchall()[0][0]
+    if not order_ids or not has_files:
+        return {}
+    return dict(con.execute(f"SELECT o.order_id, f.path FROM orders o JOIN {FILES_TABLE} f USING (file_id) "
+                            "WHERE o.order_id IN (SELECT unnest(?::VARCHAR[]))", [order_ids]).fetchall())

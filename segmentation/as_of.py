@@ -1,0 +1,43 @@
+"""An as-of date that does not fit the orders: before every completed order (nobody to score), or in the future
+(every customer looks less recent than today): a warning line each.
+
+Orders after the as-of never count (:mod:`segmentation.metrics` keeps those ordered before the day after it
+starts in the shop's time zone), so no recency is ever negative: an as-of before the first order scored nobody
+and printed a table of zeros, and one in the future scored every customer as of a day no order can reach yet.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from zoneinfo import ZoneInfo
+
+import duckdb
+
+
+def before_orders_line(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str,
+                       orders: str = "orders") -> str | None:
+    """A warning when ``orders`` has completed orders but none on or before the local day ``as_of`` (for a run that
+    scored nobody: one aggregate, only then), naming the as-of and the orders' first and last local days; else
+    None. A warning, not an error: a webhook resync or a scheduled sync as of today goes on (nobody to score)."""
+    first, last = con.execute(f"SELECT min(ordered_at), max(ordered_at) FROM {orders} "
+                              "WHERE status = 'completed'").fetchall()[0]
+    if first is None:
+        return None
+    zone = ZoneInfo(timezone)
+    first_day, last_day = first.astimezone(zone).date(), last.astimezone(zone).date()
+    if first_day <= as_of:
+        return None
+    return (f"the as-of {as_of} is before every completed order: the first is of {first_day} (the orders run to "
+            f"{last_day}, days in {timezone}), so no customer has bought by then and every segment is empty; "
+            f"compute as of {first_day} or later (or leave --as-of out: today)")
+
+
+def future_line(as_of: date, today: date, timezone: str) -> str | None:
+    """A warning when ``as_of`` is after ``today`` (the day in the config's time zone), else None."""
+    if as_of <= today:
+        return None
+    ahead = (as_of - today).days
+    return (f"the as-of {as_of} is in the future: today is {today} in {timezone}, {ahead} day{'s' if ahead > 1 else ''} "
+            f"before it, and no order is that recent, so every customer looks at least {ahead} "
+            f"day{'s' if ahead > 1 else ''} less recent than today (recency, R score, segment, and the predictions "
+            "count from the as-of); leave --as-of out to compute as of today")

@@ -1,0 +1,189 @@
+"""Order amounts far beyond the shop's usual check: a barcode, a phone number or an id pasted into the amount.
+
+One such order moves its customer's monetary, M score and segment; on a repeat purchase day it also moves the
+spend model's fit (Gamma-Gamma), so every customer's ``expected_aov`` and ``clv`` (one order of 10⁹ × the check
+moved the median customer's CLV 5 % on CDNOW, some customers' by 29 %). The rule, per currency (NULL is the shop's
+one currency when there is only one):
+
+    a completed order is an *outlier* when its amount is at least :data:`OUTLIER_RATIO` (10 000) times the
+    median amount of the completed orders with an amount above 0 ordered up to the as-of (the typical check),
+    and at least :data:`GAP_RATIO` (100) times the largest amount of those orders below that line (the top of
+    the shop's other orders).
+
+A real large order does not come near it: a shop's largest orders are tens of times its median check (CDNOW
+19×, the demo shop 25×, the benchmarks' generated shop of 10 M orders 69×), a typed-in barcode 10⁶–10⁹ times. The
+median is the check half the orders are below, so a handful of outliers cannot move it. The second test is for
+shops whose median is not their check: a subscription shop whose orders are mostly 1 ₽ trials with plans at 399
+and 12 000 ₽, a café of 2.50 checks with a wholesale client's 800 and 30 000, a currency redenominated 10 000:1
+(the old orders are 10 000 times the new): their large orders sit within 100 times the orders below them, a
+barcode is far above the top of everything else.
+
+:func:`outlier_amounts` finds them in DuckDB (a shop without any costs two aggregates the column statistics
+mostly answer: the median is computed only when the largest amount could be one, the top of the other orders
+only when it is 10 000 times the median). The run warns of them
+(:func:`outlier_line`); the spend model leaves them out of its fit (:func:`spend_rows_sql`): the fit equals the
+fit on the orders without them. The customer's own figures keep the amount as recorded: fix it in the export.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Mapping
+
+from zoneinfo import ZoneInfo
+
+import duckdb
+
+from .lifecycle import MONETARY_SQL
+from .metrics import local_cutoff
+from .purchase_days import DAY_ROWS_SQL
+
+#: an amount at least this many times the typical check (the median) is an outlier
+OUTLIER_RATIO = 10_000
+#: ... and at least this many times the largest amount below that line (the top of the shop's other orders)
+GAP_RATIO = 100
+#: the TEMP table of every outlier order of the last :func:`outlier_amounts` (order_id, customer_id)
+TABLE = "_rfmsync_outlier_orders"
+#: outlier orders named in the warning (the largest first); the others are counted
+SHOWN = 3
+#: the largest amount a DECIMAL(18, 2) order holds is below this
+_DECIMAL_LIMIT = Decimal(10) ** 16
+
+_WHERE = "status = 'completed' AND amount > 0 AND ordered_at < $cutoff"
+
+
+@dataclass(frozen=True)
+class OutlierOrder:
+    customer_id: str
+    order_id: str
+    ordered_at: datetime
+    amount: Decimal
+    currency: str | None
+    typical: Decimal  # the median check of its currency
+
+
+@dataclass(frozen=True)
+class OutlierAmounts:
+    """The outlier orders up to an as-of: how many, of how many customers, the largest :data:`SHOWN`."""
+
+    orders: int = 0
+    customers: int = 0
+    shown: tuple[OutlierOrder, ...] = ()
+
+    def __bool__(self) -> bool:
+        return self.orders > 0
+
+
+def outlier_amounts(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str = "UTC",
+                    orders: str = "orders") -> OutlierAmounts:
+    """The completed orders of ``orders`` up to the local day ``as_of`` whose amount is an outlier (see the
+    module's rule); every one is written to TEMP table :data:`TABLE` (dropped when there is none)."""
+    params = {"cutoff": local_cutoff(as_of, timezone)}
+    least, most = con.execute(f"SELECT min(currency), max(currency) FROM {orders}").fetchall()[0]
+    several = least != most
+    group = "currency" if several else "NULL"
+    largest = con.execute(f"SELECT {group} AS currency, max(amount), count(*) FROM {orders} WHERE {_WHERE}"
+                          + (" GROUP BY currency" if several else ""), params).fetchall()
+    typical: list[tuple[str | None, Decimal, Decimal]] = []  # (currency, median, the least outlier amount)
+    for currency, most_amount, n in largest:
+        if not n:
+            continue
+        match = "currency IS NOT DISTINCT FROM $currency" if several else "true"
+        # the median is at most largest / ratio only when the lower middle order is: count those first
+        which = params | ({"currency": currency} if several else {})
+        low = con.execute(f"SELECT count(*) FROM {orders} WHERE {_WHERE} AND {match} AND amount <= $bound",
+                          which | {"bound": most_amount / OUTLIER_RATIO}).fetchall()[0][0]
+        if low < (n - 1) // 2 + 1:
+            continue
+        median = con.execute(f"SELECT median(amount) FROM {orders} WHERE {_WHERE} AND {match}",
+                             which).fetchall()[0][0]
+        if median * OUTLIER_RATIO >= _DECIMAL_LIMIT or most_amount < median * OUTLIER_RATIO:
+            continue
+        # the first test trips: is the largest amount also far above the top of the other orders?
+        top = con.execute(f"SELECT max(amount) FROM {orders} WHERE {_WHERE} AND {match} AND amount < $line",
+                          which | {"line": median * OUTLIER_RATIO}).fetchall()[0][0]
+        threshold = max(median * OUTLIER_RATIO, top * GAP_RATIO)
+        if most_amount >= threshold:
+            typical.append((currency, median, threshold))
+    con.execute(f"DROP TABLE IF EXISTS temp.main.{TABLE}")
+    if not typical:
+        return OutlierAmounts()
+    # one filtered scan per currency (a filter on amount, which the column's statistics can answer): no join
+    parts = [f"SELECT order_id, customer_id, ordered_at, amount, currency, $typical{i}::DECIMAL(18, 2) AS typical "
+             f"FROM {orders} WHERE {_WHERE} AND amount >= $threshold{i}"
+             + (f" AND currency IS NOT DISTINCT FROM $cur{i}" if several else "") for i in range(len(typical))]
+    values = {k: v for i, (cur, median, threshold) in enumerate(typical)
+              for k, v in ((f"typical{i}", median), (f"threshold{i}", threshold))
+              + (((f"cur{i}", cur),) if several else ())}
+    con.execute(f"CREATE TEMP TABLE {TABLE} AS " + " UNION ALL ".join(parts), params | values)
+    counts = con.execute(f"SELECT count(*), count(DISTINCT customer_id) FROM {TABLE}").fetchall()[0]
+    shown = con.execute(f"SELECT customer_id, order_id, ordered_at, amount, currency, typical FROM {TABLE} "
+                        f"ORDER BY amount / typical DESC, order_id LIMIT {SHOWN}").fetchall()
+    return OutlierAmounts(counts[0], counts[1], tuple(OutlierOrder(*row) for row in shown))
+
+
+def spend_rows_sql(orders: str, day_sql: str) -> str:
+    """The spend fit's rows (``x``: repeat purchase days, ``monetary``: their mean spend) of the repeat buyers with
+    spend, sorted: ``customer_lifecycle``'s, except that the customers of the outlier orders in :data:`TABLE` are
+    counted again from their completed ``orders`` without those orders (``day_sql``: the local day of
+    ``ordered_at``; binds ``$as_of``), as they would be in a shop without them."""
+    without = (f"(SELECT * FROM {orders} WHERE customer_id IN (SELECT customer_id FROM {TABLE}) "
+               f"AND order_id NOT IN (SELECT order_id FROM {TABLE}))")
+    return f"""
+        SELECT x, monetary FROM (
+            SELECT purchase_days - 1 AS x, monetary FROM customer_lifecycle
+            WHERE customer_id NOT IN (SELECT customer_id FROM {TABLE})
+            UNION ALL
+            SELECT count(*) - 1 AS x, {MONETARY_SQL} AS monetary
+            FROM ({DAY_ROWS_SQL.format(day=day_sql, orders=without, sample="")}) GROUP BY customer_id)
+        WHERE x > 0 AND monetary > 0 ORDER BY x, monetary"""
+
+
+def left_out_count(con: duckdb.DuckDBPyConnection, orders: str, day_sql: str) -> int:
+    """How many outlier orders of :data:`TABLE` the spend fit really left out: those that were in its rows with
+    them (:func:`spend_rows_sql`): of a repeat buyer with spend (``customer_lifecycle``), on a repeat purchase day,
+    or alone on the customer's first day (without it, the next day is the first). A one-time buyer's only order,
+    or one that shares the first day with another order (the first day's spend counts in no mean), was never in."""
+    return con.execute(f"""
+        WITH outliers AS (SELECT customer_id, order_id, {day_sql} AS day FROM {TABLE}),
+        others AS (SELECT customer_id, {day_sql} AS day FROM {orders} WHERE status = 'completed'
+                   AND customer_id IN (SELECT customer_id FROM {TABLE})
+                   AND order_id NOT IN (SELECT order_id FROM {TABLE}))
+        SELECT count(*) FROM outliers o JOIN customer_lifecycle l USING (customer_id)
+        WHERE l.purchase_days > 1 AND l.monetary > 0 AND (o.day > l.first_day OR NOT EXISTS (
+            SELECT 1 FROM others x WHERE x.customer_id = o.customer_id AND x.day = o.day))""").fetchall()[0][0]
+
+
+def _money(value: Decimal | float, places: int = 2) -> str:
+    return f"{value:,.{places}f}".replace(",", " ")
+
+
+def outlier_line(found: OutlierAmounts, timezone: str, files: Mapping[str, str] | None = None,
+                 predicted: bool = False) -> str:
+    """The run's warning about ``found`` (not empty): the largest outlier orders, each with its customer, local
+    day, file (``files``: order id → the file it was read from, where known), amount and its currency's typical
+    check; what they move (``predicted``: a spend model was fitted) and what to do."""
+    files = files or {}
+    named = []
+    for o in found.shown:
+        day = o.ordered_at.astimezone(ZoneInfo(timezone)).date()
+        where = f" (file {files[o.order_id]})" if o.order_id in files else ""
+        cur = f" {o.currency}" if o.currency else ""
+        named.append(f"customer {o.customer_id!r}, order {o.order_id!r} of {day}{where}: {_money(o.amount)}{cur}, "
+                     f"{_money(o.amount / o.typical, 0)} times the typical check of {_money(o.typical)}{cur}")
+    one = found.orders == 1
+    more = found.orders - len(found.shown)
+    rule = (f"(the median order; the rule: {_money(OUTLIER_RATIO, 0)} times it and {GAP_RATIO} times the largest "
+            "order below that)")
+    head = (f"an amount far beyond the usual check {rule}: " if one else
+            f"{found.orders} amounts of {found.customers} customer{'s' if found.customers > 1 else ''} far beyond "
+            f"the usual check {rule}: ")
+    counted = "monetary, M score, segment, expected_aov and clv" if predicted else "monetary, M score and segment"
+    fit = (f"; the spend model's fit leaves {'it' if one else 'them'} out: other customers' expected_aov and clv "
+           "are as without " + ("it" if one else "them") if predicted else "")
+    return (head + "; ".join(named) + (f"; and {more} more" if more > 0 else "")
+            + "; " + ("it counts in the customer's " if one else "they count in their customers' ") + counted + fit
+            + "; "
+            "a barcode or an id pasted into the amount column? Fix the amount in the export")
