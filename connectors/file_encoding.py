@@ -50,15 +50,15 @@ def detect_encoding(path: Path) -> str:
 
 def utf8_copy(path: Path, encoding: str, tmp: Path) -> Path:
     """The file itself when it is UTF-8 (with or without BOM), else a UTF-8 copy written in chunks. Under
-    ``auto``, a UTF-8 file that ends inside a character is cut short or in an 8-bit encoding:
-    :func:`cut_or_8bit` decides."""
+    ``auto``, a UTF-8 file whose last row is not UTF-8 (one that ends inside a character included) is cut short
+    or in an 8-bit encoding: :func:`cut_or_8bit` decides."""
     auto = encoding.lower() == "auto"
     enc = _detect_encoding(path) if auto else encoding
     try:
         utf8 = codecs.lookup(enc).name in ("utf-8", "utf-8-sig", "ascii")
     except LookupError:
         raise ConfigError(f"unknown encoding {encoding!r} for {path}") from None
-    if utf8 and not (auto and _ends_inside_character(path)):
+    if utf8 and not (auto and _ends_outside_utf8(path)):
         return path
     if utf8:
         enc = cut_or_8bit(path)
@@ -137,11 +137,14 @@ def _cut_at(path: Path, at: int) -> bool:
 
 
 def _unfinished(tail: bytes) -> bool:
-    """Whether ``tail`` is the start of one UTF-8 character, unfinished: the decoder holds it back, not refuses it."""
+    """Whether ``tail`` is UTF-8 that ends inside a character: the decoder holds its last bytes back, not refuses
+    any (bytes appended could finish it)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
     try:
-        return bool(tail) and codecs.getincrementaldecoder("utf-8")().decode(tail, final=False) == ""
+        decoder.decode(tail, final=False)
     except UnicodeDecodeError:
         return False
+    return bool(decoder.getstate()[0])
 
 
 #: a file not modified for this many seconds is not being written or copied (:func:`settled`). Nothing in the bytes
@@ -177,43 +180,79 @@ def cut_short(path: Path) -> TransientError:
                           f"taken as complete){ahead}")
 
 
-def _ends_inside_character(path: Path) -> bool:
-    """Whether the file's last 1-3 bytes begin a UTF-8 character that it ends before finishing (its last 4 bytes
-    read, whatever its size)."""
+#: the most of a file's last row read by :func:`_last_row` (a "row" longer than this is taken from there)
+_ROW_MAX = 1 << 20
+
+
+def _last_row(path: Path) -> tuple[int, bytes]:
+    """The offset and bytes of the file's last row: from the line break before its last line that is not empty to
+    the end of the file (its trailing line breaks included), read backwards in 64 KiB blocks, at most
+    :data:`_ROW_MAX` bytes."""
+    end = path.stat().st_size
+    data = b""
     with open(path, "rb") as f:
-        f.seek(max(path.stat().st_size - 4, 0))
-        tail = f.read()
-    start = len(tail) - 1
-    while start > 0 and 0x80 <= tail[start] <= 0xBF:  # continuation bytes: back to the character's first byte
-        start -= 1
-    return _unfinished(tail[start:])
+        while end > 0 and len(data) < _ROW_MAX:
+            start = max(end - (1 << 16), 0)
+            f.seek(start)
+            data = f.read(end - start) + data
+            end = start
+            cut = data.rstrip(b"\r\n").rfind(b"\n")
+            if cut >= 0:
+                return end + cut + 1, data[cut + 1:]
+    return end, data
+
+
+def _ends_outside_utf8(path: Path) -> bool:
+    """Whether the file's last row holds non-ASCII bytes that are not UTF-8 (a character begun and not finished
+    included)."""
+    row = _last_row(path)[1]
+    if row.isascii():
+        return False
+    try:
+        row.decode("utf-8")
+        return False
+    except UnicodeDecodeError:
+        return True
+
+
+def _ascii_before(path: Path, end: int) -> bool:
+    """Whether the file's bytes before offset ``end`` are all ASCII (read in 4 MB chunks)."""
+    with open(path, "rb") as f:
+        return all(f.read(min(1 << 22, end - pos)).isascii() for pos in range(0, end, 1 << 22))
 
 
 def cut_or_8bit(path: Path) -> str:
-    """The encoding to read ``path`` with, whose first MB reads as UTF-8 but which ends inside a character
-    (:func:`_ends_inside_character`) under ``encoding = "auto"``: cut short, or an 8-bit file whose last letter is a
-    byte UTF-8 starts a character with (cp1251 ``Ш`` is 0xD8). Modified in the last :data:`SETTLED_SECONDS`: a
-    retry-later error (still being written or copied?). Unchanged since: ASCII but for those last bytes, it is an
-    8-bit file (:func:`cyrillic_8bit`, cp1251 when that one byte cannot tell), read as that with a warning; with
-    other non-ASCII text before them (UTF-8 characters) it is a UTF-8 file cut short that will not be finished: a
-    BadFileError naming the byte and its line. A file whose first bad byte comes before its last 1-3 is neither:
-    the encoding error (:func:`encoding_error`), fresh or not."""
+    """The encoding to read ``path`` with, whose first MB reads as UTF-8 but whose last row does not
+    (:func:`_ends_outside_utf8`) under ``encoding = "auto"``. A row that is UTF-8 but for a character begun and not
+    finished at the file's very end may be a file cut short (a copy under way), or an 8-bit file whose last letter
+    is a byte UTF-8 starts a character with (cp1251 ``Ш`` is 0xD8, ``РёД`` is UTF-8 ``и`` and a started
+    character): modified in the last :data:`SETTLED_SECONDS`, a retry-later error (still being written or copied?).
+    A row that no bytes appended could make UTF-8 (cp1251 ``ДД``, or ``я``: 0xFF is never UTF-8) is no UTF-8 file
+    cut short, fresh or not. Either way, once it cannot be a cut file: ASCII but for that last row, it is an 8-bit
+    file (:func:`cyrillic_8bit`, cp1251 when its few bytes cannot tell), read as that with a warning; with other
+    non-ASCII text before the last row (UTF-8 characters), a row cut inside a character is a UTF-8 file cut short
+    that will not be finished: a BadFileError naming the byte and its line. A file whose first bad byte comes before
+    its last row is neither: the encoding error (:func:`encoding_error`), fresh or not; so is one with UTF-8 text
+    before a last row that is not UTF-8 and not cut."""
     at = first_bad_byte(path, "utf-8")
     if at is None:  # finished since it was found cut: UTF-8 after all
         return "utf-8"
-    if not _cut_at(path, at):  # a bad byte before the end (a UTF-8 first MB, cp1251 after it): not this case
+    start, row = _last_row(path)
+    if at < start:  # a bad byte before the last row (a UTF-8 first MB, cp1251 after it): not this case
         raise encoding_error(path, "utf-8", auto=True)
-    if not settled(path):
+    cut = _unfinished(row)
+    if cut and not settled(path):
         raise cut_short(path)
-    with open(path, "rb") as f:
-        ascii_before = all(f.read(min(1 << 22, at - pos)).isascii() for pos in range(0, at, 1 << 22))
-        last = f.read()  # the 1-3 bytes from ``at``
-    if ascii_before:
-        enc = cyrillic_8bit(last)
-        log.warning("%s: ASCII text but for its last byte(s) (%s), which begin a UTF-8 character it does not finish; "
-                    "unchanged for %s, so it is no file cut short: read as %s (set [source] encoding to say which)",
-                    path, last.hex(" "), _SETTLED, enc)
+    if _ascii_before(path, start):
+        enc = cyrillic_8bit(row)
+        shown = bytes(b for b in row if b >= 0x80)
+        why = (f"which begin a UTF-8 character it does not finish; unchanged for {_SETTLED}, so it is no file cut "
+               f"short" if cut else "which are not UTF-8")
+        log.warning("%s: ASCII text but for its last row's byte(s) (%s%s), %s: read as %s (set [source] encoding "
+                    "to say which)", path, shown[:16].hex(" "), " …" if len(shown) > 16 else "", why, enc)
         return enc
+    if not cut:
+        raise encoding_error(path, "utf-8", auto=True)
     raise BadFileError(f"{path}: the file ends inside a character at byte {at}{_line_at(path, at, 'utf-8')}, "
                        f"and has not changed for {_SETTLED}: it was cut short (an export or copy that "
                        f"stopped?); nothing was stored: export it again (or, if it is not UTF-8, set [source] "

@@ -60,7 +60,8 @@ def test_a_cp1251_file_whose_only_non_ascii_byte_is_its_last_is_read_once_unchan
     with caplog.at_level(logging.WARNING):
         got = customers(tmp_path)
     assert len(got) == rows and got[-1] == "A-17Д"
-    assert f"{day}: ASCII text but for its last byte(s) (c4)" in caplog.text and "read as cp1251" in caplog.text
+    assert f"{day}: ASCII text but for its last row's byte(s) (c4), which begin a UTF-8 character" in caplog.text
+    assert "read as cp1251" in caplog.text
     run_cli("check", "--config", str(tmp_path / "rfmsync.toml"))
 
 
