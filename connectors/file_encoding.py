@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import codecs
 import logging
+import os
 import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from .errors import BadFileError, ConfigError, ConnectorError, TransientError
 
@@ -159,10 +161,23 @@ _SETTLED = f"{SETTLED_SECONDS // 60} minutes"
 CLOCK_SLACK = 300
 
 
+#: this machine's clock, in seconds since the epoch (tests set it ahead instead of waiting an hour)
+clock: Callable[[], float] = time.time
+
+
+def changed_at(path: Path) -> float:
+    """When ``path`` last changed: its mtime, or on POSIX its ctime when that is later. A copy tool that keeps the
+    source's times (``cp -p``, ``rsync -t``) sets the mtime back, and may do so on a copy not yet complete (one
+    stopped and resumed; robocopy dates an unfinished file 1980-01-01); none can set the ctime, which every write,
+    ``utime`` or rename moves to the clock of this machine (or of the share)."""
+    st = path.stat()
+    return max(st.st_mtime, st.st_ctime) if os.name == "posix" else st.st_mtime
+
+
 def settled(path: Path) -> bool:
-    """Whether ``path`` has not been modified for :data:`SETTLED_SECONDS` (its mtime, by this machine's clock: an
-    mtime ahead of it delays the decision, and :func:`cut_short` says so)."""
-    return time.time() - path.stat().st_mtime >= SETTLED_SECONDS
+    """Whether ``path`` has not changed for :data:`SETTLED_SECONDS` (:func:`changed_at`, by :data:`clock`: an mtime
+    ahead of it delays the decision, and :func:`cut_short` says so)."""
+    return clock() - changed_at(path) >= SETTLED_SECONDS
 
 
 def cut_short(path: Path) -> TransientError:
@@ -170,7 +185,7 @@ def cut_short(path: Path) -> TransientError:
     ahead of this machine's clock (the writer's clock wrong) names that time and what to do."""
     mtime = path.stat().st_mtime
     ahead = ""
-    if mtime > time.time() + CLOCK_SLACK:  # a share's clock seconds ahead of ours is not worth a word
+    if mtime > clock() + CLOCK_SLACK:  # a share's clock seconds ahead of ours is not worth a word
         when = datetime.fromtimestamp(mtime, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
         ahead = (f"; its modification time, {when}, is ahead of this machine's clock (the clock of the device or "
                  f"share that wrote it is wrong?), so it is taken as complete only {_SETTLED} after that: set that "

@@ -4,23 +4,23 @@ Cyrillic. Before, only a last letter that is one byte starting a UTF-8 character
 two such letters (``ДД``), in a pair that is UTF-8 (``Рё`` is UTF-8 ``и``) then a started character, in ``х``–``я``
 (0xF5–0xFF: never UTF-8), or followed by a line break, stopped with the encoding error (exit 2) though the file was
 complete. Now a row no bytes appended could make UTF-8 is read as the 8-bit file it is at once; one that may be a
-UTF-8 file cut short waits until unchanged for SETTLED_SECONDS (ages from os.utime: nothing waits)."""
+UTF-8 file cut short waits until unchanged for SETTLED_SECONDS (ages: the decision's clock set ahead, nothing
+waits)."""
 
 from __future__ import annotations
 
 import logging
-import os
-import time
 from pathlib import Path
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from connectors.errors import TransientError
 from connectors.file_encoding import SETTLED_SECONDS, utf8_copy
 from tests.builders import run_cli
-from tests.test_files_cut_or_8bit import CUT, HEAD, customers, export, row
+from tests.profiles import examples
+from tests.test_files_cut_or_8bit import AHEAD, CUT, HEAD, clock_ahead, customers, export, row  # noqa: F401
 
 #: rows enough to put the last one past the encoding sniff's first MB
 BIG = HEAD + "".join(row(i, f"c{i % 97}") + "\n" for i in range(1, 40_000))
@@ -69,14 +69,18 @@ def folder(tmp_path_factory) -> Path:
 
 
 def _write(folder: Path, data: bytes, age: float) -> Path:
+    """``day.csv`` in ``folder`` holding ``data``, last changed ``age`` seconds ago (the clock set ahead)."""
     path = folder / "day.csv"
     path.write_bytes(data)
-    then = time.time() - age
-    os.utime(path, (then, then))
+    AHEAD[0] = age
     return path
 
 
-@settings(max_examples=60, deadline=None)
+#: the clock fixture installs a clock each example sets (AHEAD) through _write: nothing carries over
+EXAMPLES = settings(max_examples=examples(240), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@EXAMPLES
 @given(big=st.booleans(), cell=st.text(alphabet=RUSSIAN + " -.0123456789abc", min_size=1, max_size=12),
        end=st.sampled_from(["", "\n", "\r\n"]))
 def test_any_cp1251_last_row_of_a_file_unchanged_for_an_hour_is_read_right(folder, big, cell, end):
@@ -94,7 +98,7 @@ def test_any_cp1251_last_row_of_a_file_unchanged_for_an_hour_is_read_right(folde
     assert out.read_bytes().decode("utf-8") == text
 
 
-@settings(max_examples=60, deadline=None)
+@EXAMPLES
 @given(big=st.booleans(), cell=st.text(alphabet=RUSSIAN + "ёЖ€😀 -.0123456789abc", min_size=1, max_size=12),
        earlier=st.text(alphabet="Пётрabc €😀", max_size=4), data=st.data())
 def test_utf8_text_cut_inside_a_character_while_fresh_is_retried_later(folder, big, cell, earlier, data):

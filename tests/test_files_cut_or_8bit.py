@@ -2,7 +2,8 @@
 (modified in the last SETTLED_SECONDS) it may be a copy under way, a retry-later error; once unchanged, a file that
 is ASCII but for those last bytes is an 8-bit file (a cp1251 export whose only non-ASCII byte is its last letter,
 read as cp1251 with a warning), and one with UTF-8 text before them a UTF-8 file cut short for good (a clear error
-naming the byte, not retried forever). The ages come from the files' mtimes (os.utime): nothing waits."""
+naming the byte, not retried forever). A file's age is this machine's clock (connectors.file_encoding.clock) set
+ahead: nothing waits (a file's ctime, which the age counts from too, cannot be set back)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from connectors import file_encoding
 from connectors.errors import TransientError
 from connectors.file_encoding import SETTLED_SECONDS
 from connectors.files import FileSource, FileSourceConfig
@@ -31,15 +33,28 @@ def row(i: int, customer: str) -> str:
 CUT = "the file ends inside a character (cut short: still being written or copied?)"
 
 
+#: how far ahead of the real clock the test's clock is, set by :func:`export`
+AHEAD = [0.0]
+
+
+@pytest.fixture(autouse=True)
+def clock_ahead(monkeypatch):
+    """The encoding decision's clock: the real one, :data:`AHEAD` seconds ahead (0 at each test's start)."""
+    AHEAD[0] = 0.0
+    monkeypatch.setattr(file_encoding, "clock", lambda: time.time() + AHEAD[0])
+
+
 def export(tmp_path: Path, data: bytes, *, age: float = 0, encoding: str | None = None) -> Path:
-    """``exports/day.csv`` holding ``data``, last modified ``age`` seconds ago; the config beside it."""
+    """``exports/day.csv`` holding ``data``, last changed ``age`` seconds ago (the clock set ahead; a negative age:
+    its mtime set ahead of the clock, a device's wrong clock); the config beside it."""
     config = CONFIG if encoding is None else CONFIG.replace('type = "file"', f'type = "file"\nencoding = "{encoding}"')
     (tmp_path / "rfmsync.toml").write_text(config, encoding="utf-8")
     (tmp_path / "exports").mkdir(exist_ok=True)
     day = tmp_path / "exports" / "day.csv"
     day.write_bytes(data)
-    then = time.time() - age
-    os.utime(day, (then, then))
+    AHEAD[0] = max(age, 0)
+    if age < 0:
+        os.utime(day, (time.time() - age,) * 2)
     return day
 
 
@@ -132,3 +147,21 @@ def test_a_file_cut_short_whose_mtime_is_ahead_of_the_clock_says_so_and_what_to_
     for age in (5, -2):  # a file of now, or a share whose clock is 2 s ahead of ours: no such words
         export(tmp_path, data, age=age)
         assert "ahead of" not in run_cli("check", "--config", str(tmp_path / "rfmsync.toml"), code=3).output
+
+
+def test_a_cut_file_whose_mtime_a_copy_tool_set_back_is_still_a_file_cut_short(tmp_path):
+    """A copy that keeps the source's mtime (a week old) and is not complete yet: cut inside «Ж» of its last row,
+    a UTF-8 export of Latin codes. Its ctime says it changed just now: a retry-later error, nothing stored, until
+    it has not changed for an hour. Before, the old mtime alone decided: read at once as cp1251, the last customer
+    'Р' and the rest of the file lost."""
+    full = (HEAD + "".join(row(i, f"c{i}") + "\n" for i in range(1, 50)) + row(50, "Жанна") + "\n").encode()
+    day = export(tmp_path, full[:full.index("Жанна".encode()) + 1])
+    week_ago = time.time() - 7 * 86_400
+    os.utime(day, (week_ago, week_ago))
+    assert f"{day}: {CUT}" in run_cli("check", "--config", str(tmp_path / "rfmsync.toml"), code=3).output
+    with pytest.raises(TransientError, match="a file unchanged for 60 minutes is taken as complete"):
+        customers(tmp_path)
+    AHEAD[0] = SETTLED_SECONDS - 60  # 59 minutes on: still
+    assert f"{day}: {CUT}" in run_cli("check", "--config", str(tmp_path / "rfmsync.toml"), code=3).output
+    AHEAD[0] = SETTLED_SECONDS + 5  # an hour on, unchanged: no copy under way; ASCII but for its last row
+    assert customers(tmp_path)[-1] == "Р"
