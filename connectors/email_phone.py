@@ -202,6 +202,86 @@ def _template(digits: str, e164: str | None) -> tuple[str, int] | None:
     return None
 
 
+def _shapes(con: duckdb.DuckDBPyConnection, key: str = "NULL", where: str = "TRUE") -> list[tuple]:
+    """Each shape of ``_phone_new``'s well-formed values: (shape, count, smallest, largest, whether the values'
+    ``key`` (SQL: :func:`_trunk_cases`) differ)."""
+    return con.execute(f"""SELECT shape, count(*), min(d), max(d),
+                                  min(k) IS DISTINCT FROM max(k) OR count(k) NOT IN (0, count(*))
+                           FROM (SELECT shape, d, {key} AS k FROM _phone_new
+                                 WHERE regexp_full_match(d, '\\+?[0-9]{{5,17}}') AND {where})
+                           GROUP BY shape""").fetchall()
+
+
+def _trunk_rule(meta) -> tuple[str, str] | None:
+    """(the national prefix phonenumbers strips, as a regular expression; the national number pattern that decides
+    whether it does) of a region's metadata, or None when it strips none."""
+    if meta is None or not meta.national_prefix_for_parsing:
+        return None
+    general = meta.general_desc.national_number_pattern if meta.general_desc else None
+    return meta.national_prefix_for_parsing, general or ".*"
+
+
+def _country_rule(cc: int) -> tuple[str, str] | None:
+    """:func:`_trunk_rule` of country code ``cc``'s main region: what is stripped after ``+cc``."""
+    import phonenumbers
+    from phonenumbers import PhoneMetadata
+
+    return _trunk_rule(PhoneMetadata.metadata_for_region_or_calling_code(
+        cc, phonenumbers.region_code_for_country_code(cc)))
+
+
+def _country_code(shape: str) -> int | None:
+    """The country code a shape's four digits begin with after its lead (``+``, an international prefix, ``00``)."""
+    import phonenumbers
+
+    lead, _, digits = shape.split(":")
+    return next((int(digits[:k]) for k in (1, 2, 3) if int(digits[:k]) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE),
+                None) if lead else None
+
+
+def _trunk_cases(own: tuple[str, str] | None, by_cc: dict[int, tuple[str, str]]) -> str:
+    """SQL of a value's trunk key: what decides phonenumbers' stripping of a national (trunk) prefix after the
+    country code (``by_cc``; typed after a lead) or at the start of a national number (``own``, the region's): the
+    prefix its pattern matches, and whether the national number fits the country's number pattern with it and
+    without it (phonenumbers keeps a prefix whose removal would leave no valid-looking number, and that pattern sees
+    every digit); NULL where no prefix matches (``+7 9…``, ``79…`` under RU) or no rule applies."""
+    def key(national: str, prefix: str, general: str) -> str:
+        starts = lit(f"^(?:{prefix})")
+        after = f"substr({national}, length(regexp_extract({national}, {starts})) + 1)"
+        fits = " || ".join(f"regexp_full_match({n}, {lit(general)})::INT" for n in (national, after))
+        return f"CASE WHEN regexp_matches({national}, {starts}) THEN regexp_extract({national}, {starts}) || {fits} END"
+
+    after_lead = "substr(d, length(lead) + 1)"
+    cases = [f"WHEN lead = '' THEN {key('d', *own)}"] if own else []
+    cases += [f"WHEN lead <> '' AND starts_with({after_lead}, '{cc}') THEN {key(f'substr({after_lead}, {len(str(cc)) + 1})', *rule)}"
+              for cc, rule in sorted(by_cc.items())]
+    return f"CASE {' '.join(cases)} END" if cases else "NULL"
+
+
+def _mixed_shapes(con: duckdb.DuckDBPyConnection, region: str | None) -> tuple[list[tuple], set[str]]:
+    """``_phone_new``'s shapes (:func:`_shapes`), and the large ones whose values phonenumbers does not all treat
+    alike after the country code: a trunk prefix its pattern matches in some and not others, another one, or one
+    it strips from some and keeps in others. ``+375 80 29…`` and ``+375 88…`` share the four digits ``3758``; ``80?``
+    takes ``80`` from the first and ``8`` from the second, and of ``+375 88…`` numbers some lose the ``8`` and some
+    keep it: a shape's two representatives could agree and the rest not (the value-by-value path is the reference).
+    The region's own rules (its national numbers', its country code's) are checked in the shapes' one scan; another
+    country code's large shapes, in a second scan of them alone."""
+    from phonenumbers import PhoneMetadata
+
+    meta = PhoneMetadata.metadata_for_region(region) if region else None
+    home = {meta.country_code: rule} if meta is not None and (rule := _country_rule(meta.country_code)) else {}
+    shapes = _shapes(con, _trunk_cases(_trunk_rule(meta), home))
+    mixed = {shape for shape, n, _, _, differ in shapes if n >= _SHAPE_MIN and differ}
+    others = {shape: cc for shape, n, _, _, _ in shapes
+              if n >= _SHAPE_MIN and (cc := _country_code(shape)) and cc not in home and _country_rule(cc)}
+    if others:
+        listed = ", ".join(map(lit, others))
+        again = _shapes(con, _trunk_cases(None, {cc: _country_rule(cc) for cc in set(others.values())}),
+                        f"shape IN ({listed})")
+        mixed |= {shape for shape, _, _, _, differ in again if differ}
+    return shapes, mixed
+
+
 def phone_map(con: duckdb.DuckDBPyConnection, values_sql: str, table: str, region: str | None) -> ValueMap:
     """Like :func:`email_map` for phones: each new distinct raw → E.164 (NULL when invalid). A shape's lead is
     ``+``; else the region's international prefix as phonenumbers strips it (the first match, when no ``0`` follows:
@@ -210,7 +290,7 @@ def phone_map(con: duckdb.DuckDBPyConnection, values_sql: str, table: str, regio
     idd = international_prefix(region)
     used = (f"nullif(regexp_extract(d, {lit('^(' + idd + ')')}, 1), '')" if idd else "NULL")
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _phone_new AS
-        SELECT raw, d, norm, lead || ':' || length(d) || ':' || left(substr(d, length(lead) + 1), 4) AS shape
+        SELECT raw, d, norm, lead, lead || ':' || length(d) || ':' || left(substr(d, length(lead) + 1), 4) AS shape
         FROM (SELECT raw, d, CAST(NULL AS VARCHAR) AS norm,
                      CASE WHEN starts_with(d, '+') THEN '+'
                           WHEN substr(d, length({used}) + 1, 1) NOT IN ('', '0') THEN {used}
@@ -218,12 +298,11 @@ def phone_map(con: duckdb.DuckDBPyConnection, values_sql: str, table: str, regio
               FROM (SELECT raw, regexp_replace(trim(raw), '[\\s\\x{{00A0}}\\x{{202F}}().\\-/]', '', 'g') AS d
                     FROM ({_new_values(con, values_sql, table)})))""")
     # Per shape, parse the smallest and largest value; when both follow the same template, apply it.
-    shapes = con.execute("""SELECT shape, count(*), min(d), max(d) FROM _phone_new
-                            WHERE regexp_full_match(d, '\\+?[0-9]{5,17}') GROUP BY shape""").fetchall()
+    shapes, mixed = _mixed_shapes(con, region)
     rules: list[tuple[str, str, int]] = []
-    for shape, n, lo, hi in shapes:
-        if n < _SHAPE_MIN or shape.startswith("00:") and not dials_out_with_00(region):
-            continue  # few values; or 00 typed and not read as a prefix: phone_e164 decides each value
+    for shape, n, lo, hi, _ in shapes:
+        if n < _SHAPE_MIN or shape.startswith("00:") and not dials_out_with_00(region) or shape in mixed:
+            continue  # few values; 00 typed and not read as a prefix; a trunk prefix not alike: value by value
         t_lo = _template(lo.lstrip("+"), phone_e164(lo, region))
         if t_lo is not None and t_lo == _template(hi.lstrip("+"), phone_e164(hi, region)):
             rules.append((shape, t_lo[0], t_lo[1]))
