@@ -9,8 +9,10 @@ each with a fast path:
 * phones: values are reduced to ``[+]digits``; values sharing a *shape* (a lead: ``+``, the region's international
   prefix or ``00``; length; the first four digits after the lead: a whole country code) are parsed the same way by
   ``phonenumbers``, so two representatives of each shape are parsed and, when both agree, the rest of the shape is
-  rewritten in SQL. Shapes that disagree, small shapes, and ``00`` typed where ``00`` is not the region's
-  international prefix (:func:`phone_e164` decides those by validity) are parsed value by value.
+  rewritten in SQL. Shapes that disagree, small shapes, shapes whose values phonenumbers does not all treat alike
+  after the country code (a trunk prefix stripped from some: :func:`_mixed_shapes`), and ``00`` typed where ``00``
+  is not the region's international prefix (:func:`phone_e164` decides those by validity) are parsed value by
+  value.
 
 :func:`normalize_email` and :func:`normalize_phone` do the same for one value (API and webhook contacts).
 The other columns of a file export are normalised by the SQL builders of :mod:`connectors.normalize`.
@@ -253,18 +255,19 @@ def _trunk_cases(own: tuple[str, str] | None, by_cc: dict[int, tuple[str, str]])
 
     after_lead = "substr(d, length(lead) + 1)"
     cases = [f"WHEN lead = '' THEN {key('d', *own)}"] if own else []
-    cases += [f"WHEN lead <> '' AND starts_with({after_lead}, '{cc}') THEN {key(f'substr({after_lead}, {len(str(cc)) + 1})', *rule)}"
-              for cc, rule in sorted(by_cc.items())]
+    for cc, rule in sorted(by_cc.items()):
+        national = f"substr({after_lead}, {len(str(cc)) + 1})"
+        cases.append(f"WHEN lead <> '' AND starts_with({after_lead}, '{cc}') THEN {key(national, *rule)}")
     return f"CASE {' '.join(cases)} END" if cases else "NULL"
 
 
 def _mixed_shapes(con: duckdb.DuckDBPyConnection, region: str | None) -> tuple[list[tuple], set[str]]:
     """``_phone_new``'s shapes (:func:`_shapes`), and the large ones whose values phonenumbers does not all treat
     alike after the country code: a trunk prefix its pattern matches in some and not others, another one, or one
-    it strips from some and keeps in others. ``+375 80 29…`` and ``+375 88…`` share the four digits ``3758``; ``80?``
-    takes ``80`` from the first and ``8`` from the second, and of ``+375 88…`` numbers some lose the ``8`` and some
-    keep it: a shape's two representatives could agree and the rest not (the value-by-value path is the reference).
-    The region's own rules (its national numbers', its country code's) are checked in the shapes' one scan; another
+    it strips from some and keeps in others. ``+375 80 29…`` and ``+375 88…`` share the four digits ``3758``;
+    ``80?`` takes ``80`` from the first and ``8`` from the second, and of ``+375 88…`` numbers some lose the ``8``
+    and some keep it: a shape's two representatives could agree and the rest not (the value-by-value path is the
+    reference). The region's own rules (its national numbers', its country code's) are checked in the shapes' one scan; another
     country code's large shapes, in a second scan of them alone."""
     from phonenumbers import PhoneMetadata
 

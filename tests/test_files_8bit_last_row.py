@@ -1,11 +1,11 @@
 """A file whose first MB is ASCII (UTF-8 to the encoding sniff) and whose last row holds its only non-ASCII bytes,
 which are not UTF-8 (connectors.file_encoding.cut_or_8bit): a cp1251 export of Latin codes whose last cell is
-Cyrillic. Before, only a last letter that is one byte starting a UTF-8 character was decided; a last row ending in
-two such letters (``ДД``), in a pair that is UTF-8 (``Рё`` is UTF-8 ``и``) then a started character, in ``х``–``я``
-(0xF5–0xFF: never UTF-8), or followed by a line break, stopped with the encoding error (exit 2) though the file was
-complete. Now a row no bytes appended could make UTF-8 is read as the 8-bit file it is at once; one that may be a
-UTF-8 file cut short waits until unchanged for SETTLED_SECONDS (ages: the decision's clock set ahead, nothing
-waits)."""
+Cyrillic. Before, only a last letter that is one byte starting a UTF-8 character was decided; a last row ending
+in two such letters (``ДД``), in a pair that is UTF-8 (``Рё`` is UTF-8 ``и``) then a started character, in
+``х``–``я`` (0xF5–0xFF: never UTF-8), or followed by a line break, stopped with the encoding error (exit 2)
+though the file was complete. Now a row no bytes appended could make UTF-8 is read as the 8-bit file it is at
+once; one that may be a UTF-8 file cut short waits until unchanged for SETTLED_SECONDS (ages: the decision's clock
+set ahead, nothing waits)."""
 
 from __future__ import annotations
 
@@ -77,7 +77,8 @@ def _write(folder: Path, data: bytes, age: float) -> Path:
 
 
 #: the clock fixture installs a clock each example sets (AHEAD) through _write: nothing carries over
-EXAMPLES = settings(max_examples=examples(240), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+EXAMPLES = settings(max_examples=examples(240), deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @EXAMPLES
