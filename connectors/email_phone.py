@@ -267,8 +267,8 @@ def _mixed_shapes(con: duckdb.DuckDBPyConnection, region: str | None) -> tuple[l
     it strips from some and keeps in others. ``+375 80 29…`` and ``+375 88…`` share the four digits ``3758``;
     ``80?`` takes ``80`` from the first and ``8`` from the second, and of ``+375 88…`` numbers some lose the ``8``
     and some keep it: a shape's two representatives could agree and the rest not (the value-by-value path is the
-    reference). The region's own rules (its national numbers', its country code's) are checked in the shapes' one scan; another
-    country code's large shapes, in a second scan of them alone."""
+    reference). The region's own rules (its national numbers', its country code's) are checked in the shapes' one
+    scan; another country code's large shapes, in a second scan of them alone."""
     from phonenumbers import PhoneMetadata
 
     meta = PhoneMetadata.metadata_for_region(region) if region else None
