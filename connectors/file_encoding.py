@@ -230,6 +230,14 @@ def _ends_outside_utf8(path: Path) -> bool:
         return True
 
 
+def _utf8_words(row: bytes) -> bool:
+    """Whether ``row``, UTF-8 but for a character begun at its end, reads before that character as UTF-8 text: a run
+    of two or more Cyrillic letters, or any other non-ASCII character. cp1251 bytes seldom do (``Рё`` is one letter,
+    UTF-8 ``и``); a UTF-8 row cut inside its last word does (``Анна Смир`` and the first byte of ``н``)."""
+    text = codecs.getincrementaldecoder("utf-8")().decode(row, final=False)
+    return bool(_CYRILLIC_RUN.search(text)) or any(not ("\u0400" <= c <= "\u04ff") for c in text if not c.isascii())
+
+
 def _ascii_before(path: Path, end: int) -> bool:
     """Whether the file's bytes before offset ``end`` are all ASCII (read in 4 MB chunks)."""
     with open(path, "rb") as f:
@@ -245,7 +253,8 @@ def cut_or_8bit(path: Path) -> str:
     A row that no bytes appended could make UTF-8 (cp1251 ``ДД``, or ``я``: 0xFF is never UTF-8) is no UTF-8 file
     cut short, fresh or not. Either way, once it cannot be a cut file: ASCII but for that last row, it is an 8-bit
     file (:func:`cyrillic_8bit`, cp1251 when its few bytes cannot tell), read as that with a warning; with other
-    non-ASCII text before the last row (UTF-8 characters), a row cut inside a character is a UTF-8 file cut short
+    non-ASCII text before the last row (UTF-8 characters), or a row cut inside a character that reads as UTF-8
+    text before it (:func:`_utf8_words`: ``Анна Смир``), a row cut inside a character is a UTF-8 file cut short
     that will not be finished: a BadFileError naming the byte and its line. A file whose first bad byte comes before
     its last row is neither: the encoding error (:func:`encoding_error`), fresh or not; so is one with UTF-8 text
     before a last row that is not UTF-8 and not cut."""
@@ -258,7 +267,7 @@ def cut_or_8bit(path: Path) -> str:
     cut = _unfinished(row)
     if cut and not settled(path):
         raise cut_short(path)
-    if _ascii_before(path, start):
+    if _ascii_before(path, start) and not (cut and _utf8_words(row)):
         enc = cyrillic_8bit(row)
         shown = bytes(b for b in row if b >= 0x80)
         why = (f"which begin a UTF-8 character it does not finish; unchanged for {_SETTLED}, so it is no file cut "

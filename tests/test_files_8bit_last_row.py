@@ -10,13 +10,14 @@ set ahead, nothing waits)."""
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from connectors.errors import TransientError
+from connectors.errors import BadFileError, TransientError
 from connectors.file_encoding import SETTLED_SECONDS, utf8_copy
 from tests.builders import run_cli
 from tests.profiles import examples
@@ -95,8 +96,24 @@ def test_any_cp1251_last_row_of_a_file_unchanged_for_an_hour_is_read_right(folde
     except UnicodeDecodeError:
         pass
     path = _write(folder, data, SETTLED_SECONDS + 5)
+    if _utf8_words_before_a_started_character(data[data.rfind(b"\n", 0, len(data) - len(end)) + 1:]):
+        with pytest.raises(BadFileError, match="it was cut short"):  # cp1251 ``РёРёД``: UTF-8 ``ии`` cut short
+            utf8_copy(path, "auto", folder)
+        return
     out = utf8_copy(path, "auto", folder)
     assert out.read_bytes().decode("utf-8") == text
+
+
+def _utf8_words_before_a_started_character(row: bytes) -> bool:
+    """Whether ``row`` is UTF-8 but for a character begun at its end and reads before it as two Cyrillic letters
+    in a run or another non-ASCII character: what a UTF-8 row cut short does, and a cp1251 row seldom."""
+    try:
+        row.decode("utf-8")
+        return False
+    except UnicodeDecodeError as e:
+        if e.reason != "unexpected end of data":
+            return False
+    return bool(re.search(r"[\u0400-\u04ff]{2}|[^\x00-\x7f\u0400-\u04ff]", row.decode("utf-8", "ignore")))
 
 
 @EXAMPLES
@@ -112,4 +129,32 @@ def test_utf8_text_cut_inside_a_character_while_fresh_is_retried_later(folder, b
         return
     path = _write(folder, raw[:data.draw(st.sampled_from(inside))], 30)
     with pytest.raises(TransientError, match="the file ends inside a character"):
+        utf8_copy(path, "auto", folder)
+
+
+def test_a_utf8_file_ascii_but_for_its_last_row_cut_inside_a_word_is_cut_short_not_cp1251(tmp_path):
+    """``Анна Смир`` and the first byte of ``н``, an hour old: before, read as cp1251 (``РђРЅРЅР° РЎРјРёС``)."""
+    data = (SMALL + row(50, "Анна Смирнова")).encode()
+    data = data[:data.rindex("рнова".encode()) + 1]
+    day = export(tmp_path, data, age=SETTLED_SECONDS + 5)
+    out = run_cli("check", "--config", str(tmp_path / "rfmsync.toml"), code=3).output
+    assert f"{day}: the file ends inside a character at byte {len(data) - 1} (line 5: " in out
+    assert "it was cut short" in out and "РђРЅРЅР°" not in out
+
+
+@EXAMPLES
+@given(big=st.booleans(), word=st.one_of(st.text(alphabet=RUSSIAN, min_size=2, max_size=6), st.sampled_from("é€😀")),
+       rest=st.text(alphabet=RUSSIAN + "ёЖ€😀 -.0123456789abc", min_size=1, max_size=12), data=st.data())
+def test_utf8_text_cut_after_a_utf8_word_an_hour_old_is_an_error_never_cp1251(folder, big, word, rest, data):
+    """A last row ASCII but for UTF-8 text (two Cyrillic letters in a run, or another non-ASCII character) cut
+    inside any character after that text, unchanged for an hour: the cut-short error (the right text cannot be
+    had), never the row read as cp1251."""
+    text = (BIG if big else SMALL) + row(40_000, word + rest)
+    raw = text.encode()
+    after = len(raw) - len((word + rest).encode()) + len(word.encode())
+    inside = [i for i in range(after, len(raw)) if 0x80 <= raw[i] <= 0xBF]  # cuts inside a character
+    if not inside:
+        return
+    path = _write(folder, raw[:data.draw(st.sampled_from(inside))], SETTLED_SECONDS + 5)
+    with pytest.raises(BadFileError, match="it was cut short"):
         utf8_copy(path, "auto", folder)
