@@ -200,7 +200,8 @@ _ROW_MAX = 1 << 20
 
 
 def _last_row(path: Path) -> tuple[int, bytes]:
-    """The offset and bytes of the file's last row: from the line break before its last line that is not empty to
+    """The offset and bytes of the file's last row: from the line break (LF, CR or both) before its last line that
+    is not empty to
     the end of the file (its trailing line breaks included), read backwards in 64 KiB blocks, at most
     :data:`_ROW_MAX` bytes."""
     end = path.stat().st_size
@@ -211,7 +212,8 @@ def _last_row(path: Path) -> tuple[int, bytes]:
             f.seek(start)
             data = f.read(end - start) + data
             end = start
-            cut = data.rstrip(b"\r\n").rfind(b"\n")
+            body = data.rstrip(b"\r\n")
+            cut = max(body.rfind(b"\n"), body.rfind(b"\r"))  # CR alone ends a row too (classic Mac)
             if cut >= 0:
                 return end + cut + 1, data[cut + 1:]
     return end, data

@@ -96,7 +96,8 @@ def test_any_cp1251_last_row_of_a_file_unchanged_for_an_hour_is_read_right(folde
     except UnicodeDecodeError:
         pass
     path = _write(folder, data, SETTLED_SECONDS + 5)
-    if _utf8_words_before_a_started_character(data[data.rfind(b"\n", 0, len(data) - len(end)) + 1:]):
+    if _utf8_words_before_a_started_character(data[max(data.rfind(b"\n", 0, len(data) - len(end)),
+                                                       data.rfind(b"\r", 0, len(data) - len(end))) + 1:]):
         with pytest.raises(BadFileError, match="it was cut short"):  # cp1251 ``РёРёД``: UTF-8 ``ии`` cut short
             utf8_copy(path, "auto", folder)
         return
@@ -158,3 +159,15 @@ def test_utf8_text_cut_after_a_utf8_word_an_hour_old_is_an_error_never_cp1251(fo
     path = _write(folder, raw[:data.draw(st.sampled_from(inside))], SETTLED_SECONDS + 5)
     with pytest.raises(BadFileError, match="it was cut short"):
         utf8_copy(path, "auto", folder)
+
+
+@pytest.mark.parametrize("earlier", ["Я", "Иван Петров"])
+def test_a_cr_only_utf8_file_cut_inside_its_last_character_an_hour_old_is_cut_short_not_cp1251(tmp_path, earlier):
+    """Rows ended by CR alone (classic Mac), Cyrillic on every row (one-letter names: no UTF-8 word in the file's
+    text), the last cut inside the letter after ``Ю``: before, the whole file was its "last row", nothing ASCII
+    before it, and the file was stored as cp1251 mojibake."""
+    text = "\r".join([HEAD.rstrip("\n")] + [row(i, earlier) for i in range(1, 50)] + [row(50, "ЮД")])
+    data = text.encode()[:-1]
+    day = export(tmp_path, data, age=SETTLED_SECONDS + 5)
+    out = run_cli("check", "--config", str(tmp_path / "rfmsync.toml"), code=3).output
+    assert f"{day}: the file ends inside a character at byte {len(data) - 1}" in out and "it was cut short" in out
