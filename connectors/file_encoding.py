@@ -197,13 +197,14 @@ def cut_short(path: Path) -> TransientError:
 
 #: the most of a file's last row read by :func:`_last_row` (a "row" longer than this is taken from there)
 _ROW_MAX = 1 << 20
+#: what a row holding nothing else is not a last row of (Excel's ``;;`` after the data included)
+_BLANK = b"\r\n;,\t| "
 
 
 def _last_row(path: Path) -> tuple[int, bytes]:
     """The offset and bytes of the file's last row: from the line break (LF, CR or both) before its last line that
-    is not empty to
-    the end of the file (its trailing line breaks included), read backwards in 64 KiB blocks, at most
-    :data:`_ROW_MAX` bytes."""
+    is not empty or delimiters only (Excel's ``;;``) to the end of the file (the lines after it included), read
+    backwards in 64 KiB blocks, at most :data:`_ROW_MAX` bytes."""
     end = path.stat().st_size
     data = b""
     with open(path, "rb") as f:
@@ -212,11 +213,27 @@ def _last_row(path: Path) -> tuple[int, bytes]:
             f.seek(start)
             data = f.read(end - start) + data
             end = start
-            body = data.rstrip(b"\r\n")
+            body = data.rstrip(_BLANK)
             cut = max(body.rfind(b"\n"), body.rfind(b"\r"))  # CR alone ends a row too (classic Mac)
             if cut >= 0:
                 return end + cut + 1, data[cut + 1:]
     return end, data
+
+
+def _row_start(path: Path, at: int) -> int:
+    """The offset of the row holding byte ``at``: just after the last line break (LF or CR) before it, or 0; read
+    backwards in 64 KiB blocks."""
+    with open(path, "rb") as f:
+        end = at
+        while end > 0:
+            start = max(end - (1 << 16), 0)
+            f.seek(start)
+            block = f.read(end - start)
+            brk = max(block.rfind(b"\n"), block.rfind(b"\r"))
+            if brk >= 0:
+                return start + brk + 1
+            end = start
+    return 0
 
 
 def _ends_outside_utf8(path: Path) -> bool:
@@ -240,6 +257,19 @@ def _utf8_words(row: bytes) -> bool:
     return bool(_CYRILLIC_RUN.search(text)) or any(not ("\u0400" <= c <= "\u04ff") for c in text if not c.isascii())
 
 
+def _utf8_words_from(path: Path, start: int) -> bool:
+    """Whether the file's bytes from ``start`` hold UTF-8 words (two or more Cyrillic letters in a run, as UTF-8):
+    a UTF-8 file with a stray byte, not an 8-bit one (cp1251 seldom makes even one such letter: ``Рё``). Read in
+    4 MB chunks."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    with open(path, "rb") as f:
+        f.seek(start)
+        while chunk := f.read(1 << 22):
+            if _CYRILLIC_RUN.search(decoder.decode(chunk)):
+                return True
+    return False
+
+
 def _ascii_before(path: Path, end: int) -> bool:
     """Whether the file's bytes before offset ``end`` are all ASCII (read in 4 MB chunks)."""
     with open(path, "rb") as f:
@@ -248,28 +278,28 @@ def _ascii_before(path: Path, end: int) -> bool:
 
 def cut_or_8bit(path: Path) -> str:
     """The encoding to read ``path`` with, whose first MB reads as UTF-8 but whose last row does not
-    (:func:`_ends_outside_utf8`) under ``encoding = "auto"``. A row that is UTF-8 but for a character begun and not
-    finished at the file's very end may be a file cut short (a copy under way), or an 8-bit file whose last letter
-    is a byte UTF-8 starts a character with (cp1251 ``Ш`` is 0xD8, ``РёД`` is UTF-8 ``и`` and a started
-    character): modified in the last :data:`SETTLED_SECONDS`, a retry-later error (still being written or copied?).
-    A row that no bytes appended could make UTF-8 (cp1251 ``ДД``, or ``я``: 0xFF is never UTF-8) is no UTF-8 file
-    cut short, fresh or not. Either way, once it cannot be a cut file: ASCII but for that last row, it is an 8-bit
-    file (:func:`cyrillic_8bit`, cp1251 when its few bytes cannot tell), read as that with a warning; with other
-    non-ASCII text before the last row (UTF-8 characters), or a row cut inside a character that reads as UTF-8
-    text before it (:func:`_utf8_words`: ``Анна Смир``), a row cut inside a character is a UTF-8 file cut short
-    that will not be finished: a BadFileError naming the byte and its line. A file whose first bad byte comes before
-    its last row is neither: the encoding error (:func:`encoding_error`), fresh or not; so is one with UTF-8 text
-    before a last row that is not UTF-8 and not cut."""
+    (:func:`_ends_outside_utf8`) under ``encoding = "auto"``, by the row holding its first bad byte. Bad bytes that
+    are the file's very last and begin a character it does not finish may be a file cut short (a copy under way),
+    or an 8-bit file whose last letter is a byte UTF-8 starts a character with (cp1251 ``Ш`` is 0xD8, ``РёД`` is
+    UTF-8 ``и`` and a started character): modified in the last :data:`SETTLED_SECONDS`, a retry-later error (still
+    being written or copied?). Any other bad bytes (cp1251 ``ДД``, ``я``: 0xFF is never UTF-8; a letter before a line
+    break or Excel's ``;;`` row) are no UTF-8 file cut short, fresh or not. Either way, once it cannot be a cut
+    file: ASCII before the row holding the first bad byte, it is an 8-bit file (:func:`cyrillic_8bit`, cp1251 when
+    its few bytes cannot tell), read as that with a warning, unless the bytes from that row read as UTF-8 text
+    (a cut row: :func:`_utf8_words`, ``Анна Смир``; other rows: :func:`_utf8_words_from`). A file cut so is a UTF-8
+    file cut short that will not be finished: a BadFileError naming the byte and its line; any other, the encoding
+    error (:func:`encoding_error`), fresh or not."""
     at = first_bad_byte(path, "utf-8")
     if at is None:  # finished since it was found cut: UTF-8 after all
         return "utf-8"
-    start, row = _last_row(path)
-    if at < start:  # a bad byte before the last row (a UTF-8 first MB, cp1251 after it): not this case
-        raise encoding_error(path, "utf-8", auto=True)
-    cut = _unfinished(row)
+    start = _row_start(path, at)
+    with open(path, "rb") as f:
+        f.seek(start)
+        row = f.read(_ROW_MAX)
+    cut = _cut_at(path, at)  # the bad bytes the file's very last: a character begun, maybe a file cut short
     if cut and not settled(path):
         raise cut_short(path)
-    if _ascii_before(path, start) and not (cut and _utf8_words(row)):
+    if _ascii_before(path, start) and not (_utf8_words(row) if cut else _utf8_words_from(path, start)):
         enc = cyrillic_8bit(row)
         shown = bytes(b for b in row if b >= 0x80)
         why = (f"which begin a UTF-8 character it does not finish; unchanged for {_SETTLED}, so it is no file cut "

@@ -171,3 +171,13 @@ def test_a_cr_only_utf8_file_cut_inside_its_last_character_an_hour_old_is_cut_sh
     day = export(tmp_path, data, age=SETTLED_SECONDS + 5)
     out = run_cli("check", "--config", str(tmp_path / "rfmsync.toml"), code=3).output
     assert f"{day}: the file ends inside a character at byte {len(data) - 1}" in out and "it was cut short" in out
+
+
+@pytest.mark.parametrize("after", [";;\n", ",,,\n,,,\n", ",,,\n\n"])
+def test_a_cp1251_last_data_row_before_excels_delimiter_only_rows_is_read_as_cp1251(tmp_path, after):
+    """Excel ends a cp1251 export with a row of delimiters: before, that row was the "last row", the bad bytes came
+    before it, and a complete file stopped with the encoding error (exit 2)."""
+    text = BIG + row(40_000, "Кузя") + "\n" + after
+    export(tmp_path, text.encode("cp1251"))
+    assert customers(tmp_path)[-1] == "Кузя"
+    run_cli("check", "--config", str(tmp_path / "rfmsync.toml"))

@@ -105,18 +105,32 @@ def test_an_ascii_file_ending_inside_a_character_with_utf8_set_is_the_encoding_e
 
 
 @pytest.mark.parametrize("age", [0, SETTLED_SECONDS + 5])
-def test_a_file_utf8_in_its_first_mb_and_8bit_after_is_the_encoding_error_not_a_cut_file(tmp_path, age, caplog):
+def test_a_file_ascii_past_its_first_mb_and_cp1251_after_is_read_as_cp1251_fresh_or_not(tmp_path, age, caplog):
     """Its first bad byte long before the end (ASCII rows past the encoding sniff's first MB, cp1251 rows after,
-    the last ending in «Д»): the encoding error naming that byte's line, fresh or not, as for any such file; not a
-    retry-later error, nor a warning quoting megabytes in hex as if it were "ASCII but for its last byte(s)"."""
+    the last ending in «Д»): ASCII before that byte's row, no UTF-8 text after it, bad bytes not only at the very
+    end, so no file cut short: read as cp1251 at once, with a warning quoting a few of the bytes, not megabytes."""
     ascii_rows = "".join(row(i, f"c{i}") + "\n" for i in range(1, 40_000))
     text = HEAD + ascii_rows + row(40_000, "Иванов") + "\n" + row(40_001, "Д")
     day = export(tmp_path, text.encode("cp1251"), age=age)
     with caplog.at_level(logging.WARNING):
+        assert customers(tmp_path)[-2:] == ["Иванов", "Д"]
+    assert f"{day}: ASCII text but for its last row's byte(s) (c8 e2 e0 ed ee e2 c4)" in caplog.text
+    assert len(caplog.text) < 2000
+
+
+@pytest.mark.parametrize("age", [0, SETTLED_SECONDS + 5])
+def test_a_file_ascii_past_its_first_mb_a_stray_byte_then_utf8_text_is_the_encoding_error(tmp_path, age, caplog):
+    """A stray cp1251 byte in a row past the first MB, UTF-8 Cyrillic rows after it: a UTF-8 file with a bad byte,
+    not a cp1251 one (read so, its UTF-8 rows would be mojibake): the encoding error naming that byte's line."""
+    ascii_rows = "".join(row(i, f"c{i}") + "\n" for i in range(1, 40_000))
+    data = (HEAD + ascii_rows).encode() + row(40_000, "A-Д").encode("cp1251") + ("\n" + row(40_001, "Иванов")
+                                                                                 + "\n" + row(40_002, "Д")).encode()
+    day = export(tmp_path, data[:-1], age=age)
+    with caplog.at_level(logging.WARNING):
         out = run_cli("check", "--config", str(tmp_path / "rfmsync.toml"), code=2).output
-    at = len((HEAD + ascii_rows + row(40_000, "")).encode())
+    at = len((HEAD + ascii_rows + row(40_000, "A-")).encode())
     assert f"{day}: not valid utf-8 text at byte {at} (line 40001: " in out and CUT not in out
-    assert "ASCII text but for" not in caplog.text and len(caplog.text) < 2000
+    assert "ASCII text but for" not in caplog.text
 
 
 @pytest.mark.parametrize("minutes", [2, 20, 59])
