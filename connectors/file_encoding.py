@@ -166,10 +166,10 @@ clock: Callable[[], float] = time.time
 
 
 def changed_at(path: Path) -> float:
-    """When ``path`` last changed: its mtime, or on POSIX its ctime when that is later. A copy tool that keeps the
-    source's times (``cp -p``, ``rsync -t``) sets the mtime back, and may do so on a copy not yet complete (one
-    stopped and resumed; robocopy dates an unfinished file 1980-01-01); none can set the ctime, which every write,
-    ``utime`` or rename moves to the clock of this machine (or of the share)."""
+    """When ``path`` last changed: its mtime, or on POSIX its ctime when that is later. ``cp -p``, ``rsync -t``,
+    tar and unzip set the source's mtime only after the last byte; robocopy dates an unfinished file 1980-01-01, and
+    a writer may set the time itself before it is done. None can set the ctime, which every write, ``utime``,
+    ``chmod`` or rename moves to the clock of this machine (or of the share)."""
     st = path.stat()
     return max(st.st_mtime, st.st_ctime) if os.name == "posix" else st.st_mtime
 
@@ -180,16 +180,24 @@ def settled(path: Path) -> bool:
     return clock() - changed_at(path) >= SETTLED_SECONDS
 
 
+def _utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def cut_short(path: Path) -> TransientError:
     """The retry-later error of a file that ends inside a character and is not :func:`settled`; one whose mtime is
-    ahead of this machine's clock (the writer's clock wrong) names that time and what to do."""
+    ahead of this machine's clock (the writer's clock wrong) names that time and what to do; one whose ctime is
+    later than its mtime (:func:`changed_at`) names the ctime the hour counts from."""
     mtime = path.stat().st_mtime
     ahead = ""
     if mtime > clock() + CLOCK_SLACK:  # a share's clock seconds ahead of ours is not worth a word
-        when = datetime.fromtimestamp(mtime, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-        ahead = (f"; its modification time, {when}, is ahead of this machine's clock (the clock of the device or "
-                 f"share that wrote it is wrong?), so it is taken as complete only {_SETTLED} after that: set that "
+        ahead = (f"; its modification time, {_utc(mtime)}, is ahead of this machine's clock (the clock of the device "
+                 f"or share that wrote it is wrong?), so it is taken as complete only {_SETTLED} after that: set that "
                  f"clock right and save the file again, or set [source] encoding to the file's encoding")
+    elif changed_at(path) > mtime + CLOCK_SLACK:  # its ctime: the hour counts from there, not from the mtime shown
+        ahead = (f"; the hour counts from its change time (ctime), {_utc(changed_at(path))}, later than its "
+                 f"modification time, {_utc(mtime)} (a copy tool that kept the source's time, or a rename, chmod or "
+                 f"touch since: anything that moves the ctime starts the hour again)")
     return TransientError(f"{path}: the file ends inside a character (cut short: still being written or copied?); "
                           f"nothing was stored: run again once it is complete (a file unchanged for {_SETTLED} is "
                           f"taken as complete){ahead}")

@@ -160,7 +160,8 @@ def test_a_file_cut_short_whose_mtime_is_ahead_of_the_clock_says_so_and_what_to_
             f"save the file again, or set [source] encoding to the file's encoding") in " ".join(out.split())
     for age in (5, -2):  # a file of now, or a share whose clock is 2 s ahead of ours: no such words
         export(tmp_path, data, age=age)
-        assert "ahead of" not in run_cli("check", "--config", str(tmp_path / "rfmsync.toml"), code=3).output
+        out = run_cli("check", "--config", str(tmp_path / "rfmsync.toml"), code=3).output
+        assert "ahead of" not in out and "ctime" not in out  # its ctime, now, is its mtime too
 
 
 def test_a_cut_file_whose_mtime_a_copy_tool_set_back_is_still_a_file_cut_short(tmp_path):
@@ -172,7 +173,13 @@ def test_a_cut_file_whose_mtime_a_copy_tool_set_back_is_still_a_file_cut_short(t
     day = export(tmp_path, full[:full.index("Жанна".encode()) + 1])
     week_ago = time.time() - 7 * 86_400
     os.utime(day, (week_ago, week_ago))
-    assert f"{day}: {CUT}" in run_cli("check", "--config", str(tmp_path / "rfmsync.toml"), code=3).output
+    out = " ".join(run_cli("check", "--config", str(tmp_path / "rfmsync.toml"), code=3).output.split())
+    ctime, mtime = (datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+                    for t in (day.stat().st_ctime, week_ago))
+    assert f"{day}: {CUT}" in out
+    assert (f"the hour counts from its change time (ctime), {ctime}, later than its modification time, {mtime} (a copy"
+            f" tool that kept the source's time, or a rename, chmod or touch since: anything that moves the ctime"
+            f" starts the hour again)") in out
     with pytest.raises(TransientError, match="a file unchanged for 60 minutes is taken as complete"):
         customers(tmp_path)
     AHEAD[0] = SETTLED_SECONDS - 60  # 59 minutes on: still
