@@ -10,7 +10,8 @@ each with a fast path:
   prefix or ``00``; length; the first four digits after the lead: a whole country code) are parsed the same way by
   ``phonenumbers``, so two representatives of each shape are parsed and, when both agree, the rest of the shape is
   rewritten in SQL. Shapes that disagree, small shapes, shapes whose values phonenumbers does not all treat alike
-  after the country code (a trunk prefix stripped from some: :func:`_mixed_shapes`), and ``00`` typed where ``00``
+  after the country code (a trunk prefix stripped from some, or the region's own country code typed with no lead
+  taken for one in some: :func:`_mixed_shapes`), and ``00`` typed where ``00``
   is not the region's international prefix (:func:`phone_e164` decides those by validity) are parsed value by
   value.
 
@@ -241,23 +242,58 @@ def _country_code(shape: str) -> int | None:
                 None) if lead else None
 
 
-def _trunk_cases(own: tuple[str, str] | None, by_cc: dict[int, tuple[str, str]]) -> str:
+def _trunk_key(national: str, prefix: str, general: str) -> str:
+    """SQL: the trunk prefix ``prefix`` matches at the start of ``national`` and whether ``national`` fits
+    ``general`` with it and without it (1/0 each); NULL where it does not match."""
+    starts = lit(f"^(?:{prefix})")
+    fits = " || ".join(f"regexp_full_match({n}, {lit(general)})::INT" for n in (national, _after(national, prefix)))
+    return f"CASE WHEN regexp_matches({national}, {starts}) THEN regexp_extract({national}, {starts}) || {fits} END"
+
+
+def _after(national: str, prefix: str) -> str:
+    """SQL: ``national`` without what ``prefix`` matches at its start."""
+    return f"substr({national}, length(regexp_extract({national}, {lit(f'^(?:{prefix})')})) + 1)"
+
+
+def _own_cc_key(meta) -> str | None:
+    """SQL of a national value's (no lead) key when it begins with the region's own country code, which
+    phonenumbers takes for one only when the number does not fit the region's pattern and the rest does (after a
+    trunk prefix stripped), or the number is too long: whether each fits, and the trunk keys (:func:`_trunk_key`)
+    of the two strips it then makes (``375 888…`` under BY loses ``8`` twice). NULL when it does not begin so (RU
+    ``79…``: the same key for every value of a shape, so such shapes are not read value by value)."""
+    general = meta.general_desc.national_number_pattern if meta is not None and meta.general_desc else None
+    if not general:
+        return None
+    cc = str(meta.country_code)
+    national = f"substr(d, {len(cc) + 1})"
+    own, second = _trunk_rule(meta), _country_rule(meta.country_code)
+    first, stripped = "NULL", national
+    if own:
+        match, fits, rest = lit(f"^(?:{own[0]})"), lit(general), _after(national, own[0])
+        first = _trunk_key(national, own[0], general)
+        stripped = (f"(CASE WHEN regexp_matches({national}, {match}) AND NOT (regexp_full_match({national}, {fits})"
+                    f" AND NOT regexp_full_match({rest}, {fits})) THEN {rest} ELSE {national} END)")
+    again = _trunk_key(stripped, *second) if second else "NULL"
+    fit = " || ".join(f"regexp_full_match({n}, {lit(general)})::INT" for n in ("d", stripped))
+    return (f"CASE WHEN starts_with(d, '{cc}') THEN {fit} || coalesce({first}, '-') || coalesce({again}, '-')"
+            f" END")
+
+
+def _trunk_cases(own: tuple[str, str] | None, by_cc: dict[int, tuple[str, str]], own_cc: str | None = None) -> str:
     """SQL of a value's trunk key: what decides phonenumbers' stripping of a national (trunk) prefix after the
     country code (``by_cc``; typed after a lead) or at the start of a national number (``own``, the region's): the
     prefix its pattern matches, and whether the national number fits the country's number pattern with it and
     without it (phonenumbers keeps a prefix whose removal would leave no valid-looking number, and that pattern sees
-    every digit); NULL where no prefix matches (``+7 9…``, ``79…`` under RU) or no rule applies."""
-    def key(national: str, prefix: str, general: str) -> str:
-        starts = lit(f"^(?:{prefix})")
-        after = f"substr({national}, length(regexp_extract({national}, {starts})) + 1)"
-        fits = " || ".join(f"regexp_full_match({n}, {lit(general)})::INT" for n in (national, after))
-        return f"CASE WHEN regexp_matches({national}, {starts}) THEN regexp_extract({national}, {starts}) || {fits} END"
-
+    every digit); NULL where no prefix matches (``+7 9…`` under RU) or no rule applies. A national value (no lead)
+    that begins with the region's own country code adds ``own_cc`` (:func:`_own_cc_key`)."""
     after_lead = "substr(d, length(lead) + 1)"
-    cases = [f"WHEN lead = '' THEN {key('d', *own)}"] if own else []
+    national = _trunk_key("d", *own) if own else None
+    if own_cc:  # '-' and '/' stand for "no prefix matched", "not the country code": never a key's NULL
+        national = f"coalesce({national or 'NULL'}, '-') || coalesce({own_cc}, '/')"
+    cases = [f"WHEN lead = '' THEN {national}"] if national else []
     for cc, rule in sorted(by_cc.items()):
-        national = f"substr({after_lead}, {len(str(cc)) + 1})"
-        cases.append(f"WHEN lead <> '' AND starts_with({after_lead}, '{cc}') THEN {key(national, *rule)}")
+        national_cc = f"substr({after_lead}, {len(str(cc)) + 1})"
+        cases.append(f"WHEN lead <> '' AND starts_with({after_lead}, '{cc}') THEN {_trunk_key(national_cc, *rule)}")
     return f"CASE {' '.join(cases)} END" if cases else "NULL"
 
 
@@ -273,7 +309,7 @@ def _mixed_shapes(con: duckdb.DuckDBPyConnection, region: str | None) -> tuple[l
 
     meta = PhoneMetadata.metadata_for_region(region) if region else None
     home = {meta.country_code: rule} if meta is not None and (rule := _country_rule(meta.country_code)) else {}
-    shapes = _shapes(con, _trunk_cases(_trunk_rule(meta), home))
+    shapes = _shapes(con, _trunk_cases(_trunk_rule(meta), home, _own_cc_key(meta)))
     mixed = {shape for shape, n, _, _, differ in shapes if n >= _SHAPE_MIN and differ}
     others = {shape: cc for shape, n, _, _, _ in shapes
               if n >= _SHAPE_MIN and (cc := _country_code(shape)) and cc not in home and _country_rule(cc)}
