@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import codecs
 import logging
+import os
 import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from .errors import BadFileError, ConfigError, ConnectorError, TransientError
 
@@ -50,15 +52,15 @@ def detect_encoding(path: Path) -> str:
 
 def utf8_copy(path: Path, encoding: str, tmp: Path) -> Path:
     """The file itself when it is UTF-8 (with or without BOM), else a UTF-8 copy written in chunks. Under
-    ``auto``, a UTF-8 file that ends inside a character is cut short or in an 8-bit encoding:
-    :func:`cut_or_8bit` decides."""
+    ``auto``, a UTF-8 file whose last row is not UTF-8 (one that ends inside a character included) is cut short
+    or in an 8-bit encoding: :func:`cut_or_8bit` decides."""
     auto = encoding.lower() == "auto"
     enc = _detect_encoding(path) if auto else encoding
     try:
         utf8 = codecs.lookup(enc).name in ("utf-8", "utf-8-sig", "ascii")
     except LookupError:
         raise ConfigError(f"unknown encoding {encoding!r} for {path}") from None
-    if utf8 and not (auto and _ends_inside_character(path)):
+    if utf8 and not (auto and _ends_outside_utf8(path)):
         return path
     if utf8:
         enc = cut_or_8bit(path)
@@ -137,11 +139,14 @@ def _cut_at(path: Path, at: int) -> bool:
 
 
 def _unfinished(tail: bytes) -> bool:
-    """Whether ``tail`` is the start of one UTF-8 character, unfinished: the decoder holds it back, not refuses it."""
+    """Whether ``tail`` is UTF-8 that ends inside a character: the decoder holds its last bytes back, not refuses
+    any (bytes appended could finish it)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
     try:
-        return bool(tail) and codecs.getincrementaldecoder("utf-8")().decode(tail, final=False) == ""
+        decoder.decode(tail, final=False)
     except UnicodeDecodeError:
         return False
+    return bool(decoder.getstate()[0])
 
 
 #: a file not modified for this many seconds is not being written or copied (:func:`settled`). Nothing in the bytes
@@ -156,64 +161,162 @@ _SETTLED = f"{SETTLED_SECONDS // 60} minutes"
 CLOCK_SLACK = 300
 
 
+#: this machine's clock, in seconds since the epoch (tests set it ahead instead of waiting an hour)
+clock: Callable[[], float] = time.time
+
+
+def changed_at(path: Path) -> float:
+    """When ``path`` last changed: its mtime, or on POSIX its ctime when that is later. ``cp -p``, ``rsync -t``,
+    tar and unzip set the source's mtime only after the last byte; robocopy dates an unfinished file 1980-01-01, and
+    a writer may set the time itself before it is done. None can set the ctime, which every write, ``utime``,
+    ``chmod`` or rename moves to the clock of this machine (or of the share)."""
+    st = path.stat()
+    return max(st.st_mtime, st.st_ctime) if os.name == "posix" else st.st_mtime
+
+
 def settled(path: Path) -> bool:
-    """Whether ``path`` has not been modified for :data:`SETTLED_SECONDS` (its mtime, by this machine's clock: an
-    mtime ahead of it delays the decision, and :func:`cut_short` says so)."""
-    return time.time() - path.stat().st_mtime >= SETTLED_SECONDS
+    """Whether ``path`` has not changed for :data:`SETTLED_SECONDS` (:func:`changed_at`, by :data:`clock`: an mtime
+    ahead of it delays the decision, and :func:`cut_short` says so)."""
+    return clock() - changed_at(path) >= SETTLED_SECONDS
+
+
+def _utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def cut_short(path: Path) -> TransientError:
     """The retry-later error of a file that ends inside a character and is not :func:`settled`; one whose mtime is
-    ahead of this machine's clock (the writer's clock wrong) names that time and what to do."""
+    ahead of this machine's clock (the writer's clock wrong) names that time and what to do; one whose ctime is
+    later than its mtime (:func:`changed_at`) names the ctime the hour counts from."""
     mtime = path.stat().st_mtime
     ahead = ""
-    if mtime > time.time() + CLOCK_SLACK:  # a share's clock seconds ahead of ours is not worth a word
-        when = datetime.fromtimestamp(mtime, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-        ahead = (f"; its modification time, {when}, is ahead of this machine's clock (the clock of the device or "
-                 f"share that wrote it is wrong?), so it is taken as complete only {_SETTLED} after that: set that "
+    if mtime > clock() + CLOCK_SLACK:  # a share's clock seconds ahead of ours is not worth a word
+        ahead = (f"; its modification time, {_utc(mtime)}, is ahead of this machine's clock (the clock of the device "
+                 f"or share that wrote it is wrong?), so it is taken as complete only {_SETTLED} after that: set that "
                  f"clock right and save the file again, or set [source] encoding to the file's encoding")
+    elif changed_at(path) > mtime + CLOCK_SLACK:  # its ctime: the hour counts from there, not from the mtime shown
+        ahead = (f"; the hour counts from its change time (ctime), {_utc(changed_at(path))}, later than its "
+                 f"modification time, {_utc(mtime)} (a copy tool that kept the source's time, or a rename, chmod or "
+                 f"touch since: anything that moves the ctime starts the hour again)")
     return TransientError(f"{path}: the file ends inside a character (cut short: still being written or copied?); "
                           f"nothing was stored: run again once it is complete (a file unchanged for {_SETTLED} is "
                           f"taken as complete){ahead}")
 
 
-def _ends_inside_character(path: Path) -> bool:
-    """Whether the file's last 1-3 bytes begin a UTF-8 character that it ends before finishing (its last 4 bytes
-    read, whatever its size)."""
+#: the most of a file's last row read by :func:`_last_row` (a "row" longer than this is taken from there)
+_ROW_MAX = 1 << 20
+#: what a row holding nothing else is not a last row of (Excel's ``;;`` after the data included)
+_BLANK = b"\r\n;,\t| "
+
+
+def _last_row(path: Path) -> tuple[int, bytes]:
+    """The offset and bytes of the file's last row: from the line break (LF, CR or both) before its last line that
+    is not empty or delimiters only (Excel's ``;;``) to the end of the file (the lines after it included), read
+    backwards in 64 KiB blocks, at most :data:`_ROW_MAX` bytes."""
+    end = path.stat().st_size
+    data = b""
     with open(path, "rb") as f:
-        f.seek(max(path.stat().st_size - 4, 0))
-        tail = f.read()
-    start = len(tail) - 1
-    while start > 0 and 0x80 <= tail[start] <= 0xBF:  # continuation bytes: back to the character's first byte
-        start -= 1
-    return _unfinished(tail[start:])
+        while end > 0 and len(data) < _ROW_MAX:
+            start = max(end - (1 << 16), 0)
+            f.seek(start)
+            data = f.read(end - start) + data
+            end = start
+            body = data.rstrip(_BLANK)
+            cut = max(body.rfind(b"\n"), body.rfind(b"\r"))  # CR alone ends a row too (classic Mac)
+            if cut >= 0:
+                return end + cut + 1, data[cut + 1:]
+    return end, data
+
+
+def _row_start(path: Path, at: int) -> int:
+    """The offset of the row holding byte ``at``: just after the last line break (LF or CR) before it, or 0; read
+    backwards in 64 KiB blocks."""
+    with open(path, "rb") as f:
+        end = at
+        while end > 0:
+            start = max(end - (1 << 16), 0)
+            f.seek(start)
+            block = f.read(end - start)
+            brk = max(block.rfind(b"\n"), block.rfind(b"\r"))
+            if brk >= 0:
+                return start + brk + 1
+            end = start
+    return 0
+
+
+def _ends_outside_utf8(path: Path) -> bool:
+    """Whether the file's last row holds non-ASCII bytes that are not UTF-8 (a character begun and not finished
+    included)."""
+    row = _last_row(path)[1]
+    if row.isascii():
+        return False
+    try:
+        row.decode("utf-8")
+        return False
+    except UnicodeDecodeError:
+        return True
+
+
+def _utf8_words(row: bytes) -> bool:
+    """Whether ``row``, UTF-8 but for a character begun at its end, reads before that character as UTF-8 text: a run
+    of two or more Cyrillic letters, or any other non-ASCII character. cp1251 bytes seldom do (``Рё`` is one letter,
+    UTF-8 ``и``); a UTF-8 row cut inside its last word does (``Анна Смир`` and the first byte of ``н``)."""
+    text = codecs.getincrementaldecoder("utf-8")().decode(row, final=False)
+    return bool(_CYRILLIC_RUN.search(text)) or any(not ("\u0400" <= c <= "\u04ff") for c in text if not c.isascii())
+
+
+def _utf8_words_from(path: Path, start: int) -> bool:
+    """Whether the file's bytes from ``start`` hold UTF-8 words (two or more Cyrillic letters in a run, as UTF-8):
+    a UTF-8 file with a stray byte, not an 8-bit one (cp1251 seldom makes even one such letter: ``Рё``). Read in
+    4 MB chunks."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    with open(path, "rb") as f:
+        f.seek(start)
+        while chunk := f.read(1 << 22):
+            if _CYRILLIC_RUN.search(decoder.decode(chunk)):
+                return True
+    return False
+
+
+def _ascii_before(path: Path, end: int) -> bool:
+    """Whether the file's bytes before offset ``end`` are all ASCII (read in 4 MB chunks)."""
+    with open(path, "rb") as f:
+        return all(f.read(min(1 << 22, end - pos)).isascii() for pos in range(0, end, 1 << 22))
 
 
 def cut_or_8bit(path: Path) -> str:
-    """The encoding to read ``path`` with, whose first MB reads as UTF-8 but which ends inside a character
-    (:func:`_ends_inside_character`) under ``encoding = "auto"``: cut short, or an 8-bit file whose last letter is a
-    byte UTF-8 starts a character with (cp1251 ``Ш`` is 0xD8). Modified in the last :data:`SETTLED_SECONDS`: a
-    retry-later error (still being written or copied?). Unchanged since: ASCII but for those last bytes, it is an
-    8-bit file (:func:`cyrillic_8bit`, cp1251 when that one byte cannot tell), read as that with a warning; with
-    other non-ASCII text before them (UTF-8 characters) it is a UTF-8 file cut short that will not be finished: a
-    BadFileError naming the byte and its line. A file whose first bad byte comes before its last 1-3 is neither:
-    the encoding error (:func:`encoding_error`), fresh or not."""
+    """The encoding to read ``path`` with, whose first MB reads as UTF-8 but whose last row does not
+    (:func:`_ends_outside_utf8`) under ``encoding = "auto"``, by the row holding its first bad byte. Bad bytes that
+    are the file's very last and begin a character it does not finish may be a file cut short (a copy under way),
+    or an 8-bit file whose last letter is a byte UTF-8 starts a character with (cp1251 ``Ш`` is 0xD8, ``РёД`` is
+    UTF-8 ``и`` and a started character): modified in the last :data:`SETTLED_SECONDS`, a retry-later error (still
+    being written or copied?). Any other bad bytes (cp1251 ``ДД``, ``я``: 0xFF is never UTF-8; a letter before a line
+    break or Excel's ``;;`` row) are no UTF-8 file cut short, fresh or not. Either way, once it cannot be a cut
+    file: ASCII before the row holding the first bad byte, it is an 8-bit file (:func:`cyrillic_8bit`, cp1251 when
+    its few bytes cannot tell), read as that with a warning, unless the bytes from that row read as UTF-8 text
+    (a cut row: :func:`_utf8_words`, ``Анна Смир``; other rows: :func:`_utf8_words_from`). A file cut so is a UTF-8
+    file cut short that will not be finished: a BadFileError naming the byte and its line; any other, the encoding
+    error (:func:`encoding_error`), fresh or not."""
     at = first_bad_byte(path, "utf-8")
     if at is None:  # finished since it was found cut: UTF-8 after all
         return "utf-8"
-    if not _cut_at(path, at):  # a bad byte before the end (a UTF-8 first MB, cp1251 after it): not this case
-        raise encoding_error(path, "utf-8", auto=True)
-    if not settled(path):
-        raise cut_short(path)
+    start = _row_start(path, at)
     with open(path, "rb") as f:
-        ascii_before = all(f.read(min(1 << 22, at - pos)).isascii() for pos in range(0, at, 1 << 22))
-        last = f.read()  # the 1-3 bytes from ``at``
-    if ascii_before:
-        enc = cyrillic_8bit(last)
-        log.warning("%s: ASCII text but for its last byte(s) (%s), which begin a UTF-8 character it does not finish; "
-                    "unchanged for %s, so it is no file cut short: read as %s (set [source] encoding to say which)",
-                    path, last.hex(" "), _SETTLED, enc)
+        f.seek(start)
+        row = f.read(_ROW_MAX)
+    cut = _cut_at(path, at)  # the bad bytes the file's very last: a character begun, maybe a file cut short
+    if cut and not settled(path):
+        raise cut_short(path)
+    if _ascii_before(path, start) and not (_utf8_words(row) if cut else _utf8_words_from(path, start)):
+        enc = cyrillic_8bit(row)
+        shown = bytes(b for b in row if b >= 0x80)
+        why = (f"which begin a UTF-8 character it does not finish; unchanged for {_SETTLED}, so it is no file cut "
+               f"short" if cut else "which are not UTF-8")
+        log.warning("%s: ASCII text but for its last row's byte(s) (%s%s), %s: read as %s (set [source] encoding "
+                    "to say which)", path, shown[:16].hex(" "), " …" if len(shown) > 16 else "", why, enc)
         return enc
+    if not cut:
+        raise encoding_error(path, "utf-8", auto=True)
     raise BadFileError(f"{path}: the file ends inside a character at byte {at}{_line_at(path, at, 'utf-8')}, "
                        f"and has not changed for {_SETTLED}: it was cut short (an export or copy that "
                        f"stopped?); nothing was stored: export it again (or, if it is not UTF-8, set [source] "

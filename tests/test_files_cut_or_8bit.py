@@ -2,7 +2,8 @@
 (modified in the last SETTLED_SECONDS) it may be a copy under way, a retry-later error; once unchanged, a file that
 is ASCII but for those last bytes is an 8-bit file (a cp1251 export whose only non-ASCII byte is its last letter,
 read as cp1251 with a warning), and one with UTF-8 text before them a UTF-8 file cut short for good (a clear error
-naming the byte, not retried forever). The ages come from the files' mtimes (os.utime): nothing waits."""
+naming the byte, not retried forever). A file's age is this machine's clock (connectors.file_encoding.clock) set
+ahead: nothing waits (a file's ctime, which the age counts from too, cannot be set back)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from connectors import file_encoding
 from connectors.errors import TransientError
 from connectors.file_encoding import SETTLED_SECONDS
 from connectors.files import FileSource, FileSourceConfig
@@ -31,15 +33,28 @@ def row(i: int, customer: str) -> str:
 CUT = "the file ends inside a character (cut short: still being written or copied?)"
 
 
+#: how far ahead of the real clock the test's clock is, set by :func:`export`
+AHEAD = [0.0]
+
+
+@pytest.fixture(autouse=True)
+def clock_ahead(monkeypatch):
+    """The encoding decision's clock: the real one, :data:`AHEAD` seconds ahead (0 at each test's start)."""
+    AHEAD[0] = 0.0
+    monkeypatch.setattr(file_encoding, "clock", lambda: time.time() + AHEAD[0])
+
+
 def export(tmp_path: Path, data: bytes, *, age: float = 0, encoding: str | None = None) -> Path:
-    """``exports/day.csv`` holding ``data``, last modified ``age`` seconds ago; the config beside it."""
+    """``exports/day.csv`` holding ``data``, last changed ``age`` seconds ago (the clock set ahead; a negative age:
+    its mtime set ahead of the clock, a device's wrong clock); the config beside it."""
     config = CONFIG if encoding is None else CONFIG.replace('type = "file"', f'type = "file"\nencoding = "{encoding}"')
     (tmp_path / "rfmsync.toml").write_text(config, encoding="utf-8")
     (tmp_path / "exports").mkdir(exist_ok=True)
     day = tmp_path / "exports" / "day.csv"
     day.write_bytes(data)
-    then = time.time() - age
-    os.utime(day, (then, then))
+    AHEAD[0] = max(age, 0)
+    if age < 0:
+        os.utime(day, (time.time() - age,) * 2)
     return day
 
 
@@ -60,7 +75,8 @@ def test_a_cp1251_file_whose_only_non_ascii_byte_is_its_last_is_read_once_unchan
     with caplog.at_level(logging.WARNING):
         got = customers(tmp_path)
     assert len(got) == rows and got[-1] == "A-17Д"
-    assert f"{day}: ASCII text but for its last byte(s) (c4)" in caplog.text and "read as cp1251" in caplog.text
+    assert f"{day}: ASCII text but for its last row's byte(s) (c4), which begin a UTF-8 character" in caplog.text
+    assert "read as cp1251" in caplog.text
     run_cli("check", "--config", str(tmp_path / "rfmsync.toml"))
 
 
@@ -89,18 +105,32 @@ def test_an_ascii_file_ending_inside_a_character_with_utf8_set_is_the_encoding_e
 
 
 @pytest.mark.parametrize("age", [0, SETTLED_SECONDS + 5])
-def test_a_file_utf8_in_its_first_mb_and_8bit_after_is_the_encoding_error_not_a_cut_file(tmp_path, age, caplog):
+def test_a_file_ascii_past_its_first_mb_and_cp1251_after_is_read_as_cp1251_fresh_or_not(tmp_path, age, caplog):
     """Its first bad byte long before the end (ASCII rows past the encoding sniff's first MB, cp1251 rows after,
-    the last ending in «Д»): the encoding error naming that byte's line, fresh or not, as for any such file; not a
-    retry-later error, nor a warning quoting megabytes in hex as if it were "ASCII but for its last byte(s)"."""
+    the last ending in «Д»): ASCII before that byte's row, no UTF-8 text after it, bad bytes not only at the very
+    end, so no file cut short: read as cp1251 at once, with a warning quoting a few of the bytes, not megabytes."""
     ascii_rows = "".join(row(i, f"c{i}") + "\n" for i in range(1, 40_000))
     text = HEAD + ascii_rows + row(40_000, "Иванов") + "\n" + row(40_001, "Д")
     day = export(tmp_path, text.encode("cp1251"), age=age)
     with caplog.at_level(logging.WARNING):
+        assert customers(tmp_path)[-2:] == ["Иванов", "Д"]
+    assert f"{day}: ASCII text but for its last row's byte(s) (c8 e2 e0 ed ee e2 c4)" in caplog.text
+    assert len(caplog.text) < 2000
+
+
+@pytest.mark.parametrize("age", [0, SETTLED_SECONDS + 5])
+def test_a_file_ascii_past_its_first_mb_a_stray_byte_then_utf8_text_is_the_encoding_error(tmp_path, age, caplog):
+    """A stray cp1251 byte in a row past the first MB, UTF-8 Cyrillic rows after it: a UTF-8 file with a bad byte,
+    not a cp1251 one (read so, its UTF-8 rows would be mojibake): the encoding error naming that byte's line."""
+    ascii_rows = "".join(row(i, f"c{i}") + "\n" for i in range(1, 40_000))
+    data = (HEAD + ascii_rows).encode() + row(40_000, "A-Д").encode("cp1251") + ("\n" + row(40_001, "Иванов")
+                                                                                 + "\n" + row(40_002, "Д")).encode()
+    day = export(tmp_path, data[:-1], age=age)
+    with caplog.at_level(logging.WARNING):
         out = run_cli("check", "--config", str(tmp_path / "rfmsync.toml"), code=2).output
-    at = len((HEAD + ascii_rows + row(40_000, "")).encode())
+    at = len((HEAD + ascii_rows + row(40_000, "A-")).encode())
     assert f"{day}: not valid utf-8 text at byte {at} (line 40001: " in out and CUT not in out
-    assert "ASCII text but for" not in caplog.text and len(caplog.text) < 2000
+    assert "ASCII text but for" not in caplog.text
 
 
 @pytest.mark.parametrize("minutes", [2, 20, 59])
@@ -130,4 +160,29 @@ def test_a_file_cut_short_whose_mtime_is_ahead_of_the_clock_says_so_and_what_to_
             f"save the file again, or set [source] encoding to the file's encoding") in " ".join(out.split())
     for age in (5, -2):  # a file of now, or a share whose clock is 2 s ahead of ours: no such words
         export(tmp_path, data, age=age)
-        assert "ahead of" not in run_cli("check", "--config", str(tmp_path / "rfmsync.toml"), code=3).output
+        out = run_cli("check", "--config", str(tmp_path / "rfmsync.toml"), code=3).output
+        assert "ahead of" not in out and "ctime" not in out  # its ctime, now, is its mtime too
+
+
+def test_a_cut_file_whose_mtime_a_copy_tool_set_back_is_still_a_file_cut_short(tmp_path):
+    """A copy that keeps the source's mtime (a week old) and is not complete yet: cut inside «Ж» of its last row,
+    a UTF-8 export of Latin codes. Its ctime says it changed just now: a retry-later error, nothing stored, until
+    it has not changed for an hour. Before, the old mtime alone decided: read at once as cp1251, the last customer
+    'Р' and the rest of the file lost."""
+    full = (HEAD + "".join(row(i, f"c{i}") + "\n" for i in range(1, 50)) + row(50, "Жанна") + "\n").encode()
+    day = export(tmp_path, full[:full.index("Жанна".encode()) + 1])
+    week_ago = time.time() - 7 * 86_400
+    os.utime(day, (week_ago, week_ago))
+    out = " ".join(run_cli("check", "--config", str(tmp_path / "rfmsync.toml"), code=3).output.split())
+    ctime, mtime = (datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+                    for t in (day.stat().st_ctime, week_ago))
+    assert f"{day}: {CUT}" in out
+    assert (f"the hour counts from its change time (ctime), {ctime}, later than its modification time, {mtime} (a copy"
+            f" tool that kept the source's time, or a rename, chmod or touch since: anything that moves the ctime"
+            f" starts the hour again)") in out
+    with pytest.raises(TransientError, match="a file unchanged for 60 minutes is taken as complete"):
+        customers(tmp_path)
+    AHEAD[0] = SETTLED_SECONDS - 60  # 59 minutes on: still
+    assert f"{day}: {CUT}" in run_cli("check", "--config", str(tmp_path / "rfmsync.toml"), code=3).output
+    AHEAD[0] = SETTLED_SECONDS + 5  # an hour on, unchanged: no copy under way; ASCII but for its last row
+    assert customers(tmp_path)[-1] == "Р"
