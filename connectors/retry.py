@@ -20,8 +20,6 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import timezone
-from email.utils import parsedate_to_datetime
 from typing import Callable, Mapping, TypeVar
 
 import tenacity
@@ -141,16 +139,10 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     try:
         num = float(value)
     except ValueError:
-        try:
-            dt = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError, OverflowError):
+        dt = server_date(value, zoneless_utc=True)  # (an HTTP date is GMT: one without a zone too)
+        if dt is None:
             return None
-        if dt.tzinfo is None:  # (an HTTP date is GMT; "-0000" parses naive)
-            dt = dt.replace(tzinfo=timezone.utc)
-        try:
-            num = dt.timestamp()
-        except (OverflowError, ValueError):
-            return None
+        num = dt.timestamp()
     else:
         if not math.isfinite(num):
             return None

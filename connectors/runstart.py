@@ -16,14 +16,18 @@ if TYPE_CHECKING:  # (the stager's module imports this one; the client's imports
 log = logging.getLogger(__name__)
 
 
-def server_date(value: str | None) -> datetime | None:
+def server_date(value: str | None, *, zoneless_utc: bool = False) -> datetime | None:
     """An answer's ``Date`` header (the server's clock, whole seconds) in UTC; None when there is none or it is not
-    an HTTP date with its zone (``GMT``)."""
+    an HTTP date with its zone (``GMT``). With ``zoneless_utc``, a date without a zone (the asctime form ``Sun Nov  6
+    08:49:37 1994``, or ``-0000``) is read as UTC, as HTTP reads every date (a ``Retry-After``: the wait it asks
+    for); a ``Date`` without its zone stays None (it only ever moves a run start, and the host's clock is safe)."""
     if not value:
         return None
     try:  # (OverflowError: a zone that moves the date past year 9999, e.g. "Fri, 31 Dec 9999 23:59:59 -0100")
         date = parsedate_to_datetime(value)
-        return date.astimezone(timezone.utc) if date.tzinfo is not None else None
+        if date.tzinfo is None:
+            return date.replace(tzinfo=timezone.utc) if zoneless_utc else None
+        return date.astimezone(timezone.utc)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
 

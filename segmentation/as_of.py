@@ -32,12 +32,23 @@ def before_orders_line(con: duckdb.DuckDBPyConnection, as_of: date, timezone: st
             f"compute as of {first_day} or later (or leave --as-of out: today)")
 
 
-def future_line(as_of: date, today: date, timezone: str) -> str | None:
-    """A warning when ``as_of`` is after ``today`` (the day in the config's time zone), else None."""
+def future_line(as_of: date, today: date, timezone: str, con: duckdb.DuckDBPyConnection,
+                orders: str = "orders") -> str | None:
+    """A warning when ``as_of`` is after ``today`` (the day in the config's time zone), else None. That no order is
+    that recent, and every customer looks at least that many days less recent than today, is said only when the
+    newest order of ``orders`` (any status; one aggregate, only for such an as-of) is on or before today: orders
+    after today (a CRM clock ahead of this host's, pre-orders) are named instead."""
     if as_of <= today:
         return None
     ahead = (as_of - today).days
-    return (f"the as-of {as_of} is in the future: today is {today} in {timezone}, {ahead} day{'s' if ahead > 1 else ''} "
-            f"before it, and no order is that recent, so every customer looks at least {ahead} "
-            f"day{'s' if ahead > 1 else ''} less recent than today (recency, R score, segment, and the predictions "
-            "count from the as-of); leave --as-of out to compute as of today")
+    days = f"{ahead} day{'s' if ahead > 1 else ''}"
+    newest = con.execute(f"SELECT max(ordered_at) FROM {orders}").fetchall()[0][0]
+    head = f"the as-of {as_of} is in the future: today is {today} in {timezone}, {days} before it, "
+    tail = "; leave --as-of out to compute as of today"
+    last = newest.astimezone(ZoneInfo(timezone)).date() if newest is not None else None
+    if last is not None and last > today:
+        return (head + f"but the orders run to {last}, after today (a CRM clock ahead of this host's, or "
+                "pre-orders?): those up to the as-of count, and recency, R score, segment and the predictions count "
+                "from the as-of" + tail)
+    return (head + f"and no order is that recent, so every customer looks at least {days} less recent than today "
+            "(recency, R score, segment, and the predictions count from the as-of)" + tail)

@@ -7,8 +7,9 @@ one currency when there is only one):
 
     a completed order is an *outlier* when its amount is at least :data:`OUTLIER_RATIO` (10 000) times the
     median amount of the completed orders with an amount above 0 ordered up to the as-of (the typical check),
-    and at least :data:`GAP_RATIO` (100) times the largest amount of those orders below that line (the top of
-    the shop's other orders).
+    at least :data:`GAP_RATIO` (100) times the top of those orders below that line (their 99th percentile,
+    :data:`TOP_QUANTILE`: one typo just below the line does not hide an id above it), and not a price: no other
+    customer paid that amount (a yearly plan of a shop of 1 ₽ trials with no tier between is many customers').
 
 A real large order does not come near it: a shop's largest orders are tens of times its median check (CDNOW
 19×, the demo shop 25×, the benchmarks' generated shop of 10 M orders 69×), a typed-in barcode 10⁶–10⁹ times. The
@@ -16,11 +17,13 @@ median is the check half the orders are below, so a handful of outliers cannot m
 shops whose median is not their check: a subscription shop whose orders are mostly 1 ₽ trials with plans at 399
 and 12 000 ₽, a café of 2.50 checks with a wholesale client's 800 and 30 000, a currency redenominated 10 000:1
 (the old orders are 10 000 times the new): their large orders sit within 100 times the orders below them, a
-barcode is far above the top of everything else.
+barcode is far above the top of everything else, and two customers' pasted ids are rarely the same amount (the
+same barcode on two customers' orders is therefore not found). A café of 2–3 € checks whose catering client alone
+ordered 30 000 and 28 000, nothing between, is warned of: check those orders.
 
 :func:`outlier_amounts` finds them in DuckDB (a shop without any costs two aggregates the column statistics
 mostly answer: the median is computed only when the largest amount could be one, the top of the other orders
-only when it is 10 000 times the median). The run warns of them
+only when it is 10 000 times the median; the repeats among the orders past both lines). The run warns of them
 (:func:`outlier_line`); the spend model leaves them out of its fit (:func:`spend_rows_sql`): the fit equals the
 fit on the orders without them. The customer's own figures keep the amount as recorded: fix it in the export.
 """
@@ -42,8 +45,10 @@ from .purchase_days import DAY_ROWS_SQL
 
 #: an amount at least this many times the typical check (the median) is an outlier
 OUTLIER_RATIO = 10_000
-#: ... and at least this many times the largest amount below that line (the top of the shop's other orders)
+#: ... and at least this many times the top of the orders below that line (the top of the shop's other orders)
 GAP_RATIO = 100
+#: ... the top of those orders is this quantile of them (one typo just below the line does not hide an id above it)
+TOP_QUANTILE = 0.99
 #: the TEMP table of every outlier order of the last :func:`outlier_amounts` (order_id, customer_id)
 TABLE = "_rfmsync_outlier_orders"
 #: outlier orders named in the warning (the largest first); the others are counted
@@ -102,8 +107,8 @@ def outlier_amounts(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str =
         if median * OUTLIER_RATIO >= _DECIMAL_LIMIT or most_amount < median * OUTLIER_RATIO:
             continue
         # the first test trips: is the largest amount also far above the top of the other orders?
-        top = con.execute(f"SELECT max(amount) FROM {orders} WHERE {_WHERE} AND {match} AND amount < $line",
-                          which | {"line": median * OUTLIER_RATIO}).fetchall()[0][0]
+        top = con.execute(f"SELECT quantile_disc(amount, {TOP_QUANTILE}) FROM {orders} WHERE {_WHERE} AND {match} "
+                          "AND amount < $line", which | {"line": median * OUTLIER_RATIO}).fetchall()[0][0]
         threshold = max(median * OUTLIER_RATIO, top * GAP_RATIO)
         if most_amount >= threshold:
             typical.append((currency, median, threshold))
@@ -117,8 +122,21 @@ def outlier_amounts(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str =
     values = {k: v for i, (cur, median, threshold) in enumerate(typical)
               for k, v in ((f"typical{i}", median), (f"threshold{i}", threshold))
               + (((f"cur{i}", cur),) if several else ())}
-    con.execute(f"CREATE TEMP TABLE {TABLE} AS " + " UNION ALL ".join(parts), params | values)
+    # kept: an amount several customers paid (a price: a plan, a tier), and an order within GAP_RATIO of its own
+    # customer's other orders of another amount (a client who orders that much: a café's caterer)
+    con.execute(f"""CREATE TEMP TABLE {TABLE} AS WITH past AS ({" UNION ALL ".join(parts)}),
+        prices AS (SELECT currency, amount FROM past GROUP BY ALL HAVING count(DISTINCT customer_id) > 1),
+        own AS (SELECT p.order_id, max(o.amount) AS top FROM past p JOIN {orders} o ON o.customer_id = p.customer_id
+                AND o.currency IS NOT DISTINCT FROM p.currency AND o.amount <> p.amount
+                WHERE o.status = 'completed' AND o.amount > 0 AND o.ordered_at < $cutoff GROUP BY p.order_id)
+        SELECT past.* FROM past LEFT JOIN own USING (order_id)
+        WHERE coalesce(past.amount >= own.top * {GAP_RATIO}, true)
+        AND NOT EXISTS (SELECT 1 FROM prices x WHERE x.currency IS NOT DISTINCT FROM past.currency
+                        AND x.amount = past.amount)""", params | values)
     counts = con.execute(f"SELECT count(*), count(DISTINCT customer_id) FROM {TABLE}").fetchall()[0]
+    if not counts[0]:
+        con.execute(f"DROP TABLE temp.main.{TABLE}")
+        return OutlierAmounts()
     shown = con.execute(f"SELECT customer_id, order_id, ordered_at, amount, currency, typical FROM {TABLE} "
                         f"ORDER BY amount / typical DESC, order_id LIMIT {SHOWN}").fetchall()
     return OutlierAmounts(counts[0], counts[1], tuple(OutlierOrder(*row) for row in shown))
@@ -175,8 +193,9 @@ def outlier_line(found: OutlierAmounts, timezone: str, files: Mapping[str, str] 
                      f"{_money(o.amount / o.typical, 0)} times the typical check of {_money(o.typical)}{cur}")
     one = found.orders == 1
     more = found.orders - len(found.shown)
-    rule = (f"(the median order; the rule: {_money(OUTLIER_RATIO, 0)} times it and {GAP_RATIO} times the largest "
-            "order below that)")
+    rule = (f"(the median order; the rule: {_money(OUTLIER_RATIO, 0)} times it, {GAP_RATIO} times the 99th "
+            f"percentile of the orders below that and {GAP_RATIO} times the customer's other orders, of an amount no "
+            "other customer paid)")
     head = (f"an amount far beyond the usual check {rule}: " if one else
             f"{found.orders} amounts of {found.customers} customer{'s' if found.customers > 1 else ''} far beyond "
             f"the usual check {rule}: ")

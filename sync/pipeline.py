@@ -254,7 +254,7 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
     warnings = file_lines(pull)
     # an as-of in the future: its own line; the data are stale only if the newest order is old as of today
     today = today_in(cfg.timezone)
-    warnings += [w for w in [future_line(as_of, today, cfg.timezone),
+    warnings += [w for w in [future_line(as_of, today, cfg.timezone, con),
                              stale_warning(con, as_of, cfg.timezone, cfg.guards.stale_days, today),
                              currency_warning(con, as_of, cfg.timezone)] if w]
     warnings += list(report.warnings) if report is not None else []

@@ -103,3 +103,18 @@ def test_no_recency_is_negative_orders_after_the_as_of_do_not_count(tmp_path):
     rows = list(csv.DictReader(out.open(encoding="utf-8")))
     assert len(rows) == 60 - 0 and min(int(r["recency_days"]) for r in rows) == 0  # customer 20 bought that day
     assert {r["customer_id"]: int(r["frequency"]) for r in rows}["c0"] == 1  # c0's later orders do not count
+
+
+def test_an_as_of_in_the_future_with_orders_after_today_does_not_say_no_order_is_that_recent(tmp_path):
+    """Orders after today (a CRM clock ahead of the host's, pre-orders) made "no order is that recent, so every
+    customer looks at least N days less recent" false: the line names how far the orders run instead."""
+    today = today_in("UTC")
+    newest = today + timedelta(days=3)
+    cfg = write_shop(tmp_path / "shop", newest=newest, extra="max_days_ahead = 30")  # pre-orders are no bad rows
+    ahead = today + timedelta(days=10)
+    result = run("segments", "--config", str(cfg), "--as-of", ahead.isoformat(), "--format", "json")
+    line = f"warning: the as-of {ahead} is in the future: today is {today} in UTC, 10 days before it, "
+    assert [w for w in warning_lines(result) if w.startswith(line)] == [
+        line + f"but the orders run to {newest}, after today (a CRM clock ahead of this host's, or pre-orders?): "
+        "those up to the as-of count, and recency, R score, segment and the predictions count from the as-of; leave "
+        "--as-of out to compute as of today"]

@@ -135,13 +135,14 @@ def test_large_real_orders_are_no_outliers():
     assert not outlier_amounts(con, HOLDOUT_END)
     assert con.execute("SELECT max(amount) / median(amount) FROM orders WHERE order_id LIKE 'o%'").fetchall()[0][0] < 20
     con.execute("INSERT INTO orders VALUES ('edge', '1', '1997-05-03', 261300.00, 'USD', 'completed', NULL)")
-    # exactly 10 000 times the median, but within 100 times the largest order below that line (vip2): none
+    # exactly 10 000 times the median, but within 100 times its customer's other orders (vip2): none
     assert not outlier_amounts(con, HOLDOUT_END)
     con.execute("DELETE FROM orders WHERE order_id = 'vip2'")
-    # the largest order below the line is 26 130, a hundredth of it is 2 613 000: still none
+    # its customer's other large order is 26 130, a hundredth of it is 2 613 000: still none
     assert not outlier_amounts(con, HOLDOUT_END)
     con.execute("DELETE FROM orders WHERE order_id = 'vip'")
-    assert outlier_amounts(con, HOLDOUT_END).orders == 1  # CDNOW's top is 506.97: 261 300 is 515 times it
+    # customer 1's other orders are CDNOW's: 506.97 at most, 515 times less
+    assert outlier_amounts(con, HOLDOUT_END).orders == 1
 
 
 def _shop(sql: str) -> duckdb.DuckDBPyConnection:
@@ -198,6 +199,42 @@ def test_a_cafe_with_a_wholesale_client_and_a_redenominated_currency_have_none()
         assert found.orders == 1
 
 
+def test_a_price_tier_with_nothing_between_and_a_caterers_orders_are_no_outliers():
+    """The gap rule needed a middle tier: a shop of 1 ₽ trials selling only a 12 000 ₽ yearly plan had its yearly
+    orders flagged and left out of the spend fit (its mean spend fell to the trials'), a café whose catering client
+    ordered 30 000 and 28 000 (nothing between them and 3.00 checks) both. A price many customers pay, or a
+    client's own repeated large orders, are no outliers; a barcode among them still is."""
+    trials = _shop("""INSERT INTO orders SELECT 'o' || i, 'c' || (i % 300),
+                      TIMESTAMPTZ '2025-01-01' + i * INTERVAL 3 HOUR, CASE WHEN hash(i) % 5 < 3 THEN 1.00 ELSE 12000 END, 'RUB', 'completed', NULL
+                      FROM range(3000) t(i)""")
+    cafe = _shop("""INSERT INTO orders SELECT 'o' || i, 'c' || (i % 500),
+                    TIMESTAMPTZ '2025-01-01' + i * INTERVAL 1 HOUR, 2.00 + (i % 3) * 0.5, 'EUR', 'completed', NULL
+                    FROM range(5000) t(i);
+                    INSERT INTO orders VALUES
+                    ('w1', 'wholesale', TIMESTAMPTZ '2025-03-01', 30000, 'EUR', 'completed', NULL),
+                    ('w3', 'wholesale', TIMESTAMPTZ '2025-05-01', 28000, 'EUR', 'completed', NULL)""")
+    assert trials.execute("SELECT median(amount), count(*) FILTER (amount = 12000) FROM orders").fetchall() == [
+        (1, 1204)]
+    for con in (trials, cafe):
+        assert not outlier_amounts(con, date(2026, 1, 1))
+    for con in (trials, cafe):
+        con.execute("UPDATE orders SET amount = 4600000000000 WHERE order_id = 'o9'")
+        found = outlier_amounts(con, date(2026, 1, 1))
+        assert [o.order_id for o in found.shown] == ["o9"] and found.orders == 1
+
+
+def test_one_typo_just_under_the_line_does_not_hide_a_pasted_id():
+    """The gap was measured from the single largest order below the line: one typo of 9 999 999 (just under 10 000
+    times a 1 025 check) hid a pasted 460 012 345 (46 times it) above. Measured from the 99th percentile of those
+    orders, the id is found; the typo, below the line, is not judged."""
+    con = _shop("""INSERT INTO orders SELECT 'o' || i, 'c' || (i % 300), TIMESTAMPTZ '2025-01-01' + i * INTERVAL 3 HOUR,
+                   1000 + i % 50, 'RUB', 'completed', NULL FROM range(3000) t(i)""")
+    con.execute("UPDATE orders SET amount = 460012345 WHERE order_id = 'o7'")
+    con.execute("UPDATE orders SET amount = 9999999 WHERE order_id = 'o8'")
+    found = outlier_amounts(con, date(2026, 1, 1))
+    assert [(o.order_id, o.amount) for o in found.shown] == [("o7", 460012345)] and found.orders == 1
+
+
 def test_the_benchmarks_generated_shop_has_none(tmp_path):
     path = generate_orders_csv(tmp_path / "orders.csv", orders=200_000, customers=20_000)
     con = duckdb.connect()
@@ -225,22 +262,34 @@ def test_each_currency_has_its_own_typical_check():
 
 
 @settings(max_examples=60, deadline=None)
-@example([1, 1, 6], [50_000])  # an even count: the lower middle alone under 50 000 / 10 000, the median 3.5
-@example([1, 1, 1], [10_000, 1_000_000])  # 10 000 times the median, but only 100 times ... and 1 000 000 is
-@given(st.lists(st.integers(1, 50), min_size=1, max_size=25),
-       st.lists(st.integers(1, 10_000_000), min_size=0, max_size=4))
+@example([(1, 0), (1, 0), (6, 0)], [(50_000, 1)])  # an even count: the lower middle alone under 50 000 / 10 000
+@example([(1, 0), (1, 0), (1, 0)], [(10_000, 1), (1_000_000, 2)])  # both past both lines: two outliers
+@example([(1, 0)] * 9, [(20_000, 1), (20_000, 2), (30_000, 3)])  # a price two customers paid; 30 000 alone is one
+@example([(1, 0)] * 9, [(20_000, 1), (30_000, 1), (9_000_000, 1)])  # a client's own large orders; 9 000 000 is 300×
+@example([(5, i % 5) for i in range(150)] + [(49_000, 1)], [(5_000_000, 2)])  # one order just under the line
+@given(st.lists(st.tuples(st.integers(1, 50), st.integers(0, 5)), min_size=1, max_size=150),
+       st.lists(st.tuples(st.sampled_from([20_000, 30_000, 1_000_000]) | st.integers(1, 10_000_000),
+                          st.integers(0, 5)), min_size=0, max_size=5))
 def test_the_outliers_are_exactly_those_of_the_rule(small, large):
-    """Whatever the amounts (ties, an even count, no outlier, outliers half the orders), the orders found are those
-    of at least 10 000 times the median and 100 times the largest order below that (the shortcut that skips the
-    median when the largest amount cannot be one gives the same answer)."""
-    amounts = small + large
+    """Whatever the amounts and customers (ties, an even count, no outlier, outliers half the orders, one order
+    just under the line, a price several customers paid, a customer's own large orders), the orders found are
+    those of at least 10 000 times the median and 100 times the 99th percentile of the orders below that, that
+    no other customer paid the same, and at least 100 times their customer's other orders of other amounts (the
+    shortcut that skips the median when the largest amount cannot be one gives the same answer)."""
+    rows = small + large
+    amounts = [a for a, _ in rows]
     con = duckdb.connect()
     create_tables(con)
-    con.execute("INSERT INTO orders SELECT 'o' || row_number() OVER (), 'c', TIMESTAMPTZ '2025-01-01', a, NULL, "
-                "'completed', NULL FROM (SELECT unnest(?::BIGINT[]) AS a)", [amounts])
+    con.execute("INSERT INTO orders SELECT 'o' || row_number() OVER (), 'c' || c, TIMESTAMPTZ '2025-01-01', a, NULL, "
+                "'completed', NULL FROM (SELECT unnest(?::BIGINT[]) AS a, unnest(?::BIGINT[]) AS c)",
+                [amounts, [c for _, c in rows]])
     median = statistics.median(Decimal(a) for a in amounts)  # (integers: a median of .5 at most, exact)
-    top = max(a for a in amounts if a < OUTLIER_RATIO * median)  # the largest order below the line
-    expected = sum(1 for a in amounts if a >= OUTLIER_RATIO * median and a >= GAP_RATIO * top)
+    below = sorted(a for a in amounts if a < OUTLIER_RATIO * median)
+    top = below[-(-len(below) * 99 // 100) - 1]  # the 99th percentile (the nearest rank) of the orders below the line
+    past = [(a, c) for a, c in rows if a >= OUTLIER_RATIO * median and a >= GAP_RATIO * top]
+    prices = {a for a, _ in past if len({c for b, c in past if b == a}) > 1}
+    expected = sum(1 for a, c in past if a not in prices
+                   and all(a >= GAP_RATIO * b for b, d in rows if d == c and b != a))
     assert outlier_amounts(con, date(2025, 1, 1)).orders == expected
 
 
@@ -279,7 +328,8 @@ def test_the_demo_shop_has_none_and_a_pasted_barcode_is_named_with_its_file(tmp_
     seg = _cli("segments", *args)
     [line] = _amounts_warnings(seg)
     assert line.startswith(f"warning: an amount far beyond the usual check (the median order; the rule: 10 000 "
-                           f"times it and 100 times the largest order below that): customer {customer!r}, "
+                           f"times it, 100 times the 99th percentile of the orders below that and 100 times the customer's "
+                           f"other orders, of an amount no other customer paid): customer {customer!r}, "
                            f"order {rows[last][0]!r} of {day} (file {orders}): "
                            "4 600 000 000 000.00 UZS, ")
     assert "times the typical check of " in line and "; it counts in the customer's monetary, M score and " \

@@ -15,7 +15,8 @@ import responses
 
 from connectors.errors import TransientError
 from connectors.http import HttpClient
-from connectors.retry import MAX_RETRY_AFTER, RetryPolicy
+from connectors.retry import MAX_RETRY_AFTER, RetryPolicy, retry_after_seconds
+from connectors.runstart import server_date
 from sync.config import Config, ScheduleConfig
 from sync.ledger import Ledger
 from sync.serve.scheduler import Scheduler
@@ -121,3 +122,18 @@ def test_a_believable_date_still_decides():
     server = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=1)
     exc, waits = refused({"Date": http_date(server), "X-RateLimit-Reset": str(int(server.timestamp()) + 20)})
     assert exc.retry_after == 20.0 and waits == [20.0]
+
+
+def test_a_retry_after_date_without_a_zone_is_read_as_utc_and_one_parser_reads_both_headers():
+    """A ``Retry-After`` date is parsed by the ``Date`` header's parser (:func:`server_date`), with one difference:
+    a date without a zone (HTTP's asctime form, or ``-0000``) is UTC, as HTTP reads every date, so the server's
+    "in 30 s" waits 30 s; a ``Date`` without its zone still moves no run start."""
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc).timestamp()
+    for value in ("Thu Jan  1 12:00:30 2026", "Thu, 01 Jan 2026 12:00:30 -0000", "Thu, 01 Jan 2026 12:00:30 GMT",
+                  "Thu, 01 Jan 2026 13:00:30 +0100"):
+        assert retry_after_seconds(value, now) == 30, value
+    assert retry_after_seconds("Thu, 01 Jan 2026 11:00:00 GMT", now) == 0  # past: the back-off decides
+    assert retry_after_seconds("Fri, 31 Dec 9999 23:59:59 -0100", now) is None  # past year 9999: not a date
+    assert retry_after_seconds("soon", now) is None
+    assert server_date("Thu Jan  1 12:00:30 2026") is None
+    assert server_date("Thu, 01 Jan 2026 12:00:30 GMT") == datetime(2026, 1, 1, 12, 0, 30, tzinfo=timezone.utc)
