@@ -18,7 +18,8 @@ log = logging.getLogger("sync.destinations.sendgrid")
 
 MAX_SEARCH_EMAILS = 100  # POST /v3/marketing/contacts/search/emails returns up to 100 contacts
 PRESENT = "present"  # existing_members() status: SendGrid contacts have no subscription status
-_NOT_FOUND = re.compile(r"not found", re.I)  # search/emails' per-address miss: "contact not found"
+_NOT_FOUND = re.compile(r"not found|no contacts? found", re.I)  # search/emails' miss: "contact not found" per
+# address in a 200, "no contacts found" in the JSON errors of its 404 (none of the addresses held)
 
 
 class SendGridReads:
@@ -47,6 +48,7 @@ class SendGridReads:
                 raise DestinationError(f"SendGrid search by email refused: "
                                        f"{error_text({'errors': refused.errors})}", status=refused.status) from None
             if status == 404:
+                self._none_found(payload, what)
                 continue
             answered = {str(email).lower(): entry for email, entry in payload.result.items()}
             for email in chunk:
@@ -59,6 +61,16 @@ class SendGridReads:
                                       f"({'left out' if entry is None else excerpt(entry, self._api.secrets, 80)}); "
                                       "not believed, sent again next run")
         return found, unknown
+
+    def _none_found(self, payload: Any, what: str) -> None:
+        """A 404 to ``search/emails`` means "none of these addresses is a contact" only when its JSON errors say
+        so; any other 404 (a proxy's HTML page, an empty body) is a :class:`BadAnswer`: nothing is accounted
+        for (the upserts it guards fail, sent again next run), never every address taken as deleted."""
+        errors = payload.get("errors") if isinstance(payload, dict) else None
+        if not (isinstance(errors, list) and errors and all(
+                isinstance(e, dict) and _NOT_FOUND.search(str(e.get("message"))) for e in errors)):
+            raise BadAnswer(f"SendGrid {what}", "a 404 whose errors do not say the contacts were not found",
+                            b"" if payload is None else payload, self._api.secrets)
 
     def _held_only(self, changes: Sequence[ContactChange], on_results: OnResults) -> list[ContactChange]:
         """``changes`` without the upsert of a change that must not create anyone (a clear of ``retire_fields``,
