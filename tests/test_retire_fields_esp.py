@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.builders import run_cli as cli
 from tests.ledger_fixtures import ledger_url  # noqa: F401
-from tests.test_retire_fields import AS_OF, WARNED, _ours, _value, plan_json, shop  # noqa: F401
+from tests.test_retire_fields import AS_OF, WARNED, _ours, _value, make_shop, plan_json, shop  # noqa: F401
 
 RETIRE = 'name = "mailchimp-demo"\nretire_fields = ["RFM_CODE"]\n'
 
@@ -55,6 +55,13 @@ def test_a_clear_never_creates_a_contact_deleted_in_the_esp(shop):
                .get("RFM_CODE") for c in doc["plans"][0]["changes"]), doc["plans"][0]["changes"]
 
 
+def _synced_shop(esp: str, fake, tmp_path: Path, monkeypatch) -> Path:
+    """The demo shop on ``esp``'s fake (the default SQLite ledger), synced once."""
+    cfg = make_shop(esp, fake, tmp_path, monkeypatch)
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF)
+    return cfg
+
+
 def _consents(cfg: Path, email: str) -> bool:
     lines = (cfg.parent / "clients.csv").read_text(encoding="utf-8-sig").splitlines()
     return any(email in line.lower() and ";да;" in line for line in lines)
@@ -65,17 +72,7 @@ def test_a_unisender_field_deleted_there_is_recorded_cleared_and_the_tag_changes
     """A retired field deleted in Unisender (its values with it): importContacts refuses a whole call naming an
     unknown column, so the empty value is left out, the field recorded cleared, and a tag change of the same
     contacts still goes."""
-    from tests.test_retire_fields import _unisender
-    from sync.demodata import generate_shop
-    from datetime import date
-
-    env, dest = _unisender(unisender_fake)
-    cfg = generate_shop(tmp_path / "shop", customers=120, seed=5, as_of=date.fromisoformat(AS_OF))
-    text = cfg.read_text(encoding="utf-8").replace('type = "mailchimp"\naudience = "demo000001"', dest)
-    cfg.write_text(text.replace('new_contacts = "transactional"\n', ""), encoding="utf-8")
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    cli("sync", "--config", str(cfg), "--as-of", AS_OF)
+    cfg = _synced_shop("unisender", unisender_fake, tmp_path, monkeypatch)
     holders = [e for e, c in unisender_fake.contacts.items() if c["fields"].get("RFM_CODE")]
     assert holders
     _retire(cfg)
@@ -98,18 +95,7 @@ def test_a_unisender_field_renamed_only_in_case_is_warned_of_and_can_be_retired(
                                                                                  unisender_fake):
     """Unisender's field names are case-sensitive (createField makes ``rfm_code`` beside ``RFM_CODE``): a mapping
     renamed only in case leaves the old field's values, warned of, and ``retire_fields`` clears them."""
-    from datetime import date
-
-    from sync.demodata import generate_shop
-    from tests.test_retire_fields import _unisender
-
-    env, dest = _unisender(unisender_fake)
-    cfg = generate_shop(tmp_path / "shop", customers=120, seed=5, as_of=date.fromisoformat(AS_OF))
-    text = cfg.read_text(encoding="utf-8").replace('type = "mailchimp"\naudience = "demo000001"', dest)
-    cfg.write_text(text.replace('new_contacts = "transactional"\n', ""), encoding="utf-8")
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    cli("sync", "--config", str(cfg), "--as-of", AS_OF)
+    cfg = _synced_shop("unisender", unisender_fake, tmp_path, monkeypatch)
     holders = sorted(e for e, c in unisender_fake.contacts.items() if c["fields"].get("RFM_CODE"))
     cfg.write_text(cfg.read_text(encoding="utf-8").replace('RFM_CODE = "rfm"\n', 'rfm_code = "rfm"\n'),
                    encoding="utf-8")
@@ -130,18 +116,7 @@ def test_unisender_reads_only_the_cleared_contacts_an_import_could_create_withou
                                                                                          unisender_fake):
     """A clear costs a ``getContact`` (one call a contact, 1200 a minute) only where an import could create the
     contact without consent: not for a consenting contact, whose clear goes as any field update of his."""
-    from datetime import date
-
-    from sync.demodata import generate_shop
-    from tests.test_retire_fields import _unisender
-
-    env, dest = _unisender(unisender_fake)
-    cfg = generate_shop(tmp_path / "shop", customers=120, seed=5, as_of=date.fromisoformat(AS_OF))
-    text = cfg.read_text(encoding="utf-8").replace('type = "mailchimp"\naudience = "demo000001"', dest)
-    cfg.write_text(text.replace('new_contacts = "transactional"\n', ""), encoding="utf-8")
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    cli("sync", "--config", str(cfg), "--as-of", AS_OF)
+    cfg = _synced_shop("unisender", unisender_fake, tmp_path, monkeypatch)
     holders = sorted(e for e, c in unisender_fake.contacts.items() if c["fields"].get("RFM_CODE"))
     _withdraw_consent(cfg, holders[0])  # no consent now: his clear is imported only once he is found
     _retire(cfg)
@@ -153,27 +128,11 @@ def test_unisender_reads_only_the_cleared_contacts_an_import_could_create_withou
     assert not any(unisender_fake.contacts[e]["fields"].get("RFM_CODE") for e in holders)
 
 
-def _mailchimp_shop(tmp_path, monkeypatch, fake) -> Path:
-    from datetime import date
-
-    from sync.demodata import generate_shop
-    from tests.test_retire_fields import _mailchimp
-
-    env, dest = _mailchimp(fake)
-    cfg = generate_shop(tmp_path / "shop", customers=120, seed=5, as_of=date.fromisoformat(AS_OF))
-    cfg.write_text(cfg.read_text(encoding="utf-8").replace('type = "mailchimp"\naudience = "demo000001"', dest),
-                   encoding="utf-8")
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    cli("sync", "--config", str(cfg), "--as-of", AS_OF)
-    return cfg
-
-
 def test_a_mailchimp_merge_field_deleted_there_is_recorded_cleared_and_the_tag_changes_still_go(
         tmp_path, monkeypatch, mailchimp_fake):
     """Mailchimp refuses a member whose merge_fields name a merge field the audience lacks: a retired one deleted
     in Mailchimp is left out, recorded cleared, and the same contacts' tag changes go."""
-    cfg = _mailchimp_shop(tmp_path, monkeypatch, mailchimp_fake)
+    cfg = _synced_shop("mailchimp", mailchimp_fake, tmp_path, monkeypatch)
     audience = mailchimp_fake.lists["aud1"]
     holders = [e for e, m in audience.members.items() if m["merge_fields"].get("RFM_CODE")]
     _retire(cfg)
@@ -193,7 +152,7 @@ def test_a_mailchimp_merge_field_deleted_there_is_recorded_cleared_and_the_tag_c
 def test_a_required_mailchimp_merge_field_retired_stops_before_any_write(tmp_path, monkeypatch, mailchimp_fake):
     """Mailchimp refuses an empty value of a required merge field: the sync stops before any write, naming the
     field and what to do; once it is optional there, the clear goes."""
-    cfg = _mailchimp_shop(tmp_path, monkeypatch, mailchimp_fake)
+    cfg = _synced_shop("mailchimp", mailchimp_fake, tmp_path, monkeypatch)
     audience = mailchimp_fake.lists["aud1"]
     holders = [e for e, m in audience.members.items() if m["merge_fields"].get("RFM_CODE")]
     _retire(cfg)
