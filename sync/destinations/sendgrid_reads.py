@@ -12,6 +12,7 @@ from typing import Any, Iterable, Sequence
 from ..errors import DestinationError
 from ..model import ContactChange, ItemResult, OnResults
 from .answers import BadAnswer, excerpt
+from .base import not_recreated
 from .sendgrid_api import ExportJob, Id, Refused, Search, emails_from_csv, error_text
 
 log = logging.getLogger("sync.destinations.sendgrid")
@@ -95,8 +96,7 @@ class SendGridReads:
             if email not in asked or email in ids:
                 kept.append(ch)
                 continue
-            why = unknown.get(email) or (f"{ch.email} is not a SendGrid contact (deleted there): not re-created "
-                                         "by a field update; the next run adds him only under the consent rules")
+            why = unknown.get(email) or not_recreated(ch.email, "SendGrid")
             done = ch.clears_only and email not in unknown  # nothing to clear on a contact SendGrid lacks
             results += [ItemResult(ch.key, op, done, None if done else why, missing=email not in unknown)
                         for op in ["upsert", *(f"tag+{t}" for t in sorted(ch.add_tags))]]

@@ -47,7 +47,7 @@ from ..model import ContactChange, ItemResult, OnResults
 from ..planning.values import kind_of
 from .answers import BadAnswer, excerpt
 from . import specs
-from .base import ClientOptions, Creating, without_lost_fields
+from .base import ClientOptions, Creating, not_recreated, without_lost_fields
 from .unisender_rows import (_Row, _hold_unconfirmed, _list_ids_of, _merged, _must_exist, _names_contact, _ops,
                              _row_error, _tags_of, _text, split_name)
 from .unisender_api import (Created, FieldItem, ImportResult, ListItem, Subscribed, TokenBucket, UnisenderApi,
@@ -248,8 +248,7 @@ class UnisenderDestination:
                 # a removal is done (he carries nothing); anything else is not sent: the import would create him
                 # as 'new'. missing: the ledger forgets him, so the next plan adds him only under the consent
                 # rules (pending: through subscribe; no consent: not at all)
-                gone = (f"{ch.email} is not in Unisender (deleted there): not re-created without consent; the "
-                        "next run adds him again only under the consent rules (new_contacts)")
+                gone = not_recreated(ch.email, "Unisender")
                 done = ch.clears_only  # a clear too: he holds nothing
                 row.results += [ItemResult(ch.key, op, True, missing=not ch.create)
                                 if op.startswith("tag-") or done else
