@@ -216,11 +216,10 @@ def prune_history(cfg: Config, before: date) -> dict[str, int]:
 
 def forget(cfg: Config, settings: Settings, destination: str, *, yes: bool = False):
     """What the ledger holds under a destination the config no longer has, forgotten with ``yes`` (``rfmsync
-    forget``); a :class:`sync.forget.Forgotten`. Without ``yes`` nothing is written (no ledger file created)."""
+    forget``); a :class:`sync.forget.Forgotten`. No ledger file is created (none yet: nothing to forget)."""
     from .forget import forget_destination
-    from .ledger import open_ledger
 
-    ledger = open_ledger(cfg, settings) if yes else existing_ledger(cfg, settings)
+    ledger = existing_ledger(cfg, settings)
     try:
         return forget_destination(cfg, ledger, destination, yes=yes)
     finally:

@@ -74,7 +74,8 @@ class ContactChange:
     @property
     def clears_only(self) -> bool:
         """Nothing but fields emptied on a contact the ledger holds (``retire_fields``' clear): never a reason to
-        create him, so a destination whose upsert creates any address it lacks sends it only where he is."""
+        create him, so a destination whose upsert creates any address it lacks sends it only where he is
+        (Unisender, with no bulk lookup: only where its import could create him without consent)."""
         return (not self.create and not self.add_tags and bool(self.set_fields)
                 and all(v is None for v in self.set_fields.values()))
 

@@ -113,3 +113,20 @@ def test_a_name_with_only_failures_or_a_recorded_target_left_is_seen_and_forgott
         assert ledger.pending_failures("failed") == [] and known_target(ledger, "aimed") is None
         with pytest.raises(ConfigError, match="holds nothing under destination 'failed'"):
             forget_destination(cfg, ledger, "failed", yes=True)
+
+
+@pytest.mark.parametrize("yes", [False, True])
+def test_forget_before_any_sync_creates_no_ledger_file(tmp_path, monkeypatch, yes):
+    """No ledger yet (no sync ever ran): ``forget`` refuses (nothing held under the name), with or without
+    --yes, and leaves no ledger file behind (--yes used to create one just to refuse)."""
+    from datetime import date
+
+    from sync.demodata import generate_shop
+
+    monkeypatch.delenv("RFMSYNC_LEDGER_URL", raising=False)
+    monkeypatch.delenv("RFMSYNC_STORE_URL", raising=False)
+    cfg = generate_shop(tmp_path / "shop", customers=20, seed=1, as_of=date.fromisoformat(AS_OF))
+    refused = cli("forget", "--config", str(cfg), "--destination", "gone", *(["--yes"] if yes else []),
+                  code=2).output
+    assert "holds nothing under destination 'gone'" in refused
+    assert not (cfg.parent / "rfmsync.db").exists()

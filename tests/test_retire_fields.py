@@ -48,19 +48,24 @@ def _seed(esp: str, fake, email: str, field: str, value: str) -> None:
         fake.add_contact(email, **{field: value})
 
 
-@pytest.fixture(params=["mailchimp", "sendgrid", "unisender"])
-def shop(request, tmp_path, monkeypatch, ledger_url):  # noqa: F811
-    esp = request.param
-    fake = request.getfixturevalue(f"{esp}_fake")
+def make_shop(esp: str, fake, tmp_path: Path, monkeypatch, ledger: str | None = None) -> Path:
+    """The demo shop (120 customers) syncing to ``esp``'s fake; its config file."""
     env, dest = {"mailchimp": _mailchimp, "sendgrid": _sendgrid, "unisender": _unisender}[esp](fake)
     cfg = generate_shop(tmp_path / "shop", customers=120, seed=5, as_of=date.fromisoformat(AS_OF))
     text = cfg.read_text(encoding="utf-8").replace('type = "mailchimp"\naudience = "demo000001"', dest)
     if esp == "unisender":
         text = text.replace('new_contacts = "transactional"\n', "")
     cfg.write_text(text, encoding="utf-8")
-    for k, v in {**env, "RFMSYNC_LEDGER_URL": ledger_url}.items():
+    for k, v in {**env, **({"RFMSYNC_LEDGER_URL": ledger} if ledger else {})}.items():
         monkeypatch.setenv(k, v)
-    return esp, fake, cfg
+    return cfg
+
+
+@pytest.fixture(params=["mailchimp", "sendgrid", "unisender"])
+def shop(request, tmp_path, monkeypatch, ledger_url):  # noqa: F811
+    esp = request.param
+    fake = request.getfixturevalue(f"{esp}_fake")
+    return esp, fake, make_shop(esp, fake, tmp_path, monkeypatch, ledger_url)
 
 
 def plan_json(cfg: Path) -> dict:

@@ -601,3 +601,16 @@ def test_an_import_log_text_echoing_the_key_is_masked(unisender_fake):
     failed = rec.items[("bad@x.com", "tag+list:Champions")]
     assert not failed.ok and failed.refused
     assert unisender_fake.api_key not in failed.error and "blocked for request api_key=***" in failed.error
+
+
+@pytest.mark.parametrize("name", ["RFM_CODE", " RFM_CODE", "RFM_CODE "])
+def test_a_clear_named_with_spaces_around_is_sent_as_unisender_spells_the_field(unisender_fake, name):
+    """A retired field's name as the ledger holds it may carry spaces around it (retire_fields compares names
+    stripped): it is the field Unisender holds as ``RFM_CODE``, so its value is cleared there (sent under
+    Unisender's spelling), not taken for a field deleted in Unisender and recorded cleared with the value left."""
+    unisender_fake.add_contact("a@x.com", RFM_CODE="555")
+    dest, _ = on(unisender_fake)
+    rec = Recorder()
+    dest.apply([change("a@x.com", create=False, fields={name: None})], rec)
+    assert unisender_fake.contacts["a@x.com"]["fields"].get("RFM_CODE") in (None, "")
+    assert rec.items[("a@x.com", "upsert")].ok

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Collection, Iterable, Mapping, Protocol, Sequence
 
+from ..errors import DestinationConfigError
 from ..model import ContactChange, ItemResult, OnResults, fold
 from ..planning.values import KINDS, kind_of
 
@@ -164,4 +165,18 @@ def without_lost_fields(changes: Sequence[ContactChange], known: Collection[str]
     return kept, done
 
 
-__all__ = ["Builder", "ClientOptions", "Creating", "Destination", "DestinationSpec", "without_lost_fields"]
+def uncleared_field(vendor: str, name: str, field_is: str, remedy: str) -> DestinationConfigError:
+    """The error, before any write, for a retired field (``retire_fields``) the ESP refuses an empty value of:
+    ``field_is`` names the field and why, ``remedy`` what to do in the ESP."""
+    return DestinationConfigError(f"{vendor} destination {name!r}: retire_fields: {field_is}, and {vendor} refuses "
+                                  f"an empty value there: {remedy}, or take it out of retire_fields")
+
+
+def not_recreated(email: str, vendor: str) -> str:
+    """Why a change of a contact deleted in the ESP (an erasure) is not sent: it would re-create him."""
+    return (f"{email} is not in {vendor} (deleted there): not re-created without consent; the next run adds him "
+            "again only under the consent rules (new_contacts)")
+
+
+__all__ = ["Builder", "ClientOptions", "Creating", "Destination", "DestinationSpec", "not_recreated",
+           "uncleared_field", "without_lost_fields"]

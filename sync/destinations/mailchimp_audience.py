@@ -18,7 +18,7 @@ from ..model import ContactChange, OnResults
 from ..planning.values import kind_of
 from . import specs
 from .answers import BadAnswer
-from .base import Creating, without_lost_fields
+from .base import Creating, uncleared_field, without_lost_fields
 from .mailchimp_answers import Created, ListInfo, MergeField
 from .mailchimp_api import BatchRejected
 from .mailchimp_bodies import check_merge_tags, field_tags
@@ -119,11 +119,10 @@ class AudienceSetup:
         tags = self._field_tags
         for name in sorted({n for ch in changes for n, v in ch.set_fields.items() if v is None and n not in tags}):
             if known.get(name.upper()):
-                raise DestinationConfigError(
-                    f"Mailchimp destination {self.name!r}: retire_fields: merge field {name.upper()!r} is required "
-                    f"in audience {self.audience!r}, and Mailchimp refuses an empty value there: make it optional "
-                    f"in Mailchimp (Audience fields and *|MERGE|* tags: untick Required) and sync again, or delete "
-                    f"the merge field there (its values go with it), or take it out of retire_fields")
+                raise uncleared_field("Mailchimp", self.name, f"merge field {name.upper()!r} is required in "
+                                      f"audience {self.audience!r}", "make it optional in Mailchimp (Audience fields "
+                                      "and *|MERGE|* tags: untick Required) and sync again, or delete the merge "
+                                      "field there (its values go with it)")
         kept, done = without_lost_fields(changes, known, key=lambda n: tags.get(n, n.upper()))
         if done:
             on_results(done)

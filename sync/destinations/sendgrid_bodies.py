@@ -8,6 +8,7 @@ from typing import Any, Container, Iterator, Mapping, Sequence
 
 from ..errors import DestinationConfigError
 from ..model import ContactChange, FieldValue
+from .base import uncleared_field
 
 
 def contact_body(ch: ContactChange, fields: Mapping[str, str], kinds: Mapping[str, str], name: str) -> dict[str, Any]:
@@ -38,10 +39,8 @@ def check_clearable(changes: Sequence[ContactChange], mapped: Container[str], ki
         for fname, value in ch.set_fields.items():
             kind = kinds.get(fname.lower())
             if value is None and kind not in (None, "Text") and fname.lower() not in mapped:
-                raise DestinationConfigError(
-                    f"SendGrid destination {name!r}: retire_fields: {fname!r} is a {kind} custom field, which "
-                    f"SendGrid cannot clear through its contacts API (it refuses an empty value there): delete "
-                    f"the field in SendGrid (its values go with it) and sync again, or take it out of retire_fields")
+                raise uncleared_field("SendGrid", name, f"{fname!r} is a {kind} custom field", "delete the field "
+                                      "in SendGrid (its values go with it) and sync again")
 
 
 def upsert_batches(members: list[tuple[ContactChange, dict[str, Any]]], list_ids: tuple[str, ...], batch_size: int,

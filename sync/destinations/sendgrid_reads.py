@@ -12,13 +12,15 @@ from typing import Any, Iterable, Sequence
 from ..errors import DestinationError
 from ..model import ContactChange, ItemResult, OnResults
 from .answers import BadAnswer, excerpt
+from .base import not_recreated
 from .sendgrid_api import ExportJob, Id, Refused, Search, emails_from_csv, error_text
 
 log = logging.getLogger("sync.destinations.sendgrid")
 
 MAX_SEARCH_EMAILS = 100  # POST /v3/marketing/contacts/search/emails returns up to 100 contacts
 PRESENT = "present"  # existing_members() status: SendGrid contacts have no subscription status
-_NOT_FOUND = re.compile(r"not found", re.I)  # search/emails' per-address miss: "contact not found"
+_NOT_FOUND = re.compile(r"not found|no contacts? found", re.I)  # search/emails' miss: "contact not found" per
+# address in a 200, "no contacts found" in the JSON errors of its 404 (none of the addresses held)
 
 
 class SendGridReads:
@@ -47,6 +49,7 @@ class SendGridReads:
                 raise DestinationError(f"SendGrid search by email refused: "
                                        f"{error_text({'errors': refused.errors})}", status=refused.status) from None
             if status == 404:
+                self._none_found(payload, what)
                 continue
             answered = {str(email).lower(): entry for email, entry in payload.result.items()}
             for email in chunk:
@@ -59,6 +62,16 @@ class SendGridReads:
                                       f"({'left out' if entry is None else excerpt(entry, self._api.secrets, 80)}); "
                                       "not believed, sent again next run")
         return found, unknown
+
+    def _none_found(self, payload: Any, what: str) -> None:
+        """A 404 to ``search/emails`` means "none of these addresses is a contact" only when its JSON errors say
+        so; any other 404 (a proxy's HTML page, an empty body) is a :class:`BadAnswer`: nothing is accounted
+        for (the upserts it guards fail, sent again next run), never every address taken as deleted."""
+        errors = payload.get("errors") if isinstance(payload, dict) else None
+        if not (isinstance(errors, list) and errors and all(
+                isinstance(e, dict) and _NOT_FOUND.search(str(e.get("message"))) for e in errors)):
+            raise BadAnswer(f"SendGrid {what}", "a 404 whose errors do not say the contacts were not found",
+                            b"" if payload is None else payload, self._api.secrets)
 
     def _held_only(self, changes: Sequence[ContactChange], on_results: OnResults) -> list[ContactChange]:
         """``changes`` without the upsert of a change that must not create anyone (a clear of ``retire_fields``,
@@ -83,8 +96,7 @@ class SendGridReads:
             if email not in asked or email in ids:
                 kept.append(ch)
                 continue
-            why = unknown.get(email) or (f"{ch.email} is not a SendGrid contact (deleted there): not re-created "
-                                         "by a field update; the next run adds him only under the consent rules")
+            why = unknown.get(email) or not_recreated(ch.email, "SendGrid")
             done = ch.clears_only and email not in unknown  # nothing to clear on a contact SendGrid lacks
             results += [ItemResult(ch.key, op, done, None if done else why, missing=email not in unknown)
                         for op in ["upsert", *(f"tag+{t}" for t in sorted(ch.add_tags))]]

@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from dataclasses import replace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import requests
@@ -46,7 +47,7 @@ from ..model import ContactChange, ItemResult, OnResults
 from ..planning.values import kind_of
 from .answers import BadAnswer, excerpt
 from . import specs
-from .base import ClientOptions, Creating, without_lost_fields
+from .base import ClientOptions, Creating, not_recreated, without_lost_fields
 from .unisender_rows import (_Row, _hold_unconfirmed, _list_ids_of, _merged, _must_exist, _names_contact, _ops,
                              _row_error, _tags_of, _text, split_name)
 from .unisender_api import (Created, FieldItem, ImportResult, ListItem, Subscribed, TokenBucket, UnisenderApi,
@@ -158,8 +159,9 @@ class UnisenderDestination:
         check that known contacts still exist where an import could re-create them, import the rest in batches
         of 500."""
         refused: list[ItemResult] = []  # and the upserts left with nothing to send (done)
-        if any(v is None for ch in changes for v in ch.set_fields.values()):
-            changes, refused = without_lost_fields(changes, self._fields or self._load_fields())
+        if any(v is None for ch in changes for v in ch.set_fields.values()):  # a clear: names as Unisender's
+            changes = [_named_as_held(ch) for ch in changes]  # (a ledger name with spaces around is that field)
+            changes, refused = without_lost_fields(changes, self._fields or self._load_fields(), key=SPEC.field_key)
         rows: list[_Row] = []
         for ch in changes:
             if ch.create and ch.status_if_new != "subscribed":  # only consenting new contacts are ever imported
@@ -246,8 +248,7 @@ class UnisenderDestination:
                 # a removal is done (he carries nothing); anything else is not sent: the import would create him
                 # as 'new'. missing: the ledger forgets him, so the next plan adds him only under the consent
                 # rules (pending: through subscribe; no consent: not at all)
-                gone = (f"{ch.email} is not in Unisender (deleted there): not re-created without consent; the "
-                        "next run adds him again only under the consent rules (new_contacts)")
+                gone = not_recreated(ch.email, "Unisender")
                 done = ch.clears_only  # a clear too: he holds nothing
                 row.results += [ItemResult(ch.key, op, True, missing=not ch.create)
                                 if op.startswith("tag-") or done else
@@ -370,6 +371,12 @@ class UnisenderDestination:
 def _build(dest: Any, key: Any, options: ClientOptions) -> UnisenderDestination:
     return UnisenderDestination(dest.name, key, api_url=options.api_url, batch_size=dest.batch_size,
                                 retry=options.retry, timeout=options.timeout)
+
+
+def _named_as_held(ch: ContactChange) -> ContactChange:
+    """``ch`` with its field names as Unisender compares and spells them (:meth:`DestinationSpec.field_key`)."""
+    named = {SPEC.field_key(n): v for n, v in ch.set_fields.items()}
+    return ch if list(named) == list(ch.set_fields) else replace(ch, set_fields=named, fields_text=None)
 
 
 SPEC = specs.UNISENDER  # the rules as data, in sync.destinations.specs (no client import)

@@ -75,7 +75,8 @@ def left_fields_warning(dest: DestinationConfig, found: list[tuple[str, int]]) -
 def clear_retired(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan: Plan) -> Plan:
     """``plan`` with every retired field (``retire_fields``) a contact in the destination holds a value of in the
     staged ledger state set to None (the ESP's empty value): added to the contact's change, or a change of its
-    own (not a create, no tag touched; a destination never creates anyone for it: :attr:`ContactChange.clears_only`)."""
+    own (not a create, no tag touched: :attr:`ContactChange.clears_only`; no destination creates anyone without
+    consent for it, Unisender re-creates a consenting contact deleted there, as any field update of his would)."""
     if not dest.retire_fields:
         return plan
     wanted = _folded(dest)
