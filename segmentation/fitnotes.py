@@ -8,6 +8,10 @@ setting to change. ``str()`` of an :class:`Unfitted` is the short reason kept in
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from decimal import Decimal
 
 MODEL_FIELDS = "p_alive, expected_purchases, churn_probability, churn_risk, expected_aov, clv"
 SPEND_FIELDS = "expected_aov, clv"
@@ -44,11 +48,11 @@ def few_repeat_buyers(n: int, need: int, what: str = "repeat customers") -> Unfi
                     f"[predict] min_repeat_customers (now {need})", "no_repeat_buyers")
 
 
-def from_fit_error(message: str) -> Unfitted:
+def from_fit_error(message: str, spend: "SpendSpread | None" = None) -> Unfitted:
     """A :class:`~segmentation.btyd_models.FitError` raised by an optimizer or a consistency check (the spend
-    model's that did not converge: :func:`spend_did_not_converge`)."""
+    model's that did not converge: :func:`spend_did_not_converge`, told its repeat buyers' ``spend`` when known)."""
     if message.startswith("Gamma-Gamma") and ("converge" in message or "boundary" in message):
-        return spend_did_not_converge(message)
+        return spend_did_not_converge(message, spend)
     if "converge" in message or "boundary" in message:
         return Unfitted(message, "the model did not converge on this data; export a longer history (more repeat "
                                  "purchases), or try [predict] time_unit = \"days\" instead of \"weeks\" (or back)",
@@ -68,10 +72,10 @@ def spend_did_not_converge(message: str, spend: SpendSpread | None = None) -> Un
     if spend is None:
         seen = "the repeat buyers' mean spends per purchase day are too much alike"
     elif spend.low == spend.high:
-        seen = f"every repeat buyer's mean spend per purchase day is {_num(spend.low)}"
+        seen = f"every repeat buyer's mean spend per purchase day is {money(spend.low)}"
     else:
-        seen = (f"the repeat buyers' mean spend per purchase day runs from {_num(spend.low)} to {_num(spend.high)}, "
-                f"{spend.share * 100:.0f} % of them exactly {_num(spend.common)}")
+        seen = (f"the repeat buyers' mean spend per purchase day runs from {money(spend.low)} to {money(spend.high)}, "
+                f"{spend.share * 100:.0f} % of them exactly {money(spend.common)}")
     return Unfitted(message, f"the spend model learns how mean spend varies between customers, and {seen}: one "
                              "price for everything (a subscription box, a fixed fee) leaves it nothing to learn "
                              "(expected_aov would be that price); check that the [source] amount column holds each "
@@ -88,8 +92,9 @@ class SpendSpread:
     share: float
 
 
-def _num(value: float) -> str:
-    return f"{value:,.2f}".replace(",", " ")
+def money(value: "Decimal | float", places: int = 2) -> str:
+    """An amount as the run's messages print it: thousands apart by a space, ``places`` decimals."""
+    return f"{value:,.{places}f}".replace(",", " ")
 
 
 def several_currencies(n: int, names: str) -> Unfitted:

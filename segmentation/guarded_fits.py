@@ -67,12 +67,10 @@ def fit_gamma_gamma_guarded(cfg: PredictConfig, currencies: list[tuple[str]], x:
     try:
         gg = fit_gamma_gamma(x, m)
     except FitError as exc:
-        if "converge" in str(exc) or "boundary" in str(exc):
-            values, counts = np.unique(m, return_counts=True)
-            spread = fitnotes.SpendSpread(float(values[0]), float(values[-1]), float(values[counts.argmax()]),
-                                          float(counts.max() / counts.sum()))
-            return None, fitnotes.spend_did_not_converge(str(exc), spread)
-        return None, fitnotes.from_fit_error(str(exc))
+        values, counts = np.unique(m, return_counts=True)
+        spread = fitnotes.SpendSpread(float(values[0]), float(values[-1]), float(values[counts.argmax()]),
+                                      float(counts.max() / counts.sum()))
+        return None, fitnotes.from_fit_error(str(exc), spread)
     if fits:
         fits.put(key, (gg.p, gg.q, gg.gamma, gg.log_likelihood))
     return gg, None

@@ -8,8 +8,10 @@ one currency when there is only one):
     a completed order is an *outlier* when its amount is at least :data:`OUTLIER_RATIO` (10 000) times the
     median amount of the completed orders with an amount above 0 ordered up to the as-of (the typical check),
     at least :data:`GAP_RATIO` (100) times the top of those orders below that line (their 99th percentile,
-    :data:`TOP_QUANTILE`: one typo just below the line does not hide an id above it), and not a price: no other
-    customer paid that amount (a yearly plan of a shop of 1 ₽ trials with no tier between is many customers').
+    :data:`TOP_QUANTILE`: one typo just below the line does not hide an id above it), not a price: no other
+    customer paid that amount (a yearly plan of a shop of 1 ₽ trials with no tier between is many customers'),
+    and at least :data:`GAP_RATIO` times its own customer's other orders of another amount (a client who orders
+    that much: a café's caterer).
 
 A real large order does not come near it: a shop's largest orders are tens of times its median check (CDNOW
 19×, the demo shop 25×, the benchmarks' generated shop of 10 M orders 69×), a typed-in barcode 10⁶–10⁹ times. The
@@ -19,7 +21,8 @@ and 12 000 ₽, a café of 2.50 checks with a wholesale client's 800 and 30 000,
 (the old orders are 10 000 times the new): their large orders sit within 100 times the orders below them, a
 barcode is far above the top of everything else, and two customers' pasted ids are rarely the same amount (the
 same barcode on two customers' orders is therefore not found). A café of 2–3 € checks whose catering client alone
-ordered 30 000 and 28 000, nothing between, is warned of: check those orders.
+ordered 30 000 and 28 000, nothing between, is not warned of (each order is within 100 times the other); a client
+whose only large order is 30 000 is: check that order.
 
 :func:`outlier_amounts` finds them in DuckDB (a shop without any costs two aggregates the column statistics
 mostly answer: the median is computed only when the largest amount could be one, the top of the other orders
@@ -39,6 +42,7 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 
+from .fitnotes import money
 from .lifecycle import MONETARY_SQL
 from .metrics import local_cutoff
 from .purchase_days import DAY_ROWS_SQL
@@ -174,10 +178,6 @@ def left_out_count(con: duckdb.DuckDBPyConnection, orders: str, day_sql: str) ->
             SELECT 1 FROM others x WHERE x.customer_id = o.customer_id AND x.day = o.day))""").fetchall()[0][0]
 
 
-def _money(value: Decimal | float, places: int = 2) -> str:
-    return f"{value:,.{places}f}".replace(",", " ")
-
-
 def outlier_line(found: OutlierAmounts, timezone: str, files: Mapping[str, str] | None = None,
                  predicted: bool = False) -> str:
     """The run's warning about ``found`` (not empty): the largest outlier orders, each with its customer, local
@@ -189,11 +189,11 @@ def outlier_line(found: OutlierAmounts, timezone: str, files: Mapping[str, str] 
         day = o.ordered_at.astimezone(ZoneInfo(timezone)).date()
         where = f" (file {files[o.order_id]})" if o.order_id in files else ""
         cur = f" {o.currency}" if o.currency else ""
-        named.append(f"customer {o.customer_id!r}, order {o.order_id!r} of {day}{where}: {_money(o.amount)}{cur}, "
-                     f"{_money(o.amount / o.typical, 0)} times the typical check of {_money(o.typical)}{cur}")
+        named.append(f"customer {o.customer_id!r}, order {o.order_id!r} of {day}{where}: {money(o.amount)}{cur}, "
+                     f"{money(o.amount / o.typical, 0)} times the typical check of {money(o.typical)}{cur}")
     one = found.orders == 1
     more = found.orders - len(found.shown)
-    rule = (f"(the median order; the rule: {_money(OUTLIER_RATIO, 0)} times it, {GAP_RATIO} times the 99th "
+    rule = (f"(the median order; the rule: {money(OUTLIER_RATIO, 0)} times it, {GAP_RATIO} times the 99th "
             f"percentile of the orders below that and {GAP_RATIO} times the customer's other orders, of an amount no "
             "other customer paid)")
     head = (f"an amount far beyond the usual check {rule}: " if one else

@@ -76,20 +76,19 @@ def forget_destination(cfg: "Config", ledger: "Ledger", name: str, *, yes: bool 
         raise ConfigError(f"the ledger holds nothing under destination {name!r} (destinations it holds that the "
                           f"config no longer has: {listed})")
 
-    def look() -> tuple[int, list[tuple[str, int]], int]:
+    def look() -> tuple[list[tuple[str, int]], int]:
         counts: dict[str, int] = {}
         for tags, n in ledger.tag_set_counts(name).items():
             for tag in tags:
                 counts[tag] = counts.get(tag, 0) + n
-        return (ledger.state_table(name, cached=False).num_rows, sorted(counts.items()),
-                len(ledger.pending_failures(name)))
+        return sorted(counts.items()), len(ledger.pending_failures(name))
 
     target = known_target(ledger, name)
     if not yes:
-        contacts, tags, failed = look()
-        return Forgotten(name, target, contacts, tags, done=False, failures=failed)
+        tags, failed = look()
+        return Forgotten(name, target, ledger.state_count(name), tags, done=False, failures=failed)
     with destination_lock(ledger, f"sync:{name}", LOCK_TTL) as lock:
-        _, tags, failed = look()
+        tags, failed = look()
         contacts = ledger.forget_destination(name, (TARGET_CURSOR, name), lock=(lock.name, lock.owner),
                                              untagged=False)
     return Forgotten(name, target, contacts, tags, done=True, failures=failed)

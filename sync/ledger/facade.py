@@ -178,6 +178,7 @@ class Ledger:
     lost_tags = _Via("state", PushedStates.lost_tags)
     settle_lost = _Via("state", PushedStates.settle_lost)
     refused_lost = _Via("state", PushedStates.refused_lost)
+    state_count = _Via("state", PushedStates.state_count)
     state_revision = _Via("state", PushedStates.state_revision)
     customer_states = _Via("state", PushedStates.customer_states)
 

@@ -44,6 +44,8 @@ class StateReader(Protocol):
 
     def keep_copy_current(self, destination: str, *, page: int = PAGE) -> int: ...
 
+    def state_count(self, destination: str) -> int: ...
+
     def state_revision(self, destination: str) -> int: ...
 
     def field_holders(self, destination: str, names: Iterable[str]) -> dict[str, int]: ...
@@ -361,6 +363,11 @@ class PushedStates(LostTagMemory, StateMoves):
         """The destinations whose pushed state was ever written (one counter each: no scan of the state), sorted."""
         with self._db.read() as conn:
             return sorted(conn.execute(select(state_revisions.c.destination)).scalars())
+
+    def state_count(self, destination: str) -> int:
+        """How many contacts' pushed state ``destination`` holds: one count, no row decoded."""
+        with self._db.read() as conn:
+            return int(conn.execute(select(func.count()).where(pushed_state.c.destination == destination)).scalar())
 
     def state_revision(self, destination: str) -> int:
         """Counter bumped by every save/forget that changed ``destination``'s state (0 if never)."""
