@@ -314,6 +314,17 @@ def test_rfmsync_pull_by_a_host_clock_ahead_stores_the_customer_created_after_a_
         con.close()
 
 
+def _answers_dated_1970_are_no_pull_s(source, vendor, rsps, caplog) -> None:
+    """The client, its pull over, fetches again while the vendor's front answers a Date stuck in 1970: no pull's
+    run start judges those answers, so no stale-header warning."""
+    vendor.now = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    first = rsps.calls[0].request
+    with caplog.at_level(logging.WARNING, logger="connectors.runstart"):
+        for _ in range(2):
+            source.http.fetch(first.method, first.url, json_body=json.loads(first.body) if first.body else None)
+    assert "Date header" not in caplog.text
+
+
 def test_a_finished_pull_stops_listening_to_the_client_s_answers(case, caplog):
     """After a pull, done or failed, the same client is used again (a ``check``, a webhook's fetch) while the vendor's
     front answers a Date stuck in 1970: those answers are no pull's. While the finished pull's run start still
@@ -331,12 +342,7 @@ def test_a_finished_pull_stops_listening_to_the_client_s_answers(case, caplog):
     assert source.http.on_date is None
     fake.bad_key = False
     source.pull(duckdb.connect())
-    vendor.now = datetime(1970, 1, 1, tzinfo=timezone.utc)
-    first = rsps.calls[0].request
-    with caplog.at_level(logging.WARNING, logger="connectors.runstart"):
-        for _ in range(2):
-            source.http.fetch(first.method, first.url, json_body=json.loads(first.body) if first.body else None)
-    assert "Date header" not in caplog.text
+    _answers_dated_1970_are_no_pull_s(source, vendor, rsps, caplog)
 
 
 def test_a_pull_that_fails_on_its_saved_cursor_stops_listening_too(case, caplog):
@@ -352,9 +358,4 @@ def test_a_pull_that_fails_on_its_saved_cursor_stops_listening_too(case, caplog)
     with pytest.raises(ConfigError, match="cursor"):
         source.pull(duckdb.connect(), "not json")
     assert source.http.on_date is None
-    vendor.now = datetime(1970, 1, 1, tzinfo=timezone.utc)
-    first = rsps.calls[0].request
-    with caplog.at_level(logging.WARNING, logger="connectors.runstart"):
-        for _ in range(2):
-            source.http.fetch(first.method, first.url, json_body=json.loads(first.body) if first.body else None)
-    assert "Date header" not in caplog.text
+    _answers_dated_1970_are_no_pull_s(source, vendor, rsps, caplog)

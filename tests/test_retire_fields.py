@@ -14,6 +14,7 @@ import pytest
 from sync.demodata import generate_shop
 from tests.builders import config_error, run_cli as cli
 from tests.ledger_fixtures import ledger_url  # noqa: F401
+from tests.test_retire_tags import write  # one config of a Mailchimp destination 'mc' with the given lines
 
 AS_OF = "2025-06-30"
 WARNED = "fields rfmsync wrote that [destinations.fields] no longer maps"
@@ -117,13 +118,6 @@ def _ours(fake, esp: str) -> list[str]:
     if esp == "mailchimp":
         return list(fake.lists["aud1"].members)
     return list(fake.contacts)
-
-
-def write(tmp_path: Path, dest: str) -> Path:
-    path = tmp_path / "rfmsync.toml"
-    path.write_text(f'[segmentation]\npreset = "tracks"\n[[destinations]]\nname = "mc"\ntype = "mailchimp"\n'
-                    f'audience = "a1"\n{dest}\n', encoding="utf-8")
-    return path
 
 
 @pytest.mark.parametrize("dest, message", [
