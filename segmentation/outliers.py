@@ -11,7 +11,9 @@ one currency when there is only one):
     :data:`TOP_QUANTILE`: one typo just below the line does not hide an id above it), not a price: no other
     customer paid that amount (a yearly plan of a shop of 1 ₽ trials with no tier between is many customers'),
     and at least :data:`GAP_RATIO` times its own customer's other orders of another amount (a client who orders
-    that much: a café's caterer).
+    that much: a café's caterer). An amount past the first two lines that reads as a barcode (a whole number of
+    12 or 13 digits whose last is the GS1 check digit of the others: UPC-A, EAN-13, :func:`barcode_sql`) is an
+    outlier whoever else paid it and whatever its customer's other orders.
 
 A real large order does not come near it: a shop's largest orders are tens of times its median check (CDNOW
 19×, the demo shop 25×, the benchmarks' generated shop of 10 M orders 69×), a typed-in barcode 10⁶–10⁹ times. The
@@ -19,8 +21,12 @@ median is the check half the orders are below, so a handful of outliers cannot m
 shops whose median is not their check: a subscription shop whose orders are mostly 1 ₽ trials with plans at 399
 and 12 000 ₽, a café of 2.50 checks with a wholesale client's 800 and 30 000, a currency redenominated 10 000:1
 (the old orders are 10 000 times the new): their large orders sit within 100 times the orders below them, a
-barcode is far above the top of everything else, and two customers' pasted ids are rarely the same amount (the
-same barcode on two customers' orders is therefore not found). A café of 2–3 € checks whose catering client alone
+barcode is far above the top of everything else, and two customers' pasted ids are rarely the same amount. The
+same barcode pasted for two customers, or two barcodes for one customer, pass for a price or a client's own large
+orders; a barcode's check digit tells them apart: one amount in ten has it by chance, but a real order of 12 digits
+is 170 000 USD even in Iranian rials (the smallest unit in use), and must still be 10 000 times the shop's median.
+EAN-8's 8 digits are not read as a barcode: the old orders of a currency redenominated 10⁶:1 (the Turkish lira) have
+8. An id or a phone number (no check digit) pasted so is still not found. A café of 2–3 € checks whose catering client alone
 ordered 30 000 and 28 000, nothing between, is not warned of (each order is within 100 times the other); a client
 whose only large order is 30 000 is: check that order.
 
@@ -53,6 +59,9 @@ OUTLIER_RATIO = 10_000
 GAP_RATIO = 100
 #: ... the top of those orders is this quantile of them (one typo just below the line does not hide an id above it)
 TOP_QUANTILE = 0.99
+#: an amount past both lines of these many digits with its GS1 check digit is a barcode (EAN-13, UPC-A), an outlier
+#: even when another customer has it too or its customer's other orders are as large (:func:`barcode_sql`)
+BARCODE_DIGITS = (12, 13)
 #: the TEMP table of every outlier order of the last :func:`outlier_amounts` (order_id, customer_id)
 TABLE = "_rfmsync_outlier_orders"
 #: outlier orders named in the warning (the largest first); the others are counted
@@ -134,9 +143,9 @@ def outlier_amounts(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str =
                 AND o.currency IS NOT DISTINCT FROM p.currency AND o.amount <> p.amount
                 WHERE o.status = 'completed' AND o.amount > 0 AND o.ordered_at < $cutoff GROUP BY p.order_id)
         SELECT past.* FROM past LEFT JOIN own USING (order_id)
-        WHERE coalesce(past.amount >= own.top * {GAP_RATIO}, true)
+        WHERE {barcode_sql("past.amount")} OR (coalesce(past.amount >= own.top * {GAP_RATIO}, true)
         AND NOT EXISTS (SELECT 1 FROM prices x WHERE x.currency IS NOT DISTINCT FROM past.currency
-                        AND x.amount = past.amount)""", params | values)
+                        AND x.amount = past.amount))""", params | values)
     counts = con.execute(f"SELECT count(*), count(DISTINCT customer_id) FROM {TABLE}").fetchall()[0]
     if not counts[0]:
         con.execute(f"DROP TABLE temp.main.{TABLE}")
@@ -144,6 +153,15 @@ def outlier_amounts(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str =
     shown = con.execute(f"SELECT customer_id, order_id, ordered_at, amount, currency, typical FROM {TABLE} "
                         f"ORDER BY amount / typical DESC, order_id LIMIT {SHOWN}").fetchall()
     return OutlierAmounts(counts[0], counts[1], tuple(OutlierOrder(*row) for row in shown))
+
+
+def barcode_sql(amount: str) -> str:
+    """Whether the DECIMAL ``amount`` reads as a barcode: a whole number of :data:`BARCODE_DIGITS` digits whose last
+    digit is the GS1 check digit of the others (weights 3, 1, 3, … from the right: EAN-13, and UPC-A's 12 digits)."""
+    n = f"{amount}::BIGINT"
+    digits = " + ".join(f"({n} // {10 ** j}) % 10 * {3 if j % 2 else 1}" for j in range(max(BARCODE_DIGITS)))
+    return (f"({amount} = trunc({amount}) AND {amount} >= {10 ** (min(BARCODE_DIGITS) - 1)} "
+            f"AND {amount} < {10 ** max(BARCODE_DIGITS)} AND ({digits}) % 10 = 0)")
 
 
 def spend_rows_sql(orders: str, day_sql: str) -> str:
@@ -179,10 +197,12 @@ def left_out_count(con: duckdb.DuckDBPyConnection, orders: str, day_sql: str) ->
 
 
 def outlier_line(found: OutlierAmounts, timezone: str, files: Mapping[str, str] | None = None,
-                 predicted: bool = False) -> str:
+                 predicted: bool = False, left_out: int | None = None) -> str:
     """The run's warning about ``found`` (not empty): the largest outlier orders, each with its customer, local
     day, file (``files``: order id → the file it was read from, where known), amount and its currency's typical
-    check; what they move (``predicted``: a spend model was fitted) and what to do."""
+    check; what they move (``predicted``: a spend model was fitted; ``left_out``: how many of them it really left
+    out, :func:`left_out_count`, None: all) and what to do. An order the fit never counted (a one-time buyer's, or
+    one beside another order of its customer's first day) is in no customer's expected_aov either."""
     files = files or {}
     named = []
     for o in found.shown:
@@ -192,16 +212,27 @@ def outlier_line(found: OutlierAmounts, timezone: str, files: Mapping[str, str] 
         named.append(f"customer {o.customer_id!r}, order {o.order_id!r} of {day}{where}: {money(o.amount)}{cur}, "
                      f"{money(o.amount / o.typical, 0)} times the typical check of {money(o.typical)}{cur}")
     one = found.orders == 1
+    it = "it" if one else "them"
     more = found.orders - len(found.shown)
     rule = (f"(the median order; the rule: {money(OUTLIER_RATIO, 0)} times it, {GAP_RATIO} times the 99th "
             f"percentile of the orders below that and {GAP_RATIO} times the customer's other orders, of an amount no "
-            "other customer paid)")
+            f"other customer paid; a barcode's {' or '.join(map(str, BARCODE_DIGITS))} digits with their check "
+            "digit need only the first two)")
     head = (f"an amount far beyond the usual check {rule}: " if one else
             f"{found.orders} amounts of {found.customers} customer{'s' if found.customers > 1 else ''} far beyond "
             f"the usual check {rule}: ")
-    counted = "monetary, M score, segment, expected_aov and clv" if predicted else "monetary, M score and segment"
-    fit = (f"; the spend model's fit leaves {'it' if one else 'them'} out: other customers' expected_aov and clv "
-           "are as without " + ("it" if one else "them") if predicted else "")
+    fitted = found.orders if left_out is None else left_out
+    counted = ("monetary, M score, segment, expected_aov and clv" if predicted and fitted == found.orders
+               else "monetary, M score and segment")
+    fit = ""
+    if predicted:
+        why = ("(a one-time buyer's order, or one beside another order of the customer's first day: that day's spend "
+               "is in no mean spend)")
+        what = (f"leaves {it} out" if fitted == found.orders else f"never counted {it} {why}" if not fitted
+                else f"leaves {fitted} of them out and never counted the others {why}")
+        fit = f"; the spend model's fit {what}: other customers' expected_aov and clv are as without {it}"
+        if 0 < fitted < found.orders:
+            counted += f", {fitted} of them in expected_aov and clv too"
     return (head + "; ".join(named) + (f"; and {more} more" if more > 0 else "")
             + "; " + ("it counts in the customer's " if one else "they count in their customers' ") + counted + fit
             + "; "

@@ -1,0 +1,124 @@
+"""A barcode pasted into the amount column where the price and own-orders tests let it pass: the same barcode for two
+customers (a "price"), two barcodes for one customer (each within 100 times the other). An amount of 12 or 13
+digits ending in its GS1 check digit, past the median and gap lines, is an outlier whatever the others; and the
+warning says truly whether the spend fit left an outlier out or never counted it."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from datetime import date, datetime
+from decimal import Decimal
+
+import duckdb
+import pytest
+
+from connectors.tables import create_tables
+from segmentation.outliers import barcode_sql, outlier_amounts, outlier_line
+from tests.test_outliers import BARCODE, REGULAR, _amounts_warnings, _cli, _demo, _predict, cdnow
+from tests.test_predictive import HOLDOUT_END
+
+
+def gtin(body: str) -> Decimal:
+    """``body`` with its GS1 check digit (weights 3, 1, 3, … from the right), as an amount."""
+    total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(body)))
+    return Decimal(body + str((10 - total % 10) % 10))
+
+
+EAN = gtin("460700177777")  # an EAN-13 (a Russian product's)
+EAN2 = gtin("478000000001")  # another (an Uzbek one)
+UPC = gtin("03600029145")  # a UPC-A whose first digit is 0: 11 digits as an amount
+
+
+def test_the_check_digit_is_the_gs1_one():
+    con = duckdb.connect()
+    values = [EAN, EAN2, gtin("36000291452"), EAN + 1, EAN2 - 1, Decimal("4600000000000"), EAN + Decimal("0.5"),
+              UPC, gtin("9638507"), Decimal(10) ** 13 + 3]
+    got = con.execute(f"SELECT {barcode_sql('a')} FROM (SELECT unnest(?::DECIMAL(18, 2)[]) AS a)",
+                      [values]).fetchall()
+    assert [g for (g,) in got] == [True, True, True, False, False, False, False, False, False, False]
+    assert (EAN, EAN2) == (Decimal("4607001777779"), Decimal("4780000000014"))
+
+
+@pytest.mark.parametrize("extra", [
+    [("b1", "1", "1997-03-01", EAN), ("b2", "2", "1997-03-02", EAN)],  # one barcode, two customers: a "price"
+    [("b1", "1", "1997-03-01", EAN), ("b2", "1", "1997-04-02", EAN2)],  # two barcodes of one customer: his own
+    [("b1", "1", "1997-03-01", EAN), ("b2", "2", "1997-04-02", EAN), ("b3", "2", "1997-05-02", EAN2)],  # both
+], ids=["two customers", "two barcodes", "both"])
+def test_barcodes_the_price_and_own_orders_tests_let_pass_are_found_and_left_out_of_the_spend_fit(extra):
+    con = cdnow(extra)
+    found = outlier_amounts(con, HOLDOUT_END)
+    barcodes = {row[0] for row in extra if row[0].startswith("b")}
+    assert found.orders == len(barcodes) and {o.order_id for o in found.shown} == barcodes
+    report, numbers = _predict(con)
+    without, numbers_without = _predict(cdnow([row for row in extra if row[0] not in barcodes]))
+    assert report.gamma_gamma == without.gamma_gamma
+    assert {c: aov for c, (aov, _) in numbers.items() if c not in ("1", "2")} == {
+        c: aov for c, (aov, _) in numbers_without.items() if c not in ("1", "2")}
+
+
+def test_a_repeated_amount_without_a_check_digit_is_still_a_price():
+    """A 13-digit amount two customers paid that has no check digit (an id, a phone number): not found, as before
+    (documented); with a check digit it is."""
+    other = EAN + 1
+    con = cdnow([("b1", "1", "1997-03-01", other), ("b2", "2", "1997-03-02", other)])
+    assert not outlier_amounts(con, HOLDOUT_END)
+
+
+def _shop(sql: str) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    create_tables(con)
+    con.execute(sql)
+    return con
+
+
+def test_a_currency_redenominated_a_million_to_one_has_no_barcodes():
+    """The Turkish lira's 2005 redenomination (10⁶:1): the old orders have 8 digits, one in ten ends in an EAN-8
+    check digit by chance, and they are 10⁶ times the new median, a price paid by several customers: no outlier.
+    Read as barcodes too, EAN-8 would have flagged ~400 of them."""
+    con = _shop("""INSERT INTO orders SELECT 'o' || i, 'c' || (i % 400), TIMESTAMPTZ '2004-01-01' + i * INTERVAL 6 HOUR,
+                   CASE WHEN i < 4000 THEN (20 + i % 80) * 1000000 + (i % 997) * 1000 ELSE 20 + i % 80 END, NULL,
+                   'completed', NULL FROM range(10000) t(i)""")
+    old = [a for (a,) in con.execute("SELECT amount FROM orders WHERE amount >= 10000000").fetchall()]
+    eight = sum(1 for a in old if gtin(str(int(a))[:-1]) == a)  # EAN-8 codes by chance
+    assert eight > 300
+    assert not outlier_amounts(con, date(2026, 1, 1))
+
+
+def test_the_warning_says_a_one_time_buyers_barcode_was_never_in_the_spend_fit(tmp_path):
+    """The warning said "the spend model's fit leaves it out" (and that it counted in the customer's expected_aov and
+    clv) also for a one-time buyer's only order, which no fit and no expected_aov ever counted."""
+    cfg, as_of = _demo(tmp_path / "shop")
+    orders = cfg.parent / "orders.csv"
+    rows = list(csv.reader(orders.open(encoding="utf-8-sig"), delimiter=";"))
+    sales = Counter(r[2] for r in rows[1:] if r[7] == "Продажа")
+    days = Counter((r[2], r[1][:10]) for r in rows[1:] if r[7] == "Продажа")
+    once = min(c for c, n in sales.items() if n == 1 and sum(1 for (d, _) in days if d == c) == 1)
+    [row] = [r for r in rows[1:] if r[2] == once and r[7] == "Продажа"]
+    row[5] = "4600000000000,00"
+    with orders.open("w", encoding="utf-8-sig", newline="") as f:
+        csv.writer(f, delimiter=";").writerows(rows)
+    assert datetime.strptime(row[1], "%d.%m.%Y %H:%M").date() <= as_of
+    predict = _cli("predict", "--config", str(cfg), "--as-of", as_of.isoformat(), "--format", "json")
+    [line] = _amounts_warnings(predict)
+    assert "; it counts in the customer's monetary, M score and segment; the spend model's fit never counted it " \
+           "(a one-time buyer's order, or one beside another order of the customer's first day: that day's spend is " \
+           "in no mean spend): other customers' expected_aov and clv are as without it; a barcode" in line
+    assert json.loads(predict.stdout)["gamma_gamma"]["left_out_orders"] == 0
+
+
+def test_the_warning_says_which_outliers_the_spend_fit_left_out():
+    """Of a one-time buyer's barcode and a repeat buyer's on a repeat purchase day, the fit left one out: the warning
+    says so, and that only that one counts in its customer's expected_aov and clv."""
+    con = cdnow(REGULAR + [("b1", "once", "1997-04-01", BARCODE), ("b2", "typo", "1997-06-02", BARCODE * 2)])
+    found = outlier_amounts(con, HOLDOUT_END)
+    report, _ = _predict(con)
+    assert found.orders == 2 and report.spend_left_out == 1
+    line = outlier_line(found, "UTC", predicted=True, left_out=report.spend_left_out)
+    assert ("; they count in their customers' monetary, M score and segment, 1 of them in expected_aov and clv too; "
+            "the spend model's fit leaves 1 of them out and never counted the others (a one-time buyer's order, or "
+            "one beside another order of the customer's first day: that day's spend is in no mean spend): other "
+            "customers' expected_aov and clv are as without them; a barcode") in line
+    assert "leaves them out" in outlier_line(found, "UTC", predicted=True, left_out=2)
+    assert "spend model" not in outlier_line(found, "UTC")
