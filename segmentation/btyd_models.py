@@ -246,8 +246,9 @@ def expected_purchases(params: BgNbdParams, t, x, t_x, T) -> np.ndarray:
     second = -np.expm1(ln_term)
     if negative.any():  # (rare: one-time buyers of a + b < 1 fits only)
         second = np.where(negative, 1.0 + np.exp(ln_term), second)
-    denom = 1 + (x > 0) * (a / (b + np.maximum(x, 1) - 1)) * np.exp((r + x) * np.log1p((T - t_x) / (alpha + t_x)))
-    return first * second / denom
+    # ÷ (1 + a/(b+x−1)·((α+T)/(α+t_x))^(r+x)) for x > 0 is × P(alive), taken in logs (the power overflows
+    # for a steady-rate fit's older customers; 0·inf was NaN for one-time buyers)
+    return first * second * p_alive(params, x, t_x, T)
 
 
 def prob_no_purchase(params: BgNbdParams, t, x, t_x, T) -> np.ndarray:

@@ -51,3 +51,35 @@ def test_a_subscription_shop_of_regular_buyers_gets_every_prediction():
     assert float(got[8]) == pytest.approx(1, abs=1e-5)
     clv = con.execute("SELECT avg(clv) FROM customer_predictions").fetchall()[0][0]
     assert float(clv) == pytest.approx(rate * 365 / 7 * mean_spend, rel=1e-4)
+
+
+#: a steady rate of 7 purchases a unit (a daily subscription in weeks): r·T/α passes 709 (exp's overflow) at T ≈ 101
+DAILY_BG = M.BgNbdParams(1e6, 1e6 / 7, 1e-8, 100.0)
+
+
+def _one_customer_by_mpmath(bg: M.BgNbdParams, t: float, x: int, tx: float, T: float) -> tuple[float, float, float]:
+    """P(alive), P(no purchase in (T, T+t]) and the log-likelihood of one customer (FHL 2005 eq. 6) at 40 digits."""
+    import mpmath as mp
+
+    with mp.workdps(40):
+        r, alpha, a, b = (mp.mpf(v) for v in (bg.r, bg.alpha, bg.a, bg.b))
+        t, tx, T = mp.mpf(t), mp.mpf(tx), mp.mpf(T)
+        alive = 1 / (1 + a / (b + x - 1) * ((alpha + T) / (alpha + tx)) ** (r + x)) if x > 0 else mp.mpf(1)
+        none = 1 - alive + alive * ((alpha + T) / (alpha + T + t)) ** (r + x)
+        lik = (mp.beta(a, b + x) / mp.beta(a, b) * mp.gamma(r + x) * alpha ** r / mp.gamma(r)
+               * (1 / (alpha + T) ** (r + x) + (a / (b + x - 1) / (alpha + tx) ** (r + x) if x > 0 else 0)))
+        return float(alive), float(none), float(mp.log(lik))
+
+
+@pytest.mark.parametrize("x,tx,T", [(0, 0.0, 90.0), (0, 0.0, 104.0), (0, 0.0, 400.0), (0, 0.0, 5000.0),
+                                    (3, 10.0, 104.0), (700, 100.0, 104.0)])
+def test_a_steady_rate_fits_older_customers_get_finite_predictions(x, tx, T):
+    # one-time buyers past T ≈ 101 got NaN expected purchases: 1 + 0·exp(r·log1p(T/α)) was 1 + 0·inf
+    with np.errstate(all="raise"):
+        got = M.expected_purchases(DAILY_BG, 52.0, x, tx, T)
+    assert np.isfinite(got) and float(got) == pytest.approx(_expected_purchases_by_mpmath(DAILY_BG, 52.0, x, tx, T),
+                                                           rel=1e-9, abs=1e-300)
+    alive, none, lik = _one_customer_by_mpmath(DAILY_BG, 52.0, x, tx, T)
+    assert float(M.p_alive(DAILY_BG, x, tx, T)) == pytest.approx(alive, rel=1e-9, abs=1e-300)
+    assert float(M.prob_no_purchase(DAILY_BG, 52.0, x, tx, T)) == pytest.approx(none, rel=1e-9, abs=1e-300)
+    assert M.bgnbd_log_likelihood(DAILY_BG, [x], [tx], [T]) == pytest.approx(lik, rel=1e-9)
