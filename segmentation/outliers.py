@@ -34,7 +34,8 @@ whose only large order is 30 000 is: check that order.
 mostly answer: the median is computed only when the largest amount could be one, the top of the other orders
 only when it is 10 000 times the median; the repeats among the orders past both lines). The run warns of them
 (:func:`outlier_line`); the spend model leaves them out of its fit (:func:`spend_rows_sql`): the fit equals the
-fit on the orders without them. The customer's own figures keep the amount as recorded: fix it in the export.
+fit on the orders without them. The customer's own monetary keeps the amount as recorded, and so do his
+expected_aov and clv when it is on a repeat purchase day (a first day's spend is in no mean): fix it in the export.
 """
 
 from __future__ import annotations
@@ -181,28 +182,34 @@ def spend_rows_sql(orders: str, day_sql: str) -> str:
         WHERE x > 0 AND monetary > 0 ORDER BY x, monetary"""
 
 
-def left_out_count(con: duckdb.DuckDBPyConnection, orders: str, day_sql: str) -> int:
+def left_out_count(con: duckdb.DuckDBPyConnection, orders: str, day_sql: str) -> tuple[int, int]:
     """How many outlier orders of :data:`TABLE` the spend fit really left out: those that were in its rows with
     them (:func:`spend_rows_sql`): of a repeat buyer with spend (``customer_lifecycle``), on a repeat purchase day,
     or alone on the customer's first day (without it, the next day is the first). A one-time buyer's only order,
-    or one that shares the first day with another order (the first day's spend counts in no mean), was never in."""
-    return con.execute(f"""
+    or one that shares the first day with another order (the first day's spend counts in no mean), was never in.
+    And how many of them are in their customers' own ``expected_aov`` and ``clv`` (his mean spend of his repeat
+    purchase days, as recorded): those on a repeat purchase day only (a first day alone counts in no mean)."""
+    left_out, own = con.execute(f"""
         WITH outliers AS (SELECT customer_id, order_id, {day_sql} AS day FROM {TABLE}),
         others AS (SELECT customer_id, {day_sql} AS day FROM {orders} WHERE status = 'completed'
                    AND customer_id IN (SELECT customer_id FROM {TABLE})
                    AND order_id NOT IN (SELECT order_id FROM {TABLE}))
-        SELECT count(*) FROM outliers o JOIN customer_lifecycle l USING (customer_id)
+        SELECT count(*), count(*) FILTER (WHERE o.day > l.first_day)
+        FROM outliers o JOIN customer_lifecycle l USING (customer_id)
         WHERE l.purchase_days > 1 AND l.monetary > 0 AND (o.day > l.first_day OR NOT EXISTS (
-            SELECT 1 FROM others x WHERE x.customer_id = o.customer_id AND x.day = o.day))""").fetchall()[0][0]
+            SELECT 1 FROM others x WHERE x.customer_id = o.customer_id AND x.day = o.day))""").fetchall()[0]
+    return left_out, own
 
 
 def outlier_line(found: OutlierAmounts, timezone: str, files: Mapping[str, str] | None = None,
-                 predicted: bool = False, left_out: int | None = None) -> str:
+                 predicted: bool = False, left_out: int | None = None, own: int | None = None) -> str:
     """The run's warning about ``found`` (not empty): the largest outlier orders, each with its customer, local
     day, file (``files``: order id → the file it was read from, where known), amount and its currency's typical
     check; what they move (``predicted``: a spend model was fitted; ``left_out``: how many of them it really left
-    out, :func:`left_out_count`, None: all) and what to do. An order the fit never counted (a one-time buyer's, or
-    one beside another order of its customer's first day) is in no customer's expected_aov either."""
+    out, ``own``: how many are in their customers' own expected_aov and clv, both :func:`left_out_count`, None:
+    all) and what to do. An order the fit never counted (a one-time buyer's, or one beside another order of its
+    customer's first day) is in no customer's expected_aov either; one alone on a repeat buyer's first day is left
+    out of the fit but is in no mean spend, his own neither."""
     files = files or {}
     named = []
     for o in found.shown:
@@ -222,17 +229,20 @@ def outlier_line(found: OutlierAmounts, timezone: str, files: Mapping[str, str] 
             f"{found.orders} amounts of {found.customers} customer{'s' if found.customers > 1 else ''} far beyond "
             f"the usual check {rule}: ")
     fitted = found.orders if left_out is None else left_out
-    counted = ("monetary, M score, segment, expected_aov and clv" if predicted and fitted == found.orders
+    own = found.orders if own is None else own
+    counted = ("monetary, M score, segment, expected_aov and clv" if predicted and own == found.orders
                else "monetary, M score and segment")
     fit = ""
     if predicted:
+        never = found.orders - fitted
         why = ("(a one-time buyer's order, or one beside another order of the customer's first day: that day's spend "
-               "is in no mean spend)")
-        what = (f"leaves {it} out" if fitted == found.orders else f"never counted {it} {why}" if not fitted
-                else f"leaves {fitted} of them out and never counted the others {why}")
+               "is in no mean spend)" if never == 1 else "(one-time buyers' orders, or orders beside another order "
+               "of their customer's first day: that day's spend is in no mean spend)")
+        what = (f"leaves {it} out" if not never else f"never counted {it} {why}" if not fitted
+                else f"leaves {fitted} of them out and never counted the other{'' if never == 1 else 's'} {why}")
         fit = f"; the spend model's fit {what}: other customers' expected_aov and clv are as without {it}"
-        if 0 < fitted < found.orders:
-            counted += f", {fitted} of them in expected_aov and clv too"
+        if 0 < own < found.orders:
+            counted += f", {own} of them in expected_aov and clv too"
     return (head + "; ".join(named) + (f"; and {more} more" if more > 0 else "")
             + "; " + ("it counts in the customer's " if one else "they count in their customers' ") + counted + fit
             + "; "

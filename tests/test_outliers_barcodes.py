@@ -15,8 +15,10 @@ import duckdb
 import pytest
 
 from connectors.tables import create_tables
+from segmentation import btyd_models as M
+from segmentation import predictive as P
 from segmentation.outliers import barcode_sql, outlier_amounts, outlier_line
-from tests.test_outliers import BARCODE, REGULAR, _amounts_warnings, _cli, _demo, _predict, cdnow
+from tests.test_outliers import BARCODE, CFG, REGULAR, _amounts_warnings, _cli, _demo, _predict, cdnow
 from tests.test_predictive import HOLDOUT_END
 
 
@@ -86,26 +88,66 @@ def test_a_currency_redenominated_a_million_to_one_has_no_barcodes():
     assert not outlier_amounts(con, date(2026, 1, 1))
 
 
-def test_the_warning_says_a_one_time_buyers_barcode_was_never_in_the_spend_fit(tmp_path):
-    """The warning said "the spend model's fit leaves it out" (and that it counted in the customer's expected_aov and
-    clv) also for a one-time buyer's only order, which no fit and no expected_aov ever counted."""
-    cfg, as_of = _demo(tmp_path / "shop")
+def _when(text: str) -> datetime | None:
+    try:
+        return datetime.strptime(text, "%d.%m.%Y %H:%M")
+    except ValueError:
+        return None
+
+
+def _demo_with_a_barcode(folder, days: int) -> tuple[str, str]:
+    """The demo shop's ``predict --format json`` as of its day with a barcode in place of the first sale of a
+    customer of ``days`` purchase days whose first day has no other sale: the run's outlier warning and its JSON."""
+    cfg, as_of = _demo(folder)
     orders = cfg.parent / "orders.csv"
     rows = list(csv.reader(orders.open(encoding="utf-8-sig"), delimiter=";"))
-    sales = Counter(r[2] for r in rows[1:] if r[7] == "Продажа")
-    days = Counter((r[2], r[1][:10]) for r in rows[1:] if r[7] == "Продажа")
-    once = min(c for c, n in sales.items() if n == 1 and sum(1 for (d, _) in days if d == c) == 1)
-    [row] = [r for r in rows[1:] if r[2] == once and r[7] == "Продажа"]
+    sold = sorted((_when(r[1]), r) for r in rows[1:] if r[7] == "Продажа" and _when(r[1]))  # (a bad date's row)
+    by_day = Counter((r[2], when.date()) for when, r in sold)
+    first = {}
+    for when, r in sold:
+        first.setdefault(r[2], (when.date(), r))
+    row = min(r for c, (day, r) in first.items()
+              if by_day[c, day] == 1 and sum(1 for (d, _) in by_day if d == c) == days)
     row[5] = "4600000000000,00"
     with orders.open("w", encoding="utf-8-sig", newline="") as f:
         csv.writer(f, delimiter=";").writerows(rows)
-    assert datetime.strptime(row[1], "%d.%m.%Y %H:%M").date() <= as_of
+    assert _when(row[1]).date() <= as_of
     predict = _cli("predict", "--config", str(cfg), "--as-of", as_of.isoformat(), "--format", "json")
     [line] = _amounts_warnings(predict)
+    return line, predict.stdout
+
+
+def test_the_warning_says_a_one_time_buyers_barcode_was_never_in_the_spend_fit(tmp_path):
+    """The warning said "the spend model's fit leaves it out" (and that it counted in the customer's expected_aov and
+    clv) also for a one-time buyer's only order, which no fit and no expected_aov ever counted."""
+    line, out = _demo_with_a_barcode(tmp_path / "shop", days=1)
     assert "; it counts in the customer's monetary, M score and segment; the spend model's fit never counted it " \
            "(a one-time buyer's order, or one beside another order of the customer's first day: that day's spend is " \
            "in no mean spend): other customers' expected_aov and clv are as without it; a barcode" in line
-    assert json.loads(predict.stdout)["gamma_gamma"]["left_out_orders"] == 0
+    assert json.loads(out)["gamma_gamma"]["left_out_orders"] == 0
+
+
+@pytest.mark.parametrize("day, own", [("1997-01-10", 0), ("1997-06-01", 1)], ids=["first day", "repeat day"])
+def test_only_an_outlier_on_a_repeat_purchase_day_is_in_its_customers_expected_aov(day, own):
+    """Alone on a repeat buyer's first day, the fit left the barcode out (the next day became the first), and the
+    warning said it counted in his expected_aov and clv: his mean spend is that of his repeat purchase days."""
+    con = cdnow([row for row in REGULAR if row[2] != day] + [("b1", "typo", day, BARCODE)])
+    report = P.predict_customers(con, HOLDOUT_END, CFG)
+    assert (report.spend_left_out, report.spend_own) == (1, own)
+    [(aov,)] = con.execute("SELECT expected_aov FROM customer_predictions WHERE customer_id = 'typo'").fetchall()
+    mean = (Decimal("27.00") + (BARCODE if own else Decimal("30.00"))) / 2  # his repeat days' mean spend
+    assert aov == Decimal(float(M.expected_aov(report.gamma_gamma, 2, float(mean)))).quantize(Decimal("0.01"))
+    assert (aov > 1000) == bool(own)
+    line = outlier_line(outlier_amounts(con, HOLDOUT_END), "UTC", predicted=True, left_out=1, own=own)
+    assert ("it counts in the customer's monetary, M score and segment; the spend model's fit leaves it out"
+            in line) != bool(own)
+
+
+def test_the_warning_of_a_repeat_buyers_barcode_alone_on_his_first_day_names_no_expected_aov(tmp_path):
+    line, out = _demo_with_a_barcode(tmp_path / "shop", days=3)
+    assert "; it counts in the customer's monetary, M score and segment; the spend model's fit leaves it out: other " \
+           "customers' expected_aov and clv are as without it; a barcode" in line
+    assert json.loads(out)["gamma_gamma"]["left_out_orders"] == 1
 
 
 def test_the_warning_says_which_outliers_the_spend_fit_left_out():
@@ -114,11 +156,14 @@ def test_the_warning_says_which_outliers_the_spend_fit_left_out():
     con = cdnow(REGULAR + [("b1", "once", "1997-04-01", BARCODE), ("b2", "typo", "1997-06-02", BARCODE * 2)])
     found = outlier_amounts(con, HOLDOUT_END)
     report, _ = _predict(con)
-    assert found.orders == 2 and report.spend_left_out == 1
-    line = outlier_line(found, "UTC", predicted=True, left_out=report.spend_left_out)
+    assert found.orders == 2 and (report.spend_left_out, report.spend_own) == (1, 1)
+    line = outlier_line(found, "UTC", predicted=True, left_out=report.spend_left_out, own=report.spend_own)
     assert ("; they count in their customers' monetary, M score and segment, 1 of them in expected_aov and clv too; "
-            "the spend model's fit leaves 1 of them out and never counted the others (a one-time buyer's order, or "
+            "the spend model's fit leaves 1 of them out and never counted the other (a one-time buyer's order, or "
             "one beside another order of the customer's first day: that day's spend is in no mean spend): other "
             "customers' expected_aov and clv are as without them; a barcode") in line
     assert "leaves them out" in outlier_line(found, "UTC", predicted=True, left_out=2)
+    assert ("; they count in their customers' monetary, M score and segment; the spend model's fit never counted them "
+            "(one-time buyers' orders, or orders beside another order of their customer's first day: that day's spend "
+            "is in no mean spend): other customers'") in outlier_line(found, "UTC", predicted=True, left_out=0, own=0)
     assert "spend model" not in outlier_line(found, "UTC")
