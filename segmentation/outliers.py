@@ -12,8 +12,9 @@ one currency when there is only one):
     customer paid that amount (a yearly plan of a shop of 1 ₽ trials with no tier between is many customers'),
     and at least :data:`GAP_RATIO` times its own customer's other orders of another amount (a client who orders
     that much: a café's caterer). An amount past the first two lines that reads as a barcode (a whole number of
-    12 or 13 digits whose last is the GS1 check digit of the others: UPC-A, EAN-13, :func:`barcode_sql`) is an
-    outlier whoever else paid it and whatever its customer's other orders.
+    12 or 13 digits whose last is the GS1 check digit of the others: UPC-A, EAN-13, :func:`barcode_sql`; not
+    ending in :data:`ROUND_ZEROS` zeros: a round price) is an outlier whoever else paid it and whatever its
+    customer's other orders.
 
 A real large order does not come near it: a shop's largest orders are tens of times its median check (CDNOW
 19×, the demo shop 25×, the benchmarks' generated shop of 10 M orders 69×), a typed-in barcode 10⁶–10⁹ times. The
@@ -63,6 +64,10 @@ TOP_QUANTILE = 0.99
 #: an amount past both lines of these many digits with its GS1 check digit is a barcode (EAN-13, UPC-A), an outlier
 #: even when another customer has it too or its customer's other orders are as large (:func:`barcode_sql`)
 BARCODE_DIGITS = (12, 13)
+#: an amount ending in this many zeros or more is a round price (Iranian rials are priced in thousands of tomans:
+#: 10 000 rials), not read as a barcode (:func:`barcode_sql`): one in ten of them would end in a check digit by
+#: chance, one real barcode in 10 000 ends so
+ROUND_ZEROS = 4
 #: the TEMP table of every outlier order of the last :func:`outlier_amounts` (order_id, customer_id)
 TABLE = "_rfmsync_outlier_orders"
 #: outlier orders named in the warning (the largest first); the others are counted
@@ -158,11 +163,12 @@ def outlier_amounts(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str =
 
 def barcode_sql(amount: str) -> str:
     """Whether the DECIMAL ``amount`` reads as a barcode: a whole number of :data:`BARCODE_DIGITS` digits whose last
-    digit is the GS1 check digit of the others (weights 3, 1, 3, … from the right: EAN-13, and UPC-A's 12 digits)."""
+    digit is the GS1 check digit of the others (weights 3, 1, 3, … from the right: EAN-13, and UPC-A's 12 digits),
+    not ending in :data:`ROUND_ZEROS` zeros (a round price)."""
     n = f"{amount}::BIGINT"
     digits = " + ".join(f"({n} // {10 ** j}) % 10 * {3 if j % 2 else 1}" for j in range(max(BARCODE_DIGITS)))
     return (f"({amount} = trunc({amount}) AND {amount} >= {10 ** (min(BARCODE_DIGITS) - 1)} "
-            f"AND {amount} < {10 ** max(BARCODE_DIGITS)} AND ({digits}) % 10 = 0)")
+            f"AND {amount} < {10 ** max(BARCODE_DIGITS)} AND {n} % {10 ** ROUND_ZEROS} <> 0 AND ({digits}) % 10 = 0)")
 
 
 def spend_rows_sql(orders: str, day_sql: str) -> str:

@@ -40,6 +40,12 @@ def test_the_check_digit_is_the_gs1_one():
     got = con.execute(f"SELECT {barcode_sql('a')} FROM (SELECT unnest(?::DECIMAL(18, 2)[]) AS a)",
                       [values]).fetchall()
     assert [g for (g,) in got] == [True, True, True, False, False, False, False, False, False, False]
+    # round amounts (a price in thousands of tomans) whose last digit is their check digit by chance: no barcode
+    round_ = [Decimal("170000000000"), Decimal("1300000000000"), Decimal("1230000000000"), gtin("460700175000")]
+    assert [gtin(str(int(a))[:-1]) == a for a in round_] == [True] * 4
+    got = con.execute(f"SELECT {barcode_sql('a')} FROM (SELECT unnest(?::DECIMAL(18, 2)[]) AS a)",
+                      [round_ + [gtin("460700177600")]]).fetchall()
+    assert [g for (g,) in got] == [False] * 4 + [True]
     assert (EAN, EAN2) == (Decimal("4607001777779"), Decimal("4780000000014"))
 
 
@@ -73,6 +79,26 @@ def _shop(sql: str) -> duckdb.DuckDBPyConnection:
     create_tables(con)
     con.execute(sql)
     return con
+
+
+def _irr_shop(extra: str) -> duckdb.DuckDBPyConnection:
+    """5 000 orders of 1–10 million rials (1–10 USD, one in 50 five times that) of 700 customers, and ``extra``."""
+    return _shop(f"""INSERT INTO orders SELECT 'o' || i, 'c' || (i % 700), TIMESTAMPTZ '2025-01-01' + i * INTERVAL 2 HOUR,
+                    (1000000 + (i * 7919) % 9000000)::DECIMAL(18, 2) * CASE WHEN i % 50 = 0 THEN 5 ELSE 1 END, 'IRR',
+                    'completed', NULL FROM range(5000) t(i); INSERT INTO orders VALUES {extra}""")
+
+
+def test_a_round_wholesale_price_in_rials_is_no_barcode():
+    """Two wholesale clients paid the bulk price of 170 000 000 000 IRR (17 000 000 000 tomans): a price, 34 000 times
+    the median and far above the other orders, whose last digit is its check digit by chance (3·1 + 7 = 10); read
+    as a barcode, both were warned of and left out of the spend fit. A pasted EAN in the same shop still is one."""
+    wholesale = ("('w1', 'wholesale-1', '2025-06-01', 170000000000, 'IRR', 'completed', NULL), "
+                 "('w2', 'wholesale-2', '2025-07-01', 170000000000, 'IRR', 'completed', NULL)")
+    assert not outlier_amounts(_irr_shop(wholesale), date(2026, 1, 1))
+    pasted = f"('b1', 'c1', '2025-06-01', {EAN}, 'IRR', 'completed', NULL), ('b2', 'c2', '2025-07-01', {EAN}, 'IRR', " \
+             "'completed', NULL)"
+    found = outlier_amounts(_irr_shop(f"{wholesale}, {pasted}"), date(2026, 1, 1))
+    assert found.orders == 2 and {o.order_id for o in found.shown} == {"b1", "b2"}
 
 
 def test_a_currency_redenominated_a_million_to_one_has_no_barcodes():
