@@ -25,10 +25,11 @@ and 12 000 ₽, a café of 2.50 checks with a wholesale client's 800 and 30 000,
 barcode is far above the top of everything else, and two customers' pasted ids are rarely the same amount. The
 same barcode pasted for two customers, or two barcodes for one customer, pass for a price or a client's own large
 orders; a barcode's check digit tells them apart: one amount in ten has it by chance, but a real order of 12 digits
-is 170 000 USD even in Iranian rials (the smallest unit in use), and must still be 10 000 times the shop's median.
-EAN-8's 8 digits are not read as a barcode: the old orders of a currency redenominated 10⁶:1 (the Turkish lira) have
-8. An id or a phone number (no check digit) pasted so is still not found. A café of 2–3 € checks whose catering client alone
-ordered 30 000 and 28 000, nothing between, is not warned of (each order is within 100 times the other); a client
+is a large one even in Iranian rials (the smallest unit in use), mostly priced round (:data:`ROUND_ZEROS`), and must
+still be 10 000 times the shop's median. EAN-8's 8 digits are not read as a barcode: the old orders of a currency
+redenominated 10⁶:1 (the Turkish lira) have 8. An id or a phone number (no check digit) pasted so is still not
+found, nor a UPC-A whose first digit is 0 (11 digits as an amount). A café of 2–3 € checks whose catering client
+alone ordered 30 000 and 28 000, nothing between, is not warned of (each order is within 100 times the other); a client
 whose only large order is 30 000 is: check that order.
 
 :func:`outlier_amounts` finds them in DuckDB (a shop without any costs two aggregates the column statistics
