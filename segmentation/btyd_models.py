@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ThinDataError
+from .hypergeometric import log_hyp2f1
 
 DAYS_PER_MONTH = 365.25 / 12
 
@@ -227,53 +228,34 @@ def p_alive(params: BgNbdParams, x, t_x, T) -> np.ndarray:
     from scipy.special import expit  # (imported on first use: see the module docstring)
     x, t_x, T = _arrays(x, t_x, T)
     r, alpha, a, b = params.r, params.alpha, params.a, params.b
-    log_div = (r + x) * np.log((alpha + T) / (alpha + t_x)) + np.log(a / (b + np.maximum(x, 1) - 1))
+    log_div = (r + x) * np.log1p((T - t_x) / (alpha + t_x)) + np.log(a / (b + np.maximum(x, 1) - 1))
     return np.where(x == 0, 1.0, expit(-log_div))
-
-
-def _log_hyp2f1(ha: np.ndarray, hb: np.ndarray, hc: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """log |2F1(ha, hb; hc; z)| and where 2F1 is negative (arrays of one shape), by Euler's transformation where
-    the direct series overflows (evaluated there only).
-
-    2F1 is negative only where ``hc`` < 0: in :func:`expected_purchases`, customers without a repeat purchase when
-    a + b < 1 (a U-shaped dropout mix, which heavy-tailed shops fit), once z = t/(α+T+t) is large (young
-    customers, long horizons). Its log alone was NaN there, and those customers got no predictions."""
-    from scipy.special import hyp2f1  # (imported on first use: see the module docstring)
-    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        h = np.atleast_1d(hyp2f1(ha, hb, hc, z))
-        out, negative = np.log(np.abs(h)), h < 0
-        over = np.isinf(out)
-        if over.any():
-            a, b, c, zo = ha[over], hb[over], hc[over], z[over]
-            h = hyp2f1(c - a, c - b, c, zo)
-            out[over] = np.log(np.abs(h)) + (c - a - b) * np.log1p(-zo)
-            negative[over] = h < 0
-    return out.reshape(np.shape(z)), negative.reshape(np.shape(z))
 
 
 def expected_purchases(params: BgNbdParams, t, x, t_x, T) -> np.ndarray:
     """E[purchases in (T, T+t] | x, t_x, T] (FHL 2005 eq. 10); ``t`` scalar or array.
 
     The term ((α+T)/(α+T+t))^(r+x)·2F1(…) is taken in log space (both factors overflow for large x) with its
-    sign: where 2F1 < 0 (see :func:`_log_hyp2f1`) 1 − term = 1 + |term|."""
+    sign: where 2F1 < 0 (see :func:`~segmentation.hypergeometric.log_hyp2f1`) 1 − term = 1 + |term|."""
     t, x, t_x, T = _arrays(t, x, t_x, T)
     r, alpha, a, b = params.r, params.alpha, params.a, params.b
     z = t / (alpha + T + t)
-    ln_hyp, negative = _log_hyp2f1(*np.broadcast_arrays(r + x, b + x, a + b + x - 1, z))
+    ln_hyp, negative = log_hyp2f1(*np.broadcast_arrays(r + x, b + x, a + b + x - 1, z))
     first = (a + b + x - 1) / (a - 1)
-    ln_term = ln_hyp + (r + x) * np.log((alpha + T) / (alpha + T + t))
+    ln_term = ln_hyp - (r + x) * np.log1p(t / (alpha + T))  # (log1p: exact where r + x is large)
     second = -np.expm1(ln_term)
     if negative.any():  # (rare: one-time buyers of a + b < 1 fits only)
         second = np.where(negative, 1.0 + np.exp(ln_term), second)
-    denom = 1 + (x > 0) * (a / (b + np.maximum(x, 1) - 1)) * ((alpha + T) / (alpha + t_x)) ** (r + x)
-    return first * second / denom
+    # ÷ (1 + a/(b+x−1)·((α+T)/(α+t_x))^(r+x)) for x > 0 is × P(alive), taken in logs (the power overflows
+    # for a steady-rate fit's older customers; 0·inf was NaN for one-time buyers)
+    return first * second * p_alive(params, x, t_x, T)
 
 
 def prob_no_purchase(params: BgNbdParams, t, x, t_x, T) -> np.ndarray:
     """P(no purchase in (T, T+t] | x, t_x, T) = 1 − P(alive) + P(alive)·((α+T)/(α+T+t))^(r+x)."""
     t, x, t_x, T = _arrays(t, x, t_x, T)
     pa = p_alive(params, x, t_x, T)
-    return 1.0 - pa + pa * np.exp((params.r + x) * np.log((params.alpha + T) / (params.alpha + T + t)))
+    return 1.0 - pa + pa * np.exp(-(params.r + x) * np.log1p(t / (params.alpha + T)))
 
 
 def time_to_likely_purchase(params: BgNbdParams, x, t_x, T) -> np.ndarray:

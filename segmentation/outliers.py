@@ -11,7 +11,10 @@ one currency when there is only one):
     :data:`TOP_QUANTILE`: one typo just below the line does not hide an id above it), not a price: no other
     customer paid that amount (a yearly plan of a shop of 1 ₽ trials with no tier between is many customers'),
     and at least :data:`GAP_RATIO` times its own customer's other orders of another amount (a client who orders
-    that much: a café's caterer).
+    that much: a café's caterer). An amount past the first two lines that reads as a barcode (a whole number of
+    12 or 13 digits whose last is the GS1 check digit of the others: UPC-A, EAN-13, :func:`barcode_sql`; not
+    ending in :data:`ROUND_ZEROS` zeros: a round price) is an outlier whoever else paid it and whatever its
+    customer's other orders.
 
 A real large order does not come near it: a shop's largest orders are tens of times its median check (CDNOW
 19×, the demo shop 25×, the benchmarks' generated shop of 10 M orders 69×), a typed-in barcode 10⁶–10⁹ times. The
@@ -19,16 +22,22 @@ median is the check half the orders are below, so a handful of outliers cannot m
 shops whose median is not their check: a subscription shop whose orders are mostly 1 ₽ trials with plans at 399
 and 12 000 ₽, a café of 2.50 checks with a wholesale client's 800 and 30 000, a currency redenominated 10 000:1
 (the old orders are 10 000 times the new): their large orders sit within 100 times the orders below them, a
-barcode is far above the top of everything else, and two customers' pasted ids are rarely the same amount (the
-same barcode on two customers' orders is therefore not found). A café of 2–3 € checks whose catering client alone
-ordered 30 000 and 28 000, nothing between, is not warned of (each order is within 100 times the other); a client
+barcode is far above the top of everything else, and two customers' pasted ids are rarely the same amount. The
+same barcode pasted for two customers, or two barcodes for one customer, pass for a price or a client's own large
+orders; a barcode's check digit tells them apart: one amount in ten has it by chance, but a real order of 12 digits
+is a large one even in Iranian rials (the smallest unit in use), mostly priced round (:data:`ROUND_ZEROS`), and must
+still be 10 000 times the shop's median. EAN-8's 8 digits are not read as a barcode: the old orders of a currency
+redenominated 10⁶:1 (the Turkish lira) have 8. An id or a phone number (no check digit) pasted so is still not
+found, nor a UPC-A whose first digit is 0 (11 digits as an amount). A café of 2–3 € checks whose catering client
+alone ordered 30 000 and 28 000, nothing between, is not warned of (each order is within 100 times the other); a client
 whose only large order is 30 000 is: check that order.
 
 :func:`outlier_amounts` finds them in DuckDB (a shop without any costs two aggregates the column statistics
 mostly answer: the median is computed only when the largest amount could be one, the top of the other orders
 only when it is 10 000 times the median; the repeats among the orders past both lines). The run warns of them
 (:func:`outlier_line`); the spend model leaves them out of its fit (:func:`spend_rows_sql`): the fit equals the
-fit on the orders without them. The customer's own figures keep the amount as recorded: fix it in the export.
+fit on the orders without them. The customer's own monetary keeps the amount as recorded, and so do his
+expected_aov and clv when it is on a repeat purchase day (a first day's spend is in no mean): fix it in the export.
 """
 
 from __future__ import annotations
@@ -53,6 +62,13 @@ OUTLIER_RATIO = 10_000
 GAP_RATIO = 100
 #: ... the top of those orders is this quantile of them (one typo just below the line does not hide an id above it)
 TOP_QUANTILE = 0.99
+#: an amount past both lines of these many digits with its GS1 check digit is a barcode (EAN-13, UPC-A), an outlier
+#: even when another customer has it too or its customer's other orders are as large (:func:`barcode_sql`)
+BARCODE_DIGITS = (12, 13)
+#: an amount ending in this many zeros or more is a round price (Iranian rials are priced in thousands of tomans:
+#: 10 000 rials), not read as a barcode (:func:`barcode_sql`): one in ten of them would end in a check digit by
+#: chance, one real barcode in 10 000 ends so
+ROUND_ZEROS = 4
 #: the TEMP table of every outlier order of the last :func:`outlier_amounts` (order_id, customer_id)
 TABLE = "_rfmsync_outlier_orders"
 #: outlier orders named in the warning (the largest first); the others are counted
@@ -134,9 +150,9 @@ def outlier_amounts(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str =
                 AND o.currency IS NOT DISTINCT FROM p.currency AND o.amount <> p.amount
                 WHERE o.status = 'completed' AND o.amount > 0 AND o.ordered_at < $cutoff GROUP BY p.order_id)
         SELECT past.* FROM past LEFT JOIN own USING (order_id)
-        WHERE coalesce(past.amount >= own.top * {GAP_RATIO}, true)
+        WHERE {barcode_sql("past.amount")} OR (coalesce(past.amount >= own.top * {GAP_RATIO}, true)
         AND NOT EXISTS (SELECT 1 FROM prices x WHERE x.currency IS NOT DISTINCT FROM past.currency
-                        AND x.amount = past.amount)""", params | values)
+                        AND x.amount = past.amount))""", params | values)
     counts = con.execute(f"SELECT count(*), count(DISTINCT customer_id) FROM {TABLE}").fetchall()[0]
     if not counts[0]:
         con.execute(f"DROP TABLE temp.main.{TABLE}")
@@ -144,6 +160,16 @@ def outlier_amounts(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str =
     shown = con.execute(f"SELECT customer_id, order_id, ordered_at, amount, currency, typical FROM {TABLE} "
                         f"ORDER BY amount / typical DESC, order_id LIMIT {SHOWN}").fetchall()
     return OutlierAmounts(counts[0], counts[1], tuple(OutlierOrder(*row) for row in shown))
+
+
+def barcode_sql(amount: str) -> str:
+    """Whether the DECIMAL ``amount`` reads as a barcode: a whole number of :data:`BARCODE_DIGITS` digits whose last
+    digit is the GS1 check digit of the others (weights 3, 1, 3, … from the right: EAN-13, and UPC-A's 12 digits),
+    not ending in :data:`ROUND_ZEROS` zeros (a round price)."""
+    n = f"{amount}::BIGINT"
+    digits = " + ".join(f"({n} // {10 ** j}) % 10 * {3 if j % 2 else 1}" for j in range(max(BARCODE_DIGITS)))
+    return (f"({amount} = trunc({amount}) AND {amount} >= {10 ** (min(BARCODE_DIGITS) - 1)} "
+            f"AND {amount} < {10 ** max(BARCODE_DIGITS)} AND {n} % {10 ** ROUND_ZEROS} <> 0 AND ({digits}) % 10 = 0)")
 
 
 def spend_rows_sql(orders: str, day_sql: str) -> str:
@@ -163,26 +189,34 @@ def spend_rows_sql(orders: str, day_sql: str) -> str:
         WHERE x > 0 AND monetary > 0 ORDER BY x, monetary"""
 
 
-def left_out_count(con: duckdb.DuckDBPyConnection, orders: str, day_sql: str) -> int:
+def left_out_count(con: duckdb.DuckDBPyConnection, orders: str, day_sql: str) -> tuple[int, int]:
     """How many outlier orders of :data:`TABLE` the spend fit really left out: those that were in its rows with
     them (:func:`spend_rows_sql`): of a repeat buyer with spend (``customer_lifecycle``), on a repeat purchase day,
     or alone on the customer's first day (without it, the next day is the first). A one-time buyer's only order,
-    or one that shares the first day with another order (the first day's spend counts in no mean), was never in."""
-    return con.execute(f"""
+    or one that shares the first day with another order (the first day's spend counts in no mean), was never in.
+    And how many of them are in their customers' own ``expected_aov`` and ``clv`` (his mean spend of his repeat
+    purchase days, as recorded): those on a repeat purchase day only (a first day alone counts in no mean)."""
+    left_out, own = con.execute(f"""
         WITH outliers AS (SELECT customer_id, order_id, {day_sql} AS day FROM {TABLE}),
         others AS (SELECT customer_id, {day_sql} AS day FROM {orders} WHERE status = 'completed'
                    AND customer_id IN (SELECT customer_id FROM {TABLE})
                    AND order_id NOT IN (SELECT order_id FROM {TABLE}))
-        SELECT count(*) FROM outliers o JOIN customer_lifecycle l USING (customer_id)
+        SELECT count(*), count(*) FILTER (WHERE o.day > l.first_day)
+        FROM outliers o JOIN customer_lifecycle l USING (customer_id)
         WHERE l.purchase_days > 1 AND l.monetary > 0 AND (o.day > l.first_day OR NOT EXISTS (
-            SELECT 1 FROM others x WHERE x.customer_id = o.customer_id AND x.day = o.day))""").fetchall()[0][0]
+            SELECT 1 FROM others x WHERE x.customer_id = o.customer_id AND x.day = o.day))""").fetchall()[0]
+    return left_out, own
 
 
 def outlier_line(found: OutlierAmounts, timezone: str, files: Mapping[str, str] | None = None,
-                 predicted: bool = False) -> str:
+                 predicted: bool = False, left_out: int | None = None, own: int | None = None) -> str:
     """The run's warning about ``found`` (not empty): the largest outlier orders, each with its customer, local
     day, file (``files``: order id → the file it was read from, where known), amount and its currency's typical
-    check; what they move (``predicted``: a spend model was fitted) and what to do."""
+    check; what they move (``predicted``: a spend model was fitted; ``left_out``: how many of them it really left
+    out, ``own``: how many are in their customers' own expected_aov and clv, both :func:`left_out_count`, None:
+    all) and what to do. An order the fit never counted (a one-time buyer's, or one beside another order of its
+    customer's first day) is in no customer's expected_aov either; one alone on a repeat buyer's first day is left
+    out of the fit but is in no mean spend, his own neither."""
     files = files or {}
     named = []
     for o in found.shown:
@@ -192,16 +226,30 @@ def outlier_line(found: OutlierAmounts, timezone: str, files: Mapping[str, str] 
         named.append(f"customer {o.customer_id!r}, order {o.order_id!r} of {day}{where}: {money(o.amount)}{cur}, "
                      f"{money(o.amount / o.typical, 0)} times the typical check of {money(o.typical)}{cur}")
     one = found.orders == 1
+    it = "it" if one else "them"
     more = found.orders - len(found.shown)
     rule = (f"(the median order; the rule: {money(OUTLIER_RATIO, 0)} times it, {GAP_RATIO} times the 99th "
             f"percentile of the orders below that and {GAP_RATIO} times the customer's other orders, of an amount no "
-            "other customer paid)")
+            f"other customer paid; a barcode's {' or '.join(map(str, BARCODE_DIGITS))} digits with their check "
+            "digit need only the first two)")
     head = (f"an amount far beyond the usual check {rule}: " if one else
             f"{found.orders} amounts of {found.customers} customer{'s' if found.customers > 1 else ''} far beyond "
             f"the usual check {rule}: ")
-    counted = "monetary, M score, segment, expected_aov and clv" if predicted else "monetary, M score and segment"
-    fit = (f"; the spend model's fit leaves {'it' if one else 'them'} out: other customers' expected_aov and clv "
-           "are as without " + ("it" if one else "them") if predicted else "")
+    fitted = found.orders if left_out is None else left_out
+    own = found.orders if own is None else own
+    counted = ("monetary, M score, segment, expected_aov and clv" if predicted and own == found.orders
+               else "monetary, M score and segment")
+    fit = ""
+    if predicted:
+        never = found.orders - fitted
+        why = ("(a one-time buyer's order, or one beside another order of the customer's first day: that day's spend "
+               "is in no mean spend)" if never == 1 else "(one-time buyers' orders, or orders beside another order "
+               "of their customer's first day: that day's spend is in no mean spend)")
+        what = (f"leaves {it} out" if not never else f"never counted {it} {why}" if not fitted
+                else f"leaves {fitted} of them out and never counted the other{'' if never == 1 else 's'} {why}")
+        fit = f"; the spend model's fit {what}: other customers' expected_aov and clv are as without {it}"
+        if 0 < own < found.orders:
+            counted += f", {own} of them in expected_aov and clv too"
     return (head + "; ".join(named) + (f"; and {more} more" if more > 0 else "")
             + "; " + ("it counts in the customer's " if one else "they count in their customers' ") + counted + fit
             + "; "

@@ -89,8 +89,10 @@ class PredictReport:
     next_order_beyond_horizon: int = 0
     #: the run's purchase-day table, for the falling-asleep boundary to reuse (not part of the JSON)
     purchase_days: PurchaseDays | None = field(default=None, repr=False, compare=False)
-    #: outlier orders (:mod:`segmentation.outliers`) the spend model's fit left out
+    #: outlier orders (:mod:`segmentation.outliers`) the spend model's fit left out, and those in their customers'
+    #: own expected_aov and clv (on a repeat purchase day): :func:`~segmentation.outliers.left_out_count`
     spend_left_out: int = 0
+    spend_own: int = 0
 
     def to_json(self) -> dict[str, Any]:
         bg, gg = self.bgnbd, self.gamma_gamma
@@ -327,7 +329,7 @@ def predict_customers(con: duckdb.DuckDBPyConnection, as_of: date, cfg: PredictC
         holdout=figures["holdout"], holdout_groups=tuple(figures["holdout_groups"]),
         reason=figures["reason"], gamma_gamma_corr=figures["gamma_gamma_corr"], warnings=tuple(figures["warnings"]),
         next_order_beyond_horizon=figures["beyond"], purchase_days=days if keep_days else None,
-        spend_left_out=figures["left_out"])
+        spend_left_out=figures["left_out"][0], spend_own=figures["left_out"][1])
     logger.info("predictions as of %s: %d customers, %d repeat, bgnbd=%s, gamma_gamma=%s%s", as_of,
                 report.customers, report.repeat_customers, "fitted" if bg else "no", "fitted" if gg else "no",
                 f" ({report.reason})" if report.reason else "")
@@ -373,5 +375,5 @@ def _model_numbers(con: duckdb.DuckDBPyConnection, cfg: PredictConfig, days: Pur
                "gamma_gamma": None if gg is None else [gg.p, gg.q, gg.gamma, gg.log_likelihood],
                "gamma_gamma_corr": corr, "holdout": hold, "holdout_groups": list(hold_groups),
                "reason": "; ".join(reasons) or None, "warnings": list(warn), "beyond": beyond,
-               "left_out": left_out_count(con, days.orders, days.day_sql) if gg is not None and outliers else 0}
+               "left_out": left_out_count(con, days.orders, days.day_sql) if gg is not None and outliers else (0, 0)}
     return figures, table

@@ -266,7 +266,9 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
         warnings.append(refunds_warning(result.negative_revenue, as_of))
     if outliers:
         warnings.append(outlier_line(outliers, cfg.timezone, order_files(con, [o.order_id for o in outliers.shown]),
-                                     predicted=report is not None and report.gamma_gamma is not None))
+                                     predicted=report is not None and report.gamma_gamma is not None,
+                                     left_out=report.spend_left_out if report is not None else None,
+                                     own=report.spend_own if report is not None else None))
     return SegmentsRun(con=con, result=result, pull=pull, config=cfg, predictions=report, warnings=warnings)
 
 

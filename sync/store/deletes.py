@@ -15,7 +15,10 @@ A delete that can be undone, or is not known to be final (an amoCRM lead in the 
 deal; a lead or deal moved out of scope) stays a ``cancelled`` tombstone, ordered as any version. A file's full
 refresh (files have no deletes) is as before: a webhook record whose file version it takes takes its note with it
 (:func:`forget_deleted`). A store written by an older rfmsync has no notes: its tombstones are ordered as before
-(no re-read could note them: a pull never lists a deleted order). Its size: one short row per order deleted for good.
+(no re-read could note them: a pull never lists a deleted order). Its size: one short row per order deleted for good,
+each id once and only while the store keeps its cancelled row (``tests/test_store_bounds.py``): never more rows than
+those tombstones, and not pruned (Shopify never reuses an id, so a note is never wrong; a delivery retried for hours
+or an event requeued days later still meets it).
 """
 
 from __future__ import annotations

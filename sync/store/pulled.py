@@ -9,7 +9,11 @@ webhook version is (:func:`sync.store.ordering.drop_older_versions`); a newer on
 that a contact's withdrawal is kept. The host's clock is never compared with these times: an untimed delivery is
 applied (by its acceptance, after the pull) as before. And the other way: a pull's version older than the webhook
 version the store holds (a backfill's page read before the edit the webhook brought) is left out of the pull
-(:func:`drop_older_pulled`), so the webhook's newer version stays."""
+(:func:`drop_older_pulled`), so the webhook's newer version stays.
+
+Its size: one row per record the store holds, at most (``tests/test_store_bounds.py``). A pull's contacts are keyed
+by the vendor's own ids, which identity linking never re-keys (it re-keys e-mail and phone keys only), so a contact
+linked to a pulled customer leaves no row under an old key."""
 
 from __future__ import annotations
 

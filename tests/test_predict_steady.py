@@ -1,0 +1,85 @@
+"""A shop whose customers all buy at one steady rate (a subscription shop's regular buyers): BG/NBD's fit runs to
+its limit of no heterogeneity (r, α → ∞ with the rate r/α fixed, a → 0: nobody drops out), where scipy's 2F1 of
+a first parameter r + x ≥ 10⁵ is NaN. Every customer's expected purchases and CLV were left NULL, with a warning
+to change the time unit (which does not help); summed as a positive series, they are the pooled rate's."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import numpy as np
+import pytest
+
+from segmentation import btyd_models as M
+from segmentation import predictive as P
+from segmentation.btyd import btyd_summary
+from tests.test_outliers import TRIALS, _shop
+from tests.test_predictive import _expected_purchases_by_mpmath
+
+#: the 1 ₽-trial subscription shop's fit (tests.test_outliers.TRIALS, as of 2026-01-01, in weeks)
+STEADY_BG = M.BgNbdParams(17054915.0973778, 96536913.49376279, 8.85153486685869e-09, 15422.263566253718)
+AS_OF = date(2026, 1, 1)
+
+
+@pytest.mark.parametrize("bg", [STEADY_BG, M.BgNbdParams(1e5, 1e5 / 1.5, 8.85e-9, 15422.26),
+                                M.BgNbdParams(4e8, 4e8 / 0.02, 0.3, 2.5)], ids=["the shop's", "1e5", "4e8"])
+@pytest.mark.parametrize("t,x,tx,T", [(90 / 7, 8, 42.0, 46.57), (365 / 7, 9, 46.0, 52.0), (52.0, 0, 0.0, 1.0),
+                                      (400.0, 3, 10.0, 20.0), (260.0, 60, 399.0, 400.0)])
+def test_expected_purchases_of_a_steady_rate_fit_match_a_40_digit_reference(bg, t, x, tx, T):
+    got = M.expected_purchases(bg, t, x, tx, T)
+    assert np.isfinite(got) and float(got) == pytest.approx(_expected_purchases_by_mpmath(bg, t, x, tx, T), rel=1e-9)
+
+
+def test_a_subscription_shop_of_regular_buyers_gets_every_prediction():
+    con = _shop(TRIALS)
+    report = P.predict_customers(con, AS_OF, P.PredictConfig())
+    bg, gg = report.bgnbd, report.gamma_gamma
+    assert bg.r > 1e5 and bg.a < 1e-6  # the limit: one rate for everyone, nobody drops out
+    assert gg.q > 1e5  # the spend's limit too: every customer's orders are one mix of 1, 399 and 12 000 ₽
+    assert report.warnings == () and report.reason is None
+    out = json.loads(json.dumps(report.to_json(), allow_nan=False))
+    assert np.isfinite(out["holdout"]["predicted_purchases"])
+    got = con.execute("""SELECT count(*), count(p_alive), count(expected_purchases), count(churn_probability),
+                         count(expected_aov), count(clv), min(expected_purchases), max(expected_purchases),
+                         min(clv) / max(clv) FROM customer_predictions""").fetchall()[0]
+    assert got[:6] == (300,) * 6
+    s = btyd_summary(con, AS_OF, "UTC", "weeks")
+    rate = s.frequency.sum() / s.T.sum()  # the pooled rate of repeat purchases a week
+    assert got[6] == pytest.approx(rate * 90 / 7, rel=1e-6) and got[7] == pytest.approx(rate * 90 / 7, rel=1e-6)
+    mean_spend = gg.p * gg.gamma / (gg.q - 1)
+    assert float(got[8]) == pytest.approx(1, abs=1e-5)
+    clv = con.execute("SELECT avg(clv) FROM customer_predictions").fetchall()[0][0]
+    assert float(clv) == pytest.approx(rate * 365 / 7 * mean_spend, rel=1e-4)
+
+
+#: a steady rate of 7 purchases a unit (a daily subscription in weeks): r·T/α passes 709 (exp's overflow) at T ≈ 101
+DAILY_BG = M.BgNbdParams(1e6, 1e6 / 7, 1e-8, 100.0)
+
+
+def _one_customer_by_mpmath(bg: M.BgNbdParams, t: float, x: int, tx: float, T: float) -> tuple[float, float, float]:
+    """P(alive), P(no purchase in (T, T+t]) and the log-likelihood of one customer (FHL 2005 eq. 6) at 40 digits."""
+    import mpmath as mp
+
+    with mp.workdps(40):
+        r, alpha, a, b = (mp.mpf(v) for v in (bg.r, bg.alpha, bg.a, bg.b))
+        t, tx, T = mp.mpf(t), mp.mpf(tx), mp.mpf(T)
+        alive = 1 / (1 + a / (b + x - 1) * ((alpha + T) / (alpha + tx)) ** (r + x)) if x > 0 else mp.mpf(1)
+        none = 1 - alive + alive * ((alpha + T) / (alpha + T + t)) ** (r + x)
+        lik = (mp.beta(a, b + x) / mp.beta(a, b) * mp.gamma(r + x) * alpha ** r / mp.gamma(r)
+               * (1 / (alpha + T) ** (r + x) + (a / (b + x - 1) / (alpha + tx) ** (r + x) if x > 0 else 0)))
+        return float(alive), float(none), float(mp.log(lik))
+
+
+@pytest.mark.parametrize("x,tx,T", [(0, 0.0, 90.0), (0, 0.0, 104.0), (0, 0.0, 400.0), (0, 0.0, 5000.0),
+                                    (3, 10.0, 104.0), (700, 100.0, 104.0)])
+def test_a_steady_rate_fits_older_customers_get_finite_predictions(x, tx, T):
+    # one-time buyers past T ≈ 101 got NaN expected purchases: 1 + 0·exp(r·log1p(T/α)) was 1 + 0·inf
+    with np.errstate(all="raise"):
+        got = M.expected_purchases(DAILY_BG, 52.0, x, tx, T)
+    assert np.isfinite(got) and float(got) == pytest.approx(_expected_purchases_by_mpmath(DAILY_BG, 52.0, x, tx, T),
+                                                           rel=1e-9, abs=1e-300)
+    alive, none, lik = _one_customer_by_mpmath(DAILY_BG, 52.0, x, tx, T)
+    assert float(M.p_alive(DAILY_BG, x, tx, T)) == pytest.approx(alive, rel=1e-9, abs=1e-300)
+    assert float(M.prob_no_purchase(DAILY_BG, 52.0, x, tx, T)) == pytest.approx(none, rel=1e-9, abs=1e-300)
+    assert M.bgnbd_log_likelihood(DAILY_BG, [x], [tx], [T]) == pytest.approx(lik, rel=1e-9)
