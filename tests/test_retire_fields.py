@@ -188,3 +188,24 @@ def test_a_sendgrid_number_field_retired_is_refused_before_any_write_until_delet
     cli("sync", "--config", str(cfg), "--as-of", AS_OF, "--allow-mass-change")
     doc = plan_json(cfg)
     assert doc["plans"][0]["changes"] == [] and not any(WARNED in w for w in doc["warnings"])
+
+
+@pytest.mark.parametrize("retired", ["STRASSE", "straße "])
+def test_a_field_name_folded_by_casefold_alone_is_cleared_as_the_plan_names_it(mailchimp_fake, tmp_path,
+                                                                             monkeypatch, retired):
+    """Mapped as ``Straße`` (Mailchimp's merge tag ``STRASSE``), retired as Mailchimp shows it or as it was
+    spelled with a space after it: the plan's fold of field names (``spec.field_key``: stripped, casefolded) decides
+    which ledger values are cleared too (the SQL folded with ``lower(trim())``, ``straße`` ≠ ``strasse``: the
+    warning went and nothing was cleared)."""
+    cfg = make_shop("mailchimp", mailchimp_fake, tmp_path, monkeypatch)
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace('RFM_CODE = "rfm"', '"Straße" = "rfm"'), encoding="utf-8")
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF)
+    emails = sorted(e for e in _ours(mailchimp_fake, "mailchimp") if _value("mailchimp", mailchimp_fake, e, "STRASSE"))
+    assert emails
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace('"Straße" = "rfm"\n', "").replace(
+        'name = "mailchimp-demo"\n', f'name = "mailchimp-demo"\nretire_fields = ["{retired}"]\n'), encoding="utf-8")
+    doc = plan_json(cfg)
+    assert {c["key"] for c in doc["plans"][0]["changes"] if "Straße" in c.get("set_fields", {})} == set(emails)
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF, "--allow-mass-change")
+    assert not any(_value("mailchimp", mailchimp_fake, e, "STRASSE") for e in emails)
+    assert plan_json(cfg)["plans"][0]["changes"] == []

@@ -44,6 +44,7 @@ MAX_REMOVE_IDS = 100  # DELETE /lists/{id}/contacts?contact_ids=… (cap unpubli
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: field kind -> custom field type (SendGrid has Text, Number and Date; a boolean is a yes/no Text)
 FIELD_TYPES: Mapping[str, str] = specs.SENDGRID_FIELD_TYPES
+_key = specs.SENDGRID.field_key  # a field name as SendGrid compares them (case folded), as the planner does
 
 
 def field_type_for(value_name: str) -> str:
@@ -87,10 +88,10 @@ class SendGridDestination(SendGridReads):
         self._request, self._download, self._poll = self._api.request, self._api.download, self._api.poll
         self._lists: dict[str, str] | None = None  # list name → id
         self._list_counts: dict[str, int] = {}
-        self._fields: dict[str, str] | None = None  # lower-cased custom field name → id
-        self._field_kinds: dict[str, str] = {}  # lower-cased name → Text | Number | Date
+        self._fields: dict[str, str] | None = None  # custom field name (as _key compares them) → id
+        self._field_kinds: dict[str, str] = {}  # name (as _key compares them) → Text | Number | Date
         self._reserved: set[str] = set()
-        self._mapped: set[str] | None = None  # lower-cased names of the fields prepare was given (the mapped ones)
+        self._mapped: set[str] | None = None  # names (as _key compares them) of the fields prepare was given (the mapped ones)
 
     def __repr__(self) -> str:
         return f"SendGridDestination(name={self.name!r}, api_url={self.api_url!r})"
@@ -120,9 +121,9 @@ class SendGridDestination(SendGridReads):
     def _load_fields(self) -> dict[str, str]:
         _, defs = self._request("get", ["marketing", "field_definitions"], what="list custom fields",
                                 shape=FieldDefinitions)
-        self._fields = {f.name.lower(): f.id for f in defs.custom_fields}
-        self._field_kinds = {f.name.lower(): f.field_type for f in defs.custom_fields}
-        self._reserved = {f.name.lower() for f in defs.reserved_fields}
+        self._fields = {_key(f.name): f.id for f in defs.custom_fields}
+        self._field_kinds = {_key(f.name): f.field_type for f in defs.custom_fields}
+        self._reserved = {_key(f.name) for f in defs.reserved_fields}
         return self._fields
 
     def check(self) -> str:
@@ -136,17 +137,17 @@ class SendGridDestination(SendGridReads):
         :meth:`sync.destinations.base.Destination.prepare`); existing ones are left as they are. Returns the
         names (of ``fields`` and ``managed_tags``) created."""
         known, new_fields = self._load_fields(), {}
-        self._mapped = {f.lower() for f in fields}
+        self._mapped = {_key(f) for f in fields}
         for fname, value_name in fields.items():
             if not _FIELD_NAME.match(fname):
                 raise DestinationConfigError(f"SendGrid destination {self.name!r}: field {fname!r}: use letters, "
                                              "digits and _ only, starting with a letter or _")
-            if fname.lower() in self._reserved:
+            if _key(fname) in self._reserved:
                 raise DestinationConfigError(f"SendGrid destination {self.name!r}: field {fname!r} is a SendGrid "
                                              "reserved field; pick another name")
             ftype = self.field_types.get(fname) or field_type_for(value_name)
-            if fname.lower() in known:
-                have = self._field_kinds.get(fname.lower())
+            if _key(fname) in known:
+                have = self._field_kinds.get(_key(fname))
                 if have != ftype:  # made by hand or by an older rfmsync: kept, values sent as it takes them
                     log.warning("SendGrid %s: custom field %s is %s, rfmsync would use %s for %r; leaving it",
                                 self.name, fname, have, ftype, value_name)
@@ -159,8 +160,8 @@ class SendGridDestination(SendGridReads):
         for fname, ftype in new_fields.items():
             created = self._create(["marketing", "field_definitions"], {"name": fname, "field_type": ftype},
                                    f"field {fname!r}")
-            known[fname.lower()] = created.id
-            self._field_kinds[fname.lower()] = ftype
+            known[_key(fname)] = created.id
+            self._field_kinds[_key(fname)] = ftype
             log.info("SendGrid %s: created custom field %s (%s)", self.name, fname, ftype)
         for tag in new_tags:
             lname = self.list_name(tag)
