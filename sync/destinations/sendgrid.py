@@ -193,7 +193,7 @@ class SendGridDestination(SendGridReads):
             self._load_fields()
         if self._mapped is not None:
             check_clearable(changes, self._mapped, self._field_kinds, self.name)
-        changes = self._held_only(changes, on_results)
+        changes, searched = self._held_only(changes, on_results)
         groups: dict[tuple[str, ...], list[tuple[ContactChange, dict[str, Any]]]] = {}
         for ch in changes:
             if not (ch.needs_upsert or ch.add_tags):
@@ -207,7 +207,7 @@ class SendGridDestination(SendGridReads):
         for list_ids, members in groups.items():
             for batch in self._chunks(members, list_ids):
                 self._upsert(list(list_ids), batch, on_results)
-        self._remove(changes, on_results)
+        self._remove(changes, on_results, searched)
 
     def _contact_body(self, ch: ContactChange) -> dict[str, Any]:
         return contact_body(ch, self._fields or {}, self._field_kinds, self.name)
@@ -312,7 +312,10 @@ class SendGridDestination(SendGridReads):
                  f"{res.requested_count} contacts rejected (no per-contact details{unread})"
         return {i: reason for i in pending}, ()
 
-    def _remove(self, changes: Sequence[ContactChange], on_results: OnResults) -> None:
+    def _remove(self, changes: Sequence[ContactChange], on_results: OnResults,
+                searched: Mapping[str, str | None]) -> None:
+        """The list removals: each contact's id searched (but those ``searched`` already: email → id, None: not
+        held, as :meth:`_held_only` found them in this apply), then one ``DELETE`` per list and 100 ids."""
         by_list: dict[str, list[tuple[ContactChange, str]]] = {}
         absent: list[ItemResult] = []
         for ch in changes:
@@ -326,13 +329,16 @@ class SendGridDestination(SendGridReads):
             on_results(absent)
         if not by_list:
             return
-        emails = sorted({ch.email.lower() for items in by_list.values() for ch, _ in items})
+        emails = sorted({ch.email.lower() for items in by_list.values() for ch, _ in items} - searched.keys())
         try:
             ids, unknown = self._contact_ids(emails)
         except BadAnswer as exc:
             on_results([ItemResult(ch.key, f"tag-{t}", False, str(exc)) for items in by_list.values()
-                        for ch, t in items])
-            return
+                        for ch, t in items if ch.email.lower() not in searched])
+            by_list = {lid: [(ch, t) for ch, t in items if ch.email.lower() in searched]
+                       for lid, items in by_list.items()}
+            ids, unknown = {}, {}
+        ids.update({email: cid for email, cid in searched.items() if cid is not None})
         if unknown:  # neither a contact nor "not found": whether it is on the list is unknown, nothing is sent
             on_results([ItemResult(ch.key, f"tag-{t}", False, unknown[ch.email.lower()])
                         for items in by_list.values() for ch, t in items if ch.email.lower() in unknown])
