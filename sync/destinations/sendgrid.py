@@ -30,7 +30,7 @@ from ..planning.values import kind_of
 from .answers import BadAnswer, excerpt
 from . import specs
 from .base import ClientOptions, Creating
-from .sendgrid_bodies import check_clearable, contact_body, upsert_batches
+from .sendgrid_bodies import check_clearable, contact_body, field_key as _key, upsert_batches
 from .sendgrid_reads import PRESENT, SendGridReads
 from .sendgrid_api import (FieldDefinitions, Id, ImportJob, JobId, ListsPage, Refused, SendGridApi, error_text,
                            indexed_errors, page_token, parse_errors_csv)
@@ -44,7 +44,6 @@ MAX_REMOVE_IDS = 100  # DELETE /lists/{id}/contacts?contact_ids=… (cap unpubli
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: field kind -> custom field type (SendGrid has Text, Number and Date; a boolean is a yes/no Text)
 FIELD_TYPES: Mapping[str, str] = specs.SENDGRID_FIELD_TYPES
-_key = specs.SENDGRID.field_key  # a field name as SendGrid compares them (case folded), as the planner does
 
 
 def field_type_for(value_name: str) -> str:
@@ -91,7 +90,7 @@ class SendGridDestination(SendGridReads):
         self._fields: dict[str, str] | None = None  # custom field name (as _key compares them) → id
         self._field_kinds: dict[str, str] = {}  # name (as _key compares them) → Text | Number | Date
         self._reserved: set[str] = set()
-        self._mapped: set[str] | None = None  # names (as _key compares them) of the fields prepare was given (the mapped ones)
+        self._mapped: set[str] | None = None  # the names (by _key) of the fields prepare was given (mapped ones)
 
     def __repr__(self) -> str:
         return f"SendGridDestination(name={self.name!r}, api_url={self.api_url!r})"

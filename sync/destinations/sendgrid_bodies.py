@@ -16,7 +16,8 @@ field_key = SENDGRID.field_key  # a field name as SendGrid compares them (case f
 
 def contact_body(ch: ContactChange, fields: Mapping[str, str], kinds: Mapping[str, str], name: str) -> dict[str, Any]:
     """The upsert item of ``ch``: ``fields``/``kinds``: the account's custom field ids and types by name as
-    :func:`field_key` spells it (``prepare`` made them); ``name``: the destination's, for the error of a field that does not exist."""
+    :func:`field_key` spells it (``prepare`` made them); ``name``: the destination's, for the error of a field that
+    does not exist."""
     custom: dict[str, Any] = {}
     for fname, value in ch.set_fields.items():
         fid = fields.get(field_key(fname))
