@@ -29,14 +29,16 @@ MAX_RETRY_AFTER = 86400.0
 
 def retry_ask(seconds: object) -> float | None:
     """A vendor's retry ask as the errors hold it: ``seconds`` clamped to [0, :data:`MAX_RETRY_AFTER`] (a negative
-    ask is "now": the caller's back-off decides; infinity is the most); None for no ask, and for one that is no
-    number (NaN, a text that is none)."""
+    ask is "now": the caller's back-off decides; infinity, or an integer too big for a float, is the most); None
+    for no ask, and for one that is no number (NaN, a text that is none)."""
     if seconds is None:
         return None
     try:
         value = float(seconds)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
+    except OverflowError:  # an integer past a float's range (10**400): the most, or "now" for a negative one
+        value = math.inf if seconds > 0 else -math.inf  # type: ignore[operator]
     return None if math.isnan(value) else min(max(0.0, value), MAX_RETRY_AFTER)
 
 

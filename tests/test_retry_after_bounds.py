@@ -91,7 +91,7 @@ ASKS = [1e15, float("inf"), float("nan"), -5.0, float("-inf")]
 @pytest.mark.parametrize("error", [TransientError, DestinationError])
 @pytest.mark.parametrize("asked, held", [(1e15, MAX_RETRY_AFTER), (float("inf"), MAX_RETRY_AFTER), (-5, 0.0),
                                          (float("-inf"), 0.0), (float("nan"), None), ("soon", None), (None, None),
-                                         (30, 30.0), ("12", 12.0)])
+                                         (30, 30.0), ("12", 12.0), (10**400, MAX_RETRY_AFTER), (-10**400, 0.0)])
 def test_an_error_holds_a_finite_retry_ask_whatever_a_client_passes(error, asked, held):
     """A client's ask is clamped once, where the error is made: a day at most, "now" at least, no NaN; every reader
     (the retry layer, the scheduler, the webhook worker and its pauses) reads it as it is."""
