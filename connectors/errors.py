@@ -11,12 +11,35 @@
     └── FatalError                      stop: the remote answered something we cannot act on
 
 Typed attributes carry the HTTP status, a short body excerpt (never a secret) and
-``retry_after`` seconds when the server told us.
+``retry_after`` seconds when the server told us: a finite number in [0, :data:`MAX_RETRY_AFTER`] or None, whatever
+a client passed (:func:`retry_ask`), so that the retry layer, the scheduler and the webhook worker read it as it is.
 """
 
 from __future__ import annotations
 
+import math
+
 from .records import BadRow
+
+#: The longest wait a vendor's retry ask is read as (one day): a vendor asking for more (a ``Retry-After: 1e15``, a
+#: date in year 9999) is taken at a day. The retry layer waits at most ``max_wait`` anyway; the scheduler and the
+#: webhook worker schedule by it, and a time that far ahead overflowed their clocks.
+MAX_RETRY_AFTER = 86400.0
+
+
+def retry_ask(seconds: object) -> float | None:
+    """A vendor's retry ask as the errors hold it: ``seconds`` clamped to [0, :data:`MAX_RETRY_AFTER`] (a negative
+    ask is "now": the caller's back-off decides; infinity, or an integer too big for a float, is the most); None
+    for no ask, and for one that is no number (NaN, a text that is none)."""
+    if seconds is None:
+        return None
+    try:
+        value = float(seconds)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    except OverflowError:  # an integer past a float's range (10**400): the most, or "now" for a negative one
+        value = math.inf if seconds > 0 else -math.inf  # type: ignore[operator]
+    return None if math.isnan(value) else min(max(0.0, value), MAX_RETRY_AFTER)
 
 
 class ConnectorError(Exception):
@@ -43,7 +66,7 @@ class TransientError(ConnectorError):
     def __init__(self, message: str, *, status: int | None = None, body: str | None = None,
                  retry_after: float | None = None) -> None:
         super().__init__(message, status=status, body=body)
-        self.retry_after = retry_after
+        self.retry_after = retry_ask(retry_after)
 
 
 class RecordError(ConnectorError):

@@ -248,17 +248,16 @@ def map_page(stager: Stager, what: str, rows: Iterable[Any], map_row: Callable[[
 def pull_objects(con: duckdb.DuckDBPyConnection, source: str, cursor: str | None, progress: Progress,
                  read_object: Callable[[str, str | None, Stager], str | None], run_start: RunStart) -> PullResult:
     """``read_object(object, its saved cursor or None, stager) -> its new cursor`` for each of :data:`OBJECTS`
-    (``run_start`` judges Dates by the stager's times, and stops listening to the client when the pull ends).
+    (``run_start`` judges Dates by the stager's times; the source that made it closes it when the pull ends).
 
     Credentials refused part-way (a token expired or revoked during a backfill) keep nothing of the pull: the
     store holds only whole pulls (segments, a webhook's resync, a plan never see half an order history) and the
     cursor moves only with them, so the next pull reads again from the last saved cursor, the whole backfill when
     none is saved (docs/sources/common.md#credentials-refused-part-way); the error says so."""
-    saved: dict[str, str] = {}
-    try:  # (a garbled cursor, a stager that cannot open: the run start stops listening all the same)
-        saved = load_cursor(cursor, source)
-        stager = Stager(con, source, progress)
-        run_start.stager = stager
+    saved = load_cursor(cursor, source)
+    stager = Stager(con, source, progress)
+    run_start.stager = stager
+    try:
         new = {obj: read_object(obj, saved.get(obj), stager) for obj in OBJECTS}
     except AuthError as exc:
         # (no cursor here: a first pull, or a --full one while a cursor stays saved; this pull cannot tell which)
@@ -266,8 +265,6 @@ def pull_objects(con: duckdb.DuckDBPyConnection, source: str, cursor: str | None
             "the next pull reads again from the saved cursor, everything (the whole backfill) when none is saved")
         exc.args = (f"{exc}; nothing this pull read was kept: {again}", *exc.args[1:])
         raise
-    finally:
-        run_start.close()
     return stager.result(dump_cursor(new))
 
 

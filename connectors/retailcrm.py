@@ -142,9 +142,10 @@ class RetailCrmSource:
 
     def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None,
              progress: Progress = None) -> PullResult:
-        run_start = RunStart.of(self.http, self.clock, NAME)  # the vendor's clock when the host's runs ahead
-        return pull_objects(con, NAME, cursor, progress,
-                            lambda obj, saved, stager: self._read_object(obj, saved, stager, run_start), run_start)
+        with RunStart.of(self.http, self.clock, NAME) as run_start:  # the vendor's clock when the host's runs ahead
+            return pull_objects(con, NAME, cursor, progress,
+                                lambda obj, saved, stager: self._read_object(obj, saved, stager, run_start),
+                                run_start)
 
     def _read_object(self, obj: str, previous: str | None, stager: Stager, run_start: RunStart) -> str:
         """Backfill (no cursor) then the history feed; return the object's new cursor."""

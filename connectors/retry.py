@@ -24,15 +24,11 @@ from typing import Callable, Mapping, TypeVar
 
 import tenacity
 
-from .errors import TransientError
+from .errors import MAX_RETRY_AFTER, TransientError, retry_ask  # noqa: F401 (MAX_RETRY_AFTER: read here too)
 from .runstart import MAX_VENDOR_LAG, server_date
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-#: The longest wait a ``Retry-After`` or ``X-RateLimit-Reset`` is read as (one day): a vendor asking for more (a
-#: ``Retry-After: 1e15``, a date in year 9999) is taken at a day. The retry layer waits at most ``max_wait`` anyway;
-#: the scheduler and the webhook worker schedule by it, and a time that far ahead overflowed their clocks.
-MAX_RETRY_AFTER = 86400.0
 
 
 @dataclass(frozen=True)
@@ -147,8 +143,8 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
         if not math.isfinite(num):
             return None
         if num <= 1_000_000_000:  # seconds; more is an epoch timestamp (X-RateLimit-Reset)
-            return min(max(0.0, num), MAX_RETRY_AFTER)
-    return min(max(0.0, num - (now if now is not None else time.time())), MAX_RETRY_AFTER)
+            return retry_ask(num)
+    return retry_ask(num - (now if now is not None else time.time()))
 
 
 def retry_after_from(headers: Mapping[str, str] | None, *names: str) -> float | None:

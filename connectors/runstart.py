@@ -72,7 +72,8 @@ class RunStart:
     @classmethod
     def of(cls, http: HttpClient, clock: Callable[[], datetime], source: str) -> "RunStart":
         """A run start listening to ``http``'s answers (from now on, until :meth:`close`: the pull's end), by the
-        host's ``clock``."""
+        host's ``clock``. The source that makes it closes it: ``with RunStart.of(...) as run_start:`` around its
+        pull."""
         start = cls(clock(), source, clock)
         start._http, start._listener = http, lambda header: start.answered(server_date(header))
         http.on_date = start._listener
@@ -85,6 +86,12 @@ class RunStart:
         if self._http is not None and self._http.on_date is self._listener:
             self._http.on_date = None
         self._http = self._listener = None
+
+    def __enter__(self) -> "RunStart":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def answered(self, date: datetime | None) -> None:
         if date is not None:

@@ -213,8 +213,9 @@ class ShopifySource:
 
     def pull(self, con: duckdb.DuckDBPyConnection, cursor: str | None = None,
              progress: Progress = None) -> PullResult:
-        return pull_by_time(con, NAME, cursor, progress, run_start=RunStart.of(self.http, self.clock, NAME),
-                            lookback=timedelta(minutes=self.config.lookback_minutes), read=self._read)
+        with RunStart.of(self.http, self.clock, NAME) as run_start:
+            return pull_by_time(con, NAME, cursor, progress, run_start=run_start,
+                                lookback=timedelta(minutes=self.config.lookback_minutes), read=self._read)
 
     def _read(self, obj: str, since: datetime | None, stager: Stager) -> datetime | None:
         resource = _OBJECTS[obj]

@@ -33,6 +33,8 @@ Anything else is an internal error: exit 70 (EX_SOFTWARE), traceback only with `
 
 from __future__ import annotations
 
+from connectors.errors import retry_ask
+
 
 class RfmsyncError(Exception):
     exit_code = 1
@@ -54,7 +56,7 @@ class DestinationError(RfmsyncError):
         super().__init__(message)
         self.status = status
         self.body = (body or "")[:500] or None
-        self.retry_after = retry_after
+        self.retry_after = retry_ask(retry_after)  # a finite number of seconds, a day at most (or None)
         self.transient = transient  # the call kept failing the retryable way (timeout, 429, 5xx): try again later
 
 

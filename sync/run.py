@@ -231,7 +231,8 @@ def _withdraw_saved(cfg: Config, judged: Plan, ledger: Ledger, settings: Setting
 
 def _stale(plan: Plan, now: int) -> PlanStaleError:
     return PlanStaleError(f"the ledger of destination {plan.destination!r} changed since this plan was made "
-                          f"(revision {plan.ledger_revision} → {now}); make a new plan")
+                          f"(revision {plan.ledger_revision} → {now}: another run wrote to it, or what it held was "
+                          f"forgotten or moved); make a new plan")
 
 
 def _raise_stale(plan: Plan, ledger: Ledger) -> Plan:

@@ -58,11 +58,12 @@ def successor(cfg: "Config", ledger: "Cursors", name: str) -> "DestinationConfig
 
 def take_over_removed(cfg: "Config", ledger: "Ledger", done: set[str]) -> None:
     """After applies: each destination ``done`` (applied successfully), to the target the ledger records for it,
-    takes over the rows of each removed destination it succeeds, under both names' locks (one busy: left for the
-    next run), with an info line."""
+    takes over what the ledger holds under each removed destination it succeeds (its rows, or only failures, lost
+    tags or a recorded target once its contacts are all gone: the old name is never held for good), under both
+    names' locks (one busy: left for the next run), with an info line."""
     if not done:
         return
-    for name in ledger.state_destinations():
+    for name in ledger.held_destinations(TARGET_CURSOR):
         dest = successor(cfg, ledger, name)
         if dest is None or dest.name not in done or known_target(ledger, dest.name) != target_of(dest):
             continue

@@ -130,3 +130,32 @@ def test_forget_before_any_sync_creates_no_ledger_file(tmp_path, monkeypatch, ye
                   code=2).output
     assert "holds nothing under destination 'gone'" in refused
     assert not (cfg.parent / "rfmsync.db").exists()
+
+
+def test_a_rename_takes_over_an_old_name_with_only_failures_and_a_target_left(ledger_url):  # noqa: F811
+    """The old name of a rename whose contacts are all gone (deleted in the ESP, forgotten one by one) but whose
+    failures and recorded target remain is taken over by its heir once the heir synced: nothing is held under it
+    any more (it used to be held for good, and forget refused it, saying the heir would take it over)."""
+    from sync.config import Config
+    from sync.forget import forget_destination
+    from sync.ledger import Ledger
+    from sync.model import ItemResult, PushedState
+    from sync.planning.target import TARGET_CURSOR, known_target, record_target, target_of
+    from sync.takeover import take_over_removed
+
+    cfg = Config.model_validate({"segmentation": {"preset": "tracks"}, "destinations": [
+        {"name": "heir", "type": "mailchimp", "audience": "aud1", "renamed_from": "gone"}]})
+    target = target_of(cfg.destinations[0])
+    with Ledger.connect(ledger_url) as ledger:
+        run = ledger.start_run("sync", "gone")
+        ledger.save_states("gone", run, [PushedState("a@x.io", "1", frozenset(), {}, True)])
+        record_target(ledger, "gone", target)
+        ledger.record_results("gone", run, [ItemResult("b@x.io", "upsert", False, "Invalid Resource")])
+        ledger.forget("gone", ["a@x.io"])  # its last contact deleted in the ESP
+        record_target(ledger, "heir", target)
+        assert ledger.state_destinations() == [] and "gone" in ledger.held_destinations(TARGET_CURSOR)
+        take_over_removed(cfg, ledger, {"heir"})
+        assert ledger.held_destinations(TARGET_CURSOR) == ["heir"]
+        assert ledger.pending_failures("gone") == [] and known_target(ledger, "gone") is None
+        with pytest.raises(ConfigError, match="has renamed_from = 'gone'"):
+            forget_destination(cfg, ledger, "gone")  # the heir's renamed_from still names it

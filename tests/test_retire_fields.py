@@ -188,3 +188,53 @@ def test_a_sendgrid_number_field_retired_is_refused_before_any_write_until_delet
     cli("sync", "--config", str(cfg), "--as-of", AS_OF, "--allow-mass-change")
     doc = plan_json(cfg)
     assert doc["plans"][0]["changes"] == [] and not any(WARNED in w for w in doc["warnings"])
+
+
+@pytest.mark.parametrize("retired", ["STRASSE", "straße "])
+def test_a_field_name_folded_by_casefold_alone_is_cleared_as_the_plan_names_it(mailchimp_fake, tmp_path,
+                                                                             monkeypatch, retired):
+    """Mapped as ``Straße`` (Mailchimp's merge tag ``STRASSE``), retired as Mailchimp shows it or as it was
+    spelled with a space after it: the plan's fold of field names (``spec.field_key``: stripped, casefolded) decides
+    which ledger values are cleared too (the SQL folded with ``lower(trim())``, ``straße`` ≠ ``strasse``: the
+    warning went and nothing was cleared)."""
+    cfg = make_shop("mailchimp", mailchimp_fake, tmp_path, monkeypatch)
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace('RFM_CODE = "rfm"', '"Straße" = "rfm"'), encoding="utf-8")
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF)
+    emails = sorted(e for e in _ours(mailchimp_fake, "mailchimp") if _value("mailchimp", mailchimp_fake, e, "STRASSE"))
+    assert emails
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace('"Straße" = "rfm"\n', "").replace(
+        'name = "mailchimp-demo"\n', f'name = "mailchimp-demo"\nretire_fields = ["{retired}"]\n'), encoding="utf-8")
+    doc = plan_json(cfg)
+    assert {c["key"] for c in doc["plans"][0]["changes"] if "Straße" in c.get("set_fields", {})} == set(emails)
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF, "--allow-mass-change")
+    assert not any(_value("mailchimp", mailchimp_fake, e, "STRASSE") for e in emails)
+    assert plan_json(cfg)["plans"][0]["changes"] == []
+
+
+def test_the_field_names_are_read_once_and_the_list_decides_what_is_warned_of_and_cleared():
+    """A plan reads the staged state's field names once (:func:`field_names`) and hands that list to the warning
+    (``left_fields``) and to the clear (``clear_retired``), which each read them again before: a name the list does
+    not hold is neither warned of nor cleared, whatever the staged rows hold."""
+    from sync.config import DestinationConfig
+    from sync.model import PushedState
+    from sync.planning.columnar import stage_pushed
+    from sync.planning.plan import Plan
+    from sync.planning.retired_fields import clear_retired, field_names, left_fields
+    from sync.planning.rows import stage_dicts
+    from tests.builders import scratch_con
+    from tests.test_plan_columnar import arrow_state
+
+    dest = DestinationConfig(name="mc", type="mailchimp", audience="a1", fields={"SEG": "segment"},
+                             retire_fields=["churn"])
+    pushed = {"a@shop.uz": PushedState("a@shop.uz", "1", frozenset(), {"SEG": "A", "CHURN": "hi", "OLD": "x"}, True)}
+    with scratch_con() as con:
+        staged = stage_dicts([{"customer_id": "1", "email": "a@shop.uz", "segment": "A"}], con)
+        stage_pushed(staged.con, arrow_state(pushed))
+        held = field_names(staged.con)
+        assert sorted(held) == ["CHURN", "OLD", "SEG"]
+        assert left_fields(staged.con, dest, held) == [("OLD", 1)]  # SEG mapped, CHURN retired
+        empty = Plan("mc", "mailchimp", (), (), (), {"SEG": "segment"}, 0)
+        cleared = clear_retired(staged.con, dest, empty, held)
+        assert [(c.key, c.set_fields) for c in cleared.changes] == [("a@shop.uz", {"CHURN": None})]
+        assert left_fields(staged.con, dest, ["SEG"]) == []
+        assert clear_retired(staged.con, dest, empty, ["SEG", "OLD"]).changes == ()

@@ -2,7 +2,9 @@
 read as a day at most, and the scheduler's retry of a failed scheduled sync stays on its clock (it overflowed, the
 scheduler's thread died and scheduled syncs stopped silently); a date or an epoch is measured by the answer's
 ``Date`` only when that Date is believable (within a day of this host's clock), else by this host's clock. Faked at
-the HTTP level (``responses``) through the CRM client, and through the scheduler with a real ledger."""
+the HTTP level (``responses``) through the CRM client, and through the scheduler with a real ledger. Whatever a
+client puts in an error's ``retry_after`` (1e15, infinity, NaN, a negative ask) is clamped once, by the error: the
+scheduler, the webhook worker and its pauses read it as it is."""
 
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ from connectors.http import HttpClient
 from connectors.retry import MAX_RETRY_AFTER, RetryPolicy, retry_after_seconds
 from connectors.runstart import server_date
 from sync.config import Config, ScheduleConfig
+from sync.errors import DestinationError
 from sync.ledger import Ledger
+from sync.ledger.codec import encode_records
 from sync.serve.scheduler import Scheduler
 
 try:
@@ -81,20 +85,66 @@ def test_a_huge_retry_after_is_a_day_at_most_and_the_scheduler_goes_on(ledger_ur
         assert ran == [1, 1]
 
 
-@pytest.mark.parametrize("asked", [1e15, float("inf"), float("nan")])
-def test_the_scheduler_caps_any_retry_after_it_is_handed(ledger_url, clock, asked):
+ASKS = [1e15, float("inf"), float("nan"), -5.0, float("-inf")]
+
+
+@pytest.mark.parametrize("error", [TransientError, DestinationError])
+@pytest.mark.parametrize("asked, held", [(1e15, MAX_RETRY_AFTER), (float("inf"), MAX_RETRY_AFTER), (-5, 0.0),
+                                         (float("-inf"), 0.0), (float("nan"), None), ("soon", None), (None, None),
+                                         (30, 30.0), ("12", 12.0), (10**400, MAX_RETRY_AFTER), (-10**400, 0.0)])
+def test_an_error_holds_a_finite_retry_ask_whatever_a_client_passes(error, asked, held):
+    """A client's ask is clamped once, where the error is made: a day at most, "now" at least, no NaN; every reader
+    (the retry layer, the scheduler, the webhook worker and its pauses) reads it as it is."""
+    assert error("Unisender: HTTP 429", status=429, retry_after=asked).retry_after == held
+
+
+@pytest.mark.parametrize("asked", ASKS)
+def test_the_scheduler_plans_any_retry_after_a_client_raises_on_its_clock(ledger_url, clock, asked):
     """Whatever a client put in ``retry_after`` (not only the CRM client's parsed headers), the retry is planned on
-    the scheduler's clock: a day at most (here past the next fire time: not retried), a NaN is no ask at all."""
+    the scheduler's clock: a day at most (here past the next fire time: not retried); a NaN is no ask at all and
+    a negative one "now": the scheduler's own retry_wait."""
     exc = TransientError("Unisender: HTTP 429", status=429, retry_after=asked)
     with Ledger.connect(ledger_url, clock=clock) as ledger:
         sched, ran = scheduled(ledger, clock, exc)
         clock.advance(hours=1)
         sched.tick()
         assert ran == [1]
-        if asked != asked:  # NaN: the scheduler's own retry_wait
+        if asked != asked or asked < 0:
             assert sched.retry is not None and sched.retry.at == clock() + timedelta(minutes=1)
         else:
             assert sched.retry is None
+
+
+@pytest.mark.parametrize("asked", ASKS)
+def test_the_webhook_worker_backs_off_and_pauses_by_any_retry_after_a_client_raises(tmp_path, caplog, asked):
+    """The worker's back-off and a rate-limited destination's pause read the same ask: a NaN is none (the worker's
+    own back-off; it made both a wait of nothing: the worker claimed again at once and the pause ended as it began),
+    a negative one its own shortest wait, a huge one its own longest; no "nan s" or "inf s" in the log."""
+    from sync.serve.worker import BACKOFF_BASE, RETRY_AFTER_MAX, Worker
+
+    cfg = Config(destinations=[{"name": n, "type": "mailchimp", "audience": a, "segments": {"Churn": "W"}}
+                               for n, a in (("mc", "aud1"), ("mc2", "aud2"))])
+    limited = DestinationError("Mailchimp: HTTP 429", status=429, retry_after=asked, transient=True)
+    limited.destination = "mc"  # type: ignore[attr-defined]  (as the resync names it)
+    failures = [limited, DestinationError("Mailchimp: HTTP 503", status=503, retry_after=asked, transient=True)]
+    now = [1000.0]
+
+    def process(batch):
+        if failures:
+            raise failures.pop(0)
+
+    expected = (RETRY_AFTER_MAX if asked > 0 else BACKOFF_BASE) if asked == asked else None
+    caplog.set_level(logging.INFO, "sync.serve")
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        ledger.enqueue_event("generic", "k", encode_records())
+        worker = Worker(cfg, ledger, None, process=process, clock=lambda: now[0])  # type: ignore[arg-type]
+        worker.process_batch()  # mc's 429: mc paused, mc2 resynced
+        paused = worker.paused()
+        assert list(paused) == ["mc"] and (paused["mc"] == expected if expected else 2.5 <= paused["mc"] <= 5)
+        worker.process_batch()  # every destination's 503: the worker backs off
+        wait = worker.backing_off()
+        assert wait == expected if expected else 2.5 <= wait <= 5
+    assert "nan s" not in caplog.text and "inf s" not in caplog.text
 
 
 def in_20_s() -> datetime:

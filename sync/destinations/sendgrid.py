@@ -30,7 +30,7 @@ from ..planning.values import kind_of
 from .answers import BadAnswer, excerpt
 from . import specs
 from .base import ClientOptions, Creating
-from .sendgrid_bodies import check_clearable, contact_body, upsert_batches
+from .sendgrid_bodies import check_clearable, contact_body, field_key as _key, upsert_batches
 from .sendgrid_reads import PRESENT, SendGridReads
 from .sendgrid_api import (FieldDefinitions, Id, ImportJob, JobId, ListsPage, Refused, SendGridApi, error_text,
                            indexed_errors, page_token, parse_errors_csv)
@@ -87,10 +87,10 @@ class SendGridDestination(SendGridReads):
         self._request, self._download, self._poll = self._api.request, self._api.download, self._api.poll
         self._lists: dict[str, str] | None = None  # list name → id
         self._list_counts: dict[str, int] = {}
-        self._fields: dict[str, str] | None = None  # lower-cased custom field name → id
-        self._field_kinds: dict[str, str] = {}  # lower-cased name → Text | Number | Date
+        self._fields: dict[str, str] | None = None  # custom field name (as _key compares them) → id
+        self._field_kinds: dict[str, str] = {}  # name (as _key compares them) → Text | Number | Date
         self._reserved: set[str] = set()
-        self._mapped: set[str] | None = None  # lower-cased names of the fields prepare was given (the mapped ones)
+        self._mapped: set[str] | None = None  # the names (by _key) of the fields prepare was given (mapped ones)
 
     def __repr__(self) -> str:
         return f"SendGridDestination(name={self.name!r}, api_url={self.api_url!r})"
@@ -120,9 +120,9 @@ class SendGridDestination(SendGridReads):
     def _load_fields(self) -> dict[str, str]:
         _, defs = self._request("get", ["marketing", "field_definitions"], what="list custom fields",
                                 shape=FieldDefinitions)
-        self._fields = {f.name.lower(): f.id for f in defs.custom_fields}
-        self._field_kinds = {f.name.lower(): f.field_type for f in defs.custom_fields}
-        self._reserved = {f.name.lower() for f in defs.reserved_fields}
+        self._fields = {_key(f.name): f.id for f in defs.custom_fields}
+        self._field_kinds = {_key(f.name): f.field_type for f in defs.custom_fields}
+        self._reserved = {_key(f.name) for f in defs.reserved_fields}
         return self._fields
 
     def check(self) -> str:
@@ -136,17 +136,17 @@ class SendGridDestination(SendGridReads):
         :meth:`sync.destinations.base.Destination.prepare`); existing ones are left as they are. Returns the
         names (of ``fields`` and ``managed_tags``) created."""
         known, new_fields = self._load_fields(), {}
-        self._mapped = {f.lower() for f in fields}
+        self._mapped = {_key(f) for f in fields}
         for fname, value_name in fields.items():
             if not _FIELD_NAME.match(fname):
                 raise DestinationConfigError(f"SendGrid destination {self.name!r}: field {fname!r}: use letters, "
                                              "digits and _ only, starting with a letter or _")
-            if fname.lower() in self._reserved:
+            if _key(fname) in self._reserved:
                 raise DestinationConfigError(f"SendGrid destination {self.name!r}: field {fname!r} is a SendGrid "
                                              "reserved field; pick another name")
             ftype = self.field_types.get(fname) or field_type_for(value_name)
-            if fname.lower() in known:
-                have = self._field_kinds.get(fname.lower())
+            if _key(fname) in known:
+                have = self._field_kinds.get(_key(fname))
                 if have != ftype:  # made by hand or by an older rfmsync: kept, values sent as it takes them
                     log.warning("SendGrid %s: custom field %s is %s, rfmsync would use %s for %r; leaving it",
                                 self.name, fname, have, ftype, value_name)
@@ -159,8 +159,8 @@ class SendGridDestination(SendGridReads):
         for fname, ftype in new_fields.items():
             created = self._create(["marketing", "field_definitions"], {"name": fname, "field_type": ftype},
                                    f"field {fname!r}")
-            known[fname.lower()] = created.id
-            self._field_kinds[fname.lower()] = ftype
+            known[_key(fname)] = created.id
+            self._field_kinds[_key(fname)] = ftype
             log.info("SendGrid %s: created custom field %s (%s)", self.name, fname, ftype)
         for tag in new_tags:
             lname = self.list_name(tag)
@@ -192,7 +192,7 @@ class SendGridDestination(SendGridReads):
             self._load_fields()
         if self._mapped is not None:
             check_clearable(changes, self._mapped, self._field_kinds, self.name)
-        changes = self._held_only(changes, on_results)
+        changes, searched = self._held_only(changes, on_results)
         groups: dict[tuple[str, ...], list[tuple[ContactChange, dict[str, Any]]]] = {}
         for ch in changes:
             if not (ch.needs_upsert or ch.add_tags):
@@ -206,7 +206,7 @@ class SendGridDestination(SendGridReads):
         for list_ids, members in groups.items():
             for batch in self._chunks(members, list_ids):
                 self._upsert(list(list_ids), batch, on_results)
-        self._remove(changes, on_results)
+        self._remove(changes, on_results, searched)
 
     def _contact_body(self, ch: ContactChange) -> dict[str, Any]:
         return contact_body(ch, self._fields or {}, self._field_kinds, self.name)
@@ -311,7 +311,10 @@ class SendGridDestination(SendGridReads):
                  f"{res.requested_count} contacts rejected (no per-contact details{unread})"
         return {i: reason for i in pending}, ()
 
-    def _remove(self, changes: Sequence[ContactChange], on_results: OnResults) -> None:
+    def _remove(self, changes: Sequence[ContactChange], on_results: OnResults,
+                searched: Mapping[str, str | None]) -> None:
+        """The list removals: each contact's id searched (but those ``searched`` already: email → id, None: not
+        held, as :meth:`_held_only` found them in this apply), then one ``DELETE`` per list and 100 ids."""
         by_list: dict[str, list[tuple[ContactChange, str]]] = {}
         absent: list[ItemResult] = []
         for ch in changes:
@@ -325,13 +328,16 @@ class SendGridDestination(SendGridReads):
             on_results(absent)
         if not by_list:
             return
-        emails = sorted({ch.email.lower() for items in by_list.values() for ch, _ in items})
+        emails = sorted({ch.email.lower() for items in by_list.values() for ch, _ in items} - searched.keys())
         try:
             ids, unknown = self._contact_ids(emails)
         except BadAnswer as exc:
             on_results([ItemResult(ch.key, f"tag-{t}", False, str(exc)) for items in by_list.values()
-                        for ch, t in items])
-            return
+                        for ch, t in items if ch.email.lower() not in searched])
+            by_list = {lid: [(ch, t) for ch, t in items if ch.email.lower() in searched]
+                       for lid, items in by_list.items()}
+            ids, unknown = {}, {}
+        ids.update({email: cid for email, cid in searched.items() if cid is not None})
         if unknown:  # neither a contact nor "not found": whether it is on the list is unknown, nothing is sent
             on_results([ItemResult(ch.key, f"tag-{t}", False, unknown[ch.email.lower()])
                         for items in by_list.values() for ch, t in items if ch.email.lower() in unknown])

@@ -9,20 +9,24 @@ from typing import Any, Container, Iterator, Mapping, Sequence
 from ..errors import DestinationConfigError
 from ..model import ContactChange, FieldValue
 from .base import uncleared_field
+from .specs import SENDGRID
+
+field_key = SENDGRID.field_key  # a field name as SendGrid compares them (case folded), as the planner does
 
 
 def contact_body(ch: ContactChange, fields: Mapping[str, str], kinds: Mapping[str, str], name: str) -> dict[str, Any]:
-    """The upsert item of ``ch``: ``fields``/``kinds``: the account's custom field ids and types by lower-cased
-    name (``prepare`` made them); ``name``: the destination's, for the error of a field that does not exist."""
+    """The upsert item of ``ch``: ``fields``/``kinds``: the account's custom field ids and types by name as
+    :func:`field_key` spells it (``prepare`` made them); ``name``: the destination's, for the error of a field that
+    does not exist."""
     custom: dict[str, Any] = {}
     for fname, value in ch.set_fields.items():
-        fid = fields.get(fname.lower())
+        fid = fields.get(field_key(fname))
         if fid is None and value is None:
             continue  # a field the account no longer has (retire_fields after its deletion): nothing to clear
         if fid is None:
             raise DestinationConfigError(f"SendGrid destination {name!r}: custom field {fname!r} does "
                                          "not exist (run prepare with it)")
-        kind = kinds.get(fname.lower(), "Text")
+        kind = kinds.get(field_key(fname), "Text")
         if value is None and kind != "Text":
             continue  # SendGrid cannot clear Number/Date fields through an upsert
         custom[fid] = _custom_value(value, kind)
@@ -37,8 +41,8 @@ def check_clearable(changes: Sequence[ContactChange], mapped: Container[str], ki
     the ledger would believe it cleared. Deleting the field in SendGrid takes its values with it."""
     for ch in changes:
         for fname, value in ch.set_fields.items():
-            kind = kinds.get(fname.lower())
-            if value is None and kind not in (None, "Text") and fname.lower() not in mapped:
+            kind = kinds.get(field_key(fname))
+            if value is None and kind not in (None, "Text") and field_key(fname) not in mapped:
                 raise uncleared_field("SendGrid", name, f"{fname!r} is a {kind} custom field", "delete the field "
                                       "in SendGrid (its values go with it) and sync again")
 

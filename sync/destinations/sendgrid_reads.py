@@ -73,17 +73,19 @@ class SendGridReads:
             raise BadAnswer(f"SendGrid {what}", "a 404 whose errors do not say the contacts were not found",
                             b"" if payload is None else payload, self._api.secrets)
 
-    def _held_only(self, changes: Sequence[ContactChange], on_results: OnResults) -> list[ContactChange]:
+    def _held_only(self, changes: Sequence[ContactChange], on_results: OnResults
+                   ) -> tuple[list[ContactChange], dict[str, str | None]]:
         """``changes`` without the upsert of a change that must not create anyone (a clear of ``retire_fields``,
         or a known contact with no status to be created with) for an address SendGrid does not hold
         (``search/emails``, 100 a call): a ``PUT /marketing/contacts`` creates any address it lacks, and one
         deleted there (an erasure) is not brought back. Those upserts are reported ``missing`` (the ledger forgets
         the contact; the next plan adds him only under the consent rules; a clear is done: he holds nothing), one
-        the search cannot account for fails (sent again next run); the change's removals still go."""
+        the search cannot account for fails (sent again next run); the change's removals still go. Also what the
+        search answered for sure (email → contact id, None: not held), which the removals then search no more."""
         must = sorted({ch.email.lower() for ch in changes if ch.needs_upsert and not ch.create
                        and (ch.status_if_new is None or ch.clears_only)})
         if not must:
-            return list(changes)
+            return list(changes), {}
         try:
             ids, unknown = self._contact_ids(must)
         except BadAnswer as exc:
@@ -103,7 +105,7 @@ class SendGridReads:
             kept.append(replace(ch, set_fields={}, add_tags=frozenset(), fields_text=None))
         if results:
             on_results(results)
-        return kept
+        return kept, {email: ids.get(email) for email in must if email not in unknown}
 
     # ---------------------------------------------------------------- reads
     def read_managed(self, managed_tags: Sequence[str]) -> dict[str, set[str]]:

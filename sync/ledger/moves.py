@@ -1,13 +1,15 @@
 """A destination moved to another audience or type (docs/sync.md#another-audience): what the ledger knew of the
 old one is forgotten and the new target recorded, in one transaction, before the move's first ESP call. And a
 destination renamed (docs/sync.md#removed-destination): the new name takes over what the ledger holds under the
-old one (:meth:`StateMoves.take_over`)."""
+old one (:meth:`StateMoves.take_over`). And a destination forgotten (``rfmsync forget``, a retired one ended, the old
+name of a rename taken over): its rows go, its revision counter does not (:meth:`StateMoves._forget_name`)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
 import json
+import uuid
 
 from sqlalchemy import and_, delete, func, insert, literal, select
 
@@ -17,6 +19,7 @@ from .locks import check_lock_held
 from .schema import cursors, failures, lost_tags, pushed_state, state_revisions
 
 if TYPE_CHECKING:
+    from sqlalchemy import Select
     from sqlalchemy.engine import Connection
 
     from .db import LedgerDB
@@ -57,42 +60,48 @@ class StateMoves:
         ``new`` (``new`` then plans from what was pushed him: the managed tags of a customer who left come off
         him, the others are named by its left-behind warning); one both hold keeps ``new``'s row, with the tags
         only ``old``'s row holds added (whatever their case: a tag still on him that ``new`` did not push him).
-        Then ``old``'s rows, lost tags, failures, revision counter, cached copy and cursor ``cursor`` (source,
-        object: its target) are deleted. The rows of ``old`` taken over (0: it held none). ``lock``: (name,
-        owner) that must still hold ``new``'s lock."""
-        o, n = pushed_state.alias("old"), pushed_state.alias("new")
-        both = and_(n.c.destination == new, n.c.key == o.c.key)
+        Then ``old``'s rows, lost tags, failures, cached copy and cursor ``cursor`` (source, object: its target)
+        are deleted, and its revision counter moves on (:meth:`_forget_name`). The rows of ``old`` taken over
+        (0: it held none). ``lock``: (name, owner) that must still hold ``new``'s lock."""
         with self._db.write() as conn:
             if lock is not None:
                 check_lock_held(conn, *lock)
-            taken = conn.execute(select(func.count()).where(o.c.destination == old)).scalar() or 0
-            if not taken:
-                self._forget_name(conn, old, cursor)
-                return 0
-            revision = self._bump_revision(conn, new)
-            cols = ("key", "customer_id", "tags", "fields", "in_destination", "pushed_at", "run_id")
-            only_old = select(literal(new), *(o.c[c] for c in cols), literal(revision)).where(
-                o.c.destination == old, ~select(n.c.key).where(both).exists())
-            conn.execute(insert(pushed_state).from_select(["destination", *cols, "revision"], only_old))
-            for key, theirs, ours in conn.execute(select(o.c.key, o.c.tags, n.c.tags).select_from(
-                    o.join(n, both)).where(o.c.destination == old, o.c.tags != n.c.tags, o.c.tags != "[]")).all():
-                mine = set(json.loads(ours))
-                held = {fold(t) for t in mine}
-                added = {t for t in json.loads(theirs) if fold(t) not in held}
-                if added:
-                    conn.execute(pushed_state.update().where(
-                        pushed_state.c.destination == new, pushed_state.c.key == key).values(
-                        tags=json.dumps(sorted(mine | added), separators=(",", ":")), revision=revision))
-            self._forget_name(conn, old, cursor)
-        self._written.note(new, revision, int(taken))
+            taken = conn.execute(select(func.count()).where(pushed_state.c.destination == old)).scalar() or 0
+            revision = self._take_rows(conn, old, new) if taken else None
+            gone = self._forget_name(conn, old, cursor)
+        if revision is not None:
+            self._written.note(new, revision, int(taken))
+        if gone is not None:
+            self._written.note(old, gone, 0)
         if self._cache is not None:
             self._cache.drop(old)
         return int(taken)
 
+    def _take_rows(self, conn: "Connection", old: str, new: str) -> int:
+        """:meth:`take_over`'s rows of ``old`` given to ``new``, in ``conn``'s transaction: ``new``'s revision."""
+        o, n = pushed_state.alias("old"), pushed_state.alias("new")
+        both = and_(n.c.destination == new, n.c.key == o.c.key)
+        revision = self._bump_revision(conn, new)
+        cols = ("key", "customer_id", "tags", "fields", "in_destination", "pushed_at", "run_id")
+        only_old = select(literal(new), *(o.c[c] for c in cols), literal(revision)).where(
+            o.c.destination == old, ~select(n.c.key).where(both).exists())
+        conn.execute(insert(pushed_state).from_select(["destination", *cols, "revision"], only_old))
+        for key, theirs, ours in conn.execute(select(o.c.key, o.c.tags, n.c.tags).select_from(
+                o.join(n, both)).where(o.c.destination == old, o.c.tags != n.c.tags, o.c.tags != "[]")).all():
+            mine = set(json.loads(ours))
+            held = {fold(t) for t in mine}
+            added = {t for t in json.loads(theirs) if fold(t) not in held}
+            if added:
+                conn.execute(pushed_state.update().where(
+                    pushed_state.c.destination == new, pushed_state.c.key == key).values(
+                    tags=json.dumps(sorted(mine | added), separators=(",", ":")), revision=revision))
+        return revision
+
     def forget_destination(self, name: str, cursor: tuple[str, str], lock: tuple[str, str] | None = None,
                            *, untagged: bool = True) -> int:
-        """Delete everything the ledger holds under destination ``name`` (its rows, lost tags, failures, revision
-        counter, cached copy and the cursor ``cursor``: its target), in one transaction; with ``untagged``, only
+        """Delete everything the ledger holds under destination ``name`` (its rows, lost tags, failures, cached
+        copy and the cursor ``cursor``: its target; its revision counter moves on: :meth:`_forget_name`), in one
+        transaction; with ``untagged``, only
         while none of its rows holds a tag (else nothing, and -1). The rows deleted. ``lock``: (name, owner) that
         must still hold ``name``'s lock."""
         with self._db.write() as conn:
@@ -102,26 +111,54 @@ class StateMoves:
                     pushed_state.c.destination == name, pushed_state.c.tags != "[]").limit(1)).first() is not None:
                 return -1
             deleted = conn.execute(select(func.count()).where(pushed_state.c.destination == name)).scalar() or 0
-            self._forget_name(conn, name, cursor)
+            revision = self._forget_name(conn, name, cursor)
+        if revision is not None:
+            self._written.note(name, revision, 0)
         if self._cache is not None:
             self._cache.drop(name)
         return int(deleted)
 
-    def held_destinations(self, cursor_source: str) -> list[str]:
-        """Every destination name the ledger holds anything under, sorted: pushed state (its revision counter),
-        failures, lost tags, or a cursor of ``cursor_source`` (its recorded target): what :meth:`forget_destination`
-        deletes."""
+    def state_destinations(self) -> list[str]:
+        """The destinations whose pushed state holds a row, sorted: one counter each, and one keyed look at the
+        state per counter (no scan; a forgotten destination's counter, kept, holds none)."""
         with self._db.read() as conn:
-            names = {n for table in (state_revisions, failures, lost_tags)
-                     for n in conn.execute(select(table.c.destination).distinct()).scalars()}
+            return sorted(conn.execute(_with_rows()).scalars())
+
+    def held_destinations(self, cursor_source: str) -> list[str]:
+        """Every destination name the ledger holds anything under, sorted: pushed state, failures, lost tags, or
+        a cursor of ``cursor_source`` (its recorded target): what :meth:`forget_destination` deletes."""
+        with self._db.read() as conn:
+            names = set(conn.execute(_with_rows()).scalars())
+            names.update(n for table in (failures, lost_tags)
+                         for n in conn.execute(select(table.c.destination).distinct()).scalars())
             names.update(conn.execute(select(cursors.c.obj).where(cursors.c.source == cursor_source)).scalars())
         return sorted(names)
 
-    def _forget_name(self, conn: "Connection", name: str, cursor: tuple[str, str]) -> None:
-        """Delete everything the ledger holds under destination ``name``, in ``conn``'s transaction."""
-        for table in (pushed_state, lost_tags, failures, state_revisions):
-            conn.execute(delete(table).where(table.c.destination == name))
-        conn.execute(delete(cursors).where(cursors.c.source == cursor[0], cursors.c.obj == cursor[1]))
+    def _forget_name(self, conn: "Connection", name: str, cursor: tuple[str, str]) -> int | None:
+        """Delete everything the ledger holds under destination ``name``, in ``conn``'s transaction, but its
+        revision counter: when anything was deleted, the counter moves on (a new one starts at 1) under a new epoch
+        (no host's cached copy of the state is of it). It never goes back, so a plan saved before, whatever runs
+        of the name come after, never matches its revision again (a counter deleted with the rows started afresh:
+        a few syncs of the destination put back brought it to the saved plan's revision). The counter's revision
+        (None: nothing was held)."""
+        deleted = sum(conn.execute(delete(table).where(table.c.destination == name)).rowcount
+                      for table in (pushed_state, lost_tags, failures))
+        deleted += conn.execute(delete(cursors).where(cursors.c.source == cursor[0],
+                                                      cursors.c.obj == cursor[1])).rowcount
+        if not deleted:
+            return None
+        epoch = uuid.uuid4().hex
+        return int(conn.execute(self._db.insert(state_revisions).values(
+            destination=name, revision=1, epoch=epoch).on_conflict_do_update(
+            index_elements=[state_revisions.c.destination],
+            set_={"revision": state_revisions.c.revision + 1, "epoch": epoch}).returning(
+            state_revisions.c.revision)).scalar_one())
+
+
+def _with_rows() -> "Select[tuple[str]]":
+    """The names of the revision counters whose destination's pushed state holds a row."""
+    return select(state_revisions.c.destination).where(
+        select(pushed_state.c.key).where(pushed_state.c.destination == state_revisions.c.destination).exists())
 
 
 __all__ = ["StateMoves"]

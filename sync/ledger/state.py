@@ -359,11 +359,6 @@ class PushedStates(LostTagMemory, StateMoves):
         self._written.note(destination, revision, len(found))
         return [key for _, key in found]
 
-    def state_destinations(self) -> list[str]:
-        """The destinations whose pushed state was ever written (one counter each: no scan of the state), sorted."""
-        with self._db.read() as conn:
-            return sorted(conn.execute(select(state_revisions.c.destination)).scalars())
-
     def state_count(self, destination: str) -> int:
         """How many contacts' pushed state ``destination`` holds: one count, no row decoded."""
         with self._db.read() as conn:

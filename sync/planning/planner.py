@@ -22,7 +22,7 @@ from ..model import PushedState
 from .columnar import columnar_plan_stats, plan_columnar, reconcile_pushed, stage_pushed
 from .plan import Plan, all_managed, check_fields
 from .retired import left_behind, left_behind_warning
-from .retired_fields import clear_retired, left_fields, left_fields_warning
+from .retired_fields import clear_retired, field_names, left_fields, left_fields_warning
 from .rows import CustomerRows, stage_dicts, stage_segments
 from .target import moved_note, planned_target
 from .transitions import moves_sql, transition_tags_sql
@@ -147,15 +147,16 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
             existing = client.existing_members(rows.desired_keys())  # full refresh: repairs drift
     elif client is None:
         notes.append("planned against the ledger alone (no credentials set): the ESP was not read")
+    held = field_names(rows.con)  # the staged state's field names: read once, for left_fields and clear_retired
     behind = tuple(w for w in (left_behind_warning(dest, left_behind(rows.con, dest)),
-                               left_fields_warning(dest, left_fields(rows.con, dest))) if w)
+                               left_fields_warning(dest, left_fields(rows.con, dest, held))) if w)
     shared = rows.shared_note()
     if shared is not None:
         notes.append(shared)
     plan = plan_columnar(rows, dest, revision=revision, existing=existing, full_refresh=full_refresh,
                          remote_checked=client is not None and unchecked is None, notes=notes,
                          extra_tags=extra_tags)
-    plan = clear_retired(rows.con, dest, plan)  # retire_fields: the values rfmsync wrote there, cleared
+    plan = clear_retired(rows.con, dest, plan, held)  # retire_fields: the values rfmsync wrote there, cleared
     # a plan without changes removes and changes nothing: no plan guard can trip (and counting the managed
     # contacts is a scan of the whole pushed state)
     lost = ledger.lost_tags(dest.name) if moved_from is None else {}  # (a move forgets the old audience's)

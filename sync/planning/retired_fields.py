@@ -34,22 +34,24 @@ _POINTER = "'/' || replace(replace({}, '~', '~0'), '/', '~1')"
 _HELD = "coalesce(json_extract_string({f}, " + _POINTER.format("{k}") + "), '') <> ''"
 
 
-def _folded(dest: DestinationConfig) -> str:
-    items = ", ".join(lit(dest.spec.field_key(n)) for n in dest.retire_fields)
-    return f"[{items}]::VARCHAR[]" if items else "[]::VARCHAR[]"
+def field_names(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Every field name the staged pushed state holds for contacts in the destination, as the ledger spells it
+    (one parse of each row's keys: 0.2 CPU s at 1 M rows, read once per plan and handed to :func:`left_fields`
+    and :func:`clear_retired`): names are compared in Python, by ``spec.field_key`` alone (SQL's ``lower(trim())``
+    is not Python's casefold and strip: ``Straße``, a tab)."""
+    return [k for (k,) in con.execute(f"SELECT DISTINCT unnest(json_keys(fields)) FROM {LEDGER} "
+                                      f"WHERE present AND fields <> '{{}}' AND json_valid(fields)").fetchall()]
 
 
-def left_fields(con: duckdb.DuckDBPyConnection, dest: DestinationConfig) -> list[tuple[str, int]]:
+def left_fields(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, held: list[str]
+                ) -> list[tuple[str, int]]:
     """``(field, contacts)`` of every field the staged pushed state (:func:`~.columnar.stage_pushed`) holds a value
     of for contacts in the destination that ``dest`` neither maps nor retires, by field name as the ESP compares
     them (``spec.field_key``: whatever the case on Mailchimp and SendGrid, which hold one field for both spellings
     and the mapping writes it; as spelled on Unisender, where ``RFM_CODE`` and ``rfm_code`` are two fields). The
-    field names are read first (one parse of each row's keys: 0.2 CPU s at 1 M rows); the values only of fields
-    found unmapped."""
+    field names ``held`` (:func:`field_names`) are picked from first; the values read only of those unmapped."""
     skip = {dest.spec.field_key(n) for n in (*dest.fields, *dest.retire_fields)}
-    names = [k for (k,) in con.execute(f"SELECT DISTINCT unnest(json_keys(fields)) FROM {LEDGER} "
-                                       f"WHERE present AND fields <> '{{}}' AND json_valid(fields)").fetchall()
-             if dest.spec.field_key(k) not in skip]
+    names = [k for k in held if dest.spec.field_key(k) not in skip]
     if not names:
         return []
     names.sort()
@@ -72,20 +74,22 @@ def left_fields_warning(dest: DestinationConfig, found: list[tuple[str, int]]) -
             f"retire_fields = [{names}] to destination {dest.name!r}{sendgrid}; or map {them} again")
 
 
-def clear_retired(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan: Plan) -> Plan:
+def clear_retired(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan: Plan, held: list[str]) -> Plan:
     """``plan`` with every retired field (``retire_fields``) a contact in the destination holds a value of in the
     staged ledger state set to None (the ESP's empty value): added to the contact's change, or a change of its
     own (not a create, no tag touched: :attr:`ContactChange.clears_only`; no destination creates anyone without
-    consent for it, Unisender re-creates a consenting contact deleted there, as any field update of his would)."""
-    if not dest.retire_fields:
+    consent for it, Unisender re-creates a consenting contact deleted there, as any field update of his would).
+    ``held``: the staged state's field names (:func:`field_names`), the retired ones picked from them."""
+    retired = {dest.spec.field_key(n) for n in dest.retire_fields}
+    spelled = [k for k in held if dest.spec.field_key(k) in retired]
+    if not spelled:
         return plan
-    wanted = _folded(dest)
-    key = "lower(trim(k))" if dest.spec.fields_fold_case else "trim(k)"  # as field_key
+    wanted = f"[{', '.join(lit(k) for k in spelled)}]::VARCHAR[]"  # the ledger's spellings of the retired fields
     held = con.execute(f"""
         WITH keyed AS (SELECT key, customer_id, unnest(json_keys(fields)) AS k, fields FROM {LEDGER}
                        WHERE present AND fields <> '{{}}' AND json_valid(fields)),
              held AS (SELECT key, any_value(customer_id) AS customer_id, list(k ORDER BY k) AS names FROM keyed
-                      WHERE list_contains({wanted}, {key}) AND {_HELD.format(f='fields', k='k')}
+                      WHERE list_contains({wanted}, k) AND {_HELD.format(f='fields', k='k')}
                       GROUP BY key)
         SELECT h.key, h.customer_id, h.names, d.segment, d.consent FROM held h
         LEFT JOIN (SELECT d._key, any_value(d.segment) AS segment, any_value({CONSENT}) AS consent FROM {DESIRED} d
@@ -104,4 +108,4 @@ def clear_retired(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan:
     return replace(plan, changes=tuple(changes))
 
 
-__all__ = ["clear_retired", "left_fields", "left_fields_warning"]
+__all__ = ["clear_retired", "field_names", "left_fields", "left_fields_warning"]

@@ -35,14 +35,12 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Callable
 
 from connectors.errors import TransientError
-from connectors.retry import MAX_RETRY_AFTER
 
 from ..config import Config
 from ..engine import ApplyReport, HeldLock, between_batches, destination_lock
@@ -362,9 +360,7 @@ class Scheduler:
         if not transient(exc) or attempt >= self.cfg.schedule.retries:
             return ""
         wait = self.retry_wait * 2 ** attempt
-        asked = float(getattr(exc, "retry_after", None) or 0.0)  # the vendor's Retry-After, at most a day: a 1e15
-        if not math.isfinite(asked) or asked > MAX_RETRY_AFTER:  # overflowed the clock, and the scheduler's thread died
-            asked = MAX_RETRY_AFTER if asked > 0 else 0.0
+        asked = float(getattr(exc, "retry_after", None) or 0.0)  # the vendor's Retry-After: a day at most (the error)
         at = self.clock() + max(wait, timedelta(seconds=asked))
         if self.next_fire is not None and at >= self.next_fire:
             return "; not retried: the next fire time comes first"
