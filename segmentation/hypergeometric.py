@@ -11,7 +11,8 @@ scipy's ``hyp2f1`` alone leaves three holes, each of which left customers withou
   one steady rate (a subscription shop's regular buyers: r, α → ∞ with r/α, the rate, fixed; the Gamma mix of
   rates becomes a single rate). There the series is summed term by term (:func:`_log_series`): with b, c > 0 and
   0 ≤ z < 1 every term is positive, so nothing cancels, and the terms fall once k passes a·z (the expected
-  purchases in the window, a few dozen at most), so a few dozen to a few hundred terms reach double precision.
+  purchases in the window: a few to some hundreds), so that many terms and a few dozen more reach double precision;
+  summed once per distinct parameter row (see :func:`_log_series`; measured in ``bench/hyp2f1.py``).
 
 ``scipy.special`` is imported where it is first used (see :mod:`segmentation.btyd_models`).
 """
@@ -19,6 +20,8 @@ scipy's ``hyp2f1`` alone leaves three holes, each of which left customers withou
 from __future__ import annotations
 
 import numpy as np
+
+from .triples import distinct_rows
 
 #: the most terms :func:`_log_series` sums before it gives up on an entry (left NaN: counted as non-finite)
 MAX_TERMS = 20_000
@@ -51,22 +54,27 @@ def log_hyp2f1(ha: np.ndarray, hb: np.ndarray, hc: np.ndarray, z: np.ndarray) ->
 
 def _log_series(a: np.ndarray, b: np.ndarray, c: np.ndarray, z: np.ndarray) -> np.ndarray:
     """log Σₖ (a)ₖ(b)ₖ / ((c)ₖ k!) · zᵏ for a ≥ 1, b > 0, c > 0, 0 ≤ z < 1 (1-d arrays), summed in logs; NaN where
-    :data:`MAX_TERMS` terms do not reach double precision.
+    :data:`MAX_TERMS` terms do not reach double precision. Summed once per distinct (a, b, c, z): expected
+    purchases' depend on (x, T) alone, which many summaries share (t_x differs), and CLV's per month likewise.
 
     The ratio of term k + 1 to term k is ρₖ = z·(a + k)/(k + 1)·(b + k)/(c + k); with a ≥ 1 no later ratio exceeds
     ρ*ₖ = z·(a + k)/(k + 1)·max(1, (b + k)/(c + k)), so once ρ*ₖ < 1 the rest is below termₖ₊₁·ρ*ₖ/(1 − ρ*ₖ)."""
+    (a, b, c, z), inv = distinct_rows(a, b, c, z)
+    out = np.full_like(z, np.nan)
     total = np.zeros_like(z)
     term = np.zeros_like(z)  # log of term k
-    left = np.arange(z.size)  # the entries still summing
+    left = np.arange(z.size)  # the entries still summing (the arrays above hold only theirs)
     for k in range(MAX_TERMS):
-        ak, bk, ck, zk = a[left] + k, b[left] + k, c[left] + k, z[left]
-        step = zk * ak / (k + 1.0)
-        term[left] += np.log(step * bk / ck)
-        total[left] = np.logaddexp(total[left], term[left])
+        ak, bk, ck = a + k, b + k, c + k
+        step = z * ak / (k + 1.0)
+        term += np.log(step * bk / ck)
+        total = np.logaddexp(total, term)
         bound = step * np.maximum(1.0, bk / ck)
-        done = (bound < 1) & (term[left] + np.log(bound) - np.log1p(-bound) - total[left] < _TAIL)
-        left = left[~done]
-        if not left.size:
-            return total
-    total[left] = np.nan
-    return total
+        done = (bound < 1) & (term + np.log(bound) - np.log1p(-bound) - total < _TAIL)
+        if done.any():  # (the finished entries leave the arrays: each step computes the others' alone)
+            out[left[done]] = total[done]
+            keep = ~done
+            a, b, c, z, term, total, left = (v[keep] for v in (a, b, c, z, term, total, left))
+            if not left.size:
+                break
+    return out[inv]

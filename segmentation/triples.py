@@ -11,17 +11,28 @@ def distinct_triples(x: np.ndarray, tx: np.ndarray, T: np.ndarray):
     ``np.unique(axis=0)`` is ten times slower on a million rows). NaNs never match, so they stay apart. Rows
     already in that order (a query's ``ORDER BY``: the holdout's) are seen to be, and not sorted again (the
     stable sort would leave them as they are)."""
-    if _lex_sorted(x, tx, T):
-        order = np.arange(len(x))
-        xs, txs, Ts = x, tx, T
-    else:
-        order = np.lexsort((T, tx, x))
-        xs, txs, Ts = x[order], tx[order], T[order]
-    new = np.ones(len(order), dtype=bool)
-    new[1:] = (xs[1:] != xs[:-1]) | (txs[1:] != txs[:-1]) | (Ts[1:] != Ts[:-1])
-    inv = np.empty(len(order), dtype=np.intp)
-    inv[order] = np.cumsum(new) - 1
-    return xs[new], txs[new], Ts[new], inv
+    return _distinct((x, tx, T), None if _lex_sorted(x, tx, T) else np.lexsort((T, tx, x)))
+
+
+def distinct_rows(*columns: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """The distinct rows of ``columns`` (1-d arrays of one length), sorted, and per input row the index of its
+    distinct row (as :func:`distinct_triples`, for any number of columns)."""
+    *rows, inv = _distinct(columns, np.lexsort(columns[::-1]))
+    return rows, inv
+
+
+def _distinct(columns, order: np.ndarray | None) -> tuple[np.ndarray, ...]:
+    """The distinct rows of ``columns`` taken in ``order`` (None: as they are, already sorted), then the index of
+    each input row's."""
+    cols = [c if order is None else c[order] for c in columns]
+    n = len(cols[0])
+    new = np.zeros(n, dtype=bool)
+    new[:1] = True
+    for c in cols:
+        new[1:] |= c[1:] != c[:-1]
+    inv = np.empty(n, dtype=np.intp)
+    inv[np.arange(n) if order is None else order] = np.cumsum(new) - 1
+    return (*(c[new] for c in cols), inv)
 
 
 def _lex_sorted(x: np.ndarray, tx: np.ndarray, T: np.ndarray) -> bool:

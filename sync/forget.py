@@ -65,16 +65,18 @@ def forget_destination(cfg: "Config", ledger: "Ledger", name: str, *, yes: bool 
                           f"it (to plan one against the ESP afresh: 'rfmsync sync --destination {name} "
                           f"--full-refresh')")
     heir = next((d.name for d in cfg.destinations if d.renamed_from == name), None)
+    held = ledger.held_destinations(TARGET_CURSOR)  # its contacts, or only failures or a recorded target left
+    if name not in held:  # (an heir's old name after the takeover too: nothing left to forget, nor to take over)
+        removed = [n for n in held if all(d.name != n for d in cfg.destinations)]
+        listed = ", ".join(repr(n) for n in removed) if removed else "none"
+        taken = (f"; destination {heir!r} has renamed_from = {name!r}: it has taken over whatever the ledger held "
+                 f"there, if anything" if heir is not None else "")
+        raise ConfigError(f"the ledger holds nothing under destination {name!r} (destinations it holds that the "
+                          f"config no longer has: {listed}){taken}")
     if heir is not None:
         raise ConfigError(f"destination {heir!r} has renamed_from = {name!r}: it takes over what the ledger holds "
                           f"under {name!r} once it has synced successfully; to forget it instead, remove "
                           f"renamed_from first")
-    held = ledger.held_destinations(TARGET_CURSOR)  # its contacts, or only failures or a recorded target left
-    if name not in held:
-        removed = [n for n in held if all(d.name != n for d in cfg.destinations)]
-        listed = ", ".join(repr(n) for n in removed) if removed else "none"
-        raise ConfigError(f"the ledger holds nothing under destination {name!r} (destinations it holds that the "
-                          f"config no longer has: {listed})")
 
     def look() -> tuple[list[tuple[str, int]], int]:
         counts: dict[str, int] = {}

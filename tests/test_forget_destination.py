@@ -157,5 +157,9 @@ def test_a_rename_takes_over_an_old_name_with_only_failures_and_a_target_left(le
         take_over_removed(cfg, ledger, {"heir"})
         assert ledger.held_destinations(TARGET_CURSOR) == ["heir"]
         assert ledger.pending_failures("gone") == [] and known_target(ledger, "gone") is None
-        with pytest.raises(ConfigError, match="has renamed_from = 'gone'"):
-            forget_destination(cfg, ledger, "gone")  # the heir's renamed_from still names it
+        with pytest.raises(ConfigError) as refused:  # nothing held under it any more: said so, not "it takes over"
+            forget_destination(cfg, ledger, "gone", yes=True)
+        assert str(refused.value) == (
+            "the ledger holds nothing under destination 'gone' (destinations it holds that the config no longer has: "
+            "none); destination 'heir' has renamed_from = 'gone': it has taken over whatever the ledger held there, "
+            "if anything")

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from connectors.tables import create_tables
 from segmentation import predictive as P
 from segmentation.metrics import build_customer_metrics, negative_revenue
-from segmentation.outliers import GAP_RATIO, OUTLIER_RATIO, outlier_amounts
+from segmentation.outliers import GAP_RATIO, OUTLIER_RATIO, ROUND_ZEROS, outlier_amounts
 from sync.cli import main
 from sync.demodata import generate_orders_csv, generate_shop
 from tests.test_predictive import DATASETS, HOLDOUT_END
@@ -269,9 +269,10 @@ def test_each_currency_has_its_own_typical_check():
 @example([(5, i % 5) for i in range(150)] + [(49_000, 1)], [(5_000_000, 2)])  # one order just under the line
 @example([(1, 0)] * 9, [(4607001777779, 1), (4607001777779, 2), (4780000000014, 2)])  # barcodes: price, own
 @example([(1, 0)] * 9, [(4607001777770, 1), (4607001777770, 2)])  # no check digit: a price
+@example([(1, 0)] * 9, [(170_000_000_000, 1), (170_000_000_000, 2)])  # a check digit but round: a price (IRR)
 @given(st.lists(st.tuples(st.integers(1, 50), st.integers(0, 5)), min_size=1, max_size=150),
        st.lists(st.tuples(st.sampled_from([20_000, 30_000, 1_000_000, 4607001777779, 4780000000014, 36000291452,
-                                           4607001777770]) | st.integers(1, 10_000_000),
+                                           4607001777770, 170_000_000_000]) | st.integers(1, 10_000_000),
                           st.integers(0, 5)), min_size=0, max_size=5))
 def test_the_outliers_are_exactly_those_of_the_rule(small, large):
     """Whatever the amounts and customers (ties, an even count, no outlier, outliers half the orders, one order
@@ -279,7 +280,8 @@ def test_the_outliers_are_exactly_those_of_the_rule(small, large):
     those of at least 10 000 times the median and 100 times the 99th percentile of the orders below that, that
     no other customer paid the same, and at least 100 times their customer's other orders of other amounts (the
     shortcut that skips the median when the largest amount cannot be one gives the same answer); past the first
-    two, an amount of 12 or 13 digits ending in its GS1 check digit (a barcode) whatever the others."""
+    two, an amount of 12 or 13 digits ending in its GS1 check digit and not round (a barcode) whatever the
+    others."""
     rows = small + large
     amounts = [a for a, _ in rows]
     con = duckdb.connect()
@@ -298,9 +300,11 @@ def test_the_outliers_are_exactly_those_of_the_rule(small, large):
 
 
 def _barcode(amount: int) -> bool:
-    """12 or 13 digits, the last the GS1 check digit of the others (weights 3, 1, 3, … from the right)."""
+    """12 or 13 digits, the last the GS1 check digit of the others (weights 3, 1, 3, … from the right), not
+    ending in ROUND_ZEROS zeros (a round price)."""
     digits = str(amount)
-    return len(digits) in (12, 13) and sum(int(d) * (3 if i % 2 else 1) for i, d in enumerate(reversed(digits))) % 10 == 0
+    check = sum(int(d) * (3 if i % 2 else 1) for i, d in enumerate(reversed(digits)))
+    return len(digits) in (12, 13) and amount % 10 ** ROUND_ZEROS != 0 and check % 10 == 0
 
 
 # --------------------------------------------------------------------------- the warning, through the CLI

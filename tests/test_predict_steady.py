@@ -83,3 +83,21 @@ def test_a_steady_rate_fits_older_customers_get_finite_predictions(x, tx, T):
     assert float(M.p_alive(DAILY_BG, x, tx, T)) == pytest.approx(alive, rel=1e-9, abs=1e-300)
     assert float(M.prob_no_purchase(DAILY_BG, 52.0, x, tx, T)) == pytest.approx(none, rel=1e-9, abs=1e-300)
     assert M.bgnbd_log_likelihood(DAILY_BG, [x], [tx], [T]) == pytest.approx(lik, rel=1e-9)
+
+
+def test_a_batch_of_steady_rate_customers_gets_each_the_number_it_gets_alone():
+    """The series is summed once per distinct (x, T) (t_x does not enter it) and the entries that converged leave
+    the working arrays: every customer of a batch (shared (x, T) with other t_x, repeated rows, series of a few
+    and of hundreds of terms, in any order) gets bit for bit the number computed for it alone, and it is right."""
+    rng = np.random.default_rng(3)
+    x = rng.choice([0, 1, 8, 60, 700], 400)
+    T = rng.choice([1.0, 46.57, 104.0, 400.0], 400)
+    tx = np.where(x > 0, np.floor(rng.uniform(0, 1, 400) * T * 7) / 7, 0.0)
+    for bg, t in ((DAILY_BG, 52.0), (STEADY_BG, 365 / 7), (STEADY_BG, np.full(400, 90 / 7))):
+        got = M.expected_purchases(bg, t, x, tx, T)
+        alone = [M.expected_purchases(bg, np.atleast_1d(t)[min(i, np.size(t) - 1)], x[i], tx[i], T[i])
+                 for i in range(0, 400, 7)]
+        assert got[::7].tobytes() == np.array(alone, dtype=np.float64).tobytes()
+        assert np.isfinite(got).all()
+    for i in range(0, 400, 57):
+        assert got[i] == pytest.approx(_expected_purchases_by_mpmath(STEADY_BG, 90 / 7, x[i], tx[i], T[i]), rel=1e-9)

@@ -85,7 +85,7 @@ def clear_retired(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan:
     if not spelled:
         return plan
     wanted = f"[{', '.join(lit(k) for k in spelled)}]::VARCHAR[]"  # the ledger's spellings of the retired fields
-    held = con.execute(f"""
+    rows = con.execute(f"""
         WITH keyed AS (SELECT key, customer_id, unnest(json_keys(fields)) AS k, fields FROM {LEDGER}
                        WHERE present AND fields <> '{{}}' AND json_valid(fields)),
              held AS (SELECT key, any_value(customer_id) AS customer_id, list(k ORDER BY k) AS names FROM keyed
@@ -95,9 +95,9 @@ def clear_retired(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan:
         LEFT JOIN (SELECT d._key, any_value(d.segment) AS segment, any_value({CONSENT}) AS consent FROM {DESIRED} d
                    GROUP BY d._key) d ON d._key = h.key
         ORDER BY h.key""").fetchall()
-    if not held:
+    if not rows:
         return plan
-    clears = {key: (cid, dict.fromkeys(names), segment, consent) for key, cid, names, segment, consent in held}
+    clears = {key: (cid, dict.fromkeys(names), segment, consent) for key, cid, names, segment, consent in rows}
     changes = [replace(c, set_fields={**c.set_fields, **clears.pop(c.key)[1]}, fields_text=None)
                if c.key in clears else c for c in plan.changes]
     # the status a field update of the contact carries (None: out of the export, or no consent under skip), so a
