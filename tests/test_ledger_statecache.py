@@ -129,8 +129,11 @@ def test_a_restored_ledger_written_past_its_copy_before_any_plan_is_not_read_fro
         for n in (2, 3):
             ledger.save_states(DEST, None, [state(k, n) for k in KEYS[:3]])
         assert read_both(ledger, DEST)[0]["a@x.io"].fields == {"N": 3}  # the copy, at revision 3
+    shutil.copytree(folder, tmp_path / "copy-at-3")
     for saves in (2, 3):  # up to the copy's revision (3), and past it (4)
         shutil.copy(backup, path)  # the older file back (revision 1)
+        shutil.rmtree(folder)  # (the copy at revision 3: the first case's restore gave the counter a new epoch)
+        shutil.copytree(tmp_path / "copy-at-3", folder)
         caplog.clear()
         with Ledger.connect(f"sqlite:///{path}", state_cache=folder) as ledger:
             for n in range(saves):
@@ -231,3 +234,93 @@ def test_the_configured_ledger_keeps_its_copy_on_this_host_on_either_backend(led
         parts = ledger.state_parts(DEST)
         assert parts.since is not None and parts.read == 1
         assert as_states(parts.merged()) == as_states(ledger.state_table(DEST, cached=False))
+
+
+def _backup(url: str) -> Callable[[], None]:
+    """A backup of the ledger's pushed state taken now; calling the result restores it (what a pg_dump and its
+    restore, or a copy of the SQLite file put back, do to these tables)."""
+    from sync.ledger.db import build_engine, parse_url
+    from sync.ledger.schema import pushed_state, state_revisions
+
+    tables = (state_revisions, pushed_state)
+    engine = build_engine(parse_url(url))
+    try:
+        with engine.connect() as conn:
+            saved = [[row._asdict() for row in conn.execute(t.select())] for t in tables]
+    finally:
+        engine.dispose()
+
+    def restore() -> None:
+        engine = build_engine(parse_url(url))
+        try:
+            with engine.begin() as conn:
+                for table, rows in zip(tables, saved):
+                    conn.execute(table.delete())
+                    conn.execute(table.insert(), rows)
+        finally:
+            engine.dispose()
+
+    return restore
+
+
+@pytest.mark.parametrize("first", ["save", "read"])
+def test_a_restored_ledger_shared_by_two_hosts_is_read_in_full_on_both(ledger_url: str, tmp_path: Path, caplog,
+                                                                       first: str) -> None:
+    """Two hosts share one ledger (PostgreSQL: each keeps its copy beside its own order store), both with a copy
+    at revision 3. The ledger is restored from a backup at revision 1, and host A writes twice (a webhook
+    resync: the ledger at revision 3 again) or reads first: A finds its copy ahead and says so. Host B's copy is
+    of the undone history at the very revision the ledger now has: it must not pass for the state (before, B's
+    plan read B's copy, c@x.io with the tags and fields of a history the restore undid, and the rows A wrote were
+    not there). Whoever finds the restore gives the ledger's revision counter a new epoch: every host's copy is
+    then someone else's, read in full and kept again."""
+    hosts = {"A": tmp_path / "a.state-cache", "B": tmp_path / "b.state-cache"}
+    with Ledger.connect(ledger_url, state_cache=hosts["A"]) as a, Ledger.connect(ledger_url,
+                                                                                 state_cache=hosts["B"]) as b:
+        a.save_states(DEST, None, [state(k, 1) for k in KEYS[:3]])
+        restore = _backup(ledger_url)
+        for n in (2, 3):
+            b.save_states(DEST, None, [state(k, n) for k in KEYS[:3]])
+        for host in (a, b):
+            assert read_both(host, DEST)[0]["c@x.io"].fields == {"N": 3}  # each host's copy, at revision 3
+    restore()
+    caplog.clear()
+    with Ledger.connect(ledger_url, state_cache=hosts["A"]) as a:
+        if first == "read":
+            assert read_both(a, DEST)[0]["c@x.io"].fields == {"N": 1}
+        for n in (7, 8):
+            a.save_states(DEST, None, [state(KEYS[0], n)])
+        assert a.state_revision(DEST) == 3
+    assert "behind its cached copy (revision 3)" in caplog.text and "--full-refresh" in caplog.text
+    with Ledger.connect(ledger_url, state_cache=hosts["B"]) as b:
+        through_cache, full = read_both(b, DEST)
+        assert full["c@x.io"].fields == {"N": 1} and full["a@x.io"].fields == {"N": 8}
+        assert through_cache == full
+        b.save_states(DEST, None, [state(KEYS[1], 9)])
+        parts = b.state_parts(DEST)  # B's copy kept again, of the new epoch: a plan reads what changed only
+        assert parts.since == 3 and parts.read == 1
+        assert as_states(parts.merged()) == as_states(b.state_table(DEST, cached=False))
+
+
+def test_a_ledger_restored_under_a_running_process_is_found_by_its_next_save(ledger_url: str, tmp_path: Path,
+                                                                            caplog) -> None:
+    """A worker keeps running while its ledger is restored from a backup (its copy was checked at its first save,
+    once a process): its next save is given a revision below one it was given before. It says so and gives the
+    counter a new epoch, so host B's copy of the undone history, at the revision the ledger reaches again, is
+    not used."""
+    hosts = {"A": tmp_path / "a.state-cache", "B": tmp_path / "b.state-cache"}
+    with Ledger.connect(ledger_url, state_cache=hosts["A"]) as a:
+        a.save_states(DEST, None, [state(k, 1) for k in KEYS[:3]])
+        restore = _backup(ledger_url)
+        with Ledger.connect(ledger_url, state_cache=hosts["B"]) as b:
+            b.save_states(DEST, None, [state(k, 2) for k in KEYS[:3]])
+            assert read_both(b, DEST)[0]["c@x.io"].fields == {"N": 2}  # B's copy, at revision 2
+        a.save_states(DEST, None, [state(KEYS[1], 3)])  # revision 3: A was given 1 and 3
+        restore()
+        caplog.clear()
+        for n in (7, 8):
+            a.save_states(DEST, None, [state(KEYS[0], n)])
+        assert a.state_revision(DEST) == 3
+        assert "behind the revision 3 this process wrote" in caplog.text and "--full-refresh" in caplog.text
+    with Ledger.connect(ledger_url, state_cache=hosts["B"]) as b:
+        through_cache, full = read_both(b, DEST)
+        assert full["c@x.io"].fields == {"N": 1} and through_cache == full

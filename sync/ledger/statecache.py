@@ -10,8 +10,9 @@ A copy is one Arrow IPC file per destination (memory-mapped when read), named by
 in a folder beside a SQLite ledger (``<ledger file>.state-cache/``). It records the destination, the
 revision it was read at and the *epoch* of the destination's revision counter (random, made when the counter
 starts: another ledger, or this one's counter started again, has another). It is used only when all three
-match and the ledger's revision has not gone back (a ledger restored from an older copy); anything else, or a
-file that does not read, means the full read. Deleting the folder is always safe.
+match and the ledger's revision has not gone back (a ledger restored from an older copy: the counter then gets a
+new epoch, :mod:`sync.ledger.revisions`); anything else, or a file that does not read, means the full read.
+Deleting the folder is always safe.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ class StateCache:
         self.folder = folder
         self._writes: dict[Path, threading.Thread] = {}  # a copy being written, by file
         self._guard = threading.Lock()
+        #: destination → the ledger's counter that a read found behind its copy (a restore: the ledger's
+        #: :class:`~sync.ledger.revisions.Revisions` gives it a new epoch)
+        self.behind: dict[str, Counter] = {}
 
     def wait(self) -> None:
         """Until every copy being written is written (closing the ledger waits for them)."""
@@ -75,6 +79,7 @@ class StateCache:
             revision = int(reader.schema.metadata[b"revision"])
             if revision > counter.revision:
                 _went_back(destination, counter, revision)
+                self.behind[destination] = counter
                 return None
             return reader.read_all().replace_schema_metadata(None), revision
         except (OSError, ValueError, pa.ArrowException) as exc:
@@ -240,6 +245,11 @@ class WrittenRevisions:
             if len(noted) >= self.LIMIT:
                 noted.clear()
             noted[revision] = rows
+
+    def drop(self, destination: str) -> None:
+        """Forget ``destination``'s revisions (its counter has a new epoch: they are of another history)."""
+        with self._lock:
+            self._noted.pop(destination, None)
 
     def rows_at_most(self, destination: str, since: int, revision: int) -> int | None:
         """At most how many rows carry a revision after ``since`` (up to ``revision``), when every revision

@@ -1,0 +1,104 @@
+"""Each destination's revision counter (``state_revisions``), and a ledger restored from a backup found and told.
+
+Every save or forget of a destination's pushed state bumps its revision; the plans' cached copies
+(:mod:`sync.ledger.statecache`) name the counter's *epoch* and the revision they were read at. A ledger restored
+from an older backup (a SQLite file put back, a PostgreSQL dump restored) goes back to an older revision of the
+same epoch, and the revisions written after the restore are numbered again: a copy of the undone history at one
+of those numbers would pass for the state. It is found by whoever sees the ledger behind what it saw before: a
+cached copy on this host ahead of the ledger (at a plan's read, or at the first save of a process), or a revision
+this ledger object itself was given by a save. Whoever finds it gives the counter a new epoch, in the ledger, so
+every copy kept before, on every host sharing the ledger (each PostgreSQL host keeps its own beside its order
+store), is someone else's from then on and read in full, the same way for both engines; and it says so (a warning:
+run ``rfmsync sync --full-refresh`` once, docs/ledger.md#restored-ledger). A restore that nobody sees (no copy
+ahead of it anywhere, no process that saw a later revision) needs nothing: no copy is of the undone history.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select, update
+
+from .schema import state_revisions
+from .statecache import Counter
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from .db import LedgerDB
+    from .statecache import StateCache, WrittenRevisions
+
+log = logging.getLogger("sync.ledger.statecache")
+
+
+class Revisions:
+    """The revision counters, a part of :class:`~sync.ledger.state.PushedStates`."""
+
+    _db: "LedgerDB"
+    _cache: "StateCache | None"
+    _written: "WrittenRevisions"
+
+    def _init_revisions(self) -> None:
+        self._checked: set[str] = set()  # the destinations whose cached copy a first save checked
+        self._given: dict[str, Counter] = {}  # destination → the latest revision a save of this object was given
+
+    def state_revision(self, destination: str) -> int:
+        """Counter bumped by every save/forget that changed ``destination``'s state (0 if never)."""
+        with self._db.read() as conn:
+            value = conn.execute(select(state_revisions.c.revision).where(
+                state_revisions.c.destination == destination)).scalar()
+        return int(value or 0)
+
+    def _counter(self, conn: "Connection", destination: str) -> Counter:
+        row = conn.execute(select(state_revisions.c.revision, state_revisions.c.epoch).where(
+            state_revisions.c.destination == destination)).first()
+        return Counter(0, None) if row is None else Counter(int(row.revision), row.epoch)
+
+    def _bump_revision(self, conn: "Connection", destination: str) -> int:
+        """The destination's next revision (a new counter gets a random epoch). Taken before the rows are
+        written, so on PostgreSQL concurrent writers of one destination commit in revision order. A ledger found
+        restored (a copy on this host ahead of it, checked at a process's first save; or a revision this object
+        was given before not behind this one) gets a new epoch in the same transaction."""
+        ins = self._db.insert(state_revisions).values(destination=destination, revision=1, epoch=uuid.uuid4().hex)
+        revision, epoch = conn.execute(ins.on_conflict_do_update(
+            index_elements=[state_revisions.c.destination], set_={"revision": state_revisions.c.revision + 1}
+        ).returning(state_revisions.c.revision, state_revisions.c.epoch)).one()
+        before, given = Counter(int(revision) - 1, epoch), self._given.get(destination)
+        restored = False
+        if self._cache is not None and destination not in self._checked:  # once a process: a copy ahead of the
+            self._checked.add(destination)  # ledger is of a history a restore undid (statecache.drop_if_ahead)
+            restored = self._cache.drop_if_ahead(destination, before)
+        if given is not None and given.epoch == epoch and given.revision > before.revision:
+            log.warning("ledger: the pushed state of destination %r is at revision %d, behind the revision %d this "
+                        "process wrote: the ledger was restored from an older copy? What rfmsync pushed after that "
+                        "copy is not in it; run 'rfmsync sync --full-refresh' once (docs/ledger.md#restored-ledger)",
+                        destination, before.revision, given.revision)
+            restored = True
+        if restored:
+            epoch = self._new_epoch(conn, destination, before)
+        self._given[destination] = Counter(int(revision), epoch)
+        return int(revision)
+
+    def _restore_found(self, destination: str) -> None:
+        """After a read: a copy on this host was found ahead of the ledger (:meth:`StateCache.load`): the
+        counter gets a new epoch, so no host's copy of the undone history is used (a write of its own)."""
+        counter = self._cache.behind.pop(destination, None) if self._cache is not None else None
+        if counter is not None:
+            with self._db.write() as conn:
+                self._new_epoch(conn, destination, counter)
+
+    def _new_epoch(self, conn: "Connection", destination: str, counter: Counter) -> str | None:
+        """Give ``destination``'s counter a new epoch, unless another process did since ``counter`` was read (its
+        epoch then stands). The epoch the counter has now."""
+        epoch = uuid.uuid4().hex
+        if conn.execute(update(state_revisions).where(state_revisions.c.destination == destination,
+                                                      state_revisions.c.epoch == counter.epoch)
+                        .values(epoch=epoch)).rowcount:
+            self._written.drop(destination)  # (the rows its revisions wrote: another history's)
+            if self._cache is not None:
+                self._cache.drop(destination)
+            return epoch
+        return conn.execute(select(state_revisions.c.epoch).where(
+            state_revisions.c.destination == destination)).scalar()
