@@ -133,6 +133,31 @@ def test_a_ledger_another_process_keeps_write_locked_still_opens_and_reads(tmp_p
         shell.close()
 
 
+def test_a_sqlite_urls_timeout_is_the_ledgers_busy_timeout(tmp_path: Path) -> None:
+    """``?timeout=SECONDS`` in a SQLite ledger URL (the Python driver's own parameter, the one SQLAlchemy documents)
+    is how long a write waits for another process's write lock (a long first sync's save, a backup tool, a
+    ``sqlite3`` shell left in a transaction), and the error names it. Before, the ledger's own PRAGMA set 30 s
+    whatever the URL said: a user who raised it around a nightly backup still got exit 75 after 30 s, one who
+    lowered it waited 30 s. A timeout that is not a number of seconds is a config error naming it."""
+    path = _ledger_file(tmp_path)
+    with Ledger.connect(f"sqlite:///{path}?timeout=120") as led:
+        led.set_cursor("shop", "orders", "2025-02-28")
+        with led._engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 120_000
+    shell = sqlite3.connect(path, isolation_level=None)
+    try:
+        shell.execute("BEGIN EXCLUSIVE")
+        with Ledger.connect(f"sqlite:///{path}?timeout=0.2") as led:
+            with pytest.raises(LedgerError, match=r"longer than the busy timeout \(0\.2 s\)") as caught:
+                led.set_cursor("shop", "orders", "2025-03-01")
+            assert exit_code(caught.value) == 75
+    finally:
+        shell.close()
+    for bad in ("soon", "-1", "inf"):
+        with pytest.raises(ConfigError, match=rf"ledger URL: timeout={bad} is not a number of seconds"):
+            Ledger.connect(f"sqlite:///{path}?timeout={bad}")
+
+
 def test_a_database_holding_tables_of_the_ledgers_names_but_no_schema_version_is_left_as_it_was(
         ledger_url: str) -> None:
     """PostgreSQL too: another program's ``runs`` table in the schema is not taken for the ledger's (the first
