@@ -158,6 +158,16 @@ def test_a_sqlite_urls_timeout_is_the_ledgers_busy_timeout(tmp_path: Path) -> No
             Ledger.connect(f"sqlite:///{path}?timeout={bad}")
 
 
+@pytest.mark.parametrize("url", ["postgresql+psycopg://rfm:pg@db.example:5x32/rfm",
+                                 "postgresql+psycopg://rfm:pg@[::1/rfm"])
+def test_a_ledger_url_whose_port_is_not_a_number_is_a_config_error(url: str) -> None:
+    """A port mistyped (``5x32``, an IPv6 address left unclosed) was an internal error (exit 1, "invalid literal
+    for int()"): it is a config error saying what is wrong, exit 2, the password nowhere."""
+    with pytest.raises(ConfigError, match=r"ledger URL is not a database URL \(its port is not a number\)") as err:
+        Ledger.connect(url)
+    assert exit_code(err.value) == 2 and ":pg@" not in str(err.value)
+
+
 def test_a_database_holding_tables_of_the_ledgers_names_but_no_schema_version_is_left_as_it_was(
         ledger_url: str) -> None:
     """PostgreSQL too: another program's ``runs`` table in the schema is not taken for the ledger's (the first

@@ -69,10 +69,11 @@ def parse_url(url: str) -> URL:
     """Parse and normalise a ledger URL; only SQLite and PostgreSQL (psycopg 3) are supported."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number (5x32, an IPv6 unclosed)
+        port = " (its port is not a number)" if isinstance(exc, ValueError) else ""
         raise ConfigError(
-            "ledger URL is not a database URL (expected sqlite:///path/rfmsync.db "
-            "or postgresql+psycopg://user:password@host/db)"
+            f"ledger URL is not a database URL{port} (expected sqlite:///path/rfmsync.db "
+            "or postgresql+psycopg://user:password@host:5432/db)"
         ) from None
     if "@" in (parsed.host or ""):  # "user:p@ss@host": the rest of the password would be shown as the host
         raise ConfigError("ledger URL: '@' in the user name or password must be written %40 "
