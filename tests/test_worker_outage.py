@@ -100,6 +100,31 @@ def test_an_esp_outage_does_not_spend_the_events_attempts_and_honours_retry_afte
         assert "Winback" not in mailchimp_fake.tags_of(email)
 
 
+def test_an_answer_not_believed_while_the_esp_is_down_spends_no_attempt(shop, mailchimp_fake, monkeypatch):
+    """A proxy answers the audience's read with a 200 maintenance page (HTML: an answer not believed, which says
+    nothing about the events) at every claim, more often than max_attempts: the event waits uncounted with the
+    worker's back-off, as for a 5xx, and goes through when Mailchimp answers again. Before, each such claim spent
+    the event's attempt (a lone failure "of its own"), and the second marked it failed; in a bisection, a garbage
+    200 of one event alone also counted as "another event settled", so the other's 5xx was taken for its own."""
+    monkeypatch.setenv("RFMSYNC_HTTP_MAX_ATTEMPTS", "1")
+    cfg, settings = load_config(shop), load_settings()
+    ticks = Ticks()
+    with open_ledger(cfg, settings) as ledger:
+        email, cid = churned_contact(ledger)
+        queue_order(ledger, "W-2", cid)
+        worker = Worker(cfg, ledger, settings, as_of=lambda: AS_OF, clock=ticks, max_attempts=2)
+        for _ in range(4):
+            mailchimp_fake.answer_raw(b"<html><h1>Down for maintenance</h1></html>", method="GET",
+                                      path=r"^/lists/aud1$")
+            assert worker.process_batch() == 0
+            assert worker.backing_off() > 0  # the worker's back-off, as for an outage
+            ticks.now += worker.backing_off()
+        assert ledger.event_counts()["failed"] == 0 and _attempts(ledger) == {"W-2": 0}
+        assert worker.metrics.events["failed"] == 0
+        assert worker.drain() == 1
+        assert "Winback" not in mailchimp_fake.tags_of(email)
+
+
 def test_a_retry_after_up_to_30_minutes_and_none_at_all_back_off_within_bounds(tmp_path, caplog):
     """A vendor's Retry-After is honoured up to 30 minutes: a resync is every destination's and the CRM's, so
     SendGrid's day-long 429 does not hold the others' events into the 6 h give-up (before: the worker claimed

@@ -18,6 +18,7 @@ from connectors.errors import ConfigError as SourceConfigError
 from connectors.secrets import redact
 from connectors.records import Consent, Contact, Order, OrderStatus
 
+from ..destinations.answers import BadAnswer
 from ..errors import ConfigError, DestinationConfigError, LedgerError, LockLostError, RunStopped
 from ..ledger import Event
 from .resync import ResyncReport
@@ -35,9 +36,12 @@ def retry_later(exc: BaseException) -> bool:
     (:class:`LockLostError`), the worker stopping in the middle of a batch's bisection (:class:`RunStopped`), or
     settings the resync cannot work with (:data:`CONFIG_ERRORS`: a key rejected or rotated, an audience missing:
     no event is at fault, so none spends an attempt; the batch waits with the back-off for the config to be
-    fixed, up to the give-up). The batch waits, uncounted (but see :data:`PROBE_AFTER`: a 5xx one event causes)."""
+    fixed, up to the give-up), or an ESP's 2xx answer not believed (:class:`BadAnswer`, a proxy's maintenance page:
+    one that fails a resync is a read's, which says nothing about the events; a write's fails its items instead,
+    recorded as failures, and the resync goes through). The batch waits, uncounted (but see :data:`PROBE_AFTER`:
+    a 5xx one event causes)."""
     return transient(exc) or isinstance(exc, (LedgerError, LockLostError, RunStopped, duckdb.IOException,
-                                              *CONFIG_ERRORS))
+                                              BadAnswer, *CONFIG_ERRORS))
 
 
 #: 5xx-like failures in a row (the back-off at 20 s and more) after which a batch failing so is bisected (a poison
