@@ -452,6 +452,13 @@ def test_cron_in_the_shop_timezone_and_every_aligned_to_the_epoch_the_earlier_wi
     ("America/New_York", "@hourly", datetime(2026, 11, 1, 5, 30), ["11-01 01:00", "11-01 02:00"]),
     # the clocks go forward at 02:00: 02:30 does not exist that night and fires at 03:00, once
     ("Europe/Berlin", "30 2 * * *", datetime(2026, 3, 28, 12, 0), ["03-29 03:00", "03-30 02:30"]),
+    # Lord Howe's clocks go back by 30 minutes (02:00 → 01:30): a wildcard job whose next time after the first
+    # pass is 02:00 runs through the second pass too; croniter alone went from 01:56 to 02:00, skipping 01:35 to
+    # 01:56 of the second pass (every 25 minutes: 01:50, 35 minutes without a sync)
+    ("Australia/Lord_Howe", "*/7 * * * *", datetime(2026, 4, 4, 14, 50),
+     ["04-05 01:56", "04-05 01:35", "04-05 01:42", "04-05 01:49", "04-05 01:56", "04-05 02:00"]),
+    ("Australia/Lord_Howe", "*/25 * * * *", datetime(2026, 4, 4, 14, 45),
+     ["04-05 01:50", "04-05 01:50", "04-05 02:00"]),
 ])
 def test_a_cron_fires_once_per_local_time_across_daylight_saving_changes(zone, cron, start, local_fires):
     from sync.config import ScheduleConfig

@@ -113,5 +113,24 @@ class Schedule:
         fire = now
         while True:
             fire = croniter(self.cron, fire.astimezone(zone)).get_next(datetime).astimezone(timezone.utc)
-            if not (fire.astimezone(zone).fold and self.once_per_wall_time):
+            if not self.once_per_wall_time:
+                return self._second_pass(now, fire, zone)
+            if not fire.astimezone(zone).fold:
                 return fire
+
+    def _second_pass(self, now: datetime, fire: datetime, zone: ZoneInfo) -> datetime:
+        """A wildcard job's first time after ``now``, given croniter's ``fire``: when the clocks went back in
+        between (less wall time passed than real time), croniter may have stepped over the repeated times' second
+        pass (Lord Howe's clocks go back by 30 minutes, 02:00 → 01:30: from 01:56 its next ``*/7`` time was 02:00,
+        not the second pass's 01:35), so those minutes are looked at one by one (one night a year)."""
+        from croniter import croniter
+
+        start, end = now.astimezone(zone), fire.astimezone(zone)
+        if end.replace(tzinfo=None) - start.replace(tzinfo=None) >= fire - now:  # no clock went back in between
+            return fire
+        at = now.astimezone(timezone.utc).replace(second=0, microsecond=0) + timedelta(minutes=1)
+        while at < fire:
+            if croniter.match(self.cron, at.astimezone(zone)):
+                return at
+            at += timedelta(minutes=1)
+        return fire
