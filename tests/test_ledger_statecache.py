@@ -304,7 +304,7 @@ def test_a_restored_ledger_shared_by_two_hosts_is_read_in_full_on_both(ledger_ur
 def test_a_ledger_restored_under_a_running_process_is_found_by_its_next_save(ledger_url: str, tmp_path: Path,
                                                                             caplog) -> None:
     """A worker keeps running while its ledger is restored from a backup (its copy was checked at its first save,
-    once a process): its next save is given a revision below one it was given before. It says so and gives the
+    once a process): its next save finds the counter below the one its earlier save found. It says so and gives the
     counter a new epoch, so host B's copy of the undone history, at the revision the ledger reaches again, is
     not used."""
     hosts = {"A": tmp_path / "a.state-cache", "B": tmp_path / "b.state-cache"}
@@ -314,13 +314,29 @@ def test_a_ledger_restored_under_a_running_process_is_found_by_its_next_save(led
         with Ledger.connect(ledger_url, state_cache=hosts["B"]) as b:
             b.save_states(DEST, None, [state(k, 2) for k in KEYS[:3]])
             assert read_both(b, DEST)[0]["c@x.io"].fields == {"N": 2}  # B's copy, at revision 2
-        a.save_states(DEST, None, [state(KEYS[1], 3)])  # revision 3: A was given 1 and 3
+        a.save_states(DEST, None, [state(KEYS[1], 3)])  # revision 3: A found the counter at 2
         restore()
         caplog.clear()
         for n in (7, 8):
             a.save_states(DEST, None, [state(KEYS[0], n)])
         assert a.state_revision(DEST) == 3
-        assert "behind the revision 3 this process wrote" in caplog.text and "--full-refresh" in caplog.text
+        assert "behind the revision 2 this process found before" in caplog.text and "--full-refresh" in caplog.text
     with Ledger.connect(ledger_url, state_cache=hosts["B"]) as b:
         through_cache, full = read_both(b, DEST)
         assert full["c@x.io"].fields == {"N": 1} and through_cache == full
+
+
+def test_a_save_rolled_back_is_no_restore(ledger_url: str, tmp_path: Path, caplog) -> None:
+    """A save that fails inside its transaction, after its revision was taken (here a run that does not exist)
+    gives its revision back: the next save is given the same number again, which is no restore (no warning, no new
+    epoch: every host's copy kept)."""
+    with Ledger.connect(ledger_url, state_cache=tmp_path / "a") as a:
+        a.save_states(DEST, None, [state(k, 1) for k in KEYS[:3]])
+        assert read_both(a, DEST)[0]["a@x.io"].fields == {"N": 1}  # the copy, at revision 1
+        caplog.clear()
+        with pytest.raises(Exception, match="999"):  # (SQLite: a ValueError; PostgreSQL's COPY: psycopg's own)
+            a.save_states(DEST, 999, [state(KEYS[0], 5)])
+        a.save_states(DEST, None, [state(KEYS[0], 2)])
+        assert a.state_revision(DEST) == 2 and "behind" not in caplog.text
+        parts = a.state_parts(DEST)
+        assert parts.since == 1 and parts.read == 1  # the copy still used: only the row written since

@@ -5,8 +5,8 @@ Every save or forget of a destination's pushed state bumps its revision; the pla
 from an older backup (a SQLite file put back, a PostgreSQL dump restored) goes back to an older revision of the
 same epoch, and the revisions written after the restore are numbered again: a copy of the undone history at one
 of those numbers would pass for the state. It is found by whoever sees the ledger behind what it saw before: a
-cached copy on this host ahead of the ledger (at a plan's read, or at the first save of a process), or a revision
-this ledger object itself was given by a save. Whoever finds it gives the counter a new epoch, in the ledger, so
+cached copy on this host ahead of the ledger (at a plan's read, or at the first save of a process), or a counter
+behind the one this ledger object's own earlier save found. Whoever finds it gives the counter a new epoch, in the ledger, so
 every copy kept before, on every host sharing the ledger (each PostgreSQL host keeps its own beside its order
 store), is someone else's from then on and read in full, the same way for both engines; and it says so (a warning:
 run ``rfmsync sync --full-refresh`` once, docs/ledger.md#restored-ledger). A restore that nobody sees (no copy
@@ -42,7 +42,9 @@ class Revisions:
 
     def _init_revisions(self) -> None:
         self._checked: set[str] = set()  # the destinations whose cached copy a first save checked
-        self._given: dict[str, Counter] = {}  # destination → the latest revision a save of this object was given
+        #: destination → the ledger's revision (committed: the counter as a save of this object found it, before it
+        #: took the next; a save rolled back gives its own number back) at this object's latest save
+        self._seen: dict[str, Counter] = {}
 
     def state_revision(self, destination: str) -> int:
         """Counter bumped by every save/forget that changed ``destination``'s state (0 if never)."""
@@ -59,26 +61,26 @@ class Revisions:
     def _bump_revision(self, conn: "Connection", destination: str) -> int:
         """The destination's next revision (a new counter gets a random epoch). Taken before the rows are
         written, so on PostgreSQL concurrent writers of one destination commit in revision order. A ledger found
-        restored (a copy on this host ahead of it, checked at a process's first save; or a revision this object
-        was given before not behind this one) gets a new epoch in the same transaction."""
+        restored (a copy on this host ahead of it, checked at a process's first save; or a counter behind the
+        one an earlier save of this object found) gets a new epoch in the same transaction."""
         ins = self._db.insert(state_revisions).values(destination=destination, revision=1, epoch=uuid.uuid4().hex)
         revision, epoch = conn.execute(ins.on_conflict_do_update(
             index_elements=[state_revisions.c.destination], set_={"revision": state_revisions.c.revision + 1}
         ).returning(state_revisions.c.revision, state_revisions.c.epoch)).one()
-        before, given = Counter(int(revision) - 1, epoch), self._given.get(destination)
+        before, seen = Counter(int(revision) - 1, epoch), self._seen.get(destination)
         restored = False
         if self._cache is not None and destination not in self._checked:  # once a process: a copy ahead of the
             self._checked.add(destination)  # ledger is of a history a restore undid (statecache.drop_if_ahead)
             restored = self._cache.drop_if_ahead(destination, before)
-        if given is not None and given.epoch == epoch and given.revision > before.revision:
+        if seen is not None and seen.epoch == epoch and seen.revision > before.revision:
             log.warning("ledger: the pushed state of destination %r is at revision %d, behind the revision %d this "
-                        "process wrote: the ledger was restored from an older copy? What rfmsync pushed after that "
-                        "copy is not in it; run 'rfmsync sync --full-refresh' once (docs/ledger.md#restored-ledger)",
-                        destination, before.revision, given.revision)
+                        "process found before: the ledger was restored from an older copy? What rfmsync pushed "
+                        "after that copy is not in it; run 'rfmsync sync --full-refresh' once "
+                        "(docs/ledger.md#restored-ledger)", destination, before.revision, seen.revision)
             restored = True
         if restored:
             epoch = self._new_epoch(conn, destination, before)
-        self._given[destination] = Counter(int(revision), epoch)
+        self._seen[destination] = Counter(before.revision, epoch)
         return int(revision)
 
     def _restore_found(self, destination: str) -> None:
