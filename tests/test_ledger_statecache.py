@@ -340,3 +340,19 @@ def test_a_save_rolled_back_is_no_restore(ledger_url: str, tmp_path: Path, caplo
         assert a.state_revision(DEST) == 2 and "behind" not in caplog.text
         parts = a.state_parts(DEST)
         assert parts.since == 1 and parts.read == 1  # the copy still used: only the row written since
+
+
+def test_a_restore_found_by_a_read_only_ledger_is_read_in_full_and_not_written(tmp_path: Path, caplog) -> None:
+    """A plan on a ledger it may only read (a URI with mode=ro): the restore found, it cannot give the counter a
+    new epoch, and says so; the plan reads the state in full as before, and nothing fails."""
+    path, folder = tmp_path / "rfmsync.db", tmp_path / "cache"
+    with Ledger.connect(f"sqlite:///{path}", state_cache=folder) as ledger:
+        ledger.save_states(DEST, None, [state(k, 1) for k in KEYS[:3]])
+        restore = _backup(f"sqlite:///{path}")
+        ledger.save_states(DEST, None, [state(k, 2) for k in KEYS[:3]])
+        read_both(ledger, DEST)  # the copy, at revision 2
+    restore()
+    with Ledger.connect(f"sqlite:///file:{path}?mode=ro&uri=true", state_cache=folder) as ledger:
+        through_cache, full = read_both(ledger, DEST)
+        assert through_cache == full and full["a@x.io"].fields == {"N": 1}
+    assert "behind its cached copy (revision 2)" in caplog.text and "could not give destination" in caplog.text

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
 
+from ..errors import LedgerError
 from .schema import state_revisions
 from .statecache import Counter
 
@@ -87,9 +88,14 @@ class Revisions:
         """After a read: a copy on this host was found ahead of the ledger (:meth:`StateCache.load`): the
         counter gets a new epoch, so no host's copy of the undone history is used (a write of its own)."""
         counter = self._cache.behind.pop(destination, None) if self._cache is not None else None
-        if counter is not None:
+        if counter is None:
+            return
+        try:
             with self._db.write() as conn:
                 self._new_epoch(conn, destination, counter)
+        except LedgerError as exc:  # a ledger this process only reads (mode=ro, a standby): the read stands
+            log.warning("ledger: could not give destination %r's revision counter a new epoch (%s): other hosts' "
+                        "copies are checked by their own reads", destination, exc)
 
     def _new_epoch(self, conn: "Connection", destination: str, counter: Counter) -> str | None:
         """Give ``destination``'s counter a new epoch, unless another process did since ``counter`` was read (its
