@@ -158,6 +158,19 @@ def test_a_sqlite_urls_timeout_is_the_ledgers_busy_timeout(tmp_path: Path) -> No
             Ledger.connect(f"sqlite:///{path}?timeout={bad}")
 
 
+def test_a_sqlite_timeout_past_sqlites_longest_is_refused_not_made_none(tmp_path: Path) -> None:
+    """SQLite's busy timeout is milliseconds in a C int: ``?timeout=3000000`` (past 2³¹ ms) became a busy timeout
+    of 0, every write failing at once on a lock. It is a config error naming the limit; the longest one stands."""
+    path = tmp_path / "rfmsync.db"
+    with Ledger.connect(f"sqlite:///{path}?timeout=2147483") as led:
+        with led._engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 2_147_483_000
+    for big in ("2147484", "3000000"):
+        with pytest.raises(ConfigError, match=rf"timeout={big} is more than SQLite's longest busy timeout, "
+                                              r"2147483 seconds"):
+            Ledger.connect(f"sqlite:///{path}?timeout={big}")
+
+
 @pytest.mark.parametrize("url", ["postgresql+psycopg://rfm:pg@db.example:5x32/rfm",
                                  "postgresql+psycopg://rfm:pg@[::1/rfm"])
 def test_a_ledger_url_whose_port_is_not_a_number_is_a_config_error(url: str) -> None:

@@ -20,13 +20,15 @@ from .schema import MIGRATIONS
 #: SQLite's busy timeout on every ledger connection (:func:`sync.ledger.db.build_engine`), named in its failure,
 #: unless the URL's ``timeout`` (seconds) sets another (:func:`busy_timeout_ms`)
 BUSY_TIMEOUT_MS = 30_000
+#: the longest busy timeout SQLite takes (milliseconds in a C int, 2³¹ − 1): a longer one would wrap to none at all
+BUSY_TIMEOUT_MAX_MS = 2**31 - 1
 
 
 def busy_timeout_ms(url: URL) -> int:
     """How long a write to this SQLite ledger waits for another process's write lock, in milliseconds: the URL's
     ``timeout`` in seconds (``sqlite:///rfmsync.db?timeout=120``: the Python driver's own parameter, which the
     ledger's PRAGMA used to override), else :data:`BUSY_TIMEOUT_MS`. A value that is not a number of seconds (0
-    or more) is a config error."""
+    or more), or is past :data:`BUSY_TIMEOUT_MAX_MS` (2147483 s), is a config error."""
     value = url.query.get("timeout")
     if value is None:
         return BUSY_TIMEOUT_MS
@@ -38,6 +40,9 @@ def busy_timeout_ms(url: URL) -> int:
     if not 0 <= seconds < 10**9:  # (NaN, negative, infinite: no)
         raise ConfigError(f"ledger URL: timeout={text} is not a number of seconds (how long a write waits for "
                           "another process's write lock; default 30)")
+    if round(seconds * 1000) > BUSY_TIMEOUT_MAX_MS:  # SQLite's busy timeout is a C int: past it, it became 0
+        raise ConfigError(f"ledger URL: timeout={text} is more than SQLite's longest busy timeout, "
+                          f"{BUSY_TIMEOUT_MAX_MS // 1000} seconds (about 24 days)")
     return round(seconds * 1000)
 
 
