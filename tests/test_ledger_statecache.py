@@ -356,3 +356,35 @@ def test_a_restore_found_by_a_read_only_ledger_is_read_in_full_and_not_written(t
         through_cache, full = read_both(ledger, DEST)
         assert through_cache == full and full["a@x.io"].fields == {"N": 1}
     assert "behind its cached copy (revision 2)" in caplog.text and "could not give destination" in caplog.text
+
+
+def test_a_save_committed_during_another_plans_read_is_no_restore(ledger_url: str, tmp_path: Path, caplog) -> None:
+    """Two processes share a ledger and one cache folder. Plan B reads the counter (revision 1) in its snapshot;
+    before B opens the copy, process A commits a save (revision 2) and A's plan keeps its copy at 2. B finds the
+    copy ahead of its snapshot, but the counter, read again, has reached it in the same epoch: a concurrent
+    writer, not a restore. No warning, no new epoch (before: "restored?" told, and every host's next plan read the
+    state in full); B's plan is its snapshot's state, and the copy stays in use."""
+    folder = tmp_path / "cache"
+    with Ledger.connect(ledger_url, state_cache=folder) as a, Ledger.connect(ledger_url, state_cache=folder) as b:
+        a.save_states(DEST, None, [state(k, 1) for k in KEYS[:3]])
+        a.state_parts(DEST)
+        a.state.close()  # A's copy at revision 1, written
+        load = b.state._cache.load
+
+        def a_lands_between(destination, counter):  # between B's counter read and its opening of the copy
+            a.save_states(DEST, None, [state(KEYS[0], 2)])
+            a.state_parts(DEST)
+            a.state.close()  # A's plan keeps its copy at revision 2
+            return load(destination, counter)
+
+        b.state._cache.load = a_lands_between
+        caplog.clear()
+        parts = b.state_parts(DEST)
+        b.state._cache.load = load
+        assert as_states(parts.merged())["a@x.io"].fields == {"N": 1}  # B's snapshot: before A's save
+        assert "behind" not in caplog.text and "restored" not in caplog.text
+        assert b.state_revision(DEST) == 2
+        b.state.close()  # (B's plan keeps its own copy, at its snapshot's revision 1)
+        parts = a.state_parts(DEST)
+        assert parts.since is not None  # a copy still of the ledger's epoch: read from it, not in full
+        assert as_states(parts.merged()) == as_states(a.state_table(DEST, cached=False))

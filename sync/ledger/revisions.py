@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 
 from ..errors import LedgerError
 from .schema import state_revisions
-from .statecache import Counter
+from .statecache import Counter, went_back
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -85,17 +85,36 @@ class Revisions:
         return int(revision)
 
     def _restore_found(self, destination: str) -> None:
-        """After a read: a copy on this host was found ahead of the ledger (:meth:`StateCache.load`): the
-        counter gets a new epoch, so no host's copy of the undone history is used (a write of its own)."""
-        counter = self._cache.behind.pop(destination, None) if self._cache is not None else None
-        if counter is None:
+        """After a read: a copy on this host was found ahead of the ledger (:meth:`StateCache.load`). Unless the
+        counter, read again, has since reached the copy in the same epoch (another process's save committed
+        after the read's snapshot, and its plan kept the copy: no restore), the restore is told and the counter
+        gets a new epoch, so no host's copy of the undone history is used (a write of its own)."""
+        found = self._cache.behind.pop(destination, None) if self._cache is not None else None
+        if found is None:
             return
+        counter, copied = found
+        told = False
         try:
             with self._db.write() as conn:
+                if not self._still_behind(conn, destination, counter, copied):
+                    return
+                went_back(destination, counter, copied)
+                told = True
                 self._new_epoch(conn, destination, counter)
         except LedgerError as exc:  # a ledger this process only reads (mode=ro, a standby): the read stands
+            if not told:
+                with self._db.read() as conn:
+                    if not self._still_behind(conn, destination, counter, copied):
+                        return
+                went_back(destination, counter, copied)
             log.warning("ledger: could not give destination %r's revision counter a new epoch (%s): other hosts' "
                         "copies are checked by their own reads", destination, exc)
+
+    def _still_behind(self, conn: "Connection", destination: str, counter: Counter, copied: int) -> bool:
+        """Whether ``destination``'s counter, read now, is still of ``counter``'s epoch and behind the copy at
+        revision ``copied`` (else another process's save reached it, or another's read gave the new epoch)."""
+        now = self._counter(conn, destination)
+        return now.epoch == counter.epoch and now.revision < copied
 
     def _new_epoch(self, conn: "Connection", destination: str, counter: Counter) -> str | None:
         """Give ``destination``'s counter a new epoch, unless another process did since ``counter`` was read (its
