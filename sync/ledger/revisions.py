@@ -19,7 +19,7 @@ import logging
 import uuid
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 
 from ..errors import LedgerError
 from .schema import state_revisions
@@ -69,19 +69,19 @@ class Revisions:
             index_elements=[state_revisions.c.destination], set_={"revision": state_revisions.c.revision + 1}
         ).returning(state_revisions.c.revision, state_revisions.c.epoch)).one()
         before, seen = Counter(int(revision) - 1, epoch), self._seen.get(destination)
-        restored = False
+        past = 0  # a restore found: the highest revision seen of the undone history
         if self._cache is not None and destination not in self._checked:  # once a process: a copy ahead of the
             self._checked.add(destination)  # ledger is of a history a restore undid (statecache.drop_if_ahead)
-            restored = self._cache.drop_if_ahead(destination, before)
+            past = self._cache.drop_if_ahead(destination, before) or 0
         if seen is not None and seen.epoch == epoch and seen.revision > before.revision:
             log.warning("ledger: the pushed state of destination %r is at revision %d, behind the revision %d this "
                         "process found before: the ledger was restored from an older copy? What rfmsync pushed "
                         "after that copy is not in it; run 'rfmsync sync --full-refresh' once "
                         "(docs/ledger.md#restored-ledger)", destination, before.revision, seen.revision)
-            restored = True
-        if restored:
-            epoch = self._new_epoch(conn, destination, before)
-        self._seen[destination] = Counter(before.revision, epoch)
+            past = max(past, seen.revision + 1)  # (the revision that save took)
+        if past:
+            revision, epoch = self._new_epoch(conn, destination, before, past)
+        self._seen[destination] = Counter(int(revision) - 1, epoch)
         return int(revision)
 
     def _restore_found(self, destination: str) -> None:
@@ -100,7 +100,7 @@ class Revisions:
                     return
                 went_back(destination, counter, copied)
                 told = True
-                self._new_epoch(conn, destination, counter)
+                self._new_epoch(conn, destination, counter, copied)
         except LedgerError as exc:  # a ledger this process only reads (mode=ro, a standby): the read stands
             if not told:
                 with self._db.read() as conn:
@@ -116,16 +116,18 @@ class Revisions:
         now = self._counter(conn, destination)
         return now.epoch == counter.epoch and now.revision < copied
 
-    def _new_epoch(self, conn: "Connection", destination: str, counter: Counter) -> str | None:
-        """Give ``destination``'s counter a new epoch, unless another process did since ``counter`` was read (its
-        epoch then stands). The epoch the counter has now."""
-        epoch = uuid.uuid4().hex
+    def _new_epoch(self, conn: "Connection", destination: str, counter: Counter, past: int) -> tuple[int, str | None]:
+        """Give ``destination``'s counter a new epoch and a revision past ``past`` (the highest seen of the
+        history a restore undid, so a plan saved at one of its revisions never matches the ledger again: ``apply``
+        refuses it), unless another process did since ``counter`` was read (its counter then stands). The
+        counter's revision and epoch now."""
+        revision = state_revisions.c.revision
         if conn.execute(update(state_revisions).where(state_revisions.c.destination == destination,
                                                       state_revisions.c.epoch == counter.epoch)
-                        .values(epoch=epoch)).rowcount:
+                        .values(epoch=uuid.uuid4().hex,
+                                revision=case((revision > past, revision), else_=past + 1))).rowcount:
             self._written.drop(destination)  # (the rows its revisions wrote: another history's)
             if self._cache is not None:
                 self._cache.drop(destination)
-            return epoch
-        return conn.execute(select(state_revisions.c.epoch).where(
-            state_revisions.c.destination == destination)).scalar()
+        now = self._counter(conn, destination)
+        return now.revision, now.epoch
