@@ -70,13 +70,27 @@ def _url_password(secret: str) -> bool:
     return len(secret) > 2 and secret[0] == ":" and secret[-1] == "@"
 
 
-#: a database URL's password given as a query parameter, ``password=<password>`` (libpq's keyword) or
-#: ``sslpassword=`` (:func:`sync.settings.url_password`)
-_QUERY_PASSWORD = re.compile(r"(?:ssl)?password=.")
+#: the query parameters that give a database URL's password: ``password`` (libpq's keyword) and ``sslpassword``
+#: (a client key's passphrase)
+_PASSWORD_PARAM = r"(?:ssl)?password"
+#: such a parameter in a URL (or its ``?query``): its name and its value, as written, up to the parameter's end
+_QUERY_PASSWORD = re.compile(rf"(?<=[?&])({_PASSWORD_PARAM})=([^&#]*)")
+
+
+def query_passwords(url: str) -> list[tuple[str, str]]:
+    """(name, value as written) of each password a URL gives as a query parameter (``?password=pg``,
+    ``&sslpassword=``), those with a value; ``url`` may be the query alone, from its ``?``."""
+    return [(m[1], m[2]) for m in _QUERY_PASSWORD.finditer(url) if m[2]]
+
+
+def hide_query_passwords(url: str) -> str:
+    """``url`` with each password given as a query parameter shown as ``password=***``."""
+    return _QUERY_PASSWORD.sub(r"\1=***", url)
 
 
 def _query_password(secret: str) -> bool:
-    return _QUERY_PASSWORD.match(secret) is not None
+    """A query parameter's password as :func:`sync.settings.url_password` gives it, ``password=<password>``."""
+    return re.match(rf"{_PASSWORD_PARAM}=.", secret) is not None
 
 
 def _maskable(secret: str | None, minimum: int) -> bool:
@@ -103,7 +117,7 @@ def _pattern(secrets: Iterable[str]) -> re.Pattern[str] | None:
         parts.append(r"(?<=//)(?P<user>[^\s/?#@:]*)(?:" + "|".join(short) + ")")
     query = sorted({s.partition("=")[2] for s in ordered if _query_password(s)}, key=len, reverse=True)
     if query:
-        parts.append(r"(?<=[?&])(?P<param>(?:ssl)?password=)(?:" + "|".join(map(re.escape, query)) +
+        parts.append(r"(?<=[?&])(?P<param>" + _PASSWORD_PARAM + "=)(?:" + "|".join(map(re.escape, query)) +
                      r")(?![\w%.~+-])")
     return re.compile("|".join(parts)) if parts else None
 

@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from connectors.secrets import Secret, SecretUrl, webhook_code
+from connectors.secrets import Secret, SecretUrl, query_passwords, webhook_code
 from connectors.suggest import closest
 
 log = logging.getLogger(__name__)
@@ -106,10 +106,8 @@ def url_password(url: str | None) -> list[str]:
     except ValueError:  # an unparsable URL: the ledger refuses it with its own error
         return []
     found = [f":{password}@", f":{unquote(password)}@"] if password else []
-    for param in parts.query.split("&") if parts is not None else ():
-        name, _, value = param.partition("=")
-        if name in ("password", "sslpassword") and value:
-            found += [f"{name}={value}", f"{name}={unquote(value)}"]
+    for name, value in query_passwords("?" + parts.query) if parts is not None else ():
+        found += [f"{name}={value}", f"{name}={unquote(value)}"]
     return found
 
 

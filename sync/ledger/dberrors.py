@@ -6,13 +6,14 @@
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
+
+from connectors.secrets import hide_query_passwords
 
 from ..errors import ConfigError, LedgerError
 from .schema import MIGRATIONS
@@ -49,10 +50,7 @@ def busy_timeout_ms(url: URL) -> int:
 def safe_url(url: URL) -> str:
     """The ledger's URL to name it by: its password hidden, ``:***@``, and so is one given as a query parameter
     (``?password=``, libpq's own keyword, or ``sslpassword=``, a client key's passphrase), ``password=***``."""
-    return _QUERY_PASSWORD.sub(r"\1***", url.render_as_string(hide_password=True))
-
-
-_QUERY_PASSWORD = re.compile(r"([?&](?:ssl)?password=)[^&#]*")
+    return hide_query_passwords(url.render_as_string(hide_password=True))
 
 
 
