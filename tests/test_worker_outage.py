@@ -102,7 +102,7 @@ def test_an_esp_outage_does_not_spend_the_events_attempts_and_honours_retry_afte
         assert "Winback" not in mailchimp_fake.tags_of(email)
 
 
-def test_an_answer_not_believed_while_the_esp_is_down_spends_no_attempt(shop, mailchimp_fake, monkeypatch):
+def test_an_answer_not_believed_while_the_esp_is_down_spends_no_attempt(shop, mailchimp_fake, monkeypatch, caplog):
     """A proxy answers the audience's read with a 200 maintenance page (HTML: an answer not believed, which says
     nothing about the events) at every claim, more often than max_attempts: the event waits uncounted with the
     worker's back-off, as for a 5xx, and goes through when Mailchimp answers again. Before, each such claim spent
@@ -115,6 +115,7 @@ def test_an_answer_not_believed_while_the_esp_is_down_spends_no_attempt(shop, ma
         email, cid = churned_contact(ledger)
         queue_order(ledger, "W-2", cid)
         worker = Worker(cfg, ledger, settings, as_of=lambda: AS_OF, clock=ticks, max_attempts=2)
+        caplog.set_level(logging.INFO)
         for _ in range(4):
             mailchimp_fake.answer_raw(b"<html><h1>Down for maintenance</h1></html>", method="GET",
                                       path=r"^/lists/aud1$")
@@ -123,7 +124,12 @@ def test_an_answer_not_believed_while_the_esp_is_down_spends_no_attempt(shop, ma
             ticks.now += worker.backing_off()
         assert ledger.event_counts()["failed"] == 0 and _attempts(ledger) == {"W-2": 0}
         assert worker.metrics.events["failed"] == 0
+        # said once as a WARNING (not at every claim, not INFO only), and shown by GET /healthz until it is over
+        told = [r for r in caplog.records if r.levelno >= logging.WARNING and "answer not believed" in r.getMessage()]
+        assert len(told) == 1 and "Down for maintenance" in told[0].getMessage()
+        assert worker.metrics.waiting_for_config("not_believed")["workers"] == 1
         assert worker.drain() == 1
+        assert worker.metrics.waiting_for_config("not_believed") is None
         assert "Winback" not in mailchimp_fake.tags_of(email)
 
 

@@ -106,6 +106,20 @@ _Part = tuple[Event, list[Order], list[Contact], bool]  # one event and its deco
 _Later = tuple[list[_Part], Exception] | None  # events left to wait out a transient failure, and that failure
 
 
+def not_believed(failure: BaseException, in_a_row: int, metrics, worker: str, now: float) -> None:
+    """A resync failed on an ESP's 2xx answer not believed (:class:`BadAnswer`: a proxy's maintenance page): its
+    events wait uncounted like an outage's, up to the give-up, their releases logged at INFO. The first of such
+    failures in a row (``in_a_row`` 1) is a WARNING naming it, and ``GET /healthz`` shows the wait
+    (``answer_not_believed``) until a resync goes through."""
+    if not isinstance(failure, BadAnswer):
+        return
+    error = _text(failure)
+    metrics.config_wait(worker, error, now, waits="not_believed")
+    if in_a_row == 1:
+        log.warning("resync: an answer not believed (%s): the events wait, uncounted, as in an outage, until the "
+                    "ESP answers as it should (a proxy or maintenance page in front of it?)", error)
+
+
 def _text(exc: BaseException) -> str:
     """A failure's text as the worker logs it and the ledger keeps it: every known secret masked (a vendor's or our
     own message may quote a key: :func:`connectors.secrets.remember_secrets`, and ``api_key=``-like parameters)."""

@@ -40,7 +40,7 @@ from ..ledger import Ledger, default_owner
 from ..ledger.codec import decode_records
 from ..settings import Settings
 from .batches import (CONFIG_ERRORS, PROBE_AFTER, Batch, ResyncFn, _batch, _Later, _Part, _text, count_stale,
-                      retry_later)
+                      not_believed, retry_later)
 from .apart import Apart
 from .isolate import Bisection
 from .metrics import Metrics
@@ -213,6 +213,7 @@ class Worker(Bisection, Apart, Suspects, Pauses):
             return
         if retry_later(failure):
             wait = self._back_off(failure)
+            not_believed(failure, self._outages, self.metrics, self.name, self._now().timestamp())
             told = getattr(failure, "retry_after", None)
             asked = "" if told is None else (f"{getattr(failure, 'destination', None) or 'the vendor'} asked to wait "
                                               f"{float(told):.0f} s (at most {RETRY_AFTER_MAX:.0f} s waited); ")
