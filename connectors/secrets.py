@@ -70,10 +70,33 @@ def _url_password(secret: str) -> bool:
     return len(secret) > 2 and secret[0] == ":" and secret[-1] == "@"
 
 
+#: the query parameters that give a database URL's password: ``password`` (libpq's keyword) and ``sslpassword``
+#: (a client key's passphrase)
+_PASSWORD_PARAM = r"(?:ssl)?password"
+#: such a parameter in a URL (or its ``?query``): its name and its value, as written, up to the parameter's end
+_QUERY_PASSWORD = re.compile(rf"(?<=[?&])({_PASSWORD_PARAM})=([^&#]*)")
+
+
+def query_passwords(url: str) -> list[tuple[str, str]]:
+    """(name, value as written) of each password a URL gives as a query parameter (``?password=pg``,
+    ``&sslpassword=``), those with a value; ``url`` may be the query alone, from its ``?``."""
+    return [(m[1], m[2]) for m in _QUERY_PASSWORD.finditer(url) if m[2]]
+
+
+def hide_query_passwords(url: str) -> str:
+    """``url`` with each password given as a query parameter shown as ``password=***``."""
+    return _QUERY_PASSWORD.sub(r"\1=***", url)
+
+
+def _query_password(secret: str) -> bool:
+    """A query parameter's password as :func:`sync.settings.url_password` gives it, ``password=<password>``."""
+    return re.match(rf"{_PASSWORD_PARAM}=.", secret) is not None
+
+
 def _maskable(secret: str | None, minimum: int) -> bool:
-    """Long enough to be masked (shorter: a test's stand-in, a word); a URL's ``:<password>@`` is, at any length:
-    a short one only where it stands in a URL (:func:`_pattern`)."""
-    return bool(secret) and (len(secret) >= minimum or _url_password(secret))
+    """Long enough to be masked (shorter: a test's stand-in, a word); a URL's ``:<password>@`` or
+    ``password=<password>`` is, at any length: only where it stands in a URL (:func:`_pattern`)."""
+    return bool(secret) and (len(secret) >= minimum or _url_password(secret) or _query_password(secret))
 
 
 def _pattern(secrets: Iterable[str]) -> re.Pattern[str] | None:
@@ -81,22 +104,31 @@ def _pattern(secrets: Iterable[str]) -> re.Pattern[str] | None:
     begins or ends with one (a password ``postgres`` masks that word, not ``postgresql``). An escape before it
     (``%3D``, JSON's ``\\n`` or ``\\u00a0``) ends a word: the secret after it is masked. A URL's ``:<password>@``
     shorter than 8 characters (``:ab@``) is matched only after ``//`` and a user (the ``user`` group), where it
-    is a URL's password: ``mailto:ab@x.com`` or ``Email:ab@x.ru`` stay as they are."""
+    is a URL's password: ``mailto:ab@x.com`` or ``Email:ab@x.ru`` stay as they are. A ``password=<password>``
+    (any length) is matched only as a URL's query parameter, after ``?`` or ``&`` and up to the parameter's end:
+    the password alone (``pg``) is left where it stands elsewhere."""
     alone_before = r"(?:(?<![^\W_])|(?<=%[0-9A-Fa-f]{2})|(?<=\\[nrtbf])|(?<=\\u[0-9A-Fa-f]{4}))"
     alone_after = r"(?![^\W_])"  # no letter or digit there (an escape after it starts with % or \)
     ordered = sorted(secrets, key=len, reverse=True)
     parts = [(alone_before if s[0].isalnum() else "") + re.escape(s) + (alone_after if s[-1].isalnum() else "")
-             for s in ordered if len(s) >= 8 or not _url_password(s)]
+             for s in ordered if not _query_password(s) and (len(s) >= 8 or not _url_password(s))]
     short = [re.escape(s) for s in ordered if len(s) < 8 and _url_password(s)]
     if short:
         parts.append(r"(?<=//)(?P<user>[^\s/?#@:]*)(?:" + "|".join(short) + ")")
+    query = sorted({s.partition("=")[2] for s in ordered if _query_password(s)}, key=len, reverse=True)
+    if query:
+        parts.append(r"(?<=[?&])(?P<param>" + _PASSWORD_PARAM + "=)(?:" + "|".join(map(re.escape, query)) +
+                     r")(?![\w%.~+-])")
     return re.compile("|".join(parts)) if parts else None
 
 
 def _masked(match: re.Match[str]) -> str:
     found = match.group()
-    if match.re.groupindex and match.group("user") is not None:  # a short password after its URL's user
-        return match.group("user") + ":***@"
+    groups = match.groupdict()
+    if groups.get("user") is not None:  # a short password after its URL's user
+        return groups["user"] + ":***@"
+    if groups.get("param") is not None:  # a password given as a URL's query parameter
+        return groups["param"] + "***"
     return ":***@" if found[0] == ":" and found[-1] == "@" else "***"  # a URL's ':password@' stays a URL
 
 

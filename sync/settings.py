@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from connectors.secrets import Secret, SecretUrl, webhook_code
+from connectors.secrets import Secret, SecretUrl, query_passwords, webhook_code
 from connectors.suggest import closest
 
 log = logging.getLogger(__name__)
@@ -98,12 +98,17 @@ class Settings(BaseSettings):
 def url_password(url: str | None) -> list[str]:
     """The password of a database URL as it stands in one, ``:<password>@``, as written and percent-decoded
     (``[]`` when it has none): the bare password may be a word (``postgres``, ``password``) found in every
-    message, the user's name, the URL's scheme and the data."""
+    message, the user's name, the URL's scheme and the data. One given as a query parameter (``?password=pg``,
+    libpq's keyword; ``sslpassword=``) the same way, ``password=<password>`` (masked only as that parameter)."""
     try:
-        password = urlsplit(url).password if url else None
+        parts = urlsplit(url) if url else None
+        password = parts.password if parts is not None else None
     except ValueError:  # an unparsable URL: the ledger refuses it with its own error
         return []
-    return [f":{password}@", f":{unquote(password)}@"] if password else []
+    found = [f":{password}@", f":{unquote(password)}@"] if password else []
+    for name, value in query_passwords("?" + parts.query) if parts is not None else ():
+        found += [f"{name}={value}", f"{name}={unquote(value)}"]
+    return found
 
 
 def load_settings(**overrides) -> Settings:

@@ -133,6 +133,54 @@ def test_a_ledger_another_process_keeps_write_locked_still_opens_and_reads(tmp_p
         shell.close()
 
 
+def test_a_sqlite_urls_timeout_is_the_ledgers_busy_timeout(tmp_path: Path) -> None:
+    """``?timeout=SECONDS`` in a SQLite ledger URL (the Python driver's own parameter, the one SQLAlchemy documents)
+    is how long a write waits for another process's write lock (a long first sync's save, a backup tool, a
+    ``sqlite3`` shell left in a transaction), and the error names it. Before, the ledger's own PRAGMA set 30 s
+    whatever the URL said: a user who raised it around a nightly backup still got exit 75 after 30 s, one who
+    lowered it waited 30 s. A timeout that is not a number of seconds is a config error naming it."""
+    path = _ledger_file(tmp_path)
+    with Ledger.connect(f"sqlite:///{path}?timeout=120") as led:
+        led.set_cursor("shop", "orders", "2025-02-28")
+        with led._engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 120_000
+    shell = sqlite3.connect(path, isolation_level=None)
+    try:
+        shell.execute("BEGIN EXCLUSIVE")
+        with Ledger.connect(f"sqlite:///{path}?timeout=0.2") as led:
+            with pytest.raises(LedgerError, match=r"longer than the busy timeout \(0\.2 s\)") as caught:
+                led.set_cursor("shop", "orders", "2025-03-01")
+            assert exit_code(caught.value) == 75
+    finally:
+        shell.close()
+    for bad in ("soon", "-1", "inf"):
+        with pytest.raises(ConfigError, match=rf"ledger URL: timeout={bad} is not a number of seconds"):
+            Ledger.connect(f"sqlite:///{path}?timeout={bad}")
+
+
+def test_a_sqlite_timeout_past_sqlites_longest_is_refused_not_made_none(tmp_path: Path) -> None:
+    """SQLite's busy timeout is milliseconds in a C int: ``?timeout=3000000`` (past 2³¹ ms) became a busy timeout
+    of 0, every write failing at once on a lock. It is a config error naming the limit; the longest one stands."""
+    path = tmp_path / "rfmsync.db"
+    with Ledger.connect(f"sqlite:///{path}?timeout=2147483") as led:
+        with led._engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 2_147_483_000
+    for big in ("2147484", "3000000"):
+        with pytest.raises(ConfigError, match=rf"timeout={big} is more than SQLite's longest busy timeout, "
+                                              r"2147483 seconds"):
+            Ledger.connect(f"sqlite:///{path}?timeout={big}")
+
+
+@pytest.mark.parametrize("url", ["postgresql+psycopg://rfm:pg@db.example:5x32/rfm",
+                                 "postgresql+psycopg://rfm:pg@[::1/rfm"])
+def test_a_ledger_url_whose_port_is_not_a_number_is_a_config_error(url: str) -> None:
+    """A port mistyped (``5x32``, an IPv6 address left unclosed) was an internal error (exit 1, "invalid literal
+    for int()"): it is a config error saying what is wrong, exit 2, the password nowhere."""
+    with pytest.raises(ConfigError, match=r"ledger URL is not a database URL \(its port is not a number\)") as err:
+        Ledger.connect(url)
+    assert exit_code(err.value) == 2 and ":pg@" not in str(err.value)
+
+
 def test_a_database_holding_tables_of_the_ledgers_names_but_no_schema_version_is_left_as_it_was(
         ledger_url: str) -> None:
     """PostgreSQL too: another program's ``runs`` table in the schema is not taken for the ledger's (the first

@@ -129,15 +129,18 @@ def test_a_restored_ledger_written_past_its_copy_before_any_plan_is_not_read_fro
         for n in (2, 3):
             ledger.save_states(DEST, None, [state(k, n) for k in KEYS[:3]])
         assert read_both(ledger, DEST)[0]["a@x.io"].fields == {"N": 3}  # the copy, at revision 3
+    shutil.copytree(folder, tmp_path / "copy-at-3")
     for saves in (2, 3):  # up to the copy's revision (3), and past it (4)
         shutil.copy(backup, path)  # the older file back (revision 1)
+        shutil.rmtree(folder)  # (the copy at revision 3: the first case's restore gave the counter a new epoch)
+        shutil.copytree(tmp_path / "copy-at-3", folder)
         caplog.clear()
         with Ledger.connect(f"sqlite:///{path}", state_cache=folder) as ledger:
             for n in range(saves):
                 ledger.save_states(DEST, None, [state(KEYS[0], 7 + n)])
             through_cache, full = read_both(ledger, DEST)
             assert through_cache == full and through_cache["c@x.io"].fields == {"N": 1}
-            assert ledger.state_revision(DEST) == 1 + saves
+            assert ledger.state_revision(DEST) == 3 + saves  # the restore's found: the counter moved past the copy
         assert "behind its cached copy (revision 3)" in caplog.text and "--full-refresh" in caplog.text
 
 
@@ -231,3 +234,159 @@ def test_the_configured_ledger_keeps_its_copy_on_this_host_on_either_backend(led
         parts = ledger.state_parts(DEST)
         assert parts.since is not None and parts.read == 1
         assert as_states(parts.merged()) == as_states(ledger.state_table(DEST, cached=False))
+
+
+def _backup(url: str) -> Callable[[], None]:
+    """A backup of the ledger's pushed state taken now; calling the result restores it (what a pg_dump and its
+    restore, or a copy of the SQLite file put back, do to these tables)."""
+    from sync.ledger.db import build_engine, parse_url
+    from sync.ledger.schema import pushed_state, state_revisions
+
+    tables = (state_revisions, pushed_state)
+    engine = build_engine(parse_url(url))
+    try:
+        with engine.connect() as conn:
+            saved = [[row._asdict() for row in conn.execute(t.select())] for t in tables]
+    finally:
+        engine.dispose()
+
+    def restore() -> None:
+        engine = build_engine(parse_url(url))
+        try:
+            with engine.begin() as conn:
+                for table, rows in zip(tables, saved):
+                    conn.execute(table.delete())
+                    conn.execute(table.insert(), rows)
+        finally:
+            engine.dispose()
+
+    return restore
+
+
+@pytest.mark.parametrize("first", ["save", "read"])
+def test_a_restored_ledger_shared_by_two_hosts_is_read_in_full_on_both(ledger_url: str, tmp_path: Path, caplog,
+                                                                       first: str) -> None:
+    """Two hosts share one ledger (PostgreSQL: each keeps its copy beside its own order store), both with a copy
+    at revision 3. The ledger is restored from a backup at revision 1, and host A writes twice (a webhook
+    resync: the ledger at revision 3 again) or reads first: A finds its copy ahead and says so. Host B's copy is
+    of the undone history at the very revision the ledger now has: it must not pass for the state (before, B's
+    plan read B's copy, c@x.io with the tags and fields of a history the restore undid, and the rows A wrote were
+    not there). Whoever finds the restore gives the ledger's revision counter a new epoch: every host's copy is
+    then someone else's, read in full and kept again."""
+    hosts = {"A": tmp_path / "a.state-cache", "B": tmp_path / "b.state-cache"}
+    with Ledger.connect(ledger_url, state_cache=hosts["A"]) as a, Ledger.connect(ledger_url,
+                                                                                 state_cache=hosts["B"]) as b:
+        a.save_states(DEST, None, [state(k, 1) for k in KEYS[:3]])
+        restore = _backup(ledger_url)
+        for n in (2, 3):
+            b.save_states(DEST, None, [state(k, n) for k in KEYS[:3]])
+        for host in (a, b):
+            assert read_both(host, DEST)[0]["c@x.io"].fields == {"N": 3}  # each host's copy, at revision 3
+    restore()
+    caplog.clear()
+    with Ledger.connect(ledger_url, state_cache=hosts["A"]) as a:
+        if first == "read":
+            assert read_both(a, DEST)[0]["c@x.io"].fields == {"N": 1}
+        for n in (7, 8):
+            a.save_states(DEST, None, [state(KEYS[0], n)])
+        # the restore found, the counter moved past the copy's revision (4), then the two saves
+        assert a.state_revision(DEST) == (5 if first == "save" else 6)
+    assert "behind its cached copy (revision 3)" in caplog.text and "--full-refresh" in caplog.text
+    with Ledger.connect(ledger_url, state_cache=hosts["B"]) as b:
+        through_cache, full = read_both(b, DEST)
+        assert full["c@x.io"].fields == {"N": 1} and full["a@x.io"].fields == {"N": 8}
+        assert through_cache == full
+        kept = b.state_revision(DEST)
+        b.save_states(DEST, None, [state(KEYS[1], 9)])
+        parts = b.state_parts(DEST)  # B's copy kept again, of the new epoch: a plan reads what changed only
+        assert parts.since == kept and parts.read == 1
+        assert as_states(parts.merged()) == as_states(b.state_table(DEST, cached=False))
+
+
+def test_a_ledger_restored_under_a_running_process_is_found_by_its_next_save(ledger_url: str, tmp_path: Path,
+                                                                            caplog) -> None:
+    """A worker keeps running while its ledger is restored from a backup (its copy was checked at its first save,
+    once a process): its next save finds the counter below the one its earlier save found. It says so and gives the
+    counter a new epoch, so host B's copy of the undone history, at the revision the ledger reaches again, is
+    not used."""
+    hosts = {"A": tmp_path / "a.state-cache", "B": tmp_path / "b.state-cache"}
+    with Ledger.connect(ledger_url, state_cache=hosts["A"]) as a:
+        a.save_states(DEST, None, [state(k, 1) for k in KEYS[:3]])
+        restore = _backup(ledger_url)
+        with Ledger.connect(ledger_url, state_cache=hosts["B"]) as b:
+            b.save_states(DEST, None, [state(k, 2) for k in KEYS[:3]])
+            assert read_both(b, DEST)[0]["c@x.io"].fields == {"N": 2}  # B's copy, at revision 2
+        a.save_states(DEST, None, [state(KEYS[1], 3)])  # revision 3: A found the counter at 2
+        restore()
+        caplog.clear()
+        for n in (7, 8):
+            a.save_states(DEST, None, [state(KEYS[0], n)])
+        assert a.state_revision(DEST) == 5  # moved past the revision 3 its own save took, then the second save
+        assert "behind the revision 2 this process found before" in caplog.text and "--full-refresh" in caplog.text
+    with Ledger.connect(ledger_url, state_cache=hosts["B"]) as b:
+        through_cache, full = read_both(b, DEST)
+        assert full["c@x.io"].fields == {"N": 1} and through_cache == full
+
+
+def test_a_save_rolled_back_is_no_restore(ledger_url: str, tmp_path: Path, caplog) -> None:
+    """A save that fails inside its transaction, after its revision was taken (here a run that does not exist)
+    gives its revision back: the next save is given the same number again, which is no restore (no warning, no new
+    epoch: every host's copy kept)."""
+    with Ledger.connect(ledger_url, state_cache=tmp_path / "a") as a:
+        a.save_states(DEST, None, [state(k, 1) for k in KEYS[:3]])
+        assert read_both(a, DEST)[0]["a@x.io"].fields == {"N": 1}  # the copy, at revision 1
+        caplog.clear()
+        with pytest.raises(Exception, match="999"):  # (SQLite: a ValueError; PostgreSQL's COPY: psycopg's own)
+            a.save_states(DEST, 999, [state(KEYS[0], 5)])
+        a.save_states(DEST, None, [state(KEYS[0], 2)])
+        assert a.state_revision(DEST) == 2 and "behind" not in caplog.text
+        parts = a.state_parts(DEST)
+        assert parts.since == 1 and parts.read == 1  # the copy still used: only the row written since
+
+
+def test_a_restore_found_by_a_read_only_ledger_is_read_in_full_and_not_written(tmp_path: Path, caplog) -> None:
+    """A plan on a ledger it may only read (a URI with mode=ro): the restore found, it cannot give the counter a
+    new epoch, and says so; the plan reads the state in full as before, and nothing fails."""
+    path, folder = tmp_path / "rfmsync.db", tmp_path / "cache"
+    with Ledger.connect(f"sqlite:///{path}", state_cache=folder) as ledger:
+        ledger.save_states(DEST, None, [state(k, 1) for k in KEYS[:3]])
+        restore = _backup(f"sqlite:///{path}")
+        ledger.save_states(DEST, None, [state(k, 2) for k in KEYS[:3]])
+        read_both(ledger, DEST)  # the copy, at revision 2
+    restore()
+    with Ledger.connect(f"sqlite:///file:{path}?mode=ro&uri=true", state_cache=folder) as ledger:
+        through_cache, full = read_both(ledger, DEST)
+        assert through_cache == full and full["a@x.io"].fields == {"N": 1}
+    assert "behind its cached copy (revision 2)" in caplog.text and "could not give destination" in caplog.text
+
+
+def test_a_save_committed_during_another_plans_read_is_no_restore(ledger_url: str, tmp_path: Path, caplog) -> None:
+    """Two processes share a ledger and one cache folder. Plan B reads the counter (revision 1) in its snapshot;
+    before B opens the copy, process A commits a save (revision 2) and A's plan keeps its copy at 2. B finds the
+    copy ahead of its snapshot, but the counter, read again, has reached it in the same epoch: a concurrent
+    writer, not a restore. No warning, no new epoch (before: "restored?" told, and every host's next plan read the
+    state in full); B's plan is its snapshot's state, and the copy stays in use."""
+    folder = tmp_path / "cache"
+    with Ledger.connect(ledger_url, state_cache=folder) as a, Ledger.connect(ledger_url, state_cache=folder) as b:
+        a.save_states(DEST, None, [state(k, 1) for k in KEYS[:3]])
+        a.state_parts(DEST)
+        a.state.close()  # A's copy at revision 1, written
+        load = b.state._cache.load
+
+        def a_lands_between(destination, counter):  # between B's counter read and its opening of the copy
+            a.save_states(DEST, None, [state(KEYS[0], 2)])
+            a.state_parts(DEST)
+            a.state.close()  # A's plan keeps its copy at revision 2
+            return load(destination, counter)
+
+        b.state._cache.load = a_lands_between
+        caplog.clear()
+        parts = b.state_parts(DEST)
+        b.state._cache.load = load
+        assert as_states(parts.merged())["a@x.io"].fields == {"N": 1}  # B's snapshot: before A's save
+        assert "behind" not in caplog.text and "restored" not in caplog.text
+        assert b.state_revision(DEST) == 2
+        b.state.close()  # (B's plan keeps its own copy, at its snapshot's revision 1)
+        parts = a.state_parts(DEST)
+        assert parts.since is not None  # a copy still of the ledger's epoch: read from it, not in full
+        assert as_states(parts.merged()) == as_states(a.state_table(DEST, cached=False))

@@ -145,6 +145,35 @@ def test_a_ledger_an_older_version_left_in_the_working_folder_is_named_not_repla
     assert not (tmp_path / "rfm.db").exists()
 
 
+def test_a_relative_path_in_the_environment_never_starts_an_empty_ledger_beside_a_used_one(write_config, tmp_path,
+                                                                                          monkeypatch) -> None:
+    """RFMSYNC_LEDGER_URL=sqlite:///rfmsync.db exported in a profile is the working folder's (as documented): run by
+    hand from the config's folder, the ledger next to the config. The cron job, running from its home, would start
+    a new, empty ledger there (its first sync re-sending every tag with no plan guard, and never taking a tag off
+    a contact who left a segment): it stops instead (exit 2) naming both files, and creates none. A working
+    folder with a ledger of its own uses it; a config folder whose file of that name was never used stops
+    nothing."""
+    path = write_config()
+    monkeypatch.setenv("RFMSYNC_LEDGER_URL", "sqlite:///rfmsync.db")
+    with open_ledger(load_config(path), load_settings()) as ledger:  # by hand, from the config's folder
+        ledger.finish_run(ledger.start_run("sync"), "succeeded", {})
+    elsewhere = tmp_path / "cron-home"
+    elsewhere.mkdir()
+    result = cli("runs", "--config", str(path), cwd=elsewhere, RFMSYNC_LEDGER_URL="sqlite:///rfmsync.db")
+    assert result.returncode == 2, result.stderr
+    assert (f"RFMSYNC_LEDGER_URL names the relative path 'rfmsync.db', which is {elsewhere / 'rfmsync.db'}"
+            in result.stderr and f"the config's folder has one at {tmp_path / 'rfmsync.db'}, holding runs but no "
+            "pushed contacts" in result.stderr and f"sqlite:///{tmp_path / 'rfmsync.db'}" in result.stderr)
+    assert not (elsewhere / "rfmsync.db").exists()
+    monkeypatch.chdir(elsewhere)
+    Ledger.connect(f"sqlite:///{elsewhere / 'rfmsync.db'}").close()  # the cron folder's own ledger
+    assert ledger_url(load_config(path), load_settings()) == "sqlite:///rfmsync.db"
+    (elsewhere / "rfmsync.db").unlink()
+    (tmp_path / "rfmsync.db").unlink()
+    Ledger.connect(f"sqlite:///{tmp_path / 'rfmsync.db'}").close()  # a ledger next to the config, never used
+    assert ledger_url(load_config(path), load_settings()) == "sqlite:///rfmsync.db"
+
+
 def test_planning_reads_a_sqlite_ledger_whose_url_has_a_query(write_config, tmp_path) -> None:
     """`plan`, `sync --dry-run`, `report` and `explain` open the ledger only if its file exists (planning creates
     none); a URL with a query (``?timeout=30``) was taken for a file named with it, never there: they planned

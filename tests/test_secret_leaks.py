@@ -492,6 +492,35 @@ def test_a_short_ledger_password_is_masked_in_its_url_and_nowhere_else(tmp_path,
     assert mask(unchanged) == unchanged
 
 
+def test_a_ledger_password_given_as_a_query_parameter_is_masked_where_it_stands(tmp_path, monkeypatch) -> None:
+    """``?password=pg`` (libpq's own keyword, which psycopg and SQLAlchemy pass on: a URL without a ``:password@``
+    part still logs in) was printed as written in every error naming the ledger, at any length: the ledger's own
+    name for itself hid only the ``:password@`` part, and nothing remembered the parameter. It is masked in the
+    ledger's name and, as a last resort, wherever it stands as that parameter (``sslpassword=`` too, a client key's
+    passphrase); a 2-letter password is left alone elsewhere (``pg`` is a word in every PostgreSQL message)."""
+    from connectors.secrets import mask, remember_secrets
+    from sync.settings import url_password
+
+    from sync.errors import ConfigError as LedgerConfigError
+    from sync.ledger import Ledger
+
+    url = "postgresql+psycopg://rfm@127.0.0.1:1/rfm?password=pg&sslmode=prefer"
+    with pytest.raises(LedgerConfigError) as opening:  # the library alone, no secret remembered: its own name
+        Ledger.connect(url)
+    assert "ledger postgresql+psycopg://rfm@127.0.0.1:1/rfm?password=***&sslmode=prefer: " in str(opening.value)
+    cfg = _shop(tmp_path)
+    monkeypatch.setenv("RFMSYNC_LEDGER_URL", url)
+    outputs = [_cli(cfg, "runs"), _cli(cfg, "runs", "--format", "json"), _cli(cfg, "-v", "runs")]
+    assert "ledger postgresql+psycopg://rfm@127.0.0.1:1/rfm?password=***&sslmode=prefer" in outputs[0]
+    assert all("password=pg" not in o for o in outputs), outputs
+    for url in ("postgresql://rfm@db/rfm?password=pg", "postgresql://rfm@db/rfm?sslpassword=k%26y&password=p%40g"):
+        remember_secrets(*url_password(url))
+    assert mask("postgresql://rfm@db/rfm?password=pg: failed; db?sslpassword=k%26y&password=p@g, pg_hba, pg") == (
+        "postgresql://rfm@db/rfm?password=***: failed; db?sslpassword=***&password=***, pg_hba, pg")
+    unchanged = "password=pgx, my_password=pg, the password is pg, ?password=pg2"
+    assert mask(unchanged) == unchanged
+
+
 def test_an_excerpt_never_shows_part_of_a_secret_past_its_cut() -> None:
     """rv32 #3: an excerpt masked only the start it needed, then cut: masking a secret there shortened the text,
     bringing characters past the start within the cut, the unmasked beginning of a secret running past it (30 of

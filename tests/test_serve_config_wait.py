@@ -210,3 +210,40 @@ def test_every_failure_the_worker_logs_or_keeps_masks_the_settings_secrets(tmp_p
         status, error = outage._statuses(ledger)["A"]
         assert status == "queued" and "***" in error and key not in error
         assert "***" in caplog.text and key not in caplog.text
+
+
+def test_healthz_shows_a_wait_on_an_answer_not_believed_until_a_resync_goes_through(tmp_path):
+    """A proxy answers Mailchimp's calls with a 200 maintenance page (an answer not believed): the events wait,
+    uncounted, as in an outage, which may last up to the give-up. ``GET /healthz`` says so
+    (``answer_not_believed``: since when, which answer), beside ``config_wait``, and null again once a resync
+    goes through."""
+    from sync.destinations.answers import BadAnswer
+
+    down = [True]
+
+    def process(batch):
+        if down[0]:
+            raise BadAnswer("mailchimp: GET /lists/aud1", "not JSON", b"<html><h1>Down for maintenance</h1></html>")
+
+    ticks, wall = outage.Ticks(), [outage.AS_OF_DT]
+    metrics = Metrics()
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}", clock=lambda: wall[0]) as ledger:
+        client = AsgiClient(create_app(Intake(Config(), ledger, Settings(_env_file=None), metrics)))
+        try:
+            assert _get(client, "/healthz").json()["answer_not_believed"] is None
+            outage._enqueue_orders(ledger, ["A"])
+            worker = Worker(Config(), ledger, Settings(_env_file=None), metrics=metrics, process=process,
+                            clock=ticks, now=lambda: wall[0], rng=random.Random(1))
+            began = wall[0]
+            for _ in range(2):
+                worker.process_batch()
+                ticks.now += worker.backing_off()
+                wall[0] += timedelta(seconds=worker.backing_off())
+            body = _get(client, "/healthz").json()
+            assert body["config_wait"] is None and body["answer_not_believed"]["since"] == began.isoformat()
+            assert "answer not believed (not JSON)" in body["answer_not_believed"]["error"]
+            down[0] = False
+            assert worker.drain() == 1
+            assert _get(client, "/healthz").json()["answer_not_believed"] is None
+        finally:
+            client.close()

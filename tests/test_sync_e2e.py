@@ -266,3 +266,40 @@ def test_overlapping_full_and_single_destination_syncs_never_send_an_operation_t
                   if method == "POST" and path == "/lists/aud1" for m in body["members"]]
     assert len(subscribed) == len(set(subscribed)) > 0
     assert fake.lists["aud0"].members  # the full sync did sync the other destination
+
+
+def test_a_plan_saved_before_a_restore_is_refused_once_the_ledger_is_written_back_to_its_revision(
+        shop, mailchimp_fake, tmp_path):
+    """A plan saved at revision R, then the ledger file put back from an older copy (revision r < R) and synced
+    again up to R: the saved plan is of the history the restore undid and must not pass ``apply``'s revision check.
+    The first sync after the restore finds its copy ahead (a restore) and moves the counter past it, so the
+    ledger never reads R again. Before, the counter stayed at r and the syncs brought it back to R: the old plan
+    was applied."""
+    from sync.ledger import Ledger
+
+    db = shop.parent / "rfmsync.db"
+
+    def revision() -> int:
+        with Ledger.connect(f"sqlite:///{db}") as ledger:
+            return ledger.state_revision("mailchimp-demo")
+
+    cli("sync", "--config", str(shop), "--as-of", "2025-03-31")
+    backup = {p.name: p.read_bytes() for p in shop.parent.glob("rfmsync.db*") if p.is_file()}
+    restored_to = revision()
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)
+    plan_file = tmp_path / "p.json"
+    cli("plan", "--config", str(shop), "--as-of", "2025-09-30", "-o", str(plan_file), "--format", "json")
+    saved_at = json.loads(plan_file.read_text())["plans"][0]["ledger_revision"]
+    assert saved_at == revision() > restored_to
+    for p in shop.parent.glob("rfmsync.db*"):  # the older file back (the cache folder beside it kept)
+        if p.is_file():
+            p.unlink()
+    for name, data in backup.items():
+        (shop.parent / name).write_bytes(data)
+    assert revision() == restored_to
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)  # the same changes again: as many saves as before
+    assert revision() >= saved_at
+    before = mailchimp_fake.write_calls
+    stale = cli("apply", "--config", str(shop), str(plan_file), ok=False)
+    assert stale.exit_code == 5 and "changed since this plan was made" in stale.output
+    assert mailchimp_fake.write_calls == before

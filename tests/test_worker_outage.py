@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -82,16 +83,53 @@ def test_an_esp_outage_does_not_spend_the_events_attempts_and_honours_retry_afte
         email, cid = churned_contact(ledger)
         queue_order(ledger, "W-2", cid)
         worker = Worker(cfg, ledger, settings, as_of=lambda: AS_OF, clock=ticks, max_attempts=5)
-        for _ in range(7):
+        for n in range(1, 8):
             mailchimp_fake.fail(503, retry_after="120")  # its next call (each resync's first)
             assert worker.process_batch() == 0
-            assert worker.backing_off() == 120  # the vendor's Retry-After
+            # the worker's own back-off's ceiling after n failures in a row, capped as the worker caps it (the
+            # jitter draws from [ceiling/2, ceiling]: 5·2⁶ = 320 is capped to 300, so 150 s may be drawn)
+            own = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (n - 1))
+            if own <= 120:
+                assert worker.backing_off() == 120  # the vendor's Retry-After
+            else:  # longer now: the worker's own (half its ceiling at least)
+                assert 120 <= worker.backing_off() and own / 2 <= worker.backing_off() <= own
             assert worker.drain() == 0  # nothing is claimed while backing off
         assert ledger.event_counts()["failed"] == 0 and ledger.event_counts()["queued"] == 1
         assert worker.metrics.events == {"done": 0, "retried": 7, "failed": 0}
         assert 'rfmsync_esp_errors_total{destination="mailchimp-demo"} 7' in worker.metrics.render()
-        ticks.now += 120
+        ticks.now += worker.backing_off()
         assert worker.drain() == 1
+        assert "Winback" not in mailchimp_fake.tags_of(email)
+
+
+def test_an_answer_not_believed_while_the_esp_is_down_spends_no_attempt(shop, mailchimp_fake, monkeypatch, caplog):
+    """A proxy answers the audience's read with a 200 maintenance page (HTML: an answer not believed, which says
+    nothing about the events) at every claim, more often than max_attempts: the event waits uncounted with the
+    worker's back-off, as for a 5xx, and goes through when Mailchimp answers again. Before, each such claim spent
+    the event's attempt (a lone failure "of its own"), and the second marked it failed; in a bisection, a garbage
+    200 of one event alone also counted as "another event settled", so the other's 5xx was taken for its own."""
+    monkeypatch.setenv("RFMSYNC_HTTP_MAX_ATTEMPTS", "1")
+    cfg, settings = load_config(shop), load_settings()
+    ticks = Ticks()
+    with open_ledger(cfg, settings) as ledger:
+        email, cid = churned_contact(ledger)
+        queue_order(ledger, "W-2", cid)
+        worker = Worker(cfg, ledger, settings, as_of=lambda: AS_OF, clock=ticks, max_attempts=2)
+        caplog.set_level(logging.INFO)
+        for _ in range(4):
+            mailchimp_fake.answer_raw(b"<html><h1>Down for maintenance</h1></html>", method="GET",
+                                      path=r"^/lists/aud1$")
+            assert worker.process_batch() == 0
+            assert worker.backing_off() > 0  # the worker's back-off, as for an outage
+            ticks.now += worker.backing_off()
+        assert ledger.event_counts()["failed"] == 0 and _attempts(ledger) == {"W-2": 0}
+        assert worker.metrics.events["failed"] == 0
+        # said once as a WARNING (not at every claim, not INFO only), and shown by GET /healthz until it is over
+        told = [r for r in caplog.records if r.levelno >= logging.WARNING and "answer not believed" in r.getMessage()]
+        assert len(told) == 1 and "Down for maintenance" in told[0].getMessage()
+        assert worker.metrics.waiting_for_config("not_believed")["workers"] == 1
+        assert worker.drain() == 1
+        assert worker.metrics.waiting_for_config("not_believed") is None
         assert "Winback" not in mailchimp_fake.tags_of(email)
 
 
@@ -125,6 +163,54 @@ def test_a_retry_after_up_to_30_minutes_and_none_at_all_back_off_within_bounds(t
             ceiling = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (n - 1))
             assert ceiling / 2 <= wait <= ceiling
         assert ledger.event_counts()["queued"] == 1
+
+
+
+class SimulatedStop(threading.Event):
+    """``run_forever``'s stop whose waits move the worker's clock instead of sleeping; set ``until`` seconds on,
+    or once ``enough()`` says so (a worker gone wrong: the test need not wait for all of it)."""
+
+    def __init__(self, ticks: Ticks, until: float, enough) -> None:
+        super().__init__()
+        self.ticks, self.end, self.enough = ticks, ticks.now + until, enough
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.ticks.now += timeout or 0.0
+        if self.ticks.now >= self.end or self.enough():
+            self.set()
+        return self.is_set()
+
+
+@pytest.mark.parametrize("retry_after", ["0", "Sun, 06 Nov 1994 08:49:37 GMT"])  # "now" and a date gone by
+def test_a_vendor_that_keeps_saying_retry_now_is_asked_less_and_less_often(shop, mailchimp_fake, monkeypatch,
+                                                                           retry_after):
+    """Mailchimp answers every call for an hour with 429 and ``Retry-After: 0`` (or a date in the past): the
+    worker's waits still double from 5 s up to 5 minutes, as they do without a Retry-After, so the vendor is asked
+    about 20 times in the hour (before: every 5 s, 720 times an hour for as long as it lasts; a vendor that
+    blocks an address for abuse, as amoCRM does, would block it). The event spends no attempt and goes through
+    once Mailchimp answers again."""
+    monkeypatch.setenv("RFMSYNC_HTTP_MAX_ATTEMPTS", "1")  # the client's own retries: none (the worker's to wait)
+    cfg, settings = load_config(shop), load_settings()
+    ticks = Ticks()
+    with open_ledger(cfg, settings) as ledger:
+        email, cid = churned_contact(ledger)
+        queue_order(ledger, "W-2", cid)
+        before = sum(mailchimp_fake.calls.values())
+        mailchimp_fake.fail(429, None, fraction=1.0, retry_after=retry_after)
+
+        def asked() -> int:
+            return sum(mailchimp_fake.calls.values()) - before
+
+        worker = Worker(cfg, ledger, settings, as_of=lambda: AS_OF, clock=ticks, rng=random.Random(7))
+        worker.run_forever(SimulatedStop(ticks, 3600, lambda: asked() > 300))
+        assert ticks.now - 1000 >= 3600  # the hour went by (not cut short by too many calls)
+        resyncs = worker.metrics.events["retried"]  # each one's three reads (the audience, its fields, segments)
+        assert 15 <= resyncs <= 30 and asked() == 3 * resyncs
+        assert worker.metrics.events["failed"] == 0 and _attempts(ledger) == {"W-2": 0}
+        mailchimp_fake._faults.clear()
+        ticks.now += worker.backing_off()
+        assert worker.drain() == 1
+        assert "Winback" not in mailchimp_fake.tags_of(email)
 
 
 

@@ -38,7 +38,7 @@ from sqlalchemy.schema import Table
 from connectors.secrets import mask
 
 from ..errors import ConfigError
-from .dberrors import (BUSY_TIMEOUT_MS, FIRST_VERSION, check_sqlite_path, ledger_failure, not_a_ledger,
+from .dberrors import (FIRST_VERSION, busy_timeout_ms, check_sqlite_path, ledger_failure, not_a_ledger,
                        safe_url, version_table_is_ours)
 from .schema import LATEST_VERSION, MIGRATIONS, TABLES, create_version_table, current_version, schema_version
 
@@ -69,10 +69,11 @@ def parse_url(url: str) -> URL:
     """Parse and normalise a ledger URL; only SQLite and PostgreSQL (psycopg 3) are supported."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number (5x32, an IPv6 unclosed)
+        port = " (its port is not a number)" if isinstance(exc, ValueError) else ""
         raise ConfigError(
-            "ledger URL is not a database URL (expected sqlite:///path/rfmsync.db "
-            "or postgresql+psycopg://user:password@host/db)"
+            f"ledger URL is not a database URL{port} (expected sqlite:///path/rfmsync.db "
+            "or postgresql+psycopg://user:password@host:5432/db)"
         ) from None
     if "@" in (parsed.host or ""):  # "user:p@ss@host": the rest of the password would be shown as the host
         raise ConfigError("ledger URL: '@' in the user name or password must be written %40 "
@@ -126,7 +127,8 @@ def build_engine(url: URL) -> Engine:
     if url.get_backend_name() == "postgresql":
         return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
                              connect_args={"connect_timeout": 10})
-    kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}}
+    busy_ms = busy_timeout_ms(url)  # the URL's ?timeout=SECONDS, else 30 s
+    kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": busy_ms / 1000}}
     if is_memory(url):
         kwargs["poolclass"] = StaticPool
     else:
@@ -139,10 +141,10 @@ def build_engine(url: URL) -> Engine:
         dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself (see _on_begin)
         cur = dbapi_conn.cursor()
         try:
-            cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            cur.execute(f"PRAGMA busy_timeout = {busy_ms}")
             cur.execute("PRAGMA foreign_keys = ON")
             if not memory:
-                _switch_to_wal(cur)
+                _switch_to_wal(cur, busy_ms)
                 cur.execute("PRAGMA synchronous = NORMAL")
         finally:
             cur.close()
@@ -154,14 +156,14 @@ def build_engine(url: URL) -> Engine:
     return engine
 
 
-def _switch_to_wal(cur: Any) -> None:
+def _switch_to_wal(cur: Any, busy_ms: int) -> None:
     """``PRAGMA journal_mode = WAL``, retried while another connection holds the file.
 
     SQLite answers the journal-mode change with "database is locked" at once, without calling the busy
     handler, when another connection is reading or switching the same fresh file (several processes
     or threads opening a new ledger together). The switch is retried for up to ``busy_timeout``.
     """
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    deadline = time.monotonic() + busy_ms / 1000
     delay = 0.005
     while True:
         try:

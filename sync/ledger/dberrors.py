@@ -13,15 +13,44 @@ from typing import Any, Callable, Sequence
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
+from connectors.secrets import hide_query_passwords
+
 from ..errors import ConfigError, LedgerError
 from .schema import MIGRATIONS
 
-#: SQLite's busy timeout on every ledger connection (:func:`sync.ledger.db.build_engine`), named in its failure
+#: SQLite's busy timeout on every ledger connection (:func:`sync.ledger.db.build_engine`), named in its failure,
+#: unless the URL's ``timeout`` (seconds) sets another (:func:`busy_timeout_ms`)
 BUSY_TIMEOUT_MS = 30_000
+#: the longest busy timeout SQLite takes (milliseconds in a C int, 2³¹ − 1): a longer one would wrap to none at all
+BUSY_TIMEOUT_MAX_MS = 2**31 - 1
+
+
+def busy_timeout_ms(url: URL) -> int:
+    """How long a write to this SQLite ledger waits for another process's write lock, in milliseconds: the URL's
+    ``timeout`` in seconds (``sqlite:///rfmsync.db?timeout=120``: the Python driver's own parameter, which the
+    ledger's PRAGMA used to override), else :data:`BUSY_TIMEOUT_MS`. A value that is not a number of seconds (0
+    or more), or is past :data:`BUSY_TIMEOUT_MAX_MS` (2147483 s), is a config error."""
+    value = url.query.get("timeout")
+    if value is None:
+        return BUSY_TIMEOUT_MS
+    text = value if isinstance(value, str) else value[-1]
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 <= seconds < 10**9:  # (NaN, negative, infinite: no)
+        raise ConfigError(f"ledger URL: timeout={text} is not a number of seconds (how long a write waits for "
+                          "another process's write lock; default 30)")
+    if round(seconds * 1000) > BUSY_TIMEOUT_MAX_MS:  # SQLite's busy timeout is a C int: past it, it became 0
+        raise ConfigError(f"ledger URL: timeout={text} is more than SQLite's longest busy timeout, "
+                          f"{BUSY_TIMEOUT_MAX_MS // 1000} seconds (about 24 days)")
+    return round(seconds * 1000)
 
 
 def safe_url(url: URL) -> str:
-    return url.render_as_string(hide_password=True)
+    """The ledger's URL to name it by: its password hidden, ``:***@``, and so is one given as a query parameter
+    (``?password=``, libpq's own keyword, or ``sslpassword=``, a client key's passphrase), ``password=***``."""
+    return hide_query_passwords(url.render_as_string(hide_password=True))
 
 
 
@@ -96,8 +125,8 @@ def check_sqlite_path(url: URL) -> None:
 _SQLITE_FAILURES: dict[str, tuple[str, bool]] = {
     "SQLITE_FULL": ("the disk is full (or the file reached its size limit): free space, then run again", False),
     "SQLITE_BUSY": ("another process held the ledger's write lock for longer than the busy timeout "
-                    f"({BUSY_TIMEOUT_MS // 1000} s): a long run, or a `sqlite3` shell left in a transaction; "
-                    "try again later", True),
+                    "({seconds} s): a long run, or a `sqlite3` shell left in a transaction; try again later (or "
+                    "give the ledger URL a longer ?timeout=SECONDS)", True),
     "SQLITE_LOCKED": ("the database is locked: try again later", True),
     "SQLITE_READONLY": ("rfmsync cannot write it: it needs write access to the file and to its folder (SQLite "
                         "writes the -wal and -shm files beside it)", False),
@@ -139,6 +168,8 @@ def ledger_failure(exc: BaseException, url: URL) -> LedgerError | None:
         if code not in _SQLITE_FAILURES:
             return None  # SQLITE_ERROR (no such table or column, a syntax error...): a bug of ours, never the disk's
         hint, transient = _SQLITE_FAILURES[code]
+        if code == "SQLITE_BUSY":
+            hint = hint.format(seconds=f"{busy_timeout_ms(url) / 1000:g}")
     elif type(orig).__module__.startswith("psycopg"):
         names = {c.__name__ for c in type(orig).__mro__}
         found = next((_PG_FAILURES[n] for n in names if n in _PG_FAILURES), None)

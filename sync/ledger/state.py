@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import uuid
 from typing import TYPE_CHECKING, Any, Callable, Container, Iterable, Mapping, Protocol, Sequence
 
 from sqlalchemy import and_, case, delete, func, or_, select
@@ -22,9 +21,10 @@ from .db import LedgerDB, chunks
 from .locks import check_lock_held
 from .lost import LostTagMemory, given_back, spellings
 from .moves import StateMoves
+from .revisions import Revisions
 from .schema import lost_tags, pushed_state, state_revisions
 from .state_rows import dump_fields, save_rows_pg, save_rows_sqlite
-from .statecache import Counter, StateCache, StateParts, WrittenRevisions, renewal_due, state_parts
+from .statecache import StateCache, StateParts, WrittenRevisions, renewal_due, state_parts
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -90,14 +90,14 @@ def _states(rows: Iterable[Any]) -> dict[str, PushedState]:
     return state
 
 
-class PushedStates(LostTagMemory, StateMoves):
+class PushedStates(Revisions, LostTagMemory, StateMoves):
     """The ``pushed_state`` and ``state_revisions`` tables."""
 
     def __init__(self, db: LedgerDB, cache: StateCache | None = None) -> None:
         self._db = db
         self._cache = cache
         self._written = WrittenRevisions()  # the revisions this object's saves and forgets made
-        self._checked: set[str] = set()  # the destinations whose cached copy a first save checked
+        self._init_revisions()
 
     def close(self) -> None:
         """Wait for the cached copies still being written (:meth:`state_parts` writes them on a thread)."""
@@ -158,12 +158,14 @@ class PushedStates(LostTagMemory, StateMoves):
             if self._cache is None:
                 table = select_state(conn, destination, page)
                 return StateParts(table, table.schema.empty_table(), None, table.num_rows)
-            return state_parts(
+            parts = state_parts(
                 self._cache, destination, self._counter(conn, destination),
                 changed_since=lambda since: select_state(conn, destination, page, since),
                 count=lambda: int(conn.execute(select(func.count()).select_from(pushed_state).where(
                     pushed_state.c.destination == destination)).scalar_one()),
                 full=lambda: select_state(conn, destination, page))
+        self._restore_found(destination)  # a copy ahead of the ledger: every host's copy is another history's
+        return parts
 
     def keep_copy_current(self, destination: str, *, page: int = PAGE) -> int:
         """Renew ``destination``'s cached copy now when the next plan would (no copy yet, or the rows written
@@ -363,30 +365,6 @@ class PushedStates(LostTagMemory, StateMoves):
         """How many contacts' pushed state ``destination`` holds: one count, no row decoded."""
         with self._db.read() as conn:
             return int(conn.execute(select(func.count()).where(pushed_state.c.destination == destination)).scalar())
-
-    def state_revision(self, destination: str) -> int:
-        """Counter bumped by every save/forget that changed ``destination``'s state (0 if never)."""
-        with self._db.read() as conn:
-            value = conn.execute(select(state_revisions.c.revision).where(
-                state_revisions.c.destination == destination)).scalar()
-        return int(value or 0)
-
-    def _counter(self, conn: Connection, destination: str) -> Counter:
-        row = conn.execute(select(state_revisions.c.revision, state_revisions.c.epoch).where(
-            state_revisions.c.destination == destination)).first()
-        return Counter(0, None) if row is None else Counter(int(row.revision), row.epoch)
-
-    def _bump_revision(self, conn: Connection, destination: str) -> int:
-        """The destination's next revision (a new counter gets a random epoch). Taken before the rows are
-        written, so on PostgreSQL concurrent writers of one destination commit in revision order."""
-        ins = self._db.insert(state_revisions).values(destination=destination, revision=1, epoch=uuid.uuid4().hex)
-        revision, epoch = conn.execute(ins.on_conflict_do_update(
-            index_elements=[state_revisions.c.destination], set_={"revision": state_revisions.c.revision + 1}
-        ).returning(state_revisions.c.revision, state_revisions.c.epoch)).one()
-        if self._cache is not None and destination not in self._checked:  # once a process: a copy ahead of the
-            self._checked.add(destination)  # ledger is of a history a restore undid (statecache.drop_if_ahead)
-            self._cache.drop_if_ahead(destination, Counter(int(revision) - 1, epoch))
-        return int(revision)
 
 
 def _select_state(conn: Connection) -> Any:

@@ -10,8 +10,9 @@ A copy is one Arrow IPC file per destination (memory-mapped when read), named by
 in a folder beside a SQLite ledger (``<ledger file>.state-cache/``). It records the destination, the
 revision it was read at and the *epoch* of the destination's revision counter (random, made when the counter
 starts: another ledger, or this one's counter started again, has another). It is used only when all three
-match and the ledger's revision has not gone back (a ledger restored from an older copy); anything else, or a
-file that does not read, means the full read. Deleting the folder is always safe.
+match and the ledger's revision has not gone back (a ledger restored from an older copy: the counter then gets a
+new epoch, :mod:`sync.ledger.revisions`); anything else, or a file that does not read, means the full read.
+Deleting the folder is always safe.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ class StateCache:
         self.folder = folder
         self._writes: dict[Path, threading.Thread] = {}  # a copy being written, by file
         self._guard = threading.Lock()
+        #: destination → (the ledger's counter that a read found behind its copy, the copy's revision): a restore,
+        #: or another process's save committed after the read's snapshot, which the ledger's
+        #: :class:`~sync.ledger.revisions.Revisions` tells apart (a restore: the counter gets a new epoch)
+        self.behind: dict[str, tuple[Counter, int]] = {}
 
     def wait(self) -> None:
         """Until every copy being written is written (closing the ledger waits for them)."""
@@ -73,18 +78,18 @@ class StateCache:
             if reader is None:
                 return None
             revision = int(reader.schema.metadata[b"revision"])
-            if revision > counter.revision:
-                _went_back(destination, counter, revision)
+            if revision > counter.revision:  # a restore, or a save committed since this read's snapshot
+                self.behind[destination] = (counter, revision)  # (told apart by the ledger's Revisions)
                 return None
             return reader.read_all().replace_schema_metadata(None), revision
         except (OSError, ValueError, pa.ArrowException) as exc:
             log.debug("ledger: state cache %s not used: %s", path, exc)
             return None
 
-    def drop_if_ahead(self, destination: str, counter: Counter) -> bool:
+    def drop_if_ahead(self, destination: str, counter: Counter) -> int | None:
         """Delete ``destination``'s copy when it is of ``counter``'s epoch and ahead of its revision: the ledger
         went back (restored from an older copy of its file), and the revisions it now writes again would make
-        that copy, of another history, look current to the next plan. Whether it was deleted."""
+        that copy, of another history, look current to the next plan. The deleted copy's revision, or None."""
         import pyarrow as pa
 
         path = self.path(destination)
@@ -93,13 +98,13 @@ class StateCache:
             reader = self._reader(destination, counter)
             copied = int(reader.schema.metadata[b"revision"]) if reader is not None else None
         except (OSError, ValueError, pa.ArrowException):
-            return False  # (one that does not read is not used)
+            return None  # (one that does not read is not used)
         if copied is None or copied <= counter.revision:
-            return False
-        _went_back(destination, counter, copied)
+            return None
+        went_back(destination, counter, copied)
         with contextlib.suppress(OSError):
             path.unlink()
-        return True
+        return copied
 
     def drop(self, destination: str) -> None:
         """Delete ``destination``'s copy (its pushed state was forgotten: a destination moved elsewhere)."""
@@ -161,7 +166,8 @@ class StateCache:
                 temp.unlink(missing_ok=True)
 
 
-def _went_back(destination: str, counter: Counter, copy: int) -> None:
+def went_back(destination: str, counter: Counter, copy: int) -> None:
+    """The warning: ``destination``'s counter is behind its copy at revision ``copy`` (a restored ledger)."""
     log.warning("ledger: the pushed state of destination %r is at revision %d, behind its cached copy (revision "
                 "%d): the ledger was restored from an older copy of its file? What rfmsync pushed after that copy "
                 "is not in it, so the ESP may hold tags and fields it does not know of; run 'rfmsync sync "
@@ -241,6 +247,11 @@ class WrittenRevisions:
                 noted.clear()
             noted[revision] = rows
 
+    def drop(self, destination: str) -> None:
+        """Forget ``destination``'s revisions (its counter has a new epoch: they are of another history)."""
+        with self._lock:
+            self._noted.pop(destination, None)
+
     def rows_at_most(self, destination: str, since: int, revision: int) -> int | None:
         """At most how many rows carry a revision after ``since`` (up to ``revision``), when every revision
         in between was noted (a forget's counts none: its rows are gone); else None. Forgets the revisions up
@@ -285,4 +296,5 @@ def state_parts(cache: StateCache, destination: str, counter: Counter,
     return StateParts(table, table.schema.empty_table(), None, table.num_rows)
 
 
-__all__ = ["Counter", "MERGE_SQL", "StateCache", "StateParts", "cache_for", "renewal_due", "state_parts"]
+__all__ = ["Counter", "MERGE_SQL", "StateCache", "StateParts", "cache_for", "renewal_due", "state_parts",
+           "went_back"]

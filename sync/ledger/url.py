@@ -39,7 +39,9 @@ def ledger_url(cfg: Config, settings: Settings | None = None) -> str:
     for message in deprecated_names(cfg, settings):
         _warn_once(message, cfg)
     url = settings.rfmsync_ledger_url or settings.rfmsync_store_url
-    if not url:
+    if url:
+        environment_relative(url, cfg, LEDGER_ENV if settings.rfmsync_ledger_url else OLD_LEDGER_ENV)
+    else:
         setting = "[ledger] url" if cfg.ledger.url or not cfg.store.url else "[store] url"  # for its error
         url = (config_relative(cfg.ledger.url or cfg.store.url, cfg, setting)
                or f"sqlite:///{cfg.base_dir / 'rfmsync.db'}")
@@ -79,6 +81,32 @@ def config_relative(url: str | None, cfg: Config, setting: str = "[ledger] url")
     parsed = make_url(url)
     uri = URI_SCHEME if uri_path(parsed) is not None else ""  # a URI filename stays one
     return parsed.set(database=uri + str(path)).render_as_string(hide_password=False)
+
+
+def environment_relative(url: str, cfg: Config, variable: str) -> None:
+    """A relative SQLite path in the environment (``variable``) is the working folder's, as documented: run by
+    hand from the config's folder it names the ledger there; a cron job or a service running from elsewhere
+    would start a new, empty ledger in its own folder, whose first sync re-sends every tag and field with no plan
+    guard and never takes a tag off a contact who left its segment (nothing says it was pushed). So when the
+    working folder has no such file and the config's folder has a used ledger (runs or pushed contacts) of that
+    name, it is a config error naming both, never a second ledger."""
+    name = sqlite_file(url)
+    if name is None or Path(name).is_absolute():
+        return
+    here, there = Path.cwd() / name, cfg.base_dir / name
+    if here.exists() or not there.is_file() or here.resolve() == there.resolve():
+        return
+    used = _used(there, tuple(d.name for d in cfg.destinations))
+    if not (used[0] or used[1]):
+        return
+    from ..errors import ConfigError
+
+    raise ConfigError(f"{variable} names the relative path {name!r}, which is {here} (a relative path in the "
+                      f"environment is the working folder's, {Path.cwd()}), where there is no ledger; the config's "
+                      f"folder has one at {there}, holding {_what(used)}: a run from here would start a new, empty "
+                      f"ledger and re-send everything. Write the absolute path in {variable} "
+                      f"(sqlite:///{there.resolve()}), or run from {cfg.base_dir}; to start another ledger here on "
+                      f"purpose, write its absolute path")
 
 
 def _stop(cfg: Config, setting: str, name: str, path: Path, here: Path, theirs: Used, mine: Used | None):

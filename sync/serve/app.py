@@ -89,7 +89,8 @@ def _status_routes(app: FastAPI, intake: Intake) -> None:
             log.warning("healthz: ledger unavailable: %s", exc)
             return JSONResponse({"status": "error", "error": "ledger unavailable"}, status_code=503)
         return JSONResponse({"status": "ok", "queue_depth": counts["queued"] + counts["processing"],
-                             "events": counts, "config_wait": intake.metrics.waiting_for_config()})
+                             "events": counts, "config_wait": intake.metrics.waiting_for_config(),
+                             "answer_not_believed": intake.metrics.waiting_for_config("not_believed")})
 
     @app.get("/runs", summary="Recent runs (sync, webhook, scheduled), newest first")
     def runs(limit: int = 20) -> JSONResponse:

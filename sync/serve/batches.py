@@ -18,6 +18,7 @@ from connectors.errors import ConfigError as SourceConfigError
 from connectors.secrets import redact
 from connectors.records import Consent, Contact, Order, OrderStatus
 
+from ..destinations.answers import BadAnswer
 from ..errors import ConfigError, DestinationConfigError, LedgerError, LockLostError, RunStopped
 from ..ledger import Event
 from .resync import ResyncReport
@@ -35,9 +36,12 @@ def retry_later(exc: BaseException) -> bool:
     (:class:`LockLostError`), the worker stopping in the middle of a batch's bisection (:class:`RunStopped`), or
     settings the resync cannot work with (:data:`CONFIG_ERRORS`: a key rejected or rotated, an audience missing:
     no event is at fault, so none spends an attempt; the batch waits with the back-off for the config to be
-    fixed, up to the give-up). The batch waits, uncounted (but see :data:`PROBE_AFTER`: a 5xx one event causes)."""
+    fixed, up to the give-up), or an ESP's 2xx answer not believed (:class:`BadAnswer`, a proxy's maintenance page:
+    one that fails a resync is a read's, which says nothing about the events; a write's fails its items instead,
+    recorded as failures, and the resync goes through). The batch waits, uncounted (but see :data:`PROBE_AFTER`:
+    a 5xx one event causes)."""
     return transient(exc) or isinstance(exc, (LedgerError, LockLostError, RunStopped, duckdb.IOException,
-                                              *CONFIG_ERRORS))
+                                              BadAnswer, *CONFIG_ERRORS))
 
 
 #: 5xx-like failures in a row (the back-off at 20 s and more) after which a batch failing so is bisected (a poison
@@ -100,6 +104,20 @@ def count_stale(batch: Batch, report: ResyncReport) -> ResyncReport:
 ResyncFn = Callable[[Batch], ResyncReport | None]
 _Part = tuple[Event, list[Order], list[Contact], bool]  # one event and its decoded records (orders, contacts, pull)
 _Later = tuple[list[_Part], Exception] | None  # events left to wait out a transient failure, and that failure
+
+
+def not_believed(failure: BaseException, in_a_row: int, metrics, worker: str, now: float) -> None:
+    """A resync failed on an ESP's 2xx answer not believed (:class:`BadAnswer`: a proxy's maintenance page): its
+    events wait uncounted like an outage's, up to the give-up, their releases logged at INFO. The first of such
+    failures in a row (``in_a_row`` 1) is a WARNING naming it, and ``GET /healthz`` shows the wait
+    (``answer_not_believed``) until a resync goes through."""
+    if not isinstance(failure, BadAnswer):
+        return
+    error = _text(failure)
+    metrics.config_wait(worker, error, now, waits="not_believed")
+    if in_a_row == 1:
+        log.warning("resync: an answer not believed (%s): the events wait, uncounted, as in an outage, until the "
+                    "ESP answers as it should (a proxy or maintenance page in front of it?)", error)
 
 
 def _text(exc: BaseException) -> str:

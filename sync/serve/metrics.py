@@ -87,6 +87,8 @@ class Metrics:
         self.refused: dict[str, int] = {}  # destination → runs a guard refused (scheduled, webhook)
         #: worker → [error (secrets masked), since (Unix time)]: workers waiting for the config to be fixed
         self.config_waits: dict[str, list] = {}
+        #: worker → [error, since]: workers whose batch waits on an ESP's 2xx answer not believed (a proxy's page)
+        self.not_believed: dict[str, list] = {}
         self._remote: list[dict] = []  # snapshots of other processes of this server (the worker process)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(CountersCollector(self))
@@ -109,9 +111,10 @@ class Metrics:
             snaps = [self._snapshot_unlocked(), *self._remote]
             out: dict[str, Any] = {"webhooks": {}, "esp_ops": {}, **{name: {} for name in _DICTS},
                                    "latency_counts": [0] * len(self.latency_counts), "latency_sum": 0.0,
-                                   "config_waits": {}}
+                                   "config_waits": {}, "not_believed": {}}
             for snap in snaps:
-                out["config_waits"].update(snap.get("config_waits", {}))  # (workers' names are unique)
+                for key in ("config_waits", "not_believed"):
+                    out[key].update(snap.get(key, {}))  # (workers' names are unique)
                 for key in ("webhooks", "esp_ops"):
                     for a, b, n in snap.get(key, ()):
                         out[key][(a, b)] = out[key].get((a, b), 0) + n
@@ -128,7 +131,7 @@ class Metrics:
                 "resyncs": self.resyncs, "rows_read": self.rows_read, "stale": self.stale, "esp_ops": [[d, o, n] for (d, o), n in self.esp_ops.items()],
                 "esp_errors": self.esp_errors, "latency_counts": self.latency_counts,
                 "latency_sum": self.latency_sum, "scheduled": self.scheduled, "refused": self.refused,
-                "config_waits": self.config_waits}
+                "config_waits": self.config_waits, "not_believed": self.not_believed}
 
     # -- counting ------------------------------------------------------------------------------
 
@@ -176,12 +179,13 @@ class Metrics:
             for d in destinations or ("(none)",):
                 self.refused[d] = self.refused.get(d, 0) + 1
 
-    def config_wait(self, worker: str, error: str, since: float) -> None:
+    def config_wait(self, worker: str, error: str, since: float, *, waits: str = "config_waits") -> None:
         """``worker`` waits for the config to be fixed (``error``: its secrets masked by the caller, clipped here),
-        since ``since`` (Unix time) or since its first such wait in a row."""
+        since ``since`` (Unix time) or since its first such wait in a row. ``waits="not_believed"``: for an ESP's
+        answers to be believed again (:meth:`waiting_for_config` of that kind)."""
         with self._lock:
-            first = self.config_waits.get(worker)
-            self.config_waits[worker] = [error[:CONFIG_ERROR_CHARS], first[1] if first else since]
+            first = getattr(self, waits).get(worker)
+            getattr(self, waits)[worker] = [error[:CONFIG_ERROR_CHARS], first[1] if first else since]
 
     def config_fixed(self) -> None:
         """A resync of a worker of this process went through: the config (the process's one) is fixed, none of its
@@ -189,11 +193,13 @@ class Metrics:
         next resync went through, for as long as it made none)."""
         with self._lock:
             self.config_waits.clear()
+            self.not_believed.clear()
 
-    def waiting_for_config(self) -> dict[str, Any] | None:
+    def waiting_for_config(self, waits: str = "config_waits") -> dict[str, Any] | None:
         """This server's longest wait for the config to be fixed (its workers here and in the worker process):
-        ``{"since": ISO 8601, "error": text, "workers": n}``, or None when no worker waits."""
-        waits = self.merged()["config_waits"]
+        ``{"since": ISO 8601, "error": text, "workers": n}``, or None when no worker waits. ``waits=
+        "not_believed"``: its longest wait for an ESP's answers to be believed again, the same way."""
+        waits = self.merged()[waits]
         if not waits:
             return None
         error, since = min(waits.values(), key=lambda w: w[1])

@@ -113,5 +113,47 @@ class Schedule:
         fire = now
         while True:
             fire = croniter(self.cron, fire.astimezone(zone)).get_next(datetime).astimezone(timezone.utc)
-            if not (fire.astimezone(zone).fold and self.once_per_wall_time):
+            if not self.once_per_wall_time:
+                return self._second_pass(now, fire, zone)
+            if not fire.astimezone(zone).fold:
                 return fire
+
+    def _second_pass(self, now: datetime, fire: datetime, zone: ZoneInfo) -> datetime:
+        """A wildcard job's first time after ``now``, given croniter's ``fire``: when the clocks went back in
+        between (less wall time passed than real time), croniter may have stepped over the repeated times' second
+        pass (Lord Howe's clocks go back by 30 minutes, 02:00 → 01:30: from 01:56 its next ``*/7`` time was 02:00,
+        not the second pass's 01:35), so the minutes of each second pass in between (the 30 or 60 minutes after
+        the clocks went back) are looked at one by one; the rest is croniter's."""
+        from croniter import croniter
+
+        start, end = now.astimezone(zone), fire.astimezone(zone)
+        if end.replace(tzinfo=None) - start.replace(tzinfo=None) >= fire - now:  # no clock went back in between
+            return fire
+        first = now.astimezone(timezone.utc).replace(second=0, microsecond=0) + timedelta(minutes=1)
+        for back, repeated in _clocks_back(now, fire, zone):
+            at = max(first, back + timedelta(seconds=59)).replace(second=0)  # the second pass's first whole minute
+            while at < min(back + repeated, fire):
+                if croniter.match(self.cron, at.astimezone(zone)):
+                    return at
+                at += timedelta(minutes=1)
+        return fire
+
+
+def _clocks_back(since: datetime, until: datetime, zone: ZoneInfo) -> list[tuple[datetime, timedelta]]:
+    """Each moment (UTC) between ``since`` and ``until`` when ``zone``'s clocks go back, with by how much, in order:
+    the offset is sampled daily (no zone changes its clocks twice within a day), and the day of a fall is bisected
+    to the second."""
+    def offset(t: datetime) -> timedelta:
+        return t.astimezone(zone).utcoffset() or timedelta(0)
+
+    found, lo = [], since.astimezone(timezone.utc)
+    while lo < until:
+        hi = min(lo + timedelta(days=1), until)
+        if offset(hi) < offset(lo):
+            a, b = lo, hi  # offset(a) is the old one, offset(b) the new
+            while b - a > timedelta(seconds=1):
+                mid = a + (b - a) / 2
+                a, b = (mid, b) if offset(mid) == offset(lo) else (a, mid)
+            found.append((b.replace(microsecond=0), offset(lo) - offset(hi)))
+        lo = hi
+    return found

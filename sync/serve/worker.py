@@ -7,8 +7,8 @@ queued and hands it to :func:`sync.serve.resync.resync`. Events are marked done 
 an error of their own they go back to the queue (up to ``max_attempts`` claims, then ``failed``), the batch split
 in halves until the event at fault is alone (:mod:`sync.serve.isolate`, at most ``2·⌈log2 n⌉ + 2`` resyncs a
 claim; an event that failed alone before is resynced apart, :mod:`sync.serve.apart`); an outage (:func:`retry_later`: the ESP, the source or the ledger failing the transient way, the disk full)
-spends no attempt, and the worker backs off (the vendor's Retry-After, else :data:`BACKOFF_BASE` doubling up to
-:data:`BACKOFF_MAX`; a Retry-After up to :data:`RETRY_AFTER_MAX`; one destination rate limited while there are
+spends no attempt, and the worker backs off (:data:`BACKOFF_BASE` doubling up to :data:`BACKOFF_MAX`, or the
+vendor's Retry-After when longer, up to :data:`RETRY_AFTER_MAX`; one destination rate limited while there are
 others pauses that destination's work alone, :mod:`sync.serve.pauses`; a 5xx after :data:`PROBE_AFTER` in a row is
 bisected too: one event may cause it; the event failing 5xx alone waits uncounted, resynced apart with a back-off
 of its own); a batch that waited in vain for another run (:class:`~sync.errors.LockBusyError`: a destination or the
@@ -40,7 +40,7 @@ from ..ledger import Ledger, default_owner
 from ..ledger.codec import decode_records
 from ..settings import Settings
 from .batches import (CONFIG_ERRORS, PROBE_AFTER, Batch, ResyncFn, _batch, _Later, _Part, _text, count_stale,
-                      retry_later)
+                      not_believed, retry_later)
 from .apart import Apart
 from .isolate import Bisection
 from .metrics import Metrics
@@ -213,6 +213,7 @@ class Worker(Bisection, Apart, Suspects, Pauses):
             return
         if retry_later(failure):
             wait = self._back_off(failure)
+            not_believed(failure, self._outages, self.metrics, self.name, self._now().timestamp())
             told = getattr(failure, "retry_after", None)
             asked = "" if told is None else (f"{getattr(failure, 'destination', None) or 'the vendor'} asked to wait "
                                               f"{float(told):.0f} s (at most {RETRY_AFTER_MAX:.0f} s waited); ")
@@ -257,11 +258,12 @@ class Worker(Bisection, Apart, Suspects, Pauses):
         return exhausted
 
     def _back_off(self, failure: BaseException) -> float:
-        """Wait before the next claim after a failure of the ESP, the source or the ledger: the vendor's
-        ``Retry-After`` when it gave one (parsed by the retry layer, :func:`connectors.retry.retry_after_seconds`),
-        up to :data:`RETRY_AFTER_MAX` (a resync is every destination's: one ESP's day-long wait must not run the
-        others' events into the give-up; the call after it is one 429 more), else an exponential back-off with
-        jitter from :data:`BACKOFF_BASE` up to :data:`BACKOFF_MAX`. Returns the seconds."""
+        """Wait before the next claim after a failure of the ESP, the source or the ledger: an exponential back-off
+        with jitter from :data:`BACKOFF_BASE` up to :data:`BACKOFF_MAX`, or the vendor's ``Retry-After`` when it is
+        longer (parsed by the retry layer, :func:`connectors.retry.retry_after_seconds`), up to
+        :data:`RETRY_AFTER_MAX` (a resync is every destination's: one ESP's day-long wait must not run the others'
+        events into the give-up; the call after it is one 429 more). A "retry now" (0, a date gone by) waits the
+        back-off, as the retry layer's does: a vendor saying it again and again is not asked every 5 s. The seconds."""
         self._outages += 1
         wait = self._wait_for(failure, self._outages)
         self.retry_at = self._clock() + wait
@@ -269,11 +271,10 @@ class Worker(Bisection, Apart, Suspects, Pauses):
 
     def _wait_for(self, failure: BaseException, in_a_row: int) -> float:
         """The seconds to wait after the ``in_a_row``-th such failure (:meth:`_back_off`)."""
-        told = getattr(failure, "retry_after", None)
-        if told is None:
-            ceiling = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (in_a_row - 1))
-            return self._rng.uniform(ceiling / 2, ceiling)
-        return min(max(float(told), BACKOFF_BASE), RETRY_AFTER_MAX)
+        ceiling = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (in_a_row - 1))
+        own = self._rng.uniform(ceiling / 2, ceiling)
+        told = getattr(failure, "retry_after", None)  # "retry now" (0, a date gone by) never waits less than our own
+        return own if told is None else min(max(float(told), own), RETRY_AFTER_MAX)
 
     def backing_off(self) -> float:
         """Seconds left before this worker claims again after a transient failure (0: none)."""

@@ -1,0 +1,133 @@
+"""Each destination's revision counter (``state_revisions``), and a ledger restored from a backup found and told.
+
+Every save or forget of a destination's pushed state bumps its revision; the plans' cached copies
+(:mod:`sync.ledger.statecache`) name the counter's *epoch* and the revision they were read at. A ledger restored
+from an older backup (a SQLite file put back, a PostgreSQL dump restored) goes back to an older revision of the
+same epoch, and the revisions written after the restore are numbered again: a copy of the undone history at one
+of those numbers would pass for the state. It is found by whoever sees the ledger behind what it saw before: a
+cached copy on this host ahead of the ledger (at a plan's read, or at the first save of a process), or a counter
+behind the one this ledger object's own earlier save found. Whoever finds it gives the counter a new epoch, in the ledger, so
+every copy kept before, on every host sharing the ledger (each PostgreSQL host keeps its own beside its order
+store), is someone else's from then on and read in full, the same way for both engines; and it says so (a warning:
+run ``rfmsync sync --full-refresh`` once, docs/ledger.md#restored-ledger). A restore that nobody sees (no copy
+ahead of it anywhere, no process that saw a later revision) needs nothing: no copy is of the undone history.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import TYPE_CHECKING
+
+from sqlalchemy import case, select, update
+
+from ..errors import LedgerError
+from .schema import state_revisions
+from .statecache import Counter, went_back
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from .db import LedgerDB
+    from .statecache import StateCache, WrittenRevisions
+
+log = logging.getLogger("sync.ledger.statecache")
+
+
+class Revisions:
+    """The revision counters, a part of :class:`~sync.ledger.state.PushedStates`."""
+
+    _db: "LedgerDB"
+    _cache: "StateCache | None"
+    _written: "WrittenRevisions"
+
+    def _init_revisions(self) -> None:
+        self._checked: set[str] = set()  # the destinations whose cached copy a first save checked
+        #: destination → the ledger's revision (committed: the counter as a save of this object found it, before it
+        #: took the next; a save rolled back gives its own number back) at this object's latest save
+        self._seen: dict[str, Counter] = {}
+
+    def state_revision(self, destination: str) -> int:
+        """Counter bumped by every save/forget that changed ``destination``'s state (0 if never)."""
+        with self._db.read() as conn:
+            value = conn.execute(select(state_revisions.c.revision).where(
+                state_revisions.c.destination == destination)).scalar()
+        return int(value or 0)
+
+    def _counter(self, conn: "Connection", destination: str) -> Counter:
+        row = conn.execute(select(state_revisions.c.revision, state_revisions.c.epoch).where(
+            state_revisions.c.destination == destination)).first()
+        return Counter(0, None) if row is None else Counter(int(row.revision), row.epoch)
+
+    def _bump_revision(self, conn: "Connection", destination: str) -> int:
+        """The destination's next revision (a new counter gets a random epoch). Taken before the rows are
+        written, so on PostgreSQL concurrent writers of one destination commit in revision order. A ledger found
+        restored (a copy on this host ahead of it, checked at a process's first save; or a counter behind the
+        one an earlier save of this object found) gets a new epoch in the same transaction."""
+        ins = self._db.insert(state_revisions).values(destination=destination, revision=1, epoch=uuid.uuid4().hex)
+        revision, epoch = conn.execute(ins.on_conflict_do_update(
+            index_elements=[state_revisions.c.destination], set_={"revision": state_revisions.c.revision + 1}
+        ).returning(state_revisions.c.revision, state_revisions.c.epoch)).one()
+        before, seen = Counter(int(revision) - 1, epoch), self._seen.get(destination)
+        past = 0  # a restore found: the highest revision seen of the undone history
+        if self._cache is not None and destination not in self._checked:  # once a process: a copy ahead of the
+            self._checked.add(destination)  # ledger is of a history a restore undid (statecache.drop_if_ahead)
+            past = self._cache.drop_if_ahead(destination, before) or 0
+        if seen is not None and seen.epoch == epoch and seen.revision > before.revision:
+            log.warning("ledger: the pushed state of destination %r is at revision %d, behind the revision %d this "
+                        "process found before: the ledger was restored from an older copy? What rfmsync pushed "
+                        "after that copy is not in it; run 'rfmsync sync --full-refresh' once "
+                        "(docs/ledger.md#restored-ledger)", destination, before.revision, seen.revision)
+            past = max(past, seen.revision + 1)  # (the revision that save took)
+        if past:
+            revision, epoch = self._new_epoch(conn, destination, before, past)
+        self._seen[destination] = Counter(int(revision) - 1, epoch)
+        return int(revision)
+
+    def _restore_found(self, destination: str) -> None:
+        """After a read: a copy on this host was found ahead of the ledger (:meth:`StateCache.load`). Unless the
+        counter, read again, has since reached the copy in the same epoch (another process's save committed
+        after the read's snapshot, and its plan kept the copy: no restore), the restore is told and the counter
+        gets a new epoch, so no host's copy of the undone history is used (a write of its own)."""
+        found = self._cache.behind.pop(destination, None) if self._cache is not None else None
+        if found is None:
+            return
+        counter, copied = found
+        told = False
+        try:
+            with self._db.write() as conn:
+                if not self._still_behind(conn, destination, counter, copied):
+                    return
+                went_back(destination, counter, copied)
+                told = True
+                self._new_epoch(conn, destination, counter, copied)
+        except LedgerError as exc:  # a ledger this process only reads (mode=ro, a standby): the read stands
+            if not told:
+                with self._db.read() as conn:
+                    if not self._still_behind(conn, destination, counter, copied):
+                        return
+                went_back(destination, counter, copied)
+            log.warning("ledger: could not give destination %r's revision counter a new epoch (%s): other hosts' "
+                        "copies are checked by their own reads", destination, exc)
+
+    def _still_behind(self, conn: "Connection", destination: str, counter: Counter, copied: int) -> bool:
+        """Whether ``destination``'s counter, read now, is still of ``counter``'s epoch and behind the copy at
+        revision ``copied`` (else another process's save reached it, or another's read gave the new epoch)."""
+        now = self._counter(conn, destination)
+        return now.epoch == counter.epoch and now.revision < copied
+
+    def _new_epoch(self, conn: "Connection", destination: str, counter: Counter, past: int) -> tuple[int, str | None]:
+        """Give ``destination``'s counter a new epoch and a revision past ``past`` (the highest seen of the
+        history a restore undid, so a plan saved at one of its revisions never matches the ledger again: ``apply``
+        refuses it), unless another process did since ``counter`` was read (its counter then stands). The
+        counter's revision and epoch now."""
+        revision = state_revisions.c.revision
+        if conn.execute(update(state_revisions).where(state_revisions.c.destination == destination,
+                                                      state_revisions.c.epoch == counter.epoch)
+                        .values(epoch=uuid.uuid4().hex,
+                                revision=case((revision > past, revision), else_=past + 1))).rowcount:
+            self._written.drop(destination)  # (the rows its revisions wrote: another history's)
+            if self._cache is not None:
+                self._cache.drop(destination)
+        now = self._counter(conn, destination)
+        return now.revision, now.epoch
