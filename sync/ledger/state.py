@@ -22,7 +22,7 @@ from .locks import check_lock_held
 from .lost import LostTagMemory, given_back, spellings
 from .moves import StateMoves
 from .revisions import Revisions
-from .schema import lost_tags, pushed_state, state_revisions
+from .schema import lost_tags, pushed_state
 from .state_rows import dump_fields, save_rows_pg, save_rows_sqlite
 from .statecache import StateCache, StateParts, WrittenRevisions, renewal_due, state_parts
 

@@ -9,7 +9,7 @@ full otherwise.
 A copy is one Arrow IPC file per destination (memory-mapped when read), named by a hash of the destination,
 in a folder beside a SQLite ledger (``<ledger file>.state-cache/``). It records the destination, the
 revision it was read at and the *epoch* of the destination's revision counter (random, made when the counter
-starts: another ledger, or this one's counter started again, has another). It is used only when all three
+starts: another ledger has another; renewed when the destination is forgotten). It is used only when all three
 match and the ledger's revision has not gone back (a ledger restored from an older copy: the counter then gets a
 new epoch, :mod:`sync.ledger.revisions`); anything else, or a file that does not read, means the full read.
 Deleting the folder is always safe.
