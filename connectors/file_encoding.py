@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import BadFileError, ConfigError, ConnectorError, TransientError
+from .file_paths import file_state
 
 log = logging.getLogger("connectors.file_readers")
 
@@ -62,8 +63,14 @@ def utf8_copy(path: Path, encoding: str, tmp: Path) -> Path:
         raise ConfigError(f"unknown encoding {encoding!r} for {path}") from None
     if utf8 and not (auto and _ends_outside_utf8(path)):
         return path
+    state = file_state(path)  # the decision and the copy read the file several times: of one state, or retried
     if utf8:
-        enc = cut_or_8bit(path)
+        try:
+            enc = cut_or_8bit(path)
+        except ConnectorError:
+            if file_state(path) != state:
+                raise changed_while_decided(path) from None
+            raise
         if enc == "utf-8":  # finished since it was found cut: UTF-8 whole, read as it is
             return path
     out = tmp / (path.stem + ".utf8.csv")
@@ -72,9 +79,22 @@ def utf8_copy(path: Path, encoding: str, tmp: Path) -> Path:
             while chunk := src.read(1 << 22):
                 dst.write(chunk)
     except UnicodeDecodeError:
+        if file_state(path) != state:
+            raise changed_while_decided(path) from None
         raise encoding_error(path, enc, auto=encoding.lower() == "auto") from None
+    if file_state(path) != state:  # an encoding decided on bytes since changed, or a copy of a half-written file
+        raise changed_while_decided(path)
     log.debug("transcoded %s from %s", path, enc)
     return out
+
+
+def changed_while_decided(path: Path) -> TransientError:
+    """The retry-later error of a file that changed (grew, was written anew) while its encoding was decided or it
+    was copied to UTF-8: the decision's reads saw different files (a character begun, then finished), so neither an
+    encoding error nor a copy of it stands. The file reader reads it again (:data:`~connectors.file_paths.READ_ATTEMPTS`
+    times before its own retry-later error)."""
+    return TransientError(f"{path}: the file changed while its encoding was being decided (still being written or "
+                          f"copied?); nothing was stored: run again once it is complete")
 
 
 def first_bad_byte(path: Path, encoding: str) -> int | None:
