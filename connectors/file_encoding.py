@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import BadFileError, ConfigError, ConnectorError, TransientError
+from .file_bytes import ROW_MAX, first_bad_byte, last_row, line_at, row_start
 from .file_paths import file_state
 
 log = logging.getLogger("connectors.file_readers")
@@ -97,23 +98,6 @@ def changed_while_decided(path: Path) -> TransientError:
                           f"copied?); nothing was stored: run again once it is complete")
 
 
-def first_bad_byte(path: Path, encoding: str) -> int | None:
-    """The file offset of the first byte that is not valid ``encoding``, or None when the whole file is."""
-    decoder = codecs.getincrementaldecoder(encoding)()
-    offset = 0
-    with open(path, "rb") as f:
-        while True:
-            chunk = f.read(1 << 22)
-            pending = len(decoder.getstate()[0])  # undecoded bytes carried over from the last chunk
-            try:
-                decoder.decode(chunk, final=not chunk)
-            except UnicodeDecodeError as e:
-                return max(offset - pending + e.start, 0)
-            if not chunk:
-                return None
-            offset += len(chunk)
-
-
 def encoding_error(path: Path, encoding: str, auto: bool = False) -> ConnectorError:
     """A ConfigError naming the file, the first bad byte, its line (number and text, bad bytes shown as
     U+FFFD) and what to do: set ``encoding = "auto"`` or an encoding that reads the whole file (``"utf-16"`` for a
@@ -131,7 +115,7 @@ def encoding_error(path: Path, encoding: str, auto: bool = False) -> ConnectorEr
     # a UTF-16 file (BOM) with a bad code unit: an 8-bit encoding "reads" any bytes
     auto = auto or (enc.startswith("utf-16") and bom)
     at = first_bad_byte(path, enc)
-    where = f" at byte {at}{_line_at(path, at, enc)}" if at is not None else ""
+    where = f" at byte {at}{line_at(path, at, enc)}" if at is not None else ""
     if auto:  # the file's first MB read as ``enc``: a stray byte, not a file in another encoding
         hint = "; fix that line, or set [source] encoding to the file's encoding"
     else:
@@ -223,51 +207,10 @@ def cut_short(path: Path) -> TransientError:
                           f"taken as complete){ahead}")
 
 
-#: the most of a file's last row read by :func:`_last_row` (a "row" longer than this is taken from there)
-_ROW_MAX = 1 << 20
-#: what a row holding nothing else is not a last row of (Excel's ``;;`` after the data included)
-_BLANK = b"\r\n;,\t| "
-
-
-def _last_row(path: Path) -> tuple[int, bytes]:
-    """The offset and bytes of the file's last row: from the line break (LF, CR or both) before its last line that
-    is not empty or delimiters only (Excel's ``;;``) to the end of the file (the lines after it included), read
-    backwards in 64 KiB blocks, at most :data:`_ROW_MAX` bytes."""
-    end = path.stat().st_size
-    data = b""
-    with open(path, "rb") as f:
-        while end > 0 and len(data) < _ROW_MAX:
-            start = max(end - (1 << 16), 0)
-            f.seek(start)
-            data = f.read(end - start) + data
-            end = start
-            body = data.rstrip(_BLANK)
-            cut = max(body.rfind(b"\n"), body.rfind(b"\r"))  # CR alone ends a row too (classic Mac)
-            if cut >= 0:
-                return end + cut + 1, data[cut + 1:]
-    return end, data
-
-
-def _row_start(path: Path, at: int) -> int:
-    """The offset of the row holding byte ``at``: just after the last line break (LF or CR) before it, or 0; read
-    backwards in 64 KiB blocks."""
-    with open(path, "rb") as f:
-        end = at
-        while end > 0:
-            start = max(end - (1 << 16), 0)
-            f.seek(start)
-            block = f.read(end - start)
-            brk = max(block.rfind(b"\n"), block.rfind(b"\r"))
-            if brk >= 0:
-                return start + brk + 1
-            end = start
-    return 0
-
-
 def _ends_outside_utf8(path: Path) -> bool:
     """Whether the file's last row holds non-ASCII bytes that are not UTF-8 (a character begun and not finished
     included)."""
-    row = _last_row(path)[1]
+    row = last_row(path)[1]
     if row.isascii():
         return False
     try:
@@ -320,10 +263,10 @@ def cut_or_8bit(path: Path) -> str:
     at = first_bad_byte(path, "utf-8")
     if at is None:  # finished since it was found cut: UTF-8 after all
         return "utf-8"
-    start = _row_start(path, at)
+    start = row_start(path, at)
     with open(path, "rb") as f:
         f.seek(start)
-        row = f.read(_ROW_MAX)
+        row = f.read(ROW_MAX)
     cut = _cut_at(path, at)  # the bad bytes the file's very last: a character begun, maybe a file cut short
     if cut and not settled(path):
         raise cut_short(path)
@@ -337,50 +280,10 @@ def cut_or_8bit(path: Path) -> str:
         return enc
     if not cut:
         raise encoding_error(path, "utf-8", auto=True)
-    raise BadFileError(f"{path}: the file ends inside a character at byte {at}{_line_at(path, at, 'utf-8')}, "
+    raise BadFileError(f"{path}: the file ends inside a character at byte {at}{line_at(path, at, 'utf-8')}, "
                        f"and has not changed for {_SETTLED}: it was cut short (an export or copy that "
                        f"stopped?); nothing was stored: export it again (or, if it is not UTF-8, set [source] "
                        f"encoding to its encoding)")
-
-
-_QUOTED = 50  # characters quoted on each side of a bad byte
-_LINE_BREAK = re.compile(r"[\r\n]")
-
-
-def _line_at(path: Path, offset: int, encoding: str) -> str:
-    """`` (line N: '…')``: the line holding byte ``offset`` (lines end at ``\\n``, or at ``\\r`` in a file whose
-    first chunk has no ``\\n``; in UTF-16, at those code units, not at bytes of that value: ``上`` is ``0A 4E``),
-    counted in one chunked pass, and about 50 characters of it on each side of that byte, read from a window of the
-    file alone (decoded with replacement; aligned to 2 bytes in UTF-16)."""
-    import numpy as np
-
-    width = 2 if encoding.startswith("utf-16") else 1
-    line, start, sep = 1, 0, 0
-    with open(path, "rb") as f:
-        units = ">u2" if encoding == "utf-16-be" or (width == 2 and f.read(2) == codecs.BOM_UTF16_BE) else "<u2"
-        f.seek(0)
-        pos = 0
-        while pos < offset:
-            chunk = f.read(min(1 << 22, offset - pos))
-            if not chunk:
-                break
-            # the line-break code units' places in the chunk (a UTF-16 chunk's odd last byte is no code unit)
-            codes = np.frombuffer(chunk[:len(chunk) - len(chunk) % width], units if width == 2 else np.uint8)
-            sep = sep or (13 if not (codes == 10).any() and (codes == 13).any() else 10)
-            breaks = np.flatnonzero(codes == sep)
-            line += len(breaks)
-            if len(breaks):
-                start = pos + width * (int(breaks[-1]) + 1)
-            pos += len(chunk)
-        lo = max(start, offset - 4 * _QUOTED)
-        lo += (lo - offset) % width  # a whole number of code units before the bad byte
-        f.seek(lo)
-        data = f.read(offset - lo + 4 * _QUOTED)
-    before = _LINE_BREAK.split(data[:offset - lo].decode(encoding, errors="replace"))[-1]
-    after = _LINE_BREAK.split(data[offset - lo:].decode(encoding, errors="replace"), maxsplit=1)[0]
-    shown = ("…" if len(before) > _QUOTED else "") + before[-_QUOTED:] + after[:_QUOTED] + (
-        "…" if len(after) > _QUOTED else "")
-    return f" (line {line}: {shown!r})"
 
 
 def csv_error(path: Path, read: Path, exc: Exception, auto: bool = False) -> Exception:
