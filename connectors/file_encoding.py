@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import codecs
 import logging
+import math
 import os
 import re
 import time
@@ -37,13 +38,45 @@ def _detect_encoding(path: Path) -> str:
 _CYRILLIC_RUN = re.compile(r"[\u0400-\u04ff]{2,}")
 
 
+#: a run of two or more letters of the Cyrillic alphabets exports are written in (Russian, Ukrainian, Belarusian;
+#: Uzbek's Ўў), as :func:`cyrillic_8bit` counts them. Not Serbian and Macedonian's Ђ Ѓ Љ Њ Ќ Ћ Џ Ј Ѕ: cp1251 puts them
+#: where cp866 has its capitals А–Я and а–п, so a cp866 «Петр» read as cp1251 is «ЏҐва», a word as long.
+_WORD_RUN = re.compile("[А-яЁёЎўІіЇїЄєҐґ]{2,}")
+
+
+#: letters per 10 000 of Russian text (the rest of :data:`_WORD_RUN`'s, Ukrainian and Uzbek ones: 1): what breaks a
+#: tie of :func:`cyrillic_8bit`'s count, the reading of the more usual letters
+_FREQUENCY = dict(zip("оеаинтсрвлкмдпуяыьгзбчйхжшюцщэфъё", (
+    1097, 845, 801, 735, 670, 626, 547, 473, 454, 440, 349, 321, 298, 281, 262, 201, 190, 174, 170, 165, 159, 144,
+    121, 97, 94, 73, 64, 48, 36, 32, 26, 4, 4)))
+
+
+def _words_8bit(data: bytes) -> dict[str, tuple[int, float]]:
+    """How ``data`` reads as cp1251 and as cp866: the letters in Cyrillic words (:data:`_WORD_RUN`), and how usual
+    those letters are (the sum of their log :data:`_FREQUENCY`)."""
+    score = {}
+    for e in ("cp1251", "cp866"):
+        letters = "".join(_WORD_RUN.findall(data.decode(e, "replace"))).lower()
+        score[e] = (len(letters), sum(math.log(_FREQUENCY.get(c, 1)) for c in letters))
+    return score
+
+
 def cyrillic_8bit(data: bytes) -> str:
-    """``cp866`` or ``cp1251``: the one that reads ``data`` as more Cyrillic letters in runs of two or more
-    (words, not stray symbols). Counting bytes by range would not do: cp866's letters А–п sit at 0x80–0xAF,
-    where cp1251 has its punctuation (nbsp, —, –, «», “”, …), so a cp1251 export of Latin names with a few
-    dashes would look like cp866. A tie (no Cyrillic words) is cp1251."""
-    score = {e: sum(map(len, _CYRILLIC_RUN.findall(data.decode(e, "replace")))) for e in ("cp1251", "cp866")}
+    """``cp866`` or ``cp1251``: the one that reads ``data`` as more letters in Cyrillic words (runs of two or more
+    of :data:`_WORD_RUN`'s letters, not stray symbols), as many: the one whose letters are the more usual in Russian
+    (cp1251 «мама» is cp866 «ьрьр», cp1251 «Ёлка» cp866 «иыър»). Counting bytes by range would not do: cp866's
+    letters А–п sit at 0x80–0xAF, where cp1251 has its punctuation (nbsp, —, –, «», “”, …), so a cp1251 export of
+    Latin names with a few dashes would look like cp866. No Cyrillic word either way (a dash, a single letter) is
+    cp1251."""
+    score = _words_8bit(data)
     return "cp866" if score["cp866"] > score["cp1251"] else "cp1251"
+
+
+def tied_8bit(data: bytes) -> bool:
+    """Whether ``data`` reads as as many letters in Cyrillic words as cp1251 and as cp866 (:func:`cyrillic_8bit`
+    then decides by how usual they are: a guess the warning shows both readings of)."""
+    score = _words_8bit(data)
+    return score["cp1251"][0] == score["cp866"][0] > 0
 
 
 def detect_encoding(path: Path) -> str:
@@ -256,7 +289,8 @@ def cut_or_8bit(path: Path) -> str:
     being written or copied?). Any other bad bytes (cp1251 ``ДД``, ``я``: 0xFF is never UTF-8; a letter before a line
     break or Excel's ``;;`` row) are no UTF-8 file cut short, fresh or not. Either way, once it cannot be a cut
     file: ASCII before the row holding the first bad byte, it is an 8-bit file (:func:`cyrillic_8bit`, cp1251 when
-    its few bytes cannot tell), read as that with a warning, unless the bytes from that row read as UTF-8 text
+    its few bytes hold no Cyrillic word; the warning shows the other reading too when both read as many letters:
+    :func:`tied_8bit`), read as that with a warning, unless the bytes from that row read as UTF-8 text
     (a cut row: :func:`_utf8_words`, ``Анна Смир``; other rows: :func:`_utf8_words_from`). A file cut so is a UTF-8
     file cut short that will not be finished: a BadFileError naming the byte and its line; any other, the encoding
     error (:func:`encoding_error`), fresh or not."""
@@ -275,8 +309,13 @@ def cut_or_8bit(path: Path) -> str:
         shown = bytes(b for b in row if b >= 0x80)
         why = (f"which begin a UTF-8 character it does not finish; unchanged for {_SETTLED}, so it is no file cut "
                f"short" if cut else "which are not UTF-8")
-        log.warning("%s: ASCII text but for its last row's byte(s) (%s%s), %s: read as %s (set [source] encoding "
-                    "to say which)", path, shown[:16].hex(" "), " …" if len(shown) > 16 else "", why, enc)
+        where = ("its last row's byte(s)" if start >= last_row(path)[0] else
+                 f"the byte(s) from byte {at} on{line_at(path, at, enc)}")  # rows after that one too
+        other = "cp866" if enc == "cp1251" else "cp1251"
+        tie = (f", as many Cyrillic letters as {other} reads{line_at(path, at, other)}, the more usual ones"
+               if tied_8bit(row) else "")  # a guess: both readings shown
+        log.warning("%s: ASCII text but for %s (%s%s), %s: read as %s%s (set [source] encoding to say which)", path,
+                    where, shown[:16].hex(" "), " …" if len(shown) > 16 else "", why, enc, tie)
         return enc
     if not cut:
         raise encoding_error(path, "utf-8", auto=True)

@@ -181,3 +181,27 @@ def test_a_cp1251_last_data_row_before_excels_delimiter_only_rows_is_read_as_cp1
     export(tmp_path, text.encode("cp1251"))
     assert customers(tmp_path)[-1] == "Кузя"
     run_cli("check", "--config", str(tmp_path / "rfmsync.toml"))
+
+
+@pytest.mark.parametrize("cell", ["Петр", "Пётр", "ООО", "Ася", "Київ", "Юг", "АО", "ОАО"])
+def test_a_short_cp866_last_cell_is_read_as_cp866(tmp_path, cell):
+    """A cp866 export of Latin codes whose last cell is a short Cyrillic word: before, its bytes read as as many
+    cp1251 letters (``Петр`` as ``ЏҐва``, ``ООО`` as ``ЋЋЋ``: Serbian letters where cp866 has its capitals) and the
+    tie made it cp1251 mojibake, silently but for the bytes in hex."""
+    export(tmp_path, (SMALL + row(40_000, cell) + "\n").encode("cp866"), age=SETTLED_SECONDS + 5)
+    assert customers(tmp_path)[-1] == cell
+
+
+@pytest.mark.parametrize("cell, other", [("мама", "ьрьр"), ("ёлка", "╕ыър"), ("Ёлка", "иыър"), ("окно", "юъэю")])
+def test_a_cp1251_last_cell_as_many_letters_in_cp866_is_read_by_the_more_usual_letters(tmp_path, cell, other,
+                                                                                        caplog):
+    """cp1251 lowercase а–п are cp866 р–я: as many letters either way; the usual ones (``мама``, not ``ьрьр``) decide,
+    and the warning shows the other reading (a guess, not silent)."""
+    data = (BIG + row(40_000, cell) + "\n").encode("cp1251")
+    day = export(tmp_path, data)
+    with caplog.at_level(logging.WARNING):
+        assert customers(tmp_path)[-1] == cell
+    if other.isalpha():
+        assert (f"{day}: ASCII text but for its last row's byte(s) ({cell.encode('cp1251').hex(' ')}), which are not "
+                f"UTF-8: read as cp1251, as many Cyrillic letters as cp866 reads (line 40001: "
+                f"'{row(40_000, other)}'), the more usual ones") in caplog.text
