@@ -16,7 +16,9 @@ reading, with no patching of the reader.
     ``ACTION`` once and writes ``DONE``: ``append`` (order ``ARG``'s line), ``replace`` (``os.replace`` the file
     ``ARG`` onto ``PATH``) or ``move`` (rename ``PATH`` to ``ARG``).
 
-:func:`appending` and :func:`on_open` start them from a test and clean up.
+:func:`appending` and :func:`on_open` start them from a test and clean up. ``FILE_WRITER_NICE=19`` in the
+environment runs the writers at that niceness: a loaded machine's share of the CPU for them, on demand (a read
+during which the writer got no CPU sees no change: tests/test_files_being_written.py's :func:`refused`).
 """
 
 from __future__ import annotations
@@ -159,6 +161,7 @@ def _on_open(pid: str, path: Path, ready: Path, done: Path, action: str, arg: st
 
 
 if __name__ == "__main__":
+    os.nice(int(os.environ.get("FILE_WRITER_NICE", "0")))
     mode, *rest = sys.argv[1:]
     if mode == "append":
         _append(Path(rest[0]), int(rest[1]), Path(rest[2]))
