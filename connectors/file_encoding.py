@@ -51,14 +51,14 @@ _FREQUENCY = dict(zip("оеаинтсрвлкмдпуяыьгзбчйхжшюц�
     121, 97, 94, 73, 64, 48, 36, 32, 26, 4, 4)))
 
 
-def _words_8bit(data: bytes) -> dict[str, tuple[int, float]]:
-    """How ``data`` reads as cp1251 and as cp866: the letters in Cyrillic words (:data:`_WORD_RUN`), and how usual
-    those letters are (the sum of their log :data:`_FREQUENCY`)."""
-    score = {}
-    for e in ("cp1251", "cp866"):
-        letters = "".join(_WORD_RUN.findall(data.decode(e, "replace"))).lower()
-        score[e] = (len(letters), sum(math.log(_FREQUENCY.get(c, 1)) for c in letters))
-    return score
+def _words_8bit(data: bytes) -> dict[str, str]:
+    """The letters ``data`` reads as in Cyrillic words (:data:`_WORD_RUN`), lowercase, as cp1251 and as cp866."""
+    return {e: "".join(_WORD_RUN.findall(data.decode(e, "replace"))).lower() for e in ("cp1251", "cp866")}
+
+
+def _usual(letters: str) -> float:
+    """How usual ``letters`` are in Russian text: the sum of their log :data:`_FREQUENCY`."""
+    return sum(math.log(_FREQUENCY.get(c, 1)) for c in letters)
 
 
 def cyrillic_8bit(data: bytes) -> str:
@@ -68,15 +68,18 @@ def cyrillic_8bit(data: bytes) -> str:
     letters А–п sit at 0x80–0xAF, where cp1251 has its punctuation (nbsp, —, –, «», “”, …), so a cp1251 export of
     Latin names with a few dashes would look like cp866. No Cyrillic word either way (a dash, a single letter) is
     cp1251."""
-    score = _words_8bit(data)
-    return "cp866" if score["cp866"] > score["cp1251"] else "cp1251"
+    words = _words_8bit(data)
+    cp1251, cp866 = len(words["cp1251"]), len(words["cp866"])
+    if cp1251 == cp866 > 0:
+        cp1251, cp866 = _usual(words["cp1251"]), _usual(words["cp866"])
+    return "cp866" if cp866 > cp1251 else "cp1251"
 
 
 def tied_8bit(data: bytes) -> bool:
     """Whether ``data`` reads as as many letters in Cyrillic words as cp1251 and as cp866 (:func:`cyrillic_8bit`
     then decides by how usual they are: a guess the warning shows both readings of)."""
-    score = _words_8bit(data)
-    return score["cp1251"][0] == score["cp866"][0] > 0
+    words = _words_8bit(data)
+    return len(words["cp1251"]) == len(words["cp866"]) > 0
 
 
 def detect_encoding(path: Path) -> str:
