@@ -81,6 +81,12 @@ class Guess:
     columns: dict[str, tuple[str, str]] = field(default_factory=dict)
     unmapped: list[str] = field(default_factory=list)
 
+    @property
+    def names_as_ids(self) -> str | None:
+        """The header of a column of names mapped as the customer id (:data:`NAMES_AS_IDS`), else ``None``."""
+        header, note = self.columns.get("customer_id", (None, None))
+        return header if note == NAMES_AS_IDS else None
+
 
 def read_sample(path: Path, rows: int = SAMPLE_ROWS) -> Sample:
     """The header and the first ``rows`` rows (as text) of a CSV/TSV, XLSX or Parquet export."""
