@@ -35,16 +35,14 @@ def _detect_encoding(path: Path) -> str:
         return cyrillic_8bit(head)
 
 
+#: a run of two or more Cyrillic letters: a word, as :func:`cyrillic_8bit` counts them (not a stray symbol). All of
+#: the block, Serbian and Macedonian's Ђ Љ Њ Ћ Џ Ј included: a cp1251 export of Serbian names (Ђорђе Јовановић) read as
+#: cp866 has fewer of them. A cp866 «Петр» whose bytes cp1251 reads as «ЏҐва», a word as long, is the tie
+#: :data:`_FREQUENCY` breaks (Џ, Ґ: rare).
 _CYRILLIC_RUN = re.compile(r"[\u0400-\u04ff]{2,}")
 
 
-#: a run of two or more letters of the Cyrillic alphabets exports are written in (Russian, Ukrainian, Belarusian;
-#: Uzbek's Ўў), as :func:`cyrillic_8bit` counts them. Not Serbian and Macedonian's Ђ Ѓ Љ Њ Ќ Ћ Џ Ј Ѕ: cp1251 puts them
-#: where cp866 has its capitals А–Я and а–п, so a cp866 «Петр» read as cp1251 is «ЏҐва», a word as long.
-_WORD_RUN = re.compile("[А-яЁёЎўІіЇїЄєҐґ]{2,}")
-
-
-#: letters per 10 000 of Russian text (the rest of :data:`_WORD_RUN`'s, Ukrainian and Uzbek ones: 1): what breaks a
+#: letters per 10 000 of Russian text (the rest of :data:`_CYRILLIC_RUN`'s, Ukrainian, Serbian ones…: 1): what breaks a
 #: tie of :func:`cyrillic_8bit`'s count, the reading of the more usual letters
 _FREQUENCY = dict(zip("оеаинтсрвлкмдпуяыьгзбчйхжшюцщэфъё", (
     1097, 845, 801, 735, 670, 626, 547, 473, 454, 440, 349, 321, 298, 281, 262, 201, 190, 174, 170, 165, 159, 144,
@@ -52,8 +50,8 @@ _FREQUENCY = dict(zip("оеаинтсрвлкмдпуяыьгзбчйхжшюц�
 
 
 def _words_8bit(data: bytes) -> dict[str, str]:
-    """The letters ``data`` reads as in Cyrillic words (:data:`_WORD_RUN`), lowercase, as cp1251 and as cp866."""
-    return {e: "".join(_WORD_RUN.findall(data.decode(e, "replace"))).lower() for e in ("cp1251", "cp866")}
+    """The letters ``data`` reads as in Cyrillic words (:data:`_CYRILLIC_RUN`), lowercase, as cp1251 and as cp866."""
+    return {e: "".join(_CYRILLIC_RUN.findall(data.decode(e, "replace"))).lower() for e in ("cp1251", "cp866")}
 
 
 def _usual(letters: str) -> float:
@@ -63,7 +61,7 @@ def _usual(letters: str) -> float:
 
 def cyrillic_8bit(data: bytes) -> str:
     """``cp866`` or ``cp1251``: the one that reads ``data`` as more letters in Cyrillic words (runs of two or more
-    of :data:`_WORD_RUN`'s letters, not stray symbols), as many: the one whose letters are the more usual in Russian
+    Cyrillic letters, not stray symbols), as many: the one whose letters are the more usual in Russian
     (cp1251 «мама» is cp866 «ьрьр», cp1251 «Ёлка» cp866 «иыър»). Counting bytes by range would not do: cp866's
     letters А–п sit at 0x80–0xAF, where cp1251 has its punctuation (nbsp, —, –, «», “”, …), so a cp1251 export of
     Latin names with a few dashes would look like cp866. No Cyrillic word either way (a dash, a single letter) is

@@ -192,6 +192,20 @@ def test_a_short_cp866_last_cell_is_read_as_cp866(tmp_path, cell):
     assert customers(tmp_path)[-1] == cell
 
 
+@pytest.mark.parametrize("names, encoding", [
+    (["Ђорђе Јовановић", "Љиљана Петровић", "Милош Ђурић"], "cp1251"),  # Serbian: cp1251 has Ђ Љ Ћ Ј, cp866 not
+    (["Іван Петренко", "Їжак Ґудзь", "Євген Коваль"], "cp1251"),
+    (["Иван Петров", "Пётр Сидоров", "ООО Ромашка"], "cp1251"),
+    (["Иван Петров", "Пётр Сидоров", "ООО Ромашка"], "cp866"),
+])
+def test_a_whole_cyrillic_export_is_read_in_its_encoding(tmp_path, names, encoding):
+    """Every row's customer a Cyrillic name. Before, a cp1251 export of Serbian names read as cp866 (their letters
+    Ђ Љ Ћ Ј were not counted as letters, and cp866 read the rest as as many), silently."""
+    text = HEAD + "".join(row(i, names[i % len(names)]) + "\n" for i in range(1, 2001))
+    export(tmp_path, text.encode(encoding))
+    assert customers(tmp_path) == [names[i % len(names)] for i in range(1, 2001)]
+
+
 @pytest.mark.parametrize("cell, other", [("мама", "ьрьр"), ("ёлка", "╕ыър"), ("Ёлка", "иыър"), ("окно", "юъэю")])
 def test_a_cp1251_last_cell_as_many_letters_in_cp866_is_read_by_the_more_usual_letters(tmp_path, cell, other,
                                                                                         caplog):
