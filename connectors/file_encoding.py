@@ -91,6 +91,7 @@ def utf8_copy(path: Path, encoding: str, tmp: Path) -> Path:
     ``auto``, a UTF-8 file whose last row is not UTF-8 (one that ends inside a character included) is cut short
     or in an 8-bit encoding: :func:`cut_or_8bit` decides."""
     auto = encoding.lower() == "auto"
+    state = file_state(path)  # before the sniff: the decision and the copy read the file several times, of one state
     enc = _detect_encoding(path) if auto else encoding
     try:
         utf8 = codecs.lookup(enc).name in ("utf-8", "utf-8-sig", "ascii")
@@ -98,7 +99,6 @@ def utf8_copy(path: Path, encoding: str, tmp: Path) -> Path:
         raise ConfigError(f"unknown encoding {encoding!r} for {path}") from None
     if utf8 and not (auto and _ends_outside_utf8(path)):
         return path
-    state = file_state(path)  # the decision and the copy read the file several times: of one state, or retried
     if utf8:
         try:
             enc = cut_or_8bit(path)

@@ -8,6 +8,7 @@ mojibake of a UTF-8 letter). The append comes from the path itself: a :class:`Gr
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path, PosixPath
 
@@ -31,19 +32,31 @@ class GrowingPath(PosixPath):
         cls = type(self)
         cls.uses += 1
         if cls.uses == cls.at:
-            with open(str(self), "ab") as f:
-                f.write(cls.rest)
+            self.change()
         return str(self)
 
+    def change(self) -> None:
+        with open(str(self), "ab") as f:
+            f.write(type(self).rest)
 
-def uses(path: Path) -> int:
-    """How many times the decision uses ``path`` when nothing grows (the places an append can fall between)."""
-    GrowingPath.uses, GrowingPath.at = 0, 0
+
+class ReplacedPath(GrowingPath):
+    """A path whose file is replaced by :attr:`new` (``os.replace``: another inode) at its :attr:`at`-th use."""
+
+    new = Path()
+
+    def change(self) -> None:
+        os.replace(type(self).new, str(self))
+
+
+def uses(path: Path, cls: type[GrowingPath] = GrowingPath) -> int:
+    """How many times the decision uses ``path`` when nothing changes (the places a change can fall between)."""
+    cls.uses, cls.at = 0, 0
     try:
-        utf8_copy(GrowingPath(path), "auto", path.parent)
+        utf8_copy(cls(path), "auto", path.parent)
     except ConnectorError:  # cut short: retry later (fresh) or for good (an hour old)
         pass
-    return GrowingPath.uses
+    return cls.uses
 
 
 CASES = {  # the whole file; the name whose last letter the writer is inside when the decision begins
@@ -76,3 +89,26 @@ def test_a_file_grown_between_the_reads_of_its_encoding_decision_is_read_whole_o
             assert "still being written or copied?" in str(exc) and "nothing was stored" in str(exc), (at, exc)
             continue
         assert read.read_bytes().decode("utf-8") == text, at  # read whole, as UTF-8 (in place or copied)
+
+
+def test_a_cp1251_file_replaced_by_a_utf8_one_from_the_encoding_sniff_on_is_read_whole_or_retried(tmp_path):
+    """A cp1251 export written anew as UTF-8 under another name and renamed onto it, between any two of
+    utf8_copy's reads. Before, the file's state was taken after the sniff: one replaced between the sniff and that
+    line was the encoding error, "not valid cp1251 … fix that line" for a fine file (UTF-8 «И» is 0xD0 0x98, and
+    0x98 is no cp1251 character). FileSource.read_file, which checks the file's state around utf8_copy, read it
+    again already; utf8_copy called on its own now says it too."""
+    text = HEAD + "".join(f"{i},Иван Петров,2025-06-01,1.50\n" for i in range(1, 50))
+    day, new = tmp_path / "day.csv", tmp_path / "day.new"
+    day.write_bytes(text.encode("cp1251"))
+    n = uses(day, ReplacedPath)
+    assert n >= 3
+    for at in range(1, n + 1):
+        day.write_bytes(text.encode("cp1251"))
+        new.write_bytes(text.encode("utf-8"))
+        ReplacedPath.uses, ReplacedPath.at, ReplacedPath.new = 0, at, new
+        try:
+            read = utf8_copy(ReplacedPath(day), "auto", tmp_path)
+        except TransientError as exc:
+            assert "the file changed while its encoding was being decided" in str(exc), (at, exc)
+            continue
+        assert read.read_bytes().decode("utf-8") == text, at  # the cp1251 file or the UTF-8 one, read whole
