@@ -72,7 +72,13 @@ _LINE_BREAK = re.compile(r"[\r\n]")
 
 
 def line_at(path: Path, offset: int, encoding: str) -> str:
-    """`` (line N: '…')``: the line holding byte ``offset`` (lines end at ``\\n``, or at ``\\r`` in a file whose
+    """`` (line N: '…')``: :func:`quoted_at`'s line and text."""
+    line, shown = quoted_at(path, offset, encoding)
+    return f" (line {line}: {shown!r})"
+
+
+def quoted_at(path: Path, offset: int, encoding: str) -> tuple[int, str]:
+    """The number of the line holding byte ``offset`` (lines end at ``\\n``, or at ``\\r`` in a file whose
     first chunk has no ``\\n``; in UTF-16, at those code units, not at bytes of that value: ``上`` is ``0A 4E``),
     counted in one chunked pass, and about 50 characters of it on each side of that byte, read from a window of the
     file alone (decoded with replacement; aligned to 2 bytes in UTF-16)."""
@@ -104,4 +110,4 @@ def line_at(path: Path, offset: int, encoding: str) -> str:
     after = _LINE_BREAK.split(data[offset - lo:].decode(encoding, errors="replace"), maxsplit=1)[0]
     shown = ("…" if len(before) > _QUOTED else "") + before[-_QUOTED:] + after[:_QUOTED] + (
         "…" if len(after) > _QUOTED else "")
-    return f" (line {line}: {shown!r})"
+    return line, shown

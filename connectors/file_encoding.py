@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import BadFileError, ConfigError, ConnectorError, TransientError
-from .file_bytes import ROW_MAX, first_bad_byte, last_row, line_at, row_start
+from .file_bytes import ROW_MAX, first_bad_byte, last_row, line_at, quoted_at, row_start
 from .file_paths import file_state
 
 log = logging.getLogger("connectors.file_readers")
@@ -49,9 +49,16 @@ _FREQUENCY = dict(zip("оеаинтсрвлкмдпуяыьгзбчйхжшюц�
     121, 97, 94, 73, 64, 48, 36, 32, 26, 4, 4)))
 
 
+#: a Cyrillic word in cp1251 quotes, «…», „…“ or “…”: cp866 reads «, „, “ and ” as letters (л, Д, У, Ф)
+_QUOTED_1251 = re.compile(rb"[\xab\x84\x93][\xa8\xb8\xc0-\xff]{2,}[\xbb\x93\x94]")
+
+
 def _words_8bit(data: bytes) -> dict[str, str]:
-    """The letters ``data`` reads as in Cyrillic words (:data:`_CYRILLIC_RUN`), lowercase, as cp1251 and as cp866."""
-    return {e: "".join(_CYRILLIC_RUN.findall(data.decode(e, "replace"))).lower() for e in ("cp1251", "cp866")}
+    """The letters ``data`` reads as in Cyrillic words (:data:`_CYRILLIC_RUN`), lowercase, as cp1251 and as cp866.
+    The quotes of a word quoted in cp1251 (``«оплачен»``, ``„хлеб“``) are no letters of its cp866 reading."""
+    unquoted = _QUOTED_1251.sub(lambda m: b" " + m.group()[1:-1] + b" ", data)
+    return {e: "".join(_CYRILLIC_RUN.findall(d.decode(e, "replace"))).lower()
+            for e, d in (("cp1251", data), ("cp866", unquoted))}
 
 
 def _usual(letters: str) -> float:
@@ -312,11 +319,14 @@ def cut_or_8bit(path: Path) -> str:
                f"short" if cut else "which are not UTF-8")
         where = ("its last row's byte(s)" if start >= last_row(path)[0] else
                  f"the byte(s) from byte {at} on{line_at(path, at, enc)}")  # rows after that one too
-        other = "cp866" if enc == "cp1251" else "cp1251"
-        tie = (f", as many Cyrillic letters as {other} reads{line_at(path, at, other)}, the more usual ones"
-               if tied_8bit(row) else "")  # a guess: both readings shown
-        log.warning("%s: ASCII text but for %s (%s%s), %s: read as %s%s (set [source] encoding to say which)", path,
-                    where, shown[:16].hex(" "), " …" if len(shown) > 16 else "", why, enc, tie)
+        read = enc
+        if tied_8bit(row):  # a guess: both readings shown
+            other = "cp866" if enc == "cp1251" else "cp1251"
+            line, text = quoted_at(path, at, enc)
+            read = (f"{enc} (line {line}: {text!r}); as {other} it reads {quoted_at(path, at, other)[1]!r} (as many "
+                    f"letters): a guess")
+        log.warning("%s: ASCII text but for %s (%s%s), %s: read as %s (set [source] encoding to say which)", path,
+                    where, shown[:16].hex(" "), " …" if len(shown) > 16 else "", why, read)
         return enc
     if not cut:
         raise encoding_error(path, "utf-8", auto=True)

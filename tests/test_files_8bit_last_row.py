@@ -210,12 +210,20 @@ def test_a_whole_cyrillic_export_is_read_in_its_encoding(tmp_path, names, encodi
 def test_a_cp1251_last_cell_as_many_letters_in_cp866_is_read_by_the_more_usual_letters(tmp_path, cell, other,
                                                                                         caplog):
     """cp1251 lowercase а–п are cp866 р–я: as many letters either way; the usual ones (``мама``, not ``ьрьр``) decide,
-    and the warning shows the other reading (a guess, not silent)."""
+    and the warning shows both readings (a guess, not silent)."""
     data = (BIG + row(40_000, cell) + "\n").encode("cp1251")
     day = export(tmp_path, data)
     with caplog.at_level(logging.WARNING):
         assert customers(tmp_path)[-1] == cell
     if other.isalpha():
         assert (f"{day}: ASCII text but for its last row's byte(s) ({cell.encode('cp1251').hex(' ')}), which are not "
-                f"UTF-8: read as cp1251, as many Cyrillic letters as cp866 reads (line 40001: "
-                f"'{row(40_000, other)}'), the more usual ones") in caplog.text
+                f"UTF-8: read as cp1251 (line 40001: '{row(40_000, cell)}'); as cp866 it reads '{row(40_000, other)}' "
+                f"(as many letters): a guess (set [source] encoding to say which)") in caplog.text
+
+
+@pytest.mark.parametrize("cell", ["«оплачен»", "„хлеб“", "ООО «вода»", "«чай»", "“сок”"])
+def test_a_cp1251_last_cell_of_a_quoted_word_is_read_as_cp1251(tmp_path, cell):
+    """cp1251 «, „, “ and ” are cp866 letters (л, Д, У, Ф): before, a quoted word read as one more letter in cp866
+    (``«оплачен»`` as ``люяырўхэ╗``) and the cell was cp866 mojibake. Quotes around a word count as no letters."""
+    export(tmp_path, (BIG + row(40_000, cell) + "\n").encode("cp1251"))
+    assert customers(tmp_path)[-1] == cell
