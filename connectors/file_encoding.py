@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import codecs
 import logging
+import math
 import os
 import re
 import time
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import BadFileError, ConfigError, ConnectorError, TransientError
+from .file_bytes import ROW_MAX, first_bad_byte, last_row, line_at, quoted_at, row_start
+from .file_paths import file_state
 
 log = logging.getLogger("connectors.file_readers")
 
@@ -32,16 +35,56 @@ def _detect_encoding(path: Path) -> str:
         return cyrillic_8bit(head)
 
 
+#: a run of two or more Cyrillic letters: a word, as :func:`cyrillic_8bit` counts them (not a stray symbol). All of
+#: the block, Serbian and Macedonian's Ђ Љ Њ Ћ Џ Ј included: a cp1251 export of Serbian names (Ђорђе Јовановић) read as
+#: cp866 has fewer of them. A cp866 «Петр» whose bytes cp1251 reads as «ЏҐва», a word as long, is the tie
+#: :data:`_FREQUENCY` breaks (Џ, Ґ: rare).
 _CYRILLIC_RUN = re.compile(r"[\u0400-\u04ff]{2,}")
 
 
+#: letters per 10 000 of Russian text (the rest of :data:`_CYRILLIC_RUN`'s, Ukrainian, Serbian ones…: 1): what breaks a
+#: tie of :func:`cyrillic_8bit`'s count, the reading of the more usual letters
+_FREQUENCY = dict(zip("оеаинтсрвлкмдпуяыьгзбчйхжшюцщэфъё", (
+    1097, 845, 801, 735, 670, 626, 547, 473, 454, 440, 349, 321, 298, 281, 262, 201, 190, 174, 170, 165, 159, 144,
+    121, 97, 94, 73, 64, 48, 36, 32, 26, 4, 4)))
+
+
+#: a Cyrillic word in cp1251 quotes, «…», „…“ or “…”: cp866 reads «, „, “ and ” as letters (л, Д, У, Ф)
+_QUOTED_1251 = re.compile(rb"[\xab\x84\x93][\xa8\xb8\xc0-\xff]{2,}[\xbb\x93\x94]")
+
+
+def _words_8bit(data: bytes) -> dict[str, str]:
+    """The letters ``data`` reads as in Cyrillic words (:data:`_CYRILLIC_RUN`), lowercase, as cp1251 and as cp866.
+    The quotes of a word quoted in cp1251 (``«оплачен»``, ``„хлеб“``) are no letters of its cp866 reading."""
+    unquoted = _QUOTED_1251.sub(lambda m: b" " + m.group()[1:-1] + b" ", data)
+    return {e: "".join(_CYRILLIC_RUN.findall(d.decode(e, "replace"))).lower()
+            for e, d in (("cp1251", data), ("cp866", unquoted))}
+
+
+def _usual(letters: str) -> float:
+    """How usual ``letters`` are in Russian text: the sum of their log :data:`_FREQUENCY`."""
+    return sum(math.log(_FREQUENCY.get(c, 1)) for c in letters)
+
+
 def cyrillic_8bit(data: bytes) -> str:
-    """``cp866`` or ``cp1251``: the one that reads ``data`` as more Cyrillic letters in runs of two or more
-    (words, not stray symbols). Counting bytes by range would not do: cp866's letters А–п sit at 0x80–0xAF,
-    where cp1251 has its punctuation (nbsp, —, –, «», “”, …), so a cp1251 export of Latin names with a few
-    dashes would look like cp866. A tie (no Cyrillic words) is cp1251."""
-    score = {e: sum(map(len, _CYRILLIC_RUN.findall(data.decode(e, "replace")))) for e in ("cp1251", "cp866")}
-    return "cp866" if score["cp866"] > score["cp1251"] else "cp1251"
+    """``cp866`` or ``cp1251``: the one that reads ``data`` as more letters in Cyrillic words (runs of two or more
+    Cyrillic letters, not stray symbols), as many: the one whose letters are the more usual in Russian
+    (cp1251 «мама» is cp866 «ьрьр», cp1251 «Ёлка» cp866 «иыър»). Counting bytes by range would not do: cp866's
+    letters А–п sit at 0x80–0xAF, where cp1251 has its punctuation (nbsp, —, –, «», “”, …), so a cp1251 export of
+    Latin names with a few dashes would look like cp866. No Cyrillic word either way (a dash, a single letter) is
+    cp1251."""
+    words = _words_8bit(data)
+    cp1251, cp866 = len(words["cp1251"]), len(words["cp866"])
+    if cp1251 == cp866 > 0:
+        cp1251, cp866 = _usual(words["cp1251"]), _usual(words["cp866"])
+    return "cp866" if cp866 > cp1251 else "cp1251"
+
+
+def tied_8bit(data: bytes) -> bool:
+    """Whether ``data`` reads as as many letters in Cyrillic words as cp1251 and as cp866 (:func:`cyrillic_8bit`
+    then decides by how usual they are: a guess the warning shows both readings of)."""
+    words = _words_8bit(data)
+    return len(words["cp1251"]) == len(words["cp866"]) > 0
 
 
 def detect_encoding(path: Path) -> str:
@@ -55,6 +98,7 @@ def utf8_copy(path: Path, encoding: str, tmp: Path) -> Path:
     ``auto``, a UTF-8 file whose last row is not UTF-8 (one that ends inside a character included) is cut short
     or in an 8-bit encoding: :func:`cut_or_8bit` decides."""
     auto = encoding.lower() == "auto"
+    state = file_state(path)  # before the sniff: the decision and the copy read the file several times, of one state
     enc = _detect_encoding(path) if auto else encoding
     try:
         utf8 = codecs.lookup(enc).name in ("utf-8", "utf-8-sig", "ascii")
@@ -63,7 +107,12 @@ def utf8_copy(path: Path, encoding: str, tmp: Path) -> Path:
     if utf8 and not (auto and _ends_outside_utf8(path)):
         return path
     if utf8:
-        enc = cut_or_8bit(path)
+        try:
+            enc = cut_or_8bit(path)
+        except ConnectorError:
+            if file_state(path) != state:
+                raise changed_while_decided(path) from None
+            raise
         if enc == "utf-8":  # finished since it was found cut: UTF-8 whole, read as it is
             return path
     out = tmp / (path.stem + ".utf8.csv")
@@ -72,26 +121,22 @@ def utf8_copy(path: Path, encoding: str, tmp: Path) -> Path:
             while chunk := src.read(1 << 22):
                 dst.write(chunk)
     except UnicodeDecodeError:
+        if file_state(path) != state:
+            raise changed_while_decided(path) from None
         raise encoding_error(path, enc, auto=encoding.lower() == "auto") from None
+    if file_state(path) != state:  # an encoding decided on bytes since changed, or a copy of a half-written file
+        raise changed_while_decided(path)
     log.debug("transcoded %s from %s", path, enc)
     return out
 
 
-def first_bad_byte(path: Path, encoding: str) -> int | None:
-    """The file offset of the first byte that is not valid ``encoding``, or None when the whole file is."""
-    decoder = codecs.getincrementaldecoder(encoding)()
-    offset = 0
-    with open(path, "rb") as f:
-        while True:
-            chunk = f.read(1 << 22)
-            pending = len(decoder.getstate()[0])  # undecoded bytes carried over from the last chunk
-            try:
-                decoder.decode(chunk, final=not chunk)
-            except UnicodeDecodeError as e:
-                return max(offset - pending + e.start, 0)
-            if not chunk:
-                return None
-            offset += len(chunk)
+def changed_while_decided(path: Path) -> TransientError:
+    """The retry-later error of a file that changed (grew, was written anew) while its encoding was decided or it
+    was copied to UTF-8: the decision's reads saw different files (a character begun, then finished), so neither an
+    encoding error nor a copy of it stands. The file reader reads it again (:data:`~connectors.file_paths.READ_ATTEMPTS`
+    times before its own retry-later error)."""
+    return TransientError(f"{path}: the file changed while its encoding was being decided (still being written or "
+                          f"copied?); nothing was stored: run again once it is complete")
 
 
 def encoding_error(path: Path, encoding: str, auto: bool = False) -> ConnectorError:
@@ -111,7 +156,7 @@ def encoding_error(path: Path, encoding: str, auto: bool = False) -> ConnectorEr
     # a UTF-16 file (BOM) with a bad code unit: an 8-bit encoding "reads" any bytes
     auto = auto or (enc.startswith("utf-16") and bom)
     at = first_bad_byte(path, enc)
-    where = f" at byte {at}{_line_at(path, at, enc)}" if at is not None else ""
+    where = f" at byte {at}{line_at(path, at, enc)}" if at is not None else ""
     if auto:  # the file's first MB read as ``enc``: a stray byte, not a file in another encoding
         hint = "; fix that line, or set [source] encoding to the file's encoding"
     else:
@@ -203,51 +248,10 @@ def cut_short(path: Path) -> TransientError:
                           f"taken as complete){ahead}")
 
 
-#: the most of a file's last row read by :func:`_last_row` (a "row" longer than this is taken from there)
-_ROW_MAX = 1 << 20
-#: what a row holding nothing else is not a last row of (Excel's ``;;`` after the data included)
-_BLANK = b"\r\n;,\t| "
-
-
-def _last_row(path: Path) -> tuple[int, bytes]:
-    """The offset and bytes of the file's last row: from the line break (LF, CR or both) before its last line that
-    is not empty or delimiters only (Excel's ``;;``) to the end of the file (the lines after it included), read
-    backwards in 64 KiB blocks, at most :data:`_ROW_MAX` bytes."""
-    end = path.stat().st_size
-    data = b""
-    with open(path, "rb") as f:
-        while end > 0 and len(data) < _ROW_MAX:
-            start = max(end - (1 << 16), 0)
-            f.seek(start)
-            data = f.read(end - start) + data
-            end = start
-            body = data.rstrip(_BLANK)
-            cut = max(body.rfind(b"\n"), body.rfind(b"\r"))  # CR alone ends a row too (classic Mac)
-            if cut >= 0:
-                return end + cut + 1, data[cut + 1:]
-    return end, data
-
-
-def _row_start(path: Path, at: int) -> int:
-    """The offset of the row holding byte ``at``: just after the last line break (LF or CR) before it, or 0; read
-    backwards in 64 KiB blocks."""
-    with open(path, "rb") as f:
-        end = at
-        while end > 0:
-            start = max(end - (1 << 16), 0)
-            f.seek(start)
-            block = f.read(end - start)
-            brk = max(block.rfind(b"\n"), block.rfind(b"\r"))
-            if brk >= 0:
-                return start + brk + 1
-            end = start
-    return 0
-
-
 def _ends_outside_utf8(path: Path) -> bool:
     """Whether the file's last row holds non-ASCII bytes that are not UTF-8 (a character begun and not finished
     included)."""
-    row = _last_row(path)[1]
+    row = last_row(path)[1]
     if row.isascii():
         return False
     try:
@@ -293,17 +297,18 @@ def cut_or_8bit(path: Path) -> str:
     being written or copied?). Any other bad bytes (cp1251 ``ДД``, ``я``: 0xFF is never UTF-8; a letter before a line
     break or Excel's ``;;`` row) are no UTF-8 file cut short, fresh or not. Either way, once it cannot be a cut
     file: ASCII before the row holding the first bad byte, it is an 8-bit file (:func:`cyrillic_8bit`, cp1251 when
-    its few bytes cannot tell), read as that with a warning, unless the bytes from that row read as UTF-8 text
+    its few bytes hold no Cyrillic word; the warning shows the other reading too when both read as many letters:
+    :func:`tied_8bit`), read as that with a warning, unless the bytes from that row read as UTF-8 text
     (a cut row: :func:`_utf8_words`, ``Анна Смир``; other rows: :func:`_utf8_words_from`). A file cut so is a UTF-8
     file cut short that will not be finished: a BadFileError naming the byte and its line; any other, the encoding
     error (:func:`encoding_error`), fresh or not."""
     at = first_bad_byte(path, "utf-8")
     if at is None:  # finished since it was found cut: UTF-8 after all
         return "utf-8"
-    start = _row_start(path, at)
+    start = row_start(path, at)
     with open(path, "rb") as f:
         f.seek(start)
-        row = f.read(_ROW_MAX)
+        row = f.read(ROW_MAX)
     cut = _cut_at(path, at)  # the bad bytes the file's very last: a character begun, maybe a file cut short
     if cut and not settled(path):
         raise cut_short(path)
@@ -312,55 +317,23 @@ def cut_or_8bit(path: Path) -> str:
         shown = bytes(b for b in row if b >= 0x80)
         why = (f"which begin a UTF-8 character it does not finish; unchanged for {_SETTLED}, so it is no file cut "
                f"short" if cut else "which are not UTF-8")
-        log.warning("%s: ASCII text but for its last row's byte(s) (%s%s), %s: read as %s (set [source] encoding "
-                    "to say which)", path, shown[:16].hex(" "), " …" if len(shown) > 16 else "", why, enc)
+        where = ("its last row's byte(s)" if start >= last_row(path)[0] else
+                 f"the byte(s) from byte {at} on{line_at(path, at, enc)}")  # rows after that one too
+        read = enc
+        if tied_8bit(row):  # a guess: both readings shown
+            other = "cp866" if enc == "cp1251" else "cp1251"
+            line, text = quoted_at(path, at, enc)
+            read = (f"{enc} (line {line}: {text!r}); as {other} it reads {quoted_at(path, at, other)[1]!r} (as many "
+                    f"letters): a guess")
+        log.warning("%s: ASCII text but for %s (%s%s), %s: read as %s (set [source] encoding to say which)", path,
+                    where, shown[:16].hex(" "), " …" if len(shown) > 16 else "", why, read)
         return enc
     if not cut:
         raise encoding_error(path, "utf-8", auto=True)
-    raise BadFileError(f"{path}: the file ends inside a character at byte {at}{_line_at(path, at, 'utf-8')}, "
+    raise BadFileError(f"{path}: the file ends inside a character at byte {at}{line_at(path, at, 'utf-8')}, "
                        f"and has not changed for {_SETTLED}: it was cut short (an export or copy that "
                        f"stopped?); nothing was stored: export it again (or, if it is not UTF-8, set [source] "
                        f"encoding to its encoding)")
-
-
-_QUOTED = 50  # characters quoted on each side of a bad byte
-_LINE_BREAK = re.compile(r"[\r\n]")
-
-
-def _line_at(path: Path, offset: int, encoding: str) -> str:
-    """`` (line N: '…')``: the line holding byte ``offset`` (lines end at ``\\n``, or at ``\\r`` in a file whose
-    first chunk has no ``\\n``; in UTF-16, at those code units, not at bytes of that value: ``上`` is ``0A 4E``),
-    counted in one chunked pass, and about 50 characters of it on each side of that byte, read from a window of the
-    file alone (decoded with replacement; aligned to 2 bytes in UTF-16)."""
-    import numpy as np
-
-    width = 2 if encoding.startswith("utf-16") else 1
-    line, start, sep = 1, 0, 0
-    with open(path, "rb") as f:
-        units = ">u2" if encoding == "utf-16-be" or (width == 2 and f.read(2) == codecs.BOM_UTF16_BE) else "<u2"
-        f.seek(0)
-        pos = 0
-        while pos < offset:
-            chunk = f.read(min(1 << 22, offset - pos))
-            if not chunk:
-                break
-            # the line-break code units' places in the chunk (a UTF-16 chunk's odd last byte is no code unit)
-            codes = np.frombuffer(chunk[:len(chunk) - len(chunk) % width], units if width == 2 else np.uint8)
-            sep = sep or (13 if not (codes == 10).any() and (codes == 13).any() else 10)
-            breaks = np.flatnonzero(codes == sep)
-            line += len(breaks)
-            if len(breaks):
-                start = pos + width * (int(breaks[-1]) + 1)
-            pos += len(chunk)
-        lo = max(start, offset - 4 * _QUOTED)
-        lo += (lo - offset) % width  # a whole number of code units before the bad byte
-        f.seek(lo)
-        data = f.read(offset - lo + 4 * _QUOTED)
-    before = _LINE_BREAK.split(data[:offset - lo].decode(encoding, errors="replace"))[-1]
-    after = _LINE_BREAK.split(data[offset - lo:].decode(encoding, errors="replace"), maxsplit=1)[0]
-    shown = ("…" if len(before) > _QUOTED else "") + before[-_QUOTED:] + after[:_QUOTED] + (
-        "…" if len(after) > _QUOTED else "")
-    return f" (line {line}: {shown!r})"
 
 
 def csv_error(path: Path, read: Path, exc: Exception, auto: bool = False) -> Exception:

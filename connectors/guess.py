@@ -81,6 +81,12 @@ class Guess:
     columns: dict[str, tuple[str, str]] = field(default_factory=dict)
     unmapped: list[str] = field(default_factory=list)
 
+    @property
+    def names_as_ids(self) -> str | None:
+        """The header of a column of names mapped as the customer id (:data:`NAMES_AS_IDS`), else ``None``."""
+        header, note = self.columns.get("customer_id", (None, None))
+        return header if note == NAMES_AS_IDS else None
+
 
 def read_sample(path: Path, rows: int = SAMPLE_ROWS) -> Sample:
     """The header and the first ``rows`` rows (as text) of a CSV/TSV, XLSX or Parquet export."""
@@ -105,11 +111,24 @@ def read_sample(path: Path, rows: int = SAMPLE_ROWS) -> Sample:
         raise BadFileError(f"{path}: empty file")
     lines = head.splitlines(keepends=True)
     skip, _ = header_line(lines[:TITLE_SCAN])  # a title and blank lines above the header (as the reader skips)
+    skip = _named_header(lines, skip)
     delimiter = line_delimiter(lines[skip])  # the header line decides; its delimiters are ASCII in any encoding
     reader = csv.reader(io.StringIO("".join(lines[skip:])), delimiter=delimiter)
     headers = [h.strip() for h in next(reader)]
     data = [dict(zip(headers, r)) for r in reader if any(c.strip() for c in r)]
     return Sample(path, "csv", headers, data, encoding, delimiter, skip)
+
+
+def _named_header(lines: list[str], skip: int) -> int:
+    """The header's line: ``skip`` (:func:`header_line`'s, by the lines' shapes), or a line above it holding more
+    of the known header names (:data:`SYNONYMS`, two at least): a header whose rows below are text only spans no
+    less than they do (``Дата;Клиент;Сумма`` above ``вчера;Иван Петров;сто;примечание``), and the shapes alone
+    take such a row for the header below a title."""
+    def named(i: int) -> int:
+        cells = next(csv.reader([lines[i]], delimiter=line_delimiter(lines[i])), [])
+        return sum(any(_key(c) in keys for keys in _SYNONYM_KEYS.values()) for c in cells)
+    best = max(range(skip + 1), key=lambda i: (named(i), i == skip))
+    return best if named(best) >= 2 and named(best) > named(skip) else skip
 
 
 def _xlsx_sample(path: Path, rows: int) -> Sample:
@@ -147,17 +166,31 @@ def guess(sample: Sample) -> Guess:
         cols = {f: h for f, h in PRESETS[g.preset].items() if h in sample.headers}
     else:
         cols = _columns(sample)
-        g.columns = {f: (h, "guessed: check") for f, h in cols.items()}
     mapped = set(cols.values())
     g.unmapped = [h for h in sample.headers if h and h not in mapped]
+    headers = ", ".join(repr(h) for h in sample.headers)
+    line = f" (the header taken from line {sample.skip + 1})" if sample.skip else ""
     if "ordered_at" not in cols or not ({"amount", "price"} & set(cols)):
         missing = [n for n, ok in (("the order date", "ordered_at" in cols),
                                    ("the order total", bool({"amount", "price"} & set(cols)))) if not ok]
         raise ConfigError(f"{sample.path}: cannot tell which column is {' nor '.join(missing)} from the headers "
-                          f"{', '.join(repr(h) for h in sample.headers)}; map them under [source.columns] by hand "
-                          f"(docs/sources/files.md)")
+                          f"{headers}{line}; map them under [source.columns] by hand (docs/sources/files.md)")
+    if not g.preset:
+        g.columns = {f: (h, "guessed: check") for f, h in cols.items()}
+        if not ({"customer_id", "email", "phone"} & set(cols)):  # the file source needs one of them
+            if "name" not in cols:
+                raise ConfigError(f"{sample.path}: cannot tell which column identifies the customers (a customer "
+                                  f"code, e-mail or phone) from the headers {headers}{line}; map one under "
+                                  f"[source.columns] as customer_id, email or phone by hand (docs/sources/files.md)")
+            g.columns = {("customer_id" if f == "name" else f): (h, NAMES_AS_IDS if f == "name" else note)
+                         for f, (h, note) in g.columns.items()}
     _settings(g, cols)
     return g
+
+
+#: the note of a name column mapped as the customer id (the file has no code, e-mail or phone column)
+NAMES_AS_IDS = ("guessed: check (the names as customer ids, no code, e-mail or phone column found: namesakes are "
+                "one customer)")
 
 
 def _preset(headers: list[str]) -> str | None:

@@ -181,3 +181,49 @@ def test_a_cp1251_last_data_row_before_excels_delimiter_only_rows_is_read_as_cp1
     export(tmp_path, text.encode("cp1251"))
     assert customers(tmp_path)[-1] == "Кузя"
     run_cli("check", "--config", str(tmp_path / "rfmsync.toml"))
+
+
+@pytest.mark.parametrize("cell", ["Петр", "Пётр", "ООО", "Ася", "Київ", "Юг", "АО", "ОАО"])
+def test_a_short_cp866_last_cell_is_read_as_cp866(tmp_path, cell):
+    """A cp866 export of Latin codes whose last cell is a short Cyrillic word: before, its bytes read as as many
+    cp1251 letters (``Петр`` as ``ЏҐва``, ``ООО`` as ``ЋЋЋ``: Serbian letters where cp866 has its capitals) and the
+    tie made it cp1251 mojibake, silently but for the bytes in hex."""
+    export(tmp_path, (SMALL + row(40_000, cell) + "\n").encode("cp866"), age=SETTLED_SECONDS + 5)
+    assert customers(tmp_path)[-1] == cell
+
+
+@pytest.mark.parametrize("names, encoding", [
+    (["Ђорђе Јовановић", "Љиљана Петровић", "Милош Ђурић"], "cp1251"),  # Serbian: cp1251 has Ђ Љ Ћ Ј, cp866 not
+    (["Іван Петренко", "Їжак Ґудзь", "Євген Коваль"], "cp1251"),
+    (["Иван Петров", "Пётр Сидоров", "ООО Ромашка"], "cp1251"),
+    (["Иван Петров", "Пётр Сидоров", "ООО Ромашка"], "cp866"),
+])
+def test_a_whole_cyrillic_export_is_read_in_its_encoding(tmp_path, names, encoding):
+    """Every row's customer a Cyrillic name. Before, a cp1251 export of Serbian names read as cp866 (their letters
+    Ђ Љ Ћ Ј were not counted as letters, and cp866 read the rest as as many), silently."""
+    text = HEAD + "".join(row(i, names[i % len(names)]) + "\n" for i in range(1, 2001))
+    export(tmp_path, text.encode(encoding))
+    assert customers(tmp_path) == [names[i % len(names)] for i in range(1, 2001)]
+
+
+@pytest.mark.parametrize("cell, other", [("мама", "ьрьр"), ("ёлка", "╕ыър"), ("Ёлка", "иыър"), ("окно", "юъэю")])
+def test_a_cp1251_last_cell_as_many_letters_in_cp866_is_read_by_the_more_usual_letters(tmp_path, cell, other,
+                                                                                        caplog):
+    """cp1251 lowercase а–п are cp866 р–я: as many letters either way; the usual ones (``мама``, not ``ьрьр``) decide,
+    and the warning shows both readings (a guess, not silent)."""
+    data = (BIG + row(40_000, cell) + "\n").encode("cp1251")
+    day = export(tmp_path, data)
+    with caplog.at_level(logging.WARNING):
+        assert customers(tmp_path)[-1] == cell
+    if other.isalpha():
+        assert (f"{day}: ASCII text but for its last row's byte(s) ({cell.encode('cp1251').hex(' ')}), which are not "
+                f"UTF-8: read as cp1251 (line 40001: '{row(40_000, cell)}'); as cp866 it reads '{row(40_000, other)}' "
+                f"(as many letters): a guess (set [source] encoding to say which)") in caplog.text
+
+
+@pytest.mark.parametrize("cell", ["«оплачен»", "„хлеб“", "ООО «вода»", "«чай»", "“сок”"])
+def test_a_cp1251_last_cell_of_a_quoted_word_is_read_as_cp1251(tmp_path, cell):
+    """cp1251 «, „, “ and ” are cp866 letters (л, Д, У, Ф): before, a quoted word read as one more letter in cp866
+    (``«оплачен»`` as ``люяырўхэ╗``) and the cell was cp866 mojibake. Quotes around a word count as no letters."""
+    export(tmp_path, (BIG + row(40_000, cell) + "\n").encode("cp1251"))
+    assert customers(tmp_path)[-1] == cell

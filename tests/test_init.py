@@ -53,7 +53,7 @@ def test_demo_shop_export_columns_are_guessed(tmp_path):
                               "phone": "Телефон", "email": "E-mail", "status": "Статус", "discount": "Скидка"}
     text = cfg.read_text(encoding="utf-8")
     assert 'amount = "Сумма"' in text and text.count("# guessed: check") >= 9
-    assert "Best active" in out
+    assert "Best active" in out and "namesakes" not in out  # codes are ids: no word of names
 
 
 def test_uzbek_cp1251_and_english_tsv_and_xlsx(tmp_path):
@@ -268,3 +268,43 @@ def test_init_header_of_a_small_report_is_not_a_two_cell_title_or_footer_line(tm
     export.write_text("\n".join(lines) + "\n", encoding="utf-8")
     sample = read_sample(export)
     assert sample.skip == skip and sample.headers[:5] == headers
+
+
+@pytest.mark.parametrize("rows", [["вчера;Иван Петров;сто;примечание"],
+                                  ["вчера;Иван Петров;сто;примечание", "сегодня;Анна;двести;x"]],
+                         ids=["one-text-row", "two-text-rows"])
+def test_init_header_above_text_only_data_rows_spanning_further_is_the_header(tmp_path, rows):
+    """Data rows of text only (no number or date: `вчера`, `сто`) with a note beside them: by the lines' shapes
+    the first row was the header below a 2-cell-short title, and init stopped with "cannot tell which column is the
+    order date nor the order total from the headers 'вчера', 'Иван Петров', …"; the line of known header names is
+    the header. Then the date that cannot be read is said (exit 3), the config written for the user to correct."""
+    from connectors.guess import read_sample
+    export, cfg = tmp_path / "report.csv", tmp_path / "rfmsync.toml"
+    export.write_text("\n".join(["Дата;Клиент;Сумма", *rows]) + "\n", encoding="utf-8")
+    sample = read_sample(export)
+    assert (sample.skip, sample.headers) == (0, ["Дата", "Клиент", "Сумма"])
+    out = init(export, cfg, code=3).output
+    assert "rows have a date in column 'Дата' that cannot be read (e.g. 'вчера'" in out
+    assert source(cfg)["columns"] == {"ordered_at": "Дата", "amount": "Сумма", "customer_id": "Клиент"}
+
+
+def test_init_maps_a_names_only_customer_column_as_the_customer_id_and_says_so(tmp_path):
+    """Customers named only (no code, e-mail or phone column): before, the column was mapped as `name` and the
+    config written failed its own check ("must map customer_id, email or phone"); now it is the customer id, with a
+    note saying namesakes are one customer, and the same said on screen. No customer column at all: exit 2 naming the headers, no config."""
+    src, out = _init_rows(tmp_path, ["Дата;Клиент;Сумма", *(f"0{i}.11.2026;Иван Петров {i};{i}00" for i in range(1, 6))])
+    assert src["columns"] == {"ordered_at": "Дата", "amount": "Сумма", "customer_id": "Клиент"}
+    assert "source file: 5 orders" in out
+    said = out[out.index("wrote "):]  # said on screen too, after the line naming the config written
+    assert said.index("no customer code, e-mail or phone column found: the names in column 'Клиент' are the customer "
+                      "ids, so namesakes count as one customer in the segments; map a code, e-mail or phone column "
+                      "under [source.columns] if the export has one") < said.index("source file: 5 orders")
+    text = (tmp_path / "rfmsync.toml").read_text(encoding="utf-8")
+    assert 'customer_id = "Клиент"  # guessed: check (the names as customer ids, no code, e-mail or phone column ' \
+           "found: namesakes are one customer)" in text
+    export = tmp_path / "sales.csv"
+    export.write_text("Дата;Сумма;Товар\n01.11.2026;100;хлеб\n", encoding="utf-8")
+    result = init(export, tmp_path / "other.toml", code=2)
+    assert (f"{export}: cannot tell which column identifies the customers (a customer code, e-mail or phone) from "
+            "the headers 'Дата', 'Сумма', 'Товар'; map one under [source.columns]") in result.output
+    assert not (tmp_path / "other.toml").exists()

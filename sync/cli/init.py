@@ -28,6 +28,10 @@ def init(ctx, export_file, output, force):
     g = api.init_config(export_file, output, force=force)
     how = f"preset {g.preset}" if g.preset else f"{len(g.columns)} columns guessed"
     info(f"wrote {output} ({how}); check the lines marked 'guessed: check'")
+    if g.names_as_ids:
+        info(f"no customer code, e-mail or phone column found: the names in column {g.names_as_ids!r} are the "
+             "customer ids, so namesakes count as one customer in the segments; map a code, e-mail or phone column "
+             "under [source.columns] if the export has one")
     load(str(output))  # the written config validates
     ctx.invoke(check, config_path=str(output), limit=10, strict=False, offline=True)
     out.print()

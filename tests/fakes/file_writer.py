@@ -13,16 +13,21 @@ reading, with no patching of the reader.
     no disk throttles the writer).
 ``python -m tests.fakes.file_writer on-open PID PATH READY DONE ACTION [ARG]``
     writes ``READY``, waits until process ``PID`` has ``PATH`` open (``/proc/PID/fd``: a read begun), then does
-    ``ACTION`` once and writes ``DONE``: ``append`` (order ``ARG``'s line), ``replace`` (``os.replace`` the file
-    ``ARG`` onto ``PATH``) or ``move`` (rename ``PATH`` to ``ARG``).
+    ``ACTION`` once and writes ``DONE``, process ``PID`` stopped meanwhile (``SIGSTOP``, then ``SIGCONT``: the change
+    falls inside that read, not after it, however little CPU the watcher gets; a read that ended before the watcher
+    acted leaves ``DONE`` unwritten and the watcher waiting for the next): ``append`` (order ``ARG``'s line),
+    ``replace`` (``os.replace`` the file ``ARG`` onto ``PATH``) or ``move`` (rename ``PATH`` to ``ARG``).
 
-:func:`appending` and :func:`on_open` start them from a test and clean up.
+:func:`appending` and :func:`on_open` start them from a test and clean up. ``FILE_WRITER_NICE=19`` in the
+environment runs the writers at that niceness: a loaded machine's share of the CPU for them, on demand (a read
+during which the writer got no CPU sees no change: tests/test_files_being_written.py's :func:`refused`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -144,8 +149,20 @@ def _is_open(pid: str, target: str) -> bool:
 def _on_open(pid: str, path: Path, ready: Path, done: Path, action: str, arg: str) -> None:
     target = str(path.resolve())
     ready.touch()
-    while not _is_open(pid, target):
-        pass
+    while True:
+        while not _is_open(pid, target):
+            pass
+        os.kill(int(pid), signal.SIGSTOP)  # the reader waits while the file is changed: a change during its read
+        try:
+            if _is_open(pid, target):  # not a read that ended while this process had no CPU
+                _act(path, action, arg)
+                done.touch()
+                return
+        finally:
+            os.kill(int(pid), signal.SIGCONT)
+
+
+def _act(path: Path, action: str, arg: str) -> None:
     if action == "append":
         with open(path, "a", encoding="utf-8") as f:
             f.write(line(int(arg)))
@@ -155,10 +172,10 @@ def _on_open(pid: str, path: Path, ready: Path, done: Path, action: str, arg: st
         os.rename(path, arg)
     else:
         raise SystemExit(f"unknown action {action!r}")
-    done.touch()
 
 
 if __name__ == "__main__":
+    os.nice(int(os.environ.get("FILE_WRITER_NICE", "0")))
     mode, *rest = sys.argv[1:]
     if mode == "append":
         _append(Path(rest[0]), int(rest[1]), Path(rest[2]))
