@@ -123,7 +123,7 @@ def utf8_copy(path: Path, encoding: str, tmp: Path) -> Path:
     except UnicodeDecodeError:
         if file_state(path) != state:
             raise changed_while_decided(path) from None
-        raise encoding_error(path, enc, auto=encoding.lower() == "auto") from None
+        raise encoding_error(path, enc, auto=auto) from None
     if file_state(path) != state:  # an encoding decided on bytes since changed, or a copy of a half-written file
         raise changed_while_decided(path)
     log.debug("transcoded %s from %s", path, enc)
@@ -317,10 +317,11 @@ def cut_or_8bit(path: Path) -> str:
         shown = bytes(b for b in row if b >= 0x80)
         why = (f"which begin a UTF-8 character it does not finish; unchanged for {_SETTLED}, so it is no file cut "
                f"short" if cut else "which are not UTF-8")
+        tied = tied_8bit(row)  # a guess: both readings shown, each quoting the line (not quoted twice)
         where = ("its last row's byte(s)" if start >= last_row(path)[0] else
-                 f"the byte(s) from byte {at} on{line_at(path, at, enc)}")  # rows after that one too
+                 f"the byte(s) from byte {at} on{'' if tied else line_at(path, at, enc)}")  # rows after that one too
         read = enc
-        if tied_8bit(row):  # a guess: both readings shown
+        if tied:
             other = "cp866" if enc == "cp1251" else "cp1251"
             line, text = quoted_at(path, at, enc)
             read = (f"{enc} (line {line}: {text!r}); as {other} it reads {quoted_at(path, at, other)[1]!r} (as many "

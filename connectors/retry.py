@@ -24,7 +24,7 @@ from typing import Callable, Mapping, TypeVar
 
 import tenacity
 
-from .errors import MAX_RETRY_AFTER, TransientError, retry_ask  # noqa: F401 (MAX_RETRY_AFTER: read here too)
+from .errors import TransientError, retry_ask
 from .runstart import MAX_VENDOR_LAG, server_date
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ class RetryPolicy:
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
     """Parse ``Retry-After`` (seconds or HTTP date) or an epoch ``X-RateLimit-Reset``: the seconds to wait from
     ``now`` (a date or epoch; default: this host's clock), at least 0 (the caller's back-off decides then), at most
-    :data:`MAX_RETRY_AFTER`."""
+    :data:`connectors.errors.MAX_RETRY_AFTER`."""
     if not value:
         return None
     value = value.strip()

@@ -100,13 +100,15 @@ def url_password(url: str | None) -> list[str]:
     (``[]`` when it has none): the bare password may be a word (``postgres``, ``password``) found in every
     message, the user's name, the URL's scheme and the data. One given as a query parameter (``?password=pg``,
     libpq's keyword; ``sslpassword=``) the same way, ``password=<password>`` (masked only as that parameter)."""
+    if not url:
+        return []
     try:
-        parts = urlsplit(url) if url else None
-        password = parts.password if parts is not None else None
+        parts = urlsplit(url)
+        password = parts.password
     except ValueError:  # an unparsable URL: the ledger refuses it with its own error
         return []
     found = [f":{password}@", f":{unquote(password)}@"] if password else []
-    for name, value in query_passwords("?" + parts.query) if parts is not None else ():
+    for name, value in query_passwords("?" + parts.query):
         found += [f"{name}={value}", f"{name}={unquote(value)}"]
     return found
 

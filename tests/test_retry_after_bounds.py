@@ -15,9 +15,9 @@ from email.utils import format_datetime
 import pytest
 import responses
 
-from connectors.errors import TransientError
+from connectors.errors import MAX_RETRY_AFTER, TransientError
 from connectors.http import HttpClient
-from connectors.retry import MAX_RETRY_AFTER, RetryPolicy, retry_after_seconds
+from connectors.retry import RetryPolicy, retry_after_seconds
 from connectors.runstart import server_date
 from sync.config import Config, ScheduleConfig
 from sync.errors import DestinationError
@@ -119,8 +119,9 @@ def test_the_scheduler_plans_any_retry_after_a_client_raises_on_its_clock(ledger
 def test_the_webhook_worker_backs_off_and_pauses_by_any_retry_after_a_client_raises(tmp_path, caplog, asked):
     """The worker's back-off and a rate-limited destination's pause read the same ask: a NaN is none (the worker's
     own back-off; it made both a wait of nothing: the worker claimed again at once and the pause ended as it began),
-    a negative one its own shortest wait, a huge one its own longest; no "nan s" or "inf s" in the log."""
-    from sync.serve.worker import BACKOFF_BASE, RETRY_AFTER_MAX, Worker
+    a negative one "now" (its own first wait, jittered: 2.5–5 s), a huge one its own longest; no "nan s" or
+    "inf s" in the log."""
+    from sync.serve.worker import RETRY_AFTER_MAX, Worker
 
     cfg = Config(destinations=[{"name": n, "type": "mailchimp", "audience": a, "segments": {"Churn": "W"}}
                                for n, a in (("mc", "aud1"), ("mc2", "aud2"))])
@@ -133,7 +134,7 @@ def test_the_webhook_worker_backs_off_and_pauses_by_any_retry_after_a_client_rai
         if failures:
             raise failures.pop(0)
 
-    expected = (RETRY_AFTER_MAX if asked > 0 else BACKOFF_BASE) if asked == asked else None
+    expected = RETRY_AFTER_MAX if asked == asked and asked > 0 else None  # else its own first, jittered wait
     caplog.set_level(logging.INFO, "sync.serve")
     with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
         ledger.enqueue_event("generic", "k", encode_records())

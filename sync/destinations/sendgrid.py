@@ -331,12 +331,8 @@ class SendGridDestination(SendGridReads):
         emails = sorted({ch.email.lower() for items in by_list.values() for ch, _ in items} - searched.keys())
         try:
             ids, unknown = self._contact_ids(emails)
-        except BadAnswer as exc:
-            on_results([ItemResult(ch.key, f"tag-{t}", False, str(exc)) for items in by_list.values()
-                        for ch, t in items if ch.email.lower() not in searched])
-            by_list = {lid: [(ch, t) for ch, t in items if ch.email.lower() in searched]
-                       for lid, items in by_list.items()}
-            ids, unknown = {}, {}
+        except BadAnswer as exc:  # the search's own addresses unknown; those ``searched`` already go ahead
+            ids, unknown = {}, dict.fromkeys(emails, str(exc))
         ids.update({email: cid for email, cid in searched.items() if cid is not None})
         if unknown:  # neither a contact nor "not found": whether it is on the list is unknown, nothing is sent
             on_results([ItemResult(ch.key, f"tag-{t}", False, unknown[ch.email.lower()])

@@ -101,9 +101,8 @@ class StateMoves:
                            *, untagged: bool = True) -> int:
         """Delete everything the ledger holds under destination ``name`` (its rows, lost tags, failures, cached
         copy and the cursor ``cursor``: its target; its revision counter moves on: :meth:`_forget_name`), in one
-        transaction; with ``untagged``, only
-        while none of its rows holds a tag (else nothing, and -1). The rows deleted. ``lock``: (name, owner) that
-        must still hold ``name``'s lock."""
+        transaction; with ``untagged``, only while none of its rows holds a tag (else nothing, and -1). The rows
+        deleted. ``lock``: (name, owner) that must still hold ``name``'s lock."""
         with self._db.write() as conn:
             if lock is not None:
                 check_lock_held(conn, *lock)

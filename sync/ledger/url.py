@@ -31,7 +31,9 @@ _warned_guard = threading.Lock()
 def ledger_url(cfg: Config, settings: Settings | None = None) -> str:
     """$RFMSYNC_LEDGER_URL, else [ledger] url, else rfmsync.db next to the config (old names: see above). Its
     password, wherever it was written (the config file's too, which the CLI's start does not read), is masked
-    from here on where it stands in a URL, ``:<password>@`` (:func:`sync.settings.url_password`)."""
+    from here on where it stands in a URL, ``:<password>@`` or ``?password=`` (:func:`sync.settings.url_password`).
+    A relative SQLite path in the environment that would start an empty ledger beside the config's used one is a
+    config error (:func:`check_environment_relative`)."""
     from ..settings import load_settings, url_password
 
     if settings is None:
@@ -40,7 +42,7 @@ def ledger_url(cfg: Config, settings: Settings | None = None) -> str:
         _warn_once(message, cfg)
     url = settings.rfmsync_ledger_url or settings.rfmsync_store_url
     if url:
-        environment_relative(url, cfg, LEDGER_ENV if settings.rfmsync_ledger_url else OLD_LEDGER_ENV)
+        check_environment_relative(url, cfg, LEDGER_ENV if settings.rfmsync_ledger_url else OLD_LEDGER_ENV)
     else:
         setting = "[ledger] url" if cfg.ledger.url or not cfg.store.url else "[store] url"  # for its error
         url = (config_relative(cfg.ledger.url or cfg.store.url, cfg, setting)
@@ -83,7 +85,7 @@ def config_relative(url: str | None, cfg: Config, setting: str = "[ledger] url")
     return parsed.set(database=uri + str(path)).render_as_string(hide_password=False)
 
 
-def environment_relative(url: str, cfg: Config, variable: str) -> None:
+def check_environment_relative(url: str, cfg: Config, variable: str) -> None:
     """A relative SQLite path in the environment (``variable``) is the working folder's, as documented: run by
     hand from the config's folder it names the ledger there; a cron job or a service running from elsewhere
     would start a new, empty ledger in its own folder, whose first sync re-sends every tag and field with no plan
