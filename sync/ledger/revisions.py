@@ -54,6 +54,11 @@ class Revisions:
                 state_revisions.c.destination == destination)).scalar()
         return int(value or 0)
 
+    def state_counter(self, destination: str) -> Counter:
+        """``destination``'s revision counter: its revision and epoch (0 and None if never written)."""
+        with self._db.read() as conn:
+            return self._counter(conn, destination)
+
     def _counter(self, conn: "Connection", destination: str) -> Counter:
         row = conn.execute(select(state_revisions.c.revision, state_revisions.c.epoch).where(
             state_revisions.c.destination == destination)).first()
