@@ -259,10 +259,10 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
 
     with destination_lock(ledger, f"sync:{plan.destination}", lock_ttl) as held, _Summary(kind) as summary:
         if replan is not None:
-            now = ledger.state_revision(plan.destination)
-            if now != plan.ledger_revision:
+            now = ledger.state_counter(plan.destination)
+            if not plan.made_at(now.revision, now.epoch):
                 log.info("sync %s: the ledger moved while waiting (revision %d → %d): planning again",
-                         plan.destination, plan.ledger_revision, now)
+                         plan.destination, plan.ledger_revision, now.revision)
                 plan = replan()
         if between is not None:
             between()  # stopped before the run starts: nothing to record

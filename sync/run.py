@@ -26,6 +26,7 @@ from .guards import (DataStats, believed_withdrawals, customer_drop_line, data_l
                      scoring_lines)
 from .ingest import run_stats, segments_from_store
 from .ledger import Ledger, RunHistory
+from .ledger.statecache import Counter
 from .pipeline import Reading, today_in
 from .planning.plan import Plan
 from .planning.planner import PlannedDestination, plan_all, selected_destinations
@@ -184,8 +185,8 @@ def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Se
     for plan in plans:
         # an unknown destination is a config error before anything else, and so is one pointed elsewhere since
         check_saved(ledger, cfg.destination(plan.destination), plan)
-        now = ledger.state_revision(plan.destination)
-        if now != plan.ledger_revision:
+        now = ledger.state_counter(plan.destination)
+        if not plan.made_at(now.revision, now.epoch):
             raise _stale(plan, now)
     names = [p.destination for p in plans]
     lines: list[str] = []
@@ -229,12 +230,14 @@ def _withdraw_saved(cfg: Config, judged: Plan, ledger: Ledger, settings: Setting
         replan=lambda: _raise_stale(judged, ledger), **alone))
 
 
-def _stale(plan: Plan, now: int) -> PlanStaleError:
+def _stale(plan: Plan, now: Counter) -> PlanStaleError:
+    epoch = "" if now.revision != plan.ledger_revision else \
+        ", its counter under a new epoch: the ledger was found restored from a backup, or the destination forgotten"
     return PlanStaleError(f"the ledger of destination {plan.destination!r} changed since this plan was made "
-                          f"(revision {plan.ledger_revision} → {now}: another run wrote to it, or what it held was "
-                          f"forgotten or moved); make a new plan")
+                          f"(revision {plan.ledger_revision} → {now.revision}{epoch}: another run wrote to it, or "
+                          f"what it held was forgotten or moved); make a new plan")
 
 
 def _raise_stale(plan: Plan, ledger: Ledger) -> Plan:
     """``apply`` never re-plans: a ledger that moved while it waited for the lock makes the saved plan stale."""
-    raise _stale(plan, ledger.state_revision(plan.destination))
+    raise _stale(plan, ledger.state_counter(plan.destination))

@@ -180,6 +180,7 @@ class Ledger:
     refused_lost = _Via("state", PushedStates.refused_lost)
     state_count = _Via("state", PushedStates.state_count)
     state_revision = _Via("state", PushedStates.state_revision)
+    state_counter = _Via("state", PushedStates.state_counter)
     customer_states = _Via("state", PushedStates.customer_states)
 
     start_run = _Via("runs", RunLog.start_run)

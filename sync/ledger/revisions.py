@@ -9,8 +9,9 @@ cached copy on this host ahead of the ledger (at a plan's read, or at the first 
 behind the one this ledger object's own earlier save found. Whoever finds it gives the counter a new epoch, in the ledger, so
 every copy kept before, on every host sharing the ledger (each PostgreSQL host keeps its own beside its order
 store), is someone else's from then on and read in full, the same way for both engines; and it says so (a warning:
-run ``rfmsync sync --full-refresh`` once, docs/ledger.md#restored-ledger). A restore that nobody sees (no copy
-ahead of it anywhere, no process that saw a later revision) needs nothing: no copy is of the undone history.
+run ``rfmsync sync --full-refresh`` once, docs/ledger.md#restored-ledger). A restore that nobody sees before the
+destination is saved back up to every copy's revision (another host's syncs) is not found: a copy of the undone
+history then passes for the state, which is why the operator deletes the copies after a restore (the docs say so).
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ class Revisions:
             value = conn.execute(select(state_revisions.c.revision).where(
                 state_revisions.c.destination == destination)).scalar()
         return int(value or 0)
+
+    def state_counter(self, destination: str) -> Counter:
+        """``destination``'s revision counter: its revision and epoch (0 and None if never written)."""
+        with self._db.read() as conn:
+            return self._counter(conn, destination)
 
     def _counter(self, conn: "Connection", destination: str) -> Counter:
         row = conn.execute(select(state_revisions.c.revision, state_revisions.c.epoch).where(

@@ -24,7 +24,7 @@ from .moves import StateMoves
 from .revisions import Revisions
 from .schema import lost_tags, pushed_state
 from .state_rows import dump_fields, save_rows_pg, save_rows_sqlite
-from .statecache import StateCache, StateParts, WrittenRevisions, renewal_due, state_parts
+from .statecache import Counter, StateCache, StateParts, WrittenRevisions, renewal_due, state_parts
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -47,6 +47,8 @@ class StateReader(Protocol):
     def state_count(self, destination: str) -> int: ...
 
     def state_revision(self, destination: str) -> int: ...
+
+    def state_counter(self, destination: str) -> Counter: ...
 
     def field_holders(self, destination: str, names: Iterable[str]) -> dict[str, int]: ...
 

@@ -169,10 +169,19 @@ class Plan:
     moves_from: str | None = None
     #: read from a plan file written before plans recorded ``moves_from`` (whether it is a move is not known)
     moves_unknown: bool = False
+    #: the epoch of the destination's revision counter when the plan was made (new when the ledger is found
+    #: restored, the destination forgotten or taken over); None: never written, or a plan file saved before
+    #: plans recorded it (then the revision alone tells whether the ledger moved)
+    ledger_epoch: str | None = None
 
     @property
     def is_empty(self) -> bool:
         return not self.changes
+
+    def made_at(self, revision: int, epoch: str | None) -> bool:
+        """Whether the ledger's counter of the destination (``revision``, ``epoch``) is still the one the plan was
+        made at: the same revision, and the same epoch when the plan recorded one."""
+        return revision == self.ledger_revision and (self.ledger_epoch is None or epoch == self.ledger_epoch)
 
     def rows(self) -> list[dict]:
         """Per managed tag: +added −removed; then fields (~updated), new and skipped contacts."""
@@ -205,6 +214,7 @@ class Plan:
     def to_json(self) -> dict:
         return {
             "destination": self.destination, "type": self.type, "ledger_revision": self.ledger_revision,
+            "ledger_epoch": self.ledger_epoch,
             "remote_checked": self.remote_checked, "notes": list(self.notes), "warnings": list(self.warnings),
             "managed_tags": list(self.managed_tags), "fields": dict(self.fields),
             "summary": self.rows(), "totals": self.totals() | {"new_by_status": self.new_by_status()},
@@ -234,7 +244,8 @@ class Plan:
                        owners=tuple(OwnerChange(o["key"], o["customer_id"], o["was"])
                                     for o in data.get("owners", ())),
                        withdrawn=tuple(withdrawn), pushed_to=_optional_str(data, "pushed_to"),
-                       moves_from=_optional_str(data, "moves_from"), moves_unknown="moves_from" not in data)
+                       moves_from=_optional_str(data, "moves_from"), moves_unknown="moves_from" not in data,
+                       ledger_epoch=_optional_str(data, "ledger_epoch"))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:  # AttributeError: an entry not an object
             raise ConfigError(f"not an rfmsync plan file: missing or bad {exc}") from None
 

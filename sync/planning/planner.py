@@ -128,7 +128,8 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
     # the ledger's state is of this audience; or a full refresh moves it here from ``moved_from``: planned as for a
     # new destination
     target, moved_from = planned_target(ledger, dest, full_refresh=full_refresh)
-    revision = ledger.state_revision(dest.name)  # read before the state: a later write only makes it stale
+    counter = ledger.state_counter(dest.name)  # read before the state: a later write only makes it stale
+    revision = counter.revision
     if moved_from is None:
         state = ledger.state_parts(dest.name)  # a cached copy and the rows written since (or the full read)
         stage_pushed(rows.con, state.base, state.changed)
@@ -167,7 +168,7 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
     note = alone_note(plan) if lines and not withdrawals else None  # what a refused sync still sends
     alone = (note,) if note else ()
     plan = replace(plan, warnings=(*plan.warnings, *warnings), guard=stats, notes=(*plan.notes, *alone),
-                   pushed_to=target, moves_from=moved_from)
+                   pushed_to=target, moves_from=moved_from, ledger_epoch=counter.epoch)
     return PlannedDestination(plan, client, lines, replan=lambda: plan_one(
         cfg, dest, rows, ledger, client, unchecked, full_refresh=full_refresh, reconcile=reconcile,
         extra_tags=extra_tags), withdrawal_lines=withdrawals)

@@ -106,18 +106,32 @@ _Part = tuple[Event, list[Order], list[Contact], bool]  # one event and its deco
 _Later = tuple[list[_Part], Exception] | None  # events left to wait out a transient failure, and that failure
 
 
-def not_believed(failure: BaseException, in_a_row: int, metrics, worker: str, now: float) -> None:
+def not_believed(failure: BaseException, metrics, worker: str, now: float) -> None:
     """A resync failed on an ESP's 2xx answer not believed (:class:`BadAnswer`: a proxy's maintenance page): its
     events wait uncounted like an outage's, up to the give-up, their releases logged at INFO. The first of such
-    failures in a row (``in_a_row`` 1) is a WARNING naming it, and ``GET /healthz`` shows the wait
-    (``answer_not_believed``) until a resync goes through."""
+    failures since the worker's last resync that went through (whatever other outages came before or between) is
+    a WARNING naming it, and ``GET /healthz`` shows the wait (``answer_not_believed``) until a resync goes through
+    or the give-up leaves nothing queued."""
     if not isinstance(failure, BadAnswer):
         return
     error = _text(failure)
-    metrics.config_wait(worker, error, now, waits="not_believed")
-    if in_a_row == 1:
+    if metrics.config_wait(worker, error, now, waits="not_believed"):
         log.warning("resync: an answer not believed (%s): the events wait, uncounted, as in an outage, until the "
                     "ESP answers as it should (a proxy or maintenance page in front of it?)", error)
+
+
+def given_up(batch: Batch, ids: list[int], waited: dict[int, float], limit: float) -> set[int]:
+    """Of ``ids`` (the batch's events waiting for another run or an outage's end, ``waited`` seconds each since
+    accepted), those given up: each that waited ``limit``, and with them every event holding one of their records
+    (replayed later on its own, an old event would be merged after a newer version of its record and undo it: an
+    upsert, the last one merged wins)."""
+    old = {i for i in ids if waited[i] >= limit}
+    grown = True
+    while old and grown:
+        held = set().union(*(batch.keys.get(i, set()) for i in old))
+        more = {i for i in ids if i not in old and batch.keys.get(i, set()) & held}
+        old, grown = old | more, bool(more)
+    return old
 
 
 def _text(exc: BaseException) -> str:

@@ -179,13 +179,20 @@ class Metrics:
             for d in destinations or ("(none)",):
                 self.refused[d] = self.refused.get(d, 0) + 1
 
-    def config_wait(self, worker: str, error: str, since: float, *, waits: str = "config_waits") -> None:
+    def config_wait(self, worker: str, error: str, since: float, *, waits: str = "config_waits") -> bool:
         """``worker`` waits for the config to be fixed (``error``: its secrets masked by the caller, clipped here),
         since ``since`` (Unix time) or since its first such wait in a row. ``waits="not_believed"``: for an ESP's
-        answers to be believed again (:meth:`waiting_for_config` of that kind)."""
+        answers to be believed again (:meth:`waiting_for_config` of that kind). Whether it is that first wait."""
         with self._lock:
             first = getattr(self, waits).get(worker)
             getattr(self, waits)[worker] = [error[:CONFIG_ERROR_CHARS], first[1] if first else since]
+            return first is None
+
+    def waits_over(self, worker: str) -> None:
+        """``worker`` has nothing left to resync (the give-up failed what waited): it waits for nothing."""
+        with self._lock:
+            self.config_waits.pop(worker, None)
+            self.not_believed.pop(worker, None)
 
     def config_fixed(self) -> None:
         """A resync of a worker of this process went through: the config (the process's one) is fixed, none of its

@@ -120,15 +120,14 @@ class Schedule:
 
     def _second_pass(self, now: datetime, fire: datetime, zone: ZoneInfo) -> datetime:
         """A wildcard job's first time after ``now``, given croniter's ``fire``: when the clocks went back in
-        between (less wall time passed than real time), croniter may have stepped over the repeated times' second
-        pass (Lord Howe's clocks go back by 30 minutes, 02:00 → 01:30: from 01:56 its next ``*/7`` time was 02:00,
-        not the second pass's 01:35), so the minutes of each second pass in between (the 30 or 60 minutes after
-        the clocks went back) are looked at one by one; the rest is croniter's."""
+        between, croniter may have stepped over the repeated times' second pass (Lord Howe's clocks go back by 30
+        minutes, 02:00 → 01:30: from 01:56 its next ``*/7`` time was 02:00, not the second pass's 01:35; Berlin's
+        ``*/30 2 25 10 *`` from 02:45 CEST went to next year's 02:00), so the minutes of each second pass in
+        between (the 30 or 60 minutes after the clocks went back) are looked at one by one; the rest is
+        croniter's. Whether the clocks went back is asked of the zone, not told by wall time against real time:
+        a night they go forward before croniter's time (next year's) makes up for it."""
         from croniter import croniter
 
-        start, end = now.astimezone(zone), fire.astimezone(zone)
-        if end.replace(tzinfo=None) - start.replace(tzinfo=None) >= fire - now:  # no clock went back in between
-            return fire
         first = now.astimezone(timezone.utc).replace(second=0, microsecond=0) + timedelta(minutes=1)
         for back, repeated in _clocks_back(now, fire, zone):
             at = max(first, back + timedelta(seconds=59)).replace(second=0)  # the second pass's first whole minute

@@ -40,7 +40,7 @@ from ..ledger import Ledger, default_owner
 from ..ledger.codec import decode_records
 from ..settings import Settings
 from .batches import (CONFIG_ERRORS, PROBE_AFTER, Batch, ResyncFn, _batch, _Later, _Part, _text, count_stale,
-                      not_believed, retry_later)
+                      given_up, not_believed, retry_later)
 from .apart import Apart
 from .isolate import Bisection
 from .metrics import Metrics
@@ -213,7 +213,7 @@ class Worker(Bisection, Apart, Suspects, Pauses):
             return
         if retry_later(failure):
             wait = self._back_off(failure)
-            not_believed(failure, self._outages, self.metrics, self.name, self._now().timestamp())
+            not_believed(failure, self.metrics, self.name, self._now().timestamp())
             told = getattr(failure, "retry_after", None)
             asked = "" if told is None else (f"{getattr(failure, 'destination', None) or 'the vendor'} asked to wait "
                                               f"{float(told):.0f} s (at most {RETRY_AFTER_MAX:.0f} s waited); ")
@@ -292,15 +292,7 @@ class Worker(Bisection, Apart, Suspects, Pauses):
         formed again at each claim) wait on."""
         now = self._now()
         waited = {ev.id: (now - ev.received_at).total_seconds() for ev in batch.events}
-        old = {i for i in ids if waited[i] >= self.give_up_waiting_after}
-        # with them, every event holding one of their records: replayed later on its own, an old event would be
-        # merged after a newer version of its record and undo it (an upsert: the last one merged wins)
-        grown = True
-        while old and grown:
-            held = set().union(*(batch.keys.get(i, set()) for i in old))
-            more = {i for i in ids if i not in old and batch.keys.get(i, set()) & held}
-            old, grown = old | more, bool(more)
-        gone = old
+        gone = given_up(batch, ids, waited, self.give_up_waiting_after)
         old = [i for i in ids if i in gone]
         if old:
             self._forget_releases(old)
@@ -312,6 +304,8 @@ class Worker(Bisection, Apart, Suspects, Pauses):
                       "%s; Ledger.requeue_failed_events() replays them", len(old), longest / 3600, why, error)
         rest = [i for i in ids if i not in gone]
         if not rest:
+            if not self.ledger.claimable_count(self.stale_after):  # nothing left to wait: /healthz shows no wait
+                self.metrics.waits_over(self.name)
             return
         self.ledger.release_events(rest, error, worker=self.name, wait_seconds=wait)
         self._leased.difference_update(rest)

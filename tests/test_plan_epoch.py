@@ -1,0 +1,133 @@
+"""A saved plan records the epoch of the destination's revision counter beside its revision (``ledger_epoch``), and
+``apply`` refuses it (exit 5) under another epoch: a plan saved before a restore is refused even when the cached
+copy lagged the ledger, so that syncs after the restore bring the counter back to the plan's revision
+(docs/ledger.md#restored-ledger). A plan file without the field (an older rfmsync) is judged by its revision."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from sync.ledger import Ledger
+
+from tests.ledger_fixtures import ledger_url  # noqa: F401
+from tests.test_config_moved import AS_OF, cli, point_at, shop  # noqa: F401
+from tests.test_ledger_statecache import DEST, KEYS, _backup, read_both, state
+
+NAME = "mailchimp-demo"
+
+
+def _url(shop: Path) -> str:
+    return f"sqlite:///{next(shop.parent.glob('*.db'))}"
+
+
+def _resave(ledger: Ledger, n: int) -> None:
+    """One save of one contact's state (a new value each time: the counter moves)."""
+    was = next(iter(ledger.load_state(NAME).values()))
+    ledger.save_states(NAME, None, [replace(was, fields={**was.fields, "N": n})])
+
+
+def _changed_plan(shop: Path, saved: Path) -> dict:
+    """``plan -o saved`` of a plan that changes tags; the config put back after."""
+    point_at(shop, '"Churn" = "Winback"', '"Churn" = "Lapsed"')
+    cli("plan", "--config", str(shop), "--as-of", AS_OF, "-o", str(saved))
+    point_at(shop, '"Churn" = "Lapsed"', '"Churn" = "Winback"')
+    plan = json.loads(saved.read_text())["plans"][0]
+    assert plan["changes"]
+    return plan
+
+
+def test_a_plan_saved_before_a_restore_is_refused_when_syncs_bring_the_counter_back_to_it(
+        shop, mailchimp_fake, tmp_path):  # noqa: F811
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)
+    url = _url(shop)
+    restore = _backup(url)  # the backup, taken after the first sync
+    with Ledger.connect(url) as ledger:  # the CLI's copy folder (beside the SQLite file)
+        for n in (1, 2):
+            _resave(ledger, n)
+        read_both(ledger, NAME)  # the copy renewed here...
+        for n in (3, 4):
+            _resave(ledger, n)  # ...and lagging after these (too few changes for a plan's read to renew it)
+    saved = tmp_path / "plan.json"
+    plan = _changed_plan(shop, saved)
+    restore()
+    with Ledger.connect(url) as ledger:  # the restore found by the first save: the counter moves past the copy
+        for n in range(5, 5 + plan["ledger_revision"]):
+            if ledger.state_revision(NAME) >= plan["ledger_revision"]:
+                break
+            _resave(ledger, n)
+        assert ledger.state_revision(NAME) == plan["ledger_revision"]  # the revision alone would let it through
+        assert ledger.state_counter(NAME).epoch != plan["ledger_epoch"]
+    writes = mailchimp_fake.write_calls
+
+    refused = cli("apply", "--config", str(shop), str(saved), "--allow-mass-change", code=5).output
+    assert "the ledger of destination 'mailchimp-demo' changed since this plan was made" in refused
+    assert "under a new epoch" in refused and "make a new plan" in refused
+    assert mailchimp_fake.write_calls == writes
+
+
+def test_a_plan_file_without_the_epoch_is_judged_by_its_revision(shop, mailchimp_fake, tmp_path):  # noqa: F811
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)
+    saved = tmp_path / "plan.json"
+    plan = _changed_plan(shop, saved)
+    assert isinstance(plan["ledger_epoch"], str)
+    doc = json.loads(saved.read_text())
+    del doc["plans"][0]["ledger_epoch"]  # as an older rfmsync saved it
+    saved.write_text(json.dumps(doc))
+    writes = mailchimp_fake.write_calls
+    cli("apply", "--config", str(shop), str(saved), "--allow-mass-change")
+    assert mailchimp_fake.write_calls > writes
+
+    with Ledger.connect(_url(shop)) as ledger:
+        _resave(ledger, 1)
+    refused = cli("apply", "--config", str(shop), str(saved), "--allow-mass-change", code=5).output
+    assert "changed since this plan was made" in refused and "new epoch" not in refused
+
+
+def test_no_counter_after_a_restore_with_a_lagging_copy_is_the_one_a_plan_was_made_at(ledger_url,  # noqa: F811
+                                                                                      tmp_path):
+    """On either engine: the copy at 3, the ledger saved on to 5 (a plan made there), restored to 1: the
+    counter, moved past the copy, comes back to 5 under another epoch."""
+    folder = tmp_path / "cache"
+    with Ledger.connect(ledger_url, state_cache=folder) as a:
+        a.save_states(DEST, None, [state(k, 1) for k in KEYS[:3]])
+        restore = _backup(ledger_url)
+        for n in (2, 3):
+            a.save_states(DEST, None, [state(k, n) for k in KEYS[:3]])
+        read_both(a, DEST)  # the copy at 3
+        for n in (4, 5):
+            a.save_states(DEST, None, [state(KEYS[0], n)])
+        made_at = a.state_counter(DEST)
+    assert made_at.revision == 5 and made_at.epoch
+    restore()
+    with Ledger.connect(ledger_url, state_cache=folder) as a:
+        counters = []
+        for n in (7, 8):
+            a.save_states(DEST, None, [state(KEYS[0], n)])
+            counters.append(a.state_counter(DEST))
+    assert made_at.revision in [c.revision for c in counters]  # the case: the revision alone is reached again
+    assert made_at not in counters
+
+
+@pytest.mark.xfail(strict=True, reason="a restore nobody sees before another host saves the destination back past "
+                   "this host's copy is not found (docs/ledger.md#restored-ledger: delete the copies after a restore)")
+def test_a_restore_unseen_until_another_host_saved_past_the_copy_is_not_found(ledger_url, tmp_path):  # noqa: F811
+    """The limit the docs state: host A's copy at 3, the ledger restored to 1, host B (no copy ahead) saves three
+    times (4) before A's next plan; A's copy, of the same epoch and not ahead, passes for the state."""
+    hosts = {"A": tmp_path / "a.state-cache", "B": tmp_path / "b.state-cache"}
+    with Ledger.connect(ledger_url, state_cache=hosts["A"]) as a:
+        a.save_states(DEST, None, [state(k, 1) for k in KEYS[:3]])
+        restore = _backup(ledger_url)
+        for n in (2, 3):
+            a.save_states(DEST, None, [state(k, n) for k in KEYS[:3]])
+        read_both(a, DEST)  # A's copy at revision 3
+    restore()
+    with Ledger.connect(ledger_url, state_cache=hosts["B"]) as b:
+        for n in (7, 8, 9):
+            b.save_states(DEST, None, [state(KEYS[0], n)])
+    with Ledger.connect(ledger_url, state_cache=hosts["A"]) as a:
+        through_cache, full = read_both(a, DEST)
+    assert through_cache == full

@@ -1,0 +1,73 @@
+"""The webhook worker's wait on an ESP's 2xx answer not believed (a proxy's maintenance page): the WARNING naming
+it comes once per wait, also when another outage came first; ``GET /healthz``'s waits end when the give-up leaves
+the worker nothing to resync (docs/serve.md)."""
+
+from __future__ import annotations
+
+import logging
+import random
+from datetime import timedelta
+
+import pytest
+
+from connectors.errors import TransientError
+from sync.config import Config
+from sync.destinations.answers import BadAnswer
+from sync.errors import ConfigError
+from sync.ledger import Ledger
+from sync.serve.metrics import Metrics
+from sync.serve.worker import Worker
+from sync.settings import Settings
+
+from tests.test_worker_outage import AS_OF_DT, Ticks, _enqueue_orders, _statuses
+
+PAGE = BadAnswer("mailchimp: GET /lists/aud1", "not JSON", b"<html>Down for maintenance</html>")
+
+
+def _run(tmp_path, failures, claims: int, **worker_args):
+    """A worker whose resyncs raise ``failures`` in turn (the last one again and again), through ``claims``
+    claims, each after the back-off (a claim in :data:`AS_OF_DT`'s day). Returns the worker and the ledger's
+    events' statuses."""
+    calls = [0]
+
+    def process(batch):
+        calls[0] += 1
+        raise failures[min(calls[0], len(failures)) - 1]
+
+    ticks, wall = Ticks(), [AS_OF_DT]
+    with Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}", clock=lambda: wall[0]) as ledger:
+        _enqueue_orders(ledger, ["A"])
+        worker = Worker(Config(), ledger, Settings(_env_file=None), metrics=Metrics(), process=process,
+                        clock=ticks, now=lambda: wall[0], rng=random.Random(1), **worker_args)
+        for _ in range(claims):
+            worker.process_batch()
+            ticks.now += worker.backing_off()
+            wall[0] += timedelta(seconds=max(worker.backing_off(), 60))
+        return worker, _statuses(ledger)
+
+
+def _told(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.levelno >= logging.WARNING and "answer not believed" in r.getMessage()]
+
+
+def test_the_answer_not_believed_is_told_once_also_after_another_outage(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    worker, _ = _run(tmp_path, [TransientError("connection refused"), PAGE], claims=4)
+    assert worker.metrics.waiting_for_config("not_believed")["workers"] == 1
+    assert len(_told(caplog)) == 1
+
+
+@pytest.mark.parametrize("failure, waits", [(PAGE, "not_believed"),
+                                            (ConfigError("[destinations] audience: no such audience"),
+                                             "config_waits")])
+def test_the_wait_shown_ends_when_the_give_up_leaves_nothing_queued(tmp_path, failure, waits):
+    worker, statuses = _run(tmp_path, [failure], claims=3, give_up_waiting_after=90)
+    assert statuses["A"][0] == "failed" and "gave up waiting" in statuses["A"][1]
+    assert worker.metrics.waiting_for_config(waits) is None
+
+
+def test_a_wait_shown_stays_while_events_are_queued(tmp_path):
+    worker, statuses = _run(tmp_path, [PAGE], claims=1, give_up_waiting_after=90)
+    assert statuses["A"][0] == "queued"
+    assert worker.metrics.waiting_for_config("not_believed")["workers"] == 1
