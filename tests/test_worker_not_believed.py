@@ -1,6 +1,6 @@
 """The webhook worker's wait on an ESP's 2xx answer not believed (a proxy's maintenance page): the WARNING naming
-it comes once per wait, also when another outage came first; ``GET /healthz``'s waits end when the give-up leaves
-the worker nothing to resync (docs/serve.md)."""
+it comes once per wait, also when another outage came first; ``GET /healthz``'s wait ends when the give-up leaves
+the worker nothing to resync, a config wait does not (docs/serve.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import logging
 import random
 from datetime import timedelta
 
-import pytest
 
 from connectors.errors import TransientError
 from sync.config import Config
@@ -58,13 +57,18 @@ def test_the_answer_not_believed_is_told_once_also_after_another_outage(tmp_path
     assert len(_told(caplog)) == 1
 
 
-@pytest.mark.parametrize("failure, waits", [(PAGE, "not_believed"),
-                                            (ConfigError("[destinations] audience: no such audience"),
-                                             "config_waits")])
-def test_the_wait_shown_ends_when_the_give_up_leaves_nothing_queued(tmp_path, failure, waits):
-    worker, statuses = _run(tmp_path, [failure], claims=3, give_up_waiting_after=90)
+def test_the_wait_shown_ends_when_the_give_up_leaves_nothing_queued(tmp_path):
+    worker, statuses = _run(tmp_path, [PAGE], claims=3, give_up_waiting_after=90)
     assert statuses["A"][0] == "failed" and "gave up waiting" in statuses["A"][1]
-    assert worker.metrics.waiting_for_config(waits) is None
+    assert worker.metrics.waiting_for_config("not_believed") is None
+
+
+def test_a_config_wait_outlives_its_given_up_events(tmp_path):
+    """The config is still wrong: the wait (and an alert on it) stays until a resync goes through."""
+    worker, statuses = _run(tmp_path, [ConfigError("[destinations] audience: no such audience")], claims=3,
+                            give_up_waiting_after=90)
+    assert statuses["A"][0] == "failed" and "gave up waiting" in statuses["A"][1]
+    assert worker.metrics.waiting_for_config("config_waits")["workers"] == 1
 
 
 def test_a_wait_shown_stays_while_events_are_queued(tmp_path):

@@ -189,9 +189,9 @@ class Metrics:
             return first is None
 
     def waits_over(self, worker: str) -> None:
-        """``worker`` has nothing left to resync (the give-up failed what waited): it waits for nothing."""
+        """``worker`` has nothing left to resync (the give-up failed what waited): it waits for no answer to be
+        believed any more. A config wait stays (the config is still wrong: an alert on it must not clear)."""
         with self._lock:
-            self.config_waits.pop(worker, None)
             self.not_believed.pop(worker, None)
 
     def config_fixed(self) -> None:
