@@ -8,7 +8,6 @@ import logging
 import random
 from datetime import timedelta
 
-
 from connectors.errors import TransientError
 from sync.config import Config
 from sync.destinations.answers import BadAnswer
