@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 import json
-import uuid
 
 from sqlalchemy import and_, delete, func, insert, literal, select
 
@@ -23,7 +22,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
     from .db import LedgerDB
-    from .statecache import StateCache, WrittenRevisions
+    from .statecache import Counter, StateCache, WrittenRevisions
 
 
 class StateMoves:
@@ -34,6 +33,7 @@ class StateMoves:
     _written: "WrittenRevisions"
 
     _bump_revision: Callable[["Connection", str], int]  # PushedStates': the revision moved on, in the transaction
+    _next_counter: Callable[..., "Counter"]  # Revisions': the counter moved on (its epoch renewed on request)
 
     def move_state(self, destination: str, cursor: tuple[str, str], target: str,
                    lock: tuple[str, str] | None = None) -> int:
@@ -146,12 +146,7 @@ class StateMoves:
                                                       cursors.c.obj == cursor[1])).rowcount
         if not deleted:
             return None
-        epoch = uuid.uuid4().hex
-        return int(conn.execute(self._db.insert(state_revisions).values(
-            destination=name, revision=1, epoch=epoch).on_conflict_do_update(
-            index_elements=[state_revisions.c.destination],
-            set_={"revision": state_revisions.c.revision + 1, "epoch": epoch}).returning(
-            state_revisions.c.revision)).scalar_one())
+        return self._next_counter(conn, name, new_epoch=True).revision
 
 
 def _with_rows() -> "Select[tuple[str]]":

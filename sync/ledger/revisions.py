@@ -65,15 +65,24 @@ class Revisions:
             state_revisions.c.destination == destination)).first()
         return Counter(0, None) if row is None else Counter(int(row.revision), row.epoch)
 
+    def _next_counter(self, conn: "Connection", destination: str, *, new_epoch: bool = False) -> Counter:
+        """The destination's counter moved on by one (a new one starts at 1 under a random epoch), its epoch
+        renewed too with ``new_epoch`` (a forget: no host's cached copy of the state is of it)."""
+        epoch = uuid.uuid4().hex
+        moved = {"revision": state_revisions.c.revision + 1, **({"epoch": epoch} if new_epoch else {})}
+        row = conn.execute(self._db.insert(state_revisions).values(
+            destination=destination, revision=1, epoch=epoch).on_conflict_do_update(
+            index_elements=[state_revisions.c.destination], set_=moved).returning(
+            state_revisions.c.revision, state_revisions.c.epoch)).one()
+        return Counter(int(row.revision), row.epoch)
+
     def _bump_revision(self, conn: "Connection", destination: str) -> int:
         """The destination's next revision (a new counter gets a random epoch). Taken before the rows are
         written, so on PostgreSQL concurrent writers of one destination commit in revision order. A ledger found
         restored (a copy on this host ahead of it, checked at a process's first save; or a counter behind the
         one an earlier save of this object found) gets a new epoch in the same transaction."""
-        ins = self._db.insert(state_revisions).values(destination=destination, revision=1, epoch=uuid.uuid4().hex)
-        revision, epoch = conn.execute(ins.on_conflict_do_update(
-            index_elements=[state_revisions.c.destination], set_={"revision": state_revisions.c.revision + 1}
-        ).returning(state_revisions.c.revision, state_revisions.c.epoch)).one()
+        moved = self._next_counter(conn, destination)
+        revision, epoch = moved.revision, moved.epoch
         before, seen = Counter(int(revision) - 1, epoch), self._seen.get(destination)
         past = 0  # a restore found: the highest revision seen of the undone history
         if self._cache is not None and destination not in self._checked:  # once a process: a copy ahead of the
