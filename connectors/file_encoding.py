@@ -59,14 +59,21 @@ _CYRILLIC_RUN = re.compile(r"[\u0400-\u04ff]{2,}")
 _RUSSIAN = frozenset("абвгдеёжзийклмнопрстуфхцчшщъыьэюя")
 
 
-#: a Cyrillic word in cp1251 quotes, «…», „…“ or “…”: cp866 reads «, „, “ and ” as letters (л, Д, У, Ф)
-_QUOTED_1251 = re.compile(rb"[\xab\x84\x93][\xa8\xb8\xc0-\xff]{2,}[\xbb\x93\x94]")
+#: a Cyrillic word in cp1251 quotes, «…», „…“, “…”, ‘…’, ‚…‘ or ‹…›: cp866 reads those quotes as letters (л, Д, У,
+#: Ф, С, Т, В, Л, Ы; » is ╗)
+_QUOTED_1251 = re.compile(rb"[\xab\x84\x93\x91\x82\x8b][\xa8\xb8\xc0-\xff]{2,}[\xbb\x93\x94\x91\x92\x9b]")
+#: cp1251 punctuation right after a cp1251 letter (a word's end): the ellipsis …, the dashes — –, the closing quotes
+#: ’ ” › and the others above but «, which cp866 reads as capitals (Е, Ч, Ц, Т, Ф, Ы…): ``сок…`` would be cp866
+#: ``сок`` and one more letter, ``хлеб—молоко`` one word of 11 letters. cp866 words do not put a capital after a
+#: small letter (its р–я, и: the bytes cp1251 has its letters at); its л (0xAB, cp1251 «) is left alone (``ул.``)
+_END_1251 = re.compile(rb"(?<=[\xa8\xb8\xc0-\xff])[\x82\x84\x85\x8b\x91-\x97\x9b]")
 
 
 def _words_8bit(data: bytes) -> dict[str, str]:
     """The letters ``data`` reads as in Cyrillic words (:data:`_CYRILLIC_RUN`), lowercase, as cp1251 and as cp866.
-    The quotes of a word quoted in cp1251 (``«оплачен»``, ``„хлеб“``) are no letters of its cp866 reading."""
-    unquoted = _QUOTED_1251.sub(lambda m: b" " + m.group()[1:-1] + b" ", data)
+    cp1251 punctuation at a word's edge (``«оплачен»``, ``„хлеб“``: :data:`_QUOTED_1251`; ``сок…``, ``хлеб—молоко``:
+    :data:`_END_1251`) is no letter of its cp866 reading."""
+    unquoted = _END_1251.sub(b" ", _QUOTED_1251.sub(lambda m: b" " + m.group()[1:-1] + b" ", data))
     return {e: "".join(_CYRILLIC_RUN.findall(d.decode(e, "replace"))).lower()
             for e, d in (("cp1251", data), ("cp866", unquoted))}
 

@@ -183,11 +183,14 @@ def test_a_cp1251_last_data_row_before_excels_delimiter_only_rows_is_read_as_cp1
     run_cli("check", "--config", str(tmp_path / "rfmsync.toml"))
 
 
-@pytest.mark.parametrize("cell", ["Петр", "Пётр", "ООО", "Ася", "Київ", "Юг", "АО", "ОАО"])
+@pytest.mark.parametrize("cell", ["Петр", "Пётр", "ООО", "Ася", "Київ", "Юг", "АО", "ОАО", "Вит", "Три", "Хуст",
+                                  "Ушиця", "ключ", "луч", "рила", "ул. Ленина", "пуля", "Люти"])
 def test_a_short_cp866_last_cell_is_read_as_cp866(tmp_path, cell):
     """A cp866 export of Latin codes whose last cell is a short Cyrillic word: before, its bytes read as as many
     cp1251 letters (``Петр`` as ``ЏҐва``, ``ООО`` as ``ЋЋЋ``: Serbian letters where cp866 has its capitals) and the
-    tie made it cp1251 mojibake, silently but for the bytes in hex."""
+    tie made it cp1251 mojibake, silently but for the bytes in hex. cp866 capitals and л are cp1251 punctuation
+    (``Т`` is ’, ``л`` «): a capital starting a word (``Три``), or ``л`` after a small letter (``ул.``), stays a
+    letter."""
     export(tmp_path, (SMALL + row(40_000, cell) + "\n").encode("cp866"), age=SETTLED_SECONDS + 5)
     assert customers(tmp_path)[-1] == cell
 
@@ -222,10 +225,12 @@ def test_a_cp1251_last_cell_as_many_letters_in_cp866_stays_cp1251(tmp_path, cell
                 f"(as many letters): a guess (set [source] encoding to say which)") in caplog.text
 
 
-@pytest.mark.parametrize("cell", ["«оплачен»", "„хлеб“", "ООО «вода»", "«чай»", "“сок”"])
-def test_a_cp1251_last_cell_of_a_quoted_word_is_read_as_cp1251(tmp_path, cell):
-    """cp1251 «, „, “ and ” are cp866 letters (л, Д, У, Ф): before, a quoted word read as one more letter in cp866
-    (``«оплачен»`` as ``люяырўхэ╗``) and the cell was cp866 mojibake. Quotes around a word count as no letters."""
+@pytest.mark.parametrize("cell", ["«оплачен»", "„хлеб“", "ООО «вода»", "«чай»", "“сок”", "‘сок’", "‹чай›", "сок…",
+                                  "хлеб—молоко", "хлеб–молоко", "Иван Петров (звонить…)", "ждём…"])
+def test_a_cp1251_last_cell_of_a_word_by_punctuation_is_read_as_cp1251(tmp_path, cell):
+    """cp1251 «, „, “, ”, ‘, ’, ‹, ›, …, — and – are cp866 letters (л, Д, У, Ф, С, Т, Л, Ы, Е, Ч, Ц): before, a quoted
+    word (``«оплачен»`` as ``люяырўхэ╗``), and until now one before ``…`` or a dash (``сок…`` as ``ёюъЕ``), read as
+    one more letter in cp866 and the cell was cp866 mojibake. Punctuation at a word's edge counts as no letter."""
     export(tmp_path, (BIG + row(40_000, cell) + "\n").encode("cp1251"))
     assert customers(tmp_path)[-1] == cell
 
