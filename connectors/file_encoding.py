@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import codecs
 import logging
-import math
 import os
 import re
 import time
@@ -32,59 +31,82 @@ def _detect_encoding(path: Path) -> str:
         codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
         return "utf-8"
     except UnicodeDecodeError:
-        return cyrillic_8bit(head)
+        enc, tied = _decide_8bit(head)
+    if tied:  # a guess: not silent, as the last row's is (cut_or_8bit)
+        at = next(i for i, b in enumerate(head) if b >= 0x80)
+        log.warning("%s: not UTF-8, and as many letters in Cyrillic words as cp1251 and as cp866: read as %s "
+                    "(set [source] encoding to say which)", path, both_readings(path, at, enc))
+    return enc
+
+
+def both_readings(path: Path, at: int, enc: str) -> str:
+    """``cp1251 (line N: '…'); as cp866 it reads '…' (as many letters): a guess``: the line holding byte ``at`` in
+    the encoding read (``enc``) and in the other, for the warning of a tie (:func:`tied_8bit`)."""
+    other = "cp866" if enc == "cp1251" else "cp1251"
+    line, text = quoted_at(path, at, enc)
+    return (f"{enc} (line {line}: {text!r}); as {other} it reads {quoted_at(path, at, other)[1]!r} (as many "
+            f"letters): a guess")
 
 
 #: a run of two or more Cyrillic letters: a word, as :func:`cyrillic_8bit` counts them (not a stray symbol). All of
 #: the block, Serbian and Macedonian's Ђ Љ Њ Ћ Џ Ј included: a cp1251 export of Serbian names (Ђорђе Јовановић) read as
-#: cp866 has fewer of them. A cp866 «Петр» whose bytes cp1251 reads as «ЏҐва», a word as long, is the tie
-#: :data:`_FREQUENCY` breaks (Џ, Ґ: rare).
+#: cp866 has fewer of them. A cp866 «Петр» whose bytes cp1251 reads as «ЏҐва», a word as long, is a tie
+#: :data:`_RUSSIAN` breaks (Џ, Ґ: not Russian).
 _CYRILLIC_RUN = re.compile(r"[\u0400-\u04ff]{2,}")
 
 
-#: letters per 10 000 of Russian text (the rest of :data:`_CYRILLIC_RUN`'s, Ukrainian, Serbian ones…: 1): what breaks a
-#: tie of :func:`cyrillic_8bit`'s count, the reading of the more usual letters
-_FREQUENCY = dict(zip("оеаинтсрвлкмдпуяыьгзбчйхжшюцщэфъё", (
-    1097, 845, 801, 735, 670, 626, 547, 473, 454, 440, 349, 321, 298, 281, 262, 201, 190, 174, 170, 165, 159, 144,
-    121, 97, 94, 73, 64, 48, 36, 32, 26, 4, 4)))
+#: the Russian alphabet: a tie of :func:`cyrillic_8bit`'s count goes to the reading with fewer letters outside it
+_RUSSIAN = frozenset("абвгдеёжзийклмнопрстуфхцчшщъыьэюя")
 
 
-#: a Cyrillic word in cp1251 quotes, «…», „…“ or “…”: cp866 reads «, „, “ and ” as letters (л, Д, У, Ф)
-_QUOTED_1251 = re.compile(rb"[\xab\x84\x93][\xa8\xb8\xc0-\xff]{2,}[\xbb\x93\x94]")
+#: a Cyrillic word in cp1251 quotes, «…», „…“, “…”, ‘…’, ‚…‘ or ‹…›: cp866 reads those quotes as letters (л, Д, У,
+#: Ф, С, Т, В, Л, Ы; » is ╗)
+_QUOTED_1251 = re.compile(rb"[\xab\x84\x93\x91\x82\x8b][\xa8\xb8\xc0-\xff]{2,}[\xbb\x93\x94\x91\x92\x9b]")
+#: cp1251 punctuation right after a cp1251 letter (a word's end): the ellipsis …, the dashes — –, the closing quotes
+#: ’ ” › and the others above but «, which cp866 reads as capitals (Е, Ч, Ц, Т, Ф, Ы…): ``сок…`` would be cp866
+#: ``сок`` and one more letter, ``хлеб—молоко`` one word of 11 letters. cp866 words do not put a capital after a
+#: small letter (its р–я, и: the bytes cp1251 has its letters at); its л (0xAB, cp1251 «) is left alone (``ул.``)
+_END_1251 = re.compile(rb"(?<=[\xa8\xb8\xc0-\xff])[\x82\x84\x85\x8b\x91-\x97\x9b]")
 
 
 def _words_8bit(data: bytes) -> dict[str, str]:
     """The letters ``data`` reads as in Cyrillic words (:data:`_CYRILLIC_RUN`), lowercase, as cp1251 and as cp866.
-    The quotes of a word quoted in cp1251 (``«оплачен»``, ``„хлеб“``) are no letters of its cp866 reading."""
-    unquoted = _QUOTED_1251.sub(lambda m: b" " + m.group()[1:-1] + b" ", data)
+    cp1251 punctuation at a word's edge (``«оплачен»``, ``„хлеб“``: :data:`_QUOTED_1251`; ``сок…``, ``хлеб—молоко``:
+    :data:`_END_1251`) is no letter of its cp866 reading."""
+    unquoted = _END_1251.sub(b" ", _QUOTED_1251.sub(lambda m: b" " + m.group()[1:-1] + b" ", data))
     return {e: "".join(_CYRILLIC_RUN.findall(d.decode(e, "replace"))).lower()
             for e, d in (("cp1251", data), ("cp866", unquoted))}
 
 
-def _usual(letters: str) -> float:
-    """How usual ``letters`` are in Russian text: the sum of their log :data:`_FREQUENCY`."""
-    return sum(math.log(_FREQUENCY.get(c, 1)) for c in letters)
+def _foreign(letters: str) -> int:
+    """How many of ``letters`` (lowercase) are outside the Russian alphabet (:data:`_RUSSIAN`)."""
+    return sum(c not in _RUSSIAN for c in letters)
 
 
 def cyrillic_8bit(data: bytes) -> str:
     """``cp866`` or ``cp1251``: the one that reads ``data`` as more letters in Cyrillic words (runs of two or more
-    Cyrillic letters, not stray symbols), as many: the one whose letters are the more usual in Russian
-    (cp1251 «мама» is cp866 «ьрьр», cp1251 «Ёлка» cp866 «иыър»). Counting bytes by range would not do: cp866's
+    Cyrillic letters, not stray symbols); as many: the one with fewer letters outside the Russian alphabet (a
+    cp866 «Петр» is cp1251 «ЏҐва»), and cp1251 when that ties too (cp1251 «мама», «аб» are cp866 «ьрьр», «рс»:
+    Russian letters both, and which is meant, nothing in the bytes says). Counting bytes by range would not do: cp866's
     letters А–п sit at 0x80–0xAF, where cp1251 has its punctuation (nbsp, —, –, «», “”, …), so a cp1251 export of
     Latin names with a few dashes would look like cp866. No Cyrillic word either way (a dash, a single letter) is
     cp1251."""
+    return _decide_8bit(data)[0]
+
+
+def _decide_8bit(data: bytes) -> tuple[str, bool]:
+    """:func:`cyrillic_8bit` and :func:`tied_8bit` of ``data``, its words read once."""
     words = _words_8bit(data)
     cp1251, cp866 = len(words["cp1251"]), len(words["cp866"])
-    if cp1251 == cp866 > 0:
-        cp1251, cp866 = _usual(words["cp1251"]), _usual(words["cp866"])
-    return "cp866" if cp866 > cp1251 else "cp1251"
+    if cp1251 == cp866:
+        return "cp866" if _foreign(words["cp866"]) < _foreign(words["cp1251"]) else "cp1251", cp1251 > 0
+    return "cp866" if cp866 > cp1251 else "cp1251", False
 
 
 def tied_8bit(data: bytes) -> bool:
     """Whether ``data`` reads as as many letters in Cyrillic words as cp1251 and as cp866 (:func:`cyrillic_8bit`
-    then decides by how usual they are: a guess the warning shows both readings of)."""
-    words = _words_8bit(data)
-    return len(words["cp1251"]) == len(words["cp866"]) > 0
+    then decides by the letters outside the Russian alphabet: a guess the warning shows both readings of)."""
+    return _decide_8bit(data)[1]
 
 
 def detect_encoding(path: Path) -> str:
@@ -313,19 +335,13 @@ def cut_or_8bit(path: Path) -> str:
     if cut and not settled(path):
         raise cut_short(path)
     if _ascii_before(path, start) and not (_utf8_words(row) if cut else _utf8_words_from(path, start)):
-        enc = cyrillic_8bit(row)
+        enc, tied = _decide_8bit(row)  # a tie, a guess: both readings shown, each quoting the line (not twice)
         shown = bytes(b for b in row if b >= 0x80)
         why = (f"which begin a UTF-8 character it does not finish; unchanged for {_SETTLED}, so it is no file cut "
                f"short" if cut else "which are not UTF-8")
-        tied = tied_8bit(row)  # a guess: both readings shown, each quoting the line (not quoted twice)
         where = ("its last row's byte(s)" if start >= last_row(path)[0] else
                  f"the byte(s) from byte {at} on{'' if tied else line_at(path, at, enc)}")  # rows after that one too
-        read = enc
-        if tied:
-            other = "cp866" if enc == "cp1251" else "cp1251"
-            line, text = quoted_at(path, at, enc)
-            read = (f"{enc} (line {line}: {text!r}); as {other} it reads {quoted_at(path, at, other)[1]!r} (as many "
-                    f"letters): a guess")
+        read = both_readings(path, at, enc) if tied else enc
         log.warning("%s: ASCII text but for %s (%s%s), %s: read as %s (set [source] encoding to say which)", path,
                     where, shown[:16].hex(" "), " …" if len(shown) > 16 else "", why, read)
         return enc

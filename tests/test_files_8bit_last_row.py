@@ -183,11 +183,14 @@ def test_a_cp1251_last_data_row_before_excels_delimiter_only_rows_is_read_as_cp1
     run_cli("check", "--config", str(tmp_path / "rfmsync.toml"))
 
 
-@pytest.mark.parametrize("cell", ["Петр", "Пётр", "ООО", "Ася", "Київ", "Юг", "АО", "ОАО"])
+@pytest.mark.parametrize("cell", ["Петр", "Пётр", "ООО", "Ася", "Київ", "Юг", "АО", "ОАО", "Вит", "Три", "Хуст",
+                                  "Ушиця", "ключ", "луч", "рила", "ул. Ленина", "пуля", "Люти"])
 def test_a_short_cp866_last_cell_is_read_as_cp866(tmp_path, cell):
     """A cp866 export of Latin codes whose last cell is a short Cyrillic word: before, its bytes read as as many
     cp1251 letters (``Петр`` as ``ЏҐва``, ``ООО`` as ``ЋЋЋ``: Serbian letters where cp866 has its capitals) and the
-    tie made it cp1251 mojibake, silently but for the bytes in hex."""
+    tie made it cp1251 mojibake, silently but for the bytes in hex. cp866 capitals and л are cp1251 punctuation
+    (``Т`` is ’, ``л`` «): a capital starting a word (``Три``), or ``л`` after a small letter (``ул.``), stays a
+    letter."""
     export(tmp_path, (SMALL + row(40_000, cell) + "\n").encode("cp866"), age=SETTLED_SECONDS + 5)
     assert customers(tmp_path)[-1] == cell
 
@@ -206,11 +209,12 @@ def test_a_whole_cyrillic_export_is_read_in_its_encoding(tmp_path, names, encodi
     assert customers(tmp_path) == [names[i % len(names)] for i in range(1, 2001)]
 
 
-@pytest.mark.parametrize("cell, other", [("мама", "ьрьр"), ("ёлка", "╕ыър"), ("Ёлка", "иыър"), ("окно", "юъэю")])
-def test_a_cp1251_last_cell_as_many_letters_in_cp866_is_read_by_the_more_usual_letters(tmp_path, cell, other,
-                                                                                        caplog):
-    """cp1251 lowercase а–п are cp866 р–я: as many letters either way; the usual ones (``мама``, not ``ьрьр``) decide,
-    and the warning shows both readings (a guess, not silent)."""
+@pytest.mark.parametrize("cell, other", [("мама", "ьрьр"), ("ёлка", "╕ыър"), ("Ёлка", "иыър"), ("окно", "юъэю"),
+                                         ("аб", "рс"), ("благ", "сыру")])
+def test_a_cp1251_last_cell_as_many_letters_in_cp866_stays_cp1251(tmp_path, cell, other, caplog):
+    """cp1251 lowercase а–п are cp866 р–я: as many letters either way, all Russian (``аб`` is ``рс``): cp1251, and
+    the warning shows both readings (a guess, not silent). Before, the reading of the letters more frequent in
+    Russian won, and short cells of а–п letters (``аб``, ``благ``) were cp866 mojibake."""
     data = (BIG + row(40_000, cell) + "\n").encode("cp1251")
     day = export(tmp_path, data)
     with caplog.at_level(logging.WARNING):
@@ -221,9 +225,34 @@ def test_a_cp1251_last_cell_as_many_letters_in_cp866_is_read_by_the_more_usual_l
                 f"(as many letters): a guess (set [source] encoding to say which)") in caplog.text
 
 
-@pytest.mark.parametrize("cell", ["«оплачен»", "„хлеб“", "ООО «вода»", "«чай»", "“сок”"])
-def test_a_cp1251_last_cell_of_a_quoted_word_is_read_as_cp1251(tmp_path, cell):
-    """cp1251 «, „, “ and ” are cp866 letters (л, Д, У, Ф): before, a quoted word read as one more letter in cp866
-    (``«оплачен»`` as ``люяырўхэ╗``) and the cell was cp866 mojibake. Quotes around a word count as no letters."""
+@pytest.mark.parametrize("cell", ["«оплачен»", "„хлеб“", "ООО «вода»", "«чай»", "“сок”", "‘сок’", "‹чай›", "сок…",
+                                  "хлеб—молоко", "хлеб–молоко", "Иван Петров (звонить…)", "ждём…"])
+def test_a_cp1251_last_cell_of_a_word_by_punctuation_is_read_as_cp1251(tmp_path, cell):
+    """cp1251 «, „, “, ”, ‘, ’, ‹, ›, …, — and – are cp866 letters (л, Д, У, Ф, С, Т, Л, Ы, Е, Ч, Ц): before, a quoted
+    word (``«оплачен»`` as ``люяырўхэ╗``), and until now one before ``…`` or a dash (``сок…`` as ``ёюъЕ``), read as
+    one more letter in cp866 and the cell was cp866 mojibake. Punctuation at a word's edge counts as no letter."""
     export(tmp_path, (BIG + row(40_000, cell) + "\n").encode("cp1251"))
     assert customers(tmp_path)[-1] == cell
+
+
+@pytest.mark.parametrize("cell, other", [("бања", "срЬр"), ("пећ", "яхЮ")])
+def test_a_short_serbian_cp1251_cell_is_read_as_cp866_with_both_readings_shown(tmp_path, cell, other, caplog):
+    """A known miss: ``бања`` is cp866 ``срЬр``, as many letters, and only cp1251's (``њ``) outside the Russian
+    alphabet, so the tie goes to cp866; the warning shows both readings, the right one included. A whole Serbian
+    export is cp1251 (:func:`test_a_whole_cyrillic_export_is_read_in_its_encoding`)."""
+    data = (BIG + row(40_000, cell) + "\n").encode("cp1251")
+    export(tmp_path, data)
+    with caplog.at_level(logging.WARNING):
+        assert customers(tmp_path)[-1] == other
+    assert f"read as cp866 (line 40001: '{row(40_000, other)}'); as cp1251 it reads '{row(40_000, cell)}'" in caplog.text
+
+
+@pytest.mark.parametrize("cell, other", [("аб", "рс"), ("благ", "сыру"), ("мама", "ьрьр")])
+def test_a_small_cp1251_file_tied_is_read_as_cp1251_with_a_warning(tmp_path, cell, other, caplog):
+    """The whole file within the encoding sniff's first MB, its only Cyrillic a tie: cp1251, and the warning shows
+    both readings, as the last row's does. Before, nothing was logged."""
+    day = export(tmp_path, (SMALL + row(4, cell) + "\n").encode("cp1251"))
+    with caplog.at_level(logging.WARNING):
+        assert customers(tmp_path)[-1] == cell
+    assert (f"{day}: not UTF-8, and as many letters in Cyrillic words as cp1251 and as cp866: read as cp1251 (line 5: "
+            f"'{row(4, cell)}'); as cp866 it reads '{row(4, other)}' (as many letters): a guess") in caplog.text

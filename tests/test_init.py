@@ -308,3 +308,13 @@ def test_init_maps_a_names_only_customer_column_as_the_customer_id_and_says_so(t
     assert (f"{export}: cannot tell which column identifies the customers (a customer code, e-mail or phone) from "
             "the headers 'Дата', 'Сумма', 'Товар'; map one under [source.columns]") in result.output
     assert not (tmp_path / "other.toml").exists()
+
+
+@pytest.mark.parametrize("header", ["ФИО", "ФИО покупателя", "Покупатель", "Customer name", "Client name"])
+def test_init_maps_a_names_only_column_under_another_name_header_as_the_customer_id(tmp_path, header):
+    """Headers of a customer's full name (``ФИО``, ``Customer name``): before, not known, so init stopped with
+    "cannot tell which column identifies the customers" (exit 2) though the names could be the ids, as under
+    ``Клиент``."""
+    src, out = _init_rows(tmp_path, [f"Дата;{header};Сумма", *(f"0{i}.11.2026;Иван Петров {i};{i}00" for i in range(1, 6))])
+    assert src["columns"] == {"ordered_at": "Дата", "amount": "Сумма", "customer_id": header}
+    assert f"the names in column '{header}' are the customer ids" in out

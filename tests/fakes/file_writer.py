@@ -15,7 +15,8 @@ reading, with no patching of the reader.
     writes ``READY``, waits until process ``PID`` has ``PATH`` open (``/proc/PID/fd``: a read begun), then does
     ``ACTION`` once and writes ``DONE``, process ``PID`` stopped meanwhile (``SIGSTOP``, then ``SIGCONT``: the change
     falls inside that read, not after it, however little CPU the watcher gets; a read that ended before the watcher
-    acted leaves ``DONE`` unwritten and the watcher waiting for the next): ``append`` (order ``ARG``'s line),
+    acted leaves ``DONE`` unwritten and the watcher waiting for the next; SIGTERM, SIGINT and SIGHUP wait until
+    process ``PID`` runs again, so ending the watcher never leaves it stopped): ``append`` (order ``ARG``'s line),
     ``replace`` (``os.replace`` the file ``ARG`` onto ``PATH``) or ``move`` (rename ``PATH`` to ``ARG``).
 
 :func:`appending` and :func:`on_open` start them from a test and clean up. ``FILE_WRITER_NICE=19`` in the
@@ -104,9 +105,8 @@ def on_open(path: Path, action: str, arg: str = ""):
         _wait_for(ready, proc)
         yield done.exists
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
+        proc.terminate()  # not SIGKILL: one between its SIGSTOP of this process and its SIGCONT would leave it stopped
+        _stop(proc)
 
 
 def _append(path: Path, first: int, stop: Path) -> None:
@@ -146,12 +146,20 @@ def _is_open(pid: str, target: str) -> bool:
     return False
 
 
+#: the signals :func:`_on_open` holds back while the reader is stopped
+_HELD = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
+
 def _on_open(pid: str, path: Path, ready: Path, done: Path, action: str, arg: str) -> None:
     target = str(path.resolve())
     ready.touch()
     while True:
         while not _is_open(pid, target):
             pass
+        # no SIGTERM, SIGINT or SIGHUP (a CI job's timeout, ^C, on_open's cleanup) ends this process while the reader
+        # is stopped: they wait until it runs again (SIGKILL cannot be held: on_open sends SIGTERM, SIGKILL only to a
+        # watcher that has not heeded it for 30 s)
+        signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
         os.kill(int(pid), signal.SIGSTOP)  # the reader waits while the file is changed: a change during its read
         try:
             if _is_open(pid, target):  # not a read that ended while this process had no CPU
@@ -160,6 +168,7 @@ def _on_open(pid: str, path: Path, ready: Path, done: Path, action: str, arg: st
                 return
         finally:
             os.kill(int(pid), signal.SIGCONT)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)
 
 
 def _act(path: Path, action: str, arg: str) -> None:

@@ -1,0 +1,72 @@
+"""tests.fakes.file_writer's on_open watcher stops the reading process (SIGSTOP) while it changes the file and lets
+it go on (SIGCONT) after: a watcher ended in between (a CI job's timeout, ^C, on_open's own cleanup) must not leave
+the reader stopped for good, where pytest-timeout cannot fire. The reader here is a subprocess, not pytest."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.fakes.file_writer import _spawn
+
+#: a reader holding a FIFO open whose pipe it has filled: the watcher's append to it blocks, holding the watcher
+#: between its SIGSTOP and its SIGCONT of the reader until the test drains the pipe
+READER = """\
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_NONBLOCK)
+try:
+    while True:
+        os.write(fd, b"x" * 4096)
+except BlockingIOError:
+    pass
+open(sys.argv[2], "w").close()
+while True:
+    time.sleep(0.01)
+"""
+
+
+def _state(pid: int) -> str:
+    """The process's state letter in /proc (``T``: stopped)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def _until(check, what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.005)
+
+
+def test_a_watcher_terminated_while_the_reader_is_stopped_lets_the_reader_go_on(tmp_path):
+    fifo, filled = tmp_path / "day.csv", tmp_path / "filled"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(fifo), str(filled)])
+    watcher = None
+    try:
+        _until(filled.exists, "the reader never filled the pipe")
+        watcher = _spawn("on-open", str(reader.pid), str(fifo), str(tmp_path / "ready"), str(tmp_path / "done"),
+                         "append", "1")
+        _until(lambda: _state(reader.pid) == "T", "the watcher never stopped the reader")
+        watcher.terminate()  # in the window: the watcher is blocked appending to the full pipe
+        drain = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            while os.read(drain, 1 << 16):  # the watcher's append completes
+                pass
+        except BlockingIOError:
+            pass
+        finally:
+            os.close(drain)
+        assert watcher.wait(10) == -signal.SIGTERM
+        _until(lambda: _state(reader.pid) != "T", "the reader stayed stopped after the watcher's end", timeout=5)
+        assert (tmp_path / "done").exists()
+    finally:
+        reader.send_signal(signal.SIGCONT)
+        reader.kill()
+        reader.wait()
+        if watcher is not None and watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
