@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -71,17 +72,24 @@ def _attempts(ledger: Ledger) -> dict[str, int]:
     return {decode_records(payload)[0][0].order_id: attempts for payload, attempts in rows}
 
 
+@contextlib.contextmanager
+def _queued_order(shop, monkeypatch):
+    """The shop's ledger with one order (W-2) of a churned contact queued, the ESP client's own retries off (the
+    worker's to wait, and the tests' speed): (cfg, settings, ledger, the contact's email, the worker's clock)."""
+    monkeypatch.setenv("RFMSYNC_HTTP_MAX_ATTEMPTS", "1")
+    cfg, settings = load_config(shop), load_settings()
+    with open_ledger(cfg, settings) as ledger:
+        email, cid = churned_contact(ledger)
+        queue_order(ledger, "W-2", cid)
+        yield cfg, settings, ledger, email, Ticks()
+
+
 def test_an_esp_outage_does_not_spend_the_events_attempts_and_honours_retry_after(shop, mailchimp_fake,
                                                                                    monkeypatch):
     """Mailchimp answers 503 with Retry-After: 120 to a batch's every resync, more often than max_attempts: the
     event stays queued (no claim counted), the worker waits what the vendor asked before claiming again, and the
     order goes through once Mailchimp is back. (Before, the fifth failure marked the event failed.)"""
-    monkeypatch.setenv("RFMSYNC_HTTP_MAX_ATTEMPTS", "1")  # the client's own retries: none (the test's speed)
-    cfg, settings = load_config(shop), load_settings()
-    ticks = Ticks()
-    with open_ledger(cfg, settings) as ledger:
-        email, cid = churned_contact(ledger)
-        queue_order(ledger, "W-2", cid)
+    with _queued_order(shop, monkeypatch) as (cfg, settings, ledger, email, ticks):
         worker = Worker(cfg, ledger, settings, as_of=lambda: AS_OF, clock=ticks, max_attempts=5)
         for n in range(1, 8):
             mailchimp_fake.fail(503, retry_after="120")  # its next call (each resync's first)
@@ -108,12 +116,7 @@ def test_an_answer_not_believed_while_the_esp_is_down_spends_no_attempt(shop, ma
     worker's back-off, as for a 5xx, and goes through when Mailchimp answers again. Before, each such claim spent
     the event's attempt (a lone failure "of its own"), and the second marked it failed; in a bisection, a garbage
     200 of one event alone also counted as "another event settled", so the other's 5xx was taken for its own."""
-    monkeypatch.setenv("RFMSYNC_HTTP_MAX_ATTEMPTS", "1")
-    cfg, settings = load_config(shop), load_settings()
-    ticks = Ticks()
-    with open_ledger(cfg, settings) as ledger:
-        email, cid = churned_contact(ledger)
-        queue_order(ledger, "W-2", cid)
+    with _queued_order(shop, monkeypatch) as (cfg, settings, ledger, email, ticks):
         worker = Worker(cfg, ledger, settings, as_of=lambda: AS_OF, clock=ticks, max_attempts=2)
         caplog.set_level(logging.INFO)
         for _ in range(4):
@@ -189,12 +192,7 @@ def test_a_vendor_that_keeps_saying_retry_now_is_asked_less_and_less_often(shop,
     about 20 times in the hour (before: every 5 s, 720 times an hour for as long as it lasts; a vendor that
     blocks an address for abuse, as amoCRM does, would block it). The event spends no attempt and goes through
     once Mailchimp answers again."""
-    monkeypatch.setenv("RFMSYNC_HTTP_MAX_ATTEMPTS", "1")  # the client's own retries: none (the worker's to wait)
-    cfg, settings = load_config(shop), load_settings()
-    ticks = Ticks()
-    with open_ledger(cfg, settings) as ledger:
-        email, cid = churned_contact(ledger)
-        queue_order(ledger, "W-2", cid)
+    with _queued_order(shop, monkeypatch) as (cfg, settings, ledger, email, ticks):
         before = sum(mailchimp_fake.calls.values())
         mailchimp_fake.fail(429, None, fraction=1.0, retry_after=retry_after)
 
