@@ -6,9 +6,10 @@ from an older backup (a SQLite file put back, a PostgreSQL dump restored) goes b
 same epoch, and the revisions written after the restore are numbered again: a copy of the undone history at one
 of those numbers would pass for the state. It is found by whoever sees the ledger behind what it saw before: a
 cached copy on this host ahead of the ledger (at a plan's read, or at the first save of a process), or a counter
-behind the one this ledger object's own earlier save found. Whoever finds it gives the counter a new epoch, in the ledger, so
-every copy kept before, on every host sharing the ledger (each PostgreSQL host keeps its own beside its order
-store), is someone else's from then on and read in full, the same way for both engines; and it says so (a warning:
+behind the one this ledger object's own earlier save found. Whoever finds it gives the counter a new epoch, in
+the ledger, and a revision past the undone history's, so every copy kept before, on every host sharing the ledger
+(each PostgreSQL host keeps its own beside its order store), and every plan saved before, is someone else's from
+then on and read in full, the same way for both engines; and it says so (a warning:
 run ``rfmsync sync --full-refresh`` once, docs/ledger.md#restored-ledger). A restore that nobody sees before the
 destination is saved back up to every copy's revision (another host's syncs) is not found: a copy of the undone
 history then passes for the state, which is why the operator deletes the copies after a restore (the docs say so).
@@ -89,10 +90,7 @@ class Revisions:
             self._checked.add(destination)  # ledger is of a history a restore undid (statecache.drop_if_ahead)
             past = self._cache.drop_if_ahead(destination, before) or 0
         if seen is not None and seen.epoch == epoch and seen.revision > before.revision:
-            log.warning("ledger: the pushed state of destination %r is at revision %d, behind the revision %d this "
-                        "process found before: the ledger was restored from an older copy? What rfmsync pushed "
-                        "after that copy is not in it; run 'rfmsync sync --full-refresh' once "
-                        "(docs/ledger.md#restored-ledger)", destination, before.revision, seen.revision)
+            went_back(destination, before, seen.revision, seen=True)
             past = max(past, seen.revision + 1)  # (the revision that save took)
         if past:
             revision, epoch = self._new_epoch(conn, destination, before, past)

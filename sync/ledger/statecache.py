@@ -166,13 +166,15 @@ class StateCache:
                 temp.unlink(missing_ok=True)
 
 
-def went_back(destination: str, counter: Counter, copy: int) -> None:
-    """The warning: ``destination``'s counter is behind its copy at revision ``copy`` (a restored ledger)."""
-    log.warning("ledger: the pushed state of destination %r is at revision %d, behind its cached copy (revision "
-                "%d): the ledger was restored from an older copy of its file? What rfmsync pushed after that copy "
-                "is not in it, so the ESP may hold tags and fields it does not know of; run 'rfmsync sync "
-                "--full-refresh' once (docs/ledger.md#restored-ledger)", destination,
-                counter.revision, copy)
+def went_back(destination: str, counter: Counter, copy: int, *, seen: bool = False) -> None:
+    """The warning: ``destination``'s counter is behind its copy at revision ``copy`` (a restored ledger); with
+    ``seen``, behind the revision ``copy`` this process found before (a save's own check)."""
+    ahead = (f"the revision {copy} this process found before" if seen else
+             f"its cached copy (revision {copy})")
+    log.warning("ledger: the pushed state of destination %r is at revision %d, behind %s: the ledger was restored "
+                "from an older copy of its file? What rfmsync pushed after that copy is not in it, so the ESP may "
+                "hold tags and fields it does not know of; run 'rfmsync sync --full-refresh' once "
+                "(docs/ledger.md#restored-ledger)", destination, counter.revision, ahead)
 
 
 def cache_for(engine: "Engine", folder: Path | None = None) -> StateCache | None:
