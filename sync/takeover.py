@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 from .engine import destination_lock
 from .errors import LockBusyError
+from .planning.retired import retires_only
 from .planning.target import TARGET_CURSOR, describe, known_target, target_of
 
 if TYPE_CHECKING:
@@ -73,12 +74,6 @@ def take_over_removed(cfg: "Config", ledger: "Ledger", done: set[str]) -> None:
             log.info("destination %r takes over what rfmsync pushed to %s under the name %r, no longer in the "
                      "config (%d contacts): the ledger no longer holds that name", dest.name,
                      describe(target_of(dest)), name, taken)
-
-
-def retires_only(dest: "DestinationConfig") -> bool:
-    """``dest`` gives no contact anything (no segment, tag, transition or field mapped) and retires tags: a
-    removed destination put back to take its tags off (docs/sync.md#removed-destination)."""
-    return bool(dest.retire_tags) and not (dest.segments or dest.tags or dest.transitions or dest.fields)
 
 
 def end_retired(cfg: "Config", ledger: "Ledger", done: set[str]) -> None:
