@@ -80,10 +80,12 @@ def end_retired(cfg: "Config", ledger: "Ledger", done: set[str]) -> None:
     """After applies: a destination that only retires tags (:func:`retires_only`), once an apply of it succeeded
     (``done``) and no row of it holds a tag any more, has nothing left to do: the ledger forgets it (its rows kept
     with no tag would be read by every plan's removed-destination check once it is removed from the config), with
-    an info line."""
+    an info line. Once forgotten, its later runs plan nothing (:func:`~sync.planning.retired.retiring`) and
+    only record its target, which then stays: its revision counter no longer moves on run after run."""
+    held = set(ledger.state_destinations()) if done else set()
     for dest in cfg.destinations:
-        if dest.name not in done or not retires_only(dest):
-            continue
+        if dest.name not in done or not retires_only(dest) or dest.name not in held:
+            continue  # none of its rows left (forgotten already): its recorded target stays, nothing moves on
         deleted = _under_locks(ledger, [dest.name], "forgetting its ledger",
                                lambda lock: ledger.forget_destination(dest.name, (TARGET_CURSOR, dest.name),
                                                                       lock=lock))

@@ -143,4 +143,5 @@ def test_a_finished_retire_only_destination_plans_nothing_run_after_run(shop, ma
             revisions.append(conn.execute("SELECT revision, epoch FROM state_revisions "
                                           "WHERE destination = 'second'").fetchone())
             assert not conn.execute("SELECT count(*) FROM pushed_state WHERE destination = 'second'").fetchone()[0]
+    assert revisions[0] == revisions[1]  # not recorded and forgotten again: the counter stays
     assert sorted(mailchimp_fake.lists["aud2"].members) == sorted(members)[1:]
