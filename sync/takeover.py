@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 from .engine import destination_lock
 from .errors import LockBusyError
+from .planning.retired import retires_only
 from .planning.target import TARGET_CURSOR, describe, known_target, target_of
 
 if TYPE_CHECKING:
@@ -75,20 +76,16 @@ def take_over_removed(cfg: "Config", ledger: "Ledger", done: set[str]) -> None:
                      describe(target_of(dest)), name, taken)
 
 
-def retires_only(dest: "DestinationConfig") -> bool:
-    """``dest`` gives no contact anything (no segment, tag, transition or field mapped) and retires tags: a
-    removed destination put back to take its tags off (docs/sync.md#removed-destination)."""
-    return bool(dest.retire_tags) and not (dest.segments or dest.tags or dest.transitions or dest.fields)
-
-
 def end_retired(cfg: "Config", ledger: "Ledger", done: set[str]) -> None:
     """After applies: a destination that only retires tags (:func:`retires_only`), once an apply of it succeeded
     (``done``) and no row of it holds a tag any more, has nothing left to do: the ledger forgets it (its rows kept
     with no tag would be read by every plan's removed-destination check once it is removed from the config), with
-    an info line."""
+    an info line. Once forgotten, its later runs plan nothing (:func:`~sync.planning.retired.retiring`) and
+    only record its target, which then stays: its revision counter no longer moves on run after run."""
+    held = set(ledger.state_destinations()) if done else set()
     for dest in cfg.destinations:
-        if dest.name not in done or not retires_only(dest):
-            continue
+        if dest.name not in done or not retires_only(dest) or dest.name not in held:
+            continue  # none of its rows left (forgotten already): its recorded target stays, nothing moves on
         deleted = _under_locks(ledger, [dest.name], "forgetting its ledger",
                                lambda lock: ledger.forget_destination(dest.name, (TARGET_CURSOR, dest.name),
                                                                       lock=lock))

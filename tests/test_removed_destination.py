@@ -4,6 +4,7 @@ configured destination takes off, and which stay on the contacts with nobody to 
 from __future__ import annotations
 
 import csv
+import json
 import sqlite3
 from pathlib import Path
 
@@ -116,3 +117,31 @@ def test_the_warning_names_no_heir_of_another_audience(shop, mailchimp_fake):  #
     said = removed(shop, "mailchimp-demo")
     assert len(said) == 1 and "Destination 'mc-main' pushes there too: if it is this destination renamed, add " \
         'renamed_from = "mailchimp-demo" to it' in said[0], said
+
+
+def test_a_finished_retire_only_destination_plans_nothing_run_after_run(shop, mailchimp_fake):  # noqa: F811
+    text = shop.read_text(encoding="utf-8")
+    shop.write_text(text + SECOND + '[destinations.segments]\n"Churn" = "Lost"\n', encoding="utf-8")
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)
+    shop.write_text(text + SECOND + 'retire_tags = ["Lost"]\n', encoding="utf-8")
+    cli("sync", "--config", str(shop), "--as-of", AS_OF, "--allow-mass-change")  # Lost off; the ledger forgets it
+    members = {k: mailchimp_fake.member(k, "aud2") for k in mailchimp_fake.lists["aud2"].members}
+    mailchimp_fake.lists["aud2"].members.pop(sorted(members)[0])  # one deleted there: not created again
+    db = next(shop.parent.glob("*.db"))
+    revisions = []
+    for _ in range(2):
+        writes = mailchimp_fake.write_calls
+        plan = json.loads(cli("plan", "--config", str(shop), "--as-of", AS_OF, "--format", "json").stdout)
+        second = next(p for p in plan["plans"] if p["destination"] == "second")
+        assert second["changes"] == [] and second["skipped"] == [] and second["totals"]["new"] == 0
+        assert [n for n in second["notes"] if "only retires tags and none is left" in n
+                and "remove it from the config" in n]
+        sync = cli("sync", "--config", str(shop), "--as-of", AS_OF).output
+        assert "second: run" in sync and "— 0 changes, 0 operations" in sync.split("second: run")[1]
+        assert mailchimp_fake.write_calls == writes
+        with sqlite3.connect(db) as conn:
+            revisions.append(conn.execute("SELECT revision, epoch FROM state_revisions "
+                                          "WHERE destination = 'second'").fetchone())
+            assert not conn.execute("SELECT count(*) FROM pushed_state WHERE destination = 'second'").fetchone()[0]
+    assert revisions[0] == revisions[1]  # not recorded and forgotten again: the counter stays
+    assert sorted(mailchimp_fake.lists["aud2"].members) == sorted(members)[1:]

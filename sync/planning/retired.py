@@ -8,11 +8,17 @@ pushed tags): :func:`left_behind` counts them per tag, and :func:`left_behind_wa
 (:func:`sync.planning.plan.all_managed`): both planners then take it off those contacts, and only those (never
 a contact the ledger does not say rfmsync tagged; ``--reconcile`` does not read its members), the removals
 counted by the plan guards (``max_removal_pct``) like any other.
+
+A destination kept only to retire (:func:`retires_only`: a removed destination put back) gives no contact anything:
+its plan (:func:`retiring`) only takes tags off (and clears retired fields of) contacts the ledger holds, never
+creates anyone; once none holds one, it plans nothing and says it is finished (the ledger forgets it after an
+apply: :func:`sync.takeover.end_retired`), whatever the next runs (no plan recreating its contacts in the ledger).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Protocol, Sequence
 
 import duckdb
@@ -23,7 +29,7 @@ from ..config import Config, DestinationConfig
 from ..ledger.cursors import Cursors
 from ..model import fold
 from .columnar import LEDGER, TAGS
-from .plan import all_managed
+from .plan import Plan, all_managed
 from .target import describe, known_target, target_of
 
 
@@ -76,6 +82,31 @@ def left_behind_warning(dest: DestinationConfig, found: list[tuple[str, int]]) -
     return (f"tags/lists rfmsync pushed that no mapping of this destination gives any more stay on their "
             f"contacts: {counted(found)}; campaigns aimed at them still reach people who may have left those segments. "
             + "; ".join(a[0].upper() + a[1:] for a in act))
+
+
+def retires_only(dest: DestinationConfig) -> bool:
+    """``dest`` gives no contact anything (no segment, tag, transition or field mapped) and retires tags: a
+    removed destination put back to take its tags off (docs/sync.md#removed-destination)."""
+    return bool(dest.retire_tags) and not (dest.segments or dest.tags or dest.transitions or dest.fields)
+
+
+def retiring(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan: Plan) -> Plan:
+    """``plan`` of a destination that only retires (:func:`retires_only`) with its creates and skips left out: a
+    contact the ledger does not say is in the destination holds no tag rfmsync put there, and such a destination
+    gives no one anything, so it creates no one (once the ledger forgot it, every exported contact would be
+    planned as new, run after run). With no change left and no row of the staged ledger state holding a retired
+    tag, a note says it is finished and can be removed from the config. Any other plan is returned as it is."""
+    if not retires_only(dest):
+        return plan
+    changes = tuple(c for c in plan.changes if not c.create)
+    notes = plan.notes
+    retired = ", ".join(lit(t) for t in dest.retire_tags)
+    if not changes and not con.execute(
+            f"SELECT count(*) FROM (SELECT DISTINCT tags_json FROM {LEDGER}) "
+            f"WHERE len(list_intersect({TAGS.format('tags_json')}, [{retired}])) > 0").fetchone()[0]:
+        notes = (*notes, f"destination {dest.name!r} only retires tags and none is left on the contacts rfmsync "
+                         f"put it on: it has nothing more to do; remove it from the config")
+    return replace(plan, changes=changes, skipped=(), notes=notes)
 
 
 def removed_destinations(cfg: Config, ledger: "RemovedStates") -> list[str]:
@@ -152,4 +183,5 @@ def toml_string(text: str) -> str:
     return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
-__all__ = ["RemovedStates", "counted", "left_behind", "left_behind_warning", "removed_destinations", "toml_string"]
+__all__ = ["RemovedStates", "counted", "left_behind", "left_behind_warning", "removed_destinations", "retires_only",
+           "retiring", "toml_string"]

@@ -1,0 +1,54 @@
+"""A destination kept only to retire its tags (docs/sync.md#removed-destination), once they are off, on the
+stateful fakes of Mailchimp, SendGrid and Unisender: its plans make no change and its syncs no write call, run
+after run, and the ledger's revision of it stays where it is (it is not recorded and forgotten again each run)."""
+
+from __future__ import annotations
+
+import json
+
+from sync.ledger import Ledger
+from tests.builders import run_cli as cli
+from tests.ledger_fixtures import ledger_url  # noqa: F401
+from tests.test_retire_fields import AS_OF, _ours, plan_json, shop  # noqa: F401
+
+FINISHED = "only retires tags and none is left on the contacts rfmsync put it on"
+
+
+def _held(esp: str, fake, email: str) -> set[str]:
+    """The tags (Mailchimp) or lists the contact holds in the ESP, named as the ledger and the warning name them."""
+    if esp == "mailchimp":
+        return fake.tags_of(email, "aud1")
+    contact = fake.contacts[email]
+    if esp == "sendgrid":
+        return {fake.lists[lid] for lid in contact["list_ids"]}
+    return {f"list:{fake.lists[lid]}" for lid in contact["lists"] - contact.get("excluded", set())}
+
+
+def test_a_finished_retire_only_destination_writes_nothing_run_after_run(shop, ledger_url):  # noqa: F811
+    esp, fake, cfg = shop
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF)
+    text = cfg.read_text(encoding="utf-8")
+    cfg.write_text(text[:text.index("[destinations.segments]")], encoding="utf-8")  # nothing mapped
+    warning = next(w for w in plan_json(cfg)["warnings"] if "add retire_tags = [" in w)  # what it says to do
+    retire = warning[warning.index("retire_tags = ["):].split("]")[0] + "]\n"
+    cfg.write_text(cfg.read_text(encoding="utf-8") + retire, encoding="utf-8")
+    retired = set(json.loads(retire.split("=", 1)[1]))
+    assert any(_held(esp, fake, e) & retired for e in _ours(fake, esp))
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF, "--allow-mass-change")  # its tags off: the ledger forgets it
+    assert not any(_held(esp, fake, e) & retired for e in _ours(fake, esp))
+    contacts = sorted(_ours(fake, esp))
+    assert contacts
+    counters = []
+    for _ in range(2):
+        writes = fake.write_calls
+        plan = plan_json(cfg)["plans"][0]
+        assert plan["changes"] == [] and plan["skipped"] == [] and plan["totals"]["new"] == 0, plan["totals"]
+        assert [n for n in plan["notes"] if FINISHED in n and "remove it from the config" in n], plan["notes"]
+        said = cli("sync", "--config", str(cfg), "--as-of", AS_OF).output
+        assert "0 changes, 0 operations" in said, said
+        assert fake.write_calls == writes
+        with Ledger.connect(ledger_url) as ledger:
+            counters.append(ledger.state_counter(plan["destination"]))
+            assert plan["destination"] not in ledger.state_destinations()
+    assert counters[0] == counters[1]
+    assert sorted(_ours(fake, esp)) == contacts
