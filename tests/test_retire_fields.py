@@ -6,12 +6,17 @@ managed). End to end, through the CLI, against the stateful fakes of Mailchimp, 
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import date
 from pathlib import Path
 
 import pytest
 
+from sync.config import load_config
 from sync.demodata import generate_shop
+from sync.ledger import open_ledger
+from sync.settings import load_settings
+from sync.takeover import end_retired
 from tests.builders import config_error, run_cli as cli
 from tests.ledger_fixtures import ledger_url  # noqa: F401
 from tests.test_retire_tags import write  # one config of a Mailchimp destination 'mc' with the given lines
@@ -238,3 +243,49 @@ def test_the_field_names_are_read_once_and_the_list_decides_what_is_warned_of_an
         assert [(c.key, c.set_fields) for c in cleared.changes] == [("a@shop.uz", {"CHURN": None})]
         assert left_fields(staged.con, dest, ["SEG"]) == []
         assert clear_retired(staged.con, dest, empty, ["SEG", "OLD"]).changes == ()
+
+
+def test_a_destination_that_only_retires_fields_creates_nobody(tmp_path, mailchimp_fake, monkeypatch):
+    """Nothing mapped and only retire_fields: it gives no one anything, so a customer new to it (out of the ESP
+    and the ledger) is not created; it says it is finished only once no retired value is left."""
+    cfg = make_shop("mailchimp", mailchimp_fake, tmp_path, monkeypatch)
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF)
+    text = cfg.read_text(encoding="utf-8")
+    cfg.write_text(text[:text.index("[destinations.segments]")] + 'retire_fields = ["RFM_SEG", "RFM_CODE"]\n',
+                   encoding="utf-8")
+    new = sorted(mailchimp_fake.lists["aud1"].members)[0]
+    mailchimp_fake.lists["aud1"].members.pop(new)  # as if never pushed: a customer new to this destination
+    with sqlite3.connect(next(cfg.parent.glob("*.db"))) as db:
+        db.execute("DELETE FROM pushed_state WHERE key = ?", (new,))
+    finished = "only retires fields and none is left"
+    plan = plan_json(cfg)["plans"][0]
+    assert plan["changes"] and not any(c["create"] for c in plan["changes"])  # the others' values cleared
+    assert not any(finished in n for n in plan["notes"])
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF, "--allow-mass-change")
+    assert new not in mailchimp_fake.lists["aud1"].members
+    again = plan_json(cfg)["plans"][0]
+    assert again["changes"] == [] and any(finished in n for n in again["notes"])
+
+
+def test_a_fields_only_retiring_destination_is_forgotten_once_no_value_is_left(tmp_path, mailchimp_fake,
+                                                                                monkeypatch):
+    """The ledger forgets a destination that only retires fields (no tag held) once no contact holds a value
+    rfmsync wrote in them, never before: with values left, its next sync still clears them."""
+    path = make_shop("mailchimp", mailchimp_fake, tmp_path, monkeypatch)
+    text = path.read_text(encoding="utf-8")
+    head, fields = text[:text.index("[destinations.segments]")], text[text.index("[destinations.fields]"):]
+    path.write_text(head + fields, encoding="utf-8")  # fields only: the ledger holds no tag
+    cli("sync", "--config", str(path), "--as-of", AS_OF)
+    members = mailchimp_fake.lists["aud1"].members
+    emails = sorted(e for e in members if _value("mailchimp", mailchimp_fake, e, "RFM_SEG"))
+    assert emails
+    path.write_text(head + 'retire_fields = ["RFM_SEG", "RFM_CODE"]\n', encoding="utf-8")
+    cfg, settings = load_config(path), load_settings()
+    name = cfg.destinations[0].name
+    with open_ledger(cfg, settings) as ledger:
+        end_retired(cfg, ledger, {name})  # as after an apply that cleared nothing: values are left
+        assert name in ledger.state_destinations()
+    cli("sync", "--config", str(path), "--as-of", AS_OF, "--allow-mass-change")
+    assert not any(_value("mailchimp", mailchimp_fake, e, "RFM_SEG") for e in emails)
+    with open_ledger(cfg, settings) as ledger:
+        assert name not in ledger.state_destinations()  # every value cleared: forgotten

@@ -85,9 +85,16 @@ def left_behind_warning(dest: DestinationConfig, found: list[tuple[str, int]]) -
 
 
 def retires_only(dest: DestinationConfig) -> bool:
-    """``dest`` gives no contact anything (no segment, tag, transition or field mapped) and retires tags: a
-    removed destination put back to take its tags off (docs/sync.md#removed-destination)."""
-    return bool(dest.retire_tags) and not (dest.segments or dest.tags or dest.transitions or dest.fields)
+    """``dest`` gives no contact anything (no segment, tag, transition or field mapped) and retires tags or fields
+    (``retire_tags``, ``retire_fields``): a removed destination put back to take its tags off or clear its fields
+    (docs/sync.md#removed-destination)."""
+    return bool(dest.retire_tags or dest.retire_fields) and not (dest.segments or dest.tags or dest.transitions
+                                                                 or dest.fields)
+
+
+def retired_what(dest: DestinationConfig) -> str:
+    """What a :func:`retires_only` destination retires, in words: its notes and info lines."""
+    return " and ".join(w for w, on in (("tags", dest.retire_tags), ("fields", dest.retire_fields)) if on)
 
 
 def retiring(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan: Plan) -> Plan:
@@ -101,11 +108,12 @@ def retiring(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan: Plan
     changes = tuple(c for c in plan.changes if not c.create)
     notes = plan.notes
     retired = ", ".join(lit(t) for t in dest.retire_tags)
-    if not changes and not con.execute(
+    # a retired field's value held is a change of its own (:func:`~.retired_fields.clear_retired`, run before)
+    if not changes and not (retired and con.execute(
             f"SELECT count(*) FROM (SELECT DISTINCT tags_json FROM {LEDGER}) "
-            f"WHERE len(list_intersect({TAGS.format('tags_json')}, [{retired}])) > 0").fetchone()[0]:
-        notes = (*notes, f"destination {dest.name!r} only retires tags and none is left on the contacts rfmsync "
-                         f"put it on: it has nothing more to do; remove it from the config")
+            f"WHERE len(list_intersect({TAGS.format('tags_json')}, [{retired}])) > 0").fetchone()[0]):
+        notes = (*notes, f"destination {dest.name!r} only retires {retired_what(dest)} and none is left on the "
+                         f"contacts rfmsync put it on: it has nothing more to do; remove it from the config")
     return replace(plan, changes=changes, skipped=(), notes=notes)
 
 
@@ -183,5 +191,5 @@ def toml_string(text: str) -> str:
     return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
-__all__ = ["RemovedStates", "counted", "left_behind", "left_behind_warning", "removed_destinations", "retires_only",
-           "retiring", "toml_string"]
+__all__ = ["RemovedStates", "counted", "left_behind", "left_behind_warning", "removed_destinations", "retired_what",
+           "retires_only", "retiring", "toml_string"]

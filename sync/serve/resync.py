@@ -57,6 +57,7 @@ from ..model import PushedState
 from ..pipeline import SegmentsRun, compute_segments, store_path, today_in
 from ..planning.plan import Plan, check_fields, desired_contacts, leave_shared_to_full_sync, plan_destination
 from ..planning.target import check_target
+from ..planning.retired import retires_only
 from ..planning.transitions import move_join
 from ..refusals import HeldAgain, apply_alone, judge_replan, refuse, refuse_after_withdrawals
 from ..settings import Settings
@@ -366,8 +367,10 @@ def resync(cfg: Config, ledger: Ledger, settings: Settings, orders: Sequence[Ord
         raise refuse(ledger, "webhook", destinations or [d.name for d in cfg.destinations],
                      [recency_scores_line(affected.collapse, webhook=True)])
     if affected.customer_ids:
-        planned = [_planned(cfg, dest, ledger, settings, affected)
-                   for dest in ([cfg.destination(n) for n in destinations] if destinations else cfg.destinations)]
+        chosen = [cfg.destination(n) for n in destinations] if destinations else cfg.destinations
+        # a destination that maps nothing (only retires) gives no one anything: its removals are the full sync's,
+        # and planned here (its retired tags stripped: :func:`incremental_destination`) it would create contacts
+        planned = [_planned(cfg, dest, ledger, settings, affected) for dest in chosen if not retires_only(dest)]
         report.ledger_rows_read += sum(p.rows_read for p in planned)
         lines = [f"{p.plan.destination}: {line}" for p in planned for line in p.lines]
         if lines:  # a webhook run never overrides a guard: the run is recorded refused, only withdrawals written
