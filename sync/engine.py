@@ -261,8 +261,9 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
         if replan is not None:
             now = ledger.state_counter(plan.destination)
             if not plan.made_at(now.revision, now.epoch):
-                log.info("sync %s: the ledger moved while waiting (revision %d → %d): planning again",
-                         plan.destination, plan.ledger_revision, now.revision)
+                log.info("sync %s: the ledger moved while waiting (revision %d → %d%s): planning again",
+                         plan.destination, plan.ledger_revision, now.revision,
+                         ", its counter under a new epoch" if now.revision == plan.ledger_revision else "")
                 plan = replan()
         if between is not None:
             between()  # stopped before the run starts: nothing to record
