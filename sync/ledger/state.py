@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from typing import TYPE_CHECKING, Any, Callable, Container, Iterable, Mapping, Protocol, Sequence
 
 from sqlalchemy import and_, case, delete, func, or_, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 
 from ..model import OwnerChange, PushedState
 from .bulk import PAGE, STATE_COLUMNS, select_state_pg, select_state_sqlite
 from .db import LedgerDB, chunks
+from .dberrors import foreign_key_violation
 from .locks import check_lock_held
 from .lost import LostTagMemory, given_back, spellings
 from .moves import StateMoves
@@ -311,7 +310,9 @@ class PushedStates(Revisions, LostTagMemory, StateMoves):
                 else:
                     save_rows_sqlite(conn, destination, run_id, now, revision, ordered)
                 given_back(conn, destination, rows)
-        except (IntegrityError, sqlite3.IntegrityError):
+        except Exception as exc:
+            if not foreign_key_violation(exc):
+                raise
             raise ValueError(f"save_states: run {run_id} does not exist in the ledger") from None
         self._written.note(destination, revision, len(rows))
         log.debug("ledger: saved %d states for %s", len(rows), destination)
