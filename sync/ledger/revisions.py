@@ -81,20 +81,35 @@ class Revisions:
         """The destination's next revision (a new counter gets a random epoch). Taken before the rows are
         written, so on PostgreSQL concurrent writers of one destination commit in revision order. A ledger found
         restored (a copy on this host ahead of it, checked at a process's first save; or a counter behind the
-        one an earlier save of this object found) gets a new epoch in the same transaction."""
+        one an earlier save of this object found) gets a new epoch in the same transaction. What this object
+        remembers (the counter it found, the copy checked, the copy deleted, the warning) moves only once the
+        transaction committed: a save rolled back (a constraint, a killed process) leaves the restore to be found
+        again by the next one, which a note moved ahead of the ledger would skip."""
         moved = self._next_counter(conn, destination)
         revision, epoch = moved.revision, moved.epoch
         before, seen = Counter(int(revision) - 1, epoch), self._seen.get(destination)
-        past = 0  # a restore found: the highest revision seen of the undone history
-        if self._cache is not None and destination not in self._checked:  # once a process: a copy ahead of the
-            self._checked.add(destination)  # ledger is of a history a restore undid (statecache.drop_if_ahead)
-            past = self._cache.drop_if_ahead(destination, before) or 0
+        told: list[tuple[int, bool]] = []  # the restore found: (the revision seen of the undone history, by a save)
+        check = self._cache is not None and destination not in self._checked  # once a process: a copy ahead of
+        if check and self._cache is not None:  # the ledger is of a history a restore undid
+            copied = self._cache.ahead(destination, before)
+            if copied is not None:
+                told.append((copied, False))
         if seen is not None and seen.epoch == epoch and seen.revision > before.revision:
-            went_back(destination, before, seen.revision, seen=True)
-            past = max(past, seen.revision + 1)  # (the revision that save took)
-        if past:
+            told.append((seen.revision, True))
+        if told:  # past the highest revision seen of the undone history (a save's: the revision that save took)
+            past = max(copied + 1 if by_save else copied for copied, by_save in told)
             revision, epoch = self._new_epoch(conn, destination, before, past)
-        self._seen[destination] = Counter(int(revision) - 1, epoch)
+
+        def committed(revision: int = int(revision), epoch: str | None = epoch) -> None:
+            if check:
+                self._checked.add(destination)
+            for copied, by_save in told:
+                went_back(destination, before, copied, seen=by_save)
+                if not by_save and self._cache is not None:
+                    self._cache.drop(destination)
+            self._seen[destination] = Counter(revision - 1, epoch)
+
+        self._db.after_commit(committed)
         return int(revision)
 
     def _restore_found(self, destination: str) -> None:
@@ -139,8 +154,13 @@ class Revisions:
                                                       state_revisions.c.epoch == counter.epoch)
                         .values(epoch=uuid.uuid4().hex,
                                 revision=case((revision > past, revision), else_=past + 1))).rowcount:
-            self._written.drop(destination)  # (the rows its revisions wrote: another history's)
-            if self._cache is not None:
-                self._cache.drop(destination)
+            self._db.after_commit(lambda: self._forget_history(destination))
         now = self._counter(conn, destination)
         return now.revision, now.epoch
+
+    def _forget_history(self, destination: str) -> None:
+        """After a new epoch committed: the rows this object's revisions wrote, and this host's copy, are of
+        another history."""
+        self._written.drop(destination)
+        if self._cache is not None:
+            self._cache.drop(destination)

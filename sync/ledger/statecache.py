@@ -86,10 +86,11 @@ class StateCache:
             log.debug("ledger: state cache %s not used: %s", path, exc)
             return None
 
-    def drop_if_ahead(self, destination: str, counter: Counter) -> int | None:
-        """Delete ``destination``'s copy when it is of ``counter``'s epoch and ahead of its revision: the ledger
-        went back (restored from an older copy of its file), and the revisions it now writes again would make
-        that copy, of another history, look current to the next plan. The deleted copy's revision, or None."""
+    def ahead(self, destination: str, counter: Counter) -> int | None:
+        """The revision of ``destination``'s copy when it is of ``counter``'s epoch and ahead of its revision: the
+        ledger went back (restored from an older copy of its file), and the revisions it now writes again would
+        make that copy, of another history, look current to the next plan (the caller deletes it once the
+        counter's new epoch committed). None otherwise."""
         import pyarrow as pa
 
         path = self.path(destination)
@@ -99,12 +100,7 @@ class StateCache:
             copied = int(reader.schema.metadata[b"revision"]) if reader is not None else None
         except (OSError, ValueError, pa.ArrowException):
             return None  # (one that does not read is not used)
-        if copied is None or copied <= counter.revision:
-            return None
-        went_back(destination, counter, copied)
-        with contextlib.suppress(OSError):
-            path.unlink()
-        return copied
+        return copied if copied is not None and copied > counter.revision else None
 
     def drop(self, destination: str) -> None:
         """Delete ``destination``'s copy (its pushed state was forgotten: a destination moved elsewhere)."""
