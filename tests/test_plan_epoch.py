@@ -15,7 +15,7 @@ from sync.ledger import Ledger
 
 from tests.ledger_fixtures import ledger_url  # noqa: F401
 from tests.test_config_moved import AS_OF, cli, point_at, shop  # noqa: F401
-from tests.test_ledger_statecache import DEST, KEYS, _backup, read_both, state
+from tests.test_ledger_statecache import DEST, KEYS, _backup, as_states, read_both, state
 
 NAME = "mailchimp-demo"
 
@@ -112,11 +112,11 @@ def test_no_counter_after_a_restore_with_a_lagging_copy_is_the_one_a_plan_was_ma
     assert made_at not in counters
 
 
-@pytest.mark.xfail(strict=True, reason="a restore nobody sees before another host saves the destination back past "
-                   "this host's copy is not found (docs/ledger.md#restored-ledger: delete the copies after a restore)")
-def test_a_restore_unseen_until_another_host_saved_past_the_copy_is_not_found(ledger_url, tmp_path):  # noqa: F811
-    """The limit the docs state: host A's copy at 3, the ledger restored to 1, host B (no copy ahead) saves three
-    times (4) before A's next plan; A's copy, of the same epoch and not ahead, passes for the state."""
+def test_a_restore_unseen_until_another_host_saved_past_the_copy_is_found(ledger_url, tmp_path, caplog):  # noqa: F811
+    """Host A's copy at 3, the ledger restored to 1, host B (no copy ahead) saves three times (4) before A's next
+    plan. A's copy, of the same epoch and not ahead, names the token of the revision it was read at; the ledger's
+    revision 3 is B's, with another token: A reads in full, says so, and gives the counter a new epoch (a plan
+    saved before the restore is refused; every other host's copy of the undone history is read in full)."""
     hosts = {"A": tmp_path / "a.state-cache", "B": tmp_path / "b.state-cache"}
     with Ledger.connect(ledger_url, state_cache=hosts["A"]) as a:
         a.save_states(DEST, None, [state(k, 1) for k in KEYS[:3]])
@@ -124,10 +124,39 @@ def test_a_restore_unseen_until_another_host_saved_past_the_copy_is_not_found(le
         for n in (2, 3):
             a.save_states(DEST, None, [state(k, n) for k in KEYS[:3]])
         read_both(a, DEST)  # A's copy at revision 3
+        made_at = a.state_counter(DEST)
     restore()
     with Ledger.connect(ledger_url, state_cache=hosts["B"]) as b:
         for n in (7, 8, 9):
             b.save_states(DEST, None, [state(KEYS[0], n)])
+    caplog.clear()
     with Ledger.connect(ledger_url, state_cache=hosts["A"]) as a:
         through_cache, full = read_both(a, DEST)
-    assert through_cache == full
+        assert through_cache == full and full["c@x.io"].fields == {"N": 1}
+        now = a.state_counter(DEST)
+        assert now.revision == 4 and now.epoch != made_at.epoch
+    assert "written again since its cached copy (revision 3) was read" in caplog.text
+    assert "--full-refresh" in caplog.text
+    with Ledger.connect(ledger_url, state_cache=hosts["A"]) as a:  # A's copy kept again, of the new epoch
+        assert a.state_parts(DEST).since is None  # (the copy the finding read kept was of the old epoch)
+        a.save_states(DEST, None, [state(KEYS[1], 10)])
+        parts = a.state_parts(DEST)
+        assert parts.since == 4 and parts.read == 1
+
+
+def test_another_hosts_saves_after_a_copy_keep_it_in_use(ledger_url, tmp_path, caplog):  # noqa: F811
+    """No restore: host B's saves after A's copy are of the same history; A's copy's token is the ledger's for its
+    revision: A reads only the rows written since, and nothing is told."""
+    hosts = {"A": tmp_path / "a.state-cache", "B": tmp_path / "b.state-cache"}
+    with Ledger.connect(ledger_url, state_cache=hosts["A"]) as a:
+        a.save_states(DEST, None, [state(k, 1) for k in KEYS[:20]])
+        read_both(a, DEST)  # A's copy at revision 1
+    with Ledger.connect(ledger_url, state_cache=hosts["B"]) as b:
+        for n in (7, 8):
+            b.save_states(DEST, None, [state(KEYS[0], n)])
+    caplog.clear()
+    with Ledger.connect(ledger_url, state_cache=hosts["A"]) as a:
+        parts = a.state_parts(DEST)
+        assert (parts.since, parts.read) == (1, 1)
+        assert as_states(parts.merged()) == as_states(a.state_table(DEST, cached=False))
+    assert "restored" not in caplog.text

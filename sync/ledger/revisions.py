@@ -10,9 +10,10 @@ behind the one this ledger object's own earlier save found. Whoever finds it giv
 the ledger, and a revision past the undone history's, so every copy kept before, on every host sharing the ledger
 (each PostgreSQL host keeps its own beside its order store), and every plan saved before, is someone else's from
 then on and read in full, the same way for both engines; and it says so (a warning:
-run ``rfmsync sync --full-refresh`` once, docs/ledger.md#restored-ledger). A restore that nobody sees before the
-destination is saved back up to every copy's revision (another host's syncs) is not found: a copy of the undone
-history then passes for the state, which is why the operator deletes the copies after a restore (the docs say so).
+run ``rfmsync sync --full-refresh`` once, docs/ledger.md#restored-ledger). Every revision the counter takes also
+gets a random token (``state_tokens``, the recent revisions' only), and a copy names its revision's token: a
+restore nobody saw before other hosts saved the destination back up to a copy's revision or past it is found by
+that copy's next read, where the ledger holds another token for the copy's revision.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ import logging
 import uuid
 from typing import TYPE_CHECKING
 
-from sqlalchemy import case, select, update
+from sqlalchemy import case, delete, select, update
 
 from ..errors import LedgerError
-from .schema import state_revisions
+from .schema import state_revisions, state_tokens
 from .statecache import Counter, went_back
 
 if TYPE_CHECKING:
@@ -34,6 +35,11 @@ if TYPE_CHECKING:
     from .statecache import StateCache, WrittenRevisions
 
 log = logging.getLogger("sync.ledger.statecache")
+
+#: the revisions of a destination whose tokens the ledger keeps (a copy older than that is read in full once: no
+#: proof it is of the ledger's history); older ones are deleted every PRUNE_EVERY revisions
+TOKENS_KEPT = 100_000
+PRUNE_EVERY = 1000
 
 
 class Revisions:
@@ -62,9 +68,30 @@ class Revisions:
             return self._counter(conn, destination)
 
     def _counter(self, conn: "Connection", destination: str) -> Counter:
-        row = conn.execute(select(state_revisions.c.revision, state_revisions.c.epoch).where(
-            state_revisions.c.destination == destination)).first()
-        return Counter(0, None) if row is None else Counter(int(row.revision), row.epoch)
+        """The counter with its revision's token (None: made by an rfmsync before schema 11), in one query."""
+        r, t = state_revisions, state_tokens
+        row = conn.execute(select(r.c.revision, r.c.epoch, t.c.token).select_from(r.outerjoin(
+            t, (t.c.destination == r.c.destination) & (t.c.revision == r.c.revision))).where(
+            r.c.destination == destination)).first()
+        return Counter(0, None) if row is None else Counter(int(row.revision), row.epoch, row.token)
+
+    def _token_at(self, conn: "Connection", destination: str, revision: int) -> str | None:
+        """The token of ``destination``'s ``revision`` as the ledger holds it (None: not kept, or never made)."""
+        return conn.execute(select(state_tokens.c.token).where(
+            state_tokens.c.destination == destination, state_tokens.c.revision == revision)).scalar()
+
+    def _stamp(self, conn: "Connection", destination: str, revision: int) -> str:
+        """A new random token for ``destination``'s ``revision``, written in the transaction that made the revision
+        (replacing one a restored ledger holds of the undone history's revision of that number); the tokens of
+        revisions :data:`TOKENS_KEPT` behind deleted now and then."""
+        token = uuid.uuid4().hex
+        conn.execute(self._db.insert(state_tokens).values(destination=destination, revision=revision, token=token)
+                     .on_conflict_do_update(index_elements=[state_tokens.c.destination, state_tokens.c.revision],
+                                            set_={"token": token}))
+        if revision % PRUNE_EVERY == 0:
+            conn.execute(delete(state_tokens).where(state_tokens.c.destination == destination,
+                                                    state_tokens.c.revision <= revision - TOKENS_KEPT))
+        return token
 
     def _next_counter(self, conn: "Connection", destination: str, *, new_epoch: bool = False) -> Counter:
         """The destination's counter moved on by one (a new one starts at 1 under a random epoch), its epoch
@@ -75,7 +102,7 @@ class Revisions:
             destination=destination, revision=1, epoch=epoch).on_conflict_do_update(
             index_elements=[state_revisions.c.destination], set_=moved).returning(
             state_revisions.c.revision, state_revisions.c.epoch)).one()
-        return Counter(int(row.revision), row.epoch)
+        return Counter(int(row.revision), row.epoch, self._stamp(conn, destination, int(row.revision)))
 
     def _bump_revision(self, conn: "Connection", destination: str) -> int:
         """The destination's next revision (a new counter gets a random epoch). Taken before the rows are
@@ -120,29 +147,35 @@ class Revisions:
         found = self._cache.behind.pop(destination, None) if self._cache is not None else None
         if found is None:
             return
-        counter, copied = found
+        counter, copied, token = found
         told = False
         try:
             with self._db.write() as conn:
-                if not self._still_behind(conn, destination, counter, copied):
+                if not self._still_behind(conn, destination, counter, copied, token):
                     return
-                went_back(destination, counter, copied)
+                went_back(destination, counter, copied, rewritten=token is not None)
                 told = True
                 self._new_epoch(conn, destination, counter, copied)
         except LedgerError as exc:  # a ledger this process only reads (mode=ro, a standby): the read stands
             if not told:
                 with self._db.read() as conn:
-                    if not self._still_behind(conn, destination, counter, copied):
+                    if not self._still_behind(conn, destination, counter, copied, token):
                         return
-                went_back(destination, counter, copied)
+                went_back(destination, counter, copied, rewritten=token is not None)
             log.warning("ledger: could not give destination %r's revision counter a new epoch (%s): other hosts' "
                         "copies are checked by their own reads", destination, exc)
 
-    def _still_behind(self, conn: "Connection", destination: str, counter: Counter, copied: int) -> bool:
+    def _still_behind(self, conn: "Connection", destination: str, counter: Counter, copied: int,
+                      token: str | None) -> bool:
         """Whether ``destination``'s counter, read now, is still of ``counter``'s epoch and behind the copy at
-        revision ``copied`` (else another process's save reached it, or another's read gave the new epoch)."""
+        revision ``copied`` (else another process's save reached it, or another's read gave the new epoch); with
+        ``token`` (the copy's, not ahead), whether the ledger still holds another token for ``copied``."""
         now = self._counter(conn, destination)
-        return now.epoch == counter.epoch and now.revision < copied
+        if now.epoch != counter.epoch:
+            return False
+        if token is None:
+            return now.revision < copied
+        return self._token_at(conn, destination, copied) not in (None, token)
 
     def _new_epoch(self, conn: "Connection", destination: str, counter: Counter, past: int) -> tuple[int, str | None]:
         """Give ``destination``'s counter a new epoch and a revision past ``past`` (the highest seen of the
@@ -155,6 +188,7 @@ class Revisions:
                         .values(epoch=uuid.uuid4().hex,
                                 revision=case((revision > past, revision), else_=past + 1))).rowcount:
             self._db.after_commit(lambda: self._forget_history(destination))
+            self._stamp(conn, destination, self._counter(conn, destination).revision)  # (a new epoch's revision)
         now = self._counter(conn, destination)
         return now.revision, now.epoch
 

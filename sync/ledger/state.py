@@ -164,7 +164,8 @@ class PushedStates(Revisions, LostTagMemory, StateMoves):
                 changed_since=lambda since: select_state(conn, destination, page, since),
                 count=lambda: int(conn.execute(select(func.count()).select_from(pushed_state).where(
                     pushed_state.c.destination == destination)).scalar_one()),
-                full=lambda: select_state(conn, destination, page))
+                full=lambda: select_state(conn, destination, page),
+                token_at=lambda revision: self._token_at(conn, destination, revision))
         self._restore_found(destination)  # a copy ahead of the ledger: every host's copy is another history's
         return parts
 
@@ -177,7 +178,7 @@ class PushedStates(Revisions, LostTagMemory, StateMoves):
             return 0
         with self._db.snapshot() as conn:
             counter = self._counter(conn, destination)
-            cached = self._cache.load(destination, counter)
+            cached = self._cache.load(destination, counter, lambda r: self._token_at(conn, destination, r))
             if cached is not None:
                 base, since = cached
                 if since == counter.revision:
