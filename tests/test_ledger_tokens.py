@@ -20,7 +20,7 @@ from sync.ledger.schema import LATEST_VERSION
 from sync.ledger.statecache import Counter, StateCache
 
 from tests.ledger_fixtures import Clock, clock, ledger_url, open_ledger  # noqa: F401
-from tests.test_ledger_statecache import DEST, KEYS, as_states, read_both, state
+from tests.test_ledger_statecache import DEST, KEYS, _backup, as_states, read_both, state
 
 
 def _sql(url: str, statement: str, **params: object) -> list:
@@ -94,3 +94,32 @@ def test_a_copy_whose_token_the_ledger_no_longer_keeps_is_read_in_full_and_nothi
         ledger.save_states(DEST, None, [state(KEYS[1], 9)])
         parts = ledger.state_parts(DEST)
         assert (parts.since, parts.read) == (7, 1)
+
+
+def test_a_process_that_only_saves_finds_the_restore_at_its_first_save(ledger_url: str, tmp_path: Path,  # noqa: F811
+                                                                       caplog) -> None:
+    """A webhook worker saves without reading the whole state: host A's copy at 3, the ledger restored to 1, host B
+    saves it to 4; A's first save finds its copy's revision written again (another token), says so and gives the
+    counter a new epoch, so host C's copy of the undone history, at 3 too, is read in full."""
+    hosts = {h: tmp_path / f"{h}.state-cache" for h in "ABC"}
+    with Ledger.connect(ledger_url, state_cache=hosts["A"]) as a, \
+            Ledger.connect(ledger_url, state_cache=hosts["C"]) as c:
+        a.save_states(DEST, None, [state(k, 1) for k in KEYS[:3]])
+        restore = _backup(ledger_url)
+        for n in (2, 3):
+            a.save_states(DEST, None, [state(k, n) for k in KEYS[:3]])
+        read_both(a, DEST)
+        read_both(c, DEST)  # A's and C's copies at revision 3
+        made_at = a.state_counter(DEST)
+    restore()
+    with Ledger.connect(ledger_url, state_cache=hosts["B"]) as b:
+        for n in (7, 8, 9):
+            b.save_states(DEST, None, [state(KEYS[0], n)])
+    caplog.clear()
+    with Ledger.connect(ledger_url, state_cache=hosts["A"]) as a:
+        a.save_states(DEST, None, [state(KEYS[1], 10)])
+        assert a.state_counter(DEST).epoch != made_at.epoch
+    assert "written again since its cached copy (revision 3) was read" in caplog.text
+    with Ledger.connect(ledger_url, state_cache=hosts["C"]) as c:
+        through_cache, full = read_both(c, DEST)
+        assert through_cache == full and full["c@x.io"].fields == {"N": 1} and full["b@x.io"].fields == {"N": 10}

@@ -107,32 +107,33 @@ class Revisions:
     def _bump_revision(self, conn: "Connection", destination: str) -> int:
         """The destination's next revision (a new counter gets a random epoch). Taken before the rows are
         written, so on PostgreSQL concurrent writers of one destination commit in revision order. A ledger found
-        restored (a copy on this host ahead of it, checked at a process's first save; or a counter behind the
-        one an earlier save of this object found) gets a new epoch in the same transaction. What this object
+        restored (a copy on this host ahead of it, or of a revision the ledger holds another token for, checked
+        at a process's first save; or a counter behind the one an earlier save of this object found) gets a new
+        epoch in the same transaction. What this object
         remembers (the counter it found, the copy checked, the copy deleted, the warning) moves only once the
         transaction committed: a save rolled back (a constraint, a killed process) leaves the restore to be found
         again by the next one, which a note moved ahead of the ledger would skip."""
         moved = self._next_counter(conn, destination)
         revision, epoch = moved.revision, moved.epoch
         before, seen = Counter(int(revision) - 1, epoch), self._seen.get(destination)
-        told: list[tuple[int, bool]] = []  # the restore found: (the revision seen of the undone history, by a save)
+        told: list[tuple[int, str]] = []  # the restore found: (the revision seen of the undone history, by what)
         check = self._cache is not None and destination not in self._checked  # once a process: a copy ahead of
-        if check and self._cache is not None:  # the ledger is of a history a restore undid
-            copied = self._cache.ahead(destination, before)
-            if copied is not None:
-                told.append((copied, False))
+        if check and self._cache is not None:  # the ledger, or of a revision written again, is of an undone history
+            undone = self._cache.undone(destination, before, lambda r: self._token_at(conn, destination, r))
+            if undone is not None:
+                told.append((undone[0], "rewritten" if undone[1] else "copy"))
         if seen is not None and seen.epoch == epoch and seen.revision > before.revision:
-            told.append((seen.revision, True))
+            told.append((seen.revision, "seen"))
         if told:  # past the highest revision seen of the undone history (a save's: the revision that save took)
-            past = max(copied + 1 if by_save else copied for copied, by_save in told)
+            past = max(copied + 1 if by == "seen" else copied for copied, by in told)
             revision, epoch = self._new_epoch(conn, destination, before, past)
 
         def committed(revision: int = int(revision), epoch: str | None = epoch) -> None:
             if check:
                 self._checked.add(destination)
-            for copied, by_save in told:
-                went_back(destination, before, copied, seen=by_save)
-                if not by_save and self._cache is not None:
+            for copied, by in told:
+                went_back(destination, before, copied, seen=by == "seen", rewritten=by == "rewritten")
+                if by != "seen" and self._cache is not None:
                     self._cache.drop(destination)
             self._seen[destination] = Counter(revision - 1, epoch)
 

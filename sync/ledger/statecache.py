@@ -105,21 +105,28 @@ class StateCache:
             log.debug("ledger: state cache %s not used: %s", path, exc)
             return None
 
-    def ahead(self, destination: str, counter: Counter) -> int | None:
-        """The revision of ``destination``'s copy when it is of ``counter``'s epoch and ahead of its revision: the
-        ledger went back (restored from an older copy of its file), and the revisions it now writes again would
-        make that copy, of another history, look current to the next plan (the caller deletes it once the
-        counter's new epoch committed). None otherwise."""
+    def undone(self, destination: str, counter: Counter, token_at: "Callable[[int], str | None]"
+               ) -> tuple[int, bool] | None:
+        """``destination``'s copy of ``counter``'s epoch when it is of a history a restore undid: (its revision,
+        False) when it is ahead of the counter's revision, (its revision, True) when the ledger holds another token
+        for it (``token_at``: restored, then written again up to it or past it); None otherwise. The revisions the
+        ledger writes again would make such a copy look current to the next plan: the caller deletes it once the
+        counter's new epoch committed."""
         import pyarrow as pa
 
         path = self.path(destination)
         self._join(path)
         try:
             reader = self._reader(destination, counter)
-            copied = int(reader.schema.metadata[b"revision"]) if reader is not None else None
+            if reader is None:
+                return None  # (one that does not read is not used)
+            copied, token = int(reader.schema.metadata[b"revision"]), reader.schema.metadata.get(b"token")
         except (OSError, ValueError, pa.ArrowException):
-            return None  # (one that does not read is not used)
-        return copied if copied is not None and copied > counter.revision else None
+            return None
+        if copied > counter.revision:
+            return copied, False
+        held = token_at(copied) if token else None
+        return (copied, True) if held is not None and held.encode() != token else None
 
     def drop(self, destination: str) -> None:
         """Delete ``destination``'s copy (its pushed state was forgotten: a destination moved elsewhere)."""
