@@ -109,10 +109,10 @@ class Revisions:
         written, so on PostgreSQL concurrent writers of one destination commit in revision order. A ledger found
         restored (a copy on this host ahead of it, or of a revision the ledger holds another token for, checked
         at a process's first save; or a counter behind the one an earlier save of this object found) gets a new
-        epoch in the same transaction. What this object
-        remembers (the counter it found, the copy checked, the copy deleted, the warning) moves only once the
-        transaction committed: a save rolled back (a constraint, a killed process) leaves the restore to be found
-        again by the next one, which a note moved ahead of the ledger would skip."""
+        epoch in the same transaction. What this object remembers (the counter it found, the copy checked, the
+        copy deleted, the warning) moves only once the transaction committed: a save rolled back (a constraint, a
+        killed process) leaves the restore to be found again by the next one, which a note moved ahead of the
+        ledger would skip."""
         moved = self._next_counter(conn, destination)
         revision, epoch = moved.revision, moved.epoch
         before, seen = Counter(int(revision) - 1, epoch), self._seen.get(destination)
