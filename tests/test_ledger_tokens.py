@@ -123,3 +123,22 @@ def test_a_process_that_only_saves_finds_the_restore_at_its_first_save(ledger_ur
     with Ledger.connect(ledger_url, state_cache=hosts["C"]) as c:
         through_cache, full = read_both(c, DEST)
         assert through_cache == full and full["c@x.io"].fields == {"N": 1} and full["b@x.io"].fields == {"N": 10}
+
+
+def test_a_forgotten_or_taken_over_name_keeps_no_token_but_its_counters(ledger_url: str) -> None:  # noqa: F811
+    """A name no longer saved never prunes its tokens: its forget (``rfmsync forget``, the old name of a rename
+    taken over) deletes them all but the token of the revision its counter, kept, is at now."""
+    def tokens(name: str) -> list:
+        return _sql(ledger_url, "SELECT revision FROM state_tokens WHERE destination = :d", d=name)
+
+    with Ledger.connect(ledger_url) as ledger:
+        for name in ("gone", "old"):
+            for n in range(5):
+                ledger.save_states(name, None, [state(KEYS[n], n)])
+        assert len(tokens("gone")) == len(tokens("old")) == 5
+        assert ledger.forget_destination("gone", ("target", "gone"), untagged=False) == 5
+        assert ledger.take_over("old", "new", ("target", "old")) == 5
+        for name in ("gone", "old"):
+            assert tokens(name) == [(ledger.state_revision(name),)] == [(6,)]
+        assert ledger.forget_destination("gone", ("target", "gone"), untagged=False) == 0  # nothing held: the counter stays
+        assert tokens("gone") == [(6,)]
