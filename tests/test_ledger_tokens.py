@@ -140,5 +140,5 @@ def test_a_forgotten_or_taken_over_name_keeps_no_token_but_its_counters(ledger_u
         assert ledger.take_over("old", "new", ("target", "old")) == 5
         for name in ("gone", "old"):
             assert tokens(name) == [(ledger.state_revision(name),)] == [(6,)]
-        assert ledger.forget_destination("gone", ("target", "gone"), untagged=False) == 0  # nothing held: the counter stays
+        assert ledger.forget_destination("gone", ("target", "gone"), untagged=False) == 0  # nothing held: no move
         assert tokens("gone") == [(6,)]
