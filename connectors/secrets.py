@@ -71,8 +71,8 @@ def _url_password(secret: str) -> bool:
 
 
 #: the query parameters that give a database URL's password: ``password`` (libpq's keyword) and ``sslpassword``
-#: (a client key's passphrase)
-_PASSWORD_PARAM = r"(?:ssl)?password"
+#: (a client key's passphrase), their names in any case (``?PASSWORD=pg``: a password all the same, shown as written)
+_PASSWORD_PARAM = r"(?i:(?:ssl)?password)"
 #: such a parameter in a URL (or its ``?query``): its name and its value, as written, up to the parameter's end
 _QUERY_PASSWORD = re.compile(rf"(?<=[?&])({_PASSWORD_PARAM})=([^&#]*)")
 

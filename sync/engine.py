@@ -260,10 +260,10 @@ def execute_plan(plan: Plan, client: Destination, ledger: Ledger, *, kind: str =
     with destination_lock(ledger, f"sync:{plan.destination}", lock_ttl) as held, _Summary(kind) as summary:
         if replan is not None:
             now = ledger.state_counter(plan.destination)
-            if not plan.made_at(now.revision, now.epoch):
+            if not plan.made_at(now):
+                how = plan.moved_how(now)
                 log.info("sync %s: the ledger moved while waiting (revision %d → %d%s): planning again",
-                         plan.destination, plan.ledger_revision, now.revision,
-                         ", its counter under a new epoch" if now.revision == plan.ledger_revision else "")
+                         plan.destination, plan.ledger_revision, now.revision, f", {how}" if how else "")
                 plan = replan()
         if between is not None:
             between()  # stopped before the run starts: nothing to record

@@ -186,7 +186,7 @@ def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Se
         # an unknown destination is a config error before anything else, and so is one pointed elsewhere since
         check_saved(ledger, cfg.destination(plan.destination), plan)
         now = ledger.state_counter(plan.destination)
-        if not plan.made_at(now.revision, now.epoch):
+        if not plan.made_at(now):
             raise _stale(plan, now)
     names = [p.destination for p in plans]
     lines: list[str] = []
@@ -231,8 +231,8 @@ def _withdraw_saved(cfg: Config, judged: Plan, ledger: Ledger, settings: Setting
 
 
 def _stale(plan: Plan, now: Counter) -> PlanStaleError:
-    epoch = "" if now.revision != plan.ledger_revision else \
-        ", its counter under a new epoch: the ledger was found restored from a backup, or the destination forgotten"
+    how = plan.moved_how(now)
+    epoch = f", {how}" if how else ""
     return PlanStaleError(f"the ledger of destination {plan.destination!r} changed since this plan was made "
                           f"(revision {plan.ledger_revision} → {now.revision}{epoch}: another run wrote to it, or "
                           f"what it held was forgotten or moved); make a new plan")

@@ -99,7 +99,8 @@ def url_password(url: str | None) -> list[str]:
     """The password of a database URL as it stands in one, ``:<password>@``, as written and percent-decoded
     (``[]`` when it has none): the bare password may be a word (``postgres``, ``password``) found in every
     message, the user's name, the URL's scheme and the data. One given as a query parameter (``?password=pg``,
-    libpq's keyword; ``sslpassword=``) the same way, ``password=<password>`` (masked only as that parameter)."""
+    libpq's keyword; ``sslpassword=``; the name in any case, as written: ``PASSWORD=pg``) the same way,
+    ``password=<password>`` (masked only as that parameter)."""
     if not url:
         return []
     try:

@@ -191,6 +191,16 @@ def test_sqlite_uses_wal_and_enforces_foreign_keys(tmp_path: Path) -> None:
         assert led.load_state("mailchimp") == {}
 
 
+def test_a_save_naming_a_run_that_does_not_exist_is_a_clear_error_on_either_engine(ledger: Ledger) -> None:
+    """PostgreSQL's rows go through COPY (psycopg's own ForeignKeyViolation, unwrapped): the same ValueError as
+    SQLite's, naming the run, and nothing saved; the ledger goes on working."""
+    with pytest.raises(ValueError, match="^save_states: run 999 does not exist in the ledger$"):
+        ledger.save_states("mailchimp", 999, [state("a@x.io")])
+    assert ledger.load_state("mailchimp") == {} and ledger.state_revision("mailchimp") == 0
+    run = ledger.start_run("sync", "mailchimp")
+    assert ledger.save_states("mailchimp", run, [state("a@x.io")]) == 1
+
+
 def test_a_large_group_is_saved_whole_and_leaves_the_connections_page_cache_as_it_was(tmp_path: Path) -> None:
     """save_states writes a large group (keys not in customer order) with a bigger SQLite page cache for its
     transaction only: every row is there, and the connection's cache is its default size again afterwards,

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from sync.ledger import Ledger
+from sync.planning.plan import Plan
 
 from tests.ledger_fixtures import ledger_url  # noqa: F401
 from tests.test_config_moved import AS_OF, cli, point_at, shop  # noqa: F401
-from tests.test_ledger_statecache import DEST, KEYS, _backup, read_both, state
+from tests.test_ledger_statecache import DEST, KEYS, _backup, as_states, read_both, state
 
 NAME = "mailchimp-demo"
 
@@ -73,9 +74,9 @@ def test_a_plan_file_without_the_epoch_is_judged_by_its_revision(shop, mailchimp
     cli("sync", "--config", str(shop), "--as-of", AS_OF)
     saved = tmp_path / "plan.json"
     plan = _changed_plan(shop, saved)
-    assert isinstance(plan["ledger_epoch"], str)
+    assert isinstance(plan["ledger_epoch"], str) and isinstance(plan["ledger_token"], str)
     doc = json.loads(saved.read_text())
-    del doc["plans"][0]["ledger_epoch"]  # as an older rfmsync saved it
+    del doc["plans"][0]["ledger_epoch"], doc["plans"][0]["ledger_token"]  # as an older rfmsync saved it
     saved.write_text(json.dumps(doc))
     writes = mailchimp_fake.write_calls
     cli("apply", "--config", str(shop), str(saved), "--allow-mass-change")
@@ -85,6 +86,56 @@ def test_a_plan_file_without_the_epoch_is_judged_by_its_revision(shop, mailchimp
         _resave(ledger, 1)
     refused = cli("apply", "--config", str(shop), str(saved), "--allow-mass-change", code=5).output
     assert "changed since this plan was made" in refused and "new epoch" not in refused
+
+
+def test_a_plan_saved_before_a_restore_nobody_found_is_refused_once_another_host_saved_back_to_it(
+        shop, mailchimp_fake, tmp_path):  # noqa: F811
+    """Host A saves a plan, the ledger is restored, host B (no copy ahead of the restored ledger) saves it back up to
+    the plan's revision under the same epoch: the plan's token is not the ledger's for that revision: refused."""
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)
+    url = _url(shop)
+    restore = _backup(url)
+    with Ledger.connect(url) as ledger:
+        for n in (1, 2):
+            _resave(ledger, n)
+    saved = tmp_path / "plan.json"
+    plan = _changed_plan(shop, saved)
+    restore()
+    with Ledger.connect(url, state_cache=tmp_path / "b.state-cache") as b:
+        for n in (7, 8):
+            _resave(b, n)
+        now = b.state_counter(NAME)
+    assert (now.revision, now.epoch) == (plan["ledger_revision"], plan["ledger_epoch"])  # the case
+    writes = mailchimp_fake.write_calls
+
+    refused = cli("apply", "--config", str(shop), str(saved), "--allow-mass-change", code=5).output
+    assert "the ledger of destination 'mailchimp-demo' changed since this plan was made" in refused
+    assert "that revision written again since" in refused and "make a new plan" in refused
+    assert mailchimp_fake.write_calls == writes
+
+
+def test_a_plan_is_made_at_its_revisions_token_on_either_engine(ledger_url, tmp_path):  # noqa: F811
+    """Same revision and epoch, another token (a restore, then other saves): not made at it; nor a revision the
+    ledger holds no token for (no proof); a plan without a token is judged by revision and epoch."""
+    with Ledger.connect(ledger_url, state_cache=tmp_path / "a") as a:
+        a.save_states(DEST, None, [state(k, 1) for k in KEYS[:3]])
+        restore = _backup(ledger_url)
+        for n in (2, 3):
+            a.save_states(DEST, None, [state(k, n) for k in KEYS[:3]])
+        at = a.state_counter(DEST)
+    plan = Plan.from_json({"destination": DEST, "type": "mailchimp", "changes": [], "skipped": [],
+                           "managed_tags": [], "fields": {}, "ledger_revision": at.revision,
+                           "ledger_epoch": at.epoch, "ledger_token": at.token})
+    assert at.token and plan.made_at(at)
+    restore()
+    with Ledger.connect(ledger_url, state_cache=tmp_path / "b") as b:
+        for n in (7, 8):
+            b.save_states(DEST, None, [state(KEYS[0], n)])
+        now = b.state_counter(DEST)
+    assert (now.revision, now.epoch) == (at.revision, at.epoch) and now.token != at.token
+    assert not plan.made_at(now) and "written again" in plan.moved_how(now)
+    assert not plan.made_at(replace(now, token=None))
+    assert replace(plan, ledger_token=None).made_at(now)
 
 
 def test_no_counter_after_a_restore_with_a_lagging_copy_is_the_one_a_plan_was_made_at(ledger_url,  # noqa: F811
@@ -112,11 +163,11 @@ def test_no_counter_after_a_restore_with_a_lagging_copy_is_the_one_a_plan_was_ma
     assert made_at not in counters
 
 
-@pytest.mark.xfail(strict=True, reason="a restore nobody sees before another host saves the destination back past "
-                   "this host's copy is not found (docs/ledger.md#restored-ledger: delete the copies after a restore)")
-def test_a_restore_unseen_until_another_host_saved_past_the_copy_is_not_found(ledger_url, tmp_path):  # noqa: F811
-    """The limit the docs state: host A's copy at 3, the ledger restored to 1, host B (no copy ahead) saves three
-    times (4) before A's next plan; A's copy, of the same epoch and not ahead, passes for the state."""
+def test_a_restore_unseen_until_another_host_saved_past_the_copy_is_found(ledger_url, tmp_path, caplog):  # noqa: F811
+    """Host A's copy at 3, the ledger restored to 1, host B (no copy ahead) saves three times (4) before A's next
+    plan. A's copy, of the same epoch and not ahead, names the token of the revision it was read at; the ledger's
+    revision 3 is B's, with another token: A reads in full, says so, and gives the counter a new epoch (a plan
+    saved before the restore is refused; every other host's copy of the undone history is read in full)."""
     hosts = {"A": tmp_path / "a.state-cache", "B": tmp_path / "b.state-cache"}
     with Ledger.connect(ledger_url, state_cache=hosts["A"]) as a:
         a.save_states(DEST, None, [state(k, 1) for k in KEYS[:3]])
@@ -124,10 +175,39 @@ def test_a_restore_unseen_until_another_host_saved_past_the_copy_is_not_found(le
         for n in (2, 3):
             a.save_states(DEST, None, [state(k, n) for k in KEYS[:3]])
         read_both(a, DEST)  # A's copy at revision 3
+        made_at = a.state_counter(DEST)
     restore()
     with Ledger.connect(ledger_url, state_cache=hosts["B"]) as b:
         for n in (7, 8, 9):
             b.save_states(DEST, None, [state(KEYS[0], n)])
+    caplog.clear()
     with Ledger.connect(ledger_url, state_cache=hosts["A"]) as a:
         through_cache, full = read_both(a, DEST)
-    assert through_cache == full
+        assert through_cache == full and full["c@x.io"].fields == {"N": 1}
+        now = a.state_counter(DEST)
+        assert now.revision == 4 and now.epoch != made_at.epoch
+    assert "written again since its cached copy (revision 3) was read" in caplog.text
+    assert "--full-refresh" in caplog.text
+    with Ledger.connect(ledger_url, state_cache=hosts["A"]) as a:  # A's copy kept again, of the new epoch
+        assert a.state_parts(DEST).since is None  # (the copy the finding read kept was of the old epoch)
+        a.save_states(DEST, None, [state(KEYS[1], 10)])
+        parts = a.state_parts(DEST)
+        assert parts.since == 4 and parts.read == 1
+
+
+def test_another_hosts_saves_after_a_copy_keep_it_in_use(ledger_url, tmp_path, caplog):  # noqa: F811
+    """No restore: host B's saves after A's copy are of the same history; A's copy's token is the ledger's for its
+    revision: A reads only the rows written since, and nothing is told."""
+    hosts = {"A": tmp_path / "a.state-cache", "B": tmp_path / "b.state-cache"}
+    with Ledger.connect(ledger_url, state_cache=hosts["A"]) as a:
+        a.save_states(DEST, None, [state(k, 1) for k in KEYS[:20]])
+        read_both(a, DEST)  # A's copy at revision 1
+    with Ledger.connect(ledger_url, state_cache=hosts["B"]) as b:
+        for n in (7, 8):
+            b.save_states(DEST, None, [state(KEYS[0], n)])
+    caplog.clear()
+    with Ledger.connect(ledger_url, state_cache=hosts["A"]) as a:
+        parts = a.state_parts(DEST)
+        assert (parts.since, parts.read) == (1, 1)
+        assert as_states(parts.merged()) == as_states(a.state_table(DEST, cached=False))
+    assert "restored" not in caplog.text

@@ -521,6 +521,28 @@ def test_a_ledger_password_given_as_a_query_parameter_is_masked_where_it_stands(
     assert mask(unchanged) == unchanged
 
 
+@pytest.mark.parametrize("query, secret", [("PASSWORD=pg", "pg"), ("Password=Zq7", "Zq7"),
+                                           ("sslmode=require&SSLPASSWORD=k%26y", "k%26y"),
+                                           ("SslPassword=k3y", "k3y")])
+def test_a_ledger_password_parameter_in_upper_case_is_masked_too(tmp_path, monkeypatch, query, secret) -> None:
+    """Query parameters' names are written in any case (``?PASSWORD=pg``, ``&SSLPASSWORD=``): the password was
+    printed as written in the CLI's error when the ledger could not be reached (its name for itself hid only
+    ``password=``, and the settings' secrets knew only that spelling). Masked whatever the case of the name,
+    which is shown as written; the 2-letter password stays a word elsewhere."""
+    from connectors.secrets import mask, remember_secrets
+    from sync.settings import url_password
+
+    url = f"postgresql+psycopg://rfm@127.0.0.1:1/rfm?{query}"
+    name = query.rpartition("&")[2].partition("=")[0]
+    cfg = _shop(tmp_path)
+    monkeypatch.setenv("RFMSYNC_LEDGER_URL", url)
+    outputs = [_cli(cfg, "runs"), _cli(cfg, "runs", "--format", "json"), _cli(cfg, "-v", "runs")]
+    assert f"{name}=***" in outputs[0] and "ledger postgresql+psycopg://rfm@127.0.0.1:1/rfm?" in outputs[0]
+    assert all(f"{name}={secret}" not in o and f"={secret}" not in o for o in outputs), outputs
+    remember_secrets(*url_password(url))
+    assert mask(f"failed: {url}; pg_hba, pg") == f"failed: {url.replace(f'{name}={secret}', f'{name}=***')}; pg_hba, pg"
+
+
 def test_an_excerpt_never_shows_part_of_a_secret_past_its_cut() -> None:
     """rv32 #3: an excerpt masked only the start it needed, then cut: masking a secret there shortened the text,
     bringing characters past the start within the cut, the unmasked beginning of a secret running past it (30 of

@@ -278,6 +278,7 @@ class LedgerDB:
         self.clock = clock
         self._writer: AbstractContextManager[Any] = \
             sqlite_writer_mutex(engine) if engine.dialect.name == "sqlite" else nullcontext()
+        self._local = threading.local()  # .after: the running write transaction's after-commit callbacks
 
     @property
     def dialect(self) -> str:
@@ -291,8 +292,25 @@ class LedgerDB:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        with self._failures(), self._writer, transaction(self.engine, write=True) as conn:
-            yield conn
+        """A write transaction; the callbacks :meth:`after_commit` registered in it run once it committed (none
+        when it was rolled back: an exception inside, a failed COMMIT)."""
+        after: list[Callable[[], None]] = []
+        outer, self._local.after = getattr(self._local, "after", None), after
+        try:
+            with self._failures(), self._writer, transaction(self.engine, write=True) as conn:
+                yield conn
+        finally:
+            self._local.after = outer
+        for callback in after:
+            callback()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once this thread's write transaction (:meth:`write`) committed, never if it is rolled
+        back: what a process remembers of what it wrote (its notes of the revision counter) moves with the ledger."""
+        after = getattr(self._local, "after", None)
+        if after is None:
+            raise RuntimeError("after_commit outside a write transaction")
+        after.append(callback)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

@@ -184,6 +184,16 @@ def ledger_failure(exc: BaseException, url: URL) -> LedgerError | None:
                        transient=transient)
 
 
+def foreign_key_violation(exc: BaseException) -> bool:
+    """Whether ``exc`` (the driver's own, or SQLAlchemy's around it) is a row naming a row that does not exist:
+    SQLite's ``FOREIGN KEY constraint failed``, PostgreSQL's ``foreign_key_violation`` (SQLSTATE 23503; psycopg's
+    own error when the rows went through ``COPY``, which SQLAlchemy does not wrap)."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    if isinstance(orig, sqlite3.IntegrityError):
+        return getattr(orig, "sqlite_errorname", "SQLITE_CONSTRAINT_FOREIGNKEY") == "SQLITE_CONSTRAINT_FOREIGNKEY"
+    return type(orig).__module__.startswith("psycopg") and getattr(orig, "sqlstate", None) == "23503"
+
+
 def open_failure(exc: DBAPIError, url: URL) -> ConfigError | LedgerError:
     """The error for a ledger that could not be opened: a temporary failure is a :class:`LedgerError` (exit 75,
     try later): a SQLite file locked by another process past the busy timeout, or a PostgreSQL server that

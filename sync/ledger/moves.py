@@ -15,7 +15,7 @@ from sqlalchemy import and_, delete, func, insert, literal, select
 from ..model import fold
 from .cursors import write_cursor
 from .locks import check_lock_held
-from .schema import cursors, failures, lost_tags, pushed_state, state_revisions
+from .schema import cursors, failures, lost_tags, pushed_state, state_revisions, state_tokens
 
 if TYPE_CHECKING:
     from sqlalchemy import Select
@@ -138,15 +138,17 @@ class StateMoves:
         revision counter: when anything was deleted, the counter moves on (a new one starts at 1) under a new epoch
         (no host's cached copy of the state is of it). It never goes back, so a plan saved before, whatever runs
         of the name come after, never matches its revision again (a counter deleted with the rows started afresh:
-        a few syncs of the destination put back brought it to the saved plan's revision). The counter's revision
-        (None: nothing was held)."""
+        a few syncs of the destination put back brought it to the saved plan's revision). The tokens of its
+        revisions go too but the current one's (a name no longer saved never prunes them: up to 100 000 rows). The
+        counter's revision (None: nothing was held)."""
         deleted = sum(conn.execute(delete(table).where(table.c.destination == name)).rowcount
                       for table in (pushed_state, lost_tags, failures))
         deleted += conn.execute(delete(cursors).where(cursors.c.source == cursor[0],
                                                       cursors.c.obj == cursor[1])).rowcount
-        if not deleted:
-            return None
-        return self._next_counter(conn, name, new_epoch=True).revision
+        revision = self._next_counter(conn, name, new_epoch=True).revision if deleted else None
+        current = select(state_revisions.c.revision).where(state_revisions.c.destination == name).scalar_subquery()
+        conn.execute(delete(state_tokens).where(state_tokens.c.destination == name, state_tokens.c.revision < current))
+        return revision
 
 
 def _with_rows() -> "Select[tuple[str]]":

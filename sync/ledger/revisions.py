@@ -10,9 +10,10 @@ behind the one this ledger object's own earlier save found. Whoever finds it giv
 the ledger, and a revision past the undone history's, so every copy kept before, on every host sharing the ledger
 (each PostgreSQL host keeps its own beside its order store), and every plan saved before, is someone else's from
 then on and read in full, the same way for both engines; and it says so (a warning:
-run ``rfmsync sync --full-refresh`` once, docs/ledger.md#restored-ledger). A restore that nobody sees before the
-destination is saved back up to every copy's revision (another host's syncs) is not found: a copy of the undone
-history then passes for the state, which is why the operator deletes the copies after a restore (the docs say so).
+run ``rfmsync sync --full-refresh`` once, docs/ledger.md#restored-ledger). Every revision the counter takes also
+gets a random token (``state_tokens``, the recent revisions' only), and a copy names its revision's token: a
+restore nobody saw before other hosts saved the destination back up to a copy's revision or past it is found by
+that copy's next read, where the ledger holds another token for the copy's revision.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ import logging
 import uuid
 from typing import TYPE_CHECKING
 
-from sqlalchemy import case, select, update
+from sqlalchemy import case, delete, select, update
 
 from ..errors import LedgerError
-from .schema import state_revisions
+from .schema import state_revisions, state_tokens
 from .statecache import Counter, went_back
 
 if TYPE_CHECKING:
@@ -34,6 +35,11 @@ if TYPE_CHECKING:
     from .statecache import StateCache, WrittenRevisions
 
 log = logging.getLogger("sync.ledger.statecache")
+
+#: the revisions of a destination whose tokens the ledger keeps (a copy older than that is read in full once: no
+#: proof it is of the ledger's history); older ones are deleted every PRUNE_EVERY revisions
+TOKENS_KEPT = 100_000
+PRUNE_EVERY = 1000
 
 
 class Revisions:
@@ -62,9 +68,30 @@ class Revisions:
             return self._counter(conn, destination)
 
     def _counter(self, conn: "Connection", destination: str) -> Counter:
-        row = conn.execute(select(state_revisions.c.revision, state_revisions.c.epoch).where(
-            state_revisions.c.destination == destination)).first()
-        return Counter(0, None) if row is None else Counter(int(row.revision), row.epoch)
+        """The counter with its revision's token (None: made by an rfmsync before schema 11), in one query."""
+        r, t = state_revisions, state_tokens
+        row = conn.execute(select(r.c.revision, r.c.epoch, t.c.token).select_from(r.outerjoin(
+            t, (t.c.destination == r.c.destination) & (t.c.revision == r.c.revision))).where(
+            r.c.destination == destination)).first()
+        return Counter(0, None) if row is None else Counter(int(row.revision), row.epoch, row.token)
+
+    def _token_at(self, conn: "Connection", destination: str, revision: int) -> str | None:
+        """The token of ``destination``'s ``revision`` as the ledger holds it (None: not kept, or never made)."""
+        return conn.execute(select(state_tokens.c.token).where(
+            state_tokens.c.destination == destination, state_tokens.c.revision == revision)).scalar()
+
+    def _stamp(self, conn: "Connection", destination: str, revision: int) -> str:
+        """A new random token for ``destination``'s ``revision``, written in the transaction that made the revision
+        (replacing one a restored ledger holds of the undone history's revision of that number); the tokens of
+        revisions :data:`TOKENS_KEPT` behind deleted now and then."""
+        token = uuid.uuid4().hex
+        conn.execute(self._db.insert(state_tokens).values(destination=destination, revision=revision, token=token)
+                     .on_conflict_do_update(index_elements=[state_tokens.c.destination, state_tokens.c.revision],
+                                            set_={"token": token}))
+        if revision % PRUNE_EVERY == 0:
+            conn.execute(delete(state_tokens).where(state_tokens.c.destination == destination,
+                                                    state_tokens.c.revision <= revision - TOKENS_KEPT))
+        return token
 
     def _next_counter(self, conn: "Connection", destination: str, *, new_epoch: bool = False) -> Counter:
         """The destination's counter moved on by one (a new one starts at 1 under a random epoch), its epoch
@@ -75,26 +102,42 @@ class Revisions:
             destination=destination, revision=1, epoch=epoch).on_conflict_do_update(
             index_elements=[state_revisions.c.destination], set_=moved).returning(
             state_revisions.c.revision, state_revisions.c.epoch)).one()
-        return Counter(int(row.revision), row.epoch)
+        return Counter(int(row.revision), row.epoch, self._stamp(conn, destination, int(row.revision)))
 
     def _bump_revision(self, conn: "Connection", destination: str) -> int:
         """The destination's next revision (a new counter gets a random epoch). Taken before the rows are
         written, so on PostgreSQL concurrent writers of one destination commit in revision order. A ledger found
-        restored (a copy on this host ahead of it, checked at a process's first save; or a counter behind the
-        one an earlier save of this object found) gets a new epoch in the same transaction."""
+        restored (a copy on this host ahead of it, or of a revision the ledger holds another token for, checked
+        at a process's first save; or a counter behind the one an earlier save of this object found) gets a new
+        epoch in the same transaction. What this object remembers (the counter it found, the copy checked, the
+        copy deleted, the warning) moves only once the transaction committed: a save rolled back (a constraint, a
+        killed process) leaves the restore to be found again by the next one, which a note moved ahead of the
+        ledger would skip."""
         moved = self._next_counter(conn, destination)
         revision, epoch = moved.revision, moved.epoch
         before, seen = Counter(int(revision) - 1, epoch), self._seen.get(destination)
-        past = 0  # a restore found: the highest revision seen of the undone history
-        if self._cache is not None and destination not in self._checked:  # once a process: a copy ahead of the
-            self._checked.add(destination)  # ledger is of a history a restore undid (statecache.drop_if_ahead)
-            past = self._cache.drop_if_ahead(destination, before) or 0
+        told: list[tuple[int, str]] = []  # the restore found: (the revision seen of the undone history, by what)
+        check = self._cache is not None and destination not in self._checked  # once a process: a copy ahead of
+        if check and self._cache is not None:  # the ledger, or of a revision written again, is of an undone history
+            undone = self._cache.undone(destination, before, lambda r: self._token_at(conn, destination, r))
+            if undone is not None:
+                told.append((undone[0], "rewritten" if undone[1] else "copy"))
         if seen is not None and seen.epoch == epoch and seen.revision > before.revision:
-            went_back(destination, before, seen.revision, seen=True)
-            past = max(past, seen.revision + 1)  # (the revision that save took)
-        if past:
+            told.append((seen.revision, "seen"))
+        if told:  # past the highest revision seen of the undone history (a save's: the revision that save took)
+            past = max(copied + 1 if by == "seen" else copied for copied, by in told)
             revision, epoch = self._new_epoch(conn, destination, before, past)
-        self._seen[destination] = Counter(int(revision) - 1, epoch)
+
+        def committed(revision: int = int(revision), epoch: str | None = epoch) -> None:
+            if check:
+                self._checked.add(destination)
+            for copied, by in told:
+                went_back(destination, before, copied, seen=by == "seen", rewritten=by == "rewritten")
+                if by != "seen" and self._cache is not None:
+                    self._cache.drop(destination)
+            self._seen[destination] = Counter(revision - 1, epoch)
+
+        self._db.after_commit(committed)
         return int(revision)
 
     def _restore_found(self, destination: str) -> None:
@@ -105,29 +148,35 @@ class Revisions:
         found = self._cache.behind.pop(destination, None) if self._cache is not None else None
         if found is None:
             return
-        counter, copied = found
+        counter, copied, token = found
         told = False
         try:
             with self._db.write() as conn:
-                if not self._still_behind(conn, destination, counter, copied):
+                if not self._still_behind(conn, destination, counter, copied, token):
                     return
-                went_back(destination, counter, copied)
+                went_back(destination, counter, copied, rewritten=token is not None)
                 told = True
                 self._new_epoch(conn, destination, counter, copied)
         except LedgerError as exc:  # a ledger this process only reads (mode=ro, a standby): the read stands
             if not told:
                 with self._db.read() as conn:
-                    if not self._still_behind(conn, destination, counter, copied):
+                    if not self._still_behind(conn, destination, counter, copied, token):
                         return
-                went_back(destination, counter, copied)
+                went_back(destination, counter, copied, rewritten=token is not None)
             log.warning("ledger: could not give destination %r's revision counter a new epoch (%s): other hosts' "
                         "copies are checked by their own reads", destination, exc)
 
-    def _still_behind(self, conn: "Connection", destination: str, counter: Counter, copied: int) -> bool:
+    def _still_behind(self, conn: "Connection", destination: str, counter: Counter, copied: int,
+                      token: str | None) -> bool:
         """Whether ``destination``'s counter, read now, is still of ``counter``'s epoch and behind the copy at
-        revision ``copied`` (else another process's save reached it, or another's read gave the new epoch)."""
+        revision ``copied`` (else another process's save reached it, or another's read gave the new epoch); with
+        ``token`` (the copy's, not ahead), whether the ledger still holds another token for ``copied``."""
         now = self._counter(conn, destination)
-        return now.epoch == counter.epoch and now.revision < copied
+        if now.epoch != counter.epoch:
+            return False
+        if token is None:
+            return now.revision < copied
+        return self._token_at(conn, destination, copied) not in (None, token)
 
     def _new_epoch(self, conn: "Connection", destination: str, counter: Counter, past: int) -> tuple[int, str | None]:
         """Give ``destination``'s counter a new epoch and a revision past ``past`` (the highest seen of the
@@ -139,8 +188,14 @@ class Revisions:
                                                       state_revisions.c.epoch == counter.epoch)
                         .values(epoch=uuid.uuid4().hex,
                                 revision=case((revision > past, revision), else_=past + 1))).rowcount:
-            self._written.drop(destination)  # (the rows its revisions wrote: another history's)
-            if self._cache is not None:
-                self._cache.drop(destination)
+            self._db.after_commit(lambda: self._forget_history(destination))
+            self._stamp(conn, destination, self._counter(conn, destination).revision)  # (a new epoch's revision)
         now = self._counter(conn, destination)
         return now.revision, now.epoch
+
+    def _forget_history(self, destination: str) -> None:
+        """After a new epoch committed: the rows this object's revisions wrote, and this host's copy, are of
+        another history."""
+        self._written.drop(destination)
+        if self._cache is not None:
+            self._cache.drop(destination)

@@ -22,6 +22,9 @@ Version history::
        Retry-After)
     10 events.fails: the failures counted against the event (``fail_events``), not its claims: a worker killed
        mid-claim leaves ``attempts`` one higher but no failure (the worker resyncs apart only events that failed)
+    11 state_tokens: a random token per destination's revision (the recent ones), written by the change that made
+       it; a cached copy names its revision's token, so a ledger restored and saved again past the copy is found
+       (seeded: one token for each counter's revision)
 """
 
 from __future__ import annotations
@@ -151,6 +154,15 @@ state_revisions = Table(
     Column("revision", Integer, nullable=False),
     # random, set when the counter starts: a cached copy of the state names the counter it was read from
     Column("epoch", String(32)),
+)
+
+state_tokens = Table(
+    "state_tokens", metadata,
+    Column("destination", String(200), primary_key=True),
+    Column("revision", Integer, primary_key=True, autoincrement=False),
+    # random, written by the change that made the revision (the recent revisions' only): a cached copy of the state
+    # at a revision names its token, which a ledger restored and written again to that revision does not hold
+    Column("token", String(32), nullable=False),
 )
 
 lost_tags = Table(
@@ -331,6 +343,21 @@ def _v10(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE events ADD COLUMN fails INTEGER NOT NULL DEFAULT 0"))
 
 
+def _v11(conn: Connection) -> None:
+    import uuid
+
+    md = MetaData()
+    Table(
+        "state_tokens", md,
+        Column("destination", String(200), primary_key=True),
+        Column("revision", Integer, primary_key=True, autoincrement=False),
+        Column("token", String(32), nullable=False),
+    ).create(conn)
+    for destination, revision in conn.execute(text("SELECT destination, revision FROM state_revisions")).all():
+        conn.execute(text("INSERT INTO state_tokens (destination, revision, token) VALUES (:d, :r, :t)"),
+                     {"d": destination, "r": revision, "t": uuid.uuid4().hex})
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, pushed_state, cursors, locks", _v1),
     Migration(2, "failures, state_revisions", _v2),
@@ -342,6 +369,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "lost_tags (tags/lists the ESP lost, by contact)", _v8),
     Migration(9, "events.not_before (a released event waits its back-off)", _v9),
     Migration(10, "events.fails (failures counted, not claims)", _v10),
+    Migration(11, "state_tokens (a token per recent revision of a destination)", _v11),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

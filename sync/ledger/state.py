@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from typing import TYPE_CHECKING, Any, Callable, Container, Iterable, Mapping, Protocol, Sequence
 
 from sqlalchemy import and_, case, delete, func, or_, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 
 from ..model import OwnerChange, PushedState
 from .bulk import PAGE, STATE_COLUMNS, select_state_pg, select_state_sqlite
 from .db import LedgerDB, chunks
+from .dberrors import foreign_key_violation
 from .locks import check_lock_held
 from .lost import LostTagMemory, given_back, spellings
 from .moves import StateMoves
@@ -165,7 +164,8 @@ class PushedStates(Revisions, LostTagMemory, StateMoves):
                 changed_since=lambda since: select_state(conn, destination, page, since),
                 count=lambda: int(conn.execute(select(func.count()).select_from(pushed_state).where(
                     pushed_state.c.destination == destination)).scalar_one()),
-                full=lambda: select_state(conn, destination, page))
+                full=lambda: select_state(conn, destination, page),
+                token_at=lambda revision: self._token_at(conn, destination, revision))
         self._restore_found(destination)  # a copy ahead of the ledger: every host's copy is another history's
         return parts
 
@@ -178,7 +178,7 @@ class PushedStates(Revisions, LostTagMemory, StateMoves):
             return 0
         with self._db.snapshot() as conn:
             counter = self._counter(conn, destination)
-            cached = self._cache.load(destination, counter)
+            cached = self._cache.load(destination, counter, lambda r: self._token_at(conn, destination, r))
             if cached is not None:
                 base, since = cached
                 if since == counter.revision:
@@ -311,7 +311,9 @@ class PushedStates(Revisions, LostTagMemory, StateMoves):
                 else:
                     save_rows_sqlite(conn, destination, run_id, now, revision, ordered)
                 given_back(conn, destination, rows)
-        except (IntegrityError, sqlite3.IntegrityError):
+        except Exception as exc:
+            if not foreign_key_violation(exc):
+                raise
             raise ValueError(f"save_states: run {run_id} does not exist in the ledger") from None
         self._written.note(destination, revision, len(rows))
         log.debug("ledger: saved %d states for %s", len(rows), destination)

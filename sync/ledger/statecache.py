@@ -10,8 +10,10 @@ A copy is one Arrow IPC file per destination (memory-mapped when read), named by
 in a folder beside a SQLite ledger (``<ledger file>.state-cache/``). It records the destination, the
 revision it was read at and the *epoch* of the destination's revision counter (random, made when the counter
 starts: another ledger has another; renewed when the destination is forgotten). It is used only when all three
-match and the ledger's revision has not gone back (a ledger restored from an older copy: the counter then gets a
-new epoch, :mod:`sync.ledger.revisions`); anything else, or a file that does not read, means the full read.
+match, the ledger's revision has not gone back (a ledger restored from an older copy: the counter then gets a
+new epoch, :mod:`sync.ledger.revisions`) and the ledger holds the copy's token for its revision (else restored and
+written again since: a new epoch too); anything else (no token to check: a copy of an older rfmsync, a revision
+whose token is no longer kept), or a file that does not read, means the full read.
 Deleting the folder is always safe.
 """
 
@@ -23,7 +25,7 @@ import logging
 import os
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -42,6 +44,8 @@ class Counter:
 
     revision: int
     epoch: str | None
+    #: the token of this revision (:mod:`sync.ledger.revisions`; None: not known), not compared
+    token: str | None = field(default=None, compare=False)
 
 
 class StateCache:
@@ -51,10 +55,12 @@ class StateCache:
         self.folder = folder
         self._writes: dict[Path, threading.Thread] = {}  # a copy being written, by file
         self._guard = threading.Lock()
-        #: destination → (the ledger's counter that a read found behind its copy, the copy's revision): a restore,
-        #: or another process's save committed after the read's snapshot, which the ledger's
-        #: :class:`~sync.ledger.revisions.Revisions` tells apart (a restore: the counter gets a new epoch)
-        self.behind: dict[str, tuple[Counter, int]] = {}
+        #: destination → (the ledger's counter that a read found behind its copy, the copy's revision, None): a
+        #: restore, or another process's save committed after the read's snapshot, which the ledger's
+        #: :class:`~sync.ledger.revisions.Revisions` tells apart (a restore: the counter gets a new epoch); or
+        #: (the counter, the copy's revision, the copy's token) when the ledger holds another token for that
+        #: revision: restored, then written again up to the copy's revision or past it
+        self.behind: dict[str, tuple[Counter, int, str | None]] = {}
 
     def wait(self) -> None:
         """Until every copy being written is written (closing the ledger waits for them)."""
@@ -66,9 +72,13 @@ class StateCache:
     def path(self, destination: str) -> Path:
         return self.folder / (hashlib.sha256(destination.encode()).hexdigest()[:32] + ".arrow")
 
-    def load(self, destination: str, counter: Counter) -> "tuple[pa.Table, int] | None":
+    def load(self, destination: str, counter: Counter, token_at: "Callable[[int], str | None]" = lambda _: None
+             ) -> "tuple[pa.Table, int] | None":
         """The cached copy of ``destination`` and the revision it was read at, when it belongs to
-        ``counter`` (same epoch, revision not ahead of it); else None."""
+        ``counter``: same epoch, revision not ahead of it, and the token the ledger holds for that revision
+        (``counter.token``, else ``token_at(revision)``: one keyed read) is the copy's; else None. A copy with no
+        token (kept by an older rfmsync), or of a revision whose token the ledger no longer keeps, proves
+        nothing: the full read."""
         import pyarrow as pa
 
         path = self.path(destination)
@@ -77,34 +87,46 @@ class StateCache:
             reader = self._reader(destination, counter)
             if reader is None:
                 return None
-            revision = int(reader.schema.metadata[b"revision"])
+            meta = reader.schema.metadata
+            revision = int(meta[b"revision"])
             if revision > counter.revision:  # a restore, or a save committed since this read's snapshot
-                self.behind[destination] = (counter, revision)  # (told apart by the ledger's Revisions)
+                self.behind[destination] = (counter, revision, None)  # (told apart by the ledger's Revisions)
+                return None
+            token = meta.get(b"token", b"").decode()
+            held = counter.token if revision == counter.revision else token_at(revision)
+            if not token or held is None:
+                log.debug("ledger: state cache %s not used: no token of revision %d to check it by", path, revision)
+                return None
+            if held != token:  # restored, and written again up to the copy's revision or past it
+                self.behind[destination] = (counter, revision, token)
                 return None
             return reader.read_all().replace_schema_metadata(None), revision
         except (OSError, ValueError, pa.ArrowException) as exc:
             log.debug("ledger: state cache %s not used: %s", path, exc)
             return None
 
-    def drop_if_ahead(self, destination: str, counter: Counter) -> int | None:
-        """Delete ``destination``'s copy when it is of ``counter``'s epoch and ahead of its revision: the ledger
-        went back (restored from an older copy of its file), and the revisions it now writes again would make
-        that copy, of another history, look current to the next plan. The deleted copy's revision, or None."""
+    def undone(self, destination: str, counter: Counter, token_at: "Callable[[int], str | None]"
+               ) -> tuple[int, bool] | None:
+        """``destination``'s copy of ``counter``'s epoch when it is of a history a restore undid: (its revision,
+        False) when it is ahead of the counter's revision, (its revision, True) when the ledger holds another token
+        for it (``token_at``: restored, then written again up to it or past it); None otherwise. The revisions the
+        ledger writes again would make such a copy look current to the next plan: the caller deletes it once the
+        counter's new epoch committed."""
         import pyarrow as pa
 
         path = self.path(destination)
         self._join(path)
         try:
             reader = self._reader(destination, counter)
-            copied = int(reader.schema.metadata[b"revision"]) if reader is not None else None
+            if reader is None:
+                return None  # (one that does not read is not used)
+            copied, token = int(reader.schema.metadata[b"revision"]), reader.schema.metadata.get(b"token")
         except (OSError, ValueError, pa.ArrowException):
-            return None  # (one that does not read is not used)
-        if copied is None or copied <= counter.revision:
             return None
-        went_back(destination, counter, copied)
-        with contextlib.suppress(OSError):
-            path.unlink()
-        return copied
+        if copied > counter.revision:
+            return copied, False
+        held = token_at(copied) if token else None
+        return (copied, True) if held is not None and held.encode() != token else None
 
     def drop(self, destination: str) -> None:
         """Delete ``destination``'s copy (its pushed state was forgotten: a destination moved elsewhere)."""
@@ -136,7 +158,8 @@ class StateCache:
             return
         path = self.path(destination)
         meta = {b"format": FORMAT, b"destination": destination.encode(), b"epoch": counter.epoch.encode(),
-                b"revision": str(counter.revision).encode()}
+                b"revision": str(counter.revision).encode(), **({b"token": counter.token.encode()}
+                                                                if counter.token else {})}
         self._join(path)  # one write per file at a time: the later copy lands last
         thread = threading.Thread(target=self._write, args=(path, table.replace_schema_metadata(meta)),
                                   name="rfmsync-state-cache")
@@ -166,15 +189,21 @@ class StateCache:
                 temp.unlink(missing_ok=True)
 
 
-def went_back(destination: str, counter: Counter, copy: int, *, seen: bool = False) -> None:
+def went_back(destination: str, counter: Counter, copy: int, *, seen: bool = False, rewritten: bool = False) -> None:
     """The warning: ``destination``'s counter is behind its copy at revision ``copy`` (a restored ledger); with
-    ``seen``, behind the revision ``copy`` this process found before (a save's own check)."""
-    ahead = (f"the revision {copy} this process found before" if seen else
-             f"its cached copy (revision {copy})")
-    log.warning("ledger: the pushed state of destination %r is at revision %d, behind %s: the ledger was restored "
-                "from an older copy of its file? What rfmsync pushed after that copy is not in it, so the ESP may "
-                "hold tags and fields it does not know of; run 'rfmsync sync --full-refresh' once "
-                "(docs/ledger.md#restored-ledger)", destination, counter.revision, ahead)
+    ``seen``, behind the revision ``copy`` this process found before (a save's own check); with ``rewritten``,
+    the copy's revision was written again since (the ledger holds another token for it)."""
+    if rewritten:
+        where = (f"at revision {counter.revision}, written again since its cached copy (revision {copy}) was read: "
+                 "its history since then is not the copy's")
+    else:
+        ahead = (f"the revision {copy} this process found before" if seen else
+                 f"its cached copy (revision {copy})")
+        where = f"at revision {counter.revision}, behind {ahead}"
+    log.warning("ledger: the pushed state of destination %r is %s: the ledger was restored from an older copy of "
+                "its file? What rfmsync pushed after that copy is not in it, so the ESP may hold tags and fields "
+                "it does not know of; run 'rfmsync sync --full-refresh' once (docs/ledger.md#restored-ledger)",
+                destination, where)
 
 
 def cache_for(engine: "Engine", folder: Path | None = None) -> StateCache | None:
@@ -270,15 +299,16 @@ class WrittenRevisions:
 
 def state_parts(cache: StateCache, destination: str, counter: Counter,
                 changed_since: Callable[[int], "pa.Table"], count: Callable[[], int],
-                full: Callable[[], "pa.Table"]) -> StateParts:
+                full: Callable[[], "pa.Table"], token_at: Callable[[int], str | None] = lambda _: None
+                ) -> StateParts:
     """``destination``'s state at ``counter``: the cached copy and the rows changed since it
     (``changed_since(revision)``) when together they hold exactly ``count()`` rows, else ``full()``. The copy
     is renewed when the changed rows reach a tenth of it (reading the changes costs a scan of the table,
     whatever their number; keeping a copy costs a write of it all). Called inside one read transaction (one
-    snapshot of the ledger)."""
+    snapshot of the ledger). ``token_at``: the ledger's token of a revision (:meth:`StateCache.load`)."""
     import pyarrow.compute as pc
 
-    cached = cache.load(destination, counter)
+    cached = cache.load(destination, counter, token_at)
     if cached is not None:
         base, since = cached
         if since == counter.revision:  # nothing written since: every save and every forget moves the revision

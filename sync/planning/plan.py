@@ -27,6 +27,7 @@ from .values import FIELD_VALUES, column_of
 
 if TYPE_CHECKING:
     from ..guards import PlanStats
+    from ..ledger.statecache import Counter
 
 
 def managed_tags(dest: DestinationConfig) -> dict[str, list[str]]:
@@ -173,15 +174,29 @@ class Plan:
     #: restored, the destination forgotten or taken over); None: never written, or a plan file saved before
     #: plans recorded it (then the revision alone tells whether the ledger moved)
     ledger_epoch: str | None = None
+    #: the random token of that revision in the ledger (``state_tokens``): a ledger restored from a backup and saved
+    #: back up to the plan's revision holds another; None: not known (a revision an rfmsync before schema 11 wrote,
+    #: or a plan file saved before plans recorded it: the revision and the epoch alone tell)
+    ledger_token: str | None = None
 
     @property
     def is_empty(self) -> bool:
         return not self.changes
 
-    def made_at(self, revision: int, epoch: str | None) -> bool:
-        """Whether the ledger's counter of the destination (``revision``, ``epoch``) is still the one the plan was
-        made at: the same revision, and the same epoch when the plan recorded one."""
-        return revision == self.ledger_revision and (self.ledger_epoch is None or epoch == self.ledger_epoch)
+    def made_at(self, now: "Counter") -> bool:
+        """Whether the ledger's counter of the destination ``now`` is still the one the plan was made at: the same
+        revision, and the same epoch and that revision's token when the plan recorded them (no token: no proof)."""
+        return (now.revision == self.ledger_revision and (self.ledger_epoch is None or now.epoch == self.ledger_epoch)
+                and (self.ledger_token is None or now.token == self.ledger_token))
+
+    def moved_how(self, now: "Counter") -> str:
+        """How ``now``, not :meth:`made_at`, moved while at the plan's revision ("": it is at another)."""
+        if now.revision != self.ledger_revision:
+            return ""
+        if self.ledger_epoch is not None and now.epoch != self.ledger_epoch:
+            return "its counter under a new epoch: the ledger was found restored from a backup, or the destination " \
+                   "forgotten"
+        return "that revision written again since: the ledger was restored from a backup after the plan was made"
 
     def rows(self) -> list[dict]:
         """Per managed tag: +added −removed; then fields (~updated), new and skipped contacts."""
@@ -214,7 +229,7 @@ class Plan:
     def to_json(self) -> dict:
         return {
             "destination": self.destination, "type": self.type, "ledger_revision": self.ledger_revision,
-            "ledger_epoch": self.ledger_epoch,
+            "ledger_epoch": self.ledger_epoch, "ledger_token": self.ledger_token,
             "remote_checked": self.remote_checked, "notes": list(self.notes), "warnings": list(self.warnings),
             "managed_tags": list(self.managed_tags), "fields": dict(self.fields),
             "summary": self.rows(), "totals": self.totals() | {"new_by_status": self.new_by_status()},
@@ -245,7 +260,8 @@ class Plan:
                                     for o in data.get("owners", ())),
                        withdrawn=tuple(withdrawn), pushed_to=_optional_str(data, "pushed_to"),
                        moves_from=_optional_str(data, "moves_from"), moves_unknown="moves_from" not in data,
-                       ledger_epoch=_optional_str(data, "ledger_epoch"))
+                       ledger_epoch=_optional_str(data, "ledger_epoch"),
+                       ledger_token=_optional_str(data, "ledger_token"))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:  # AttributeError: an entry not an object
             raise ConfigError(f"not an rfmsync plan file: missing or bad {exc}") from None
 

@@ -169,7 +169,8 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
     note = alone_note(plan) if lines and not withdrawals else None  # what a refused sync still sends
     alone = (note,) if note else ()
     plan = replace(plan, warnings=(*plan.warnings, *warnings), guard=stats, notes=(*plan.notes, *alone),
-                   pushed_to=target, moves_from=moved_from, ledger_epoch=counter.epoch)
+                   pushed_to=target, moves_from=moved_from, ledger_epoch=counter.epoch,
+                   ledger_token=counter.token)
     return PlannedDestination(plan, client, lines, replan=lambda: plan_one(
         cfg, dest, rows, ledger, client, unchecked, full_refresh=full_refresh, reconcile=reconcile,
         extra_tags=extra_tags), withdrawal_lines=withdrawals)
