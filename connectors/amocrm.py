@@ -13,8 +13,8 @@
 * After the backfill, the same read runs again from the backfill's start − ``lookback_minutes``, and the
   trash (below) from the same time: what changed or was deleted while it ran is caught at once.
 * What counts: leads whose ``status_id`` is in ``won_status_ids`` (default 142 "Успешно
-  реализовано"), optionally only in ``pipeline_ids``; every other lead is staged as cancelled
-  when it can be mapped (so a lead moved out of "won" leaves the history). Amount = ``price``
+  реализовано"), optionally only in ``pipeline_ids``; every other lead is staged as cancelled,
+  a tombstone when it cannot be mapped (so a lead moved out of "won" leaves the history). Amount = ``price``
   (whole units of the account currency, ``currency`` setting); date = ``closed_at`` (else
   ``updated_at``); customer = the main linked contact.
 * Cursor: ``{"orders": ISO, "contacts": ISO}`` of the highest ``updated_at`` seen (capped at the
@@ -124,9 +124,10 @@ def map_lead(raw: Mapping[str, Any], cfg: AmoCrmConfig) -> Order | None:
                      amount=get_field(raw, "price", to_decimal), currency=cfg.currency,
                      status=OrderStatus.COMPLETED if won else OrderStatus.CANCELLED)
     except FieldError:
-        if not won:
-            return None
-        raise
+        if won:
+            raise
+        # no purchase (any more) and not mappable (contact unlinked, price cleared): it still leaves the history
+        return tombstone(oid, get_field(raw, "updated_at", parse_dt) if raw.get("updated_at") else utc_now())
 
 
 def _multi(raw: Mapping[str, Any], code: str) -> str | None:

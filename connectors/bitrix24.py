@@ -110,9 +110,10 @@ def map_deal(raw: Mapping[str, Any], cfg: Bitrix24Config) -> Order | None:
                      currency=clean(raw.get("CURRENCY_ID")) or cfg.currency,
                      status=OrderStatus.COMPLETED if won else OrderStatus.CANCELLED)
     except FieldError:
-        if not won:
-            return None
-        raise
+        if won:
+            raise
+        # no purchase (any more) and not mappable (its contact removed): it still leaves the history
+        return tombstone(oid, get_field(raw, "DATE_MODIFY", parse_dt) if raw.get("DATE_MODIFY") else utc_now())
 
 
 def _first(raw: Mapping[str, Any], key: str) -> str | None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from .email_phone import lower_like_sql
 from .diagnose import order_dt
-from .http import FieldError, clean, get_field, get_list, get_object, parse_dt, to_decimal
+from .http import FieldError, clean, get_field, get_list, get_object, parse_dt, to_decimal, tombstone
 from .records import Consent, Contact, LineItem, Order, OrderStatus
 
 if TYPE_CHECKING:
@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 
 def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = False) -> Order | None:
-    """A RetailCRM order → Order; None for a non-purchase that cannot be mapped."""
+    """A RetailCRM order → Order; a non-purchase that cannot be mapped (no customer) → a tombstone, so a purchase
+    that leaves "complete" leaves the history (None only for a deletion's snapshot without ``createdAt``)."""
     oid = get_field(raw, "id", lambda v: str(int(v)))
     status = clean(raw.get("status"))
     if deleted:
@@ -59,9 +60,13 @@ def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = F
             currency=clean(raw.get("currency")) or cfg.currency, status=kind,
             discount=discount or None, items=items)
     except FieldError:
-        if kind is OrderStatus.CANCELLED:
-            return None  # never a purchase (or already gone): nothing to count
-        raise
+        if kind is not OrderStatus.CANCELLED:
+            raise
+        # no purchase (any more) and not mappable (its customer gone): it still leaves the history, dated when it
+        # was made; a deletion's thin snapshot without that date is the caller's (it dates it by the history entry)
+        if deleted and not raw.get("createdAt"):
+            return None
+        return tombstone(oid, get_field(raw, "createdAt", lambda v: order_dt(v, cfg.timezone)))
 
 
 def _item(raw: Mapping[str, Any]) -> LineItem:

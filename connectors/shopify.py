@@ -84,7 +84,7 @@ class ShopifySecrets(BaseSettings):
 
 
 def map_order(raw: Mapping[str, Any], cfg: ShopifyConfig) -> Order | None:
-    """A REST order resource → Order; None for a non-purchase that cannot be mapped."""
+    """A REST order resource → Order; a tombstone for a non-purchase that cannot be mapped (it leaves the history)."""
     oid = get_field(raw, "id", lambda v: str(int(v)))
     financial = clean(raw.get("financial_status"))
     if raw.get("cancelled_at") or (raw.get("test") and not cfg.include_test_orders):
@@ -110,9 +110,10 @@ def map_order(raw: Mapping[str, Any], cfg: ShopifyConfig) -> Order | None:
             discount=get_field(raw, disc, lambda v: None if v in (None, "") else to_decimal(v)),
             items=tuple(_item(it) for it in get_list(raw, "line_items")))
     except FieldError:
-        if kind is OrderStatus.CANCELLED:
-            return None
-        raise
+        if kind is not OrderStatus.CANCELLED:
+            raise
+        # no purchase (any more) and not mappable (no customer left): it still leaves the history
+        return tombstone(oid, get_field(raw, "updated_at", parse_dt) if raw.get("updated_at") else utc_now())
 
 
 def _item(raw: Any) -> LineItem:
