@@ -3,15 +3,16 @@
 * Pull (backfill and incremental alike): a keyset on ``updated_at``. Each request is
   ``GET /api/v4/{leads,contacts}?limit=250&order[updated_at]=asc&filter[updated_at][from]=<unix>`` (leads
   ``with=contacts``) with ``from`` = the highest ``updated_at`` of the page before (inclusive, so the rows of that
-  second are read again and de-duplicated by id); stop at an empty page, a page without ``_links.next`` (a short
-  page with one goes on) or HTTP 204. Page numbers are never walked over a moving list: a lead edited while the
+  second are read again and de-duplicated by id); stop at an empty page, a short page without ``_links.next`` (a
+  short page with one goes on, and so does a full page without one) or HTTP 204. Page numbers are never walked over a moving list: a lead edited while the
   backfill runs moves to the end and is read there, a deleted one shifts nothing. When a whole page shares one
   second (bulk robot edits), that second alone is paged by number with ``order[id]=asc`` and
   ``filter[updated_at][to]`` = the same second, then the keyset goes on from the next second. A lead edited or
   deleted meanwhile leaves that second and shifts the rest, so the second is paged again until a pass finds every
   lead the pass before it read (:meth:`AmoCrmSource._one_second`).
-* After the backfill, the same read runs again from the backfill's start − ``lookback_minutes``, and the
-  trash (below) from the same time: what changed or was deleted while it ran is caught at once.
+* After the backfill, the same read runs again from its start (or its highest ``updated_at``, if earlier) −
+  ``lookback_minutes``, and the trash (below) from the same time: what changed or was deleted while it ran is
+  caught at once.
 * What counts: leads whose ``status_id`` is in ``won_status_ids`` (default 142 "Успешно
   реализовано"), optionally only in ``pipeline_ids``; every other lead is staged as cancelled,
   a tombstone when it cannot be mapped (so a lead moved out of "won" leaves the history). Amount = ``price``
@@ -294,8 +295,9 @@ class AmoCrmSource:
             raise TransientError(f"amoCRM {entity}: a page of no {entity} with a next link, not the end of the list; "
                                  "nothing was saved: run the pull again")
         # (a short page with a next link is not the end either: the keyset goes on from its last second, which
-        # only ever moves forward, so a vendor that links past its last page costs a request or two, no loop)
-        return rows, bool(rows) and bool(links.get("next"))
+        # only ever moves forward, so a vendor that links past its last page costs a request or two, no loop; nor is
+        # a full page without one: amoCRM links a full page's next and answers 204 past the end, so read on)
+        return rows, bool(rows) and (bool(links.get("next")) or len(rows) >= int(params["limit"]))
 
     def _stage(self, obj: str, rows: list[Any], stager: Stager, high: HighWater) -> None:
         def one(raw: Any) -> Order | Contact | None:

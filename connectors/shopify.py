@@ -2,7 +2,8 @@
 
 * Pull: ``GET /admin/api/{version}/{orders,customers}.json?limit=250&updated_at_min=…``
   (orders with ``status=any``), next pages through the ``Link: <…page_info=…>; rel="next"``
-  header; a repeated ``page_info`` is fatal. The REST resource shape is the same one webhooks
+  header; a repeated ``page_info`` is fatal. A full page without that link (an exactly full last page, or a header
+  lost on the way) is followed by one request from its last id (``since_id``, with the same filters). The REST resource shape is the same one webhooks
   deliver, so one mapper serves both.
 * Backfill: the same read without ``updated_at_min``. ``page_info`` is Shopify's opaque keyset cursor
   (it holds the last id served and the filters), not a page number: edits and deletions made while
@@ -226,7 +227,7 @@ class ShopifySource:
         if since is not None:
             params["updated_at_min"] = iso(since)
         guard, high = PageGuard(f"Shopify {resource}.json"), HighWater(stager)
-        url = f"{resource}.json"
+        url, first = f"{resource}.json", params
         while True:
             data, resp = self.http.fetch("GET", url, params=params)
             rows = data.get(resource) if isinstance(data, Mapping) else None
@@ -234,10 +235,14 @@ class ShopifySource:
                 raise FatalError(f"Shopify {resource}.json: answered {json_shape(data)}, not a {resource!r} list")
             self._stage(obj, rows, stager, high)
             nxt = resp.links.get("next", {}).get("url")
-            if not nxt:  # (an empty page that names a next one is not the end: the guard stops a loop)
+            if nxt:  # (an empty page that names a next one is not the end: the guard stops a loop)
+                url, params, token = nxt, None, requests.utils.urlparse(nxt).query
+            elif len(rows) >= self.config.page_size:  # the end, or a Link header lost on the way: one request says
+                last = _last_id(rows, resource)  # (the lists are in id order: since_id goes on after this page)
+                url, params, token = f"{resource}.json", {**first, "since_id": last}, f"since_id={last}"
+            else:
                 return high.value
-            guard.next(requests.utils.urlparse(nxt).query)
-            url, params = nxt, None
+            guard.next(token)
 
     def _stage(self, obj: str, rows: list[Any], stager: Stager, high: HighWater) -> None:
         def one(raw: Any) -> Order | Contact | None:
@@ -250,6 +255,14 @@ class ShopifySource:
             return stager.contact(_customer_version(map_customer(raw), raw, f"{NAME} pull"), self.config.phone_region)
 
         stager.stage(*map_page(stager, f"{NAME}:{obj}", rows, one))
+
+
+def _last_id(rows: list[Any], resource: str) -> int:
+    """The highest id of a page (orders and customers list in id order): a keyset to go on from (``since_id``)."""
+    try:
+        return max(int(row["id"]) for row in rows)
+    except (KeyError, TypeError, ValueError):
+        raise FatalError(f"Shopify {resource}.json: a full page without usable ids and no next link") from None
 
 
 def zone_warnings(shop_zone: str | None, configured: str) -> tuple[str, ...]:

@@ -102,9 +102,10 @@ class FakeShopify:
             if "page_info" in q:
                 assert set(q) == {"page_info", "limit"}, "page_info must not be combined with filters"
                 since, after = json.loads(q["page_info"])
-            else:
-                since, after = q.get("updated_at_min"), 0
-                self.since_seen.append(since)
+            else:  # (since_id: a keyset on id, as the real API's; the ids after it)
+                since, after = q.get("updated_at_min"), int(q.get("since_id", 0))
+                if "since_id" not in q:
+                    self.since_seen.append(since)
                 if res == "orders":
                     assert q["status"] == "any"
             limit = int(q["limit"])
