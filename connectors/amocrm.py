@@ -114,6 +114,8 @@ def in_scope(raw: Mapping[str, Any], cfg: AmoCrmConfig) -> bool:
 
 def map_lead(raw: Mapping[str, Any], cfg: AmoCrmConfig) -> Order | None:
     oid = get_field(raw, "id", lambda v: str(int(v)))
+    if clean(raw.get("status_id")) is None:  # (staged cancelled, a stored purchase would leave the history unsaid)
+        raise FieldError("status_id", "missing: whether the lead is a purchase cannot be told")
     won = raw.get("status_id") in cfg.won_status_ids and (
         not cfg.pipeline_ids or raw.get("pipeline_id") in cfg.pipeline_ids) and not raw.get("is_deleted")
     try:

@@ -97,6 +97,10 @@ def in_scope(raw: Mapping[str, Any], cfg: Bitrix24Config) -> bool:
 
 def map_deal(raw: Mapping[str, Any], cfg: Bitrix24Config) -> Order | None:
     oid = get_field(raw, "ID", lambda v: str(int(v)))
+    semantic, stage = clean(raw.get("STAGE_SEMANTIC_ID")), clean(raw.get("STAGE_ID"))
+    if semantic is None and (stage is None or (cfg.won_semantics and stage not in cfg.won_stage_ids)):
+        raise FieldError("STAGE_SEMANTIC_ID", "missing" + (" (and STAGE_ID)" if stage is None else "") +
+                         ": whether the deal is a purchase cannot be told")
     won = (raw.get("STAGE_SEMANTIC_ID") in cfg.won_semantics or raw.get("STAGE_ID") in cfg.won_stage_ids) and (
         not cfg.category_ids or int(raw.get("CATEGORY_ID") or 0) in cfg.category_ids)
     try:

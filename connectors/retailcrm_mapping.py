@@ -37,6 +37,8 @@ def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = F
     status = clean(raw.get("status"))
     if deleted:
         kind = OrderStatus.CANCELLED
+    elif status is None:  # (staged cancelled, a stored purchase would leave the history unsaid)
+        raise FieldError("status", "missing: whether the order is a purchase cannot be told")
     elif status in cfg.completed_statuses:
         kind = OrderStatus.COMPLETED
     elif status in cfg.refunded_statuses:

@@ -90,6 +90,8 @@ def map_order(raw: Mapping[str, Any], cfg: ShopifyConfig) -> Order | None:
     financial = clean(raw.get("financial_status"))
     if raw.get("cancelled_at") or (raw.get("test") and not cfg.include_test_orders):
         kind = OrderStatus.CANCELLED
+    elif financial is None:  # (staged cancelled, a stored purchase would leave the history unsaid)
+        raise FieldError("financial_status", "missing: whether the order is a purchase cannot be told")
     elif financial in cfg.refunded_statuses:
         kind = OrderStatus.REFUNDED
     elif financial in cfg.paid_statuses:
