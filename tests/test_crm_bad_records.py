@@ -110,3 +110,28 @@ def test_retailcrm_order_without_status_is_a_bad_row_on_the_pull_and_the_webhook
     body = json.dumps({"order": {"id": 7, "createdAt": "2026-01-10 12:00:00", "customer": {"id": 1}, "totalSumm": 5}})
     with pytest.raises(RecordError, match="status: missing"):
         retailcrm.parse_webhook({}, body.encode())
+
+
+def test_a_record_without_its_id_is_a_bad_row_saying_missing_on_the_pull_and_the_webhook(rsps):
+    fake = test_amocrm.FakeAmo(rsps)
+    fake.put_contact(10, "ann@example.com", at=T0)
+    fake.put_order(1, 10, "100", at=T0)
+    fake.put_order(2, 10, "100", at=T0 + timedelta(hours=1))
+    fake.leads[2]["id"] = None
+    with open_store(None) as con:
+        result = test_amocrm.make_source().pull(con)
+    assert [(b.row, b.field, b.reason) for b in result.bad_rows] == [(None, "id", "missing")]
+    for topic, body in (("orders/updated", {"financial_status": "paid", "total_price": "1"}),
+                        ("customers/update", {"email": "a@example.com"}), ("orders/delete", {})):
+        with pytest.raises(RecordError) as err:
+            shopify.parse_webhook({"X-Shopify-Topic": topic}, json.dumps(body).encode())
+        assert (err.value.bad_row.field, err.value.bad_row.reason) == ("id", "missing")
+
+
+def test_a_bitrix24_deal_with_an_empty_id_is_a_bad_row_saying_missing():
+    from connectors.bitrix24 import Bitrix24Config, map_deal
+    from connectors.http import FieldError
+
+    with pytest.raises(FieldError) as err:
+        map_deal({"ID": "", "STAGE_SEMANTIC_ID": "S"}, Bitrix24Config())
+    assert str(err.value.bad_row("bitrix24:orders", "")) == "bitrix24:orders: ID: missing ('')"
