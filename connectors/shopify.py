@@ -27,6 +27,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -50,8 +51,8 @@ from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, iso, 
 from .records import Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import Account, PullResult
-from .webhooks import (DEFAULT_MAX_AGE, ReplayGuard, WebhookParser, header, hmac_sha256_base64, is_fresh, versioned,
-                       json_object, register_webhook_parser, tokens_equal)
+from .webhooks import (DEFAULT_MAX_AGE, ReplayGuard, WebhookParser, body_digest, header, hmac_sha256_base64, is_fresh,
+                       versioned, json_object, register_webhook_parser, tokens_equal)
 from .zones import TimeZone, same_rules
 
 log = logging.getLogger(__name__)
@@ -305,6 +306,25 @@ def verify_webhook(headers: Mapping[str, str], body: bytes, secret: str, path_to
     return True
 
 
+#: topics whose payload is no order or customer resource, topic → (the object holding the id, or "", the id's key):
+#: ``orders/edited`` (``{"order_edit": {"order_id", …}}``: the changes, not the order) and the consent topic
+#: (``{"customer_id", "email_address", "email_marketing_consent"}``: no name, phone or address, and a contact is
+#: replaced whole). Each queues an incremental pull, which reads the whole order or customer.
+PULL_TOPICS = {"orders/edited": ("order_edit", "order_id"),
+               "customers_email_marketing_consent/update": ("", "customer_id")}
+
+
+def webhook_pull_key(body: bytes) -> str | None:
+    """A delivery of :data:`PULL_TOPICS` (known by its payload: the server passes no headers) asks for a pull."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    shaped = isinstance(payload, dict) and ("order_edit" in payload or (
+        "customer_id" in payload and "email_marketing_consent" in payload and "id" not in payload))
+    return body_digest(body) if shaped else None
+
+
 def _payload_id(payload: Mapping[str, Any], key: str, topic: str) -> str:
     try:
         return get_field(payload, key, lambda v: str(int(v)))
@@ -349,6 +369,13 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
     if kind == "refunds":
         _payload_id(payload, "order_id", topic)
         return [], []
+    if topic in PULL_TOPICS:  # no order or customer resource: checked, then an incremental pull (webhook_pull_key)
+        what, key = PULL_TOPICS[topic]
+        try:
+            _payload_id(get_object(payload, what, what) if what else payload, key, topic)
+        except FieldError as exc:
+            raise RecordError(exc.bad_row(f"{NAME}:webhook {topic}", None)) from None
+        return [], []
     if action == "delete":
         return [], []
     try:
@@ -367,4 +394,4 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
 
 
 register_webhook_parser(NAME, WebhookParser(verify=verify_webhook, parse=parse_webhook, secret_field="webhook_secret",
-                                            needs_config=True))
+                                            needs_config=True, pull_key=webhook_pull_key))
