@@ -54,7 +54,8 @@ from .retry import RetryPolicy
 from .secrets import BITRIX24_CODE, Secret
 from .source import PullResult
 from .zones import TimeZone, day_at_noon
-from .bitrix24_webhooks import parse_webhook, verify_webhook, webhook_pull_key, webhook_refs  # noqa: F401 (re-exported)
+from .bitrix24_webhooks import (parse_webhook, verify_webhook, webhook_pull_key, webhook_refs,  # noqa: F401 (re-exported)
+                                webhook_stale_reason)
 from .webhooks import WebhookParser, register_webhook_parser
 
 log = logging.getLogger(__name__)
@@ -333,4 +334,4 @@ class Bitrix24Source:
 
 
 register_webhook_parser(NAME, WebhookParser(verify=verify_webhook, parse=parse_webhook, secret_field="app_token",
-                                            pull_key=webhook_pull_key))
+                                            pull_key=webhook_pull_key, stale=webhook_stale_reason))

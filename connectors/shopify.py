@@ -51,8 +51,8 @@ from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, iso, 
 from .records import Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import Account, PullResult
-from .webhooks import (DEFAULT_MAX_AGE, ReplayGuard, WebhookParser, body_digest, header, hmac_sha256_base64, is_fresh,
-                       versioned, json_object, register_webhook_parser, tokens_equal)
+from .shopify_verify import stale_reason, verify_webhook  # noqa: F401 (re-exported)
+from .webhooks import WebhookParser, body_digest, header, json_object, register_webhook_parser, versioned
 from .zones import TimeZone, same_rules
 
 log = logging.getLogger(__name__)
@@ -281,31 +281,6 @@ def zone_warnings(shop_zone: str | None, configured: str) -> tuple[str, ...]:
 # ---------------------------------------------------------------- webhooks
 
 
-def verify_webhook(headers: Mapping[str, str], body: bytes, secret: str, path_token: str | None = None, *,
-                   now: datetime | None = None, max_age: timedelta = DEFAULT_MAX_AGE,
-                   replay_guard: ReplayGuard | None = None) -> bool:
-    """``X-Shopify-Hmac-Sha256`` = base64(HMAC-SHA256(app secret, raw body)), compared in constant time.
-
-    A delivery whose ``X-Shopify-Triggered-At`` is older than ``max_age`` is refused, and with a
-    ``replay_guard`` a repeated ``X-Shopify-Webhook-Id`` is refused too.
-    """
-    given = header(headers, "X-Shopify-Hmac-Sha256")
-    if not secret or not tokens_equal(given, hmac_sha256_base64(secret, body)):
-        return False
-    triggered = header(headers, "X-Shopify-Triggered-At")
-    if triggered is not None:
-        try:
-            sent_at = parse_dt(triggered)
-        except ValueError:
-            return False
-        if not is_fresh(sent_at, now, max_age):
-            return False
-    delivery = header(headers, "X-Shopify-Webhook-Id")
-    if replay_guard is not None and (not delivery or not replay_guard.first_time(delivery)):
-        return False
-    return True
-
-
 #: topics whose payload is no order or customer resource, topic → (the object holding the id, or "", the id's key):
 #: ``orders/edited`` (``{"order_edit": {"order_id", …}}``: the changes, not the order) and the consent topic
 #: (``{"customer_id", "email_address", "email_marketing_consent"}``: no name, phone or address, and a contact is
@@ -394,4 +369,4 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
 
 
 register_webhook_parser(NAME, WebhookParser(verify=verify_webhook, parse=parse_webhook, secret_field="webhook_secret",
-                                            needs_config=True, pull_key=webhook_pull_key))
+                                            needs_config=True, pull_key=webhook_pull_key, stale=stale_reason))
