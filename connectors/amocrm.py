@@ -36,16 +36,13 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Literal, Mapping, get_args
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 import duckdb
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .secrets import Secret
-
-from .contacts import PhoneRegion, clean_contact
+from .amocrm_config import DOMAINS, AmoCrmConfig, AmoCrmSecrets, env_subdomain
+from .contacts import clean_contact
 from .email_phone import lower_like_sql
 from .diagnose import order_dt
 from .errors import ConfigError, FatalError, TransientError
@@ -58,35 +55,11 @@ from .retry import RetryPolicy
 from .source import PullResult
 from .webhooks import (WebhookParser, as_list, body_digest, parse_php_form, register_webhook_parser, tokens_equal,
                        versioned)
-from .zones import TimeZone
 
 log = logging.getLogger(__name__)
 NAME = "amocrm"
 #: reads of one crowded second (a full page sharing one ``updated_at``) until two agree (:meth:`_one_second`)
 MAX_SECOND_PASSES = 5
-
-
-class AmoCrmConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["amocrm"] = "amocrm"
-    subdomain: str | None = None  # default AMOCRM_SUBDOMAIN
-    domain: Literal["amocrm.ru", "amocrm.com", "kommo.com"] = "amocrm.ru"
-    won_status_ids: list[int] = Field(default_factory=lambda: [142])
-    pipeline_ids: list[int] = Field(default_factory=list)  # empty: every pipeline
-    currency: str = "RUB"  # the account currency (leads carry none)
-    page_size: int = Field(250, ge=1, le=250)
-    lookback_minutes: int = Field(10, ge=0)
-    requests_per_second: float = Field(7.0, gt=0)
-    phone_region: PhoneRegion = None  # default country of phones written without one, e.g. "RU"
-    timezone: TimeZone = "UTC"  # the shop's zone: purchases are counted per local day in it
-
-
-class AmoCrmSecrets(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AMOCRM_", extra="ignore")
-    subdomain: str | None = None
-    token: Secret | None = None  # long-lived token of a private integration
-    api_url: str | None = None  # base-URL override (tests, proxies)
-    webhook_token: Secret | None = None
 
 
 def _embedded(raw: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
@@ -171,7 +144,7 @@ class AmoCrmSource:
                  retry: RetryPolicy | None = None, sleep: Callable[[float], None] | None = None,
                  clock: Callable[[], datetime] | None = None) -> None:
         secrets = secrets or AmoCrmSecrets()
-        sub = config.subdomain or secrets.subdomain
+        sub = config.subdomain or (env_subdomain(secrets.subdomain, config.domain) if secrets.subdomain else None)
         if not sub and not secrets.api_url:
             raise ConfigError("amocrm: no account; set AMOCRM_SUBDOMAIN (the part before .amocrm.ru / .kommo.com)")
         if not secrets.token:
@@ -183,7 +156,8 @@ class AmoCrmSource:
         self.subdomain = sub
         self.http = HttpClient(secrets.api_url or f"https://{sub}.{config.domain}", vendor="amoCRM",
                                auth_env="AMOCRM_TOKEN",
-                               url_env="AMOCRM_API_URL" if secrets.api_url else "AMOCRM_SUBDOMAIN",
+                               url_env="AMOCRM_API_URL" if secrets.api_url else "[source] subdomain and domain"
+                               if config.subdomain else "AMOCRM_SUBDOMAIN and [source] domain",
                                headers={"Authorization": f"Bearer {token}"}, secrets=(token,), retry=retry,
                                throttle=Throttle(config.requests_per_second, 1, sleep=retry.sleep),
                                redirect_advice=None if secrets.api_url else self._redirect_advice,
@@ -196,7 +170,7 @@ class AmoCrmSource:
         """An account moved to another domain (``shop.amocrm.com`` → ``shop.kommo.com``) is ``[source] domain``;
         AMOCRM_SUBDOMAIN is only the part before it."""
         sub, _, domain = (urlsplit(target).hostname or "").partition(".")
-        if domain not in get_args(AmoCrmConfig.model_fields["domain"].annotation):
+        if domain not in DOMAINS:
             return f"set AMOCRM_API_URL={target}"  # (not an amoCRM/Kommo host: a proxy's, which that URL is for)
         advice = []
         if domain != self.config.domain:  # (a [source] setting only)
