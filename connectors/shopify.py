@@ -1,9 +1,10 @@
 """Shopify Admin API source (REST ``orders.json`` / ``customers.json``) and webhooks.
 
-* Pull: ``GET /admin/api/{version}/{orders,customers}.json?limit=250&updated_at_min=…``
+* Pull: ``GET /admin/api/{version}/{orders,customers}.json?limit=250&since_id=0&updated_at_min=…``
   (orders with ``status=any``), next pages through the ``Link: <…page_info=…>; rel="next"``
-  header; a repeated ``page_info`` is fatal. A full page without that link (an exactly full last page, or a header
-  lost on the way) is followed by one request from its last id (``since_id``, with the same filters). The REST resource shape is the same one webhooks
+  header; a repeated ``page_info`` is fatal. ``since_id`` makes Shopify list in ascending id order (without it,
+  newest first), so a full page without that link (an exactly full last page, or a header lost on the way) is
+  followed by one request from its highest id (``since_id``, with the same filters) and nothing is skipped. The REST resource shape is the same one webhooks
   deliver, so one mapper serves both.
 * Backfill: the same read without ``updated_at_min``. ``page_info`` is Shopify's opaque keyset cursor
   (it holds the last id served and the filters), not a page number: edits and deletions made while
@@ -224,7 +225,9 @@ class ShopifySource:
 
     def _read(self, obj: str, since: datetime | None, stager: Stager) -> datetime | None:
         resource = _OBJECTS[obj]
-        params: dict[str, Any] | None = {"limit": self.config.page_size}
+        # since_id=0: in id order from the first request (without it Shopify lists newest first), so a full page
+        # without a next link goes on from its highest id and skips nothing
+        params: dict[str, Any] | None = {"limit": self.config.page_size, "since_id": 0}
         if obj == "orders":
             params["status"] = "any"
         if since is not None:
@@ -241,7 +244,7 @@ class ShopifySource:
             if nxt:  # (an empty page that names a next one is not the end: the guard stops a loop)
                 url, params, token = nxt, None, requests.utils.urlparse(nxt).query
             elif len(rows) >= self.config.page_size:  # the end, or a Link header lost on the way: one request says
-                last = _last_id(rows, resource)  # (the lists are in id order: since_id goes on after this page)
+                last = _last_id(rows, resource)  # (read in id order: since_id goes on after this page)
                 url, params, token = f"{resource}.json", {**first, "since_id": last}, f"since_id={last}"
             else:
                 return high.value
@@ -261,7 +264,8 @@ class ShopifySource:
 
 
 def _last_id(rows: list[Any], resource: str) -> int:
-    """The highest id of a page (orders and customers list in id order): a keyset to go on from (``since_id``)."""
+    """The highest id of a page (read in id order, :meth:`ShopifySource._read`): a keyset to go on from
+    (``since_id``)."""
     try:
         return max(int(row["id"]) for row in rows)
     except (KeyError, TypeError, ValueError):
