@@ -2,7 +2,9 @@
 
 * Pull: ``POST {webhook}/crm.deal.list.json`` and ``crm.contact.list.json`` with ``filter{">=DATE_MODIFY": cursor −
   lookback, ">ID": last id}``, ``order{"ID": "ASC"}``, ``start=-1`` (the vendor's ID-keyset recipe for large pulls: no
-  ``total`` count); pages are a fixed 50 rows; stop at a short page; an ID that does not advance is fatal.
+  ``total`` count); pages are at most 50 rows; the list ends at an empty page (a short page is read on from its
+  last ID: one request more per read, and a list cut short mid-way skips nothing); an ID that does not advance is
+  fatal.
 * What counts: deals whose ``STAGE_SEMANTIC_ID`` is in ``won_semantics`` (default ``S`` = success) or whose
   ``STAGE_ID`` is in ``won_stage_ids``, optionally only in ``category_ids`` (pipelines); other deals are staged as
   cancelled when they can be mapped. Amount = ``OPPORTUNITY`` in ``CURRENCY_ID``; date = ``CLOSEDATE`` (else
@@ -60,7 +62,6 @@ from .webhooks import WebhookParser, register_webhook_parser
 
 log = logging.getLogger(__name__)
 NAME = "bitrix24"
-PAGE = 50  # fixed by the vendor
 BATCH_MAX = 50  # sub-calls per batch (ERROR_BATCH_LENGTH_EXCEEDED beyond)
 _AUTH_ERRORS = {"NO_AUTH_FOUND", "INVALID_CREDENTIALS", "expired_token", "invalid_token", "insufficient_scope",
                 "ACCESS_DENIED", "WRONG_AUTH_TYPE"}
@@ -262,12 +263,12 @@ class Bitrix24Source:
             if not isinstance(rows, list):
                 raise FatalError(f"Bitrix24 {method}: 'result' is not a list")
             self._stage(obj, rows, stager, high)
-            if len(rows) < PAGE:
-                return high.value
+            if not rows:  # only an empty page ends the list: a short page mid-list (seen on busy portals) does not,
+                return high.value  # and the pass after a backfill (by DATE_MODIFY) would not reach what it cut
             try:
                 last_id = max(int(r["ID"]) for r in rows)
             except (KeyError, TypeError, ValueError):
-                raise FatalError(f"Bitrix24 {method}: a full page without usable IDs") from None
+                raise FatalError(f"Bitrix24 {method}: a page without usable IDs") from None
 
     def _stage(self, obj: str, rows: list[Any], stager: Stager, high: HighWater) -> None:
         def one(raw: Any) -> Order | Contact | None:

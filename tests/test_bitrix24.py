@@ -174,9 +174,10 @@ def test_won_deals_are_orders_and_keyset_pages_end(rsps):
     fake.put_order(3, 1, "50.00", at=T0, semantic="P")
     con = duckdb.connect()
     result = make_source().pull(con)
-    # 50 + 50 + 20 contacts, one deal page, one batch of product rows for the one won deal; all of it again by the
-    # pass after the backfill, which starts at its highest DATE_MODIFY (T0, every record's) − lookback
-    assert result.contacts == 120 and len(rsps.calls) == (3 + 1 + 1) * 2
+    # 50 + 50 + 20 contacts and an empty page, one deal page and an empty one, one batch of product rows for the one
+    # won deal; all of it again by the pass after the backfill, which starts at its highest DATE_MODIFY (T0, every
+    # record's) − lookback
+    assert result.contacts == 120 and len(rsps.calls) == (4 + 2 + 1) * 2
     assert fake.batches == [["crm.deal.productrows.get?id=1"]] * 2
     assert con.execute("SELECT order_id, customer_id, amount, currency, status, ordered_at FROM staged_orders "
                        "ORDER BY 1").fetchall() == [

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+import pytest
+
 from sync.store import merge_staged, open_store
 
 from . import test_amocrm, test_bitrix24, test_shopify
@@ -79,29 +81,45 @@ def test_amocrm_a_204_mid_list_is_caught_by_the_pass_after_the_backfill(rsps):
         assert json.loads(first.cursor)["orders"] == (start - timedelta(minutes=5)).isoformat()
 
 
+class ShopifyCut(test_shopify.FakeShopify):
+    """The backfill's first page of ``cut`` (orders or customers) comes without its ``Link`` header, once. (The fake
+    lists newest first unless ``since_id`` is given, as Shopify does.)"""
+    cut = "orders"
+    done = False
+
+    def _list(self, res):
+        inner = super()._list(res)
+
+        def handler(q):
+            body, headers = inner(q)
+            if res == self.cut and "page_info" not in q and not q.get("updated_at_min") and not self.done:
+                headers.pop("Link", None)
+                self.done = True
+            return body, headers
+        return handler
+
+
 def test_shopify_a_backfill_page_without_its_link_header_is_read_on_and_nothing_is_skipped():
-    class Cut(test_shopify.FakeShopify):
-        done = False
-
-        def _list(self, res):
-            inner = super()._list(res)
-
-            def handler(q):
-                body, headers = inner(q)
-                if res == "orders" and "page_info" not in q and not q.get("updated_at_min") and not self.done:
-                    headers.pop("Link", None)
-                    self.done = True
-                return body, headers
-            return handler
-
     with test_shopify.responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        fake = Cut(mock)
+        fake = ShopifyCut(mock)
         fake.put_contact(10, "ann@example.com", at=T0)
         for i in range(1, 11):
             fake.put_order(i, 10, "100", at=T0 + timedelta(days=3) - i * HOUR)  # later ids edited earlier
         fake.put_order(11, 10, "100", at=T0 + timedelta(days=4, minutes=-3))
         got = stored_after_two_pulls(test_shopify.make_source, first_start=T0 + timedelta(days=4), put_last=lambda: None)
         assert fake.done and got == list(range(1, 12))
+
+
+def test_shopify_a_customers_page_without_its_link_header_is_read_on():
+    with test_shopify.responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        fake = ShopifyCut(mock)
+        fake.cut = "customers"
+        for i in range(1, 8):
+            fake.put_contact(i, f"c{i}@example.com", at=T0 + i * HOUR)  # newest first, the page after the cut is older
+        with open_store(None) as con:
+            test_shopify.make_source(clock=lambda: T0 + timedelta(days=4)).pull(con)
+            got = sorted(int(r[0]) for r in con.execute("SELECT customer_id FROM staged_contacts").fetchall())
+        assert fake.done and got == list(range(1, 8))
 
 
 def test_shopify_an_exactly_full_last_page_costs_one_request_more():
@@ -117,27 +135,32 @@ def test_shopify_an_exactly_full_last_page_costs_one_request_more():
         assert len(orders) == 4 and sum("since_id=4" in u for u in orders) == 1
 
 
-def test_bitrix24_a_short_page_mid_list_is_caught_by_the_pass_after_the_backfill():
-    class Short(test_bitrix24.FakeBitrix24):
-        done = False
+class Bitrix24Short(test_bitrix24.FakeBitrix24):
+    """The first full page of deals comes back short (30 of 50 rows), once."""
+    done = False
 
-        def _list(self, store):
-            inner = super()._list(store)
+    def _list(self, store):
+        inner = super()._list(store)
 
-            def handler(body):
-                rows = inner(body)
-                if store is self.deals and not self.done and len(rows) == 50:
-                    self.done = True
-                    return rows[:30]  # a short page mid-list: taken as the end of the backfill
-                return rows
-            return handler
+        def handler(body):
+            rows = inner(body)
+            if store is self.deals and not self.done and len(rows) == 50:
+                self.done = True
+                return rows[:30]  # a short page mid-list
+            return rows
+        return handler
 
+
+@pytest.mark.parametrize("edited", [80, 5], ids=["newest-deal-edited", "old-deal-edited"])
+def test_bitrix24_a_short_page_mid_list_is_read_on(edited):
+    """Deals are listed by ID, not by DATE_MODIFY (here later IDs were edited earlier): the pass after the backfill
+    (from its highest DATE_MODIFY) cannot catch what a short page cut, so the list is read on to an empty page."""
     with test_bitrix24.responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        fake = Short(mock)
+        fake = Bitrix24Short(mock)
         fake.put_contact(10, "ann@example.com", at=T0)
         for i in range(1, 81):
-            fake.put_order(i, 10, "100", at=T0 + i * timedelta(minutes=20))
-        fake.put_order(80, 10, "100", at=T0 + timedelta(days=2, minutes=-5))
+            fake.put_order(i, 10, "100", at=T0 + (81 - i) * timedelta(minutes=20))
+        fake.put_order(edited, 10, "100", at=T0 + timedelta(days=2, minutes=-5))  # edited just before the end
         got = stored_after_two_pulls(lambda **kw: test_bitrix24.make_source(line_items=False, **kw),
                                      first_start=T0 + timedelta(days=2), put_last=lambda: None)
-        assert fake.done and got == list(range(1, 81))
+        assert fake.done and got == list(range(1, 81)), f"missing {sorted(set(range(1, 81)) - set(got))}"
