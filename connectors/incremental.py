@@ -153,7 +153,7 @@ class Stager:
         self.timed = False  # whether a page staged a vendor time
         self.newest: datetime | None = None  # the newest time the vendor stamped that this pull knows (:meth:`saw`)
         self._versions: list[tuple[str, str, datetime | None]] = []  # not appended yet (:meth:`_version`)
-        self._reported: set[BadRow] = set()
+        self._reported: set[tuple[str, int | str, str | None]] = set()  # (source, record id, field) (:meth:`bad`)
 
     def saw(self, stamped: datetime | None) -> None:
         """A time the vendor stamped (a bookmark, a modification time read): :class:`RunStart` judges Dates by it."""
@@ -161,10 +161,13 @@ class Stager:
             self.newest = stamped
 
     def bad(self, row: BadRow) -> None:
-        """Report ``row`` once: a record read twice (the lookback, the pass after a backfill) is one bad row."""
-        if row in self._reported:
-            return
-        self._reported.add(row)
+        """Report ``row`` once: a record read twice (the lookback, the pass after a backfill) is one bad row per field.
+        Only a row naming its record is known for the same: records without an id are each counted."""
+        if row.row is not None:
+            key = (row.source, row.row, row.field)
+            if key in self._reported:
+                return
+            self._reported.add(key)
         self.bad_row_count += 1
         if len(self.bad_rows) < self.max_bad_rows:
             self.bad_rows.append(row)

@@ -115,8 +115,8 @@ def test_retailcrm_order_without_status_is_a_bad_row_on_the_pull_and_the_webhook
 def test_a_record_without_its_id_is_a_bad_row_saying_missing_on_the_pull_and_the_webhook(rsps):
     fake = test_amocrm.FakeAmo(rsps)
     fake.put_contact(10, "ann@example.com", at=T0)
-    fake.put_order(1, 10, "100", at=T0)
-    fake.put_order(2, 10, "100", at=T0 + timedelta(hours=1))
+    fake.put_order(1, 10, "100", at=T0 + timedelta(hours=1))  # (lead 2, older, is not read again by the pass after)
+    fake.put_order(2, 10, "100", at=T0)
     fake.leads[2]["id"] = None
     with open_store(None) as con:
         result = test_amocrm.make_source().pull(con)
@@ -135,3 +135,21 @@ def test_a_bitrix24_deal_with_an_empty_id_is_a_bad_row_saying_missing():
     with pytest.raises(FieldError) as err:
         map_deal({"ID": "", "STAGE_SEMANTIC_ID": "S"}, Bitrix24Config())
     assert str(err.value.bad_row("bitrix24:orders", "")) == "bitrix24:orders: ID: missing ('')"
+
+
+def test_records_without_their_id_are_each_a_bad_row():
+    """Three orders without an id are three bad rows (``max_bad_rows_pct`` counts them all), though they read alike;
+    a record with an id read twice (the pass after the backfill) is still one."""
+    with test_shopify.responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        fake = test_shopify.FakeShopify(mock)
+        fake.put_contact(10, "ann@example.com", at=T0)
+        for i in range(1, 7):
+            fake.put_order(i, 10, "100", at=T0 + i * timedelta(hours=1))
+        for i in (1, 2, 3):
+            fake.orders[i]["id"] = None
+        del fake.orders[6]["financial_status"]  # the newest: read by the backfill and the pass after it
+        with open_store(None) as con:
+            result = test_shopify.make_source(page_size=50).pull(con)
+    assert result.bad_row_count == 4
+    assert sorted((str(b.row), b.field) for b in result.bad_rows) == [
+        ("6", "financial_status"), ("None", "id"), ("None", "id"), ("None", "id")]
