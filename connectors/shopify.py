@@ -52,7 +52,7 @@ from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, iso, 
 from .records import Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import Account, PullResult
-from .shopify_verify import stale_reason, verify_webhook  # noqa: F401 (re-exported)
+from .shopify_verify import verify_webhook, webhook_stale_reason  # noqa: F401 (re-exported)
 from .webhooks import WebhookParser, body_digest, header, json_object, register_webhook_parser, versioned
 from .zones import TimeZone, same_rules
 
@@ -373,4 +373,4 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
 
 
 register_webhook_parser(NAME, WebhookParser(verify=verify_webhook, parse=parse_webhook, secret_field="webhook_secret",
-                                            needs_config=True, pull_key=webhook_pull_key, stale=stale_reason))
+                                            needs_config=True, pull_key=webhook_pull_key, stale=webhook_stale_reason))

@@ -1,6 +1,6 @@
 """Shopify webhook authentication: the signature (``X-Shopify-Hmac-Sha256``), the delivery's age
 (``X-Shopify-Triggered-At``) and, with a guard, replays; and why an authentic delivery was refused for its time
-(:func:`stale_reason`: a clock or a late delivery, told apart from a forgery). Re-exported by :mod:`connectors.shopify`,
+(:func:`webhook_stale_reason`: a clock or a late delivery, told apart from a forgery). Re-exported by :mod:`connectors.shopify`,
 which registers them with its parser."""
 
 from __future__ import annotations
@@ -49,11 +49,11 @@ def verify_webhook(headers: Mapping[str, str], body: bytes, secret: str, path_to
     return True
 
 
-def stale_reason(headers: Mapping[str, str], body: bytes, secret: str, *, now: datetime | None = None,
-                 max_age: timedelta = DEFAULT_MAX_AGE) -> str | None:
+def webhook_stale_reason(headers: Mapping[str, str], body: bytes, secret: str, *, now: datetime | None = None,
+                         max_age: timedelta = DEFAULT_MAX_AGE) -> str | None:
     """For a delivery :func:`verify_webhook` refused: why, when its signature is right and its time is what was
     refused (too old, ahead of this host's clock, not a date); None for a forgery (or a delivery not refused)."""
     return _time_problem(headers, now, max_age) if _signed(headers, body, secret) else None
 
 
-__all__ = ["verify_webhook", "stale_reason"]
+__all__ = ["verify_webhook", "webhook_stale_reason"]
