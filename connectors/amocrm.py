@@ -91,6 +91,7 @@ def map_lead(raw: Mapping[str, Any], cfg: AmoCrmConfig) -> Order | None:
         raise FieldError("status_id", "missing: whether the lead is a purchase cannot be told")
     won = raw.get("status_id") in cfg.won_status_ids and (
         not cfg.pipeline_ids or raw.get("pipeline_id") in cfg.pipeline_ids) and not raw.get("is_deleted")
+    customer_id = None  # (kept by the tombstone when known)
     try:
         customer_id = _contact_id(raw)
         if customer_id is None:
@@ -103,7 +104,8 @@ def map_lead(raw: Mapping[str, Any], cfg: AmoCrmConfig) -> Order | None:
         if won:
             raise
         # no purchase (any more) and not mappable (contact unlinked, price cleared): it still leaves the history
-        return tombstone(oid, get_field(raw, "updated_at", parse_dt) if raw.get("updated_at") else utc_now())
+        return tombstone(oid, get_field(raw, "updated_at", parse_dt) if raw.get("updated_at") else utc_now(),
+                         customer_id)
 
 
 def _multi(raw: Mapping[str, Any], code: str) -> str | None:

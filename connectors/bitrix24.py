@@ -105,6 +105,7 @@ def map_deal(raw: Mapping[str, Any], cfg: Bitrix24Config) -> Order | None:
                          ": whether the deal is a purchase cannot be told")
     won = (raw.get("STAGE_SEMANTIC_ID") in cfg.won_semantics or raw.get("STAGE_ID") in cfg.won_stage_ids) and (
         not cfg.category_ids or int(raw.get("CATEGORY_ID") or 0) in cfg.category_ids)
+    customer = None  # (kept by the tombstone when known)
     try:
         customer = clean(raw.get("CONTACT_ID"))
         if customer in (None, "0"):
@@ -119,7 +120,8 @@ def map_deal(raw: Mapping[str, Any], cfg: Bitrix24Config) -> Order | None:
         if won:
             raise
         # no purchase (any more) and not mappable (its contact removed): it still leaves the history
-        return tombstone(oid, get_field(raw, "DATE_MODIFY", parse_dt) if raw.get("DATE_MODIFY") else utc_now())
+        return tombstone(oid, get_field(raw, "DATE_MODIFY", parse_dt) if raw.get("DATE_MODIFY") else utc_now(),
+                         None if customer == "0" else customer)
 
 
 def _first(raw: Mapping[str, Any], key: str) -> str | None:

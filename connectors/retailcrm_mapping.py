@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 
 
 def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = False) -> Order | None:
-    """A RetailCRM order → Order; a non-purchase that cannot be mapped (no customer) → a tombstone, so a purchase
-    that leaves "complete" leaves the history (None only for a deletion's snapshot without ``createdAt``)."""
+    """A RetailCRM order → Order; a non-purchase that cannot be mapped (no customer, no total) → a tombstone that
+    keeps the customer when known, so a purchase that leaves "complete" leaves the history (None for a deletion's
+    snapshot: the caller's tombstone keeps its customer and is dated by the history entry)."""
     oid = get_field(raw, "id", lambda v: str(int(v)))
     status = clean(raw.get("status"))
     if deleted:
@@ -45,6 +46,7 @@ def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = F
         kind = OrderStatus.REFUNDED
     else:
         kind = OrderStatus.CANCELLED
+    customer_id = None  # (kept by the tombstone when known)
     try:
         customer = raw.get("customer") or raw.get("contact") or {}
         if not isinstance(customer, Mapping):
@@ -65,10 +67,10 @@ def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = F
         if kind is not OrderStatus.CANCELLED:
             raise
         # no purchase (any more) and not mappable (its customer gone): it still leaves the history, dated when it
-        # was made; a deletion's thin snapshot without that date is the caller's (it dates it by the history entry)
-        if deleted and not raw.get("createdAt"):
+        # was made; a deletion's snapshot is the caller's (it dates it by the history entry)
+        if deleted:
             return None
-        return tombstone(oid, get_field(raw, "createdAt", lambda v: order_dt(v, cfg.timezone)))
+        return tombstone(oid, get_field(raw, "createdAt", lambda v: order_dt(v, cfg.timezone)), customer_id)
 
 
 def _item(raw: Mapping[str, Any]) -> LineItem:

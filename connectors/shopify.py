@@ -100,6 +100,7 @@ def map_order(raw: Mapping[str, Any], cfg: ShopifyConfig) -> Order | None:
         kind = OrderStatus.COMPLETED
     else:
         kind = OrderStatus.CANCELLED
+    customer_id = None  # (kept by the tombstone when known)
     try:
         customer = get_object(raw, "customer")
         customer_id = (clean(customer.get("id")) or lower_like_sql(clean(raw.get("email")) or "") or clean(raw.get("phone")))
@@ -118,7 +119,8 @@ def map_order(raw: Mapping[str, Any], cfg: ShopifyConfig) -> Order | None:
         if kind is not OrderStatus.CANCELLED:
             raise
         # no purchase (any more) and not mappable (no customer left): it still leaves the history
-        return tombstone(oid, get_field(raw, "updated_at", parse_dt) if raw.get("updated_at") else utc_now())
+        return tombstone(oid, get_field(raw, "updated_at", parse_dt) if raw.get("updated_at") else utc_now(),
+                         customer_id)
 
 
 def _item(raw: Any) -> LineItem:

@@ -122,3 +122,41 @@ def test_a_purchase_that_cannot_be_mapped_is_still_a_bad_row_and_a_non_purchase_
     else:
         order = map_lead(lead, AmoCrmConfig())
         assert (order.order_id, order.customer_id, order.amount, order.ordered_at) == ("5", "", Decimal(0), T0)
+
+
+def staged_after_change(fake, make_source, change) -> list[tuple]:
+    """The second pull's staged orders (order id, customer id, date) after a first pull and ``change(fake)``."""
+    with open_store(None) as con:
+        first = make_source().pull(con)
+        merge_staged(con, first, origin="pull")
+        change(fake)
+        make_source(clock=lambda: T0 + timedelta(days=2)).pull(con, first.cursor)
+        return con.execute("SELECT order_id, customer_id, ordered_at FROM staged_orders ORDER BY 1").fetchall()
+
+
+def test_a_tombstone_keeps_the_customer_the_record_still_names(rsps):
+    """An amoCRM lead lost with its price cleared still names its contact; a RetailCRM deletion's snapshot without
+    its total still names its customer: the tombstone keeps that customer (it is not left to the store to guess),
+    and a deletion is dated by its history entry, as before."""
+    fake = test_amocrm.FakeAmo(rsps)
+    fake.put_contact(10, "ann@example.com", at=T0)
+    fake.put_order(1, 10, "15000", at=T0)
+
+    def lost_price_cleared(fake):
+        fake.put_order(1, 10, "15000", at=LATER, status_id=143)
+        fake.leads[1]["price"] = None
+
+    assert [r[:2] for r in staged_after_change(fake, test_amocrm.make_source, lost_price_cleared)] == [("1", "10")]
+
+    with test_retailcrm.responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        fake = test_retailcrm.FakeRetailCrm(mock)
+        fake.put_contact(10, "ann@example.com", at=T0)
+        fake.put_order(1, 10, "100", at=T0)
+
+        def deleted_without_total(fake):
+            del fake.orders[1]["totalSumm"]
+            fake.delete_order(1, at=LATER)
+
+        staged = staged_after_change(fake, test_retailcrm.make_source, deleted_without_total)
+        assert [r[:2] for r in staged] == [("1", "10")]
+        assert staged[0][2] == LATER  # dated by the deletion's history entry, not the order's createdAt
