@@ -3,18 +3,19 @@
 * Pull (backfill and incremental alike): a keyset on ``updated_at``. Each request is
   ``GET /api/v4/{leads,contacts}?limit=250&order[updated_at]=asc&filter[updated_at][from]=<unix>`` (leads
   ``with=contacts``) with ``from`` = the highest ``updated_at`` of the page before (inclusive, so the rows of that
-  second are read again and de-duplicated by id); stop at an empty page, a page without ``_links.next`` (a short
-  page with one goes on) or HTTP 204. Page numbers are never walked over a moving list: a lead edited while the
+  second are read again and de-duplicated by id); stop at an empty page, a short page without ``_links.next`` (a
+  short page with one goes on, and so does a full page without one) or HTTP 204. Page numbers are never walked over a moving list: a lead edited while the
   backfill runs moves to the end and is read there, a deleted one shifts nothing. When a whole page shares one
   second (bulk robot edits), that second alone is paged by number with ``order[id]=asc`` and
   ``filter[updated_at][to]`` = the same second, then the keyset goes on from the next second. A lead edited or
   deleted meanwhile leaves that second and shifts the rest, so the second is paged again until a pass finds every
   lead the pass before it read (:meth:`AmoCrmSource._one_second`).
-* After the backfill, the same read runs again from the backfill's start − ``lookback_minutes``, and the
-  trash (below) from the same time: what changed or was deleted while it ran is caught at once.
+* After the backfill, the same read runs again from its start (or its highest ``updated_at``, if earlier) −
+  ``lookback_minutes``, and the trash (below) from the same time: what changed or was deleted while it ran is
+  caught at once.
 * What counts: leads whose ``status_id`` is in ``won_status_ids`` (default 142 "Успешно
-  реализовано"), optionally only in ``pipeline_ids``; every other lead is staged as cancelled
-  when it can be mapped (so a lead moved out of "won" leaves the history). Amount = ``price``
+  реализовано"), optionally only in ``pipeline_ids``; every other lead is staged as cancelled,
+  a tombstone when it cannot be mapped (so a lead moved out of "won" leaves the history). Amount = ``price``
   (whole units of the account currency, ``currency`` setting); date = ``closed_at`` (else
   ``updated_at``); customer = the main linked contact.
 * Cursor: ``{"orders": ISO, "contacts": ISO}`` of the highest ``updated_at`` seen (capped at the
@@ -35,16 +36,13 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Literal, Mapping, get_args
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 import duckdb
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .secrets import Secret
-
-from .contacts import PhoneRegion, clean_contact
+from .amocrm_config import DOMAINS, AmoCrmConfig, AmoCrmSecrets, env_subdomain
+from .contacts import clean_contact
 from .email_phone import lower_like_sql
 from .diagnose import order_dt
 from .errors import ConfigError, FatalError, TransientError
@@ -57,35 +55,11 @@ from .retry import RetryPolicy
 from .source import PullResult
 from .webhooks import (WebhookParser, as_list, body_digest, parse_php_form, register_webhook_parser, tokens_equal,
                        versioned)
-from .zones import TimeZone
 
 log = logging.getLogger(__name__)
 NAME = "amocrm"
 #: reads of one crowded second (a full page sharing one ``updated_at``) until two agree (:meth:`_one_second`)
 MAX_SECOND_PASSES = 5
-
-
-class AmoCrmConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["amocrm"] = "amocrm"
-    subdomain: str | None = None  # default AMOCRM_SUBDOMAIN
-    domain: Literal["amocrm.ru", "amocrm.com", "kommo.com"] = "amocrm.ru"
-    won_status_ids: list[int] = Field(default_factory=lambda: [142])
-    pipeline_ids: list[int] = Field(default_factory=list)  # empty: every pipeline
-    currency: str = "RUB"  # the account currency (leads carry none)
-    page_size: int = Field(250, ge=1, le=250)
-    lookback_minutes: int = Field(10, ge=0)
-    requests_per_second: float = Field(7.0, gt=0)
-    phone_region: PhoneRegion = None  # default country of phones written without one, e.g. "RU"
-    timezone: TimeZone = "UTC"  # the shop's zone: purchases are counted per local day in it
-
-
-class AmoCrmSecrets(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AMOCRM_", extra="ignore")
-    subdomain: str | None = None
-    token: Secret | None = None  # long-lived token of a private integration
-    api_url: str | None = None  # base-URL override (tests, proxies)
-    webhook_token: Secret | None = None
 
 
 def _embedded(raw: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
@@ -113,8 +87,11 @@ def in_scope(raw: Mapping[str, Any], cfg: AmoCrmConfig) -> bool:
 
 def map_lead(raw: Mapping[str, Any], cfg: AmoCrmConfig) -> Order | None:
     oid = get_field(raw, "id", lambda v: str(int(v)))
+    if clean(raw.get("status_id")) is None:  # (staged cancelled, a stored purchase would leave the history unsaid)
+        raise FieldError("status_id", "missing: whether the lead is a purchase cannot be told")
     won = raw.get("status_id") in cfg.won_status_ids and (
         not cfg.pipeline_ids or raw.get("pipeline_id") in cfg.pipeline_ids) and not raw.get("is_deleted")
+    customer_id = None  # (kept by the tombstone when known)
     try:
         customer_id = _contact_id(raw)
         if customer_id is None:
@@ -124,9 +101,11 @@ def map_lead(raw: Mapping[str, Any], cfg: AmoCrmConfig) -> Order | None:
                      amount=get_field(raw, "price", to_decimal), currency=cfg.currency,
                      status=OrderStatus.COMPLETED if won else OrderStatus.CANCELLED)
     except FieldError:
-        if not won:
-            return None
-        raise
+        if won:
+            raise
+        # no purchase (any more) and not mappable (contact unlinked, price cleared): it still leaves the history
+        return tombstone(oid, get_field(raw, "updated_at", parse_dt) if raw.get("updated_at") else utc_now(),
+                         customer_id)
 
 
 def _multi(raw: Mapping[str, Any], code: str) -> str | None:
@@ -167,7 +146,7 @@ class AmoCrmSource:
                  retry: RetryPolicy | None = None, sleep: Callable[[float], None] | None = None,
                  clock: Callable[[], datetime] | None = None) -> None:
         secrets = secrets or AmoCrmSecrets()
-        sub = config.subdomain or secrets.subdomain
+        sub = config.subdomain or (env_subdomain(secrets.subdomain, config.domain) if secrets.subdomain else None)
         if not sub and not secrets.api_url:
             raise ConfigError("amocrm: no account; set AMOCRM_SUBDOMAIN (the part before .amocrm.ru / .kommo.com)")
         if not secrets.token:
@@ -179,7 +158,8 @@ class AmoCrmSource:
         self.subdomain = sub
         self.http = HttpClient(secrets.api_url or f"https://{sub}.{config.domain}", vendor="amoCRM",
                                auth_env="AMOCRM_TOKEN",
-                               url_env="AMOCRM_API_URL" if secrets.api_url else "AMOCRM_SUBDOMAIN",
+                               url_env="AMOCRM_API_URL" if secrets.api_url else "[source] subdomain and domain"
+                               if config.subdomain else "AMOCRM_SUBDOMAIN and [source] domain",
                                headers={"Authorization": f"Bearer {token}"}, secrets=(token,), retry=retry,
                                throttle=Throttle(config.requests_per_second, 1, sleep=retry.sleep),
                                redirect_advice=None if secrets.api_url else self._redirect_advice,
@@ -192,7 +172,7 @@ class AmoCrmSource:
         """An account moved to another domain (``shop.amocrm.com`` → ``shop.kommo.com``) is ``[source] domain``;
         AMOCRM_SUBDOMAIN is only the part before it."""
         sub, _, domain = (urlsplit(target).hostname or "").partition(".")
-        if domain not in get_args(AmoCrmConfig.model_fields["domain"].annotation):
+        if domain not in DOMAINS:
             return f"set AMOCRM_API_URL={target}"  # (not an amoCRM/Kommo host: a proxy's, which that URL is for)
         advice = []
         if domain != self.config.domain:  # (a [source] setting only)
@@ -293,8 +273,9 @@ class AmoCrmSource:
             raise TransientError(f"amoCRM {entity}: a page of no {entity} with a next link, not the end of the list; "
                                  "nothing was saved: run the pull again")
         # (a short page with a next link is not the end either: the keyset goes on from its last second, which
-        # only ever moves forward, so a vendor that links past its last page costs a request or two, no loop)
-        return rows, bool(rows) and bool(links.get("next"))
+        # only ever moves forward, so a vendor that links past its last page costs a request or two, no loop; nor is
+        # a full page without one: amoCRM links a full page's next and answers 204 past the end, so read on)
+        return rows, bool(rows) and (bool(links.get("next")) or len(rows) >= int(params["limit"]))
 
     def _stage(self, obj: str, rows: list[Any], stager: Stager, high: HighWater) -> None:
         def one(raw: Any) -> Order | Contact | None:

@@ -2,7 +2,9 @@
 
 * Pull: ``POST {webhook}/crm.deal.list.json`` and ``crm.contact.list.json`` with ``filter{">=DATE_MODIFY": cursor −
   lookback, ">ID": last id}``, ``order{"ID": "ASC"}``, ``start=-1`` (the vendor's ID-keyset recipe for large pulls: no
-  ``total`` count); pages are a fixed 50 rows; stop at a short page; an ID that does not advance is fatal.
+  ``total`` count); pages are at most 50 rows; the list ends at an empty page (a short page is read on from its
+  last ID: one request more per read, and a list cut short mid-way skips nothing); an ID that does not advance is
+  fatal.
 * What counts: deals whose ``STAGE_SEMANTIC_ID`` is in ``won_semantics`` (default ``S`` = success) or whose
   ``STAGE_ID`` is in ``won_stage_ids``, optionally only in ``category_ids`` (pipelines); other deals are staged as
   cancelled when they can be mapped. Amount = ``OPPORTUNITY`` in ``CURRENCY_ID``; date = ``CLOSEDATE`` (else
@@ -54,12 +56,12 @@ from .retry import RetryPolicy
 from .secrets import BITRIX24_CODE, Secret
 from .source import PullResult
 from .zones import TimeZone, day_at_noon
-from .bitrix24_webhooks import parse_webhook, verify_webhook, webhook_pull_key, webhook_refs  # noqa: F401 (re-exported)
+from .bitrix24_webhooks import (parse_webhook, verify_webhook, webhook_pull_key, webhook_refs,  # noqa: F401 (re-exported)
+                                webhook_stale_reason)
 from .webhooks import WebhookParser, register_webhook_parser
 
 log = logging.getLogger(__name__)
 NAME = "bitrix24"
-PAGE = 50  # fixed by the vendor
 BATCH_MAX = 50  # sub-calls per batch (ERROR_BATCH_LENGTH_EXCEEDED beyond)
 _AUTH_ERRORS = {"NO_AUTH_FOUND", "INVALID_CREDENTIALS", "expired_token", "invalid_token", "insufficient_scope",
                 "ACCESS_DENIED", "WRONG_AUTH_TYPE"}
@@ -97,8 +99,13 @@ def in_scope(raw: Mapping[str, Any], cfg: Bitrix24Config) -> bool:
 
 def map_deal(raw: Mapping[str, Any], cfg: Bitrix24Config) -> Order | None:
     oid = get_field(raw, "ID", lambda v: str(int(v)))
+    semantic, stage = clean(raw.get("STAGE_SEMANTIC_ID")), clean(raw.get("STAGE_ID"))
+    if semantic is None and (stage is None or (cfg.won_semantics and stage not in cfg.won_stage_ids)):
+        raise FieldError("STAGE_SEMANTIC_ID", "missing" + (" (and STAGE_ID)" if stage is None else "") +
+                         ": whether the deal is a purchase cannot be told")
     won = (raw.get("STAGE_SEMANTIC_ID") in cfg.won_semantics or raw.get("STAGE_ID") in cfg.won_stage_ids) and (
         not cfg.category_ids or int(raw.get("CATEGORY_ID") or 0) in cfg.category_ids)
+    customer = None  # (kept by the tombstone when known)
     try:
         customer = clean(raw.get("CONTACT_ID"))
         if customer in (None, "0"):
@@ -110,9 +117,11 @@ def map_deal(raw: Mapping[str, Any], cfg: Bitrix24Config) -> Order | None:
                      currency=clean(raw.get("CURRENCY_ID")) or cfg.currency,
                      status=OrderStatus.COMPLETED if won else OrderStatus.CANCELLED)
     except FieldError:
-        if not won:
-            return None
-        raise
+        if won:
+            raise
+        # no purchase (any more) and not mappable (its contact removed): it still leaves the history
+        return tombstone(oid, get_field(raw, "DATE_MODIFY", parse_dt) if raw.get("DATE_MODIFY") else utc_now(),
+                         None if customer == "0" else customer)
 
 
 def _first(raw: Mapping[str, Any], key: str) -> str | None:
@@ -256,12 +265,12 @@ class Bitrix24Source:
             if not isinstance(rows, list):
                 raise FatalError(f"Bitrix24 {method}: 'result' is not a list")
             self._stage(obj, rows, stager, high)
-            if len(rows) < PAGE:
-                return high.value
+            if not rows:  # only an empty page ends the list: a short page mid-list (seen on busy portals) does not,
+                return high.value  # and the pass after a backfill (by DATE_MODIFY) would not reach what it cut
             try:
                 last_id = max(int(r["ID"]) for r in rows)
             except (KeyError, TypeError, ValueError):
-                raise FatalError(f"Bitrix24 {method}: a full page without usable IDs") from None
+                raise FatalError(f"Bitrix24 {method}: a page without usable IDs") from None
 
     def _stage(self, obj: str, rows: list[Any], stager: Stager, high: HighWater) -> None:
         def one(raw: Any) -> Order | Contact | None:
@@ -328,4 +337,4 @@ class Bitrix24Source:
 
 
 register_webhook_parser(NAME, WebhookParser(verify=verify_webhook, parse=parse_webhook, secret_field="app_token",
-                                            pull_key=webhook_pull_key))
+                                            pull_key=webhook_pull_key, stale=webhook_stale_reason))

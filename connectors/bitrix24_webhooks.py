@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from .http import clean, parse_dt, tombstone
 from .records import Contact, Order
-from .webhooks import DEFAULT_MAX_AGE, is_fresh, parse_php_form, tokens_equal
+from .webhooks import DEFAULT_MAX_AGE, parse_php_form, stale_reason, tokens_equal
 
 
 def _event(body: bytes) -> dict[str, Any]:
@@ -24,23 +24,40 @@ def _event(body: bytes) -> dict[str, Any]:
     return parse_php_form(body)
 
 
-def verify_webhook(headers: Mapping[str, str], body: bytes, secret: str, path_token: str | None = None, *,
-                   now: datetime | None = None, max_age: timedelta = DEFAULT_MAX_AGE) -> bool:
-    """``auth[application_token]`` must equal the stored token (constant time); ``ts`` must be fresh."""
+def _authentic(body: bytes, secret: str) -> dict[str, Any] | None:
+    """The event when its ``auth[application_token]`` equals the stored token (constant time), else None."""
     try:
         event = _event(body)
     except ValueError:
-        return False
+        return None
     auth = event.get("auth") if isinstance(event.get("auth"), dict) else {}
-    if not tokens_equal(auth.get("application_token"), secret):
-        return False
+    return event if tokens_equal(auth.get("application_token"), secret) else None
+
+
+def _time_problem(event: Mapping[str, Any], now: datetime | None, max_age: timedelta) -> str | None:
+    """Why the event's ``ts`` is refused (None: fresh, or absent)."""
     ts = event.get("ts")
-    if ts is not None:
-        try:
-            return is_fresh(parse_dt(ts), now, max_age)
-        except ValueError:
-            return False
-    return True
+    if ts is None:
+        return None
+    try:
+        return stale_reason(parse_dt(ts), "ts", now, max_age)
+    except ValueError:
+        return f"ts {str(ts)[:40]!r} is not a date"
+
+
+def verify_webhook(headers: Mapping[str, str], body: bytes, secret: str, path_token: str | None = None, *,
+                   now: datetime | None = None, max_age: timedelta = DEFAULT_MAX_AGE) -> bool:
+    """``auth[application_token]`` must equal the stored token (constant time); ``ts`` must be fresh."""
+    event = _authentic(body, secret)
+    return event is not None and _time_problem(event, now, max_age) is None
+
+
+def webhook_stale_reason(headers: Mapping[str, str], body: bytes, secret: str, *, now: datetime | None = None,
+                         max_age: timedelta = DEFAULT_MAX_AGE) -> str | None:
+    """For an event :func:`verify_webhook` refused: why, when its token is right and its ``ts`` is what was refused
+    (an event Bitrix24 held back for hours, or a clock wrong); None for a forgery."""
+    event = _authentic(body, secret)
+    return None if event is None else _time_problem(event, now, max_age)
 
 
 def webhook_refs(body: bytes) -> list[tuple[str, str, str]]:
@@ -84,4 +101,4 @@ def webhook_pull_key(body: bytes) -> str:
     return webhook_refs(body)[0][2]
 
 
-__all__ = ["verify_webhook", "webhook_refs", "parse_webhook", "webhook_pull_key"]
+__all__ = ["verify_webhook", "webhook_stale_reason", "webhook_refs", "parse_webhook", "webhook_pull_key"]

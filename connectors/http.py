@@ -310,7 +310,7 @@ class FieldError(ValueError):
         self.value = None if value is None else str(value)[:100]
 
     def bad_row(self, source: str, record_id: Any) -> BadRow:
-        return BadRow(source=source, row=None if record_id is None else str(record_id), reason=self.reason,
+        return BadRow(source=source, row=None if record_id in (None, "") else str(record_id), reason=self.reason,
                       field=self.field, value=self.value)
 
 
@@ -320,8 +320,8 @@ def get_field(raw: Mapping[str, Any], name: str, parse: Callable[[Any], Any], la
     value = raw.get(name) if isinstance(raw, Mapping) else None
     try:
         return parse(value)
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise FieldError(label or name, str(exc), value) from None
+    except (ValueError, TypeError, OverflowError) as exc:  # (no value: "missing", never Python's own text about None)
+        raise FieldError(label or name, "missing" if value is None or value == "" else str(exc), value) from None
 
 
 def get_object(raw: Mapping[str, Any], name: str, label: str | None = None) -> Mapping[str, Any]:

@@ -9,8 +9,11 @@ object of per-object strings (:func:`load_cursor` / :func:`dump_cursor`), e.g.
 
 1. ``read(object, since)`` with ``since`` = bookmark − lookback: the vendor lists are eventually consistent,
    so a small window is read again; on a first run (no bookmark) ``since`` is None: everything (the backfill);
-2. after a backfill only, the same read again from the run's start − lookback: what was edited (or, for
-   amoCRM's trash, deleted) while the backfill ran is caught by the same pull;
+2. after a backfill only, the same read again from min(the backfill's highest time, the run's start) − lookback:
+   what was edited (or, for amoCRM's trash, deleted) while the backfill ran is caught by the same pull, and so is
+   whatever a listing sorted by modification time (amoCRM's) that the vendor ended early never reached (from the
+   run's start, the bookmark would jump past it; a complete backfill's highest time is its last edit, so little is
+   read twice). Lists in id order (Bitrix24, Shopify) get no such help: their readers read on to the vendor's end;
 3. new bookmark = min(highest time seen, run start), never behind the previous one (:func:`bookmark`); the
    caller saves it only after the pull has been stored.
 
@@ -150,6 +153,7 @@ class Stager:
         self.timed = False  # whether a page staged a vendor time
         self.newest: datetime | None = None  # the newest time the vendor stamped that this pull knows (:meth:`saw`)
         self._versions: list[tuple[str, str, datetime | None]] = []  # not appended yet (:meth:`_version`)
+        self._reported: set[tuple[str, int | str, str | None]] = set()  # (source, record id, field) (:meth:`bad`)
 
     def saw(self, stamped: datetime | None) -> None:
         """A time the vendor stamped (a bookmark, a modification time read): :class:`RunStart` judges Dates by it."""
@@ -157,6 +161,13 @@ class Stager:
             self.newest = stamped
 
     def bad(self, row: BadRow) -> None:
+        """Report ``row`` once: a record read twice (the lookback, the pass after a backfill) is one bad row per field.
+        Only a row naming its record is known for the same: records without an id are each counted."""
+        if row.row is not None:
+            key = (row.source, row.row, row.field)
+            if key in self._reported:
+                return
+            self._reported.add(key)
         self.bad_row_count += 1
         if len(self.bad_rows) < self.max_bad_rows:
             self.bad_rows.append(row)
@@ -283,8 +294,8 @@ def pull_by_time(con: duckdb.DuckDBPyConnection, source: str, cursor: str | None
         stager.saw(previous)
         seen = [read(obj, None if previous is None else previous - lookback, stager)]
         start = run_start()
-        if previous is None:  # after a backfill: what changed while it ran
-            seen.append(read(obj, start - lookback, stager))
+        if previous is None:  # after a backfill: what changed while it ran, and what its listing did not reach
+            seen.append(read(obj, min(start, seen[0] or start) - lookback, stager))
         return iso(bookmark(latest(seen), start, previous))
 
     return pull_objects(con, source, cursor, progress, read_object, run_start)

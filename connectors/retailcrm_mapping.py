@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from .email_phone import lower_like_sql
 from .diagnose import order_dt
-from .http import FieldError, clean, get_field, get_list, get_object, parse_dt, to_decimal
+from .http import FieldError, clean, get_field, get_list, get_object, parse_dt, to_decimal, tombstone
 from .records import Consent, Contact, LineItem, Order, OrderStatus
 
 if TYPE_CHECKING:
@@ -31,17 +31,22 @@ log = logging.getLogger(__name__)
 
 
 def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = False) -> Order | None:
-    """A RetailCRM order → Order; None for a non-purchase that cannot be mapped."""
+    """A RetailCRM order → Order; a non-purchase that cannot be mapped (no customer, no total) → a tombstone that
+    keeps the customer when known, so a purchase that leaves "complete" leaves the history (None for a deletion's
+    snapshot: the caller's tombstone keeps its customer and is dated by the history entry)."""
     oid = get_field(raw, "id", lambda v: str(int(v)))
     status = clean(raw.get("status"))
     if deleted:
         kind = OrderStatus.CANCELLED
+    elif status is None:  # (staged cancelled, a stored purchase would leave the history unsaid)
+        raise FieldError("status", "missing: whether the order is a purchase cannot be told")
     elif status in cfg.completed_statuses:
         kind = OrderStatus.COMPLETED
     elif status in cfg.refunded_statuses:
         kind = OrderStatus.REFUNDED
     else:
         kind = OrderStatus.CANCELLED
+    customer_id = None  # (kept by the tombstone when known)
     try:
         customer = raw.get("customer") or raw.get("contact") or {}
         if not isinstance(customer, Mapping):
@@ -59,9 +64,13 @@ def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = F
             currency=clean(raw.get("currency")) or cfg.currency, status=kind,
             discount=discount or None, items=items)
     except FieldError:
-        if kind is OrderStatus.CANCELLED:
-            return None  # never a purchase (or already gone): nothing to count
-        raise
+        if kind is not OrderStatus.CANCELLED:
+            raise
+        # no purchase (any more) and not mappable (its customer gone): it still leaves the history, dated when it
+        # was made; a deletion's snapshot is the caller's (it dates it by the history entry)
+        if deleted:
+            return None
+        return tombstone(oid, get_field(raw, "createdAt", lambda v: order_dt(v, cfg.timezone)), customer_id)
 
 
 def _item(raw: Mapping[str, Any]) -> LineItem:

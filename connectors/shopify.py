@@ -1,8 +1,10 @@
 """Shopify Admin API source (REST ``orders.json`` / ``customers.json``) and webhooks.
 
-* Pull: ``GET /admin/api/{version}/{orders,customers}.json?limit=250&updated_at_min=…``
+* Pull: ``GET /admin/api/{version}/{orders,customers}.json?limit=250&since_id=0&updated_at_min=…``
   (orders with ``status=any``), next pages through the ``Link: <…page_info=…>; rel="next"``
-  header; a repeated ``page_info`` is fatal. The REST resource shape is the same one webhooks
+  header; a repeated ``page_info`` is fatal. ``since_id`` makes Shopify list in ascending id order (without it,
+  newest first), so a full page without that link (an exactly full last page, or a header lost on the way) is
+  followed by one request from its highest id (``since_id``, with the same filters) and nothing is skipped. The REST resource shape is the same one webhooks
   deliver, so one mapper serves both.
 * Backfill: the same read without ``updated_at_min``. ``page_info`` is Shopify's opaque keyset cursor
   (it holds the last id served and the filters), not a page number: edits and deletions made while
@@ -26,6 +28,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -49,8 +52,8 @@ from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, iso, 
 from .records import Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import Account, PullResult
-from .webhooks import (DEFAULT_MAX_AGE, ReplayGuard, WebhookParser, header, hmac_sha256_base64, is_fresh, versioned,
-                       json_object, register_webhook_parser, tokens_equal)
+from .shopify_verify import verify_webhook, webhook_stale_reason  # noqa: F401 (re-exported)
+from .webhooks import WebhookParser, body_digest, header, json_object, register_webhook_parser, versioned
 from .zones import TimeZone, same_rules
 
 log = logging.getLogger(__name__)
@@ -84,17 +87,20 @@ class ShopifySecrets(BaseSettings):
 
 
 def map_order(raw: Mapping[str, Any], cfg: ShopifyConfig) -> Order | None:
-    """A REST order resource → Order; None for a non-purchase that cannot be mapped."""
+    """A REST order resource → Order; a tombstone for a non-purchase that cannot be mapped (it leaves the history)."""
     oid = get_field(raw, "id", lambda v: str(int(v)))
     financial = clean(raw.get("financial_status"))
     if raw.get("cancelled_at") or (raw.get("test") and not cfg.include_test_orders):
         kind = OrderStatus.CANCELLED
+    elif financial is None:  # (staged cancelled, a stored purchase would leave the history unsaid)
+        raise FieldError("financial_status", "missing: whether the order is a purchase cannot be told")
     elif financial in cfg.refunded_statuses:
         kind = OrderStatus.REFUNDED
     elif financial in cfg.paid_statuses:
         kind = OrderStatus.COMPLETED
     else:
         kind = OrderStatus.CANCELLED
+    customer_id = None  # (kept by the tombstone when known)
     try:
         customer = get_object(raw, "customer")
         customer_id = (clean(customer.get("id")) or lower_like_sql(clean(raw.get("email")) or "") or clean(raw.get("phone")))
@@ -110,9 +116,11 @@ def map_order(raw: Mapping[str, Any], cfg: ShopifyConfig) -> Order | None:
             discount=get_field(raw, disc, lambda v: None if v in (None, "") else to_decimal(v)),
             items=tuple(_item(it) for it in get_list(raw, "line_items")))
     except FieldError:
-        if kind is OrderStatus.CANCELLED:
-            return None
-        raise
+        if kind is not OrderStatus.CANCELLED:
+            raise
+        # no purchase (any more) and not mappable (no customer left): it still leaves the history
+        return tombstone(oid, get_field(raw, "updated_at", parse_dt) if raw.get("updated_at") else utc_now(),
+                         customer_id)
 
 
 def _item(raw: Any) -> LineItem:
@@ -219,13 +227,15 @@ class ShopifySource:
 
     def _read(self, obj: str, since: datetime | None, stager: Stager) -> datetime | None:
         resource = _OBJECTS[obj]
-        params: dict[str, Any] | None = {"limit": self.config.page_size}
+        # since_id=0: in id order from the first request (without it Shopify lists newest first), so a full page
+        # without a next link goes on from its highest id and skips nothing
+        params: dict[str, Any] | None = {"limit": self.config.page_size, "since_id": 0}
         if obj == "orders":
             params["status"] = "any"
         if since is not None:
             params["updated_at_min"] = iso(since)
         guard, high = PageGuard(f"Shopify {resource}.json"), HighWater(stager)
-        url = f"{resource}.json"
+        url, first = f"{resource}.json", params
         while True:
             data, resp = self.http.fetch("GET", url, params=params)
             rows = data.get(resource) if isinstance(data, Mapping) else None
@@ -233,10 +243,14 @@ class ShopifySource:
                 raise FatalError(f"Shopify {resource}.json: answered {json_shape(data)}, not a {resource!r} list")
             self._stage(obj, rows, stager, high)
             nxt = resp.links.get("next", {}).get("url")
-            if not nxt:  # (an empty page that names a next one is not the end: the guard stops a loop)
+            if nxt:  # (an empty page that names a next one is not the end: the guard stops a loop)
+                url, params, token = nxt, None, requests.utils.urlparse(nxt).query
+            elif len(rows) >= self.config.page_size:  # the end, or a Link header lost on the way: one request says
+                last = _last_id(rows, resource)  # (read in id order: since_id goes on after this page)
+                url, params, token = f"{resource}.json", {**first, "since_id": last}, f"since_id={last}"
+            else:
                 return high.value
-            guard.next(requests.utils.urlparse(nxt).query)
-            url, params = nxt, None
+            guard.next(token)
 
     def _stage(self, obj: str, rows: list[Any], stager: Stager, high: HighWater) -> None:
         def one(raw: Any) -> Order | Contact | None:
@@ -249,6 +263,15 @@ class ShopifySource:
             return stager.contact(_customer_version(map_customer(raw), raw, f"{NAME} pull"), self.config.phone_region)
 
         stager.stage(*map_page(stager, f"{NAME}:{obj}", rows, one))
+
+
+def _last_id(rows: list[Any], resource: str) -> int:
+    """The highest id of a page (read in id order, :meth:`ShopifySource._read`): a keyset to go on from
+    (``since_id``)."""
+    try:
+        return max(int(row["id"]) for row in rows)
+    except (KeyError, TypeError, ValueError):
+        raise FatalError(f"Shopify {resource}.json: a full page without usable ids and no next link") from None
 
 
 def zone_warnings(shop_zone: str | None, configured: str) -> tuple[str, ...]:
@@ -264,29 +287,23 @@ def zone_warnings(shop_zone: str | None, configured: str) -> tuple[str, ...]:
 # ---------------------------------------------------------------- webhooks
 
 
-def verify_webhook(headers: Mapping[str, str], body: bytes, secret: str, path_token: str | None = None, *,
-                   now: datetime | None = None, max_age: timedelta = DEFAULT_MAX_AGE,
-                   replay_guard: ReplayGuard | None = None) -> bool:
-    """``X-Shopify-Hmac-Sha256`` = base64(HMAC-SHA256(app secret, raw body)), compared in constant time.
+#: topics whose payload is no order or customer resource, topic → (the object holding the id, or "", the id's key):
+#: ``orders/edited`` (``{"order_edit": {"order_id", …}}``: the changes, not the order) and the consent topic
+#: (``{"customer_id", "email_address", "email_marketing_consent"}``: no name, phone or address, and a contact is
+#: replaced whole). Each queues an incremental pull, which reads the whole order or customer.
+PULL_TOPICS = {"orders/edited": ("order_edit", "order_id"),
+               "customers_email_marketing_consent/update": ("", "customer_id")}
 
-    A delivery whose ``X-Shopify-Triggered-At`` is older than ``max_age`` is refused, and with a
-    ``replay_guard`` a repeated ``X-Shopify-Webhook-Id`` is refused too.
-    """
-    given = header(headers, "X-Shopify-Hmac-Sha256")
-    if not secret or not tokens_equal(given, hmac_sha256_base64(secret, body)):
-        return False
-    triggered = header(headers, "X-Shopify-Triggered-At")
-    if triggered is not None:
-        try:
-            sent_at = parse_dt(triggered)
-        except ValueError:
-            return False
-        if not is_fresh(sent_at, now, max_age):
-            return False
-    delivery = header(headers, "X-Shopify-Webhook-Id")
-    if replay_guard is not None and (not delivery or not replay_guard.first_time(delivery)):
-        return False
-    return True
+
+def webhook_pull_key(body: bytes) -> str | None:
+    """A delivery of :data:`PULL_TOPICS` (known by its payload: the server passes no headers) asks for a pull."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    shaped = isinstance(payload, dict) and ("order_edit" in payload or (
+        "customer_id" in payload and "email_marketing_consent" in payload and "id" not in payload))
+    return body_digest(body) if shaped else None
 
 
 def _payload_id(payload: Mapping[str, Any], key: str, topic: str) -> str:
@@ -333,6 +350,13 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
     if kind == "refunds":
         _payload_id(payload, "order_id", topic)
         return [], []
+    if topic in PULL_TOPICS:  # no order or customer resource: checked, then an incremental pull (webhook_pull_key)
+        what, key = PULL_TOPICS[topic]
+        try:
+            _payload_id(get_object(payload, what, what) if what else payload, key, topic)
+        except FieldError as exc:
+            raise RecordError(exc.bad_row(f"{NAME}:webhook {topic}", None)) from None
+        return [], []
     if action == "delete":
         return [], []
     try:
@@ -351,4 +375,4 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
 
 
 register_webhook_parser(NAME, WebhookParser(verify=verify_webhook, parse=parse_webhook, secret_field="webhook_secret",
-                                            needs_config=True))
+                                            needs_config=True, pull_key=webhook_pull_key, stale=webhook_stale_reason))

@@ -61,7 +61,9 @@ class WebhookParser:
       ``(orders, contacts)``; raises ValueError / RecordError for a bad delivery;
     * ``secret_field``: the field of the source's secrets class holding the webhook secret or token;
     * ``pull_key(body)``: for deliveries that carry ids only, the dedupe key of the incremental pull the
-      server queues (None: no pull); absent when the source's deliveries are always complete records.
+      server queues (None: no pull); absent when the source's deliveries are always complete records;
+    * ``stale(headers, body, secret)``: for a delivery ``verify`` refused, why, when it is authentic but refused for
+      its time (:func:`stale_reason`); None for a forgery. Absent when deliveries carry no time.
     """
 
     verify: Callable[[Mapping[str, str], bytes, str, str | None], bool]
@@ -69,6 +71,7 @@ class WebhookParser:
     secret_field: str
     needs_config: bool = False
     pull_key: Callable[[bytes], str | None] | None = None
+    stale: Callable[[Mapping[str, str], bytes, str], str | None] | None = None
 
 
 WEBHOOK_PARSERS: dict[str, WebhookParser] = {}
@@ -130,11 +133,30 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
 
 
 def is_fresh(sent_at: datetime | None, now: datetime | None = None, max_age: timedelta = DEFAULT_MAX_AGE) -> bool:
-    """True when ``sent_at`` is known and not older than ``max_age`` (nor far in the future)."""
-    if sent_at is None:
-        return False
+    """True when ``sent_at`` is known and not older than ``max_age`` (nor ahead by more than :data:`FUTURE_MARGIN`)."""
+    return sent_at is not None and not stale_reason(sent_at, "it", now, max_age)
+
+
+def stale_reason(sent_at: datetime, what: str, now: datetime | None = None,
+                 max_age: timedelta = DEFAULT_MAX_AGE) -> str | None:
+    """Why a delivery stamped ``sent_at`` (by its ``what``, e.g. a header) is refused as not fresh, naming the clock
+    difference; None when it is fresh. An authentic delivery refused so is a clock or a late delivery, not a forgery."""
     now = now or datetime.now(timezone.utc)
-    return -timedelta(minutes=5) <= now - sent_at <= max_age
+    age = now - sent_at
+    if age > max_age:
+        return (f"{what} ({sent_at.isoformat()}) is {_span(age)} old, and deliveries older than {_span(max_age)} are "
+                "refused (a replay, a delivery held back, or this host's clock ahead)")
+    if -age > FUTURE_MARGIN:
+        return (f"{what} ({sent_at.isoformat()}) is {_span(-age)} ahead of this host's clock (at most "
+                f"{_span(FUTURE_MARGIN)} is accepted): check this host's clock and the sender's")
+    return None
+
+
+def _span(delta: timedelta) -> str:
+    """``6 h``, ``6 h 5 min``, ``5 min 59 s`` (whole seconds; the seconds only under an hour)."""
+    seconds = int(delta.total_seconds())
+    parts = [(seconds // 3600, "h"), (seconds % 3600 // 60, "min"), (0 if seconds >= 3600 else seconds % 60, "s")]
+    return " ".join(f"{n} {unit}" for n, unit in parts if n) or "0 s"
 
 
 class ReplayGuard:

@@ -174,9 +174,11 @@ def test_won_deals_are_orders_and_keyset_pages_end(rsps):
     fake.put_order(3, 1, "50.00", at=T0, semantic="P")
     con = duckdb.connect()
     result = make_source().pull(con)
-    # 50 + 50 + 20 contacts, one deal page, one batch of product rows for the one won deal
-    assert result.contacts == 120 and len(rsps.calls) == 3 + 1 + 1 + 2  # + the pass from the backfill start, per object
-    assert fake.batches == [["crm.deal.productrows.get?id=1"]]
+    # 50 + 50 + 20 contacts and an empty page, one deal page and an empty one, one batch of product rows for the one
+    # won deal; all of it again by the pass after the backfill, which starts at its highest DATE_MODIFY (T0, every
+    # record's) − lookback
+    assert result.contacts == 120 and len(rsps.calls) == (4 + 2 + 1) * 2
+    assert fake.batches == [["crm.deal.productrows.get?id=1"]] * 2
     assert con.execute("SELECT order_id, customer_id, amount, currency, status, ordered_at FROM staged_orders "
                        "ORDER BY 1").fetchall() == [
         ("1", "1", Decimal("1500.00"), "RUB", "completed", NOON), ("2", "1", Decimal("99.00"), "RUB", "cancelled", NOON),
@@ -201,7 +203,7 @@ def test_won_deals_get_their_product_rows_one_batch_per_page(rsps):
     result = make_source().pull(con)
     assert result.orders == 61 and result.bad_row_count == 0
     # 60 won deals on two pages (50 + 11 deals): two batches of 50 and 10 sub-calls, one request each
-    assert [len(b) for b in fake.batches] == [50, 10]
+    assert [len(b) for b in fake.batches] == [50, 10] * 2  # (and again: the pass after the backfill reads from T0)
     assert not any("id=61" in call for b in fake.batches for call in b)
     assert con.execute("SELECT line_no, sku, name, quantity, price FROM staged_line_items WHERE order_id = '1' "
                        "ORDER BY line_no").fetchall() == [
@@ -253,7 +255,7 @@ def test_rate_limit_inside_a_batch_retries_the_batch_and_auth_errors_stop(rsps):
     waits: list[float] = []
     con = duckdb.connect()
     make_source(sleep=waits.append).pull(con)
-    assert len(fake.batches) == 2 and waits  # retried once, after a back-off
+    assert len(fake.batches) == 3 and waits  # retried once, after a back-off (+ the pass after the backfill)
     assert con.execute("SELECT count(*) FROM staged_line_items").fetchone() == (1,)
     fake.batch_failures = ["insufficient_scope"]
     with pytest.raises(AuthError, match="BITRIX24_WEBHOOK_URL") as err:

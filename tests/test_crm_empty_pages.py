@@ -37,8 +37,8 @@ def order_ids(con) -> set[int]:
 def test_shopify_follows_the_next_link_of_an_empty_page(rsps):
     fake = test_shopify.FakeShopify(rsps)
     seed(fake, orders=6)
-    # page 2 comes back empty, its Link naming the page after the two orders read (the keyset: after id 2)
-    nxt = f"{test_shopify.BASE}/orders.json?limit=2&page_info={quote(json.dumps([None, 2], separators=(',', ':')))}"
+    # page 2 comes back empty, its Link naming the page after the two orders read (the keyset: after id 2, in id order)
+    nxt = f"{test_shopify.BASE}/orders.json?limit=2&page_info={quote(json.dumps([None, 2, True], separators=(',', ':')))}"
     fake.between_pages = lambda: fake.failures.append(
         (200, {"Content-Type": "application/json", "Link": f'<{nxt}>; rel="next"'}, json.dumps({"orders": []})))
     con = duckdb.connect()

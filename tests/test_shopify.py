@@ -99,25 +99,30 @@ class FakeShopify:
 
         def handler(q):
             # page_info is an opaque keyset cursor (the filters and the last id served), as in the real API
+            # as the real API: newest first (id descending) unless since_id is given, then id ascending from it;
+            # a page_info cursor goes on in its first request's order
             if "page_info" in q:
                 assert set(q) == {"page_info", "limit"}, "page_info must not be combined with filters"
-                since, after = json.loads(q["page_info"])
+                since, after, ascending = json.loads(q["page_info"])
             else:
-                since, after = q.get("updated_at_min"), 0
-                self.since_seen.append(since)
+                since, ascending = q.get("updated_at_min"), "since_id" in q
+                after = int(q["since_id"]) if ascending else None
+                if not after:  # (a read's first request: since_id=0 or none)
+                    self.since_seen.append(since)
                 if res == "orders":
                     assert q["status"] == "any"
             limit = int(q["limit"])
             assert limit <= 250
-            rows = [r for k, r in sorted(store.items()) if k > after
-                    and (since is None or datetime.fromisoformat(r["updated_at"]) >= datetime.fromisoformat(since))]
+            keys = sorted(store, reverse=not ascending)
+            rows = [store[k] for k in keys if (after is None or (k > after if ascending else k < after))
+                    and (since is None or datetime.fromisoformat(store[k]["updated_at"]) >= datetime.fromisoformat(since))]
             page = rows[:limit]
             if res == "orders" and page and self.between_pages is not None:
                 hook, self.between_pages = self.between_pages, None
                 hook()
             headers = {}
             if len(rows) > limit:
-                token = json.dumps([since, after if self.loop_page_info else page[-1]["id"]])
+                token = json.dumps([since, after if self.loop_page_info else page[-1]["id"], ascending])
                 nxt = f"{BASE}/{res}.json?limit={limit}&page_info={quote(token)}"
                 headers["Link"] = f'<{nxt}>; rel="next"'
             return {res: page}, headers

@@ -88,6 +88,13 @@ class CrmWebhooks:
             conf = SOURCES[kind][0].model_validate(section)
         return cls(kind, parser, key, conf)
 
+    def _stale(self, headers: Mapping[str, str], body: bytes) -> str | None:
+        """Why a delivery ``verify`` refused was refused, when it is authentic but of the wrong time (None: forged)."""
+        try:
+            return self.parser.stale(headers, body, self.key) if self.parser.stale and self.key else None
+        except Exception:  # (as a verifier: garbage is never a 500)
+            return None
+
     def events(self, headers: Mapping[str, str], body: bytes, path_token: str | None) -> list[tuple[str, str]]:
         """Verify and parse one delivery into queue events; raises :class:`BadRequest` (401, 400)."""
         kind, parser = self.kind, self.parser
@@ -99,6 +106,10 @@ class CrmWebhooks:
         except Exception:  # a verifier must never turn garbage into a 500
             ok = False
         if not ok:
+            late = self._stale(headers, body)
+            if late:  # authentic, refused for its time: a clock or a late delivery, not a wrong secret
+                log.warning("%s webhook: an authentic delivery refused: %s", kind, late)
+                raise BadRequest(401, f"{kind} webhook: refused, though authentic: {late}")
             raise BadRequest(401, f"{kind} webhook: authentication failed")
         try:
             args = (self.conf,) if parser.needs_config else ()

@@ -1,0 +1,78 @@
+"""An authentic CRM delivery refused for its time (Shopify's ``X-Shopify-Triggered-At`` ahead of this host's clock,
+a Bitrix24 event held back for hours) is told apart from a forgery: its answer and a WARNING name the clock
+difference (never the secret); a forgery stays a bare 401 "authentication failed"."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta, timezone
+from urllib.parse import urlencode
+
+import pytest
+
+from connectors.bitrix24 import verify_webhook as b24_verify
+from connectors.shopify import verify_webhook as shopify_verify
+from connectors.webhooks import hmac_sha256_base64, webhook_parser
+from sync.serve.generic import BadRequest
+from sync.serve.webhooks import CrmWebhooks
+
+SECRET = "shpss_test_secret_value"
+B24_TOKEN = "b24appToken_secret"
+BODY = b'{"id": 5, "email": "a@example.com", "updated_at": "2026-01-10T09:00:00Z"}'
+
+
+def refused(kind: str, key: str, headers: dict, body: bytes) -> BadRequest:
+    with pytest.raises(BadRequest) as err:
+        CrmWebhooks(kind, webhook_parser(kind), key, None).events(headers, body, None)
+    return err.value
+
+
+def shopify_headers(signature: str, triggered: datetime) -> dict[str, str]:
+    return {"X-Shopify-Topic": "customers/update", "X-Shopify-Hmac-Sha256": signature,
+            "X-Shopify-Triggered-At": triggered.isoformat().replace("+00:00", "Z")}
+
+
+def b24_event(token: str, age: timedelta) -> bytes:
+    return urlencode({"event": "ONCRMDEALDELETE", "data[FIELDS][ID]": "7", "ts": int(time.time() - age.total_seconds()),
+                      "auth[application_token]": token}).encode()
+
+
+def test_a_signed_shopify_delivery_ahead_of_this_host_is_refused_naming_the_clock(caplog):
+    ahead = datetime.now(timezone.utc) + timedelta(minutes=6)
+    headers = shopify_headers(hmac_sha256_base64(SECRET, BODY), ahead)
+    assert not shopify_verify(headers, BODY, SECRET)  # (the verifier's answer is unchanged: refused)
+    with caplog.at_level(logging.WARNING, logger="sync.serve.webhooks"):
+        err = refused("shopify", SECRET, headers, BODY)
+    assert err.status == 401 and "authentication failed" not in str(err)
+    assert "authentic" in str(err) and "ahead of this host's clock" in str(err) and "X-Shopify-Triggered-At" in str(err)
+    assert [r.levelname for r in caplog.records] == ["WARNING"] and "ahead of this host's clock" in caplog.text
+    assert SECRET not in caplog.text and SECRET not in str(err)
+
+
+def test_a_bitrix24_event_six_hours_old_with_the_right_token_is_refused_naming_its_age(caplog):
+    body = b24_event(B24_TOKEN, timedelta(hours=6))
+    assert not b24_verify({}, body, B24_TOKEN)
+    with caplog.at_level(logging.WARNING, logger="sync.serve.webhooks"):
+        err = refused("bitrix24", B24_TOKEN, {}, body)
+    assert err.status == 401 and "6 h old" in str(err) and "older than 5 h are refused" in str(err)
+    assert "6 h old" in caplog.text and B24_TOKEN not in caplog.text and B24_TOKEN not in str(err)
+
+
+def test_forgeries_stay_authentication_failed_whatever_their_time(caplog):
+    ahead = datetime.now(timezone.utc) + timedelta(minutes=6)
+    with caplog.at_level(logging.WARNING, logger="sync.serve.webhooks"):
+        for err in (refused("shopify", SECRET, shopify_headers("forged", ahead), BODY),
+                    refused("shopify", SECRET, shopify_headers(hmac_sha256_base64("other", BODY), ahead), BODY),
+                    refused("bitrix24", B24_TOKEN, {}, b24_event("wrong", timedelta(hours=6)))):
+            assert (err.status, str(err).split(": ", 1)[1]) == (401, "authentication failed")
+    assert caplog.records == []
+
+
+def test_a_fresh_authentic_delivery_is_accepted():
+    now = datetime.now(timezone.utc)
+    events = CrmWebhooks("shopify", webhook_parser("shopify"), SECRET, None).events(
+        shopify_headers(hmac_sha256_base64(SECRET, BODY), now), BODY, None)
+    assert [k.split(":")[0] for k, _ in events] == ["contact"]
+    assert CrmWebhooks("bitrix24", webhook_parser("bitrix24"), B24_TOKEN, None).events(
+        {}, b24_event(B24_TOKEN, timedelta(minutes=1)), None)
