@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from sync.ledger import Ledger
 from tests.builders import run_cli as cli
 from tests.ledger_fixtures import ledger_url  # noqa: F401
-from tests.test_retire_fields import AS_OF, _ours, plan_json, shop  # noqa: F401
+from tests.test_retire_fields import AS_OF, _ours, make_shop, plan_json, shop  # noqa: F401
 
 FINISHED = "only retires tags and none is left on the contacts rfmsync put it on"
 
@@ -52,3 +54,39 @@ def test_a_finished_retire_only_destination_writes_nothing_run_after_run(shop, l
             assert plan["destination"] not in ledger.state_destinations()
     assert counters[0] == counters[1]
     assert sorted(_ours(fake, esp)) == contacts
+
+
+@pytest.fixture(params=["mailchimp", "sendgrid"])
+def tagged_shop(request, tmp_path, monkeypatch, ledger_url):  # noqa: F811
+    esp = request.param
+    fake = request.getfixturevalue(f"{esp}_fake")
+    return esp, fake, make_shop(esp, fake, tmp_path, monkeypatch, ledger_url)
+
+
+def test_a_fields_only_retiring_destination_is_not_finished_while_its_contacts_hold_its_old_tags(tagged_shop,
+                                                                                               ledger_url):  # noqa: F811
+    """A destination that mapped segments and fields, then only retires its fields: once they are cleared, the
+    tags rfmsync gave its contacts are still on them. It is not finished (no "remove it" note, the ledger keeps it:
+    removed, its rows would warn of those tags), and its note says what to add; done, the tags come off and only
+    then is it finished and forgotten."""
+    esp, fake, cfg = tagged_shop
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF)
+    text = cfg.read_text(encoding="utf-8")
+    head = text[:text.index("[destinations.segments]")]  # nothing mapped: it only retires the fields
+    cfg.write_text(head + 'retire_fields = ["RFM_SEG", "RFM_CODE"]\n', encoding="utf-8")
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF, "--allow-mass-change")  # the fields cleared
+    tagged = [e for e in _ours(fake, esp) if _held(esp, fake, e)]
+    assert tagged
+    plan = plan_json(cfg)["plans"][0]
+    assert plan["changes"] == [] and not [n for n in plan["notes"] if "remove it from the config" in n]
+    note = next(n for n in plan["notes"] if "it is not finished" in n)
+    with Ledger.connect(ledger_url) as ledger:
+        assert plan["destination"] in ledger.state_destinations()
+    retire = note[note.index("retire_tags = ["):].split("]")[0] + "]\n"  # what the note says to add
+    cfg.write_text(cfg.read_text(encoding="utf-8") + retire, encoding="utf-8")
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF, "--allow-mass-change")
+    assert not any(_held(esp, fake, e) for e in tagged)
+    plan = plan_json(cfg)["plans"][0]
+    assert plan["changes"] == [] and [n for n in plan["notes"] if "tags and fields and none is left" in n]
+    with Ledger.connect(ledger_url) as ledger:
+        assert plan["destination"] not in ledger.state_destinations()

@@ -101,8 +101,11 @@ def retiring(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan: Plan
     """``plan`` of a destination that only retires (:func:`retires_only`) with its creates and skips left out: a
     contact the ledger does not say is in the destination holds no tag rfmsync put there, and such a destination
     gives no one anything, so it creates no one (once the ledger forgot it, every exported contact would be
-    planned as new, run after run). With no change left and no row of the staged ledger state holding a retired
-    tag, a note says it is finished and can be removed from the config. Any other plan is returned as it is."""
+    planned as new, run after run). With no change left, a note says whether it is finished: no row of the staged
+    ledger state holds a tag any more (a retired one, or one it does not retire: :func:`left_behind`, which keeps
+    the ledger from forgetting it, :func:`sync.takeover.end_retired`), so it can be removed from the config; or
+    what is left (tags it gave that it does not retire) and what to add to the config. Any other plan is returned
+    as it is."""
     if not retires_only(dest):
         return plan
     changes = tuple(c for c in plan.changes if not c.create)
@@ -112,9 +115,23 @@ def retiring(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan: Plan
     if not changes and not (retired and con.execute(
             f"SELECT count(*) FROM (SELECT DISTINCT tags_json FROM {LEDGER}) "
             f"WHERE len(list_intersect({TAGS.format('tags_json')}, [{retired}])) > 0").fetchone()[0]):
-        notes = (*notes, f"destination {dest.name!r} only retires {retired_what(dest)} and none is left on the "
-                         f"contacts rfmsync put it on: it has nothing more to do; remove it from the config")
+        notes = (*notes, _finished_note(dest, left_behind(con, dest)))
     return replace(plan, changes=changes, skipped=(), notes=notes)
+
+
+def _finished_note(dest: DestinationConfig, left: list[tuple[str, int]]) -> str:
+    """The note of a retire-only destination with nothing left to change: finished, or, while its contacts hold
+    tags/lists rfmsync gave them that it does not retire (``left``), not yet, with what to add to the config."""
+    done = f"destination {dest.name!r} only retires {retired_what(dest)}"
+    if not left:
+        return (f"{done} and none is left on the contacts rfmsync put it on: it has nothing more to do; remove it "
+                f"from the config")
+    names = ", ".join(toml_string(tag) for tag in sorted({*dest.retire_tags, *(t for t, _ in left)}))
+    return (f"{done}, but the ledger says its contacts still hold tags/lists rfmsync gave them there that it does not "
+            f"retire: {counted(left)}; it is not finished while they do: to have rfmsync take them off (and only from "
+            f"those contacts), set retire_tags = [{names}] in destination {dest.name!r} and sync (the plan guards "
+            f"apply: max_removal_pct); to leave them in the ESP, remove the destination from the config and run "
+            f"'rfmsync forget --destination {dest.name} --yes' (the ledger then no longer knows it gave them)")
 
 
 def removed_destinations(cfg: Config, ledger: "RemovedStates") -> list[str]:
