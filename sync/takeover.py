@@ -78,21 +78,24 @@ def take_over_removed(cfg: "Config", ledger: "Ledger", done: set[str]) -> None:
 
 def end_retired(cfg: "Config", ledger: "Ledger", done: set[str]) -> None:
     """After applies: a destination that only retires tags or fields (:func:`retires_only`), once an apply of it
-    succeeded (``done``) and no row of it holds a tag or a value in a retired field any more (a retire-only
-    destination never writes one: checked before the lock, it can only go), has nothing left to do: the ledger
-    forgets it (its rows kept
-    with no tag would be read by every plan's removed-destination check once it is removed from the config), with
-    an info line. Once forgotten, its later runs plan nothing (:func:`~sync.planning.retired.retiring`) and
-    only record its target, which then stays: its revision counter no longer moves on run after run."""
+    succeeded (``done``) and no row of it holds a tag or a value in a retired field any more, has nothing left to
+    do: the ledger forgets it (its rows kept with no tag would be read by every plan's removed-destination check
+    once it is removed from the config), with an info line. Both are judged under the destination's lock, from
+    what the ledger holds then (the tags in the forgetting's transaction): another sync of the destination (another
+    host, a config mapping the field again) may have written since this one applied, and what it wrote is never
+    forgotten. Once forgotten, its later runs plan nothing (:func:`~sync.planning.retired.retiring`) and only
+    record its target, which then stays: its revision counter no longer moves on run after run."""
     held = set(ledger.state_destinations()) if done else set()
     for dest in cfg.destinations:
         if dest.name not in done or not retires_only(dest) or dest.name not in held:
             continue  # none of its rows left (forgotten already): its recorded target stays, nothing moves on
-        if _holds_retired_field(ledger, dest):
-            continue  # a clear that did not go (or not yet planned): the next sync's
-        deleted = _under_locks(ledger, [dest.name], "forgetting its ledger",
-                               lambda lock: ledger.forget_destination(dest.name, (TARGET_CURSOR, dest.name),
-                                                                      lock=lock))
+
+        def forget(lock: tuple[str, str], dest: "DestinationConfig" = dest) -> int:
+            if _holds_retired_field(ledger, dest):
+                return 0  # a clear that did not go (or not yet planned), or a value written since: the next sync's
+            return ledger.forget_destination(dest.name, (TARGET_CURSOR, dest.name), lock=lock)
+
+        deleted = _under_locks(ledger, [dest.name], "forgetting its ledger", forget)
         if deleted is not None and deleted > 0:
             log.info("destination %r only retires %s and every one is off the contacts rfmsync put it on: the "
                      "ledger forgets its %d contacts (remove it from the config)", dest.name, retired_what(dest),
