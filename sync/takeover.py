@@ -78,8 +78,8 @@ def take_over_removed(cfg: "Config", ledger: "Ledger", done: set[str]) -> None:
 
 def end_retired(cfg: "Config", ledger: "Ledger", done: set[str]) -> None:
     """After applies: a destination that only retires tags or fields (:func:`retires_only`), once an apply of it
-    succeeded (``done``) and no row of it holds a tag or a value in a retired field any more, has nothing left to
-    do: the ledger forgets it (its rows kept with no tag would be read by every plan's removed-destination check
+    succeeded (``done``) and no row of it holds a tag or a field value any more (retired or not), has nothing left
+    to do: the ledger forgets it (its rows kept with no tag would be read by every plan's removed-destination check
     once it is removed from the config), with an info line. Both are judged under the destination's lock, from
     what the ledger holds then (the tags in the forgetting's transaction): another sync of the destination (another
     host, a config mapping the field again) may have written since this one applied, and what it wrote is never
@@ -91,7 +91,7 @@ def end_retired(cfg: "Config", ledger: "Ledger", done: set[str]) -> None:
             continue  # none of its rows left (forgotten already): its recorded target stays, nothing moves on
 
         def forget(lock: tuple[str, str], dest: "DestinationConfig" = dest) -> int:
-            if _holds_retired_field(ledger, dest):
+            if _holds_value(ledger, dest):
                 return 0  # a clear that did not go (or not yet planned), or a value written since: the next sync's
             return ledger.forget_destination(dest.name, (TARGET_CURSOR, dest.name), lock=lock)
 
@@ -102,14 +102,11 @@ def end_retired(cfg: "Config", ledger: "Ledger", done: set[str]) -> None:
                      deleted)
 
 
-def _holds_retired_field(ledger: "Ledger", dest: "DestinationConfig") -> bool:
-    """Whether a contact of ``dest`` in the ledger still holds a value rfmsync wrote in one of its retired fields
-    (``retire_fields``, compared as the ESP compares field names: ``spec.field_key``)."""
-    if not dest.retire_fields:
-        return False
-    retired = {dest.spec.field_key(n) for n in dest.retire_fields}
-    return any(value not in (None, "") and dest.spec.field_key(name) in retired
-               for state in ledger.load_state(dest.name).values() for name, value in state.fields.items())
+def _holds_value(ledger: "Ledger", dest: "DestinationConfig") -> bool:
+    """Whether a contact of ``dest`` in the ledger still holds a value rfmsync wrote in a field (a retired one whose
+    clear did not go, or one the destination does not retire: the ledger must not forget that rfmsync wrote it)."""
+    return any(value not in (None, "") for state in ledger.load_state(dest.name).values()
+               for value in state.fields.values())
 
 
 def after_applies(cfg: "Config", ledger: "Ledger", reports: Iterable["ApplyReport"]) -> None:

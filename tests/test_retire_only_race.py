@@ -44,8 +44,8 @@ def test_the_end_of_a_retire_only_destination_never_forgets_what_an_overlapping_
         cli("sync", "--config", str(mapping), "--as-of", AS_OF, code=(0, 75)).exit_code)]
     cfg = load_config(path)
     name = cfg.destinations[0].name
-    with _Overlapped.connect(ledger_url) as ledger:
-        api.run_sync(cfg, ledger, load_settings(), as_of=date.fromisoformat(AS_OF), allow_mass_change=True)  # clears, then ends
+    with _Overlapped.connect(ledger_url) as ledger:  # its values cleared, then its end
+        api.run_sync(cfg, ledger, load_settings(), as_of=date.fromisoformat(AS_OF), allow_mass_change=True)
     assert other == [75], other  # it ran while the destination's end held its lock: it waited for the next run
     members = mailchimp_fake.lists["aud1"].members
     written = {e for e in members if _value("mailchimp", mailchimp_fake, e, "RFM_SEG")}

@@ -149,8 +149,9 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
     elif client is None:
         notes.append("planned against the ledger alone (no credentials set): the ESP was not read")
     held = field_names(rows.con)  # the staged state's field names: read once, for left_fields and clear_retired
+    fields_left = left_fields(rows.con, dest, held)
     behind = tuple(w for w in (left_behind_warning(dest, left_behind(rows.con, dest)),
-                               left_fields_warning(dest, left_fields(rows.con, dest, held))) if w)
+                               left_fields_warning(dest, fields_left)) if w)
     shared = rows.shared_note()
     if shared is not None:
         notes.append(shared)
@@ -158,7 +159,7 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
                          remote_checked=client is not None and unchecked is None, notes=notes,
                          extra_tags=extra_tags)
     plan = clear_retired(rows.con, dest, plan, held)  # retire_fields: the values rfmsync wrote there, cleared
-    plan = retiring(rows.con, dest, plan)  # a retire-only destination: no create, and said when it is finished
+    plan = retiring(rows.con, dest, plan, fields_left)  # retire-only: no create, and said when it is finished
     # a plan without changes removes and changes nothing: no plan guard can trip (and counting the managed
     # contacts is a scan of the whole pushed state)
     lost = ledger.lost_tags(dest.name) if moved_from is None else {}  # (a move forgets the old audience's)

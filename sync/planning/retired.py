@@ -97,15 +97,16 @@ def retired_what(dest: DestinationConfig) -> str:
     return " and ".join(w for w, on in (("tags", dest.retire_tags), ("fields", dest.retire_fields)) if on)
 
 
-def retiring(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan: Plan) -> Plan:
+def retiring(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan: Plan,
+             fields: Sequence[tuple[str, int]] = ()) -> Plan:
     """``plan`` of a destination that only retires (:func:`retires_only`) with its creates and skips left out: a
     contact the ledger does not say is in the destination holds no tag rfmsync put there, and such a destination
     gives no one anything, so it creates no one (once the ledger forgot it, every exported contact would be
     planned as new, run after run). With no change left, a note says whether it is finished: no row of the staged
-    ledger state holds a tag any more (a retired one, or one it does not retire: :func:`left_behind`, which keeps
-    the ledger from forgetting it, :func:`sync.takeover.end_retired`), so it can be removed from the config; or
-    what is left (tags it gave that it does not retire) and what to add to the config. Any other plan is returned
-    as it is."""
+    ledger state holds a tag or a field value any more (a retired one, or one it does not retire: :func:`left_behind`,
+    ``fields``: :func:`~.retired_fields.left_fields`, which keep the ledger from forgetting it,
+    :func:`sync.takeover.end_retired`), so it can be removed from the config; or what is left and what to add to
+    the config. Any other plan is returned as it is."""
     if not retires_only(dest):
         return plan
     changes = tuple(c for c in plan.changes if not c.create)
@@ -115,23 +116,31 @@ def retiring(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan: Plan
     if not changes and not (retired and con.execute(
             f"SELECT count(*) FROM (SELECT DISTINCT tags_json FROM {LEDGER}) "
             f"WHERE len(list_intersect({TAGS.format('tags_json')}, [{retired}])) > 0").fetchone()[0]):
-        notes = (*notes, _finished_note(dest, left_behind(con, dest)))
+        notes = (*notes, _finished_note(dest, left_behind(con, dest), list(fields)))
     return replace(plan, changes=changes, skipped=(), notes=notes)
 
 
-def _finished_note(dest: DestinationConfig, left: list[tuple[str, int]]) -> str:
+def _finished_note(dest: DestinationConfig, tags: list[tuple[str, int]], fields: list[tuple[str, int]]) -> str:
     """The note of a retire-only destination with nothing left to change: finished, or, while its contacts hold
-    tags/lists rfmsync gave them that it does not retire (``left``), not yet, with what to add to the config."""
+    tags/lists rfmsync gave them or values it wrote that it does not retire (``tags``, ``fields``), not yet, with
+    what to add to the config."""
     done = f"destination {dest.name!r} only retires {retired_what(dest)}"
-    if not left:
+    if not tags and not fields:
         return (f"{done} and none is left on the contacts rfmsync put it on: it has nothing more to do; remove it "
                 f"from the config")
-    names = ", ".join(toml_string(tag) for tag in sorted({*dest.retire_tags, *(t for t, _ in left)}))
-    return (f"{done}, but the ledger says its contacts still hold tags/lists rfmsync gave them there that it does not "
-            f"retire: {counted(left)}; it is not finished while they do: to have rfmsync take them off (and only from "
-            f"those contacts), set retire_tags = [{names}] in destination {dest.name!r} and sync (the plan guards "
-            f"apply: max_removal_pct); to leave them in the ESP, remove the destination from the config and run "
-            f"'rfmsync forget --destination {dest.name} --yes' (the ledger then no longer knows it gave them)")
+    held, add = [], []
+    for what, key, left, retired in (("tags/lists rfmsync gave them there", "retire_tags", tags, dest.retire_tags),
+                                     ("values rfmsync wrote there in fields", "retire_fields", fields,
+                                      dest.retire_fields)):
+        if left:
+            held.append(f"{what} that it does not retire: {counted(left)}")
+            names = ", ".join(toml_string(n) for n in [*retired, *(n for n, _ in left)])
+            add.append(f"{key} = [{names}]")
+    return (f"{done}, but the ledger says its contacts still hold {'; and '.join(held)}; it is not finished while "
+            f"they do: to have rfmsync take them off (and only from those contacts), set {' and '.join(add)} in "
+            f"destination {dest.name!r} and sync (the plan guards apply); to leave them in the ESP, remove the "
+            f"destination from the config and run 'rfmsync forget --destination {dest.name} --yes' (the ledger then "
+            f"no longer knows rfmsync put them there)")
 
 
 def removed_destinations(cfg: Config, ledger: "RemovedStates") -> list[str]:
