@@ -83,12 +83,15 @@ def end_retired(cfg: "Config", ledger: "Ledger", done: set[str]) -> None:
     once it is removed from the config), with an info line. Both are judged under the destination's lock, from
     what the ledger holds then (the tags in the forgetting's transaction): another sync of the destination (another
     host, a config mapping the field again) may have written since this one applied, and what it wrote is never
-    forgotten. Once forgotten, its later runs plan nothing (:func:`~sync.planning.retired.retiring`) and only
-    record its target, which then stays: its revision counter no longer moves on run after run."""
+    forgotten. Once forgotten, its later runs plan nothing (:func:`~sync.planning.retired.retiring`) and record
+    nothing, not even its target (:func:`~sync.planning.retired.holds_nothing`): its revision counter no longer moves
+    on run after run. A target such a run recorded before (an older rfmsync) is forgotten once."""
     held = set(ledger.state_destinations()) if done else set()
     for dest in cfg.destinations:
-        if dest.name not in done or not retires_only(dest) or dest.name not in held:
-            continue  # none of its rows left (forgotten already): its recorded target stays, nothing moves on
+        if dest.name not in done or not retires_only(dest):
+            continue
+        if dest.name not in held and known_target(ledger, dest.name) is None:
+            continue  # forgotten already: its plans push nowhere (no target recorded), nothing moves on
 
         def forget(lock: tuple[str, str], dest: "DestinationConfig" = dest) -> int:
             if _holds_value(ledger, dest):

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from sync.ledger import Ledger
+from sync.planning.target import TARGET_CURSOR
 from tests.builders import run_cli as cli
 from tests.ledger_fixtures import ledger_url  # noqa: F401
 from tests.test_retire_fields import AS_OF, _ours, make_shop, plan_json, shop  # noqa: F401
@@ -120,3 +121,32 @@ def test_a_tags_only_retiring_destination_is_not_finished_nor_forgotten_while_it
     assert plan["changes"] == [] and [n for n in plan["notes"] if "tags and fields and none is left" in n]
     with Ledger.connect(ledger_url) as ledger:
         assert plan["destination"] not in ledger.state_destinations()
+
+
+def test_a_finished_retire_only_destination_leaves_no_audience_behind(tmp_path, mailchimp_fake, monkeypatch,
+                                                                       ledger_url):  # noqa: F811
+    """Once finished, the ledger holds nothing of the destination, not even its audience: removed from the config,
+    'rfmsync forget' finds nothing to forget, and its name used again for another audience is a new destination
+    there (not refused as a move from an audience the ledger holds nothing of)."""
+    cfg = make_shop("mailchimp", mailchimp_fake, tmp_path, monkeypatch, ledger_url)
+    mailchimp_fake.add_list("aud2", "Second shop audience")
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF)
+    text = cfg.read_text(encoding="utf-8")
+    head = text[:text.index("[destinations.segments]")]
+    cfg.write_text(head + 'retire_tags = ["VIP", "Welcome", "Winback", "Winback soft"]\n'
+                   'retire_fields = ["RFM_SEG", "RFM_CODE"]\n', encoding="utf-8")
+    for _ in range(2):  # finished and forgotten, then left in the config for a run
+        cli("sync", "--config", str(cfg), "--as-of", AS_OF, "--allow-mass-change")
+    name = plan_json(cfg)["plans"][0]["destination"]
+    with Ledger.connect(ledger_url) as ledger:
+        assert name not in ledger.held_destinations(TARGET_CURSOR)
+        ledger.set_cursor(TARGET_CURSOR, name, "mailchimp:aud1")  # as an older rfmsync's run recorded it
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF)  # forgotten once
+    with Ledger.connect(ledger_url) as ledger:
+        assert name not in ledger.held_destinations(TARGET_CURSOR)
+    cfg.write_text(text[:text.index("[[destinations]]")], encoding="utf-8")  # removed from the config
+    said = cli("forget", "--config", str(cfg), "--destination", name, code=2).output
+    assert f"the ledger holds nothing under destination {name!r}" in said, said
+    cfg.write_text(text.replace('audience = "aud1"', 'audience = "aud2"'), encoding="utf-8")  # the name used again
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF)
+    assert mailchimp_fake.lists["aud2"].members

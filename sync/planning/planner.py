@@ -21,7 +21,7 @@ from ..ledger.bulk import state_schema
 from ..model import PushedState
 from .columnar import columnar_plan_stats, plan_columnar, reconcile_pushed, stage_pushed
 from .plan import Plan, all_managed, check_fields
-from .retired import left_behind, left_behind_warning, retiring
+from .retired import holds_nothing, left_behind, left_behind_warning, retiring
 from .retired_fields import clear_retired, field_names, left_fields, left_fields_warning
 from .rows import CustomerRows, stage_dicts, stage_segments
 from .target import moved_note, planned_target
@@ -170,7 +170,8 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
     note = alone_note(plan) if lines and not withdrawals else None  # what a refused sync still sends
     alone = (note,) if note else ()
     plan = replace(plan, warnings=(*plan.warnings, *warnings), guard=stats, notes=(*plan.notes, *alone),
-                   pushed_to=target, moves_from=moved_from, ledger_epoch=counter.epoch)
+                   pushed_to=None if moved_from is None and holds_nothing(rows.con, dest, plan) else target,
+                   moves_from=moved_from, ledger_epoch=counter.epoch)
     return PlannedDestination(plan, client, lines, replan=lambda: plan_one(
         cfg, dest, rows, ledger, client, unchecked, full_refresh=full_refresh, reconcile=reconcile,
         extra_tags=extra_tags), withdrawal_lines=withdrawals)

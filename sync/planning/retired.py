@@ -120,6 +120,15 @@ def retiring(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan: Plan
     return replace(plan, changes=changes, skipped=(), notes=notes)
 
 
+def holds_nothing(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan: Plan) -> bool:
+    """A retire-only destination (:func:`retires_only`) with nothing planned whose staged ledger state holds no row
+    (finished and forgotten, :func:`sync.takeover.end_retired`, or never synced): its plan pushes nowhere
+    (``pushed_to`` None), so that its apply records no target either. A target recorded for a name the ledger holds
+    nothing else of would be listed by ``rfmsync forget`` and refuse the name used again for another audience as
+    a move from one that holds nothing of it."""
+    return retires_only(dest) and not plan.changes and not con.execute(f"SELECT count(*) FROM {LEDGER}").fetchone()[0]
+
+
 def _finished_note(dest: DestinationConfig, tags: list[tuple[str, int]], fields: list[tuple[str, int]]) -> str:
     """The note of a retire-only destination with nothing left to change: finished, or, while its contacts hold
     tags/lists rfmsync gave them or values it wrote that it does not retire (``tags``, ``fields``), not yet, with
@@ -217,5 +226,5 @@ def toml_string(text: str) -> str:
     return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
-__all__ = ["RemovedStates", "counted", "left_behind", "left_behind_warning", "removed_destinations", "retired_what",
-           "retires_only", "retiring", "toml_string"]
+__all__ = ["RemovedStates", "counted", "holds_nothing", "left_behind", "left_behind_warning", "removed_destinations",
+           "retired_what", "retires_only", "retiring", "toml_string"]
