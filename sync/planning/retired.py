@@ -115,7 +115,7 @@ def retiring(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan: Plan
     # a retired field's value held is a change of its own (:func:`~.retired_fields.clear_retired`, run before)
     if not changes and not (retired and con.execute(
             f"SELECT count(*) FROM (SELECT DISTINCT tags_json FROM {LEDGER}) "
-            f"WHERE len(list_intersect({TAGS.format('tags_json')}, [{retired}])) > 0").fetchone()[0]):
+            f"WHERE len(list_intersect({TAGS.format('tags_json')}, [{retired}])) > 0").fetchall()[0][0]):
         notes = (*notes, _finished_note(dest, left_behind(con, dest), list(fields)))
     return replace(plan, changes=changes, skipped=(), notes=notes)
 
@@ -126,7 +126,10 @@ def holds_nothing(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan:
     (``pushed_to`` None), so that its apply records no target either. A target recorded for a name the ledger holds
     nothing else of would be listed by ``rfmsync forget`` and refuse the name used again for another audience as
     a move from one that holds nothing of it."""
-    return retires_only(dest) and not plan.changes and not con.execute(f"SELECT count(*) FROM {LEDGER}").fetchone()[0]
+    # fetchall, not fetchone: a result left unfinished on the connection the destinations share fails the next
+    # destination's stage_pushed (DuckDB's "Resource In Use" on register)
+    return retires_only(dest) and not plan.changes and not con.execute(
+        f"SELECT count(*) FROM {LEDGER}").fetchall()[0][0]
 
 
 def _finished_note(dest: DestinationConfig, tags: list[tuple[str, int]], fields: list[tuple[str, int]]) -> str:
