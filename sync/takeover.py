@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 from .engine import destination_lock
 from .errors import LockBusyError
-from .planning.retired import retired_what, retires_only
+from .planning.retired import managed_beside, retired_what, retires_only
 from .planning.target import TARGET_CURSOR, describe, known_target, target_of
 
 if TYPE_CHECKING:
@@ -81,9 +81,10 @@ def end_retired(cfg: "Config", ledger: "Ledger", done: set[str]) -> None:
     succeeded (``done``) and no row of it holds a tag or a field value any more (retired or not), has nothing left
     to do: the ledger forgets it (its rows kept with no tag would be read by every plan's removed-destination check
     once it is removed from the config), with an info line. Both are judged under the destination's lock, from
-    what the ledger holds then (the tags in the forgetting's transaction): another sync of the destination (another
+    what the ledger holds then (in the forgetting's transaction, a query each: no load of its state): another sync of the destination (another
     host, a config mapping the field again) may have written since this one applied, and what it wrote is never
-    forgotten. Once forgotten, its later runs plan nothing (:func:`~sync.planning.retired.retiring`) and record
+    forgotten. Tags and fields another destination of its audience manages now are that one's
+    (:func:`~sync.planning.retired.managed_beside`): held, they do not keep it. Once forgotten, its later runs plan nothing (:func:`~sync.planning.retired.retiring`) and record
     nothing, not even its target (:func:`~sync.planning.retired.holds_nothing`): its revision counter no longer moves
     on run after run. A target such a run recorded before (an older rfmsync) is forgotten once."""
     held = set(ledger.state_destinations()) if done else set()
@@ -92,24 +93,16 @@ def end_retired(cfg: "Config", ledger: "Ledger", done: set[str]) -> None:
             continue
         if dest.name not in held and known_target(ledger, dest.name) is None:
             continue  # forgotten already: its plans push nowhere (no target recorded), nothing moves on
-
-        def forget(lock: tuple[str, str], dest: "DestinationConfig" = dest) -> int:
-            if _holds_value(ledger, dest):
-                return 0  # a clear that did not go (or not yet planned), or a value written since: the next sync's
-            return ledger.forget_destination(dest.name, (TARGET_CURSOR, dest.name), lock=lock)
-
-        deleted = _under_locks(ledger, [dest.name], "forgetting its ledger", forget)
+        # a tag or a value left (a clear that did not go, or not yet planned; one written since: the next sync's)
+        # keeps it, but in a tag or field another destination of its audience manages now: that one's
+        kept = managed_beside(cfg.destinations, dest)
+        deleted = _under_locks(ledger, [dest.name], "forgetting its ledger",
+                               lambda lock, dest=dest, kept=kept: ledger.forget_destination(
+                                   dest.name, (TARGET_CURSOR, dest.name), lock=lock, unvalued=True, kept=kept))
         if deleted is not None and deleted > 0:
             log.info("destination %r only retires %s and every one is off the contacts rfmsync put it on: the "
                      "ledger forgets its %d contacts (remove it from the config)", dest.name, retired_what(dest),
                      deleted)
-
-
-def _holds_value(ledger: "Ledger", dest: "DestinationConfig") -> bool:
-    """Whether a contact of ``dest`` in the ledger still holds a value rfmsync wrote in a field (a retired one whose
-    clear did not go, or one the destination does not retire: the ledger must not forget that rfmsync wrote it)."""
-    return any(value not in (None, "") for state in ledger.load_state(dest.name).values()
-               for value in state.fields.values())
 
 
 def after_applies(cfg: "Config", ledger: "Ledger", reports: Iterable["ApplyReport"]) -> None:

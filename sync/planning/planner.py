@@ -21,7 +21,7 @@ from ..ledger.bulk import state_schema
 from ..model import PushedState
 from .columnar import columnar_plan_stats, plan_columnar, reconcile_pushed, stage_pushed
 from .plan import Plan, all_managed, check_fields
-from .retired import holds_nothing, left_behind, left_behind_warning, retiring
+from .retired import holds_nothing, left_behind, left_behind_warning, managed_beside, retiring
 from .retired_fields import clear_retired, field_names, left_fields, left_fields_warning
 from .rows import CustomerRows, stage_dicts, stage_segments
 from .target import moved_note, planned_target
@@ -159,7 +159,8 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
                          remote_checked=client is not None and unchecked is None, notes=notes,
                          extra_tags=extra_tags)
     plan = clear_retired(rows.con, dest, plan, held)  # retire_fields: the values rfmsync wrote there, cleared
-    plan = retiring(rows.con, dest, plan, fields_left)  # retire-only: no create, and said when it is finished
+    # retire-only: no create, and said when it is finished (what another destination there manages is not left)
+    plan = retiring(rows.con, dest, plan, fields_left, managed_beside(cfg.destinations, dest))
     # a plan without changes removes and changes nothing: no plan guard can trip (and counting the managed
     # contacts is a scan of the whole pushed state)
     lost = ledger.lost_tags(dest.name) if moved_from is None else {}  # (a move forgets the old audience's)

@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from typing import Protocol, Sequence
+from typing import Iterable, Protocol, Sequence
 
 import duckdb
 
 from connectors.normalize import lit
 
 from ..config import Config, DestinationConfig
+from ..destinations.overlap import audience_of
 from ..ledger.cursors import Cursors
+from ..ledger.moves import Kept
 from ..model import fold
 from .columnar import LEDGER, TAGS
 from .plan import Plan, all_managed
@@ -97,8 +99,20 @@ def retired_what(dest: DestinationConfig) -> str:
     return " and ".join(w for w, on in (("tags", dest.retire_tags), ("fields", dest.retire_fields)) if on)
 
 
+def managed_beside(destinations: Iterable[DestinationConfig], dest: DestinationConfig) -> Kept:
+    """What the other destinations of ``dest``'s audience (:func:`~sync.destinations.overlap.audience_of`, as the
+    config's checks compare them) manage now: their tags/lists and their fields. A retire-only destination's rows
+    that hold them do not keep it from being finished (:func:`retiring`, :func:`sync.takeover.end_retired`): they
+    are that destination's, and its ``retire_tags``/``retire_fields`` could not name them (the config refuses
+    two destinations of one audience managing one tag or field)."""
+    others = [d for d in destinations if d.name != dest.name and audience_of(d) == audience_of(dest)]
+    key = dest.spec.field_key
+    return Kept(frozenset(fold(t) for d in others for t in all_managed(d)),
+                frozenset(key(f) for d in others for f in d.fields), key)
+
+
 def retiring(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan: Plan,
-             fields: Sequence[tuple[str, int]] = ()) -> Plan:
+             fields: Sequence[tuple[str, int]] = (), kept: Kept = Kept()) -> Plan:
     """``plan`` of a destination that only retires (:func:`retires_only`) with its creates and skips left out: a
     contact the ledger does not say is in the destination holds no tag rfmsync put there, and such a destination
     gives no one anything, so it creates no one (once the ledger forgot it, every exported contact would be
@@ -106,7 +120,8 @@ def retiring(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan: Plan
     ledger state holds a tag or a field value any more (a retired one, or one it does not retire: :func:`left_behind`,
     ``fields``: :func:`~.retired_fields.left_fields`, which keep the ledger from forgetting it,
     :func:`sync.takeover.end_retired`), so it can be removed from the config; or what is left and what to add to
-    the config. Any other plan is returned as it is."""
+    the config. Tags and fields another destination of the audience manages (``kept``: :func:`managed_beside`)
+    are that one's: neither left nor named. Any other plan is returned as it is."""
     if not retires_only(dest):
         return plan
     changes = tuple(c for c in plan.changes if not c.create)
@@ -116,7 +131,8 @@ def retiring(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan: Plan
     if not changes and not (retired and con.execute(
             f"SELECT count(*) FROM (SELECT DISTINCT tags_json FROM {LEDGER}) "
             f"WHERE len(list_intersect({TAGS.format('tags_json')}, [{retired}])) > 0").fetchall()[0][0]):
-        notes = (*notes, _finished_note(dest, left_behind(con, dest), list(fields)))
+        notes = (*notes, _finished_note(dest, [(t, n) for t, n in left_behind(con, dest) if fold(t) not in kept.tags],
+                                        [(f, n) for f, n in fields if kept.key(f) not in kept.fields]))
     return replace(plan, changes=changes, skipped=(), notes=notes)
 
 
@@ -229,5 +245,5 @@ def toml_string(text: str) -> str:
     return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
-__all__ = ["RemovedStates", "counted", "holds_nothing", "left_behind", "left_behind_warning", "removed_destinations",
-           "retired_what", "retires_only", "retiring", "toml_string"]
+__all__ = ["RemovedStates", "counted", "holds_nothing", "left_behind", "left_behind_warning", "managed_beside",
+           "removed_destinations", "retired_what", "retires_only", "retiring", "toml_string"]
