@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 from .engine import destination_lock
 from .errors import LockBusyError
-from .planning.retired import retired_what, retires_only
+from .planning.retired import managed_beside, retired_what, retires_only
 from .planning.target import TARGET_CURSOR, describe, known_target, target_of
 
 if TYPE_CHECKING:
@@ -78,35 +78,31 @@ def take_over_removed(cfg: "Config", ledger: "Ledger", done: set[str]) -> None:
 
 def end_retired(cfg: "Config", ledger: "Ledger", done: set[str]) -> None:
     """After applies: a destination that only retires tags or fields (:func:`retires_only`), once an apply of it
-    succeeded (``done``) and no row of it holds a tag or a value in a retired field any more (a retire-only
-    destination never writes one: checked before the lock, it can only go), has nothing left to do: the ledger
-    forgets it (its rows kept
-    with no tag would be read by every plan's removed-destination check once it is removed from the config), with
-    an info line. Once forgotten, its later runs plan nothing (:func:`~sync.planning.retired.retiring`) and
-    only record its target, which then stays: its revision counter no longer moves on run after run."""
+    succeeded (``done``) and no row of it holds a tag or a field value any more (retired or not), has nothing left
+    to do: the ledger forgets it (its rows kept with no tag would be read by every plan's removed-destination check
+    once it is removed from the config), with an info line. Both are judged under the destination's lock, from
+    what the ledger holds then (in the forgetting's transaction, a query each: no load of its state): another sync of the destination (another
+    host, a config mapping the field again) may have written since this one applied, and what it wrote is never
+    forgotten. Tags and fields another destination of its audience manages now are that one's
+    (:func:`~sync.planning.retired.managed_beside`): held, they do not keep it. Once forgotten, its later runs plan nothing (:func:`~sync.planning.retired.retiring`) and record
+    nothing, not even its target (:func:`~sync.planning.retired.holds_nothing`): its revision counter no longer moves
+    on run after run. A target such a run recorded before (an older rfmsync) is forgotten once."""
     held = set(ledger.state_destinations()) if done else set()
     for dest in cfg.destinations:
-        if dest.name not in done or not retires_only(dest) or dest.name not in held:
-            continue  # none of its rows left (forgotten already): its recorded target stays, nothing moves on
-        if _holds_retired_field(ledger, dest):
-            continue  # a clear that did not go (or not yet planned): the next sync's
+        if dest.name not in done or not retires_only(dest):
+            continue
+        if dest.name not in held and known_target(ledger, dest.name) is None:
+            continue  # forgotten already: its plans push nowhere (no target recorded), nothing moves on
+        # a tag or a value left (a clear that did not go, or not yet planned; one written since: the next sync's)
+        # keeps it, but in a tag or field another destination of its audience manages now: that one's
+        kept = managed_beside(cfg.destinations, dest)
         deleted = _under_locks(ledger, [dest.name], "forgetting its ledger",
-                               lambda lock: ledger.forget_destination(dest.name, (TARGET_CURSOR, dest.name),
-                                                                      lock=lock))
+                               lambda lock, dest=dest, kept=kept: ledger.forget_destination(
+                                   dest.name, (TARGET_CURSOR, dest.name), lock=lock, unvalued=True, kept=kept))
         if deleted is not None and deleted > 0:
             log.info("destination %r only retires %s and every one is off the contacts rfmsync put it on: the "
                      "ledger forgets its %d contacts (remove it from the config)", dest.name, retired_what(dest),
                      deleted)
-
-
-def _holds_retired_field(ledger: "Ledger", dest: "DestinationConfig") -> bool:
-    """Whether a contact of ``dest`` in the ledger still holds a value rfmsync wrote in one of its retired fields
-    (``retire_fields``, compared as the ESP compares field names: ``spec.field_key``)."""
-    if not dest.retire_fields:
-        return False
-    retired = {dest.spec.field_key(n) for n in dest.retire_fields}
-    return any(value not in (None, "") and dest.spec.field_key(name) in retired
-               for state in ledger.load_state(dest.name).values() for name, value in state.fields.items())
 
 
 def after_applies(cfg: "Config", ledger: "Ledger", reports: Iterable["ApplyReport"]) -> None:

@@ -13,11 +13,11 @@ from sync.settings import load_settings
 from tests.builders import run_cli as cli
 from tests.test_serve_resync import AS_OF, DEST, orders_for, synced_shop
 
-RETIRE = 'retire_tags = ["VIP", "Winback soft", "Winback", "Welcome"]\n'
+RETIRE = 'retire_tags = ["VIP", "Winback soft", "Winback", "Welcome"]\nretire_fields = ["RFM_SEG", "RFM_CODE"]\n'
 
 
 def retire_only(path):
-    """The shop's destination with its mapping taken out and every tag it gave retired."""
+    """The shop's destination with its mapping taken out and every tag and field it gave retired."""
     text = path.read_text(encoding="utf-8")
     head, tail = text[:text.index("[destinations.segments]")], text[text.index("[serve]"):]
     path.write_text(head + RETIRE + "\n" + tail, encoding="utf-8")

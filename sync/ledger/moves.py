@@ -6,7 +6,7 @@ name of a rename taken over): its rows go, its revision counter does not (:meth:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import json
 
@@ -23,6 +23,16 @@ if TYPE_CHECKING:
 
     from .db import LedgerDB
     from .statecache import Counter, StateCache, WrittenRevisions
+
+
+class Kept(NamedTuple):
+    """What a destination's rows may still hold and the destination be forgotten all the same
+    (:meth:`StateMoves.forget_destination`): tags/lists and fields another destination of its audience manages now
+    (the tags folded, :func:`~sync.model.fold`; the fields as ``key`` names them, the ESP's comparison)."""
+
+    tags: frozenset[str] = frozenset()
+    fields: frozenset[str] = frozenset()
+    key: Callable[[str], str] = str
 
 
 class StateMoves:
@@ -98,16 +108,21 @@ class StateMoves:
         return revision
 
     def forget_destination(self, name: str, cursor: tuple[str, str], lock: tuple[str, str] | None = None,
-                           *, untagged: bool = True) -> int:
+                           *, untagged: bool = True, unvalued: bool = False, kept: Kept = Kept()) -> int:
         """Delete everything the ledger holds under destination ``name`` (its rows, lost tags, failures, cached
         copy and the cursor ``cursor``: its target; its revision counter moves on: :meth:`_forget_name`), in one
-        transaction; with ``untagged``, only while none of its rows holds a tag (else nothing, and -1). The rows
-        deleted. ``lock``: (name, owner) that must still hold ``name``'s lock."""
+        transaction; with ``untagged``, only while none of its rows holds a tag, and with ``unvalued`` a value in
+        a field, but those ``kept`` names (else nothing, and -1). The rows deleted. ``lock``: (name, owner) that
+        must still hold ``name``'s lock."""
+        held = [] if not untagged else [(pushed_state.c.tags, "[]", None if not kept.tags else
+                                         lambda tags: any(fold(t) not in kept.tags for t in tags))]
+        if unvalued:
+            held.append((pushed_state.c.fields, "{}", lambda fields: any(
+                value not in (None, "") and kept.key(k) not in kept.fields for k, value in fields.items())))
         with self._db.write() as conn:
             if lock is not None:
                 check_lock_held(conn, *lock)
-            if untagged and conn.execute(select(pushed_state.c.key).where(
-                    pushed_state.c.destination == name, pushed_state.c.tags != "[]").limit(1)).first() is not None:
+            if any(_holds(conn, name, column, empty, holds) for column, empty, holds in held):
                 return -1
             deleted = conn.execute(select(func.count()).where(pushed_state.c.destination == name)).scalar() or 0
             revision = self._forget_name(conn, name, cursor)
@@ -151,10 +166,24 @@ class StateMoves:
         return revision
 
 
+def _holds(conn: "Connection", name: str, column: Any, empty: str, holds: Callable[[Any], bool] | None) -> bool:
+    """Whether a row of destination ``name`` holds something in its JSON ``column`` (``empty`` when it holds
+    nothing): any row, or, with ``holds``, one whose decoded value ``holds`` says so. Its distinct texts are read
+    (a ledger has few distinct tag sets, and fields cleared are alike), up to the first that holds."""
+    query = select(column).where(pushed_state.c.destination == name, column != empty)
+    if holds is None:
+        return conn.execute(query.limit(1)).first() is not None
+    result = conn.execute(query.distinct())
+    try:
+        return any(holds(json.loads(text)) for text in result.scalars())
+    finally:
+        result.close()
+
+
 def _with_rows() -> "Select[tuple[str]]":
     """The names of the revision counters whose destination's pushed state holds a row."""
     return select(state_revisions.c.destination).where(
         select(pushed_state.c.key).where(pushed_state.c.destination == state_revisions.c.destination).exists())
 
 
-__all__ = ["StateMoves"]
+__all__ = ["Kept", "StateMoves"]

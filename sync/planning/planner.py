@@ -21,7 +21,7 @@ from ..ledger.bulk import state_schema
 from ..model import PushedState
 from .columnar import columnar_plan_stats, plan_columnar, reconcile_pushed, stage_pushed
 from .plan import Plan, all_managed, check_fields
-from .retired import left_behind, left_behind_warning, retiring
+from .retired import holds_nothing, left_behind, left_behind_warning, managed_beside, retiring
 from .retired_fields import clear_retired, field_names, left_fields, left_fields_warning
 from .rows import CustomerRows, stage_dicts, stage_segments
 from .target import moved_note, planned_target
@@ -149,8 +149,9 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
     elif client is None:
         notes.append("planned against the ledger alone (no credentials set): the ESP was not read")
     held = field_names(rows.con)  # the staged state's field names: read once, for left_fields and clear_retired
+    fields_left = left_fields(rows.con, dest, held)
     behind = tuple(w for w in (left_behind_warning(dest, left_behind(rows.con, dest)),
-                               left_fields_warning(dest, left_fields(rows.con, dest, held))) if w)
+                               left_fields_warning(dest, fields_left)) if w)
     shared = rows.shared_note()
     if shared is not None:
         notes.append(shared)
@@ -158,7 +159,8 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
                          remote_checked=client is not None and unchecked is None, notes=notes,
                          extra_tags=extra_tags)
     plan = clear_retired(rows.con, dest, plan, held)  # retire_fields: the values rfmsync wrote there, cleared
-    plan = retiring(rows.con, dest, plan)  # a retire-only destination: no create, and said when it is finished
+    # retire-only: no create, and said when it is finished (what another destination there manages is not left)
+    plan = retiring(rows.con, dest, plan, fields_left, managed_beside(cfg.destinations, dest))
     # a plan without changes removes and changes nothing: no plan guard can trip (and counting the managed
     # contacts is a scan of the whole pushed state)
     lost = ledger.lost_tags(dest.name) if moved_from is None else {}  # (a move forgets the old audience's)
@@ -169,8 +171,8 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
     note = alone_note(plan) if lines and not withdrawals else None  # what a refused sync still sends
     alone = (note,) if note else ()
     plan = replace(plan, warnings=(*plan.warnings, *warnings), guard=stats, notes=(*plan.notes, *alone),
-                   pushed_to=target, moves_from=moved_from, ledger_epoch=counter.epoch,
-                   ledger_token=counter.token)
+                   pushed_to=None if moved_from is None and holds_nothing(rows.con, dest, plan) else target,
+                   moves_from=moved_from, ledger_epoch=counter.epoch, ledger_token=counter.token)
     return PlannedDestination(plan, client, lines, replan=lambda: plan_one(
         cfg, dest, rows, ledger, client, unchecked, full_refresh=full_refresh, reconcile=reconcile,
         extra_tags=extra_tags), withdrawal_lines=withdrawals)

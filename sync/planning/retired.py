@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from typing import Protocol, Sequence
+from typing import Iterable, Protocol, Sequence
 
 import duckdb
 
 from connectors.normalize import lit
 
 from ..config import Config, DestinationConfig
+from ..destinations.overlap import audience_of
 from ..ledger.cursors import Cursors
+from ..ledger.moves import Kept
 from ..model import fold
 from .columnar import LEDGER, TAGS
 from .plan import Plan, all_managed
@@ -97,12 +99,29 @@ def retired_what(dest: DestinationConfig) -> str:
     return " and ".join(w for w, on in (("tags", dest.retire_tags), ("fields", dest.retire_fields)) if on)
 
 
-def retiring(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan: Plan) -> Plan:
+def managed_beside(destinations: Iterable[DestinationConfig], dest: DestinationConfig) -> Kept:
+    """What the other destinations of ``dest``'s audience (:func:`~sync.destinations.overlap.audience_of`, as the
+    config's checks compare them) manage now: their tags/lists and their fields. A retire-only destination's rows
+    that hold them do not keep it from being finished (:func:`retiring`, :func:`sync.takeover.end_retired`): they
+    are that destination's, and its ``retire_tags``/``retire_fields`` could not name them (the config refuses
+    two destinations of one audience managing one tag or field)."""
+    others = [d for d in destinations if d.name != dest.name and audience_of(d) == audience_of(dest)]
+    key = dest.spec.field_key
+    return Kept(frozenset(fold(t) for d in others for t in all_managed(d)),
+                frozenset(key(f) for d in others for f in d.fields), key)
+
+
+def retiring(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan: Plan,
+             fields: Sequence[tuple[str, int]] = (), kept: Kept = Kept()) -> Plan:
     """``plan`` of a destination that only retires (:func:`retires_only`) with its creates and skips left out: a
     contact the ledger does not say is in the destination holds no tag rfmsync put there, and such a destination
     gives no one anything, so it creates no one (once the ledger forgot it, every exported contact would be
-    planned as new, run after run). With no change left and no row of the staged ledger state holding a retired
-    tag, a note says it is finished and can be removed from the config. Any other plan is returned as it is."""
+    planned as new, run after run). With no change left, a note says whether it is finished: no row of the staged
+    ledger state holds a tag or a field value any more (a retired one, or one it does not retire: :func:`left_behind`,
+    ``fields``: :func:`~.retired_fields.left_fields`, which keep the ledger from forgetting it,
+    :func:`sync.takeover.end_retired`), so it can be removed from the config; or what is left and what to add to
+    the config. Tags and fields another destination of the audience manages (``kept``: :func:`managed_beside`)
+    are that one's: neither left nor named. Any other plan is returned as it is."""
     if not retires_only(dest):
         return plan
     changes = tuple(c for c in plan.changes if not c.create)
@@ -111,10 +130,45 @@ def retiring(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan: Plan
     # a retired field's value held is a change of its own (:func:`~.retired_fields.clear_retired`, run before)
     if not changes and not (retired and con.execute(
             f"SELECT count(*) FROM (SELECT DISTINCT tags_json FROM {LEDGER}) "
-            f"WHERE len(list_intersect({TAGS.format('tags_json')}, [{retired}])) > 0").fetchone()[0]):
-        notes = (*notes, f"destination {dest.name!r} only retires {retired_what(dest)} and none is left on the "
-                         f"contacts rfmsync put it on: it has nothing more to do; remove it from the config")
+            f"WHERE len(list_intersect({TAGS.format('tags_json')}, [{retired}])) > 0").fetchall()[0][0]):
+        notes = (*notes, _finished_note(dest, [(t, n) for t, n in left_behind(con, dest) if fold(t) not in kept.tags],
+                                        [(f, n) for f, n in fields if kept.key(f) not in kept.fields]))
     return replace(plan, changes=changes, skipped=(), notes=notes)
+
+
+def holds_nothing(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan: Plan) -> bool:
+    """A retire-only destination (:func:`retires_only`) with nothing planned whose staged ledger state holds no row
+    (finished and forgotten, :func:`sync.takeover.end_retired`, or never synced): its plan pushes nowhere
+    (``pushed_to`` None), so that its apply records no target either. A target recorded for a name the ledger holds
+    nothing else of would be listed by ``rfmsync forget`` and refuse the name used again for another audience as
+    a move from one that holds nothing of it."""
+    # fetchall, not fetchone: a result left unfinished on the connection the destinations share fails the next
+    # destination's stage_pushed (DuckDB's "Resource In Use" on register)
+    return retires_only(dest) and not plan.changes and not con.execute(
+        f"SELECT count(*) FROM {LEDGER}").fetchall()[0][0]
+
+
+def _finished_note(dest: DestinationConfig, tags: list[tuple[str, int]], fields: list[tuple[str, int]]) -> str:
+    """The note of a retire-only destination with nothing left to change: finished, or, while its contacts hold
+    tags/lists rfmsync gave them or values it wrote that it does not retire (``tags``, ``fields``), not yet, with
+    what to add to the config."""
+    done = f"destination {dest.name!r} only retires {retired_what(dest)}"
+    if not tags and not fields:
+        return (f"{done} and none is left on the contacts rfmsync put it on: it has nothing more to do; remove it "
+                f"from the config")
+    held, add = [], []
+    for what, key, left, retired in (("tags/lists rfmsync gave them there", "retire_tags", tags, dest.retire_tags),
+                                     ("values rfmsync wrote there in fields", "retire_fields", fields,
+                                      dest.retire_fields)):
+        if left:
+            held.append(f"{what} that it does not retire: {counted(left)}")
+            names = ", ".join(toml_string(n) for n in [*retired, *(n for n, _ in left)])
+            add.append(f"{key} = [{names}]")
+    return (f"{done}, but the ledger says its contacts still hold {'; and '.join(held)}; it is not finished while "
+            f"they do: to have rfmsync take them off (and only from those contacts), set {' and '.join(add)} in "
+            f"destination {dest.name!r} and sync (the plan guards apply); to leave them in the ESP, remove the "
+            f"destination from the config and run 'rfmsync forget --destination {dest.name} --yes' (the ledger then "
+            f"no longer knows rfmsync put them there)")
 
 
 def removed_destinations(cfg: Config, ledger: "RemovedStates") -> list[str]:
@@ -191,5 +245,5 @@ def toml_string(text: str) -> str:
     return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
-__all__ = ["RemovedStates", "counted", "left_behind", "left_behind_warning", "removed_destinations", "retired_what",
-           "retires_only", "retiring", "toml_string"]
+__all__ = ["RemovedStates", "counted", "holds_nothing", "left_behind", "left_behind_warning", "managed_beside",
+           "removed_destinations", "retired_what", "retires_only", "retiring", "toml_string"]
