@@ -113,7 +113,7 @@ def _output_columns(con: duckdb.DuckDBPyConnection, src: str, cfg: FileSourceCon
         ("email_raw", get('t', 'email')), ("phone_raw", get('t', 'phone')),
         ("ordered_at", get('z', 'ordered_at', 'TIMESTAMPTZ')), ("ordered_at_raw", ordered_raw),
         ("amount", amount), ("amount_raw", f"CASE WHEN {amount} IS NULL OR {amount} < 0 THEN {amount_raw} END"),
-        ("status_raw", get('t', 'status')), ("currency", currency),
+        ("status_raw", get('t', 'status')), ("cancelled_raw", get('t', 'cancelled_at')), ("currency", currency),
         ("discount", get('d', 'discount', 'DECIMAL(18,2)')), ("sku", get('t', 'sku')),
         ("product", get('t', 'product')), ("category", get('t', 'category')), ("brand", get('t', 'brand')),
         ("quantity", get('d', 'quantity', 'DECIMAL(18,3)')), ("price", get('d', 'price', 'DECIMAL(18,2)')),
