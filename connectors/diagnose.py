@@ -5,7 +5,8 @@ instead of a silent table of zeros or thousands of bad rows:
 
 * no data rows in any orders file (a header-only export);
 * more than half of a file's rows without a usable order date (dates in another format than the reader
-  understands, e.g. month-first): the message shows two of the raw values and suggests ``date_format``,
+  understands, e.g. month-first; a row with an order id but no date nor amount, an order's further line, does
+  not count): the message shows two of the raw values and suggests ``date_format``,
   naming a format that reads them when one of the usual ones does, or, when they all read as dates before
   ``normalize.EARLIEST`` (an export on the epoch's day, 1970-01-01; in the configured ``date_format`` first, or as
   Excel serial days in a spreadsheet), says so instead.
@@ -46,8 +47,11 @@ def check_orders(con: duckdb.DuckDBPyConnection, files: Sequence[LoadedFile], pa
                  date_format: str | None = None) -> None:
     """Raise BadFileError when the orders files hold no data rows, or a file's dates mostly failed to parse
     (``date_format``: the one ``[source]`` sets, named in the message instead of a suggestion to set one)."""
-    counts = [con.execute(f"SELECT count(*), count(*) FILTER (WHERE ordered_at IS NULL) FROM {f.table}")
-              .fetchall()[0] for f in files]
+    # a row with an order id and neither a date nor an amount is a further line of an order above it (Shopify's
+    # export writes the date on an order's first row only): a bad row or not once staged, no sign of misread dates
+    line = "ordered_at_raw IS NULL AND amount IS NULL AND amount_raw IS NULL AND order_id IS NOT NULL"
+    counts = [con.execute(f"SELECT count(*), count(*) FILTER (WHERE ordered_at IS NULL AND NOT ({line}))"
+                          f" FROM {f.table}").fetchall()[0] for f in files]
     if files and not any(n for n, _ in counts):
         where = files[0].path if len(files) == 1 else f"{len(files)} files matching {pattern!r}"
         raise BadFileError(f"{where}: no data rows (only a header)")

@@ -172,3 +172,14 @@ def test_an_order_in_two_overlapping_exports_is_one_order_the_later_file_wins(tm
     assert con.execute("SELECT count(*) FROM staged_line_items WHERE order_id = '#1001'").fetchone()[0] == 2
     assert "2 orders appear again further on" in caplog.text
 
+
+def test_orders_of_many_items_dated_on_their_first_row_only_are_read(tmp_path):
+    items = [("1", f"Item {i}", "10.00", f"SKU-{i}") for i in range(4)]
+    result, con = pull(tmp_path, export(order("#1", "a@example.com", "paid", "2025-05-01 10:00:00 +0000", "40.00",
+                                              items, repeat_created=False),
+                                        order("#2", "b@example.com", "paid", "2025-05-02 10:00:00 +0000", "20.00",
+                                              items[:2], repeat_created=False)))
+    # 4 of the 6 rows have no date: no misread dates (no "have no date in column 'Created at'" error), lines
+    assert result.bad_row_count == 0
+    assert con.execute("SELECT order_id, amount FROM staged_orders ORDER BY 1").fetchall() == [
+        ("#1", Decimal("40.00")), ("#2", Decimal("20.00"))]
