@@ -269,8 +269,9 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
             bad_count += over_count
             bad_rows = sorted(bad_rows + over, key=lambda b: (paths.index(b.source), b.row))[:MAX_BAD_ROWS]
         if items:
-            con.execute(f"""INSERT INTO staged_line_items SELECT oid, row_number() OVER (PARTITION BY oid ORDER BY _ord),
-                           sku, product, category, brand, quantity, price FROM {valid}""")
+            con.execute(f"""INSERT INTO staged_line_items SELECT oid,
+                           row_number() OVER (PARTITION BY oid ORDER BY _ord), sku, product, category, brand,
+                           quantity, price FROM {valid}""")
     elif _repeated_ids(con):
         con.execute(f"""INSERT INTO staged_orders SELECT oid, key, ordered_at, amount, currency, status, discount{fid}
                         FROM _fs_valid QUALIFY row_number() OVER (PARTITION BY oid ORDER BY _ord DESC) = 1""")

@@ -153,15 +153,15 @@ def test_an_order_without_total_or_date_is_bad_rows_named_by_file_and_line(tmp_p
 
 
 def test_an_order_in_two_overlapping_exports_is_one_order_the_later_file_wins(tmp_path, caplog):
-    body = lambda *orders: export(*orders).split("\n", 1)[1]  # noqa: E731
-    may = [order("#1002", "bob@example.com", "paid", "2025-05-03 10:59:00 -0400", "20.00", [("1", "Hat", "20.00", "H")]),
+    may = [order("#1002", "bob@example.com", "paid", "2025-05-03 10:59:00 -0400", "20.00",
+                 [("1", "Hat", "20.00", "H")]),
            order("#1001", "ann@example.com", "paid", "2025-05-01 09:59:00 -0400", "35.00",
                  [("1", "Shirt", "10.00", "SH-1"), ("2", "Socks", "12.50", "SO-1")])]
     (tmp_path / "orders_export_1.csv").write_text(export(*may), encoding="utf-8")
     # exported again later: #1001 refunded since, and listed twice (an export pasted below another)
     again = order("#1001", "ann@example.com", "refunded", "2025-05-01 09:59:00 -0400", "35.00",
                   [("1", "Shirt", "10.00", "SH-1"), ("2", "Socks", "12.50", "SO-1")], refunded="35.00")
-    (tmp_path / "orders_export_2.csv").write_text(export(again) + body(again), encoding="utf-8")
+    (tmp_path / "orders_export_2.csv").write_text(export(again) + export(again).split("\n", 1)[1], encoding="utf-8")
     con = duckdb.connect()
     src = FileSource(FileSourceConfig(type="file", orders="orders_export_*.csv", preset="shopify_orders_csv"), tmp_path,
                      clock=lambda: dt.datetime(2025, 7, 1, tzinfo=dt.timezone.utc))
