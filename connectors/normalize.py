@@ -323,10 +323,15 @@ def status_sql(col: str, overrides: dict[str, str] | None = None) -> str:
 
 
 def consent_sql(col: str) -> str:
-    """yes/no/да/нет/1/0/true/false… → 'yes' | 'no' | 'unknown'."""
-    s = f"lower(trim({col}))"
-    return (f"CASE WHEN {s} IN ({', '.join(lit(v) for v in CONSENT_YES)}) THEN 'yes'"
-            f" WHEN {s} IN ({', '.join(lit(v) for v in CONSENT_NO)}) THEN 'no' ELSE 'unknown' END")
+    """yes/no/да/нет/1/0/true/false… → 'yes' | 'no' | 'unknown'.
+
+    One simple ``CASE`` over the words, not ``IN (…)`` (nor ``list_contains``, which DuckDB turns into one): DuckDB
+    plans a long ``IN`` list as a hash join of the rows against the list, and a file read through that join in
+    parallel lost its order (the rows' file lines, so the bad rows' lines and the latest contact values, came out
+    shuffled on a large file)."""
+    arms = " ".join(f"WHEN {lit(v)} THEN {lit(answer)}" for words, answer in ((CONSENT_YES, "yes"), (CONSENT_NO, "no"))
+                    for v in words)
+    return f"CASE lower(trim({col})) {arms} ELSE 'unknown' END"
 
 
 _PATRONYMIC = r"(вич|вна|ович|евич|овна|евна|ична|кызы|угли|ўғли|оглы|o'g'li|qizi)$"
