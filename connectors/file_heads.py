@@ -28,8 +28,10 @@ import duckdb
 
 from .records import BadRow
 
-#: the columns a line row takes from its head (``cancelled_raw`` too, when mapped)
+#: the columns a line row takes from its head (:data:`CANCELLED` too, when mapped)
 HEAD_COLUMNS = ("cust", "email_raw", "phone_raw", "ordered_at", "ordered_at_raw", "status_raw", "currency")
+#: the cancellation's columns: its date, and its text when not a date (a bad row)
+CANCELLED = ("cancelled_at", "cancelled_raw")
 
 
 def follow_heads(con: duckdb.DuckDBPyConnection, rows: str, out: str, cancelled: bool) -> int:
@@ -37,12 +39,11 @@ def follow_heads(con: duckdb.DuckDBPyConnection, rows: str, out: str, cancelled:
     ``_head`` (its head's row number), ``_seq`` and ``_gone``, each line row given its head's order columns (see
     above). Returns how many heads are ``_gone``: an order id's rows before its last head (in file, then row order;
     two exports holding the same order) are replaced by the last one's, as a repeated order id is."""
-    taken = (*HEAD_COLUMNS, "amount", "amount_raw", "_row") + (("cancelled_raw",) if cancelled else ())
+    own = CANCELLED if cancelled else ()
+    taken = (*HEAD_COLUMNS, "amount", "amount_raw", "_row", *own)
     head = "{" + ", ".join(f"'{c}': {c}" for c in taken) + "}"
-    empty = " AND ".join(f"{c} IS NULL" for c in ("amount", "amount_raw", "status_raw")
-                         + (("cancelled_raw",) if cancelled else ()))
-    fill = ", ".join(f"CASE WHEN _line THEN _h.{c} ELSE {c} END AS {c}"
-                     for c in (*HEAD_COLUMNS, "amount_raw") + (("cancelled_raw",) if cancelled else ()))
+    empty = " AND ".join(f"{c} IS NULL" for c in ("amount", "amount_raw", "status_raw", *own))
+    fill = ", ".join(f"CASE WHEN _line THEN _h.{c} ELSE {c} END AS {c}" for c in (*HEAD_COLUMNS, "amount_raw", *own))
     pos = "_file::BIGINT * 4294967296 + _row"
     con.execute(f"""CREATE OR REPLACE TEMP TABLE {out}_t AS
         SELECT * EXCLUDE (_h, _last) REPLACE ({fill},

@@ -76,6 +76,7 @@ _BAD = [  # (condition, field, reason, value) in the order they are checked
     ("status IS NULL", "status", "unknown status (map it under [source.statuses])", "status_raw"),
     ("amount < 0 AND status <> 'refunded'", "amount", "negative amount without a refund status", "amount_raw"),
     ("quantity_raw IS NOT NULL", "quantity", "unparseable quantity", "quantity_raw"),
+    ("cancelled_raw IS NOT NULL", "cancelled_at", "not a date (empty or NULL: not cancelled)", "cancelled_raw"),
 ]
 
 
@@ -145,14 +146,14 @@ def _zeros_lost(con: duckdb.DuckDBPyConnection, views: list[str], paths: list[st
 
 def _status_case(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, rows: str, cancelled: bool) -> str:
     """A CASE over the few distinct raw statuses (mapped once by :func:`nz.status_sql`, the preset's own statuses
-    under ``[source.statuses]``); with ``cancelled_at`` mapped (``cancelled``), a row that fills it is cancelled."""
+    under ``[source.statuses]``); with ``cancelled_at`` mapped (``cancelled``), a row with a date there is cancelled."""
     statuses = {**reading(cfg.preset).statuses, **cfg.statuses}
     pairs = con.execute(f"SELECT raw, {nz.status_sql('raw', statuses)} FROM "
                         f"(SELECT DISTINCT status_raw AS raw FROM {rows}) WHERE raw IS NOT NULL").fetchall()
     arms = " ".join(f"WHEN {nz.lit(raw)} THEN {nz.lit(st) if st else 'NULL'}" for raw, st in pairs)
     known = f"(CASE status_raw {arms} END)" if arms else "NULL"
     case = f"CASE WHEN status_raw IS NULL THEN 'completed' ELSE {known} END"
-    return f"CASE WHEN cancelled_raw IS NOT NULL THEN 'cancelled' ELSE {case} END" if cancelled else case
+    return f"CASE WHEN cancelled_at IS NOT NULL THEN 'cancelled' ELSE {case} END" if cancelled else case
 
 
 def _repeated_ids(con: duckdb.DuckDBPyConnection) -> bool:

@@ -322,6 +322,16 @@ def status_sql(col: str, overrides: dict[str, str] | None = None) -> str:
     return f"CASE WHEN {v} IS NULL OR {v} = '' THEN 'completed' {exact} {stems} END"
 
 
+#: a cell's words for "no value" (an export's NULL written out), besides empty and a zero date (0000-00-00 …)
+NO_VALUE = ("null", "none", "nil", "n/a", "na", "nan", "-", "—")
+
+
+def no_value_sql(col: str) -> str:
+    """TRUE when the text ``col`` holds no value: NULL (empty), a :data:`NO_VALUE` word or a zero date."""
+    return (f"COALESCE(CASE lower({col}) {' '.join(f'WHEN {lit(v)} THEN true' for v in NO_VALUE)} END,"
+            f" regexp_full_match({col}, '[0\\s:./T-]*'), true)")
+
+
 def consent_sql(col: str) -> str:
     """yes/no/да/нет/1/0/true/false… → 'yes' | 'no' | 'unknown'.
 
