@@ -19,7 +19,10 @@ them as what they are:
   repeated order id wins in a flat export.
 
 ``_seq`` orders the rows by order date (then file and row) so that a contact's latest value is that of the
-customer's latest order whatever order the export lists them in (Shopify's is newest first).
+customer's latest order whatever order the export lists them in (Shopify's is newest first). Consent takes the
+safe side where the dates cannot tell: of rows on the same date a "no" comes last (it wins over a "yes"), and a
+row without a readable date that says "no" comes after every other row (a withdrawal is never overridden by a
+"yes" that only looks later).
 """
 
 from __future__ import annotations
@@ -45,12 +48,13 @@ def follow_heads(con: duckdb.DuckDBPyConnection, rows: str, out: str, cancelled:
     empty = " AND ".join(f"{c} IS NULL" for c in ("amount", "amount_raw", "status_raw", *own))
     fill = ", ".join(f"CASE WHEN _line THEN _h.{c} ELSE {c} END AS {c}" for c in (*HEAD_COLUMNS, "amount_raw", *own))
     pos = "_file::BIGINT * 4294967296 + _row"
+    day = "(CASE WHEN _line THEN _h.ordered_at ELSE ordered_at END)"
     con.execute(f"""CREATE OR REPLACE TEMP TABLE {out}_t AS
         SELECT * EXCLUDE (_h, _last) REPLACE ({fill},
                CASE WHEN _line THEN CASE WHEN _h.amount IS NOT NULL THEN 0 END ELSE amount END AS amount),
                CASE WHEN _line THEN _h._row END AS _head, COALESCE({pos} < _last, false) AS _gone,
-               row_number() OVER (ORDER BY CASE WHEN _line THEN _h.ordered_at ELSE ordered_at END NULLS FIRST, _file,
-                                  _row) AS _seq
+               row_number() OVER (ORDER BY {day} IS NULL AND consent = 'no', {day} NULLS FIRST, consent = 'no',
+                                  _file, _row) AS _seq
         FROM (SELECT *, last_value(CASE WHEN NOT _line THEN {head} END IGNORE NULLS) OVER (PARTITION BY _file, order_id
                         ORDER BY _row ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS _h,
                      max(CASE WHEN NOT _line AND order_id IS NOT NULL THEN {pos} END) OVER (PARTITION BY order_id)

@@ -183,3 +183,27 @@ def test_orders_of_many_items_dated_on_their_first_row_only_are_read(tmp_path):
     assert result.bad_row_count == 0
     assert con.execute("SELECT order_id, amount FROM staged_orders ORDER BY 1").fetchall() == [
         ("#1", Decimal("40.00")), ("#2", Decimal("20.00"))]
+
+
+def _consent(tmp_path: Path, *orders: list[dict[str, str]]) -> list[tuple[str, str]]:
+    (tmp_path / "orders_export.csv").write_text(export(*orders))
+    con = duckdb.connect()
+    FileSource(FileSourceConfig(orders="orders_export.csv", preset="shopify_orders_csv"), tmp_path).pull(con)
+    return con.execute("SELECT email, marketing_consent FROM staged_contacts").fetchall()
+
+
+def test_a_withdrawal_on_the_same_date_as_a_yes_wins(tmp_path):
+    t = "2025-06-01 10:00:00 -0400"
+    for first, second in (("no", "yes"), ("yes", "no")):  # newest first or oldest first: a tie either way
+        assert _consent(tmp_path, order("#1002", "ann@example.com", "paid", t, "20.00", [("1", "Hat", "20.00", "H")],
+                                        consent=first),
+                        order("#1001", "ann@example.com", "paid", t, "10.00", [("1", "Cap", "10.00", "C")],
+                              consent=second)) == [("ann@example.com", "no")]
+
+
+def test_a_withdrawal_on_a_row_without_a_readable_date_is_not_overridden_by_a_dated_yes(tmp_path):
+    for when in ("", "06/01/2025 10:00"):
+        assert _consent(tmp_path, order("#1001", "ann@example.com", "paid", "2025-05-01 10:00:00 -0400", "10.00",
+                                        [("1", "Cap", "10.00", "C")], consent="yes"),
+                        order("#1002", "ann@example.com", "paid", when, "20.00", [("1", "Hat", "20.00", "H")],
+                              consent="no")) == [("ann@example.com", "no")]
