@@ -7,7 +7,10 @@ their own. With a preset whose :class:`~connectors.presets.Reading` says ``line_
 them as what they are:
 
 * a **line row** is a row with an order id that is not the first row of that order id in its file and leaves
-  ``amount`` and ``status`` (and ``cancelled_at``, when mapped) empty;
+  ``amount`` and ``status`` (and ``cancelled_at``, when mapped) empty; such a row that is the first of its order id
+  in its file is one too when another file holds a full head of that order id (an export split mid-order: it
+  belongs to the last such head, never replaces it); a line row whose own e-mail or date differs from its head's
+  is a bad row (:data:`CLASH`);
 * every other row with an order id is a **head**; a line row belongs to the nearest head above it in its file,
   and takes its head's customer (id, e-mail, phone), date, status, cancellation and currency, and adds
   0 to the order's amount (NULL when the head has no amount: then it is a bad row with its head, never an order
@@ -43,33 +46,60 @@ def follow_heads(con: duckdb.DuckDBPyConnection, rows: str, out: str, cancelled:
     above). Returns how many heads are ``_gone``: an order id's rows before its last head (in file, then row order;
     two exports holding the same order) are replaced by the last one's, as a repeated order id is."""
     own = CANCELLED if cancelled else ()
-    taken = (*HEAD_COLUMNS, "amount", "amount_raw", "_row", *own)
+    taken = (*HEAD_COLUMNS, "amount", "amount_raw", "_row", "_pos", *own)
     head = "{" + ", ".join(f"'{c}': {c}" for c in taken) + "}"
     empty = " AND ".join(f"{c} IS NULL" for c in ("amount", "amount_raw", "status_raw", *own))
     fill = ", ".join(f"CASE WHEN _line THEN _h.{c} ELSE {c} END AS {c}" for c in (*HEAD_COLUMNS, "amount_raw", *own))
-    pos = "_file::BIGINT * 4294967296 + _row"
     day = "(CASE WHEN _line THEN _h.ordered_at ELSE ordered_at END)"
+    in_file = "OVER (PARTITION BY _file, order_id ORDER BY _row ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
+    # _bare: a row that leaves the order's columns empty; the first of its order id in its file is a head only when
+    # no file holds a full one (_hs, the last full head): else it is a line row of that order (an export split in
+    # the middle of an order), and never replaces it
     con.execute(f"""CREATE OR REPLACE TEMP TABLE {out}_t AS
         SELECT * EXCLUDE (_h, _last) REPLACE ({fill},
                CASE WHEN _line THEN CASE WHEN _h.amount IS NOT NULL THEN 0 END ELSE amount END AS amount),
-               CASE WHEN _line THEN _h._row END AS _head, COALESCE({pos} < _last, false) AS _gone,
+               CASE WHEN _line THEN _h._row END AS _head,
+               COALESCE(CASE WHEN _line THEN _h._pos ELSE _pos END < _last, false) AS _gone, {_clash_sql()} AS _clash,
                row_number() OVER (ORDER BY {day} IS NULL AND consent = 'no', {day} NULLS FIRST, consent = 'no',
                                   _file, _row) AS _seq
-        FROM (SELECT *, last_value(CASE WHEN NOT _line THEN {head} END IGNORE NULLS) OVER (PARTITION BY _file, order_id
-                        ORDER BY _row ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS _h,
-                     max(CASE WHEN NOT _line AND order_id IS NOT NULL THEN {pos} END) OVER (PARTITION BY order_id)
+        FROM (SELECT * EXCLUDE (_hf, _hw, _hs), COALESCE(_hf, _hs, _hw) AS _h,
+                     max(CASE WHEN NOT _line AND order_id IS NOT NULL THEN _pos END) OVER (PARTITION BY order_id)
                         AS _last
-              FROM (SELECT *, COALESCE(order_id IS NOT NULL AND {empty}
-                                       AND row_number() OVER (PARTITION BY _file, order_id ORDER BY _row) > 1, false)
-                              AS _line FROM {rows}))""")
+              FROM (SELECT * REPLACE (_bare AND (_line OR _hs IS NOT NULL) AS _line)
+                    FROM (SELECT *, last_value(CASE WHEN NOT _bare THEN {head} END IGNORE NULLS) {in_file} AS _hf,
+                                 last_value(CASE WHEN NOT _line THEN {head} END IGNORE NULLS) {in_file} AS _hw,
+                                 arg_max(CASE WHEN NOT _bare THEN {head} END, CASE WHEN NOT _bare THEN _pos END)
+                                    OVER (PARTITION BY order_id) AS _hs
+                          FROM (SELECT *, COALESCE(order_id IS NOT NULL AND {empty}
+                                                   AND row_number() OVER (PARTITION BY _file, order_id ORDER BY _row)
+                                                   > 1, false) AS _line,
+                                       COALESCE(order_id IS NOT NULL AND {empty}, false) AS _bare,
+                                       _file::BIGINT * 4294967296 + _row AS _pos FROM {rows}))))""")
     con.execute(f"CREATE OR REPLACE TEMP VIEW {out} AS SELECT * FROM {out}_t")
     return con.execute(f"SELECT count(*) FROM {out}_t WHERE _gone AND NOT _line").fetchall()[0][0]
 
 
+#: the reason of a line row whose own e-mail or date is not its order's (:func:`_clash_sql`)
+CLASH = ("a further row of its order (the same order id, no total nor status) whose own e-mail or date differs"
+         " from the order's first row: a row of another order given the same id?")
+
+
+def _clash_sql() -> str:
+    """A line row's own non-empty e-mail or date that differs from its head's, as text (else NULL)."""
+    return ("CASE WHEN NOT _line OR _h IS NULL THEN NULL"
+            " WHEN email_raw IS NOT NULL AND lower(email_raw) IS DISTINCT FROM lower(_h.email_raw) THEN"
+            " order_id || ': e-mail ' || email_raw || ', not ' || coalesce(_h.email_raw, 'none') || ' (row '"
+            " || _h._row || ')'"
+            " WHEN (ordered_at IS NOT NULL OR ordered_at_raw IS NOT NULL) AND (ordered_at IS DISTINCT FROM"
+            " _h.ordered_at OR ordered_at_raw IS DISTINCT FROM _h.ordered_at_raw) THEN order_id || ': date '"
+            " || coalesce(ordered_at_raw, ordered_at::VARCHAR) || ', not ' || coalesce(_h.ordered_at_raw,"
+            " _h.ordered_at::VARCHAR, 'none') || ' (row ' || _h._row || ')' END")
+
+
 def line_reasons(con: duckdb.DuckDBPyConnection, rows: str, bad: list[BadRow], paths: list[str]) -> list[BadRow]:
     """``bad`` (the listed bad rows) with each line row's order-level reason naming its order and head: a line row
-    is bad because its head is (its own ``quantity`` aside)."""
-    at = {(paths.index(b.source), b.row): i for i, b in enumerate(bad) if b.field != "quantity"}
+    is bad because its head is (its own ``quantity``, and an e-mail or date not its order's, aside)."""
+    at = {(paths.index(b.source), b.row): i for i, b in enumerate(bad) if b.field != "quantity" and b.reason != CLASH}
     if not at:
         return bad
     keys = ", ".join(str(f * 4294967296 + r) for f, r in at)

@@ -21,7 +21,7 @@ import duckdb
 from . import normalize as nz
 from .diagnose import EARLY_DATE, early_date, is_excel
 from .email_phone import email_map, phone_map
-from .file_heads import follow_heads, line_reasons
+from .file_heads import CLASH, follow_heads, line_reasons
 from .identity import IdentityReport, resolve_rows
 from .presets import reading
 from .records import BadRow
@@ -210,7 +210,8 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
         views.append(("_fs_crows", "_fs_ckeyed"))
     identity = _keyed(con, views, cfg)
     _zeros_lost(con, [rows for rows, _ in views], paths)
-    rules = _bad_rules(cfg, now or datetime.now(timezone.utc))
+    rules = _bad_rules(cfg, now or datetime.now(timezone.utc)) + ([("_clash IS NOT NULL", "order_id", CLASH,
+                                                                      "_clash")] if heads else [])
     bad_case = " ".join(f"WHEN {c} THEN {i}" for i, (c, *_) in enumerate(rules))
     status = _status_case(con, cfg, "_fs_orows", cancelled)
     con.execute(f"CREATE OR REPLACE TEMP VIEW _fs_oclass AS SELECT *, CASE {bad_case} END AS _bad,"

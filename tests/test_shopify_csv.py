@@ -207,3 +207,42 @@ def test_a_withdrawal_on_a_row_without_a_readable_date_is_not_overridden_by_a_da
                                         [("1", "Cap", "10.00", "C")], consent="yes"),
                         order("#1002", "ann@example.com", "paid", when, "20.00", [("1", "Hat", "20.00", "H")],
                               consent="no")) == [("ann@example.com", "no")]
+
+
+def test_a_further_row_with_another_customers_email_or_another_date_is_a_bad_row_not_a_line(tmp_path):
+    for field, value, shown in (("Email", "zed@example.com", "e-mail zed@example.com"),
+                                ("Created at", "2025-07-09 12:00:00 -0400", "date ")):
+        rows = order("#1001", "ann@example.com", "paid", "2025-05-01 10:00:00 -0400", "35.00",
+                     [("1", "Cap", "10.00", "CAP"), ("2", "Sock", "10.00", "SO")])
+        rows[1][field] = value
+        (tmp_path / "o.csv").write_text(export(rows))
+        con = duckdb.connect()
+        result = FileSource(FileSourceConfig(orders="o.csv", preset="shopify_orders_csv"), tmp_path).pull(con)
+        assert [(Path(b.source).name, b.row, b.field) for b in result.bad_rows] == [("o.csv", 3, "order_id")]
+        assert shown in result.bad_rows[0].value and "differs from the order's first row" in result.bad_rows[0].reason
+        assert con.execute("SELECT email FROM staged_contacts").fetchall() == [("ann@example.com",)]
+        assert con.execute("SELECT count(*) FROM staged_line_items").fetchone()[0] == 1
+
+
+def test_an_export_split_in_the_middle_of_an_order_keeps_the_order(tmp_path, caplog):
+    rows = order("#1001", "ann@example.com", "paid", "2025-05-01 10:00:00 -0400", "35.00",
+                 [("1", "Cap", "10.00", "CAP"), ("2", "Sock", "10.00", "SO"), ("1", "Hat", "5.00", "HAT")])
+    (tmp_path / "p_a.csv").write_text(export(rows[:1]))
+    (tmp_path / "p_b.csv").write_text(export(rows[1:], order("#1000", "bob@example.com", "paid",
+                                                             "2025-04-01 10:00:00 -0400", "5.00",
+                                                             [("1", "Pen", "5.00", "PEN")])))
+    con = duckdb.connect()
+    result = FileSource(FileSourceConfig(orders="p_*.csv", preset="shopify_orders_csv"), tmp_path).pull(con)
+    assert result.bad_rows == [] and result.duplicate_orders == 0
+    assert con.execute("SELECT order_id, amount FROM staged_orders ORDER BY 1").fetchall() == [
+        ("#1000", Decimal("5.00")), ("#1001", Decimal("35.00"))]
+    assert con.execute("SELECT count(*) FROM staged_line_items WHERE order_id = '#1001'").fetchone()[0] == 3
+    assert "appear again" not in caplog.text
+
+
+def test_an_order_whose_only_rows_have_no_total_is_still_bad_rows(tmp_path):
+    rows = order("#1001", "ann@example.com", "paid", "2025-05-01 10:00:00 -0400", "35.00",
+                 [("1", "Cap", "10.00", "CAP"), ("2", "Sock", "10.00", "SO")])
+    (tmp_path / "o.csv").write_text(export(rows[1:]))
+    result = FileSource(FileSourceConfig(orders="o.csv", preset="shopify_orders_csv"), tmp_path).pull(duckdb.connect())
+    assert [(b.row, b.field) for b in result.bad_rows] == [(2, "amount")]
