@@ -6,7 +6,8 @@ instead of a silent table of zeros or thousands of bad rows:
 * no data rows in any orders file (a header-only export);
 * more than half of a file's rows without a usable order date (dates in another format than the reader
   understands, e.g. month-first; under a preset that reads an order's further rows as its line items, a row
-  with an order id but no date nor amount, such a line, does not count): the message shows two of the raw values and suggests ``date_format``,
+  with an order id but no date nor amount, such a line, does not count): the message shows two of the raw
+  values and suggests ``date_format``,
   naming a format that reads them when one of the usual ones does, or, when they all read as dates before
   ``normalize.EARLIEST`` (an export on the epoch's day, 1970-01-01; in the configured ``date_format`` first, or as
   Excel serial days in a spreadsheet), says so instead.
