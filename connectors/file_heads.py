@@ -46,15 +46,14 @@ def follow_heads(con: duckdb.DuckDBPyConnection, rows: str, out: str, cancelled:
     above). Returns how many heads are ``_gone``: an order id's rows before its last head (in file, then row order;
     two exports holding the same order) are replaced by the last one's, as a repeated order id is."""
     own = CANCELLED if cancelled else ()
-    taken = (*HEAD_COLUMNS, "amount", "amount_raw", "_row", "_pos", *own)
+    taken = (*HEAD_COLUMNS, "amount", "amount_raw", "_row", "_pos", "_bare", *own)
     head = "{" + ", ".join(f"'{c}': {c}" for c in taken) + "}"
     empty = " AND ".join(f"{c} IS NULL" for c in ("amount", "amount_raw", "status_raw", *own))
     fill = ", ".join(f"CASE WHEN _line THEN _h.{c} ELSE {c} END AS {c}" for c in (*HEAD_COLUMNS, "amount_raw", *own))
     day = "(CASE WHEN _line THEN _h.ordered_at ELSE ordered_at END)"
-    in_file = "OVER (PARTITION BY _file, order_id ORDER BY _row ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
-    # _bare: a row that leaves the order's columns empty; the first of its order id in its file is a head only when
-    # no file holds a full one (_hs, the last full head): else it is a line row of that order (an export split in
-    # the middle of an order), and never replaces it
+    # _bare: a row that leaves the order's columns empty; the first of its order id in its file (_hw, its head in
+    # the file, is bare) is a head only when no file holds a full one (_hs, the last full head): else it is a line
+    # row of that order (an export split in the middle of an order), and never replaces it
     con.execute(f"""CREATE OR REPLACE TEMP TABLE {out}_t AS
         SELECT * EXCLUDE (_h, _last) REPLACE ({fill},
                CASE WHEN _line THEN CASE WHEN _h.amount IS NOT NULL THEN 0 END ELSE amount END AS amount),
@@ -62,19 +61,20 @@ def follow_heads(con: duckdb.DuckDBPyConnection, rows: str, out: str, cancelled:
                COALESCE(CASE WHEN _line THEN _h._pos ELSE _pos END < _last, false) AS _gone, {_clash_sql()} AS _clash,
                row_number() OVER (ORDER BY {day} IS NULL AND consent = 'no', {day} NULLS FIRST, consent = 'no',
                                   _file, _row) AS _seq
-        FROM (SELECT * EXCLUDE (_hf, _hw, _hs), COALESCE(_hf, _hs, _hw) AS _h,
-                     max(CASE WHEN NOT _line AND order_id IS NOT NULL THEN _pos END) OVER (PARTITION BY order_id)
-                        AS _last
-              FROM (SELECT * REPLACE (_bare AND (_line OR _hs IS NOT NULL) AS _line)
-                    FROM (SELECT *, last_value(CASE WHEN NOT _bare THEN {head} END IGNORE NULLS) {in_file} AS _hf,
-                                 last_value(CASE WHEN NOT _line THEN {head} END IGNORE NULLS) {in_file} AS _hw,
-                                 arg_max(CASE WHEN NOT _bare THEN {head} END, CASE WHEN NOT _bare THEN _pos END)
-                                    OVER (PARTITION BY order_id) AS _hs
-                          FROM (SELECT *, COALESCE(order_id IS NOT NULL AND {empty}
-                                                   AND row_number() OVER (PARTITION BY _file, order_id ORDER BY _row)
-                                                   > 1, false) AS _line,
-                                       COALESCE(order_id IS NOT NULL AND {empty}, false) AS _bare,
-                                       _file::BIGINT * 4294967296 + _row AS _pos FROM {rows}))))""")
+        FROM (SELECT * EXCLUDE (_hw, _hs, _lw) REPLACE (_bare AND (_line OR _hs IS NOT NULL) AS _line),
+                     CASE WHEN _hw._bare AND _hs IS NOT NULL THEN _hs ELSE _hw END AS _h,
+                     COALESCE(_hs._pos, _lw) AS _last
+              FROM (SELECT *, last_value(CASE WHEN NOT _line THEN {head} END IGNORE NULLS) OVER (PARTITION BY _file,
+                                 order_id ORDER BY _row ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS _hw,
+                           arg_max(CASE WHEN NOT _bare THEN {head} END, CASE WHEN NOT _bare THEN _pos END)
+                              OVER (PARTITION BY order_id) AS _hs,
+                           max(CASE WHEN NOT _line AND order_id IS NOT NULL THEN _pos END) OVER (PARTITION BY order_id)
+                              AS _lw
+                    FROM (SELECT *, COALESCE(order_id IS NOT NULL AND {empty}
+                                             AND row_number() OVER (PARTITION BY _file, order_id ORDER BY _row) > 1,
+                                             false) AS _line,
+                                 COALESCE(order_id IS NOT NULL AND {empty}, false) AS _bare,
+                                 _file::BIGINT * 4294967296 + _row AS _pos FROM {rows})))""")
     con.execute(f"CREATE OR REPLACE TEMP VIEW {out} AS SELECT * FROM {out}_t")
     return con.execute(f"SELECT count(*) FROM {out}_t WHERE _gone AND NOT _line").fetchall()[0][0]
 
