@@ -5,7 +5,9 @@ instead of a silent table of zeros or thousands of bad rows:
 
 * no data rows in any orders file (a header-only export);
 * more than half of a file's rows without a usable order date (dates in another format than the reader
-  understands, e.g. month-first): the message shows two of the raw values and suggests ``date_format``,
+  understands, e.g. month-first; under a preset that reads an order's further rows as its line items, a row
+  with an order id but no date nor amount, such a line, does not count): the message shows two of the raw
+  values and suggests ``date_format``,
   naming a format that reads them when one of the usual ones does, or, when they all read as dates before
   ``normalize.EARLIEST`` (an export on the epoch's day, 1970-01-01; in the configured ``date_format`` first, or as
   Excel serial days in a spreadsheet), says so instead.
@@ -23,6 +25,7 @@ import duckdb
 
 from .errors import BadFileError
 from .normalize import DATE_FORMATS, EARLIEST, SPACE_OFFSET_RE
+from .presets import reading
 
 #: the bad-row reason of an order date that reads, but as a day before :data:`EARLIEST`
 EARLY_DATE = "a date on or before 1970-01-01: a POS default or a misread year"
@@ -43,17 +46,28 @@ class LoadedFile(Protocol):
 
 
 def check_orders(con: duckdb.DuckDBPyConnection, files: Sequence[LoadedFile], pattern: str,
-                 date_format: str | None = None) -> None:
+                 date_format: str | None = None, preset: str | None = None) -> None:
     """Raise BadFileError when the orders files hold no data rows, or a file's dates mostly failed to parse
-    (``date_format``: the one ``[source]`` sets, named in the message instead of a suggestion to set one)."""
+    (``date_format``: the one ``[source]`` sets, named in the message instead of a suggestion to set one;
+    ``preset``: the one ``[source]`` names: line rows are not counted only when it reads them)."""
+    lines = reading(preset).line_rows
     counts = [con.execute(f"SELECT count(*), count(*) FILTER (WHERE ordered_at IS NULL) FROM {f.table}")
               .fetchall()[0] for f in files]
     if files and not any(n for n, _ in counts):
         where = files[0].path if len(files) == 1 else f"{len(files)} files matching {pattern!r}"
         raise BadFileError(f"{where}: no data rows (only a header)")
     for f, (n, bad) in zip(files, counts):
-        if n and bad > n * MAX_BAD_DATE_SHARE:
+        if n and bad > n * MAX_BAD_DATE_SHARE and (not lines or (bad := bad - _line_rows(con, f))
+                                                    > n * MAX_BAD_DATE_SHARE):
             raise BadFileError(_dates_message(con, f, n, bad, date_format))
+
+
+def _line_rows(con: duckdb.DuckDBPyConnection, f: LoadedFile) -> int:
+    """The rows with an order id and neither a date nor an amount: an order's further lines below its first row
+    (Shopify's export writes the date there only), judged when staged (a line, or a bad row), no sign of misread
+    dates. Counted only for a file whose dates look misread, so a good file pays nothing more."""
+    return con.execute(f"SELECT count(*) FROM {f.table} WHERE ordered_at IS NULL AND ordered_at_raw IS NULL AND"
+                       " amount IS NULL AND amount_raw IS NULL AND order_id IS NOT NULL").fetchall()[0][0]
 
 
 def _dates_message(con: duckdb.DuckDBPyConnection, f: LoadedFile, n: int, bad: int,

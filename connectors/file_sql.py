@@ -46,7 +46,8 @@ def _normalised_select(con: duckdb.DuckDBPyConnection, lf: LoadedFile, src: str,
     text_nums = [f for f in NUMBER_FIELDS if f in has and f not in typed]
     dec = {f: cfg.decimal for f in text_nums} if cfg.decimal else column_decimals(con, lf.path, src, col, lf.cols,
                                                                                   text_nums)
-    nums, dates = [f for f in NUMBER_FIELDS if f in has], [f for f in ("ordered_at", "created_at") if f in has]
+    nums, dates = [f for f in NUMBER_FIELDS if f in has], [f for f in ("ordered_at", "created_at", "cancelled_at")
+                                                                 if f in has]
 
     def step0_of(f: str) -> str:  # step 0: trimmed text, or the typed value
         if typed.get(f) == "number":
@@ -107,13 +108,17 @@ def _output_columns(con: duckdb.DuckDBPyConnection, src: str, cfg: FileSourceCon
     ordered_raw = get('t', 'ordered_at')
     if not _is_constant(ordered_raw):
         ordered_raw = f"CASE WHEN {get('z', 'ordered_at', 'TIMESTAMPTZ')} IS NULL THEN {ordered_raw} END"
+    # a cancellation date's text when it is neither a date nor "no value" (empty, NULL, a zero date): a bad row
+    cancelled_raw = (f"CASE WHEN z_cancelled_at IS NULL AND NOT {nz.no_value_sql(get('t', 'cancelled_at'))} THEN"
+                     f" {get('t', 'cancelled_at')} END" if "cancelled_at" in has else "CAST(NULL AS VARCHAR)")
     oid_int = f"TRY_CAST({get('t', 'order_id')} AS BIGINT)" if "order_id" in has else "CAST(NULL AS BIGINT)"
     out = [
         ("order_id", get('t', 'order_id')), ("_oid_int", oid_int), ("cust", get('t', 'customer_id')),
         ("email_raw", get('t', 'email')), ("phone_raw", get('t', 'phone')),
         ("ordered_at", get('z', 'ordered_at', 'TIMESTAMPTZ')), ("ordered_at_raw", ordered_raw),
         ("amount", amount), ("amount_raw", f"CASE WHEN {amount} IS NULL OR {amount} < 0 THEN {amount_raw} END"),
-        ("status_raw", get('t', 'status')), ("currency", currency),
+        ("status_raw", get('t', 'status')), ("cancelled_at", get('z', 'cancelled_at', 'TIMESTAMPTZ')),
+        ("cancelled_raw", cancelled_raw), ("currency", currency),
         ("discount", get('d', 'discount', 'DECIMAL(18,2)')), ("sku", get('t', 'sku')),
         ("product", get('t', 'product')), ("category", get('t', 'category')), ("brand", get('t', 'brand')),
         ("quantity", get('d', 'quantity', 'DECIMAL(18,3)')), ("price", get('d', 'price', 'DECIMAL(18,2)')),

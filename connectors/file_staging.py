@@ -21,7 +21,9 @@ import duckdb
 from . import normalize as nz
 from .diagnose import EARLY_DATE, early_date, is_excel
 from .email_phone import email_map, phone_map
+from .file_heads import CLASH, follow_heads, line_reasons
 from .identity import IdentityReport, resolve_rows
+from .presets import reading
 from .records import BadRow
 from .source import PullResult
 
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ORDER_FIELDS = ("order_id", "customer_id", "ordered_at", "amount", "currency", "status", "discount")
+ORDER_FIELDS = ("order_id", "customer_id", "ordered_at", "amount", "currency", "status", "discount", "cancelled_at")
 CONTACT_FIELDS = ("email", "phone", "first_name", "last_name", "name", "marketing_consent", "created_at")
 LINE_FIELDS = ("sku", "product", "category", "brand", "quantity", "price")
 FIELDS = ORDER_FIELDS + CONTACT_FIELDS + LINE_FIELDS
@@ -74,6 +76,7 @@ _BAD = [  # (condition, field, reason, value) in the order they are checked
     ("status IS NULL", "status", "unknown status (map it under [source.statuses])", "status_raw"),
     ("amount < 0 AND status <> 'refunded'", "amount", "negative amount without a refund status", "amount_raw"),
     ("quantity_raw IS NOT NULL", "quantity", "unparseable quantity", "quantity_raw"),
+    ("cancelled_raw IS NOT NULL", "cancelled_at", "not a date (empty or NULL: not cancelled)", "cancelled_raw"),
 ]
 
 
@@ -141,13 +144,16 @@ def _zeros_lost(con: duckdb.DuckDBPyConnection, views: list[str], paths: list[st
                 "again, or write the codes the same way in every file", n, paths[zf], zid, other, pid, more)
 
 
-def _status_case(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, rows: str) -> str:
-    """A CASE over the few distinct raw statuses (mapped once by :func:`nz.status_sql`)."""
-    pairs = con.execute(f"SELECT raw, {nz.status_sql('raw', cfg.statuses)} FROM "
+def _status_case(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, rows: str, cancelled: bool) -> str:
+    """A CASE over the few distinct raw statuses (mapped once by :func:`nz.status_sql`, the preset's own statuses
+    under ``[source.statuses]``); with ``cancelled_at`` mapped (``cancelled``), a row with a date there is cancelled."""
+    statuses = {**reading(cfg.preset).statuses, **cfg.statuses}
+    pairs = con.execute(f"SELECT raw, {nz.status_sql('raw', statuses)} FROM "
                         f"(SELECT DISTINCT status_raw AS raw FROM {rows}) WHERE raw IS NOT NULL").fetchall()
     arms = " ".join(f"WHEN {nz.lit(raw)} THEN {nz.lit(st) if st else 'NULL'}" for raw, st in pairs)
     known = f"(CASE status_raw {arms} END)" if arms else "NULL"
-    return f"CASE WHEN status_raw IS NULL THEN 'completed' ELSE {known} END"
+    case = f"CASE WHEN status_raw IS NULL THEN 'completed' ELSE {known} END"
+    return f"CASE WHEN cancelled_at IS NOT NULL THEN 'cancelled' ELSE {case} END" if cancelled else case
 
 
 def _repeated_ids(con: duckdb.DuckDBPyConnection) -> bool:
@@ -193,16 +199,21 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
     from (see :func:`_stage_contacts`). ``now`` (default: the current time) is the time the files are read: an
     order dated more than :func:`future_tolerance` after it is a bad row."""
     paths = [t.path for t in orders + contacts]
-    _rows_view(con, "_fs_orows", orders, 0)
+    cancelled = any("cancelled_at" in t.cols for t in orders)  # (a file read before the field has no such column)
+    heads, replaced = reading(cfg.preset).line_rows, 0
+    _rows_view(con, "_fs_oread" if heads else "_fs_orows", orders, 0)
+    if heads:  # an order's further rows are its line items (Shopify's export)
+        replaced = follow_heads(con, "_fs_oread", "_fs_orows", cancelled)
     views = [("_fs_orows", "_fs_okeyed")]
     if contacts:
         _rows_view(con, "_fs_crows", contacts, len(orders))
         views.append(("_fs_crows", "_fs_ckeyed"))
     identity = _keyed(con, views, cfg)
     _zeros_lost(con, [rows for rows, _ in views], paths)
-    rules = _bad_rules(cfg, now or datetime.now(timezone.utc))
+    rules = _bad_rules(cfg, now or datetime.now(timezone.utc)) + ([("_clash IS NOT NULL", "order_id", CLASH,
+                                                                      "_clash")] if heads else [])
     bad_case = " ".join(f"WHEN {c} THEN {i}" for i, (c, *_) in enumerate(rules))
-    status = _status_case(con, cfg, "_fs_orows")
+    status = _status_case(con, cfg, "_fs_orows", cancelled)
     con.execute(f"CREATE OR REPLACE TEMP VIEW _fs_oclass AS SELECT *, CASE {bad_case} END AS _bad,"
                 f" _file::BIGINT * 4294967296 + _row AS _ord FROM (SELECT *, {status} AS status FROM _fs_okeyed)")
     value = " ".join(f"WHEN {i} THEN {v}" for i, (_, _, _, v) in enumerate(rules))
@@ -222,15 +233,21 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
     bad_rows = [BadRow(source=paths[f], row=r, reason=TOO_BIG_AMOUNT if big else EARLY_DATE if b == _NO_DATE and v
                        and early_date(v, cfg.date_format, is_excel(paths[f])) else rules[b][2], field=rules[b][1],
                        value=v) for f, r, b, v, big in listed]
+    if heads and bad_rows:
+        bad_rows = line_reasons(con, "_fs_orows", bad_rows, paths)
 
     # Orders: receipt lines grouped by order id, else one row per order (last duplicate wins).
     con.execute("""CREATE OR REPLACE TEMP VIEW _fs_valid AS
         SELECT * REPLACE (CASE WHEN status = 'refunded' THEN abs(amount) ELSE amount END AS amount),
                CASE WHEN order_id IS NOT NULL THEN order_id
                     ELSE 'h' || left(md5(concat_ws('|', _own, ordered_at, amount, _file, _row)), 16) END AS oid
-        FROM _fs_oclass WHERE _bad IS NULL""")
-    lines = any({"sku", "product", "quantity", "price"} & set(t.cols) for t in orders)
-    duplicates, n_orders = 0, None
+        FROM _fs_oclass WHERE _bad IS NULL""" + (" AND NOT _gone" if heads else ""))
+    items = any({"sku", "product", "quantity", "price"} & set(t.cols) for t in orders)
+    lines = items or heads  # an order's rows are grouped by its id
+    duplicates, n_orders = replaced, None
+    if replaced:
+        log.warning("%d orders appear again further on (in a later export, or below in the same file); the last"
+                    " one of each was kept", replaced)
     fid = ""  # the extra select column: the row's file id
     if file_ids is not None:
         con.execute("ALTER TABLE staged_orders ADD COLUMN file_id BIGINT")
@@ -253,8 +270,10 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
             receipts()
             bad_count += over_count
             bad_rows = sorted(bad_rows + over, key=lambda b: (paths.index(b.source), b.row))[:MAX_BAD_ROWS]
-        con.execute(f"""INSERT INTO staged_line_items SELECT oid, row_number() OVER (PARTITION BY oid ORDER BY _ord),
-                       sku, product, category, brand, quantity, price FROM {valid}""")
+        if items:
+            con.execute(f"""INSERT INTO staged_line_items SELECT oid,
+                           row_number() OVER (PARTITION BY oid ORDER BY _ord), sku, product, category, brand,
+                           quantity, price FROM {valid}""")
     elif _repeated_ids(con):
         con.execute(f"""INSERT INTO staged_orders SELECT oid, key, ordered_at, amount, currency, status, discount{fid}
                         FROM _fs_valid QUALIFY row_number() OVER (PARTITION BY oid ORDER BY _ord DESC) = 1""")
@@ -271,7 +290,8 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
         con.execute(f"INSERT INTO staged_orders SELECT oid, key, ordered_at, amount, currency, status, discount{fid}"
                     " FROM _fs_valid")
     mapped = set().union(*(t.cols for t in orders + contacts))
-    issues, issue_count = _stage_contacts(con, cfg, paths, bool(contacts), mapped, contact_fid)
+    issues, issue_count = _stage_contacts(con, cfg, paths, bool(contacts), mapped, contact_fid,
+                                          "coalesce(_seq, _file::BIGINT * 4294967296 + _row)" if heads else "")
     if "discount" in mapped:
         issues, issue_count = _discount_issues(con, paths, issues, issue_count)
     if n_orders is None:
@@ -305,13 +325,14 @@ def _too_large_receipts(con: duckdb.DuckDBPyConnection, paths: list[str]) -> tup
 
 
 def _stage_contacts(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, paths: list[str],
-                    has_file: bool, mapped: set[str], fid: str = "") -> tuple[list[BadRow], int]:
+                    has_file: bool, mapped: set[str], fid: str = "", order: str = "") -> tuple[list[BadRow], int]:
     """One contact per customer key: latest non-empty value of each field; the contacts file's
     values win over those repeated on order rows. Only mapped fields are aggregated; with none
     mapped (an export of receipts alone) there is nothing to say about a customer: no contact rows.
     ``fid`` (``, <file ids>[_file + 1]``): ``staged_contacts.file_id`` is the file of the row whose consent wins,
     else (no consent given or mapped) of the contact's latest row, the contacts files' rows before the orders'
-    (:mod:`sync.store.merge` keeps a webhook's contact unless that file was read after it)."""
+    (:mod:`sync.store.merge` keeps a webhook's contact unless that file was read after it). ``order``: how a
+    file's rows are ordered for "latest" (default: file, then row; :func:`follow_heads`' ``_seq``: by order date)."""
     if not has_file and not (mapped & set(CONTACT_FIELDS)) and not any(f.startswith("attr:") for f in mapped):
         return [], 0
     src = "SELECT 0 AS _src, * FROM _fs_okeyed WHERE key IS NOT NULL"
@@ -332,7 +353,8 @@ def _stage_contacts(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, paths
                     if c in mapped else f"CAST(NULL AS STRUCT(v VARCHAR, f INTEGER, r BIGINT)) AS {c}")
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _fs_cagg AS
         SELECT key, {', '.join(aggs)}
-        FROM (SELECT *, _src::BIGINT * 281474976710656 + _file::BIGINT * 4294967296 + _row AS _ord FROM ({src}))
+        FROM (SELECT *, _src::BIGINT * 281474976710656 + {order or '_file::BIGINT * 4294967296 + _row'} AS _ord
+              FROM ({src}))
         GROUP BY key""")
     email_map(con, "SELECT email.v AS raw FROM _fs_cagg", "_fs_id_emails")
     phone_map(con, "SELECT phone.v AS raw FROM _fs_cagg", "_fs_id_phones", cfg.phone_region)

@@ -203,7 +203,7 @@ class FileSource:
         ``file_ids`` (one per orders file) adds ``staged_orders.file_id``: the file each order's row came from; one
         more per contacts file adds ``staged_contacts.file_id`` (:func:`~connectors.file_staging.stage_files`)."""
         create_staging(con)
-        check_orders(con, orders, self.cfg.orders, self.cfg.date_format)  # no rows, most dates unreadable: stop
+        check_orders(con, orders, self.cfg.orders, self.cfg.date_format, self.cfg.preset)  # no rows, bad dates: stop
         result = stage_files(con, self.cfg, orders, contacts, in_place=in_place, file_ids=file_ids, now=self.clock())
         result.fast_path = all(t.fast for t in orders)
         log.info("file source: %d orders, %d contacts, %d bad rows, %d cleaned values, %d duplicate order ids",

@@ -47,6 +47,7 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "first_name": ("имя", "ism", "first name"),
     "last_name": ("фамилия", "familiya", "last name"),
     "created_at": ("дата регистрации", "ro'yxatdan o'tgan sana", "registered", "signup date"),
+    "cancelled_at": ("дата отмены", "bekor qilingan sana", "cancelled at", "canceled at", "cancelled date"),
 }
 
 #: phone country code → (phone_region, timezone) guessed from the sample's phones

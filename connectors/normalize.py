@@ -322,11 +322,26 @@ def status_sql(col: str, overrides: dict[str, str] | None = None) -> str:
     return f"CASE WHEN {v} IS NULL OR {v} = '' THEN 'completed' {exact} {stems} END"
 
 
+#: a cell's words for "no value" (an export's NULL written out), besides empty and a zero date (0000-00-00 …)
+NO_VALUE = ("null", "none", "nil", "n/a", "na", "nan", "-", "—")
+
+
+def no_value_sql(col: str) -> str:
+    """TRUE when the text ``col`` holds no value: NULL (empty), a :data:`NO_VALUE` word or a zero date."""
+    return (f"COALESCE(CASE lower({col}) {' '.join(f'WHEN {lit(v)} THEN true' for v in NO_VALUE)} END,"
+            f" regexp_full_match({col}, '[0\\s:./T-]*'), true)")
+
+
 def consent_sql(col: str) -> str:
-    """yes/no/да/нет/1/0/true/false… → 'yes' | 'no' | 'unknown'."""
-    s = f"lower(trim({col}))"
-    return (f"CASE WHEN {s} IN ({', '.join(lit(v) for v in CONSENT_YES)}) THEN 'yes'"
-            f" WHEN {s} IN ({', '.join(lit(v) for v in CONSENT_NO)}) THEN 'no' ELSE 'unknown' END")
+    """yes/no/да/нет/1/0/true/false… → 'yes' | 'no' | 'unknown'.
+
+    One simple ``CASE`` over the words, not ``IN (…)`` (nor ``list_contains``, which DuckDB turns into one): DuckDB
+    plans a long ``IN`` list as a hash join of the rows against the list, and a file read through that join in
+    parallel lost its order (the rows' file lines, so the bad rows' lines and the latest contact values, came out
+    shuffled on a large file)."""
+    arms = " ".join(f"WHEN {lit(v)} THEN {lit(answer)}" for words, answer in ((CONSENT_YES, "yes"), (CONSENT_NO, "no"))
+                    for v in words)
+    return f"CASE lower(trim({col})) {arms} ELSE 'unknown' END"
 
 
 _PATRONYMIC = r"(вич|вна|ович|евич|овна|евна|ична|кызы|угли|ўғли|оглы|o'g'li|qizi)$"

@@ -1,0 +1,114 @@
+"""An order's further rows that carry only its line items (Shopify's orders export), in DuckDB SQL.
+
+Some exports write an order as one row per line item and fill the order's own columns (its total, status,
+consent, cancellation) on its first row only: the rows below it repeat the order id (and maybe the e-mail and
+date) and give one more item each. Read as receipt lines, those rows would be bad rows (no amount) or orders of
+their own. With a preset whose :class:`~connectors.presets.Reading` says ``line_rows``, :func:`follow_heads` reads
+them as what they are:
+
+* a **line row** is a row with an order id that is not the first row of that order id in its file and leaves
+  ``amount`` and ``status`` (and ``cancelled_at``, when mapped) empty; such a row that is the first of its order id
+  in its file is one too when another file holds a full head of that order id (an export split mid-order: it
+  belongs to the last such head, never replaces it); a line row whose own e-mail or date differs from its head's
+  is a bad row (:data:`CLASH`);
+* every other row with an order id is a **head**; a line row belongs to the nearest head above it in its file,
+  and takes its head's customer (id, e-mail, phone), date, status, cancellation and currency, and adds
+  0 to the order's amount (NULL when the head has no amount: then it is a bad row with its head, never an order
+  of line rows alone); its own line columns (item, sku, quantity, price) stay its own;
+* so a head that is a bad row (no total, an unreadable date, no customer) makes its line rows bad rows too,
+  and :func:`line_reasons` names the head in their reason; a line row's own bad quantity is its own;
+* an order id with heads in several places (two overlapping exports, or one export pasted twice) is the last
+  one's (files in their reading order, then rows): the rows before it are ``_gone``, as the last row of a
+  repeated order id wins in a flat export.
+
+``_seq`` orders the rows by order date (then file and row) so that a contact's latest value is that of the
+customer's latest order whatever order the export lists them in (Shopify's is newest first). Consent takes the
+safe side where the dates cannot tell: of rows on the same date a "no" comes last (it wins over a "yes"), and a
+row without a readable date that says "no" comes after every other row (a withdrawal is never overridden by a
+"yes" that only looks later).
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from .records import BadRow
+
+#: the columns a line row takes from its head (:data:`CANCELLED` too, when mapped)
+HEAD_COLUMNS = ("cust", "email_raw", "phone_raw", "ordered_at", "ordered_at_raw", "status_raw", "currency")
+#: the cancellation's columns: its date, and its text when not a date (a bad row)
+CANCELLED = ("cancelled_at", "cancelled_raw")
+
+
+def follow_heads(con: duckdb.DuckDBPyConnection, rows: str, out: str, cancelled: bool) -> int:
+    """``out`` (a view over the temp table ``<out>_t``): the rows of the view ``rows`` with ``_line`` (a line row),
+    ``_head`` (its head's row number), ``_seq`` and ``_gone``, each line row given its head's order columns (see
+    above). Returns how many heads are ``_gone``: an order id's rows before its last head (in file, then row order;
+    two exports holding the same order) are replaced by the last one's, as a repeated order id is."""
+    own = CANCELLED if cancelled else ()
+    taken = (*HEAD_COLUMNS, "amount", "amount_raw", "_row", "_pos", "_bare", *own)
+    head = "{" + ", ".join(f"'{c}': {c}" for c in taken) + "}"
+    empty = " AND ".join(f"{c} IS NULL" for c in ("amount", "amount_raw", "status_raw", *own))
+    fill = ", ".join(f"CASE WHEN _line THEN _h.{c} ELSE {c} END AS {c}" for c in (*HEAD_COLUMNS, "amount_raw", *own))
+    day = "(CASE WHEN _line THEN _h.ordered_at ELSE ordered_at END)"
+    # _bare: a row that leaves the order's columns empty; the first of its order id in its file (_hw, its head in
+    # the file, is bare) is a head only when no file holds a full one (_hs, the last full head): else it is a line
+    # row of that order (an export split in the middle of an order), and never replaces it
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE {out}_t AS
+        SELECT * EXCLUDE (_h, _last) REPLACE ({fill},
+               CASE WHEN _line THEN CASE WHEN _h.amount IS NOT NULL THEN 0 END ELSE amount END AS amount),
+               CASE WHEN _line THEN _h._row END AS _head,
+               COALESCE(CASE WHEN _line THEN _h._pos ELSE _pos END < _last, false) AS _gone, {_clash_sql()} AS _clash,
+               row_number() OVER (ORDER BY {day} IS NULL AND consent = 'no', {day} NULLS FIRST, consent = 'no',
+                                  _file, _row) AS _seq
+        FROM (SELECT * EXCLUDE (_hw, _hs, _lw) REPLACE (_bare AND (_line OR _hs IS NOT NULL) AS _line),
+                     CASE WHEN _hw._bare AND _hs IS NOT NULL THEN _hs ELSE _hw END AS _h,
+                     COALESCE(_hs._pos, _lw) AS _last
+              FROM (SELECT *, last_value(CASE WHEN NOT _line THEN {head} END IGNORE NULLS) OVER (PARTITION BY _file,
+                                 order_id ORDER BY _row ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS _hw,
+                           arg_max(CASE WHEN NOT _bare THEN {head} END, CASE WHEN NOT _bare THEN _pos END)
+                              OVER (PARTITION BY order_id) AS _hs,
+                           max(CASE WHEN NOT _line AND order_id IS NOT NULL THEN _pos END) OVER (PARTITION BY order_id)
+                              AS _lw
+                    FROM (SELECT *, COALESCE(order_id IS NOT NULL AND {empty}
+                                             AND row_number() OVER (PARTITION BY _file, order_id ORDER BY _row) > 1,
+                                             false) AS _line,
+                                 COALESCE(order_id IS NOT NULL AND {empty}, false) AS _bare,
+                                 _file::BIGINT * 4294967296 + _row AS _pos FROM {rows})))""")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {out} AS SELECT * FROM {out}_t")
+    return con.execute(f"SELECT count(*) FROM {out}_t WHERE _gone AND NOT _line").fetchall()[0][0]
+
+
+#: the reason of a line row whose own e-mail or date is not its order's (:func:`_clash_sql`)
+CLASH = ("a further row of its order (the same order id, no total nor status) whose own e-mail or date differs"
+         " from the order's first row: a row of another order given the same id?")
+
+
+def _clash_sql() -> str:
+    """A line row's own non-empty e-mail or date that differs from its head's, as text (else NULL)."""
+    return ("CASE WHEN NOT _line OR _h IS NULL THEN NULL"
+            " WHEN email_raw IS NOT NULL AND lower(email_raw) IS DISTINCT FROM lower(_h.email_raw) THEN"
+            " order_id || ': e-mail ' || email_raw || ', not ' || coalesce(_h.email_raw, 'none') || ' (row '"
+            " || _h._row || ')'"
+            " WHEN (ordered_at IS NOT NULL OR ordered_at_raw IS NOT NULL) AND (ordered_at IS DISTINCT FROM"
+            " _h.ordered_at OR ordered_at_raw IS DISTINCT FROM _h.ordered_at_raw) THEN order_id || ': date '"
+            " || coalesce(ordered_at_raw, ordered_at::VARCHAR) || ', not ' || coalesce(_h.ordered_at_raw,"
+            " _h.ordered_at::VARCHAR, 'none') || ' (row ' || _h._row || ')' END")
+
+
+def line_reasons(con: duckdb.DuckDBPyConnection, rows: str, bad: list[BadRow], paths: list[str]) -> list[BadRow]:
+    """``bad`` (the listed bad rows) with each line row's order-level reason naming its order and head: a line row
+    is bad because its head is (its own ``quantity``, and an e-mail or date not its order's, aside)."""
+    at = {(paths.index(b.source), b.row): i for i, b in enumerate(bad) if b.field != "quantity" and b.reason != CLASH}
+    if not at:
+        return bad
+    keys = ", ".join(str(f * 4294967296 + r) for f, r in at)
+    found = con.execute(f"SELECT _file, _row, order_id, _head FROM {rows} WHERE _line"
+                        f" AND _file::BIGINT * 4294967296 + _row IN ({keys})").fetchall()
+    out = list(bad)
+    for f, r, oid, head in found:
+        b = out[at[(f, r)]]
+        out[at[(f, r)]] = BadRow(source=b.source, row=r, field=b.field, value=b.value,
+                                 reason=f"a line item of order {oid!r}, whose first row (row {head}) is a bad row: "
+                                        f"{b.reason}")
+    return out
