@@ -177,7 +177,11 @@ def changed_at(path: Path) -> float:
     tar and unzip set the source's mtime only after the last byte; robocopy dates an unfinished file 1980-01-01, and
     a writer may set the time itself before it is done. None can set the ctime, which every write, ``utime``,
     ``chmod`` or rename moves to the clock of this machine (or of the share)."""
-    st = path.stat()
+    return _changed(path.stat())
+
+
+def _changed(st: os.stat_result) -> float:
+    """:func:`changed_at` of a ``stat`` result."""
     return max(st.st_mtime, st.st_ctime) if os.name == "posix" else st.st_mtime
 
 
@@ -195,14 +199,15 @@ def cut_short(path: Path) -> TransientError:
     """The retry-later error of a file that ends inside a character and is not :func:`settled`; one whose mtime is
     ahead of this machine's clock (the writer's clock wrong) names that time and what to do; one whose ctime is
     later than its mtime (:func:`changed_at`) names the ctime the hour counts from."""
-    mtime = path.stat().st_mtime
+    st = path.stat()  # once: the times named are of one state of the file
+    mtime, changed = st.st_mtime, _changed(st)
     ahead = ""
     if mtime > clock() + CLOCK_SLACK:  # a share's clock seconds ahead of ours is not worth a word
         ahead = (f"; its modification time, {_utc(mtime)}, is ahead of this machine's clock (the clock of the device "
                  f"or share that wrote it is wrong?), so it is taken as complete only {_SETTLED} after that: set that "
                  f"clock right and save the file again, or set [source] encoding to the file's encoding")
-    elif changed_at(path) > mtime + CLOCK_SLACK:  # its ctime: the hour counts from there, not from the mtime shown
-        ahead = (f"; the hour counts from its change time (ctime), {_utc(changed_at(path))}, later than its "
+    elif changed > mtime + CLOCK_SLACK:  # its ctime: the hour counts from there, not from the mtime shown
+        ahead = (f"; the hour counts from its change time (ctime), {_utc(changed)}, later than its "
                  f"modification time, {_utc(mtime)} (a copy tool that kept the source's time, or a rename, chmod or "
                  f"touch since: anything that moves the ctime starts the hour again)")
     return TransientError(f"{path}: the file ends inside a character (cut short: still being written or copied?); "

@@ -114,10 +114,13 @@ def check_gone(paths: list[str]) -> None:
 READ_ATTEMPTS = 3
 
 
-def file_state(path: Path) -> tuple[int, int, int, int]:
-    """What a write, an append or a replacement of ``path`` changes: its device, inode, size and mtime."""
+def file_state(path: Path) -> tuple[int, int, int, int, int]:
+    """What a write, an append or a replacement of ``path`` changes: its device, inode, size, mtime and ctime (a
+    file written in place whose mtime a tool set back keeps the others: only its ctime moves). One ``stat``, no
+    bytes read: a network share whose client caches attributes (SMB, NFS: seconds) may show none of them changed
+    for a while (docs/sources/files.md)."""
     st = path.stat()
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def being_written(path: Path) -> TransientError:

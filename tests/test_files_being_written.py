@@ -6,10 +6,13 @@ moved away is a retry-later error. The changes come from another process (tests.
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import duckdb
 
+from connectors.file_paths import file_state
 from connectors.files import FileSource, FileSourceConfig
 from tests.builders import run_cli
 from tests.fakes.file_writer import appending, line, on_open, rewriting
@@ -168,3 +171,19 @@ def test_a_utf8_file_cut_inside_its_last_character_is_retried_later(tmp_path):
     assert "not valid" in run_cli("check", "--config", str(cfg), code=2).output
     day.write_bytes(full)
     run_cli("check", "--config", str(cfg))
+
+
+def test_a_file_overwritten_in_place_with_its_mtime_set_back_is_a_changed_file(tmp_path):
+    """What read_file and the UTF-8 copy compare before and after a read: before, the device, inode, size and mtime
+    only, so a file rewritten in place (the last amount ``.50`` made ``.51``) whose mtime a tool set back looked
+    unchanged, and a read it fell inside was kept. Its ctime, which no tool can set back, tells."""
+    day = tmp_path / "day.csv"
+    write_rows(day, 1, 100)
+    before, st = file_state(day), day.stat()
+    time.sleep(0.02)  # past the kernel's timestamp granularity (a jiffy)
+    with open(day, "r+b") as f:
+        f.seek(st.st_size - 3)
+        f.write(b"51\n")
+    os.utime(day, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (day.stat().st_size, day.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    assert file_state(day) != before
