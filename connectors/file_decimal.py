@@ -18,9 +18,10 @@ classifying only the few values that might contradict the guess, so a clean colu
   only which mark is the decimal one, not that ``150.000`` has three decimals: 50 of them alone among 100 000
   ``150.000`` stop the read;
 * a column without such values keeps the first guess (money: ``1,234`` groups thousands; a quantity takes the
-  mark the money columns settled, else reads it as a decimal), unless its ambiguous values go against the other
-  columns (:func:`_unsettled`): a quantity's when the money columns disagree, a money column's ``1,500`` when they
-  read ``,`` as the decimal mark: an error naming the file, the column, a value and the other columns' marks.
+  mark most deciding money columns read, :func:`_deciding`, else reads it as a decimal), unless its ambiguous
+  values go against the other columns (:func:`_unsettled`): a quantity's when as many money columns read each mark,
+  a money column's ``1,500`` when most read ``,`` as the decimal mark: an error naming the file, the column, a value
+  and the other columns' marks.
 """
 
 from __future__ import annotations
@@ -59,16 +60,17 @@ def column_decimals(con: duckdb.DuckDBPyConnection, path: str, src: str, col: di
                                              f" LIMIT {SAMPLE}").fetchall()] for f in fields}
     guess = {f: nz.sniff_decimal(samples[f], money=f != "quantity") for f in fields}
     votes = _whole_column(con, src, col, guess)
-    money = {f: _majority(votes[f]) for f in fields if f != "quantity" and (votes[f][","] or votes[f]["."])}
-    settled = next(iter(money.values())) if len(set(money.values())) == 1 else None  # a quantity of 1,000 only:
-    # the money's mark decides (1,299.99 → a thousand units), not the quantity rule (1.000 units)
+    money = _deciding(votes, fields)
+    settled = _settled(money)  # a quantity of 1,000 only: the money's mark decides (1,299.99 → a thousand units),
+    # not the quantity rule (1.000 units)
     out: dict[str, nz.Decimal_] = {}
     for f in fields:
         v = votes[f]
         if not (v[","] or v["."]):
             if unsettled := _unsettled(v, money, f != "quantity"):
                 raise BadFileError(_unsettled_error(con, path, src, col[f], headers[f], v, unsettled,
-                                                    {headers[m]: mark for m, mark in money.items()}))
+                                                    {headers[m]: mark for m, mark in money.items()
+                                                     if settled in (None, mark)}))
             out[f] = nz.sniff_decimal(samples[f], money=f != "quantity", settled=settled if f == "quantity" else None)
             continue
         out[f] = _majority(v)
@@ -81,16 +83,32 @@ def column_decimals(con: duckdb.DuckDBPyConnection, path: str, src: str, col: di
     return out
 
 
+def _deciding(votes: dict[str, dict[str, int]], fields: list[str]) -> dict[str, nz.Decimal_]:
+    """field → mark of the money columns that decide the file's decimal mark: those whose values read one way only
+    with their mark number :data:`MIN_SIDE` or more (in a file where none has that many, the most any has), so a
+    stray ``0.5`` discount among ``0`` ones beside ``1 500,00`` amounts decides nothing, as within a column."""
+    sides = {f: max(votes[f][","], votes[f]["."]) for f in fields if f != "quantity"}
+    least = min(MIN_SIDE, max(sides.values(), default=0))
+    return {f: _majority(votes[f]) for f, n in sides.items() if n and n >= least}
+
+
+def _settled(money: dict[str, nz.Decimal_]) -> nz.Decimal_ | None:
+    """The mark most of the deciding money columns (:func:`_deciding`) read, None when as many read each mark (or
+    none decides): ``1 500,00`` amounts and ``150,00`` prices settle ``,`` beside a percent discount ``7.5``."""
+    marks = list(money.values())
+    return None if marks.count(",") == marks.count(".") else max(",.", key=marks.count)  # type: ignore[return-value]
+
+
 def _unsettled(votes: dict[str, int], money: dict[str, nz.Decimal_], is_money: bool) -> nz.Decimal_ | None:
     """The mark a column without a value read one way only (``votes``) reads its ambiguous values against, given
-    the marks the money columns that have such values decided (``money``: field → mark), or None. A quantity's
-    ``1,000`` follows the money's mark: when those disagree, which is meant nothing says (the mark returned: ``,``
-    when some of its ambiguous values hold it, else ``.``). A money column's ``1,500`` groups thousands, unless its
-    mark is the file's decimal mark (every money column that decides says so): then it is 1.5 (three decimals) or
-    1 500 against the file's marks."""
-    if len(set(money.values())) > 1:
+    the marks the money columns that decide (``money``: field → mark, :func:`_deciding`), or None. A quantity's
+    ``1,000`` follows the mark most of them read (:func:`_settled`): when as many read each, which is meant nothing
+    says (the mark returned: ``,`` when some of its ambiguous values hold it, else ``.``). A money column's
+    ``1,500`` groups thousands, unless its mark is the file's decimal mark (the one most deciding money columns
+    read): then it is 1.5 (three decimals) or 1 500 against the file's marks."""
+    mark = _settled(money)
+    if money and mark is None:
         return ("," if votes["w,"] else ".") if votes["w"] and not is_money else None
-    mark = next(iter(money.values()), None)
     return mark if is_money and mark and votes["w" + mark] else None
 
 

@@ -396,7 +396,7 @@ def _items(con) -> list[tuple]:
 
 def test_each_number_column_of_a_wide_export_is_decided_on_its_own(tmp_path):
     """`12,50` amounts and `1,299.99` prices: each column read by its own values, none misread; a quantity of
-    `1,000` only follows the money's mark when the money columns agree (1C prints weights so: one unit)."""
+    `1,000` follows the money's mark (1C prints weights so: one unit). Characterisation: main read these so too."""
     _wide(tmp_path, [("12,50", "1,299.99", "2")] * 50)
     _, con = pull(tmp_path, columns=WIDE)
     assert orders(con)["1"][2] == Decimal("12.50") and _items(con)[0] == (Decimal("1299.99"), Decimal("2"))
@@ -432,3 +432,37 @@ def test_a_money_column_of_ambiguous_values_against_the_files_decimal_mark_stops
     assert f"the file's other number columns ('a') read '{mark}' as the decimal mark" in str(e.value)
     _, con = pull(tmp_path, columns=WIDE, decimal=mark)
     assert _items(con)[0] == (Decimal("1.5"), Decimal("2")) and orders(con)["1"][2] == Decimal("1200.50")
+
+
+SALES = {**WIDE, "discount": "disc"}
+
+
+def _sales(tmp_path, rows: list[tuple[str, str, str, str]]) -> None:
+    """A 1C sales export: amount, price, quantity and discount columns, ``rows`` of those four."""
+    write_csv(tmp_path / "sales.csv", [["id", "c", "d", "a", "p", "q", "disc"],
+                                       *([str(i), "x", "05.01.2024", *r] for i, r in enumerate(rows, 1))])
+
+
+@pytest.mark.parametrize("discounts", [["0"] * 30 + ["0.5"], ["7.5"] * 31], ids=["one stray", "percent"])
+def test_a_quantity_follows_the_mark_most_money_columns_read_past_a_stray_or_a_percent_discount(tmp_path,
+                                                                                                 discounts):
+    """`1 500,00` amounts, `150,00` prices and `10,000` quantities (ten units) with one stray `0.5` discount, or
+    percent discounts written `7.5`: the amounts and prices settle ','. Before, any money column with one value
+    read one way only counted as deciding, so the money columns "disagreed" and the export stopped."""
+    _sales(tmp_path, [("1 500,00", "150,00", "10,000", d) for d in discounts])
+    result, con = pull(tmp_path, columns=SALES)
+    assert result.bad_row_count == 0 and _items(con)[0] == (Decimal("150.00"), Decimal("10"))
+    assert orders(con)["1"][2] == Decimal("1500.00")
+
+
+def test_the_ambiguous_columns_still_stop_when_the_deciding_money_columns_do_not_settle_them(tmp_path):
+    """`45,990` prices beside `1 500,00` amounts stop past a stray `0.5` discount (it decides nothing); a quantity
+    of `10,000` beside `1 500,00` amounts and `7.5` discounts (one column each way, prices `150`) stops too."""
+    _sales(tmp_path, [("1 500,00", "45,990", "2", "0")] * 30 + [("1 500,00", "45,990", "2", "0.5")])
+    with pytest.raises(BadFileError, match=r"column 'p' has 31 values such as '45,990'.* the file's other number "
+                                           r"columns \('a'\) read ',' as the decimal mark"):
+        pull(tmp_path, columns=SALES)
+    _sales(tmp_path, [("1 500,00", "150", "10,000", "7.5")] * 30)
+    with pytest.raises(BadFileError, match=r"column 'q' has 30 values such as '10,000'.* disagree \('a' reads ','"
+                                           r" as the decimal mark, 'disc' reads '.' as the decimal mark\)"):
+        pull(tmp_path, columns=SALES)
