@@ -16,7 +16,7 @@ from typing import Callable
 from .errors import BadFileError, ConfigError, ConnectorError, TransientError
 from .file_bytes import ROW_MAX, first_bad_byte, last_row, line_at, quoted_at, row_start
 from .file_cyrillic import CYRILLIC_RUN, cyrillic_8bit, decide_8bit, tied_8bit  # noqa: F401 (re-exported)
-from .file_paths import file_state
+from .file_paths import file_state, unchanged
 
 log = logging.getLogger("connectors.file_readers")
 
@@ -72,7 +72,7 @@ def utf8_copy(path: Path, encoding: str, tmp: Path) -> Path:
         try:
             enc = cut_or_8bit(path)
         except ConnectorError:
-            if file_state(path) != state:
+            if not unchanged(path, state):
                 raise changed_while_decided(path) from None
             raise
         if enc == "utf-8":  # finished since it was found cut: UTF-8 whole, read as it is
@@ -83,10 +83,10 @@ def utf8_copy(path: Path, encoding: str, tmp: Path) -> Path:
             while chunk := src.read(1 << 22):
                 dst.write(chunk)
     except UnicodeDecodeError:
-        if file_state(path) != state:
+        if not unchanged(path, state):
             raise changed_while_decided(path) from None
         raise encoding_error(path, enc, auto=auto) from None
-    if file_state(path) != state:  # an encoding decided on bytes since changed, or a copy of a half-written file
+    if not unchanged(path, state):  # an encoding decided on bytes since changed, or a copy of a half-written file
         raise changed_while_decided(path)
     log.debug("transcoded %s from %s", path, enc)
     return out

@@ -6,16 +6,13 @@ moved away is a retry-later error. The changes come from another process (tests.
 from __future__ import annotations
 
 import json
-import os
-import time
 from pathlib import Path
 
 import duckdb
 
-from connectors.file_paths import file_state
 from connectors.files import FileSource, FileSourceConfig
 from tests.builders import run_cli
-from tests.fakes.file_writer import appending, line, on_open, rewriting
+from tests.fakes.file_writer import appending, chmodding, line, on_open, rewriting, rewriting_in_place
 
 CONFIG = """\
 [source]
@@ -173,17 +170,26 @@ def test_a_utf8_file_cut_inside_its_last_character_is_retried_later(tmp_path):
     run_cli("check", "--config", str(cfg))
 
 
-def test_a_file_overwritten_in_place_with_its_mtime_set_back_is_a_changed_file(tmp_path):
-    """What read_file and the UTF-8 copy compare before and after a read: before, the device, inode, size and mtime
-    only, so a file rewritten in place (the last amount ``.50`` made ``.51``) whose mtime a tool set back looked
-    unchanged, and a read it fell inside was kept. Its ctime, which no tool can set back, tells."""
-    day = tmp_path / "day.csv"
-    write_rows(day, 1, 100)
-    before, st = file_state(day), day.stat()
-    time.sleep(0.02)  # past the kernel's timestamp granularity (a jiffy)
-    with open(day, "r+b") as f:
-        f.seek(st.st_size - 3)
-        f.write(b"51\n")
-    os.utime(day, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert (day.stat().st_size, day.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
-    assert file_state(day) != before
+def test_a_file_written_in_place_with_its_mtime_set_back_all_through_its_reads_stops_the_run(tmp_path):
+    """Its last cents rewritten in place again and again, its mtime set back each time: inode, size and mtime stay
+    (before files25, each read was kept, a file being written stored), only its ctime and bytes change."""
+    cfg = tmp_path / "rfmsync.toml"
+    cfg.write_text(CONFIG, encoding="utf-8")
+    (tmp_path / "exports").mkdir()
+    day = tmp_path / "exports" / "day.csv"
+    write_rows(day, 1, ROWS)
+    with rewriting_in_place(day):
+        output = refused("pull", cfg)
+    assert f"{day}: the file changed while it was read, 3 times in a row" in output
+    assert stored_orders(cfg) == ROWS
+
+
+def test_a_file_whose_mode_changes_all_through_its_reads_is_read_at_once(tmp_path):
+    """A backup setting the files' attributes (chmod, the archive bit: ctime alone moves, no byte changes) while
+    the run reads: the file did not change (files25: its ctime moved, so each read was thrown away and the run
+    stopped, exit 3)."""
+    (tmp_path / "exports").mkdir()
+    day = tmp_path / "exports" / "day.csv"
+    write_rows(day, 1, ROWS)
+    with chmodding(day):
+        assert staged(tmp_path) == (ROWS, f"{100 + ROWS}.50")

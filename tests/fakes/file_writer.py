@@ -11,6 +11,13 @@ reading, with no patching of the reader.
     (``os.replace``), the same size but its last amount ``.50`` and ``.51`` in turn, each with a new mtime (an
     export tool writing it again and again; two versions written once are linked in turn: no data written, so
     no disk throttles the writer).
+``python -m tests.fakes.file_writer inplace PATH STOP``
+    writes the last amount's cents of ``PATH`` in place again and again until ``STOP`` exists (``.00`` to ``.99``
+    in turn), setting its mtime back to what it was after each write (an export tool that keeps the file's
+    times): its inode, size and mtime stay, only its ctime and bytes change.
+``python -m tests.fakes.file_writer chmod PATH STOP``
+    flips the group-write bit of ``PATH`` again and again until ``STOP`` exists (a backup setting attributes on
+    the files it copied): its ctime changes, its bytes do not.
 ``python -m tests.fakes.file_writer on-open PID PATH READY DONE ACTION [ARG]``
     writes ``READY``, waits until process ``PID`` has ``PATH`` open (``/proc/PID/fd``: a read begun; woken by
     inotify when ``PATH`` is opened, so the wait takes no CPU), then does ``ACTION`` once and writes ``DONE``, process
@@ -87,13 +94,32 @@ def rewriting(path: Path):
 
 
 @contextlib.contextmanager
+def rewriting_in_place(path: Path):
+    """A writer writing ``path``'s last cents in place, its mtime set back (see the module); yields once it has."""
+    with _writing(path, "inplace"):
+        yield
+
+
+@contextlib.contextmanager
+def chmodding(path: Path):
+    """A process changing ``path``'s mode bits (see the module) until the block ends; yields once it has."""
+    with _writing(path, "chmod"):
+        yield
+
+
+def _state(path: Path) -> tuple[int, ...]:
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mode, st.st_mtime_ns, st.st_ctime_ns
+
+
+@contextlib.contextmanager
 def _writing(path: Path, mode: str, *args: str):
     stop = path.with_name(path.name + ".stop")
-    state = path.stat()
+    state = _state(path)
     proc = _spawn(mode, str(path), *args, str(stop))
     try:
         deadline = time.monotonic() + 30
-        while path.stat() == state:
+        while _state(path) == state:
             assert proc.poll() is None and time.monotonic() < deadline, "the writer never wrote"
             time.sleep(0.002)
         yield
@@ -161,6 +187,26 @@ def _rewrite(path: Path, stop: Path) -> None:
         os.utime(part, ns=(mtime, mtime))
         os.replace(part, path)
         i += 1
+
+
+def _in_place(path: Path, stop: Path) -> None:
+    st = path.stat()
+    with open(path, "r+b", buffering=0) as f:
+        assert f.read()[-4:] == b".50\n"
+        i = 0
+        while not stop.exists():
+            os.pwrite(f.fileno(), b"%02d" % (i % 100), st.st_size - 3)
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+            i += 1
+            time.sleep(0.0005)
+
+
+def _chmod(path: Path, stop: Path) -> None:
+    mode = path.stat().st_mode
+    while not stop.exists():
+        mode ^= 0o020
+        os.chmod(path, mode)
+        time.sleep(0.0005)
 
 
 def _is_open(pid: str, target: str) -> bool:
@@ -271,5 +317,9 @@ if __name__ == "__main__":
         _append(Path(rest[0]), int(rest[1]), Path(rest[2]))
     elif mode == "rewrite":
         _rewrite(Path(rest[0]), Path(rest[1]))
+    elif mode == "inplace":
+        _in_place(Path(rest[0]), Path(rest[1]))
+    elif mode == "chmod":
+        _chmod(Path(rest[0]), Path(rest[1]))
     else:
         _on_open(rest[0], Path(rest[1]), Path(rest[2]), Path(rest[3]), rest[4], rest[5] if len(rest) > 5 else "")
