@@ -29,7 +29,9 @@ _ALPHABETS = (
 
 #: what no Russian word does (lowercase), and what cp866 makes of cp1251 letters: ъ ь ы starting a word, ъ ending
 #: one, ъ ь ы after a vowel or ъ ь, э after е ё ю я (cp1251's к л м н are cp866's ъ ы ь э, its о п cp866's ю я:
-#: ``ђак`` is ``Рръ``, ``Џон`` ``Пюэ``, ``сок`` ``ёюъ``)
+#: ``ђак`` is ``Рръ``, ``Џон`` ``Пюэ``, ``сок`` ``ёюъ``). A known miss of ``ъ$``: a cp866 word of the pre-1918
+#: spelling (``Миръ``, ``Пиръ``, ``Юръ``) is read as cp1251 in a tie (docs/sources/files.md); without the rule the
+#: cp1251 ``ђак`` and ``Ўзбек`` are read as cp866
 _NOT_RUSSIAN = re.compile(r"^[ъьы]|ъ$|[аеёиоуыэюяъь][ъьы]|[еёюя]э")
 #: a capital after a small letter: in no word's case (cp1251's small ђ љ њ ќ ћ џ are cp866's capitals Р Ъ Ь Э Ю Я:
 #: ``бања`` is ``срЬр``; cp866 ``Юг`` is cp1251 ``ћЈ``)
