@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.fakes.file_writer import _spawn, on_open
+from tests.fakes.file_writer import _spawn, line, on_open
 
 #: a reader holding a FIFO open whose pipe it has filled: the watcher's append to it blocks, holding the watcher
 #: between its SIGSTOP and its SIGCONT of the reader until the test drains the pipe
@@ -122,3 +122,23 @@ def test_a_watcher_waiting_for_the_open_takes_no_cpu(tmp_path):
         time.sleep(1.5)
         assert _cpu_seconds(done.pid) - start < 0.15
         assert not done()
+
+
+def test_a_watcher_started_before_the_file_exists_polls_sparingly_and_watches_it_once_it_appears(tmp_path):
+    """No inotify watch on a missing file (ENOENT): before, the watcher slept a millisecond between its scans of
+    /proc/PID/fd for as long as the file did not exist, and never added the watch after. Now it polls every
+    :data:`~tests.fakes.file_writer.POLL_SECONDS`, then waits on inotify once the file appears; the open it sees."""
+    day = tmp_path / "day.csv"
+    with on_open(day, "append", "1") as done:
+        start = _cpu_seconds(done.pid)
+        time.sleep(1.5)
+        missing = _cpu_seconds(done.pid) - start
+        day.write_text("order_id,customer,date,amount\n", encoding="utf-8")
+        time.sleep(0.2)  # the watch added
+        start = _cpu_seconds(done.pid)
+        time.sleep(1.5)
+        present = _cpu_seconds(done.pid) - start
+        with open(day, encoding="utf-8"):
+            _until(done, "the watcher never acted on the open")
+    assert missing < 0.05 and present < 0.02, f"CPU over 1.5 s: {missing:.3f} s missing, {present:.3f} s after"
+    assert day.read_text(encoding="utf-8").endswith(line(1))

@@ -230,22 +230,32 @@ def _failed(done: Path) -> Path:
     return done.with_name(done.name + ".failed")
 
 
+#: the seconds :func:`_open_events` sleeps between two looks at ``/proc`` where it has no inotify watch
+POLL_SECONDS = 0.015
+
+
 def _open_events(path: Path) -> Callable[[float], None]:
     """A function waiting up to its argument's seconds for ``path`` to be opened (inotify's IN_OPEN), taking no
-    CPU meanwhile; where inotify is not to be had, one that sleeps a millisecond."""
+    CPU meanwhile. Where inotify is not to be had, or until ``path`` exists (no watch on a missing file: ENOENT),
+    it sleeps :data:`POLL_SECONDS` (the caller then looks at ``/proc``), adding the watch once the file appears."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        if fd < 0 or libc.inotify_add_watch(fd, os.fsencode(path), _IN_OPEN) < 0:
-            raise OSError(ctypes.get_errno(), "inotify")
     except (OSError, AttributeError):
-        return lambda timeout: time.sleep(0.001)
+        fd = -1
+    watched = False
 
     def wait(timeout: float) -> None:
-        if select.select([fd], [], [], timeout)[0]:
+        nonlocal watched
+        if fd >= 0 and not watched:
+            watched = libc.inotify_add_watch(fd, os.fsencode(path), _IN_OPEN) >= 0
+        if not watched:
+            time.sleep(min(timeout, POLL_SECONDS))
+        elif select.select([fd], [], [], timeout)[0]:
             with contextlib.suppress(BlockingIOError):
                 while os.read(fd, 4096):  # every event so far: the check after this sees each open
                     pass
+    wait(0)  # the watch added now where the file exists: before READY, so no open after it is missed
     return wait
 
 
