@@ -18,7 +18,10 @@ classifying only the few values that might contradict the guess, so a clean colu
   only which mark is the decimal one, not that ``150.000`` has three decimals: 50 of them alone among 100 000
   ``150.000`` stop the read;
 * a column without such values keeps the first guess (money: ``1,234`` groups thousands; a quantity takes the
-  mark the money columns settled, else reads it as a decimal).
+  mark most deciding money columns read, :func:`_deciding`, else reads it as a decimal), unless its ambiguous
+  values go against the other columns (:func:`_unsettled`): a quantity's when as many money columns read each mark,
+  a money column's ``1,500`` when most read ``,`` as the decimal mark: an error naming the file, the column, a value
+  and the other columns' marks.
 """
 
 from __future__ import annotations
@@ -57,13 +60,17 @@ def column_decimals(con: duckdb.DuckDBPyConnection, path: str, src: str, col: di
                                              f" LIMIT {SAMPLE}").fetchall()] for f in fields}
     guess = {f: nz.sniff_decimal(samples[f], money=f != "quantity") for f in fields}
     votes = _whole_column(con, src, col, guess)
-    money = [_majority(votes[f]) for f in fields if f != "quantity" and (votes[f][","] or votes[f]["."])]
-    settled = ("," if money.count(",") > money.count(".") else ".") if money else None  # a quantity of 1,000 only:
-    # the money's mark decides (1,299.99 → a thousand units), not the quantity rule (1.000 units)
+    money = _deciding(votes, fields)
+    settled = _settled(money)  # a quantity of 1,000 only: the money's mark decides (1,299.99 → a thousand units),
+    # not the quantity rule (1.000 units)
     out: dict[str, nz.Decimal_] = {}
     for f in fields:
         v = votes[f]
         if not (v[","] or v["."]):
+            if unsettled := _unsettled(v, money, f != "quantity"):
+                raise BadFileError(_unsettled_error(con, path, src, col[f], headers[f], v, unsettled,
+                                                    {headers[m]: mark for m, mark in money.items()
+                                                     if settled in (None, mark)}))
             out[f] = nz.sniff_decimal(samples[f], money=f != "quantity", settled=settled if f == "quantity" else None)
             continue
         out[f] = _majority(v)
@@ -74,6 +81,51 @@ def column_decimals(con: duckdb.DuckDBPyConnection, path: str, src: str, col: di
             log.debug("%s: column %r: the whole column reads %r as the decimal mark, its first values %r",
                       path, headers[f], out[f], guess[f])
     return out
+
+
+def _deciding(votes: dict[str, dict[str, int]], fields: list[str]) -> dict[str, nz.Decimal_]:
+    """field → mark of the money columns that decide the file's decimal mark: those whose values read one way only
+    with their mark number :data:`MIN_SIDE` or more (in a file where none has that many, the most any has), so a
+    stray ``0.5`` discount among ``0`` ones beside ``1 500,00`` amounts decides nothing, as within a column."""
+    sides = {f: max(votes[f][","], votes[f]["."]) for f in fields if f != "quantity"}
+    least = min(MIN_SIDE, max(sides.values(), default=0))
+    return {f: _majority(votes[f]) for f, n in sides.items() if n and n >= least}
+
+
+def _settled(money: dict[str, nz.Decimal_]) -> nz.Decimal_ | None:
+    """The mark most of the deciding money columns (:func:`_deciding`) read, None when as many read each mark (or
+    none decides): ``1 500,00`` amounts and ``150,00`` prices settle ``,`` beside a percent discount ``7.5``."""
+    marks = list(money.values())
+    return None if marks.count(",") == marks.count(".") else max(",.", key=marks.count)  # type: ignore[return-value]
+
+
+def _unsettled(votes: dict[str, int], money: dict[str, nz.Decimal_], is_money: bool) -> nz.Decimal_ | None:
+    """The mark a column without a value read one way only (``votes``) reads its ambiguous values against, given
+    the marks the money columns that decide (``money``: field → mark, :func:`_deciding`), or None. A quantity's
+    ``1,000`` follows the mark most of them read (:func:`_settled`): when as many read each, which is meant nothing
+    says (the mark returned: ``,`` when some of its ambiguous values hold it, else ``.``). A money column's
+    ``1,500`` groups thousands, unless its mark is the file's decimal mark (the one most deciding money columns
+    read): then it is 1.5 (three decimals) or 1 500 against the file's marks."""
+    mark = _settled(money)
+    if money and mark is None:
+        return ("," if votes["w,"] else ".") if votes["w"] and not is_money else None
+    return mark if is_money and mark and votes["w" + mark] else None
+
+
+def _unsettled_error(con: duckdb.DuckDBPyConnection, path: str, src: str, v: str, header: str, votes: dict[str, int],
+                     mark: nz.Decimal_, money: dict[str, nz.Decimal_]) -> str:
+    """The error of a column none of whose values says its decimal mark, whose ambiguous values (``1,500``: with
+    ``mark``) the file's other number columns (``money``: header → mark) do not settle (:func:`_unsettled`)."""
+    (example,) = con.execute(f"SELECT min(v) FROM {voted_sql(src, v, mark, True)} WHERE vote = 'w{mark}'"
+                             ).fetchone() or (None,)
+    others = ", ".join(f"{h!r} reads {m!r} as the decimal mark" for h, m in money.items())
+    n = votes["w" + mark]
+    why = (f"the file's other number columns disagree ({others})" if len(set(money.values())) > 1 else
+           f"the file's other number columns ({', '.join(map(repr, money))}) read {mark!r} as the decimal mark, which "
+           f"gives it three decimals, where in money {example!r} alone groups thousands")
+    return (f"{path}: column {header!r} has {n} {'values' if n != 1 else 'value'} such as {example!r}, which mean a "
+            f"different number with each decimal mark, and none that says which it uses: {why}; set [source] "
+            f"decimal = \",\" or \".\" to say which the file uses")
 
 
 def typed_reads_as_text(con: duckdb.DuckDBPyConnection, src: str, field: str, v: str, values: list[str],

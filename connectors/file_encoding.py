@@ -15,7 +15,8 @@ from typing import Callable
 
 from .errors import BadFileError, ConfigError, ConnectorError, TransientError
 from .file_bytes import ROW_MAX, first_bad_byte, last_row, line_at, quoted_at, row_start
-from .file_paths import file_state
+from .file_cyrillic import CYRILLIC_RUN, cyrillic_8bit, decide_8bit, tied_8bit  # noqa: F401 (re-exported)
+from .file_paths import file_state, unchanged
 
 log = logging.getLogger("connectors.file_readers")
 
@@ -31,7 +32,7 @@ def _detect_encoding(path: Path) -> str:
         codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
         return "utf-8"
     except UnicodeDecodeError:
-        enc, tied = _decide_8bit(head)
+        enc, tied = decide_8bit(head)
     if tied:  # a guess: not silent, as the last row's is (cut_or_8bit)
         at = next(i for i, b in enumerate(head) if b >= 0x80)
         log.warning("%s: not UTF-8, and as many letters in Cyrillic words as cp1251 and as cp866: read as %s "
@@ -46,67 +47,6 @@ def both_readings(path: Path, at: int, enc: str) -> str:
     line, text = quoted_at(path, at, enc)
     return (f"{enc} (line {line}: {text!r}); as {other} it reads {quoted_at(path, at, other)[1]!r} (as many "
             f"letters): a guess")
-
-
-#: a run of two or more Cyrillic letters: a word, as :func:`cyrillic_8bit` counts them (not a stray symbol). All of
-#: the block, Serbian and Macedonian's Ђ Љ Њ Ћ Џ Ј included: a cp1251 export of Serbian names (Ђорђе Јовановић) read as
-#: cp866 has fewer of them. A cp866 «Петр» whose bytes cp1251 reads as «ЏҐва», a word as long, is a tie
-#: :data:`_RUSSIAN` breaks (Џ, Ґ: not Russian).
-_CYRILLIC_RUN = re.compile(r"[\u0400-\u04ff]{2,}")
-
-
-#: the Russian alphabet: a tie of :func:`cyrillic_8bit`'s count goes to the reading with fewer letters outside it
-_RUSSIAN = frozenset("абвгдеёжзийклмнопрстуфхцчшщъыьэюя")
-
-
-#: a Cyrillic word in cp1251 quotes, «…», „…“, “…”, ‘…’, ‚…‘ or ‹…›: cp866 reads those quotes as letters (л, Д, У,
-#: Ф, С, Т, В, Л, Ы; » is ╗)
-_QUOTED_1251 = re.compile(rb"[\xab\x84\x93\x91\x82\x8b][\xa8\xb8\xc0-\xff]{2,}[\xbb\x93\x94\x91\x92\x9b]")
-#: cp1251 punctuation right after a cp1251 letter (a word's end): the ellipsis …, the dashes — –, the closing quotes
-#: ’ ” › and the others above but «, which cp866 reads as capitals (Е, Ч, Ц, Т, Ф, Ы…): ``сок…`` would be cp866
-#: ``сок`` and one more letter, ``хлеб—молоко`` one word of 11 letters. cp866 words do not put a capital after a
-#: small letter (its р–я, и: the bytes cp1251 has its letters at); its л (0xAB, cp1251 «) is left alone (``ул.``)
-_END_1251 = re.compile(rb"(?<=[\xa8\xb8\xc0-\xff])[\x82\x84\x85\x8b\x91-\x97\x9b]")
-
-
-def _words_8bit(data: bytes) -> dict[str, str]:
-    """The letters ``data`` reads as in Cyrillic words (:data:`_CYRILLIC_RUN`), lowercase, as cp1251 and as cp866.
-    cp1251 punctuation at a word's edge (``«оплачен»``, ``„хлеб“``: :data:`_QUOTED_1251`; ``сок…``, ``хлеб—молоко``:
-    :data:`_END_1251`) is no letter of its cp866 reading."""
-    unquoted = _END_1251.sub(b" ", _QUOTED_1251.sub(lambda m: b" " + m.group()[1:-1] + b" ", data))
-    return {e: "".join(_CYRILLIC_RUN.findall(d.decode(e, "replace"))).lower()
-            for e, d in (("cp1251", data), ("cp866", unquoted))}
-
-
-def _foreign(letters: str) -> int:
-    """How many of ``letters`` (lowercase) are outside the Russian alphabet (:data:`_RUSSIAN`)."""
-    return sum(c not in _RUSSIAN for c in letters)
-
-
-def cyrillic_8bit(data: bytes) -> str:
-    """``cp866`` or ``cp1251``: the one that reads ``data`` as more letters in Cyrillic words (runs of two or more
-    Cyrillic letters, not stray symbols); as many: the one with fewer letters outside the Russian alphabet (a
-    cp866 «Петр» is cp1251 «ЏҐва»), and cp1251 when that ties too (cp1251 «мама», «аб» are cp866 «ьрьр», «рс»:
-    Russian letters both, and which is meant, nothing in the bytes says). Counting bytes by range would not do: cp866's
-    letters А–п sit at 0x80–0xAF, where cp1251 has its punctuation (nbsp, —, –, «», “”, …), so a cp1251 export of
-    Latin names with a few dashes would look like cp866. No Cyrillic word either way (a dash, a single letter) is
-    cp1251."""
-    return _decide_8bit(data)[0]
-
-
-def _decide_8bit(data: bytes) -> tuple[str, bool]:
-    """:func:`cyrillic_8bit` and :func:`tied_8bit` of ``data``, its words read once."""
-    words = _words_8bit(data)
-    cp1251, cp866 = len(words["cp1251"]), len(words["cp866"])
-    if cp1251 == cp866:
-        return "cp866" if _foreign(words["cp866"]) < _foreign(words["cp1251"]) else "cp1251", cp1251 > 0
-    return "cp866" if cp866 > cp1251 else "cp1251", False
-
-
-def tied_8bit(data: bytes) -> bool:
-    """Whether ``data`` reads as as many letters in Cyrillic words as cp1251 and as cp866 (:func:`cyrillic_8bit`
-    then decides by the letters outside the Russian alphabet: a guess the warning shows both readings of)."""
-    return _decide_8bit(data)[1]
 
 
 def detect_encoding(path: Path) -> str:
@@ -132,7 +72,7 @@ def utf8_copy(path: Path, encoding: str, tmp: Path) -> Path:
         try:
             enc = cut_or_8bit(path)
         except ConnectorError:
-            if file_state(path) != state:
+            if not unchanged(path, state):
                 raise changed_while_decided(path) from None
             raise
         if enc == "utf-8":  # finished since it was found cut: UTF-8 whole, read as it is
@@ -143,10 +83,10 @@ def utf8_copy(path: Path, encoding: str, tmp: Path) -> Path:
             while chunk := src.read(1 << 22):
                 dst.write(chunk)
     except UnicodeDecodeError:
-        if file_state(path) != state:
+        if not unchanged(path, state):
             raise changed_while_decided(path) from None
         raise encoding_error(path, enc, auto=auto) from None
-    if file_state(path) != state:  # an encoding decided on bytes since changed, or a copy of a half-written file
+    if not unchanged(path, state):  # an encoding decided on bytes since changed, or a copy of a half-written file
         raise changed_while_decided(path)
     log.debug("transcoded %s from %s", path, enc)
     return out
@@ -237,7 +177,11 @@ def changed_at(path: Path) -> float:
     tar and unzip set the source's mtime only after the last byte; robocopy dates an unfinished file 1980-01-01, and
     a writer may set the time itself before it is done. None can set the ctime, which every write, ``utime``,
     ``chmod`` or rename moves to the clock of this machine (or of the share)."""
-    st = path.stat()
+    return _changed(path.stat())
+
+
+def _changed(st: os.stat_result) -> float:
+    """:func:`changed_at` of a ``stat`` result."""
     return max(st.st_mtime, st.st_ctime) if os.name == "posix" else st.st_mtime
 
 
@@ -255,14 +199,15 @@ def cut_short(path: Path) -> TransientError:
     """The retry-later error of a file that ends inside a character and is not :func:`settled`; one whose mtime is
     ahead of this machine's clock (the writer's clock wrong) names that time and what to do; one whose ctime is
     later than its mtime (:func:`changed_at`) names the ctime the hour counts from."""
-    mtime = path.stat().st_mtime
+    st = path.stat()  # once: the times named are of one state of the file
+    mtime, changed = st.st_mtime, _changed(st)
     ahead = ""
     if mtime > clock() + CLOCK_SLACK:  # a share's clock seconds ahead of ours is not worth a word
         ahead = (f"; its modification time, {_utc(mtime)}, is ahead of this machine's clock (the clock of the device "
                  f"or share that wrote it is wrong?), so it is taken as complete only {_SETTLED} after that: set that "
                  f"clock right and save the file again, or set [source] encoding to the file's encoding")
-    elif changed_at(path) > mtime + CLOCK_SLACK:  # its ctime: the hour counts from there, not from the mtime shown
-        ahead = (f"; the hour counts from its change time (ctime), {_utc(changed_at(path))}, later than its "
+    elif changed > mtime + CLOCK_SLACK:  # its ctime: the hour counts from there, not from the mtime shown
+        ahead = (f"; the hour counts from its change time (ctime), {_utc(changed)}, later than its "
                  f"modification time, {_utc(mtime)} (a copy tool that kept the source's time, or a rename, chmod or "
                  f"touch since: anything that moves the ctime starts the hour again)")
     return TransientError(f"{path}: the file ends inside a character (cut short: still being written or copied?); "
@@ -288,7 +233,7 @@ def _utf8_words(row: bytes) -> bool:
     of two or more Cyrillic letters, or any other non-ASCII character. cp1251 bytes seldom do (``Рё`` is one letter,
     UTF-8 ``и``); a UTF-8 row cut inside its last word does (``Анна Смир`` and the first byte of ``н``)."""
     text = codecs.getincrementaldecoder("utf-8")().decode(row, final=False)
-    return bool(_CYRILLIC_RUN.search(text)) or any(not ("\u0400" <= c <= "\u04ff") for c in text if not c.isascii())
+    return bool(CYRILLIC_RUN.search(text)) or any(not ("\u0400" <= c <= "\u04ff") for c in text if not c.isascii())
 
 
 def _utf8_words_from(path: Path, start: int) -> bool:
@@ -299,7 +244,7 @@ def _utf8_words_from(path: Path, start: int) -> bool:
     with open(path, "rb") as f:
         f.seek(start)
         while chunk := f.read(1 << 22):
-            if _CYRILLIC_RUN.search(decoder.decode(chunk)):
+            if CYRILLIC_RUN.search(decoder.decode(chunk)):
                 return True
     return False
 
@@ -335,7 +280,7 @@ def cut_or_8bit(path: Path) -> str:
     if cut and not settled(path):
         raise cut_short(path)
     if _ascii_before(path, start) and not (_utf8_words(row) if cut else _utf8_words_from(path, start)):
-        enc, tied = _decide_8bit(row)  # a tie, a guess: both readings shown, each quoting the line (not twice)
+        enc, tied = decide_8bit(row)  # a tie, a guess: both readings shown, each quoting the line (not twice)
         shown = bytes(b for b in row if b >= 0x80)
         why = (f"which begin a UTF-8 character it does not finish; unchanged for {_SETTLED}, so it is no file cut "
                f"short" if cut else "which are not UTF-8")

@@ -5,8 +5,11 @@ from __future__ import annotations
 import errno
 import fnmatch
 import glob
+import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import ConfigError, TransientError
 from .suggest import did_you_mean
@@ -114,10 +117,53 @@ def check_gone(paths: list[str]) -> None:
 READ_ATTEMPTS = 3
 
 
-def file_state(path: Path) -> tuple[int, int, int, int]:
-    """What a write, an append or a replacement of ``path`` changes: its device, inode, size and mtime."""
+#: the bytes at each end of a file hashed to tell a change of its content from one of its attributes alone
+CHUNK = 1 << 16
+
+
+def head_tail(f: BinaryIO, size: int, digest: hashlib.blake2b) -> None:
+    """Feed ``digest`` the first and last :data:`CHUNK` bytes of the open file ``f`` of ``size`` bytes (the order
+    store's quick fingerprint and :func:`file_state`)."""
+    f.seek(0)
+    digest.update(f.read(CHUNK))
+    if size > CHUNK:
+        f.seek(max(CHUNK, size - CHUNK))
+        digest.update(f.read(CHUNK))
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What a write, an append or a replacement of a file changes (:func:`file_state`)."""
+
+    stat: tuple[int, int, int, int]  # device, inode, size, mtime
+    ctime_ns: int
+    ends: str  # the hash of its first and last CHUNK bytes (:func:`head_tail`)
+
+
+def file_state(path: Path) -> FileState:
+    """``path``'s device, inode, size, mtime and ctime, and a hash of its first and last :data:`CHUNK` bytes (read
+    after the ``stat``: a change between the two is seen after the read, by the ``stat`` or the bytes)."""
     st = path.stat()
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        head_tail(f, st.st_size, digest)
+    return FileState((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns), st.st_ctime_ns, digest.hexdigest())
+
+
+def unchanged(path: Path, before: FileState) -> bool:
+    """Whether ``path`` is still as :func:`file_state` found it ``before`` a read: same device, inode, size and
+    mtime, and, when its ctime moved with those the same, the same first and last :data:`CHUNK` bytes. So a file
+    written in place whose mtime a tool set back (only its ctime moves) is changed when its ends differ, and a
+    chmod, chown, link or extended attribute (a backup's archive bit: ctime alone) is not. One ``stat`` when the
+    ctime did not move. A network share whose client caches attributes (SMB, NFS: seconds) may show none of them
+    changed for a while (docs/sources/files.md)."""
+    st = path.stat()
+    if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != before.stat:
+        return False
+    if st.st_ctime_ns == before.ctime_ns:
+        return True
+    now = file_state(path)
+    return (now.stat, now.ends) == (before.stat, before.ends)
 
 
 def being_written(path: Path) -> TransientError:

@@ -25,7 +25,7 @@ from .diagnose import check_orders
 from .errors import BadFileError, ConfigError, ConnectorError
 from .file_encoding import csv_error, utf8_copy
 from .file_lines import header_cells, line_count, numbered_src, record_lines, title_lines, without_lines
-from .file_paths import READ_ATTEMPTS, being_written, file_state, matching_files, vanished
+from .file_paths import READ_ATTEMPTS, being_written, file_state, matching_files, unchanged, vanished
 from .file_readers import (XLSX_HEADER_SCAN, csv_src, needs_serial_read, read_xlsx, sheets_hint, sniff_delimiter,
                            typed_csv, xlsx_headers)
 from .file_sql import NUMBER_FIELDS, load_table
@@ -188,10 +188,10 @@ class FileSource:
                 try:
                     loaded = self._load(con, path, mapping, table, tmp)
                 except ConnectorError:  # a half-written XLSX or Parquet file, a truncated row's column...
-                    if file_state(path) == before:
+                    if unchanged(path, before):
                         raise
                     continue
-                if file_state(path) == before:
+                if unchanged(path, before):
                     return loaded
         except FileNotFoundError:  # moved into an archive folder, removed: before, during or right after a read
             raise vanished(path) from None

@@ -12,7 +12,7 @@ import duckdb
 
 from connectors.files import FileSource, FileSourceConfig
 from tests.builders import run_cli
-from tests.fakes.file_writer import appending, line, on_open, rewriting
+from tests.fakes.file_writer import appending, chmodding, line, on_open, rewriting, rewriting_in_place
 
 CONFIG = """\
 [source]
@@ -168,3 +168,28 @@ def test_a_utf8_file_cut_inside_its_last_character_is_retried_later(tmp_path):
     assert "not valid" in run_cli("check", "--config", str(cfg), code=2).output
     day.write_bytes(full)
     run_cli("check", "--config", str(cfg))
+
+
+def test_a_file_written_in_place_with_its_mtime_set_back_all_through_its_reads_stops_the_run(tmp_path):
+    """Its last cents rewritten in place again and again, its mtime set back each time: inode, size and mtime stay
+    (before files25, each read was kept, a file being written stored), only its ctime and bytes change."""
+    cfg = tmp_path / "rfmsync.toml"
+    cfg.write_text(CONFIG, encoding="utf-8")
+    (tmp_path / "exports").mkdir()
+    day = tmp_path / "exports" / "day.csv"
+    write_rows(day, 1, ROWS)
+    with rewriting_in_place(day):
+        output = refused("pull", cfg)
+    assert f"{day}: the file changed while it was read, 3 times in a row" in output
+    assert stored_orders(cfg) == ROWS
+
+
+def test_a_file_whose_mode_changes_all_through_its_reads_is_read_at_once(tmp_path):
+    """A backup setting the files' attributes (chmod, the archive bit: ctime alone moves, no byte changes) while
+    the run reads: the file did not change (files25: its ctime moved, so each read was thrown away and the run
+    stopped, exit 3)."""
+    (tmp_path / "exports").mkdir()
+    day = tmp_path / "exports" / "day.csv"
+    write_rows(day, 1, ROWS)
+    with chmodding(day):
+        assert staged(tmp_path) == (ROWS, f"{100 + ROWS}.50")

@@ -379,3 +379,90 @@ def test_shaped_values_let_the_cap_weigh_every_deciding_value(tmp_path):
     _csv(tmp_path, amounts[:10000] + ["1 105,000"] * 2 + ["12,5"] * 120)
     with pytest.raises(BadFileError, match="column 'a' mixes decimal marks: 122 values read with ','"):
         pull(tmp_path, columns=COLS)
+
+
+WIDE = {"order_id": "id", "customer_id": "c", "ordered_at": "d", "amount": "a", "price": "p", "quantity": "q"}
+
+
+def _wide(tmp_path, rows: list[tuple[str, str, str]]) -> None:
+    """A wide export: amount, price and quantity columns, ``rows`` of (amount, price, quantity)."""
+    write_csv(tmp_path / "sales.csv", [["id", "c", "d", "a", "p", "q"],
+                                       *([str(i), "x", "05.01.2024", *r] for i, r in enumerate(rows, 1))])
+
+
+def _items(con) -> list[tuple]:
+    return con.execute("SELECT price, quantity FROM staged_line_items ORDER BY order_id").fetchall()
+
+
+def test_each_number_column_of_a_wide_export_is_decided_on_its_own(tmp_path):
+    """`12,50` amounts and `1,299.99` prices: each column read by its own values, none misread; a quantity of
+    `1,000` follows the money's mark (1C prints weights so: one unit). Characterisation: main read these so too."""
+    _wide(tmp_path, [("12,50", "1,299.99", "2")] * 50)
+    _, con = pull(tmp_path, columns=WIDE)
+    assert orders(con)["1"][2] == Decimal("12.50") and _items(con)[0] == (Decimal("1299.99"), Decimal("2"))
+    _wide(tmp_path, [("12,50", "12,50", "1,000")] * 50)
+    _, con = pull(tmp_path, columns=WIDE)
+    assert _items(con)[0] == (Decimal("12.50"), Decimal("1"))
+
+
+def test_a_quantity_of_ambiguous_values_beside_money_columns_that_disagree_stops_naming_it(tmp_path):
+    """`12,50` amounts (',') and `7.25` prices ('.'): which mark the quantities `1,000` use nothing says. Before,
+    the money columns' majority (a tie: '.') read them as a thousand units each, silently."""
+    _wide(tmp_path, [("12,50", "7.25", "1,000")] * 50)
+    with pytest.raises(BadFileError) as e:
+        pull(tmp_path, columns=WIDE)
+    assert str(e.value) == (
+        f"{tmp_path / 'sales.csv'}: column 'q' has 50 values such as '1,000', which mean a different number with "
+        f"each decimal mark, and none that says which it uses: the file's other number columns disagree ('a' reads "
+        f"',' as the decimal mark, 'p' reads '.' as the decimal mark); set [source] decimal = \",\" or \".\" to say "
+        f"which the file uses")
+    _, con = pull(tmp_path, columns=WIDE, decimal=",")  # the key the message names reads the file
+    assert _items(con)[0] == (Decimal("7.25"), Decimal("1"))
+
+
+@pytest.mark.parametrize("amount, price, mark", [("1 200,50", "1,500", ","), ("1,200.50", "1.500", ".")])
+def test_a_money_column_of_ambiguous_values_against_the_files_decimal_mark_stops_naming_it(tmp_path, amount, price,
+                                                                                            mark):
+    """Amounts that say the file's decimal mark and prices that are all `1,500` with that mark: a price of three
+    decimals, or thousands grouped by the file's decimal mark. Before, silently 1 500 (1000× the price of 1.5)."""
+    _wide(tmp_path, [(amount, price, "2")] * 40)
+    with pytest.raises(BadFileError) as e:
+        pull(tmp_path, columns=WIDE)
+    assert str(e.value).startswith(f"{tmp_path / 'sales.csv'}: column 'p' has 40 values such as '{price}', which")
+    assert f"the file's other number columns ('a') read '{mark}' as the decimal mark" in str(e.value)
+    _, con = pull(tmp_path, columns=WIDE, decimal=mark)
+    assert _items(con)[0] == (Decimal("1.5"), Decimal("2")) and orders(con)["1"][2] == Decimal("1200.50")
+
+
+SALES = {**WIDE, "discount": "disc"}
+
+
+def _sales(tmp_path, rows: list[tuple[str, str, str, str]]) -> None:
+    """A 1C sales export: amount, price, quantity and discount columns, ``rows`` of those four."""
+    write_csv(tmp_path / "sales.csv", [["id", "c", "d", "a", "p", "q", "disc"],
+                                       *([str(i), "x", "05.01.2024", *r] for i, r in enumerate(rows, 1))])
+
+
+@pytest.mark.parametrize("discounts", [["0"] * 30 + ["0.5"], ["7.5"] * 31], ids=["one stray", "percent"])
+def test_a_quantity_follows_the_mark_most_money_columns_read_past_a_stray_or_a_percent_discount(tmp_path,
+                                                                                                 discounts):
+    """`1 500,00` amounts, `150,00` prices and `10,000` quantities (ten units) with one stray `0.5` discount, or
+    percent discounts written `7.5`: the amounts and prices settle ','. Before, any money column with one value
+    read one way only counted as deciding, so the money columns "disagreed" and the export stopped."""
+    _sales(tmp_path, [("1 500,00", "150,00", "10,000", d) for d in discounts])
+    result, con = pull(tmp_path, columns=SALES)
+    assert result.bad_row_count == 0 and _items(con)[0] == (Decimal("150.00"), Decimal("10"))
+    assert orders(con)["1"][2] == Decimal("1500.00")
+
+
+def test_the_ambiguous_columns_still_stop_when_the_deciding_money_columns_do_not_settle_them(tmp_path):
+    """`45,990` prices beside `1 500,00` amounts stop past a stray `0.5` discount (it decides nothing); a quantity
+    of `10,000` beside `1 500,00` amounts and `7.5` discounts (one column each way, prices `150`) stops too."""
+    _sales(tmp_path, [("1 500,00", "45,990", "2", "0")] * 30 + [("1 500,00", "45,990", "2", "0.5")])
+    with pytest.raises(BadFileError, match=r"column 'p' has 31 values such as '45,990'.* the file's other number "
+                                           r"columns \('a'\) read ',' as the decimal mark"):
+        pull(tmp_path, columns=SALES)
+    _sales(tmp_path, [("1 500,00", "150", "10,000", "7.5")] * 30)
+    with pytest.raises(BadFileError, match=r"column 'q' has 30 values such as '10,000'.* disagree \('a' reads ','"
+                                           r" as the decimal mark, 'disc' reads '.' as the decimal mark\)"):
+        pull(tmp_path, columns=SALES)

@@ -48,7 +48,7 @@ from connectors.file_sql import persist_loaded
 from connectors.file_staging import FilePullResult, LoadedFile, drop_scratch, future_tolerance
 from connectors.files import FileSource
 from connectors.errors import ConnectorError, TransientError
-from connectors.file_paths import NothingMatches, check_gone, pattern_matches, vanished
+from connectors.file_paths import CHUNK, NothingMatches, check_gone, head_tail, pattern_matches, vanished
 from connectors.source import Progress
 
 from .connection import store_transaction
@@ -66,7 +66,6 @@ TABLE_PREFIX = "ingest_f"
 TEMP_PREFIX = "_ingest_t"  # a file read by the lean path: temp tables, gone once its rows are in ``orders``
 READS_TABLE = "_ingest_reads"  # temp: each file's read time for the merge, the files read this run included
 FORMAT = 7  # bumped when the stored rows of a file change shape: every file is read again (7: 1970-01-01 a bad row)
-CHUNK = 1 << 16  # the head and tail hashed by a quick fingerprint
 
 
 @dataclass(frozen=True)
@@ -83,10 +82,7 @@ def fingerprint(path: Path, full: bool = False) -> Fingerprint:
     quick = hashlib.blake2b(digest_size=16)
     whole = hashlib.blake2b(digest_size=16) if full else None
     with open(path, "rb") as f:
-        quick.update(f.read(CHUNK))
-        if st.st_size > CHUNK:
-            f.seek(max(CHUNK, st.st_size - CHUNK))
-            quick.update(f.read(CHUNK))
+        head_tail(f, st.st_size, quick)
         if whole is not None:
             f.seek(0)
             while block := f.read(1 << 20):
