@@ -27,6 +27,7 @@ from scipy.special import betaln
 
 from connectors.tables import create_tables
 from segmentation import btyd_models as M
+from segmentation import fit_optimizer
 from segmentation import predictive as P
 from segmentation.btyd import btyd_summary, simulate_bgnbd
 from segmentation.errors import ThinDataError
@@ -124,7 +125,7 @@ def test_a_fit_stops_once_its_evaluations_only_round_and_finds_the_same_maximum(
     fit stops after a run of them (at the best point) instead of waiting for the line search to give up."""
     gg, evals = _fit_evaluations(caplog, lambda: M.fit_gamma_gamma(cal.frequency, cal.monetary))
     bg, bg_evals = _fit_evaluations(caplog, lambda: M.fit_bgnbd(cal.frequency, cal.recency, cal.T))
-    monkeypatch.setattr(M, "STALLED_EVALUATIONS", 10**9)  # the optimizer's own stopping rules alone
+    monkeypatch.setattr(fit_optimizer, "STALLED_EVALUATIONS", 10**9)  # the optimizer's own stopping rules alone
     full_gg, full_evals = _fit_evaluations(caplog, lambda: M.fit_gamma_gamma(cal.frequency, cal.monetary))
     full_bg, full_bg_evals = _fit_evaluations(caplog, lambda: M.fit_bgnbd(cal.frequency, cal.recency, cal.T))
     assert evals <= full_evals - 15 and bg_evals <= full_bg_evals  # CDNOW's spend: 29 against 49
