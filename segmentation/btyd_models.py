@@ -322,8 +322,9 @@ def clv(bg: BgNbdParams, aov: np.ndarray, x, t_x, T, horizon: float, month: floa
     ends = np.minimum(np.arange(1, n + 1) * month, horizon)
     total = np.zeros(np.shape(np.asarray(T, dtype=np.float64)))
     prev = np.zeros_like(total)
-    for end in ends:  # a dozen steps, each vectorised over all customers
-        cum = expected_purchases(bg, end, x, t_x, T)
+    # every step's end in one call (one row each): the 2F1 series of all of them are summed together
+    cums = expected_purchases(bg, ends.reshape((n,) + (1,) * total.ndim), x, t_x, T)
+    for end, cum in zip(ends, cums):
         total = total + (cum - prev) / (1 + monthly_discount_rate) ** (end / month)
         prev = cum
     return total * np.asarray(aov, dtype=np.float64)
