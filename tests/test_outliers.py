@@ -280,7 +280,7 @@ def test_the_outliers_are_exactly_those_of_the_rule(small, large):
     those of at least 10 000 times the median and 100 times the 99th percentile of the orders below that, that
     no other customer paid the same, and at least 100 times their customer's other orders of other amounts (the
     shortcut that skips the median when the largest amount cannot be one gives the same answer); past the first
-    two, an amount of 12 or 13 digits ending in its GS1 check digit and not round (a barcode) whatever the
+    two, an amount of 11 to 13 digits ending in its GS1 check digit and not round (a barcode) whatever the
     others."""
     rows = small + large
     amounts = [a for a, _ in rows]
@@ -300,11 +300,11 @@ def test_the_outliers_are_exactly_those_of_the_rule(small, large):
 
 
 def _barcode(amount: int) -> bool:
-    """12 or 13 digits, the last the GS1 check digit of the others (weights 3, 1, 3, … from the right), not
+    """11 to 13 digits, the last the GS1 check digit of the others (weights 3, 1, 3, … from the right), not
     ending in ROUND_ZEROS zeros (a round price)."""
     digits = str(amount)
     check = sum(int(d) * (3 if i % 2 else 1) for i, d in enumerate(reversed(digits)))
-    return len(digits) in (12, 13) and amount % 10 ** ROUND_ZEROS != 0 and check % 10 == 0
+    return len(digits) in (11, 12, 13) and amount % 10 ** ROUND_ZEROS != 0 and check % 10 == 0
 
 
 # --------------------------------------------------------------------------- the warning, through the CLI
@@ -343,7 +343,7 @@ def test_the_demo_shop_has_none_and_a_pasted_barcode_is_named_with_its_file(tmp_
     [line] = _amounts_warnings(seg)
     assert line.startswith(f"warning: an amount far beyond the usual check (the median order; the rule: 10 000 "
                            f"times it, 100 times the 99th percentile of the orders below that and 100 times the customer's "
-                           f"other orders, of an amount no other customer paid; a barcode's 12 or 13 digits with "
+                           f"other orders, of an amount no other customer paid; a barcode's 11 to 13 digits with "
                            f"their check digit need only the first two): customer {customer!r}, "
                            f"order {rows[last][0]!r} of {day} (file {orders}): "
                            "4 600 000 000 000.00 UZS, ")
