@@ -15,8 +15,10 @@ one currency when there is only one):
     11 to 13 digits whose last is the GS1 check digit of the others: UPC-A, EAN-13, a UPC-A stored as a number
     that lost its leading 0, :func:`barcode_sql`; not ending in :data:`ROUND_ZEROS` zeros: a round price, unless
     it has :data:`CODE_DIGITS` significant digits or more in a currency whose orders are less than
-    :data:`ROUND_SHARE` round, :func:`round_code_sql`) is an outlier whoever else paid it and whatever its
-    customer's other orders.
+    :data:`ROUND_SHARE` round, :func:`round_code_sql`) is an outlier whoever else paid it; of
+    :data:`STRONG_DIGITS` digits or more whatever its customer's other orders, of 11 digits or round only if its
+    customer's other orders within :data:`GAP_RATIO` of it are barcodes too (a client's real orders of 11 digits or
+    round ones end in a check digit one time in ten).
 
 A real large order does not come near it: a shop's largest orders are tens of times its median check (CDNOW
 19×, the demo shop 25×, the benchmarks' generated shop of 10 M orders 69×), a typed-in barcode 10⁶–10⁹ times. The
@@ -73,6 +75,9 @@ TOP_QUANTILE = 0.99
 #: whose leading 0 was lost when it was stored as a number), an outlier even when another customer has it too or its
 #: customer's other orders are as large (:func:`barcode_sql`)
 BARCODE_DIGITS = (11, 12, 13)
+#: ... of these many digits or more (EAN-13, UPC-A) whatever the others; of 11 digits, or round
+#: (:func:`round_code_sql`), not when its customer's other orders as large are real orders (not barcodes)
+STRONG_DIGITS = 12
 #: an amount ending in this many zeros or more is a round price (Iranian rials are priced in thousands of tomans:
 #: 10 000 rials), not read as a barcode (:func:`barcode_sql`): one in ten of them would end in a check digit by
 #: chance, one real barcode in 10 000 ends so
@@ -161,15 +166,22 @@ def outlier_amounts(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str =
     con.execute(f"CREATE TEMP TABLE {_PAST} AS {' UNION ALL '.join(parts)}", params | values)
     codes = _round_code_currencies(con, orders, params, several)
     # kept: an amount several customers paid (a price: a plan, a tier), and an order within GAP_RATIO of its own
-    # customer's other orders of another amount (a client who orders that much: a café's caterer)
+    # customer's other orders of another amount (a client who orders that much: a café's caterer). A barcode of 12
+    # or 13 digits is found whatever the others; a weaker one (11 digits, round) whoever else paid it, but not
+    # among its customer's own orders as large unless those are barcodes too (``codes_only``: a client's real
+    # orders of 11 digits or round ones end in a check digit one time in ten)
+    code = f"{barcode_sql('o.amount')} OR ({round_code_sql('o.amount')} AND {_in_codes('o.currency')})"
     con.execute(f"""CREATE TEMP TABLE {TABLE} AS WITH past AS (FROM {_PAST}),
         prices AS (SELECT currency, amount FROM past GROUP BY ALL HAVING count(DISTINCT customer_id) > 1),
-        own AS (SELECT p.order_id, max(o.amount) AS top FROM past p JOIN {orders} o ON o.customer_id = p.customer_id
+        own AS (SELECT p.order_id, max(o.amount) AS top,
+                       bool_and({code}) FILTER (WHERE o.amount * {GAP_RATIO} > p.amount) AS codes_only
+                FROM past p JOIN {orders} o ON o.customer_id = p.customer_id
                 AND o.currency IS NOT DISTINCT FROM p.currency AND o.amount <> p.amount
                 WHERE o.status = 'completed' AND o.amount > 0 AND o.ordered_at < $cutoff GROUP BY p.order_id)
         SELECT past.* FROM past LEFT JOIN own USING (order_id)
-        WHERE {barcode_sql("past.amount")} OR ({round_code_sql("past.amount")} AND coalesce(past.currency, '')
-                                                   IN (SELECT unnest($codes::VARCHAR[])))
+        WHERE ({barcode_sql("past.amount")} AND past.amount >= {10 ** (STRONG_DIGITS - 1)})
+        OR (({barcode_sql("past.amount")} OR ({round_code_sql("past.amount")} AND {_in_codes("past.currency")}))
+            AND (coalesce(past.amount >= own.top * {GAP_RATIO}, true) OR coalesce(own.codes_only, false)))
         OR (coalesce(past.amount >= own.top * {GAP_RATIO}, true)
         AND NOT EXISTS (SELECT 1 FROM prices x WHERE x.currency IS NOT DISTINCT FROM past.currency
                         AND x.amount = past.amount))""", params | {"codes": codes})
@@ -198,7 +210,12 @@ def round_code_sql(amount: str) -> str:
     (:func:`_round_code_currencies`)."""
     n = f"{amount}::BIGINT"
     return (f"({_gtin_sql(amount)} AND {n} % {10 ** ROUND_ZEROS} = 0 "
-            f"AND {n} % (10 ** (length({n}::VARCHAR) - {CODE_DIGITS - 1}))::BIGINT <> 0)")
+            f"AND {n} % (10 ** greatest(length({n}::VARCHAR) - {CODE_DIGITS - 1}, 0))::BIGINT <> 0)")
+
+
+def _in_codes(currency: str) -> str:
+    """Whether ``currency`` is one of ``$codes``: the currencies where a round barcode is read as one."""
+    return f"list_contains($codes::VARCHAR[], coalesce({currency}, ''))"
 
 
 def _gtin_sql(amount: str) -> str:

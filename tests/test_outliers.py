@@ -270,9 +270,12 @@ def test_each_currency_has_its_own_typical_check():
 @example([(1, 0)] * 9, [(4607001777779, 1), (4607001777779, 2), (4780000000014, 2)])  # barcodes: price, own
 @example([(1, 0)] * 9, [(4607001777770, 1), (4607001777770, 2)])  # no check digit: a price
 @example([(1, 0)] * 9, [(170_000_000_000, 1), (170_000_000_000, 2)])  # a check digit but round: a price (IRR)
+@example([(1, 0)] * 9, [(36000291452, 1), (36000291453, 1)])  # 11 digits beside the client's own: his orders
+@example([(1, 0)] * 9, [(36000291452, 1), (74479182116, 1)])  # 11 digits beside another barcode: two outliers
 @given(st.lists(st.tuples(st.integers(1, 50), st.integers(0, 5)), min_size=1, max_size=150),
        st.lists(st.tuples(st.sampled_from([20_000, 30_000, 1_000_000, 4607001777779, 4780000000014, 36000291452,
-                                           4607001777770, 170_000_000_000]) | st.integers(1, 10_000_000),
+                                           36000291453, 74479182116, 4607001777770, 170_000_000_000])
+                          | st.integers(1, 10_000_000),
                           st.integers(0, 5)), min_size=0, max_size=5))
 def test_the_outliers_are_exactly_those_of_the_rule(small, large):
     """Whatever the amounts and customers (ties, an even count, no outlier, outliers half the orders, one order
@@ -280,8 +283,9 @@ def test_the_outliers_are_exactly_those_of_the_rule(small, large):
     those of at least 10 000 times the median and 100 times the 99th percentile of the orders below that, that
     no other customer paid the same, and at least 100 times their customer's other orders of other amounts (the
     shortcut that skips the median when the largest amount cannot be one gives the same answer); past the first
-    two, an amount of 11 to 13 digits ending in its GS1 check digit and not round (a barcode) whatever the
-    others."""
+    two, an amount of 12 or 13 digits ending in its GS1 check digit and not round (a barcode) whatever the
+    others, one of 11 digits whoever else paid it but only where its customer's other orders as large (within
+    100 times) are barcodes too."""
     rows = small + large
     amounts = [a for a, _ in rows]
     con = duckdb.connect()
@@ -294,8 +298,9 @@ def test_the_outliers_are_exactly_those_of_the_rule(small, large):
     top = below[-(-len(below) * 99 // 100) - 1]  # the 99th percentile (the nearest rank) of the orders below the line
     past = [(a, c) for a, c in rows if a >= OUTLIER_RATIO * median and a >= GAP_RATIO * top]
     prices = {a for a, _ in past if len({c for b, c in past if b == a}) > 1}
-    expected = sum(1 for a, c in past if _barcode(a) or a not in prices
-                   and all(a >= GAP_RATIO * b for b, d in rows if d == c and b != a))
+    expected = sum(1 for a, c in past if _barcode(a) and len(str(a)) > 11
+                   or (_barcode(a) or a not in prices)
+                   and all(a >= GAP_RATIO * b or _barcode(a) and _barcode(b) for b, d in rows if d == c and b != a))
     assert outlier_amounts(con, date(2025, 1, 1)).orders == expected
 
 
