@@ -170,10 +170,24 @@ def _bgnbd_limit(v: np.ndarray) -> bool:
     return bool((rate or max(r, alpha) < EDGE) and (nobody or (abs(a) < EDGE and abs(b) < EDGE)))
 
 
+#: a fit's a at or below this is the box's edge: the limit a → 0 where nobody leaves (:func:`_bgnbd_limit`)
+NOBODY_LEAVES = float(np.exp(-EDGE))
+
+
+def nobody_leaves(params: BgNbdParams) -> bool:
+    """Whether ``params`` are the fit's limit a → 0: nobody drops out, b plays no part (it drifts anywhere, to 10⁸,
+    where the general formulas subtract nearly equal numbers), P(alive) = 1 and the expected purchases those of
+    the Gamma–Poisson mix alone."""
+    return params.a <= NOBODY_LEAVES
+
+
 def p_alive(params: BgNbdParams, x, t_x, T) -> np.ndarray:
-    """P(alive at T | x, t_x, T) (Hardie note 021); 1 for customers without repeat purchases."""
+    """P(alive at T | x, t_x, T) (Hardie note 021); 1 for customers without repeat purchases, and for everyone at
+    the limit where nobody leaves (:func:`nobody_leaves`)."""
     from scipy.special import expit  # (imported on first use: see the module docstring)
     x, t_x, T = _arrays(x, t_x, T)
+    if nobody_leaves(params):
+        return np.ones(np.broadcast_shapes(x.shape, t_x.shape, T.shape))
     r, alpha, a, b = params.r, params.alpha, params.a, params.b
     log_div = (r + x) * np.log1p((T - t_x) / (alpha + t_x)) + np.log(a / (b + np.maximum(x, 1) - 1))
     return np.where(x == 0, 1.0, expit(-log_div))
@@ -183,9 +197,12 @@ def expected_purchases(params: BgNbdParams, t, x, t_x, T) -> np.ndarray:
     """E[purchases in (T, T+t] | x, t_x, T] (FHL 2005 eq. 10); ``t`` scalar or array.
 
     The term ((α+T)/(α+T+t))^(r+x)·2F1(…) is taken in log space (both factors overflow for large x) with its
-    sign: where 2F1 < 0 (see :func:`~segmentation.hypergeometric.log_hyp2f1`) 1 − term = 1 + |term|."""
+    sign: where 2F1 < 0 (see :func:`~segmentation.hypergeometric.log_hyp2f1`) 1 − term = 1 + |term|. At the limit
+    where nobody leaves (:func:`nobody_leaves`) they are (r+x)/(α+T)·t, the Gamma–Poisson mix's."""
     t, x, t_x, T = _arrays(t, x, t_x, T)
     r, alpha, a, b = params.r, params.alpha, params.a, params.b
+    if nobody_leaves(params):
+        return t * ((r + x) / (alpha + T)) * np.ones_like(t_x)
     z = t / (alpha + T + t)
     ln_hyp, negative = log_hyp2f1(*np.broadcast_arrays(r + x, b + x, a + b + x - 1, z))
     first = (a + b + x - 1) / (a - 1)
