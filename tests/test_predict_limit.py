@@ -45,6 +45,8 @@ def test_a_fit_where_nobody_leaves_predicts_the_pooled_rate_for_everyone(seed):
     con, rate = _sparse_shop(seed)
     report = P.predict_customers(con, AS_OF, P.PredictConfig())
     assert report.reason is None and report.bgnbd.a < 1e-8
+    [line] = report.warnings  # the limits reached, in plain words
+    assert "everyone buys at one rate" in line and "nobody leaves (p_alive is 1 for everyone" in line
     n, nulls, lo, hi, p_lo, clv_lo = con.execute(
         "SELECT count(*), count(*) - count(expected_purchases), min(expected_purchases), max(expected_purchases), "
         "min(p_alive), min(clv) FROM customer_predictions").fetchall()[0]
