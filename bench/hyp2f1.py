@@ -6,7 +6,7 @@ purchases expected in the window: hundreds at 7 a week over a year) for every ro
 once per distinct summary (x, t_x, T) in whole days (:mod:`segmentation.triples`), so the rows timed are those
 distinct summaries of N customers (their count is printed), each customer of age T ≤ 104 weeks, first purchase
 uniform in it, buying at the fit's rate since (Poisson). Timed: expected purchases over 90 days, and CLV over 365
-days undiscounted (one call) and with ``monthly_discount_rate`` 0.01 (one call per month: 12), in CPU seconds of
+days undiscounted (one call) and with ``monthly_discount_rate`` 0.01 (the 12 month ends in one call), in CPU seconds of
 this process (numpy's threads included), each the fastest of ``--repeat``.
 
     python bench/hyp2f1.py                    # 100k and 1m customers

@@ -15,7 +15,8 @@ writes the per-customer table.
 * CLV: discounted sum over monthly steps of expected purchases in the step × E[AOV]
   (the method of lifetimes' ``customer_lifetime_value``).
 
-Fits: L-BFGS-B on log-parameters with analytic gradients (Nelder–Mead fallback).
+Fits: L-BFGS-B on log-parameters with analytic gradients (Nelder–Mead fallback):
+:mod:`segmentation.fit_optimizer`.
 
 ``scipy.special`` is imported where it is first used, not with this module: it takes ~0.2 s (it copies numpy's
 namespace, ``numpy.f2py`` included), and a predicting run imports it on a background thread
@@ -24,21 +25,15 @@ namespace, ``numpy.f2py`` included), and a predicting run imports it on a backgr
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ThinDataError
+from .fit_optimizer import EDGE, FitError, minimise
 from .hypergeometric import log_hyp2f1
+from .rising import EXACT_ABOVE, digamma_rising, log_beta_ratio, log_rising, neg_log_beta
 
 DAYS_PER_MONTH = 365.25 / 12
-
-logger = logging.getLogger(__name__)
-
-
-class FitError(ThinDataError):
-    """A model could not be fitted; ``str()`` is a one-line reason for the report."""
 
 
 @dataclass(frozen=True)
@@ -70,81 +65,6 @@ def _by_x(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ux, inv.reshape(x.shape)
 
 
-class _Stalled(Exception):
-    """The optimizer's last evaluations improved on the best value by no more than rounding."""
-
-
-#: evaluations in a row without an improvement beyond rounding, at a point with a small gradient: converged
-STALLED_EVALUATIONS = 8
-
-
-def _stall_guard(fun):
-    """``fun`` that remembers the best point it saw and raises :class:`_Stalled` after
-    :data:`STALLED_EVALUATIONS` evaluations in a row have not bettered it by more than a few units in the last
-    place while its gradient is small (the L-BFGS-B convergence test below). L-BFGS-B with ``ftol`` at machine
-    precision ends with line searches that cannot tell its trial points apart: up to half of a fit's
-    evaluations (110 → 70 on the 10 M-order benchmark, where a flat direction keeps it going) change nothing but
-    the rounding of a value already at the maximum; the parameters it gives agree with the full run's to about
-    1e-9)."""
-    best: dict = {"f": np.inf, "v": None, "g": None, "since": 0, "evaluations": 0}
-
-    def guarded(v):
-        f, g = fun(v)
-        best["evaluations"] += 1
-        if not np.isfinite(f):
-            return f, g
-        rounding = 8 * np.finfo(np.float64).eps * max(abs(best["f"]), 1.0) if np.isfinite(best["f"]) else 0.0
-        best["since"] = 0 if f < best["f"] - rounding else best["since"] + 1
-        if f < best["f"]:
-            best.update(f=f, v=np.array(v, dtype=np.float64), g=np.asarray(g))
-        if best["since"] >= STALLED_EVALUATIONS and np.max(np.abs(best["g"])) < 1e-5:
-            raise _Stalled
-        return f, g
-
-    return guarded, best
-
-
-def _minimise(fun, n_params: int, what: str, start: np.ndarray | None = None) -> np.ndarray:
-    """Minimise ``fun(v) -> (value, gradient)`` over log-parameters from ``start`` (default 0); return them.
-
-    L-BFGS-B's line search often stops "abnormally" at the optimum once the mean
-    log-likelihood is flat to machine precision, so a small gradient counts as converged; so does a run of
-    evaluations that no longer better the value beyond rounding (:func:`_stall_guard`): the best point is taken.
-    """
-    # scipy.optimize (~0.3 s of imports) only where a fit runs: a run that reads every fit of an earlier run
-    # (segmentation.fit_cache) predicts with the special functions alone
-    from scipy.optimize import minimize
-    from threadpoolctl import threadpool_limits
-
-    x0 = np.zeros(n_params) if start is None or not np.all(np.isfinite(start)) else np.clip(start, -19.0, 19.0)
-    guarded, best = _stall_guard(fun)
-    # One BLAS thread: L-BFGS-B and the likelihoods make thousands of tiny BLAS calls, and OpenBLAS waking its
-    # threads for each cost 3–70 ms a call on a busy 2-core machine (a fit took 4× longer than single-threaded).
-    with np.errstate(all="ignore"), threadpool_limits(1, user_api="blas"):
-        try:
-            res = minimize(guarded, x0, jac=True, method="L-BFGS-B", bounds=[(-20.0, 20.0)] * n_params,
-                           options={"maxiter": 1000, "ftol": 1e-15, "gtol": 1e-9})
-        except _Stalled:
-            logger.debug("%s fit: %d likelihood evaluations (stopped: no better than rounding)", what,
-                         best["evaluations"])
-            return _off_boundary(best["v"], what)
-        logger.debug("%s fit: %d likelihood evaluations", what, best["evaluations"])
-        ok = np.all(np.isfinite(res.x)) and np.isfinite(res.fun) and np.max(np.abs(res.jac)) < 1e-5
-        if not ok:
-            res = minimize(lambda v: fun(v)[0], res.x if np.all(np.isfinite(res.x)) else x0,
-                           method="Nelder-Mead", options={"maxiter": 2000 * n_params, "xatol": 1e-9, "fatol": 1e-13})
-            ok = res.success and np.all(np.isfinite(res.x)) and np.isfinite(res.fun)
-    if not ok:
-        raise FitError(f"{what} optimizer did not converge: {res.message}")
-    return _off_boundary(res.x, what)
-
-
-def _off_boundary(v: np.ndarray, what: str) -> np.ndarray:
-    if np.any(np.abs(v) >= 19.9):
-        raise FitError(f"{what} parameters ran off to a boundary (the data do not identify the model)")
-    return v
-
-
 # --------------------------------------------------------------------------- BG/NBD
 
 def bgnbd_log_likelihood(params: BgNbdParams | tuple[float, float, float, float],
@@ -167,8 +87,13 @@ def _bgnbd_objective(x, t_x, T, w):
     Sums over customers are taken per distinct x / T with precomputed weights
     (np.bincount), so only repeat buyers' "dropped out after t_x" term is evaluated per
     customer: z = log a − log(b+x−1) + (r+x)·log((α+T)/(α+t_x)), ℓ gains softplus(z).
+
+    Every term stays exact as r, α and b grow (a steady-rate shop's fit goes to r, α ~ 10⁸: r·log α and
+    r·log(α+T) are 2·10⁹ each, their difference some hundreds): r·log(α/(α+T)) is −r·log1p(T/α), the gammaln
+    and digamma differences are :mod:`segmentation.rising`'s, and log((α+T)/(α+t_x)) is log1p((T−t_x)/(α+t_x))
+    once α passes :data:`~segmentation.rising.EXACT_ABOVE` (below it, the difference of the logs of the distinct
+    T and t_x: no per-customer log).
     """
-    from scipy.special import digamma, gammaln  # (imported on first use: see the module docstring)
     ux, ix = _by_x(x)
     uT, iT = _by_x(T)
     W_x = np.bincount(ix, weights=w, minlength=ux.size)
@@ -177,26 +102,32 @@ def _bgnbd_objective(x, t_x, T, w):
     rep = x > 0
     xr, wr, ixr, iTr = x[rep], w[rep], ix[rep], iT[rep]
     utx, itxr = _by_x(t_x[rep])
+    gap = T[rep] - t_x[rep]
     ux1, wsum = np.maximum(ux, 1) - 1, w.sum()
 
     def fun(v):
         r, alpha, a, b = np.exp(v)
         la_uT, inv_uT = np.log(alpha + uT), 1.0 / (alpha + uT)
-        d_log = la_uT[iTr] - np.log(alpha + utx)[itxr]  # log((α+T)/(α+t_x)) ≥ 0
+        if alpha < EXACT_ABOVE:
+            d_log = la_uT[iTr] - np.log(alpha + utx)[itxr]  # log((α+T)/(α+t_x)) ≥ 0
+            d_inv = inv_uT[iTr] - 1.0 / (alpha + utx[itxr])  # its derivative in α
+        else:
+            at_x = alpha + utx[itxr]
+            d_log = np.log1p(gap / at_x)
+            d_inv = -gap * inv_uT[iTr] / at_x
         rx = r + xr
         z = (np.log(a) - np.log(b + ux1))[ixr] + rx * d_log
         e = np.exp(-np.abs(z))
         softplus = np.maximum(z, 0.0) + np.log1p(e)
         w4 = wr * np.where(z >= 0, 1.0, e) / (1.0 + e)  # posterior weight of "dropped out"
-        gx = gammaln(r + ux) - gammaln(r) + gammaln(a + b) + gammaln(b + ux) - gammaln(b) - gammaln(a + b + ux)
-        ll = (W_x @ gx + wsum * r * np.log(alpha) - (r * W_T + WX_T) @ la_uT + wr @ softplus)
-        dr = W_x @ (digamma(r + ux) - digamma(r)) + wsum * np.log(alpha) - W_T @ la_uT + w4 @ d_log
-        dalpha = (wsum * r / alpha - (r * W_T + WX_T) @ inv_uT
-                  + (w4 * rx) @ (inv_uT[iTr] - 1.0 / (alpha + utx[itxr])))
-        dab = digamma(a + b) - digamma(a + b + ux)
+        beta, dab, dbb = log_beta_ratio(a, b, ux)
+        l1p_uT = np.log1p(uT / alpha)  # r·log α − r·log(α+T) = −r·log1p(T/α)
+        ll = W_x @ (log_rising(r, ux) + beta) - r * (W_T @ l1p_uT) - WX_T @ la_uT + wr @ softplus
+        dr = W_x @ digamma_rising(r, ux) - W_T @ l1p_uT + w4 @ d_log
+        dalpha = r * (W_T @ (uT * inv_uT)) / alpha - WX_T @ inv_uT + (w4 * rx) @ d_inv
         da = W_x @ dab + w4.sum() / a
         w4_x = np.bincount(ixr, weights=w4, minlength=ux.size)
-        db = W_x @ (dab + digamma(b + ux) - digamma(b)) - w4_x @ (1.0 / (b + ux1))
+        db = W_x @ dbb - w4_x @ (1.0 / (b + ux1))
         return -ll / wsum, -np.array([dr * r, dalpha * alpha, da * a, db * b]) / wsum
 
     return fun
@@ -216,17 +147,47 @@ def fit_bgnbd(x, t_x, T, weights=None, start: BgNbdParams | None = None) -> BgNb
     scale = 10.0 / max(float(T.max()), 1e-12)  # rescale time so alpha starts near 1
     fun = _bgnbd_objective(x, t_x * scale, T * scale, w)
     x0 = None if start is None else np.log([start.r, start.alpha * scale, start.a, start.b])
-    v = _minimise(fun, 4, "BG/NBD", x0)
+    v = minimise(fun, 4, "BG/NBD", x0, _bgnbd_limit)
     r, alpha, a, b = np.exp(v)
     alpha /= scale
     ll = bgnbd_log_likelihood((r, alpha, a, b), x, t_x, T, w)
     return BgNbdParams(float(r), float(alpha), float(a), float(b), ll)
 
 
+#: r and α both past this: the Gamma mix of purchase rates is one rate (their spread 1/√r ≤ 0.1 % of it)
+ONE_RATE = 1e6
+
+
+def _bgnbd_limit(v: np.ndarray) -> bool:
+    """Whether BG/NBD log-parameters at the box's edge are one of the model's limits, where the likelihood keeps
+    rising to a supremum and the edge's parameters give the limit's numbers (to ~1/r): r, α → ∞ with r/α the
+    shop's one purchase rate (no differences between customers: a perfectly regular shop's customers, whose
+    purchase counts vary less than any mix of Poisson rates allows), and a → 0 with b ≥ 1 (nobody drops out; b
+    then plays no part). Any other edge (a rate → 0, a + b → 0, …) is no model: the data do not identify it."""
+    r, alpha, a, b = v
+    rate = (r >= EDGE or alpha >= EDGE) and min(r, alpha) >= np.log(ONE_RATE)
+    nobody = a <= -EDGE and b >= 0
+    return bool((rate or max(r, alpha) < EDGE) and (nobody or (abs(a) < EDGE and abs(b) < EDGE)))
+
+
+#: a fit's a at or below this is the box's edge: the limit a → 0 where nobody leaves (:func:`_bgnbd_limit`)
+NOBODY_LEAVES = float(np.exp(-EDGE))
+
+
+def nobody_leaves(params: BgNbdParams) -> bool:
+    """Whether ``params`` are the fit's limit a → 0: nobody drops out, b plays no part (it drifts anywhere, to 10⁸,
+    where the general formulas subtract nearly equal numbers), P(alive) = 1 and the expected purchases those of
+    the Gamma–Poisson mix alone."""
+    return params.a <= NOBODY_LEAVES
+
+
 def p_alive(params: BgNbdParams, x, t_x, T) -> np.ndarray:
-    """P(alive at T | x, t_x, T) (Hardie note 021); 1 for customers without repeat purchases."""
+    """P(alive at T | x, t_x, T) (Hardie note 021); 1 for customers without repeat purchases, and for everyone at
+    the limit where nobody leaves (:func:`nobody_leaves`)."""
     from scipy.special import expit  # (imported on first use: see the module docstring)
     x, t_x, T = _arrays(x, t_x, T)
+    if nobody_leaves(params):
+        return np.ones(np.broadcast_shapes(x.shape, t_x.shape, T.shape))
     r, alpha, a, b = params.r, params.alpha, params.a, params.b
     log_div = (r + x) * np.log1p((T - t_x) / (alpha + t_x)) + np.log(a / (b + np.maximum(x, 1) - 1))
     return np.where(x == 0, 1.0, expit(-log_div))
@@ -236,9 +197,12 @@ def expected_purchases(params: BgNbdParams, t, x, t_x, T) -> np.ndarray:
     """E[purchases in (T, T+t] | x, t_x, T] (FHL 2005 eq. 10); ``t`` scalar or array.
 
     The term ((α+T)/(α+T+t))^(r+x)·2F1(…) is taken in log space (both factors overflow for large x) with its
-    sign: where 2F1 < 0 (see :func:`~segmentation.hypergeometric.log_hyp2f1`) 1 − term = 1 + |term|."""
+    sign: where 2F1 < 0 (see :func:`~segmentation.hypergeometric.log_hyp2f1`) 1 − term = 1 + |term|. At the limit
+    where nobody leaves (:func:`nobody_leaves`) they are (r+x)/(α+T)·t, the Gamma–Poisson mix's."""
     t, x, t_x, T = _arrays(t, x, t_x, T)
     r, alpha, a, b = params.r, params.alpha, params.a, params.b
+    if nobody_leaves(params):
+        return t * ((r + x) / (alpha + T)) * np.ones_like(t_x)
     z = t / (alpha + T + t)
     ln_hyp, negative = log_hyp2f1(*np.broadcast_arrays(r + x, b + x, a + b + x - 1, z))
     first = (a + b + x - 1) / (a - 1)
@@ -316,19 +280,38 @@ def fit_gamma_gamma(x, m) -> GammaGammaParams:
         lxg = np.log(xm + g)
         inv = 1.0 / (xm + g)
         sum_lxg, sum_xlxg = float(lxg.sum()), float(np.dot(x, lxg))
-        ll = (np.dot(n_x, gammaln(pu + q) - gammaln(pu) + pu * lux) - n * gammaln(q) + n * q * np.log(g)
-              + p * sum_xlm - sum_lm - p * sum_xlxg - q * sum_lxg)
         dpq = digamma(pu + q)
         dp = np.dot(n_x * ux, dpq - digamma(pu) + lux) + sum_xlm - sum_xlxg
-        dq = np.dot(n_x, dpq) - sum_lxg + n * (np.log(g) - digamma(q))
-        dg = n * q / g - p * float(np.dot(x, inv)) - q * float(inv.sum())
+        if q < EXACT_ABOVE and p < EXACT_ABOVE:
+            ll = (np.dot(n_x, gammaln(pu + q) - gammaln(pu) + pu * lux) - n * gammaln(q) + n * q * np.log(g)
+                  + p * sum_xlm - sum_lm - p * sum_xlxg - q * sum_lxg)
+            dq = np.dot(n_x, dpq) - sum_lxg + n * (np.log(g) - digamma(q))
+            dg = n * q / g - p * float(np.dot(x, inv)) - q * float(inv.sum())
+        else:  # spends alike (q, γ → ∞) or each customer's alike (p → ∞): the terms without cancelling
+            # (q·log γ − q·log(x·m̄ + γ) = −q·log1p(x·m̄/γ); the terms in p alike)
+            nlb, d_pu, d_q = neg_log_beta(pu, q)
+            l_m, l_g = np.log1p(xm / g), np.log1p(g / xm)
+            ll = np.dot(n_x, nlb) - q * float(l_m.sum()) - p * float(np.dot(x, l_g)) - sum_lm
+            dp = np.dot(n_x * ux, d_pu) - float(np.dot(x, l_g))
+            dq = np.dot(n_x, d_q) - float(l_m.sum())
+            dg = q / g * float(np.dot(xm, inv)) - p * float(np.dot(x, inv))
         return -float(ll) / n, -np.array([dp * p, dq * q, dg * g]) / n
 
-    p, q, g = np.exp(_minimise(fun, 3, "Gamma-Gamma"))
+    p, q, g = np.exp(minimise(fun, 3, "Gamma-Gamma", limit=_gamma_gamma_limit))
     g *= s
     if q <= 1:
         raise FitError(f"Gamma-Gamma q = {q:.3f} ≤ 1: expected spend is undefined (heavy-tailed spend)")
     return GammaGammaParams(float(p), float(q), float(g), gamma_gamma_log_likelihood((p, q, g), x, m))
+
+
+def _gamma_gamma_limit(v: np.ndarray) -> bool:
+    """Whether Gamma-Gamma log-parameters at the box's edge are its limit of no differences between customers'
+    mean spends: q, γ → ∞ with γ/q fixed, p inside the box (each customer's orders one mix of the same prices;
+    expected_aov is then p·γ/(q − 1) for everyone). p → ∞ (each customer's orders alike: one price for everything)
+    stays a failed fit, with its own advice (:func:`segmentation.fitnotes.spend_did_not_converge`)."""
+    p, q, g = v
+    alike = (q >= EDGE or g >= EDGE) and min(q, g) >= np.log(ONE_RATE)
+    return bool(alike and abs(p) < EDGE)
 
 
 def expected_aov(params: GammaGammaParams, x, m) -> np.ndarray:
@@ -356,8 +339,9 @@ def clv(bg: BgNbdParams, aov: np.ndarray, x, t_x, T, horizon: float, month: floa
     ends = np.minimum(np.arange(1, n + 1) * month, horizon)
     total = np.zeros(np.shape(np.asarray(T, dtype=np.float64)))
     prev = np.zeros_like(total)
-    for end in ends:  # a dozen steps, each vectorised over all customers
-        cum = expected_purchases(bg, end, x, t_x, T)
+    # every step's end in one call (one row each): the 2F1 series of all of them are summed together
+    cums = expected_purchases(bg, ends.reshape((n,) + (1,) * total.ndim), x, t_x, T)
+    for end, cum in zip(ends, cums):
         total = total + (cum - prev) / (1 + monthly_discount_rate) ** (end / month)
         prev = cum
     return total * np.asarray(aov, dtype=np.float64)

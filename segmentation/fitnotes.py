@@ -118,6 +118,23 @@ def warning_lines(bgnbd: Unfitted | None, gamma_gamma: Unfitted | None, non_fini
     return out
 
 
+def limit_line(one_rate: bool, nobody_leaves: bool, one_spend: bool) -> str | None:
+    """The warning of a fit accepted at one of the models' limits (see :mod:`segmentation.btyd_models`), naming
+    each and what it means for the predictions; None when no fit is at one."""
+    parts = [what for at, what in (
+        (one_rate, "everyone buys at one rate (the customers' purchase counts differ no more than chance allows: "
+                   "each one's expected purchases are the shop's pooled rate over his own count and age, not how "
+                   "often he buys compared with others)"),
+        (nobody_leaves, "nobody leaves (p_alive is 1 for everyone and churn_probability only the chance of no "
+                        "purchase in the window: a customer silent for a long time is not counted as lost)"),
+        (one_spend, "one mean spend (expected_aov is the same for every customer: his own orders' amounts do not "
+                    "move it)")) if at]
+    if not parts:
+        return None
+    return (f"the predictive models reached their limit on this data: {'; '.join(parts)}; check that the orders are "
+            "the customers' real purchases (not generated, or imported on one day), or export a longer history")
+
+
 def beyond_horizon_line(n: int, horizon_days: int) -> str:
     return (f"{n} customers have no next_order_date: predicted beyond horizon_days ({horizon_days} days ahead; "
             f"mostly one-time buyers, whom the model cannot time); raise [predict] horizon_days to keep later dates")

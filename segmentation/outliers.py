@@ -12,9 +12,13 @@ one currency when there is only one):
     customer paid that amount (a yearly plan of a shop of 1 ₽ trials with no tier between is many customers'),
     and at least :data:`GAP_RATIO` times its own customer's other orders of another amount (a client who orders
     that much: a café's caterer). An amount past the first two lines that reads as a barcode (a whole number of
-    12 or 13 digits whose last is the GS1 check digit of the others: UPC-A, EAN-13, :func:`barcode_sql`; not
-    ending in :data:`ROUND_ZEROS` zeros: a round price) is an outlier whoever else paid it and whatever its
-    customer's other orders.
+    11 to 13 digits whose last is the GS1 check digit of the others: UPC-A, EAN-13, a UPC-A stored as a number
+    that lost its leading 0, :func:`barcode_sql`; not ending in :data:`ROUND_ZEROS` zeros: a round price, unless
+    it has :data:`CODE_DIGITS` significant digits or more in a currency whose orders are less than
+    :data:`ROUND_SHARE` round, :func:`round_code_sql`) is an outlier whoever else paid it; of
+    :data:`STRONG_DIGITS` digits or more whatever its customer's other orders, of 11 digits or round only if its
+    customer's other orders within :data:`GAP_RATIO` of it are barcodes too (a client's real orders of 11 digits or
+    round ones end in a check digit one time in ten).
 
 A real large order does not come near it: a shop's largest orders are tens of times its median check (CDNOW
 19×, the demo shop 25×, the benchmarks' generated shop of 10 M orders 69×), a typed-in barcode 10⁶–10⁹ times. The
@@ -26,9 +30,14 @@ barcode is far above the top of everything else, and two customers' pasted ids a
 same barcode pasted for two customers, or two barcodes for one customer, pass for a price or a client's own large
 orders; a barcode's check digit tells them apart: one amount in ten has it by chance, but a real order of 12 digits
 is a large one even in Iranian rials (the smallest unit in use), mostly priced round (:data:`ROUND_ZEROS`), and must
-still be 10 000 times the shop's median. EAN-8's 8 digits are not read as a barcode: the old orders of a currency
-redenominated 10⁶:1 (the Turkish lira) have 8. An id or a phone number (no check digit) pasted so is still not
-found, nor a UPC-A whose first digit is 0 (11 digits as an amount). A café of 2–3 € checks whose catering client
+still be 10 000 times the shop's median. A UPC-A whose first digit is 0 (most US and Canadian products') has 11
+digits as an amount; its check digit is the same (the lost 0 weighs nothing), and an 11-digit order is still 10¹⁰
+of the smallest unit. A barcode ending in 4 zeros (one in 10 000) passes for a round price; where the shop prices
+nothing round (under 1 % of its orders end in 4 zeros: not a shop in rials or som) and it has 7 significant digits
+or more (a price typed round has a few), it is a barcode too. EAN-8's 8 digits are not read as a barcode: the old
+orders of a currency redenominated 10⁶:1 (the Turkish lira) have 8, one in ten ends in a check digit by chance,
+and no rule found keeps them clean (they are many customers' prices, 10⁶ times the new median, not round). An id
+or a phone number (no check digit) pasted so is still not found. A café of 2–3 € checks whose catering client
 alone ordered 30 000 and 28 000, nothing between, is not warned of (each order is within 100 times the other); a client
 whose only large order is 30 000 is: check that order.
 
@@ -62,15 +71,26 @@ OUTLIER_RATIO = 10_000
 GAP_RATIO = 100
 #: ... the top of those orders is this quantile of them (one typo just below the line does not hide an id above it)
 TOP_QUANTILE = 0.99
-#: an amount past both lines of these many digits with its GS1 check digit is a barcode (EAN-13, UPC-A), an outlier
-#: even when another customer has it too or its customer's other orders are as large (:func:`barcode_sql`)
-BARCODE_DIGITS = (12, 13)
+#: an amount past both lines of these many digits with its GS1 check digit is a barcode (EAN-13, UPC-A, and a UPC-A
+#: whose leading 0 was lost when it was stored as a number), an outlier even when another customer has it too or its
+#: customer's other orders are as large (:func:`barcode_sql`)
+BARCODE_DIGITS = (11, 12, 13)
+#: ... of these many digits or more (EAN-13, UPC-A) whatever the others; of 11 digits, or round
+#: (:func:`round_code_sql`), not when its customer's other orders as large are real orders (not barcodes)
+STRONG_DIGITS = 12
 #: an amount ending in this many zeros or more is a round price (Iranian rials are priced in thousands of tomans:
 #: 10 000 rials), not read as a barcode (:func:`barcode_sql`): one in ten of them would end in a check digit by
 #: chance, one real barcode in 10 000 ends so
 ROUND_ZEROS = 4
+#: ... but a round one with at least this many significant digits (a barcode ending in 4 zeros has 7 to 9; a price
+#: typed round has a few) is a barcode in a currency whose orders are less than :data:`ROUND_SHARE` round (a shop
+#: that does not price in round amounts: :func:`round_code_sql`)
+CODE_DIGITS = 7
+ROUND_SHARE = 0.01
 #: the TEMP table of every outlier order of the last :func:`outlier_amounts` (order_id, customer_id)
 TABLE = "_rfmsync_outlier_orders"
+#: the TEMP table of the orders past both lines, while :func:`outlier_amounts` sorts them
+_PAST = "_rfmsync_outlier_candidates"
 #: outlier orders named in the warning (the largest first); the others are counted
 SHOWN = 3
 #: the largest amount a DECIMAL(18, 2) order holds is below this
@@ -133,6 +153,7 @@ def outlier_amounts(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str =
         if most_amount >= threshold:
             typical.append((currency, median, threshold))
     con.execute(f"DROP TABLE IF EXISTS temp.main.{TABLE}")
+    con.execute(f"DROP TABLE IF EXISTS temp.main.{_PAST}")
     if not typical:
         return OutlierAmounts()
     # one filtered scan per currency (a filter on amount, which the column's statistics can answer): no join
@@ -142,17 +163,29 @@ def outlier_amounts(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str =
     values = {k: v for i, (cur, median, threshold) in enumerate(typical)
               for k, v in ((f"typical{i}", median), (f"threshold{i}", threshold))
               + (((f"cur{i}", cur),) if several else ())}
+    con.execute(f"CREATE TEMP TABLE {_PAST} AS {' UNION ALL '.join(parts)}", params | values)
+    codes = _round_code_currencies(con, orders, params, several)
     # kept: an amount several customers paid (a price: a plan, a tier), and an order within GAP_RATIO of its own
-    # customer's other orders of another amount (a client who orders that much: a café's caterer)
-    con.execute(f"""CREATE TEMP TABLE {TABLE} AS WITH past AS ({" UNION ALL ".join(parts)}),
+    # customer's other orders of another amount (a client who orders that much: a café's caterer). A barcode of 12
+    # or 13 digits is found whatever the others; a weaker one (11 digits, round) whoever else paid it, but not
+    # among its customer's own orders as large unless those are barcodes too (``codes_only``: a client's real
+    # orders of 11 digits or round ones end in a check digit one time in ten)
+    code = f"{barcode_sql('o.amount')} OR ({round_code_sql('o.amount')} AND {_in_codes('o.currency')})"
+    con.execute(f"""CREATE TEMP TABLE {TABLE} AS WITH past AS (FROM {_PAST}),
         prices AS (SELECT currency, amount FROM past GROUP BY ALL HAVING count(DISTINCT customer_id) > 1),
-        own AS (SELECT p.order_id, max(o.amount) AS top FROM past p JOIN {orders} o ON o.customer_id = p.customer_id
+        own AS (SELECT p.order_id, max(o.amount) AS top,
+                       bool_and({code}) FILTER (WHERE o.amount * {GAP_RATIO} > p.amount) AS codes_only
+                FROM past p JOIN {orders} o ON o.customer_id = p.customer_id
                 AND o.currency IS NOT DISTINCT FROM p.currency AND o.amount <> p.amount
                 WHERE o.status = 'completed' AND o.amount > 0 AND o.ordered_at < $cutoff GROUP BY p.order_id)
         SELECT past.* FROM past LEFT JOIN own USING (order_id)
-        WHERE {barcode_sql("past.amount")} OR (coalesce(past.amount >= own.top * {GAP_RATIO}, true)
+        WHERE ({barcode_sql("past.amount")} AND past.amount >= {10 ** (STRONG_DIGITS - 1)})
+        OR (({barcode_sql("past.amount")} OR ({round_code_sql("past.amount")} AND {_in_codes("past.currency")}))
+            AND (coalesce(past.amount >= own.top * {GAP_RATIO}, true) OR coalesce(own.codes_only, false)))
+        OR (coalesce(past.amount >= own.top * {GAP_RATIO}, true)
         AND NOT EXISTS (SELECT 1 FROM prices x WHERE x.currency IS NOT DISTINCT FROM past.currency
-                        AND x.amount = past.amount))""", params | values)
+                        AND x.amount = past.amount))""", params | {"codes": codes})
+    con.execute(f"DROP TABLE temp.main.{_PAST}")
     counts = con.execute(f"SELECT count(*), count(DISTINCT customer_id) FROM {TABLE}").fetchall()[0]
     if not counts[0]:
         con.execute(f"DROP TABLE temp.main.{TABLE}")
@@ -164,12 +197,49 @@ def outlier_amounts(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str =
 
 def barcode_sql(amount: str) -> str:
     """Whether the DECIMAL ``amount`` reads as a barcode: a whole number of :data:`BARCODE_DIGITS` digits whose last
-    digit is the GS1 check digit of the others (weights 3, 1, 3, … from the right: EAN-13, and UPC-A's 12 digits),
-    not ending in :data:`ROUND_ZEROS` zeros (a round price)."""
+    digit is the GS1 check digit of the others (weights 3, 1, 3, … from the right: EAN-13, and UPC-A's 12 digits,
+    11 when its leading 0 was lost: the missing digit weighs nothing), not ending in :data:`ROUND_ZEROS` zeros (a
+    round price)."""
+    return f"({_gtin_sql(amount)} AND {amount}::BIGINT % {10 ** ROUND_ZEROS} <> 0)"
+
+
+def round_code_sql(amount: str) -> str:
+    """Whether the DECIMAL ``amount`` reads as a barcode ending in :data:`ROUND_ZEROS` zeros or more: a whole number of
+    :data:`BARCODE_DIGITS` digits ending in its GS1 check digit, with :data:`CODE_DIGITS` significant digits or more
+    (a price typed round has a few: 170 000 000 000 two). A barcode in a currency whose orders are rarely round
+    (:func:`_round_code_currencies`)."""
+    n = f"{amount}::BIGINT"
+    return (f"({_gtin_sql(amount)} AND {n} % {10 ** ROUND_ZEROS} = 0 "
+            f"AND {n} % (10 ** greatest(length({n}::VARCHAR) - {CODE_DIGITS - 1}, 0))::BIGINT <> 0)")
+
+
+def _in_codes(currency: str) -> str:
+    """Whether ``currency`` is one of ``$codes``: the currencies where a round barcode is read as one."""
+    return f"list_contains($codes::VARCHAR[], coalesce({currency}, ''))"
+
+
+def _gtin_sql(amount: str) -> str:
+    """A whole number of :data:`BARCODE_DIGITS` digits whose last is the GS1 check digit of the others."""
     n = f"{amount}::BIGINT"
     digits = " + ".join(f"({n} // {10 ** j}) % 10 * {3 if j % 2 else 1}" for j in range(max(BARCODE_DIGITS)))
-    return (f"({amount} = trunc({amount}) AND {amount} >= {10 ** (min(BARCODE_DIGITS) - 1)} "
-            f"AND {amount} < {10 ** max(BARCODE_DIGITS)} AND {n} % {10 ** ROUND_ZEROS} <> 0 AND ({digits}) % 10 = 0)")
+    return (f"{amount} = trunc({amount}) AND {amount} >= {10 ** (min(BARCODE_DIGITS) - 1)} "
+            f"AND {amount} < {10 ** max(BARCODE_DIGITS)} AND ({digits}) % 10 = 0")
+
+
+def _round_code_currencies(con: duckdb.DuckDBPyConnection, orders: str, params: dict, several: bool) -> list[str]:
+    """The currencies ('' for NULL) of the amounts past both lines in :data:`_PAST` that read as round barcodes
+    (:func:`round_code_sql`) whose completed orders are less than :data:`ROUND_SHARE` round: a shop that does not
+    price round (an amount ending in 4 zeros there is no price of its). Only such an amount costs a scan."""
+    found = con.execute(f"SELECT DISTINCT currency FROM {_PAST} WHERE {round_code_sql('amount')}").fetchall()
+    codes = []
+    for (currency,) in found:
+        match = "currency IS NOT DISTINCT FROM $currency" if several else "true"
+        share = con.execute(f"SELECT avg((amount::BIGINT % {10 ** ROUND_ZEROS} = 0 AND amount = trunc(amount))::INT) "
+                            f"FROM {orders} WHERE {_WHERE} AND {match}",
+                            params | ({"currency": currency} if several else {})).fetchall()[0][0]
+        if share < ROUND_SHARE:
+            codes.append("" if currency is None else currency)
+    return codes
 
 
 def spend_rows_sql(orders: str, day_sql: str) -> str:
@@ -230,8 +300,8 @@ def outlier_line(found: OutlierAmounts, timezone: str, files: Mapping[str, str] 
     more = found.orders - len(found.shown)
     rule = (f"(the median order; the rule: {money(OUTLIER_RATIO, 0)} times it, {GAP_RATIO} times the 99th "
             f"percentile of the orders below that and {GAP_RATIO} times the customer's other orders, of an amount no "
-            f"other customer paid; a barcode's {' or '.join(map(str, BARCODE_DIGITS))} digits with their check "
-            "digit need only the first two)")
+            f"other customer paid; a barcode's {min(BARCODE_DIGITS)} to {max(BARCODE_DIGITS)} digits with their "
+            "check digit need only the first two)")
     head = (f"an amount far beyond the usual check {rule}: " if one else
             f"{found.orders} amounts of {found.customers} customer{'s' if found.customers > 1 else ''} far beyond "
             f"the usual check {rule}: ")

@@ -27,6 +27,7 @@ from scipy.special import betaln
 
 from connectors.tables import create_tables
 from segmentation import btyd_models as M
+from segmentation import fit_optimizer
 from segmentation import predictive as P
 from segmentation.btyd import btyd_summary, simulate_bgnbd
 from segmentation.errors import ThinDataError
@@ -124,7 +125,7 @@ def test_a_fit_stops_once_its_evaluations_only_round_and_finds_the_same_maximum(
     fit stops after a run of them (at the best point) instead of waiting for the line search to give up."""
     gg, evals = _fit_evaluations(caplog, lambda: M.fit_gamma_gamma(cal.frequency, cal.monetary))
     bg, bg_evals = _fit_evaluations(caplog, lambda: M.fit_bgnbd(cal.frequency, cal.recency, cal.T))
-    monkeypatch.setattr(M, "STALLED_EVALUATIONS", 10**9)  # the optimizer's own stopping rules alone
+    monkeypatch.setattr(fit_optimizer, "STALLED_EVALUATIONS", 10**9)  # the optimizer's own stopping rules alone
     full_gg, full_evals = _fit_evaluations(caplog, lambda: M.fit_gamma_gamma(cal.frequency, cal.monetary))
     full_bg, full_bg_evals = _fit_evaluations(caplog, lambda: M.fit_bgnbd(cal.frequency, cal.recency, cal.T))
     assert evals <= full_evals - 15 and bg_evals <= full_bg_evals  # CDNOW's spend: 29 against 49
@@ -501,7 +502,11 @@ def test_unfitted_models_give_a_plain_warning_with_what_to_change():
     assert currencies.warnings == ("spend predictions not computed (expected_aov, clv stay empty): spend model needs "
                                    "one currency, orders are in 2 (EUR, USD); the spend model adds amounts "
                                    "together; export one currency per config (one shop per currency)",)
-    assert P.predict_customers(_synthetic_shop(200), date(2025, 2, 4), P.PredictConfig()).warnings == ()
+    # its amounts are drawn alike for every customer (gamma(4, 10)): the spend fit is at its limit, and says so
+    assert P.predict_customers(_synthetic_shop(200), date(2025, 2, 4), P.PredictConfig()).warnings == (
+        "the predictive models reached their limit on this data: one mean spend (expected_aov is the same for every "
+        "customer: his own orders' amounts do not move it); check that the orders are the customers' real purchases "
+        "(not generated, or imported on one day), or export a longer history",)
 
 
 def test_fit_errors_map_to_advice():

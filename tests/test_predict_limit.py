@@ -1,0 +1,67 @@
+"""BG/NBD fits at the model's limit a → 0 (nobody drops out): b then plays no part in the likelihood and drifts
+anywhere in the box (to 10⁸), where the general expected purchases subtract nearly equal numbers. A shop whose
+customers buy at random, each with one order two days before the as-of (an import day), got expected purchases of
+0.004–5.3 for customers whose due is ~0.91 each, negative CLVs and up to 180 NULLs; at that limit the predictions
+are the Gamma–Poisson mix's alone: P(alive) = 1, E[purchases in t] = (r+x)/(α+T)·t."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import pytest
+
+from segmentation import btyd_models as M
+from segmentation import predictive as P
+from tests.test_outliers import _shop
+from tests.test_predictive import _expected_purchases_by_mpmath
+
+AS_OF = date(2026, 1, 1)
+#: a fit at that limit (the review's seed 1, in weeks): a at the box's edge, b drifted to 3.9·10⁸
+EDGE_BG = M.BgNbdParams(206278625.72554314, 2942459556.6499844, 2.061153622438558e-09, 386454578.45002425)
+
+
+def _sparse_shop(seed: int):
+    """500 customers of 70–560 days, each buying on random days at 0.007 a day, and two days before the as-of."""
+    rng = np.random.default_rng(seed)
+    rows, repeat, ages = [], 0, 0
+    for c in range(500):
+        T = int(rng.uniform(70, 560))
+        start = AS_OF - timedelta(days=T)
+        n = min(rng.poisson(0.007 * T), T - 2)
+        days = {0} | set(rng.choice(np.arange(1, T - 1), size=n, replace=False).tolist()) | {T - 2}
+        repeat, ages = repeat + len(days) - 1, ages + T
+        rows += [f"('o{c}-{k}', 'c{c}', TIMESTAMPTZ '{start + timedelta(days=int(d))}', {rng.integers(20, 90)}, "
+                 "'EUR', 'completed', NULL)" for k, d in enumerate(sorted(days))]
+    con = _shop("CREATE TEMP TABLE unused AS SELECT 1")
+    con.execute("INSERT INTO orders VALUES " + ", ".join(rows))
+    return con, repeat / ages
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_fit_where_nobody_leaves_predicts_the_pooled_rate_for_everyone(seed):
+    """Everyone's due is the shop's one rate × 90 days (the repeat purchases over the customers' days: ~0.91); main
+    refused seed 1 (a ran off to the box) and fitted seeds 2–3 a hair inside it (a = 2.3·10⁻⁹, 0.910–0.913)."""
+    con, rate = _sparse_shop(seed)
+    report = P.predict_customers(con, AS_OF, P.PredictConfig())
+    assert report.reason is None and report.bgnbd.a < 1e-8
+    [line] = report.warnings  # the limits reached, in plain words
+    assert "everyone buys at one rate" in line and "nobody leaves (p_alive is 1 for everyone" in line
+    n, nulls, lo, hi, p_lo, clv_lo = con.execute(
+        "SELECT count(*), count(*) - count(expected_purchases), min(expected_purchases), max(expected_purchases), "
+        "min(p_alive), min(clv) FROM customer_predictions").fetchall()[0]
+    assert n == 500 and nulls == 0 and p_lo == 1.0 and clv_lo > 0
+    assert hi / lo < 1.001 and lo == pytest.approx(rate * 90, rel=0.01)
+
+
+@pytest.mark.parametrize("b", [EDGE_BG.b, 1.0])
+@pytest.mark.parametrize("t,x,tx,T", [(90 / 7, 3, 40.0, 60.0), (52.0, 0, 0.0, 10.0), (13.0, 8, 70.0, 80.0),
+                                      (260.0, 1, 1.0, 79.0)])
+def test_predictions_at_that_edge_match_a_40_digit_reference(b, t, x, tx, T):
+    """The edge's numbers are the limit's (FHL eq. 10 at 40 digits with a = 10⁻³⁰), whatever b drifted to."""
+    bg = M.BgNbdParams(EDGE_BG.r, EDGE_BG.alpha, EDGE_BG.a, b)
+    limit = M.BgNbdParams(EDGE_BG.r, EDGE_BG.alpha, 1e-30, b)
+    got = M.expected_purchases(bg, t, x, tx, T)
+    assert float(got) == pytest.approx(_expected_purchases_by_mpmath(limit, t, x, tx, T), rel=1e-9)
+    assert float(M.p_alive(bg, x, tx, T)) == 1.0
+    assert float(M.clv(bg, np.ones(1), [x], [tx], [T], 52.0, 52 / 12, 0.01)[0]) > 0
