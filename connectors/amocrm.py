@@ -214,7 +214,7 @@ class AmoCrmSource:
             if not more:
                 return high.value
             if high.value is None:
-                raise FatalError(f"amoCRM {entity}: a page with a next link without a usable updated_at")
+                raise FatalError(f"amoCRM {entity}: a page that is not the last without a usable updated_at")
             top = int(high.value.timestamp())
             if start is not None and top <= start:  # a page of one second: page through that second
                 self._one_second(obj, entity, params, top, stager, high)

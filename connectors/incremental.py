@@ -13,7 +13,8 @@ object of per-object strings (:func:`load_cursor` / :func:`dump_cursor`), e.g.
    what was edited (or, for amoCRM's trash, deleted) while the backfill ran is caught by the same pull, and so is
    whatever a listing sorted by modification time (amoCRM's) that the vendor ended early never reached (from the
    run's start, the bookmark would jump past it; a complete backfill's highest time is its last edit, so little is
-   read twice). Lists in id order (Bitrix24, Shopify) get no such help: their readers read on to the vendor's end;
+   read twice). Lists in id order (Bitrix24, Shopify) gain nothing from it (the same read, harmless): their
+   readers read on to the vendor's end;
 3. new bookmark = min(highest time seen, run start), never behind the previous one (:func:`bookmark`); the
    caller saves it only after the pull has been stored.
 

@@ -100,9 +100,9 @@ def end_retired(cfg: "Config", ledger: "Ledger", done: set[str]) -> None:
                                lambda lock, dest=dest, kept=kept: ledger.forget_destination(
                                    dest.name, (TARGET_CURSOR, dest.name), lock=lock, unvalued=True, kept=kept))
         if deleted is not None and deleted > 0:
-            log.info("destination %r only retires %s and every one is off the contacts rfmsync put it on: the "
-                     "ledger forgets its %d contacts (remove it from the config)", dest.name, retired_what(dest),
-                     deleted)
+            log.info("destination %r only retires %s and every one is off the contacts rfmsync put it on (but for tags "
+                     "and fields another destination of its audience manages now): the ledger forgets its %d "
+                     "contacts (remove it from the config)", dest.name, retired_what(dest), deleted)
 
 
 def after_applies(cfg: "Config", ledger: "Ledger", reports: Iterable["ApplyReport"]) -> None:
