@@ -34,6 +34,14 @@ class Kept(NamedTuple):
     fields: frozenset[str] = frozenset()
     key: Callable[[str], str] = str
 
+    def has_tag(self, tag: str) -> bool:
+        """Whether another destination of the audience manages ``tag`` (folded as the ESP compares tags)."""
+        return fold(tag) in self.tags
+
+    def has_field(self, name: str) -> bool:
+        """Whether another destination of the audience manages the field ``name`` (as ``key`` names it)."""
+        return self.key(name) in self.fields
+
 
 class StateMoves:
     """:meth:`move_state`, a part of :class:`~sync.ledger.state.PushedStates`."""
@@ -115,10 +123,10 @@ class StateMoves:
         a field, but those ``kept`` names (else nothing, and -1). The rows deleted. ``lock``: (name, owner) that
         must still hold ``name``'s lock."""
         held = [] if not untagged else [(pushed_state.c.tags, "[]", None if not kept.tags else
-                                         lambda tags: any(fold(t) not in kept.tags for t in tags))]
+                                         lambda tags: any(not kept.has_tag(t) for t in tags))]
         if unvalued:
             held.append((pushed_state.c.fields, "{}", lambda fields: any(
-                value not in (None, "") and kept.key(k) not in kept.fields for k, value in fields.items())))
+                value not in (None, "") and not kept.has_field(k) for k, value in fields.items())))
         with self._db.write() as conn:
             if lock is not None:
                 check_lock_held(conn, *lock)

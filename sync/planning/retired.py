@@ -131,8 +131,8 @@ def retiring(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan: Plan
     if not changes and not (retired and con.execute(
             f"SELECT count(*) FROM (SELECT DISTINCT tags_json FROM {LEDGER}) "
             f"WHERE len(list_intersect({TAGS.format('tags_json')}, [{retired}])) > 0").fetchall()[0][0]):
-        notes = (*notes, _finished_note(dest, [(t, n) for t, n in left_behind(con, dest) if fold(t) not in kept.tags],
-                                        [(f, n) for f, n in fields if kept.key(f) not in kept.fields]))
+        notes = (*notes, _finished_note(dest, [(t, n) for t, n in left_behind(con, dest) if not kept.has_tag(t)],
+                                        [(f, n) for f, n in fields if not kept.has_field(f)]))
     return replace(plan, changes=changes, skipped=(), notes=notes)
 
 
