@@ -223,6 +223,68 @@ def test_rejected_rows_are_reported_per_contact(unisender_fake):
     assert unisender_fake.members("Champions") == {"ok@x.com"}
 
 
+@pytest.mark.parametrize("log", [
+    [{"index": 1, "code": "rejected", "message": "spam trap"}],  # names one of the two rows it did not import
+    None,  # no log at all
+    [],  # an empty one
+    [{"index": "1", "code": "rejected", "message": "spam trap"}] * 2,  # one row named twice is one row
+])
+@pytest.mark.parametrize("counts", [
+    {"inserted": 1, "updated": 0, "deleted": 0, "new_emails": 1, "invalid": 2},  # invalid says two
+    {"inserted": "1", "updated": "0", "deleted": "0", "new_emails": "1", "invalid": "0"},  # taken: one of three
+    {"inserted": 0, "updated": 1, "invalid": 1},  # invalid 1 but taken 1: two not imported
+], ids=["invalid", "taken-as-text", "taken"])
+def test_rows_an_import_says_it_did_not_take_are_not_pushed_when_its_log_does_not_name_them(
+        unisender_fake, log, counts):
+    """hunt26 #1: importContacts answers that it imported one row of three (``invalid``, or ``total`` −
+    ``inserted`` − ``updated`` − ``deleted``) but its log names fewer of the others. A row the log names is
+    refused (his reason); the rows it does not name fail as not believed (which of them Unisender took is
+    unknown) and are not recorded as pushed; the next run sends them again and converges."""
+    unisender_fake.add_list("Champions")
+    dest, _ = on(unisender_fake)
+    sent = [change(e, add={"list:Champions"}) for e in ("a@x.com", "b@x.com", "c@x.com")]
+    result = {"total": 3, **counts, **({} if log is None else {"log": log})}
+    unisender_fake.answer_raw(json.dumps({"result": result}).encode(), "application/json")
+    rec = Recorder()
+    dest.apply(sent, rec)
+    named = {"b@x.com"} if log else set()
+    for (key, op), item in rec.items.items():
+        assert not item.ok, (key, op)
+        assert item.refused == (key in named), (key, op)
+        assert ("spam trap" if key in named else "cannot be believed") in item.error, (key, op, item.error)
+    assert len(rec.items) == 6
+    again = Recorder()
+    dest.apply(sent, again)  # the next run: the import answers as it should
+    assert len(again.items) == 6 and all(item.ok for item in again.items.values())
+    assert unisender_fake.members("Champions") == {"a@x.com", "b@x.com", "c@x.com"}
+
+
+def test_an_import_count_that_is_not_a_number_is_not_believed(unisender_fake):
+    unisender_fake.add_list("Champions")
+    dest, _ = on(unisender_fake)
+    unisender_fake.answer_raw(b'{"result": {"total": 2, "inserted": 2, "updated": 0, "invalid": "none", "log": []}}',
+                              "application/json", work=True)
+    rec = Recorder()
+    dest.apply([change(e, add={"list:Champions"}) for e in ("a@x.com", "b@x.com")], rec)
+    assert len(rec.items) == 4 and all(not i.ok and not i.refused for i in rec.items.values())
+    assert all("answer not believed (invalid 'none' is not a count)" in i.error for i in rec.items.values())
+
+
+def test_an_import_that_names_every_row_it_did_not_take_is_believed_for_the_others(unisender_fake):
+    """The counts and the log agree (two not imported, both named): the third row is pushed."""
+    unisender_fake.add_list("Champions")
+    dest, _ = on(unisender_fake)
+    log = [{"index": 0, "code": "invalid_email", "message": "bad"}, {"index": 2, "code": "rejected",
+                                                                     "message": "spam trap"}]
+    unisender_fake.answer_raw(json.dumps({"result": {"total": 3, "inserted": 0, "updated": 1, "deleted": 0,
+                                                     "new_emails": 0, "invalid": 2, "log": log}}).encode(),
+                              "application/json", work=True)
+    rec = Recorder()
+    dest.apply([change(e, add={"list:Champions"}) for e in ("a@x.com", "b@x.com", "c@x.com")], rec)
+    assert {key: (item.ok, item.refused) for (key, _), item in rec.items.items()} == {
+        "a@x.com": (False, True), "b@x.com": (True, False), "c@x.com": (False, True)}
+
+
 def test_transient_errors_and_timeouts_converge(unisender_fake):
     dest, waits = on(unisender_fake, timeout=0.3)
     unisender_fake.fail("retry_later", method="getLists")

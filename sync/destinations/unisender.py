@@ -27,7 +27,8 @@ the retries (Unisender unreachable) stop the apply (:func:`_row_error`).
 Answers are validated before they are believed (:mod:`sync.destinations.answers`): a 2xx without the ``{"result"}`` /
 ``{"error", "code"}`` envelope (an HTML page, truncated JSON, ``{"errors": …}``), or an ``importContacts``
 result whose ``total`` is not the number of rows sent or whose ``log`` is not ``[{index, code, message}]``,
-fails every row of the call with the raw answer (cut to 200 characters); the next run retries them.
+fails every row of the call with the raw answer (cut to 200 characters); the next run retries them. When its
+counts say more rows were not imported than its ``log`` names, the rows it does not name fail the same way.
 """
 
 from __future__ import annotations
@@ -302,10 +303,18 @@ class UnisenderDestination:
             if str(result.total) != str(len(rows)) or not all(i.isdigit() and int(i) < len(rows) for i in indexes):
                 raise BadAnswer("Unisender importContacts", f"total {result.total} / log indexes {indexes[:5]} for "
                                 f"{len(rows)} rows sent", raw, secrets=(self._key,))
+            try:
+                not_taken = result.not_taken()
+            except ValueError as exc:
+                raise BadAnswer("Unisender importContacts", str(exc), raw, secrets=(self._key,)) from None
             for entry in result.log:  # the vendor's text, masked and cut (it may echo the request)
                 text = excerpt(f"{entry.code or ''} {entry.message or ''}".strip(), (self._key,))
                 errors[int(entry.index)] = f"Unisender rejected the row: {text}".strip()
             named = set(errors)
+            if not_taken > len(named):  # which of the rows its log does not name it took is unknown
+                errors = {i: f"Unisender importContacts: {not_taken} of {len(rows)} rows not imported, its log "
+                          f"names {len(named)}; the others' outcome cannot be believed" for i in range(len(rows))
+                          } | errors
         except UnisenderError as exc:
             if exc.fatal:  # about the whole account (not_enough_money, a rejected key): stop, as a read does
                 raise

@@ -56,10 +56,35 @@ class LogEntry(Shape):
 
 
 class ImportResult(Shape):
-    """``importContacts`` result: every row sent is counted in ``total``; refused rows are in ``log``."""
+    """``importContacts`` result (reference §3.3): every row sent is counted in ``total``; the rows it took in
+    ``inserted``, ``updated`` or ``deleted`` (``new_emails``: the new addresses among them, not another outcome),
+    those it did not in ``invalid``; ``log`` names refused rows by index (from 0). Counts may come as text."""
 
     total: int | str
+    inserted: int | str | None = None
+    updated: int | str | None = None
+    deleted: int | str | None = None
+    new_emails: int | str | None = None
+    invalid: int | str | None = None
     log: list[LogEntry] = []
+
+    def not_taken(self) -> int:
+        """How many rows the answer says it did not import: ``invalid``, or ``total`` less the rows it took
+        (``inserted`` + ``updated`` + ``deleted``) when that is more; each count when given. A count that is
+        not a whole number: ValueError naming it."""
+        invalid = _count("invalid", self.invalid) or 0
+        taken = [_count(name, getattr(self, name)) for name in ("inserted", "updated", "deleted")]
+        if all(n is None for n in taken):
+            return invalid
+        return max(invalid, (_count("total", self.total) or 0) - sum(n or 0 for n in taken))
+
+
+def _count(name: str, value: int | str | None) -> int | None:
+    if value is None or isinstance(value, int):
+        return value
+    if not value.strip().isdigit():
+        raise ValueError(f"{name} {value!r} is not a count")
+    return int(value)
 
 
 class ListItem(Shape):
