@@ -557,6 +557,50 @@ def test_a_known_consenting_contact_is_still_not_read(unisender_fake):
     assert unisender_fake.members("Loyal") == {"k@x.com"} and unisender_fake.calls["getContact"] == 0
 
 
+@pytest.mark.parametrize("place, on_it, refused", [
+    ("unsubscribed", False, True), ("blocked", False, True), ("inactive", False, True),  # barred: never invited
+    ("some_new_status", False, False),  # not known: not invited either, but not taken for his refusal
+    ("active", True, None), ("new", True, None), ("invited", True, None), ("activation_requested", True, None),
+    ("excluded", None, None),  # taken off by the sender: invited as anyone not on the list
+])
+def test_a_pending_contact_is_never_invited_to_a_list_he_left(unisender_fake, place, on_it, refused):
+    """hunt26 #3: a pending create whose contact getContact shows on the change's list with a status that means
+    he left it or may not be mailed (unsubscribed, blocked, inactive) is not invited (consent first), and his list
+    add is not recorded as done: it fails as his refusal (the next run reads him again and does the same). A status
+    rfmsync does not know fails the add without inviting him, not as a refusal. On the list or invited to it:
+    done, not invited again. Excluded by the sender: invited. His field update goes on in every case."""
+    unisender_fake.add_list("Champions")
+    unisender_fake.fields["rfm_segment"] = "string"
+    unisender_fake.add_contact("p@x.com", status="active")
+    unisender_fake.set_list_status("p@x.com", "Champions", place)
+    dest, _ = on(unisender_fake)
+    rec = Recorder()
+    dest.apply([change("p@x.com", add={"list:Champions"}, fields={"rfm_segment": "C"}, status="pending")], rec)
+    added = rec.items[("p@x.com", "tag+list:Champions")]
+    assert unisender_fake.calls["subscribe"] == (1 if on_it is None else 0)
+    assert added.ok == (on_it is not False), added
+    if on_it is False:
+        assert added.refused is refused and place in added.error and "not invited" in added.error, added
+        assert unisender_fake.members("Champions") == set() and unisender_fake.invitations == []
+    assert rec.items[("p@x.com", "upsert")].ok and unisender_fake.contacts["p@x.com"]["fields"]["rfm_segment"] == "C"
+    assert unisender_fake.contacts["p@x.com"]["status"] == "active"
+
+
+@pytest.mark.parametrize("status", ["unsubscribed", "blocked", "inactive"])
+def test_a_pending_contact_whose_address_is_barred_is_not_invited(unisender_fake, status):
+    """His address (not one list) unsubscribed from all mailings, blocked or disabled: subscribe would mail him an
+    invitation; he is not invited, his list add fails as his refusal."""
+    unisender_fake.add_list("Champions")
+    unisender_fake.add_contact("p@x.com", status=status)
+    dest, _ = on(unisender_fake)
+    rec = Recorder()
+    dest.apply([change("p@x.com", add={"list:Champions"}, status="pending")], rec)
+    added = rec.items[("p@x.com", "tag+list:Champions")]
+    assert not added.ok and added.refused and status in added.error
+    assert unisender_fake.calls["subscribe"] == 0 and unisender_fake.invitations == []
+    assert unisender_fake.contacts["p@x.com"]["status"] == status and unisender_fake.members("Champions") == set()
+
+
 def test_a_held_pending_create_gains_and_loses_tags_in_one_row(unisender_fake):
     """Already on his lists (a lost subscribe): his tag add and his tag removal go in one import, so the
     removal's full set includes the added tag (two rows: the second, overwrite_tags=1, dropped it)."""

@@ -12,8 +12,8 @@ sent as 1/0 to a Number field and as yes/no to a Text field.
 
 Answers are validated before they are believed (:mod:`sync.destinations.answers`): the upsert's ``{job_id}``, the
 import job (``status`` ∈ pending/completed/errored/failed, ``results.requested_count`` = contacts sent; a
-``failed`` job took nobody), list removals, lists and fields pages. A 2xx that is not the documented shape fails the items it covers with the raw
-answer (cut to 200 characters); the next run retries them.
+``failed`` job took nobody), list removals, lists and fields pages. A 2xx that is not the documented shape fails
+the items it covers with the raw answer (cut to 200 characters); the next run retries them.
 """
 
 from __future__ import annotations

@@ -49,8 +49,8 @@ from ..planning.values import kind_of
 from .answers import BadAnswer, excerpt
 from . import specs
 from .base import ClientOptions, Creating, not_recreated, without_lost_fields
-from .unisender_rows import (_Row, _hold_unconfirmed, _list_ids_of, _merged, _must_exist, _names_contact, _ops,
-                             _row_error, _tags_of, _text, split_name)
+from .unisender_rows import (_Row, _barred, _hold_unconfirmed, _list_ids_of, _merged, _must_exist, _names_contact,
+                             _ops, _row_error, _tags_of, _text, split_name)
 from .unisender_api import (Created, FieldItem, ImportResult, ListItem, Subscribed, TokenBucket, UnisenderApi,
                             UnisenderError)
 
@@ -337,19 +337,23 @@ class UnisenderDestination:
         again whenever its outcome was lost (an HTML or timed-out answer, a process killed before the ledger
         wrote it). So the contact is read first: one already on every list of the change (invited by that lost
         call, or there before) is not subscribed again; his fields and tags, if any, go in an import row (he
-        exists: the import neither creates him nor changes his status or lists), returned to the caller."""
-        lists, tags = [], []
-        for name in sorted(ch.add_tags):
-            kind, value = split_name(name)
-            (lists if kind == "list" else tags).append(self._list_id(value) if kind == "list" else value)
+        exists: the import neither creates him nor changes his status or lists), returned to the caller. Nor is
+        one invited to a list he left or may not be mailed on (:func:`_barred`): that add fails, as his refusal."""
+        op_of = {self._list_id(v): f"tag+{n}" for n in sorted(ch.add_tags) for k, v in [split_name(n)] if k == "list"}
+        lists, tags = list(op_of), [v for k, v in map(split_name, sorted(ch.add_tags)) if k == "tag"]
         ops = _ops(ch, removes=False)
         subscribing = False
         try:
-            held = _list_ids_of(self._contact(ch.email))
+            info = self._contact(ch.email)
             on_results([])  # the lock still held after the read: the subscribe may go out
-            if held is not None and set(lists) <= held:
-                log.debug("Unisender %s: %s is already on the lists: not invited again", self.name, ch.key)
-                rest = [op for op in ops if not op.startswith("tag+list:")]  # upsert, tag+tag:…
+            if barred := _barred(info, lists):  # he left a list, or may not be mailed: not invited (consent)
+                on_results([ItemResult(ch.key, op_of[i], False, why, refused=r) for i, (why, r) in barred.items()])
+                ops = [op for op in ops if op not in map(op_of.get, barred)]
+                lists = [i for i in lists if i not in barred]
+            held = _list_ids_of(info)
+            if not lists or held is not None and set(lists) <= held:
+                log.debug("Unisender %s: %s is on the lists already (or barred): not invited", self.name, ch.key)
+                rest = [op for op in ops if op not in op_of.values()]  # upsert, tag+tag:…
                 if ch.set_fields or tags:
                     on_results([ItemResult(ch.key, op, True) for op in ops if op not in rest])
                     return [_Row(ch, tags=tags, ops=rest)]

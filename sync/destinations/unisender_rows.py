@@ -125,11 +125,41 @@ def _merged(held: _Row, removals: _Row) -> _Row:
     return held
 
 
+#: statuses (getContact's, of an address and of its place on a list) that mean he is there or invited to it:
+#: ``subscribe`` would invite him again (``new``, ``active``: on it; ``invited``, ``activation_requested``: waiting)
+ON_LIST = ("new", "active", "invited", "activation_requested")
+#: statuses that mean he may not be put on a list by rfmsync, nor invited to it: he unsubscribed, the service
+#: blocked him, or the account disabled him (``inactive``). Consent first: his list add is not done, as his refusal
+#: (he is not invited; the next run reads him again). ``excluded`` (taken off by the sender) is neither: invited.
+BARRED = ("unsubscribed", "blocked", "inactive")
+
+
 def _list_ids_of(info: Any) -> set[str] | None:
-    """Ids of the lists a getContact answer shows the contact on (not excluded); None: not held or not shown."""
+    """Ids of the lists a getContact answer shows the contact on or invited to (a place without a status is
+    one he holds); None: not held or not shown."""
     if not isinstance(info, dict) or not isinstance(info.get("lists"), list):
         return None
-    return {str(x.get("id")) for x in info["lists"] if isinstance(x, dict) and x.get("status") != "excluded"}
+    return {str(x.get("id")) for x in info["lists"] if isinstance(x, dict) and x.get("status", "active") in ON_LIST}
+
+
+def _barred(info: Any, list_ids: list[str]) -> dict[str, tuple[str, bool]]:
+    """Of ``list_ids``, those a pending contact must not be invited to (list id → (why, refused)): all of them
+    when his address is :data:`BARRED`, else each whose place on it is; a status rfmsync does not know fails the
+    add too, not as his refusal (what it means is unknown: he is not invited, the next run reads him again)."""
+    status = _email_status(info)
+    if status in BARRED:
+        return {lid: (f"Unisender shows his address {status}: not invited to a list", True) for lid in list_ids}
+    places = info.get("lists") if isinstance(info, dict) else None
+    shown = {str(x.get("id")): str(x.get("status") or "active") for x in places or () if isinstance(x, dict)}
+    out: dict[str, tuple[str, bool]] = {}
+    for lid in list_ids:
+        got = shown.get(lid)
+        if got in BARRED:
+            out[lid] = (f"Unisender shows him {got} on the list: not invited to it again", True)
+        elif got is not None and got not in ON_LIST and got != "excluded":
+            out[lid] = (f"Unisender shows him on the list with status {got!r}, which rfmsync does not know: "
+                        "not invited", False)
+    return out
 
 
 def _text(value: Any) -> str:

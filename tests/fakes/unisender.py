@@ -117,6 +117,14 @@ class FakeUnisender:
         self.contacts[email.lower()] = c
         return c
 
+    def set_list_status(self, email: str, title: str, status: str) -> None:
+        """His place on a list as getContact shows it (``lists[].status``): ``new``, ``active``, ``invited`` or
+        ``activation_requested`` put him on it; any other (``unsubscribed``, ``blocked``, ``excluded``, …) off it."""
+        c, lid = self.contacts[email.lower()], self.list_id(title)
+        c.setdefault("list_status", {})[lid] = status
+        on = status in ("new", "active", "invited", "activation_requested")
+        (c["lists"].add if on else c["lists"].discard)(lid)
+
     def list_id(self, title: str) -> str | None:
         return next((lid for lid, t in self.lists.items() if t == title), None)
 
@@ -224,7 +232,8 @@ class FakeUnisender:
                                           "result": ""}).encode(), {"Content-Type": "application/json"})
         return ok({"email": {"email": email, "status": c["status"], "availability": "available"},
                    "fields": {**c["fields"], "tags": ",".join(c["tags"])},
-                   "lists": [{"id": int(i), "status": "active"} for i in sorted(c["lists"])]})
+                   "lists": [{"id": int(i), "status": c.get("list_status", {}).get(i, "active")}
+                             for i in sorted(c["lists"] | set(c.get("list_status", {})))]})
 
     def _m_importContacts(self, form: dict[str, str]) -> Reply:
         names: dict[int, str] = {int(k[12:-1]): v for k, v in form.items() if k.startswith("field_names[")}
@@ -276,6 +285,7 @@ class FakeUnisender:
                 c["excluded"].discard(lid)
             for lid in filter(None, rec.get("email_excluded_list_ids", "").split(",")):
                 c["lists"].discard(lid)
+                c.get("list_status", {}).pop(lid, None)
                 c["excluded"].add(lid)
             c["fields"].update({k: v for k, v in rec.items() if k in self.fields})
         return ok({"total": len(rows), "inserted": inserted, "updated": updated, "deleted": 0,
@@ -295,6 +305,8 @@ class FakeUnisender:
         if form.get("double_optin") != "4" or c["status"] not in ("new", "active"):
             self.invitations.append(email)
         c["lists"] |= set(lids)
+        for lid in lids:  # his place on it is the subscribe's now
+            c.get("list_status", {}).pop(lid, None)
         c["tags"] += [t for t in form.get("tags", "").split(",") if t and t not in c["tags"]]
         c["fields"].update({k[7:-1]: v for k, v in form.items() if k.startswith("fields[") and k != "fields[email]"})
         return ok({"person_id": abs(hash(email)) % 10**9})
