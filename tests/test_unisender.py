@@ -231,15 +231,15 @@ def test_rejected_rows_are_reported_per_contact(unisender_fake):
 ])
 @pytest.mark.parametrize("counts", [
     {"inserted": 1, "updated": 0, "deleted": 0, "new_emails": 1, "invalid": 2},  # invalid says two
-    {"inserted": "1", "updated": "0", "deleted": "0", "new_emails": "1", "invalid": "0"},  # taken: one of three
-    {"inserted": 0, "updated": 1, "invalid": 1},  # invalid 1 but taken 1: two not imported
-], ids=["invalid", "taken-as-text", "taken"])
+    {"inserted": "1", "updated": "0", "deleted": "0", "new_emails": "1", "invalid": "2"},  # the same as text
+    {"invalid": 2},  # invalid alone
+], ids=["invalid", "invalid-as-text", "invalid-alone"])
 def test_rows_an_import_says_it_did_not_take_are_not_pushed_when_its_log_does_not_name_them(
         unisender_fake, log, counts):
-    """hunt26 #1: importContacts answers that it imported one row of three (``invalid``, or ``total`` −
-    ``inserted`` − ``updated`` − ``deleted``) but its log names fewer of the others. A row the log names is
-    refused (his reason); the rows it does not name fail as not believed (which of them Unisender took is
-    unknown) and are not recorded as pushed; the next run sends them again and converges."""
+    """hunt26 #1: importContacts answers that two rows of three were not imported (``invalid``, the documented
+    count of rows not imported) but its log names fewer of them. A row the log names is refused (his reason);
+    the rows it does not name fail as not believed (which of them Unisender took is unknown) and are not
+    recorded as pushed; the next run sends them again and converges."""
     unisender_fake.add_list("Champions")
     dest, _ = on(unisender_fake)
     sent = [change(e, add={"list:Champions"}) for e in ("a@x.com", "b@x.com", "c@x.com")]
@@ -283,6 +283,31 @@ def test_an_import_that_names_every_row_it_did_not_take_is_believed_for_the_othe
     dest.apply([change(e, add={"list:Champions"}) for e in ("a@x.com", "b@x.com", "c@x.com")], rec)
     assert {key: (item.ok, item.refused) for (key, _), item in rec.items.items()} == {
         "a@x.com": (False, True), "b@x.com": (True, False), "c@x.com": (False, True)}
+
+
+def test_an_import_that_counts_unchanged_rows_in_no_kind_fails_nobody(unisender_fake, caplog):
+    """fixe26 #1: whether importContacts counts a row sent unchanged as ``updated`` is not documented (SendGrid
+    counts its like as neither created nor updated: commit 5603c2a). With a fake that leaves such rows out of
+    ``inserted`` and ``updated``, a batch re-sent after its answer was lost (the work done) failed whole on every
+    run (``total`` − ``inserted`` − ``updated`` − ``deleted`` taken for rows not imported); only ``invalid``
+    beyond what the log names fails rows now: the re-send is pushed, with one warning."""
+    unisender_fake.add_list("Champions")
+    unisender_fake.unchanged_uncounted = True
+    dest, _ = on(unisender_fake)
+    sent = [change(e, add={"list:Champions"}) for e in ("a@x.com", "b@x.com", "c@x.com")]
+    unisender_fake.answer_raw(b"<html>502 Bad Gateway</html>", work=True)  # done, its answer lost
+    first = Recorder()
+    dest.apply(sent, first)
+    assert len(first.items) == 6 and not any(item.ok for item in first.items.values())
+    for _ in range(2):  # the re-send converges, and so does the one after
+        caplog.clear()
+        again = Recorder()
+        with caplog.at_level(logging.WARNING, logger="sync.destinations.unisender_api"):
+            dest.apply(sent, again)
+        assert len(again.items) == 6 and all(item.ok for item in again.items.values()), again.items
+        lines = [r.getMessage() for r in caplog.records if "neither inserted, updated nor deleted" in r.getMessage()]
+        assert len(lines) == 1 and "3 of 3 rows" in lines[0], caplog.text
+    assert unisender_fake.members("Champions") == {"a@x.com", "b@x.com", "c@x.com"}
 
 
 def test_transient_errors_and_timeouts_converge(unisender_fake):

@@ -28,7 +28,8 @@ Answers are validated before they are believed (:mod:`sync.destinations.answers`
 ``{"error", "code"}`` envelope (an HTML page, truncated JSON, ``{"errors": …}``), or an ``importContacts``
 result whose ``total`` is not the number of rows sent or whose ``log`` is not ``[{index, code, message}]``,
 fails every row of the call with the raw answer (cut to 200 characters); the next run retries them. When its
-counts say more rows were not imported than its ``log`` names, the rows it does not name fail the same way.
+``invalid`` count says more rows were not imported than its ``log`` names, the rows it does not name fail the
+same way (its other counts need not add up: a row sent unchanged may be in none of them, one warning).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from connectors.retry import RetryPolicy
 from ..errors import DestinationConfigError, DestinationError
 from ..model import ContactChange, ItemResult, OnResults
 from ..planning.values import kind_of
-from .answers import BadAnswer, excerpt
+from .answers import BadAnswer
 from . import specs
 from .base import ClientOptions, Creating, not_recreated, without_lost_fields
 from .unisender_rows import (_Row, _barred, _hold_unconfirmed, _list_ids_of, _merged, _must_exist, _names_contact,
@@ -299,22 +300,7 @@ class UnisenderDestination:
         try:
             raw = self.call("importContacts", params)
             result = self._api.result("importContacts", ImportResult, raw)
-            indexes = [str(e.index) for e in result.log]
-            if str(result.total) != str(len(rows)) or not all(i.isdigit() and int(i) < len(rows) for i in indexes):
-                raise BadAnswer("Unisender importContacts", f"total {result.total} / log indexes {indexes[:5]} for "
-                                f"{len(rows)} rows sent", raw, secrets=(self._key,))
-            try:
-                not_taken = result.not_taken()
-            except ValueError as exc:
-                raise BadAnswer("Unisender importContacts", str(exc), raw, secrets=(self._key,)) from None
-            for entry in result.log:  # the vendor's text, masked and cut (it may echo the request)
-                text = excerpt(f"{entry.code or ''} {entry.message or ''}".strip(), (self._key,))
-                errors[int(entry.index)] = f"Unisender rejected the row: {text}".strip()
-            named = set(errors)
-            if not_taken > len(named):  # which of the rows its log does not name it took is unknown
-                errors = {i: f"Unisender importContacts: {not_taken} of {len(rows)} rows not imported, its log "
-                          f"names {len(named)}; the others' outcome cannot be believed" for i in range(len(rows))
-                          } | errors
+            errors, named = result.judged(len(rows), raw, (self._key,), self.name)
         except UnisenderError as exc:
             if exc.fatal:  # about the whole account (not_enough_money, a rejected key): stop, as a read does
                 raise
