@@ -19,6 +19,7 @@ from sync.model import ContactChange, DesiredContact, ItemResult, PushedState
 from sync.planning.plan import apply_results_to_state, plan_destination
 from sync.destinations.unisender import UnisenderDestination, split_name
 from sync.destinations.unisender_api import Action, TokenBucket, UnisenderError, action_for
+from sync.destinations.unisender_rows import BARRED
 from tests.fakes.unisender import FakeUnisender  # the unisender_fake fixture comes from conftest
 
 API = "https://api.example.test/ru/api"
@@ -553,7 +554,8 @@ def test_an_account_wide_refusal_on_a_read_still_stops_the_apply(unisender_fake,
 def test_a_known_contact_is_put_on_a_list_by_import_only_once_confirmed(unisender_fake, status, status_if_new):
     """An import adds to lists without an invitation: a known contact without consent now is put on a new list
     only if Unisender shows him active, or new (as subscribe with double_optin=4, the invitation rfmsync sends,
-    adds a new contact at once); his field update and his removal from the list he left still go."""
+    adds a new contact at once); his field update and his removal from the list he left still go. An address
+    unsubscribed or blocked is not "awaiting confirmation" (fixe26): the reason says whose doing it is."""
     added_ok = status in ("active", "new")
     unisender_fake.add_list("Champions")
     unisender_fake.add_list("Loyal")
@@ -569,9 +571,12 @@ def test_a_known_contact_is_put_on_a_list_by_import_only_once_confirmed(unisende
     assert rec.items[("k@x.com", "upsert")].ok and rec.items[("k@x.com", "tag-list:Champions")].ok
     added = rec.items[("k@x.com", "tag+list:Loyal")]
     assert added.ok == added_ok
-    if not added_ok:
+    if status == "invited":
         assert added.error == (f"awaiting confirmation (Unisender status {status}): not put on a list until he "
-                               "confirms") and not added.missing
+                               "confirms") and not added.missing and added.refused
+    elif not added_ok:
+        assert added.error == (f"Unisender shows his address {status} ({BARRED[status]}): not put on a list nor "
+                               "invited") and not added.missing and added.refused and "awaiting" not in added.error
 
 
 def test_a_known_consenting_contact_is_still_not_read(unisender_fake):
@@ -605,7 +610,7 @@ def test_a_pending_contact_is_never_invited_to_a_list_he_left(unisender_fake, pl
     assert unisender_fake.calls["subscribe"] == (1 if on_it is None else 0)
     assert added.ok == (on_it is not False), added
     if on_it is False:
-        assert added.refused is refused and place in added.error and "not invited" in added.error, added
+        assert added.refused is refused and place in added.error and "not put on it nor invited" in added.error
         assert unisender_fake.members("Champions") == set() and unisender_fake.invitations == []
     assert rec.items[("p@x.com", "upsert")].ok and unisender_fake.contacts["p@x.com"]["fields"]["rfm_segment"] == "C"
     assert unisender_fake.contacts["p@x.com"]["status"] == "active"
@@ -624,6 +629,69 @@ def test_a_pending_contact_whose_address_is_barred_is_not_invited(unisender_fake
     assert not added.ok and added.refused and status in added.error
     assert unisender_fake.calls["subscribe"] == 0 and unisender_fake.invitations == []
     assert unisender_fake.contacts["p@x.com"]["status"] == status and unisender_fake.members("Champions") == set()
+
+
+@pytest.mark.parametrize("where", ["list", "address"])
+def test_a_contact_who_left_is_kept_off_the_list_night_after_night(unisender_fake, where):
+    """fixe26 #2: night 1, a pending contact new to the ledger whom Unisender shows unsubscribed (on the list, or
+    his address) is not invited, his list add fails as his refusal; his upsert is done, so from night 2 the ledger
+    knows him. A known contact without consent is put on lists by import: that import must not put him on the
+    list he left either (it did, ``email_list_ids``, and recorded the add as done). Every night: nothing mailed,
+    no import naming the list, the ledger without the list, the reason his choice (not "awaiting confirmation")."""
+    cfg = DestinationConfig(name="uni", type="unisender", new_contacts="pending",
+                            segments={"Champions": "Champions"}, fields={"rfm_segment": "segment"})
+    dest, _ = on(unisender_fake)
+    dest.prepare(["list:Champions"], {"rfm_segment": "segment"})
+    lid = unisender_fake.list_id("Champions")
+    unisender_fake.add_contact("p@x.com", status="unsubscribed" if where == "address" else "active")
+    if where == "list":
+        unisender_fake.set_list_status("p@x.com", "Champions", "unsubscribed")
+    desired = DesiredContact(key="p@x.com", customer_id="c1", email="p@x.com", consent="yes", segment="Champions",
+                             tags=frozenset({"list:Champions"}), fields={"rfm_segment": "Champions"})
+    state: dict[str, PushedState] = {}
+    for night in (1, 2, 3):
+        plan = plan_destination(cfg, [desired], state)
+        assert [c.create for c in plan.changes] == [night == 1]
+        rec = Recorder()
+        dest.apply(plan.changes, rec)
+        apply_results_to_state(state, {c.key: c for c in plan.changes}, [r for b in rec.batches for r in b])
+        added = rec.items[("p@x.com", "tag+list:Champions")]
+        assert not added.ok and added.refused and "he unsubscribed: his choice, nothing to do" in added.error
+        assert "awaiting" not in added.error and state["p@x.com"].tags == frozenset(), (night, added)
+    imports = [form for method, form in unisender_fake.requests if method == "importContacts"]
+    assert imports and not any(lid in v.split(",") for form in imports for k, v in form.items() if k != "data[0][0]")
+    assert unisender_fake.invitations == [] and unisender_fake.calls["subscribe"] == 0
+    assert unisender_fake.members("Champions") == set()
+
+
+def test_a_list_place_with_a_null_status_is_read_one_way(unisender_fake):
+    """fixe26 #5: getContact showing his place on the list with ``"status": null`` was "on it" to the barred
+    check but "not on it" to the held check: a pending create's lost subscribe was sent again (a second
+    invitation). One reader now: a place without a status is one he holds; not invited again, the add done."""
+    unisender_fake.add_list("Champions")
+    lid = unisender_fake.list_id("Champions")
+    dest, _ = on(unisender_fake)
+    unisender_fake.answer_raw(json.dumps({"result": {"email": {"email": "p@x.com", "status": "invited"},
+                                                     "fields": {"tags": ""},
+                                                     "lists": [{"id": int(lid), "status": None}]}}).encode(),
+                              "application/json", method="getContact")
+    rec = Recorder()
+    dest.apply([change("p@x.com", add={"list:Champions"}, status="pending")], rec)
+    assert unisender_fake.calls["subscribe"] == 0 and unisender_fake.invitations == []
+    assert all(item.ok for item in rec.items.values()) and len(rec.items) == 2
+
+
+def test_an_unknown_list_status_is_quoted_masked_and_cut(unisender_fake):
+    """fixe26 #6: the status rfmsync does not know is Unisender's text: masked and cut as other vendor text."""
+    unisender_fake.add_list("Champions")
+    unisender_fake.add_contact("p@x.com", status="active")
+    unisender_fake.set_list_status("p@x.com", "Champions", f"{unisender_fake.api_key} " + "x" * 500)
+    dest, _ = on(unisender_fake)
+    rec = Recorder()
+    dest.apply([change("p@x.com", add={"list:Champions"}, status="pending")], rec)
+    added = rec.items[("p@x.com", "tag+list:Champions")]
+    assert not added.ok and not added.refused and "which rfmsync does not know" in added.error
+    assert unisender_fake.api_key not in added.error and "***" in added.error and len(added.error) < 200
 
 
 def test_a_held_pending_create_gains_and_loses_tags_in_one_row(unisender_fake):

@@ -18,7 +18,8 @@ An import creates every address it does not know, as ``new``: so only a new cont
 ``subscribed`` is ever imported (``pending`` ones are invited with ``subscribe``, which needs a list; the others
 are refused), and a row that only removes, or a known contact who would not be created ``subscribed`` now, is
 imported only after ``getContact`` found him (:func:`_must_exist`), and put on lists by that import only when
-getContact shows him ``active`` (:func:`_hold_unconfirmed`: an import adds to lists without an invitation).
+getContact shows him ``active`` or ``new`` and not gone from the list (:func:`_hold_unconfirmed`: an import adds
+to lists without an invitation; one he unsubscribed from is his choice, never undone by rfmsync).
 ``subscribe`` is not idempotent (it mails the invitation again), so a pending contact already on the change's
 lists is not subscribed again. One contact's failed read or subscribe fails his row only; errors about the
 whole account (a rejected key, ``not_enough_money``, ``unknown_method``) and a temporary error that outlasted
