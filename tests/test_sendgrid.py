@@ -212,7 +212,9 @@ def test_a_failed_import_job_is_believed_for_nobody_its_errors_file_does_not_nam
     """hunt26 #2: a job whose status is ``failed`` ("finished with all errors, or the job was entirely
     unprocessable", the spec) took nobody, though its errors file names only some (or none) of the contacts:
     the named ones are refused with their reason, the others fail as not believed (not refused) and are not
-    recorded as pushed; the next run sends them again and converges."""
+    recorded as pushed; the next run sends them again and converges. The ``set()`` case is a guard, not a test
+    of the fix: a job naming nobody has no errors file, and its contacts failed before the fix too (the
+    no-details branch: "no per-contact details"); without the fix it fails only on the reason's words."""
     dest, _, _ = make(sendgrid_fake)
     dest.prepare(["Champions"], FIELDS)
     sendgrid_fake.reject.update({e: "invalid" for e in rejected})
