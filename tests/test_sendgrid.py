@@ -207,6 +207,33 @@ def test_an_errors_file_naming_fewer_than_the_job_rejected_fails_the_unnamed_con
         assert not items[(email, "tag+Champions")].refused
 
 
+@pytest.mark.parametrize("rejected", [{"bad@x.com"}, set()])
+def test_a_failed_import_job_is_believed_for_nobody_its_errors_file_does_not_name(sendgrid_fake, rejected):
+    """hunt26 #2: a job whose status is ``failed`` ("finished with all errors, or the job was entirely
+    unprocessable", the spec) took nobody, though its errors file names only some (or none) of the contacts:
+    the named ones are refused with their reason, the others fail as not believed (not refused) and are not
+    recorded as pushed; the next run sends them again and converges. The ``set()`` case is a guard, not a test
+    of the fix: a job naming nobody has no errors file, and its contacts failed before the fix too (the
+    no-details branch: "no per-contact details"); without the fix it fails only on the reason's words."""
+    dest, _, _ = make(sendgrid_fake)
+    dest.prepare(["Champions"], FIELDS)
+    sendgrid_fake.reject.update({e: "invalid" for e in rejected})
+    sendgrid_fake.unprocessable_jobs = 1
+    sent = [change(e, add={"Champions"}) for e in ("a@x.com", "b@x.com", "bad@x.com")]
+    rec = Recorder()
+    dest.apply(sent, rec)
+    assert sendgrid_fake.contacts == {} and len(rec.items) == 6
+    for (key, op), item in rec.items.items():
+        assert not item.ok, (key, op)
+        assert item.refused == (key in rejected and op != "upsert"), (key, op)
+        assert ("invalid" if key in rejected else "cannot be believed") in item.error, (key, op, item.error)
+    sendgrid_fake.reject.clear()
+    again = Recorder()
+    dest.apply(sent, again)
+    assert all(item.ok for item in again.items.values()) and len(again.items) == 6
+    assert sendgrid_fake.members("RFM Champions") == {"a@x.com", "b@x.com", "bad@x.com"}
+
+
 def test_a_refused_batch_fails_its_items_not_the_run(sendgrid_fake):
     dest, _, _ = make(sendgrid_fake)
     dest.prepare(["Champions"], {})

@@ -19,6 +19,7 @@ from sync.model import ContactChange, DesiredContact, ItemResult, PushedState
 from sync.planning.plan import apply_results_to_state, plan_destination
 from sync.destinations.unisender import UnisenderDestination, split_name
 from sync.destinations.unisender_api import Action, TokenBucket, UnisenderError, action_for
+from sync.destinations.unisender_rows import BARRED
 from tests.fakes.unisender import FakeUnisender  # the unisender_fake fixture comes from conftest
 
 API = "https://api.example.test/ru/api"
@@ -221,6 +222,93 @@ def test_rejected_rows_are_reported_per_contact(unisender_fake):
                                                                                         "tag+list:Champions")].error
     assert not items[("info@bad", "tag+list:Champions")].ok
     assert unisender_fake.members("Champions") == {"ok@x.com"}
+
+
+@pytest.mark.parametrize("log", [
+    [{"index": 1, "code": "rejected", "message": "spam trap"}],  # names one of the two rows it did not import
+    None,  # no log at all
+    [],  # an empty one
+    [{"index": "1", "code": "rejected", "message": "spam trap"}] * 2,  # one row named twice is one row
+])
+@pytest.mark.parametrize("counts", [
+    {"inserted": 1, "updated": 0, "deleted": 0, "new_emails": 1, "invalid": 2},  # invalid says two
+    {"inserted": "1", "updated": "0", "deleted": "0", "new_emails": "1", "invalid": "2"},  # the same as text
+    {"invalid": 2},  # invalid alone
+], ids=["invalid", "invalid-as-text", "invalid-alone"])
+def test_rows_an_import_says_it_did_not_take_are_not_pushed_when_its_log_does_not_name_them(
+        unisender_fake, log, counts):
+    """hunt26 #1: importContacts answers that two rows of three were not imported (``invalid``, the documented
+    count of rows not imported) but its log names fewer of them. A row the log names is refused (his reason);
+    the rows it does not name fail as not believed (which of them Unisender took is unknown) and are not
+    recorded as pushed; the next run sends them again and converges."""
+    unisender_fake.add_list("Champions")
+    dest, _ = on(unisender_fake)
+    sent = [change(e, add={"list:Champions"}) for e in ("a@x.com", "b@x.com", "c@x.com")]
+    result = {"total": 3, **counts, **({} if log is None else {"log": log})}
+    unisender_fake.answer_raw(json.dumps({"result": result}).encode(), "application/json")
+    rec = Recorder()
+    dest.apply(sent, rec)
+    named = {"b@x.com"} if log else set()
+    for (key, op), item in rec.items.items():
+        assert not item.ok, (key, op)
+        assert item.refused == (key in named), (key, op)
+        assert ("spam trap" if key in named else "cannot be believed") in item.error, (key, op, item.error)
+    assert len(rec.items) == 6
+    again = Recorder()
+    dest.apply(sent, again)  # the next run: the import answers as it should
+    assert len(again.items) == 6 and all(item.ok for item in again.items.values())
+    assert unisender_fake.members("Champions") == {"a@x.com", "b@x.com", "c@x.com"}
+
+
+def test_an_import_count_that_is_not_a_number_is_not_believed(unisender_fake):
+    unisender_fake.add_list("Champions")
+    dest, _ = on(unisender_fake)
+    unisender_fake.answer_raw(b'{"result": {"total": 2, "inserted": 2, "updated": 0, "invalid": "none", "log": []}}',
+                              "application/json", work=True)
+    rec = Recorder()
+    dest.apply([change(e, add={"list:Champions"}) for e in ("a@x.com", "b@x.com")], rec)
+    assert len(rec.items) == 4 and all(not i.ok and not i.refused for i in rec.items.values())
+    assert all("answer not believed (invalid 'none' is not a count)" in i.error for i in rec.items.values())
+
+
+def test_an_import_that_names_every_row_it_did_not_take_is_believed_for_the_others(unisender_fake):
+    """The counts and the log agree (two not imported, both named): the third row is pushed."""
+    unisender_fake.add_list("Champions")
+    dest, _ = on(unisender_fake)
+    log = [{"index": 0, "code": "invalid_email", "message": "bad"}, {"index": 2, "code": "rejected",
+                                                                     "message": "spam trap"}]
+    unisender_fake.answer_raw(json.dumps({"result": {"total": 3, "inserted": 0, "updated": 1, "deleted": 0,
+                                                     "new_emails": 0, "invalid": 2, "log": log}}).encode(),
+                              "application/json", work=True)
+    rec = Recorder()
+    dest.apply([change(e, add={"list:Champions"}) for e in ("a@x.com", "b@x.com", "c@x.com")], rec)
+    assert {key: (item.ok, item.refused) for (key, _), item in rec.items.items()} == {
+        "a@x.com": (False, True), "b@x.com": (True, False), "c@x.com": (False, True)}
+
+
+def test_an_import_that_counts_unchanged_rows_in_no_kind_fails_nobody(unisender_fake, caplog):
+    """fixe26 #1: whether importContacts counts a row sent unchanged as ``updated`` is not documented (SendGrid
+    counts its like as neither created nor updated: commit 5603c2a). With a fake that leaves such rows out of
+    ``inserted`` and ``updated``, a batch re-sent after its answer was lost (the work done) failed whole on every
+    run (``total`` − ``inserted`` − ``updated`` − ``deleted`` taken for rows not imported); only ``invalid``
+    beyond what the log names fails rows now: the re-send is pushed, with one warning."""
+    unisender_fake.add_list("Champions")
+    unisender_fake.unchanged_uncounted = True
+    dest, _ = on(unisender_fake)
+    sent = [change(e, add={"list:Champions"}) for e in ("a@x.com", "b@x.com", "c@x.com")]
+    unisender_fake.answer_raw(b"<html>502 Bad Gateway</html>", work=True)  # done, its answer lost
+    first = Recorder()
+    dest.apply(sent, first)
+    assert len(first.items) == 6 and not any(item.ok for item in first.items.values())
+    for _ in range(2):  # the re-send converges, and so does the one after
+        caplog.clear()
+        again = Recorder()
+        with caplog.at_level(logging.WARNING, logger="sync.destinations.unisender_api"):
+            dest.apply(sent, again)
+        assert len(again.items) == 6 and all(item.ok for item in again.items.values()), again.items
+        lines = [r.getMessage() for r in caplog.records if "neither inserted, updated nor deleted" in r.getMessage()]
+        assert len(lines) == 1 and "3 of 3 rows" in lines[0], caplog.text
+    assert unisender_fake.members("Champions") == {"a@x.com", "b@x.com", "c@x.com"}
 
 
 def test_transient_errors_and_timeouts_converge(unisender_fake):
@@ -466,7 +554,8 @@ def test_an_account_wide_refusal_on_a_read_still_stops_the_apply(unisender_fake,
 def test_a_known_contact_is_put_on_a_list_by_import_only_once_confirmed(unisender_fake, status, status_if_new):
     """An import adds to lists without an invitation: a known contact without consent now is put on a new list
     only if Unisender shows him active, or new (as subscribe with double_optin=4, the invitation rfmsync sends,
-    adds a new contact at once); his field update and his removal from the list he left still go."""
+    adds a new contact at once); his field update and his removal from the list he left still go. An address
+    unsubscribed or blocked is not "awaiting confirmation" (fixe26): the reason says whose doing it is."""
     added_ok = status in ("active", "new")
     unisender_fake.add_list("Champions")
     unisender_fake.add_list("Loyal")
@@ -482,9 +571,12 @@ def test_a_known_contact_is_put_on_a_list_by_import_only_once_confirmed(unisende
     assert rec.items[("k@x.com", "upsert")].ok and rec.items[("k@x.com", "tag-list:Champions")].ok
     added = rec.items[("k@x.com", "tag+list:Loyal")]
     assert added.ok == added_ok
-    if not added_ok:
+    if status == "invited":
         assert added.error == (f"awaiting confirmation (Unisender status {status}): not put on a list until he "
-                               "confirms") and not added.missing
+                               "confirms") and not added.missing and added.refused
+    elif not added_ok:
+        assert added.error == (f"Unisender shows his address {status} ({BARRED[status]}): not put on a list nor "
+                               "invited") and not added.missing and added.refused and "awaiting" not in added.error
 
 
 def test_a_known_consenting_contact_is_still_not_read(unisender_fake):
@@ -493,6 +585,113 @@ def test_a_known_consenting_contact_is_still_not_read(unisender_fake):
     dest, _ = on(unisender_fake)
     dest.apply([change("k@x.com", add={"list:Loyal"}, create=False)], Recorder())
     assert unisender_fake.members("Loyal") == {"k@x.com"} and unisender_fake.calls["getContact"] == 0
+
+
+@pytest.mark.parametrize("place, on_it, refused", [
+    ("unsubscribed", False, True), ("blocked", False, True), ("inactive", False, True),  # barred: never invited
+    ("some_new_status", False, False),  # not known: not invited either, but not taken for his refusal
+    ("active", True, None), ("new", True, None), ("invited", True, None), ("activation_requested", True, None),
+    ("excluded", None, None),  # taken off by the sender: invited as anyone not on the list
+])
+def test_a_pending_contact_is_never_invited_to_a_list_he_left(unisender_fake, place, on_it, refused):
+    """hunt26 #3: a pending create whose contact getContact shows on the change's list with a status that means
+    he left it or may not be mailed (unsubscribed, blocked, inactive) is not invited (consent first), and his list
+    add is not recorded as done: it fails as his refusal (the next run reads him again and does the same). A status
+    rfmsync does not know fails the add without inviting him, not as a refusal. On the list or invited to it:
+    done, not invited again. Excluded by the sender: invited. His field update goes on in every case."""
+    unisender_fake.add_list("Champions")
+    unisender_fake.fields["rfm_segment"] = "string"
+    unisender_fake.add_contact("p@x.com", status="active")
+    unisender_fake.set_list_status("p@x.com", "Champions", place)
+    dest, _ = on(unisender_fake)
+    rec = Recorder()
+    dest.apply([change("p@x.com", add={"list:Champions"}, fields={"rfm_segment": "C"}, status="pending")], rec)
+    added = rec.items[("p@x.com", "tag+list:Champions")]
+    assert unisender_fake.calls["subscribe"] == (1 if on_it is None else 0)
+    assert added.ok == (on_it is not False), added
+    if on_it is False:
+        assert added.refused is refused and place in added.error and "not put on it nor invited" in added.error
+        assert unisender_fake.members("Champions") == set() and unisender_fake.invitations == []
+    assert rec.items[("p@x.com", "upsert")].ok and unisender_fake.contacts["p@x.com"]["fields"]["rfm_segment"] == "C"
+    assert unisender_fake.contacts["p@x.com"]["status"] == "active"
+
+
+@pytest.mark.parametrize("status", ["unsubscribed", "blocked", "inactive"])
+def test_a_pending_contact_whose_address_is_barred_is_not_invited(unisender_fake, status):
+    """His address (not one list) unsubscribed from all mailings, blocked or disabled: subscribe would mail him an
+    invitation; he is not invited, his list add fails as his refusal."""
+    unisender_fake.add_list("Champions")
+    unisender_fake.add_contact("p@x.com", status=status)
+    dest, _ = on(unisender_fake)
+    rec = Recorder()
+    dest.apply([change("p@x.com", add={"list:Champions"}, status="pending")], rec)
+    added = rec.items[("p@x.com", "tag+list:Champions")]
+    assert not added.ok and added.refused and status in added.error
+    assert unisender_fake.calls["subscribe"] == 0 and unisender_fake.invitations == []
+    assert unisender_fake.contacts["p@x.com"]["status"] == status and unisender_fake.members("Champions") == set()
+
+
+@pytest.mark.parametrize("where", ["list", "address"])
+def test_a_contact_who_left_is_kept_off_the_list_night_after_night(unisender_fake, where):
+    """fixe26 #2: night 1, a pending contact new to the ledger whom Unisender shows unsubscribed (on the list, or
+    his address) is not invited, his list add fails as his refusal; his upsert is done, so from night 2 the ledger
+    knows him. A known contact without consent is put on lists by import: that import must not put him on the
+    list he left either (it did, ``email_list_ids``, and recorded the add as done). Every night: nothing mailed,
+    no import naming the list, the ledger without the list, the reason his choice (not "awaiting confirmation")."""
+    cfg = DestinationConfig(name="uni", type="unisender", new_contacts="pending",
+                            segments={"Champions": "Champions"}, fields={"rfm_segment": "segment"})
+    dest, _ = on(unisender_fake)
+    dest.prepare(["list:Champions"], {"rfm_segment": "segment"})
+    lid = unisender_fake.list_id("Champions")
+    unisender_fake.add_contact("p@x.com", status="unsubscribed" if where == "address" else "active")
+    if where == "list":
+        unisender_fake.set_list_status("p@x.com", "Champions", "unsubscribed")
+    desired = DesiredContact(key="p@x.com", customer_id="c1", email="p@x.com", consent="yes", segment="Champions",
+                             tags=frozenset({"list:Champions"}), fields={"rfm_segment": "Champions"})
+    state: dict[str, PushedState] = {}
+    for night in (1, 2, 3):
+        plan = plan_destination(cfg, [desired], state)
+        assert [c.create for c in plan.changes] == [night == 1]
+        rec = Recorder()
+        dest.apply(plan.changes, rec)
+        apply_results_to_state(state, {c.key: c for c in plan.changes}, [r for b in rec.batches for r in b])
+        added = rec.items[("p@x.com", "tag+list:Champions")]
+        assert not added.ok and added.refused and "he unsubscribed: his choice, nothing to do" in added.error
+        assert "awaiting" not in added.error and state["p@x.com"].tags == frozenset(), (night, added)
+    imports = [form for method, form in unisender_fake.requests if method == "importContacts"]
+    assert imports and not any(lid in v.split(",") for form in imports for k, v in form.items() if k != "data[0][0]")
+    assert unisender_fake.invitations == [] and unisender_fake.calls["subscribe"] == 0
+    assert unisender_fake.members("Champions") == set()
+
+
+def test_a_list_place_with_a_null_status_is_read_one_way(unisender_fake):
+    """fixe26 #5: getContact showing his place on the list with ``"status": null`` was "on it" to the barred
+    check but "not on it" to the held check: a pending create's lost subscribe was sent again (a second
+    invitation). One reader now: a place without a status is one he holds; not invited again, the add done."""
+    unisender_fake.add_list("Champions")
+    lid = unisender_fake.list_id("Champions")
+    dest, _ = on(unisender_fake)
+    unisender_fake.answer_raw(json.dumps({"result": {"email": {"email": "p@x.com", "status": "invited"},
+                                                     "fields": {"tags": ""},
+                                                     "lists": [{"id": int(lid), "status": None}]}}).encode(),
+                              "application/json", method="getContact")
+    rec = Recorder()
+    dest.apply([change("p@x.com", add={"list:Champions"}, status="pending")], rec)
+    assert unisender_fake.calls["subscribe"] == 0 and unisender_fake.invitations == []
+    assert all(item.ok for item in rec.items.values()) and len(rec.items) == 2
+
+
+def test_an_unknown_list_status_is_quoted_masked_and_cut(unisender_fake):
+    """fixe26 #6: the status rfmsync does not know is Unisender's text: masked and cut as other vendor text."""
+    unisender_fake.add_list("Champions")
+    unisender_fake.add_contact("p@x.com", status="active")
+    unisender_fake.set_list_status("p@x.com", "Champions", f"{unisender_fake.api_key} " + "x" * 500)
+    dest, _ = on(unisender_fake)
+    rec = Recorder()
+    dest.apply([change("p@x.com", add={"list:Champions"}, status="pending")], rec)
+    added = rec.items[("p@x.com", "tag+list:Champions")]
+    assert not added.ok and not added.refused and "which rfmsync does not know" in added.error
+    assert unisender_fake.api_key not in added.error and "***" in added.error and len(added.error) < 200
 
 
 def test_a_held_pending_create_gains_and_loses_tags_in_one_row(unisender_fake):

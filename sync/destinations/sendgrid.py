@@ -11,9 +11,9 @@ the field vocabulary's kinds (:data:`FIELD_TYPES`); a field that already exists 
 sent as 1/0 to a Number field and as yes/no to a Text field.
 
 Answers are validated before they are believed (:mod:`sync.destinations.answers`): the upsert's ``{job_id}``, the
-import job (``status`` ∈ pending/completed/errored/failed, ``results.requested_count`` = contacts sent), list
-removals, lists and fields pages. A 2xx that is not the documented shape fails the items it covers with the raw
-answer (cut to 200 characters); the next run retries them.
+import job (``status`` ∈ pending/completed/errored/failed, ``results.requested_count`` = contacts sent; a
+``failed`` job took nobody), list removals, lists and fields pages. A 2xx that is not the documented shape fails
+the items it covers with the raw answer (cut to 200 characters); the next run retries them.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ from .sendgrid_api import (FieldDefinitions, Id, ImportJob, JobId, ListsPage, Re
 log = logging.getLogger(__name__)
 
 DEFAULT_API_URL = "https://api.sendgrid.com"
+#: a ``failed`` job finished "with all errors, or the job was entirely unprocessable" (the spec): it took nobody
+FAILED_JOB = "SendGrid import job failed (took nobody): the outcome of a contact it does not name cannot be believed"
 MAX_UPSERT_CONTACTS = specs.SENDGRID_MAX_UPSERT_CONTACTS  # PUT /v3/marketing/contacts: "up to 30,000 contacts, or 6MB"
 MAX_UPSERT_BYTES = 6_000_000  # 6 MB of JSON (decimal MB: the conservative reading)
 MAX_REMOVE_IDS = 100  # DELETE /lists/{id}/contacts?contact_ids=… (cap unpublished: keep URLs short)
@@ -301,15 +303,16 @@ class SendGridDestination(SendGridReads):
             # only the messages kept are masked and cut (the vendor's text may echo the request), not the file
             named = {i: excerpt(by_email[batch[i][0].email.lower()], self._api.secrets) for i in pending
                      if batch[i][0].email.lower() in by_email}
-            if len(named) >= (res.errored_count or 0):
+            if len(named) >= (res.errored_count or 0) and job.status != "failed":
                 return named, named.keys()
-            # the file names fewer contacts than the job rejected: which of the others it took is unknown
+            # the file names fewer contacts than the job rejected, or the job failed (took nobody): which of the
+            # others it took is unknown
             reason = (f"SendGrid import job {job.status}: {res.errored_count} of {res.requested_count} contacts "
                       f"rejected, its errors file names {len(named)} of them; the others' outcome cannot be believed")
-            return {i: reason for i in pending} | named, named.keys()
+            return {i: FAILED_JOB if job.status == "failed" else reason for i in pending} | named, named.keys()
         reason = f"SendGrid import job {job_id} {job.status}: {res.errored_count} of " \
                  f"{res.requested_count} contacts rejected (no per-contact details{unread})"
-        return {i: reason for i in pending}, ()
+        return {i: f"{reason}; {FAILED_JOB}" if job.status == "failed" else reason for i in pending}, ()
 
     def _remove(self, changes: Sequence[ContactChange], on_results: OnResults,
                 searched: Mapping[str, str | None]) -> None:

@@ -18,7 +18,8 @@ An import creates every address it does not know, as ``new``: so only a new cont
 ``subscribed`` is ever imported (``pending`` ones are invited with ``subscribe``, which needs a list; the others
 are refused), and a row that only removes, or a known contact who would not be created ``subscribed`` now, is
 imported only after ``getContact`` found him (:func:`_must_exist`), and put on lists by that import only when
-getContact shows him ``active`` (:func:`_hold_unconfirmed`: an import adds to lists without an invitation).
+getContact shows him ``active`` or ``new`` and not gone from the list (:func:`_hold_unconfirmed`: an import adds
+to lists without an invitation; one he unsubscribed from is his choice, never undone by rfmsync).
 ``subscribe`` is not idempotent (it mails the invitation again), so a pending contact already on the change's
 lists is not subscribed again. One contact's failed read or subscribe fails his row only; errors about the
 whole account (a rejected key, ``not_enough_money``, ``unknown_method``) and a temporary error that outlasted
@@ -27,7 +28,9 @@ the retries (Unisender unreachable) stop the apply (:func:`_row_error`).
 Answers are validated before they are believed (:mod:`sync.destinations.answers`): a 2xx without the ``{"result"}`` /
 ``{"error", "code"}`` envelope (an HTML page, truncated JSON, ``{"errors": …}``), or an ``importContacts``
 result whose ``total`` is not the number of rows sent or whose ``log`` is not ``[{index, code, message}]``,
-fails every row of the call with the raw answer (cut to 200 characters); the next run retries them.
+fails every row of the call with the raw answer (cut to 200 characters); the next run retries them. When its
+``invalid`` count says more rows were not imported than its ``log`` names, the rows it does not name fail the
+same way (its other counts need not add up: a row sent unchanged may be in none of them, one warning).
 """
 
 from __future__ import annotations
@@ -45,11 +48,11 @@ from connectors.retry import RetryPolicy
 from ..errors import DestinationConfigError, DestinationError
 from ..model import ContactChange, ItemResult, OnResults
 from ..planning.values import kind_of
-from .answers import BadAnswer, excerpt
+from .answers import BadAnswer
 from . import specs
 from .base import ClientOptions, Creating, not_recreated, without_lost_fields
-from .unisender_rows import (_Row, _hold_unconfirmed, _list_ids_of, _merged, _must_exist, _names_contact, _ops,
-                             _row_error, _tags_of, _text, split_name)
+from .unisender_rows import (_Row, _barred, _hold_unconfirmed, _list_ids_of, _merged, _must_exist, _names_contact,
+                             _ops, _row_error, _tags_of, _text, split_name)
 from .unisender_api import (Created, FieldItem, ImportResult, ListItem, Subscribed, TokenBucket, UnisenderApi,
                             UnisenderError)
 
@@ -298,14 +301,7 @@ class UnisenderDestination:
         try:
             raw = self.call("importContacts", params)
             result = self._api.result("importContacts", ImportResult, raw)
-            indexes = [str(e.index) for e in result.log]
-            if str(result.total) != str(len(rows)) or not all(i.isdigit() and int(i) < len(rows) for i in indexes):
-                raise BadAnswer("Unisender importContacts", f"total {result.total} / log indexes {indexes[:5]} for "
-                                f"{len(rows)} rows sent", raw, secrets=(self._key,))
-            for entry in result.log:  # the vendor's text, masked and cut (it may echo the request)
-                text = excerpt(f"{entry.code or ''} {entry.message or ''}".strip(), (self._key,))
-                errors[int(entry.index)] = f"Unisender rejected the row: {text}".strip()
-            named = set(errors)
+            errors, named = result.judged(len(rows), raw, (self._key,), self.name)
         except UnisenderError as exc:
             if exc.fatal:  # about the whole account (not_enough_money, a rejected key): stop, as a read does
                 raise
@@ -328,19 +324,23 @@ class UnisenderDestination:
         again whenever its outcome was lost (an HTML or timed-out answer, a process killed before the ledger
         wrote it). So the contact is read first: one already on every list of the change (invited by that lost
         call, or there before) is not subscribed again; his fields and tags, if any, go in an import row (he
-        exists: the import neither creates him nor changes his status or lists), returned to the caller."""
-        lists, tags = [], []
-        for name in sorted(ch.add_tags):
-            kind, value = split_name(name)
-            (lists if kind == "list" else tags).append(self._list_id(value) if kind == "list" else value)
+        exists: the import neither creates him nor changes his status or lists), returned to the caller. Nor is
+        one invited to a list he left or may not be mailed on (:func:`_barred`): that add fails, as his refusal."""
+        op_of = {self._list_id(v): f"tag+{n}" for n in sorted(ch.add_tags) for k, v in [split_name(n)] if k == "list"}
+        lists, tags = list(op_of), [v for k, v in map(split_name, sorted(ch.add_tags)) if k == "tag"]
         ops = _ops(ch, removes=False)
         subscribing = False
         try:
-            held = _list_ids_of(self._contact(ch.email))
+            info = self._contact(ch.email)
             on_results([])  # the lock still held after the read: the subscribe may go out
-            if held is not None and set(lists) <= held:
-                log.debug("Unisender %s: %s is already on the lists: not invited again", self.name, ch.key)
-                rest = [op for op in ops if not op.startswith("tag+list:")]  # upsert, tag+tag:…
+            if barred := _barred(info, lists):  # he left a list, or may not be mailed: not invited (consent)
+                on_results([ItemResult(ch.key, op_of[i], False, why, refused=r) for i, (why, r) in barred.items()])
+                ops = [op for op in ops if op not in map(op_of.get, barred)]
+                lists = [i for i in lists if i not in barred]
+            held = _list_ids_of(info)
+            if not lists or held is not None and set(lists) <= held:
+                log.debug("Unisender %s: %s is on the lists already (or barred): not invited", self.name, ch.key)
+                rest = [op for op in ops if op not in op_of.values()]  # upsert, tag+tag:…
                 if ch.set_fields or tags:
                     on_results([ItemResult(ch.key, op, True) for op in ops if op not in rest])
                     return [_Row(ch, tags=tags, ops=rest)]

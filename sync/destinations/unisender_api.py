@@ -56,10 +56,60 @@ class LogEntry(Shape):
 
 
 class ImportResult(Shape):
-    """``importContacts`` result: every row sent is counted in ``total``; refused rows are in ``log``."""
+    """``importContacts`` result (reference §3.3): every row sent is counted in ``total``; the rows it did not
+    import in ``invalid``, each named by index (from 0) in ``log``; the others in ``inserted``, ``updated`` or
+    ``deleted`` (``new_emails``: the new addresses among them, not another outcome). Whether a row sent unchanged
+    is counted in any of those three is not documented (SendGrid counts its like as neither created nor updated),
+    so only ``invalid`` says a row was not imported. Counts may come as text."""
 
     total: int | str
+    inserted: int | str | None = None
+    updated: int | str | None = None
+    deleted: int | str | None = None
+    new_emails: int | str | None = None
+    invalid: int | str | None = None
     log: list[LogEntry] = []
+
+    def judged(self, sent: int, raw: Any, secrets: Sequence[str], name: str) -> tuple[dict[int, str], set[int]]:
+        """Row index → error, and the indexes its ``log`` names (refused for good), of ``sent`` rows: a
+        ``total`` that is not ``sent``, a log index out of range or a count that is not a whole number:
+        :class:`BadAnswer`. When ``invalid`` says more rows were not imported than the log names, which of the
+        others it took is unknown: they fail as not believed. ``total`` less ``inserted`` + ``updated`` +
+        ``deleted`` more than the log names (a row sent unchanged counted in none) is one warning, no failure."""
+        label, indexes = "Unisender importContacts", [str(e.index) for e in self.log]
+        if str(self.total) != str(sent) or not all(i.isdigit() and int(i) < sent for i in indexes):
+            raise BadAnswer(label, f"total {self.total} / log indexes {indexes[:5]} for {sent} rows sent", raw,
+                            secrets=secrets)
+        try:
+            invalid = _count("invalid", self.invalid) or 0
+            taken = [_count(kind, getattr(self, kind)) for kind in ("inserted", "updated", "deleted")]
+        except ValueError as exc:
+            raise BadAnswer(label, str(exc), raw, secrets=secrets) from None
+        errors = {int(e.index): f"Unisender rejected the row: {_text(e, secrets)}".strip() for e in self.log}
+        named = set(errors)
+        if invalid > len(named):
+            why = (f"{label}: {invalid} of {sent} rows not imported (invalid), its log names {len(named)}; "
+                   "the others' outcome cannot be believed")
+            return {i: why for i in range(sent)} | errors, named
+        unaccounted = sent - sum(n or 0 for n in taken) if any(n is not None for n in taken) else 0
+        if unaccounted > len(named):
+            log.warning("Unisender %s: importContacts counts %d of %d rows as neither inserted, updated nor "
+                        "deleted (its log names %d, invalid %d): rows sent unchanged, taken as imported", name,
+                        unaccounted, sent, len(named), invalid)
+        return errors, named
+
+
+def _text(entry: LogEntry, secrets: Sequence[str]) -> str:
+    """A log entry's text: the vendor's, masked and cut (it may echo the request)."""
+    return excerpt(f"{entry.code or ''} {entry.message or ''}".strip(), secrets)
+
+
+def _count(name: str, value: int | str | None) -> int | None:
+    if value is None or isinstance(value, int):
+        return value
+    if not value.strip().isdigit():
+        raise ValueError(f"{name} {value!r} is not a count")
+    return int(value)
 
 
 class ListItem(Shape):

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import DestinationConfigError, DestinationError
 from ..model import ContactChange, ItemResult
+from .answers import excerpt
 from .base import Action
 from .unisender_api import UnisenderError, action_for
 
@@ -25,7 +26,7 @@ def split_name(name: str) -> tuple[str, str]:
 @dataclass
 class _Row:
     change: ContactChange
-    add_lists: list[str] = field(default_factory=list)  # list ids
+    add_lists: list[str] = field(default_factory=list)  # list ids, in the order of their tag+ ops in ``ops``
     excluded: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)  # tags to add (or the full set when replacing)
     replace_tags: bool = False
@@ -103,18 +104,22 @@ def _hold_unconfirmed(row: _Row, info: Any) -> None:
     """A known contact without consent now (``status_if_new`` not subscribed) is put on lists by import only
     when Unisender shows him ``active`` (he confirmed) or ``new`` (the account asserted his consent: what
     ``subscribe`` with ``double_optin=4``, the way rfmsync invites, also takes as consent, adding him at once): an
-    import would add anyone else without an invitation. His list adds fail with the reason; his field updates,
-    tags and removals go on."""
+    import would add anyone else without an invitation. Nor on a list he left, or with an address that may not be
+    mailed (:func:`_barred`, as a pending create is not invited to it). His list adds fail with the reason; his
+    field updates, tags and removals go on."""
     status = _email_status(info)
-    if status in CONSENTING:
-        return
-    msg = (f"awaiting confirmation (Unisender status {status or 'not shown'}): not put on a list until he "
-           "confirms")
-    ch = row.change
-    held = [op for op in row.ops if op.startswith("tag+") and split_name(op[4:])[0] == "list"]
-    row.results += [ItemResult(ch.key, op, False, msg, refused=True) for op in held]
-    row.ops = [op for op in row.ops if op not in held]
-    row.add_lists = []
+    if status in CONSENTING or status in BARRED:
+        held = _barred(info, row.add_lists)
+    else:
+        msg = (f"awaiting confirmation (Unisender status {status or 'not shown'}): not put on a list until he "
+               "confirms")
+        held = {lid: (msg, True) for lid in row.add_lists}
+    adds = list(zip(row.add_lists, [op for op in row.ops if op.startswith("tag+") and
+                                    split_name(op[4:])[0] == "list"]))
+    row.results += [ItemResult(row.change.key, op, False, held[lid][0], refused=held[lid][1])
+                    for lid, op in adds if lid in held]
+    row.ops = [op for op in row.ops if op not in {op for lid, op in adds if lid in held}]
+    row.add_lists = [lid for lid in row.add_lists if lid not in held]
 
 
 def _merged(held: _Row, removals: _Row) -> _Row:
@@ -125,11 +130,51 @@ def _merged(held: _Row, removals: _Row) -> _Row:
     return held
 
 
-def _list_ids_of(info: Any) -> set[str] | None:
-    """Ids of the lists a getContact answer shows the contact on (not excluded); None: not held or not shown."""
+#: statuses (getContact's, of an address and of its place on a list) that mean he is there or invited to it:
+#: ``subscribe`` would invite him again (``new``, ``active``: on it; ``invited``, ``activation_requested``: waiting)
+ON_LIST = ("new", "active", "invited", "activation_requested")
+#: statuses that mean he may not be put on a list by rfmsync, nor invited to it (status → whose doing, and what
+#: is left to do): he unsubscribed, the service blocked him, or the account disabled him (``inactive``). Consent
+#: first: his list add is not done, as his refusal (the next run reads him again). ``excluded`` (taken off by the
+#: sender) is none of them: he is invited as anyone not on the list.
+BARRED = {"unsubscribed": "he unsubscribed: his choice, nothing to do",
+          "blocked": "Unisender blocked him: nothing rfmsync may do",
+          "inactive": "disabled in Unisender: enable him there if he should be mailed"}
+
+
+def _places(info: Any) -> dict[str, str] | None:
+    """List id → his place's status on it as a getContact answer shows it (``lists[].status``; a place without
+    one, null or empty, is one he holds: ``active``); None: not held or no lists shown. The one reader of it."""
     if not isinstance(info, dict) or not isinstance(info.get("lists"), list):
         return None
-    return {str(x.get("id")) for x in info["lists"] if isinstance(x, dict) and x.get("status") != "excluded"}
+    return {str(x.get("id")): str(x.get("status") or "active") for x in info["lists"] if isinstance(x, dict)}
+
+
+def _list_ids_of(info: Any) -> set[str] | None:
+    """Ids of the lists a getContact answer shows the contact on or invited to; None: not held or not shown."""
+    places = _places(info)
+    return None if places is None else {lid for lid, status in places.items() if status in ON_LIST}
+
+
+def _barred(info: Any, list_ids: list[str]) -> dict[str, tuple[str, bool]]:
+    """Of ``list_ids``, those a contact without consent in rfmsync must not be invited to nor put on (list id →
+    (why, refused)): all of them when his address is :data:`BARRED`, else each whose place on it is; a status
+    rfmsync does not know fails the add too, not as his refusal (what it means is unknown: he is not invited, the
+    next run reads him again). Unisender's text is quoted masked and cut (:func:`excerpt`)."""
+    status = _email_status(info)
+    if status in BARRED:
+        why = f"Unisender shows his address {status} ({BARRED[status]}): not put on a list nor invited"
+        return {lid: (why, True) for lid in list_ids}
+    shown = _places(info) or {}
+    out: dict[str, tuple[str, bool]] = {}
+    for lid in list_ids:
+        got = shown.get(lid)
+        if got in BARRED:
+            out[lid] = (f"Unisender shows him {got} on the list ({BARRED[got]}): not put on it nor invited", True)
+        elif got is not None and got not in ON_LIST and got != "excluded":
+            out[lid] = (f"Unisender shows him on the list with status '{excerpt(got, limit=40)}', which rfmsync "
+                        "does not know: not put on it nor invited", False)
+    return out
 
 
 def _text(value: Any) -> str:

@@ -16,7 +16,9 @@ recorded in :attr:`forbidden_calls`. Every answer carries ``X-RateLimit-*`` head
 
 Failure drills: :meth:`answer_raw` (one-shot raw body and content type for the next matching call),
 :meth:`fail` (status for the next N matching calls), :meth:`stall` (answer late = a client
-timeout; the work is done), :attr:`reject` (email → message: that contact errors inside the import job).
+timeout; the work is done), :attr:`reject` (email → message: that contact errors inside the import job),
+:attr:`unprocessable_jobs` (the next N upsert jobs fail as a whole: status ``failed``, nobody stored, the
+errors file naming only the rejected contacts), :attr:`errors_file_rows` (an errors file naming fewer).
 
 Use as the ``sendgrid_fake`` pytest fixture or ``with FakeSendGrid() as fake: ...`` from a script.
 """
@@ -65,6 +67,7 @@ class FakeSendGrid:
         self.reject: dict[str, str] = {}  # email → error message inside the import job
         self.pending_polls = 1  # a job answers "pending" this many times before it finishes
         self.errors_file_rows: int | None = None  # the errors file names at most this many (its format is unpublished)
+        self.unprocessable_jobs = 0  # this many next upsert jobs fail as a whole: nobody stored, status "failed"
         #: the files' URLs are pre-signed (S3): whoever has one reads the file, so it is a secret for the logs
         self.url_signature = "sk-TESTSIGNATURE-0123456789abcdef"
         self.calls: Counter[str] = Counter()
@@ -281,6 +284,8 @@ class FakeSendGrid:
         job_id = self._next_id("job")
         bad: list[tuple[str, str]] = []
         created = updated = 0
+        unprocessable = self.unprocessable_jobs > 0  # the spec's "failed": the job as a whole was not done
+        self.unprocessable_jobs -= unprocessable
         for c in contacts:
             email = str(c.get("email") or "").lower()
             if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[a-z]{2,}", email):
@@ -288,6 +293,8 @@ class FakeSendGrid:
                 continue
             if email in self.reject:
                 bad.append((email, self.reject[email]))
+                continue
+            if unprocessable:  # its errors file names only the contacts rejected by name
                 continue
             existing = self.contacts.get(email)
             if existing is None:
@@ -306,6 +313,7 @@ class FakeSendGrid:
             self._files[name] = ("email,errors\n" + "".join(f"{e},{m}\n" for e, m in named)).encode()
             results["errors_url"] = self._signed(name)
         status = "completed" if not bad else ("failed" if len(bad) == len(contacts) else "errored")
+        status = "failed" if unprocessable else status
         self._jobs[job_id] = {"id": job_id, "job_type": "upsert", "status": status, "results": results,
                               "polls_left": self.pending_polls}
         return Reply.json(202, {"job_id": job_id})

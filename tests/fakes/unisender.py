@@ -11,7 +11,16 @@ Rules it enforces: ``api_key`` in the form body (a key in the URL is refused and
 :attr:`FakeUnisender.key_in_url`); ≤ 500 rows per import; ≤ 10 tags per contact; fields must exist; an
 existing contact's ``email_status`` never changes through import unless it is active/inactive, and any
 ``email_status`` column is recorded in :attr:`status_columns`; new contacts get status ``new``; a
-``calls_per_minute`` limit answers ``api_call_limit_exceeded_for_api_key``.
+``calls_per_minute`` limit answers ``api_call_limit_exceeded_for_api_key``. A contact's place on a list
+(getContact's ``lists[].status``, :meth:`FakeUnisender.set_list_status`) that is ``unsubscribed`` is not
+changed by an import's ``email_list_ids``: he stays off the list (the reference: an unsubscribe is undone only
+by the contact, never through the API); the row is counted as taken, nothing in its ``log``.
+
+How importContacts counts (the service's counting of a row that changes nothing is not documented):
+``inserted`` (= ``new_emails``) the rows that created an address, ``updated`` every other row it took, also
+one that changed nothing, ``deleted`` 0, ``invalid`` the rows its ``log`` names. With
+:attr:`FakeUnisender.unchanged_uncounted` set, a row that changed nothing is in neither ``inserted`` nor
+``updated`` (the other reading: SendGrid counts its like so).
 
 Failure drills: :meth:`answer_raw` (one-shot raw body and content type for the next call of a method),
 :meth:`fail` (an envelope error code, or a bare HTTP status, for the next N calls of a method),
@@ -23,6 +32,7 @@ Use as the ``unisender_fake`` pytest fixture or ``with FakeUnisender() as fake: 
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import re
@@ -73,6 +83,7 @@ class FakeUnisender:
         self.key_in_url: list[str] = []
         self.status_columns: list[str] = []
         self.invitations: list[str] = []
+        self.unchanged_uncounted = False  # a row that changes nothing counted in neither inserted nor updated
         self._faults: list[Fault] = []
         self._raw: list[RawAnswer] = []
         self._window: deque[float] = deque()
@@ -116,6 +127,14 @@ class FakeUnisender:
         c = {"status": status, "lists": ids, "excluded": set(), "tags": list(tags), "fields": dict(fields)}
         self.contacts[email.lower()] = c
         return c
+
+    def set_list_status(self, email: str, title: str, status: str) -> None:
+        """His place on a list as getContact shows it (``lists[].status``): ``new``, ``active``, ``invited`` or
+        ``activation_requested`` put him on it; any other (``unsubscribed``, ``blocked``, ``excluded``, …) off it."""
+        c, lid = self.contacts[email.lower()], self.list_id(title)
+        c.setdefault("list_status", {})[lid] = status
+        on = status in ("new", "active", "invited", "activation_requested")
+        (c["lists"].add if on else c["lists"].discard)(lid)
 
     def list_id(self, title: str) -> str | None:
         return next((lid for lid, t in self.lists.items() if t == title), None)
@@ -224,7 +243,8 @@ class FakeUnisender:
                                           "result": ""}).encode(), {"Content-Type": "application/json"})
         return ok({"email": {"email": email, "status": c["status"], "availability": "available"},
                    "fields": {**c["fields"], "tags": ",".join(c["tags"])},
-                   "lists": [{"id": int(i), "status": "active"} for i in sorted(c["lists"])]})
+                   "lists": [{"id": int(i), "status": c.get("list_status", {}).get(i, "active")}
+                             for i in sorted(c["lists"] | set(c.get("list_status", {})))]})
 
     def _m_importContacts(self, form: dict[str, str]) -> Reply:
         names: dict[int, str] = {int(k[12:-1]): v for k, v in form.items() if k.startswith("field_names[")}
@@ -262,22 +282,28 @@ class FakeUnisender:
             if len(merged) > MAX_TAGS:
                 log.append({"index": idx, "code": "too_many_tags", "message": f"More than {MAX_TAGS} tags"})
                 continue
+            before = copy.deepcopy(c)
             if c is None:
                 c = self.contacts[email] = {"status": "new", "lists": set(), "excluded": set(), "tags": [],
                                             "fields": {}}
-                inserted += 1
-            else:
-                updated += 1
             if rec.get("email_status") and c["status"] in ("active", "inactive"):
                 c["status"] = rec["email_status"]
             c["tags"] = merged
             for lid in filter(None, rec.get("email_list_ids", "").split(",")):
+                if c.get("list_status", {}).get(lid) == "unsubscribed":  # only he can undo it
+                    continue
                 c["lists"].add(lid)
                 c["excluded"].discard(lid)
+                c.get("list_status", {}).pop(lid, None)  # his place on it is the import's now
             for lid in filter(None, rec.get("email_excluded_list_ids", "").split(",")):
                 c["lists"].discard(lid)
+                c.get("list_status", {}).pop(lid, None)
                 c["excluded"].add(lid)
             c["fields"].update({k: v for k, v in rec.items() if k in self.fields})
+            if before is None:
+                inserted += 1
+            elif c != before or not self.unchanged_uncounted:
+                updated += 1
         return ok({"total": len(rows), "inserted": inserted, "updated": updated, "deleted": 0,
                    "new_emails": inserted, "invalid": len(log), "log": log})
 
@@ -295,6 +321,8 @@ class FakeUnisender:
         if form.get("double_optin") != "4" or c["status"] not in ("new", "active"):
             self.invitations.append(email)
         c["lists"] |= set(lids)
+        for lid in lids:  # his place on it is the subscribe's now
+            c.get("list_status", {}).pop(lid, None)
         c["tags"] += [t for t in form.get("tags", "").split(",") if t and t not in c["tags"]]
         c["fields"].update({k[7:-1]: v for k, v in form.items() if k.startswith("fields[") and k != "fields[email]"})
         return ok({"person_id": abs(hash(email)) % 10**9})
