@@ -246,3 +246,17 @@ def test_an_order_whose_only_rows_have_no_total_is_still_bad_rows(tmp_path):
     (tmp_path / "o.csv").write_text(export(rows[1:]))
     result = FileSource(FileSourceConfig(orders="o.csv", preset="shopify_orders_csv"), tmp_path).pull(duckdb.connect())
     assert [(b.row, b.field) for b in result.bad_rows] == [(2, "amount")]
+
+
+def test_rows_without_a_name_are_orders_of_their_own_none_replaced_by_another(tmp_path, caplog):
+    # a Name lost (a cell cleared by hand): such rows are no order id repeated, each is read as an order of its
+    # own, as in any export (before, every one but the last was dropped as "appearing again further on")
+    rows = [order(f"#{n}", f"{who}@example.com", "paid", "2025-05-01 10:00:00 -0400", total,
+                  [("1", "Cap", total, "CAP")])[0] for n, who, total in ((1, "ann", "10.00"), (2, "bob", "20.00"))]
+    for row in rows:
+        row["Name"] = ""
+    result, con = pull(tmp_path, SHOP + export(rows).split("\n", 1)[1])
+    assert result.bad_row_count == 0 and result.duplicate_orders == 0 and result.orders == 11
+    assert con.execute("SELECT customer_id, amount FROM staged_orders WHERE order_id NOT LIKE '#%' ORDER BY 2"
+                       ).fetchall() == [("ann@example.com", Decimal("10.00")), ("bob@example.com", Decimal("20.00"))]
+    assert "appear again" not in caplog.text
