@@ -40,9 +40,10 @@ HEAD_COLUMNS = ("cust", "email_raw", "phone_raw", "ordered_at", "ordered_at_raw"
 CANCELLED = ("cancelled_at", "cancelled_raw")
 
 
-def row_key(file: str = "_file", row: str = "_row") -> str:
-    """SQL: a read row's file and row as one BIGINT, in file, then row order (the rows' ``_file`` and ``_row``)."""
-    return f"({file}::BIGINT * 4294967296 + {row})"
+def row_key() -> str:
+    """SQL: a read row's file and row (``_file``, ``_row``) as one BIGINT, in file, then row order; the one
+    spelling of that key (follow_heads' positions, :mod:`connectors.file_staging`'s row order)."""
+    return "(_file::BIGINT * 4294967296 + _row)"
 
 
 def follow_heads(con: duckdb.DuckDBPyConnection, rows: str, out: str, cancelled: bool) -> int:
@@ -109,9 +110,9 @@ def line_reasons(con: duckdb.DuckDBPyConnection, rows: str, bad: list[BadRow], p
     at = {(paths.index(b.source), b.row): i for i, b in enumerate(bad) if b.field != "quantity" and b.reason != CLASH}
     if not at:
         return bad
-    keys = ", ".join(str(f * 4294967296 + r) for f, r in at)
-    found = con.execute(f"SELECT _file, _row, order_id, _head FROM {rows} WHERE _line"
-                        f" AND _file::BIGINT * 4294967296 + _row IN ({keys})").fetchall()
+    listed = ", ".join(f"({f}, {r})" for f, r in at)
+    found = con.execute(f"SELECT _file, _row, order_id, _head FROM {rows} JOIN (VALUES {listed}) v(f, r)"
+                        f" ON _file = v.f AND _row = v.r WHERE _line").fetchall()
     out = list(bad)
     for f, r, oid, head in found:
         b = out[at[(f, r)]]
