@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import duckdb
 
+from . import normalize as nz
 from .records import BadRow
 
 #: the columns a line row takes from its head (:data:`CANCELLED` too, when mapped)
@@ -46,10 +47,11 @@ def row_key() -> str:
     return "(_file::BIGINT * 4294967296 + _row)"
 
 
-def follow_heads(con: duckdb.DuckDBPyConnection, rows: str, out: str, cancelled: bool) -> int:
+def follow_heads(con: duckdb.DuckDBPyConnection, rows: str, out: str, cancelled: bool, paths: list[str]) -> int:
     """``out`` (a view over the temp table ``<out>_t``): the rows of the view ``rows`` with ``_line`` (a line row),
-    ``_head`` (its head's row number), ``_seq`` and ``_gone``, each line row given its head's order columns (see
-    above). Returns how many heads are ``_gone``: an order id's rows before its last head (in file, then row order;
+    ``_head`` and ``_head_file`` (its head's row and file), ``_seq`` and ``_gone``, each line row given its head's
+    order columns (see above); ``paths``: the files' paths (by ``_file``), for the head's place in :data:`CLASH`'s
+    values. Returns how many heads are ``_gone``: an order id's rows before its last head (in file, then row order;
     two exports holding the same order) are replaced by the last one's, as a repeated order id is."""
     own = CANCELLED if cancelled else ()
     taken = (*HEAD_COLUMNS, "amount_raw", *own)
@@ -77,7 +79,8 @@ def follow_heads(con: duckdb.DuckDBPyConnection, rows: str, out: str, cancelled:
     con.execute(f"""CREATE OR REPLACE TEMP TABLE {out}_t AS
         SELECT r.* EXCLUDE (_hp, _last) REPLACE ({fill},
                CASE WHEN _line THEN CASE WHEN h.amount IS NOT NULL THEN 0 END ELSE r.amount END AS amount),
-               h._row AS _head, COALESCE(COALESCE(_hp, r._pos) < _last, false) AS _gone, {_clash_sql()} AS _clash,
+               h._row AS _head, h._file AS _head_file, COALESCE(COALESCE(_hp, r._pos) < _last, false) AS _gone,
+               {_clash_sql(paths)} AS _clash,
                row_number() OVER (ORDER BY {day} IS NULL AND consent = 'no', {day} NULLS FIRST, consent = 'no',
                                   r._file, r._row) AS _seq
         FROM {out}_x r LEFT JOIN (SELECT _pos, _file, _row, amount, {', '.join(taken)} FROM {out}_x
@@ -92,16 +95,25 @@ CLASH = ("a further row of its order (the same order id, no total nor status) wh
          " from the order's first row: a row of another order given the same id?")
 
 
-def _clash_sql() -> str:
-    """A line row's (``r``) own non-empty e-mail or date that differs from its head's (``h``), as text (else NULL)."""
+def _head_at(row: int, head_file: int, file: int, paths: list[str]) -> str:
+    """Where a line row's head is, for a message: ``row 13``, or ``row 13 of <its file>`` when that is not the line
+    row's own file (an export split mid-order)."""
+    return f"row {row}" if head_file == file else f"row {row} of {paths[head_file]}"
+
+
+def _clash_sql(paths: list[str]) -> str:
+    """A line row's (``r``) own non-empty e-mail or date that differs from its head's (``h``), as text naming where
+    the head is (:func:`_head_at`), else NULL."""
+    files = "[" + ", ".join(nz.lit(p) for p in paths) + "]"
+    at = (f"' (row ' || h._row || CASE WHEN h._file = r._file THEN '' ELSE ' of ' || ({files})[h._file + 1] END"
+          " || ')'")
     return ("CASE WHEN NOT _line OR h._pos IS NULL THEN NULL"
             " WHEN r.email_raw IS NOT NULL AND lower(r.email_raw) IS DISTINCT FROM lower(h.email_raw) THEN"
-            " r.order_id || ': e-mail ' || r.email_raw || ', not ' || coalesce(h.email_raw, 'none') || ' (row '"
-            " || h._row || ')'"
+            " r.order_id || ': e-mail ' || r.email_raw || ', not ' || coalesce(h.email_raw, 'none') || " + at +
             " WHEN (r.ordered_at IS NOT NULL OR r.ordered_at_raw IS NOT NULL) AND (r.ordered_at IS DISTINCT FROM"
             " h.ordered_at OR r.ordered_at_raw IS DISTINCT FROM h.ordered_at_raw) THEN r.order_id || ': date '"
             " || coalesce(r.ordered_at_raw, r.ordered_at::VARCHAR) || ', not ' || coalesce(h.ordered_at_raw,"
-            " h.ordered_at::VARCHAR, 'none') || ' (row ' || h._row || ')' END")
+            " h.ordered_at::VARCHAR, 'none') || " + at + " END")
 
 
 def line_reasons(con: duckdb.DuckDBPyConnection, rows: str, bad: list[BadRow], paths: list[str]) -> list[BadRow]:
@@ -111,12 +123,12 @@ def line_reasons(con: duckdb.DuckDBPyConnection, rows: str, bad: list[BadRow], p
     if not at:
         return bad
     listed = ", ".join(f"({f}, {r})" for f, r in at)
-    found = con.execute(f"SELECT _file, _row, order_id, _head FROM {rows} JOIN (VALUES {listed}) v(f, r)"
+    found = con.execute(f"SELECT _file, _row, order_id, _head, _head_file FROM {rows} JOIN (VALUES {listed}) v(f, r)"
                         f" ON _file = v.f AND _row = v.r WHERE _line").fetchall()
     out = list(bad)
-    for f, r, oid, head in found:
+    for f, r, oid, head, head_file in found:
         b = out[at[(f, r)]]
         out[at[(f, r)]] = BadRow(source=b.source, row=r, field=b.field, value=b.value,
-                                 reason=f"a line item of order {oid!r}, whose first row (row {head}) is a bad row: "
-                                        f"{b.reason}")
+                                 reason=f"a line item of order {oid!r}, whose first row"
+                                        f" ({_head_at(head, head_file, f, paths)}) is a bad row: {b.reason}")
     return out

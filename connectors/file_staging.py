@@ -203,7 +203,7 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
     heads, replaced = reading(cfg.preset).line_rows, 0
     _rows_view(con, "_fs_oread" if heads else "_fs_orows", orders, 0)
     if heads:  # an order's further rows are its line items (Shopify's export)
-        replaced = follow_heads(con, "_fs_oread", "_fs_orows", cancelled)
+        replaced = follow_heads(con, "_fs_oread", "_fs_orows", cancelled, paths)
     views = [("_fs_orows", "_fs_okeyed")]
     if contacts:
         _rows_view(con, "_fs_crows", contacts, len(orders))

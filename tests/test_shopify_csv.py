@@ -260,3 +260,23 @@ def test_rows_without_a_name_are_orders_of_their_own_none_replaced_by_another(tm
     assert con.execute("SELECT customer_id, amount FROM staged_orders WHERE order_id NOT LIKE '#%' ORDER BY 2"
                        ).fetchall() == [("ann@example.com", Decimal("10.00")), ("bob@example.com", Decimal("20.00"))]
     assert "appear again" not in caplog.text
+
+
+def test_a_line_row_whose_first_row_is_in_another_file_names_that_file(tmp_path):
+    # exports split mid-order: each order's first row in p_a.csv, its further rows in p_b.csv
+    other = order("#1000", "bob@example.com", "paid", "2025-04-01 10:00:00 -0400", "5.00", [("1", "Pen", "5.00", "P")])
+    bad = order("#1001", "ann@example.com", "paid", "2025-05-01 10:00:00 -0400", "n/a",
+                [("1", "Cap", "10.00", "CAP"), ("2", "Sock", "10.00", "SO")])
+    clash = order("#1002", "cy@example.com", "paid", "2025-05-02 10:00:00 -0400", "20.00",
+                  [("1", "Hat", "10.00", "HAT"), ("1", "Mug", "10.00", "MUG")])
+    clash[1]["Email"] = "zed@example.com"  # a row of another customer's order given the same Name
+    (tmp_path / "p_a.csv").write_text(export(other, bad[:1], clash[:1]))
+    (tmp_path / "p_b.csv").write_text(export(bad[1:], clash[1:]))
+    result = FileSource(FileSourceConfig(orders="p_*.csv", preset="shopify_orders_csv"), tmp_path).pull(
+        duckdb.connect())
+    a = str(tmp_path / "p_a.csv")
+    assert [(Path(b.source).name, b.row, b.field) for b in result.bad_rows] == [
+        ("p_a.csv", 3, "amount"), ("p_b.csv", 2, "amount"), ("p_b.csv", 3, "order_id")]
+    assert result.bad_rows[1].reason == (f"a line item of order '#1001', whose first row (row 3 of {a}) is a bad row:"
+                                         " unparseable or empty amount")
+    assert result.bad_rows[2].value == f"#1002: e-mail zed@example.com, not cy@example.com (row 4 of {a})"
