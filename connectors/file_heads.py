@@ -109,7 +109,8 @@ def _clash_sql(paths: list[str]) -> str:
           " || ')'")
     return ("CASE WHEN NOT _line OR h._pos IS NULL THEN NULL"
             " WHEN r.email_raw IS NOT NULL AND lower(r.email_raw) IS DISTINCT FROM lower(h.email_raw) THEN"
-            " r.order_id || ': e-mail ' || r.email_raw || ', not ' || coalesce(h.email_raw, 'none') || " + at +
+            " r.order_id || ': e-mail ' || r.email_raw || CASE WHEN h.email_raw IS NULL THEN ', where the order''s"
+            " first row has none' ELSE ', not ' || h.email_raw END || " + at +
             " WHEN (r.ordered_at IS NOT NULL OR r.ordered_at_raw IS NOT NULL) AND (r.ordered_at IS DISTINCT FROM"
             " h.ordered_at OR r.ordered_at_raw IS DISTINCT FROM h.ordered_at_raw) THEN r.order_id || ': date '"
             " || coalesce(r.ordered_at_raw, r.ordered_at::VARCHAR) || ', not ' || coalesce(h.ordered_at_raw,"

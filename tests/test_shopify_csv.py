@@ -280,3 +280,19 @@ def test_a_line_row_whose_first_row_is_in_another_file_names_that_file(tmp_path)
     assert result.bad_rows[1].reason == (f"a line item of order '#1001', whose first row (row 3 of {a}) is a bad row:"
                                          " unparseable or empty amount")
     assert result.bad_rows[2].value == f"#1002: e-mail zed@example.com, not cy@example.com (row 4 of {a})"
+
+
+def test_an_e_mail_on_a_further_row_of_an_order_identified_by_phone_is_not_the_orders(tmp_path):
+    # Shopify repeats the order's own Email on each of its rows: a POS order without one has none on any row. A
+    # further row with an e-mail is then not a row of that order as exported: it is listed (its item left out),
+    # the order stays its phone customer's, and the e-mail is given to nobody (nor the order's consent)
+    rows = order("#1001", "", "paid", "2025-05-01 10:00:00 -0400", "35.00",
+                 [("1", "Cap", "10.00", "CAP"), ("2", "Sock", "12.50", "SO")], phone="+1 415 555 0199")
+    rows[1]["Email"] = "zed@example.com"
+    result, con = pull(tmp_path, export(rows))
+    assert [(b.row, b.field, b.value) for b in result.bad_rows] == [
+        (3, "order_id", "#1001: e-mail zed@example.com, where the order's first row has none (row 2)")]
+    assert con.execute("SELECT order_id, customer_id, amount FROM staged_orders").fetchall() == [
+        ("#1001", "+14155550199", Decimal("35.00"))]
+    assert con.execute("SELECT email, phone, marketing_consent FROM staged_contacts").fetchall() == [
+        (None, "+14155550199", "yes")]
