@@ -19,9 +19,9 @@ classifying only the few values that might contradict the guess, so a clean colu
   ``150.000`` stop the read;
 * a column without such values keeps the first guess (money: ``1,234`` groups thousands; a quantity takes the
   mark most deciding money columns read, :func:`_deciding`, else reads it as a decimal), unless its ambiguous
-  values go against the other columns (:func:`_unsettled`): a quantity's when as many money columns read each mark,
-  a money column's ``1,500`` when most read ``,`` as the decimal mark: an error naming the file, the column, a value
-  and the other columns' marks.
+  values go against the other columns (:func:`_unsettled`): a quantity's or a money column's when as many money
+  columns read each mark, a money column's ``1,500`` when most read ``,`` as the decimal mark: an error naming the
+  file, the column, a value and the other columns' marks.
 """
 
 from __future__ import annotations
@@ -102,13 +102,14 @@ def _settled(money: dict[str, nz.Decimal_]) -> nz.Decimal_ | None:
 def _unsettled(votes: dict[str, int], money: dict[str, nz.Decimal_], is_money: bool) -> nz.Decimal_ | None:
     """The mark a column without a value read one way only (``votes``) reads its ambiguous values against, given
     the marks the money columns that decide (``money``: field → mark, :func:`_deciding`), or None. A quantity's
-    ``1,000`` follows the mark most of them read (:func:`_settled`): when as many read each, which is meant nothing
-    says (the mark returned: ``,`` when some of its ambiguous values hold it, else ``.``). A money column's
-    ``1,500`` groups thousands, unless its mark is the file's decimal mark (the one most deciding money columns
-    read): then it is 1.5 (three decimals) or 1 500 against the file's marks."""
+    ``1,000`` follows the mark most of them read (:func:`_settled`). A money column's ``1,500`` groups thousands,
+    unless its mark is the file's decimal mark (the one most deciding money columns read): then it is 1.5 (three
+    decimals) or 1 500 against the file's marks. When as many read each mark, which is meant nothing says, for a
+    quantity's values as for a money column's (``45,990`` beside ``1 500,00`` amounts and ``7.5`` percent
+    discounts: 45.99 or 45 990): the mark returned is ``,`` when some of its ambiguous values hold it, else ``.``."""
     mark = _settled(money)
     if money and mark is None:
-        return ("," if votes["w,"] else ".") if votes["w"] and not is_money else None
+        return ("," if votes["w,"] else ".") if votes["w"] else None
     return mark if is_money and mark and votes["w" + mark] else None
 
 

@@ -216,6 +216,11 @@ _NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT",
             "FLOAT", "DOUBLE", "DECIMAL")
 
 
+#: no comment lines: DuckDB's sniffer may take ``#`` for a comment mark when some rows begin with it (Shopify's order
+#: names, ``#1001``) and others with an empty cell, and then drops every row that begins with it, silently
+NO_COMMENT = "comment='', "
+
+
 def csv_src(path: Path, delim: str, types: dict[str, str] | None = None, formats: dict[str, str] | None = None,
             parallel: bool = True) -> str:
     """``read_csv(...)`` over a UTF-8 file: every column VARCHAR except ``types`` (header → SQL type).
@@ -225,7 +230,7 @@ def csv_src(path: Path, delim: str, types: dict[str, str] | None = None, formats
         extra += ", types={" + ", ".join(f"{nz.lit(h)}: {nz.lit(t)}" for h, t in types.items()) + "}"
         extra += "".join(f", {k}={nz.lit(v)}" for k, v in (formats or {}).items())
     return (f"read_csv({nz.lit(str(path))}, delim={nz.lit(delim)}, header=true, all_varchar=true,"
-            f" quote='\"', escape='\"', null_padding=true{extra})")
+            f" quote='\"', escape='\"', {NO_COMMENT}null_padding=true{extra})")
 
 
 @dataclass(frozen=True)
@@ -256,8 +261,8 @@ def typed_csv(con: duckdb.DuckDBPyConnection, path: Path, delim: str, cols: dict
     Date columns get a strict ``timestampformat``/``dateformat`` taken from a sample value, so a
     later value in another shape (an offset, a dd.mm.yyyy date, garbage) makes the read fail rather
     than be misread; callers fall back to the text path on any error."""
-    auto = (f"read_csv({nz.lit(str(path))}, delim={nz.lit(delim)}, header=true,"
-            f" quote='\"', escape='\"', null_padding=true{'' if parallel else ', parallel=false'})")
+    auto = (f"read_csv({nz.lit(str(path))}, delim={nz.lit(delim)}, header=true, quote='\"', escape='\"',"
+            f" {NO_COMMENT}null_padding=true{'' if parallel else ', parallel=false'})")
     try:
         sniffed = {r[0]: r[1] for r in con.execute(f"DESCRIBE SELECT * FROM {auto}").fetchall()}
     except duckdb.Error:

@@ -21,7 +21,7 @@ import duckdb
 from . import normalize as nz
 from .diagnose import EARLY_DATE, early_date, is_excel
 from .email_phone import email_map, phone_map
-from .file_heads import CLASH, follow_heads, line_reasons
+from .file_heads import CLASH, follow_heads, line_reasons, row_key
 from .identity import IdentityReport, resolve_rows
 from .presets import reading
 from .records import BadRow
@@ -203,7 +203,7 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
     heads, replaced = reading(cfg.preset).line_rows, 0
     _rows_view(con, "_fs_oread" if heads else "_fs_orows", orders, 0)
     if heads:  # an order's further rows are its line items (Shopify's export)
-        replaced = follow_heads(con, "_fs_oread", "_fs_orows", cancelled)
+        replaced = follow_heads(con, "_fs_oread", "_fs_orows", cancelled, paths)
     views = [("_fs_orows", "_fs_okeyed")]
     if contacts:
         _rows_view(con, "_fs_crows", contacts, len(orders))
@@ -215,7 +215,7 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
     bad_case = " ".join(f"WHEN {c} THEN {i}" for i, (c, *_) in enumerate(rules))
     status = _status_case(con, cfg, "_fs_orows", cancelled)
     con.execute(f"CREATE OR REPLACE TEMP VIEW _fs_oclass AS SELECT *, CASE {bad_case} END AS _bad,"
-                f" _file::BIGINT * 4294967296 + _row AS _ord FROM (SELECT *, {status} AS status FROM _fs_okeyed)")
+                f" {row_key()} AS _ord FROM (SELECT *, {status} AS status FROM _fs_okeyed)")
     value = " ".join(f"WHEN {i} THEN {v}" for i, (_, _, _, v) in enumerate(rules))
     bad_sql = [f"SELECT _file, _row, _bad, CASE _bad {value} END AS value,"
                f" CASE WHEN _bad = {_FUTURE} THEN ordered_at END AS _fut FROM _fs_oclass WHERE _bad IS NOT NULL"]
@@ -291,7 +291,7 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
                     " FROM _fs_valid")
     mapped = set().union(*(t.cols for t in orders + contacts))
     issues, issue_count = _stage_contacts(con, cfg, paths, bool(contacts), mapped, contact_fid,
-                                          "coalesce(_seq, _file::BIGINT * 4294967296 + _row)" if heads else "")
+                                          f"coalesce(_seq, {row_key()})" if heads else "")
     if "discount" in mapped:
         issues, issue_count = _discount_issues(con, paths, issues, issue_count)
     if n_orders is None:
@@ -353,7 +353,7 @@ def _stage_contacts(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, paths
                     if c in mapped else f"CAST(NULL AS STRUCT(v VARCHAR, f INTEGER, r BIGINT)) AS {c}")
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _fs_cagg AS
         SELECT key, {', '.join(aggs)}
-        FROM (SELECT *, _src::BIGINT * 281474976710656 + {order or '_file::BIGINT * 4294967296 + _row'} AS _ord
+        FROM (SELECT *, _src::BIGINT * 281474976710656 + {order or row_key()} AS _ord
               FROM ({src}))
         GROUP BY key""")
     email_map(con, "SELECT email.v AS raw FROM _fs_cagg", "_fs_id_emails")

@@ -466,3 +466,19 @@ def test_the_ambiguous_columns_still_stop_when_the_deciding_money_columns_do_not
     with pytest.raises(BadFileError, match=r"column 'q' has 30 values such as '10,000'.* disagree \('a' reads ','"
                                            r" as the decimal mark, 'disc' reads '.' as the decimal mark\)"):
         pull(tmp_path, columns=SALES)
+
+
+def test_a_money_column_of_ambiguous_values_beside_money_columns_that_disagree_stops_naming_it(tmp_path):
+    """`1 500,00` amounts (',') and `7.5` percent discounts ('.'): which mark the prices `45,990` use nothing says
+    (45.99 as the amounts read, 45 990 as the discounts do). Before, money's default read them as thousands,
+    silently, where a quantity `1,000` in the same tie stopped."""
+    _sales(tmp_path, [("1 500,00", "45,990", "2", "7.5")] * 30)
+    with pytest.raises(BadFileError) as e:
+        pull(tmp_path, columns=SALES)
+    assert str(e.value) == (
+        f"{tmp_path / 'sales.csv'}: column 'p' has 30 values such as '45,990', which mean a different number with "
+        f"each decimal mark, and none that says which it uses: the file's other number columns disagree ('a' reads "
+        f"',' as the decimal mark, 'disc' reads '.' as the decimal mark); set [source] decimal = \",\" or \".\" to say "
+        f"which the file uses")
+    _, con = pull(tmp_path, columns=SALES, decimal=",")  # the key the message names reads the file
+    assert _items(con)[0] == (Decimal("45.99"), Decimal("2"))

@@ -246,3 +246,53 @@ def test_an_order_whose_only_rows_have_no_total_is_still_bad_rows(tmp_path):
     (tmp_path / "o.csv").write_text(export(rows[1:]))
     result = FileSource(FileSourceConfig(orders="o.csv", preset="shopify_orders_csv"), tmp_path).pull(duckdb.connect())
     assert [(b.row, b.field) for b in result.bad_rows] == [(2, "amount")]
+
+
+def test_rows_without_a_name_are_orders_of_their_own_none_replaced_by_another(tmp_path, caplog):
+    # a Name lost (a cell cleared by hand): such rows are no order id repeated, each is read as an order of its
+    # own, as in any export (before, every one but the last was dropped as "appearing again further on")
+    rows = [order(f"#{n}", f"{who}@example.com", "paid", "2025-05-01 10:00:00 -0400", total,
+                  [("1", "Cap", total, "CAP")])[0] for n, who, total in ((1, "ann", "10.00"), (2, "bob", "20.00"))]
+    for row in rows:
+        row["Name"] = ""
+    result, con = pull(tmp_path, SHOP + export(rows).split("\n", 1)[1])
+    assert result.bad_row_count == 0 and result.duplicate_orders == 0 and result.orders == 11
+    assert con.execute("SELECT customer_id, amount FROM staged_orders WHERE order_id NOT LIKE '#%' ORDER BY 2"
+                       ).fetchall() == [("ann@example.com", Decimal("10.00")), ("bob@example.com", Decimal("20.00"))]
+    assert "appear again" not in caplog.text
+
+
+def test_a_line_row_whose_first_row_is_in_another_file_names_that_file(tmp_path):
+    # exports split mid-order: each order's first row in p_a.csv, its further rows in p_b.csv
+    other = order("#1000", "bob@example.com", "paid", "2025-04-01 10:00:00 -0400", "5.00", [("1", "Pen", "5.00", "P")])
+    bad = order("#1001", "ann@example.com", "paid", "2025-05-01 10:00:00 -0400", "n/a",
+                [("1", "Cap", "10.00", "CAP"), ("2", "Sock", "10.00", "SO")])
+    clash = order("#1002", "cy@example.com", "paid", "2025-05-02 10:00:00 -0400", "20.00",
+                  [("1", "Hat", "10.00", "HAT"), ("1", "Mug", "10.00", "MUG")])
+    clash[1]["Email"] = "zed@example.com"  # a row of another customer's order given the same Name
+    (tmp_path / "p_a.csv").write_text(export(other, bad[:1], clash[:1]))
+    (tmp_path / "p_b.csv").write_text(export(bad[1:], clash[1:]))
+    result = FileSource(FileSourceConfig(orders="p_*.csv", preset="shopify_orders_csv"), tmp_path).pull(
+        duckdb.connect())
+    a = str(tmp_path / "p_a.csv")
+    assert [(Path(b.source).name, b.row, b.field) for b in result.bad_rows] == [
+        ("p_a.csv", 3, "amount"), ("p_b.csv", 2, "amount"), ("p_b.csv", 3, "order_id")]
+    assert result.bad_rows[1].reason == (f"a line item of order '#1001', whose first row (row 3 of {a}) is a bad row:"
+                                         " unparseable or empty amount")
+    assert result.bad_rows[2].value == f"#1002: e-mail zed@example.com, not cy@example.com (row 4 of {a})"
+
+
+def test_an_e_mail_on_a_further_row_of_an_order_identified_by_phone_is_not_the_orders(tmp_path):
+    # Shopify repeats the order's own Email on each of its rows: a POS order without one has none on any row. A
+    # further row with an e-mail is then not a row of that order as exported: it is listed (its item left out),
+    # the order stays its phone customer's, and the e-mail is given to nobody (nor the order's consent)
+    rows = order("#1001", "", "paid", "2025-05-01 10:00:00 -0400", "35.00",
+                 [("1", "Cap", "10.00", "CAP"), ("2", "Sock", "12.50", "SO")], phone="+1 415 555 0199")
+    rows[1]["Email"] = "zed@example.com"
+    result, con = pull(tmp_path, export(rows))
+    assert [(b.row, b.field, b.value) for b in result.bad_rows] == [
+        (3, "order_id", "#1001: e-mail zed@example.com, where the order's first row has none (row 2)")]
+    assert con.execute("SELECT order_id, customer_id, amount FROM staged_orders").fetchall() == [
+        ("#1001", "+14155550199", Decimal("35.00"))]
+    assert con.execute("SELECT email, phone, marketing_consent FROM staged_contacts").fetchall() == [
+        (None, "+14155550199", "yes")]
