@@ -16,6 +16,7 @@ API dates have no offset: they are read in the account's ``timezone``.
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -70,7 +71,19 @@ def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = F
         # was made; a deletion's snapshot is the caller's (it dates it by the history entry)
         if deleted:
             return None
-        return tombstone(oid, get_field(raw, "createdAt", lambda v: order_dt(v, cfg.timezone)), customer_id)
+        return tombstone(oid, _left_at(raw, cfg), customer_id)
+
+
+def _left_at(raw: Mapping[str, Any], cfg: RetailCrmConfig) -> datetime:
+    """When an unmappable non-purchase is dated: ``createdAt``, else ``statusUpdatedAt`` (when it took its status),
+    else now: a cancelled order needs no date to be no purchase, and the stored purchase it cancels must still leave
+    the history."""
+    for name in ("createdAt", "statusUpdatedAt"):
+        try:
+            return order_dt(raw.get(name), cfg.timezone)
+        except (ValueError, TypeError, OverflowError):
+            continue
+    return datetime.now(timezone.utc)
 
 
 def _item(raw: Mapping[str, Any]) -> LineItem:

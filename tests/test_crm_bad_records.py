@@ -189,3 +189,22 @@ def test_a_bitrix24_deal_with_only_a_stage_that_cannot_tell_is_a_bad_row_when_ot
             result = test_bitrix24.make_source(won_semantics=["S", "P"], line_items=False).pull(con)
     assert [(b.row, b.field, b.reason) for b in result.bad_rows] == [
         ("1", "STAGE_SEMANTIC_ID", WHETHER.format("deal"))]
+
+
+def test_a_retailcrm_non_purchase_without_created_at_leaves_the_history_not_a_bad_row():
+    """A cancelled order needs no date to be no purchase: the stored purchase it cancels is taken out of the history
+    (a tombstone dated when it took its status, ``statusUpdatedAt``), on the pull and on a webhook."""
+    with test_retailcrm.responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        fake = test_retailcrm.FakeRetailCrm(mock)
+        fake.put_contact(10, "ann@example.com", at=T0)
+        fake.put_order(1, 10, "100", at=T0)
+
+        def cancelled_undated(fake):
+            fake.put_order(1, 10, "100", at=LATER, status="cancel-other")
+            del fake.orders[1]["createdAt"]
+            fake.orders[1]["statusUpdatedAt"] = "2026-01-11 12:00:00"
+
+        assert second_pull(fake, test_retailcrm.make_source, cancelled_undated) == ([("1", "cancelled")], [])
+    body = json.dumps({"order": {"id": 7, "status": "cancel-other", "customer": {"id": 1}, "totalSumm": 5}})
+    (order,), _ = retailcrm.parse_webhook({}, body.encode())
+    assert (order.order_id, order.status.value, order.customer_id) == ("7", "cancelled", "1")
