@@ -76,3 +76,30 @@ def test_a_fresh_authentic_delivery_is_accepted():
     assert [k.split(":")[0] for k, _ in events] == ["contact"]
     assert CrmWebhooks("bitrix24", webhook_parser("bitrix24"), B24_TOKEN, None).events(
         {}, b24_event(B24_TOKEN, timedelta(minutes=1)), None)
+
+
+def test_replays_of_a_stale_delivery_are_each_refused_and_logged_once_per_window(caplog):
+    """A captured delivery replayed (or retried in a storm) floods no log: each replay is a 401, the WARNING is told
+    once per delivery per window and for at most ``limit`` deliveries; the next window's first line says how many
+    were not told."""
+    from sync.serve.webhooks import StaleLog
+
+    now = [0.0]
+    hooks = CrmWebhooks("bitrix24", webhook_parser("bitrix24"), B24_TOKEN, None,
+                        StaleLog(window=600, limit=3, clock=lambda: now[0]))
+    replayed = b24_event(B24_TOKEN, timedelta(hours=6))
+    others = [b24_event(B24_TOKEN, timedelta(hours=6, minutes=i)) for i in range(1, 6)]
+
+    def deliver(body: bytes) -> int:
+        with pytest.raises(BadRequest) as err:
+            hooks.events({}, body, None)
+        return err.value.status
+
+    with caplog.at_level(logging.WARNING, logger="sync.serve.webhooks"):
+        assert {deliver(replayed) for _ in range(100)} == {401}
+        assert len(caplog.records) == 1 and "6 h old" in caplog.text
+        assert {deliver(body) for body in others} == {401}  # 2 more told (the limit, 3), 3 not
+        assert len(caplog.records) == 3
+        now[0] = 601.0  # the next window: the replayed delivery is told again, with the count not told
+        assert deliver(replayed) == 401
+    assert len(caplog.records) == 4 and "(102 more refused for their time were not logged" in caplog.records[-1].message

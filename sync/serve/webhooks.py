@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -25,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from connectors.contacts import PhoneRegion
 from connectors.errors import RecordError
 from connectors.records import Contact, Order
-from connectors.webhooks import WEBHOOK_SOURCES, WebhookParser, webhook_parser
+from connectors.webhooks import WEBHOOK_SOURCES, ReplayGuard, WebhookParser, webhook_parser
 
 from ..config import Config
 from ..errors import ConfigError
@@ -65,6 +66,42 @@ def events_for(orders: list[Order], contacts: list[Contact], pairs: list[tuple[O
     return out
 
 
+#: a stale delivery's WARNING is told once per delivery per this many seconds, and for at most
+#: :data:`STALE_WARNINGS` deliveries in it (:class:`StaleLog`)
+STALE_WINDOW = 600.0
+STALE_WARNINGS = 10
+
+
+class StaleLog:
+    """The WARNING of authentic deliveries refused for their time, rate-limited: a captured delivery replayed (by an
+    attacker, or by a sender's retry storm) is told once per window (by its body's digest), and at most ``limit``
+    deliveries are told per window; how many were not is told with the first one told after it. Thread-safe and
+    bounded (:class:`connectors.webhooks.ReplayGuard`)."""
+
+    def __init__(self, window: float = STALE_WINDOW, limit: int = STALE_WARNINGS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.window, self.limit, self.clock = window, limit, clock
+        self._told_of = ReplayGuard(ttl=window, max_size=10_000, clock=clock)
+        self._lock = threading.Lock()
+        self._start: float | None = None
+        self._told = self._untold = 0
+
+    def warn(self, kind: str, body: bytes, late: str) -> None:
+        first = self._told_of.first_time(hashlib.sha256(body).hexdigest())
+        with self._lock:
+            now = self.clock()
+            untold = 0
+            if self._start is None or now - self._start >= self.window:
+                self._start, self._told, untold, self._untold = now, 0, self._untold, 0
+            if not first or self._told >= self.limit:
+                self._untold += 1 + untold  # (a window of none told: still told with the next)
+                return
+            self._told += 1
+        log.warning("%s webhook: an authentic delivery refused: %s%s", kind, late,
+                    f" ({untold} more refused for their time were not logged in the {self.window / 60:g} min "
+                    "before: replays of one delivery are logged once)" if untold else "")
+
+
 @dataclass(frozen=True)
 class CrmWebhooks:
     """The deliveries of one CRM source on this server: its registered parser, its webhook secret (``key``) and,
@@ -74,6 +111,7 @@ class CrmWebhooks:
     parser: WebhookParser
     key: str | None = field(repr=False)  # the webhook secret: never in a repr
     conf: Any = None
+    stale_log: StaleLog = field(default_factory=StaleLog, repr=False, compare=False)
 
     @classmethod
     def build(cls, kind: str, cfg: Config, settings: Settings) -> CrmWebhooks:
@@ -108,7 +146,7 @@ class CrmWebhooks:
         if not ok:
             late = self._stale(headers, body)
             if late:  # authentic, refused for its time: a clock or a late delivery, not a wrong secret
-                log.warning("%s webhook: an authentic delivery refused: %s", kind, late)
+                self.stale_log.warn(kind, body, late)
                 raise BadRequest(401, f"{kind} webhook: refused, though authentic: {late}")
             raise BadRequest(401, f"{kind} webhook: authentication failed")
         try:
