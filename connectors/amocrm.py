@@ -50,6 +50,7 @@ from .identity import DEFAULT_MAX_GROUP
 from .http import (FieldError, HttpClient, Throttle, answer_object, clean, get_field, json_shape, parse_dt, set_advice,
                    to_decimal, tombstone, with_sleep)
 from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, latest, map_page, pull_by_time, utc_now
+from .non_purchase import undecided, unmapped
 from .records import Consent, Contact, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import PullResult
@@ -88,7 +89,7 @@ def in_scope(raw: Mapping[str, Any], cfg: AmoCrmConfig) -> bool:
 def map_lead(raw: Mapping[str, Any], cfg: AmoCrmConfig) -> Order | None:
     oid = get_field(raw, "id", lambda v: str(int(v)))
     if clean(raw.get("status_id")) is None:  # (staged cancelled, a stored purchase would leave the history unsaid)
-        raise FieldError("status_id", "missing: whether the lead is a purchase cannot be told")
+        raise undecided("status_id", "lead")
     won = raw.get("status_id") in cfg.won_status_ids and (
         not cfg.pipeline_ids or raw.get("pipeline_id") in cfg.pipeline_ids) and not raw.get("is_deleted")
     customer_id = None  # (kept by the tombstone when known)
@@ -104,8 +105,7 @@ def map_lead(raw: Mapping[str, Any], cfg: AmoCrmConfig) -> Order | None:
         if won:
             raise
         # no purchase (any more) and not mappable (contact unlinked, price cleared): it still leaves the history
-        return tombstone(oid, get_field(raw, "updated_at", parse_dt) if raw.get("updated_at") else utc_now(),
-                         customer_id)
+        return unmapped(oid, raw, customer_id, ("updated_at",))
 
 
 def _multi(raw: Mapping[str, Any], code: str) -> str | None:

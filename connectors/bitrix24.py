@@ -53,6 +53,7 @@ from .identity import DEFAULT_MAX_GROUP
 from .http import (Action, FieldError, HttpClient, Throttle, clean, get_field, get_list, json_shape, parse_dt,
                    to_decimal, tombstone, with_sleep)
 from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, iso, map_page, pull_by_time, utc_now
+from .non_purchase import undecided, unmapped
 from .records import BadRow, Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
 from .secrets import BITRIX24_CODE, Secret
@@ -114,8 +115,7 @@ def map_deal(raw: Mapping[str, Any], cfg: Bitrix24Config) -> Order | None:
     # semantics asked for count in-progress or failed deals (then it cannot be told)
     semantic = semantic or stage_semantic(stage)
     if semantic is None and (stage is None or (set(cfg.won_semantics) - {"S"} and stage not in cfg.won_stage_ids)):
-        raise FieldError("STAGE_SEMANTIC_ID", "missing" + (" (and STAGE_ID)" if stage is None else "") +
-                         ": whether the deal is a purchase cannot be told")
+        raise undecided("STAGE_SEMANTIC_ID", "deal", " (and STAGE_ID)" if stage is None else "")
     won = (semantic in cfg.won_semantics or stage in cfg.won_stage_ids) and (
         not cfg.category_ids or int(raw.get("CATEGORY_ID") or 0) in cfg.category_ids)
     customer = None  # (kept by the tombstone when known)
@@ -133,8 +133,7 @@ def map_deal(raw: Mapping[str, Any], cfg: Bitrix24Config) -> Order | None:
         if won:
             raise
         # no purchase (any more) and not mappable (its contact removed): it still leaves the history
-        return tombstone(oid, get_field(raw, "DATE_MODIFY", parse_dt) if raw.get("DATE_MODIFY") else utc_now(),
-                         None if customer == "0" else customer)
+        return unmapped(oid, raw, None if customer == "0" else customer, ("DATE_MODIFY",))
 
 
 def _first(raw: Mapping[str, Any], key: str) -> str | None:

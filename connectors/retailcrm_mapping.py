@@ -16,13 +16,13 @@ API dates have no offset: they are read in the account's ``timezone``.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Mapping
 
 from .email_phone import lower_like_sql
 from .diagnose import order_dt
-from .http import FieldError, clean, get_field, get_list, get_object, parse_dt, to_decimal, tombstone
+from .http import FieldError, clean, get_field, get_list, get_object, parse_dt, to_decimal
+from .non_purchase import undecided, unmapped
 from .records import Consent, Contact, LineItem, Order, OrderStatus
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = F
     if deleted:
         kind = OrderStatus.CANCELLED
     elif status is None:  # (staged cancelled, a stored purchase would leave the history unsaid)
-        raise FieldError("status", "missing: whether the order is a purchase cannot be told")
+        raise undecided("status", "order")
     elif status in cfg.completed_statuses:
         kind = OrderStatus.COMPLETED
     elif status in cfg.refunded_statuses:
@@ -71,19 +71,7 @@ def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = F
         # was made; a deletion's snapshot is the caller's (it dates it by the history entry)
         if deleted:
             return None
-        return tombstone(oid, _left_at(raw, cfg), customer_id)
-
-
-def _left_at(raw: Mapping[str, Any], cfg: RetailCrmConfig) -> datetime:
-    """When an unmappable non-purchase is dated: ``createdAt``, else ``statusUpdatedAt`` (when it took its status),
-    else now: a cancelled order needs no date to be no purchase, and the stored purchase it cancels must still leave
-    the history."""
-    for name in ("createdAt", "statusUpdatedAt"):
-        try:
-            return order_dt(raw.get(name), cfg.timezone)
-        except (ValueError, TypeError, OverflowError):
-            continue
-    return datetime.now(timezone.utc)
+        return unmapped(oid, raw, customer_id, ("createdAt", "statusUpdatedAt"), lambda v: order_dt(v, cfg.timezone))
 
 
 def _item(raw: Mapping[str, Any]) -> LineItem:

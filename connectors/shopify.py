@@ -45,6 +45,7 @@ from .identity import DEFAULT_MAX_GROUP
 from .http import (Action, FieldError, HttpClient, Throttle, answer_object, clean, get_field, get_list, get_object,
                    json_shape, parse_dt, set_advice, to_decimal, tombstone, with_sleep)
 from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, iso, map_page, pull_by_time, utc_now
+from .non_purchase import undecided, unmapped
 from .records import Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import Account, PullResult
@@ -65,7 +66,7 @@ def map_order(raw: Mapping[str, Any], cfg: ShopifyConfig) -> Order | None:
     if raw.get("cancelled_at") or (raw.get("test") and not cfg.include_test_orders):
         kind = OrderStatus.CANCELLED
     elif financial is None:  # (staged cancelled, a stored purchase would leave the history unsaid)
-        raise FieldError("financial_status", "missing: whether the order is a purchase cannot be told")
+        raise undecided("financial_status", "order")
     elif financial in cfg.refunded_statuses:
         kind = OrderStatus.REFUNDED
     elif financial in cfg.paid_statuses:
@@ -91,8 +92,7 @@ def map_order(raw: Mapping[str, Any], cfg: ShopifyConfig) -> Order | None:
         if kind is not OrderStatus.CANCELLED:
             raise
         # no purchase (any more) and not mappable (no customer left): it still leaves the history
-        return tombstone(oid, get_field(raw, "updated_at", parse_dt) if raw.get("updated_at") else utc_now(),
-                         customer_id)
+        return unmapped(oid, raw, customer_id, ("updated_at",))
 
 
 def _item(raw: Any) -> LineItem:
