@@ -191,13 +191,14 @@ class Stager:
         its record replaces that record's rows of an earlier read (:meth:`reading`); rows naming none are each
         counted."""
         key = next(self._unnamed) if row.row is None else (row.source, str(row.row))
-        rows = self._bad.setdefault(key, [])  # type: ignore[arg-type]
+        rows = self._bad.setdefault(key, [])
         if row in rows:
             return
         rows.append(row)
         self.bad_row_count += 1
         if not isinstance(key, tuple) or row not in self._before.get(key, ()):
             log.warning("%s: skipped %s", self.source, row)
+
     def contact(self, contact: Contact, region: str | None) -> Contact:
         """The contact cleaned (:func:`connectors.contacts.clean_contact`); each dropped value is a bad row."""
         contact, issues = clean_contact(contact, region, f"{self.source}:contacts")
