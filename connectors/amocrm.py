@@ -35,7 +35,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
@@ -51,7 +51,7 @@ from .http import (FieldError, HttpClient, Throttle, answer_object, clean, get_f
                    to_decimal, tombstone, with_sleep)
 from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, latest, map_page, pull_by_time, utc_now
 from .non_purchase import undecided, unmapped
-from .records import Consent, Contact, Order, OrderStatus
+from .records import UNDATED, Consent, Contact, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import PullResult
 from .webhooks import (WebhookParser, as_list, body_digest, parse_php_form, register_webhook_parser, tokens_equal,
@@ -341,7 +341,7 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
     for item in as_list(leads.get("delete")):
         item = item if isinstance(item, dict) else {}
         try:
-            orders.append(tombstone(get_field(item, "id", lambda v: str(int(v))), datetime.now(timezone.utc)))
+            orders.append(tombstone(get_field(item, "id", lambda v: str(int(v))), UNDATED))
         except FieldError as exc:
             raise RecordError(exc.bad_row(f"{NAME}:webhook leads[delete]", item.get("id"))) from None
     contacts = []

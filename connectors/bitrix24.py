@@ -54,7 +54,7 @@ from .http import (Action, FieldError, HttpClient, Throttle, clean, get_field, g
                    to_decimal, tombstone, with_sleep)
 from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, iso, map_page, pull_by_time, utc_now
 from .non_purchase import undecided, unmapped
-from .records import BadRow, Consent, Contact, LineItem, Order, OrderStatus
+from .records import UNDATED, BadRow, Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
 from .secrets import BITRIX24_CODE, Secret
 from .source import PullResult
@@ -290,7 +290,7 @@ class Bitrix24Source:
             if obj == "contacts":
                 return stager.contact(map_contact(raw), self.config.phone_region)
             if not in_scope(raw, self.config):  # retire it, store nothing of it
-                return tombstone(get_field(raw, "ID", lambda v: str(int(v))), modified or datetime.now(timezone.utc))
+                return tombstone(get_field(raw, "ID", lambda v: str(int(v))), modified or UNDATED)
             return map_deal(raw, self.config)
 
         orders, contacts = map_page(stager, f"{NAME}:{obj}", rows, one,

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
@@ -46,7 +46,7 @@ from .http import (Action, FieldError, HttpClient, Throttle, answer_object, clea
                    json_shape, parse_dt, set_advice, to_decimal, tombstone, with_sleep)
 from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, iso, map_page, pull_by_time, utc_now
 from .non_purchase import undecided, unmapped
-from .records import Consent, Contact, LineItem, Order, OrderStatus
+from .records import UNDATED, Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import Account, PullResult
 from .shopify_config import ShopifyConfig, ShopifySecrets, configured_shop  # (ShopifyConfig, …: re-exported)
@@ -312,7 +312,7 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
         triggered = header(headers, "X-Shopify-Triggered-At")
         # final: a deleted Shopify order never comes back and its id is never reused (the store keeps it deleted)
         if not triggered:  # untimed: this host's clock is never a version's time (none is needed: it is final)
-            return [tombstone(oid, datetime.now(timezone.utc), final=True)], []
+            return [tombstone(oid, UNDATED, final=True)], []
         try:
             at = parse_dt(triggered)
         except ValueError:
