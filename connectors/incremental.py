@@ -154,7 +154,8 @@ class Stager:
         self.timed = False  # whether a page staged a vendor time
         self.newest: datetime | None = None  # the newest time the vendor stamped that this pull knows (:meth:`saw`)
         self._versions: list[tuple[str, str, datetime | None]] = []  # not appended yet (:meth:`_version`)
-        # each record's bad rows from its last read, by (source, record id); a row naming no record by a number
+        # each record's bad rows from its last read, by (source, record id); a row naming no record by a number,
+        # the first max_bad_rows of them only (the others are counted: a pull of 200 k id-less rows keeps 1000)
         self._bad: dict[tuple[str, str] | int, list[BadRow]] = {}
         self._unnamed = itertools.count()
         self._before: dict[tuple[str, str], list[BadRow]] = {}  # this page's records' rows of their earlier read
@@ -189,8 +190,13 @@ class Stager:
     def bad(self, row: BadRow) -> None:
         """Report ``row`` (logged once: a record read twice with the same fault is not logged again). A row naming
         its record replaces that record's rows of an earlier read (:meth:`reading`); rows naming none are each
-        counted."""
-        key = next(self._unnamed) if row.row is None else (row.source, str(row.row))
+        counted (the first ``max_bad_rows`` kept)."""
+        unnamed = next(self._unnamed) if row.row is None else None
+        if unnamed is not None and unnamed >= self.max_bad_rows:  # (not kept: counted, logged)
+            self.bad_row_count += 1
+            log.warning("%s: skipped %s", self.source, row)
+            return
+        key = (row.source, str(row.row)) if unnamed is None else unnamed
         rows = self._bad.setdefault(key, [])
         if row in rows:
             return

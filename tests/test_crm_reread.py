@@ -63,3 +63,26 @@ def test_a_good_record_broken_by_the_later_read_is_reported_and_its_good_read_st
                                                                      bad=True))
     assert (sorted(bad), count) == ([("1", "price", "lots"), ("2", "price", "lots")], 2)
     assert [i for i, _ in staged] == ["2", "3"]
+
+
+def test_rows_naming_no_record_are_kept_up_to_max_bad_rows_and_counted_beyond(caplog):
+    """Rows without a record id cannot be read again: the first ``max_bad_rows`` are kept, the rest only counted
+    (each was kept, 56 MB for 200 k of them)."""
+    import tracemalloc
+
+    import duckdb
+
+    from connectors.incremental import Stager
+    from connectors.records import BadRow
+
+    caplog.set_level(logging.CRITICAL, logger="connectors.incremental")  # (pytest keeps the records it captures)
+    stager = Stager(duckdb.connect(), "x", max_bad_rows=10)
+    tracemalloc.start()
+    try:
+        for _ in range(20_000):
+            stager.bad(BadRow("x:orders", None, "the vendor sent a row that is not an object", value="garbage" * 10))
+        grown = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert (len(stager.bad_rows), stager.bad_row_count) == (10, 20_000)
+    assert grown < 1_000_000, f"{grown} bytes kept for 10 rows"
