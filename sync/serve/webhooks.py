@@ -75,8 +75,10 @@ STALE_WARNINGS = 10
 class StaleLog:
     """The WARNING of authentic deliveries refused for their time, rate-limited: a captured delivery replayed (by an
     attacker, or by a sender's retry storm) is told once per window (by its body's digest), and at most ``limit``
-    deliveries are told per window; how many were not is told with the first one told after it. Thread-safe and
-    bounded (:class:`connectors.webhooks.ReplayGuard`)."""
+    deliveries are told per window (a delivery not told then is not taken for told: it is told in a later window).
+    How many were not told in a window is a line of its own at the first refusal after that window ended (no timer
+    runs: the count of a storm's last window waits for the next refusal, and the line says when that window began).
+    Thread-safe and bounded (:class:`connectors.webhooks.ReplayGuard`)."""
 
     def __init__(self, window: float = STALE_WINDOW, limit: int = STALE_WARNINGS,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -87,19 +89,22 @@ class StaleLog:
         self._told = self._untold = 0
 
     def warn(self, kind: str, body: bytes, late: str) -> None:
-        first = self._told_of.first_time(hashlib.sha256(body).hexdigest())
+        digest = hashlib.sha256(body).hexdigest()
         with self._lock:
             now = self.clock()
-            untold = 0
+            untold, began = 0, self._start
             if self._start is None or now - self._start >= self.window:
                 self._start, self._told, untold, self._untold = now, 0, self._untold, 0
-            if not first or self._told >= self.limit:
-                self._untold += 1 + untold  # (a window of none told: still told with the next)
-                return
-            self._told += 1
-        log.warning("%s webhook: an authentic delivery refused: %s%s", kind, late,
-                    f" ({untold} more refused for their time were not logged in the {self.window / 60:g} min "
-                    "before: replays of one delivery are logged once)" if untold else "")
+            tell = self._told < self.limit and self._told_of.first_time(digest)  # (marked told only when told)
+            self._told += tell
+            self._untold += not tell
+        if untold and began is not None:
+            log.warning("%s webhook: %d more authentic deliveries refused for their time were not logged in the "
+                        "%g min from %.0f min ago (a delivery is logged once per %g min, at most %d deliveries "
+                        "per %g min)", kind, untold, self.window / 60, (now - began) / 60, self.window / 60,
+                        self.limit, self.window / 60)
+        if tell:
+            log.warning("%s webhook: an authentic delivery refused: %s", kind, late)
 
 
 @dataclass(frozen=True)
