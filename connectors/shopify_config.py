@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .contacts import PhoneRegion
 from .errors import ConfigError
-from .secrets import Secret
+from .secrets import Secret, shown
 from .zones import TimeZone
 
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
@@ -40,7 +40,7 @@ def shop_host(value: str, where: str) -> str:
         host = f"{text}.myshopify.com"
     labels = host.split(".")
     if len(labels) < 2 or not all(_LABEL.fullmatch(label) for label in labels) or host == ADMIN_HOST:
-        raise ValueError(f"{where} = {value[:80]!r} is not a Shopify shop: expected its name or its myshopify.com "
+        raise ValueError(f"{where} = {shown(value)} is not a Shopify shop: expected its name or its myshopify.com "
                          "host, e.g. \"my-shop\" or \"my-shop.myshopify.com\" (a URL of the shop or of its admin, "
                          "https://admin.shopify.com/store/my-shop, works too)")
     return host

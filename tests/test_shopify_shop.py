@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from connectors.errors import ConfigError, TransientError
 from connectors.shopify import ShopifyConfig, ShopifySecrets, ShopifySource
+from sync.config import format_validation_error
 from sync.store import open_store
 
 from .test_shopify import SHOP, T0, TOKEN, FakeShopify
@@ -51,3 +52,17 @@ def test_a_shop_that_cannot_be_reached_names_the_setting_that_gave_it(config, se
                                sleep=lambda s: None)
         with pytest.raises(TransientError, match=named):
             source.check()
+
+
+@pytest.mark.parametrize("token", [TOKEN, "shpca_0123456789abcdef", "shppa_x", "shpss_0123456789abcdef"])
+def test_a_token_set_as_the_shop_is_not_echoed(token, monkeypatch):
+    """SHOPIFY_SHOP and SHOPIFY_TOKEN swapped: the error says the shop is wrong without quoting the token."""
+    monkeypatch.delenv("SHOPIFY_SHOP", raising=False)
+    with pytest.raises(ConfigError) as err:
+        ShopifySource(ShopifyConfig(), ShopifySecrets(shop=token, token=SHOP))
+    with pytest.raises(ValidationError) as invalid:
+        ShopifyConfig(shop=f" {token}\n")
+    for text in (str(err.value), format_validation_error(invalid.value, None)):  # (what the CLI says of it)
+        assert "is not a Shopify shop" in text and "(a value that looks like a token, not shown)" in text
+        assert token[:6] not in text, text
+
