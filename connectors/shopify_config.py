@@ -65,8 +65,9 @@ class ShopifyConfig(BaseModel):
     @field_validator("shop")
     @classmethod
     def _shop(cls, value: str | None) -> str | None:
-        """``shop`` pasted as a host or URL: its Admin API host."""
-        return shop_host(value, "shop") if value is not None else None
+        """``shop`` pasted as a host or URL: its Admin API host; blank (``shop = ""``, as older configs have it) is
+        unset: SHOPIFY_SHOP gives it."""
+        return shop_host(value, "shop") if value is not None and value.strip() else None
 
 
 class ShopifySecrets(BaseSettings):

@@ -66,3 +66,10 @@ def test_a_token_set_as_the_shop_is_not_echoed(token, monkeypatch):
         assert "is not a Shopify shop" in text and "(a value that looks like a token, not shown)" in text
         assert token[:6] not in text, text
 
+
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_a_blank_shop_in_the_config_is_unset_and_shopify_shop_gives_it(blank):
+    """``shop = ""`` (an old config's) was read as SHOPIFY_SHOP's default before the shop was validated."""
+    assert ShopifyConfig(shop=blank).shop is None
+    source = ShopifySource(ShopifyConfig(shop=blank), ShopifySecrets(shop=SHOP, token=TOKEN))
+    assert source.host == f"{SHOP}.myshopify.com"
