@@ -206,8 +206,8 @@ def _date_undated(con: duckdb.DuckDBPyConnection) -> None:
     each cancels, else by the store's oldest order, else by the oldest dated order staged, else now (nothing
     stored nor staged: no order to look newer than). Never the newest of a store (a cancellation the CRM did not
     date is no fresh activity: it hid the stale-data warning), the same on every read (stored, it dates itself),
-    and never the mark (1970 would stretch the orders' range every local-day step reads). One query per batch, and
-    only for a batch holding such a tombstone."""
+    and never the mark (1970 would stretch the orders' range every local-day step reads). Only a tombstone (amount
+    0, cancelled or deleted) so dated is one. A few aggregates per batch holding one (none for any other batch)."""
     stored = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'orders' "
                          "AND NOT temporary").fetchall()[0][0] > 0
     oldest = con.execute("SELECT min(ordered_at) FROM orders").fetchall()[0][0] if stored else None
@@ -215,5 +215,6 @@ def _date_undated(con: duckdb.DuckDBPyConnection) -> None:
         oldest = con.execute("SELECT min(ordered_at) FROM staged_orders WHERE ordered_at <> $u",
                              {"u": UNDATED}).fetchall()[0][0] or datetime.now(timezone.utc)
     own = ("(SELECT max(o.ordered_at) FROM orders AS o WHERE o.order_id = s.order_id)" if stored else "NULL")
-    con.execute(f"UPDATE staged_orders AS s SET ordered_at = coalesce({own}, $oldest) WHERE s.ordered_at = $u",
+    con.execute(f"""UPDATE staged_orders AS s SET ordered_at = coalesce({own}, $oldest)
+                     WHERE s.ordered_at = $u AND s.amount = 0 AND s.status IN ('cancelled', 'deleted')""",
                 {"u": UNDATED, "oldest": oldest})

@@ -91,3 +91,10 @@ def test_an_undated_tombstone_staged_into_an_empty_store_takes_the_oldest_dated_
         stage_records(con, [tombstone("9", UNDATED), Order("1", "c1", at, Decimal(10))])
         staged = dict(con.execute("SELECT order_id, ordered_at FROM staged_orders").fetchall())
     assert staged == {"9": at, "1": at}
+
+
+def test_an_order_of_the_epoch_that_is_no_tombstone_keeps_its_date():
+    """(A generic webhook's purchase may say 1970-01-01T00:00Z: it is not re-dated.)"""
+    with open_store(None) as con:
+        stage_records(con, [Order("1", "c1", UNDATED, Decimal(10))])
+        assert con.execute("SELECT ordered_at FROM staged_orders").fetchall() == [(UNDATED,)]
