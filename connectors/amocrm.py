@@ -35,7 +35,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
@@ -50,7 +50,8 @@ from .identity import DEFAULT_MAX_GROUP
 from .http import (FieldError, HttpClient, Throttle, answer_object, clean, get_field, json_shape, parse_dt, set_advice,
                    to_decimal, tombstone, with_sleep)
 from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, latest, map_page, pull_by_time, utc_now
-from .records import Consent, Contact, Order, OrderStatus
+from .non_purchase import undecided, unmapped
+from .records import UNDATED, Consent, Contact, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import PullResult
 from .webhooks import (WebhookParser, as_list, body_digest, parse_php_form, register_webhook_parser, tokens_equal,
@@ -88,7 +89,7 @@ def in_scope(raw: Mapping[str, Any], cfg: AmoCrmConfig) -> bool:
 def map_lead(raw: Mapping[str, Any], cfg: AmoCrmConfig) -> Order | None:
     oid = get_field(raw, "id", lambda v: str(int(v)))
     if clean(raw.get("status_id")) is None:  # (staged cancelled, a stored purchase would leave the history unsaid)
-        raise FieldError("status_id", "missing: whether the lead is a purchase cannot be told")
+        raise undecided("status_id", "lead")
     won = raw.get("status_id") in cfg.won_status_ids and (
         not cfg.pipeline_ids or raw.get("pipeline_id") in cfg.pipeline_ids) and not raw.get("is_deleted")
     customer_id = None  # (kept by the tombstone when known)
@@ -104,8 +105,7 @@ def map_lead(raw: Mapping[str, Any], cfg: AmoCrmConfig) -> Order | None:
         if won:
             raise
         # no purchase (any more) and not mappable (contact unlinked, price cleared): it still leaves the history
-        return tombstone(oid, get_field(raw, "updated_at", parse_dt) if raw.get("updated_at") else utc_now(),
-                         customer_id)
+        return unmapped(oid, raw, customer_id, ("updated_at",))
 
 
 def _multi(raw: Mapping[str, Any], code: str) -> str | None:
@@ -341,7 +341,7 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
     for item in as_list(leads.get("delete")):
         item = item if isinstance(item, dict) else {}
         try:
-            orders.append(tombstone(get_field(item, "id", lambda v: str(int(v))), datetime.now(timezone.utc)))
+            orders.append(tombstone(get_field(item, "id", lambda v: str(int(v))), UNDATED))
         except FieldError as exc:
             raise RecordError(exc.bad_row(f"{NAME}:webhook leads[delete]", item.get("id"))) from None
     contacts = []

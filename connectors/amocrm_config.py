@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .contacts import PhoneRegion
 from .errors import ConfigError
-from .secrets import Secret
+from .secrets import Secret, shown
 from .zones import TimeZone
 
 Domain = Literal["amocrm.ru", "amocrm.com", "kommo.com"]
@@ -28,7 +28,7 @@ def split_account(value: str, where: str) -> tuple[str, str | None]:
     host = (urlsplit(text if "//" in text else f"//{text}").hostname or "") if re.search(r"[./:]", text) else text
     sub, _, domain = host.partition(".")
     if (domain and domain not in DOMAINS) or not _NAME.fullmatch(sub):
-        raise ValueError(f"{where} = {value[:80]!r} is not an amoCRM account: expected the part before "
+        raise ValueError(f"{where} = {shown(value)} is not an amoCRM account: expected the part before "
                          f".amocrm.ru / .amocrm.com / .kommo.com, e.g. \"shop\" for https://shop.amocrm.ru")
     return sub, domain or None
 
@@ -77,7 +77,7 @@ def env_subdomain(value: str, domain: str) -> str:
     except ValueError as exc:
         raise ConfigError(f"amocrm: {exc}") from None
     if pasted and pasted != domain:
-        raise ConfigError(f"amocrm: AMOCRM_SUBDOMAIN = {value[:80]!r} is on {pasted}, but [source] domain is "
+        raise ConfigError(f"amocrm: AMOCRM_SUBDOMAIN = {shown(value)} is on {pasted}, but [source] domain is "
                           f"{domain!r}: set AMOCRM_SUBDOMAIN={sub} and domain = \"{pasted}\" in [source]")
     return sub
 

@@ -6,7 +6,8 @@
   last ID: one request more per read, and a list cut short mid-way skips nothing); an ID that does not advance is
   fatal.
 * What counts: deals whose ``STAGE_SEMANTIC_ID`` is in ``won_semantics`` (default ``S`` = success) or whose
-  ``STAGE_ID`` is in ``won_stage_ids``, optionally only in ``category_ids`` (pipelines); other deals are staged as
+  ``STAGE_ID`` is in ``won_stage_ids`` (without a semantic, ``STAGE_ID`` tells it: :func:`stage_semantic`), optionally
+  only in ``category_ids`` (pipelines); other deals are staged as
   cancelled when they can be mapped. Amount = ``OPPORTUNITY`` in ``CURRENCY_ID``; date = ``CLOSEDATE`` (else
   ``DATE_CREATE``); customer = ``CONTACT_ID``. ``CLOSEDATE`` is a date field, written as an instant (the vendor's
   example: ``2024-09-09T02:00:00+02:00``): its calendar day is stored at noon in ``timezone`` (:func:`day_at_noon`).
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Callable, Literal, Mapping
@@ -51,7 +53,8 @@ from .identity import DEFAULT_MAX_GROUP
 from .http import (Action, FieldError, HttpClient, Throttle, clean, get_field, get_list, json_shape, parse_dt,
                    to_decimal, tombstone, with_sleep)
 from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, iso, map_page, pull_by_time, utc_now
-from .records import BadRow, Consent, Contact, LineItem, Order, OrderStatus
+from .non_purchase import undecided, unmapped
+from .records import UNDATED, BadRow, Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
 from .secrets import BITRIX24_CODE, Secret
 from .source import PullResult
@@ -97,13 +100,23 @@ def in_scope(raw: Mapping[str, Any], cfg: Bitrix24Config) -> bool:
         return False
 
 
+def stage_semantic(stage: str | None) -> str | None:
+    """The ``STAGE_SEMANTIC_ID`` a ``STAGE_ID`` carries by itself: a pipeline's one success stage is the system stage
+    ``WON`` (``C<n>:WON`` in pipeline n), ``S``; its system failure stage ``LOSE`` (``C<n>:LOSE``), ``F``; None for
+    any other stage (in progress, or a failure stage the portal added: only the portal's stage list tells)."""
+    final = re.fullmatch(r"(?:C\d+:)?(WON|LOSE)", stage or "")
+    return None if final is None else {"WON": "S", "LOSE": "F"}[final.group(1)]
+
+
 def map_deal(raw: Mapping[str, Any], cfg: Bitrix24Config) -> Order | None:
     oid = get_field(raw, "ID", lambda v: str(int(v)))
     semantic, stage = clean(raw.get("STAGE_SEMANTIC_ID")), clean(raw.get("STAGE_ID"))
-    if semantic is None and (stage is None or (cfg.won_semantics and stage not in cfg.won_stage_ids)):
-        raise FieldError("STAGE_SEMANTIC_ID", "missing" + (" (and STAGE_ID)" if stage is None else "") +
-                         ": whether the deal is a purchase cannot be told")
-    won = (raw.get("STAGE_SEMANTIC_ID") in cfg.won_semantics or raw.get("STAGE_ID") in cfg.won_stage_ids) and (
+    # no semantic: its stage's own (WON, LOSE); another stage is not a success, so no purchase unless the
+    # semantics asked for count in-progress or failed deals (then it cannot be told)
+    semantic = semantic or stage_semantic(stage)
+    if semantic is None and (stage is None or (set(cfg.won_semantics) - {"S"} and stage not in cfg.won_stage_ids)):
+        raise undecided("STAGE_SEMANTIC_ID", "deal", " (and STAGE_ID)" if stage is None else "")
+    won = (semantic in cfg.won_semantics or stage in cfg.won_stage_ids) and (
         not cfg.category_ids or int(raw.get("CATEGORY_ID") or 0) in cfg.category_ids)
     customer = None  # (kept by the tombstone when known)
     try:
@@ -120,8 +133,7 @@ def map_deal(raw: Mapping[str, Any], cfg: Bitrix24Config) -> Order | None:
         if won:
             raise
         # no purchase (any more) and not mappable (its contact removed): it still leaves the history
-        return tombstone(oid, get_field(raw, "DATE_MODIFY", parse_dt) if raw.get("DATE_MODIFY") else utc_now(),
-                         None if customer == "0" else customer)
+        return unmapped(oid, raw, None if customer == "0" else customer, ("DATE_MODIFY",))
 
 
 def _first(raw: Mapping[str, Any], key: str) -> str | None:
@@ -278,7 +290,7 @@ class Bitrix24Source:
             if obj == "contacts":
                 return stager.contact(map_contact(raw), self.config.phone_region)
             if not in_scope(raw, self.config):  # retire it, store nothing of it
-                return tombstone(get_field(raw, "ID", lambda v: str(int(v))), modified or datetime.now(timezone.utc))
+                return tombstone(get_field(raw, "ID", lambda v: str(int(v))), modified or UNDATED)
             return map_deal(raw, self.config)
 
         orders, contacts = map_page(stager, f"{NAME}:{obj}", rows, one,

@@ -5,11 +5,11 @@ Registered by :mod:`connectors.bitrix24`."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Mapping
 
 from .http import clean, parse_dt, tombstone
-from .records import Contact, Order
+from .records import UNDATED, Contact, Order
 from .webhooks import DEFAULT_MAX_AGE, parse_php_form, stale_reason, tokens_equal
 
 
@@ -85,7 +85,7 @@ def parse_webhook(headers: Mapping[str, str], body: bytes) -> tuple[list[Order],
     if name.upper() == "ONCRMDEALDELETE":
         ts = _event(body).get("ts")
         try:
-            at = parse_dt(ts) if ts not in (None, "") else datetime.now(timezone.utc)
+            at = parse_dt(ts) if ts not in (None, "") else UNDATED
         except ValueError:
             raise ValueError(f"bitrix24 event: ts is not a Unix time: {str(ts)[:40]!r}") from None
         try:

@@ -32,6 +32,7 @@ sources with another kind of bookmark (RetailCRM's history ids).
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from datetime import datetime, timedelta, timezone
@@ -147,32 +148,62 @@ class Stager:
     def __init__(self, con: duckdb.DuckDBPyConnection, source: str, progress: Progress = None,
                  max_bad_rows: int = 1000) -> None:
         self.con, self.source, self.progress, self.max_bad_rows = con, source, progress, max_bad_rows
-        self.bad_rows: list[BadRow] = []
         self.bad_row_count = 0
         create_staging(con)
         create_staged_versions(con)
         self.timed = False  # whether a page staged a vendor time
         self.newest: datetime | None = None  # the newest time the vendor stamped that this pull knows (:meth:`saw`)
         self._versions: list[tuple[str, str, datetime | None]] = []  # not appended yet (:meth:`_version`)
-        self._reported: set[tuple[str, int | str, str | None]] = set()  # (source, record id, field) (:meth:`bad`)
+        # each record's bad rows from its last read, by (source, record id); a row naming no record by a number,
+        # the first max_bad_rows of them only (the others are counted: a pull of 200 k id-less rows keeps 1000)
+        self._bad: dict[tuple[str, str] | int, list[BadRow]] = {}
+        self._unnamed = itertools.count()
+        self._before: dict[tuple[str, str], list[BadRow]] = {}  # this page's records' rows of their earlier read
 
     def saw(self, stamped: datetime | None) -> None:
         """A time the vendor stamped (a bookmark, a modification time read): :class:`RunStart` judges Dates by it."""
         if stamped is not None and (self.newest is None or stamped > self.newest):
             self.newest = stamped
 
+    @property
+    def bad_rows(self) -> list[BadRow]:
+        """The bad rows (the first ``max_bad_rows``), each record's from its last read."""
+        out: list[BadRow] = []
+        for rows in self._bad.values():
+            out.extend(rows[:self.max_bad_rows - len(out)])
+            if len(out) >= self.max_bad_rows:
+                break
+        return out
+
+    def reading(self, source: str, record_id: Any) -> None:
+        """``record_id`` is read (again): its bad rows of an earlier read are dropped, this read's replace them. A
+        record fixed between two reads of one pull (the lookback, the pass after a backfill) leaves no stale bad row;
+        one broken (or broken otherwise) by the later read is reported as that read saw it."""
+        if record_id in (None, ""):
+            return
+        key = (source, str(record_id))
+        earlier = self._bad.pop(key, None)
+        if earlier:
+            self.bad_row_count -= len(earlier)
+            self._before[key] = earlier
+
     def bad(self, row: BadRow) -> None:
-        """Report ``row`` once: a record read twice (the lookback, the pass after a backfill) is one bad row per field.
-        Only a row naming its record is known for the same: records without an id are each counted."""
-        if row.row is not None:
-            key = (row.source, row.row, row.field)
-            if key in self._reported:
-                return
-            self._reported.add(key)
+        """Report ``row`` (logged once: a record read twice with the same fault is not logged again). A row naming
+        its record replaces that record's rows of an earlier read (:meth:`reading`); rows naming none are each
+        counted (the first ``max_bad_rows`` kept)."""
+        unnamed = next(self._unnamed) if row.row is None else None
+        if unnamed is not None and unnamed >= self.max_bad_rows:  # (not kept: counted, logged)
+            self.bad_row_count += 1
+            log.warning("%s: skipped %s", self.source, row)
+            return
+        key = (row.source, str(row.row)) if unnamed is None else unnamed
+        rows = self._bad.setdefault(key, [])
+        if row in rows:
+            return
+        rows.append(row)
         self.bad_row_count += 1
-        if len(self.bad_rows) < self.max_bad_rows:
-            self.bad_rows.append(row)
-        log.warning("%s: skipped %s", self.source, row)
+        if not isinstance(key, tuple) or row not in self._before.get(key, ()):
+            log.warning("%s: skipped %s", self.source, row)
 
     def contact(self, contact: Contact, region: str | None) -> Contact:
         """The contact cleaned (:func:`connectors.contacts.clean_contact`); each dropped value is a bad row."""
@@ -188,6 +219,7 @@ class Stager:
             self._drop("order_id", list(orders_by_id), ("staged_orders", "staged_line_items"))
         if contacts_by_id:
             self._drop("customer_id", list(contacts_by_id), ("staged_contacts",))
+        self._before.clear()  # (the page's records were read and reported: only a later read drops their rows)
         stage_records(self.con, orders_by_id.values(), contacts_by_id.values())
         self._version([("order", i, o.updated_at) for i, o in orders_by_id.items()]
                       + [("contact", i, c.updated_at) for i, c in contacts_by_id.items()])
@@ -242,6 +274,7 @@ def map_page(stager: Stager, what: str, rows: Iterable[Any], map_row: Callable[[
         if not isinstance(raw, Mapping):
             stager.bad(BadRow(what, None, "the vendor sent a row that is not an object", value=str(raw)[:100]))
             continue
+        stager.reading(what, id_of(raw))
         try:
             record = map_row(raw)
         except FieldError as exc:

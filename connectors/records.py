@@ -9,7 +9,7 @@ build records and stage them with :func:`connectors.tables.stage_records`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal
 from enum import StrEnum
 from typing import Mapping
@@ -23,6 +23,13 @@ class OrderStatus(StrEnum):
     #: tombstone is staged so (:func:`connectors.http.tombstone`); the order store keeps it as ``cancelled`` and
     #: leaves out any later version of the order (:mod:`sync.store.deletes`)
     DELETED = "deleted"
+
+
+#: the date of a tombstone whose vendor gave no time (an unmappable cancelled order without a date, a delete
+#: without one): a mark, never stored. Staging dates it by the stored order it cancels, else by the store's oldest
+#: order (:func:`connectors.tables.stage_records`): never the newest order (it would hide the stale-data warning),
+#: and the same on every read (the store's caches are keyed by the orders' dates). Not "now".
+UNDATED = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class Consent(StrEnum):

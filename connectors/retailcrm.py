@@ -324,8 +324,8 @@ class RetailCrmSource:
             return stager.contact(map_customer(raw, self.config), self.config.phone_region)
 
         orders, contacts = map_page(stager, f"{NAME}:{obj}", rows, one)
-        for stamped in [o.ordered_at for o in orders] + [c.created_at for c in contacts]:  # (createdAt: vendor's)
-            stager.saw(stamped)
+        for raw in rows:  # the times the CRM stamped (createdAt), never the host's date of an undated cancelled order
+            stager.saw(_created_at(raw, self.config.timezone))
         stager.stage(orders, contacts)
         return [str(r.get("id")) for r in rows if isinstance(r, Mapping) and r.get("id") is not None]
 
@@ -349,6 +349,14 @@ class RetailCrmSource:
 
         stager.stage(*map_page(stager, f"{NAME}:{obj}", entries, one,
                                id_of=lambda entry: snapshot(entry, entity).get("id")))
+
+
+def _created_at(raw: Any, tz: str) -> datetime | None:
+    """A row's ``createdAt`` (None when it has none that reads)."""
+    try:
+        return parse_dt(raw.get("createdAt"), tz) if isinstance(raw, Mapping) and raw.get("createdAt") else None
+    except (ValueError, TypeError, OverflowError):
+        return None
 
 
 register_webhook_parser(NAME, WebhookParser(verify=verify_webhook, parse=parse_webhook, secret_field="webhook_token",

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from .email_phone import lower_like_sql
 from .diagnose import order_dt
-from .http import FieldError, clean, get_field, get_list, get_object, parse_dt, to_decimal, tombstone
+from .http import FieldError, clean, get_field, get_list, get_object, parse_dt, to_decimal
+from .non_purchase import undecided, unmapped
 from .records import Consent, Contact, LineItem, Order, OrderStatus
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = F
     if deleted:
         kind = OrderStatus.CANCELLED
     elif status is None:  # (staged cancelled, a stored purchase would leave the history unsaid)
-        raise FieldError("status", "missing: whether the order is a purchase cannot be told")
+        raise undecided("status", "order")
     elif status in cfg.completed_statuses:
         kind = OrderStatus.COMPLETED
     elif status in cfg.refunded_statuses:
@@ -70,7 +71,7 @@ def map_order(raw: Mapping[str, Any], cfg: RetailCrmConfig, *, deleted: bool = F
         # was made; a deletion's snapshot is the caller's (it dates it by the history entry)
         if deleted:
             return None
-        return tombstone(oid, get_field(raw, "createdAt", lambda v: order_dt(v, cfg.timezone)), customer_id)
+        return unmapped(oid, raw, customer_id, ("createdAt", "statusUpdatedAt"), lambda v: order_dt(v, cfg.timezone))
 
 
 def _item(raw: Mapping[str, Any]) -> LineItem:

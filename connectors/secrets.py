@@ -263,6 +263,21 @@ def redact_logger(name: str) -> None:
 BITRIX24_CODE = re.compile(r"/rest/[^/]+/([^/.]+)(?=/|$)")
 
 
+#: what a token looks like (:func:`shown`): Shopify's (``shpat_``, ``shpca_``, ``shppa_``, ``shpss_``), a JWT
+#: (amoCRM's long-lived and OAuth tokens), a long run of letters and digits holding both (a client secret, a key)
+_TOKEN_LIKE = re.compile(r"shp(?:at|ca|pa|ss)_|eyJ[\w-]*\.|(?=\w*\d)(?=\w*[A-Za-z])\w{32,}\Z")
+
+
+def shown(value: str, limit: int = 80) -> str:
+    """``value`` quoted (cut to ``limit``) for an error about a setting that is no secret (a shop, a subdomain),
+    unless it looks like a token (:data:`_TOKEN_LIKE`) or is a secret this process was given: the variables
+    swapped (SHOPIFY_SHOP holding the token), the error echoed the token."""
+    text = value.strip()
+    if _TOKEN_LIKE.match(text) or text in _known:
+        return "(a value that looks like a token, not shown)"
+    return repr(value[:limit])
+
+
 def webhook_code(url: str) -> str | None:
     """The secret of a Bitrix24 inbound webhook URL (``https://<portal>/rest/<user>/<code>/``): its code, or None."""
     code = BITRIX24_CODE.search(urlsplit(url.strip()).path)

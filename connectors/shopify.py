@@ -31,59 +31,32 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Literal, Mapping
+from datetime import datetime, timedelta
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 import duckdb
 import requests
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .secrets import Secret
-
-from .contacts import PhoneRegion, clean_contact
+from .contacts import clean_contact
 from .email_phone import lower_like_sql
 from .errors import ConfigError, FatalError, RecordError
 from .identity import DEFAULT_MAX_GROUP
 from .http import (Action, FieldError, HttpClient, Throttle, answer_object, clean, get_field, get_list, get_object,
                    json_shape, parse_dt, set_advice, to_decimal, tombstone, with_sleep)
 from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, iso, map_page, pull_by_time, utc_now
-from .records import Consent, Contact, LineItem, Order, OrderStatus
+from .non_purchase import undecided, unmapped
+from .records import UNDATED, Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import Account, PullResult
+from .shopify_config import ShopifyConfig, ShopifySecrets, configured_shop  # (ShopifyConfig, …: re-exported)
 from .shopify_verify import verify_webhook, webhook_stale_reason  # noqa: F401 (re-exported)
 from .webhooks import WebhookParser, body_digest, header, json_object, register_webhook_parser, versioned
-from .zones import TimeZone, same_rules
+from .zones import same_rules
 
 log = logging.getLogger(__name__)
 NAME = "shopify"
 LEAK_PER_SECOND = 2.0  # REST bucket refill, Standard plans
-
-
-class ShopifyConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["shopify"] = "shopify"
-    shop: str | None = None  # "demo" or "demo.myshopify.com"; default SHOPIFY_SHOP
-    api_version: str = "2025-10"
-    paid_statuses: list[str] = Field(default_factory=lambda: ["paid", "partially_refunded"])
-    refunded_statuses: list[str] = Field(default_factory=lambda: ["refunded"])
-    include_test_orders: bool = False
-    currency: str | None = None  # used when an order carries no currency
-    page_size: int = Field(250, ge=1, le=250)
-    lookback_minutes: int = Field(5, ge=0)
-    requests_per_second: float = Field(2.0, gt=0)
-    call_limit_headroom: int = Field(5, ge=0)
-    phone_region: PhoneRegion = None  # default country of phones written without one, e.g. "UZ"
-    timezone: TimeZone = "UTC"  # the shop's zone (shop.json iana_timezone): purchases counted per local day
-
-
-class ShopifySecrets(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SHOPIFY_", extra="ignore")
-    shop: str | None = None
-    token: Secret | None = None
-    api_url: str | None = None  # base-URL override (tests, proxies)
-    webhook_secret: Secret | None = None
 
 
 def map_order(raw: Mapping[str, Any], cfg: ShopifyConfig) -> Order | None:
@@ -93,7 +66,7 @@ def map_order(raw: Mapping[str, Any], cfg: ShopifyConfig) -> Order | None:
     if raw.get("cancelled_at") or (raw.get("test") and not cfg.include_test_orders):
         kind = OrderStatus.CANCELLED
     elif financial is None:  # (staged cancelled, a stored purchase would leave the history unsaid)
-        raise FieldError("financial_status", "missing: whether the order is a purchase cannot be told")
+        raise undecided("financial_status", "order")
     elif financial in cfg.refunded_statuses:
         kind = OrderStatus.REFUNDED
     elif financial in cfg.paid_statuses:
@@ -119,8 +92,7 @@ def map_order(raw: Mapping[str, Any], cfg: ShopifyConfig) -> Order | None:
         if kind is not OrderStatus.CANCELLED:
             raise
         # no purchase (any more) and not mappable (no customer left): it still leaves the history
-        return tombstone(oid, get_field(raw, "updated_at", parse_dt) if raw.get("updated_at") else utc_now(),
-                         customer_id)
+        return unmapped(oid, raw, customer_id, ("updated_at",))
 
 
 def _item(raw: Any) -> LineItem:
@@ -174,20 +146,19 @@ class ShopifySource:
                  retry: RetryPolicy | None = None, sleep: Callable[[float], None] | None = None,
                  clock: Callable[[], datetime] | None = None) -> None:
         secrets = secrets or ShopifySecrets()
-        shop = config.shop or secrets.shop
-        if not shop and not secrets.api_url:
+        host, shop_setting = configured_shop(config, secrets)
+        if not host and not secrets.api_url:
             raise ConfigError("shopify: no shop; set SHOPIFY_SHOP (e.g. my-shop or my-shop.myshopify.com)")
         if not secrets.token:
             raise ConfigError("shopify: no Admin API access token; set SHOPIFY_TOKEN")
-        host = shop if shop and "." in shop else f"{shop}.myshopify.com"
         base = (secrets.api_url or f"https://{host}").rstrip("/") + f"/admin/api/{config.api_version}"
-        self.config, self.host = config, host
+        self.config, self.host = config, host or urlsplit(secrets.api_url or "").netloc
         self.clock = clock or utc_now
         retry = with_sleep(retry, sleep)
         token = secrets.token.get_secret_value()
         self.throttle = Throttle(config.requests_per_second, 1, sleep=retry.sleep)
         self.http = HttpClient(base, vendor="Shopify", auth_env="SHOPIFY_TOKEN",
-                               url_env="SHOPIFY_API_URL" if secrets.api_url else "SHOPIFY_SHOP",
+                               url_env="SHOPIFY_API_URL" if secrets.api_url else shop_setting,
                                headers={"X-Shopify-Access-Token": token}, secrets=(token,), retry=retry,
                                throttle=self.throttle, inspect=self._call_limit,
                                status_actions={402: Action.CONFIG, 423: Action.CONFIG},
@@ -341,7 +312,7 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
         triggered = header(headers, "X-Shopify-Triggered-At")
         # final: a deleted Shopify order never comes back and its id is never reused (the store keeps it deleted)
         if not triggered:  # untimed: this host's clock is never a version's time (none is needed: it is final)
-            return [tombstone(oid, datetime.now(timezone.utc), final=True)], []
+            return [tombstone(oid, UNDATED, final=True)], []
         try:
             at = parse_dt(triggered)
         except ValueError:

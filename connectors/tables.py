@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Iterable
 
 import duckdb
 
-from .records import Contact, Order
+from .records import UNDATED, Contact, Order
 
 ORDERS_COLUMNS = """
     order_id     VARCHAR NOT NULL,
@@ -142,7 +142,8 @@ def stage_records(con: duckdb.DuckDBPyConnection, orders: Iterable[Order] = (),
 
     Creates the staging tables when missing. Returns (orders, contacts) appended. Amounts, discounts and prices
     are kept to 2 decimals and quantities to 3, rounded half away from zero as a file's are; a value too large
-    for its column is a ValueError naming the order, and nothing of the call is staged.
+    for its column is a ValueError naming the order, and nothing of the call is staged. A tombstone the vendor gave
+    no date (:data:`~connectors.records.UNDATED`) is dated by :func:`_date_undated`.
     """
     import pyarrow as pa  # API pages and webhooks only; a file export is read by DuckDB itself
 
@@ -180,6 +181,8 @@ def stage_records(con: duckdb.DuckDBPyConnection, orders: Iterable[Order] = (),
         finally:
             for source, _, _ in tables.values():
                 con.unregister(source)
+        if any(o.ordered_at == UNDATED for o in orders):
+            _date_undated(con)
     if contacts:
         tbl = pa.table({
             "customer_id": [c.customer_id for c in contacts],
@@ -196,3 +199,22 @@ def stage_records(con: duckdb.DuckDBPyConnection, orders: Iterable[Order] = (),
         con.execute("INSERT INTO staged_contacts SELECT * EXCLUDE (attributes), attributes::JSON FROM _stage_contacts")
         con.unregister("_stage_contacts")
     return len(orders), len(contacts)
+
+
+def _date_undated(con: duckdb.DuckDBPyConnection) -> None:
+    """Date the staged tombstones the vendor gave no date (:data:`~connectors.records.UNDATED`) by the stored order
+    each cancels, else by the store's oldest order, else by the oldest dated order staged, else now (nothing
+    stored nor staged: no order to look newer than). Never the newest of a store (a cancellation the CRM did not
+    date is no fresh activity: it hid the stale-data warning), the same on every read (stored, it dates itself),
+    and never the mark (1970 would stretch the orders' range every local-day step reads). Only a tombstone (amount
+    0, cancelled or deleted) so dated is one. A few aggregates per batch holding one (none for any other batch)."""
+    stored = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'orders' "
+                         "AND NOT temporary").fetchall()[0][0] > 0
+    oldest = con.execute("SELECT min(ordered_at) FROM orders").fetchall()[0][0] if stored else None
+    if oldest is None:
+        oldest = con.execute("SELECT min(ordered_at) FROM staged_orders WHERE ordered_at <> $u",
+                             {"u": UNDATED}).fetchall()[0][0] or datetime.now(timezone.utc)
+    own = ("(SELECT max(o.ordered_at) FROM orders AS o WHERE o.order_id = s.order_id)" if stored else "NULL")
+    con.execute(f"""UPDATE staged_orders AS s SET ordered_at = coalesce({own}, $oldest)
+                     WHERE s.ordered_at = $u AND s.amount = 0 AND s.status IN ('cancelled', 'deleted')""",
+                {"u": UNDATED, "oldest": oldest})

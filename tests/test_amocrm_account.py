@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from connectors.amocrm import AmoCrmConfig, AmoCrmSecrets, AmoCrmSource
 from connectors.errors import ConfigError, TransientError
 from connectors.registry import build_source
+from sync.config import format_validation_error
 
 EXPECTED = "expected the part before .amocrm.ru / .amocrm.com / .kommo.com"
 
@@ -64,3 +65,20 @@ def test_an_address_that_cannot_be_reached_names_where_it_was_set(config, env, n
         with pytest.raises(TransientError) as err:
             source.check()
     assert f"cannot connect (ConnectionError); {named};" in str(err.value)
+
+
+JWT = ("eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiIsImp0aSI6IjEifQ.eyJhdWQiOiJjbGllbnQiLCJzdWIiOiI1MDQxNDEifQ."
+       "c2lnbmF0dXJlX29mX3RoZV90b2tlbg")
+
+
+@pytest.mark.parametrize("token", [JWT, "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8s9T0u1V2w3X4y5Z6a7B8c9D0e1F2"])
+def test_a_token_set_as_the_subdomain_is_not_echoed(token):
+    """AMOCRM_SUBDOMAIN and AMOCRM_TOKEN swapped (a long-lived token is a JWT; a client secret, 64 letters and
+    digits): the error says the account is wrong without quoting it."""
+    with pytest.raises(ConfigError) as err:
+        AmoCrmSource(AmoCrmConfig(), AmoCrmSecrets(subdomain=token, token="shop"))
+    with pytest.raises(ValidationError) as invalid:
+        AmoCrmConfig(subdomain=token)
+    for text in (str(err.value), format_validation_error(invalid.value, None)):  # (what the CLI says of it)
+        assert "is not an amoCRM account" in text and "(a value that looks like a token, not shown)" in text
+        assert token[:12] not in text, text

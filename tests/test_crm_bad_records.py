@@ -153,3 +153,58 @@ def test_records_without_their_id_are_each_a_bad_row():
     assert result.bad_row_count == 4
     assert sorted((str(b.row), b.field) for b in result.bad_rows) == [
         ("6", "financial_status"), ("None", "id"), ("None", "id"), ("None", "id")]
+
+
+@pytest.mark.parametrize(("stage", "won_semantics", "status"), [
+    ("WON", ["S"], "completed"),  # the main pipeline's success stage: a purchase
+    ("C3:WON", ["S"], "completed"),
+    ("LOSE", ["S"], "cancelled"),
+    ("C3:LOSE", ["S"], "cancelled"),
+    ("C3:UC_X1Y2Z3", ["S"], "cancelled"),  # not the success stage: not a purchase
+    ("C3:LOSE", ["S", "F"], "completed"),  # (what semantics count is the user's)
+])
+def test_a_bitrix24_deal_with_only_its_stage_id_is_told_by_it(stage, won_semantics, status):
+    """Without ``STAGE_SEMANTIC_ID``, the system stages carry it: a pipeline's one success stage is ``WON``
+    (``C<n>:WON``), its system failure stage ``LOSE``."""
+    with test_bitrix24.responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        fake = test_bitrix24.FakeBitrix24(mock)
+        fake.put_contact(10, "ann@example.com", at=T0)
+        fake.put_order(1, 10, "100", at=T0)
+        del fake.deals[1]["STAGE_SEMANTIC_ID"]
+        fake.deals[1]["STAGE_ID"] = stage
+        with open_store(None) as con:
+            result = test_bitrix24.make_source(won_semantics=won_semantics, line_items=False).pull(con)
+            staged = con.execute("SELECT order_id, status FROM staged_orders").fetchall()
+    assert (staged, result.bad_rows) == ([("1", status)], [])
+
+
+def test_a_bitrix24_deal_with_only_a_stage_that_cannot_tell_is_a_bad_row_when_other_semantics_count():
+    with test_bitrix24.responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        fake = test_bitrix24.FakeBitrix24(mock)
+        fake.put_contact(10, "ann@example.com", at=T0)
+        fake.put_order(1, 10, "100", at=T0)
+        del fake.deals[1]["STAGE_SEMANTIC_ID"]
+        fake.deals[1]["STAGE_ID"] = "C3:PREPARATION"  # in progress, or a failure stage the portal added
+        with open_store(None) as con:
+            result = test_bitrix24.make_source(won_semantics=["S", "P"], line_items=False).pull(con)
+    assert [(b.row, b.field, b.reason) for b in result.bad_rows] == [
+        ("1", "STAGE_SEMANTIC_ID", WHETHER.format("deal"))]
+
+
+def test_a_retailcrm_non_purchase_without_created_at_leaves_the_history_not_a_bad_row():
+    """A cancelled order needs no date to be no purchase: the stored purchase it cancels is taken out of the history
+    (a tombstone dated when it took its status, ``statusUpdatedAt``), on the pull and on a webhook."""
+    with test_retailcrm.responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        fake = test_retailcrm.FakeRetailCrm(mock)
+        fake.put_contact(10, "ann@example.com", at=T0)
+        fake.put_order(1, 10, "100", at=T0)
+
+        def cancelled_undated(fake):
+            fake.put_order(1, 10, "100", at=LATER, status="cancel-other")
+            del fake.orders[1]["createdAt"]
+            fake.orders[1]["statusUpdatedAt"] = "2026-01-11 12:00:00"
+
+        assert second_pull(fake, test_retailcrm.make_source, cancelled_undated) == ([("1", "cancelled")], [])
+    body = json.dumps({"order": {"id": 7, "status": "cancel-other", "customer": {"id": 1}, "totalSumm": 5}})
+    (order,), _ = retailcrm.parse_webhook({}, body.encode())
+    assert (order.order_id, order.status.value, order.customer_id) == ("7", "cancelled", "1")

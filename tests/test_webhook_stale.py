@@ -76,3 +76,68 @@ def test_a_fresh_authentic_delivery_is_accepted():
     assert [k.split(":")[0] for k, _ in events] == ["contact"]
     assert CrmWebhooks("bitrix24", webhook_parser("bitrix24"), B24_TOKEN, None).events(
         {}, b24_event(B24_TOKEN, timedelta(minutes=1)), None)
+
+
+def test_replays_of_a_stale_delivery_are_each_refused_and_logged_once_per_window(caplog):
+    """A captured delivery replayed (or retried in a storm) floods no log: each replay is a 401, the WARNING is told
+    once per delivery per window and for at most ``limit`` deliveries; the next window's first line says how many
+    were not told."""
+    from sync.serve.webhooks import StaleLog
+
+    now = [0.0]
+    hooks = CrmWebhooks("bitrix24", webhook_parser("bitrix24"), B24_TOKEN, None,
+                        StaleLog(window=600, limit=3, clock=lambda: now[0]))
+    replayed = b24_event(B24_TOKEN, timedelta(hours=6))
+    others = [b24_event(B24_TOKEN, timedelta(hours=6, minutes=i)) for i in range(1, 6)]
+
+    def deliver(body: bytes) -> int:
+        with pytest.raises(BadRequest) as err:
+            hooks.events({}, body, None)
+        return err.value.status
+
+    with caplog.at_level(logging.WARNING, logger="sync.serve.webhooks"):
+        assert {deliver(replayed) for _ in range(100)} == {401}
+        assert len(caplog.records) == 1 and "6 h old" in caplog.text
+        assert {deliver(body) for body in others} == {401}  # 2 more told (the limit, 3), 3 not
+        assert len(caplog.records) == 3
+        now[0] = 601.0  # the next window: the count not told, then the replayed delivery told again
+        assert deliver(replayed) == 401
+    assert len(caplog.records) == 5 and "6 h old" in caplog.records[-1].message
+    assert "102 more authentic deliveries refused for their time were not logged in the 10 min from 10 min ago" in (
+        caplog.records[-2].message)
+
+
+def test_a_delivery_not_logged_for_the_limit_is_logged_in_the_next_window(caplog):
+    """Over the limit, a delivery is not taken for logged: it was, for its replays' window after that, never."""
+    from sync.serve.webhooks import StaleLog
+
+    now = [0.0]
+    stale = StaleLog(window=600, limit=1, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="sync.serve.webhooks"):
+        stale.warn("bitrix24", b"A", "late A")
+        now[0] = 300.0
+        stale.warn("bitrix24", b"B", "late B")  # over the limit
+        now[0] = 601.0
+        stale.warn("bitrix24", b"B", "late B")
+    assert [r.message.rsplit(": ", 1)[-1] for r in caplog.records][::2] == ["late A", "late B"]
+    assert "1 more authentic deliveries refused for their time were not logged" in caplog.records[1].message
+
+
+def test_the_count_of_a_storm_s_window_is_logged_by_the_next_refusal_even_one_not_logged(caplog):
+    """The first refusal after a window logs that window's count, also when it is a replay not logged itself (the
+    count waited for a delivery logged, and a storm of replays that ended kept it for good)."""
+    from sync.serve.webhooks import StaleLog
+
+    now = [0.0]
+    stale = StaleLog(window=600, limit=2, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="sync.serve.webhooks"):
+        stale.warn("amocrm", b"X", "late X")
+        now[0] = 500.0
+        stale.warn("amocrm", b"A", "late A")
+        for _ in range(5):
+            stale.warn("amocrm", b"A", "late A")  # replays
+        now[0] = 700.0
+        stale.warn("amocrm", b"A", "late A")  # a replay of A, logged at 500: not logged again
+    assert len(caplog.records) == 3
+    assert "5 more authentic deliveries refused for their time were not logged in the 10 min from 12 min ago" in (
+        caplog.records[-1].message)

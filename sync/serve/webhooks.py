@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -25,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from connectors.contacts import PhoneRegion
 from connectors.errors import RecordError
 from connectors.records import Contact, Order
-from connectors.webhooks import WEBHOOK_SOURCES, WebhookParser, webhook_parser
+from connectors.webhooks import WEBHOOK_SOURCES, ReplayGuard, WebhookParser, webhook_parser
 
 from ..config import Config
 from ..errors import ConfigError
@@ -65,6 +66,47 @@ def events_for(orders: list[Order], contacts: list[Contact], pairs: list[tuple[O
     return out
 
 
+#: a stale delivery's WARNING is told once per delivery per this many seconds, and for at most
+#: :data:`STALE_WARNINGS` deliveries in it (:class:`StaleLog`)
+STALE_WINDOW = 600.0
+STALE_WARNINGS = 10
+
+
+class StaleLog:
+    """The WARNING of authentic deliveries refused for their time, rate-limited: a captured delivery replayed (by an
+    attacker, or by a sender's retry storm) is told once per window (by its body's digest), and at most ``limit``
+    deliveries are told per window (a delivery not told then is not taken for told: it is told in a later window).
+    How many were not told in a window is a line of its own at the first refusal after that window ended (no timer
+    runs: the count of a storm's last window waits for the next refusal, and the line says when that window began).
+    Thread-safe and bounded (:class:`connectors.webhooks.ReplayGuard`)."""
+
+    def __init__(self, window: float = STALE_WINDOW, limit: int = STALE_WARNINGS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.window, self.limit, self.clock = window, limit, clock
+        self._told_of = ReplayGuard(ttl=window, max_size=10_000, clock=clock)
+        self._lock = threading.Lock()
+        self._start: float | None = None
+        self._told = self._untold = 0
+
+    def warn(self, kind: str, body: bytes, late: str) -> None:
+        digest = hashlib.sha256(body).hexdigest()
+        with self._lock:
+            now = self.clock()
+            untold, began = 0, self._start
+            if self._start is None or now - self._start >= self.window:
+                self._start, self._told, untold, self._untold = now, 0, self._untold, 0
+            tell = self._told < self.limit and self._told_of.first_time(digest)  # (marked told only when told)
+            self._told += tell
+            self._untold += not tell
+        if untold and began is not None:
+            log.warning("%s webhook: %d more authentic deliveries refused for their time were not logged in the "
+                        "%g min from %.0f min ago (a delivery is logged once per %g min, at most %d deliveries "
+                        "per %g min)", kind, untold, self.window / 60, (now - began) / 60, self.window / 60,
+                        self.limit, self.window / 60)
+        if tell:
+            log.warning("%s webhook: an authentic delivery refused: %s", kind, late)
+
+
 @dataclass(frozen=True)
 class CrmWebhooks:
     """The deliveries of one CRM source on this server: its registered parser, its webhook secret (``key``) and,
@@ -74,6 +116,7 @@ class CrmWebhooks:
     parser: WebhookParser
     key: str | None = field(repr=False)  # the webhook secret: never in a repr
     conf: Any = None
+    stale_log: StaleLog = field(default_factory=StaleLog, repr=False, compare=False)
 
     @classmethod
     def build(cls, kind: str, cfg: Config, settings: Settings) -> CrmWebhooks:
@@ -108,7 +151,7 @@ class CrmWebhooks:
         if not ok:
             late = self._stale(headers, body)
             if late:  # authentic, refused for its time: a clock or a late delivery, not a wrong secret
-                log.warning("%s webhook: an authentic delivery refused: %s", kind, late)
+                self.stale_log.warn(kind, body, late)
                 raise BadRequest(401, f"{kind} webhook: refused, though authentic: {late}")
             raise BadRequest(401, f"{kind} webhook: authentication failed")
         try:
