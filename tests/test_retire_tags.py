@@ -111,6 +111,16 @@ def test_a_tag_one_destination_retires_and_another_of_the_audience_manages_is_a_
     assert "destinations 'mc' and 'mc2' both manage the tag/list 'VIP' in Mailchimp audience 'a1'" in error
 
 
+def test_two_destinations_of_the_audience_may_both_retire_a_tag(tmp_path):
+    """Neither gives it back: each takes it off the contacts its own rows say it gave them (a retire-only one's
+    contacts may hold a tag another one there retires: it must be able to name it too)."""
+    from sync.config import load_config
+
+    path = write(tmp_path, 'retire_tags = ["VIP"]\n[[destinations]]\nname = "mc2"\ntype = "mailchimp"\n'
+                           'audience = "a1"\nretire_tags = ["vip"]\n[destinations.segments]\n"Best active" = "Gold"')
+    assert [d.retire_tags for d in load_config(path).destinations] == [["VIP"], ["vip"]]
+
+
 def test_the_row_planner_retires_as_the_columnar_one():
     from sync.config import DestinationConfig
     from sync.model import PushedState

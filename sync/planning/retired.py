@@ -99,16 +99,33 @@ def retired_what(dest: DestinationConfig) -> str:
     return " and ".join(w for w, on in (("tags", dest.retire_tags), ("fields", dest.retire_fields)) if on)
 
 
-def managed_beside(destinations: Iterable[DestinationConfig], dest: DestinationConfig) -> Kept:
+def given_tags(dest: DestinationConfig) -> list[str]:
+    """The tags/lists ``dest`` gives contacts (its segments', tags' and transitions'): :func:`all_managed` but
+    the retired, which it only takes off the contacts its own ledger rows say it gave them."""
+    retired = set(dest.retire_tags)
+    return [t for t in all_managed(dest) if t not in retired]
+
+
+def owners_beside(destinations: Iterable[DestinationConfig], dest: DestinationConfig
+                  ) -> tuple[dict[str, str], dict[str, str]]:
     """What the other destinations of ``dest``'s audience (:func:`~sync.destinations.overlap.audience_of`, as the
-    config's checks compare them) manage now: their tags/lists and their fields. A retire-only destination's rows
-    that hold them do not keep it from being finished (:func:`retiring`, :func:`sync.takeover.end_retired`): they
-    are that destination's, and its ``retire_tags``/``retire_fields`` could not name them (the config refuses
-    two destinations of one audience managing one tag or field)."""
+    config's checks compare them) give now, and which: ``(tag folded → destination, field as dest.spec.field_key
+    names it → destination)``. A tag another destination only retires is not there: it takes it off only the
+    contacts its own rows say it gave it, so nothing else takes it off ``dest``'s (and both may retire it)."""
     others = [d for d in destinations if d.name != dest.name and audience_of(d) == audience_of(dest)]
     key = dest.spec.field_key
-    return Kept(frozenset(fold(t) for d in others for t in all_managed(d)),
-                frozenset(key(f) for d in others for f in d.fields), key)
+    return ({fold(t): d.name for d in others for t in given_tags(d)},
+            {key(f): d.name for d in others for f in d.fields})
+
+
+def managed_beside(destinations: Iterable[DestinationConfig], dest: DestinationConfig) -> Kept:
+    """What the other destinations of ``dest``'s audience give now (:func:`owners_beside`): their tags/lists and
+    their fields. A retire-only destination's rows that hold them do not keep it from being finished
+    (:func:`retiring`, :func:`sync.takeover.end_retired`): they are that destination's, and its
+    ``retire_tags``/``retire_fields`` could not name them (the config refuses two destinations of one audience
+    managing one tag or field). A tag another destination only retires keeps it until it is off its contacts."""
+    tags, fields = owners_beside(destinations, dest)
+    return Kept(frozenset(tags), frozenset(fields), dest.spec.field_key)
 
 
 def retiring(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan: Plan,
@@ -193,7 +210,7 @@ def removed_destinations(cfg: Config, ledger: "RemovedStates") -> list[str]:
                     counts[tag] = counts.get(tag, 0) + n
         if counts:
             managed = {fold(t): d.name for d in cfg.destinations if d.name in beside
-                       for t in all_managed(d)}
+                       for t in given_tags(d)}  # one another destination only retires can be retired here too
             heir = len(beside) == 1 and any(d.name == beside[0] and d.renamed_from == name for d in cfg.destinations)
             out.append(_removed_warning(name, target, sorted(counts.items()), beside, managed, heir))
     return out
@@ -245,5 +262,6 @@ def toml_string(text: str) -> str:
     return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
-__all__ = ["RemovedStates", "counted", "holds_nothing", "left_behind", "left_behind_warning", "managed_beside",
+__all__ = ["RemovedStates", "counted", "given_tags", "holds_nothing", "left_behind", "left_behind_warning",
+           "managed_beside", "owners_beside",
            "removed_destinations", "retired_what", "retires_only", "retiring", "toml_string"]
