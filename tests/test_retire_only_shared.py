@@ -78,8 +78,8 @@ def test_tags_another_destination_manages_do_not_keep_a_fields_only_one(tmp_path
     assert "VIP" in tags and not tags & set(named)
 
 
-def test_a_tag_another_destination_only_retires_keeps_a_retire_only_one_until_it_is_off(tmp_path, mailchimp_fake,
-                                                                                      monkeypatch, ledger_url):  # noqa: F811
+def test_a_tag_another_destination_only_retires_keeps_a_retire_only_one_until_it_is_off(
+        tmp_path, mailchimp_fake, monkeypatch, ledger_url):  # noqa: F811
     """Another destination there retires 'Winback soft' too: it takes it off only the contacts its own ledger rows
     say it gave it, none of ours. So ours is not finished, nor forgotten, while its contacts hold it; its note names
     it in a retire_tags line the config takes (two destinations that only retire a tag do not undo each other), and

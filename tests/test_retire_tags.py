@@ -171,3 +171,44 @@ def test_the_warning_s_retire_tags_line_is_valid_toml_for_any_tag_name():
     assert tomllib.loads(line) == {"retire_tags": tags}
     DestinationConfig(name="mc", type="mailchimp", audience="a1", segments={"Champions": "vip"},
                       **tomllib.loads(line))  # and the config takes it
+
+
+def test_the_warning_offers_no_retire_tags_line_for_a_tag_another_destination_of_the_audience_gives():
+    """The config refuses a retire_tags naming a tag another destination of the audience gives: the warning names
+    that destination for it instead, and offers the line for the others only (one another destination only
+    retires, too: both may retire it)."""
+    import re
+    import tomllib
+
+    from sync.config import DestinationConfig
+    from sync.destinations.overlap import check_shared_audiences
+    from sync.planning.retired import left_behind_warning
+
+    dest = DestinationConfig(name="mc", type="mailchimp", audience="a1", segments={"Champions": "Gold"})
+    owner = DestinationConfig(name="owner", type="mailchimp", audience="a1", segments={"Best active": "vip"},
+                              retire_tags=["Old"])
+    elsewhere = DestinationConfig(name="other", type="mailchimp", audience="a2", segments={"Churn": "Lost"})
+    warning = left_behind_warning(dest, [("VIP", 3), ("Old", 1), ("Lost", 2)], [dest, owner, elsewhere])
+    assert "'VIP' (3 contacts), 'Old' (1 contact), 'Lost' (2 contacts)" in warning
+    line = re.search(r"add (retire_tags = \[.*?\]) to destination 'mc'", warning).group(1)
+    assert tomllib.loads(line) == {"retire_tags": ["Old", "Lost"]}
+    assert "Destination 'owner' of the same audience manages 'VIP'" in warning
+    check_shared_audiences([dest.model_copy(update=tomllib.loads(line)), owner, elsewhere])  # the config takes it
+    only = left_behind_warning(dest, [("VIP", 3)], [dest, owner])
+    assert "retire_tags = [" not in only and "Destination 'owner' of the same audience manages 'VIP'" in only
+
+
+def test_the_plan_s_warning_names_the_destination_that_gives_a_tag_left_behind_now(shop):
+    """Its mapping moved to another destination of the audience: the plan's warning offers no retire_tags line
+    for it (the config would refuse it) but names that destination."""
+    from sync.config import load_config
+
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)
+    text = shop.read_text(encoding="utf-8").replace('"Best active" = "VIP"\n', "")
+    shop.write_text(text + '\n[[destinations]]\nname = "owner"\ntype = "mailchimp"\naudience = "aud1"\n'
+                           'new_contacts = "transactional"\n[destinations.segments]\n"Best active" = "VIP"\n',
+                    encoding="utf-8")
+    warning = next(w for w in plan_json(shop)["warnings"] if w.startswith("mailchimp-demo: tags/lists rfmsync"))
+    assert "'VIP' (" in warning and 'retire_tags = ["VIP"' not in warning, warning
+    assert "Destination 'owner' of the same audience manages 'VIP'" in warning, warning
+    load_config(shop)

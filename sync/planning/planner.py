@@ -150,8 +150,8 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
         notes.append("planned against the ledger alone (no credentials set): the ESP was not read")
     held = field_names(rows.con)  # the staged state's field names: read once, for left_fields and clear_retired
     fields_left = left_fields(rows.con, dest, held)
-    behind = tuple(w for w in (left_behind_warning(dest, left_behind(rows.con, dest)),
-                               left_fields_warning(dest, fields_left)) if w)
+    behind = tuple(w for w in (left_behind_warning(dest, left_behind(rows.con, dest), cfg.destinations),
+                               left_fields_warning(dest, fields_left, cfg.destinations)) if w)
     shared = rows.shared_note()
     if shared is not None:
         notes.append(shared)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from typing import Iterable, Protocol, Sequence
+from typing import Callable, Iterable, Protocol, Sequence
 
 import duckdb
 
@@ -59,16 +59,19 @@ def left_behind(con: duckdb.DuckDBPyConnection, dest: DestinationConfig) -> list
         SELECT tag, sum(n) FROM tags WHERE tag IS NOT NULL AND {keep} GROUP BY tag ORDER BY tag""").fetchall()]
 
 
-def left_behind_warning(dest: DestinationConfig, found: list[tuple[str, int]]) -> str | None:
+def left_behind_warning(dest: DestinationConfig, found: list[tuple[str, int]],
+                        beside: Iterable[DestinationConfig] = ()) -> str | None:
     """The plan's warning for :func:`left_behind`'s tags, saying how to act; None when there is none. A tag that
     differs from a managed one only in case or spaces (a case-only rename, ``VIP`` → ``vip``) is not offered to
     ``retire_tags``, which refuses it (:func:`sync.destinations.overlap.check_retired`): an ESP that folds case
-    holds both as one tag, the one the mapping gives."""
+    holds both as one tag, the one the mapping gives. Nor is one another destination of ``beside`` (the config's)
+    gives in the audience (:func:`owners_beside`; refused too): the warning names that destination for it."""
     if not found:
         return None
     managed = {fold(t): t for t in all_managed(dest)}
-    retire = [tag for tag, _ in found if fold(tag) not in managed]
-    renamed = [(tag, managed[fold(tag)]) for tag, _ in found if tag not in retire]
+    owners = owners_beside(beside, dest)[0]
+    retire = [tag for tag, _ in found if fold(tag) not in managed and fold(tag) not in owners]
+    renamed = [(tag, managed[fold(tag)]) for tag, _ in found if fold(tag) in managed]
     act = []
     if retire:
         names = ", ".join(toml_string(tag) for tag in retire)
@@ -81,9 +84,23 @@ def left_behind_warning(dest: DestinationConfig, found: list[tuple[str, int]]) -
         act.append(f"{pairs} but for case or spaces: an ESP that folds case (Mailchimp's tags) holds them as one "
                    f"tag, so they cannot be retired; to have rfmsync manage such a tag again on every contact it "
                    f"put it on, map it under its old name, as the ESP has it")
+    owned = [tag for tag, _ in found if fold(tag) in owners and fold(tag) not in managed]
+    if owned:
+        act.append(owned_by(owned, owners))
     return (f"tags/lists rfmsync pushed that no mapping of this destination gives any more stay on their "
             f"contacts: {counted(found)}; campaigns aimed at them still reach people who may have left those segments. "
             + "; ".join(a[0].upper() + a[1:] for a in act))
+
+
+def owned_by(names: list[str], owners: dict[str, str], what: str = "manages", key: Callable[[str], str] = fold,
+             why: str = "'rfmsync sync --destination {owner} --reconcile' takes such a tag off whoever holds it "
+                        "outside its segments; retire_tags cannot name it in another destination there") -> str:
+    """``destination 'B' of the same audience manages 'X', 'Y' (why)``, for each destination ``owners`` (a name as
+    ``key`` gives it → the destination) names for the tags or fields ``names``, joined by ``; ``."""
+    return "; ".join(f"destination {owner!r} of the same audience {what} "
+                     + ", ".join(repr(n) for n in names if owners.get(key(n)) == owner)
+                     + f" ({why.format(owner=owner)})"
+                     for owner in sorted({owners[key(n)] for n in names}))
 
 
 def retires_only(dest: DestinationConfig) -> bool:
@@ -233,11 +250,7 @@ def _removed_warning(name: str, target: str | None, found: list[tuple[str, int]]
                        f"it takes over what the ledger holds under {toml_string(name)} (the tags it manages come "
                        f"off those who left its segments; its own warning names the others) and this warning goes")
     retire = [tag for tag, _ in found if fold(tag) not in managed]
-    held = "; ".join(f"destination {owner!r} of the same audience manages "
-                     + ", ".join(repr(t) for t, _ in found if managed.get(fold(t)) == owner)
-                     + f" ('rfmsync sync --destination {owner} --reconcile' takes such a tag off whoever holds it "
-                       f"outside its segments; retire_tags cannot name it in another destination there)"
-                     for owner in sorted({managed[fold(t)] for t, _ in found if t not in retire}))
+    held = owned_by([t for t, _ in found if t not in retire], managed)
     forget = (f"; once they are off, 'rfmsync forget --destination {name} --yes' makes the ledger forget {name!r} "
               f"and this warning goes")
     if not retire:
@@ -263,5 +276,5 @@ def toml_string(text: str) -> str:
 
 
 __all__ = ["RemovedStates", "counted", "given_tags", "holds_nothing", "left_behind", "left_behind_warning",
-           "managed_beside", "owners_beside",
+           "managed_beside", "owned_by", "owners_beside",
            "removed_destinations", "retired_what", "retires_only", "retiring", "toml_string"]
