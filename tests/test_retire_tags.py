@@ -212,3 +212,47 @@ def test_the_plan_s_warning_names_the_destination_that_gives_a_tag_left_behind_n
     assert "'VIP' (" in warning and 'retire_tags = ["VIP"' not in warning, warning
     assert "Destination 'owner' of the same audience manages 'VIP'" in warning, warning
     load_config(shop)
+
+
+def test_a_tag_retired_in_another_case_comes_off_as_mailchimp_holds_it(shop, mailchimp_fake):
+    """Mailchimp holds one tag whatever its case: ``retire_tags = ["vip"]`` retires the ``VIP`` rfmsync gave (as
+    the ledger and the ESP spell it), from the contacts rfmsync gave it only, and no ``vip`` tag is made there."""
+    first = plan_json(shop)["plans"][0]
+    emails = [c["key"] for c in first["changes"]]
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)
+    ours = holders(mailchimp_fake, "VIP", emails)
+    hand = next(e for e in emails if e not in ours)
+    mailchimp_fake.add_member(hand, tags=["VIP"])
+    text = shop.read_text(encoding="utf-8").replace('"Best active" = "VIP"\n', '')
+    shop.write_text(text.replace('new_contacts = "transactional"', 'new_contacts = "transactional"\n'
+                                 'retire_tags = ["vip"]'), encoding="utf-8")
+    doc = plan_json(shop)
+    assert not any("no mapping of this destination gives" in w for w in doc["warnings"]), doc["warnings"]
+    assert {c["key"] for c in doc["plans"][0]["changes"] if "VIP" in c["remove_tags"]} == ours
+    cli("sync", "--config", str(shop), "--as-of", AS_OF, "--allow-mass-change")
+    assert holders(mailchimp_fake, "VIP", emails) == {hand}
+    assert "vip" not in mailchimp_fake.segment_names("aud1")
+    assert plan_json(shop)["plans"][0]["changes"] == []
+
+
+def test_a_tag_retired_in_another_case_is_another_list_where_names_are_exact():
+    """SendGrid's and Unisender's list names are taken as spelled (nothing says they fold case): ``vip`` retired
+    leaves ``VIP`` alone, and the warning offers a line for it (the config takes both)."""
+    import re
+    import tomllib
+
+    from sync.config import DestinationConfig
+    from sync.destinations.overlap import check_shared_audiences
+    from sync.planning.retired import left_behind_warning, retired_as_held
+
+    dest = DestinationConfig(name="sg", type="sendgrid", segments={"Champions": "Gold"}, retire_tags=["vip"])
+    planned, left = retired_as_held(dest, [("VIP", 3)])
+    assert planned.retire_tags == ["vip"] and left == [("VIP", 3)]
+    warning = left_behind_warning(planned, left)
+    line = re.search(r"add (retire_tags = \[.*?\]) to destination 'sg'", warning).group(1)
+    assert tomllib.loads(line) == {"retire_tags": ["VIP"]}
+    check_shared_audiences([dest.model_copy(update={"retire_tags": ["vip", "VIP"]})])
+    mc = DestinationConfig(name="mc", type="mailchimp", audience="a1", segments={"Champions": "Gold"},
+                           retire_tags=["vip", "Old"])
+    planned, left = retired_as_held(mc, [("VIP", 3), ("Vip ", 1), ("Lost", 2)])
+    assert planned.retire_tags == ["VIP", "Vip ", "Old"] and left == [("Lost", 2)]

@@ -110,6 +110,9 @@ class DestinationSpec:
     #: the vendor holds one field for ``RFM_CODE`` and ``rfm_code`` (Mailchimp's merge tags, SendGrid's custom
     #: fields); False: field names are case-sensitive (Unisender's), two spellings are two fields
     fields_fold_case: bool = True
+    #: the vendor holds one tag for ``VIP`` and ``vip`` (Mailchimp's tags: it changes their case, docs/sync.md);
+    #: False: tag/list names are taken as spelled (nothing says SendGrid's or Unisender's lists fold case)
+    tags_fold_case: bool = False
 
     def __post_init__(self) -> None:
         missing = set(KINDS) - set(self.field_types)

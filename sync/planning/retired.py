@@ -59,6 +59,22 @@ def left_behind(con: duckdb.DuckDBPyConnection, dest: DestinationConfig) -> list
         SELECT tag, sum(n) FROM tags WHERE tag IS NOT NULL AND {keep} GROUP BY tag ORDER BY tag""").fetchall()]
 
 
+def retired_as_held(dest: DestinationConfig, held: list[tuple[str, int]]
+                    ) -> tuple[DestinationConfig, list[tuple[str, int]]]:
+    """``dest`` with its ``retire_tags`` named as the ESP holds them, and what is left behind of ``held``
+    (:func:`left_behind` of the tags it gives, :func:`given_tags`). An ESP that folds tag case
+    (``spec.tags_fold_case``: Mailchimp) holds ``VIP`` and ``vip`` as one tag: a retired name stands for every
+    spelling of it the ledger says rfmsync gave (those come off the contacts it gave them, and only those; no
+    other spelling is made there), or for itself when the ledger holds none. Elsewhere names are taken as
+    spelled: another spelling is another list, left alone until it is retired by its own name."""
+    retire = list(dest.retire_tags)
+    if dest.spec.tags_fold_case:
+        retire = [t for name in retire for t in ([t for t, _ in held if fold(t) == fold(name)] or [name])]
+    retire = list(dict.fromkeys(retire))
+    planned = dest if retire == dest.retire_tags else dest.model_copy(update={"retire_tags": retire})
+    return planned, [(t, n) for t, n in held if t not in set(retire)]
+
+
 def left_behind_warning(dest: DestinationConfig, found: list[tuple[str, int]],
                         beside: Iterable[DestinationConfig] = ()) -> str | None:
     """The plan's warning for :func:`left_behind`'s tags, saying how to act; None when there is none. A tag that
@@ -68,7 +84,7 @@ def left_behind_warning(dest: DestinationConfig, found: list[tuple[str, int]],
     gives in the audience (:func:`owners_beside`; refused too): the warning names that destination for it."""
     if not found:
         return None
-    managed = {fold(t): t for t in all_managed(dest)}
+    managed = {fold(t): t for t in given_tags(dest)}  # a retired one's other spellings: :func:`retired_as_held`
     owners = owners_beside(beside, dest)[0]
     retire = [tag for tag, _ in found if fold(tag) not in managed and fold(tag) not in owners]
     renamed = [(tag, managed[fold(tag)]) for tag, _ in found if fold(tag) in managed]
@@ -276,5 +292,5 @@ def toml_string(text: str) -> str:
 
 
 __all__ = ["RemovedStates", "counted", "given_tags", "holds_nothing", "left_behind", "left_behind_warning",
-           "managed_beside", "owned_by", "owners_beside",
+           "managed_beside", "owned_by", "owners_beside", "retired_as_held",
            "removed_destinations", "retired_what", "retires_only", "retiring", "toml_string"]
