@@ -163,3 +163,34 @@ def test_a_rename_takes_over_an_old_name_with_only_failures_and_a_target_left(le
             "the ledger holds nothing under destination 'gone' (destinations it holds that the config no longer has: "
             "none); destination 'heir' has renamed_from = 'gone': it has taken over whatever the ledger held there, "
             "if anything")
+
+
+@pytest.mark.parametrize("fields, kept, forgotten", [
+    ([{"RFM_SEG": None, "RFM_CODE": ""}, {"RFM_SEG": None}], (), True),  # cleared values hold nothing
+    ([{"RFM_SEG": None}, {"RFM_CODE": "555"}], (), False),
+    ([{"N": 0}], (), False), ([{"N": False}], (), False), ([{"N": []}], (), False),  # a value, however falsy
+    ([{"CLV": f"{n}.5", "RFM_SEG": None} for n in range(50)], ("clv",), True),  # values another one manages
+    ([{"CLV": "1", "Rfm_Seg ": "x"}], ("clv",), False),
+    ([{"CLV": "1", "Rfm_Seg ": "x"}], ("clv", "rfm_seg"), True),  # named as the ESP compares them (folded)
+    ([{'a"b': "x"}, {"é": ""}], ('a"b',), True),
+])
+@pytest.mark.parametrize("few", [None, 0])
+def test_a_destination_is_forgotten_only_while_no_row_holds_a_value_it_does_not_keep(
+        ledger_url, fields, kept, forgotten, few, monkeypatch):  # noqa: F811
+    """forget_destination(unvalued=True) on either engine: the values judged in SQL (past FEW_TEXTS distinct
+    texts; 0 here: all of them) as in Python (None and "" hold nothing; 0, false, [] are values), the fields
+    another destination manages (``kept``) left out."""
+    from sync.ledger import Ledger, moves
+    from sync.ledger.moves import Kept
+    from sync.model import PushedState, fold
+
+    if few is not None:
+        monkeypatch.setattr(moves, "FEW_TEXTS", few)
+
+    with Ledger.connect(ledger_url) as ledger:
+        ledger.save_states("gone", None, [PushedState(f"{i}@x.io", str(i), frozenset(), f, exists=True)
+                                          for i, f in enumerate(fields)])
+        done = ledger.forget_destination("gone", ("target", "gone"), unvalued=True,
+                                         kept=Kept(fields=frozenset(kept), key=fold))
+        assert (done == len(fields)) if forgotten else done == -1
+        assert ("gone" in ledger.state_destinations()) is not forgotten

@@ -6,11 +6,11 @@ name of a rename taken over): its rows go, its revision counter does not (:meth:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple
 
 import json
 
-from sqlalchemy import and_, delete, func, insert, literal, select
+from sqlalchemy import and_, delete, func, insert, literal, select, text
 
 from ..model import fold
 from .cursors import write_cursor
@@ -122,15 +122,12 @@ class StateMoves:
         transaction; with ``untagged``, only while none of its rows holds a tag, and with ``unvalued`` a value in
         a field, but those ``kept`` names (else nothing, and -1). The rows deleted. ``lock``: (name, owner) that
         must still hold ``name``'s lock."""
-        held = [] if not untagged else [(pushed_state.c.tags, "[]", None if not kept.tags else
-                                         lambda tags: any(not kept.has_tag(t) for t in tags))]
-        if unvalued:
-            held.append((pushed_state.c.fields, "{}", lambda fields: any(
-                value not in (None, "") and not kept.has_field(k) for k, value in fields.items())))
+        tagged = None if not kept.tags else (lambda tags: any(not kept.has_tag(t) for t in tags))
         with self._db.write() as conn:
             if lock is not None:
                 check_lock_held(conn, *lock)
-            if any(_holds(conn, name, column, empty, holds) for column, empty, holds in held):
+            if (untagged and _holds(conn, name, pushed_state.c.tags, "[]", tagged)) or (
+                    unvalued and _holds_value(conn, name, kept)):
                 return -1
             deleted = conn.execute(select(func.count()).where(pushed_state.c.destination == name)).scalar() or 0
             revision = self._forget_name(conn, name, cursor)
@@ -177,13 +174,54 @@ class StateMoves:
 def _holds(conn: "Connection", name: str, column: Any, empty: str, holds: Callable[[Any], bool] | None) -> bool:
     """Whether a row of destination ``name`` holds something in its JSON ``column`` (``empty`` when it holds
     nothing): any row, or, with ``holds``, one whose decoded value ``holds`` says so. Its distinct texts are read
-    (a ledger has few distinct tag sets, and fields cleared are alike), up to the first that holds."""
+    (a ledger has few distinct tag sets), up to the first that holds."""
     query = select(column).where(pushed_state.c.destination == name, column != empty)
     if holds is None:
         return conn.execute(query.limit(1)).first() is not None
     result = conn.execute(query.distinct())
     try:
         return any(holds(json.loads(text)) for text in result.scalars())
+    finally:
+        result.close()
+
+
+#: distinct ``fields`` texts decoded in Python before the rest is judged in SQL (:func:`_holds_value`)
+FEW_TEXTS = 1000
+
+
+def _holds_value(conn: "Connection", name: str, kept: Kept) -> bool:
+    """Whether a row of destination ``name`` holds a value (not null, not ``""``) in a field ``kept`` does not
+    name. Its distinct ``fields`` texts are decoded up to the first that holds, while few (fields cleared are
+    alike); past :data:`FEW_TEXTS` (values of a field another destination manages, one per contact, which never
+    count), the rest is judged in SQL (:func:`_valued_fields`), not one text at a time in Python under the write
+    lock."""
+    result = conn.execute(select(pushed_state.c.fields).where(
+        pushed_state.c.destination == name, pushed_state.c.fields != "{}").distinct())
+    try:
+        for n, fields in enumerate(result.scalars()):
+            if n == FEW_TEXTS:
+                break
+            if any(value not in (None, "") and not kept.has_field(k) for k, value in json.loads(fields).items()):
+                return True
+        else:
+            return False
+    finally:
+        result.close()
+    return any(not kept.has_field(k) for k in _valued_fields(conn, name))
+
+
+def _valued_fields(conn: "Connection", name: str) -> Iterator[str]:
+    """The field names in which a row of destination ``name`` holds a value (not null, not ``""``: as Python
+    compares, 0 and false are values), each once, streamed (a caller stops at the first it counts): the JSON
+    taken apart in SQL, on either engine."""
+    if conn.dialect.name == "postgresql":
+        each, valued = "jsonb_each(p.fields::jsonb)", "j.value NOT IN ('null'::jsonb, '\"\"'::jsonb)"
+    else:
+        each, valued = "json_each(p.fields)", "j.type <> 'null' AND NOT (j.type = 'text' AND j.atom = '')"
+    result = conn.execute(text(f"SELECT DISTINCT j.key FROM {pushed_state.name} p, {each} j "
+                               f"WHERE p.destination = :name AND p.fields <> '{{}}' AND {valued}"), {"name": name})
+    try:
+        yield from result.scalars()
     finally:
         result.close()
 
