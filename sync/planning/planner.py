@@ -20,8 +20,9 @@ from ..guards import PlanVerdict, judge_plan
 from ..ledger.bulk import state_schema
 from ..model import PushedState
 from .columnar import columnar_plan_stats, plan_columnar, reconcile_pushed, stage_pushed
-from .plan import Plan, all_managed, check_fields
-from .retired import holds_nothing, left_behind, left_behind_warning, managed_beside, retired_as_held, retiring
+from .plan import Plan, check_fields
+from .retired import (given_tags, holds_nothing, left_behind, left_behind_warning, managed_beside, retired_as_held,
+                      retiring)
 from .retired_fields import clear_retired, field_names, left_fields, left_fields_warning
 from .rows import CustomerRows, stage_dicts, stage_segments
 from .target import moved_note, planned_target
@@ -198,7 +199,7 @@ def remote_unchecked(client: Destination | None, require_remote: bool) -> str | 
 def reconciled_tags(dest: DestinationConfig) -> list[str]:
     """The tags ``--reconcile`` reads the members of: the managed ones but the retired (``retire_tags``), whose
     members the ESP lists whoever tagged them."""
-    return [t for t in all_managed(dest) if t not in set(dest.retire_tags)]
+    return given_tags(dest)
 
 
 def reconciled(last: dict[str, PushedState], actual: dict[str, set[str]], managed: Sequence[str]
