@@ -247,6 +247,10 @@ def test_apply_refusing_a_plan_saved_before_an_unseen_restore_tells_it_and_gives
     assert "changed since this plan was made" in refused and "make a new plan" in refused
     assert mailchimp_fake.write_calls == writes
     assert "the ledger was restored from an older copy" in caplog.text and "--full-refresh" in caplog.text
+    made = plan["ledger_revision"]  # the warning speaks of the saved plan, not of a cached copy (none was read)
+    assert (f"behind the plan saved at its revision {made}" if back == "behind" else
+            f"written again since the plan saved at its revision {made} was made") in caplog.text
+    assert "cached copy" not in caplog.text
     with Ledger.connect(ledger_url) as ledger:
         now = ledger.state_counter(NAME)
     assert now.epoch != plan["ledger_epoch"] and now.revision > plan["ledger_revision"]
@@ -255,3 +259,26 @@ def test_apply_refusing_a_plan_saved_before_an_unseen_restore_tells_it_and_gives
     assert "restored from an older copy" not in caplog.text
     with Ledger.connect(ledger_url) as ledger:
         assert ledger.state_counter(NAME) == now
+
+
+@pytest.mark.parametrize("back", ["behind", "written again"])
+def test_a_saved_plan_proving_a_restore_on_a_read_only_ledger_is_told_and_the_counter_left(
+        back, tmp_path: Path, caplog) -> None:
+    """The refusal's telling on a ledger this process may only read (a URI with mode=ro): the restore the saved
+    plan proves is told (naming the plan), the counter cannot get a new epoch and that is said too; nothing
+    fails, and the counter stands for the next plan or save that can write (docs/ledger.md#restored-ledger)."""
+    from sync.ledger.statecache import Counter
+
+    path = tmp_path / "rfmsync.db"
+    with Ledger.connect(f"sqlite:///{path}") as ledger:
+        ledger.save_states(DEST, None, [state(k, 1) for k in KEYS[:3]])
+        now = ledger.state_counter(DEST)
+    made = Counter(now.revision + 3, now.epoch, "feedbeef") if back == "behind" else \
+        Counter(now.revision, now.epoch, "another")  # the plan's revision written again since, by another host
+    caplog.clear()
+    with Ledger.connect(f"sqlite:///file:{path}?mode=ro&uri=true") as ledger:
+        assert ledger.saved_plan_restored(DEST, made) is True
+        assert ledger.state_counter(DEST) == now
+    assert (f"behind the plan saved at its revision {made.revision}" if back == "behind" else
+            f"written again since the plan saved at its revision {made.revision} was made") in caplog.text
+    assert "could not give destination" in caplog.text and "cached copy" not in caplog.text

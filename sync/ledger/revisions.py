@@ -166,19 +166,21 @@ class Revisions:
                 token = made.token
             else:
                 return False
-        return self._tell_restore(destination, now, made.revision, token)
+        return self._tell_restore(destination, now, made.revision, token, plan=True)
 
-    def _tell_restore(self, destination: str, counter: Counter, copied: int, token: str | None) -> bool:
+    def _tell_restore(self, destination: str, counter: Counter, copied: int, token: str | None, *,
+                      plan: bool = False) -> bool:
         """The restore a read found (``counter`` behind a copy at revision ``copied``, or holding another token
-        than the copy's ``token`` for it) told and the counter given a new epoch, in one write transaction that
-        checks it first (:meth:`_still_behind`); on a ledger this process cannot write, told only. Whether it
-        was (False: another process's save reached the copy, or another gave the new epoch, meanwhile)."""
+        than the copy's ``token`` for it; with ``plan``, the copy is a saved plan) told and the counter given a
+        new epoch, in one write transaction that checks it first (:meth:`_still_behind`); on a ledger this
+        process cannot write, told only. Whether it was (False: another process's save reached the copy, or
+        another gave the new epoch, meanwhile)."""
         told = False
         try:
             with self._db.write() as conn:
                 if not self._still_behind(conn, destination, counter, copied, token):
                     return False
-                went_back(destination, counter, copied, rewritten=token is not None)
+                went_back(destination, counter, copied, rewritten=token is not None, plan=plan)
                 told = True
                 self._new_epoch(conn, destination, counter, copied)
         except LedgerError as exc:  # a ledger this process only reads (mode=ro, a standby): the read stands
@@ -186,7 +188,7 @@ class Revisions:
                 with self._db.read() as conn:
                     if not self._still_behind(conn, destination, counter, copied, token):
                         return False
-                went_back(destination, counter, copied, rewritten=token is not None)
+                went_back(destination, counter, copied, rewritten=token is not None, plan=plan)
             log.warning("ledger: could not give destination %r's revision counter a new epoch (%s): other hosts' "
                         "copies are checked by their own reads", destination, exc)
         return True
