@@ -62,7 +62,7 @@ def left_behind(con: duckdb.DuckDBPyConnection, dest: DestinationConfig) -> list
 def retired_as_held(dest: DestinationConfig, held: list[tuple[str, int]]
                     ) -> tuple[DestinationConfig, list[tuple[str, int]]]:
     """``dest`` with its ``retire_tags`` named as the ESP holds them, and what is left behind of ``held``
-    (:func:`left_behind` of the tags it gives, :func:`given_tags`). An ESP that folds tag case
+    (:func:`left_behind` of the tags it gives, :func:`given_tags`). An ESP taken to fold tag case
     (``spec.tags_fold_case``: Mailchimp) holds ``VIP`` and ``vip`` as one tag: a retired name stands for every
     spelling of it the ledger says rfmsync gave (those come off the contacts it gave them, and only those; no
     other spelling is made there), or for itself when the ledger holds none. Elsewhere names are taken as
@@ -155,8 +155,9 @@ def managed_beside(destinations: Iterable[DestinationConfig], dest: DestinationC
     """What the other destinations of ``dest``'s audience give now (:func:`owners_beside`): their tags/lists and
     their fields. A retire-only destination's rows that hold them do not keep it from being finished
     (:func:`retiring`, :func:`sync.takeover.end_retired`): they are that destination's, and its
-    ``retire_tags``/``retire_fields`` could not name them (the config refuses two destinations of one audience
-    managing one tag or field). A tag another destination only retires keeps it until it is off its contacts."""
+    ``retire_tags``/``retire_fields`` could not name them (the config refuses a destination retiring a tag
+    another of its audience gives, or a field another maps). A tag another destination only retires keeps it
+    until it is off its contacts."""
     tags, fields = owners_beside(destinations, dest)
     return Kept(frozenset(tags), frozenset(fields), dest.spec.field_key)
 
