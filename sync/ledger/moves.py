@@ -192,7 +192,7 @@ FEW_TEXTS = 1000
 NOT_AN_OBJECT = '{"": 1}'
 
 
-class _Pairs(list):  # type: ignore[type-arg]
+class _Pairs(list[tuple[str, Any]]):
     """A JSON object's (key, value) pairs as written, a key written twice included (:func:`_holds_text`)."""
 
 
