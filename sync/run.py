@@ -187,6 +187,10 @@ def apply_saved(cfg: Config, plans: Sequence[Plan], ledger: Ledger, settings: Se
         check_saved(ledger, cfg.destination(plan.destination), plan)
         now = ledger.state_counter(plan.destination)
         if not plan.made_at(now):
+            # a restore the plan proves (the counter of its epoch behind it, or its revision written again) is
+            # told and given a new epoch now, as the next plan or save would
+            ledger.saved_plan_restored(plan.destination, Counter(plan.ledger_revision, plan.ledger_epoch,
+                                                                 plan.ledger_token))
             raise _stale(plan, now)
     names = [p.destination for p in plans]
     lines: list[str] = []

@@ -163,3 +163,65 @@ def test_a_rename_takes_over_an_old_name_with_only_failures_and_a_target_left(le
             "the ledger holds nothing under destination 'gone' (destinations it holds that the config no longer has: "
             "none); destination 'heir' has renamed_from = 'gone': it has taken over whatever the ledger held there, "
             "if anything")
+
+
+@pytest.mark.parametrize("fields, kept, forgotten", [
+    ([{"RFM_SEG": None, "RFM_CODE": ""}, {"RFM_SEG": None}], (), True),  # cleared values hold nothing
+    ([{"RFM_SEG": None}, {"RFM_CODE": "555"}], (), False),
+    ([{"N": 0}], (), False), ([{"N": False}], (), False), ([{"N": []}], (), False),  # a value, however falsy
+    ([{"CLV": f"{n}.5", "RFM_SEG": None} for n in range(50)], ("clv",), True),  # values another one manages
+    ([{"CLV": "1", "Rfm_Seg ": "x"}], ("clv",), False),
+    ([{"CLV": "1", "Rfm_Seg ": "x"}], ("clv", "rfm_seg"), True),  # named as the ESP compares them (folded)
+    ([{'a"b': "x"}, {"é": ""}], ('a"b',), True),
+])
+@pytest.mark.parametrize("few", [None, 0])
+def test_a_destination_is_forgotten_only_while_no_row_holds_a_value_it_does_not_keep(
+        ledger_url, fields, kept, forgotten, few, monkeypatch):  # noqa: F811
+    """forget_destination(unvalued=True) on either engine: the values judged in SQL (past FEW_TEXTS distinct
+    texts; 0 here: all of them) as in Python (None and "" hold nothing; 0, false, [] are values), the fields
+    another destination manages (``kept``) left out."""
+    from sync.ledger import Ledger, moves
+    from sync.ledger.moves import Kept
+    from sync.model import PushedState, fold
+
+    if few is not None:
+        monkeypatch.setattr(moves, "FEW_TEXTS", few)
+
+    with Ledger.connect(ledger_url) as ledger:
+        ledger.save_states("gone", None, [PushedState(f"{i}@x.io", str(i), frozenset(), f, exists=True)
+                                          for i, f in enumerate(fields)])
+        done = ledger.forget_destination("gone", ("target", "gone"), unvalued=True,
+                                         kept=Kept(fields=frozenset(kept), key=fold))
+        assert (done == len(fields)) if forgotten else done == -1
+        assert ("gone" in ledger.state_destinations()) is not forgotten
+
+
+@pytest.mark.parametrize("odd, forgotten", [
+    ("null", False), ("[]", False), ('"x"', False), ("5", False),  # not an object: holds (never forgotten unseen)
+    ('{"A": "x", "A": ""}', False), ('{"A": "", "A": "x"}', False),  # a key written twice: any value of it holds
+    ('{"A": "", "A": null}', True), ('{ }', True), ('{"CLV": {"x": 1}}', True),
+    (' {"A": "x"}', False), ('\n{"A": ""}', True),  # an object all the same, whitespace before it
+])
+@pytest.mark.parametrize("few", [None, 0])
+def test_a_fields_text_not_an_object_holds_alike_on_either_engine_and_either_path(
+        ledger_url, odd, forgotten, few, monkeypatch):  # noqa: F811
+    """A ``fields`` text an old or hand-edited ledger holds that is no JSON object (or writes a key twice): the
+    finish check neither crashes (AttributeError in Python, DataError from PostgreSQL's jsonb_each) nor forgets
+    it, the same in Python (the first FEW_TEXTS texts) and in SQL (0 here: all of them), on either engine."""
+    from sqlalchemy import update
+
+    from sync.ledger import Ledger, moves
+    from sync.ledger.moves import Kept
+    from sync.ledger.schema import pushed_state
+    from sync.model import PushedState, fold
+
+    if few is not None:
+        monkeypatch.setattr(moves, "FEW_TEXTS", few)
+    with Ledger.connect(ledger_url) as ledger:
+        ledger.save_states("odd", None, [PushedState("1@x.io", "1", frozenset(), {"CLV": "1"}, exists=True)])
+        with ledger._db.write() as conn:  # the text as a hand-edited ledger could hold it
+            conn.execute(update(pushed_state).where(pushed_state.c.destination == "odd").values(fields=odd))
+        done = ledger.forget_destination("odd", ("target", "odd"), untagged=False, unvalued=True,
+                                         kept=Kept(fields=frozenset({"clv"}), key=fold))
+        assert done == (1 if forgotten else -1)
+        assert ("odd" in ledger.state_destinations()) is not forgotten

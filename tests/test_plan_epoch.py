@@ -211,3 +211,74 @@ def test_another_hosts_saves_after_a_copy_keep_it_in_use(ledger_url, tmp_path, c
         assert (parts.since, parts.read) == (1, 1)
         assert as_states(parts.merged()) == as_states(a.state_table(DEST, cached=False))
     assert "restored" not in caplog.text
+
+
+@pytest.mark.parametrize("back", ["behind", "written again"])
+def test_apply_refusing_a_plan_saved_before_an_unseen_restore_tells_it_and_gives_a_new_epoch(
+        back, tmp_path, mailchimp_fake, monkeypatch, ledger_url, caplog):  # noqa: F811
+    """On either engine, no host's copy ahead of the restored ledger (PostgreSQL keeps none by default): the plan
+    alone proves the restore (its counter's epoch, at a revision the ledger is behind or holds another token
+    for). ``apply`` refuses it (exit 5) and, as a plan or save would, says the ledger was restored and gives the
+    counter a new epoch there and then (every host's copy of the undone history is read in full from then on)."""
+    from tests.test_retire_fields import AS_OF as SHOP_AS_OF, make_shop
+
+    shop = make_shop("mailchimp", mailchimp_fake, tmp_path, monkeypatch, ledger_url)
+    cli("sync", "--config", str(shop), "--as-of", SHOP_AS_OF)
+    restore = _backup(ledger_url)
+    with Ledger.connect(ledger_url, state_cache=tmp_path / "a") as ledger:
+        for n in (1, 2):
+            _resave(ledger, n)
+    saved = tmp_path / "plan.json"
+    point_at(shop, '"Churn" = "Winback"', '"Churn" = "Lapsed"')
+    cli("plan", "--config", str(shop), "--as-of", SHOP_AS_OF, "-o", str(saved))
+    plan = json.loads(saved.read_text())["plans"][0]
+    restore()
+    if back == "written again":  # another host (no copy ahead) saved it back up to the plan's revision
+        with Ledger.connect(ledger_url, state_cache=tmp_path / "b") as b:
+            for n in (7, 8):
+                _resave(b, n)
+    with Ledger.connect(ledger_url) as ledger:
+        before = ledger.state_counter(NAME)
+    assert before.epoch == plan["ledger_epoch"]  # the case: nobody found the restore
+    assert (before.revision < plan["ledger_revision"]) == (back == "behind")
+    writes = mailchimp_fake.write_calls
+    caplog.clear()
+    refused = cli("apply", "--config", str(shop), str(saved), "--allow-mass-change", code=5).output
+    assert "changed since this plan was made" in refused and "make a new plan" in refused
+    assert mailchimp_fake.write_calls == writes
+    assert "the ledger was restored from an older copy" in caplog.text and "--full-refresh" in caplog.text
+    made = plan["ledger_revision"]  # the warning speaks of the saved plan, not of a cached copy (none was read)
+    assert (f"behind the plan saved at its revision {made}" if back == "behind" else
+            f"written again since the plan saved at its revision {made} was made") in caplog.text
+    assert "cached copy" not in caplog.text
+    with Ledger.connect(ledger_url) as ledger:
+        now = ledger.state_counter(NAME)
+    assert now.epoch != plan["ledger_epoch"] and now.revision > plan["ledger_revision"]
+    caplog.clear()  # told once: a second apply of it finds the new epoch, nothing more to tell
+    cli("apply", "--config", str(shop), str(saved), "--allow-mass-change", code=5)
+    assert "restored from an older copy" not in caplog.text
+    with Ledger.connect(ledger_url) as ledger:
+        assert ledger.state_counter(NAME) == now
+
+
+@pytest.mark.parametrize("back", ["behind", "written again"])
+def test_a_saved_plan_proving_a_restore_on_a_read_only_ledger_is_told_and_the_counter_left(
+        back, tmp_path: Path, caplog) -> None:
+    """The refusal's telling on a ledger this process may only read (a URI with mode=ro): the restore the saved
+    plan proves is told (naming the plan), the counter cannot get a new epoch and that is said too; nothing
+    fails, and the counter stands for the next plan or save that can write (docs/ledger.md#restored-ledger)."""
+    from sync.ledger.statecache import Counter
+
+    path = tmp_path / "rfmsync.db"
+    with Ledger.connect(f"sqlite:///{path}") as ledger:
+        ledger.save_states(DEST, None, [state(k, 1) for k in KEYS[:3]])
+        now = ledger.state_counter(DEST)
+    made = Counter(now.revision + 3, now.epoch, "feedbeef") if back == "behind" else \
+        Counter(now.revision, now.epoch, "another")  # the plan's revision written again since, by another host
+    caplog.clear()
+    with Ledger.connect(f"sqlite:///file:{path}?mode=ro&uri=true") as ledger:
+        assert ledger.saved_plan_restored(DEST, made) is True
+        assert ledger.state_counter(DEST) == now
+    assert (f"behind the plan saved at its revision {made.revision}" if back == "behind" else
+            f"written again since the plan saved at its revision {made.revision} was made") in caplog.text
+    assert "could not give destination" in caplog.text and "cached copy" not in caplog.text

@@ -289,3 +289,26 @@ def test_a_fields_only_retiring_destination_is_forgotten_once_no_value_is_left(t
     assert not any(_value("mailchimp", mailchimp_fake, e, "RFM_SEG") for e in emails)
     with open_ledger(cfg, settings) as ledger:
         assert name not in ledger.state_destinations()  # every value cleared: forgotten
+
+
+def test_the_warning_offers_no_retire_fields_line_for_a_field_another_destination_of_the_audience_maps():
+    """The config refuses a retire_fields naming a field another destination of the audience maps: the warning
+    names that destination for it instead, and offers the line for the others only."""
+    import re
+    import tomllib
+
+    from sync.config import DestinationConfig
+    from sync.destinations.overlap import check_shared_audiences
+    from sync.planning.retired_fields import left_fields_warning
+
+    dest = DestinationConfig(name="mc", type="mailchimp", audience="a1", segments={"Champions": "Gold"})
+    owner = DestinationConfig(name="owner", type="mailchimp", audience="a1", segments={"Best active": "vip"},
+                              fields={"rfm_code": "rfm"})
+    warning = left_fields_warning(dest, [("RFM_CODE", 3), ("CHURN", 1)], [dest, owner])
+    assert "'RFM_CODE' (3 contacts), 'CHURN' (1 contact)" in warning
+    line = re.search(r"add (retire_fields = \[.*?\]) to destination 'mc'", warning).group(1)
+    assert tomllib.loads(line) == {"retire_fields": ["CHURN"]}
+    assert "Destination 'owner' of the same audience maps 'RFM_CODE'" in warning
+    check_shared_audiences([dest.model_copy(update=tomllib.loads(line)), owner])  # the config takes it
+    only = left_fields_warning(dest, [("RFM_CODE", 3)], [dest, owner])
+    assert "retire_fields = [" not in only and "Destination 'owner' of the same audience maps 'RFM_CODE'" in only

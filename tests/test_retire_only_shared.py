@@ -76,3 +76,35 @@ def test_tags_another_destination_manages_do_not_keep_a_fields_only_one(tmp_path
     _finished(cfg, ledger_url)
     tags = {t for e in mailchimp_fake.lists["aud1"].members for t in mailchimp_fake.tags_of(e, "aud1")}
     assert "VIP" in tags and not tags & set(named)
+
+
+def test_a_tag_another_destination_only_retires_keeps_a_retire_only_one_until_it_is_off(
+        tmp_path, mailchimp_fake, monkeypatch, ledger_url):  # noqa: F811
+    """Another destination there retires 'Winback soft' too: it takes it off only the contacts its own ledger rows
+    say it gave it, none of ours. So ours is not finished, nor forgotten, while its contacts hold it; its note names
+    it in a retire_tags line the config takes (two destinations that only retire a tag do not undo each other), and
+    following it, the tag comes off and ours is finished and forgotten."""
+    cfg = make_shop("mailchimp", mailchimp_fake, tmp_path, monkeypatch, ledger_url)
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF)
+    members = mailchimp_fake.lists["aud1"].members
+    soft = {e for e in members if "Winback soft" in mailchimp_fake.tags_of(e, "aud1")}
+    assert soft
+    text = cfg.read_text(encoding="utf-8")
+    head = text[:text.index("[destinations.segments]")]
+    fields = 'retire_fields = ["RFM_SEG", "RFM_CODE"]\n'
+    owner = OWNER.replace("\n[destinations.segments]\n", '\nretire_tags = ["Winback soft"]\n[destinations.segments]\n'
+                          ) + '"Best active" = "rfm:vip"\n'
+    ours = 'retire_tags = ["VIP", "Welcome", "Winback"]\n'
+    cfg.write_text(head + ours + fields + owner, encoding="utf-8")
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF, "--allow-mass-change")
+    assert {e for e in members if "Winback soft" in mailchimp_fake.tags_of(e, "aud1")} == soft  # still held
+    with Ledger.connect(ledger_url) as ledger:
+        assert "mailchimp-demo" in ledger.state_destinations()  # not forgotten while they hold it
+    note = next(n for n in _demo(plan_json(cfg))["notes"] if "it is not finished" in n)
+    line = note[note.index("retire_tags = ["):].split("]")[0] + "]\n"
+    assert "Winback soft" in json.loads(line.split("=", 1)[1]), note
+    cfg.write_text(head + line + fields + owner, encoding="utf-8")
+    load_config(cfg)  # what the note says is a config
+    cli("sync", "--config", str(cfg), "--as-of", AS_OF, "--allow-mass-change")
+    _finished(cfg, ledger_url)
+    assert not any("Winback soft" in mailchimp_fake.tags_of(e, "aud1") for e in members)

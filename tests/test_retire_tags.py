@@ -111,6 +111,16 @@ def test_a_tag_one_destination_retires_and_another_of_the_audience_manages_is_a_
     assert "destinations 'mc' and 'mc2' both manage the tag/list 'VIP' in Mailchimp audience 'a1'" in error
 
 
+def test_two_destinations_of_the_audience_may_both_retire_a_tag(tmp_path):
+    """Neither gives it back: each takes it off the contacts its own rows say it gave them (a retire-only one's
+    contacts may hold a tag another one there retires: it must be able to name it too)."""
+    from sync.config import load_config
+
+    path = write(tmp_path, 'retire_tags = ["VIP"]\n[[destinations]]\nname = "mc2"\ntype = "mailchimp"\n'
+                           'audience = "a1"\nretire_tags = ["vip"]\n[destinations.segments]\n"Best active" = "Gold"')
+    assert [d.retire_tags for d in load_config(path).destinations] == [["VIP"], ["vip"]]
+
+
 def test_the_row_planner_retires_as_the_columnar_one():
     from sync.config import DestinationConfig
     from sync.model import PushedState
@@ -161,3 +171,88 @@ def test_the_warning_s_retire_tags_line_is_valid_toml_for_any_tag_name():
     assert tomllib.loads(line) == {"retire_tags": tags}
     DestinationConfig(name="mc", type="mailchimp", audience="a1", segments={"Champions": "vip"},
                       **tomllib.loads(line))  # and the config takes it
+
+
+def test_the_warning_offers_no_retire_tags_line_for_a_tag_another_destination_of_the_audience_gives():
+    """The config refuses a retire_tags naming a tag another destination of the audience gives: the warning names
+    that destination for it instead, and offers the line for the others only (one another destination only
+    retires, too: both may retire it)."""
+    import re
+    import tomllib
+
+    from sync.config import DestinationConfig
+    from sync.destinations.overlap import check_shared_audiences
+    from sync.planning.retired import left_behind_warning
+
+    dest = DestinationConfig(name="mc", type="mailchimp", audience="a1", segments={"Champions": "Gold"})
+    owner = DestinationConfig(name="owner", type="mailchimp", audience="a1", segments={"Best active": "vip"},
+                              retire_tags=["Old"])
+    elsewhere = DestinationConfig(name="other", type="mailchimp", audience="a2", segments={"Churn": "Lost"})
+    warning = left_behind_warning(dest, [("VIP", 3), ("Old", 1), ("Lost", 2)], [dest, owner, elsewhere])
+    assert "'VIP' (3 contacts), 'Old' (1 contact), 'Lost' (2 contacts)" in warning
+    line = re.search(r"add (retire_tags = \[.*?\]) to destination 'mc'", warning).group(1)
+    assert tomllib.loads(line) == {"retire_tags": ["Old", "Lost"]}
+    assert "Destination 'owner' of the same audience manages 'VIP'" in warning
+    check_shared_audiences([dest.model_copy(update=tomllib.loads(line)), owner, elsewhere])  # the config takes it
+    only = left_behind_warning(dest, [("VIP", 3)], [dest, owner])
+    assert "retire_tags = [" not in only and "Destination 'owner' of the same audience manages 'VIP'" in only
+
+
+def test_the_plan_s_warning_names_the_destination_that_gives_a_tag_left_behind_now(shop):
+    """Its mapping moved to another destination of the audience: the plan's warning offers no retire_tags line
+    for it (the config would refuse it) but names that destination."""
+    from sync.config import load_config
+
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)
+    text = shop.read_text(encoding="utf-8").replace('"Best active" = "VIP"\n', "")
+    shop.write_text(text + '\n[[destinations]]\nname = "owner"\ntype = "mailchimp"\naudience = "aud1"\n'
+                           'new_contacts = "transactional"\n[destinations.segments]\n"Best active" = "VIP"\n',
+                    encoding="utf-8")
+    warning = next(w for w in plan_json(shop)["warnings"] if w.startswith("mailchimp-demo: tags/lists rfmsync"))
+    assert "'VIP' (" in warning and 'retire_tags = ["VIP"' not in warning, warning
+    assert "Destination 'owner' of the same audience manages 'VIP'" in warning, warning
+    load_config(shop)
+
+
+def test_a_tag_retired_in_another_case_comes_off_as_mailchimp_holds_it(shop, mailchimp_fake):
+    """Mailchimp holds one tag whatever its case: ``retire_tags = ["vip"]`` retires the ``VIP`` rfmsync gave (as
+    the ledger and the ESP spell it), from the contacts rfmsync gave it only, and no ``vip`` tag is made there."""
+    first = plan_json(shop)["plans"][0]
+    emails = [c["key"] for c in first["changes"]]
+    cli("sync", "--config", str(shop), "--as-of", AS_OF)
+    ours = holders(mailchimp_fake, "VIP", emails)
+    hand = next(e for e in emails if e not in ours)
+    mailchimp_fake.add_member(hand, tags=["VIP"])
+    text = shop.read_text(encoding="utf-8").replace('"Best active" = "VIP"\n', '')
+    shop.write_text(text.replace('new_contacts = "transactional"', 'new_contacts = "transactional"\n'
+                                 'retire_tags = ["vip"]'), encoding="utf-8")
+    doc = plan_json(shop)
+    assert not any("no mapping of this destination gives" in w for w in doc["warnings"]), doc["warnings"]
+    assert {c["key"] for c in doc["plans"][0]["changes"] if "VIP" in c["remove_tags"]} == ours
+    cli("sync", "--config", str(shop), "--as-of", AS_OF, "--allow-mass-change")
+    assert holders(mailchimp_fake, "VIP", emails) == {hand}
+    assert "vip" not in mailchimp_fake.segment_names("aud1")
+    assert plan_json(shop)["plans"][0]["changes"] == []
+
+
+def test_a_tag_retired_in_another_case_is_another_list_where_names_are_exact():
+    """SendGrid's and Unisender's list names are taken as spelled (nothing says they fold case): ``vip`` retired
+    leaves ``VIP`` alone, and the warning offers a line for it (the config takes both)."""
+    import re
+    import tomllib
+
+    from sync.config import DestinationConfig
+    from sync.destinations.overlap import check_shared_audiences
+    from sync.planning.retired import left_behind_warning, retired_as_held
+
+    dest = DestinationConfig(name="sg", type="sendgrid", segments={"Champions": "Gold"}, retire_tags=["vip"])
+    planned, left = retired_as_held(dest, [("VIP", 3)])
+    assert planned.retire_tags == ["vip"] and left == [("VIP", 3)]
+    warning = left_behind_warning(planned, left)
+    line = re.search(r"add (retire_tags = \[.*?\]) to destination 'sg'", warning).group(1)
+    assert tomllib.loads(line) == {"retire_tags": ["VIP"]}
+    check_shared_audiences([dest.model_copy(update={"retire_tags": ["vip", "VIP"]})])
+    mc = DestinationConfig(name="mc", type="mailchimp", audience="a1", segments={"Champions": "Gold"},
+                           retire_tags=["vip", "Old"])
+    planned, left = retired_as_held(mc, [("VIP", 3), ("Vip ", 1), ("Lost", 2)])
+    assert planned.retire_tags == ["VIP", "Vip ", "Old"] and left == [("Lost", 2)]

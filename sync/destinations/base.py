@@ -110,6 +110,10 @@ class DestinationSpec:
     #: the vendor holds one field for ``RFM_CODE`` and ``rfm_code`` (Mailchimp's merge tags, SendGrid's custom
     #: fields); False: field names are case-sensitive (Unisender's), two spellings are two fields
     fields_fold_case: bool = True
+    #: rfmsync takes the vendor to hold one tag for ``VIP`` and ``vip`` (Mailchimp's: no vendor source says either
+    #: way; docs/sync.md#retired-tags says why it is safe: only spellings the ledger says rfmsync gave come off);
+    #: False: tag/list names are taken as spelled (nothing says SendGrid's or Unisender's lists fold case)
+    tags_fold_case: bool = False
 
     def __post_init__(self) -> None:
         missing = set(KINDS) - set(self.field_types)

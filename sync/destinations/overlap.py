@@ -4,8 +4,10 @@ Each destination keeps its own pushed state in the ledger and takes a managed ta
 that its own desired state does not give it. Two destinations writing the same tag of the same audience (a
 Mailchimp audience id given twice; SendGrid and Unisender lists, which live in the account the one API key of the
 type opens) would undo each other at every run (A adds ``rfm:vip``, B, whose segments or consent differ, removes
-it) while both ledgers say all is well; a tag one retires (``retire_tags``) and the other gives, likewise. Names
-are compared whatever their case (a trap either way: an ESP that
+it) while both ledgers say all is well; a tag one retires (``retire_tags``) and the other gives, likewise. Two that
+only retire a tag do not fight: each takes it off the contacts its own ledger rows say it gave them, and neither
+gives it back (a retire-only destination's contacts may hold a tag another one there retires too). Names are
+compared whatever their case (a trap either way: an ESP that
 tells ``VIP`` from ``vip`` and two destinations one letter apart).
 
 Within one destination a tag given by several mappings is a union, not a fight (the contact keeps it while any of
@@ -30,20 +32,23 @@ def audience_of(dest: "DestinationConfig") -> tuple[str, str]:
 
 def check_shared_audiences(destinations: Iterable["DestinationConfig"]) -> None:
     """ValueError naming both destinations, the audience and the tag/list when two destinations of one audience
-    manage a tag/list of the same name (a retired one too: it is taken off contacts), and for a tag a destination
-    both retires and gives."""
+    manage a tag/list of the same name that one of them gives (one that retires it takes it off contacts the other
+    gives it to; both only retiring it is no fight), and for a tag a destination both retires and gives."""
     from ..planning.plan import all_managed
 
-    owner: dict[tuple[str, str, str], tuple[str, str]] = {}  # (type, audience, name folded) → (destination, name)
+    # (type, audience, name folded) → (destination, name, given): the first destination managing it, or one giving it
+    owner: dict[tuple[str, str, str], tuple[str, str, bool]] = {}
     destinations = list(destinations)
     for dest in destinations:
         check_retired(dest)
         check_retired_fields(dest, destinations)
         kind, audience = audience_of(dest)
+        retired = set(dest.retire_tags)
         for name in all_managed(dest):
-            first = owner.setdefault((kind, audience, name.casefold()), (dest.name, name))
-            if first[0] != dest.name:
-                raise ValueError(_fight(dest, first, name, audience))
+            given = name not in retired
+            first = owner.setdefault((kind, audience, name.casefold()), (dest.name, name, given))
+            if first[0] != dest.name and (first[2] or given):
+                raise ValueError(_fight(dest, first[:2], name, audience))
 
 
 def check_retired(dest: "DestinationConfig") -> None:
@@ -97,7 +102,7 @@ def check_retired_fields(dest: "DestinationConfig", destinations: Iterable["Dest
                          f"warning names them")
 
 
-def _fight(dest: "DestinationConfig", first: tuple[str, str], name: str, audience: str) -> str:
+def _fight(dest: "DestinationConfig", first: tuple[str, ...], name: str, audience: str) -> str:
     where = (f"{dest.spec.label} audience {audience!r}" if audience
              else f"the {dest.spec.label} account ({dest.spec.key_env})")
     names = repr(name) if first[1] == name else f"{first[1]!r} and {name!r} (one name whatever the case)"

@@ -39,7 +39,7 @@ def lazy_build(module: str) -> Builder:
 MAILCHIMP = DestinationSpec(
     type="mailchimp", label="Mailchimp", build=lazy_build("mailchimp"), key_env="MAILCHIMP_API_KEY",
     url_env="MAILCHIMP_API_URL", field_types=MAILCHIMP_FIELD_TYPES, max_batch=MAILCHIMP_MAX_BATCH,
-    needs_audience=True,
+    needs_audience=True, tags_fold_case=True,  # taken as one tag whatever its case (docs/sync.md)
     segment_name=lambda dest, name: dest.tag_prefix + name)  # tags are static segments, tag_prefix applied
 
 SENDGRID = DestinationSpec(

@@ -181,6 +181,7 @@ class Ledger:
     state_count = _Via("state", PushedStates.state_count)
     state_revision = _Via("state", PushedStates.state_revision)
     state_counter = _Via("state", PushedStates.state_counter)
+    saved_plan_restored = _Via("state", PushedStates.saved_plan_restored)
     customer_states = _Via("state", PushedStates.customer_states)
 
     start_run = _Via("runs", RunLog.start_run)

@@ -6,11 +6,11 @@ name of a rename taken over): its rows go, its revision counter does not (:meth:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple
 
 import json
 
-from sqlalchemy import and_, delete, func, insert, literal, select
+from sqlalchemy import and_, delete, func, insert, literal, select, text
 
 from ..model import fold
 from .cursors import write_cursor
@@ -27,19 +27,20 @@ if TYPE_CHECKING:
 
 class Kept(NamedTuple):
     """What a destination's rows may still hold and the destination be forgotten all the same
-    (:meth:`StateMoves.forget_destination`): tags/lists and fields another destination of its audience manages now
-    (the tags folded, :func:`~sync.model.fold`; the fields as ``key`` names them, the ESP's comparison)."""
+    (:meth:`StateMoves.forget_destination`): tags/lists another destination of its audience gives now and fields
+    it maps now (the tags folded, :func:`~sync.model.fold`; the fields as ``key`` names them, the ESP's
+    comparison). A tag another destination only retires is not among them (it is not that one's to keep)."""
 
     tags: frozenset[str] = frozenset()
     fields: frozenset[str] = frozenset()
     key: Callable[[str], str] = str
 
     def has_tag(self, tag: str) -> bool:
-        """Whether another destination of the audience manages ``tag`` (folded as the ESP compares tags)."""
+        """Whether another destination of the audience gives ``tag`` (folded as the ESP compares tags)."""
         return fold(tag) in self.tags
 
     def has_field(self, name: str) -> bool:
-        """Whether another destination of the audience manages the field ``name`` (as ``key`` names it)."""
+        """Whether another destination of the audience maps the field ``name`` (as ``key`` names it)."""
         return self.key(name) in self.fields
 
 
@@ -122,15 +123,12 @@ class StateMoves:
         transaction; with ``untagged``, only while none of its rows holds a tag, and with ``unvalued`` a value in
         a field, but those ``kept`` names (else nothing, and -1). The rows deleted. ``lock``: (name, owner) that
         must still hold ``name``'s lock."""
-        held = [] if not untagged else [(pushed_state.c.tags, "[]", None if not kept.tags else
-                                         lambda tags: any(not kept.has_tag(t) for t in tags))]
-        if unvalued:
-            held.append((pushed_state.c.fields, "{}", lambda fields: any(
-                value not in (None, "") and not kept.has_field(k) for k, value in fields.items())))
+        tagged = None if not kept.tags else (lambda tags: any(not kept.has_tag(t) for t in tags))
         with self._db.write() as conn:
             if lock is not None:
                 check_lock_held(conn, *lock)
-            if any(_holds(conn, name, column, empty, holds) for column, empty, holds in held):
+            if (untagged and _holds(conn, name, pushed_state.c.tags, "[]", tagged)) or (
+                    unvalued and _holds_value(conn, name, kept)):
                 return -1
             deleted = conn.execute(select(func.count()).where(pushed_state.c.destination == name)).scalar() or 0
             revision = self._forget_name(conn, name, cursor)
@@ -177,13 +175,78 @@ class StateMoves:
 def _holds(conn: "Connection", name: str, column: Any, empty: str, holds: Callable[[Any], bool] | None) -> bool:
     """Whether a row of destination ``name`` holds something in its JSON ``column`` (``empty`` when it holds
     nothing): any row, or, with ``holds``, one whose decoded value ``holds`` says so. Its distinct texts are read
-    (a ledger has few distinct tag sets, and fields cleared are alike), up to the first that holds."""
+    (a ledger has few distinct tag sets), up to the first that holds."""
     query = select(column).where(pushed_state.c.destination == name, column != empty)
     if holds is None:
         return conn.execute(query.limit(1)).first() is not None
     result = conn.execute(query.distinct())
     try:
         return any(holds(json.loads(text)) for text in result.scalars())
+    finally:
+        result.close()
+
+
+#: distinct ``fields`` texts decoded in Python before the rest is judged in SQL (:func:`_holds_value`)
+FEW_TEXTS = 1000
+#: what :func:`_valued_fields` takes apart for a ``fields`` text not a JSON object: a value in a field no one maps
+NOT_AN_OBJECT = '{"": 1}'
+
+
+class _Pairs(list[tuple[str, Any]]):
+    """A JSON object's (key, value) pairs as written, a key written twice included (:func:`_holds_text`)."""
+
+
+def _holds_text(text: str, kept: Kept) -> bool:
+    """Whether the ``fields`` text ``text`` holds a value (not null, not ``""``) in a field ``kept`` does not name,
+    as :func:`_valued_fields` judges it in SQL: a text not a JSON object (``null``, ``[]``, a string, a number: an
+    old or hand-edited ledger) holds (never forgotten unseen); a key written twice holds if any of its values is
+    one (SQLite's and PostgreSQL's ``json_each`` give every pair written)."""
+    pairs = json.loads(text, object_pairs_hook=_Pairs)
+    if not isinstance(pairs, _Pairs):
+        return True
+    return any(value not in (None, "") and not kept.has_field(k) for k, value in pairs)
+
+
+def _holds_value(conn: "Connection", name: str, kept: Kept) -> bool:
+    """Whether a row of destination ``name`` holds a value (not null, not ``""``) in a field ``kept`` does not
+    name (or a ``fields`` text not a JSON object: :func:`_holds_text`). Its distinct ``fields`` texts are decoded up
+    to the first that holds, while few (fields cleared are alike); past :data:`FEW_TEXTS` (values of a field
+    another destination maps, one per contact, which never count), the rest is judged in SQL
+    (:func:`_valued_fields`), not one text at a time in Python under the write lock."""
+    result = conn.execute(select(pushed_state.c.fields).where(
+        pushed_state.c.destination == name, pushed_state.c.fields != "{}").distinct().limit(FEW_TEXTS + 1))
+    try:
+        for n, fields in enumerate(result.scalars()):
+            if n == FEW_TEXTS:
+                break
+            if _holds_text(fields, kept):
+                return True
+        else:
+            return False
+    finally:
+        result.close()
+    return any(not kept.has_field(k) for k in _valued_fields(conn, name))
+
+
+def _valued_fields(conn: "Connection", name: str) -> Iterator[str]:
+    """The field names in which a row of destination ``name`` holds a value (not null, not ``""``: as Python
+    compares, 0 and false are values; every pair of a key written twice), each once, streamed (a caller stops at
+    the first it counts): the JSON taken apart in SQL, the same way on either engine (``json_each`` of the text:
+    on PostgreSQL as ``json``, no ``jsonb`` built per row). A text not a JSON object (:func:`_holds_text`) is taken
+    apart as :data:`NOT_AN_OBJECT` (a value in a field named ``""``, which nothing maps: it counts)."""
+    if conn.dialect.name == "postgresql":
+        fields, typeof = "p.fields::json", "json_typeof(p.fields::json)"
+        valued = "json_typeof(j.value) <> 'null' AND j.value::text <> '\"\"'"
+    else:
+        fields, typeof = "p.fields", "json_type(p.fields)"
+        valued = "j.type <> 'null' AND NOT (j.type = 'text' AND j.atom = '')"
+    obj = (f"CASE WHEN substr(p.fields, 1, 1) = '{{' THEN {fields} WHEN {typeof} = 'object' THEN {fields} "
+           f"ELSE '{NOT_AN_OBJECT}' END")  # the type asked only of a text not starting with '{': rare
+    result = conn.execute(text(
+        f"SELECT DISTINCT j.key FROM {pushed_state.name} p, json_each({obj}) j "
+        f"WHERE p.destination = :name AND p.fields <> '{{}}' AND {valued}").bindparams(name=name))
+    try:
+        yield from result.scalars()
     finally:
         result.close()
 

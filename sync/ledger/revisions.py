@@ -146,25 +146,52 @@ class Revisions:
         after the read's snapshot, and its plan kept the copy: no restore), the restore is told and the counter
         gets a new epoch, so no host's copy of the undone history is used (a write of its own)."""
         found = self._cache.behind.pop(destination, None) if self._cache is not None else None
-        if found is None:
-            return
-        counter, copied, token = found
+        if found is not None:
+            self._tell_restore(destination, *found)
+
+    def saved_plan_restored(self, destination: str, made: Counter) -> bool:
+        """A saved plan's counter ``made`` (``apply`` refusing it): whether the ledger's counter, of its epoch, is
+        behind its revision, or holds another token for it (the ledger restored from a backup after the plan was
+        made). If so, told and the counter given a new epoch, as a read finding a copy ahead does
+        (:meth:`_restore_found`: the same transaction and checks), rather than left for the next plan or save."""
+        if made.epoch is None:
+            return False  # a plan file of an rfmsync before epochs: no proof
+        with self._db.read() as conn:
+            now = self._counter(conn, destination)
+            if now.epoch != made.epoch:
+                return False
+            if now.revision < made.revision:
+                token = None
+            elif made.token is not None and self._token_at(conn, destination, made.revision) not in (None, made.token):
+                token = made.token
+            else:
+                return False
+        return self._tell_restore(destination, now, made.revision, token, plan=True)
+
+    def _tell_restore(self, destination: str, counter: Counter, copied: int, token: str | None, *,
+                      plan: bool = False) -> bool:
+        """The restore a read found (``counter`` behind a copy at revision ``copied``, or holding another token
+        than the copy's ``token`` for it; with ``plan``, the copy is a saved plan) told and the counter given a
+        new epoch, in one write transaction that checks it first (:meth:`_still_behind`); on a ledger this
+        process cannot write, told only. Whether it was (False: another process's save reached the copy, or
+        another gave the new epoch, meanwhile)."""
         told = False
         try:
             with self._db.write() as conn:
                 if not self._still_behind(conn, destination, counter, copied, token):
-                    return
-                went_back(destination, counter, copied, rewritten=token is not None)
+                    return False
+                went_back(destination, counter, copied, rewritten=token is not None, plan=plan)
                 told = True
                 self._new_epoch(conn, destination, counter, copied)
         except LedgerError as exc:  # a ledger this process only reads (mode=ro, a standby): the read stands
             if not told:
                 with self._db.read() as conn:
                     if not self._still_behind(conn, destination, counter, copied, token):
-                        return
-                went_back(destination, counter, copied, rewritten=token is not None)
+                        return False
+                went_back(destination, counter, copied, rewritten=token is not None, plan=plan)
             log.warning("ledger: could not give destination %r's revision counter a new epoch (%s): other hosts' "
                         "copies are checked by their own reads", destination, exc)
+        return True
 
     def _still_behind(self, conn: "Connection", destination: str, counter: Counter, copied: int,
                       token: str | None) -> bool:

@@ -189,15 +189,19 @@ class StateCache:
                 temp.unlink(missing_ok=True)
 
 
-def went_back(destination: str, counter: Counter, copy: int, *, seen: bool = False, rewritten: bool = False) -> None:
+def went_back(destination: str, counter: Counter, copy: int, *, seen: bool = False, rewritten: bool = False,
+              plan: bool = False) -> None:
     """The warning: ``destination``'s counter is behind its copy at revision ``copy`` (a restored ledger); with
-    ``seen``, behind the revision ``copy`` this process found before (a save's own check); with ``rewritten``,
-    the copy's revision was written again since (the ledger holds another token for it)."""
+    ``seen``, behind the revision ``copy`` this process found before (a save's own check); with ``plan``, behind
+    the saved plan made at revision ``copy`` (``apply`` refusing it); with ``rewritten``, the copy's (or plan's)
+    revision was written again since (the ledger holds another token for it)."""
     if rewritten:
-        where = (f"at revision {counter.revision}, written again since its cached copy (revision {copy}) was read: "
-                 "its history since then is not the copy's")
+        since = (f"the plan saved at its revision {copy} was made: its history since then is not the plan's" if plan
+                 else f"its cached copy (revision {copy}) was read: its history since then is not the copy's")
+        where = f"at revision {counter.revision}, written again since {since}"
     else:
         ahead = (f"the revision {copy} this process found before" if seen else
+                 f"the plan saved at its revision {copy}" if plan else
                  f"its cached copy (revision {copy})")
         where = f"at revision {counter.revision}, behind {ahead}"
     log.warning("ledger: the pushed state of destination %r is %s: the ledger was restored from an older copy of "

@@ -20,8 +20,9 @@ from ..guards import PlanVerdict, judge_plan
 from ..ledger.bulk import state_schema
 from ..model import PushedState
 from .columnar import columnar_plan_stats, plan_columnar, reconcile_pushed, stage_pushed
-from .plan import Plan, all_managed, check_fields
-from .retired import holds_nothing, left_behind, left_behind_warning, managed_beside, retiring
+from .plan import Plan, check_fields
+from .retired import (given_tags, holds_nothing, left_behind, left_behind_warning, managed_beside, retired_as_held,
+                      retiring)
 from .retired_fields import clear_retired, field_names, left_fields, left_fields_warning
 from .rows import CustomerRows, stage_dicts, stage_segments
 from .target import moved_note, planned_target
@@ -150,8 +151,11 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
         notes.append("planned against the ledger alone (no credentials set): the ESP was not read")
     held = field_names(rows.con)  # the staged state's field names: read once, for left_fields and clear_retired
     fields_left = left_fields(rows.con, dest, held)
-    behind = tuple(w for w in (left_behind_warning(dest, left_behind(rows.con, dest)),
-                               left_fields_warning(dest, fields_left)) if w)
+    # retire_tags named as the ESP holds them (Mailchimp: whatever the case); the tags it neither gives nor retires
+    configured, given = dest, left_behind(rows.con, dest.model_copy(update={"retire_tags": []}))
+    dest, tags_left = retired_as_held(dest, given)
+    behind = tuple(w for w in (left_behind_warning(dest, tags_left, cfg.destinations),
+                               left_fields_warning(dest, fields_left, cfg.destinations)) if w)
     shared = rows.shared_note()
     if shared is not None:
         notes.append(shared)
@@ -174,7 +178,7 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
                    pushed_to=None if moved_from is None and holds_nothing(rows.con, dest, plan) else target,
                    moves_from=moved_from, ledger_epoch=counter.epoch, ledger_token=counter.token)
     return PlannedDestination(plan, client, lines, replan=lambda: plan_one(
-        cfg, dest, rows, ledger, client, unchecked, full_refresh=full_refresh, reconcile=reconcile,
+        cfg, configured, rows, ledger, client, unchecked, full_refresh=full_refresh, reconcile=reconcile,
         extra_tags=extra_tags), withdrawal_lines=withdrawals)
 
 
@@ -195,7 +199,7 @@ def remote_unchecked(client: Destination | None, require_remote: bool) -> str | 
 def reconciled_tags(dest: DestinationConfig) -> list[str]:
     """The tags ``--reconcile`` reads the members of: the managed ones but the retired (``retire_tags``), whose
     members the ESP lists whoever tagged them."""
-    return [t for t in all_managed(dest) if t not in set(dest.retire_tags)]
+    return given_tags(dest)
 
 
 def reconciled(last: dict[str, PushedState], actual: dict[str, set[str]], managed: Sequence[str]

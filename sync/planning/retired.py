@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from typing import Iterable, Protocol, Sequence
+from typing import Callable, Iterable, Protocol, Sequence
 
 import duckdb
 
@@ -59,16 +59,35 @@ def left_behind(con: duckdb.DuckDBPyConnection, dest: DestinationConfig) -> list
         SELECT tag, sum(n) FROM tags WHERE tag IS NOT NULL AND {keep} GROUP BY tag ORDER BY tag""").fetchall()]
 
 
-def left_behind_warning(dest: DestinationConfig, found: list[tuple[str, int]]) -> str | None:
+def retired_as_held(dest: DestinationConfig, held: list[tuple[str, int]]
+                    ) -> tuple[DestinationConfig, list[tuple[str, int]]]:
+    """``dest`` with its ``retire_tags`` named as the ESP holds them, and what is left behind of ``held``
+    (:func:`left_behind` of the tags it gives, :func:`given_tags`). An ESP taken to fold tag case
+    (``spec.tags_fold_case``: Mailchimp) holds ``VIP`` and ``vip`` as one tag: a retired name stands for every
+    spelling of it the ledger says rfmsync gave (those come off the contacts it gave them, and only those; no
+    other spelling is made there), or for itself when the ledger holds none. Elsewhere names are taken as
+    spelled: another spelling is another list, left alone until it is retired by its own name."""
+    retire = list(dest.retire_tags)
+    if dest.spec.tags_fold_case:
+        retire = [t for name in retire for t in ([t for t, _ in held if fold(t) == fold(name)] or [name])]
+    retire = list(dict.fromkeys(retire))
+    planned = dest if retire == dest.retire_tags else dest.model_copy(update={"retire_tags": retire})
+    return planned, [(t, n) for t, n in held if t not in set(retire)]
+
+
+def left_behind_warning(dest: DestinationConfig, found: list[tuple[str, int]],
+                        beside: Iterable[DestinationConfig] = ()) -> str | None:
     """The plan's warning for :func:`left_behind`'s tags, saying how to act; None when there is none. A tag that
     differs from a managed one only in case or spaces (a case-only rename, ``VIP`` → ``vip``) is not offered to
     ``retire_tags``, which refuses it (:func:`sync.destinations.overlap.check_retired`): an ESP that folds case
-    holds both as one tag, the one the mapping gives."""
+    holds both as one tag, the one the mapping gives. Nor is one another destination of ``beside`` (the config's)
+    gives in the audience (:func:`owners_beside`; refused too): the warning names that destination for it."""
     if not found:
         return None
-    managed = {fold(t): t for t in all_managed(dest)}
-    retire = [tag for tag, _ in found if fold(tag) not in managed]
-    renamed = [(tag, managed[fold(tag)]) for tag, _ in found if tag not in retire]
+    managed = {fold(t): t for t in given_tags(dest)}  # a retired one's other spellings: :func:`retired_as_held`
+    owners = owners_beside(beside, dest)[0]
+    retire = [tag for tag, _ in found if fold(tag) not in managed and fold(tag) not in owners]
+    renamed = [(tag, managed[fold(tag)]) for tag, _ in found if fold(tag) in managed]
     act = []
     if retire:
         names = ", ".join(toml_string(tag) for tag in retire)
@@ -81,9 +100,23 @@ def left_behind_warning(dest: DestinationConfig, found: list[tuple[str, int]]) -
         act.append(f"{pairs} but for case or spaces: an ESP that folds case (Mailchimp's tags) holds them as one "
                    f"tag, so they cannot be retired; to have rfmsync manage such a tag again on every contact it "
                    f"put it on, map it under its old name, as the ESP has it")
+    owned = [tag for tag, _ in found if fold(tag) in owners and fold(tag) not in managed]
+    if owned:
+        act.append(owned_by(owned, owners))
     return (f"tags/lists rfmsync pushed that no mapping of this destination gives any more stay on their "
             f"contacts: {counted(found)}; campaigns aimed at them still reach people who may have left those segments. "
             + "; ".join(a[0].upper() + a[1:] for a in act))
+
+
+def owned_by(names: list[str], owners: dict[str, str], what: str = "manages", key: Callable[[str], str] = fold,
+             why: str = "'rfmsync sync --destination {owner} --reconcile' takes such a tag off whoever holds it "
+                        "outside its segments; retire_tags cannot name it in another destination there") -> str:
+    """``destination 'B' of the same audience manages 'X', 'Y' (why)``, for each destination ``owners`` (a name as
+    ``key`` gives it → the destination) names for the tags or fields ``names``, joined by ``; ``."""
+    return "; ".join(f"destination {owner!r} of the same audience {what} "
+                     + ", ".join(repr(n) for n in names if owners.get(key(n)) == owner)
+                     + f" ({why.format(owner=owner)})"
+                     for owner in sorted({owners[key(n)] for n in names}))
 
 
 def retires_only(dest: DestinationConfig) -> bool:
@@ -99,16 +132,34 @@ def retired_what(dest: DestinationConfig) -> str:
     return " and ".join(w for w, on in (("tags", dest.retire_tags), ("fields", dest.retire_fields)) if on)
 
 
-def managed_beside(destinations: Iterable[DestinationConfig], dest: DestinationConfig) -> Kept:
+def given_tags(dest: DestinationConfig) -> list[str]:
+    """The tags/lists ``dest`` gives contacts (its segments', tags' and transitions'): :func:`all_managed` but
+    the retired, which it only takes off the contacts its own ledger rows say it gave them."""
+    retired = set(dest.retire_tags)
+    return [t for t in all_managed(dest) if t not in retired]
+
+
+def owners_beside(destinations: Iterable[DestinationConfig], dest: DestinationConfig
+                  ) -> tuple[dict[str, str], dict[str, str]]:
     """What the other destinations of ``dest``'s audience (:func:`~sync.destinations.overlap.audience_of`, as the
-    config's checks compare them) manage now: their tags/lists and their fields. A retire-only destination's rows
-    that hold them do not keep it from being finished (:func:`retiring`, :func:`sync.takeover.end_retired`): they
-    are that destination's, and its ``retire_tags``/``retire_fields`` could not name them (the config refuses
-    two destinations of one audience managing one tag or field)."""
+    config's checks compare them) give now, and which: ``(tag folded → destination, field as dest.spec.field_key
+    names it → destination)``. A tag another destination only retires is not there: it takes it off only the
+    contacts its own rows say it gave it, so nothing else takes it off ``dest``'s (and both may retire it)."""
     others = [d for d in destinations if d.name != dest.name and audience_of(d) == audience_of(dest)]
     key = dest.spec.field_key
-    return Kept(frozenset(fold(t) for d in others for t in all_managed(d)),
-                frozenset(key(f) for d in others for f in d.fields), key)
+    return ({fold(t): d.name for d in others for t in given_tags(d)},
+            {key(f): d.name for d in others for f in d.fields})
+
+
+def managed_beside(destinations: Iterable[DestinationConfig], dest: DestinationConfig) -> Kept:
+    """What the other destinations of ``dest``'s audience give now (:func:`owners_beside`): their tags/lists and
+    their fields. A retire-only destination's rows that hold them do not keep it from being finished
+    (:func:`retiring`, :func:`sync.takeover.end_retired`): they are that destination's, and its
+    ``retire_tags``/``retire_fields`` could not name them (the config refuses a destination retiring a tag
+    another of its audience gives, or a field another maps). A tag another destination only retires keeps it
+    until it is off its contacts."""
+    tags, fields = owners_beside(destinations, dest)
+    return Kept(frozenset(tags), frozenset(fields), dest.spec.field_key)
 
 
 def retiring(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan: Plan,
@@ -193,7 +244,7 @@ def removed_destinations(cfg: Config, ledger: "RemovedStates") -> list[str]:
                     counts[tag] = counts.get(tag, 0) + n
         if counts:
             managed = {fold(t): d.name for d in cfg.destinations if d.name in beside
-                       for t in all_managed(d)}
+                       for t in given_tags(d)}  # one another destination only retires can be retired here too
             heir = len(beside) == 1 and any(d.name == beside[0] and d.renamed_from == name for d in cfg.destinations)
             out.append(_removed_warning(name, target, sorted(counts.items()), beside, managed, heir))
     return out
@@ -216,11 +267,7 @@ def _removed_warning(name: str, target: str | None, found: list[tuple[str, int]]
                        f"it takes over what the ledger holds under {toml_string(name)} (the tags it manages come "
                        f"off those who left its segments; its own warning names the others) and this warning goes")
     retire = [tag for tag, _ in found if fold(tag) not in managed]
-    held = "; ".join(f"destination {owner!r} of the same audience manages "
-                     + ", ".join(repr(t) for t, _ in found if managed.get(fold(t)) == owner)
-                     + f" ('rfmsync sync --destination {owner} --reconcile' takes such a tag off whoever holds it "
-                       f"outside its segments; retire_tags cannot name it in another destination there)"
-                     for owner in sorted({managed[fold(t)] for t, _ in found if t not in retire}))
+    held = owned_by([t for t, _ in found if t not in retire], managed)
     forget = (f"; once they are off, 'rfmsync forget --destination {name} --yes' makes the ledger forget {name!r} "
               f"and this warning goes")
     if not retire:
@@ -245,5 +292,6 @@ def toml_string(text: str) -> str:
     return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
-__all__ = ["RemovedStates", "counted", "holds_nothing", "left_behind", "left_behind_warning", "managed_beside",
+__all__ = ["RemovedStates", "counted", "given_tags", "holds_nothing", "left_behind", "left_behind_warning",
+           "managed_beside", "owned_by", "owners_beside", "retired_as_held",
            "removed_destinations", "retired_what", "retires_only", "retiring", "toml_string"]

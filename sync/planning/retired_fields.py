@@ -15,6 +15,7 @@ Text field; SendGrid refuses an empty Number or Date custom field: its sync stop
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Iterable
 
 import duckdb
 
@@ -25,7 +26,7 @@ from ..model import ContactChange
 from .columnar import CONSENT, LEDGER
 from .consent import status_for_new
 from .plan import Plan
-from .retired import counted, toml_string
+from .retired import counted, owned_by, owners_beside, toml_string
 from .rows import DESIRED
 
 #: a JSON pointer to the field named by the SQL text ``{}`` (``~`` and ``/`` escaped, as the planner's paths)
@@ -60,18 +61,32 @@ def left_fields(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, held: l
     return [(k, int(n)) for k, n in zip(names, found) if n]
 
 
-def left_fields_warning(dest: DestinationConfig, found: list[tuple[str, int]]) -> str | None:
-    """The plan's warning for :func:`left_fields`' fields, saying how to act; None when there is none."""
+def left_fields_warning(dest: DestinationConfig, found: list[tuple[str, int]],
+                        beside: Iterable[DestinationConfig] = ()) -> str | None:
+    """The plan's warning for :func:`left_fields`' fields, saying how to act; None when there is none. A field
+    another destination of ``beside`` (the config's) maps in the audience (:func:`~.retired.owners_beside`) is
+    not offered to ``retire_fields``, which refuses it: the warning names that destination for it."""
     if not found:
         return None
-    names = ", ".join(toml_string(f) for f, _ in found)
-    them = "them" if len(found) > 1 else "it"
-    sendgrid = (" (SendGrid clears a Text custom field so; a Number or Date one it cannot: delete that field in "
-                "SendGrid, its values go with it, and sync once with retire_fields)" if dest.type == "sendgrid" else "")
+    owners = owners_beside(beside, dest)[1]
+    key = dest.spec.field_key
+    retire = [f for f, _ in found if key(f) not in owners]
+    act = []
+    if retire:
+        names = ", ".join(toml_string(f) for f in retire)
+        them = "them" if len(retire) > 1 else "it"
+        sendgrid = (" (SendGrid clears a Text custom field so; a Number or Date one it cannot: delete that field "
+                    "in SendGrid, its values go with it, and sync once with retire_fields)"
+                    if dest.type == "sendgrid" else "")
+        act.append(f"to have rfmsync clear {them} on the contacts it wrote {them} for (and only those), add "
+                   f"retire_fields = [{names}] to destination {dest.name!r}{sendgrid}; or map {them} again")
+    owned = [f for f, _ in found if key(f) in owners]
+    if owned:
+        act.append(owned_by(owned, owners, "maps", key, "it writes such a field at every sync; retire_fields "
+                                                        "cannot name it in another destination there"))
     return (f"fields rfmsync wrote that [destinations.fields] no longer maps keep their last values: "
             f"{counted(found)}; ESP automations and segments reading them act on values rfmsync no longer updates. "
-            f"To have rfmsync clear {them} on the contacts it wrote {them} for (and only those), add "
-            f"retire_fields = [{names}] to destination {dest.name!r}{sendgrid}; or map {them} again")
+            + "; ".join(a[0].upper() + a[1:] for a in act))
 
 
 def clear_retired(con: duckdb.DuckDBPyConnection, dest: DestinationConfig, plan: Plan, held: list[str]) -> Plan:
