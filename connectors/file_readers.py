@@ -217,7 +217,9 @@ _NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT",
 
 
 #: no comment lines: DuckDB's sniffer may take ``#`` for a comment mark when some rows begin with it (Shopify's order
-#: names, ``#1001``) and others with an empty cell, and then drops every row that begins with it, silently
+#: names, ``#1001``) and others with an empty cell, and then drops every row that begins with it, silently. Both
+#: reads pass it: the typed read's (its loss is caught by tests/test_files_hash_rows.py) and the sniff that only
+#: chooses the column types (a safety: a ``#`` row that did not fit them would fall back to the text path anyway)
 NO_COMMENT = "comment='', "
 
 
