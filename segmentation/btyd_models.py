@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import spend_limit
 from .fit_optimizer import EDGE, FitError, minimise
 from .hypergeometric import log_hyp2f1
-from . import spend_limit
 from .rising import EXACT_ABOVE, digamma_rising, log_beta_ratio, log_rising, neg_log_beta
 
 DAYS_PER_MONTH = 365.25 / 12
@@ -253,7 +253,8 @@ def gamma_gamma_log_likelihood(params: GammaGammaParams | tuple[float, float, fl
     """Total Gamma-Gamma log-likelihood of repeat buyers' (x, m̄) (note 025 eq. 1a), with the fit's exact terms:
     −log B(p·x, q) − q·log1p(x·m̄/γ) − p·x·log1p(γ/(x·m̄)) − log m̄ (q·log γ − (p·x+q)·log(x·m̄+γ) does not cancel
     there): 2·10⁻⁹ relative where p·x and q are in the millions (their gammaln differences: 5·10⁻⁸; 10⁻¹⁵ at the
-    CDNOW fit). A fit at the limit of one mean spend reports its own (:func:`segmentation.spend_limit.log_likelihood`)."""
+    CDNOW fit). A fit at the limit of one mean spend reports the limit's own
+    (:func:`segmentation.spend_limit.log_likelihood`)."""
     p, q, g = params[:3] if isinstance(params, tuple) else (params.p, params.q, params.gamma)
     x, m = _arrays(x, m)
     ux, ix = _by_x(x)

@@ -15,10 +15,10 @@ one currency when there is only one):
     11 to 13 digits whose last is the GS1 check digit of the others: UPC-A, EAN-13, a UPC-A stored as a number
     that lost its leading 0, :func:`barcode_sql`, or an EAN-8's 8 where few orders are past both lines; not ending
     in :data:`ROUND_ZEROS` zeros: a round price, unless it has :data:`CODE_DIGITS` significant digits or more in a
-    currency whose orders are less than :data:`ROUND_SHARE` round, :func:`round_code_sql`) is an outlier whoever else paid it; of
-    :data:`STRONG_DIGITS` digits or more whatever its customer's other orders, of 11 or 8 digits or round only if its
-    customer's other orders within :data:`GAP_RATIO` of it are barcodes too (a client's real orders of 11 digits or
-    round ones end in a check digit one time in ten).
+    currency whose orders are less than :data:`ROUND_SHARE` round, :func:`round_code_sql`) is an outlier whoever
+    else paid it; of :data:`STRONG_DIGITS` digits or more whatever its customer's other orders, of 11 or 8 digits
+    or round only if its customer's other orders within :data:`GAP_RATIO` of it are barcodes too (a client's real
+    orders of 11 digits or round ones end in a check digit one time in ten).
 
 A real large order does not come near it: a shop's largest orders are tens of times its median check (CDNOW
 19×, the demo shop 25×, the benchmarks' generated shop of 10 M orders 69×), a typed-in barcode 10⁶–10⁹ times. The

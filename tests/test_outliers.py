@@ -354,8 +354,8 @@ def test_the_demo_shop_has_none_and_a_pasted_barcode_is_named_with_its_file(tmp_
     [line] = _amounts_warnings(seg)
     assert line.startswith(f"warning: an amount far beyond the usual check (the median order; the rule: 10 000 "
                            f"times it, 100 times the 99th percentile of the orders below that and 100 times the customer's "
-                           f"other orders, of an amount no other customer paid; a barcode's 8 or 11 to 13 digits with "
-                           f"their check digit need only the first two): customer {customer!r}, "
+                           f"other orders, of an amount no other customer paid; a barcode's 8 or 11 to 13 digits "
+                           f"with their check digit need only the first two): customer {customer!r}, "
                            f"order {rows[last][0]!r} of {day} (file {orders}): "
                            "4 600 000 000 000.00 UZS, ")
     assert "times the typical check of " in line and "; it counts in the customer's monetary, M score and " \

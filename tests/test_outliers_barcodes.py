@@ -121,15 +121,17 @@ def test_a_redenominated_currencys_old_prices_are_no_ean_8_when_each_customer_ha
     price), and new orders 10⁶ times smaller: an old price whose last digit is its check digit (8 of them) would be
     a barcode whoever paid it, and his own orders do not exempt it (the new ones are 10⁶ times smaller). EAN-8 is
     read only where the orders past both lines are under 1 % of the currency's (here 40 %): none."""
-    con = _shop("""INSERT INTO orders SELECT 'o' || i, 'c' || (i % 4000), TIMESTAMPTZ '2004-01-01' + i * INTERVAL 1 HOUR,
+    con = _shop("""INSERT INTO orders SELECT 'o' || i, 'c' || (i % 4000),
+                   TIMESTAMPTZ '2004-01-01' + i * INTERVAL 1 HOUR,
                    CASE WHEN i < 4000 THEN (20 + i % 80) * 1000000 + 123457 ELSE 20 + i % 80 END, 'TRY',
                    'completed', NULL FROM range(10000) t(i)""")
     prices = {a for (a,) in con.execute("SELECT DISTINCT amount FROM orders WHERE amount >= 10000000").fetchall()}
     assert len(prices) == 80 and sum(gtin(str(int(a))[:-1]) == a for a in prices) == 8
     assert not outlier_amounts(con, date(2026, 1, 1))
     # an EAN-8 pasted for two customers of the new lira alone (no old orders) is one
-    new = _shop("""INSERT INTO orders SELECT 'o' || i, 'c' || (i % 4000), TIMESTAMPTZ '2005-01-01' + i * INTERVAL 1 HOUR,
-                   20 + i % 80, 'TRY', 'completed', NULL FROM range(6000) t(i)""")
+    new = _shop("""INSERT INTO orders SELECT 'o' || i, 'c' || (i % 4000),
+                   TIMESTAMPTZ '2005-01-01' + i * INTERVAL 1 HOUR, 20 + i % 80, 'TRY', 'completed', NULL
+                   FROM range(6000) t(i)""")
     new.execute(f"INSERT INTO orders VALUES ('b1', 'c1', '2005-06-01', {EAN8}, 'TRY', 'completed', NULL), "
                 f"('b2', 'c2', '2005-06-02', {EAN8}, 'TRY', 'completed', NULL)")
     assert outlier_amounts(new, date(2026, 1, 1)).orders == 2
