@@ -35,9 +35,10 @@ digits as an amount; its check digit is the same (the lost 0 weighs nothing), an
 of the smallest unit. A barcode ending in 4 zeros (one in 10 000) passes for a round price; where the shop prices
 nothing round (under 1 % of its orders end in 4 zeros: not a shop in rials or som) and it has 7 significant digits
 or more (a price typed round has a few), it is a barcode too. An EAN-8's 8 digits are read as a barcode as 11 are,
-but only in a currency whose orders past both lines are under 1 % of its orders (:data:`EAN8_DIGITS`): the old
-orders of a currency redenominated 10⁶:1 (the Turkish lira) have 8, one in ten ends in a check digit by chance,
-and they are many customers' prices, 10⁶ times the new median, not round: 40 % of its orders, not a few pasted. An id
+but only in a currency whose orders past both lines, EAN-8s aside, are under 1 % of its orders (:data:`EAN8_DIGITS`):
+the old orders of a currency redenominated 10⁶:1 (the Turkish lira) have 8, one in ten ends in a check digit by
+chance, and they are many customers' prices, 10⁶ times the new median, not round: 40 % of its orders, not a few
+pasted (the EAN-8s themselves not counted: two in a shop of 150 orders would be over 1 %). An id
 or a phone number (no check digit) pasted so is still not found. A café of 2–3 € checks whose catering client
 alone ordered 30 000 and 28 000, nothing between, is not warned of (each order is within 100 times the other); a client
 whose only large order is 30 000 is: check that order.
@@ -138,7 +139,7 @@ def outlier_amounts(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str =
     largest = con.execute(f"SELECT {group} AS currency, max(amount), count(*) FROM {orders} WHERE {_WHERE}"
                           + (" GROUP BY currency" if several else ""), params).fetchall()
     typical: list[tuple[str | None, Decimal, Decimal]] = []  # (currency, median, the least outlier amount)
-    counts = {currency: n for currency, _, n in largest}
+    judged = {currency: n for currency, _, n in largest}  # currency (None unless several) → its orders judged
     for currency, most_amount, n in largest:
         if not n:
             continue
@@ -172,7 +173,7 @@ def outlier_amounts(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str =
               + (((f"cur{i}", cur),) if several else ())}
     con.execute(f"CREATE TEMP TABLE {_PAST} AS {' UNION ALL '.join(parts)}", params | values)
     codes = _round_code_currencies(con, orders, params, several)
-    eights = _ean8_currencies(con, counts, several)
+    eights = _ean8_currencies(con, judged, several)
     # kept: an amount several customers paid (a price: a plan, a tier), and an order within GAP_RATIO of its own
     # customer's other orders of another amount (a client who orders that much: a café's caterer). A barcode of 12
     # or 13 digits is found whatever the others; a weaker one (11 or 8 digits, round) whoever else paid it, but not
@@ -243,14 +244,16 @@ def _gtin_sql(amount: str, fewest: int = min(BARCODE_DIGITS), most: int = max(BA
             f"AND {amount} < {10 ** most} AND ({digits}) % 10 = 0")
 
 
-def _ean8_currencies(con: duckdb.DuckDBPyConnection, counts: dict, several: bool) -> list[str]:
+def _ean8_currencies(con: duckdb.DuckDBPyConnection, judged: dict, several: bool) -> list[str]:
     """The currencies ('' for NULL) with an amount past both lines in :data:`_PAST` that reads as an EAN-8 and fewer
-    such amounts than :data:`ROUND_SHARE` of their orders (``counts``: currency → its orders judged, under None
-    unless ``several``): a few pasted barcodes, not a redenominated currency's old orders."""
-    found = con.execute(f"SELECT currency, count(*) FROM {_PAST} GROUP BY currency "
-                        f"HAVING bool_or({barcode_sql('amount', (EAN8_DIGITS, EAN8_DIGITS))})").fetchall()
+    other amounts past both lines than :data:`ROUND_SHARE` of their orders (``judged``: currency → its orders judged,
+    under None unless ``several``): a few pasted barcodes, not a redenominated currency's old orders (nine in ten of
+    them no EAN-8). The EAN-8s themselves are not counted: two pasted in a shop of 150 orders are over 1 % of it."""
+    ean8 = barcode_sql("amount", (EAN8_DIGITS, EAN8_DIGITS))
+    found = con.execute(f"SELECT currency, count(*) FILTER (WHERE NOT ({ean8})) FROM {_PAST} GROUP BY currency "
+                        f"HAVING bool_or({ean8})").fetchall()
     return ["" if currency is None else currency for currency, n in found
-            if n < ROUND_SHARE * counts[currency if several else None]]
+            if n < ROUND_SHARE * judged[currency if several else None]]
 
 
 def _round_code_currencies(con: duckdb.DuckDBPyConnection, orders: str, params: dict, several: bool) -> list[str]:

@@ -137,6 +137,19 @@ def test_a_redenominated_currencys_old_prices_are_no_ean_8_when_each_customer_ha
     assert outlier_amounts(new, date(2026, 1, 1)).orders == 2
 
 
+@pytest.mark.parametrize("n", [150, 199, 1000])
+@pytest.mark.parametrize("code", [EAN8, EAN], ids=["EAN-8", "EAN-13"])
+def test_an_ean_8_pasted_for_two_customers_is_found_in_a_small_shop(n, code):
+    """The 1 % gate counted the pasted EAN-8s themselves: two in a shop of 150 or 199 orders were over 1 % of it and
+    neither was found (an EAN-13 was). Only the other amounts past both lines count."""
+    con = _shop(f"""INSERT INTO orders SELECT 'o' || i, 'c' || (i % 60), TIMESTAMPTZ '2025-01-01' + i * INTERVAL 5 HOUR,
+                    20 + i % 80, 'EUR', 'completed', NULL FROM range({n - 2}) t(i)""")
+    con.execute(f"INSERT INTO orders VALUES ('b1', 'c1', '2025-06-01', {code}, 'EUR', 'completed', NULL), "
+                f"('b2', 'c2', '2025-06-02', {code}, 'EUR', 'completed', NULL)")
+    found = outlier_amounts(con, date(2026, 1, 1))
+    assert found.orders == 2 and {o.order_id for o in found.shown} == {"b1", "b2"}
+
+
 def _when(text: str) -> datetime | None:
     try:
         return datetime.strptime(text, "%d.%m.%Y %H:%M")
