@@ -14,6 +14,7 @@ import pytest
 
 from segmentation import btyd_models as M
 from segmentation import predictive as P
+from segmentation import spend_limit
 from tests.test_outliers import _shop
 from tests.test_predict_limit import EDGE_BG
 from tests.test_predict_steady import STEADY_BG, _one_customer_by_mpmath
@@ -48,16 +49,39 @@ def test_ten_repeat_buyers_of_nearly_equal_mean_spends_get_their_mean_spend(seed
     np.testing.assert_allclose(M.expected_aov(gg, x, m), np.dot(x, m) / x.sum(), rtol=3e-4)  # (1 000 ± 0.3)
     if seed == 2:
         return
-    nu = gg.q / gg.gamma  # the limit, fitted directly: its maximum, and its log-likelihood to its digits
+    best = _assert_the_limit_fitted_directly(gg, x, m)
+    if seed == 1:  # main (before the exact terms) answered p = 4.45·10⁶, q = 4.16·10⁷, γ = 9 350: a point of the
+        # ridge, ≈ 1 000 for everyone too, but of a lower likelihood than the limit's
+        assert best > _gg_ll_by_mpmath(4.45e6, 4.16e7, 9.35e3, x, m) + 0.2
+
+
+def _assert_the_limit_fitted_directly(gg: M.GammaGammaParams, x: np.ndarray, m: np.ndarray) -> float:
+    """``gg`` is the limit of one mean spend fitted directly: q past :data:`~segmentation.spend_limit.LIMIT_Q`, its
+    maximum, its log-likelihood to its digits (returned) and each customer's expected_aov the pooled mean spend."""
+    assert gg.q >= spend_limit.LIMIT_Q
+    nu = gg.q / gg.gamma
     assert M.expected_aov(gg, x, m) == pytest.approx(np.dot(x, m) / x.sum(), rel=1e-12)
     best = _limit_ll_by_mpmath(gg.p, nu, x, m)
     assert gg.log_likelihood == pytest.approx(best, rel=1e-12)
     for step in (0.999, 1.001):
         p = gg.p * step
         assert _limit_ll_by_mpmath(p, p * x.sum() / np.dot(x, m), x, m) < best
-    if seed == 1:  # main (before the exact terms) answered p = 4.45·10⁶, q = 4.16·10⁷, γ = 9 350: a point of the
-        # ridge, ≈ 1 000 for everyone too, but of a lower likelihood than the limit's
-        assert best > _gg_ll_by_mpmath(4.45e6, 4.16e7, 9.35e3, x, m) + 0.2
+    return best
+
+
+def test_a_general_fit_stopped_at_the_boxs_edge_is_replaced_by_the_limit():
+    """Ten repeat buyers of mean spends 1 000 ± 1.2 (the review's sample: Gamma-Gamma p = 10⁵, q = 10⁹): the general
+    fit is accepted at the box's edge (q = e³¹ ≈ 2.9·10¹³, short of the limit); the limit is then fitted directly.
+    Taken as it stood, the edge point reported a log-likelihood 6·10⁻¹⁰ off (relative) and expected_aov 4.5·10⁻¹⁰ off
+    the pooled mean spend, and q below the limit's."""
+    rng = np.random.default_rng(3)
+    for _ in range(3):  # the review's third draw (n = 10, p = 10⁵)
+        n, p = int(rng.choice([10, 30, 100])), float(rng.choice([1e3, 1e5, 1e6, 1e7]))
+        nu = rng.gamma(1e9, 1.0 / (1000 * (1e9 - 1) / p), n)
+        x = rng.integers(1, 6, n).astype(float)
+        m = rng.gamma(p * x, 1.0 / (x * nu))
+    assert (n, p) == (10, 1e5)
+    _assert_the_limit_fitted_directly(M.fit_gamma_gamma(x, m), x, m)
 
 
 def test_a_pareto_spend_sample_is_still_refused():
