@@ -351,8 +351,15 @@ def expected_aov(params: GammaGammaParams, x, m) -> np.ndarray:
     """E[mean spend per purchase | x, m̄] (note 025 eq. 5); the population mean when x = 0."""
     x, m = _arrays(x, m)
     p, q, g = params.p, params.q, params.gamma
-    weight = p * x / (p * x + q - 1)
+    weight = own_spend_weight(params, x)
     return (1 - weight) * (g * p / (q - 1)) + weight * m
+
+
+def own_spend_weight(params: GammaGammaParams, x) -> np.ndarray:
+    """The weight of a customer's own mean spend in his :func:`expected_aov` (of ``x`` repeat purchase days):
+    p·x/(p·x + q − 1), the population mean's the rest. 0 to double precision at the limit of one mean spend."""
+    x = np.asarray(x, dtype=float)
+    return params.p * x / (params.p * x + params.q - 1)
 
 
 def clv(bg: BgNbdParams, aov: np.ndarray, x, t_x, T, horizon: float, month: float,

@@ -103,14 +103,7 @@ def test_one_price_for_everything_is_still_refused():
 def test_a_shop_of_ten_repeat_buyers_alike_gets_spend_predictions_and_the_limits_warning():
     """50 one-time buyers and ten repeat buyers, each with four orders on random days of the review's seed 1 mean
     spends (1 000 ± 0.5): the spend fields were left empty ("did not converge")."""
-    _, means = _ten_alike(1)
-    rng = np.random.default_rng(2)
-    rows = [f"('r{c}-{k}', 'r{c}', TIMESTAMPTZ '2024-08-01' + INTERVAL {d} DAY, {means[c]:.10f}, 'EUR', 'completed', "
-            "NULL)" for c in range(10) for k, d in enumerate(np.sort(rng.choice(np.arange(400), 4, replace=False)))]
-    rows += [f"('o{c}', 'o{c}', TIMESTAMPTZ '2024-08-01' + INTERVAL {int(rng.integers(0, 400))} DAY, {900 + c}, "
-             "'EUR', 'completed', NULL)" for c in range(50)]
-    con = _shop("INSERT INTO orders VALUES " + ", ".join(rows))
-    report = P.predict_customers(con, date(2025, 9, 1), P.PredictConfig(holdout_days=0))
+    con, report, _ = _ten_alike_shop(1)
     assert report.bgnbd is not None and report.gamma_gamma is not None, report.warnings
     [line] = report.warnings
     assert line.startswith("the predictive models reached their limit on this data: one mean spend (expected_aov is "
@@ -119,6 +112,38 @@ def test_a_shop_of_ten_repeat_buyers_alike_gets_spend_predictions_and_the_limits
                                  WHERE customer_id LIKE 'r%' AND order_id NOT LIKE '%-0') FROM customer_predictions p"""
                               ).fetchall()[0]
     assert len(aov) == 1 and float(aov[0]) == pytest.approx(float(spends), abs=0.005)
+
+
+def _ten_alike_shop(seed: int):
+    """50 one-time buyers and ten repeat buyers, each with four orders on random days of :func:`_ten_alike`'s mean
+    spends (his own mean spend), predicted: the connection and the report."""
+    _, means = _ten_alike(seed)
+    rng = np.random.default_rng(2)
+    rows = [f"('r{c}-{k}', 'r{c}', TIMESTAMPTZ '2024-08-01' + INTERVAL {d} DAY, {means[c]:.10f}, 'EUR', 'completed', "
+            "NULL)" for c in range(10) for k, d in enumerate(np.sort(rng.choice(np.arange(400), 4, replace=False)))]
+    rows += [f"('o{c}', 'o{c}', TIMESTAMPTZ '2024-08-01' + INTERVAL {int(rng.integers(0, 400))} DAY, {900 + c}, "
+             "'EUR', 'completed', NULL)" for c in range(50)]
+    con = _shop("INSERT INTO orders VALUES " + ", ".join(rows))
+    return con, P.predict_customers(con, date(2025, 9, 1), P.PredictConfig(holdout_days=0)), means
+
+
+def test_a_spend_fit_on_the_ridge_short_of_the_limit_says_how_far_own_orders_move_expected_aov():
+    """Seed 2's mean spends fit inside the box, on the ridge (q ≈ 1.9·10⁷, past the warning's 10⁶): each repeat
+    buyer's expected_aov still moves 17 % of the way from the shop's mean spend to his own, where the warning said
+    his own orders' amounts "do not move it" (true at the limit itself only: seed 1's)."""
+    con, report, means = _ten_alike_shop(2)
+    gg = report.gamma_gamma
+    assert 1e6 <= gg.q < spend_limit.LIMIT_Q
+    [line] = report.warnings
+    assert ("one mean spend (expected_aov is nearly the same for every customer: his own orders' amounts move it at "
+            "most 17 % of the way from the shop's mean spend to his own)") in line
+    shop = gg.gamma * gg.p / (gg.q - 1)
+    aov = dict(con.execute("SELECT customer_id, expected_aov FROM customer_predictions WHERE customer_id LIKE 'r%'"
+                           ).fetchall())
+    for c, own in enumerate(means):
+        assert float(aov[f"r{c}"]) == pytest.approx(shop + 0.17 * (own - shop), abs=0.01)
+    [line] = _ten_alike_shop(1)[1].warnings
+    assert "(expected_aov is the same for every customer: his own orders' amounts do not move it)" in line
 
 
 @pytest.mark.parametrize("bg", [EDGE_BG, STEADY_BG], ids=["b at 3.9e8", "r at 1.7e7"])
