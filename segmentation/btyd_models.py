@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import spend_limit
 from .fit_optimizer import EDGE, FitError, minimise
 from .hypergeometric import log_hyp2f1
 from .rising import EXACT_ABOVE, digamma_rising, log_beta_ratio, log_rising, neg_log_beta
@@ -69,16 +70,17 @@ def _by_x(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def bgnbd_log_likelihood(params: BgNbdParams | tuple[float, float, float, float],
                          x, t_x, T, weights=None) -> float:
-    """Total BG/NBD log-likelihood of the summary (FHL 2005 eq. 6), e.g. −9582.43 on CDNOW."""
-    from scipy.special import gammaln  # (imported on first use: see the module docstring)
+    """Total BG/NBD log-likelihood of the summary (FHL 2005 eq. 6), e.g. −9582.43 on CDNOW: with the fit's exact
+    terms (:func:`_bgnbd_objective`: r·log α − (r+x)·log(α+T) as −r·log1p(T/α) − x·log(α+T), the Gamma and Beta
+    ratios :mod:`segmentation.rising`'s), so that a fit at a limit (r, α or b ~ 10⁸) reports it to its digits."""
     r, alpha, a, b = params[:4] if isinstance(params, tuple) else (params.r, params.alpha, params.a, params.b)
     x, t_x, T = _arrays(x, t_x, T)
     w = np.ones_like(x) if weights is None else np.asarray(weights, dtype=np.float64)
-    a1 = gammaln(r + x) - gammaln(r) + r * np.log(alpha)
-    a2 = gammaln(a + b) + gammaln(b + x) - gammaln(b) - gammaln(a + b + x)
-    a3 = -(r + x) * np.log(alpha + T)
-    a4 = np.log(a) - np.log(b + np.maximum(x, 1) - 1) - (r + x) * np.log(alpha + t_x)
-    return float(np.sum(w * (a1 + a2 + np.where(x > 0, np.logaddexp(a3, a4), a3))))
+    ux, ix = _by_x(x)
+    a12 = (log_rising(r, ux) + log_beta_ratio(a, b, ux)[0])[ix]
+    a3 = -r * np.log1p(T / alpha) - x * np.log(alpha + T)
+    a4 = np.log(a) - np.log(b + np.maximum(x, 1) - 1) - r * np.log1p(t_x / alpha) - x * np.log(alpha + t_x)
+    return float(np.sum(w * (a12 + np.where(x > 0, np.logaddexp(a3, a4), a3))))
 
 
 def _bgnbd_objective(x, t_x, T, w):
@@ -248,12 +250,16 @@ def churn_risk(prob: np.ndarray, cut_points: tuple[float, float]) -> np.ndarray:
 # --------------------------------------------------------------------------- Gamma-Gamma
 
 def gamma_gamma_log_likelihood(params: GammaGammaParams | tuple[float, float, float], x, m) -> float:
-    """Total Gamma-Gamma log-likelihood of repeat buyers' (x, m̄) (note 025 eq. 1a)."""
-    from scipy.special import gammaln  # (imported on first use: see the module docstring)
+    """Total Gamma-Gamma log-likelihood of repeat buyers' (x, m̄) (note 025 eq. 1a), with the fit's exact terms:
+    −log B(p·x, q) − q·log1p(x·m̄/γ) − p·x·log1p(γ/(x·m̄)) − log m̄ (q·log γ − (p·x+q)·log(x·m̄+γ) does not cancel
+    there): 2·10⁻⁹ relative where p·x and q are in the millions (their gammaln differences: 5·10⁻⁸; 10⁻¹⁵ at the
+    CDNOW fit). A fit at the limit of one mean spend reports the limit's own
+    (:func:`segmentation.spend_limit.log_likelihood`)."""
     p, q, g = params[:3] if isinstance(params, tuple) else (params.p, params.q, params.gamma)
     x, m = _arrays(x, m)
-    return float(np.sum(gammaln(p * x + q) - gammaln(p * x) - gammaln(q) + q * np.log(g)
-                        + (p * x - 1) * np.log(m) + p * x * np.log(x) - (p * x + q) * np.log(x * m + g)))
+    ux, ix = _by_x(x)
+    xm = x * m
+    return float(np.sum(neg_log_beta(p * ux, q)[0][ix] - q * np.log1p(xm / g) - p * x * np.log1p(g / xm) - np.log(m)))
 
 
 def fit_gamma_gamma(x, m) -> GammaGammaParams:
@@ -297,11 +303,38 @@ def fit_gamma_gamma(x, m) -> GammaGammaParams:
             dg = q / g * float(np.dot(xm, inv)) - p * float(np.dot(x, inv))
         return -float(ll) / n, -np.array([dp * p, dq * q, dg * g]) / n
 
-    p, q, g = np.exp(minimise(fun, 3, "Gamma-Gamma", limit=_gamma_gamma_limit))
+    try:
+        v = minimise(fun, 3, "Gamma-Gamma", limit=_gamma_gamma_limit)
+    except FitError as exc:
+        one = _one_mean_spend(x, m, s, exc.best, n)
+        if one is None:
+            raise
+        return one
+    if np.any(np.abs(v) >= EDGE):  # (the limit, accepted at the box's edge: fitted directly, where it is)
+        return _one_mean_spend(x, m, s, fun(v)[0], n) or _gamma_gamma_params(np.exp(v), s, x, m)
+    return _gamma_gamma_params(np.exp(v), s, x, m)
+
+
+def _gamma_gamma_params(pqg: np.ndarray, s: float, x: np.ndarray, m: np.ndarray) -> GammaGammaParams:
+    p, q, g = pqg
     g *= s
     if q <= 1:
         raise FitError(f"Gamma-Gamma q = {q:.3f} ≤ 1: expected spend is undefined (heavy-tailed spend)")
     return GammaGammaParams(float(p), float(q), float(g), gamma_gamma_log_likelihood((p, q, g), x, m))
+
+
+def _one_mean_spend(x: np.ndarray, m: np.ndarray, s: float, best: float | None, n: int) -> GammaGammaParams | None:
+    """The spend model's limit of one mean spend (:mod:`segmentation.spend_limit`), when the general fit (its
+    objective's least value ``best``: the mean negative log-likelihood of m̄/``s``) found no point better than it by
+    more than :data:`~segmentation.spend_limit.TOLERANCE`; else None."""
+    one = spend_limit.fit(x, m / s)
+    if one is None or best is None:
+        return None
+    p, nu = one
+    if -best * n - spend_limit.log_likelihood(p, nu, x, m / s) > spend_limit.TOLERANCE:
+        return None
+    p, q, g = spend_limit.params(p, nu / s, x)
+    return GammaGammaParams(p, q, g, spend_limit.log_likelihood(p, nu / s, x, m))
 
 
 def _gamma_gamma_limit(v: np.ndarray) -> bool:
@@ -318,8 +351,15 @@ def expected_aov(params: GammaGammaParams, x, m) -> np.ndarray:
     """E[mean spend per purchase | x, m̄] (note 025 eq. 5); the population mean when x = 0."""
     x, m = _arrays(x, m)
     p, q, g = params.p, params.q, params.gamma
-    weight = p * x / (p * x + q - 1)
+    weight = own_spend_weight(params, x)
     return (1 - weight) * (g * p / (q - 1)) + weight * m
+
+
+def own_spend_weight(params: GammaGammaParams, x) -> np.ndarray:
+    """The weight of a customer's own mean spend in his :func:`expected_aov` (of ``x`` repeat purchase days):
+    p·x/(p·x + q − 1), the population mean's the rest. 0 to double precision at the limit of one mean spend."""
+    x = np.asarray(x, dtype=float)
+    return params.p * x / (params.p * x + params.q - 1)
 
 
 def clv(bg: BgNbdParams, aov: np.ndarray, x, t_x, T, horizon: float, month: float,

@@ -34,7 +34,8 @@ from . import btyd_models
 
 #: the fits' definition: the models' code (their optimizer and likelihood terms too) and the libraries
 _DEFINITION = hashlib.blake2b(b"".join((Path(btyd_models.__file__).parent / name).read_bytes()
-                                       for name in ("btyd_models.py", "fit_optimizer.py", "rising.py"))
+                                       for name in ("btyd_models.py", "fit_optimizer.py", "rising.py",
+                                                    "spend_limit.py"))
                               + f"{np.__version__} {scipy.__version__}".encode(), digest_size=16).digest()
 
 
@@ -42,7 +43,8 @@ _DEFINITION = hashlib.blake2b(b"".join((Path(btyd_models.__file__).parent / name
 #: every module of this package that :mod:`segmentation.predictive` imports, directly or not (a test checks it)
 _NUMBERS_MODULES = ("predictive.py", "holdout.py", "btyd.py", "btyd_models.py", "fit_optimizer.py", "rising.py",
                     "hypergeometric.py", "lifecycle.py", "fitnotes.py", "fit_cache.py", "purchase_days.py", "localtime.py",
-                    "guarded_fits.py", "triples.py", "outliers.py", "metrics.py", "errors.py", "warmup.py")
+                    "guarded_fits.py", "triples.py", "outliers.py", "metrics.py", "errors.py", "warmup.py",
+                    "spend_limit.py")
 _NUMBERS_DEFINITION = hashlib.blake2b(
     b"".join((Path(__file__).parent / name).read_bytes() for name in _NUMBERS_MODULES)
     + f"{np.__version__} {scipy.__version__} {pa.__version__}".encode(), digest_size=16).hexdigest()

@@ -16,7 +16,12 @@ logger = logging.getLogger("segmentation.btyd_models")  # (the fits' lines, as b
 
 
 class FitError(ThinDataError):
-    """A model could not be fitted; ``str()`` is a one-line reason for the report."""
+    """A model could not be fitted; ``str()`` is a one-line reason for the report. ``best``: the least value of the
+    objective the optimizer saw (None when none was finite or no optimizer ran)."""
+
+    def __init__(self, message: str, best: float | None = None):
+        super().__init__(message)
+        self.best = best
 
 
 class _Stalled(Exception):
@@ -87,24 +92,29 @@ def minimise(fun, n_params: int, what: str, start: np.ndarray | None = None, lim
         except _Stalled:
             logger.debug("%s fit: %d likelihood evaluations (stopped: no better than rounding)", what,
                          best["evaluations"])
-            return _off_boundary(best["v"], what, limit)
+            return _off_boundary(best["v"], what, limit, best["f"])
         logger.debug("%s fit: %d likelihood evaluations", what, best["evaluations"])
         ok = np.all(np.isfinite(res.x)) and np.isfinite(res.fun) and np.max(np.abs(_projected(res.jac, res.x))) < 1e-5
         if not ok:
             res = minimize(lambda v: fun(v)[0], res.x if np.all(np.isfinite(res.x)) else x0,
                            method="Nelder-Mead", options={"maxiter": 2000 * n_params, "xatol": 1e-9, "fatol": 1e-13})
             ok = res.success and np.all(np.isfinite(res.x)) and np.isfinite(res.fun)
+    least = min(best["f"], res.fun) if np.isfinite(res.fun) else best["f"]
     if not ok:
-        raise FitError(f"{what} optimizer did not converge: {res.message}")
-    return _off_boundary(res.x, what, limit)
+        raise FitError(f"{what} optimizer did not converge: {res.message}", _finite(least))
+    return _off_boundary(res.x, what, limit, least)
 
 
-def _off_boundary(v: np.ndarray, what: str, limit=None) -> np.ndarray:
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def _off_boundary(v: np.ndarray, what: str, limit=None, least: float = np.inf) -> np.ndarray:
     """``v``, unless it is at the box's edge where the model has no limit (``limit(v)``: where it has one, the
-    parameters there give that limit's numbers)."""
+    parameters there give that limit's numbers); ``least``: the objective's least value seen, for the error."""
     if np.any(np.abs(v) >= EDGE) and limit is not None and limit(v):
         logger.debug("%s fit at the model's limit on the box's edge: %s", what, np.round(v, 2))
         return v
     if np.any(np.abs(v) >= EDGE):
-        raise FitError(f"{what} parameters ran off to a boundary (the data do not identify the model)")
+        raise FitError(f"{what} parameters ran off to a boundary (the data do not identify the model)", _finite(least))
     return v

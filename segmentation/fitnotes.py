@@ -118,21 +118,30 @@ def warning_lines(bgnbd: Unfitted | None, gamma_gamma: Unfitted | None, non_fini
     return out
 
 
-def limit_line(one_rate: bool, nobody_leaves: bool, one_spend: bool) -> str | None:
+def limit_line(one_rate: bool, nobody_leaves: bool, one_spend: float | None) -> str | None:
     """The warning of a fit accepted at one of the models' limits (see :mod:`segmentation.btyd_models`), naming
-    each and what it means for the predictions; None when no fit is at one."""
+    each and what it means for the predictions; None when no fit is at one. ``one_spend``: at (or near) the spend
+    model's limit, the largest weight a customer's own mean spend has in his expected_aov (0 at the limit itself;
+    near it, on its ridge, up to ~16 %), else None."""
     parts = [what for at, what in (
         (one_rate, "everyone buys at one rate (the customers' purchase counts differ no more than chance allows: "
                    "each one's expected purchases are the shop's pooled rate over his own count and age, not how "
                    "often he buys compared with others)"),
         (nobody_leaves, "nobody leaves (p_alive is 1 for everyone and churn_probability only the chance of no "
                         "purchase in the window: a customer silent for a long time is not counted as lost)"),
-        (one_spend, "one mean spend (expected_aov is the same for every customer: his own orders' amounts do not "
-                    "move it)")) if at]
+        (one_spend is not None, _one_spend(one_spend or 0.0))) if at]
     if not parts:
         return None
     return (f"the predictive models reached their limit on this data: {'; '.join(parts)}; check that the orders are "
             "the customers' real purchases (not generated, or imported on one day), or export a longer history")
+
+
+def _one_spend(weight: float) -> str:
+    if weight < 5e-4:  # (0.0 % shown)
+        return "one mean spend (expected_aov is the same for every customer: his own orders' amounts do not move it)"
+    share = f"{100 * weight:.0f}" if weight >= 0.01 else f"{100 * weight:.1f}"
+    return (f"one mean spend (expected_aov is nearly the same for every customer: his own orders' amounts move it at "
+            f"most {share} % of the way from the shop's mean spend to his own)")
 
 
 def beyond_horizon_line(n: int, horizon_days: int) -> str:

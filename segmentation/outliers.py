@@ -13,12 +13,12 @@ one currency when there is only one):
     and at least :data:`GAP_RATIO` times its own customer's other orders of another amount (a client who orders
     that much: a café's caterer). An amount past the first two lines that reads as a barcode (a whole number of
     11 to 13 digits whose last is the GS1 check digit of the others: UPC-A, EAN-13, a UPC-A stored as a number
-    that lost its leading 0, :func:`barcode_sql`; not ending in :data:`ROUND_ZEROS` zeros: a round price, unless
-    it has :data:`CODE_DIGITS` significant digits or more in a currency whose orders are less than
-    :data:`ROUND_SHARE` round, :func:`round_code_sql`) is an outlier whoever else paid it; of
-    :data:`STRONG_DIGITS` digits or more whatever its customer's other orders, of 11 digits or round only if its
-    customer's other orders within :data:`GAP_RATIO` of it are barcodes too (a client's real orders of 11 digits or
-    round ones end in a check digit one time in ten).
+    that lost its leading 0, :func:`barcode_sql`, or an EAN-8's 8 where few orders are past both lines; not ending
+    in :data:`ROUND_ZEROS` zeros: a round price, unless it has :data:`CODE_DIGITS` significant digits or more in a
+    currency whose orders are less than :data:`ROUND_SHARE` round, :func:`round_code_sql`) is an outlier whoever
+    else paid it; of :data:`STRONG_DIGITS` digits or more whatever its customer's other orders, of 11 or 8 digits
+    or round only if its customer's other orders within :data:`GAP_RATIO` of it are barcodes too (a client's real
+    orders of 11 digits or round ones end in a check digit one time in ten).
 
 A real large order does not come near it: a shop's largest orders are tens of times its median check (CDNOW
 19×, the demo shop 25×, the benchmarks' generated shop of 10 M orders 69×), a typed-in barcode 10⁶–10⁹ times. The
@@ -34,9 +34,11 @@ still be 10 000 times the shop's median. A UPC-A whose first digit is 0 (most US
 digits as an amount; its check digit is the same (the lost 0 weighs nothing), and an 11-digit order is still 10¹⁰
 of the smallest unit. A barcode ending in 4 zeros (one in 10 000) passes for a round price; where the shop prices
 nothing round (under 1 % of its orders end in 4 zeros: not a shop in rials or som) and it has 7 significant digits
-or more (a price typed round has a few), it is a barcode too. EAN-8's 8 digits are not read as a barcode: the old
-orders of a currency redenominated 10⁶:1 (the Turkish lira) have 8, one in ten ends in a check digit by chance,
-and no rule found keeps them clean (they are many customers' prices, 10⁶ times the new median, not round). An id
+or more (a price typed round has a few), it is a barcode too. An EAN-8's 8 digits are read as a barcode as 11 are,
+but only in a currency whose orders past both lines, EAN-8s aside, are under 1 % of its orders (:data:`EAN8_DIGITS`):
+the old orders of a currency redenominated 10⁶:1 (the Turkish lira) have 8, one in ten ends in a check digit by
+chance, and they are many customers' prices, 10⁶ times the new median, not round: 40 % of its orders, not a few
+pasted (the EAN-8s themselves not counted: two in a shop of 150 orders would be over 1 %). An id
 or a phone number (no check digit) pasted so is still not found. A café of 2–3 € checks whose catering client
 alone ordered 30 000 and 28 000, nothing between, is not warned of (each order is within 100 times the other); a client
 whose only large order is 30 000 is: check that order.
@@ -87,6 +89,11 @@ ROUND_ZEROS = 4
 #: that does not price in round amounts: :func:`round_code_sql`)
 CODE_DIGITS = 7
 ROUND_SHARE = 0.01
+#: an amount past both lines of these many digits with its GS1 check digit is an EAN-8, read as a barcode as one of
+#: 11 digits is (its customer's own orders as large exempt it unless they are barcodes too), but only in a currency
+#: whose orders past both lines are less than :data:`ROUND_SHARE` of its orders (:func:`_ean8_currencies`): a
+#: currency redenominated 10⁶:1 has its old orders there, of 8 digits, one in ten with a check digit by chance
+EAN8_DIGITS = 8
 #: the TEMP table of every outlier order of the last :func:`outlier_amounts` (order_id, customer_id)
 TABLE = "_rfmsync_outlier_orders"
 #: the TEMP table of the orders past both lines, while :func:`outlier_amounts` sorts them
@@ -132,6 +139,7 @@ def outlier_amounts(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str =
     largest = con.execute(f"SELECT {group} AS currency, max(amount), count(*) FROM {orders} WHERE {_WHERE}"
                           + (" GROUP BY currency" if several else ""), params).fetchall()
     typical: list[tuple[str | None, Decimal, Decimal]] = []  # (currency, median, the least outlier amount)
+    judged = {currency: n for currency, _, n in largest}  # currency (None unless several) → its orders judged
     for currency, most_amount, n in largest:
         if not n:
             continue
@@ -165,12 +173,13 @@ def outlier_amounts(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str =
               + (((f"cur{i}", cur),) if several else ())}
     con.execute(f"CREATE TEMP TABLE {_PAST} AS {' UNION ALL '.join(parts)}", params | values)
     codes = _round_code_currencies(con, orders, params, several)
+    eights = _ean8_currencies(con, judged, several)
     # kept: an amount several customers paid (a price: a plan, a tier), and an order within GAP_RATIO of its own
     # customer's other orders of another amount (a client who orders that much: a café's caterer). A barcode of 12
-    # or 13 digits is found whatever the others; a weaker one (11 digits, round) whoever else paid it, but not
+    # or 13 digits is found whatever the others; a weaker one (11 or 8 digits, round) whoever else paid it, but not
     # among its customer's own orders as large unless those are barcodes too (``codes_only``: a client's real
     # orders of 11 digits or round ones end in a check digit one time in ten)
-    code = f"{barcode_sql('o.amount')} OR ({round_code_sql('o.amount')} AND {_in_codes('o.currency')})"
+    code = _weak_code_sql("o.amount", "o.currency")
     con.execute(f"""CREATE TEMP TABLE {TABLE} AS WITH past AS (FROM {_PAST}),
         prices AS (SELECT currency, amount FROM past GROUP BY ALL HAVING count(DISTINCT customer_id) > 1),
         own AS (SELECT p.order_id, max(o.amount) AS top,
@@ -180,11 +189,11 @@ def outlier_amounts(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str =
                 WHERE o.status = 'completed' AND o.amount > 0 AND o.ordered_at < $cutoff GROUP BY p.order_id)
         SELECT past.* FROM past LEFT JOIN own USING (order_id)
         WHERE ({barcode_sql("past.amount")} AND past.amount >= {10 ** (STRONG_DIGITS - 1)})
-        OR (({barcode_sql("past.amount")} OR ({round_code_sql("past.amount")} AND {_in_codes("past.currency")}))
+        OR (({_weak_code_sql("past.amount", "past.currency")})
             AND (coalesce(past.amount >= own.top * {GAP_RATIO}, true) OR coalesce(own.codes_only, false)))
         OR (coalesce(past.amount >= own.top * {GAP_RATIO}, true)
         AND NOT EXISTS (SELECT 1 FROM prices x WHERE x.currency IS NOT DISTINCT FROM past.currency
-                        AND x.amount = past.amount))""", params | {"codes": codes})
+                        AND x.amount = past.amount))""", params | {"codes": codes, "eights": eights})
     con.execute(f"DROP TABLE temp.main.{_PAST}")
     counts = con.execute(f"SELECT count(*), count(DISTINCT customer_id) FROM {TABLE}").fetchall()[0]
     if not counts[0]:
@@ -195,12 +204,12 @@ def outlier_amounts(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str =
     return OutlierAmounts(counts[0], counts[1], tuple(OutlierOrder(*row) for row in shown))
 
 
-def barcode_sql(amount: str) -> str:
-    """Whether the DECIMAL ``amount`` reads as a barcode: a whole number of :data:`BARCODE_DIGITS` digits whose last
-    digit is the GS1 check digit of the others (weights 3, 1, 3, … from the right: EAN-13, and UPC-A's 12 digits,
-    11 when its leading 0 was lost: the missing digit weighs nothing), not ending in :data:`ROUND_ZEROS` zeros (a
-    round price)."""
-    return f"({_gtin_sql(amount)} AND {amount}::BIGINT % {10 ** ROUND_ZEROS} <> 0)"
+def barcode_sql(amount: str, digits: tuple[int, int] = (min(BARCODE_DIGITS), max(BARCODE_DIGITS))) -> str:
+    """Whether the DECIMAL ``amount`` reads as a barcode: a whole number of :data:`BARCODE_DIGITS` digits (``digits``:
+    the fewest and the most) whose last digit is the GS1 check digit of the others (weights 3, 1, 3, … from the
+    right: EAN-13, and UPC-A's 12 digits, 11 when its leading 0 was lost: the missing digit weighs nothing; EAN-8's
+    8), not ending in :data:`ROUND_ZEROS` zeros (a round price)."""
+    return f"({_gtin_sql(amount, *digits)} AND {amount}::BIGINT % {10 ** ROUND_ZEROS} <> 0)"
 
 
 def round_code_sql(amount: str) -> str:
@@ -213,17 +222,38 @@ def round_code_sql(amount: str) -> str:
             f"AND {n} % (10 ** greatest(length({n}::VARCHAR) - {CODE_DIGITS - 1}, 0))::BIGINT <> 0)")
 
 
-def _in_codes(currency: str) -> str:
-    """Whether ``currency`` is one of ``$codes``: the currencies where a round barcode is read as one."""
-    return f"list_contains($codes::VARCHAR[], coalesce({currency}, ''))"
+def _in_codes(currency: str, which: str = "codes") -> str:
+    """Whether ``currency`` is one of ``$codes`` (the currencies where a round barcode is read as one), or of
+    ``$eights`` (where an EAN-8 is: ``which``)."""
+    return f"list_contains(${which}::VARCHAR[], coalesce({currency}, ''))"
 
 
-def _gtin_sql(amount: str) -> str:
-    """A whole number of :data:`BARCODE_DIGITS` digits whose last is the GS1 check digit of the others."""
+def _weak_code_sql(amount: str, currency: str) -> str:
+    """Whether ``amount`` (of ``currency``) reads as a barcode: :func:`barcode_sql`, a round one where the shop prices
+    nothing round (``$codes``), an EAN-8 where few orders are past both lines (``$eights``)."""
+    return (f"{barcode_sql(amount)} OR ({round_code_sql(amount)} AND {_in_codes(currency)}) "
+            f"OR ({barcode_sql(amount, (EAN8_DIGITS, EAN8_DIGITS))} AND {_in_codes(currency, 'eights')})")
+
+
+def _gtin_sql(amount: str, fewest: int = min(BARCODE_DIGITS), most: int = max(BARCODE_DIGITS)) -> str:
+    """A whole number of ``fewest`` to ``most`` digits (:data:`BARCODE_DIGITS`) whose last is the GS1 check digit of
+    the others."""
     n = f"{amount}::BIGINT"
-    digits = " + ".join(f"({n} // {10 ** j}) % 10 * {3 if j % 2 else 1}" for j in range(max(BARCODE_DIGITS)))
-    return (f"{amount} = trunc({amount}) AND {amount} >= {10 ** (min(BARCODE_DIGITS) - 1)} "
-            f"AND {amount} < {10 ** max(BARCODE_DIGITS)} AND ({digits}) % 10 = 0")
+    digits = " + ".join(f"({n} // {10 ** j}) % 10 * {3 if j % 2 else 1}" for j in range(most))
+    return (f"{amount} = trunc({amount}) AND {amount} >= {10 ** (fewest - 1)} "
+            f"AND {amount} < {10 ** most} AND ({digits}) % 10 = 0")
+
+
+def _ean8_currencies(con: duckdb.DuckDBPyConnection, judged: dict, several: bool) -> list[str]:
+    """The currencies ('' for NULL) with an amount past both lines in :data:`_PAST` that reads as an EAN-8 and fewer
+    other amounts past both lines than :data:`ROUND_SHARE` of their orders (``judged``: currency → its orders judged,
+    under None unless ``several``): a few pasted barcodes, not a redenominated currency's old orders (nine in ten of
+    them no EAN-8). The EAN-8s themselves are not counted: two pasted in a shop of 150 orders are over 1 % of it."""
+    ean8 = barcode_sql("amount", (EAN8_DIGITS, EAN8_DIGITS))
+    found = con.execute(f"SELECT currency, count(*) FILTER (WHERE NOT ({ean8})) FROM {_PAST} GROUP BY currency "
+                        f"HAVING bool_or({ean8})").fetchall()
+    return ["" if currency is None else currency for currency, n in found
+            if n < ROUND_SHARE * judged[currency if several else None]]
 
 
 def _round_code_currencies(con: duckdb.DuckDBPyConnection, orders: str, params: dict, several: bool) -> list[str]:
@@ -300,8 +330,8 @@ def outlier_line(found: OutlierAmounts, timezone: str, files: Mapping[str, str] 
     more = found.orders - len(found.shown)
     rule = (f"(the median order; the rule: {money(OUTLIER_RATIO, 0)} times it, {GAP_RATIO} times the 99th "
             f"percentile of the orders below that and {GAP_RATIO} times the customer's other orders, of an amount no "
-            f"other customer paid; a barcode's {min(BARCODE_DIGITS)} to {max(BARCODE_DIGITS)} digits with their "
-            "check digit need only the first two)")
+            f"other customer paid; a barcode's {EAN8_DIGITS} or {min(BARCODE_DIGITS)} to {max(BARCODE_DIGITS)} digits "
+            "with their check digit need only the first two)")
     head = (f"an amount far beyond the usual check {rule}: " if one else
             f"{found.orders} amounts of {found.customers} customer{'s' if found.customers > 1 else ''} far beyond "
             f"the usual check {rule}: ")

@@ -24,7 +24,7 @@ from . import fitnotes
 from . import holdout
 from .btyd import DAYS_PER_UNIT, SummaryCounts
 from .btyd_models import (DAYS_PER_MONTH, ONE_RATE, BgNbdParams, GammaGammaParams, clv, expected_purchases,
-                          nobody_leaves, p_alive, prob_no_purchase, time_to_likely_purchase)
+                          nobody_leaves, own_spend_weight, p_alive, prob_no_purchase, time_to_likely_purchase)
 from .fit_cache import FitStore, NumberStore, numbers_key
 from .guarded_fits import fit_bgnbd_guarded, fit_gamma_gamma_guarded
 from .lifecycle import create_lifecycle_table, create_predictions_table
@@ -370,7 +370,8 @@ def _model_numbers(con: duckdb.DuckDBPyConnection, cfg: PredictConfig, days: Pur
     if bad:
         reasons.append(f"{bad} customers got non-finite predictions (left NULL)")
     warn = fitnotes.warning_lines(bg_why, gg_why, bad) if s.customers else []
-    limit = bg and fitnotes.limit_line(bg.r >= ONE_RATE, nobody_leaves(bg), gg is not None and gg.q >= ONE_RATE)
+    one_spend = float(own_spend_weight(gg, spend_x.max())) if gg is not None and gg.q >= ONE_RATE else None
+    limit = bg and fitnotes.limit_line(bg.r >= ONE_RATE, nobody_leaves(bg), one_spend)
     warn += [limit] if limit else []
     figures = {"customers": s.customers, "repeat_customers": s.repeat_customers,
                "bgnbd": None if bg is None else [bg.r, bg.alpha, bg.a, bg.b, bg.log_likelihood],

@@ -274,7 +274,8 @@ def test_each_currency_has_its_own_typical_check():
 @example([(1, 0)] * 9, [(36000291452, 1), (74479182116, 1)])  # 11 digits beside another barcode: two outliers
 @given(st.lists(st.tuples(st.integers(1, 50), st.integers(0, 5)), min_size=1, max_size=150),
        st.lists(st.tuples(st.sampled_from([20_000, 30_000, 1_000_000, 4607001777779, 4780000000014, 36000291452,
-                                           36000291453, 74479182116, 4607001777770, 170_000_000_000])
+                                           36000291453, 74479182116, 4607001777770, 170_000_000_000,
+                                           96385074, 96385075])
                           | st.integers(1, 10_000_000),
                           st.integers(0, 5)), min_size=0, max_size=5))
 def test_the_outliers_are_exactly_those_of_the_rule(small, large):
@@ -284,8 +285,8 @@ def test_the_outliers_are_exactly_those_of_the_rule(small, large):
     no other customer paid the same, and at least 100 times their customer's other orders of other amounts (the
     shortcut that skips the median when the largest amount cannot be one gives the same answer); past the first
     two, an amount of 12 or 13 digits ending in its GS1 check digit and not round (a barcode) whatever the
-    others, one of 11 digits whoever else paid it but only where its customer's other orders as large (within
-    100 times) are barcodes too."""
+    others, one of 11 digits (or an EAN-8's 8, where under 1 % of the orders are past both lines, EAN-8s aside)
+    whoever else paid it but only where its customer's other orders as large (within 100 times) are barcodes too."""
     rows = small + large
     amounts = [a for a, _ in rows]
     con = duckdb.connect()
@@ -298,18 +299,23 @@ def test_the_outliers_are_exactly_those_of_the_rule(small, large):
     top = below[-(-len(below) * 99 // 100) - 1]  # the 99th percentile (the nearest rank) of the orders below the line
     past = [(a, c) for a, c in rows if a >= OUTLIER_RATIO * median and a >= GAP_RATIO * top]
     prices = {a for a, _ in past if len({c for b, c in past if b == a}) > 1}
+    eights = sum(1 for a, _ in past if not _barcode(a, (8,))) < 0.01 * len(rows)  # the EAN-8s themselves not counted
+
+    def code(a: int) -> bool:
+        return _barcode(a) or eights and _barcode(a, (8,))
+
     expected = sum(1 for a, c in past if _barcode(a) and len(str(a)) > 11
-                   or (_barcode(a) or a not in prices)
-                   and all(a >= GAP_RATIO * b or _barcode(a) and _barcode(b) for b, d in rows if d == c and b != a))
+                   or (code(a) or a not in prices)
+                   and all(a >= GAP_RATIO * b or code(a) and code(b) for b, d in rows if d == c and b != a))
     assert outlier_amounts(con, date(2025, 1, 1)).orders == expected
 
 
-def _barcode(amount: int) -> bool:
-    """11 to 13 digits, the last the GS1 check digit of the others (weights 3, 1, 3, … from the right), not
-    ending in ROUND_ZEROS zeros (a round price)."""
+def _barcode(amount: int, lengths: tuple[int, ...] = (11, 12, 13)) -> bool:
+    """11 to 13 digits (``lengths``), the last the GS1 check digit of the others (weights 3, 1, 3, … from the
+    right), not ending in ROUND_ZEROS zeros (a round price)."""
     digits = str(amount)
     check = sum(int(d) * (3 if i % 2 else 1) for i, d in enumerate(reversed(digits)))
-    return len(digits) in (11, 12, 13) and amount % 10 ** ROUND_ZEROS != 0 and check % 10 == 0
+    return len(digits) in lengths and amount % 10 ** ROUND_ZEROS != 0 and check % 10 == 0
 
 
 # --------------------------------------------------------------------------- the warning, through the CLI
@@ -348,8 +354,8 @@ def test_the_demo_shop_has_none_and_a_pasted_barcode_is_named_with_its_file(tmp_
     [line] = _amounts_warnings(seg)
     assert line.startswith(f"warning: an amount far beyond the usual check (the median order; the rule: 10 000 "
                            f"times it, 100 times the 99th percentile of the orders below that and 100 times the customer's "
-                           f"other orders, of an amount no other customer paid; a barcode's 11 to 13 digits with "
-                           f"their check digit need only the first two): customer {customer!r}, "
+                           f"other orders, of an amount no other customer paid; a barcode's 8 or 11 to 13 digits "
+                           f"with their check digit need only the first two): customer {customer!r}, "
                            f"order {rows[last][0]!r} of {day} (file {orders}): "
                            "4 600 000 000 000.00 UZS, ")
     assert "times the typical check of " in line and "; it counts in the customer's monetary, M score and " \

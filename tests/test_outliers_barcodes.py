@@ -32,6 +32,7 @@ def gtin(body: str) -> Decimal:
 EAN = gtin("460700177777")  # an EAN-13 (a Russian product's)
 EAN2 = gtin("478000000001")  # another (an Uzbek one)
 UPC = gtin("03600029145")  # a UPC-A whose first digit is 0: 11 digits as an amount, read as one
+EAN8, EAN8_2 = gtin("9638507"), gtin("4006381")  # EAN-8s (96 385 074, 40 063 812)
 
 
 def test_the_check_digit_is_the_gs1_one():
@@ -113,6 +114,40 @@ def test_a_currency_redenominated_a_million_to_one_has_no_barcodes():
     eight = sum(1 for a in old if gtin(str(int(a))[:-1]) == a)  # EAN-8 codes by chance
     assert eight > 300
     assert not outlier_amounts(con, date(2026, 1, 1))
+
+
+def test_a_redenominated_currencys_old_prices_are_no_ean_8_when_each_customer_has_one():
+    """Each of 4 000 customers with one old-lira order, at one of 80 prices of 8 digits (each many customers': a
+    price), and new orders 10⁶ times smaller: an old price whose last digit is its check digit (8 of them) would be
+    a barcode whoever paid it, and his own orders do not exempt it (the new ones are 10⁶ times smaller). EAN-8 is
+    read only where the orders past both lines are under 1 % of the currency's (here 40 %): none."""
+    con = _shop("""INSERT INTO orders SELECT 'o' || i, 'c' || (i % 4000),
+                   TIMESTAMPTZ '2004-01-01' + i * INTERVAL 1 HOUR,
+                   CASE WHEN i < 4000 THEN (20 + i % 80) * 1000000 + 123457 ELSE 20 + i % 80 END, 'TRY',
+                   'completed', NULL FROM range(10000) t(i)""")
+    prices = {a for (a,) in con.execute("SELECT DISTINCT amount FROM orders WHERE amount >= 10000000").fetchall()}
+    assert len(prices) == 80 and sum(gtin(str(int(a))[:-1]) == a for a in prices) == 8
+    assert not outlier_amounts(con, date(2026, 1, 1))
+    # an EAN-8 pasted for two customers of the new lira alone (no old orders) is one
+    new = _shop("""INSERT INTO orders SELECT 'o' || i, 'c' || (i % 4000),
+                   TIMESTAMPTZ '2005-01-01' + i * INTERVAL 1 HOUR, 20 + i % 80, 'TRY', 'completed', NULL
+                   FROM range(6000) t(i)""")
+    new.execute(f"INSERT INTO orders VALUES ('b1', 'c1', '2005-06-01', {EAN8}, 'TRY', 'completed', NULL), "
+                f"('b2', 'c2', '2005-06-02', {EAN8}, 'TRY', 'completed', NULL)")
+    assert outlier_amounts(new, date(2026, 1, 1)).orders == 2
+
+
+@pytest.mark.parametrize("n", [150, 199, 1000])
+@pytest.mark.parametrize("code", [EAN8, EAN], ids=["EAN-8", "EAN-13"])
+def test_an_ean_8_pasted_for_two_customers_is_found_in_a_small_shop(n, code):
+    """The 1 % gate counted the pasted EAN-8s themselves: two in a shop of 150 or 199 orders were over 1 % of it and
+    neither was found (an EAN-13 was). Only the other amounts past both lines count."""
+    con = _shop(f"""INSERT INTO orders SELECT 'o' || i, 'c' || (i % 60), TIMESTAMPTZ '2025-01-01' + i * INTERVAL 5 HOUR,
+                    20 + i % 80, 'EUR', 'completed', NULL FROM range({n - 2}) t(i)""")
+    con.execute(f"INSERT INTO orders VALUES ('b1', 'c1', '2025-06-01', {code}, 'EUR', 'completed', NULL), "
+                f"('b2', 'c2', '2025-06-02', {code}, 'EUR', 'completed', NULL)")
+    found = outlier_amounts(con, date(2026, 1, 1))
+    assert found.orders == 2 and {o.order_id for o in found.shown} == {"b1", "b2"}
 
 
 def _when(text: str) -> datetime | None:
@@ -211,6 +246,34 @@ def test_a_upc_a_that_lost_its_leading_zero_is_a_barcode(extra):
     report, _ = _predict(con)
     without, _ = _predict(cdnow())
     assert report.gamma_gamma == without.gamma_gamma
+
+
+@pytest.mark.parametrize("extra", [
+    [("b1", "1", "1997-03-01", EAN8), ("b2", "2", "1997-03-02", EAN8)],  # one barcode, two customers: a "price"
+    [("b1", "1", "1997-03-01", EAN8), ("b2", "1", "1997-04-02", EAN8_2)],  # two of one customer's
+], ids=["two customers", "two barcodes"])
+def test_an_ean_8_is_a_barcode(extra):
+    """An EAN-8 (8 digits, the same GS1 check digit) pasted for two customers passed for a price, two for one customer
+    for his own large orders: neither was found, where an EAN-13 or a UPC-A is."""
+    con = cdnow(extra)
+    found = outlier_amounts(con, HOLDOUT_END)
+    assert found.orders == 2 and {o.order_id for o in found.shown} == {"b1", "b2"}
+    report, _ = _predict(con)
+    without, _ = _predict(cdnow())
+    assert report.gamma_gamma == without.gamma_gamma
+
+
+def test_a_clients_own_orders_of_8_digits_are_no_ean_8_though_one_has_a_check_digit():
+    """A B2B client's five orders of ~5·10⁷ (one ends in its check digit by chance) are his own orders as large: no
+    barcode; an EAN-8 pasted among them is not found either (the same limit as an 11-digit one's), one pasted for
+    another customer is."""
+    b2b = [51234581, 51234594, 51234607, 51234620, 51234633]
+    assert [gtin(str(a)[:-1]) == a for a in b2b] == [False, False, True, False, False]
+    extra = [(f"w{i}", "b2b", f"1997-0{i + 3}-01", Decimal(a)) for i, a in enumerate(b2b)]
+    assert not outlier_amounts(cdnow(extra), HOLDOUT_END)
+    found = outlier_amounts(cdnow(extra + [("x1", "b2b", "1997-06-09", EAN8), ("x2", "1", "1997-06-10", EAN8_2)]),
+                            HOLDOUT_END)
+    assert [o.order_id for o in found.shown] == ["x2"]
 
 
 ROUND_EAN = gtin("460700175000")  # a real EAN-13 whose check digit is 0 after three zeros: 4 607 001 750 000
