@@ -1,0 +1,136 @@
+"""A full sync's re-plan under the destination's lock does not undo what a later run wrote meanwhile
+(:mod:`sync.planning.replanned`): the sync planned from the segments it read, a webhook resync applied a newer
+order or a withdrawn consent to the destination before the sync took its lock, and the re-plan (made from the
+sync's older rows) leaves that contact as the resync wrote him; a withdrawal of the sync's own data still goes out.
+End to end against the fake Mailchimp, on both ledger engines."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from connectors.records import Consent, Contact, Order
+from sync import progress
+from sync.config import load_config
+from sync.ledger import Ledger, open_ledger
+from sync.model import PushedState
+from sync.run import full_sync
+from sync.serve.resync import resync
+from sync.settings import load_settings
+from tests.ledger_fixtures import ledger_url  # noqa: F401
+from tests.test_guards import set_guards
+from tests.test_guards_withdrawal import MANAGED, set_consent
+from tests.test_worker import AS_OF, DEST, make_shop
+
+
+class _LaterRun:
+    """A progress reporter that, when the sync's apply of ``DEST`` starts (planned, not yet under the lock), has a
+    later run write the destination first."""
+
+    def __init__(self, later: Callable[[], None]) -> None:
+        self.later, self.ran = later, False
+
+    def start(self, label, total=None, unit=""):
+        if label == f"applying {DEST}" and not self.ran:
+            self.ran = True
+            self.later()
+        return progress.SILENT.start(label, total, unit)
+
+    def retry_wait(self, wait):
+        pass
+
+
+@pytest.fixture
+def shop(request, tmp_path, mailchimp_fake, monkeypatch, ledger_url) -> Path:  # noqa: F811
+    """A 60-customer demo shop, synced once, its ledger on the engine of ``ledger_url``; ``new_contacts`` the
+    indirect parameter's (``transactional`` when none; a withdrawal takes the managed tags off under ``skip``)."""
+    monkeypatch.setenv("RFMSYNC_LEDGER_URL", ledger_url)
+    path = make_shop(tmp_path / "shop", mailchimp_fake, monkeypatch, customers=60)
+    path.write_text(path.read_text(encoding="utf-8").replace('new_contacts = "transactional"',
+                                                              f'new_contacts = "{getattr(request, "param", "transactional")}"'), encoding="utf-8")
+    set_guards(path, max_bad_rows_pct=100)
+    _sync(path)
+    return path
+
+
+def _sync(path: Path, later: Callable[[Ledger], None] | None = None) -> None:
+    cfg, settings = load_config(path), load_settings()
+    with open_ledger(cfg, settings) as ledger:
+        if later is None:
+            full_sync(cfg, ledger, settings, as_of=AS_OF)
+            return
+        reporter = _LaterRun(lambda: later(ledger))
+        with progress.reporting(reporter):
+            full_sync(cfg, ledger, settings, as_of=AS_OF)
+        assert reporter.ran
+
+
+def _state(path: Path, key: str) -> PushedState:
+    with open_ledger(load_config(path), load_settings()) as ledger:
+        return ledger.load_state_of(DEST, {key})[key]
+
+
+def _churned(path: Path) -> PushedState:
+    """A contact of the Churn segment (tag Winback) whose customer consented."""
+    with open_ledger(load_config(path), load_settings()) as ledger:
+        state = ledger.load_state(DEST)
+    return next(s for _, s in sorted(state.items()) if s.tags == {"Winback"})
+
+
+@pytest.mark.parametrize("shop", ["transactional", "skip"], indirect=True)
+def test_a_resync_of_a_new_order_applied_while_the_sync_waited_is_not_undone(shop, mailchimp_fake):
+    """The customer's new order reaches the destination by webhook after the sync read its segments: the sync's
+    re-plan leaves him in his new segment (before, it moved him back to Winback, in the ESP and the ledger)."""
+    x = _churned(shop)
+    order = Order(order_id="WH-1", customer_id=x.customer_id, amount=Decimal("9900000"),
+                  ordered_at=datetime(2025, 6, 29, 12, tzinfo=timezone.utc))
+    after_resync: dict[str, object] = {}
+
+    def later(ledger: Ledger) -> None:
+        resync(load_config(shop), ledger, load_settings(), [order], as_of=AS_OF)
+        after_resync["esp"], after_resync["ledger"] = set(mailchimp_fake.tags_of(x.key, "aud1")), _state(shop, x.key)
+
+    _sync(shop, later)
+    moved = after_resync["ledger"]
+    assert moved.tags & MANAGED and moved.tags != x.tags and after_resync["esp"] == set(moved.tags)
+    assert set(mailchimp_fake.tags_of(x.key, "aud1")) == set(moved.tags)
+    assert _state(shop, x.key) == moved
+    assert mailchimp_fake.lists["aud1"].members[x.key]["merge_fields"]["RFM_CODE"] == moved.fields["RFM_CODE"]
+
+
+@pytest.mark.parametrize("shop", ["skip"], indirect=True)
+def test_a_consent_withdrawn_by_webhook_while_the_sync_waited_stays_withdrawn(shop, mailchimp_fake):
+    """The customer says no by webhook after the sync read his yes: the resync takes his tags off, and the sync's
+    re-plan does not put them back (before, a contact who withdrew got Winback again)."""
+    x = _churned(shop)
+
+    def later(ledger: Ledger) -> None:
+        resync(load_config(shop), ledger, load_settings(),
+               contacts=[Contact(customer_id=x.customer_id, email=x.key, marketing_consent=Consent.NO)], as_of=AS_OF)
+        assert not mailchimp_fake.tags_of(x.key, "aud1") & MANAGED
+
+    _sync(shop, later)
+    assert not mailchimp_fake.tags_of(x.key, "aud1") & MANAGED
+    assert not _state(shop, x.key).tags & MANAGED
+
+
+@pytest.mark.parametrize("shop", ["skip"], indirect=True)
+def test_the_syncs_own_withdrawal_still_goes_out_for_a_contact_another_run_wrote(shop, mailchimp_fake):
+    """Consent first: the sync's data says the customer withdrew; another run wrote him (his tags kept) after the
+    sync planned: the re-plan leaves out the rest of his change but still takes his managed tags off."""
+    x = _churned(shop)
+    set_consent(shop, "нет", {x.customer_id})
+
+    def later(ledger: Ledger) -> None:
+        prev = ledger.load_state_of(DEST, {x.key})[x.key]
+        ledger.save_states(DEST, None, [PushedState(prev.key, prev.customer_id, prev.tags, {**prev.fields,
+                                                                                           "RFM_CODE": "555"}, True)])
+
+    _sync(shop, later)
+    assert not mailchimp_fake.tags_of(x.key, "aud1") & MANAGED
+    state = _state(shop, x.key)
+    assert not state.tags & MANAGED and state.fields["RFM_CODE"] == "555"  # nothing but the withdrawal sent
