@@ -3,10 +3,10 @@
 A sync plans every destination from the segments it read, then applies them one by one, each under its lock; a
 destination whose ledger moved while the sync waited is planned again (:func:`sync.engine.execute_plan`) from the
 same segments. Whoever wrote it meanwhile (a webhook resync of a new order or a withdrawn consent, another sync)
-planned from data read no earlier than that run's own read of the store, so the rows it wrote are current already;
-planned from this run's older rows, its contacts would get back the segment, tags and fields of before (a consent
-withdrawn by a webhook: the managed tags put back on a contact who withdrew). So they are left out, and the next
-sync plans them from data read after.
+wrote after this run planned: it read the store after this run did, and this run's rows of its contacts are the
+older ones (planned from them, a customer's new order is undone, a consent withdrawn by a webhook gets the managed
+tags put back), or before, and then what it read is in this run's rows too. Either way its contacts are current
+enough: they are left out, and the next sync plans them from data read after both.
 
 Consent first: a contact this run's data says withdrew (``Plan.withdrawn``) still has his managed tags taken
 off (and nothing else: the cut of :func:`~sync.planning.withdrawals.withdrawals_alone`): whichever run's data is
@@ -41,8 +41,8 @@ def leave_written(plan: Plan, written: Collection[str], since: int) -> Plan:
     n = len(left) - len(out)
     them = "them" if n != 1 else "it"
     note = (f"{n} contact{'s' if n != 1 else ''} left out of the re-plan: another run wrote {them} since this "
-            f"run planned (ledger revision {since}), from data read no earlier: current already (the next sync "
-            f"plans {them} again)"
+            f"run planned (ledger revision {since}): left as it wrote {them}, not undone by this run's older rows "
+            f"(the next sync plans {them} again)"
             + (f"; {len(out)} consent withdrawal{'s' if len(out) != 1 else ''} among them still taken off"
                if out else ""))
     log.info("sync %s: %s", plan.destination, note)
