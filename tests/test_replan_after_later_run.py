@@ -50,8 +50,9 @@ def shop(request, tmp_path, mailchimp_fake, monkeypatch, ledger_url) -> Path:  #
     indirect parameter's (``transactional`` when none; a withdrawal takes the managed tags off under ``skip``)."""
     monkeypatch.setenv("RFMSYNC_LEDGER_URL", ledger_url)
     path = make_shop(tmp_path / "shop", mailchimp_fake, monkeypatch, customers=60)
+    mode = getattr(request, "param", "transactional")
     path.write_text(path.read_text(encoding="utf-8").replace('new_contacts = "transactional"',
-                                                              f'new_contacts = "{getattr(request, "param", "transactional")}"'), encoding="utf-8")
+                                                              f'new_contacts = "{mode}"'), encoding="utf-8")
     set_guards(path, max_bad_rows_pct=100)
     _sync(path)
     return path
