@@ -6,6 +6,7 @@ End to end against the fake Mailchimp, on both ledger engines."""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -120,9 +121,10 @@ def test_a_consent_withdrawn_by_webhook_while_the_sync_waited_stays_withdrawn(sh
 
 
 @pytest.mark.parametrize("shop", ["skip"], indirect=True)
-def test_the_syncs_own_withdrawal_still_goes_out_for_a_contact_another_run_wrote(shop, mailchimp_fake):
+def test_the_syncs_own_withdrawal_still_goes_out_for_a_contact_another_run_wrote(shop, mailchimp_fake, caplog):
     """Consent first: the sync's data says the customer withdrew; another run wrote him (his tags kept) after the
-    sync planned: the re-plan leaves out the rest of his change but still takes his managed tags off."""
+    sync planned: the re-plan leaves out the rest of his change but still takes his managed tags off, and says
+    so (before: "0 contacts left out of the re-plan …; 1 consent withdrawal among them still taken off")."""
     x = _churned(shop)
     set_consent(shop, "нет", {x.customer_id})
 
@@ -131,7 +133,48 @@ def test_the_syncs_own_withdrawal_still_goes_out_for_a_contact_another_run_wrote
         ledger.save_states(DEST, None, [PushedState(prev.key, prev.customer_id, prev.tags, {**prev.fields,
                                                                                            "RFM_CODE": "555"}, True)])
 
-    _sync(shop, later)
+    with caplog.at_level(logging.INFO, logger="sync.planning.planner"):
+        _sync(shop, later)
+    assert f"sync {DEST}: 1 contact left out of the re-plan: another run wrote it since" in caplog.text
+    assert "only removals still go out for it: 1 consent withdrawal (managed tags/lists off)\n" in caplog.text
     assert not mailchimp_fake.tags_of(x.key, "aud1") & MANAGED
     state = _state(shop, x.key)
     assert not state.tags & MANAGED and state.fields["RFM_CODE"] == "555"  # nothing but the withdrawal sent
+
+
+def _retire_vip(path: Path) -> None:
+    """Destination mc retires its tag VIP (``retire_tags``): no segment gives it, the full sync takes it off."""
+    text = path.read_text(encoding="utf-8")
+    assert '"Best active" = "VIP"\n' in text
+    text = text.replace('"Best active" = "VIP"\n', "").replace(
+        'new_contacts = "transactional"', 'new_contacts = "transactional"\nretire_tags = ["VIP"]')
+    path.write_text(text.replace("max_bad_rows_pct = 100\n", "max_bad_rows_pct = 100\nmax_removal_pct = 100\n"
+                                 "max_change_pct = 100\n"), encoding="utf-8")
+
+
+def test_a_retired_tag_still_comes_off_a_contact_another_run_wrote(shop, mailchimp_fake, caplog):
+    """A webhook resync never takes a retired tag off (the full sync's guards see them all at once); a contact it
+    wrote while the sync waited is left out of the sync's re-plan, but its retired tag still comes off with the
+    others' (before, he kept VIP in the ESP and the ledger until a sync that did not re-plan)."""
+    with open_ledger(load_config(shop), load_settings()) as ledger:
+        state = ledger.load_state(DEST)
+    vip = sorted((s for s in state.values() if "VIP" in s.tags), key=lambda s: (s.fields["RFM_CODE"], s.key))
+    assert len(vip) >= 2
+    x, other = vip[0], vip[1]  # x the least recent: his new order moves him (RFM_CODE)
+    _retire_vip(shop)
+    order = Order(order_id="WH-9", customer_id=x.customer_id, amount=Decimal("9900000"),
+                  ordered_at=datetime(2025, 6, 29, 12, tzinfo=timezone.utc))
+    written: dict[str, PushedState] = {}
+
+    def later(ledger: Ledger) -> None:
+        resync(load_config(shop), ledger, load_settings(), [order], as_of=AS_OF)
+        written["x"] = _state(shop, x.key)
+        assert "VIP" in mailchimp_fake.tags_of(x.key, "aud1") and written["x"].fields != x.fields
+
+    with caplog.at_level(logging.INFO, logger="sync.planning.planner"):
+        _sync(shop, later)
+    assert "only removals still go out for it: 1 retired tag removal (retire_tags)\n" in caplog.text
+    assert "VIP" not in mailchimp_fake.tags_of(other.key, "aud1") and "VIP" not in _state(shop, other.key).tags
+    assert "VIP" not in mailchimp_fake.tags_of(x.key, "aud1")
+    now = _state(shop, x.key)
+    assert now.tags == written["x"].tags - {"VIP"} and now.fields == written["x"].fields  # nothing else of the sync's

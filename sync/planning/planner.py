@@ -162,7 +162,7 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
                          remote_checked=client is not None and unchecked is None, notes=notes,
                          extra_tags=extra_tags)
     if since is not None and moved_from is None:  # a re-plan from this run's rows: not over a later run's
-        plan = leave_written(plan, ledger.written_since(dest.name, since), since)
+        plan = leave_written(plan, ledger.written_since(dest.name, since), since, dest.retire_tags)
     plan = clear_retired(rows.con, dest, plan, held)  # retire_fields: the values rfmsync wrote there, cleared
     # retire-only: no create, and said when it is finished (what another destination there manages is not left)
     plan = retiring(rows.con, dest, plan, fields_left, managed_beside(cfg.destinations, dest))
