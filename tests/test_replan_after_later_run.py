@@ -59,15 +59,15 @@ def shop(request, tmp_path, mailchimp_fake, monkeypatch, ledger_url) -> Path:  #
     return path
 
 
-def _sync(path: Path, later: Callable[[Ledger], None] | None = None) -> None:
+def _sync(path: Path, later: Callable[[Ledger], None] | None = None, full_refresh: bool = False) -> None:
     cfg, settings = load_config(path), load_settings()
     with open_ledger(cfg, settings) as ledger:
         if later is None:
-            full_sync(cfg, ledger, settings, as_of=AS_OF)
+            full_sync(cfg, ledger, settings, as_of=AS_OF, full_refresh=full_refresh)
             return
         reporter = _LaterRun(lambda: later(ledger))
         with progress.reporting(reporter):
-            full_sync(cfg, ledger, settings, as_of=AS_OF)
+            full_sync(cfg, ledger, settings, as_of=AS_OF, full_refresh=full_refresh)
         assert reporter.ran
 
 
@@ -178,3 +178,24 @@ def test_a_retired_tag_still_comes_off_a_contact_another_run_wrote(shop, mailchi
     assert "VIP" not in mailchimp_fake.tags_of(x.key, "aud1")
     now = _state(shop, x.key)
     assert now.tags == written["x"].tags - {"VIP"} and now.fields == written["x"].fields  # nothing else of the sync's
+
+
+def test_a_move_to_another_audience_leaves_out_no_contact_another_run_wrote(shop, mailchimp_fake):
+    """A full refresh moving the destination to another audience forgets the old audience's ledger rows as a
+    whole: a contact another run wrote there while the sync waited is moved too, with his tags and fields (left
+    out, he would be missing from the new audience, his old rows forgotten)."""
+    mailchimp_fake.add_list("aud2", "Second audience")
+    x = _churned(shop)
+    text = shop.read_text(encoding="utf-8")
+    assert 'audience = "aud1"' in text
+    shop.write_text(text.replace('audience = "aud1"', 'audience = "aud2"'), encoding="utf-8")
+
+    def later(ledger: Ledger) -> None:
+        prev = ledger.load_state_of(DEST, {x.key})[x.key]
+        ledger.save_states(DEST, None, [PushedState(prev.key, prev.customer_id, prev.tags, {**prev.fields,
+                                                                                           "RFM_CODE": "555"}, True)])
+
+    _sync(shop, later, full_refresh=True)
+    assert mailchimp_fake.tags_of(x.key, "aud2") == set(x.tags)
+    assert mailchimp_fake.member(x.key, "aud2")["merge_fields"]["RFM_CODE"] == x.fields["RFM_CODE"]
+    assert _state(shop, x.key).tags == x.tags and _state(shop, x.key).fields == x.fields
