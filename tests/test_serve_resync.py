@@ -78,7 +78,9 @@ def test_resynced_customers_get_the_segments_of_a_full_run_with_the_same_quantil
 def test_a_resync_reads_rows_in_proportion_to_its_customers_not_to_the_shop(tmp_path, mailchimp_fake,
                                                                            monkeypatch):
     """On a store of 60 000 customers and 300 000 orders (written by the serve benchmark's generator, the
-    ledger marked as synced), a resync of three customers reads their rows: a few hundred, not the store."""
+    ledger marked as synced), a resync of three customers reads their rows: a few hundred, not the store. The
+    store holds refunds and customers without an e-mail: a filter on the status or the e-mail beside the match
+    by customer made DuckDB scan the orders or the contacts instead of reading them through the lookup index."""
     from bench.serve_load import big_store
 
     monkeypatch.setenv("MAILCHIMP_API_KEY", mailchimp_fake.api_key)
@@ -89,7 +91,7 @@ def test_a_resync_reads_rows_in_proportion_to_its_customers_not_to_the_shop(tmp_
     with open_ledger(cfg, settings) as ledger:
         warm = resync(cfg, ledger, settings, orders_for(ids[:2], "WARM"), as_of=AS_OF)  # counts managed contacts
         assert warm.indexes_built == 0 and not warm.reports[0].forgotten  # the fake holds what the ledger says
-        assert warm.ledger_rows_read >= 60_000  # the one recount
+        assert warm.ledger_rows_read >= 54_000  # the one recount (a tenth of the customers have no e-mail)
         report = resync(cfg, ledger, settings, orders_for(ids[2:5], "R"), as_of=AS_OF)
         batch = resync(cfg, ledger, settings, orders_for(ids[5:65], "B"), as_of=AS_OF)  # more than 50 keys
     assert report.customers == 3 and report.reports[0].counts["ok"] >= 3

@@ -238,18 +238,20 @@ class _MovesTheLedger:
 def test_a_sync_replanned_under_the_lock_sends_the_withdrawals_alone(shop, mailchimp_fake):
     """The plan of a day with one withdrawal trips nothing; while the apply waits for the lock another run moves the
     ledger, and the re-plan trips max_change_pct: the withdrawal goes out alone, the rest is refused (before, the
-    re-plan's refusal held the withdrawal too)."""
-    shop.write_text(shop.read_text(encoding="utf-8") + "max_change_pct = 10\n", encoding="utf-8")
-    (key, cid), (other, _) = list(managed_contacts(shop).items())[:2]
+    re-plan's refusal held the withdrawal too). The other run strips a third contact's managed tags: one change
+    of 6 managed contacts is over the limit, of 7 it was not. (A contact the other run wrote is left out of the
+    re-plan, :mod:`sync.planning.replanned`: before that, it recorded one more tag than the ESP held.)"""
+    shop.write_text(shop.read_text(encoding="utf-8") + "max_change_pct = 15\n", encoding="utf-8")
+    (key, cid), (_, changer), (third, _) = list(managed_contacts(shop).items())[:3]
     set_consent(shop, "нет", {cid})
-    extra = sorted(MANAGED - set(mailchimp_fake.tags_of(other)))[0]
+    add_order(shop, changer)
     cfg, settings = load_config(shop), load_settings()
     before = audience(mailchimp_fake)
     with open_ledger(cfg, settings) as ledger, pytest.raises(GuardRefusedError) as refused:
-        with progress.reporting(_MovesTheLedger(ledger, other, extra)):
+        with progress.reporting(_StripsTheLedger(ledger, third, "")):
             full_sync(cfg, ledger, settings, as_of=AS_OF)
     assert refused.value.lines == [
-        f"{DEST}: guard max_change_pct: 1 of 7 managed contacts (14.3 %) would change; limit 10 %"]
+        f"{DEST}: guard max_change_pct: 1 of 6 managed contacts (16.7 %) would change; limit 15 %"]
     assert refused.value.note == WENT_OUT
     assert changed(before, audience(mailchimp_fake)) == {key} and not mailchimp_fake.tags_of(key) & MANAGED
     assert [(r["status"], "withdrawals_alone" in r["counts"]) for r in runs_of(shop)[:2]] == [

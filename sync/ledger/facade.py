@@ -179,6 +179,7 @@ class Ledger:
     settle_lost = _Via("state", PushedStates.settle_lost)
     refused_lost = _Via("state", PushedStates.refused_lost)
     state_count = _Via("state", PushedStates.state_count)
+    written_since = _Via("state", PushedStates.written_since)
     state_revision = _Via("state", PushedStates.state_revision)
     state_counter = _Via("state", PushedStates.state_counter)
     saved_plan_restored = _Via("state", PushedStates.saved_plan_restored)

@@ -365,6 +365,14 @@ class PushedStates(Revisions, LostTagMemory, StateMoves):
         self._written.note(destination, revision, len(found))
         return [key for _, key in found]
 
+    def written_since(self, destination: str, revision: int) -> set[str]:
+        """The keys of ``destination`` whose pushed state a save after ``revision`` wrote (a re-plan's contacts
+        another run wrote since the first plan was made: :func:`sync.planning.replanned.leave_written`)."""
+        t = pushed_state
+        with self._db.read() as conn:
+            return set(conn.execute(select(t.c.key).where(t.c.destination == destination,
+                                                          t.c.revision > revision)).scalars())
+
     def state_count(self, destination: str) -> int:
         """How many contacts' pushed state ``destination`` holds: one count, no row decoded."""
         with self._db.read() as conn:

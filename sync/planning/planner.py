@@ -24,6 +24,7 @@ from .plan import Plan, check_fields
 from .retired import (given_tags, holds_nothing, left_behind, left_behind_warning, managed_beside, retired_as_held,
                       retiring)
 from .retired_fields import clear_retired, field_names, left_fields, left_fields_warning
+from .replanned import leave_written
 from .rows import CustomerRows, stage_dicts, stage_segments
 from .target import moved_note, planned_target
 from .transitions import moves_sql, transition_tags_sql
@@ -117,12 +118,14 @@ def transition_extra(run: "SegmentsRun", rows: CustomerRows) -> ExtraTags | None
 
 def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence[Mapping[str, Any]],
              ledger: "Ledger", client: Destination | None, unchecked: str | None, *, full_refresh: bool,
-             reconcile: bool, extra_tags: str | None = None) -> PlannedDestination:
+             reconcile: bool, extra_tags: str | None = None, since: int | None = None) -> PlannedDestination:
     """One destination's plan from the customer rows, its ledger state and (when ``client`` was reached) the
     ESP's view: ``reconcile`` reads the managed tags' members, ``skip``/``full_refresh`` who already exists.
 
     The ledger's pushed state is read in bulk into the rows' DuckDB and joined there
-    (:mod:`sync.planning.columnar`); only changed contacts come back as Python objects."""
+    (:mod:`sync.planning.columnar`); only changed contacts come back as Python objects. ``since``: a re-plan of
+    a plan made at that ledger revision: the contacts another run wrote after it are left out
+    (:func:`~sync.planning.replanned.leave_written`)."""
     if not isinstance(rows, CustomerRows):
         rows = stage_dicts(rows)
     notes = []
@@ -162,6 +165,8 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
     plan = plan_columnar(rows, dest, revision=revision, existing=existing, full_refresh=full_refresh,
                          remote_checked=client is not None and unchecked is None, notes=notes,
                          extra_tags=extra_tags)
+    if since is not None and moved_from is None:  # a re-plan from this run's rows: not over a later run's
+        plan = leave_written(plan, ledger.written_since(dest.name, since), since, dest.retire_tags)
     plan = clear_retired(rows.con, dest, plan, held)  # retire_fields: the values rfmsync wrote there, cleared
     # retire-only: no create, and said when it is finished (what another destination there manages is not left)
     plan = retiring(rows.con, dest, plan, fields_left, managed_beside(cfg.destinations, dest))
@@ -179,7 +184,7 @@ def plan_one(cfg: Config, dest: DestinationConfig, rows: CustomerRows | Sequence
                    moves_from=moved_from, ledger_epoch=counter.epoch, ledger_token=counter.token)
     return PlannedDestination(plan, client, lines, replan=lambda: plan_one(
         cfg, configured, rows, ledger, client, unchecked, full_refresh=full_refresh, reconcile=reconcile,
-        extra_tags=extra_tags), withdrawal_lines=withdrawals)
+        extra_tags=extra_tags, since=revision), withdrawal_lines=withdrawals)
 
 
 def remote_unchecked(client: Destination | None, require_remote: bool) -> str | None:

@@ -12,7 +12,7 @@ baseline, not the scheduler's catch-up), and ``rfmsync runs`` says so.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 from ..model import ContactChange
 from .plan import Plan
@@ -38,16 +38,22 @@ def withdrawals_alone(plan: Plan) -> Plan:
     plan's. A move to another audience (``plan.moves_from``) sends none alone: its apply forgets the old audience's
     state, which only the whole plan may do."""
     keys = frozenset(plan.withdrawn) if plan.moves_from is None else frozenset()
-    managed = frozenset(plan.managed_tags)
-    was = {o.key: o.was for o in plan.owners}
-    changes = tuple(ContactChange(key=c.key, email=c.email, customer_id=was.get(c.key) or c.customer_id,
-                                  segment=c.segment, create=False, status_if_new=c.status_if_new,
-                                  remove_tags=c.remove_tags & managed)
-                    for c in plan.changes if c.key in keys and not c.create and c.remove_tags & managed)
+    changes = removals_only(plan, keys, frozenset(plan.managed_tags))
     removed = frozenset().union(*(c.remove_tags for c in changes))
     return replace(plan, changes=changes, skipped=(), owners=(), notes=(), warnings=(),
                    withdrawn=tuple(c.key for c in changes), guard=None,
                    managed_tags=tuple(t for t in plan.managed_tags if t in removed), fields={})
+
+
+def removals_only(plan: Plan, keys: Collection[str], tags: frozenset[str]) -> tuple[ContactChange, ...]:
+    """The changes of ``plan`` for ``keys`` cut down to their removals of ``tags``: one per contact that exists in
+    the ESP and loses one of them, nothing added, no field, under the customer the ledger names (a new owner is
+    the whole plan's)."""
+    was = {o.key: o.was for o in plan.owners}
+    return tuple(ContactChange(key=c.key, email=c.email, customer_id=was.get(c.key) or c.customer_id,
+                               segment=c.segment, create=False, status_if_new=c.status_if_new,
+                               remove_tags=c.remove_tags & tags)
+                 for c in plan.changes if c.key in keys and not c.create and c.remove_tags & tags)
 
 
 def alone_note(plan: Plan) -> str | None:
@@ -59,4 +65,4 @@ def alone_note(plan: Plan) -> str | None:
             f"guard, or a withdrawal rule of another destination, holds the whole run")
 
 
-__all__ = ["ALONE", "alone_note", "alone_run", "withdrawals_alone"]
+__all__ = ["ALONE", "alone_note", "alone_run", "removals_only", "withdrawals_alone"]

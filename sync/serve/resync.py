@@ -74,6 +74,7 @@ log = logging.getLogger(__name__)
 __all__ = ["AFFECTED_TABLE", "CLOCK_MARGIN", "MANAGED_COUNTS", "ResyncReport", "resync"]
 
 AFFECTED_TABLE = "affected_customers"
+CONTACTS_TABLE = "affected_contacts"  # their contacts' rows
 
 #: the plan guards' managed-contact counts of this process, kept between resyncs
 MANAGED_COUNTS = ManagedCounts()
@@ -159,12 +160,14 @@ def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, 
     def affected(con: duckdb.DuckDBPyConnection) -> None:
         # after records keyed by an e-mail/phone joined their customer (inside the merge's transaction, which
         # notes both ids of every link), so that the affected set names that customer
+        report.orders = con.execute("SELECT count(*) FROM staged_orders").fetchall()[0][0]
         con.execute(f"CREATE OR REPLACE TEMP TABLE {AFFECTED_TABLE} AS "
                     "SELECT customer_id FROM staged_orders WHERE customer_id <> '' UNION "
-                    "SELECT customer_id FROM staged_contacts UNION "
-                    # a deleted order (tombstone) without its customer: the stored order says whose it was
-                    "SELECT o.customer_id FROM orders o JOIN staged_orders s USING (order_id)")
-        report.orders = con.execute("SELECT count(*) FROM staged_orders").fetchall()[0][0]
+                    "SELECT customer_id FROM staged_contacts"
+                    # a deleted order (tombstone) without its customer: the stored order says whose it was (joined
+                    # to no order, DuckDB still reads a first chunk of the orders)
+                    + (" UNION SELECT o.customer_id FROM orders o JOIN staged_orders s USING (order_id)"
+                       if report.orders else ""))
         report.contacts = con.execute("SELECT count(*) FROM staged_contacts").fetchall()[0][0]
 
     merged = merge_staged(con, PullResult(), origin="webhook", max_identity_group=max_group_of(cfg.source),
@@ -190,9 +193,11 @@ def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, 
 
     result = run_segmentation(con, cfg.segmentation, as_of, cfg.timezone, cut_points=cut_points,
                               customers=AFFECTED_TABLE, with_boundary=False)
+    # their contacts by id alone (with ``email IS NOT NULL`` beside it, DuckDB scans every contact once some have none)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {CONTACTS_TABLE} AS SELECT customer_id, email, phone, marketing_consent "
+                f"FROM contacts WHERE customer_id IN (SELECT customer_id FROM {AFFECTED_TABLE})")
     rows = _affected_rows(con, result.table, SegmentsRun(con=con, result=result, pull=None, config=cfg))
-    emails = con.execute(f"SELECT email FROM contacts WHERE customer_id IN (SELECT customer_id FROM "
-                         f"{AFFECTED_TABLE}) AND email IS NOT NULL").fetchall()
+    emails = con.execute(f"SELECT email FROM {CONTACTS_TABLE} WHERE email IS NOT NULL").fetchall()
     keys = {k for (e,) in emails if (k := normalize_email(e))}
     segments = con.sql(f"SELECT customer_id, segment FROM {result.table}").to_arrow_table()
     return _Affected(rows, ids, keys, collapse=collapse, segments=segments)
@@ -200,15 +205,12 @@ def _store_step_on(con: duckdb.DuckDBPyConnection, cfg: Config, ledger: Ledger, 
 
 def _affected_rows(con: duckdb.DuckDBPyConnection, segments: str, run: SegmentsRun) -> list[dict[str, Any]]:
     """The planner's customer rows (:func:`sync.planning.rows.stage_segments`) of the re-scored customers, as
-    mappings for the Python planner, with their contacts fetched by key first (joined to the whole ``contacts``
-    table with its e-mail filter, DuckDB would scan it), and their latest segment move (``moved_*`` columns)."""
+    mappings for the Python planner, with their contacts (:data:`CONTACTS_TABLE`, fetched by id first: joined to
+    the whole ``contacts`` table, DuckDB would scan it), and their latest segment move (``moved_*`` columns)."""
     columns, join = move_join(run)
     rel = con.sql(f"""
-        WITH c AS MATERIALIZED (SELECT customer_id, email, phone, marketing_consent FROM contacts
-                                WHERE customer_id IN (SELECT customer_id FROM {AFFECTED_TABLE})
-                                  AND email IS NOT NULL)
         SELECT s.*, c.email, c.phone, c.marketing_consent{columns}
-        FROM {segments} s JOIN c USING (customer_id){join}
+        FROM {segments} s JOIN {CONTACTS_TABLE} c USING (customer_id){join}
         WHERE c.email IS NOT NULL AND trim(c.email) <> ''
         ORDER BY s.monetary DESC, s.customer_id
     """)
