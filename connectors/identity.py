@@ -27,7 +27,8 @@ Nothing loops over rows in Python; the graph is as small as the number of distin
 
 CRM and webhook records always carry a customer id; when the vendor record had none, the connector puts the
 order's e-mail or phone there. :func:`link_staged` treats such an id (it contains ``@`` or starts with ``+``) as
-"no customer id" and applies rule 2 to the staged batch and to the store rows it touches.
+"no customer id" and applies rule 2 to the staged batch and to the store rows it touches; given the store's table
+of links made before, it prefers them and notes the new ones (the store applies them to a file's full refresh).
 """
 
 from __future__ import annotations
@@ -221,14 +222,20 @@ def _idlike(col: str) -> str:
 _FIELDS = ("email", "phone", "first_name", "last_name", "created_at", "attributes")
 
 
-def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GROUP) -> IdentityReport:
+def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GROUP,
+                learned: str | None = None) -> IdentityReport:
     """Rule 2 for ``staged_orders``/``staged_contacts`` about to be merged into the store (``orders``/``contacts``).
 
     A record keyed by an e-mail or phone (no customer id of its own) joins the customer whose contact has that
     normalised e-mail/phone, in the batch or in the store; and when a staged contact with a real id carries an
     e-mail/phone, store rows keyed by it join that customer. Only the identifiers the batch touches are looked
     up, so a merge stays cheap. A value shared by more than ``max_group`` customers links nobody (reported).
-    Calling it again on the same batch changes nothing."""
+    Calling it again on the same batch changes nothing.
+
+    ``learned``: a table of the links made before (``identifier``: the normalised e-mail/phone, ``customer_id``),
+    read and written here: a record keyed by a learned identifier joins its customer while that customer has a
+    contact (even one whose e-mail/phone changed since), before the smallest id rule 2 would pick; every link
+    made is noted in it."""
     report = IdentityReport()
     present = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name IN "
                                          "('staged_orders', 'staged_contacts', 'orders', 'contacts')").fetchall()}
@@ -256,21 +263,31 @@ def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GRO
                  OR regexp_replace(customer_id, '[^0-9+]', '', 'g') IN (SELECT raw FROM _lk_touch)""")
     email_map(con, "SELECT raw FROM _lk_ids WHERE contains(raw, '@')", "_lk_emails")
     phone_map(con, "SELECT raw FROM _lk_ids WHERE NOT contains(raw, '@')", "_lk_phones", None)
+    # a learned link counts while its customer has a contact (a customer deleted since links nobody)
+    known = (f"UNION SELECT i.raw, i.norm, l.customer_id, true FROM ids i JOIN {learned} l ON l.identifier = i.norm "
+             "WHERE l.customer_id IN (SELECT customer_id FROM contacts UNION SELECT customer_id FROM staged_contacts)"
+             if learned else "")
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_cand AS
         WITH ids AS (SELECT * FROM _lk_emails WHERE norm IS NOT NULL UNION ALL
                      SELECT * FROM _lk_phones WHERE norm IS NOT NULL),
              people AS ({real.format(t='contacts')} UNION {real.format(t='staged_contacts')})
-        SELECT i.raw, i.norm, c.customer_id FROM ids i JOIN people c ON c.e = i.norm
-        UNION SELECT i.raw, i.norm, c.customer_id FROM ids i JOIN people c ON c.p = i.norm""")
+        SELECT i.raw, i.norm, c.customer_id, false AS learned FROM ids i JOIN people c ON c.e = i.norm
+        UNION SELECT i.raw, i.norm, c.customer_id, false FROM ids i JOIN people c ON c.p = i.norm {known}""")
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_shared AS SELECT norm AS v, count(DISTINCT customer_id) AS n
                     FROM _lk_cand GROUP BY norm HAVING count(DISTINCT customer_id) > {int(max_group)}""")
     _ignored(con, "_lk_shared", report)
-    con.execute("""CREATE OR REPLACE TEMP TABLE _lk_map AS SELECT raw, min(customer_id) AS key FROM _lk_cand
+    con.execute("""CREATE OR REPLACE TEMP TABLE _lk_map AS SELECT raw, any_value(norm) AS norm,
+                       coalesce(min(customer_id) FILTER (WHERE learned), min(customer_id)) AS key FROM _lk_cand
                    WHERE norm NOT IN (SELECT v FROM _lk_shared) GROUP BY raw""")
     report.merged_customers = con.execute("SELECT count(*) FROM _lk_map").fetchall()[0][0]
     if report.merged_customers:
-        report.linked_rows = _rekey(con)
+        report.linked_rows = rekey(con)
         report.moved = [i for pair in con.execute("SELECT raw, key FROM _lk_map").fetchall() for i in pair]
+        if learned:  # what was linked stays linked (a link to a customer gone since is replaced)
+            con.execute(f"INSERT INTO {learned} (identifier, customer_id) SELECT DISTINCT ON (norm) norm, key "
+                        "FROM _lk_map ORDER BY norm, key ON CONFLICT (identifier) DO UPDATE SET "
+                        "customer_id = excluded.customer_id, linked_at = now() "
+                        f"WHERE {learned}.customer_id <> excluded.customer_id")
     for name in ("touch", "ids", "emails", "phones", "cand", "shared", "map"):
         con.execute(f"DROP TABLE IF EXISTS _lk_{name}")
     if report.merged_customers or report.ignored_count:
@@ -286,18 +303,25 @@ def _fill(con: duckdb.DuckDBPyConnection, target: str, t_col: str, source: str, 
                     FROM _lk_map m, {source} AS g WHERE t.customer_id = m.{t_col} AND g.customer_id = m.{s_col}""")
 
 
-def _rekey(con: duckdb.DuckDBPyConnection) -> int:
-    """Apply ``_lk_map`` (raw identifier key → customer id) to staged and stored rows; returns rows re-keyed.
+def rekey(con: duckdb.DuckDBPyConnection, staged: bool = True) -> int:
+    """Apply ``_lk_map`` (``raw`` identifier key → ``key``, the customer id) to staged and stored rows
+    (``staged=False``: to the stored ones only); returns rows re-keyed.
 
     A contact keyed by the identifier and the customer's own contact become one: the newer (staged) one's
-    values win, the other fills its gaps."""
+    values win, the other fills its gaps (stored ones only: the customer's values win)."""
+    tables = ("staged_orders", "orders", "staged_contacts", "contacts") if staged else ("orders", "contacts")
     rows = sum(con.execute(f"SELECT count(*) FROM {t} WHERE customer_id IN (SELECT raw FROM _lk_map)").fetchall()[0][0]
-               for t in ("staged_orders", "orders", "staged_contacts", "contacts"))
-    for table in ("staged_orders", "orders"):
+               for t in tables)
+    for table in ("staged_orders", "orders") if staged else ("orders",):
         con.execute(f"UPDATE {table} AS t SET customer_id = m.key FROM _lk_map m WHERE t.customer_id = m.raw")
     has = "m.key IN (SELECT customer_id FROM {t})"
     drop = "DELETE FROM {t} WHERE customer_id IN (SELECT m.raw FROM _lk_map m WHERE {cond})"
     rename = "UPDATE {t} AS t SET customer_id = m.key FROM _lk_map m WHERE t.customer_id = m.raw"
+    if not staged:
+        _fill(con, "contacts", "key", "contacts", "raw")
+        con.execute(drop.format(t="contacts", cond=has.format(t="contacts")))
+        con.execute(rename.format(t="contacts"))
+        return rows
     # staged identifier contacts: into the staged customer, else over the stored customer's values, else renamed
     _fill(con, "staged_contacts", "key", "staged_contacts", "raw")
     con.execute(drop.format(t="staged_contacts", cond=has.format(t="staged_contacts")))
