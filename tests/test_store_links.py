@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors.records import Contact, Order
+from connectors.records import Consent, Contact, Order
 from connectors.source import PullResult
 from connectors.tables import create_tables, stage_records
 from sync.config import load_config
@@ -168,20 +168,74 @@ GUEST = ([_order("g1", "anna@x.com", 1), _order("p1", "+998900000001", 2)],
          [Contact("anna@x.com", email="anna@x.com"), Contact("+998900000001", phone="+998900000001")])
 
 
-def test_a_link_outlives_the_customers_change_of_e_mail():
-    """Anna's contact changes its e-mail later: the guest order of her old e-mail stays hers when the export is read
-    again, and a later guest order keyed by the old e-mail (a webhook or a CRM pull without a customer id) joins
-    her too."""
+def _anna_moved_beth_has_her_old_address(**anna) -> duckdb.DuckDBPyConnection:
+    """Anna (c1) is linked to the export's guest orders of x@x.com; she changes her e-mail (``anna``: her contact
+    then), and Beth (c2) now carries x@x.com."""
     con = _store()
-    _read(con, *GUEST)
-    _hook(con, [_order("w1", "c1", 3)], [Contact("c1", email="anna@x.com", first_name="Anna")])
-    _hook(con, [], [Contact("c1", email="anna.new@x.com", first_name="Anna")])
-    _read(con, *GUEST)
-    assert dict(_state(con)[0]) == {"g1": "c1", "p1": "+998900000001", "w1": "c1"}
-    _hook(con, [_order("w2", " Anna@X.com", 4)])
-    stage_records(con, [_order("w3", "anna@x.com", 5)], [])
+    _read(con, *X_GUEST)
+    _hook(con, [_order("w1", "c1", 3)], [Contact("c1", email="x@x.com", first_name="Anna")])
+    _hook(con, [], [Contact("c1", first_name="Anna", **(anna or {"email": "anna.new@x.com"}))])
+    _hook(con, [_order("w2", "c2", 4)], [Contact("c2", email="x@x.com", first_name="Beth",
+                                                  marketing_consent=Consent.NO)])
+    return con
+
+
+X_GUEST = ([_order("g1", "x@x.com", 1), _order("p1", "+998900000001", 2)],
+           [Contact("x@x.com", email="x@x.com"), Contact("+998900000001", phone="+998900000001")])
+
+
+def test_the_old_orders_stay_annas_and_a_new_order_of_her_old_address_goes_to_who_carries_it_now():
+    """The links are kept by order, not by address: Anna's guest orders of her old e-mail stay hers whenever the
+    export is read again; a new guest order of that e-mail (a webhook's, a CRM pull's, the export's) is Beth's,
+    who carries it now (rule 2), and no full refresh moves Beth's orders to Anna."""
+    con = _anna_moved_beth_has_her_old_address()
+    _hook(con, [_order("w3", " X@x.com", 5)])  # a webhook's guest order (no customer id)
+    stage_records(con, [_order("w4", "x@x.com", 6)], [])
     merge_staged(con, PullResult())  # a CRM pull's guest order
-    assert {o: c for o, c in _state(con)[0] if o in ("w2", "w3")} == {"w2": "c1", "w3": "c1"}
+    assert {o: c for o, c in _state(con)[0] if o[0] == "w"} == {"w1": "c1", "w2": "c2", "w3": "c2", "w4": "c2"}
+    _read(con, [*X_GUEST[0], _order("g2", "x@x.com", 7)], X_GUEST[1])  # the export now has Beth's g2 too
+    # (w4, the pull's, is no webhook record: the file's full refresh replaces it, as any store row not a webhook's)
+    expected = {"g1": "c1", "p1": "+998900000001", "g2": "c2", "w1": "c1", "w2": "c2", "w3": "c2"}
+    assert dict(_state(con)[0]) == expected
+    _read(con, [*X_GUEST[0], _order("g2", "x@x.com", 7)], X_GUEST[1])
+    assert dict(_state(con)[0]) == expected
+
+
+def test_a_guests_consent_fills_only_a_customer_who_carries_its_address():
+    """The export's guest of x@x.com says yes: Beth, who carries x@x.com now and said no, keeps her no; Anna, whose
+    old guest orders of x@x.com stay hers, gets neither that e-mail nor its yes (she has a phone only now, or
+    another e-mail)."""
+    yes = ([*X_GUEST[0], _order("g2", "x@x.com", 7)],
+           [Contact("x@x.com", email="x@x.com", marketing_consent=Consent.YES), X_GUEST[1][1]])
+    for anna in ({"phone": "+998900000009"}, {"email": "anna.new@x.com"}):
+        con = _anna_moved_beth_has_her_old_address(**anna)
+        _read(con, *yes)
+        assert dict(_state(con)[0])["g1"] == "c1" and dict(_state(con)[0])["g2"] == "c2"
+        assert con.execute("SELECT customer_id, email, marketing_consent FROM contacts WHERE customer_id IN "
+                           "('c1', 'c2') ORDER BY 1").fetchall() == [
+            ("c1", anna.get("email"), "unknown"), ("c2", "x@x.com", "no")]
+    con = _store()  # nobody carries x@x.com now: Anna keeps her old orders and her contact, not the address's yes
+    _read(con, *X_GUEST)
+    _hook(con, [_order("w1", "c1", 3)], [Contact("c1", email="x@x.com")])
+    _hook(con, [], [Contact("c1", email="anna.new@x.com")])
+    _read(con, X_GUEST[0], yes[1])
+    assert dict(_state(con)[0])["g1"] == "c1"
+    assert con.execute("SELECT customer_id, email, marketing_consent FROM contacts WHERE customer_id IN "
+                       "('c1', 'x@x.com')").fetchall() == [("c1", "anna.new@x.com", "unknown")]
+
+
+def test_review_a_guest_order_of_the_address_now_someone_elses_joins_its_current_owner():
+    """The review of links26: a remembered address link sent Beth's webhook guest order to Anna."""
+    con = _anna_moved_beth_has_her_old_address()
+    _hook(con, [_order("w3", "x@x.com", 5)])  # no customer id; only Beth's contact carries x@x.com
+    assert con.execute("SELECT customer_id FROM orders WHERE order_id = 'w3'").fetchall() == [("c2",)]
+
+
+def test_review_consent_given_for_one_address_is_not_carried_to_another():
+    """The review of links26: the export's guest consent for x@x.com filled Anna's, who carries another e-mail."""
+    con = _anna_moved_beth_has_her_old_address()
+    _read(con, [_order("g1", "x@x.com", 1)], [Contact("x@x.com", email="x@x.com", marketing_consent=Consent.YES)])
+    assert con.execute("SELECT marketing_consent FROM contacts WHERE customer_id = 'c1'").fetchall() == [("unknown",)]
 
 
 def test_an_address_shared_since_the_link_links_nobody_on_the_next_read():
@@ -209,7 +263,9 @@ def test_a_link_to_a_customer_no_longer_in_the_store_links_nobody():
 
 def test_a_refresh_that_fails_before_its_commit_leaves_the_links_applied():
     """The rows' write and the links' application are one transaction: a failure in between (a crash, a refused
-    merge) leaves the store as it was, linked."""
+    merge) leaves the store as it was, linked. A guard: it passes without :func:`sync.store.links.apply_links` too
+    (the failure rolls the whole refresh back); it fails if the links are ever applied in a transaction of their
+    own, after the rows' commit."""
     con = _store()
     _read(con, *GUEST)
     _hook(con, [_order("w1", "c1", 3)], [Contact("c1", email="anna@x.com")])

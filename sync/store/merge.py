@@ -18,7 +18,7 @@ from .appends import NOTED_ROWS, note_merged
 from .deletes import create_deleted_table, forget_deleted, leave_out_deleted, note_deleted
 from .facts import DAY_HASH, RFM_HASH
 from .generation import bump_generation, generation
-from .links import LINKS_TABLE, apply_links, create_links_table, note_stored_links
+from .links import LINKS_TABLE, apply_links, create_links_table, hold_guests, note_stored_links
 from .lookup import BULK_ROWS, drop_lookup_indexes
 from .pulled import (PULLED_STAGED, drop_older_pulled, forget_replaced, forget_superseded, note_pulled,
                      pulled_for, settle_staged, timed_pull)
@@ -127,6 +127,8 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
         noted = con.execute(f"SELECT count(*) FROM {WEBHOOK_TABLE}").fetchall()[0][0] > 0
         if pull.full_refresh and "staged_orders" in present:
             note_stored_links(con, noted)  # links an earlier merge made before they were noted (in its orders only)
+        if pull.full_refresh:
+            hold_guests(con)  # the guest contacts of a linked e-mail/phone held now: they stay (apply_links)
         if "staged_orders" in present and not pull.full_refresh and con.execute(
                 "SELECT count(*) FROM staged_orders WHERE customer_id = ''").fetchall()[0][0]:
             # a deleted order's tombstone often no longer says whose it was: it stays the same customer's
