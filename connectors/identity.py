@@ -293,7 +293,7 @@ def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GRO
 
 
 def fill_contact(con: duckdb.DuckDBPyConnection, target: str, t_col: str, source: str, s_col: str,
-          links: str = "_lk_map", carried: str = "true") -> None:
+                 links: str = "_lk_map", carried: str = "true") -> None:
     """Fill the gaps of ``target`` rows (matched on ``{links}.{t_col}``) from ``source`` rows (``{links}.{s_col}``).
     The e-mail, phone and consent only where ``carried`` (SQL over ``t``, ``g``, ``m``) holds: a guest's consent
     was given for its address, and fills a customer's only when the customer carries that address."""
@@ -301,7 +301,8 @@ def fill_contact(con: duckdb.DuckDBPyConnection, target: str, t_col: str, source
                      else f"{f} = CASE WHEN {carried} THEN coalesce(t.{f}, g.{f}) ELSE t.{f} END" for f in _FIELDS)
     con.execute(f"""UPDATE {target} AS t SET {fill}, marketing_consent = CASE WHEN {carried} THEN
                         coalesce(nullif(t.marketing_consent, 'unknown'), g.marketing_consent) ELSE t.marketing_consent
-                        END FROM {links} m, {source} AS g WHERE t.customer_id = m.{t_col} AND g.customer_id = m.{s_col}""")
+                        END FROM {links} m, {source} AS g
+                    WHERE t.customer_id = m.{t_col} AND g.customer_id = m.{s_col}""")
 
 
 def rekey(con: duckdb.DuckDBPyConnection, staged: bool = True) -> int:

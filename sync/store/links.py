@@ -102,8 +102,8 @@ def apply_links(con: duckdb.DuckDBPyConnection, max_group: int) -> int:
         JOIN {LINKS_TABLE} l USING (order_id)
         WHERE l.customer_id IN (SELECT customer_id FROM contacts)
           AND l.identifier NOT IN (SELECT identifier FROM _lk_shared)""")
-    rows = con.execute("SELECT count(*) FROM _lk_orders").fetchall()[0][0]
-    if rows:
+    rows = linked = con.execute("SELECT count(*) FROM _lk_orders").fetchall()[0][0]
+    if linked:
         con.execute("UPDATE orders AS t SET customer_id = m.key FROM _lk_orders m WHERE t.order_id = m.order_id")
     # the other guests of a linked e-mail/phone (their key, else their contact's e-mail, else its phone): rule 2
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_map AS
@@ -121,11 +121,7 @@ def apply_links(con: duckdb.DuckDBPyConnection, max_group: int) -> int:
         rows += rekey(con, staged=False)  # its carrier carries the address: the guest's values fill its gaps
     # the export's guest whose orders all joined their linked customers (nobody carries its address now): one with
     # that customer, as the merge that linked them made it (a guest contact the store held before stays)
-    con.execute("""CREATE OR REPLACE TEMP TABLE _lk_left AS
-        SELECT raw, min(key) AS key, any_value(norm) AS norm FROM _lk_orders
-        WHERE raw NOT IN (SELECT raw FROM _lk_map) AND raw NOT IN (SELECT customer_id FROM orders)
-          AND raw NOT IN (SELECT customer_id FROM _lk_held) GROUP BY raw""")
-    if con.execute("SELECT count(*) FROM _lk_left").fetchall()[0][0]:
+    if linked and _left(con):
         fill_contact(con, "contacts", "key", "contacts", "raw", links="_lk_left",
                      carried="m.norm IN (lower(trim(t.email)), t.phone)")
         con.execute("DELETE FROM contacts WHERE customer_id IN (SELECT raw FROM _lk_left)")
@@ -134,3 +130,14 @@ def apply_links(con: duckdb.DuckDBPyConnection, max_group: int) -> int:
     if rows:
         log.info("identity: %d rows of the export joined the customers linked to their e-mail or phone", rows)
     return rows
+
+
+def _left(con: duckdb.DuckDBPyConnection) -> int:
+    """``_lk_left``: the guests whose orders all joined their linked customers by :func:`apply_links` (nobody carries
+    their address now), but for those the store held before (``_lk_held``); returns how many."""
+    con.execute("""CREATE OR REPLACE TEMP TABLE _lk_left AS
+        SELECT raw, min(key) AS key, any_value(norm) AS norm FROM _lk_orders
+        WHERE raw NOT IN (SELECT raw FROM _lk_map) AND raw NOT IN (SELECT customer_id FROM _lk_held)
+          AND raw NOT IN (SELECT DISTINCT customer_id FROM orders WHERE customer_id IN (SELECT raw FROM _lk_orders))
+        GROUP BY raw""")
+    return con.execute("SELECT count(*) FROM _lk_left").fetchall()[0][0]
