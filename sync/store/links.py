@@ -95,17 +95,7 @@ def apply_links(con: duckdb.DuckDBPyConnection, max_group: int) -> int:
         UNION SELECT i.identifier, c.customer_id FROM ids i JOIN c ON c.p = i.identifier""")
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_shared AS SELECT identifier FROM _lk_carriers
                     GROUP BY identifier HAVING count(DISTINCT customer_id) > {int(max_group)}""")
-    # the orders linked before, keyed by a guest again, to customers still in the store
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_orders AS
-        SELECT o.order_id, o.customer_id AS raw, l.identifier AS norm, l.customer_id AS key
-        FROM (SELECT order_id, customer_id FROM orders WHERE {_GUEST.format(c='customer_id')}) o
-        JOIN {LINKS_TABLE} l USING (order_id)
-        WHERE l.customer_id IN (SELECT customer_id FROM contacts)
-          AND l.identifier NOT IN (SELECT identifier FROM _lk_shared)""")
-    rows = linked = con.execute("SELECT count(*) FROM _lk_orders").fetchall()[0][0]
-    if linked:
-        con.execute("UPDATE orders AS t SET customer_id = m.key FROM _lk_orders m WHERE t.order_id = m.order_id")
-    # the other guests of a linked e-mail/phone (their key, else their contact's e-mail, else its phone): rule 2
+    # the guests of a linked e-mail/phone (their key, else their contact's e-mail, else its phone): rule 2
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_map AS
         WITH guests AS (SELECT customer_id AS raw, lower(trim(email)) AS e, phone AS p FROM contacts
                         WHERE {_GUEST.format(c='customer_id')}),
@@ -117,6 +107,18 @@ def apply_links(con: duckdb.DuckDBPyConnection, max_group: int) -> int:
              best AS (SELECT raw, min(how) AS how FROM cand GROUP BY raw)
         SELECT c.raw, any_value(c.identifier) AS norm, min(c.customer_id) AS key FROM cand c
         JOIN best b ON b.raw = c.raw AND b.how = c.how GROUP BY c.raw""")
+    # the orders linked before, keyed by a guest again, to customers still in the store (but for those the guest's
+    # carrier, below, takes anyway)
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_orders AS
+        SELECT o.order_id, o.customer_id AS raw, l.identifier AS norm, l.customer_id AS key
+        FROM (SELECT order_id, customer_id FROM orders WHERE {_GUEST.format(c='customer_id')}) o
+        JOIN {LINKS_TABLE} l USING (order_id)
+        WHERE l.customer_id IN (SELECT customer_id FROM contacts)
+          AND l.identifier NOT IN (SELECT identifier FROM _lk_shared)
+          AND NOT EXISTS (SELECT 1 FROM _lk_map m WHERE m.raw = o.customer_id AND m.key = l.customer_id)""")
+    rows = linked = con.execute("SELECT count(*) FROM _lk_orders").fetchall()[0][0]
+    if linked:
+        con.execute("UPDATE orders AS t SET customer_id = m.key FROM _lk_orders m WHERE t.order_id = m.order_id")
     if con.execute("SELECT count(*) FROM _lk_map").fetchall()[0][0]:
         rows += rekey(con, staged=False)  # its carrier carries the address: the guest's values fill its gaps
     # the export's guest whose orders all joined their linked customers (nobody carries its address now): one with
