@@ -68,6 +68,8 @@ def note_stored_links(con: duckdb.DuckDBPyConnection, noted: bool) -> None:
 def hold_guests(con: duckdb.DuckDBPyConnection) -> None:
     """Before a full refresh replaces the contacts: ``_lk_held``, the guest contacts of a linked e-mail/phone the
     store holds (a webhook's record without a customer id): :func:`apply_links` leaves them as they were."""
+    if not con.execute(f"SELECT count(*) FROM {LINKS_TABLE}").fetchall()[0][0]:
+        return  # no link: apply_links has nothing to do either
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_held AS SELECT customer_id FROM contacts
         WHERE {_GUEST.format(c='customer_id')} AND (customer_id IN (SELECT identifier FROM {LINKS_TABLE})
               OR lower(trim(customer_id)) IN (SELECT identifier FROM {LINKS_TABLE}))""")
