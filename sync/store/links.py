@@ -114,7 +114,10 @@ def apply_links(con: duckdb.DuckDBPyConnection, max_group: int) -> int:
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_orders AS
         SELECT o.order_id, o.customer_id AS raw, l.identifier AS norm, l.customer_id AS key
         FROM (SELECT order_id, customer_id FROM orders WHERE {_GUEST.format(c='customer_id')}) o
-        JOIN {LINKS_TABLE} l USING (order_id)
+        JOIN {LINKS_TABLE} l ON l.order_id = o.order_id
+             -- only while the export still keys the order by the address it was linked by (an order the shop
+             -- gave another address, or another source's order of the same id, is not that customer's)
+             AND l.identifier IN (o.customer_id, lower(trim(o.customer_id)))
         WHERE l.customer_id IN (SELECT customer_id FROM contacts)
           AND l.identifier NOT IN (SELECT identifier FROM _lk_shared)
           AND NOT EXISTS (SELECT 1 FROM _lk_map m WHERE m.raw = o.customer_id AND m.key = l.customer_id)""")
