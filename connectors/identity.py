@@ -27,7 +27,8 @@ Nothing loops over rows in Python; the graph is as small as the number of distin
 
 CRM and webhook records always carry a customer id; when the vendor record had none, the connector puts the
 order's e-mail or phone there. :func:`link_staged` treats such an id (it contains ``@`` or starts with ``+``) as
-"no customer id" and applies rule 2 to the staged batch and to the store rows it touches.
+"no customer id" and applies rule 2 to the staged batch and to the store rows it touches; given the store's table
+of links it notes each order it re-keys (the store re-applies those to a file's full refresh).
 """
 
 from __future__ import annotations
@@ -221,14 +222,19 @@ def _idlike(col: str) -> str:
 _FIELDS = ("email", "phone", "first_name", "last_name", "created_at", "attributes")
 
 
-def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GROUP) -> IdentityReport:
+def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GROUP,
+                learned: str | None = None) -> IdentityReport:
     """Rule 2 for ``staged_orders``/``staged_contacts`` about to be merged into the store (``orders``/``contacts``).
 
     A record keyed by an e-mail or phone (no customer id of its own) joins the customer whose contact has that
     normalised e-mail/phone, in the batch or in the store; and when a staged contact with a real id carries an
     e-mail/phone, store rows keyed by it join that customer. Only the identifiers the batch touches are looked
     up, so a merge stays cheap. A value shared by more than ``max_group`` customers links nobody (reported).
-    Calling it again on the same batch changes nothing."""
+    Calling it again on the same batch changes nothing.
+
+    ``learned``: the store's table of links (``order_id`` → ``customer_id``, with the ``identifier`` it went by):
+    every order re-keyed here is noted in it. It is not read: a record keyed by an e-mail/phone joins whoever
+    carries it now (rule 2), never the customer an earlier order of that e-mail/phone joined."""
     report = IdentityReport()
     present = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name IN "
                                          "('staged_orders', 'staged_contacts', 'orders', 'contacts')").fetchall()}
@@ -265,11 +271,19 @@ def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GRO
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_shared AS SELECT norm AS v, count(DISTINCT customer_id) AS n
                     FROM _lk_cand GROUP BY norm HAVING count(DISTINCT customer_id) > {int(max_group)}""")
     _ignored(con, "_lk_shared", report)
-    con.execute("""CREATE OR REPLACE TEMP TABLE _lk_map AS SELECT raw, min(customer_id) AS key FROM _lk_cand
+    con.execute("""CREATE OR REPLACE TEMP TABLE _lk_map AS SELECT raw, any_value(norm) AS norm,
+                       min(customer_id) AS key FROM _lk_cand
                    WHERE norm NOT IN (SELECT v FROM _lk_shared) GROUP BY raw""")
     report.merged_customers = con.execute("SELECT count(*) FROM _lk_map").fetchall()[0][0]
     if report.merged_customers:
-        report.linked_rows = _rekey(con)
+        if learned:  # the orders about to be re-keyed stay their customer's (an order linked again: its new link)
+            con.execute(f"""INSERT INTO {learned} (order_id, identifier, customer_id)
+                SELECT DISTINCT ON (o.order_id) o.order_id, m.norm, m.key FROM _lk_map m
+                JOIN (SELECT order_id, customer_id FROM staged_orders UNION ALL SELECT order_id, customer_id
+                      FROM orders WHERE customer_id IN (SELECT raw FROM _lk_map)) o ON o.customer_id = m.raw
+                ORDER BY o.order_id, m.key ON CONFLICT (order_id) DO UPDATE SET identifier = excluded.identifier,
+                customer_id = excluded.customer_id, linked_at = now()""")
+        report.linked_rows = rekey(con)
         report.moved = [i for pair in con.execute("SELECT raw, key FROM _lk_map").fetchall() for i in pair]
     for name in ("touch", "ids", "emails", "phones", "cand", "shared", "map"):
         con.execute(f"DROP TABLE IF EXISTS _lk_{name}")
@@ -278,34 +292,46 @@ def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GRO
     return report
 
 
-def _fill(con: duckdb.DuckDBPyConnection, target: str, t_col: str, source: str, s_col: str) -> None:
-    """Fill the gaps of ``target`` rows (matched on ``_lk_map.{t_col}``) from ``source`` rows (``_lk_map.{s_col}``)."""
-    fill = ", ".join(f"{f} = coalesce(t.{f}, g.{f})" for f in _FIELDS)
-    con.execute(f"""UPDATE {target} AS t SET {fill},
-                        marketing_consent = coalesce(nullif(t.marketing_consent, 'unknown'), g.marketing_consent)
-                    FROM _lk_map m, {source} AS g WHERE t.customer_id = m.{t_col} AND g.customer_id = m.{s_col}""")
+def fill_contact(con: duckdb.DuckDBPyConnection, target: str, t_col: str, source: str, s_col: str,
+                 links: str = "_lk_map", carried: str = "true") -> None:
+    """Fill the gaps of ``target`` rows (matched on ``{links}.{t_col}``) from ``source`` rows (``{links}.{s_col}``).
+    The e-mail, phone and consent only where ``carried`` (SQL over ``t``, ``g``, ``m``) holds: a guest's consent
+    was given for its address, and fills a customer's only when the customer carries that address."""
+    fill = ", ".join(f"{f} = coalesce(t.{f}, g.{f})" if f not in ("email", "phone")
+                     else f"{f} = CASE WHEN {carried} THEN coalesce(t.{f}, g.{f}) ELSE t.{f} END" for f in _FIELDS)
+    con.execute(f"""UPDATE {target} AS t SET {fill}, marketing_consent = CASE WHEN {carried} THEN
+                        coalesce(nullif(t.marketing_consent, 'unknown'), g.marketing_consent) ELSE t.marketing_consent
+                        END FROM {links} m, {source} AS g
+                    WHERE t.customer_id = m.{t_col} AND g.customer_id = m.{s_col}""")
 
 
-def _rekey(con: duckdb.DuckDBPyConnection) -> int:
-    """Apply ``_lk_map`` (raw identifier key → customer id) to staged and stored rows; returns rows re-keyed.
+def rekey(con: duckdb.DuckDBPyConnection, staged: bool = True) -> int:
+    """Apply ``_lk_map`` (``raw`` identifier key → ``key``, the customer id) to staged and stored rows
+    (``staged=False``: to the stored ones only); returns rows re-keyed.
 
     A contact keyed by the identifier and the customer's own contact become one: the newer (staged) one's
-    values win, the other fills its gaps."""
+    values win, the other fills its gaps (stored ones only: the customer's values win)."""
+    tables = ("staged_orders", "orders", "staged_contacts", "contacts") if staged else ("orders", "contacts")
     rows = sum(con.execute(f"SELECT count(*) FROM {t} WHERE customer_id IN (SELECT raw FROM _lk_map)").fetchall()[0][0]
-               for t in ("staged_orders", "orders", "staged_contacts", "contacts"))
-    for table in ("staged_orders", "orders"):
+               for t in tables)
+    for table in ("staged_orders", "orders") if staged else ("orders",):
         con.execute(f"UPDATE {table} AS t SET customer_id = m.key FROM _lk_map m WHERE t.customer_id = m.raw")
     has = "m.key IN (SELECT customer_id FROM {t})"
     drop = "DELETE FROM {t} WHERE customer_id IN (SELECT m.raw FROM _lk_map m WHERE {cond})"
     rename = "UPDATE {t} AS t SET customer_id = m.key FROM _lk_map m WHERE t.customer_id = m.raw"
+    if not staged:
+        fill_contact(con, "contacts", "key", "contacts", "raw")
+        con.execute(drop.format(t="contacts", cond=has.format(t="contacts")))
+        con.execute(rename.format(t="contacts"))
+        return rows
     # staged identifier contacts: into the staged customer, else over the stored customer's values, else renamed
-    _fill(con, "staged_contacts", "key", "staged_contacts", "raw")
+    fill_contact(con, "staged_contacts", "key", "staged_contacts", "raw")
     con.execute(drop.format(t="staged_contacts", cond=has.format(t="staged_contacts")))
-    _fill(con, "staged_contacts", "raw", "contacts", "key")
+    fill_contact(con, "staged_contacts", "raw", "contacts", "key")
     con.execute(rename.format(t="staged_contacts"))
     # stored identifier contacts: into the staged customer, else into the stored customer, else renamed
-    _fill(con, "staged_contacts", "key", "contacts", "raw")
-    _fill(con, "contacts", "key", "contacts", "raw")
+    fill_contact(con, "staged_contacts", "key", "contacts", "raw")
+    fill_contact(con, "contacts", "key", "contacts", "raw")
     con.execute(drop.format(t="contacts", cond=f"{has.format(t='staged_contacts')} OR {has.format(t='contacts')}"))
     con.execute(rename.format(t="contacts"))
     return rows

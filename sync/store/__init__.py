@@ -26,6 +26,10 @@ pulled version is left out the same way, and a pulled version older than the web
 the pull. An order the vendor deleted for good (a Shopify order, ``deletes.py``) keeps its delete: no later version
 of it is merged.
 
+Links are kept too. An incremental merge that joins a guest's e-mail/phone key to a customer notes the orders it
+re-keyed (``links.py``, ``identity_links``); a full refresh applies the noted links to the export's rows in its own
+transaction, so one person is never split back into a guest and a customer by the export read again.
+
 DuckDB allows one writing process per file. When a cron ``rfmsync sync`` and ``rfmsync serve`` meet, the second
 waits up to ``wait_seconds`` for the file, then stops with :class:`~sync.errors.LockBusyError` (exit 75). Every
 merge runs in one transaction, so a crash never leaves a half-merged store.

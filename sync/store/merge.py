@@ -18,6 +18,7 @@ from .appends import NOTED_ROWS, note_merged
 from .deletes import create_deleted_table, forget_deleted, leave_out_deleted, note_deleted
 from .facts import DAY_HASH, RFM_HASH
 from .generation import bump_generation, generation
+from .links import LINKS_TABLE, apply_links, create_links_table, hold_guests, note_stored_links
 from .lookup import BULK_ROWS, drop_lookup_indexes
 from .pulled import (PULLED_STAGED, drop_older_pulled, forget_replaced, forget_superseded, note_pulled,
                      pulled_for, settle_staged, timed_pull)
@@ -76,6 +77,8 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
     contain yet (see :mod:`sync.store`). ``origin="webhook"``: the merged order and customer ids are
     noted as webhook records. An incremental merge first links records keyed by an e-mail or phone to the
     customer with that e-mail/phone (:func:`connectors.identity.link_staged`); ``pull.identity`` says what it did.
+    Every link made is noted (:mod:`.links`), and a full refresh applies them to the rows it wrote, in the same
+    transaction: the export keys a linked guest by its e-mail/phone again, and it must stay its customer's.
     ``before_commit`` writes more in the same transaction (a file source's fingerprints, :mod:`sync.store.files`).
     ``after_link`` reads the staged rows as linked, before anything is merged, in the same transaction (the
     webhook server's affected customers): linking re-keys stored orders too, so it happens only here, inside the
@@ -118,9 +121,14 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
     try:
         create_webhook_table(con)
         create_deleted_table(con)
+        create_links_table(con)
         present = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name LIKE "
                                              "'staged_%'").fetchall()}
         noted = con.execute(f"SELECT count(*) FROM {WEBHOOK_TABLE}").fetchall()[0][0] > 0
+        if pull.full_refresh and "staged_orders" in present:
+            note_stored_links(con, noted)  # links an earlier merge made before they were noted (in its orders only)
+        if pull.full_refresh:
+            hold_guests(con)  # the guest contacts of a linked e-mail/phone held now: they stay (apply_links)
         if "staged_orders" in present and not pull.full_refresh and con.execute(
                 "SELECT count(*) FROM staged_orders WHERE customer_id = ''").fetchall()[0][0]:
             # a deleted order's tombstone often no longer says whose it was: it stays the same customer's
@@ -129,7 +137,8 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
         if not pull.full_refresh:  # a later version of an order deleted for good (files have no deletes): left out
             left = leave_out_deleted(con, present, origin)  # before linking: nothing of it is merged
             _add(counts, {"stale_pulled_orders" if origin == "pull" else "stale_orders": left})
-            pull.identity = link_staged(con, max_identity_group)  # (a file export was resolved when it was read)
+            # (a file export was resolved when it was read; the links learned are applied to it below)
+            pull.identity = link_staged(con, max_identity_group, learned=LINKS_TABLE)
         moved = pull.identity.moved if pull.identity is not None else []
         links = dict(zip(moved[::2], moved[1::2]))  # identifier → customer id, as link_staged re-keyed them
         pulled = origin == "webhook" and pulled_for(con, present)  # a staged record has a pulled time
@@ -158,6 +167,8 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
                 counts[name] = _merge_table(con, name, full_refresh=pull.full_refresh, origin=origin, noted=noted,
                                             note=note, received_at=received_at, links=links, files=files,
                                             pulled_at=pulled_at, versions=versions or {})
+        if pull.full_refresh:  # the export keys a linked guest by its e-mail/phone again: it stays linked
+            apply_links(con, max_identity_group)
         if timed:
             note_pulled(con)
         if pulled:  # a timed webhook version now orders them alone
