@@ -265,15 +265,17 @@ BITRIX24_CODE = re.compile(r"/rest/[^/]+/([^/.]+)(?=/|$)")
 
 #: what a token looks like (:func:`shown`): Shopify's (``shpat_``, ``shpca_``, ``shppa_``, ``shpss_``), a JWT
 #: (amoCRM's long-lived and OAuth tokens), a long run of letters and digits holding both (a client secret, a key)
-_TOKEN_LIKE = re.compile(r"shp(?:at|ca|pa|ss)_|eyJ[\w-]*\.|(?=\w*\d)(?=\w*[A-Za-z])\w{32,}\Z")
+_TOKEN_LIKE = re.compile(r"shp(?:at|ca|pa|ss)_|eyJ[\w-]*\.|(?<!\w)(?=\w*\d)(?=\w*[A-Za-z])\w{32,}(?!\w)")
 
 
 def shown(value: str, limit: int = 80) -> str:
     """``value`` quoted (cut to ``limit``) for an error about a setting that is no secret (a shop, a subdomain),
-    unless it looks like a token (:data:`_TOKEN_LIKE`) or is a secret this process was given: the variables
+    unless it holds anything that looks like a token (:data:`_TOKEN_LIKE`) or a secret this process was given: the variables
     swapped (SHOPIFY_SHOP holding the token), the error echoed the token."""
+    # searched anywhere in the value: a token kept in its quotes (``docker --env-file``), after ``Bearer `` or in a
+    # URL pasted as the shop is as much a token
     text = value.strip()
-    if _TOKEN_LIKE.match(text) or text in _known:
+    if _TOKEN_LIKE.search(text) or (_known_pattern is not None and _known_pattern.search(text)):
         return "(a value that looks like a token, not shown)"
     return repr(value[:limit])
 

@@ -203,7 +203,7 @@ def stage_records(con: duckdb.DuckDBPyConnection, orders: Iterable[Order] = (),
 
 def _date_undated(con: duckdb.DuckDBPyConnection) -> None:
     """Date the staged tombstones the vendor gave no date (:data:`~connectors.records.UNDATED`) by the stored order
-    each cancels, else by the store's oldest order, else by the oldest dated order staged, else now (nothing
+    each cancels, else by its dated version staged in the same batch, else by the store's oldest order, else by the oldest dated order staged, else now (nothing
     stored nor staged: no order to look newer than). Never the newest of a store (a cancellation the CRM did not
     date is no fresh activity: it hid the stale-data warning), the same on every read (stored, it dates itself),
     and never the mark (1970 would stretch the orders' range every local-day step reads). Only a tombstone (amount
@@ -215,6 +215,8 @@ def _date_undated(con: duckdb.DuckDBPyConnection) -> None:
         oldest = con.execute("SELECT min(ordered_at) FROM staged_orders WHERE ordered_at <> $u",
                              {"u": UNDATED}).fetchall()[0][0] or datetime.now(timezone.utc)
     own = ("(SELECT max(o.ordered_at) FROM orders AS o WHERE o.order_id = s.order_id)" if stored else "NULL")
-    con.execute(f"""UPDATE staged_orders AS s SET ordered_at = coalesce({own}, $oldest)
+    # an order created and cancelled within one batch: its dated version staged beside it
+    here = "(SELECT max(t.ordered_at) FROM staged_orders AS t WHERE t.order_id = s.order_id AND t.ordered_at <> $u)"
+    con.execute(f"""UPDATE staged_orders AS s SET ordered_at = coalesce({own}, {here}, $oldest)
                      WHERE s.ordered_at = $u AND s.amount = 0 AND s.status IN ('cancelled', 'deleted')""",
                 {"u": UNDATED, "oldest": oldest})

@@ -67,6 +67,17 @@ def test_a_token_set_as_the_shop_is_not_echoed(token, monkeypatch):
         assert token[:6] not in text, text
 
 
+@pytest.mark.parametrize("wrapped", ["'{t}'", '"{t}"', "Bearer {t}", "https://{t}.myshopify.com", "x{t}"])
+def test_a_token_set_as_the_shop_in_quotes_or_a_url_is_not_echoed(wrapped, monkeypatch):
+    """The token kept in its quotes (``docker --env-file``), after ``Bearer`` or in a URL: still a token, not shown
+    (the session's re-read: only a value beginning with the token was recognised)."""
+    monkeypatch.delenv("SHOPIFY_SHOP", raising=False)
+    token = "shpat_0123456789abcdef0123456789abcdef"
+    with pytest.raises(ConfigError) as err:
+        ShopifySource(ShopifyConfig(), ShopifySecrets(shop=wrapped.format(t=token), token=SHOP))
+    assert "0123456789abcdef" not in str(err.value), str(err.value)
+
+
 @pytest.mark.parametrize("blank", ["", "  "])
 def test_a_blank_shop_in_the_config_is_unset_and_shopify_shop_gives_it(blank):
     """``shop = ""`` (an old config's) was read as SHOPIFY_SHOP's default before the shop was validated."""

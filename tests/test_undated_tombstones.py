@@ -10,13 +10,14 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from urllib.parse import urlencode
 
+import duckdb
 import pytest
 
 from connectors import amocrm, bitrix24, retailcrm, shopify
 from connectors.http import tombstone
-from connectors.records import UNDATED, Order
+from connectors.records import UNDATED, Order, OrderStatus
 from connectors.source import PullResult
-from connectors.tables import stage_records
+from connectors.tables import ORDERS_COLUMNS, stage_records
 from sync.pipeline import stale_warning
 from sync.store import merge_staged, open_store
 
@@ -98,3 +99,17 @@ def test_an_order_of_the_epoch_that_is_no_tombstone_keeps_its_date():
     with open_store(None) as con:
         stage_records(con, [Order("1", "c1", UNDATED, Decimal(10))])
         assert con.execute("SELECT ordered_at FROM staged_orders").fetchall() == [(UNDATED,)]
+
+
+def test_an_order_created_and_cancelled_in_one_batch_is_dated_by_its_own_staged_version():
+    """Created then deleted before the store saw it (one pull or webhook batch): its undated tombstone takes the
+    order's own date, not the store's oldest (the session's re-read: 2019 for an order of 2024)."""
+    con = duckdb.connect()
+    con.execute(f"CREATE TABLE orders ({ORDERS_COLUMNS})")
+    con.execute("INSERT INTO orders VALUES ('o1','c1','2019-01-01 00:00+00',10,'EUR','completed',0)")
+    day = datetime(2024, 6, 1, tzinfo=timezone.utc)
+    stage_records(con, [Order(order_id="o9", customer_id="c2", ordered_at=day, amount=Decimal(5), currency="EUR",
+                              status=OrderStatus.COMPLETED)])
+    stage_records(con, [tombstone("o9", UNDATED, "c2")])
+    dates = {row[0] for row in con.execute("SELECT ordered_at FROM staged_orders WHERE order_id = 'o9'").fetchall()}
+    assert dates == {day}
