@@ -214,7 +214,7 @@ def _propagate(con: duckdb.DuckDBPyConnection, prefix: str) -> None:
 
 # ------------------------------------------------------------------------------------------ CRM and webhook records
 
-def _idlike(col: str) -> str:
+def idlike(col: str) -> str:
     """SQL: the customer id is an e-mail or a ``+`` phone, i.e. the record had no customer id of its own."""
     return f"(contains({col}, '@') OR starts_with({col}, '+'))"
 
@@ -240,12 +240,12 @@ def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GRO
                                          "('staged_orders', 'staged_contacts', 'orders', 'contacts')").fetchall()}
     if not {"staged_orders", "staged_contacts", "orders", "contacts"} <= present:
         return report
-    real = (f"SELECT customer_id, lower(trim(email)) AS e, phone AS p FROM {{t}} WHERE NOT {_idlike('customer_id')}"
+    real = (f"SELECT customer_id, lower(trim(email)) AS e, phone AS p FROM {{t}} WHERE NOT {idlike('customer_id')}"
             " AND (email IS NOT NULL OR phone IS NOT NULL)")
     # the identifiers this batch touches: its identifier-keyed ids, and the e-mails/phones of its real contacts
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_touch AS
-        SELECT lower(trim(customer_id)) AS raw FROM staged_orders WHERE {_idlike('customer_id')}
-        UNION SELECT lower(trim(customer_id)) FROM staged_contacts WHERE {_idlike('customer_id')}
+        SELECT lower(trim(customer_id)) AS raw FROM staged_orders WHERE {idlike('customer_id')}
+        UNION SELECT lower(trim(customer_id)) FROM staged_contacts WHERE {idlike('customer_id')}
         UNION SELECT regexp_replace(customer_id, '[^0-9+]', '', 'g') FROM staged_orders
               WHERE starts_with(customer_id, '+')
         UNION SELECT e FROM ({real.format(t='staged_contacts')}) WHERE e IS NOT NULL
@@ -254,10 +254,10 @@ def link_staged(con: duckdb.DuckDBPyConnection, max_group: int = DEFAULT_MAX_GRO
         return report
     # identifier-keyed customers: the batch's, and the store's that carry a touched value (a cheap pre-filter)
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_ids AS
-        SELECT customer_id AS raw FROM staged_orders WHERE {_idlike('customer_id')}
-        UNION SELECT customer_id FROM staged_contacts WHERE {_idlike('customer_id')}
-        UNION SELECT customer_id FROM (SELECT DISTINCT customer_id FROM orders WHERE {_idlike('customer_id')}
-                                       UNION SELECT customer_id FROM contacts WHERE {_idlike('customer_id')})
+        SELECT customer_id AS raw FROM staged_orders WHERE {idlike('customer_id')}
+        UNION SELECT customer_id FROM staged_contacts WHERE {idlike('customer_id')}
+        UNION SELECT customer_id FROM (SELECT DISTINCT customer_id FROM orders WHERE {idlike('customer_id')}
+                                       UNION SELECT customer_id FROM contacts WHERE {idlike('customer_id')})
               WHERE lower(trim(customer_id)) IN (SELECT raw FROM _lk_touch)
                  OR regexp_replace(customer_id, '[^0-9+]', '', 'g') IN (SELECT raw FROM _lk_touch)""")
     email_map(con, "SELECT raw FROM _lk_ids WHERE contains(raw, '@')", "_lk_emails")

@@ -23,7 +23,7 @@ import logging
 
 import duckdb
 
-from connectors.identity import fill_contact, rekey
+from connectors.identity import fill_contact, idlike, rekey
 
 from .connection import store_tables
 from .webhooks import WEBHOOK_TABLE
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 
 LINKS_TABLE = "identity_links"
 _NOTED = "links noted from the orders"  # the table's comment once a store's earlier links were noted
-_GUEST = "(contains({c}, '@') OR starts_with({c}, '+'))"  # a key that is an e-mail or a phone: no customer id
 
 
 def create_links_table(con: duckdb.DuckDBPyConnection) -> None:
@@ -59,7 +58,7 @@ def note_stored_links(con: duckdb.DuckDBPyConnection, noted: bool) -> None:
             JOIN (SELECT order_id, customer_id FROM orders
                   WHERE customer_id IN (SELECT id FROM {WEBHOOK_TABLE} WHERE kind = 'contact')) o USING (order_id)
             JOIN contacts c ON c.customer_id = o.customer_id
-            WHERE {_GUEST.format(c='s.customer_id')} AND s.customer_id IN (lower(trim(c.email)), c.phone)
+            WHERE {idlike('s.customer_id')} AND s.customer_id IN (lower(trim(c.email)), c.phone)
             GROUP BY s.order_id HAVING count(DISTINCT o.customer_id) = 1
             ON CONFLICT DO NOTHING""")
     _mark_noted(con)
@@ -71,7 +70,7 @@ def hold_guests(con: duckdb.DuckDBPyConnection) -> None:
     if not con.execute(f"SELECT count(*) FROM {LINKS_TABLE}").fetchall()[0][0]:
         return  # no link: apply_links has nothing to do either
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_held AS SELECT customer_id FROM contacts
-        WHERE {_GUEST.format(c='customer_id')} AND (customer_id IN (SELECT identifier FROM {LINKS_TABLE})
+        WHERE {idlike('customer_id')} AND (customer_id IN (SELECT identifier FROM {LINKS_TABLE})
               OR lower(trim(customer_id)) IN (SELECT identifier FROM {LINKS_TABLE}))""")
 
 
@@ -88,7 +87,7 @@ def apply_links(con: duckdb.DuckDBPyConnection, max_group: int) -> int:
     if not con.execute(f"SELECT count(*) FROM {LINKS_TABLE}").fetchall()[0][0]:
         con.execute("DROP TABLE IF EXISTS _lk_held")
         return 0
-    real = f"NOT {_GUEST.format(c='customer_id')}"
+    real = f"NOT {idlike('customer_id')}"
     # who carries each e-mail/phone linked before now; one carried by more than max_group links nobody (rule 4)
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_carriers AS
         WITH ids AS (SELECT DISTINCT identifier FROM {LINKS_TABLE}),
@@ -100,7 +99,7 @@ def apply_links(con: duckdb.DuckDBPyConnection, max_group: int) -> int:
     # the guests of a linked e-mail/phone (their key, else their contact's e-mail, else its phone): rule 2
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_map AS
         WITH guests AS (SELECT customer_id AS raw, lower(trim(email)) AS e, phone AS p FROM contacts
-                        WHERE {_GUEST.format(c='customer_id')}),
+                        WHERE {idlike('customer_id')}),
              found AS (SELECT g.raw, g.raw AS v, 0 AS how FROM guests g UNION ALL SELECT g.raw, g.e, 1 FROM guests g
                        UNION ALL SELECT g.raw, g.p, 2 FROM guests g),
              cand AS (SELECT f.raw, f.how, c.identifier, c.customer_id FROM found f
@@ -113,7 +112,7 @@ def apply_links(con: duckdb.DuckDBPyConnection, max_group: int) -> int:
     # carrier, below, takes anyway)
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _lk_orders AS
         SELECT o.order_id, o.customer_id AS raw, l.identifier AS norm, l.customer_id AS key
-        FROM (SELECT order_id, customer_id FROM orders WHERE {_GUEST.format(c='customer_id')}) o
+        FROM (SELECT order_id, customer_id FROM orders WHERE {idlike('customer_id')}) o
         JOIN {LINKS_TABLE} l ON l.order_id = o.order_id
              -- only while the export still keys the order by the address it was linked by (an order the shop
              -- gave another address, or another source's order of the same id, is not that customer's)
