@@ -21,6 +21,7 @@ import duckdb
 from . import normalize as nz
 from .diagnose import EARLY_DATE, early_date, is_excel
 from .email_phone import email_map, phone_map
+from .file_consent import consent_issues
 from .file_heads import CLASH, follow_heads, line_reasons
 from .identity import IdentityReport, resolve_rows
 from .presets import reading
@@ -372,7 +373,9 @@ def _stage_contacts(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, paths
     issues = [BadRow(source=paths[f], row=r, field=fld, value=v,
                      reason=f"invalid {fld}; the contact is kept without it")
               for f, r, v, fld in con.execute(f"{both} ORDER BY 1, 2 LIMIT {MAX_BAD_ROWS}").fetchall()]
-    return issues, count
+    views = ["_fs_okeyed", "_fs_ckeyed"][:1 + has_file] if "marketing_consent" in mapped else []
+    unread = consent_issues(con, views, paths)  # each distinct consent value read neither as yes nor no, once
+    return sorted(issues + unread, key=lambda b: (paths.index(b.source), b.row))[:MAX_BAD_ROWS], count + len(unread)
 
 
 def _discount_issues(con: duckdb.DuckDBPyConnection, paths: list[str], issues: list[BadRow],

@@ -1,0 +1,57 @@
+"""Consent cells a file source cannot read as yes, no or empty: reported, never silent.
+
+:func:`connectors.normalize.consent_sql` takes such a statement (``не согласна`` before the word was known,
+``oui``, ``✓``) as ``no``: it never subscribes anyone, and an older ``yes`` of the customer does not beat it (the
+customer's latest statement wins, and a cell that says something is a statement). Each distinct value is reported
+once, at its first file and row, with how many rows hold it: an issue of the pull (kept with the file's bad-row
+report, so a run that does not read the file again names it too) and a warning line of every run
+(:func:`consent_lines`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import duckdb
+
+from .records import BadRow
+
+log = logging.getLogger(__name__)
+
+FIELD = "marketing_consent"
+#: an unread consent value's issue reason; ``{n}``: how many rows hold it
+REASON = ("consent value read neither as yes nor as no ({n} row(s)): taken as no, nobody is subscribed on it; write "
+          "yes or no (да / нет)")
+SHOWN = 3  # values named in the warning line
+
+
+def consent_issues(con: duckdb.DuckDBPyConnection, views: list[str], paths: list[str]) -> list[BadRow]:
+    """One issue per distinct unread consent value of the rows of ``views`` (with ``_file``, ``_row``, ``key``
+    and ``consent_raw``: :mod:`connectors.file_sql`) that have a customer, at its first file and row, in file and
+    row order. A table a file source read before ``consent_raw`` has none (its rows were read as ``unknown``)."""
+    parts = [f"SELECT _file, _row, consent_raw FROM {v} WHERE key IS NOT NULL AND consent_raw IS NOT NULL"
+             for v in views if "consent_raw" in con.table(v).columns]
+    if not parts:
+        return []
+    found = con.execute(f"""SELECT min(_file::BIGINT * 4294967296 + _row) AS first, consent_raw, count(*)
+        FROM ({' UNION ALL '.join(parts)}) GROUP BY consent_raw ORDER BY first""").fetchall()
+    issues = [BadRow(source=paths[at >> 32], row=at & 0xFFFFFFFF, field=FIELD, value=v, reason=REASON.format(n=n))
+              for at, v, n in found]
+    if issues:  # (the run's warnings name them: consent_lines)
+        log.info("%s", consent_lines(issues)[0])
+    return issues
+
+
+def consent_lines(pull: object) -> list[str]:
+    """The warning line naming the unread consent values among a pull's issues (a list of them, or a result with
+    ``issues``); none when there are none."""
+    issues = [b for b in (pull if isinstance(pull, list) else getattr(pull, "issues", None) or [])
+              if b.field == FIELD and b.reason.startswith(REASON[:40])]
+    if not issues:
+        return []
+    named = "; ".join(f"{b.value!r} ({b.source}, row {b.row})" for b in issues[:SHOWN])
+    more = f" and {len(issues) - SHOWN} more" if len(issues) > SHOWN else ""
+    return [f"{len(issues)} marketing consent value{'s' if len(issues) > 1 else ''} read neither as yes nor as no: "
+            f"{named}{more}; each is taken as no (nobody is subscribed on it, an older yes of the customer does "
+            f"not count, and under new_contacts = \"skip\" he carries no managed tag): write yes or no (да / нет) "
+            f"there"]
