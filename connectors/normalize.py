@@ -345,6 +345,10 @@ def no_value_sql(col: str) -> str:
             f" regexp_full_match({col}, '[0\\s:./T-]*'), true)")
 
 
+#: the words exports write most, tried first: a CASE tries its arms in turn, on every row of the file
+_CONSENT_FIRST = ("", "да", "нет", "yes", "no", "1", "0", "true", "false", "y", "n")
+
+
 def consent_word_sql(col: str) -> str:
     """A consent cell's text → 'yes' | 'no' (:data:`CONSENT_YES`, :data:`CONSENT_NO`) | 'unknown' (empty, or a
     :data:`NO_VALUE` word: the cell says nothing) | NULL: a statement rfmsync cannot read, which
@@ -353,10 +357,11 @@ def consent_word_sql(col: str) -> str:
     One simple ``CASE`` over the words, not ``IN (…)`` (nor ``list_contains``, which DuckDB turns into one): DuckDB
     plans a long ``IN`` list as a hash join of the rows against the list, and a file read through that join in
     parallel lost its order (the rows' file lines, so the bad rows' lines and the latest contact values, came out
-    shuffled on a large file)."""
-    arms = " ".join(f"WHEN {lit(v)} THEN {lit(answer)}" for words, answer in
-                    ((CONSENT_YES, "yes"), (CONSENT_NO, "no"), (("", *NO_VALUE), "unknown")) for v in words)
-    return f"CASE WHEN {col} IS NULL THEN 'unknown' ELSE CASE lower(trim({col})) {arms} END END"
+    shuffled on a large file). Nor inside another ``CASE`` (``WHEN col IS NULL …``): that one cost 7× the CPU."""
+    words = {**dict.fromkeys(("", *NO_VALUE), "unknown"), **dict.fromkeys(CONSENT_YES, "yes"),
+             **dict.fromkeys(CONSENT_NO, "no")}
+    arms = " ".join(f"WHEN {lit(v)} THEN {lit(words[v])}" for v in dict.fromkeys((*_CONSENT_FIRST, *words)))
+    return f"CASE coalesce(lower(trim({col})), '') {arms} END"
 
 
 def consent_sql(col: str) -> str:
