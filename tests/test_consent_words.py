@@ -96,3 +96,29 @@ def test_the_plan_withdraws_a_word_read_now_and_names_a_value_read_as_neither(sm
     assert "clients.csv, row " in line and "each is taken as no" in line
     warm = run_cli("plan", "--config", str(small_shop), "--as-of", AS_OF.isoformat())  # the file is not read again
     assert "1 marketing consent value read neither as yes nor as no: 'oui'" in warm.stderr
+
+
+def test_a_store_read_before_the_rule_reads_its_files_again_once(tmp_path, monkeypatch):
+    """A store whose files were read before the rule (``не согласна`` stored as unknown, the older ``да`` won) reads
+    every file once after the upgrade (the store FORMAT bump), so the refusal counts without an edit of the file."""
+    import sync.store.files as store_files
+    from connectors.files import FileSource, FileSourceConfig
+    from sync.store import connect_store
+
+    write_csv(tmp_path / "sales.csv", [CONSENT_HEADER, ["1", "c1", "01.01.2024", "10", "", "a@example.com", "", "да"],
+                                       ["2", "c1", "05.01.2024", "10", "", "a@example.com", "", "не согласна"]])
+    src = FileSource(FileSourceConfig(type="file", orders="sales.csv",
+                                      columns={**COLS, "marketing_consent": "Согласие"}), tmp_path)
+    current = store_files.FORMAT
+    con = connect_store(tmp_path / "store.duckdb")
+    monkeypatch.setattr(store_files, "FORMAT", 7)  # the release before the rule
+    store_files.ingest_files(con, src)
+    (view,) = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'ingest_f1'").fetchone()
+    con.execute("DROP VIEW ingest_f1")  # what that release stored: no raw value, the refusal unknown
+    con.execute("ALTER TABLE ingest_f1_data DROP COLUMN consent_raw")
+    con.execute("UPDATE ingest_f1_data SET consent = 'unknown' WHERE consent = 'no'")
+    con.execute(view.replace(" consent_raw,", ""))
+    con.execute("UPDATE contacts SET marketing_consent = 'yes'")
+    monkeypatch.setattr(store_files, "FORMAT", current)  # upgraded
+    store_files.ingest_files(con, src)
+    assert con.execute("SELECT customer_id, marketing_consent FROM contacts").fetchall() == [("c1", "no")]
