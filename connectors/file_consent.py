@@ -42,11 +42,22 @@ def consent_issues(con: duckdb.DuckDBPyConnection, views: list[str], paths: list
     return issues
 
 
+def cut(issues: list[BadRow], paths: list[str], limit: int) -> list[BadRow]:
+    """``issues`` in file and row order, at most ``limit``: the unread consent values' kept first (each is a
+    customer taken as no; named by every run's warning), the others cut to make room."""
+    unread = [b for b in issues if _unread(b)][:limit]
+    others = sorted((b for b in issues if not _unread(b)), key=lambda b: (paths.index(b.source), b.row))
+    return sorted(unread + others[:limit - len(unread)], key=lambda b: (paths.index(b.source), b.row))
+
+
+def _unread(b: BadRow) -> bool:
+    return b.field == FIELD and b.reason.startswith(REASON[:40])
+
+
 def consent_lines(pull: object) -> list[str]:
     """The warning line naming the unread consent values among a pull's issues (a list of them, or a result with
     ``issues``); none when there are none."""
-    issues = [b for b in (pull if isinstance(pull, list) else getattr(pull, "issues", None) or [])
-              if b.field == FIELD and b.reason.startswith(REASON[:40])]
+    issues = [b for b in (pull if isinstance(pull, list) else getattr(pull, "issues", None) or []) if _unread(b)]
     if not issues:
         return []
     named = "; ".join(f"{b.value!r} ({b.source}, row {b.row})" for b in issues[:SHOWN])

@@ -122,3 +122,18 @@ def test_a_store_read_before_the_rule_reads_its_files_again_once(tmp_path, monke
     monkeypatch.setattr(store_files, "FORMAT", current)  # upgraded
     store_files.ingest_files(con, src)
     assert con.execute("SELECT customer_id, marketing_consent FROM contacts").fetchall() == [("c1", "no")]
+
+
+def test_an_unread_consent_value_is_listed_past_the_limit_of_listed_issues(tmp_path, monkeypatch):
+    """More invalid e-mails than the list holds before the one unread consent value: the value's issue
+    is kept among the listed issues (the others cut to make room) and named in the warning line."""
+    from connectors import file_staging
+    from connectors.file_consent import consent_lines
+
+    monkeypatch.setattr(file_staging, "MAX_BAD_ROWS", 20)
+    rows = [[str(i), f"c{i}", "01.01.2024", "10", "", "not-an-email", "", "да"] for i in range(1, 31)]
+    rows.append(["9999", "cX", "02.01.2024", "10", "", "x@example.com", "", "oui"])
+    result, _ = _pull(tmp_path, rows)
+    assert len(result.issues) == 20 and result.issue_count == 31
+    assert [(i.row, i.value) for i in result.issues if i.field == "marketing_consent"] == [(32, "oui")]
+    assert "'oui'" in consent_lines(result)[0]
