@@ -25,21 +25,28 @@ REASON = ("consent value read neither as yes nor as no ({n} row(s)): taken as no
 SHOWN = 3  # values named in the warning line
 
 
-def consent_issues(con: duckdb.DuckDBPyConnection, views: list[str], paths: list[str]) -> list[BadRow]:
+def consent_issues(con: duckdb.DuckDBPyConnection, views: list[str], paths: list[str],
+                   limit: int) -> tuple[list[BadRow], int]:
     """One issue per distinct unread consent value of the rows of ``views`` (with ``_file``, ``_row``, ``key``
     and ``consent_raw``: :mod:`connectors.file_sql`) that have a customer, at its first file and row, in file and
-    row order. A table a file source read before ``consent_raw`` has none (its rows were read as ``unknown``)."""
+    row order: the first ``limit`` of them (a mis-mapped column of a million distinct values fetches no more), and
+    how many distinct values there are. A table a file source read before ``consent_raw`` has none (its rows were
+    read as ``unknown``)."""
     parts = [f"SELECT _file, _row, consent_raw FROM {v} WHERE key IS NOT NULL AND consent_raw IS NOT NULL"
              for v in views if "consent_raw" in con.table(v).columns]
     if not parts:
-        return []
-    found = con.execute(f"""SELECT min(_file::BIGINT * 4294967296 + _row) AS first, consent_raw, count(*)
-        FROM ({' UNION ALL '.join(parts)}) GROUP BY consent_raw ORDER BY first""").fetchall()
+        return [], 0
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _fs_unread AS
+        SELECT min(_file::BIGINT * 4294967296 + _row) AS first, consent_raw, count(*) AS n
+        FROM ({' UNION ALL '.join(parts)}) GROUP BY consent_raw""")
+    ((total,),) = con.execute("SELECT count(*) FROM _fs_unread").fetchall()
+    found = con.execute(f"SELECT first, consent_raw, n FROM _fs_unread ORDER BY first LIMIT {limit}").fetchall()
+    con.execute("DROP TABLE _fs_unread")
     issues = [BadRow(source=paths[at >> 32], row=at & 0xFFFFFFFF, field=FIELD, value=v, reason=REASON.format(n=n))
               for at, v, n in found]
     if issues:  # (the run's warnings name them: consent_lines)
         log.info("%s", consent_lines(issues)[0])
-    return issues
+    return issues, total
 
 
 def cut(issues: list[BadRow], paths: list[str], limit: int) -> list[BadRow]:

@@ -374,8 +374,8 @@ def _stage_contacts(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, paths
                      reason=f"invalid {fld}; the contact is kept without it")
               for f, r, v, fld in con.execute(f"{both} ORDER BY 1, 2 LIMIT {MAX_BAD_ROWS}").fetchall()]
     views = ["_fs_okeyed", "_fs_ckeyed"][:1 + has_file] if "marketing_consent" in mapped else []
-    unread = consent_issues(con, views, paths)  # each distinct consent value read neither as yes nor no, once
-    return cut(issues + unread, paths, MAX_BAD_ROWS), count + len(unread)
+    unread, n = consent_issues(con, views, paths, MAX_BAD_ROWS)  # each value read neither as yes nor no, once
+    return cut(issues + unread, paths, MAX_BAD_ROWS), count + n
 
 
 def _discount_issues(con: duckdb.DuckDBPyConnection, paths: list[str], issues: list[BadRow],
