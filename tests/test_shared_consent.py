@@ -15,7 +15,9 @@ import pytest
 
 from sync.model import PushedState
 from tests.builders import run_cli
+from tests.test_guards_withdrawal import MANAGED, managed_contacts, small_shop  # noqa: F401
 from tests.test_plan_columnar import DEST, columnar, reference
+from tests.test_worker import AS_OF as AS_OF_SHOP
 
 AS_OF = date(2025, 6, 30)
 
@@ -83,3 +85,35 @@ def test_the_plan_of_a_shop_creates_the_shared_address_under_the_newer_cards_no(
     doc = json.loads(run_cli("plan", "--config", str(cfg), "--as-of", AS_OF.isoformat(), "--format", "json").stdout)
     (change,) = [c for c in doc["plans"][0]["changes"] if c["key"] == email]
     assert (change["customer_id"], change["create"], change["status_if_new"]) == ("C00001", True, "transactional")
+
+
+def test_a_webhook_resync_of_the_card_saying_yes_does_not_tag_again_what_the_other_cards_no_withdrew(
+        small_shop, mailchimp_fake):  # noqa: F811
+    """Under ``skip``: a managed contact's address given by a new card with "нет" is withdrawn by the full sync;
+    a webhook order of the first card ("да") then resyncs him alone. Before, the resync saw his card only and put
+    the tags back (until the next full sync took them off again)."""
+    from sync.config import load_config
+    from sync.ledger import open_ledger
+    from sync.serve.resync import resync
+    from sync.settings import load_settings
+    from tests.test_serve_resync import orders_for
+
+    key, cid = next(iter(managed_contacts(small_shop).items()))
+    clients = small_shop.parent / "clients.csv"
+    header, *lines = clients.read_text(encoding="utf-8-sig").splitlines()
+    cells = next(line for line in lines if line.startswith(cid + ";")).split(";")
+    column = header.split(";").index("Согласие на рассылку")
+    assert cells[column] == "да"
+    cells[0], cells[column] = "C09999", "нет"
+    clients.write_text("\ufeff" + "\n".join([header, *lines, ";".join(cells)]) + "\n", encoding="utf-8")
+    orders = small_shop.parent / "orders.csv"  # her one small order: a customer of the segments
+    orders.write_text("\ufeff" + "\n".join([*orders.read_text(encoding="utf-8-sig").splitlines(),
+                                             f"199999;20.06.2025 12:00;C09999;;{key};50 000,00;;Продажа"]) + "\n",
+                      encoding="utf-8")
+    run_cli("sync", "--config", str(small_shop), "--as-of", AS_OF_SHOP.isoformat())
+    assert key not in managed_contacts(small_shop)
+    cfg, settings = load_config(small_shop), load_settings()
+    with open_ledger(cfg, settings) as ledger:
+        resync(cfg, ledger, settings, orders_for([cid], "W"), as_of=AS_OF_SHOP)
+    assert key not in managed_contacts(small_shop)
+    assert not set(mailchimp_fake.tags_of(key)) & MANAGED, mailchimp_fake.tags_of(key)

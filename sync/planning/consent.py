@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Iterable
+from typing import Callable, Iterable, Mapping
 
 from ..config import DestinationConfig
-from ..model import DesiredContact
+from ..model import DesiredContact, PushedState
 
 
 NO_CONSENT_SKIP = "no marketing consent (new_contacts = skip)"
@@ -45,6 +45,23 @@ def shared_consent(first: DesiredContact, consent: str, new_contacts: str) -> De
     if both == first.consent:
         return first
     return replace(first, consent=both, tags=frozenset() if refused_consent(both, new_contacts) else first.tags)
+
+
+def refused_by_others(desired: list[DesiredContact], last: Mapping[str, PushedState], customer_ids: Iterable[str],
+                      new_contacts: str | None, refusals: Callable[[set[str]], Mapping[str, set[str]]]
+                      ) -> list[DesiredContact]:
+    """A partial plan's (a webhook resync of ``customer_ids``) contacts with the consent of their address
+    (:func:`address_consent`) where another customer's card gives it with a *no*: as the full plan, which sees
+    every card, gives it. Else a resync of the card saying *yes* would tag again (or subscribe) the address the
+    full sync withdrew for the other card's *no*. ``refusals(keys)``: the customers whose card gives each key with
+    a *no* (a read of the store's contacts), asked only about the addresses the ledger holds no tag on (withdrawn,
+    or not synced yet) that the plan does not refuse already: a contact still tagged has no such card (the full
+    sync took its tags off), and a resync of tagged contacts never reads the store's contacts for it."""
+    ids = {str(c) for c in customer_ids}
+    ask = {d.key for d in desired if d.consent != "no" and not (d.key in last and last[d.key].tags)}
+    refused = refusals(ask) if ask else {}
+    return [shared_consent(d, "no", new_contacts or "skip") if set(refused.get(d.key, ())) - ids else d
+            for d in desired]
 
 
 def status_for_new(consent: str, new_contacts: str) -> str | None:
