@@ -60,10 +60,16 @@ def _spellings(*words: str) -> tuple[str, ...]:
 
 #: a consent cell's words (compared lower-cased and trimmed); a number typed in Excel comes as 1.0 / 0.0
 CONSENT_YES = ("yes", "y", "да", "д", "1", "1.0", "1,0", "true", "t", "on", "subscribed", "согласен", "согласна",
-               "согласны", "подписан", "подписана", "ha", "ҳа", "ха", "+")
+               "согласны", "подписан", "подписана", "ha", "ҳа", "ха", "+",
+               # an ESP's or a shop's export of its states (Mailchimp, Shopify, Klaviyo)
+               "opt_in", "opt-in", "opted in", "opted_in", "single_opt_in", "double_opt_in", "confirmed_opt_in",
+               "confirmed")
 CONSENT_NO = ("no", "n", "нет", "н", "0", "0.0", "0,0", "false", "f", "off", "unsubscribed", "не согласен",
               "не согласна", "не согласны", "не подписан", "не подписана", "отказ", "отказался", "отказалась",
-              "отписан", "отписана", "отписался", "отписалась", *_spellings("yo'q"), "yoq", "йўқ", "йуқ", "йук", "-")
+              "отписан", "отписана", "отписался", "отписалась", *_spellings("yo'q"), "yoq", "йўқ", "йуқ", "йук", "-",
+              "not_subscribed", "never_subscribed", "cleaned", "redacted", "invalid")
+#: a state that says consent is not given yet (a double opt-in awaiting its confirmation): as Shopify's API reads it
+CONSENT_UNKNOWN = ("pending",)
 
 
 def lit(value: str) -> str:
@@ -358,7 +364,7 @@ def consent_word_sql(col: str) -> str:
     plans a long ``IN`` list as a hash join of the rows against the list, and a file read through that join in
     parallel lost its order (the rows' file lines, so the bad rows' lines and the latest contact values, came out
     shuffled on a large file). Nor inside another ``CASE`` (``WHEN col IS NULL …``): that one cost 7× the CPU."""
-    words = {**dict.fromkeys(("", *NO_VALUE), "unknown"), **dict.fromkeys(CONSENT_YES, "yes"),
+    words = {**dict.fromkeys(("", *NO_VALUE, *CONSENT_UNKNOWN), "unknown"), **dict.fromkeys(CONSENT_YES, "yes"),
              **dict.fromkeys(CONSENT_NO, "no")}
     arms = " ".join(f"WHEN {lit(v)} THEN {lit(words[v])}" for v in dict.fromkeys((*_CONSENT_FIRST, *words)))
     return f"CASE coalesce(lower(trim({col})), '') {arms} END"

@@ -27,6 +27,10 @@ def answers(values: list[str | None]) -> dict[str | None, tuple[str | None, str]
     ("yoʻq", "no"), ("yo’q", "no"), ("Yoʻq", "no"), ("йўқ", "no"), ("ҳа", "yes"), ("Ҳа", "yes"), ("1.0", "yes"),
     ("0.0", "no"), ("отказ", "no"), ("Отписан", "no"), ("отписана", "no"), ("отписалась", "no"),
     ("\u00a0да", "yes"), ("нет\u00a0", "no"), ("TRUE", "yes"), ("Ha", "yes"), ("-", "no"),
+    # an ESP's export of its states: Mailchimp's, Shopify's, Klaviyo's
+    ("opt_in", "yes"), ("single_opt_in", "yes"), ("Confirmed_Opt_In", "yes"), ("confirmed", "yes"),
+    ("opted in", "yes"), ("double_opt_in", "yes"), ("not_subscribed", "no"), ("never_subscribed", "no"),
+    ("cleaned", "no"), ("redacted", "no"), ("invalid", "no"), ("unsubscribed", "no"), ("pending", "unknown"),
 ])
 def test_the_words_of_consent_and_refusal_are_read(value, expected):
     assert answers([value])[value] == (expected, expected)
