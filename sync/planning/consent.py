@@ -55,10 +55,11 @@ def refused_by_others(desired: list[DesiredContact], last: Mapping[str, PushedSt
     every card, gives it. Else a resync of the card saying *yes* would tag again (or subscribe) the address the
     full sync withdrew for the other card's *no*. ``refusals(keys)``: the customers whose card gives each key with
     a *no* (a read of the store's contacts), asked only about the addresses the ledger holds no tag on (withdrawn,
-    or not synced yet) that the plan does not refuse already: a contact still tagged has no such card (the full
+    or not synced yet) that the plan would tag or subscribe: a contact still tagged has no such card (the full
     sync took its tags off), and a resync of tagged contacts never reads the store's contacts for it."""
     ids = {str(c) for c in customer_ids}
-    ask = {d.key for d in desired if d.consent != "no" and not (d.key in last and last[d.key].tags)}
+    ask = {d.key for d in desired if d.consent != "no" and (d.tags or d.consent == "yes")
+           and not (d.key in last and last[d.key].tags)}
     refused = refusals(ask) if ask else {}
     return [shared_consent(d, "no", new_contacts or "skip") if set(refused.get(d.key, ())) - ids else d
             for d in desired]
