@@ -61,6 +61,7 @@ def _normalised_select(con: duckdb.DuckDBPyConnection, lf: LoadedFile, src: str,
     step1 += [f"{nz.naive_timestamp_sql('t_' + f, excel_serial=kind == 'xlsx', date_format=cfg.date_format)} AS n_{f}"
               for f in dates if f not in typed]
     step1 += [f"{nz.name_words_sql('t_name')} AS w_name"] if "name" in has else []
+    step1 += [f"{nz.consent_word_sql('t_marketing_consent')} AS c_consent"] if "marketing_consent" in has else []
     step2 = [f"{nz.local_to_utc_sql('n_' + f, cfg.timezone)} AS z_{f}" if f in typed else
              f"{nz.zoned_timestamp_sql('t_' + f, 'n_' + f, cfg.timezone, cfg.date_format)} AS z_{f}" for f in dates]
     sql = f"SELECT {step0} FROM {src}"
@@ -104,7 +105,9 @@ def _output_columns(con: duckdb.DuckDBPyConnection, src: str, cfg: FileSourceCon
     attr_sql = ("NULLIF(to_json(map_from_entries(list_filter([" +
                 ", ".join(f"{{'k': {nz.lit(f[5:])}, 'v': {a[f]}}}" for f in attrs) +
                 "], lambda x: x.v IS NOT NULL))), '{}')") if attrs else "CAST(NULL AS VARCHAR)"
-    consent = nz.consent_sql("t_marketing_consent") if "marketing_consent" in has else "'unknown'"
+    # a consent cell not read as yes, no or empty is no (nz.consent_sql), its text kept for the report (file_consent)
+    consent, consent_raw = (("coalesce(c_consent, 'no')", "CASE WHEN c_consent IS NULL THEN t_marketing_consent END")
+                            if "marketing_consent" in has else ("'unknown'", "CAST(NULL AS VARCHAR)"))
     ordered_raw = get('t', 'ordered_at')
     if not _is_constant(ordered_raw):
         ordered_raw = f"CASE WHEN {get('z', 'ordered_at', 'TIMESTAMPTZ')} IS NULL THEN {ordered_raw} END"
@@ -126,7 +129,7 @@ def _output_columns(con: duckdb.DuckDBPyConnection, src: str, cfg: FileSourceCon
         # a constant NULL (not stored) when the column is unmapped, or typed (read as numbers by DuckDB itself)
         *((f"{f}_raw", f"CASE WHEN d_{f} IS NULL THEN t_{f} END" if f in has and f not in typed
            else "CAST(NULL AS VARCHAR)") for f in ("quantity", "discount")),
-        ("first_name", first), ("last_name", last), ("consent", consent),
+        ("first_name", first), ("last_name", last), ("consent", consent), ("consent_raw", consent_raw),
         ("created_at", get('z', 'created_at', 'TIMESTAMPTZ')), ("attributes", attr_sql),
     ]
     return out

@@ -21,6 +21,7 @@ import duckdb
 from . import normalize as nz
 from .diagnose import EARLY_DATE, early_date, is_excel
 from .email_phone import email_map, phone_map
+from .file_consent import consent_issues, cut
 from .file_heads import CLASH, follow_heads, line_reasons, row_key
 from .identity import IdentityReport, resolve_rows
 from .presets import reading
@@ -372,7 +373,9 @@ def _stage_contacts(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, paths
     issues = [BadRow(source=paths[f], row=r, field=fld, value=v,
                      reason=f"invalid {fld}; the contact is kept without it")
               for f, r, v, fld in con.execute(f"{both} ORDER BY 1, 2 LIMIT {MAX_BAD_ROWS}").fetchall()]
-    return issues, count
+    views = ["_fs_okeyed", "_fs_ckeyed"][:1 + has_file] if "marketing_consent" in mapped else []
+    unread, n = consent_issues(con, views, paths, MAX_BAD_ROWS)  # each value read neither as yes nor no, once
+    return cut(issues + unread, paths, MAX_BAD_ROWS), count + n
 
 
 def _discount_issues(con: duckdb.DuckDBPyConnection, paths: list[str], issues: list[BadRow],
@@ -385,8 +388,7 @@ def _discount_issues(con: duckdb.DuckDBPyConnection, paths: list[str], issues: l
     rows = con.execute(f"SELECT _file, _row, discount_raw {bad} ORDER BY _file, _row LIMIT {MAX_BAD_ROWS}").fetchall()
     found = [BadRow(source=paths[f], row=r, field="discount", value=v, reason=DISCOUNT_ISSUE) for f, r, v in rows]
     log.warning("%d row(s) have a discount that is not a number, their orders kept without it (first: %s)", n, found[0])
-    order = {p: i for i, p in enumerate(paths)}
-    return sorted(issues + found, key=lambda b: (order[b.source], b.row))[:MAX_BAD_ROWS], count + n
+    return cut(issues + found, paths, MAX_BAD_ROWS), count + n
 
 
 def drop_scratch(con: duckdb.DuckDBPyConnection) -> None:

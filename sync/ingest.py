@@ -23,11 +23,10 @@ from .config import Config
 from .errors import GuardRefusedError
 from .guards import DataStats, data_lines
 from .ledger import Ledger
-from .pipeline import Reading, SegmentsRun, compute_segments, configured_source, pull_into, store_path
+from .pipeline import Reading, SegmentsRun, compute_segments, configured_source, pull_into, pull_lines, store_path
 from .planning.planner import needs_predictions
 from .settings import Settings
 from .store import connect_store
-from .store.files import file_lines
 
 
 def pull_to_store(cfg: Config, ledger: Ledger, con: duckdb.DuckDBPyConnection, settings: Settings, *,
@@ -95,7 +94,7 @@ def segments_from_store(cfg: Config, ledger: Ledger, settings: Settings, *, as_o
         con.close()
         raise
     run.pull = result
-    run.warnings[:0] = file_lines(result)
+    run.warnings[:0] = pull_lines(result)
     save_cut_points(con, run)
     return run
 

@@ -19,6 +19,7 @@ import duckdb
 from pydantic import ValidationError
 
 from connectors.errors import ConfigError as SourceConfigError
+from connectors.file_consent import consent_lines
 from connectors.records import BadRow
 from connectors.source import PullResult, Source
 from segmentation import SegmentationConfig, SegmentationResult, run_segmentation
@@ -251,7 +252,7 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
             days = valid_purchase_days(con, cfg.timezone, day_table=True, facts=facts)
         segment(days)
     result = segmented[0]
-    warnings = file_lines(pull)
+    warnings = pull_lines(pull)
     # an as-of in the future: its own line; the data are stale only if the newest order is old as of today
     today = today_in(cfg.timezone)
     warnings += [w for w in [future_line(as_of, today, cfg.timezone, con),
@@ -270,6 +271,12 @@ def compute_segments(cfg: Config, as_of: date | None = None, *, preset: str | No
                                      left_out=report.spend_left_out if report is not None else None,
                                      own=report.spend_own if report is not None else None))
     return SegmentsRun(con=con, result=result, pull=pull, config=cfg, predictions=report, warnings=warnings)
+
+
+def pull_lines(pull: object) -> list[str]:
+    """A pull's warnings: a file source's files gone or copied (:func:`~sync.store.files.file_lines`), and the
+    consent values it read neither as yes nor as no (:func:`~connectors.file_consent.consent_lines`)."""
+    return file_lines(pull) + consent_lines(pull)
 
 
 def stale_warning(con: duckdb.DuckDBPyConnection, as_of: date, timezone: str, stale_days: int,

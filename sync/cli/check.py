@@ -21,6 +21,7 @@ def check(config_path, limit, strict, offline, fmt):
     read-only (credentials accepted, audience/account reachable; exit 2 when not)."""
     import duckdb
 
+    from connectors.file_consent import consent_lines
     from connectors.tables import create_tables
 
     from ..guards import check_source_lines
@@ -57,9 +58,12 @@ def check(config_path, limit, strict, offline, fmt):
         say(f"  {bad}", highlight=False, markup=False)
     if result.bad_row_count > limit:
         say(f"  … and {result.bad_row_count - limit} more")
+    unread = consent_lines(result)  # consent values read neither as yes nor as no
+    print_warnings(unread)
     if doc is not None:
         doc["counts"] = {"orders": result.orders, "contacts": result.contacts, "bad_rows": result.bad_row_count}
         doc["bad_rows"] = [str(bad) for bad in result.bad_rows[:limit]]
+        doc["warnings"].extend(unread)
         if result.identity is not None:
             doc["source"]["identity"] = str(result.identity)
     _check_destinations(cfg, offline, say, doc)

@@ -12,7 +12,6 @@ from rich.table import Table
 from connectors.secrets import mask
 
 from ..errors import ConfigError, DestinationError
-from ..store.files import file_lines
 from .json_output import emit, format_option, report_dict, start
 from .main import as_of_option, config_option, dest_option, load, reading, reading_options
 from .output import out, print_plans, print_warnings
@@ -57,7 +56,9 @@ def pull(config_path, source_name, full, reread, verify, fmt):
     finally:
         ledger.close()
     result = pulled.result
-    gone = file_lines(result)  # a file source's files removed since the last pull
+    from ..pipeline import pull_lines
+
+    gone = pull_lines(result)  # files removed since the last pull, consent values not read
     print_warnings(gone)
     if doc is not None:
         doc["warnings"].extend(gone)

@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Callable, Iterable, Mapping
+
 from ..config import DestinationConfig
+from ..model import DesiredContact, PushedState
 
 
 NO_CONSENT_SKIP = "no marketing consent (new_contacts = skip)"
@@ -17,6 +21,48 @@ def refused_consent(consent: str, new_contacts: str) -> bool:
     taken off; his fields are kept up to date; an ``unknown`` consent (the source does not say) changes nothing
     for a contact the ESP holds. The columnar planner's twin: ``sync.planning.columnar._diff_sql``."""
     return new_contacts == "skip" and consent == "no"
+
+
+def address_consent(consents: Iterable[str]) -> str:
+    """The consent of an address several customers give (a family account, one person's two cards: one contact):
+    a *no* on any of them wins, else a *yes* on any, else ``unknown``. The store keeps no date of a consent, so
+    the latest statement cannot be told; a "no" is the side that never mails anyone against his word.
+    :data:`ADDRESS_CONSENT_SQL` is its twin over a group of rows (:mod:`sync.planning.rows`)."""
+    given = set(consents)
+    return "no" if "no" in given else "yes" if "yes" in given else "unknown"
+
+
+#: :func:`address_consent` as a SQL aggregate of the consent column ``{c}`` (a VARCHAR of yes / no / unknown)
+ADDRESS_CONSENT_SQL = ("CASE WHEN bool_or({c} = 'no') THEN 'no' WHEN bool_or({c} = 'yes') THEN 'yes' "
+                       "ELSE 'unknown' END")
+
+
+def shared_consent(first: DesiredContact, consent: str, new_contacts: str) -> DesiredContact:
+    """``first``, the contact of an address another customer's row gives too (``consent``: his), with the
+    address's consent (:func:`address_consent`): a *no* under ``skip`` leaves it no managed tag
+    (:func:`refused_consent`)."""
+    both = address_consent((first.consent, consent))
+    if both == first.consent:
+        return first
+    return replace(first, consent=both, tags=frozenset() if refused_consent(both, new_contacts) else first.tags)
+
+
+def refused_by_others(desired: list[DesiredContact], last: Mapping[str, PushedState], customer_ids: Iterable[str],
+                      new_contacts: str | None, refusals: Callable[[set[str]], Mapping[str, set[str]]]
+                      ) -> list[DesiredContact]:
+    """A partial plan's (a webhook resync of ``customer_ids``) contacts with the consent of their address
+    (:func:`address_consent`) where another customer's card gives it with a *no*: as the full plan, which sees
+    every card, gives it. Else a resync of the card saying *yes* would tag again (or subscribe) the address the
+    full sync withdrew for the other card's *no*. ``refusals(keys)``: the customers whose card gives each key with
+    a *no* (a read of the store's contacts), asked only about the addresses the ledger holds no tag on (withdrawn,
+    or not synced yet) that the plan would tag or subscribe: a contact still tagged has no such card (the full
+    sync took its tags off), and a resync of tagged contacts never reads the store's contacts for it."""
+    ids = {str(c) for c in customer_ids}
+    ask = {d.key for d in desired if d.consent != "no" and (d.tags or d.consent == "yes")
+           and not (d.key in last and last[d.key].tags)}
+    refused = refusals(ask) if ask else {}
+    return [shared_consent(d, "no", new_contacts or "skip") if set(refused.get(d.key, ())) - ids else d
+            for d in desired]
 
 
 def status_for_new(consent: str, new_contacts: str) -> str | None:

@@ -21,7 +21,7 @@ from connectors.email_phone import normalize_email
 from ..config import DestinationConfig
 from ..errors import ConfigError
 from ..model import ContactChange, DesiredContact, FieldValue, OwnerChange, PushedState, Skip
-from .consent import NEW_STATUSES, NO_CONSENT_SKIP, consent_warning, refused_consent, status_for_new
+from .consent import NEW_STATUSES, NO_CONSENT_SKIP, consent_warning, refused_consent, shared_consent, status_for_new
 from .transitions import tags_for_row, transition_managed
 from .values import FIELD_VALUES, column_of
 
@@ -78,15 +78,15 @@ def desired_contacts(rows: Iterable[Mapping[str, Any]], dest: DestinationConfig
         if key is None:
             skipped.append(Skip(str(raw), str(row["customer_id"]), row["segment"], "invalid email"))
             continue
-        fields = {esp: normalise_value(row.get(column_of(v))) for esp, v in dest.fields.items()}
         consent = str(row.get("marketing_consent") or "unknown")
+        if key in desired:  # two customers share an address: the more valuable row came first, and is the
+            desired[key] = shared_consent(desired[key], consent, dest.new_contacts)  # contact; a "no" wins
+            continue
+        fields = {esp: normalise_value(row.get(column_of(v))) for esp, v in dest.fields.items()}
         tags = frozenset() if refused_consent(consent, dest.new_contacts) else \
             frozenset(tags_for.get(row["segment"], ())) | tags_for_row(dest, row)
-        contact = DesiredContact(key=key, customer_id=str(row["customer_id"]), email=key, consent=consent,
-                                 segment=row["segment"], tags=tags, fields=fields)
-        if key in desired:  # two customers share an address: the more recent/valuable row came first
-            continue
-        desired[key] = contact
+        desired[key] = DesiredContact(key=key, customer_id=str(row["customer_id"]), email=key, consent=consent,
+                                      segment=row["segment"], tags=tags, fields=fields)
     return list(desired.values()), skipped
 
 
@@ -284,9 +284,6 @@ def same_value(a: FieldValue, b: FieldValue) -> bool:
     return a is b or json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
-_same = same_value
-
-
 def plan_destination(dest: DestinationConfig, desired: Iterable[DesiredContact], last: Mapping[str, PushedState],
                      *, revision: int = 0, existing: Mapping[str, str] | None = None,
                      full_refresh: bool = False, skipped: Iterable[Skip] = (), remote_checked: bool = False,
@@ -323,7 +320,7 @@ def plan_destination(dest: DestinationConfig, desired: Iterable[DesiredContact],
             continue
         add = d.tags if full_refresh else d.tags - prev_tags
         remove = prev_tags - d.tags
-        set_fields = {k: v for k, v in d.fields.items() if k not in prev_fields or not _same(prev_fields[k], v)}
+        set_fields = {k: v for k, v in d.fields.items() if k not in prev_fields or not same_value(prev_fields[k], v)}
         if remove and refused_consent(d.consent, dest.new_contacts):
             withdrawn.append(d.key)
         if not exists or add or remove or set_fields:

@@ -7,8 +7,8 @@
 * ``_plan_rows``: every row with an address, numbered ``_rn`` in planning order (by value: monetary
   descending, then customer id), with its normalised address ``_key`` (NULL when invalid);
 * ``_plan_desired``: one row per address, the first in planning order (two customers sharing an address: the
-  more recent/valuable row wins): a view of ``_plan_rows`` leaving out the later rows (``_plan_later``), not a
-  second copy;
+  more recent/valuable row wins, with the address's consent: :func:`~sync.planning.consent.address_consent`): a
+  view of ``_plan_rows`` leaving out the later rows (``_plan_later``), not a second copy;
 * ``_plan_invalid``: the rows whose address is invalid (reported as skipped, in planning order).
 
 Addresses are normalised as :func:`connectors.email_phone.email_map` does (the SQL twin of
@@ -26,11 +26,14 @@ import duckdb
 from connectors.email_phone import email_fast_sql, email_map
 from connectors.normalize import ident
 
+from .consent import ADDRESS_CONSENT_SQL
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
 ROWS, DESIRED, INVALID, EMAILS = "_plan_rows", "_plan_desired", "_plan_invalid", "_plan_emails"
 LATER = "_plan_later"  # the _rn of rows whose address an earlier row has
+SHARED = "_plan_shared"  # each address several rows have: its first row's _rn and the address's consent
 #: columns every staged row has (NULL when the source does not give them)
 BASE_COLUMNS = {"customer_id": "VARCHAR", "email": "VARCHAR", "marketing_consent": "VARCHAR", "segment": "VARCHAR"}
 
@@ -151,11 +154,15 @@ def _stage(con: duckdb.DuckDBPyConnection, select: str) -> CustomerRows:
     con.execute(f"""UPDATE {ROWS} r SET _key = m.norm FROM {EMAILS} m
         WHERE r._key IS NULL AND m.raw = r.email AND m.norm IS NOT NULL""")
     # a later row with an address already planned is not desired (the first in planning order wins): found by
-    # grouping the keys (few repeat), not by numbering every key's rows
+    # grouping the keys (few repeat), not by numbering every key's rows; the first row of a shared address carries
+    # the address's consent, what all its customers say (a "no" on any wins: consent.address_consent)
+    consent = ADDRESS_CONSENT_SQL.format(c="coalesce(NULLIF(CAST(marketing_consent AS VARCHAR), ''), 'unknown')")
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE {SHARED} AS SELECT _key, min(_rn) AS first, {consent} AS consent
+        FROM {ROWS} WHERE _key IS NOT NULL GROUP BY _key HAVING count(*) > 1""")
     con.execute(f"""CREATE OR REPLACE TEMP TABLE {LATER} AS
-        SELECT r._rn FROM {ROWS} r
-        JOIN (SELECT _key, min(_rn) AS first FROM {ROWS} WHERE _key IS NOT NULL GROUP BY _key HAVING count(*) > 1) d
-          ON d._key = r._key AND r._rn > d.first""")
+        SELECT r._rn FROM {ROWS} r JOIN {SHARED} d ON d._key = r._key AND r._rn > d.first""")
+    con.execute(f"""UPDATE {ROWS} r SET marketing_consent = s.consent FROM {SHARED} s
+        WHERE r._rn = s.first AND r.marketing_consent IS DISTINCT FROM s.consent""")
     con.execute(f"""CREATE OR REPLACE TEMP VIEW {DESIRED} AS
         SELECT r.* FROM {ROWS} r ANTI JOIN {LATER} l ON l._rn = r._rn WHERE r._key IS NOT NULL""")
     con.execute(f"""CREATE OR REPLACE TEMP TABLE {INVALID} AS

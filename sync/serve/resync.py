@@ -55,6 +55,7 @@ from ..ingest import load_last_full_run, save_cut_points
 from ..ledger import Ledger
 from ..model import PushedState
 from ..pipeline import SegmentsRun, compute_segments, store_path, today_in
+from ..planning.consent import refused_by_others
 from ..planning.plan import Plan, check_fields, desired_contacts, leave_shared_to_full_sync, plan_destination
 from ..planning.target import check_target
 from ..planning.retired import retires_only
@@ -246,6 +247,8 @@ def _plan_incremental(cfg: Config, dest: DestinationConfig, ledger: Ledger, sett
     target = check_target(ledger, dest)  # a config pointed at another audience waits for a full refresh
     revision = ledger.state_revision(dest.name)
     last = ledger.load_state_of(dest.name, keys, affected.customer_ids)  # by key: never the whole destination
+    desired = refused_by_others(desired, last, affected.customer_ids, dest.new_contacts,  # another card's no
+                                lambda ks: store_holders(cfg, ks, None, affected.store_wait, refused=True))
     desired, last, shared = leave_shared_to_full_sync(desired, last, affected.customer_ids,
                                                       lambda keys, among: store_holders(cfg, keys, among,
                                                                                        affected.store_wait))

@@ -14,19 +14,21 @@ from ..planning.values import PREDICTIVE_VALUES
 from ..store import STORE_LOCK, connect_store
 
 
-def store_holders(cfg: Config, keys: set[str], among: set[str] | None, wait_seconds: float = 60.0
-                   ) -> dict[str, set[str]]:
+def store_holders(cfg: Config, keys: set[str], among: set[str] | None, wait_seconds: float = 60.0,
+                  refused: bool = False) -> dict[str, set[str]]:
     """Which customers the store gives each of ``keys`` (normalised addresses) now, among the customers ``among``
     (read by id through the lookup index) or, with ``None``, among everyone: one scan of the contacts' e-mails
     (no index holds them; ILIKE keeps every spelling of a key, and its value is normalised here), made only when
     an affected customer left an address the ledger still gives him with tags (a changed e-mail; once the
-    tags are off, never again for it)."""
+    tags are off, never again for it). ``refused``: only the customers whose card says *no* to marketing, for
+    an address the resync would tag or subscribe (:func:`sync.planning.consent.refused_by_others`)."""
     if among is not None:
         where, params = "customer_id IN (SELECT unnest(?))", [sorted(among)]
     else:
         where, params = "(" + " OR ".join(["email ILIKE ?"] * len(keys)) + ")", [f"%{k}%" for k in sorted(keys)]
     with STORE_LOCK, connect_store(store_path(cfg), wait_seconds=wait_seconds) as con:  # closed on leaving
-        rows = con.execute(f"SELECT customer_id, email FROM contacts WHERE email IS NOT NULL AND {where}",
+        no = " AND marketing_consent = 'no'" if refused else ""
+        rows = con.execute(f"SELECT customer_id, email FROM contacts WHERE email IS NOT NULL{no} AND {where}",
                            params).fetchall()
     held: dict[str, set[str]] = {}
     for customer, email in rows:
