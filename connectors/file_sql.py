@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from . import normalize as nz
+from . import amounts, normalize as nz
 from .file_decimal import column_decimals
 from .file_readers import refuse_int96
 from .file_staging import LoadedFile
@@ -57,7 +57,7 @@ def _normalised_select(con: duckdb.DuckDBPyConnection, lf: LoadedFile, src: str,
         return f"{nz.text_sql(col[f])} AS {a.get(f, 't_' + f)}"
 
     step0 = ", ".join([*(["_srow"] if lf.row_sql == "_srow" else []), *(step0_of(f) for f in col)])
-    step1 = [f"{nz.amount_sql('t_' + f, dec[f], NUMBER_FIELDS[f])} AS d_{f}" for f in nums if f not in typed]
+    step1 = [f"{amounts.amount_sql('t_' + f, dec[f], NUMBER_FIELDS[f])} AS d_{f}" for f in nums if f not in typed]
     step1 += [f"{nz.naive_timestamp_sql('t_' + f, excel_serial=kind == 'xlsx', date_format=cfg.date_format)} AS n_{f}"
               for f in dates if f not in typed]
     step1 += [f"{nz.name_words_sql('t_name')} AS w_name"] if "name" in has else []

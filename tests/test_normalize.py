@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors import email_phone as ep
-from connectors import normalize as nz
+from connectors import amounts, normalize as nz
 
 from tests.profiles import examples
 
@@ -135,7 +135,7 @@ def test_money_in_any_consistent_locale_is_read_back_exactly(items, locale, whol
         text = LOCALES[locale](f"{d:,.0f}" if whole else f"{d:,.2f}")
         texts.append(NEGATIVES[neg - 1](text) if neg else text)
     mark = nz.sniff_decimal(texts)
-    got = _CON.execute("SELECT [" + ", ".join(nz.amount_sql(nz.lit(t), mark) for t in texts) + "]").fetchall()[0][0]
+    got = _CON.execute("SELECT [" + ", ".join(amounts.amount_sql(nz.lit(t), mark) for t in texts) + "]").fetchall()[0][0]
     assert got == [-d if neg else d for d, neg in values], (texts, mark)
 
 
@@ -157,9 +157,9 @@ def test_sniff_decimal_weighs_decisive_values_over_ambiguous_ones(values, money,
 ])
 def test_a_mark_after_a_lone_zero_is_the_decimal_mark(texts, want):
     mark = nz.sniff_decimal(texts)
-    got = _CON.execute("SELECT [" + ", ".join(nz.amount_sql(nz.lit(t), mark) for t in texts) + "]").fetchall()[0][0]
+    got = _CON.execute("SELECT [" + ", ".join(amounts.amount_sql(nz.lit(t), mark) for t in texts) + "]").fetchall()[0][0]
     assert [str(d) for d in got] == want, mark
-    assert _CON.execute(f"SELECT {nz.amount_sql(nz.lit('0,500'), '.')}, {nz.amount_sql(nz.lit('0.500'), ',')}"
+    assert _CON.execute(f"SELECT {amounts.amount_sql(nz.lit('0,500'), '.')}, {amounts.amount_sql(nz.lit('0.500'), ',')}"
                         ).fetchall() == [(Decimal("0.50"), Decimal("0.50"))]  # whatever the column's mark
 
 
