@@ -28,8 +28,16 @@ def amount_strip_sql(t: str) -> str:
     return rf"regexp_replace(replace({bare}, '−', '-'), '^\(([0-9.,]+)\)$|^([0-9.,]+)-$', '-\1\2')"
 
 
+# a digit, thousands spaces, then a group of other than three digits: `1 23`, `1'2345`, `12 5,50`
+_BAD_SPACE_RE = rf"[0-9]{_SPACES_RE}+([0-9]{{1,2}}|[0-9]{{4,}})([^0-9]|$)"
+
+
 # A whole number grouped in thousands more than once (1,250,000 / 1.250.000): the mark groups thousands.
 _GROUPED_RE = r"[-+]?[0-9]{1,3}(,[0-9]{3}){2,}|[-+]?[0-9]{1,3}(\.[0-9]{3}){2,}"
+# Both marks: thousands grouped by one, the last one the decimal mark (`1,234,567.89`, `1.234,5`); any other
+# mix (`1.234.5,00`, `1,23.45`, `.5,250`) fits no form: NULL.
+_GROUPED_POINT_RE = r"[-+]?[0-9]{1,3}(,[0-9]{3})+\.[0-9]+"
+_GROUPED_COMMA_RE = r"[-+]?[0-9]{1,3}(\.[0-9]{3})+,[0-9]+"
 
 
 def amount_number_sql(s: str, decimal: Decimal_ = ".") -> str:
@@ -37,15 +45,18 @@ def amount_number_sql(s: str, decimal: Decimal_ = ".") -> str:
     a value holding both ``,`` and ``.`` uses the last one as its decimal mark; a single separator not
     followed by exactly three digits, or after a lone ``0`` (``0,500``: no thousands) or more than three digits
     (``1037.000``: a thousands group cannot follow four digits), is a decimal mark; only the ambiguous rest
-    (``1,234`` / ``1.234``) follows ``decimal``, the column's mark."""
+    (``1,234`` / ``1.234``) follows ``decimal``, the column's mark. Both marks need thousands grouped by the first
+    (``1,234,567.89``); any other value holding a mark (``1.234.5``, ``1,2,3``, ``1.234.5,00``) is NULL."""
     other = "." if decimal == "," else ","
     return (f"CASE WHEN regexp_full_match({s}, {lit(_GROUPED_RE)}) THEN replace(replace({s}, ',', ''), '.', '')"
             f" WHEN contains({s}, ',') AND contains({s}, '.') THEN"
-            f" CASE WHEN strpos({s}, ',') > strpos({s}, '.') AND NOT contains(substr({s}, strpos({s}, ',') + 1), '.')"
-            f" THEN replace(replace({s}, '.', ''), ',', '.') ELSE replace({s}, ',', '') END"
+            f" CASE WHEN regexp_full_match({s}, {lit(_GROUPED_POINT_RE)}) THEN replace({s}, ',', '')"
+            f" WHEN regexp_full_match({s}, {lit(_GROUPED_COMMA_RE)}) THEN replace(replace({s}, '.', ''), ',', '.') END"
             f" WHEN regexp_full_match({s}, '[-+]?([0-9]*[.,]([0-9]{{1,2}}|[0-9]{{4,}})|0+[.,][0-9]+|[0-9]{{4,}}[.,][0-9]+)')"
             f" THEN replace({s}, ',', '.')"
-            f" ELSE replace(replace({s}, {lit(other)}, ''), ',', '.') END")
+            f" WHEN regexp_full_match({s}, '[-+]?[0-9]{{1,3}}[.,][0-9]{{3}}')"
+            f" THEN replace(replace({s}, {lit(other)}, ''), ',', '.')"
+            f" WHEN contains({s}, ',') OR contains({s}, '.') THEN NULL ELSE {s} END")
 
 
 def decimal_sql(n: str, scale: int = 2) -> str:
@@ -64,7 +75,14 @@ def amount_sql(col: str, decimal: Decimal_ = ".", scale: int = 2) -> str:
     """Money text → DECIMAL(18, scale), NULL when unparseable: plain numbers are cast directly,
     the rest goes through steps 1–3 (composed textually; they are rare)."""
     slow = decimal_sql(f"({amount_number_sql(f'({amount_strip_sql(col)})', decimal)})", scale)
-    return f"CASE WHEN {plain_number_sql(col, decimal)} THEN TRY_CAST({col} AS DECIMAL(18,{scale})) ELSE {slow} END"
+    return (f"CASE WHEN {plain_number_sql(col, decimal)} THEN TRY_CAST({col} AS DECIMAL(18,{scale}))"
+            f" WHEN {bad_spaces_sql(col)} THEN NULL ELSE {slow} END")
+
+
+def bad_spaces_sql(col: str) -> str:
+    """TRUE for money text whose thousands spaces (or ``'``) are not each followed by exactly three digits (``1 23``,
+    ``1 2345``, ``12 5,50``): no number, whatever the marks (:func:`amount_strip_sql` drops the spaces)."""
+    return f"regexp_matches({col}, {lit(_BAD_SPACE_RE)})"
 
 
 def too_big_amount_sql(col: str) -> str:

@@ -411,6 +411,21 @@ def test_an_amount_too_long_to_store_is_out_of_range_not_unparseable(tmp_path):
         assert [(b.row, b.reason) for b in got] == [(2, too_big), (3, "unparseable or empty amount")]
 
 
+def test_an_amount_with_malformed_digit_groups_is_a_bad_row_naming_file_row_and_value(tmp_path):
+    write_csv(tmp_path / "sales.csv", [
+        HEADER,
+        ["1", "c1", "02.01.2024", "1.234.5", "", "", ""],  # row 2: was 12345, silently
+        ["2", "c1", "02.01.2024", "1 23", "", "", ""],  # row 3: was 123
+        ["3", "c1", "02.01.2024", "1 234,50", "", "", ""],  # a well-grouped amount: stored
+    ])
+    result, con = pull(tmp_path)
+    assert [(b.row, b.reason) for b in result.bad_rows] == [(2, "unparseable or empty amount"),
+                                                           (3, "unparseable or empty amount")]
+    assert str(result.bad_rows[0]).startswith(str(tmp_path / "sales.csv"))
+    assert str(result.bad_rows[0]).endswith("amount: unparseable or empty amount ('1.234.5')")
+    assert {k: v[2] for k, v in orders(con).items()} == {"3": Decimal("1234.50")}
+
+
 # ------------------------------------------------------------------------------ typed CSV fast path
 
 ISO_COLS = {"order_id": "order_id", "customer_id": "customer_id", "ordered_at": "ordered_at", "amount": "amount",

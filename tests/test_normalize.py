@@ -163,6 +163,20 @@ def test_a_mark_after_a_lone_zero_is_the_decimal_mark(texts, want):
                         ).fetchall() == [(Decimal("0.50"), Decimal("0.50"))]  # whatever the column's mark
 
 
+@pytest.mark.parametrize("mark", [",", "."])
+def test_malformed_digit_grouping_is_no_number_whatever_the_columns_mark(mark):
+    """Thousands groups of other than three digits, or marks in no documented form: NULL (a bad row), where the
+    other mark was dropped and the digits kept (`1.234.5` was 12345, `1,2,3` and `1 23` were 123)."""
+    bad = ["1.234.5", "1,234,5", "1,2,3", "1 23", "1 2345", "1'23", "12 5,50", "1.234.5,00", "1,23.45", "1.2,3"]
+    got = _CON.execute("SELECT [" + ", ".join(amounts.amount_sql(nz.lit(t), mark) for t in bad) + "]").fetchone()[0]
+    assert got == [None] * len(bad)
+    good = {"1 234,50": "1234.50", "1,234.50": "1234.50", "1.234,50 €": "1234.50", "1'234.50": "1234.50",
+            "1 234 567,89": "1234567.89", "1,234,567.89": "1234567.89", "12 500": "12500.00", "10 000.5": "10000.50",
+            "(1 234,50)": "-1234.50", "- 12,50": "-12.50", "1,250,000": "1250000.00", "5 so'm": "5.00"}
+    got = _CON.execute("SELECT [" + ", ".join(amounts.amount_sql(nz.lit(t), mark) for t in good) + "]").fetchone()[0]
+    assert [str(d) for d in got] == list(good.values())
+
+
 @pytest.mark.parametrize("raw, region, e164", [
     ("00998901234567", "RU", "+998901234567"),  # 00 dials out from a Russian mobile, not 8 10: before +700998901234567
     ("00 998 90 123-45-67", "RU", "+998901234567"),
