@@ -102,10 +102,13 @@ def _read_xlsx(path: Path, columns: dict[str, str], sheet: str | None) -> pa.Tab
         names = [str(c).strip() if c is not None else f"column{i}" for i, c in enumerate(head[at] if head else ())]
         data: list[list[str | None]] = [[] for _ in names]
         srow: list[int] = []
+        dated = _dated_columns(wb, names, columns)
         for n, r in enumerate(itertools.chain(head[at + 1:], rows), start=at + 2):
             if not any(c is not None and c != "" for c in r):
                 continue
             srow.append(n)
+            if dated:
+                r = tuple(_rebased(c) if i in dated else c for i, c in enumerate(r))
             for i in range(len(names)):
                 data[i].append(_cell_text(r[i]) if i < len(r) else None)
     finally:
@@ -174,6 +177,27 @@ def _shown_values(cells: tuple) -> tuple:
                 v = str(int(v)).zfill(len(fmt))
         out.append(v)
     return tuple(out)
+
+
+#: days from Mac Excel's day 0 (1904-01-01) to Windows Excel's (1899-12-30): a serial day of a 1904 workbook
+#: plus this is the same day's serial in the 1900 system the date reader reads (:func:`normalize.naive_timestamp_sql`)
+MAC_1904_SHIFT = 1462
+
+
+def _dated_columns(wb, names: list[str], columns: dict[str, str]) -> set[int]:
+    """The indexes of the mapped date columns of a workbook in Mac Excel's 1904 date system (its date cells are
+    read right by openpyxl; a serial day number in a General cell is 4 years off unless rebased), else none."""
+    from openpyxl.utils.datetime import CALENDAR_MAC_1904
+
+    if wb.epoch != CALENDAR_MAC_1904:
+        return set()
+    heads = {columns[f].strip().casefold() for f in ("ordered_at", "created_at", "cancelled_at") if f in columns}
+    return {i for i, name in enumerate(names) if name.casefold() in heads}
+
+
+def _rebased(v: object) -> object:
+    """A 1904 workbook's serial day as the 1900 system's (text and dates unchanged)."""
+    return v + MAC_1904_SHIFT if isinstance(v, (int, float)) and not isinstance(v, bool) else v
 
 
 def _cell_text(v: object) -> str | None:

@@ -332,6 +332,26 @@ def test_xlsx_with_title_rows_date_cells_and_serial_dates(tmp_path):
     assert [(b.row, b.field, b.value) for b in result.bad_rows] == [(6, "ordered_at", "когда-то")]
 
 
+def test_a_mac_1904_workbooks_serial_dates_are_read_in_its_own_date_system(tmp_path):
+    """Mac Excel's 1904 date system: serial 44348 is 2025-06-02 there (day 0 is 1904-01-01), 2021-06-01 in the
+    1900 system the reader assumed: 4 years off, silently. Its date cells were right, and stay right; an amount
+    that is a number is not shifted."""
+    from openpyxl.utils.datetime import CALENDAR_MAC_1904
+
+    wb = openpyxl.Workbook()
+    wb.epoch = CALENDAR_MAC_1904
+    ws = wb.active
+    ws.append(HEADER)
+    ws.append([1, "c1", dt.datetime(2025, 6, 1, 12), 44348, None, None, None])  # a date cell
+    ws.append([2, "c2", 44348.5, 10, None, None, None])  # a serial day in a General cell: 2025-06-02 12:00
+    wb.save(tmp_path / "sales.xlsx")
+    result, con = pull(tmp_path, orders="sales.xlsx")
+    got = orders(con)
+    assert result.bad_row_count == 0
+    assert got["1"][1:3] == (dt.datetime(2025, 6, 1, 12, tzinfo=UTC), Decimal("44348.00"))
+    assert got["2"][1] == dt.datetime(2025, 6, 2, 12, tzinfo=UTC)
+
+
 def test_parquet_with_typed_columns(tmp_path):
     pq.write_table(pa.table({
         "order_id": ["1", "2"], "customer_id": ["c1", "c2"],
