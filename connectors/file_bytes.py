@@ -111,3 +111,20 @@ def quoted_at(path: Path, offset: int, encoding: str) -> tuple[int, str]:
     shown = ("…" if len(before) > _QUOTED else "") + before[-_QUOTED:] + after[:_QUOTED] + (
         "…" if len(after) > _QUOTED else "")
     return line, shown
+
+
+#: a field that begins with a quote and goes on after its closing one (``;"Ромашка" ООО;``): no CSV reading of it
+#: holds (its quote opens a quoted field the rest of the line does not close); a doubled quote ``""`` is no close
+_STRAY_QUOTE = re.compile(rb'(?:^|[;,\t|])"[^"\r\n]*"[^";,\t|\r\n]')
+
+
+def stray_quote(path: Path) -> tuple[int, str] | None:
+    """The first line (number, text cut to about 100 characters) holding a field that begins with a quote but goes
+    on after its closing one, in one pass over the file (only when a read failed), or None."""
+    with open(path, "rb") as f:
+        for n, line in enumerate(f, 1):
+            if b'"' in line and (m := _STRAY_QUOTE.search(line)):
+                text = line.rstrip(b"\r\n").decode("utf-8", "replace")
+                at = len(line[:m.start()].decode("utf-8", "replace"))
+                return n, text[max(at - 50, 0):at + 50]
+    return None

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import BadFileError, ConfigError, ConnectorError, TransientError
-from .file_bytes import ROW_MAX, first_bad_byte, last_row, line_at, quoted_at, row_start
+from .file_bytes import ROW_MAX, first_bad_byte, last_row, line_at, quoted_at, row_start, stray_quote
 from .file_cyrillic import CYRILLIC_RUN, cyrillic_8bit, decide_8bit, tied_8bit  # noqa: F401 (re-exported)
 from .file_paths import file_state, unchanged
 
@@ -308,4 +308,10 @@ def csv_error(path: Path, read: Path, exc: Exception, auto: bool = False) -> Exc
             return encoding_error(path, "utf-8", auto)
     except OSError:
         pass
+    if (stray := stray_quote(read)) is not None:
+        line, text = stray
+        return BadFileError(f"{path}: cannot read as CSV: line {line} has a field that begins with a quote and goes on "
+                            f"after its closing one ({text!r}): in CSV such a field must be quoted whole, its own "
+                            f"quotes doubled (\"\"\"Ромашка\"\" ООО\"); fix it in the export (or write it without "
+                            f"the quotes) and run again (DuckDB: {first})")
     return BadFileError(f"{path}: cannot read as CSV: {first}")

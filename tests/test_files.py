@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
-from connectors.errors import ConfigError
+from connectors.errors import BadFileError, ConfigError
 from connectors.file_staging import FilePullResult
 from connectors.files import FileSource, FileSourceConfig
 from connectors.http import to_decimal
@@ -330,6 +330,23 @@ def test_xlsx_with_title_rows_date_cells_and_serial_dates(tmp_path):
     assert got["1"][1:3] == (dt.datetime(2024, 1, 2, 5, 30, tzinfo=UTC), Decimal("1234.50"))
     assert got["2"][1:3] == (dt.datetime(2024, 1, 8, 19, 0, tzinfo=UTC), Decimal("99.90"))
     assert [(b.row, b.field, b.value) for b in result.bad_rows] == [(6, "ordered_at", "когда-то")]
+
+
+def test_a_field_beginning_with_a_quoted_word_names_its_line_and_the_fix(tmp_path):
+    """`"Ромашка" ООО` (a company name, common in Russian exports) on line 1502 of 3 000: DuckDB's sniffer refused
+    the file with neither line nor cause; the error names both, and how such a field is written in CSV."""
+    rows = [HEADER] + [[str(i), f"c{i}", "02.01.2024", "10", "", "", ""] for i in range(1, 3000)]
+    rows[1501][1] = '"Ромашка" ООО'
+    write_csv(tmp_path / "sales.csv", rows)
+    with pytest.raises(BadFileError) as e:
+        pull(tmp_path)
+    msg = str(e.value)
+    assert msg.startswith(f"{tmp_path / 'sales.csv'}: cannot read as CSV: line 1502 has a field that begins with a quote")
+    assert "'1501;\"Ромашка\" ООО;02.01.2024;10;;;'" in msg and '"""Ромашка"" ООО"' in msg
+    rows[1501][1] = '"""Ромашка"" ООО"'  # quoted whole: read
+    write_csv(tmp_path / "sales.csv", rows)
+    _, con = pull(tmp_path)
+    assert orders(con)["1501"][0] == '"Ромашка" ООО'
 
 
 def test_a_mac_1904_workbooks_serial_dates_are_read_in_its_own_date_system(tmp_path):
