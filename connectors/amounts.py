@@ -34,9 +34,11 @@ _BAD_SPACE_RE = rf"[0-9]{_SPACES_RE}+([0-9]{{1,2}}|[0-9]{{4,}})([^0-9]|$)"
 
 # A whole number grouped in thousands more than once (1,250,000 / 1.250.000): the mark groups thousands.
 _GROUPED_RE = r"[-+]?[0-9]{1,3}(,[0-9]{3}){2,}|[-+]?[0-9]{1,3}(\.[0-9]{3}){2,}"
+# Indian grouping: lakhs and crores in groups of two above the thousands (`12,34,567`, `1,23,456.78`)
+_INDIAN = "[0-9]{1,2}(,[0-9]{2})+,[0-9]{3}"
 # Both marks: thousands grouped by one, the last one the decimal mark (`1,234,567.89`, `1.234,5`); any other
 # mix (`1.234.5,00`, `1,23.45`, `.5,250`) fits no form: NULL.
-_GROUPED_POINT_RE = r"[-+]?[0-9]{1,3}(,[0-9]{3})+\.[0-9]+"
+_GROUPED_POINT_RE = rf"[-+]?([0-9]{{1,3}}(,[0-9]{{3}})+|{_INDIAN})\.[0-9]+"
 _GROUPED_COMMA_RE = r"[-+]?[0-9]{1,3}(\.[0-9]{3})+,[0-9]+"
 
 
@@ -46,7 +48,8 @@ def amount_number_sql(s: str, decimal: Decimal_ = ".") -> str:
     followed by exactly three digits, or after a lone ``0`` (``0,500``: no thousands) or more than three digits
     (``1037.000``: a thousands group cannot follow four digits), is a decimal mark; only the ambiguous rest
     (``1,234`` / ``1.234``) follows ``decimal``, the column's mark. Both marks need thousands grouped by the first
-    (``1,234,567.89``); any other value holding a mark (``1.234.5``, ``1,2,3``, ``1.234.5,00``) is NULL."""
+    (``1,234,567.89``, or in Indian lakhs ``1,23,456.78`` / ``12,34,567``); any other value holding a mark
+    (``1.234.5``, ``1,2,3``, ``1.234.5,00``) is NULL."""
     other = "." if decimal == "," else ","
     return (f"CASE WHEN regexp_full_match({s}, {lit(_GROUPED_RE)}) THEN replace(replace({s}, ',', ''), '.', '')"
             f" WHEN contains({s}, ',') AND contains({s}, '.') THEN"
@@ -56,6 +59,7 @@ def amount_number_sql(s: str, decimal: Decimal_ = ".") -> str:
             f" THEN replace({s}, ',', '.')"
             f" WHEN regexp_full_match({s}, '[-+]?[0-9]{{1,3}}[.,][0-9]{{3}}')"
             f" THEN replace(replace({s}, {lit(other)}, ''), ',', '.')"
+            f" WHEN regexp_full_match({s}, {lit('[-+]?' + _INDIAN)}) THEN replace({s}, ',', '')"
             f" WHEN contains({s}, ',') OR contains({s}, '.') THEN NULL ELSE {s} END")
 
 

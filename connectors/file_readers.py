@@ -102,21 +102,37 @@ def _read_xlsx(path: Path, columns: dict[str, str], sheet: str | None) -> pa.Tab
         names = [str(c).strip() if c is not None else f"column{i}" for i, c in enumerate(head[at] if head else ())]
         data: list[list[str | None]] = [[] for _ in names]
         srow: list[int] = []
-        dated = _dated_columns(wb, names, columns)
         for n, r in enumerate(itertools.chain(head[at + 1:], rows), start=at + 2):
             if not any(c is not None and c != "" for c in r):
                 continue
             srow.append(n)
-            if dated:
-                r = tuple(_rebased(c) if i in dated else c for i, c in enumerate(r))
             for i in range(len(names)):
                 data[i].append(_cell_text(r[i]) if i < len(r) else None)
+        epoch = excel_epoch(wb)
     finally:
         wb.close()
     table = pa.table({**{name: pa.array(col, pa.string()) for name, col in zip(_dedupe(names), data)},
                       "_srow": pa.array(srow, pa.int64())})
     return table.replace_schema_metadata({"sheets": json.dumps(sheets), "sheet": ws.title,
-                                          "headers": json.dumps(names)})
+                                          "headers": json.dumps(names), "epoch": epoch})
+
+
+def excel_epoch(wb) -> str:
+    """The day a workbook's serial day numbers count from: 1899-12-30 (Windows Excel's 1900 system), or 1904-01-01
+    for a workbook saved in Mac Excel's 1904 system (its date cells openpyxl reads right; a serial day number in a
+    General or text cell read from 1899-12-30 would be 1 462 days early)."""
+    from openpyxl.utils.datetime import CALENDAR_MAC_1904
+
+    return "1904-01-01" if wb.epoch == CALENDAR_MAC_1904 else EXCEL_EPOCH
+
+
+#: the day Excel's serial day numbers count from in the usual (1900) date system
+EXCEL_EPOCH = "1899-12-30"
+
+
+def xlsx_epoch(table: pa.Table) -> str:
+    """The day a :func:`read_xlsx` table's serial day numbers count from (its workbook's date system)."""
+    return (table.schema.metadata or {}).get(b"epoch", EXCEL_EPOCH.encode()).decode()
 
 
 def xlsx_headers(table: pa.Table) -> list[str]:
@@ -177,27 +193,6 @@ def _shown_values(cells: tuple) -> tuple:
                 v = str(int(v)).zfill(len(fmt))
         out.append(v)
     return tuple(out)
-
-
-#: days from Mac Excel's day 0 (1904-01-01) to Windows Excel's (1899-12-30): a serial day of a 1904 workbook
-#: plus this is the same day's serial in the 1900 system the date reader reads (:func:`normalize.naive_timestamp_sql`)
-MAC_1904_SHIFT = 1462
-
-
-def _dated_columns(wb, names: list[str], columns: dict[str, str]) -> set[int]:
-    """The indexes of the mapped date columns of a workbook in Mac Excel's 1904 date system (its date cells are
-    read right by openpyxl; a serial day number in a General cell is 4 years off unless rebased), else none."""
-    from openpyxl.utils.datetime import CALENDAR_MAC_1904
-
-    if wb.epoch != CALENDAR_MAC_1904:
-        return set()
-    heads = {columns[f].strip().casefold() for f in ("ordered_at", "created_at", "cancelled_at") if f in columns}
-    return {i for i, name in enumerate(names) if name.casefold() in heads}
-
-
-def _rebased(v: object) -> object:
-    """A 1904 workbook's serial day as the 1900 system's (text and dates unchanged)."""
-    return v + MAC_1904_SHIFT if isinstance(v, (int, float)) and not isinstance(v, bool) else v
 
 
 def _cell_text(v: object) -> str | None:

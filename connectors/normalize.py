@@ -190,7 +190,7 @@ def _has_offset(date_format: str | None) -> bool:
 
 
 def naive_timestamp_sql(t: str, formats: Iterable[str] = DATE_FORMATS, excel_serial: bool = False,
-                        date_format: str | None = None) -> str:
+                        date_format: str | None = None, excel_epoch: str = "1899-12-30") -> str:
     """Step 1 for dates: trimmed text → naive TIMESTAMP (ISO, dd.mm.yyyy[ HH:MM[:SS]], …). A ``date_format``
     with ``%z`` or ``%Z`` gives the UTC time of each value (its own offset or zone applied; see :func:`zoned_timestamp_sql`)."""
     fmts = [date_format] if date_format else list(formats)
@@ -201,7 +201,7 @@ def naive_timestamp_sql(t: str, formats: Iterable[str] = DATE_FORMATS, excel_ser
         naive = f"COALESCE(TRY_CAST({t} AS TIMESTAMP), {naive})"
     if excel_serial:
         naive = (f"COALESCE({naive}, CASE WHEN regexp_full_match({t}, '[0-9]{{1,6}}(\\.[0-9]+)?') THEN "
-                 f"TIMESTAMP '1899-12-30' + to_microseconds(round(TRY_CAST({t} AS DOUBLE) * 86400000000)::BIGINT) END)")
+                 f"TIMESTAMP '{excel_epoch}' + to_microseconds(round(TRY_CAST({t} AS DOUBLE) * 86400000000)::BIGINT) END)")
     return naive
 
 

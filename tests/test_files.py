@@ -347,6 +347,23 @@ def test_a_field_beginning_with_a_quoted_word_names_its_line_and_the_fix(tmp_pat
     write_csv(tmp_path / "sales.csv", rows)
     _, con = pull(tmp_path)
     assert orders(con)["1501"][0] == '"Ромашка" ООО'
+    rows[1501][1] = '"Ромашка" ООО'  # below a title line: the line in the file, not in the copy without it
+    write_csv(tmp_path / "sales.csv", [["Продажи за май"], *rows])
+    with pytest.raises(BadFileError, match="line 1503 has a field that begins with a quote"):
+        pull(tmp_path)
+
+
+def test_a_quote_never_closed_is_not_blamed_on_valid_quoted_fields(tmp_path):
+    """Valid quoted fields (JSON with doubled quotes, a `;` inside quotes) above a quote never closed: the error
+    may not name a valid line as the stray quote (it names none: where a quote opened the reader cannot say)."""
+    rows = [HEADER] + [[str(i), f"c{i}", "02.01.2024", "10", "", "", ""] for i in range(1, 3000)]
+    rows[2][1] = '"{""sku"":1,""qty"":2}"'
+    rows[3][1] = '"a; b"'
+    rows[1999][1] = '"never closed'
+    write_csv(tmp_path / "sales.csv", rows)
+    with pytest.raises(BadFileError) as e:
+        pull(tmp_path)
+    assert "cannot read as CSV" in str(e.value) and "begins with a quote" not in str(e.value)
 
 
 def test_a_mac_1904_workbooks_serial_dates_are_read_in_its_own_date_system(tmp_path):
@@ -361,12 +378,17 @@ def test_a_mac_1904_workbooks_serial_dates_are_read_in_its_own_date_system(tmp_p
     ws.append(HEADER)
     ws.append([1, "c1", dt.datetime(2025, 6, 1, 12), 44348, None, None, None])  # a date cell
     ws.append([2, "c2", 44348.5, 10, None, None, None])  # a serial day in a General cell: 2025-06-02 12:00
+    ws.append([3, "c3", "44348", 10, None, None, None])  # a serial day in a text cell
+    ws.append([4, "c4", 20250602, 10, None, None, None])  # a number no serial reading gives a real date
     wb.save(tmp_path / "sales.xlsx")
     result, con = pull(tmp_path, orders="sales.xlsx")
     got = orders(con)
-    assert result.bad_row_count == 0
     assert got["1"][1:3] == (dt.datetime(2025, 6, 1, 12, tzinfo=UTC), Decimal("44348.00"))
     assert got["2"][1] == dt.datetime(2025, 6, 2, 12, tzinfo=UTC)
+    assert got["3"][1] == dt.datetime(2025, 6, 2, tzinfo=UTC)
+    assert [(b.row, b.value) for b in result.bad_rows] == [(5, "20250602")]  # quoted as written, not shifted
+    result, con = pull(tmp_path, orders="sales.xlsx", date_format="%Y%m%d")  # a number read by the format
+    assert orders(con)["4"][1] == dt.datetime(2025, 6, 2, tzinfo=UTC)
 
 
 def test_parquet_with_typed_columns(tmp_path):
