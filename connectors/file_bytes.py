@@ -5,6 +5,7 @@ holding a byte, the file's last row, and the line around a byte quoted for an er
 from __future__ import annotations
 
 import codecs
+import itertools
 import re
 from pathlib import Path
 
@@ -111,3 +112,28 @@ def quoted_at(path: Path, offset: int, encoding: str) -> tuple[int, str]:
     shown = ("…" if len(before) > _QUOTED else "") + before[-_QUOTED:] + after[:_QUOTED] + (
         "…" if len(after) > _QUOTED else "")
     return line, shown
+
+
+
+def stray_quote(path: Path, delim: str) -> tuple[int, str] | None:
+    """The first line (number in ``path``, text cut to about 100 characters) where a field that begins with a quote
+    goes on after its closing one (``;"Ромашка" ООО;``): no CSV reading of it holds. Found by the csv module's
+    strict reader in one pass (only after a failed read); None when it reads the file, or fails otherwise (a quote
+    never closed: where it opened the reader does not say)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv.reader(f, delimiter=delim, quotechar='"', doublequote=True, strict=True)
+        try:
+            for _ in reader:
+                pass
+        except csv.Error as e:
+            if "expected after" not in str(e):
+                return None
+            line = reader.line_num
+        else:
+            return None
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        text = next(itertools.islice(f, line - 1, None), "").rstrip("\r\n")
+    at = max(text.find('"'), 0)
+    return line, text[max(at - 50, 0):at + 50]

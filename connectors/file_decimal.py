@@ -74,7 +74,7 @@ def column_decimals(con: duckdb.DuckDBPyConnection, path: str, src: str, col: di
             out[f] = nz.sniff_decimal(samples[f], money=f != "quantity", settled=settled if f == "quantity" else None)
             continue
         out[f] = _majority(v)
-        if v["w"] and (_conflicts(v) or _outweighed(v, out[f], money=f != "quantity")):
+        if _stops(v, out[f], money=f != "quantity"):
             raise BadFileError(_conflict(con, path, src, col[f], headers[f], guess[f], v, f != "quantity",
                                          not _conflicts(v)))
         if out[f] != guess[f]:
@@ -154,7 +154,7 @@ def typed_reads_as_text(con: duckdb.DuckDBPyConnection, src: str, field: str, v:
     if sliced[mark] >= max(MIN_SIDE, MARGIN * WEIGHT_SHARE * against):
         return True
     votes = _whole_column(con, src, {field: v}, {field: mark})[field]
-    return _majority(votes) == mark and not (votes["w"] and (_conflicts(votes) or _outweighed(votes, mark, money)))
+    return _majority(votes) == mark and not _stops(votes, mark, money)
 
 
 def _counts(values: list[str], money: bool, mark: nz.Decimal_ | None = None) -> dict[str, int]:
@@ -202,6 +202,14 @@ def _totals(keys: dict[str, int]) -> dict[str, int]:
 
 def _majority(votes: dict[str, int]) -> nz.Decimal_:
     return "," if votes[","] > votes["."] else "."
+
+
+def _stops(votes: dict[str, int], mark: nz.Decimal_, money: bool) -> bool:
+    """Whether the column's ambiguous values cannot be read with ``mark`` (its majority): the readings conflict,
+    the majority is too light (:func:`_outweighed`), or there is none: as many values read each mark (one
+    ``12,50`` and one ``7.25``: ``1,234`` and ``1.234`` would be read as different numbers on a coin's toss)."""
+    tied = votes[","] == votes["."]
+    return bool(votes["w"]) and (tied or _conflicts(votes) or _outweighed(votes, mark, money))
 
 
 def _conflicts(votes: dict[str, int]) -> bool:
@@ -277,6 +285,8 @@ def _conflict(con: duckdb.DuckDBPyConnection, path: str, src: str, v: str, heade
                              f" {voted_sql(src, v, guess, money)} WHERE vote IS NOT NULL GROUP BY 1").fetchall())
     sides = " and ".join(f"{votes[m]} {'values' if votes[m] != 1 else 'value'} read with {m!r} as the decimal mark"
                          f" only (e.g. {first.get(m)!r})" for m in (",", ".") if votes[m])
-    return (f"{path}: column {header!r} mixes decimal marks: {sides}, and {votes['w']} values such as "
-            f"{first.get('w')!r} mean a different number with each{' (too few values decide it)' if few else ''}; "
+    n = votes["w"]
+    return (f"{path}: column {header!r} mixes decimal marks: {sides}, and {n} {'values' if n != 1 else 'value'} such as "
+            f"{first.get('w')!r} {'mean' if n != 1 else 'means'} a different number with each"
+            f"{' (too few values decide it)' if few else ''}; "
             f"set [source] decimal = \",\" or \".\" to say which the file uses")

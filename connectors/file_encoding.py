@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import BadFileError, ConfigError, ConnectorError, TransientError
-from .file_bytes import ROW_MAX, first_bad_byte, last_row, line_at, quoted_at, row_start
+from .file_bytes import ROW_MAX, first_bad_byte, last_row, line_at, quoted_at, row_start, stray_quote
 from .file_cyrillic import CYRILLIC_RUN, cyrillic_8bit, decide_8bit, tied_8bit  # noqa: F401 (re-exported)
 from .file_paths import file_state, unchanged
 
@@ -298,14 +298,22 @@ def cut_or_8bit(path: Path) -> str:
                        f"encoding to its encoding)")
 
 
-def csv_error(path: Path, read: Path, exc: Exception, auto: bool = False) -> Exception:
-    """The error to raise when DuckDB cannot read ``read`` (``path`` itself or its UTF-8 copy): text that is
-    not UTF-8 gets the encoding message (``auto``: ``encoding = "auto"`` is set), anything else a
-    BadFileError with DuckDB's first line."""
+def csv_error(path: Path, read: Path, exc: Exception, auto: bool = False, delim: str | None = None,
+              skip: int = 0) -> Exception:
+    """The error to raise when DuckDB cannot read ``read`` (``path`` itself or its UTF-8 copy, ``skip`` title lines
+    left out): text that is not UTF-8 gets the encoding message (``auto``: ``encoding = "auto"`` is set), a field
+    that goes on after its closing quote its line (with ``delim``), anything else a BadFileError with DuckDB's
+    first line."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     try:
         if "unicode" in str(exc).lower() or first_bad_byte(read, "utf-8") is not None:
             return encoding_error(path, "utf-8", auto)
     except OSError:
         pass
+    if delim and (stray := stray_quote(read, delim)) is not None:
+        line, text = stray[0] + skip, stray[1]
+        return BadFileError(f"{path}: cannot read as CSV: line {line} has a field that begins with a quote and goes on "
+                            f"after its closing one ({text!r}): in CSV such a field must be quoted whole, its own "
+                            f"quotes doubled (\"\"\"Ромашка\"\" ООО\"); fix it in the export (or write it without "
+                            f"the quotes) and run again (DuckDB: {first})")
     return BadFileError(f"{path}: cannot read as CSV: {first}")

@@ -108,12 +108,31 @@ def _read_xlsx(path: Path, columns: dict[str, str], sheet: str | None) -> pa.Tab
             srow.append(n)
             for i in range(len(names)):
                 data[i].append(_cell_text(r[i]) if i < len(r) else None)
+        epoch = excel_epoch(wb)
     finally:
         wb.close()
     table = pa.table({**{name: pa.array(col, pa.string()) for name, col in zip(_dedupe(names), data)},
                       "_srow": pa.array(srow, pa.int64())})
     return table.replace_schema_metadata({"sheets": json.dumps(sheets), "sheet": ws.title,
-                                          "headers": json.dumps(names)})
+                                          "headers": json.dumps(names), "epoch": epoch})
+
+
+def excel_epoch(wb) -> str:
+    """The day a workbook's serial day numbers count from: 1899-12-30 (Windows Excel's 1900 system), or 1904-01-01
+    for a workbook saved in Mac Excel's 1904 system (its date cells openpyxl reads right; a serial day number in a
+    General or text cell read from 1899-12-30 would be 1 462 days early)."""
+    from openpyxl.utils.datetime import CALENDAR_MAC_1904
+
+    return "1904-01-01" if wb.epoch == CALENDAR_MAC_1904 else EXCEL_EPOCH
+
+
+#: the day Excel's serial day numbers count from in the usual (1900) date system
+EXCEL_EPOCH = "1899-12-30"
+
+
+def xlsx_epoch(table: pa.Table) -> str:
+    """The day a :func:`read_xlsx` table's serial day numbers count from (its workbook's date system)."""
+    return (table.schema.metadata or {}).get(b"epoch", EXCEL_EPOCH.encode()).decode()
 
 
 def xlsx_headers(table: pa.Table) -> list[str]:

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from . import normalize as nz
+from . import amounts, normalize as nz
 from .file_decimal import column_decimals
-from .file_readers import refuse_int96
+from .file_readers import EXCEL_EPOCH, refuse_int96
 from .file_staging import LoadedFile
 
 if TYPE_CHECKING:
@@ -25,21 +25,22 @@ NUMBER_FIELDS = {"amount": 2, "price": 2, "discount": 2, "quantity": 3}
 
 
 def load_table(con: duckdb.DuckDBPyConnection, lf: LoadedFile, src: str, kind: str, cfg: FileSourceConfig,
-               typed: dict[str, str] | None = None) -> LoadedFile:
+               typed: dict[str, str] | None = None, excel_epoch: str = EXCEL_EPOCH) -> LoadedFile:
     """One pass over the file: CREATE TEMP TABLE with every field normalised, and the raw text
     kept only where parsing failed (for the bad-row report). Each nested SELECT is one step.
-    ``typed`` fields (the CSV fast path) arrive as TIMESTAMP / DECIMAL and skip text parsing."""
+    ``typed`` fields (the CSV fast path) arrive as TIMESTAMP / DECIMAL and skip text parsing; an XLSX's serial day
+    numbers count from ``excel_epoch`` (its workbook's date system: :func:`connectors.file_readers.excel_epoch`)."""
     typed = typed or {}
     if kind == "parquet":
         refuse_int96(con, lf.path, lf.cols)
     col = {f: f"CAST({nz.ident(h)} AS VARCHAR)" for f, h in lf.cols.items()}
     a = {f: f"a{i}" for i, f in enumerate(f for f in lf.cols if f.startswith("attr:"))}
-    sql = _normalised_select(con, lf, src, kind, cfg, typed, col, a)
+    sql = _normalised_select(con, lf, src, kind, cfg, typed, col, a, excel_epoch)
     return _store(con, lf, sql, _output_columns(con, src, cfg, typed, col, a), typed)
 
 
 def _normalised_select(con: duckdb.DuckDBPyConnection, lf: LoadedFile, src: str, kind: str, cfg: FileSourceConfig,
-                       typed: dict[str, str], col: dict[str, str], a: dict[str, str]) -> str:
+                       typed: dict[str, str], col: dict[str, str], a: dict[str, str], epoch: str) -> str:
     """The nested SELECT over ``src``: step 0 trims the text (or takes the typed value), step 1 parses numbers,
     dates and names, step 2 puts the dates in the configured time zone."""
     has = set(col)
@@ -57,9 +58,10 @@ def _normalised_select(con: duckdb.DuckDBPyConnection, lf: LoadedFile, src: str,
         return f"{nz.text_sql(col[f])} AS {a.get(f, 't_' + f)}"
 
     step0 = ", ".join([*(["_srow"] if lf.row_sql == "_srow" else []), *(step0_of(f) for f in col)])
-    step1 = [f"{nz.amount_sql('t_' + f, dec[f], NUMBER_FIELDS[f])} AS d_{f}" for f in nums if f not in typed]
-    step1 += [f"{nz.naive_timestamp_sql('t_' + f, excel_serial=kind == 'xlsx', date_format=cfg.date_format)} AS n_{f}"
-              for f in dates if f not in typed]
+    step1 = [f"{amounts.amount_sql('t_' + f, dec[f], NUMBER_FIELDS[f])} AS d_{f}" for f in nums if f not in typed]
+    serial = kind == "xlsx"
+    step1 += [nz.naive_timestamp_sql("t_" + f, excel_serial=serial, date_format=cfg.date_format, excel_epoch=epoch)
+              + f" AS n_{f}" for f in dates if f not in typed]
     step1 += [f"{nz.name_words_sql('t_name')} AS w_name"] if "name" in has else []
     step1 += [f"{nz.consent_word_sql('t_marketing_consent')} AS c_consent"] if "marketing_consent" in has else []
     step2 = [f"{nz.local_to_utc_sql('n_' + f, cfg.timezone)} AS z_{f}" if f in typed else

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from . import normalize as nz
+from . import amounts, normalize as nz
 from .diagnose import EARLY_DATE, early_date, is_excel
 from .email_phone import email_map, phone_map
 from .file_consent import consent_issues, cut
@@ -228,7 +228,7 @@ def stage_files(con: duckdb.DuckDBPyConnection, cfg: FileSourceConfig, orders: l
     # a file whose rows are bad as future until a date: read again once it has passed (sync.store.files)
     future = {paths[f]: at for f, at in con.execute("SELECT _file, min(_fut) FROM _fs_bad WHERE _fut IS NOT NULL"
                                                      " GROUP BY _file").fetchall()} if bad_count else {}
-    listed = con.execute(f"SELECT * EXCLUDE (_fut), _bad = {_NO_AMOUNT} AND {nz.too_big_amount_sql('value')} FROM"
+    listed = con.execute(f"SELECT * EXCLUDE (_fut), _bad = {_NO_AMOUNT} AND {amounts.too_big_amount_sql('value')} FROM"
                          f" (SELECT * FROM _fs_bad ORDER BY _file, _row LIMIT {MAX_BAD_ROWS}) ORDER BY _file, _row"
                          ).fetchall()
     bad_rows = [BadRow(source=paths[f], row=r, reason=TOO_BIG_AMOUNT if big else EARLY_DATE if b == _NO_DATE and v

@@ -26,8 +26,8 @@ from .errors import BadFileError, ConfigError, ConnectorError
 from .file_encoding import csv_error, utf8_copy
 from .file_lines import header_cells, line_count, numbered_src, record_lines, title_lines, without_lines
 from .file_paths import READ_ATTEMPTS, being_written, file_state, matching_files, unchanged, vanished
-from .file_readers import (XLSX_HEADER_SCAN, csv_src, needs_serial_read, read_xlsx, sheets_hint, sniff_delimiter,
-                           typed_csv, xlsx_headers)
+from .file_readers import (EXCEL_EPOCH, XLSX_HEADER_SCAN, csv_src, needs_serial_read, read_xlsx, sheets_hint,
+                           sniff_delimiter, typed_csv, xlsx_epoch, xlsx_headers)
 from .file_sql import NUMBER_FIELDS, load_table
 from .file_staging import CONTACT_FIELDS, FIELDS, FilePullResult, LoadedFile, drop_scratch, stage_files
 from .identity import DEFAULT_MAX_GROUP
@@ -246,7 +246,7 @@ class FileSource:
             try:
                 headers = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
             except duckdb.Error as e:
-                raise csv_error(path, csv_path, e, self.cfg.encoding.lower() == "auto") from None
+                raise csv_error(path, csv_path, e, self.cfg.encoding.lower() == "auto", delim, skip) from None
             _repeated_headers(path, header_cells(csv_path, delim), headers, mapping, self.cfg.attributes)
             row_col, kind = None, "csv"
         try:
@@ -264,7 +264,7 @@ class FileSource:
         if kind == "csv":  # rows numbered by their line in the file, below the lines left out (``skip``)
             return self._load_csv(con, replace(lf, first_line=2 + skip), path, csv_path, delim, skip)
         try:
-            return load_table(con, lf, src, kind, self.cfg)
+            return load_table(con, lf, src, kind, self.cfg, excel_epoch=xlsx_epoch(arrow) if kind == "xlsx" else EXCEL_EPOCH)
         except duckdb.Error as e:
             raise BadFileError(f"{path}: cannot read: {str(e).splitlines()[0]}") from None
         finally:

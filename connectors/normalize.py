@@ -21,8 +21,6 @@ CURRENCY_TOKENS: dict[str, str] = {
     "uzs": "UZS", "тенге": "KZT", "тг": "KZT", "₸": "KZT", "kzt": "KZT", "руб.": "RUB", "руб": "RUB",
     "р.": "RUB", "₽": "RUB", "rub": "RUB", "usd": "USD", "$": "USD", "eur": "EUR", "€": "EUR",
 }
-_CURRENCY_RE = "|".join(re.escape(t) for t in sorted(CURRENCY_TOKENS, key=len, reverse=True))
-_SPACES_RE = r"[\s\x{00A0}\x{202F}\x{2009}\x{0027}]"
 
 # Two-digit years first: DuckDB's %Y also reads "24" (as the year 24 AD), while %y does not read "2024".
 DATE_FORMATS = (
@@ -96,66 +94,6 @@ def text_sql(col: str) -> str:
     return (f"CASE WHEN {col} = '' OR ord({col}) IN ({spaces}) OR suffix({col}, ' ') OR"
             f" (strlen({col}) <> length({col}) AND ord(right({col}, 1)) IN ({spaces}))"
             f" THEN NULLIF(trim({col}), '') ELSE {col} END")
-
-
-# Expressions below take *column references* and may repeat them; compose them over nested
-# SELECTs (one level per step) so each step runs once per row. The ``*_sql(col)`` one-liners
-# compose the steps textually, for small inputs and tests.
-
-def amount_strip_sql(t: str) -> str:
-    """Step 1: lower-case, drop currency words/symbols and spaces (incl. U+00A0, U+202F); the accounting
-    negatives ``(1 234,50)``, ``1234,50-`` and ``−150`` (U+2212) become ``-1234,50`` / ``-150``."""
-    bare = (f"regexp_replace(regexp_replace(lower({t}), '{_CURRENCY_RE.replace(chr(39), chr(39) * 2)}', '', 'g'),"
-            f" '{_SPACES_RE}', '', 'g')")
-    return rf"regexp_replace(replace({bare}, '−', '-'), '^\(([0-9.,]+)\)$|^([0-9.,]+)-$', '-\1\2')"
-
-
-# A whole number grouped in thousands more than once (1,250,000 / 1.250.000): the mark groups thousands.
-_GROUPED_RE = r"[-+]?[0-9]{1,3}(,[0-9]{3}){2,}|[-+]?[0-9]{1,3}(\.[0-9]{3}){2,}"
-
-
-def amount_number_sql(s: str, decimal: Decimal_ = ".") -> str:
-    """Step 2: one decimal mark, as ``.``. A whole number with repeated groups (``1,250,000``) has none;
-    a value holding both ``,`` and ``.`` uses the last one as its decimal mark; a single separator not
-    followed by exactly three digits, or after a lone ``0`` (``0,500``: no thousands) or more than three digits
-    (``1037.000``: a thousands group cannot follow four digits), is a decimal mark; only the ambiguous rest
-    (``1,234`` / ``1.234``) follows ``decimal``, the column's mark."""
-    other = "." if decimal == "," else ","
-    return (f"CASE WHEN regexp_full_match({s}, {lit(_GROUPED_RE)}) THEN replace(replace({s}, ',', ''), '.', '')"
-            f" WHEN contains({s}, ',') AND contains({s}, '.') THEN"
-            f" CASE WHEN strpos({s}, ',') > strpos({s}, '.') AND NOT contains(substr({s}, strpos({s}, ',') + 1), '.')"
-            f" THEN replace(replace({s}, '.', ''), ',', '.') ELSE replace({s}, ',', '') END"
-            f" WHEN regexp_full_match({s}, '[-+]?([0-9]*[.,]([0-9]{{1,2}}|[0-9]{{4,}})|0+[.,][0-9]+|[0-9]{{4,}}[.,][0-9]+)')"
-            f" THEN replace({s}, ',', '.')"
-            f" ELSE replace(replace({s}, {lit(other)}, ''), ',', '.') END")
-
-
-def decimal_sql(n: str, scale: int = 2) -> str:
-    """Step 3: a plain ``-123.45`` string → DECIMAL(18, scale); anything else → NULL."""
-    return f"CASE WHEN regexp_full_match({n}, '[-+]?[0-9]+(\\.[0-9]+)?') THEN TRY_CAST({n} AS DECIMAL(18,{scale})) END"
-
-
-def plain_number_sql(t: str, decimal: Decimal_ = ".", scale: int = 2) -> str:
-    """The fast path: TRUE for text that is already a plain ``-123.45`` number in this column
-    (for a ``,`` column, ``1.234`` is not plain: the dot may be a thousands separator)."""
-    frac = "[0-9]+" if decimal == "." else "([0-9]{1,2}|[0-9]{4,})"
-    return f"regexp_full_match({t}, '[-+]?[0-9]+(\\.{frac})?')"
-
-
-def amount_sql(col: str, decimal: Decimal_ = ".", scale: int = 2) -> str:
-    """Money text → DECIMAL(18, scale), NULL when unparseable: plain numbers are cast directly,
-    the rest goes through steps 1–3 (composed textually; they are rare)."""
-    slow = decimal_sql(f"({amount_number_sql(f'({amount_strip_sql(col)})', decimal)})", scale)
-    return f"CASE WHEN {plain_number_sql(col, decimal)} THEN TRY_CAST({col} AS DECIMAL(18,{scale})) ELSE {slow} END"
-
-
-def too_big_amount_sql(col: str) -> str:
-    """TRUE for money text that is a number with more than 16 digits before the point (DECIMAL(18,2) cannot hold
-    it, so :func:`amount_sql` gave NULL): an id or a phone mapped as the amount, reported as out of range like
-    the API sources' (:func:`connectors.http.to_decimal`) rather than as unparseable. Read with ``.`` as the
-    decimal mark (the column's mark is not known here; a ``,`` in a number this long groups thousands)."""
-    n = amount_number_sql(f"({amount_strip_sql(col)})")
-    return f"regexp_full_match({n}, '[-+]?0*[1-9][0-9]{{16,}}(\\.[0-9]+)?')"
 
 
 def currency_sql(col: str) -> str:
@@ -252,7 +190,7 @@ def _has_offset(date_format: str | None) -> bool:
 
 
 def naive_timestamp_sql(t: str, formats: Iterable[str] = DATE_FORMATS, excel_serial: bool = False,
-                        date_format: str | None = None) -> str:
+                        date_format: str | None = None, excel_epoch: str = "1899-12-30") -> str:
     """Step 1 for dates: trimmed text → naive TIMESTAMP (ISO, dd.mm.yyyy[ HH:MM[:SS]], …). A ``date_format``
     with ``%z`` or ``%Z`` gives the UTC time of each value (its own offset or zone applied; see :func:`zoned_timestamp_sql`)."""
     fmts = [date_format] if date_format else list(formats)
@@ -263,7 +201,7 @@ def naive_timestamp_sql(t: str, formats: Iterable[str] = DATE_FORMATS, excel_ser
         naive = f"COALESCE(TRY_CAST({t} AS TIMESTAMP), {naive})"
     if excel_serial:
         naive = (f"COALESCE({naive}, CASE WHEN regexp_full_match({t}, '[0-9]{{1,6}}(\\.[0-9]+)?') THEN "
-                 f"TIMESTAMP '1899-12-30' + to_microseconds(round(TRY_CAST({t} AS DOUBLE) * 86400000000)::BIGINT) END)")
+                 f"TIMESTAMP '{excel_epoch}' + to_microseconds(round(TRY_CAST({t} AS DOUBLE) * 86400000000)::BIGINT) END)")
     return naive
 
 

@@ -85,7 +85,7 @@ MAX_DECIMAL = Decimal(10) ** 15
 
 def _plain(value: Decimal | None) -> str | None:
     """A decimal as plain text (``1E+3`` → ``1000``), cast to its column's scale by DuckDB, which rounds half away
-    from zero as it does for a file's amounts (:func:`connectors.normalize.amount_sql`)."""
+    from zero as it does for a file's amounts (:func:`connectors.amounts.amount_sql`)."""
     return None if value is None else format(value, "f")
 
 

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
-from connectors.errors import ConfigError
+from connectors.errors import BadFileError, ConfigError
 from connectors.file_staging import FilePullResult
 from connectors.files import FileSource, FileSourceConfig
 from connectors.http import to_decimal
@@ -332,6 +332,65 @@ def test_xlsx_with_title_rows_date_cells_and_serial_dates(tmp_path):
     assert [(b.row, b.field, b.value) for b in result.bad_rows] == [(6, "ordered_at", "когда-то")]
 
 
+def test_a_field_beginning_with_a_quoted_word_names_its_line_and_the_fix(tmp_path):
+    """`"Ромашка" ООО` (a company name, common in Russian exports) on line 1502 of 3 000: DuckDB's sniffer refused
+    the file with neither line nor cause; the error names both, and how such a field is written in CSV."""
+    rows = [HEADER] + [[str(i), f"c{i}", "02.01.2024", "10", "", "", ""] for i in range(1, 3000)]
+    rows[1501][1] = '"Ромашка" ООО'
+    write_csv(tmp_path / "sales.csv", rows)
+    with pytest.raises(BadFileError) as e:
+        pull(tmp_path)
+    msg = str(e.value)
+    assert msg.startswith(f"{tmp_path / 'sales.csv'}: cannot read as CSV: line 1502 has a field that begins with a quote")
+    assert "'1501;\"Ромашка\" ООО;02.01.2024;10;;;'" in msg and '"""Ромашка"" ООО"' in msg
+    rows[1501][1] = '"""Ромашка"" ООО"'  # quoted whole: read
+    write_csv(tmp_path / "sales.csv", rows)
+    _, con = pull(tmp_path)
+    assert orders(con)["1501"][0] == '"Ромашка" ООО'
+    rows[1501][1] = '"Ромашка" ООО'  # below a title line: the line in the file, not in the copy without it
+    write_csv(tmp_path / "sales.csv", [["Продажи за май"], *rows])
+    with pytest.raises(BadFileError, match="line 1503 has a field that begins with a quote"):
+        pull(tmp_path)
+
+
+def test_a_quote_never_closed_is_not_blamed_on_valid_quoted_fields(tmp_path):
+    """Valid quoted fields (JSON with doubled quotes, a `;` inside quotes) above a quote never closed: the error
+    may not name a valid line as the stray quote (it names none: where a quote opened the reader cannot say)."""
+    rows = [HEADER] + [[str(i), f"c{i}", "02.01.2024", "10", "", "", ""] for i in range(1, 3000)]
+    rows[2][1] = '"{""sku"":1,""qty"":2}"'
+    rows[3][1] = '"a; b"'
+    rows[1999][1] = '"never closed'
+    write_csv(tmp_path / "sales.csv", rows)
+    with pytest.raises(BadFileError) as e:
+        pull(tmp_path)
+    assert "cannot read as CSV" in str(e.value) and "begins with a quote" not in str(e.value)
+
+
+def test_a_mac_1904_workbooks_serial_dates_are_read_in_its_own_date_system(tmp_path):
+    """Mac Excel's 1904 date system: serial 44348 is 2025-06-02 there (day 0 is 1904-01-01), 2021-06-01 in the
+    1900 system the reader assumed: 4 years off, silently. Its date cells were right, and stay right; an amount
+    that is a number is not shifted."""
+    from openpyxl.utils.datetime import CALENDAR_MAC_1904
+
+    wb = openpyxl.Workbook()
+    wb.epoch = CALENDAR_MAC_1904
+    ws = wb.active
+    ws.append(HEADER)
+    ws.append([1, "c1", dt.datetime(2025, 6, 1, 12), 44348, None, None, None])  # a date cell
+    ws.append([2, "c2", 44348.5, 10, None, None, None])  # a serial day in a General cell: 2025-06-02 12:00
+    ws.append([3, "c3", "44348", 10, None, None, None])  # a serial day in a text cell
+    ws.append([4, "c4", 20250602, 10, None, None, None])  # a number no serial reading gives a real date
+    wb.save(tmp_path / "sales.xlsx")
+    result, con = pull(tmp_path, orders="sales.xlsx")
+    got = orders(con)
+    assert got["1"][1:3] == (dt.datetime(2025, 6, 1, 12, tzinfo=UTC), Decimal("44348.00"))
+    assert got["2"][1] == dt.datetime(2025, 6, 2, 12, tzinfo=UTC)
+    assert got["3"][1] == dt.datetime(2025, 6, 2, tzinfo=UTC)
+    assert [(b.row, b.value) for b in result.bad_rows] == [(5, "20250602")]  # quoted as written, not shifted
+    result, con = pull(tmp_path, orders="sales.xlsx", date_format="%Y%m%d")  # a number read by the format
+    assert orders(con)["4"][1] == dt.datetime(2025, 6, 2, tzinfo=UTC)
+
+
 def test_parquet_with_typed_columns(tmp_path):
     pq.write_table(pa.table({
         "order_id": ["1", "2"], "customer_id": ["c1", "c2"],
@@ -409,6 +468,21 @@ def test_an_amount_too_long_to_store_is_out_of_range_not_unparseable(tmp_path):
     for text_only in (False, True):
         got = _pull_iso(tmp_path, text_only)[0].bad_rows
         assert [(b.row, b.reason) for b in got] == [(2, too_big), (3, "unparseable or empty amount")]
+
+
+def test_an_amount_with_malformed_digit_groups_is_a_bad_row_naming_file_row_and_value(tmp_path):
+    write_csv(tmp_path / "sales.csv", [
+        HEADER,
+        ["1", "c1", "02.01.2024", "1.234.5", "", "", ""],  # row 2: was 12345, silently
+        ["2", "c1", "02.01.2024", "1 23", "", "", ""],  # row 3: was 123
+        ["3", "c1", "02.01.2024", "1 234,50", "", "", ""],  # a well-grouped amount: stored
+    ])
+    result, con = pull(tmp_path)
+    assert [(b.row, b.reason) for b in result.bad_rows] == [(2, "unparseable or empty amount"),
+                                                           (3, "unparseable or empty amount")]
+    assert str(result.bad_rows[0]).startswith(str(tmp_path / "sales.csv"))
+    assert str(result.bad_rows[0]).endswith("amount: unparseable or empty amount ('1.234.5')")
+    assert {k: v[2] for k, v in orders(con).items()} == {"3": Decimal("1234.50")}
 
 
 # ------------------------------------------------------------------------------ typed CSV fast path

@@ -61,6 +61,23 @@ def test_mixed_marks_without_an_ambiguous_value_read_every_value(tmp_path):
     assert result.bad_row_count == 0 and got["1"][2] == Decimal("12.50") and got["50"][2] == Decimal("7.25")
 
 
+@pytest.mark.parametrize("ambiguous", ["1.234", "1,234"])
+def test_a_tie_between_the_marks_stops_on_an_ambiguous_value_whichever_its_mark(tmp_path, ambiguous):
+    """One `12,50` and one `7.25`: no majority says which mark the column uses. Before, the tie went to '.', so
+    `1.234` was 1.23 and `1,234` was 1234, silently; now either stops naming the column, the values and the key."""
+    _csv(tmp_path, ["12,50", "7.25", ambiguous])
+    with pytest.raises(BadFileError) as e:
+        pull(tmp_path, columns=COLS)
+    msg = str(e.value)
+    assert msg.startswith(f"{tmp_path / 'sales.csv'}: column 'a' mixes decimal marks: 1 value read with ','")
+    assert f"1 value such as {ambiguous!r} means a different number" in msg and '[source] decimal = ","' in msg
+    _, con = pull(tmp_path, columns=COLS, decimal=",")
+    assert orders(con)["3"][2] == (Decimal("1.23") if ambiguous == "1,234" else Decimal("1234.00"))
+    _csv(tmp_path, ["12,50", "7.25"])  # a tie without an ambiguous value reads each value as it can only be read
+    result, con = pull(tmp_path, columns=COLS)
+    assert result.bad_row_count == 0 and orders(con)["2"][2] == Decimal("7.25")
+
+
 _TEXT = st.text(alphabet="0123456789,.  р$-", max_size=12)
 
 

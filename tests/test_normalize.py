@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors import email_phone as ep
-from connectors import normalize as nz
+from connectors import amounts, normalize as nz
 
 from tests.profiles import examples
 
@@ -135,7 +135,7 @@ def test_money_in_any_consistent_locale_is_read_back_exactly(items, locale, whol
         text = LOCALES[locale](f"{d:,.0f}" if whole else f"{d:,.2f}")
         texts.append(NEGATIVES[neg - 1](text) if neg else text)
     mark = nz.sniff_decimal(texts)
-    got = _CON.execute("SELECT [" + ", ".join(nz.amount_sql(nz.lit(t), mark) for t in texts) + "]").fetchall()[0][0]
+    got = _CON.execute("SELECT [" + ", ".join(amounts.amount_sql(nz.lit(t), mark) for t in texts) + "]").fetchall()[0][0]
     assert got == [-d if neg else d for d, neg in values], (texts, mark)
 
 
@@ -157,10 +157,25 @@ def test_sniff_decimal_weighs_decisive_values_over_ambiguous_ones(values, money,
 ])
 def test_a_mark_after_a_lone_zero_is_the_decimal_mark(texts, want):
     mark = nz.sniff_decimal(texts)
-    got = _CON.execute("SELECT [" + ", ".join(nz.amount_sql(nz.lit(t), mark) for t in texts) + "]").fetchall()[0][0]
+    got = _CON.execute("SELECT [" + ", ".join(amounts.amount_sql(nz.lit(t), mark) for t in texts) + "]").fetchall()[0][0]
     assert [str(d) for d in got] == want, mark
-    assert _CON.execute(f"SELECT {nz.amount_sql(nz.lit('0,500'), '.')}, {nz.amount_sql(nz.lit('0.500'), ',')}"
+    assert _CON.execute(f"SELECT {amounts.amount_sql(nz.lit('0,500'), '.')}, {amounts.amount_sql(nz.lit('0.500'), ',')}"
                         ).fetchall() == [(Decimal("0.50"), Decimal("0.50"))]  # whatever the column's mark
+
+
+@pytest.mark.parametrize("mark", [",", "."])
+def test_malformed_digit_grouping_is_no_number_whatever_the_columns_mark(mark):
+    """Thousands groups of other than three digits, or marks in no documented form: NULL (a bad row), where the
+    other mark was dropped and the digits kept (`1.234.5` was 12345, `1,2,3` and `1 23` were 123)."""
+    bad = ["1.234.5", "1,234,5", "1,2,3", "1 23", "1 2345", "1'23", "12 5,50", "1.234.5,00", "1,23.45", "1.2,3"]
+    got = _CON.execute("SELECT [" + ", ".join(amounts.amount_sql(nz.lit(t), mark) for t in bad) + "]").fetchone()[0]
+    assert got == [None] * len(bad)
+    good = {"1 234,50": "1234.50", "1,234.50": "1234.50", "1.234,50 €": "1234.50", "1'234.50": "1234.50",
+            "1 234 567,89": "1234567.89", "1,234,567.89": "1234567.89", "12 500": "12500.00", "10 000.5": "10000.50",
+            "(1 234,50)": "-1234.50", "- 12,50": "-12.50", "1,250,000": "1250000.00", "5 so'm": "5.00",
+            "1,23,456.78": "123456.78", "12,34,567": "1234567.00", "-1,00,000": "-100000.00"}  # Indian lakhs
+    got = _CON.execute("SELECT [" + ", ".join(amounts.amount_sql(nz.lit(t), mark) for t in good) + "]").fetchone()[0]
+    assert [str(d) for d in got] == list(good.values())
 
 
 @pytest.mark.parametrize("raw, region, e164", [

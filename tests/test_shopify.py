@@ -170,7 +170,7 @@ def test_amounts_with_more_decimals_round_as_a_file_s_and_an_amount_out_of_range
     """A store in a three-decimal currency (or float arithmetic upstream) sends ``10.005``: staged as 10.01, as
     the file reader rounds it (half away from zero), not a failed page; an amount no column holds is reported
     with its order and field, and the rest of the page is staged."""
-    from connectors.normalize import amount_sql
+    from connectors.amounts import amount_sql
 
     fake = FakeShopify(rsps)
     fake.put_order(1, 7, "10.005", at=T0)
