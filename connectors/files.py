@@ -180,7 +180,8 @@ class FileSource:
         """Read and normalise one file into the temp view ``table`` over the temp table ``<table>_data``
         (:func:`connectors.file_sql.persist_loaded` copies it into the connection's database). A file that changed
         while it was read (a POS still writing it, a copy onto the share under way) is read again, and after
-        :data:`~connectors.file_paths.READ_ATTEMPTS` such reads the run stops, a retry-later error naming it."""
+        :data:`~connectors.file_paths.READ_ATTEMPTS` such reads the run stops, a retry-later error naming it. The
+        file as found before and after the read it returns is its ``state``."""
         mapping = self._orders_map if role == "orders" else self._contacts_map
         try:
             for _ in range(READ_ATTEMPTS):
@@ -192,7 +193,7 @@ class FileSource:
                         raise
                     continue
                 if unchanged(path, before):
-                    return loaded
+                    return replace(loaded, state=before)
         except FileNotFoundError:  # moved into an archive folder, removed: before, during or right after a read
             raise vanished(path) from None
         raise being_written(path)
