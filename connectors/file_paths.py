@@ -6,13 +6,17 @@ import errno
 import fnmatch
 import glob
 import hashlib
+import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from .errors import ConfigError, TransientError
 from .suggest import did_you_mean
+
+log = logging.getLogger(__name__)
 
 
 class NothingMatches(ConfigError):
@@ -36,15 +40,51 @@ def matching_files(pattern: str, base_dir: Path) -> list[Path]:
     out, or remove the rows read from it before, without a word. A link whose target is missing, or cannot be
     reached now (a share disconnected: ENOTCONN, ESTALE, EIO, a timeout...) is a retry-later error; a link that
     can never lead anywhere as it is (:data:`LINK_CONFIG_ERRORS`: a loop, no permission, a file used as a folder)
-    a ConfigError. Matching nothing: :class:`NothingMatches`."""
+    a ConfigError. An office suite's own file beside a workbook (:func:`office_file`: Excel's ``~$sales.xlsx`` while
+    ``sales.xlsx`` is open) is left out, said at ``-v`` (and by ``check``: :func:`left_out_lines`). Matching nothing:
+    :class:`NothingMatches`."""
     full = pattern if os.path.isabs(pattern) else str(base_dir / pattern)
     matched = _check_links(full, 0 if os.path.isabs(pattern) else len(base_dir.parts))
     found = sorted(Path(p) for p in matched if os.path.isfile(p))
+    for path in [p for p in found if office_file(p)]:
+        log.info("%s: left out: %s", path, office_file(path))
+        found.remove(path)
     if not found:
         near = [p.name for p in Path(full).parent.glob("*") if p.is_file()] if Path(full).parent.is_dir() else []
         hint = did_you_mean(Path(pattern).name, near) if not glob.has_magic(pattern) else ""
         raise NothingMatches(f"no file matches {pattern!r} (looked in {base_dir}){hint}", pattern, full)
     return found
+
+
+def office_file(path: Path) -> str | None:
+    """What ``path`` is when it is an office suite's own file, not an export, else None: Excel's owner file
+    (``~$sales.xlsx``, beside a workbook open in Excel: a few bytes naming who has it open), LibreOffice's lock file
+    (``.~lock.sales.xlsx#``), or Excel's temporary file of a save under way (8 hex characters, no extension:
+    ``3A7F01C2``, holding a workbook's bytes: a text export so named is read)."""
+    name = path.name
+    if name.startswith("~$"):
+        return "an Excel owner file (the workbook it names is open in Excel)"
+    if name.startswith(".~lock.") and name.endswith("#"):
+        return "a LibreOffice lock file (the file it names is open in LibreOffice)"
+    if re.fullmatch(r"[0-9A-Fa-f]{8}", name):
+        try:
+            with open(path, "rb") as f:
+                head = f.read(8)
+        except OSError:  # gone already: Excel renamed it when the save was done
+            return "an Excel temporary file of a save under way"
+        if head.startswith((b"PK\x03\x04", bytes.fromhex("D0CF11E0A1B11AE1"))):
+            return "an Excel temporary file of a save under way (a workbook's bytes under a name without extension)"
+    return None
+
+
+def left_out_lines(patterns: list[str | None], base_dir: Path) -> list[str]:
+    """One line per file the ``patterns`` match that :func:`matching_files` leaves out (:func:`office_file`)."""
+    lines = []
+    for pattern in filter(None, patterns):
+        full = pattern if os.path.isabs(pattern) else str(base_dir / pattern)
+        lines += [f"{p}: left out: {why}" for p in sorted(glob.glob(full)) if os.path.isfile(p)
+                  and (why := office_file(Path(p)))]
+    return lines
 
 
 def pattern_matches(full: str, path: str) -> bool:
