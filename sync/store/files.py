@@ -1,8 +1,9 @@
 """A file source in the order store: each export file read once, remembered by its fingerprint.
 
-Every file the source's patterns match is noted in ``ingest_files`` with its fingerprint: path, size, mtime and a
-hash of its first and last 64 KiB (plus a hash of the whole file when read with ``verify``) and a hash of the
-``[source]`` table it was read under: of the bytes the read read (:mod:`sync.store.file_prints`). Each order in ``orders`` carries the file it came from (``file_id``).
+Every file the source's patterns match is noted in ``ingest_files`` with its fingerprint (of the bytes its read
+read: :mod:`sync.store.file_prints`): path, size, mtime and a hash of its first and last 64 KiB (plus a hash of the
+whole file when read with ``verify``) and a hash of the ``[source]`` table it was read under. Each order in
+``orders`` carries the file it came from (``file_id``).
 A file's rows as read (bad ones included) are kept in a table of their own (``ingest_f<file id>``) only when a
 rule crosses files; otherwise ``orders`` is the one copy (:mod:`sync.store.file_lean`).
 
