@@ -75,7 +75,8 @@ def test_a_utf16_export_cut_inside_a_code_unit_is_the_retry_later_error_as_utf8(
 
 def test_a_utf16_export_cut_and_left_so_for_an_hour_was_cut_short(tmp_path):
     export(tmp_path, _utf16_cut(), age=SETTLED)
-    with pytest.raises(BadFileError, match="ends inside a character at byte [0-9]+ .line 2001: '2000,c200.'.*has not changed"):
+    cut = "ends inside a character at byte [0-9]+ .line 2001: '2000,c200.'.*has not changed"
+    with pytest.raises(BadFileError, match=cut):
         _pull(tmp_path)
 
 
@@ -122,7 +123,8 @@ def test_excels_temporary_file_of_a_save_is_left_out_and_a_text_file_so_named_is
     ("sales.csv", None, "a zip archive: an XLSX workbook?; nothing was stored: rename it to .xlsx"),
     ("old.xls", bytes.fromhex("D0CF11E0A1B11AE1") + bytes(range(256)) * 20,
      "a legacy Excel 97-2003 workbook (.xls); nothing was stored: open it in Excel and save it as .xlsx"),
-    ("data.csv", b"PAR1" + bytes(range(256)) * 4 + b"PAR1", "a Parquet file; nothing was stored: rename it to .parquet"),
+    ("data.csv", b"PAR1" + bytes(range(256)) * 4 + b"PAR1",
+     "a Parquet file; nothing was stored: rename it to .parquet"),
 ])
 def test_a_workbook_or_parquet_file_under_a_text_name_is_named_for_what_it_looks_like(tmp_path, name, data, looks):
     """The docs' "mis-named file" (BadFileError, exit 3), not "not valid cp1251 text ...; fix that line" (exit 2)."""

@@ -176,7 +176,8 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
         with scratch_dir() as tmp:
             for key in wanted:
                 if key not in keep:  # into temp tables: the store gets the rows once, or a copy (below)
-                    new[key], prints[key] = read_printed(source, con, key, f"{TEMP_PREFIX}{ids[key]}", Path(tmp), verify)
+                    table = f"{TEMP_PREFIX}{ids[key]}"
+                    new[key], prints[key] = read_printed(source, con, key, table, Path(tmp), verify)
                     counts[key] = file_counts(con, new[key])
                     if progress is not None:
                         progress(counts[key][0])
