@@ -16,7 +16,7 @@ from typing import Callable
 from .errors import BadFileError, ConfigError, ConnectorError, TransientError
 from .file_bytes import ROW_MAX, first_bad_byte, last_row, line_at, quoted_at, row_start
 from .file_cyrillic import CYRILLIC_RUN, cyrillic_8bit, decide_8bit, tied_8bit  # noqa: F401 (re-exported)
-from .file_paths import file_state, unchanged
+from .file_paths import FileState, file_state, unchanged
 
 log = logging.getLogger("connectors.file_readers")
 
@@ -196,6 +196,31 @@ def settled(path: Path) -> bool:
     """Whether ``path`` has not changed for :data:`SETTLED_SECONDS` (:func:`changed_at`, by :data:`clock`: an mtime
     ahead of it delays the decision, and :func:`cut_short` says so)."""
     return clock() - changed_at(path) >= SETTLED_SECONDS
+
+
+#: how long a fresh text file that does not end in a line break is watched after its read (:func:`quiet_after_read`):
+#: a copy under way writes every few milliseconds (a 64 KiB block over a 1 MB/s share: 64 ms)
+QUIET_SECONDS = 0.5
+#: how :func:`quiet_after_read` waits (tests act in the pause instead of racing a thread against the read)
+pause: Callable[[float], None] = time.sleep
+
+
+def quiet_after_read(path: Path, before: FileState) -> bool:
+    """Whether ``path``, read whole as :func:`~connectors.file_paths.file_state` found it ``before`` the read, may be
+    taken as complete. A copy caught under way ends mid-line (its blocks do not end at line breaks): its last value
+    cut (a clients file's ``yo'q``, no, read as ``y``, yes). Many finished exports end without a line break too, so
+    that alone proves nothing; a CSV/TSV file that does not end in one and changed in the last
+    :data:`SETTLED_SECONDS` is watched :data:`QUIET_SECONDS` more, and one that changes meanwhile is being written
+    (read again). A copy stalled for longer cannot be told from a finished file: the order store reads it again
+    once it has changed."""
+    if path.suffix.lower() in (".xlsx", ".xlsm", ".parquet", ".pq") or before.stat[2] == 0 or settled(path):
+        return True
+    with open(path, "rb") as f:
+        f.seek(max(0, before.stat[2] - 2))
+        if set(f.read(2)) & {0x0A, 0x0D}:  # (UTF-16: 0A 00 or 00 0A)
+            return True
+    pause(QUIET_SECONDS)
+    return unchanged(path, before)
 
 
 def _utc(ts: float) -> str:
