@@ -152,10 +152,10 @@ def _cut_at(path: Path, at: int) -> bool:
         return _unfinished(f.read())
 
 
-def _unfinished(tail: bytes) -> bool:
-    """Whether ``tail`` is UTF-8 that ends inside a character: the decoder holds its last bytes back, not refuses
-    any (bytes appended could finish it)."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
+def _unfinished(tail: bytes, enc: str = "utf-8") -> bool:
+    """Whether ``tail`` is ``enc`` text (UTF-8, or UTF-16 of one byte order) that ends inside a character: the
+    decoder holds its last bytes back, not refuses any (bytes appended could finish it)."""
+    decoder = codecs.getincrementaldecoder(enc)()
     try:
         decoder.decode(tail, final=False)
     except UnicodeDecodeError:
@@ -339,7 +339,12 @@ def _utf16_cut(path: Path, enc: str) -> bool:
     """Whether the UTF-16 file ``path`` is valid but for its last 1-3 bytes: a code unit begun (an odd byte count)
     or a surrogate pair begun, that the file ends before finishing."""
     at = first_bad_byte(path, enc)
-    return at is not None and path.stat().st_size - at <= 3
+    if at is None or path.stat().st_size - at > 3:
+        return False
+    with open(path, "rb") as f:
+        big = f.read(2) == codecs.BOM_UTF16_BE or enc.endswith("be")
+        f.seek(at)
+        return _unfinished(f.read(), "utf-16-be" if big else "utf-16-le")  # (a lone low surrogate is no cut)
 
 
 #: the first bytes of files that are no text, what they are and what to do (a workbook or Parquet file under a CSV
@@ -362,11 +367,11 @@ def not_text(path: Path) -> None:
 
 
 def nul_tail(path: Path, enc: str) -> None:
-    """A text file that ends in NUL bytes (a NUL code unit of a UTF-16 or UTF-32 file) is a copy under way that set
+    """A text file that ends in NUL bytes (two or more; a NUL code unit of a UTF-32 file) is a copy under way that set
     the file's size first (Windows Explorer or robocopy onto a share, some NAS sync tools): the rest is not written
     yet. Changed in the last :data:`SETTLED_SECONDS`, a retry-later error; unchanged since, a copy that stopped:
     a BadFileError. No export ends so: its last line is text."""
-    unit = 4 if enc.startswith("utf-32") else 2 if enc.startswith("utf-16") else 1
+    unit = 4 if enc.startswith("utf-32") else 2  # (UTF-16 LE text ends in one zero byte: 0A 00; whatever is set)
     size = path.stat().st_size
     n, block = 0, 1 << 16
     with open(path, "rb") as f:

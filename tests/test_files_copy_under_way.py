@@ -74,6 +74,17 @@ def test_a_utf16_export_cut_inside_a_code_unit_is_the_retry_later_error_as_utf8(
     assert CUT in run_cli("pull", "--config", str(tmp_path / "rfmsync.toml"), code=3).output
 
 
+def test_a_utf16_export_cut_inside_a_surrogate_pair_is_cut_and_a_lone_low_surrogate_is_not(tmp_path):
+    """``😀`` is two code units (D83D DE00): a file ending after the first is cut; one ending in a low surrogate
+    alone is a bad code unit no bytes appended could fix: the encoding error naming its line (exit 2)."""
+    data = codecs.BOM_UTF16_LE + (HEAD + ROWS + "2001,😀").encode("utf-16-le")
+    export(tmp_path, data[:-2])  # the high surrogate written, the low one not yet
+    with pytest.raises(TransientError, match="the file ends inside a character"):
+        _pull(tmp_path)
+    export(tmp_path, codecs.BOM_UTF16_LE + (HEAD + ROWS).encode("utf-16-le") + b"\x00\xdc")
+    assert "fix that line" in run_cli("pull", "--config", str(tmp_path / "rfmsync.toml"), code=2).output
+
+
 def test_a_utf16_export_cut_and_left_so_for_an_hour_was_cut_short(tmp_path):
     export(tmp_path, _utf16_cut(), age=SETTLED)
     cut = "ends inside a character at byte [0-9]+ .line 2001: '2000,c200.'.*has not changed"
