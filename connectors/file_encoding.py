@@ -7,7 +7,6 @@ from __future__ import annotations
 import codecs
 import logging
 import os
-import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,7 +15,8 @@ from typing import Callable
 from .errors import BadFileError, ConfigError, ConnectorError, TransientError
 from .file_bytes import ROW_MAX, first_bad_byte, last_row, line_at, quoted_at, row_start
 from .file_cyrillic import CYRILLIC_RUN, cyrillic_8bit, decide_8bit, tied_8bit  # noqa: F401 (re-exported)
-from .file_paths import FileState, file_state, unchanged
+from .file_paths import file_state, unchanged
+from .file_signatures import not_text
 
 log = logging.getLogger("connectors.file_readers")
 
@@ -198,31 +198,6 @@ def settled(path: Path) -> bool:
     return clock() - changed_at(path) >= SETTLED_SECONDS
 
 
-#: how long a fresh text file that does not end in a line break is watched after its read (:func:`quiet_after_read`):
-#: a copy under way writes every few milliseconds (a 64 KiB block over a 1 MB/s share: 64 ms)
-QUIET_SECONDS = 0.5
-#: how :func:`quiet_after_read` waits (tests act in the pause instead of racing a thread against the read)
-pause: Callable[[float], None] = time.sleep
-
-
-def quiet_after_read(path: Path, before: FileState) -> bool:
-    """Whether ``path``, read whole as :func:`~connectors.file_paths.file_state` found it ``before`` the read, may be
-    taken as complete. A copy caught under way ends mid-line (its blocks do not end at line breaks): its last value
-    cut (a clients file's ``yo'q``, no, read as ``y``, yes). Many finished exports end without a line break too, so
-    that alone proves nothing; a CSV/TSV file that does not end in one and changed in the last
-    :data:`SETTLED_SECONDS` is watched :data:`QUIET_SECONDS` more, and one that changes meanwhile is being written
-    (read again). A copy stalled for longer cannot be told from a finished file: the order store reads it again
-    once it has changed."""
-    if path.suffix.lower() in (".xlsx", ".xlsm", ".parquet", ".pq") or before.stat[2] == 0 or settled(path):
-        return True
-    with open(path, "rb") as f:
-        f.seek(max(0, before.stat[2] - 2))
-        if set(f.read(2)) & {0x0A, 0x0D}:  # (UTF-16: 0A 00 or 00 0A)
-            return True
-    pause(QUIET_SECONDS)
-    return unchanged(path, before)
-
-
 def _utc(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -345,25 +320,6 @@ def _utf16_cut(path: Path, enc: str) -> bool:
         big = f.read(2) == codecs.BOM_UTF16_BE or enc.endswith("be")
         f.seek(at)
         return _unfinished(f.read(), "utf-16-be" if big else "utf-16-le")  # (a lone low surrogate is no cut)
-
-
-#: the first bytes of files that are no text, what they are and what to do (a workbook or Parquet file under a CSV
-#: name, renamed or saved so by hand; a legacy .xls matched by ``exports/*``)
-SIGNATURES = ((b"PK\x03\x04", "a zip archive: an XLSX workbook?", "rename it to .xlsx if it is one"),
-              (bytes.fromhex("D0CF11E0A1B11AE1"), "a legacy Excel 97-2003 workbook (.xls)",
-               "open it in Excel and save it as .xlsx or as CSV UTF-8"),
-              (b"PAR1", "a Parquet file", "rename it to .parquet"))
-
-
-def not_text(path: Path) -> None:
-    """A BadFileError for a file read as text (CSV/TSV) whose first bytes are a workbook's or a Parquet file's
-    (:data:`SIGNATURES`): decoded as text it would be an encoding error asking to fix a line."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-    for magic, what, fix in SIGNATURES:
-        if head.startswith(magic):
-            raise BadFileError(f"{path}: not a text (CSV) file: its first bytes are those of {what}; nothing was "
-                               f"stored: {fix} (and have [source] orders or contacts match it)")
 
 
 def nul_tail(path: Path, enc: str) -> None:

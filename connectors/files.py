@@ -23,7 +23,8 @@ from . import normalize as nz
 from .contacts import PhoneRegion
 from .diagnose import check_orders
 from .errors import BadFileError, ConfigError, ConnectorError
-from .file_encoding import csv_error, quiet_after_read, utf8_copy
+from .file_copying import quiet_after_read
+from .file_encoding import csv_error, utf8_copy
 from .file_lines import header_cells, line_count, numbered_src, record_lines, title_lines, without_lines
 from .file_paths import READ_ATTEMPTS, being_written, file_state, matching_files, unchanged, vanished
 from .file_readers import (XLSX_HEADER_SCAN, csv_src, needs_serial_read, read_xlsx, sheets_hint, sniff_delimiter,
@@ -181,7 +182,7 @@ class FileSource:
         (:func:`connectors.file_sql.persist_loaded` copies it into the connection's database). A file that changed
         while it was read (a POS still writing it, a copy onto the share under way) is read again, and after
         :data:`~connectors.file_paths.READ_ATTEMPTS` such reads the run stops, a retry-later error naming it (a fresh
-        text file ending mid-line is watched a moment after it: :func:`~connectors.file_encoding.quiet_after_read`).
+        text file ending mid-line is watched a moment after it: :func:`~connectors.file_copying.quiet_after_read`).
         The file as found before and after the read it returns is its ``state``."""
         mapping = self._orders_map if role == "orders" else self._contacts_map
         try:

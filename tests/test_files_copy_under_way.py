@@ -14,7 +14,7 @@ import duckdb
 import openpyxl
 import pytest
 
-from connectors import file_encoding
+from connectors import file_copying
 from connectors.errors import BadFileError, TransientError
 from connectors.file_encoding import SETTLED_SECONDS
 from connectors.file_paths import office_file
@@ -168,7 +168,7 @@ def _consents(source: FileSource) -> list[tuple[str, str]]:
 def test_a_fresh_file_ending_mid_line_that_grows_right_after_its_read_is_read_again_whole(tmp_path, monkeypatch):
     """A clients file copied in, caught with its last cell cut (``yo'q``, no, written as far as ``y``: a yes word)
     and no line break after it; the copy writes the rest a moment after the read (in the reader's pause, which
-    the test takes the place of: ``file_encoding.pause``): the read is not taken as the file, the whole file is
+    the test takes the place of: ``file_copying.pause``): the read is not taken as the file, the whole file is
     read again, and the consent is no."""
     whole = CLIENTS.rstrip("\n")
     source, clients = _shop(tmp_path, whole[:whole.index("yo'q") + 1])
@@ -180,9 +180,9 @@ def test_a_fresh_file_ending_mid_line_that_grows_right_after_its_read_is_read_ag
             with open(clients, "a", encoding="utf-8") as f:
                 f.write("o'q\n")
 
-    monkeypatch.setattr(file_encoding, "pause", copy_goes_on, raising=False)
+    monkeypatch.setattr(file_copying, "pause", copy_goes_on)
     assert _consents(source) == [("c1", "yes"), ("c2", "no")]
-    assert waits == [file_encoding.QUIET_SECONDS]  # the whole file ends in a line break: no second wait
+    assert waits == [file_copying.QUIET_SECONDS]  # the whole file ends in a line break: no second wait
 
 
 def test_a_finished_file_without_a_final_line_break_is_read_as_it_is(tmp_path):
