@@ -14,9 +14,9 @@ import duckdb
 import openpyxl
 import pytest
 
-from connectors import file_copying
+from connectors import file_copying, file_encoding
 from connectors.errors import BadFileError, TransientError
-from connectors.file_encoding import SETTLED_SECONDS
+from connectors.file_encoding import SETTLED_SECONDS, changed_at
 from connectors.file_paths import office_file
 from connectors.files import FileSource, FileSourceConfig
 from tests.builders import run_cli
@@ -181,6 +181,7 @@ def test_a_fresh_file_ending_mid_line_that_grows_right_after_its_read_is_read_ag
                 f.write("o'q\n")
 
     monkeypatch.setattr(file_copying, "pause", copy_goes_on)
+    monkeypatch.setattr(file_encoding, "clock", lambda: changed_at(clients) + 0.001)  # copied in just now
     assert _consents(source) == [("c1", "yes"), ("c2", "no")]
     assert waits == [file_copying.QUIET_SECONDS]  # the whole file ends in a line break: no second wait
 
