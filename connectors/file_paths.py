@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .errors import ConfigError, TransientError
+from .file_signatures import XLS, XLSX
 from .suggest import did_you_mean
 
 log = logging.getLogger(__name__)
@@ -56,23 +57,33 @@ def matching_files(pattern: str, base_dir: Path) -> list[Path]:
     return found
 
 
+#: Excel's temporary file of a save lives seconds (renamed to the workbook's name when the save is done): a file so
+#: named and holding a workbook's bytes, changed this long ago or more, is an export saved without extension (a
+#: workbook named for its date, ``20251206``), read (and named for what it is: a workbook under a text name)
+EXCEL_TEMP_SECONDS = 60
+
+
 def office_file(path: Path) -> str | None:
     """What ``path`` is when it is an office suite's own file, not an export, else None: Excel's owner file
     (``~$sales.xlsx``, beside a workbook open in Excel: a few bytes naming who has it open), LibreOffice's lock file
     (``.~lock.sales.xlsx#``), or Excel's temporary file of a save under way (8 hex characters, no extension:
-    ``3A7F01C2``, holding a workbook's bytes: a text export so named is read)."""
+    ``3A7F01C2``, holding a workbook's bytes and changed in the last :data:`EXCEL_TEMP_SECONDS`, or gone already: a
+    text export so named is read, and so is a workbook so named that has been there longer)."""
     name = path.name
     if name.startswith("~$"):
         return "an Excel owner file (the workbook it names is open in Excel)"
     if name.startswith(".~lock.") and name.endswith("#"):
         return "a LibreOffice lock file (the file it names is open in LibreOffice)"
     if re.fullmatch(r"[0-9A-Fa-f]{8}", name):
+        from .file_encoding import changed_at, clock  # (file_encoding reads files this module lists)
+
         try:
             with open(path, "rb") as f:
                 head = f.read(8)
-        except OSError:  # gone already: Excel renamed it when the save was done
+            fresh = clock() - changed_at(path) < EXCEL_TEMP_SECONDS
+        except FileNotFoundError:  # gone already: Excel renamed it when the save was done
             return "an Excel temporary file of a save under way"
-        if head.startswith((b"PK\x03\x04", bytes.fromhex("D0CF11E0A1B11AE1"))):
+        if head.startswith((XLSX, XLS)) and fresh:
             return "an Excel temporary file of a save under way (a workbook's bytes under a name without extension)"
     return None
 

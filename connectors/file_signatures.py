@@ -10,8 +10,10 @@ from .errors import BadFileError
 
 #: the first bytes of files that are no text, what they are and what to do (a workbook or Parquet file under a CSV
 #: name, renamed or saved so by hand; a legacy .xls matched by ``exports/*``)
-SIGNATURES = ((b"PK\x03\x04", "a zip archive: an XLSX workbook?", "rename it to .xlsx if it is one"),
-              (bytes.fromhex("D0CF11E0A1B11AE1"), "a legacy Excel 97-2003 workbook (.xls)",
+#: the first bytes of a workbook: an XLSX (a zip archive) and a legacy Excel 97-2003 one (OLE2)
+XLSX, XLS = b"PK\x03\x04", bytes.fromhex("D0CF11E0A1B11AE1")
+SIGNATURES = ((XLSX, "a zip archive: an XLSX workbook?", "rename it to .xlsx if it is one"),
+              (XLS, "a legacy Excel 97-2003 workbook (.xls)",
                "open it in Excel and save it as .xlsx or as CSV UTF-8"),
               (b"PAR1", "a Parquet file", "rename it to .parquet"))
 
