@@ -43,16 +43,21 @@ def matching_files(pattern: str, base_dir: Path) -> list[Path]:
     can never lead anywhere as it is (:data:`LINK_CONFIG_ERRORS`: a loop, no permission, a file used as a folder)
     a ConfigError. An office suite's own file beside a workbook (:func:`office_file`: Excel's ``~$sales.xlsx`` while
     ``sales.xlsx`` is open) is left out, said at ``-v`` (and by ``check``: :func:`left_out_lines`). Matching nothing:
-    :class:`NothingMatches`."""
+    :class:`NothingMatches` (naming the files left out, when the pattern matched only those)."""
     full = pattern if os.path.isabs(pattern) else str(base_dir / pattern)
     matched = _check_links(full, 0 if os.path.isabs(pattern) else len(base_dir.parts))
     found = sorted(Path(p) for p in matched if os.path.isfile(p))
-    for path in [p for p in found if office_file(p)]:
-        log.info("%s: left out: %s", path, office_file(path))
-        found.remove(path)
+    left = {path: why for path in found if (why := office_file(path))}
+    for path, why in left.items():
+        log.info("%s: left out: %s", path, why)
+    found = [p for p in found if p not in left]
     if not found:
         near = [p.name for p in Path(full).parent.glob("*") if p.is_file()] if Path(full).parent.is_dir() else []
         hint = did_you_mean(Path(pattern).name, near) if not glob.has_magic(pattern) else ""
+        if left:  # what it matched is no export: say which and why, not "no file" of a folder that holds some
+            more = f"; and {len(left) - 3} more" if len(left) > 3 else ""
+            hint += (f"; the only files it matches are left out, as no exports: "
+                     f"{'; '.join(f'{p}: {why}' for p, why in list(left.items())[:3])}{more}")
         raise NothingMatches(f"no file matches {pattern!r} (looked in {base_dir}){hint}", pattern, full)
     return found
 

@@ -6,6 +6,7 @@ word; and a pattern matching left-out files only says which, and why."""
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import duckdb
@@ -13,9 +14,10 @@ import openpyxl
 import pytest
 
 from connectors import file_encoding
-from connectors.errors import BadFileError
+from connectors.errors import BadFileError, ConfigError
 from connectors.files import FileSource, FileSourceConfig
-from tests.test_files_being_written import COLS, HEAD
+from tests.builders import run_cli
+from tests.test_files_being_written import COLS, CONFIG, HEAD
 
 
 def _workbook() -> bytes:
@@ -59,3 +61,35 @@ def test_excels_temporary_file_of_a_save_is_left_out_while_fresh(tmp_path, monke
     """Changed within the last minute (``EXCEL_TEMP_SECONDS``): Excel's save under way, left out; the CSV is read."""
     _exports(tmp_path, "3A7F01C2", 30, monkeypatch)
     assert _pull(tmp_path, "exports/*") == 1
+
+
+#: Excel's owner file of ``sales.xlsx`` while it is open (a few bytes naming who has it open)
+OWNER = bytes([5]) + b"alice" + b" " * 100
+OWNED = "an Excel owner file (the workbook it names is open in Excel)"
+
+
+def test_a_pattern_matching_left_out_files_only_names_them(tmp_path):
+    """``exports/*.xlsx`` matching only ``~$sales.xlsx`` (the workbook moved away, its owner file left behind): the
+    error says which file the pattern matched and why it was left out, not that the folder holds no such file."""
+    (tmp_path / "exports").mkdir()
+    (tmp_path / "exports" / "~$sales.xlsx").write_bytes(OWNER)
+    with pytest.raises(ConfigError) as err:
+        _pull(tmp_path, "exports/*.xlsx")
+    assert str(err.value) == (f"no file matches 'exports/*.xlsx' (looked in {tmp_path}); the only files it matches "
+                              f"are left out, as no exports: {tmp_path / 'exports' / '~$sales.xlsx'}: {OWNED}")
+
+
+def test_check_format_json_lists_the_files_left_out(tmp_path):
+    """``check --format json``: ``left_out``, the lines ``check`` prints (empty when none), beside the fields kept."""
+    (tmp_path / "exports").mkdir()
+    (tmp_path / "exports" / "day.csv").write_text(HEAD + "1,c1,2025-06-01,10.00\n")
+    (tmp_path / "exports" / "~$day.csv").write_bytes(OWNER)  # (LibreOffice/Excel open on a CSV)
+    (tmp_path / "rfmsync.toml").write_text(CONFIG, encoding="utf-8")
+    doc = json.loads(run_cli("check", "--offline", "--format", "json", "--config", str(tmp_path / "rfmsync.toml"))
+                     .stdout)
+    assert doc["left_out"] == [f"{tmp_path / 'exports' / '~$day.csv'}: left out: {OWNED}"]
+    assert doc["counts"] == {"orders": 1, "contacts": 0, "bad_rows": 0} and doc["bad_rows"] == []
+    (tmp_path / "exports" / "~$day.csv").unlink()
+    doc = json.loads(run_cli("check", "--offline", "--format", "json", "--config", str(tmp_path / "rfmsync.toml"))
+                     .stdout)
+    assert doc["left_out"] == []
