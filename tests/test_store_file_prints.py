@@ -1,14 +1,19 @@
 """The order store's fingerprint of a file is of the bytes its read read (:mod:`sync.store.file_prints`): a file
 rewritten in place between the run's first look at the folder and its read (``cp -p`` of the same export again,
 which sets the old mtime back once done) is not stored as half a file under the whole file's fingerprint; and a
-first ``--verify`` on unchanged files keeps each file's first read time (:func:`sync.store.file_gone.alike`)."""
+first ``--verify`` on unchanged files keeps each file's first read time (:func:`sync.store.file_gone.alike`), and
+reads each file's bytes once for its hash, not twice."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import duckdb
+import pytest
+
 from connectors.files import FileSource, FileSourceConfig
+from connectors.tables import create_tables
 from sync.ingest import segments_from_store
 from sync.ledger import open_ledger
 from sync.pipeline import Reading
@@ -101,3 +106,35 @@ def test_a_first_verify_on_unchanged_files_keeps_a_refund_and_a_withdrawn_consen
     with open_ledger(cfg, settings) as ledger:
         segments_from_store(cfg, ledger, settings, as_of=AS_OF, reading=Reading(verify=True)).con.close()
     assert _state(cfg, oid, other) == ([("refunded", 1)], [("no",)])
+
+
+def _bytes_read() -> int:
+    """The bytes this process has read so far (``rchar`` in /proc/self/io: every thread's reads, DuckDB's too)."""
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/io"), reason="needs Linux's /proc/self/io")
+@pytest.mark.parametrize("first", ["without --verify", "with --verify, another config"])
+def test_a_verify_that_must_read_a_file_again_reads_it_once_more_not_twice(tmp_path, first):
+    """A ``--verify`` run reads again a file whose catalogue row has no whole-file hash (read without ``--verify``)
+    or another config: hashing every byte of it before that read decides nothing. Its bytes read, beyond those of
+    a ``--reread`` without ``--verify``, are the one hash after the read (they were two: that and one before it)."""
+    (tmp_path / "exports").mkdir()
+    day = tmp_path / "exports" / "day.csv"
+    day.write_text(HEAD + "".join(f"{i},c{i % 5000},2025-06-{1 + i % 28:02d},{i % 997}.50\n" for i in range(100_000)))
+    read = FileSource(FileSourceConfig(type="file", orders="exports/*.csv", columns=COLS), tmp_path)
+    verified = first != "without --verify"
+    then = FileSource(FileSourceConfig(type="file", orders="exports/*.csv", columns=COLS, delimiter=","),
+                      tmp_path) if verified else read  # the run measured: another config, or the same
+    con = duckdb.connect(str(tmp_path / "store.duckdb"))
+    create_tables(con)
+    ingest_files(con, read, verify=verified)
+    at = _bytes_read()
+    ingest_files(con, then, reread=True)
+    reread = _bytes_read() - at
+    ingest_files(con, read, verify=verified, reread=True)  # the catalogue as the first run left it
+    at = _bytes_read()
+    ingest_files(con, then, verify=True)
+    more = _bytes_read() - at - reread
+    assert 0.5 * day.stat().st_size < more < 1.5 * day.stat().st_size

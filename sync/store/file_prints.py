@@ -64,11 +64,14 @@ def copied_files(prints: dict[tuple[str, Path], Fingerprint], no_oid: dict[tuple
     return out
 
 
-def early_print(path: Path, row: dict | None, verify: bool) -> Fingerprint:
-    """The fingerprint that decides whether ``path`` is read (its catalogue ``row``): with ``verify``, the whole-file
-    hash only of a file whose quick fingerprint is the row's (one that differs is read anyway, and hashed then)."""
+def early_print(path: Path, row: dict | None, verify: bool, cfg: str) -> Fingerprint:
+    """The fingerprint that decides whether ``path`` is read (its catalogue ``row``; ``cfg``, the source's config
+    hash): with ``verify``, the whole-file hash only of a file whose quick fingerprint and config are the row's and
+    whose row holds a whole-file hash to compare it with (any other is read anyway, and hashed after its read: a
+    first ``--verify`` read every byte of each file once more for nothing)."""
     fp = fingerprint(path)
-    return fingerprint(path, full=True) if verify and same_bytes(row, fp) else fp
+    hashed = verify and row is not None and row["full_hash"] and row["config"] == cfg
+    return fingerprint(path, full=True) if hashed and same_bytes(row, fp) else fp
 
 
 def read_printed(source: FileSource, con: duckdb.DuckDBPyConnection, key: tuple[str, Path], table: str,

@@ -142,12 +142,13 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
     stored = {(row["role"], row["path"]): row for row in _catalogue(con)}
     cfg = config_hash(source)
     try:  # (with ``verify``, every byte of a file whose quick fingerprint is unchanged: that decides whether it is)
-        prints = {key: early_print(key[1], stored.get((key[0], str(key[1]))), verify) for key in wanted}
+        prints = {key: early_print(key[1], stored.get((key[0], str(key[1]))), verify and not reread, cfg)
+                  for key in wanted}
     except FileNotFoundError as exc:
         raise vanished(exc.filename) from None
     latest = source.clock() + future_tolerance(source.cfg)  # a row dated up to this is no longer in the future
     keep = {key: stored[(key[0], str(key[1]))] for key in wanted
-            if not reread and _unchanged(stored.get((key[0], str(key[1]))), prints[key], cfg, latest)}
+            if not reread and _unchanged(stored.get((key[0], str(key[1]))), prints[key], cfg, latest, verify)}
     gone = sorted({path for role, path in stored} - {str(p) for _, p in wanted})
     check_gone(gone)  # a mount point disconnected under the pattern: not gone, retried
     rows = con.execute(f"SELECT summary FROM {SUMMARY_TABLE}").fetchall()
@@ -300,10 +301,11 @@ def _in_transaction(con: duckdb.DuckDBPyConnection, work: Callable[[], object]) 
         work()
 
 
-def _unchanged(row: dict | None, fp: Fingerprint, cfg: str, latest: datetime) -> bool:
-    """Nothing to read again: the same config and the same bytes (with ``verify``, ``fp`` carries the whole-file
-    hash), and no row bad as dated in the future that ``latest`` (now + the tolerance) has reached."""
-    return row is not None and row["config"] == cfg and same_bytes(row, fp) and (
+def _unchanged(row: dict | None, fp: Fingerprint, cfg: str, latest: datetime, verify: bool = False) -> bool:
+    """Nothing to read again: the same config and the same bytes (with ``verify``, the same whole-file hash: ``fp``
+    carries it when the row has one to compare, :func:`~sync.store.file_prints.early_print`; a row without one is
+    read again), and no row bad as dated in the future that ``latest`` (now + the tolerance) has reached."""
+    return row is not None and row["config"] == cfg and same_bytes(row, fp) and (not verify or bool(fp.full)) and (
         row["future_at"] is None or row["future_at"] > latest)
 
 
