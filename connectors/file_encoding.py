@@ -7,7 +7,6 @@ from __future__ import annotations
 import codecs
 import logging
 import os
-import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,6 +16,7 @@ from .errors import BadFileError, ConfigError, ConnectorError, TransientError
 from .file_bytes import ROW_MAX, first_bad_byte, last_row, line_at, quoted_at, row_start, stray_quote
 from .file_cyrillic import CYRILLIC_RUN, cyrillic_8bit, decide_8bit, tied_8bit  # noqa: F401 (re-exported)
 from .file_paths import file_state, unchanged
+from .file_signatures import not_text
 
 log = logging.getLogger("connectors.file_readers")
 
@@ -56,16 +56,19 @@ def detect_encoding(path: Path) -> str:
 
 
 def utf8_copy(path: Path, encoding: str, tmp: Path) -> Path:
-    """The file itself when it is UTF-8 (with or without BOM), else a UTF-8 copy written in chunks. Under
+    """The file itself when it is UTF-8 (with or without BOM), else a UTF-8 copy written in chunks; a workbook or
+    Parquet file under a text name (:func:`not_text`) and a file ending in NUL bytes (:func:`nul_tail`) stop. Under
     ``auto``, a UTF-8 file whose last row is not UTF-8 (one that ends inside a character included) is cut short
     or in an 8-bit encoding: :func:`cut_or_8bit` decides."""
     auto = encoding.lower() == "auto"
     state = file_state(path)  # before the sniff: the decision and the copy read the file several times, of one state
+    not_text(path)
     enc = _detect_encoding(path) if auto else encoding
     try:
         utf8 = codecs.lookup(enc).name in ("utf-8", "utf-8-sig", "ascii")
     except LookupError:
         raise ConfigError(f"unknown encoding {encoding!r} for {path}") from None
+    nul_tail(path, codecs.lookup(enc).name)
     if utf8 and not (auto and _ends_outside_utf8(path)):
         return path
     if utf8:
@@ -108,10 +111,14 @@ def encoding_error(path: Path, encoding: str, auto: bool = False) -> ConnectorEr
     ``auto`` says it is already set or the file is UTF-16 (its BOM), fix that line (a stray byte in a file of the
     encoding detected). A UTF-8 file whose only bad bytes are the start of a character at its very end, modified
     in the last :data:`SETTLED_SECONDS`, is cut short (a copy under way): a retry-later error
-    (:func:`cut_inside_character`); one unchanged since is not valid UTF-8 like any other."""
+    (:func:`cut_inside_character`); one unchanged since is not valid UTF-8 like any other. A UTF-16 file that ends
+    inside a code unit (an odd byte count) or a surrogate pair, the same retry-later error while fresh, and once
+    settled the BadFileError of a file cut for good (no 8-bit encoding could read it instead)."""
     enc = codecs.lookup(encoding).name
     if enc == "utf-8" and not settled(path) and cut_inside_character(path):
         return cut_short(path)
+    if enc.startswith("utf-16") and _utf16_cut(path, enc):  # cut inside a code unit or a surrogate pair
+        return cut_short(path) if not settled(path) else cut_for_good(path, first_bad_byte(path, enc), enc)
     with open(path, "rb") as f:
         head = f.read(1 << 20)
     bom = head[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)  # Excel's "Unicode text": no 8-bit guess
@@ -145,10 +152,10 @@ def _cut_at(path: Path, at: int) -> bool:
         return _unfinished(f.read())
 
 
-def _unfinished(tail: bytes) -> bool:
-    """Whether ``tail`` is UTF-8 that ends inside a character: the decoder holds its last bytes back, not refuses
-    any (bytes appended could finish it)."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
+def _unfinished(tail: bytes, enc: str = "utf-8") -> bool:
+    """Whether ``tail`` is ``enc`` text (UTF-8, or UTF-16 of one byte order) that ends inside a character: the
+    decoder holds its last bytes back, not refuses any (bytes appended could finish it)."""
+    decoder = codecs.getincrementaldecoder(enc)()
     try:
         decoder.decode(tail, final=False)
     except UnicodeDecodeError:
@@ -292,10 +299,52 @@ def cut_or_8bit(path: Path) -> str:
         return enc
     if not cut:
         raise encoding_error(path, "utf-8", auto=True)
-    raise BadFileError(f"{path}: the file ends inside a character at byte {at}{line_at(path, at, 'utf-8')}, "
-                       f"and has not changed for {_SETTLED}: it was cut short (an export or copy that "
-                       f"stopped?); nothing was stored: export it again (or, if it is not UTF-8, set [source] "
-                       f"encoding to its encoding)")
+    raise cut_for_good(path, at, "utf-8")
+
+
+def cut_for_good(path: Path, at: int | None, enc: str) -> BadFileError:
+    """A file that ends inside a character and has not changed for :data:`SETTLED_SECONDS`: cut short for good."""
+    where = f" at byte {at}{line_at(path, at, enc)}" if at is not None else ""
+    return BadFileError(f"{path}: the file ends inside a character{where}, and has not changed for {_SETTLED}: it was "
+                        f"cut short (an export or copy that stopped?); nothing was stored: export it again (or, if it "
+                        f"is not {'UTF-8' if enc == 'utf-8' else 'UTF-16'}, set [source] encoding to its encoding)")
+
+
+def _utf16_cut(path: Path, enc: str) -> bool:
+    """Whether the UTF-16 file ``path`` is valid but for its last 1-3 bytes: a code unit begun (an odd byte count)
+    or a surrogate pair begun, that the file ends before finishing."""
+    at = first_bad_byte(path, enc)
+    if at is None or path.stat().st_size - at > 3:
+        return False
+    with open(path, "rb") as f:
+        big = f.read(2) == codecs.BOM_UTF16_BE or enc.endswith("be")
+        f.seek(at)
+        return _unfinished(f.read(), "utf-16-be" if big else "utf-16-le")  # (a lone low surrogate is no cut)
+
+
+def nul_tail(path: Path, enc: str) -> None:
+    """A text file that ends in NUL bytes (two or more; a NUL code unit of a UTF-32 file) is a copy under way that set
+    the file's size first (Windows Explorer or robocopy onto a share, some NAS sync tools): the rest is not written
+    yet. Changed in the last :data:`SETTLED_SECONDS`, a retry-later error; unchanged since, a copy that stopped:
+    a BadFileError. No export ends so: its last line is text."""
+    unit = 4 if enc.startswith("utf-32") else 2  # (UTF-16 LE text ends in one zero byte: 0A 00; whatever is set)
+    size = path.stat().st_size
+    n, block = 0, 1 << 16
+    with open(path, "rb") as f:
+        while n < size:
+            f.seek(max(0, size - n - block))
+            chunk = f.read(min(block, size - n))
+            n += len(chunk) - len(chunk.rstrip(b"\0"))
+            if chunk.rstrip(b"\0"):
+                break
+    if n < unit:
+        return
+    if not settled(path):
+        raise TransientError(f"{path}: the file ends in {n} NUL bytes (a copy under way that set its size first?); "
+                             f"nothing was stored: run again once it is complete (a file unchanged for {_SETTLED} is "
+                             f"taken as complete)")
+    raise BadFileError(f"{path}: the file ends in {n} NUL bytes, and has not changed for {_SETTLED}: a copy that "
+                       f"stopped?; nothing was stored: copy or export it again")
 
 
 def csv_error(path: Path, read: Path, exc: Exception, auto: bool = False, delim: str | None = None,

@@ -6,13 +6,18 @@ import errno
 import fnmatch
 import glob
 import hashlib
+import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from .errors import ConfigError, TransientError
+from .file_signatures import XLS, XLSX
 from .suggest import did_you_mean
+
+log = logging.getLogger(__name__)
 
 
 class NothingMatches(ConfigError):
@@ -36,15 +41,66 @@ def matching_files(pattern: str, base_dir: Path) -> list[Path]:
     out, or remove the rows read from it before, without a word. A link whose target is missing, or cannot be
     reached now (a share disconnected: ENOTCONN, ESTALE, EIO, a timeout...) is a retry-later error; a link that
     can never lead anywhere as it is (:data:`LINK_CONFIG_ERRORS`: a loop, no permission, a file used as a folder)
-    a ConfigError. Matching nothing: :class:`NothingMatches`."""
+    a ConfigError. An office suite's own file beside a workbook (:func:`office_file`: Excel's ``~$sales.xlsx`` while
+    ``sales.xlsx`` is open) is left out, said at ``-v`` (and by ``check``: :func:`left_out_lines`). Matching nothing:
+    :class:`NothingMatches` (naming the files left out, when the pattern matched only those)."""
     full = pattern if os.path.isabs(pattern) else str(base_dir / pattern)
     matched = _check_links(full, 0 if os.path.isabs(pattern) else len(base_dir.parts))
     found = sorted(Path(p) for p in matched if os.path.isfile(p))
+    left = {path: why for path in found if (why := office_file(path))}
+    for path, why in left.items():
+        log.info("%s: left out: %s", path, why)
+    found = [p for p in found if p not in left]
     if not found:
         near = [p.name for p in Path(full).parent.glob("*") if p.is_file()] if Path(full).parent.is_dir() else []
         hint = did_you_mean(Path(pattern).name, near) if not glob.has_magic(pattern) else ""
+        if left:  # what it matched is no export: say which and why, not "no file" of a folder that holds some
+            more = f"; and {len(left) - 3} more" if len(left) > 3 else ""
+            hint += (f"; the only files it matches are left out, as no exports: "
+                     f"{'; '.join(f'{p}: {why}' for p, why in list(left.items())[:3])}{more}")
         raise NothingMatches(f"no file matches {pattern!r} (looked in {base_dir}){hint}", pattern, full)
     return found
+
+
+#: Excel's temporary file of a save lives seconds (renamed to the workbook's name when the save is done): a file so
+#: named and holding a workbook's bytes, changed this long ago or more, is an export saved without extension (a
+#: workbook named for its date, ``20251206``), read (and named for what it is: a workbook under a text name)
+EXCEL_TEMP_SECONDS = 60
+
+
+def office_file(path: Path) -> str | None:
+    """What ``path`` is when it is an office suite's own file, not an export, else None: Excel's owner file
+    (``~$sales.xlsx``, beside a workbook open in Excel: a few bytes naming who has it open), LibreOffice's lock file
+    (``.~lock.sales.xlsx#``), or Excel's temporary file of a save under way (8 hex characters, no extension:
+    ``3A7F01C2``, holding a workbook's bytes and changed in the last :data:`EXCEL_TEMP_SECONDS`, or gone already: a
+    text export so named is read, and so is a workbook so named that has been there longer)."""
+    name = path.name
+    if name.startswith("~$"):
+        return "an Excel owner file (the workbook it names is open in Excel)"
+    if name.startswith(".~lock.") and name.endswith("#"):
+        return "a LibreOffice lock file (the file it names is open in LibreOffice)"
+    if re.fullmatch(r"[0-9A-Fa-f]{8}", name):
+        from .file_encoding import changed_at, clock  # (file_encoding reads files this module lists)
+
+        try:
+            with open(path, "rb") as f:
+                head = f.read(8)
+            fresh = clock() - changed_at(path) < EXCEL_TEMP_SECONDS
+        except FileNotFoundError:  # gone already: Excel renamed it when the save was done
+            return "an Excel temporary file of a save under way"
+        if head.startswith((XLSX, XLS)) and fresh:
+            return "an Excel temporary file of a save under way (a workbook's bytes under a name without extension)"
+    return None
+
+
+def left_out_lines(patterns: list[str | None], base_dir: Path) -> list[str]:
+    """One line per file the ``patterns`` match that :func:`matching_files` leaves out (:func:`office_file`)."""
+    lines = []
+    for pattern in filter(None, patterns):
+        full = pattern if os.path.isabs(pattern) else str(base_dir / pattern)
+        lines += [f"{p}: left out: {why}" for p in sorted(glob.glob(full)) if os.path.isfile(p)
+                  and (why := office_file(Path(p)))]
+    return lines
 
 
 def pattern_matches(full: str, path: str) -> bool:

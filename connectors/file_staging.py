@@ -29,6 +29,7 @@ from .records import BadRow
 from .source import PullResult
 
 if TYPE_CHECKING:
+    from .file_paths import FileState
     from .files import FileSourceConfig
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class LoadedFile:
     fast: bool = False  # read by the typed CSV fast path
     view: str = ""  # the view's columns over ``<table>_data`` after ``_srow`` (connectors.file_sql)
     first_line: int = 2  # the line of the first data row of a table numbered by rowid (title lines skipped: more)
+    state: FileState | None = None  # the file as its read found it, before and after (FileSource.read_file)
 
 
 _BAD = [  # (condition, field, reason, value) in the order they are checked

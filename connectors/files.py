@@ -23,6 +23,7 @@ from . import normalize as nz
 from .contacts import PhoneRegion
 from .diagnose import check_orders
 from .errors import BadFileError, ConfigError, ConnectorError
+from .file_copying import quiet_after_read
 from .file_encoding import csv_error, utf8_copy
 from .file_lines import header_cells, line_count, numbered_src, record_lines, title_lines, without_lines
 from .file_paths import READ_ATTEMPTS, being_written, file_state, matching_files, unchanged, vanished
@@ -180,7 +181,9 @@ class FileSource:
         """Read and normalise one file into the temp view ``table`` over the temp table ``<table>_data``
         (:func:`connectors.file_sql.persist_loaded` copies it into the connection's database). A file that changed
         while it was read (a POS still writing it, a copy onto the share under way) is read again, and after
-        :data:`~connectors.file_paths.READ_ATTEMPTS` such reads the run stops, a retry-later error naming it."""
+        :data:`~connectors.file_paths.READ_ATTEMPTS` such reads the run stops, a retry-later error naming it (a fresh
+        text file ending mid-line is watched a moment after it: :func:`~connectors.file_copying.quiet_after_read`).
+        The file as found before and after the read it returns is its ``state``."""
         mapping = self._orders_map if role == "orders" else self._contacts_map
         try:
             for _ in range(READ_ATTEMPTS):
@@ -191,8 +194,8 @@ class FileSource:
                     if unchanged(path, before):
                         raise
                     continue
-                if unchanged(path, before):
-                    return loaded
+                if unchanged(path, before) and quiet_after_read(path, before):
+                    return replace(loaded, state=before)
         except FileNotFoundError:  # moved into an archive folder, removed: before, during or right after a read
             raise vanished(path) from None
         raise being_written(path)

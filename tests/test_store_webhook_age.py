@@ -374,14 +374,19 @@ def test_a_refund_by_webhook_survives_every_file_read_again_with_the_same_bytes(
 
 def test_a_file_changed_in_the_middle_seen_by_verify_is_read_now_and_wins_over_an_older_refund(tmp_path,
                                                                                               monkeypatch):
-    """The other way round: a file first read without ``--verify`` (no whole-file hash stored) whose middle is
-    corrected later with size and mtime kept (``rsync -t``, ``cp -p``): ``--verify`` reads it again, and the
-    corrected export, read after the webhook refund, wins (its bytes are not known to be the first read's)."""
-    import sync.store.files as store_files
+    """The other way round: a file read with ``--verify`` (its whole-file hash stored) whose middle is corrected
+    later with size and mtime kept (``rsync -t``, ``cp -p``): ``--verify`` reads it again, and the corrected
+    export, read after the webhook refund, wins (its bytes are known not to be the first read's). (A file read
+    only without ``--verify`` before has no such hash: its first ``--verify`` keeps its first read time,
+    :func:`sync.store.file_gone.alike`, tests/test_store_file_prints.py.)"""
+    import connectors.file_paths as file_paths
     from sync.pipeline import Reading
 
-    monkeypatch.setattr(store_files, "CHUNK", 64)  # head and tail of a bigger export: the middle edit is unseen
+    monkeypatch.setattr(file_paths, "CHUNK", 64)  # head and tail of a bigger export: the middle edit is unseen
     cfg, (oid, cid, at, amount) = _ingested_shop(tmp_path)
+    settings = load_settings()
+    with open_ledger(cfg, settings) as ledger:  # the whole-file hashes stored
+        segments_from_store(cfg, ledger, settings, as_of=AS_OF, reading=Reading(verify=True)).con.close()
     _webhook(cfg, [Order(oid, cid, at, amount, status=OrderStatus.REFUNDED)], [])
     assert _state(cfg, oid, cid)[0] == [("refunded", 1)]
     export = next((tmp_path / "shop" / "exports").glob("*.csv"))
@@ -392,7 +397,6 @@ def test_a_file_changed_in_the_middle_seen_by_verify_is_read_now_and_wins_over_a
     lines[i] = ";".join(parts)
     export.write_text("".join(lines), encoding="utf-8")
     os.utime(export, ns=(st.st_atime_ns, st.st_mtime_ns))
-    settings = load_settings()
     with open_ledger(cfg, settings) as ledger:
         segments_from_store(cfg, ledger, settings, as_of=AS_OF, reading=Reading(verify=True)).con.close()
     with open_store(store_path(cfg)) as con:

@@ -22,6 +22,7 @@ def check(config_path, limit, strict, offline, fmt):
     import duckdb
 
     from connectors.file_consent import consent_lines
+    from connectors.file_paths import left_out_lines
     from connectors.tables import create_tables
 
     from ..guards import check_source_lines
@@ -52,6 +53,10 @@ def check(config_path, limit, strict, offline, fmt):
         result = source.pull(con, None)
     say(f"source {cfg.source.get('type', 'file')}: {result.orders} orders, {result.contacts} contacts, "
         f"{result.bad_row_count} bad rows")
+    left_out = left_out_lines([source.cfg.orders, source.cfg.contacts], source.base_dir) \
+        if hasattr(source, "base_dir") else []  # a file export: the office suites' own files beside workbooks
+    for line in left_out:
+        say(f"  {line}", highlight=False, markup=False)
     if result.identity is not None:
         say(f"  {result.identity}", highlight=False, markup=False)
     for bad in result.bad_rows[:limit]:
@@ -63,6 +68,7 @@ def check(config_path, limit, strict, offline, fmt):
     if doc is not None:
         doc["counts"] = {"orders": result.orders, "contacts": result.contacts, "bad_rows": result.bad_row_count}
         doc["bad_rows"] = [str(bad) for bad in result.bad_rows[:limit]]
+        doc["left_out"] = left_out
         doc["warnings"].extend(unread)
         if result.identity is not None:
             doc["source"]["identity"] = str(result.identity)

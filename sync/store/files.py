@@ -1,8 +1,9 @@
 """A file source in the order store: each export file read once, remembered by its fingerprint.
 
-Every file the source's patterns match is noted in ``ingest_files`` with its fingerprint: path, size, mtime and a
-hash of its first and last 64 KiB (plus a hash of the whole file when read with ``verify``) and a hash of the
-``[source]`` table it was read under. Each order in ``orders`` carries the file it came from (``file_id``).
+Every file the source's patterns match is noted in ``ingest_files`` with its fingerprint (of the bytes its read
+read: :mod:`sync.store.file_prints`): path, size, mtime and a hash of its first and last 64 KiB (plus a hash of the
+whole file when read with ``verify``) and a hash of the ``[source]`` table it was read under. Each order in
+``orders`` carries the file it came from (``file_id``).
 A file's rows as read (bad ones included) are kept in a table of their own (``ingest_f<file id>``) only when a
 rule crosses files; otherwise ``orders`` is the one copy (:mod:`sync.store.file_lean`).
 
@@ -48,13 +49,14 @@ from connectors.file_sql import persist_loaded
 from connectors.file_staging import FilePullResult, LoadedFile, drop_scratch, future_tolerance
 from connectors.files import FileSource
 from connectors.errors import ConnectorError, TransientError
-from connectors.file_paths import CHUNK, NothingMatches, check_gone, head_tail, pattern_matches, vanished
+from connectors.file_paths import NothingMatches, check_gone, pattern_matches, vanished
 from connectors.source import Progress
 
 from .connection import store_transaction
-from .file_gone import create_gone_table, first_read, remember, remembered, same_bytes
+from .file_gone import alike, create_gone_table, first_read, remember, remembered, same_bytes
 from .file_lean import (LeanChange, commit_lean, drop_lean_indexes, drop_staged_view, file_counts, lean_source,
                         lean_store, stage_lean)
+from .file_prints import Fingerprint, copied_files, early_print, fingerprint, read_printed  # noqa: F401
 from .file_report import BAD_TABLE, FILES_TABLE, SUMMARY_TABLE, read_back, save_report
 from .lookup import drop_lookup_indexes
 from .merge import FileReads, merge_staged, unordered
@@ -66,28 +68,6 @@ TABLE_PREFIX = "ingest_f"
 TEMP_PREFIX = "_ingest_t"  # a file read by the lean path: temp tables, gone once its rows are in ``orders``
 READS_TABLE = "_ingest_reads"  # temp: each file's read time for the merge, the files read this run included
 FORMAT = 8  # bumped when a file's stored rows change: all read again (8: unrecognised consent values are no, reported)
-
-
-@dataclass(frozen=True)
-class Fingerprint:
-    size: int
-    mtime_ns: int
-    head_tail: str  # blake2b of the first and last 64 KiB
-    full: str | None = None  # blake2b of the whole file (``verify``)
-
-
-def fingerprint(path: Path, full: bool = False) -> Fingerprint:
-    """The file's fingerprint; ``full`` hashes every byte (slow on a big export, but sees any edit)."""
-    st = path.stat()
-    quick = hashlib.blake2b(digest_size=16)
-    whole = hashlib.blake2b(digest_size=16) if full else None
-    with open(path, "rb") as f:
-        head_tail(f, st.st_size, quick)
-        if whole is not None:
-            f.seek(0)
-            while block := f.read(1 << 20):
-                whole.update(block)
-    return Fingerprint(st.st_size, st.st_mtime_ns, quick.hexdigest(), whole.hexdigest() if whole else None)
 
 
 @dataclass
@@ -118,32 +98,6 @@ def file_lines(pull: object) -> list[str]:
         f"{earlier} and {later} have the same bytes: both files are read, so their rows without an order id "
         "count twice"
         for earlier, later in getattr(pull, "copied_files", [])]
-
-
-def copied_files(prints: dict[tuple[str, Path], Fingerprint], no_oid: dict[tuple[str, Path], int | None]
-                 ) -> list[tuple[str, str]]:
-    """(earlier, later) for each orders file with rows without an order id (``no_oid``: how many) and the same
-    bytes as one before it (``prints``' order): the same size and head and tail, then the same hash of every byte
-    (read only for such a pair, past 128 KiB). A copy whose rows all have an order id doubles nothing."""
-    alike: dict[tuple[int, str], list[Path]] = {}
-    for (role, path), fp in prints.items():
-        if role == "orders" and no_oid.get((role, path)):
-            alike.setdefault((fp.size, fp.head_tail), []).append(path)
-    out = []
-    for (size, _), paths in alike.items():
-        if len(paths) < 2:  # (the usual case: nothing more is read)
-            continue
-        first: dict[str | None, Path] = {}
-        for path in paths:
-            try:
-                whole = prints[("orders", path)].full or (fingerprint(path, full=True).full if size > 2 * CHUNK
-                                                          else None)
-            except OSError:  # gone since it was read: no copy of anything now
-                continue
-            earlier = first.setdefault(whole, path)
-            if earlier != path:
-                out.append((str(earlier), str(path)))
-    return out
 
 
 def create_ingest_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -187,13 +141,14 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
     wanted = [("orders", p) for p in orders] + [("contacts", p) for p in contacts]
     stored = {(row["role"], row["path"]): row for row in _catalogue(con)}
     cfg = config_hash(source)
-    try:
-        prints = {key: fingerprint(key[1], full=verify) for key in wanted}
+    try:  # (with ``verify``, every byte of a file whose quick fingerprint is unchanged: that decides whether it is)
+        prints = {key: early_print(key[1], stored.get((key[0], str(key[1]))), verify and not reread, cfg)
+                  for key in wanted}
     except FileNotFoundError as exc:
         raise vanished(exc.filename) from None
     latest = source.clock() + future_tolerance(source.cfg)  # a row dated up to this is no longer in the future
     keep = {key: stored[(key[0], str(key[1]))] for key in wanted
-            if not reread and _unchanged(stored.get((key[0], str(key[1]))), prints[key], cfg, latest)}
+            if not reread and _unchanged(stored.get((key[0], str(key[1]))), prints[key], cfg, latest, verify)}
     gone = sorted({path for role, path in stored} - {str(p) for _, p in wanted})
     check_gone(gone)  # a mount point disconnected under the pattern: not gone, retried
     rows = con.execute(f"SELECT summary FROM {SUMMARY_TABLE}").fetchall()
@@ -212,7 +167,6 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
     # a file read again with the same bytes ([source] edit, FORMAT bump, --reread) is as old as its first read:
     # its export must not now win over a webhook refund or consent accepted since; one that may have changed: now
     known = [*stored.values(), *remembered(con)]  # under any path: a file moved or renamed, or back again
-    read_at = {key: first_read(known, prints[key], started) for key in wanted if key not in keep}
     kept_ids = {row["file_id"] for row in keep.values()}
     dropped = [row for row in stored.values() if row["file_id"] not in kept_ids]  # changed or gone
     lean = lean_source(source) and lean_store(con, list(keep.values()), summary)
@@ -223,10 +177,12 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
         with scratch_dir() as tmp:
             for key in wanted:
                 if key not in keep:  # into temp tables: the store gets the rows once, or a copy (below)
-                    new[key] = source.read_file(con, key[1], key[0], f"{TEMP_PREFIX}{ids[key]}", Path(tmp))
+                    table = f"{TEMP_PREFIX}{ids[key]}"
+                    new[key], prints[key] = read_printed(source, con, key, table, Path(tmp), verify)
                     counts[key] = file_counts(con, new[key])
                     if progress is not None:
                         progress(counts[key][0])
+            read_at = {key: first_read(known, prints[key], started) for key in new}  # the bytes read
             result, change = None, None
             if lean:
                 change = LeanChange(new=list(new.values()), new_ids=[ids[k] for k in new],
@@ -248,7 +204,10 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
                         with unordered(con):
                             tables[key] = persist_loaded(con, new[key], name)
                     elif keep[key]["lean"]:
-                        lf = source.read_file(con, key[1], key[0], f"{TEMP_PREFIX}{ids[key]}", Path(tmp))
+                        lf, fp = read_printed(source, con, key, f"{TEMP_PREFIX}{ids[key]}", Path(tmp), False)
+                        if not same_bytes(keep[key], fp):  # no longer the bytes its stored rows came from
+                            raise TransientError(f"{key[1]}: the file changed while the export folder was read "
+                                                 "(still being written or copied?); nothing was stored: run again")
                         with unordered(con):
                             tables[key] = persist_loaded(con, lf, name)
                         relisted.append(ids[key])
@@ -273,7 +232,7 @@ def ingest_files(con: duckdb.DuckDBPyConnection, source: FileSource, *, reread: 
                             f"({', '.join(str(r['file_id']) for r in dropped)})")
                 # the gone ones: a file read again with the same bytes (its future date came, [source] edited)
                 # keeps its first read in its new catalogue row
-                remember(con, [r for r in dropped if not any(same_bytes(r, fp) for fp in prints.values())], started)
+                remember(con, [r for r in dropped if not any(alike(r, fp) for fp in prints.values())], started)
             if relisted:
                 con.execute(f"UPDATE {FILES_TABLE} SET lean = false WHERE file_id IN "
                             f"({', '.join(str(i) for i in relisted)})")
@@ -342,10 +301,11 @@ def _in_transaction(con: duckdb.DuckDBPyConnection, work: Callable[[], object]) 
         work()
 
 
-def _unchanged(row: dict | None, fp: Fingerprint, cfg: str, latest: datetime) -> bool:
-    """Nothing to read again: the same config and the same bytes (with ``verify``, ``fp`` carries the whole-file
-    hash), and no row bad as dated in the future that ``latest`` (now + the tolerance) has reached."""
-    return row is not None and row["config"] == cfg and same_bytes(row, fp) and (
+def _unchanged(row: dict | None, fp: Fingerprint, cfg: str, latest: datetime, verify: bool = False) -> bool:
+    """Nothing to read again: the same config and the same bytes (with ``verify``, the same whole-file hash: ``fp``
+    carries it when the row has one to compare, :func:`~sync.store.file_prints.early_print`; a row without one is
+    read again), and no row bad as dated in the future that ``latest`` (now + the tolerance) has reached."""
+    return row is not None and row["config"] == cfg and same_bytes(row, fp) and (not verify or bool(fp.full)) and (
         row["future_at"] is None or row["future_at"] > latest)
 
 
