@@ -51,9 +51,9 @@ from .email_phone import lower_like_sql
 from .errors import AuthError, ConfigError, FatalError, TransientError
 from .identity import DEFAULT_MAX_GROUP
 from .http import (Action, FieldError, HttpClient, Throttle, clean, get_field, get_list, json_shape, parse_dt,
-                   to_decimal, tombstone, with_sleep)
+                   to_decimal, with_sleep)
 from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, iso, map_page, pull_by_time, utc_now
-from .non_purchase import undecided, unmapped
+from .non_purchase import tombstone, undecided, unmapped
 from .records import UNDATED, BadRow, Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
 from .secrets import BITRIX24_CODE, Secret

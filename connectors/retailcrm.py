@@ -51,9 +51,10 @@ from .secrets import Secret
 from .contacts import PhoneRegion
 from .errors import ConfigError, FatalError, TransientError
 from .identity import DEFAULT_MAX_GROUP
-from .http import (HttpClient, Throttle, answer_object, clean, get_field, json_shape, parse_dt, tombstone,
+from .http import (HttpClient, Throttle, answer_object, clean, get_field, json_shape, parse_dt,
                    with_sleep)
 from .incremental import PageGuard, Progress, RunStart, Stager, map_page, parse_time_cursor, pull_objects, utc_now
+from .non_purchase import tombstone
 from .records import Contact, Order
 from .retailcrm_mapping import deleted_customer, in_scope, map_customer, map_order, snapshot
 from .retailcrm_paging import (MAX_COUNTS, MAX_REREADS, _Backfill, _boundary_pages, _Feed, history_entry, page_count,

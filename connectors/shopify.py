@@ -43,9 +43,9 @@ from .email_phone import lower_like_sql
 from .errors import ConfigError, FatalError, RecordError
 from .identity import DEFAULT_MAX_GROUP
 from .http import (Action, FieldError, HttpClient, Throttle, answer_object, clean, get_field, get_list, get_object,
-                   json_shape, parse_dt, set_advice, to_decimal, tombstone, with_sleep)
+                   json_shape, parse_dt, set_advice, to_decimal, with_sleep)
 from .incremental import HighWater, PageGuard, Progress, RunStart, Stager, iso, map_page, pull_by_time, utc_now
-from .non_purchase import undecided, unmapped
+from .non_purchase import tombstone, undecided, unmapped
 from .records import UNDATED, Consent, Contact, LineItem, Order, OrderStatus
 from .retry import RetryPolicy
 from .source import Account, PullResult

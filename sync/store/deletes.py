@@ -25,10 +25,14 @@ from __future__ import annotations
 
 import duckdb
 
+import logging
+
 from connectors.records import OrderStatus
-from connectors.tables import STAGED_VERSIONS
+from connectors.tables import STAGED_TOMBSTONES, STAGED_VERSIONS
 
 from .webhooks import PULLED_TABLE, leave_out
+
+log = logging.getLogger(__name__)
 
 DELETED_TABLE = "deleted_orders"
 #: the staged orders' ids a final tombstone is staged for: never left out as older than a stored version
@@ -56,6 +60,30 @@ def leave_out_deleted(con: duckdb.DuckDBPyConnection, present: set[str], what: s
         con.execute(f"DELETE FROM {STAGED_VERSIONS} WHERE kind = 'order' AND id IN (SELECT id FROM _older_deleted)")
     return leave_out(con, "orders", present, "_older_deleted", what, f"AND status <> '{OrderStatus.DELETED}'",
                      "the order was deleted for good")
+
+
+def leave_out_unstored_tombstones(con: duckdb.DuckDBPyConnection, present: set[str]) -> int:
+    """Leave out of an incremental merge every staged version (with its line items and vendor times) of the orders
+    whose last staged version is a tombstone that only retires a stored order (:data:`STAGED_TOMBSTONES`) and that
+    the store holds no order of: a deal lost or deleted before rfmsync stored it (or created and deleted within the
+    pull) adds no cancelled row of a blank customer. Returns how many orders (logged)."""
+    if "staged_orders" not in present or not con.execute(
+            "SELECT 1 FROM duckdb_tables() WHERE table_name = ? AND temporary", [STAGED_TOMBSTONES]).fetchall() \
+            or not con.execute(f"SELECT 1 FROM {STAGED_TOMBSTONES} LIMIT 1").fetchall():
+        return 0  # no such tombstone staged (the common case: the orders are not read)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _unstored AS SELECT DISTINCT order_id AS id FROM {STAGED_TOMBSTONES} t "
+                "WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.order_id = t.order_id)")
+    n = con.execute("SELECT count(*) FROM _unstored").fetchall()[0][0]
+    if n:
+        for table in ("staged_orders", "staged_line_items"):
+            if table in present:
+                con.execute(f"DELETE FROM {table} WHERE order_id IN (SELECT id FROM _unstored)")
+        if con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = ? AND temporary",
+                       [STAGED_VERSIONS]).fetchall():
+            con.execute(f"DELETE FROM {STAGED_VERSIONS} WHERE kind = 'order' AND id IN (SELECT id FROM _unstored)")
+        log.info("%d deleted or lost orders never stored: nothing to retire, not stored", n)
+    con.execute("DROP TABLE _unstored")
+    return n
 
 
 def note_deleted(con: duckdb.DuckDBPyConnection, present: set[str]) -> None:

@@ -12,10 +12,11 @@ import duckdb
 
 from connectors.identity import DEFAULT_MAX_GROUP, link_staged
 from connectors.source import PullResult
-from connectors.tables import STAGED_VERSIONS, TABLES
+from connectors.tables import STAGED_TOMBSTONES, STAGED_VERSIONS, TABLES
 
 from .appends import NOTED_ROWS, note_merged
-from .deletes import create_deleted_table, forget_deleted, leave_out_deleted, note_deleted
+from .deletes import (create_deleted_table, forget_deleted, leave_out_deleted, leave_out_unstored_tombstones,
+                      note_deleted)
 from .facts import DAY_HASH, RFM_HASH
 from .generation import bump_generation, generation
 from .links import LINKS_TABLE, apply_links, create_links_table, hold_guests, note_stored_links
@@ -134,6 +135,8 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
             # a deleted order's tombstone often no longer says whose it was: it stays the same customer's
             con.execute("UPDATE staged_orders AS s SET customer_id = o.customer_id FROM orders AS o "
                         "WHERE s.customer_id = '' AND o.order_id = s.order_id")
+        if not pull.full_refresh:  # a tombstone of an order never stored: nothing to retire, nothing merged
+            leave_out_unstored_tombstones(con, present)
         if not pull.full_refresh:  # a later version of an order deleted for good (files have no deletes): left out
             left = leave_out_deleted(con, present, origin)  # before linking: nothing of it is merged
             _add(counts, {"stale_pulled_orders" if origin == "pull" else "stale_orders": left})
@@ -177,6 +180,7 @@ def merge_staged(con: duckdb.DuckDBPyConnection, pull: PullResult, *, origin: st
             con.execute(f"DROP TABLE IF EXISTS staged_{name}")
             con.execute(f"DROP TABLE IF EXISTS _kept_{name}")
         con.execute(f"DROP TABLE IF EXISTS {STAGED_VERSIONS}")
+        con.execute(f"DROP TABLE IF EXISTS {STAGED_TOMBSTONES}")
         con.execute(f"DROP TABLE IF EXISTS {PULLED_STAGED}")
         bump_generation(con)  # what the store keeps of its orders (the purchase-day cache) may be stale now
         if note is not None:

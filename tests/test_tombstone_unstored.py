@@ -1,0 +1,78 @@
+"""A tombstone retires a stored order and is nothing else: a deal or order the CRM reports deleted, lost or out of
+scope that rfmsync never stored is not stored (it was a cancelled row with customer ``''``, one per lost deal: a CRM
+with many lost deals grew the store by one row each, and the blank customer met every per-customer read). A tombstone
+of an order staged before it in the same pull or batch still wins: nothing of that order is stored."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import responses
+
+from connectors.incremental import Stager
+from connectors.non_purchase import tombstone
+from connectors.records import Order
+from connectors.source import PullResult
+from connectors.tables import stage_records
+from sync.store import merge_staged, open_store
+
+from .test_amocrm import FakeAmo, T0, make_source
+
+AT = datetime(2025, 3, 1, tzinfo=timezone.utc)
+
+
+def _orders(con) -> list[tuple]:
+    return con.execute("SELECT order_id, customer_id, status, amount FROM orders ORDER BY order_id").fetchall()
+
+
+def test_a_pull_of_n_deleted_or_lost_leads_never_stored_adds_no_row():
+    n = 30
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock, open_store(None) as con:
+        fake = FakeAmo(mock)
+        fake.put_contact(10, "a@example.com", at=T0)
+        fake.put_order(1, 10, "15000", at=T0)
+        first = make_source().pull(con)
+        merge_staged(con, first, origin="pull")
+        later = T0 + timedelta(days=1, hours=1)
+        for oid in range(100, 100 + n):  # lost leads of no contact (unmappable: tombstones), and deleted ones
+            fake.put_order(oid, 10, "5", at=later, status_id=143)
+            fake.leads[oid]["_embedded"]["contacts"] = []
+        for oid in range(200, 200 + n):
+            fake.put_order(oid, 10, "5", at=later)
+            fake.delete_order(oid, at=later)
+        fake.delete_order(1, at=later)  # a stored lead deleted: its tombstone replaces it
+        second = make_source(clock=lambda: T0 + timedelta(days=2)).pull(con, first.cursor)
+        assert second.orders == 2 * n + 1  # (staged: the merge tells which retire a stored order)
+        merge_staged(con, second, origin="pull")
+        assert _orders(con) == [("1", "10", "cancelled", Decimal("0.00"))]
+        assert con.execute("SELECT count(*) FROM orders WHERE customer_id = ''").fetchall() == [(0,)]
+
+
+def test_a_tombstone_staged_after_the_order_in_the_same_pull_wins_and_a_later_version_wins_over_it():
+    with open_store(None) as con:
+        stage_records(con, [Order("9", "c9", AT, Decimal(10))])
+        merge_staged(con, PullResult(), origin="pull")
+        stager = Stager(con, "test")
+        stager.stage([Order("1", "c1", AT, Decimal(10)), Order("2", "c2", AT, Decimal(20))])
+        stager.stage([tombstone("1", AT), tombstone("2", AT), tombstone("3", AT), tombstone("9", AT)])
+        stager.stage([Order("2", "c2", AT, Decimal(21))])  # 2 read again: restored
+        merge_staged(con, stager.result("{}"), origin="pull")
+        assert _orders(con) == [("2", "c2", "completed", Decimal("21.00")), ("9", "c9", "cancelled", Decimal("0.00"))]
+
+
+def test_a_webhook_batch_s_tombstone_of_an_order_never_stored_adds_no_row():
+    with open_store(None) as con:
+        stage_records(con, [Order("9", "c9", AT, Decimal(10))])
+        merge_staged(con, PullResult(), origin="pull")
+        stage_records(con, [tombstone("7", AT), tombstone("9", AT)])
+        merge_staged(con, PullResult(), origin="webhook")
+        assert _orders(con) == [("9", "c9", "cancelled", Decimal("0.00"))]
+
+
+def test_a_queued_tombstone_keeps_what_it_retires_and_nothing_else_carries_the_flag():
+    from sync.ledger.codec import decode_records, encode_records
+
+    orders, _, _ = decode_records(encode_records([tombstone("7", AT, "c7"), tombstone("8", AT, final=True),
+                                                  Order("9", "c9", AT, Decimal(0), status="cancelled")]))
+    assert [o.if_stored for o in orders] == [True, False, False]
