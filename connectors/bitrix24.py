@@ -43,9 +43,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import duckdb
 import requests
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .blank import BlankIsUnset
 from .contacts import PhoneRegion
 from .email_phone import lower_like_sql
 from .errors import AuthError, ConfigError, FatalError, TransientError
@@ -71,7 +72,7 @@ _AUTH_ERRORS = {"NO_AUTH_FOUND", "INVALID_CREDENTIALS", "expired_token", "invali
 _RETRY_ERRORS = {"QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT", "INTERNAL_SERVER_ERROR"}
 
 
-class Bitrix24Config(BaseModel):
+class Bitrix24Config(BlankIsUnset):
     model_config = ConfigDict(extra="forbid")
     type: Literal["bitrix24"] = "bitrix24"
     won_semantics: list[str] = Field(default_factory=lambda: ["S"])
@@ -86,7 +87,7 @@ class Bitrix24Config(BaseModel):
     timezone: TimeZone = "UTC"  # the portal's zone: purchases are counted per local day in it
 
 
-class Bitrix24Secrets(BaseSettings):
+class Bitrix24Secrets(BlankIsUnset, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BITRIX24_", extra="ignore")
     webhook_url: Secret | None = None  # https://portal.bitrix24.ru/rest/1/<code>/ (the code is a secret)
     app_token: Secret | None = None  # application_token of the outgoing webhook / app, for events

@@ -43,11 +43,12 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import duckdb
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .secrets import Secret
 
+from .blank import BlankIsUnset
 from .contacts import PhoneRegion
 from .errors import ConfigError, FatalError, TransientError
 from .identity import DEFAULT_MAX_GROUP
@@ -69,7 +70,7 @@ log = logging.getLogger(__name__)
 NAME = "retailcrm"
 
 
-class RetailCrmConfig(BaseModel):
+class RetailCrmConfig(BlankIsUnset):
     """``[source] type = "retailcrm"`` settings (secrets come from the environment)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -86,7 +87,7 @@ class RetailCrmConfig(BaseModel):
     phone_region: PhoneRegion = None  # default country of phones written without one, e.g. "RU"
 
 
-class RetailCrmSecrets(BaseSettings):
+class RetailCrmSecrets(BlankIsUnset, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RETAILCRM_", extra="ignore")
     url: str | None = None
     api_key: Secret | None = None
