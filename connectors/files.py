@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from . import normalize as nz
 from .contacts import PhoneRegion
+from .counts import counted
 from .diagnose import check_orders
 from .errors import BadFileError, ConfigError, ConnectorError
 from .file_encoding import csv_error, utf8_copy
@@ -206,8 +207,9 @@ class FileSource:
         check_orders(con, orders, self.cfg.orders, self.cfg.date_format, self.cfg.preset)  # no rows, bad dates: stop
         result = stage_files(con, self.cfg, orders, contacts, in_place=in_place, file_ids=file_ids, now=self.clock())
         result.fast_path = all(t.fast for t in orders)
-        log.info("file source: %d orders, %d contacts, %d bad rows, %d cleaned values, %d duplicate order ids",
-                 result.orders, result.contacts, result.bad_row_count, result.issue_count, result.duplicate_orders)
+        log.info("file source: %s", ", ".join(counted(n, what) for n, what in (
+            (result.orders, "order"), (result.contacts, "contact"), (result.bad_row_count, "bad row"),
+            (result.issue_count, "cleaned value"), (result.duplicate_orders, "duplicate order id"))))
         return result
 
     # ------------------------------------------------------------------------------------------ reading

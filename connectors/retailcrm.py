@@ -46,6 +46,7 @@ import duckdb
 from pydantic import ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .counts import agrees, counted
 from .secrets import Secret
 
 from .blank import BlankIsUnset
@@ -215,12 +216,12 @@ class RetailCrmSource:
             if total == len(present):
                 return
             if total < len(present):
-                raise FatalError(f"RetailCRM {path}: the list counts {total} records but {len(present)} "
-                                 "read ones were not deleted; the list and the history feed disagree")
+                raise FatalError(f"RetailCRM {path}: the list counts {counted(total, 'record')} but "
+                                 f"{len(present)} read {agrees(len(present), 'one was', 'ones were')} not deleted; the list and the history feed disagree")
             moved = len(feed.gone | feed.created | (feed.fetched - backfilled))
             if round_ == MAX_REREADS:
                 raise TransientError(
-                    f"RetailCRM {path}: {total - len(present)} records still missing after {MAX_REREADS} "
+                    f"RetailCRM {path}: {counted(total - len(present), 'record')} still missing after {MAX_REREADS} "
                     f"re-reads of the backfill ({moved} created or deleted while it ran); the CRM changed "
                     "faster than it could be read. Nothing was saved: run the pull again")
             below = max(1, moved) << round_
