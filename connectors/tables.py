@@ -74,17 +74,17 @@ def create_tables(con: duckdb.DuckDBPyConnection, prefix: str = "", temp: bool =
 
 
 def create_staging(con: duckdb.DuckDBPyConnection) -> None:
-    """Fresh, empty ``staged_orders``/``staged_contacts``/``staged_line_items`` temp tables (and
-    :data:`STAGED_TOMBSTONES`)."""
+    """Fresh, empty ``staged_orders``/``staged_contacts``/``staged_line_items`` temp tables."""
     for name, cols in TABLES.items():
         con.execute(f"CREATE OR REPLACE TEMP TABLE staged_{name} ({cols})")
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {STAGED_TOMBSTONES} (order_id VARCHAR NOT NULL)")
 
 
 #: the staged orders whose last staged version is a tombstone that only retires a stored order
 #: (:attr:`~connectors.records.Order.if_stored`): :func:`stage_records` keeps it, the store's merge leaves out every
-#: staged version of those it holds no order of (:func:`sync.store.merge.merge_staged`). Not ``staged_*``: it is no
-#: store table.
+#: staged version of those it holds no order of (:func:`sync.store.merge.merge_staged`), then drops it. Not
+#: ``staged_*``: it is no store table, and :func:`create_staging` leaves it (a webhook batch's records set aside
+#: while a pull stages, then staged again, keep theirs: :func:`sync.serve.resync_staging.pull_after_webhook_records`;
+#: a mark of an id not staged leaves nothing out).
 STAGED_TOMBSTONES = "_staged_tombstones"
 
 

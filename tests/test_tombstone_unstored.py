@@ -76,3 +76,32 @@ def test_a_queued_tombstone_keeps_what_it_retires_and_nothing_else_carries_the_f
     orders, _, _ = decode_records(encode_records([tombstone("7", AT, "c7"), tombstone("8", AT, final=True),
                                                   Order("9", "c9", AT, Decimal(0), status="cancelled")]))
     assert [o.if_stored for o in orders] == [True, False, False]
+
+
+def test_a_webhook_s_tombstones_staged_beside_a_pull_of_the_resync_keep_what_they_retire(tmp_path, monkeypatch):
+    """amoCRM's ``leads[delete]`` of a stored lead and of one never stored, resynced with a pull (the webhook's
+    records set aside while the pull stages, then staged again): the stored lead is retired, the other adds no
+    row; a lead the pull reads deleted is no row either."""
+    from urllib.parse import urlencode
+
+    from connectors.amocrm import parse_webhook
+    from sync.pipeline import store_path
+    from sync.serve.resync import resync
+
+    from .test_store_pulled_versions import crm_shop, _pull
+    from .test_worker import AS_OF
+
+    with crm_shop(tmp_path, monkeypatch, "amocrm") as (cfg, settings, ledger, fake):
+        fake.put_contact(10, "a@example.com", at=T0)
+        fake.put_order(1, 10, "100", at=T0)
+        fake.put_order(2, 10, "100", at=T0)
+        _pull(cfg, ledger, settings)
+        fake.put_order(300, 10, "5", at=T0 + timedelta(hours=1))
+        fake.delete_order(300, at=T0 + timedelta(hours=1))  # created and deleted before any pull read it
+        fake.delete_order(1, at=T0 + timedelta(hours=1))
+        body = urlencode({"leads[delete][0][id]": "1", "leads[delete][1][id]": "999", "account[id]": "29062"})
+        orders, _ = parse_webhook({}, body.encode())
+        resync(cfg, ledger, settings, orders, pull=True, as_of=AS_OF)
+        with open_store(store_path(cfg)) as con:
+            assert _orders(con) == [("1", "10", "cancelled", Decimal("0.00")), ("2", "10", "completed",
+                                                                               Decimal("100.00"))]
