@@ -5,7 +5,7 @@
 * :func:`undecided`: the bad row of a record without the field that tells whether it is a purchase (taken for no
   purchase, it would take a stored purchase out of the history without a word);
 * :func:`unmapped`: the tombstone of a non-purchase that cannot be mapped (its contact unlinked, its amount cleared):
-  it still leaves the history (:func:`connectors.http.tombstone`), keeping its customer when known, dated by the
+  it still leaves the history (:func:`tombstone`), keeping its customer when known, dated by the
   record, else by the stored order it cancels (:data:`~connectors.records.UNDATED`), never now.
 """
 

@@ -20,8 +20,8 @@ class OrderStatus(StrEnum):
     REFUNDED = "refunded"
     CANCELLED = "cancelled"
     #: an order the vendor deleted for good (it never comes back, its id is never reused: a Shopify order): only a
-    #: tombstone is staged so (:func:`connectors.http.tombstone`); the order store keeps it as ``cancelled`` and
-    #: leaves out any later version of the order (:mod:`sync.store.deletes`)
+    #: tombstone is staged so (:func:`connectors.non_purchase.tombstone`); the order store keeps it as ``cancelled``
+    #: and leaves out any later version of the order (:mod:`sync.store.deletes`)
     DELETED = "deleted"
 
 

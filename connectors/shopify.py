@@ -292,7 +292,7 @@ def parse_webhook(headers: Mapping[str, str], body: bytes,
       unknown, dated ``X-Shopify-Triggered-At``), which replaces the stored order so it leaves the
       history. Deleted orders are invisible to a pull, so this delivery is the only way to learn of one. Shopify
       never brings a deleted order back nor reuses its id, so the delete is final: the store leaves out any later
-      version of the order, whatever its time (:func:`connectors.http.tombstone`).
+      version of the order, whatever its time (:func:`connectors.non_purchase.tombstone`).
     * ``refunds/create`` carries the refund (``order_id``, ``transactions``, ``refund_line_items``) but not
       the order's customer or its total, and the order row already holds the net amount
       (``current_total_price``) that Shopify updates with every refund: a refund row would count it

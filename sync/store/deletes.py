@@ -1,8 +1,10 @@
 """Orders the vendor deleted for good (``deleted_orders``): no later version of one is merged.
 
 A deleted Shopify order never comes back and its id is never reused, so its ``orders/delete`` delivery is a final
-tombstone (:attr:`connectors.records.OrderStatus.DELETED`, :func:`connectors.http.tombstone`). The merge stores it
-as a ``cancelled`` row, as any tombstone, and notes its id here in the same transaction (:func:`note_deleted`).
+tombstone (:attr:`connectors.records.OrderStatus.DELETED`, :func:`connectors.non_purchase.tombstone`). The merge
+stores it as a ``cancelled`` row, as any tombstone, and notes its id here in the same transaction
+(:func:`note_deleted`); unlike a tombstone that is not final, even for an order the store never held
+(:func:`leave_out_unstored_tombstones`): the note must outlive it.
 From then on a staged version of that order that is not a delete is left out of every incremental merge, whatever
 its vendor time or its acceptance, counted and logged as a stale version (:func:`leave_out_deleted`): an
 ``orders/updated`` made before the delete and retried after it (Shopify retries for hours with the original
