@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Callable, Literal
 
 import duckdb
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from . import normalize as nz
+from .blank import BlankIsUnset
 from .contacts import PhoneRegion
 from .counts import counted
 from .diagnose import check_orders
@@ -43,10 +44,11 @@ log = logging.getLogger(__name__)
 MAX_DAYS_AHEAD = 3660
 
 
-class FileSourceConfig(BaseModel):
+class FileSourceConfig(BlankIsUnset):
     """``[source]`` for ``type = "file"``; paths are relative to the config file's folder."""
 
     model_config = ConfigDict(extra="forbid")
+    blankable = frozenset({"contacts", "encoding", "currency", "preset", "date_format", "sheet", "decimal"})
 
     type: Literal["file"] = "file"  # the default source type: a [source] without type is a file source
     orders: str

@@ -77,3 +77,21 @@ def test_a_blank_currency_is_its_default(kind, section, env, default, monkeypatc
 def test_a_blank_retailcrm_site_is_every_site(monkeypatch):
     monkeypatch.setenv("RETAILCRM_API_KEY", "k")
     assert build_source({"type": "retailcrm", "url": "https://shop.retailcrm.ru", "site": " "}).config.site is None
+
+
+def test_a_blank_file_source_setting_is_unset_but_its_delimiter_is_a_value(tmp_path):
+    """``preset = ""`` was "unknown preset ''", ``encoding = ""`` "unknown encoding ''" (a config written by hand from
+    a template); a delimiter stays what it says: a blank one is no delimiter (a clear error), a tab one is read."""
+    import duckdb
+    from pydantic import ValidationError
+
+    (tmp_path / "orders.csv").write_text("order_id,customer_id,ordered_at,amount\n1,c1,2025-01-01,10\n",
+                                         encoding="utf-8")
+    columns = {f: f for f in ("order_id", "customer_id", "ordered_at", "amount")}
+    blanks = {k: " " for k in ("contacts", "encoding", "currency", "preset", "date_format", "sheet", "decimal")}
+    source = build_source({"orders": "orders.csv", "columns": columns, **blanks}, base_dir=tmp_path)
+    assert source.pull(duckdb.connect()).orders == 1
+    with pytest.raises(ValidationError, match="delimiter must be one character"):
+        build_source({"orders": "orders.csv", "columns": columns, "delimiter": ""}, base_dir=tmp_path)
+    assert build_source({"orders": "orders.csv", "columns": columns, "delimiter": "\t"},
+                        base_dir=tmp_path).cfg.delimiter == "\t"
