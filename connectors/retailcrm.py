@@ -182,8 +182,8 @@ class RetailCrmSource:
             if page >= total:
                 return backfill
             if not rows:  # (taken as the end, the pages after it were never read, nor proven read by _settle)
-                raise TransientError(f"RetailCRM {path}: page {page} has no rows though its answer counts {total} "
-                                     "pages; nothing was saved: run the pull again")
+                raise TransientError(f"RetailCRM {path}: page {page} has no rows though its answer counts "
+                                     f"{counted(total, 'page')}; nothing was saved: run the pull again")
             page += 1
 
     def _settle(self, obj: str, backfill: _Backfill, feed: _Feed, run_start: RunStart, stager: Stager) -> None:
