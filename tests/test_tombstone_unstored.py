@@ -105,3 +105,87 @@ def test_a_webhook_s_tombstones_staged_beside_a_pull_of_the_resync_keep_what_the
         with open_store(store_path(cfg)) as con:
             assert _orders(con) == [("1", "10", "cancelled", Decimal("0.00")), ("2", "10", "completed",
                                                                                Decimal("100.00"))]
+
+
+R1, R2 = AT + timedelta(hours=1), AT + timedelta(hours=2)
+
+
+def _merged_out_of_order(con) -> dict[str, int]:
+    """A never-stored order's newer webhook version (cancelled, unmappable: a tombstone; accepted R2, vendor time
+    10:30) merged before its older one (the purchase; accepted R1, vendor time 10:10)."""
+    stage_records(con, [tombstone("X", AT + timedelta(minutes=30), "cX")])
+    merge_staged(con, PullResult(), origin="webhook", received_at=R2,
+                 versions={("order", "X"): AT + timedelta(minutes=30)})
+    stage_records(con, [Order("X", "cX", AT, Decimal(100))])
+    return merge_staged(con, PullResult(), origin="webhook", received_at=R1,
+                        versions={("order", "X"): AT + timedelta(minutes=10)})
+
+
+def test_a_dropped_webhook_tombstone_still_orders_an_older_copy_merged_after_it():
+    """The tombstone adds no row, but its version is noted: the older purchase merged after it is stale (it was
+    stored as a completed purchase of an order the vendor had cancelled)."""
+    with open_store(None) as con:
+        stage_records(con, [Order("1", "c1", AT, Decimal(5))])
+        merge_staged(con, PullResult(), origin="pull")
+        assert _merged_out_of_order(con)["stale_orders"] == 1
+        assert _orders(con) == [("1", "c1", "completed", Decimal("5.00"))]
+        stage_records(con, [Order("X", "cX", AT, Decimal(120))])  # a newer version (restored): stored
+        merge_staged(con, PullResult(), origin="webhook", received_at=R2 + timedelta(hours=1),
+                     versions={("order", "X"): AT + timedelta(hours=2)})
+        assert _orders(con)[-1] == ("X", "cX", "completed", Decimal("120.00"))
+
+
+def test_a_file_full_refresh_tolerates_a_noted_order_the_store_holds_no_row_of():
+    """The note of a dropped tombstone (a webhook record with no ``orders`` row) is kept across a full refresh that
+    does not hold the order, and yields to one that does."""
+    with open_store(None) as con:
+        stage_records(con, [Order("1", "c1", AT, Decimal(5))])
+        merge_staged(con, PullResult(), origin="pull")
+        _merged_out_of_order(con)
+        stage_records(con, [Order("1", "c1", AT, Decimal(6))])
+        merge_staged(con, PullResult(full_refresh=True), origin="pull")
+        assert _orders(con) == [("1", "c1", "completed", Decimal("6.00"))]
+        stage_records(con, [Order("1", "c1", AT, Decimal(6)), Order("X", "cX", AT, Decimal(100))])
+        merge_staged(con, PullResult(full_refresh=True), origin="pull")
+        assert _orders(con)[-1] == ("X", "cX", "completed", Decimal("100.00"))
+
+
+def _shopify_cancelled_never_stored(tmp_path, monkeypatch, pulled: bool):
+    """Shopify order 78, never stored, cancelled with its customer gone (a tombstone) at 10:05 — read by a webhook
+    or by a pull — then its ``orders/create`` of 10:00/10:01 delivered late (Shopify retries for hours)."""
+    import copy
+
+    from sync.pipeline import store_path
+    from sync.serve.resync import resync
+
+    from . import test_shopify
+    from .test_store_pulled_versions import S, T0 as T, _pull, _shopify, crm_shop
+    from .test_worker import AS_OF
+
+    with crm_shop(tmp_path, monkeypatch, "shopify") as (cfg, settings, ledger, fake):
+        fake.put_contact(7, "ann@example.com", at=T)
+        fake.put_order(77, 7, "50.00", at=T)
+        _pull(cfg, ledger, settings)
+        fake.put_order(78, 7, "100.00", at=T + 60 * S)
+        created = copy.deepcopy(fake.orders[78])
+        gone = {"cancelled_at": test_shopify.z(T + 300 * S), "customer": None, "email": None,
+                "updated_at": test_shopify.z(T + 300 * S)}
+        if pulled:
+            fake.orders[78].update(gone)
+            _pull(cfg, ledger, settings)
+        else:
+            del fake.orders[78]
+            resync(cfg, ledger, settings, _shopify("orders/cancelled", {**created, **gone}, cfg)[0], as_of=AS_OF)
+        report = resync(cfg, ledger, settings, _shopify("orders/create", created, cfg)[0], as_of=AS_OF)
+        with open_store(store_path(cfg)) as con:
+            return report.stale, _orders(con)
+
+
+def test_shopify_s_create_retried_after_the_cancel_webhook_of_an_order_never_stored_is_stale(tmp_path, monkeypatch):
+    stale, orders = _shopify_cancelled_never_stored(tmp_path, monkeypatch, pulled=False)
+    assert stale["order"] == 1 and [o[0] for o in orders] == ["77"]
+
+
+def test_a_late_webhook_older_than_the_pull_that_read_the_order_cancelled_is_stale(tmp_path, monkeypatch):
+    stale, orders = _shopify_cancelled_never_stored(tmp_path, monkeypatch, pulled=True)
+    assert stale["order"] == 1 and [o[0] for o in orders] == ["77"]

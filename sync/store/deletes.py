@@ -4,7 +4,8 @@ A deleted Shopify order never comes back and its id is never reused, so its ``or
 tombstone (:attr:`connectors.records.OrderStatus.DELETED`, :func:`connectors.non_purchase.tombstone`). The merge
 stores it as a ``cancelled`` row, as any tombstone, and notes its id here in the same transaction
 (:func:`note_deleted`); unlike a tombstone that is not final, even for an order the store never held
-(:func:`leave_out_unstored_tombstones`): the note must outlive it.
+(:func:`leave_out_unstored_tombstones`, which stores no row for a non-final one but still notes its version): the
+note must outlive it.
 From then on a staged version of that order that is not a delete is left out of every incremental merge, whatever
 its vendor time or its acceptance, counted and logged as a stale version (:func:`leave_out_deleted`): an
 ``orders/updated`` made before the delete and retried after it (Shopify retries for hours with the original
@@ -41,6 +42,9 @@ DELETED_TABLE = "deleted_orders"
 FINAL_STAGED = f"SELECT order_id FROM staged_orders WHERE status = '{OrderStatus.DELETED}'"
 #: the orders deleted for good: noted before, or by a final tombstone staged now
 DELETED_OR_FINAL = f"SELECT order_id FROM {DELETED_TABLE} UNION ALL {FINAL_STAGED}"
+#: the orders (``order_id``) whose never-stored tombstone a merge left out (:func:`leave_out_unstored_tombstones`):
+#: noted as versions, not stored
+UNSTORED = "_unstored_orders"
 
 
 def create_deleted_table(con: duckdb.DuckDBPyConnection) -> None:
@@ -65,26 +69,27 @@ def leave_out_deleted(con: duckdb.DuckDBPyConnection, present: set[str], what: s
 
 
 def leave_out_unstored_tombstones(con: duckdb.DuckDBPyConnection, present: set[str]) -> int:
-    """Leave out of an incremental merge every staged version (with its line items and vendor times) of the orders
-    whose last staged version is a tombstone that only retires a stored order (:data:`STAGED_TOMBSTONES`) and that
-    the store holds no order of: a deal lost or deleted before rfmsync stored it (or created and deleted within the
-    pull) adds no cancelled row of a blank customer. Returns how many orders (logged)."""
+    """Leave out of an incremental merge every staged version (with its line items) of the orders whose last staged
+    version is a tombstone that only retires a stored order (:data:`STAGED_TOMBSTONES`) and that the store holds no
+    order of: a deal lost or deleted before rfmsync stored it (or created and deleted within the pull) adds no
+    cancelled row of a blank customer. Its version is still noted (:data:`UNSTORED`, kept for the merge: a webhook's
+    acceptance and vendor time in ``webhook_records``, a timed pull's vendor time in ``pulled_versions``, its
+    staged time kept), so an older copy of the order merged after it (a create retried after the cancel, a late
+    webhook older than the pull that read it cancelled) is left out as stale, not stored as a purchase. Called after
+    the older versions are left out (an older tombstone notes nothing). Returns how many orders (logged)."""
     if "staged_orders" not in present or not con.execute(
             "SELECT 1 FROM duckdb_tables() WHERE table_name = ? AND temporary", [STAGED_TOMBSTONES]).fetchall() \
             or not con.execute(f"SELECT 1 FROM {STAGED_TOMBSTONES} LIMIT 1").fetchall():
         return 0  # no such tombstone staged (the common case: the orders are not read)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _unstored AS SELECT DISTINCT order_id AS id FROM {STAGED_TOMBSTONES} t "
-                "WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.order_id = t.order_id)")
-    n = con.execute("SELECT count(*) FROM _unstored").fetchall()[0][0]
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {UNSTORED} AS SELECT DISTINCT t.order_id FROM {STAGED_TOMBSTONES} t "
+                "WHERE t.order_id IN (SELECT order_id FROM staged_orders) "
+                "AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.order_id = t.order_id)")
+    n = con.execute(f"SELECT count(*) FROM {UNSTORED}").fetchall()[0][0]
     if n:
         for table in ("staged_orders", "staged_line_items"):
             if table in present:
-                con.execute(f"DELETE FROM {table} WHERE order_id IN (SELECT id FROM _unstored)")
-        if con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = ? AND temporary",
-                       [STAGED_VERSIONS]).fetchall():
-            con.execute(f"DELETE FROM {STAGED_VERSIONS} WHERE kind = 'order' AND id IN (SELECT id FROM _unstored)")
-        log.info("%d deleted or lost orders never stored: nothing to retire, not stored", n)
-    con.execute("DROP TABLE _unstored")
+                con.execute(f"DELETE FROM {table} WHERE order_id IN (SELECT order_id FROM {UNSTORED})")
+        log.info("%d deleted or lost orders never stored: nothing to retire, not stored (their version noted)", n)
     return n
 
 
