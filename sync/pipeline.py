@@ -37,6 +37,7 @@ from .guards import RECENCY_ADVICE, recency_collapse_text
 from .stale import stale_warning  # (re-exported: the callers' import)
 from .planning.values import PREDICTIVE_VALUES
 from .store import connect_store, merge_staged
+from .store.deletes import unstored_tombstones
 from .store.day_cache import cached_purchase_days, stored_key, valid_purchase_days
 from .store.facts import order_facts
 from .store.file_report import order_files
@@ -112,6 +113,9 @@ def pull_into(con: duckdb.DuckDBPyConnection, source: Source, cursor: str | None
             result = source.pull(con, cursor, progress=_both(progress, advance))
     except SourceConfigError as exc:
         raise ConfigError(str(exc)) from None
+    # tombstones of orders never stored are read, not stored: the counts (CLI, run history, guards) leave them out
+    result.unstored_orders = unstored_tombstones(con)
+    result.orders -= result.unstored_orders
     if before_merge is not None:
         before_merge(result)
     merge_staged(con, result, max_identity_group=source.max_identity_group, pulled_at=started)

@@ -68,6 +68,27 @@ def leave_out_deleted(con: duckdb.DuckDBPyConnection, present: set[str], what: s
                      "the order was deleted for good")
 
 
+#: the staged orders whose last version is a tombstone of an order the store holds no row of
+_UNSTORED_IDS = (f"SELECT DISTINCT t.order_id FROM {STAGED_TOMBSTONES} t WHERE t.order_id IN "
+                 "(SELECT order_id FROM staged_orders) AND NOT EXISTS "
+                 "(SELECT 1 FROM orders o WHERE o.order_id = t.order_id)")
+
+
+def _tombstones_staged(con: duckdb.DuckDBPyConnection) -> bool:
+    return bool(con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = ? AND temporary",
+                            [STAGED_TOMBSTONES]).fetchall()) and bool(
+        con.execute(f"SELECT 1 FROM {STAGED_TOMBSTONES} LIMIT 1").fetchall())
+
+
+def unstored_tombstones(con: duckdb.DuckDBPyConnection) -> int:
+    """How many of a staged pull's order records are tombstones the merge will not store (of orders the store never
+    held, :func:`leave_out_unstored_tombstones`): read, not pulled into the store (a pull's count leaves them out)."""
+    if not _tombstones_staged(con) or not con.execute(
+            "SELECT 1 FROM duckdb_tables() WHERE table_name = 'staged_orders'").fetchall():
+        return 0
+    return con.execute(f"SELECT count(*) FROM staged_orders WHERE order_id IN ({_UNSTORED_IDS})").fetchall()[0][0]
+
+
 def leave_out_unstored_tombstones(con: duckdb.DuckDBPyConnection, present: set[str]) -> int:
     """Leave out of an incremental merge every staged version (with its line items) of the orders whose last staged
     version is a tombstone that only retires a stored order (:data:`STAGED_TOMBSTONES`) and that the store holds no
@@ -77,13 +98,9 @@ def leave_out_unstored_tombstones(con: duckdb.DuckDBPyConnection, present: set[s
     staged time kept), so an older copy of the order merged after it (a create retried after the cancel, a late
     webhook older than the pull that read it cancelled) is left out as stale, not stored as a purchase. Called after
     the older versions are left out (an older tombstone notes nothing). Returns how many orders (logged)."""
-    if "staged_orders" not in present or not con.execute(
-            "SELECT 1 FROM duckdb_tables() WHERE table_name = ? AND temporary", [STAGED_TOMBSTONES]).fetchall() \
-            or not con.execute(f"SELECT 1 FROM {STAGED_TOMBSTONES} LIMIT 1").fetchall():
+    if "staged_orders" not in present or not _tombstones_staged(con):
         return 0  # no such tombstone staged (the common case: the orders are not read)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {UNSTORED} AS SELECT DISTINCT t.order_id FROM {STAGED_TOMBSTONES} t "
-                "WHERE t.order_id IN (SELECT order_id FROM staged_orders) "
-                "AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.order_id = t.order_id)")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {UNSTORED} AS {_UNSTORED_IDS}")
     n = con.execute(f"SELECT count(*) FROM {UNSTORED}").fetchall()[0][0]
     if n:
         for table in ("staged_orders", "staged_line_items"):
