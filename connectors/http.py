@@ -1,4 +1,5 @@
-"""Shared plumbing for the API connectors: one HTTP client, vendor field parsing.
+"""Shared plumbing for the API connectors: one HTTP client, vendor field parsing (``tombstone``, once here, is
+re-exported lazily from :mod:`connectors.non_purchase`).
 
 * :class:`HttpClient` wraps a ``requests.Session`` with explicit timeouts, a leaky-bucket
   :class:`Throttle`, the status → action table :data:`STATUS_ACTIONS` (data, tested
@@ -383,3 +384,13 @@ def clean(value: Any) -> str | None:
     text = str(value).strip()
     return text or None
 
+
+
+def __getattr__(name: str) -> Any:
+    """``tombstone`` lived here before :mod:`connectors.non_purchase` (which imports this module): still importable
+    from here, lazily, for code written against it."""
+    if name == "tombstone":
+        from .non_purchase import tombstone
+
+        return tombstone
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

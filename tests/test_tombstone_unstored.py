@@ -189,3 +189,13 @@ def test_shopify_s_create_retried_after_the_cancel_webhook_of_an_order_never_sto
 def test_a_late_webhook_older_than_the_pull_that_read_the_order_cancelled_is_stale(tmp_path, monkeypatch):
     stale, orders = _shopify_cancelled_never_stored(tmp_path, monkeypatch, pulled=True)
     assert stale["order"] == 1 and [o[0] for o in orders] == ["77"]
+
+
+def test_tombstone_is_still_importable_from_connectors_http():
+    """It moved to connectors.non_purchase: a third-party connector importing it from connectors.http still works."""
+    import connectors.http
+    from connectors.http import tombstone as old  # noqa: F401 (the import is the test)
+
+    assert old is tombstone and old("5", AT).if_stored
+    with __import__("pytest").raises(AttributeError):
+        connectors.http.not_there  # noqa: B018
