@@ -48,7 +48,8 @@ class FileSourceConfig(BlankIsUnset):
     """``[source]`` for ``type = "file"``; paths are relative to the config file's folder."""
 
     model_config = ConfigDict(extra="forbid")
-    blankable = frozenset({"contacts", "encoding", "currency", "preset", "date_format", "sheet", "decimal"})
+    blankable = frozenset({"contacts", "encoding", "currency", "preset", "date_format", "sheet", "decimal",
+                           "timezone", "phone_region"})
 
     type: Literal["file"] = "file"  # the default source type: a [source] without type is a file source
     orders: str

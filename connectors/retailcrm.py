@@ -62,7 +62,7 @@ from .retailcrm_mapping import deleted_customer, in_scope, map_customer, map_ord
 from .retailcrm_paging import (MAX_COUNTS, MAX_REREADS, _Backfill, _boundary_pages, _Feed, history_entry, page_count,
                                page_rows)
 from .retry import RetryPolicy
-from .source import PullResult
+from .source import Account, PullResult
 from .zones import TimeZone, default_zone
 from .retailcrm_webhooks import parse_webhook, verify_webhook
 from .webhooks import WebhookParser, register_webhook_parser
@@ -77,7 +77,7 @@ class RetailCrmConfig(BlankIsUnset):
     model_config = ConfigDict(extra="forbid")
     type: Literal["retailcrm"] = "retailcrm"
     url: str | None = None  # https://shop.retailcrm.ru; default RETAILCRM_URL
-    site: str | None = None  # limit to one store of a multi-store account
+    site: str | None = None  # limit to one store of a multi-store account (blank: unset, every store; check warns)
     completed_statuses: list[str] = Field(default_factory=lambda: ["complete"])
     refunded_statuses: list[str] = Field(default_factory=list)
     currency: str | None = None  # used when an order carries no currency
@@ -132,13 +132,19 @@ class RetailCrmSource:
             raise FatalError(f"RetailCRM {path}: {self.http.safe(str(data.get('errorMsg')))[:200]}")
         return data
 
-    def check(self) -> str:
+    def check(self) -> str | Account:
+        """The host and the sites the key reaches; with a warning when ``site`` is unset (absent or blank: every
+        site is read) and the account lists several."""
         data = self._get("api/credentials")
         listed = data.get("sitesAvailable") or []
         if not isinstance(listed, list):
             raise FatalError(f"RetailCRM api/credentials: sitesAvailable is {json_shape(listed)}, not a list")
-        sites = ", ".join(str(s) for s in listed if s is not None)
-        return f"{urlsplit(self.url).hostname}" + (f" (sites: {sites})" if sites else "")
+        named = [str(s) for s in listed if s is not None]
+        name = f"{urlsplit(self.url).hostname}" + (f" (sites: {', '.join(named)})" if named else "")
+        if self.config.site is None and len(named) > 1:
+            return Account(name, (f"site is not set: the orders and customers of all {len(named)} sites are "
+                                  f"read as one shop; set [source] site to one of them to read only its own",))
+        return name
 
     def _site(self) -> list[tuple[str, str]]:
         return [("filter[sites][]", self.config.site)] if self.config.site else []

@@ -88,8 +88,10 @@ def test_a_blank_file_source_setting_is_unset_but_its_delimiter_is_a_value(tmp_p
     (tmp_path / "orders.csv").write_text("order_id,customer_id,ordered_at,amount\n1,c1,2025-01-01,10\n",
                                          encoding="utf-8")
     columns = {f: f for f in ("order_id", "customer_id", "ordered_at", "amount")}
-    blanks = {k: " " for k in ("contacts", "encoding", "currency", "preset", "date_format", "sheet", "decimal")}
+    blanks = {k: " " for k in ("contacts", "encoding", "currency", "preset", "date_format", "sheet", "decimal",
+                               "timezone", "phone_region")}  # (the last two were "unknown time zone ''" ...)
     source = build_source({"orders": "orders.csv", "columns": columns, **blanks}, base_dir=tmp_path)
+    assert (source.cfg.timezone, source.cfg.phone_region) == ("UTC", None)
     assert source.pull(duckdb.connect()).orders == 1
     with pytest.raises(ValidationError, match="delimiter must be one character"):
         build_source({"orders": "orders.csv", "columns": columns, "delimiter": ""}, base_dir=tmp_path)
