@@ -9,6 +9,13 @@ that only retires a stored order, merged by an older worker as the plain cancel 
 refuses is never written. An order deleted for good (:attr:`OrderStatus.DELETED`: a Shopify ``orders/delete``)
 travels as the ``cancelled`` tombstone it was before, with ``"final": true``: an older worker merges it as that
 plain cancel (it ignores the flag), this one as a final delete (:mod:`sync.store.deletes`).
+
+The encoding, hashed, is the delivery's dedupe key, so a field added changes the key of the records it is written
+on. ``if_stored`` did so once, for every tombstone that is not final (a lost or deleted deal, an unmappable cancel):
+a delivery of one made before the upgrade and retried by the vendor after it is queued a second time. Harmless: the
+two copies are the same tombstone, merged by version (the second is at most a no-op or left out as stale).
+A payload queued before the upgrade has no flag: its tombstone is merged as it was then, a cancelled row even for
+an order never stored (docs/sources/common.md).
 """
 
 from __future__ import annotations
